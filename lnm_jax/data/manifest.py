@@ -1,0 +1,238 @@
+"""Cohort manifest: the one on-disk format for every cohort, real or synthetic.
+
+A manifest is a CSV with the columns ``patient_id, bmode, ceus, us_lnm, lnm``; image paths
+are relative to the CSV (absolute paths are accepted). ``bmode``, ``ceus`` and ``us_lnm`` may
+be empty for a patient who lacks that input; every other column is kept as metadata.
+
+Reading validates everything at once and raises one :class:`ManifestError` listing every
+problem (row, column, file), so a user fixes a cohort in one pass and nothing trains on a
+broken one.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import hashlib
+from pathlib import Path
+from typing import Iterable
+
+from PIL import Image, UnidentifiedImageError
+
+REQUIRED_COLUMNS = ("patient_id", "bmode", "ceus", "us_lnm", "lnm")
+IMAGE_COLUMNS = ("bmode", "ceus")
+INPUTS = ("bmode", "ceus", "us_lnm")
+BINARY_VALUES = {"0": 0, "1": 1}
+
+# Problem codes: one per kind of bad input, so callers and tests can tell them apart.
+UNREADABLE_MANIFEST = "unreadable_manifest"
+MISSING_COLUMN = "missing_column"
+EMPTY_PATIENT_ID = "empty_patient_id"
+DUPLICATE_PATIENT_ID = "duplicate_patient_id"
+MISSING_FILE = "missing_file"
+UNREADABLE_IMAGE = "unreadable_image"
+BAD_FLAG_VALUE = "bad_flag_value"
+BAD_LABEL_VALUE = "bad_label_value"
+NO_INPUTS = "no_inputs"
+EMPTY_COHORT = "empty_cohort"
+MISSING_CLASS = "missing_class"
+
+
+@dataclasses.dataclass(frozen=True)
+class Problem:
+    """One thing wrong with a manifest. ``row`` is the 1-based data row (CSV line - 1)."""
+
+    code: str
+    message: str
+    row: int | None = None
+    column: str | None = None
+    file: str | None = None
+
+    def __str__(self) -> str:
+        where = []
+        if self.row is not None:
+            where.append(f"row {self.row}")
+        if self.column is not None:
+            where.append(f"column '{self.column}'")
+        if self.file is not None:
+            where.append(f"file '{self.file}'")
+        loc = ", ".join(where)
+        return f"[{self.code}] {loc + ': ' if loc else ''}{self.message}"
+
+
+class ManifestError(ValueError):
+    """Raised with every problem of a manifest at once."""
+
+    def __init__(self, path: Path | str, problems: Iterable[Problem]):
+        self.path = Path(path)
+        self.problems = tuple(problems)
+        lines = [f"{self.path}: {len(self.problems)} problem(s)"]
+        lines += [f"  {p}" for p in self.problems]
+        super().__init__("\n".join(lines))
+
+    @property
+    def codes(self) -> set[str]:
+        return {p.code for p in self.problems}
+
+
+@dataclasses.dataclass(frozen=True)
+class Patient:
+    patient_id: str
+    bmode: Path | None
+    ceus: Path | None
+    us_lnm: int | None
+    lnm: int | None
+    row: int
+    metadata: dict[str, str] = dataclasses.field(default_factory=dict)
+
+    def has(self, name: str) -> bool:
+        """Whether the input ``name`` (bmode, ceus or us_lnm) is available."""
+        return getattr(self, name) is not None
+
+
+@dataclasses.dataclass(frozen=True)
+class Cohort:
+    """A validated manifest."""
+
+    path: Path
+    patients: tuple[Patient, ...]
+    metadata_columns: tuple[str, ...]
+    sha256: str
+
+    def __len__(self) -> int:
+        return len(self.patients)
+
+    @property
+    def ids(self) -> list[str]:
+        return [p.patient_id for p in self.patients]
+
+    @property
+    def labels(self) -> list[int | None]:
+        return [p.lnm for p in self.patients]
+
+    def by_id(self) -> dict[str, Patient]:
+        return {p.patient_id: p for p in self.patients}
+
+    def availability(self) -> dict[str, int]:
+        """How many patients have each input."""
+        return {name: sum(p.has(name) for p in self.patients) for name in INPUTS}
+
+
+def check_image(path: Path) -> str | None:
+    """Returns why ``path`` is not a readable PNG/JPEG image, or None if it is."""
+    try:
+        with Image.open(path) as im:
+            fmt = im.format
+            im.load()  # full decode: catches truncated files that verify() lets through
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+        return f"not a readable image ({type(e).__name__}: {e})"
+    if fmt not in ("PNG", "JPEG"):
+        return f"image format {fmt} is not PNG or JPEG"
+    return None
+
+
+def _parse_binary(value: str) -> int | None | str:
+    """'0'/'1' -> int, '' -> None, anything else -> the offending string."""
+    value = value.strip()
+    if value == "":
+        return None
+    return BINARY_VALUES.get(value, value)
+
+
+def read_manifest(
+    path: Path | str, *, require_labels: bool = True, check_images: bool = True
+) -> Cohort:
+    """Reads and validates a manifest; raises :class:`ManifestError` listing every problem.
+
+    ``require_labels=False`` reads a manifest of new patients (``predict``): the ``lnm``
+    column may then be absent or empty.
+    """
+    path = Path(path)
+    try:
+        raw = path.read_bytes()
+        text = raw.decode("utf-8-sig")
+    except (OSError, UnicodeDecodeError) as e:
+        raise ManifestError(path, [Problem(UNREADABLE_MANIFEST, f"cannot read manifest: {e}")])
+    reader = csv.DictReader(text.splitlines())
+    header = [h.strip() for h in (reader.fieldnames or [])]
+    reader.fieldnames = header
+    required = REQUIRED_COLUMNS if require_labels else REQUIRED_COLUMNS[:-1]
+    missing = [c for c in required if c not in header]
+    if missing:
+        raise ManifestError(
+            path,
+            [Problem(MISSING_COLUMN, f"required column is missing (header: {header})", column=c)
+             for c in missing],
+        )
+
+    base = path.parent
+    problems: list[Problem] = []
+    patients: list[Patient] = []
+    seen: dict[str, int] = {}
+    metadata_columns = tuple(h for h in header if h not in REQUIRED_COLUMNS)
+    for row, rec in enumerate(reader, start=1):
+        rec = {k: (v or "").strip() for k, v in rec.items() if k is not None}
+        pid = rec.get("patient_id", "")
+        if not pid:
+            problems.append(Problem(EMPTY_PATIENT_ID, "patient_id is empty", row, "patient_id"))
+        elif pid in seen:
+            problems.append(Problem(
+                DUPLICATE_PATIENT_ID, f"patient_id '{pid}' already used in row {seen[pid]}",
+                row, "patient_id"))
+        else:
+            seen[pid] = row
+
+        images: dict[str, Path | None] = {}
+        for col in IMAGE_COLUMNS:
+            cell = rec.get(col, "")
+            if not cell:
+                images[col] = None
+                continue
+            file = Path(cell) if Path(cell).is_absolute() else base / cell
+            images[col] = file
+            if not file.is_file():
+                problems.append(Problem(MISSING_FILE, "image file does not exist", row, col, str(file)))
+            elif check_images and (why := check_image(file)) is not None:
+                problems.append(Problem(UNREADABLE_IMAGE, why, row, col, str(file)))
+
+        flag = _parse_binary(rec.get("us_lnm", ""))
+        if isinstance(flag, str):
+            problems.append(Problem(BAD_FLAG_VALUE, f"us_lnm must be 0, 1 or empty, got '{flag}'",
+                                    row, "us_lnm"))
+            flag = None
+        label = _parse_binary(rec.get("lnm", ""))
+        if isinstance(label, str) or (label is None and require_labels):
+            shown = "empty" if label is None else f"'{label}'"
+            problems.append(Problem(BAD_LABEL_VALUE, f"lnm must be 0 or 1, got {shown}", row, "lnm"))
+            label = None
+        if images["bmode"] is None and images["ceus"] is None and rec.get("us_lnm", "") == "":
+            problems.append(Problem(NO_INPUTS, "patient has no B-mode, no CEUS and no US-LNM flag",
+                                    row))
+        patients.append(Patient(
+            patient_id=pid, bmode=images["bmode"], ceus=images["ceus"], us_lnm=flag, lnm=label,
+            row=row, metadata={c: rec.get(c, "") for c in metadata_columns}))
+
+    if not patients:
+        problems.append(Problem(EMPTY_COHORT, "manifest has a header but no patients"))
+    elif require_labels:
+        for cls in (0, 1):
+            if not any(p.lnm == cls for p in patients) and not any(
+                    p.code == BAD_LABEL_VALUE for p in problems):
+                problems.append(Problem(
+                    MISSING_CLASS, f"no patient has lnm={cls}; both classes are needed", column="lnm"))
+    if problems:
+        raise ManifestError(path, problems)
+    return Cohort(path=path, patients=tuple(patients), metadata_columns=metadata_columns,
+                  sha256=hashlib.sha256(raw).hexdigest())
+
+
+def write_manifest(path: Path, rows: list[dict[str, object]], extra_columns: Iterable[str] = ()) -> None:
+    """Writes a manifest atomically (temp file + rename): never a half-written CSV."""
+    columns = list(REQUIRED_COLUMNS) + [c for c in extra_columns if c not in REQUIRED_COLUMNS]
+    tmp = path.with_name(path.name + ".tmp")
+    with tmp.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=columns)
+        writer.writeheader()
+        for r in rows:
+            writer.writerow({c: "" if r.get(c) is None else r.get(c) for c in columns})
+    tmp.replace(path)

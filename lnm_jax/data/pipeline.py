@@ -1,0 +1,171 @@
+"""tf.data input pipeline, iterated as numpy batches for JAX.
+
+decode -> grayscale-to-RGB -> resize -> cache -> (train: seeded shuffle + augmentation)
+-> per-modality normalisation -> batch -> prefetch.
+
+Every random choice is a stateless op seeded by ``(seed, epoch, position)``, so an epoch's
+batches depend only on the seed and the epoch number: a resumed run sees exactly the batches
+the uninterrupted run would have seen, and tests are deterministic.  Batches are dicts:
+
+* ``bmode``, ``ceus``: float32 [B, H, W, 3], normalised; zeros where the image is missing;
+* ``us_lnm``: float32 [B] (0 where missing); ``lnm``: int32 [B] (-1 where unknown);
+* ``has_bmode``, ``has_ceus``, ``has_us_lnm``: bool [B]; ``valid``: bool [B] (false on the
+  padding rows that give evaluation batches a fixed shape); ``patient_id``: bytes [B].
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Iterator, Mapping, Sequence
+
+import numpy as np
+import tensorflow as tf
+
+IMAGE_KEYS = ("bmode", "ceus")
+# The paper's per-modality statistics of [0, 1]-scaled RGB images.
+PAPER_NORM = {
+    "bmode": {"mean": (0.190, 0.201, 0.223), "std": (0.123, 0.129, 0.142)},
+    "ceus": {"mean": (0.226, 0.153, 0.092), "std": (0.231, 0.169, 0.114)},
+}
+
+
+def _decode(encoded: tf.Tensor, present: tf.Tensor, size: int) -> tf.Tensor:
+    """Encoded PNG/JPEG bytes -> float32 [size, size, 3] in [0, 1]; zeros if absent."""
+
+    def decode():
+        img = tf.io.decode_image(encoded, channels=3, expand_animations=False)
+        img = tf.image.convert_image_dtype(img, tf.float32)
+        return tf.image.resize(img, (size, size), method="bilinear", antialias=True)
+
+    return tf.cond(present, decode, lambda: tf.zeros((size, size, 3), tf.float32))
+
+
+def decode_example(example: Mapping[str, tf.Tensor], size: int) -> dict[str, tf.Tensor]:
+    out = {k: _decode(example[k], example[f"has_{k}"], size) for k in IMAGE_KEYS}
+    out["us_lnm"] = tf.cast(tf.maximum(example["us_lnm"], 0), tf.float32)
+    out["lnm"] = tf.cast(example["lnm"], tf.int32)
+    for k in ("has_bmode", "has_ceus", "has_us_lnm", "patient_id"):
+        out[k] = example[k]
+    return out
+
+
+def select_patients(ds: tf.data.Dataset, patient_ids: Sequence[str]) -> tf.data.Dataset:
+    """Keeps the examples whose patient_id is in ``patient_ids``."""
+    if not patient_ids:
+        raise ValueError("select_patients: empty list of patient ids")
+    table = tf.lookup.StaticHashTable(
+        tf.lookup.KeyValueTensorInitializer(tf.constant(list(patient_ids)),
+                                            tf.ones(len(patient_ids), tf.int32)),
+        default_value=0)
+    return ds.filter(lambda ex: table.lookup(ex["patient_id"]) > 0)
+
+
+def _augment_image(img: tf.Tensor, seed: tf.Tensor, aug: Mapping) -> tf.Tensor:
+    """The paper's augmentation: translation, horizontal flip, scaling, contrast, brightness."""
+    size = tf.cast(tf.shape(img)[0], tf.float32)
+    seeds = [tf.random.experimental.stateless_fold_in(seed, i) for i in range(6)]
+    t = tf.random.stateless_uniform((2,), seeds[0], -aug["translate"], aug["translate"]) * size
+    s = tf.random.stateless_uniform((), seeds[1], aug["scale_min"], aug["scale_max"])
+    flip = tf.random.stateless_uniform((), seeds[2]) < (0.5 if aug["flip"] else 0.0)
+    fx = tf.where(flip, -1.0, 1.0)
+    c = (size - 1.0) / 2.0
+    # Output pixel (x, y) samples input ((fx (x - c - tx)) / s + c, (y - c - ty) / s + c).
+    transform = tf.stack([fx / s, 0.0, c - fx * (c + t[0]) / s,
+                          0.0, 1.0 / s, c - (c + t[1]) / s, 0.0, 0.0])
+    img = tf.raw_ops.ImageProjectiveTransformV3(
+        images=img[None], transforms=transform[None], output_shape=tf.shape(img)[:2],
+        fill_value=0.0, interpolation="BILINEAR", fill_mode="CONSTANT")[0]
+    img = tf.image.stateless_random_contrast(img, aug["contrast_min"], aug["contrast_max"], seeds[3])
+    img = tf.image.stateless_random_brightness(img, aug["brightness"], seeds[4])
+    return tf.clip_by_value(img, 0.0, 1.0)
+
+
+def _normalise(example: dict, norm: Mapping) -> dict:
+    out = dict(example)
+    for k in IMAGE_KEYS:
+        mean = tf.constant(norm[k]["mean"], tf.float32)
+        std = tf.constant(norm[k]["std"], tf.float32)
+        present = tf.cast(example[f"has_{k}"], tf.float32)
+        out[k] = (example[k] - mean) / std * present  # a missing image stays exactly zero
+    return out
+
+
+def decoded_dataset(ds: tf.data.Dataset, patient_ids: Sequence[str], image_size: int,
+                    cache: bool = True) -> tf.data.Dataset:
+    """Selected patients, decoded and resized to [0, 1] floats, in a fixed (manifest) order."""
+    ds = select_patients(ds, patient_ids).map(
+        lambda ex: decode_example(ex, image_size), num_parallel_calls=tf.data.AUTOTUNE,
+        deterministic=True)
+    return ds.cache() if cache else ds
+
+
+def batches(decoded: tf.data.Dataset, *, batch_size: int, norm: Mapping, train: bool,
+            seed: int = 0, epoch: int = 0, augment: Mapping | None = None,
+            shuffle_buffer: int = 4096) -> tf.data.Dataset:
+    """One epoch of batches. ``train`` shuffles, augments (if ``augment`` is enabled) and drops
+    the last partial batch; evaluation keeps order and every patient."""
+    ds = decoded
+    if train:
+        epoch_seed = tf.constant([seed, epoch], tf.int64)
+        ds = ds.shuffle(shuffle_buffer, seed=int(seed) * 100_003 + int(epoch),
+                        reshuffle_each_iteration=False)
+        if augment is not None and augment.get("enabled", False):
+            def aug(i, ex):
+                ex = dict(ex)
+                base = tf.random.experimental.stateless_fold_in(epoch_seed, i)
+                for j, k in enumerate(IMAGE_KEYS):
+                    ex[k] = _augment_image(ex[k], tf.random.experimental.stateless_fold_in(base, j),
+                                           augment)
+                return ex
+            ds = ds.enumerate().map(aug, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    ds = ds.map(lambda ex: _normalise(ex, norm), num_parallel_calls=tf.data.AUTOTUNE,
+                deterministic=True)
+    ds = ds.batch(batch_size, drop_remainder=train)
+    options = tf.data.Options()
+    options.deterministic = True
+    return ds.with_options(options).prefetch(tf.data.AUTOTUNE)
+
+
+def as_numpy(ds: tf.data.Dataset, batch_size: int) -> Iterator[dict[str, np.ndarray]]:
+    """Iterates numpy batches padded to ``batch_size`` rows, with a ``valid`` mask, so every
+    batch has one shape and a jitted step compiles once."""
+    for batch in ds.as_numpy_iterator():
+        n = len(batch["lnm"])
+        out = {}
+        for k, v in batch.items():
+            if n < batch_size:
+                pad = np.zeros((batch_size - n,) + v.shape[1:], v.dtype)
+                v = np.concatenate([v, pad])
+            out[k] = v
+        out["valid"] = np.arange(batch_size) < n
+        yield out
+
+
+def num_batches(num_patients: int, batch_size: int, train: bool) -> int:
+    return num_patients // batch_size if train else math.ceil(num_patients / batch_size)
+
+
+def normalisation_stats(decoded: tf.data.Dataset) -> dict[str, dict[str, list[float]]]:
+    """Per-modality, per-channel mean and std of [0, 1] images (patients with that image only).
+
+    Accumulated in float64 over all pixels, so the result does not depend on batching.
+    """
+    sums = {k: np.zeros(3) for k in IMAGE_KEYS}
+    sq = {k: np.zeros(3) for k in IMAGE_KEYS}
+    count = {k: 0 for k in IMAGE_KEYS}
+    for ex in decoded.batch(32).as_numpy_iterator():
+        for k in IMAGE_KEYS:
+            imgs = ex[k][ex[f"has_{k}"]].astype(np.float64)
+            if len(imgs):
+                sums[k] += imgs.sum(axis=(0, 1, 2))
+                sq[k] += (imgs**2).sum(axis=(0, 1, 2))
+                count[k] += imgs.shape[0] * imgs.shape[1] * imgs.shape[2]
+    out = {}
+    for k in IMAGE_KEYS:
+        if count[k] == 0:
+            out[k] = {"mean": list(PAPER_NORM[k]["mean"]), "std": list(PAPER_NORM[k]["std"])}
+            continue
+        mean = sums[k] / count[k]
+        std = np.sqrt(np.maximum(sq[k] / count[k] - mean**2, 1e-12))
+        out[k] = {"mean": [round(float(m), 6) for m in mean], "std": [round(float(s), 6) for s in std]}
+    return out

@@ -1,0 +1,258 @@
+"""Synthetic PTC cohort: the embedded default, with a known Bayes-optimal AUC.
+
+Generative model (all draws seeded; patient i uses ``default_rng([seed, i])``):
+
+* ``lnm ~`` exactly ``round(prevalence * n)`` positives, shuffled.
+* Two latent suspicion scores, conditionally independent given the label:
+  ``s_bmode ~ N(d_b * lnm, 1)`` and ``s_ceus ~ N(d_c * lnm, 1)``; ``d`` is the cue strength.
+* The US-LNM flag is a noisy reading of the label: ``P(flag=1 | lnm=1) = sensitivity``,
+  ``P(flag=0 | lnm=0) = specificity`` (paper: 38.6% / 90.0%), independent of the images.
+* Each image is a deterministic, monotone rendering of its latent ``u = Phi(s - d/2)`` on top
+  of label-independent nuisance (nodule position, size, shape, speckle, gain):
+  B-mode: a Rayleigh-speckled thyroid texture with a hypoechoic nodule whose darkness,
+  margin irregularity and number of microcalcification dots grow with ``u``;
+  CEUS: a contrast-tinted perfusion image of the same nodule whose enhancement drops and
+  turns heterogeneous with a brighter peripheral ring as ``u`` grows.
+
+Because the images carry exactly the latent (up to rendering quantisation), the Bayes-optimal
+AUC of each input set follows in closed form (:func:`bayes_auc`); a trained model is judged
+against it.  Age and sex are label-dependent metadata (never model inputs), nodule size is
+label-independent.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import shutil
+import tempfile
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+from scipy import ndimage, special
+
+from lnm_jax.data.manifest import write_manifest
+
+SETTINGS = {
+    "us_lnm": ("us_lnm",),
+    "bmode": ("bmode",),
+    "ceus": ("ceus",),
+    "dual": ("bmode", "ceus"),
+    "triple": ("bmode", "ceus", "us_lnm"),
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class SynthParams:
+    patients: int = 308
+    prevalence: float = 0.513
+    bmode_strength: float = 1.5
+    ceus_strength: float = 1.6
+    flag_sensitivity: float = 0.386
+    flag_specificity: float = 0.900
+    size: int = 256
+    p_missing_bmode: float = 0.0
+    p_missing_ceus: float = 0.0
+    p_missing_flag: float = 0.0
+    seed: int = 0
+
+    def __post_init__(self):
+        if self.patients < 2:
+            raise ValueError(f"patients must be >= 2, got {self.patients}")
+        for name in ("prevalence", "flag_sensitivity", "flag_specificity"):
+            if not 0.0 < getattr(self, name) < 1.0:
+                raise ValueError(f"{name} must be in (0, 1), got {getattr(self, name)}")
+        for name in ("p_missing_bmode", "p_missing_ceus", "p_missing_flag"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)}")
+        if self.size < 32:
+            raise ValueError(f"size must be >= 32 pixels, got {self.size}")
+
+
+def _phi(x):
+    return 0.5 * (1.0 + special.erf(np.asarray(x) / math.sqrt(2.0)))
+
+
+def sample_latents(params: SynthParams, n: int | None = None, seed: int | None = None) -> dict:
+    """Draws labels, latent scores and flags (no images): the generative model's core."""
+    n = params.patients if n is None else n
+    rng = np.random.default_rng([params.seed if seed is None else seed, 2**31 - 1])
+    lnm = np.zeros(n, np.int64)
+    lnm[: int(round(params.prevalence * n))] = 1
+    rng.shuffle(lnm)
+    s_bmode = params.bmode_strength * lnm + rng.standard_normal(n)
+    s_ceus = params.ceus_strength * lnm + rng.standard_normal(n)
+    p_flag = np.where(lnm == 1, params.flag_sensitivity, 1.0 - params.flag_specificity)
+    us_lnm = (rng.random(n) < p_flag).astype(np.int64)
+    return {"lnm": lnm, "s_bmode": s_bmode, "s_ceus": s_ceus, "us_lnm": us_lnm}
+
+
+def bayes_auc(params: SynthParams) -> dict[str, float]:
+    """Closed-form Bayes-optimal AUC of each setting (complete inputs).
+
+    With conditionally independent inputs the log-likelihood ratio is
+    ``d*g + L(flag)`` where ``g ~ N(d*lnm, 1)`` pools the image latents
+    (``d = sqrt(d_b^2 + d_c^2)``) and ``L`` is the flag's log-likelihood ratio; the AUC of
+    that score is ``sum_{f1,f0} P(f1|1) P(f0|0) Phi((d^2 + L(f1) - L(f0)) / (d*sqrt 2))``.
+    The flag alone has tied scores: its AUC is (sensitivity + specificity) / 2.
+    """
+    sens, spec = params.flag_sensitivity, params.flag_specificity
+    p1 = {1: sens, 0: 1 - sens}       # P(flag | lnm=1)
+    p0 = {1: 1 - spec, 0: spec}       # P(flag | lnm=0)
+    llr = {f: math.log(p1[f] / p0[f]) for f in (0, 1)}
+    out = {}
+    for name, inputs in SETTINGS.items():
+        d = math.sqrt(sum(
+            {"bmode": params.bmode_strength, "ceus": params.ceus_strength}.get(i, 0.0) ** 2
+            for i in inputs))
+        if "us_lnm" not in inputs:
+            out[name] = float(_phi(d / math.sqrt(2.0)))
+        elif d == 0.0:
+            out[name] = 0.5 * (sens + spec)
+        else:
+            out[name] = float(sum(
+                p1[f1] * p0[f0] * _phi((d * d + llr[f1] - llr[f0]) / (d * math.sqrt(2.0)))
+                for f1 in (0, 1) for f0 in (0, 1)))
+    return out
+
+
+# ----------------------------------------------------------------------------- rendering
+
+def _smooth_noise(rng, size: int, sigma: float) -> np.ndarray:
+    """Zero-mean, unit-std low-frequency field."""
+    f = ndimage.gaussian_filter(rng.standard_normal((size, size)), sigma, mode="wrap")
+    return (f - f.mean()) / (f.std() + 1e-8)
+
+
+def _nodule_geometry(rng, size: int) -> dict:
+    return {
+        "cx": rng.uniform(0.35, 0.65) * size,
+        "cy": rng.uniform(0.40, 0.62) * size,
+        "a": rng.uniform(0.12, 0.19) * size,
+        "b": rng.uniform(0.09, 0.15) * size,
+        "angle": rng.uniform(-0.4, 0.4),
+        "harmonics": rng.integers(3, 10, size=4),
+        "coef": rng.dirichlet(np.ones(4)),
+        "phase": rng.uniform(0, 2 * np.pi, size=4),
+    }
+
+
+def _nodule_field(geom: dict, size: int, irregularity: float):
+    """Returns (rho / boundary radius, soft inside-mask) on the pixel grid."""
+    yy, xx = np.mgrid[0:size, 0:size].astype(np.float64)
+    dx, dy = xx - geom["cx"], yy - geom["cy"]
+    c, s = math.cos(geom["angle"]), math.sin(geom["angle"])
+    u, v = (c * dx + s * dy) / geom["a"], (-s * dx + c * dy) / geom["b"]
+    rho, theta = np.hypot(u, v), np.arctan2(v, u)
+    boundary = 1.0 + irregularity * sum(
+        w * np.cos(k * theta + p) for w, k, p in zip(geom["coef"], geom["harmonics"], geom["phase"]))
+    r = rho / boundary
+    edge = 1.5 / min(geom["a"], geom["b"])  # ~1.5 px soft edge
+    mask = special.expit((1.0 - r) / edge)
+    return r, mask
+
+
+def render_bmode(u: float, geom: dict, rng, size: int) -> np.ndarray:
+    """Grayscale B-mode (uint8 HxW): darker, more irregular, more calcified nodule as u grows."""
+    depth = np.linspace(0.0, 1.0, size)[:, None]
+    tissue = 0.55 * (1.0 - 0.35 * depth) * (1.0 + 0.12 * _smooth_noise(rng, size, size / 16))
+    tissue[: max(2, size // 25)] *= 1.6  # skin / strap-muscle interface
+    r, mask = _nodule_field(geom, size, irregularity=0.03 + 0.22 * u)
+    mean = tissue * (1.0 - mask) + tissue * (0.72 - 0.42 * u) * mask
+    speckle = rng.rayleigh(scale=math.sqrt(2.0 / math.pi), size=(size, size))
+    speckle = ndimage.gaussian_filter(speckle, 0.7)
+    speckle /= speckle.mean()
+    img = mean * speckle
+    n_calc = int(round(1 + 11 * u))
+    sigma = size / 110.0
+    yy, xx = np.mgrid[0:size, 0:size]
+    inside = np.argwhere(r < 0.75)
+    if len(inside):
+        for y, x in inside[rng.integers(0, len(inside), size=n_calc)]:
+            img += 0.65 * np.exp(-((yy - y) ** 2 + (xx - x) ** 2) / (2 * sigma**2))
+    img *= rng.uniform(0.9, 1.1)  # overall gain
+    return (np.clip(img, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+
+
+def render_ceus(u: float, geom: dict, rng, size: int) -> np.ndarray:
+    """Contrast-tinted CEUS (uint8 HxWx3): homogeneous enhancement for low u; hypo-enhanced,
+    patchy, ring-enhancing nodule for high u."""
+    parenchyma = 0.30 * (1.0 + 0.2 * _smooth_noise(rng, size, size / 12))
+    r, mask = _nodule_field(geom, size, irregularity=0.05)
+    patches = _smooth_noise(rng, size, size / 40)
+    nodule = (0.52 - 0.26 * u) * (1.0 + (0.08 + 0.55 * u) * patches)
+    ring = np.exp(-(((r - 1.0) / 0.09) ** 2))
+    intensity = parenchyma * (1.0 - mask) + nodule * mask + 0.42 * u * ring
+    bubbles = ndimage.gaussian_filter(rng.gamma(4.0, 0.25, size=(size, size)), 0.7)
+    intensity = np.clip(intensity * bubbles / bubbles.mean(), 0.0, 1.0)
+    rgb = np.stack([intensity**0.85, 0.72 * intensity**1.15, 0.45 * intensity**1.6], axis=-1)
+    return (np.clip(rgb, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+
+
+def generate_cohort(out_dir: Path | str, params: SynthParams, *, progress: bool = False) -> Path:
+    """Writes ``images/``, ``manifest.csv``, ``truth.csv`` and ``generator.json`` to ``out_dir``.
+
+    Everything is built in a temporary sibling folder and renamed into place at the end, so an
+    interrupted run leaves nothing half-written. ``out_dir`` must not exist or be empty.
+    """
+    out_dir = Path(out_dir)
+    if out_dir.exists() and any(out_dir.iterdir()):
+        raise FileExistsError(f"{out_dir} exists and is not empty; choose another --out")
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    try:
+        _write_cohort(tmp, params, progress)
+        if out_dir.exists():
+            out_dir.rmdir()
+        tmp.rename(out_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out_dir / "manifest.csv"
+
+
+def _write_cohort(root: Path, params: SynthParams, progress: bool) -> None:
+    (root / "images").mkdir()
+    lat = sample_latents(params)
+    n = params.patients
+    width = max(3, len(str(n)))
+    rows, truth = [], []
+    iterator = range(n)
+    if progress:
+        from tqdm import tqdm
+        iterator = tqdm(iterator, desc="synth", unit="patient")
+    for i in iterator:
+        rng = np.random.default_rng([params.seed, i])
+        pid = f"SYN{i:0{width}d}"
+        y = int(lat["lnm"][i])
+        u_b = float(_phi(lat["s_bmode"][i] - params.bmode_strength / 2))
+        u_c = float(_phi(lat["s_ceus"][i] - params.ceus_strength / 2))
+        geom = _nodule_geometry(rng, params.size)
+        missing = rng.random(3) < (params.p_missing_bmode, params.p_missing_ceus, params.p_missing_flag)
+        if missing[0] and missing[1] and missing[2]:
+            missing[2] = False  # every patient keeps at least one input
+        row = {"patient_id": pid, "lnm": y, "us_lnm": None if missing[2] else int(lat["us_lnm"][i])}
+        if not missing[0]:
+            row["bmode"] = f"images/{pid}_bmode.png"
+            Image.fromarray(render_bmode(u_b, geom, rng, params.size), "L").save(root / row["bmode"])
+        if not missing[1]:
+            row["ceus"] = f"images/{pid}_ceus.png"
+            Image.fromarray(render_ceus(u_c, geom, rng, params.size), "RGB").save(root / row["ceus"])
+        row["age"] = int(np.clip(rng.normal(41 if y else 47, 12), 18, 85))
+        row["sex"] = "M" if rng.random() < (0.40 if y else 0.25) else "F"
+        row["nodule_size_mm"] = round(2 * geom["a"] / params.size * 40.0, 1)
+        rows.append(row)
+        truth.append({"patient_id": pid, "lnm": y, "s_bmode": lat["s_bmode"][i],
+                      "s_ceus": lat["s_ceus"][i], "us_lnm_true_reading": int(lat["us_lnm"][i]),
+                      "u_bmode": u_b, "u_ceus": u_c})
+    write_manifest(root / "manifest.csv", rows, extra_columns=("age", "sex", "nodule_size_mm"))
+    with (root / "truth.csv").open("w") as f:
+        cols = list(truth[0])
+        f.write(",".join(cols) + "\n")
+        for t in truth:
+            f.write(",".join(f"{t[c]:.6f}" if isinstance(t[c], float) else str(t[c]) for c in cols) + "\n")
+    (root / "generator.json").write_text(json.dumps(
+        {"params": dataclasses.asdict(params), "bayes_auc": bayes_auc(params),
+         "model": __doc__.strip()}, indent=2))

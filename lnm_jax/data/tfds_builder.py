@@ -1,0 +1,85 @@
+"""TFDS builder for a cohort manifest (the manifest's folder is TFDS's ``manual_dir``).
+
+Images are stored as their original encoded bytes (PNG or JPEG, grayscale or RGB, any size):
+nothing is re-encoded at build time, and decoding, grayscale-to-RGB and resizing happen in the
+input pipeline where the configured size is known.  A missing image is stored as empty bytes
+with its ``has_*`` flag false; a missing flag or label as -1.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import tensorflow as tf
+import tensorflow_datasets as tfds
+
+from lnm_jax.data.manifest import Cohort, read_manifest
+
+ALL_SPLIT = "cohort"  # "all" is reserved by TFDS
+
+
+class LnmCohort(tfds.core.GeneratorBasedBuilder):
+    """One cohort: B-mode, CEUS, US-LNM flag, LNM label and availability per patient."""
+
+    VERSION = tfds.core.Version("1.0.0")
+    RELEASE_NOTES = {"1.0.0": "Manifest-backed cohort."}
+    MANUAL_DOWNLOAD_INSTRUCTIONS = (
+        "manual_dir is the folder of the cohort's manifest CSV (columns patient_id, bmode, "
+        "ceus, us_lnm, lnm; image paths relative to the CSV).")
+
+    def __init__(self, *, manifest_name: str = "manifest.csv", require_labels: bool = True,
+                 **kwargs):
+        self._manifest_name = manifest_name
+        self._require_labels = require_labels
+        super().__init__(**kwargs)
+
+    def _info(self) -> tfds.core.DatasetInfo:
+        encoded = tfds.features.Tensor(shape=(), dtype=np.object_)
+        return self.dataset_info_from_configs(
+            features=tfds.features.FeaturesDict({
+                "patient_id": tfds.features.Text(),
+                "bmode": encoded,
+                "ceus": encoded,
+                "us_lnm": tfds.features.Scalar(dtype=np.int64),
+                "lnm": tfds.features.Scalar(dtype=np.int64),
+                "has_bmode": tfds.features.Scalar(dtype=np.bool_),
+                "has_ceus": tfds.features.Scalar(dtype=np.bool_),
+                "has_us_lnm": tfds.features.Scalar(dtype=np.bool_),
+            }),
+            supervised_keys=None,
+        )
+
+    def _split_generators(self, dl_manager):
+        manifest = Path(dl_manager.manual_dir) / self._manifest_name
+        cohort = read_manifest(manifest, require_labels=self._require_labels)
+        return {ALL_SPLIT: self._generate_examples(cohort)}
+
+    def _generate_examples(self, cohort: Cohort):
+        for p in cohort.patients:
+            yield p.patient_id, {
+                "patient_id": p.patient_id,
+                "bmode": p.bmode.read_bytes() if p.bmode else b"",
+                "ceus": p.ceus.read_bytes() if p.ceus else b"",
+                "us_lnm": -1 if p.us_lnm is None else p.us_lnm,
+                "lnm": -1 if p.lnm is None else p.lnm,
+                "has_bmode": p.bmode is not None,
+                "has_ceus": p.ceus is not None,
+                "has_us_lnm": p.us_lnm is not None,
+            }
+
+
+def load_cohort(cohort: Cohort, data_dir: Path | str, *, require_labels: bool = True) -> tf.data.Dataset:
+    """Builds (once per manifest content) and loads the cohort as a tf.data.Dataset.
+
+    The TFDS data folder is keyed by the manifest's SHA-256, so an edited manifest gets a
+    fresh build instead of stale records.
+    """
+    data_dir = Path(data_dir) / cohort.sha256[:16]
+    tfds.disable_progress_bar()
+    builder = LnmCohort(data_dir=str(data_dir), manifest_name=cohort.path.name,
+                        require_labels=require_labels)
+    builder.download_and_prepare(
+        download_config=tfds.download.DownloadConfig(manual_dir=str(cohort.path.parent)))
+    read_config = tfds.ReadConfig(shuffle_seed=0, interleave_cycle_length=1)
+    return builder.as_dataset(split=ALL_SPLIT, shuffle_files=False, read_config=read_config)
