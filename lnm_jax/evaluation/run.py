@@ -1,0 +1,97 @@
+"""Evaluate a run's checkpoint on its splits, and predict new patients."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+
+from lnm_jax import experiment
+from lnm_jax.data.manifest import read_manifest
+from lnm_jax.evaluation import metrics as M
+from lnm_jax.evaluation.plots import plot_roc
+from lnm_jax.training.checkpoint import RunCheckpoints
+from lnm_jax.training.loop import build_model, init_state
+from lnm_jax.training.steps import make_eval_step, predict
+
+
+def _restore(config, workdir: Path, data: experiment.RunData, checkpoint: str, subset: str):
+    model = build_model(config)
+    state, _, _ = init_state(config, model, next(data.eval_batches(subset)))
+    ckpts = RunCheckpoints(workdir, create=False)
+    try:
+        state, meta = ckpts.restore(checkpoint, state)
+    finally:
+        ckpts.close()
+    return model, state, meta
+
+
+def _write_csv(path: Path, rows: list[dict]) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with tmp.open("w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    tmp.replace(path)
+
+
+def evaluate(workdir: Path | str, *, checkpoint: str = "best", subsets=("val", "test"),
+             out: Path | str | None = None) -> dict:
+    """Metrics of ``checkpoint`` on ``subsets``: AUC with bootstrap CI; sensitivity,
+    specificity and accuracy at 0.5 and at the Youden threshold chosen on validation.
+    Writes ``metrics.json``, ``roc.png`` and ``predictions.csv`` to ``out``
+    (default ``workdir/eval_<checkpoint>``)."""
+    workdir = Path(workdir)
+    config = experiment.load_config(workdir)
+    cohort = experiment.resolve_cohort(config, workdir)
+    split = experiment.run_split(config, cohort, workdir)
+    data = experiment.RunData(config, cohort, split, workdir)
+    model, state, meta = _restore(config, workdir, data, checkpoint, "val")
+    eval_step = make_eval_step(model)
+    preds = {s: predict(eval_step, state.params, state.batch_stats, data.eval_batches(s))
+             for s in dict.fromkeys(("val",) + tuple(subsets))}
+    val_probs = M.sigmoid(preds["val"]["logit"])
+    youden = M.youden_threshold(preds["val"]["lnm"], val_probs) \
+        if len(set(preds["val"]["lnm"].tolist())) == 2 else None
+    ec = config.eval
+    result = {"checkpoint": checkpoint, "epoch": meta["epoch"], "config": config.name,
+              "modalities": config.modalities, "youden_threshold_from_val": youden, "splits": {}}
+    rows, curves = [], {}
+    for s in subsets:
+        p = preds[s]
+        probs = M.sigmoid(p["logit"])
+        result["splits"][s] = M.summarise(p["lnm"], probs, youden=youden, n_boot=ec.bootstrap,
+                                          level=ec.ci_level, seed=ec.seed)
+        curves[f"{s} (n={len(probs)})"] = (p["lnm"], probs, result["splits"][s]["auc"])
+        for pid, y, pr in zip(p["patient_id"], p["lnm"], probs):
+            rows.append({"patient_id": pid, "split": s, "lnm": int(y), "prob_lnm": f"{pr:.6f}",
+                         "pred_at_0.5": int(pr >= 0.5),
+                         "pred_at_youden": "" if youden is None else int(pr >= youden)})
+    out = Path(out) if out else workdir / f"eval_{checkpoint}"
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "metrics.json").write_text(json.dumps(result, indent=2))
+    _write_csv(out / "predictions.csv", rows)
+    plot_roc(curves, out / "roc.png", title=f"{config.name} ({checkpoint} checkpoint, epoch {meta['epoch']})")
+    result["out"] = str(out)
+    return result
+
+
+def predict_manifest(workdir: Path | str, manifest: Path | str, out_csv: Path | str, *,
+                     checkpoint: str = "best") -> Path:
+    """P(LNM) for every patient of a manifest (labels optional) from a trained run."""
+    workdir = Path(workdir)
+    cohort = read_manifest(manifest, require_labels=False)  # fail before any work
+    config = experiment.load_config(workdir)
+    data = experiment.RunData(config, cohort, None, workdir / "predict", require_labels=False)
+    model, state, _ = _restore(config, workdir, data, checkpoint, "all")
+    p = predict(make_eval_step(model), state.params, state.batch_stats, data.eval_batches("all"))
+    by_id = cohort.by_id()
+    rows = [{"patient_id": pid, "prob_lnm": f"{pr:.6f}", "pred_at_0.5": int(pr >= 0.5),
+             "lnm": "" if by_id[pid].lnm is None else by_id[pid].lnm}
+            for pid, pr in zip(p["patient_id"], M.sigmoid(p["logit"]))]
+    out_csv = Path(out_csv)
+    out_csv.parent.mkdir(parents=True, exist_ok=True)
+    _write_csv(out_csv, rows)
+    return out_csv

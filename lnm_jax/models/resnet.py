@@ -1,0 +1,137 @@
+"""ResNet v1.5 in flax.linen, NHWC, laid out exactly as torchvision's.
+
+* Explicit torch-style padding everywhere (``SAME`` differs from PyTorch at stride 2), the stem
+  max-pool included (padded with -inf, as ``nn.MaxPool2d(3, 2, 1)``).
+* BatchNorm: flax ``momentum = 1 - torch momentum = 0.9`` and ``epsilon = 1e-5``; running
+  statistics live in the ``batch_stats`` collection.
+* Submodule names mirror torchvision's state_dict keys (``layer1_0/conv1`` <->
+  ``layer1.0.conv1``, ``layer2_0/downsample_0`` <-> ``layer2.0.downsample.0``), one Flax
+  parameter per torchvision tensor, so weights port one-to-one.
+* ``width`` scales every stage (64 = torchvision); small widths are for CPU-sized work.
+
+``__call__`` returns a dict of intermediates: ``stem``, ``stage1`` .. ``stage4`` and the
+global-average-pooled ``pooled`` feature.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+from typing import Any, Sequence
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+Dtype = Any
+
+# torchvision's BatchNorm2d(momentum=0.1, eps=1e-5) in flax terms.
+BN_MOMENTUM = 0.9
+BN_EPSILON = 1e-5
+
+
+def _pad(k: int) -> tuple[tuple[int, int], tuple[int, int]]:
+    """PyTorch's symmetric padding for a k x k conv (k // 2 on every side)."""
+    return ((k // 2, k // 2), (k // 2, k // 2))
+
+
+class BasicBlock(nn.Module):
+    """ResNet-18/34 block: 3x3 -> 3x3, identity or 1x1 projection shortcut."""
+
+    features: int
+    strides: int = 1
+    downsample: bool = False
+    dtype: Dtype = jnp.float32
+    expansion = 1
+
+    @nn.compact
+    def __call__(self, x, train: bool):
+        conv = partial(nn.Conv, use_bias=False, dtype=self.dtype)
+        norm = partial(nn.BatchNorm, use_running_average=not train, momentum=BN_MOMENTUM,
+                       epsilon=BN_EPSILON, dtype=self.dtype)
+        y = conv(self.features, (3, 3), (self.strides,) * 2, padding=_pad(3), name="conv1")(x)
+        y = nn.relu(norm(name="bn1")(y))
+        y = conv(self.features, (3, 3), padding=_pad(3), name="conv2")(y)
+        y = norm(name="bn2")(y)
+        if self.downsample:
+            x = conv(self.features, (1, 1), (self.strides,) * 2, padding=((0, 0), (0, 0)),
+                     name="downsample_0")(x)
+            x = norm(name="downsample_1")(x)
+        return nn.relu(y + x)
+
+
+class Bottleneck(nn.Module):
+    """ResNet-50 v1.5 block: 1x1 -> 3x3 (stride here, as torchvision) -> 1x1 (x4)."""
+
+    features: int
+    strides: int = 1
+    downsample: bool = False
+    dtype: Dtype = jnp.float32
+    expansion = 4
+
+    @nn.compact
+    def __call__(self, x, train: bool):
+        conv = partial(nn.Conv, use_bias=False, dtype=self.dtype)
+        norm = partial(nn.BatchNorm, use_running_average=not train, momentum=BN_MOMENTUM,
+                       epsilon=BN_EPSILON, dtype=self.dtype)
+        y = conv(self.features, (1, 1), padding=((0, 0), (0, 0)), name="conv1")(x)
+        y = nn.relu(norm(name="bn1")(y))
+        y = conv(self.features, (3, 3), (self.strides,) * 2, padding=_pad(3), name="conv2")(y)
+        y = nn.relu(norm(name="bn2")(y))
+        y = conv(self.features * 4, (1, 1), padding=((0, 0), (0, 0)), name="conv3")(y)
+        y = norm(name="bn3")(y)
+        if self.downsample:
+            x = conv(self.features * 4, (1, 1), (self.strides,) * 2, padding=((0, 0), (0, 0)),
+                     name="downsample_0")(x)
+            x = norm(name="downsample_1")(x)
+        return nn.relu(y + x)
+
+
+class ResNet(nn.Module):
+    """torchvision-layout ResNet trunk without the ``fc`` classifier."""
+
+    stage_sizes: Sequence[int]
+    block: type[nn.Module]
+    width: int = 64
+    dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x, train: bool = False) -> dict[str, jnp.ndarray]:
+        out = {}
+        x = x.astype(self.dtype)
+        x = nn.Conv(self.width, (7, 7), (2, 2), padding=_pad(7), use_bias=False,
+                    dtype=self.dtype, name="conv1")(x)
+        x = nn.BatchNorm(use_running_average=not train, momentum=BN_MOMENTUM, epsilon=BN_EPSILON,
+                         dtype=self.dtype, name="bn1")(x)
+        x = nn.relu(x)
+        x = nn.max_pool(x, (3, 3), (2, 2), padding=((1, 1), (1, 1)))
+        out["stem"] = x
+        in_features = self.width
+        for i, n_blocks in enumerate(self.stage_sizes):
+            features = self.width * 2**i
+            for j in range(n_blocks):
+                strides = 2 if (i > 0 and j == 0) else 1
+                downsample = j == 0 and (strides != 1 or in_features != features * self.block.expansion)
+                x = self.block(features, strides, downsample, dtype=self.dtype,
+                               name=f"layer{i + 1}_{j}")(x, train)
+                in_features = features * self.block.expansion
+            out[f"stage{i + 1}"] = x
+        out["pooled"] = jnp.mean(x.astype(jnp.float32), axis=(1, 2))
+        return out
+
+
+BACKBONES = {
+    "resnet18": dict(stage_sizes=(2, 2, 2, 2), block=BasicBlock),
+    "resnet34": dict(stage_sizes=(3, 4, 6, 3), block=BasicBlock),
+    "resnet50": dict(stage_sizes=(3, 4, 6, 3), block=Bottleneck),
+}
+
+
+def make_backbone(arch: str, *, width: int = 64, dtype: Dtype = jnp.float32, **kwargs) -> nn.Module:
+    """``arch`` in BACKBONES; ``kwargs`` go to the module (e.g. ``name``)."""
+    if arch not in BACKBONES:
+        raise ValueError(f"unknown backbone '{arch}', expected one of {sorted(BACKBONES)}")
+    return ResNet(**BACKBONES[arch], width=width, dtype=dtype, **kwargs)
+
+
+def feature_dim(arch: str, width: int = 64) -> int:
+    spec = BACKBONES[arch]
+    return width * 2 ** (len(spec["stage_sizes"]) - 1) * spec["block"].expansion

@@ -1,0 +1,157 @@
+"""The training loop: epochs of jitted steps, per-epoch validation, plateau LR drop,
+JSON-lines + TensorBoard logs, best/latest orbax checkpoints, resume, NaN guard."""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from ml_collections import ConfigDict
+from tqdm import tqdm
+
+from lnm_jax import experiment
+from lnm_jax.evaluation.metrics import safe_auc, sigmoid
+from lnm_jax.models.fusion import FusionClassifier, parse_modalities
+from lnm_jax.training import state as state_lib
+from lnm_jax.training.checkpoint import RunCheckpoints
+from lnm_jax.training.steps import bce_loss, device_batch, make_eval_step, make_train_step, predict
+
+HISTORY = "metrics.jsonl"
+
+
+class NonFiniteLossError(FloatingPointError):
+    """Training produced a NaN/inf loss; the last good checkpoint is left untouched."""
+
+
+class RunExistsError(FileExistsError):
+    pass
+
+
+def build_model(config: ConfigDict) -> FusionClassifier:
+    return FusionClassifier(modalities=parse_modalities(config.modalities),
+                            backbone=config.model.backbone, width=config.model.width,
+                            dtype=jnp.dtype(config.model.dtype))
+
+
+def init_state(config: ConfigDict, model: FusionClassifier, sample_batch: dict):
+    tx = state_lib.make_optimizer(config.train.learning_rate)
+    plateau = state_lib.make_plateau(config.train.plateau)
+    rng = jax.random.key(config.seed)
+    st = state_lib.create_train_state(model, rng, device_batch(sample_batch), tx, plateau)
+    return st, tx, plateau
+
+
+def _epoch_stats(labels, logits) -> dict[str, float]:
+    labels = np.asarray(labels)
+    logits = np.asarray(logits, np.float64)
+    loss = float(bce_loss(jnp.asarray(logits), jnp.asarray(labels), jnp.ones(len(labels))))
+    return {"loss": loss, "acc": float(np.mean((logits > 0) == (labels == 1))) if len(labels) else math.nan,
+            "auc": safe_auc(labels, sigmoid(logits))}
+
+
+def _read_history(workdir: Path, up_to_epoch: int) -> list[dict]:
+    path = workdir / HISTORY
+    if not path.is_file():
+        return []
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return [r for r in rows if r["epoch"] <= up_to_epoch]
+
+
+def train(config: ConfigDict, workdir: Path | str, *, resume: bool = False) -> dict:
+    """Trains per ``config`` in ``workdir``; returns the best epoch's record."""
+    workdir = Path(workdir)
+    if config.data.manifest:  # validate a real cohort before anything is written
+        experiment.resolve_cohort(config, workdir)
+    if not resume and (workdir / "checkpoints").exists():
+        raise RunExistsError(f"{workdir} already holds a run; pass --resume or use a new --workdir")
+    workdir.mkdir(parents=True, exist_ok=True)
+    if resume:
+        config = experiment.load_config(workdir) if (workdir / "config.json").is_file() else config
+    cohort = experiment.resolve_cohort(config, workdir)
+    split = experiment.run_split(config, cohort, workdir)
+    experiment.save_config(config, workdir)
+    data = experiment.RunData(config, cohort, split, workdir)
+
+    model = build_model(config)
+    sample = next(data.eval_batches("val"))
+    state, tx, plateau = init_state(config, model, sample)
+    ckpts = RunCheckpoints(workdir)
+    start_epoch, best = 1, {"val_auc": -math.inf, "epoch": 0}
+    if resume and ckpts.latest_epoch("latest") is not None:
+        state, meta = ckpts.restore("latest", state)
+        start_epoch, best = meta["epoch"] + 1, meta["best"]
+    history = _read_history(workdir, start_epoch - 1)
+    (workdir / HISTORY).write_text("".join(json.dumps(h) + "\n" for h in history))
+
+    from tensorboardX import SummaryWriter  # noqa: PLC0415  (heavy, only for training)
+    tb = SummaryWriter(str(workdir / "tb"))
+    train_step, eval_step = make_train_step(model, tx), make_eval_step(model)
+    steps = data.steps_per_epoch()
+    if steps == 0:
+        raise ValueError(f"train split has {len(split.train)} patients, fewer than one batch "
+                         f"of {config.train.batch_size}")
+    patience_left = config.train.early_stop_patience
+    try:
+        for epoch in range(start_epoch, config.train.epochs + 1):
+            t0 = time.perf_counter()
+            labels, logits, losses = [], [], []
+            bar = tqdm(data.train_batches(epoch), total=steps, desc=f"epoch {epoch}/{config.train.epochs}",
+                       unit="batch", leave=False, mininterval=2.0)
+            for i, batch in enumerate(bar):
+                state, m = train_step(state, device_batch(batch))
+                labels.append(batch["lnm"])
+                logits.append(m["logits"])
+                losses.append(m["loss"])
+                if (i + 1) % config.train.log_every_steps == 0:
+                    loss = float(m["loss"])
+                    if not math.isfinite(loss):
+                        raise NonFiniteLossError(f"loss is {loss} at epoch {epoch}, step "
+                                                 f"{int(state.step)}; last good checkpoint kept")
+                    bar.set_postfix(loss=f"{loss:.4f}")
+            train_loss = float(np.mean(jax.device_get(losses)))
+            if not math.isfinite(train_loss):
+                raise NonFiniteLossError(f"loss is {train_loss} in epoch {epoch} (step "
+                                         f"{int(state.step)}); last good checkpoint kept")
+            train_time = time.perf_counter() - t0
+            tr = _epoch_stats(np.concatenate(labels), np.concatenate(jax.device_get(logits)))
+            tr["loss"] = train_loss
+            val = predict(eval_step, state.params, state.batch_stats, data.eval_batches("val"))
+            va = _epoch_stats(val["lnm"], val["logit"])
+            lr = state_lib.learning_rate(config.train.learning_rate, state)
+            state = state_lib.plateau_step(plateau, state, va["loss"])
+            record = {"epoch": epoch, "step": int(state.step),
+                      **{f"train_{k}": v for k, v in tr.items()},
+                      **{f"val_{k}": v for k, v in va.items()},
+                      "lr": lr, "train_patients_per_s": steps * config.train.batch_size / train_time,
+                      "epoch_time_s": time.perf_counter() - t0}
+            improved = va["auc"] > best["val_auc"]  # NaN never improves
+            if improved:
+                best = {"val_auc": va["auc"], "epoch": epoch, "val_loss": va["loss"]}
+                ckpts.save("best", epoch, state, {"epoch": epoch, "best": best})
+            ckpts.save("latest", epoch, state, {"epoch": epoch, "best": best})
+            ckpts.wait()
+            history.append(record)
+            with (workdir / HISTORY).open("a") as f:
+                f.write(json.dumps(record) + "\n")
+            for k, v in record.items():
+                if k != "epoch" and isinstance(v, float) and math.isfinite(v):
+                    tb.add_scalar(k, v, epoch)
+            tqdm.write(f"epoch {epoch:3d}  train loss {tr['loss']:.4f} auc {tr['auc']:.3f}  "
+                       f"val loss {va['loss']:.4f} auc {va['auc']:.3f}  lr {lr:.1e}  "
+                       f"{record['epoch_time_s']:.1f}s{'  *best*' if improved else ''}")
+            if config.train.early_stop_patience:
+                patience_left = config.train.early_stop_patience if improved else patience_left - 1
+                if patience_left <= 0:
+                    tqdm.write(f"early stop: no validation-AUC gain for "
+                               f"{config.train.early_stop_patience} epochs")
+                    break
+    finally:
+        ckpts.wait()
+        ckpts.close()
+        tb.close()
+    return best

@@ -1,0 +1,79 @@
+"""Jitted train and eval steps (pure functions of state and batch; TensorFlow-free).
+
+Batches are dicts of arrays (see ``lnm_jax.data.pipeline``); only the model's inputs, the
+label and the ``valid`` mask enter the step. The loss is BCE on logits, averaged over valid
+rows.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from lnm_jax.training.state import TrainState
+
+STEP_KEYS = ("bmode", "ceus", "us_lnm", "has_bmode", "has_ceus", "has_us_lnm", "lnm", "valid")
+
+
+def device_batch(batch: dict) -> dict:
+    """The numeric part of a batch that a step consumes (drops patient ids)."""
+    return {k: batch[k] for k in STEP_KEYS if k in batch}
+
+
+def bce_loss(logits: jax.Array, labels: jax.Array, weights: jax.Array) -> jax.Array:
+    losses = optax.sigmoid_binary_cross_entropy(logits.astype(jnp.float32),
+                                                labels.astype(jnp.float32))
+    return jnp.sum(losses * weights) / jnp.maximum(jnp.sum(weights), 1.0)
+
+
+def make_train_step(model: nn.Module, tx: optax.GradientTransformation) -> Callable:
+    """Returns ``train_step(state, batch) -> (state, metrics)``, jitted, state donated."""
+
+    def train_step(state: TrainState, batch: dict):
+        weights = batch["valid"].astype(jnp.float32)
+
+        def loss_fn(params):
+            out, mutated = model.apply({"params": params, "batch_stats": state.batch_stats},
+                                       batch, train=True, mutable=["batch_stats"])
+            return bce_loss(out["logit"], batch["lnm"], weights), (out["logit"], mutated["batch_stats"])
+
+        (loss, (logits, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+        updates, opt_state = tx.update(grads, state.opt_state, state.params)
+        updates = jax.tree.map(lambda u: u * state.plateau.scale, updates)
+        params = optax.apply_updates(state.params, updates)
+        new_state = state.replace(step=state.step + 1, params=params, batch_stats=batch_stats,
+                                  opt_state=opt_state)
+        return new_state, {"loss": loss, "logits": logits.astype(jnp.float32)}
+
+    return jax.jit(train_step, donate_argnums=(0,))
+
+
+def make_eval_step(model: nn.Module) -> Callable:
+    """Returns ``eval_step(params, batch_stats, batch) -> logits`` (BatchNorm in inference)."""
+
+    def eval_step(params, batch_stats, batch: dict):
+        out = model.apply({"params": params, "batch_stats": batch_stats}, batch, train=False)
+        return out["logit"].astype(jnp.float32)
+
+    return jax.jit(eval_step)
+
+
+def predict(eval_step: Callable, params, batch_stats, batches) -> dict[str, np.ndarray]:
+    """Runs ``eval_step`` over numpy batches; returns the valid rows' patient ids, labels and
+    logits, in batch order."""
+    ids, labels, logits = [], [], []
+    for batch in batches:
+        valid = np.asarray(batch["valid"])
+        out = np.asarray(eval_step(params, batch_stats, device_batch(batch)))
+        logits.append(out[valid])
+        labels.append(np.asarray(batch["lnm"])[valid])
+        ids.append(np.asarray(batch["patient_id"])[valid])
+    cat = lambda xs, dt: np.concatenate(xs) if xs else np.zeros((0,), dt)  # noqa: E731
+    return {"patient_id": np.array([i.decode() if isinstance(i, bytes) else str(i)
+                                    for i in cat(ids, object)], dtype=object),
+            "lnm": cat(labels, np.int32), "logit": cat(logits, np.float32)}
