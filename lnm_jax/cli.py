@@ -123,15 +123,17 @@ def _parse_config_command(name: str, argv: list[str], default_factory, extra) ->
     from ml_collections import config_flags
 
     fv = flags.FlagValues()
+    full = [f"lnm-jax {name}"] + argv  # config_flags reads overrides from this argv
     if any(x == "--config" or x.startswith("--config=") for x in argv):
-        config_flags.DEFINE_config_file("config", None, "experiment config file", flag_values=fv)
+        config_flags.DEFINE_config_file("config", None, "experiment config file", flag_values=fv,
+                                        sys_argv=full)
     else:
         config_flags.DEFINE_config_dict("config", default_factory(), "experiment config",
-                                        flag_values=fv)
+                                        flag_values=fv, sys_argv=full)
     flags.DEFINE_string("workdir", None, "run folder", flag_values=fv, required=True)
     extra(flags, fv)
     try:
-        fv([f"lnm-jax {name}"] + argv)
+        fv(full)
     except flags.Error as e:
         raise SystemExit(_fail(f"{name}: {e}"))
     return fv.config, fv

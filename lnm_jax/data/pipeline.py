@@ -35,7 +35,8 @@ def _decode(encoded: tf.Tensor, present: tf.Tensor, size: int) -> tf.Tensor:
     def decode():
         img = tf.io.decode_image(encoded, channels=3, expand_animations=False)
         img = tf.image.convert_image_dtype(img, tf.float32)
-        return tf.image.resize(img, (size, size), method="bilinear", antialias=True)
+        img = tf.image.resize(img, (size, size), method="bilinear", antialias=True)
+        return tf.clip_by_value(img, 0.0, 1.0)  # antialiased resize can overshoot by ~1e-7
 
     return tf.cond(present, decode, lambda: tf.zeros((size, size, 3), tf.float32))
 

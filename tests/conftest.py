@@ -1,0 +1,30 @@
+"""Shared fixtures: tiny synthetic cohorts (small images, few patients) for fast CPU tests."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import pytest  # noqa: E402
+
+from lnm_jax.data.synthetic import SynthParams, generate_cohort  # noqa: E402
+
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+@pytest.fixture(scope="session")
+def tiny_cohort(tmp_path_factory) -> Path:
+    """40 patients, 48x48 images, strong cues; returns the manifest path."""
+    out = tmp_path_factory.mktemp("tiny") / "cohort"
+    return generate_cohort(out, SynthParams(patients=40, size=48, seed=3, bmode_strength=3.0,
+                                            ceus_strength=3.0))
+
+
+@pytest.fixture(scope="session")
+def learnable_cohort(tmp_path_factory) -> Path:
+    """120 patients, 64x64 images, strong image cues: enough for a short training run to learn."""
+    out = tmp_path_factory.mktemp("learnable") / "cohort"
+    return generate_cohort(out, SynthParams(patients=120, size=64, seed=11, bmode_strength=3.0,
+                                            ceus_strength=3.0))

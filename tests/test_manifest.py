@@ -1,0 +1,146 @@
+"""Manifest validation: every bad input gets its own named problem; nothing is written."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from lnm_jax.cli import main
+from lnm_jax.data import manifest as mf
+from lnm_jax.data.manifest import ManifestError, read_manifest
+
+HEADER = "patient_id,bmode,ceus,us_lnm,lnm,age\n"
+
+
+@pytest.fixture()
+def folder(tmp_path: Path) -> Path:
+    root = tmp_path / "cohort"
+    (root / "img").mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for name in ("a", "b", "c", "d"):
+        Image.fromarray(rng.integers(0, 255, (20, 30), np.uint8), "L").save(root / "img" / f"{name}.png")
+        Image.fromarray(rng.integers(0, 255, (25, 20, 3), np.uint8), "RGB").save(
+            root / "img" / f"{name}.jpg")
+    return root
+
+
+def _write(folder: Path, body: str, header: str = HEADER) -> Path:
+    path = folder / "manifest.csv"
+    path.write_text(header + body)
+    return path
+
+
+GOOD = ("P1,img/a.png,img/a.jpg,1,1,40\n"
+        "P2,img/b.png,img/b.jpg,0,0,51\n"
+        "P3,img/c.png,,,1,33\n"
+        "P4,,img/d.jpg,0,0,62\n")
+
+
+def test_good_manifest_reads_with_availability_and_metadata(folder):
+    cohort = read_manifest(_write(folder, GOOD))
+    assert cohort.ids == ["P1", "P2", "P3", "P4"]
+    assert cohort.labels == [1, 0, 1, 0]
+    assert cohort.availability() == {"bmode": 3, "ceus": 3, "us_lnm": 3}
+    assert cohort.metadata_columns == ("age",)
+    assert cohort.patients[2].ceus is None and cohort.patients[2].us_lnm is None
+    assert cohort.patients[0].metadata == {"age": "40"}
+    assert cohort.patients[0].bmode == folder / "img" / "a.png"
+
+
+def _codes(path: Path, **kw) -> list[mf.Problem]:
+    with pytest.raises(ManifestError) as ei:
+        read_manifest(path, **kw)
+    return list(ei.value.problems)
+
+
+@pytest.mark.parametrize("body,code,row,column", [
+    ("P1,img/zz.png,img/a.jpg,1,1,1\nP2,img/b.png,img/b.jpg,0,0,1\n", mf.MISSING_FILE, 1, "bmode"),
+    ("P1,img/a.png,img/a.jpg,2,1,1\nP2,img/b.png,img/b.jpg,0,0,1\n", mf.BAD_FLAG_VALUE, 1, "us_lnm"),
+    ("P1,img/a.png,img/a.jpg,1,yes,1\nP2,img/b.png,img/b.jpg,0,0,1\n", mf.BAD_LABEL_VALUE, 1, "lnm"),
+    ("P1,img/a.png,img/a.jpg,1,,1\nP2,img/b.png,img/b.jpg,0,0,1\n", mf.BAD_LABEL_VALUE, 1, "lnm"),
+    ("P1,img/a.png,img/a.jpg,1,1,1\nP1,img/b.png,img/b.jpg,0,0,1\n", mf.DUPLICATE_PATIENT_ID, 2, "patient_id"),
+    (",img/a.png,img/a.jpg,1,1,1\nP2,img/b.png,img/b.jpg,0,0,1\n", mf.EMPTY_PATIENT_ID, 1, "patient_id"),
+    ("P1,,,,1,1\nP2,img/b.png,img/b.jpg,0,0,1\n", mf.NO_INPUTS, 1, None),
+    ("P1,img/a.png,img/a.jpg,1,1,1\nP2,img/b.png,img/b.jpg,0,1,1\n", mf.MISSING_CLASS, None, "lnm"),
+    ("", mf.EMPTY_COHORT, None, None),
+])
+def test_each_bad_input_has_its_own_named_problem(folder, body, code, row, column):
+    problems = _codes(_write(folder, body))
+    assert [p.code for p in problems] == [code]
+    assert problems[0].row == row and problems[0].column == column
+
+
+def test_unreadable_and_non_image_files(folder):
+    (folder / "img" / "notes.png").write_text("this is not an image")
+    data = (folder / "img" / "a.png").read_bytes()
+    (folder / "img" / "truncated.png").write_bytes(data[: len(data) // 2])
+    Image.new("RGB", (8, 8)).save(folder / "img" / "pic.bmp")
+    body = ("P1,img/notes.png,img/a.jpg,1,1,1\nP2,img/truncated.png,img/b.jpg,0,0,1\n"
+            "P3,img/c.png,img/pic.bmp,0,0,1\n")
+    problems = _codes(_write(folder, body))
+    assert [(p.code, p.row, p.column) for p in problems] == [
+        (mf.UNREADABLE_IMAGE, 1, "bmode"), (mf.UNREADABLE_IMAGE, 2, "bmode"),
+        (mf.UNREADABLE_IMAGE, 3, "ceus")]
+    assert problems[0].file.endswith("notes.png") and "PNG or JPEG" in problems[2].message
+
+
+def test_missing_columns_are_named(folder):
+    problems = _codes(_write(folder, "P1,img/a.png,1\n", header="patient_id,bmode,lnm\n"))
+    assert [(p.code, p.column) for p in problems] == [(mf.MISSING_COLUMN, "ceus"), (mf.MISSING_COLUMN, "us_lnm")]
+
+
+def test_missing_manifest_file(tmp_path):
+    assert [p.code for p in _codes(tmp_path / "nope.csv")] == [mf.UNREADABLE_MANIFEST]
+
+
+def test_every_problem_is_reported_at_once(folder):
+    body = ("P1,img/zz.png,img/a.jpg,7,1,1\n"
+            "P1,img/b.png,img/b.jpg,0,x,1\n")
+    problems = _codes(_write(folder, body))
+    assert {p.code for p in problems} == {mf.MISSING_FILE, mf.BAD_FLAG_VALUE,
+                                          mf.DUPLICATE_PATIENT_ID, mf.BAD_LABEL_VALUE}
+    text = str(ManifestError(folder / "manifest.csv", problems))
+    assert "row 1" in text and "row 2" in text and "zz.png" in text
+
+
+def test_labels_optional_for_new_patients(folder):
+    cohort = read_manifest(_write(folder, "N1,img/a.png,img/a.jpg,1,\n",
+                                  header="patient_id,bmode,ceus,us_lnm,lnm\n"), require_labels=False)
+    assert cohort.labels == [None]
+
+
+def _snapshot(root: Path) -> set[tuple[str, int]]:
+    return {(str(p.relative_to(root)), p.stat().st_mtime_ns) for p in root.rglob("*")}
+
+
+def test_validate_command_exit_codes_and_writes_nothing(folder, capsys):
+    good = _write(folder, GOOD)
+    before = _snapshot(folder)
+    assert main(["validate", str(good)]) == 0
+    assert "OK, 4 patients" in capsys.readouterr().out
+    bad = _write(folder, "P1,img/zz.png,img/a.jpg,1,1,1\nP2,img/b.png,img/b.jpg,0,0,1\n")
+    before = _snapshot(folder)
+    assert main(["validate", str(bad)]) == 1
+    err = capsys.readouterr().err
+    assert "missing_file" in err and "row 1" in err and "column 'bmode'" in err
+    assert _snapshot(folder) == before
+
+
+def test_train_on_bad_manifest_fails_before_writing(folder, tmp_path_factory):
+    bad = _write(folder, "P1,img/zz.png,img/a.jpg,1,1,1\nP2,img/b.png,img/b.jpg,0,0,1\n")
+    workdir = tmp_path_factory.mktemp("runs") / "run"
+    code = main(["train", "--workdir", str(workdir), f"--config.data.manifest={bad}"])
+    assert code == 1
+    assert not workdir.exists()
+
+
+def test_manifest_copy_is_relocatable(folder, tmp_path):
+    """Paths are relative to the CSV: moving the folder keeps the cohort valid."""
+    _write(folder, GOOD)
+    moved = tmp_path / "moved"
+    shutil.copytree(folder, moved)
+    assert read_manifest(moved / "manifest.csv").patients[0].bmode == moved / "img" / "a.png"

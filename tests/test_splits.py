@@ -1,0 +1,81 @@
+"""Patient-level splits: disjoint, stratified, reproducible from the seed, saved for audit."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from lnm_jax.data.splits import (Split, SplitError, assert_disjoint, holdout_split, kfold_splits,
+                                 load_splits, save_splits)
+
+
+def _cohort(n=308, prevalence=0.513, seed=0):
+    rng = np.random.default_rng(seed)
+    labels = (rng.random(n) < prevalence).astype(int)
+    return [f"P{i:04d}" for i in range(n)], labels
+
+
+def test_holdout_is_disjoint_covering_and_paper_sized():
+    ids, labels = _cohort()
+    s = holdout_split(ids, labels, seed=0)
+    assert_disjoint(s)
+    assert sorted(s.train + s.val + s.test) == sorted(ids)
+    assert len(s.test) == 62  # ceil(0.2 * 308): the paper's test-set size
+    assert len(s.val) == math.ceil(0.2 * (308 - 62))
+
+
+def test_holdout_is_stratified():
+    ids, labels = _cohort()
+    by_id = dict(zip(ids, labels))
+    s = holdout_split(ids, labels, seed=1)
+    overall = labels.mean()
+    for subset in (s.train, s.val, s.test):
+        frac = np.mean([by_id[p] for p in subset])
+        assert abs(frac - overall) < 1.0 / len(subset) + 1e-9
+
+
+def test_holdout_reproducible_from_seed_and_order_independent():
+    ids, labels = _cohort()
+    a = holdout_split(ids, labels, seed=7)
+    perm = np.random.default_rng(0).permutation(len(ids))
+    b = holdout_split([ids[i] for i in perm], labels[perm], seed=7)
+    c = holdout_split(ids, labels, seed=8)
+    assert a == b
+    assert a.test != c.test
+
+
+def test_kfold_each_patient_tested_once():
+    ids, labels = _cohort(100)
+    folds = kfold_splits(ids, labels, k=5, seed=0)
+    tested = [p for f in folds for p in f.test]
+    assert sorted(tested) == sorted(ids)
+    for f in folds:
+        assert_disjoint(f)
+        assert sorted(f.train + f.val + f.test) == sorted(ids)
+    assert kfold_splits(ids, labels, k=5, seed=0) == folds
+
+
+def test_overlap_is_caught():
+    with pytest.raises(SplitError, match="'B' is in both 'train' and 'test'"):
+        assert_disjoint(Split(("A", "B"), ("C",), ("B",)))
+
+
+def test_too_small_for_stratification_is_a_clear_error():
+    with pytest.raises(SplitError, match="stratified"):
+        holdout_split(["a", "b", "c"], [0, 1, 1], seed=0)
+    with pytest.raises(SplitError, match="k=5 folds need"):
+        kfold_splits([f"p{i}" for i in range(8)], [0, 0, 0, 1, 1, 1, 1, 1], k=5, seed=0)
+
+
+def test_save_and_load_roundtrip(tmp_path):
+    ids, labels = _cohort(50)
+    s = holdout_split(ids, labels, seed=0)
+    path = tmp_path / "splits.json"
+    save_splits(path, [s], seed=0, method="holdout", labels=dict(zip(ids, labels.tolist())),
+                manifest_sha256="abc")
+    loaded, doc = load_splits(path)
+    assert loaded == [s]
+    assert doc["splits"][0]["counts"]["test"]["patients"] == len(s.test)
+    assert doc["manifest_sha256"] == "abc"

@@ -1,0 +1,113 @@
+"""The synthetic cohort: believable files, deterministic, and honest Bayes-optimal AUCs."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import numpy as np
+import pytest
+from PIL import Image
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import roc_auc_score
+
+from lnm_jax.cli import main
+from lnm_jax.data.manifest import read_manifest
+from lnm_jax.data.synthetic import (SynthParams, _nodule_field, _nodule_geometry, bayes_auc,
+                                    generate_cohort, render_bmode, render_ceus, sample_latents)
+
+FEATURES = {"us_lnm": ["us_lnm"], "bmode": ["s_bmode"], "ceus": ["s_ceus"],
+            "dual": ["s_bmode", "s_ceus"], "triple": ["s_bmode", "s_ceus", "us_lnm"]}
+
+
+@pytest.mark.parametrize("params", [SynthParams(), SynthParams(bmode_strength=0.824, ceus_strength=0.867),
+                                    SynthParams(bmode_strength=0.5, ceus_strength=2.0,
+                                                flag_sensitivity=0.7, flag_specificity=0.6)])
+def test_bayes_auc_matches_logistic_fit_on_latents(params):
+    """A logistic model on the latent variables (the sufficient statistics) attains the
+    closed-form Bayes AUC on a large independent sample."""
+    stated = bayes_auc(params)
+    train = sample_latents(params, n=100_000, seed=1)
+    test = sample_latents(params, n=200_000, seed=2)
+    for setting, cols in FEATURES.items():
+        X = np.stack([train[c] for c in cols], 1).astype(float)
+        clf = LogisticRegression().fit(X, train["lnm"])
+        Xt = np.stack([test[c] for c in cols], 1).astype(float)
+        auc = roc_auc_score(test["lnm"], clf.decision_function(Xt))
+        assert auc == pytest.approx(stated[setting], abs=0.005), setting
+
+
+def test_paper_like_settings_reproduce_paper_flag_auc():
+    auc = bayes_auc(SynthParams())
+    assert auc["us_lnm"] == pytest.approx((0.386 + 0.900) / 2)
+    assert auc["us_lnm"] < auc["bmode"] < auc["dual"] < auc["triple"]
+
+
+def test_prevalence_and_flag_rates():
+    lat = sample_latents(SynthParams(patients=308))
+    assert lat["lnm"].sum() == round(0.513 * 308)
+    big = sample_latents(SynthParams(), n=200_000, seed=5)
+    pos, neg = big["lnm"] == 1, big["lnm"] == 0
+    assert big["us_lnm"][pos].mean() == pytest.approx(0.386, abs=0.005)
+    assert 1 - big["us_lnm"][neg].mean() == pytest.approx(0.900, abs=0.005)
+
+
+def test_cohort_files_valid_and_deterministic(tmp_path):
+    p = SynthParams(patients=12, size=40, seed=4)
+    m1 = generate_cohort(tmp_path / "a", p)
+    m2 = generate_cohort(tmp_path / "b", p)
+    cohort = read_manifest(m1)
+    assert len(cohort) == 12 and cohort.availability() == {"bmode": 12, "ceus": 12, "us_lnm": 12}
+    assert cohort.metadata_columns == ("age", "sex", "nodule_size_mm")
+    assert m1.read_text() == m2.read_text()
+    b = Image.open(cohort.patients[0].bmode)
+    c = Image.open(cohort.patients[0].ceus)
+    assert b.mode == "L" and c.mode == "RGB" and b.size == (40, 40)
+    assert (tmp_path / "a" / "images" / "SYN000_bmode.png").read_bytes() == \
+        (tmp_path / "b" / "images" / "SYN000_bmode.png").read_bytes()
+    gen = json.loads((tmp_path / "a" / "generator.json").read_text())
+    assert gen["bayes_auc"] == bayes_auc(p)
+
+
+def test_images_carry_the_latent():
+    """Rendering is monotone in the latent u, nuisance held fixed: the B-mode nodule gets
+    darker and more calcified, the CEUS nodule's ring brighter and its core more heterogeneous."""
+    size = 128
+    geom = _nodule_geometry(np.random.default_rng(0), size)
+    r, mask = _nodule_field(geom, size, irregularity=0.0)
+    inside, ring = r < 0.85, (r > 0.92) & (r < 1.08)
+    stats = []
+    for u in (0.05, 0.5, 0.95):
+        b = render_bmode(u, geom, np.random.default_rng(1), size) / 255.0
+        c = render_ceus(u, geom, np.random.default_rng(1), size)[..., 0] / 255.0
+        # 30th percentile: the tissue level, not the calcification dots
+        stats.append((np.percentile(b[inside], 30), np.sum(b[inside] > 0.6), c[ring].mean(), np.std(c[inside])))
+    dark, calc, ring_b, patchy = map(np.array, zip(*stats))
+    assert np.all(np.diff(dark) < 0) and np.all(np.diff(calc) > 0)
+    assert np.all(np.diff(ring_b) > 0) and np.all(np.diff(patchy) > 0)
+
+
+def test_missing_inputs_and_no_overwrite(tmp_path):
+    p = SynthParams(patients=40, size=32, p_missing_ceus=0.5, p_missing_flag=0.3, seed=2)
+    cohort = read_manifest(generate_cohort(tmp_path / "m", p))
+    av = cohort.availability()
+    assert av["bmode"] == 40 and 5 < av["ceus"] < 35 and 2 < av["us_lnm"] < 30
+    with pytest.raises(FileExistsError):
+        generate_cohort(tmp_path / "m", p)
+    assert [x.name for x in tmp_path.iterdir()] == ["m"]  # no temporary folder left behind
+
+
+def test_synth_command_308_patients_under_a_minute(tmp_path, capsys):
+    t0 = time.perf_counter()
+    assert main(["synth", "--out", str(tmp_path / "s"), "--patients", "308", "--seed", "0"]) == 0
+    elapsed = time.perf_counter() - t0
+    assert elapsed < 60, f"synth took {elapsed:.1f}s"
+    out = capsys.readouterr().out
+    assert "wrote 308 patients" in out and "triple 0.948" in out
+    assert len(read_manifest(tmp_path / "s" / "manifest.csv")) == 308
+
+
+def test_bad_synth_parameters_are_clear_errors(tmp_path, capsys):
+    assert main(["synth", "--out", str(tmp_path / "x"), "--prevalence", "1.5"]) == 2
+    assert "prevalence must be in (0, 1)" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()
