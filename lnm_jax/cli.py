@@ -146,10 +146,18 @@ def _no_extra(flags, fv):
 def cmd_train(argv: list[str]) -> int:
     from lnm_jax.config import base_config
     from lnm_jax.data.manifest import ManifestError
+    from lnm_jax.experiment import load_config
     from lnm_jax.training.loop import NonFiniteLossError, RunExistsError, train
 
+    default = base_config
+    pre_p = argparse.ArgumentParser(add_help=False)
+    pre_p.add_argument("--workdir")
+    pre_p.add_argument("--resume", action="store_true")
+    pre, _ = pre_p.parse_known_args(argv)
+    if pre.resume and pre.workdir and (Path(pre.workdir) / "config.json").is_file():
+        default = lambda: load_config(Path(pre.workdir))  # noqa: E731  resume: the run's own config
     config, fv = _parse_config_command(
-        "train", argv, base_config,
+        "train", argv, default,
         lambda flags, fv: flags.DEFINE_bool("resume", False, "continue from the latest checkpoint",
                                             flag_values=fv))
     try:
@@ -211,9 +219,7 @@ def cmd_predict(argv: list[str]) -> int:
 
 def cmd_demo(argv: list[str]) -> int:
     from lnm_jax.config import demo_config
-    from lnm_jax.data.synthetic import bayes_auc
     from lnm_jax.evaluation.run import evaluate
-    from lnm_jax.experiment import synth_params
     from lnm_jax.training.loop import train
 
     config, fv = _parse_config_command("demo", argv, demo_config, _no_extra)
@@ -222,16 +228,12 @@ def cmd_demo(argv: list[str]) -> int:
     res = evaluate(fv.workdir)
     wall = time.perf_counter() - t0
     _print_eval(res)
-    if not config.data.manifest:
-        from lnm_jax.data.synthetic import SETTINGS
-        from lnm_jax.models.fusion import parse_modalities
-        mods = parse_modalities(config.modalities)
-        setting = next((k for k, v in SETTINGS.items() if v == mods), None)
-        if setting:
-            bayes = bayes_auc(synth_params(config))[setting]
-            auc = res["splits"]["test"]["auc"]
-            print(f"test AUC {auc:.3f} vs Bayes-optimal {setting} AUC {bayes:.3f} "
-                  f"(gap {bayes - auc:+.3f})")
+    ref = res.get("synthetic_reference")
+    if ref and ref["bayes_auc"] is not None:
+        auc = res["splits"]["test"]["auc"]
+        print(f"test AUC {auc:.3f}; Bayes-optimal AUC of these inputs: {ref['bayes_auc']:.3f} "
+              f"(generator), {ref['oracle_auc_test']:.3f} (on these test patients); "
+              f"gap to the generator's {ref['bayes_auc'] - auc:+.3f}")
     print(f"demo finished in {wall:.0f}s; run folder {fv.workdir}")
     return 0
 

@@ -13,7 +13,8 @@ from sklearn.metrics import roc_auc_score
 
 from lnm_jax.cli import main
 from lnm_jax.data.manifest import read_manifest
-from lnm_jax.data.synthetic import (SynthParams, _nodule_field, _nodule_geometry, bayes_auc,
+from lnm_jax.data.synthetic import (SETTINGS, SynthParams, _nodule_field, _nodule_geometry,
+                                    bayes_auc, bayes_scores, read_truth,
                                     generate_cohort, render_bmode, render_ceus, sample_latents)
 
 FEATURES = {"us_lnm": ["us_lnm"], "bmode": ["s_bmode"], "ceus": ["s_ceus"],
@@ -111,3 +112,18 @@ def test_bad_synth_parameters_are_clear_errors(tmp_path, capsys):
     assert main(["synth", "--out", str(tmp_path / "x"), "--prevalence", "1.5"]) == 2
     assert "prevalence must be in (0, 1)" in capsys.readouterr().err
     assert not (tmp_path / "x").exists()
+
+
+def test_bayes_scores_reach_bayes_auc_and_truth_roundtrips(tmp_path):
+    params = SynthParams()
+    lat = sample_latents(params, n=200_000, seed=3)
+    for setting, inputs in SETTINGS.items():
+        auc = roc_auc_score(lat["lnm"], bayes_scores(lat, params, inputs))
+        assert auc == pytest.approx(bayes_auc(params)[setting], abs=0.005), setting
+    p = SynthParams(patients=10, size=32, seed=1)
+    generate_cohort(tmp_path / "t", p)
+    truth = read_truth(tmp_path / "t")
+    ref = sample_latents(p)
+    np.testing.assert_array_equal(truth["lnm"], ref["lnm"])
+    np.testing.assert_allclose(truth["s_ceus"], ref["s_ceus"], atol=1e-6)
+    np.testing.assert_array_equal(truth["us_lnm"], ref["us_lnm"])

@@ -93,7 +93,8 @@ def _normalise(example: dict, norm: Mapping) -> dict:
 
 def decoded_dataset(ds: tf.data.Dataset, patient_ids: Sequence[str], image_size: int,
                     cache: bool = True) -> tf.data.Dataset:
-    """Selected patients, decoded and resized to [0, 1] floats, in a fixed (manifest) order."""
+    """Selected patients, decoded and resized to [0, 1] floats, in TFDS's fixed record order
+    (a hash of the patient id, not the manifest's row order)."""
     ds = select_patients(ds, patient_ids).map(
         lambda ex: decode_example(ex, image_size), num_parallel_calls=tf.data.AUTOTUNE,
         deterministic=True)

@@ -118,6 +118,30 @@ def bayes_auc(params: SynthParams) -> dict[str, float]:
     return out
 
 
+def bayes_scores(latents: dict, params: SynthParams, inputs: tuple[str, ...]) -> np.ndarray:
+    """The Bayes-optimal score (log-likelihood ratio) of each patient from the latents of
+    ``inputs``; its AUC on a split is the best any model can reach on those patients."""
+    score = np.zeros(len(latents["lnm"]))
+    strength = {"bmode": params.bmode_strength, "ceus": params.ceus_strength}
+    for name in inputs:
+        if name == "us_lnm":
+            sens, spec = params.flag_sensitivity, params.flag_specificity
+            flag = np.asarray(latents["us_lnm"])
+            score += np.where(flag == 1, math.log(sens / (1 - spec)), math.log((1 - sens) / spec))
+        else:
+            score += strength[name] * np.asarray(latents[f"s_{name}"], float)
+    return score
+
+
+def read_truth(cohort_dir: Path | str) -> dict[str, np.ndarray]:
+    """The latents written beside a synthetic cohort (``truth.csv``), keyed like
+    :func:`sample_latents`, plus ``patient_id``."""
+    t = np.genfromtxt(Path(cohort_dir) / "truth.csv", delimiter=",", names=True, dtype=None,
+                      encoding="utf-8")
+    return {"patient_id": t["patient_id"].astype(str), "lnm": t["lnm"], "s_bmode": t["s_bmode"],
+            "s_ceus": t["s_ceus"], "us_lnm": t["us_lnm_true_reading"]}
+
+
 # ----------------------------------------------------------------------------- rendering
 
 def _smooth_noise(rng, size: int, sigma: float) -> np.ndarray:

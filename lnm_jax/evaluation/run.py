@@ -11,7 +11,10 @@ import numpy as np
 from lnm_jax import experiment
 from lnm_jax.data.manifest import read_manifest
 from lnm_jax.evaluation import metrics as M
+from lnm_jax.data.synthetic import SETTINGS as SYNTH_SETTINGS
+from lnm_jax.data.synthetic import bayes_auc, bayes_scores, read_truth
 from lnm_jax.evaluation.plots import plot_roc
+from lnm_jax.models.fusion import parse_modalities
 from lnm_jax.training.checkpoint import RunCheckpoints
 from lnm_jax.training.loop import build_model, init_state
 from lnm_jax.training.steps import make_eval_step, predict
@@ -69,6 +72,8 @@ def evaluate(workdir: Path | str, *, checkpoint: str = "best", subsets=("val", "
             rows.append({"patient_id": pid, "split": s, "lnm": int(y), "prob_lnm": f"{pr:.6f}",
                          "pred_at_0.5": int(pr >= 0.5),
                          "pred_at_youden": "" if youden is None else int(pr >= youden)})
+    if not config.data.manifest:
+        result["synthetic_reference"] = synthetic_reference(config, workdir, preds, subsets)
     out = Path(out) if out else workdir / f"eval_{checkpoint}"
     out.mkdir(parents=True, exist_ok=True)
     (out / "metrics.json").write_text(json.dumps(result, indent=2))
@@ -76,6 +81,24 @@ def evaluate(workdir: Path | str, *, checkpoint: str = "best", subsets=("val", "
     plot_roc(curves, out / "roc.png", title=f"{config.name} ({checkpoint} checkpoint, epoch {meta['epoch']})")
     result["out"] = str(out)
     return result
+
+
+def synthetic_reference(config, workdir: Path, preds: dict, subsets) -> dict:
+    """For the embedded synthetic cohort: the generator's Bayes-optimal AUC of this run's
+    inputs, and the AUC the Bayes-optimal score reaches on the very patients of each split
+    (the ceiling for this split, sampling noise included)."""
+    params = experiment.synth_params(config)
+    inputs = parse_modalities(config.modalities)
+    truth = read_truth(workdir / "cohort")
+    index = {pid: i for i, pid in enumerate(truth["patient_id"])}
+    scores = bayes_scores(truth, params, inputs)
+    setting = next((k for k, v in SYNTH_SETTINGS.items() if v == inputs), None)
+    out = {"inputs": list(inputs),
+           "bayes_auc": bayes_auc(params)[setting] if setting else None}
+    for s in subsets:
+        idx = [index[p] for p in preds[s]["patient_id"]]
+        out[f"oracle_auc_{s}"] = M.safe_auc(truth["lnm"][idx], scores[idx])
+    return out
 
 
 def predict_manifest(workdir: Path | str, manifest: Path | str, out_csv: Path | str, *,
@@ -87,10 +110,10 @@ def predict_manifest(workdir: Path | str, manifest: Path | str, out_csv: Path | 
     data = experiment.RunData(config, cohort, None, workdir / "predict", require_labels=False)
     model, state, _ = _restore(config, workdir, data, checkpoint, "all")
     p = predict(make_eval_step(model), state.params, state.batch_stats, data.eval_batches("all"))
-    by_id = cohort.by_id()
-    rows = [{"patient_id": pid, "prob_lnm": f"{pr:.6f}", "pred_at_0.5": int(pr >= 0.5),
-             "lnm": "" if by_id[pid].lnm is None else by_id[pid].lnm}
-            for pid, pr in zip(p["patient_id"], M.sigmoid(p["logit"]))]
+    prob = dict(zip(p["patient_id"], M.sigmoid(p["logit"])))
+    rows = [{"patient_id": q.patient_id, "prob_lnm": f"{prob[q.patient_id]:.6f}",
+             "pred_at_0.5": int(prob[q.patient_id] >= 0.5), "lnm": "" if q.lnm is None else q.lnm}
+            for q in cohort.patients]  # manifest order
     out_csv = Path(out_csv)
     out_csv.parent.mkdir(parents=True, exist_ok=True)
     _write_csv(out_csv, rows)

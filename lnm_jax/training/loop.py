@@ -32,6 +32,25 @@ class RunExistsError(FileExistsError):
     pass
 
 
+# Fields a resumed run may change; any other difference would silently mix two experiments.
+RESUMABLE_FIELDS = ("train.epochs", "train.early_stop_patience", "train.log_every_steps", "eval.")
+
+
+def check_resumable(stored: ConfigDict, config: ConfigDict) -> None:
+    def flat(d, prefix=""):
+        for k, v in d.items():
+            if isinstance(v, dict):
+                yield from flat(v, f"{prefix}{k}.")
+            else:
+                yield f"{prefix}{k}", v
+    a, b = dict(flat(stored.to_dict())), dict(flat(config.to_dict()))
+    changed = sorted(k for k in a.keys() | b.keys()
+                     if a.get(k) != b.get(k) and not k.startswith(RESUMABLE_FIELDS))
+    if changed:
+        raise RunExistsError("cannot resume with a different experiment; changed: "
+                             + ", ".join(f"{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in changed))
+
+
 def build_model(config: ConfigDict) -> FusionClassifier:
     return FusionClassifier(modalities=parse_modalities(config.modalities),
                             backbone=config.model.backbone, width=config.model.width,
@@ -70,8 +89,8 @@ def train(config: ConfigDict, workdir: Path | str, *, resume: bool = False) -> d
     if not resume and (workdir / "checkpoints").exists():
         raise RunExistsError(f"{workdir} already holds a run; pass --resume or use a new --workdir")
     workdir.mkdir(parents=True, exist_ok=True)
-    if resume:
-        config = experiment.load_config(workdir) if (workdir / "config.json").is_file() else config
+    if resume and (workdir / "config.json").is_file():
+        check_resumable(experiment.load_config(workdir), config)
     cohort = experiment.resolve_cohort(config, workdir)
     split = experiment.run_split(config, cohort, workdir)
     experiment.save_config(config, workdir)

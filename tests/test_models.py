@@ -1,0 +1,109 @@
+"""Backbones and the fusion classifier: torchvision layout, parameter counts, output shapes."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from lnm_jax.models.fusion import SETTINGS, FusionClassifier, parse_modalities
+from lnm_jax.models.resnet import feature_dim, make_backbone
+
+
+def _count(tree) -> int:
+    return sum(int(np.prod(x.shape)) for x in jax.tree.leaves(tree))
+
+
+def test_resnet50_parameter_count_equals_torchvision_without_fc():
+    model = make_backbone("resnet50")
+    v = jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros((1, 224, 224, 3))))
+    assert _count(v["params"]) == 23_508_032  # torchvision resnet50: 25,557,032 - fc 2,049,000
+    # running mean and var of all 53 BatchNorms, as torchvision's buffers
+    assert _count(v["batch_stats"]) == 2 * 26_560
+
+
+@pytest.mark.parametrize("arch,count", [("resnet18", 11_176_512), ("resnet34", 21_284_672)])
+def test_small_resnets_match_torchvision(arch, count):
+    model = make_backbone(arch)
+    v = jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros((1, 224, 224, 3))))
+    assert _count(v["params"]) == count  # torchvision minus fc (512*1000 + 1000)
+
+
+def test_torchvision_names_and_shapes():
+    model = make_backbone("resnet50")
+    v = jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros((1, 64, 64, 3))))
+    p = v["params"]
+    assert p["conv1"]["kernel"].shape == (7, 7, 3, 64)  # torch conv1.weight (64, 3, 7, 7)
+    assert set(p["layer2_0"]) == {"conv1", "bn1", "conv2", "bn2", "conv3", "bn3",
+                                  "downsample_0", "downsample_1"}
+    assert "downsample_0" not in p["layer2_1"]
+    assert set(p["layer4_2"]["bn3"]) == {"scale", "bias"}
+    assert set(v["batch_stats"]["layer4_2"]["bn3"]) == {"mean", "var"}
+
+
+@pytest.mark.parametrize("size,expected", [(224, [112, 56, 56, 28, 14, 7]), (225, [113, 57, 57, 29, 15, 8]),
+                                           (97, [49, 25, 25, 13, 7, 4])])
+def test_spatial_sizes_follow_torch_padding(size, expected):
+    """torch: out = floor((in + 2p - k) / s) + 1 at every conv/pool; 'SAME' would differ at odd sizes."""
+    model = make_backbone("resnet18", width=8)
+    x = jnp.zeros((1, size, size, 3))
+    v = jax.eval_shape(lambda: model.init(jax.random.key(0), x))
+    out = jax.eval_shape(lambda v: model.apply(v, x), v)
+    conv1 = (size + 2 * 3 - 7) // 2 + 1
+    assert conv1 == expected[0]
+    assert [out[k].shape[1] for k in ("stem", "stage1", "stage2", "stage3", "stage4")] == expected[1:]
+    assert out["pooled"].shape == (1, 64)
+
+
+def test_stem_maxpool_pads_with_minus_infinity():
+    """All-negative activations must not leak zero padding through the stem max-pool."""
+    model = make_backbone("resnet18", width=4)
+    x = jnp.ones((1, 16, 16, 3))
+    v = model.init(jax.random.key(0), x)
+    v = jax.tree.map(lambda a: a, v)
+    v["params"]["bn1"]["bias"] = -10.0 * jnp.ones(4)  # makes every pre-ReLU value negative
+    out = model.apply(v, x)
+    np.testing.assert_array_equal(out["stem"], 0.0)  # ReLU before pool: zeros, never padding
+
+
+@pytest.mark.parametrize("setting", list(SETTINGS))
+def test_fusion_output_shapes_for_the_five_settings(setting):
+    mods = parse_modalities(setting)
+    model = FusionClassifier(mods, backbone="resnet18", width=8)
+    batch = {"bmode": jnp.zeros((3, 32, 32, 3)), "ceus": jnp.zeros((3, 32, 32, 3)),
+             "us_lnm": jnp.array([0.0, 1.0, 1.0])}
+    v = model.init(jax.random.key(0), batch)
+    out = model.apply(v, batch)
+    n_images = sum(m in ("bmode", "ceus") for m in mods)
+    assert out["logit"].shape == (3,)
+    assert out["fused"].shape == (3, n_images * 64 + ("us_lnm" in mods))
+    assert set(k for k in out if k in ("bmode", "ceus")) == set(mods) - {"us_lnm"}
+    assert v["params"]["head"]["kernel"].shape == (out["fused"].shape[1], 1)
+
+
+def test_paper_triple_is_4097_features():
+    model = FusionClassifier(parse_modalities("triple"))
+    batch = {"bmode": jnp.zeros((1, 224, 224, 3)), "ceus": jnp.zeros((1, 224, 224, 3)),
+             "us_lnm": jnp.zeros((1,))}
+    v = jax.eval_shape(lambda: model.init(jax.random.key(0), batch))
+    assert v["params"]["head"]["kernel"].shape == (4097, 1)
+    assert feature_dim("resnet50") == 2048
+    assert _count(v["params"]) == 2 * 23_508_032 + 4098
+
+
+def test_branches_are_not_shared_and_flag_enters_the_head():
+    model = FusionClassifier(parse_modalities("triple"), backbone="resnet18", width=4)
+    batch = {"bmode": jnp.ones((2, 16, 16, 3)), "ceus": jnp.ones((2, 16, 16, 3)),
+             "us_lnm": jnp.array([0.0, 1.0])}
+    v = model.init(jax.random.key(0), batch)
+    assert "bmode_backbone" in v["params"] and "ceus_backbone" in v["params"]
+    out = model.apply(v, batch)
+    w_flag = v["params"]["head"]["kernel"][-1, 0]
+    np.testing.assert_allclose(out["logit"][1] - out["logit"][0], w_flag, rtol=1e-5)
+
+
+@pytest.mark.parametrize("bad", ["", "doppler", "bmode,xray"])
+def test_bad_modalities_are_rejected(bad):
+    with pytest.raises(ValueError, match="non-empty subset"):
+        parse_modalities(bad)
