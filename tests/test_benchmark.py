@@ -1,0 +1,28 @@
+"""The train-step benchmark runs (tiny sizes) and stays TensorFlow-free."""
+
+from __future__ import annotations
+
+import importlib.util
+import subprocess
+import sys
+from pathlib import Path
+
+SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "benchmark_train_step.py"
+
+
+def test_benchmark_smoke_and_no_tensorflow():
+    code = (f"import sys, runpy; sys.argv = ['b', '--backbone', 'resnet18', '--width', '4', "
+            f"'--image-size', '16', '--batch-sizes', '2', '--steps', '1', '--warmup', '1']; "
+            f"runpy.run_path({str(SCRIPT)!r}, run_name='__main__'); "
+            f"assert 'tensorflow' not in sys.modules, 'benchmark imported TensorFlow'")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    rows = [line for line in out.stdout.splitlines() if line.startswith("| 2 |")]
+    assert len(rows) == 1 and float(rows[0].split("|")[3]) > 0
+
+
+def test_script_is_importable():
+    spec = importlib.util.spec_from_file_location("bench", SCRIPT)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    assert callable(mod.bench)
