@@ -6,6 +6,7 @@
     lnm-jax train     --config configs/paper_triple.py --workdir W [--resume] [--config.x.y=v ...]
     lnm-jax evaluate  --workdir W [--checkpoint best|latest]
     lnm-jax predict   --workdir W --manifest NEW.csv --out probs.csv
+    lnm-jax gradcam   --workdir W [--split test --out DIR --method gradcam|hirescam|gradcam++]
     lnm-jax demo      --workdir W                                synth + train + evaluate
 
 Commands that take a config accept ml_collections overrides (``--config.train.epochs=3``);
@@ -25,7 +26,7 @@ from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-COMMANDS = ("synth", "validate", "norm-stats", "train", "evaluate", "predict", "demo")
+COMMANDS = ("synth", "validate", "norm-stats", "train", "evaluate", "predict", "gradcam", "demo")
 
 
 def _fail(msg: str, code: int = 2) -> int:
@@ -214,6 +215,29 @@ def cmd_predict(argv: list[str]) -> int:
         print(e, file=sys.stderr)
         return 1
     print(f"wrote {out}")
+    return 0
+
+
+def cmd_gradcam(argv: list[str]) -> int:
+    from lnm_jax.explain.gradcam import METHODS, TARGETS
+    from lnm_jax.explain.run import gradcam
+
+    p = argparse.ArgumentParser(prog="lnm-jax gradcam",
+                                description="Grad-CAM heatmaps of both image branches.")
+    p.add_argument("--workdir", required=True, type=Path)
+    p.add_argument("--split", default="test", choices=("train", "val", "test"))
+    p.add_argument("--out", type=Path, help="default: WORKDIR/gradcam_SPLIT")
+    p.add_argument("--checkpoint", choices=("best", "latest"), default="best")
+    p.add_argument("--method", choices=METHODS, default="gradcam")
+    p.add_argument("--layer", default="stage4", choices=("stem", "stage1", "stage2", "stage3", "stage4"))
+    p.add_argument("--target", choices=sorted(TARGETS), default="lnm",
+                   help="lnm: evidence for LNM (the logit); no_lnm: against it (minus the logit)")
+    p.add_argument("--threshold", type=float, default=0.5, help="for correct/incorrect")
+    a = p.parse_args(argv)
+    res = gradcam(a.workdir, split=a.split, out=a.out, checkpoint=a.checkpoint, method=a.method,
+                  layer=a.layer, target=a.target, threshold=a.threshold)
+    print(f"{res['patients']} patients ({res['correct']} correct, {res['incorrect']} incorrect): "
+          f"figures in {res['out']}/patients, grids {res['out']}/grid_correct.png and grid_incorrect.png")
     return 0
 
 

@@ -69,6 +69,16 @@ def test_short_run_learns_the_planted_signal(learnable_cohort, tmp_path):
     lo, hi = m["auc_ci"]
     assert lo <= m["auc"] <= hi
 
+    # Grad-CAM figures of the same run
+    assert main(["gradcam", "--workdir", str(tmp_path / "run"), "--split", "test",
+                 "--out", str(tmp_path / "cams")]) == 0
+    figures = sorted((tmp_path / "cams" / "patients").glob("*.png"))
+    assert len(figures) == res["splits"]["test"]["n"]
+    assert (tmp_path / "cams" / "grid_correct.png").stat().st_size > 10_000
+    assert (tmp_path / "cams" / "grid_incorrect.png").is_file()
+    index = list(csv.DictReader((tmp_path / "cams" / "index.csv").open()))
+    assert {r["patient_id"] for r in index} == {r["patient_id"] for r in rows if r["split"] == "test"}
+
 
 def test_resume_and_same_seed_are_bitwise_reproducible(tiny_cohort, tmp_path):
     config = tiny_config(tiny_cohort, "triple", epochs=2)

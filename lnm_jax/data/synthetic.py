@@ -135,11 +135,25 @@ def bayes_scores(latents: dict, params: SynthParams, inputs: tuple[str, ...]) ->
 
 def read_truth(cohort_dir: Path | str) -> dict[str, np.ndarray]:
     """The latents written beside a synthetic cohort (``truth.csv``), keyed like
-    :func:`sample_latents`, plus ``patient_id``."""
+    :func:`sample_latents`, plus ``patient_id`` and the nodule ellipse (``nodule_*``)."""
     t = np.genfromtxt(Path(cohort_dir) / "truth.csv", delimiter=",", names=True, dtype=None,
                       encoding="utf-8")
-    return {"patient_id": t["patient_id"].astype(str), "lnm": t["lnm"], "s_bmode": t["s_bmode"],
-            "s_ceus": t["s_ceus"], "us_lnm": t["us_lnm_true_reading"]}
+    out = {"patient_id": t["patient_id"].astype(str), "lnm": t["lnm"], "s_bmode": t["s_bmode"],
+           "s_ceus": t["s_ceus"], "us_lnm": t["us_lnm_true_reading"]}
+    out.update({k: t[k] for k in t.dtype.names if k.startswith("nodule_")})
+    return out
+
+
+def nodule_region(truth: dict, index: int, size: int, scale: float = 1.0) -> np.ndarray:
+    """Boolean [size, size] mask of patient ``index``'s nodule ellipse, radii times ``scale``
+    (the region where the planted cues sit)."""
+    yy, xx = np.mgrid[0:size, 0:size] + 0.5
+    dx = xx / size - truth["nodule_cx"][index]
+    dy = yy / size - truth["nodule_cy"][index]
+    c, s = math.cos(truth["nodule_angle"][index]), math.sin(truth["nodule_angle"][index])
+    u = (c * dx + s * dy) / (truth["nodule_a"][index] * scale)
+    v = (-s * dx + c * dy) / (truth["nodule_b"][index] * scale)
+    return u * u + v * v <= 1.0
 
 
 # ----------------------------------------------------------------------------- rendering
@@ -190,13 +204,13 @@ def render_bmode(u: float, geom: dict, rng, size: int) -> np.ndarray:
     speckle /= speckle.mean()
     img = mean * speckle
     n_calc = int(round(1 + 11 * u))
-    sigma = size / 110.0
+    sigma = max(1.0, size / 80.0)  # dots survive downsampling to CPU-sized inputs
     yy, xx = np.mgrid[0:size, 0:size]
     inside = np.argwhere(r < 0.75)
     if len(inside):
         for y, x in inside[rng.integers(0, len(inside), size=n_calc)]:
             img += 0.65 * np.exp(-((yy - y) ** 2 + (xx - x) ** 2) / (2 * sigma**2))
-    img *= rng.uniform(0.9, 1.1)  # overall gain
+    img *= rng.uniform(0.95, 1.05)  # overall gain
     return (np.clip(img, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
 
 
@@ -207,7 +221,7 @@ def render_ceus(u: float, geom: dict, rng, size: int) -> np.ndarray:
     r, mask = _nodule_field(geom, size, irregularity=0.05)
     patches = _smooth_noise(rng, size, size / 40)
     nodule = (0.52 - 0.26 * u) * (1.0 + (0.08 + 0.55 * u) * patches)
-    ring = np.exp(-(((r - 1.0) / 0.09) ** 2))
+    ring = np.exp(-(((r - 1.0) / 0.12) ** 2))
     intensity = parenchyma * (1.0 - mask) + nodule * mask + 0.42 * u * ring
     bubbles = ndimage.gaussian_filter(rng.gamma(4.0, 0.25, size=(size, size)), 0.7)
     intensity = np.clip(intensity * bubbles / bubbles.mean(), 0.0, 1.0)
@@ -270,7 +284,10 @@ def _write_cohort(root: Path, params: SynthParams, progress: bool) -> None:
         rows.append(row)
         truth.append({"patient_id": pid, "lnm": y, "s_bmode": lat["s_bmode"][i],
                       "s_ceus": lat["s_ceus"][i], "us_lnm_true_reading": int(lat["us_lnm"][i]),
-                      "u_bmode": u_b, "u_ceus": u_c})
+                      "u_bmode": u_b, "u_ceus": u_c,
+                      # nodule ellipse as fractions of the image side (where the cues sit)
+                      **{f"nodule_{k}": geom[k] / (1.0 if k == "angle" else params.size)
+                         for k in ("cx", "cy", "a", "b", "angle")}})
     write_manifest(root / "manifest.csv", rows, extra_columns=("age", "sex", "nodule_size_mm"))
     with (root / "truth.csv").open("w") as f:
         cols = list(truth[0])

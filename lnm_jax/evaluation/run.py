@@ -20,7 +20,8 @@ from lnm_jax.training.loop import build_model, init_state
 from lnm_jax.training.steps import make_eval_step, predict
 
 
-def _restore(config, workdir: Path, data: experiment.RunData, checkpoint: str, subset: str):
+def restore_run(config, workdir: Path, data: experiment.RunData, checkpoint: str, subset: str):
+    """The model and its restored TrainState (structure from one batch of ``subset``)."""
     model = build_model(config)
     state, _, _ = init_state(config, model, next(data.eval_batches(subset)))
     ckpts = RunCheckpoints(workdir, create=False)
@@ -51,7 +52,7 @@ def evaluate(workdir: Path | str, *, checkpoint: str = "best", subsets=("val", "
     cohort = experiment.resolve_cohort(config, workdir)
     split = experiment.run_split(config, cohort, workdir)
     data = experiment.RunData(config, cohort, split, workdir)
-    model, state, meta = _restore(config, workdir, data, checkpoint, "val")
+    model, state, meta = restore_run(config, workdir, data, checkpoint, "val")
     eval_step = make_eval_step(model)
     preds = {s: predict(eval_step, state.params, state.batch_stats, data.eval_batches(s))
              for s in dict.fromkeys(("val",) + tuple(subsets))}
@@ -108,7 +109,7 @@ def predict_manifest(workdir: Path | str, manifest: Path | str, out_csv: Path | 
     cohort = read_manifest(manifest, require_labels=False)  # fail before any work
     config = experiment.load_config(workdir)
     data = experiment.RunData(config, cohort, None, workdir / "predict", require_labels=False)
-    model, state, _ = _restore(config, workdir, data, checkpoint, "all")
+    model, state, _ = restore_run(config, workdir, data, checkpoint, "all")
     p = predict(make_eval_step(model), state.params, state.batch_stats, data.eval_batches("all"))
     prob = dict(zip(p["patient_id"], M.sigmoid(p["logit"])))
     rows = [{"patient_id": q.patient_id, "prob_lnm": f"{prob[q.patient_id]:.6f}",

@@ -10,7 +10,8 @@
 * ``width`` scales every stage (64 = torchvision); small widths are for CPU-sized work.
 
 ``__call__`` returns a dict of intermediates: ``stem``, ``stage1`` .. ``stage4`` and the
-global-average-pooled ``pooled`` feature.
+global-average-pooled ``pooled`` feature; each of ``stem`` and ``stage*`` is also a
+``perturb`` point, so gradients with respect to it can be taken (Grad-CAM).
 """
 
 from __future__ import annotations
@@ -103,6 +104,9 @@ class ResNet(nn.Module):
                          dtype=self.dtype, name="bn1")(x)
         x = nn.relu(x)
         x = nn.max_pool(x, (3, 3), (2, 2), padding=((1, 1), (1, 1)))
+        # perturb(): a zero-valued hook that lets jax.grad reach this activation (Grad-CAM);
+        # a no-op unless a 'perturbations' collection is passed to apply().
+        x = self.perturb("stem", x)
         out["stem"] = x
         in_features = self.width
         for i, n_blocks in enumerate(self.stage_sizes):
@@ -113,6 +117,7 @@ class ResNet(nn.Module):
                 x = self.block(features, strides, downsample, dtype=self.dtype,
                                name=f"layer{i + 1}_{j}")(x, train)
                 in_features = features * self.block.expansion
+            x = self.perturb(f"stage{i + 1}", x)
             out[f"stage{i + 1}"] = x
         out["pooled"] = jnp.mean(x.astype(jnp.float32), axis=(1, 2))
         return out

@@ -1,0 +1,71 @@
+"""Heatmap figures like the paper's Figures 8-9: un-normalised B-mode and CEUS images with the
+CAM overlaid, side by side, titled with P(LNM) and the true label."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+BRANCH_TITLES = {"bmode": "B-mode", "ceus": "CEUS"}
+
+
+def overlay(image: np.ndarray, cam: np.ndarray, alpha: float = 0.45) -> np.ndarray:
+    """RGB [0, 1] image blended with the CAM in the 'jet' colour map."""
+    heat = plt.get_cmap("jet")(np.clip(cam, 0.0, 1.0))[..., :3]
+    return np.clip((1.0 - alpha) * image + alpha * heat, 0.0, 1.0)
+
+
+def _label(label: int) -> str:
+    return {1: "LNM", 0: "no LNM"}.get(int(label), "unknown")
+
+
+def _row(axes, entry: dict, branches: Sequence[str]) -> None:
+    for j, b in enumerate(branches):
+        ax_img, ax_cam = axes[2 * j], axes[2 * j + 1]
+        ax_img.imshow(entry["images"][b])
+        ax_img.set_title(BRANCH_TITLES[b], fontsize=8)
+        if entry["available"][b]:
+            ax_cam.imshow(overlay(entry["images"][b], entry["cams"][b]))
+            ax_cam.set_title(f"{BRANCH_TITLES[b]} CAM", fontsize=8)
+        else:
+            ax_cam.text(0.5, 0.5, "not available", ha="center", va="center", fontsize=8)
+        for ax in (ax_img, ax_cam):
+            ax.set_xticks([])
+            ax.set_yticks([])
+
+
+def _title(entry: dict) -> str:
+    verdict = "correct" if entry["correct"] else "incorrect"
+    return (f"{entry['patient_id']}: P(LNM) = {entry['prob']:.2f}, true: {_label(entry['label'])} "
+            f"({verdict})")
+
+
+def patient_figure(path: Path, entry: dict, branches: Sequence[str]) -> None:
+    """``entry``: patient_id, prob, label, correct, images/cams/available per branch."""
+    fig, axes = plt.subplots(1, 2 * len(branches), figsize=(2.6 * 2 * len(branches), 3.0), dpi=110)
+    _row(np.atleast_1d(axes), entry, branches)
+    fig.suptitle(_title(entry), fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def grid_figure(path: Path, entries: Sequence[dict], branches: Sequence[str], title: str) -> None:
+    n = max(1, len(entries))
+    fig, axes = plt.subplots(n, 2 * len(branches), figsize=(2.3 * 2 * len(branches), 2.5 * n),
+                             dpi=100, squeeze=False)
+    for i, entry in enumerate(entries):
+        _row(axes[i], entry, branches)
+        axes[i][0].set_ylabel(_title(entry).replace(": ", "\n", 1), fontsize=7)
+    if not entries:
+        axes[0][0].text(0.5, 0.5, "no patients", ha="center", va="center")
+    fig.suptitle(title, fontsize=11)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)

@@ -1,0 +1,105 @@
+"""Grad-CAM (and HiResCAM, Grad-CAM++) for both image branches, by ``jax.grad``.
+
+Target: the model has one sigmoid output, so the class score is the LNM *logit* ``z``
+(``target="lnm"``) or ``-z`` for the non-LNM evidence (``target="no_lnm"``), as for a
+two-logit softmax model ``[0, z]``. The logit, not ``sigmoid(z)``: the sigmoid's derivative
+vanishes for confident patients and would scale every map by ``p(1-p)``.
+
+Per patient, not per batch: with BatchNorm in inference mode patient ``i``'s logit depends only
+on patient ``i``'s activations, so ``grad(sum_i z_i)`` gives each patient's own gradient in one
+call (differentiating a batch maximum, a common bug, would give one patient a gradient).
+
+Cost: gradients are taken only with respect to the chosen layer's activations, through the
+ResNet's ``perturb`` hooks; everything upstream is a constant to ``jax.grad``, so the backward
+pass runs from the logit back to that layer only, and a batch of CAMs costs about one forward.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+METHODS = ("gradcam", "hirescam", "gradcam++")
+TARGETS = {"lnm": 1.0, "no_lnm": -1.0}
+IMAGE_BRANCHES = ("bmode", "ceus")
+EPS = 1e-7
+
+
+def channel_weights(acts: jax.Array, grads: jax.Array, method: str) -> jax.Array:
+    """The per-position, per-channel weights that multiply the activations (NHWC)."""
+    if method == "gradcam":
+        return jnp.broadcast_to(jnp.mean(grads, axis=(1, 2), keepdims=True), acts.shape)
+    if method == "hirescam":
+        return grads
+    if method == "gradcam++":
+        # Chattopadhyay et al. 2018, as in pytorch-grad-cam: alpha from 2nd/3rd powers.
+        g2, g3 = grads**2, grads**3
+        sum_a = jnp.sum(acts, axis=(1, 2), keepdims=True)
+        alpha = g2 / (2.0 * g2 + sum_a * g3 + EPS)
+        alpha = jnp.where(grads != 0.0, alpha, 0.0)
+        w = jnp.sum(jax.nn.relu(grads) * alpha, axis=(1, 2), keepdims=True)
+        return jnp.broadcast_to(w, acts.shape)
+    raise ValueError(f"unknown CAM method '{method}', expected one of {METHODS}")
+
+
+def cam_from(acts: jax.Array, grads: jax.Array, method: str, out_size: tuple[int, int] | None):
+    """ReLU of the weighted channel sum, upsampled, scaled to [0, 1] per patient.
+
+    Scaling subtracts the minimum and divides by ``max + eps``: a flat map becomes zeros,
+    never NaN. Also returns the raw (unscaled, feature-resolution) map.
+    """
+    raw = jax.nn.relu(jnp.sum(channel_weights(acts, grads, method) * acts, axis=-1))  # [B, h, w]
+    cam = raw
+    if out_size is not None:
+        cam = jax.image.resize(raw, (raw.shape[0],) + tuple(out_size), method="bilinear")
+    cam = cam - jnp.min(cam, axis=(1, 2), keepdims=True)
+    cam = cam / (jnp.max(cam, axis=(1, 2), keepdims=True) + EPS)
+    return cam, raw
+
+
+def make_cam_fn(model: nn.Module, *, layer: str = "stage4", method: str = "gradcam",
+                target: str = "lnm", upsample: bool = True) -> Callable:
+    """Returns jitted ``cams(params, batch_stats, batch) -> dict``.
+
+    The dict has, per image branch in the model: ``{branch}`` (CAM [B, H, W] in [0, 1],
+    zeros where that image is missing), ``{branch}_raw`` (unscaled, feature resolution) and
+    ``{branch}_available`` (bool [B]); and ``logit`` [B].
+    """
+    if method not in METHODS:
+        raise ValueError(f"unknown CAM method '{method}', expected one of {METHODS}")
+    if target not in TARGETS:
+        raise ValueError(f"unknown CAM target '{target}', expected one of {sorted(TARGETS)}")
+    sign = TARGETS[target]
+    branches = [m for m in getattr(model, "modalities", ()) if m in IMAGE_BRANCHES]
+
+    def cams(params, batch_stats, batch):
+        variables = {"params": params, "batch_stats": batch_stats}
+        # Shapes of every perturb hook (no computation), as zeros.
+        shapes = jax.eval_shape(
+            lambda: model.apply(variables, batch, train=False, mutable=["perturbations"])[1])
+        zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes["perturbations"])
+        keys = [f"{b}_backbone" for b in branches]
+
+        def score(selected):
+            pert = {k: dict(v) for k, v in zeros.items()}
+            for k, a in zip(keys, selected):
+                pert[k][layer] = a
+            out = model.apply({**variables, "perturbations": pert}, batch, train=False)
+            return sign * jnp.sum(out["logit"]), out
+
+        grads, out = jax.grad(score, has_aux=True)([zeros[k][layer] for k in keys])
+        result = {"logit": out["logit"]}
+        for b, g in zip(branches, grads):
+            acts = out[b][layer].astype(jnp.float32)
+            size = batch[b].shape[1:3] if upsample else None
+            cam, raw = cam_from(acts, g.astype(jnp.float32), method, size)
+            present = batch.get(f"has_{b}", jnp.ones(cam.shape[0], bool)).astype(bool)
+            result[b] = jnp.where(present[:, None, None], cam, 0.0)
+            result[f"{b}_raw"] = jnp.where(present[:, None, None], raw, 0.0)
+            result[f"{b}_available"] = present
+        return result
+
+    return jax.jit(cams)

@@ -1,0 +1,74 @@
+"""``lnm-jax gradcam``: CAMs of a trained run's patients, one figure each, plus grids of
+correct and incorrect predictions."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+
+from lnm_jax import experiment
+from lnm_jax.evaluation.metrics import sigmoid
+from lnm_jax.evaluation.run import restore_run
+from lnm_jax.explain.figures import grid_figure, patient_figure
+from lnm_jax.explain.gradcam import IMAGE_BRANCHES, make_cam_fn
+from lnm_jax.training.steps import device_batch
+
+
+def denormalise(x: np.ndarray, norm: dict) -> np.ndarray:
+    return np.clip(x * np.asarray(norm["std"]) + np.asarray(norm["mean"]), 0.0, 1.0)
+
+
+def _pick(entries: list[dict], n: int) -> list[dict]:
+    """Up to ``n`` patients, alternating between the two true classes."""
+    by_class = [[e for e in entries if e["label"] == c] for c in (1, 0)]
+    out = []
+    while len(out) < n and any(by_class):
+        for group in by_class:
+            if group and len(out) < n:
+                out.append(group.pop(0))
+    return out
+
+
+def gradcam(workdir: Path | str, *, split: str = "test", out: Path | str | None = None,
+            checkpoint: str = "best", method: str = "gradcam", layer: str = "stage4",
+            target: str = "lnm", threshold: float = 0.5, grid_size: int = 6) -> dict:
+    workdir = Path(workdir)
+    config = experiment.load_config(workdir)
+    cohort = experiment.resolve_cohort(config, workdir)
+    data = experiment.RunData(config, cohort, experiment.run_split(config, cohort, workdir), workdir)
+    model, state, _ = restore_run(config, workdir, data, checkpoint, split)
+    branches = [b for b in IMAGE_BRANCHES if b in model.modalities]
+    if not branches:
+        raise ValueError(f"run {workdir} uses no image input ({config.modalities}): nothing to explain")
+    cam_fn = make_cam_fn(model, layer=layer, method=method, target=target)
+    out = Path(out) if out else workdir / f"gradcam_{split}"
+    (out / "patients").mkdir(parents=True, exist_ok=True)
+    entries = []
+    for batch in data.eval_batches(split):
+        res = {k: np.asarray(v) for k, v in cam_fn(state.params, state.batch_stats,
+                                                   device_batch(batch)).items()}
+        for i in np.flatnonzero(batch["valid"]):
+            prob = float(sigmoid(res["logit"][i]))
+            label = int(batch["lnm"][i])
+            entry = {"patient_id": batch["patient_id"][i].decode(), "prob": prob, "label": label,
+                     "correct": (prob >= threshold) == (label == 1),
+                     "images": {b: denormalise(batch[b][i], config.data.norm[b]) for b in branches},
+                     "cams": {b: res[b][i] for b in branches},
+                     "available": {b: bool(res[f"{b}_available"][i]) for b in branches}}
+            entry["file"] = f"patients/{entry['patient_id']}.png"
+            patient_figure(out / entry["file"], entry, branches)
+            entries.append(entry)
+    correct = [e for e in entries if e["correct"]]
+    wrong = [e for e in entries if not e["correct"]]
+    grid_figure(out / "grid_correct.png", _pick(correct, grid_size), branches,
+                f"Correct predictions ({method}, {layer}, target {target})")
+    grid_figure(out / "grid_incorrect.png", _pick(wrong, grid_size), branches,
+                f"Incorrect predictions ({method}, {layer}, target {target})")
+    with (out / "index.csv").open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["patient_id", "prob_lnm", "lnm", "correct", "figure"])
+        for e in entries:
+            w.writerow([e["patient_id"], f"{e['prob']:.6f}", e["label"], int(e["correct"]), e["file"]])
+    return {"out": str(out), "patients": len(entries), "correct": len(correct), "incorrect": len(wrong)}
