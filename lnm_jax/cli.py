@@ -7,6 +7,7 @@
     lnm-jax evaluate  --workdir W [--checkpoint best|latest]
     lnm-jax predict   --workdir W --manifest NEW.csv --out probs.csv
     lnm-jax gradcam   --workdir W [--split test --out DIR --method gradcam|hirescam|gradcam++]
+    lnm-jax convert-weights --from torchvision|keras --in FILE --out DIR [--arch resnet50]
     lnm-jax demo      --workdir W                                synth + train + evaluate
 
 Commands that take a config accept ml_collections overrides (``--config.train.epochs=3``);
@@ -26,7 +27,8 @@ from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-COMMANDS = ("synth", "validate", "norm-stats", "train", "evaluate", "predict", "gradcam", "demo")
+COMMANDS = ("synth", "validate", "norm-stats", "train", "evaluate", "predict", "gradcam",
+            "convert-weights", "demo")
 
 
 def _fail(msg: str, code: int = 2) -> int:
@@ -238,6 +240,35 @@ def cmd_gradcam(argv: list[str]) -> int:
                   layer=a.layer, target=a.target, threshold=a.threshold)
     print(f"{res['patients']} patients ({res['correct']} correct, {res['incorrect']} incorrect): "
           f"figures in {res['out']}/patients, grids {res['out']}/grid_correct.png and grid_incorrect.png")
+    return 0
+
+
+def cmd_convert_weights(argv: list[str]) -> int:
+    from lnm_jax.weights.convert import WeightMismatchError, from_keras_resnet50, from_torchvision
+    from lnm_jax.weights.io import read_keras_resnet50, read_torch_state_dict, save_backbone
+
+    p = argparse.ArgumentParser(prog="lnm-jax convert-weights",
+                                description="Port a torchvision or Keras ResNet's weights to a "
+                                            "backbone checkpoint (config model.init_from).")
+    p.add_argument("--from", dest="source", required=True, choices=("torchvision", "keras"))
+    p.add_argument("--in", dest="path", required=True, type=Path,
+                   help="torchvision: .pth/.pt/.safetensors state_dict; keras: ResNet50 .h5/.weights.h5")
+    p.add_argument("--out", required=True, type=Path)
+    p.add_argument("--arch", default="resnet50", choices=("resnet18", "resnet34", "resnet50"))
+    a = p.parse_args(argv)
+    try:
+        if a.source == "torchvision":
+            variables, variant = from_torchvision(read_torch_state_dict(a.path), a.arch), "torchvision"
+        else:
+            if a.arch != "resnet50":
+                return _fail("Keras import supports ResNet50 only")
+            variables, variant = from_keras_resnet50(read_keras_resnet50(a.path)), "keras_v1"
+        save_backbone(a.out, variables, {"arch": a.arch, "variant": variant, "source": a.source,
+                                         "file": str(a.path.resolve())})
+    except (WeightMismatchError, FileNotFoundError, FileExistsError, ValueError) as e:
+        return _fail(str(e), 1)
+    print(f"wrote {a.arch} ({variant}) backbone to {a.out}; use it with "
+          f"--config.model.init_from={a.out} --config.model.variant={variant}")
     return 0
 
 

@@ -36,7 +36,10 @@ def base_config(setting: str = "triple") -> ConfigDict:
         patients=308, seed=0, size=256, prevalence=0.513, bmode_strength=1.5, ceus_strength=1.6,
         flag_sensitivity=0.386, flag_specificity=0.900))
 
-    c.model = ConfigDict(dict(backbone="resnet50", width=64, dtype="float32"))
+    # init_from: a backbone converted by `lnm-jax convert-weights` (e.g. ImageNet weights) that
+    # initialises every image branch; the head starts fresh. variant: 'torchvision' | 'keras_v1'.
+    c.model = ConfigDict(dict(backbone="resnet50", width=64, dtype="float32", init_from="",
+                              variant="torchvision"))
 
     c.train = ConfigDict()
     c.train.epochs = 100

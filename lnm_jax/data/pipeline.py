@@ -70,12 +70,13 @@ def _augment_image(img: tf.Tensor, seed: tf.Tensor, aug: Mapping) -> tf.Tensor:
     flip = tf.random.stateless_uniform((), seeds[2]) < (0.5 if aug["flip"] else 0.0)
     fx = tf.where(flip, -1.0, 1.0)
     c = (size - 1.0) / 2.0
+    # Reflected borders: black fill would teach BatchNorm statistics that evaluation never sees.
     # Output pixel (x, y) samples input ((fx (x - c - tx)) / s + c, (y - c - ty) / s + c).
     transform = tf.stack([fx / s, 0.0, c - fx * (c + t[0]) / s,
                           0.0, 1.0 / s, c - (c + t[1]) / s, 0.0, 0.0])
     img = tf.raw_ops.ImageProjectiveTransformV3(
         images=img[None], transforms=transform[None], output_shape=tf.shape(img)[:2],
-        fill_value=0.0, interpolation="BILINEAR", fill_mode="CONSTANT")[0]
+        fill_value=0.0, interpolation="BILINEAR", fill_mode="REFLECT")[0]
     img = tf.image.stateless_random_contrast(img, aug["contrast_min"], aug["contrast_max"], seeds[3])
     img = tf.image.stateless_random_brightness(img, aug["brightness"], seeds[4])
     return tf.clip_by_value(img, 0.0, 1.0)

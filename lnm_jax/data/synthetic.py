@@ -168,8 +168,8 @@ def _nodule_geometry(rng, size: int) -> dict:
     return {
         "cx": rng.uniform(0.35, 0.65) * size,
         "cy": rng.uniform(0.40, 0.62) * size,
-        "a": rng.uniform(0.12, 0.19) * size,
-        "b": rng.uniform(0.09, 0.15) * size,
+        "a": rng.uniform(0.14, 0.18) * size,
+        "b": rng.uniform(0.11, 0.14) * size,
         "angle": rng.uniform(-0.4, 0.4),
         "harmonics": rng.integers(3, 10, size=4),
         "coef": rng.dirichlet(np.ones(4)),

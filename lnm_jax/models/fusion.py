@@ -14,7 +14,7 @@ from typing import Any, Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
-from lnm_jax.models.resnet import make_backbone
+from lnm_jax.models.resnet import VARIANTS, make_backbone
 
 IMAGE_MODALITIES = ("bmode", "ceus")
 ALL_MODALITIES = ("bmode", "ceus", "us_lnm")
@@ -46,6 +46,7 @@ class FusionClassifier(nn.Module):
     backbone: str = "resnet50"
     width: int = 64
     dtype: Any = jnp.float32
+    variant: str = "torchvision"  # or "keras_v1" (weights ported from Keras ResNet50)
 
     @nn.compact
     def __call__(self, batch: dict, train: bool = False) -> dict[str, Any]:
@@ -54,7 +55,7 @@ class FusionClassifier(nn.Module):
         for m in self.modalities:
             if m in IMAGE_MODALITIES:
                 branch = make_backbone(self.backbone, width=self.width, dtype=self.dtype,
-                                       name=f"{m}_backbone")(batch[m], train=train)
+                                       name=f"{m}_backbone", **VARIANTS[self.variant])(batch[m], train=train)
                 out[m] = branch
                 features.append(branch["pooled"])
             else:

@@ -41,13 +41,16 @@ class BasicBlock(nn.Module):
     strides: int = 1
     downsample: bool = False
     dtype: Dtype = jnp.float32
+    stride_in_1x1: bool = False  # unused (no 1x1 conv); keeps one block signature
+    conv_bias: bool = False
+    bn_epsilon: float = BN_EPSILON
     expansion = 1
 
     @nn.compact
     def __call__(self, x, train: bool):
-        conv = partial(nn.Conv, use_bias=False, dtype=self.dtype)
+        conv = partial(nn.Conv, use_bias=self.conv_bias, dtype=self.dtype)
         norm = partial(nn.BatchNorm, use_running_average=not train, momentum=BN_MOMENTUM,
-                       epsilon=BN_EPSILON, dtype=self.dtype)
+                       epsilon=self.bn_epsilon, dtype=self.dtype)
         y = conv(self.features, (3, 3), (self.strides,) * 2, padding=_pad(3), name="conv1")(x)
         y = nn.relu(norm(name="bn1")(y))
         y = conv(self.features, (3, 3), padding=_pad(3), name="conv2")(y)
@@ -60,22 +63,27 @@ class BasicBlock(nn.Module):
 
 
 class Bottleneck(nn.Module):
-    """ResNet-50 v1.5 block: 1x1 -> 3x3 (stride here, as torchvision) -> 1x1 (x4)."""
+    """ResNet-50 block: 1x1 -> 3x3 -> 1x1 (x4). v1.5 (torchvision) strides in the 3x3;
+    ``stride_in_1x1`` gives the original v1 (Keras ``ResNet50``) with the stride in the first 1x1."""
 
     features: int
     strides: int = 1
     downsample: bool = False
     dtype: Dtype = jnp.float32
+    stride_in_1x1: bool = False
+    conv_bias: bool = False
+    bn_epsilon: float = BN_EPSILON
     expansion = 4
 
     @nn.compact
     def __call__(self, x, train: bool):
-        conv = partial(nn.Conv, use_bias=False, dtype=self.dtype)
+        conv = partial(nn.Conv, use_bias=self.conv_bias, dtype=self.dtype)
         norm = partial(nn.BatchNorm, use_running_average=not train, momentum=BN_MOMENTUM,
-                       epsilon=BN_EPSILON, dtype=self.dtype)
-        y = conv(self.features, (1, 1), padding=((0, 0), (0, 0)), name="conv1")(x)
+                       epsilon=self.bn_epsilon, dtype=self.dtype)
+        s1, s3 = ((self.strides, 1) if self.stride_in_1x1 else (1, self.strides))
+        y = conv(self.features, (1, 1), (s1, s1), padding=((0, 0), (0, 0)), name="conv1")(x)
         y = nn.relu(norm(name="bn1")(y))
-        y = conv(self.features, (3, 3), (self.strides,) * 2, padding=_pad(3), name="conv2")(y)
+        y = conv(self.features, (3, 3), (s3, s3), padding=_pad(3), name="conv2")(y)
         y = nn.relu(norm(name="bn2")(y))
         y = conv(self.features * 4, (1, 1), padding=((0, 0), (0, 0)), name="conv3")(y)
         y = norm(name="bn3")(y)
@@ -87,21 +95,28 @@ class Bottleneck(nn.Module):
 
 
 class ResNet(nn.Module):
-    """torchvision-layout ResNet trunk without the ``fc`` classifier."""
+    """torchvision-layout ResNet trunk without the ``fc`` classifier.
+
+    ``stride_in_1x1``, ``conv_bias`` and ``bn_epsilon`` select the original v1 layout of
+    Keras ``ResNet50`` (stride in the first 1x1 conv, biased convs, epsilon 1.001e-5).
+    """
 
     stage_sizes: Sequence[int]
     block: type[nn.Module]
     width: int = 64
     dtype: Dtype = jnp.float32
+    stride_in_1x1: bool = False
+    conv_bias: bool = False
+    bn_epsilon: float = BN_EPSILON
 
     @nn.compact
     def __call__(self, x, train: bool = False) -> dict[str, jnp.ndarray]:
         out = {}
         x = x.astype(self.dtype)
-        x = nn.Conv(self.width, (7, 7), (2, 2), padding=_pad(7), use_bias=False,
+        x = nn.Conv(self.width, (7, 7), (2, 2), padding=_pad(7), use_bias=self.conv_bias,
                     dtype=self.dtype, name="conv1")(x)
-        x = nn.BatchNorm(use_running_average=not train, momentum=BN_MOMENTUM, epsilon=BN_EPSILON,
-                         dtype=self.dtype, name="bn1")(x)
+        x = nn.BatchNorm(use_running_average=not train, momentum=BN_MOMENTUM,
+                         epsilon=self.bn_epsilon, dtype=self.dtype, name="bn1")(x)
         x = nn.relu(x)
         x = nn.max_pool(x, (3, 3), (2, 2), padding=((1, 1), (1, 1)))
         # perturb(): a zero-valued hook that lets jax.grad reach this activation (Grad-CAM);
@@ -115,13 +130,20 @@ class ResNet(nn.Module):
                 strides = 2 if (i > 0 and j == 0) else 1
                 downsample = j == 0 and (strides != 1 or in_features != features * self.block.expansion)
                 x = self.block(features, strides, downsample, dtype=self.dtype,
-                               name=f"layer{i + 1}_{j}")(x, train)
+                               stride_in_1x1=self.stride_in_1x1, conv_bias=self.conv_bias,
+                               bn_epsilon=self.bn_epsilon, name=f"layer{i + 1}_{j}")(x, train)
                 in_features = features * self.block.expansion
             x = self.perturb(f"stage{i + 1}", x)
             out[f"stage{i + 1}"] = x
         out["pooled"] = jnp.mean(x.astype(jnp.float32), axis=(1, 2))
         return out
 
+
+# Keras applications.ResNet50 (original v1): BatchNormalization(epsilon=1.001e-5).
+KERAS_V1 = dict(stride_in_1x1=True, conv_bias=True, bn_epsilon=1.001e-5)
+
+# Layout variants of the same architecture (``make_backbone(arch, **VARIANTS[v])``).
+VARIANTS = {"torchvision": {}, "keras_v1": KERAS_V1}
 
 BACKBONES = {
     "resnet18": dict(stage_sizes=(2, 2, 2, 2), block=BasicBlock),

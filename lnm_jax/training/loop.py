@@ -54,7 +54,7 @@ def check_resumable(stored: ConfigDict, config: ConfigDict) -> None:
 def build_model(config: ConfigDict) -> FusionClassifier:
     return FusionClassifier(modalities=parse_modalities(config.modalities),
                             backbone=config.model.backbone, width=config.model.width,
-                            dtype=jnp.dtype(config.model.dtype))
+                            dtype=jnp.dtype(config.model.dtype), variant=config.model.variant)
 
 
 def init_state(config: ConfigDict, model: FusionClassifier, sample_batch: dict):
@@ -63,6 +63,19 @@ def init_state(config: ConfigDict, model: FusionClassifier, sample_batch: dict):
     rng = jax.random.key(config.seed)
     st = state_lib.create_train_state(model, rng, device_batch(sample_batch), tx, plateau)
     return st, tx, plateau
+
+
+def load_pretrained(config: ConfigDict, state, tx, model: FusionClassifier):
+    """Initialises every image branch from ``config.model.init_from`` (a converted backbone)."""
+    from lnm_jax.weights.io import load_backbone  # noqa: PLC0415
+
+    variables, meta = load_backbone(config.model.init_from)
+    want = {"arch": config.model.backbone, "variant": config.model.variant}
+    if {k: meta.get(k) for k in want} != want:
+        raise ValueError(f"{config.model.init_from} holds {meta.get('arch')} ({meta.get('variant')}) "
+                         f"but the config asks for {want['arch']} ({want['variant']})")
+    branches = tuple(m for m in model.modalities if m in ("bmode", "ceus"))
+    return state_lib.with_pretrained_backbones(state, tx, variables, branches)
 
 
 def _epoch_stats(labels, logits) -> dict[str, float]:
@@ -99,6 +112,8 @@ def train(config: ConfigDict, workdir: Path | str, *, resume: bool = False) -> d
     model = build_model(config)
     sample = next(data.eval_batches("val"))
     state, tx, plateau = init_state(config, model, sample)
+    if config.model.init_from:
+        state = load_pretrained(config, state, tx, model)
     ckpts = RunCheckpoints(workdir)
     start_epoch, best = 1, {"val_auc": -math.inf, "epoch": 0}
     if resume and ckpts.latest_epoch("latest") is not None:

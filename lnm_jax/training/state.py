@@ -60,3 +60,22 @@ def plateau_step(plateau: optax.GradientTransformationExtraArgs, state: TrainSta
 
 def learning_rate(base_lr: float, state: TrainState) -> float:
     return float(base_lr * state.plateau.scale)
+
+
+def with_pretrained_backbones(state: TrainState, tx: optax.GradientTransformation,
+                              backbone: dict, branches: tuple[str, ...]) -> TrainState:
+    """Replaces each image branch's params and batch_stats with ``backbone``'s (e.g. ImageNet
+    weights from ``lnm-jax convert-weights``), keeps the fresh head, restarts the optimiser."""
+    params = dict(state.params)
+    stats = dict(state.batch_stats)
+    for b in branches:
+        key = f"{b}_backbone"
+        for coll, tree, src in (("params", params, backbone["params"]),
+                                ("batch_stats", stats, backbone["batch_stats"])):
+            want = jax.tree.map(jnp.shape, tree[key])
+            got = jax.tree.map(jnp.shape, src)
+            if want != got:
+                raise ValueError(f"pretrained backbone's {coll} do not fit branch '{key}' "
+                                 f"(different architecture, width or variant)")
+            tree[key] = jax.tree.map(jnp.asarray, src)
+    return state.replace(params=params, batch_stats=stats, opt_state=tx.init(params))

@@ -1,0 +1,182 @@
+"""Weight conversion between our Flax ResNets and torchvision / Keras, in plain numpy.
+
+No framework is imported here: state_dicts and Keras layer weights come in as dicts of numpy
+arrays (see ``lnm_jax.weights.io`` for reading the files). Every conversion is checked against
+the Flax model's own structure: a missing, unexpected or mis-shaped tensor is an error naming
+the key.
+
+Layouts: torch conv ``weight`` is OIHW, Flax ``kernel`` HWIO; torch BatchNorm
+``weight, bias, running_mean, running_var`` <-> Flax ``scale, bias`` (params) and
+``mean, var`` (batch_stats). Keras conv ``kernel`` is already HWIO; BatchNormalization
+``gamma, beta, moving_mean, moving_variance``.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Mapping
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import traverse_util
+
+from lnm_jax.models.resnet import BACKBONES, VARIANTS, make_backbone
+
+
+class WeightMismatchError(KeyError):
+    """A source tensor is missing, unexpected or of the wrong shape; the message names it."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0])
+
+
+def expected_variables(arch: str, variant: str = "torchvision") -> dict:
+    """Shapes of the Flax backbone's params and batch_stats (no computation)."""
+    model = make_backbone(arch, **VARIANTS[variant])
+    v = jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros((1, 64, 64, 3)), train=False))
+    return {"params": v["params"], "batch_stats": v["batch_stats"]}
+
+
+def _fill(flat_src: dict[tuple, np.ndarray], arch: str, variant: str, source_names: dict,
+          source_key) -> dict:
+    """Checks ``flat_src`` (flax-path -> array) against the model and nests it;
+    ``source_key(path)`` names the source tensor a missing path would come from."""
+    flat_expected = traverse_util.flatten_dict(expected_variables(arch, variant))
+    problems = []
+    for path, spec in flat_expected.items():
+        if path not in flat_src:
+            problems.append(f"missing tensor for {'/'.join(path)} (source key '{source_key(path)}')")
+        elif tuple(flat_src[path].shape) != tuple(spec.shape):
+            problems.append(f"shape mismatch at source key '{source_names[path]}': got "
+                            f"{tuple(flat_src[path].shape)}, {arch} expects {tuple(spec.shape)} "
+                            f"(after layout conversion)")
+    for path in flat_src.keys() - flat_expected.keys():
+        problems.append(f"unexpected source key '{source_names[path]}' (no {'/'.join(path)} in {arch})")
+    if problems:
+        raise WeightMismatchError(f"{len(problems)} problem(s) converting to {arch} ({variant}):\n  "
+                                  + "\n  ".join(sorted(problems)))
+    nested = traverse_util.unflatten_dict({k: np.asarray(v, np.float32) for k, v in flat_src.items()})
+    return {"params": nested["params"], "batch_stats": nested["batch_stats"]}
+
+
+# ------------------------------------------------------------------------------ torchvision
+
+_TORCH_BN = {"weight": ("params", "scale"), "bias": ("params", "bias"),
+             "running_mean": ("batch_stats", "mean"), "running_var": ("batch_stats", "var")}
+TORCH_IGNORED = re.compile(r"(.*\.num_batches_tracked|fc\.weight|fc\.bias)$")
+
+
+def _torch_module_path(name: str) -> tuple[str, ...]:
+    """'layer2.0.downsample.1' -> ('layer2_0', 'downsample_1'); 'bn1' -> ('bn1',)."""
+    m = re.fullmatch(r"layer(\d)\.(\d+)\.(.+)", name)
+    if not m:
+        return (name,)
+    inner = m.group(3).replace("downsample.", "downsample_")
+    return (f"layer{m.group(1)}_{m.group(2)}", inner)
+
+
+def from_torchvision(state_dict: Mapping[str, np.ndarray], arch: str) -> dict:
+    """torchvision ResNet state_dict -> ``{'params', 'batch_stats'}`` of our backbone.
+
+    ``fc.*`` (the ImageNet classifier) and ``num_batches_tracked`` are ignored.
+    """
+    if arch not in BACKBONES:
+        raise ValueError(f"unknown arch '{arch}', expected one of {sorted(BACKBONES)}")
+    flat, names = {}, {}
+    for key, value in state_dict.items():
+        if TORCH_IGNORED.fullmatch(key):
+            continue
+        module, _, leaf = key.rpartition(".")
+        value = np.asarray(value)
+        mod_path = _torch_module_path(module)
+        is_conv = mod_path[-1].startswith(("conv", "downsample_0"))
+        if is_conv and leaf == "weight":
+            path = ("params",) + mod_path + ("kernel",)
+            value = value.transpose(2, 3, 1, 0) if value.ndim == 4 else value
+        elif not is_conv and leaf in _TORCH_BN:
+            coll, name = _TORCH_BN[leaf]
+            path = (coll,) + mod_path + (name,)
+        else:
+            path = ("params",) + mod_path + (leaf,)
+        flat[path], names[path] = value, key
+    return _fill(flat, arch, "torchvision", names, torch_key)
+
+
+_TORCH_BN_INV = {v: k for k, v in _TORCH_BN.items()}
+
+
+def torch_key(path: tuple[str, ...]) -> str:
+    """Flax path ('params', 'layer2_0', 'downsample_0', 'kernel') -> 'layer2.0.downsample.0.weight'."""
+    coll, *mods, leaf = path
+    module = re.sub(r"^layer(\d)_(\d+)", r"layer\1.\2", ".".join(mods)).replace("downsample_", "downsample.")
+    return f"{module}.{'weight' if leaf == 'kernel' else _TORCH_BN_INV[(coll, leaf)]}"
+
+
+def to_torchvision(variables: Mapping) -> dict[str, np.ndarray]:
+    """Our backbone's ``{'params', 'batch_stats'}`` -> a torchvision state_dict (numpy arrays;
+    ``num_batches_tracked`` zeros). Load with ``strict=False`` if the model has an ``fc``."""
+    out: dict[str, np.ndarray] = {}
+    for path, value in traverse_util.flatten_dict(
+            {c: dict(variables[c]) for c in ("params", "batch_stats")}).items():
+        value = np.asarray(value, np.float32)
+        key = torch_key(path)
+        out[key] = value.transpose(3, 2, 0, 1) if path[-1] == "kernel" else value
+        if path[-1] == "mean":
+            out[key.rsplit(".", 1)[0] + ".num_batches_tracked"] = np.zeros((), np.int64)
+    return out
+
+
+# ------------------------------------------------------------------------------------ Keras
+
+_KERAS_BN = {"gamma": ("params", "scale"), "beta": ("params", "bias"),
+             "moving_mean": ("batch_stats", "mean"), "moving_variance": ("batch_stats", "var")}
+
+
+def from_keras_resnet50(layers: Mapping[str, Mapping[str, np.ndarray]]) -> dict:
+    """Keras ``applications.ResNet50`` weights, as ``{layer_name: {weight_name: array}}``, ->
+    ``{'params', 'batch_stats'}`` of our ResNet-50 in its ``keras_v1`` variant
+    (``make_backbone('resnet50', **KERAS_V1)``). The ``predictions`` layer is ignored."""
+    flat, names = {}, {}
+    for layer, weights in layers.items():
+        if layer == "predictions" or not weights:
+            continue
+        if layer in ("conv1_conv", "conv1_bn"):
+            mod = ("conv1",) if layer == "conv1_conv" else ("bn1",)
+        else:
+            m = re.fullmatch(r"conv(\d)_block(\d+)_(\d)_(conv|bn)", layer)
+            if not m:
+                mod = (layer,)  # reported as unexpected by _fill
+            else:
+                stage, block, idx, kind = int(m.group(1)) - 1, int(m.group(2)) - 1, m.group(3), m.group(4)
+                if idx == "0":
+                    inner = "downsample_0" if kind == "conv" else "downsample_1"
+                else:
+                    inner = f"{kind}{idx}"
+                mod = (f"layer{stage}_{block}", inner)
+        for wname, value in weights.items():
+            if wname in _KERAS_BN:
+                coll, leaf = _KERAS_BN[wname]
+                path = (coll,) + mod + (leaf,)
+            else:
+                path = ("params",) + mod + (wname,)
+            flat[path], names[path] = np.asarray(value), f"{layer}/{wname}"
+    return _fill(flat, "resnet50", "keras_v1", names, keras_key)
+
+
+_KERAS_BN_INV = {v: k for k, v in _KERAS_BN.items()}
+
+
+def keras_key(path: tuple[str, ...]) -> str:
+    """Flax path ('params', 'layer1_0', 'conv2', 'kernel') -> 'conv3_block1_2_conv/kernel'."""
+    coll, *mods, leaf = path
+    weight = _KERAS_BN_INV.get((coll, leaf), leaf)
+    if mods == ["conv1"] or mods == ["bn1"]:
+        return f"conv1_{'conv' if mods == ['conv1'] else 'bn'}/{weight}"
+    stage, block = (int(x) for x in re.fullmatch(r"layer(\d)_(\d+)", mods[0]).groups())
+    inner = mods[1]
+    if inner.startswith("downsample_"):
+        idx, kind = "0", ("conv" if inner.endswith("0") else "bn")
+    else:
+        idx, kind = inner[-1], inner[:-1]
+    return f"conv{stage + 1}_block{block + 1}_{idx}_{kind}/{weight}"

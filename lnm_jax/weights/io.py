@@ -1,0 +1,101 @@
+"""Reading framework weight files into numpy, and storing converted backbones (orbax).
+
+torch is imported only to read ``.pth``/``.pt`` files; ``.safetensors`` needs only the
+``safetensors`` package; Keras ``.h5``/``.weights.h5`` files are read through Keras itself.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import orbax.checkpoint as ocp
+
+META = "backbone.json"
+
+
+def read_torch_state_dict(path: Path | str) -> dict[str, np.ndarray]:
+    """A torchvision state_dict as numpy arrays; unwraps {'state_dict': ...} / {'model': ...}
+    and DataParallel's 'module.' prefix."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"weight file {path} does not exist")
+    if path.suffix == ".safetensors":
+        from safetensors.numpy import load_file
+        sd: Any = load_file(str(path))
+    else:
+        try:
+            import torch
+        except ImportError as e:
+            raise ImportError(f"reading {path} needs torch (pip install torch), or convert it "
+                              f"to .safetensors") from e
+        sd = torch.load(str(path), map_location="cpu", weights_only=True)
+        for wrapper in ("state_dict", "model"):
+            if isinstance(sd, dict) and wrapper in sd and isinstance(sd[wrapper], dict):
+                sd = sd[wrapper]
+        sd = {k: v.detach().cpu().numpy() for k, v in sd.items() if hasattr(v, "detach")}
+    return {k.removeprefix("module."): np.asarray(v) for k, v in sd.items()}
+
+
+def keras_layer_weights(model) -> dict[str, dict[str, np.ndarray]]:
+    """``{layer_name: {weight_name: array}}`` of a built Keras model."""
+    out = {}
+    for layer in model.layers:
+        ws = {w.name.split("/")[-1].split(":")[0]: np.asarray(w.numpy()) for w in layer.weights}
+        if ws:
+            out[layer.name] = ws
+    return out
+
+
+def read_keras_resnet50(path: Path | str) -> dict[str, dict[str, np.ndarray]]:
+    """Loads a Keras ResNet50 weight file (with or without the classifier top)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"weight file {path} does not exist")
+    import keras
+
+    errors = []
+    for include_top in (False, True):
+        model = keras.applications.ResNet50(weights=None, include_top=include_top)
+        try:
+            model.load_weights(str(path))
+            return keras_layer_weights(model)
+        except (ValueError, KeyError) as e:
+            errors.append(f"include_top={include_top}: {e}")
+    raise ValueError(f"{path} is not a Keras ResNet50 weight file:\n  " + "\n  ".join(errors))
+
+
+def save_backbone(out_dir: Path | str, variables: dict, meta: dict) -> None:
+    """Writes an orbax checkpoint of ``{'params', 'batch_stats'}`` plus ``backbone.json``;
+    written to a temporary folder first, so a failure leaves nothing behind."""
+    out_dir = Path(out_dir).resolve()
+    if out_dir.exists() and any(out_dir.iterdir()):
+        raise FileExistsError(f"{out_dir} exists and is not empty")
+    tmp = out_dir.with_name(f".{out_dir.name}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        tmp.mkdir(parents=True)
+        with ocp.StandardCheckpointer() as ckpt:
+            ckpt.save(tmp / "variables", variables)
+        (tmp / META).write_text(json.dumps(meta, indent=2))
+        if out_dir.exists():
+            out_dir.rmdir()
+        tmp.rename(out_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def load_backbone(path: Path | str) -> tuple[dict, dict]:
+    """Reads what :func:`save_backbone` wrote: (variables as numpy, meta)."""
+    path = Path(path).resolve()
+    if not (path / META).is_file():
+        raise FileNotFoundError(f"{path} is not a converted backbone (no {META}); "
+                                f"make one with 'lnm-jax convert-weights'")
+    meta = json.loads((path / META).read_text())
+    with ocp.StandardCheckpointer() as ckpt:
+        variables = ckpt.restore(path / "variables")
+    return variables, meta

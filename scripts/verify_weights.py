@@ -1,0 +1,83 @@
+"""Verify a weight file's port: our Flax ResNet vs the source framework, stage by stage.
+
+    python scripts/verify_weights.py --from torchvision --in resnet50.pth [--arch resnet50]
+    python scripts/verify_weights.py --from keras --in resnet50_weights.h5
+
+Builds the source model (torchvision or Keras) with the file's weights, ports them, runs both
+on the same random images, prints the max abs difference per stage and exits 1 if any stage
+is above tolerance (stages 1e-3, pooled feature and logits 1e-4, fp32).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+import numpy as np
+
+from lnm_jax.weights import verify as V
+from lnm_jax.weights.convert import from_keras_resnet50, from_torchvision
+from lnm_jax.weights.io import keras_layer_weights, read_torch_state_dict
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--from", dest="source", required=True, choices=("torchvision", "keras"))
+    p.add_argument("--in", dest="path", required=True)
+    p.add_argument("--arch", default="resnet50", choices=("resnet18", "resnet34", "resnet50"))
+    p.add_argument("--image-size", type=int, default=224)
+    p.add_argument("--batch", type=int, default=2)
+    p.add_argument("--seed", type=int, default=0)
+    a = p.parse_args(argv)
+    x = np.random.default_rng(a.seed).standard_normal(
+        (a.batch, a.image_size, a.image_size, 3)).astype(np.float32)
+    if a.source == "torchvision":
+        import torch
+        import torchvision
+
+        sd = read_torch_state_dict(a.path)
+        model = getattr(torchvision.models, a.arch)(weights=None)
+        result = model.load_state_dict({k: torch.from_numpy(v) for k, v in sd.items()}, strict=False)
+        missing = [k for k in result.missing_keys if not k.startswith("fc.")]
+        if missing or result.unexpected_keys:
+            print(f"state_dict does not fit torchvision {a.arch}: missing {missing}, "
+                  f"unexpected {result.unexpected_keys}", file=sys.stderr)
+            return 1
+        has_fc = "fc.weight" in sd
+        ref = V.torchvision_stages(model, x)
+        ours = V.flax_stages(from_torchvision(sd, a.arch), a.arch, "torchvision", x,
+                             fc=V.torch_fc(model) if has_fc else None)
+        if not has_fc:
+            ref.pop("logits")
+    else:
+        import keras
+
+        if a.arch != "resnet50":
+            print("Keras verification supports ResNet50 only", file=sys.stderr)
+            return 1
+        model = keras.applications.ResNet50(weights=None, include_top=True, classifier_activation=None,
+                                            input_shape=(a.image_size, a.image_size, 3))
+        try:
+            model.load_weights(a.path)
+            has_top = True
+        except ValueError:
+            body = keras.applications.ResNet50(weights=None, include_top=False,
+                                               input_shape=(a.image_size, a.image_size, 3))
+            body.load_weights(a.path)
+            for layer in body.layers:  # copy the body into the model with a (random) top
+                model.get_layer(layer.name).set_weights(layer.get_weights())
+            has_top = False
+        ref = V.keras_stages(model, x)
+        ours = V.flax_stages(from_keras_resnet50(keras_layer_weights(model)), "resnet50", "keras_v1",
+                             x, fc=V.keras_fc(model) if has_top else None)
+        if not has_top:
+            ref.pop("logits")
+    table, ok = V.report(V.compare(ours, ref), ref)
+    print(f"{a.source} {a.arch} from {a.path}, {a.batch} random images {a.image_size}px")
+    print(table)
+    print("OK: within tolerance" if ok else "FAILED: above tolerance")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,177 @@
+"""Cross-framework weights: ports verified against the real torchvision and Keras models."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torchvision
+
+from lnm_jax.cli import main
+from lnm_jax.weights import verify as V
+from lnm_jax.weights.convert import (WeightMismatchError, from_keras_resnet50, from_torchvision,
+                                     to_torchvision)
+from lnm_jax.weights.io import keras_layer_weights, load_backbone, read_torch_state_dict
+
+X = np.random.default_rng(0).standard_normal((2, 160, 160, 3)).astype(np.float32)
+
+
+def _torch_model(arch, seed=0):
+    torch.manual_seed(seed)
+    model = getattr(torchvision.models, arch)(weights=None)
+    V.randomise_torch_bn(model, seed=seed)
+    return model
+
+
+def _numpy_sd(model):
+    return {k: v.detach().numpy() for k, v in model.state_dict().items()}
+
+
+@pytest.mark.parametrize("arch", ["resnet18", "resnet34", "resnet50"])
+def test_torchvision_port_matches_torchvision_stage_by_stage(arch):
+    model = _torch_model(arch)
+    ref = V.torchvision_stages(model, X)
+    ours = V.flax_stages(from_torchvision(_numpy_sd(model), arch), arch, "torchvision", X,
+                         fc=V.torch_fc(model))
+    diffs = V.compare(ours, ref)
+    assert set(diffs) == set(V.STAGES)
+    table, ok = V.report(diffs, ref)
+    assert ok, table
+    assert np.abs(ref["stage4"]).max() > 1.0  # non-trivial activations were compared
+
+
+def test_export_back_to_torchvision_is_exact():
+    model = _torch_model("resnet50", seed=1)
+    sd = _numpy_sd(model)
+    back = to_torchvision(from_torchvision(sd, "resnet50"))
+    fresh = torchvision.models.resnet50(weights=None)
+    result = fresh.load_state_dict({k: torch.from_numpy(v) for k, v in back.items()}, strict=False)
+    assert result.missing_keys == ["fc.weight", "fc.bias"] and not result.unexpected_keys
+    for k, v in back.items():
+        if not k.endswith("num_batches_tracked"):
+            np.testing.assert_array_equal(v, sd[k], err_msg=k)
+
+
+def test_keras_resnet50_port_matches_keras_stage_by_stage():
+    import keras
+
+    model = keras.applications.ResNet50(weights=None, include_top=True, classifier_activation=None,
+                                        input_shape=(160, 160, 3))
+    V.randomise_keras_bn(model, seed=2)
+    ref = V.keras_stages(model, X)
+    ours = V.flax_stages(from_keras_resnet50(keras_layer_weights(model)), "resnet50", "keras_v1", X,
+                         fc=V.keras_fc(model))
+    table, ok = V.report(V.compare(ours, ref), ref)
+    assert ok, table
+
+
+def test_mismatches_name_the_key():
+    sd = _numpy_sd(torchvision.models.resnet18(weights=None))
+    missing = {k: v for k, v in sd.items() if k != "layer3.1.bn2.running_var"}
+    with pytest.raises(WeightMismatchError, match=r"layer3_1/bn2/var.*'layer3.1.bn2.running_var'"):
+        from_torchvision(missing, "resnet18")
+    extra = {**sd, "layer5.0.conv1.weight": np.zeros((1, 1, 1, 1), np.float32)}
+    with pytest.raises(WeightMismatchError, match="unexpected source key 'layer5.0.conv1.weight'"):
+        from_torchvision(extra, "resnet18")
+    wrong = {**sd, "layer1.0.conv1.weight": np.zeros((64, 64, 1, 1), np.float32)}
+    with pytest.raises(WeightMismatchError, match=r"shape mismatch at source key 'layer1.0.conv1.weight'"):
+        from_torchvision(wrong, "resnet18")
+    with pytest.raises(WeightMismatchError, match="problem"):
+        from_torchvision(sd, "resnet50")  # an 18-layer state_dict is not a ResNet-50
+
+
+def test_keras_mismatch_names_the_layer():
+    import keras
+
+    layers = keras_layer_weights(keras.applications.ResNet50(weights=None, include_top=False))
+    del layers["conv3_block2_2_bn"]["moving_variance"]
+    layers["conv3_block2_0_conv"] = {"kernel": np.zeros((1, 1, 256, 512), np.float32)}
+    with pytest.raises(WeightMismatchError) as ei:
+        from_keras_resnet50(layers)
+    msg = str(ei.value)
+    assert "missing tensor for batch_stats/layer1_1/bn2/var (source key 'conv3_block2_2_bn/moving_variance')" in msg
+    assert "unexpected source key 'conv3_block2_0_conv/kernel'" in msg
+
+
+def test_convert_weights_command_pth_and_keras_files(tmp_path, capsys):
+    model = _torch_model("resnet18", seed=3)
+    torch.save({"state_dict": {f"module.{k}": v for k, v in model.state_dict().items()}},
+               tmp_path / "r18.pth")
+    assert read_torch_state_dict(tmp_path / "r18.pth").keys() == model.state_dict().keys()
+    assert main(["convert-weights", "--from", "torchvision", "--in", str(tmp_path / "r18.pth"),
+                 "--arch", "resnet18", "--out", str(tmp_path / "conv")]) == 0
+    variables, meta = load_backbone(tmp_path / "conv")
+    assert meta["arch"] == "resnet18" and meta["variant"] == "torchvision"
+    np.testing.assert_array_equal(variables["params"]["conv1"]["kernel"],
+                                  model.conv1.weight.detach().numpy().transpose(2, 3, 1, 0))
+    # converting into an existing, non-empty folder fails and leaves it alone
+    assert main(["convert-weights", "--from", "torchvision", "--in", str(tmp_path / "r18.pth"),
+                 "--arch", "resnet18", "--out", str(tmp_path / "conv")]) == 1
+    assert main(["convert-weights", "--from", "torchvision", "--in", str(tmp_path / "r18.pth"),
+                 "--arch", "resnet50", "--out", str(tmp_path / "bad")]) == 1
+    assert "problem(s) converting" in capsys.readouterr().err
+    assert not (tmp_path / "bad").exists()
+
+    import keras
+    km = keras.applications.ResNet50(weights=None, include_top=False)
+    km.save_weights(tmp_path / "k.weights.h5")
+    assert main(["convert-weights", "--from", "keras", "--in", str(tmp_path / "k.weights.h5"),
+                 "--out", str(tmp_path / "kconv")]) == 0
+    kvars, kmeta = load_backbone(tmp_path / "kconv")
+    assert kmeta["variant"] == "keras_v1"
+    np.testing.assert_array_equal(kvars["params"]["conv1"]["bias"],
+                                  km.get_layer("conv1_conv").get_weights()[1])
+
+
+def test_verify_script_passes_on_a_real_file_and_fails_on_a_corrupted_port(tmp_path, monkeypatch):
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location(
+        "verify_weights", Path(__file__).resolve().parents[1] / "scripts" / "verify_weights.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    model = _torch_model("resnet18", seed=4)
+    torch.save(model.state_dict(), tmp_path / "r18.pth")
+    args = ["--from", "torchvision", "--in", str(tmp_path / "r18.pth"), "--arch", "resnet18",
+            "--image-size", "96"]
+    assert script.main(args) == 0
+    real = script.from_torchvision
+
+    def corrupted(sd, arch):  # a port with a wrong BatchNorm epsilon-sized error
+        v = real(sd, arch)
+        v["batch_stats"]["layer2_0"]["bn1"]["var"] = v["batch_stats"]["layer2_0"]["bn1"]["var"] * 1.01
+        return v
+
+    monkeypatch.setattr(script, "from_torchvision", corrupted)
+    assert script.main(args) == 1
+
+
+def test_training_starts_from_converted_backbones(tmp_path):
+    import jax
+
+    from lnm_jax.config import base_config
+    from lnm_jax.models.fusion import parse_modalities
+    from lnm_jax.training.loop import build_model, init_state, load_pretrained
+    from lnm_jax.weights.io import save_backbone
+
+    model_t = _torch_model("resnet18", seed=5)
+    converted = from_torchvision(_numpy_sd(model_t), "resnet18")
+    save_backbone(tmp_path / "bb", converted, {"arch": "resnet18", "variant": "torchvision"})
+    c = base_config("triple")
+    c.model.backbone, c.model.width, c.model.init_from = "resnet18", 64, str(tmp_path / "bb")
+    model = build_model(c)
+    batch = {"bmode": np.zeros((2, 32, 32, 3), np.float32), "ceus": np.zeros((2, 32, 32, 3), np.float32),
+             "us_lnm": np.zeros(2, np.float32), "lnm": np.zeros(2, np.int32), "valid": np.ones(2, bool)}
+    state, tx, _ = init_state(c, model, batch)
+    loaded = load_pretrained(c, state, tx, model)
+    assert parse_modalities(c.modalities) == model.modalities
+    for b in ("bmode_backbone", "ceus_backbone"):
+        for x, y in zip(jax.tree.leaves(loaded.params[b]), jax.tree.leaves(converted["params"])):
+            np.testing.assert_array_equal(x, y)
+        for x, y in zip(jax.tree.leaves(loaded.batch_stats[b]), jax.tree.leaves(converted["batch_stats"])):
+            np.testing.assert_array_equal(x, y)
+    np.testing.assert_array_equal(loaded.params["head"]["kernel"], state.params["head"]["kernel"])
+    c.model.backbone = "resnet50"
+    with pytest.raises(ValueError, match="holds resnet18"):
+        load_pretrained(c, state, tx, build_model(c))
