@@ -89,7 +89,7 @@ def test_keras_mismatch_names_the_layer():
     with pytest.raises(WeightMismatchError) as ei:
         from_keras_resnet50(layers)
     msg = str(ei.value)
-    assert "missing tensor for batch_stats/layer1_1/bn2/var (source key 'conv3_block2_2_bn/moving_variance')" in msg
+    assert "missing tensor for batch_stats/layer2_1/bn2/var (source key 'conv3_block2_2_bn/moving_variance')" in msg
     assert "unexpected source key 'conv3_block2_0_conv/kernel'" in msg
 
 
