@@ -55,15 +55,22 @@ def base_config(setting: str = "triple") -> ConfigDict:
 
 
 def demo_config() -> ConfigDict:
-    """Sized for 2 CPU cores: small images, a narrow ResNet-18 per branch, a short schedule."""
+    """Sized for 2 CPU cores: small images, a narrow ResNet-18 per branch, a short schedule.
+
+    924 synthetic patients (3x the paper's 308): trained from scratch on the paper's 196
+    training patients, this model's test AUC on 62 patients ranged from 0.78 to 0.88 across
+    seeds and small schedule changes in our runs; with 3x the patients it learns the cues
+    more reliably and the 185-patient test set judges it with about half the noise.
+    """
     c = base_config("triple")
     c.name = "demo_triple"
     c.data.image_size = 64
     c.data.synth.size = 128
+    c.data.synth.patients = 924
     c.model.backbone = "resnet18"
     c.model.width = 16
-    c.train.epochs = 25
+    c.train.epochs = 30
     c.train.batch_size = 16
     c.train.eval_batch_size = 64
-    c.train.plateau.patience = 3
+    c.train.plateau.patience = 4
     return c

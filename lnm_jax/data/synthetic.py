@@ -25,8 +25,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import shutil
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -34,14 +32,9 @@ from PIL import Image
 from scipy import ndimage, special
 
 from lnm_jax.data.manifest import write_manifest
+from lnm_jax.fileio import atomic_directory
+from lnm_jax.settings import SETTINGS
 
-SETTINGS = {
-    "us_lnm": ("us_lnm",),
-    "bmode": ("bmode",),
-    "ceus": ("ceus",),
-    "dual": ("bmode", "ceus"),
-    "triple": ("bmode", "ceus", "us_lnm"),
-}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -235,20 +228,9 @@ def generate_cohort(out_dir: Path | str, params: SynthParams, *, progress: bool 
     Everything is built in a temporary sibling folder and renamed into place at the end, so an
     interrupted run leaves nothing half-written. ``out_dir`` must not exist or be empty.
     """
-    out_dir = Path(out_dir)
-    if out_dir.exists() and any(out_dir.iterdir()):
-        raise FileExistsError(f"{out_dir} exists and is not empty; choose another --out")
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
-    try:
+    with atomic_directory(out_dir) as tmp:
         _write_cohort(tmp, params, progress)
-        if out_dir.exists():
-            out_dir.rmdir()
-        tmp.rename(out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return out_dir / "manifest.csv"
+    return Path(out_dir) / "manifest.csv"
 
 
 def _write_cohort(root: Path, params: SynthParams, progress: bool) -> None:

@@ -11,7 +11,7 @@ import numpy as np
 from lnm_jax import experiment
 from lnm_jax.data.manifest import read_manifest
 from lnm_jax.evaluation import metrics as M
-from lnm_jax.data.synthetic import SETTINGS as SYNTH_SETTINGS
+from lnm_jax.settings import SETTINGS
 from lnm_jax.data.synthetic import bayes_auc, bayes_scores, read_truth
 from lnm_jax.evaluation.plots import plot_roc
 from lnm_jax.models.fusion import parse_modalities
@@ -93,7 +93,7 @@ def synthetic_reference(config, workdir: Path, preds: dict, subsets) -> dict:
     truth = read_truth(workdir / "cohort")
     index = {pid: i for i, pid in enumerate(truth["patient_id"])}
     scores = bayes_scores(truth, params, inputs)
-    setting = next((k for k, v in SYNTH_SETTINGS.items() if v == inputs), None)
+    setting = next((k for k, v in SETTINGS.items() if v == inputs), None)
     out = {"inputs": list(inputs),
            "bayes_auc": bayes_auc(params)[setting] if setting else None}
     for s in subsets:

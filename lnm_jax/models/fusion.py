@@ -15,17 +15,10 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from lnm_jax.models.resnet import VARIANTS, make_backbone
+from lnm_jax.settings import SETTINGS
 
 IMAGE_MODALITIES = ("bmode", "ceus")
 ALL_MODALITIES = ("bmode", "ceus", "us_lnm")
-# The paper's five settings.
-SETTINGS = {
-    "us_lnm": ("us_lnm",),
-    "bmode": ("bmode",),
-    "ceus": ("ceus",),
-    "dual": ("bmode", "ceus"),
-    "triple": ("bmode", "ceus", "us_lnm"),
-}
 
 
 def parse_modalities(spec: str | Sequence[str]) -> tuple[str, ...]:

@@ -7,12 +7,13 @@ torch is imported only to read ``.pth``/``.pt`` files; ``.safetensors`` needs on
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import orbax.checkpoint as ocp
+
+from lnm_jax.fileio import atomic_directory
 
 META = "backbone.json"
 
@@ -71,22 +72,10 @@ def read_keras_resnet50(path: Path | str) -> dict[str, dict[str, np.ndarray]]:
 def save_backbone(out_dir: Path | str, variables: dict, meta: dict) -> None:
     """Writes an orbax checkpoint of ``{'params', 'batch_stats'}`` plus ``backbone.json``;
     written to a temporary folder first, so a failure leaves nothing behind."""
-    out_dir = Path(out_dir).resolve()
-    if out_dir.exists() and any(out_dir.iterdir()):
-        raise FileExistsError(f"{out_dir} exists and is not empty")
-    tmp = out_dir.with_name(f".{out_dir.name}.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    try:
-        tmp.mkdir(parents=True)
+    with atomic_directory(out_dir) as tmp:
         with ocp.StandardCheckpointer() as ckpt:
             ckpt.save(tmp / "variables", variables)
         (tmp / META).write_text(json.dumps(meta, indent=2))
-        if out_dir.exists():
-            out_dir.rmdir()
-        tmp.rename(out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
 
 
 def load_backbone(path: Path | str) -> tuple[dict, dict]:

@@ -1,0 +1,29 @@
+"""File-system helpers shared by the writers (cohorts, converted weights)."""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Iterator
+
+
+@contextlib.contextmanager
+def atomic_directory(out_dir: Path | str) -> Iterator[Path]:
+    """Yields a temporary sibling of ``out_dir`` to fill; renamed to ``out_dir`` when the block
+    succeeds, removed when it fails, so nothing half-written is ever left at ``out_dir``.
+    ``out_dir`` must not exist or be empty."""
+    out_dir = Path(out_dir).resolve()
+    if out_dir.exists() and any(out_dir.iterdir()):
+        raise FileExistsError(f"{out_dir} exists and is not empty; choose another output folder")
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    try:
+        yield tmp
+        if out_dir.exists():
+            out_dir.rmdir()
+        tmp.rename(out_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
