@@ -7,6 +7,14 @@ from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+# torchvision must be imported before TensorFlow in one process: importing it after TF loads
+# triton (through torch._dynamo), whose LLVM clashes with TF's and segfaults (seen with
+# tensorflow-cpu 2.21 + torch 2.14.1). The library never needs both; the test session does.
+try:
+    import torchvision  # noqa: F401
+except ImportError:
+    pass
+
 import pytest  # noqa: E402
 
 from lnm_jax.data.synthetic import SynthParams, generate_cohort  # noqa: E402
