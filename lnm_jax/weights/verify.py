@@ -62,9 +62,9 @@ def keras_stages(model, x_nhwc: np.ndarray) -> dict[str, np.ndarray]:
 
     names = list(KERAS_STAGE_LAYERS.values()) + ["avg_pool", "predictions"]
     probe = keras.Model(model.inputs, [model.get_layer(n).output for n in names])
-    outs = probe(x_nhwc, training=False)
-    res = {k: np.asarray(o) for k, o in zip(list(KERAS_STAGE_LAYERS) + ["pooled", "logits"], outs)}
-    return res
+    outs = probe([x_nhwc], training=False)
+    return {k: keras.ops.convert_to_numpy(o)
+            for k, o in zip(list(KERAS_STAGE_LAYERS) + ["pooled", "logits"], outs)}
 
 
 def keras_fc(model) -> tuple[np.ndarray, np.ndarray]:
