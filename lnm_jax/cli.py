@@ -172,11 +172,9 @@ def cmd_train(argv: list[str]) -> int:
 
 
 def cmd_evaluate(argv: list[str]) -> int:
-    import argparse as ap
-
     from lnm_jax.evaluation.run import evaluate
 
-    p = ap.ArgumentParser(prog="lnm-jax evaluate", description="Evaluate a run's checkpoint.")
+    p = argparse.ArgumentParser(prog="lnm-jax evaluate", description="Evaluate a run's checkpoint.")
     p.add_argument("--workdir", required=True, type=Path)
     p.add_argument("--checkpoint", choices=("best", "latest"), default="best")
     p.add_argument("--splits", default="val,test", help="comma list of train,val,test")

@@ -64,7 +64,7 @@ def select_patients(ds: tf.data.Dataset, patient_ids: Sequence[str]) -> tf.data.
 def _augment_image(img: tf.Tensor, seed: tf.Tensor, aug: Mapping) -> tf.Tensor:
     """The paper's augmentation: translation, horizontal flip, scaling, contrast, brightness."""
     size = tf.cast(tf.shape(img)[0], tf.float32)
-    seeds = [tf.random.experimental.stateless_fold_in(seed, i) for i in range(6)]
+    seeds = [tf.random.experimental.stateless_fold_in(seed, i) for i in range(5)]
     t = tf.random.stateless_uniform((2,), seeds[0], -aug["translate"], aug["translate"]) * size
     s = tf.random.stateless_uniform((), seeds[1], aug["scale_min"], aug["scale_max"])
     flip = tf.random.stateless_uniform((), seeds[2]) < (0.5 if aug["flip"] else 0.0)

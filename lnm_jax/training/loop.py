@@ -97,14 +97,15 @@ def _read_history(workdir: Path, up_to_epoch: int) -> list[dict]:
 def train(config: ConfigDict, workdir: Path | str, *, resume: bool = False) -> dict:
     """Trains per ``config`` in ``workdir``; returns the best epoch's record."""
     workdir = Path(workdir)
-    if config.data.manifest:  # validate a real cohort before anything is written
-        experiment.resolve_cohort(config, workdir)
+    # A real cohort is validated before anything is written; a synthetic one is made below.
+    cohort = experiment.resolve_cohort(config, workdir) if config.data.manifest else None
     if not resume and (workdir / "checkpoints").exists():
         raise RunExistsError(f"{workdir} already holds a run; pass --resume or use a new --workdir")
     workdir.mkdir(parents=True, exist_ok=True)
     if resume and (workdir / "config.json").is_file():
         check_resumable(experiment.load_config(workdir), config)
-    cohort = experiment.resolve_cohort(config, workdir)
+    if cohort is None:
+        cohort = experiment.resolve_cohort(config, workdir)
     split = experiment.run_split(config, cohort, workdir)
     experiment.save_config(config, workdir)
     data = experiment.RunData(config, cohort, split, workdir)
