@@ -34,52 +34,55 @@ def _pad(k: int) -> tuple[tuple[int, int], tuple[int, int]]:
     return ((k // 2, k // 2), (k // 2, k // 2))
 
 
-class BasicBlock(nn.Module):
-    """ResNet-18/34 block: 3x3 -> 3x3, identity or 1x1 projection shortcut."""
+class _Block(nn.Module):
+    """Fields and layers shared by both residual blocks."""
 
     features: int
     strides: int = 1
     downsample: bool = False
     dtype: Dtype = jnp.float32
-    stride_in_1x1: bool = False  # unused (no 1x1 conv); keeps one block signature
+    stride_in_1x1: bool = False  # v1 (Keras) stride placement; Bottleneck only
     conv_bias: bool = False
     bn_epsilon: float = BN_EPSILON
+
+    def _layers(self, train: bool):
+        conv = partial(nn.Conv, use_bias=self.conv_bias, dtype=self.dtype)
+        norm = partial(nn.BatchNorm, use_running_average=not train, momentum=BN_MOMENTUM,
+                       epsilon=self.bn_epsilon, dtype=self.dtype)
+        return conv, norm
+
+    def _shortcut(self, x, out_features: int, conv, norm):
+        if not self.downsample:
+            return x
+        x = conv(out_features, (1, 1), (self.strides,) * 2, padding=((0, 0), (0, 0)),
+                 name="downsample_0")(x)
+        return norm(name="downsample_1")(x)
+
+
+class BasicBlock(_Block):
+    """ResNet-18/34 block: 3x3 -> 3x3, identity or 1x1 projection shortcut."""
+
     expansion = 1
 
     @nn.compact
     def __call__(self, x, train: bool):
-        conv = partial(nn.Conv, use_bias=self.conv_bias, dtype=self.dtype)
-        norm = partial(nn.BatchNorm, use_running_average=not train, momentum=BN_MOMENTUM,
-                       epsilon=self.bn_epsilon, dtype=self.dtype)
+        conv, norm = self._layers(train)
         y = conv(self.features, (3, 3), (self.strides,) * 2, padding=_pad(3), name="conv1")(x)
         y = nn.relu(norm(name="bn1")(y))
         y = conv(self.features, (3, 3), padding=_pad(3), name="conv2")(y)
         y = norm(name="bn2")(y)
-        if self.downsample:
-            x = conv(self.features, (1, 1), (self.strides,) * 2, padding=((0, 0), (0, 0)),
-                     name="downsample_0")(x)
-            x = norm(name="downsample_1")(x)
-        return nn.relu(y + x)
+        return nn.relu(y + self._shortcut(x, self.features, conv, norm))
 
 
-class Bottleneck(nn.Module):
+class Bottleneck(_Block):
     """ResNet-50 block: 1x1 -> 3x3 -> 1x1 (x4). v1.5 (torchvision) strides in the 3x3;
     ``stride_in_1x1`` gives the original v1 (Keras ``ResNet50``) with the stride in the first 1x1."""
 
-    features: int
-    strides: int = 1
-    downsample: bool = False
-    dtype: Dtype = jnp.float32
-    stride_in_1x1: bool = False
-    conv_bias: bool = False
-    bn_epsilon: float = BN_EPSILON
     expansion = 4
 
     @nn.compact
     def __call__(self, x, train: bool):
-        conv = partial(nn.Conv, use_bias=self.conv_bias, dtype=self.dtype)
-        norm = partial(nn.BatchNorm, use_running_average=not train, momentum=BN_MOMENTUM,
-                       epsilon=self.bn_epsilon, dtype=self.dtype)
+        conv, norm = self._layers(train)
         s1, s3 = ((self.strides, 1) if self.stride_in_1x1 else (1, self.strides))
         y = conv(self.features, (1, 1), (s1, s1), padding=((0, 0), (0, 0)), name="conv1")(x)
         y = nn.relu(norm(name="bn1")(y))
@@ -87,11 +90,7 @@ class Bottleneck(nn.Module):
         y = nn.relu(norm(name="bn2")(y))
         y = conv(self.features * 4, (1, 1), padding=((0, 0), (0, 0)), name="conv3")(y)
         y = norm(name="bn3")(y)
-        if self.downsample:
-            x = conv(self.features * 4, (1, 1), (self.strides,) * 2, padding=((0, 0), (0, 0)),
-                     name="downsample_0")(x)
-            x = norm(name="downsample_1")(x)
-        return nn.relu(y + x)
+        return nn.relu(y + self._shortcut(x, self.features * 4, conv, norm))
 
 
 class ResNet(nn.Module):
