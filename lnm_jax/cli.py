@@ -296,7 +296,10 @@ def main(argv: list[str] | None = None) -> int:
     if not argv or argv[0] in ("-h", "--help") or argv[0] not in COMMANDS:
         print(__doc__)
         return 0 if not argv or argv[0] in ("-h", "--help") else _fail(f"unknown command '{argv[0]}'")
-    return globals()[f"cmd_{argv[0].replace('-', '_')}"](argv[1:])
+    try:
+        return globals()[f"cmd_{argv[0].replace('-', '_')}"](argv[1:])
+    except FileNotFoundError as e:  # a run folder, checkpoint or file that is not there
+        return _fail(str(e), 1)
 
 
 if __name__ == "__main__":

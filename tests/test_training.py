@@ -139,3 +139,10 @@ def test_predict_new_patients_without_labels(tiny_cohort, tmp_path):
     got = list(csv.DictReader(out.open()))
     assert [g["patient_id"] for g in got] == [r["patient_id"] for r in rows]
     assert all(0.0 <= float(g["prob_lnm"]) <= 1.0 and g["lnm"] == "" for g in got)
+
+
+def test_commands_on_a_missing_run_fail_clearly(tmp_path, capsys):
+    for cmd in (["evaluate"], ["gradcam"], ["predict", "--manifest", "x.csv", "--out", "y.csv"]):
+        assert main(cmd + ["--workdir", str(tmp_path / "nope")]) == 1
+        err = capsys.readouterr().err
+        assert "not found" in err or "No such file" in err, err

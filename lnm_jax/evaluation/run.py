@@ -10,11 +10,11 @@ import numpy as np
 
 from lnm_jax import experiment
 from lnm_jax.data.manifest import read_manifest
-from lnm_jax.evaluation import metrics as M
-from lnm_jax.settings import SETTINGS
 from lnm_jax.data.synthetic import bayes_auc, bayes_scores, read_truth
+from lnm_jax.evaluation import metrics as M
 from lnm_jax.evaluation.plots import plot_roc
 from lnm_jax.models.fusion import parse_modalities
+from lnm_jax.settings import SETTINGS
 from lnm_jax.training.checkpoint import RunCheckpoints
 from lnm_jax.training.loop import build_model, init_state
 from lnm_jax.training.steps import make_eval_step, predict
