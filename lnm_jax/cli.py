@@ -159,10 +159,16 @@ def cmd_train(argv: list[str]) -> int:
     pre, _ = pre_p.parse_known_args(argv)
     if pre.resume and pre.workdir and (Path(pre.workdir) / "config.json").is_file():
         default = lambda: load_config(Path(pre.workdir))  # noqa: E731  resume: the run's own config
-    config, fv = _parse_config_command(
-        "train", argv, default,
-        lambda flags, fv: flags.DEFINE_bool("resume", False, "continue from the latest checkpoint",
-                                            flag_values=fv))
+    def extra(flags, fv):
+        flags.DEFINE_bool("resume", False, "continue from the latest checkpoint", flag_values=fv)
+        flags.DEFINE_bool("distributed", False, "multi-host: start jax.distributed first (address, "
+                          "process count and id from JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES, "
+                          "JAX_PROCESS_ID or the cluster)", flag_values=fv)
+
+    config, fv = _parse_config_command("train", argv, default, extra)
+    if fv.distributed:
+        from lnm_jax.training.sharding import initialize
+        initialize()
     try:
         best = train(config, fv.workdir, resume=fv.resume)
     except (ManifestError, NonFiniteLossError, RunExistsError) as e:

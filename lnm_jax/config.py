@@ -49,6 +49,8 @@ def base_config(setting: str = "triple") -> ConfigDict:
     c.train.plateau = ConfigDict(dict(factor=0.1, patience=5, rtol=1e-4, cooldown=0, min_scale=1e-3))
     c.train.early_stop_patience = 0  # epochs without validation-AUC gain; 0 = off
     c.train.log_every_steps = 10
+    # Shard each batch over all devices (hosts included) when there is more than one.
+    c.train.data_parallel = True
 
     c.eval = ConfigDict(dict(bootstrap=2000, ci_level=0.95, seed=0))
     return c

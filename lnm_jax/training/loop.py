@@ -17,6 +17,7 @@ from tqdm import tqdm
 from lnm_jax import experiment
 from lnm_jax.evaluation.metrics import safe_auc, sigmoid
 from lnm_jax.models.fusion import FusionClassifier, parse_modalities
+from lnm_jax.training import sharding
 from lnm_jax.training import state as state_lib
 from lnm_jax.training.checkpoint import RunCheckpoints
 from lnm_jax.training.steps import bce_loss, device_batch, make_eval_step, make_train_step, predict
@@ -115,17 +116,25 @@ def train(config: ConfigDict, workdir: Path | str, *, resume: bool = False) -> d
     state, tx, plateau = init_state(config, model, sample)
     if config.model.init_from:
         state = load_pretrained(config, state, tx, model)
+    mesh = None
+    if config.train.data_parallel and jax.device_count() > 1:
+        mesh = sharding.data_mesh()
+        for bs in (config.train.batch_size, config.train.eval_batch_size):
+            sharding.check_batch_size(bs, mesh)
+        state = sharding.replicate(state, mesh)
     ckpts = RunCheckpoints(workdir)
     start_epoch, best = 1, {"val_auc": -math.inf, "epoch": 0}
     if resume and ckpts.latest_epoch("latest") is not None:
         state, meta = ckpts.restore("latest", state)
         start_epoch, best = meta["epoch"] + 1, meta["best"]
     history = _read_history(workdir, start_epoch - 1)
-    (workdir / HISTORY).write_text("".join(json.dumps(h) + "\n" for h in history))
+    primary = jax.process_index() == 0  # multi-host: one process writes the logs
+    if primary:
+        (workdir / HISTORY).write_text("".join(json.dumps(h) + "\n" for h in history))
 
     from tensorboardX import SummaryWriter  # noqa: PLC0415  (heavy, only for training)
-    tb = SummaryWriter(str(workdir / "tb"))
-    train_step, eval_step = make_train_step(model, tx), make_eval_step(model)
+    tb = SummaryWriter(str(workdir / "tb")) if primary else None
+    train_step, eval_step = make_train_step(model, tx, mesh), make_eval_step(model, mesh)
     steps = data.steps_per_epoch()
     if steps == 0:
         raise ValueError(f"train split has {len(split.train)} patients, fewer than one batch "
@@ -138,7 +147,8 @@ def train(config: ConfigDict, workdir: Path | str, *, resume: bool = False) -> d
             bar = tqdm(data.train_batches(epoch), total=steps, desc=f"epoch {epoch}/{config.train.epochs}",
                        unit="batch", leave=False, mininterval=2.0)
             for i, batch in enumerate(bar):
-                state, m = train_step(state, device_batch(batch))
+                inputs = device_batch(batch)
+                state, m = train_step(state, inputs if mesh is None else sharding.shard_batch(inputs, mesh))
                 labels.append(batch["lnm"])
                 logits.append(m["logits"])
                 losses.append(m["loss"])
@@ -153,9 +163,9 @@ def train(config: ConfigDict, workdir: Path | str, *, resume: bool = False) -> d
                 raise NonFiniteLossError(f"loss is {train_loss} in epoch {epoch} (step "
                                          f"{int(state.step)}); last good checkpoint kept")
             train_time = time.perf_counter() - t0
-            tr = _epoch_stats(np.concatenate(labels), np.concatenate(jax.device_get(logits)))
+            tr = _epoch_stats(np.concatenate(labels), np.concatenate([sharding.to_host(x) for x in logits]))
             tr["loss"] = train_loss
-            val = predict(eval_step, state.params, state.batch_stats, data.eval_batches("val"))
+            val = predict(eval_step, state.params, state.batch_stats, data.eval_batches("val"), mesh)
             va = _epoch_stats(val["lnm"], val["logit"])
             lr = state_lib.learning_rate(config.train.learning_rate, state)
             state = state_lib.plateau_step(plateau, state, va["loss"])
@@ -171,11 +181,12 @@ def train(config: ConfigDict, workdir: Path | str, *, resume: bool = False) -> d
             ckpts.save("latest", epoch, state, {"epoch": epoch, "best": best})
             ckpts.wait()
             history.append(record)
-            with (workdir / HISTORY).open("a") as f:
-                f.write(json.dumps(record) + "\n")
-            for k, v in record.items():
-                if k != "epoch" and isinstance(v, float) and math.isfinite(v):
-                    tb.add_scalar(k, v, epoch)
+            if primary:
+                with (workdir / HISTORY).open("a") as f:
+                    f.write(json.dumps(record) + "\n")
+                for k, v in record.items():
+                    if k != "epoch" and isinstance(v, float) and math.isfinite(v):
+                        tb.add_scalar(k, v, epoch)
             tqdm.write(f"epoch {epoch:3d}  train loss {tr['loss']:.4f} auc {tr['auc']:.3f}  "
                        f"val loss {va['loss']:.4f} auc {va['auc']:.3f}  lr {lr:.1e}  "
                        f"{record['epoch_time_s']:.1f}s{'  *best*' if improved else ''}")
@@ -188,5 +199,6 @@ def train(config: ConfigDict, workdir: Path | str, *, resume: bool = False) -> d
     finally:
         ckpts.wait()
         ckpts.close()
-        tb.close()
+        if tb is not None:
+            tb.close()
     return best

@@ -14,7 +14,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from jax.sharding import Mesh
 
+from lnm_jax.training.sharding import batch_sharding, replicated, shard_batch, to_host
 from lnm_jax.training.state import TrainState
 
 STEP_KEYS = ("bmode", "ceus", "us_lnm", "has_bmode", "has_ceus", "has_us_lnm", "lnm", "valid")
@@ -31,8 +33,13 @@ def bce_loss(logits: jax.Array, labels: jax.Array, weights: jax.Array) -> jax.Ar
     return jnp.sum(losses * weights) / jnp.maximum(jnp.sum(weights), 1.0)
 
 
-def make_train_step(model: nn.Module, tx: optax.GradientTransformation) -> Callable:
-    """Returns ``train_step(state, batch) -> (state, metrics)``, jitted, state donated."""
+def make_train_step(model: nn.Module, tx: optax.GradientTransformation,
+                    mesh: Mesh | None = None) -> Callable:
+    """Returns ``train_step(state, batch) -> (state, metrics)``, jitted, state donated.
+
+    With a ``mesh`` the batch is sharded over its ``data`` axis and the state replicated;
+    the arithmetic is that of the global batch (BatchNorm statistics included).
+    """
 
     def train_step(state: TrainState, batch: dict):
         weights = batch["valid"].astype(jnp.float32)
@@ -50,26 +57,35 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation) -> Calla
                                   opt_state=opt_state)
         return new_state, {"loss": loss, "logits": logits.astype(jnp.float32)}
 
-    return jax.jit(train_step, donate_argnums=(0,))
+    if mesh is None:
+        return jax.jit(train_step, donate_argnums=(0,))
+    rep, data = replicated(mesh), batch_sharding(mesh)
+    return jax.jit(train_step, donate_argnums=(0,), in_shardings=(rep, data),
+                   out_shardings=(rep, {"loss": rep, "logits": data}))
 
 
-def make_eval_step(model: nn.Module) -> Callable:
+def make_eval_step(model: nn.Module, mesh: Mesh | None = None) -> Callable:
     """Returns ``eval_step(params, batch_stats, batch) -> logits`` (BatchNorm in inference)."""
 
     def eval_step(params, batch_stats, batch: dict):
         out = model.apply({"params": params, "batch_stats": batch_stats}, batch, train=False)
         return out["logit"].astype(jnp.float32)
 
-    return jax.jit(eval_step)
+    if mesh is None:
+        return jax.jit(eval_step)
+    rep, data = replicated(mesh), batch_sharding(mesh)
+    return jax.jit(eval_step, in_shardings=(rep, rep, data), out_shardings=data)
 
 
-def predict(eval_step: Callable, params, batch_stats, batches) -> dict[str, np.ndarray]:
+def predict(eval_step: Callable, params, batch_stats, batches,
+            mesh: Mesh | None = None) -> dict[str, np.ndarray]:
     """Runs ``eval_step`` over numpy batches; returns the valid rows' patient ids, labels and
     logits, in batch order."""
     ids, labels, logits = [], [], []
     for batch in batches:
         valid = np.asarray(batch["valid"])
-        out = np.asarray(eval_step(params, batch_stats, device_batch(batch)))
+        inputs = device_batch(batch) if mesh is None else shard_batch(device_batch(batch), mesh)
+        out = to_host(eval_step(params, batch_stats, inputs))
         logits.append(out[valid])
         labels.append(np.asarray(batch["lnm"])[valid])
         ids.append(np.asarray(batch["patient_id"])[valid])

@@ -1,0 +1,77 @@
+"""Data parallelism over a ``Mesh`` of all devices (and hosts), with ``NamedSharding``.
+
+The batch is split along a ``data`` axis; the train state is replicated. Under ``jax.jit``
+the program is written for the global batch, so BatchNorm's batch statistics and the loss
+are over the global batch: sharded training computes what one device would on the same
+global batch. Multi-host: :func:`initialize` calls ``jax.distributed.initialize``; each
+process then feeds its own rows of every global batch (:func:`shard_batch`).
+"""
+
+from __future__ import annotations
+
+import os
+
+import jax
+import numpy as np
+from jax.experimental import multihost_utils
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+DATA_AXIS = "data"
+
+
+def initialize(coordinator_address: str | None = None, num_processes: int | None = None,
+               process_id: int | None = None) -> None:
+    """Starts JAX's distributed runtime when asked for (arguments, or the JAX_COORDINATOR_ADDRESS /
+    JAX_NUM_PROCESSES / JAX_PROCESS_ID environment variables; cluster auto-detection otherwise)."""
+    coordinator_address = coordinator_address or os.environ.get("JAX_COORDINATOR_ADDRESS")
+    if num_processes is None and "JAX_NUM_PROCESSES" in os.environ:
+        num_processes = int(os.environ["JAX_NUM_PROCESSES"])
+    if process_id is None and "JAX_PROCESS_ID" in os.environ:
+        process_id = int(os.environ["JAX_PROCESS_ID"])
+    jax.distributed.initialize(coordinator_address=coordinator_address,
+                               num_processes=num_processes, process_id=process_id)
+
+
+def data_mesh(devices=None) -> Mesh:
+    """A 1-D mesh over every device of every process."""
+    return Mesh(np.asarray(jax.devices() if devices is None else devices), (DATA_AXIS,))
+
+
+def batch_sharding(mesh: Mesh) -> NamedSharding:
+    return NamedSharding(mesh, P(DATA_AXIS))
+
+
+def replicated(mesh: Mesh) -> NamedSharding:
+    return NamedSharding(mesh, P())
+
+
+def check_batch_size(batch_size: int, mesh: Mesh) -> None:
+    n = mesh.devices.size
+    if batch_size % n:
+        raise ValueError(f"batch size {batch_size} is not divisible by the {n} devices of the mesh")
+
+
+def shard_batch(batch: dict, mesh: Mesh) -> dict:
+    """Global numpy batch (the same on every process) -> globally sharded jax.Arrays; each
+    process contributes only the rows of its own devices."""
+    sharding = batch_sharding(mesh)
+    n_proc, pid = jax.process_count(), jax.process_index()
+
+    def put(x):
+        x = np.asarray(x)
+        rows = x.shape[0] // n_proc
+        local = x[pid * rows:(pid + 1) * rows] if n_proc > 1 else x
+        return jax.make_array_from_process_local_data(sharding, local, x.shape)
+
+    return {k: put(v) for k, v in batch.items()}
+
+
+def replicate(tree, mesh: Mesh):
+    return jax.device_put(tree, replicated(mesh))
+
+
+def to_host(x) -> np.ndarray:
+    """A (possibly multi-host sharded) array as one numpy array on every process."""
+    if jax.process_count() > 1:
+        return np.asarray(multihost_utils.process_allgather(x, tiled=True))
+    return np.asarray(x)

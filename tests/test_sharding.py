@@ -1,0 +1,108 @@
+"""Data-parallel training over a device mesh equals single-device training on the same global
+batch; the multi-host start-up path runs. Each check runs in a subprocess with 8 forced host
+(CPU) devices, so the main test process keeps its single device."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+
+CHECK = textwrap.dedent("""
+    import jax, jax.numpy as jnp, numpy as np
+    {init}
+    from lnm_jax.models.fusion import FusionClassifier
+    from lnm_jax.training import state as S
+    from lnm_jax.training.sharding import data_mesh, replicate, shard_batch, check_batch_size
+    from lnm_jax.training.steps import make_train_step, make_eval_step, predict
+
+    assert jax.device_count() == 8, jax.devices()
+    model = FusionClassifier(("bmode", "ceus", "us_lnm"), backbone="resnet18", width=8)
+    r = np.random.default_rng(0)
+    batches = [{{"bmode": r.standard_normal((16, 32, 32, 3)).astype(np.float32),
+                "ceus": r.standard_normal((16, 32, 32, 3)).astype(np.float32),
+                "us_lnm": r.integers(0, 2, 16).astype(np.float32),
+                "lnm": r.integers(0, 2, 16).astype(np.int32),
+                "valid": np.ones(16, bool)}} for _ in range(3)]
+    # SGD, not Adam: Adam's first steps move every weight by ~lr whatever its gradient's size,
+    # so the sign of a ~1e-12 gradient (which summation order decides) would flip a weight by
+    # 2 lr; SGD keeps the comparison well-conditioned. The step and sharding are the same.
+    import optax
+    tx = optax.sgd(0.05, momentum=0.9)
+    plateau = S.make_plateau(dict(factor=0.1, patience=5, rtol=1e-4, cooldown=0, min_scale=0.0))
+
+    def run(mesh):
+        st = S.create_train_state(model, jax.random.key(0), batches[0], tx, plateau)
+        if mesh is not None:
+            st = replicate(st, mesh)
+        step = make_train_step(model, tx, mesh)
+        losses = []
+        for b in batches:
+            st, m = step(st, b if mesh is None else shard_batch(b, mesh))
+            losses.append(float(m["loss"]))
+        logits = predict(make_eval_step(model, mesh), st.params, st.batch_stats,
+                         [{{**batches[0], "patient_id": np.array([b"p"] * 16)}}], mesh)["logit"]
+        return st, losses, logits
+
+    single = run(None)
+    mesh = data_mesh()
+    check_batch_size(16, mesh)
+    sharded = run(mesh)
+    assert sharded[0].params["head"]["kernel"].sharding.is_fully_replicated
+    np.testing.assert_allclose(single[1], sharded[1], rtol=1e-5)
+    for a, b in zip(jax.tree.leaves((single[0].params, single[0].batch_stats)),
+                    jax.tree.leaves((sharded[0].params, sharded[0].batch_stats))):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(single[2], sharded[2], rtol=1e-4, atol=1e-4)
+    try:
+        check_batch_size(12, mesh)
+        raise AssertionError("12 rows on 8 devices must be refused")
+    except ValueError as e:
+        assert "not divisible by the 8 devices" in str(e)
+    print("SHARDED-OK", jax.process_count(), max(abs(x - y) for x, y in zip(single[1], sharded[1])))
+""")
+
+
+def _run(init: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=8",
+           "JAX_PLATFORMS": "cpu"}
+    return subprocess.run([sys.executable, "-c", CHECK.format(init=init)], env=env,
+                          capture_output=True, text=True, timeout=600)
+
+
+def test_sharded_training_matches_single_device_on_8_devices():
+    out = _run("")
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "SHARDED-OK 1" in out.stdout
+
+
+def test_multihost_startup_path_runs_with_one_process():
+    init = ("from lnm_jax.training.sharding import initialize; "
+            "initialize('localhost:29517', num_processes=1, process_id=0)")
+    out = _run(init)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "SHARDED-OK 1" in out.stdout
+
+
+def test_training_loop_runs_data_parallel_on_8_devices(tmp_path):
+    code = textwrap.dedent(f"""
+        import json, jax
+        from lnm_jax.config import base_config
+        from lnm_jax.data.synthetic import SynthParams, generate_cohort
+        from lnm_jax.training.loop import train
+        assert jax.device_count() == 8
+        manifest = generate_cohort({str(tmp_path / 'cohort')!r}, SynthParams(patients=40, size=32, seed=1))
+        c = base_config("triple")
+        c.data.manifest, c.data.image_size = str(manifest), 32
+        c.model.backbone, c.model.width = "resnet18", 8
+        c.train.epochs, c.train.batch_size, c.train.eval_batch_size = 2, 8, 16
+        train(c, {str(tmp_path / 'run')!r})
+        rows = [json.loads(x) for x in open({str(tmp_path / 'run' / 'metrics.jsonl')!r})]
+        assert [r["epoch"] for r in rows] == [1, 2], rows
+        print("LOOP-OK", rows[-1]["train_loss"])
+    """)
+    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=8", "JAX_PLATFORMS": "cpu"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "LOOP-OK" in out.stdout
