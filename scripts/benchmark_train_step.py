@@ -1,11 +1,15 @@
-"""Train-step and inference throughput (patients/s) of a fusion config on whatever device JAX
-sees. TensorFlow-free: runs on accelerator images without the data stack.
+"""Train-step and inference throughput (patients/s) of the fusion model on whatever devices
+JAX sees, and, when torch/torchvision import, of the same two-branch model in PyTorch.
 
     python scripts/benchmark_train_step.py --setting triple --backbone resnet50 \
-        --image-size 224 --batch-sizes 8 --steps 5
+        --image-size 224 --batch-sizes 8,64 --dtypes float32,bfloat16 [--torch] [--torch-compile]
 
-Random inputs; one compile per batch size (excluded from timing); the clock stops only after
-``block_until_ready``. Prints a Markdown table.
+JAX: the batch is sharded over all devices (data parallel) when there are several. PyTorch
+(one device): eager, optionally ``torch.compile``; on GPU ``bfloat16`` means AMP autocast and
+channels_last. Random inputs; warm-up (compile) excluded; clocks stop after the device is done.
+MFU on GPU counts 3x the forward FLOPs of two ResNet-50 images per patient (about 24.7 GFLOP
+per 224x224 image per training step) against ``--peak-tflops``. TensorFlow-free. Prints
+Markdown tables a user can paste.
 """
 
 from __future__ import annotations
@@ -19,46 +23,132 @@ import jax.numpy as jnp
 import numpy as np
 
 from lnm_jax.models.fusion import FusionClassifier, parse_modalities
+from lnm_jax.training import sharding
 from lnm_jax.training import state as state_lib
 from lnm_jax.training.steps import make_eval_step, make_train_step
 
+TRAIN_GFLOP_PER_IMAGE_224 = 24.7  # ResNet-50: ~4.1 GMAC forward -> x2 FLOP x3 (fwd + bwd)
+PEAK_TFLOPS = {"float32": 67.0, "bfloat16": 989.0}  # H100/H200 SXM dense spec (fp32 non-tensor)
 
-def make_batch(rng, batch_size: int, size: int) -> dict:
-    r = np.random.default_rng(rng)
-    return {"bmode": jnp.asarray(r.standard_normal((batch_size, size, size, 3), np.float32)),
-            "ceus": jnp.asarray(r.standard_normal((batch_size, size, size, 3), np.float32)),
-            "us_lnm": jnp.asarray(r.integers(0, 2, batch_size).astype(np.float32)),
-            "lnm": jnp.asarray(r.integers(0, 2, batch_size).astype(np.int32)),
-            "valid": jnp.ones(batch_size, bool)}
+
+def make_batch(seed: int, batch_size: int, size: int) -> dict:
+    r = np.random.default_rng(seed)
+    return {"bmode": r.standard_normal((batch_size, size, size, 3), np.float32),
+            "ceus": r.standard_normal((batch_size, size, size, 3), np.float32),
+            "us_lnm": r.integers(0, 2, batch_size).astype(np.float32),
+            "lnm": r.integers(0, 2, batch_size).astype(np.int32),
+            "valid": np.ones(batch_size, bool)}
+
+
+def _time(fn, steps: int) -> float:
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        out = fn()
+    jax.block_until_ready(out)
+    return (time.perf_counter() - t0) / steps
 
 
 def bench(model, batch_size: int, size: int, steps: int, warmup: int) -> dict:
-    batch = make_batch(0, batch_size, size)
+    """JAX train step and inference, data-parallel over all devices if there are several."""
+    host = make_batch(0, batch_size, size)
     tx = state_lib.make_optimizer(1e-3)
     plateau = state_lib.make_plateau(dict(factor=0.1, patience=5, rtol=1e-4, cooldown=0, min_scale=0.0))
-    state = state_lib.create_train_state(model, jax.random.key(0), batch, tx, plateau)
-    train_step, eval_step = make_train_step(model, tx), make_eval_step(model)
+    state = state_lib.create_train_state(model, jax.random.key(0), host, tx, plateau)
+    mesh = None
+    if jax.device_count() > 1:
+        mesh = sharding.data_mesh()
+        sharding.check_batch_size(batch_size, mesh)
+        state = sharding.replicate(state, mesh)
+        batch = sharding.shard_batch(host, mesh)
+    else:
+        batch = jax.device_put(host)
+    train_step, eval_step = make_train_step(model, tx, mesh), make_eval_step(model, mesh)
+    holder = {"state": state}
+
+    def train():
+        holder["state"], m = train_step(holder["state"], batch)
+        return m["loss"]
 
     t0 = time.perf_counter()
     for _ in range(warmup):
-        state, m = train_step(state, batch)
-    jax.block_until_ready(m["loss"])
-    compile_s = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    for _ in range(steps):
-        state, m = train_step(state, batch)
-    jax.block_until_ready(m["loss"])
-    train_s = (time.perf_counter() - t0) / steps
+        jax.block_until_ready(train())
+    warm = time.perf_counter() - t0
+    train_s = _time(train, steps)
+    st = holder["state"]
+    jax.block_until_ready(eval_step(st.params, st.batch_stats, batch))
+    infer_s = _time(lambda: eval_step(st.params, st.batch_stats, batch), steps)
+    return {"train_s": train_s, "infer_s": infer_s, "warmup_s": warm}
 
-    logits = eval_step(state.params, state.batch_stats, batch)
-    jax.block_until_ready(logits)
+
+def bench_torch(batch_size: int, size: int, steps: int, warmup: int, dtype: str,
+                compile_: bool) -> dict:
+    """The same two-branch ResNet-50 + flag model in PyTorch (torchvision backbones)."""
+    import torch
+    import torchvision
+
+    dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    amp = dtype == "bfloat16"
+
+    class Fusion(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.bmode = torchvision.models.resnet50()
+            self.ceus = torchvision.models.resnet50()
+            self.bmode.fc = torch.nn.Identity()
+            self.ceus.fc = torch.nn.Identity()
+            self.head = torch.nn.Linear(4097, 1)
+
+        def forward(self, b, c, f):
+            return self.head(torch.cat([self.bmode(b), self.ceus(c), f[:, None]], 1))[:, 0]
+
+    model = Fusion().to(dev)
+    fmt = torch.channels_last if dev.type == "cuda" else torch.contiguous_format
+    model = model.to(memory_format=fmt)
+    host = make_batch(0, batch_size, size)
+    b, c = (torch.from_numpy(host[k]).permute(0, 3, 1, 2).contiguous(memory_format=fmt).to(dev)
+            for k in ("bmode", "ceus"))
+    f = torch.from_numpy(host["us_lnm"]).to(dev)
+    y = torch.from_numpy(host["lnm"]).float().to(dev)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    fwd = torch.compile(model) if compile_ else model
+    autocast = torch.autocast(dev.type, dtype=torch.bfloat16, enabled=amp)
+
+    def sync():
+        if dev.type == "cuda":
+            torch.cuda.synchronize()
+
+    def train():
+        opt.zero_grad(set_to_none=True)
+        with autocast:
+            logits = fwd(b, c, f)
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(logits.float(), y)
+        loss.backward()
+        opt.step()
+
+    def infer():
+        with torch.no_grad(), autocast:
+            fwd(b, c, f)
+
+    model.train()
     t0 = time.perf_counter()
-    for _ in range(steps):
-        logits = eval_step(state.params, state.batch_stats, batch)
-    jax.block_until_ready(logits)
-    infer_s = (time.perf_counter() - t0) / steps
-    return {"batch": batch_size, "train_step_s": train_s, "train_patients_s": batch_size / train_s,
-            "infer_patients_s": batch_size / infer_s, "warmup_s": compile_s}
+    for _ in range(warmup):
+        train()
+    sync()
+    warm = time.perf_counter() - t0
+
+    def timed(fn):
+        sync()
+        t = time.perf_counter()
+        for _ in range(steps):
+            fn()
+        sync()
+        return (time.perf_counter() - t) / steps
+
+    train_s = timed(train)
+    model.eval()
+    infer()
+    infer_s = timed(infer)
+    return {"train_s": train_s, "infer_s": infer_s, "warmup_s": warm}
 
 
 def main() -> None:
@@ -68,22 +158,45 @@ def main() -> None:
     p.add_argument("--width", type=int, default=64)
     p.add_argument("--image-size", type=int, default=224)
     p.add_argument("--batch-sizes", default="8")
+    p.add_argument("--dtypes", default="float32", help="comma list of float32,bfloat16")
     p.add_argument("--steps", type=int, default=5)
     p.add_argument("--warmup", type=int, default=2)
-    p.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"))
+    p.add_argument("--torch", action="store_true", help="also benchmark the PyTorch model (ResNet-50 triple)")
+    p.add_argument("--torch-compile", action="store_true", help="also torch.compile")
+    p.add_argument("--peak-tflops", type=float, help="device peak for MFU (default: H100/H200 spec)")
     a = p.parse_args()
-    model = FusionClassifier(parse_modalities(a.setting), backbone=a.backbone, width=a.width,
-                             dtype=jnp.dtype(a.dtype))
     dev = jax.devices()[0]
+    on_gpu = dev.platform == "gpu"
     print(f"device: {dev.platform} {dev.device_kind} x{jax.device_count()}; jax {jax.__version__}; "
-          f"host {platform.processor() or platform.machine()}; {a.setting} {a.backbone} "
-          f"w{a.width} {a.image_size}px {a.dtype}")
-    print("| batch | train step (s) | train patients/s | inference patients/s | warm-up incl. compile (s) |")
-    print("|---:|---:|---:|---:|---:|")
-    for bs in (int(x) for x in a.batch_sizes.split(",")):
-        r = bench(model, bs, a.image_size, a.steps, a.warmup)
-        print(f"| {r['batch']} | {r['train_step_s']:.3f} | {r['train_patients_s']:.2f} | "
-              f"{r['infer_patients_s']:.2f} | {r['warmup_s']:.1f} |", flush=True)
+          f"host {platform.processor() or platform.machine()}; {a.setting} {a.backbone} w{a.width} "
+          f"{a.image_size}px")
+    gflop = 2 * TRAIN_GFLOP_PER_IMAGE_224 * (a.image_size / 224) ** 2 * (a.width / 64) ** 2
+    print("| framework | dtype | batch | train step (s) | train patients/s | inference patients/s "
+          "| MFU (train) | warm-up (s) |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|")
+    results = {}
+    for dt in a.dtypes.split(","):
+        model = FusionClassifier(parse_modalities(a.setting), backbone=a.backbone, width=a.width,
+                                 dtype=jnp.dtype(dt))
+        peak = a.peak_tflops or PEAK_TFLOPS[dt]
+        for bs in (int(x) for x in a.batch_sizes.split(",")):
+            runs = [("jax", lambda: bench(model, bs, a.image_size, a.steps, a.warmup))]
+            if a.torch and a.backbone == "resnet50" and a.setting == "triple" and a.width == 64:
+                runs.append(("torch eager", lambda: bench_torch(bs, a.image_size, a.steps, a.warmup, dt, False)))
+                if a.torch_compile:
+                    runs.append(("torch.compile", lambda: bench_torch(bs, a.image_size, a.steps, a.warmup, dt, True)))
+            for name, fn in runs:
+                r = fn()
+                results[(name, dt, bs)] = r
+                mfu = f"{100 * gflop * bs / r['train_s'] / (peak * 1e3):.1f}%" if on_gpu else "-"
+                print(f"| {name} | {dt} | {bs} | {r['train_s']:.4f} | {bs / r['train_s']:.1f} | "
+                      f"{bs / r['infer_s']:.1f} | {mfu} | {r['warmup_s']:.1f} |", flush=True)
+    ratios = [(k, v) for k, v in results.items() if k[0] != "jax" and ("jax",) + k[1:] in results]
+    if ratios:
+        print("\n| vs | dtype | batch | JAX/PyTorch train | JAX/PyTorch inference |\n|---|---|---:|---:|---:|")
+        for (name, dt, bs), r in ratios:
+            j = results[("jax", dt, bs)]
+            print(f"| {name} | {dt} | {bs} | {r['train_s'] / j['train_s']:.2f} | {r['infer_s'] / j['infer_s']:.2f} |")
 
 
 if __name__ == "__main__":

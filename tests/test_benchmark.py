@@ -12,13 +12,23 @@ SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "benchmark_train_step
 
 def test_benchmark_smoke_and_no_tensorflow():
     code = (f"import sys, runpy; sys.argv = ['b', '--backbone', 'resnet18', '--width', '4', "
-            f"'--image-size', '16', '--batch-sizes', '2', '--steps', '1', '--warmup', '1']; "
+            f"'--image-size', '16', '--batch-sizes', '2', '--steps', '1', '--warmup', '1', "
+            f"'--dtypes', 'float32,bfloat16']; "
             f"runpy.run_path({str(SCRIPT)!r}, run_name='__main__'); "
             f"assert 'tensorflow' not in sys.modules, 'benchmark imported TensorFlow'")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
-    rows = [line for line in out.stdout.splitlines() if line.startswith("| 2 |")]
-    assert len(rows) == 1 and float(rows[0].split("|")[3]) > 0
+    rows = [line for line in out.stdout.splitlines() if line.startswith("| jax |")]
+    assert len(rows) == 2 and all(float(r.split("|")[5]) > 0 for r in rows), out.stdout
+
+
+def test_torch_comparison_smoke():
+    """The PyTorch side runs (tiny: ResNet-50 triple at 32x32, batch 2, one step)."""
+    spec = importlib.util.spec_from_file_location("bench", SCRIPT)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    r = mod.bench_torch(2, 32, steps=1, warmup=1, dtype="float32", compile_=False)
+    assert r["train_s"] > 0 and r["infer_s"] > 0
 
 
 def test_script_is_importable():
