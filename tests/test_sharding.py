@@ -106,3 +106,20 @@ def test_training_loop_runs_data_parallel_on_8_devices(tmp_path):
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-3000:]
     assert "LOOP-OK" in out.stdout
+
+
+def test_prefetch_to_device_keeps_order_and_runs_ahead():
+    from lnm_jax.training.sharding import prefetch_to_device
+
+    calls = []
+
+    def put(x):
+        calls.append(x)
+        return x * 10
+
+    seen = []
+    for host, dev in prefetch_to_device(iter(range(5)), put, size=2):
+        seen.append((host, dev, len(calls)))
+    # when batch k is handed out, batch k+1 is already on its way (until the end)
+    assert seen == [(0, 0, 2), (1, 10, 3), (2, 20, 4), (3, 30, 5), (4, 40, 5)]
+    assert list(prefetch_to_device(iter([]), put)) == []

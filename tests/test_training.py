@@ -146,3 +146,13 @@ def test_commands_on_a_missing_run_fail_clearly(tmp_path, capsys):
         assert main(cmd + ["--workdir", str(tmp_path / "nope")]) == 1
         err = capsys.readouterr().err
         assert "not found" in err or "No such file" in err, err
+
+
+def test_early_stopping_on_validation_auc(tiny_cohort, tmp_path):
+    """The flag alone has one AUC once its weight is positive: no gain after that, so
+    patience 1 stops the run one epoch after the last improvement."""
+    config = tiny_config(tiny_cohort, "us_lnm", epochs=8)
+    config.train.early_stop_patience = 1
+    best = train(config, tmp_path / "run")
+    epochs = [r["epoch"] for r in _history(tmp_path / "run")]
+    assert epochs == list(range(1, best["epoch"] + 2)) and len(epochs) < 8

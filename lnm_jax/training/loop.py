@@ -140,15 +140,20 @@ def train(config: ConfigDict, workdir: Path | str, *, resume: bool = False) -> d
         raise ValueError(f"train split has {len(split.train)} patients, fewer than one batch "
                          f"of {config.train.batch_size}")
     patience_left = config.train.early_stop_patience
+
+    def put(batch):
+        inputs = device_batch(batch)
+        return jax.device_put(inputs) if mesh is None else sharding.shard_batch(inputs, mesh)
+
     try:
         for epoch in range(start_epoch, config.train.epochs + 1):
             t0 = time.perf_counter()
             labels, logits, losses = [], [], []
-            bar = tqdm(data.train_batches(epoch), total=steps, desc=f"epoch {epoch}/{config.train.epochs}",
-                       unit="batch", leave=False, mininterval=2.0)
-            for i, batch in enumerate(bar):
-                inputs = device_batch(batch)
-                state, m = train_step(state, inputs if mesh is None else sharding.shard_batch(inputs, mesh))
+            bar = tqdm(sharding.prefetch_to_device(data.train_batches(epoch), put), total=steps,
+                       desc=f"epoch {epoch}/{config.train.epochs}", unit="batch", leave=False,
+                       mininterval=2.0)
+            for i, (batch, inputs) in enumerate(bar):
+                state, m = train_step(state, inputs)
                 labels.append(batch["lnm"])
                 logits.append(m["logits"])
                 losses.append(m["loss"])

@@ -9,7 +9,9 @@ process then feeds its own rows of every global batch (:func:`shard_batch`).
 
 from __future__ import annotations
 
+import collections
 import os
+from typing import Callable, Iterable, Iterator
 
 import jax
 import numpy as np
@@ -64,6 +66,23 @@ def shard_batch(batch: dict, mesh: Mesh) -> dict:
         return jax.make_array_from_process_local_data(sharding, local, x.shape)
 
     return {k: put(v) for k, v in batch.items()}
+
+
+def prefetch_to_device(batches: Iterable[dict], put: Callable[[dict], dict], size: int = 2) -> Iterator[tuple[dict, dict]]:
+    """Yields ``(host_batch, device_batch)`` with ``size`` batches already transferred:
+    ``put`` (``device_put`` / :func:`shard_batch`) is asynchronous, so the next batches' copies
+    overlap the current step."""
+    queue: collections.deque = collections.deque()
+    it = iter(batches)
+    for host in it:
+        queue.append((host, put(host)))
+        if len(queue) >= size:
+            break
+    while queue:
+        yield queue.popleft()
+        for host in it:
+            queue.append((host, put(host)))
+            break
 
 
 def replicate(tree, mesh: Mesh):
