@@ -202,6 +202,10 @@ def _print_eval(res: dict) -> None:
             line += (f"  @youden({y['threshold']:.2f}) sens {y['sensitivity']:.3f} "
                      f"spec {y['specificity']:.3f} acc {y['accuracy']:.3f}")
         print(line)
+        c = m["calibration"]
+        print(f"      calibration: ECE {c['ece']:.3f}, Brier {c['brier']:.3f}; with temperature "
+              f"{res['temperature_from_val']:.2f} (fitted on val): ECE {c['ece_temperature_scaled']:.3f}, "
+              f"Brier {c['brier_temperature_scaled']:.3f}")
     print(f"metrics, ROC and predictions in {res['out']}")
 
 

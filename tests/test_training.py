@@ -60,12 +60,15 @@ def test_short_run_learns_the_planted_signal(learnable_cohort, tmp_path):
     res = evaluate(tmp_path / "run")
     assert res["splits"]["test"]["auc"] > 0.8, res["splits"]["test"]
     out = tmp_path / "run" / "eval_best"
-    assert {p.name for p in out.iterdir()} == {"metrics.json", "roc.png", "predictions.csv"}
+    assert {p.name for p in out.iterdir()} == {"metrics.json", "roc.png", "predictions.csv",
+                                               "reliability.png", "decision_curve.png"}
     rows = list(csv.DictReader((out / "predictions.csv").open()))
     assert len(rows) == res["splits"]["val"]["n"] + res["splits"]["test"]["n"]
     assert all(0.0 <= float(r["prob_lnm"]) <= 1.0 for r in rows)
     m = json.loads((out / "metrics.json").read_text())["splits"]["test"]
-    assert set(m) >= {"auc", "auc_ci", "at_0.5", "at_youden"}
+    assert set(m) >= {"auc", "auc_ci", "at_0.5", "at_youden", "calibration"}
+    assert set(m["calibration"]) == {"ece", "brier", "ece_temperature_scaled", "brier_temperature_scaled"}
+    assert (tmp_path / "run" / "calibration_best.json").is_file()
     lo, hi = m["auc_ci"]
     assert lo <= m["auc"] <= hi
 
@@ -139,6 +142,10 @@ def test_predict_new_patients_without_labels(tiny_cohort, tmp_path):
     got = list(csv.DictReader(out.open()))
     assert [g["patient_id"] for g in got] == [r["patient_id"] for r in rows]
     assert all(0.0 <= float(g["prob_lnm"]) <= 1.0 and g["lnm"] == "" for g in got)
+    assert "prob_lnm_calibrated" not in got[0]  # no `evaluate` yet: no temperature
+    evaluate(tmp_path / "run")
+    got = list(csv.DictReader(predict_manifest(tmp_path / "run", new, tmp_path / "p2.csv").open()))
+    assert all(0.0 <= float(g["prob_lnm_calibrated"]) <= 1.0 for g in got)
 
 
 def test_commands_on_a_missing_run_fail_clearly(tmp_path, capsys):

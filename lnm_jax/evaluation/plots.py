@@ -41,3 +41,45 @@ def plot_convergence(history: Sequence[Mapping], path: Path, title: str = "Conve
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
+
+
+def plot_reliability(curves: Mapping[str, tuple[np.ndarray, np.ndarray]], path: Path,
+                     n_bins: int = 10, title: str = "Reliability") -> None:
+    """``curves``: name -> (labels, probabilities); observed LNM rate per probability bin."""
+    from lnm_jax.evaluation.calibration import expected_calibration_error, reliability_bins
+
+    fig, ax = plt.subplots(figsize=(5, 5), dpi=120)
+    ax.plot([0, 1], [0, 1], "k--", lw=1, alpha=0.5, label="perfect calibration")
+    for name, (labels, probs) in curves.items():
+        mean_p, rate, count = reliability_bins(labels, probs, n_bins)
+        keep = count > 0
+        ece = expected_calibration_error(labels, probs, n_bins)
+        ax.plot(mean_p[keep], rate[keep], "o-", label=f"{name} (ECE {ece:.3f})")
+    ax.set(xlabel="predicted P(LNM)", ylabel="observed LNM rate", xlim=(0, 1), ylim=(0, 1), title=title)
+    ax.legend(loc="upper left", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def plot_decision_curve(curves: Mapping[str, tuple[np.ndarray, np.ndarray]], path: Path,
+                        title: str = "Decision curve") -> None:
+    """Net benefit vs threshold probability, with treat-all and treat-none references."""
+    from lnm_jax.evaluation.calibration import net_benefit
+
+    thresholds = np.linspace(0.01, 0.99, 99)
+    fig, ax = plt.subplots(figsize=(6, 4), dpi=120)
+    prevalence = None
+    for name, (labels, probs) in curves.items():
+        ax.plot(thresholds, net_benefit(labels, probs, thresholds), label=name)
+        prevalence = float(np.mean(labels))
+    if prevalence is not None:
+        ax.plot(thresholds, prevalence - (1 - prevalence) * thresholds / (1 - thresholds), "k:",
+                label="treat all")
+    ax.axhline(0.0, color="k", lw=1, label="treat none")
+    ax.set(xlabel="threshold probability", ylabel="net benefit", title=title,
+           ylim=(-0.05, max(0.05, (prevalence or 0.5) + 0.05)))
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)

@@ -12,7 +12,8 @@ from lnm_jax import experiment
 from lnm_jax.data.manifest import read_manifest
 from lnm_jax.data.synthetic import bayes_auc, bayes_scores, read_truth
 from lnm_jax.evaluation import metrics as M
-from lnm_jax.evaluation.plots import plot_roc
+from lnm_jax.evaluation import calibration as C
+from lnm_jax.evaluation.plots import plot_decision_curve, plot_reliability, plot_roc
 from lnm_jax.models.fusion import parse_modalities
 from lnm_jax.settings import SETTINGS
 from lnm_jax.training.checkpoint import RunCheckpoints
@@ -60,18 +61,29 @@ def evaluate(workdir: Path | str, *, checkpoint: str = "best", subsets=("val", "
     youden = M.youden_threshold(preds["val"]["lnm"], val_probs) \
         if len(set(preds["val"]["lnm"].tolist())) == 2 else None
     ec = config.eval
+    # Temperature scaling fitted on validation, stored beside the checkpoint for `predict`.
+    temperature = C.fit_temperature(preds["val"]["lnm"], preds["val"]["logit"])
     result = {"checkpoint": checkpoint, "epoch": meta["epoch"], "config": config.name,
-              "modalities": config.modalities, "youden_threshold_from_val": youden, "splits": {}}
-    rows, curves = [], {}
+              "modalities": config.modalities, "youden_threshold_from_val": youden,
+              "temperature_from_val": temperature, "splits": {}}
+    rows, curves, reliability = [], {}, {}
     for s in subsets:
         p = preds[s]
         probs = M.sigmoid(p["logit"])
+        cal = C.calibrated(p["logit"], temperature)
         result["splits"][s] = M.summarise(p["lnm"], probs, youden=youden, n_boot=ec.bootstrap,
                                           level=ec.ci_level, seed=ec.seed)
+        result["splits"][s]["calibration"] = {
+            "ece": C.expected_calibration_error(p["lnm"], probs),
+            "brier": C.brier(p["lnm"], probs),
+            "ece_temperature_scaled": C.expected_calibration_error(p["lnm"], cal),
+            "brier_temperature_scaled": C.brier(p["lnm"], cal)}
         curves[f"{s} (n={len(probs)})"] = (p["lnm"], probs, result["splits"][s]["auc"])
-        for pid, y, pr in zip(p["patient_id"], p["lnm"], probs):
+        reliability[s] = (p["lnm"], probs)
+        reliability[f"{s}, T={temperature:.2f}"] = (p["lnm"], cal)
+        for pid, y, pr, pc in zip(p["patient_id"], p["lnm"], probs, cal):
             rows.append({"patient_id": pid, "split": s, "lnm": int(y), "prob_lnm": f"{pr:.6f}",
-                         "pred_at_0.5": int(pr >= 0.5),
+                         "prob_lnm_calibrated": f"{pc:.6f}", "pred_at_0.5": int(pr >= 0.5),
                          "pred_at_youden": "" if youden is None else int(pr >= youden)})
     if not config.data.manifest:
         result["synthetic_reference"] = synthetic_reference(config, workdir, preds, subsets)
@@ -79,7 +91,13 @@ def evaluate(workdir: Path | str, *, checkpoint: str = "best", subsets=("val", "
     out.mkdir(parents=True, exist_ok=True)
     (out / "metrics.json").write_text(json.dumps(result, indent=2))
     _write_csv(out / "predictions.csv", rows)
-    plot_roc(curves, out / "roc.png", title=f"{config.name} ({checkpoint} checkpoint, epoch {meta['epoch']})")
+    title = f"{config.name} ({checkpoint} checkpoint, epoch {meta['epoch']})"
+    plot_roc(curves, out / "roc.png", title=title)
+    plot_reliability(reliability, out / "reliability.png", title=title)
+    plot_decision_curve({k: v for k, v in reliability.items() if "T=" not in k},
+                        out / "decision_curve.png", title=title)
+    (workdir / f"calibration_{checkpoint}.json").write_text(json.dumps(
+        {"temperature": temperature, "epoch": meta["epoch"], "fitted_on": "val"}, indent=2))
     result["out"] = str(out)
     return result
 
@@ -111,10 +129,17 @@ def predict_manifest(workdir: Path | str, manifest: Path | str, out_csv: Path | 
     data = experiment.RunData(config, cohort, None, workdir / "predict", require_labels=False)
     model, state, _ = restore_run(config, workdir, data, checkpoint, "all")
     p = predict(make_eval_step(model), state.params, state.batch_stats, data.eval_batches("all"))
-    prob = dict(zip(p["patient_id"], M.sigmoid(p["logit"])))
-    rows = [{"patient_id": q.patient_id, "prob_lnm": f"{prob[q.patient_id]:.6f}",
-             "pred_at_0.5": int(prob[q.patient_id] >= 0.5), "lnm": "" if q.lnm is None else q.lnm}
-            for q in cohort.patients]  # manifest order
+    logit = dict(zip(p["patient_id"], p["logit"]))
+    cal_file = workdir / f"calibration_{checkpoint}.json"  # written by `lnm-jax evaluate`
+    temperature = json.loads(cal_file.read_text())["temperature"] if cal_file.is_file() else None
+    rows = []
+    for q in cohort.patients:  # manifest order
+        pr = float(M.sigmoid(logit[q.patient_id]))
+        row = {"patient_id": q.patient_id, "prob_lnm": f"{pr:.6f}"}
+        if temperature is not None:
+            row["prob_lnm_calibrated"] = f"{float(C.calibrated(logit[q.patient_id], temperature)):.6f}"
+        row.update({"pred_at_0.5": int(pr >= 0.5), "lnm": "" if q.lnm is None else q.lnm})
+        rows.append(row)
     out_csv = Path(out_csv)
     out_csv.parent.mkdir(parents=True, exist_ok=True)
     _write_csv(out_csv, rows)

@@ -1,0 +1,62 @@
+"""Calibration of P(LNM): expected calibration error, Brier score, temperature scaling,
+reliability and decision curves. Clinicians act on the probability, not only on the ranking
+that the AUC measures."""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy.optimize import minimize_scalar
+from sklearn.metrics import brier_score_loss
+
+from lnm_jax.evaluation.metrics import sigmoid
+
+
+def reliability_bins(labels: np.ndarray, probs: np.ndarray, n_bins: int = 10):
+    """Equal-width bins of P(LNM): (bin centres' mean probability, observed LNM rate, count)."""
+    labels, probs = np.asarray(labels, float), np.asarray(probs, float)
+    idx = np.minimum((probs * n_bins).astype(int), n_bins - 1)
+    count = np.bincount(idx, minlength=n_bins)
+    mean_p = np.bincount(idx, probs, minlength=n_bins) / np.maximum(count, 1)
+    rate = np.bincount(idx, labels, minlength=n_bins) / np.maximum(count, 1)
+    return mean_p, rate, count
+
+
+def expected_calibration_error(labels: np.ndarray, probs: np.ndarray, n_bins: int = 10) -> float:
+    """sum_b (n_b / N) |observed LNM rate_b - mean P(LNM)_b| over equal-width bins."""
+    mean_p, rate, count = reliability_bins(labels, probs, n_bins)
+    return float(np.sum(count * np.abs(rate - mean_p)) / max(count.sum(), 1))
+
+
+def brier(labels: np.ndarray, probs: np.ndarray) -> float:
+    return float(brier_score_loss(np.asarray(labels, int), np.asarray(probs, float)))
+
+
+def fit_temperature(labels: np.ndarray, logits: np.ndarray) -> float:
+    """The temperature T minimising the validation NLL of sigmoid(logit / T) (Guo et al. 2017)."""
+    y = np.asarray(labels, float)
+    z = np.asarray(logits, float)
+
+    def nll(log_t):
+        s = z / np.exp(log_t)
+        return float(np.mean(np.logaddexp(0.0, s) - y * s))
+
+    res = minimize_scalar(nll, bounds=(np.log(0.05), np.log(20.0)), method="bounded")
+    return float(np.exp(res.x))
+
+
+def calibrated(logits: np.ndarray, temperature: float) -> np.ndarray:
+    return sigmoid(np.asarray(logits, float) / temperature)
+
+
+def net_benefit(labels: np.ndarray, probs: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
+    """Decision-curve net benefit of treating patients with P(LNM) >= t:
+    TP/N - FP/N * t / (1 - t) (Vickers & Elkin 2006)."""
+    y = np.asarray(labels, int)
+    p = np.asarray(probs, float)
+    n = len(y)
+    out = []
+    for t in thresholds:
+        pred = p >= t
+        tp, fp = np.sum(pred & (y == 1)), np.sum(pred & (y == 0))
+        out.append(tp / n - fp / n * t / (1.0 - t))
+    return np.asarray(out)

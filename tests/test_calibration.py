@@ -1,0 +1,57 @@
+"""Calibration: ECE, Brier, temperature scaling, decision curves on known inputs."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from sklearn.metrics import brier_score_loss
+
+from lnm_jax.evaluation import calibration as C
+from lnm_jax.evaluation.metrics import sigmoid
+
+
+def _cohort(n=20_000, seed=0):
+    """True logits and labels drawn from them: perfectly calibrated by construction."""
+    r = np.random.default_rng(seed)
+    z = r.normal(0.0, 2.0, n)
+    y = (r.random(n) < sigmoid(z)).astype(int)
+    return z, y
+
+
+def test_ece_near_zero_when_calibrated_and_large_when_overconfident():
+    z, y = _cohort()
+    assert C.expected_calibration_error(y, sigmoid(z)) < 0.02
+    assert C.expected_calibration_error(y, sigmoid(4 * z)) > 0.08
+
+
+def test_ece_hand_computed():
+    y = np.array([0, 0, 1, 1])
+    p = np.array([0.05, 0.15, 0.85, 0.55])  # bins 0, 1, 8, 5
+    expected = (abs(0 - 0.05) + abs(0 - 0.15) + abs(1 - 0.85) + abs(1 - 0.55)) / 4
+    assert C.expected_calibration_error(y, p) == pytest.approx(expected)
+
+
+def test_brier_matches_sklearn():
+    z, y = _cohort(500)
+    assert C.brier(y, sigmoid(z)) == pytest.approx(brier_score_loss(y, sigmoid(z)))
+
+
+def test_temperature_scaling_recovers_overconfidence_and_lowers_ece():
+    z, y = _cohort(seed=1)
+    over = 3.0 * z  # an over-confident model: logits three times too large
+    val, test = slice(0, 10_000), slice(10_000, None)
+    t = C.fit_temperature(y[val], over[val])
+    assert t == pytest.approx(3.0, rel=0.1)
+    before = C.expected_calibration_error(y[val], sigmoid(over[val]))
+    after = C.expected_calibration_error(y[val], C.calibrated(over[val], t))
+    assert after < before / 3
+    assert C.expected_calibration_error(y[test], C.calibrated(over[test], t)) < 0.02
+    # AUC is unchanged: temperature is monotone
+    assert np.array_equal(np.argsort(C.calibrated(over, t)), np.argsort(sigmoid(over)))
+
+
+def test_net_benefit_known_values():
+    y = np.array([1, 1, 0, 0])
+    p = np.array([0.9, 0.6, 0.7, 0.1])
+    # t = 0.5: treat patients 0, 1, 2 -> TP 2, FP 1: 2/4 - 1/4 * 1 = 0.25
+    np.testing.assert_allclose(C.net_benefit(y, p, np.array([0.5, 0.8])), [0.25, 0.25])
