@@ -18,6 +18,7 @@ without ``--config`` they start from the built-in defaults (``configs/demo.py`` 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import os
@@ -106,12 +107,13 @@ def cmd_norm_stats(argv: list[str]) -> int:
         print(e, file=sys.stderr)
         return 1
     split = holdout_split(cohort.ids, cohort.labels, seed=a.seed)
-    with tempfile.TemporaryDirectory() as tmp:
+    # TFDS reports its build on stdout; keep stdout for the JSON alone.
+    with tempfile.TemporaryDirectory() as tmp, contextlib.redirect_stdout(sys.stderr):
         ds = pipeline.decoded_dataset(load_cohort(cohort, tmp), split.train, a.image_size, cache=False)
         stats = pipeline.normalisation_stats(ds)
     text = json.dumps(stats, indent=2)
     print(text)
-    print("use with: " + " ".join(f"--config.data.norm.{k}.{s}='{tuple(v[s])}'"
+    print("use with: " + " ".join(f"--config.data.norm.{k}.{s}='({','.join(map(str, v[s]))})'"
                                   for k, v in stats.items() for s in ("mean", "std")), file=sys.stderr)
     if a.out:
         a.out.write_text(text)

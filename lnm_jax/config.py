@@ -27,7 +27,8 @@ def base_config(setting: str = "triple") -> ConfigDict:
     c.data.cache = True
     c.data.shuffle_buffer = 4096
     c.data.split = ConfigDict(dict(test_fraction=0.2, val_fraction=0.2, seed=0))
-    c.data.norm = ConfigDict({k: {"mean": list(v["mean"]), "std": list(v["std"])}
+    # Tuples, so that `--config.data.norm.bmode.mean='(0.2, 0.2, 0.2)'` overrides them.
+    c.data.norm = ConfigDict({k: {"mean": tuple(v["mean"]), "std": tuple(v["std"])}
                               for k, v in PAPER_NORM.items()})
     c.data.augment = ConfigDict(dict(
         enabled=True, translate=0.1, scale_min=0.9, scale_max=1.1, flip=True,

@@ -163,3 +163,30 @@ def test_early_stopping_on_validation_auc(tiny_cohort, tmp_path):
     best = train(config, tmp_path / "run")
     epochs = [r["epoch"] for r in _history(tmp_path / "run")]
     assert epochs == list(range(1, best["epoch"] + 2)) and len(epochs) < 8
+
+
+def test_norm_stats_command_output_overrides_the_config(tiny_cohort, capsys):
+    from lnm_jax.cli import _parse_config_command
+
+    assert main(["norm-stats", "--manifest", str(tiny_cohort), "--image-size", "32"]) == 0
+    captured = capsys.readouterr()
+    stats = json.loads(captured.out)
+    assert 0.0 < stats["bmode"]["mean"][0] < 1.0 and stats["ceus"]["std"][2] > 0.0
+    overrides = captured.err.split("use with: ")[1].split()
+    config, _ = _parse_config_command("train", ["--workdir", "unused"] + [o.replace("'", "") for o in overrides],
+                                      base_config, lambda flags, fv: None)
+    assert config.data.norm.ceus.mean == pytest.approx(tuple(stats["ceus"]["mean"]))
+
+
+def test_resume_accepts_the_same_experiment_from_its_config_file(tiny_cohort, tmp_path):
+    from lnm_jax.experiment import load_config
+    from lnm_jax.training.loop import check_resumable
+
+    config = tiny_config(tiny_cohort, "triple", epochs=1)
+    train(config, tmp_path / "run")
+    stored = load_config(tmp_path / "run")  # JSON: tuples came back as lists
+    check_resumable(stored, tiny_config(tiny_cohort, "triple", epochs=5))
+    changed = tiny_config(tiny_cohort, "triple", epochs=5)
+    changed.model.width = 16
+    with pytest.raises(RunExistsError, match="model.width: 8 -> 16"):
+        check_resumable(stored, changed)

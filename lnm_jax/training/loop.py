@@ -44,7 +44,8 @@ def check_resumable(stored: ConfigDict, config: ConfigDict) -> None:
                 yield from flat(v, f"{prefix}{k}.")
             else:
                 yield f"{prefix}{k}", v
-    a, b = dict(flat(stored.to_dict())), dict(flat(config.to_dict()))
+    # via JSON, so that a tuple and the list it was saved as compare equal
+    a, b = (dict(flat(json.loads(c.to_json()))) for c in (stored, config))
     changed = sorted(k for k in a.keys() | b.keys()
                      if a.get(k) != b.get(k) and not k.startswith(RESUMABLE_FIELDS))
     if changed:
