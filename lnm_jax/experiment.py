@@ -97,6 +97,14 @@ class RunData:
         return pipeline.num_batches(len(self.ids("train")), self.config.train.batch_size, True)
 
 
+def open_run(workdir: Path | str) -> RunData:
+    """A trained run's data as its folder recorded it: config, cohort and split."""
+    workdir = Path(workdir)
+    config = load_config(workdir)
+    cohort = resolve_cohort(config, workdir)
+    return RunData(config, cohort, run_split(config, cohort, workdir), workdir)
+
+
 def save_config(config: ConfigDict, workdir: Path) -> None:
     (workdir / "config.json").write_text(config.to_json(indent=2))
 

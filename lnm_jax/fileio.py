@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import contextlib
+import csv
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Iterator
+from typing import Iterable, Iterator, Mapping, Sequence
 
 
 @contextlib.contextmanager
@@ -27,3 +28,16 @@ def atomic_directory(out_dir: Path | str) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def write_csv(path: Path | str, rows: Iterable[Mapping[str, object]], columns: Sequence[str]) -> None:
+    """Writes ``rows`` under ``columns`` atomically (temp file + rename): never a half-written
+    CSV. A missing or None cell is written empty."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    with tmp.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(columns))
+        writer.writeheader()
+        for r in rows:
+            writer.writerow({c: "" if r.get(c) is None else r.get(c) for c in columns})
+    tmp.replace(path)

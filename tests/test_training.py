@@ -39,10 +39,9 @@ def _history(workdir):
 
 
 def _latest_params(workdir, config):
-    from lnm_jax.experiment import RunData, resolve_cohort, run_split
+    from lnm_jax.experiment import open_run
     from lnm_jax.training.loop import build_model, init_state
-    cohort = resolve_cohort(config, workdir)
-    data = RunData(config, cohort, run_split(config, cohort, workdir), workdir)
+    data = open_run(workdir)
     state, _, _ = init_state(config, build_model(config), next(data.eval_batches("val")))
     ckpts = RunCheckpoints(workdir, create=False)
     try:

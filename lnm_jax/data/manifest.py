@@ -19,6 +19,8 @@ from typing import Iterable
 
 from PIL import Image, UnidentifiedImageError
 
+from lnm_jax.fileio import write_csv
+
 REQUIRED_COLUMNS = ("patient_id", "bmode", "ceus", "us_lnm", "lnm")
 IMAGE_COLUMNS = ("bmode", "ceus")
 INPUTS = ("bmode", "ceus", "us_lnm")
@@ -229,10 +231,4 @@ def read_manifest(
 def write_manifest(path: Path, rows: list[dict[str, object]], extra_columns: Iterable[str] = ()) -> None:
     """Writes a manifest atomically (temp file + rename): never a half-written CSV."""
     columns = list(REQUIRED_COLUMNS) + [c for c in extra_columns if c not in REQUIRED_COLUMNS]
-    tmp = path.with_name(path.name + ".tmp")
-    with tmp.open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=columns)
-        writer.writeheader()
-        for r in rows:
-            writer.writerow({c: "" if r.get(c) is None else r.get(c) for c in columns})
-    tmp.replace(path)
+    write_csv(path, rows, columns)

@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-import csv
 import json
 from pathlib import Path
-
-import numpy as np
 
 from lnm_jax import experiment
 from lnm_jax.data.manifest import read_manifest
 from lnm_jax.data.synthetic import bayes_auc, bayes_scores, read_truth
-from lnm_jax.evaluation import metrics as M
 from lnm_jax.evaluation import calibration as C
+from lnm_jax.evaluation import metrics as M
 from lnm_jax.evaluation.plots import plot_decision_curve, plot_reliability, plot_roc
+from lnm_jax.fileio import write_csv
 from lnm_jax.models.fusion import parse_modalities
 from lnm_jax.settings import SETTINGS
 from lnm_jax.training.checkpoint import RunCheckpoints
@@ -33,15 +31,6 @@ def restore_run(config, workdir: Path, data: experiment.RunData, checkpoint: str
     return model, state, meta
 
 
-def _write_csv(path: Path, rows: list[dict]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with tmp.open("w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=list(rows[0]))
-        w.writeheader()
-        w.writerows(rows)
-    tmp.replace(path)
-
-
 def evaluate(workdir: Path | str, *, checkpoint: str = "best", subsets=("val", "test"),
              out: Path | str | None = None) -> dict:
     """Metrics of ``checkpoint`` on ``subsets``: AUC with bootstrap CI; sensitivity,
@@ -49,10 +38,8 @@ def evaluate(workdir: Path | str, *, checkpoint: str = "best", subsets=("val", "
     Writes ``metrics.json``, ``roc.png`` and ``predictions.csv`` to ``out``
     (default ``workdir/eval_<checkpoint>``)."""
     workdir = Path(workdir)
-    config = experiment.load_config(workdir)
-    cohort = experiment.resolve_cohort(config, workdir)
-    split = experiment.run_split(config, cohort, workdir)
-    data = experiment.RunData(config, cohort, split, workdir)
+    data = experiment.open_run(workdir)
+    config = data.config
     model, state, meta = restore_run(config, workdir, data, checkpoint, "val")
     eval_step = make_eval_step(model)
     preds = {s: predict(eval_step, state.params, state.batch_stats, data.eval_batches(s))
@@ -90,7 +77,7 @@ def evaluate(workdir: Path | str, *, checkpoint: str = "best", subsets=("val", "
     out = Path(out) if out else workdir / f"eval_{checkpoint}"
     out.mkdir(parents=True, exist_ok=True)
     (out / "metrics.json").write_text(json.dumps(result, indent=2))
-    _write_csv(out / "predictions.csv", rows)
+    write_csv(out / "predictions.csv", rows, list(rows[0]))
     title = f"{config.name} ({checkpoint} checkpoint, epoch {meta['epoch']})"
     plot_roc(curves, out / "roc.png", title=title)
     plot_reliability(reliability, out / "reliability.png", title=title)
@@ -142,5 +129,5 @@ def predict_manifest(workdir: Path | str, manifest: Path | str, out_csv: Path | 
         rows.append(row)
     out_csv = Path(out_csv)
     out_csv.parent.mkdir(parents=True, exist_ok=True)
-    _write_csv(out_csv, rows)
+    write_csv(out_csv, rows, list(rows[0]))
     return out_csv

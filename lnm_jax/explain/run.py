@@ -3,7 +3,6 @@ correct and incorrect predictions."""
 
 from __future__ import annotations
 
-import csv
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +12,7 @@ from lnm_jax.evaluation.metrics import sigmoid
 from lnm_jax.evaluation.run import restore_run
 from lnm_jax.explain.figures import grid_figure, patient_figure
 from lnm_jax.explain.gradcam import IMAGE_BRANCHES, make_cam_fn
+from lnm_jax.fileio import write_csv
 from lnm_jax.training.steps import device_batch
 
 
@@ -35,9 +35,8 @@ def gradcam(workdir: Path | str, *, split: str = "test", out: Path | str | None 
             checkpoint: str = "best", method: str = "gradcam", layer: str = "stage4",
             target: str = "lnm", threshold: float = 0.5, grid_size: int = 6) -> dict:
     workdir = Path(workdir)
-    config = experiment.load_config(workdir)
-    cohort = experiment.resolve_cohort(config, workdir)
-    data = experiment.RunData(config, cohort, experiment.run_split(config, cohort, workdir), workdir)
+    data = experiment.open_run(workdir)
+    config = data.config
     model, state, _ = restore_run(config, workdir, data, checkpoint, split)
     branches = [b for b in IMAGE_BRANCHES if b in model.modalities]
     if not branches:
@@ -66,9 +65,8 @@ def gradcam(workdir: Path | str, *, split: str = "test", out: Path | str | None 
                 f"Correct predictions ({method}, {layer}, target {target})")
     grid_figure(out / "grid_incorrect.png", _pick(wrong, grid_size), branches,
                 f"Incorrect predictions ({method}, {layer}, target {target})")
-    with (out / "index.csv").open("w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["patient_id", "prob_lnm", "lnm", "correct", "figure"])
-        for e in entries:
-            w.writerow([e["patient_id"], f"{e['prob']:.6f}", e["label"], int(e["correct"]), e["file"]])
+    write_csv(out / "index.csv",
+              ({"patient_id": e["patient_id"], "prob_lnm": f"{e['prob']:.6f}", "lnm": e["label"],
+                "correct": int(e["correct"]), "figure": e["file"]} for e in entries),
+              ["patient_id", "prob_lnm", "lnm", "correct", "figure"])
     return {"out": str(out), "patients": len(entries), "correct": len(correct), "incorrect": len(wrong)}
