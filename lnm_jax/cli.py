@@ -5,6 +5,7 @@
     lnm-jax norm-stats --manifest M [--image-size 224 --seed 0]  per-modality mean/std of a train split
     lnm-jax train     --config configs/paper_triple.py --workdir W [--resume] [--config.x.y=v ...]
     lnm-jax evaluate  --workdir W [--checkpoint best|latest]
+    lnm-jax availability --workdir W [--dedicated no_ceus=RUN ...]  metrics per availability pattern
     lnm-jax predict   --workdir W --manifest NEW.csv --out probs.csv
     lnm-jax gradcam   --workdir W [--split test --out DIR --method gradcam|hirescam|gradcam++]
     lnm-jax convert-weights --from torchvision|keras --in FILE --out DIR [--arch resnet50]
@@ -28,7 +29,7 @@ from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-COMMANDS = ("synth", "validate", "norm-stats", "train", "evaluate", "predict", "gradcam",
+COMMANDS = ("synth", "validate", "norm-stats", "train", "evaluate", "availability", "predict", "gradcam",
             "convert-weights", "demo")
 
 
@@ -64,6 +65,9 @@ def cmd_synth(argv: list[str]) -> int:
         return _fail(str(e))
     print(f"wrote {params.patients} patients to {manifest} in {time.perf_counter() - t0:.1f}s")
     print("Bayes-optimal AUC: " + ", ".join(f"{k} {v:.3f}" for k, v in bayes_auc(params).items()))
+    if params.clip_frames:
+        print("  from one CEUS frame: " + ", ".join(
+            f"{k} {v:.3f}" for k, v in bayes_auc(params, temporal=False).items()))
     return 0
 
 
@@ -209,6 +213,34 @@ def _print_eval(res: dict) -> None:
               f"{res['temperature_from_val']:.2f} (fitted on val): ECE {c['ece_temperature_scaled']:.3f}, "
               f"Brier {c['brier_temperature_scaled']:.3f}")
     print(f"metrics, ROC and predictions in {res['out']}")
+
+
+def cmd_availability(argv: list[str]) -> int:
+    from lnm_jax.evaluation.availability import PATTERNS, evaluate_availability
+
+    p = argparse.ArgumentParser(prog="lnm-jax availability",
+                                description="Metrics of a missing-input run per availability pattern.")
+    p.add_argument("--workdir", required=True, type=Path)
+    p.add_argument("--checkpoint", choices=("best", "latest"), default="best")
+    p.add_argument("--split", default="test", choices=("val", "test"))
+    p.add_argument("--dedicated", action="append", default=[], metavar="PATTERN=RUN",
+                   help=f"a run trained on that pattern's inputs alone; PATTERN in {sorted(PATTERNS)}")
+    p.add_argument("--out", type=Path)
+    a = p.parse_args(argv)
+    dedicated = {}
+    for item in a.dedicated:
+        name, sep, folder = item.partition("=")
+        if not sep or name not in PATTERNS:
+            return _fail(f"--dedicated wants PATTERN=RUN with PATTERN in {sorted(PATTERNS)}, got {item!r}")
+        dedicated[name] = Path(folder)
+    try:
+        res = evaluate_availability(a.workdir, checkpoint=a.checkpoint, subset=a.split,
+                                    dedicated=dedicated, out=a.out)
+    except ValueError as e:
+        return _fail(str(e), 1)
+    print(Path(res["out"], "availability.md").read_text(), end="")
+    print(f"written to {res['out']}/availability.{{json,md}}")
+    return 0
 
 
 def cmd_predict(argv: list[str]) -> int:

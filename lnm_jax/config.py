@@ -24,6 +24,9 @@ def base_config(setting: str = "triple") -> ConfigDict:
     # Cohort manifest CSV; empty = synthesise the embedded cohort (data.synth) into WORKDIR/cohort.
     c.data.manifest = ""
     c.data.image_size = 224
+    # CEUS frames per patient: 1 = one still (the paper; the peak frame of a clip); T > 1
+    # samples T frames over a clip's enhancement phase (stills are repeated T times).
+    c.data.clip_frames = 1
     c.data.cache = True
     c.data.shuffle_buffer = 4096
     c.data.split = ConfigDict(dict(test_fraction=0.2, val_fraction=0.2, seed=0))
@@ -39,8 +42,11 @@ def base_config(setting: str = "triple") -> ConfigDict:
 
     # init_from: a backbone converted by `lnm-jax convert-weights` (e.g. ImageNet weights) that
     # initialises every image branch; the head starts fresh. variant: 'torchvision' | 'keras_v1'.
+    # missing_inputs: learned 'absent' embeddings + availability indicators (beyond the paper);
+    # modality_dropout: the rate at which training hides each present input (needs the former).
     c.model = ConfigDict(dict(backbone="resnet50", width=64, dtype="float32", init_from="",
-                              variant="torchvision"))
+                              variant="torchvision", missing_inputs=False, modality_dropout=0.0,
+                              temporal_pool="mean"))  # CEUS clips: 'mean' | 'attention'
 
     c.train = ConfigDict()
     c.train.epochs = 100

@@ -28,7 +28,7 @@ def resolve_cohort(config: ConfigDict, workdir: Path) -> Cohort:
     """Validates ``data.manifest``, or (empty) synthesises the embedded cohort into
     ``workdir/cohort`` once and reuses it while its parameters match."""
     if config.data.manifest:
-        return read_manifest(config.data.manifest)
+        return read_manifest(config.data.manifest, min_clip_frames=config.data.clip_frames)
     out = workdir / "cohort"
     params = synth_params(config)
     if (out / "generator.json").is_file():
@@ -38,7 +38,7 @@ def resolve_cohort(config: ConfigDict, workdir: Path) -> Cohort:
                              f"({stored}); use a fresh --workdir")
     else:
         generate_cohort(out, params, progress=True)
-    return read_manifest(out / "manifest.csv")
+    return read_manifest(out / "manifest.csv", min_clip_frames=config.data.clip_frames)
 
 
 def run_split(config: ConfigDict, cohort: Cohort, workdir: Path) -> Split:
@@ -67,7 +67,8 @@ class RunData:
         self.config = config
         self.cohort = cohort
         self.split = split
-        self._all = load_cohort(cohort, workdir / "tfds", require_labels=require_labels)
+        self._all = load_cohort(cohort, workdir / "tfds", require_labels=require_labels,
+                                clip_frames=config.data.clip_frames)
         self._decoded: dict[str, object] = {}
         self.norm = config.data.norm.to_dict()
 
@@ -77,7 +78,8 @@ class RunData:
     def decoded(self, subset: str):
         if subset not in self._decoded:
             self._decoded[subset] = pipeline.decoded_dataset(
-                self._all, self.ids(subset), self.config.data.image_size, self.config.data.cache)
+                self._all, self.ids(subset), self.config.data.image_size, self.config.data.cache,
+                self.config.data.clip_frames)
         return self._decoded[subset]
 
     def train_batches(self, epoch: int):

@@ -41,3 +41,12 @@ def write_csv(path: Path | str, rows: Iterable[Mapping[str, object]], columns: S
         for r in rows:
             writer.writerow({c: "" if r.get(c) is None else r.get(c) for c in columns})
     tmp.replace(path)
+
+
+def write_text(path: Path | str, text: str) -> None:
+    """Writes ``text`` atomically (temp file + rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    tmp.replace(path)

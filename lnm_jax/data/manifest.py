@@ -2,7 +2,9 @@
 
 A manifest is a CSV with the columns ``patient_id, bmode, ceus, us_lnm, lnm``; image paths
 are relative to the CSV (absolute paths are accepted). ``bmode``, ``ceus`` and ``us_lnm`` may
-be empty for a patient who lacks that input; every other column is kept as metadata.
+be empty for a patient who lacks that input; every other column is kept as metadata. A
+``ceus`` cell may name a clip instead of a still: a video (mp4/avi/mov/mkv/webm) or a folder
+of frames (see :mod:`lnm_jax.data.clips`).
 
 Reading validates everything at once and raises one :class:`ManifestError` listing every
 problem (row, column, file), so a user fixes a cohort in one pass and nothing trains on a
@@ -19,6 +21,7 @@ from typing import Iterable
 
 from PIL import Image, UnidentifiedImageError
 
+from lnm_jax.data.clips import ClipError, frame_files, is_clip, read_frames
 from lnm_jax.fileio import write_csv
 
 REQUIRED_COLUMNS = ("patient_id", "bmode", "ceus", "us_lnm", "lnm")
@@ -38,6 +41,8 @@ BAD_LABEL_VALUE = "bad_label_value"
 NO_INPUTS = "no_inputs"
 EMPTY_COHORT = "empty_cohort"
 MISSING_CLASS = "missing_class"
+UNREADABLE_CLIP = "unreadable_clip"
+CLIP_TOO_SHORT = "clip_too_short"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -133,6 +138,28 @@ def check_image(path: Path) -> str | None:
     return None
 
 
+def check_clip(path: Path, min_frames: int) -> tuple[str, str] | None:
+    """Returns (problem code, why) if the clip at ``path`` is unreadable or has fewer than
+    ``min_frames`` frames, None if it is fine."""
+    try:
+        if path.is_dir():
+            files = frame_files(path)
+            for f in files:
+                if (why := check_image(f)) is not None:
+                    return UNREADABLE_CLIP, f"frame {f.name}: {why}"
+            n = len(files)
+            if n == 0:
+                return UNREADABLE_CLIP, "clip folder holds no PNG/JPEG frames"
+        else:
+            n = len(read_frames(path))
+    except ClipError as e:
+        return UNREADABLE_CLIP, str(e)
+    if n < min_frames:
+        return CLIP_TOO_SHORT, (f"clip has {n} frame(s), fewer than the {min_frames} asked for "
+                                f"(data.clip_frames)")
+    return None
+
+
 def _parse_binary(value: str) -> int | None | str:
     """'0'/'1' -> int, '' -> None, anything else -> the offending string."""
     value = value.strip()
@@ -142,12 +169,14 @@ def _parse_binary(value: str) -> int | None | str:
 
 
 def read_manifest(
-    path: Path | str, *, require_labels: bool = True, check_images: bool = True
+    path: Path | str, *, require_labels: bool = True, check_images: bool = True,
+    min_clip_frames: int = 1,
 ) -> Cohort:
     """Reads and validates a manifest; raises :class:`ManifestError` listing every problem.
 
     ``require_labels=False`` reads a manifest of new patients (``predict``): the ``lnm``
-    column may then be absent or empty.
+    column may then be absent or empty. ``min_clip_frames``: the frames a CEUS clip must have
+    (the configured ``data.clip_frames``).
     """
     path = Path(path)
     try:
@@ -192,7 +221,15 @@ def read_manifest(
                 continue
             file = Path(cell) if Path(cell).is_absolute() else base / cell
             images[col] = file
-            if not file.is_file():
+            if col == "ceus" and is_clip(file):
+                if not file.exists():
+                    problems.append(Problem(MISSING_FILE, "clip does not exist", row, col, str(file)))
+                elif check_images and (bad := check_clip(file, min_clip_frames)) is not None:
+                    problems.append(Problem(bad[0], bad[1], row, col, str(file)))
+            elif is_clip(file):
+                problems.append(Problem(UNREADABLE_IMAGE, "B-mode must be a still image, not a clip",
+                                        row, col, str(file)))
+            elif not file.is_file():
                 problems.append(Problem(MISSING_FILE, "image file does not exist", row, col, str(file)))
             elif check_images and (why := check_image(file)) is not None:
                 problems.append(Problem(UNREADABLE_IMAGE, why, row, col, str(file)))

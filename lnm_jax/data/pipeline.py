@@ -8,6 +8,7 @@ batches depend only on the seed and the epoch number: a resumed run sees exactly
 the uninterrupted run would have seen, and tests are deterministic.  Batches are dicts:
 
 * ``bmode``, ``ceus``: float32 [B, H, W, 3], normalised; zeros where the image is missing;
+  with ``clip_frames`` T > 1, ``ceus`` is [B, T, H, W, 3] (a still image repeated T times);
 * ``us_lnm``: float32 [B] (0 where missing); ``lnm``: int32 [B] (-1 where unknown);
 * ``has_bmode``, ``has_ceus``, ``has_us_lnm``: bool [B]; ``valid``: bool [B] (false on the
   padding rows that give evaluation batches a fixed shape); ``patient_id``: bytes [B].
@@ -29,20 +30,37 @@ PAPER_NORM = {
 }
 
 
+def _decode_image(encoded: tf.Tensor, size: int) -> tf.Tensor:
+    """Encoded PNG/JPEG bytes -> float32 [size, size, 3] in [0, 1]."""
+    img = tf.io.decode_image(encoded, channels=3, expand_animations=False)
+    img = tf.image.convert_image_dtype(img, tf.float32)
+    img = tf.image.resize(img, (size, size), method="bilinear", antialias=True)
+    return tf.clip_by_value(img, 0.0, 1.0)  # antialiased resize can overshoot by ~1e-7
+
+
 def _decode(encoded: tf.Tensor, present: tf.Tensor, size: int) -> tf.Tensor:
-    """Encoded PNG/JPEG bytes -> float32 [size, size, 3] in [0, 1]; zeros if absent."""
+    """One encoded image -> [size, size, 3]; zeros if absent."""
+    return tf.cond(present, lambda: _decode_image(encoded, size),
+                   lambda: tf.zeros((size, size, 3), tf.float32))
+
+
+def _decode_frames(frames: tf.Tensor, present: tf.Tensor, size: int, t: int) -> tf.Tensor:
+    """A list of encoded frames -> [size, size, 3] (t = 1) or [t, size, size, 3]; a single
+    frame (a still image) is repeated t times; zeros if absent."""
 
     def decode():
-        img = tf.io.decode_image(encoded, channels=3, expand_animations=False)
-        img = tf.image.convert_image_dtype(img, tf.float32)
-        img = tf.image.resize(img, (size, size), method="bilinear", antialias=True)
-        return tf.clip_by_value(img, 0.0, 1.0)  # antialiased resize can overshoot by ~1e-7
+        imgs = tf.map_fn(lambda e: _decode_image(e, size), frames,
+                         fn_output_signature=tf.TensorSpec((size, size, 3), tf.float32))
+        return tf.cond(tf.shape(imgs)[0] == 1, lambda: tf.repeat(imgs, t, axis=0), lambda: imgs)
 
-    return tf.cond(present, decode, lambda: tf.zeros((size, size, 3), tf.float32))
+    out = tf.cond(present, decode, lambda: tf.zeros((t, size, size, 3), tf.float32))
+    out = tf.ensure_shape(out, (t, size, size, 3))
+    return out[0] if t == 1 else out
 
 
-def decode_example(example: Mapping[str, tf.Tensor], size: int) -> dict[str, tf.Tensor]:
-    out = {k: _decode(example[k], example[f"has_{k}"], size) for k in IMAGE_KEYS}
+def decode_example(example: Mapping[str, tf.Tensor], size: int, clip_frames: int = 1) -> dict[str, tf.Tensor]:
+    out = {"bmode": _decode(example["bmode"], example["has_bmode"], size),
+           "ceus": _decode_frames(example["ceus"], example["has_ceus"], size, clip_frames)}
     out["us_lnm"] = tf.cast(tf.maximum(example["us_lnm"], 0), tf.float32)
     out["lnm"] = tf.cast(example["lnm"], tf.int32)
     for k in ("has_bmode", "has_ceus", "has_us_lnm", "patient_id"):
@@ -62,8 +80,10 @@ def select_patients(ds: tf.data.Dataset, patient_ids: Sequence[str]) -> tf.data.
 
 
 def _augment_image(img: tf.Tensor, seed: tf.Tensor, aug: Mapping) -> tf.Tensor:
-    """The paper's augmentation: translation, horizontal flip, scaling, contrast, brightness."""
-    size = tf.cast(tf.shape(img)[0], tf.float32)
+    """The paper's augmentation: translation, horizontal flip, scaling, contrast, brightness.
+    ``img`` is [H, W, 3] or a clip [T, H, W, 3], whose frames all get the same draw."""
+    clip = img.shape.rank == 4
+    size = tf.cast(tf.shape(img)[-2], tf.float32)
     seeds = [tf.random.experimental.stateless_fold_in(seed, i) for i in range(5)]
     t = tf.random.stateless_uniform((2,), seeds[0], -aug["translate"], aug["translate"]) * size
     s = tf.random.stateless_uniform((), seeds[1], aug["scale_min"], aug["scale_max"])
@@ -75,8 +95,10 @@ def _augment_image(img: tf.Tensor, seed: tf.Tensor, aug: Mapping) -> tf.Tensor:
     transform = tf.stack([fx / s, 0.0, c - fx * (c + t[0]) / s,
                           0.0, 1.0 / s, c - (c + t[1]) / s, 0.0, 0.0])
     img = tf.raw_ops.ImageProjectiveTransformV3(
-        images=img[None], transforms=transform[None], output_shape=tf.shape(img)[:2],
-        fill_value=0.0, interpolation="BILINEAR", fill_mode="REFLECT")[0]
+        images=img if clip else img[None], transforms=transform[None],
+        output_shape=tf.shape(img)[-3:-1], fill_value=0.0, interpolation="BILINEAR",
+        fill_mode="REFLECT")
+    img = img if clip else img[0]
     img = tf.image.stateless_random_contrast(img, aug["contrast_min"], aug["contrast_max"], seeds[3])
     img = tf.image.stateless_random_brightness(img, aug["brightness"], seeds[4])
     return tf.clip_by_value(img, 0.0, 1.0)
@@ -93,11 +115,11 @@ def _normalise(example: dict, norm: Mapping) -> dict:
 
 
 def decoded_dataset(ds: tf.data.Dataset, patient_ids: Sequence[str], image_size: int,
-                    cache: bool = True) -> tf.data.Dataset:
+                    cache: bool = True, clip_frames: int = 1) -> tf.data.Dataset:
     """Selected patients, decoded and resized to [0, 1] floats, in TFDS's fixed record order
     (a hash of the patient id, not the manifest's row order)."""
     ds = select_patients(ds, patient_ids).map(
-        lambda ex: decode_example(ex, image_size), num_parallel_calls=tf.data.AUTOTUNE,
+        lambda ex: decode_example(ex, image_size, clip_frames), num_parallel_calls=tf.data.AUTOTUNE,
         deterministic=True)
     return ds.cache() if cache else ds
 
@@ -158,11 +180,11 @@ def normalisation_stats(decoded: tf.data.Dataset) -> dict[str, dict[str, list[fl
     count = {k: 0 for k in IMAGE_KEYS}
     for ex in decoded.batch(32).as_numpy_iterator():
         for k in IMAGE_KEYS:
-            imgs = ex[k][ex[f"has_{k}"]].astype(np.float64)
-            if len(imgs):
-                sums[k] += imgs.sum(axis=(0, 1, 2))
-                sq[k] += (imgs**2).sum(axis=(0, 1, 2))
-                count[k] += imgs.shape[0] * imgs.shape[1] * imgs.shape[2]
+            pixels = ex[k][ex[f"has_{k}"]].astype(np.float64).reshape(-1, 3)  # clips too
+            if len(pixels):
+                sums[k] += pixels.sum(axis=0)
+                sq[k] += (pixels**2).sum(axis=0)
+                count[k] += len(pixels)
     out = {}
     for k in IMAGE_KEYS:
         if count[k] == 0:

@@ -14,6 +14,12 @@ Generative model (all draws seeded; patient i uses ``default_rng([seed, i])``):
   CEUS: a contrast-tinted perfusion image of the same nodule whose enhancement drops and
   turns heterogeneous with a brighter peripheral ring as ``u`` grows.
 
+Clip mode (``clip_frames`` >= 4) writes each CEUS as a folder of frames with time-intensity
+curves: contrast arrives, peaks (the peak frame is the still image above) and washes out. A
+third latent ``s_ceus_dynamic ~ N(d_t * lnm, 1)`` (``ceus_dynamic_strength``) sets only the
+nodule's wash-out rate relative to the parenchyma, so a model that sees the clip's dynamics
+can reach an AUC that no single frame allows.
+
 Because the images carry exactly the latent (up to rendering quantisation), the Bayes-optimal
 AUC of each input set follows in closed form (:func:`bayes_auc`); a trained model is judged
 against it.  Age and sex are label-dependent metadata (never model inputs), nodule size is
@@ -49,6 +55,8 @@ class SynthParams:
     p_missing_bmode: float = 0.0
     p_missing_ceus: float = 0.0
     p_missing_flag: float = 0.0
+    clip_frames: int = 0  # 0: CEUS stills; >= 4: CEUS clips of this many frames
+    ceus_dynamic_strength: float = 0.0  # the wash-out cue, seen only in clips
     seed: int = 0
 
     def __post_init__(self):
@@ -62,6 +70,10 @@ class SynthParams:
                 raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)}")
         if self.size < 32:
             raise ValueError(f"size must be >= 32 pixels, got {self.size}")
+        if self.clip_frames and self.clip_frames < 4:
+            raise ValueError(f"clip_frames must be 0 (stills) or >= 4, got {self.clip_frames}")
+        if self.ceus_dynamic_strength and not self.clip_frames:
+            raise ValueError("ceus_dynamic_strength needs clips (clip_frames >= 4)")
 
 
 def _phi(x):
@@ -79,11 +91,21 @@ def sample_latents(params: SynthParams, n: int | None = None, seed: int | None =
     s_ceus = params.ceus_strength * lnm + rng.standard_normal(n)
     p_flag = np.where(lnm == 1, params.flag_sensitivity, 1.0 - params.flag_specificity)
     us_lnm = (rng.random(n) < p_flag).astype(np.int64)
-    return {"lnm": lnm, "s_bmode": s_bmode, "s_ceus": s_ceus, "us_lnm": us_lnm}
+    # drawn last, so that stills cohorts keep every earlier draw
+    s_dyn = params.ceus_dynamic_strength * lnm + rng.standard_normal(n)
+    return {"lnm": lnm, "s_bmode": s_bmode, "s_ceus": s_ceus, "us_lnm": us_lnm,
+            "s_ceus_dynamic": s_dyn}
 
 
-def bayes_auc(params: SynthParams) -> dict[str, float]:
-    """Closed-form Bayes-optimal AUC of each setting (complete inputs).
+def _strengths(params: SynthParams, temporal: bool) -> dict[str, float]:
+    """Cue strength per image input; CEUS pools its static and (clips) dynamic cues."""
+    dyn = params.ceus_dynamic_strength if temporal else 0.0
+    return {"bmode": params.bmode_strength, "ceus": math.hypot(params.ceus_strength, dyn)}
+
+
+def bayes_auc(params: SynthParams, temporal: bool = True) -> dict[str, float]:
+    """Closed-form Bayes-optimal AUC of each setting (complete inputs). ``temporal=False``:
+    of a model that sees one CEUS frame of a clip (the dynamic cue is then out of reach).
 
     With conditionally independent inputs the log-likelihood ratio is
     ``d*g + L(flag)`` where ``g ~ N(d*lnm, 1)`` pools the image latents
@@ -97,9 +119,7 @@ def bayes_auc(params: SynthParams) -> dict[str, float]:
     llr = {f: math.log(p1[f] / p0[f]) for f in (0, 1)}
     out = {}
     for name, inputs in SETTINGS.items():
-        d = math.sqrt(sum(
-            {"bmode": params.bmode_strength, "ceus": params.ceus_strength}.get(i, 0.0) ** 2
-            for i in inputs))
+        d = math.sqrt(sum(_strengths(params, temporal).get(i, 0.0) ** 2 for i in inputs))
         if "us_lnm" not in inputs:
             out[name] = float(_phi(d / math.sqrt(2.0)))
         elif d == 0.0:
@@ -111,11 +131,14 @@ def bayes_auc(params: SynthParams) -> dict[str, float]:
     return out
 
 
-def bayes_scores(latents: dict, params: SynthParams, inputs: tuple[str, ...]) -> np.ndarray:
+def bayes_scores(latents: dict, params: SynthParams, inputs: tuple[str, ...],
+                 temporal: bool = True) -> np.ndarray:
     """The Bayes-optimal score (log-likelihood ratio) of each patient from the latents of
     ``inputs``; its AUC on a split is the best any model can reach on those patients."""
     score = np.zeros(len(latents["lnm"]))
     strength = {"bmode": params.bmode_strength, "ceus": params.ceus_strength}
+    if temporal and "ceus" in inputs and params.ceus_dynamic_strength:
+        score += params.ceus_dynamic_strength * np.asarray(latents["s_ceus_dynamic"], float)
     for name in inputs:
         if name == "us_lnm":
             sens, spec = params.flag_sensitivity, params.flag_specificity
@@ -132,7 +155,8 @@ def read_truth(cohort_dir: Path | str) -> dict[str, np.ndarray]:
     t = np.genfromtxt(Path(cohort_dir) / "truth.csv", delimiter=",", names=True, dtype=None,
                       encoding="utf-8")
     out = {"patient_id": t["patient_id"].astype(str), "lnm": t["lnm"], "s_bmode": t["s_bmode"],
-           "s_ceus": t["s_ceus"], "us_lnm": t["us_lnm_true_reading"]}
+           "s_ceus": t["s_ceus"], "us_lnm": t["us_lnm_true_reading"],
+           "s_ceus_dynamic": t["s_ceus_dynamic"]}
     out.update({k: t[k] for k in t.dtype.names if k.startswith("nodule_")})
     return out
 
@@ -207,19 +231,50 @@ def render_bmode(u: float, geom: dict, rng, size: int) -> np.ndarray:
     return (np.clip(img, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
 
 
-def render_ceus(u: float, geom: dict, rng, size: int) -> np.ndarray:
-    """Contrast-tinted CEUS (uint8 HxWx3): homogeneous enhancement for low u; hypo-enhanced,
-    patchy, ring-enhancing nodule for high u."""
+def _ceus_fields(u: float, geom: dict, rng, size: int):
+    """Peak-enhancement intensity of the parenchyma and of the nodule (ring included)."""
     parenchyma = 0.30 * (1.0 + 0.2 * _smooth_noise(rng, size, size / 12))
     r, mask = _nodule_field(geom, size, irregularity=0.05)
     patches = _smooth_noise(rng, size, size / 40)
     nodule = (0.52 - 0.26 * u) * (1.0 + (0.08 + 0.55 * u) * patches)
     ring = np.exp(-(((r - 1.0) / 0.12) ** 2))
-    intensity = parenchyma * (1.0 - mask) + nodule * mask + 0.42 * u * ring
+    return parenchyma * (1.0 - mask), nodule * mask + 0.42 * u * ring
+
+
+def _ceus_frame(intensity: np.ndarray, rng) -> np.ndarray:
+    """Microbubble speckle and the contrast tint -> uint8 HxWx3."""
+    size = intensity.shape[0]
     bubbles = ndimage.gaussian_filter(rng.gamma(4.0, 0.25, size=(size, size)), 0.7)
     intensity = np.clip(intensity * bubbles / bubbles.mean(), 0.0, 1.0)
     rgb = np.stack([intensity**0.85, 0.72 * intensity**1.15, 0.45 * intensity**1.6], axis=-1)
     return (np.clip(rgb, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+
+
+def render_ceus(u: float, geom: dict, rng, size: int) -> np.ndarray:
+    """Contrast-tinted CEUS (uint8 HxWx3): homogeneous enhancement for low u; hypo-enhanced,
+    patchy, ring-enhancing nodule for high u."""
+    parenchyma, nodule = _ceus_fields(u, geom, rng, size)
+    return _ceus_frame(parenchyma + nodule, rng)
+
+
+def time_intensity(t: np.ndarray, t_peak: float, washout: float) -> np.ndarray:
+    """Enhancement over normalised time: 5% before arrival (t_peak - 0.2), a smoothstep
+    wash-in to 1 at ``t_peak``, exponential wash-out at rate ``washout`` after it."""
+    arrival = t_peak - 0.2
+    x = np.clip((t - arrival) / (t_peak - arrival), 0.0, 1.0)
+    wash_in = 0.05 + 0.95 * x * x * (3 - 2 * x)
+    return np.where(t <= t_peak, wash_in, np.exp(-washout * (t - t_peak)))
+
+
+def render_ceus_clip(u: float, u_dynamic: float, geom: dict, rng, size: int, frames: int) -> np.ndarray:
+    """A CEUS clip (uint8 [frames, H, W, 3]) whose peak frame looks like :func:`render_ceus`;
+    the nodule washes out faster than the parenchyma as ``u_dynamic`` grows."""
+    parenchyma, nodule = _ceus_fields(u, geom, rng, size)
+    t = np.linspace(0.0, 1.0, frames)
+    peak = int(np.clip(round(0.3 * (frames - 1)) + rng.integers(-1, 2), 2, frames - 2))
+    a_par = time_intensity(t, t[peak], washout=0.8)
+    a_nod = time_intensity(t, t[peak], washout=0.4 + 3.6 * u_dynamic)
+    return np.stack([_ceus_frame(parenchyma * ap + nodule * an, rng) for ap, an in zip(a_par, a_nod)])
 
 
 def generate_cohort(out_dir: Path | str, params: SynthParams, *, progress: bool = False) -> Path:
@@ -249,6 +304,7 @@ def _write_cohort(root: Path, params: SynthParams, progress: bool) -> None:
         y = int(lat["lnm"][i])
         u_b = float(_phi(lat["s_bmode"][i] - params.bmode_strength / 2))
         u_c = float(_phi(lat["s_ceus"][i] - params.ceus_strength / 2))
+        u_t = float(_phi(lat["s_ceus_dynamic"][i] - params.ceus_dynamic_strength / 2))
         geom = _nodule_geometry(rng, params.size)
         missing = rng.random(3) < (params.p_missing_bmode, params.p_missing_ceus, params.p_missing_flag)
         if missing[0] and missing[1] and missing[2]:
@@ -257,7 +313,13 @@ def _write_cohort(root: Path, params: SynthParams, progress: bool) -> None:
         if not missing[0]:
             row["bmode"] = f"images/{pid}_bmode.png"
             Image.fromarray(render_bmode(u_b, geom, rng, params.size), "L").save(root / row["bmode"])
-        if not missing[1]:
+        if not missing[1] and params.clip_frames:
+            row["ceus"] = f"images/{pid}_ceus"
+            (root / row["ceus"]).mkdir()
+            clip = render_ceus_clip(u_c, u_t, geom, rng, params.size, params.clip_frames)
+            for k, frame in enumerate(clip):
+                Image.fromarray(frame, "RGB").save(root / row["ceus"] / f"frame_{k:03d}.png")
+        elif not missing[1]:
             row["ceus"] = f"images/{pid}_ceus.png"
             Image.fromarray(render_ceus(u_c, geom, rng, params.size), "RGB").save(root / row["ceus"])
         row["age"] = int(np.clip(rng.normal(41 if y else 47, 12), 18, 85))
@@ -266,6 +328,7 @@ def _write_cohort(root: Path, params: SynthParams, progress: bool) -> None:
         rows.append(row)
         truth.append({"patient_id": pid, "lnm": y, "s_bmode": lat["s_bmode"][i],
                       "s_ceus": lat["s_ceus"][i], "us_lnm_true_reading": int(lat["us_lnm"][i]),
+                      "s_ceus_dynamic": lat["s_ceus_dynamic"][i], "u_ceus_dynamic": u_t,
                       "u_bmode": u_b, "u_ceus": u_c,
                       # nodule ellipse as fractions of the image side (where the cues sit)
                       **{f"nodule_{k}": geom[k] / (1.0 if k == "angle" else params.size)
@@ -278,4 +341,5 @@ def _write_cohort(root: Path, params: SynthParams, progress: bool) -> None:
             f.write(",".join(f"{t[c]:.6f}" if isinstance(t[c], float) else str(t[c]) for c in cols) + "\n")
     (root / "generator.json").write_text(json.dumps(
         {"params": dataclasses.asdict(params), "bayes_auc": bayes_auc(params),
+         "bayes_auc_single_ceus_frame": bayes_auc(params, temporal=False),
          "model": __doc__.strip()}, indent=2))

@@ -4,6 +4,10 @@ Images are stored as their original encoded bytes (PNG or JPEG, grayscale or RGB
 nothing is re-encoded at build time, and decoding, grayscale-to-RGB and resizing happen in the
 input pipeline where the configured size is known.  A missing image is stored as empty bytes
 with its ``has_*`` flag false; a missing flag or label as -1.
+
+CEUS is a list of frames: one for a still image; for a clip, the ``clip_frames`` frames
+sampled over its enhancement phase (:mod:`lnm_jax.data.clips`), PNG-encoded. The sampling
+depends on ``clip_frames``, so the data folder is keyed by it as well as by the manifest.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
+from lnm_jax.data.clips import encode_png, is_clip, sample_clip
 from lnm_jax.data.manifest import Cohort, read_manifest
 
 ALL_SPLIT = "cohort"  # "all" is reserved by TFDS
@@ -22,16 +27,17 @@ ALL_SPLIT = "cohort"  # "all" is reserved by TFDS
 class LnmCohort(tfds.core.GeneratorBasedBuilder):
     """One cohort: B-mode, CEUS, US-LNM flag, LNM label and availability per patient."""
 
-    VERSION = tfds.core.Version("1.0.0")
-    RELEASE_NOTES = {"1.0.0": "Manifest-backed cohort."}
+    VERSION = tfds.core.Version("1.1.0")
+    RELEASE_NOTES = {"1.0.0": "Manifest-backed cohort.", "1.1.0": "CEUS as a list of frames (clips)."}
     MANUAL_DOWNLOAD_INSTRUCTIONS = (
         "manual_dir is the folder of the cohort's manifest CSV (columns patient_id, bmode, "
         "ceus, us_lnm, lnm; image paths relative to the CSV).")
 
     def __init__(self, *, manifest_name: str = "manifest.csv", require_labels: bool = True,
-                 **kwargs):
+                 clip_frames: int = 1, **kwargs):
         self._manifest_name = manifest_name
         self._require_labels = require_labels
+        self._clip_frames = clip_frames
         super().__init__(**kwargs)
 
     def _info(self) -> tfds.core.DatasetInfo:
@@ -40,7 +46,7 @@ class LnmCohort(tfds.core.GeneratorBasedBuilder):
             features=tfds.features.FeaturesDict({
                 "patient_id": tfds.features.Text(),
                 "bmode": encoded,
-                "ceus": encoded,
+                "ceus": tfds.features.Tensor(shape=(None,), dtype=np.object_),
                 "us_lnm": tfds.features.Scalar(dtype=np.int64),
                 "lnm": tfds.features.Scalar(dtype=np.int64),
                 "has_bmode": tfds.features.Scalar(dtype=np.bool_),
@@ -52,7 +58,8 @@ class LnmCohort(tfds.core.GeneratorBasedBuilder):
 
     def _split_generators(self, dl_manager):
         manifest = Path(dl_manager.manual_dir) / self._manifest_name
-        cohort = read_manifest(manifest, require_labels=self._require_labels)
+        cohort = read_manifest(manifest, require_labels=self._require_labels,
+                               min_clip_frames=self._clip_frames)
         return {ALL_SPLIT: self._generate_examples(cohort)}
 
     def _generate_examples(self, cohort: Cohort):
@@ -60,7 +67,7 @@ class LnmCohort(tfds.core.GeneratorBasedBuilder):
             yield p.patient_id, {
                 "patient_id": p.patient_id,
                 "bmode": p.bmode.read_bytes() if p.bmode else b"",
-                "ceus": p.ceus.read_bytes() if p.ceus else b"",
+                "ceus": self._ceus_frames(p.ceus),
                 "us_lnm": -1 if p.us_lnm is None else p.us_lnm,
                 "lnm": -1 if p.lnm is None else p.lnm,
                 "has_bmode": p.bmode is not None,
@@ -68,17 +75,26 @@ class LnmCohort(tfds.core.GeneratorBasedBuilder):
                 "has_us_lnm": p.us_lnm is not None,
             }
 
+    def _ceus_frames(self, path: Path | None) -> list[bytes]:
+        if path is None:
+            return []
+        if is_clip(path):
+            return [encode_png(f) for f in sample_clip(path, self._clip_frames)]
+        return [path.read_bytes()]
 
-def load_cohort(cohort: Cohort, data_dir: Path | str, *, require_labels: bool = True) -> tf.data.Dataset:
-    """Builds (once per manifest content) and loads the cohort as a tf.data.Dataset.
+
+def load_cohort(cohort: Cohort, data_dir: Path | str, *, require_labels: bool = True,
+                clip_frames: int = 1) -> tf.data.Dataset:
+    """Builds (once per manifest content and clip length) and loads the cohort as a
+    tf.data.Dataset.
 
     The TFDS data folder is keyed by the manifest's SHA-256, so an edited manifest gets a
     fresh build instead of stale records.
     """
-    data_dir = Path(data_dir) / cohort.sha256[:16]
+    data_dir = Path(data_dir) / f"{cohort.sha256[:16]}_t{clip_frames}"
     tfds.disable_progress_bar()
     builder = LnmCohort(data_dir=str(data_dir), manifest_name=cohort.path.name,
-                        require_labels=require_labels)
+                        require_labels=require_labels, clip_frames=clip_frames)
     builder.download_and_prepare(
         download_config=tfds.download.DownloadConfig(manual_dir=str(cohort.path.parent)))
     read_config = tfds.ReadConfig(shuffle_seed=0, interleave_cycle_length=1)

@@ -31,6 +31,25 @@ def restore_run(config, workdir: Path, data: experiment.RunData, checkpoint: str
     return model, state, meta
 
 
+class RunPredictor:
+    """A trained run's restored checkpoint, predicting any of its splits; ``transform`` maps
+    each batch first (e.g. withholding inputs)."""
+
+    def __init__(self, workdir: Path | str, checkpoint: str = "best"):
+        self.workdir = Path(workdir)
+        self.data = experiment.open_run(self.workdir)
+        self.config = self.data.config
+        self.model, self.state, self.meta = restore_run(self.config, self.workdir, self.data,
+                                                        checkpoint, "val")
+        self._step = make_eval_step(self.model)
+
+    def __call__(self, subset: str, transform=None) -> dict:
+        batches = self.data.eval_batches(subset)
+        if transform is not None:
+            batches = map(transform, batches)
+        return predict(self._step, self.state.params, self.state.batch_stats, batches)
+
+
 def evaluate(workdir: Path | str, *, checkpoint: str = "best", subsets=("val", "test"),
              out: Path | str | None = None) -> dict:
     """Metrics of ``checkpoint`` on ``subsets``: AUC with bootstrap CI; sensitivity,
@@ -38,12 +57,9 @@ def evaluate(workdir: Path | str, *, checkpoint: str = "best", subsets=("val", "
     Writes ``metrics.json``, ``roc.png`` and ``predictions.csv`` to ``out``
     (default ``workdir/eval_<checkpoint>``)."""
     workdir = Path(workdir)
-    data = experiment.open_run(workdir)
-    config = data.config
-    model, state, meta = restore_run(config, workdir, data, checkpoint, "val")
-    eval_step = make_eval_step(model)
-    preds = {s: predict(eval_step, state.params, state.batch_stats, data.eval_batches(s))
-             for s in dict.fromkeys(("val",) + tuple(subsets))}
+    run = RunPredictor(workdir, checkpoint)
+    config, meta = run.config, run.meta
+    preds = {s: run(s) for s in dict.fromkeys(("val",) + tuple(subsets))}
     val_probs = M.sigmoid(preds["val"]["logit"])
     youden = M.youden_threshold(preds["val"]["lnm"], val_probs) \
         if len(set(preds["val"]["lnm"].tolist())) == 2 else None
@@ -111,8 +127,9 @@ def predict_manifest(workdir: Path | str, manifest: Path | str, out_csv: Path | 
                      checkpoint: str = "best") -> Path:
     """P(LNM) for every patient of a manifest (labels optional) from a trained run."""
     workdir = Path(workdir)
-    cohort = read_manifest(manifest, require_labels=False)  # fail before any work
     config = experiment.load_config(workdir)
+    # fail before any work
+    cohort = read_manifest(manifest, require_labels=False, min_clip_frames=config.data.clip_frames)
     data = experiment.RunData(config, cohort, None, workdir / "predict", require_labels=False)
     model, state, _ = restore_run(config, workdir, data, checkpoint, "all")
     p = predict(make_eval_step(model), state.params, state.batch_stats, data.eval_batches("all"))

@@ -9,6 +9,10 @@
   parameter per torchvision tensor, so weights port one-to-one.
 * ``width`` scales every stage (64 = torchvision); small widths are for CPU-sized work.
 
+``mask`` (bool [B], optional) restricts BatchNorm's training statistics to the rows where it
+is true: a patient without this image (a zero placeholder) must not shift the statistics that
+the present images are normalised with.
+
 ``__call__`` returns a dict of intermediates: ``stem``, ``stage1`` .. ``stage4`` and the
 global-average-pooled ``pooled`` feature; each of ``stem`` and ``stage*`` is also a
 ``perturb`` point, so gradients with respect to it can be taken (Grad-CAM).
@@ -51,12 +55,12 @@ class _Block(nn.Module):
                        epsilon=self.bn_epsilon, dtype=self.dtype)
         return conv, norm
 
-    def _shortcut(self, x, out_features: int, conv, norm):
+    def _shortcut(self, x, out_features: int, conv, norm, mask):
         if not self.downsample:
             return x
         x = conv(out_features, (1, 1), (self.strides,) * 2, padding=((0, 0), (0, 0)),
                  name="downsample_0")(x)
-        return norm(name="downsample_1")(x)
+        return norm(name="downsample_1")(x, mask=mask)
 
 
 class BasicBlock(_Block):
@@ -65,13 +69,13 @@ class BasicBlock(_Block):
     expansion = 1
 
     @nn.compact
-    def __call__(self, x, train: bool):
+    def __call__(self, x, train: bool, mask=None):
         conv, norm = self._layers(train)
         y = conv(self.features, (3, 3), (self.strides,) * 2, padding=_pad(3), name="conv1")(x)
-        y = nn.relu(norm(name="bn1")(y))
+        y = nn.relu(norm(name="bn1")(y, mask=mask))
         y = conv(self.features, (3, 3), padding=_pad(3), name="conv2")(y)
-        y = norm(name="bn2")(y)
-        return nn.relu(y + self._shortcut(x, self.features, conv, norm))
+        y = norm(name="bn2")(y, mask=mask)
+        return nn.relu(y + self._shortcut(x, self.features, conv, norm, mask))
 
 
 class Bottleneck(_Block):
@@ -81,16 +85,16 @@ class Bottleneck(_Block):
     expansion = 4
 
     @nn.compact
-    def __call__(self, x, train: bool):
+    def __call__(self, x, train: bool, mask=None):
         conv, norm = self._layers(train)
         s1, s3 = ((self.strides, 1) if self.stride_in_1x1 else (1, self.strides))
         y = conv(self.features, (1, 1), (s1, s1), padding=((0, 0), (0, 0)), name="conv1")(x)
-        y = nn.relu(norm(name="bn1")(y))
+        y = nn.relu(norm(name="bn1")(y, mask=mask))
         y = conv(self.features, (3, 3), (s3, s3), padding=_pad(3), name="conv2")(y)
-        y = nn.relu(norm(name="bn2")(y))
+        y = nn.relu(norm(name="bn2")(y, mask=mask))
         y = conv(self.features * 4, (1, 1), padding=((0, 0), (0, 0)), name="conv3")(y)
-        y = norm(name="bn3")(y)
-        return nn.relu(y + self._shortcut(x, self.features * 4, conv, norm))
+        y = norm(name="bn3")(y, mask=mask)
+        return nn.relu(y + self._shortcut(x, self.features * 4, conv, norm, mask))
 
 
 class ResNet(nn.Module):
@@ -109,13 +113,15 @@ class ResNet(nn.Module):
     bn_epsilon: float = BN_EPSILON
 
     @nn.compact
-    def __call__(self, x, train: bool = False) -> dict[str, jnp.ndarray]:
+    def __call__(self, x, train: bool = False, mask=None) -> dict[str, jnp.ndarray]:
         out = {}
+        if mask is not None:
+            mask = jnp.asarray(mask, bool)[:, None, None, None]
         x = x.astype(self.dtype)
         x = nn.Conv(self.width, (7, 7), (2, 2), padding=_pad(7), use_bias=self.conv_bias,
                     dtype=self.dtype, name="conv1")(x)
         x = nn.BatchNorm(use_running_average=not train, momentum=BN_MOMENTUM,
-                         epsilon=self.bn_epsilon, dtype=self.dtype, name="bn1")(x)
+                         epsilon=self.bn_epsilon, dtype=self.dtype, name="bn1")(x, mask=mask)
         x = nn.relu(x)
         x = nn.max_pool(x, (3, 3), (2, 2), padding=((1, 1), (1, 1)))
         # perturb(): a zero-valued hook that lets jax.grad reach this activation (Grad-CAM);
@@ -130,7 +136,7 @@ class ResNet(nn.Module):
                 downsample = j == 0 and (strides != 1 or in_features != features * self.block.expansion)
                 x = self.block(features, strides, downsample, dtype=self.dtype,
                                stride_in_1x1=self.stride_in_1x1, conv_bias=self.conv_bias,
-                               bn_epsilon=self.bn_epsilon, name=f"layer{i + 1}_{j}")(x, train)
+                               bn_epsilon=self.bn_epsilon, name=f"layer{i + 1}_{j}")(x, train, mask)
                 in_features = features * self.block.expansion
             x = self.perturb(f"stage{i + 1}", x)
             out[f"stage{i + 1}"] = x

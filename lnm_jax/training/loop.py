@@ -56,7 +56,10 @@ def check_resumable(stored: ConfigDict, config: ConfigDict) -> None:
 def build_model(config: ConfigDict) -> FusionClassifier:
     return FusionClassifier(modalities=parse_modalities(config.modalities),
                             backbone=config.model.backbone, width=config.model.width,
-                            dtype=jnp.dtype(config.model.dtype), variant=config.model.variant)
+                            dtype=jnp.dtype(config.model.dtype), variant=config.model.variant,
+                            missing_inputs=config.model.missing_inputs,
+                            modality_dropout=config.model.modality_dropout,
+                            temporal_pool=config.model.temporal_pool)
 
 
 def init_state(config: ConfigDict, model: FusionClassifier, sample_batch: dict):
@@ -135,7 +138,8 @@ def train(config: ConfigDict, workdir: Path | str, *, resume: bool = False) -> d
 
     from tensorboardX import SummaryWriter  # noqa: PLC0415  (heavy, only for training)
     tb = SummaryWriter(str(workdir / "tb")) if primary else None
-    train_step, eval_step = make_train_step(model, tx, mesh), make_eval_step(model, mesh)
+    train_step = make_train_step(model, tx, mesh, seed=config.seed)
+    eval_step = make_eval_step(model, mesh)
     steps = data.steps_per_epoch()
     if steps == 0:
         raise ValueError(f"train split has {len(split.train)} patients, fewer than one batch "

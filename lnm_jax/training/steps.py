@@ -16,6 +16,7 @@ import numpy as np
 import optax
 from jax.sharding import Mesh
 
+from lnm_jax.models.fusion import DROPOUT_RNG
 from lnm_jax.training.sharding import batch_sharding, replicated, shard_batch, to_host
 from lnm_jax.training.state import TrainState
 
@@ -34,19 +35,22 @@ def bce_loss(logits: jax.Array, labels: jax.Array, weights: jax.Array) -> jax.Ar
 
 
 def make_train_step(model: nn.Module, tx: optax.GradientTransformation,
-                    mesh: Mesh | None = None) -> Callable:
+                    mesh: Mesh | None = None, seed: int = 0) -> Callable:
     """Returns ``train_step(state, batch) -> (state, metrics)``, jitted, state donated.
 
     With a ``mesh`` the batch is sharded over its ``data`` axis and the state replicated;
-    the arithmetic is that of the global batch (BatchNorm statistics included).
+    the arithmetic is that of the global batch (BatchNorm statistics included). The model's
+    training randomness (modality dropout) uses ``fold_in(key(seed), step)``: a function of
+    the seed and the step alone, so a resumed run draws what the uninterrupted one would.
     """
 
     def train_step(state: TrainState, batch: dict):
         weights = batch["valid"].astype(jnp.float32)
+        rngs = {DROPOUT_RNG: jax.random.fold_in(jax.random.key(seed), state.step)}
 
         def loss_fn(params):
             out, mutated = model.apply({"params": params, "batch_stats": state.batch_stats},
-                                       batch, train=True, mutable=["batch_stats"])
+                                       batch, train=True, mutable=["batch_stats"], rngs=rngs)
             return bce_loss(out["logit"], batch["lnm"], weights), (out["logit"], mutated["batch_stats"])
 
         (loss, (logits, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)

@@ -1,0 +1,115 @@
+"""CEUS clips: read a video (mp4/avi/...) or a folder of frames, find the enhancement phase
+and sample T frames over it.
+
+The paper keeps one static CEUS frame; the examination records a clip whose time-intensity
+curve (wash-in, peak, wash-out) carries information a single frame misses. The phase is found
+on the clip's mean-intensity curve: from the first frame that rises 10% of the way from the
+baseline (first frame) to the peak, to the last frame still above that level. T > 1 frames are
+spread evenly over it; T = 1 is the peak-enhancement frame, the one a sonographer would save.
+"""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+FRAME_SUFFIXES = (".png", ".jpg", ".jpeg")
+VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm")
+PHASE_LEVEL = 0.10  # fraction of the baseline-to-peak rise that opens/closes the phase
+
+
+class ClipError(ValueError):
+    """A clip that cannot be read or is too short; the message names the file."""
+
+
+def is_clip(path: Path) -> bool:
+    return path.is_dir() or path.suffix.lower() in VIDEO_SUFFIXES
+
+
+def frame_files(folder: Path) -> list[Path]:
+    """A frame folder's images in name order (zero-pad the numbers: frame_007.png)."""
+    return sorted(p for p in folder.iterdir() if p.suffix.lower() in FRAME_SUFFIXES)
+
+
+def read_frames(path: Path | str) -> np.ndarray:
+    """All frames of a clip as uint8 [N, H, W, 3]."""
+    path = Path(path)
+    try:
+        if path.is_dir():
+            files = frame_files(path)
+            if not files:
+                raise ClipError(f"{path}: folder holds no {'/'.join(FRAME_SUFFIXES)} frames")
+            frames = []
+            for f in files:
+                with Image.open(f) as im:
+                    frames.append(np.asarray(im.convert("RGB")))
+            if len({fr.shape for fr in frames}) > 1:
+                raise ClipError(f"{path}: frames differ in size")
+            return np.stack(frames)
+        import imageio.v3 as iio  # noqa: PLC0415  (video only)
+
+        frames = iio.imread(path, plugin="FFMPEG")  # imageio-ffmpeg's bundled ffmpeg
+    except ClipError:
+        raise
+    except Exception as e:  # noqa: BLE001  (any reader failure is an unreadable clip)
+        first = (str(e).strip().splitlines() or [""])[0]
+        raise ClipError(f"{path}: not a readable clip ({type(e).__name__}: {first})") from e
+    frames = np.asarray(frames)
+    if frames.ndim == 3:  # grayscale video
+        frames = np.repeat(frames[..., None], 3, axis=-1)
+    if frames.ndim != 4 or frames.shape[0] == 0:
+        raise ClipError(f"{path}: decoded to shape {frames.shape}, not a sequence of frames")
+    return frames[..., :3].astype(np.uint8)
+
+
+def count_frames(path: Path | str) -> int:
+    path = Path(path)
+    return len(frame_files(path)) if path.is_dir() else len(read_frames(path))
+
+
+def intensity_curve(frames: np.ndarray) -> np.ndarray:
+    """The clip's time-intensity curve: mean pixel value per frame."""
+    return frames.reshape(len(frames), -1).mean(axis=1, dtype=np.float64)
+
+
+def enhancement_phase(frames: np.ndarray) -> tuple[int, int]:
+    """(first, last) frame index of the enhancement phase, inclusive."""
+    tic = intensity_curve(frames)
+    peak = int(np.argmax(tic))
+    level = tic[0] + PHASE_LEVEL * (tic[peak] - tic[0])
+    above = np.flatnonzero(tic >= level)
+    if tic[peak] <= tic[0] or not len(above):
+        return 0, len(tic) - 1  # no rise: the whole clip
+    return int(above[0]), int(above[-1])
+
+
+def sample_indices(frames: np.ndarray, t: int) -> np.ndarray:
+    """T frame indices: the peak frame for T = 1, else T evenly spread over the phase."""
+    if t < 1:
+        raise ValueError(f"clip_frames must be >= 1, got {t}")
+    if t == 1:
+        return np.array([int(np.argmax(intensity_curve(frames)))])
+    first, last = enhancement_phase(frames)
+    if last - first + 1 < t:  # a short phase: widen it to T frames, within the clip
+        first = max(0, min(first, len(frames) - t))
+        last = first + t - 1
+    return np.round(np.linspace(first, last, t)).astype(int)
+
+
+def sample_clip(path: Path | str, t: int) -> np.ndarray:
+    """T frames of the clip at ``path`` (uint8 [T, H, W, 3]); :class:`ClipError` if it has
+    fewer than T frames."""
+    frames = read_frames(path)
+    if len(frames) < t:
+        raise ClipError(f"{path}: clip has {len(frames)} frame(s), fewer than the {t} the "
+                        f"config asks for (data.clip_frames)")
+    return frames[sample_indices(frames, t)]
+
+
+def encode_png(frame: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(frame).save(buf, format="PNG")
+    return buf.getvalue()

@@ -1,0 +1,149 @@
+"""CEUS clips: reading videos and frame folders, the enhancement phase, manifest errors, the
+pipeline's [B, T, H, W, 3] batches, temporal pooling, and clip vs single frame."""
+
+from __future__ import annotations
+
+import jax
+import numpy as np
+import pytest
+from PIL import Image
+
+from lnm_jax.data import clips
+from lnm_jax.data.manifest import CLIP_TOO_SHORT, UNREADABLE_CLIP, ManifestError, read_manifest
+from lnm_jax.data.synthetic import SynthParams, bayes_auc, generate_cohort, time_intensity
+
+
+def _tic_clip(n=12, size=16, peak=4):
+    t = np.linspace(0, 1, n)
+    a = time_intensity(t, t[peak], washout=1.0)
+    return (np.ones((n, size, size, 3)) * a[:, None, None, None] * 200).astype(np.uint8)
+
+
+def test_phase_and_sampling_follow_the_time_intensity_curve():
+    frames = _tic_clip()
+    first, last = clips.enhancement_phase(frames)
+    assert first >= 1 and last == len(frames) - 1  # pre-arrival frames are left out
+    assert clips.sample_indices(frames, 1).tolist() == [4]  # the peak frame
+    idx = clips.sample_indices(frames, 4)
+    assert idx[0] == first and idx[-1] == last and np.all(np.diff(idx) > 0)
+    with pytest.raises(ValueError):
+        clips.sample_indices(frames, 0)
+
+
+def test_video_and_frame_folder_read_alike(tmp_path):
+    import imageio.v3 as iio
+
+    frames = _tic_clip(n=10, size=32)
+    folder = tmp_path / "clip"
+    folder.mkdir()
+    for k, f in enumerate(frames):
+        Image.fromarray(f).save(folder / f"frame_{k:02d}.png")
+    iio.imwrite(tmp_path / "clip.mp4", frames, fps=5)
+    a, b = clips.read_frames(folder), clips.read_frames(tmp_path / "clip.mp4")
+    assert a.shape == b.shape == (10, 32, 32, 3)
+    np.testing.assert_array_equal(a, frames)  # lossless
+    assert np.abs(a.astype(int) - b.astype(int)).mean() < 4  # lossy codec, same content
+    assert clips.sample_indices(b, 1).tolist() == clips.sample_indices(a, 1).tolist()
+
+
+def _manifest(tmp_path, ceus_cell):
+    Image.fromarray(np.full((16, 16), 80, np.uint8)).save(tmp_path / "b.png")
+    (tmp_path / "m.csv").write_text("patient_id,bmode,ceus,us_lnm,lnm\n"
+                                    f"P1,b.png,{ceus_cell},1,1\nP2,b.png,,0,0\n")
+    return tmp_path / "m.csv"
+
+
+def test_unreadable_or_too_short_clip_is_a_clear_error_naming_the_file(tmp_path):
+    (tmp_path / "bad.mp4").write_bytes(b"not a video")
+    with pytest.raises(ManifestError) as e:
+        read_manifest(_manifest(tmp_path, "bad.mp4"))
+    assert e.value.codes == {UNREADABLE_CLIP} and "bad.mp4" in str(e.value) and "row 1" in str(e.value)
+
+    short = tmp_path / "short"
+    short.mkdir()
+    for k in range(3):
+        Image.fromarray(_tic_clip(n=3, peak=1)[k]).save(short / f"f{k}.png")
+    manifest = _manifest(tmp_path, "short")
+    assert read_manifest(manifest, min_clip_frames=3).patients[0].ceus == short
+    with pytest.raises(ManifestError) as e:
+        read_manifest(manifest, min_clip_frames=8)
+    assert e.value.codes == {CLIP_TOO_SHORT} and str(short) in str(e.value)
+    assert "3 frame(s)" in str(e.value)
+    with pytest.raises(clips.ClipError, match="short"):
+        clips.sample_clip(short, 8)
+
+    (short / "f1.png").write_bytes(b"broken")
+    with pytest.raises(ManifestError) as e:
+        read_manifest(manifest, min_clip_frames=3)
+    assert e.value.codes == {UNREADABLE_CLIP} and "f1.png" in str(e.value)
+
+
+@pytest.fixture(scope="module")
+def clip_cohort(tmp_path_factory):
+    out = tmp_path_factory.mktemp("clips") / "cohort"
+    return generate_cohort(out, SynthParams(patients=24, size=32, seed=2, clip_frames=8,
+                                            ceus_dynamic_strength=2.0, p_missing_ceus=0.2))
+
+
+def test_pipeline_gives_clip_batches_with_one_augmentation_per_clip(clip_cohort, tmp_path):
+    from lnm_jax.data import pipeline
+    from lnm_jax.data.tfds_builder import load_cohort
+
+    cohort = read_manifest(clip_cohort, min_clip_frames=4)
+    ds = load_cohort(cohort, tmp_path / "tfds", clip_frames=4)
+    dec = pipeline.decoded_dataset(ds, cohort.ids, 32, clip_frames=4)
+    aug = dict(enabled=True, translate=0.1, scale_min=0.9, scale_max=1.1, flip=True,
+               contrast_min=0.9, contrast_max=1.1, brightness=0.05)
+    raw = next(pipeline.as_numpy(pipeline.batches(dec, batch_size=24, norm=pipeline.PAPER_NORM,
+                                                  train=False), 24))
+    assert raw["ceus"].shape == (24, 4, 32, 32, 3) and raw["bmode"].shape == (24, 32, 32, 3)
+    assert not raw["ceus"][~raw["has_ceus"]].any()
+    b = next(pipeline.as_numpy(pipeline.batches(dec, batch_size=8, norm=pipeline.PAPER_NORM,
+                                                train=True, seed=0, epoch=0, augment=aug), 8))
+    assert b["ceus"].shape == (8, 4, 32, 32, 3)
+    # one draw per clip: a clip of identical frames stays identical, and is changed
+    import tensorflow as tf
+    frame = np.random.default_rng(0).random((32, 32, 3)).astype(np.float32)
+    out = pipeline._augment_image(tf.constant(np.stack([frame] * 4)), tf.constant([1, 2], tf.int64),
+                                  aug).numpy()
+    for k in range(1, 4):
+        np.testing.assert_array_equal(out[k], out[0])
+    assert np.abs(out[0] - frame).mean() > 0.01
+    # T = 1 reads the same clips as their peak frame
+    one = pipeline.decoded_dataset(load_cohort(cohort, tmp_path / "tfds", clip_frames=1),
+                                   cohort.ids, 32, clip_frames=1)
+    frame = next(one.batch(24).as_numpy_iterator())["ceus"]
+    assert frame.shape == (24, 32, 32, 3)
+
+
+def test_temporal_pooling_mean_and_attention():
+    from lnm_jax.models.fusion import FusionClassifier
+
+    r = np.random.default_rng(0)
+    clip = r.standard_normal((3, 5, 16, 16, 3)).astype(np.float32)
+    batch = {"ceus": clip}
+    mean_model = FusionClassifier(("ceus",), backbone="resnet18", width=4)
+    variables = lambda m: {k: v for k, v in m.init(jax.random.key(0), batch).items()  # noqa: E731
+                           if k in ("params", "batch_stats")}  # no Grad-CAM perturbations
+    v = variables(mean_model)
+    out = mean_model.apply(v, batch)
+    # mean pooling = the mean of per-frame features computed one frame at a time
+    per_frame = np.stack([np.asarray(mean_model.apply(v, {"ceus": clip[:, t]})["fused"])
+                          for t in range(5)], axis=1)
+    np.testing.assert_allclose(out["fused"], per_frame.mean(axis=1), rtol=1e-4, atol=1e-5)
+    att = FusionClassifier(("ceus",), backbone="resnet18", width=4, temporal_pool="attention")
+    va = variables(att)
+    o = att.apply(va, batch)
+    np.testing.assert_allclose(np.asarray(o["ceus_frame_weights"]).sum(axis=1), 1.0, rtol=1e-5)
+    # a still image repeated T times pools to the still image's feature, either way
+    still = np.repeat(clip[:, :1], 5, axis=1)
+    for m, vv in ((mean_model, v), (att, va)):
+        np.testing.assert_allclose(m.apply(vv, {"ceus": still})["fused"],
+                                   m.apply(vv, {"ceus": clip[:, 0]})["fused"], rtol=1e-4, atol=1e-5)
+
+
+def test_synthetic_clip_cohort_plants_a_cue_no_single_frame_shows():
+    p = SynthParams(clip_frames=16, ceus_strength=0.5, ceus_dynamic_strength=2.0)
+    assert bayes_auc(p)["ceus"] > bayes_auc(p, temporal=False)["ceus"] + 0.25
+    with pytest.raises(ValueError, match="needs clips"):
+        SynthParams(ceus_dynamic_strength=1.0)

@@ -1,0 +1,133 @@
+"""Missing inputs: learned absent embeddings, modality dropout, masked BatchNorm statistics,
+withholding at evaluation, and one model serving every availability pattern."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from lnm_jax.evaluation.availability import PATTERNS, evaluate_availability, withhold
+from lnm_jax.models.fusion import DROPOUT_RNG, FusionClassifier, drop_modalities
+from lnm_jax.training.loop import train
+
+TRIPLE = ("bmode", "ceus", "us_lnm")
+
+
+def _batch(n=6, size=16, seed=0):
+    r = np.random.default_rng(seed)
+    return {"bmode": r.standard_normal((n, size, size, 3)).astype(np.float32),
+            "ceus": r.standard_normal((n, size, size, 3)).astype(np.float32),
+            "us_lnm": r.integers(0, 2, n).astype(np.float32),
+            "has_bmode": np.ones(n, bool), "has_ceus": np.array([1, 1, 1, 0, 1, 0], bool)[:n],
+            "has_us_lnm": np.ones(n, bool)}
+
+
+def _model(**kw):
+    return FusionClassifier(TRIPLE, backbone="resnet18", width=4, missing_inputs=True, **kw)
+
+
+def test_missing_image_is_kept_out_of_batchnorm_statistics_and_the_logit():
+    model = _model()
+    b = _batch()
+    v = model.init(jax.random.key(0), b)
+    noisy = dict(b, ceus=b["ceus"].copy())
+    noisy["ceus"][~b["has_ceus"]] = 100.0  # garbage where CEUS is absent
+    outs = [model.apply(v, x, train=True, mutable=["batch_stats"]) for x in (b, noisy)]
+    np.testing.assert_allclose(outs[0][0]["logit"], outs[1][0]["logit"], rtol=1e-5, atol=1e-6)
+    for x, y in zip(jax.tree.leaves(outs[0][1]), jax.tree.leaves(outs[1][1])):
+        np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-6)
+    # without the mechanism the garbage would leak into the statistics
+    plain = FusionClassifier(TRIPLE, backbone="resnet18", width=4)
+    pv = plain.init(jax.random.key(0), b)
+    s0 = plain.apply(pv, b, train=True, mutable=["batch_stats"])[1]
+    s1 = plain.apply(pv, noisy, train=True, mutable=["batch_stats"])[1]
+    assert not np.allclose(s0["batch_stats"]["ceus_backbone"]["bn1"]["mean"],
+                       s1["batch_stats"]["ceus_backbone"]["bn1"]["mean"])
+
+
+def test_absent_embedding_replaces_the_feature_and_the_indicator_is_appended():
+    model = _model()
+    b = _batch()
+    v = model.init(jax.random.key(0), b)
+    v = jax.tree.map(lambda x: x, v)
+    params = dict(v["params"])
+    params["ceus_absent"] = jnp.full_like(params["ceus_absent"], 7.0)
+    out = model.apply({**v, "params": params}, b)
+    d = params["ceus_absent"].shape[0]
+    fused = np.asarray(out["fused"])
+    ceus_feature = fused[:, d + 1:2 * d + 1]  # after B-mode's feature and indicator
+    assert fused.shape[1] == 2 * (d + 1) + 2
+    np.testing.assert_array_equal(ceus_feature[~b["has_ceus"]], 7.0)
+    np.testing.assert_array_equal(fused[:, 2 * d + 1], b["has_ceus"].astype(np.float32))
+
+
+def test_modality_dropout_never_hides_every_input_and_hits_its_rate():
+    n = 20000
+    avail = {m: jnp.ones(n, bool) for m in TRIPLE}
+    kept = drop_modalities(avail, 0.3, jax.random.key(0))
+    stacked = np.stack([np.asarray(kept[m]) for m in TRIPLE])
+    assert stacked.any(axis=0).all()
+    # P(dropped) = 0.3, except rows that would lose everything (0.3^3) keep all
+    assert abs(1 - stacked.mean() - (0.3 - 0.3**3)) < 0.01
+    # what the data lacks stays missing
+    partial = dict(avail, ceus=jnp.zeros(n, bool))
+    assert not np.asarray(drop_modalities(partial, 0.3, jax.random.key(1))["ceus"]).any()
+
+
+def test_dropout_is_random_in_training_only_and_needs_missing_inputs():
+    model = _model(modality_dropout=0.5)
+    b = _batch()
+    v = model.init(jax.random.key(0), b)
+    a1 = model.apply(v, b, train=True, mutable=["batch_stats"], rngs={DROPOUT_RNG: jax.random.key(1)})[0]
+    a2 = model.apply(v, b, train=True, mutable=["batch_stats"], rngs={DROPOUT_RNG: jax.random.key(2)})[0]
+    assert any(not np.array_equal(a1["available"][m], a2["available"][m]) for m in TRIPLE)
+    ev = model.apply(v, b)["available"]
+    for m in TRIPLE:
+        np.testing.assert_array_equal(ev[m], b[f"has_{m}"])
+    with pytest.raises(ValueError, match="needs missing_inputs"):
+        FusionClassifier(TRIPLE, backbone="resnet18", width=4, modality_dropout=0.2).init(
+            jax.random.key(0), b)
+
+
+def test_withhold_marks_inputs_absent_and_zeroes_them():
+    b = _batch()
+    w = withhold(b, PATTERNS["bmode_only"])
+    assert not w["has_ceus"].any() and not w["has_us_lnm"].any() and w["has_bmode"].all()
+    assert not w["ceus"].any() and not w["us_lnm"].any()
+    np.testing.assert_array_equal(w["bmode"], b["bmode"])
+    assert b["has_ceus"].sum() == 4  # the input batch is untouched
+
+
+def test_one_model_for_every_pattern_matches_the_dedicated_model_without_ceus(tmp_path):
+    """A modality-dropout triple model, with CEUS withheld, keeps the test AUC of a model
+    trained on B-mode + flag alone within 0.05 (same cohort, split and test patients)."""
+    from lnm_jax.config import base_config
+    from lnm_jax.data.synthetic import SynthParams, generate_cohort
+
+    manifest = generate_cohort(tmp_path / "cohort", SynthParams(patients=800, size=64, seed=5))
+
+    def config(modalities, missing):
+        c = base_config(modalities)
+        c.data.manifest = str(manifest)
+        c.data.image_size = 32
+        c.data.split.test_fraction = 0.3
+        c.model.backbone, c.model.width = "resnet18", 8
+        c.model.missing_inputs = missing
+        c.model.modality_dropout = 0.3 if missing else 0.0
+        c.train.epochs, c.train.batch_size, c.train.eval_batch_size = 25, 16, 64
+        c.train.plateau.patience = 4
+        c.eval.bootstrap = 100
+        return c
+
+    train(config("triple", True), tmp_path / "missing")
+    train(config("bmode,us_lnm", False), tmp_path / "dedicated")
+    res = evaluate_availability(tmp_path / "missing", dedicated={"no_ceus": tmp_path / "dedicated"})
+    row = res["patterns"]["no_ceus"]
+    assert row["inputs"] == ["bmode", "us_lnm"]
+    missing_auc, dedicated_auc = row["missing_input_model"]["auc"], row["dedicated_model"]["auc"]
+    assert missing_auc >= dedicated_auc - 0.05, row
+    # every input helps: all three beat B-mode + flag; the table is written
+    assert res["patterns"]["all"]["missing_input_model"]["auc"] > missing_auc
+    assert (tmp_path / "missing" / "eval_best" / "availability.md").read_text().count("|") > 20

@@ -1,0 +1,82 @@
+"""The statistics agree with independent computations on known inputs."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy import stats as sps
+from sklearn.metrics import roc_auc_score
+
+from lnm_jax.evaluation import stats as S
+
+
+def _scores(n=300, shift=1.0, seed=0, ties=False):
+    r = np.random.default_rng(seed)
+    y = (r.random(n) < 0.45).astype(int)
+    s = r.standard_normal(n) + shift * y
+    return y, (np.round(s, 1) if ties else s)
+
+
+@pytest.mark.parametrize("ties", [False, True])
+def test_delong_auc_matches_sklearn_and_its_se_matches_a_large_bootstrap(ties):
+    y, s = _scores(ties=ties)
+    auc, lo, hi = S.delong_ci(y, s, 0.95)
+    assert auc == pytest.approx(roc_auc_score(y, s), abs=1e-12)
+    r = np.random.default_rng(1)
+    boot = []
+    for _ in range(4000):
+        i = r.integers(0, len(y), len(y))
+        boot.append(roc_auc_score(y[i], s[i]))
+    se_delong = (hi - lo) / (2 * 1.959964)
+    assert se_delong == pytest.approx(np.std(boot), rel=0.08)
+
+
+def test_delong_matches_the_textbook_variance_on_a_tiny_example():
+    """Hand computation with the DeLong (1988) placement values, O(mn) loops."""
+    y = np.array([1, 1, 1, 0, 0, 0, 0])
+    s = np.array([0.9, 0.4, 0.7, 0.4, 0.2, 0.6, 0.1])
+    pos, neg = s[y == 1], s[y == 0]
+    psi = lambda a, b: 1.0 if a > b else 0.5 if a == b else 0.0  # noqa: E731
+    v10 = np.array([np.mean([psi(p, q) for q in neg]) for p in pos])
+    v01 = np.array([np.mean([psi(p, q) for p in pos]) for q in neg])
+    var = np.var(v10, ddof=1) / len(pos) + np.var(v01, ddof=1) / len(neg)
+    aucs, cov = S.delong_covariance(y, s[None])
+    assert aucs[0] == pytest.approx(v10.mean())
+    assert cov[0, 0] == pytest.approx(var)
+
+
+def test_paired_delong_test():
+    y, s = _scores(n=400, shift=1.2, seed=3)
+    r = np.random.default_rng(4)
+    same = S.delong_test(y, s, s)
+    assert same["difference"] == 0 and same["p"] == 1.0
+    weak = s + 2.0 * r.standard_normal(len(s))  # a much noisier copy
+    t = S.delong_test(y, s, weak)
+    assert t["difference"] > 0.1 and t["p"] < 1e-4
+    # symmetric
+    u = S.delong_test(y, weak, s)
+    assert u["z"] == pytest.approx(-t["z"]) and u["p"] == pytest.approx(t["p"])
+
+
+def test_permutation_p_value_of_a_perfect_and_of_a_useless_predictor():
+    y = np.array([0, 1] * 20)
+    acc = lambda labels, pred: float(np.mean(labels == pred))  # noqa: E731
+    assert S.permutation_p_value(y, y, acc, n_permutations=999, seed=0) == pytest.approx(1 / 1000)
+    r = np.random.default_rng(0)
+    noise = r.integers(0, 2, len(y))
+    p = S.permutation_p_value(y, noise, acc, n_permutations=999, seed=0)
+    assert p > 0.05
+    # seeded: reproducible
+    assert p == S.permutation_p_value(y, noise, acc, n_permutations=999, seed=0)
+
+
+def test_cohort_table_tests_match_hand_computations():
+    a, b = [1.0, 2.5, 3.0, 4.2, 8.0], [2.0, 5.0, 6.5, 7.0, 9.0, 10.0]
+    assert S.mann_whitney(a, b) == pytest.approx(sps.mannwhitneyu(a, b).pvalue)
+    # Pearson chi-square by hand on a 2x2 table: [[8, 2], [3, 7]]
+    g1, g2 = ["M"] * 8 + ["F"] * 2, ["M"] * 3 + ["F"] * 7
+    obs = np.array([[2, 8], [7, 3]], float)  # columns sorted: F, M
+    exp = obs.sum(1, keepdims=True) * obs.sum(0, keepdims=True) / obs.sum()
+    chi2 = ((obs - exp) ** 2 / exp).sum()
+    assert S.chi_square(g1, g2) == pytest.approx(sps.chi2.sf(chi2, 1))
+    assert np.isnan(S.chi_square(["F"] * 3, ["F"] * 4))  # one category: no test
