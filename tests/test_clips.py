@@ -147,3 +147,26 @@ def test_synthetic_clip_cohort_plants_a_cue_no_single_frame_shows():
     assert bayes_auc(p)["ceus"] > bayes_auc(p, temporal=False)["ceus"] + 0.25
     with pytest.raises(ValueError, match="needs clips"):
         SynthParams(ceus_dynamic_strength=1.0)
+
+
+def test_clip_model_beats_the_single_frame_when_the_cue_is_temporal(tmp_path):
+    """CEUS alone, wash-out cue (d_t = 2.0) much stronger than the static one (d_c = 0.5):
+    Bayes AUC 0.928 from the clip, 0.638 from the peak frame. T = 6 frames over the
+    enhancement phase vs the peak frame, same cohort, split and schedule."""
+    from lnm_jax.config import base_config
+    from lnm_jax.evaluation.run import evaluate
+    from lnm_jax.training.loop import train
+
+    manifest = generate_cohort(tmp_path / "cohort", SynthParams(
+        patients=400, size=48, seed=2, clip_frames=12, ceus_strength=0.5, ceus_dynamic_strength=2.0))
+    aucs = {}
+    for t in (1, 6):
+        c = base_config("ceus")
+        c.data.manifest, c.data.image_size, c.data.clip_frames = str(manifest), 32, t
+        c.model.backbone, c.model.width = "resnet18", 8
+        c.train.epochs, c.train.batch_size, c.train.eval_batch_size = 12, 16, 32
+        c.train.plateau.patience = 3
+        c.eval.bootstrap = 100
+        train(c, tmp_path / f"t{t}")
+        aucs[t] = evaluate(tmp_path / f"t{t}")["splits"]["test"]["auc"]
+    assert aucs[6] > aucs[1] + 0.15, aucs

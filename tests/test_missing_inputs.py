@@ -102,11 +102,14 @@ def test_withhold_marks_inputs_absent_and_zeroes_them():
 
 def test_one_model_for_every_pattern_matches_the_dedicated_model_without_ceus(tmp_path):
     """A modality-dropout triple model, with CEUS withheld, keeps the test AUC of a model
-    trained on B-mode + flag alone within 0.05 (same cohort, split and test patients)."""
+    trained on B-mode + flag alone within 0.05 (same cohort, split and test patients).
+    Strong image cues (d = 2.5) so that 20 epochs at 32 px learn them: on weaker cues the
+    dedicated model itself swung by 0.09 AUC across seeds, which no 0.05 check survives."""
     from lnm_jax.config import base_config
     from lnm_jax.data.synthetic import SynthParams, generate_cohort
 
-    manifest = generate_cohort(tmp_path / "cohort", SynthParams(patients=800, size=64, seed=5))
+    manifest = generate_cohort(tmp_path / "cohort", SynthParams(
+        patients=600, size=64, seed=5, bmode_strength=2.5, ceus_strength=2.5))
 
     def config(modalities, missing):
         c = base_config(modalities)
@@ -116,7 +119,7 @@ def test_one_model_for_every_pattern_matches_the_dedicated_model_without_ceus(tm
         c.model.backbone, c.model.width = "resnet18", 8
         c.model.missing_inputs = missing
         c.model.modality_dropout = 0.3 if missing else 0.0
-        c.train.epochs, c.train.batch_size, c.train.eval_batch_size = 25, 16, 64
+        c.train.epochs, c.train.batch_size, c.train.eval_batch_size = 20, 16, 64
         c.train.plateau.patience = 4
         c.eval.bootstrap = 100
         return c

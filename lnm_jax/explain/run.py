@@ -10,6 +10,7 @@ import numpy as np
 from lnm_jax import experiment
 from lnm_jax.evaluation.metrics import sigmoid
 from lnm_jax.evaluation.run import restore_run
+from lnm_jax.models.fusion import parse_modalities
 from lnm_jax.explain.figures import grid_figure, patient_figure
 from lnm_jax.explain.gradcam import IMAGE_BRANCHES, make_cam_fn
 from lnm_jax.fileio import write_csv
@@ -37,6 +38,9 @@ def gradcam(workdir: Path | str, *, split: str = "test", out: Path | str | None 
     workdir = Path(workdir)
     data = experiment.open_run(workdir)
     config = data.config
+    if config.data.clip_frames > 1 and "ceus" in parse_modalities(config.modalities):
+        raise ValueError(f"run {workdir} reads CEUS clips (data.clip_frames={config.data.clip_frames}); "
+                         f"Grad-CAM here explains still images only")
     model, state, _ = restore_run(config, workdir, data, checkpoint, split)
     branches = [b for b in IMAGE_BRANCHES if b in model.modalities]
     if not branches:

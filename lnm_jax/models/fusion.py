@@ -28,7 +28,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from lnm_jax.models.resnet import VARIANTS, make_backbone
+from lnm_jax.models.backbones import make_backbone
 from lnm_jax.settings import SETTINGS
 
 IMAGE_MODALITIES = ("bmode", "ceus")
@@ -116,7 +116,7 @@ class FusionClassifier(nn.Module):
                     x = x.reshape((-1,) + x.shape[2:])
                     mask = None if mask is None else jnp.repeat(mask, frames)
                 branch = make_backbone(self.backbone, width=self.width, dtype=self.dtype,
-                                       name=f"{m}_backbone", **VARIANTS[self.variant])(
+                                       variant=self.variant, name=f"{m}_backbone")(
                     x, train=train, mask=mask)
                 out[m] = branch
                 feature = branch["pooled"]

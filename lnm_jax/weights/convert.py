@@ -21,7 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import traverse_util
 
-from lnm_jax.models.resnet import BACKBONES, VARIANTS, make_backbone
+from lnm_jax.models.backbones import NAMES, make_backbone
 
 
 class WeightMismatchError(KeyError):
@@ -33,9 +33,9 @@ class WeightMismatchError(KeyError):
 
 def expected_variables(arch: str, variant: str = "torchvision") -> dict:
     """Shapes of the Flax backbone's params and batch_stats (no computation)."""
-    model = make_backbone(arch, **VARIANTS[variant])
-    v = jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros((1, 64, 64, 3)), train=False))
-    return {"params": v["params"], "batch_stats": v["batch_stats"]}
+    model = make_backbone(arch, variant=variant)
+    v = jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros((1, 80, 80, 3)), train=False))
+    return {"params": v["params"], "batch_stats": v.get("batch_stats", {})}
 
 
 def _fill(flat_src: dict[tuple, np.ndarray], arch: str, variant: str, source_names: dict,
@@ -57,32 +57,37 @@ def _fill(flat_src: dict[tuple, np.ndarray], arch: str, variant: str, source_nam
         raise WeightMismatchError(f"{len(problems)} problem(s) converting to {arch} ({variant}):\n  "
                                   + "\n  ".join(sorted(problems)))
     nested = traverse_util.unflatten_dict({k: np.asarray(v, np.float32) for k, v in flat_src.items()})
-    return {"params": nested["params"], "batch_stats": nested["batch_stats"]}
+    return {"params": nested["params"], "batch_stats": nested.get("batch_stats", {})}
 
 
 # ------------------------------------------------------------------------------ torchvision
 
 _TORCH_BN = {"weight": ("params", "scale"), "bias": ("params", "bias"),
              "running_mean": ("batch_stats", "mean"), "running_var": ("batch_stats", "var")}
-TORCH_IGNORED = re.compile(r"(.*\.num_batches_tracked|fc\.weight|fc\.bias)$")
+# The ImageNet classifiers (ResNet/Inception fc, VGG classifier, Inception's auxiliary head).
+TORCH_IGNORED = re.compile(r"(.*\.num_batches_tracked|fc\..*|classifier\..*|AuxLogits\..*)$")
 
 
 def _torch_module_path(name: str) -> tuple[str, ...]:
-    """'layer2.0.downsample.1' -> ('layer2_0', 'downsample_1'); 'bn1' -> ('bn1',)."""
+    """'layer2.0.downsample.1' -> ('layer2_0', 'downsample_1'); 'bn1' -> ('bn1',);
+    'features.3' -> ('features_3',); 'Mixed_5b.branch1x1.conv' -> ('Mixed_5b', 'branch1x1', 'conv')."""
+    if re.fullmatch(r"features\.\d+", name):
+        return (name.replace(".", "_"),)
     m = re.fullmatch(r"layer(\d)\.(\d+)\.(.+)", name)
     if not m:
-        return (name,)
+        return tuple(name.split("."))
     inner = m.group(3).replace("downsample.", "downsample_")
     return (f"layer{m.group(1)}_{m.group(2)}", inner)
 
 
 def from_torchvision(state_dict: Mapping[str, np.ndarray], arch: str) -> dict:
-    """torchvision ResNet state_dict -> ``{'params', 'batch_stats'}`` of our backbone.
+    """torchvision ResNet / VGG-11 / Inception-v3 state_dict -> ``{'params', 'batch_stats'}``
+    of our backbone.
 
-    ``fc.*`` (the ImageNet classifier) and ``num_batches_tracked`` are ignored.
+    The ImageNet classifiers and ``num_batches_tracked`` are ignored.
     """
-    if arch not in BACKBONES:
-        raise ValueError(f"unknown arch '{arch}', expected one of {sorted(BACKBONES)}")
+    if arch not in NAMES:
+        raise ValueError(f"unknown arch '{arch}', expected one of {list(NAMES)}")
     flat, names = {}, {}
     for key, value in state_dict.items():
         if TORCH_IGNORED.fullmatch(key):
@@ -90,7 +95,7 @@ def from_torchvision(state_dict: Mapping[str, np.ndarray], arch: str) -> dict:
         module, _, leaf = key.rpartition(".")
         value = np.asarray(value)
         mod_path = _torch_module_path(module)
-        is_conv = mod_path[-1].startswith(("conv", "downsample_0"))
+        is_conv = f"{module}.running_mean" not in state_dict  # else a BatchNorm
         if is_conv and leaf == "weight":
             path = ("params",) + mod_path + ("kernel",)
             value = value.transpose(2, 3, 1, 0) if value.ndim == 4 else value
@@ -110,6 +115,7 @@ def torch_key(path: tuple[str, ...]) -> str:
     """Flax path ('params', 'layer2_0', 'downsample_0', 'kernel') -> 'layer2.0.downsample.0.weight'."""
     coll, *mods, leaf = path
     module = re.sub(r"^layer(\d)_(\d+)", r"layer\1.\2", ".".join(mods)).replace("downsample_", "downsample.")
+    module = re.sub(r"^features_(\d+)", r"features.\1", module)
     return f"{module}.{'weight' if leaf == 'kernel' else _TORCH_BN_INV[(coll, leaf)]}"
 
 

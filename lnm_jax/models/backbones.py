@@ -1,0 +1,34 @@
+"""The image backbones, by name: ResNet-18/34/50, VGG-11 (with or without BatchNorm) and
+Inception-v3, all torchvision-layout, all returning the same dict of intermediates
+(``stem``, ``stage1`` .. ``stage4``, ``pooled``) and taking an optional BatchNorm ``mask``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+from lnm_jax.models import resnet
+from lnm_jax.models.inception import MIN_SIZE, InceptionV3
+from lnm_jax.models.vgg import VGG
+
+NAMES = tuple(resnet.BACKBONES) + ("vgg11", "vgg11_bn", "inception_v3")
+
+
+def make_backbone(arch: str, *, width: int = 64, dtype: Any = jnp.float32,
+                  variant: str = "torchvision", name: str | None = None) -> nn.Module:
+    """``variant`` 'keras_v1' (weights ported from Keras ResNet50) exists for ResNets only."""
+    if arch in resnet.BACKBONES:
+        return resnet.make_backbone(arch, width=width, dtype=dtype, name=name, **resnet.VARIANTS[variant])
+    if arch not in NAMES:
+        raise ValueError(f"unknown backbone '{arch}', expected one of {list(NAMES)}")
+    if variant != "torchvision":
+        raise ValueError(f"variant '{variant}' exists for ResNets only, not {arch}")
+    if arch == "inception_v3":
+        return InceptionV3(width=width, dtype=dtype, name=name)
+    return VGG(batch_norm=arch == "vgg11_bn", width=width, dtype=dtype, name=name)
+
+
+def min_image_size(arch: str) -> int:
+    return MIN_SIZE if arch == "inception_v3" else 32

@@ -1,0 +1,94 @@
+"""VGG-11 and Inception-v3: torchvision layouts (weights port one-to-one and reproduce
+torchvision's features), the common intermediates, and their use in the fusion model."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from lnm_jax.models.backbones import make_backbone, min_image_size
+from lnm_jax.models.fusion import FusionClassifier
+from lnm_jax.weights.convert import WeightMismatchError, from_torchvision, to_torchvision
+
+INCEPTION_TRUNK = ("Conv2d_1a_3x3", "Conv2d_2a_3x3", "Conv2d_2b_3x3", "maxpool1", "Conv2d_3b_1x1",
+                   "Conv2d_4a_3x3", "maxpool2", "Mixed_5b", "Mixed_5c", "Mixed_5d", "Mixed_6a",
+                   "Mixed_6b", "Mixed_6c", "Mixed_6d", "Mixed_6e", "Mixed_7a", "Mixed_7b", "Mixed_7c")
+
+
+def _torch_model(arch):
+    torchvision = pytest.importorskip("torchvision")
+    import torch
+
+    from lnm_jax.weights.verify import randomise_torch_bn
+
+    torch.manual_seed(0)
+    if arch == "inception_v3":
+        model = torchvision.models.inception_v3(weights=None, aux_logits=False, init_weights=True,
+                                                transform_input=False)
+    else:
+        model = getattr(torchvision.models, arch)(weights=None)
+    if arch != "vgg11":
+        randomise_torch_bn(model, image_size=128)
+    return model.eval()
+
+
+def _torch_pooled(model, arch, x_nhwc):
+    import torch
+
+    with torch.no_grad():
+        y = torch.from_numpy(x_nhwc).permute(0, 3, 1, 2)
+        if arch.startswith("vgg"):
+            y = model.features(y)
+        else:
+            for name in INCEPTION_TRUNK:
+                y = getattr(model, name)(y)
+        return y.mean(dim=(2, 3)).numpy()
+
+
+@pytest.mark.parametrize("arch,size,dim", [("vgg11", 64, 512), ("vgg11_bn", 64, 512),
+                                           ("inception_v3", 96, 2048)])
+def test_torchvision_weights_port_and_reproduce_the_pooled_feature(arch, size, dim):
+    model = _torch_model(arch)
+    sd = {k: v.numpy() for k, v in model.state_dict().items()}
+    variables = from_torchvision(sd, arch)
+    x = np.random.default_rng(0).standard_normal((2, size, size, 3)).astype(np.float32)
+    out = make_backbone(arch).apply(variables, jnp.asarray(x))
+    ref = _torch_pooled(model, arch, x)
+    assert out["pooled"].shape == (2, dim)
+    np.testing.assert_allclose(np.asarray(out["pooled"]), ref, atol=2e-4, rtol=1e-4)
+    # and back: every trunk tensor of torchvision's state_dict is produced
+    back = to_torchvision(variables)
+    trunk = {k for k in sd if not k.startswith(("classifier.", "fc.", "AuxLogits."))}
+    assert trunk == set(back)
+    for k in trunk - {k for k in trunk if k.endswith("num_batches_tracked")}:
+        np.testing.assert_array_equal(back[k], sd[k])
+    # a wrong architecture is refused, naming a tensor
+    with pytest.raises(WeightMismatchError):
+        from_torchvision(sd, "resnet18")
+
+
+@pytest.mark.parametrize("arch", ["vgg11", "vgg11_bn", "inception_v3"])
+def test_backbones_give_the_common_intermediates_in_the_fusion_model(arch):
+    size = max(min_image_size(arch), 32)
+    model = FusionClassifier(("bmode", "ceus", "us_lnm"), backbone=arch, width=4,
+                             missing_inputs=True)
+    r = np.random.default_rng(0)
+    batch = {"bmode": r.standard_normal((2, size, size, 3)).astype(np.float32),
+             "ceus": r.standard_normal((2, size, size, 3)).astype(np.float32),
+             "us_lnm": np.ones(2, np.float32), "has_bmode": np.ones(2, bool),
+             "has_ceus": np.array([True, False]), "has_us_lnm": np.ones(2, bool)}
+    v = model.init(jax.random.key(0), batch)
+    out, _ = model.apply({k: v[k] for k in v if k != "perturbations"}, batch, train=True,
+                         mutable=["batch_stats"])
+    for k in ("stem", "stage1", "stage2", "stage3", "stage4", "pooled"):
+        assert k in out["bmode"]
+    assert np.isfinite(np.asarray(out["logit"])).all()
+
+
+def test_inception_refuses_images_below_its_minimum():
+    with pytest.raises(ValueError, match="at least 75x75"):
+        make_backbone("inception_v3", width=4).init(jax.random.key(0), jnp.zeros((1, 64, 64, 3)))
+    with pytest.raises(ValueError, match="ResNets only"):
+        make_backbone("vgg11", variant="keras_v1")
