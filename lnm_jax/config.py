@@ -28,6 +28,9 @@ def base_config(setting: str = "triple") -> ConfigDict:
     # samples T frames over a clip's enhancement phase (stills are repeated T times).
     c.data.clip_frames = 1
     c.data.cache = True
+    # Where the TFDS records of the cohort are built; empty = WORKDIR/tfds. Runs that share a
+    # manifest (lnm-jax reproduce) share one folder and build it once.
+    c.data.tfds_dir = ""
     c.data.shuffle_buffer = 4096
     c.data.split = ConfigDict(dict(test_fraction=0.2, val_fraction=0.2, seed=0))
     # Tuples, so that `--config.data.norm.bmode.mean='(0.2, 0.2, 0.2)'` overrides them.
@@ -60,6 +63,13 @@ def base_config(setting: str = "triple") -> ConfigDict:
     c.train.data_parallel = True
 
     c.eval = ConfigDict(dict(bootstrap=2000, ci_level=0.95, seed=0))
+
+    # `lnm-jax reproduce`: the paper's Tables 2 (backbones on each image modality, judged on
+    # the validation part of the training set) and 3 (input settings on the test set).
+    c.protocol = ConfigDict(dict(
+        backbones=("resnet50", "vgg11", "inception_v3"), table2_modalities=("bmode", "ceus"),
+        settings=("us_lnm", "bmode", "ceus", "dual", "triple"), permutations=1000,
+        threshold=0.5, folds=0, gradcam=True))
     return c
 
 

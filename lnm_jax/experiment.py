@@ -67,7 +67,8 @@ class RunData:
         self.config = config
         self.cohort = cohort
         self.split = split
-        self._all = load_cohort(cohort, workdir / "tfds", require_labels=require_labels,
+        tfds_dir = Path(config.data.tfds_dir) if config.data.tfds_dir else workdir / "tfds"
+        self._all = load_cohort(cohort, tfds_dir, require_labels=require_labels,
                                 clip_frames=config.data.clip_frames)
         self._decoded: dict[str, object] = {}
         self.norm = config.data.norm.to_dict()

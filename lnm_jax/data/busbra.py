@@ -1,0 +1,67 @@
+"""BUS-BRA (Gomez-Flores et al., Medical Physics 2024) as a cohort manifest.
+
+The public release holds ``Images/bus_NNNN-{l,r,s}.png`` and ``bus_data.csv`` (one row per
+image: ``ID, Case, Histology, Pathology, BIRADS, Device, ...``). It is the public cohort
+closest in structure to the paper's: two views of one lesion, a biopsy-proven label and a
+radiologist's reading. Mapping, per patient (``Case``): view ``-l`` -> ``bmode``, view ``-r``
+-> ``ceus`` (the two image branches), BI-RADS >= 4 -> ``us_lnm`` (the clinical flag),
+malignant -> ``lnm`` = 1. Single-view patients (``-s``) get that image as ``bmode`` and an
+empty ``ceus``. Histology, BIRADS and Device are kept as metadata. Images are referenced, not
+copied (paths relative to the manifest).
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import re
+from pathlib import Path
+
+from lnm_jax.data.manifest import write_manifest
+
+PATHOLOGY = {"malignant": 1, "benign": 0}
+VIEW = {"l": "bmode", "r": "ceus", "s": "bmode"}
+METADATA = ("Histology", "BIRADS", "Device")
+
+
+def convert_busbra(src: Path | str, out_csv: Path | str) -> dict[str, int]:
+    """Writes the manifest; returns counts. Raises ValueError naming the row on bad input."""
+    src, out_csv = Path(src), Path(out_csv)
+    table = src / "bus_data.csv"
+    if not table.is_file() or not (src / "Images").is_dir():
+        raise ValueError(f"{src} is not a BUS-BRA folder (needs bus_data.csv and Images/)")
+    if out_csv.exists():
+        raise FileExistsError(f"{out_csv} exists; choose another output file")
+    patients: dict[str, dict] = {}
+    with table.open(newline="", encoding="utf-8-sig") as f:
+        for line, rec in enumerate(csv.DictReader(f), start=2):
+            m = re.fullmatch(r"bus_(\d+)-([lrs])", (rec.get("ID") or "").strip())
+            if not m:
+                raise ValueError(f"{table}, line {line}: ID {rec.get('ID')!r} is not bus_NNNN-l/r/s")
+            pathology = (rec.get("Pathology") or "").strip().lower()
+            if pathology not in PATHOLOGY:
+                raise ValueError(f"{table}, line {line}: Pathology {rec.get('Pathology')!r} is not "
+                                 f"benign or malignant")
+            try:
+                birads = int(float(rec["BIRADS"]))
+            except (KeyError, TypeError, ValueError):
+                raise ValueError(f"{table}, line {line}: BIRADS {rec.get('BIRADS')!r} is not a number") from None
+            image = src / "Images" / f"{m.group(0)}.png"
+            if not image.is_file():
+                raise ValueError(f"{table}, line {line}: image {image} does not exist")
+            pid = f"bus_{m.group(1)}"
+            p = patients.setdefault(pid, {"patient_id": pid, "lnm": PATHOLOGY[pathology],
+                                          "us_lnm": int(birads >= 4),
+                                          **{k: (rec.get(k) or "").strip() for k in METADATA}})
+            if p["lnm"] != PATHOLOGY[pathology]:
+                raise ValueError(f"{table}, line {line}: patient {pid}'s views disagree on Pathology")
+            column = VIEW[m.group(2)]
+            if column in p:
+                raise ValueError(f"{table}, line {line}: patient {pid} has a second '{column}' image")
+            p[column] = os.path.relpath(os.path.abspath(image), os.path.abspath(out_csv.parent))
+    rows = sorted(patients.values(), key=lambda r: r["patient_id"])
+    out_csv.parent.mkdir(parents=True, exist_ok=True)
+    write_manifest(out_csv, rows, extra_columns=METADATA)
+    return {"patients": len(rows), "two_views": sum("ceus" in r for r in rows),
+            "single_view": sum("ceus" not in r for r in rows),
+            "malignant": sum(r["lnm"] for r in rows), "birads_4_or_more": sum(r["us_lnm"] for r in rows)}

@@ -1,0 +1,333 @@
+"""The paper's protocol on one cohort, end to end: ``lnm-jax reproduce``.
+
+* One patient-level split for every run (8:2 train+validation/test, then 8:2 train/
+  validation), or ``protocol.folds`` K stratified folds.
+* Table 1: cohort characteristics, train+validation vs test (:mod:`.cohort_table`).
+* Table 2: each backbone on each image modality alone, judged, as in the paper, on the 8:2
+  split of the training set (our validation set); ROC per modality (Figures 4-5).
+* Table 3: every input setting with the configured backbone on the test set: sensitivity,
+  specificity, accuracy at ``protocol.threshold`` with label-permutation p-values; AUC with
+  DeLong and bootstrap 95% CIs; paired DeLong tests triple vs dual and triple vs US-LNM; ROC of
+  all settings (Figure 7); convergence of the triple model (Figure 6); Grad-CAM grids.
+* With folds, every number is per fold (mean +- SD) and on the pooled out-of-fold predictions.
+
+Each run trains in ``WORKDIR/runs/<name>[/fold<k>]`` and leaves ``predictions.json``; a rerun
+skips finished runs, so an interrupted protocol resumes where it stopped. ``report.md`` and
+``results.json`` (every number) are written last.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+from ml_collections import ConfigDict
+
+from lnm_jax import experiment
+from lnm_jax.data.splits import Split, holdout_split, kfold_splits, save_splits
+from lnm_jax.evaluation import metrics as M
+from lnm_jax.evaluation.plots import plot_convergence, plot_roc
+from lnm_jax.evaluation.stats import delong_ci, delong_test, permutation_p_value
+from lnm_jax.fileio import write_text
+from lnm_jax.models.fusion import parse_modalities
+from lnm_jax.protocol.cohort_table import cohort_table, cohort_table_markdown
+from lnm_jax.settings import SETTINGS
+
+LABELS = {"us_lnm": "US-LNM", "bmode": "B-mode", "ceus": "CEUS", "dual": "dual (B-mode + CEUS)",
+          "triple": "triple (B-mode + CEUS + US-LNM)"}
+PREDICTIONS = "predictions.json"
+THRESHOLD_METRICS = ("sensitivity", "specificity", "accuracy")
+
+
+def plan_runs(config: ConfigDict) -> dict[str, dict]:
+    """name -> {modalities, backbone, tables}: Table 2's backbone x modality grid and Table
+    3's settings with the configured backbone; a run both tables need is trained once."""
+    runs: dict[str, dict] = {}
+
+    def add(setting: str, backbone: str, table: str):
+        uses_images = any(m in ("bmode", "ceus") for m in parse_modalities(setting))
+        name = f"{setting}_{backbone}" if uses_images else setting
+        runs.setdefault(name, {"setting": setting, "backbone": backbone if uses_images else "-",
+                               "tables": []})["tables"].append(table)
+
+    for s in config.protocol.settings:  # Table 3's order: the report lists runs in this order
+        add(s, config.model.backbone, "table3")
+    for m in config.protocol.table2_modalities:
+        for b in config.protocol.backbones:
+            add(m, b, "table2")
+    return runs
+
+
+def _run_config(config: ConfigDict, run: dict, manifest: Path, tfds_dir: Path) -> ConfigDict:
+    c = copy.deepcopy(config)
+    c.name = f"{config.name}/{run['setting']}_{run['backbone']}"
+    c.modalities = run["setting"]
+    if run["backbone"] != "-":
+        c.model.backbone = run["backbone"]
+    c.data.manifest = str(manifest)
+    c.data.tfds_dir = str(tfds_dir)
+    return c
+
+
+def _train_and_predict(config: ConfigDict, split: Split, folder: Path, split_doc: dict) -> dict:
+    """Trains one run on ``split`` (unless it finished before) and returns its validation and
+    test predictions."""
+    from lnm_jax.evaluation.run import RunPredictor  # noqa: PLC0415  (TF + training stack)
+    from lnm_jax.training.loop import train  # noqa: PLC0415
+
+    done = folder / PREDICTIONS
+    if done.is_file():
+        return json.loads(done.read_text())
+    if folder.exists():  # an interrupted run: start it again from scratch
+        import shutil  # noqa: PLC0415
+        shutil.rmtree(folder)
+    folder.mkdir(parents=True)
+    save_splits(folder / "splits.json", [split], **split_doc)
+    t0 = time.perf_counter()
+    train(config, folder)
+    run = RunPredictor(folder, "best")
+    out = {"train_wall_s": time.perf_counter() - t0, "best_epoch": run.meta["epoch"]}
+    for subset in ("val", "test"):
+        p = run(subset)
+        out[subset] = {"patient_id": p["patient_id"].tolist(), "lnm": p["lnm"].tolist(),
+                       "prob": M.sigmoid(p["logit"]).tolist()}
+    write_text(done, json.dumps(out))
+    return out
+
+
+def _metrics(labels, probs, config: ConfigDict, *, permutations: bool) -> dict:
+    labels, probs = np.asarray(labels), np.asarray(probs)
+    ec, pc = config.eval, config.protocol
+    auc, lo, hi = delong_ci(labels, probs, ec.ci_level)
+    blo, bhi = M.bootstrap_auc_ci(labels, probs, n_boot=ec.bootstrap, level=ec.ci_level, seed=ec.seed)
+    at = M.threshold_metrics(labels, probs, pc.threshold)
+    out = {"n": int(len(labels)), "n_positive": int(labels.sum()), "auc": auc,
+           "auc_ci_delong": [lo, hi], "auc_ci_bootstrap": [blo, bhi], **at}
+    if permutations and pc.permutations:
+        pred = (probs >= pc.threshold).astype(int)
+        stat = {"sensitivity": lambda y, q: M.threshold_metrics(y, q, 0.5)["sensitivity"],
+                "specificity": lambda y, q: M.threshold_metrics(y, q, 0.5)["specificity"],
+                "accuracy": lambda y, q: float(np.mean(y == q))}
+        out["permutation_p"] = {k: permutation_p_value(labels, pred, f, n_permutations=pc.permutations,
+                                                       seed=ec.seed) for k, f in stat.items()}
+    return out
+
+
+def _fold_summary(per_fold: list[dict]) -> dict:
+    keys = ("auc",) + THRESHOLD_METRICS
+    return {k: {"mean": float(np.nanmean([f[k] for f in per_fold])),
+                "sd": float(np.nanstd([f[k] for f in per_fold], ddof=1)) if len(per_fold) > 1 else 0.0}
+            for k in keys}
+
+
+def _pooled(preds: list[dict], subset: str) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    labels = np.concatenate([p[subset]["lnm"] for p in preds])
+    probs = np.concatenate([p[subset]["prob"] for p in preds])
+    ids = [i for p in preds for i in p[subset]["patient_id"]]
+    return labels, probs, ids
+
+
+def _aligned(a: dict, b: dict, subset: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Two runs' predictions on the same patients, in one order."""
+    ib = {pid: k for k, pid in enumerate(b[subset]["patient_id"])}
+    idx = [ib[pid] for pid in a[subset]["patient_id"]]
+    return (np.asarray(a[subset]["lnm"]), np.asarray(a[subset]["prob"]),
+            np.asarray(b[subset]["prob"])[idx])
+
+
+def reproduce(config: ConfigDict, workdir: Path | str) -> dict:
+    """Runs the whole protocol; returns ``results.json``'s content."""
+    workdir = Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    t_start = time.perf_counter()
+    cohort = experiment.resolve_cohort(config, workdir)  # validates, or synthesises
+    manifest = cohort.path
+    labels = {p.patient_id: p.lnm for p in cohort.patients}
+    sc, folds = config.data.split, int(config.protocol.folds)
+    if folds:
+        splits = kfold_splits(cohort.ids, cohort.labels, k=folds, seed=sc.seed, val_fraction=sc.val_fraction)
+    else:
+        splits = [holdout_split(cohort.ids, cohort.labels, seed=sc.seed, test_fraction=sc.test_fraction,
+                                val_fraction=sc.val_fraction)]
+    split_doc = dict(seed=sc.seed, method=f"{folds}-fold" if folds else "holdout", labels=labels,
+                     manifest_sha256=cohort.sha256)
+    save_splits(workdir / "splits.json", splits, **split_doc)
+    experiment.save_config(config, workdir)
+
+    groups = {"train+validation": splits[0].train + splits[0].val, "test": splits[0].test}
+    table1 = cohort_table(cohort, groups)
+
+    runs = plan_runs(config)
+    preds: dict[str, list[dict]] = {}
+    for name, run in runs.items():
+        rc = _run_config(config, run, manifest, workdir / "tfds")
+        preds[name] = []
+        for k, split in enumerate(splits):
+            folder = workdir / "runs" / name / (f"fold{k}" if folds else "")
+            print(f"[reproduce] {name}{f' fold {k}' if folds else ''} ({run['setting']}, {run['backbone']})",
+                  flush=True)
+            preds[name].append(_train_and_predict(rc, split, folder, split_doc))
+
+    # Table 2 judges on the validation set (holdout) or the out-of-fold test sets (folds).
+    t2_subset = "test" if folds else "val"
+    results = {"manifest": str(manifest), "manifest_sha256": cohort.sha256, "config": config.name,
+               "split": split_doc["method"], "patients": len(cohort),
+               "threshold": config.protocol.threshold,
+               "table1": {"groups": {g: len(v) for g, v in groups.items()}, "rows": table1},
+               "table2": {"subset": t2_subset, "rows": {}}, "table3": {"subset": "test", "rows": {}},
+               "runs": {n: {"setting": r["setting"], "backbone": r["backbone"],
+                            "train_wall_s": [p["train_wall_s"] for p in preds[n]],
+                            "best_epoch": [p["best_epoch"] for p in preds[n]]} for n, r in runs.items()}}
+    figures = {}
+    pc = config.protocol
+    order = {"table3": lambda n: list(pc.settings).index(runs[n]["setting"]),
+             "table2": lambda n: (list(pc.table2_modalities).index(runs[n]["setting"]),
+                                  list(pc.backbones).index(runs[n]["backbone"]))}
+    for table, subset in (("table2", t2_subset), ("table3", "test")):
+        for name in sorted((n for n in runs if table in runs[n]["tables"]), key=order[table]):
+            run = runs[name]
+            y, p, _ = _pooled(preds[name], subset)
+            row = {"setting": run["setting"], "backbone": run["backbone"],
+                   **_metrics(y, p, config, permutations=table == "table3")}
+            if folds:
+                row["per_fold"] = [_metrics(f[subset]["lnm"], f[subset]["prob"], config, permutations=False)
+                                   for f in preds[name]]
+                row["folds"] = _fold_summary(row["per_fold"])
+            results[table]["rows"][name] = row
+
+    # Figures 4-5: backbones per modality; Figure 7: every setting; Figure 6: convergence.
+    for m in config.protocol.table2_modalities:
+        curves = {}
+        for name, row in results["table2"]["rows"].items():
+            if row["setting"] == m:
+                y, p, _ = _pooled(preds[name], t2_subset)
+                curves[row["backbone"]] = (y, p, row["auc"])
+        figures[f"roc_{m}_backbones"] = f"roc_{m}_backbones.png"
+        plot_roc(curves, workdir / figures[f"roc_{m}_backbones"],
+                 title=f"{LABELS.get(m, m)}: backbones ({t2_subset} set)")
+    curves = {}
+    for name, row in results["table3"]["rows"].items():
+        y, p, _ = _pooled(preds[name], "test")
+        curves[LABELS.get(row["setting"], row["setting"])] = (y, p, row["auc"])
+    figures["roc_settings"] = "roc_settings.png"
+    plot_roc(curves, workdir / figures["roc_settings"], title="Input settings (test set)")
+
+    by_setting = {row["setting"]: name for name, row in results["table3"]["rows"].items()}
+    comparisons = {}
+    for a, b in (("triple", "dual"), ("triple", "us_lnm")):
+        if a in by_setting and b in by_setting:
+            pa, pb = preds[by_setting[a]], preds[by_setting[b]]
+            pooled_a = {"test": dict(zip(("lnm", "prob", "patient_id"), _pooled(pa, "test")))}
+            pooled_b = {"test": dict(zip(("lnm", "prob", "patient_id"), _pooled(pb, "test")))}
+            y, sa, sb = _aligned(pooled_a, pooled_b, "test")
+            comparisons[f"{a}_vs_{b}"] = delong_test(y, sa, sb)
+    results["table3"]["delong"] = comparisons
+    if "triple" in by_setting:
+        history_dir = workdir / "runs" / by_setting["triple"] / ("fold0" if folds else "")
+        rows = [json.loads(x) for x in (history_dir / "metrics.jsonl").read_text().splitlines() if x.strip()]
+        figures["convergence_triple"] = "convergence_triple.png"
+        plot_convergence(rows, workdir / figures["convergence_triple"],
+                         title=f"Triple model ({config.model.backbone}){' fold 0' if folds else ''}")
+        if config.protocol.gradcam and config.data.clip_frames == 1:
+            from lnm_jax.explain.run import gradcam  # noqa: PLC0415
+            res = gradcam(history_dir, split="test", out=workdir / "gradcam_triple")
+            figures["gradcam_correct"] = "gradcam_triple/grid_correct.png"
+            figures["gradcam_incorrect"] = "gradcam_triple/grid_incorrect.png"
+            results["gradcam"] = {k: res[k] for k in ("patients", "correct", "incorrect")}
+    results["figures"] = figures
+    results["reference"] = _synthetic_reference(manifest, config)
+    results["wall_s"] = time.perf_counter() - t_start
+    write_text(workdir / "results.json", json.dumps(results, indent=2, default=_jsonable))
+    write_text(workdir / "report.md", report_markdown(results, groups))
+    return results
+
+
+def _jsonable(x):
+    if isinstance(x, (np.floating, np.integer)):
+        return x.item()
+    raise TypeError(type(x))
+
+
+def _synthetic_reference(manifest: Path, config: ConfigDict) -> dict | None:
+    """For a synthetic cohort (generator.json beside the manifest): the Bayes-optimal AUCs."""
+    gen = manifest.parent / "generator.json"
+    if not gen.is_file():
+        return None
+    doc = json.loads(gen.read_text())
+    key = "bayes_auc_single_ceus_frame" if config.data.clip_frames == 1 and doc["params"].get("clip_frames") \
+        else "bayes_auc"
+    return {"bayes_auc": {s: doc[key][s] for s in SETTINGS if s in doc[key]}}
+
+
+# ------------------------------------------------------------------------------- report
+
+def _p(p) -> str:
+    if p is None or (isinstance(p, float) and math.isnan(p)):
+        return "-"
+    return "<0.001" if p < 0.001 else f"{p:.3f}"
+
+
+def _ci(row, key) -> str:
+    lo, hi = row[key]
+    return f"{lo:.3f}-{hi:.3f}"
+
+
+def _pct(x) -> str:
+    return "-" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{100 * x:.1f}%"
+
+
+def report_markdown(results: dict, groups: dict) -> str:
+    folds = results["split"] != "holdout"
+    L = [f"# Protocol report: {results['config']}", "",
+         f"Cohort `{results['manifest']}` ({results['patients']} patients, sha256 "
+         f"{results['manifest_sha256'][:12]}); split: {results['split']}; wall time "
+         f"{results['wall_s'] / 60:.1f} min. Every number is also in `results.json`.", "",
+         "## Table 1: cohort characteristics", "",
+         cohort_table_markdown(results["table1"]["rows"], groups)]
+    t2 = results["table2"]
+    L += [f"## Table 2: backbones per image modality ({t2['subset']} set"
+          f"{', pooled out-of-fold' if folds else ', the 8:2 split of the training set'})", "",
+          "| modality | backbone | AUC | 95% CI (DeLong) | 95% CI (bootstrap) | sensitivity | specificity | accuracy |"
+          + (" AUC mean +- SD over folds |" if folds else ""),
+          "|---|---|---:|---:|---:|---:|---:|---:|" + ("---:|" if folds else "")]
+    for row in t2["rows"].values():
+        line = (f"| {LABELS.get(row['setting'], row['setting'])} | {row['backbone']} | {row['auc']:.3f} | "
+                f"{_ci(row, 'auc_ci_delong')} | {_ci(row, 'auc_ci_bootstrap')} | {_pct(row['sensitivity'])} | "
+                f"{_pct(row['specificity'])} | {_pct(row['accuracy'])} |")
+        if folds:
+            line += f" {row['folds']['auc']['mean']:.3f} +- {row['folds']['auc']['sd']:.3f} |"
+        L.append(line)
+    L += ["", *(f"![{k}]({v})" for k, v in results["figures"].items() if k.endswith("_backbones")), ""]
+    t3 = results["table3"]
+    L += [f"## Table 3: input settings (test set{', pooled out-of-fold' if folds else ''})", "",
+          "| setting | AUC | 95% CI (DeLong) | 95% CI (bootstrap) | sensitivity (p) | specificity (p) | accuracy (p) |"
+          + (" AUC mean +- SD over folds |" if folds else ""),
+          "|---|---:|---:|---:|---:|---:|---:|" + ("---:|" if folds else "")]
+    for row in t3["rows"].values():
+        pp = row.get("permutation_p", {})
+        line = (f"| {LABELS.get(row['setting'], row['setting'])} | {row['auc']:.3f} | {_ci(row, 'auc_ci_delong')} | "
+                f"{_ci(row, 'auc_ci_bootstrap')} | "
+                + " | ".join(f"{_pct(row[k])} ({_p(pp.get(k))})" for k in THRESHOLD_METRICS) + " |")
+        if folds:
+            line += f" {row['folds']['auc']['mean']:.3f} +- {row['folds']['auc']['sd']:.3f} |"
+        L.append(line)
+    L += ["", "Sensitivity, specificity and accuracy at probability threshold "
+          f"{results.get('threshold', 0.5)}; p: one-sided label-permutation test.", ""]
+    for k, t in t3.get("delong", {}).items():
+        a, b = k.split("_vs_")
+        L.append(f"- DeLong, {LABELS[a]} vs {LABELS[b]}: AUC {t['auc_a']:.3f} vs {t['auc_b']:.3f}, "
+                 f"difference {t['difference']:+.3f}, p = {_p(t['p'])}")
+    ref = results.get("reference")
+    if ref:
+        L += ["", "Synthetic cohort: Bayes-optimal AUC of each setting: "
+              + ", ".join(f"{k} {v:.3f}" for k, v in ref["bayes_auc"].items())]
+    L += [""] + [f"![{k}]({v})" for k, v in results["figures"].items() if not k.endswith("_backbones")]
+    L += ["", "## Runs", "", "| run | setting | backbone | best epoch | train wall (s) |", "|---|---|---|---:|---:|"]
+    for name, r in results["runs"].items():
+        L.append(f"| {name} | {r['setting']} | {r['backbone']} | {', '.join(map(str, r['best_epoch']))} | "
+                 f"{sum(r['train_wall_s']):.0f} |")
+    return "\n".join(L) + "\n"
