@@ -32,6 +32,9 @@ def base_config(setting: str = "triple") -> ConfigDict:
     # manifest (lnm-jax reproduce) share one folder and build it once.
     c.data.tfds_dir = ""
     c.data.shuffle_buffer = 4096
+    # Hold the decoded training split on the accelerator(s) and augment there, in JAX
+    # (lnm_jax/data/on_device.py): for small cohorts on fast devices.
+    c.data.on_device = False
     c.data.split = ConfigDict(dict(test_fraction=0.2, val_fraction=0.2, seed=0))
     # Tuples, so that `--config.data.norm.bmode.mean='(0.2, 0.2, 0.2)'` overrides them.
     c.data.norm = ConfigDict({k: {"mean": tuple(v["mean"]), "std": tuple(v["std"])}
@@ -92,4 +95,17 @@ def demo_config() -> ConfigDict:
     c.train.batch_size = 16
     c.train.eval_batch_size = 64
     c.train.plateau.patience = 4
+    return c
+
+
+def reproduce_cpu_config() -> ConfigDict:
+    """`lnm-jax reproduce` sized for 2 CPU cores: the demo's cohort and schedule, every
+    backbone at width 16 (a quarter of the channels) on 80x80 images (Inception-v3 needs 75)."""
+    c = demo_config()
+    c.name = "reproduce_cpu"
+    c.data.image_size = 80
+    c.model.backbone = "resnet50"
+    c.model.width = 16
+    c.protocol.backbones = ("resnet50", "vgg11", "inception_v3")
+    c.eval.bootstrap = 1000
     return c

@@ -96,6 +96,14 @@ class RunData:
                               norm=self.norm, train=False)
         return pipeline.as_numpy(ds, c.train.eval_batch_size)
 
+    def train_arrays(self) -> dict:
+        """The decoded training split as numpy arrays ([0, 1] images, not yet augmented or
+        normalised), for a device-resident cohort (``data.on_device``)."""
+        import numpy as np  # noqa: PLC0415
+
+        parts = list(self.decoded("train").batch(256).as_numpy_iterator())
+        return {k: np.concatenate([p[k] for p in parts]) for k in parts[0] if k != "patient_id"}
+
     def steps_per_epoch(self) -> int:
         return pipeline.num_batches(len(self.ids("train")), self.config.train.batch_size, True)
 

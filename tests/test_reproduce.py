@@ -62,7 +62,7 @@ def test_reproduce_writes_all_tables_figures_and_the_report(tiny_cohort, tmp_pat
 def test_reproduce_with_folds_pools_out_of_fold_predictions(tiny_cohort, tmp_path):
     work = tmp_path / "cv"
     rc = main(["reproduce", "--workdir", str(work), "--manifest", str(tiny_cohort), "--folds", "2", *TINY,
-               "--config.protocol.table2_modalities=()", "--config.protocol.settings=('us_lnm', 'dual')",
+               "--config.protocol.table2_modalities=()", "--config.protocol.settings=('dual',)",
                "--config.protocol.gradcam=False"])
     assert rc == 0
     res = json.loads((work / "results.json").read_text())

@@ -9,6 +9,8 @@ import subprocess
 import sys
 import textwrap
 
+import pytest
+
 CHECK = textwrap.dedent("""
     import jax, jax.numpy as jnp, numpy as np
     {init}
@@ -85,7 +87,8 @@ def test_multihost_startup_path_runs_with_one_process():
     assert "SHARDED-OK 1" in out.stdout
 
 
-def test_training_loop_runs_data_parallel_on_8_devices(tmp_path):
+@pytest.mark.parametrize("on_device", [False, True])
+def test_training_loop_runs_data_parallel_on_8_devices(tmp_path, on_device):
     code = textwrap.dedent(f"""
         import json, jax
         from lnm_jax.config import base_config
@@ -97,6 +100,7 @@ def test_training_loop_runs_data_parallel_on_8_devices(tmp_path):
         c.data.manifest, c.data.image_size = str(manifest), 32
         c.model.backbone, c.model.width = "resnet18", 8
         c.train.epochs, c.train.batch_size, c.train.eval_batch_size = 2, 8, 16
+        c.data.on_device = {on_device}
         train(c, {str(tmp_path / 'run')!r})
         rows = [json.loads(x) for x in open({str(tmp_path / 'run' / 'metrics.jsonl')!r})]
         assert [r["epoch"] for r in rows] == [1, 2], rows

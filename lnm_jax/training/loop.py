@@ -150,16 +150,27 @@ def train(config: ConfigDict, workdir: Path | str, *, resume: bool = False) -> d
         inputs = device_batch(batch)
         return jax.device_put(inputs) if mesh is None else sharding.shard_batch(inputs, mesh)
 
+    if config.data.on_device:
+        from lnm_jax.data.on_device import DeviceCohort  # noqa: PLC0415
+        on_device = DeviceCohort(
+            data.train_arrays(), batch_size=config.train.batch_size, norm=data.norm,
+            augment=config.data.augment.to_dict(), seed=config.seed,
+            sharding=None if mesh is None else sharding.batch_sharding(mesh),
+            replicated=None if mesh is None else sharding.replicated(mesh))
+        epoch_batches = lambda epoch: ((b, b) for b in on_device.epoch(epoch))  # noqa: E731
+    else:
+        epoch_batches = lambda epoch: sharding.prefetch_to_device(data.train_batches(epoch), put)  # noqa: E731
+
     try:
         for epoch in range(start_epoch, config.train.epochs + 1):
             t0 = time.perf_counter()
             labels, logits, losses = [], [], []
-            bar = tqdm(sharding.prefetch_to_device(data.train_batches(epoch), put), total=steps,
+            bar = tqdm(epoch_batches(epoch), total=steps,
                        desc=f"epoch {epoch}/{config.train.epochs}", unit="batch", leave=False,
                        mininterval=2.0)
             for i, (batch, inputs) in enumerate(bar):
                 state, m = train_step(state, inputs)
-                labels.append(batch["lnm"])
+                labels.append(batch["lnm"])  # numpy (host pipeline) or a device array (on_device)
                 logits.append(m["logits"])
                 losses.append(m["loss"])
                 if (i + 1) % config.train.log_every_steps == 0:
@@ -173,7 +184,9 @@ def train(config: ConfigDict, workdir: Path | str, *, resume: bool = False) -> d
                 raise NonFiniteLossError(f"loss is {train_loss} in epoch {epoch} (step "
                                          f"{int(state.step)}); last good checkpoint kept")
             train_time = time.perf_counter() - t0
-            tr = _epoch_stats(np.concatenate(labels), np.concatenate([sharding.to_host(x) for x in logits]))
+            host = lambda x: x if isinstance(x, np.ndarray) else sharding.to_host(x)  # noqa: E731
+            tr = _epoch_stats(np.concatenate([host(x) for x in labels]),
+                              np.concatenate([sharding.to_host(x) for x in logits]))
             tr["loss"] = train_loss
             val = predict(eval_step, state.params, state.batch_stats, data.eval_batches("val"), mesh)
             va = _epoch_stats(val["lnm"], val["logit"])

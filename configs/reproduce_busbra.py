@@ -1,0 +1,19 @@
+"""`lnm-jax reproduce` on BUS-BRA (public breast ultrasound; see ../shared/data/README.md),
+CPU-sized as configs/reproduce_cpu.py. The two views stand in for B-mode and CEUS, BI-RADS >= 4
+for the US-LNM flag, malignancy for LNM. Normalisation: the training split's own statistics
+(`lnm-jax norm-stats --manifest M --image-size 80`, split seed 0), not the paper's thyroid ones.
+
+    lnm-jax convert-busbra --src ../shared/data/busbra-dev --out runs/busbra/manifest.csv
+    lnm-jax reproduce --config configs/reproduce_busbra.py --manifest runs/busbra/manifest.csv \\
+        --workdir runs/busbra/protocol
+"""
+
+from lnm_jax.config import reproduce_cpu_config
+
+
+def get_config():
+    c = reproduce_cpu_config()
+    c.name = "reproduce_busbra"
+    c.data.norm.bmode.mean, c.data.norm.bmode.std = (0.327657,) * 3, (0.184627,) * 3
+    c.data.norm.ceus.mean, c.data.norm.ceus.std = (0.320388,) * 3, (0.183157,) * 3
+    return c
