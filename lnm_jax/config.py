@@ -65,7 +65,8 @@ def base_config(setting: str = "triple") -> ConfigDict:
     # Shard each batch over all devices (hosts included) when there is more than one.
     c.train.data_parallel = True
 
-    c.eval = ConfigDict(dict(bootstrap=2000, ci_level=0.95, seed=0))
+    # fold_bn: predict and explain with BatchNorm folded into the convs (ResNets; same outputs)
+    c.eval = ConfigDict(dict(bootstrap=2000, ci_level=0.95, seed=0, fold_bn=True))
 
     # `lnm-jax reproduce`: the paper's Tables 2 (backbones on each image modality, judged on
     # the validation part of the training set) and 3 (input settings on the test set).

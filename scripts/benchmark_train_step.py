@@ -22,6 +22,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from lnm_jax.models.backbones import bn_epsilon, can_fold_bn
+from lnm_jax.models.folding import fold_batchnorm
 from lnm_jax.models.fusion import FusionClassifier, parse_modalities
 from lnm_jax.training import sharding
 from lnm_jax.training import state as state_lib
@@ -77,7 +79,15 @@ def bench(model, batch_size: int, size: int, steps: int, warmup: int) -> dict:
     st = holder["state"]
     jax.block_until_ready(eval_step(st.params, st.batch_stats, batch))
     infer_s = _time(lambda: eval_step(st.params, st.batch_stats, batch), steps)
-    return {"train_s": train_s, "infer_s": infer_s, "warmup_s": warm}
+    out = {"train_s": train_s, "infer_s": infer_s, "warmup_s": warm, "infer_folded_s": None}
+    if can_fold_bn(model.backbone):  # inference with BatchNorm folded into the convs
+        folded = model.clone(fold_bn=True)
+        fparams = jax.jit(lambda p, s: fold_batchnorm(p, s, bn_epsilon(model.backbone, model.variant)))(
+            st.params, st.batch_stats)
+        fstep = make_eval_step(folded, mesh)
+        jax.block_until_ready(fstep(fparams, {}, batch))
+        out["infer_folded_s"] = _time(lambda: fstep(fparams, {}, batch), steps)
+    return out
 
 
 def bench_torch(batch_size: int, size: int, steps: int, warmup: int, dtype: str,
@@ -172,8 +182,8 @@ def main() -> None:
           f"{a.image_size}px")
     gflop = 2 * TRAIN_GFLOP_PER_IMAGE_224 * (a.image_size / 224) ** 2 * (a.width / 64) ** 2
     print("| framework | dtype | batch | train step (s) | train patients/s | inference patients/s "
-          "| MFU (train) | warm-up (s) |")
-    print("|---|---|---:|---:|---:|---:|---:|---:|")
+          "| inference, BN folded | MFU (train) | warm-up (s) |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|")
     results = {}
     for dt in a.dtypes.split(","):
         model = FusionClassifier(parse_modalities(a.setting), backbone=a.backbone, width=a.width,
@@ -189,8 +199,9 @@ def main() -> None:
                 r = fn()
                 results[(name, dt, bs)] = r
                 mfu = f"{100 * gflop * bs / r['train_s'] / (peak * 1e3):.1f}%" if on_gpu else "-"
+                folded = f"{bs / r['infer_folded_s']:.1f}" if r.get("infer_folded_s") else "-"
                 print(f"| {name} | {dt} | {bs} | {r['train_s']:.4f} | {bs / r['train_s']:.1f} | "
-                      f"{bs / r['infer_s']:.1f} | {mfu} | {r['warmup_s']:.1f} |", flush=True)
+                      f"{bs / r['infer_s']:.1f} | {folded} | {mfu} | {r['warmup_s']:.1f} |", flush=True)
     ratios = [(k, v) for k, v in results.items() if k[0] != "jax" and ("jax",) + k[1:] in results]
     if ratios:
         print("\n| vs | dtype | batch | JAX/PyTorch train | JAX/PyTorch inference |\n|---|---|---:|---:|---:|")

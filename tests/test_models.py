@@ -107,3 +107,33 @@ def test_branches_are_not_shared_and_flag_enters_the_head():
 def test_bad_modalities_are_rejected(bad):
     with pytest.raises(ValueError, match="non-empty subset"):
         parse_modalities(bad)
+
+
+@pytest.mark.parametrize("arch,variant", [("resnet18", "torchvision"), ("resnet50", "torchvision"),
+                                          ("resnet50", "keras_v1")])
+def test_batchnorm_folded_into_convs_computes_the_same_function(arch, variant):
+    from lnm_jax.models.backbones import bn_epsilon
+    from lnm_jax.models.folding import fold_batchnorm
+    from lnm_jax.models.fusion import FusionClassifier
+
+    model = FusionClassifier(("bmode", "ceus", "us_lnm"), backbone=arch, width=8, variant=variant)
+    r = np.random.default_rng(0)
+    batch = {"bmode": r.standard_normal((4, 48, 48, 3)).astype(np.float32),
+             "ceus": r.standard_normal((4, 48, 48, 3)).astype(np.float32),
+             "us_lnm": np.ones(4, np.float32)}
+    v = model.init(jax.random.key(0), batch)
+    # non-trivial running statistics and affine parameters
+    stats = model.apply({"params": v["params"], "batch_stats": v["batch_stats"]}, batch, train=True,
+                        mutable=["batch_stats"])[1]["batch_stats"]
+    params = jax.tree.map(lambda x: x * (1 + 0.3 * np.sin(np.arange(x.size).reshape(x.shape))), v["params"])
+    ref = model.apply({"params": params, "batch_stats": stats}, batch)
+    folded = fold_batchnorm(params, stats, bn_epsilon(arch, variant))
+    out = model.clone(fold_bn=True).apply({"params": folded}, batch)
+    np.testing.assert_allclose(out["logit"], ref["logit"], rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(out["bmode"]["stage4"], ref["bmode"]["stage4"], rtol=1e-4, atol=1e-4)
+    from flax import traverse_util
+    paths = traverse_util.flatten_dict(folded)
+    assert not [p for p in paths if any(n.startswith("bn") or n == "downsample_1" for n in p)]
+    assert any(p[-2:] == ("conv2", "bias") for p in paths)  # every BN folded into a biased conv
+    with pytest.raises(ValueError, match="inference only"):
+        model.clone(fold_bn=True).apply({"params": folded}, batch, train=True)

@@ -31,6 +31,18 @@ def restore_run(config, workdir: Path, data: experiment.RunData, checkpoint: str
     return model, state, meta
 
 
+def inference_variables(model, state, config):
+    """The model and variables to predict with: BatchNorm folded into the convs when the
+    backbone allows it and ``eval.fold_bn`` is on (the same function, fewer passes)."""
+    from lnm_jax.models.backbones import bn_epsilon, can_fold_bn  # noqa: PLC0415
+    from lnm_jax.models.folding import fold_batchnorm  # noqa: PLC0415
+
+    if not (config.eval.get("fold_bn", True) and can_fold_bn(model.backbone)):
+        return model, state.params, state.batch_stats
+    params = fold_batchnorm(state.params, state.batch_stats, bn_epsilon(model.backbone, model.variant))
+    return model.clone(fold_bn=True), params, {}
+
+
 class RunPredictor:
     """A trained run's restored checkpoint, predicting any of its splits; ``transform`` maps
     each batch first (e.g. withholding inputs)."""
@@ -41,13 +53,14 @@ class RunPredictor:
         self.config = self.data.config
         self.model, self.state, self.meta = restore_run(self.config, self.workdir, self.data,
                                                         checkpoint, "val")
-        self._step = make_eval_step(self.model)
+        model, self._params, self._stats = inference_variables(self.model, self.state, self.config)
+        self._step = make_eval_step(model)
 
     def __call__(self, subset: str, transform=None) -> dict:
         batches = self.data.eval_batches(subset)
         if transform is not None:
             batches = map(transform, batches)
-        return predict(self._step, self.state.params, self.state.batch_stats, batches)
+        return predict(self._step, self._params, self._stats, batches)
 
 
 def evaluate(workdir: Path | str, *, checkpoint: str = "best", subsets=("val", "test"),
@@ -132,7 +145,8 @@ def predict_manifest(workdir: Path | str, manifest: Path | str, out_csv: Path | 
     cohort = read_manifest(manifest, require_labels=False, min_clip_frames=config.data.clip_frames)
     data = experiment.RunData(config, cohort, None, workdir / "predict", require_labels=False)
     model, state, _ = restore_run(config, workdir, data, checkpoint, "all")
-    p = predict(make_eval_step(model), state.params, state.batch_stats, data.eval_batches("all"))
+    model, params, stats = inference_variables(model, state, config)
+    p = predict(make_eval_step(model), params, stats, data.eval_batches("all"))
     logit = dict(zip(p["patient_id"], p["logit"]))
     cal_file = workdir / f"calibration_{checkpoint}.json"  # written by `lnm-jax evaluate`
     temperature = json.loads(cal_file.read_text())["temperature"] if cal_file.is_file() else None

@@ -9,7 +9,7 @@ import numpy as np
 
 from lnm_jax import experiment
 from lnm_jax.evaluation.metrics import sigmoid
-from lnm_jax.evaluation.run import restore_run
+from lnm_jax.evaluation.run import inference_variables, restore_run
 from lnm_jax.models.fusion import parse_modalities
 from lnm_jax.explain.figures import grid_figure, patient_figure
 from lnm_jax.explain.gradcam import IMAGE_BRANCHES, make_cam_fn
@@ -45,13 +45,13 @@ def gradcam(workdir: Path | str, *, split: str = "test", out: Path | str | None 
     branches = [b for b in IMAGE_BRANCHES if b in model.modalities]
     if not branches:
         raise ValueError(f"run {workdir} uses no image input ({config.modalities}): nothing to explain")
+    model, params, stats = inference_variables(model, state, config)  # BatchNorm folded
     cam_fn = make_cam_fn(model, layer=layer, method=method, target=target)
     out = Path(out) if out else workdir / f"gradcam_{split}"
     (out / "patients").mkdir(parents=True, exist_ok=True)
     entries = []
     for batch in data.eval_batches(split):
-        res = {k: np.asarray(v) for k, v in cam_fn(state.params, state.batch_stats,
-                                                   device_batch(batch)).items()}
+        res = {k: np.asarray(v) for k, v in cam_fn(params, stats, device_batch(batch)).items()}
         for i in np.flatnonzero(batch["valid"]):
             prob = float(sigmoid(res["logit"][i]))
             label = int(batch["lnm"][i])

@@ -17,10 +17,14 @@ NAMES = tuple(resnet.BACKBONES) + ("vgg11", "vgg11_bn", "inception_v3")
 
 
 def make_backbone(arch: str, *, width: int = 64, dtype: Any = jnp.float32,
-                  variant: str = "torchvision", name: str | None = None) -> nn.Module:
-    """``variant`` 'keras_v1' (weights ported from Keras ResNet50) exists for ResNets only."""
+                  variant: str = "torchvision", fold_bn: bool = False, name: str | None = None) -> nn.Module:
+    """``variant`` 'keras_v1' (weights ported from Keras ResNet50) and ``fold_bn`` (inference
+    with BatchNorm folded into the convs) exist for ResNets only."""
     if arch in resnet.BACKBONES:
-        return resnet.make_backbone(arch, width=width, dtype=dtype, name=name, **resnet.VARIANTS[variant])
+        return resnet.make_backbone(arch, width=width, dtype=dtype, name=name, fold_bn=fold_bn,
+                                    **resnet.VARIANTS[variant])
+    if fold_bn:
+        raise ValueError(f"BatchNorm folding exists for ResNets only, not {arch}")
     if arch not in NAMES:
         raise ValueError(f"unknown backbone '{arch}', expected one of {list(NAMES)}")
     if variant != "torchvision":
@@ -32,3 +36,12 @@ def make_backbone(arch: str, *, width: int = 64, dtype: Any = jnp.float32,
 
 def min_image_size(arch: str) -> int:
     return MIN_SIZE if arch == "inception_v3" else 32
+
+
+def can_fold_bn(arch: str) -> bool:
+    return arch in resnet.BACKBONES
+
+
+def bn_epsilon(arch: str, variant: str = "torchvision") -> float:
+    """The BatchNorm epsilon of a ResNet variant (what folding divides by)."""
+    return resnet.VARIANTS[variant].get("bn_epsilon", resnet.BN_EPSILON)

@@ -86,6 +86,7 @@ class FusionClassifier(nn.Module):
     missing_inputs: bool = False  # learned absent embeddings + availability indicators
     modality_dropout: float = 0.0  # training only; needs missing_inputs
     temporal_pool: str = "mean"  # CEUS clips: 'mean' | 'attention'
+    fold_bn: bool = False  # inference with BatchNorm folded into the convs (models/folding.py)
 
     def setup_check(self):
         if self.modality_dropout and not self.missing_inputs:
@@ -116,7 +117,8 @@ class FusionClassifier(nn.Module):
                     x = x.reshape((-1,) + x.shape[2:])
                     mask = None if mask is None else jnp.repeat(mask, frames)
                 branch = make_backbone(self.backbone, width=self.width, dtype=self.dtype,
-                                       variant=self.variant, name=f"{m}_backbone")(
+                                       variant=self.variant, fold_bn=self.fold_bn,
+                                       name=f"{m}_backbone")(
                     x, train=train, mask=mask)
                 out[m] = branch
                 feature = branch["pooled"]

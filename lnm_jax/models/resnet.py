@@ -38,6 +38,11 @@ def _pad(k: int) -> tuple[tuple[int, int], tuple[int, int]]:
     return ((k // 2, k // 2), (k // 2, k // 2))
 
 
+def _no_norm(name: str | None = None):
+    """Stands in for a BatchNorm that was folded into the preceding conv."""
+    return lambda x, mask=None: x
+
+
 class _Block(nn.Module):
     """Fields and layers shared by both residual blocks."""
 
@@ -48,8 +53,11 @@ class _Block(nn.Module):
     stride_in_1x1: bool = False  # v1 (Keras) stride placement; Bottleneck only
     conv_bias: bool = False
     bn_epsilon: float = BN_EPSILON
+    fold_bn: bool = False
 
     def _layers(self, train: bool):
+        if self.fold_bn:  # inference with BatchNorm folded into biased convs (folding.py)
+            return partial(nn.Conv, use_bias=True, dtype=self.dtype), _no_norm
         conv = partial(nn.Conv, use_bias=self.conv_bias, dtype=self.dtype)
         norm = partial(nn.BatchNorm, use_running_average=not train, momentum=BN_MOMENTUM,
                        epsilon=self.bn_epsilon, dtype=self.dtype)
@@ -111,17 +119,22 @@ class ResNet(nn.Module):
     stride_in_1x1: bool = False
     conv_bias: bool = False
     bn_epsilon: float = BN_EPSILON
+    # Inference only: convs with biases and no BatchNorm, for params from folding.fold_batchnorm.
+    fold_bn: bool = False
 
     @nn.compact
     def __call__(self, x, train: bool = False, mask=None) -> dict[str, jnp.ndarray]:
+        if self.fold_bn and train:
+            raise ValueError("a BatchNorm-folded ResNet is for inference only")
         out = {}
         if mask is not None:
             mask = jnp.asarray(mask, bool)[:, None, None, None]
         x = x.astype(self.dtype)
-        x = nn.Conv(self.width, (7, 7), (2, 2), padding=_pad(7), use_bias=self.conv_bias,
+        x = nn.Conv(self.width, (7, 7), (2, 2), padding=_pad(7), use_bias=self.conv_bias or self.fold_bn,
                     dtype=self.dtype, name="conv1")(x)
-        x = nn.BatchNorm(use_running_average=not train, momentum=BN_MOMENTUM,
-                         epsilon=self.bn_epsilon, dtype=self.dtype, name="bn1")(x, mask=mask)
+        if not self.fold_bn:
+            x = nn.BatchNorm(use_running_average=not train, momentum=BN_MOMENTUM,
+                             epsilon=self.bn_epsilon, dtype=self.dtype, name="bn1")(x, mask=mask)
         x = nn.relu(x)
         x = nn.max_pool(x, (3, 3), (2, 2), padding=((1, 1), (1, 1)))
         # perturb(): a zero-valued hook that lets jax.grad reach this activation (Grad-CAM);
@@ -136,7 +149,8 @@ class ResNet(nn.Module):
                 downsample = j == 0 and (strides != 1 or in_features != features * self.block.expansion)
                 x = self.block(features, strides, downsample, dtype=self.dtype,
                                stride_in_1x1=self.stride_in_1x1, conv_bias=self.conv_bias,
-                               bn_epsilon=self.bn_epsilon, name=f"layer{i + 1}_{j}")(x, train, mask)
+                               bn_epsilon=self.bn_epsilon, fold_bn=self.fold_bn,
+                               name=f"layer{i + 1}_{j}")(x, train, mask)
                 in_features = features * self.block.expansion
             x = self.perturb(f"stage{i + 1}", x)
             out[f"stage{i + 1}"] = x
