@@ -36,3 +36,13 @@ def test_script_is_importable():
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     assert callable(mod.bench)
+
+
+def test_cpu_tuning_table_smoke():
+    """One variant of the XLA:CPU settings table, tiny sizes (its rows parse as numbers)."""
+    script = SCRIPT.with_name("cpu_tuning.py")
+    out = subprocess.run([sys.executable, str(script), "--image-size", "32", "--batch", "2", "--steps", "1",
+                          "--variants", "single-threaded Eigen"], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    rows = [r for r in out.stdout.splitlines() if r.startswith("| single-threaded Eigen |")]
+    assert len(rows) == 1 and float(rows[0].split("|")[2]) > 0, out.stdout

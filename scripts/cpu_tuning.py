@@ -1,0 +1,71 @@
+"""What each XLA:CPU setting does to the fusion model's train step and inference, side by
+side with PyTorch eager on the same CPU.
+
+    python scripts/cpu_tuning.py [--image-size 224 --batch 8 --steps 3]
+
+Every variant runs ``scripts/benchmark_train_step.py`` in a fresh process (XLA reads its flags
+once per process) with the variant's environment; the table gives train and inference
+patients/s (two ResNet-50 images each), inference with BatchNorm folded into the convs, and
+the ratio to the baseline. TensorFlow-free.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+BENCH = Path(__file__).with_name("benchmark_train_step.py")
+
+# name -> (extra XLA_FLAGS, extra benchmark arguments)
+VARIANTS = {
+    "baseline (XLA defaults)": ("", []),
+    "oneDNN for dots/convs": ("--xla_cpu_use_onednn=true", []),
+    "XNNPACK": ("--xla_cpu_use_xnnpack=true", []),
+    "fast math": ("--xla_cpu_enable_fast_math=true", []),
+    "single-threaded Eigen": ("--xla_cpu_multi_thread_eigen=false", []),
+    "bfloat16 compute (AVX512-BF16)": ("", ["--dtypes", "bfloat16"]),
+}
+
+
+def run(name: str, flags: str, extra: list[str], common: list[str], torch: bool) -> list[list[str]]:
+    env = {**os.environ, "JAX_PLATFORMS": "cpu",
+           "XLA_FLAGS": (os.environ.get("XLA_FLAGS", "") + " " + flags).strip(),
+           "PYTHONPATH": str(BENCH.parents[1]) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    args = [sys.executable, str(BENCH), *common, *extra] + (["--torch"] if torch else [])
+    out = subprocess.run(args, env=env, capture_output=True, text=True)
+    if out.returncode:
+        print(f"{name}: failed\n{out.stderr[-1500:]}", file=sys.stderr)
+        return []
+    rows = [[c.strip() for c in line.strip().strip("|").split("|")] for line in out.stdout.splitlines()
+            if line.startswith(("| jax |", "| torch eager |"))]
+    return [r for r in rows if len(r) == 9]  # the throughput table, not the ratio table
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--image-size", type=int, default=224)
+    p.add_argument("--batch", type=int, default=8)
+    p.add_argument("--steps", type=int, default=3)
+    p.add_argument("--variants", default=",".join(VARIANTS), help="comma list of variant names")
+    a = p.parse_args()
+    common = ["--setting", "triple", "--backbone", "resnet50", "--image-size", str(a.image_size),
+              "--batch-sizes", str(a.batch), "--steps", str(a.steps), "--warmup", "2"]
+    print(f"triple ResNet-50, {a.image_size}x{a.image_size}, batch {a.batch}, {os.cpu_count()} CPUs\n")
+    print("| variant | train patients/s | inference patients/s | inference, BN folded | train vs baseline |")
+    print("|---|---:|---:|---:|---:|")
+    base = None
+    for i, name in enumerate(n for n in a.variants.split(",") if n):
+        flags, extra = VARIANTS[name]
+        for row in run(name, flags, extra, common, torch=i == 0):
+            label = name if row[0] == "jax" else "PyTorch eager (same CPU)"
+            train = float(row[4])
+            base = base or train
+            print(f"| {label} | {train:.2f} | {float(row[5]):.2f} | {row[6]} | {train / base:.2f} |",
+                  flush=True)
+
+
+if __name__ == "__main__":
+    main()
