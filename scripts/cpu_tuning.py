@@ -57,9 +57,9 @@ def main() -> None:
     print("| variant | train patients/s | inference patients/s | inference, BN folded | train vs baseline |")
     print("|---|---:|---:|---:|---:|")
     base = None
-    for i, name in enumerate(n for n in a.variants.split(",") if n):
+    for name in (n for n in a.variants.split(",") if n):
         flags, extra = VARIANTS[name]
-        for row in run(name, flags, extra, common, torch=i == 0):
+        for row in run(name, flags, extra, common, torch=name == next(iter(VARIANTS))):
             label = name if row[0] == "jax" else "PyTorch eager (same CPU)"
             train = float(row[4])
             base = base or train
