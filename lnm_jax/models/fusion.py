@@ -88,7 +88,7 @@ class FusionClassifier(nn.Module):
     temporal_pool: str = "mean"  # CEUS clips: 'mean' | 'attention'
     fold_bn: bool = False  # inference with BatchNorm folded into the convs (models/folding.py)
 
-    def setup_check(self):
+    def _check_fields(self):
         if self.modality_dropout and not self.missing_inputs:
             raise ValueError("modality_dropout needs missing_inputs=True (a dropped input must "
                              "be replaced by the learned absent embedding)")
@@ -99,7 +99,7 @@ class FusionClassifier(nn.Module):
 
     @nn.compact
     def __call__(self, batch: dict, train: bool = False) -> dict[str, Any]:
-        self.setup_check()
+        self._check_fields()
         out: dict[str, Any] = {}
         features = []
         present = available(batch, self.modalities)  # what the data holds
