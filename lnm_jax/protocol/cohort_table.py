@@ -80,7 +80,7 @@ def cohort_table(cohort: Cohort, groups: dict[str, Sequence[str]]) -> list[dict]
 def cohort_table_markdown(rows: list[dict], groups: dict[str, Sequence[str]]) -> str:
     names = list(groups)
     head = " | ".join(f"{g} (n={len(groups[g])})" for g in names)
-    lines = [f"| variable | level | {head} | p | test |", "|---|---|" + "---:|" * len(names) + "---:|---|"]
+    lines = [f"| variable | level | {head} | p | method |", "|---|---|" + "---:|" * len(names) + "---:|---|"]
     for r in rows:
         p = "" if r["p"] is None else ("-" if np.isnan(r["p"]) else
                                        ("<0.001" if r["p"] < 0.001 else f"{r['p']:.3f}"))

@@ -284,8 +284,10 @@ def report_markdown(results: dict, groups: dict) -> str:
     folds = results["split"] != "holdout"
     L = [f"# Protocol report: {results['config']}", "",
          f"Cohort `{results['manifest']}` ({results['patients']} patients, sha256 "
-         f"{results['manifest_sha256'][:12]}); split: {results['split']}; wall time "
-         f"{results['wall_s'] / 60:.1f} min. Every number is also in `results.json`.", "",
+         f"{results['manifest_sha256'][:12]}); split: {results['split']}; training time summed "
+         f"over the runs {sum(sum(r['train_wall_s']) for r in results['runs'].values()) / 60:.1f} min; "
+         f"this invocation {results['wall_s'] / 60:.1f} min (finished runs are reused). Every number "
+         f"is also in `results.json`.", "",
          "## Table 1: cohort characteristics", "",
          cohort_table_markdown(results["table1"]["rows"], groups)]
     t2 = results["table2"]
@@ -319,8 +321,9 @@ def report_markdown(results: dict, groups: dict) -> str:
           f"{results.get('threshold', 0.5)}; p: one-sided label-permutation test.", ""]
     for k, t in t3.get("delong", {}).items():
         a, b = k.split("_vs_")
+        p = "p < 0.001" if t["p"] < 0.001 else f"p = {t['p']:.3f}"
         L.append(f"- DeLong, {LABELS[a]} vs {LABELS[b]}: AUC {t['auc_a']:.3f} vs {t['auc_b']:.3f}, "
-                 f"difference {t['difference']:+.3f}, p = {_p(t['p'])}")
+                 f"difference {t['difference']:+.3f}, {p}")
     ref = results.get("reference")
     if ref:
         L += ["", "Synthetic cohort: Bayes-optimal AUC of each setting: "
