@@ -50,10 +50,14 @@ def main() -> None:
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--steps", type=int, default=3)
     p.add_argument("--variants", default=",".join(VARIANTS), help="comma list of variant names")
+    p.add_argument("--backbone", default="resnet50", help="PyTorch runs only for resnet50 at width 64")
+    p.add_argument("--width", type=int, default=64)
     a = p.parse_args()
-    common = ["--setting", "triple", "--backbone", "resnet50", "--image-size", str(a.image_size),
+    common = ["--setting", "triple", "--backbone", a.backbone, "--width", str(a.width),
+              "--image-size", str(a.image_size),
               "--batch-sizes", str(a.batch), "--steps", str(a.steps), "--warmup", "2"]
-    print(f"triple ResNet-50, {a.image_size}x{a.image_size}, batch {a.batch}, {os.cpu_count()} CPUs\n")
+    print(f"triple {a.backbone} (width {a.width}), {a.image_size}x{a.image_size}, batch {a.batch}, "
+          f"{os.cpu_count()} CPUs\n")
     print("| variant | train patients/s | inference patients/s | inference, BN folded | train vs baseline |")
     print("|---|---:|---:|---:|---:|")
     base = None

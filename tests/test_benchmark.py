@@ -42,7 +42,8 @@ def test_cpu_tuning_table_smoke():
     """One variant of the XLA:CPU settings table, tiny sizes (its rows parse as numbers)."""
     script = SCRIPT.with_name("cpu_tuning.py")
     out = subprocess.run([sys.executable, str(script), "--image-size", "32", "--batch", "2", "--steps", "1",
-                          "--variants", "single-threaded Eigen"], capture_output=True, text=True, timeout=300)
+                          "--backbone", "resnet18", "--width", "4", "--variants", "single-threaded Eigen"],
+                         capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     rows = [r for r in out.stdout.splitlines() if r.startswith("| single-threaded Eigen |")]
     assert len(rows) == 1 and float(rows[0].split("|")[2]) > 0, out.stdout
