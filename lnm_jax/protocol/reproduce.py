@@ -318,7 +318,9 @@ def report_markdown(results: dict, groups: dict) -> str:
             line += f" {row['folds']['auc']['mean']:.3f} +- {row['folds']['auc']['sd']:.3f} |"
         L.append(line)
     L += ["", "Sensitivity, specificity and accuracy at probability threshold "
-          f"{results.get('threshold', 0.5)}; p: one-sided label-permutation test.", ""]
+          f"{results.get('threshold', 0.5)}; p: one-sided label-permutation test. With the predictions "
+          "fixed, a permutation changes only the true positives, and all three metrics grow with them: "
+          "their p-values coincide by construction (one test of the predictions against the labels).", ""]
     for k, t in t3.get("delong", {}).items():
         a, b = k.split("_vs_")
         p = "p < 0.001" if t["p"] < 0.001 else f"p = {t['p']:.3f}"
