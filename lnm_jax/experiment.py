@@ -96,6 +96,20 @@ class RunData:
                               norm=self.norm, train=False)
         return pipeline.as_numpy(ds, c.train.eval_batch_size)
 
+    def sample_batch(self) -> dict:
+        """A batch of zeros shaped as the evaluation batches, to initialise a model. Never a
+        batch drawn from the cached datasets: an iterator abandoned after one batch leaves a
+        partly filled ``tf.data`` cache that a later full pass may read as complete."""
+        import numpy as np  # noqa: PLC0415
+
+        c = self.config
+        n, s, t = c.train.eval_batch_size, c.data.image_size, c.data.clip_frames
+        ceus = (n, t, s, s, 3) if t > 1 else (n, s, s, 3)
+        return {"bmode": np.zeros((n, s, s, 3), np.float32), "ceus": np.zeros(ceus, np.float32),
+                "us_lnm": np.zeros(n, np.float32), "lnm": np.zeros(n, np.int32),
+                **{f"has_{k}": np.ones(n, bool) for k in ("bmode", "ceus", "us_lnm")},
+                "valid": np.ones(n, bool), "patient_id": np.array([b""] * n, dtype=object)}
+
     def train_arrays(self) -> dict:
         """The decoded training split as numpy arrays ([0, 1] images, not yet augmented or
         normalised), for a device-resident cohort (``data.on_device``)."""

@@ -42,7 +42,7 @@ def _latest_params(workdir, config):
     from lnm_jax.experiment import open_run
     from lnm_jax.training.loop import build_model, init_state
     data = open_run(workdir)
-    state, _, _ = init_state(config, build_model(config), next(data.eval_batches("val")))
+    state, _, _ = init_state(config, build_model(config), data.sample_batch())
     ckpts = RunCheckpoints(workdir, create=False)
     try:
         return ckpts.restore("latest", state)
@@ -189,3 +189,19 @@ def test_resume_accepts_the_same_experiment_from_its_config_file(tiny_cohort, tm
     changed.model.width = 16
     with pytest.raises(RunExistsError, match="model.width: 8 -> 16"):
         check_resumable(stored, changed)
+
+
+def test_sample_batch_has_the_shapes_of_the_evaluation_batches(tiny_cohort, tmp_path):
+    """Models are initialised from a zero batch, never from a first batch of a cached dataset
+    (an abandoned iterator leaves a partial tf.data cache; a later pass came out short)."""
+    from lnm_jax.data.manifest import read_manifest
+    from lnm_jax.experiment import RunData, run_split
+
+    config = tiny_config(tiny_cohort)
+    cohort = read_manifest(tiny_cohort)
+    data = RunData(config, cohort, run_split(config, cohort, tmp_path), tmp_path)
+    sample = data.sample_batch()
+    batches = list(data.eval_batches("test"))
+    assert {k: (v.shape, v.dtype) for k, v in sample.items() if k != "patient_id"} == \
+        {k: (v.shape, v.dtype) for k, v in batches[0].items() if k != "patient_id"}
+    assert sum(int(b["valid"].sum()) for b in batches) == len(data.ids("test"))

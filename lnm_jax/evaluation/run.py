@@ -19,10 +19,10 @@ from lnm_jax.training.loop import build_model, init_state
 from lnm_jax.training.steps import make_eval_step, predict
 
 
-def restore_run(config, workdir: Path, data: experiment.RunData, checkpoint: str, subset: str):
-    """The model and its restored TrainState (structure from one batch of ``subset``)."""
+def restore_run(config, workdir: Path, data: experiment.RunData, checkpoint: str):
+    """The model and its restored TrainState (structure from a zero batch of the run's shapes)."""
     model = build_model(config)
-    state, _, _ = init_state(config, model, next(data.eval_batches(subset)))
+    state, _, _ = init_state(config, model, data.sample_batch())
     ckpts = RunCheckpoints(workdir, create=False)
     try:
         state, meta = ckpts.restore(checkpoint, state)
@@ -51,8 +51,7 @@ class RunPredictor:
         self.workdir = Path(workdir)
         self.data = experiment.open_run(self.workdir)
         self.config = self.data.config
-        self.model, self.state, self.meta = restore_run(self.config, self.workdir, self.data,
-                                                        checkpoint, "val")
+        self.model, self.state, self.meta = restore_run(self.config, self.workdir, self.data, checkpoint)
         model, self._params, self._stats = inference_variables(self.model, self.state, self.config)
         self._step = make_eval_step(model)
 
@@ -144,7 +143,7 @@ def predict_manifest(workdir: Path | str, manifest: Path | str, out_csv: Path | 
     # fail before any work
     cohort = read_manifest(manifest, require_labels=False, min_clip_frames=config.data.clip_frames)
     data = experiment.RunData(config, cohort, None, workdir / "predict", require_labels=False)
-    model, state, _ = restore_run(config, workdir, data, checkpoint, "all")
+    model, state, _ = restore_run(config, workdir, data, checkpoint)
     model, params, stats = inference_variables(model, state, config)
     p = predict(make_eval_step(model), params, stats, data.eval_batches("all"))
     logit = dict(zip(p["patient_id"], p["logit"]))

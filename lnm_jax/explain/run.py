@@ -41,7 +41,7 @@ def gradcam(workdir: Path | str, *, split: str = "test", out: Path | str | None 
     if config.data.clip_frames > 1 and "ceus" in parse_modalities(config.modalities):
         raise ValueError(f"run {workdir} reads CEUS clips (data.clip_frames={config.data.clip_frames}); "
                          f"Grad-CAM here explains still images only")
-    model, state, _ = restore_run(config, workdir, data, checkpoint, split)
+    model, state, _ = restore_run(config, workdir, data, checkpoint)
     branches = [b for b in IMAGE_BRANCHES if b in model.modalities]
     if not branches:
         raise ValueError(f"run {workdir} uses no image input ({config.modalities}): nothing to explain")

@@ -116,7 +116,7 @@ def train(config: ConfigDict, workdir: Path | str, *, resume: bool = False) -> d
     data = experiment.RunData(config, cohort, split, workdir)
 
     model = build_model(config)
-    sample = next(data.eval_batches("val"))
+    sample = data.sample_batch()
     state, tx, plateau = init_state(config, model, sample)
     if config.model.init_from:
         state = load_pretrained(config, state, tx, model)
