@@ -65,11 +65,6 @@ def read_frames(path: Path | str) -> np.ndarray:
     return frames[..., :3].astype(np.uint8)
 
 
-def count_frames(path: Path | str) -> int:
-    path = Path(path)
-    return len(frame_files(path)) if path.is_dir() else len(read_frames(path))
-
-
 def intensity_curve(frames: np.ndarray) -> np.ndarray:
     """The clip's time-intensity curve: mean pixel value per frame."""
     return frames.reshape(len(frames), -1).mean(axis=1, dtype=np.float64)

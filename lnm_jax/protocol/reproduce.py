@@ -131,12 +131,12 @@ def _pooled(preds: list[dict], subset: str) -> tuple[np.ndarray, np.ndarray, lis
     return labels, probs, ids
 
 
-def _aligned(a: dict, b: dict, subset: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Two runs' predictions on the same patients, in one order."""
-    ib = {pid: k for k, pid in enumerate(b[subset]["patient_id"])}
-    idx = [ib[pid] for pid in a[subset]["patient_id"]]
-    return (np.asarray(a[subset]["lnm"]), np.asarray(a[subset]["prob"]),
-            np.asarray(b[subset]["prob"])[idx])
+def _aligned(a: list[dict], b: list[dict], subset: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Two runs' pooled predictions on the same patients, in ``a``'s order."""
+    y, pa, ids_a = _pooled(a, subset)
+    _, pb, ids_b = _pooled(b, subset)
+    order = {pid: k for k, pid in enumerate(ids_b)}
+    return y, pa, pb[[order[pid] for pid in ids_a]]
 
 
 def reproduce(config: ConfigDict, workdir: Path | str) -> dict:
@@ -220,10 +220,7 @@ def reproduce(config: ConfigDict, workdir: Path | str) -> dict:
     comparisons = {}
     for a, b in (("triple", "dual"), ("triple", "us_lnm")):
         if a in by_setting and b in by_setting:
-            pa, pb = preds[by_setting[a]], preds[by_setting[b]]
-            pooled_a = {"test": dict(zip(("lnm", "prob", "patient_id"), _pooled(pa, "test")))}
-            pooled_b = {"test": dict(zip(("lnm", "prob", "patient_id"), _pooled(pb, "test")))}
-            y, sa, sb = _aligned(pooled_a, pooled_b, "test")
+            y, sa, sb = _aligned(preds[by_setting[a]], preds[by_setting[b]], "test")
             comparisons[f"{a}_vs_{b}"] = delong_test(y, sa, sb)
     results["table3"]["delong"] = comparisons
     if "triple" in by_setting:
