@@ -3,7 +3,7 @@ side with PyTorch eager on the same CPU.
 
     python scripts/cpu_tuning.py [--image-size 224 --batch 8 --steps 3]
 
-Every variant runs ``scripts/benchmark_train_step.py`` in a fresh process (XLA reads its flags
+Every variant runs ``scripts/benchmark.py`` in a fresh process (XLA reads its flags
 once per process) with the variant's environment; the table gives train and inference
 patients/s (two ResNet-50 images each), inference with BatchNorm folded into the convs, and
 the ratio to the baseline. TensorFlow-free.
@@ -17,7 +17,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-BENCH = Path(__file__).with_name("benchmark_train_step.py")
+BENCH = Path(__file__).with_name("benchmark.py")
 
 # name -> (extra XLA_FLAGS, extra benchmark arguments)
 VARIANTS = {

@@ -1,7 +1,7 @@
 """Train-step and inference throughput (patients/s) of the fusion model on whatever devices
 JAX sees, and, when torch/torchvision import, of the same two-branch model in PyTorch.
 
-    python scripts/benchmark_train_step.py --setting triple --backbone resnet50 \
+    python scripts/benchmark.py --setting triple --backbone resnet50 \
         --image-size 224 --batch-sizes 8,64 --dtypes float32,bfloat16 [--torch] [--torch-compile]
 
 JAX: the batch is sharded over all devices (data parallel) when there are several. PyTorch
