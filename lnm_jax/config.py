@@ -52,7 +52,11 @@ def base_config(setting: str = "triple") -> ConfigDict:
     # modality_dropout: the rate at which training hides each present input (needs the former).
     c.model = ConfigDict(dict(backbone="resnet50", width=64, dtype="float32", init_from="",
                               variant="torchvision", missing_inputs=False, modality_dropout=0.0,
-                              temporal_pool="mean"))  # CEUS clips: 'mean' | 'attention'
+                              temporal_pool="mean",  # CEUS clips: 'mean' | 'attention'
+                              # lowering: 1x1 convs as XLA convolutions ('xla') or as GEMMs
+                              # ('cpu': 1.7x faster train steps on XLA:CPU); 'auto' = 'cpu' on
+                              # the CPU backend, else 'xla' (models/lowering.py)
+                              lowering="auto"))
 
     c.train = ConfigDict()
     c.train.epochs = 100

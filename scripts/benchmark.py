@@ -90,9 +90,9 @@ def bench(model, batch_size: int, size: int, steps: int, warmup: int) -> dict:
     return out
 
 
-def bench_torch(batch_size: int, size: int, steps: int, warmup: int, dtype: str,
-                compile_: bool) -> dict:
-    """The same two-branch ResNet-50 + flag model in PyTorch (torchvision backbones)."""
+def torch_model(batch_size: int, size: int, dtype: str, compile_: bool):
+    """The same two-branch ResNet-50 + flag model in PyTorch (torchvision backbones), its
+    inputs on the device, and one Adam train step and one inference pass as closures."""
     import torch
     import torchvision
 
@@ -123,10 +123,6 @@ def bench_torch(batch_size: int, size: int, steps: int, warmup: int, dtype: str,
     fwd = torch.compile(model) if compile_ else model
     autocast = torch.autocast(dev.type, dtype=torch.bfloat16, enabled=amp)
 
-    def sync():
-        if dev.type == "cuda":
-            torch.cuda.synchronize()
-
     def train():
         opt.zero_grad(set_to_none=True)
         with autocast:
@@ -138,6 +134,20 @@ def bench_torch(batch_size: int, size: int, steps: int, warmup: int, dtype: str,
     def infer():
         with torch.no_grad(), autocast:
             fwd(b, c, f)
+
+    return model, (b, c, f, y), train, infer
+
+
+def bench_torch(batch_size: int, size: int, steps: int, warmup: int, dtype: str,
+                compile_: bool) -> dict:
+    """Train-step and inference seconds of ``torch_model`` (eager or ``torch.compile``)."""
+    import torch
+
+    model, _, train, infer = torch_model(batch_size, size, dtype, compile_)
+
+    def sync():
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
 
     model.train()
     t0 = time.perf_counter()
@@ -169,6 +179,7 @@ def main() -> None:
     p.add_argument("--image-size", type=int, default=224)
     p.add_argument("--batch-sizes", default="8")
     p.add_argument("--dtypes", default="float32", help="comma list of float32,bfloat16")
+    p.add_argument("--lowering", default="auto", help="auto | cpu | xla (lnm_jax/models/lowering.py)")
     p.add_argument("--steps", type=int, default=5)
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--torch", action="store_true", help="also benchmark the PyTorch model (ResNet-50 triple)")
@@ -179,7 +190,7 @@ def main() -> None:
     on_gpu = dev.platform == "gpu"
     print(f"device: {dev.platform} {dev.device_kind} x{jax.device_count()}; jax {jax.__version__}; "
           f"host {platform.processor() or platform.machine()}; {a.setting} {a.backbone} w{a.width} "
-          f"{a.image_size}px")
+          f"{a.image_size}px; lowering {a.lowering}")
     gflop = 2 * TRAIN_GFLOP_PER_IMAGE_224 * (a.image_size / 224) ** 2 * (a.width / 64) ** 2
     print("| framework | dtype | batch | train step (s) | train patients/s | inference patients/s "
           "| inference, BN folded | MFU (train) | warm-up (s) |")
@@ -187,7 +198,7 @@ def main() -> None:
     results = {}
     for dt in a.dtypes.split(","):
         model = FusionClassifier(parse_modalities(a.setting), backbone=a.backbone, width=a.width,
-                                 dtype=jnp.dtype(dt))
+                                 dtype=jnp.dtype(dt), lowering=a.lowering)
         peak = a.peak_tflops or PEAK_TFLOPS[dt]
         for bs in (int(x) for x in a.batch_sizes.split(",")):
             runs = [("jax", lambda: bench(model, bs, a.image_size, a.steps, a.warmup))]

@@ -10,6 +10,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from lnm_jax.models import resnet
+from lnm_jax.models.lowering import resolve
 from lnm_jax.models.inception import MIN_SIZE, InceptionV3
 from lnm_jax.models.vgg import VGG
 
@@ -17,12 +18,16 @@ NAMES = tuple(resnet.BACKBONES) + ("vgg11", "vgg11_bn", "inception_v3")
 
 
 def make_backbone(arch: str, *, width: int = 64, dtype: Any = jnp.float32,
-                  variant: str = "torchvision", fold_bn: bool = False, name: str | None = None) -> nn.Module:
+                  variant: str = "torchvision", fold_bn: bool = False, lowering: str = "auto",
+                  name: str | None = None) -> nn.Module:
     """``variant`` 'keras_v1' (weights ported from Keras ResNet50) and ``fold_bn`` (inference
-    with BatchNorm folded into the convs) exist for ResNets only."""
+    with BatchNorm folded into the convs) exist for ResNets only. ``lowering``
+    (models/lowering.py): 1x1 convs as XLA convolutions or as GEMMs (fast on XLA:CPU); VGG-11
+    has no 1x1 convs."""
+    resolve(lowering)  # rejects an unknown value
     if arch in resnet.BACKBONES:
         return resnet.make_backbone(arch, width=width, dtype=dtype, name=name, fold_bn=fold_bn,
-                                    **resnet.VARIANTS[variant])
+                                    lowering=lowering, **resnet.VARIANTS[variant])
     if fold_bn:
         raise ValueError(f"BatchNorm folding exists for ResNets only, not {arch}")
     if arch not in NAMES:
@@ -30,7 +35,7 @@ def make_backbone(arch: str, *, width: int = 64, dtype: Any = jnp.float32,
     if variant != "torchvision":
         raise ValueError(f"variant '{variant}' exists for ResNets only, not {arch}")
     if arch == "inception_v3":
-        return InceptionV3(width=width, dtype=dtype, name=name)
+        return InceptionV3(width=width, dtype=dtype, lowering=lowering, name=name)
     return VGG(batch_norm=arch == "vgg11_bn", width=width, dtype=dtype, name=name)
 
 

@@ -87,6 +87,7 @@ class FusionClassifier(nn.Module):
     modality_dropout: float = 0.0  # training only; needs missing_inputs
     temporal_pool: str = "mean"  # CEUS clips: 'mean' | 'attention'
     fold_bn: bool = False  # inference with BatchNorm folded into the convs (models/folding.py)
+    lowering: str = "auto"  # 1x1 convs as XLA convs or GEMMs (CPU default) (models/lowering.py)
 
     def _check_fields(self):
         if self.modality_dropout and not self.missing_inputs:
@@ -118,7 +119,7 @@ class FusionClassifier(nn.Module):
                     mask = None if mask is None else jnp.repeat(mask, frames)
                 branch = make_backbone(self.backbone, width=self.width, dtype=self.dtype,
                                        variant=self.variant, fold_bn=self.fold_bn,
-                                       name=f"{m}_backbone")(
+                                       lowering=self.lowering, name=f"{m}_backbone")(
                     x, train=train, mask=mask)
                 out[m] = branch
                 feature = branch["pooled"]

@@ -17,6 +17,7 @@ from typing import Any, Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
+from lnm_jax.models.lowering import conv_function
 from lnm_jax.models.resnet import BN_MOMENTUM
 
 BN_EPSILON = 1e-3  # torchvision BasicConv2d
@@ -31,12 +32,14 @@ class BasicConv(nn.Module):
     strides: int = 1
     padding: Sequence[int] = (0, 0)
     dtype: Any = jnp.float32
+    lowering: str = "auto"  # lowering.py: 1x1 convs as XLA convolutions or GEMMs
 
     @nn.compact
     def __call__(self, x, train: bool, mask=None):
         ph, pw = self.padding
         x = nn.Conv(self.features, tuple(self.kernel), (self.strides,) * 2,
-                    padding=((ph, ph), (pw, pw)), use_bias=False, dtype=self.dtype, name="conv")(x)
+                    padding=((ph, ph), (pw, pw)), use_bias=False, dtype=self.dtype,
+                    conv_general_dilated=conv_function(self.lowering), name="conv")(x)
         x = nn.BatchNorm(use_running_average=not train, momentum=BN_MOMENTUM, epsilon=BN_EPSILON,
                          dtype=self.dtype, name="bn")(x, mask=mask)
         return nn.relu(x)
@@ -56,12 +59,13 @@ class _Mixed(nn.Module):
 
     scale: float = 1.0
     dtype: Any = jnp.float32
+    lowering: str = "auto"
 
     def conv(self, name, channels, kernel, strides=1, padding=(0, 0)):
         if isinstance(kernel, int):
             kernel = (kernel, kernel)
         return BasicConv(max(1, int(channels * self.scale)), kernel, strides, padding,
-                         dtype=self.dtype, name=name)
+                         dtype=self.dtype, lowering=self.lowering, name=name)
 
 
 class InceptionA(_Mixed):
@@ -138,6 +142,7 @@ class InceptionE(_Mixed):
 class InceptionV3(nn.Module):
     width: int = 64
     dtype: Any = jnp.float32
+    lowering: str = "auto"  # lowering.py: 1x1 convs as XLA convolutions or GEMMs
 
     @nn.compact
     def __call__(self, x, train: bool = False, mask=None) -> dict[str, jnp.ndarray]:
@@ -147,9 +152,9 @@ class InceptionV3(nn.Module):
         if mask is not None:
             mask = jnp.asarray(mask, bool)[:, None, None, None]
         s = self.width / 64
-        kw = dict(scale=s, dtype=self.dtype)
+        kw = dict(scale=s, dtype=self.dtype, lowering=self.lowering)
         conv = lambda name, ch, k, st=1, p=(0, 0): BasicConv(  # noqa: E731
-            max(1, int(ch * s)), (k, k), st, p, dtype=self.dtype, name=name)
+            max(1, int(ch * s)), (k, k), st, p, dtype=self.dtype, lowering=self.lowering, name=name)
         out = {}
         x = x.astype(self.dtype)
         x = conv("Conv2d_1a_3x3", 32, 3, 2)(x, train, mask)

@@ -26,6 +26,8 @@ from typing import Any, Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
+from lnm_jax.models.lowering import conv_function
+
 Dtype = Any
 
 # torchvision's BatchNorm2d(momentum=0.1, eps=1e-5) in flax terms.
@@ -54,11 +56,13 @@ class _Block(nn.Module):
     conv_bias: bool = False
     bn_epsilon: float = BN_EPSILON
     fold_bn: bool = False
+    lowering: str = "auto"  # lowering.py: 1x1 convs as XLA convolutions or GEMMs
 
     def _layers(self, train: bool):
+        conv = partial(nn.Conv, use_bias=self.conv_bias or self.fold_bn, dtype=self.dtype,
+                       conv_general_dilated=conv_function(self.lowering))
         if self.fold_bn:  # inference with BatchNorm folded into biased convs (folding.py)
-            return partial(nn.Conv, use_bias=True, dtype=self.dtype), _no_norm
-        conv = partial(nn.Conv, use_bias=self.conv_bias, dtype=self.dtype)
+            return conv, _no_norm
         norm = partial(nn.BatchNorm, use_running_average=not train, momentum=BN_MOMENTUM,
                        epsilon=self.bn_epsilon, dtype=self.dtype)
         return conv, norm
@@ -121,6 +125,7 @@ class ResNet(nn.Module):
     bn_epsilon: float = BN_EPSILON
     # Inference only: convs with biases and no BatchNorm, for params from folding.fold_batchnorm.
     fold_bn: bool = False
+    lowering: str = "auto"  # lowering.py: 1x1 convs as XLA convolutions or GEMMs
 
     @nn.compact
     def __call__(self, x, train: bool = False, mask=None) -> dict[str, jnp.ndarray]:
@@ -131,7 +136,7 @@ class ResNet(nn.Module):
             mask = jnp.asarray(mask, bool)[:, None, None, None]
         x = x.astype(self.dtype)
         x = nn.Conv(self.width, (7, 7), (2, 2), padding=_pad(7), use_bias=self.conv_bias or self.fold_bn,
-                    dtype=self.dtype, name="conv1")(x)
+                    dtype=self.dtype, conv_general_dilated=conv_function(self.lowering), name="conv1")(x)
         if not self.fold_bn:
             x = nn.BatchNorm(use_running_average=not train, momentum=BN_MOMENTUM,
                              epsilon=self.bn_epsilon, dtype=self.dtype, name="bn1")(x, mask=mask)
@@ -150,7 +155,7 @@ class ResNet(nn.Module):
                 x = self.block(features, strides, downsample, dtype=self.dtype,
                                stride_in_1x1=self.stride_in_1x1, conv_bias=self.conv_bias,
                                bn_epsilon=self.bn_epsilon, fold_bn=self.fold_bn,
-                               name=f"layer{i + 1}_{j}")(x, train, mask)
+                               lowering=self.lowering, name=f"layer{i + 1}_{j}")(x, train, mask)
                 in_features = features * self.block.expansion
             x = self.perturb(f"stage{i + 1}", x)
             out[f"stage{i + 1}"] = x

@@ -34,7 +34,8 @@ class RunExistsError(FileExistsError):
 
 
 # Fields a resumed run may change; any other difference would silently mix two experiments.
-RESUMABLE_FIELDS = ("train.epochs", "train.early_stop_patience", "train.log_every_steps", "eval.")
+RESUMABLE_FIELDS = ("train.epochs", "train.early_stop_patience", "train.log_every_steps", "eval.",
+                    "model.lowering")  # a lowering choice: same parameters, same mathematics
 
 
 def check_resumable(stored: ConfigDict, config: ConfigDict) -> None:
@@ -59,7 +60,8 @@ def build_model(config: ConfigDict) -> FusionClassifier:
                             dtype=jnp.dtype(config.model.dtype), variant=config.model.variant,
                             missing_inputs=config.model.missing_inputs,
                             modality_dropout=config.model.modality_dropout,
-                            temporal_pool=config.model.temporal_pool)
+                            temporal_pool=config.model.temporal_pool,
+                            lowering=config.model.get("lowering", "auto"))  # older runs: auto
 
 
 def init_state(config: ConfigDict, model: FusionClassifier, sample_batch: dict):

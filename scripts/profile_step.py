@@ -1,0 +1,231 @@
+"""Where a train step's time goes, per kind of operation, in JAX (XLA) and in PyTorch.
+
+    python scripts/profile_step.py [--backbone resnet50 --image-size 224 --batch 8 --steps 2]
+                                   [--mode train|inference] [--torch] [--top 15]
+
+JAX: ``jax.profiler`` traces ``--steps`` compiled steps; every executed HLO instruction (a
+thunk on CPU, a kernel on GPU) is matched to the compiled HLO and put in one bucket:
+convolution forward, convolution input-gradient, convolution filter-gradient, pooling
+(reduce-window / select-and-scatter and the index arithmetic XLA expands them into),
+reductions (BatchNorm statistics, gradient sums), layout copies/transposes, other elementwise
+fusions, dot. PyTorch (``--torch``, ResNet-50 at width 64 only): ``torch.profiler`` self times
+of the same two-branch model, bucketed the same way. Prints Markdown tables. TensorFlow-free.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import glob
+import gzip
+import json
+import re
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+
+sys.path.insert(0, str(Path(__file__).parent))
+import benchmark  # noqa: E402  (the benchmark's batch and PyTorch model)
+
+from lnm_jax.models.fusion import FusionClassifier, parse_modalities  # noqa: E402
+from lnm_jax.training import state as state_lib  # noqa: E402
+from lnm_jax.training.steps import make_eval_step, make_train_step  # noqa: E402
+
+BUCKETS = ("conv forward", "conv input-grad", "conv filter-grad", "pooling", "reductions",
+           "layout copies", "elementwise", "dot", "other")
+
+_INSTR = re.compile(r"^\s*(?:ROOT )?%(\S+) = (\S+) (\S+?)\(")
+_WINDOW = re.compile(r"window=\{size=([\dx]+)")
+
+
+def _spatial(shape: str) -> int:
+    dims = [int(d) for d in re.findall(r"\d+", shape.split("{")[0].split("[", 1)[1])]
+    return dims[1] * dims[2] if len(dims) == 4 else 1
+
+
+def classify_hlo(hlo_text: str) -> dict[str, str]:
+    """Instruction name -> bucket, for every instruction of a compiled HLO module.
+
+    A fusion is bucketed by what its computation holds; a convolution by its role: forward
+    convolutions come from ``jvp`` without ``transpose``; of the backward ones, the filter
+    gradient is the one whose window spans more positions than its output has (it slides the
+    activations over the output gradient), the input gradient the other.
+    """
+    comps: dict[str, list[str]] = {}
+    current = None
+    for line in hlo_text.splitlines():
+        if line and not line.startswith(" ") and "{" in line and "(" in line:
+            current = line.split()[1 if line.startswith("ENTRY") else 0].lstrip("%")
+            comps[current] = []
+        elif current is not None:
+            comps[current].append(line)
+
+    def conv_bucket(line: str, shape: str) -> str:
+        if "transpose(" not in line and "jvp(" in line:
+            return "conv forward"
+        w = _WINDOW.search(line)
+        window = 1
+        for d in (w.group(1).split("x") if w else []):
+            window *= int(d)
+        return "conv filter-grad" if window > _spatial(shape) else "conv input-grad"
+
+    def body_bucket(lines: list[str]) -> str:
+        ops = {m.group(3) for m in map(_INSTR.match, lines) if m}
+        if ops & {"reduce-window", "select-and-scatter"}:
+            return "pooling"
+        if "convolution" in ops:
+            conv = next(line for line in lines if " convolution(" in line)
+            return conv_bucket(conv, _INSTR.match(conv).group(2))
+        if "dot" in ops:
+            return "dot"
+        if "reduce" in ops:
+            return "reductions"
+        if ops <= {"parameter", "copy", "transpose", "bitcast", "reshape", "constant", "broadcast"}:
+            return "layout copies"
+        if ops <= {"parameter", "iota", "constant", "broadcast", "reverse", "copy"}:
+            return "pooling" if "iota" in ops else "layout copies"
+        return "elementwise"
+
+    out = {}
+    for lines in comps.values():
+        for line in lines:
+            m = _INSTR.match(line)
+            if not m:
+                continue
+            name, shape, op = m.groups()
+            if op == "fusion":
+                called = re.search(r"calls=%([\w.\-]+)", line)
+                out[name] = body_bucket(comps.get(called.group(1), [])) if called else "other"
+            elif op == "convolution":
+                out[name] = conv_bucket(line, shape)
+            elif op in ("reduce-window", "select-and-scatter"):
+                out[name] = "pooling"
+            elif op in ("copy", "transpose"):
+                out[name] = "layout copies"
+            elif op == "reduce":
+                out[name] = "reductions"
+            elif op == "dot":
+                out[name] = "dot"
+    return out
+
+
+def profile_jax(model, batch_size: int, size: int, steps: int, mode: str) -> tuple[dict, list, float]:
+    """(bucket -> ms per step, [(ms per step, instruction, bucket)], wall ms per step)."""
+    host = benchmark.make_batch(0, batch_size, size)
+    tx = state_lib.make_optimizer(1e-3)
+    plateau = state_lib.make_plateau(dict(factor=0.1, patience=5, rtol=1e-4, cooldown=0, min_scale=0.0))
+    st = state_lib.create_train_state(model, jax.random.key(0), host, tx, plateau)
+    batch = jax.device_put(host)
+    if mode == "train":
+        step = make_train_step(model, tx, None)
+        lowered = step.lower(st, batch)
+        holder = {"st": st}
+
+        def run():
+            holder["st"], m = step(holder["st"], batch)
+            return m["loss"]
+    else:
+        step = make_eval_step(model, None)
+        lowered = step.lower(st.params, st.batch_stats, batch)
+
+        def run():
+            return step(st.params, st.batch_stats, batch)
+    buckets_of = classify_hlo(lowered.compile().as_text())
+    jax.block_until_ready(run())
+    jax.block_until_ready(run())
+    with tempfile.TemporaryDirectory() as tmp:
+        jax.profiler.start_trace(tmp, create_perfetto_trace=True)
+        t0 = time.perf_counter()
+        for _ in range(steps):
+            out = run()
+        jax.block_until_ready(out)
+        wall = (time.perf_counter() - t0) / steps * 1e3
+        jax.profiler.stop_trace()
+        trace = glob.glob(f"{tmp}/**/*.trace.json.gz", recursive=True)[0]
+        events = json.load(gzip.open(trace))["traceEvents"]
+    per_op = collections.Counter()
+    for e in events:
+        if e.get("ph") == "X" and e["name"] in buckets_of:
+            per_op[e["name"]] += e["dur"] / 1e3 / steps
+    totals = collections.Counter()
+    for name, ms in per_op.items():
+        totals[buckets_of[name]] += ms
+    top = [(ms, name, buckets_of[name]) for name, ms in per_op.most_common()]
+    return dict(totals), top, wall
+
+
+_TORCH_BUCKETS = [  # (substring of the aten op, bucket), first match wins
+    ("convolution_backward", "conv backward (input + filter)"), ("convolution", "conv forward"),
+    ("max_pool", "pooling"), ("batch_norm", "BatchNorm (fwd + bwd)"), ("addmm", "dot"),
+    ("mm", "dot"), ("copy_", "layout copies"), ("contiguous", "layout copies"),
+    ("adam", "optimizer"), ("_foreach", "optimizer"), ("threshold_backward", "elementwise"),
+    ("relu", "elementwise"), ("add", "elementwise"), ("mul", "elementwise"), ("mean", "reductions"),
+    ("sum", "reductions")]
+
+
+def profile_torch(batch_size: int, size: int, steps: int, mode: str) -> tuple[dict, list, float]:
+    """Self CPU time of each aten op of the benchmark's PyTorch model, bucketed."""
+    from torch.profiler import ProfilerActivity, profile
+
+    model, inputs, train, infer = benchmark.torch_model(batch_size, size, "float32", False)
+    fn = train if mode == "train" else infer
+    model.train(mode == "train")
+    fn()
+    fn()
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        t0 = time.perf_counter()
+        for _ in range(steps):
+            fn()
+        wall = (time.perf_counter() - t0) / steps * 1e3
+    totals, top = collections.Counter(), []
+    for ev in prof.key_averages():
+        if ev.self_cpu_time_total <= 0 or not ev.key.startswith("aten::"):
+            continue
+        ms = ev.self_cpu_time_total / 1e3 / steps
+        bucket = next((b for s, b in _TORCH_BUCKETS if s in ev.key), "other")
+        totals[bucket] += ms
+        top.append((ms, ev.key, bucket))
+    return dict(totals), sorted(top, reverse=True), wall
+
+
+def print_tables(title: str, totals: dict, top: list, wall: float, n_top: int) -> None:
+    busy = sum(totals.values())
+    print(f"\n### {title}: {wall:.0f} ms per step (ops busy {busy:.0f} ms summed over threads)\n")
+    print("| bucket | ms per step | share |\n|---|---:|---:|")
+    for b, ms in sorted(totals.items(), key=lambda kv: -kv[1]):
+        print(f"| {b} | {ms:.1f} | {100 * ms / busy:.1f}% |")
+    print(f"\n| top {n_top} ops | bucket | ms per step |\n|---|---|---:|")
+    for ms, name, b in top[:n_top]:
+        print(f"| `{name}` | {b} | {ms:.1f} |")
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--setting", default="triple")
+    p.add_argument("--backbone", default="resnet50")
+    p.add_argument("--width", type=int, default=64)
+    p.add_argument("--image-size", type=int, default=224)
+    p.add_argument("--batch", type=int, default=8)
+    p.add_argument("--steps", type=int, default=2)
+    p.add_argument("--dtype", default="float32")
+    p.add_argument("--lowering", default="auto", help="auto | cpu | xla (lnm_jax/models/lowering.py)")
+    p.add_argument("--mode", choices=("train", "inference"), default="train")
+    p.add_argument("--torch", action="store_true", help="also profile the PyTorch model (ResNet-50, width 64)")
+    p.add_argument("--top", type=int, default=15)
+    a = p.parse_args()
+    dev = jax.devices()[0]
+    print(f"{a.mode}: {a.setting} {a.backbone} w{a.width}, {a.image_size}px, batch {a.batch}, {a.dtype}; "
+          f"{dev.platform} {dev.device_kind}; jax {jax.__version__}; lowering {a.lowering}")
+    model = FusionClassifier(parse_modalities(a.setting), backbone=a.backbone, width=a.width,
+                             dtype=jnp.dtype(a.dtype), lowering=a.lowering)
+    print_tables("JAX / XLA", *profile_jax(model, a.batch, a.image_size, a.steps, a.mode), a.top)
+    if a.torch and a.backbone == "resnet50" and a.width == 64 and a.setting == "triple":
+        print_tables("PyTorch eager", *profile_torch(a.batch, a.image_size, a.steps, a.mode), a.top)
+
+
+if __name__ == "__main__":
+    main()

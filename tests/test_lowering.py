@@ -1,0 +1,108 @@
+"""1x1 convolutions as GEMMs (the CPU lowering) compute what XLA's convolution computes: same
+outputs, same gradients, same parameters, in every backbone that has 1x1 convolutions."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax import lax
+
+from lnm_jax.models.backbones import make_backbone
+from lnm_jax.models.fusion import FusionClassifier, parse_modalities
+from lnm_jax.models.lowering import conv_function, gemm_pointwise_conv, resolve
+from lnm_jax.training.loop import check_resumable
+
+NHWC = ("NHWC", "HWIO", "NHWC")
+
+
+@pytest.mark.parametrize("kernel,strides,padding", [
+    (1, (1, 1), "VALID"), (1, (2, 2), "VALID"), (1, (2, 2), "SAME"), (1, (2, 1), ((0, 0), (0, 0))),
+    (3, (1, 1), ((1, 1), (1, 1))),  # not 1x1: passed to XLA unchanged
+    (1, (1, 1), ((1, 1), (0, 0))),  # padded 1x1: passed to XLA unchanged
+])
+def test_pointwise_gemm_equals_xla_convolution_and_its_gradients(kernel, strides, padding):
+    kx, kw, kg = jax.random.split(jax.random.key(0), 3)
+    x = jax.random.normal(kx, (3, 9, 7, 5))
+    w = jax.random.normal(kw, (kernel, kernel, 5, 6))
+    dn = lax.conv_dimension_numbers(x.shape, w.shape, NHWC)
+
+    def ref(x, w):
+        return lax.conv_general_dilated(x, w, strides, padding, dimension_numbers=dn)
+
+    def gemm(x, w):
+        return gemm_pointwise_conv(x, w, strides, padding, dimension_numbers=dn)
+
+    y, vjp = jax.vjp(ref, x, w)
+    y2, vjp2 = jax.vjp(gemm, x, w)
+    assert y2.shape == y.shape
+    np.testing.assert_allclose(y2, y, atol=1e-5, rtol=1e-5)
+    g = jax.random.normal(kg, y.shape)
+    for a, b in zip(vjp2(g), vjp(g)):
+        np.testing.assert_allclose(a, b, atol=1e-4, rtol=1e-5)
+
+
+def test_backbone_lowerings_share_parameters_outputs_and_gradients():
+    x = jax.random.normal(jax.random.key(1), (2, 32, 32, 3))
+    models = [make_backbone("resnet50", width=8, lowering=lw) for lw in ("xla", "cpu")]
+    variables = [jax.jit(m.init, static_argnames="train")(jax.random.key(0), x, train=False) for m in models]
+    assert jax.tree.structure(variables[0]) == jax.tree.structure(variables[1])
+    for a, b in zip(jax.tree.leaves(variables[0]), jax.tree.leaves(variables[1])):
+        np.testing.assert_array_equal(a, b)  # same initial parameters, same names
+
+    def loss(params, model):
+        # Running statistics (train=False): batch statistics over a 1x1 last stage of two
+        # images would turn float rounding into sign flips, whatever the convolution.
+        out = model.apply({**variables[0], "params": params}, x, train=False)
+        return jnp.sum(out["pooled"] ** 2), out["pooled"]
+
+    grad = jax.jit(jax.value_and_grad(loss, has_aux=True), static_argnums=1)
+    (_, p0), g0 = grad(variables[0]["params"], models[0])
+    (_, p1), g1 = grad(variables[0]["params"], models[1])
+    np.testing.assert_allclose(p1, p0, atol=1e-4, rtol=1e-4)
+    for a, b in zip(jax.tree.leaves(g1), jax.tree.leaves(g0)):
+        np.testing.assert_allclose(a, b, atol=1e-4 * float(jnp.abs(b).max()) + 1e-6, rtol=1e-3)
+
+
+@pytest.mark.parametrize("arch,size", [("resnet50", 32), ("inception_v3", 75), ("vgg11", 32)])
+@pytest.mark.parametrize("lowering", ["cpu", "xla"])
+def test_every_conv_of_a_backbone_takes_the_chosen_lowering(arch, size, lowering, monkeypatch):
+    from lnm_jax.models import lowering as lowering_lib
+
+    calls = []
+
+    def counting(lhs, rhs, *args, **kwargs):
+        calls.append(rhs.shape)
+        return gemm_pointwise_conv(lhs, rhs, *args, **kwargs)
+
+    monkeypatch.setattr(lowering_lib, "gemm_pointwise_conv", counting)
+    model = make_backbone(arch, width=8, lowering=lowering)
+    shapes = jax.eval_shape(model.init, jax.random.key(0), jnp.zeros((1, size, size, 3)))
+    kernels = [k for k in jax.tree.leaves(shapes["params"]) if k.ndim == 4]
+    # VGG-11 has no 1x1 convolution: it keeps flax's default whatever the lowering
+    expected = len(kernels) if lowering == "cpu" and arch != "vgg11" else 0
+    assert len(calls) == expected
+    assert lowering == "xla" or arch == "vgg11" or any(s[:2] == (1, 1) for s in calls)
+
+
+def test_auto_is_gemm_on_cpu_and_unknown_values_are_rejected():
+    assert jax.default_backend() == "cpu"
+    assert resolve("auto") == "cpu" and conv_function("auto") is gemm_pointwise_conv
+    assert conv_function("xla") is None
+    with pytest.raises(ValueError, match="lowering must be one of"):
+        make_backbone("vgg11", lowering="gpu")
+    with pytest.raises(ValueError, match="lowering must be one of"):
+        FusionClassifier(parse_modalities("triple"), backbone="resnet18", width=4, lowering="fast").init(
+            jax.random.key(0), {"bmode": jnp.zeros((1, 32, 32, 3)), "ceus": jnp.zeros((1, 32, 32, 3)),
+                                "us_lnm": jnp.zeros((1,))})
+
+
+def test_a_run_resumes_under_another_lowering():
+    from lnm_jax.config import base_config as get_config
+
+    stored, now = get_config(), get_config()
+    now.model.lowering = "xla"
+    check_resumable(stored, now)  # a lowering choice, not another experiment
+    del stored.model["lowering"]  # a run from before the field existed
+    check_resumable(stored, now)
