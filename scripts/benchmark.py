@@ -42,6 +42,11 @@ def make_batch(seed: int, batch_size: int, size: int) -> dict:
             "valid": np.ones(batch_size, bool)}
 
 
+def _rate(patients_per_s: float) -> str:
+    """Three significant digits at CPU rates, whole patients at accelerator rates."""
+    return f"{patients_per_s:.0f}" if patients_per_s >= 100 else f"{patients_per_s:.3g}"
+
+
 def _time(fn, steps: int) -> float:
     t0 = time.perf_counter()
     for _ in range(steps):
@@ -210,9 +215,9 @@ def main() -> None:
                 r = fn()
                 results[(name, dt, bs)] = r
                 mfu = f"{100 * gflop * bs / r['train_s'] / (peak * 1e3):.1f}%" if on_gpu else "-"
-                folded = f"{bs / r['infer_folded_s']:.1f}" if r.get("infer_folded_s") else "-"
-                print(f"| {name} | {dt} | {bs} | {r['train_s']:.4f} | {bs / r['train_s']:.1f} | "
-                      f"{bs / r['infer_s']:.1f} | {folded} | {mfu} | {r['warmup_s']:.1f} |", flush=True)
+                folded = _rate(bs / r["infer_folded_s"]) if r.get("infer_folded_s") else "-"
+                print(f"| {name} | {dt} | {bs} | {r['train_s']:.4f} | {_rate(bs / r['train_s'])} | "
+                      f"{_rate(bs / r['infer_s'])} | {folded} | {mfu} | {r['warmup_s']:.1f} |", flush=True)
     ratios = [(k, v) for k, v in results.items() if k[0] != "jax" and ("jax",) + k[1:] in results]
     if ratios:
         print("\n| vs | dtype | batch | JAX/PyTorch train | JAX/PyTorch inference |\n|---|---|---:|---:|---:|")

@@ -50,10 +50,11 @@ def _spatial(shape: str) -> int:
 def classify_hlo(hlo_text: str) -> dict[str, str]:
     """Instruction name -> bucket, for every instruction of a compiled HLO module.
 
-    A fusion is bucketed by what its computation holds; a convolution by its role: forward
-    convolutions come from ``jvp`` without ``transpose``; of the backward ones, the filter
-    gradient is the one whose window spans more positions than its output has (it slides the
-    activations over the output gradient), the input gradient the other.
+    A fusion is bucketed by what its computation holds; a convolution by its role: a forward
+    convolution was traced outside ``transpose`` (the backward pass); of the backward ones
+    (and of XLA's rewrites, which carry no trace), the filter gradient is the one whose window
+    spans more positions than its output has (it slides the activations over the output
+    gradient), the input gradient the other.
     """
     comps: dict[str, list[str]] = {}
     current = None
@@ -65,8 +66,8 @@ def classify_hlo(hlo_text: str) -> dict[str, str]:
             comps[current].append(line)
 
     def conv_bucket(line: str, shape: str) -> str:
-        if "transpose(" not in line and "jvp(" in line:
-            return "conv forward"
+        if "op_name=" in line and "transpose(" not in line:
+            return "conv forward"  # traced outside the backward pass (train or inference)
         w = _WINDOW.search(line)
         window = 1
         for d in (w.group(1).split("x") if w else []):

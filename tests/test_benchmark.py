@@ -47,3 +47,45 @@ def test_cpu_tuning_table_smoke():
     assert out.returncode == 0, out.stderr[-2000:]
     rows = [r for r in out.stdout.splitlines() if r.startswith("| single-threaded Eigen |")]
     assert len(rows) == 1 and float(rows[0].split("|")[2]) > 0, out.stdout
+
+
+def _load(name: str):
+    spec = importlib.util.spec_from_file_location(name, SCRIPT.with_name(f"{name}.py"))
+    mod = importlib.util.module_from_spec(spec)
+    sys.path.insert(0, str(SCRIPT.parent))
+    try:
+        spec.loader.exec_module(mod)
+    finally:
+        sys.path.remove(str(SCRIPT.parent))
+    return mod
+
+
+def test_profile_buckets_forward_and_both_gradients_of_a_convolution():
+    import jax
+    import jax.numpy as jnp
+    from jax import lax
+
+    profile = _load("profile_step")
+
+    def loss(x, w):
+        y = lax.conv_general_dilated(x, w, (1, 1), ((1, 1), (1, 1)),
+                                     dimension_numbers=("NHWC", "HWIO", "NHWC"))
+        return jnp.sum(jax.nn.relu(y) ** 2)
+
+    x, w = jnp.ones((2, 8, 8, 3)), jnp.ones((3, 3, 3, 4))
+    buckets = profile.classify_hlo(jax.jit(jax.grad(loss, (0, 1))).lower(x, w).compile().as_text())
+    assert {"conv forward", "conv input-grad", "conv filter-grad"} <= set(buckets.values())
+    inference = profile.classify_hlo(jax.jit(loss).lower(x, w).compile().as_text())
+    assert "conv forward" in inference.values() and not {"conv input-grad", "conv filter-grad"} & set(inference.values())
+
+
+def test_profile_step_smoke():
+    """The profile runs on a tiny train step and its bucket table adds up to its ops."""
+    out = subprocess.run([sys.executable, str(SCRIPT.with_name("profile_step.py")), "--backbone", "resnet18",
+                          "--width", "4", "--image-size", "32", "--batch", "2", "--steps", "1", "--top", "3"],
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    rows = {r.split("|")[1].strip(): float(r.split("|")[2]) for r in out.stdout.splitlines()
+            if r.startswith("| conv ") or r.startswith("| dot |")}
+    assert rows.get("conv forward", 0) > 0 and rows.get("conv filter-grad", 0) > 0, out.stdout
+    assert rows.get("dot", 0) > 0, out.stdout  # the 1x1 shortcut convs, as GEMMs on CPU
