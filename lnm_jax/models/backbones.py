@@ -10,8 +10,8 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from lnm_jax.models import resnet
-from lnm_jax.models.lowering import resolve
 from lnm_jax.models.inception import MIN_SIZE, InceptionV3
+from lnm_jax.models.lowering import resolve
 from lnm_jax.models.vgg import VGG
 
 NAMES = tuple(resnet.BACKBONES) + ("vgg11", "vgg11_bn", "inception_v3")

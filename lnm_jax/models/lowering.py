@@ -73,4 +73,3 @@ def gemm_pointwise_conv(lhs, rhs, window_strides, padding, lhs_dilation=None, rh
 def conv_function(lowering: str) -> Callable | None:
     """What to pass as flax ``nn.Conv(conv_general_dilated=...)``; None keeps flax's default."""
     return gemm_pointwise_conv if resolve(lowering) == "cpu" else None
-
