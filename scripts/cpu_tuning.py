@@ -28,6 +28,8 @@ VARIANTS = {
     "XNNPACK": ("--xla_cpu_use_xnnpack=true", []),
     "fast math": ("--xla_cpu_enable_fast_math=true", []),
     "single-threaded Eigen": ("--xla_cpu_multi_thread_eigen=false", []),
+    "512-bit vectors": ("--xla_cpu_prefer_vector_width=512", []),
+    "concurrency-optimized scheduler": ("--xla_cpu_enable_concurrency_optimized_scheduler=true", []),
     "bfloat16 compute": ("", ["--dtypes", "bfloat16"]),
 }
 
