@@ -8,7 +8,8 @@ thunk on CPU, a kernel on GPU) is matched to the compiled HLO and put in one buc
 convolution forward, convolution input-gradient, convolution filter-gradient, pooling
 (reduce-window / select-and-scatter and the index arithmetic XLA expands them into),
 reductions (BatchNorm statistics, gradient sums), layout copies/transposes, other elementwise
-fusions, dot. PyTorch (``--torch``, ResNet-50 at width 64 only): ``torch.profiler`` self times
+fusions, dot; and in phases (forward, backward, optimizer/loss, by the trace of each
+fusion's root, so approximate where XLA fuses across them). PyTorch (``--torch``, ResNet-50 at width 64 only): ``torch.profiler`` self times
 of the same two-branch model, bucketed the same way. Prints Markdown tables. TensorFlow-free.
 """
 
@@ -114,8 +115,33 @@ def classify_hlo(hlo_text: str) -> dict[str, str]:
     return out
 
 
-def profile_jax(model, batch_size: int, size: int, steps: int, mode: str) -> tuple[dict, list, float]:
-    """(bucket -> ms per step, [(ms per step, instruction, bucket)], wall ms per step)."""
+_OP_NAME = re.compile(r'op_name="([^"]*)"')
+
+
+def phases_of_hlo(hlo_text: str) -> dict[str, str]:
+    """Entry instruction name -> the phase its trace metadata names: 'backward' (under
+    ``transpose``), 'forward' (the model, under ``jvp`` in a train step), 'optimizer, loss,
+    other' (Adam, the plateau state, metrics), or 'unattributed' (XLA's own, no metadata)."""
+    out = {}
+    for line in hlo_text.split("\nENTRY", 1)[-1].splitlines():
+        m = _INSTR.match(line)
+        if not m:
+            continue
+        op_name = _OP_NAME.search(line)
+        if op_name is None:
+            out[m.group(1)] = "unattributed"
+        elif "transpose(" in op_name.group(1):
+            out[m.group(1)] = "backward"
+        elif "jvp(" in op_name.group(1) or "FusionClassifier" in op_name.group(1):
+            out[m.group(1)] = "forward"
+        else:
+            out[m.group(1)] = "optimizer, loss, other"
+    return out
+
+
+def profile_jax(model, batch_size: int, size: int, steps: int, mode: str) -> tuple[dict, list, float, dict]:
+    """(bucket -> ms per step, [(ms per step, instruction, bucket)], wall ms per step,
+    phase -> ms per step)."""
     host = benchmark.make_batch(0, batch_size, size)
     tx = state_lib.make_optimizer(1e-3)
     plateau = state_lib.make_plateau(dict(factor=0.1, patience=5, rtol=1e-4, cooldown=0, min_scale=0.0))
@@ -135,7 +161,8 @@ def profile_jax(model, batch_size: int, size: int, steps: int, mode: str) -> tup
 
         def run():
             return step(st.params, st.batch_stats, batch)
-    buckets_of = classify_hlo(lowered.compile().as_text())
+    hlo = lowered.compile().as_text()
+    buckets_of, phase_of = classify_hlo(hlo), phases_of_hlo(hlo)
     jax.block_until_ready(run())
     jax.block_until_ready(run())
     with tempfile.TemporaryDirectory() as tmp:
@@ -152,11 +179,12 @@ def profile_jax(model, batch_size: int, size: int, steps: int, mode: str) -> tup
     for e in events:
         if e.get("ph") == "X" and e["name"] in buckets_of:
             per_op[e["name"]] += e["dur"] / 1e3 / steps
-    totals = collections.Counter()
+    totals, phases = collections.Counter(), collections.Counter()
     for name, ms in per_op.items():
         totals[buckets_of[name]] += ms
+        phases[phase_of.get(name, "unattributed")] += ms
     top = [(ms, name, buckets_of[name]) for name, ms in per_op.most_common()]
-    return dict(totals), top, wall
+    return dict(totals), top, wall, dict(phases)
 
 
 _TORCH_BUCKETS = [  # (substring of the aten op, bucket), first match wins
@@ -193,12 +221,17 @@ def profile_torch(batch_size: int, size: int, steps: int, mode: str) -> tuple[di
     return dict(totals), sorted(top, reverse=True), wall
 
 
-def print_tables(title: str, totals: dict, top: list, wall: float, n_top: int) -> None:
+def print_tables(title: str, totals: dict, top: list, wall: float, n_top: int,
+                 phases: dict | None = None) -> None:
     busy = sum(totals.values())
     print(f"\n### {title}: {wall:.0f} ms per step (ops busy {busy:.0f} ms summed over threads)\n")
     print("| bucket | ms per step | share |\n|---|---:|---:|")
     for b, ms in sorted(totals.items(), key=lambda kv: -kv[1]):
         print(f"| {b} | {ms:.1f} | {100 * ms / busy:.1f}% |")
+    if phases:
+        print("\n| phase | ms per step | share |\n|---|---:|---:|")
+        for ph, ms in sorted(phases.items(), key=lambda kv: -kv[1]):
+            print(f"| {ph} | {ms:.1f} | {100 * ms / busy:.1f}% |")
     print(f"\n| top {n_top} ops | bucket | ms per step |\n|---|---|---:|")
     for ms, name, b in top[:n_top]:
         print(f"| `{name}` | {b} | {ms:.1f} |")
@@ -223,7 +256,8 @@ def main() -> None:
           f"{dev.platform} {dev.device_kind}; jax {jax.__version__}; lowering {a.lowering}")
     model = FusionClassifier(parse_modalities(a.setting), backbone=a.backbone, width=a.width,
                              dtype=jnp.dtype(a.dtype), lowering=a.lowering)
-    print_tables("JAX / XLA", *profile_jax(model, a.batch, a.image_size, a.steps, a.mode), a.top)
+    totals, top, wall, phases = profile_jax(model, a.batch, a.image_size, a.steps, a.mode)
+    print_tables("JAX / XLA", totals, top, wall, a.top, phases)
     if a.torch and a.backbone == "resnet50" and a.width == 64 and a.setting == "triple":
         print_tables("PyTorch eager", *profile_torch(a.batch, a.image_size, a.steps, a.mode), a.top)
 
