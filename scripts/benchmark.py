@@ -96,8 +96,8 @@ def bench(model, batch_size: int, size: int, steps: int, warmup: int) -> dict:
 
 
 def torch_model(batch_size: int, size: int, dtype: str, compile_: bool):
-    """The same two-branch ResNet-50 + flag model in PyTorch (torchvision backbones), its
-    inputs on the device, and one Adam train step and one inference pass as closures."""
+    """The same two-branch ResNet-50 + flag model in PyTorch (torchvision backbones), with
+    one Adam train step and one inference pass on a fixed random batch as closures."""
     import torch
     import torchvision
 
@@ -140,7 +140,7 @@ def torch_model(batch_size: int, size: int, dtype: str, compile_: bool):
         with torch.no_grad(), autocast:
             fwd(b, c, f)
 
-    return model, (b, c, f, y), train, infer
+    return model, train, infer
 
 
 def bench_torch(batch_size: int, size: int, steps: int, warmup: int, dtype: str,
@@ -148,7 +148,7 @@ def bench_torch(batch_size: int, size: int, steps: int, warmup: int, dtype: str,
     """Train-step and inference seconds of ``torch_model`` (eager or ``torch.compile``)."""
     import torch
 
-    model, _, train, infer = torch_model(batch_size, size, dtype, compile_)
+    model, train, infer = torch_model(batch_size, size, dtype, compile_)
 
     def sync():
         if torch.cuda.is_available():

@@ -9,8 +9,9 @@ convolution forward, convolution input-gradient, convolution filter-gradient, po
 (reduce-window / select-and-scatter and the index arithmetic XLA expands them into),
 reductions (BatchNorm statistics, gradient sums), layout copies/transposes, other elementwise
 fusions, dot; and in phases (forward, backward, optimizer/loss, by the trace of each
-fusion's root, so approximate where XLA fuses across them). PyTorch (``--torch``, ResNet-50 at width 64 only): ``torch.profiler`` self times
-of the same two-branch model, bucketed the same way. Prints Markdown tables. TensorFlow-free.
+fusion's root, so approximate where XLA fuses across them). PyTorch (``--torch``, ResNet-50
+at width 64 only): ``torch.profiler`` self times of the same two-branch model, bucketed the
+same way. Prints Markdown tables. TensorFlow-free.
 """
 
 from __future__ import annotations
@@ -35,9 +36,6 @@ import benchmark  # noqa: E402  (the benchmark's batch and PyTorch model)
 from lnm_jax.models.fusion import FusionClassifier, parse_modalities  # noqa: E402
 from lnm_jax.training import state as state_lib  # noqa: E402
 from lnm_jax.training.steps import make_eval_step, make_train_step  # noqa: E402
-
-BUCKETS = ("conv forward", "conv input-grad", "conv filter-grad", "pooling", "reductions",
-           "layout copies", "elementwise", "dot", "other")
 
 _INSTR = re.compile(r"^\s*(?:ROOT )?%(\S+) = (\S+) (\S+?)\(")
 _WINDOW = re.compile(r"window=\{size=([\dx]+)")
@@ -200,7 +198,7 @@ def profile_torch(batch_size: int, size: int, steps: int, mode: str) -> tuple[di
     """Self CPU time of each aten op of the benchmark's PyTorch model, bucketed."""
     from torch.profiler import ProfilerActivity, profile
 
-    model, inputs, train, infer = benchmark.torch_model(batch_size, size, "float32", False)
+    model, train, infer = benchmark.torch_model(batch_size, size, "float32", False)
     fn = train if mode == "train" else infer
     model.train(mode == "train")
     fn()
