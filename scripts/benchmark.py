@@ -42,6 +42,14 @@ def make_batch(seed: int, batch_size: int, size: int) -> dict:
             "valid": np.ones(batch_size, bool)}
 
 
+def add_model_args(p: argparse.ArgumentParser) -> None:
+    """The model options every benchmark script shares (the paper's triple ResNet-50 at 224)."""
+    p.add_argument("--setting", default="triple")
+    p.add_argument("--backbone", default="resnet50")
+    p.add_argument("--width", type=int, default=64)
+    p.add_argument("--image-size", type=int, default=224)
+
+
 def _rate(patients_per_s: float) -> str:
     """Three significant digits at CPU rates, whole patients at accelerator rates."""
     return f"{patients_per_s:.0f}" if patients_per_s >= 100 else f"{patients_per_s:.3g}"
@@ -178,10 +186,7 @@ def bench_torch(batch_size: int, size: int, steps: int, warmup: int, dtype: str,
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--setting", default="triple")
-    p.add_argument("--backbone", default="resnet50")
-    p.add_argument("--width", type=int, default=64)
-    p.add_argument("--image-size", type=int, default=224)
+    add_model_args(p)
     p.add_argument("--batch-sizes", default="8")
     p.add_argument("--dtypes", default="float32", help="comma list of float32,bfloat16")
     p.add_argument("--lowering", default="auto", help="auto | cpu | xla (lnm_jax/models/lowering.py)")

@@ -10,15 +10,20 @@ about one forward pass (target <= 1.3x inference). TensorFlow-free.
 from __future__ import annotations
 
 import argparse
+import sys
 import time
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from lnm_jax.explain.gradcam import METHODS, make_cam_fn
-from lnm_jax.models.fusion import FusionClassifier, parse_modalities
-from lnm_jax.training.steps import make_eval_step
+sys.path.insert(0, str(Path(__file__).parent))
+import benchmark  # noqa: E402  (the model options the benchmark scripts share)
+
+from lnm_jax.explain.gradcam import METHODS, make_cam_fn  # noqa: E402
+from lnm_jax.models.fusion import FusionClassifier, parse_modalities  # noqa: E402
+from lnm_jax.training.steps import make_eval_step  # noqa: E402
 
 
 def timed(fn, *args, repeats: int) -> float:
@@ -33,10 +38,7 @@ def timed(fn, *args, repeats: int) -> float:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--setting", default="triple")
-    p.add_argument("--backbone", default="resnet50")
-    p.add_argument("--width", type=int, default=64)
-    p.add_argument("--image-size", type=int, default=224)
+    benchmark.add_model_args(p)
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--layer", default="stage4")
     p.add_argument("--repeats", type=int, default=5)

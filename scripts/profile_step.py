@@ -237,10 +237,7 @@ def print_tables(title: str, totals: dict, top: list, wall: float, n_top: int,
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--setting", default="triple")
-    p.add_argument("--backbone", default="resnet50")
-    p.add_argument("--width", type=int, default=64)
-    p.add_argument("--image-size", type=int, default=224)
+    benchmark.add_model_args(p)
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--steps", type=int, default=2)
     p.add_argument("--dtype", default="float32")

@@ -10,6 +10,18 @@ from pathlib import Path
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "benchmark.py"
 
 
+def _load(name: str):
+    """A script of scripts/ as a module (scripts import their sibling benchmark.py)."""
+    spec = importlib.util.spec_from_file_location(name, SCRIPT.with_name(f"{name}.py"))
+    mod = importlib.util.module_from_spec(spec)
+    sys.path.insert(0, str(SCRIPT.parent))
+    try:
+        spec.loader.exec_module(mod)
+    finally:
+        sys.path.remove(str(SCRIPT.parent))
+    return mod
+
+
 def test_benchmark_smoke_and_no_tensorflow():
     code = (f"import sys, runpy; sys.argv = ['b', '--backbone', 'resnet18', '--width', '4', "
             f"'--image-size', '16', '--batch-sizes', '2', '--steps', '1', '--warmup', '1', "
@@ -24,18 +36,12 @@ def test_benchmark_smoke_and_no_tensorflow():
 
 def test_torch_comparison_smoke():
     """The PyTorch side runs (tiny: ResNet-50 triple at 32x32, batch 2, one step)."""
-    spec = importlib.util.spec_from_file_location("bench", SCRIPT)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    r = mod.bench_torch(2, 32, steps=1, warmup=1, dtype="float32", compile_=False)
+    r = _load("benchmark").bench_torch(2, 32, steps=1, warmup=1, dtype="float32", compile_=False)
     assert r["train_s"] > 0 and r["infer_s"] > 0
 
 
 def test_script_is_importable():
-    spec = importlib.util.spec_from_file_location("bench", SCRIPT)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    assert callable(mod.bench)
+    assert callable(_load("benchmark").bench)
 
 
 def test_cpu_tuning_table_smoke():
@@ -47,17 +53,6 @@ def test_cpu_tuning_table_smoke():
     assert out.returncode == 0, out.stderr[-2000:]
     rows = [r for r in out.stdout.splitlines() if r.startswith("| single-threaded Eigen |")]
     assert len(rows) == 1 and float(rows[0].split("|")[2]) > 0, out.stdout
-
-
-def _load(name: str):
-    spec = importlib.util.spec_from_file_location(name, SCRIPT.with_name(f"{name}.py"))
-    mod = importlib.util.module_from_spec(spec)
-    sys.path.insert(0, str(SCRIPT.parent))
-    try:
-        spec.loader.exec_module(mod)
-    finally:
-        sys.path.remove(str(SCRIPT.parent))
-    return mod
 
 
 def test_profile_buckets_forward_and_both_gradients_of_a_convolution():
