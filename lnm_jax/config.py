@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from ml_collections import ConfigDict
 
-from lnm_jax.data.pipeline import PAPER_NORM
+from lnm_jax.names import PAPER_NORM, SETTINGS
 
 
 def base_config(setting: str = "triple") -> ConfigDict:
@@ -76,7 +76,7 @@ def base_config(setting: str = "triple") -> ConfigDict:
     # the validation part of the training set) and 3 (input settings on the test set).
     c.protocol = ConfigDict(dict(
         backbones=("resnet50", "vgg11", "inception_v3"), table2_modalities=("bmode", "ceus"),
-        settings=("us_lnm", "bmode", "ceus", "dual", "triple"), permutations=1000,
+        settings=tuple(SETTINGS), permutations=1000,
         threshold=0.5, folds=0, gradcam=True))
     return c
 

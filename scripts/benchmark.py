@@ -24,7 +24,9 @@ import numpy as np
 
 from lnm_jax.models.backbones import bn_epsilon, can_fold_bn
 from lnm_jax.models.folding import fold_batchnorm
-from lnm_jax.models.fusion import FusionClassifier, parse_modalities
+from lnm_jax.config import base_config
+from lnm_jax.models.fusion import FusionClassifier
+from lnm_jax.names import parse_modalities
 from lnm_jax.training import sharding
 from lnm_jax.training import state as state_lib
 from lnm_jax.training.steps import make_eval_step, make_train_step
@@ -66,8 +68,7 @@ def _time(fn, steps: int) -> float:
 def bench(model, batch_size: int, size: int, steps: int, warmup: int) -> dict:
     """JAX train step and inference, data-parallel over all devices if there are several."""
     host = make_batch(0, batch_size, size)
-    tx = state_lib.make_optimizer(1e-3)
-    plateau = state_lib.make_plateau(dict(factor=0.1, patience=5, rtol=1e-4, cooldown=0, min_scale=0.0))
+    tx, plateau = state_lib.optimizers(base_config().train)  # the paper's Adam + plateau
     state = state_lib.create_train_state(model, jax.random.key(0), host, tx, plateau)
     mesh = None
     if jax.device_count() > 1:

@@ -22,7 +22,8 @@ sys.path.insert(0, str(Path(__file__).parent))
 import benchmark  # noqa: E402  (the model options the benchmark scripts share)
 
 from lnm_jax.explain.gradcam import METHODS, make_cam_fn  # noqa: E402
-from lnm_jax.models.fusion import FusionClassifier, parse_modalities  # noqa: E402
+from lnm_jax.models.fusion import FusionClassifier  # noqa: E402
+from lnm_jax.names import parse_modalities  # noqa: E402
 from lnm_jax.training.steps import make_eval_step  # noqa: E402
 
 

@@ -33,7 +33,9 @@ import jax.numpy as jnp
 sys.path.insert(0, str(Path(__file__).parent))
 import benchmark  # noqa: E402  (the benchmark's batch and PyTorch model)
 
-from lnm_jax.models.fusion import FusionClassifier, parse_modalities  # noqa: E402
+from lnm_jax.config import base_config  # noqa: E402
+from lnm_jax.models.fusion import FusionClassifier  # noqa: E402
+from lnm_jax.names import parse_modalities  # noqa: E402
 from lnm_jax.training import state as state_lib  # noqa: E402
 from lnm_jax.training.steps import make_eval_step, make_train_step  # noqa: E402
 
@@ -141,8 +143,7 @@ def profile_jax(model, batch_size: int, size: int, steps: int, mode: str) -> tup
     """(bucket -> ms per step, [(ms per step, instruction, bucket)], wall ms per step,
     phase -> ms per step)."""
     host = benchmark.make_batch(0, batch_size, size)
-    tx = state_lib.make_optimizer(1e-3)
-    plateau = state_lib.make_plateau(dict(factor=0.1, patience=5, rtol=1e-4, cooldown=0, min_scale=0.0))
+    tx, plateau = state_lib.optimizers(base_config().train)  # the paper's Adam + plateau
     st = state_lib.create_train_state(model, jax.random.key(0), host, tx, plateau)
     batch = jax.device_put(host)
     if mode == "train":

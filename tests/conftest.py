@@ -36,3 +36,31 @@ def learnable_cohort(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("learnable") / "cohort"
     return generate_cohort(out, SynthParams(patients=120, size=64, seed=11, bmode_strength=3.0,
                                             ceus_strength=3.0))
+
+
+@pytest.fixture(scope="session")
+def triple_run(tiny_cohort, tmp_path_factory):
+    """One triple run (two epochs on the tiny cohort), trained once per test process for every
+    test that needs a trained run: resume, prediction, evaluation, the CLI on a run. Tests that
+    change a run work on a copy (``copy_run``)."""
+    from lnm_jax.run import Run
+    from lnm_jax.training.loop import train
+    from support import tiny_config
+
+    run = Run.create(tiny_config(tiny_cohort, "triple", epochs=2), tmp_path_factory.mktemp("triple") / "run")
+    train(run)
+    return run
+
+
+@pytest.fixture()
+def copy_run(tmp_path):
+    """``copy_run(run)``: the run's folder copied under this test's tmp_path, opened as a Run."""
+    import shutil
+
+    from lnm_jax.run import Run
+
+    def copy(run):
+        shutil.copytree(run.workdir, tmp_path / "copy")
+        return Run.open(tmp_path / "copy")
+
+    return copy

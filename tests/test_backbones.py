@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from lnm_jax.models.backbones import make_backbone, min_image_size
+from lnm_jax.models.backbones import backbone, min_image_size
 from lnm_jax.models.fusion import FusionClassifier
 from lnm_jax.weights.convert import WeightMismatchError, from_torchvision, to_torchvision
 
@@ -54,7 +54,7 @@ def test_torchvision_weights_port_and_reproduce_the_pooled_feature(arch, size, d
     sd = {k: v.numpy() for k, v in model.state_dict().items()}
     variables = from_torchvision(sd, arch)
     x = np.random.default_rng(0).standard_normal((2, size, size, 3)).astype(np.float32)
-    out = make_backbone(arch).apply(variables, jnp.asarray(x))
+    out = backbone(arch).apply(variables, jnp.asarray(x))
     ref = _torch_pooled(model, arch, x)
     assert out["pooled"].shape == (2, dim)
     np.testing.assert_allclose(np.asarray(out["pooled"]), ref, atol=2e-4, rtol=1e-4)
@@ -89,6 +89,6 @@ def test_backbones_give_the_common_intermediates_in_the_fusion_model(arch):
 
 def test_inception_refuses_images_below_its_minimum():
     with pytest.raises(ValueError, match="at least 75x75"):
-        make_backbone("inception_v3", width=4).init(jax.random.key(0), jnp.zeros((1, 64, 64, 3)))
+        backbone("inception_v3", width=4).init(jax.random.key(0), jnp.zeros((1, 64, 64, 3)))
     with pytest.raises(ValueError, match="ResNets only"):
-        make_backbone("vgg11", variant="keras_v1")
+        backbone("vgg11", variant="keras_v1")

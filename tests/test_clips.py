@@ -154,7 +154,8 @@ def test_clip_model_beats_the_single_frame_when_the_cue_is_temporal(tmp_path):
     Bayes AUC 0.928 from the clip, 0.638 from the peak frame. T = 6 frames over the
     enhancement phase vs the peak frame, same cohort, split and schedule."""
     from lnm_jax.config import base_config
-    from lnm_jax.evaluation.run import evaluate
+    from lnm_jax.evaluation.evaluate import evaluate
+    from lnm_jax.run import Run
     from lnm_jax.training.loop import train
 
     manifest = generate_cohort(tmp_path / "cohort", SynthParams(
@@ -167,6 +168,7 @@ def test_clip_model_beats_the_single_frame_when_the_cue_is_temporal(tmp_path):
         c.train.epochs, c.train.batch_size, c.train.eval_batch_size = 12, 16, 32
         c.train.plateau.patience = 3
         c.eval.bootstrap = 100
-        train(c, tmp_path / f"t{t}")
-        aucs[t] = evaluate(tmp_path / f"t{t}")["splits"]["test"]["auc"]
+        run = Run.create(c, tmp_path / f"t{t}")
+        train(run)
+        aucs[t] = evaluate(run)["splits"]["test"]["auc"]
     assert aucs[6] > aucs[1] + 0.15, aucs

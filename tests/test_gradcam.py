@@ -8,8 +8,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from lnm_jax.config import base_config
+
 from lnm_jax.explain.gradcam import METHODS, make_cam_fn
-from lnm_jax.models.fusion import FusionClassifier, parse_modalities
+from lnm_jax.models.fusion import FusionClassifier
+from lnm_jax.names import parse_modalities
 from lnm_jax.training import state as state_lib
 from lnm_jax.training.steps import make_train_step
 
@@ -108,8 +111,7 @@ def test_trained_model_cam_mass_falls_inside_the_cue_region():
     rng = np.random.default_rng(0)
     x, y, _ = _blob_patients(512, size, rng)
     model = FusionClassifier(("bmode",), backbone="resnet18", width=8)
-    tx = state_lib.make_optimizer(1e-3)
-    plateau = state_lib.make_plateau(dict(factor=0.1, patience=5, rtol=1e-4, cooldown=0, min_scale=0.0))
+    tx, plateau = state_lib.optimizers(base_config().train)
     batch = lambda idx: {"bmode": jnp.asarray(x[idx]), "lnm": jnp.asarray(y[idx]),  # noqa: E731
                          "valid": jnp.ones(len(idx), bool)}
     state = state_lib.create_train_state(model, jax.random.key(0), batch(np.arange(32)), tx, plateau)

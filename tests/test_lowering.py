@@ -9,10 +9,11 @@ import numpy as np
 import pytest
 from jax import lax
 
-from lnm_jax.models.backbones import make_backbone
-from lnm_jax.models.fusion import FusionClassifier, parse_modalities
+from lnm_jax.models.backbones import backbone
+from lnm_jax.models.fusion import FusionClassifier
+from lnm_jax.names import parse_modalities
 from lnm_jax.models.lowering import conv_function, gemm_pointwise_conv, resolve
-from lnm_jax.training.loop import check_resumable
+from lnm_jax.run import check_resumable
 
 NHWC = ("NHWC", "HWIO", "NHWC")
 
@@ -45,7 +46,7 @@ def test_pointwise_gemm_equals_xla_convolution_and_its_gradients(kernel, strides
 
 def test_backbone_lowerings_share_parameters_outputs_and_gradients():
     x = jax.random.normal(jax.random.key(1), (2, 32, 32, 3))
-    models = [make_backbone("resnet50", width=8, lowering=lw) for lw in ("xla", "cpu")]
+    models = [backbone("resnet50", width=8, lowering=lw) for lw in ("xla", "cpu")]
     variables = [jax.jit(m.init, static_argnames="train")(jax.random.key(0), x, train=False) for m in models]
     assert jax.tree.structure(variables[0]) == jax.tree.structure(variables[1])
     for a, b in zip(jax.tree.leaves(variables[0]), jax.tree.leaves(variables[1])):
@@ -77,7 +78,7 @@ def test_every_conv_of_a_backbone_takes_the_chosen_lowering(arch, size, lowering
         return gemm_pointwise_conv(lhs, rhs, *args, **kwargs)
 
     monkeypatch.setattr(lowering_lib, "gemm_pointwise_conv", counting)
-    model = make_backbone(arch, width=8, lowering=lowering)
+    model = backbone(arch, width=8, lowering=lowering)
     shapes = jax.eval_shape(model.init, jax.random.key(0), jnp.zeros((1, size, size, 3)))
     kernels = [k for k in jax.tree.leaves(shapes["params"]) if k.ndim == 4]
     # VGG-11 has no 1x1 convolution: it keeps flax's default whatever the lowering
@@ -91,7 +92,7 @@ def test_auto_is_gemm_on_cpu_and_unknown_values_are_rejected():
     assert resolve("auto") == "cpu" and conv_function("auto") is gemm_pointwise_conv
     assert conv_function("xla") is None
     with pytest.raises(ValueError, match="lowering must be one of"):
-        make_backbone("vgg11", lowering="gpu")
+        backbone("vgg11", lowering="gpu")
     with pytest.raises(ValueError, match="lowering must be one of"):
         FusionClassifier(parse_modalities("triple"), backbone="resnet18", width=4, lowering="fast").init(
             jax.random.key(0), {"bmode": jnp.zeros((1, 32, 32, 3)), "ceus": jnp.zeros((1, 32, 32, 3)),

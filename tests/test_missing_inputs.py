@@ -10,6 +10,7 @@ import pytest
 
 from lnm_jax.evaluation.availability import PATTERNS, evaluate_availability, withhold
 from lnm_jax.models.fusion import DROPOUT_RNG, FusionClassifier, drop_modalities
+from lnm_jax.run import Run
 from lnm_jax.training.loop import train
 
 TRIPLE = ("bmode", "ceus", "us_lnm")
@@ -124,9 +125,11 @@ def test_one_model_for_every_pattern_matches_the_dedicated_model_without_ceus(tm
         c.eval.bootstrap = 100
         return c
 
-    train(config("triple", True), tmp_path / "missing")
-    train(config("bmode,us_lnm", False), tmp_path / "dedicated")
-    res = evaluate_availability(tmp_path / "missing", dedicated={"no_ceus": tmp_path / "dedicated"})
+    missing = Run.create(config("triple", True), tmp_path / "missing")
+    dedicated = Run.create(config("bmode,us_lnm", False), tmp_path / "dedicated")
+    train(missing)
+    train(dedicated)
+    res = evaluate_availability(missing, dedicated={"no_ceus": dedicated})
     row = res["patterns"]["no_ceus"]
     assert row["inputs"] == ["bmode", "us_lnm"]
     missing_auc, dedicated_auc = row["missing_input_model"]["auc"], row["dedicated_model"]["auc"]

@@ -7,8 +7,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from lnm_jax.models.fusion import SETTINGS, FusionClassifier, parse_modalities
-from lnm_jax.models.resnet import feature_dim, make_backbone
+from lnm_jax.models.fusion import FusionClassifier
+from lnm_jax.names import SETTINGS, parse_modalities
+from lnm_jax.models.resnet import feature_dim
+from lnm_jax.models.resnet import resnet
 
 
 def _count(tree) -> int:
@@ -16,7 +18,7 @@ def _count(tree) -> int:
 
 
 def test_resnet50_parameter_count_equals_torchvision_without_fc():
-    model = make_backbone("resnet50")
+    model = resnet("resnet50")
     v = jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros((1, 224, 224, 3))))
     assert _count(v["params"]) == 23_508_032  # torchvision resnet50: 25,557,032 - fc 2,049,000
     # running mean and var of all 53 BatchNorms, as torchvision's buffers
@@ -25,13 +27,13 @@ def test_resnet50_parameter_count_equals_torchvision_without_fc():
 
 @pytest.mark.parametrize("arch,count", [("resnet18", 11_176_512), ("resnet34", 21_284_672)])
 def test_small_resnets_match_torchvision(arch, count):
-    model = make_backbone(arch)
+    model = resnet(arch)
     v = jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros((1, 224, 224, 3))))
     assert _count(v["params"]) == count  # torchvision minus fc (512*1000 + 1000)
 
 
 def test_torchvision_names_and_shapes():
-    model = make_backbone("resnet50")
+    model = resnet("resnet50")
     v = jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros((1, 64, 64, 3))))
     p = v["params"]
     assert p["conv1"]["kernel"].shape == (7, 7, 3, 64)  # torch conv1.weight (64, 3, 7, 7)
@@ -46,7 +48,7 @@ def test_torchvision_names_and_shapes():
                                            (97, [49, 25, 25, 13, 7, 4])])
 def test_spatial_sizes_follow_torch_padding(size, expected):
     """torch: out = floor((in + 2p - k) / s) + 1 at every conv/pool; 'SAME' would differ at odd sizes."""
-    model = make_backbone("resnet18", width=8)
+    model = resnet("resnet18", width=8)
     x = jnp.zeros((1, size, size, 3))
     v = jax.eval_shape(lambda: model.init(jax.random.key(0), x))
     out = jax.eval_shape(lambda v: model.apply(v, x), v)
@@ -58,7 +60,7 @@ def test_spatial_sizes_follow_torch_padding(size, expected):
 
 def test_stem_maxpool_pads_with_minus_infinity():
     """All-negative activations must not leak zero padding through the stem max-pool."""
-    model = make_backbone("resnet18", width=4)
+    model = resnet("resnet18", width=4)
     x = jnp.ones((1, 16, 16, 3))
     v = model.init(jax.random.key(0), x)
     v = jax.tree.map(lambda a: a, v)

@@ -76,13 +76,14 @@ def test_device_cohort_epochs_are_seeded_permutations_with_normalised_batches(cl
 
 def test_training_from_a_device_resident_cohort(tiny_cohort, tmp_path):
     from lnm_jax.config import base_config
+    from lnm_jax.run import Run
     from lnm_jax.training.loop import train
 
     c = base_config("triple")
     c.data.manifest, c.data.image_size, c.data.on_device = str(tiny_cohort), 32, True
     c.model.backbone, c.model.width = "resnet18", 4
     c.train.epochs, c.train.batch_size, c.train.eval_batch_size = 2, 8, 16
-    train(c, tmp_path / "run")
+    train(Run.create(c, tmp_path / "run"))
     rows = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in rows] == [1, 2] and all(np.isfinite(r["train_loss"]) for r in rows)
     assert rows[0]["step"] == 3  # 24 training patients // 8

@@ -151,8 +151,9 @@ def test_training_starts_from_converted_backbones(tmp_path):
     import jax
 
     from lnm_jax.config import base_config
-    from lnm_jax.models.fusion import parse_modalities
-    from lnm_jax.training.loop import build_model, init_state, load_pretrained
+    from lnm_jax.names import parse_modalities
+    from lnm_jax.run import Run
+    from lnm_jax.training.loop import load_pretrained
     from lnm_jax.weights.io import save_backbone
 
     model_t = _torch_model("resnet18", seed=5)
@@ -160,12 +161,11 @@ def test_training_starts_from_converted_backbones(tmp_path):
     save_backbone(tmp_path / "bb", converted, {"arch": "resnet18", "variant": "torchvision"})
     c = base_config("triple")
     c.model.backbone, c.model.width, c.model.init_from = "resnet18", 64, str(tmp_path / "bb")
-    model = build_model(c)
-    batch = {"bmode": np.zeros((2, 32, 32, 3), np.float32), "ceus": np.zeros((2, 32, 32, 3), np.float32),
-             "us_lnm": np.zeros(2, np.float32), "lnm": np.zeros(2, np.int32), "valid": np.ones(2, bool)}
-    state, tx, _ = init_state(c, model, batch)
-    loaded = load_pretrained(c, state, tx, model)
-    assert parse_modalities(c.modalities) == model.modalities
+    c.data.image_size, c.train.eval_batch_size = 32, 2
+    run = Run(c, tmp_path / "run", cohort=None, split=None)  # the model and state, no data needed
+    state = run.fresh_state()
+    loaded = load_pretrained(run, state)
+    assert parse_modalities(c.modalities) == run.model.modalities
     for b in ("bmode_backbone", "ceus_backbone"):
         for x, y in zip(jax.tree.leaves(loaded.params[b]), jax.tree.leaves(converted["params"])):
             np.testing.assert_array_equal(x, y)
@@ -174,4 +174,4 @@ def test_training_starts_from_converted_backbones(tmp_path):
     np.testing.assert_array_equal(loaded.params["head"]["kernel"], state.params["head"]["kernel"])
     c.model.backbone = "resnet50"
     with pytest.raises(ValueError, match="holds resnet18"):
-        load_pretrained(c, state, tx, build_model(c))
+        load_pretrained(Run(c, tmp_path / "run", cohort=None, split=None), state)

@@ -23,10 +23,10 @@ from PIL import Image, UnidentifiedImageError
 
 from lnm_jax.data.clips import ClipError, frame_files, is_clip, read_frames
 from lnm_jax.fileio import write_csv
+from lnm_jax.names import IMAGE_INPUTS, INPUTS, LABEL, PATIENT_ID
 
-REQUIRED_COLUMNS = ("patient_id", "bmode", "ceus", "us_lnm", "lnm")
-IMAGE_COLUMNS = ("bmode", "ceus")
-INPUTS = ("bmode", "ceus", "us_lnm")
+REQUIRED_COLUMNS = (PATIENT_ID, *INPUTS, LABEL)
+IMAGE_COLUMNS = IMAGE_INPUTS
 BINARY_VALUES = {"0": 0, "1": 1}
 
 # Problem codes: one per kind of bad input, so callers and tests can tell them apart.
@@ -123,6 +123,13 @@ class Cohort:
     def availability(self) -> dict[str, int]:
         """How many patients have each input."""
         return {name: sum(p.has(name) for p in self.patients) for name in INPUTS}
+
+    def describe(self) -> str:
+        """One line: size, positives, availability per input, metadata columns."""
+        labels = [x for x in self.labels if x is not None]
+        return (f"{self.path}: OK, {len(self)} patients, {sum(labels)} LNM-positive; available "
+                + ", ".join(f"{k} {v}" for k, v in self.availability().items())
+                + (f"; metadata columns: {', '.join(self.metadata_columns)}" if self.metadata_columns else ""))
 
 
 def check_image(path: Path) -> str | None:

@@ -21,8 +21,10 @@ import jax.numpy as jnp
 import numpy as np
 from jax.scipy.ndimage import map_coordinates
 
-IMAGE_KEYS = ("bmode", "ceus")
-ROW_KEYS = ("us_lnm", "lnm", "has_bmode", "has_ceus", "has_us_lnm")
+from lnm_jax.names import AVAILABILITY_KEYS, IMAGE_INPUTS, LABEL, US_LNM
+
+IMAGE_KEYS = IMAGE_INPUTS
+ROW_KEYS = (US_LNM, LABEL, *AVAILABILITY_KEYS)
 
 
 def augment_params(key: jax.Array, size: int, aug: Mapping) -> dict[str, jax.Array]:

@@ -22,12 +22,8 @@ from typing import Iterator, Mapping, Sequence
 import numpy as np
 import tensorflow as tf
 
-IMAGE_KEYS = ("bmode", "ceus")
-# The paper's per-modality statistics of [0, 1]-scaled RGB images.
-PAPER_NORM = {
-    "bmode": {"mean": (0.190, 0.201, 0.223), "std": (0.123, 0.129, 0.142)},
-    "ceus": {"mean": (0.226, 0.153, 0.092), "std": (0.231, 0.169, 0.114)},
-}
+from lnm_jax.names import IMAGE_INPUTS as IMAGE_KEYS
+from lnm_jax.names import PAPER_NORM  # noqa: F401  (re-exported: the pipeline's default statistics)
 
 
 def _decode_image(encoded: tf.Tensor, size: int) -> tf.Tensor:
@@ -194,3 +190,31 @@ def normalisation_stats(decoded: tf.data.Dataset) -> dict[str, dict[str, list[fl
         std = np.sqrt(np.maximum(sq[k] / count[k] - mean**2, 1e-12))
         out[k] = {"mean": [round(float(m), 6) for m in mean], "std": [round(float(s), 6) for s in std]}
     return out
+
+
+def manifest_norm_stats(manifest, *, image_size: int = 224, seed: int = 0, out=None) -> dict:
+    """``lnm-jax norm-stats``: per-modality mean/std of a manifest's training split (the split
+    ``data.split.seed`` makes), printed as JSON on stdout and as config overrides on stderr;
+    also written to ``out`` when given."""
+    import contextlib  # noqa: PLC0415
+    import json  # noqa: PLC0415
+    import sys  # noqa: PLC0415
+    import tempfile  # noqa: PLC0415
+    from pathlib import Path  # noqa: PLC0415
+
+    from lnm_jax.data.manifest import read_manifest  # noqa: PLC0415
+    from lnm_jax.data.splits import holdout_split  # noqa: PLC0415
+    from lnm_jax.data.tfds_builder import load_cohort  # noqa: PLC0415
+
+    cohort = read_manifest(manifest)
+    split = holdout_split(cohort.ids, cohort.labels, seed=seed)
+    # TFDS reports its build on stdout; keep stdout for the JSON alone.
+    with tempfile.TemporaryDirectory() as tmp, contextlib.redirect_stdout(sys.stderr):
+        stats = normalisation_stats(decoded_dataset(load_cohort(cohort, tmp), split.train, image_size, cache=False))
+    text = json.dumps(stats, indent=2)
+    print(text)
+    print("use with: " + " ".join(f"--config.data.norm.{k}.{s}='({','.join(map(str, v[s]))})'"
+                                  for k, v in stats.items() for s in ("mean", "std")), file=sys.stderr)
+    if out:
+        Path(out).write_text(text)
+    return stats

@@ -14,20 +14,22 @@ from pathlib import Path
 
 import numpy as np
 
+from lnm_jax import names
+from lnm_jax import run_files as F
 from lnm_jax.evaluation import metrics as M
-from lnm_jax.evaluation.run import RunPredictor
-from lnm_jax.evaluation.stats import delong_ci, delong_test
+from lnm_jax.evaluation.stats import delong_test
+from lnm_jax.evaluation.summary import summarise_predictions
 from lnm_jax.fileio import write_text
-from lnm_jax.models.fusion import parse_modalities
+from lnm_jax.run import Run
 
 # name -> inputs withheld
 PATTERNS = {
     "all": (),
-    "no_ceus": ("ceus",),
-    "no_flag": ("us_lnm",),
-    "bmode_only": ("ceus", "us_lnm"),
-    "no_bmode": ("bmode",),
-    "ceus_only": ("bmode", "us_lnm"),
+    "no_ceus": (names.CEUS,),
+    "no_flag": (names.US_LNM,),
+    "bmode_only": (names.CEUS, names.US_LNM),
+    "no_bmode": (names.BMODE,),
+    "ceus_only": (names.BMODE, names.US_LNM),
 }
 LABELS = {"all": "all three", "no_ceus": "no CEUS", "no_flag": "no US-LNM flag",
           "bmode_only": "B-mode only", "no_bmode": "no B-mode", "ceus_only": "CEUS only"}
@@ -37,7 +39,7 @@ def withhold(batch: dict, hidden: tuple[str, ...]) -> dict:
     """The batch with ``hidden`` inputs marked absent and zeroed, as an empty manifest cell is."""
     out = dict(batch)
     for m in hidden:
-        out[f"has_{m}"] = np.zeros_like(np.asarray(batch[f"has_{m}"]))
+        out[names.has(m)] = np.zeros_like(np.asarray(batch[names.has(m)]))
         out[m] = np.zeros_like(np.asarray(batch[m]))
     return out
 
@@ -47,55 +49,47 @@ def remaining_inputs(modalities: tuple[str, ...], pattern: str) -> tuple[str, ..
 
 
 def _summary(p: dict, level: float) -> dict:
-    probs = M.sigmoid(p["logit"])
-    auc, lo, hi = delong_ci(p["lnm"], probs, level)
-    return {"n": int(len(probs)), "auc": auc, "auc_ci_delong": [lo, hi],
-            "at_0.5": M.threshold_metrics(p["lnm"], probs, 0.5)}
+    return summarise_predictions(p[names.LABEL], p["logit"], ci_level=level, calibration=False)
 
 
-def evaluate_availability(workdir: Path | str, *, checkpoint: str = "best", subset: str = "test",
-                          dedicated: dict[str, Path | str] | None = None,
-                          out: Path | str | None = None) -> dict:
-    """Per-pattern metrics of a missing-input run, and of ``dedicated`` runs (pattern -> run
-    folder) on the same patients. Writes ``availability.json`` and ``availability.md``."""
-    run = RunPredictor(workdir, checkpoint)
+def evaluate_availability(run: Run, *, checkpoint: str = "best", subset: str = "test",
+                          dedicated: dict[str, Run] | None = None, out: Path | str | None = None) -> dict:
+    """Per-pattern metrics of a missing-input run, and of ``dedicated`` runs (pattern -> run)
+    on the same patients. Writes ``availability.json`` and ``availability.md``."""
     if not run.config.model.missing_inputs:
-        raise ValueError(f"{workdir} was trained without model.missing_inputs: it has no learned "
+        raise ValueError(f"{run.workdir} was trained without model.missing_inputs: it has no learned "
                          f"'absent' inputs, so withheld inputs would be read as zeros")
     level = run.config.eval.ci_level
-    modalities = parse_modalities(run.config.modalities)
-    result = {"run": str(workdir), "checkpoint": checkpoint, "subset": subset, "patterns": {}}
-    patterns = [k for k in PATTERNS if remaining_inputs(modalities, k)
-                and set(PATTERNS[k]) <= set(modalities)]
+    modalities = names.parse_modalities(run.config.modalities)
+    result = {"run": str(run.workdir), "checkpoint": checkpoint, "subset": subset, "patterns": {}}
+    patterns = [k for k in PATTERNS if remaining_inputs(modalities, k) and set(PATTERNS[k]) <= set(modalities)]
     preds = {}
     for name in patterns:
-        preds[name] = run(subset, lambda b, h=PATTERNS[name]: withhold(b, h))
+        preds[name] = run.predict(subset, checkpoint, lambda b, h=PATTERNS[name]: withhold(b, h))
         result["patterns"][name] = {"inputs": list(remaining_inputs(modalities, name)),
                                     "missing_input_model": _summary(preds[name], level)}
-    for name, folder in (dedicated or {}).items():
+    for name, other in (dedicated or {}).items():
         if name not in result["patterns"]:
             raise ValueError(f"unknown or inapplicable pattern '{name}' (have {patterns})")
-        other = RunPredictor(folder, checkpoint)
         want = set(result["patterns"][name]["inputs"])
-        have = set(parse_modalities(other.config.modalities))
+        have = set(names.parse_modalities(other.config.modalities))
         if have != want:
-            raise ValueError(f"dedicated run {folder} uses {sorted(have)}, pattern '{name}' "
+            raise ValueError(f"dedicated run {other.workdir} uses {sorted(have)}, pattern '{name}' "
                              f"leaves {sorted(want)}")
-        if other.data.cohort.sha256 != run.data.cohort.sha256 or \
-                set(other.data.ids(subset)) != set(run.data.ids(subset)):
-            raise ValueError(f"dedicated run {folder} was not trained on the same manifest and "
-                             f"split as {workdir}: its {subset} patients differ")
-        q = other(subset)
-        order = {pid: i for i, pid in enumerate(q["patient_id"])}
-        idx = np.array([order[pid] for pid in preds[name]["patient_id"]])
+        if other.cohort.sha256 != run.cohort.sha256 or set(other.split.subset(subset)) != set(run.split.subset(subset)):
+            raise ValueError(f"dedicated run {other.workdir} was not trained on the same manifest and "
+                             f"split as {run.workdir}: its {subset} patients differ")
+        q = other.predict(subset, checkpoint)
+        order = {pid: i for i, pid in enumerate(q[names.PATIENT_ID])}
+        idx = np.array([order[pid] for pid in preds[name][names.PATIENT_ID]])
         ded = {k: v[idx] for k, v in q.items()}
         entry = result["patterns"][name]
-        entry["dedicated_model"] = {"run": str(folder), **_summary(ded, level)}
+        entry["dedicated_model"] = {"run": str(other.workdir), **_summary(ded, level)}
         entry["delong_missing_vs_dedicated"] = delong_test(
-            preds[name]["lnm"], M.sigmoid(preds[name]["logit"]), M.sigmoid(ded["logit"]))
-    out = Path(out) if out else Path(workdir) / f"eval_{checkpoint}"
-    write_text(out / "availability.json", json.dumps(result, indent=2))
-    write_text(out / "availability.md", availability_table(result))
+            preds[name][names.LABEL], M.sigmoid(preds[name]["logit"]), M.sigmoid(ded["logit"]))
+    out = Path(out) if out else run.files.evaluation(checkpoint)
+    write_text(out / F.AVAILABILITY_JSON, json.dumps(result, indent=2))
+    write_text(out / F.AVAILABILITY_MD, availability_table(result))
     result["out"] = str(out)
     return result
 
@@ -105,7 +99,10 @@ def availability_table(result: dict) -> str:
     lines = [f"AUC (95% DeLong CI) on the {result['subset']} set, checkpoint {result['checkpoint']}.",
              "", "| inputs | missing-input model | dedicated model | difference | DeLong p |",
              "|---|---|---|---:|---:|"]
-    fmt = lambda s: f"{s['auc']:.3f} ({s['auc_ci_delong'][0]:.3f}-{s['auc_ci_delong'][1]:.3f})"  # noqa: E731
+
+    def fmt(s):
+        return f"{s['auc']:.3f} ({s['auc_ci_delong'][0]:.3f}-{s['auc_ci_delong'][1]:.3f})"
+
     for name, e in result["patterns"].items():
         ded = e.get("dedicated_model")
         test = e.get("delong_missing_vs_dedicated")

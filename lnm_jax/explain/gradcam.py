@@ -22,9 +22,11 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from lnm_jax import names
+
 METHODS = ("gradcam", "hirescam", "gradcam++")
 TARGETS = {"lnm": 1.0, "no_lnm": -1.0}
-IMAGE_BRANCHES = ("bmode", "ceus")
+IMAGE_BRANCHES = names.IMAGE_INPUTS
 EPS = 1e-7
 
 
@@ -96,7 +98,7 @@ def make_cam_fn(model: nn.Module, *, layer: str = "stage4", method: str = "gradc
             acts = out[b][layer].astype(jnp.float32)
             size = batch[b].shape[1:3] if upsample else None
             cam, raw = cam_from(acts, g.astype(jnp.float32), method, size)
-            present = batch.get(f"has_{b}", jnp.ones(cam.shape[0], bool)).astype(bool)
+            present = batch.get(names.has(b), jnp.ones(cam.shape[0], bool)).astype(bool)
             result[b] = jnp.where(present[:, None, None], cam, 0.0)
             result[f"{b}_raw"] = jnp.where(present[:, None, None], raw, 0.0)
             result[f"{b}_available"] = present

@@ -17,7 +17,7 @@ from lnm_jax.models.vgg import VGG
 NAMES = tuple(resnet.BACKBONES) + ("vgg11", "vgg11_bn", "inception_v3")
 
 
-def make_backbone(arch: str, *, width: int = 64, dtype: Any = jnp.float32,
+def backbone(arch: str, *, width: int = 64, dtype: Any = jnp.float32,
                   variant: str = "torchvision", fold_bn: bool = False, lowering: str = "auto",
                   name: str | None = None) -> nn.Module:
     """``variant`` 'keras_v1' (weights ported from Keras ResNet50) and ``fold_bn`` (inference
@@ -26,7 +26,7 @@ def make_backbone(arch: str, *, width: int = 64, dtype: Any = jnp.float32,
     has no 1x1 convs."""
     resolve(lowering)  # rejects an unknown value
     if arch in resnet.BACKBONES:
-        return resnet.make_backbone(arch, width=width, dtype=dtype, name=name, fold_bn=fold_bn,
+        return resnet.resnet(arch, width=width, dtype=dtype, name=name, fold_bn=fold_bn,
                                     lowering=lowering, **resnet.VARIANTS[variant])
     if fold_bn:
         raise ValueError(f"BatchNorm folding exists for ResNets only, not {arch}")

@@ -28,18 +28,15 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from lnm_jax.models.backbones import make_backbone
-from lnm_jax.settings import SETTINGS
-
-IMAGE_MODALITIES = ("bmode", "ceus")
-ALL_MODALITIES = ("bmode", "ceus", "us_lnm")
+from lnm_jax import names
+from lnm_jax.models.backbones import backbone
 DROPOUT_RNG = "modality_dropout"  # the rng stream modality dropout draws from
 
 
 def available(batch: dict, modalities: Sequence[str]) -> dict[str, jax.Array]:
     """Per-row availability of each input; all true where the batch has no ``has_*`` entry."""
-    n = batch["us_lnm"].shape[0] if "us_lnm" in batch else batch[modalities[0]].shape[0]
-    return {m: jnp.asarray(batch[f"has_{m}"], bool) if f"has_{m}" in batch else jnp.ones(n, bool)
+    n = batch[names.US_LNM].shape[0] if names.US_LNM in batch else batch[modalities[0]].shape[0]
+    return {m: jnp.asarray(batch[names.has(m)], bool) if names.has(m) in batch else jnp.ones(n, bool)
             for m in modalities}
 
 
@@ -50,19 +47,6 @@ def drop_modalities(avail: dict[str, jax.Array], rate: float, key: jax.Array) ->
     kept = {m: a & jax.random.bernoulli(k, 1.0 - rate, a.shape) for (m, a), k in zip(avail.items(), keys)}
     none_left = ~jnp.any(jnp.stack(list(kept.values())), axis=0)
     return {m: jnp.where(none_left, avail[m], kept[m]) for m in avail}
-
-
-def parse_modalities(spec: str | Sequence[str]) -> tuple[str, ...]:
-    """'triple' | 'bmode,ceus' | ('bmode', 'ceus') -> canonical ordered tuple."""
-    if isinstance(spec, str):
-        names = SETTINGS.get(spec) or tuple(s.strip() for s in spec.split(",") if s.strip())
-    else:
-        names = tuple(spec)
-    unknown = [n for n in names if n not in ALL_MODALITIES]
-    if unknown or not names:
-        raise ValueError(f"modalities must be a non-empty subset of {ALL_MODALITIES} or one of "
-                         f"{sorted(SETTINGS)}, got {spec!r}")
-    return tuple(m for m in ALL_MODALITIES if m in names)
 
 
 class TemporalAttentionPool(nn.Module):
@@ -109,7 +93,7 @@ class FusionClassifier(nn.Module):
             use = drop_modalities(present, self.modality_dropout, self.make_rng(DROPOUT_RNG))
         out["available"] = use
         for m in self.modalities:
-            if m in IMAGE_MODALITIES:
+            if m in names.IMAGE_INPUTS:
                 # BatchNorm statistics over the rows that hold this image (all rows if none do).
                 mask = present[m] | ~jnp.any(present[m]) if self.missing_inputs else None
                 x = batch[m]
@@ -117,7 +101,7 @@ class FusionClassifier(nn.Module):
                 if frames:
                     x = x.reshape((-1,) + x.shape[2:])
                     mask = None if mask is None else jnp.repeat(mask, frames)
-                branch = make_backbone(self.backbone, width=self.width, dtype=self.dtype,
+                branch = backbone(self.backbone, width=self.width, dtype=self.dtype,
                                        variant=self.variant, fold_bn=self.fold_bn,
                                        lowering=self.lowering, name=f"{m}_backbone")(
                     x, train=train, mask=mask)
@@ -131,7 +115,7 @@ class FusionClassifier(nn.Module):
                     else:
                         feature = feature.mean(axis=1)
             else:
-                feature = batch["us_lnm"].astype(jnp.float32)[:, None]
+                feature = batch[names.US_LNM].astype(jnp.float32)[:, None]
             if self.missing_inputs:
                 absent = self.param(f"{m}_absent", nn.initializers.zeros, (feature.shape[-1],))
                 feature = jnp.where(use[m][:, None], feature, absent[None])
@@ -142,3 +126,13 @@ class FusionClassifier(nn.Module):
         out["fused"] = fused
         out["logit"] = nn.Dense(1, dtype=jnp.float32, name="head")(fused)[:, 0]
         return out
+
+
+def build_model(config) -> FusionClassifier:
+    """The classifier a run's config describes (``config.modalities`` and ``config.model``)."""
+    m = config.model
+    return FusionClassifier(modalities=names.parse_modalities(config.modalities), backbone=m.backbone,
+                            width=m.width, dtype=jnp.dtype(m.dtype), variant=m.variant,
+                            missing_inputs=m.missing_inputs, modality_dropout=m.modality_dropout,
+                            temporal_pool=m.temporal_pool,
+                            lowering=m.get("lowering", "auto"))  # runs stored before the field: auto

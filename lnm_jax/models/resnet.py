@@ -45,34 +45,25 @@ def _no_norm(name: str | None = None):
     return lambda x, mask=None: x
 
 
+ModuleDef = Any
+
+
 class _Block(nn.Module):
-    """Fields and layers shared by both residual blocks."""
+    """Fields shared by both residual blocks; ``conv`` and ``norm`` are the ResNet's partials
+    (built once, as flax's ImageNet example does)."""
 
     features: int
+    conv: ModuleDef
+    norm: ModuleDef
     strides: int = 1
     downsample: bool = False
-    dtype: Dtype = jnp.float32
     stride_in_1x1: bool = False  # v1 (Keras) stride placement; Bottleneck only
-    conv_bias: bool = False
-    bn_epsilon: float = BN_EPSILON
-    fold_bn: bool = False
-    lowering: str = "auto"  # lowering.py: 1x1 convs as XLA convolutions or GEMMs
 
-    def _layers(self, train: bool):
-        conv = partial(nn.Conv, use_bias=self.conv_bias or self.fold_bn, dtype=self.dtype,
-                       conv_general_dilated=conv_function(self.lowering))
-        if self.fold_bn:  # inference with BatchNorm folded into biased convs (folding.py)
-            return conv, _no_norm
-        norm = partial(nn.BatchNorm, use_running_average=not train, momentum=BN_MOMENTUM,
-                       epsilon=self.bn_epsilon, dtype=self.dtype)
-        return conv, norm
-
-    def _shortcut(self, x, out_features: int, conv, norm, mask):
+    def _shortcut(self, x, out_features: int, mask):
         if not self.downsample:
             return x
-        x = conv(out_features, (1, 1), (self.strides,) * 2, padding=((0, 0), (0, 0)),
-                 name="downsample_0")(x)
-        return norm(name="downsample_1")(x, mask=mask)
+        x = self.conv(out_features, (1, 1), (self.strides,) * 2, padding=((0, 0), (0, 0)), name="downsample_0")(x)
+        return self.norm(name="downsample_1")(x, mask=mask)
 
 
 class BasicBlock(_Block):
@@ -81,13 +72,13 @@ class BasicBlock(_Block):
     expansion = 1
 
     @nn.compact
-    def __call__(self, x, train: bool, mask=None):
-        conv, norm = self._layers(train)
+    def __call__(self, x, mask=None):
+        conv, norm = self.conv, self.norm
         y = conv(self.features, (3, 3), (self.strides,) * 2, padding=_pad(3), name="conv1")(x)
         y = nn.relu(norm(name="bn1")(y, mask=mask))
         y = conv(self.features, (3, 3), padding=_pad(3), name="conv2")(y)
         y = norm(name="bn2")(y, mask=mask)
-        return nn.relu(y + self._shortcut(x, self.features, conv, norm, mask))
+        return nn.relu(y + self._shortcut(x, self.features, mask))
 
 
 class Bottleneck(_Block):
@@ -97,8 +88,8 @@ class Bottleneck(_Block):
     expansion = 4
 
     @nn.compact
-    def __call__(self, x, train: bool, mask=None):
-        conv, norm = self._layers(train)
+    def __call__(self, x, mask=None):
+        conv, norm = self.conv, self.norm
         s1, s3 = ((self.strides, 1) if self.stride_in_1x1 else (1, self.strides))
         y = conv(self.features, (1, 1), (s1, s1), padding=((0, 0), (0, 0)), name="conv1")(x)
         y = nn.relu(norm(name="bn1")(y, mask=mask))
@@ -106,7 +97,7 @@ class Bottleneck(_Block):
         y = nn.relu(norm(name="bn2")(y, mask=mask))
         y = conv(self.features * 4, (1, 1), padding=((0, 0), (0, 0)), name="conv3")(y)
         y = norm(name="bn3")(y, mask=mask)
-        return nn.relu(y + self._shortcut(x, self.features * 4, conv, norm, mask))
+        return nn.relu(y + self._shortcut(x, self.features * 4, mask))
 
 
 class ResNet(nn.Module):
@@ -131,16 +122,17 @@ class ResNet(nn.Module):
     def __call__(self, x, train: bool = False, mask=None) -> dict[str, jnp.ndarray]:
         if self.fold_bn and train:
             raise ValueError("a BatchNorm-folded ResNet is for inference only")
+        conv = partial(nn.Conv, use_bias=self.conv_bias or self.fold_bn, dtype=self.dtype,
+                       conv_general_dilated=conv_function(self.lowering))
+        norm = _no_norm if self.fold_bn else partial(
+            nn.BatchNorm, use_running_average=not train, momentum=BN_MOMENTUM, epsilon=self.bn_epsilon,
+            dtype=self.dtype)
         out = {}
         if mask is not None:
             mask = jnp.asarray(mask, bool)[:, None, None, None]
         x = x.astype(self.dtype)
-        x = nn.Conv(self.width, (7, 7), (2, 2), padding=_pad(7), use_bias=self.conv_bias or self.fold_bn,
-                    dtype=self.dtype, conv_general_dilated=conv_function(self.lowering), name="conv1")(x)
-        if not self.fold_bn:
-            x = nn.BatchNorm(use_running_average=not train, momentum=BN_MOMENTUM,
-                             epsilon=self.bn_epsilon, dtype=self.dtype, name="bn1")(x, mask=mask)
-        x = nn.relu(x)
+        x = conv(self.width, (7, 7), (2, 2), padding=_pad(7), name="conv1")(x)
+        x = nn.relu(norm(name="bn1")(x, mask=mask))
         x = nn.max_pool(x, (3, 3), (2, 2), padding=((1, 1), (1, 1)))
         # perturb(): a zero-valued hook that lets jax.grad reach this activation (Grad-CAM);
         # a no-op unless a 'perturbations' collection is passed to apply().
@@ -152,10 +144,8 @@ class ResNet(nn.Module):
             for j in range(n_blocks):
                 strides = 2 if (i > 0 and j == 0) else 1
                 downsample = j == 0 and (strides != 1 or in_features != features * self.block.expansion)
-                x = self.block(features, strides, downsample, dtype=self.dtype,
-                               stride_in_1x1=self.stride_in_1x1, conv_bias=self.conv_bias,
-                               bn_epsilon=self.bn_epsilon, fold_bn=self.fold_bn,
-                               lowering=self.lowering, name=f"layer{i + 1}_{j}")(x, train, mask)
+                x = self.block(features, conv, norm, strides, downsample, stride_in_1x1=self.stride_in_1x1,
+                               name=f"layer{i + 1}_{j}")(x, mask)
                 in_features = features * self.block.expansion
             x = self.perturb(f"stage{i + 1}", x)
             out[f"stage{i + 1}"] = x
@@ -166,7 +156,7 @@ class ResNet(nn.Module):
 # Keras applications.ResNet50 (original v1): BatchNormalization(epsilon=1.001e-5).
 KERAS_V1 = dict(stride_in_1x1=True, conv_bias=True, bn_epsilon=1.001e-5)
 
-# Layout variants of the same architecture (``make_backbone(arch, **VARIANTS[v])``).
+# Layout variants of the same architecture (``resnet(arch, **VARIANTS[v])``).
 VARIANTS = {"torchvision": {}, "keras_v1": KERAS_V1}
 
 BACKBONES = {
@@ -176,7 +166,7 @@ BACKBONES = {
 }
 
 
-def make_backbone(arch: str, *, width: int = 64, dtype: Dtype = jnp.float32, **kwargs) -> nn.Module:
+def resnet(arch: str, *, width: int = 64, dtype: Dtype = jnp.float32, **kwargs) -> nn.Module:
     """``arch`` in BACKBONES; ``kwargs`` go to the module (e.g. ``name``)."""
     if arch not in BACKBONES:
         raise ValueError(f"unknown backbone '{arch}', expected one of {sorted(BACKBONES)}")

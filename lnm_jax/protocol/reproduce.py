@@ -21,35 +21,34 @@ from __future__ import annotations
 import copy
 import json
 import math
+import shutil
 import time
 from pathlib import Path
 
 import numpy as np
 from ml_collections import ConfigDict
 
-from lnm_jax import experiment
+from lnm_jax import names, provenance
 from lnm_jax.data.splits import Split, holdout_split, kfold_splits, save_splits
 from lnm_jax.evaluation import metrics as M
 from lnm_jax.evaluation.plots import plot_convergence, plot_roc
-from lnm_jax.evaluation.stats import delong_ci, delong_test, permutation_p_value
+from lnm_jax.evaluation.stats import delong_test, permutation_p_value
+from lnm_jax.evaluation.summary import THRESHOLD_METRICS, summarise_predictions
 from lnm_jax.fileio import write_text
-from lnm_jax.models.fusion import parse_modalities
+from lnm_jax.metric_writer import read_history
 from lnm_jax.protocol.cohort_table import cohort_table, cohort_table_markdown
-from lnm_jax.settings import SETTINGS
-
-LABELS = {"us_lnm": "US-LNM", "bmode": "B-mode", "ceus": "CEUS", "dual": "dual (B-mode + CEUS)",
-          "triple": "triple (B-mode + CEUS + US-LNM)"}
-PREDICTIONS = "predictions.json"
-THRESHOLD_METRICS = ("sensitivity", "specificity", "accuracy")
+from lnm_jax.run import Run, resolve_cohort, split_document
+from lnm_jax.run_files import (CAM_GRID_CORRECT, CAM_GRID_INCORRECT, GENERATOR, PROTOCOL_RUNS, REPORT, RESULTS,
+                               RunFiles)
 
 
 def plan_runs(config: ConfigDict) -> dict[str, dict]:
-    """name -> {modalities, backbone, tables}: Table 2's backbone x modality grid and Table
-    3's settings with the configured backbone; a run both tables need is trained once."""
+    """name -> {setting, backbone, tables}: Table 2's backbone x modality grid and Table 3's
+    settings with the configured backbone; a run both tables need is trained once."""
     runs: dict[str, dict] = {}
 
     def add(setting: str, backbone: str, table: str):
-        uses_images = any(m in ("bmode", "ceus") for m in parse_modalities(setting))
+        uses_images = any(m in names.IMAGE_INPUTS for m in names.parse_modalities(setting))
         name = f"{setting}_{backbone}" if uses_images else setting
         runs.setdefault(name, {"setting": setting, "backbone": backbone if uses_images else "-",
                                "tables": []})["tables"].append(table)
@@ -73,42 +72,37 @@ def _run_config(config: ConfigDict, run: dict, manifest: Path, tfds_dir: Path) -
     return c
 
 
-def _train_and_predict(config: ConfigDict, split: Split, folder: Path, split_doc: dict) -> dict:
+def _train_and_predict(config: ConfigDict, split: Split, folder: Path, split_doc: dict) -> tuple[dict, Run | None]:
     """Trains one run on ``split`` (unless it finished before) and returns its validation and
-    test predictions."""
-    from lnm_jax.evaluation.run import RunPredictor  # noqa: PLC0415  (TF + training stack)
-    from lnm_jax.training.loop import train  # noqa: PLC0415
+    test predictions, with the live run when it trained here."""
+    from lnm_jax.training.loop import train  # noqa: PLC0415  (the training stack)
 
-    done = folder / PREDICTIONS
+    done = RunFiles(folder).predictions
     if done.is_file():
-        return json.loads(done.read_text())
+        return json.loads(done.read_text()), None
     if folder.exists():  # an interrupted run: start it again from scratch
-        import shutil  # noqa: PLC0415
         shutil.rmtree(folder)
-    folder.mkdir(parents=True)
-    save_splits(folder / "splits.json", [split], **split_doc)
     t0 = time.perf_counter()
-    train(config, folder)
-    run = RunPredictor(folder, "best")
-    out = {"train_wall_s": time.perf_counter() - t0, "best_epoch": run.meta["epoch"]}
+    run = Run.create(config, folder, split=split, split_doc=split_doc)
+    train(run)
+    out = {"train_wall_s": time.perf_counter() - t0, "best_epoch": run.predictor("best").meta["epoch"]}
     for subset in ("val", "test"):
-        p = run(subset)
-        out[subset] = {"patient_id": p["patient_id"].tolist(), "lnm": p["lnm"].tolist(),
-                       "prob": M.sigmoid(p["logit"]).tolist()}
+        p = run.predict(subset)
+        out[subset] = {names.PATIENT_ID: p[names.PATIENT_ID].tolist(), names.LABEL: p[names.LABEL].tolist(),
+                       "logit": p["logit"].astype(float).tolist()}
     write_text(done, json.dumps(out))
-    return out
+    return out, run
 
 
-def _metrics(labels, probs, config: ConfigDict, *, permutations: bool) -> dict:
-    labels, probs = np.asarray(labels), np.asarray(probs)
+def _metrics(labels, logits, config: ConfigDict, *, permutations: bool) -> dict:
+    """The shared summary at ``protocol.threshold`` (DeLong and bootstrap CIs), with the
+    label-permutation p-values of the threshold metrics for Table 3."""
     ec, pc = config.eval, config.protocol
-    auc, lo, hi = delong_ci(labels, probs, ec.ci_level)
-    blo, bhi = M.bootstrap_auc_ci(labels, probs, n_boot=ec.bootstrap, level=ec.ci_level, seed=ec.seed)
-    at = M.threshold_metrics(labels, probs, pc.threshold)
-    out = {"n": int(len(labels)), "n_positive": int(labels.sum()), "auc": auc,
-           "auc_ci_delong": [lo, hi], "auc_ci_bootstrap": [blo, bhi], **at}
+    out = summarise_predictions(labels, logits, threshold=pc.threshold, ci_level=ec.ci_level,
+                                n_boot=ec.bootstrap, seed=ec.seed, calibration=False)
     if permutations and pc.permutations:
-        pred = (probs >= pc.threshold).astype(int)
+        labels = np.asarray(labels).astype(int)
+        pred = (M.sigmoid(logits) >= pc.threshold).astype(int)
         stat = {"sensitivity": lambda y, q: M.threshold_metrics(y, q, 0.5)["sensitivity"],
                 "specificity": lambda y, q: M.threshold_metrics(y, q, 0.5)["specificity"],
                 "accuracy": lambda y, q: float(np.mean(y == q))}
@@ -118,25 +112,25 @@ def _metrics(labels, probs, config: ConfigDict, *, permutations: bool) -> dict:
 
 
 def _fold_summary(per_fold: list[dict]) -> dict:
-    keys = ("auc",) + THRESHOLD_METRICS
-    return {k: {"mean": float(np.nanmean([f[k] for f in per_fold])),
-                "sd": float(np.nanstd([f[k] for f in per_fold], ddof=1)) if len(per_fold) > 1 else 0.0}
-            for k in keys}
+    values = {"auc": [f["auc"] for f in per_fold],
+              **{k: [f["at_threshold"][k] for f in per_fold] for k in THRESHOLD_METRICS}}
+    return {k: {"mean": float(np.nanmean(v)), "sd": float(np.nanstd(v, ddof=1)) if len(v) > 1 else 0.0}
+            for k, v in values.items()}
 
 
 def _pooled(preds: list[dict], subset: str) -> tuple[np.ndarray, np.ndarray, list[str]]:
-    labels = np.concatenate([p[subset]["lnm"] for p in preds])
-    probs = np.concatenate([p[subset]["prob"] for p in preds])
-    ids = [i for p in preds for i in p[subset]["patient_id"]]
-    return labels, probs, ids
+    labels = np.concatenate([p[subset][names.LABEL] for p in preds])
+    logits = np.concatenate([p[subset]["logit"] for p in preds])
+    ids = [i for p in preds for i in p[subset][names.PATIENT_ID]]
+    return labels, logits, ids
 
 
 def _aligned(a: list[dict], b: list[dict], subset: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Two runs' pooled predictions on the same patients, in ``a``'s order."""
-    y, pa, ids_a = _pooled(a, subset)
-    _, pb, ids_b = _pooled(b, subset)
+    y, za, ids_a = _pooled(a, subset)
+    _, zb, ids_b = _pooled(b, subset)
     order = {pid: k for k, pid in enumerate(ids_b)}
-    return y, pa, pb[[order[pid] for pid in ids_a]]
+    return y, za, zb[[order[pid] for pid in ids_a]]
 
 
 def reproduce(config: ConfigDict, workdir: Path | str) -> dict:
@@ -144,33 +138,37 @@ def reproduce(config: ConfigDict, workdir: Path | str) -> dict:
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     t_start = time.perf_counter()
-    cohort = experiment.resolve_cohort(config, workdir)  # validates, or synthesises
+    files = RunFiles(workdir)
+    cohort = resolve_cohort(config, files)  # validates, or synthesises
     manifest = cohort.path
-    labels = {p.patient_id: p.lnm for p in cohort.patients}
     sc, folds = config.data.split, int(config.protocol.folds)
     if folds:
         splits = kfold_splits(cohort.ids, cohort.labels, k=folds, seed=sc.seed, val_fraction=sc.val_fraction)
     else:
         splits = [holdout_split(cohort.ids, cohort.labels, seed=sc.seed, test_fraction=sc.test_fraction,
                                 val_fraction=sc.val_fraction)]
-    split_doc = dict(seed=sc.seed, method=f"{folds}-fold" if folds else "holdout", labels=labels,
-                     manifest_sha256=cohort.sha256)
-    save_splits(workdir / "splits.json", splits, **split_doc)
-    experiment.save_config(config, workdir)
+    split_doc = split_document(config, cohort, method=f"{folds}-fold" if folds else "holdout")
+    save_splits(files.splits, splits, **split_doc)
+    write_text(files.config, config.to_json(indent=2))
+    write_text(files.run_info, json.dumps(provenance.run_info(), indent=2))
 
     groups = {"train+validation": splits[0].train + splits[0].val, "test": splits[0].test}
     table1 = cohort_table(cohort, groups)
 
     runs = plan_runs(config)
     preds: dict[str, list[dict]] = {}
+    live: dict[str, Run] = {}
     for name, run in runs.items():
-        rc = _run_config(config, run, manifest, workdir / "tfds")
+        rc = _run_config(config, run, manifest, files.tfds)
         preds[name] = []
         for k, split in enumerate(splits):
-            folder = workdir / "runs" / name / (f"fold{k}" if folds else "")
+            folder = workdir / PROTOCOL_RUNS / name / (f"fold{k}" if folds else "")
             print(f"[reproduce] {name}{f' fold {k}' if folds else ''} ({run['setting']}, {run['backbone']})",
                   flush=True)
-            preds[name].append(_train_and_predict(rc, split, folder, split_doc))
+            pred, trained = _train_and_predict(rc, split, folder, split_doc)
+            preds[name].append(pred)
+            if trained is not None and k == 0:
+                live[name] = trained
 
     # Table 2 judges on the validation set (holdout) or the out-of-fold test sets (folds).
     t2_subset = "test" if folds else "val"
@@ -190,11 +188,11 @@ def reproduce(config: ConfigDict, workdir: Path | str) -> dict:
     for table, subset in (("table2", t2_subset), ("table3", "test")):
         for name in sorted((n for n in runs if table in runs[n]["tables"]), key=order[table]):
             run = runs[name]
-            y, p, _ = _pooled(preds[name], subset)
+            y, z, _ = _pooled(preds[name], subset)
             row = {"setting": run["setting"], "backbone": run["backbone"],
-                   **_metrics(y, p, config, permutations=table == "table3")}
+                   **_metrics(y, z, config, permutations=table == "table3")}
             if folds:
-                row["per_fold"] = [_metrics(f[subset]["lnm"], f[subset]["prob"], config, permutations=False)
+                row["per_fold"] = [_metrics(f[subset][names.LABEL], f[subset]["logit"], config, permutations=False)
                                    for f in preds[name]]
                 row["folds"] = _fold_summary(row["per_fold"])
             results[table]["rows"][name] = row
@@ -204,15 +202,15 @@ def reproduce(config: ConfigDict, workdir: Path | str) -> dict:
         curves = {}
         for name, row in results["table2"]["rows"].items():
             if row["setting"] == m:
-                y, p, _ = _pooled(preds[name], t2_subset)
-                curves[row["backbone"]] = (y, p, row["auc"])
+                y, z, _ = _pooled(preds[name], t2_subset)
+                curves[row["backbone"]] = (y, M.sigmoid(z), row["auc"])
         figures[f"roc_{m}_backbones"] = f"roc_{m}_backbones.png"
         plot_roc(curves, workdir / figures[f"roc_{m}_backbones"],
-                 title=f"{LABELS.get(m, m)}: backbones ({t2_subset} set)")
+                 title=f"{names.SETTING_LABELS.get(m, m)}: backbones ({t2_subset} set)")
     curves = {}
     for name, row in results["table3"]["rows"].items():
-        y, p, _ = _pooled(preds[name], "test")
-        curves[LABELS.get(row["setting"], row["setting"])] = (y, p, row["auc"])
+        y, z, _ = _pooled(preds[name], "test")
+        curves[names.SETTING_LABELS.get(row["setting"], row["setting"])] = (y, M.sigmoid(z), row["auc"])
     figures["roc_settings"] = "roc_settings.png"
     plot_roc(curves, workdir / figures["roc_settings"], title="Input settings (test set)")
 
@@ -220,26 +218,28 @@ def reproduce(config: ConfigDict, workdir: Path | str) -> dict:
     comparisons = {}
     for a, b in (("triple", "dual"), ("triple", "us_lnm")):
         if a in by_setting and b in by_setting:
-            y, sa, sb = _aligned(preds[by_setting[a]], preds[by_setting[b]], "test")
-            comparisons[f"{a}_vs_{b}"] = delong_test(y, sa, sb)
+            y, za, zb = _aligned(preds[by_setting[a]], preds[by_setting[b]], "test")
+            comparisons[f"{a}_vs_{b}"] = delong_test(y, M.sigmoid(za), M.sigmoid(zb))
     results["table3"]["delong"] = comparisons
     if "triple" in by_setting:
-        history_dir = workdir / "runs" / by_setting["triple"] / ("fold0" if folds else "")
-        rows = [json.loads(x) for x in (history_dir / "metrics.jsonl").read_text().splitlines() if x.strip()]
+        name = by_setting["triple"]
+        triple_dir = workdir / PROTOCOL_RUNS / name / ("fold0" if folds else "")
         figures["convergence_triple"] = "convergence_triple.png"
-        plot_convergence(rows, workdir / figures["convergence_triple"],
+        plot_convergence(read_history(RunFiles(triple_dir).history), workdir / figures["convergence_triple"],
                          title=f"Triple model ({config.model.backbone}){' fold 0' if folds else ''}")
         if config.protocol.gradcam and config.data.clip_frames == 1:
-            from lnm_jax.explain.run import gradcam  # noqa: PLC0415
-            res = gradcam(history_dir, split="test", out=workdir / "gradcam_triple")
-            figures["gradcam_correct"] = "gradcam_triple/grid_correct.png"
-            figures["gradcam_incorrect"] = "gradcam_triple/grid_incorrect.png"
+            from lnm_jax.explain.heatmaps import gradcam  # noqa: PLC0415
+
+            triple = live.get(name) or Run.open(triple_dir)
+            res = gradcam(triple, split="test", out=workdir / "gradcam_triple")
+            figures["gradcam_correct"] = f"gradcam_triple/{CAM_GRID_CORRECT}"
+            figures["gradcam_incorrect"] = f"gradcam_triple/{CAM_GRID_INCORRECT}"
             results["gradcam"] = {k: res[k] for k in ("patients", "correct", "incorrect")}
     results["figures"] = figures
-    results["reference"] = _synthetic_reference(manifest, config)
+    results["reference"] = generator_bayes_aucs(manifest, config)
     results["wall_s"] = time.perf_counter() - t_start
-    write_text(workdir / "results.json", json.dumps(results, indent=2, default=_jsonable))
-    write_text(workdir / "report.md", report_markdown(results, groups))
+    write_text(workdir / RESULTS, json.dumps(results, indent=2, default=_jsonable))
+    write_text(workdir / REPORT, report_markdown(results, groups))
     return results
 
 
@@ -249,15 +249,27 @@ def _jsonable(x):
     raise TypeError(type(x))
 
 
-def _synthetic_reference(manifest: Path, config: ConfigDict) -> dict | None:
-    """For a synthetic cohort (generator.json beside the manifest): the Bayes-optimal AUCs."""
-    gen = manifest.parent / "generator.json"
+def generator_bayes_aucs(manifest: Path, config: ConfigDict) -> dict | None:
+    """For a synthetic cohort (its generator.json beside the manifest): the Bayes-optimal AUC of
+    every setting, from one CEUS frame when the runs read stills of a clip cohort."""
+    gen = manifest.parent / GENERATOR
     if not gen.is_file():
         return None
     doc = json.loads(gen.read_text())
     key = "bayes_auc_single_ceus_frame" if config.data.clip_frames == 1 and doc["params"].get("clip_frames") \
         else "bayes_auc"
-    return {"bayes_auc": {s: doc[key][s] for s in SETTINGS if s in doc[key]}}
+    return {"bayes_auc": {s: doc[key][s] for s in names.SETTINGS if s in doc[key]}}
+
+
+def table3_lines(results: dict) -> list[str]:
+    """Table 3 as console lines."""
+    out = []
+    for row in results["table3"]["rows"].values():
+        lo, hi = row["auc_ci_delong"]
+        at = row["at_threshold"]
+        out.append(f"{row['setting']:7s} test AUC {row['auc']:.3f} ({lo:.3f}-{hi:.3f})  sens "
+                   f"{at['sensitivity']:.3f} spec {at['specificity']:.3f} acc {at['accuracy']:.3f}")
+    return out
 
 
 # ------------------------------------------------------------------------------- report
@@ -294,9 +306,9 @@ def report_markdown(results: dict, groups: dict) -> str:
           + (" AUC mean +- SD over folds |" if folds else ""),
           "|---|---|---:|---:|---:|---:|---:|---:|" + ("---:|" if folds else "")]
     for row in t2["rows"].values():
-        line = (f"| {LABELS.get(row['setting'], row['setting'])} | {row['backbone']} | {row['auc']:.3f} | "
-                f"{_ci(row, 'auc_ci_delong')} | {_ci(row, 'auc_ci_bootstrap')} | {_pct(row['sensitivity'])} | "
-                f"{_pct(row['specificity'])} | {_pct(row['accuracy'])} |")
+        line = (f"| {names.SETTING_LABELS.get(row['setting'], row['setting'])} | {row['backbone']} | {row['auc']:.3f} | "
+                f"{_ci(row, 'auc_ci_delong')} | {_ci(row, 'auc_ci_bootstrap')} | {_pct(row['at_threshold']['sensitivity'])} | "
+                f"{_pct(row['at_threshold']['specificity'])} | {_pct(row['at_threshold']['accuracy'])} |")
         if folds:
             line += f" {row['folds']['auc']['mean']:.3f} +- {row['folds']['auc']['sd']:.3f} |"
         L.append(line)
@@ -308,9 +320,9 @@ def report_markdown(results: dict, groups: dict) -> str:
           "|---|---:|---:|---:|---:|---:|---:|" + ("---:|" if folds else "")]
     for row in t3["rows"].values():
         pp = row.get("permutation_p", {})
-        line = (f"| {LABELS.get(row['setting'], row['setting'])} | {row['auc']:.3f} | {_ci(row, 'auc_ci_delong')} | "
+        line = (f"| {names.SETTING_LABELS.get(row['setting'], row['setting'])} | {row['auc']:.3f} | {_ci(row, 'auc_ci_delong')} | "
                 f"{_ci(row, 'auc_ci_bootstrap')} | "
-                + " | ".join(f"{_pct(row[k])} ({_p(pp.get(k))})" for k in THRESHOLD_METRICS) + " |")
+                + " | ".join(f"{_pct(row['at_threshold'][k])} ({_p(pp.get(k))})" for k in THRESHOLD_METRICS) + " |")
         if folds:
             line += f" {row['folds']['auc']['mean']:.3f} +- {row['folds']['auc']['sd']:.3f} |"
         L.append(line)
@@ -321,7 +333,7 @@ def report_markdown(results: dict, groups: dict) -> str:
     for k, t in t3.get("delong", {}).items():
         a, b = k.split("_vs_")
         p = "p < 0.001" if t["p"] < 0.001 else f"p = {t['p']:.3f}"
-        L.append(f"- DeLong, {LABELS[a]} vs {LABELS[b]}: AUC {t['auc_a']:.3f} vs {t['auc_b']:.3f}, "
+        L.append(f"- DeLong, {names.SETTING_LABELS[a]} vs {names.SETTING_LABELS[b]}: AUC {t['auc_a']:.3f} vs {t['auc_b']:.3f}, "
                  f"difference {t['difference']:+.3f}, {p}")
     ref = results.get("reference")
     if ref:

@@ -1,6 +1,6 @@
 """Orbax checkpoints of a run: the latest epoch (for --resume) and the best by validation AUC.
 
-Two ``CheckpointManager``s under ``workdir/checkpoints/{latest,best}``, each keeping one
+Two ``CheckpointManager``s under ``<checkpoints>/{latest,best}``, each keeping one
 checkpoint; a checkpoint is the TrainState pytree plus a small JSON of run metadata
 (epoch, best validation AUC, ...). Orbax writes to a temporary folder and renames, so an
 interrupted save never replaces a good checkpoint with a half-written one.
@@ -18,8 +18,8 @@ KINDS = ("latest", "best")
 
 
 class RunCheckpoints:
-    def __init__(self, workdir: Path, *, create: bool = True):
-        root = Path(workdir).resolve() / "checkpoints"
+    def __init__(self, root: Path, *, create: bool = True):
+        root = Path(root).resolve()
         opts = ocp.CheckpointManagerOptions(max_to_keep=1, create=create)
         self._managers = {k: ocp.CheckpointManager(root / k, options=opts) for k in KINDS}
 

@@ -30,8 +30,9 @@ class TrainState:
     plateau: Any  # optax.contrib.ReduceLROnPlateauState
 
 
-def make_optimizer(learning_rate: float) -> optax.GradientTransformation:
-    return optax.adam(learning_rate)
+def make_optimizer(train_cfg) -> optax.GradientTransformation:
+    """Adam at ``train_cfg.learning_rate`` (``config.train``; the paper: 1e-3)."""
+    return optax.adam(train_cfg["learning_rate"])
 
 
 def make_plateau(cfg) -> optax.GradientTransformationExtraArgs:
@@ -39,6 +40,12 @@ def make_plateau(cfg) -> optax.GradientTransformationExtraArgs:
     return optax.contrib.reduce_on_plateau(
         factor=cfg["factor"], patience=cfg["patience"], rtol=cfg["rtol"], atol=0.0,
         cooldown=cfg["cooldown"], accumulation_size=1, min_scale=cfg["min_scale"])
+
+
+def optimizers(train_cfg) -> tuple[optax.GradientTransformation, optax.GradientTransformationExtraArgs]:
+    """(Adam, plateau scheduler) as ``config.train`` sets them: the one place a run, a test or a
+    benchmark gets its optimiser from."""
+    return make_optimizer(train_cfg), make_plateau(train_cfg["plateau"])
 
 
 def create_train_state(model: nn.Module, rng: jax.Array, sample_inputs: dict,

@@ -16,16 +16,14 @@ import numpy as np
 import optax
 from jax.sharding import Mesh
 
+from lnm_jax import names
 from lnm_jax.models.fusion import DROPOUT_RNG
 from lnm_jax.training.sharding import batch_sharding, replicated, shard_batch, to_host
 from lnm_jax.training.state import TrainState
 
-STEP_KEYS = ("bmode", "ceus", "us_lnm", "has_bmode", "has_ceus", "has_us_lnm", "lnm", "valid")
-
-
-def device_batch(batch: dict) -> dict:
-    """The numeric part of a batch that a step consumes (drops patient ids)."""
-    return {k: batch[k] for k in STEP_KEYS if k in batch}
+def step_inputs(batch: dict) -> dict:
+    """The numeric part of a batch that a step consumes (drops patient ids); moves nothing."""
+    return {k: batch[k] for k in names.STEP_KEYS if k in batch}
 
 
 def bce_loss(logits: jax.Array, labels: jax.Array, weights: jax.Array) -> jax.Array:
@@ -45,13 +43,13 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation,
     """
 
     def train_step(state: TrainState, batch: dict):
-        weights = batch["valid"].astype(jnp.float32)
+        weights = batch[names.VALID].astype(jnp.float32)
         rngs = {DROPOUT_RNG: jax.random.fold_in(jax.random.key(seed), state.step)}
 
         def loss_fn(params):
             out, mutated = model.apply({"params": params, "batch_stats": state.batch_stats},
                                        batch, train=True, mutable=["batch_stats"], rngs=rngs)
-            return bce_loss(out["logit"], batch["lnm"], weights), (out["logit"], mutated["batch_stats"])
+            return bce_loss(out["logit"], batch[names.LABEL], weights), (out["logit"], mutated["batch_stats"])
 
         (loss, (logits, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
@@ -87,13 +85,25 @@ def predict(eval_step: Callable, params, batch_stats, batches,
     logits, in batch order."""
     ids, labels, logits = [], [], []
     for batch in batches:
-        valid = np.asarray(batch["valid"])
-        inputs = device_batch(batch) if mesh is None else shard_batch(device_batch(batch), mesh)
+        valid = np.asarray(batch[names.VALID])
+        inputs = step_inputs(batch) if mesh is None else shard_batch(step_inputs(batch), mesh)
         out = to_host(eval_step(params, batch_stats, inputs))
         logits.append(out[valid])
-        labels.append(np.asarray(batch["lnm"])[valid])
-        ids.append(np.asarray(batch["patient_id"])[valid])
+        labels.append(np.asarray(batch[names.LABEL])[valid])
+        ids.append(np.asarray(batch[names.PATIENT_ID])[valid])
     cat = lambda xs, dt: np.concatenate(xs) if xs else np.zeros((0,), dt)  # noqa: E731
-    return {"patient_id": np.array([i.decode() if isinstance(i, bytes) else str(i)
+    return {names.PATIENT_ID: np.array([i.decode() if isinstance(i, bytes) else str(i)
                                     for i in cat(ids, object)], dtype=object),
-            "lnm": cat(labels, np.int32), "logit": cat(logits, np.float32)}
+            names.LABEL: cat(labels, np.int32), "logit": cat(logits, np.float32)}
+
+
+def inference_variables(model: nn.Module, state: TrainState, fold_bn: bool = True):
+    """The model and variables to predict with: BatchNorm folded into the convs when the
+    backbone allows it and ``fold_bn`` is on (the same function, fewer passes)."""
+    from lnm_jax.models.backbones import bn_epsilon, can_fold_bn  # noqa: PLC0415
+    from lnm_jax.models.folding import fold_batchnorm  # noqa: PLC0415
+
+    if not (fold_bn and can_fold_bn(model.backbone)):
+        return model, state.params, state.batch_stats
+    params = fold_batchnorm(state.params, state.batch_stats, bn_epsilon(model.backbone, model.variant))
+    return model.clone(fold_bn=True), params, {}

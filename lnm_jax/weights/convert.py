@@ -21,7 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import traverse_util
 
-from lnm_jax.models.backbones import NAMES, make_backbone
+from lnm_jax.models.backbones import NAMES, backbone
 
 
 class WeightMismatchError(KeyError):
@@ -33,7 +33,7 @@ class WeightMismatchError(KeyError):
 
 def expected_variables(arch: str, variant: str = "torchvision") -> dict:
     """Shapes of the Flax backbone's params and batch_stats (no computation)."""
-    model = make_backbone(arch, variant=variant)
+    model = backbone(arch, variant=variant)
     v = jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros((1, 80, 80, 3)), train=False))
     return {"params": v["params"], "batch_stats": v.get("batch_stats", {})}
 
@@ -142,7 +142,7 @@ _KERAS_BN = {"gamma": ("params", "scale"), "beta": ("params", "bias"),
 def from_keras_resnet50(layers: Mapping[str, Mapping[str, np.ndarray]]) -> dict:
     """Keras ``applications.ResNet50`` weights, as ``{layer_name: {weight_name: array}}``, ->
     ``{'params', 'batch_stats'}`` of our ResNet-50 in its ``keras_v1`` variant
-    (``make_backbone('resnet50', **KERAS_V1)``). The ``predictions`` layer is ignored."""
+    (``backbone('resnet50', **KERAS_V1)``). The ``predictions`` layer is ignored."""
     flat, names = {}, {}
     for layer, weights in layers.items():
         if layer == "predictions" or not weights:

@@ -88,3 +88,22 @@ def load_backbone(path: Path | str) -> tuple[dict, dict]:
     with ocp.StandardCheckpointer() as ckpt:
         variables = ckpt.restore(path / "variables")
     return variables, meta
+
+
+def convert_weights(source: str, path: Path | str, out_dir: Path | str, *, arch: str = "resnet50") -> dict:
+    """``lnm-jax convert-weights``: ports a torchvision state_dict (any ResNet/VGG/Inception
+    arch of ours) or a Keras ResNet50 weight file to a backbone checkpoint; returns its meta."""
+    from lnm_jax.weights.convert import from_keras_resnet50, from_torchvision  # noqa: PLC0415
+
+    path = Path(path)
+    if source == "torchvision":
+        variables, variant = from_torchvision(read_torch_state_dict(path), arch), "torchvision"
+    elif source == "keras":
+        if arch != "resnet50":
+            raise ValueError("Keras import supports ResNet50 only")
+        variables, variant = from_keras_resnet50(read_keras_resnet50(path)), "keras_v1"
+    else:
+        raise ValueError(f"unknown weight source '{source}', expected 'torchvision' or 'keras'")
+    meta = {"arch": arch, "variant": variant, "source": source, "file": str(path.resolve())}
+    save_backbone(out_dir, variables, meta)
+    return meta

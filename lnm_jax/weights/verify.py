@@ -10,7 +10,7 @@ from __future__ import annotations
 import jax.numpy as jnp
 import numpy as np
 
-from lnm_jax.models.backbones import make_backbone
+from lnm_jax.models.backbones import backbone
 
 STAGES = ("stem", "stage1", "stage2", "stage3", "stage4", "pooled", "logits")
 # Default tolerances (max abs difference, fp32).
@@ -23,7 +23,7 @@ KERAS_STAGE_LAYERS = {"stem": "pool1_pool", "stage1": "conv2_block3_out", "stage
 def flax_stages(variables: dict, arch: str, variant: str, x_nhwc: np.ndarray,
                 fc: tuple[np.ndarray, np.ndarray] | None = None) -> dict[str, np.ndarray]:
     """Our backbone's intermediates; ``fc`` = (W [features, classes], b) adds ``logits``."""
-    model = make_backbone(arch, variant=variant)
+    model = backbone(arch, variant=variant)
     out = model.apply(variables, jnp.asarray(x_nhwc), train=False)
     res = {k: np.asarray(out[k]) for k in STAGES[:-1]}
     if fc is not None:

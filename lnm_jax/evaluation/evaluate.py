@@ -1,0 +1,111 @@
+"""Evaluate a run's checkpoint on its splits (with calibration), and predict new patients."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from lnm_jax import names
+from lnm_jax import run_files as F
+from lnm_jax.data.manifest import read_manifest
+from lnm_jax.data.synthetic import bayes_auc, bayes_scores, read_truth
+from lnm_jax.evaluation import calibration as C
+from lnm_jax.evaluation import metrics as M
+from lnm_jax.evaluation.plots import plot_decision_curve, plot_reliability, plot_roc
+from lnm_jax.evaluation.summary import format_summary, summarise_predictions
+from lnm_jax.fileio import write_csv, write_text
+from lnm_jax.run import Run, synth_params
+
+
+def evaluate(run: Run, *, checkpoint: str = "best", subsets=("val", "test"),
+             out: Path | str | None = None) -> dict:
+    """Metrics of ``checkpoint`` on ``subsets`` (the summary schema of
+    :mod:`lnm_jax.evaluation.summary`, bootstrap CI included), with the threshold chosen by
+    Youden's index on validation and the calibration temperature fitted on validation. Writes
+    ``metrics.json``, ``predictions.csv`` and the ROC, reliability and decision-curve plots to
+    ``out`` (default ``eval_<checkpoint>``), and the temperature for ``predict``."""
+    config = run.config
+    meta = run.predictor(checkpoint).meta
+    preds = {s: run.predict(s, checkpoint) for s in dict.fromkeys(("val",) + tuple(subsets))}
+    val = preds["val"]
+    youden = M.youden_threshold(val[names.LABEL], M.sigmoid(val["logit"])) \
+        if len(set(val[names.LABEL].tolist())) == 2 else None
+    temperature = C.fit_temperature(val[names.LABEL], val["logit"])
+    ec = config.eval
+    result = {"checkpoint": checkpoint, "epoch": meta["epoch"], "config": config.name,
+              "modalities": config.modalities, "youden_threshold_from_val": youden,
+              "temperature_from_val": temperature, "splits": {}}
+    rows, curves, reliability = [], {}, {}
+    for s in subsets:
+        p = preds[s]
+        probs, cal = M.sigmoid(p["logit"]), C.calibrated(p["logit"], temperature)
+        summary = summarise_predictions(p[names.LABEL], p["logit"], threshold=youden, temperature=temperature,
+                                        ci_level=ec.ci_level, n_boot=ec.bootstrap, seed=ec.seed)
+        result["splits"][s] = summary
+        curves[f"{s} (n={len(probs)})"] = (p[names.LABEL], probs, summary["auc"])
+        reliability[s] = (p[names.LABEL], probs)
+        reliability[f"{s}, T={temperature:.2f}"] = (p[names.LABEL], cal)
+        for pid, y, pr, pc in zip(p[names.PATIENT_ID], p[names.LABEL], probs, cal):
+            rows.append({names.PATIENT_ID: pid, "split": s, names.LABEL: int(y), "prob_lnm": f"{pr:.6f}",
+                         "prob_lnm_calibrated": f"{pc:.6f}", "pred_at_0.5": int(pr >= 0.5),
+                         "pred_at_youden": "" if youden is None else int(pr >= youden)})
+    if not config.data.manifest:
+        result["synthetic_reference"] = bayes_reference(run, preds, subsets)
+    out = Path(out) if out else run.files.evaluation(checkpoint)
+    out.mkdir(parents=True, exist_ok=True)
+    write_text(out / F.METRICS, json.dumps(result, indent=2))
+    write_csv(out / F.PREDICTIONS_CSV, rows, list(rows[0]))
+    title = f"{config.name} ({checkpoint} checkpoint, epoch {meta['epoch']})"
+    plot_roc(curves, out / F.ROC, title=title)
+    plot_reliability(reliability, out / F.RELIABILITY, title=title)
+    plot_decision_curve({k: v for k, v in reliability.items() if "T=" not in k}, out / F.DECISION_CURVE,
+                        title=title)
+    write_text(run.files.calibration(checkpoint), json.dumps(
+        {"temperature": temperature, "epoch": meta["epoch"], "fitted_on": "val"}, indent=2))
+    result["out"] = str(out)
+    return result
+
+
+def bayes_reference(run: Run, preds: dict, subsets) -> dict:
+    """For the embedded synthetic cohort: the generator's Bayes-optimal AUC of this run's
+    inputs, and the AUC the Bayes-optimal score reaches on the very patients of each split
+    (the ceiling for this split, sampling noise included)."""
+    params = synth_params(run.config)
+    inputs = names.parse_modalities(run.config.modalities)
+    truth = read_truth(run.files.cohort)
+    index = {pid: i for i, pid in enumerate(truth[names.PATIENT_ID])}
+    scores = bayes_scores(truth, params, inputs)
+    setting = names.setting_name(inputs)
+    out = {"inputs": list(inputs), "bayes_auc": bayes_auc(params)[setting] if setting else None}
+    for s in subsets:
+        idx = [index[p] for p in preds[s][names.PATIENT_ID]]
+        out[f"oracle_auc_{s}"] = M.safe_auc(truth[names.LABEL][idx], scores[idx])
+    return out
+
+
+def predict_manifest(run: Run, manifest: Path | str, out_csv: Path | str, *, checkpoint: str = "best") -> Path:
+    """P(LNM) for every patient of a manifest (labels optional), in manifest order; with the
+    temperature ``evaluate`` fitted, a calibrated column too."""
+    cohort = read_manifest(manifest, require_labels=False, min_clip_frames=run.config.data.clip_frames)
+    p = run.predictor(checkpoint)(run.data_for(cohort).eval_batches("all"))
+    logit = dict(zip(p[names.PATIENT_ID], p["logit"]))
+    cal_file = run.files.calibration(checkpoint)
+    temperature = json.loads(cal_file.read_text())["temperature"] if cal_file.is_file() else None
+    rows = []
+    for q in cohort.patients:
+        pr = float(M.sigmoid(logit[q.patient_id]))
+        row = {names.PATIENT_ID: q.patient_id, "prob_lnm": f"{pr:.6f}"}
+        if temperature is not None:
+            row["prob_lnm_calibrated"] = f"{float(C.calibrated(logit[q.patient_id], temperature)):.6f}"
+        row.update({"pred_at_0.5": int(pr >= 0.5), names.LABEL: "" if q.lnm is None else q.lnm})
+        rows.append(row)
+    out_csv = Path(out_csv)
+    out_csv.parent.mkdir(parents=True, exist_ok=True)
+    write_csv(out_csv, rows, list(rows[0]))
+    return out_csv
+
+
+def evaluation_lines(result: dict) -> str:
+    """What ``evaluate`` prints: each split's summary, and where the outputs are."""
+    lines = [format_summary(s, m, threshold_rule="youden") for s, m in result["splits"].items()]
+    return "\n".join(lines + [f"metrics, ROC and predictions in {result['out']}"])

@@ -1,0 +1,83 @@
+"""The one summary of a set of predictions, and its schema.
+
+``metrics.json`` (evaluate), ``results.json`` (reproduce), ``availability.json`` and the
+training log's per-epoch numbers all come from :func:`summarise_predictions`, so an AUC, a CI or
+a sensitivity means the same thing, under the same key, everywhere::
+
+    {"n", "n_positive",
+     "loss":                BCE of the logits (mean over patients),
+     "auc", "ci_level",
+     "auc_ci_delong":       [lo, hi] (DeLong normal approximation),
+     "auc_ci_bootstrap":    [lo, hi] (percentile bootstrap over patients; when n_boot > 0),
+     "at_0.5":              {threshold, sensitivity, specificity, accuracy, tp, tn, fp, fn},
+     "at_threshold":        the same at a chosen threshold (e.g. Youden's on validation; when given),
+     "calibration":         {ece, brier[, temperature, ece_temperature_scaled, brier_temperature_scaled]}}
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from lnm_jax.evaluation import calibration as C
+from lnm_jax.evaluation import metrics as M
+from lnm_jax.evaluation.stats import delong_ci
+
+THRESHOLD_METRICS = ("sensitivity", "specificity", "accuracy")
+
+
+def bce(labels: np.ndarray, logits: np.ndarray) -> float:
+    """Mean binary cross-entropy of logits, computed stably in float64."""
+    y = np.asarray(labels, np.float64)
+    z = np.asarray(logits, np.float64)
+    return float(np.mean(np.logaddexp(0.0, z) - y * z)) if len(y) else math.nan
+
+
+def summarise_predictions(labels, logits, *, threshold: float | None = None,
+                          temperature: float | None = None, ci_level: float = 0.95, n_boot: int = 0,
+                          seed: int = 0, calibration: bool = True) -> dict:
+    """Everything reported for one set of predictions (see the module docstring)."""
+    labels = np.asarray(labels).astype(int)
+    logits = np.asarray(logits, np.float64)
+    probs = M.sigmoid(logits)
+    both_classes = len(labels) > 0 and labels.min() != labels.max()
+    out = {"n": int(len(labels)), "n_positive": int(labels.sum()), "loss": bce(labels, logits),
+           "auc": M.safe_auc(labels, probs), "ci_level": ci_level}
+    out["auc_ci_delong"] = list(delong_ci(labels, probs, ci_level)[1:]) if both_classes else [math.nan] * 2
+    if n_boot:
+        out["auc_ci_bootstrap"] = list(M.bootstrap_auc_ci(labels, probs, n_boot=n_boot, level=ci_level,
+                                                          seed=seed))
+    out["at_0.5"] = M.threshold_metrics(labels, probs, 0.5)
+    if threshold is not None:
+        out["at_threshold"] = M.threshold_metrics(labels, probs, threshold)
+    if calibration:
+        cal = {"ece": C.expected_calibration_error(labels, probs), "brier": C.brier(labels, probs)}
+        if temperature is not None:
+            scaled = C.calibrated(logits, temperature)
+            cal.update(temperature=temperature, ece_temperature_scaled=C.expected_calibration_error(labels, scaled),
+                       brier_temperature_scaled=C.brier(labels, scaled))
+        out["calibration"] = cal
+    return out
+
+
+def format_summary(name: str, s: dict, threshold_rule: str = "") -> str:
+    """One console line (two with calibration) of a summary; ``threshold_rule`` names how
+    ``at_threshold``'s threshold was chosen (e.g. 'youden')."""
+    ci = s.get("auc_ci_bootstrap", s["auc_ci_delong"])
+    kind = "bootstrap" if "auc_ci_bootstrap" in s else "DeLong"
+    line = (f"{name:5s} n={s['n']:4d}  AUC {s['auc']:.3f} ({100 * s['ci_level']:.0f}% {kind} CI "
+            f"{ci[0]:.3f}-{ci[1]:.3f})  " + _at("@0.5", s["at_0.5"]))
+    if "at_threshold" in s:
+        line += "  " + _at(f"@{threshold_rule}({s['at_threshold']['threshold']:.2f})", s["at_threshold"])
+    c = s.get("calibration")
+    if c:
+        line += f"\n      calibration: ECE {c['ece']:.3f}, Brier {c['brier']:.3f}"
+        if "temperature" in c:
+            line += (f"; with temperature {c['temperature']:.2f} (fitted on val): "
+                     f"ECE {c['ece_temperature_scaled']:.3f}, Brier {c['brier_temperature_scaled']:.3f}")
+    return line
+
+
+def _at(tag: str, m: dict) -> str:
+    return f"{tag} sens {m['sensitivity']:.3f} spec {m['specificity']:.3f} acc {m['accuracy']:.3f}"

@@ -1,0 +1,110 @@
+"""One writer for a loop's metrics: JSON lines, TensorBoard and the console.
+
+Only process 0 of a multi-host job writes files or prints; the others hold a writer that does
+nothing, so a loop calls it unconditionally. While a writer is open, the checkpoint library's
+routine messages ("Waiting for previous save to complete", ...) go to the run's log file, not
+to the console, where they would interleave with the progress bars.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from pathlib import Path
+from typing import Mapping
+
+from tqdm import tqdm
+
+QUIET_LOGGERS = ("orbax",)  # logger-name prefixes kept off the console below ERROR
+
+
+class _QuietLibraries(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        noisy = record.name.startswith(QUIET_LOGGERS) or "orbax" in record.pathname
+        return record.levelno >= logging.ERROR or not noisy
+
+
+class MetricWriter:
+    """``write(record)`` appends one JSON line, adds every finite float to TensorBoard at
+    ``record[step_key]``, and ``print`` writes a console line above any progress bar."""
+
+    def __init__(self, history: Path, tensorboard: Path | None = None, log_file: Path | None = None, *,
+                 step_key: str = "epoch", primary: bool = True):
+        self.history = Path(history)
+        self.step_key = step_key
+        self.primary = primary
+        self._tb = None
+        self._filter = _QuietLibraries()
+        self._file_handler = None
+        if not primary:
+            return
+        if tensorboard is not None:
+            from tensorboardX import SummaryWriter  # noqa: PLC0415  (heavy; training only)
+
+            self._tb = SummaryWriter(str(tensorboard))
+        for handler in _console_handlers():
+            handler.addFilter(self._filter)
+        if log_file is not None:
+            self._file_handler = logging.FileHandler(log_file)
+            self._file_handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s"))
+            logging.getLogger().addHandler(self._file_handler)
+
+    def rewrite(self, records: list[Mapping]) -> None:
+        """Replaces the JSON-lines history with ``records`` (a resumed run keeps the epochs it
+        had finished before its checkpoint)."""
+        if self.primary:
+            self.history.write_text("".join(json.dumps(dict(r)) + "\n" for r in records))
+
+    def write(self, record: Mapping) -> None:
+        if not self.primary:
+            return
+        with self.history.open("a") as f:
+            f.write(json.dumps(dict(record)) + "\n")
+        if self._tb is not None:
+            step = record[self.step_key]
+            for key, value in record.items():
+                if key != self.step_key and isinstance(value, float) and math.isfinite(value):
+                    self._tb.add_scalar(key, value, step)
+
+    def print(self, line: str) -> None:
+        if self.primary:
+            tqdm.write(line)
+
+    def close(self) -> None:
+        if self._tb is not None:
+            self._tb.close()
+            self._tb = None
+        for handler in _console_handlers():
+            handler.removeFilter(self._filter)
+        if self._file_handler is not None:
+            logging.getLogger().removeHandler(self._file_handler)
+            self._file_handler.close()
+            self._file_handler = None
+
+    def __enter__(self) -> MetricWriter:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def read_history(path: Path, up_to: int | None = None, step_key: str = "epoch") -> list[dict]:
+    """The JSON-lines records of ``path`` (none if it is absent), up to step ``up_to``."""
+    path = Path(path)
+    if not path.is_file():
+        return []
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return [r for r in rows if up_to is None or r[step_key] <= up_to]
+
+
+def _console_handlers() -> list[logging.Handler]:
+    """The handlers that print log records: the root logger's and absl's."""
+    handlers = list(logging.getLogger().handlers)
+    try:
+        from absl import logging as absl_logging  # noqa: PLC0415
+
+        handlers.append(absl_logging.get_absl_handler())
+    except ImportError:
+        pass
+    return [h for h in handlers if not isinstance(h, logging.FileHandler)]

@@ -1,0 +1,64 @@
+"""The project's vocabulary, defined once: input names, settings, batch keys and the paper's
+normalisation constants.
+
+Every layer (data, models, training, evaluation) imports these names from here; none of them
+spells an input name as a literal. This module imports nothing heavy (no TensorFlow, no JAX),
+so the config module and the models can both read it.
+"""
+
+from __future__ import annotations
+
+BMODE = "bmode"
+CEUS = "ceus"
+US_LNM = "us_lnm"  # the sonographer's binary call: cervical nodes abnormal
+LABEL = "lnm"  # pathology-confirmed lymph node metastasis
+PATIENT_ID = "patient_id"
+VALID = "valid"  # false on the padding rows of a fixed-shape evaluation batch
+
+IMAGE_INPUTS = (BMODE, CEUS)
+INPUTS = (BMODE, CEUS, US_LNM)  # canonical order: the fused feature concatenates in it
+
+# The paper's five input settings (Table 3).
+SETTINGS = {
+    "us_lnm": (US_LNM,),
+    "bmode": (BMODE,),
+    "ceus": (CEUS,),
+    "dual": (BMODE, CEUS),
+    "triple": (BMODE, CEUS, US_LNM),
+}
+SETTING_LABELS = {"us_lnm": "US-LNM", "bmode": "B-mode", "ceus": "CEUS",
+                  "dual": "dual (B-mode + CEUS)", "triple": "triple (B-mode + CEUS + US-LNM)"}
+
+# The paper's per-modality statistics of [0, 1]-scaled RGB images.
+PAPER_NORM = {
+    BMODE: {"mean": (0.190, 0.201, 0.223), "std": (0.123, 0.129, 0.142)},
+    CEUS: {"mean": (0.226, 0.153, 0.092), "std": (0.231, 0.169, 0.114)},
+}
+
+
+def has(name: str) -> str:
+    """The batch key of an input's availability mask (``has_bmode`` ...)."""
+    return f"has_{name}"
+
+
+AVAILABILITY_KEYS = tuple(has(m) for m in INPUTS)
+# What a jitted step consumes of a batch (patient ids stay on the host).
+STEP_KEYS = INPUTS + AVAILABILITY_KEYS + (LABEL, VALID)
+
+
+def parse_modalities(spec) -> tuple[str, ...]:
+    """'triple' | 'bmode,ceus' | ('bmode', 'ceus') -> the canonical ordered tuple."""
+    if isinstance(spec, str):
+        names = SETTINGS.get(spec) or tuple(s.strip() for s in spec.split(",") if s.strip())
+    else:
+        names = tuple(spec)
+    unknown = [n for n in names if n not in INPUTS]
+    if unknown or not names:
+        raise ValueError(f"modalities must be a non-empty subset of {INPUTS} or one of "
+                         f"{sorted(SETTINGS)}, got {spec!r}")
+    return tuple(m for m in INPUTS if m in names)
+
+
+def setting_name(inputs: tuple[str, ...]) -> str | None:
+    """The paper's name for a set of inputs ('dual', ...), or None for another combination."""
+    return next((k for k, v in SETTINGS.items() if v == tuple(inputs)), None)

@@ -1,0 +1,81 @@
+"""What produced a run: package versions, the git commit, the devices, XLA flags and the
+command line, written to every run folder as ``run_info.json``.
+
+Reproducibility is stated against this record: on the same machine kind with the same versions
+a run is bitwise reproducible from its seeds; on another CPU (another instruction set, another
+oneDNN/XLA kernel choice) fp32 sums run in another order, so numbers agree only within
+the tolerances the README states.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+PACKAGES = ("jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "numpy", "ml-collections",
+            "tensorflow", "tensorflow-cpu", "tensorflow-datasets", "scikit-learn")
+
+
+def package_versions() -> dict[str, str]:
+    """Installed versions of the packages a run's numbers depend on (absent ones omitted)."""
+    out = {}
+    for name in PACKAGES:
+        try:
+            out[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            pass
+    return out
+
+
+def git_commit(path: Path | None = None) -> dict | None:
+    """The commit of the project's checkout (and whether it has uncommitted changes), or None
+    when the package is not installed from a git checkout."""
+    root = Path(path) if path else Path(__file__).resolve().parents[1]
+    if not (root / ".git").exists():
+        return None
+    try:
+        commit = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True,
+                                text=True, timeout=10, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=10, check=True).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return {"commit": commit, "dirty": bool(dirty)}
+
+
+def cpu_model() -> str:
+    """The CPU's model name (what decides fp32 kernel choices on XLA:CPU)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def run_info(argv: list[str] | None = None) -> dict:
+    """The provenance record of this process (imports JAX to read its devices)."""
+    import jax  # noqa: PLC0415  (only when a run is written)
+
+    devices = jax.devices()
+    return {
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "command": list(sys.argv if argv is None else argv),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "cpu": cpu_model(),
+        "packages": package_versions(),
+        "git": git_commit(),
+        "backend": jax.default_backend(),
+        "device_kind": devices[0].device_kind,
+        "device_count": jax.device_count(),
+        "local_device_count": jax.local_device_count(),
+        "process_count": jax.process_count(),
+        "xla_flags": os.environ.get("XLA_FLAGS", ""),
+    }

@@ -1,0 +1,318 @@
+"""A run: its folder, config, cohort, split, data, model and restored state, each loaded once.
+
+Every stage (train, evaluate, calibrate, predict, Grad-CAM, availability, the protocol) and
+every CLI command takes a :class:`Run`: the manifest is validated, the split checked, the
+model built and a checkpoint restored once per process, and stages hand each other the live
+object instead of a folder to re-read.
+
+    run = Run.create(config, workdir)      # a new run (or resume=True to continue one)
+    best = train(run)                      # lnm_jax.training.loop
+    result = evaluate(run)                 # lnm_jax.evaluation.evaluate, same objects
+    run = Run.open(workdir)                # a finished run, as its folder recorded it
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+from pathlib import Path
+
+import jax
+import numpy as np
+from ml_collections import ConfigDict
+
+from lnm_jax import names, provenance
+from lnm_jax.data.manifest import Cohort, read_manifest
+from lnm_jax.data.splits import Split, holdout_split, load_splits, save_splits
+from lnm_jax.data.synthetic import SynthParams, generate_cohort
+from lnm_jax.fileio import write_text
+from lnm_jax.models.fusion import build_model
+from lnm_jax.run_files import RunFiles
+from lnm_jax.training import state as state_lib
+from lnm_jax.training.checkpoint import RunCheckpoints
+from lnm_jax.training.steps import inference_variables, make_eval_step, predict, step_inputs
+
+
+class RunExistsError(FileExistsError):
+    """A new run was asked for in a folder that already holds one."""
+
+
+class ConfigMismatchError(ValueError):
+    """A run was resumed with a config that describes another experiment."""
+
+
+# Fields a resumed run may change; any other difference would silently mix two experiments.
+RESUMABLE_FIELDS = ("train.epochs", "train.early_stop_patience", "train.log_every_steps", "eval.",
+                    "model.lowering")  # a lowering choice: same parameters, same mathematics
+
+
+def check_resumable(stored: ConfigDict, config: ConfigDict) -> None:
+    """Raises :class:`ConfigMismatchError` naming every field that differs, except those a
+    resumed run may change."""
+
+    def flat(d, prefix=""):
+        for k, v in d.items():
+            if isinstance(v, dict):
+                yield from flat(v, f"{prefix}{k}.")
+            else:
+                yield f"{prefix}{k}", v
+
+    # via JSON, so that a tuple and the list it was saved as compare equal
+    old, new = (dict(flat(json.loads(c.to_json()))) for c in (stored, config))
+    changed = sorted(k for k in old.keys() | new.keys()
+                     if old.get(k) != new.get(k) and not k.startswith(RESUMABLE_FIELDS))
+    if changed:
+        raise ConfigMismatchError("cannot resume with a different experiment; changed: "
+                                  + ", ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in changed))
+
+
+def synth_params(config: ConfigDict) -> SynthParams:
+    return SynthParams(**config.data.synth.to_dict())
+
+
+def resolve_cohort(config: ConfigDict, files: RunFiles) -> Cohort:
+    """Validates ``data.manifest``, or (empty) synthesises the embedded cohort into the run's
+    ``cohort/`` once and reuses it while its parameters match."""
+    if config.data.manifest:
+        return read_manifest(config.data.manifest, min_clip_frames=config.data.clip_frames)
+    from lnm_jax.run_files import GENERATOR, MANIFEST  # noqa: PLC0415
+
+    params = synth_params(config)
+    generator = files.cohort / GENERATOR
+    if generator.is_file():
+        stored = json.loads(generator.read_text())["params"]
+        if stored != dataclasses.asdict(params):
+            raise ValueError(f"{files.cohort} holds a synthetic cohort with other parameters "
+                             f"({stored}); use a fresh --workdir")
+    else:
+        generate_cohort(files.cohort, params, progress=True)
+    return read_manifest(files.cohort / MANIFEST, min_clip_frames=config.data.clip_frames)
+
+
+def split_document(config: ConfigDict, cohort: Cohort, method: str = "holdout") -> dict:
+    """What ``splits.json`` records beside the split itself."""
+    return dict(seed=config.data.split.seed, method=method,
+                labels={p.patient_id: p.lnm for p in cohort.patients}, manifest_sha256=cohort.sha256)
+
+
+def run_split(config: ConfigDict, cohort: Cohort, files: RunFiles) -> Split:
+    """The run's patient-level split, created once and re-read (and checked) after."""
+    if files.splits.is_file():
+        splits, doc = load_splits(files.splits)
+        if doc["manifest_sha256"] != cohort.sha256:
+            raise ValueError(f"{files.splits} was made for another manifest (sha256 "
+                             f"{doc['manifest_sha256'][:12]} != {cohort.sha256[:12]})")
+        return splits[0]
+    sc = config.data.split
+    split = holdout_split(cohort.ids, cohort.labels, seed=sc.seed,
+                          test_fraction=sc.test_fraction, val_fraction=sc.val_fraction)
+    save_splits(files.splits, [split], **split_document(config, cohort))
+    return split
+
+
+def load_config(workdir: Path | str) -> ConfigDict:
+    path = RunFiles(workdir).config
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found: is {workdir} a training run folder?")
+    return ConfigDict(json.loads(path.read_text()))
+
+
+class RunData:
+    """Decoded, cached datasets of a cohort's splits and their batch iterators (tf.data)."""
+
+    def __init__(self, config: ConfigDict, cohort: Cohort, split: Split | None, tfds_dir: Path, *,
+                 require_labels: bool = True):
+        from lnm_jax.data.tfds_builder import load_cohort  # noqa: PLC0415  (TensorFlow)
+
+        self.config = config
+        self.cohort = cohort
+        self.split = split
+        self._all = load_cohort(cohort, tfds_dir, require_labels=require_labels,
+                                clip_frames=config.data.clip_frames)
+        self._decoded: dict[str, object] = {}
+        self.norm = config.data.norm.to_dict()
+
+    def ids(self, subset: str) -> tuple[str, ...]:
+        return tuple(self.cohort.ids) if subset == "all" else self.split.subset(subset)
+
+    def decoded(self, subset: str):
+        from lnm_jax.data import pipeline  # noqa: PLC0415
+
+        if subset not in self._decoded:
+            self._decoded[subset] = pipeline.decoded_dataset(
+                self._all, self.ids(subset), self.config.data.image_size, self.config.data.cache,
+                self.config.data.clip_frames)
+        return self._decoded[subset]
+
+    def train_batches(self, epoch: int):
+        from lnm_jax.data import pipeline  # noqa: PLC0415
+
+        c = self.config
+        ds = pipeline.batches(self.decoded("train"), batch_size=c.train.batch_size, norm=self.norm,
+                              train=True, seed=c.seed, epoch=epoch, augment=c.data.augment.to_dict(),
+                              shuffle_buffer=c.data.shuffle_buffer)
+        return pipeline.as_numpy(ds, c.train.batch_size)
+
+    def eval_batches(self, subset: str):
+        from lnm_jax.data import pipeline  # noqa: PLC0415
+
+        c = self.config
+        ds = pipeline.batches(self.decoded(subset), batch_size=c.train.eval_batch_size,
+                              norm=self.norm, train=False)
+        return pipeline.as_numpy(ds, c.train.eval_batch_size)
+
+    def train_arrays(self) -> dict:
+        """The decoded training split as numpy arrays ([0, 1] images, not yet augmented or
+        normalised), for a device-resident cohort (``data.on_device``)."""
+        parts = list(self.decoded("train").batch(256).as_numpy_iterator())
+        return {k: np.concatenate([p[k] for p in parts]) for k in parts[0] if k != names.PATIENT_ID}
+
+    def steps_per_epoch(self) -> int:
+        from lnm_jax.data import pipeline  # noqa: PLC0415
+
+        return pipeline.num_batches(len(self.ids("train")), self.config.train.batch_size, True)
+
+
+def zero_batch(config: ConfigDict) -> dict:
+    """A batch of zeros shaped as the evaluation batches, to initialise a model. Never a batch
+    drawn from the cached datasets: an iterator abandoned after one batch leaves a partly
+    filled ``tf.data`` cache that a later full pass may read as complete."""
+    n, s, t = config.train.eval_batch_size, config.data.image_size, config.data.clip_frames
+    ceus = (n, t, s, s, 3) if t > 1 else (n, s, s, 3)
+    return {names.BMODE: np.zeros((n, s, s, 3), np.float32), names.CEUS: np.zeros(ceus, np.float32),
+            names.US_LNM: np.zeros(n, np.float32), names.LABEL: np.zeros(n, np.int32),
+            **{k: np.ones(n, bool) for k in names.AVAILABILITY_KEYS},
+            names.VALID: np.ones(n, bool), names.PATIENT_ID: np.array([b""] * n, dtype=object)}
+
+
+@dataclasses.dataclass(frozen=True)
+class Predictor:
+    """A restored checkpoint ready to predict: BatchNorm folded where the backbone allows."""
+
+    model: object
+    params: object
+    batch_stats: object
+    meta: dict
+
+    @functools.cached_property
+    def step(self):
+        return make_eval_step(self.model)
+
+    def __call__(self, batches) -> dict[str, np.ndarray]:
+        return predict(self.step, self.params, self.batch_stats, batches)
+
+
+class Run:
+    """One run folder's config, cohort, split, data, model and restored states."""
+
+    def __init__(self, config: ConfigDict, workdir: Path | str, cohort: Cohort, split: Split | None,
+                 *, resume: bool = False):
+        self.config = config
+        self.files = RunFiles(workdir)
+        self.cohort = cohort
+        self.split = split
+        self.resume = resume
+        self._states: dict[str, tuple] = {}
+        self._predictors: dict[str, Predictor] = {}
+
+    @property
+    def workdir(self) -> Path:
+        return self.files.root
+
+    # ------------------------------------------------------------------ construction
+
+    @classmethod
+    def create(cls, config: ConfigDict, workdir: Path | str, *, resume: bool = False,
+               split: Split | None = None, split_doc: dict | None = None) -> Run:
+        """A run to train in ``workdir``: a real cohort is validated before anything is written;
+        a folder that holds a run is refused unless ``resume`` (then the configs must describe
+        the same experiment). ``split`` (with its ``split_doc``) imposes a split, as the
+        protocol does for its runs; otherwise one is made from the config, or re-read."""
+        files = RunFiles(workdir)
+        cohort = resolve_cohort(config, files) if config.data.manifest else None
+        if not resume and files.checkpoints.exists():
+            raise RunExistsError(f"{files.root} already holds a run; pass --resume or use a new --workdir")
+        if resume and files.config.is_file():
+            check_resumable(load_config(files.root), config)
+        files.root.mkdir(parents=True, exist_ok=True)
+        if cohort is None:
+            cohort = resolve_cohort(config, files)
+        if split is not None:
+            save_splits(files.splits, [split], **(split_doc or split_document(config, cohort)))
+        else:
+            split = run_split(config, cohort, files)
+        if jax.process_index() == 0:
+            write_text(files.config, config.to_json(indent=2))
+            write_text(files.run_info, json.dumps(provenance.run_info(), indent=2))
+        return cls(config, files.root, cohort, split, resume=resume)
+
+    @classmethod
+    def open(cls, workdir: Path | str) -> Run:
+        """A trained run as its folder recorded it: config, cohort and split."""
+        files = RunFiles(workdir)
+        config = load_config(files.root)
+        cohort = resolve_cohort(config, files)
+        return cls(config, files.root, cohort, run_split(config, cohort, files))
+
+    # ------------------------------------------------------------------ live objects
+
+    @functools.cached_property
+    def data(self) -> RunData:
+        return RunData(self.config, self.cohort, self.split, self.tfds_dir)
+
+    @property
+    def tfds_dir(self) -> Path:
+        return Path(self.config.data.tfds_dir) if self.config.data.tfds_dir else self.files.tfds
+
+    def data_for(self, cohort: Cohort) -> RunData:
+        """Batches of another cohort (new patients, labels optional) prepared as this run's."""
+        return RunData(self.config, cohort, None, self.tfds_dir, require_labels=False)
+
+    @functools.cached_property
+    def model(self):
+        return build_model(self.config)
+
+    @functools.cached_property
+    def optimizer(self):
+        """(Adam, plateau scheduler) as the config sets them."""
+        return state_lib.optimizers(self.config.train)
+
+    def fresh_state(self) -> state_lib.TrainState:
+        """The initial train state (seeded from ``config.seed``), built from a zero batch."""
+        tx, plateau = self.optimizer
+        return state_lib.create_train_state(self.model, jax.random.key(self.config.seed),
+                                            step_inputs(zero_batch(self.config)), tx, plateau)
+
+    def checkpoints(self, *, create: bool = False) -> RunCheckpoints:
+        return RunCheckpoints(self.files.checkpoints, create=create)
+
+    def restore(self, checkpoint: str = "best") -> tuple[state_lib.TrainState, dict]:
+        """The train state and metadata of ``checkpoint`` ('best' | 'latest'), restored once."""
+        if checkpoint not in self._states:
+            ckpts = self.checkpoints()
+            try:
+                self._states[checkpoint] = ckpts.restore(checkpoint, self.fresh_state())
+            finally:
+                ckpts.close()
+        return self._states[checkpoint]
+
+    def forget_checkpoints(self) -> None:
+        """Drops restored states (training wrote new checkpoints)."""
+        self._states.clear()
+        self._predictors.clear()
+
+    def predictor(self, checkpoint: str = "best") -> Predictor:
+        if checkpoint not in self._predictors:
+            state, meta = self.restore(checkpoint)
+            model, params, stats = inference_variables(self.model, state, self.config.eval.fold_bn)
+            self._predictors[checkpoint] = Predictor(model, params, stats, meta)
+        return self._predictors[checkpoint]
+
+    def predict(self, subset: str, checkpoint: str = "best", transform=None) -> dict[str, np.ndarray]:
+        """Valid rows' patient ids, labels and logits of ``subset`` ('train' | 'val' | 'test');
+        ``transform`` maps each batch first (e.g. withholding inputs)."""
+        batches = self.data.eval_batches(subset)
+        if transform is not None:
+            batches = map(transform, batches)
+        return self.predictor(checkpoint)(batches)

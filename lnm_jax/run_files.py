@@ -1,0 +1,114 @@
+"""The run folder's file names, defined once.
+
+A run folder (``workdir``) holds::
+
+    config.json            the experiment (ml_collections ConfigDict as JSON)
+    run_info.json          provenance: versions, git commit, devices, XLA flags, command line
+    splits.json            the patient-level split (checked against the manifest and config)
+    cohort/                the synthetic cohort (when no manifest is given)
+    tfds/                  the TFDS records of the cohort (unless data.tfds_dir names a shared one)
+    checkpoints/{best,latest}/   orbax checkpoints
+    metrics.jsonl          one JSON line per epoch; tb/: TensorBoard events of the same
+    eval_<checkpoint>/     metrics.json, predictions.csv, roc/reliability/decision-curve plots,
+                           availability.{json,md}
+    calibration_<checkpoint>.json   the temperature fitted on validation (used by predict)
+    gradcam_<split>/       Grad-CAM figures, grids and index.csv
+    predictions.json       (protocol runs) validation and test probabilities of the best checkpoint
+
+Only this module spells these names; every stage asks it for a path.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+CONFIG = "config.json"
+RUN_INFO = "run_info.json"
+SPLITS = "splits.json"
+COHORT = "cohort"
+TFDS = "tfds"
+CHECKPOINTS = "checkpoints"
+HISTORY = "metrics.jsonl"
+TENSORBOARD = "tb"
+PREDICTIONS = "predictions.json"
+
+# Inside an evaluation folder.
+METRICS = "metrics.json"
+PREDICTIONS_CSV = "predictions.csv"
+ROC = "roc.png"
+RELIABILITY = "reliability.png"
+DECISION_CURVE = "decision_curve.png"
+AVAILABILITY_JSON = "availability.json"
+AVAILABILITY_MD = "availability.md"
+
+# Inside a Grad-CAM folder.
+CAM_PATIENTS = "patients"
+CAM_GRID_CORRECT = "grid_correct.png"
+CAM_GRID_INCORRECT = "grid_incorrect.png"
+CAM_INDEX = "index.csv"
+
+# Inside a synthetic cohort folder (written by data.synthetic).
+MANIFEST = "manifest.csv"
+GENERATOR = "generator.json"
+TRUTH = "truth.csv"
+
+# A protocol folder (lnm-jax reproduce).
+RESULTS = "results.json"
+REPORT = "report.md"
+PROTOCOL_RUNS = "runs"
+
+
+@dataclasses.dataclass(frozen=True)
+class RunFiles:
+    """Paths inside one run folder."""
+
+    root: Path
+
+    def __post_init__(self):
+        object.__setattr__(self, "root", Path(self.root))
+
+    @property
+    def config(self) -> Path:
+        return self.root / CONFIG
+
+    @property
+    def run_info(self) -> Path:
+        return self.root / RUN_INFO
+
+    @property
+    def splits(self) -> Path:
+        return self.root / SPLITS
+
+    @property
+    def cohort(self) -> Path:
+        return self.root / COHORT
+
+    @property
+    def tfds(self) -> Path:
+        return self.root / TFDS
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.root / CHECKPOINTS
+
+    @property
+    def history(self) -> Path:
+        return self.root / HISTORY
+
+    @property
+    def tensorboard(self) -> Path:
+        return self.root / TENSORBOARD
+
+    @property
+    def predictions(self) -> Path:
+        return self.root / PREDICTIONS
+
+    def evaluation(self, checkpoint: str) -> Path:
+        return self.root / f"eval_{checkpoint}"
+
+    def calibration(self, checkpoint: str) -> Path:
+        return self.root / f"calibration_{checkpoint}.json"
+
+    def gradcam(self, split: str) -> Path:
+        return self.root / f"gradcam_{split}"

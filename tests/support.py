@@ -1,0 +1,35 @@
+"""Helpers shared by the test modules (imported as ``support``: pytest puts tests/ on the path)."""
+
+from __future__ import annotations
+
+import os
+
+from lnm_jax.config import base_config
+
+# The quality tests' scenarios are seeded by this (default 0); scripts/measure_test_margins.py
+# reruns them over several seeds to measure the spread their margins are set from.
+SEED = int(os.environ.get("LNM_TEST_SEED", "0"))
+
+
+def tiny_config(manifest, setting="dual", epochs=2):
+    """A run small enough for a test: 32 px, ResNet-18 of width 8, two epochs."""
+    c = base_config(setting)
+    c.data.manifest = str(manifest)
+    c.data.image_size = 32
+    c.model.backbone = "resnet18"
+    c.model.width = 8
+    c.train.epochs = epochs
+    c.train.batch_size = 8
+    c.train.eval_batch_size = 16
+    c.eval.bootstrap = 200
+    return c
+
+
+def cpu_env(devices: int | None = None) -> dict:
+    """The environment of a subprocess test: CPU only, ``devices`` forced host devices, keeping
+    any XLA flags of the caller (e.g. ``--xla_cpu_max_isa`` when the suite runs under another
+    instruction set)."""
+    flags = os.environ.get("XLA_FLAGS", "")
+    if devices:
+        flags = f"{flags} --xla_force_host_platform_device_count={devices}".strip()
+    return {**os.environ, "XLA_FLAGS": flags, "JAX_PLATFORMS": "cpu"}
