@@ -33,3 +33,15 @@ def cpu_env(devices: int | None = None) -> dict:
     if devices:
         flags = f"{flags} --xla_force_host_platform_device_count={devices}".strip()
     return {**os.environ, "XLA_FLAGS": flags, "JAX_PLATFORMS": "cpu"}
+
+
+def record(test: str, **values) -> None:
+    """Appends a quality test's measured values to $LNM_TEST_RECORD (one JSON line), so that
+    scripts/measure_test_margins.py can collect them over seeds; a no-op otherwise."""
+    path = os.environ.get("LNM_TEST_RECORD")
+    if path:
+        import json  # noqa: PLC0415
+
+        with open(path, "a") as f:
+            f.write(json.dumps({"test": test, "seed": SEED, "xla_flags": os.environ.get("XLA_FLAGS", ""),
+                                **values}) + "\n")

@@ -7,6 +7,7 @@ import jax
 import numpy as np
 import pytest
 from PIL import Image
+from support import SEED, record
 
 from lnm_jax.data import clips
 from lnm_jax.data.manifest import CLIP_TOO_SHORT, UNREADABLE_CLIP, ManifestError, read_manifest
@@ -159,11 +160,12 @@ def test_clip_model_beats_the_single_frame_when_the_cue_is_temporal(tmp_path):
     from lnm_jax.training.loop import train
 
     manifest = generate_cohort(tmp_path / "cohort", SynthParams(
-        patients=400, size=48, seed=2, clip_frames=12, ceus_strength=0.5, ceus_dynamic_strength=2.0))
+        patients=400, size=48, seed=2 + SEED, clip_frames=12, ceus_strength=0.5, ceus_dynamic_strength=2.0))
     aucs = {}
     for t in (1, 6):
         c = base_config("ceus")
         c.data.manifest, c.data.image_size, c.data.clip_frames = str(manifest), 32, t
+        c.seed = c.data.split.seed = SEED
         c.model.backbone, c.model.width = "resnet18", 8
         c.train.epochs, c.train.batch_size, c.train.eval_batch_size = 12, 16, 32
         c.train.plateau.patience = 3
@@ -171,4 +173,5 @@ def test_clip_model_beats_the_single_frame_when_the_cue_is_temporal(tmp_path):
         run = Run.create(c, tmp_path / f"t{t}")
         train(run)
         aucs[t] = evaluate(run)["splits"]["test"]["auc"]
+    record("clips", clip_auc=aucs[6], frame_auc=aucs[1], gain=aucs[6] - aucs[1])
     assert aucs[6] > aucs[1] + 0.15, aucs

@@ -8,6 +8,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from support import SEED, record
+
 from lnm_jax.config import base_config
 
 from lnm_jax.explain.gradcam import METHODS, make_cam_fn
@@ -108,17 +110,17 @@ def test_trained_model_cam_mass_falls_inside_the_cue_region():
     average >= 50% of its mass there ('mostly inside'); Grad-CAM >= 3x the region's area;
     the opposite target (no_lnm) puts less there than the LNM target."""
     size = 64
-    rng = np.random.default_rng(0)
+    rng = np.random.default_rng(SEED)
     x, y, _ = _blob_patients(512, size, rng)
     model = FusionClassifier(("bmode",), backbone="resnet18", width=8)
     tx, plateau = state_lib.optimizers(base_config().train)
     batch = lambda idx: {"bmode": jnp.asarray(x[idx]), "lnm": jnp.asarray(y[idx]),  # noqa: E731
                          "valid": jnp.ones(len(idx), bool)}
-    state = state_lib.create_train_state(model, jax.random.key(0), batch(np.arange(32)), tx, plateau)
+    state = state_lib.create_train_state(model, jax.random.key(SEED), batch(np.arange(32)), tx, plateau)
     step = make_train_step(model, tx)
     for _ in range(200):
         state, m = step(state, batch(rng.choice(512, 32, replace=False)))
-    xt, yt, corners = _blob_patients(64, size, np.random.default_rng(1))
+    xt, yt, corners = _blob_patients(64, size, np.random.default_rng(1000 + SEED))
     regions = np.zeros((64, size, size), bool)
     for i, (cy, cx) in enumerate(corners):
         regions[i, max(cy - 4, 0):cy + 16, max(cx - 4, 0):cx + 16] = True
@@ -132,10 +134,13 @@ def test_trained_model_cam_mass_falls_inside_the_cue_region():
 
     hires, res = mass("hirescam")
     from sklearn.metrics import roc_auc_score
-    assert roc_auc_score(yt, np.asarray(res["logit"])) > 0.95  # the model did learn the cue
+    auc = roc_auc_score(yt, np.asarray(res["logit"]))
     area = regions[pos].mean()
     grad, _ = mass("gradcam")
     against, _ = mass("hirescam", target="no_lnm")
+    record("gradcam", auc=auc, hirescam_mass=hires, gradcam_mass_over_area=grad / area,
+           hires_minus_against=hires - against)
+    assert auc > 0.95  # the model did learn the cue
     assert hires >= 0.5, hires
     assert grad >= 3 * area, (grad, area)
     assert against < hires, (against, hires)

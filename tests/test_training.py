@@ -9,7 +9,7 @@ import json
 import jax
 import numpy as np
 import pytest
-from support import SEED, tiny_config
+from support import SEED, record, tiny_config
 
 from lnm_jax import run_files as F
 from lnm_jax.cli import main
@@ -55,6 +55,7 @@ def test_short_run_learns_the_planted_signal(learnable_cohort, tmp_path):
     """The held-out AUC must be clearly above chance; evaluation writes its files with the
     shared summary schema; Grad-CAM explains the same live run."""
     run, res = learns_scenario(learnable_cohort, tmp_path / "run")
+    record("learns", test_auc=res["splits"]["test"]["auc"])
     assert res["splits"]["test"]["auc"] > LEARNS_MIN_AUC, res["splits"]["test"]
     out = run.files.evaluation("best")
     assert {p.name for p in out.iterdir()} == {F.METRICS, F.ROC, F.PREDICTIONS_CSV, F.RELIABILITY,
