@@ -42,6 +42,7 @@ def _fail(msg: str, code: int) -> int:
 
 # ------------------------------------------------------------------------- plain commands
 
+
 def cmd_synth(argv: list[str]) -> int:
     from lnm_jax.data.synthetic import PRESETS, SynthParams, describe, generate_cohort, preset_params
 
@@ -49,12 +50,18 @@ def cmd_synth(argv: list[str]) -> int:
     p.add_argument("--out", required=True, type=Path)
     for f in dataclasses.fields(SynthParams):
         p.add_argument(f"--{f.name.replace('_', '-')}", type=type(f.default), default=None)
-    p.add_argument("--preset", choices=sorted(PRESETS), default="default",
-                   help="'paper': cue strengths giving the paper's single-modality AUCs (B-mode 0.72, CEUS 0.73)")
+    p.add_argument(
+        "--preset",
+        choices=sorted(PRESETS),
+        default="default",
+        help="'paper': cue strengths giving the paper's single-modality AUCs (B-mode 0.72, CEUS 0.73)",
+    )
     a = p.parse_args(argv)
     try:
-        params = preset_params(a.preset, **{f.name: getattr(a, f.name) for f in dataclasses.fields(SynthParams)
-                                            if getattr(a, f.name) is not None})
+        params = preset_params(
+            a.preset,
+            **{f.name: getattr(a, f.name) for f in dataclasses.fields(SynthParams) if getattr(a, f.name) is not None},
+        )
     except ValueError as e:
         raise UsageError(str(e)) from e
     manifest = generate_cohort(a.out, params, progress=True)
@@ -88,6 +95,7 @@ def cmd_norm_stats(argv: list[str]) -> int:
 
 # ------------------------------------------------------------------- config-driven commands
 
+
 def parse_config_command(name: str, argv: list[str], default_factory, extra=None) -> tuple:
     """absl flags + ml_collections config flags for one sub-command: ``(config, flag values)``."""
     from absl import flags
@@ -98,8 +106,7 @@ def parse_config_command(name: str, argv: list[str], default_factory, extra=None
     if any(x == "--config" or x.startswith("--config=") for x in argv):
         config_flags.DEFINE_config_file("config", None, "experiment config file", flag_values=fv, sys_argv=full)
     else:
-        config_flags.DEFINE_config_dict("config", default_factory(), "experiment config", flag_values=fv,
-                                        sys_argv=full)
+        config_flags.DEFINE_config_dict("config", default_factory(), "experiment config", flag_values=fv, sys_argv=full)
     flags.DEFINE_string("workdir", None, "run folder", flag_values=fv, required=True)
     if extra is not None:
         extra(flags, fv)
@@ -125,13 +132,19 @@ def cmd_train(argv: list[str]) -> int:
 
     def extra(flags, fv):
         flags.DEFINE_bool("resume", False, "continue from the latest checkpoint", flag_values=fv)
-        flags.DEFINE_bool("distributed", False, "multi-host: start jax.distributed first (address, "
-                          "process count and id from JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES, "
-                          "JAX_PROCESS_ID or the cluster)", flag_values=fv)
+        flags.DEFINE_bool(
+            "distributed",
+            False,
+            "multi-host: start jax.distributed first (address, "
+            "process count and id from JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES, "
+            "JAX_PROCESS_ID or the cluster)",
+            flag_values=fv,
+        )
 
     config, fv = parse_config_command("train", argv, default, extra)
     if fv.distributed:
         from lnm_jax.training.sharding import initialize
+
         initialize()
     best = train(Run.create(config, fv.workdir, resume=fv.resume))
     print(f"best validation AUC {best['val_auc']:.4f} at epoch {best['epoch']}; run in {fv.workdir}")
@@ -167,17 +180,28 @@ def cmd_availability(argv: list[str]) -> int:
     from lnm_jax.evaluation.availability import PATTERNS, evaluate_availability
     from lnm_jax.run import Run
 
-    p = argparse.ArgumentParser(prog="lnm-jax availability",
-                                description="Metrics of a missing-input run per availability pattern.")
+    p = argparse.ArgumentParser(
+        prog="lnm-jax availability", description="Metrics of a missing-input run per availability pattern."
+    )
     p.add_argument("--workdir", required=True, type=Path)
     p.add_argument("--checkpoint", choices=("best", "latest"), default="best")
     p.add_argument("--split", default="test", choices=("val", "test"))
-    p.add_argument("--dedicated", action="append", default=[], metavar="PATTERN=RUN",
-                   help=f"a run trained on that pattern's inputs alone; PATTERN in {sorted(PATTERNS)}")
+    p.add_argument(
+        "--dedicated",
+        action="append",
+        default=[],
+        metavar="PATTERN=RUN",
+        help=f"a run trained on that pattern's inputs alone; PATTERN in {sorted(PATTERNS)}",
+    )
     p.add_argument("--out", type=Path)
     a = p.parse_args(argv)
-    res = evaluate_availability(Run.open(a.workdir), checkpoint=a.checkpoint, subset=a.split,
-                                dedicated=dict(_pattern_run(x) for x in a.dedicated), out=a.out)
+    res = evaluate_availability(
+        Run.open(a.workdir),
+        checkpoint=a.checkpoint,
+        subset=a.split,
+        dedicated=dict(_pattern_run(x) for x in a.dedicated),
+        out=a.out,
+    )
     print(res["table"], end="")
     print(f"written to {res['out']}")
     return 0
@@ -209,32 +233,54 @@ def cmd_gradcam(argv: list[str]) -> int:
     p.add_argument("--checkpoint", choices=("best", "latest"), default="best")
     p.add_argument("--method", choices=METHODS, default="gradcam")
     p.add_argument("--layer", default="stage4", choices=("stem", "stage1", "stage2", "stage3", "stage4"))
-    p.add_argument("--target", choices=sorted(TARGETS), default="lnm",
-                   help="lnm: evidence for LNM (the logit); no_lnm: against it (minus the logit)")
+    p.add_argument(
+        "--target",
+        choices=sorted(TARGETS),
+        default="lnm",
+        help="lnm: evidence for LNM (the logit); no_lnm: against it (minus the logit)",
+    )
     p.add_argument("--threshold", type=float, default=0.5, help="for correct/incorrect")
     a = p.parse_args(argv)
-    res = gradcam(Run.open(a.workdir), split=a.split, out=a.out, checkpoint=a.checkpoint, method=a.method,
-                  layer=a.layer, target=a.target, threshold=a.threshold)
-    print(f"{res['patients']} patients ({res['correct']} correct, {res['incorrect']} incorrect): "
-          f"figures and grids in {res['out']}")
+    res = gradcam(
+        Run.open(a.workdir),
+        split=a.split,
+        out=a.out,
+        checkpoint=a.checkpoint,
+        method=a.method,
+        layer=a.layer,
+        target=a.target,
+        threshold=a.threshold,
+    )
+    print(
+        f"{res['patients']} patients ({res['correct']} correct, {res['incorrect']} incorrect): "
+        f"figures and grids in {res['out']}"
+    )
     return 0
 
 
 def cmd_convert_weights(argv: list[str]) -> int:
     from lnm_jax.weights.io import convert_weights
 
-    p = argparse.ArgumentParser(prog="lnm-jax convert-weights",
-                                description="Port a torchvision or Keras ResNet's weights to a "
-                                            "backbone checkpoint (config model.init_from).")
+    p = argparse.ArgumentParser(
+        prog="lnm-jax convert-weights",
+        description="Port a torchvision or Keras ResNet's weights to a backbone checkpoint (config model.init_from).",
+    )
     p.add_argument("--from", dest="source", required=True, choices=("torchvision", "keras"))
-    p.add_argument("--in", dest="path", required=True, type=Path,
-                   help="torchvision: .pth/.pt/.safetensors state_dict; keras: ResNet50 .h5/.weights.h5")
+    p.add_argument(
+        "--in",
+        dest="path",
+        required=True,
+        type=Path,
+        help="torchvision: .pth/.pt/.safetensors state_dict; keras: ResNet50 .h5/.weights.h5",
+    )
     p.add_argument("--out", required=True, type=Path)
     p.add_argument("--arch", default="resnet50", choices=("resnet18", "resnet34", "resnet50"))
     a = p.parse_args(argv)
     meta = convert_weights(a.source, a.path, a.out, arch=a.arch)
-    print(f"wrote {meta['arch']} ({meta['variant']}) backbone to {a.out}; use it with "
-          f"--config.model.init_from={a.out} --config.model.variant={meta['variant']}")
+    print(
+        f"wrote {meta['arch']} ({meta['variant']}) backbone to {a.out}; use it with "
+        f"--config.model.init_from={a.out} --config.model.variant={meta['variant']}"
+    )
     return 0
 
 
@@ -243,8 +289,12 @@ def cmd_reproduce(argv: list[str]) -> int:
     from lnm_jax.protocol.reproduce import reproduce, table3_lines
 
     def extra(flags, fv):
-        flags.DEFINE_string("manifest", None, "cohort manifest (default: the config's, else the "
-                            "embedded synthetic cohort)", flag_values=fv)
+        flags.DEFINE_string(
+            "manifest",
+            None,
+            "cohort manifest (default: the config's, else the embedded synthetic cohort)",
+            flag_values=fv,
+        )
         flags.DEFINE_integer("folds", None, "K-fold cross-validation instead of one split", flag_values=fv)
 
     config, fv = parse_config_command("reproduce", argv, base_config, extra)
@@ -261,7 +311,9 @@ def cmd_reproduce(argv: list[str]) -> int:
 def cmd_convert_busbra(argv: list[str]) -> int:
     from lnm_jax.data.busbra import convert_busbra
 
-    p = argparse.ArgumentParser(prog="lnm-jax convert-busbra", description="BUS-BRA (Images/, bus_data.csv) -> cohort manifest.")
+    p = argparse.ArgumentParser(
+        prog="lnm-jax convert-busbra", description="BUS-BRA (Images/, bus_data.csv) -> cohort manifest."
+    )
     p.add_argument("--src", required=True, type=Path, help="the BUS-BRA folder")
     p.add_argument("--out", required=True, type=Path, help="manifest CSV to write")
     a = p.parse_args(argv)
@@ -279,10 +331,20 @@ def cmd_demo(argv: list[str]) -> int:
     return 0
 
 
-COMMANDS = {"synth": cmd_synth, "validate": cmd_validate, "norm-stats": cmd_norm_stats, "train": cmd_train,
-            "evaluate": cmd_evaluate, "availability": cmd_availability, "predict": cmd_predict,
-            "gradcam": cmd_gradcam, "convert-weights": cmd_convert_weights, "reproduce": cmd_reproduce,
-            "convert-busbra": cmd_convert_busbra, "demo": cmd_demo}
+COMMANDS = {
+    "synth": cmd_synth,
+    "validate": cmd_validate,
+    "norm-stats": cmd_norm_stats,
+    "train": cmd_train,
+    "evaluate": cmd_evaluate,
+    "availability": cmd_availability,
+    "predict": cmd_predict,
+    "gradcam": cmd_gradcam,
+    "convert-weights": cmd_convert_weights,
+    "reproduce": cmd_reproduce,
+    "convert-busbra": cmd_convert_busbra,
+    "demo": cmd_demo,
+}
 
 
 def _user_errors() -> tuple[type[BaseException], ...]:
@@ -292,8 +354,17 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from lnm_jax.run import ConfigMismatchError, RunExistsError
     from lnm_jax.training.loop import NonFiniteLossError
 
-    return (ManifestError, SplitError, ConfigMismatchError, RunExistsError, NonFiniteLossError,
-            FileNotFoundError, FileExistsError, ValueError, KeyError)
+    return (
+        ManifestError,
+        SplitError,
+        ConfigMismatchError,
+        RunExistsError,
+        NonFiniteLossError,
+        FileNotFoundError,
+        FileExistsError,
+        ValueError,
+        KeyError,
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

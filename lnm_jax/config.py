@@ -37,26 +37,52 @@ def base_config(setting: str = "triple") -> ConfigDict:
     c.data.on_device = False
     c.data.split = ConfigDict(dict(test_fraction=0.2, val_fraction=0.2, seed=0))
     # Tuples, so that `--config.data.norm.bmode.mean='(0.2, 0.2, 0.2)'` overrides them.
-    c.data.norm = ConfigDict({k: {"mean": tuple(v["mean"]), "std": tuple(v["std"])}
-                              for k, v in PAPER_NORM.items()})
-    c.data.augment = ConfigDict(dict(
-        enabled=True, translate=0.1, scale_min=0.9, scale_max=1.1, flip=True,
-        contrast_min=0.8, contrast_max=1.2, brightness=0.1))
-    c.data.synth = ConfigDict(dict(
-        patients=308, seed=0, size=256, prevalence=0.513, bmode_strength=1.5, ceus_strength=1.6,
-        flag_sensitivity=0.386, flag_specificity=0.900))
+    c.data.norm = ConfigDict({k: {"mean": tuple(v["mean"]), "std": tuple(v["std"])} for k, v in PAPER_NORM.items()})
+    c.data.augment = ConfigDict(
+        dict(
+            enabled=True,
+            translate=0.1,
+            scale_min=0.9,
+            scale_max=1.1,
+            flip=True,
+            contrast_min=0.8,
+            contrast_max=1.2,
+            brightness=0.1,
+        )
+    )
+    c.data.synth = ConfigDict(
+        dict(
+            patients=308,
+            seed=0,
+            size=256,
+            prevalence=0.513,
+            bmode_strength=1.5,
+            ceus_strength=1.6,
+            flag_sensitivity=0.386,
+            flag_specificity=0.900,
+        )
+    )
 
     # init_from: a backbone converted by `lnm-jax convert-weights` (e.g. ImageNet weights) that
     # initialises every image branch; the head starts fresh. variant: 'torchvision' | 'keras_v1'.
     # missing_inputs: learned 'absent' embeddings + availability indicators (beyond the paper);
     # modality_dropout: the rate at which training hides each present input (needs the former).
-    c.model = ConfigDict(dict(backbone="resnet50", width=64, dtype="float32", init_from="",
-                              variant="torchvision", missing_inputs=False, modality_dropout=0.0,
-                              temporal_pool="mean",  # CEUS clips: 'mean' | 'attention'
-                              # lowering: 1x1 convs as XLA convolutions ('xla') or as GEMMs
-                              # ('cpu': 1.7x faster train steps on XLA:CPU); 'auto' = 'cpu' on
-                              # the CPU backend, else 'xla' (models/lowering.py)
-                              lowering="auto"))
+    c.model = ConfigDict(
+        dict(
+            backbone="resnet50",
+            width=64,
+            dtype="float32",
+            init_from="",
+            variant="torchvision",
+            missing_inputs=False,
+            modality_dropout=0.0,
+            temporal_pool="mean",  # CEUS clips: 'mean' | 'attention'
+            # lowering: 1x1 convs as XLA convolutions ('xla') or as GEMMs
+            # ('cpu': 1.7x faster train steps on XLA:CPU); 'auto' = 'cpu' on
+            # the CPU backend, else 'xla' (models/lowering.py)
+            lowering="auto",
+        )
+    )
 
     c.train = ConfigDict()
     c.train.epochs = 100
@@ -74,10 +100,17 @@ def base_config(setting: str = "triple") -> ConfigDict:
 
     # `lnm-jax reproduce`: the paper's Tables 2 (backbones on each image modality, judged on
     # the validation part of the training set) and 3 (input settings on the test set).
-    c.protocol = ConfigDict(dict(
-        backbones=("resnet50", "vgg11", "inception_v3"), table2_modalities=("bmode", "ceus"),
-        settings=tuple(SETTINGS), permutations=1000,
-        threshold=0.5, folds=0, gradcam=True))
+    c.protocol = ConfigDict(
+        dict(
+            backbones=("resnet50", "vgg11", "inception_v3"),
+            table2_modalities=("bmode", "ceus"),
+            settings=tuple(SETTINGS),
+            permutations=1000,
+            threshold=0.5,
+            folds=0,
+            gradcam=True,
+        )
+    )
     return c
 
 

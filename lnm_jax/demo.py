@@ -23,8 +23,10 @@ def demo(config: ConfigDict, workdir: Path | str) -> str:
     ref = res.get("synthetic_reference")
     if ref and ref["bayes_auc"] is not None:
         auc = res["splits"]["test"]["auc"]
-        lines.append(f"test AUC {auc:.3f}; Bayes-optimal AUC of these inputs: {ref['bayes_auc']:.3f} "
-                     f"(generator), {ref['oracle_auc_test']:.3f} (on these test patients); "
-                     f"gap to the generator's {ref['bayes_auc'] - auc:+.3f}")
+        lines.append(
+            f"test AUC {auc:.3f}; Bayes-optimal AUC of these inputs: {ref['bayes_auc']:.3f} "
+            f"(generator), {ref['oracle_auc_test']:.3f} (on these test patients); "
+            f"gap to the generator's {ref['bayes_auc'] - auc:+.3f}"
+        )
     lines.append(f"demo finished in {time.perf_counter() - t0:.0f}s; run folder {workdir}")
     return "\n".join(lines)

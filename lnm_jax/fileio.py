@@ -6,8 +6,8 @@ import contextlib
 import csv
 import shutil
 import tempfile
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Iterable, Iterator, Mapping, Sequence
 
 
 @contextlib.contextmanager

@@ -11,8 +11,8 @@ from __future__ import annotations
 import json
 import logging
 import math
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Mapping
 
 from tqdm import tqdm
 
@@ -29,8 +29,15 @@ class MetricWriter:
     """``write(record)`` appends one JSON line, adds every finite float to TensorBoard at
     ``record[step_key]``, and ``print`` writes a console line above any progress bar."""
 
-    def __init__(self, history: Path, tensorboard: Path | None = None, log_file: Path | None = None, *,
-                 step_key: str = "epoch", primary: bool = True):
+    def __init__(
+        self,
+        history: Path,
+        tensorboard: Path | None = None,
+        log_file: Path | None = None,
+        *,
+        step_key: str = "epoch",
+        primary: bool = True,
+    ):
         self.history = Path(history)
         self.step_key = step_key
         self.primary = primary

@@ -26,8 +26,13 @@ SETTINGS = {
     "dual": (BMODE, CEUS),
     "triple": (BMODE, CEUS, US_LNM),
 }
-SETTING_LABELS = {"us_lnm": "US-LNM", "bmode": "B-mode", "ceus": "CEUS",
-                  "dual": "dual (B-mode + CEUS)", "triple": "triple (B-mode + CEUS + US-LNM)"}
+SETTING_LABELS = {
+    "us_lnm": "US-LNM",
+    "bmode": "B-mode",
+    "ceus": "CEUS",
+    "dual": "dual (B-mode + CEUS)",
+    "triple": "triple (B-mode + CEUS + US-LNM)",
+}
 
 # The paper's per-modality statistics of [0, 1]-scaled RGB images.
 PAPER_NORM = {
@@ -54,8 +59,9 @@ def parse_modalities(spec) -> tuple[str, ...]:
         names = tuple(spec)
     unknown = [n for n in names if n not in INPUTS]
     if unknown or not names:
-        raise ValueError(f"modalities must be a non-empty subset of {INPUTS} or one of "
-                         f"{sorted(SETTINGS)}, got {spec!r}")
+        raise ValueError(
+            f"modalities must be a non-empty subset of {INPUTS} or one of {sorted(SETTINGS)}, got {spec!r}"
+        )
     return tuple(m for m in INPUTS if m in names)
 
 

@@ -43,8 +43,13 @@ class ConfigMismatchError(ValueError):
 
 
 # Fields a resumed run may change; any other difference would silently mix two experiments.
-RESUMABLE_FIELDS = ("train.epochs", "train.early_stop_patience", "train.log_every_steps", "eval.",
-                    "model.lowering")  # a lowering choice: same parameters, same mathematics
+RESUMABLE_FIELDS = (
+    "train.epochs",
+    "train.early_stop_patience",
+    "train.log_every_steps",
+    "eval.",
+    "model.lowering",
+)  # a lowering choice: same parameters, same mathematics
 
 
 def check_resumable(stored: ConfigDict, config: ConfigDict) -> None:
@@ -60,11 +65,14 @@ def check_resumable(stored: ConfigDict, config: ConfigDict) -> None:
 
     # via JSON, so that a tuple and the list it was saved as compare equal
     old, new = (dict(flat(json.loads(c.to_json()))) for c in (stored, config))
-    changed = sorted(k for k in old.keys() | new.keys()
-                     if old.get(k) != new.get(k) and not k.startswith(RESUMABLE_FIELDS))
+    changed = sorted(
+        k for k in old.keys() | new.keys() if old.get(k) != new.get(k) and not k.startswith(RESUMABLE_FIELDS)
+    )
     if changed:
-        raise ConfigMismatchError("cannot resume with a different experiment; changed: "
-                                  + ", ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in changed))
+        raise ConfigMismatchError(
+            "cannot resume with a different experiment; changed: "
+            + ", ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in changed)
+        )
 
 
 def synth_params(config: ConfigDict) -> SynthParams:
@@ -83,8 +91,9 @@ def resolve_cohort(config: ConfigDict, files: RunFiles) -> Cohort:
     if generator.is_file():
         stored = json.loads(generator.read_text())["params"]
         if stored != dataclasses.asdict(params):
-            raise ValueError(f"{files.cohort} holds a synthetic cohort with other parameters "
-                             f"({stored}); use a fresh --workdir")
+            raise ValueError(
+                f"{files.cohort} holds a synthetic cohort with other parameters ({stored}); use a fresh --workdir"
+            )
     else:
         generate_cohort(files.cohort, params, progress=True)
     return read_manifest(files.cohort / MANIFEST, min_clip_frames=config.data.clip_frames)
@@ -92,8 +101,12 @@ def resolve_cohort(config: ConfigDict, files: RunFiles) -> Cohort:
 
 def split_document(config: ConfigDict, cohort: Cohort, method: str = "holdout") -> dict:
     """What ``splits.json`` records beside the split itself."""
-    return dict(seed=config.data.split.seed, method=method,
-                labels={p.patient_id: p.lnm for p in cohort.patients}, manifest_sha256=cohort.sha256)
+    return dict(
+        seed=config.data.split.seed,
+        method=method,
+        labels={p.patient_id: p.lnm for p in cohort.patients},
+        manifest_sha256=cohort.sha256,
+    )
 
 
 def run_split(config: ConfigDict, cohort: Cohort, files: RunFiles) -> Split:
@@ -101,12 +114,15 @@ def run_split(config: ConfigDict, cohort: Cohort, files: RunFiles) -> Split:
     if files.splits.is_file():
         splits, doc = load_splits(files.splits)
         if doc["manifest_sha256"] != cohort.sha256:
-            raise ValueError(f"{files.splits} was made for another manifest (sha256 "
-                             f"{doc['manifest_sha256'][:12]} != {cohort.sha256[:12]})")
+            raise ValueError(
+                f"{files.splits} was made for another manifest (sha256 "
+                f"{doc['manifest_sha256'][:12]} != {cohort.sha256[:12]})"
+            )
         return splits[0]
     sc = config.data.split
-    split = holdout_split(cohort.ids, cohort.labels, seed=sc.seed,
-                          test_fraction=sc.test_fraction, val_fraction=sc.val_fraction)
+    split = holdout_split(
+        cohort.ids, cohort.labels, seed=sc.seed, test_fraction=sc.test_fraction, val_fraction=sc.val_fraction
+    )
     save_splits(files.splits, [split], **split_document(config, cohort))
     return split
 
@@ -121,15 +137,15 @@ def load_config(workdir: Path | str) -> ConfigDict:
 class RunData:
     """Decoded, cached datasets of a cohort's splits and their batch iterators (tf.data)."""
 
-    def __init__(self, config: ConfigDict, cohort: Cohort, split: Split | None, tfds_dir: Path, *,
-                 require_labels: bool = True):
+    def __init__(
+        self, config: ConfigDict, cohort: Cohort, split: Split | None, tfds_dir: Path, *, require_labels: bool = True
+    ):
         from lnm_jax.data.tfds_builder import load_cohort  # noqa: PLC0415  (TensorFlow)
 
         self.config = config
         self.cohort = cohort
         self.split = split
-        self._all = load_cohort(cohort, tfds_dir, require_labels=require_labels,
-                                clip_frames=config.data.clip_frames)
+        self._all = load_cohort(cohort, tfds_dir, require_labels=require_labels, clip_frames=config.data.clip_frames)
         self._decoded: dict[str, object] = {}
         self.norm = config.data.norm.to_dict()
 
@@ -141,25 +157,35 @@ class RunData:
 
         if subset not in self._decoded:
             self._decoded[subset] = pipeline.decoded_dataset(
-                self._all, self.ids(subset), self.config.data.image_size, self.config.data.cache,
-                self.config.data.clip_frames)
+                self._all,
+                self.ids(subset),
+                self.config.data.image_size,
+                self.config.data.cache,
+                self.config.data.clip_frames,
+            )
         return self._decoded[subset]
 
     def train_batches(self, epoch: int):
         from lnm_jax.data import pipeline  # noqa: PLC0415
 
         c = self.config
-        ds = pipeline.batches(self.decoded("train"), batch_size=c.train.batch_size, norm=self.norm,
-                              train=True, seed=c.seed, epoch=epoch, augment=c.data.augment.to_dict(),
-                              shuffle_buffer=c.data.shuffle_buffer)
+        ds = pipeline.batches(
+            self.decoded("train"),
+            batch_size=c.train.batch_size,
+            norm=self.norm,
+            train=True,
+            seed=c.seed,
+            epoch=epoch,
+            augment=c.data.augment.to_dict(),
+            shuffle_buffer=c.data.shuffle_buffer,
+        )
         return pipeline.as_numpy(ds, c.train.batch_size)
 
     def eval_batches(self, subset: str):
         from lnm_jax.data import pipeline  # noqa: PLC0415
 
         c = self.config
-        ds = pipeline.batches(self.decoded(subset), batch_size=c.train.eval_batch_size,
-                              norm=self.norm, train=False)
+        ds = pipeline.batches(self.decoded(subset), batch_size=c.train.eval_batch_size, norm=self.norm, train=False)
         return pipeline.as_numpy(ds, c.train.eval_batch_size)
 
     def train_arrays(self) -> dict:
@@ -180,10 +206,15 @@ def zero_batch(config: ConfigDict) -> dict:
     filled ``tf.data`` cache that a later full pass may read as complete."""
     n, s, t = config.train.eval_batch_size, config.data.image_size, config.data.clip_frames
     ceus = (n, t, s, s, 3) if t > 1 else (n, s, s, 3)
-    return {names.BMODE: np.zeros((n, s, s, 3), np.float32), names.CEUS: np.zeros(ceus, np.float32),
-            names.US_LNM: np.zeros(n, np.float32), names.LABEL: np.zeros(n, np.int32),
-            **{k: np.ones(n, bool) for k in names.AVAILABILITY_KEYS},
-            names.VALID: np.ones(n, bool), names.PATIENT_ID: np.array([b""] * n, dtype=object)}
+    return {
+        names.BMODE: np.zeros((n, s, s, 3), np.float32),
+        names.CEUS: np.zeros(ceus, np.float32),
+        names.US_LNM: np.zeros(n, np.float32),
+        names.LABEL: np.zeros(n, np.int32),
+        **{k: np.ones(n, bool) for k in names.AVAILABILITY_KEYS},
+        names.VALID: np.ones(n, bool),
+        names.PATIENT_ID: np.array([b""] * n, dtype=object),
+    }
 
 
 @dataclasses.dataclass(frozen=True)
@@ -206,8 +237,9 @@ class Predictor:
 class Run:
     """One run folder's config, cohort, split, data, model and restored states."""
 
-    def __init__(self, config: ConfigDict, workdir: Path | str, cohort: Cohort, split: Split | None,
-                 *, resume: bool = False):
+    def __init__(
+        self, config: ConfigDict, workdir: Path | str, cohort: Cohort, split: Split | None, *, resume: bool = False
+    ):
         self.config = config
         self.files = RunFiles(workdir)
         self.cohort = cohort
@@ -223,8 +255,15 @@ class Run:
     # ------------------------------------------------------------------ construction
 
     @classmethod
-    def create(cls, config: ConfigDict, workdir: Path | str, *, resume: bool = False,
-               split: Split | None = None, split_doc: dict | None = None) -> Run:
+    def create(
+        cls,
+        config: ConfigDict,
+        workdir: Path | str,
+        *,
+        resume: bool = False,
+        split: Split | None = None,
+        split_doc: dict | None = None,
+    ) -> Run:
         """A run to train in ``workdir``: a real cohort is validated before anything is written;
         a folder that holds a run is refused unless ``resume`` (then the configs must describe
         the same experiment). ``split`` (with its ``split_doc``) imposes a split, as the
@@ -281,8 +320,9 @@ class Run:
     def fresh_state(self) -> state_lib.TrainState:
         """The initial train state (seeded from ``config.seed``), built from a zero batch."""
         tx, plateau = self.optimizer
-        return state_lib.create_train_state(self.model, jax.random.key(self.config.seed),
-                                            step_inputs(zero_batch(self.config)), tx, plateau)
+        return state_lib.create_train_state(
+            self.model, jax.random.key(self.config.seed), step_inputs(zero_batch(self.config)), tx, plateau
+        )
 
     def checkpoints(self, *, create: bool = False) -> RunCheckpoints:
         return RunCheckpoints(self.files.checkpoints, create=create)

@@ -22,9 +22,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from lnm_jax.config import base_config
 from lnm_jax.models.backbones import bn_epsilon, can_fold_bn
 from lnm_jax.models.folding import fold_batchnorm
-from lnm_jax.config import base_config
 from lnm_jax.models.fusion import FusionClassifier
 from lnm_jax.names import parse_modalities
 from lnm_jax.training import sharding
@@ -37,11 +37,13 @@ PEAK_TFLOPS = {"float32": 67.0, "bfloat16": 989.0}  # H100/H200 SXM dense spec (
 
 def make_batch(seed: int, batch_size: int, size: int) -> dict:
     r = np.random.default_rng(seed)
-    return {"bmode": r.standard_normal((batch_size, size, size, 3), np.float32),
-            "ceus": r.standard_normal((batch_size, size, size, 3), np.float32),
-            "us_lnm": r.integers(0, 2, batch_size).astype(np.float32),
-            "lnm": r.integers(0, 2, batch_size).astype(np.int32),
-            "valid": np.ones(batch_size, bool)}
+    return {
+        "bmode": r.standard_normal((batch_size, size, size, 3), np.float32),
+        "ceus": r.standard_normal((batch_size, size, size, 3), np.float32),
+        "us_lnm": r.integers(0, 2, batch_size).astype(np.float32),
+        "lnm": r.integers(0, 2, batch_size).astype(np.int32),
+        "valid": np.ones(batch_size, bool),
+    }
 
 
 def add_model_args(p: argparse.ArgumentParser) -> None:
@@ -97,7 +99,8 @@ def bench(model, batch_size: int, size: int, steps: int, warmup: int) -> dict:
     if can_fold_bn(model.backbone):  # inference with BatchNorm folded into the convs
         folded = model.clone(fold_bn=True)
         fparams = jax.jit(lambda p, s: fold_batchnorm(p, s, bn_epsilon(model.backbone, model.variant)))(
-            st.params, st.batch_stats)
+            st.params, st.batch_stats
+        )
         fstep = make_eval_step(folded, mesh)
         jax.block_until_ready(fstep(fparams, {}, batch))
         out["infer_folded_s"] = _time(lambda: fstep(fparams, {}, batch), steps)
@@ -129,8 +132,9 @@ def torch_model(batch_size: int, size: int, dtype: str, compile_: bool):
     fmt = torch.channels_last if dev.type == "cuda" else torch.contiguous_format
     model = model.to(memory_format=fmt)
     host = make_batch(0, batch_size, size)
-    b, c = (torch.from_numpy(host[k]).permute(0, 3, 1, 2).contiguous(memory_format=fmt).to(dev)
-            for k in ("bmode", "ceus"))
+    b, c = (
+        torch.from_numpy(host[k]).permute(0, 3, 1, 2).contiguous(memory_format=fmt).to(dev) for k in ("bmode", "ceus")
+    )
     f = torch.from_numpy(host["us_lnm"]).to(dev)
     y = torch.from_numpy(host["lnm"]).float().to(dev)
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
@@ -152,8 +156,7 @@ def torch_model(batch_size: int, size: int, dtype: str, compile_: bool):
     return model, train, infer
 
 
-def bench_torch(batch_size: int, size: int, steps: int, warmup: int, dtype: str,
-                compile_: bool) -> dict:
+def bench_torch(batch_size: int, size: int, steps: int, warmup: int, dtype: str, compile_: bool) -> dict:
     """Train-step and inference seconds of ``torch_model`` (eager or ``torch.compile``)."""
     import torch
 
@@ -199,31 +202,46 @@ def main() -> None:
     a = p.parse_args()
     dev = jax.devices()[0]
     on_gpu = dev.platform == "gpu"
-    print(f"device: {dev.platform} {dev.device_kind} x{jax.device_count()}; jax {jax.__version__}; "
-          f"host {platform.processor() or platform.machine()}; {a.setting} {a.backbone} w{a.width} "
-          f"{a.image_size}px; lowering {a.lowering}")
+    print(
+        f"device: {dev.platform} {dev.device_kind} x{jax.device_count()}; jax {jax.__version__}; "
+        f"host {platform.processor() or platform.machine()}; {a.setting} {a.backbone} w{a.width} "
+        f"{a.image_size}px; lowering {a.lowering}"
+    )
     gflop = 2 * TRAIN_GFLOP_PER_IMAGE_224 * (a.image_size / 224) ** 2 * (a.width / 64) ** 2
-    print("| framework | dtype | batch | train step (s) | train patients/s | inference patients/s "
-          "| inference, BN folded | MFU (train) | warm-up (s) |")
+    print(
+        "| framework | dtype | batch | train step (s) | train patients/s | inference patients/s "
+        "| inference, BN folded | MFU (train) | warm-up (s) |"
+    )
     print("|---|---|---:|---:|---:|---:|---:|---:|---:|")
     results = {}
     for dt in a.dtypes.split(","):
-        model = FusionClassifier(parse_modalities(a.setting), backbone=a.backbone, width=a.width,
-                                 dtype=jnp.dtype(dt), lowering=a.lowering)
+        model = FusionClassifier(
+            parse_modalities(a.setting), backbone=a.backbone, width=a.width, dtype=jnp.dtype(dt), lowering=a.lowering
+        )
         peak = a.peak_tflops or PEAK_TFLOPS[dt]
         for bs in (int(x) for x in a.batch_sizes.split(",")):
-            runs = [("jax", lambda: bench(model, bs, a.image_size, a.steps, a.warmup))]
+            runs = [("jax", lambda model=model, bs=bs: bench(model, bs, a.image_size, a.steps, a.warmup))]
             if a.torch and a.backbone == "resnet50" and a.setting == "triple" and a.width == 64:
-                runs.append(("torch eager", lambda: bench_torch(bs, a.image_size, a.steps, a.warmup, dt, False)))
+                runs.append(
+                    ("torch eager", lambda bs=bs, dt=dt: bench_torch(bs, a.image_size, a.steps, a.warmup, dt, False))
+                )
                 if a.torch_compile:
-                    runs.append(("torch.compile", lambda: bench_torch(bs, a.image_size, a.steps, a.warmup, dt, True)))
+                    runs.append(
+                        (
+                            "torch.compile",
+                            lambda bs=bs, dt=dt: bench_torch(bs, a.image_size, a.steps, a.warmup, dt, True),
+                        )
+                    )
             for name, fn in runs:
                 r = fn()
                 results[(name, dt, bs)] = r
                 mfu = f"{100 * gflop * bs / r['train_s'] / (peak * 1e3):.1f}%" if on_gpu else "-"
                 folded = _rate(bs / r["infer_folded_s"]) if r.get("infer_folded_s") else "-"
-                print(f"| {name} | {dt} | {bs} | {r['train_s']:.4f} | {_rate(bs / r['train_s'])} | "
-                      f"{_rate(bs / r['infer_s'])} | {folded} | {mfu} | {r['warmup_s']:.1f} |", flush=True)
+                print(
+                    f"| {name} | {dt} | {bs} | {r['train_s']:.4f} | {_rate(bs / r['train_s'])} | "
+                    f"{_rate(bs / r['infer_s'])} | {folded} | {mfu} | {r['warmup_s']:.1f} |",
+                    flush=True,
+                )
     ratios = [(k, v) for k, v in results.items() if k[0] != "jax" and ("jax",) + k[1:] in results]
     if ratios:
         print("\n| vs | dtype | batch | JAX/PyTorch train | JAX/PyTorch inference |\n|---|---|---:|---:|---:|")

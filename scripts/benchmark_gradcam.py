@@ -47,21 +47,24 @@ def main() -> None:
     model = FusionClassifier(parse_modalities(a.setting), backbone=a.backbone, width=a.width)
     r = np.random.default_rng(0)
     shape = (a.batch, a.image_size, a.image_size, 3)
-    batch = {"bmode": jnp.asarray(r.standard_normal(shape), jnp.float32),
-             "ceus": jnp.asarray(r.standard_normal(shape), jnp.float32),
-             "us_lnm": jnp.asarray(r.integers(0, 2, a.batch), jnp.float32)}
+    batch = {
+        "bmode": jnp.asarray(r.standard_normal(shape), jnp.float32),
+        "ceus": jnp.asarray(r.standard_normal(shape), jnp.float32),
+        "us_lnm": jnp.asarray(r.integers(0, 2, a.batch), jnp.float32),
+    }
     v = jax.jit(lambda: model.init(jax.random.key(0), batch))()
     params, stats = v["params"], v["batch_stats"]
     dev = jax.devices()[0]
-    print(f"device: {dev.platform} {dev.device_kind}; {a.setting} {a.backbone} w{a.width} "
-          f"{a.image_size}px batch {a.batch}, layer {a.layer}")
+    print(
+        f"device: {dev.platform} {dev.device_kind}; {a.setting} {a.backbone} w{a.width} "
+        f"{a.image_size}px batch {a.batch}, layer {a.layer}"
+    )
     infer = timed(make_eval_step(model), params, stats, batch, repeats=a.repeats)
     print("| method | time (s) | / inference |")
     print("|---|---:|---:|")
     print(f"| inference | {infer:.3f} | 1.00 |")
     for method in METHODS:
-        t = timed(make_cam_fn(model, layer=a.layer, method=method), params, stats, batch,
-                  repeats=a.repeats)
+        t = timed(make_cam_fn(model, layer=a.layer, method=method), params, stats, batch, repeats=a.repeats)
         print(f"| {method} | {t:.3f} | {t / infer:.2f} |", flush=True)
 
 

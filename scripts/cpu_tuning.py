@@ -35,16 +35,22 @@ VARIANTS = {
 
 
 def run(name: str, flags: str, extra: list[str], common: list[str], torch: bool) -> list[list[str]]:
-    env = {**os.environ, "JAX_PLATFORMS": "cpu",
-           "XLA_FLAGS": (os.environ.get("XLA_FLAGS", "") + " " + flags).strip(),
-           "PYTHONPATH": str(BENCH.parents[1]) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    env = {
+        **os.environ,
+        "JAX_PLATFORMS": "cpu",
+        "XLA_FLAGS": (os.environ.get("XLA_FLAGS", "") + " " + flags).strip(),
+        "PYTHONPATH": str(BENCH.parents[1]) + os.pathsep + os.environ.get("PYTHONPATH", ""),
+    }
     args = [sys.executable, str(BENCH), *common, *extra] + (["--torch"] if torch else [])
     out = subprocess.run(args, env=env, capture_output=True, text=True)
     if out.returncode:
         print(f"{name}: failed\n{out.stderr[-1500:]}", file=sys.stderr)
         return []
-    rows = [[c.strip() for c in line.strip().strip("|").split("|")] for line in out.stdout.splitlines()
-            if line.startswith(("| jax |", "| torch eager |"))]
+    rows = [
+        [c.strip() for c in line.strip().strip("|").split("|")]
+        for line in out.stdout.splitlines()
+        if line.startswith(("| jax |", "| torch eager |"))
+    ]
     return [r for r in rows if len(r) == 9]  # the throughput table, not the ratio table
 
 
@@ -57,11 +63,26 @@ def main() -> None:
     p.add_argument("--backbone", default="resnet50", help="PyTorch runs only for resnet50 at width 64")
     p.add_argument("--width", type=int, default=64)
     a = p.parse_args()
-    common = ["--setting", "triple", "--backbone", a.backbone, "--width", str(a.width),
-              "--image-size", str(a.image_size),
-              "--batch-sizes", str(a.batch), "--steps", str(a.steps), "--warmup", "2"]
-    print(f"triple {a.backbone} (width {a.width}), {a.image_size}x{a.image_size}, batch {a.batch}, "
-          f"{os.cpu_count()} CPUs\n")
+    common = [
+        "--setting",
+        "triple",
+        "--backbone",
+        a.backbone,
+        "--width",
+        str(a.width),
+        "--image-size",
+        str(a.image_size),
+        "--batch-sizes",
+        str(a.batch),
+        "--steps",
+        str(a.steps),
+        "--warmup",
+        "2",
+    ]
+    print(
+        f"triple {a.backbone} (width {a.width}), {a.image_size}x{a.image_size}, batch {a.batch}, "
+        f"{os.cpu_count()} CPUs\n"
+    )
     print("| variant | train patients/s | inference patients/s | inference, BN folded | train vs baseline |")
     print("|---|---:|---:|---:|---:|")
     base = None
@@ -71,8 +92,7 @@ def main() -> None:
             label = name if row[0] == "jax" else "PyTorch eager (same CPU)"
             train = float(row[4])
             base = base or train
-            print(f"| {label} | {train:.2f} | {float(row[5]):.2f} | {row[6]} | {train / base:.2f} |",
-                  flush=True)
+            print(f"| {label} | {train:.2f} | {float(row[5]):.2f} | {row[6]} | {train / base:.2f} |", flush=True)
 
 
 if __name__ == "__main__":

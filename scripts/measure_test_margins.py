@@ -25,7 +25,9 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 QUALITY_TESTS = {
     "learns": "tests/test_training.py::test_short_run_learns_the_planted_signal",
-    "missing_inputs": "tests/test_missing_inputs.py::test_one_model_for_every_pattern_matches_the_dedicated_model_without_ceus",
+    "missing_inputs": (
+        "tests/test_missing_inputs.py::test_one_model_for_every_pattern_matches_the_dedicated_model_without_ceus"
+    ),
     "clips": "tests/test_clips.py::test_clip_model_beats_the_single_frame_when_the_cue_is_temporal",
     "gradcam": "tests/test_gradcam.py::test_trained_model_cam_mass_falls_inside_the_cue_region",
 }
@@ -46,8 +48,7 @@ def main() -> int:
     for seed in range(a.seeds):
         for name in names:
             cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-n", "0", QUALITY_TESTS[name]]
-            res = subprocess.run(cmd, cwd=ROOT, env={**env, "LNM_TEST_SEED": str(seed)}, capture_output=True,
-                                 text=True)
+            res = subprocess.run(cmd, cwd=ROOT, env={**env, "LNM_TEST_SEED": str(seed)}, capture_output=True, text=True)
             print(f"seed {seed} {name}: {'passed' if res.returncode == 0 else 'FAILED'}", flush=True)
     values = defaultdict(list)
     for line in out.read_text().splitlines():
@@ -55,7 +56,7 @@ def main() -> int:
         for k, v in row.items():
             if k not in ("test", "seed", "xla_flags") and isinstance(v, (int, float)):
                 values[(row["test"], k)].append(v)
-    print(f"\n| test | value | n | mean | SD | min | max |\n|---|---|---:|---:|---:|---:|---:|")
+    print("\n| test | value | n | mean | SD | min | max |\n|---|---|---:|---:|---:|---:|---:|")
     for (test, key), v in sorted(values.items()):
         v = np.asarray(v, float)
         sd = v.std(ddof=1) if len(v) > 1 else float("nan")

@@ -71,7 +71,7 @@ def classify_hlo(hlo_text: str) -> dict[str, str]:
             return "conv forward"  # traced outside the backward pass (train or inference)
         w = _WINDOW.search(line)
         window = 1
-        for d in (w.group(1).split("x") if w else []):
+        for d in w.group(1).split("x") if w else []:
             window *= int(d)
         return "conv filter-grad" if window > _spatial(shape) else "conv input-grad"
 
@@ -160,6 +160,7 @@ def profile_jax(model, batch_size: int, size: int, steps: int, mode: str) -> tup
 
         def run():
             return step(st.params, st.batch_stats, batch)
+
     hlo = lowered.compile().as_text()
     buckets_of, phase_of = classify_hlo(hlo), phases_of_hlo(hlo)
     jax.block_until_ready(run())
@@ -187,12 +188,23 @@ def profile_jax(model, batch_size: int, size: int, steps: int, mode: str) -> tup
 
 
 _TORCH_BUCKETS = [  # (substring of the aten op, bucket), first match wins
-    ("convolution_backward", "conv backward (input + filter)"), ("convolution", "conv forward"),
-    ("max_pool", "pooling"), ("batch_norm", "BatchNorm (fwd + bwd)"), ("addmm", "dot"),
-    ("mm", "dot"), ("copy_", "layout copies"), ("contiguous", "layout copies"),
-    ("adam", "optimizer"), ("_foreach", "optimizer"), ("threshold_backward", "elementwise"),
-    ("relu", "elementwise"), ("add", "elementwise"), ("mul", "elementwise"), ("mean", "reductions"),
-    ("sum", "reductions")]
+    ("convolution_backward", "conv backward (input + filter)"),
+    ("convolution", "conv forward"),
+    ("max_pool", "pooling"),
+    ("batch_norm", "BatchNorm (fwd + bwd)"),
+    ("addmm", "dot"),
+    ("mm", "dot"),
+    ("copy_", "layout copies"),
+    ("contiguous", "layout copies"),
+    ("adam", "optimizer"),
+    ("_foreach", "optimizer"),
+    ("threshold_backward", "elementwise"),
+    ("relu", "elementwise"),
+    ("add", "elementwise"),
+    ("mul", "elementwise"),
+    ("mean", "reductions"),
+    ("sum", "reductions"),
+]
 
 
 def profile_torch(batch_size: int, size: int, steps: int, mode: str) -> tuple[dict, list, float]:
@@ -220,8 +232,7 @@ def profile_torch(batch_size: int, size: int, steps: int, mode: str) -> tuple[di
     return dict(totals), sorted(top, reverse=True), wall
 
 
-def print_tables(title: str, totals: dict, top: list, wall: float, n_top: int,
-                 phases: dict | None = None) -> None:
+def print_tables(title: str, totals: dict, top: list, wall: float, n_top: int, phases: dict | None = None) -> None:
     busy = sum(totals.values())
     print(f"\n### {title}: {wall:.0f} ms per step (ops busy {busy:.0f} ms summed over threads)\n")
     print("| bucket | ms per step | share |\n|---|---:|---:|")
@@ -248,10 +259,13 @@ def main() -> None:
     p.add_argument("--top", type=int, default=15)
     a = p.parse_args()
     dev = jax.devices()[0]
-    print(f"{a.mode}: {a.setting} {a.backbone} w{a.width}, {a.image_size}px, batch {a.batch}, {a.dtype}; "
-          f"{dev.platform} {dev.device_kind}; jax {jax.__version__}; lowering {a.lowering}")
-    model = FusionClassifier(parse_modalities(a.setting), backbone=a.backbone, width=a.width,
-                             dtype=jnp.dtype(a.dtype), lowering=a.lowering)
+    print(
+        f"{a.mode}: {a.setting} {a.backbone} w{a.width}, {a.image_size}px, batch {a.batch}, {a.dtype}; "
+        f"{dev.platform} {dev.device_kind}; jax {jax.__version__}; lowering {a.lowering}"
+    )
+    model = FusionClassifier(
+        parse_modalities(a.setting), backbone=a.backbone, width=a.width, dtype=jnp.dtype(a.dtype), lowering=a.lowering
+    )
     totals, top, wall, phases = profile_jax(model, a.batch, a.image_size, a.steps, a.mode)
     print_tables("JAX / XLA", totals, top, wall, a.top, phases)
     if a.torch and a.backbone == "resnet50" and a.width == 64 and a.setting == "triple":

@@ -29,8 +29,7 @@ def main(argv=None) -> int:
     p.add_argument("--batch", type=int, default=2)
     p.add_argument("--seed", type=int, default=0)
     a = p.parse_args(argv)
-    x = np.random.default_rng(a.seed).standard_normal(
-        (a.batch, a.image_size, a.image_size, 3)).astype(np.float32)
+    x = np.random.default_rng(a.seed).standard_normal((a.batch, a.image_size, a.image_size, 3)).astype(np.float32)
     if a.source == "torchvision":
         import torch
         import torchvision
@@ -40,13 +39,16 @@ def main(argv=None) -> int:
         result = model.load_state_dict({k: torch.from_numpy(v) for k, v in sd.items()}, strict=False)
         missing = [k for k in result.missing_keys if not k.startswith("fc.")]
         if missing or result.unexpected_keys:
-            print(f"state_dict does not fit torchvision {a.arch}: missing {missing}, "
-                  f"unexpected {result.unexpected_keys}", file=sys.stderr)
+            print(
+                f"state_dict does not fit torchvision {a.arch}: missing {missing}, unexpected {result.unexpected_keys}",
+                file=sys.stderr,
+            )
             return 1
         has_fc = "fc.weight" in sd
         ref = V.torchvision_stages(model, x)
-        ours = V.flax_stages(from_torchvision(sd, a.arch), a.arch, "torchvision", x,
-                             fc=V.torch_fc(model) if has_fc else None)
+        ours = V.flax_stages(
+            from_torchvision(sd, a.arch), a.arch, "torchvision", x, fc=V.torch_fc(model) if has_fc else None
+        )
         if not has_fc:
             ref.pop("logits")
     else:
@@ -55,21 +57,28 @@ def main(argv=None) -> int:
         if a.arch != "resnet50":
             print("Keras verification supports ResNet50 only", file=sys.stderr)
             return 1
-        model = keras.applications.ResNet50(weights=None, include_top=True, classifier_activation=None,
-                                            input_shape=(a.image_size, a.image_size, 3))
+        model = keras.applications.ResNet50(
+            weights=None, include_top=True, classifier_activation=None, input_shape=(a.image_size, a.image_size, 3)
+        )
         try:
             model.load_weights(a.path)
             has_top = True
         except ValueError:
-            body = keras.applications.ResNet50(weights=None, include_top=False,
-                                               input_shape=(a.image_size, a.image_size, 3))
+            body = keras.applications.ResNet50(
+                weights=None, include_top=False, input_shape=(a.image_size, a.image_size, 3)
+            )
             body.load_weights(a.path)
             for layer in body.layers:  # copy the body into the model with a (random) top
                 model.get_layer(layer.name).set_weights(layer.get_weights())
             has_top = False
         ref = V.keras_stages(model, x)
-        ours = V.flax_stages(from_keras_resnet50(keras_layer_weights(model)), "resnet50", "keras_v1",
-                             x, fc=V.keras_fc(model) if has_top else None)
+        ours = V.flax_stages(
+            from_keras_resnet50(keras_layer_weights(model)),
+            "resnet50",
+            "keras_v1",
+            x,
+            fc=V.keras_fc(model) if has_top else None,
+        )
         if not has_top:
             ref.pop("logits")
     table, ok = V.report(V.compare(ours, ref), ref)

@@ -31,6 +31,7 @@ def pytest_unconfigure(config):
     if folder:
         shutil.rmtree(folder, ignore_errors=True)
 
+
 # torchvision must be imported before TensorFlow in one process: importing it after TF loads
 # triton (through torch._dynamo), whose LLVM clashes with TF's and segfaults (seen with
 # tensorflow-cpu 2.21 + torch 2.14.1). The library never needs both; the test session does.
@@ -50,16 +51,14 @@ SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 def tiny_cohort(tmp_path_factory) -> Path:
     """40 patients, 48x48 images, strong cues; returns the manifest path."""
     out = tmp_path_factory.mktemp("tiny") / "cohort"
-    return generate_cohort(out, SynthParams(patients=40, size=48, seed=3, bmode_strength=3.0,
-                                            ceus_strength=3.0))
+    return generate_cohort(out, SynthParams(patients=40, size=48, seed=3, bmode_strength=3.0, ceus_strength=3.0))
 
 
 @pytest.fixture(scope="session")
 def learnable_cohort(tmp_path_factory) -> Path:
     """120 patients, 64x64 images, strong image cues: enough for a short training run to learn."""
     out = tmp_path_factory.mktemp("learnable") / "cohort"
-    return generate_cohort(out, SynthParams(patients=120, size=64, seed=11, bmode_strength=3.0,
-                                            ceus_strength=3.0))
+    return generate_cohort(out, SynthParams(patients=120, size=64, seed=11, bmode_strength=3.0, ceus_strength=3.0))
 
 
 @pytest.fixture(scope="session")
@@ -67,9 +66,10 @@ def triple_run(tiny_cohort, tmp_path_factory):
     """One triple run (two epochs on the tiny cohort), trained once per test process for every
     test that needs a trained run: resume, prediction, evaluation, the CLI on a run. Tests that
     change a run work on a copy (``copy_run``)."""
+    from support import tiny_config
+
     from lnm_jax.run import Run
     from lnm_jax.training.loop import train
-    from support import tiny_config
 
     run = Run.create(tiny_config(tiny_cohort, "triple", epochs=2), tmp_path_factory.mktemp("triple") / "run")
     train(run)

@@ -43,5 +43,6 @@ def record(test: str, **values) -> None:
         import json  # noqa: PLC0415
 
         with open(path, "a") as f:
-            f.write(json.dumps({"test": test, "seed": SEED, "xla_flags": os.environ.get("XLA_FLAGS", ""),
-                                **values}) + "\n")
+            f.write(
+                json.dumps({"test": test, "seed": SEED, "xla_flags": os.environ.get("XLA_FLAGS", ""), **values}) + "\n"
+            )

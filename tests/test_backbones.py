@@ -12,9 +12,26 @@ from lnm_jax.models.backbones import backbone, min_image_size
 from lnm_jax.models.fusion import FusionClassifier
 from lnm_jax.weights.convert import WeightMismatchError, from_torchvision, to_torchvision
 
-INCEPTION_TRUNK = ("Conv2d_1a_3x3", "Conv2d_2a_3x3", "Conv2d_2b_3x3", "maxpool1", "Conv2d_3b_1x1",
-                   "Conv2d_4a_3x3", "maxpool2", "Mixed_5b", "Mixed_5c", "Mixed_5d", "Mixed_6a",
-                   "Mixed_6b", "Mixed_6c", "Mixed_6d", "Mixed_6e", "Mixed_7a", "Mixed_7b", "Mixed_7c")
+INCEPTION_TRUNK = (
+    "Conv2d_1a_3x3",
+    "Conv2d_2a_3x3",
+    "Conv2d_2b_3x3",
+    "maxpool1",
+    "Conv2d_3b_1x1",
+    "Conv2d_4a_3x3",
+    "maxpool2",
+    "Mixed_5b",
+    "Mixed_5c",
+    "Mixed_5d",
+    "Mixed_6a",
+    "Mixed_6b",
+    "Mixed_6c",
+    "Mixed_6d",
+    "Mixed_6e",
+    "Mixed_7a",
+    "Mixed_7b",
+    "Mixed_7c",
+)
 
 
 def _torch_model(arch):
@@ -25,8 +42,9 @@ def _torch_model(arch):
 
     torch.manual_seed(0)
     if arch == "inception_v3":
-        model = torchvision.models.inception_v3(weights=None, aux_logits=False, init_weights=True,
-                                                transform_input=False)
+        model = torchvision.models.inception_v3(
+            weights=None, aux_logits=False, init_weights=True, transform_input=False
+        )
     else:
         model = getattr(torchvision.models, arch)(weights=None)
     if arch != "vgg11":
@@ -47,8 +65,7 @@ def _torch_pooled(model, arch, x_nhwc):
         return y.mean(dim=(2, 3)).numpy()
 
 
-@pytest.mark.parametrize("arch,size,dim", [("vgg11", 64, 512), ("vgg11_bn", 64, 512),
-                                           ("inception_v3", 96, 2048)])
+@pytest.mark.parametrize("arch,size,dim", [("vgg11", 64, 512), ("vgg11_bn", 64, 512), ("inception_v3", 96, 2048)])
 def test_torchvision_weights_port_and_reproduce_the_pooled_feature(arch, size, dim):
     model = _torch_model(arch)
     sd = {k: v.numpy() for k, v in model.state_dict().items()}
@@ -72,16 +89,18 @@ def test_torchvision_weights_port_and_reproduce_the_pooled_feature(arch, size, d
 @pytest.mark.parametrize("arch", ["vgg11", "vgg11_bn", "inception_v3"])
 def test_backbones_give_the_common_intermediates_in_the_fusion_model(arch):
     size = max(min_image_size(arch), 32)
-    model = FusionClassifier(("bmode", "ceus", "us_lnm"), backbone=arch, width=4,
-                             missing_inputs=True)
+    model = FusionClassifier(("bmode", "ceus", "us_lnm"), backbone=arch, width=4, missing_inputs=True)
     r = np.random.default_rng(0)
-    batch = {"bmode": r.standard_normal((2, size, size, 3)).astype(np.float32),
-             "ceus": r.standard_normal((2, size, size, 3)).astype(np.float32),
-             "us_lnm": np.ones(2, np.float32), "has_bmode": np.ones(2, bool),
-             "has_ceus": np.array([True, False]), "has_us_lnm": np.ones(2, bool)}
+    batch = {
+        "bmode": r.standard_normal((2, size, size, 3)).astype(np.float32),
+        "ceus": r.standard_normal((2, size, size, 3)).astype(np.float32),
+        "us_lnm": np.ones(2, np.float32),
+        "has_bmode": np.ones(2, bool),
+        "has_ceus": np.array([True, False]),
+        "has_us_lnm": np.ones(2, bool),
+    }
     v = model.init(jax.random.key(0), batch)
-    out, _ = model.apply({k: v[k] for k in v if k != "perturbations"}, batch, train=True,
-                         mutable=["batch_stats"])
+    out, _ = model.apply({k: v[k] for k in v if k != "perturbations"}, batch, train=True, mutable=["batch_stats"])
     for k in ("stem", "stage1", "stage2", "stage3", "stage4", "pooled"):
         assert k in out["bmode"]
     assert np.isfinite(np.asarray(out["logit"])).all()

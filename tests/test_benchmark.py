@@ -23,11 +23,13 @@ def _load(name: str):
 
 
 def test_benchmark_smoke_and_no_tensorflow():
-    code = (f"import sys, runpy; sys.argv = ['b', '--backbone', 'resnet18', '--width', '4', "
-            f"'--image-size', '16', '--batch-sizes', '2', '--steps', '1', '--warmup', '1', "
-            f"'--dtypes', 'float32,bfloat16']; "
-            f"runpy.run_path({str(SCRIPT)!r}, run_name='__main__'); "
-            f"assert 'tensorflow' not in sys.modules, 'benchmark imported TensorFlow'")
+    code = (
+        f"import sys, runpy; sys.argv = ['b', '--backbone', 'resnet18', '--width', '4', "
+        f"'--image-size', '16', '--batch-sizes', '2', '--steps', '1', '--warmup', '1', "
+        f"'--dtypes', 'float32,bfloat16']; "
+        f"runpy.run_path({str(SCRIPT)!r}, run_name='__main__'); "
+        f"assert 'tensorflow' not in sys.modules, 'benchmark imported TensorFlow'"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     rows = [line for line in out.stdout.splitlines() if line.startswith("| jax |")]
@@ -47,9 +49,27 @@ def test_script_is_importable():
 def test_cpu_tuning_table_smoke():
     """One variant of the XLA:CPU settings table, tiny sizes (its rows parse as numbers)."""
     script = SCRIPT.with_name("cpu_tuning.py")
-    out = subprocess.run([sys.executable, str(script), "--image-size", "32", "--batch", "2", "--steps", "1",
-                          "--backbone", "resnet18", "--width", "4", "--variants", "single-threaded Eigen"],
-                         capture_output=True, text=True, timeout=300)
+    out = subprocess.run(
+        [
+            sys.executable,
+            str(script),
+            "--image-size",
+            "32",
+            "--batch",
+            "2",
+            "--steps",
+            "1",
+            "--backbone",
+            "resnet18",
+            "--width",
+            "4",
+            "--variants",
+            "single-threaded Eigen",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert out.returncode == 0, out.stderr[-2000:]
     rows = [r for r in out.stdout.splitlines() if r.startswith("| single-threaded Eigen |")]
     assert len(rows) == 1 and float(rows[0].split("|")[2]) > 0, out.stdout
@@ -63,27 +83,52 @@ def test_profile_buckets_forward_and_both_gradients_of_a_convolution():
     profile = _load("profile_step")
 
     def loss(x, w):
-        y = lax.conv_general_dilated(x, w, (1, 1), ((1, 1), (1, 1)),
-                                     dimension_numbers=("NHWC", "HWIO", "NHWC"))
+        y = lax.conv_general_dilated(x, w, (1, 1), ((1, 1), (1, 1)), dimension_numbers=("NHWC", "HWIO", "NHWC"))
         return jnp.sum(jax.nn.relu(y) ** 2)
 
     x, w = jnp.ones((2, 8, 8, 3)), jnp.ones((3, 3, 3, 4))
     buckets = profile.classify_hlo(jax.jit(jax.grad(loss, (0, 1))).lower(x, w).compile().as_text())
     assert {"conv forward", "conv input-grad", "conv filter-grad"} <= set(buckets.values())
     inference = profile.classify_hlo(jax.jit(loss).lower(x, w).compile().as_text())
-    assert "conv forward" in inference.values() and not {"conv input-grad", "conv filter-grad"} & set(inference.values())
+    assert "conv forward" in inference.values() and not {"conv input-grad", "conv filter-grad"} & set(
+        inference.values()
+    )
 
 
 def test_profile_step_smoke():
     """The profile runs on a tiny train step and its bucket table adds up to its ops."""
-    out = subprocess.run([sys.executable, str(SCRIPT.with_name("profile_step.py")), "--backbone", "resnet18",
-                          "--width", "4", "--image-size", "32", "--batch", "2", "--steps", "1", "--top", "3"],
-                         capture_output=True, text=True, timeout=300)
+    out = subprocess.run(
+        [
+            sys.executable,
+            str(SCRIPT.with_name("profile_step.py")),
+            "--backbone",
+            "resnet18",
+            "--width",
+            "4",
+            "--image-size",
+            "32",
+            "--batch",
+            "2",
+            "--steps",
+            "1",
+            "--top",
+            "3",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert out.returncode == 0, out.stderr[-2000:]
-    rows = {r.split("|")[1].strip(): float(r.split("|")[2]) for r in out.stdout.splitlines()
-            if r.startswith("| conv ") or r.startswith("| dot |")}
+    rows = {
+        r.split("|")[1].strip(): float(r.split("|")[2])
+        for r in out.stdout.splitlines()
+        if r.startswith("| conv ") or r.startswith("| dot |")
+    }
     assert rows.get("conv forward", 0) > 0 and rows.get("conv filter-grad", 0) > 0, out.stdout
     assert "dot" in rows, out.stdout  # the 1x1 shortcut convs, as GEMMs on CPU (a tiny time)
-    phases = {r.split("|")[1].strip(): float(r.split("|")[2]) for r in out.stdout.splitlines()
-              if r.startswith(("| forward |", "| backward |"))}
+    phases = {
+        r.split("|")[1].strip(): float(r.split("|")[2])
+        for r in out.stdout.splitlines()
+        if r.startswith(("| forward |", "| backward |"))
+    }
     assert phases.get("forward", 0) > 0 and phases.get("backward", 0) > 0, out.stdout

@@ -49,8 +49,7 @@ def test_video_and_frame_folder_read_alike(tmp_path):
 
 def _manifest(tmp_path, ceus_cell):
     Image.fromarray(np.full((16, 16), 80, np.uint8)).save(tmp_path / "b.png")
-    (tmp_path / "m.csv").write_text("patient_id,bmode,ceus,us_lnm,lnm\n"
-                                    f"P1,b.png,{ceus_cell},1,1\nP2,b.png,,0,0\n")
+    (tmp_path / "m.csv").write_text(f"patient_id,bmode,ceus,us_lnm,lnm\nP1,b.png,{ceus_cell},1,1\nP2,b.png,,0,0\n")
     return tmp_path / "m.csv"
 
 
@@ -82,8 +81,9 @@ def test_unreadable_or_too_short_clip_is_a_clear_error_naming_the_file(tmp_path)
 @pytest.fixture(scope="module")
 def clip_cohort(tmp_path_factory):
     out = tmp_path_factory.mktemp("clips") / "cohort"
-    return generate_cohort(out, SynthParams(patients=24, size=32, seed=2, clip_frames=8,
-                                            ceus_dynamic_strength=2.0, p_missing_ceus=0.2))
+    return generate_cohort(
+        out, SynthParams(patients=24, size=32, seed=2, clip_frames=8, ceus_dynamic_strength=2.0, p_missing_ceus=0.2)
+    )
 
 
 def test_pipeline_gives_clip_batches_with_one_augmentation_per_clip(clip_cohort, tmp_path):
@@ -93,26 +93,35 @@ def test_pipeline_gives_clip_batches_with_one_augmentation_per_clip(clip_cohort,
     cohort = read_manifest(clip_cohort, min_clip_frames=4)
     ds = load_cohort(cohort, tmp_path / "tfds", clip_frames=4)
     dec = pipeline.decoded_dataset(ds, cohort.ids, 32, clip_frames=4)
-    aug = dict(enabled=True, translate=0.1, scale_min=0.9, scale_max=1.1, flip=True,
-               contrast_min=0.9, contrast_max=1.1, brightness=0.05)
-    raw = next(pipeline.as_numpy(pipeline.batches(dec, batch_size=24, norm=pipeline.PAPER_NORM,
-                                                  train=False), 24))
+    aug = dict(
+        enabled=True,
+        translate=0.1,
+        scale_min=0.9,
+        scale_max=1.1,
+        flip=True,
+        contrast_min=0.9,
+        contrast_max=1.1,
+        brightness=0.05,
+    )
+    raw = next(pipeline.as_numpy(pipeline.batches(dec, batch_size=24, norm=pipeline.PAPER_NORM, train=False), 24))
     assert raw["ceus"].shape == (24, 4, 32, 32, 3) and raw["bmode"].shape == (24, 32, 32, 3)
     assert not raw["ceus"][~raw["has_ceus"]].any()
-    b = next(pipeline.as_numpy(pipeline.batches(dec, batch_size=8, norm=pipeline.PAPER_NORM,
-                                                train=True, seed=0, epoch=0, augment=aug), 8))
+    b = next(
+        pipeline.as_numpy(
+            pipeline.batches(dec, batch_size=8, norm=pipeline.PAPER_NORM, train=True, seed=0, epoch=0, augment=aug), 8
+        )
+    )
     assert b["ceus"].shape == (8, 4, 32, 32, 3)
     # one draw per clip: a clip of identical frames stays identical, and is changed
     import tensorflow as tf
+
     frame = np.random.default_rng(0).random((32, 32, 3)).astype(np.float32)
-    out = pipeline._augment_image(tf.constant(np.stack([frame] * 4)), tf.constant([1, 2], tf.int64),
-                                  aug).numpy()
+    out = pipeline._augment_image(tf.constant(np.stack([frame] * 4)), tf.constant([1, 2], tf.int64), aug).numpy()
     for k in range(1, 4):
         np.testing.assert_array_equal(out[k], out[0])
     assert np.abs(out[0] - frame).mean() > 0.01
     # T = 1 reads the same clips as their peak frame
-    one = pipeline.decoded_dataset(load_cohort(cohort, tmp_path / "tfds", clip_frames=1),
-                                   cohort.ids, 32, clip_frames=1)
+    one = pipeline.decoded_dataset(load_cohort(cohort, tmp_path / "tfds", clip_frames=1), cohort.ids, 32, clip_frames=1)
     frame = next(one.batch(24).as_numpy_iterator())["ceus"]
     assert frame.shape == (24, 32, 32, 3)
 
@@ -124,13 +133,14 @@ def test_temporal_pooling_mean_and_attention():
     clip = r.standard_normal((3, 5, 16, 16, 3)).astype(np.float32)
     batch = {"ceus": clip}
     mean_model = FusionClassifier(("ceus",), backbone="resnet18", width=4)
-    variables = lambda m: {k: v for k, v in m.init(jax.random.key(0), batch).items()  # noqa: E731
-                           if k in ("params", "batch_stats")}  # no Grad-CAM perturbations
+
+    def variables(m):  # no Grad-CAM perturbations
+        return {k: v for k, v in m.init(jax.random.key(0), batch).items() if k in ("params", "batch_stats")}
+
     v = variables(mean_model)
     out = mean_model.apply(v, batch)
     # mean pooling = the mean of per-frame features computed one frame at a time
-    per_frame = np.stack([np.asarray(mean_model.apply(v, {"ceus": clip[:, t]})["fused"])
-                          for t in range(5)], axis=1)
+    per_frame = np.stack([np.asarray(mean_model.apply(v, {"ceus": clip[:, t]})["fused"]) for t in range(5)], axis=1)
     np.testing.assert_allclose(out["fused"], per_frame.mean(axis=1), rtol=1e-4, atol=1e-5)
     att = FusionClassifier(("ceus",), backbone="resnet18", width=4, temporal_pool="attention")
     va = variables(att)
@@ -139,8 +149,9 @@ def test_temporal_pooling_mean_and_attention():
     # a still image repeated T times pools to the still image's feature, either way
     still = np.repeat(clip[:, :1], 5, axis=1)
     for m, vv in ((mean_model, v), (att, va)):
-        np.testing.assert_allclose(m.apply(vv, {"ceus": still})["fused"],
-                                   m.apply(vv, {"ceus": clip[:, 0]})["fused"], rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(
+            m.apply(vv, {"ceus": still})["fused"], m.apply(vv, {"ceus": clip[:, 0]})["fused"], rtol=1e-4, atol=1e-5
+        )
 
 
 def test_synthetic_clip_cohort_plants_a_cue_no_single_frame_shows():
@@ -159,15 +170,17 @@ def test_clip_model_beats_the_single_frame_when_the_cue_is_temporal(tmp_path):
     from lnm_jax.run import Run
     from lnm_jax.training.loop import train
 
-    manifest = generate_cohort(tmp_path / "cohort", SynthParams(
-        patients=400, size=48, seed=2 + SEED, clip_frames=12, ceus_strength=0.5, ceus_dynamic_strength=2.0))
+    manifest = generate_cohort(
+        tmp_path / "cohort",
+        SynthParams(patients=300, size=48, seed=2 + SEED, clip_frames=12, ceus_strength=0.5, ceus_dynamic_strength=2.0),
+    )
     aucs = {}
     for t in (1, 6):
         c = base_config("ceus")
         c.data.manifest, c.data.image_size, c.data.clip_frames = str(manifest), 32, t
         c.seed = c.data.split.seed = SEED
         c.model.backbone, c.model.width = "resnet18", 8
-        c.train.epochs, c.train.batch_size, c.train.eval_batch_size = 12, 16, 32
+        c.train.epochs, c.train.batch_size, c.train.eval_batch_size = 10, 16, 32
         c.train.plateau.patience = 3
         c.eval.bootstrap = 100
         run = Run.create(c, tmp_path / f"t{t}")

@@ -7,11 +7,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-
 from support import SEED, record
 
 from lnm_jax.config import base_config
-
 from lnm_jax.explain.gradcam import METHODS, make_cam_fn
 from lnm_jax.models.fusion import FusionClassifier
 from lnm_jax.names import parse_modalities
@@ -22,14 +20,16 @@ from lnm_jax.training.steps import make_train_step
 def _model_and_vars(setting="triple", size=64, width=8, seed=0):
     model = FusionClassifier(parse_modalities(setting), backbone="resnet18", width=width)
     r = np.random.default_rng(seed)
-    batch = {"bmode": jnp.asarray(r.standard_normal((4, size, size, 3)), jnp.float32),
-             "ceus": jnp.asarray(r.standard_normal((4, size, size, 3)), jnp.float32),
-             "us_lnm": jnp.array([0.0, 1.0, 1.0, 0.0]),
-             "has_bmode": jnp.ones(4, bool), "has_ceus": jnp.array([True, False, True, True])}
+    batch = {
+        "bmode": jnp.asarray(r.standard_normal((4, size, size, 3)), jnp.float32),
+        "ceus": jnp.asarray(r.standard_normal((4, size, size, 3)), jnp.float32),
+        "us_lnm": jnp.array([0.0, 1.0, 1.0, 0.0]),
+        "has_bmode": jnp.ones(4, bool),
+        "has_ceus": jnp.array([True, False, True, True]),
+    }
     v = model.init(jax.random.key(seed), batch)
     # non-trivial BatchNorm statistics, so inference mode matters
-    v["batch_stats"] = jax.tree.map(
-        lambda a: a + jnp.asarray(r.uniform(0.1, 0.5, a.shape), a.dtype), v["batch_stats"])
+    v["batch_stats"] = jax.tree.map(lambda a: a + jnp.asarray(r.uniform(0.1, 0.5, a.shape), a.dtype), v["batch_stats"])
     return model, v, batch
 
 
@@ -41,11 +41,10 @@ def test_matches_closed_form_of_the_linear_head(target, sign):
     out = model.apply({"params": v["params"], "batch_stats": v["batch_stats"]}, batch)
     kernel = v["params"]["head"]["kernel"][:, 0]
     for method in ("gradcam", "hirescam"):
-        res = make_cam_fn(model, method=method, target=target, upsample=False)(
-            v["params"], v["batch_stats"], batch)
+        res = make_cam_fn(model, method=method, target=target, upsample=False)(v["params"], v["batch_stats"], batch)
         for j, branch in enumerate(("bmode", "ceus")):
             acts = out[branch]["stage4"]
-            w = kernel[j * 64:(j + 1) * 64]
+            w = kernel[j * 64 : (j + 1) * 64]
             hand = jax.nn.relu(sign * jnp.einsum("bhwk,k->bhw", acts, w) / (acts.shape[1] * acts.shape[2]))
             hand = hand * batch[f"has_{branch}"][:, None, None]
             np.testing.assert_allclose(res[f"{branch}_raw"], hand, rtol=1e-4, atol=1e-6)
@@ -58,7 +57,7 @@ def test_batch_equals_per_patient(method):
     fn = make_cam_fn(model, layer="stage3", method=method)
     full = fn(v["params"], v["batch_stats"], batch)
     for i in range(4):
-        one = fn(v["params"], v["batch_stats"], jax.tree.map(lambda a: a[i:i + 1], batch))
+        one = fn(v["params"], v["batch_stats"], jax.tree.map(lambda a, i=i: a[i : i + 1], batch))
         for b in ("bmode", "ceus"):
             np.testing.assert_allclose(full[b][i], one[b][0], rtol=1e-4, atol=1e-5)
 
@@ -74,8 +73,10 @@ def test_constant_image_gives_a_finite_map(method):
         assert res[b].shape == (4, 64, 64)
 
 
-@pytest.mark.parametrize("setting,branches", [("dual", {"bmode", "ceus"}), ("triple", {"bmode", "ceus"}),
-                                              ("bmode", {"bmode"}), ("ceus", {"ceus"})])
+@pytest.mark.parametrize(
+    "setting,branches",
+    [("dual", {"bmode", "ceus"}), ("triple", {"bmode", "ceus"}), ("bmode", {"bmode"}), ("ceus", {"ceus"})],
+)
 def test_maps_per_image_branch_and_missing_image_gets_none(setting, branches):
     model, v, batch = _model_and_vars(setting)
     res = make_cam_fn(model)(v["params"], v["batch_stats"], batch)
@@ -100,7 +101,7 @@ def _blob_patients(n, size, rng):
     corners = rng.integers(4, size - 16, (n, 2))
     for i in np.flatnonzero(y):
         cy, cx = corners[i]
-        x[i, cy:cy + 12, cx:cx + 12] += 1.5
+        x[i, cy : cy + 12, cx : cx + 12] += 1.5
     return x, y, corners
 
 
@@ -114,8 +115,10 @@ def test_trained_model_cam_mass_falls_inside_the_cue_region():
     x, y, _ = _blob_patients(512, size, rng)
     model = FusionClassifier(("bmode",), backbone="resnet18", width=8)
     tx, plateau = state_lib.optimizers(base_config().train)
-    batch = lambda idx: {"bmode": jnp.asarray(x[idx]), "lnm": jnp.asarray(y[idx]),  # noqa: E731
-                         "valid": jnp.ones(len(idx), bool)}
+
+    def batch(idx):
+        return {"bmode": jnp.asarray(x[idx]), "lnm": jnp.asarray(y[idx]), "valid": jnp.ones(len(idx), bool)}
+
     state = state_lib.create_train_state(model, jax.random.key(SEED), batch(np.arange(32)), tx, plateau)
     step = make_train_step(model, tx)
     for _ in range(200):
@@ -123,23 +126,26 @@ def test_trained_model_cam_mass_falls_inside_the_cue_region():
     xt, yt, corners = _blob_patients(64, size, np.random.default_rng(1000 + SEED))
     regions = np.zeros((64, size, size), bool)
     for i, (cy, cx) in enumerate(corners):
-        regions[i, max(cy - 4, 0):cy + 16, max(cx - 4, 0):cx + 16] = True
+        regions[i, max(cy - 4, 0) : cy + 16, max(cx - 4, 0) : cx + 16] = True
     pos = np.flatnonzero(yt == 1)
 
     def mass(method, target="lnm"):
         res = make_cam_fn(model, layer="stage1", method=method, target=target)(
-            state.params, state.batch_stats, {"bmode": jnp.asarray(xt)})
+            state.params, state.batch_stats, {"bmode": jnp.asarray(xt)}
+        )
         cams = np.asarray(res["bmode"])[pos]
         return float(np.mean((cams * regions[pos]).sum((1, 2)) / cams.sum((1, 2)))), res
 
     hires, res = mass("hirescam")
     from sklearn.metrics import roc_auc_score
+
     auc = roc_auc_score(yt, np.asarray(res["logit"]))
     area = regions[pos].mean()
     grad, _ = mass("gradcam")
     against, _ = mass("hirescam", target="no_lnm")
-    record("gradcam", auc=auc, hirescam_mass=hires, gradcam_mass_over_area=grad / area,
-           hires_minus_against=hires - against)
+    record(
+        "gradcam", auc=auc, hirescam_mass=hires, gradcam_mass_over_area=grad / area, hires_minus_against=hires - against
+    )
     assert auc > 0.95  # the model did learn the cue
     assert hires >= 0.5, hires
     assert grad >= 3 * area, (grad, area)

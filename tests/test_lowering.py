@@ -11,18 +11,24 @@ from jax import lax
 
 from lnm_jax.models.backbones import backbone
 from lnm_jax.models.fusion import FusionClassifier
-from lnm_jax.names import parse_modalities
 from lnm_jax.models.lowering import conv_function, gemm_pointwise_conv, resolve
+from lnm_jax.names import parse_modalities
 from lnm_jax.run import check_resumable
 
 NHWC = ("NHWC", "HWIO", "NHWC")
 
 
-@pytest.mark.parametrize("kernel,strides,padding", [
-    (1, (1, 1), "VALID"), (1, (2, 2), "VALID"), (1, (2, 2), "SAME"), (1, (2, 1), ((0, 0), (0, 0))),
-    (3, (1, 1), ((1, 1), (1, 1))),  # not 1x1: passed to XLA unchanged
-    (1, (1, 1), ((1, 1), (0, 0))),  # padded 1x1: passed to XLA unchanged
-])
+@pytest.mark.parametrize(
+    "kernel,strides,padding",
+    [
+        (1, (1, 1), "VALID"),
+        (1, (2, 2), "VALID"),
+        (1, (2, 2), "SAME"),
+        (1, (2, 1), ((0, 0), (0, 0))),
+        (3, (1, 1), ((1, 1), (1, 1))),  # not 1x1: passed to XLA unchanged
+        (1, (1, 1), ((1, 1), (0, 0))),  # padded 1x1: passed to XLA unchanged
+    ],
+)
 def test_pointwise_gemm_equals_xla_convolution_and_its_gradients(kernel, strides, padding):
     kx, kw, kg = jax.random.split(jax.random.key(0), 3)
     x = jax.random.normal(kx, (3, 9, 7, 5))
@@ -95,8 +101,9 @@ def test_auto_is_gemm_on_cpu_and_unknown_values_are_rejected():
         backbone("vgg11", lowering="gpu")
     with pytest.raises(ValueError, match="lowering must be one of"):
         FusionClassifier(parse_modalities("triple"), backbone="resnet18", width=4, lowering="fast").init(
-            jax.random.key(0), {"bmode": jnp.zeros((1, 32, 32, 3)), "ceus": jnp.zeros((1, 32, 32, 3)),
-                                "us_lnm": jnp.zeros((1,))})
+            jax.random.key(0),
+            {"bmode": jnp.zeros((1, 32, 32, 3)), "ceus": jnp.zeros((1, 32, 32, 3)), "us_lnm": jnp.zeros((1,))},
+        )
 
 
 def test_a_run_resumes_under_another_lowering():

@@ -23,8 +23,7 @@ def folder(tmp_path: Path) -> Path:
     rng = np.random.default_rng(0)
     for name in ("a", "b", "c", "d"):
         Image.fromarray(rng.integers(0, 255, (20, 30), np.uint8), "L").save(root / "img" / f"{name}.png")
-        Image.fromarray(rng.integers(0, 255, (25, 20, 3), np.uint8), "RGB").save(
-            root / "img" / f"{name}.jpg")
+        Image.fromarray(rng.integers(0, 255, (25, 20, 3), np.uint8), "RGB").save(root / "img" / f"{name}.jpg")
     return root
 
 
@@ -34,10 +33,7 @@ def _write(folder: Path, body: str, header: str = HEADER) -> Path:
     return path
 
 
-GOOD = ("P1,img/a.png,img/a.jpg,1,1,40\n"
-        "P2,img/b.png,img/b.jpg,0,0,51\n"
-        "P3,img/c.png,,,1,33\n"
-        "P4,,img/d.jpg,0,0,62\n")
+GOOD = "P1,img/a.png,img/a.jpg,1,1,40\nP2,img/b.png,img/b.jpg,0,0,51\nP3,img/c.png,,,1,33\nP4,,img/d.jpg,0,0,62\n"
 
 
 def test_good_manifest_reads_with_availability_and_metadata(folder):
@@ -57,17 +53,20 @@ def _codes(path: Path, **kw) -> list[mf.Problem]:
     return list(ei.value.problems)
 
 
-@pytest.mark.parametrize("body,code,row,column", [
-    ("P1,img/zz.png,img/a.jpg,1,1,1\nP2,img/b.png,img/b.jpg,0,0,1\n", mf.MISSING_FILE, 1, "bmode"),
-    ("P1,img/a.png,img/a.jpg,2,1,1\nP2,img/b.png,img/b.jpg,0,0,1\n", mf.BAD_FLAG_VALUE, 1, "us_lnm"),
-    ("P1,img/a.png,img/a.jpg,1,yes,1\nP2,img/b.png,img/b.jpg,0,0,1\n", mf.BAD_LABEL_VALUE, 1, "lnm"),
-    ("P1,img/a.png,img/a.jpg,1,,1\nP2,img/b.png,img/b.jpg,0,0,1\n", mf.BAD_LABEL_VALUE, 1, "lnm"),
-    ("P1,img/a.png,img/a.jpg,1,1,1\nP1,img/b.png,img/b.jpg,0,0,1\n", mf.DUPLICATE_PATIENT_ID, 2, "patient_id"),
-    (",img/a.png,img/a.jpg,1,1,1\nP2,img/b.png,img/b.jpg,0,0,1\n", mf.EMPTY_PATIENT_ID, 1, "patient_id"),
-    ("P1,,,,1,1\nP2,img/b.png,img/b.jpg,0,0,1\n", mf.NO_INPUTS, 1, None),
-    ("P1,img/a.png,img/a.jpg,1,1,1\nP2,img/b.png,img/b.jpg,0,1,1\n", mf.MISSING_CLASS, None, "lnm"),
-    ("", mf.EMPTY_COHORT, None, None),
-])
+@pytest.mark.parametrize(
+    "body,code,row,column",
+    [
+        ("P1,img/zz.png,img/a.jpg,1,1,1\nP2,img/b.png,img/b.jpg,0,0,1\n", mf.MISSING_FILE, 1, "bmode"),
+        ("P1,img/a.png,img/a.jpg,2,1,1\nP2,img/b.png,img/b.jpg,0,0,1\n", mf.BAD_FLAG_VALUE, 1, "us_lnm"),
+        ("P1,img/a.png,img/a.jpg,1,yes,1\nP2,img/b.png,img/b.jpg,0,0,1\n", mf.BAD_LABEL_VALUE, 1, "lnm"),
+        ("P1,img/a.png,img/a.jpg,1,,1\nP2,img/b.png,img/b.jpg,0,0,1\n", mf.BAD_LABEL_VALUE, 1, "lnm"),
+        ("P1,img/a.png,img/a.jpg,1,1,1\nP1,img/b.png,img/b.jpg,0,0,1\n", mf.DUPLICATE_PATIENT_ID, 2, "patient_id"),
+        (",img/a.png,img/a.jpg,1,1,1\nP2,img/b.png,img/b.jpg,0,0,1\n", mf.EMPTY_PATIENT_ID, 1, "patient_id"),
+        ("P1,,,,1,1\nP2,img/b.png,img/b.jpg,0,0,1\n", mf.NO_INPUTS, 1, None),
+        ("P1,img/a.png,img/a.jpg,1,1,1\nP2,img/b.png,img/b.jpg,0,1,1\n", mf.MISSING_CLASS, None, "lnm"),
+        ("", mf.EMPTY_COHORT, None, None),
+    ],
+)
 def test_each_bad_input_has_its_own_named_problem(folder, body, code, row, column):
     problems = _codes(_write(folder, body))
     assert [p.code for p in problems] == [code]
@@ -79,12 +78,13 @@ def test_unreadable_and_non_image_files(folder):
     data = (folder / "img" / "a.png").read_bytes()
     (folder / "img" / "truncated.png").write_bytes(data[: len(data) // 2])
     Image.new("RGB", (8, 8)).save(folder / "img" / "pic.bmp")
-    body = ("P1,img/notes.png,img/a.jpg,1,1,1\nP2,img/truncated.png,img/b.jpg,0,0,1\n"
-            "P3,img/c.png,img/pic.bmp,0,0,1\n")
+    body = "P1,img/notes.png,img/a.jpg,1,1,1\nP2,img/truncated.png,img/b.jpg,0,0,1\nP3,img/c.png,img/pic.bmp,0,0,1\n"
     problems = _codes(_write(folder, body))
     assert [(p.code, p.row, p.column) for p in problems] == [
-        (mf.UNREADABLE_IMAGE, 1, "bmode"), (mf.UNREADABLE_IMAGE, 2, "bmode"),
-        (mf.UNREADABLE_IMAGE, 3, "ceus")]
+        (mf.UNREADABLE_IMAGE, 1, "bmode"),
+        (mf.UNREADABLE_IMAGE, 2, "bmode"),
+        (mf.UNREADABLE_IMAGE, 3, "ceus"),
+    ]
     assert problems[0].file.endswith("notes.png") and "PNG or JPEG" in problems[2].message
 
 
@@ -98,18 +98,22 @@ def test_missing_manifest_file(tmp_path):
 
 
 def test_every_problem_is_reported_at_once(folder):
-    body = ("P1,img/zz.png,img/a.jpg,7,1,1\n"
-            "P1,img/b.png,img/b.jpg,0,x,1\n")
+    body = "P1,img/zz.png,img/a.jpg,7,1,1\nP1,img/b.png,img/b.jpg,0,x,1\n"
     problems = _codes(_write(folder, body))
-    assert {p.code for p in problems} == {mf.MISSING_FILE, mf.BAD_FLAG_VALUE,
-                                          mf.DUPLICATE_PATIENT_ID, mf.BAD_LABEL_VALUE}
+    assert {p.code for p in problems} == {
+        mf.MISSING_FILE,
+        mf.BAD_FLAG_VALUE,
+        mf.DUPLICATE_PATIENT_ID,
+        mf.BAD_LABEL_VALUE,
+    }
     text = str(ManifestError(folder / "manifest.csv", problems))
     assert "row 1" in text and "row 2" in text and "zz.png" in text
 
 
 def test_labels_optional_for_new_patients(folder):
-    cohort = read_manifest(_write(folder, "N1,img/a.png,img/a.jpg,1,\n",
-                                  header="patient_id,bmode,ceus,us_lnm,lnm\n"), require_labels=False)
+    cohort = read_manifest(
+        _write(folder, "N1,img/a.png,img/a.jpg,1,\n", header="patient_id,bmode,ceus,us_lnm,lnm\n"), require_labels=False
+    )
     assert cohort.labels == [None]
 
 

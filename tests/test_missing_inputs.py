@@ -19,11 +19,14 @@ TRIPLE = ("bmode", "ceus", "us_lnm")
 
 def _batch(n=6, size=16, seed=0):
     r = np.random.default_rng(seed)
-    return {"bmode": r.standard_normal((n, size, size, 3)).astype(np.float32),
-            "ceus": r.standard_normal((n, size, size, 3)).astype(np.float32),
-            "us_lnm": r.integers(0, 2, n).astype(np.float32),
-            "has_bmode": np.ones(n, bool), "has_ceus": np.array([1, 1, 1, 0, 1, 0], bool)[:n],
-            "has_us_lnm": np.ones(n, bool)}
+    return {
+        "bmode": r.standard_normal((n, size, size, 3)).astype(np.float32),
+        "ceus": r.standard_normal((n, size, size, 3)).astype(np.float32),
+        "us_lnm": r.integers(0, 2, n).astype(np.float32),
+        "has_bmode": np.ones(n, bool),
+        "has_ceus": np.array([1, 1, 1, 0, 1, 0], bool)[:n],
+        "has_us_lnm": np.ones(n, bool),
+    }
 
 
 def _model(**kw):
@@ -45,8 +48,9 @@ def test_missing_image_is_kept_out_of_batchnorm_statistics_and_the_logit():
     pv = plain.init(jax.random.key(0), b)
     s0 = plain.apply(pv, b, train=True, mutable=["batch_stats"])[1]
     s1 = plain.apply(pv, noisy, train=True, mutable=["batch_stats"])[1]
-    assert not np.allclose(s0["batch_stats"]["ceus_backbone"]["bn1"]["mean"],
-                       s1["batch_stats"]["ceus_backbone"]["bn1"]["mean"])
+    assert not np.allclose(
+        s0["batch_stats"]["ceus_backbone"]["bn1"]["mean"], s1["batch_stats"]["ceus_backbone"]["bn1"]["mean"]
+    )
 
 
 def test_absent_embedding_replaces_the_feature_and_the_indicator_is_appended():
@@ -59,7 +63,7 @@ def test_absent_embedding_replaces_the_feature_and_the_indicator_is_appended():
     out = model.apply({**v, "params": params}, b)
     d = params["ceus_absent"].shape[0]
     fused = np.asarray(out["fused"])
-    ceus_feature = fused[:, d + 1:2 * d + 1]  # after B-mode's feature and indicator
+    ceus_feature = fused[:, d + 1 : 2 * d + 1]  # after B-mode's feature and indicator
     assert fused.shape[1] == 2 * (d + 1) + 2
     np.testing.assert_array_equal(ceus_feature[~b["has_ceus"]], 7.0)
     np.testing.assert_array_equal(fused[:, 2 * d + 1], b["has_ceus"].astype(np.float32))
@@ -89,8 +93,7 @@ def test_dropout_is_random_in_training_only_and_needs_missing_inputs():
     for m in TRIPLE:
         np.testing.assert_array_equal(ev[m], b[f"has_{m}"])
     with pytest.raises(ValueError, match="needs missing_inputs"):
-        FusionClassifier(TRIPLE, backbone="resnet18", width=4, modality_dropout=0.2).init(
-            jax.random.key(0), b)
+        FusionClassifier(TRIPLE, backbone="resnet18", width=4, modality_dropout=0.2).init(jax.random.key(0), b)
 
 
 def test_withhold_marks_inputs_absent_and_zeroes_them():
@@ -110,8 +113,9 @@ def test_one_model_for_every_pattern_matches_the_dedicated_model_without_ceus(tm
     from lnm_jax.config import base_config
     from lnm_jax.data.synthetic import SynthParams, generate_cohort
 
-    manifest = generate_cohort(tmp_path / "cohort", SynthParams(
-        patients=600, size=64, seed=5 + SEED, bmode_strength=2.5, ceus_strength=2.5))
+    manifest = generate_cohort(
+        tmp_path / "cohort", SynthParams(patients=400, size=64, seed=5 + SEED, bmode_strength=3.0, ceus_strength=3.0)
+    )
 
     def config(modalities, missing):
         c = base_config(modalities)
@@ -122,8 +126,8 @@ def test_one_model_for_every_pattern_matches_the_dedicated_model_without_ceus(tm
         c.model.backbone, c.model.width = "resnet18", 8
         c.model.missing_inputs = missing
         c.model.modality_dropout = 0.3 if missing else 0.0
-        c.train.epochs, c.train.batch_size, c.train.eval_batch_size = 20, 16, 64
-        c.train.plateau.patience = 4
+        c.train.epochs, c.train.batch_size, c.train.eval_batch_size = 12, 16, 64
+        c.train.plateau.patience = 3
         c.eval.bootstrap = 100
         return c
 
@@ -136,8 +140,14 @@ def test_one_model_for_every_pattern_matches_the_dedicated_model_without_ceus(tm
     assert row["inputs"] == ["bmode", "us_lnm"]
     missing_auc, dedicated_auc = row["missing_input_model"]["auc"], row["dedicated_model"]["auc"]
     all_auc = res["patterns"]["all"]["missing_input_model"]["auc"]
-    record("missing_inputs", no_ceus_missing_model=missing_auc, no_ceus_dedicated=dedicated_auc,
-           difference=missing_auc - dedicated_auc, all_three=all_auc, all_minus_no_ceus=all_auc - missing_auc)
+    record(
+        "missing_inputs",
+        no_ceus_missing_model=missing_auc,
+        no_ceus_dedicated=dedicated_auc,
+        difference=missing_auc - dedicated_auc,
+        all_three=all_auc,
+        all_minus_no_ceus=all_auc - missing_auc,
+    )
     assert missing_auc >= dedicated_auc - 0.05, row
     # every input helps: all three beat B-mode + flag; the table is written
     assert res["patterns"]["all"]["missing_input_model"]["auc"] > missing_auc

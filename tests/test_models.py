@@ -8,9 +8,8 @@ import numpy as np
 import pytest
 
 from lnm_jax.models.fusion import FusionClassifier
+from lnm_jax.models.resnet import feature_dim, resnet
 from lnm_jax.names import SETTINGS, parse_modalities
-from lnm_jax.models.resnet import feature_dim
-from lnm_jax.models.resnet import resnet
 
 
 def _count(tree) -> int:
@@ -37,15 +36,15 @@ def test_torchvision_names_and_shapes():
     v = jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros((1, 64, 64, 3))))
     p = v["params"]
     assert p["conv1"]["kernel"].shape == (7, 7, 3, 64)  # torch conv1.weight (64, 3, 7, 7)
-    assert set(p["layer2_0"]) == {"conv1", "bn1", "conv2", "bn2", "conv3", "bn3",
-                                  "downsample_0", "downsample_1"}
+    assert set(p["layer2_0"]) == {"conv1", "bn1", "conv2", "bn2", "conv3", "bn3", "downsample_0", "downsample_1"}
     assert "downsample_0" not in p["layer2_1"]
     assert set(p["layer4_2"]["bn3"]) == {"scale", "bias"}
     assert set(v["batch_stats"]["layer4_2"]["bn3"]) == {"mean", "var"}
 
 
-@pytest.mark.parametrize("size,expected", [(224, [112, 56, 56, 28, 14, 7]), (225, [113, 57, 57, 29, 15, 8]),
-                                           (97, [49, 25, 25, 13, 7, 4])])
+@pytest.mark.parametrize(
+    "size,expected", [(224, [112, 56, 56, 28, 14, 7]), (225, [113, 57, 57, 29, 15, 8]), (97, [49, 25, 25, 13, 7, 4])]
+)
 def test_spatial_sizes_follow_torch_padding(size, expected):
     """torch: out = floor((in + 2p - k) / s) + 1 at every conv/pool; 'SAME' would differ at odd sizes."""
     model = resnet("resnet18", width=8)
@@ -73,8 +72,11 @@ def test_stem_maxpool_pads_with_minus_infinity():
 def test_fusion_output_shapes_for_the_five_settings(setting):
     mods = parse_modalities(setting)
     model = FusionClassifier(mods, backbone="resnet18", width=8)
-    batch = {"bmode": jnp.zeros((3, 32, 32, 3)), "ceus": jnp.zeros((3, 32, 32, 3)),
-             "us_lnm": jnp.array([0.0, 1.0, 1.0])}
+    batch = {
+        "bmode": jnp.zeros((3, 32, 32, 3)),
+        "ceus": jnp.zeros((3, 32, 32, 3)),
+        "us_lnm": jnp.array([0.0, 1.0, 1.0]),
+    }
     v = model.init(jax.random.key(0), batch)
     out = model.apply(v, batch)
     n_images = sum(m in ("bmode", "ceus") for m in mods)
@@ -86,8 +88,7 @@ def test_fusion_output_shapes_for_the_five_settings(setting):
 
 def test_paper_triple_is_4097_features():
     model = FusionClassifier(parse_modalities("triple"))
-    batch = {"bmode": jnp.zeros((1, 224, 224, 3)), "ceus": jnp.zeros((1, 224, 224, 3)),
-             "us_lnm": jnp.zeros((1,))}
+    batch = {"bmode": jnp.zeros((1, 224, 224, 3)), "ceus": jnp.zeros((1, 224, 224, 3)), "us_lnm": jnp.zeros((1,))}
     v = jax.eval_shape(lambda: model.init(jax.random.key(0), batch))
     assert v["params"]["head"]["kernel"].shape == (4097, 1)
     assert feature_dim("resnet50") == 2048
@@ -96,8 +97,7 @@ def test_paper_triple_is_4097_features():
 
 def test_branches_are_not_shared_and_flag_enters_the_head():
     model = FusionClassifier(parse_modalities("triple"), backbone="resnet18", width=4)
-    batch = {"bmode": jnp.ones((2, 16, 16, 3)), "ceus": jnp.ones((2, 16, 16, 3)),
-             "us_lnm": jnp.array([0.0, 1.0])}
+    batch = {"bmode": jnp.ones((2, 16, 16, 3)), "ceus": jnp.ones((2, 16, 16, 3)), "us_lnm": jnp.array([0.0, 1.0])}
     v = model.init(jax.random.key(0), batch)
     assert "bmode_backbone" in v["params"] and "ceus_backbone" in v["params"]
     out = model.apply(v, batch)
@@ -111,8 +111,9 @@ def test_bad_modalities_are_rejected(bad):
         parse_modalities(bad)
 
 
-@pytest.mark.parametrize("arch,variant", [("resnet18", "torchvision"), ("resnet50", "torchvision"),
-                                          ("resnet50", "keras_v1")])
+@pytest.mark.parametrize(
+    "arch,variant", [("resnet18", "torchvision"), ("resnet50", "torchvision"), ("resnet50", "keras_v1")]
+)
 def test_batchnorm_folded_into_convs_computes_the_same_function(arch, variant):
     from lnm_jax.models.backbones import bn_epsilon
     from lnm_jax.models.folding import fold_batchnorm
@@ -120,13 +121,16 @@ def test_batchnorm_folded_into_convs_computes_the_same_function(arch, variant):
 
     model = FusionClassifier(("bmode", "ceus", "us_lnm"), backbone=arch, width=8, variant=variant)
     r = np.random.default_rng(0)
-    batch = {"bmode": r.standard_normal((4, 48, 48, 3)).astype(np.float32),
-             "ceus": r.standard_normal((4, 48, 48, 3)).astype(np.float32),
-             "us_lnm": np.ones(4, np.float32)}
+    batch = {
+        "bmode": r.standard_normal((4, 48, 48, 3)).astype(np.float32),
+        "ceus": r.standard_normal((4, 48, 48, 3)).astype(np.float32),
+        "us_lnm": np.ones(4, np.float32),
+    }
     v = model.init(jax.random.key(0), batch)
     # non-trivial running statistics and affine parameters
-    stats = model.apply({"params": v["params"], "batch_stats": v["batch_stats"]}, batch, train=True,
-                        mutable=["batch_stats"])[1]["batch_stats"]
+    stats = model.apply(
+        {"params": v["params"], "batch_stats": v["batch_stats"]}, batch, train=True, mutable=["batch_stats"]
+    )[1]["batch_stats"]
     params = jax.tree.map(lambda x: x * (1 + 0.3 * np.sin(np.arange(x.size).reshape(x.shape))), v["params"])
     ref = model.apply({"params": params, "batch_stats": stats}, batch)
     folded = fold_batchnorm(params, stats, bn_epsilon(arch, variant))
@@ -134,6 +138,7 @@ def test_batchnorm_folded_into_convs_computes_the_same_function(arch, variant):
     np.testing.assert_allclose(out["logit"], ref["logit"], rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(out["bmode"]["stage4"], ref["bmode"]["stage4"], rtol=1e-4, atol=1e-4)
     from flax import traverse_util
+
     paths = traverse_util.flatten_dict(folded)
     assert not [p for p in paths if any(n.startswith("bn") or n == "downsample_1" for n in p)]
     assert any(p[-2:] == ("conv2", "bias") for p in paths)  # every BN folded into a biased conv

@@ -5,17 +5,26 @@ from __future__ import annotations
 
 import json
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from lnm_jax.data.on_device import DeviceCohort, apply_augmentation
 
-AUG = dict(enabled=True, translate=0.1, scale_min=0.9, scale_max=1.1, flip=True,
-           contrast_min=0.8, contrast_max=1.2, brightness=0.1)
-NORM = {"bmode": {"mean": (0.2, 0.2, 0.2), "std": (0.1, 0.1, 0.1)},
-        "ceus": {"mean": (0.3, 0.2, 0.1), "std": (0.2, 0.2, 0.2)}}
+AUG = dict(
+    enabled=True,
+    translate=0.1,
+    scale_min=0.9,
+    scale_max=1.1,
+    flip=True,
+    contrast_min=0.8,
+    contrast_max=1.2,
+    brightness=0.1,
+)
+NORM = {
+    "bmode": {"mean": (0.2, 0.2, 0.2), "std": (0.1, 0.1, 0.1)},
+    "ceus": {"mean": (0.3, 0.2, 0.1), "std": (0.2, 0.2, 0.2)},
+}
 
 
 @pytest.mark.parametrize("flip", [False, True])
@@ -23,15 +32,26 @@ def test_jax_augmentation_equals_the_tf_pipeline_transform(flip):
     tf = pytest.importorskip("tensorflow")
     img = np.random.default_rng(0).random((24, 24, 3)).astype(np.float32)
     t, s, contrast, brightness = (2.3, -1.7), 1.07, 1.15, 0.05
-    p = {"translate": jnp.array(t), "scale": jnp.array(s), "flip": jnp.array(flip),
-         "contrast": jnp.array(contrast), "brightness": jnp.array(brightness)}
+    p = {
+        "translate": jnp.array(t),
+        "scale": jnp.array(s),
+        "flip": jnp.array(flip),
+        "contrast": jnp.array(contrast),
+        "brightness": jnp.array(brightness),
+    }
     ours = np.asarray(apply_augmentation(jnp.asarray(img), p))
     c, fx = 11.5, -1.0 if flip else 1.0
-    transform = tf.constant([[fx / s, 0.0, c - fx * (c + t[0]) / s, 0.0, 1.0 / s, c - (c + t[1]) / s, 0, 0]],
-                            tf.float32)
+    transform = tf.constant(
+        [[fx / s, 0.0, c - fx * (c + t[0]) / s, 0.0, 1.0 / s, c - (c + t[1]) / s, 0, 0]], tf.float32
+    )
     ref = tf.raw_ops.ImageProjectiveTransformV3(
-        images=img[None], transforms=transform, output_shape=[24, 24], fill_value=0.0,
-        interpolation="BILINEAR", fill_mode="REFLECT")[0]
+        images=img[None],
+        transforms=transform,
+        output_shape=[24, 24],
+        fill_value=0.0,
+        interpolation="BILINEAR",
+        fill_mode="REFLECT",
+    )[0]
     ref = tf.image.adjust_brightness(tf.image.adjust_contrast(ref, contrast), brightness)
     np.testing.assert_allclose(ours, np.clip(ref.numpy(), 0, 1), atol=1e-5)
 
@@ -42,9 +62,15 @@ def _arrays(n=10, size=16, clip=0):
     has_ceus = np.arange(n) % 3 != 0
     ceus = r.random(shape).astype(np.float32)
     ceus[~has_ceus] = 0
-    return {"bmode": r.random((n, size, size, 3)).astype(np.float32), "ceus": ceus,
-            "us_lnm": r.integers(0, 2, n).astype(np.float32), "lnm": np.arange(n) % 2,
-            "has_bmode": np.ones(n, bool), "has_ceus": has_ceus, "has_us_lnm": np.ones(n, bool)}
+    return {
+        "bmode": r.random((n, size, size, 3)).astype(np.float32),
+        "ceus": ceus,
+        "us_lnm": r.integers(0, 2, n).astype(np.float32),
+        "lnm": np.arange(n) % 2,
+        "has_bmode": np.ones(n, bool),
+        "has_ceus": has_ceus,
+        "has_us_lnm": np.ones(n, bool),
+    }
 
 
 @pytest.mark.parametrize("clip", [0, 3])

@@ -11,8 +11,16 @@ from lnm_jax.data.splits import holdout_split
 from lnm_jax.data.synthetic import SynthParams, generate_cohort
 from lnm_jax.data.tfds_builder import load_cohort
 
-AUG = dict(enabled=True, translate=0.1, scale_min=0.9, scale_max=1.1, flip=True,
-           contrast_min=0.8, contrast_max=1.2, brightness=0.1)
+AUG = dict(
+    enabled=True,
+    translate=0.1,
+    scale_min=0.9,
+    scale_max=1.1,
+    flip=True,
+    contrast_min=0.8,
+    contrast_max=1.2,
+    brightness=0.1,
+)
 SIZE = 32
 
 
@@ -33,8 +41,7 @@ def test_tfds_builder_features(data):
     examples = list(ds.as_numpy_iterator())
     assert len(examples) == len(cohort)
     ex = examples[0]
-    assert set(ex) == {"patient_id", "bmode", "ceus", "us_lnm", "lnm", "has_bmode", "has_ceus",
-                       "has_us_lnm"}
+    assert set(ex) == {"patient_id", "bmode", "ceus", "us_lnm", "lnm", "has_bmode", "has_ceus", "has_us_lnm"}
     by_id = cohort.by_id()
     p = by_id[ex["patient_id"].decode()]
     assert ex["bmode"] == p.bmode.read_bytes()  # original encoded bytes, not re-encoded
@@ -71,8 +78,12 @@ def test_normalised_training_split_has_zero_mean_unit_std(data):
 
 def test_grayscale_becomes_rgb(data):
     _, split, ds = data
-    b = _batches(pipeline.decoded_dataset(ds, split.val, SIZE), batch_size=4,
-                 norm={k: {"mean": (0, 0, 0), "std": (1, 1, 1)} for k in ("bmode", "ceus")}, train=False)[0]
+    b = _batches(
+        pipeline.decoded_dataset(ds, split.val, SIZE),
+        batch_size=4,
+        norm={k: {"mean": (0, 0, 0), "std": (1, 1, 1)} for k in ("bmode", "ceus")},
+        train=False,
+    )[0]
     np.testing.assert_array_equal(b["bmode"][..., 0], b["bmode"][..., 1])
     assert not np.array_equal(b["ceus"][..., 0], b["ceus"][..., 2])
     assert 0.0 <= b["bmode"].min() and b["bmode"].max() <= 1.0
@@ -102,8 +113,9 @@ def test_augmentation_only_in_training_and_seeded(data):
 
 
 def test_missing_inputs_are_zero_and_masked(tmp_path):
-    manifest = generate_cohort(tmp_path / "m", SynthParams(patients=30, size=32, p_missing_ceus=0.5,
-                                                           p_missing_flag=0.5, seed=5))
+    manifest = generate_cohort(
+        tmp_path / "m", SynthParams(patients=30, size=32, p_missing_ceus=0.5, p_missing_flag=0.5, seed=5)
+    )
     cohort = read_manifest(manifest)
     dec = pipeline.decoded_dataset(load_cohort(cohort, tmp_path / "tfds"), cohort.ids, 16)
     b = _batches(dec, batch_size=30, norm=pipeline.PAPER_NORM, train=False)[0]

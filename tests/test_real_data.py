@@ -7,8 +7,8 @@ import csv
 
 import numpy as np
 import pytest
-
 from conftest import SHARED_DATA
+
 from lnm_jax.data import pipeline
 from lnm_jax.data.manifest import read_manifest
 from lnm_jax.data.tfds_builder import load_cohort
@@ -18,7 +18,8 @@ BUSBRA = SHARED_DATA / "busbra-dev"
 
 needs_data = pytest.mark.skipif(
     not (DDTI.is_dir() and (BUSBRA / "bus_data.csv").is_file()),
-    reason=f"real ultrasound data not found at {SHARED_DATA} (DDTI and BUS-BRA; see the README)")
+    reason=f"real ultrasound data not found at {SHARED_DATA} (DDTI and BUS-BRA; see the README)",
+)
 
 
 @needs_data
@@ -30,15 +31,13 @@ def test_reads_real_ddti_and_busbra_images(tmp_path):
         ids = [r["ID"] for r in csv.DictReader(f)]
     pairs = [i[:-2] for i in ids if i.endswith("-l") and f"{i[:-2]}-r" in ids][:3]
     rows = [f"D{k},{p},{ddti[(k + 1) % 3]},{k % 2},{k % 2}" for k, p in enumerate(ddti)]
-    rows += [f"B{k},{BUSBRA}/Images/{p}-l.png,{BUSBRA}/Images/{p}-r.png,,{(k + 1) % 2}"
-             for k, p in enumerate(pairs)]
+    rows += [f"B{k},{BUSBRA}/Images/{p}-l.png,{BUSBRA}/Images/{p}-r.png,,{(k + 1) % 2}" for k, p in enumerate(pairs)]
     manifest = tmp_path / "manifest.csv"
     manifest.write_text("patient_id,bmode,ceus,us_lnm,lnm\n" + "\n".join(rows) + "\n")
     cohort = read_manifest(manifest)
     assert len(cohort) == 6
     dec = pipeline.decoded_dataset(load_cohort(cohort, tmp_path / "tfds"), cohort.ids, 64)
-    b = next(pipeline.as_numpy(pipeline.batches(dec, batch_size=8, norm=pipeline.PAPER_NORM,
-                                                train=False), 8))
+    b = next(pipeline.as_numpy(pipeline.batches(dec, batch_size=8, norm=pipeline.PAPER_NORM, train=False), 8))
     assert b["bmode"].shape == (8, 64, 64, 3) and b["valid"].sum() == 6
     assert np.isfinite(b["bmode"]).all() and np.abs(b["bmode"][b["valid"]]).max() > 0.5
     stats = pipeline.normalisation_stats(dec)

@@ -9,7 +9,6 @@ import subprocess
 import sys
 import textwrap
 
-import pytest
 from support import cpu_env
 
 CHECK = textwrap.dedent("""
@@ -97,7 +96,7 @@ def test_training_loop_runs_data_parallel_on_8_devices(tmp_path):
         from lnm_jax.run import Run
         from lnm_jax.training.loop import train
         assert jax.device_count() == 8
-        manifest = generate_cohort({str(tmp_path / 'cohort')!r}, SynthParams(patients=40, size=32, seed=1))
+        manifest = generate_cohort({str(tmp_path / "cohort")!r}, SynthParams(patients=40, size=32, seed=1))
         for on_device in (False, True):
             c = base_config("triple")
             c.data.manifest, c.data.image_size = str(manifest), 32
@@ -167,8 +166,16 @@ def test_two_local_processes_train_as_one_data_parallel_job():
     """jax.distributed on CPU: two processes x 4 devices reach what one device does on the
     same global batch (collectives over gloo)."""
     code = TWO_PROCESS.format(port=29000 + os.getpid() % 1000)
-    procs = [subprocess.Popen([sys.executable, "-c", code, str(i)], env=cpu_env(4), stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True) for i in range(2)]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", code, str(i)],
+            env=cpu_env(4),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for i in range(2)
+    ]
     outs = [p.communicate(timeout=600) for p in procs]
     for p, (out, err) in zip(procs, outs):
         assert p.returncode == 0, err[-3000:]

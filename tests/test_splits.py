@@ -7,8 +7,15 @@ import math
 import numpy as np
 import pytest
 
-from lnm_jax.data.splits import (Split, SplitError, assert_disjoint, holdout_split, kfold_splits,
-                                 load_splits, save_splits)
+from lnm_jax.data.splits import (
+    Split,
+    SplitError,
+    assert_disjoint,
+    holdout_split,
+    kfold_splits,
+    load_splits,
+    save_splits,
+)
 
 
 def _cohort(n=308, prevalence=0.513, seed=0):
@@ -73,8 +80,7 @@ def test_save_and_load_roundtrip(tmp_path):
     ids, labels = _cohort(50)
     s = holdout_split(ids, labels, seed=0)
     path = tmp_path / "splits.json"
-    save_splits(path, [s], seed=0, method="holdout", labels=dict(zip(ids, labels.tolist())),
-                manifest_sha256="abc")
+    save_splits(path, [s], seed=0, method="holdout", labels=dict(zip(ids, labels.tolist())), manifest_sha256="abc")
     loaded, doc = load_splits(path)
     assert loaded == [s]
     assert doc["splits"][0]["counts"]["test"]["patients"] == len(s.test)

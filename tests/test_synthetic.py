@@ -13,17 +13,37 @@ from sklearn.metrics import roc_auc_score
 
 from lnm_jax.cli import main
 from lnm_jax.data.manifest import read_manifest
-from lnm_jax.data.synthetic import (SETTINGS, SynthParams, _nodule_field, _nodule_geometry,
-                                    bayes_auc, bayes_scores, read_truth,
-                                    generate_cohort, render_bmode, render_ceus, sample_latents)
+from lnm_jax.data.synthetic import (
+    SETTINGS,
+    SynthParams,
+    _nodule_field,
+    _nodule_geometry,
+    bayes_auc,
+    bayes_scores,
+    generate_cohort,
+    read_truth,
+    render_bmode,
+    render_ceus,
+    sample_latents,
+)
 
-FEATURES = {"us_lnm": ["us_lnm"], "bmode": ["s_bmode"], "ceus": ["s_ceus"],
-            "dual": ["s_bmode", "s_ceus"], "triple": ["s_bmode", "s_ceus", "us_lnm"]}
+FEATURES = {
+    "us_lnm": ["us_lnm"],
+    "bmode": ["s_bmode"],
+    "ceus": ["s_ceus"],
+    "dual": ["s_bmode", "s_ceus"],
+    "triple": ["s_bmode", "s_ceus", "us_lnm"],
+}
 
 
-@pytest.mark.parametrize("params", [SynthParams(), SynthParams(bmode_strength=0.824, ceus_strength=0.867),
-                                    SynthParams(bmode_strength=0.5, ceus_strength=2.0,
-                                                flag_sensitivity=0.7, flag_specificity=0.6)])
+@pytest.mark.parametrize(
+    "params",
+    [
+        SynthParams(),
+        SynthParams(bmode_strength=0.824, ceus_strength=0.867),
+        SynthParams(bmode_strength=0.5, ceus_strength=2.0, flag_sensitivity=0.7, flag_specificity=0.6),
+    ],
+)
 def test_bayes_auc_matches_logistic_fit_on_latents(params):
     """A logistic model on the latent variables (the sufficient statistics) attains the
     closed-form Bayes AUC on a large independent sample."""
@@ -64,8 +84,9 @@ def test_cohort_files_valid_and_deterministic(tmp_path):
     b = Image.open(cohort.patients[0].bmode)
     c = Image.open(cohort.patients[0].ceus)
     assert b.mode == "L" and c.mode == "RGB" and b.size == (40, 40)
-    assert (tmp_path / "a" / "images" / "SYN000_bmode.png").read_bytes() == \
-        (tmp_path / "b" / "images" / "SYN000_bmode.png").read_bytes()
+    assert (tmp_path / "a" / "images" / "SYN000_bmode.png").read_bytes() == (
+        tmp_path / "b" / "images" / "SYN000_bmode.png"
+    ).read_bytes()
     gen = json.loads((tmp_path / "a" / "generator.json").read_text())
     assert gen["bayes_auc"] == bayes_auc(p)
 

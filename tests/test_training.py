@@ -41,8 +41,8 @@ LEARNS_MIN_AUC = 0.8
 
 
 def learns_scenario(learnable_cohort, workdir, seed=SEED):
-    """Images only (dual) on strong cues: 12 epochs at 48 px; returns the run and its result."""
-    config = tiny_config(learnable_cohort, "dual", epochs=12)
+    """Images only (dual) on strong cues: 8 epochs at 48 px; returns the run and its result."""
+    config = tiny_config(learnable_cohort, "dual", epochs=8)
     config.seed = config.data.split.seed = seed
     config.train.batch_size = 16
     config.data.image_size = 48
@@ -58,15 +58,19 @@ def test_short_run_learns_the_planted_signal(learnable_cohort, tmp_path):
     record("learns", test_auc=res["splits"]["test"]["auc"])
     assert res["splits"]["test"]["auc"] > LEARNS_MIN_AUC, res["splits"]["test"]
     out = run.files.evaluation("best")
-    assert {p.name for p in out.iterdir()} == {F.METRICS, F.ROC, F.PREDICTIONS_CSV, F.RELIABILITY,
-                                               F.DECISION_CURVE}
+    assert {p.name for p in out.iterdir()} == {F.METRICS, F.ROC, F.PREDICTIONS_CSV, F.RELIABILITY, F.DECISION_CURVE}
     rows = list(csv.DictReader((out / F.PREDICTIONS_CSV).open()))
     assert len(rows) == res["splits"]["val"]["n"] + res["splits"]["test"]["n"]
     assert all(0.0 <= float(r["prob_lnm"]) <= 1.0 for r in rows)
     m = json.loads((out / F.METRICS).read_text())["splits"]["test"]
     assert set(m) >= {"auc", "auc_ci_delong", "auc_ci_bootstrap", "at_0.5", "at_threshold", "calibration", "loss"}
-    assert set(m["calibration"]) == {"ece", "brier", "temperature", "ece_temperature_scaled",
-                                     "brier_temperature_scaled"}
+    assert set(m["calibration"]) == {
+        "ece",
+        "brier",
+        "temperature",
+        "ece_temperature_scaled",
+        "brier_temperature_scaled",
+    }
     assert run.files.calibration("best").is_file()
     for key in ("auc_ci_delong", "auc_ci_bootstrap"):
         lo, hi = m[key]
@@ -89,8 +93,19 @@ def test_resume_and_same_seed_are_bitwise_reproducible(triple_run, tiny_cohort, 
     the resumed run continued from exactly the saved state (same process, same machine)."""
     one = Run.create(tiny_config(tiny_cohort, "triple", epochs=1), tmp_path / "resumed")
     train(one)
-    assert main(["train", "--workdir", str(tmp_path / "resumed"), "--resume",
-                 f"--config.data.manifest={tiny_cohort}", "--config.train.epochs=2"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--workdir",
+                str(tmp_path / "resumed"),
+                "--resume",
+                f"--config.data.manifest={tiny_cohort}",
+                "--config.train.epochs=2",
+            ]
+        )
+        == 0
+    )
     resumed = Run.open(tmp_path / "resumed")
     h_full = _history(triple_run)
     assert len(h_full) == 2
@@ -132,8 +147,14 @@ def test_predict_new_patients_without_labels(triple_run, copy_run, tiny_cohort, 
     with new.open("w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=["patient_id", "bmode", "ceus", "us_lnm"])
         w.writeheader()
-        w.writerows({"patient_id": r["patient_id"], "us_lnm": r["us_lnm"],
-                     **{k: str(cohort_dir / r[k]) for k in ("bmode", "ceus")}} for r in rows)
+        w.writerows(
+            {
+                "patient_id": r["patient_id"],
+                "us_lnm": r["us_lnm"],
+                **{k: str(cohort_dir / r[k]) for k in ("bmode", "ceus")},
+            }
+            for r in rows
+        )
     out = predict_manifest(run, new, tmp_path / "probs.csv")
     got = list(csv.DictReader(out.open()))
     assert [g["patient_id"] for g in got] == [r["patient_id"] for r in rows]
@@ -141,8 +162,9 @@ def test_predict_new_patients_without_labels(triple_run, copy_run, tiny_cohort, 
     assert "prob_lnm_calibrated" not in got[0]  # no `evaluate` yet: no temperature
     # the command line on the run folder: evaluate, then predict with the fitted temperature
     assert main(["evaluate", "--workdir", str(run.workdir)]) == 0
-    assert main(["predict", "--workdir", str(run.workdir), "--manifest", str(new),
-                 "--out", str(tmp_path / "p2.csv")]) == 0
+    assert (
+        main(["predict", "--workdir", str(run.workdir), "--manifest", str(new), "--out", str(tmp_path / "p2.csv")]) == 0
+    )
     got2 = list(csv.DictReader((tmp_path / "p2.csv").open()))
     assert all(0.0 <= float(g["prob_lnm_calibrated"]) <= 1.0 for g in got2)
     assert [g["prob_lnm"] for g in got2] == [g["prob_lnm"] for g in got]  # same model, same inputs
@@ -181,8 +203,9 @@ def test_norm_stats_command_output_overrides_the_config(tiny_cohort, capsys):
     stats = json.loads(captured.out)
     assert 0.0 < stats["bmode"]["mean"][0] < 1.0 and stats["ceus"]["std"][2] > 0.0
     overrides = captured.err.split("use with: ")[1].split()
-    config, _ = parse_config_command("train", ["--workdir", "unused"] + [o.replace("'", "") for o in overrides],
-                                     base_config)
+    config, _ = parse_config_command(
+        "train", ["--workdir", "unused"] + [o.replace("'", "") for o in overrides], base_config
+    )
     assert config.data.norm.ceus.mean == pytest.approx(tuple(stats["ceus"]["mean"]))
 
 
@@ -202,6 +225,7 @@ def test_zero_batch_has_the_shapes_of_the_evaluation_batches(triple_run):
     (an abandoned iterator leaves a partial tf.data cache; a later pass came out short)."""
     sample = zero_batch(triple_run.config)
     batches = list(triple_run.data.eval_batches("test"))
-    assert {k: (v.shape, v.dtype) for k, v in sample.items() if k != "patient_id"} == \
-        {k: (v.shape, v.dtype) for k, v in batches[0].items() if k != "patient_id"}
+    assert {k: (v.shape, v.dtype) for k, v in sample.items() if k != "patient_id"} == {
+        k: (v.shape, v.dtype) for k, v in batches[0].items() if k != "patient_id"
+    }
     assert sum(int(b["valid"].sum()) for b in batches) == len(triple_run.split.test)

@@ -9,8 +9,7 @@ import torchvision
 
 from lnm_jax.cli import main
 from lnm_jax.weights import verify as V
-from lnm_jax.weights.convert import (WeightMismatchError, from_keras_resnet50, from_torchvision,
-                                     to_torchvision)
+from lnm_jax.weights.convert import WeightMismatchError, from_keras_resnet50, from_torchvision, to_torchvision
 from lnm_jax.weights.io import keras_layer_weights, load_backbone, read_torch_state_dict
 
 X = np.random.default_rng(0).standard_normal((2, 160, 160, 3)).astype(np.float32)
@@ -31,8 +30,7 @@ def _numpy_sd(model):
 def test_torchvision_port_matches_torchvision_stage_by_stage(arch):
     model = _torch_model(arch)
     ref = V.torchvision_stages(model, X)
-    ours = V.flax_stages(from_torchvision(_numpy_sd(model), arch), arch, "torchvision", X,
-                         fc=V.torch_fc(model))
+    ours = V.flax_stages(from_torchvision(_numpy_sd(model), arch), arch, "torchvision", X, fc=V.torch_fc(model))
     diffs = V.compare(ours, ref)
     assert set(diffs) == set(V.STAGES)
     table, ok = V.report(diffs, ref)
@@ -55,12 +53,14 @@ def test_export_back_to_torchvision_is_exact():
 def test_keras_resnet50_port_matches_keras_stage_by_stage():
     import keras
 
-    model = keras.applications.ResNet50(weights=None, include_top=True, classifier_activation=None,
-                                        input_shape=(160, 160, 3))
+    model = keras.applications.ResNet50(
+        weights=None, include_top=True, classifier_activation=None, input_shape=(160, 160, 3)
+    )
     V.randomise_keras_bn(model, seed=2)
     ref = V.keras_stages(model, X)
-    ours = V.flax_stages(from_keras_resnet50(keras_layer_weights(model)), "resnet50", "keras_v1", X,
-                         fc=V.keras_fc(model))
+    ours = V.flax_stages(
+        from_keras_resnet50(keras_layer_weights(model)), "resnet50", "keras_v1", X, fc=V.keras_fc(model)
+    )
     table, ok = V.report(V.compare(ours, ref), ref)
     assert ok, table
 
@@ -95,32 +95,86 @@ def test_keras_mismatch_names_the_layer():
 
 def test_convert_weights_command_pth_and_keras_files(tmp_path, capsys):
     model = _torch_model("resnet18", seed=3)
-    torch.save({"state_dict": {f"module.{k}": v for k, v in model.state_dict().items()}},
-               tmp_path / "r18.pth")
+    torch.save({"state_dict": {f"module.{k}": v for k, v in model.state_dict().items()}}, tmp_path / "r18.pth")
     assert read_torch_state_dict(tmp_path / "r18.pth").keys() == model.state_dict().keys()
-    assert main(["convert-weights", "--from", "torchvision", "--in", str(tmp_path / "r18.pth"),
-                 "--arch", "resnet18", "--out", str(tmp_path / "conv")]) == 0
+    assert (
+        main(
+            [
+                "convert-weights",
+                "--from",
+                "torchvision",
+                "--in",
+                str(tmp_path / "r18.pth"),
+                "--arch",
+                "resnet18",
+                "--out",
+                str(tmp_path / "conv"),
+            ]
+        )
+        == 0
+    )
     variables, meta = load_backbone(tmp_path / "conv")
     assert meta["arch"] == "resnet18" and meta["variant"] == "torchvision"
-    np.testing.assert_array_equal(variables["params"]["conv1"]["kernel"],
-                                  model.conv1.weight.detach().numpy().transpose(2, 3, 1, 0))
+    np.testing.assert_array_equal(
+        variables["params"]["conv1"]["kernel"], model.conv1.weight.detach().numpy().transpose(2, 3, 1, 0)
+    )
     # converting into an existing, non-empty folder fails and leaves it alone
-    assert main(["convert-weights", "--from", "torchvision", "--in", str(tmp_path / "r18.pth"),
-                 "--arch", "resnet18", "--out", str(tmp_path / "conv")]) == 1
-    assert main(["convert-weights", "--from", "torchvision", "--in", str(tmp_path / "r18.pth"),
-                 "--arch", "resnet50", "--out", str(tmp_path / "bad")]) == 1
+    assert (
+        main(
+            [
+                "convert-weights",
+                "--from",
+                "torchvision",
+                "--in",
+                str(tmp_path / "r18.pth"),
+                "--arch",
+                "resnet18",
+                "--out",
+                str(tmp_path / "conv"),
+            ]
+        )
+        == 1
+    )
+    assert (
+        main(
+            [
+                "convert-weights",
+                "--from",
+                "torchvision",
+                "--in",
+                str(tmp_path / "r18.pth"),
+                "--arch",
+                "resnet50",
+                "--out",
+                str(tmp_path / "bad"),
+            ]
+        )
+        == 1
+    )
     assert "problem(s) converting" in capsys.readouterr().err
     assert not (tmp_path / "bad").exists()
 
     import keras
+
     km = keras.applications.ResNet50(weights=None, include_top=False)
     km.save_weights(tmp_path / "k.weights.h5")
-    assert main(["convert-weights", "--from", "keras", "--in", str(tmp_path / "k.weights.h5"),
-                 "--out", str(tmp_path / "kconv")]) == 0
+    assert (
+        main(
+            [
+                "convert-weights",
+                "--from",
+                "keras",
+                "--in",
+                str(tmp_path / "k.weights.h5"),
+                "--out",
+                str(tmp_path / "kconv"),
+            ]
+        )
+        == 0
+    )
     kvars, kmeta = load_backbone(tmp_path / "kconv")
     assert kmeta["variant"] == "keras_v1"
-    np.testing.assert_array_equal(kvars["params"]["conv1"]["bias"],
-                                  km.get_layer("conv1_conv").get_weights()[1])
+    np.testing.assert_array_equal(kvars["params"]["conv1"]["bias"], km.get_layer("conv1_conv").get_weights()[1])
 
 
 def test_verify_script_passes_on_a_real_file_and_fails_on_a_corrupted_port(tmp_path, monkeypatch):
@@ -128,13 +182,13 @@ def test_verify_script_passes_on_a_real_file_and_fails_on_a_corrupted_port(tmp_p
     from pathlib import Path
 
     spec = importlib.util.spec_from_file_location(
-        "verify_weights", Path(__file__).resolve().parents[1] / "scripts" / "verify_weights.py")
+        "verify_weights", Path(__file__).resolve().parents[1] / "scripts" / "verify_weights.py"
+    )
     script = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(script)
     model = _torch_model("resnet18", seed=4)
     torch.save(model.state_dict(), tmp_path / "r18.pth")
-    args = ["--from", "torchvision", "--in", str(tmp_path / "r18.pth"), "--arch", "resnet18",
-            "--image-size", "96"]
+    args = ["--from", "torchvision", "--in", str(tmp_path / "r18.pth"), "--arch", "resnet18", "--image-size", "96"]
     assert script.main(args) == 0
     real = script.from_torchvision
 

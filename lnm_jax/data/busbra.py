@@ -40,8 +40,7 @@ def convert_busbra(src: Path | str, out_csv: Path | str) -> dict[str, int]:
                 raise ValueError(f"{table}, line {line}: ID {rec.get('ID')!r} is not bus_NNNN-l/r/s")
             pathology = (rec.get("Pathology") or "").strip().lower()
             if pathology not in PATHOLOGY:
-                raise ValueError(f"{table}, line {line}: Pathology {rec.get('Pathology')!r} is not "
-                                 f"benign or malignant")
+                raise ValueError(f"{table}, line {line}: Pathology {rec.get('Pathology')!r} is not benign or malignant")
             try:
                 birads = int(float(rec["BIRADS"]))
             except (KeyError, TypeError, ValueError):
@@ -50,9 +49,15 @@ def convert_busbra(src: Path | str, out_csv: Path | str) -> dict[str, int]:
             if not image.is_file():
                 raise ValueError(f"{table}, line {line}: image {image} does not exist")
             pid = f"bus_{m.group(1)}"
-            p = patients.setdefault(pid, {"patient_id": pid, "lnm": PATHOLOGY[pathology],
-                                          "us_lnm": int(birads >= 4),
-                                          **{k: (rec.get(k) or "").strip() for k in METADATA}})
+            p = patients.setdefault(
+                pid,
+                {
+                    "patient_id": pid,
+                    "lnm": PATHOLOGY[pathology],
+                    "us_lnm": int(birads >= 4),
+                    **{k: (rec.get(k) or "").strip() for k in METADATA},
+                },
+            )
             if p["lnm"] != PATHOLOGY[pathology]:
                 raise ValueError(f"{table}, line {line}: patient {pid}'s views disagree on Pathology")
             column = VIEW[m.group(2)]
@@ -62,6 +67,10 @@ def convert_busbra(src: Path | str, out_csv: Path | str) -> dict[str, int]:
     rows = sorted(patients.values(), key=lambda r: r["patient_id"])
     out_csv.parent.mkdir(parents=True, exist_ok=True)
     write_manifest(out_csv, rows, extra_columns=METADATA)
-    return {"patients": len(rows), "two_views": sum("ceus" in r for r in rows),
-            "single_view": sum("ceus" not in r for r in rows),
-            "malignant": sum(r["lnm"] for r in rows), "birads_4_or_more": sum(r["us_lnm"] for r in rows)}
+    return {
+        "patients": len(rows),
+        "two_views": sum("ceus" in r for r in rows),
+        "single_view": sum("ceus" not in r for r in rows),
+        "malignant": sum(r["lnm"] for r in rows),
+        "birads_4_or_more": sum(r["us_lnm"] for r in rows),
+    }

@@ -99,8 +99,9 @@ def sample_clip(path: Path | str, t: int) -> np.ndarray:
     fewer than T frames."""
     frames = read_frames(path)
     if len(frames) < t:
-        raise ClipError(f"{path}: clip has {len(frames)} frame(s), fewer than the {t} the "
-                        f"config asks for (data.clip_frames)")
+        raise ClipError(
+            f"{path}: clip has {len(frames)} frame(s), fewer than the {t} the config asks for (data.clip_frames)"
+        )
     return frames[sample_indices(frames, t)]
 
 

@@ -16,8 +16,8 @@ from __future__ import annotations
 import csv
 import dataclasses
 import hashlib
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 from PIL import Image, UnidentifiedImageError
 
@@ -127,9 +127,11 @@ class Cohort:
     def describe(self) -> str:
         """One line: size, positives, availability per input, metadata columns."""
         labels = [x for x in self.labels if x is not None]
-        return (f"{self.path}: OK, {len(self)} patients, {sum(labels)} LNM-positive; available "
-                + ", ".join(f"{k} {v}" for k, v in self.availability().items())
-                + (f"; metadata columns: {', '.join(self.metadata_columns)}" if self.metadata_columns else ""))
+        return (
+            f"{self.path}: OK, {len(self)} patients, {sum(labels)} LNM-positive; available "
+            + ", ".join(f"{k} {v}" for k, v in self.availability().items())
+            + (f"; metadata columns: {', '.join(self.metadata_columns)}" if self.metadata_columns else "")
+        )
 
 
 def check_image(path: Path) -> str | None:
@@ -162,8 +164,7 @@ def check_clip(path: Path, min_frames: int) -> tuple[str, str] | None:
     except ClipError as e:
         return UNREADABLE_CLIP, str(e)
     if n < min_frames:
-        return CLIP_TOO_SHORT, (f"clip has {n} frame(s), fewer than the {min_frames} asked for "
-                                f"(data.clip_frames)")
+        return CLIP_TOO_SHORT, (f"clip has {n} frame(s), fewer than the {min_frames} asked for (data.clip_frames)")
     return None
 
 
@@ -176,7 +177,10 @@ def _parse_binary(value: str) -> int | None | str:
 
 
 def read_manifest(
-    path: Path | str, *, require_labels: bool = True, check_images: bool = True,
+    path: Path | str,
+    *,
+    require_labels: bool = True,
+    check_images: bool = True,
     min_clip_frames: int = 1,
 ) -> Cohort:
     """Reads and validates a manifest; raises :class:`ManifestError` listing every problem.
@@ -190,7 +194,7 @@ def read_manifest(
         raw = path.read_bytes()
         text = raw.decode("utf-8-sig")
     except (OSError, UnicodeDecodeError) as e:
-        raise ManifestError(path, [Problem(UNREADABLE_MANIFEST, f"cannot read manifest: {e}")])
+        raise ManifestError(path, [Problem(UNREADABLE_MANIFEST, f"cannot read manifest: {e}")]) from e
     reader = csv.DictReader(text.splitlines())
     header = [h.strip() for h in (reader.fieldnames or [])]
     reader.fieldnames = header
@@ -199,8 +203,7 @@ def read_manifest(
     if missing:
         raise ManifestError(
             path,
-            [Problem(MISSING_COLUMN, f"required column is missing (header: {header})", column=c)
-             for c in missing],
+            [Problem(MISSING_COLUMN, f"required column is missing (header: {header})", column=c) for c in missing],
         )
 
     base = path.parent
@@ -214,9 +217,9 @@ def read_manifest(
         if not pid:
             problems.append(Problem(EMPTY_PATIENT_ID, "patient_id is empty", row, "patient_id"))
         elif pid in seen:
-            problems.append(Problem(
-                DUPLICATE_PATIENT_ID, f"patient_id '{pid}' already used in row {seen[pid]}",
-                row, "patient_id"))
+            problems.append(
+                Problem(DUPLICATE_PATIENT_ID, f"patient_id '{pid}' already used in row {seen[pid]}", row, "patient_id")
+            )
         else:
             seen[pid] = row
 
@@ -234,8 +237,9 @@ def read_manifest(
                 elif check_images and (bad := check_clip(file, min_clip_frames)) is not None:
                     problems.append(Problem(bad[0], bad[1], row, col, str(file)))
             elif is_clip(file):
-                problems.append(Problem(UNREADABLE_IMAGE, "B-mode must be a still image, not a clip",
-                                        row, col, str(file)))
+                problems.append(
+                    Problem(UNREADABLE_IMAGE, "B-mode must be a still image, not a clip", row, col, str(file))
+                )
             elif not file.is_file():
                 problems.append(Problem(MISSING_FILE, "image file does not exist", row, col, str(file)))
             elif check_images and (why := check_image(file)) is not None:
@@ -243,8 +247,7 @@ def read_manifest(
 
         flag = _parse_binary(rec.get("us_lnm", ""))
         if isinstance(flag, str):
-            problems.append(Problem(BAD_FLAG_VALUE, f"us_lnm must be 0, 1 or empty, got '{flag}'",
-                                    row, "us_lnm"))
+            problems.append(Problem(BAD_FLAG_VALUE, f"us_lnm must be 0, 1 or empty, got '{flag}'", row, "us_lnm"))
             flag = None
         label = _parse_binary(rec.get("lnm", ""))
         if isinstance(label, str) or (label is None and require_labels):
@@ -252,24 +255,32 @@ def read_manifest(
             problems.append(Problem(BAD_LABEL_VALUE, f"lnm must be 0 or 1, got {shown}", row, "lnm"))
             label = None
         if images["bmode"] is None and images["ceus"] is None and rec.get("us_lnm", "") == "":
-            problems.append(Problem(NO_INPUTS, "patient has no B-mode, no CEUS and no US-LNM flag",
-                                    row))
-        patients.append(Patient(
-            patient_id=pid, bmode=images["bmode"], ceus=images["ceus"], us_lnm=flag, lnm=label,
-            row=row, metadata={c: rec.get(c, "") for c in metadata_columns}))
+            problems.append(Problem(NO_INPUTS, "patient has no B-mode, no CEUS and no US-LNM flag", row))
+        patients.append(
+            Patient(
+                patient_id=pid,
+                bmode=images["bmode"],
+                ceus=images["ceus"],
+                us_lnm=flag,
+                lnm=label,
+                row=row,
+                metadata={c: rec.get(c, "") for c in metadata_columns},
+            )
+        )
 
     if not patients:
         problems.append(Problem(EMPTY_COHORT, "manifest has a header but no patients"))
     elif require_labels:
         for cls in (0, 1):
-            if not any(p.lnm == cls for p in patients) and not any(
-                    p.code == BAD_LABEL_VALUE for p in problems):
-                problems.append(Problem(
-                    MISSING_CLASS, f"no patient has lnm={cls}; both classes are needed", column="lnm"))
+            if not any(p.lnm == cls for p in patients) and not any(p.code == BAD_LABEL_VALUE for p in problems):
+                problems.append(
+                    Problem(MISSING_CLASS, f"no patient has lnm={cls}; both classes are needed", column="lnm")
+                )
     if problems:
         raise ManifestError(path, problems)
-    return Cohort(path=path, patients=tuple(patients), metadata_columns=metadata_columns,
-                  sha256=hashlib.sha256(raw).hexdigest())
+    return Cohort(
+        path=path, patients=tuple(patients), metadata_columns=metadata_columns, sha256=hashlib.sha256(raw).hexdigest()
+    )
 
 
 def write_manifest(path: Path, rows: list[dict[str, object]], extra_columns: Iterable[str] = ()) -> None:

@@ -14,7 +14,7 @@ different numbers).
 
 from __future__ import annotations
 
-from typing import Iterator, Mapping
+from collections.abc import Iterator, Mapping
 
 import jax
 import jax.numpy as jnp
@@ -50,8 +50,9 @@ def apply_augmentation(img: jax.Array, p: Mapping[str, jax.Array]) -> jax.Array:
     yy, xx = jnp.meshgrid(jnp.arange(h, dtype=jnp.float32), jnp.arange(w, dtype=jnp.float32), indexing="ij")
     src_x = fx * (xx - c - p["translate"][0]) / p["scale"] + c
     src_y = (yy - c - p["translate"][1]) / p["scale"] + c
-    out = jnp.stack([map_coordinates(img[..., ch], [src_y, src_x], order=1, mode="reflect")
-                     for ch in range(img.shape[-1])], axis=-1)
+    out = jnp.stack(
+        [map_coordinates(img[..., ch], [src_y, src_x], order=1, mode="reflect") for ch in range(img.shape[-1])], axis=-1
+    )
     mean = out.mean(axis=(0, 1), keepdims=True)
     out = (out - mean) * p["contrast"] + mean + p["brightness"]
     return jnp.clip(out, 0.0, 1.0)
@@ -76,8 +77,17 @@ class DeviceCohort:
     ``NamedSharding`` for data parallelism; the arrays are then replicated on every device).
     """
 
-    def __init__(self, arrays: Mapping[str, np.ndarray], *, batch_size: int, norm: Mapping,
-                 augment: Mapping | None, seed: int, sharding=None, replicated=None):
+    def __init__(
+        self,
+        arrays: Mapping[str, np.ndarray],
+        *,
+        batch_size: int,
+        norm: Mapping,
+        augment: Mapping | None,
+        seed: int,
+        sharding=None,
+        replicated=None,
+    ):
         self.n = len(arrays["lnm"])
         if self.n < batch_size:
             raise ValueError(f"{self.n} training patients, fewer than one batch of {batch_size}")
@@ -85,8 +95,9 @@ class DeviceCohort:
         self.arrays = {k: jax.device_put(np.asarray(arrays[k]), replicated) for k in keep if k in arrays}
         self.batch_size, self.seed = batch_size, seed
         aug = dict(augment) if augment and augment.get("enabled", False) else None
-        stats = {k: (jnp.asarray(norm[k]["mean"], jnp.float32), jnp.asarray(norm[k]["std"], jnp.float32))
-                 for k in IMAGE_KEYS}
+        stats = {
+            k: (jnp.asarray(norm[k]["mean"], jnp.float32), jnp.asarray(norm[k]["std"], jnp.float32)) for k in IMAGE_KEYS
+        }
 
         def make_batch(data, idx, key):
             b = {k: v[idx] for k, v in data.items()}
@@ -113,5 +124,5 @@ class DeviceCohort:
         order_key, step_key = jax.random.split(jax.random.fold_in(jax.random.key(self.seed), epoch))
         order = jax.random.permutation(order_key, self.n)
         for i in range(self.steps_per_epoch()):
-            idx = order[i * self.batch_size:(i + 1) * self.batch_size]
+            idx = order[i * self.batch_size : (i + 1) * self.batch_size]
             yield self._make(self.arrays, idx, jax.random.fold_in(step_key, i))

@@ -17,7 +17,7 @@ the uninterrupted run would have seen, and tests are deterministic.  Batches are
 from __future__ import annotations
 
 import math
-from typing import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 
 import numpy as np
 import tensorflow as tf
@@ -36,8 +36,7 @@ def _decode_image(encoded: tf.Tensor, size: int) -> tf.Tensor:
 
 def _decode(encoded: tf.Tensor, present: tf.Tensor, size: int) -> tf.Tensor:
     """One encoded image -> [size, size, 3]; zeros if absent."""
-    return tf.cond(present, lambda: _decode_image(encoded, size),
-                   lambda: tf.zeros((size, size, 3), tf.float32))
+    return tf.cond(present, lambda: _decode_image(encoded, size), lambda: tf.zeros((size, size, 3), tf.float32))
 
 
 def _decode_frames(frames: tf.Tensor, present: tf.Tensor, size: int, t: int) -> tf.Tensor:
@@ -45,8 +44,9 @@ def _decode_frames(frames: tf.Tensor, present: tf.Tensor, size: int, t: int) -> 
     frame (a still image) is repeated t times; zeros if absent."""
 
     def decode():
-        imgs = tf.map_fn(lambda e: _decode_image(e, size), frames,
-                         fn_output_signature=tf.TensorSpec((size, size, 3), tf.float32))
+        imgs = tf.map_fn(
+            lambda e: _decode_image(e, size), frames, fn_output_signature=tf.TensorSpec((size, size, 3), tf.float32)
+        )
         return tf.cond(tf.shape(imgs)[0] == 1, lambda: tf.repeat(imgs, t, axis=0), lambda: imgs)
 
     out = tf.cond(present, decode, lambda: tf.zeros((t, size, size, 3), tf.float32))
@@ -55,8 +55,10 @@ def _decode_frames(frames: tf.Tensor, present: tf.Tensor, size: int, t: int) -> 
 
 
 def decode_example(example: Mapping[str, tf.Tensor], size: int, clip_frames: int = 1) -> dict[str, tf.Tensor]:
-    out = {"bmode": _decode(example["bmode"], example["has_bmode"], size),
-           "ceus": _decode_frames(example["ceus"], example["has_ceus"], size, clip_frames)}
+    out = {
+        "bmode": _decode(example["bmode"], example["has_bmode"], size),
+        "ceus": _decode_frames(example["ceus"], example["has_ceus"], size, clip_frames),
+    }
     out["us_lnm"] = tf.cast(tf.maximum(example["us_lnm"], 0), tf.float32)
     out["lnm"] = tf.cast(example["lnm"], tf.int32)
     for k in ("has_bmode", "has_ceus", "has_us_lnm", "patient_id"):
@@ -69,9 +71,9 @@ def select_patients(ds: tf.data.Dataset, patient_ids: Sequence[str]) -> tf.data.
     if not patient_ids:
         raise ValueError("select_patients: empty list of patient ids")
     table = tf.lookup.StaticHashTable(
-        tf.lookup.KeyValueTensorInitializer(tf.constant(list(patient_ids)),
-                                            tf.ones(len(patient_ids), tf.int32)),
-        default_value=0)
+        tf.lookup.KeyValueTensorInitializer(tf.constant(list(patient_ids)), tf.ones(len(patient_ids), tf.int32)),
+        default_value=0,
+    )
     return ds.filter(lambda ex: table.lookup(ex["patient_id"]) > 0)
 
 
@@ -88,12 +90,15 @@ def _augment_image(img: tf.Tensor, seed: tf.Tensor, aug: Mapping) -> tf.Tensor:
     c = (size - 1.0) / 2.0
     # Reflected borders: black fill would teach BatchNorm statistics that evaluation never sees.
     # Output pixel (x, y) samples input ((fx (x - c - tx)) / s + c, (y - c - ty) / s + c).
-    transform = tf.stack([fx / s, 0.0, c - fx * (c + t[0]) / s,
-                          0.0, 1.0 / s, c - (c + t[1]) / s, 0.0, 0.0])
+    transform = tf.stack([fx / s, 0.0, c - fx * (c + t[0]) / s, 0.0, 1.0 / s, c - (c + t[1]) / s, 0.0, 0.0])
     img = tf.raw_ops.ImageProjectiveTransformV3(
-        images=img if clip else img[None], transforms=transform[None],
-        output_shape=tf.shape(img)[-3:-1], fill_value=0.0, interpolation="BILINEAR",
-        fill_mode="REFLECT")
+        images=img if clip else img[None],
+        transforms=transform[None],
+        output_shape=tf.shape(img)[-3:-1],
+        fill_value=0.0,
+        interpolation="BILINEAR",
+        fill_mode="REFLECT",
+    )
     img = img if clip else img[0]
     img = tf.image.stateless_random_contrast(img, aug["contrast_min"], aug["contrast_max"], seeds[3])
     img = tf.image.stateless_random_brightness(img, aug["brightness"], seeds[4])
@@ -110,37 +115,45 @@ def _normalise(example: dict, norm: Mapping) -> dict:
     return out
 
 
-def decoded_dataset(ds: tf.data.Dataset, patient_ids: Sequence[str], image_size: int,
-                    cache: bool = True, clip_frames: int = 1) -> tf.data.Dataset:
+def decoded_dataset(
+    ds: tf.data.Dataset, patient_ids: Sequence[str], image_size: int, cache: bool = True, clip_frames: int = 1
+) -> tf.data.Dataset:
     """Selected patients, decoded and resized to [0, 1] floats, in TFDS's fixed record order
     (a hash of the patient id, not the manifest's row order)."""
     ds = select_patients(ds, patient_ids).map(
-        lambda ex: decode_example(ex, image_size, clip_frames), num_parallel_calls=tf.data.AUTOTUNE,
-        deterministic=True)
+        lambda ex: decode_example(ex, image_size, clip_frames), num_parallel_calls=tf.data.AUTOTUNE, deterministic=True
+    )
     return ds.cache() if cache else ds
 
 
-def batches(decoded: tf.data.Dataset, *, batch_size: int, norm: Mapping, train: bool,
-            seed: int = 0, epoch: int = 0, augment: Mapping | None = None,
-            shuffle_buffer: int = 4096) -> tf.data.Dataset:
+def batches(
+    decoded: tf.data.Dataset,
+    *,
+    batch_size: int,
+    norm: Mapping,
+    train: bool,
+    seed: int = 0,
+    epoch: int = 0,
+    augment: Mapping | None = None,
+    shuffle_buffer: int = 4096,
+) -> tf.data.Dataset:
     """One epoch of batches. ``train`` shuffles, augments (if ``augment`` is enabled) and drops
     the last partial batch; evaluation keeps order and every patient."""
     ds = decoded
     if train:
         epoch_seed = tf.constant([seed, epoch], tf.int64)
-        ds = ds.shuffle(shuffle_buffer, seed=int(seed) * 100_003 + int(epoch),
-                        reshuffle_each_iteration=False)
+        ds = ds.shuffle(shuffle_buffer, seed=int(seed) * 100_003 + int(epoch), reshuffle_each_iteration=False)
         if augment is not None and augment.get("enabled", False):
+
             def aug(i, ex):
                 ex = dict(ex)
                 base = tf.random.experimental.stateless_fold_in(epoch_seed, i)
                 for j, k in enumerate(IMAGE_KEYS):
-                    ex[k] = _augment_image(ex[k], tf.random.experimental.stateless_fold_in(base, j),
-                                           augment)
+                    ex[k] = _augment_image(ex[k], tf.random.experimental.stateless_fold_in(base, j), augment)
                 return ex
+
             ds = ds.enumerate().map(aug, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-    ds = ds.map(lambda ex: _normalise(ex, norm), num_parallel_calls=tf.data.AUTOTUNE,
-                deterministic=True)
+    ds = ds.map(lambda ex: _normalise(ex, norm), num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     ds = ds.batch(batch_size, drop_remainder=train)
     options = tf.data.Options()
     options.deterministic = True
@@ -213,8 +226,15 @@ def manifest_norm_stats(manifest, *, image_size: int = 224, seed: int = 0, out=N
         stats = normalisation_stats(decoded_dataset(load_cohort(cohort, tmp), split.train, image_size, cache=False))
     text = json.dumps(stats, indent=2)
     print(text)
-    print("use with: " + " ".join(f"--config.data.norm.{k}.{s}='({','.join(map(str, v[s]))})'"
-                                  for k, v in stats.items() for s in ("mean", "std")), file=sys.stderr)
+    print(
+        "use with: "
+        + " ".join(
+            f"--config.data.norm.{k}.{s}='({','.join(map(str, v[s]))})'"
+            for k, v in stats.items()
+            for s in ("mean", "std")
+        ),
+        file=sys.stderr,
+    )
     if out:
         Path(out).write_text(text)
     return stats

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 from sklearn.model_selection import StratifiedKFold, train_test_split
@@ -54,16 +54,18 @@ def _sorted(ids: Sequence[str], labels: Sequence[int]) -> tuple[np.ndarray, np.n
 
 def _stratified_cut(ids, labels, fraction: float, seed: int, what: str):
     try:
-        a, b, la, lb = train_test_split(ids, labels, test_size=fraction, stratify=labels,
-                                        random_state=seed)
+        a, b, la, lb = train_test_split(ids, labels, test_size=fraction, stratify=labels, random_state=seed)
     except ValueError as e:
-        raise SplitError(f"cannot make a stratified {what} split of {len(ids)} patients "
-                         f"(class counts {np.bincount(labels.astype(int)).tolist()}): {e}") from None
+        raise SplitError(
+            f"cannot make a stratified {what} split of {len(ids)} patients "
+            f"(class counts {np.bincount(labels.astype(int)).tolist()}): {e}"
+        ) from None
     return a, b, la, lb
 
 
-def holdout_split(ids: Sequence[str], labels: Sequence[int], *, seed: int,
-                  test_fraction: float = 0.2, val_fraction: float = 0.2) -> Split:
+def holdout_split(
+    ids: Sequence[str], labels: Sequence[int], *, seed: int, test_fraction: float = 0.2, val_fraction: float = 0.2
+) -> Split:
     """The paper's protocol: stratified train/test, then train/validation."""
     ids, labels = _sorted(ids, labels)
     rest, test, lrest, _ = _stratified_cut(ids, labels, test_fraction, seed, "train/test")
@@ -73,38 +75,47 @@ def holdout_split(ids: Sequence[str], labels: Sequence[int], *, seed: int,
     return split
 
 
-def kfold_splits(ids: Sequence[str], labels: Sequence[int], *, k: int, seed: int,
-                 val_fraction: float = 0.2) -> list[Split]:
+def kfold_splits(
+    ids: Sequence[str], labels: Sequence[int], *, k: int, seed: int, val_fraction: float = 0.2
+) -> list[Split]:
     """Stratified k-fold: each fold is the test set once; the rest is split train/validation."""
     ids, labels = _sorted(ids, labels)
     if k < 2:
         raise SplitError(f"k-fold needs k >= 2, got {k}")
     if np.bincount(labels.astype(int), minlength=2).min() < k:
-        raise SplitError(f"k={k} folds need at least {k} patients of each class, "
-                         f"got {np.bincount(labels.astype(int), minlength=2).tolist()}")
+        raise SplitError(
+            f"k={k} folds need at least {k} patients of each class, "
+            f"got {np.bincount(labels.astype(int), minlength=2).tolist()}"
+        )
     folds = []
     skf = StratifiedKFold(n_splits=k, shuffle=True, random_state=seed)
     for fold, (rest_idx, test_idx) in enumerate(skf.split(ids, labels)):
-        train, val, _, _ = _stratified_cut(ids[rest_idx], labels[rest_idx], val_fraction,
-                                           seed + 1 + fold, f"fold {fold} train/validation")
+        train, val, _, _ = _stratified_cut(
+            ids[rest_idx], labels[rest_idx], val_fraction, seed + 1 + fold, f"fold {fold} train/validation"
+        )
         split = Split(tuple(sorted(train)), tuple(sorted(val)), tuple(sorted(ids[test_idx])), fold)
         assert_disjoint(split)
         folds.append(split)
     return folds
 
 
-def save_splits(path: Path, splits: Sequence[Split], *, seed: int, method: str,
-                labels: dict[str, int], manifest_sha256: str) -> None:
+def save_splits(
+    path: Path, splits: Sequence[Split], *, seed: int, method: str, labels: dict[str, int], manifest_sha256: str
+) -> None:
     """Writes the splits (with per-subset class counts) as JSON, atomically."""
     doc = {
         "method": method,
         "seed": seed,
         "manifest_sha256": manifest_sha256,
         "splits": [
-            {"fold": s.fold, **{n: list(s.subset(n)) for n in SUBSETS},
-             "counts": {n: {"patients": len(s.subset(n)),
-                            "lnm_positive": int(sum(labels[p] for p in s.subset(n)))}
-                        for n in SUBSETS}}
+            {
+                "fold": s.fold,
+                **{n: list(s.subset(n)) for n in SUBSETS},
+                "counts": {
+                    n: {"patients": len(s.subset(n)), "lnm_positive": int(sum(labels[p] for p in s.subset(n)))}
+                    for n in SUBSETS
+                },
+            }
             for s in splits
         ],
     }
@@ -116,8 +127,7 @@ def save_splits(path: Path, splits: Sequence[Split], *, seed: int, method: str,
 def load_splits(path: Path) -> tuple[list[Split], dict]:
     """Reads a splits file; checks every split is disjoint."""
     doc = json.loads(Path(path).read_text())
-    splits = [Split(tuple(s["train"]), tuple(s["val"]), tuple(s["test"]), s.get("fold"))
-              for s in doc["splits"]]
+    splits = [Split(tuple(s["train"]), tuple(s["val"]), tuple(s["test"]), s.get("fold")) for s in doc["splits"]]
     for s in splits:
         assert_disjoint(s)
     return splits, doc

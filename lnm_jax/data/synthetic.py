@@ -42,7 +42,6 @@ from lnm_jax.fileio import atomic_directory
 from lnm_jax.names import SETTINGS
 
 
-
 @dataclasses.dataclass(frozen=True)
 class SynthParams:
     patients: int = 308
@@ -93,8 +92,7 @@ def sample_latents(params: SynthParams, n: int | None = None, seed: int | None =
     us_lnm = (rng.random(n) < p_flag).astype(np.int64)
     # drawn last, so that stills cohorts keep every earlier draw
     s_dyn = params.ceus_dynamic_strength * lnm + rng.standard_normal(n)
-    return {"lnm": lnm, "s_bmode": s_bmode, "s_ceus": s_ceus, "us_lnm": us_lnm,
-            "s_ceus_dynamic": s_dyn}
+    return {"lnm": lnm, "s_bmode": s_bmode, "s_ceus": s_ceus, "us_lnm": us_lnm, "s_ceus_dynamic": s_dyn}
 
 
 def _strengths(params: SynthParams, temporal: bool) -> dict[str, float]:
@@ -114,8 +112,8 @@ def bayes_auc(params: SynthParams, temporal: bool = True) -> dict[str, float]:
     The flag alone has tied scores: its AUC is (sensitivity + specificity) / 2.
     """
     sens, spec = params.flag_sensitivity, params.flag_specificity
-    p1 = {1: sens, 0: 1 - sens}       # P(flag | lnm=1)
-    p0 = {1: 1 - spec, 0: spec}       # P(flag | lnm=0)
+    p1 = {1: sens, 0: 1 - sens}  # P(flag | lnm=1)
+    p0 = {1: 1 - spec, 0: spec}  # P(flag | lnm=0)
     llr = {f: math.log(p1[f] / p0[f]) for f in (0, 1)}
     out = {}
     for name, inputs in SETTINGS.items():
@@ -125,14 +123,17 @@ def bayes_auc(params: SynthParams, temporal: bool = True) -> dict[str, float]:
         elif d == 0.0:
             out[name] = 0.5 * (sens + spec)
         else:
-            out[name] = float(sum(
-                p1[f1] * p0[f0] * _phi((d * d + llr[f1] - llr[f0]) / (d * math.sqrt(2.0)))
-                for f1 in (0, 1) for f0 in (0, 1)))
+            out[name] = float(
+                sum(
+                    p1[f1] * p0[f0] * _phi((d * d + llr[f1] - llr[f0]) / (d * math.sqrt(2.0)))
+                    for f1 in (0, 1)
+                    for f0 in (0, 1)
+                )
+            )
     return out
 
 
-def bayes_scores(latents: dict, params: SynthParams, inputs: tuple[str, ...],
-                 temporal: bool = True) -> np.ndarray:
+def bayes_scores(latents: dict, params: SynthParams, inputs: tuple[str, ...], temporal: bool = True) -> np.ndarray:
     """The Bayes-optimal score (log-likelihood ratio) of each patient from the latents of
     ``inputs``; its AUC on a split is the best any model can reach on those patients."""
     score = np.zeros(len(latents["lnm"]))
@@ -152,11 +153,15 @@ def bayes_scores(latents: dict, params: SynthParams, inputs: tuple[str, ...],
 def read_truth(cohort_dir: Path | str) -> dict[str, np.ndarray]:
     """The latents written beside a synthetic cohort (``truth.csv``), keyed like
     :func:`sample_latents`, plus ``patient_id`` and the nodule ellipse (``nodule_*``)."""
-    t = np.genfromtxt(Path(cohort_dir) / "truth.csv", delimiter=",", names=True, dtype=None,
-                      encoding="utf-8")
-    out = {"patient_id": t["patient_id"].astype(str), "lnm": t["lnm"], "s_bmode": t["s_bmode"],
-           "s_ceus": t["s_ceus"], "us_lnm": t["us_lnm_true_reading"],
-           "s_ceus_dynamic": t["s_ceus_dynamic"]}
+    t = np.genfromtxt(Path(cohort_dir) / "truth.csv", delimiter=",", names=True, dtype=None, encoding="utf-8")
+    out = {
+        "patient_id": t["patient_id"].astype(str),
+        "lnm": t["lnm"],
+        "s_bmode": t["s_bmode"],
+        "s_ceus": t["s_ceus"],
+        "us_lnm": t["us_lnm_true_reading"],
+        "s_ceus_dynamic": t["s_ceus_dynamic"],
+    }
     out.update({k: t[k] for k in t.dtype.names if k.startswith("nodule_")})
     return out
 
@@ -174,6 +179,7 @@ def nodule_region(truth: dict, index: int, size: int, scale: float = 1.0) -> np.
 
 
 # ----------------------------------------------------------------------------- rendering
+
 
 def _smooth_noise(rng, size: int, sigma: float) -> np.ndarray:
     """Zero-mean, unit-std low-frequency field."""
@@ -202,7 +208,8 @@ def _nodule_field(geom: dict, size: int, irregularity: float):
     u, v = (c * dx + s * dy) / geom["a"], (-s * dx + c * dy) / geom["b"]
     rho, theta = np.hypot(u, v), np.arctan2(v, u)
     boundary = 1.0 + irregularity * sum(
-        w * np.cos(k * theta + p) for w, k, p in zip(geom["coef"], geom["harmonics"], geom["phase"]))
+        w * np.cos(k * theta + p) for w, k, p in zip(geom["coef"], geom["harmonics"], geom["phase"])
+    )
     r = rho / boundary
     edge = 1.5 / min(geom["a"], geom["b"])  # ~1.5 px soft edge
     mask = special.expit((1.0 - r) / edge)
@@ -297,6 +304,7 @@ def _write_cohort(root: Path, params: SynthParams, progress: bool) -> None:
     iterator = range(n)
     if progress:
         from tqdm import tqdm
+
         iterator = tqdm(iterator, desc="synth", unit="patient")
     for i in iterator:
         rng = np.random.default_rng([params.seed, i])
@@ -326,23 +334,41 @@ def _write_cohort(root: Path, params: SynthParams, progress: bool) -> None:
         row["sex"] = "M" if rng.random() < (0.40 if y else 0.25) else "F"
         row["nodule_size_mm"] = round(2 * geom["a"] / params.size * 40.0, 1)
         rows.append(row)
-        truth.append({"patient_id": pid, "lnm": y, "s_bmode": lat["s_bmode"][i],
-                      "s_ceus": lat["s_ceus"][i], "us_lnm_true_reading": int(lat["us_lnm"][i]),
-                      "s_ceus_dynamic": lat["s_ceus_dynamic"][i], "u_ceus_dynamic": u_t,
-                      "u_bmode": u_b, "u_ceus": u_c,
-                      # nodule ellipse as fractions of the image side (where the cues sit)
-                      **{f"nodule_{k}": geom[k] / (1.0 if k == "angle" else params.size)
-                         for k in ("cx", "cy", "a", "b", "angle")}})
+        truth.append(
+            {
+                "patient_id": pid,
+                "lnm": y,
+                "s_bmode": lat["s_bmode"][i],
+                "s_ceus": lat["s_ceus"][i],
+                "us_lnm_true_reading": int(lat["us_lnm"][i]),
+                "s_ceus_dynamic": lat["s_ceus_dynamic"][i],
+                "u_ceus_dynamic": u_t,
+                "u_bmode": u_b,
+                "u_ceus": u_c,
+                # nodule ellipse as fractions of the image side (where the cues sit)
+                **{
+                    f"nodule_{k}": geom[k] / (1.0 if k == "angle" else params.size)
+                    for k in ("cx", "cy", "a", "b", "angle")
+                },
+            }
+        )
     write_manifest(root / "manifest.csv", rows, extra_columns=("age", "sex", "nodule_size_mm"))
     with (root / "truth.csv").open("w") as f:
         cols = list(truth[0])
         f.write(",".join(cols) + "\n")
         for t in truth:
             f.write(",".join(f"{t[c]:.6f}" if isinstance(t[c], float) else str(t[c]) for c in cols) + "\n")
-    (root / "generator.json").write_text(json.dumps(
-        {"params": dataclasses.asdict(params), "bayes_auc": bayes_auc(params),
-         "bayes_auc_single_ceus_frame": bayes_auc(params, temporal=False),
-         "model": __doc__.strip()}, indent=2))
+    (root / "generator.json").write_text(
+        json.dumps(
+            {
+                "params": dataclasses.asdict(params),
+                "bayes_auc": bayes_auc(params),
+                "bayes_auc_single_ceus_frame": bayes_auc(params, temporal=False),
+                "model": __doc__.strip(),
+            },
+            indent=2,
+        )
+    )
 
 
 # Named starting points for `lnm-jax synth --preset`; explicit values override them.
@@ -365,5 +391,6 @@ def describe(params: SynthParams) -> str:
     text = "Bayes-optimal AUC: " + ", ".join(f"{k} {v:.3f}" for k, v in bayes_auc(params).items())
     if params.clip_frames:
         text += "\n  from one CEUS frame: " + ", ".join(
-            f"{k} {v:.3f}" for k, v in bayes_auc(params, temporal=False).items())
+            f"{k} {v:.3f}" for k, v in bayes_auc(params, temporal=False).items()
+        )
     return text

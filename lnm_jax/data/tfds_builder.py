@@ -31,10 +31,12 @@ class LnmCohort(tfds.core.GeneratorBasedBuilder):
     RELEASE_NOTES = {"1.0.0": "Manifest-backed cohort.", "1.1.0": "CEUS as a list of frames (clips)."}
     MANUAL_DOWNLOAD_INSTRUCTIONS = (
         "manual_dir is the folder of the cohort's manifest CSV (columns patient_id, bmode, "
-        "ceus, us_lnm, lnm; image paths relative to the CSV).")
+        "ceus, us_lnm, lnm; image paths relative to the CSV)."
+    )
 
-    def __init__(self, *, manifest_name: str = "manifest.csv", require_labels: bool = True,
-                 clip_frames: int = 1, **kwargs):
+    def __init__(
+        self, *, manifest_name: str = "manifest.csv", require_labels: bool = True, clip_frames: int = 1, **kwargs
+    ):
         self._manifest_name = manifest_name
         self._require_labels = require_labels
         self._clip_frames = clip_frames
@@ -43,37 +45,41 @@ class LnmCohort(tfds.core.GeneratorBasedBuilder):
     def _info(self) -> tfds.core.DatasetInfo:
         encoded = tfds.features.Tensor(shape=(), dtype=np.object_)
         return self.dataset_info_from_configs(
-            features=tfds.features.FeaturesDict({
-                "patient_id": tfds.features.Text(),
-                "bmode": encoded,
-                "ceus": tfds.features.Tensor(shape=(None,), dtype=np.object_),
-                "us_lnm": tfds.features.Scalar(dtype=np.int64),
-                "lnm": tfds.features.Scalar(dtype=np.int64),
-                "has_bmode": tfds.features.Scalar(dtype=np.bool_),
-                "has_ceus": tfds.features.Scalar(dtype=np.bool_),
-                "has_us_lnm": tfds.features.Scalar(dtype=np.bool_),
-            }),
+            features=tfds.features.FeaturesDict(
+                {
+                    "patient_id": tfds.features.Text(),
+                    "bmode": encoded,
+                    "ceus": tfds.features.Tensor(shape=(None,), dtype=np.object_),
+                    "us_lnm": tfds.features.Scalar(dtype=np.int64),
+                    "lnm": tfds.features.Scalar(dtype=np.int64),
+                    "has_bmode": tfds.features.Scalar(dtype=np.bool_),
+                    "has_ceus": tfds.features.Scalar(dtype=np.bool_),
+                    "has_us_lnm": tfds.features.Scalar(dtype=np.bool_),
+                }
+            ),
             supervised_keys=None,
         )
 
     def _split_generators(self, dl_manager):
         manifest = Path(dl_manager.manual_dir) / self._manifest_name
-        cohort = read_manifest(manifest, require_labels=self._require_labels,
-                               min_clip_frames=self._clip_frames)
+        cohort = read_manifest(manifest, require_labels=self._require_labels, min_clip_frames=self._clip_frames)
         return {ALL_SPLIT: self._generate_examples(cohort)}
 
     def _generate_examples(self, cohort: Cohort):
         for p in cohort.patients:
-            yield p.patient_id, {
-                "patient_id": p.patient_id,
-                "bmode": p.bmode.read_bytes() if p.bmode else b"",
-                "ceus": self._ceus_frames(p.ceus),
-                "us_lnm": -1 if p.us_lnm is None else p.us_lnm,
-                "lnm": -1 if p.lnm is None else p.lnm,
-                "has_bmode": p.bmode is not None,
-                "has_ceus": p.ceus is not None,
-                "has_us_lnm": p.us_lnm is not None,
-            }
+            yield (
+                p.patient_id,
+                {
+                    "patient_id": p.patient_id,
+                    "bmode": p.bmode.read_bytes() if p.bmode else b"",
+                    "ceus": self._ceus_frames(p.ceus),
+                    "us_lnm": -1 if p.us_lnm is None else p.us_lnm,
+                    "lnm": -1 if p.lnm is None else p.lnm,
+                    "has_bmode": p.bmode is not None,
+                    "has_ceus": p.ceus is not None,
+                    "has_us_lnm": p.us_lnm is not None,
+                },
+            )
 
     def _ceus_frames(self, path: Path | None) -> list[bytes]:
         if path is None:
@@ -83,8 +89,9 @@ class LnmCohort(tfds.core.GeneratorBasedBuilder):
         return [path.read_bytes()]
 
 
-def load_cohort(cohort: Cohort, data_dir: Path | str, *, require_labels: bool = True,
-                clip_frames: int = 1) -> tf.data.Dataset:
+def load_cohort(
+    cohort: Cohort, data_dir: Path | str, *, require_labels: bool = True, clip_frames: int = 1
+) -> tf.data.Dataset:
     """Builds (once per manifest content and clip length) and loads the cohort as a
     tf.data.Dataset.
 
@@ -93,9 +100,9 @@ def load_cohort(cohort: Cohort, data_dir: Path | str, *, require_labels: bool = 
     """
     data_dir = Path(data_dir) / f"{cohort.sha256[:16]}_t{clip_frames}"
     tfds.disable_progress_bar()
-    builder = LnmCohort(data_dir=str(data_dir), manifest_name=cohort.path.name,
-                        require_labels=require_labels, clip_frames=clip_frames)
-    builder.download_and_prepare(
-        download_config=tfds.download.DownloadConfig(manual_dir=str(cohort.path.parent)))
+    builder = LnmCohort(
+        data_dir=str(data_dir), manifest_name=cohort.path.name, require_labels=require_labels, clip_frames=clip_frames
+    )
+    builder.download_and_prepare(download_config=tfds.download.DownloadConfig(manual_dir=str(cohort.path.parent)))
     read_config = tfds.ReadConfig(shuffle_seed=0, interleave_cycle_length=1)
     return builder.as_dataset(split=ALL_SPLIT, shuffle_files=False, read_config=read_config)

@@ -31,8 +31,14 @@ PATTERNS = {
     "no_bmode": (names.BMODE,),
     "ceus_only": (names.BMODE, names.US_LNM),
 }
-LABELS = {"all": "all three", "no_ceus": "no CEUS", "no_flag": "no US-LNM flag",
-          "bmode_only": "B-mode only", "no_bmode": "no B-mode", "ceus_only": "CEUS only"}
+LABELS = {
+    "all": "all three",
+    "no_ceus": "no CEUS",
+    "no_flag": "no US-LNM flag",
+    "bmode_only": "B-mode only",
+    "no_bmode": "no B-mode",
+    "ceus_only": "CEUS only",
+}
 
 
 def withhold(batch: dict, hidden: tuple[str, ...]) -> dict:
@@ -52,13 +58,21 @@ def _summary(p: dict, level: float) -> dict:
     return summarise_predictions(p[names.LABEL], p["logit"], ci_level=level, calibration=False)
 
 
-def evaluate_availability(run: Run, *, checkpoint: str = "best", subset: str = "test",
-                          dedicated: dict[str, Run] | None = None, out: Path | str | None = None) -> dict:
+def evaluate_availability(
+    run: Run,
+    *,
+    checkpoint: str = "best",
+    subset: str = "test",
+    dedicated: dict[str, Run] | None = None,
+    out: Path | str | None = None,
+) -> dict:
     """Per-pattern metrics of a missing-input run, and of ``dedicated`` runs (pattern -> run)
     on the same patients. Writes ``availability.json`` and ``availability.md``."""
     if not run.config.model.missing_inputs:
-        raise ValueError(f"{run.workdir} was trained without model.missing_inputs: it has no learned "
-                         f"'absent' inputs, so withheld inputs would be read as zeros")
+        raise ValueError(
+            f"{run.workdir} was trained without model.missing_inputs: it has no learned "
+            f"'absent' inputs, so withheld inputs would be read as zeros"
+        )
     level = run.config.eval.ci_level
     modalities = names.parse_modalities(run.config.modalities)
     result = {"run": str(run.workdir), "checkpoint": checkpoint, "subset": subset, "patterns": {}}
@@ -66,19 +80,24 @@ def evaluate_availability(run: Run, *, checkpoint: str = "best", subset: str = "
     preds = {}
     for name in patterns:
         preds[name] = run.predict(subset, checkpoint, lambda b, h=PATTERNS[name]: withhold(b, h))
-        result["patterns"][name] = {"inputs": list(remaining_inputs(modalities, name)),
-                                    "missing_input_model": _summary(preds[name], level)}
+        result["patterns"][name] = {
+            "inputs": list(remaining_inputs(modalities, name)),
+            "missing_input_model": _summary(preds[name], level),
+        }
     for name, other in (dedicated or {}).items():
         if name not in result["patterns"]:
             raise ValueError(f"unknown or inapplicable pattern '{name}' (have {patterns})")
         want = set(result["patterns"][name]["inputs"])
         have = set(names.parse_modalities(other.config.modalities))
         if have != want:
-            raise ValueError(f"dedicated run {other.workdir} uses {sorted(have)}, pattern '{name}' "
-                             f"leaves {sorted(want)}")
+            raise ValueError(
+                f"dedicated run {other.workdir} uses {sorted(have)}, pattern '{name}' leaves {sorted(want)}"
+            )
         if other.cohort.sha256 != run.cohort.sha256 or set(other.split.subset(subset)) != set(run.split.subset(subset)):
-            raise ValueError(f"dedicated run {other.workdir} was not trained on the same manifest and "
-                             f"split as {run.workdir}: its {subset} patients differ")
+            raise ValueError(
+                f"dedicated run {other.workdir} was not trained on the same manifest and "
+                f"split as {run.workdir}: its {subset} patients differ"
+            )
         q = other.predict(subset, checkpoint)
         order = {pid: i for i, pid in enumerate(q[names.PATIENT_ID])}
         idx = np.array([order[pid] for pid in preds[name][names.PATIENT_ID]])
@@ -86,7 +105,8 @@ def evaluate_availability(run: Run, *, checkpoint: str = "best", subset: str = "
         entry = result["patterns"][name]
         entry["dedicated_model"] = {"run": str(other.workdir), **_summary(ded, level)}
         entry["delong_missing_vs_dedicated"] = delong_test(
-            preds[name][names.LABEL], M.sigmoid(preds[name]["logit"]), M.sigmoid(ded["logit"]))
+            preds[name][names.LABEL], M.sigmoid(preds[name]["logit"]), M.sigmoid(ded["logit"])
+        )
     out = Path(out) if out else run.files.evaluation(checkpoint)
     write_text(out / F.AVAILABILITY_JSON, json.dumps(result, indent=2))
     write_text(out / F.AVAILABILITY_MD, availability_table(result))
@@ -96,9 +116,12 @@ def evaluate_availability(run: Run, *, checkpoint: str = "best", subset: str = "
 
 def availability_table(result: dict) -> str:
     """Markdown: one row per pattern, the missing-input model beside the dedicated one."""
-    lines = [f"AUC (95% DeLong CI) on the {result['subset']} set, checkpoint {result['checkpoint']}.",
-             "", "| inputs | missing-input model | dedicated model | difference | DeLong p |",
-             "|---|---|---|---:|---:|"]
+    lines = [
+        f"AUC (95% DeLong CI) on the {result['subset']} set, checkpoint {result['checkpoint']}.",
+        "",
+        "| inputs | missing-input model | dedicated model | difference | DeLong p |",
+        "|---|---|---|---:|---:|",
+    ]
 
     def fmt(s):
         return f"{s['auc']:.3f} ({s['auc_ci_delong'][0]:.3f}-{s['auc_ci_delong'][1]:.3f})"
@@ -108,6 +131,8 @@ def availability_table(result: dict) -> str:
         test = e.get("delong_missing_vs_dedicated")
         diff = f"{test['difference']:+.3f}" if test else "-"
         p = f"{test['p']:.3f}" if test else "-"
-        lines.append(f"| {LABELS[name]} ({', '.join(e['inputs'])}) | {fmt(e['missing_input_model'])} | "
-                     f"{fmt(ded) if ded else '-'} | {diff} | {p} |")
+        lines.append(
+            f"| {LABELS[name]} ({', '.join(e['inputs'])}) | {fmt(e['missing_input_model'])} | "
+            f"{fmt(ded) if ded else '-'} | {diff} | {p} |"
+        )
     return "\n".join(lines) + "\n"

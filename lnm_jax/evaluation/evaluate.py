@@ -17,8 +17,7 @@ from lnm_jax.fileio import write_csv, write_text
 from lnm_jax.run import Run, synth_params
 
 
-def evaluate(run: Run, *, checkpoint: str = "best", subsets=("val", "test"),
-             out: Path | str | None = None) -> dict:
+def evaluate(run: Run, *, checkpoint: str = "best", subsets=("val", "test"), out: Path | str | None = None) -> dict:
     """Metrics of ``checkpoint`` on ``subsets`` (the summary schema of
     :mod:`lnm_jax.evaluation.summary`, bootstrap CI included), with the threshold chosen by
     Youden's index on validation and the calibration temperature fitted on validation. Writes
@@ -28,27 +27,51 @@ def evaluate(run: Run, *, checkpoint: str = "best", subsets=("val", "test"),
     meta = run.predictor(checkpoint).meta
     preds = {s: run.predict(s, checkpoint) for s in dict.fromkeys(("val",) + tuple(subsets))}
     val = preds["val"]
-    youden = M.youden_threshold(val[names.LABEL], M.sigmoid(val["logit"])) \
-        if len(set(val[names.LABEL].tolist())) == 2 else None
+    youden = (
+        M.youden_threshold(val[names.LABEL], M.sigmoid(val["logit"]))
+        if len(set(val[names.LABEL].tolist())) == 2
+        else None
+    )
     temperature = C.fit_temperature(val[names.LABEL], val["logit"])
     ec = config.eval
-    result = {"checkpoint": checkpoint, "epoch": meta["epoch"], "config": config.name,
-              "modalities": config.modalities, "youden_threshold_from_val": youden,
-              "temperature_from_val": temperature, "splits": {}}
+    result = {
+        "checkpoint": checkpoint,
+        "epoch": meta["epoch"],
+        "config": config.name,
+        "modalities": config.modalities,
+        "youden_threshold_from_val": youden,
+        "temperature_from_val": temperature,
+        "splits": {},
+    }
     rows, curves, reliability = [], {}, {}
     for s in subsets:
         p = preds[s]
         probs, cal = M.sigmoid(p["logit"]), C.calibrated(p["logit"], temperature)
-        summary = summarise_predictions(p[names.LABEL], p["logit"], threshold=youden, temperature=temperature,
-                                        ci_level=ec.ci_level, n_boot=ec.bootstrap, seed=ec.seed)
+        summary = summarise_predictions(
+            p[names.LABEL],
+            p["logit"],
+            threshold=youden,
+            temperature=temperature,
+            ci_level=ec.ci_level,
+            n_boot=ec.bootstrap,
+            seed=ec.seed,
+        )
         result["splits"][s] = summary
         curves[f"{s} (n={len(probs)})"] = (p[names.LABEL], probs, summary["auc"])
         reliability[s] = (p[names.LABEL], probs)
         reliability[f"{s}, T={temperature:.2f}"] = (p[names.LABEL], cal)
         for pid, y, pr, pc in zip(p[names.PATIENT_ID], p[names.LABEL], probs, cal):
-            rows.append({names.PATIENT_ID: pid, "split": s, names.LABEL: int(y), "prob_lnm": f"{pr:.6f}",
-                         "prob_lnm_calibrated": f"{pc:.6f}", "pred_at_0.5": int(pr >= 0.5),
-                         "pred_at_youden": "" if youden is None else int(pr >= youden)})
+            rows.append(
+                {
+                    names.PATIENT_ID: pid,
+                    "split": s,
+                    names.LABEL: int(y),
+                    "prob_lnm": f"{pr:.6f}",
+                    "prob_lnm_calibrated": f"{pc:.6f}",
+                    "pred_at_0.5": int(pr >= 0.5),
+                    "pred_at_youden": "" if youden is None else int(pr >= youden),
+                }
+            )
     if not config.data.manifest:
         result["synthetic_reference"] = bayes_reference(run, preds, subsets)
     out = Path(out) if out else run.files.evaluation(checkpoint)
@@ -58,10 +81,11 @@ def evaluate(run: Run, *, checkpoint: str = "best", subsets=("val", "test"),
     title = f"{config.name} ({checkpoint} checkpoint, epoch {meta['epoch']})"
     plot_roc(curves, out / F.ROC, title=title)
     plot_reliability(reliability, out / F.RELIABILITY, title=title)
-    plot_decision_curve({k: v for k, v in reliability.items() if "T=" not in k}, out / F.DECISION_CURVE,
-                        title=title)
-    write_text(run.files.calibration(checkpoint), json.dumps(
-        {"temperature": temperature, "epoch": meta["epoch"], "fitted_on": "val"}, indent=2))
+    plot_decision_curve({k: v for k, v in reliability.items() if "T=" not in k}, out / F.DECISION_CURVE, title=title)
+    write_text(
+        run.files.calibration(checkpoint),
+        json.dumps({"temperature": temperature, "epoch": meta["epoch"], "fitted_on": "val"}, indent=2),
+    )
     result["out"] = str(out)
     return result
 

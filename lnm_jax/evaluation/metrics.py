@@ -31,7 +31,10 @@ def threshold_metrics(labels: np.ndarray, probs: np.ndarray, threshold: float) -
         "sensitivity": tp / (tp + fn) if tp + fn else float("nan"),
         "specificity": tn / (tn + fp) if tn + fp else float("nan"),
         "accuracy": (tp + tn) / len(labels) if len(labels) else float("nan"),
-        "tp": tp, "tn": tn, "fp": fp, "fn": fn,
+        "tp": tp,
+        "tn": tn,
+        "fp": fp,
+        "fn": fn,
     }
 
 
@@ -42,8 +45,9 @@ def youden_threshold(labels: np.ndarray, probs: np.ndarray) -> float:
     return float(thr[int(np.argmax(tpr - fpr))])
 
 
-def bootstrap_auc_ci(labels: np.ndarray, scores: np.ndarray, *, n_boot: int = 2000,
-                     level: float = 0.95, seed: int = 0) -> tuple[float, float]:
+def bootstrap_auc_ci(
+    labels: np.ndarray, scores: np.ndarray, *, n_boot: int = 2000, level: float = 0.95, seed: int = 0
+) -> tuple[float, float]:
     """Percentile bootstrap CI of the AUC, resampling patients; resamples with one class
     are skipped (they have no AUC)."""
     labels, scores = np.asarray(labels), np.asarray(scores)
@@ -62,8 +66,15 @@ def bootstrap_auc_ci(labels: np.ndarray, scores: np.ndarray, *, n_boot: int = 20
     return float(lo), float(hi)
 
 
-def summarise(labels: np.ndarray, probs: np.ndarray, *, youden: float | None = None,
-              n_boot: int = 2000, level: float = 0.95, seed: int = 0) -> dict:
+def summarise(
+    labels: np.ndarray,
+    probs: np.ndarray,
+    *,
+    youden: float | None = None,
+    n_boot: int = 2000,
+    level: float = 0.95,
+    seed: int = 0,
+) -> dict:
     """Everything reported for one split: AUC with CI, and metrics at 0.5 and at the
     validation-chosen Youden threshold (if given)."""
     lo, hi = bootstrap_auc_ci(labels, probs, n_boot=n_boot, level=level, seed=seed)

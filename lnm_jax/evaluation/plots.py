@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Mapping, Sequence
 
 import matplotlib
 
@@ -13,8 +13,7 @@ import numpy as np  # noqa: E402
 from sklearn.metrics import roc_curve  # noqa: E402
 
 
-def plot_roc(curves: Mapping[str, tuple[np.ndarray, np.ndarray, float]], path: Path,
-             title: str = "ROC") -> None:
+def plot_roc(curves: Mapping[str, tuple[np.ndarray, np.ndarray, float]], path: Path, title: str = "ROC") -> None:
     """``curves``: name -> (labels, scores, auc)."""
     fig, ax = plt.subplots(figsize=(5, 5), dpi=120)
     for name, (labels, scores, auc) in curves.items():
@@ -43,8 +42,9 @@ def plot_convergence(history: Sequence[Mapping], path: Path, title: str = "Conve
     plt.close(fig)
 
 
-def plot_reliability(curves: Mapping[str, tuple[np.ndarray, np.ndarray]], path: Path,
-                     n_bins: int = 10, title: str = "Reliability") -> None:
+def plot_reliability(
+    curves: Mapping[str, tuple[np.ndarray, np.ndarray]], path: Path, n_bins: int = 10, title: str = "Reliability"
+) -> None:
     """``curves``: name -> (labels, probabilities); observed LNM rate per probability bin."""
     from lnm_jax.evaluation.calibration import expected_calibration_error, reliability_bins
 
@@ -62,8 +62,9 @@ def plot_reliability(curves: Mapping[str, tuple[np.ndarray, np.ndarray]], path: 
     plt.close(fig)
 
 
-def plot_decision_curve(curves: Mapping[str, tuple[np.ndarray, np.ndarray]], path: Path,
-                        title: str = "Decision curve") -> None:
+def plot_decision_curve(
+    curves: Mapping[str, tuple[np.ndarray, np.ndarray]], path: Path, title: str = "Decision curve"
+) -> None:
     """Net benefit vs threshold probability, with treat-all and treat-none references."""
     from lnm_jax.evaluation.calibration import net_benefit
 
@@ -74,11 +75,14 @@ def plot_decision_curve(curves: Mapping[str, tuple[np.ndarray, np.ndarray]], pat
         ax.plot(thresholds, net_benefit(labels, probs, thresholds), label=name)
         prevalence = float(np.mean(labels))
     if prevalence is not None:
-        ax.plot(thresholds, prevalence - (1 - prevalence) * thresholds / (1 - thresholds), "k:",
-                label="treat all")
+        ax.plot(thresholds, prevalence - (1 - prevalence) * thresholds / (1 - thresholds), "k:", label="treat all")
     ax.axhline(0.0, color="k", lw=1, label="treat none")
-    ax.set(xlabel="threshold probability", ylabel="net benefit", title=title,
-           ylim=(-0.05, max(0.05, (prevalence or 0.5) + 0.05)))
+    ax.set(
+        xlabel="threshold probability",
+        ylabel="net benefit",
+        title=title,
+        ylim=(-0.05, max(0.05, (prevalence or 0.5) + 0.05)),
+    )
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path)

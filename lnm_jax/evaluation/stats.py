@@ -8,7 +8,7 @@ DeLong test (the correlation of the two AUCs is in the covariance).
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 from scipy import stats
@@ -64,23 +64,27 @@ def delong_test(labels, scores_a, scores_b) -> dict[str, float]:
     return {"auc_a": float(aucs[0]), "auc_b": float(aucs[1]), "difference": diff, "z": z, "p": p}
 
 
-def permutation_p_value(labels, predictions, statistic: Callable[[np.ndarray, np.ndarray], float],
-                        *, n_permutations: int = 1000, seed: int = 0) -> float:
+def permutation_p_value(
+    labels,
+    predictions,
+    statistic: Callable[[np.ndarray, np.ndarray], float],
+    *,
+    n_permutations: int = 1000,
+    seed: int = 0,
+) -> float:
     """One-sided label-permutation p-value of ``statistic(labels, predictions)``: the share of
     seeded label shuffles scoring at least the observed value, counting the observed labels
     as one permutation, (1 + #{perm >= obs}) / (n + 1). A perfect predictor gets 1 / (n + 1)."""
     labels, predictions = np.asarray(labels), np.asarray(predictions)
     observed = statistic(labels, predictions)
     rng = np.random.default_rng(seed)
-    hits = sum(statistic(rng.permutation(labels), predictions) >= observed - 1e-12
-               for _ in range(n_permutations))
+    hits = sum(statistic(rng.permutation(labels), predictions) >= observed - 1e-12 for _ in range(n_permutations))
     return (1 + hits) / (n_permutations + 1)
 
 
 def mann_whitney(a, b) -> float:
     """Two-sided Mann-Whitney U p-value (continuous columns of the cohort table)."""
-    return float(stats.mannwhitneyu(np.asarray(a, float), np.asarray(b, float),
-                                    alternative="two-sided").pvalue)
+    return float(stats.mannwhitneyu(np.asarray(a, float), np.asarray(b, float), alternative="two-sided").pvalue)
 
 
 def chi_square(a, b) -> float:

@@ -34,20 +34,32 @@ def bce(labels: np.ndarray, logits: np.ndarray) -> float:
     return float(np.mean(np.logaddexp(0.0, z) - y * z)) if len(y) else math.nan
 
 
-def summarise_predictions(labels, logits, *, threshold: float | None = None,
-                          temperature: float | None = None, ci_level: float = 0.95, n_boot: int = 0,
-                          seed: int = 0, calibration: bool = True) -> dict:
+def summarise_predictions(
+    labels,
+    logits,
+    *,
+    threshold: float | None = None,
+    temperature: float | None = None,
+    ci_level: float = 0.95,
+    n_boot: int = 0,
+    seed: int = 0,
+    calibration: bool = True,
+) -> dict:
     """Everything reported for one set of predictions (see the module docstring)."""
     labels = np.asarray(labels).astype(int)
     logits = np.asarray(logits, np.float64)
     probs = M.sigmoid(logits)
     both_classes = len(labels) > 0 and labels.min() != labels.max()
-    out = {"n": int(len(labels)), "n_positive": int(labels.sum()), "loss": bce(labels, logits),
-           "auc": M.safe_auc(labels, probs), "ci_level": ci_level}
+    out = {
+        "n": int(len(labels)),
+        "n_positive": int(labels.sum()),
+        "loss": bce(labels, logits),
+        "auc": M.safe_auc(labels, probs),
+        "ci_level": ci_level,
+    }
     out["auc_ci_delong"] = list(delong_ci(labels, probs, ci_level)[1:]) if both_classes else [math.nan] * 2
     if n_boot:
-        out["auc_ci_bootstrap"] = list(M.bootstrap_auc_ci(labels, probs, n_boot=n_boot, level=ci_level,
-                                                          seed=seed))
+        out["auc_ci_bootstrap"] = list(M.bootstrap_auc_ci(labels, probs, n_boot=n_boot, level=ci_level, seed=seed))
     out["at_0.5"] = M.threshold_metrics(labels, probs, 0.5)
     if threshold is not None:
         out["at_threshold"] = M.threshold_metrics(labels, probs, threshold)
@@ -55,8 +67,11 @@ def summarise_predictions(labels, logits, *, threshold: float | None = None,
         cal = {"ece": C.expected_calibration_error(labels, probs), "brier": C.brier(labels, probs)}
         if temperature is not None:
             scaled = C.calibrated(logits, temperature)
-            cal.update(temperature=temperature, ece_temperature_scaled=C.expected_calibration_error(labels, scaled),
-                       brier_temperature_scaled=C.brier(labels, scaled))
+            cal.update(
+                temperature=temperature,
+                ece_temperature_scaled=C.expected_calibration_error(labels, scaled),
+                brier_temperature_scaled=C.brier(labels, scaled),
+            )
         out["calibration"] = cal
     return out
 
@@ -66,16 +81,20 @@ def format_summary(name: str, s: dict, threshold_rule: str = "") -> str:
     ``at_threshold``'s threshold was chosen (e.g. 'youden')."""
     ci = s.get("auc_ci_bootstrap", s["auc_ci_delong"])
     kind = "bootstrap" if "auc_ci_bootstrap" in s else "DeLong"
-    line = (f"{name:5s} n={s['n']:4d}  AUC {s['auc']:.3f} ({100 * s['ci_level']:.0f}% {kind} CI "
-            f"{ci[0]:.3f}-{ci[1]:.3f})  " + _at("@0.5", s["at_0.5"]))
+    line = (
+        f"{name:5s} n={s['n']:4d}  AUC {s['auc']:.3f} ({100 * s['ci_level']:.0f}% {kind} CI "
+        f"{ci[0]:.3f}-{ci[1]:.3f})  " + _at("@0.5", s["at_0.5"])
+    )
     if "at_threshold" in s:
         line += "  " + _at(f"@{threshold_rule}({s['at_threshold']['threshold']:.2f})", s["at_threshold"])
     c = s.get("calibration")
     if c:
         line += f"\n      calibration: ECE {c['ece']:.3f}, Brier {c['brier']:.3f}"
         if "temperature" in c:
-            line += (f"; with temperature {c['temperature']:.2f} (fitted on val): "
-                     f"ECE {c['ece_temperature_scaled']:.3f}, Brier {c['brier_temperature_scaled']:.3f}")
+            line += (
+                f"; with temperature {c['temperature']:.2f} (fitted on val): "
+                f"ECE {c['ece_temperature_scaled']:.3f}, Brier {c['brier_temperature_scaled']:.3f}"
+            )
     return line
 
 

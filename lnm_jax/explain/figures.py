@@ -3,8 +3,8 @@ CAM overlaid, side by side, titled with P(LNM) and the true label."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import matplotlib
 
@@ -42,8 +42,7 @@ def _row(axes, entry: dict, branches: Sequence[str]) -> None:
 
 def _title(entry: dict) -> str:
     verdict = "correct" if entry["correct"] else "incorrect"
-    return (f"{entry['patient_id']}: P(LNM) = {entry['prob']:.2f}, true: {_label(entry['label'])} "
-            f"({verdict})")
+    return f"{entry['patient_id']}: P(LNM) = {entry['prob']:.2f}, true: {_label(entry['label'])} ({verdict})"
 
 
 def patient_figure(path: Path, entry: dict, branches: Sequence[str]) -> None:
@@ -58,8 +57,7 @@ def patient_figure(path: Path, entry: dict, branches: Sequence[str]) -> None:
 
 def grid_figure(path: Path, entries: Sequence[dict], branches: Sequence[str], title: str) -> None:
     n = max(1, len(entries))
-    fig, axes = plt.subplots(n, 2 * len(branches), figsize=(2.3 * 2 * len(branches), 2.5 * n),
-                             dpi=100, squeeze=False)
+    fig, axes = plt.subplots(n, 2 * len(branches), figsize=(2.3 * 2 * len(branches), 2.5 * n), dpi=100, squeeze=False)
     for i, entry in enumerate(entries):
         _row(axes[i], entry, branches)
         axes[i][0].set_ylabel(_title(entry).replace(": ", "\n", 1), fontsize=7)

@@ -16,7 +16,7 @@ pass runs from the logit back to that layer only, and a batch of CAMs costs abou
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import flax.linen as nn
 import jax
@@ -62,8 +62,9 @@ def cam_from(acts: jax.Array, grads: jax.Array, method: str, out_size: tuple[int
     return cam, raw
 
 
-def make_cam_fn(model: nn.Module, *, layer: str = "stage4", method: str = "gradcam",
-                target: str = "lnm", upsample: bool = True) -> Callable:
+def make_cam_fn(
+    model: nn.Module, *, layer: str = "stage4", method: str = "gradcam", target: str = "lnm", upsample: bool = True
+) -> Callable:
     """Returns jitted ``cams(params, batch_stats, batch) -> dict``.
 
     The dict has, per image branch in the model: ``{branch}`` (CAM [B, H, W] in [0, 1],
@@ -80,8 +81,7 @@ def make_cam_fn(model: nn.Module, *, layer: str = "stage4", method: str = "gradc
     def cams(params, batch_stats, batch):
         variables = {"params": params, "batch_stats": batch_stats}
         # Shapes of every perturb hook (no computation), as zeros.
-        shapes = jax.eval_shape(
-            lambda: model.apply(variables, batch, train=False, mutable=["perturbations"])[1])
+        shapes = jax.eval_shape(lambda: model.apply(variables, batch, train=False, mutable=["perturbations"])[1])
         zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes["perturbations"])
         keys = [f"{b}_backbone" for b in branches]
 

@@ -32,16 +32,27 @@ def _pick(entries: list[dict], n: int) -> list[dict]:
     return out
 
 
-def gradcam(run: Run, *, split: str = "test", out: Path | str | None = None, checkpoint: str = "best",
-            method: str = "gradcam", layer: str = "stage4", target: str = "lnm", threshold: float = 0.5,
-            grid_size: int = 6) -> dict:
+def gradcam(
+    run: Run,
+    *,
+    split: str = "test",
+    out: Path | str | None = None,
+    checkpoint: str = "best",
+    method: str = "gradcam",
+    layer: str = "stage4",
+    target: str = "lnm",
+    threshold: float = 0.5,
+    grid_size: int = 6,
+) -> dict:
     """Writes ``patients/<id>.png``, the two grids and ``index.csv`` to ``out`` (default
     ``gradcam_<split>``); returns the counts."""
     config = run.config
     inputs = names.parse_modalities(config.modalities)
     if config.data.clip_frames > 1 and names.CEUS in inputs:
-        raise ValueError(f"run {run.workdir} reads CEUS clips (data.clip_frames={config.data.clip_frames}); "
-                         f"Grad-CAM here explains still images only")
+        raise ValueError(
+            f"run {run.workdir} reads CEUS clips (data.clip_frames={config.data.clip_frames}); "
+            f"Grad-CAM here explains still images only"
+        )
     branches = [b for b in names.IMAGE_INPUTS if b in inputs]
     if not branches:
         raise ValueError(f"run {run.workdir} uses no image input ({config.modalities}): nothing to explain")
@@ -51,27 +62,48 @@ def gradcam(run: Run, *, split: str = "test", out: Path | str | None = None, che
     (out / F.CAM_PATIENTS).mkdir(parents=True, exist_ok=True)
     entries = []
     for batch in run.data.eval_batches(split):
-        res = {k: np.asarray(v) for k, v in
-               cam_fn(predictor.params, predictor.batch_stats, step_inputs(batch)).items()}
+        res = {k: np.asarray(v) for k, v in cam_fn(predictor.params, predictor.batch_stats, step_inputs(batch)).items()}
         for i in np.flatnonzero(batch[names.VALID]):
             prob = float(sigmoid(res["logit"][i]))
             label = int(batch[names.LABEL][i])
-            entry = {"patient_id": batch[names.PATIENT_ID][i].decode(), "prob": prob, "label": label,
-                     "correct": (prob >= threshold) == (label == 1),
-                     "images": {b: denormalise(batch[b][i], config.data.norm[b]) for b in branches},
-                     "cams": {b: res[b][i] for b in branches},
-                     "available": {b: bool(res[f"{b}_available"][i]) for b in branches}}
+            entry = {
+                "patient_id": batch[names.PATIENT_ID][i].decode(),
+                "prob": prob,
+                "label": label,
+                "correct": (prob >= threshold) == (label == 1),
+                "images": {b: denormalise(batch[b][i], config.data.norm[b]) for b in branches},
+                "cams": {b: res[b][i] for b in branches},
+                "available": {b: bool(res[f"{b}_available"][i]) for b in branches},
+            }
             entry["file"] = f"{F.CAM_PATIENTS}/{entry['patient_id']}.png"
             patient_figure(out / entry["file"], entry, branches)
             entries.append(entry)
     correct = [e for e in entries if e["correct"]]
     wrong = [e for e in entries if not e["correct"]]
-    grid_figure(out / F.CAM_GRID_CORRECT, _pick(correct, grid_size), branches,
-                f"Correct predictions ({method}, {layer}, target {target})")
-    grid_figure(out / F.CAM_GRID_INCORRECT, _pick(wrong, grid_size), branches,
-                f"Incorrect predictions ({method}, {layer}, target {target})")
-    write_csv(out / F.CAM_INDEX,
-              ({names.PATIENT_ID: e["patient_id"], "prob_lnm": f"{e['prob']:.6f}", names.LABEL: e["label"],
-                "correct": int(e["correct"]), "figure": e["file"]} for e in entries),
-              [names.PATIENT_ID, "prob_lnm", names.LABEL, "correct", "figure"])
+    grid_figure(
+        out / F.CAM_GRID_CORRECT,
+        _pick(correct, grid_size),
+        branches,
+        f"Correct predictions ({method}, {layer}, target {target})",
+    )
+    grid_figure(
+        out / F.CAM_GRID_INCORRECT,
+        _pick(wrong, grid_size),
+        branches,
+        f"Incorrect predictions ({method}, {layer}, target {target})",
+    )
+    write_csv(
+        out / F.CAM_INDEX,
+        (
+            {
+                names.PATIENT_ID: e["patient_id"],
+                "prob_lnm": f"{e['prob']:.6f}",
+                names.LABEL: e["label"],
+                "correct": int(e["correct"]),
+                "figure": e["file"],
+            }
+            for e in entries
+        ),
+        [names.PATIENT_ID, "prob_lnm", names.LABEL, "correct", "figure"],
+    )
     return {"out": str(out), "patients": len(entries), "correct": len(correct), "incorrect": len(wrong)}

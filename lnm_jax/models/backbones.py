@@ -17,17 +17,25 @@ from lnm_jax.models.vgg import VGG
 NAMES = tuple(resnet.BACKBONES) + ("vgg11", "vgg11_bn", "inception_v3")
 
 
-def backbone(arch: str, *, width: int = 64, dtype: Any = jnp.float32,
-                  variant: str = "torchvision", fold_bn: bool = False, lowering: str = "auto",
-                  name: str | None = None) -> nn.Module:
+def backbone(
+    arch: str,
+    *,
+    width: int = 64,
+    dtype: Any = jnp.float32,
+    variant: str = "torchvision",
+    fold_bn: bool = False,
+    lowering: str = "auto",
+    name: str | None = None,
+) -> nn.Module:
     """``variant`` 'keras_v1' (weights ported from Keras ResNet50) and ``fold_bn`` (inference
     with BatchNorm folded into the convs) exist for ResNets only. ``lowering``
     (models/lowering.py): 1x1 convs as XLA convolutions or as GEMMs (fast on XLA:CPU); VGG-11
     has no 1x1 convs."""
     resolve(lowering)  # rejects an unknown value
     if arch in resnet.BACKBONES:
-        return resnet.resnet(arch, width=width, dtype=dtype, name=name, fold_bn=fold_bn,
-                                    lowering=lowering, **resnet.VARIANTS[variant])
+        return resnet.resnet(
+            arch, width=width, dtype=dtype, name=name, fold_bn=fold_bn, lowering=lowering, **resnet.VARIANTS[variant]
+        )
     if fold_bn:
         raise ValueError(f"BatchNorm folding exists for ResNets only, not {arch}")
     if arch not in NAMES:

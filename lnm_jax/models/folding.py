@@ -9,7 +9,8 @@ normalisation passes. ResNets only (conv/BN pairs by torchvision name).
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import jax.numpy as jnp
 

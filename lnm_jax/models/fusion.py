@@ -22,7 +22,8 @@ works on logits.
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -30,14 +31,16 @@ import jax.numpy as jnp
 
 from lnm_jax import names
 from lnm_jax.models.backbones import backbone
+
 DROPOUT_RNG = "modality_dropout"  # the rng stream modality dropout draws from
 
 
 def available(batch: dict, modalities: Sequence[str]) -> dict[str, jax.Array]:
     """Per-row availability of each input; all true where the batch has no ``has_*`` entry."""
     n = batch[names.US_LNM].shape[0] if names.US_LNM in batch else batch[modalities[0]].shape[0]
-    return {m: jnp.asarray(batch[names.has(m)], bool) if names.has(m) in batch else jnp.ones(n, bool)
-            for m in modalities}
+    return {
+        m: jnp.asarray(batch[names.has(m)], bool) if names.has(m) in batch else jnp.ones(n, bool) for m in modalities
+    }
 
 
 def drop_modalities(avail: dict[str, jax.Array], rate: float, key: jax.Array) -> dict[str, jax.Array]:
@@ -75,8 +78,10 @@ class FusionClassifier(nn.Module):
 
     def _check_fields(self):
         if self.modality_dropout and not self.missing_inputs:
-            raise ValueError("modality_dropout needs missing_inputs=True (a dropped input must "
-                             "be replaced by the learned absent embedding)")
+            raise ValueError(
+                "modality_dropout needs missing_inputs=True (a dropped input must "
+                "be replaced by the learned absent embedding)"
+            )
         if not 0.0 <= self.modality_dropout < 1.0:
             raise ValueError(f"modality_dropout must be in [0, 1), got {self.modality_dropout}")
         if self.temporal_pool not in ("mean", "attention"):
@@ -101,17 +106,21 @@ class FusionClassifier(nn.Module):
                 if frames:
                     x = x.reshape((-1,) + x.shape[2:])
                     mask = None if mask is None else jnp.repeat(mask, frames)
-                branch = backbone(self.backbone, width=self.width, dtype=self.dtype,
-                                       variant=self.variant, fold_bn=self.fold_bn,
-                                       lowering=self.lowering, name=f"{m}_backbone")(
-                    x, train=train, mask=mask)
+                branch = backbone(
+                    self.backbone,
+                    width=self.width,
+                    dtype=self.dtype,
+                    variant=self.variant,
+                    fold_bn=self.fold_bn,
+                    lowering=self.lowering,
+                    name=f"{m}_backbone",
+                )(x, train=train, mask=mask)
                 out[m] = branch
                 feature = branch["pooled"]
                 if frames:
                     feature = feature.reshape(-1, frames, feature.shape[-1])
                     if self.temporal_pool == "attention":
-                        feature, out[f"{m}_frame_weights"] = TemporalAttentionPool(
-                            name=f"{m}_temporal_pool")(feature)
+                        feature, out[f"{m}_frame_weights"] = TemporalAttentionPool(name=f"{m}_temporal_pool")(feature)
                     else:
                         feature = feature.mean(axis=1)
             else:
@@ -131,8 +140,14 @@ class FusionClassifier(nn.Module):
 def build_model(config) -> FusionClassifier:
     """The classifier a run's config describes (``config.modalities`` and ``config.model``)."""
     m = config.model
-    return FusionClassifier(modalities=names.parse_modalities(config.modalities), backbone=m.backbone,
-                            width=m.width, dtype=jnp.dtype(m.dtype), variant=m.variant,
-                            missing_inputs=m.missing_inputs, modality_dropout=m.modality_dropout,
-                            temporal_pool=m.temporal_pool,
-                            lowering=m.get("lowering", "auto"))  # runs stored before the field: auto
+    return FusionClassifier(
+        modalities=names.parse_modalities(config.modalities),
+        backbone=m.backbone,
+        width=m.width,
+        dtype=jnp.dtype(m.dtype),
+        variant=m.variant,
+        missing_inputs=m.missing_inputs,
+        modality_dropout=m.modality_dropout,
+        temporal_pool=m.temporal_pool,
+        lowering=m.get("lowering", "auto"),
+    )  # runs stored before the field: auto

@@ -12,7 +12,8 @@ Intermediates: ``stem`` (after the second max-pool), ``stage1`` (Mixed_5d), ``st
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import flax.linen as nn
 import jax.numpy as jnp
@@ -37,11 +38,19 @@ class BasicConv(nn.Module):
     @nn.compact
     def __call__(self, x, train: bool, mask=None):
         ph, pw = self.padding
-        x = nn.Conv(self.features, tuple(self.kernel), (self.strides,) * 2,
-                    padding=((ph, ph), (pw, pw)), use_bias=False, dtype=self.dtype,
-                    conv_general_dilated=conv_function(self.lowering), name="conv")(x)
-        x = nn.BatchNorm(use_running_average=not train, momentum=BN_MOMENTUM, epsilon=BN_EPSILON,
-                         dtype=self.dtype, name="bn")(x, mask=mask)
+        x = nn.Conv(
+            self.features,
+            tuple(self.kernel),
+            (self.strides,) * 2,
+            padding=((ph, ph), (pw, pw)),
+            use_bias=False,
+            dtype=self.dtype,
+            conv_general_dilated=conv_function(self.lowering),
+            name="conv",
+        )(x)
+        x = nn.BatchNorm(
+            use_running_average=not train, momentum=BN_MOMENTUM, epsilon=BN_EPSILON, dtype=self.dtype, name="bn"
+        )(x, mask=mask)
         return nn.relu(x)
 
 
@@ -64,8 +73,15 @@ class _Mixed(nn.Module):
     def conv(self, name, channels, kernel, strides=1, padding=(0, 0)):
         if isinstance(kernel, int):
             kernel = (kernel, kernel)
-        return BasicConv(max(1, int(channels * self.scale)), kernel, strides, padding,
-                         dtype=self.dtype, lowering=self.lowering, name=name)
+        return BasicConv(
+            max(1, int(channels * self.scale)),
+            kernel,
+            strides,
+            padding,
+            dtype=self.dtype,
+            lowering=self.lowering,
+            name=name,
+        )
 
 
 class InceptionA(_Mixed):
@@ -130,11 +146,18 @@ class InceptionE(_Mixed):
         c = lambda *a, **k: lambda y: self.conv(*a, **k)(y, train, mask)  # noqa: E731
         b1 = c("branch1x1", 320, 1)(x)
         b3 = c("branch3x3_1", 384, 1)(x)
-        b3 = jnp.concatenate([c("branch3x3_2a", 384, (1, 3), padding=(0, 1))(b3),
-                              c("branch3x3_2b", 384, (3, 1), padding=(1, 0))(b3)], axis=-1)
+        b3 = jnp.concatenate(
+            [c("branch3x3_2a", 384, (1, 3), padding=(0, 1))(b3), c("branch3x3_2b", 384, (3, 1), padding=(1, 0))(b3)],
+            axis=-1,
+        )
         bd = c("branch3x3dbl_2", 384, 3, padding=(1, 1))(c("branch3x3dbl_1", 448, 1)(x))
-        bd = jnp.concatenate([c("branch3x3dbl_3a", 384, (1, 3), padding=(0, 1))(bd),
-                              c("branch3x3dbl_3b", 384, (3, 1), padding=(1, 0))(bd)], axis=-1)
+        bd = jnp.concatenate(
+            [
+                c("branch3x3dbl_3a", 384, (1, 3), padding=(0, 1))(bd),
+                c("branch3x3dbl_3b", 384, (3, 1), padding=(1, 0))(bd),
+            ],
+            axis=-1,
+        )
         bp = c("branch_pool", 192, 1)(_avg_pool(x))
         return jnp.concatenate([b1, b3, bd, bp], axis=-1)
 
@@ -147,14 +170,17 @@ class InceptionV3(nn.Module):
     @nn.compact
     def __call__(self, x, train: bool = False, mask=None) -> dict[str, jnp.ndarray]:
         if min(x.shape[1:3]) < MIN_SIZE:
-            raise ValueError(f"Inception-v3 needs inputs of at least {MIN_SIZE}x{MIN_SIZE} pixels, "
-                             f"got {x.shape[1]}x{x.shape[2]} (data.image_size)")
+            raise ValueError(
+                f"Inception-v3 needs inputs of at least {MIN_SIZE}x{MIN_SIZE} pixels, "
+                f"got {x.shape[1]}x{x.shape[2]} (data.image_size)"
+            )
         if mask is not None:
             mask = jnp.asarray(mask, bool)[:, None, None, None]
         s = self.width / 64
         kw = dict(scale=s, dtype=self.dtype, lowering=self.lowering)
         conv = lambda name, ch, k, st=1, p=(0, 0): BasicConv(  # noqa: E731
-            max(1, int(ch * s)), (k, k), st, p, dtype=self.dtype, lowering=self.lowering, name=name)
+            max(1, int(ch * s)), (k, k), st, p, dtype=self.dtype, lowering=self.lowering, name=name
+        )
         out = {}
         x = x.astype(self.dtype)
         x = conv("Conv2d_1a_3x3", 32, 3, 2)(x, train, mask)

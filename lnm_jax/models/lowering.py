@@ -18,7 +18,7 @@ Both compute the same function with the same parameters (equal to float rounding
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import jax
 from jax import lax
@@ -37,8 +37,7 @@ def resolve(lowering: str) -> str:
     return lowering
 
 
-def _is_plain_pointwise(lhs, rhs, padding, lhs_dilation, rhs_dilation, dimension_numbers,
-                        feature_group_count) -> bool:
+def _is_plain_pointwise(lhs, rhs, padding, lhs_dilation, rhs_dilation, dimension_numbers, feature_group_count) -> bool:
     if rhs.ndim != 4 or rhs.shape[:2] != (1, 1) or feature_group_count != 1:
         return False
     if any(d is not None and tuple(d) != (1, 1) for d in (lhs_dilation, rhs_dilation)):
@@ -50,23 +49,45 @@ def _is_plain_pointwise(lhs, rhs, padding, lhs_dilation, rhs_dilation, dimension
     return lax.conv_dimension_numbers(lhs.shape, rhs.shape, dimension_numbers) == want
 
 
-def gemm_pointwise_conv(lhs, rhs, window_strides, padding, lhs_dilation=None, rhs_dilation=None,
-                        dimension_numbers=None, feature_group_count=1, precision=None,
-                        preferred_element_type=None):
+def gemm_pointwise_conv(
+    lhs,
+    rhs,
+    window_strides,
+    padding,
+    lhs_dilation=None,
+    rhs_dilation=None,
+    dimension_numbers=None,
+    feature_group_count=1,
+    precision=None,
+    preferred_element_type=None,
+):
     """``lax.conv_general_dilated`` with NHWC/HWIO 1x1 convolutions as slice + GEMM (the
     signature flax's ``nn.Conv(conv_general_dilated=...)`` calls); any other convolution is
     passed to XLA unchanged."""
-    if not _is_plain_pointwise(lhs, rhs, padding, lhs_dilation, rhs_dilation, dimension_numbers,
-                               feature_group_count):
-        return lax.conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation, rhs_dilation,
-                                        dimension_numbers, feature_group_count, precision=precision,
-                                        preferred_element_type=preferred_element_type)
+    if not _is_plain_pointwise(lhs, rhs, padding, lhs_dilation, rhs_dilation, dimension_numbers, feature_group_count):
+        return lax.conv_general_dilated(
+            lhs,
+            rhs,
+            window_strides,
+            padding,
+            lhs_dilation,
+            rhs_dilation,
+            dimension_numbers,
+            feature_group_count,
+            precision=precision,
+            preferred_element_type=preferred_element_type,
+        )
     sh, sw = window_strides
     x = lhs if (sh, sw) == (1, 1) else lhs[:, ::sh, ::sw, :]
     # 2-D, so that the filter gradient contracts one dimension: with the pixels as three
     # contracting dimensions of a 4-D dot, XLA:CPU transposes the activations first.
-    y = lax.dot_general(x.reshape(-1, x.shape[-1]), rhs[0, 0], (((1,), (0,)), ((), ())),
-                        precision=precision, preferred_element_type=preferred_element_type)
+    y = lax.dot_general(
+        x.reshape(-1, x.shape[-1]),
+        rhs[0, 0],
+        (((1,), (0,)), ((), ())),
+        precision=precision,
+        preferred_element_type=preferred_element_type,
+    )
     return y.reshape(x.shape[:3] + (rhs.shape[-1],))
 
 

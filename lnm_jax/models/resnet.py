@@ -20,8 +20,9 @@ global-average-pooled ``pooled`` feature; each of ``stem`` and ``stage*`` is als
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from functools import partial
-from typing import Any, Sequence
+from typing import Any
 
 import flax.linen as nn
 import jax.numpy as jnp
@@ -90,7 +91,7 @@ class Bottleneck(_Block):
     @nn.compact
     def __call__(self, x, mask=None):
         conv, norm = self.conv, self.norm
-        s1, s3 = ((self.strides, 1) if self.stride_in_1x1 else (1, self.strides))
+        s1, s3 = (self.strides, 1) if self.stride_in_1x1 else (1, self.strides)
         y = conv(self.features, (1, 1), (s1, s1), padding=((0, 0), (0, 0)), name="conv1")(x)
         y = nn.relu(norm(name="bn1")(y, mask=mask))
         y = conv(self.features, (3, 3), (s3, s3), padding=_pad(3), name="conv2")(y)
@@ -122,11 +123,23 @@ class ResNet(nn.Module):
     def __call__(self, x, train: bool = False, mask=None) -> dict[str, jnp.ndarray]:
         if self.fold_bn and train:
             raise ValueError("a BatchNorm-folded ResNet is for inference only")
-        conv = partial(nn.Conv, use_bias=self.conv_bias or self.fold_bn, dtype=self.dtype,
-                       conv_general_dilated=conv_function(self.lowering))
-        norm = _no_norm if self.fold_bn else partial(
-            nn.BatchNorm, use_running_average=not train, momentum=BN_MOMENTUM, epsilon=self.bn_epsilon,
-            dtype=self.dtype)
+        conv = partial(
+            nn.Conv,
+            use_bias=self.conv_bias or self.fold_bn,
+            dtype=self.dtype,
+            conv_general_dilated=conv_function(self.lowering),
+        )
+        norm = (
+            _no_norm
+            if self.fold_bn
+            else partial(
+                nn.BatchNorm,
+                use_running_average=not train,
+                momentum=BN_MOMENTUM,
+                epsilon=self.bn_epsilon,
+                dtype=self.dtype,
+            )
+        )
         out = {}
         if mask is not None:
             mask = jnp.asarray(mask, bool)[:, None, None, None]
@@ -144,8 +157,15 @@ class ResNet(nn.Module):
             for j in range(n_blocks):
                 strides = 2 if (i > 0 and j == 0) else 1
                 downsample = j == 0 and (strides != 1 or in_features != features * self.block.expansion)
-                x = self.block(features, conv, norm, strides, downsample, stride_in_1x1=self.stride_in_1x1,
-                               name=f"layer{i + 1}_{j}")(x, mask)
+                x = self.block(
+                    features,
+                    conv,
+                    norm,
+                    strides,
+                    downsample,
+                    stride_in_1x1=self.stride_in_1x1,
+                    name=f"layer{i + 1}_{j}",
+                )(x, mask)
                 in_features = features * self.block.expansion
             x = self.perturb(f"stage{i + 1}", x)
             out[f"stage{i + 1}"] = x

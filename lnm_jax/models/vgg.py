@@ -38,13 +38,22 @@ class VGG(nn.Module):
         index = 0  # torchvision's position in `features`
         for block, name in zip(VGG11_BLOCKS, STAGE_NAMES):
             for channels in block:
-                x = nn.Conv(max(1, channels * self.width // 64), (3, 3), padding=((1, 1), (1, 1)),
-                            dtype=self.dtype, name=f"features_{index}")(x)
+                x = nn.Conv(
+                    max(1, channels * self.width // 64),
+                    (3, 3),
+                    padding=((1, 1), (1, 1)),
+                    dtype=self.dtype,
+                    name=f"features_{index}",
+                )(x)
                 index += 1
                 if self.batch_norm:
-                    x = nn.BatchNorm(use_running_average=not train, momentum=BN_MOMENTUM,
-                                     epsilon=BN_EPSILON, dtype=self.dtype,
-                                     name=f"features_{index}")(x, mask=mask)
+                    x = nn.BatchNorm(
+                        use_running_average=not train,
+                        momentum=BN_MOMENTUM,
+                        epsilon=BN_EPSILON,
+                        dtype=self.dtype,
+                        name=f"features_{index}",
+                    )(x, mask=mask)
                     index += 1
                 x = nn.relu(x)
                 index += 1

@@ -8,7 +8,7 @@ counted as 'missing' and left out of the tests.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -57,11 +57,21 @@ def cohort_table(cohort: Cohort, groups: dict[str, Sequence[str]]) -> list[dict]
             cells = {}
             for g in names:
                 x = nums[g]
-                cells[g] = (f"{np.median(x):.1f} ({np.percentile(x, 25):.1f}-{np.percentile(x, 75):.1f})"
-                            if len(x) else "-")
+                cells[g] = (
+                    f"{np.median(x):.1f} ({np.percentile(x, 25):.1f}-{np.percentile(x, 75):.1f})" if len(x) else "-"
+                )
             p = mann_whitney(nums[names[0]], nums[names[1]]) if all(len(nums[g]) for g in names) else float("nan")
-            rows.append({"variable": col, "level": "median (IQR)", "kind": "continuous",
-                         **cells, "p": p, "method": "Mann-Whitney U", "missing": missing})
+            rows.append(
+                {
+                    "variable": col,
+                    "level": "median (IQR)",
+                    "kind": "continuous",
+                    **cells,
+                    "p": p,
+                    "method": "Mann-Whitney U",
+                    "missing": missing,
+                }
+            )
             continue
         present = {g: [v for v in vals[g] if v != ""] for g in names}
         p = chi_square(present[names[0]], present[names[1]])
@@ -71,9 +81,17 @@ def cohort_table(cohort: Cohort, groups: dict[str, Sequence[str]]) -> list[dict]
             for g in names:
                 n = present[g].count(level)
                 cells[g] = f"{n} ({100 * n / max(len(present[g]), 1):.1f}%)"
-            rows.append({"variable": col if i == 0 else "", "level": level, "kind": "categorical",
-                         **cells, "p": p if i == 0 else None,
-                         "method": "Pearson chi-square" if i == 0 else "", "missing": missing})
+            rows.append(
+                {
+                    "variable": col if i == 0 else "",
+                    "level": level,
+                    "kind": "categorical",
+                    **cells,
+                    "p": p if i == 0 else None,
+                    "method": "Pearson chi-square" if i == 0 else "",
+                    "missing": missing,
+                }
+            )
     return rows
 
 
@@ -82,8 +100,8 @@ def cohort_table_markdown(rows: list[dict], groups: dict[str, Sequence[str]]) ->
     head = " | ".join(f"{g} (n={len(groups[g])})" for g in names)
     lines = [f"| variable | level | {head} | p | method |", "|---|---|" + "---:|" * len(names) + "---:|---|"]
     for r in rows:
-        p = "" if r["p"] is None else ("-" if np.isnan(r["p"]) else
-                                       ("<0.001" if r["p"] < 0.001 else f"{r['p']:.3f}"))
-        lines.append(f"| {r['variable']} | {r['level']} | " + " | ".join(r[g] for g in names)
-                     + f" | {p} | {r['method']} |")
+        p = "" if r["p"] is None else ("-" if np.isnan(r["p"]) else ("<0.001" if r["p"] < 0.001 else f"{r['p']:.3f}"))
+        lines.append(
+            f"| {r['variable']} | {r['level']} | " + " | ".join(r[g] for g in names) + f" | {p} | {r['method']} |"
+        )
     return "\n".join(lines) + "\n"

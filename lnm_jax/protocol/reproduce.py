@@ -38,8 +38,7 @@ from lnm_jax.fileio import write_text
 from lnm_jax.metric_writer import read_history
 from lnm_jax.protocol.cohort_table import cohort_table, cohort_table_markdown
 from lnm_jax.run import Run, resolve_cohort, split_document
-from lnm_jax.run_files import (CAM_GRID_CORRECT, CAM_GRID_INCORRECT, GENERATOR, PROTOCOL_RUNS, REPORT, RESULTS,
-                               RunFiles)
+from lnm_jax.run_files import CAM_GRID_CORRECT, CAM_GRID_INCORRECT, GENERATOR, PROTOCOL_RUNS, REPORT, RESULTS, RunFiles
 
 
 def plan_runs(config: ConfigDict) -> dict[str, dict]:
@@ -50,8 +49,9 @@ def plan_runs(config: ConfigDict) -> dict[str, dict]:
     def add(setting: str, backbone: str, table: str):
         uses_images = any(m in names.IMAGE_INPUTS for m in names.parse_modalities(setting))
         name = f"{setting}_{backbone}" if uses_images else setting
-        runs.setdefault(name, {"setting": setting, "backbone": backbone if uses_images else "-",
-                               "tables": []})["tables"].append(table)
+        runs.setdefault(name, {"setting": setting, "backbone": backbone if uses_images else "-", "tables": []})[
+            "tables"
+        ].append(table)
 
     for s in config.protocol.settings:  # Table 3's order: the report lists runs in this order
         add(s, config.model.backbone, "table3")
@@ -88,8 +88,11 @@ def _train_and_predict(config: ConfigDict, split: Split, folder: Path, split_doc
     out = {"train_wall_s": time.perf_counter() - t0, "best_epoch": run.predictor("best").meta["epoch"]}
     for subset in ("val", "test"):
         p = run.predict(subset)
-        out[subset] = {names.PATIENT_ID: p[names.PATIENT_ID].tolist(), names.LABEL: p[names.LABEL].tolist(),
-                       "logit": p["logit"].astype(float).tolist()}
+        out[subset] = {
+            names.PATIENT_ID: p[names.PATIENT_ID].tolist(),
+            names.LABEL: p[names.LABEL].tolist(),
+            "logit": p["logit"].astype(float).tolist(),
+        }
     write_text(done, json.dumps(out))
     return out, run
 
@@ -98,24 +101,39 @@ def _metrics(labels, logits, config: ConfigDict, *, permutations: bool) -> dict:
     """The shared summary at ``protocol.threshold`` (DeLong and bootstrap CIs), with the
     label-permutation p-values of the threshold metrics for Table 3."""
     ec, pc = config.eval, config.protocol
-    out = summarise_predictions(labels, logits, threshold=pc.threshold, ci_level=ec.ci_level,
-                                n_boot=ec.bootstrap, seed=ec.seed, calibration=False)
+    out = summarise_predictions(
+        labels,
+        logits,
+        threshold=pc.threshold,
+        ci_level=ec.ci_level,
+        n_boot=ec.bootstrap,
+        seed=ec.seed,
+        calibration=False,
+    )
     if permutations and pc.permutations:
         labels = np.asarray(labels).astype(int)
         pred = (M.sigmoid(logits) >= pc.threshold).astype(int)
-        stat = {"sensitivity": lambda y, q: M.threshold_metrics(y, q, 0.5)["sensitivity"],
-                "specificity": lambda y, q: M.threshold_metrics(y, q, 0.5)["specificity"],
-                "accuracy": lambda y, q: float(np.mean(y == q))}
-        out["permutation_p"] = {k: permutation_p_value(labels, pred, f, n_permutations=pc.permutations,
-                                                       seed=ec.seed) for k, f in stat.items()}
+        stat = {
+            "sensitivity": lambda y, q: M.threshold_metrics(y, q, 0.5)["sensitivity"],
+            "specificity": lambda y, q: M.threshold_metrics(y, q, 0.5)["specificity"],
+            "accuracy": lambda y, q: float(np.mean(y == q)),
+        }
+        out["permutation_p"] = {
+            k: permutation_p_value(labels, pred, f, n_permutations=pc.permutations, seed=ec.seed)
+            for k, f in stat.items()
+        }
     return out
 
 
 def _fold_summary(per_fold: list[dict]) -> dict:
-    values = {"auc": [f["auc"] for f in per_fold],
-              **{k: [f["at_threshold"][k] for f in per_fold] for k in THRESHOLD_METRICS}}
-    return {k: {"mean": float(np.nanmean(v)), "sd": float(np.nanstd(v, ddof=1)) if len(v) > 1 else 0.0}
-            for k, v in values.items()}
+    values = {
+        "auc": [f["auc"] for f in per_fold],
+        **{k: [f["at_threshold"][k] for f in per_fold] for k in THRESHOLD_METRICS},
+    }
+    return {
+        k: {"mean": float(np.nanmean(v)), "sd": float(np.nanstd(v, ddof=1)) if len(v) > 1 else 0.0}
+        for k, v in values.items()
+    }
 
 
 def _pooled(preds: list[dict], subset: str) -> tuple[np.ndarray, np.ndarray, list[str]]:
@@ -145,8 +163,11 @@ def reproduce(config: ConfigDict, workdir: Path | str) -> dict:
     if folds:
         splits = kfold_splits(cohort.ids, cohort.labels, k=folds, seed=sc.seed, val_fraction=sc.val_fraction)
     else:
-        splits = [holdout_split(cohort.ids, cohort.labels, seed=sc.seed, test_fraction=sc.test_fraction,
-                                val_fraction=sc.val_fraction)]
+        splits = [
+            holdout_split(
+                cohort.ids, cohort.labels, seed=sc.seed, test_fraction=sc.test_fraction, val_fraction=sc.val_fraction
+            )
+        ]
     split_doc = split_document(config, cohort, method=f"{folds}-fold" if folds else "holdout")
     save_splits(files.splits, splits, **split_doc)
     write_text(files.config, config.to_json(indent=2))
@@ -163,8 +184,9 @@ def reproduce(config: ConfigDict, workdir: Path | str) -> dict:
         preds[name] = []
         for k, split in enumerate(splits):
             folder = workdir / PROTOCOL_RUNS / name / (f"fold{k}" if folds else "")
-            print(f"[reproduce] {name}{f' fold {k}' if folds else ''} ({run['setting']}, {run['backbone']})",
-                  flush=True)
+            print(
+                f"[reproduce] {name}{f' fold {k}' if folds else ''} ({run['setting']}, {run['backbone']})", flush=True
+            )
             pred, trained = _train_and_predict(rc, split, folder, split_doc)
             preds[name].append(pred)
             if trained is not None and k == 0:
@@ -172,28 +194,49 @@ def reproduce(config: ConfigDict, workdir: Path | str) -> dict:
 
     # Table 2 judges on the validation set (holdout) or the out-of-fold test sets (folds).
     t2_subset = "test" if folds else "val"
-    results = {"manifest": str(manifest), "manifest_sha256": cohort.sha256, "config": config.name,
-               "split": split_doc["method"], "patients": len(cohort),
-               "threshold": config.protocol.threshold,
-               "table1": {"groups": {g: len(v) for g, v in groups.items()}, "rows": table1},
-               "table2": {"subset": t2_subset, "rows": {}}, "table3": {"subset": "test", "rows": {}},
-               "runs": {n: {"setting": r["setting"], "backbone": r["backbone"],
-                            "train_wall_s": [p["train_wall_s"] for p in preds[n]],
-                            "best_epoch": [p["best_epoch"] for p in preds[n]]} for n, r in runs.items()}}
+    results = {
+        "manifest": str(manifest),
+        "manifest_sha256": cohort.sha256,
+        "config": config.name,
+        "split": split_doc["method"],
+        "patients": len(cohort),
+        "threshold": config.protocol.threshold,
+        "table1": {"groups": {g: len(v) for g, v in groups.items()}, "rows": table1},
+        "table2": {"subset": t2_subset, "rows": {}},
+        "table3": {"subset": "test", "rows": {}},
+        "runs": {
+            n: {
+                "setting": r["setting"],
+                "backbone": r["backbone"],
+                "train_wall_s": [p["train_wall_s"] for p in preds[n]],
+                "best_epoch": [p["best_epoch"] for p in preds[n]],
+            }
+            for n, r in runs.items()
+        },
+    }
     figures = {}
     pc = config.protocol
-    order = {"table3": lambda n: list(pc.settings).index(runs[n]["setting"]),
-             "table2": lambda n: (list(pc.table2_modalities).index(runs[n]["setting"]),
-                                  list(pc.backbones).index(runs[n]["backbone"]))}
+    order = {
+        "table3": lambda n: list(pc.settings).index(runs[n]["setting"]),
+        "table2": lambda n: (
+            list(pc.table2_modalities).index(runs[n]["setting"]),
+            list(pc.backbones).index(runs[n]["backbone"]),
+        ),
+    }
     for table, subset in (("table2", t2_subset), ("table3", "test")):
         for name in sorted((n for n in runs if table in runs[n]["tables"]), key=order[table]):
             run = runs[name]
             y, z, _ = _pooled(preds[name], subset)
-            row = {"setting": run["setting"], "backbone": run["backbone"],
-                   **_metrics(y, z, config, permutations=table == "table3")}
+            row = {
+                "setting": run["setting"],
+                "backbone": run["backbone"],
+                **_metrics(y, z, config, permutations=table == "table3"),
+            }
             if folds:
-                row["per_fold"] = [_metrics(f[subset][names.LABEL], f[subset]["logit"], config, permutations=False)
-                                   for f in preds[name]]
+                row["per_fold"] = [
+                    _metrics(f[subset][names.LABEL], f[subset]["logit"], config, permutations=False)
+                    for f in preds[name]
+                ]
                 row["folds"] = _fold_summary(row["per_fold"])
             results[table]["rows"][name] = row
 
@@ -205,8 +248,11 @@ def reproduce(config: ConfigDict, workdir: Path | str) -> dict:
                 y, z, _ = _pooled(preds[name], t2_subset)
                 curves[row["backbone"]] = (y, M.sigmoid(z), row["auc"])
         figures[f"roc_{m}_backbones"] = f"roc_{m}_backbones.png"
-        plot_roc(curves, workdir / figures[f"roc_{m}_backbones"],
-                 title=f"{names.SETTING_LABELS.get(m, m)}: backbones ({t2_subset} set)")
+        plot_roc(
+            curves,
+            workdir / figures[f"roc_{m}_backbones"],
+            title=f"{names.SETTING_LABELS.get(m, m)}: backbones ({t2_subset} set)",
+        )
     curves = {}
     for name, row in results["table3"]["rows"].items():
         y, z, _ = _pooled(preds[name], "test")
@@ -225,8 +271,11 @@ def reproduce(config: ConfigDict, workdir: Path | str) -> dict:
         name = by_setting["triple"]
         triple_dir = workdir / PROTOCOL_RUNS / name / ("fold0" if folds else "")
         figures["convergence_triple"] = "convergence_triple.png"
-        plot_convergence(read_history(RunFiles(triple_dir).history), workdir / figures["convergence_triple"],
-                         title=f"Triple model ({config.model.backbone}){' fold 0' if folds else ''}")
+        plot_convergence(
+            read_history(RunFiles(triple_dir).history),
+            workdir / figures["convergence_triple"],
+            title=f"Triple model ({config.model.backbone}){' fold 0' if folds else ''}",
+        )
         if config.protocol.gradcam and config.data.clip_frames == 1:
             from lnm_jax.explain.heatmaps import gradcam  # noqa: PLC0415
 
@@ -256,8 +305,11 @@ def generator_bayes_aucs(manifest: Path, config: ConfigDict) -> dict | None:
     if not gen.is_file():
         return None
     doc = json.loads(gen.read_text())
-    key = "bayes_auc_single_ceus_frame" if config.data.clip_frames == 1 and doc["params"].get("clip_frames") \
+    key = (
+        "bayes_auc_single_ceus_frame"
+        if config.data.clip_frames == 1 and doc["params"].get("clip_frames")
         else "bayes_auc"
+    )
     return {"bayes_auc": {s: doc[key][s] for s in names.SETTINGS if s in doc[key]}}
 
 
@@ -267,12 +319,15 @@ def table3_lines(results: dict) -> list[str]:
     for row in results["table3"]["rows"].values():
         lo, hi = row["auc_ci_delong"]
         at = row["at_threshold"]
-        out.append(f"{row['setting']:7s} test AUC {row['auc']:.3f} ({lo:.3f}-{hi:.3f})  sens "
-                   f"{at['sensitivity']:.3f} spec {at['specificity']:.3f} acc {at['accuracy']:.3f}")
+        out.append(
+            f"{row['setting']:7s} test AUC {row['auc']:.3f} ({lo:.3f}-{hi:.3f})  sens "
+            f"{at['sensitivity']:.3f} spec {at['specificity']:.3f} acc {at['accuracy']:.3f}"
+        )
     return out
 
 
 # ------------------------------------------------------------------------------- report
+
 
 def _p(p) -> str:
     if p is None or (isinstance(p, float) and math.isnan(p)):
@@ -285,63 +340,96 @@ def _ci(row, key) -> str:
     return f"{lo:.3f}-{hi:.3f}"
 
 
+def _label(row: dict) -> str:
+    return names.SETTING_LABELS.get(row["setting"], row["setting"])
+
+
 def _pct(x) -> str:
     return "-" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{100 * x:.1f}%"
 
 
 def report_markdown(results: dict, groups: dict) -> str:
     folds = results["split"] != "holdout"
-    L = [f"# Protocol report: {results['config']}", "",
-         f"Cohort `{results['manifest']}` ({results['patients']} patients, sha256 "
-         f"{results['manifest_sha256'][:12]}); split: {results['split']}; training time summed "
-         f"over the runs {sum(sum(r['train_wall_s']) for r in results['runs'].values()) / 60:.1f} min; "
-         f"this invocation {results['wall_s'] / 60:.1f} min (finished runs are reused). Every number "
-         f"is also in `results.json`.", "",
-         "## Table 1: cohort characteristics", "",
-         cohort_table_markdown(results["table1"]["rows"], groups)]
+    L = [
+        f"# Protocol report: {results['config']}",
+        "",
+        f"Cohort `{results['manifest']}` ({results['patients']} patients, sha256 "
+        f"{results['manifest_sha256'][:12]}); split: {results['split']}; training time summed "
+        f"over the runs {sum(sum(r['train_wall_s']) for r in results['runs'].values()) / 60:.1f} min; "
+        f"this invocation {results['wall_s'] / 60:.1f} min (finished runs are reused). Every number "
+        f"is also in `results.json`.",
+        "",
+        "## Table 1: cohort characteristics",
+        "",
+        cohort_table_markdown(results["table1"]["rows"], groups),
+    ]
     t2 = results["table2"]
-    L += [f"## Table 2: backbones per image modality ({t2['subset']} set"
-          f"{', pooled out-of-fold' if folds else ', the 8:2 split of the training set'})", "",
-          "| modality | backbone | AUC | 95% CI (DeLong) | 95% CI (bootstrap) | sensitivity | specificity | accuracy |"
-          + (" AUC mean +- SD over folds |" if folds else ""),
-          "|---|---|---:|---:|---:|---:|---:|---:|" + ("---:|" if folds else "")]
+    L += [
+        f"## Table 2: backbones per image modality ({t2['subset']} set"
+        f"{', pooled out-of-fold' if folds else ', the 8:2 split of the training set'})",
+        "",
+        "| modality | backbone | AUC | 95% CI (DeLong) | 95% CI (bootstrap) | sensitivity | specificity | accuracy |"
+        + (" AUC mean +- SD over folds |" if folds else ""),
+        "|---|---|---:|---:|---:|---:|---:|---:|" + ("---:|" if folds else ""),
+    ]
     for row in t2["rows"].values():
-        line = (f"| {names.SETTING_LABELS.get(row['setting'], row['setting'])} | {row['backbone']} | {row['auc']:.3f} | "
-                f"{_ci(row, 'auc_ci_delong')} | {_ci(row, 'auc_ci_bootstrap')} | {_pct(row['at_threshold']['sensitivity'])} | "
-                f"{_pct(row['at_threshold']['specificity'])} | {_pct(row['at_threshold']['accuracy'])} |")
+        line = (
+            f"| {_label(row)} | {row['backbone']} | {row['auc']:.3f} | "
+            f"{_ci(row, 'auc_ci_delong')} | {_ci(row, 'auc_ci_bootstrap')} | "
+            + " | ".join(_pct(row["at_threshold"][k]) for k in THRESHOLD_METRICS)
+            + " |"
+        )
         if folds:
             line += f" {row['folds']['auc']['mean']:.3f} +- {row['folds']['auc']['sd']:.3f} |"
         L.append(line)
     L += ["", *(f"![{k}]({v})" for k, v in results["figures"].items() if k.endswith("_backbones")), ""]
     t3 = results["table3"]
-    L += [f"## Table 3: input settings (test set{', pooled out-of-fold' if folds else ''})", "",
-          "| setting | AUC | 95% CI (DeLong) | 95% CI (bootstrap) | sensitivity (p) | specificity (p) | accuracy (p) |"
-          + (" AUC mean +- SD over folds |" if folds else ""),
-          "|---|---:|---:|---:|---:|---:|---:|" + ("---:|" if folds else "")]
+    L += [
+        f"## Table 3: input settings (test set{', pooled out-of-fold' if folds else ''})",
+        "",
+        "| setting | AUC | 95% CI (DeLong) | 95% CI (bootstrap) | sensitivity (p) | specificity (p) | accuracy (p) |"
+        + (" AUC mean +- SD over folds |" if folds else ""),
+        "|---|---:|---:|---:|---:|---:|---:|" + ("---:|" if folds else ""),
+    ]
     for row in t3["rows"].values():
         pp = row.get("permutation_p", {})
-        line = (f"| {names.SETTING_LABELS.get(row['setting'], row['setting'])} | {row['auc']:.3f} | {_ci(row, 'auc_ci_delong')} | "
-                f"{_ci(row, 'auc_ci_bootstrap')} | "
-                + " | ".join(f"{_pct(row['at_threshold'][k])} ({_p(pp.get(k))})" for k in THRESHOLD_METRICS) + " |")
+        line = (
+            f"| {_label(row)} | {row['auc']:.3f} | {_ci(row, 'auc_ci_delong')} | "
+            f"{_ci(row, 'auc_ci_bootstrap')} | "
+            + " | ".join(f"{_pct(row['at_threshold'][k])} ({_p(pp.get(k))})" for k in THRESHOLD_METRICS)
+            + " |"
+        )
         if folds:
             line += f" {row['folds']['auc']['mean']:.3f} +- {row['folds']['auc']['sd']:.3f} |"
         L.append(line)
-    L += ["", "Sensitivity, specificity and accuracy at probability threshold "
-          f"{results.get('threshold', 0.5)}; p: one-sided label-permutation test. With the predictions "
-          "fixed, a permutation changes only the true positives, and all three metrics grow with them: "
-          "their p-values coincide by construction (one test of the predictions against the labels).", ""]
+    L += [
+        "",
+        "Sensitivity, specificity and accuracy at probability threshold "
+        f"{results.get('threshold', 0.5)}; p: one-sided label-permutation test. With the predictions "
+        "fixed, a permutation changes only the true positives, and all three metrics grow with them: "
+        "their p-values coincide by construction (one test of the predictions against the labels).",
+        "",
+    ]
     for k, t in t3.get("delong", {}).items():
         a, b = k.split("_vs_")
         p = "p < 0.001" if t["p"] < 0.001 else f"p = {t['p']:.3f}"
-        L.append(f"- DeLong, {names.SETTING_LABELS[a]} vs {names.SETTING_LABELS[b]}: AUC {t['auc_a']:.3f} vs {t['auc_b']:.3f}, "
-                 f"difference {t['difference']:+.3f}, {p}")
+        L.append(
+            f"- DeLong, {names.SETTING_LABELS[a]} vs {names.SETTING_LABELS[b]}: "
+            f"AUC {t['auc_a']:.3f} vs {t['auc_b']:.3f}, "
+            f"difference {t['difference']:+.3f}, {p}"
+        )
     ref = results.get("reference")
     if ref:
-        L += ["", "Synthetic cohort: Bayes-optimal AUC of each setting: "
-              + ", ".join(f"{k} {v:.3f}" for k, v in ref["bayes_auc"].items())]
+        L += [
+            "",
+            "Synthetic cohort: Bayes-optimal AUC of each setting: "
+            + ", ".join(f"{k} {v:.3f}" for k, v in ref["bayes_auc"].items()),
+        ]
     L += [""] + [f"![{k}]({v})" for k, v in results["figures"].items() if not k.endswith("_backbones")]
     L += ["", "## Runs", "", "| run | setting | backbone | best epoch | train wall (s) |", "|---|---|---|---:|---:|"]
     for name, r in results["runs"].items():
-        L.append(f"| {name} | {r['setting']} | {r['backbone']} | {', '.join(map(str, r['best_epoch']))} | "
-                 f"{sum(r['train_wall_s']):.0f} |")
+        L.append(
+            f"| {name} | {r['setting']} | {r['backbone']} | {', '.join(map(str, r['best_epoch']))} | "
+            f"{sum(r['train_wall_s']):.0f} |"
+        )
     return "\n".join(L) + "\n"

@@ -24,8 +24,9 @@ class RunCheckpoints:
         self._managers = {k: ocp.CheckpointManager(root / k, options=opts) for k in KINDS}
 
     def save(self, kind: str, epoch: int, state: Any, meta: dict) -> None:
-        self._managers[kind].save(epoch, args=ocp.args.Composite(
-            state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)))
+        self._managers[kind].save(
+            epoch, args=ocp.args.Composite(state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta))
+        )
 
     def latest_epoch(self, kind: str) -> int | None:
         return self._managers[kind].latest_step()
@@ -37,8 +38,9 @@ class RunCheckpoints:
         if step is None:
             raise FileNotFoundError(f"no '{kind}' checkpoint in {mngr.directory}")
         abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, abstract_state)
-        out = mngr.restore(step, args=ocp.args.Composite(
-            state=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore()))
+        out = mngr.restore(
+            step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore())
+        )
         return out["state"], out["meta"]
 
     def wait(self) -> None:

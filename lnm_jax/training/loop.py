@@ -36,8 +36,10 @@ def load_pretrained(run: Run, state):
     variables, meta = load_backbone(config.model.init_from)
     want = {"arch": config.model.backbone, "variant": config.model.variant}
     if {k: meta.get(k) for k in want} != want:
-        raise ValueError(f"{config.model.init_from} holds {meta.get('arch')} ({meta.get('variant')}) "
-                         f"but the config asks for {want['arch']} ({want['variant']})")
+        raise ValueError(
+            f"{config.model.init_from} holds {meta.get('arch')} ({meta.get('variant')}) "
+            f"but the config asks for {want['arch']} ({want['variant']})"
+        )
     branches = tuple(m for m in run.model.modalities if m in names.IMAGE_INPUTS)
     return state_lib.with_pretrained_backbones(state, run.optimizer[0], variables, branches)
 
@@ -64,15 +66,15 @@ def train(run: Run) -> dict:
         state = sharding.replicate(state, mesh)
     steps = data.steps_per_epoch()
     if steps == 0:
-        raise ValueError(f"train split has {len(run.split.train)} patients, fewer than one batch "
-                         f"of {config.train.batch_size}")
+        raise ValueError(
+            f"train split has {len(run.split.train)} patients, fewer than one batch of {config.train.batch_size}"
+        )
     ckpts = run.checkpoints(create=True)
     start_epoch, best = 1, {"val_auc": -math.inf, "epoch": 0}
     if run.resume and ckpts.latest_epoch("latest") is not None:
         state, meta = ckpts.restore("latest", state)
         start_epoch, best = meta["epoch"] + 1, meta["best"]
-    writer = MetricWriter(files.history, files.tensorboard, files.root / LOG_FILE,
-                          primary=jax.process_index() == 0)
+    writer = MetricWriter(files.history, files.tensorboard, files.root / LOG_FILE, primary=jax.process_index() == 0)
     writer.rewrite(read_history(files.history, up_to=start_epoch - 1))
     tx, plateau = run.optimizer
     train_step = make_train_step(run.model, tx, mesh, seed=config.seed)
@@ -87,10 +89,14 @@ def train(run: Run) -> dict:
         from lnm_jax.data.on_device import DeviceCohort  # noqa: PLC0415
 
         on_device = DeviceCohort(
-            data.train_arrays(), batch_size=config.train.batch_size, norm=data.norm,
-            augment=config.data.augment.to_dict(), seed=config.seed,
+            data.train_arrays(),
+            batch_size=config.train.batch_size,
+            norm=data.norm,
+            augment=config.data.augment.to_dict(),
+            seed=config.seed,
             sharding=None if mesh is None else sharding.batch_sharding(mesh),
-            replicated=None if mesh is None else sharding.replicated(mesh))
+            replicated=None if mesh is None else sharding.replicated(mesh),
+        )
 
         def epoch_batches(epoch):
             return ((b, b) for b in on_device.epoch(epoch))
@@ -103,8 +109,15 @@ def train(run: Run) -> dict:
         for epoch in range(start_epoch, config.train.epochs + 1):
             t0 = time.perf_counter()
             labels, logits, losses = [], [], []
-            bar = tqdm(epoch_batches(epoch), total=steps, desc=f"epoch {epoch}/{config.train.epochs}",
-                       unit="batch", leave=False, mininterval=2.0, disable=not writer.primary)
+            bar = tqdm(
+                epoch_batches(epoch),
+                total=steps,
+                desc=f"epoch {epoch}/{config.train.epochs}",
+                unit="batch",
+                leave=False,
+                mininterval=2.0,
+                disable=not writer.primary,
+            )
             for i, (batch, inputs) in enumerate(bar):
                 state, m = train_step(state, inputs)
                 labels.append(batch[names.LABEL])  # numpy (host pipeline) or a device array (on_device)
@@ -113,26 +126,34 @@ def train(run: Run) -> dict:
                 if (i + 1) % config.train.log_every_steps == 0:
                     loss = float(m["loss"])
                     if not math.isfinite(loss):
-                        raise NonFiniteLossError(f"loss is {loss} at epoch {epoch}, step "
-                                                 f"{int(state.step)}; last good checkpoint kept")
+                        raise NonFiniteLossError(
+                            f"loss is {loss} at epoch {epoch}, step {int(state.step)}; last good checkpoint kept"
+                        )
                     bar.set_postfix(loss=f"{loss:.4f}")
             train_loss = float(np.mean(jax.device_get(losses)))
             if not math.isfinite(train_loss):
-                raise NonFiniteLossError(f"loss is {train_loss} in epoch {epoch} (step "
-                                         f"{int(state.step)}); last good checkpoint kept")
+                raise NonFiniteLossError(
+                    f"loss is {train_loss} in epoch {epoch} (step {int(state.step)}); last good checkpoint kept"
+                )
             train_time = time.perf_counter() - t0
-            tr = _epoch_summary(np.concatenate([sharding.to_host(x) for x in labels]),
-                                np.concatenate([sharding.to_host(x) for x in logits]))
+            tr = _epoch_summary(
+                np.concatenate([sharding.to_host(x) for x in labels]),
+                np.concatenate([sharding.to_host(x) for x in logits]),
+            )
             tr["loss"] = train_loss  # the mean of the steps' losses (augmented, training-mode BatchNorm)
             val = predict(eval_step, state.params, state.batch_stats, data.eval_batches("val"), mesh)
             va = _epoch_summary(val[names.LABEL], val["logit"])
             lr = state_lib.learning_rate(config.train.learning_rate, state)
             state = state_lib.plateau_step(plateau, state, va["loss"])
-            record = {"epoch": epoch, "step": int(state.step),
-                      **{f"train_{k}": v for k, v in tr.items()},
-                      **{f"val_{k}": v for k, v in va.items()},
-                      "lr": lr, "train_patients_per_s": steps * config.train.batch_size / train_time,
-                      "epoch_time_s": time.perf_counter() - t0}
+            record = {
+                "epoch": epoch,
+                "step": int(state.step),
+                **{f"train_{k}": v for k, v in tr.items()},
+                **{f"val_{k}": v for k, v in va.items()},
+                "lr": lr,
+                "train_patients_per_s": steps * config.train.batch_size / train_time,
+                "epoch_time_s": time.perf_counter() - t0,
+            }
             improved = va["auc"] > best["val_auc"]  # NaN never improves
             if improved:
                 best = {"val_auc": va["auc"], "epoch": epoch, "val_loss": va["loss"]}
@@ -140,14 +161,15 @@ def train(run: Run) -> dict:
             ckpts.save("latest", epoch, state, {"epoch": epoch, "best": best})
             ckpts.wait()
             writer.write(record)
-            writer.print(f"epoch {epoch:3d}  train loss {tr['loss']:.4f} auc {tr['auc']:.3f}  "
-                         f"val loss {va['loss']:.4f} auc {va['auc']:.3f}  lr {lr:.1e}  "
-                         f"{record['epoch_time_s']:.1f}s{'  *best*' if improved else ''}")
+            writer.print(
+                f"epoch {epoch:3d}  train loss {tr['loss']:.4f} auc {tr['auc']:.3f}  "
+                f"val loss {va['loss']:.4f} auc {va['auc']:.3f}  lr {lr:.1e}  "
+                f"{record['epoch_time_s']:.1f}s{'  *best*' if improved else ''}"
+            )
             if config.train.early_stop_patience:
                 patience_left = config.train.early_stop_patience if improved else patience_left - 1
                 if patience_left <= 0:
-                    writer.print(f"early stop: no validation-AUC gain for "
-                                 f"{config.train.early_stop_patience} epochs")
+                    writer.print(f"early stop: no validation-AUC gain for {config.train.early_stop_patience} epochs")
                     break
     finally:
         ckpts.wait()

@@ -11,18 +11,20 @@ from __future__ import annotations
 
 import collections
 import os
-from typing import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 
 import jax
 import numpy as np
 from jax.experimental import multihost_utils
-from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
 
 DATA_AXIS = "data"
 
 
-def initialize(coordinator_address: str | None = None, num_processes: int | None = None,
-               process_id: int | None = None) -> None:
+def initialize(
+    coordinator_address: str | None = None, num_processes: int | None = None, process_id: int | None = None
+) -> None:
     """Starts JAX's distributed runtime when asked for (arguments, or the JAX_COORDINATOR_ADDRESS /
     JAX_NUM_PROCESSES / JAX_PROCESS_ID environment variables; cluster auto-detection otherwise)."""
     coordinator_address = coordinator_address or os.environ.get("JAX_COORDINATOR_ADDRESS")
@@ -30,8 +32,9 @@ def initialize(coordinator_address: str | None = None, num_processes: int | None
         num_processes = int(os.environ["JAX_NUM_PROCESSES"])
     if process_id is None and "JAX_PROCESS_ID" in os.environ:
         process_id = int(os.environ["JAX_PROCESS_ID"])
-    jax.distributed.initialize(coordinator_address=coordinator_address,
-                               num_processes=num_processes, process_id=process_id)
+    jax.distributed.initialize(
+        coordinator_address=coordinator_address, num_processes=num_processes, process_id=process_id
+    )
 
 
 def data_mesh(devices=None) -> Mesh:
@@ -62,13 +65,15 @@ def shard_batch(batch: dict, mesh: Mesh) -> dict:
     def put(x):
         x = np.asarray(x)
         rows = x.shape[0] // n_proc
-        local = x[pid * rows:(pid + 1) * rows] if n_proc > 1 else x
+        local = x[pid * rows : (pid + 1) * rows] if n_proc > 1 else x
         return jax.make_array_from_process_local_data(sharding, local, x.shape)
 
     return {k: put(v) for k, v in batch.items()}
 
 
-def prefetch_to_device(batches: Iterable[dict], put: Callable[[dict], dict], size: int = 2) -> Iterator[tuple[dict, dict]]:
+def prefetch_to_device(
+    batches: Iterable[dict], put: Callable[[dict], dict], size: int = 2
+) -> Iterator[tuple[dict, dict]]:
     """Yields ``(host_batch, device_batch)`` with ``size`` batches already transferred:
     ``put`` (``device_put`` / :func:`shard_batch`) is asynchronous, so the next batches' copies
     overlap the current step."""

@@ -38,8 +38,14 @@ def make_optimizer(train_cfg) -> optax.GradientTransformation:
 def make_plateau(cfg) -> optax.GradientTransformationExtraArgs:
     """``cfg``: factor, patience, rtol, cooldown, min_scale (a ConfigDict or mapping)."""
     return optax.contrib.reduce_on_plateau(
-        factor=cfg["factor"], patience=cfg["patience"], rtol=cfg["rtol"], atol=0.0,
-        cooldown=cfg["cooldown"], accumulation_size=1, min_scale=cfg["min_scale"])
+        factor=cfg["factor"],
+        patience=cfg["patience"],
+        rtol=cfg["rtol"],
+        atol=0.0,
+        cooldown=cfg["cooldown"],
+        accumulation_size=1,
+        min_scale=cfg["min_scale"],
+    )
 
 
 def optimizers(train_cfg) -> tuple[optax.GradientTransformation, optax.GradientTransformationExtraArgs]:
@@ -48,18 +54,25 @@ def optimizers(train_cfg) -> tuple[optax.GradientTransformation, optax.GradientT
     return make_optimizer(train_cfg), make_plateau(train_cfg["plateau"])
 
 
-def create_train_state(model: nn.Module, rng: jax.Array, sample_inputs: dict,
-                       tx: optax.GradientTransformation,
-                       plateau: optax.GradientTransformationExtraArgs) -> TrainState:
+def create_train_state(
+    model: nn.Module,
+    rng: jax.Array,
+    sample_inputs: dict,
+    tx: optax.GradientTransformation,
+    plateau: optax.GradientTransformationExtraArgs,
+) -> TrainState:
     variables = jax.jit(lambda r, x: model.init(r, x, train=False))(rng, sample_inputs)
     params = variables["params"]
-    return TrainState(step=jnp.zeros((), jnp.int32), params=params,
-                      batch_stats=variables.get("batch_stats", {}), opt_state=tx.init(params),
-                      plateau=plateau.init(params))
+    return TrainState(
+        step=jnp.zeros((), jnp.int32),
+        params=params,
+        batch_stats=variables.get("batch_stats", {}),
+        opt_state=tx.init(params),
+        plateau=plateau.init(params),
+    )
 
 
-def plateau_step(plateau: optax.GradientTransformationExtraArgs, state: TrainState,
-                 val_loss: float) -> TrainState:
+def plateau_step(plateau: optax.GradientTransformationExtraArgs, state: TrainState, val_loss: float) -> TrainState:
     """Feeds one epoch's validation loss to the plateau scheduler."""
     _, new = plateau.update(updates={}, state=state.plateau, value=jnp.asarray(val_loss, jnp.float32))
     return state.replace(plateau=new)
@@ -69,20 +82,24 @@ def learning_rate(base_lr: float, state: TrainState) -> float:
     return float(base_lr * state.plateau.scale)
 
 
-def with_pretrained_backbones(state: TrainState, tx: optax.GradientTransformation,
-                              backbone: dict, branches: tuple[str, ...]) -> TrainState:
+def with_pretrained_backbones(
+    state: TrainState, tx: optax.GradientTransformation, backbone: dict, branches: tuple[str, ...]
+) -> TrainState:
     """Replaces each image branch's params and batch_stats with ``backbone``'s (e.g. ImageNet
     weights from ``lnm-jax convert-weights``), keeps the fresh head, restarts the optimiser."""
     params = dict(state.params)
     stats = dict(state.batch_stats)
     for b in branches:
         key = f"{b}_backbone"
-        for coll, tree, src in (("params", params, backbone["params"]),
-                                ("batch_stats", stats, backbone["batch_stats"])):
+        for coll, tree, src in (
+            ("params", params, backbone["params"]),
+            ("batch_stats", stats, backbone["batch_stats"]),
+        ):
             want = jax.tree.map(jnp.shape, tree[key])
             got = jax.tree.map(jnp.shape, src)
             if want != got:
-                raise ValueError(f"pretrained backbone's {coll} do not fit branch '{key}' "
-                                 f"(different architecture, width or variant)")
+                raise ValueError(
+                    f"pretrained backbone's {coll} do not fit branch '{key}' (different architecture, width or variant)"
+                )
             tree[key] = jax.tree.map(jnp.asarray, src)
     return state.replace(params=params, batch_stats=stats, opt_state=tx.init(params))

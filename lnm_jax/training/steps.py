@@ -7,7 +7,7 @@ rows.
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import flax.linen as nn
 import jax
@@ -21,19 +21,20 @@ from lnm_jax.models.fusion import DROPOUT_RNG
 from lnm_jax.training.sharding import batch_sharding, replicated, shard_batch, to_host
 from lnm_jax.training.state import TrainState
 
+
 def step_inputs(batch: dict) -> dict:
     """The numeric part of a batch that a step consumes (drops patient ids); moves nothing."""
     return {k: batch[k] for k in names.STEP_KEYS if k in batch}
 
 
 def bce_loss(logits: jax.Array, labels: jax.Array, weights: jax.Array) -> jax.Array:
-    losses = optax.sigmoid_binary_cross_entropy(logits.astype(jnp.float32),
-                                                labels.astype(jnp.float32))
+    losses = optax.sigmoid_binary_cross_entropy(logits.astype(jnp.float32), labels.astype(jnp.float32))
     return jnp.sum(losses * weights) / jnp.maximum(jnp.sum(weights), 1.0)
 
 
-def make_train_step(model: nn.Module, tx: optax.GradientTransformation,
-                    mesh: Mesh | None = None, seed: int = 0) -> Callable:
+def make_train_step(
+    model: nn.Module, tx: optax.GradientTransformation, mesh: Mesh | None = None, seed: int = 0
+) -> Callable:
     """Returns ``train_step(state, batch) -> (state, metrics)``, jitted, state donated.
 
     With a ``mesh`` the batch is sharded over its ``data`` axis and the state replicated;
@@ -47,23 +48,28 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation,
         rngs = {DROPOUT_RNG: jax.random.fold_in(jax.random.key(seed), state.step)}
 
         def loss_fn(params):
-            out, mutated = model.apply({"params": params, "batch_stats": state.batch_stats},
-                                       batch, train=True, mutable=["batch_stats"], rngs=rngs)
+            out, mutated = model.apply(
+                {"params": params, "batch_stats": state.batch_stats},
+                batch,
+                train=True,
+                mutable=["batch_stats"],
+                rngs=rngs,
+            )
             return bce_loss(out["logit"], batch[names.LABEL], weights), (out["logit"], mutated["batch_stats"])
 
         (loss, (logits, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
         updates = jax.tree.map(lambda u: u * state.plateau.scale, updates)
         params = optax.apply_updates(state.params, updates)
-        new_state = state.replace(step=state.step + 1, params=params, batch_stats=batch_stats,
-                                  opt_state=opt_state)
+        new_state = state.replace(step=state.step + 1, params=params, batch_stats=batch_stats, opt_state=opt_state)
         return new_state, {"loss": loss, "logits": logits.astype(jnp.float32)}
 
     if mesh is None:
         return jax.jit(train_step, donate_argnums=(0,))
     rep, data = replicated(mesh), batch_sharding(mesh)
-    return jax.jit(train_step, donate_argnums=(0,), in_shardings=(rep, data),
-                   out_shardings=(rep, {"loss": rep, "logits": data}))
+    return jax.jit(
+        train_step, donate_argnums=(0,), in_shardings=(rep, data), out_shardings=(rep, {"loss": rep, "logits": data})
+    )
 
 
 def make_eval_step(model: nn.Module, mesh: Mesh | None = None) -> Callable:
@@ -79,8 +85,7 @@ def make_eval_step(model: nn.Module, mesh: Mesh | None = None) -> Callable:
     return jax.jit(eval_step, in_shardings=(rep, rep, data), out_shardings=data)
 
 
-def predict(eval_step: Callable, params, batch_stats, batches,
-            mesh: Mesh | None = None) -> dict[str, np.ndarray]:
+def predict(eval_step: Callable, params, batch_stats, batches, mesh: Mesh | None = None) -> dict[str, np.ndarray]:
     """Runs ``eval_step`` over numpy batches; returns the valid rows' patient ids, labels and
     logits, in batch order."""
     ids, labels, logits = [], [], []
@@ -92,9 +97,13 @@ def predict(eval_step: Callable, params, batch_stats, batches,
         labels.append(np.asarray(batch[names.LABEL])[valid])
         ids.append(np.asarray(batch[names.PATIENT_ID])[valid])
     cat = lambda xs, dt: np.concatenate(xs) if xs else np.zeros((0,), dt)  # noqa: E731
-    return {names.PATIENT_ID: np.array([i.decode() if isinstance(i, bytes) else str(i)
-                                    for i in cat(ids, object)], dtype=object),
-            names.LABEL: cat(labels, np.int32), "logit": cat(logits, np.float32)}
+    return {
+        names.PATIENT_ID: np.array(
+            [i.decode() if isinstance(i, bytes) else str(i) for i in cat(ids, object)], dtype=object
+        ),
+        names.LABEL: cat(labels, np.int32),
+        "logit": cat(logits, np.float32),
+    }
 
 
 def inference_variables(model: nn.Module, state: TrainState, fold_bn: bool = True):

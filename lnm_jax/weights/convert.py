@@ -14,7 +14,7 @@ Layouts: torch conv ``weight`` is OIHW, Flax ``kernel`` HWIO; torch BatchNorm
 from __future__ import annotations
 
 import re
-from typing import Mapping
+from collections.abc import Mapping
 
 import jax
 import jax.numpy as jnp
@@ -38,8 +38,7 @@ def expected_variables(arch: str, variant: str = "torchvision") -> dict:
     return {"params": v["params"], "batch_stats": v.get("batch_stats", {})}
 
 
-def _fill(flat_src: dict[tuple, np.ndarray], arch: str, variant: str, source_names: dict,
-          source_key) -> dict:
+def _fill(flat_src: dict[tuple, np.ndarray], arch: str, variant: str, source_names: dict, source_key) -> dict:
     """Checks ``flat_src`` (flax-path -> array) against the model and nests it;
     ``source_key(path)`` names the source tensor a missing path would come from."""
     flat_expected = traverse_util.flatten_dict(expected_variables(arch, variant))
@@ -48,22 +47,29 @@ def _fill(flat_src: dict[tuple, np.ndarray], arch: str, variant: str, source_nam
         if path not in flat_src:
             problems.append(f"missing tensor for {'/'.join(path)} (source key '{source_key(path)}')")
         elif tuple(flat_src[path].shape) != tuple(spec.shape):
-            problems.append(f"shape mismatch at source key '{source_names[path]}': got "
-                            f"{tuple(flat_src[path].shape)}, {arch} expects {tuple(spec.shape)} "
-                            f"(after layout conversion)")
+            problems.append(
+                f"shape mismatch at source key '{source_names[path]}': got "
+                f"{tuple(flat_src[path].shape)}, {arch} expects {tuple(spec.shape)} "
+                f"(after layout conversion)"
+            )
     for path in flat_src.keys() - flat_expected.keys():
         problems.append(f"unexpected source key '{source_names[path]}' (no {'/'.join(path)} in {arch})")
     if problems:
-        raise WeightMismatchError(f"{len(problems)} problem(s) converting to {arch} ({variant}):\n  "
-                                  + "\n  ".join(sorted(problems)))
+        raise WeightMismatchError(
+            f"{len(problems)} problem(s) converting to {arch} ({variant}):\n  " + "\n  ".join(sorted(problems))
+        )
     nested = traverse_util.unflatten_dict({k: np.asarray(v, np.float32) for k, v in flat_src.items()})
     return {"params": nested["params"], "batch_stats": nested.get("batch_stats", {})}
 
 
 # ------------------------------------------------------------------------------ torchvision
 
-_TORCH_BN = {"weight": ("params", "scale"), "bias": ("params", "bias"),
-             "running_mean": ("batch_stats", "mean"), "running_var": ("batch_stats", "var")}
+_TORCH_BN = {
+    "weight": ("params", "scale"),
+    "bias": ("params", "bias"),
+    "running_mean": ("batch_stats", "mean"),
+    "running_var": ("batch_stats", "var"),
+}
 # The ImageNet classifiers (ResNet/Inception fc, VGG classifier, Inception's auxiliary head).
 TORCH_IGNORED = re.compile(r"(.*\.num_batches_tracked|fc\..*|classifier\..*|AuxLogits\..*)$")
 
@@ -123,8 +129,7 @@ def to_torchvision(variables: Mapping) -> dict[str, np.ndarray]:
     """Our backbone's ``{'params', 'batch_stats'}`` -> a torchvision state_dict (numpy arrays;
     ``num_batches_tracked`` zeros). Load with ``strict=False`` if the model has an ``fc``."""
     out: dict[str, np.ndarray] = {}
-    for path, value in traverse_util.flatten_dict(
-            {c: dict(variables[c]) for c in ("params", "batch_stats")}).items():
+    for path, value in traverse_util.flatten_dict({c: dict(variables[c]) for c in ("params", "batch_stats")}).items():
         value = np.asarray(value, np.float32)
         key = torch_key(path)
         out[key] = value.transpose(3, 2, 0, 1) if path[-1] == "kernel" else value
@@ -135,8 +140,12 @@ def to_torchvision(variables: Mapping) -> dict[str, np.ndarray]:
 
 # ------------------------------------------------------------------------------------ Keras
 
-_KERAS_BN = {"gamma": ("params", "scale"), "beta": ("params", "bias"),
-             "moving_mean": ("batch_stats", "mean"), "moving_variance": ("batch_stats", "var")}
+_KERAS_BN = {
+    "gamma": ("params", "scale"),
+    "beta": ("params", "bias"),
+    "moving_mean": ("batch_stats", "mean"),
+    "moving_variance": ("batch_stats", "var"),
+}
 
 
 def from_keras_resnet50(layers: Mapping[str, Mapping[str, np.ndarray]]) -> dict:

@@ -26,13 +26,13 @@ def read_torch_state_dict(path: Path | str) -> dict[str, np.ndarray]:
         raise FileNotFoundError(f"weight file {path} does not exist")
     if path.suffix == ".safetensors":
         from safetensors.numpy import load_file
+
         sd: Any = load_file(str(path))
     else:
         try:
             import torch
         except ImportError as e:
-            raise ImportError(f"reading {path} needs torch (pip install torch), or convert it "
-                              f"to .safetensors") from e
+            raise ImportError(f"reading {path} needs torch (pip install torch), or convert it to .safetensors") from e
         sd = torch.load(str(path), map_location="cpu", weights_only=True)
         for wrapper in ("state_dict", "model"):
             if isinstance(sd, dict) and wrapper in sd and isinstance(sd[wrapper], dict):
@@ -82,8 +82,9 @@ def load_backbone(path: Path | str) -> tuple[dict, dict]:
     """Reads what :func:`save_backbone` wrote: (variables as numpy, meta)."""
     path = Path(path).resolve()
     if not (path / META).is_file():
-        raise FileNotFoundError(f"{path} is not a converted backbone (no {META}); "
-                                f"make one with 'lnm-jax convert-weights'")
+        raise FileNotFoundError(
+            f"{path} is not a converted backbone (no {META}); make one with 'lnm-jax convert-weights'"
+        )
     meta = json.loads((path / META).read_text())
     with ocp.StandardCheckpointer() as ckpt:
         variables = ckpt.restore(path / "variables")

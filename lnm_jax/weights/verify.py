@@ -14,14 +14,27 @@ from lnm_jax.models.backbones import backbone
 
 STAGES = ("stem", "stage1", "stage2", "stage3", "stage4", "pooled", "logits")
 # Default tolerances (max abs difference, fp32).
-TOLERANCE = {"stem": 1e-3, "stage1": 1e-3, "stage2": 1e-3, "stage3": 1e-3, "stage4": 1e-3,
-             "pooled": 1e-4, "logits": 1e-4}
-KERAS_STAGE_LAYERS = {"stem": "pool1_pool", "stage1": "conv2_block3_out", "stage2": "conv3_block4_out",
-                      "stage3": "conv4_block6_out", "stage4": "conv5_block3_out"}
+TOLERANCE = {
+    "stem": 1e-3,
+    "stage1": 1e-3,
+    "stage2": 1e-3,
+    "stage3": 1e-3,
+    "stage4": 1e-3,
+    "pooled": 1e-4,
+    "logits": 1e-4,
+}
+KERAS_STAGE_LAYERS = {
+    "stem": "pool1_pool",
+    "stage1": "conv2_block3_out",
+    "stage2": "conv3_block4_out",
+    "stage3": "conv4_block6_out",
+    "stage4": "conv5_block3_out",
+}
 
 
-def flax_stages(variables: dict, arch: str, variant: str, x_nhwc: np.ndarray,
-                fc: tuple[np.ndarray, np.ndarray] | None = None) -> dict[str, np.ndarray]:
+def flax_stages(
+    variables: dict, arch: str, variant: str, x_nhwc: np.ndarray, fc: tuple[np.ndarray, np.ndarray] | None = None
+) -> dict[str, np.ndarray]:
     """Our backbone's intermediates; ``fc`` = (W [features, classes], b) adds ``logits``."""
     model = backbone(arch, variant=variant)
     out = model.apply(variables, jnp.asarray(x_nhwc), train=False)
@@ -62,8 +75,7 @@ def keras_stages(model, x_nhwc: np.ndarray) -> dict[str, np.ndarray]:
     names = list(KERAS_STAGE_LAYERS.values()) + ["avg_pool", "predictions"]
     probe = keras.Model(model.inputs, [model.get_layer(n).output for n in names])
     outs = probe([x_nhwc], training=False)
-    return {k: keras.ops.convert_to_numpy(o)
-            for k, o in zip(list(KERAS_STAGE_LAYERS) + ["pooled", "logits"], outs)}
+    return {k: keras.ops.convert_to_numpy(o) for k, o in zip(list(KERAS_STAGE_LAYERS) + ["pooled", "logits"], outs)}
 
 
 def keras_fc(model) -> tuple[np.ndarray, np.ndarray]:
@@ -82,16 +94,19 @@ def compare(ours: dict[str, np.ndarray], reference: dict[str, np.ndarray]) -> di
     return diffs
 
 
-def report(diffs: dict[str, float], reference: dict[str, np.ndarray],
-           tolerance: dict[str, float] = TOLERANCE) -> tuple[str, bool]:
+def report(
+    diffs: dict[str, float], reference: dict[str, np.ndarray], tolerance: dict[str, float] = TOLERANCE
+) -> tuple[str, bool]:
     """A Markdown table and whether every stage is within tolerance."""
     lines = ["| stage | shape | max abs diff | max abs value | tolerance | ok |", "|---|---|---:|---:|---:|---|"]
     ok = True
     for k, d in diffs.items():
         good = d <= tolerance[k]
         ok &= good
-        lines.append(f"| {k} | {tuple(reference[k].shape)} | {d:.2e} | "
-                     f"{float(np.max(np.abs(reference[k]))):.3g} | {tolerance[k]:.0e} | {'yes' if good else 'NO'} |")
+        lines.append(
+            f"| {k} | {tuple(reference[k].shape)} | {d:.2e} | "
+            f"{float(np.max(np.abs(reference[k]))):.3g} | {tolerance[k]:.0e} | {'yes' if good else 'NO'} |"
+        )
     return "\n".join(lines), ok
 
 
@@ -149,8 +164,14 @@ def randomise_keras_bn(model, *, seed: int = 0, image_size: int = 96) -> None:
     for bn in bns:
         gamma, beta, mean, var = bn.get_weights()
         lo = 0.2 if bn.name.endswith("_3_bn") else 0.8
-        bn.set_weights([lo + 0.4 * rng.random(gamma.shape, np.float32),
-                        0.1 * rng.standard_normal(beta.shape).astype(np.float32), mean, var])
+        bn.set_weights(
+            [
+                lo + 0.4 * rng.random(gamma.shape, np.float32),
+                0.1 * rng.standard_normal(beta.shape).astype(np.float32),
+                mean,
+                var,
+            ]
+        )
         bn.momentum = 0.0
     size = model.input_shape[1] or image_size
     model(rng.standard_normal((8, size, size, 3)).astype(np.float32), training=True)
