@@ -18,9 +18,10 @@ import re
 from pathlib import Path
 
 from lnm_jax.data.manifest import write_manifest
+from lnm_jax.names import BMODE, CEUS, LABEL, PATIENT_ID, US_LNM
 
 PATHOLOGY = {"malignant": 1, "benign": 0}
-VIEW = {"l": "bmode", "r": "ceus", "s": "bmode"}
+VIEW = {"l": BMODE, "r": CEUS, "s": BMODE}
 METADATA = ("Histology", "BIRADS", "Device")
 
 
@@ -52,25 +53,25 @@ def convert_busbra(src: Path | str, out_csv: Path | str) -> dict[str, int]:
             p = patients.setdefault(
                 pid,
                 {
-                    "patient_id": pid,
-                    "lnm": PATHOLOGY[pathology],
-                    "us_lnm": int(birads >= 4),
+                    PATIENT_ID: pid,
+                    LABEL: PATHOLOGY[pathology],
+                    US_LNM: int(birads >= 4),
                     **{k: (rec.get(k) or "").strip() for k in METADATA},
                 },
             )
-            if p["lnm"] != PATHOLOGY[pathology]:
+            if p[LABEL] != PATHOLOGY[pathology]:
                 raise ValueError(f"{table}, line {line}: patient {pid}'s views disagree on Pathology")
             column = VIEW[m.group(2)]
             if column in p:
                 raise ValueError(f"{table}, line {line}: patient {pid} has a second '{column}' image")
             p[column] = os.path.relpath(os.path.abspath(image), os.path.abspath(out_csv.parent))
-    rows = sorted(patients.values(), key=lambda r: r["patient_id"])
+    rows = sorted(patients.values(), key=lambda r: r[PATIENT_ID])
     out_csv.parent.mkdir(parents=True, exist_ok=True)
     write_manifest(out_csv, rows, extra_columns=METADATA)
     return {
         "patients": len(rows),
-        "two_views": sum("ceus" in r for r in rows),
-        "single_view": sum("ceus" not in r for r in rows),
-        "malignant": sum(r["lnm"] for r in rows),
-        "birads_4_or_more": sum(r["us_lnm"] for r in rows),
+        "two_views": sum(CEUS in r for r in rows),
+        "single_view": sum(CEUS not in r for r in rows),
+        "malignant": sum(r[LABEL] for r in rows),
+        "birads_4_or_more": sum(r[US_LNM] for r in rows),
     }

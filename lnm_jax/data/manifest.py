@@ -23,7 +23,7 @@ from PIL import Image, UnidentifiedImageError
 
 from lnm_jax.data.clips import ClipError, frame_files, is_clip, read_frames
 from lnm_jax.fileio import write_csv
-from lnm_jax.names import IMAGE_INPUTS, INPUTS, LABEL, PATIENT_ID
+from lnm_jax.names import BMODE, CEUS, IMAGE_INPUTS, INPUTS, LABEL, PATIENT_ID, US_LNM
 
 REQUIRED_COLUMNS = (PATIENT_ID, *INPUTS, LABEL)
 IMAGE_COLUMNS = IMAGE_INPUTS
@@ -213,12 +213,12 @@ def read_manifest(
     metadata_columns = tuple(h for h in header if h not in REQUIRED_COLUMNS)
     for row, rec in enumerate(reader, start=1):
         rec = {k: (v or "").strip() for k, v in rec.items() if k is not None}
-        pid = rec.get("patient_id", "")
+        pid = rec.get(PATIENT_ID, "")
         if not pid:
-            problems.append(Problem(EMPTY_PATIENT_ID, "patient_id is empty", row, "patient_id"))
+            problems.append(Problem(EMPTY_PATIENT_ID, "patient_id is empty", row, PATIENT_ID))
         elif pid in seen:
             problems.append(
-                Problem(DUPLICATE_PATIENT_ID, f"patient_id '{pid}' already used in row {seen[pid]}", row, "patient_id")
+                Problem(DUPLICATE_PATIENT_ID, f"patient_id '{pid}' already used in row {seen[pid]}", row, PATIENT_ID)
             )
         else:
             seen[pid] = row
@@ -231,7 +231,7 @@ def read_manifest(
                 continue
             file = Path(cell) if Path(cell).is_absolute() else base / cell
             images[col] = file
-            if col == "ceus" and is_clip(file):
+            if col == CEUS and is_clip(file):
                 if not file.exists():
                     problems.append(Problem(MISSING_FILE, "clip does not exist", row, col, str(file)))
                 elif check_images and (bad := check_clip(file, min_clip_frames)) is not None:
@@ -245,22 +245,22 @@ def read_manifest(
             elif check_images and (why := check_image(file)) is not None:
                 problems.append(Problem(UNREADABLE_IMAGE, why, row, col, str(file)))
 
-        flag = _parse_binary(rec.get("us_lnm", ""))
+        flag = _parse_binary(rec.get(US_LNM, ""))
         if isinstance(flag, str):
-            problems.append(Problem(BAD_FLAG_VALUE, f"us_lnm must be 0, 1 or empty, got '{flag}'", row, "us_lnm"))
+            problems.append(Problem(BAD_FLAG_VALUE, f"us_lnm must be 0, 1 or empty, got '{flag}'", row, US_LNM))
             flag = None
-        label = _parse_binary(rec.get("lnm", ""))
+        label = _parse_binary(rec.get(LABEL, ""))
         if isinstance(label, str) or (label is None and require_labels):
             shown = "empty" if label is None else f"'{label}'"
-            problems.append(Problem(BAD_LABEL_VALUE, f"lnm must be 0 or 1, got {shown}", row, "lnm"))
+            problems.append(Problem(BAD_LABEL_VALUE, f"lnm must be 0 or 1, got {shown}", row, LABEL))
             label = None
-        if images["bmode"] is None and images["ceus"] is None and rec.get("us_lnm", "") == "":
+        if images[BMODE] is None and images[CEUS] is None and rec.get(US_LNM, "") == "":
             problems.append(Problem(NO_INPUTS, "patient has no B-mode, no CEUS and no US-LNM flag", row))
         patients.append(
             Patient(
                 patient_id=pid,
-                bmode=images["bmode"],
-                ceus=images["ceus"],
+                bmode=images[BMODE],
+                ceus=images[CEUS],
                 us_lnm=flag,
                 lnm=label,
                 row=row,
@@ -274,7 +274,7 @@ def read_manifest(
         for cls in (0, 1):
             if not any(p.lnm == cls for p in patients) and not any(p.code == BAD_LABEL_VALUE for p in problems):
                 problems.append(
-                    Problem(MISSING_CLASS, f"no patient has lnm={cls}; both classes are needed", column="lnm")
+                    Problem(MISSING_CLASS, f"no patient has lnm={cls}; both classes are needed", column=LABEL)
                 )
     if problems:
         raise ManifestError(path, problems)

@@ -21,7 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.scipy.ndimage import map_coordinates
 
-from lnm_jax.names import AVAILABILITY_KEYS, IMAGE_INPUTS, LABEL, US_LNM
+from lnm_jax.names import AVAILABILITY_KEYS, IMAGE_INPUTS, LABEL, US_LNM, has
 
 IMAGE_KEYS = IMAGE_INPUTS
 ROW_KEYS = (US_LNM, LABEL, *AVAILABILITY_KEYS)
@@ -88,7 +88,7 @@ class DeviceCohort:
         sharding=None,
         replicated=None,
     ):
-        self.n = len(arrays["lnm"])
+        self.n = len(arrays[LABEL])
         if self.n < batch_size:
             raise ValueError(f"{self.n} training patients, fewer than one batch of {batch_size}")
         keep = IMAGE_KEYS + ROW_KEYS
@@ -107,10 +107,10 @@ class DeviceCohort:
                 img = b[k]
                 if aug is not None:
                     img = _augment(img, jax.random.fold_in(key, j), aug)
-                present = b[f"has_{k}"].astype(jnp.float32).reshape((-1,) + (1,) * (img.ndim - 1))
+                present = b[has(k)].astype(jnp.float32).reshape((-1,) + (1,) * (img.ndim - 1))
                 b[k] = (img - stats[k][0]) / stats[k][1] * present  # a missing image stays zero
-            b["us_lnm"] = jnp.maximum(b["us_lnm"], 0).astype(jnp.float32)
-            b["lnm"] = b["lnm"].astype(jnp.int32)
+            b[US_LNM] = jnp.maximum(b[US_LNM], 0).astype(jnp.float32)
+            b[LABEL] = b[LABEL].astype(jnp.int32)
             b["valid"] = jnp.ones(idx.shape[0], bool)
             return b
 

@@ -22,8 +22,16 @@ from collections.abc import Iterator, Mapping, Sequence
 import numpy as np
 import tensorflow as tf
 
+from lnm_jax.names import (
+    BMODE,
+    CEUS,
+    LABEL,
+    PAPER_NORM,  # noqa: F401  (re-exported: the pipeline's default statistics)
+    PATIENT_ID,
+    US_LNM,
+    has,
+)
 from lnm_jax.names import IMAGE_INPUTS as IMAGE_KEYS
-from lnm_jax.names import PAPER_NORM  # noqa: F401  (re-exported: the pipeline's default statistics)
 
 
 def _decode_image(encoded: tf.Tensor, size: int) -> tf.Tensor:
@@ -56,12 +64,12 @@ def _decode_frames(frames: tf.Tensor, present: tf.Tensor, size: int, t: int) -> 
 
 def decode_example(example: Mapping[str, tf.Tensor], size: int, clip_frames: int = 1) -> dict[str, tf.Tensor]:
     out = {
-        "bmode": _decode(example["bmode"], example["has_bmode"], size),
-        "ceus": _decode_frames(example["ceus"], example["has_ceus"], size, clip_frames),
+        BMODE: _decode(example[BMODE], example[has(BMODE)], size),
+        CEUS: _decode_frames(example[CEUS], example[has(CEUS)], size, clip_frames),
     }
-    out["us_lnm"] = tf.cast(tf.maximum(example["us_lnm"], 0), tf.float32)
-    out["lnm"] = tf.cast(example["lnm"], tf.int32)
-    for k in ("has_bmode", "has_ceus", "has_us_lnm", "patient_id"):
+    out[US_LNM] = tf.cast(tf.maximum(example[US_LNM], 0), tf.float32)
+    out[LABEL] = tf.cast(example[LABEL], tf.int32)
+    for k in (has(BMODE), has(CEUS), has(US_LNM), PATIENT_ID):
         out[k] = example[k]
     return out
 
@@ -74,7 +82,7 @@ def select_patients(ds: tf.data.Dataset, patient_ids: Sequence[str]) -> tf.data.
         tf.lookup.KeyValueTensorInitializer(tf.constant(list(patient_ids)), tf.ones(len(patient_ids), tf.int32)),
         default_value=0,
     )
-    return ds.filter(lambda ex: table.lookup(ex["patient_id"]) > 0)
+    return ds.filter(lambda ex: table.lookup(ex[PATIENT_ID]) > 0)
 
 
 def _augment_image(img: tf.Tensor, seed: tf.Tensor, aug: Mapping) -> tf.Tensor:
@@ -110,7 +118,7 @@ def _normalise(example: dict, norm: Mapping) -> dict:
     for k in IMAGE_KEYS:
         mean = tf.constant(norm[k]["mean"], tf.float32)
         std = tf.constant(norm[k]["std"], tf.float32)
-        present = tf.cast(example[f"has_{k}"], tf.float32)
+        present = tf.cast(example[has(k)], tf.float32)
         out[k] = (example[k] - mean) / std * present  # a missing image stays exactly zero
     return out
 
@@ -164,7 +172,7 @@ def as_numpy(ds: tf.data.Dataset, batch_size: int) -> Iterator[dict[str, np.ndar
     """Iterates numpy batches padded to ``batch_size`` rows, with a ``valid`` mask, so every
     batch has one shape and a jitted step compiles once."""
     for batch in ds.as_numpy_iterator():
-        n = len(batch["lnm"])
+        n = len(batch[LABEL])
         out = {}
         for k, v in batch.items():
             if n < batch_size:
@@ -189,7 +197,7 @@ def normalisation_stats(decoded: tf.data.Dataset) -> dict[str, dict[str, list[fl
     count = {k: 0 for k in IMAGE_KEYS}
     for ex in decoded.batch(32).as_numpy_iterator():
         for k in IMAGE_KEYS:
-            pixels = ex[k][ex[f"has_{k}"]].astype(np.float64).reshape(-1, 3)  # clips too
+            pixels = ex[k][ex[has(k)]].astype(np.float64).reshape(-1, 3)  # clips too
             if len(pixels):
                 sums[k] += pixels.sum(axis=0)
                 sq[k] += (pixels**2).sum(axis=0)

@@ -39,7 +39,7 @@ from scipy import ndimage, special
 
 from lnm_jax.data.manifest import write_manifest
 from lnm_jax.fileio import atomic_directory
-from lnm_jax.names import SETTINGS
+from lnm_jax.names import BMODE, CEUS, LABEL, PATIENT_ID, SETTINGS, US_LNM
 
 
 @dataclasses.dataclass(frozen=True)
@@ -92,13 +92,13 @@ def sample_latents(params: SynthParams, n: int | None = None, seed: int | None =
     us_lnm = (rng.random(n) < p_flag).astype(np.int64)
     # drawn last, so that stills cohorts keep every earlier draw
     s_dyn = params.ceus_dynamic_strength * lnm + rng.standard_normal(n)
-    return {"lnm": lnm, "s_bmode": s_bmode, "s_ceus": s_ceus, "us_lnm": us_lnm, "s_ceus_dynamic": s_dyn}
+    return {LABEL: lnm, "s_bmode": s_bmode, "s_ceus": s_ceus, US_LNM: us_lnm, "s_ceus_dynamic": s_dyn}
 
 
 def _strengths(params: SynthParams, temporal: bool) -> dict[str, float]:
     """Cue strength per image input; CEUS pools its static and (clips) dynamic cues."""
     dyn = params.ceus_dynamic_strength if temporal else 0.0
-    return {"bmode": params.bmode_strength, "ceus": math.hypot(params.ceus_strength, dyn)}
+    return {BMODE: params.bmode_strength, CEUS: math.hypot(params.ceus_strength, dyn)}
 
 
 def bayes_auc(params: SynthParams, temporal: bool = True) -> dict[str, float]:
@@ -118,7 +118,7 @@ def bayes_auc(params: SynthParams, temporal: bool = True) -> dict[str, float]:
     out = {}
     for name, inputs in SETTINGS.items():
         d = math.sqrt(sum(_strengths(params, temporal).get(i, 0.0) ** 2 for i in inputs))
-        if "us_lnm" not in inputs:
+        if US_LNM not in inputs:
             out[name] = float(_phi(d / math.sqrt(2.0)))
         elif d == 0.0:
             out[name] = 0.5 * (sens + spec)
@@ -136,14 +136,14 @@ def bayes_auc(params: SynthParams, temporal: bool = True) -> dict[str, float]:
 def bayes_scores(latents: dict, params: SynthParams, inputs: tuple[str, ...], temporal: bool = True) -> np.ndarray:
     """The Bayes-optimal score (log-likelihood ratio) of each patient from the latents of
     ``inputs``; its AUC on a split is the best any model can reach on those patients."""
-    score = np.zeros(len(latents["lnm"]))
-    strength = {"bmode": params.bmode_strength, "ceus": params.ceus_strength}
-    if temporal and "ceus" in inputs and params.ceus_dynamic_strength:
+    score = np.zeros(len(latents[LABEL]))
+    strength = {BMODE: params.bmode_strength, CEUS: params.ceus_strength}
+    if temporal and CEUS in inputs and params.ceus_dynamic_strength:
         score += params.ceus_dynamic_strength * np.asarray(latents["s_ceus_dynamic"], float)
     for name in inputs:
-        if name == "us_lnm":
+        if name == US_LNM:
             sens, spec = params.flag_sensitivity, params.flag_specificity
-            flag = np.asarray(latents["us_lnm"])
+            flag = np.asarray(latents[US_LNM])
             score += np.where(flag == 1, math.log(sens / (1 - spec)), math.log((1 - sens) / spec))
         else:
             score += strength[name] * np.asarray(latents[f"s_{name}"], float)
@@ -155,30 +155,15 @@ def read_truth(cohort_dir: Path | str) -> dict[str, np.ndarray]:
     :func:`sample_latents`, plus ``patient_id`` and the nodule ellipse (``nodule_*``)."""
     t = np.genfromtxt(Path(cohort_dir) / "truth.csv", delimiter=",", names=True, dtype=None, encoding="utf-8")
     out = {
-        "patient_id": t["patient_id"].astype(str),
-        "lnm": t["lnm"],
+        PATIENT_ID: t[PATIENT_ID].astype(str),
+        LABEL: t[LABEL],
         "s_bmode": t["s_bmode"],
         "s_ceus": t["s_ceus"],
-        "us_lnm": t["us_lnm_true_reading"],
+        US_LNM: t["us_lnm_true_reading"],
         "s_ceus_dynamic": t["s_ceus_dynamic"],
     }
     out.update({k: t[k] for k in t.dtype.names if k.startswith("nodule_")})
     return out
-
-
-def nodule_region(truth: dict, index: int, size: int, scale: float = 1.0) -> np.ndarray:
-    """Boolean [size, size] mask of patient ``index``'s nodule ellipse, radii times ``scale``
-    (the region where the planted cues sit)."""
-    yy, xx = np.mgrid[0:size, 0:size] + 0.5
-    dx = xx / size - truth["nodule_cx"][index]
-    dy = yy / size - truth["nodule_cy"][index]
-    c, s = math.cos(truth["nodule_angle"][index]), math.sin(truth["nodule_angle"][index])
-    u = (c * dx + s * dy) / (truth["nodule_a"][index] * scale)
-    v = (-s * dx + c * dy) / (truth["nodule_b"][index] * scale)
-    return u * u + v * v <= 1.0
-
-
-# ----------------------------------------------------------------------------- rendering
 
 
 def _smooth_noise(rng, size: int, sigma: float) -> np.ndarray:
@@ -309,7 +294,7 @@ def _write_cohort(root: Path, params: SynthParams, progress: bool) -> None:
     for i in iterator:
         rng = np.random.default_rng([params.seed, i])
         pid = f"SYN{i:0{width}d}"
-        y = int(lat["lnm"][i])
+        y = int(lat[LABEL][i])
         u_b = float(_phi(lat["s_bmode"][i] - params.bmode_strength / 2))
         u_c = float(_phi(lat["s_ceus"][i] - params.ceus_strength / 2))
         u_t = float(_phi(lat["s_ceus_dynamic"][i] - params.ceus_dynamic_strength / 2))
@@ -317,30 +302,30 @@ def _write_cohort(root: Path, params: SynthParams, progress: bool) -> None:
         missing = rng.random(3) < (params.p_missing_bmode, params.p_missing_ceus, params.p_missing_flag)
         if missing[0] and missing[1] and missing[2]:
             missing[2] = False  # every patient keeps at least one input
-        row = {"patient_id": pid, "lnm": y, "us_lnm": None if missing[2] else int(lat["us_lnm"][i])}
+        row = {PATIENT_ID: pid, LABEL: y, US_LNM: None if missing[2] else int(lat[US_LNM][i])}
         if not missing[0]:
-            row["bmode"] = f"images/{pid}_bmode.png"
-            Image.fromarray(render_bmode(u_b, geom, rng, params.size), "L").save(root / row["bmode"])
+            row[BMODE] = f"images/{pid}_bmode.png"
+            Image.fromarray(render_bmode(u_b, geom, rng, params.size), "L").save(root / row[BMODE])
         if not missing[1] and params.clip_frames:
-            row["ceus"] = f"images/{pid}_ceus"
-            (root / row["ceus"]).mkdir()
+            row[CEUS] = f"images/{pid}_ceus"
+            (root / row[CEUS]).mkdir()
             clip = render_ceus_clip(u_c, u_t, geom, rng, params.size, params.clip_frames)
             for k, frame in enumerate(clip):
-                Image.fromarray(frame, "RGB").save(root / row["ceus"] / f"frame_{k:03d}.png")
+                Image.fromarray(frame, "RGB").save(root / row[CEUS] / f"frame_{k:03d}.png")
         elif not missing[1]:
-            row["ceus"] = f"images/{pid}_ceus.png"
-            Image.fromarray(render_ceus(u_c, geom, rng, params.size), "RGB").save(root / row["ceus"])
+            row[CEUS] = f"images/{pid}_ceus.png"
+            Image.fromarray(render_ceus(u_c, geom, rng, params.size), "RGB").save(root / row[CEUS])
         row["age"] = int(np.clip(rng.normal(41 if y else 47, 12), 18, 85))
         row["sex"] = "M" if rng.random() < (0.40 if y else 0.25) else "F"
         row["nodule_size_mm"] = round(2 * geom["a"] / params.size * 40.0, 1)
         rows.append(row)
         truth.append(
             {
-                "patient_id": pid,
-                "lnm": y,
+                PATIENT_ID: pid,
+                LABEL: y,
                 "s_bmode": lat["s_bmode"][i],
                 "s_ceus": lat["s_ceus"][i],
-                "us_lnm_true_reading": int(lat["us_lnm"][i]),
+                "us_lnm_true_reading": int(lat[US_LNM][i]),
                 "s_ceus_dynamic": lat["s_ceus_dynamic"][i],
                 "u_ceus_dynamic": u_t,
                 "u_bmode": u_b,

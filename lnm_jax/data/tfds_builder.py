@@ -20,6 +20,7 @@ import tensorflow_datasets as tfds
 
 from lnm_jax.data.clips import encode_png, is_clip, sample_clip
 from lnm_jax.data.manifest import Cohort, read_manifest
+from lnm_jax.names import BMODE, CEUS, LABEL, PATIENT_ID, US_LNM, has
 
 ALL_SPLIT = "cohort"  # "all" is reserved by TFDS
 
@@ -47,14 +48,14 @@ class LnmCohort(tfds.core.GeneratorBasedBuilder):
         return self.dataset_info_from_configs(
             features=tfds.features.FeaturesDict(
                 {
-                    "patient_id": tfds.features.Text(),
-                    "bmode": encoded,
-                    "ceus": tfds.features.Tensor(shape=(None,), dtype=np.object_),
-                    "us_lnm": tfds.features.Scalar(dtype=np.int64),
-                    "lnm": tfds.features.Scalar(dtype=np.int64),
-                    "has_bmode": tfds.features.Scalar(dtype=np.bool_),
-                    "has_ceus": tfds.features.Scalar(dtype=np.bool_),
-                    "has_us_lnm": tfds.features.Scalar(dtype=np.bool_),
+                    PATIENT_ID: tfds.features.Text(),
+                    BMODE: encoded,
+                    CEUS: tfds.features.Tensor(shape=(None,), dtype=np.object_),
+                    US_LNM: tfds.features.Scalar(dtype=np.int64),
+                    LABEL: tfds.features.Scalar(dtype=np.int64),
+                    has(BMODE): tfds.features.Scalar(dtype=np.bool_),
+                    has(CEUS): tfds.features.Scalar(dtype=np.bool_),
+                    has(US_LNM): tfds.features.Scalar(dtype=np.bool_),
                 }
             ),
             supervised_keys=None,
@@ -70,14 +71,14 @@ class LnmCohort(tfds.core.GeneratorBasedBuilder):
             yield (
                 p.patient_id,
                 {
-                    "patient_id": p.patient_id,
-                    "bmode": p.bmode.read_bytes() if p.bmode else b"",
-                    "ceus": self._ceus_frames(p.ceus),
-                    "us_lnm": -1 if p.us_lnm is None else p.us_lnm,
-                    "lnm": -1 if p.lnm is None else p.lnm,
-                    "has_bmode": p.bmode is not None,
-                    "has_ceus": p.ceus is not None,
-                    "has_us_lnm": p.us_lnm is not None,
+                    PATIENT_ID: p.patient_id,
+                    BMODE: p.bmode.read_bytes() if p.bmode else b"",
+                    CEUS: self._ceus_frames(p.ceus),
+                    US_LNM: -1 if p.us_lnm is None else p.us_lnm,
+                    LABEL: -1 if p.lnm is None else p.lnm,
+                    has(BMODE): p.bmode is not None,
+                    has(CEUS): p.ceus is not None,
+                    has(US_LNM): p.us_lnm is not None,
                 },
             )
 

@@ -12,7 +12,9 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-BRANCH_TITLES = {"bmode": "B-mode", "ceus": "CEUS"}
+from lnm_jax.names import BMODE, CEUS
+
+BRANCH_TITLES = {BMODE: "B-mode", CEUS: "CEUS"}
 
 
 def overlay(image: np.ndarray, cam: np.ndarray, alpha: float = 0.45) -> np.ndarray:

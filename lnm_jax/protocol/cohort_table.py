@@ -14,6 +14,7 @@ import numpy as np
 
 from lnm_jax.data.manifest import Cohort
 from lnm_jax.evaluation.stats import chi_square, mann_whitney
+from lnm_jax.names import BMODE, CEUS, LABEL, US_LNM, has
 
 MAX_LEVELS = 6
 
@@ -21,11 +22,11 @@ MAX_LEVELS = 6
 def _columns(cohort: Cohort) -> dict[str, dict[str, str]]:
     """column -> patient id -> value ('' = missing)."""
     cols: dict[str, dict[str, str]] = {
-        "lnm": {p.patient_id: "" if p.lnm is None else str(p.lnm) for p in cohort.patients},
-        "us_lnm": {p.patient_id: "" if p.us_lnm is None else str(p.us_lnm) for p in cohort.patients},
+        LABEL: {p.patient_id: "" if p.lnm is None else str(p.lnm) for p in cohort.patients},
+        US_LNM: {p.patient_id: "" if p.us_lnm is None else str(p.us_lnm) for p in cohort.patients},
     }
-    for name in ("bmode", "ceus"):
-        cols[f"has_{name}"] = {p.patient_id: str(int(p.has(name))) for p in cohort.patients}
+    for name in (BMODE, CEUS):
+        cols[has(name)] = {p.patient_id: str(int(p.has(name))) for p in cohort.patients}
     for c in cohort.metadata_columns:
         cols[c] = {p.patient_id: p.metadata.get(c, "") for p in cohort.patients}
     return cols

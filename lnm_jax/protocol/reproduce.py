@@ -350,7 +350,7 @@ def _pct(x) -> str:
 
 def report_markdown(results: dict, groups: dict) -> str:
     folds = results["split"] != "holdout"
-    L = [
+    lines = [
         f"# Protocol report: {results['config']}",
         "",
         f"Cohort `{results['manifest']}` ({results['patients']} patients, sha256 "
@@ -364,7 +364,7 @@ def report_markdown(results: dict, groups: dict) -> str:
         cohort_table_markdown(results["table1"]["rows"], groups),
     ]
     t2 = results["table2"]
-    L += [
+    lines += [
         f"## Table 2: backbones per image modality ({t2['subset']} set"
         f"{', pooled out-of-fold' if folds else ', the 8:2 split of the training set'})",
         "",
@@ -381,10 +381,10 @@ def report_markdown(results: dict, groups: dict) -> str:
         )
         if folds:
             line += f" {row['folds']['auc']['mean']:.3f} +- {row['folds']['auc']['sd']:.3f} |"
-        L.append(line)
-    L += ["", *(f"![{k}]({v})" for k, v in results["figures"].items() if k.endswith("_backbones")), ""]
+        lines.append(line)
+    lines += ["", *(f"![{k}]({v})" for k, v in results["figures"].items() if k.endswith("_backbones")), ""]
     t3 = results["table3"]
-    L += [
+    lines += [
         f"## Table 3: input settings (test set{', pooled out-of-fold' if folds else ''})",
         "",
         "| setting | AUC | 95% CI (DeLong) | 95% CI (bootstrap) | sensitivity (p) | specificity (p) | accuracy (p) |"
@@ -401,8 +401,8 @@ def report_markdown(results: dict, groups: dict) -> str:
         )
         if folds:
             line += f" {row['folds']['auc']['mean']:.3f} +- {row['folds']['auc']['sd']:.3f} |"
-        L.append(line)
-    L += [
+        lines.append(line)
+    lines += [
         "",
         "Sensitivity, specificity and accuracy at probability threshold "
         f"{results.get('threshold', 0.5)}; p: one-sided label-permutation test. With the predictions "
@@ -413,23 +413,30 @@ def report_markdown(results: dict, groups: dict) -> str:
     for k, t in t3.get("delong", {}).items():
         a, b = k.split("_vs_")
         p = "p < 0.001" if t["p"] < 0.001 else f"p = {t['p']:.3f}"
-        L.append(
+        lines.append(
             f"- DeLong, {names.SETTING_LABELS[a]} vs {names.SETTING_LABELS[b]}: "
             f"AUC {t['auc_a']:.3f} vs {t['auc_b']:.3f}, "
             f"difference {t['difference']:+.3f}, {p}"
         )
     ref = results.get("reference")
     if ref:
-        L += [
+        lines += [
             "",
             "Synthetic cohort: Bayes-optimal AUC of each setting: "
             + ", ".join(f"{k} {v:.3f}" for k, v in ref["bayes_auc"].items()),
         ]
-    L += [""] + [f"![{k}]({v})" for k, v in results["figures"].items() if not k.endswith("_backbones")]
-    L += ["", "## Runs", "", "| run | setting | backbone | best epoch | train wall (s) |", "|---|---|---|---:|---:|"]
+    figures = results["figures"]
+    lines += [""] + [f"![{k}]({v})" for k, v in figures.items() if not k.endswith("_backbones")]
+    lines += [
+        "",
+        "## Runs",
+        "",
+        "| run | setting | backbone | best epoch | train wall (s) |",
+        "|---|---|---|---:|---:|",
+    ]
     for name, r in results["runs"].items():
-        L.append(
+        lines.append(
             f"| {name} | {r['setting']} | {r['backbone']} | {', '.join(map(str, r['best_epoch']))} | "
             f"{sum(r['train_wall_s']):.0f} |"
         )
-    return "\n".join(L) + "\n"
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,47 @@
+"""The one metric writer: JSON lines + TensorBoard on process 0 only, and orbax's routine
+messages kept off the console (in the run's log file instead)."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+from lnm_jax.metric_writer import MetricWriter, read_history
+
+
+def test_primary_writes_lines_and_tensorboard_and_keeps_orbax_off_the_console(tmp_path, capsys):
+    console = logging.StreamHandler()
+    logging.getLogger().addHandler(console)
+    try:
+        with MetricWriter(tmp_path / "h.jsonl", tmp_path / "tb", tmp_path / "train.log") as writer:
+            writer.write({"epoch": 1, "loss": 0.5, "note": "x"})
+            writer.write({"epoch": 2, "loss": float("nan")})
+            logging.getLogger("orbax.checkpoint").warning("Waiting for previous save to complete")
+            logging.getLogger("lnm_jax").warning("a warning of ours")
+        err = capsys.readouterr().err
+    finally:
+        logging.getLogger().removeHandler(console)
+    assert [r["epoch"] for r in read_history(tmp_path / "h.jsonl")] == [1, 2]
+    assert read_history(tmp_path / "h.jsonl", up_to=1) == [{"epoch": 1, "loss": 0.5, "note": "x"}]
+    assert list((tmp_path / "tb").iterdir())  # an events file
+    assert "Waiting for previous save" not in err and "a warning of ours" in err
+    assert "Waiting for previous save" in (tmp_path / "train.log").read_text()
+    # the filter is gone once the writer is closed
+    assert not any(console.filters)
+
+
+def test_other_processes_write_nothing(tmp_path):
+    with MetricWriter(tmp_path / "h.jsonl", tmp_path / "tb", tmp_path / "log", primary=False) as writer:
+        writer.rewrite([{"epoch": 1}])
+        writer.write({"epoch": 1, "loss": 0.5})
+        writer.print("nothing")
+    assert not any(tmp_path.iterdir())
+
+
+def test_rewrite_keeps_the_epochs_a_resumed_run_had_finished(tmp_path):
+    path = tmp_path / "h.jsonl"
+    path.write_text("".join(json.dumps({"epoch": e}) + "\n" for e in (1, 2, 3)))
+    with MetricWriter(path, primary=True) as writer:
+        writer.rewrite(read_history(path, up_to=2))
+        writer.write({"epoch": 3, "loss": 1.0})
+    assert read_history(path) == [{"epoch": 1}, {"epoch": 2}, {"epoch": 3, "loss": 1.0}]
