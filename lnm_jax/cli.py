@@ -120,6 +120,7 @@ def parse_config_command(name: str, argv: list[str], default_factory, extra=None
 def cmd_train(argv: list[str]) -> int:
     from lnm_jax.config import base_config
     from lnm_jax.run import Run, load_config
+    from lnm_jax.run_files import RunFiles
     from lnm_jax.training.loop import train
 
     pre = argparse.ArgumentParser(add_help=False)
@@ -127,7 +128,7 @@ def cmd_train(argv: list[str]) -> int:
     pre.add_argument("--resume", action="store_true")
     known, _ = pre.parse_known_args(argv)
     default = base_config
-    if known.resume and known.workdir and Path(known.workdir).is_dir():
+    if known.resume and known.workdir and RunFiles(known.workdir).config.is_file():
         default = lambda: load_config(known.workdir)  # noqa: E731  resume: the run's own config
 
     def extra(flags, fv):
@@ -177,7 +178,7 @@ def _pattern_run(item: str):
 
 
 def cmd_availability(argv: list[str]) -> int:
-    from lnm_jax.evaluation.availability import PATTERNS, evaluate_availability
+    from lnm_jax.evaluation.availability import PATTERNS, availability_table, evaluate_availability
     from lnm_jax.run import Run
 
     p = argparse.ArgumentParser(
@@ -202,7 +203,7 @@ def cmd_availability(argv: list[str]) -> int:
         dedicated=dict(_pattern_run(x) for x in a.dedicated),
         out=a.out,
     )
-    print(res["table"], end="")
+    print(availability_table(res), end="")
     print(f"written to {res['out']}")
     return 0
 

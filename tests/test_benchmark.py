@@ -8,6 +8,8 @@ import sys
 from pathlib import Path
 
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "benchmark.py"
+# the scripts' model options at smoke-test size
+TINY = ["--backbone", "resnet18", "--width", "4", "--image-size", "32", "--steps", "1"]
 
 
 def _load(name: str):
@@ -50,22 +52,7 @@ def test_cpu_tuning_table_smoke():
     """One variant of the XLA:CPU settings table, tiny sizes (its rows parse as numbers)."""
     script = SCRIPT.with_name("cpu_tuning.py")
     out = subprocess.run(
-        [
-            sys.executable,
-            str(script),
-            "--image-size",
-            "32",
-            "--batch",
-            "2",
-            "--steps",
-            "1",
-            "--backbone",
-            "resnet18",
-            "--width",
-            "4",
-            "--variants",
-            "single-threaded Eigen",
-        ],
+        [sys.executable, str(script), *TINY, "--batch", "2", "--variants", "single-threaded Eigen"],
         capture_output=True,
         text=True,
         timeout=300,
@@ -98,22 +85,7 @@ def test_profile_buckets_forward_and_both_gradients_of_a_convolution():
 def test_profile_step_smoke():
     """The profile runs on a tiny train step and its bucket table adds up to its ops."""
     out = subprocess.run(
-        [
-            sys.executable,
-            str(SCRIPT.with_name("profile_step.py")),
-            "--backbone",
-            "resnet18",
-            "--width",
-            "4",
-            "--image-size",
-            "32",
-            "--batch",
-            "2",
-            "--steps",
-            "1",
-            "--top",
-            "3",
-        ],
+        [sys.executable, str(SCRIPT.with_name("profile_step.py")), *TINY, "--batch", "2", "--top", "3"],
         capture_output=True,
         text=True,
         timeout=300,

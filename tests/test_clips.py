@@ -9,6 +9,7 @@ import pytest
 from PIL import Image
 from support import SEED, record
 
+from lnm_jax.config import base_config
 from lnm_jax.data import clips
 from lnm_jax.data.manifest import CLIP_TOO_SHORT, UNREADABLE_CLIP, ManifestError, read_manifest
 from lnm_jax.data.synthetic import SynthParams, bayes_auc, generate_cohort, time_intensity
@@ -93,16 +94,7 @@ def test_pipeline_gives_clip_batches_with_one_augmentation_per_clip(clip_cohort,
     cohort = read_manifest(clip_cohort, min_clip_frames=4)
     ds = load_cohort(cohort, tmp_path / "tfds", clip_frames=4)
     dec = pipeline.decoded_dataset(ds, cohort.ids, 32, clip_frames=4)
-    aug = dict(
-        enabled=True,
-        translate=0.1,
-        scale_min=0.9,
-        scale_max=1.1,
-        flip=True,
-        contrast_min=0.9,
-        contrast_max=1.1,
-        brightness=0.05,
-    )
+    aug = {**base_config().data.augment.to_dict(), "contrast_min": 0.9, "contrast_max": 1.1, "brightness": 0.05}
     raw = next(pipeline.as_numpy(pipeline.batches(dec, batch_size=24, norm=pipeline.PAPER_NORM, train=False), 24))
     assert raw["ceus"].shape == (24, 4, 32, 32, 3) and raw["bmode"].shape == (24, 32, 32, 3)
     assert not raw["ceus"][~raw["has_ceus"]].any()
@@ -165,7 +157,6 @@ def test_clip_model_beats_the_single_frame_when_the_cue_is_temporal(tmp_path):
     """CEUS alone, wash-out cue (d_t = 2.0) much stronger than the static one (d_c = 0.5):
     Bayes AUC 0.928 from the clip, 0.638 from the peak frame. T = 6 frames over the
     enhancement phase vs the peak frame, same cohort, split and schedule."""
-    from lnm_jax.config import base_config
     from lnm_jax.evaluation.evaluate import evaluate
     from lnm_jax.run import Run
     from lnm_jax.training.loop import train

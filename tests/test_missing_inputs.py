@@ -3,6 +3,8 @@ withholding at evaluation, and one model serving every availability pattern."""
 
 from __future__ import annotations
 
+import json
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -152,3 +154,22 @@ def test_one_model_for_every_pattern_matches_the_dedicated_model_without_ceus(tm
     # every input helps: all three beat B-mode + flag; the table is written
     assert res["patterns"]["all"]["missing_input_model"]["auc"] > missing_auc
     assert (tmp_path / "missing" / "eval_best" / "availability.md").read_text().count("|") > 20
+    # the command line reads both run folders and gives the same table
+    from lnm_jax.cli import main
+
+    out = tmp_path / "cli"
+    assert (
+        main(
+            [
+                "availability",
+                "--workdir",
+                str(missing.workdir),
+                "--dedicated",
+                f"no_ceus={dedicated.workdir}",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
+    assert json.loads((out / "availability.json").read_text())["patterns"] == json.loads(json.dumps(res["patterns"]))

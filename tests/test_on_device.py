@@ -9,18 +9,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from lnm_jax.config import base_config
 from lnm_jax.data.on_device import DeviceCohort, apply_augmentation
 
-AUG = dict(
-    enabled=True,
-    translate=0.1,
-    scale_min=0.9,
-    scale_max=1.1,
-    flip=True,
-    contrast_min=0.8,
-    contrast_max=1.2,
-    brightness=0.1,
-)
+AUG = base_config().data.augment.to_dict()  # the paper's augmentation, as configured
 NORM = {
     "bmode": {"mean": (0.2, 0.2, 0.2), "std": (0.1, 0.1, 0.1)},
     "ceus": {"mean": (0.3, 0.2, 0.1), "std": (0.2, 0.2, 0.2)},
@@ -101,7 +93,6 @@ def test_device_cohort_epochs_are_seeded_permutations_with_normalised_batches(cl
 
 
 def test_training_from_a_device_resident_cohort(tiny_cohort, tmp_path):
-    from lnm_jax.config import base_config
     from lnm_jax.run import Run
     from lnm_jax.training.loop import train
 

@@ -5,22 +5,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from lnm_jax.config import base_config
 from lnm_jax.data import pipeline
 from lnm_jax.data.manifest import read_manifest
 from lnm_jax.data.splits import holdout_split
 from lnm_jax.data.synthetic import SynthParams, generate_cohort
 from lnm_jax.data.tfds_builder import load_cohort
 
-AUG = dict(
-    enabled=True,
-    translate=0.1,
-    scale_min=0.9,
-    scale_max=1.1,
-    flip=True,
-    contrast_min=0.8,
-    contrast_max=1.2,
-    brightness=0.1,
-)
+AUG = base_config().data.augment.to_dict()  # the paper's augmentation, as configured
 SIZE = 32
 
 

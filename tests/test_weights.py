@@ -97,44 +97,16 @@ def test_convert_weights_command_pth_and_keras_files(tmp_path, capsys):
     model = _torch_model("resnet18", seed=3)
     torch.save({"state_dict": {f"module.{k}": v for k, v in model.state_dict().items()}}, tmp_path / "r18.pth")
     assert read_torch_state_dict(tmp_path / "r18.pth").keys() == model.state_dict().keys()
-    assert (
-        main(
-            [
-                "convert-weights",
-                "--from",
-                "torchvision",
-                "--in",
-                str(tmp_path / "r18.pth"),
-                "--arch",
-                "resnet18",
-                "--out",
-                str(tmp_path / "conv"),
-            ]
-        )
-        == 0
-    )
+    convert_r18 = ["convert-weights", "--from", "torchvision", "--in", str(tmp_path / "r18.pth"), "--arch", "resnet18"]
+    convert_r18 += ["--out", str(tmp_path / "conv")]
+    assert main(convert_r18) == 0
     variables, meta = load_backbone(tmp_path / "conv")
     assert meta["arch"] == "resnet18" and meta["variant"] == "torchvision"
     np.testing.assert_array_equal(
         variables["params"]["conv1"]["kernel"], model.conv1.weight.detach().numpy().transpose(2, 3, 1, 0)
     )
     # converting into an existing, non-empty folder fails and leaves it alone
-    assert (
-        main(
-            [
-                "convert-weights",
-                "--from",
-                "torchvision",
-                "--in",
-                str(tmp_path / "r18.pth"),
-                "--arch",
-                "resnet18",
-                "--out",
-                str(tmp_path / "conv"),
-            ]
-        )
-        == 1
-    )
+    assert main(convert_r18) == 1
     assert (
         main(
             [
