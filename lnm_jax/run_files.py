@@ -9,6 +9,7 @@ A run folder (``workdir``) holds::
     tfds/                  the TFDS records of the cohort (unless data.tfds_dir names a shared one)
     checkpoints/{best,latest}/   orbax checkpoints
     metrics.jsonl          one JSON line per epoch; tb/: TensorBoard events of the same
+    train.log              the checkpoint library's routine messages (kept off the console)
     eval_<checkpoint>/     metrics.json, predictions.csv, roc/reliability/decision-curve plots,
                            availability.{json,md}
     calibration_<checkpoint>.json   the temperature fitted on validation (used by predict)
@@ -31,6 +32,7 @@ TFDS = "tfds"
 CHECKPOINTS = "checkpoints"
 HISTORY = "metrics.jsonl"
 TENSORBOARD = "tb"
+TRAIN_LOG = "train.log"  # library messages kept off the console (orbax)
 PREDICTIONS = "predictions.json"
 
 # Inside an evaluation folder.
@@ -99,6 +101,10 @@ class RunFiles:
     @property
     def tensorboard(self) -> Path:
         return self.root / TENSORBOARD
+
+    @property
+    def train_log(self) -> Path:
+        return self.root / TRAIN_LOG
 
     @property
     def predictions(self) -> Path:

@@ -21,8 +21,6 @@ from lnm_jax.training.steps import make_eval_step, make_train_step, predict, ste
 if TYPE_CHECKING:
     from lnm_jax.run import Run
 
-LOG_FILE = "train.log"
-
 
 class NonFiniteLossError(FloatingPointError):
     """Training produced a NaN/inf loss; the last good checkpoint is left untouched."""
@@ -74,7 +72,7 @@ def train(run: Run) -> dict:
     if run.resume and ckpts.latest_epoch("latest") is not None:
         state, meta = ckpts.restore("latest", state)
         start_epoch, best = meta["epoch"] + 1, meta["best"]
-    writer = MetricWriter(files.history, files.tensorboard, files.root / LOG_FILE, primary=jax.process_index() == 0)
+    writer = MetricWriter(files.history, files.tensorboard, files.train_log, primary=jax.process_index() == 0)
     writer.rewrite(read_history(files.history, up_to=start_epoch - 1))
     tx, plateau = run.optimizer
     train_step = make_train_step(run.model, tx, mesh, seed=config.seed)
