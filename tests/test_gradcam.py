@@ -108,8 +108,11 @@ def _blob_patients(n, size, rng):
 def test_trained_model_cam_mass_falls_inside_the_cue_region():
     """Measure: the share of a positive patient's CAM mass (sum of the [0, 1] map) inside the
     cue's square grown by 4 px (9.8% of the image). Thresholds: HiResCAM at stage1 puts on
-    average >= 50% of its mass there ('mostly inside'); Grad-CAM >= 3x the region's area;
-    the opposite target (no_lnm) puts less there than the LNM target."""
+    average >= 50% of its mass there ('mostly inside'); Grad-CAM >= 2x the region's area;
+    the opposite target (no_lnm) puts at least 0.25 less there than the LNM target. Margins from
+    8 runs (seeds 0-4, and 0-2 under AVX2; scripts/measure_test_margins.py): HiResCAM mass mean
+    0.603, SD 0.023 (0.5 = mean - 4.5 SD); Grad-CAM mass / area mean 5.4, min 3.3, log-SD 0.28
+    (2x = 3.5 SD below the log-mean); HiResCAM minus no_lnm mean 0.470, SD 0.040 (0.25 = mean - 5.5 SD)."""
     size = 64
     rng = np.random.default_rng(SEED)
     x, y, _ = _blob_patients(512, size, rng)
@@ -148,5 +151,5 @@ def test_trained_model_cam_mass_falls_inside_the_cue_region():
     )
     assert auc > 0.95  # the model did learn the cue
     assert hires >= 0.5, hires
-    assert grad >= 3 * area, (grad, area)
-    assert against < hires, (against, hires)
+    assert grad >= 2 * area, (grad, area)
+    assert hires - against > 0.25, (against, hires)

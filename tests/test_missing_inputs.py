@@ -109,9 +109,13 @@ def test_withhold_marks_inputs_absent_and_zeroes_them():
 
 def test_one_model_for_every_pattern_matches_the_dedicated_model_without_ceus(tmp_path):
     """A modality-dropout triple model, with CEUS withheld, keeps the test AUC of a model
-    trained on B-mode + flag alone within 0.05 (same cohort, split and test patients).
-    Strong image cues (d = 2.5) so that 20 epochs at 32 px learn them: on weaker cues the
-    dedicated model itself swung by 0.09 AUC across seeds, which no 0.05 check survives."""
+    trained on B-mode + flag alone (same cohort, split and test patients), and all three inputs
+    beat B-mode + flag. Margins from the spread measured over seeds 0-4 natively and 0-2 with
+    XLA:CPU held to AVX2 (scripts/measure_test_margins.py, 8 runs): missing-input minus dedicated
+    AUC mean +0.028, SD 0.048, min -0.026 -> margin -0.12 (mean - 3.1 SD); all three minus
+    B-mode + flag mean 0.080, SD 0.009, min 0.065 -> margin 0.03 (mean - 5.5 SD). 400 patients
+    with strong cues (d = 3), 12 epochs at 32 px: both models stay below the Bayes AUC (0.985),
+    so their difference carries the training noise that sets the first margin."""
     from lnm_jax.config import base_config
     from lnm_jax.data.synthetic import SynthParams, generate_cohort
 
@@ -150,9 +154,9 @@ def test_one_model_for_every_pattern_matches_the_dedicated_model_without_ceus(tm
         all_three=all_auc,
         all_minus_no_ceus=all_auc - missing_auc,
     )
-    assert missing_auc >= dedicated_auc - 0.05, row
+    assert missing_auc >= dedicated_auc - 0.12, row
     # every input helps: all three beat B-mode + flag; the table is written
-    assert res["patterns"]["all"]["missing_input_model"]["auc"] > missing_auc
+    assert all_auc > missing_auc + 0.03, (all_auc, missing_auc)
     assert (tmp_path / "missing" / "eval_best" / "availability.md").read_text().count("|") > 20
     # the command line reads both run folders and gives the same table
     from lnm_jax.cli import main
