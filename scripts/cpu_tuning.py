@@ -62,10 +62,11 @@ def main() -> None:
     p.add_argument("--variants", default=",".join(VARIANTS), help="comma list of variant names")
     p.add_argument("--backbone", default="resnet50", help="PyTorch runs only for resnet50 at width 64")
     p.add_argument("--width", type=int, default=64)
+    p.add_argument("--setting", default="triple", help="the inputs, as the benchmark's --setting")
     a = p.parse_args()
     common = [
         "--setting",
-        "triple",
+        a.setting,
         "--backbone",
         a.backbone,
         "--width",

@@ -89,20 +89,19 @@ def test_torchvision_weights_port_and_reproduce_the_pooled_feature(arch, size, d
 @pytest.mark.parametrize("arch", ["vgg11", "vgg11_bn", "inception_v3"])
 def test_backbones_give_the_common_intermediates_in_the_fusion_model(arch):
     size = max(min_image_size(arch), 32)
-    model = FusionClassifier(("bmode", "ceus", "us_lnm"), backbone=arch, width=4, missing_inputs=True)
+    # one image branch (CEUS, one of two patients without it: masked BatchNorm) and the flag
+    model = FusionClassifier(("ceus", "us_lnm"), backbone=arch, width=4, missing_inputs=True)
     r = np.random.default_rng(0)
     batch = {
-        "bmode": r.standard_normal((2, size, size, 3)).astype(np.float32),
         "ceus": r.standard_normal((2, size, size, 3)).astype(np.float32),
         "us_lnm": np.ones(2, np.float32),
-        "has_bmode": np.ones(2, bool),
         "has_ceus": np.array([True, False]),
         "has_us_lnm": np.ones(2, bool),
     }
     v = model.init(jax.random.key(0), batch)
     out, _ = model.apply({k: v[k] for k in v if k != "perturbations"}, batch, train=True, mutable=["batch_stats"])
     for k in ("stem", "stage1", "stage2", "stage3", "stage4", "pooled"):
-        assert k in out["bmode"]
+        assert k in out["ceus"]
     assert np.isfinite(np.asarray(out["logit"])).all()
 
 

@@ -10,6 +10,7 @@ from pathlib import Path
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "benchmark.py"
 # the scripts' model options at smoke-test size
 TINY = ["--backbone", "resnet18", "--width", "4", "--image-size", "32", "--steps", "1"]
+ONE_BRANCH = ["--setting", "bmode,us_lnm"]  # the scripts' paths, at half the compile time of triple
 
 
 def _load(name: str):
@@ -28,7 +29,7 @@ def test_benchmark_smoke_and_no_tensorflow():
     code = (
         f"import sys, runpy; sys.argv = ['b', '--backbone', 'resnet18', '--width', '4', "
         f"'--image-size', '16', '--batch-sizes', '2', '--steps', '1', '--warmup', '1', "
-        f"'--dtypes', 'float32,bfloat16']; "
+        f"'--dtypes', 'float32,bfloat16', '--setting', 'bmode,us_lnm']; "
         f"runpy.run_path({str(SCRIPT)!r}, run_name='__main__'); "
         f"assert 'tensorflow' not in sys.modules, 'benchmark imported TensorFlow'"
     )
@@ -52,7 +53,7 @@ def test_cpu_tuning_table_smoke():
     """One variant of the XLA:CPU settings table, tiny sizes (its rows parse as numbers)."""
     script = SCRIPT.with_name("cpu_tuning.py")
     out = subprocess.run(
-        [sys.executable, str(script), *TINY, "--batch", "2", "--variants", "single-threaded Eigen"],
+        [sys.executable, str(script), *TINY, *ONE_BRANCH, "--batch", "2", "--variants", "single-threaded Eigen"],
         capture_output=True,
         text=True,
         timeout=300,
@@ -85,7 +86,7 @@ def test_profile_buckets_forward_and_both_gradients_of_a_convolution():
 def test_profile_step_smoke():
     """The profile runs on a tiny train step and its bucket table adds up to its ops."""
     out = subprocess.run(
-        [sys.executable, str(SCRIPT.with_name("profile_step.py")), *TINY, "--batch", "2", "--top", "3"],
+        [sys.executable, str(SCRIPT.with_name("profile_step.py")), *TINY, *ONE_BRANCH, "--batch", "2", "--top", "3"],
         capture_output=True,
         text=True,
         timeout=300,

@@ -96,7 +96,7 @@ def test_training_from_a_device_resident_cohort(tiny_cohort, tmp_path):
     from lnm_jax.run import Run
     from lnm_jax.training.loop import train
 
-    c = base_config("triple")
+    c = base_config("bmode,us_lnm")  # one image branch: the device-resident path, half the compile
     c.data.manifest, c.data.image_size, c.data.on_device = str(tiny_cohort), 32, True
     c.model.backbone, c.model.width = "resnet18", 4
     c.train.epochs, c.train.batch_size, c.train.eval_batch_size = 2, 8, 16
