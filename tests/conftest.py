@@ -47,33 +47,55 @@ from lnm_jax.data.synthetic import SynthParams, generate_cohort  # noqa: E402
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
 
+def _built_once(tmp_path_factory, worker_id: str, name: str, build) -> Path:
+    """``build(folder)`` run once per test session and shared by every xdist worker: the first
+    worker to get the lock builds, the others wait and reuse (pytest-xdist's recipe for session
+    fixtures). Returns the folder."""
+    from filelock import FileLock
+
+    base = tmp_path_factory.getbasetemp()
+    root = base if worker_id == "master" else base.parent  # the session's folder, above the workers'
+    folder = root / name
+    with FileLock(str(root / f"{name}.lock")):
+        if not (folder / ".built").is_file():
+            shutil.rmtree(folder, ignore_errors=True)
+            build(folder)
+            (folder / ".built").touch()
+    return folder
+
+
 @pytest.fixture(scope="session")
-def tiny_cohort(tmp_path_factory) -> Path:
+def tiny_cohort(tmp_path_factory, worker_id) -> Path:
     """40 patients, 48x48 images, strong cues; returns the manifest path."""
-    out = tmp_path_factory.mktemp("tiny") / "cohort"
-    return generate_cohort(out, SynthParams(patients=40, size=48, seed=3, bmode_strength=3.0, ceus_strength=3.0))
+    params = SynthParams(patients=40, size=48, seed=3, bmode_strength=3.0, ceus_strength=3.0)
+    return _built_once(tmp_path_factory, worker_id, "tiny", lambda f: generate_cohort(f / "cohort", params)) / (
+        "cohort/manifest.csv"
+    )
 
 
 @pytest.fixture(scope="session")
-def learnable_cohort(tmp_path_factory) -> Path:
+def learnable_cohort(tmp_path_factory, worker_id) -> Path:
     """120 patients, 64x64 images, strong image cues: enough for a short training run to learn."""
-    out = tmp_path_factory.mktemp("learnable") / "cohort"
-    return generate_cohort(out, SynthParams(patients=120, size=64, seed=11, bmode_strength=3.0, ceus_strength=3.0))
+    params = SynthParams(patients=120, size=64, seed=11, bmode_strength=3.0, ceus_strength=3.0)
+    return _built_once(tmp_path_factory, worker_id, "learnable", lambda f: generate_cohort(f / "cohort", params)) / (
+        "cohort/manifest.csv"
+    )
 
 
 @pytest.fixture(scope="session")
-def triple_run(tiny_cohort, tmp_path_factory):
-    """One triple run (two epochs on the tiny cohort), trained once per test process for every
-    test that needs a trained run: resume, prediction, evaluation, the CLI on a run. Tests that
+def triple_run(tiny_cohort, tmp_path_factory, worker_id):
+    """One triple run (two epochs on the tiny cohort), trained once per session for every test
+    that needs a trained run: resume, prediction, evaluation, the CLI on a run. Tests that
     change a run work on a copy (``copy_run``)."""
     from support import tiny_config
 
     from lnm_jax.run import Run
     from lnm_jax.training.loop import train
 
-    run = Run.create(tiny_config(tiny_cohort, "triple", epochs=2), tmp_path_factory.mktemp("triple") / "run")
-    train(run)
-    return run
+    def build(folder):
+        train(Run.create(tiny_config(tiny_cohort, "triple", epochs=2), folder / "run"))
+
+    return Run.open(_built_once(tmp_path_factory, worker_id, "triple", build) / "run")
 
 
 @pytest.fixture()

@@ -22,6 +22,7 @@ TINY = [
     "--config.train.batch_size=8",
     "--config.train.eval_batch_size=16",
     "--config.eval.bootstrap=50",
+    "--config.eval.fold_bn=False",  # predict with the loop's own eval program (BN folding: test_models)
     "--config.protocol.permutations=99",
 ]
 
