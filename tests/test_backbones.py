@@ -98,8 +98,7 @@ def test_backbones_give_the_common_intermediates_in_the_fusion_model(arch):
         "has_ceus": np.array([True, False]),
         "has_us_lnm": np.ones(2, bool),
     }
-    v = model.init(jax.random.key(0), batch)
-    out, _ = model.apply({k: v[k] for k in v if k != "perturbations"}, batch, train=True, mutable=["batch_stats"])
+    out, _ = model.init_with_output(jax.random.key(0), batch, train=True)  # one pass: training-mode BatchNorm
     for k in ("stem", "stage1", "stage2", "stage3", "stage4", "pooled"):
         assert k in out["ceus"]
     assert np.isfinite(np.asarray(out["logit"])).all()
