@@ -354,6 +354,7 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from lnm_jax.data.splits import SplitError
     from lnm_jax.run import ConfigMismatchError, RunExistsError
     from lnm_jax.training.loop import NonFiniteLossError
+    from lnm_jax.weights.convert import WeightMismatchError
 
     return (
         ManifestError,
@@ -364,7 +365,7 @@ def _user_errors() -> tuple[type[BaseException], ...]:
         FileNotFoundError,
         FileExistsError,
         ValueError,
-        KeyError,
+        WeightMismatchError,  # a KeyError naming the tensor; other KeyErrors are bugs and show their traceback
     )
 
 
