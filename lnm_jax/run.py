@@ -28,7 +28,7 @@ from lnm_jax.data.splits import Split, holdout_split, load_splits, save_splits
 from lnm_jax.data.synthetic import SynthParams, generate_cohort
 from lnm_jax.fileio import write_text
 from lnm_jax.models.fusion import build_model
-from lnm_jax.run_files import RunFiles
+from lnm_jax.run_files import GENERATOR, MANIFEST, RunFiles
 from lnm_jax.training import state as state_lib
 from lnm_jax.training.checkpoint import RunCheckpoints
 from lnm_jax.training.steps import inference_variables, make_eval_step, predict, step_inputs
@@ -84,8 +84,6 @@ def resolve_cohort(config: ConfigDict, files: RunFiles) -> Cohort:
     ``cohort/`` once and reuses it while its parameters match."""
     if config.data.manifest:
         return read_manifest(config.data.manifest, min_clip_frames=config.data.clip_frames)
-    from lnm_jax.run_files import GENERATOR, MANIFEST  # noqa: PLC0415
-
     params = synth_params(config)
     generator = files.cohort / GENERATOR
     if generator.is_file():
@@ -125,6 +123,13 @@ def run_split(config: ConfigDict, cohort: Cohort, files: RunFiles) -> Split:
     )
     save_splits(files.splits, [split], **split_document(config, cohort))
     return split
+
+
+def write_run_record(config: ConfigDict, files: RunFiles) -> None:
+    """Writes ``config.json`` and ``run_info.json`` (process 0 of a multi-host job only)."""
+    if jax.process_index() == 0:
+        write_text(files.config, config.to_json(indent=2))
+        write_text(files.run_info, json.dumps(provenance.run_info(), indent=2))
 
 
 def load_config(workdir: Path | str) -> ConfigDict:
@@ -281,9 +286,7 @@ class Run:
             save_splits(files.splits, [split], **(split_doc or split_document(config, cohort)))
         else:
             split = run_split(config, cohort, files)
-        if jax.process_index() == 0:
-            write_text(files.config, config.to_json(indent=2))
-            write_text(files.run_info, json.dumps(provenance.run_info(), indent=2))
+        write_run_record(config, files)
         return cls(config, files.root, cohort, split, resume=resume)
 
     @classmethod

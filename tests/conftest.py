@@ -101,8 +101,6 @@ def triple_run(tiny_cohort, tmp_path_factory, worker_id):
 @pytest.fixture()
 def copy_run(tmp_path):
     """``copy_run(run)``: the run's folder copied under this test's tmp_path, opened as a Run."""
-    import shutil
-
     from lnm_jax.run import Run
 
     def copy(run):

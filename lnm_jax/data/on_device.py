@@ -23,7 +23,6 @@ from jax.scipy.ndimage import map_coordinates
 
 from lnm_jax.names import AVAILABILITY_KEYS, IMAGE_INPUTS, LABEL, US_LNM, has
 
-IMAGE_KEYS = IMAGE_INPUTS
 ROW_KEYS = (US_LNM, LABEL, *AVAILABILITY_KEYS)
 
 
@@ -91,17 +90,18 @@ class DeviceCohort:
         self.n = len(arrays[LABEL])
         if self.n < batch_size:
             raise ValueError(f"{self.n} training patients, fewer than one batch of {batch_size}")
-        keep = IMAGE_KEYS + ROW_KEYS
+        keep = IMAGE_INPUTS + ROW_KEYS
         self.arrays = {k: jax.device_put(np.asarray(arrays[k]), replicated) for k in keep if k in arrays}
         self.batch_size, self.seed = batch_size, seed
         aug = dict(augment) if augment and augment.get("enabled", False) else None
         stats = {
-            k: (jnp.asarray(norm[k]["mean"], jnp.float32), jnp.asarray(norm[k]["std"], jnp.float32)) for k in IMAGE_KEYS
+            k: (jnp.asarray(norm[k]["mean"], jnp.float32), jnp.asarray(norm[k]["std"], jnp.float32))
+            for k in IMAGE_INPUTS
         }
 
         def make_batch(data, idx, key):
             b = {k: v[idx] for k, v in data.items()}
-            for j, k in enumerate(IMAGE_KEYS):
+            for j, k in enumerate(IMAGE_INPUTS):
                 if k not in b:
                     continue
                 img = b[k]

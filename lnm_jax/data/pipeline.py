@@ -23,15 +23,16 @@ import numpy as np
 import tensorflow as tf
 
 from lnm_jax.names import (
+    AVAILABILITY_KEYS,
     BMODE,
     CEUS,
+    IMAGE_INPUTS,
     LABEL,
     PAPER_NORM,  # noqa: F401  (re-exported: the pipeline's default statistics)
     PATIENT_ID,
     US_LNM,
     has,
 )
-from lnm_jax.names import IMAGE_INPUTS as IMAGE_KEYS
 
 
 def _decode_image(encoded: tf.Tensor, size: int) -> tf.Tensor:
@@ -69,7 +70,7 @@ def decode_example(example: Mapping[str, tf.Tensor], size: int, clip_frames: int
     }
     out[US_LNM] = tf.cast(tf.maximum(example[US_LNM], 0), tf.float32)
     out[LABEL] = tf.cast(example[LABEL], tf.int32)
-    for k in (has(BMODE), has(CEUS), has(US_LNM), PATIENT_ID):
+    for k in (*AVAILABILITY_KEYS, PATIENT_ID):
         out[k] = example[k]
     return out
 
@@ -115,7 +116,7 @@ def _augment_image(img: tf.Tensor, seed: tf.Tensor, aug: Mapping) -> tf.Tensor:
 
 def _normalise(example: dict, norm: Mapping) -> dict:
     out = dict(example)
-    for k in IMAGE_KEYS:
+    for k in IMAGE_INPUTS:
         mean = tf.constant(norm[k]["mean"], tf.float32)
         std = tf.constant(norm[k]["std"], tf.float32)
         present = tf.cast(example[has(k)], tf.float32)
@@ -156,7 +157,7 @@ def batches(
             def aug(i, ex):
                 ex = dict(ex)
                 base = tf.random.experimental.stateless_fold_in(epoch_seed, i)
-                for j, k in enumerate(IMAGE_KEYS):
+                for j, k in enumerate(IMAGE_INPUTS):
                     ex[k] = _augment_image(ex[k], tf.random.experimental.stateless_fold_in(base, j), augment)
                 return ex
 
@@ -192,18 +193,18 @@ def normalisation_stats(decoded: tf.data.Dataset) -> dict[str, dict[str, list[fl
 
     Accumulated in float64 over all pixels, so the result does not depend on batching.
     """
-    sums = {k: np.zeros(3) for k in IMAGE_KEYS}
-    sq = {k: np.zeros(3) for k in IMAGE_KEYS}
-    count = {k: 0 for k in IMAGE_KEYS}
+    sums = {k: np.zeros(3) for k in IMAGE_INPUTS}
+    sq = {k: np.zeros(3) for k in IMAGE_INPUTS}
+    count = {k: 0 for k in IMAGE_INPUTS}
     for ex in decoded.batch(32).as_numpy_iterator():
-        for k in IMAGE_KEYS:
+        for k in IMAGE_INPUTS:
             pixels = ex[k][ex[has(k)]].astype(np.float64).reshape(-1, 3)  # clips too
             if len(pixels):
                 sums[k] += pixels.sum(axis=0)
                 sq[k] += (pixels**2).sum(axis=0)
                 count[k] += len(pixels)
     out = {}
-    for k in IMAGE_KEYS:
+    for k in IMAGE_INPUTS:
         if count[k] == 0:
             out[k] = {"mean": list(PAPER_NORM[k]["mean"]), "std": list(PAPER_NORM[k]["std"])}
             continue

@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 from ml_collections import ConfigDict
 
-from lnm_jax import names, provenance
+from lnm_jax import names
 from lnm_jax.data.splits import Split, holdout_split, kfold_splits, save_splits
 from lnm_jax.evaluation import metrics as M
 from lnm_jax.evaluation.plots import plot_convergence, plot_roc
@@ -37,7 +37,7 @@ from lnm_jax.evaluation.summary import THRESHOLD_METRICS, summarise_predictions
 from lnm_jax.fileio import write_text
 from lnm_jax.metric_writer import read_history
 from lnm_jax.protocol.cohort_table import cohort_table, cohort_table_markdown
-from lnm_jax.run import Run, resolve_cohort, split_document
+from lnm_jax.run import Run, resolve_cohort, split_document, write_run_record
 from lnm_jax.run_files import CAM_GRID_CORRECT, CAM_GRID_INCORRECT, GENERATOR, PROTOCOL_RUNS, REPORT, RESULTS, RunFiles
 
 
@@ -170,8 +170,7 @@ def reproduce(config: ConfigDict, workdir: Path | str) -> dict:
         ]
     split_doc = split_document(config, cohort, method=f"{folds}-fold" if folds else "holdout")
     save_splits(files.splits, splits, **split_doc)
-    write_text(files.config, config.to_json(indent=2))
-    write_text(files.run_info, json.dumps(provenance.run_info(), indent=2))
+    write_run_record(config, files)
 
     groups = {"train+validation": splits[0].train + splits[0].val, "test": splits[0].test}
     table1 = cohort_table(cohort, groups)
