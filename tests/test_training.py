@@ -27,14 +27,6 @@ def _history(run):
     return [{k: v for k, v in r.items() if k not in TIMING_KEYS} for r in read_history(run.files.history)]
 
 
-def _latest(run):
-    ckpts = run.checkpoints()
-    try:
-        return ckpts.restore("latest", run.fresh_state())
-    finally:
-        ckpts.close()
-
-
 # Margin from the measured spread (scripts/measure_test_margins.py, seeds 0-4 natively and 0-2
 # with XLA:CPU held to AVX2): test AUC mean 0.960, SD 0.029, min 0.917 over 8 runs (Bayes 0.999);
 # 0.8 is the mean - 5.5 SD.
@@ -111,8 +103,8 @@ def test_resume_and_same_seed_are_bitwise_reproducible(triple_run, tiny_cohort, 
     h_full = _history(triple_run)
     assert len(h_full) == 2
     assert _history(resumed) == h_full
-    s_full, meta_full = _latest(triple_run)
-    s_res, meta_res = _latest(resumed)
+    s_full, meta_full = triple_run.restore("latest")
+    s_res, meta_res = resumed.restore("latest")
     assert meta_full == meta_res and int(s_full.step) == int(s_res.step)
     for a, b in zip(jax.tree.leaves(s_full), jax.tree.leaves(s_res)):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
@@ -125,14 +117,14 @@ def test_existing_run_is_not_overwritten(triple_run):
 
 def test_nan_loss_stops_with_named_error_and_keeps_last_good_checkpoint(triple_run, copy_run, monkeypatch):
     run = copy_run(triple_run)
-    good, meta = _latest(run)
+    good, meta = run.restore("latest")
     real = steps_lib.bce_loss
     monkeypatch.setattr(steps_lib, "bce_loss", lambda *a: real(*a) * np.nan)
     config = load_config(run.workdir)
     config.train.epochs = 3
     with pytest.raises(NonFiniteLossError, match="loss is nan"):
         train(Run.create(config, run.workdir, resume=True))
-    after, meta_after = _latest(Run.open(run.workdir))
+    after, meta_after = Run.open(run.workdir).restore("latest")
     assert meta_after["epoch"] == meta["epoch"] == 2
     for a, b in zip(jax.tree.leaves(good), jax.tree.leaves(after)):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
