@@ -16,4 +16,7 @@ def get_config():
     c.name = "reproduce_busbra"
     c.data.norm.bmode.mean, c.data.norm.bmode.std = (0.327657,) * 3, (0.184627,) * 3
     c.data.norm.ceus.mean, c.data.norm.ceus.std = (0.320388,) * 3, (0.183157,) * 3
+    # Single-view patients have no second view ('ceus'): the paper's settings feed it as zeros,
+    # as the project's BUS-BRA figures were measured (model.missing_inputs learns it instead).
+    c.data.zero_fill_missing = True
     return c

@@ -2,12 +2,13 @@
 function; errors a user can fix are printed as one line and exit 1 (bad arguments: 2).
 
     lnm-jax synth     --out DIR [--patients 308 --seed 0 ...]   write a synthetic cohort
-    lnm-jax validate  MANIFEST [--no-labels]                     check a manifest, write nothing
+    lnm-jax validate  MANIFEST [--no-labels] [--workdir W | --config C]
+                                                                 check a manifest against a model, write nothing
     lnm-jax norm-stats --manifest M [--image-size 224 --seed 0]  per-modality mean/std of a train split
     lnm-jax train     --config configs/paper_triple.py --workdir W [--resume] [--config.x.y=v ...]
     lnm-jax evaluate  --workdir W [--checkpoint best|latest]
     lnm-jax availability --workdir W [--dedicated no_ceus=RUN ...]  metrics per availability pattern
-    lnm-jax predict   --workdir W --manifest NEW.csv --out probs.csv
+    lnm-jax predict   --workdir W --manifest NEW.csv --out probs.csv [--zero-fill-missing]
     lnm-jax gradcam   --workdir W [--split test --out DIR --method gradcam|hirescam|gradcam++]
     lnm-jax convert-weights --from torchvision|keras --in FILE --out DIR [--arch resnet50]
     lnm-jax reproduce --workdir W [--manifest M] [--folds K] [--config configs/reproduce_cpu.py]
@@ -17,7 +18,9 @@ function; errors a user can fix are printed as one line and exit 1 (bad argument
 
 Commands that take a config accept ml_collections overrides (``--config.train.epochs=3``);
 without ``--config`` they start from the built-in defaults (``configs/demo.py`` for demo,
-``configs/paper_triple.py`` otherwise).
+``configs/paper_triple.py`` otherwise). A failure prints one line,
+``lnm-jax <command>: error: ...``, and exits 1 (2 for bad arguments); ``--debug`` anywhere on
+the command line shows the traceback instead.
 """
 
 from __future__ import annotations
@@ -35,8 +38,9 @@ class UsageError(Exception):
     """Bad command-line arguments (exit 2)."""
 
 
-def _fail(msg: str, code: int) -> int:
-    print(f"lnm-jax: error: {msg}", file=sys.stderr)
+def _fail(command: str, msg: str, code: int) -> int:
+    prog = f"lnm-jax {command}" if command else "lnm-jax"
+    print(f"{prog}: error: {msg}", file=sys.stderr)
     return code
 
 
@@ -71,13 +75,44 @@ def cmd_synth(argv: list[str]) -> int:
 
 def cmd_validate(argv: list[str]) -> int:
     from lnm_jax.data.manifest import read_manifest
+    from lnm_jax.preflight import report
 
-    p = argparse.ArgumentParser(prog="lnm-jax validate", description="Validate a cohort manifest.")
+    p = argparse.ArgumentParser(
+        prog="lnm-jax validate",
+        description="Validate a cohort manifest (every image decoded) against a model: the inputs it takes, "
+        "its image size, and the configured split. Writes nothing.",
+    )
     p.add_argument("manifest", type=Path)
     p.add_argument("--no-labels", action="store_true", help="lnm may be missing (new patients)")
+    model = p.add_mutually_exclusive_group()
+    model.add_argument("--workdir", type=Path, help="check against this trained run's model")
+    model.add_argument("--config", type=Path, help="check against this config file's model and split")
     a = p.parse_args(argv)
-    print(read_manifest(a.manifest, require_labels=not a.no_labels).describe())
+    config = _config_for_validate(a)
+    cohort = read_manifest(a.manifest, require_labels=not a.no_labels, min_clip_frames=config.data.clip_frames)
+    lines, problems = report(cohort, config, labelled=not a.no_labels, model=bool(a.workdir or a.config))
+    print("\n".join([cohort.describe(), *lines]))
+    if problems:
+        raise ValueError(f"{a.manifest} cannot be used as configured: " + " | ".join(problems))
     return 0
+
+
+def _config_for_validate(a):
+    from lnm_jax.config import base_config
+    from lnm_jax.run import load_config
+
+    if a.workdir:
+        return load_config(a.workdir)
+    if a.config:
+        import importlib.util
+
+        spec = importlib.util.spec_from_file_location("validate_config", a.config)
+        if spec is None or not a.config.is_file():
+            raise FileNotFoundError(f"config file {a.config} does not exist")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module.get_config()
+    return base_config()
 
 
 def cmd_norm_stats(argv: list[str]) -> int:
@@ -113,7 +148,7 @@ def parse_config_command(name: str, argv: list[str], default_factory, extra=None
     try:
         fv(full)
     except flags.Error as e:
-        raise UsageError(f"{name}: {e}") from e
+        raise UsageError(str(e)) from e
     return fv.config, fv
 
 
@@ -217,8 +252,16 @@ def cmd_predict(argv: list[str]) -> int:
     p.add_argument("--manifest", required=True, type=Path)
     p.add_argument("--out", required=True, type=Path)
     p.add_argument("--checkpoint", choices=("best", "latest"), default="best")
+    p.add_argument(
+        "--zero-fill-missing",
+        action="store_true",
+        help="score patients who lack an input the model was not trained to miss, feeding it as zeros",
+    )
     a = p.parse_args(argv)
-    print(f"wrote {predict_manifest(Run.open(a.workdir), a.manifest, a.out, checkpoint=a.checkpoint)}")
+    out = predict_manifest(
+        Run.open(a.workdir), a.manifest, a.out, checkpoint=a.checkpoint, zero_fill_missing=a.zero_fill_missing
+    )
+    print(f"wrote {out}")
     return 0
 
 
@@ -349,43 +392,52 @@ COMMANDS = {
 
 
 def _user_errors() -> tuple[type[BaseException], ...]:
-    """Errors a user can fix (a bad manifest, a missing run, a changed config, ...)."""
-    from lnm_jax.data.manifest import ManifestError
-    from lnm_jax.data.splits import SplitError
-    from lnm_jax.run import ConfigMismatchError, RunExistsError
-    from lnm_jax.training.loop import NonFiniteLossError
+    """Errors a user can fix (a bad manifest, a missing run, a changed config, a full disk,
+    ...): their message is the whole report."""
+    from lnm_jax.training.loop import TrainingDivergedError
     from lnm_jax.weights.convert import WeightMismatchError
 
     return (
-        ManifestError,
-        SplitError,
-        ConfigMismatchError,
-        RunExistsError,
-        NonFiniteLossError,
-        FileNotFoundError,
-        FileExistsError,
-        ValueError,
-        WeightMismatchError,  # a KeyError naming the tensor; other KeyErrors are bugs and show their traceback
+        ValueError,  # bad manifests, splits, configs, missing inputs, unreadable weights, ...
+        OSError,  # missing files, existing runs, failed checkpoint saves
+        ImportError,  # an optional package a file needs
+        TrainingDivergedError,
+        WeightMismatchError,  # a KeyError naming the tensor
     )
+
+
+def _message(e: BaseException) -> str:
+    if isinstance(e, OSError) and e.strerror and e.filename and str(e.filename) not in str(e.args[-1]):
+        return f"{e.filename}: {e.strerror}"  # e.g. a full disk while writing a file
+    return str(e) or type(e).__name__
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
+    debug = "--debug" in argv
+    argv = [x for x in argv if x != "--debug"]
     if not argv or argv[0] in ("-h", "--help"):
         print(__doc__)
         return 0
-    command = COMMANDS.get(argv[0])
+    name = argv[0]
+    command = COMMANDS.get(name)
     if command is None:
         print(__doc__)
-        return _fail(f"unknown command '{argv[0]}'", 2)
+        return _fail("", f"unknown command '{name}'", 2)
     try:
         return command(argv[1:])
     except UsageError as e:
-        return _fail(str(e), 2)
+        return _fail(name, str(e), 2)
     except SystemExit as e:  # argparse: --help (0) or bad arguments (2)
         return e.code if isinstance(e.code, int) else 2
-    except _user_errors() as e:
-        return _fail(str(e), 1)
+    except KeyboardInterrupt:
+        return _fail(name, "interrupted", 130)
+    except Exception as e:
+        if debug:
+            raise
+        if isinstance(e, _user_errors()):
+            return _fail(name, _message(e), 1)
+        return _fail(name, f"unexpected {type(e).__name__}: {_message(e)} (rerun with --debug for the traceback)", 1)
 
 
 if __name__ == "__main__":

@@ -35,6 +35,10 @@ def base_config(setting: str = "triple") -> ConfigDict:
     # Hold the decoded training split on the accelerator(s) and augment there, in JAX
     # (lnm_jax/data/on_device.py): for small cohorts on fast devices.
     c.data.on_device = False
+    # A patient who lacks an input the model takes is refused unless the model was trained for
+    # missing inputs (model.missing_inputs); True feeds such an input as zeros instead (the
+    # paper's model never saw a zero image: an explicit opt-in, e.g. for single-view cohorts).
+    c.data.zero_fill_missing = False
     c.data.split = ConfigDict(dict(test_fraction=0.2, val_fraction=0.2, seed=0))
     # Tuples, so that `--config.data.norm.bmode.mean='(0.2, 0.2, 0.2)'` overrides them.
     c.data.norm = ConfigDict({k: {"mean": tuple(v["mean"]), "std": tuple(v["std"])} for k, v in PAPER_NORM.items()})
@@ -91,6 +95,9 @@ def base_config(setting: str = "triple") -> ConfigDict:
     c.train.learning_rate = 1e-3
     c.train.plateau = ConfigDict(dict(factor=0.1, patience=5, rtol=1e-4, cooldown=0, min_scale=1e-3))
     c.train.early_stop_patience = 0  # epochs without validation-AUC gain; 0 = off
+    # Stop as diverged when an epoch's mean train loss exceeds this (0 = off). A BCE of 100 puts
+    # probability e^-100 on the true class on average; healthy runs stay near ln 2 = 0.69.
+    c.train.max_loss = 100.0
     c.train.log_every_steps = 10
     # Shard each batch over all devices (hosts included) when there is more than one.
     c.train.data_parallel = True

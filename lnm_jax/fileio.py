@@ -50,3 +50,18 @@ def write_text(path: Path | str, text: str) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(text)
     tmp.replace(path)
+
+
+class UnsafePathError(ValueError):
+    """A path built from input data would leave the folder it must stay in."""
+
+
+def path_inside(root: Path | str, relative: str) -> Path:
+    """``root / relative``, refused unless it stays inside ``root`` once resolved (``..``,
+    absolute parts and symbolic links included): every path built from manifest data goes
+    through here."""
+    root = Path(root).resolve()
+    path = (root / relative).resolve()
+    if not path.is_relative_to(root) or path == root:
+        raise UnsafePathError(f"{relative!r} would be written outside {root}")
+    return path

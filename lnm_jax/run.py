@@ -13,6 +13,7 @@ object instead of a folder to re-read.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import functools
 import json
@@ -23,11 +24,13 @@ import numpy as np
 from ml_collections import ConfigDict
 
 from lnm_jax import names, provenance
+from lnm_jax.config import base_config
 from lnm_jax.data.manifest import Cohort, read_manifest
-from lnm_jax.data.splits import Split, holdout_split, load_splits, save_splits
+from lnm_jax.data.splits import Split, check_stored, holdout_split, kfold_splits, load_splits, save_splits
 from lnm_jax.data.synthetic import SynthParams, generate_cohort
 from lnm_jax.fileio import write_text
-from lnm_jax.models.fusion import build_model
+from lnm_jax.models.fusion import build_model, check_config
+from lnm_jax.preflight import check_inputs_present
 from lnm_jax.run_files import GENERATOR, MANIFEST, RunFiles
 from lnm_jax.training import state as state_lib
 from lnm_jax.training.checkpoint import RunCheckpoints
@@ -65,8 +68,13 @@ def check_resumable(stored: ConfigDict, config: ConfigDict) -> None:
 
     # via JSON, so that a tuple and the list it was saved as compare equal
     old, new = (dict(flat(json.loads(c.to_json()))) for c in (stored, config))
+    default = dict(flat(json.loads(base_config().to_json())))
     changed = sorted(
-        k for k in old.keys() | new.keys() if old.get(k) != new.get(k) and not k.startswith(RESUMABLE_FIELDS)
+        k
+        for k in old.keys() | new.keys()
+        if old.get(k) != new.get(k)
+        and not k.startswith(RESUMABLE_FIELDS)
+        and not (k not in old and new.get(k) == default.get(k))  # a field added since, at its default
     )
     if changed:
         raise ConfigMismatchError(
@@ -97,32 +105,52 @@ def resolve_cohort(config: ConfigDict, files: RunFiles) -> Cohort:
     return read_manifest(files.cohort / MANIFEST, min_clip_frames=config.data.clip_frames)
 
 
-def split_document(config: ConfigDict, cohort: Cohort, method: str = "holdout") -> dict:
-    """What ``splits.json`` records beside the split itself."""
+def split_document(config: ConfigDict, cohort: Cohort) -> dict:
+    """What ``splits.json`` records beside the split itself: the labels, and every setting the
+    split depends on (:data:`lnm_jax.data.splits.SETTING_KEYS`; ``protocol.folds`` > 0: the
+    k-fold splits of ``lnm-jax reproduce``)."""
+    sc, folds = config.data.split, int(config.protocol.folds)
     return dict(
-        seed=config.data.split.seed,
-        method=method,
-        labels={p.patient_id: p.lnm for p in cohort.patients},
+        method=f"{folds}-fold" if folds else "holdout",
+        seed=sc.seed,
+        test_fraction=None if folds else sc.test_fraction,  # k-fold: each fold is 1/k
+        val_fraction=sc.val_fraction,
         manifest_sha256=cohort.sha256,
+        labels={p.patient_id: p.lnm for p in cohort.patients},
     )
 
 
-def run_split(config: ConfigDict, cohort: Cohort, files: RunFiles) -> Split:
-    """The run's patient-level split, created once and re-read (and checked) after."""
-    if files.splits.is_file():
-        splits, doc = load_splits(files.splits)
-        if doc["manifest_sha256"] != cohort.sha256:
-            raise ValueError(
-                f"{files.splits} was made for another manifest (sha256 "
-                f"{doc['manifest_sha256'][:12]} != {cohort.sha256[:12]})"
-            )
-        return splits[0]
-    sc = config.data.split
-    split = holdout_split(
-        cohort.ids, cohort.labels, seed=sc.seed, test_fraction=sc.test_fraction, val_fraction=sc.val_fraction
-    )
-    save_splits(files.splits, [split], **split_document(config, cohort))
-    return split
+def make_splits(config: ConfigDict, cohort: Cohort) -> list[Split]:
+    """The configured split(s) of ``cohort``: one holdout split, or ``protocol.folds`` folds;
+    raises :class:`SplitError` when the cohort cannot be split so (before anything trains)."""
+    sc, folds = config.data.split, int(config.protocol.folds)
+    if folds:
+        return kfold_splits(cohort.ids, cohort.labels, k=folds, seed=sc.seed, val_fraction=sc.val_fraction)
+    return [
+        holdout_split(
+            cohort.ids, cohort.labels, seed=sc.seed, test_fraction=sc.test_fraction, val_fraction=sc.val_fraction
+        )
+    ]
+
+
+def stored_split(config: ConfigDict, cohort: Cohort, files: RunFiles) -> Split | None:
+    """The split ``files.splits`` holds, if any, once checked to match the manifest and every
+    split setting of ``config``."""
+    if not files.splits.is_file():
+        return None
+    splits, doc = load_splits(files.splits)
+    check_stored(doc, split_document(config, cohort), files.splits)
+    return splits[0]
+
+
+def with_resolved_paths(config: ConfigDict) -> ConfigDict:
+    """A copy of ``config`` whose paths (manifest, TFDS folder, pretrained backbone) are
+    absolute, so that the stored run works from any directory."""
+    config = copy.deepcopy(config)
+    for group, key in (("data", "manifest"), ("data", "tfds_dir"), ("model", "init_from")):
+        if value := config[group].get(key):
+            config[group][key] = str(Path(value).expanduser().resolve())
+    return config
 
 
 def write_run_record(config: ConfigDict, files: RunFiles) -> None:
@@ -269,23 +297,33 @@ class Run:
         split: Split | None = None,
         split_doc: dict | None = None,
     ) -> Run:
-        """A run to train in ``workdir``: a real cohort is validated before anything is written;
-        a folder that holds a run is refused unless ``resume`` (then the configs must describe
-        the same experiment). ``split`` (with its ``split_doc``) imposes a split, as the
-        protocol does for its runs; otherwise one is made from the config, or re-read."""
+        """A run to train in ``workdir``. Everything that can be checked is checked before
+        anything is written: the model at the configured size, the cohort (validated), its
+        inputs against the model's, the split (a stored one must match the manifest and every
+        split setting); a folder that holds a run is refused unless ``resume`` (then the
+        configs must describe the same experiment). ``split`` (with its ``split_doc``) imposes
+        a split, as the protocol does for its runs; otherwise one is made, or re-read."""
         files = RunFiles(workdir)
-        cohort = resolve_cohort(config, files) if config.data.manifest else None
+        config = with_resolved_paths(config)
+        check_config(config)
         if not resume and files.checkpoints.exists():
             raise RunExistsError(f"{files.root} already holds a run; pass --resume or use a new --workdir")
         if resume and files.config.is_file():
             check_resumable(load_config(files.root), config)
+        cohort = resolve_cohort(config, files)  # the embedded synthetic cohort is written here
+        check_inputs_present(config, cohort)
+        save = split is not None  # an imposed split is recorded as given
+        if split is None:
+            split = stored_split(config, cohort, files)
+            if split is None:
+                if config.protocol.folds:
+                    raise ValueError(
+                        "protocol.folds is for `lnm-jax reproduce --folds K`; a run trains on one holdout split"
+                    )
+                (split,), save = make_splits(config, cohort), True
         files.root.mkdir(parents=True, exist_ok=True)
-        if cohort is None:
-            cohort = resolve_cohort(config, files)
-        if split is not None:
+        if save:
             save_splits(files.splits, [split], **(split_doc or split_document(config, cohort)))
-        else:
-            split = run_split(config, cohort, files)
         write_run_record(config, files)
         return cls(config, files.root, cohort, split, resume=resume)
 
@@ -295,7 +333,11 @@ class Run:
         files = RunFiles(workdir)
         config = load_config(files.root)
         cohort = resolve_cohort(config, files)
-        return cls(config, files.root, cohort, run_split(config, cohort, files))
+        check_inputs_present(config, cohort)
+        split = stored_split(config, cohort, files)
+        if split is None:
+            raise FileNotFoundError(f"{files.splits} not found: is {files.root} a training run folder?")
+        return cls(config, files.root, cohort, split)
 
     # ------------------------------------------------------------------ live objects
 
@@ -307,9 +349,10 @@ class Run:
     def tfds_dir(self) -> Path:
         return Path(self.config.data.tfds_dir) if self.config.data.tfds_dir else self.files.tfds
 
-    def data_for(self, cohort: Cohort) -> RunData:
-        """Batches of another cohort (new patients, labels optional) prepared as this run's."""
-        return RunData(self.config, cohort, None, self.tfds_dir, require_labels=False)
+    def data_for(self, cohort: Cohort, records: Path) -> RunData:
+        """Batches of another cohort (new patients, labels optional) prepared as this run's,
+        its records built under ``records`` (not in the run folder, which stays read-only)."""
+        return RunData(self.config, cohort, None, records, require_labels=False)
 
     @functools.cached_property
     def model(self):

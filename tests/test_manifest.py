@@ -121,11 +121,22 @@ def _snapshot(root: Path) -> set[tuple[str, int]]:
     return {(str(p.relative_to(root)), p.stat().st_mtime_ns) for p in root.rglob("*")}
 
 
+def _complete(n: int) -> str:
+    """``n`` patients with every input (images reused), classes alternating."""
+    abcd = "abcd"
+    return "".join(f"Q{i},img/{abcd[i % 4]}.png,img/{abcd[i % 4]}.jpg,{i % 2},{i % 2},50\n" for i in range(n))
+
+
 def test_validate_command_exit_codes_and_writes_nothing(folder, capsys):
-    good = _write(folder, GOOD)
+    good = _write(folder, _complete(20))
     before = _snapshot(folder)
-    assert main(["validate", str(good)]) == 0
-    assert "OK, 4 patients" in capsys.readouterr().out
+    assert main(["validate", str(good), "--config", "configs/paper_triple.py"]) == 0
+    out = capsys.readouterr().out
+    assert "OK, 20 patients" in out and "bmode+ceus+us_lnm: 20 patient(s)" in out and "train 12, val 4, test 4" in out
+    assert _snapshot(folder) == before
+    # 4 patients pass every manifest check, but cannot be split 8:2 with both classes per subset
+    assert main(["validate", str(_write(folder, GOOD))]) == 1
+    assert "split: cannot make a stratified train/test split of 4 patients" in capsys.readouterr().err
     bad = _write(folder, "P1,img/zz.png,img/a.jpg,1,1,1\nP2,img/b.png,img/b.jpg,0,0,1\n")
     before = _snapshot(folder)
     assert main(["validate", str(bad)]) == 1

@@ -10,7 +10,9 @@ import pytest
 from lnm_jax.data.splits import (
     Split,
     SplitError,
+    SplitMismatchError,
     assert_disjoint,
+    check_stored,
     holdout_split,
     kfold_splits,
     load_splits,
@@ -80,8 +82,14 @@ def test_save_and_load_roundtrip(tmp_path):
     ids, labels = _cohort(50)
     s = holdout_split(ids, labels, seed=0)
     path = tmp_path / "splits.json"
-    save_splits(path, [s], seed=0, method="holdout", labels=dict(zip(ids, labels.tolist())), manifest_sha256="abc")
+    settings = dict(seed=0, method="holdout", test_fraction=0.2, val_fraction=0.2, manifest_sha256="abc")
+    save_splits(path, [s], labels=dict(zip(ids, labels.tolist())), **settings)
     loaded, doc = load_splits(path)
     assert loaded == [s]
     assert doc["splits"][0]["counts"]["test"]["patients"] == len(s.test)
-    assert doc["manifest_sha256"] == "abc"
+    assert {k: doc[k] for k in settings} == settings
+    check_stored(doc, settings, path)  # the same settings: reused
+    with pytest.raises(
+        SplitMismatchError, match=r"seed=0, val_fraction=0.2 but the config asks for seed=1, val_fraction=0.25"
+    ):
+        check_stored(doc, {**settings, "seed": 1, "val_fraction": 0.25}, path)

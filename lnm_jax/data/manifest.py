@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import errno
 import hashlib
+import re
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -43,6 +45,18 @@ EMPTY_COHORT = "empty_cohort"
 MISSING_CLASS = "missing_class"
 UNREADABLE_CLIP = "unreadable_clip"
 CLIP_TOO_SHORT = "clip_too_short"
+BAD_PATIENT_ID = "bad_patient_id"
+IMAGE_TOO_LARGE = "image_too_large"
+WRONG_DELIMITER = "wrong_delimiter"
+
+# Patient ids name files (Grad-CAM figures, records), so they are restricted to characters that
+# are safe in a file name on every system: letters, digits, '.', '_', '-', not starting with '.'
+# (no '/', no '..', no hidden files), at most 128 characters.
+PATIENT_ID_PATTERN = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,127}")
+# The largest image accepted, in pixels: ultrasound frames are well under 2 megapixels (a
+# 4K screen capture is 8.3); 50 megapixels keeps a hostile or broken file (a "decompression
+# bomb") from taking the machine's memory, with room for any scanner.
+MAX_IMAGE_PIXELS = 50_000_000
 
 
 @dataclasses.dataclass(frozen=True)
@@ -134,16 +148,39 @@ class Cohort:
         )
 
 
-def check_image(path: Path) -> str | None:
-    """Returns why ``path`` is not a readable PNG/JPEG image, or None if it is."""
+def check_image(path: Path) -> tuple[str, str] | None:
+    """Returns (problem code, why) if ``path`` is not a readable PNG/JPEG image within
+    :data:`MAX_IMAGE_PIXELS`, None if it is. The whole file is checked: every chunk's CRC
+    (``verify``, which a plain decode skips for image data) and a full decode (``load``, which
+    catches truncated files ``verify`` lets through)."""
     try:
         with Image.open(path) as im:
-            fmt = im.format
-            im.load()  # full decode: catches truncated files that verify() lets through
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
-        return f"not a readable image ({type(e).__name__}: {e})"
+            fmt, (w, h) = im.format, im.size
+            if w * h > MAX_IMAGE_PIXELS:
+                return IMAGE_TOO_LARGE, (
+                    f"image is {w}x{h} = {w * h / 1e6:.0f} megapixels, over the limit of "
+                    f"{MAX_IMAGE_PIXELS / 1e6:.0f} (lnm_jax.data.manifest.MAX_IMAGE_PIXELS)"
+                )
+            im.verify()
+        with Image.open(path) as im:
+            im.load()
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
+        return UNREADABLE_IMAGE, f"not a readable image ({type(e).__name__}: {e})"
     if fmt not in ("PNG", "JPEG"):
-        return f"image format {fmt} is not PNG or JPEG"
+        return UNREADABLE_IMAGE, f"image format {fmt} is not PNG or JPEG"
+    return None
+
+
+def missing_path(path: Path) -> str | None:
+    """Why ``path`` cannot be opened (does not exist, broken link, link loop), or None."""
+    try:
+        path.resolve(strict=True)
+    except FileNotFoundError:
+        return "is a broken symbolic link" if path.is_symlink() else "does not exist"
+    except RuntimeError:  # pathlib before Python 3.13 reports a loop this way
+        return "is a symbolic link loop"
+    except OSError as e:
+        return "is a symbolic link loop" if e.errno == errno.ELOOP else f"cannot be opened ({e})"
     return None
 
 
@@ -154,8 +191,8 @@ def check_clip(path: Path, min_frames: int) -> tuple[str, str] | None:
         if path.is_dir():
             files = frame_files(path)
             for f in files:
-                if (why := check_image(f)) is not None:
-                    return UNREADABLE_CLIP, f"frame {f.name}: {why}"
+                if (bad := check_image(f)) is not None:
+                    return UNREADABLE_CLIP, f"frame {f.name}: {bad[1]}"
             n = len(files)
             if n == 0:
                 return UNREADABLE_CLIP, "clip folder holds no PNG/JPEG frames"
@@ -200,6 +237,19 @@ def read_manifest(
     reader.fieldnames = header
     required = REQUIRED_COLUMNS if require_labels else REQUIRED_COLUMNS[:-1]
     missing = [c for c in required if c not in header]
+    if missing and len(header) == 1:
+        sep = next((d for d in ";\t|" if d in header[0]), None)
+        if sep is not None:
+            raise ManifestError(
+                path,
+                [
+                    Problem(
+                        WRONG_DELIMITER,
+                        f"the header is one column, {header[0]!r}: the delimiter looks like {sep!r}; "
+                        "a manifest is comma-separated",
+                    )
+                ],
+            )
     if missing:
         raise ManifestError(
             path,
@@ -216,6 +266,16 @@ def read_manifest(
         pid = rec.get(PATIENT_ID, "")
         if not pid:
             problems.append(Problem(EMPTY_PATIENT_ID, "patient_id is empty", row, PATIENT_ID))
+        elif not PATIENT_ID_PATTERN.fullmatch(pid):
+            problems.append(
+                Problem(
+                    BAD_PATIENT_ID,
+                    f"patient_id {pid!r} is not a safe file name: use letters, digits, '.', '_' and '-' "
+                    "(not starting with '.'), at most 128 characters",
+                    row,
+                    PATIENT_ID,
+                )
+            )
         elif pid in seen:
             problems.append(
                 Problem(DUPLICATE_PATIENT_ID, f"patient_id '{pid}' already used in row {seen[pid]}", row, PATIENT_ID)
@@ -231,19 +291,20 @@ def read_manifest(
                 continue
             file = Path(cell) if Path(cell).is_absolute() else base / cell
             images[col] = file
-            if col == CEUS and is_clip(file):
-                if not file.exists():
-                    problems.append(Problem(MISSING_FILE, "clip does not exist", row, col, str(file)))
-                elif check_images and (bad := check_clip(file, min_clip_frames)) is not None:
+            if (why := missing_path(file)) is not None:
+                kind = "clip" if col == CEUS and is_clip(file) else "image file"
+                problems.append(Problem(MISSING_FILE, f"{kind} {why}", row, col, str(file)))
+            elif col == CEUS and is_clip(file):
+                if check_images and (bad := check_clip(file, min_clip_frames)) is not None:
                     problems.append(Problem(bad[0], bad[1], row, col, str(file)))
             elif is_clip(file):
                 problems.append(
                     Problem(UNREADABLE_IMAGE, "B-mode must be a still image, not a clip", row, col, str(file))
                 )
             elif not file.is_file():
-                problems.append(Problem(MISSING_FILE, "image file does not exist", row, col, str(file)))
-            elif check_images and (why := check_image(file)) is not None:
-                problems.append(Problem(UNREADABLE_IMAGE, why, row, col, str(file)))
+                problems.append(Problem(MISSING_FILE, "image path is not a file", row, col, str(file)))
+            elif check_images and (bad := check_image(file)) is not None:
+                problems.append(Problem(bad[0], bad[1], row, col, str(file)))
 
         flag = _parse_binary(rec.get(US_LNM, ""))
         if isinstance(flag, str):

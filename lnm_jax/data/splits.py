@@ -32,7 +32,15 @@ class Split:
 
 
 class SplitError(ValueError):
-    pass
+    """A cohort that cannot be split as asked (too small, a class missing from a subset)."""
+
+
+class SplitMismatchError(ValueError):
+    """A stored split was made with other settings (or another manifest) than the config's."""
+
+
+# What a split depends on besides the patients: a stored split is reused only if these match.
+SETTING_KEYS = ("manifest_sha256", "method", "seed", "test_fraction", "val_fraction")
 
 
 def assert_disjoint(split: Split) -> None:
@@ -43,6 +51,35 @@ def assert_disjoint(split: Split) -> None:
             if pid in seen:
                 raise SplitError(f"patient '{pid}' is in both '{seen[pid]}' and '{name}'")
             seen[pid] = name
+
+
+def assert_both_classes(split: Split, labels: dict[str, int]) -> None:
+    """Raises if a subset lacks a class: its AUC (and the plateau schedule, early stopping and
+    checkpoint choice that read the validation AUC) would be undefined."""
+    for name in SUBSETS:
+        ids = split.subset(name)
+        counts = [sum(labels[p] == c for p in ids) for c in (0, 1)]
+        if min(counts) == 0:
+            fold = "" if split.fold is None else f" of fold {split.fold}"
+            raise SplitError(
+                f"the {name} subset{fold} has {len(ids)} patients, {counts[1]} LNM-positive and {counts[0]} "
+                "negative: every subset needs both classes (a larger cohort, or other split fractions)"
+            )
+
+
+def check_stored(doc: dict, wanted: dict, path: Path | str) -> None:
+    """Raises :class:`SplitMismatchError` naming every setting in which the split stored at
+    ``path`` (its document ``doc``) differs from ``wanted``. A file written before a setting was
+    recorded cannot be checked for it."""
+    changed = [k for k in SETTING_KEYS if k in doc and doc[k] != wanted.get(k)]
+    if changed:
+        raise SplitMismatchError(
+            f"{path} holds a split made with "
+            + ", ".join(f"{k}={doc[k]!r}" for k in changed)
+            + " but the config asks for "
+            + ", ".join(f"{k}={wanted.get(k)!r}" for k in changed)
+            + "; use a new --workdir (or delete the file if nothing was trained on it)"
+        )
 
 
 def _sorted(ids: Sequence[str], labels: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
@@ -72,6 +109,7 @@ def holdout_split(
     train, val, _, _ = _stratified_cut(rest, lrest, val_fraction, seed + 1, "train/validation")
     split = Split(tuple(sorted(train)), tuple(sorted(val)), tuple(sorted(test)))
     assert_disjoint(split)
+    assert_both_classes(split, dict(zip(ids, labels)))
     return split
 
 
@@ -95,18 +133,18 @@ def kfold_splits(
         )
         split = Split(tuple(sorted(train)), tuple(sorted(val)), tuple(sorted(ids[test_idx])), fold)
         assert_disjoint(split)
+        assert_both_classes(split, dict(zip(ids, labels)))
         folds.append(split)
     return folds
 
 
-def save_splits(
-    path: Path, splits: Sequence[Split], *, seed: int, method: str, labels: dict[str, int], manifest_sha256: str
-) -> None:
-    """Writes the splits (with per-subset class counts) as JSON, atomically."""
+def save_splits(path: Path, splits: Sequence[Split], *, labels: dict[str, int], **settings) -> None:
+    """Writes the splits (with per-subset class counts and the ``settings`` they were made
+    with: :data:`SETTING_KEYS`) as JSON, atomically."""
+    if missing := set(SETTING_KEYS) - set(settings):
+        raise TypeError(f"save_splits needs the settings {sorted(missing)}")
     doc = {
-        "method": method,
-        "seed": seed,
-        "manifest_sha256": manifest_sha256,
+        **settings,
         "splits": [
             {
                 "fold": s.fold,

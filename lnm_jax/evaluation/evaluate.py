@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import tempfile
 from pathlib import Path
 
 from lnm_jax import names
@@ -14,6 +15,7 @@ from lnm_jax.evaluation import metrics as M
 from lnm_jax.evaluation.plots import plot_decision_curve, plot_reliability, plot_roc
 from lnm_jax.evaluation.summary import format_summary, summarise_predictions
 from lnm_jax.fileio import write_csv, write_text
+from lnm_jax.preflight import check_inputs_present
 from lnm_jax.run import Run, synth_params
 
 
@@ -107,11 +109,20 @@ def bayes_reference(run: Run, preds: dict, subsets) -> dict:
     return out
 
 
-def predict_manifest(run: Run, manifest: Path | str, out_csv: Path | str, *, checkpoint: str = "best") -> Path:
+def predict_manifest(
+    run: Run, manifest: Path | str, out_csv: Path | str, *, checkpoint: str = "best", zero_fill_missing: bool = False
+) -> Path:
     """P(LNM) for every patient of a manifest (labels optional), in manifest order; with the
-    temperature ``evaluate`` fitted, a calibrated column too."""
+    temperature ``evaluate`` fitted, a calibrated column too. A patient who lacks an input the
+    model takes is refused unless the model was trained for missing inputs or
+    ``zero_fill_missing``. The run folder is only read: the new patients' records are built in
+    a temporary folder."""
     cohort = read_manifest(manifest, require_labels=False, min_clip_frames=run.config.data.clip_frames)
-    p = run.predictor(checkpoint)(run.data_for(cohort).eval_batches("all"))
+    if not zero_fill_missing:
+        check_inputs_present(run.config, cohort, opt_in="--zero-fill-missing")
+    predictor = run.predictor(checkpoint)  # a missing checkpoint fails before any data is read
+    with tempfile.TemporaryDirectory(prefix="lnm_predict_") as records:
+        p = predictor(run.data_for(cohort, Path(records)).eval_batches("all"))
     logit = dict(zip(p[names.PATIENT_ID], p["logit"]))
     cal_file = run.files.calibration(checkpoint)
     temperature = json.loads(cal_file.read_text())["temperature"] if cal_file.is_file() else None

@@ -12,7 +12,7 @@ from lnm_jax import run_files as F
 from lnm_jax.evaluation.metrics import sigmoid
 from lnm_jax.explain.figures import grid_figure, patient_figure
 from lnm_jax.explain.gradcam import make_cam_fn
-from lnm_jax.fileio import write_csv
+from lnm_jax.fileio import path_inside, write_csv
 from lnm_jax.run import Run
 from lnm_jax.training.steps import step_inputs
 
@@ -76,7 +76,7 @@ def gradcam(
                 "available": {b: bool(res[f"{b}_available"][i]) for b in branches},
             }
             entry["file"] = f"{F.CAM_PATIENTS}/{entry['patient_id']}.png"
-            patient_figure(out / entry["file"], entry, branches)
+            patient_figure(path_inside(out, entry["file"]), entry, branches)
             entries.append(entry)
     correct = [e for e in entries if e["correct"]]
     wrong = [e for e in entries if not e["correct"]]

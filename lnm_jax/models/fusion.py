@@ -30,6 +30,7 @@ import jax
 import jax.numpy as jnp
 
 from lnm_jax import names
+from lnm_jax.models import backbones
 from lnm_jax.models.backbones import backbone
 
 DROPOUT_RNG = "modality_dropout"  # the rng stream modality dropout draws from
@@ -135,6 +136,25 @@ class FusionClassifier(nn.Module):
         out["fused"] = fused
         out["logit"] = nn.Dense(1, dtype=jnp.float32, name="head")(fused)[:, 0]
         return out
+
+
+def check_config(config) -> None:
+    """Raises ValueError naming the field when ``config`` describes a model that cannot run, so
+    that a command fails before anything trains rather than at the first step."""
+    m = config.model
+    inputs = names.parse_modalities(config.modalities)
+    if any(i in names.IMAGE_INPUTS for i in inputs):
+        if m.backbone not in backbones.NAMES:
+            raise ValueError(f"model.backbone: unknown '{m.backbone}', expected one of {list(backbones.NAMES)}")
+        need = backbones.min_image_size(m.backbone)
+        if config.data.image_size < need:
+            raise ValueError(
+                f"model.backbone={m.backbone} needs data.image_size >= {need}, got {config.data.image_size}"
+            )
+        if m.variant != "torchvision" and not backbones.can_fold_bn(m.backbone):
+            raise ValueError(f"model.variant '{m.variant}' exists for ResNets only, not {m.backbone}")
+    if m.modality_dropout and not m.missing_inputs:
+        raise ValueError("model.modality_dropout needs model.missing_inputs=True")
 
 
 def build_model(config) -> FusionClassifier:

@@ -29,15 +29,16 @@ import numpy as np
 from ml_collections import ConfigDict
 
 from lnm_jax import names
-from lnm_jax.data.splits import Split, holdout_split, kfold_splits, save_splits
+from lnm_jax.data.splits import Split, check_stored, load_splits, save_splits
 from lnm_jax.evaluation import metrics as M
 from lnm_jax.evaluation.plots import plot_convergence, plot_roc
 from lnm_jax.evaluation.stats import delong_test, permutation_p_value
 from lnm_jax.evaluation.summary import THRESHOLD_METRICS, summarise_predictions
 from lnm_jax.fileio import write_text
 from lnm_jax.metric_writer import read_history
+from lnm_jax.models.fusion import check_config
 from lnm_jax.protocol.cohort_table import cohort_table, cohort_table_markdown
-from lnm_jax.run import Run, resolve_cohort, split_document, write_run_record
+from lnm_jax.run import Run, make_splits, resolve_cohort, split_document, write_run_record
 from lnm_jax.run_files import CAM_GRID_CORRECT, CAM_GRID_INCORRECT, GENERATOR, PROTOCOL_RUNS, REPORT, RESULTS, RunFiles
 
 
@@ -154,28 +155,25 @@ def _aligned(a: list[dict], b: list[dict], subset: str) -> tuple[np.ndarray, np.
 def reproduce(config: ConfigDict, workdir: Path | str) -> dict:
     """Runs the whole protocol; returns ``results.json``'s content."""
     workdir = Path(workdir)
-    workdir.mkdir(parents=True, exist_ok=True)
     t_start = time.perf_counter()
     files = RunFiles(workdir)
     cohort = resolve_cohort(config, files)  # validates, or synthesises
     manifest = cohort.path
-    sc, folds = config.data.split, int(config.protocol.folds)
-    if folds:
-        splits = kfold_splits(cohort.ids, cohort.labels, k=folds, seed=sc.seed, val_fraction=sc.val_fraction)
-    else:
-        splits = [
-            holdout_split(
-                cohort.ids, cohort.labels, seed=sc.seed, test_fraction=sc.test_fraction, val_fraction=sc.val_fraction
-            )
-        ]
-    split_doc = split_document(config, cohort, method=f"{folds}-fold" if folds else "holdout")
+    folds = int(config.protocol.folds)
+    split_doc = split_document(config, cohort)
+    if files.splits.is_file():  # a rerun reuses the finished runs: only if they used this split
+        check_stored(load_splits(files.splits)[1], split_doc, files.splits)
+    splits = make_splits(config, cohort)
+    runs = plan_runs(config)
+    for run in runs.values():  # every planned model, before the first one trains
+        check_config(_run_config(config, run, manifest, files.tfds))
+    workdir.mkdir(parents=True, exist_ok=True)
     save_splits(files.splits, splits, **split_doc)
     write_run_record(config, files)
 
     groups = {"train+validation": splits[0].train + splits[0].val, "test": splits[0].test}
     table1 = cohort_table(cohort, groups)
 
-    runs = plan_runs(config)
     preds: dict[str, list[dict]] = {}
     live: dict[str, Run] = {}
     for name, run in runs.items():

@@ -3,11 +3,15 @@
 Two ``CheckpointManager``s under ``<checkpoints>/{latest,best}``, each keeping one
 checkpoint; a checkpoint is the TrainState pytree plus a small JSON of run metadata
 (epoch, best validation AUC, ...). Orbax writes to a temporary folder and renames, so an
-interrupted save never replaces a good checkpoint with a half-written one.
+interrupted save never replaces a good checkpoint with a half-written one. Saves are
+synchronous (the loop waited for each one anyway), so a failed save (a full disk) raises at
+once as one :class:`CheckpointSaveError`, its temporary folder removed.
 """
 
 from __future__ import annotations
 
+import errno
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -15,18 +19,47 @@ import jax
 import orbax.checkpoint as ocp
 
 KINDS = ("latest", "best")
+TMP_MARK = ".orbax-checkpoint-tmp"  # orbax's suffix for a checkpoint being written
+
+
+class CheckpointSaveError(OSError):
+    """A checkpoint could not be written; the last committed one is intact."""
+
+
+def _is_disk_full(e: BaseException) -> bool:
+    while e is not None:
+        if isinstance(e, OSError) and e.errno == errno.ENOSPC or "No space left on device" in str(e):
+            return True
+        e = e.__cause__ or e.__context__
+    return False
 
 
 class RunCheckpoints:
     def __init__(self, root: Path, *, create: bool = True):
         root = Path(root).resolve()
-        opts = ocp.CheckpointManagerOptions(max_to_keep=1, create=create)
+        opts = ocp.CheckpointManagerOptions(max_to_keep=1, create=create, enable_async_checkpointing=False)
         self._managers = {k: ocp.CheckpointManager(root / k, options=opts) for k in KINDS}
 
+    def directory(self, kind: str) -> Path:
+        return Path(self._managers[kind].directory)
+
     def save(self, kind: str, epoch: int, state: Any, meta: dict) -> None:
-        self._managers[kind].save(
-            epoch, args=ocp.args.Composite(state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta))
-        )
+        try:
+            self._managers[kind].save(
+                epoch, args=ocp.args.Composite(state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta))
+            )
+        except Exception as e:
+            folder = self.directory(kind)
+            for tmp in folder.glob(f"*{TMP_MARK}*"):
+                shutil.rmtree(tmp, ignore_errors=True)
+            self._managers[kind].reload()  # forget the step that was not committed
+            kept = self.latest_epoch(kind)
+            why = "no space left on device" if _is_disk_full(e) else f"{type(e).__name__}: {e}".splitlines()[0]
+            kept = f"the last committed checkpoint (epoch {kept}) is intact" if kept is not None else "none was before"
+            raise CheckpointSaveError(
+                f"could not save the '{kind}' checkpoint of epoch {epoch} in {folder}: {why}; its temporary "
+                f"folder was removed; {kept}"
+            ) from e
 
     def latest_epoch(self, kind: str) -> int | None:
         return self._managers[kind].latest_step()

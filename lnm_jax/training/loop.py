@@ -8,6 +8,7 @@ import time
 from typing import TYPE_CHECKING
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from tqdm import tqdm
 
@@ -22,8 +23,33 @@ if TYPE_CHECKING:
     from lnm_jax.run import Run
 
 
-class NonFiniteLossError(FloatingPointError):
+class TrainingDivergedError(FloatingPointError):
+    """Training diverged (a loss over ``train.max_loss``, or a parameter or BatchNorm statistic
+    that is not finite); nothing of the diverged epoch was saved."""
+
+
+class NonFiniteLossError(TrainingDivergedError):
     """Training produced a NaN/inf loss; the last good checkpoint is left untouched."""
+
+
+@jax.jit
+def _finite_leaves(tree):
+    return jax.tree.map(lambda x: jnp.all(jnp.isfinite(x)), tree)
+
+
+def non_finite_arrays(state) -> list[str]:
+    """The paths of the parameters and BatchNorm statistics of ``state`` holding a NaN or inf."""
+    variables = {"params": state.params, "batch_stats": state.batch_stats}
+    flags = jax.device_get(_finite_leaves(variables))
+    return [jax.tree_util.keystr(path) for path, ok in jax.tree_util.tree_leaves_with_path(flags) if not ok]
+
+
+def _kept(ckpts) -> str:
+    """What a divergence message says about the checkpoints left."""
+    epoch = ckpts.latest_epoch("latest")
+    if epoch is None:
+        return "no checkpoint was written (nothing to resume from)"
+    return f"the last good checkpoint (epoch {epoch}, {ckpts.directory('latest')}) is kept"
 
 
 def load_pretrained(run: Run, state):
@@ -69,10 +95,18 @@ def train(run: Run) -> dict:
         )
     ckpts = run.checkpoints(create=True)
     start_epoch, best = 1, {"val_auc": -math.inf, "epoch": 0}
-    if run.resume and ckpts.latest_epoch("latest") is not None:
+    resumed = run.resume and ckpts.latest_epoch("latest") is not None
+    if resumed:
         state, meta = ckpts.restore("latest", state)
         start_epoch, best = meta["epoch"] + 1, meta["best"]
     writer = MetricWriter(files.history, files.tensorboard, files.train_log, primary=jax.process_index() == 0)
+    if resumed:
+        writer.print(
+            f"resuming from epoch {start_epoch - 1} ({ckpts.directory('latest')}): "
+            f"epochs {start_epoch}-{config.train.epochs} to go"
+        )
+    elif run.resume:
+        writer.print(f"--resume: no checkpoint in {files.checkpoints} yet; starting at epoch 1")
     writer.rewrite(read_history(files.history, up_to=start_epoch - 1))
     tx, plateau = run.optimizer
     train_step = make_train_step(run.model, tx, mesh, seed=config.seed)
@@ -125,13 +159,19 @@ def train(run: Run) -> dict:
                     loss = float(m["loss"])
                     if not math.isfinite(loss):
                         raise NonFiniteLossError(
-                            f"loss is {loss} at epoch {epoch}, step {int(state.step)}; last good checkpoint kept"
+                            f"loss is {loss} at epoch {epoch}, step {int(state.step)}; {_kept(ckpts)}"
                         )
                     bar.set_postfix(loss=f"{loss:.4f}")
             train_loss = float(np.mean(jax.device_get(losses)))
             if not math.isfinite(train_loss):
                 raise NonFiniteLossError(
-                    f"loss is {train_loss} in epoch {epoch} (step {int(state.step)}); last good checkpoint kept"
+                    f"loss is {train_loss} in epoch {epoch} (step {int(state.step)}); {_kept(ckpts)}"
+                )
+            if config.train.get("max_loss") and train_loss > config.train.max_loss:
+                raise TrainingDivergedError(
+                    f"training diverged: mean train loss {train_loss:.3g} in epoch {epoch} is over "
+                    f"train.max_loss={config.train.max_loss:g} (learning rate {config.train.learning_rate:g} too "
+                    f"high?); {_kept(ckpts)}"
                 )
             train_time = time.perf_counter() - t0
             tr = _epoch_summary(
@@ -152,13 +192,20 @@ def train(run: Run) -> dict:
                 "train_patients_per_s": steps * config.train.batch_size / train_time,
                 "epoch_time_s": time.perf_counter() - t0,
             }
+            if bad := non_finite_arrays(state):
+                raise TrainingDivergedError(
+                    f"training diverged in epoch {epoch}: {len(bad)} parameter/statistic array(s) hold NaN or inf "
+                    f"(e.g. {', '.join(bad[:3])}); nothing of this epoch was saved; {_kept(ckpts)}"
+                )
             improved = va["auc"] > best["val_auc"]  # NaN never improves
             if improved:
                 best = {"val_auc": va["auc"], "epoch": epoch, "val_loss": va["loss"]}
+            # the log line first: a process killed between the two leaves a line that resume
+            # drops (it keeps the lines up to the checkpoint), never a checkpoint without a line
+            writer.write(record)
+            if improved:
                 ckpts.save("best", epoch, state, {"epoch": epoch, "best": best})
             ckpts.save("latest", epoch, state, {"epoch": epoch, "best": best})
-            ckpts.wait()
-            writer.write(record)
             writer.print(
                 f"epoch {epoch:3d}  train loss {tr['loss']:.4f} auc {tr['auc']:.3f}  "
                 f"val loss {va['loss']:.4f} auc {va['auc']:.3f}  lr {lr:.1e}  "

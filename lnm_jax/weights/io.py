@@ -27,13 +27,27 @@ def read_torch_state_dict(path: Path | str) -> dict[str, np.ndarray]:
     if path.suffix == ".safetensors":
         from safetensors.numpy import load_file
 
-        sd: Any = load_file(str(path))
+        try:
+            sd: Any = load_file(str(path))
+        except Exception as e:  # noqa: BLE001  (safetensors' own error type, or a bad header)
+            raise ValueError(f"{path} is not a readable .safetensors file ({_first_line(e)})") from e
     else:
         try:
             import torch
         except ImportError as e:
             raise ImportError(f"reading {path} needs torch (pip install torch), or convert it to .safetensors") from e
-        sd = torch.load(str(path), map_location="cpu", weights_only=True)
+        try:
+            sd = torch.load(str(path), map_location="cpu", weights_only=True)
+        except Exception as e:  # noqa: BLE001  (pickle, zip and torch errors alike)
+            text = str(e)
+            if "Weights only load failed" in text:  # torch's advice (weights_only=False) is unsafe: not shown
+                reason = next((ln.strip() for ln in text.splitlines() if "WeightsUnpickler error" in ln), "")
+                raise ValueError(
+                    f"{path} holds Python objects besides tensors, which could run code when loaded, so it is "
+                    f"refused{f' ({reason})' if reason else ''}; save the model's state_dict() or a .safetensors "
+                    "file instead"
+                ) from e
+            raise ValueError(f"{path} is not a readable PyTorch weight file ({_first_line(e)})") from e
         for wrapper in ("state_dict", "model"):
             if isinstance(sd, dict) and wrapper in sd and isinstance(sd[wrapper], dict):
                 sd = sd[wrapper]
@@ -64,9 +78,13 @@ def read_keras_resnet50(path: Path | str) -> dict[str, dict[str, np.ndarray]]:
         try:
             model.load_weights(str(path))
             return keras_layer_weights(model)
-        except (ValueError, KeyError) as e:
-            errors.append(f"include_top={include_top}: {e}")
-    raise ValueError(f"{path} is not a Keras ResNet50 weight file:\n  " + "\n  ".join(errors))
+        except (ValueError, KeyError, OSError) as e:
+            errors.append(f"include_top={include_top}: {_first_line(e)}")
+    raise ValueError(f"{path} is not a Keras ResNet50 weight file ({'; '.join(errors)})")
+
+
+def _first_line(e: BaseException) -> str:
+    return f"{type(e).__name__}: " + (str(e).strip().splitlines() or [""])[0][:200]
 
 
 def save_backbone(out_dir: Path | str, variables: dict, meta: dict) -> None:

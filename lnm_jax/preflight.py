@@ -1,0 +1,99 @@
+"""Checks of a cohort against a config that run before anything trains or is written: the model
+can run at the configured size, every patient has the inputs the model takes (or the model was
+trained for missing inputs), and the cohort splits as configured with both classes in every
+subset. ``lnm-jax validate`` reports the same checks without writing anything."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+from ml_collections import ConfigDict
+
+from lnm_jax import names
+from lnm_jax.data.manifest import Cohort
+from lnm_jax.data.splits import SplitError
+from lnm_jax.models.fusion import check_config
+
+SHOW = 10  # patients named per missing input in an error
+
+
+class MissingInputsError(ValueError):
+    """Patients lack an input that a model not trained for missing inputs takes."""
+
+
+def zero_fills(config: ConfigDict) -> bool:
+    """Whether the user opted in to feeding a missing input as zeros (``data.zero_fill_missing``;
+    configs stored before the field: no)."""
+    return bool(config.data.get("zero_fill_missing", False))
+
+
+def takes_missing_inputs(config: ConfigDict) -> bool:
+    return bool(config.model.missing_inputs) or zero_fills(config)
+
+
+def lacking(config: ConfigDict, cohort: Cohort) -> dict[str, list[str]]:
+    """Input -> the patients of ``cohort`` who lack it, for the inputs the model takes."""
+    uses = names.parse_modalities(config.modalities)
+    out = {i: [p.patient_id for p in cohort.patients if not p.has(i)] for i in uses}
+    return {i: ids for i, ids in out.items() if ids}
+
+
+def check_inputs_present(config: ConfigDict, cohort: Cohort, *, opt_in: str = "--config.data.zero_fill_missing=True"):
+    """Raises :class:`MissingInputsError` listing the patients who lack an input the model takes,
+    unless the model was trained for missing inputs (``model.missing_inputs``) or the user opted
+    in to zero-filling (``opt_in`` names how). A model trained on complete inputs never saw a
+    zero image: its prediction for such a patient is silently unreliable."""
+    if takes_missing_inputs(config) or not (missing := lacking(config, cohort)):
+        return
+    parts = [
+        f"{i} missing for {len(ids)} ({', '.join(ids[:SHOW])}{', ...' if len(ids) > SHOW else ''})"
+        for i, ids in missing.items()
+    ]
+    raise MissingInputsError(
+        f"{cohort.path}: {'; '.join(parts)}; the model ({config.modalities}) was not trained for missing inputs. "
+        f"Train one with --config.model.missing_inputs=True, or opt in to feeding zeros with {opt_in}"
+    )
+
+
+def availability_patterns(cohort: Cohort) -> Counter:
+    """'bmode+ceus+us_lnm' (the inputs present) -> patients."""
+    return Counter("+".join(i for i in names.INPUTS if p.has(i)) for p in cohort.patients)
+
+
+def report(
+    cohort: Cohort, config: ConfigDict, *, labelled: bool = True, model: bool = True
+) -> tuple[list[str], list[str]]:
+    """``lnm-jax validate``'s (lines, problems): availability patterns, checked against the
+    inputs the model of ``config`` takes when ``model`` (a run or config was named), and the
+    split check with ``config``'s split settings; writes nothing."""
+    from lnm_jax.run import make_splits  # noqa: PLC0415  (run imports this module)
+
+    uses = names.parse_modalities(config.modalities) if model else ()
+    taken = "taken" if takes_missing_inputs(config) else "refused"
+    lines = [f"model inputs: {'+'.join(uses)} (missing inputs {taken})" if model else "availability patterns:"]
+    for pattern, n in sorted(availability_patterns(cohort).items(), key=lambda kv: -kv[1]):
+        present = set(pattern.split("+"))
+        ok = not model or takes_missing_inputs(config) or set(uses) <= present
+        why = "" if ok else "  <- refused: lacks " + "+".join(i for i in uses if i not in present)
+        lines.append(f"  {pattern or '(none)'}: {n} patient(s){why}")
+    problems = []
+    if model:
+        try:
+            check_config(config)
+        except ValueError as e:
+            problems.append(f"model: {e}")
+        try:
+            check_inputs_present(config, cohort)
+        except MissingInputsError as e:
+            problems.append(f"inputs: {e}")
+    if labelled:
+        try:
+            splits = make_splits(config, cohort)
+            s = splits[0]
+            lines.append(
+                f"split ({config.data.split.to_dict()}, folds {config.protocol.folds}): "
+                f"train {len(s.train)}, val {len(s.val)}, test {len(s.test)}, both classes in every subset"
+            )
+        except SplitError as e:
+            problems.append(f"split: {e}")
+    return lines, problems
