@@ -153,18 +153,20 @@ def check_image(path: Path) -> tuple[str, str] | None:
     :data:`MAX_IMAGE_PIXELS`, None if it is. The whole file is checked: every chunk's CRC
     (``verify``, which a plain decode skips for image data) and a full decode (``load``, which
     catches truncated files ``verify`` lets through)."""
+    limit = f"over the limit of {MAX_IMAGE_PIXELS / 1e6:.0f} megapixels (lnm_jax.data.manifest.MAX_IMAGE_PIXELS)"
     try:
         with Image.open(path) as im:
             fmt, (w, h) = im.format, im.size
             if w * h > MAX_IMAGE_PIXELS:
-                return IMAGE_TOO_LARGE, (
-                    f"image is {w}x{h} = {w * h / 1e6:.0f} megapixels, over the limit of "
-                    f"{MAX_IMAGE_PIXELS / 1e6:.0f} (lnm_jax.data.manifest.MAX_IMAGE_PIXELS)"
-                )
+                return IMAGE_TOO_LARGE, f"image is {w}x{h} = {w * h / 1e6:.0f} megapixels, {limit}"
             im.verify()
         with Image.open(path) as im:
             im.load()
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
+    except Image.DecompressionBombError as e:  # PIL's own, larger limit: refused at open
+        pixels = re.search(r"\((\d+) pixels\)", str(e))
+        size = f"{int(pixels[1]) / 1e6:.0f} megapixels" if pixels else "too large for PIL"
+        return IMAGE_TOO_LARGE, f"image is {size}, {limit}"
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
         return UNREADABLE_IMAGE, f"not a readable image ({type(e).__name__}: {e})"
     if fmt not in ("PNG", "JPEG"):
         return UNREADABLE_IMAGE, f"image format {fmt} is not PNG or JPEG"

@@ -68,12 +68,15 @@ class LnmCohort(tfds.core.GeneratorBasedBuilder):
 
     def _generate_examples(self, cohort: Cohort):
         for p in cohort.patients:
+            bmode, ceus = (p.bmode.read_bytes() if p.bmode else b""), self._ceus_frames(p.ceus)
+            for encoded, path in [(bmode, p.bmode)] * bool(p.bmode) + [(f, p.ceus) for f in ceus]:
+                check_decodes(encoded, p.patient_id, path)
             yield (
                 p.patient_id,
                 {
                     PATIENT_ID: p.patient_id,
-                    BMODE: p.bmode.read_bytes() if p.bmode else b"",
-                    CEUS: self._ceus_frames(p.ceus),
+                    BMODE: bmode,
+                    CEUS: ceus,
                     US_LNM: -1 if p.us_lnm is None else p.us_lnm,
                     LABEL: -1 if p.lnm is None else p.lnm,
                     has(BMODE): p.bmode is not None,
@@ -88,6 +91,16 @@ class LnmCohort(tfds.core.GeneratorBasedBuilder):
         if is_clip(path):
             return [encode_png(f) for f in sample_clip(path, self._clip_frames)]
         return [path.read_bytes()]
+
+
+def check_decodes(encoded: bytes, patient_id: str, path: Path) -> None:
+    """Decodes ``encoded`` with the decoder the input pipeline uses, so that an image it cannot
+    read fails here, naming the patient and the file, not mid-epoch naming neither."""
+    try:
+        tf.io.decode_image(encoded, channels=3, expand_animations=False)
+    except (tf.errors.InvalidArgumentError, tf.errors.UnknownError) as e:
+        first = (e.message.strip().splitlines() or [""])[0]
+        raise ValueError(f"patient {patient_id}: {path}: the input pipeline cannot decode this image ({first})") from e
 
 
 def load_cohort(

@@ -173,6 +173,11 @@ def train(run: Run) -> dict:
                     f"train.max_loss={config.train.max_loss:g} (learning rate {config.train.learning_rate:g} too "
                     f"high?); {_kept(ckpts)}"
                 )
+            if bad := non_finite_arrays(state):
+                raise TrainingDivergedError(
+                    f"training diverged in epoch {epoch}: {len(bad)} parameter/statistic array(s) hold NaN or inf "
+                    f"(e.g. {', '.join(bad[:3])}); nothing of this epoch was saved; {_kept(ckpts)}"
+                )
             train_time = time.perf_counter() - t0
             tr = _epoch_summary(
                 np.concatenate([sharding.to_host(x) for x in labels]),
@@ -192,11 +197,6 @@ def train(run: Run) -> dict:
                 "train_patients_per_s": steps * config.train.batch_size / train_time,
                 "epoch_time_s": time.perf_counter() - t0,
             }
-            if bad := non_finite_arrays(state):
-                raise TrainingDivergedError(
-                    f"training diverged in epoch {epoch}: {len(bad)} parameter/statistic array(s) hold NaN or inf "
-                    f"(e.g. {', '.join(bad[:3])}); nothing of this epoch was saved; {_kept(ckpts)}"
-                )
             improved = va["auc"] > best["val_auc"]  # NaN never improves
             if improved:
                 best = {"val_auc": va["auc"], "epoch": epoch, "val_loss": va["loss"]}

@@ -39,15 +39,19 @@ def read_torch_state_dict(path: Path | str) -> dict[str, np.ndarray]:
         try:
             sd = torch.load(str(path), map_location="cpu", weights_only=True)
         except Exception as e:  # noqa: BLE001  (pickle, zip and torch errors alike)
-            text = str(e)
-            if "Weights only load failed" in text:  # torch's advice (weights_only=False) is unsafe: not shown
-                reason = next((ln.strip() for ln in text.splitlines() if "WeightsUnpickler error" in ln), "")
+            # torch's message advises weights_only=False, which would run the file's code: not shown
+            reason = " ".join(
+                para.strip()
+                for para in str(e).split("\n\n")
+                if para.strip() and "weights_only" not in para and "documentation" not in para
+            )
+            reason = " ".join(reason.split())
+            if "GLOBAL" in reason:
                 raise ValueError(
                     f"{path} holds Python objects besides tensors, which could run code when loaded, so it is "
-                    f"refused{f' ({reason})' if reason else ''}; save the model's state_dict() or a .safetensors "
-                    "file instead"
+                    f"refused ({reason}); save the model's state_dict() or a .safetensors file instead"
                 ) from e
-            raise ValueError(f"{path} is not a readable PyTorch weight file ({_first_line(e)})") from e
+            raise ValueError(f"{path} is not a readable PyTorch weight file ({reason or _first_line(e)})") from e
         for wrapper in ("state_dict", "model"):
             if isinstance(sd, dict) and wrapper in sd and isinstance(sd[wrapper], dict):
                 sd = sd[wrapper]

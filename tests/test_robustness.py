@@ -1,0 +1,368 @@
+"""Nothing silently wrong, nothing written where it should not be: each case a demanding user
+found by trying to break the project (missing inputs, unsafe patient ids, stale splits,
+divergence, unreadable images, late failures, tracebacks, a full disk, read-only run folders)."""
+
+from __future__ import annotations
+
+import csv
+import errno
+import json
+import os
+import struct
+import zlib
+from pathlib import Path
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+import pytest
+from PIL import Image
+from support import tiny_config
+
+from lnm_jax import run_files as F
+from lnm_jax.cli import main
+from lnm_jax.data import manifest as mf
+from lnm_jax.data.manifest import ManifestError, read_manifest
+from lnm_jax.data.splits import SplitMismatchError
+from lnm_jax.fileio import UnsafePathError, path_inside
+from lnm_jax.metric_writer import read_history
+from lnm_jax.preflight import MissingInputsError
+from lnm_jax.run import Run, load_config
+from lnm_jax.training.loop import TrainingDivergedError, train
+
+
+def snapshot(root: Path) -> dict[str, tuple[int, int]]:
+    """Every path under ``root`` with its size and modification time."""
+    return {str(p.relative_to(root)): (p.stat().st_size, p.stat().st_mtime_ns) for p in sorted(root.rglob("*"))}
+
+
+def rewrite_manifest(src: Path, out: Path, edit=lambda row: row, rows: int | None = None) -> Path:
+    """A copy of manifest ``src`` at ``out`` with absolute image paths, each row passed
+    through ``edit`` (first ``rows`` rows only)."""
+    with src.open() as f:
+        reader = csv.DictReader(f)
+        fields, body = reader.fieldnames, list(reader)[:rows]
+    for r in body:
+        for k in ("bmode", "ceus"):
+            if r[k]:
+                r[k] = str(src.parent / r[k])
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with out.open("w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=fields)
+        w.writeheader()
+        w.writerows(edit(dict(r)) for r in body)
+    return out
+
+
+def without_ceus(ids):
+    return lambda r: {**r, "ceus": ""} if r["patient_id"] in ids else r
+
+
+def fail_line(capsys, command: str) -> str:
+    """The error line a failed command printed last (after any progress bar), with no traceback."""
+    err = capsys.readouterr().err
+    last = err.strip().splitlines()[-1].split("\r")[-1].strip()
+    assert last.startswith(f"lnm-jax {command}: error: "), err
+    assert "Traceback" not in err, err
+    return last
+
+
+# ----------------------------------------------------------------- 1. missing inputs
+
+
+def test_model_not_trained_for_missing_inputs_refuses_them(triple_run, tiny_cohort, tmp_path, capsys):
+    ids = triple_run.cohort.ids[:2]
+    holey = rewrite_manifest(tiny_cohort, tmp_path / "holey" / "manifest.csv", without_ceus(ids))
+    # train: refused before anything is written, naming the patients
+    config = tiny_config(holey, "triple")
+    with pytest.raises(MissingInputsError, match=rf"ceus missing for 2 \({ids[0]}, {ids[1]}\)"):
+        Run.create(config, tmp_path / "run")
+    assert not (tmp_path / "run").exists()
+    # predict: refused unless opted in; the opt-in scores every patient
+    args = ["predict", "--workdir", str(triple_run.workdir), "--manifest", str(holey), "--out"]
+    assert main([*args, str(tmp_path / "p.csv")]) == 1
+    assert "--zero-fill-missing" in fail_line(capsys, "predict") and not (tmp_path / "p.csv").exists()
+    assert main([*args, str(tmp_path / "p.csv"), "--zero-fill-missing"]) == 0
+    assert len(list(csv.DictReader((tmp_path / "p.csv").open()))) == len(triple_run.cohort)
+    # evaluate (and every command opening the run): a run whose cohort lacks inputs is refused
+    config = load_config(triple_run.workdir)
+    config.data.manifest = str(holey)
+    with pytest.raises(MissingInputsError, match="not trained for missing inputs"):
+        Run.create(config, tmp_path / "other")
+    # validate against the model reports the patterns it refuses
+    assert main(["validate", str(holey), "--workdir", str(triple_run.workdir)]) == 1
+    out = capsys.readouterr()
+    assert "bmode+us_lnm: 2 patient(s)  <- refused: lacks ceus" in out.out and "ceus missing for 2" in out.err
+
+
+# ----------------------------------------------------------------- 2. writes outside the folder
+
+
+def test_patient_ids_that_could_name_other_files_are_refused(tiny_cohort, tmp_path):
+    bad = ["../../../../tmp/lnm_pwned", "/etc/x", ".hidden", "a b", "a/b"]
+    holey = rewrite_manifest(
+        tiny_cohort, tmp_path / "m.csv", lambda r: {**r, "patient_id": bad.pop() if bad else r["patient_id"]}, rows=8
+    )
+    with pytest.raises(ManifestError) as e:
+        read_manifest(holey)
+    assert [p.row for p in e.value.problems if p.code == mf.BAD_PATIENT_ID] == [1, 2, 3, 4, 5]
+    assert "'../../../../tmp/lnm_pwned' is not a safe file name" in str(e.value)
+
+
+def test_paths_from_data_stay_inside_their_folder(tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    assert path_inside(out, "patients/P1.png") == out.resolve() / "patients" / "P1.png"
+    (out / "link").symlink_to(tmp_path)
+    for name in ("../x.png", "/tmp/x.png", "patients/../../x.png", "link/x.png", "."):
+        with pytest.raises(UnsafePathError, match="outside"):
+            path_inside(out, name)
+
+
+# ----------------------------------------------------------------- 3. stale split
+
+
+def test_a_stored_split_is_reused_only_with_the_same_settings(tiny_cohort, tmp_path, capsys):
+    work = tmp_path / "run"
+    Run.create(tiny_config(tiny_cohort, "triple"), work)  # a first start that never trained
+    args = ["train", "--workdir", str(work), f"--config.data.manifest={tiny_cohort}"]
+    assert main([*args, "--config.data.split.seed=1"]) == 1
+    line = fail_line(capsys, "train")
+    assert "seed=0" in line and "seed=1" in line and F.SPLITS in line
+    config = tiny_config(tiny_cohort, "triple")
+    config.data.split.test_fraction = 0.3
+    with pytest.raises(SplitMismatchError, match="test_fraction=0.2 but the config asks for test_fraction=0.3"):
+        Run.create(config, work)
+    # an edited manifest: the run's split no longer describes it
+    edited = rewrite_manifest(tiny_cohort, tmp_path / "edited.csv")
+    config = tiny_config(edited, "triple")
+    with pytest.raises(SplitMismatchError, match="manifest_sha256="):
+        Run.create(config, work)
+
+
+# ----------------------------------------------------------------- 4. divergence
+
+
+def test_exploding_training_stops_and_says_what_is_kept(tiny_cohort, tmp_path, capsys):
+    """At learning rate 1e6 Adam moves every weight by about 1e6 in the first step, whatever the
+    gradient's scale: the loss explodes (or turns NaN) within the first epoch on any machine."""
+    manifest = rewrite_manifest(tiny_cohort, tmp_path / "m.csv")
+    args = ["train", "--workdir", str(tmp_path / "run"), f"--config.data.manifest={manifest}"]
+    small = ["--config.data.image_size=32", "--config.model.backbone=resnet18", "--config.model.width=4"]
+    assert main([*args, *small, "--config.train.epochs=1", "--config.train.learning_rate=1e6"]) == 1
+    line = fail_line(capsys, "train")
+    assert "no checkpoint was written" in line and ("diverged" in line or "loss is nan" in line), line
+
+
+def test_non_finite_statistics_are_never_checkpointed(triple_run, copy_run, monkeypatch):
+    from lnm_jax.training import loop
+
+    run = copy_run(triple_run)
+    good, _ = run.restore("latest")
+    real = loop.make_train_step
+
+    def poisoned(*a, **k):  # a step whose BatchNorm variances overflow while the loss stays finite
+        step = real(*a, **k)
+
+        def wrapped(state, inputs):
+            state, m = step(state, inputs)
+            return state.replace(batch_stats=jax.tree.map(lambda x: x * np.inf, state.batch_stats)), m
+
+        return wrapped
+
+    monkeypatch.setattr(loop, "make_train_step", poisoned)
+    config = load_config(run.workdir)
+    config.train.epochs = 3
+    with pytest.raises(TrainingDivergedError, match=r"array\(s\) hold NaN or inf .*last good checkpoint \(epoch 2"):
+        train(Run.create(config, run.workdir, resume=True))
+    after, meta = Run.open(run.workdir).restore("latest")
+    assert meta["epoch"] == 2
+    for a, b in zip(jax.tree.leaves(good), jax.tree.leaves(after)):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+# ----------------------------------------------------------------- 5. images training cannot read
+
+
+def _png_chunks(path: Path) -> list[list]:
+    data = path.read_bytes()[8:]
+    chunks = []
+    while data:
+        (n,) = struct.unpack(">I", data[:4])
+        chunks.append([data[4:8], data[8 : 8 + n], data[8 + n : 12 + n]])
+        data = data[12 + n :]
+    return chunks
+
+
+def _write_png(path: Path, chunks) -> None:
+    body = b"".join(struct.pack(">I", len(d)) + t + d + crc for t, d, crc in chunks)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + body)
+
+
+def test_a_png_with_a_corrupt_crc_fails_validation_and_names_the_patient_at_build(tiny_cohort, tmp_path, monkeypatch):
+    from lnm_jax.data.tfds_builder import load_cohort
+
+    cohort = read_manifest(tiny_cohort)
+    victim = cohort.patients[0]
+    bad = tmp_path / "bad.png"
+    chunks = _png_chunks(victim.bmode)
+    idat = next(c for c in chunks if c[0] == b"IDAT")
+    idat[2] = bytes(b ^ 0xFF for b in idat[2])  # the data intact, its checksum wrong
+    _write_png(bad, chunks)
+    with Image.open(bad) as im:
+        im.load()  # a plain decode does not notice: the check must verify the CRCs too
+    m = rewrite_manifest(tiny_cohort, tmp_path / "c" / "manifest.csv", lambda r: {**r, "bmode": str(bad)}, rows=10)
+    with pytest.raises(ManifestError) as e:
+        read_manifest(m)
+    assert {(p.code, p.file) for p in e.value.problems} == {(mf.UNREADABLE_IMAGE, str(bad))}
+    # an image the validator passes but the pipeline's decoder cannot read (simulated: the
+    # validator switched off) fails when the records are built, naming patient and file
+    truncated = tmp_path / "trunc.png"
+    truncated.write_bytes(victim.bmode.read_bytes()[:200])
+    m = rewrite_manifest(tiny_cohort, tmp_path / "d" / "manifest.csv", lambda r: {**r, "bmode": str(truncated)}, rows=4)
+    monkeypatch.setattr(mf, "check_image", lambda path: None)
+    unchecked = read_manifest(m)
+    with pytest.raises(ValueError, match=rf"patient {unchecked.ids[0]}: {truncated}: the input pipeline cannot decode"):
+        load_cohort(unchecked, tmp_path / "tfds")
+
+
+# ----------------------------------------------------------------- 6. fail before the first minute
+
+
+def test_every_planned_run_is_checked_before_anything_trains(tiny_cohort, tmp_path, capsys):
+    work = tmp_path / "protocol"
+    args = ["reproduce", "--workdir", str(work), "--manifest", str(tiny_cohort), "--config.data.image_size=64"]
+    assert main([*args, "--config.protocol.backbones=('resnet18', 'inception_v3')"]) == 1
+    assert "model.backbone=inception_v3 needs data.image_size >= 75, got 64" in fail_line(capsys, "reproduce")
+    assert not work.exists()
+    small = rewrite_manifest(tiny_cohort, tmp_path / "small.csv", rows=4)
+    assert main(["train", "--workdir", str(tmp_path / "run"), f"--config.data.manifest={small}"]) == 1
+    assert "cannot make a stratified" in fail_line(capsys, "train")
+    assert not (tmp_path / "run").exists()
+
+
+# ----------------------------------------------------------------- 7. errors, not tracebacks
+
+
+def _huge_png(path: Path, side: int) -> None:
+    """A valid PNG header claiming ``side`` x ``side`` pixels (the data is never reached)."""
+
+    def chunk(t, d):
+        return struct.pack(">I", len(d)) + t + d + struct.pack(">I", zlib.crc32(t + d))
+
+    ihdr = struct.pack(">IIBBBBB", side, side, 8, 0, 0, 0, 0)
+    path.write_bytes(
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
+    )
+
+
+class _RunsCode:
+    def __reduce__(self):
+        return (os.system, ("true",))
+
+
+def test_bad_files_give_one_line_errors(tiny_cohort, tmp_path, capsys):
+    _huge_png(tmp_path / "huge.png", 20000)
+    m = rewrite_manifest(tiny_cohort, tmp_path / "a" / "m.csv", lambda r: {**r, "bmode": str(tmp_path / "huge.png")}, 1)
+    assert main(["validate", str(m), "--no-labels"]) == 1
+    assert "[image_too_large]" in capsys.readouterr().err
+    assert "image is 400 megapixels, over the limit of 50" in str(pytest.raises(ManifestError, read_manifest, m).value)
+    _huge_png(tmp_path / "big.png", 8000)  # under PIL's own limit, over ours
+    m = rewrite_manifest(tiny_cohort, tmp_path / "c" / "m.csv", lambda r: {**r, "bmode": str(tmp_path / "big.png")}, 1)
+    assert "8000x8000 = 64 megapixels, over the limit" in str(pytest.raises(ManifestError, read_manifest, m).value)
+    # a symbolic link loop is not "does not exist"
+    loop = tmp_path / "loop.png"
+    loop.symlink_to(loop)
+    m = rewrite_manifest(tiny_cohort, tmp_path / "b" / "m.csv", lambda r: {**r, "bmode": str(loop)}, 1)
+    assert "image file is a symbolic link loop" in str(pytest.raises(ManifestError, read_manifest, m).value)
+    # a semicolon-separated manifest
+    semi = tmp_path / "semi.csv"
+    semi.write_text(tiny_cohort.read_text().replace(",", ";"))
+    assert main(["validate", str(semi)]) == 1
+    assert "the delimiter looks like ';'" in capsys.readouterr().err
+    # random bytes as weights: one line, never torch's advice to load unsafely
+    for suffix in (".pth", ".safetensors", ".h5"):
+        junk = tmp_path / f"junk{suffix}"
+        junk.write_bytes(os.urandom(2048))
+        source = "keras" if suffix == ".h5" else "torchvision"
+        assert main(["convert-weights", "--from", source, "--in", str(junk), "--out", str(tmp_path / "w")]) == 1
+        line = fail_line(capsys, "convert-weights")
+        assert str(junk) in line and "weights_only" not in line and len(line.splitlines()) == 1
+    # a pickle that would run code is refused, saying why
+    import torch
+
+    torch.save({"x": _RunsCode()}, tmp_path / "payload.pth")
+    assert main(["convert-weights", "--from", "torchvision", "--in", str(tmp_path / "payload.pth"), "--out", "w"]) == 1
+    line = fail_line(capsys, "convert-weights")
+    assert "holds Python objects besides tensors" in line and "weights_only" not in line
+    # --debug shows the traceback instead
+    with pytest.raises(ManifestError):
+        main(["validate", str(semi), "--debug"])
+
+
+def test_changed_manifest_on_resume_and_after_training(triple_run, copy_run, tmp_path, capsys):
+    run = copy_run(triple_run)
+    edited = tmp_path / "edited" / "manifest.csv"
+    rewrite_manifest(Path(run.config.data.manifest), edited, lambda r: {**r, "age": "1"})
+    config = json.loads(run.files.config.read_text())
+    config["data"]["manifest"] = str(edited)
+    run.files.config.write_text(json.dumps(config))  # the stored manifest, edited after training
+    assert main(["evaluate", "--workdir", str(run.workdir)]) == 1
+    assert "manifest_sha256=" in fail_line(capsys, "evaluate")
+    args = ["train", "--workdir", str(run.workdir), "--resume", f"--config.data.manifest={edited}"]
+    assert main(args) == 1
+    assert "manifest_sha256=" in fail_line(capsys, "train")
+
+
+# ----------------------------------------------------------------- 8 and 9a. a full disk; the log
+
+
+def test_full_disk_keeps_the_checkpoint_and_the_log_line_resumes(triple_run, copy_run, monkeypatch, capsys):
+    """The save of epoch 3 fails as on a full disk: one line, no temporary folder left, epoch 2
+    intact; the log line of epoch 3 was written first, and the resumed run replaces it."""
+    run = copy_run(triple_run)
+
+    def full(*a, **k):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    with monkeypatch.context() as m:
+        m.setattr(ocp.handlers.JsonCheckpointHandler, "save", full)
+        m.setattr(ocp.handlers.JsonCheckpointHandler, "async_save", full)
+        args = ["train", "--workdir", str(run.workdir), "--resume", "--config.train.epochs=3"]
+        assert main(args) == 1
+    line = fail_line(capsys, "train")
+    assert "no space left on device" in line and "its temporary folder was removed" in line and "is intact" in line
+    assert not list(run.files.checkpoints.rglob("*orbax-checkpoint-tmp*"))
+    assert [r["epoch"] for r in read_history(run.files.history)] == [1, 2, 3]  # the line came first
+    assert main(args) == 0
+    assert "resuming from epoch 2" in capsys.readouterr().out
+    assert [r["epoch"] for r in read_history(run.files.history)] == [1, 2, 3]
+
+
+# ----------------------------------------------------------------- 9. read-only run folders, paths
+
+
+def test_predict_and_gradcam_elsewhere_leave_the_run_folder_unchanged(triple_run, tiny_cohort, tmp_path):
+    before = snapshot(triple_run.workdir)
+    new = rewrite_manifest(tiny_cohort, tmp_path / "new.csv", lambda r: {**r, "lnm": ""}, rows=6)
+    assert (
+        main(
+            ["predict", "--workdir", str(triple_run.workdir), "--manifest", str(new), "--out", str(tmp_path / "p.csv")]
+        )
+        == 0
+    )
+    assert main(["gradcam", "--workdir", str(triple_run.workdir), "--out", str(tmp_path / "cams")]) == 0
+    assert snapshot(triple_run.workdir) == before
+    assert (
+        main(["predict", "--workdir", str(tmp_path / "nope"), "--manifest", str(new), "--out", str(tmp_path / "q.csv")])
+        == 1
+    )
+    assert not (tmp_path / "nope").exists()
+
+
+def test_a_relative_manifest_is_stored_resolved(tiny_cohort, tmp_path, monkeypatch):
+    monkeypatch.chdir(tiny_cohort.parent.parent)
+    run = Run.create(tiny_config(Path(tiny_cohort.parent.name) / tiny_cohort.name, "us_lnm"), tmp_path / "run")
+    assert load_config(run.workdir).data.manifest == str(tiny_cohort.resolve())
+    monkeypatch.chdir(tmp_path)
+    assert Run.open(run.workdir).cohort.sha256 == run.cohort.sha256
