@@ -37,6 +37,7 @@ from lnm_jax.evaluation.summary import THRESHOLD_METRICS, summarise_predictions
 from lnm_jax.fileio import write_text
 from lnm_jax.metric_writer import read_history
 from lnm_jax.models.fusion import check_config
+from lnm_jax.preflight import check_inputs_present
 from lnm_jax.protocol.cohort_table import cohort_table, cohort_table_markdown
 from lnm_jax.run import Run, make_splits, resolve_cohort, split_document, write_run_record
 from lnm_jax.run_files import CAM_GRID_CORRECT, CAM_GRID_INCORRECT, GENERATOR, PROTOCOL_RUNS, REPORT, RESULTS, RunFiles
@@ -165,8 +166,10 @@ def reproduce(config: ConfigDict, workdir: Path | str) -> dict:
         check_stored(load_splits(files.splits)[1], split_doc, files.splits)
     splits = make_splits(config, cohort)
     runs = plan_runs(config)
-    for run in runs.values():  # every planned model, before the first one trains
-        check_config(_run_config(config, run, manifest, files.tfds))
+    for run in runs.values():  # every planned model and its inputs, before the first one trains
+        rc = _run_config(config, run, manifest, files.tfds)
+        check_config(rc)
+        check_inputs_present(rc, cohort)
     workdir.mkdir(parents=True, exist_ok=True)
     save_splits(files.splits, splits, **split_doc)
     write_run_record(config, files)
