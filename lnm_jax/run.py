@@ -50,6 +50,7 @@ RESUMABLE_FIELDS = (
     "train.epochs",
     "train.early_stop_patience",
     "train.log_every_steps",
+    "train.max_loss",  # a guard against divergence, not part of the experiment
     "eval.",
     "model.lowering",
 )  # a lowering choice: same parameters, same mathematics

@@ -71,6 +71,12 @@ def check_stored(doc: dict, wanted: dict, path: Path | str) -> None:
     """Raises :class:`SplitMismatchError` naming every setting in which the split stored at
     ``path`` (its document ``doc``) differs from ``wanted``. A file written before a setting was
     recorded cannot be checked for it."""
+    fix = "use a new --workdir (or delete the file if nothing was trained on it)"
+    if doc.get("manifest_sha256") != wanted.get("manifest_sha256"):
+        raise SplitMismatchError(
+            f"{path} holds a split of another manifest: the manifest changed since the split was made (sha256 "
+            f"{str(doc.get('manifest_sha256'))[:12]} then, {str(wanted.get('manifest_sha256'))[:12]} now); {fix}"
+        )
     changed = [k for k in SETTING_KEYS if k in doc and doc[k] != wanted.get(k)]
     if changed:
         raise SplitMismatchError(
@@ -78,7 +84,7 @@ def check_stored(doc: dict, wanted: dict, path: Path | str) -> None:
             + ", ".join(f"{k}={doc[k]!r}" for k in changed)
             + " but the config asks for "
             + ", ".join(f"{k}={wanted.get(k)!r}" for k in changed)
-            + "; use a new --workdir (or delete the file if nothing was trained on it)"
+            + f"; {fix}"
         )
 
 
