@@ -364,12 +364,17 @@ class Run:
         """(Adam, plateau scheduler) as the config sets them."""
         return state_lib.optimizers(self.config.train)
 
+    def _state_args(self) -> tuple:
+        """(model, key seeded from ``config.seed``, a zero batch, Adam, plateau)."""
+        return (self.model, jax.random.key(self.config.seed), step_inputs(zero_batch(self.config)), *self.optimizer)
+
     def fresh_state(self) -> state_lib.TrainState:
-        """The initial train state (seeded from ``config.seed``), built from a zero batch."""
-        tx, plateau = self.optimizer
-        return state_lib.create_train_state(
-            self.model, jax.random.key(self.config.seed), step_inputs(zero_batch(self.config)), tx, plateau
-        )
+        """The initial train state."""
+        return state_lib.create_train_state(*self._state_args())
+
+    def abstract_state(self) -> state_lib.TrainState:
+        """The train state's shapes and dtypes, without initialising a model."""
+        return state_lib.abstract_train_state(*self._state_args())
 
     def checkpoints(self, *, create: bool = False) -> RunCheckpoints:
         return RunCheckpoints(self.files.checkpoints, create=create)
@@ -378,8 +383,8 @@ class Run:
         """The train state and metadata of ``checkpoint`` ('best' | 'latest'), restored once."""
         if checkpoint not in self._states:
             ckpts = self.checkpoints()
-            try:
-                self._states[checkpoint] = ckpts.restore(checkpoint, self.fresh_state())
+            try:  # restored into the state's shapes, which need no initialisation to know
+                self._states[checkpoint] = ckpts.restore(checkpoint, self.abstract_state())
             finally:
                 ckpts.close()
         return self._states[checkpoint]

@@ -54,6 +54,20 @@ def optimizers(train_cfg) -> tuple[optax.GradientTransformation, optax.GradientT
     return make_optimizer(train_cfg), make_plateau(train_cfg["plateau"])
 
 
+# Initialisation runs once, so on XLA:CPU it is compiled without LLVM optimisation: the ResNet-18
+# pair of the tests compiles in 2.6 s instead of 7.6 s (Inception-v3: 28 s before), the values
+# differ from an optimised build by rounding only (relative 3e-7: no fused multiply-adds in the
+# truncated-normal transform), and each build is deterministic.
+INIT_COMPILER_OPTIONS = {"cpu": {"xla_backend_optimization_level": 0}}
+
+
+def init_variables(model: nn.Module, rng: jax.Array, sample_inputs: dict) -> dict:
+    """``model.init`` (inference mode) as one program, compiled as :data:`INIT_COMPILER_OPTIONS`
+    says for the backend."""
+    lowered = jax.jit(lambda r, x: model.init(r, x, train=False)).lower(rng, sample_inputs)
+    return lowered.compile(INIT_COMPILER_OPTIONS.get(jax.default_backend()))(rng, sample_inputs)
+
+
 def create_train_state(
     model: nn.Module,
     rng: jax.Array,
@@ -61,7 +75,22 @@ def create_train_state(
     tx: optax.GradientTransformation,
     plateau: optax.GradientTransformationExtraArgs,
 ) -> TrainState:
-    variables = jax.jit(lambda r, x: model.init(r, x, train=False))(rng, sample_inputs)
+    return train_state_from(init_variables(model, rng, sample_inputs), tx, plateau)
+
+
+def abstract_train_state(
+    model: nn.Module,
+    rng: jax.Array,
+    sample_inputs: dict,
+    tx: optax.GradientTransformation,
+    plateau: optax.GradientTransformationExtraArgs,
+) -> TrainState:
+    """The shapes and dtypes of :func:`create_train_state`'s result (what a checkpoint is
+    restored into), traced without compiling or running the initialisation."""
+    return jax.eval_shape(lambda r, x: train_state_from(model.init(r, x, train=False), tx, plateau), rng, sample_inputs)
+
+
+def train_state_from(variables: dict, tx: optax.GradientTransformation, plateau) -> TrainState:
     params = variables["params"]
     return TrainState(
         step=jnp.zeros((), jnp.int32),
