@@ -10,6 +10,7 @@ import pytest
 
 from lnm_jax.models.backbones import backbone, min_image_size
 from lnm_jax.models.fusion import FusionClassifier
+from lnm_jax.training.state import init_variables
 from lnm_jax.weights.convert import WeightMismatchError, from_torchvision, to_torchvision
 
 INCEPTION_TRUNK = (
@@ -98,7 +99,8 @@ def test_backbones_give_the_common_intermediates_in_the_fusion_model(arch):
         "has_ceus": np.array([True, False]),
         "has_us_lnm": np.ones(2, bool),
     }
-    out, _ = model.init_with_output(jax.random.key(0), batch, train=True)  # one pass: training-mode BatchNorm
+    variables = init_variables(model, jax.random.key(0), batch)  # compiled as training compiles it (fast)
+    out, _ = jax.jit(lambda v, b: model.apply(v, b, train=True, mutable=["batch_stats"]))(variables, batch)
     for k in ("stem", "stage1", "stage2", "stage3", "stage4", "pooled"):
         assert k in out["ceus"]
     assert np.isfinite(np.asarray(out["logit"])).all()
