@@ -101,10 +101,12 @@ def train(run: Run) -> dict:
         start_epoch, best = meta["epoch"] + 1, meta["best"]
     writer = MetricWriter(files.history, files.tensorboard, files.train_log, primary=jax.process_index() == 0)
     if resumed:
-        writer.print(
-            f"resuming from epoch {start_epoch - 1} ({ckpts.directory('latest')}): "
+        todo = (
             f"epochs {start_epoch}-{config.train.epochs} to go"
+            if start_epoch <= config.train.epochs
+            else f"train.epochs={config.train.epochs} already reached"
         )
+        writer.print(f"resuming from epoch {start_epoch - 1} ({ckpts.directory('latest')}): {todo}")
     elif run.resume:
         writer.print(f"--resume: no checkpoint in {files.checkpoints} yet; starting at epoch 1")
     writer.rewrite(read_history(files.history, up_to=start_epoch - 1))
