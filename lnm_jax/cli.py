@@ -8,7 +8,8 @@ function; errors a user can fix are printed as one line and exit 1 (bad argument
     lnm-jax train     --config configs/paper_triple.py --workdir W [--resume] [--config.x.y=v ...]
     lnm-jax evaluate  --workdir W [--checkpoint best|latest]
     lnm-jax availability --workdir W [--dedicated no_ceus=RUN ...]  metrics per availability pattern
-    lnm-jax predict   --workdir W --manifest NEW.csv --out probs.csv [--zero-fill-missing]
+    lnm-jax predict   --workdir W | --exported DIR --manifest NEW.csv --out probs.csv [--zero-fill-missing]
+    lnm-jax export    --workdir W --out DIR [--checkpoint best]   the model for jax + numpy alone, with a model card
     lnm-jax gradcam   --workdir W [--split test --out DIR --method gradcam|hirescam|gradcam++]
     lnm-jax convert-weights --from torchvision|keras --in FILE --out DIR [--arch resnet50]
     lnm-jax reproduce --workdir W [--manifest M] [--folds K] [--config configs/reproduce_cpu.py]
@@ -244,11 +245,13 @@ def cmd_availability(argv: list[str]) -> int:
 
 
 def cmd_predict(argv: list[str]) -> int:
-    from lnm_jax.evaluation.evaluate import predict_manifest
+    from lnm_jax.evaluation.evaluate import predict_exported, predict_manifest
     from lnm_jax.run import Run
 
     p = argparse.ArgumentParser(prog="lnm-jax predict", description="P(LNM) for new patients.")
-    p.add_argument("--workdir", required=True, type=Path)
+    model = p.add_mutually_exclusive_group(required=True)
+    model.add_argument("--workdir", type=Path, help="a training run folder")
+    model.add_argument("--exported", type=Path, help="a folder written by lnm-jax export (no run folder needed)")
     p.add_argument("--manifest", required=True, type=Path)
     p.add_argument("--out", required=True, type=Path)
     p.add_argument("--checkpoint", choices=("best", "latest"), default="best")
@@ -258,9 +261,12 @@ def cmd_predict(argv: list[str]) -> int:
         help="score patients who lack an input the model was not trained to miss, feeding it as zeros",
     )
     a = p.parse_args(argv)
-    out = predict_manifest(
-        Run.open(a.workdir), a.manifest, a.out, checkpoint=a.checkpoint, zero_fill_missing=a.zero_fill_missing
-    )
+    if a.exported:
+        out = predict_exported(a.exported, a.manifest, a.out, zero_fill_missing=a.zero_fill_missing)
+    else:
+        out = predict_manifest(
+            Run.open(a.workdir), a.manifest, a.out, checkpoint=a.checkpoint, zero_fill_missing=a.zero_fill_missing
+        )
     print(f"wrote {out}")
     return 0
 
@@ -299,6 +305,26 @@ def cmd_gradcam(argv: list[str]) -> int:
         f"{res['patients']} patients ({res['correct']} correct, {res['incorrect']} incorrect): "
         f"figures and grids in {res['out']}"
     )
+    return 0
+
+
+def cmd_export(argv: list[str]) -> int:
+    from lnm_jax.export import PLATFORMS, export_run
+    from lnm_jax.run import Run
+
+    p = argparse.ArgumentParser(
+        prog="lnm-jax export",
+        description="A trained model as a folder that runs with jax + numpy alone (lnm_jax.exported.load), "
+        "with its model card.",
+    )
+    p.add_argument("--workdir", required=True, type=Path)
+    p.add_argument("--checkpoint", choices=("best", "latest"), default="best")
+    p.add_argument("--out", required=True, type=Path, help="a new folder")
+    p.add_argument("--platforms", default=",".join(PLATFORMS), help="comma list of jax.export platforms")
+    a = p.parse_args(argv)
+    md = export_run(Run.open(a.workdir), a.out, checkpoint=a.checkpoint, platforms=tuple(a.platforms.split(",")))
+    sizes = ", ".join(f"{k} {v / 1e6:.2f} MB" for k, v in md["export"]["bytes"].items())
+    print(f"exported {md['name']} ({md['architecture']['parameters']:,} parameters) to {a.out}: {sizes}")
     return 0
 
 
@@ -384,6 +410,7 @@ COMMANDS = {
     "availability": cmd_availability,
     "predict": cmd_predict,
     "gradcam": cmd_gradcam,
+    "export": cmd_export,
     "convert-weights": cmd_convert_weights,
     "reproduce": cmd_reproduce,
     "convert-busbra": cmd_convert_busbra,

@@ -31,10 +31,9 @@ def takes_missing_inputs(config: ConfigDict) -> bool:
     return bool(config.model.missing_inputs) or zero_fills(config)
 
 
-def lacking(config: ConfigDict, cohort: Cohort) -> dict[str, list[str]]:
-    """Input -> the patients of ``cohort`` who lack it, for the inputs the model takes."""
-    uses = names.parse_modalities(config.modalities)
-    out = {i: [p.patient_id for p in cohort.patients if not p.has(i)] for i in uses}
+def lacking(inputs, cohort: Cohort) -> dict[str, list[str]]:
+    """Input -> the patients of ``cohort`` who lack it, for each of ``inputs``."""
+    out = {i: [p.patient_id for p in cohort.patients if not p.has(i)] for i in inputs}
     return {i: ids for i, ids in out.items() if ids}
 
 
@@ -43,14 +42,20 @@ def check_inputs_present(config: ConfigDict, cohort: Cohort, *, opt_in: str = "-
     unless the model was trained for missing inputs (``model.missing_inputs``) or the user opted
     in to zero-filling (``opt_in`` names how). A model trained on complete inputs never saw a
     zero image: its prediction for such a patient is silently unreliable."""
-    if takes_missing_inputs(config) or not (missing := lacking(config, cohort)):
+    if not takes_missing_inputs(config):
+        refuse_missing(cohort, names.parse_modalities(config.modalities), config.modalities, opt_in)
+
+
+def refuse_missing(cohort: Cohort, inputs, model: str, opt_in: str) -> None:
+    """Raises :class:`MissingInputsError` if a patient lacks one of ``inputs``."""
+    if not (missing := lacking(inputs, cohort)):
         return
     parts = [
         f"{i} missing for {len(ids)} ({', '.join(ids[:SHOW])}{', ...' if len(ids) > SHOW else ''})"
         for i, ids in missing.items()
     ]
     raise MissingInputsError(
-        f"{cohort.path}: {'; '.join(parts)}; the model ({config.modalities}) was not trained for missing inputs. "
+        f"{cohort.path}: {'; '.join(parts)}; the model ({model}) was not trained for missing inputs. "
         f"Train one with --config.model.missing_inputs=True, or opt in to feeding zeros with {opt_in}"
     )
 

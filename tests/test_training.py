@@ -155,6 +155,8 @@ def test_predict_new_patients_without_labels(triple_run, copy_run, tiny_cohort, 
     assert "prob_lnm_calibrated" not in got[0]  # no `evaluate` yet: no temperature
     # the command line on the run folder: evaluate, then predict with the fitted temperature
     assert main(["evaluate", "--workdir", str(run.workdir)]) == 0
+    card = (run.files.evaluation("best") / "model_card.md").read_text()  # evaluate describes the model too
+    assert "| test |" in card and "temperature (fitted on validation" in card and "none fitted" not in card
     assert (
         main(["predict", "--workdir", str(run.workdir), "--manifest", str(new), "--out", str(tmp_path / "p2.csv")]) == 0
     )

@@ -15,7 +15,8 @@ from lnm_jax.evaluation import metrics as M
 from lnm_jax.evaluation.plots import plot_decision_curve, plot_reliability, plot_roc
 from lnm_jax.evaluation.summary import format_summary, summarise_predictions
 from lnm_jax.fileio import write_csv, write_text
-from lnm_jax.preflight import check_inputs_present
+from lnm_jax.model_card import write_model_card
+from lnm_jax.preflight import check_inputs_present, refuse_missing
 from lnm_jax.run import Run, synth_params
 
 
@@ -88,6 +89,7 @@ def evaluate(run: Run, *, checkpoint: str = "best", subsets=("val", "test"), out
         run.files.calibration(checkpoint),
         json.dumps({"temperature": temperature, "epoch": meta["epoch"], "fitted_on": "val"}, indent=2),
     )
+    write_model_card(run, out, checkpoint, evaluation=result)
     result["out"] = str(out)
     return result
 
@@ -123,21 +125,54 @@ def predict_manifest(
     predictor = run.predictor(checkpoint)  # a missing checkpoint fails before any data is read
     with tempfile.TemporaryDirectory(prefix="lnm_predict_") as records:
         p = predictor(run.data_for(cohort, Path(records)).eval_batches("all"))
-    logit = dict(zip(p[names.PATIENT_ID], p["logit"]))
     cal_file = run.files.calibration(checkpoint)
     temperature = json.loads(cal_file.read_text())["temperature"] if cal_file.is_file() else None
+    return write_predictions(cohort, dict(zip(p[names.PATIENT_ID], p["logit"])), temperature, out_csv)
+
+
+def write_predictions(cohort, logits: dict, temperature: float | None, out_csv: Path | str) -> Path:
+    """``predict``'s CSV: one row per patient of ``cohort`` in manifest order, the probability
+    (and, with a ``temperature``, the calibrated one), the class at 0.5 and the label if known."""
     rows = []
     for q in cohort.patients:
-        pr = float(M.sigmoid(logit[q.patient_id]))
+        z = logits[q.patient_id]
+        pr = float(M.sigmoid(z))
         row = {names.PATIENT_ID: q.patient_id, "prob_lnm": f"{pr:.6f}"}
         if temperature is not None:
-            row["prob_lnm_calibrated"] = f"{float(C.calibrated(logit[q.patient_id], temperature)):.6f}"
+            row["prob_lnm_calibrated"] = f"{float(C.calibrated(z, temperature)):.6f}"
         row.update({"pred_at_0.5": int(pr >= 0.5), names.LABEL: "" if q.lnm is None else q.lnm})
         rows.append(row)
     out_csv = Path(out_csv)
     out_csv.parent.mkdir(parents=True, exist_ok=True)
     write_csv(out_csv, rows, list(rows[0]))
     return out_csv
+
+
+def predict_exported(folder: Path | str, manifest: Path | str, out_csv: Path | str, *, zero_fill_missing=False) -> Path:
+    """``predict`` with a model written by ``lnm-jax export``: no run folder, no training code;
+    the manifest's images decoded as the run's input pipeline decodes them ([0, 1], resized;
+    the program normalises)."""
+    from lnm_jax.data import pipeline  # noqa: PLC0415  (TensorFlow, for decoding)
+    from lnm_jax.data.tfds_builder import load_cohort  # noqa: PLC0415
+    from lnm_jax.exported import load  # noqa: PLC0415
+
+    model = load(folder)
+    md = model.metadata
+    inputs = md["architecture"]["inputs"]
+    cohort = read_manifest(manifest, require_labels=False, min_clip_frames=md["clip_frames"])
+    if not (md["architecture"]["missing_inputs"] or zero_fill_missing):
+        refuse_missing(cohort, inputs, f"{folder}", "--zero-fill-missing")
+    identity = {k: {"mean": (0.0,) * 3, "std": (1.0,) * 3} for k in names.IMAGE_INPUTS}
+    logits = {}
+    with tempfile.TemporaryDirectory(prefix="lnm_predict_") as records:
+        ds = load_cohort(cohort, records, require_labels=False, clip_frames=md["clip_frames"])
+        decoded = pipeline.decoded_dataset(ds, tuple(cohort.ids), md["image_size"], True, md["clip_frames"])
+        for batch in pipeline.as_numpy(pipeline.batches(decoded, batch_size=32, norm=identity, train=False), 32):
+            out = model({k: batch[k] for k in model.inputs})
+            for pid, z, ok in zip(batch[names.PATIENT_ID], out["logit"], batch[names.VALID]):
+                if ok:
+                    logits[pid.decode()] = float(z)
+    return write_predictions(cohort, logits, md["calibration_temperature"], out_csv)
 
 
 def evaluation_lines(result: dict) -> str:

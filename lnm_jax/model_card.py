@@ -1,0 +1,186 @@
+"""A trained model described for a reader: ``metadata.json`` (machine-readable, after the
+MONAI-bundle convention) and ``model_card.md``, written by ``lnm-jax export`` and ``evaluate``.
+
+Everything in the card is read from the live run (config, cohort, split, restored checkpoint)
+and, where ``evaluate`` ran, its metrics: nothing is typed in by hand."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import jax
+import numpy as np
+
+from lnm_jax import names, provenance
+from lnm_jax import run_files as F
+from lnm_jax.exported import METADATA, MODEL_CARD
+from lnm_jax.fileio import write_text
+from lnm_jax.preflight import availability_patterns
+from lnm_jax.run import Run
+
+PAPER = (
+    "Guang et al., A model for predicting lymph node metastasis of thyroid carcinoma: a multimodality "
+    "convolutional neural network study. Quant Imaging Med Surg 2023;13(12):8370-8382"
+)
+INTENDED_USE = (
+    "Research only: estimating P(cervical lymph node metastasis) of papillary thyroid carcinoma from B-mode "
+    "and CEUS ultrasound and the sonographer's US-LNM call, to study the method. Not a medical device; not for "
+    "clinical decisions."
+)
+LIMITS = [
+    "Trained on one cohort: its performance elsewhere (other scanners, presets, centres, populations) is unknown "
+    "until it is tested there.",
+    "Probabilities are calibrated (temperature scaling) on this cohort's validation split only.",
+    "Images must be prepared as in training: the scan region, RGB in [0, 1], resized to the input size.",
+]
+
+
+def input_spec(config) -> dict[str, dict]:
+    """The model's inputs: name -> shape (``B`` = batch) and dtype."""
+    s, t = config.data.image_size, config.data.clip_frames
+    spec = {}
+    for m in names.parse_modalities(config.modalities):
+        if m == names.US_LNM:
+            spec[m] = {"shape": ["B"], "dtype": "float32"}
+        else:
+            frames = [t] if m == names.CEUS and t > 1 else []
+            spec[m] = {"shape": ["B", *frames, s, s, 3], "dtype": "float32"}
+        spec[names.has(m)] = {"shape": ["B"], "dtype": "bool"}
+    return spec
+
+
+def _evaluation(run: Run, checkpoint: str) -> dict | None:
+    path = run.files.evaluation(checkpoint) / F.METRICS
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def metadata(run: Run, checkpoint: str = "best", evaluation: dict | None = None) -> dict:
+    """The machine-readable description of ``run``'s ``checkpoint``."""
+    config = run.config
+    state, meta = run.restore(checkpoint)
+    evaluation = evaluation or _evaluation(run, checkpoint)
+    labels = [p.lnm for p in run.cohort.patients if p.lnm is not None]
+    cal = run.files.calibration(checkpoint)
+    temperature = json.loads(cal.read_text())["temperature"] if cal.is_file() else None
+    metrics = {}
+    if evaluation:
+        metrics = {
+            s: {k: m.get(k) for k in ("n", "n_positive", "auc", "ci_level", "auc_ci_delong", "at_0.5", "at_threshold")}
+            for s, m in evaluation["splits"].items()
+        }
+    return {
+        "name": config.name,
+        "version": f"epoch {meta['epoch']} ({checkpoint} checkpoint by validation AUC)",
+        "task": "binary classification: P(LNM) per patient",
+        "reimplements": PAPER,
+        "architecture": {
+            "inputs": list(names.parse_modalities(config.modalities)),
+            "backbone": config.model.backbone,
+            "width": config.model.width,
+            "missing_inputs": bool(config.model.missing_inputs),
+            "temporal_pool": config.model.temporal_pool if config.data.clip_frames > 1 else None,
+            "parameters": int(sum(np.size(x) for x in jax.tree.leaves(state.params))),
+            "head": "one dense layer over the concatenated pooled features (and availability indicators) + sigmoid",
+        },
+        "inputs": input_spec(config),
+        "image_size": config.data.image_size,
+        "clip_frames": config.data.clip_frames,
+        "normalisation": {
+            k: {"mean": list(v["mean"]), "std": list(v["std"])} for k, v in config.data.norm.to_dict().items()
+        },
+        "thresholds": {
+            "default": 0.5,
+            "youden_from_val": evaluation.get("youden_threshold_from_val") if evaluation else None,
+        },
+        "calibration_temperature": temperature,
+        "training_cohort": {
+            "manifest": config.data.manifest or "embedded synthetic cohort",
+            "manifest_sha256": run.cohort.sha256,
+            "patients": len(run.cohort),
+            "lnm_positive": int(sum(labels)),
+            "prevalence": float(np.mean(labels)) if labels else None,
+            "availability_patterns": dict(availability_patterns(run.cohort)),
+            "split": {s: len(run.split.subset(s)) for s in ("train", "val", "test")},
+            "split_seed": config.data.split.seed,
+        },
+        "metrics": metrics,
+        "intended_use": INTENDED_USE,
+        "limits": LIMITS,
+        "packages": provenance.package_versions(),
+    }
+
+
+def markdown(md: dict) -> str:
+    """``model_card.md`` from :func:`metadata`."""
+    a, c = md["architecture"], md["training_cohort"]
+    lines = [
+        f"# Model card: {md['name']}",
+        "",
+        f"{md['task']}; {md['version']}. Reimplements {md['reimplements']}.",
+        "",
+        "## Intended use",
+        md["intended_use"],
+        "",
+        "## Architecture",
+        f"Inputs {', '.join(a['inputs'])}; {a['backbone']} (width {a['width']}) per image input, not shared; "
+        f"{a['head']}. {a['parameters']:,} parameters. Missing inputs: "
+        f"{'learned absent embeddings + availability indicators' if a['missing_inputs'] else 'not supported'}"
+        + (f"; CEUS clips of {md['clip_frames']} frames, {a['temporal_pool']} pooling." if a["temporal_pool"] else "."),
+        "",
+        "## Inputs",
+        "| name | shape | dtype |",
+        "|---|---|---|",
+        *[f"| `{k}` | [{', '.join(map(str, v['shape']))}] | {v['dtype']} |" for k, v in md["inputs"].items()],
+        "",
+        f"Images: RGB float32 in [0, 1], resized to {md['image_size']}x{md['image_size']}; then (x - mean) / std "
+        "per modality (inside the exported program), a missing image set to zero:",
+        "",
+        *[f"- {k}: mean {v['mean']}, std {v['std']}" for k, v in md["normalisation"].items()],
+        "",
+        "## Decision thresholds and calibration",
+        f"- 0.5 on the probability (default); Youden's index on validation: {md['thresholds']['youden_from_val']}",
+        f"- temperature (fitted on validation, `prob_calibrated = sigmoid(logit / T)`): "
+        f"{md['calibration_temperature'] or 'none fitted (run lnm-jax evaluate)'}",
+        "",
+        "## Training cohort",
+        f"{c['patients']} patients, {c['lnm_positive']} LNM-positive (prevalence {c['prevalence']:.3f}); manifest "
+        f"`{c['manifest']}` (sha256 {c['manifest_sha256'][:16]}...); split seed {c['split_seed']}: train "
+        f"{c['split']['train']}, validation {c['split']['val']}, test {c['split']['test']}.",
+        "Availability patterns: " + ", ".join(f"{k or '(none)'} {v}" for k, v in c["availability_patterns"].items()),
+        "",
+        "## Metrics",
+    ]
+    if md["metrics"]:
+        lines += [
+            "| split | n | AUC | CI (DeLong) | sens@0.5 | spec@0.5 | sens@Youden | spec@Youden |",
+            "|---|---:|---:|---|---:|---:|---:|---:|",
+        ]
+        for s, m in md["metrics"].items():
+            lo, hi = m["auc_ci_delong"]
+            t5, ty = m["at_0.5"], m["at_threshold"] or {}
+            lines.append(
+                f"| {s} | {m['n']} | {m['auc']:.3f} | {lo:.3f}-{hi:.3f} | {t5['sensitivity']:.3f} | "
+                f"{t5['specificity']:.3f} | {ty.get('sensitivity', float('nan')):.3f} | "
+                f"{ty.get('specificity', float('nan')):.3f} |"
+            )
+    else:
+        lines.append("Not evaluated yet (run `lnm-jax evaluate`).")
+    lines += [
+        "",
+        "## Limits",
+        *[f"- {x}" for x in md["limits"]],
+        "",
+        "## Software",
+        ", ".join(f"{k} {v}" for k, v in md["packages"].items()),
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def write_model_card(run: Run, out: Path | str, checkpoint: str = "best", evaluation: dict | None = None) -> dict:
+    """Writes ``metadata.json`` and ``model_card.md`` to ``out``; returns the metadata."""
+    md = metadata(run, checkpoint, evaluation)
+    out = Path(out)
+    write_text(out / METADATA, json.dumps(md, indent=2))
+    write_text(out / MODEL_CARD, markdown(md))
+    return md
