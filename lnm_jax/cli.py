@@ -9,7 +9,7 @@ function; errors a user can fix are printed as one line and exit 1 (bad argument
     lnm-jax evaluate  --workdir W [--checkpoint best|latest]
     lnm-jax availability --workdir W [--dedicated no_ceus=RUN ...]  metrics per availability pattern
     lnm-jax predict   --workdir W | --exported DIR --manifest NEW.csv --out probs.csv [--zero-fill-missing]
-    lnm-jax export    --workdir W --out DIR [--checkpoint best]   the model for jax + numpy alone, with a model card
+    lnm-jax export    --workdir W --out DIR [--format stablehlo,onnx]  the model without the training stack + model card
     lnm-jax gradcam   --workdir W [--split test --out DIR --method gradcam|hirescam|gradcam++]
     lnm-jax convert-weights --from torchvision|keras --in FILE --out DIR [--arch resnet50]
     lnm-jax reproduce --workdir W [--manifest M] [--folds K] [--config configs/reproduce_cpu.py]
@@ -309,7 +309,7 @@ def cmd_gradcam(argv: list[str]) -> int:
 
 
 def cmd_export(argv: list[str]) -> int:
-    from lnm_jax.export import PLATFORMS, export_run
+    from lnm_jax.export import FORMATS, PLATFORMS, export_run
     from lnm_jax.run import Run
 
     p = argparse.ArgumentParser(
@@ -320,9 +320,16 @@ def cmd_export(argv: list[str]) -> int:
     p.add_argument("--workdir", required=True, type=Path)
     p.add_argument("--checkpoint", choices=("best", "latest"), default="best")
     p.add_argument("--out", required=True, type=Path, help="a new folder")
+    p.add_argument("--format", default="stablehlo", help=f"comma list of {','.join(FORMATS)} (onnx: the onnx extra)")
     p.add_argument("--platforms", default=",".join(PLATFORMS), help="comma list of jax.export platforms")
     a = p.parse_args(argv)
-    md = export_run(Run.open(a.workdir), a.out, checkpoint=a.checkpoint, platforms=tuple(a.platforms.split(",")))
+    md = export_run(
+        Run.open(a.workdir),
+        a.out,
+        checkpoint=a.checkpoint,
+        platforms=tuple(a.platforms.split(",")),
+        formats=tuple(a.format.split(",")),
+    )
     sizes = ", ".join(f"{k} {v / 1e6:.2f} MB" for k, v in md["export"]["bytes"].items())
     print(f"exported {md['name']} ({md['architecture']['parameters']:,} parameters) to {a.out}: {sizes}")
     return 0

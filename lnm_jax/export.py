@@ -20,13 +20,16 @@ import jax.numpy as jnp
 import numpy as np
 
 from lnm_jax import names
-from lnm_jax.exported import PROGRAM, WEIGHTS, load
+from lnm_jax.exported import ONNX, OUTPUTS, PROGRAM, WEIGHTS, load, load_onnx
 from lnm_jax.fileio import atomic_directory
 from lnm_jax.model_card import input_spec, write_model_card
 from lnm_jax.run import Run
 from lnm_jax.training.steps import inference_variables
 
 PLATFORMS = ("cpu", "cuda")
+FORMATS = ("stablehlo", "onnx")
+ONNX_OPSET = 23  # jax2onnx 0.17's default; onnxruntime >= 1.20 runs it
+ONNX_PROVIDERS = ("CPUExecutionProvider",)  # what the parity tests run; CUDA's provider takes the same file
 
 
 def inference_function(run: Run, checkpoint: str = "best"):
@@ -49,31 +52,73 @@ def inference_function(run: Run, checkpoint: str = "best"):
                 mean, std = jnp.asarray(norm[m]["mean"], jnp.float32), jnp.asarray(norm[m]["std"], jnp.float32)
                 x[m] = (batch[m] - mean) / std * present  # as the input pipeline: a missing image is zero
         logit = model.apply(jax.tree.unflatten(treedef, weights), x, train=False)["logit"].astype(jnp.float32)
-        return {"logit": logit, "prob": jax.nn.sigmoid(logit), "prob_calibrated": jax.nn.sigmoid(logit / temperature)}
+        out = {"logit": logit, "prob": jax.nn.sigmoid(logit), "prob_calibrated": jax.nn.sigmoid(logit / temperature)}
+        return {k: out[k] for k in OUTPUTS}
 
     return fn, [np.asarray(w) for w in leaves]
 
 
-def export_run(run: Run, out: Path | str, *, checkpoint: str = "best", platforms=PLATFORMS) -> dict:
-    """Writes the program, weights, ``metadata.json`` and ``model_card.md`` to ``out`` (a new
-    folder, written atomically); returns the metadata with the artefact sizes."""
-    fn, weights = inference_function(run, checkpoint)
-    (batch,) = jax.export.symbolic_shape("B")
-    spec = input_spec(run.config)
-    args = {
+def _input_structs(spec: dict, batch) -> dict:
+    return {
         k: jax.ShapeDtypeStruct(tuple(batch if d == "B" else d for d in v["shape"]), jnp.dtype(v["dtype"]))
         for k, v in spec.items()
     }
-    exported = jax.export.export(jax.jit(fn), platforms=tuple(platforms))(
-        [jax.ShapeDtypeStruct(w.shape, w.dtype) for w in weights], args
+
+
+def _write_onnx(fn, weights, spec: dict, path: Path) -> str:
+    """The same inference function as an ONNX graph (weights as initializers, batch 'B'),
+    through jax2onnx: it converts the jaxpr the StableHLO program comes from, so both formats
+    hold one function. Returns the converter's version."""
+    try:
+        import jax2onnx  # noqa: PLC0415  (the onnx extra)
+        from jax2onnx import to_onnx  # noqa: PLC0415
+    except ImportError as e:
+        raise ImportError("ONNX export needs the onnx extra: pip install -e '.[onnx]' (jax2onnx, onnxruntime)") from e
+    keys = list(spec)
+    constants = [jnp.asarray(w) for w in weights]
+
+    def positional(*xs):
+        out = fn(constants, dict(zip(keys, xs)))
+        return tuple(out[k] for k in OUTPUTS)
+
+    structs = [jax.ShapeDtypeStruct(tuple(v["shape"]), jnp.dtype(v["dtype"])) for v in spec.values()]  # "B": symbolic
+    model = to_onnx(
+        positional, structs, model_name="lnm_jax", opset=ONNX_OPSET, input_names=keys, output_names=list(OUTPUTS)
     )
+    path.write_bytes(model.SerializeToString())
+    return getattr(jax2onnx, "__version__", "unknown")
+
+
+def export_run(
+    run: Run, out: Path | str, *, checkpoint: str = "best", platforms=PLATFORMS, formats=("stablehlo",)
+) -> dict:
+    """Writes the program (``formats``: 'stablehlo' and/or 'onnx'), the weights,
+    ``metadata.json`` and ``model_card.md`` to ``out`` (a new folder, written atomically);
+    returns the metadata with the artefact sizes."""
+    if unknown := set(formats) - set(FORMATS):
+        raise ValueError(f"unknown export format(s) {sorted(unknown)}, expected some of {list(FORMATS)}")
+    fn, weights = inference_function(run, checkpoint)
+    spec = input_spec(run.config)
+    info = {"formats": list(formats), "jax": jax.__version__}
     with atomic_directory(out) as tmp:
-        (tmp / PROGRAM).write_bytes(exported.serialize())
-        np.savez(tmp / WEIGHTS, **{f"w{i}": w for i, w in enumerate(weights)})
+        if "stablehlo" in formats:
+            (batch,) = jax.export.symbolic_shape("B")
+            exported = jax.export.export(jax.jit(fn), platforms=tuple(platforms))(
+                [jax.ShapeDtypeStruct(w.shape, w.dtype) for w in weights], _input_structs(spec, batch)
+            )
+            (tmp / PROGRAM).write_bytes(exported.serialize())
+            np.savez(tmp / WEIGHTS, **{f"w{i}": w for i, w in enumerate(weights)})
+            info["stablehlo"] = {"platforms": list(platforms), "serialization": "jax.export"}
+        if "onnx" in formats:
+            version = _write_onnx(fn, weights, spec, tmp / ONNX)
+            info["onnx"] = {"converter": f"jax2onnx {version}", "opset": ONNX_OPSET, "providers": list(ONNX_PROVIDERS)}
         md = write_model_card(run, tmp, checkpoint)
-        md["export"] = {"platforms": list(platforms), "jax": jax.__version__, "format": "jax.export (StableHLO)"}
+        md["export"] = info
         (tmp / "metadata.json").write_text(json.dumps(md, indent=2))
     out = Path(out)
     md["export"]["bytes"] = {p.name: p.stat().st_size for p in sorted(out.iterdir())}
-    load(out)  # what was written loads
+    if "stablehlo" in formats:
+        load(out)  # what was written loads
+    if "onnx" in formats:
+        load_onnx(out, providers=ONNX_PROVIDERS)
     return md

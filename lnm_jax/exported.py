@@ -12,7 +12,9 @@ bool ``has_<input>`` per input (a missing image is zeroed inside; a model traine
 missing inputs expects every ``has_*`` true). The per-modality normalisation is applied
 inside the program. The folder holds the serialised program (``model.jax_export``, StableHLO
 for CPU and CUDA with a symbolic batch size), its weights (``weights.npz``) and
-``metadata.json``; ``model_card.md`` describes it for a reader.
+``metadata.json``; ``model_card.md`` describes it for a reader. With ``--format onnx`` it also
+holds ``model.onnx`` (weights inside), which :func:`load_onnx` runs with onnxruntime and numpy
+alone, called the same way.
 """
 
 from __future__ import annotations
@@ -21,20 +23,21 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-import jax
 import numpy as np
 
 PROGRAM = "model.jax_export"
 WEIGHTS = "weights.npz"
+ONNX = "model.onnx"
 METADATA = "metadata.json"
 MODEL_CARD = "model_card.md"
+OUTPUTS = ("logit", "prob", "prob_calibrated")
 
 
 @dataclass(frozen=True)
 class ExportedModel:
     """A deserialised program with its weights; call it on a dict of input arrays."""
 
-    exported: jax.export.Exported
+    exported: object  # jax.export.Exported
     weights: tuple[np.ndarray, ...]
     metadata: dict
 
@@ -56,14 +59,47 @@ class ExportedModel:
         return {k: np.asarray(v) for k, v in out.items()}
 
 
-def load(folder: Path | str) -> ExportedModel:
-    """Reads a folder written by ``lnm-jax export``."""
-    folder = Path(folder)
-    for name in (PROGRAM, WEIGHTS, METADATA):
+def _require(folder: Path, *files: str) -> None:
+    for name in files:
         if not (folder / name).is_file():
             raise FileNotFoundError(f"{folder / name} not found: is {folder} a folder written by lnm-jax export?")
+
+
+def load(folder: Path | str) -> ExportedModel:
+    """Reads a folder written by ``lnm-jax export`` (the StableHLO program)."""
+    import jax  # noqa: PLC0415  (the ONNX loader needs no JAX)
+
+    folder = Path(folder)
+    _require(folder, PROGRAM, WEIGHTS, METADATA)
     exported = jax.export.deserialize(bytearray((folder / PROGRAM).read_bytes()))
     with np.load(folder / WEIGHTS) as npz:
         weights = tuple(npz[f"w{i}"] for i in range(len(npz.files)))
     metadata = json.loads((folder / METADATA).read_text())
     return ExportedModel(exported, weights, metadata)
+
+
+@dataclass(frozen=True)
+class OnnxModel:
+    """The ONNX graph of an exported model in an onnxruntime session; called like
+    :class:`ExportedModel` (needs only onnxruntime and numpy)."""
+
+    session: object
+    metadata: dict
+
+    @property
+    def inputs(self) -> dict[str, dict]:
+        return self.metadata["inputs"]
+
+    def __call__(self, inputs: dict) -> dict[str, np.ndarray]:
+        feed = {k: np.asarray(inputs[k], dtype=self.inputs[k]["dtype"]) for k in self.inputs}
+        return dict(zip(OUTPUTS, self.session.run(list(OUTPUTS), feed)))
+
+
+def load_onnx(folder: Path | str, providers=("CPUExecutionProvider",)) -> OnnxModel:
+    """Reads the ONNX graph of a folder exported with ``--format onnx``."""
+    import onnxruntime  # noqa: PLC0415  (the onnx extra)
+
+    folder = Path(folder)
+    _require(folder, ONNX, METADATA)
+    session = onnxruntime.InferenceSession(str(folder / ONNX), providers=list(providers))
+    return OnnxModel(session, json.loads((folder / METADATA).read_text()))

@@ -21,7 +21,7 @@ from support import cpu_env, tiny_config
 from lnm_jax import names
 from lnm_jax.cli import main
 from lnm_jax.export import export_run
-from lnm_jax.exported import METADATA, MODEL_CARD, load
+from lnm_jax.exported import METADATA, MODEL_CARD, load, load_onnx
 from lnm_jax.run import Run
 
 ATOL = 1e-4
@@ -30,6 +30,7 @@ BLOCKER = """
 import importlib.abc, sys
 ALLOWED = {"lnm_jax", "lnm_jax.exported"}
 BLOCKED = {"flax", "optax", "orbax", "tensorflow", "tensorflow_datasets", "ml_collections", "torch", "keras"}
+BLOCKED |= set(sys.argv[1:])  # the ONNX check blocks jax too
 class Block(importlib.abc.MetaPathFinder):
     def find_spec(self, name, path, target=None):
         if name.split(".")[0] in BLOCKED or (name.startswith("lnm_jax") and name not in ALLOWED):
@@ -67,9 +68,11 @@ def live_logits(run: Run, inputs: dict) -> np.ndarray:
 
 def test_export_runs_without_the_training_stack_and_equals_the_live_model(triple_run, tiny_cohort, tmp_path):
     out = tmp_path / "exported"
-    assert main(["export", "--workdir", str(triple_run.workdir), "--out", str(out)]) == 0
+    args = ["export", "--workdir", str(triple_run.workdir), "--out", str(out), "--format", "stablehlo,onnx"]
+    assert main(args) == 0
     md = json.loads((out / METADATA).read_text())
-    assert md["export"]["platforms"] == ["cpu", "cuda"] and md["architecture"]["inputs"] == ["bmode", "ceus", "us_lnm"]
+    assert md["export"]["stablehlo"]["platforms"] == ["cpu", "cuda"] and md["export"]["onnx"]["opset"] == 23
+    assert md["architecture"]["inputs"] == ["bmode", "ceus", "us_lnm"]
     assert "Not a medical device" in (out / MODEL_CARD).read_text()
     model = load(out)
     for n in (1, 7):
@@ -86,12 +89,24 @@ def test_export_runs_without_the_training_stack_and_equals_the_live_model(triple
         "    assert out['prob'].shape == (n,)\n"
         "import sys; assert 'flax' not in sys.modules and 'tensorflow' not in sys.modules\n"
     )
-    res = subprocess.run([sys.executable, "-c", code], env=cpu_env(), capture_output=True, text=True, timeout=300)
-    assert res.returncode == 0, res.stderr[-3000:]
-    for n in (1, 7):
-        np.testing.assert_allclose(
-            np.load(tmp_path / f"exported{n}.npy"), np.load(tmp_path / f"live{n}.npy"), atol=ATOL
+    onnx_code = BLOCKER + (
+        "import numpy as np\nfrom lnm_jax.exported import load_onnx\n"
+        f"m = load_onnx({str(out)!r})\n"
+        "for n in (1, 7):\n"
+        f"    x = dict(np.load({str(tmp_path)!r} + f'/x{{n}}.npz'))\n"
+        f"    np.save({str(tmp_path)!r} + f'/onnx{{n}}.npy', m(x)['logit'])\n"
+        "import sys; assert 'jax' not in sys.modules\n"
+    )
+    for program, blocked in ((code, []), (onnx_code, ["jax", "jaxlib"])):
+        res = subprocess.run(
+            [sys.executable, "-c", program, *blocked], env=cpu_env(), capture_output=True, text=True, timeout=300
         )
+        assert res.returncode == 0, res.stderr[-3000:]
+    for n in (1, 7):
+        for fmt in ("exported", "onnx"):
+            np.testing.assert_allclose(
+                np.load(tmp_path / f"{fmt}{n}.npy"), np.load(tmp_path / f"live{n}.npy"), atol=ATOL
+            )
     # predict --exported gives predict --workdir's probabilities
     rows = list(csv.DictReader(tiny_cohort.open()))[:7]
     new = tmp_path / "new.csv"
@@ -127,7 +142,7 @@ def _untrained_run(config, workdir) -> Run:
 
 @pytest.mark.parametrize("variant", ["missing_inputs", "clip"])
 def test_missing_input_and_clip_models_export_with_their_inputs(variant, tiny_cohort, tmp_path):
-    config = tiny_config(tiny_cohort, "triple" if variant == "missing_inputs" else "ceus,us_lnm")
+    config = tiny_config(tiny_cohort, "ceus,us_lnm")  # one image branch and the flag: both variants
     config.model.width = 4
     if variant == "missing_inputs":
         config.model.missing_inputs = True
@@ -135,9 +150,11 @@ def test_missing_input_and_clip_models_export_with_their_inputs(variant, tiny_co
         config.data.clip_frames = 3
         config.model.temporal_pool = "attention"
     run = _untrained_run(config, tmp_path / "run")
-    export_run(run, tmp_path / "x")
+    export_run(run, tmp_path / "x", formats=("stablehlo", "onnx"))
     model = load(tmp_path / "x")
     if variant == "clip":
         assert model.inputs[names.CEUS]["shape"] == ["B", 3, 32, 32, 3]
     x = random_inputs(model.inputs, 7, missing=variant == "missing_inputs")
-    np.testing.assert_allclose(model(x)["logit"], live_logits(run, x), atol=ATOL)
+    live = live_logits(run, x)
+    np.testing.assert_allclose(model(x)["logit"], live, atol=ATOL)
+    np.testing.assert_allclose(load_onnx(tmp_path / "x")(x)["logit"], live, atol=ATOL)

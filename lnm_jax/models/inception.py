@@ -56,11 +56,13 @@ class BasicConv(nn.Module):
 
 def _avg_pool(x):
     # torchvision: F.avg_pool2d(x, 3, stride=1, padding=1), count_include_pad=True
-    return nn.avg_pool(x, (3, 3), (1, 1), padding=((1, 1), (1, 1)), count_include_pad=True)
+    # zero padding written out, every window divided by 9 (torchvision's count_include_pad=True):
+    # ONNX converters (jax2onnx 0.17) drop a pooling's explicit padding
+    return nn.avg_pool(jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0))), window_shape=(3, 3), strides=(1, 1))
 
 
 def _max_pool(x):
-    return nn.max_pool(x, (3, 3), (2, 2))
+    return nn.max_pool(x, window_shape=(3, 3), strides=(2, 2))
 
 
 class _Mixed(nn.Module):

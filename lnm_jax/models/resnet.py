@@ -146,7 +146,10 @@ class ResNet(nn.Module):
         x = x.astype(self.dtype)
         x = conv(self.width, (7, 7), (2, 2), padding=_pad(7), name="conv1")(x)
         x = nn.relu(norm(name="bn1")(x, mask=mask))
-        x = nn.max_pool(x, (3, 3), (2, 2), padding=((1, 1), (1, 1)))
+        # -inf padding written out (the same function as max_pool's own padding): ONNX
+        # converters (jax2onnx 0.17) drop a pooling's explicit padding
+        x = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)), constant_values=-jnp.inf)
+        x = nn.max_pool(x, window_shape=(3, 3), strides=(2, 2))
         # perturb(): a zero-valued hook that lets jax.grad reach this activation (Grad-CAM);
         # a no-op unless a 'perturbations' collection is passed to apply().
         x = self.perturb("stem", x)

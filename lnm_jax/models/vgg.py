@@ -59,7 +59,7 @@ class VGG(nn.Module):
                 index += 1
             x = self.perturb(name, x)
             out[name] = x
-            x = nn.max_pool(x, (2, 2), (2, 2))
+            x = nn.max_pool(x, window_shape=(2, 2), strides=(2, 2))
             index += 1
         out["pooled"] = jnp.mean(x.astype(jnp.float32), axis=(1, 2))
         return out
