@@ -1,0 +1,111 @@
+"""Sizes, load and inference times of an exported model (StableHLO via jax.export, ONNX via
+jax2onnx in onnxruntime) and their parity with the live JAX model.
+
+    python scripts/benchmark_export.py --workdir RUN [--batch-sizes 1,8] [--repeats 5]
+    python scripts/benchmark_export.py --untrained --manifest M [--backbone resnet50 --image-size 224]
+
+``--untrained`` builds a run whose checkpoint is its initial state (sizes and times do not
+depend on training): the paper's triple ResNet-50 at 224x224 by default. Each format is loaded
+in this process after export; times are wall-clock medians over ``--repeats`` calls after one
+warm-up call (which compiles the StableHLO program for this machine).
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from lnm_jax.config import base_config
+from lnm_jax.export import export_run
+from lnm_jax.exported import load, load_onnx
+from lnm_jax.run import Run
+
+
+def untrained_run(manifest: Path, workdir: Path, backbone: str, image_size: int) -> Run:
+    config = base_config("triple")
+    config.data.manifest = str(manifest)
+    config.data.image_size = image_size
+    config.model.backbone = backbone
+    run = Run.create(config, workdir)
+    ckpts = run.checkpoints(create=True)
+    ckpts.save("best", 0, run.fresh_state(), {"epoch": 0, "best": {}})
+    ckpts.close()
+    return Run.open(workdir)
+
+
+def inputs(spec: dict, n: int, seed: int = 0) -> dict:
+    r = np.random.default_rng(seed)
+    return {
+        k: np.ones(n, bool)
+        if v["dtype"] == "bool"
+        else r.random([n if d == "B" else d for d in v["shape"]], np.float32)
+        for k, v in spec.items()
+    }
+
+
+def timed(fn, repeats: int) -> tuple[float, float]:
+    """(first call s, median of the next ``repeats`` calls s)."""
+    t = time.perf_counter()
+    fn()
+    first = time.perf_counter() - t
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return first, float(np.median(times))
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--workdir", type=Path)
+    p.add_argument("--untrained", action="store_true")
+    p.add_argument("--manifest", type=Path)
+    p.add_argument("--backbone", default="resnet50")
+    p.add_argument("--image-size", type=int, default=224)
+    p.add_argument("--batch-sizes", default="1,8")
+    p.add_argument("--repeats", type=int, default=5)
+    a = p.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        run = untrained_run(a.manifest, tmp / "run", a.backbone, a.image_size) if a.untrained else Run.open(a.workdir)
+        t = time.perf_counter()
+        md = export_run(run, tmp / "exported", formats=("stablehlo", "onnx"))
+        print(
+            f"model: {md['name']}, {md['architecture']['backbone']} at {md['image_size']}px, "
+            f"{md['architecture']['parameters']:,} parameters; export (both formats) {time.perf_counter() - t:.1f} s"
+        )
+        print("artefacts: " + ", ".join(f"{k} {v / 1e6:.1f} MB" for k, v in md["export"]["bytes"].items()))
+        t = time.perf_counter()
+        hlo = load(tmp / "exported")
+        t_hlo = time.perf_counter() - t
+        t = time.perf_counter()
+        onnx = load_onnx(tmp / "exported")
+        t_onnx = time.perf_counter() - t
+        print(f"load: StableHLO {t_hlo:.2f} s, ONNX session {t_onnx:.2f} s")
+        predictor = run.predictor("best")
+        print(
+            "| batch | StableHLO first call (compile) s | StableHLO s/call | ONNX Runtime s/call | "
+            "max abs logit diff vs live: StableHLO | ONNX |"
+        )
+        print("|---:|---:|---:|---:|---:|---:|")
+        norm = run.config.data.norm.to_dict()
+        for n in (int(b) for b in a.batch_sizes.split(",")):
+            x = inputs(hlo.inputs, n)
+            batch = dict(x)
+            for m in ("bmode", "ceus"):
+                batch[m] = (x[m] - np.float32(norm[m]["mean"])) / np.float32(norm[m]["std"])
+            live = np.asarray(predictor.step(predictor.params, predictor.batch_stats, batch))
+            first, hlo_s = timed(lambda x=x: hlo(x), a.repeats)
+            _, onnx_s = timed(lambda x=x: onnx(x), a.repeats)
+            d_hlo = np.abs(hlo(x)["logit"] - live).max()
+            d_onnx = np.abs(onnx(x)["logit"] - live).max()
+            print(f"| {n} | {first:.2f} | {hlo_s:.3f} | {onnx_s:.3f} | {d_hlo:.1e} | {d_onnx:.1e} |")
+
+
+if __name__ == "__main__":
+    main()
