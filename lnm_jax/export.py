@@ -20,7 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from lnm_jax import names
-from lnm_jax.exported import ONNX, OUTPUTS, PROGRAM, WEIGHTS, load, load_onnx
+from lnm_jax.exported import METADATA, ONNX, OUTPUTS, PROGRAM, WEIGHTS, load, load_onnx
 from lnm_jax.fileio import atomic_directory
 from lnm_jax.model_card import input_spec, write_model_card
 from lnm_jax.run import Run
@@ -114,7 +114,7 @@ def export_run(
             info["onnx"] = {"converter": f"jax2onnx {version}", "opset": ONNX_OPSET, "providers": list(ONNX_PROVIDERS)}
         md = write_model_card(run, tmp, checkpoint)
         md["export"] = info
-        (tmp / "metadata.json").write_text(json.dumps(md, indent=2))
+        (tmp / METADATA).write_text(json.dumps(md, indent=2))
     out = Path(out)
     md["export"]["bytes"] = {p.name: p.stat().st_size for p in sorted(out.iterdir())}
     if "stablehlo" in formats:

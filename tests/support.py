@@ -46,3 +46,25 @@ def record(test: str, **values) -> None:
             f.write(
                 json.dumps({"test": test, "seed": SEED, "xla_flags": os.environ.get("XLA_FLAGS", ""), **values}) + "\n"
             )
+
+
+def new_patients(manifest, out, n: int):
+    """The first ``n`` patients of ``manifest`` as a manifest of new patients (no ``lnm``
+    column, absolute image paths) at ``out``."""
+    import csv  # noqa: PLC0415
+
+    with open(manifest) as f:
+        rows = list(csv.DictReader(f))[:n]
+    with open(out, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=["patient_id", "bmode", "ceus", "us_lnm"])
+        w.writeheader()
+        base = os.path.dirname(os.path.abspath(manifest))
+        w.writerows(
+            {
+                "patient_id": r["patient_id"],
+                "us_lnm": r["us_lnm"],
+                **{k: os.path.join(base, r[k]) for k in ("bmode", "ceus")},
+            }
+            for r in rows
+        )
+    return out

@@ -16,7 +16,7 @@ import sys
 
 import numpy as np
 import pytest
-from support import cpu_env, tiny_config
+from support import cpu_env, new_patients, tiny_config
 
 from lnm_jax import names
 from lnm_jax.cli import main
@@ -108,19 +108,7 @@ def test_export_runs_without_the_training_stack_and_equals_the_live_model(triple
                 np.load(tmp_path / f"{fmt}{n}.npy"), np.load(tmp_path / f"live{n}.npy"), atol=ATOL
             )
     # predict --exported gives predict --workdir's probabilities
-    rows = list(csv.DictReader(tiny_cohort.open()))[:7]
-    new = tmp_path / "new.csv"
-    with new.open("w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=["patient_id", "bmode", "ceus", "us_lnm"])
-        w.writeheader()
-        w.writerows(
-            {
-                "patient_id": r["patient_id"],
-                "us_lnm": r["us_lnm"],
-                **{k: str(tiny_cohort.parent / r[k]) for k in ("bmode", "ceus")},
-            }
-            for r in rows
-        )
+    new = new_patients(tiny_cohort, tmp_path / "new.csv", 7)
     args = ["predict", "--manifest", str(new), "--out"]
     assert main([*args, str(tmp_path / "w.csv"), "--workdir", str(triple_run.workdir)]) == 0
     assert main([*args, str(tmp_path / "e.csv"), "--exported", str(out)]) == 0

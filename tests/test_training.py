@@ -9,12 +9,13 @@ import json
 import jax
 import numpy as np
 import pytest
-from support import SEED, record, tiny_config
+from support import SEED, new_patients, record, tiny_config
 
 from lnm_jax import run_files as F
 from lnm_jax.cli import main
 from lnm_jax.config import base_config
 from lnm_jax.evaluation.evaluate import evaluate, predict_manifest
+from lnm_jax.exported import METADATA, MODEL_CARD
 from lnm_jax.metric_writer import read_history
 from lnm_jax.run import ConfigMismatchError, Run, RunExistsError, check_resumable, load_config, zero_batch
 from lnm_jax.training import steps as steps_lib
@@ -51,7 +52,15 @@ def test_short_run_learns_the_planted_signal(learnable_cohort, tmp_path):
     record("learns", test_auc=res["splits"]["test"]["auc"])
     assert res["splits"]["test"]["auc"] > LEARNS_MIN_AUC, res["splits"]["test"]
     out = run.files.evaluation("best")
-    assert {p.name for p in out.iterdir()} == {F.METRICS, F.ROC, F.PREDICTIONS_CSV, F.RELIABILITY, F.DECISION_CURVE}
+    assert {p.name for p in out.iterdir()} == {
+        F.METRICS,
+        F.ROC,
+        F.PREDICTIONS_CSV,
+        F.RELIABILITY,
+        F.DECISION_CURVE,
+        METADATA,
+        MODEL_CARD,  # evaluate describes the model it evaluated
+    }
     rows = list(csv.DictReader((out / F.PREDICTIONS_CSV).open()))
     assert len(rows) == res["splits"]["val"]["n"] + res["splits"]["test"]["n"]
     assert all(0.0 <= float(r["prob_lnm"]) <= 1.0 for r in rows)
@@ -135,19 +144,7 @@ def test_nan_loss_stops_with_named_error_and_keeps_last_good_checkpoint(triple_r
 def test_predict_new_patients_without_labels(triple_run, copy_run, tiny_cohort, tmp_path):
     run = copy_run(triple_run)
     rows = [r for r in csv.DictReader(tiny_cohort.open())][:5]
-    new = tmp_path / "new_patients.csv"
-    cohort_dir = tiny_cohort.parent
-    with new.open("w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=["patient_id", "bmode", "ceus", "us_lnm"])
-        w.writeheader()
-        w.writerows(
-            {
-                "patient_id": r["patient_id"],
-                "us_lnm": r["us_lnm"],
-                **{k: str(cohort_dir / r[k]) for k in ("bmode", "ceus")},
-            }
-            for r in rows
-        )
+    new = new_patients(tiny_cohort, tmp_path / "new_patients.csv", 5)
     out = predict_manifest(run, new, tmp_path / "probs.csv")
     got = list(csv.DictReader(out.open()))
     assert [g["patient_id"] for g in got] == [r["patient_id"] for r in rows]
