@@ -374,7 +374,7 @@ class Run:
 
     def abstract_state(self) -> state_lib.TrainState:
         """The train state's shapes and dtypes, without initialising a model."""
-        return state_lib.abstract_train_state(*self._state_args())
+        return state_lib.create_train_state(*self._state_args(), abstract=True)
 
     def checkpoints(self, *, create: bool = False) -> RunCheckpoints:
         return RunCheckpoints(self.files.checkpoints, create=create)

@@ -74,20 +74,16 @@ def create_train_state(
     sample_inputs: dict,
     tx: optax.GradientTransformation,
     plateau: optax.GradientTransformationExtraArgs,
+    *,
+    abstract: bool = False,
 ) -> TrainState:
-    return train_state_from(init_variables(model, rng, sample_inputs), tx, plateau)
-
-
-def abstract_train_state(
-    model: nn.Module,
-    rng: jax.Array,
-    sample_inputs: dict,
-    tx: optax.GradientTransformation,
-    plateau: optax.GradientTransformationExtraArgs,
-) -> TrainState:
-    """The shapes and dtypes of :func:`create_train_state`'s result (what a checkpoint is
+    """The initial train state; ``abstract``: only its shapes and dtypes (what a checkpoint is
     restored into), traced without compiling or running the initialisation."""
-    return jax.eval_shape(lambda r, x: train_state_from(model.init(r, x, train=False), tx, plateau), rng, sample_inputs)
+    if abstract:
+        return jax.eval_shape(
+            lambda r, x: train_state_from(model.init(r, x, train=False), tx, plateau), rng, sample_inputs
+        )
+    return train_state_from(init_variables(model, rng, sample_inputs), tx, plateau)
 
 
 def train_state_from(variables: dict, tx: optax.GradientTransformation, plateau) -> TrainState:
