@@ -12,7 +12,6 @@ constants baked into it. A model card is written with it.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import jax
@@ -20,7 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from lnm_jax import names
-from lnm_jax.exported import METADATA, ONNX, OUTPUTS, PROGRAM, WEIGHTS, load, load_onnx
+from lnm_jax.exported import ONNX, OUTPUTS, PROGRAM, WEIGHTS, load, load_onnx
 from lnm_jax.fileio import atomic_directory
 from lnm_jax.model_card import input_spec, write_model_card
 from lnm_jax.run import Run
@@ -39,8 +38,7 @@ def inference_function(run: Run, checkpoint: str = "best"):
     model, params, stats = inference_variables(run.model.clone(lowering="xla"), state, fold_bn=True)
     variables = {"params": params, **({"batch_stats": stats} if stats else {})}
     leaves, treedef = jax.tree.flatten(variables)
-    cal = run.files.calibration(checkpoint)
-    temperature = float(json.loads(cal.read_text())["temperature"]) if cal.is_file() else 1.0
+    temperature = run.temperature(checkpoint) or 1.0  # none fitted: prob_calibrated = prob
     norm = run.config.data.norm.to_dict()
     inputs = names.parse_modalities(run.config.modalities)
 
@@ -112,9 +110,7 @@ def export_run(
         if "onnx" in formats:
             version = _write_onnx(fn, weights, spec, tmp / ONNX)
             info["onnx"] = {"converter": f"jax2onnx {version}", "opset": ONNX_OPSET, "providers": list(ONNX_PROVIDERS)}
-        md = write_model_card(run, tmp, checkpoint)
-        md["export"] = info
-        (tmp / METADATA).write_text(json.dumps(md, indent=2))
+        md = write_model_card(run, tmp, checkpoint, extra={"export": info})
     out = Path(out)
     md["export"]["bytes"] = {p.name: p.stat().st_size for p in sorted(out.iterdir())}
     if "stablehlo" in formats:

@@ -61,8 +61,7 @@ def metadata(run: Run, checkpoint: str = "best", evaluation: dict | None = None)
     state, meta = run.restore(checkpoint)
     evaluation = evaluation or _evaluation(run, checkpoint)
     labels = [p.lnm for p in run.cohort.patients if p.lnm is not None]
-    cal = run.files.calibration(checkpoint)
-    temperature = json.loads(cal.read_text())["temperature"] if cal.is_file() else None
+    temperature = run.temperature(checkpoint)
     metrics = {}
     if evaluation:
         metrics = {
@@ -177,9 +176,12 @@ def markdown(md: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_model_card(run: Run, out: Path | str, checkpoint: str = "best", evaluation: dict | None = None) -> dict:
-    """Writes ``metadata.json`` and ``model_card.md`` to ``out``; returns the metadata."""
-    md = metadata(run, checkpoint, evaluation)
+def write_model_card(
+    run: Run, out: Path | str, checkpoint: str = "best", evaluation: dict | None = None, extra: dict | None = None
+) -> dict:
+    """Writes ``metadata.json`` (with ``extra``'s sections added, e.g. an export's) and
+    ``model_card.md`` to ``out``; returns the metadata."""
+    md = {**metadata(run, checkpoint, evaluation), **(extra or {})}
     out = Path(out)
     write_text(out / METADATA, json.dumps(md, indent=2))
     write_text(out / MODEL_CARD, markdown(md))

@@ -394,6 +394,12 @@ class Run:
         self._states.clear()
         self._predictors.clear()
 
+    def temperature(self, checkpoint: str = "best") -> float | None:
+        """The calibration temperature ``evaluate`` fitted on validation for ``checkpoint``, or
+        None if it has not run."""
+        path = self.files.calibration(checkpoint)
+        return float(json.loads(path.read_text())["temperature"]) if path.is_file() else None
+
     def predictor(self, checkpoint: str = "best") -> Predictor:
         if checkpoint not in self._predictors:
             state, meta = self.restore(checkpoint)

@@ -125,9 +125,8 @@ def predict_manifest(
     predictor = run.predictor(checkpoint)  # a missing checkpoint fails before any data is read
     with tempfile.TemporaryDirectory(prefix="lnm_predict_") as records:
         p = predictor(run.data_for(cohort, Path(records)).eval_batches("all"))
-    cal_file = run.files.calibration(checkpoint)
-    temperature = json.loads(cal_file.read_text())["temperature"] if cal_file.is_file() else None
-    return write_predictions(cohort, dict(zip(p[names.PATIENT_ID], p["logit"])), temperature, out_csv)
+    logits = dict(zip(p[names.PATIENT_ID], p["logit"]))
+    return write_predictions(cohort, logits, run.temperature(checkpoint), out_csv)
 
 
 def write_predictions(cohort, logits: dict, temperature: float | None, out_csv: Path | str) -> Path:
