@@ -117,7 +117,7 @@ def _config_for_validate(a):
 
 
 def cmd_norm_stats(argv: list[str]) -> int:
-    from lnm_jax.data.pipeline import manifest_norm_stats
+    from lnm_jax.data.loader import manifest_norm_stats
 
     p = argparse.ArgumentParser(prog="lnm-jax norm-stats", description="Per-modality mean/std of the training split.")
     p.add_argument("--manifest", required=True, type=Path)

@@ -27,11 +27,17 @@ def base_config(setting: str = "triple") -> ConfigDict:
     # CEUS frames per patient: 1 = one still (the paper; the peak frame of a clip); T > 1
     # samples T frames over a clip's enhancement phase (stills are repeated T times).
     c.data.clip_frames = 1
+    # 'grain' (default; no TensorFlow: PIL decode, numpy augmentation in grain's threads) or
+    # 'tfds' (TFDS records + tf.data; needs the [tf] extra). Both give the same batches.
+    c.data.loader = "grain"
+    c.data.num_threads = 2  # grain: threads decoding and augmenting batches ahead of the step
+    c.data.prefetch = 4  # grain: batches prepared ahead
+    # Keep decoded, resized images in host memory after their first epoch.
     c.data.cache = True
     # Where the TFDS records of the cohort are built; empty = WORKDIR/tfds. Runs that share a
     # manifest (lnm-jax reproduce) share one folder and build it once.
     c.data.tfds_dir = ""
-    c.data.shuffle_buffer = 4096
+    c.data.shuffle_buffer = 4096  # tfds only (grain shuffles the whole split)
     # Hold the decoded training split on the accelerator(s) and augment there, in JAX
     # (lnm_jax/data/on_device.py): for small cohorts on fast devices.
     c.data.on_device = False
@@ -99,6 +105,9 @@ def base_config(setting: str = "triple") -> ConfigDict:
     # probability e^-100 on the true class on average; healthy runs stay near ln 2 = 0.69.
     c.train.max_loss = 100.0
     c.train.log_every_steps = 10
+    # Also checkpoint every N steps within an epoch (model, optimizer and the loader's iterator
+    # state), so that --resume continues mid-epoch on exactly the next batch; 0 = epoch ends only.
+    c.train.checkpoint_every_steps = 0
     # Shard each batch over all devices (hosts included) when there is more than one.
     c.train.data_parallel = True
 

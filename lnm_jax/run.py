@@ -169,69 +169,59 @@ def load_config(workdir: Path | str) -> ConfigDict:
 
 
 class RunData:
-    """Decoded, cached datasets of a cohort's splits and their batch iterators (tf.data)."""
+    """A cohort's splits as batches, through the loader the config names (``data.loader``):
+    grain (the default, no TensorFlow) or TFDS + tf.data."""
 
     def __init__(
         self, config: ConfigDict, cohort: Cohort, split: Split | None, tfds_dir: Path, *, require_labels: bool = True
     ):
-        from lnm_jax.data.tfds_builder import load_cohort  # noqa: PLC0415  (TensorFlow)
+        from lnm_jax.data.loader import BatchSettings, GrainSource  # noqa: PLC0415
 
         self.config = config
         self.cohort = cohort
         self.split = split
-        self._all = load_cohort(cohort, tfds_dir, require_labels=require_labels, clip_frames=config.data.clip_frames)
-        self._decoded: dict[str, object] = {}
         self.norm = config.data.norm.to_dict()
+        settings = BatchSettings.from_config(config)
+        processes = {"process_index": jax.process_index(), "process_count": jax.process_count()}
+        kind = config.data.get("loader", "grain")
+        if kind == "grain":
+            self.source = GrainSource(cohort, settings, **processes)
+        elif kind == "tfds":
+            pipeline = _tfds_pipeline()
+            self.source = pipeline.TfdsSource(cohort, settings, tfds_dir, require_labels=require_labels, **processes)
+        else:
+            raise ValueError(f"data.loader must be 'grain' or 'tfds', got {kind!r}")
 
     def ids(self, subset: str) -> tuple[str, ...]:
         return tuple(self.cohort.ids) if subset == "all" else self.split.subset(subset)
 
-    def decoded(self, subset: str):
-        from lnm_jax.data import pipeline  # noqa: PLC0415
-
-        if subset not in self._decoded:
-            self._decoded[subset] = pipeline.decoded_dataset(
-                self._all,
-                self.ids(subset),
-                self.config.data.image_size,
-                self.config.data.cache,
-                self.config.data.clip_frames,
-            )
-        return self._decoded[subset]
-
-    def train_batches(self, epoch: int):
-        from lnm_jax.data import pipeline  # noqa: PLC0415
-
-        c = self.config
-        ds = pipeline.batches(
-            self.decoded("train"),
-            batch_size=c.train.batch_size,
-            norm=self.norm,
-            train=True,
-            seed=c.seed,
-            epoch=epoch,
-            augment=c.data.augment.to_dict(),
-            shuffle_buffer=c.data.shuffle_buffer,
-        )
-        return pipeline.as_numpy(ds, c.train.batch_size)
+    def train_batches(self, epoch: int, state: dict | None = None):
+        """``(batch, loader state after it)`` pairs of one training epoch (this process's rows of
+        each global batch), resumed after the batch whose state ``state`` is."""
+        return self.source.train_batches(self.ids("train"), epoch, state)
 
     def eval_batches(self, subset: str):
-        from lnm_jax.data import pipeline  # noqa: PLC0415
-
-        c = self.config
-        ds = pipeline.batches(self.decoded(subset), batch_size=c.train.eval_batch_size, norm=self.norm, train=False)
-        return pipeline.as_numpy(ds, c.train.eval_batch_size)
+        return self.source.eval_batches(self.ids(subset))
 
     def train_arrays(self) -> dict:
         """The decoded training split as numpy arrays ([0, 1] images, not yet augmented or
         normalised), for a device-resident cohort (``data.on_device``)."""
-        parts = list(self.decoded("train").batch(256).as_numpy_iterator())
-        return {k: np.concatenate([p[k] for p in parts]) for k in parts[0] if k != names.PATIENT_ID}
+        return self.source.arrays(self.ids("train"))
 
     def steps_per_epoch(self) -> int:
-        from lnm_jax.data import pipeline  # noqa: PLC0415
+        return len(self.ids("train")) // self.config.train.batch_size
 
-        return pipeline.num_batches(len(self.ids("train")), self.config.train.batch_size, True)
+
+def _tfds_pipeline():
+    """The TensorFlow input path, or an error that says what to install."""
+    try:
+        from lnm_jax.data import pipeline  # noqa: PLC0415
+    except ImportError as e:
+        raise ImportError(
+            f"data.loader='tfds' needs TensorFlow ({e}); install it with pip install -e '.[tf]', or use the "
+            "default data.loader='grain'"
+        ) from e
+    return pipeline
 
 
 def zero_batch(config: ConfigDict) -> dict:

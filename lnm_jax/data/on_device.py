@@ -119,10 +119,11 @@ class DeviceCohort:
     def steps_per_epoch(self) -> int:
         return self.n // self.batch_size
 
-    def epoch(self, epoch: int) -> Iterator[dict[str, jax.Array]]:
-        """One epoch of full batches in a seeded order (the last partial batch is dropped)."""
+    def epoch(self, epoch: int, start: int = 0) -> Iterator[dict[str, jax.Array]]:
+        """One epoch of full batches in a seeded order (the last partial batch is dropped),
+        from its batch ``start`` (a resumed epoch)."""
         order_key, step_key = jax.random.split(jax.random.fold_in(jax.random.key(self.seed), epoch))
         order = jax.random.permutation(order_key, self.n)
-        for i in range(self.steps_per_epoch()):
+        for i in range(start, self.steps_per_epoch()):
             idx = order[i * self.batch_size : (i + 1) * self.batch_size]
             yield self._make(self.arrays, idx, jax.random.fold_in(step_key, i))

@@ -22,6 +22,7 @@ from collections.abc import Iterator, Mapping, Sequence
 import numpy as np
 import tensorflow as tf
 
+from lnm_jax.data import loader
 from lnm_jax.names import (
     AVAILABILITY_KEYS,
     BMODE,
@@ -189,61 +190,69 @@ def num_batches(num_patients: int, batch_size: int, train: bool) -> int:
 
 
 def normalisation_stats(decoded: tf.data.Dataset) -> dict[str, dict[str, list[float]]]:
-    """Per-modality, per-channel mean and std of [0, 1] images (patients with that image only).
-
-    Accumulated in float64 over all pixels, so the result does not depend on batching.
-    """
-    sums = {k: np.zeros(3) for k in IMAGE_INPUTS}
-    sq = {k: np.zeros(3) for k in IMAGE_INPUTS}
-    count = {k: 0 for k in IMAGE_INPUTS}
-    for ex in decoded.batch(32).as_numpy_iterator():
-        for k in IMAGE_INPUTS:
-            pixels = ex[k][ex[has(k)]].astype(np.float64).reshape(-1, 3)  # clips too
-            if len(pixels):
-                sums[k] += pixels.sum(axis=0)
-                sq[k] += (pixels**2).sum(axis=0)
-                count[k] += len(pixels)
-    out = {}
-    for k in IMAGE_INPUTS:
-        if count[k] == 0:
-            out[k] = {"mean": list(PAPER_NORM[k]["mean"]), "std": list(PAPER_NORM[k]["std"])}
-            continue
-        mean = sums[k] / count[k]
-        std = np.sqrt(np.maximum(sq[k] / count[k] - mean**2, 1e-12))
-        out[k] = {"mean": [round(float(m), 6) for m in mean], "std": [round(float(s), 6) for s in std]}
-    return out
+    """Per-modality, per-channel mean and std of a decoded dataset's [0, 1] images (the
+    accumulation of :func:`lnm_jax.data.loader.normalisation_stats`)."""
+    return loader.normalisation_stats(decoded.batch(32).as_numpy_iterator())
 
 
-def manifest_norm_stats(manifest, *, image_size: int = 224, seed: int = 0, out=None) -> dict:
-    """``lnm-jax norm-stats``: per-modality mean/std of a manifest's training split (the split
-    ``data.split.seed`` makes), printed as JSON on stdout and as config overrides on stderr;
-    also written to ``out`` when given."""
-    import contextlib  # noqa: PLC0415
-    import json  # noqa: PLC0415
-    import sys  # noqa: PLC0415
-    import tempfile  # noqa: PLC0415
-    from pathlib import Path  # noqa: PLC0415
+class TfdsSource:
+    """A cohort's batches as a run asks for them, through TFDS + tf.data (``data.loader='tfds'``):
+    the interface of :class:`lnm_jax.data.loader.GrainSource`. Training batches hold this
+    process's rows of each global batch; evaluation batches are global."""
 
-    from lnm_jax.data.manifest import read_manifest  # noqa: PLC0415
-    from lnm_jax.data.splits import holdout_split  # noqa: PLC0415
-    from lnm_jax.data.tfds_builder import load_cohort  # noqa: PLC0415
+    def __init__(
+        self,
+        cohort,
+        settings: loader.BatchSettings,
+        records_dir,
+        *,
+        require_labels: bool = True,
+        process_index: int = 0,
+        process_count: int = 1,
+    ):
+        from lnm_jax.data.tfds_builder import load_cohort  # noqa: PLC0415
 
-    cohort = read_manifest(manifest)
-    split = holdout_split(cohort.ids, cohort.labels, seed=seed)
-    # TFDS reports its build on stdout; keep stdout for the JSON alone.
-    with tempfile.TemporaryDirectory() as tmp, contextlib.redirect_stdout(sys.stderr):
-        stats = normalisation_stats(decoded_dataset(load_cohort(cohort, tmp), split.train, image_size, cache=False))
-    text = json.dumps(stats, indent=2)
-    print(text)
-    print(
-        "use with: "
-        + " ".join(
-            f"--config.data.norm.{k}.{s}='({','.join(map(str, v[s]))})'"
-            for k, v in stats.items()
-            for s in ("mean", "std")
-        ),
-        file=sys.stderr,
-    )
-    if out:
-        Path(out).write_text(text)
-    return stats
+        self.settings = settings
+        self.process_index, self.process_count = process_index, process_count
+        self._all = load_cohort(cohort, records_dir, require_labels=require_labels, clip_frames=settings.clip_frames)
+        self._decoded: dict[tuple[str, ...], tf.data.Dataset] = {}
+
+    def decoded(self, ids: Sequence[str]) -> tf.data.Dataset:
+        key = tuple(ids)
+        if key not in self._decoded:
+            s = self.settings
+            self._decoded[key] = decoded_dataset(self._all, key, s.image_size, s.cache, s.clip_frames)
+        return self._decoded[key]
+
+    def train_batches(self, ids: Sequence[str], epoch: int, state: dict | None = None) -> Iterator[tuple[dict, dict]]:
+        """``(batch, state after it)`` pairs of one epoch; ``state`` (``{"next_index": k}``)
+        skips the k batches already trained on (the epoch's batches are a pure function of the
+        seed and the epoch, so the skipped ones are exactly those)."""
+        s = self.settings
+        ds = batches(
+            self.decoded(ids),
+            batch_size=s.batch_size,
+            norm=s.norm,
+            train=True,
+            seed=s.seed,
+            epoch=epoch,
+            augment=s.augment,
+            shuffle_buffer=s.shuffle_buffer,
+        )
+        start = int(state["next_index"]) if state else 0
+        per = s.batch_size // self.process_count
+        rows = slice(self.process_index * per, (self.process_index + 1) * per)
+        for k, batch in enumerate(as_numpy(ds.skip(start), s.batch_size), start + 1):
+            yield {key: v[rows] for key, v in batch.items()}, {"next_index": k}
+
+    def eval_batches(self, ids: Sequence[str]) -> Iterator[dict]:
+        s = self.settings
+        ds = batches(self.decoded(ids), batch_size=s.eval_batch_size, norm=s.norm, train=False)
+        return as_numpy(ds, s.eval_batch_size)
+
+    def arrays(self, ids: Sequence[str]) -> dict[str, np.ndarray]:
+        parts = list(self.decoded(ids).batch(256).as_numpy_iterator())
+        return {k: np.concatenate([p[k] for p in parts]) for k in parts[0] if k != PATIENT_ID}
+
+    def normalisation_stats(self, ids: Sequence[str]) -> dict:
+        return normalisation_stats(self.decoded(ids))

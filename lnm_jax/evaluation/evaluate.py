@@ -6,6 +6,8 @@ import json
 import tempfile
 from pathlib import Path
 
+import numpy as np
+
 from lnm_jax import names
 from lnm_jax import run_files as F
 from lnm_jax.data.manifest import read_manifest
@@ -151,8 +153,7 @@ def predict_exported(folder: Path | str, manifest: Path | str, out_csv: Path | s
     """``predict`` with a model written by ``lnm-jax export``: no run folder, no training code;
     the manifest's images decoded as the run's input pipeline decodes them ([0, 1], resized;
     the program normalises)."""
-    from lnm_jax.data import pipeline  # noqa: PLC0415  (TensorFlow, for decoding)
-    from lnm_jax.data.tfds_builder import load_cohort  # noqa: PLC0415
+    from lnm_jax.data import loader  # noqa: PLC0415
     from lnm_jax.exported import load  # noqa: PLC0415
 
     model = load(folder)
@@ -162,15 +163,14 @@ def predict_exported(folder: Path | str, manifest: Path | str, out_csv: Path | s
     if not (md["architecture"]["missing_inputs"] or zero_fill_missing):
         refuse_missing(cohort, inputs, f"{folder}", "--zero-fill-missing")
     identity = {k: {"mean": (0.0,) * 3, "std": (1.0,) * 3} for k in names.IMAGE_INPUTS}
+    decoded = loader.DecodedCohort(cohort.patients, md["image_size"], md["clip_frames"], cache=False)
     logits = {}
-    with tempfile.TemporaryDirectory(prefix="lnm_predict_") as records:
-        ds = load_cohort(cohort, records, require_labels=False, clip_frames=md["clip_frames"])
-        decoded = pipeline.decoded_dataset(ds, tuple(cohort.ids), md["image_size"], True, md["clip_frames"])
-        for batch in pipeline.as_numpy(pipeline.batches(decoded, batch_size=32, norm=identity, train=False), 32):
-            out = model({k: batch[k] for k in model.inputs})
-            for pid, z, ok in zip(batch[names.PATIENT_ID], out["logit"], batch[names.VALID]):
-                if ok:
-                    logits[pid.decode()] = float(z)
+    ds = loader.eval_dataset(decoded, np.arange(len(decoded)), batch_size=32, norm=identity)
+    for batch in loader.iterate(ds):
+        out = model({k: batch[k] for k in model.inputs})
+        for pid, z, ok in zip(batch[names.PATIENT_ID], out["logit"], batch[names.VALID]):
+            if ok:
+                logits[pid.decode()] = float(z)
     return write_predictions(cohort, logits, md["calibration_temperature"], out_csv)
 
 

@@ -1,8 +1,11 @@
-"""Orbax checkpoints of a run: the latest epoch (for --resume) and the best by validation AUC.
+"""Orbax checkpoints of a run: the latest epoch (for --resume), the best by validation AUC,
+and (``train.checkpoint_every_steps``) the progress within an epoch.
 
-Two ``CheckpointManager``s under ``<checkpoints>/{latest,best}``, each keeping one
-checkpoint; a checkpoint is the TrainState pytree plus a small JSON of run metadata
-(epoch, best validation AUC, ...). Orbax writes to a temporary folder and renames, so an
+Three ``CheckpointManager``s under ``<checkpoints>/{latest,best,progress}``, each keeping one
+checkpoint; a checkpoint is the TrainState pytree plus a small JSON of run metadata (epoch,
+best validation AUC, ...; for progress, the loader's iterator state and the epoch's partial
+training outputs). ``latest`` and ``best`` are numbered by epoch, ``progress`` by step.
+Orbax writes to a temporary folder and renames, so an
 interrupted save never replaces a good checkpoint with a half-written one. Saves are
 synchronous (the loop waited for each one anyway), so a failed save (a full disk) raises at
 once as one :class:`CheckpointSaveError`, its temporary folder removed.
@@ -18,7 +21,7 @@ from typing import Any
 import jax
 import orbax.checkpoint as ocp
 
-KINDS = ("latest", "best")
+KINDS = ("latest", "best", "progress")
 TMP_MARK = ".orbax-checkpoint-tmp"  # orbax's suffix for a checkpoint being written
 
 
@@ -47,10 +50,12 @@ class RunCheckpoints:
     def directory(self, kind: str) -> Path:
         return Path(self._managers[kind].directory)
 
-    def save(self, kind: str, epoch: int, state: Any, meta: dict) -> None:
+    def save(self, kind: str, number: int, state: Any, meta: dict) -> None:
+        """Saves ``state`` and ``meta`` as checkpoint ``number`` (an epoch, or a step for progress)."""
+        epoch = meta.get("epoch", number)
         try:
             self._managers[kind].save(
-                epoch, args=ocp.args.Composite(state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta))
+                number, args=ocp.args.Composite(state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta))
             )
         except Exception as e:
             folder = self.directory(kind)

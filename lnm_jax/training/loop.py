@@ -68,6 +68,37 @@ def load_pretrained(run: Run, state):
     return state_lib.with_pretrained_backbones(state, run.optimizer[0], variables, branches)
 
 
+def _progress_ahead(ckpts, state) -> bool:
+    """Whether a mid-epoch checkpoint is newer than ``state`` (the latest epoch's, or a fresh
+    state's)."""
+    step = ckpts.latest_epoch("progress")
+    return step is not None and step > int(state.step)
+
+
+def _gathered(xs) -> np.ndarray:
+    """Per-step outputs (this process's rows, or global device arrays) as one global vector."""
+    return np.concatenate([np.ravel(sharding.to_host(x)) for x in xs]) if xs else np.zeros(0)
+
+
+def _save_progress(ckpts, state, epoch, batches_done, loader_state, best, before, labels, logits, losses) -> None:
+    """A mid-epoch checkpoint: the state after ``batches_done`` batches of ``epoch``, the
+    loader's iterator state after the last of them, and the epoch's outputs so far (``before``:
+    those of the steps before a resume), so that the resumed epoch's metrics cover every batch."""
+    step = int(state.step)
+    so_far = lambda k, xs: np.concatenate([before[k], _gathered(xs)]).astype(float).tolist()  # noqa: E731
+    meta = {
+        "epoch": epoch,
+        "step": step,
+        "batches_done": batches_done,
+        "loader_state": loader_state,
+        "best": best,
+        "labels": so_far("labels", labels),
+        "logits": so_far("logits", logits),
+        "losses": so_far("losses", losses),
+    }
+    ckpts.save("progress", step, state, meta)
+
+
 def _epoch_summary(labels, logits) -> dict[str, float]:
     """The training log's numbers of one split: the shared summary's loss, AUC and accuracy."""
     s = summarise_predictions(labels, logits, calibration=False)
@@ -95,12 +126,21 @@ def train(run: Run) -> dict:
         )
     ckpts = run.checkpoints(create=True)
     start_epoch, best = 1, {"val_auc": -math.inf, "epoch": 0}
+    progress = None  # the mid-epoch checkpoint's metadata when resuming from one
     resumed = run.resume and ckpts.latest_epoch("latest") is not None
     if resumed:
         state, meta = ckpts.restore("latest", state)
         start_epoch, best = meta["epoch"] + 1, meta["best"]
+    if run.resume and _progress_ahead(ckpts, state):
+        state, progress = ckpts.restore("progress", state)
+        start_epoch, best, resumed = progress["epoch"], progress["best"], True
     writer = MetricWriter(files.history, files.tensorboard, files.train_log, primary=jax.process_index() == 0)
-    if resumed:
+    if progress is not None:
+        writer.print(
+            f"resuming in epoch {start_epoch} after its batch {progress['batches_done']} of {steps} "
+            f"(step {progress['step']}, {ckpts.directory('progress')})"
+        )
+    elif resumed:
         todo = (
             f"epochs {start_epoch}-{config.train.epochs} to go"
             if start_epoch <= config.train.epochs
@@ -115,9 +155,9 @@ def train(run: Run) -> dict:
     eval_step = make_eval_step(run.model, mesh)
     patience_left = config.train.early_stop_patience
 
-    def put(batch):
-        inputs = step_inputs(batch)
-        return jax.device_put(inputs) if mesh is None else sharding.shard_batch(inputs, mesh)
+    def put(pair):
+        inputs = step_inputs(pair[1])  # (loader state, batch): this process's rows of the global batch
+        return jax.device_put(inputs) if mesh is None else sharding.shard_batch(inputs, mesh, local=True)
 
     if config.data.on_device:
         from lnm_jax.data.on_device import DeviceCohort  # noqa: PLC0415
@@ -132,19 +172,27 @@ def train(run: Run) -> dict:
             replicated=None if mesh is None else sharding.replicated(mesh),
         )
 
-        def epoch_batches(epoch):
-            return ((b, b) for b in on_device.epoch(epoch))
+        def epoch_batches(epoch, loader_state):
+            start = loader_state["next_index"] if loader_state else 0
+            return (((b, {"next_index": k}), b) for k, b in enumerate(on_device.epoch(epoch, start), start + 1))
     else:
 
-        def epoch_batches(epoch):
-            return sharding.prefetch_to_device(data.train_batches(epoch), put)
+        def epoch_batches(epoch, loader_state):
+            pairs = data.train_batches(epoch, loader_state)
+            return sharding.prefetch_to_device(((st, b) for b, st in pairs), put)
+
+    every = config.train.get("checkpoint_every_steps", 0)
 
     try:
         for epoch in range(start_epoch, config.train.epochs + 1):
             t0 = time.perf_counter()
             labels, logits, losses = [], [], []
+            done, loader_state, before = 0, None, {"labels": [], "logits": [], "losses": []}
+            if progress is not None and progress["epoch"] == epoch:  # resumed mid-epoch
+                done, loader_state, before = progress["batches_done"], progress["loader_state"], progress
             bar = tqdm(
-                epoch_batches(epoch),
+                epoch_batches(epoch, loader_state),
+                initial=done,
                 total=steps,
                 desc=f"epoch {epoch}/{config.train.epochs}",
                 unit="batch",
@@ -152,9 +200,9 @@ def train(run: Run) -> dict:
                 mininterval=2.0,
                 disable=not writer.primary,
             )
-            for i, (batch, inputs) in enumerate(bar):
+            for i, ((loader_state, batch), inputs) in enumerate(bar, done):
                 state, m = train_step(state, inputs)
-                labels.append(batch[names.LABEL])  # numpy (host pipeline) or a device array (on_device)
+                labels.append(batch[names.LABEL])  # numpy (host loader) or a device array (on_device)
                 logits.append(m["logits"])
                 losses.append(m["loss"])
                 if (i + 1) % config.train.log_every_steps == 0:
@@ -164,7 +212,9 @@ def train(run: Run) -> dict:
                             f"loss is {loss} at epoch {epoch}, step {int(state.step)}; {_kept(ckpts)}"
                         )
                     bar.set_postfix(loss=f"{loss:.4f}")
-            train_loss = float(np.mean(jax.device_get(losses)))
+                if every and (i + 1) % every == 0 and i + 1 < steps:
+                    _save_progress(ckpts, state, epoch, i + 1, loader_state, best, before, labels, logits, losses)
+            train_loss = float(np.mean(np.concatenate([before["losses"], _gathered(losses)])))
             if not math.isfinite(train_loss):
                 raise NonFiniteLossError(
                     f"loss is {train_loss} in epoch {epoch} (step {int(state.step)}); {_kept(ckpts)}"
@@ -182,8 +232,8 @@ def train(run: Run) -> dict:
                 )
             train_time = time.perf_counter() - t0
             tr = _epoch_summary(
-                np.concatenate([sharding.to_host(x) for x in labels]),
-                np.concatenate([sharding.to_host(x) for x in logits]),
+                np.concatenate([before["labels"], _gathered(labels)]).astype(np.int32),
+                np.concatenate([before["logits"], _gathered(logits)]).astype(np.float32),
             )
             tr["loss"] = train_loss  # the mean of the steps' losses (augmented, training-mode BatchNorm)
             val = predict(eval_step, state.params, state.batch_stats, data.eval_batches("val"), mesh)

@@ -56,17 +56,20 @@ def check_batch_size(batch_size: int, mesh: Mesh) -> None:
         raise ValueError(f"batch size {batch_size} is not divisible by the {n} devices of the mesh")
 
 
-def shard_batch(batch: dict, mesh: Mesh) -> dict:
-    """Global numpy batch (the same on every process) -> globally sharded jax.Arrays; each
-    process contributes only the rows of its own devices."""
+def shard_batch(batch: dict, mesh: Mesh, *, local: bool = False) -> dict:
+    """A numpy batch -> globally sharded jax.Arrays. ``local=False``: the global batch (the same
+    on every process), of which each process contributes the rows of its own devices;
+    ``local=True``: this process's rows only (process p holds rows p*r to (p+1)*r - 1)."""
     sharding = batch_sharding(mesh)
     n_proc, pid = jax.process_count(), jax.process_index()
 
     def put(x):
         x = np.asarray(x)
+        if local:
+            return jax.make_array_from_process_local_data(sharding, x, (x.shape[0] * n_proc, *x.shape[1:]))
         rows = x.shape[0] // n_proc
-        local = x[pid * rows : (pid + 1) * rows] if n_proc > 1 else x
-        return jax.make_array_from_process_local_data(sharding, local, x.shape)
+        part = x[pid * rows : (pid + 1) * rows] if n_proc > 1 else x
+        return jax.make_array_from_process_local_data(sharding, part, x.shape)
 
     return {k: put(v) for k, v in batch.items()}
 

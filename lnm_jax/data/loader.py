@@ -1,0 +1,331 @@
+"""The default input path: grain over the cohort manifest, no TensorFlow.
+
+decode (PIL) -> grayscale-to-RGB -> resize (antialiased bilinear) -> in-memory cache ->
+(train: seeded per-epoch shuffle + the paper's augmentation, numpy) -> per-modality
+normalisation -> fixed-shape batches with a ``valid`` mask. The batches are those of the TFDS
+path (:mod:`lnm_jax.data.pipeline`): same keys, shapes, dtypes, decode and normalisation.
+
+Determinism: epoch ``e``'s order is a grain shuffle seeded by ``(seed, e)``, and each record's
+augmentation draws from its own generator seeded by ``(seed, e, position in the epoch, input)``,
+so a batch depends only on the seed, the epoch and its index, never on threads or timing.
+An epoch is a ``grain.MapDataset`` of batches, iterated by grain's prefetching iterator
+(``data.num_threads`` threads); that iterator's state (``get_state``) is what a mid-epoch
+checkpoint stores, and ``set_state`` resumes on exactly the next batch.
+
+Multi-host: every process draws the same global batches and decodes only its own rows of
+each (the rows its devices hold), as :func:`lnm_jax.training.sharding.shard_batch` expects.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import threading
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+
+import grain
+import numpy as np
+
+from lnm_jax.data import augment as augment_lib
+from lnm_jax.data.decode import decode_ceus, decode_file
+from lnm_jax.data.manifest import Cohort, Patient
+from lnm_jax.names import (
+    AVAILABILITY_KEYS,
+    BMODE,
+    CEUS,
+    IMAGE_INPUTS,
+    LABEL,
+    PAPER_NORM,
+    PATIENT_ID,
+    US_LNM,
+    VALID,
+    has,
+)
+
+SEED_STREAM = 0x4C4E4D  # separates the loader's generators from other users of the run seed
+
+
+class DecodedCohort:
+    """Random access to a cohort's patients, decoded to [0, 1] float32 images of one size
+    (zeros where an image is missing), each decoded once and kept in memory when ``cache``."""
+
+    def __init__(self, patients: Sequence[Patient], image_size: int, clip_frames: int = 1, cache: bool = True):
+        self.patients = tuple(patients)
+        self.image_size, self.clip_frames, self.cache = image_size, clip_frames, cache
+        self._index = {p.patient_id: i for i, p in enumerate(self.patients)}
+        self._cache: dict[int, dict] = {}
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self.patients)
+
+    def index(self, patient_ids: Sequence[str]) -> np.ndarray:
+        missing = [i for i in patient_ids if i not in self._index]
+        if missing:
+            raise KeyError(f"patient(s) not in the cohort: {', '.join(missing[:5])}")
+        return np.array([self._index[i] for i in patient_ids], dtype=np.int64)
+
+    def __getitem__(self, i: int) -> dict:
+        i = int(i)
+        if (hit := self._cache.get(i)) is not None:
+            return hit
+        record = self._decode(self.patients[i])
+        if self.cache:
+            with self._lock:
+                self._cache.setdefault(i, record)
+        return record
+
+    def _decode(self, p: Patient) -> dict:
+        s, t = self.image_size, self.clip_frames
+        ceus_shape = (s, s, 3) if t == 1 else (t, s, s, 3)
+        return {
+            BMODE: decode_file(p.bmode, s, p.patient_id) if p.bmode else np.zeros((s, s, 3), np.float32),
+            CEUS: decode_ceus(p.ceus, s, t, p.patient_id) if p.ceus else np.zeros(ceus_shape, np.float32),
+            US_LNM: np.float32(max(p.us_lnm or 0, 0)),
+            LABEL: np.int32(-1 if p.lnm is None else p.lnm),
+            has(BMODE): p.bmode is not None,
+            has(CEUS): p.ceus is not None,
+            has(US_LNM): p.us_lnm is not None,
+            PATIENT_ID: p.patient_id.encode(),
+        }
+
+
+def normalise(record: Mapping, stats: Mapping) -> dict:
+    """Per-modality normalisation; a missing image stays exactly zero."""
+    out = dict(record)
+    for k in IMAGE_INPUTS:
+        mean, std = stats[k]
+        out[k] = (record[k] - mean) / std * np.float32(record[has(k)])
+    return out
+
+
+def _stats(norm: Mapping) -> dict:
+    return {k: (np.asarray(norm[k]["mean"], np.float32), np.asarray(norm[k]["std"], np.float32)) for k in IMAGE_INPUTS}
+
+
+def collate(records: Sequence[Mapping], rows: int) -> dict[str, np.ndarray]:
+    """Stacks ``records`` into a batch of ``rows`` rows, zero-padded, with the ``valid`` mask."""
+    n = len(records)
+    out = {}
+    for k in (*IMAGE_INPUTS, US_LNM, LABEL, *AVAILABILITY_KEYS):
+        v = np.stack([r[k] for r in records])
+        if n < rows:
+            v = np.concatenate([v, np.zeros((rows - n,) + v.shape[1:], v.dtype)])
+        out[k] = v
+    ids = np.array([r[PATIENT_ID] for r in records] + [b""] * (rows - n), dtype=object)
+    out[PATIENT_ID] = ids
+    out[VALID] = np.arange(rows) < n
+    return out
+
+
+def _local(rows: np.ndarray, batch_size: int, process_index: int, process_count: int) -> tuple[np.ndarray, int]:
+    """This process's slice of a global batch's row indices (-1 marks padding), and its offset."""
+    if batch_size % process_count:
+        raise ValueError(f"batch size {batch_size} is not divisible by the {process_count} processes")
+    per = batch_size // process_count
+    return rows[process_index * per : (process_index + 1) * per], process_index * per
+
+
+def epoch_seed(seed: int, epoch: int) -> int:
+    """grain's shuffle seed of one epoch (a 32-bit integer, as grain takes)."""
+    return int(np.random.SeedSequence([SEED_STREAM, seed, epoch]).generate_state(1, np.uint32)[0])
+
+
+def train_epoch(
+    cohort: DecodedCohort,
+    rows: np.ndarray,
+    *,
+    batch_size: int,
+    norm: Mapping,
+    seed: int,
+    epoch: int,
+    augment: Mapping | None = None,
+    process_index: int = 0,
+    process_count: int = 1,
+) -> grain.MapDataset:
+    """One training epoch: full batches (the last partial one dropped) of the cohort rows
+    ``rows``, shuffled by ``(seed, epoch)``, augmented when ``augment`` is enabled."""
+    aug = dict(augment) if augment and augment.get("enabled", False) else None
+    stats = _stats(norm)
+
+    def make(k: int, order: np.ndarray) -> dict:
+        local, offset = _local(order, batch_size, process_index, process_count)
+        records = []
+        for j, i in enumerate(local):
+            r = dict(cohort[rows[i]])
+            if aug is not None:
+                position = k * batch_size + offset + j
+                for m, name in enumerate(IMAGE_INPUTS):
+                    rng = np.random.default_rng([SEED_STREAM, seed, epoch, position, m])
+                    r[name] = augment_lib.augment(r[name], rng, aug)
+            records.append(normalise(r, stats))
+        return collate(records, len(local))
+
+    order = grain.MapDataset.range(len(rows)).shuffle(seed=epoch_seed(seed, epoch))
+    return order.batch(batch_size, drop_remainder=True, batch_fn=np.asarray).map_with_index(make)
+
+
+def eval_dataset(cohort: DecodedCohort, rows: np.ndarray, *, batch_size: int, norm: Mapping) -> grain.MapDataset:
+    """Every row of ``rows`` in order, in global batches of ``batch_size`` (the last one padded)."""
+    stats = _stats(norm)
+
+    def make(k: int) -> dict:
+        chunk = rows[k * batch_size : (k + 1) * batch_size]
+        return collate([normalise(cohort[i], stats) for i in chunk], batch_size)
+
+    return grain.MapDataset.range(math.ceil(len(rows) / batch_size)).map(make)
+
+
+def iterate(
+    dataset: grain.MapDataset, *, num_threads: int = 2, prefetch: int = 4, state: dict | None = None
+) -> grain.DatasetIterator:
+    """grain's prefetching iterator over ``dataset`` (``num_threads`` worker threads), resumed
+    at ``state`` (a ``get_state()`` of an earlier iterator over the same dataset) when given."""
+    options = grain.ReadOptions(num_threads=max(num_threads, 1), prefetch_buffer_size=max(prefetch, 1))
+    it = iter(dataset.to_iter_dataset(options))
+    if state is not None:
+        it.set_state(state)
+    return it
+
+
+def stacked(cohort: DecodedCohort, rows: np.ndarray) -> dict[str, np.ndarray]:
+    """The rows' decoded [0, 1] images and flags as numpy arrays (not augmented or normalised),
+    for a device-resident cohort."""
+    b = collate([cohort[i] for i in rows], len(rows))
+    return {k: v for k, v in b.items() if k not in (PATIENT_ID, VALID)}
+
+
+def normalisation_stats(batches: Iterable[Mapping[str, np.ndarray]]) -> dict[str, dict[str, list[float]]]:
+    """Per-modality, per-channel mean and std of [0, 1] images (patients who have that image
+    only), accumulated in float64 over all pixels (clips too), so that the result does not
+    depend on batching. ``batches``: dicts with the image keys and their ``has_*`` masks."""
+    sums = {k: np.zeros(3) for k in IMAGE_INPUTS}
+    sq = {k: np.zeros(3) for k in IMAGE_INPUTS}
+    count = dict.fromkeys(IMAGE_INPUTS, 0)
+    for b in batches:
+        for k in IMAGE_INPUTS:
+            pixels = b[k][np.asarray(b[has(k)], bool)].astype(np.float64).reshape(-1, 3)
+            if len(pixels):
+                sums[k] += pixels.sum(axis=0)
+                sq[k] += (pixels**2).sum(axis=0)
+                count[k] += len(pixels)
+    out = {}
+    for k in IMAGE_INPUTS:
+        if count[k] == 0:
+            out[k] = {"mean": list(PAPER_NORM[k]["mean"]), "std": list(PAPER_NORM[k]["std"])}
+            continue
+        mean = sums[k] / count[k]
+        std = np.sqrt(np.maximum(sq[k] / count[k] - mean**2, 1e-12))
+        out[k] = {"mean": [round(float(m), 6) for m in mean], "std": [round(float(s), 6) for s in std]}
+    return out
+
+
+def chunks(cohort: DecodedCohort, rows: np.ndarray, size: int = 32) -> Iterator[dict[str, np.ndarray]]:
+    """The rows' decoded records, unnormalised, in batches of ``size``."""
+    for start in range(0, len(rows), size):
+        part = rows[start : start + size]
+        yield collate([cohort[i] for i in part], len(part))
+
+
+@dataclasses.dataclass(frozen=True)
+class BatchSettings:
+    """What a run's config says about its batches (``data.*``, ``train.*batch_size``, ``seed``)."""
+
+    image_size: int
+    clip_frames: int
+    cache: bool
+    norm: dict
+    augment: dict
+    batch_size: int
+    eval_batch_size: int
+    seed: int
+    shuffle_buffer: int = 4096
+    num_threads: int = 2
+    prefetch: int = 4
+
+    @classmethod
+    def from_config(cls, config) -> BatchSettings:
+        d = config.data
+        return cls(
+            image_size=d.image_size,
+            clip_frames=d.clip_frames,
+            cache=d.cache,
+            norm=d.norm.to_dict(),
+            augment=d.augment.to_dict(),
+            batch_size=config.train.batch_size,
+            eval_batch_size=config.train.eval_batch_size,
+            seed=config.seed,
+            shuffle_buffer=d.shuffle_buffer,
+            num_threads=d.get("num_threads", 2),
+            prefetch=d.get("prefetch", 4),
+        )
+
+
+class GrainSource:
+    """A cohort's batches as a run asks for them, through grain (no TensorFlow). Training
+    batches hold this process's rows of each global batch; evaluation batches are global."""
+
+    def __init__(self, cohort: Cohort, settings: BatchSettings, *, process_index: int = 0, process_count: int = 1):
+        self.settings = settings
+        self.process_index, self.process_count = process_index, process_count
+        self.decoded = DecodedCohort(cohort.patients, settings.image_size, settings.clip_frames, settings.cache)
+
+    def train_batches(self, ids: Sequence[str], epoch: int, state: dict | None = None) -> Iterator[tuple[dict, dict]]:
+        """``(batch, iterator state after it)`` pairs of one epoch, from ``state`` when given."""
+        s = self.settings
+        ds = train_epoch(
+            self.decoded,
+            self.decoded.index(ids),
+            batch_size=s.batch_size,
+            norm=s.norm,
+            seed=s.seed,
+            epoch=epoch,
+            augment=s.augment,
+            process_index=self.process_index,
+            process_count=self.process_count,
+        )
+        it = iterate(ds, num_threads=s.num_threads, prefetch=s.prefetch, state=state)
+        for batch in it:
+            yield batch, it.get_state()
+
+    def eval_batches(self, ids: Sequence[str]) -> Iterator[dict]:
+        s = self.settings
+        ds = eval_dataset(self.decoded, self.decoded.index(ids), batch_size=s.eval_batch_size, norm=s.norm)
+        yield from iterate(ds, num_threads=s.num_threads, prefetch=s.prefetch)
+
+    def arrays(self, ids: Sequence[str]) -> dict[str, np.ndarray]:
+        return stacked(self.decoded, self.decoded.index(ids))
+
+    def normalisation_stats(self, ids: Sequence[str]) -> dict:
+        return normalisation_stats(chunks(self.decoded, self.decoded.index(ids)))
+
+
+def manifest_norm_stats(manifest, *, image_size: int = 224, seed: int = 0, out=None) -> dict:
+    """``lnm-jax norm-stats``: per-modality mean/std of a manifest's training split (the split
+    ``data.split.seed`` makes), printed as JSON on stdout and as config overrides on stderr;
+    also written to ``out`` when given."""
+    import json  # noqa: PLC0415
+    import sys  # noqa: PLC0415
+    from pathlib import Path  # noqa: PLC0415
+
+    from lnm_jax.data.manifest import read_manifest  # noqa: PLC0415
+    from lnm_jax.data.splits import holdout_split  # noqa: PLC0415
+
+    cohort = read_manifest(manifest)
+    split = holdout_split(cohort.ids, cohort.labels, seed=seed)
+    decoded = DecodedCohort(cohort.patients, image_size, cache=False)
+    stats = normalisation_stats(chunks(decoded, decoded.index(split.train)))
+    text = json.dumps(stats, indent=2)
+    print(text)
+    print(
+        "use with: "
+        + " ".join(
+            f"--config.data.norm.{k}.{s}='({','.join(map(str, v[s]))})'"
+            for k, v in stats.items()
+            for s in ("mean", "std")
+        ),
+        file=sys.stderr,
+    )
+    if out:
+        Path(out).write_text(text)
+    return stats
