@@ -1,7 +1,9 @@
 """CEUS clips: reading videos and frame folders, the enhancement phase, manifest errors, the
-pipeline's [B, T, H, W, 3] batches, temporal pooling, and clip vs single frame."""
+loader's [B, T, H, W, 3] batches, temporal pooling, and clip vs single frame."""
 
 from __future__ import annotations
+
+import dataclasses
 
 import jax
 import numpy as np
@@ -13,6 +15,7 @@ from lnm_jax.config import base_config
 from lnm_jax.data import clips
 from lnm_jax.data.manifest import CLIP_TOO_SHORT, UNREADABLE_CLIP, ManifestError, read_manifest
 from lnm_jax.data.synthetic import SynthParams, bayes_auc, generate_cohort, time_intensity
+from lnm_jax.names import PAPER_NORM
 
 
 def _tic_clip(n=12, size=16, peak=4):
@@ -87,35 +90,22 @@ def clip_cohort(tmp_path_factory):
     )
 
 
-def test_pipeline_gives_clip_batches_with_one_augmentation_per_clip(clip_cohort, tmp_path):
-    from lnm_jax.data import pipeline
-    from lnm_jax.data.tfds_builder import load_cohort
+def test_loader_gives_clip_batches(clip_cohort):
+    from lnm_jax.data.loader import BatchSettings, GrainSource
 
     cohort = read_manifest(clip_cohort, min_clip_frames=4)
-    ds = load_cohort(cohort, tmp_path / "tfds", clip_frames=4)
-    dec = pipeline.decoded_dataset(ds, cohort.ids, 32, clip_frames=4)
     aug = {**base_config().data.augment.to_dict(), "contrast_min": 0.9, "contrast_max": 1.1, "brightness": 0.05}
-    raw = next(pipeline.as_numpy(pipeline.batches(dec, batch_size=24, norm=pipeline.PAPER_NORM, train=False), 24))
+    s = BatchSettings(
+        image_size=32, clip_frames=4, cache=True, norm=PAPER_NORM, augment=aug, batch_size=8, eval_batch_size=24, seed=0
+    )
+    raw = next(GrainSource(cohort, s).eval_batches(cohort.ids))
     assert raw["ceus"].shape == (24, 4, 32, 32, 3) and raw["bmode"].shape == (24, 32, 32, 3)
     assert not raw["ceus"][~raw["has_ceus"]].any()
-    b = next(
-        pipeline.as_numpy(
-            pipeline.batches(dec, batch_size=8, norm=pipeline.PAPER_NORM, train=True, seed=0, epoch=0, augment=aug), 8
-        )
-    )
+    b, _ = next(GrainSource(cohort, s).train_batches(cohort.ids, 0))
     assert b["ceus"].shape == (8, 4, 32, 32, 3)
-    # one draw per clip: a clip of identical frames stays identical, and is changed
-    import tensorflow as tf
-
-    frame = np.random.default_rng(0).random((32, 32, 3)).astype(np.float32)
-    out = pipeline._augment_image(tf.constant(np.stack([frame] * 4)), tf.constant([1, 2], tf.int64), aug).numpy()
-    for k in range(1, 4):
-        np.testing.assert_array_equal(out[k], out[0])
-    assert np.abs(out[0] - frame).mean() > 0.01
     # T = 1 reads the same clips as their peak frame
-    one = pipeline.decoded_dataset(load_cohort(cohort, tmp_path / "tfds", clip_frames=1), cohort.ids, 32, clip_frames=1)
-    frame = next(one.batch(24).as_numpy_iterator())["ceus"]
-    assert frame.shape == (24, 32, 32, 3)
+    one = next(GrainSource(cohort, dataclasses.replace(s, clip_frames=1)).eval_batches(cohort.ids))
+    assert one["ceus"].shape == (24, 32, 32, 3)
 
 
 def test_temporal_pooling_mean_and_attention():

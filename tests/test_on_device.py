@@ -19,9 +19,10 @@ NORM = {
 }
 
 
+@pytest.mark.tf
 @pytest.mark.parametrize("flip", [False, True])
 def test_jax_augmentation_equals_the_tf_pipeline_transform(flip):
-    tf = pytest.importorskip("tensorflow")
+    tf = pytest.importorskip("tensorflow", reason="TensorFlow not installed (pip install -e '.[tf]')")
     img = np.random.default_rng(0).random((24, 24, 3)).astype(np.float32)
     t, s, contrast, brightness = (2.3, -1.7), 1.07, 1.15, 0.05
     p = {

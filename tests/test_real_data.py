@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 from conftest import SHARED_DATA
 
-from lnm_jax.data import pipeline
+from lnm_jax.data.loader import BatchSettings, GrainSource
 from lnm_jax.data.manifest import read_manifest
-from lnm_jax.data.tfds_builder import load_cohort
+from lnm_jax.names import PAPER_NORM
 
 DDTI = SHARED_DATA / "ddti" / "images"
 BUSBRA = SHARED_DATA / "busbra-dev"
@@ -36,9 +36,12 @@ def test_reads_real_ddti_and_busbra_images(tmp_path):
     manifest.write_text("patient_id,bmode,ceus,us_lnm,lnm\n" + "\n".join(rows) + "\n")
     cohort = read_manifest(manifest)
     assert len(cohort) == 6
-    dec = pipeline.decoded_dataset(load_cohort(cohort, tmp_path / "tfds"), cohort.ids, 64)
-    b = next(pipeline.as_numpy(pipeline.batches(dec, batch_size=8, norm=pipeline.PAPER_NORM, train=False), 8))
+    s = BatchSettings(
+        image_size=64, clip_frames=1, cache=True, norm=PAPER_NORM, augment={}, batch_size=8, eval_batch_size=8, seed=0
+    )
+    source = GrainSource(cohort, s)
+    b = next(source.eval_batches(cohort.ids))
     assert b["bmode"].shape == (8, 64, 64, 3) and b["valid"].sum() == 6
     assert np.isfinite(b["bmode"]).all() and np.abs(b["bmode"][b["valid"]]).max() > 0.5
-    stats = pipeline.normalisation_stats(dec)
+    stats = source.normalisation_stats(cohort.ids)
     assert 0.05 < stats["bmode"]["mean"][0] < 0.6

@@ -199,8 +199,19 @@ def _write_png(path: Path, chunks) -> None:
     path.write_bytes(b"\x89PNG\r\n\x1a\n" + body)
 
 
-def test_a_png_with_a_corrupt_crc_fails_validation_and_names_the_patient_at_build(tiny_cohort, tmp_path, monkeypatch):
-    from lnm_jax.data.tfds_builder import load_cohort
+def _undecodable_cohort(tiny_cohort, tmp_path, monkeypatch):
+    """A cohort whose first B-mode image the validator passes (switched off) but no decoder can
+    read; returns it and the file."""
+    truncated = tmp_path / "trunc.png"
+    truncated.write_bytes(read_manifest(tiny_cohort).patients[0].bmode.read_bytes()[:200])
+    m = rewrite_manifest(tiny_cohort, tmp_path / "d" / "manifest.csv", lambda r: {**r, "bmode": str(truncated)}, rows=4)
+    monkeypatch.setattr(mf, "check_image", lambda path: None)
+    return read_manifest(m), truncated
+
+
+def test_a_png_with_a_corrupt_crc_fails_validation_and_names_the_patient_at_decode(tiny_cohort, tmp_path, monkeypatch):
+    from lnm_jax.data.decode import ImageDecodeError
+    from lnm_jax.data.loader import BatchSettings, GrainSource
 
     cohort = read_manifest(tiny_cohort)
     victim = cohort.patients[0]
@@ -215,13 +226,20 @@ def test_a_png_with_a_corrupt_crc_fails_validation_and_names_the_patient_at_buil
     with pytest.raises(ManifestError) as e:
         read_manifest(m)
     assert {(p.code, p.file) for p in e.value.problems} == {(mf.UNREADABLE_IMAGE, str(bad))}
-    # an image the validator passes but the pipeline's decoder cannot read (simulated: the
-    # validator switched off) fails when the records are built, naming patient and file
-    truncated = tmp_path / "trunc.png"
-    truncated.write_bytes(victim.bmode.read_bytes()[:200])
-    m = rewrite_manifest(tiny_cohort, tmp_path / "d" / "manifest.csv", lambda r: {**r, "bmode": str(truncated)}, rows=4)
-    monkeypatch.setattr(mf, "check_image", lambda path: None)
-    unchecked = read_manifest(m)
+    # an image the validator passes but the loader cannot decode (simulated: the validator
+    # switched off) fails on its first read, through grain's threads, naming patient and file
+    unchecked, truncated = _undecodable_cohort(tiny_cohort, tmp_path, monkeypatch)
+    source = GrainSource(unchecked, BatchSettings.from_config(tiny_config(tiny_cohort)))
+    with pytest.raises(ImageDecodeError, match=rf"patient {unchecked.ids[0]}: {truncated}: cannot decode"):
+        list(source.eval_batches(unchecked.ids))
+
+
+@pytest.mark.tf
+def test_an_image_tfds_cannot_decode_names_the_patient_at_build(tiny_cohort, tmp_path, monkeypatch):
+    pytest.importorskip("tensorflow", reason="TensorFlow not installed (pip install -e '.[tf]')")
+    from lnm_jax.data.tfds_builder import load_cohort
+
+    unchecked, truncated = _undecodable_cohort(tiny_cohort, tmp_path, monkeypatch)
     with pytest.raises(ValueError, match=rf"patient {unchecked.ids[0]}: {truncated}: the input pipeline cannot decode"):
         load_cohort(unchecked, tmp_path / "tfds")
 

@@ -119,6 +119,44 @@ def test_resume_and_same_seed_are_bitwise_reproducible(triple_run, tiny_cohort, 
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
 
 
+def test_run_killed_mid_epoch_resumes_on_the_next_batch(triple_run, tiny_cohort, tmp_path, monkeypatch):
+    """Checkpointing every step, a run killed after step k (inside epoch 2) and resumed ends
+    with the parameters, optimizer state and history of the uninterrupted two-epoch run: the
+    loader's iterator state restored from the checkpoint gave exactly the batches not yet seen."""
+    from lnm_jax.training import loop as loop_lib
+
+    config = tiny_config(tiny_cohort, "triple", epochs=2)
+    config.train.checkpoint_every_steps = 1
+    per_epoch = Run.create(config, tmp_path / "killed").data.steps_per_epoch()
+    kill_after = per_epoch + 2  # in the middle of epoch 2
+    real = loop_lib.make_train_step
+
+    def dying(*a, **kw):
+        step, calls = real(*a, **kw), []
+
+        def counted(state, batch):
+            if len(calls) == kill_after:
+                raise KeyboardInterrupt
+            calls.append(1)
+            return step(state, batch)
+
+        return counted
+
+    monkeypatch.setattr(loop_lib, "make_train_step", dying)
+    with pytest.raises(KeyboardInterrupt):
+        train(Run.create(config, tmp_path / "killed", resume=True))
+    monkeypatch.setattr(loop_lib, "make_train_step", real)
+    resumed = Run.create(config, tmp_path / "killed", resume=True)
+    assert resumed.checkpoints().latest_epoch("progress") == kill_after
+    train(resumed)
+    assert _history(resumed) == _history(triple_run)
+    full, _ = triple_run.restore("latest")
+    again, _ = Run.open(tmp_path / "killed").restore("latest")
+    assert int(again.step) == int(full.step) == 2 * per_epoch
+    for a, b in zip(jax.tree.leaves(full), jax.tree.leaves(again)):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
 def test_existing_run_is_not_overwritten(triple_run):
     with pytest.raises(RunExistsError, match="--resume"):
         Run.create(triple_run.config, triple_run.workdir)

@@ -12,6 +12,8 @@ from lnm_jax.weights import verify as V
 from lnm_jax.weights.convert import WeightMismatchError, from_keras_resnet50, from_torchvision, to_torchvision
 from lnm_jax.weights.io import keras_layer_weights, load_backbone, read_torch_state_dict
 
+NO_KERAS = "Keras/TensorFlow not installed (pip install -e '.[tf]')"
+
 X = np.random.default_rng(0).standard_normal((2, 160, 160, 3)).astype(np.float32)
 
 
@@ -50,8 +52,9 @@ def test_export_back_to_torchvision_is_exact():
             np.testing.assert_array_equal(v, sd[k], err_msg=k)
 
 
+@pytest.mark.tf
 def test_keras_resnet50_port_matches_keras_stage_by_stage():
-    import keras
+    keras = pytest.importorskip("keras", reason=NO_KERAS)
 
     model = keras.applications.ResNet50(
         weights=None, include_top=True, classifier_activation=None, input_shape=(160, 160, 3)
@@ -80,8 +83,9 @@ def test_mismatches_name_the_key():
         from_torchvision(sd, "resnet50")  # an 18-layer state_dict is not a ResNet-50
 
 
+@pytest.mark.tf
 def test_keras_mismatch_names_the_layer():
-    import keras
+    keras = pytest.importorskip("keras", reason=NO_KERAS)
 
     layers = keras_layer_weights(keras.applications.ResNet50(weights=None, include_top=False))
     del layers["conv3_block2_2_bn"]["moving_variance"]
@@ -93,6 +97,7 @@ def test_keras_mismatch_names_the_layer():
     assert "unexpected source key 'conv3_block2_0_conv/kernel'" in msg
 
 
+@pytest.mark.tf
 def test_convert_weights_command_pth_and_keras_files(tmp_path, capsys):
     model = _torch_model("resnet18", seed=3)
     torch.save({"state_dict": {f"module.{k}": v for k, v in model.state_dict().items()}}, tmp_path / "r18.pth")
@@ -126,7 +131,7 @@ def test_convert_weights_command_pth_and_keras_files(tmp_path, capsys):
     assert "problem(s) converting" in capsys.readouterr().err
     assert not (tmp_path / "bad").exists()
 
-    import keras
+    keras = pytest.importorskip("keras", reason=NO_KERAS)  # the Keras half needs the [tf] extra
 
     km = keras.applications.ResNet50(weights=None, include_top=False)
     km.save_weights(tmp_path / "k.weights.h5")

@@ -174,7 +174,7 @@ def train(run: Run) -> dict:
 
         def epoch_batches(epoch, loader_state):
             start = loader_state["next_index"] if loader_state else 0
-            return (((b, {"next_index": k}), b) for k, b in enumerate(on_device.epoch(epoch, start), start + 1))
+            return ((({"next_index": k}, b), b) for k, b in enumerate(on_device.epoch(epoch, start), start + 1))
     else:
 
         def epoch_batches(epoch, loader_state):

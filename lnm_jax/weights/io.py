@@ -74,7 +74,13 @@ def read_keras_resnet50(path: Path | str) -> dict[str, dict[str, np.ndarray]]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"weight file {path} does not exist")
-    import keras
+    try:
+        import keras  # noqa: PLC0415  (with TensorFlow: the [tf] extra)
+    except ImportError as e:
+        raise ImportError(
+            f"reading a Keras weight file ({path}) needs Keras and TensorFlow ({e}); install them with "
+            "pip install -e '.[tf]'"
+        ) from e
 
     errors = []
     for include_top in (False, True):

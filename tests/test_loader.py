@@ -1,0 +1,220 @@
+"""The input path: the grain loader's batches (shapes, dtypes, normalisation, augmentation only
+in training, determinism, missing inputs, clips), its numpy decode and augmentation against
+TensorFlow's and JAX's, and the TFDS path giving the same batches."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from lnm_jax.config import base_config
+from lnm_jax.data import augment as augment_lib
+from lnm_jax.data.decode import decode_image
+from lnm_jax.data.loader import BatchSettings, GrainSource
+from lnm_jax.data.manifest import read_manifest
+from lnm_jax.data.splits import holdout_split
+from lnm_jax.data.synthetic import SynthParams, generate_cohort
+from lnm_jax.names import PAPER_NORM
+
+AUG = base_config().data.augment.to_dict()  # the paper's augmentation, as configured
+SIZE = 32
+IDENTITY = {k: {"mean": (0, 0, 0), "std": (1, 1, 1)} for k in ("bmode", "ceus")}
+# Resampling positions are (i + 0.5) / scale - 0.5, computed in float32 by TensorFlow (float64
+# here): an error of up to ~size * 2^-24 pixels = 1.4e-5 at 224 px, times a slope of at most 1
+# (values in [0, 1] change by at most 1 per pixel); with the float32 sums' own rounding, 5e-5.
+RESAMPLE_ATOL = 5e-5
+
+
+def settings(**kw) -> BatchSettings:
+    base = dict(
+        image_size=SIZE,
+        clip_frames=1,
+        cache=True,
+        norm=PAPER_NORM,
+        augment={**AUG, "enabled": False},
+        batch_size=4,
+        eval_batch_size=5,
+        seed=0,
+    )
+    return BatchSettings(**{**base, **kw})
+
+
+@pytest.fixture(scope="module")
+def data(tiny_cohort):
+    cohort = read_manifest(tiny_cohort)
+    return cohort, holdout_split(cohort.ids, cohort.labels, seed=0)
+
+
+def _train(source, ids, epoch=0):
+    return [b for b, _ in source.train_batches(ids, epoch)]
+
+
+def test_batch_shapes_dtypes_and_eval_padding(data):
+    cohort, split = data
+    batches = list(GrainSource(cohort, settings()).eval_batches(split.test))
+    n = len(split.test)
+    assert len(batches) == -(-n // 5)
+    b = batches[0]
+    assert b["bmode"].shape == (5, SIZE, SIZE, 3) and b["bmode"].dtype == np.float32
+    assert b["ceus"].shape == (5, SIZE, SIZE, 3) and b["ceus"].dtype == np.float32
+    assert b["us_lnm"].dtype == np.float32 and b["lnm"].dtype == np.int32
+    assert b["has_bmode"].dtype == bool and b["valid"].all()
+    assert sum(int(x["valid"].sum()) for x in batches) == n
+    last = batches[-1]
+    assert not last["bmode"][~last["valid"]].any()  # padding rows are zeros
+    ids = [i.decode() for x in batches for i, v in zip(x["patient_id"], x["valid"]) if v]
+    assert ids == list(split.test)  # evaluation keeps the split's order
+
+
+def test_normalised_training_split_has_zero_mean_unit_std(data):
+    cohort, split = data
+    stats = GrainSource(cohort, settings()).normalisation_stats(split.train)
+    assert stats["ceus"]["mean"][0] > stats["ceus"]["mean"][2]  # the warm CEUS tint
+    batches = list(GrainSource(cohort, settings(norm=stats)).eval_batches(split.train))
+    for key in ("bmode", "ceus"):
+        x = np.concatenate([b[key][b["valid"]] for b in batches]).astype(np.float64)
+        np.testing.assert_allclose(x.mean(axis=(0, 1, 2)), 0.0, atol=1e-3)
+        np.testing.assert_allclose(x.std(axis=(0, 1, 2)), 1.0, atol=1e-3)
+
+
+def test_grayscale_becomes_rgb(data):
+    cohort, split = data
+    b = next(GrainSource(cohort, settings(norm=IDENTITY)).eval_batches(split.val))
+    np.testing.assert_array_equal(b["bmode"][..., 0], b["bmode"][..., 1])
+    assert not np.array_equal(b["ceus"][..., 0], b["ceus"][..., 2])
+    assert 0.0 <= b["bmode"].min() and b["bmode"].max() <= 1.0
+
+
+def test_augmentation_only_in_training_and_seeded(data):
+    cohort, split = data
+    plain_source = GrainSource(cohort, settings())
+    plain = {i: x for b in plain_source.eval_batches(split.train) for i, x in zip(b["patient_id"], b["bmode"])}
+    aug = GrainSource(cohort, settings(augment=AUG, seed=1))
+    t1, t2, t3 = _train(aug, split.train, 2), _train(aug, split.train, 2), _train(aug, split.train, 3)
+    for a, b in zip(t1, t2):  # same seed and epoch: identical batches
+        np.testing.assert_array_equal(a["patient_id"], b["patient_id"])
+        np.testing.assert_array_equal(a["bmode"], b["bmode"])
+    assert not all(np.array_equal(a["patient_id"], b["patient_id"]) for a, b in zip(t1, t3))
+    changed = [not np.allclose(x, plain[i]) for b in t1 for i, x in zip(b["patient_id"], b["bmode"])]
+    assert all(changed)
+    assert len(t1) == len(split.train) // 4 and all(b["valid"].all() for b in t1)  # last partial batch dropped
+    no_aug = _train(GrainSource(cohort, settings(seed=1)), split.train, 2)
+    assert all(np.allclose(x, plain[i]) for b in no_aug for i, x in zip(b["patient_id"], b["bmode"]))
+    # the batches do not depend on the number of threads preparing them
+    one_thread = _train(GrainSource(cohort, settings(augment=AUG, seed=1, num_threads=1)), split.train, 2)
+    for a, b in zip(t1, one_thread):
+        np.testing.assert_array_equal(a["bmode"], b["bmode"])
+
+
+def test_each_process_reads_its_rows_of_the_global_batch(data):
+    """Two processes' training batches are the halves of the one-process global batch."""
+    cohort, split = data
+    s = settings(augment=AUG, seed=3)
+    whole = _train(GrainSource(cohort, s), split.train, 1)
+    halves = [_train(GrainSource(cohort, s, process_index=p, process_count=2), split.train, 1) for p in (0, 1)]
+    for k, b in enumerate(whole):
+        for key in ("bmode", "ceus", "lnm", "patient_id"):
+            np.testing.assert_array_equal(np.concatenate([halves[0][k][key], halves[1][k][key]]), b[key])
+
+
+def test_missing_inputs_are_zero_and_masked(tmp_path):
+    manifest = generate_cohort(
+        tmp_path / "m", SynthParams(patients=30, size=32, p_missing_ceus=0.5, p_missing_flag=0.5, seed=5)
+    )
+    cohort = read_manifest(manifest)
+    b = next(GrainSource(cohort, settings(image_size=16, eval_batch_size=30)).eval_batches(cohort.ids))
+    by_id = cohort.by_id()
+    for i, pid in enumerate(b["patient_id"]):
+        p = by_id[pid.decode()]
+        assert b["has_ceus"][i] == p.has("ceus") and b["has_us_lnm"][i] == p.has("us_lnm")
+        if not p.has("ceus"):
+            assert not b["ceus"][i].any()
+        if not p.has("us_lnm"):
+            assert b["us_lnm"][i] == 0.0
+    assert (~b["has_ceus"]).sum() > 0 and (~b["has_us_lnm"]).sum() > 0
+
+
+def test_numpy_augmentation_is_the_jax_one(data):
+    """Same parameters, same output: the host loader's numpy transform and the device-resident
+    cohort's JAX transform (float32 coordinates there, float64 here: ~size * 2^-24 pixels)."""
+    import jax.numpy as jnp
+
+    from lnm_jax.data.on_device import apply_augmentation
+
+    img = np.random.default_rng(0).random((SIZE, SIZE, 3)).astype(np.float32)
+    strong = {**AUG, "translate": 0.3, "scale_min": 0.6, "scale_max": 1.4}  # reaches the reflected borders
+    for seed in range(6):
+        p = augment_lib.draw(np.random.default_rng(seed), SIZE, strong)
+        expected = apply_augmentation(jnp.asarray(img), {k: jnp.asarray(v) for k, v in p.items()})
+        np.testing.assert_allclose(augment_lib.apply(img, p), np.asarray(expected), atol=RESAMPLE_ATOL)
+    # one draw per clip: a clip of identical frames stays identical, and is changed
+    out = augment_lib.augment(np.stack([img] * 4), np.random.default_rng(1), AUG)
+    for k in range(1, 4):
+        np.testing.assert_array_equal(out[k], out[0])
+    assert np.abs(out[0] - img).mean() > 0.01
+
+
+# ------------------------------------------------------------------ against TensorFlow
+
+
+@pytest.mark.tf
+@pytest.mark.parametrize("shape", [(256, 256), (300, 411, 3), (50, 40), (SIZE, SIZE, 3)])
+def test_decode_and_resize_equal_tensorflow(shape):
+    tf = pytest.importorskip("tensorflow", reason="TensorFlow not installed (pip install -e '.[tf]')")
+    a = np.random.default_rng(0).integers(0, 256, shape, dtype=np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(a).save(buf, format="PNG")
+    for size in (SIZE, 224):
+        img = tf.image.convert_image_dtype(tf.io.decode_image(buf.getvalue(), channels=3), tf.float32)
+        ref = tf.clip_by_value(tf.image.resize(img, (size, size), antialias=True), 0.0, 1.0).numpy()
+        np.testing.assert_allclose(decode_image(buf.getvalue(), size), ref, atol=RESAMPLE_ATOL)
+
+
+@pytest.mark.tf
+def test_grain_and_tfds_paths_give_the_same_batches(data, tmp_path):
+    """Augmentation off, the two loaders give the same evaluation batches (same decode, same
+    normalisation; each keeps the split's patients, TFDS in its own record order) and training
+    batches of the same patients."""
+    pytest.importorskip("tensorflow", reason="TensorFlow not installed (pip install -e '.[tf]')")
+    from lnm_jax.data.pipeline import TfdsSource
+
+    cohort, split = data
+    s = settings()
+    grain_src, tfds_src = GrainSource(cohort, s), TfdsSource(cohort, s, tmp_path / "tfds")
+    rows = {}
+    for name, src in (("grain", grain_src), ("tfds", tfds_src)):
+        rows[name] = {
+            pid: {k: b[k][i] for k in b if k != "patient_id"}
+            for b in src.eval_batches(split.test)
+            for i, pid in enumerate(b["patient_id"])
+            if b["valid"][i]
+        }
+    assert sorted(rows["grain"]) == sorted(rows["tfds"]) == sorted(p.encode() for p in split.test)
+    for pid, g in rows["grain"].items():
+        t = rows["tfds"][pid]
+        for k in g:
+            # normalised values: the [0, 1] tolerance over the smallest std
+            np.testing.assert_allclose(g[k], t[k], atol=RESAMPLE_ATOL / 0.114, err_msg=f"{pid} {k}")
+    train_ids = {
+        name: sorted(i for b, _ in src.train_batches(split.train, 0) for i in b["patient_id"])
+        for name, src in (("grain", grain_src), ("tfds", tfds_src))
+    }
+    assert len(train_ids["grain"]) == len(train_ids["tfds"]) == len(split.train) // 4 * 4
+
+
+@pytest.mark.tf
+def test_tfds_builder_features(data, tmp_path):
+    pytest.importorskip("tensorflow", reason="TensorFlow not installed (pip install -e '.[tf]')")
+    from lnm_jax.data.tfds_builder import load_cohort
+
+    cohort, _ = data
+    examples = list(load_cohort(cohort, tmp_path / "tfds").as_numpy_iterator())
+    assert len(examples) == len(cohort)
+    ex = examples[0]
+    assert set(ex) == {"patient_id", "bmode", "ceus", "us_lnm", "lnm", "has_bmode", "has_ceus", "has_us_lnm"}
+    p = cohort.by_id()[ex["patient_id"].decode()]
+    assert ex["bmode"] == p.bmode.read_bytes()  # original encoded bytes, not re-encoded
+    assert ex["lnm"] == p.lnm and ex["us_lnm"] == p.us_lnm and ex["has_ceus"]
