@@ -1,13 +1,18 @@
 """The whole job without TensorFlow: train -> evaluate -> predict -> gradcam in a process where
-importing tensorflow (or Keras) fails, as on an accelerator image built for JAX."""
+importing tensorflow (or Keras) fails, as on an accelerator image built for JAX. Training runs
+through scripts/train_e2e.py at toy size (the GPU throughput script, device-resident and
+host-fed), so that script is checked end to end here too."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
 
 from support import cpu_env
+
+E2E = Path(__file__).resolve().parents[1] / "scripts" / "train_e2e.py"
 
 SCRIPT = """
 import importlib.abc, sys
@@ -28,28 +33,26 @@ try:
 except ModuleNotFoundError:
     pass
 
+import runpy
 from lnm_jax.cli import main
-work, manifest = sys.argv[1], sys.argv[2]
-config = [
-    f"--config.data.manifest={manifest}", "--config.data.image_size=32", "--config.model.backbone=resnet18",
-    "--config.model.width=4", "--config.train.epochs=1", "--config.train.batch_size=8",
-    "--config.train.eval_batch_size=16", "--config.eval.bootstrap=20",
-]
-assert main(["train", "--workdir", work, *config]) == 0
+root, manifest, script = sys.argv[1], sys.argv[2], sys.argv[3]
+sys.argv = [script, "--tiny", "--workdir", root]
+runpy.run_path(script, run_name="__main__")  # trains twice: data.on_device on, then off
+work = f"{root}/on_device_False"
 assert main(["evaluate", "--workdir", work]) == 0
 assert main(["predict", "--workdir", work, "--manifest", manifest, "--out", f"{work}/new.csv"]) == 0
 assert main(["gradcam", "--workdir", work, "--split", "val"]) == 0
 # the TFDS path says what to install
-assert main(["train", "--workdir", f"{work}_tfds", *config, "--config.data.loader=tfds"]) == 1
+config = [f"--config.data.manifest={manifest}", "--config.data.loader=tfds"]
+assert main(["train", "--workdir", f"{root}/tfds", *config]) == 1
 assert not [m for m in sys.modules if m.split(".")[0] in ABSENT]
 print("OK without TensorFlow")
 """
 
 
 def test_train_evaluate_predict_gradcam_without_tensorflow(tiny_cohort, tmp_path):
-    work = tmp_path / "run"
     out = subprocess.run(
-        [sys.executable, "-c", SCRIPT, str(work), str(tiny_cohort)],
+        [sys.executable, "-c", SCRIPT, str(tmp_path), str(tiny_cohort), str(E2E)],
         capture_output=True,
         text=True,
         env=cpu_env(),
@@ -58,5 +61,8 @@ def test_train_evaluate_predict_gradcam_without_tensorflow(tiny_cohort, tmp_path
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     assert "OK without TensorFlow" in out.stdout
     assert "data.loader='tfds' needs TensorFlow" in out.stderr and "pip install -e '.[tf]'" in out.stderr
+    rows = json.loads((tmp_path / "train_e2e.json").read_text())["rows"]
+    assert [r["on_device"] for r in rows] == [True, False] and all(r["patients_per_s_whole_epoch"] > 0 for r in rows)
+    work = tmp_path / "on_device_False"
     assert (work / "eval_best" / "metrics.json").is_file() and (work / "new.csv").is_file()
     assert any(Path(work, "gradcam_val").glob("*.png"))
