@@ -18,6 +18,7 @@ each (the rows its devices hold), as :func:`lnm_jax.training.sharding.shard_batc
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import threading
@@ -25,6 +26,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 
 import grain
 import numpy as np
+import threadpoolctl
 
 from lnm_jax.data import augment as augment_lib
 from lnm_jax.data.decode import decode_ceus, decode_file
@@ -285,13 +287,24 @@ class GrainSource:
             process_count=self.process_count,
         )
         it = iterate(ds, num_threads=s.num_threads, prefetch=s.prefetch, state=state)
-        for batch in it:
-            yield batch, it.get_state()
+        with self._one_blas_thread():
+            for batch in it:
+                yield batch, it.get_state()
 
     def eval_batches(self, ids: Sequence[str]) -> Iterator[dict]:
         s = self.settings
         ds = eval_dataset(self.decoded, self.decoded.index(ids), batch_size=s.eval_batch_size, norm=s.norm)
-        yield from iterate(ds, num_threads=s.num_threads, prefetch=s.prefetch)
+        with self._one_blas_thread():
+            yield from iterate(ds, num_threads=s.num_threads, prefetch=s.prefetch)
+
+    def _one_blas_thread(self):
+        """While grain's threads prepare batches, numpy's BLAS (the resize and augmentation
+        matrix products) runs one thread per call: the threads are the parallelism, and BLAS's own
+        threads on top of them oversubscribe the cores (measured on 2 cores: 72 -> 130 decoded
+        patients/s with 2 loader threads)."""
+        if self.settings.num_threads <= 1:
+            return contextlib.nullcontext()
+        return threadpoolctl.threadpool_limits(limits=1, user_api="blas")
 
     def arrays(self, ids: Sequence[str]) -> dict[str, np.ndarray]:
         return stacked(self.decoded, self.decoded.index(ids))
