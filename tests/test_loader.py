@@ -218,3 +218,21 @@ def test_tfds_builder_features(data, tmp_path):
     p = cohort.by_id()[ex["patient_id"].decode()]
     assert ex["bmode"] == p.bmode.read_bytes()  # original encoded bytes, not re-encoded
     assert ex["lnm"] == p.lnm and ex["us_lnm"] == p.us_lnm and ex["has_ceus"]
+
+
+@pytest.mark.tf
+def test_a_run_trains_from_the_tfds_path(tiny_cohort, tmp_path):
+    pytest.importorskip("tensorflow", reason="TensorFlow not installed (pip install -e '.[tf]')")
+    from support import tiny_config
+
+    from lnm_jax.metric_writer import read_history
+    from lnm_jax.run import Run
+    from lnm_jax.training.loop import train
+
+    config = tiny_config(tiny_cohort, "bmode,us_lnm", epochs=1)
+    config.data.loader = "tfds"
+    run = Run.create(config, tmp_path / "run")
+    train(run)
+    (row,) = read_history(run.files.history)
+    assert np.isfinite(row["train_loss"]) and np.isfinite(row["val_auc"])
+    assert any((tmp_path / "run" / "tfds").iterdir())  # the records were built

@@ -43,8 +43,10 @@ assert main(["evaluate", "--workdir", work]) == 0
 assert main(["predict", "--workdir", work, "--manifest", manifest, "--out", f"{work}/new.csv"]) == 0
 assert main(["gradcam", "--workdir", work, "--split", "val"]) == 0
 # the TFDS path says what to install
+# the TFDS path and the Keras weight import say what to install
 config = [f"--config.data.manifest={manifest}", "--config.data.loader=tfds"]
 assert main(["train", "--workdir", f"{root}/tfds", *config]) == 1
+assert main(["convert-weights", "--from", "keras", "--in", manifest, "--out", f"{root}/keras"]) == 1
 assert not [m for m in sys.modules if m.split(".")[0] in ABSENT]
 print("OK without TensorFlow")
 """
@@ -60,7 +62,8 @@ def test_train_evaluate_predict_gradcam_without_tensorflow(tiny_cohort, tmp_path
     )
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     assert "OK without TensorFlow" in out.stdout
-    assert "data.loader='tfds' needs TensorFlow" in out.stderr and "pip install -e '.[tf]'" in out.stderr
+    assert "data.loader='tfds' needs TensorFlow" in out.stderr
+    assert "reading a Keras weight file" in out.stderr and out.stderr.count("pip install -e '.[tf]'") == 2
     rows = json.loads((tmp_path / "train_e2e.json").read_text())["rows"]
     assert [r["on_device"] for r in rows] == [True, False] and all(r["patients_per_s_whole_epoch"] > 0 for r in rows)
     work = tmp_path / "on_device_False"
