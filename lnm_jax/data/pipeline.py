@@ -29,7 +29,6 @@ from lnm_jax.names import (
     CEUS,
     IMAGE_INPUTS,
     LABEL,
-    PAPER_NORM,  # noqa: F401  (re-exported: the pipeline's default statistics)
     PATIENT_ID,
     US_LNM,
     has,
