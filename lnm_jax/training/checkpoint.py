@@ -5,10 +5,10 @@ Three ``CheckpointManager``s under ``<checkpoints>/{latest,best,progress}``, eac
 checkpoint; a checkpoint is the TrainState pytree plus a small JSON of run metadata (epoch,
 best validation AUC, ...; for progress, the loader's iterator state and the epoch's partial
 training outputs). ``latest`` and ``best`` are numbered by epoch, ``progress`` by step.
-Orbax writes to a temporary folder and renames, so an
-interrupted save never replaces a good checkpoint with a half-written one. Saves are
-synchronous (the loop waited for each one anyway), so a failed save (a full disk) raises at
-once as one :class:`CheckpointSaveError`, its temporary folder removed.
+Orbax writes to a temporary folder and renames, so an interrupted save never replaces a good
+checkpoint with a half-written one. Saves are synchronous (the loop waited for each one
+anyway), so a failed save (a full disk) raises at once as one :class:`CheckpointSaveError`, its
+temporary folder removed.
 """
 
 from __future__ import annotations
