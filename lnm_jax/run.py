@@ -196,7 +196,7 @@ class RunData:
         return tuple(self.cohort.ids) if subset == "all" else self.split.subset(subset)
 
     def train_batches(self, epoch: int, state: dict | None = None):
-        """``(batch, loader state after it)`` pairs of one training epoch (this process's rows of
+        """``(loader state after the batch, batch)`` pairs of one training epoch (this process's rows of
         each global batch), resumed after the batch whose state ``state`` is."""
         return self.source.train_batches(self.ids("train"), epoch, state)
 

@@ -68,7 +68,7 @@ def main(argv=None) -> list[dict]:
 
         for cache in (False, True):
             src = GrainSource(cohort, settings(cache))
-            rate = epoch_rate(lambda e, src=src: (b for b, _ in src.train_batches(ids, e)), len(ids))
+            rate = epoch_rate(lambda e, src=src: (b for _, b in src.train_batches(ids, e)), len(ids))
             rows.append({"path": "grain + numpy augmentation", "cache": cache, "patients_per_s": rate})
 
         rows.append(jax_augmentation_row(cohort, ids, settings(True), aug, c.data.norm.to_dict()))
@@ -83,7 +83,7 @@ def main(argv=None) -> list[dict]:
         else:
             for cache in (False, True):
                 src = TfdsSource(cohort, settings(cache), Path(tmp) / "tfds")
-                rate = epoch_rate(lambda e, src=src: (b for b, _ in src.train_batches(ids, e)), len(ids))
+                rate = epoch_rate(lambda e, src=src: (b for _, b in src.train_batches(ids, e)), len(ids))
                 rows.append({"path": "TFDS + tf.data", "cache": cache, "patients_per_s": rate})
     for r in rows:
         r.update(threads=a.threads, size=a.size, batch=a.batch_size)

@@ -101,7 +101,7 @@ def test_loader_gives_clip_batches(clip_cohort):
     raw = next(GrainSource(cohort, s).eval_batches(cohort.ids))
     assert raw["ceus"].shape == (24, 4, 32, 32, 3) and raw["bmode"].shape == (24, 32, 32, 3)
     assert not raw["ceus"][~raw["has_ceus"]].any()
-    b, _ = next(GrainSource(cohort, s).train_batches(cohort.ids, 0))
+    _, b = next(GrainSource(cohort, s).train_batches(cohort.ids, 0))
     assert b["ceus"].shape == (8, 4, 32, 32, 3)
     # T = 1 reads the same clips as their peak frame
     one = next(GrainSource(cohort, dataclasses.replace(s, clip_frames=1)).eval_batches(cohort.ids))

@@ -49,7 +49,7 @@ def data(tiny_cohort):
 
 
 def _train(source, ids, epoch=0):
-    return [b for b, _ in source.train_batches(ids, epoch)]
+    return [b for _, b in source.train_batches(ids, epoch)]
 
 
 def test_batch_shapes_dtypes_and_eval_padding(data):
@@ -199,7 +199,7 @@ def test_grain_and_tfds_paths_give_the_same_batches(data, tmp_path):
             # normalised values: the [0, 1] tolerance over the smallest std
             np.testing.assert_allclose(g[k], t[k], atol=RESAMPLE_ATOL / 0.114, err_msg=f"{pid} {k}")
     train_ids = {
-        name: sorted(i for b, _ in src.train_batches(split.train, 0) for i in b["patient_id"])
+        name: sorted(i for _, b in src.train_batches(split.train, 0) for i in b["patient_id"])
         for name, src in (("grain", grain_src), ("tfds", tfds_src))
     }
     assert len(train_ids["grain"]) == len(train_ids["tfds"]) == len(split.train) // 4 * 4

@@ -120,14 +120,6 @@ def collate(records: Sequence[Mapping], rows: int) -> dict[str, np.ndarray]:
     return out
 
 
-def _local(rows: np.ndarray, batch_size: int, process_index: int, process_count: int) -> tuple[np.ndarray, int]:
-    """This process's slice of a global batch's row indices (-1 marks padding), and its offset."""
-    if batch_size % process_count:
-        raise ValueError(f"batch size {batch_size} is not divisible by the {process_count} processes")
-    per = batch_size // process_count
-    return rows[process_index * per : (process_index + 1) * per], process_index * per
-
-
 def epoch_seed(seed: int, epoch: int) -> int:
     """grain's shuffle seed of one epoch (a 32-bit integer, as grain takes)."""
     return int(np.random.SeedSequence([SEED_STREAM, seed, epoch]).generate_state(1, np.uint32)[0])
@@ -149,9 +141,13 @@ def train_epoch(
     ``rows``, shuffled by ``(seed, epoch)``, augmented when ``augment`` is enabled."""
     aug = dict(augment) if augment and augment.get("enabled", False) else None
     stats = _stats(norm)
+    if batch_size % process_count:
+        raise ValueError(f"batch size {batch_size} is not divisible by the {process_count} processes")
+    per_process = batch_size // process_count
+    offset = process_index * per_process  # this process's first row of every global batch
 
     def make(k: int, order: np.ndarray) -> dict:
-        local, offset = _local(order, batch_size, process_index, process_count)
+        local = order[offset : offset + per_process]
         records = []
         for j, i in enumerate(local):
             r = dict(cohort[rows[i]])
@@ -273,7 +269,7 @@ class GrainSource:
         self.decoded = DecodedCohort(cohort.patients, settings.image_size, settings.clip_frames, settings.cache)
 
     def train_batches(self, ids: Sequence[str], epoch: int, state: dict | None = None) -> Iterator[tuple[dict, dict]]:
-        """``(batch, iterator state after it)`` pairs of one epoch, from ``state`` when given."""
+        """``(iterator state after the batch, batch)`` pairs of one epoch, from ``state`` when given."""
         s = self.settings
         ds = train_epoch(
             self.decoded,
@@ -289,7 +285,7 @@ class GrainSource:
         it = iterate(ds, num_threads=s.num_threads, prefetch=s.prefetch, state=state)
         with self._one_blas_thread():
             for batch in it:
-                yield batch, it.get_state()
+                yield it.get_state(), batch
 
     def eval_batches(self, ids: Sequence[str]) -> Iterator[dict]:
         s = self.settings

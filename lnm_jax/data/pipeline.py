@@ -16,7 +16,6 @@ the uninterrupted run would have seen, and tests are deterministic.  Batches are
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterator, Mapping, Sequence
 
 import numpy as np
@@ -184,10 +183,6 @@ def as_numpy(ds: tf.data.Dataset, batch_size: int) -> Iterator[dict[str, np.ndar
         yield out
 
 
-def num_batches(num_patients: int, batch_size: int, train: bool) -> int:
-    return num_patients // batch_size if train else math.ceil(num_patients / batch_size)
-
-
 def normalisation_stats(decoded: tf.data.Dataset) -> dict[str, dict[str, list[float]]]:
     """Per-modality, per-channel mean and std of a decoded dataset's [0, 1] images (the
     accumulation of :func:`lnm_jax.data.loader.normalisation_stats`)."""
@@ -224,7 +219,7 @@ class TfdsSource:
         return self._decoded[key]
 
     def train_batches(self, ids: Sequence[str], epoch: int, state: dict | None = None) -> Iterator[tuple[dict, dict]]:
-        """``(batch, state after it)`` pairs of one epoch; ``state`` (``{"next_index": k}``)
+        """``(state after the batch, batch)`` pairs of one epoch; ``state`` (``{"next_index": k}``)
         skips the k batches already trained on (the epoch's batches are a pure function of the
         seed and the epoch, so the skipped ones are exactly those)."""
         s = self.settings
@@ -242,7 +237,7 @@ class TfdsSource:
         per = s.batch_size // self.process_count
         rows = slice(self.process_index * per, (self.process_index + 1) * per)
         for k, batch in enumerate(as_numpy(ds.skip(start), s.batch_size), start + 1):
-            yield {key: v[rows] for key, v in batch.items()}, {"next_index": k}
+            yield {"next_index": k}, {key: v[rows] for key, v in batch.items()}
 
     def eval_batches(self, ids: Sequence[str]) -> Iterator[dict]:
         s = self.settings

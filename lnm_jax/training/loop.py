@@ -178,8 +178,7 @@ def train(run: Run) -> dict:
     else:
 
         def epoch_batches(epoch, loader_state):
-            pairs = data.train_batches(epoch, loader_state)
-            return sharding.prefetch_to_device(((st, b) for b, st in pairs), put)
+            return sharding.prefetch_to_device(data.train_batches(epoch, loader_state), put)
 
     every = config.train.get("checkpoint_every_steps", 0)
 
