@@ -45,6 +45,15 @@ def base_config(setting: str = "triple") -> ConfigDict:
     # missing inputs (model.missing_inputs); True feeds such an input as zeros instead (the
     # paper's model never saw a zero image: an explicit opt-in, e.g. for single-view cohorts).
     c.data.zero_fill_missing = False
+    # Physical scale: > 0 resamples every image (cropped to its scan region) to
+    # field_of_view_mm / image_size mm per pixel, aspect kept, centred in the square, so that a
+    # lesion's size in pixels does not follow the depth setting; needs every image's spacing
+    # (DICOM PhysicalDeltaX/Y, or a <input>_mm_per_pixel manifest column). 0: the paper's way,
+    # the scan region resized to the square.
+    c.data.field_of_view_mm = 0.0
+    # A CEUS dual display (contrast + low-MI B-mode side by side): which region is the contrast
+    # image. 'auto': the more coloured one (refused when both look alike); 'left' | 'right'.
+    c.data.ceus_region = "auto"
     c.data.split = ConfigDict(dict(test_fraction=0.2, val_fraction=0.2, seed=0))
     # Tuples, so that `--config.data.norm.bmode.mean='(0.2, 0.2, 0.2)'` overrides them.
     c.data.norm = ConfigDict({k: {"mean": tuple(v["mean"]), "std": tuple(v["std"])} for k, v in PAPER_NORM.items()})

@@ -26,13 +26,13 @@ def _tic_clip(n=12, size=16, peak=4):
 
 def test_phase_and_sampling_follow_the_time_intensity_curve():
     frames = _tic_clip()
-    first, last = clips.enhancement_phase(frames)
+    first, last = clips.enhancement_phase(clips.intensity_curve(frames))
     assert first >= 1 and last == len(frames) - 1  # pre-arrival frames are left out
-    assert clips.sample_indices(frames, 1).tolist() == [4]  # the peak frame
-    idx = clips.sample_indices(frames, 4)
+    assert clips.sample_indices(clips.intensity_curve(frames), 1).tolist() == [4]  # the peak frame
+    idx = clips.sample_indices(clips.intensity_curve(frames), 4)
     assert idx[0] == first and idx[-1] == last and np.all(np.diff(idx) > 0)
     with pytest.raises(ValueError):
-        clips.sample_indices(frames, 0)
+        clips.sample_indices(clips.intensity_curve(frames), 0)
 
 
 def test_video_and_frame_folder_read_alike(tmp_path):
@@ -48,7 +48,7 @@ def test_video_and_frame_folder_read_alike(tmp_path):
     assert a.shape == b.shape == (10, 32, 32, 3)
     np.testing.assert_array_equal(a, frames)  # lossless
     assert np.abs(a.astype(int) - b.astype(int)).mean() < 4  # lossy codec, same content
-    assert clips.sample_indices(b, 1).tolist() == clips.sample_indices(a, 1).tolist()
+    assert clips.sample_indices(clips.intensity_curve(b), 1).tolist() == clips.sample_indices(clips.intensity_curve(a), 1).tolist()
 
 
 def _manifest(tmp_path, ceus_cell):

@@ -70,9 +70,9 @@ def intensity_curve(frames: np.ndarray) -> np.ndarray:
     return frames.reshape(len(frames), -1).mean(axis=1, dtype=np.float64)
 
 
-def enhancement_phase(frames: np.ndarray) -> tuple[int, int]:
-    """(first, last) frame index of the enhancement phase, inclusive."""
-    tic = intensity_curve(frames)
+def enhancement_phase(curve: np.ndarray) -> tuple[int, int]:
+    """(first, last) frame index of the enhancement phase of a time-intensity curve, inclusive."""
+    tic = np.asarray(curve, dtype=np.float64)
     peak = int(np.argmax(tic))
     level = tic[0] + PHASE_LEVEL * (tic[peak] - tic[0])
     above = np.flatnonzero(tic >= level)
@@ -81,28 +81,41 @@ def enhancement_phase(frames: np.ndarray) -> tuple[int, int]:
     return int(above[0]), int(above[-1])
 
 
-def sample_indices(frames: np.ndarray, t: int) -> np.ndarray:
-    """T frame indices: the peak frame for T = 1, else T evenly spread over the phase."""
+def sample_indices(curve: np.ndarray, t: int, times_s: np.ndarray | None = None) -> np.ndarray:
+    """T frame indices of a clip with this time-intensity curve: the peak frame for T = 1,
+    else T spread evenly over the enhancement phase, in seconds when the frame times
+    ``times_s`` are known (a DICOM cine's FrameTime/FrameTimeVector: frames need not be evenly
+    spaced), in frames otherwise."""
     if t < 1:
         raise ValueError(f"clip_frames must be >= 1, got {t}")
+    curve = np.asarray(curve, dtype=np.float64)
     if t == 1:
-        return np.array([int(np.argmax(intensity_curve(frames)))])
-    first, last = enhancement_phase(frames)
+        return np.array([int(np.argmax(curve))])
+    first, last = enhancement_phase(curve)
     if last - first + 1 < t:  # a short phase: widen it to T frames, within the clip
-        first = max(0, min(first, len(frames) - t))
+        first = max(0, min(first, len(curve) - t))
         last = first + t - 1
-    return np.round(np.linspace(first, last, t)).astype(int)
+    if times_s is None:
+        return np.round(np.linspace(first, last, t)).astype(int)
+    times = np.asarray(times_s, dtype=np.float64)
+    targets = np.linspace(times[first], times[last], t)
+    right = np.clip(np.searchsorted(times, targets), 1, len(times) - 1)
+    nearest = np.where(targets - times[right - 1] <= times[right] - targets, right - 1, right)
+    return np.maximum.accumulate(nearest)
 
 
 def sample_clip(path: Path | str, t: int) -> np.ndarray:
     """T frames of the clip at ``path`` (uint8 [T, H, W, 3]); :class:`ClipError` if it has
     fewer than T frames."""
     frames = read_frames(path)
-    if len(frames) < t:
-        raise ClipError(
-            f"{path}: clip has {len(frames)} frame(s), fewer than the {t} the config asks for (data.clip_frames)"
-        )
-    return frames[sample_indices(frames, t)]
+    check_length(path, len(frames), t)
+    return frames[sample_indices(intensity_curve(frames), t)]
+
+
+def check_length(path: Path | str, frames: int, t: int) -> None:
+    """:class:`ClipError` naming the file when a clip of ``frames`` frames is shorter than T."""
+    if frames < t:
+        raise ClipError(f"{path}: clip has {frames} frame(s), fewer than the {t} the config asks for (data.clip_frames)")
 
 
 def encode_png(frame: np.ndarray) -> bytes:

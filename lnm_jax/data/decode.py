@@ -1,4 +1,5 @@
-"""Decoding without TensorFlow: image bytes -> float32 [size, size, 3] in [0, 1].
+"""Pixels without TensorFlow: image bytes -> float32 [H, W, 3] in [0, 1], and the resize to
+the model's square.
 
 PIL decodes (PNG, JPEG, grayscale, RGB, palette, 16-bit); the resize is the antialiased
 bilinear (triangle-kernel) resampling of ``tf.image.resize(..., antialias=True)`` and
@@ -15,8 +16,6 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
-
-from lnm_jax.data.clips import is_clip, sample_clip
 
 SIXTEEN_BIT_MODES = ("I;16", "I;16B", "I;16L", "I")
 
@@ -41,14 +40,50 @@ def resize_weights(in_size: int, out_size: int) -> np.ndarray:
     return w.astype(np.float32)
 
 
+def placed_weights(in_size: int, new_size: int, out_size: int) -> np.ndarray:
+    """[out_size, in_size]: resample ``in_size`` pixels to ``new_size`` and centre them in
+    ``out_size`` (zero rows where the image is smaller, its middle where it is larger)."""
+    w = resize_weights(in_size, new_size)
+    if new_size == out_size:
+        return w
+    out = np.zeros((out_size, in_size), np.float32)
+    offset = (out_size - new_size) // 2
+    if offset >= 0:
+        out[offset : offset + new_size] = w
+    else:
+        out[:] = w[-offset : -offset + out_size]
+    return out
+
+
+def _apply(img: np.ndarray, rows_w: np.ndarray, cols_w: np.ndarray) -> np.ndarray:
+    rows = np.einsum("oh,hwc->owc", rows_w, img, optimize=True)
+    out = np.einsum("pw,owc->opc", cols_w, rows, optimize=True)
+    return np.clip(out, 0.0, 1.0, out=out)  # the antialiased resize can overshoot by ~1e-7
+
+
 def resize(img: np.ndarray, size: int) -> np.ndarray:
     """float32 [H, W, C] -> [size, size, C], antialiased bilinear, clipped to [0, 1]."""
     h, w = img.shape[:2]
     if (h, w) == (size, size):
         return img
-    rows = np.einsum("oh,hwc->owc", resize_weights(h, size), img, optimize=True)
-    out = np.einsum("pw,owc->opc", resize_weights(w, size), rows, optimize=True)
-    return np.clip(out, 0.0, 1.0, out=out)  # the antialiased resize can overshoot by ~1e-7
+    return _apply(img, resize_weights(h, size), resize_weights(w, size))
+
+
+def fit(img: np.ndarray, size: int, mm_per_pixel: tuple[float, float] | None, field_of_view_mm: float) -> np.ndarray:
+    """The model's [size, size, C] view of a cropped image. ``field_of_view_mm`` 0: the crop
+    resized to the square (the paper's way: a lesion's size in pixels follows the scanner's
+    depth setting). > 0: resampled to ``field_of_view_mm / size`` mm per pixel, aspect kept,
+    centred, zero-padded or centre-cropped to the square, so that a centimetre is the same
+    number of pixels in every image of the cohort."""
+    if field_of_view_mm <= 0:
+        return resize(img, size)
+    if mm_per_pixel is None:
+        raise ValueError("data.field_of_view_mm is set but the image has no physical spacing")
+    target = field_of_view_mm / size
+    h, w = img.shape[:2]
+    new_h = max(1, round(h * mm_per_pixel[1] / target))
+    new_w = max(1, round(w * mm_per_pixel[0] / target))
+    return _apply(img, placed_weights(h, new_h, size), placed_weights(w, new_w, size))
 
 
 def to_unit_rgb(im: Image.Image) -> np.ndarray:
@@ -60,26 +95,15 @@ def to_unit_rgb(im: Image.Image) -> np.ndarray:
     return np.asarray(im.convert("RGB"), dtype=np.float32) / 255.0
 
 
+def read_image(path: Path) -> np.ndarray:
+    """A PNG/JPEG file as float32 [H, W, 3] in [0, 1]."""
+    with Image.open(path) as im:
+        im.load()
+        return to_unit_rgb(im)
+
+
 def decode_image(encoded: bytes, size: int) -> np.ndarray:
     """Encoded PNG/JPEG bytes -> float32 [size, size, 3] in [0, 1]."""
     with Image.open(io.BytesIO(encoded)) as im:
         im.load()
         return resize(to_unit_rgb(im), size)
-
-
-def decode_file(path: Path, size: int, patient_id: str) -> np.ndarray:
-    """One image file -> [size, size, 3]; :class:`ImageDecodeError` naming the patient and file."""
-    try:
-        return decode_image(Path(path).read_bytes(), size)
-    except (OSError, UnidentifiedImageError, ValueError) as e:
-        first = (str(e).strip().splitlines() or [""])[0]
-        raise ImageDecodeError(f"patient {patient_id}: {path}: cannot decode this image ({first})") from e
-
-
-def decode_ceus(path: Path, size: int, clip_frames: int, patient_id: str) -> np.ndarray:
-    """[size, size, 3] for ``clip_frames`` = 1, else [T, size, size, 3] (a still repeated T times)."""
-    if not is_clip(path):
-        img = decode_file(path, size, patient_id)
-        return img if clip_frames == 1 else np.repeat(img[None], clip_frames, axis=0)
-    frames = np.stack([resize(f.astype(np.float32) / 255.0, size) for f in sample_clip(path, clip_frames)])
-    return frames[0] if clip_frames == 1 else frames

@@ -29,8 +29,8 @@ import numpy as np
 import threadpoolctl
 
 from lnm_jax.data import augment as augment_lib
-from lnm_jax.data.decode import decode_ceus, decode_file
 from lnm_jax.data.manifest import Cohort, Patient
+from lnm_jax.data.sources import Framing, ImageOptions, decode_input
 from lnm_jax.names import (
     AVAILABILITY_KEYS,
     BMODE,
@@ -49,11 +49,19 @@ SEED_STREAM = 0x4C4E4D  # separates the loader's generators from other users of 
 
 class DecodedCohort:
     """Random access to a cohort's patients, decoded to [0, 1] float32 images of one size
-    (zeros where an image is missing), each decoded once and kept in memory when ``cache``."""
+    (zeros where an image is missing), each decoded once and kept in memory when ``cache``;
+    cropped to the scan region and framed per ``framing`` (:mod:`lnm_jax.data.sources`)."""
 
-    def __init__(self, patients: Sequence[Patient], image_size: int, clip_frames: int = 1, cache: bool = True):
+    def __init__(
+        self,
+        patients: Sequence[Patient],
+        image_size: int,
+        clip_frames: int = 1,
+        cache: bool = True,
+        framing: Framing = Framing(),
+    ):
         self.patients = tuple(patients)
-        self.image_size, self.clip_frames, self.cache = image_size, clip_frames, cache
+        self.image_size, self.clip_frames, self.cache, self.framing = image_size, clip_frames, cache, framing
         self._index = {p.patient_id: i for i, p in enumerate(self.patients)}
         self._cache: dict[int, dict] = {}
         self._lock = threading.Lock()
@@ -79,10 +87,23 @@ class DecodedCohort:
 
     def _decode(self, p: Patient) -> dict:
         s, t = self.image_size, self.clip_frames
-        ceus_shape = (s, s, 3) if t == 1 else (t, s, s, 3)
+        shapes = {BMODE: (s, s, 3), CEUS: (s, s, 3) if t == 1 else (t, s, s, 3)}
+        images = {
+            k: np.zeros(shapes[k], np.float32)
+            if getattr(p, k) is None
+            else decode_input(
+                getattr(p, k),
+                k,
+                size=s,
+                patient_id=p.patient_id,
+                clip_frames=t,
+                options=p.options.get(k, ImageOptions()),
+                framing=self.framing,
+            )
+            for k in IMAGE_INPUTS
+        }
         return {
-            BMODE: decode_file(p.bmode, s, p.patient_id) if p.bmode else np.zeros((s, s, 3), np.float32),
-            CEUS: decode_ceus(p.ceus, s, t, p.patient_id) if p.ceus else np.zeros(ceus_shape, np.float32),
+            **images,
             US_LNM: np.float32(max(p.us_lnm or 0, 0)),
             LABEL: np.int32(-1 if p.lnm is None else p.lnm),
             has(BMODE): p.bmode is not None,
@@ -240,6 +261,7 @@ class BatchSettings:
     shuffle_buffer: int = 4096
     num_threads: int = 2
     prefetch: int = 4
+    framing: Framing = Framing()
 
     @classmethod
     def from_config(cls, config) -> BatchSettings:
@@ -256,6 +278,7 @@ class BatchSettings:
             shuffle_buffer=d.shuffle_buffer,
             num_threads=d.get("num_threads", 2),
             prefetch=d.get("prefetch", 4),
+            framing=Framing.from_config(d),
         )
 
 
@@ -266,7 +289,9 @@ class GrainSource:
     def __init__(self, cohort: Cohort, settings: BatchSettings, *, process_index: int = 0, process_count: int = 1):
         self.settings = settings
         self.process_index, self.process_count = process_index, process_count
-        self.decoded = DecodedCohort(cohort.patients, settings.image_size, settings.clip_frames, settings.cache)
+        self.decoded = DecodedCohort(
+            cohort.patients, settings.image_size, settings.clip_frames, settings.cache, settings.framing
+        )
 
     def train_batches(self, ids: Sequence[str], epoch: int, state: dict | None = None) -> Iterator[tuple[dict, dict]]:
         """``(iterator state after the batch, batch)`` pairs of one epoch, from ``state`` when given."""

@@ -3,8 +3,12 @@
 A manifest is a CSV with the columns ``patient_id, bmode, ceus, us_lnm, lnm``; image paths
 are relative to the CSV (absolute paths are accepted). ``bmode``, ``ceus`` and ``us_lnm`` may
 be empty for a patient who lacks that input; every other column is kept as metadata. A
-``ceus`` cell may name a clip instead of a still: a video (mp4/avi/mov/mkv/webm) or a folder
-of frames (see :mod:`lnm_jax.data.clips`).
+``ceus`` cell may name a clip instead of a still: a video (mp4/avi/mov/mkv/webm), a folder
+of frames (see :mod:`lnm_jax.data.clips`) or a multi-frame DICOM cine. An image cell may name a
+DICOM file (``.dcm``, or any file with the DICOM preamble; :mod:`lnm_jax.data.dicom`).
+Optional columns frame the images (:mod:`lnm_jax.data.sources`): ``bmode_crop``/``ceus_crop``
+(x0,y0,x1,y1: the scan region of a screen capture), ``bmode_mm_per_pixel``/``ceus_mm_per_pixel``
+and ``bmode_frame`` (which frame of a multi-frame B-mode); they are not metadata.
 
 Reading validates everything at once and raises one :class:`ManifestError` listing every
 problem (row, column, file), so a user fixes a cohort in one pass and nothing trains on a
@@ -23,12 +27,15 @@ from pathlib import Path
 
 from PIL import Image, UnidentifiedImageError
 
+from lnm_jax.data import sources
 from lnm_jax.data.clips import ClipError, frame_files, is_clip, read_frames
+from lnm_jax.data.dicom import DicomError, is_dicom
 from lnm_jax.fileio import write_csv
 from lnm_jax.names import BMODE, CEUS, IMAGE_INPUTS, INPUTS, LABEL, PATIENT_ID, US_LNM
 
 REQUIRED_COLUMNS = (PATIENT_ID, *INPUTS, LABEL)
 IMAGE_COLUMNS = IMAGE_INPUTS
+OPTION_COLUMNS = {name: sources.option_columns(name) for name in IMAGE_INPUTS}
 BINARY_VALUES = {"0": 0, "1": 1}
 
 # Problem codes: one per kind of bad input, so callers and tests can tell them apart.
@@ -48,6 +55,8 @@ CLIP_TOO_SHORT = "clip_too_short"
 BAD_PATIENT_ID = "bad_patient_id"
 IMAGE_TOO_LARGE = "image_too_large"
 WRONG_DELIMITER = "wrong_delimiter"
+BAD_IMAGE_OPTION = "bad_image_option"
+UNUSABLE_DICOM = "unusable_dicom"
 
 # Patient ids name files (Grad-CAM figures, records), so they are restricted to characters that
 # are safe in a file name on every system: letters, digits, '.', '_', '-', not starting with '.'
@@ -105,6 +114,8 @@ class Patient:
     lnm: int | None
     row: int
     metadata: dict[str, str] = dataclasses.field(default_factory=dict)
+    # per image input: the framing columns' values (crop box, mm/pixel, frame)
+    options: dict[str, sources.ImageOptions] = dataclasses.field(default_factory=dict)
 
     def has(self, name: str) -> bool:
         """Whether the input ``name`` (bmode, ceus or us_lnm) is available."""
@@ -186,6 +197,27 @@ def missing_path(path: Path) -> str | None:
     return None
 
 
+def check_dicom(path: Path, name: str, options, min_frames: int, ceus_region: str) -> tuple[str, str] | None:
+    """Returns (problem code, why) if the DICOM file cannot give input ``name``: unreadable
+    header, no image, a missing codec, an undecodable first or last frame, an ambiguous dual
+    display, a cine shorter than ``min_frames``."""
+    from lnm_jax.data import dicom  # noqa: PLC0415
+
+    try:
+        src = sources.resolve(path, name, options, ceus_region)
+        if src.width * src.height > MAX_IMAGE_PIXELS:
+            return IMAGE_TOO_LARGE, f"frames are {src.width}x{src.height}, over {MAX_IMAGE_PIXELS / 1e6:.0f} megapixels"
+        for index in sorted({0, src.frames - 1}):
+            dicom.read_frame(src.header, index)
+    except (DicomError, ValueError) as e:
+        return UNUSABLE_DICOM, str(e).removeprefix(f"{path}: ")
+    if name == CEUS and src.still_frame is None and src.frames < min_frames:
+        return CLIP_TOO_SHORT, (
+            f"cine has {src.frames} frame(s), fewer than the {min_frames} asked for (data.clip_frames)"
+        )
+    return None
+
+
 def check_clip(path: Path, min_frames: int) -> tuple[str, str] | None:
     """Returns (problem code, why) if the clip at ``path`` is unreadable or has fewer than
     ``min_frames`` frames, None if it is fine."""
@@ -221,12 +253,14 @@ def read_manifest(
     require_labels: bool = True,
     check_images: bool = True,
     min_clip_frames: int = 1,
+    ceus_region: str = "auto",
 ) -> Cohort:
     """Reads and validates a manifest; raises :class:`ManifestError` listing every problem.
 
     ``require_labels=False`` reads a manifest of new patients (``predict``): the ``lnm``
     column may then be absent or empty. ``min_clip_frames``: the frames a CEUS clip must have
-    (the configured ``data.clip_frames``).
+    (the configured ``data.clip_frames``); ``ceus_region``: ``data.ceus_region``, to check that
+    a CEUS dual display's contrast side can be told.
     """
     path = Path(path)
     try:
@@ -262,7 +296,8 @@ def read_manifest(
     problems: list[Problem] = []
     patients: list[Patient] = []
     seen: dict[str, int] = {}
-    metadata_columns = tuple(h for h in header if h not in REQUIRED_COLUMNS)
+    option_columns = {c for cols in OPTION_COLUMNS.values() for c in cols.values()}
+    metadata_columns = tuple(h for h in header if h not in REQUIRED_COLUMNS and h not in option_columns)
     for row, rec in enumerate(reader, start=1):
         rec = {k: (v or "").strip() for k, v in rec.items() if k is not None}
         pid = rec.get(PATIENT_ID, "")
@@ -286,7 +321,13 @@ def read_manifest(
             seen[pid] = row
 
         images: dict[str, Path | None] = {}
+        options: dict[str, sources.ImageOptions] = {}
         for col in IMAGE_COLUMNS:
+            try:
+                options[col] = sources.parse_options(col, rec)
+            except sources.OptionError as e:
+                options[col] = sources.ImageOptions()
+                problems.append(Problem(BAD_IMAGE_OPTION, str(e), row, e.column))
             cell = rec.get(col, "")
             if not cell:
                 images[col] = None
@@ -296,6 +337,9 @@ def read_manifest(
             if (why := missing_path(file)) is not None:
                 kind = "clip" if col == CEUS and is_clip(file) else "image file"
                 problems.append(Problem(MISSING_FILE, f"{kind} {why}", row, col, str(file)))
+            elif is_dicom(file):
+                if check_images and (bad := check_dicom(file, col, options[col], min_clip_frames, ceus_region)):
+                    problems.append(Problem(bad[0], bad[1], row, col, str(file)))
             elif col == CEUS and is_clip(file):
                 if check_images and (bad := check_clip(file, min_clip_frames)) is not None:
                     problems.append(Problem(bad[0], bad[1], row, col, str(file)))
@@ -307,6 +351,11 @@ def read_manifest(
                 problems.append(Problem(MISSING_FILE, "image path is not a file", row, col, str(file)))
             elif check_images and (bad := check_image(file)) is not None:
                 problems.append(Problem(bad[0], bad[1], row, col, str(file)))
+            elif options[col].crop is not None:
+                try:
+                    sources.resolve(file, col, options[col])
+                except ValueError as e:
+                    problems.append(Problem(BAD_IMAGE_OPTION, str(e).removeprefix(f"{file}: "), row, col, str(file)))
 
         flag = _parse_binary(rec.get(US_LNM, ""))
         if isinstance(flag, str):
@@ -328,6 +377,7 @@ def read_manifest(
                 lnm=label,
                 row=row,
                 metadata={c: rec.get(c, "") for c in metadata_columns},
+                options={k: v for k, v in options.items() if v != sources.ImageOptions()},
             )
         )
 

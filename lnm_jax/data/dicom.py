@@ -1,0 +1,358 @@
+"""DICOM ultrasound files: header facts, frame-by-frame pixels as [0, 1] RGB, and writing.
+
+Reads Ultrasound (Multi-frame) Image Storage and Secondary Capture files through pydicom:
+uncompressed and deflated, RLE (pydicom's own decoder), JPEG baseline/extended and JPEG 2000
+(Pillow, already installed), and JPEG-LS / lossless JPEG / HTJ2K through the optional
+``[dicom]`` extra (pylibjpeg); a file whose codec is missing fails naming what to install.
+Photometric interpretations: MONOCHROME2, MONOCHROME1 (inverted), RGB, YBR_FULL,
+YBR_FULL_422, YBR_ICT/RCT (converted to RGB by pydicom) and PALETTE COLOR (through the
+file's lookup table). Values are scaled by the stored bit depth (``BitsStored``), as a 16-bit
+PNG is scaled by 65535: a 12-bit frame's 4095 is white.
+
+A cine is never decoded whole: :func:`read_frame` decodes one frame (pydicom reads only that
+frame's bytes) and :func:`iter_frames` streams them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+
+DICOM_SUFFIXES = (".dcm", ".dicom")
+PREAMBLE = 128  # a DICOM Part 10 file: 128-byte preamble, then b"DICM"
+
+# RegionSpatialFormat / RegionDataType / PhysicalUnits (PS3.3 C.8.5.5.1)
+SPATIAL_2D = 1
+DATA_TISSUE, DATA_COLOR_FLOW = 1, 2
+UNITS_CM = 3
+
+
+class DicomError(ValueError):
+    """A DICOM file that cannot be used; the message names the file and what is wrong."""
+
+
+def is_dicom(path: Path) -> bool:
+    """A ``.dcm``/``.dicom`` file, or any file whose preamble is followed by ``DICM``."""
+    path = Path(path)
+    if path.suffix.lower() in DICOM_SUFFIXES:
+        return True
+    if path.suffix or not path.is_file():  # an extensionless file is sniffed, others are not
+        return False
+    try:
+        with path.open("rb") as f:
+            f.seek(PREAMBLE)
+            return f.read(4) == b"DICM"
+    except OSError:
+        return False
+
+
+@dataclasses.dataclass(frozen=True)
+class Box:
+    """A pixel rectangle: columns ``x0 <= x < x1``, rows ``y0 <= y < y1``."""
+
+    x0: int
+    y0: int
+    x1: int
+    y1: int
+
+    @property
+    def width(self) -> int:
+        return self.x1 - self.x0
+
+    @property
+    def height(self) -> int:
+        return self.y1 - self.y0
+
+    def clamp(self, width: int, height: int) -> Box:
+        return Box(max(self.x0, 0), max(self.y0, 0), min(self.x1, width), min(self.y1, height))
+
+    def contains(self, other: Box) -> bool:
+        return self.x0 <= other.x0 and self.y0 <= other.y0 and self.x1 >= other.x1 and self.y1 >= other.y1
+
+    def __str__(self) -> str:
+        return f"{self.x0},{self.y0},{self.x1},{self.y1}"
+
+
+@dataclasses.dataclass(frozen=True)
+class ScanRegion:
+    """One item of ``SequenceOfUltrasoundRegions``; ``mm_per_pixel`` (x, y) when in cm."""
+
+    box: Box
+    spatial_format: int
+    data_type: int
+    mm_per_pixel: tuple[float, float] | None
+
+    @property
+    def is_tissue_2d(self) -> bool:
+        return self.spatial_format == SPATIAL_2D and self.data_type in (DATA_TISSUE, DATA_COLOR_FLOW)
+
+
+@dataclasses.dataclass(frozen=True)
+class DicomHeader:
+    """What the loader and ``validate`` need of a DICOM file, read without its pixels."""
+
+    path: Path
+    rows: int
+    columns: int
+    frames: int
+    photometric: str
+    bits_stored: int
+    transfer_syntax: str
+    sop_class: str
+    regions: tuple[ScanRegion, ...]
+    frame_times_s: tuple[float, ...] | None  # time of every frame from the first, when known
+    burned_in_annotation: str  # '' when absent
+    phi: tuple[str, ...]  # keywords of identifying attributes present with a value
+
+    @property
+    def duration_s(self) -> float | None:
+        return self.frame_times_s[-1] if self.frame_times_s else None
+
+
+def read_header(path: Path) -> DicomHeader:
+    """The header of a DICOM image file; :class:`DicomError` naming the file otherwise."""
+    import pydicom  # noqa: PLC0415
+    from pydicom.errors import InvalidDicomError  # noqa: PLC0415
+
+    from lnm_jax.data.phi import phi_present  # noqa: PLC0415
+
+    try:
+        ds = pydicom.dcmread(path, stop_before_pixels=True)
+    except (InvalidDicomError, OSError, ValueError, EOFError, KeyError) as e:
+        raise DicomError(f"{path}: not a readable DICOM file ({type(e).__name__}: {e})") from e
+    missing = [k for k in ("Rows", "Columns", "PhotometricInterpretation", "BitsAllocated") if k not in ds]
+    if missing:
+        raise DicomError(f"{path}: DICOM file holds no image (missing {', '.join(missing)})")
+    frames = int(ds.get("NumberOfFrames") or 1)
+    if frames < 1:
+        raise DicomError(f"{path}: NumberOfFrames is {frames}")
+    if int(ds.get("PixelRepresentation", 0)) != 0:
+        raise DicomError(f"{path}: signed pixel data (PixelRepresentation 1) is not ultrasound; not supported")
+    meta = getattr(ds, "file_meta", None)
+    syntax = meta.get("TransferSyntaxUID") if meta is not None else None
+    return DicomHeader(
+        path=Path(path),
+        rows=int(ds.Rows),
+        columns=int(ds.Columns),
+        frames=frames,
+        photometric=str(ds.PhotometricInterpretation).strip(),
+        bits_stored=int(ds.get("BitsStored") or ds.BitsAllocated),
+        transfer_syntax=f"{syntax.name} ({syntax})" if syntax else "unknown (no file meta)",
+        sop_class=ds.SOPClassUID.name if "SOPClassUID" in ds else "",
+        regions=tuple(_regions(ds)),
+        frame_times_s=_frame_times(ds, frames),
+        burned_in_annotation=str(ds.get("BurnedInAnnotation", "") or "").strip().upper(),
+        phi=phi_present(ds),
+    )
+
+
+def _regions(ds) -> Iterator[ScanRegion]:
+    for r in ds.get("SequenceOfUltrasoundRegions", []):
+        try:
+            box = Box(
+                int(r.RegionLocationMinX0),
+                int(r.RegionLocationMinY0),
+                int(r.RegionLocationMaxX1) + 1,  # DICOM's max is inclusive
+                int(r.RegionLocationMaxY1) + 1,
+            )
+        except AttributeError:
+            continue  # a region without its location cannot be cropped to
+        spacing = None
+        dx, dy = r.get("PhysicalDeltaX"), r.get("PhysicalDeltaY")
+        if (
+            r.get("PhysicalUnitsXDirection") == UNITS_CM
+            and r.get("PhysicalUnitsYDirection") == UNITS_CM
+            and dx
+            and dy
+            and float(dx) > 0
+            and float(dy) > 0
+        ):
+            spacing = (10.0 * float(dx), 10.0 * float(dy))
+        yield ScanRegion(box, int(r.get("RegionSpatialFormat", 0)), int(r.get("RegionDataType", 0)), spacing)
+
+
+def _frame_times(ds, frames: int) -> tuple[float, ...] | None:
+    """Seconds from the first frame: FrameTimeVector (ms between frames), FrameTime (ms per
+    frame) or CineRate (frames/s), in that order; None for a still or when none is given."""
+    if frames < 2:
+        return None
+    vector = ds.get("FrameTimeVector")
+    if vector is not None and len(vector) == frames:
+        times = np.cumsum([0.0] + [float(v) for v in list(vector)[1:]]) / 1000.0
+    elif ds.get("FrameTime"):
+        times = np.arange(frames) * float(ds.FrameTime) / 1000.0
+    elif ds.get("CineRate"):
+        times = np.arange(frames) / float(ds.CineRate)
+    else:
+        return None
+    if np.any(np.diff(times) <= 0):
+        return None  # not increasing: the header's timing cannot be trusted
+    return tuple(float(t) for t in times)
+
+
+def _decode_failure(path: Path, e: Exception) -> DicomError:
+    """A decode error, with the package to install when the file's codec is missing."""
+    from pydicom import dcmread  # noqa: PLC0415
+    from pydicom.pixels import get_decoder  # noqa: PLC0415
+
+    try:
+        uid = dcmread(path, stop_before_pixels=True).file_meta.TransferSyntaxUID
+        decoder = get_decoder(uid)
+        if not decoder.is_available:
+            return DicomError(
+                f"{path}: pixel data in {uid.name} ({uid}) needs a decoder that is not installed; "
+                "install one with pip install -e '.[dicom]' (pylibjpeg) or pip install python-gdcm"
+            )
+    except Exception:  # noqa: BLE001, S110  (the original error is the report then)
+        pass
+    first = (str(e).strip().splitlines() or [""])[0]
+    return DicomError(f"{path}: cannot decode the pixel data ({type(e).__name__}: {first})")
+
+
+def to_unit_rgb(frame: np.ndarray, header: DicomHeader, ds=None) -> np.ndarray:
+    """One decoded frame (as pydicom returns it, colour already in RGB) -> float32 [H, W, 3]
+    in [0, 1]. ``ds``: the header dataset, for PALETTE COLOR's lookup table."""
+    if header.photometric == "PALETTE COLOR":
+        from pydicom.pixels import apply_color_lut  # noqa: PLC0415
+
+        rgb = apply_color_lut(frame, ds)
+        bits = int(ds.RedPaletteColorLookupTableDescriptor[2])
+        return rgb.astype(np.float32) / np.float32(2**bits - 1)
+    unit = frame.astype(np.float32) / np.float32(2**header.bits_stored - 1)
+    if header.photometric == "MONOCHROME1":  # 0 is white
+        unit = 1.0 - unit
+    if unit.ndim == 2:
+        unit = np.repeat(unit[..., None], 3, axis=-1)
+    return np.clip(unit[..., :3], 0.0, 1.0)
+
+
+def _palette_dataset(header: DicomHeader):
+    if header.photometric != "PALETTE COLOR":
+        return None
+    import pydicom  # noqa: PLC0415
+
+    return pydicom.dcmread(header.path, stop_before_pixels=True)
+
+
+def read_frame(header: DicomHeader, index: int) -> np.ndarray:
+    """Frame ``index`` as float32 [H, W, 3] in [0, 1], decoding that frame only."""
+    from pydicom.pixels import pixel_array  # noqa: PLC0415
+
+    if not 0 <= index < header.frames:
+        raise DicomError(f"{header.path}: frame {index} asked for, the file has {header.frames}")
+    try:
+        frame = pixel_array(header.path, index=index)
+    except Exception as e:  # noqa: BLE001  (any decoder failure names the file)
+        raise _decode_failure(header.path, e) from e
+    return to_unit_rgb(frame, header, _palette_dataset(header))
+
+
+def iter_frames(header: DicomHeader) -> Iterator[np.ndarray]:
+    """Every frame in order as float32 [H, W, 3] in [0, 1], one decoded at a time."""
+    from pydicom.pixels import iter_pixels  # noqa: PLC0415
+
+    ds = _palette_dataset(header)
+    try:
+        for frame in iter_pixels(header.path):
+            yield to_unit_rgb(frame, header, ds)
+    except Exception as e:  # noqa: BLE001
+        raise _decode_failure(header.path, e) from e
+
+
+# ------------------------------------------------------------------------------ writing
+
+US_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.6.1"
+US_MULTIFRAME_STORAGE = "1.2.840.10008.5.1.4.1.1.3.1"
+COMPRESSIONS = ("none", "rle", "jpeg")
+
+
+def new_dataset(
+    pixels: np.ndarray,
+    *,
+    regions=(),
+    frame_time_ms: float | None = None,
+    compression: str = "none",
+    attributes: dict | None = None,
+):
+    """An ultrasound DICOM dataset holding ``pixels``: uint8/uint16 [H, W] or [H, W, 3] for
+    one frame, [N, H, W(, 3)] with N > 1 (a cine, Ultrasound Multi-frame Image Storage, with
+    ``FrameTime`` when given). ``compression``: 'none' (explicit VR little endian), 'rle'
+    (lossless, pydicom's encoder) or 'jpeg' (baseline, YBR_FULL_422 4:2:2, 8-bit colour or
+    gray, through Pillow). ``regions``: :class:`ScanRegion` s written as
+    ``SequenceOfUltrasoundRegions``; ``attributes``: extra header keywords and values."""
+    from pydicom.dataset import Dataset, FileMetaDataset  # noqa: PLC0415
+    from pydicom.pixels import set_pixel_data  # noqa: PLC0415
+    from pydicom.uid import ExplicitVRLittleEndian, RLELossless, generate_uid  # noqa: PLC0415
+
+    if compression not in COMPRESSIONS:
+        raise ValueError(f"compression must be one of {COMPRESSIONS}, got {compression!r}")
+    colour = pixels.shape[-1] == 3 and pixels.ndim in (3, 4) and not (pixels.ndim == 3 and pixels.shape[0] > 3)
+    multi = pixels.ndim == (4 if colour else 3)
+    ds = Dataset()
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.SOPClassUID = US_MULTIFRAME_STORAGE if multi else US_IMAGE_STORAGE
+    ds.SOPInstanceUID = generate_uid()
+    ds.StudyInstanceUID, ds.SeriesInstanceUID = generate_uid(), generate_uid()
+    ds.Modality = "US"
+    for key, value in (attributes or {}).items():
+        setattr(ds, key, value)
+    bits = 8 if pixels.dtype == np.uint8 else 16
+    set_pixel_data(ds, pixels, "RGB" if colour else "MONOCHROME2", bits)
+    ds.file_meta.MediaStorageSOPClassUID, ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPClassUID, ds.SOPInstanceUID
+    if multi and frame_time_ms:
+        ds.FrameTime = f"{frame_time_ms:.6g}"
+        ds.FrameIncrementPointer = 0x00181063  # (0018,1063) Frame Time
+    if regions:
+        ds.SequenceOfUltrasoundRegions = [_region_item(r) for r in regions]
+    if compression == "rle":
+        ds.compress(RLELossless, generate_instance_uid=False)
+    elif compression == "jpeg":
+        _jpeg_baseline(ds, pixels if multi else pixels[None], colour)
+    return ds
+
+
+def _region_item(r: ScanRegion):
+    from pydicom.dataset import Dataset  # noqa: PLC0415
+
+    item = Dataset()
+    item.RegionSpatialFormat, item.RegionDataType, item.RegionFlags = r.spatial_format, r.data_type, 0
+    item.RegionLocationMinX0, item.RegionLocationMinY0 = r.box.x0, r.box.y0
+    item.RegionLocationMaxX1, item.RegionLocationMaxY1 = r.box.x1 - 1, r.box.y1 - 1
+    if r.mm_per_pixel is not None:
+        item.PhysicalUnitsXDirection = item.PhysicalUnitsYDirection = UNITS_CM
+        item.PhysicalDeltaX, item.PhysicalDeltaY = (v / 10.0 for v in r.mm_per_pixel)
+    return item
+
+
+def _jpeg_baseline(ds, frames: np.ndarray, colour: bool) -> None:
+    """Pixel data as JPEG baseline fragments (one per frame): YBR_FULL_422 for colour."""
+    import io  # noqa: PLC0415
+
+    from PIL import Image  # noqa: PLC0415
+    from pydicom.encaps import encapsulate  # noqa: PLC0415
+    from pydicom.uid import JPEGBaseline8Bit  # noqa: PLC0415
+
+    if frames.dtype != np.uint8:
+        raise ValueError("JPEG baseline holds 8-bit images only")
+    encoded = []
+    for frame in frames:
+        buf = io.BytesIO()
+        Image.fromarray(frame).save(buf, format="JPEG", quality=95, subsampling=1 if colour else 0)
+        encoded.append(buf.getvalue())
+    ds.PixelData = encapsulate(encoded)
+    ds["PixelData"].VR = "OB"
+    ds.file_meta.TransferSyntaxUID = JPEGBaseline8Bit
+    if colour:
+        ds.PhotometricInterpretation = "YBR_FULL_422"
+    ds.LossyImageCompression = "01"
+    ds.LossyImageCompressionMethod = "ISO_10918_1"
+
+
+def write_dataset(ds, path: Path) -> None:
+    """Writes ``ds`` as a DICOM Part 10 file (preamble, file meta); the writers that call it
+    fill an :func:`lnm_jax.fileio.atomic_directory`, so no half-written cohort is left."""
+    ds.save_as(path, enforce_file_format=True)

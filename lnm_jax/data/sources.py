@@ -1,0 +1,307 @@
+"""One image cell of a manifest, resolved: which file, which frames, which pixels (the scan
+region), at what physical scale and frame timing. The decoder (:mod:`lnm_jax.data.decode`)
+and ``validate`` both start from :func:`resolve`, so what validation reports is what training
+reads.
+
+The pixels a model sees are the 2-D tissue region of the scanner's screen, not the screen:
+a DICOM file's ``SequenceOfUltrasoundRegions`` gives it (for a CEUS dual display, the contrast
+side; the low-MI B-mode reference side stays available as ``reference``); a manifest's
+``<input>_crop`` column gives it for PNG/JPEG and overrides the header. Banners, depth
+scales, colour bars and anything drawn outside the region never reach the model.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from pathlib import Path
+
+import numpy as np
+from PIL import UnidentifiedImageError
+
+from lnm_jax.data import clips, dicom
+from lnm_jax.data.decode import ImageDecodeError, fit, read_image
+from lnm_jax.data.dicom import Box, DicomError, DicomHeader
+from lnm_jax.names import BMODE, CEUS
+
+CEUS_REGION_CHOICES = ("auto", "left", "right")
+# 'auto' takes the dual display's contrast side as the region with the most colour (contrast
+# maps are tinted, the B-mode reference is gray) when their mean chroma differs by this much
+# (on [0, 1] RGB); closer than that it cannot tell and says how to choose.
+CHROMA_MARGIN = 0.03
+
+
+@dataclasses.dataclass(frozen=True)
+class Framing:
+    """How every image of a run is framed (``data.field_of_view_mm``, ``data.ceus_region``):
+    recorded with a model, so that prediction frames new images as training did."""
+
+    field_of_view_mm: float = 0.0  # 0: the crop resized to the square; > 0: a fixed mm/pixel
+    ceus_region: str = "auto"  # a CEUS dual display's contrast side: auto | left | right
+
+    @classmethod
+    def from_config(cls, data) -> Framing:
+        return cls(float(data.get("field_of_view_mm", 0.0)), str(data.get("ceus_region", "auto")))
+
+
+@dataclasses.dataclass(frozen=True)
+class ImageOptions:
+    """What a manifest's optional columns say about one image: ``<input>_crop`` (x0,y0,x1,y1
+    in pixels, right/bottom exclusive), ``<input>_mm_per_pixel`` and, for a multi-frame
+    B-mode, ``bmode_frame`` (0-based)."""
+
+    crop: Box | None = None
+    mm_per_pixel: float | None = None
+    frame: int | None = None
+
+
+def option_columns(name: str) -> dict[str, str]:
+    """The manifest's option columns of input ``name``: option field -> column name."""
+    cols = {"crop": f"{name}_crop", "mm_per_pixel": f"{name}_mm_per_pixel"}
+    if name == BMODE:
+        cols["frame"] = f"{name}_frame"
+    return cols
+
+
+def parse_box(text: str) -> Box:
+    """'x0,y0,x1,y1' (commas or spaces) -> :class:`Box`; ValueError saying what is wrong."""
+    parts = [p for p in re.split(r"[,\s]+", text.strip()) if p]
+    try:
+        x0, y0, x1, y1 = (int(p) for p in parts)
+    except ValueError:
+        raise ValueError(f"crop must be four integers x0,y0,x1,y1, got {text!r}") from None
+    if x0 < 0 or y0 < 0 or x1 <= x0 or y1 <= y0:
+        raise ValueError(f"crop {text!r} is not a box: need 0 <= x0 < x1 and 0 <= y0 < y1")
+    return Box(x0, y0, x1, y1)
+
+
+class OptionError(ValueError):
+    """A bad value in a framing column; ``column`` names it."""
+
+    def __init__(self, column: str, message: str):
+        self.column = column
+        super().__init__(message)
+
+
+def parse_options(name: str, cells: dict[str, str]) -> ImageOptions:
+    """The options of input ``name`` from a manifest row's cells; :class:`OptionError` naming
+    the column."""
+    cols, out = option_columns(name), {}
+    for field, col in cols.items():
+        text = (cells.get(col) or "").strip()
+        if not text:
+            continue
+        try:
+            if field == "crop":
+                out[field] = parse_box(text)
+            elif field == "mm_per_pixel":
+                out[field] = float(text)
+                if not 0 < out[field] < float("inf"):
+                    raise ValueError(f"mm per pixel must be a number > 0, got {text!r}")
+            else:
+                out[field] = int(text)
+                if out[field] < 0:
+                    raise ValueError(f"frame must be an integer >= 0, got {text!r}")
+        except ValueError as e:
+            raise OptionError(col, str(e)) from None
+    return ImageOptions(**out)
+
+
+@dataclasses.dataclass(frozen=True)
+class Source:
+    """A resolved image cell. ``box``: the pixels used; ``mm_per_pixel``: (x, y) or None;
+    ``frames``: frames in the file (1 for a still); ``frame_times_s``: when the file says;
+    ``header``: a DICOM file's; ``notes``: what ``validate`` should tell the user."""
+
+    path: Path
+    kind: str  # 'image' | 'dicom' | 'clip' (video or frame folder)
+    width: int
+    height: int
+    box: Box
+    mm_per_pixel: tuple[float, float] | None
+    frames: int
+    frame_times_s: tuple[float, ...] | None = None
+    header: DicomHeader | None = None
+    reference: Box | None = None  # a CEUS dual display's B-mode side
+    still_frame: int | None = 0  # the frame a still is read from; None: a clip's peak frame
+    notes: tuple[str, ...] = ()
+
+    @property
+    def cropped(self) -> bool:
+        return self.box != Box(0, 0, self.width, self.height)
+
+    @property
+    def duration_s(self) -> float | None:
+        return self.frame_times_s[-1] if self.frame_times_s else None
+
+
+def resolve(path: Path, name: str, options: ImageOptions = ImageOptions(), ceus_region: str = "auto") -> Source:
+    """The :class:`Source` of input ``name`` (bmode/ceus) at ``path``; DicomError, ClipError or
+    ValueError naming the file when it cannot be used."""
+    path = Path(path)
+    if ceus_region not in CEUS_REGION_CHOICES:
+        raise ValueError(f"data.ceus_region must be one of {CEUS_REGION_CHOICES}, got {ceus_region!r}")
+    if dicom.is_dicom(path):
+        return _resolve_dicom(path, name, options, ceus_region)
+    if clips.is_clip(path):
+        frames = clips.read_frames(path)
+        n, h, w = frames.shape[:3]
+        kind = "clip"
+    else:
+        from PIL import Image  # noqa: PLC0415
+
+        with Image.open(path) as im:
+            (w, h), n, kind = im.size, 1, "image"
+    box, notes = _option_box(path, options, w, h)
+    spacing = (options.mm_per_pixel,) * 2 if options.mm_per_pixel else None
+    return Source(path, kind, w, h, box, spacing, n, still_frame=None if kind == "clip" else 0, notes=notes)
+
+
+def _option_box(path: Path, options: ImageOptions, w: int, h: int) -> tuple[Box, tuple[str, ...]]:
+    if options.crop is None:
+        return Box(0, 0, w, h), ()
+    if options.crop.x1 > w or options.crop.y1 > h:
+        raise ValueError(f"{path}: crop {options.crop} exceeds the {w}x{h} image")
+    return options.crop, ()
+
+
+def _resolve_dicom(path: Path, name: str, options: ImageOptions, ceus_region: str) -> Source:
+    header = dicom.read_header(path)
+    w, h, notes = header.columns, header.rows, []
+    if name == BMODE and header.frames > 1:
+        frame = header.frames // 2 if options.frame is None else options.frame
+        if frame >= header.frames:
+            raise DicomError(f"{path}: bmode_frame {frame} asked for, the file has {header.frames} frames")
+        notes.append(f"multi-frame B-mode: frame {frame} of {header.frames} used")
+    else:
+        frame = 0 if header.frames == 1 else None
+    reference = None
+    if options.crop is not None:
+        box, _ = _option_box(path, options, w, h)
+        spacing = None
+    else:
+        regions, clamped = tissue_regions(header)
+        notes += clamped
+        if not regions:
+            box, spacing = Box(0, 0, w, h), None
+            notes.append("no 2-D tissue region in the header: the whole frame is used")
+        elif len(regions) == 1:
+            box, spacing = regions[0].box, regions[0].mm_per_pixel
+        elif name == CEUS:
+            chosen = _contrast_side(header, regions, ceus_region, frame)
+            box, spacing = regions[chosen].box, regions[chosen].mm_per_pixel
+            reference = next(r.box for i, r in enumerate(regions) if i != chosen)
+        else:
+            box, spacing = regions[0].box, regions[0].mm_per_pixel
+            notes.append(f"{len(regions)} tissue regions: the left one used (set {name}_crop to choose)")
+    if options.mm_per_pixel:
+        spacing = (options.mm_per_pixel,) * 2
+    return Source(
+        path,
+        "dicom",
+        w,
+        h,
+        box,
+        spacing,
+        header.frames,
+        frame_times_s=header.frame_times_s,
+        header=header,
+        reference=reference,
+        still_frame=frame,
+        notes=tuple(notes),
+    )
+
+
+def tissue_regions(header: DicomHeader) -> tuple[list[dicom.ScanRegion], list[str]]:
+    """The header's 2-D tissue regions, left to right, clamped to the image (a region inside
+    another, e.g. a colour-flow box, is dropped), and notes on any that had to be clamped."""
+    notes, kept = [], []
+    found = [r for r in header.regions if r.is_tissue_2d]
+    for r in found:
+        if any(o is not r and o.box.contains(r.box) and o.box != r.box for o in found):
+            continue
+        box = r.box.clamp(header.columns, header.rows)
+        if box.width <= 0 or box.height <= 0:
+            raise DicomError(f"{header.path}: scan region {r.box} lies outside the {header.columns}x{header.rows} image")
+        if box != r.box:
+            notes.append(f"scan region {r.box} exceeds the {header.columns}x{header.rows} image: clamped to {box}")
+        kept.append(dataclasses.replace(r, box=box))
+    return sorted(kept, key=lambda r: r.box.x0), notes
+
+
+def chroma(image: np.ndarray) -> float:
+    """Mean colour saturation of [0, 1] RGB pixels: mean (max - min) over channels."""
+    return float((image.max(axis=-1) - image.min(axis=-1)).mean())
+
+
+def _contrast_side(header: DicomHeader, regions, ceus_region: str, frame: int) -> int:
+    """Index of the contrast image among a dual display's regions."""
+    if ceus_region == "left":
+        return 0
+    if ceus_region == "right":
+        return len(regions) - 1
+    sample = dicom.read_frame(header, header.frames // 2 if frame is None else frame)
+    scores = [chroma(crop(sample, r.box)) for r in regions]
+    order = np.argsort(scores)[::-1]
+    if scores[order[0]] - scores[order[1]] < CHROMA_MARGIN:
+        raise DicomError(
+            f"{header.path}: {len(regions)} tissue regions of similar colour (chroma "
+            + ", ".join(f"{s:.3f}" for s in scores)
+            + "): cannot tell the contrast side; set data.ceus_region='left' or 'right', or a ceus_crop column"
+        )
+    return int(order[0])
+
+
+def crop(image: np.ndarray, box: Box) -> np.ndarray:
+    """The box's pixels of an [H, W, C] (or [T, H, W, C]) image."""
+    return image[..., box.y0 : box.y1, box.x0 : box.x1, :]
+
+
+def read_still(source: Source) -> np.ndarray:
+    """The source's still (a clip's peak frame) as float32 [h, w, 3] in [0, 1], cropped."""
+    if source.kind == "dicom" and source.still_frame is not None:
+        return crop(dicom.read_frame(source.header, source.still_frame), source.box)
+    if source.kind in ("dicom", "clip"):
+        return read_clip(source, 1)[0]
+    return crop(read_image(source.path), source.box)
+
+
+def read_clip(source: Source, t: int) -> np.ndarray:
+    """T frames sampled over the enhancement phase (the peak frame for T = 1), cropped, float32
+    [T, h, w, 3]. A DICOM cine streams: one pass for the time-intensity curve, then only the T
+    chosen frames are decoded again."""
+    clips.check_length(source.path, source.frames, t)
+    if source.kind == "dicom":
+        curve = [crop(f, source.box).mean(dtype=np.float64) for f in dicom.iter_frames(source.header)]
+        idx = clips.sample_indices(np.array(curve), t, source.frame_times_s)
+        return np.stack([crop(dicom.read_frame(source.header, int(i)), source.box) for i in idx])
+    frames = crop(clips.read_frames(source.path), source.box)
+    idx = clips.sample_indices(clips.intensity_curve(frames), t, source.frame_times_s)
+    return frames[idx].astype(np.float32) / np.float32(255.0)
+
+
+def decode_input(
+    path: Path,
+    name: str,
+    *,
+    size: int,
+    patient_id: str,
+    clip_frames: int = 1,
+    options: ImageOptions = ImageOptions(),
+    framing: Framing = Framing(),
+) -> np.ndarray:
+    """Input ``name``'s image of one patient as the model sees it: [size, size, 3] (a CEUS
+    clip or still with ``clip_frames`` > 1: [T, size, size, 3], a still repeated), cropped to the
+    scan region and framed per ``framing``. :class:`ImageDecodeError` names the patient and
+    the file."""
+    try:
+        source = resolve(path, name, options, framing.ceus_region)
+        if name == CEUS and source.still_frame is None:
+            frames = read_clip(source, clip_frames)
+            out = np.stack([fit(f, size, source.mm_per_pixel, framing.field_of_view_mm) for f in frames])
+            return out[0] if clip_frames == 1 else out
+        img = fit(read_still(source), size, source.mm_per_pixel, framing.field_of_view_mm)
+    except (OSError, UnidentifiedImageError, ValueError) as e:
+        first = (str(e).strip().splitlines() or [""])[0]
+        raise ImageDecodeError(f"patient {patient_id}: {path}: cannot decode this image ({first})") from e
+    return img if name != CEUS or clip_frames == 1 else np.repeat(img[None], clip_frames, axis=0)
