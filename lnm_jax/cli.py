@@ -76,6 +76,8 @@ def cmd_synth(argv: list[str]) -> int:
 
 def cmd_validate(argv: list[str]) -> int:
     from lnm_jax.data.manifest import read_manifest
+    from lnm_jax.data.sources import Framing
+    from lnm_jax.data.survey import survey
     from lnm_jax.preflight import report
 
     p = argparse.ArgumentParser(
@@ -90,9 +92,16 @@ def cmd_validate(argv: list[str]) -> int:
     model.add_argument("--config", type=Path, help="check against this config file's model and split")
     a = p.parse_args(argv)
     config = _config_for_validate(a)
-    cohort = read_manifest(a.manifest, require_labels=not a.no_labels, min_clip_frames=config.data.clip_frames)
+    cohort = read_manifest(
+        a.manifest,
+        require_labels=not a.no_labels,
+        min_clip_frames=config.data.clip_frames,
+        ceus_region=config.data.get("ceus_region", "auto"),
+    )
     lines, problems = report(cohort, config, labelled=not a.no_labels, model=bool(a.workdir or a.config))
-    print("\n".join([cohort.describe(), *lines]))
+    images = survey(cohort, Framing.from_config(config.data))
+    print("\n".join([cohort.describe(), *images.lines, *lines]))
+    problems = [*images.problems, *problems]
     if problems:
         raise ValueError(f"{a.manifest} cannot be used as configured: " + " | ".join(problems))
     return 0

@@ -6,6 +6,7 @@ and, where ``evaluate`` ran, its metrics: nothing is typed in by hand."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -14,6 +15,7 @@ import numpy as np
 
 from lnm_jax import names, provenance
 from lnm_jax import run_files as F
+from lnm_jax.data.sources import Framing
 from lnm_jax.exported import METADATA, MODEL_CARD
 from lnm_jax.fileio import write_text
 from lnm_jax.preflight import availability_patterns
@@ -85,6 +87,8 @@ def metadata(run: Run, checkpoint: str = "best", evaluation: dict | None = None)
         "inputs": input_spec(config),
         "image_size": config.data.image_size,
         "clip_frames": config.data.clip_frames,
+        # how images are cropped and scaled before the resize (lnm_jax.data.sources.Framing)
+        "framing": dataclasses.asdict(Framing.from_config(config.data)),
         "normalisation": {
             k: {"mean": list(v["mean"]), "std": list(v["std"])} for k, v in config.data.norm.to_dict().items()
         },
@@ -132,7 +136,15 @@ def markdown(md: dict) -> str:
         "|---|---|---|",
         *[f"| `{k}` | [{', '.join(map(str, v['shape']))}] | {v['dtype']} |" for k, v in md["inputs"].items()],
         "",
-        f"Images: RGB float32 in [0, 1], resized to {md['image_size']}x{md['image_size']}; then (x - mean) / std "
+        "Images: cropped to the scan region (a DICOM file's SequenceOfUltrasoundRegions or the manifest's "
+        "<input>_crop column)"
+        + (
+            f", resampled to {md['framing']['field_of_view_mm'] / md['image_size']:.3g} mm per pixel "
+            f"({md['framing']['field_of_view_mm']:g} mm field of view, centred, zero-padded)"
+            if md.get("framing", {}).get("field_of_view_mm")
+            else ""
+        )
+        + f"; RGB float32 in [0, 1], resized to {md['image_size']}x{md['image_size']}; then (x - mean) / std "
         "per modality (inside the exported program), a missing image set to zero:",
         "",
         *[f"- {k}: mean {v['mean']}, std {v['std']}" for k, v in md["normalisation"].items()],

@@ -88,11 +88,16 @@ def synth_params(config: ConfigDict) -> SynthParams:
     return SynthParams(**config.data.synth.to_dict())
 
 
+def _manifest_checks(config: ConfigDict) -> dict:
+    """What reading a manifest checks against the config (clip length, dual-display choice)."""
+    return {"min_clip_frames": config.data.clip_frames, "ceus_region": config.data.get("ceus_region", "auto")}
+
+
 def resolve_cohort(config: ConfigDict, files: RunFiles) -> Cohort:
     """Validates ``data.manifest``, or (empty) synthesises the embedded cohort into the run's
     ``cohort/`` once and reuses it while its parameters match."""
     if config.data.manifest:
-        return read_manifest(config.data.manifest, min_clip_frames=config.data.clip_frames)
+        return read_manifest(config.data.manifest, **_manifest_checks(config))
     params = synth_params(config)
     generator = files.cohort / GENERATOR
     if generator.is_file():
@@ -103,7 +108,7 @@ def resolve_cohort(config: ConfigDict, files: RunFiles) -> Cohort:
             )
     else:
         generate_cohort(files.cohort, params, progress=True)
-    return read_manifest(files.cohort / MANIFEST, min_clip_frames=config.data.clip_frames)
+    return read_manifest(files.cohort / MANIFEST, **_manifest_checks(config))
 
 
 def split_document(config: ConfigDict, cohort: Cohort) -> dict:

@@ -289,7 +289,7 @@ def new_dataset(
 
     if compression not in COMPRESSIONS:
         raise ValueError(f"compression must be one of {COMPRESSIONS}, got {compression!r}")
-    colour = pixels.shape[-1] == 3 and pixels.ndim in (3, 4) and not (pixels.ndim == 3 and pixels.shape[0] > 3)
+    colour = pixels.ndim >= 3 and pixels.shape[-1] == 3  # (a gray cine 3 pixels wide is no image)
     multi = pixels.ndim == (4 if colour else 3)
     ds = Dataset()
     ds.file_meta = FileMetaDataset()

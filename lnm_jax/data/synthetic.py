@@ -57,6 +57,11 @@ class SynthParams:
     clip_frames: int = 0  # 0: CEUS stills; >= 4: CEUS clips of this many frames
     ceus_dynamic_strength: float = 0.0  # the wash-out cue, seen only in clips
     seed: int = 0
+    # 'png': the images themselves; 'dicom': the same images on scanner screens, as a hospital
+    # sends them (lnm_jax/data/synthetic_dicom.py): banner, scales, CEUS dual display, PHI.
+    format: str = "png"
+    dicom_compression: str = "jpeg"  # 'none' | 'rle' | 'jpeg' (baseline, YBR_FULL_422)
+    dicom_zoom: float = 0.0  # depth settings differ by up to this factor (spacing follows)
 
     def __post_init__(self):
         if self.patients < 2:
@@ -73,6 +78,12 @@ class SynthParams:
             raise ValueError(f"clip_frames must be 0 (stills) or >= 4, got {self.clip_frames}")
         if self.ceus_dynamic_strength and not self.clip_frames:
             raise ValueError("ceus_dynamic_strength needs clips (clip_frames >= 4)")
+        if self.format not in ("png", "dicom"):
+            raise ValueError(f"format must be 'png' or 'dicom', got {self.format!r}")
+        if self.dicom_compression not in ("none", "rle", "jpeg"):
+            raise ValueError(f"dicom_compression must be 'none', 'rle' or 'jpeg', got {self.dicom_compression!r}")
+        if not 0.0 <= self.dicom_zoom < 0.5:
+            raise ValueError(f"dicom_zoom must be in [0, 0.5), got {self.dicom_zoom}")
 
 
 def _phi(x):
@@ -303,18 +314,17 @@ def _write_cohort(root: Path, params: SynthParams, progress: bool) -> None:
         if missing[0] and missing[1] and missing[2]:
             missing[2] = False  # every patient keeps at least one input
         row = {PATIENT_ID: pid, LABEL: y, US_LNM: None if missing[2] else int(lat[US_LNM][i])}
-        if not missing[0]:
-            row[BMODE] = f"images/{pid}_bmode.png"
-            Image.fromarray(render_bmode(u_b, geom, rng, params.size), "L").save(root / row[BMODE])
-        if not missing[1] and params.clip_frames:
-            row[CEUS] = f"images/{pid}_ceus"
-            (root / row[CEUS]).mkdir()
-            clip = render_ceus_clip(u_c, u_t, geom, rng, params.size, params.clip_frames)
-            for k, frame in enumerate(clip):
-                Image.fromarray(frame, "RGB").save(root / row[CEUS] / f"frame_{k:03d}.png")
-        elif not missing[1]:
-            row[CEUS] = f"images/{pid}_ceus.png"
-            Image.fromarray(render_ceus(u_c, geom, rng, params.size), "RGB").save(root / row[CEUS])
+        bmode = None if missing[0] else render_bmode(u_b, geom, rng, params.size)
+        if missing[1]:
+            ceus = None
+        elif params.clip_frames:
+            ceus = render_ceus_clip(u_c, u_t, geom, rng, params.size, params.clip_frames)
+        else:
+            ceus = render_ceus(u_c, geom, rng, params.size)
+        if params.format == "dicom":
+            row.update(_write_dicom(root, pid, i, params, bmode, ceus, u_b, geom))
+        else:
+            row.update(_write_png(root, pid, bmode, ceus))
         row["age"] = int(np.clip(rng.normal(41 if y else 47, 12), 18, 85))
         row["sex"] = "M" if rng.random() < (0.40 if y else 0.25) else "F"
         row["nodule_size_mm"] = round(2 * geom["a"] / params.size * 40.0, 1)
@@ -353,6 +363,43 @@ def _write_cohort(root: Path, params: SynthParams, progress: bool) -> None:
             },
             indent=2,
         )
+    )
+
+
+def _write_png(root: Path, pid: str, bmode, ceus) -> dict[str, str]:
+    cells = {}
+    if bmode is not None:
+        cells[BMODE] = f"images/{pid}_bmode.png"
+        Image.fromarray(bmode, "L").save(root / cells[BMODE])
+    if ceus is not None and ceus.ndim == 4:
+        cells[CEUS] = f"images/{pid}_ceus"
+        (root / cells[CEUS]).mkdir()
+        for k, frame in enumerate(ceus):
+            Image.fromarray(frame, "RGB").save(root / cells[CEUS] / f"frame_{k:03d}.png")
+    elif ceus is not None:
+        cells[CEUS] = f"images/{pid}_ceus.png"
+        Image.fromarray(ceus, "RGB").save(root / cells[CEUS])
+    return cells
+
+
+def _write_dicom(root: Path, pid: str, i: int, params: SynthParams, bmode, ceus, u_b: float, geom) -> dict[str, str]:
+    from lnm_jax.data import synthetic_dicom  # noqa: PLC0415
+
+    # the dual display's low-MI B-mode reference: the same nodule, from the screen's stream
+    reference = None
+    if ceus is not None:
+        ref_rng = np.random.default_rng([synthetic_dicom.SCREEN_STREAM, params.seed, i, 1])
+        reference = render_bmode(u_b, geom, ref_rng, params.size)
+    return synthetic_dicom.write_patient(
+        root / "images",
+        pid,
+        i,
+        seed=params.seed,
+        bmode=bmode,
+        ceus=ceus,
+        reference=reference,
+        zoom_range=params.dicom_zoom,
+        compression=params.dicom_compression,
     )
 
 

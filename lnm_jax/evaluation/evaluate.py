@@ -121,7 +121,12 @@ def predict_manifest(
     model takes is refused unless the model was trained for missing inputs or
     ``zero_fill_missing``. The run folder is only read: the new patients' records are built in
     a temporary folder."""
-    cohort = read_manifest(manifest, require_labels=False, min_clip_frames=run.config.data.clip_frames)
+    cohort = read_manifest(
+        manifest,
+        require_labels=False,
+        min_clip_frames=run.config.data.clip_frames,
+        ceus_region=run.config.data.get("ceus_region", "auto"),
+    )
     if not zero_fill_missing:
         check_inputs_present(run.config, cohort, opt_in="--zero-fill-missing")
     predictor = run.predictor(checkpoint)  # a missing checkpoint fails before any data is read
@@ -154,16 +159,18 @@ def predict_exported(folder: Path | str, manifest: Path | str, out_csv: Path | s
     the manifest's images decoded as the run's input pipeline decodes them ([0, 1], resized;
     the program normalises)."""
     from lnm_jax.data import loader  # noqa: PLC0415
+    from lnm_jax.data.sources import Framing  # noqa: PLC0415
     from lnm_jax.exported import load  # noqa: PLC0415
 
     model = load(folder)
     md = model.metadata
     inputs = md["architecture"]["inputs"]
-    cohort = read_manifest(manifest, require_labels=False, min_clip_frames=md["clip_frames"])
+    framing = Framing(**md.get("framing", {}))
+    cohort = read_manifest(manifest, require_labels=False, min_clip_frames=md["clip_frames"], ceus_region=framing.ceus_region)
     if not (md["architecture"]["missing_inputs"] or zero_fill_missing):
         refuse_missing(cohort, inputs, f"{folder}", "--zero-fill-missing")
     identity = {k: {"mean": (0.0,) * 3, "std": (1.0,) * 3} for k in names.IMAGE_INPUTS}
-    decoded = loader.DecodedCohort(cohort.patients, md["image_size"], md["clip_frames"], cache=False)
+    decoded = loader.DecodedCohort(cohort.patients, md["image_size"], md["clip_frames"], cache=False, framing=framing)
     logits = {}
     ds = loader.eval_dataset(decoded, np.arange(len(decoded)), batch_size=32, norm=identity)
     for batch in loader.iterate(ds):

@@ -1,0 +1,194 @@
+"""What a cohort's image files are, for ``validate`` and the run record: formats, transfer
+syntaxes, how each image is framed (scan region, crop column, whole frame), its physical
+spacing, clip lengths in frames and seconds, identifying information in DICOM headers, and
+images that look like whole screen captures with nothing to crop them to.
+
+Nothing here prints a header value: PHI is reported by attribute name and file count only.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+from collections.abc import Iterator
+
+import numpy as np
+
+from lnm_jax.data import sources
+from lnm_jax.data.clips import frame_files, read_frames
+from lnm_jax.data.decode import read_image
+from lnm_jax.data.dicom import Box
+from lnm_jax.data.manifest import Cohort, Patient
+from lnm_jax.names import IMAGE_INPUTS, PATIENT_ID
+
+# Screen-capture test: a frame whose content (rows/columns mostly brighter than DARK) covers
+# less than CONTENT_FRACTION of it, with bright marks (text, scales: > BRIGHT) in the dark
+# surround. A cropped ultrasound image is speckle to its edges.
+DARK, BRIGHT, CONTENT_FRACTION, MIN_MARKS = 0.04, 0.6, 0.9, 20
+
+GEOMETRY_COLUMNS = (
+    PATIENT_ID,
+    "input",
+    "format",
+    "framing",
+    "box",
+    "reference_box",
+    "mm_per_pixel_x",
+    "mm_per_pixel_y",
+    "frames",
+    "duration_s",
+)
+
+
+def _longest_run(flags: np.ndarray) -> tuple[int, int] | None:
+    best, start = None, None
+    for i, f in enumerate([*flags, False]):
+        if f and start is None:
+            start = i
+        elif not f and start is not None:
+            if best is None or i - start > best[1] - best[0]:
+                best = (start, i)
+            start = None
+    return best
+
+
+def screen_capture_box(img: np.ndarray) -> Box | None:
+    """The content box of ``img`` ([H, W, 3] in [0, 1]) when it looks like a screen capture (a
+    dark surround with text or scale marks), None when it looks like an image cropped to the
+    scan region."""
+    gray = img.mean(axis=-1)
+    lit = gray >= DARK
+    rows, cols = _longest_run(lit.mean(axis=1) > 0.5), _longest_run(lit.mean(axis=0) > 0.5)
+    if rows is None or cols is None:
+        return None
+    box = Box(cols[0], rows[0], cols[1], rows[1])
+    if box.width * box.height >= CONTENT_FRACTION * gray.size:
+        return None
+    outside = np.ones_like(lit)
+    outside[box.y0 : box.y1, box.x0 : box.x1] = False
+    if (~lit[outside]).mean() < 0.7 or (gray[outside] > BRIGHT).sum() < MIN_MARKS:
+        return None
+    return box
+
+
+@dataclasses.dataclass
+class Survey:
+    """Everything ``validate`` says about a cohort's images; ``problems`` make the cohort
+    unusable with the given framing."""
+
+    lines: list[str]
+    problems: list[str]
+    geometry: list[dict]
+
+
+def _cells(cohort: Cohort) -> Iterator[tuple[Patient, str]]:
+    for p in cohort.patients:
+        for name in IMAGE_INPUTS:
+            if getattr(p, name) is not None:
+                yield p, name
+
+
+def survey(cohort: Cohort, framing: sources.Framing = sources.Framing(), *, screens: bool = True) -> Survey:
+    """Resolves every image of ``cohort`` as training will (``screens``: also decode PNG/JPEG
+    and unframed DICOM frames to look for whole screen captures)."""
+    formats, syntaxes, photometric, framings = (collections.Counter() for _ in range(4))
+    notes: dict[str, list[str]] = collections.defaultdict(list)
+    phi_files, phi_keys, burned, no_spacing, captures = 0, collections.Counter(), 0, [], []
+    spacings, clip_frames, clip_seconds, untimed, geometry = [], [], [], 0, []
+    for p, name in _cells(cohort):
+        path = getattr(p, name)
+        src = sources.resolve(path, name, p.options.get(name, sources.ImageOptions()), framing.ceus_region)
+        where = f"row {p.row} ({p.patient_id}) {name} {path.name}"
+        fmt = "DICOM" if src.kind == "dicom" else ("clip" if src.kind == "clip" else path.suffix.lower().lstrip("."))
+        formats[fmt] += 1
+        option = p.options.get(name, sources.ImageOptions())
+        how = "crop column" if option.crop else ("scan region" if src.kind == "dicom" and src.cropped else "whole")
+        framings[how] += 1
+        if src.header is not None:
+            syntaxes[src.header.transfer_syntax.split(" (")[0]] += 1
+            photometric[src.header.photometric] += 1
+            if src.header.phi:
+                phi_files += 1
+                phi_keys.update(src.header.phi)
+            burned += src.header.burned_in_annotation == "YES"
+        for n in src.notes:
+            notes[n.split(":")[0]].append(f"{where}: {n}")
+        if src.mm_per_pixel:
+            spacings.append(src.mm_per_pixel)
+        else:
+            no_spacing.append(where)
+        if src.frames > 1 and src.still_frame is None:
+            clip_frames.append(src.frames)
+            if src.duration_s is not None:
+                clip_seconds.append(src.duration_s)
+            else:
+                untimed += 1
+        if screens and how == "whole":
+            hint = screen_capture_box(sources.read_still(src) if src.kind == "dicom" else _first(src))
+            if hint is not None:
+                captures.append(f"{where} (content at about {hint})")
+        geometry.append(
+            {
+                PATIENT_ID: p.patient_id,
+                "input": name,
+                "format": fmt,
+                "framing": how,
+                "box": str(src.box),
+                "reference_box": str(src.reference) if src.reference else "",
+                "mm_per_pixel_x": f"{src.mm_per_pixel[0]:.6g}" if src.mm_per_pixel else "",
+                "mm_per_pixel_y": f"{src.mm_per_pixel[1]:.6g}" if src.mm_per_pixel else "",
+                "frames": src.frames,
+                "duration_s": f"{src.duration_s:.6g}" if src.duration_s is not None else "",
+            }
+        )
+    lines = ["images: " + ", ".join(f"{k} {v}" for k, v in sorted(formats.items()))]
+    if syntaxes:
+        lines.append("  DICOM transfer syntaxes: " + ", ".join(f"{k} {v}" for k, v in syntaxes.most_common()))
+        lines.append("  DICOM photometric: " + ", ".join(f"{k} {v}" for k, v in photometric.most_common()))
+    lines.append("  framing: " + ", ".join(f"{k} {v}" for k, v in framings.most_common()))
+    if spacings:
+        mm = np.array(spacings)
+        lines.append(
+            f"  physical spacing: {len(spacings)} images, {mm.min():.4g}-{mm.max():.4g} mm/pixel"
+            + (
+                f" (data.field_of_view_mm={framing.field_of_view_mm:g}: each resampled so that the input's side "
+                f"spans {framing.field_of_view_mm:g} mm)"
+                if framing.field_of_view_mm
+                else ""
+            )
+        )
+    if clip_frames:
+        lines.append(
+            f"  CEUS clips: {len(clip_frames)}, {min(clip_frames)}-{max(clip_frames)} frames"
+            + (f", {min(clip_seconds):.3g}-{max(clip_seconds):.3g} s" if clip_seconds else "")
+            + (f"; {untimed} without frame timing (sampled in frames)" if untimed else "")
+        )
+    for kind, items in notes.items():
+        lines.append(f"  note: {kind}: {len(items)} image(s), e.g. {items[0]}")
+    if phi_files or burned:
+        lines.append(
+            f"  PHI: {phi_files} DICOM file(s) carry identifying header attributes ("
+            + ", ".join(k for k, _ in phi_keys.most_common())
+            + f"); {burned} declare BurnedInAnnotation=YES. Before sharing, run lnm-jax deidentify"
+        )
+    if captures:
+        lines.append(
+            f"  warning: {len(captures)} image(s) look like whole screen captures (dark surround with text or "
+            f"marks) and have no crop: add a <input>_crop column (x0,y0,x1,y1); e.g. {captures[0]}"
+        )
+    problems = []
+    if framing.field_of_view_mm and no_spacing:
+        problems.append(
+            f"data.field_of_view_mm={framing.field_of_view_mm:g} needs every image's spacing; {len(no_spacing)} have "
+            f"none (a DICOM region in cm, or a <input>_mm_per_pixel column), e.g. {no_spacing[0]}"
+        )
+    return Survey(lines, problems, geometry)
+
+
+def _first(src: sources.Source) -> np.ndarray:
+    """The frame a screen-capture check looks at: the still, or a clip's first frame."""
+    if src.kind == "clip" and src.path.is_dir():
+        return read_image(frame_files(src.path)[0])
+    if src.kind == "clip":
+        return read_frames(src.path)[0].astype(np.float32) / 255.0
+    return read_image(src.path)
