@@ -15,6 +15,8 @@ function; errors a user can fix are printed as one line and exit 1 (bad argument
     lnm-jax reproduce --workdir W [--manifest M] [--folds K] [--config configs/reproduce_cpu.py]
                                                                  the paper's protocol: Tables 1-3, figures
     lnm-jax convert-busbra --src BUSBRA_DIR --out MANIFEST.csv  a BUS-BRA release as a cohort manifest
+    lnm-jax deidentify --manifest M --out DIR --mapping FILE [--keep-columns age,sex]
+                                                                 a de-identified, cropped copy of a cohort
     lnm-jax demo      --workdir W                                synth + train + evaluate
 
 Commands that take a config accept ml_collections overrides (``--config.train.epochs=3``);
@@ -408,6 +410,27 @@ def cmd_convert_busbra(argv: list[str]) -> int:
     return 0
 
 
+def cmd_deidentify(argv: list[str]) -> int:
+    from lnm_jax.data.deidentify import deidentify
+
+    p = argparse.ArgumentParser(
+        prog="lnm-jax deidentify",
+        description="Write a de-identified copy of a cohort: pseudonymous patient ids, images cropped to their "
+        "scan region, DICOM headers through the PS3.15 basic profile, a new manifest; the mapping to the "
+        "original patients goes to a separate file.",
+    )
+    p.add_argument("--manifest", required=True, type=Path)
+    p.add_argument("--out", required=True, type=Path, help="new folder for the copy (must not exist or be empty)")
+    p.add_argument("--mapping", required=True, type=Path, help="CSV linking pseudonyms to patients; outside --out")
+    p.add_argument("--keep-columns", default="", help="metadata columns to keep (comma-separated); default none")
+    p.add_argument("--ceus-region", default="auto", help="a CEUS dual display's contrast side: auto|left|right")
+    a = p.parse_args(argv)
+    keep = tuple(c.strip() for c in a.keep_columns.split(",") if c.strip())
+    report = deidentify(a.manifest, a.out, a.mapping, keep_columns=keep, ceus_region=a.ceus_region)
+    print("\n".join(report.lines()))
+    return 0
+
+
 def cmd_demo(argv: list[str]) -> int:
     from lnm_jax.config import demo_config
     from lnm_jax.demo import demo
@@ -430,6 +453,7 @@ COMMANDS = {
     "convert-weights": cmd_convert_weights,
     "reproduce": cmd_reproduce,
     "convert-busbra": cmd_convert_busbra,
+    "deidentify": cmd_deidentify,
     "demo": cmd_demo,
 }
 

@@ -115,7 +115,9 @@ def sample_clip(path: Path | str, t: int) -> np.ndarray:
 def check_length(path: Path | str, frames: int, t: int) -> None:
     """:class:`ClipError` naming the file when a clip of ``frames`` frames is shorter than T."""
     if frames < t:
-        raise ClipError(f"{path}: clip has {frames} frame(s), fewer than the {t} the config asks for (data.clip_frames)")
+        raise ClipError(
+            f"{path}: clip has {frames} frame(s), fewer than the {t} the config asks for (data.clip_frames)"
+        )
 
 
 def encode_png(frame: np.ndarray) -> bytes:

@@ -15,7 +15,7 @@ import io
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
 SIXTEEN_BIT_MODES = ("I;16", "I;16B", "I;16L", "I")
 

@@ -307,7 +307,7 @@ def new_dataset(
         ds.FrameTime = f"{frame_time_ms:.6g}"
         ds.FrameIncrementPointer = 0x00181063  # (0018,1063) Frame Time
     if regions:
-        ds.SequenceOfUltrasoundRegions = [_region_item(r) for r in regions]
+        ds.SequenceOfUltrasoundRegions = [region_item(r) for r in regions]
     if compression == "rle":
         ds.compress(RLELossless, generate_instance_uid=False)
     elif compression == "jpeg":
@@ -315,7 +315,7 @@ def new_dataset(
     return ds
 
 
-def _region_item(r: ScanRegion):
+def region_item(r: ScanRegion):
     from pydicom.dataset import Dataset  # noqa: PLC0415
 
     item = Dataset()

@@ -30,7 +30,7 @@ import threadpoolctl
 
 from lnm_jax.data import augment as augment_lib
 from lnm_jax.data.manifest import Cohort, Patient
-from lnm_jax.data.sources import Framing, ImageOptions, decode_input
+from lnm_jax.data.sources import DEFAULT_FRAMING, Framing, decode_input
 from lnm_jax.names import (
     AVAILABILITY_KEYS,
     BMODE,
@@ -58,7 +58,7 @@ class DecodedCohort:
         image_size: int,
         clip_frames: int = 1,
         cache: bool = True,
-        framing: Framing = Framing(),
+        framing: Framing = DEFAULT_FRAMING,
     ):
         self.patients = tuple(patients)
         self.image_size, self.clip_frames, self.cache, self.framing = image_size, clip_frames, cache, framing
@@ -97,7 +97,7 @@ class DecodedCohort:
                 size=s,
                 patient_id=p.patient_id,
                 clip_frames=t,
-                options=p.options.get(k, ImageOptions()),
+                options=p.image_options(k),
                 framing=self.framing,
             )
             for k in IMAGE_INPUTS
@@ -261,7 +261,7 @@ class BatchSettings:
     shuffle_buffer: int = 4096
     num_threads: int = 2
     prefetch: int = 4
-    framing: Framing = Framing()
+    framing: Framing = DEFAULT_FRAMING
 
     @classmethod
     def from_config(cls, config) -> BatchSettings:

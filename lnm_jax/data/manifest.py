@@ -121,6 +121,10 @@ class Patient:
         """Whether the input ``name`` (bmode, ceus or us_lnm) is available."""
         return getattr(self, name) is not None
 
+    def image_options(self, name: str) -> sources.ImageOptions:
+        """The framing columns' values for image input ``name`` (none set: the defaults)."""
+        return self.options.get(name, sources.NO_OPTIONS)
+
 
 @dataclasses.dataclass(frozen=True)
 class Cohort:
@@ -326,7 +330,7 @@ def read_manifest(
             try:
                 options[col] = sources.parse_options(col, rec)
             except sources.OptionError as e:
-                options[col] = sources.ImageOptions()
+                options[col] = sources.NO_OPTIONS
                 problems.append(Problem(BAD_IMAGE_OPTION, str(e), row, e.column))
             cell = rec.get(col, "")
             if not cell:
@@ -377,7 +381,7 @@ def read_manifest(
                 lnm=label,
                 row=row,
                 metadata={c: rec.get(c, "") for c in metadata_columns},
-                options={k: v for k, v in options.items() if v != sources.ImageOptions()},
+                options={k: v for k, v in options.items() if v != sources.NO_OPTIONS},
             )
         )
 

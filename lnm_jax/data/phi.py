@@ -103,12 +103,13 @@ def phi_present(ds) -> tuple[str, ...]:
     return tuple(sorted(found))
 
 
-def deidentify_dataset(ds, pseudonym: str, new_uid: Callable[[str], str]) -> None:
+def deidentify_dataset(ds, new_uid: Callable[[str], str], *, cropped: bool) -> None:
     """Applies the header part of the basic profile to ``ds`` in place: private elements,
     person names, dates/times and the identifying attributes removed (emptied where the IOD
     requires them), instance UIDs replaced through ``new_uid`` (one mapping for a whole cohort,
-    so references between files survive), ``PatientID`` and ``PatientName`` set to
-    ``pseudonym``, and the de-identification recorded as the standard asks."""
+    so references between files survive). PatientName and PatientID are emptied: a file's link
+    to its pseudonym is the manifest row, and to the patient the mapping file kept apart. The
+    de-identification is recorded as the standard asks."""
     from pydicom.dataset import Dataset  # noqa: PLC0415
 
     ds.remove_private_tags()
@@ -122,11 +123,11 @@ def deidentify_dataset(ds, pseudonym: str, new_uid: Callable[[str], str]) -> Non
             del dataset[elem.tag]
 
     ds.walk(visit)
-    if "file_meta" in dir(ds) and ds.file_meta is not None and "MediaStorageSOPInstanceUID" in ds.file_meta:
+    if getattr(ds, "file_meta", None) is not None and "MediaStorageSOPInstanceUID" in ds.file_meta:
         ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
-    ds.PatientID = ds.PatientName = pseudonym
+    ds.PatientID = ds.PatientName = ""
     ds.PatientIdentityRemoved = "YES"
-    ds.DeidentificationMethod = "lnm-jax deidentify: PS3.15 E.1 basic profile (header); cropped to the scan region"
+    ds.DeidentificationMethod = "lnm-jax: PS3.15 basic profile" + ("; cropped to scan region" if cropped else "")
     code = Dataset()
     code.CodeValue, code.CodingSchemeDesignator, code.CodeMeaning = BASIC_PROFILE
     ds.DeidentificationMethodCodeSequence = [code]

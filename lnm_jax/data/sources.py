@@ -25,6 +25,8 @@ from lnm_jax.data.dicom import Box, DicomError, DicomHeader
 from lnm_jax.names import BMODE, CEUS
 
 CEUS_REGION_CHOICES = ("auto", "left", "right")
+# how an image's pixels were chosen (Source.framed_by)
+CROP_COLUMN, SCAN_REGION, WHOLE_FRAME = "crop column", "scan region", "whole frame"
 # 'auto' takes the dual display's contrast side as the region with the most colour (contrast
 # maps are tinted, the B-mode reference is gray) when their mean chroma differs by this much
 # (on [0, 1] RGB); closer than that it cannot tell and says how to choose.
@@ -44,6 +46,9 @@ class Framing:
         return cls(float(data.get("field_of_view_mm", 0.0)), str(data.get("ceus_region", "auto")))
 
 
+DEFAULT_FRAMING = Framing()
+
+
 @dataclasses.dataclass(frozen=True)
 class ImageOptions:
     """What a manifest's optional columns say about one image: ``<input>_crop`` (x0,y0,x1,y1
@@ -53,6 +58,9 @@ class ImageOptions:
     crop: Box | None = None
     mm_per_pixel: float | None = None
     frame: int | None = None
+
+
+NO_OPTIONS = ImageOptions()
 
 
 def option_columns(name: str) -> dict[str, str]:
@@ -124,18 +132,15 @@ class Source:
     header: DicomHeader | None = None
     reference: Box | None = None  # a CEUS dual display's B-mode side
     still_frame: int | None = 0  # the frame a still is read from; None: a clip's peak frame
+    framed_by: str = WHOLE_FRAME  # CROP_COLUMN | SCAN_REGION | WHOLE_FRAME
     notes: tuple[str, ...] = ()
-
-    @property
-    def cropped(self) -> bool:
-        return self.box != Box(0, 0, self.width, self.height)
 
     @property
     def duration_s(self) -> float | None:
         return self.frame_times_s[-1] if self.frame_times_s else None
 
 
-def resolve(path: Path, name: str, options: ImageOptions = ImageOptions(), ceus_region: str = "auto") -> Source:
+def resolve(path: Path, name: str, options: ImageOptions = NO_OPTIONS, ceus_region: str = "auto") -> Source:
     """The :class:`Source` of input ``name`` (bmode/ceus) at ``path``; DicomError, ClipError or
     ValueError naming the file when it cannot be used."""
     path = Path(path)
@@ -154,7 +159,18 @@ def resolve(path: Path, name: str, options: ImageOptions = ImageOptions(), ceus_
             (w, h), n, kind = im.size, 1, "image"
     box, notes = _option_box(path, options, w, h)
     spacing = (options.mm_per_pixel,) * 2 if options.mm_per_pixel else None
-    return Source(path, kind, w, h, box, spacing, n, still_frame=None if kind == "clip" else 0, notes=notes)
+    return Source(
+        path,
+        kind,
+        w,
+        h,
+        box,
+        spacing,
+        n,
+        still_frame=None if kind == "clip" else 0,
+        framed_by=CROP_COLUMN if options.crop else WHOLE_FRAME,
+        notes=notes,
+    )
 
 
 def _option_box(path: Path, options: ImageOptions, w: int, h: int) -> tuple[Box, tuple[str, ...]]:
@@ -175,15 +191,15 @@ def _resolve_dicom(path: Path, name: str, options: ImageOptions, ceus_region: st
         notes.append(f"multi-frame B-mode: frame {frame} of {header.frames} used")
     else:
         frame = 0 if header.frames == 1 else None
-    reference = None
+    reference, framed_by = None, SCAN_REGION
     if options.crop is not None:
         box, _ = _option_box(path, options, w, h)
-        spacing = None
+        spacing, framed_by = None, CROP_COLUMN
     else:
         regions, clamped = tissue_regions(header)
         notes += clamped
         if not regions:
-            box, spacing = Box(0, 0, w, h), None
+            box, spacing, framed_by = Box(0, 0, w, h), None, WHOLE_FRAME
             notes.append("no 2-D tissue region in the header: the whole frame is used")
         elif len(regions) == 1:
             box, spacing = regions[0].box, regions[0].mm_per_pixel
@@ -208,6 +224,7 @@ def _resolve_dicom(path: Path, name: str, options: ImageOptions, ceus_region: st
         header=header,
         reference=reference,
         still_frame=frame,
+        framed_by=framed_by,
         notes=tuple(notes),
     )
 
@@ -222,7 +239,8 @@ def tissue_regions(header: DicomHeader) -> tuple[list[dicom.ScanRegion], list[st
             continue
         box = r.box.clamp(header.columns, header.rows)
         if box.width <= 0 or box.height <= 0:
-            raise DicomError(f"{header.path}: scan region {r.box} lies outside the {header.columns}x{header.rows} image")
+            size = f"{header.columns}x{header.rows}"
+            raise DicomError(f"{header.path}: scan region {r.box} lies outside the {size} image")
         if box != r.box:
             notes.append(f"scan region {r.box} exceeds the {header.columns}x{header.rows} image: clamped to {box}")
         kept.append(dataclasses.replace(r, box=box))
@@ -287,8 +305,8 @@ def decode_input(
     size: int,
     patient_id: str,
     clip_frames: int = 1,
-    options: ImageOptions = ImageOptions(),
-    framing: Framing = Framing(),
+    options: ImageOptions = NO_OPTIONS,
+    framing: Framing = DEFAULT_FRAMING,
 ) -> np.ndarray:
     """Input ``name``'s image of one patient as the model sees it: [size, size, 3] (a CEUS
     clip or still with ``clip_frames`` > 1: [T, size, size, 3], a still repeated), cropped to the

@@ -88,7 +88,7 @@ def _cells(cohort: Cohort) -> Iterator[tuple[Patient, str]]:
                 yield p, name
 
 
-def survey(cohort: Cohort, framing: sources.Framing = sources.Framing(), *, screens: bool = True) -> Survey:
+def survey(cohort: Cohort, framing: sources.Framing = sources.DEFAULT_FRAMING, *, screens: bool = True) -> Survey:
     """Resolves every image of ``cohort`` as training will (``screens``: also decode PNG/JPEG
     and unframed DICOM frames to look for whole screen captures)."""
     formats, syntaxes, photometric, framings = (collections.Counter() for _ in range(4))
@@ -97,12 +97,11 @@ def survey(cohort: Cohort, framing: sources.Framing = sources.Framing(), *, scre
     spacings, clip_frames, clip_seconds, untimed, geometry = [], [], [], 0, []
     for p, name in _cells(cohort):
         path = getattr(p, name)
-        src = sources.resolve(path, name, p.options.get(name, sources.ImageOptions()), framing.ceus_region)
+        src = sources.resolve(path, name, p.image_options(name), framing.ceus_region)
         where = f"row {p.row} ({p.patient_id}) {name} {path.name}"
         fmt = "DICOM" if src.kind == "dicom" else ("clip" if src.kind == "clip" else path.suffix.lower().lstrip("."))
         formats[fmt] += 1
-        option = p.options.get(name, sources.ImageOptions())
-        how = "crop column" if option.crop else ("scan region" if src.kind == "dicom" and src.cropped else "whole")
+        how = src.framed_by
         framings[how] += 1
         if src.header is not None:
             syntaxes[src.header.transfer_syntax.split(" (")[0]] += 1
@@ -123,7 +122,7 @@ def survey(cohort: Cohort, framing: sources.Framing = sources.Framing(), *, scre
                 clip_seconds.append(src.duration_s)
             else:
                 untimed += 1
-        if screens and how == "whole":
+        if screens and how == sources.WHOLE_FRAME:
             hint = screen_capture_box(sources.read_still(src) if src.kind == "dicom" else _first(src))
             if hint is not None:
                 captures.append(f"{where} (content at about {hint})")

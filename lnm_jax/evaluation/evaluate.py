@@ -166,7 +166,9 @@ def predict_exported(folder: Path | str, manifest: Path | str, out_csv: Path | s
     md = model.metadata
     inputs = md["architecture"]["inputs"]
     framing = Framing(**md.get("framing", {}))
-    cohort = read_manifest(manifest, require_labels=False, min_clip_frames=md["clip_frames"], ceus_region=framing.ceus_region)
+    cohort = read_manifest(
+        manifest, require_labels=False, min_clip_frames=md["clip_frames"], ceus_region=framing.ceus_region
+    )
     if not (md["architecture"]["missing_inputs"] or zero_fill_missing):
         refuse_missing(cohort, inputs, f"{folder}", "--zero-fill-missing")
     identity = {k: {"mean": (0.0,) * 3, "std": (1.0,) * 3} for k in names.IMAGE_INPUTS}

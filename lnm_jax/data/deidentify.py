@@ -1,0 +1,216 @@
+"""``lnm-jax deidentify``: a cohort's de-identified copy, safe to move off the hospital network.
+
+For every patient: a random pseudonym (``P0001`` ..., in random order, so that it says
+nothing of the manifest's order); each image cropped to its scan region (DICOM regions or the
+manifest's crop column; for a CEUS dual display, the box around both sides), which removes
+what the scanner burns in around the image (banner with name/ID/date, scales); DICOM headers
+through the basic confidentiality profile (:mod:`lnm_jax.data.phi`), pixels rewritten
+uncompressed at their own bit depth; PNG/JPEG re-encoded as PNG with no metadata chunks.
+The new manifest keeps ``us_lnm``, ``lnm``, spacing and frame columns, and only the metadata
+columns named in ``keep_columns``. The mapping (pseudonym -> original patient, files, SOP
+instance UIDs) goes to a separate file, which must not be inside the output folder.
+
+Not covered (said in the README): text or calipers drawn inside the scan region, faces or
+other identifying content of the image itself, and identifiers typed into file names.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import random
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from lnm_jax.data import dicom, phi, sources
+from lnm_jax.data.clips import read_frames
+from lnm_jax.data.dicom import Box
+from lnm_jax.data.manifest import OPTION_COLUMNS, Cohort, read_manifest, write_manifest
+from lnm_jax.fileio import atomic_directory, write_csv
+from lnm_jax.names import IMAGE_INPUTS, LABEL, PATIENT_ID, US_LNM
+
+MAPPING_COLUMNS = (
+    "original_patient_id",
+    PATIENT_ID,
+    "input",
+    "original_file",
+    "file",
+    "original_sop_instance_uid",
+    "sop_instance_uid",
+)
+# framing columns that stay true of the cropped copy (a crop column is applied, so dropped)
+KEPT_OPTIONS = tuple(c for cols in OPTION_COLUMNS.values() for f, c in cols.items() if f != "crop")
+
+
+@dataclasses.dataclass
+class Report:
+    manifest: Path
+    mapping: Path
+    patients: int
+    files: int
+    dicom_files: int
+    uncropped: list[str]
+
+    def lines(self) -> list[str]:
+        out = [
+            f"wrote {self.patients} patients ({self.files} image files, {self.dicom_files} DICOM) to {self.manifest}",
+            f"mapping to the original patients: {self.mapping} (keep it apart from the data)",
+        ]
+        if self.uncropped:
+            out.append(
+                f"warning: {len(self.uncropped)} image(s) had no scan region or crop column and were copied whole "
+                f"(burned-in text, if any, remains), e.g. {self.uncropped[0]}"
+            )
+        return out
+
+
+def deidentify(
+    manifest: Path | str,
+    out_dir: Path | str,
+    mapping: Path | str,
+    *,
+    keep_columns: tuple[str, ...] = (),
+    ceus_region: str = "auto",
+) -> Report:
+    cohort = read_manifest(manifest, require_labels=False, ceus_region=ceus_region)
+    out_dir, mapping = Path(out_dir).resolve(), Path(mapping).resolve()
+    if mapping.is_relative_to(out_dir):
+        raise ValueError(f"--mapping {mapping} is inside the output folder {out_dir}: keep it apart from the data")
+    if mapping.exists():
+        raise FileExistsError(f"{mapping} exists; choose a new mapping file")
+    unknown = [c for c in keep_columns if c not in cohort.metadata_columns]
+    if unknown:
+        raise ValueError(f"--keep-columns {', '.join(unknown)}: not metadata columns of {manifest}")
+    pseudonyms = _pseudonyms(cohort)
+    rows, links, uncropped, dicom_files = [], [], [], 0
+    uids: dict[str, str] = {}
+
+    def new_uid(old: str) -> str:
+        from pydicom.uid import generate_uid  # noqa: PLC0415
+
+        return uids.setdefault(old, generate_uid())
+
+    with atomic_directory(out_dir) as tmp:
+        (tmp / "images").mkdir()
+        for p in cohort.patients:
+            pid = pseudonyms[p.patient_id]
+            row = {PATIENT_ID: pid, US_LNM: p.us_lnm, LABEL: p.lnm, **{c: p.metadata[c] for c in keep_columns}}
+            for col in KEPT_OPTIONS:
+                name, field = col.split("_", 1)
+                value = getattr(p.image_options(name), field, None)
+                row[col] = value
+            for name in IMAGE_INPUTS:
+                path = getattr(p, name)
+                if path is None:
+                    continue
+                src = sources.resolve(path, name, p.image_options(name), ceus_region)
+                box = _crop_box(src)
+                if src.framed_by == sources.WHOLE_FRAME:
+                    uncropped.append(f"row {p.row} {name} {path}")
+                if src.kind == "dicom":
+                    rel, uid_pair = _copy_dicom(src, box, tmp, pid, name, new_uid)
+                    dicom_files += 1
+                else:
+                    rel, uid_pair = _copy_pixels(src, box, tmp, pid, name), ("", "")
+                row[name] = rel
+                links.append(
+                    dict(zip(MAPPING_COLUMNS, (p.patient_id, pid, name, str(path), rel, *uid_pair), strict=True))
+                )
+            rows.append(row)
+        rows.sort(key=lambda r: r[PATIENT_ID])  # the manifest's order would link the pseudonyms back
+        write_manifest(tmp / "manifest.csv", rows, extra_columns=(*keep_columns, *KEPT_OPTIONS))
+        read_manifest(tmp / "manifest.csv", require_labels=False, ceus_region=ceus_region)  # the copy is usable
+    mapping.parent.mkdir(parents=True, exist_ok=True)
+    write_csv(mapping, links, MAPPING_COLUMNS)
+    os.chmod(mapping, 0o600)
+    return Report(out_dir / "manifest.csv", mapping, len(rows), len(links), dicom_files, uncropped)
+
+
+def _pseudonyms(cohort: Cohort) -> dict[str, str]:
+    """Random order (the OS's entropy, not a seed: nothing to re-derive them from)."""
+    order = list(range(len(cohort)))
+    random.SystemRandom().shuffle(order)
+    width = max(4, len(str(len(cohort))))
+    return {cohort.patients[i].patient_id: f"P{k + 1:0{width}d}" for k, i in enumerate(order)}
+
+
+def _crop_box(src: sources.Source) -> Box:
+    """The scan region, or for a dual display the box around both of its sides."""
+    if src.reference is None:
+        return src.box
+    a, b = src.box, src.reference
+    return Box(min(a.x0, b.x0), min(a.y0, b.y0), max(a.x1, b.x1), max(a.y1, b.y1))
+
+
+def _to_integers(frames: np.ndarray, bits: int) -> np.ndarray:
+    top = 2**bits - 1
+    return np.round(frames * top).astype(np.uint8 if bits <= 8 else np.uint16)
+
+
+def _copy_dicom(src: sources.Source, box: Box, root: Path, pid: str, name: str, new_uid) -> tuple[str, tuple[str, str]]:
+    import pydicom  # noqa: PLC0415
+    from pydicom.pixels import set_pixel_data  # noqa: PLC0415
+
+    header = src.header
+    ds = pydicom.dcmread(src.path, stop_before_pixels=True)
+    original_uid = str(ds.get("SOPInstanceUID", ""))
+    frames = np.stack([sources.crop(f, box) for f in dicom.iter_frames(header)])
+    gray = header.photometric.startswith("MONOCHROME")
+    bits = 8 if header.photometric == "PALETTE COLOR" else header.bits_stored
+    pixels = _to_integers(frames[..., 0] if gray else frames, bits)
+    for key in ("PixelData", "FloatPixelData", "DoubleFloatPixelData") + _palette_keys(ds):
+        if key in ds:
+            del ds[key]
+    cropped = box != Box(0, 0, src.width, src.height)
+    phi.deidentify_dataset(ds, new_uid, cropped=cropped)
+    set_pixel_data(
+        ds,
+        pixels if header.frames > 1 else pixels[0],
+        "MONOCHROME2" if gray else "RGB",
+        bits,
+        generate_instance_uid=False,
+    )
+    for key in ("LossyImageCompression", "LossyImageCompressionMethod", "LossyImageCompressionRatio"):
+        if key in ds and str(ds[key].value) in ("", "00"):
+            del ds[key]
+    regions, _ = sources.tissue_regions(header)
+    kept = [r for r in regions if box.contains(r.box)]
+    if kept:
+        ds.SequenceOfUltrasoundRegions = [
+            dicom.region_item(
+                dataclasses.replace(
+                    r, box=Box(r.box.x0 - box.x0, r.box.y0 - box.y0, r.box.x1 - box.x0, r.box.y1 - box.y0)
+                )
+            )
+            for r in kept
+        ]
+    elif "SequenceOfUltrasoundRegions" in ds:
+        del ds["SequenceOfUltrasoundRegions"]
+    if cropped:
+        ds.BurnedInAnnotation = "NO"  # what the scanner burns in lies outside the scan region
+    ds.file_meta.TransferSyntaxUID = pydicom.uid.ExplicitVRLittleEndian
+    rel = f"images/{pid}_{name}.dcm"
+    dicom.write_dataset(ds, root / rel)
+    return rel, (original_uid, str(ds.SOPInstanceUID))
+
+
+def _palette_keys(ds) -> tuple[str, ...]:
+    return tuple(k for k in ds.dir() if "PaletteColorLookupTable" in k)
+
+
+def _copy_pixels(src: sources.Source, box: Box, root: Path, pid: str, name: str) -> str:
+    """PNG/JPEG/clip pixels, cropped, as PNG without metadata (a clip as a folder of frames)."""
+    if src.kind == "clip":
+        rel = f"images/{pid}_{name}"
+        (root / rel).mkdir()
+        for k, frame in enumerate(read_frames(src.path)):
+            Image.fromarray(sources.crop(frame, box)).save(root / rel / f"frame_{k:03d}.png")
+        return rel
+    rel = f"images/{pid}_{name}.png"
+    with Image.open(src.path) as im:
+        im.load()
+        keep = im if im.mode in ("L", "RGB", "I;16", "I") else im.convert("RGB")
+        keep.crop((box.x0, box.y0, box.x1, box.y1)).save(root / rel, format="PNG")
+    return rel
