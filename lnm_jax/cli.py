@@ -129,14 +129,18 @@ def _config_for_validate(a):
 
 def cmd_norm_stats(argv: list[str]) -> int:
     from lnm_jax.data.loader import manifest_norm_stats
+    from lnm_jax.data.sources import Framing
 
     p = argparse.ArgumentParser(prog="lnm-jax norm-stats", description="Per-modality mean/std of the training split.")
     p.add_argument("--manifest", required=True, type=Path)
     p.add_argument("--image-size", type=int, default=224)
     p.add_argument("--seed", type=int, default=0, help="split seed (config data.split.seed)")
     p.add_argument("--out", type=Path, help="also write the JSON here")
+    p.add_argument("--field-of-view-mm", type=float, default=0.0, help="config data.field_of_view_mm")
+    p.add_argument("--ceus-region", default="auto", help="config data.ceus_region")
     a = p.parse_args(argv)
-    manifest_norm_stats(a.manifest, image_size=a.image_size, seed=a.seed, out=a.out)
+    framing = Framing(a.field_of_view_mm, a.ceus_region)
+    manifest_norm_stats(a.manifest, image_size=a.image_size, seed=a.seed, out=a.out, framing=framing)
     return 0
 
 

@@ -26,9 +26,11 @@ from ml_collections import ConfigDict
 from lnm_jax import names, provenance
 from lnm_jax.config import base_config
 from lnm_jax.data.manifest import Cohort, read_manifest
+from lnm_jax.data.sources import Framing
 from lnm_jax.data.splits import Split, check_stored, holdout_split, kfold_splits, load_splits, save_splits
+from lnm_jax.data.survey import GEOMETRY_COLUMNS, survey
 from lnm_jax.data.synthetic import SynthParams, generate_cohort
-from lnm_jax.fileio import write_text
+from lnm_jax.fileio import write_csv, write_text
 from lnm_jax.models.fusion import build_model, check_config
 from lnm_jax.preflight import check_inputs_present
 from lnm_jax.run_files import GENERATOR, MANIFEST, RunFiles
@@ -308,6 +310,9 @@ class Run:
             check_resumable(load_config(files.root), config)
         cohort = resolve_cohort(config, files)  # the embedded synthetic cohort is written here
         check_inputs_present(config, cohort)
+        images = survey(cohort, Framing.from_config(config.data), screens=False)
+        if images.problems:
+            raise ValueError(f"{cohort.path}: " + " | ".join(images.problems))
         save = split is not None  # an imposed split is recorded as given
         if split is None:
             split = stored_split(config, cohort, files)
@@ -321,6 +326,7 @@ class Run:
         if save:
             save_splits(files.splits, [split], **(split_doc or split_document(config, cohort)))
         write_run_record(config, files)
+        write_csv(files.image_geometry, images.geometry, GEOMETRY_COLUMNS)
         return cls(config, files.root, cohort, split, resume=resume)
 
     @classmethod

@@ -27,6 +27,7 @@ from pathlib import Path
 CONFIG = "config.json"
 RUN_INFO = "run_info.json"
 SPLITS = "splits.json"
+IMAGE_GEOMETRY = "image_geometry.csv"  # per patient and image: format, crop box, mm/pixel, frames, seconds
 COHORT = "cohort"
 TFDS = "tfds"
 CHECKPOINTS = "checkpoints"
@@ -81,6 +82,10 @@ class RunFiles:
     @property
     def splits(self) -> Path:
         return self.root / SPLITS
+
+    @property
+    def image_geometry(self) -> Path:
+        return self.root / IMAGE_GEOMETRY
 
     @property
     def cohort(self) -> Path:

@@ -334,7 +334,9 @@ class GrainSource:
         return normalisation_stats(chunks(self.decoded, self.decoded.index(ids)))
 
 
-def manifest_norm_stats(manifest, *, image_size: int = 224, seed: int = 0, out=None) -> dict:
+def manifest_norm_stats(
+    manifest, *, image_size: int = 224, seed: int = 0, out=None, framing: Framing = DEFAULT_FRAMING
+) -> dict:
     """``lnm-jax norm-stats``: per-modality mean/std of a manifest's training split (the split
     ``data.split.seed`` makes), printed as JSON on stdout and as config overrides on stderr;
     also written to ``out`` when given."""
@@ -345,9 +347,9 @@ def manifest_norm_stats(manifest, *, image_size: int = 224, seed: int = 0, out=N
     from lnm_jax.data.manifest import read_manifest  # noqa: PLC0415
     from lnm_jax.data.splits import holdout_split  # noqa: PLC0415
 
-    cohort = read_manifest(manifest)
+    cohort = read_manifest(manifest, ceus_region=framing.ceus_region)
     split = holdout_split(cohort.ids, cohort.labels, seed=seed)
-    decoded = DecodedCohort(cohort.patients, image_size, cache=False)
+    decoded = DecodedCohort(cohort.patients, image_size, cache=False, framing=framing)
     stats = normalisation_stats(chunks(decoded, decoded.index(split.train)))
     text = json.dumps(stats, indent=2)
     print(text)

@@ -206,9 +206,17 @@ class TfdsSource:
     ):
         from lnm_jax.data.tfds_builder import load_cohort  # noqa: PLC0415
 
+        if settings.framing.field_of_view_mm:
+            raise ValueError("data.field_of_view_mm (physical scale) needs the default data.loader='grain'")
         self.settings = settings
         self.process_index, self.process_count = process_index, process_count
-        self._all = load_cohort(cohort, records_dir, require_labels=require_labels, clip_frames=settings.clip_frames)
+        self._all = load_cohort(
+            cohort,
+            records_dir,
+            require_labels=require_labels,
+            clip_frames=settings.clip_frames,
+            ceus_region=settings.framing.ceus_region,
+        )
         self._decoded: dict[tuple[str, ...], tf.data.Dataset] = {}
 
     def decoded(self, ids: Sequence[str]) -> tf.data.Dataset:

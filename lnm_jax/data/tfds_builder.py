@@ -8,6 +8,8 @@ with its ``has_*`` flag false; a missing flag or label as -1.
 CEUS is a list of frames: one for a still image; for a clip, the ``clip_frames`` frames
 sampled over its enhancement phase (:mod:`lnm_jax.data.clips`), PNG-encoded. The sampling
 depends on ``clip_frames``, so the data folder is keyed by it as well as by the manifest.
+A DICOM file or an image with framing columns is stored as the PNG of its scan region
+(:mod:`lnm_jax.data.sources`): 8-bit where the source is, else 16-bit gray or 8-bit colour.
 """
 
 from __future__ import annotations
@@ -18,7 +20,9 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
+from lnm_jax.data import sources
 from lnm_jax.data.clips import encode_png, is_clip, sample_clip
+from lnm_jax.data.dicom import is_dicom
 from lnm_jax.data.manifest import Cohort, read_manifest
 from lnm_jax.names import BMODE, CEUS, LABEL, PATIENT_ID, US_LNM, has
 
@@ -36,11 +40,18 @@ class LnmCohort(tfds.core.GeneratorBasedBuilder):
     )
 
     def __init__(
-        self, *, manifest_name: str = "manifest.csv", require_labels: bool = True, clip_frames: int = 1, **kwargs
+        self,
+        *,
+        manifest_name: str = "manifest.csv",
+        require_labels: bool = True,
+        clip_frames: int = 1,
+        ceus_region: str = "auto",
+        **kwargs,
     ):
         self._manifest_name = manifest_name
         self._require_labels = require_labels
         self._clip_frames = clip_frames
+        self._ceus_region = ceus_region
         super().__init__(**kwargs)
 
     def _info(self) -> tfds.core.DatasetInfo:
@@ -63,12 +74,17 @@ class LnmCohort(tfds.core.GeneratorBasedBuilder):
 
     def _split_generators(self, dl_manager):
         manifest = Path(dl_manager.manual_dir) / self._manifest_name
-        cohort = read_manifest(manifest, require_labels=self._require_labels, min_clip_frames=self._clip_frames)
+        cohort = read_manifest(
+            manifest,
+            require_labels=self._require_labels,
+            min_clip_frames=self._clip_frames,
+            ceus_region=self._ceus_region,
+        )
         return {ALL_SPLIT: self._generate_examples(cohort)}
 
     def _generate_examples(self, cohort: Cohort):
         for p in cohort.patients:
-            bmode, ceus = (p.bmode.read_bytes() if p.bmode else b""), self._ceus_frames(p.ceus)
+            bmode, ceus = self._bmode(p), self._ceus_frames(p)
             for encoded, path in [(bmode, p.bmode)] * bool(p.bmode) + [(f, p.ceus) for f in ceus]:
                 check_decodes(encoded, p.patient_id, path)
             yield (
@@ -85,12 +101,48 @@ class LnmCohort(tfds.core.GeneratorBasedBuilder):
                 },
             )
 
-    def _ceus_frames(self, path: Path | None) -> list[bytes]:
-        if path is None:
+    def _framed(self, p, name: str) -> sources.Source | None:
+        """The resolved source when the file is not used as it is (DICOM, framing columns)."""
+        path = getattr(p, name)
+        if is_dicom(path) or p.image_options(name) != sources.NO_OPTIONS:
+            return sources.resolve(path, name, p.image_options(name), self._ceus_region)
+        return None
+
+    def _bmode(self, p) -> bytes:
+        if p.bmode is None:
+            return b""
+        src = self._framed(p, BMODE)
+        return p.bmode.read_bytes() if src is None else encode_unit_png(sources.read_still(src))
+
+    def _ceus_frames(self, p) -> list[bytes]:
+        if p.ceus is None:
             return []
-        if is_clip(path):
-            return [encode_png(f) for f in sample_clip(path, self._clip_frames)]
-        return [path.read_bytes()]
+        src = self._framed(p, CEUS)
+        if src is not None and src.still_frame is None:
+            return [encode_unit_png(f) for f in sources.read_clip(src, self._clip_frames)]
+        if src is not None:
+            return [encode_unit_png(sources.read_still(src))]
+        if is_clip(p.ceus):
+            return [encode_png(f) for f in sample_clip(p.ceus, self._clip_frames)]
+        return [p.ceus.read_bytes()]
+
+
+def encode_unit_png(img: np.ndarray) -> bytes:
+    """A [0, 1] float RGB image as PNG: 8-bit when every value is a multiple of 1/255 (an 8-bit
+    source, stored exactly), else 16-bit gray when the channels agree, else 8-bit RGB."""
+    import io  # noqa: PLC0415
+
+    from PIL import Image  # noqa: PLC0415
+
+    eight = np.round(img * 255.0)
+    buf = io.BytesIO()
+    if np.abs(eight / 255.0 - img).max() < 1e-6:
+        Image.fromarray(eight.astype(np.uint8), "RGB").save(buf, format="PNG")
+    elif np.array_equal(img[..., 0], img[..., 1]) and np.array_equal(img[..., 0], img[..., 2]):
+        Image.fromarray(np.round(img[..., 0] * 65535.0).astype(np.uint16)).save(buf, format="PNG")
+    else:
+        Image.fromarray(eight.astype(np.uint8), "RGB").save(buf, format="PNG")
+    return buf.getvalue()
 
 
 def check_decodes(encoded: bytes, patient_id: str, path: Path) -> None:
@@ -104,7 +156,12 @@ def check_decodes(encoded: bytes, patient_id: str, path: Path) -> None:
 
 
 def load_cohort(
-    cohort: Cohort, data_dir: Path | str, *, require_labels: bool = True, clip_frames: int = 1
+    cohort: Cohort,
+    data_dir: Path | str,
+    *,
+    require_labels: bool = True,
+    clip_frames: int = 1,
+    ceus_region: str = "auto",
 ) -> tf.data.Dataset:
     """Builds (once per manifest content and clip length) and loads the cohort as a
     tf.data.Dataset.
@@ -112,10 +169,15 @@ def load_cohort(
     The TFDS data folder is keyed by the manifest's SHA-256, so an edited manifest gets a
     fresh build instead of stale records.
     """
-    data_dir = Path(data_dir) / f"{cohort.sha256[:16]}_t{clip_frames}"
+    region = "" if ceus_region == "auto" else f"_{ceus_region}"
+    data_dir = Path(data_dir) / f"{cohort.sha256[:16]}_t{clip_frames}{region}"
     tfds.disable_progress_bar()
     builder = LnmCohort(
-        data_dir=str(data_dir), manifest_name=cohort.path.name, require_labels=require_labels, clip_frames=clip_frames
+        data_dir=str(data_dir),
+        manifest_name=cohort.path.name,
+        require_labels=require_labels,
+        clip_frames=clip_frames,
+        ceus_region=ceus_region,
     )
     builder.download_and_prepare(download_config=tfds.download.DownloadConfig(manual_dir=str(cohort.path.parent)))
     read_config = tfds.ReadConfig(shuffle_seed=0, interleave_cycle_length=1)
