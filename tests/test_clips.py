@@ -48,7 +48,10 @@ def test_video_and_frame_folder_read_alike(tmp_path):
     assert a.shape == b.shape == (10, 32, 32, 3)
     np.testing.assert_array_equal(a, frames)  # lossless
     assert np.abs(a.astype(int) - b.astype(int)).mean() < 4  # lossy codec, same content
-    assert clips.sample_indices(clips.intensity_curve(b), 1).tolist() == clips.sample_indices(clips.intensity_curve(a), 1).tolist()
+    assert (
+        clips.sample_indices(clips.intensity_curve(b), 1).tolist()
+        == clips.sample_indices(clips.intensity_curve(a), 1).tolist()
+    )
 
 
 def _manifest(tmp_path, ceus_cell):

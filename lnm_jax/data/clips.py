@@ -95,9 +95,10 @@ def sample_indices(curve: np.ndarray, t: int, times_s: np.ndarray | None = None)
     if last - first + 1 < t:  # a short phase: widen it to T frames, within the clip
         first = max(0, min(first, len(curve) - t))
         last = first + t - 1
-    if times_s is None:
+    times = None if times_s is None else np.asarray(times_s, dtype=np.float64)
+    if times is None or np.allclose(np.diff(times), times[1] - times[0], rtol=1e-6, atol=0.0):
+        # evenly timed frames: seconds and frames agree (and ties round alike)
         return np.round(np.linspace(first, last, t)).astype(int)
-    times = np.asarray(times_s, dtype=np.float64)
     targets = np.linspace(times[first], times[last], t)
     right = np.clip(np.searchsorted(times, targets), 1, len(times) - 1)
     nearest = np.where(targets - times[right - 1] <= times[right] - targets, right - 1, right)

@@ -13,6 +13,7 @@ import dataclasses
 from collections.abc import Iterator
 
 import numpy as np
+from scipy import ndimage
 
 from lnm_jax.data import sources
 from lnm_jax.data.clips import frame_files, read_frames
@@ -21,7 +22,7 @@ from lnm_jax.data.dicom import Box
 from lnm_jax.data.manifest import Cohort, Patient
 from lnm_jax.names import IMAGE_INPUTS, PATIENT_ID
 
-# Screen-capture test: a frame whose content (rows/columns mostly brighter than DARK) covers
+# Screen-capture test: a frame whose content (rows/columns whose 5x5 local mean is mostly above DARK) covers
 # less than CONTENT_FRACTION of it, with bright marks (text, scales: > BRIGHT) in the dark
 # surround. A cropped ultrasound image is speckle to its edges.
 DARK, BRIGHT, CONTENT_FRACTION, MIN_MARKS = 0.04, 0.6, 0.9, 20
@@ -57,7 +58,9 @@ def screen_capture_box(img: np.ndarray) -> Box | None:
     dark surround with text or scale marks), None when it looks like an image cropped to the
     scan region."""
     gray = img.mean(axis=-1)
-    lit = gray >= DARK
+    # speckle has dark pixels everywhere; its local mean does not (text strokes do not add up to
+    # a lit row or column either)
+    lit = ndimage.uniform_filter(gray, size=5, mode="constant") >= DARK
     rows, cols = _longest_run(lit.mean(axis=1) > 0.5), _longest_run(lit.mean(axis=0) > 0.5)
     if rows is None or cols is None:
         return None
@@ -66,7 +69,7 @@ def screen_capture_box(img: np.ndarray) -> Box | None:
         return None
     outside = np.ones_like(lit)
     outside[box.y0 : box.y1, box.x0 : box.x1] = False
-    if (~lit[outside]).mean() < 0.7 or (gray[outside] > BRIGHT).sum() < MIN_MARKS:
+    if (~lit[outside]).mean() < 0.5 or (gray[outside] > BRIGHT).sum() < MIN_MARKS:
         return None
     return box
 

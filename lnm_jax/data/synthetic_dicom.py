@@ -6,8 +6,9 @@ scale, and, for CEUS, the dual display of contrast and low-MI B-mode reference s
 The header carries ``SequenceOfUltrasoundRegions`` (the tissue regions, with their spacing),
 identifying attributes (name, ID, birth date, institution, dates, accession number, a private
 element) and ``BurnedInAnnotation = YES``. CEUS clips are multi-frame cines with
-``FrameTime``. With ``dicom_zoom`` > 0 each patient's depth setting differs: the image is
-scaled by a factor in [1 - zoom, 1 + zoom] and its spacing changes to match, as on a scanner.
+``FrameTime``. With ``dicom_zoom`` > 0 each patient's depth setting differs: the panel keeps
+its pixels while the tissue in it is scaled by a factor z in [1 - zoom, 1 + zoom] (a lesion
+looks z times its size), and the spacing changes to match, as on a scanner.
 
 The screen is drawn from its own random stream, so the images inside the regions are those of
 the PNG cohort of the same parameters, pixel for pixel (before JPEG compression).
@@ -19,7 +20,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from lnm_jax.data import dicom
-from lnm_jax.data.decode import resize
+from lnm_jax.data.decode import placed_weights
 from lnm_jax.data.dicom import Box, ScanRegion
 
 FIELD_OF_VIEW_MM = 40.0  # the synthetic images span 40 mm (synthetic.py's nodule sizes)
@@ -27,11 +28,14 @@ SCREEN_STREAM = 0x5C4EE7  # the screen's random stream, apart from the images'
 
 
 def _zoomed(image: np.ndarray, zoom: float) -> np.ndarray:
+    """The panel a scanner shows at another depth setting: the same number of pixels, the
+    tissue scaled by ``zoom`` about the centre (zero beyond the rendered field)."""
     if zoom == 1.0:
         return image
-    unit = image.astype(np.float32) / 255.0
-    side = max(8, round(image.shape[0] * zoom))
-    return (resize(unit, side) * 255.0 + 0.5).astype(np.uint8)
+    side = image.shape[0]
+    w = placed_weights(side, round(side * zoom), side)
+    unit = np.einsum("oh,pw,hwc->opc", w, w, image.astype(np.float32) / 255.0)
+    return (np.clip(unit, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
 
 
 def screen(panels: list[np.ndarray], banner: str, tint: bool) -> tuple[np.ndarray, list[Box]]:
@@ -99,7 +103,7 @@ def write_patient(
     if bmode is not None:
         panel = _zoomed(np.repeat(bmode[..., None], 3, axis=-1), zoom)
         canvas, (box,) = screen([panel], banner, tint=False)
-        spacing = FIELD_OF_VIEW_MM / bmode.shape[0] / zoom
+        spacing = FIELD_OF_VIEW_MM / round(bmode.shape[0] * zoom)
         ds = dicom.new_dataset(
             canvas,
             regions=[ScanRegion(box, dicom.SPATIAL_2D, dicom.DATA_TISSUE, (spacing, spacing))],
@@ -114,7 +118,7 @@ def write_patient(
         ref = _zoomed(np.repeat(reference[..., None], 3, axis=-1), zoom)
         shown = [screen([_zoomed(f, zoom), ref], banner, tint=True) for f in frames]
         boxes = shown[0][1]
-        spacing = FIELD_OF_VIEW_MM / frames.shape[1] / zoom
+        spacing = FIELD_OF_VIEW_MM / round(frames.shape[1] * zoom)
         regions = [ScanRegion(b, dicom.SPATIAL_2D, dicom.DATA_TISSUE, (spacing, spacing)) for b in boxes]
         pixels = np.stack([s[0] for s in shown]) if ceus.ndim == 4 else shown[0][0]
         frame_ms = clip_seconds * 1000.0 / (len(frames) - 1) if len(frames) > 1 else None

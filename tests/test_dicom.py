@@ -1,0 +1,362 @@
+"""DICOM input (issue 16): files pydicom ships and files built here, scan-region cropping,
+physical scale, cine timing, PHI checks and de-identification, and a DICOM cohort that trains
+like the PNG cohort it shows."""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import io
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from lnm_jax.cli import main
+from lnm_jax.data import clips, dicom, sources
+from lnm_jax.data.decode import fit, read_image
+from lnm_jax.data.dicom import Box, DicomError, ScanRegion
+from lnm_jax.data.loader import BatchSettings, GrainSource
+from lnm_jax.data.manifest import BAD_IMAGE_OPTION, UNUSABLE_DICOM, ManifestError, read_manifest
+from lnm_jax.data.survey import screen_capture_box, survey
+from lnm_jax.data.synthetic import SynthParams, generate_cohort
+
+pydicom_data = pytest.importorskip("pydicom.data", reason="pydicom is a core dependency")
+warnings.filterwarnings("ignore", module="pydicom")
+
+PHI_STRINGS = (b"SYNTH^PATIENT", b"Synthetic General Hospital", b"DOE^JANE")
+PHI_KEYWORDS = ("PatientName", "PatientID", "PatientBirthDate", "AccessionNumber", "InstitutionName")
+IDENTITY = {k: {"mean": (0.0,) * 3, "std": (1.0,) * 3} for k in ("bmode", "ceus")}
+
+
+def shipped(name: str) -> Path:
+    return Path(pydicom_data.get_testdata_file(name))
+
+
+def write(tmp_path, name, pixels, **kw) -> Path:
+    path = tmp_path / name
+    dicom.write_dataset(dicom.new_dataset(pixels, **kw), path)
+    return path
+
+
+def png(tmp_path, name, array) -> Path:
+    path = tmp_path / name
+    Image.fromarray(array).save(path)
+    return path
+
+
+# ---------------------------------------------------------------------------- reading files
+
+
+def test_ultrasound_files_pydicom_ships_decode():
+    # multi-frame JPEG baseline YBR_FULL_422 whose regions exceed the (downsampled) image
+    src = sources.resolve(shipped("examples_ybr_color.dcm"), "ceus")
+    assert src.frames == 30 and src.header.photometric == "YBR_FULL_422"
+    assert src.duration_s == pytest.approx(29 * 0.033333, rel=1e-4)  # FrameTime 33.333 ms
+    assert any("clamped" in n for n in src.notes) and src.box == Box(84, 31, 320, 240)
+    clip = sources.read_clip(src, 4)
+    assert clip.shape == (4, 209, 236, 3) and 0.0 <= clip.min() and clip.max() <= 1.0
+    # PALETTE COLOR through its 16-bit lookup table, cropped to the 2-D tissue region
+    src = sources.resolve(shipped("examples_palette.dcm"), "bmode")
+    img = sources.read_still(src)
+    from pydicom import dcmread
+    from pydicom.pixels import apply_color_lut
+
+    ds = dcmread(src.path)
+    want = apply_color_lut(ds.pixel_array, ds)[src.box.y0 : src.box.y1, src.box.x0 : src.box.x1] / 65535.0
+    np.testing.assert_allclose(img, want, atol=1e-6)
+    assert src.mm_per_pixel == pytest.approx((0.2622878766, 0.2622878766))
+    # RGB without regions: the whole frame, and nothing to crop it to
+    src = sources.resolve(shipped("examples_rgb_color.dcm"), "bmode")
+    assert src.framed_by == sources.WHOLE_FRAME and sources.read_still(src).shape == (240, 320, 3)
+
+
+def test_photometric_interpretations_and_bit_depths_equal_the_png(tmp_path):
+    rng = np.random.default_rng(0)
+    gray16 = rng.integers(0, 65536, (20, 24), dtype=np.uint16)
+    np.testing.assert_array_equal(  # MONOCHROME2 16-bit = a 16-bit PNG (both / 65535)
+        sources.read_still(sources.resolve(write(tmp_path, "g16.dcm", gray16), "bmode")),
+        read_image(png(tmp_path, "g16.png", gray16)),
+    )
+    rgb = rng.integers(0, 256, (20, 24, 3), dtype=np.uint8)
+    want = read_image(png(tmp_path, "rgb.png", rgb))
+    for compression in ("none", "rle"):
+        got = sources.read_still(
+            sources.resolve(write(tmp_path, f"{compression}.dcm", rgb, compression=compression), "bmode")
+        )
+        np.testing.assert_array_equal(got, want)
+    # MONOCHROME1: 0 is white
+    gray = rng.integers(0, 256, (20, 24), dtype=np.uint8)
+    ds = dicom.new_dataset(gray)
+    ds.PhotometricInterpretation = "MONOCHROME1"
+    dicom.write_dataset(ds, tmp_path / "m1.dcm")
+    np.testing.assert_allclose(
+        sources.read_still(sources.resolve(tmp_path / "m1.dcm", "bmode"))[..., 0], 1 - gray / 255.0, atol=1e-6
+    )
+    # YBR_FULL (uncompressed): converted to RGB by pydicom; the 8-bit YCbCr round trip is exact to
+    # 1.5 levels per channel (each of Y, Cb, Cr rounded: |dR| <= 0.5 + 1.402 * 0.5)
+    from pydicom.pixels import convert_color_space
+
+    ds = dicom.new_dataset(rgb)
+    ds.PixelData = convert_color_space(rgb, "RGB", "YBR_FULL").tobytes()
+    ds.PhotometricInterpretation = "YBR_FULL"
+    dicom.write_dataset(ds, tmp_path / "ybr.dcm")
+    got = sources.read_still(sources.resolve(tmp_path / "ybr.dcm", "bmode"))
+    assert np.abs(got - want).max() <= 1.5 / 255 + 1e-6
+
+
+def test_jpeg_cine_is_sampled_in_seconds_from_its_frame_time_vector(tmp_path):
+    t = 12
+    level = np.r_[np.linspace(20, 200, 5), np.linspace(190, 60, t - 5)]
+    frames = np.broadcast_to(level[:, None, None, None], (t, 16, 16, 3)).astype(np.uint8).copy()
+    frames[..., 2] //= 2  # a tint: colour, so YBR_FULL_422 4:2:2 JPEG
+    ds = dicom.new_dataset(frames, compression="jpeg")
+    # the first 6 frames 100 ms apart, then 1 s apart (a scanner slowing its frame rate)
+    ds.FrameTimeVector = [0] + [100] * 5 + [1000] * (t - 6)
+    dicom.write_dataset(ds, tmp_path / "cine.dcm")
+    src = sources.resolve(tmp_path / "cine.dcm", "ceus")
+    assert src.header.transfer_syntax.startswith("JPEG Baseline") and src.frames == t
+    assert src.duration_s == pytest.approx(0.5 + (t - 6) * 1.0)
+    clip = sources.read_clip(src, 3)
+    assert np.abs(clip - frames[[0, 0, 0]] / 255.0).mean() < 1.0  # decoded, in range
+    curve = np.array([f.mean() for f in frames], np.float64)
+    in_frames = clips.sample_indices(curve, 3)
+    in_seconds = clips.sample_indices(curve, 3, src.frame_times_s)
+    first, last = clips.enhancement_phase(curve)
+    times = np.array(src.frame_times_s)
+    middle = np.argmin(np.abs(times - (times[first] + times[last]) / 2))
+    assert in_seconds.tolist() == [first, middle, last] and in_seconds.tolist() != in_frames.tolist()
+    # the JPEG frames are the PNG frames within baseline JPEG's error at quality 95
+    got = np.stack([dicom.read_frame(src.header, i) for i in range(t)])
+    assert np.abs(got - frames / 255.0).mean() < 0.02
+
+
+def _dual(tmp_path, name, left_tint: bool) -> Path:
+    rng = np.random.default_rng(1)
+    gray = rng.integers(30, 200, (20, 20), dtype=np.uint8)
+    contrast = np.stack([gray, gray // 2 if left_tint else gray, gray // 4 if left_tint else gray], -1)
+    screen = np.zeros((30, 50, 3), np.uint8)
+    screen[5:25, 2:22], screen[5:25, 27:47] = contrast, np.repeat(gray[..., None], 3, -1)
+    regions = [ScanRegion(Box(2, 5, 22, 25), 1, 1, (0.2, 0.2)), ScanRegion(Box(27, 5, 47, 25), 1, 1, (0.2, 0.2))]
+    return write(tmp_path, name, screen, regions=regions)
+
+
+def test_dual_display_contrast_side_is_the_coloured_one_or_named(tmp_path):
+    tinted = _dual(tmp_path, "tinted.dcm", left_tint=True)
+    src = sources.resolve(tinted, "ceus")
+    assert src.box == Box(2, 5, 22, 25) and src.reference == Box(27, 5, 47, 25)
+    assert sources.resolve(tinted, "ceus", ceus_region="right").box == Box(27, 5, 47, 25)
+    gray = _dual(tmp_path, "gray.dcm", left_tint=False)
+    with pytest.raises(DicomError, match="data.ceus_region='left' or 'right'"):
+        sources.resolve(gray, "ceus")
+    assert sources.resolve(gray, "ceus", ceus_region="left").box == Box(2, 5, 22, 25)
+    # B-mode of a two-region screen: the left one, said in a note
+    src = sources.resolve(gray, "bmode")
+    assert src.box == Box(2, 5, 22, 25) and "left one" in src.notes[0]
+
+
+def test_bad_dicom_input_is_named_with_what_is_wrong(tmp_path):
+    (tmp_path / "notdicom.dcm").write_text("hello")
+    _dual(tmp_path, "gray.dcm", left_tint=False)
+    rgb = png(tmp_path, "a.png", np.zeros((10, 10, 3), np.uint8))
+    rows = [
+        "patient_id,bmode,ceus,us_lnm,lnm,bmode_crop,ceus_mm_per_pixel",
+        "p1,notdicom.dcm,,1,1,,",
+        "p2,a.png,gray.dcm,0,0,,",
+        'p3,a.png,,0,1,"1,2,3",-1',
+        'p4,a.png,,0,0,"0,0,20,5",',
+    ]
+    (tmp_path / "m.csv").write_text("\n".join(rows) + "\n")
+    with pytest.raises(ManifestError) as e:
+        read_manifest(tmp_path / "m.csv")
+    found = {(p.code, p.row, p.column) for p in e.value.problems}
+    assert (UNUSABLE_DICOM, 1, "bmode") in found and "not a readable DICOM file" in str(e.value)
+    assert (UNUSABLE_DICOM, 2, "ceus") in found and "data.ceus_region" in str(e.value)
+    assert (BAD_IMAGE_OPTION, 3, "bmode_crop") in found and (BAD_IMAGE_OPTION, 3, "ceus_mm_per_pixel") in found
+    assert (BAD_IMAGE_OPTION, 4, "bmode") in found and "exceeds the 10x10 image" in str(e.value)
+    assert rgb.is_file()
+
+
+def test_missing_codec_names_what_to_install(tmp_path):
+    from pydicom.pixels import get_decoder
+    from pydicom.uid import JPEGLSNearLossless
+
+    if get_decoder(JPEGLSNearLossless).is_available:
+        pytest.skip("a JPEG-LS decoder is installed here: the message for a missing one cannot be seen")
+    src = sources.resolve(shipped("JPEGLSNearLossless_08.dcm"), "bmode")
+    with pytest.raises(DicomError, match=r"needs a decoder .* pip install -e '\.\[dicom\]'"):
+        sources.read_still(src)
+
+
+# ------------------------------------------------------------------------- framing and scale
+
+
+def test_physical_scale_makes_a_lesion_the_same_size_at_every_depth():
+    def disk(side: int, mm: float) -> np.ndarray:  # a 10 mm disk on a field `side` pixels of `mm` mm each
+        yy, xx = (np.mgrid[0:side, 0:side] + 0.5) * mm
+        inside = (yy - side * mm / 2) ** 2 + (xx - side * mm / 2) ** 2 < 5.0**2
+        return np.repeat(inside[..., None], 3, -1).astype(np.float32)
+
+    near, far = disk(200, 0.1), disk(100, 0.2)  # 20 mm at 0.1 mm/px and at 0.2 mm/px
+    area = {
+        k: [fit(img, 64, (mm, mm), fov)[..., 0].sum() for img, mm in ((near, 0.1), (far, 0.2))]
+        for k, fov in (("paper", 0.0), ("physical", 40.0))
+    }
+    # both fill the square without a physical scale (the 20 mm field is the whole image)...
+    assert area["paper"][0] == pytest.approx(area["paper"][1], rel=0.02)
+    # ...and with it, a 10 mm disk is pi * (5 mm / (40/64 mm/px))^2 = 201 px at either depth
+    for a in area["physical"]:
+        assert a == pytest.approx(np.pi * (5.0 / (40.0 / 64)) ** 2, rel=0.03)
+    with pytest.raises(ValueError, match="no physical spacing"):
+        fit(near, 64, None, 40.0)
+
+
+@pytest.fixture(scope="module")
+def twin_cohorts(tmp_path_factory):
+    """The same small synthetic cohort as PNG files and as uncompressed DICOM screens."""
+    root = tmp_path_factory.mktemp("twins")
+    base = SynthParams(patients=12, size=32, seed=5, clip_frames=6)
+    out = {}
+    for name, params in (
+        ("png", base),
+        ("dicom", dataclasses.replace(base, format="dicom", dicom_compression="none")),
+        ("zoomed", dataclasses.replace(base, format="dicom", dicom_compression="rle", dicom_zoom=0.3)),
+    ):
+        out[name] = generate_cohort(root / name, params)
+    return out
+
+
+def _eval_batch(manifest, **settings):
+    cohort = read_manifest(manifest, min_clip_frames=settings.get("clip_frames", 1))
+    s = BatchSettings(
+        image_size=32,
+        clip_frames=1,
+        cache=False,
+        norm=IDENTITY,
+        augment={"enabled": False},
+        batch_size=4,
+        eval_batch_size=12,
+        seed=0,
+        num_threads=1,
+    )
+    return next(GrainSource(cohort, dataclasses.replace(s, **settings)).eval_batches(cohort.ids))
+
+
+def test_dicom_cohort_gives_the_png_cohorts_batches(twin_cohorts):
+    for clip_frames in (1, 3):
+        a, b = (_eval_batch(twin_cohorts[k], clip_frames=clip_frames) for k in ("png", "dicom"))
+        for key in ("bmode", "ceus", "us_lnm", "lnm", "has_bmode", "has_ceus"):
+            np.testing.assert_array_equal(a[key], b[key], err_msg=key)
+    # the physical scale: the synthetic field is 40 mm, so at 40 mm per input side the DICOM
+    # images are the PNG's; with depth settings that differ per patient (zoomed), each image is
+    # resampled from its own spacing (the geometry itself: the disk test above)
+    framing = sources.Framing(field_of_view_mm=40.0)
+    np.testing.assert_array_equal(_eval_batch(twin_cohorts["dicom"], framing=framing)["bmode"], a["bmode"])
+    zoomed = read_manifest(twin_cohorts["zoomed"])
+    spacing = {sources.resolve(p.bmode, "bmode").mm_per_pixel[0] for p in zoomed.patients}
+    assert len(spacing) > 1 and min(spacing) < 40 / 32 < max(spacing)
+    assert _eval_batch(twin_cohorts["zoomed"], framing=framing)["bmode"].shape == a["bmode"].shape
+
+
+def test_screen_capture_is_flagged_and_a_crop_column_frames_it(twin_cohorts, tmp_path):
+    # a PNG screen capture of a scanner screen (banner text, colour bar, depth scale) around a
+    # 96 px B-mode image of the synthetic cohort
+    from lnm_jax.data.synthetic_dicom import screen
+
+    image = (read_image(twin_cohorts["png"].parent / "images/SYN000_bmode.png") * 255).round().astype(np.uint8)
+    canvas, (box,) = screen([np.kron(image, np.ones((3, 3, 1), np.uint8))], "SYNTH^PATIENT  MRN1234567  2024", False)
+    png(tmp_path, "screen.png", canvas)
+    hint = screen_capture_box(read_image(tmp_path / "screen.png"))
+    assert hint is not None and max(abs(hint.x0 - box.x0), abs(hint.y0 - box.y0), abs(hint.x1 - box.x1)) <= 2
+    assert screen_capture_box(read_image(twin_cohorts["png"].parent / "images/SYN000_bmode.png")) is None
+    rows = ["patient_id,bmode,ceus,us_lnm,lnm,bmode_crop", "a,screen.png,,1,1,", f'b,screen.png,,0,0,"{box}"']
+    (tmp_path / "m.csv").write_text("\n".join(rows) + "\n")
+    cohort = read_manifest(tmp_path / "m.csv")
+    report = "\n".join(survey(cohort).lines)
+    assert "1 image(s) look like whole screen captures" in report and "row 1 (a)" in report
+    b = cohort.patients[1]
+    cropped = sources.read_still(sources.resolve(b.bmode, "bmode", b.image_options("bmode")))
+    np.testing.assert_array_equal(cropped, canvas[box.y0 : box.y1, box.x0 : box.x1] / np.float32(255))
+
+
+# ------------------------------------------------------------------- privacy, end to end
+
+
+def _files_bytes(folder: Path) -> bytes:
+    return b"".join(p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file())
+
+
+def _phi_values(folder: Path) -> set[bytes]:
+    """Every identifying header value of the DICOM files under ``folder`` (names, IDs, birth
+    dates, accession numbers: 8+ characters, so that pixel bytes cannot match by chance)."""
+    from pydicom import dcmread
+
+    values = set()
+    for f in folder.rglob("*.dcm"):
+        ds = dcmread(f, stop_before_pixels=True)
+        values |= {str(ds.get(k, "")).encode() for k in PHI_KEYWORDS}
+    return {v for v in values if len(v) >= 8}
+
+
+def test_validate_flags_phi_deidentify_removes_it_and_the_copy_trains(tmp_path, capsys):
+    from support import tiny_config
+
+    manifest = generate_cohort(
+        tmp_path / "hospital",
+        SynthParams(patients=40, size=48, seed=3, bmode_strength=3.0, ceus_strength=3.0, format="dicom"),
+    )
+    assert main(["validate", str(manifest)]) in (0, 1)
+    out = capsys.readouterr().out
+    assert "PHI: 80 DICOM file(s)" in out and "PatientName" in out and "80 declare BurnedInAnnotation=YES" in out
+    assert not any(s.decode() in out for s in PHI_STRINGS)  # reported by name, never by value
+    inside = ["deidentify", "--manifest", str(manifest), "--out", str(tmp_path / "deid")]
+    assert main([*inside, "--mapping", str(tmp_path / "deid" / "map.csv")]) == 1  # kept apart
+    assert main([*inside, "--mapping", str(tmp_path / "private" / "map.csv"), "--keep-columns", "age"]) == 0
+    deid = tmp_path / "deid"
+    phi_values = _phi_values(manifest.parent) | set(PHI_STRINGS)
+    assert len(phi_values) > 100
+    assert not any(s in _files_bytes(deid) for s in phi_values)  # headers and burned-in banners
+    with open(deid / "manifest.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["patient_id"] for r in rows] == sorted(r["patient_id"] for r in rows) and "sex" not in rows[0]
+    src = sources.resolve(deid / rows[0]["ceus"], "ceus")
+    assert src.header.burned_in_annotation == "NO" and not src.header.phi and src.reference is not None
+    assert main(["validate", str(deid / "manifest.csv")]) in (0, 1)
+    assert "PHI" not in capsys.readouterr().out
+    with open(tmp_path / "private" / "map.csv") as f:
+        assert {r["original_patient_id"] for r in csv.DictReader(f)} == {f"SYN{i:03d}" for i in range(40)}
+
+    # the de-identified DICOM cohort trains, evaluates, predicts and explains like any other
+    config = tiny_config(deid / "manifest.csv", "triple", epochs=1)
+    work = tmp_path / "run"
+    from lnm_jax.run import Run
+    from lnm_jax.training.loop import train
+
+    train(Run.create(config, work))
+    assert main(["evaluate", "--workdir", str(work)]) == 0
+    assert (
+        main(
+            ["predict", "--workdir", str(work), "--manifest", str(deid / "manifest.csv"), "--out", str(work / "p.csv")]
+        )
+        == 0
+    )
+    assert main(["gradcam", "--workdir", str(work), "--split", "val"]) == 0
+    assert list((work / "gradcam_val").rglob("*.png"))
+    with open(work / "image_geometry.csv") as f:
+        geometry = list(csv.DictReader(f))
+    assert len(geometry) == 80 and {g["framing"] for g in geometry} == {"scan region"}
+    assert not any(s in _files_bytes(work) for s in phi_values)
+    capsys.readouterr()
+
+
+def test_jpeg_encoding_in_the_writer_is_baseline(tmp_path):
+    img = np.random.default_rng(2).integers(0, 256, (16, 16, 3), dtype=np.uint8)
+    ds = dicom.new_dataset(img, compression="jpeg")
+    from pydicom.encaps import generate_frames
+
+    frame = next(generate_frames(ds.PixelData, number_of_frames=1))
+    with Image.open(io.BytesIO(frame)) as im:
+        assert im.format == "JPEG" and im.mode == "RGB"
+    assert ds.PhotometricInterpretation == "YBR_FULL_422"
