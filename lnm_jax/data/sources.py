@@ -148,16 +148,21 @@ def resolve(path: Path, name: str, options: ImageOptions = NO_OPTIONS, ceus_regi
         raise ValueError(f"data.ceus_region must be one of {CEUS_REGION_CHOICES}, got {ceus_region!r}")
     if dicom.is_dicom(path):
         return _resolve_dicom(path, name, options, ceus_region)
-    if clips.is_clip(path):
-        frames = clips.read_frames(path)
-        n, h, w = frames.shape[:3]
+    from PIL import Image  # noqa: PLC0415
+
+    if clips.is_clip(path) and path.is_dir():  # a frame folder: its first frame's size
+        files = clips.frame_files(path)
+        if not files:
+            raise clips.ClipError(f"{path}: folder holds no {'/'.join(clips.FRAME_SUFFIXES)} frames")
+        with Image.open(files[0]) as im:
+            (w, h), n, kind = im.size, len(files), "clip"
+    elif clips.is_clip(path):
+        n, h, w = clips.read_frames(path).shape[:3]
         kind = "clip"
     else:
-        from PIL import Image  # noqa: PLC0415
-
         with Image.open(path) as im:
             (w, h), n, kind = im.size, 1, "image"
-    box, notes = _option_box(path, options, w, h)
+    box = _option_box(path, options, w, h)
     spacing = (options.mm_per_pixel,) * 2 if options.mm_per_pixel else None
     return Source(
         path,
@@ -169,16 +174,15 @@ def resolve(path: Path, name: str, options: ImageOptions = NO_OPTIONS, ceus_regi
         n,
         still_frame=None if kind == "clip" else 0,
         framed_by=CROP_COLUMN if options.crop else WHOLE_FRAME,
-        notes=notes,
     )
 
 
-def _option_box(path: Path, options: ImageOptions, w: int, h: int) -> tuple[Box, tuple[str, ...]]:
+def _option_box(path: Path, options: ImageOptions, w: int, h: int) -> Box:
     if options.crop is None:
-        return Box(0, 0, w, h), ()
+        return Box(0, 0, w, h)
     if options.crop.x1 > w or options.crop.y1 > h:
         raise ValueError(f"{path}: crop {options.crop} exceeds the {w}x{h} image")
-    return options.crop, ()
+    return options.crop
 
 
 def _resolve_dicom(path: Path, name: str, options: ImageOptions, ceus_region: str) -> Source:
@@ -193,8 +197,9 @@ def _resolve_dicom(path: Path, name: str, options: ImageOptions, ceus_region: st
         frame = 0 if header.frames == 1 else None
     reference, framed_by = None, SCAN_REGION
     if options.crop is not None:
-        box, _ = _option_box(path, options, w, h)
-        spacing, framed_by = None, CROP_COLUMN
+        box, framed_by = _option_box(path, options, w, h), CROP_COLUMN
+        # the spacing of the tissue region the crop lies in, if any
+        spacing = next((r.mm_per_pixel for r in tissue_regions(header)[0] if r.box.contains(box)), None)
     else:
         regions, clamped = tissue_regions(header)
         notes += clamped
