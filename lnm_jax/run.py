@@ -103,7 +103,8 @@ def resolve_cohort(config: ConfigDict, files: RunFiles) -> Cohort:
     params = synth_params(config)
     generator = files.cohort / GENERATOR
     if generator.is_file():
-        stored = json.loads(generator.read_text())["params"]
+        # parameters added since the cohort was written count at their defaults
+        stored = {**dataclasses.asdict(SynthParams()), **json.loads(generator.read_text())["params"]}
         if stored != dataclasses.asdict(params):
             raise ValueError(
                 f"{files.cohort} holds a synthetic cohort with other parameters ({stored}); use a fresh --workdir"

@@ -37,6 +37,7 @@ import numpy as np
 from PIL import Image
 from scipy import ndimage, special
 
+from lnm_jax.data.dicom import COMPRESSIONS
 from lnm_jax.data.manifest import write_manifest
 from lnm_jax.fileio import atomic_directory
 from lnm_jax.names import BMODE, CEUS, LABEL, PATIENT_ID, SETTINGS, US_LNM
@@ -80,8 +81,8 @@ class SynthParams:
             raise ValueError("ceus_dynamic_strength needs clips (clip_frames >= 4)")
         if self.format not in ("png", "dicom"):
             raise ValueError(f"format must be 'png' or 'dicom', got {self.format!r}")
-        if self.dicom_compression not in ("none", "rle", "jpeg"):
-            raise ValueError(f"dicom_compression must be 'none', 'rle' or 'jpeg', got {self.dicom_compression!r}")
+        if self.dicom_compression not in COMPRESSIONS:
+            raise ValueError(f"dicom_compression must be one of {COMPRESSIONS}, got {self.dicom_compression!r}")
         if not 0.0 <= self.dicom_zoom < 0.5:
             raise ValueError(f"dicom_zoom must be in [0, 0.5), got {self.dicom_zoom}")
 
