@@ -55,7 +55,8 @@ def placed_weights(in_size: int, new_size: int, out_size: int) -> np.ndarray:
     return out
 
 
-def _apply(img: np.ndarray, rows_w: np.ndarray, cols_w: np.ndarray) -> np.ndarray:
+def resample(img: np.ndarray, rows_w: np.ndarray, cols_w: np.ndarray) -> np.ndarray:
+    """[H, W, C] -> [rows_w.shape[0], cols_w.shape[0], C] through per-axis weight matrices."""
     rows = np.einsum("oh,hwc->owc", rows_w, img, optimize=True)
     out = np.einsum("pw,owc->opc", cols_w, rows, optimize=True)
     return np.clip(out, 0.0, 1.0, out=out)  # the antialiased resize can overshoot by ~1e-7
@@ -66,7 +67,7 @@ def resize(img: np.ndarray, size: int) -> np.ndarray:
     h, w = img.shape[:2]
     if (h, w) == (size, size):
         return img
-    return _apply(img, resize_weights(h, size), resize_weights(w, size))
+    return resample(img, resize_weights(h, size), resize_weights(w, size))
 
 
 def fit(img: np.ndarray, size: int, mm_per_pixel: tuple[float, float] | None, field_of_view_mm: float) -> np.ndarray:
@@ -83,7 +84,7 @@ def fit(img: np.ndarray, size: int, mm_per_pixel: tuple[float, float] | None, fi
     h, w = img.shape[:2]
     new_h = max(1, round(h * mm_per_pixel[1] / target))
     new_w = max(1, round(w * mm_per_pixel[0] / target))
-    return _apply(img, placed_weights(h, new_h, size), placed_weights(w, new_w, size))
+    return resample(img, placed_weights(h, new_h, size), placed_weights(w, new_w, size))
 
 
 def to_unit_rgb(im: Image.Image) -> np.ndarray:

@@ -208,9 +208,11 @@ def check_dicom(path: Path, name: str, options, min_frames: int, ceus_region: st
     from lnm_jax.data import dicom  # noqa: PLC0415
 
     try:
+        header = dicom.read_header(path)  # the size limit before any frame is decoded
+        if header.columns * header.rows > MAX_IMAGE_PIXELS:
+            size = f"{header.columns}x{header.rows}"
+            return IMAGE_TOO_LARGE, f"frames are {size}, over {MAX_IMAGE_PIXELS / 1e6:.0f} megapixels"
         src = sources.resolve(path, name, options, ceus_region)
-        if src.width * src.height > MAX_IMAGE_PIXELS:
-            return IMAGE_TOO_LARGE, f"frames are {src.width}x{src.height}, over {MAX_IMAGE_PIXELS / 1e6:.0f} megapixels"
         for index in sorted({0, src.frames - 1}):
             dicom.read_frame(src.header, index)
     except (DicomError, ValueError) as e:

@@ -134,6 +134,9 @@ class Source:
     still_frame: int | None = 0  # the frame a still is read from; None: a clip's peak frame
     framed_by: str = WHOLE_FRAME  # CROP_COLUMN | SCAN_REGION | WHOLE_FRAME
     notes: tuple[str, ...] = ()
+    # a video's decoded frames (uint8 [N, H, W, 3]): a video is read whole, so resolving it
+    # keeps them for read_clip rather than decoding it a second time
+    video: np.ndarray | None = dataclasses.field(default=None, repr=False, compare=False)
 
     @property
     def duration_s(self) -> float | None:
@@ -150,6 +153,7 @@ def resolve(path: Path, name: str, options: ImageOptions = NO_OPTIONS, ceus_regi
         return _resolve_dicom(path, name, options, ceus_region)
     from PIL import Image  # noqa: PLC0415
 
+    video = None
     if clips.is_clip(path) and path.is_dir():  # a frame folder: its first frame's size
         files = clips.frame_files(path)
         if not files:
@@ -157,7 +161,8 @@ def resolve(path: Path, name: str, options: ImageOptions = NO_OPTIONS, ceus_regi
         with Image.open(files[0]) as im:
             (w, h), n, kind = im.size, len(files), "clip"
     elif clips.is_clip(path):
-        n, h, w = clips.read_frames(path).shape[:3]
+        video = clips.read_frames(path)
+        n, h, w = video.shape[:3]
         kind = "clip"
     else:
         with Image.open(path) as im:
@@ -174,6 +179,7 @@ def resolve(path: Path, name: str, options: ImageOptions = NO_OPTIONS, ceus_regi
         n,
         still_frame=None if kind == "clip" else 0,
         framed_by=CROP_COLUMN if options.crop else WHOLE_FRAME,
+        video=video,
     )
 
 
@@ -298,7 +304,7 @@ def read_clip(source: Source, t: int) -> np.ndarray:
         curve = [crop(f, source.box).mean(dtype=np.float64) for f in dicom.iter_frames(source.header)]
         idx = clips.sample_indices(np.array(curve), t, source.frame_times_s)
         return np.stack([crop(dicom.read_frame(source.header, int(i)), source.box) for i in idx])
-    frames = crop(clips.read_frames(source.path), source.box)
+    frames = crop(clips.read_frames(source.path) if source.video is None else source.video, source.box)
     idx = clips.sample_indices(clips.intensity_curve(frames), t, source.frame_times_s)
     return frames[idx].astype(np.float32) / np.float32(255.0)
 

@@ -16,7 +16,7 @@ import numpy as np
 from scipy import ndimage
 
 from lnm_jax.data import sources
-from lnm_jax.data.clips import frame_files, read_frames
+from lnm_jax.data.clips import frame_files
 from lnm_jax.data.decode import read_image
 from lnm_jax.data.dicom import Box
 from lnm_jax.data.manifest import Cohort, Patient
@@ -192,5 +192,5 @@ def _first(src: sources.Source) -> np.ndarray:
     if src.kind == "clip" and src.path.is_dir():
         return read_image(frame_files(src.path)[0])
     if src.kind == "clip":
-        return read_frames(src.path)[0].astype(np.float32) / 255.0
+        return src.video[0].astype(np.float32) / 255.0  # a video: resolve decoded it
     return read_image(src.path)

@@ -20,7 +20,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from lnm_jax.data import dicom
-from lnm_jax.data.decode import placed_weights
+from lnm_jax.data.decode import placed_weights, resample
 from lnm_jax.data.dicom import Box, ScanRegion
 
 FIELD_OF_VIEW_MM = 40.0  # the synthetic images span 40 mm (synthetic.py's nodule sizes)
@@ -34,8 +34,7 @@ def _zoomed(image: np.ndarray, zoom: float) -> np.ndarray:
         return image
     side = image.shape[0]
     w = placed_weights(side, round(side * zoom), side)
-    unit = np.einsum("oh,pw,hwc->opc", w, w, image.astype(np.float32) / 255.0)
-    return (np.clip(unit, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+    return (resample(image.astype(np.float32) / 255.0, w, w) * 255.0 + 0.5).astype(np.uint8)
 
 
 def screen(panels: list[np.ndarray], banner: str, tint: bool) -> tuple[np.ndarray, list[Box]]:
