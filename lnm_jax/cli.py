@@ -6,6 +6,8 @@ function; errors a user can fix are printed as one line and exit 1 (bad argument
                                                                  check a manifest against a model, write nothing
     lnm-jax norm-stats --manifest M [--image-size 224 --seed 0]  per-modality mean/std of a train split
     lnm-jax train     --config configs/paper_triple.py --workdir W [--resume] [--config.x.y=v ...]
+    lnm-jax pretrain  --manifest M [--manifest M2 ...] --workdir W [--config configs/small_cohort.py]
+                                                                 self-supervised backbones for model.init_from
     lnm-jax evaluate  --workdir W [--checkpoint best|latest]
     lnm-jax availability --workdir W [--dedicated no_ceus=RUN ...]  metrics per availability pattern
     lnm-jax predict   --workdir W | --exported DIR --manifest NEW.csv --out probs.csv [--zero-fill-missing]
@@ -200,6 +202,32 @@ def cmd_train(argv: list[str]) -> int:
         initialize()
     best = train(Run.create(config, fv.workdir, resume=fv.resume))
     print(f"best validation AUC {best['val_auc']:.4f} at epoch {best['epoch']}; run in {fv.workdir}")
+    return 0
+
+
+def cmd_pretrain(argv: list[str]) -> int:
+    from lnm_jax.config import small_cohort_config
+    from lnm_jax.pretraining.pretrain import backbone_dir, groups, pretrain, probe_lines
+
+    def extra(flags, fv):
+        flags.DEFINE_multi_string(
+            "manifest",
+            [],
+            "a cohort manifest (repeat for more); the first is the downstream cohort, whose test split is left out",
+            flag_values=fv,
+        )
+        flags.DEFINE_integer("fold", None, "with protocol.folds=K: leave out fold FOLD's test patients", flag_values=fv)
+        flags.DEFINE_bool("include_test", False, "also pretrain on the downstream test split (leakage)", flag_values=fv)
+        flags.DEFINE_bool("resume", False, "continue from the last finished epoch's checkpoint", flag_values=fv)
+
+    config, fv = parse_config_command("pretrain", argv, small_cohort_config, extra)
+    if not fv.manifest:
+        raise UsageError("--manifest is required (repeat it for more manifests)")
+    report = pretrain(config, fv.manifest, fv.workdir, fold=fv.fold, include_test=fv.include_test, resume=fv.resume)
+    print(probe_lines(report))
+    for group in groups(config):
+        print(f"backbone ({group}): {backbone_dir(fv.workdir, group)}")
+    print(f"use with: --config.model.init_from={backbone_dir(fv.workdir, 'shared')}")
     return 0
 
 
@@ -449,6 +477,7 @@ COMMANDS = {
     "validate": cmd_validate,
     "norm-stats": cmd_norm_stats,
     "train": cmd_train,
+    "pretrain": cmd_pretrain,
     "evaluate": cmd_evaluate,
     "availability": cmd_availability,
     "predict": cmd_predict,

@@ -100,6 +100,13 @@ def base_config(setting: str = "triple") -> ConfigDict:
             # ('cpu': 1.7x faster train steps on XLA:CPU); 'auto' = 'cpu' on
             # the CPU backend, else 'xla' (models/lowering.py)
             lowering="auto",
+            # Beyond the paper (models/fusion.py): 'concat' is its single dense head over every
+            # feature; 'late' gives each input its own logit and combines them with a small
+            # learned layer. input_heads: per-input logits (trained by train.aux_loss_weight)
+            # beside the concat head. flag_encoding: 'raw' (0/1) | 'centred' (-1/+1).
+            fusion="concat",
+            input_heads=False,
+            flag_encoding="raw",
         )
     )
 
@@ -108,8 +115,19 @@ def base_config(setting: str = "triple") -> ConfigDict:
     c.train.batch_size = 8
     c.train.eval_batch_size = 16
     c.train.learning_rate = 1e-3
-    c.train.plateau = ConfigDict(dict(factor=0.1, patience=5, rtol=1e-4, cooldown=0, min_scale=1e-3))
+    # head_min_scale: the head group's plateau scale never goes below it (0: as the backbones')
+    c.train.plateau = ConfigDict(
+        dict(factor=0.1, patience=5, rtol=1e-4, cooldown=0, min_scale=1e-3, head_min_scale=0.0)
+    )
     c.train.early_stop_patience = 0  # epochs without validation-AUC gain; 0 = off
+    # Small-cohort fine-tuning (all off for the paper): the per-input heads' loss weight (needs
+    # model.input_heads or model.fusion='late'); epochs with the pretrained image branches frozen
+    # (needs model.init_from) before full fine-tuning; the image branches' learning rate as a
+    # fraction of train.learning_rate; AdamW's decoupled weight decay on kernels.
+    c.train.aux_loss_weight = 0.0
+    c.train.freeze_backbone_epochs = 0
+    c.train.backbone_lr_scale = 1.0
+    c.train.weight_decay = 0.0
     # Stop as diverged when an epoch's mean train loss exceeds this (0 = off). A BCE of 100 puts
     # probability e^-100 on the true class on average; healthy runs stay near ln 2 = 0.69.
     c.train.max_loss = 100.0
@@ -119,6 +137,40 @@ def base_config(setting: str = "triple") -> ConfigDict:
     c.train.checkpoint_every_steps = 0
     # Shard each batch over all devices (hosts included) when there is more than one.
     c.train.data_parallel = True
+
+    # `lnm-jax pretrain` (lnm_jax/pretraining/pretrain.py): SimCLR on the manifests' images, the
+    # downstream test split left out; the backbone, width and image size are model.* / data.*.
+    # positives: 'image' (two views of one image) | 'patient' (the second view from another
+    # image of the same patient). shared_backbone: one backbone for both image inputs, else one
+    # each. augment: ultrasound views (lnm_jax/pretraining/views.py).
+    c.pretrain = ConfigDict(
+        dict(
+            method="simclr",
+            shared_backbone=True,
+            positives="image",
+            epochs=100,
+            batch_size=128,
+            learning_rate=1e-3,
+            weight_decay=1e-4,
+            warmup_epochs=5,
+            temperature=0.2,
+            projection_hidden=0,  # 0: the backbone's feature width
+            projection_dim=64,
+            checkpoint_every_epochs=5,
+            probe=True,
+            augment=dict(
+                crop_area_min=0.35,
+                rotation_deg=10.0,
+                flip=True,
+                gain=0.25,
+                contrast_min=0.7,
+                contrast_max=1.3,
+                gamma_min=0.7,
+                gamma_max=1.4,
+                speckle=0.15,
+            ),
+        )
+    )
 
     # fold_bn: predict and explain with BatchNorm folded into the convs (ResNets; same outputs)
     c.eval = ConfigDict(dict(bootstrap=2000, ci_level=0.95, seed=0, fold_bn=True))
@@ -170,5 +222,39 @@ def reproduce_cpu_config() -> ConfigDict:
     c.model.backbone = "resnet50"
     c.model.width = 16
     c.protocol.backbones = ("resnet50", "vgg11", "inception_v3")
+    c.eval.bootstrap = 1000
+    return c
+
+
+def small_cohort_config() -> ConfigDict:
+    """A real cohort of a few hundred patients, on 2 CPU cores: `lnm-jax pretrain` (SimCLR on the
+    cohort's own images, its test split left out), then fine-tuning with every input's own head
+    and a late fusion that gives the flag its log-odds (README, "Bringing your own cohort").
+
+    Fine-tuning: the pretrained branches frozen for the first epochs (the heads settle on
+    features that are not yet moving), then all trained; the heads at 1e-2 and the branches at
+    1e-3 (AdamW, decay 1e-4 on kernels); a plateau drop that never takes the heads below 1e-3;
+    early stopping on validation AUC. Set model.init_from to the pretraining's backbone.
+    """
+    c = base_config("triple")
+    c.name = "small_cohort"
+    c.data.image_size = 128
+    c.model.backbone = "resnet18"
+    c.model.width = 16
+    c.model.fusion = "late"
+    c.model.flag_encoding = "centred"
+    c.train.epochs = 40
+    c.train.batch_size = 16
+    c.train.eval_batch_size = 64
+    c.train.learning_rate = 1e-2
+    c.train.backbone_lr_scale = 0.1
+    c.train.weight_decay = 1e-4
+    c.train.aux_loss_weight = 1.0
+    c.train.freeze_backbone_epochs = 5
+    c.train.early_stop_patience = 10
+    c.train.plateau.patience = 4
+    c.train.plateau.head_min_scale = 0.1
+    c.pretrain.epochs = 30
+    c.pretrain.batch_size = 128
     c.eval.bootstrap = 1000
     return c

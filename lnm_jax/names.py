@@ -14,6 +14,7 @@ US_LNM = "us_lnm"  # the sonographer's binary call: cervical nodes abnormal
 LABEL = "lnm"  # pathology-confirmed lymph node metastasis
 PATIENT_ID = "patient_id"
 VALID = "valid"  # false on the padding rows of a fixed-shape evaluation batch
+INPUT_LOGIT = "logit_"  # + an input name: that input's own head's logit in a model's predictions
 
 IMAGE_INPUTS = (BMODE, CEUS)
 INPUTS = (BMODE, CEUS, US_LNM)  # canonical order: the fused feature concatenates in it

@@ -77,6 +77,7 @@ def evaluate(run: Run, *, checkpoint: str = "best", subsets=("val", "test"), out
                     "pred_at_youden": "" if youden is None else int(pr >= youden),
                 }
             )
+    result["single_inputs"] = single_input_check(run, preds)
     if not config.data.manifest:
         result["synthetic_reference"] = bayes_reference(run, preds, subsets)
     out = Path(out) if out else run.files.evaluation(checkpoint)
@@ -94,6 +95,47 @@ def evaluate(run: Run, *, checkpoint: str = "best", subsets=("val", "test"), out
     write_model_card(run, out, checkpoint, evaluation=result)
     result["out"] = str(out)
     return result
+
+
+def single_input_scores(run: Run, pred: dict) -> dict[str, np.ndarray]:
+    """Each input's own score for the rows of ``pred`` that hold it (NaN elsewhere): its head's
+    logit (``model.input_heads`` / late fusion), and for the flag its value itself."""
+    patients = [run.cohort.by_id()[pid] for pid in pred[names.PATIENT_ID]]
+    out = {}
+    for m in names.parse_modalities(run.config.modalities):
+        if m == names.US_LNM:
+            out[m] = np.array([np.nan if p.us_lnm is None else float(p.us_lnm) for p in patients])
+        elif f"{names.INPUT_LOGIT}{m}" in pred:
+            held = np.array([p.has(m) for p in patients], bool)
+            out[m] = np.where(held, np.asarray(pred[f"{names.INPUT_LOGIT}{m}"], np.float64), np.nan)
+    return out
+
+
+def single_input_check(run: Run, preds: dict) -> dict:
+    """The guard of a fused model: its validation AUC against each single input's (its own
+    head, or the flag's value), on the validation patients who hold that input. ``fused_below
+    _best_single`` is true when fusion loses to one of its own inputs; then the fused model
+    should not be used as is (the run says so)."""
+    fused = {}
+    per_input: dict[str, dict] = {}
+    for split, pred in preds.items():
+        y = pred[names.LABEL]
+        fused[split] = M.safe_auc(y, pred["logit"])
+        for m, score in single_input_scores(run, pred).items():
+            keep = ~np.isnan(score)
+            per_input.setdefault(m, {})[split] = M.safe_auc(y[keep], score[keep]) if keep.any() else float("nan")
+    val = {m: v.get("val", float("nan")) for m, v in per_input.items()}
+    scored = {m: a for m, a in val.items() if np.isfinite(a)}
+    best = max(scored, key=scored.get) if scored else None
+    below = bool(
+        best is not None and len(names.parse_modalities(run.config.modalities)) > 1 and fused["val"] < scored[best]
+    )
+    return {
+        "fused_auc": fused,
+        "input_auc": per_input,
+        "best_single_input_on_val": best,
+        "fused_below_best_single": below,
+    }
 
 
 def bayes_reference(run: Run, preds: dict, subsets) -> dict:
@@ -186,4 +228,23 @@ def predict_exported(folder: Path | str, manifest: Path | str, out_csv: Path | s
 def evaluation_lines(result: dict) -> str:
     """What ``evaluate`` prints: each split's summary, and where the outputs are."""
     lines = [format_summary(s, m, threshold_rule="youden") for s, m in result["splits"].items()]
+    if guard := result.get("single_inputs"):
+        lines.append(single_input_line(guard))
     return "\n".join(lines + [f"metrics, ROC and predictions in {result['out']}"])
+
+
+def single_input_line(guard: dict) -> str:
+    """One line: each input's own AUC beside the fused model's, and a warning when fusion
+    loses to its best single input on validation."""
+    splits = list(guard["fused_auc"])
+    parts = [f"{m} " + "/".join(f"{a.get(s, float('nan')):.3f}" for s in splits) for m, a in guard["input_auc"].items()]
+    text = f"single inputs ({'/'.join(splits)} AUC): " + (", ".join(parts) or "none scored")
+    text += "; fused " + "/".join(f"{guard['fused_auc'][s]:.3f}" for s in splits)
+    if guard["fused_below_best_single"]:
+        best = guard["best_single_input_on_val"]
+        text += (
+            f"\nWARNING: the fused model's validation AUC is below its single input '{best}' "
+            f"({guard['fused_auc']['val']:.3f} < {guard['input_auc'][best]['val']:.3f}): fusion loses to one of its "
+            "own inputs; see 'bringing your own cohort' in the README"
+        )
+    return text

@@ -15,9 +15,27 @@ CEUS may be a clip ``[B, T, H, W, 3]``: the CEUS backbone runs on all B x T fram
 batched call and ``temporal_pool`` pools the T frame features ('mean', or 'attention': gated
 attention weights, Ilse et al. 2018); a still image is T = 1.
 
+Beyond the paper's head (``fusion='concat'``, the default of the ``paper_*`` configs), for
+cohorts of a few hundred patients where one dense layer over 4,097 features never gives a strong
+binary flag its weight:
+
+- ``input_heads``: one logit per input (``Dense(1)`` on its feature), returned in
+  ``out['input_logits']``; the train step adds their own losses (unimodal supervision, the
+  fixed-weight form of gradient blending, Wang et al., CVPR 2020), so every branch learns the
+  label by itself and evaluation can tell whether fusion beats its best single input.
+- ``fusion='late'``: those per-input logits combined by a small learned layer (weights start
+  at 1: the sum of the inputs' log-odds, as if independent), so a flag that alone separates
+  well keeps its log-odds scale instead of competing with thousands of image features.
+- ``flag_encoding='centred'``: the binary flag as -1/+1 (zero mean, unit scale for a flag
+  present in half the patients) instead of 0/1, so its weight and the bias do not compete.
+
+``frozen_backbones=True`` (a call argument: the first epochs of fine-tuning a pretrained
+backbone) runs the image branches in inference mode behind ``stop_gradient``: their weights and
+BatchNorm statistics stay as loaded and no gradient is computed through them.
+
 The model returns a dict of intermediates (each branch's stages, the fused
-feature, the logit); the sigmoid is applied only when reporting probabilities, and the loss
-works on logits.
+feature, the per-input logits, the logit); the sigmoid is applied only when reporting
+probabilities, and the loss works on logits.
 """
 
 from __future__ import annotations
@@ -34,6 +52,15 @@ from lnm_jax.models import backbones
 from lnm_jax.models.backbones import backbone
 
 DROPOUT_RNG = "modality_dropout"  # the rng stream modality dropout draws from
+FUSIONS = ("concat", "late")
+FLAG_ENCODINGS = ("raw", "centred")
+BACKBONE_SUFFIX = "_backbone"  # an image branch's parameters: f"{input}{BACKBONE_SUFFIX}"
+
+
+def is_backbone(top_level_name: str) -> bool:
+    """Whether a top-level parameter collection entry is an image branch's backbone (the rest:
+    heads, absent embeddings, temporal pooling)."""
+    return top_level_name.endswith(BACKBONE_SUFFIX)
 
 
 def available(batch: dict, modalities: Sequence[str]) -> dict[str, jax.Array]:
@@ -76,8 +103,19 @@ class FusionClassifier(nn.Module):
     temporal_pool: str = "mean"  # CEUS clips: 'mean' | 'attention'
     fold_bn: bool = False  # inference with BatchNorm folded into the convs (models/folding.py)
     lowering: str = "auto"  # 1x1 convs as XLA convs or GEMMs (CPU default) (models/lowering.py)
+    fusion: str = "concat"  # 'concat' (the paper) | 'late' (per-input logits, learned combination)
+    input_heads: bool = False  # per-input logits for auxiliary losses (always on with 'late')
+    flag_encoding: str = "raw"  # 'raw' (0/1, the paper) | 'centred' (-1/+1)
+
+    @property
+    def has_input_heads(self) -> bool:
+        return self.input_heads or self.fusion == "late"
 
     def _check_fields(self):
+        if self.fusion not in FUSIONS:
+            raise ValueError(f"fusion must be one of {FUSIONS}, got {self.fusion!r}")
+        if self.flag_encoding not in FLAG_ENCODINGS:
+            raise ValueError(f"flag_encoding must be one of {FLAG_ENCODINGS}, got {self.flag_encoding!r}")
         if self.modality_dropout and not self.missing_inputs:
             raise ValueError(
                 "modality_dropout needs missing_inputs=True (a dropped input must "
@@ -89,10 +127,10 @@ class FusionClassifier(nn.Module):
             raise ValueError(f"temporal_pool must be 'mean' or 'attention', got {self.temporal_pool!r}")
 
     @nn.compact
-    def __call__(self, batch: dict, train: bool = False) -> dict[str, Any]:
+    def __call__(self, batch: dict, train: bool = False, frozen_backbones: bool = False) -> dict[str, Any]:
         self._check_fields()
         out: dict[str, Any] = {}
-        features = []
+        features, input_logits, indicators = [], {}, []
         present = available(batch, self.modalities)  # what the data holds
         use = present  # what the model may look at
         if self.missing_inputs and train and self.modality_dropout > 0:
@@ -114,10 +152,12 @@ class FusionClassifier(nn.Module):
                     variant=self.variant,
                     fold_bn=self.fold_bn,
                     lowering=self.lowering,
-                    name=f"{m}_backbone",
-                )(x, train=train, mask=mask)
+                    name=f"{m}{BACKBONE_SUFFIX}",
+                )(x, train=train and not frozen_backbones, mask=mask)
                 out[m] = branch
                 feature = branch["pooled"]
+                if frozen_backbones:
+                    feature = jax.lax.stop_gradient(feature)
                 if frames:
                     feature = feature.reshape(-1, frames, feature.shape[-1])
                     if self.temporal_pool == "attention":
@@ -126,15 +166,29 @@ class FusionClassifier(nn.Module):
                         feature = feature.mean(axis=1)
             else:
                 feature = batch[names.US_LNM].astype(jnp.float32)[:, None]
+                if self.flag_encoding == "centred":
+                    feature = 2.0 * feature - 1.0
             if self.missing_inputs:
                 absent = self.param(f"{m}_absent", nn.initializers.zeros, (feature.shape[-1],))
                 feature = jnp.where(use[m][:, None], feature, absent[None])
-                features += [feature, use[m].astype(jnp.float32)[:, None]]
+                indicators.append(use[m].astype(jnp.float32)[:, None])
+                features += [feature, indicators[-1]]
             else:
                 features.append(feature)
+            if self.has_input_heads:
+                # from zero: a random start could give the flag the wrong sign for many steps
+                head = nn.Dense(1, kernel_init=nn.initializers.zeros, dtype=jnp.float32, name=f"{m}_head")
+                input_logits[m] = head(feature.astype(jnp.float32))[:, 0]
         fused = jnp.concatenate(features, axis=-1)
         out["fused"] = fused
-        out["logit"] = nn.Dense(1, dtype=jnp.float32, name="head")(fused)[:, 0]
+        if input_logits:
+            out["input_logits"] = input_logits
+        if self.fusion == "late":
+            stacked = jnp.stack([input_logits[m] for m in self.modalities], axis=-1)
+            combine = nn.Dense(1, kernel_init=nn.initializers.ones, dtype=jnp.float32, name="combine")
+            out["logit"] = combine(jnp.concatenate([stacked, *indicators], axis=-1))[:, 0]
+        else:
+            out["logit"] = nn.Dense(1, dtype=jnp.float32, name="head")(fused)[:, 0]
         return out
 
 
@@ -155,6 +209,18 @@ def check_config(config) -> None:
             raise ValueError(f"model.variant '{m.variant}' exists for ResNets only, not {m.backbone}")
     if m.modality_dropout and not m.missing_inputs:
         raise ValueError("model.modality_dropout needs model.missing_inputs=True")
+    if m.get("fusion", "concat") not in FUSIONS:
+        raise ValueError(f"model.fusion: unknown '{m.fusion}', expected one of {list(FUSIONS)}")
+    if m.get("flag_encoding", "raw") not in FLAG_ENCODINGS:
+        raise ValueError(f"model.flag_encoding: unknown '{m.flag_encoding}', expected one of {list(FLAG_ENCODINGS)}")
+    t = config.train
+    if t.get("aux_loss_weight", 0.0) and not (m.get("input_heads", False) or m.get("fusion") == "late"):
+        raise ValueError("train.aux_loss_weight needs per-input heads: model.input_heads=True or model.fusion='late'")
+    if t.get("freeze_backbone_epochs", 0) and not m.init_from:
+        raise ValueError(
+            "train.freeze_backbone_epochs freezes pretrained branches; set model.init_from (a random backbone "
+            "frozen in inference mode gives features that were never normalised)"
+        )
 
 
 def build_model(config) -> FusionClassifier:
@@ -169,5 +235,8 @@ def build_model(config) -> FusionClassifier:
         missing_inputs=m.missing_inputs,
         modality_dropout=m.modality_dropout,
         temporal_pool=m.temporal_pool,
-        lowering=m.get("lowering", "auto"),
-    )  # runs stored before the field: auto
+        lowering=m.get("lowering", "auto"),  # runs stored before the field: auto
+        fusion=m.get("fusion", "concat"),  # runs stored before these fields: the paper's head
+        input_heads=m.get("input_heads", False),
+        flag_encoding=m.get("flag_encoding", "raw"),
+    )

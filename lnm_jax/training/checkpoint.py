@@ -38,14 +38,14 @@ def _is_disk_full(e: BaseException) -> bool:
 
 
 class RunCheckpoints:
-    def __init__(self, root: Path, *, create: bool = True):
+    def __init__(self, root: Path, *, create: bool = True, kinds: tuple[str, ...] = KINDS):
         root = Path(root).resolve()
         # cleanup_tmp_directories: a save killed mid-write (kill -9, a full disk) leaves a temporary
         # folder; a writer removes it on start (a reader never touches the folder)
         opts = ocp.CheckpointManagerOptions(
             max_to_keep=1, create=create, enable_async_checkpointing=False, cleanup_tmp_directories=create
         )
-        self._managers = {k: ocp.CheckpointManager(root / k, options=opts) for k in KINDS}
+        self._managers = {k: ocp.CheckpointManager(root / k, options=opts) for k in kinds}
 
     def directory(self, kind: str) -> Path:
         return Path(self._managers[kind].directory)

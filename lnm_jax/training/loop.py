@@ -53,19 +53,24 @@ def _kept(ckpts) -> str:
 
 
 def load_pretrained(run: Run, state):
-    """Initialises every image branch from ``config.model.init_from`` (a converted backbone)."""
-    from lnm_jax.weights.io import load_backbone  # noqa: PLC0415
+    """Initialises the image branches from ``config.model.init_from``: one backbone for every
+    branch (a folder with ``backbone.json``: converted weights, or a shared pretrained one), or
+    one per branch (``<init_from>/<input>/``, as ``lnm-jax pretrain`` writes per-input ones)."""
+    from lnm_jax.weights.io import load_branch_backbones  # noqa: PLC0415
 
     config = run.config
-    variables, meta = load_backbone(config.model.init_from)
-    want = {"arch": config.model.backbone, "variant": config.model.variant}
-    if {k: meta.get(k) for k in want} != want:
-        raise ValueError(
-            f"{config.model.init_from} holds {meta.get('arch')} ({meta.get('variant')}) "
-            f"but the config asks for {want['arch']} ({want['variant']})"
-        )
     branches = tuple(m for m in run.model.modalities if m in names.IMAGE_INPUTS)
-    return state_lib.with_pretrained_backbones(state, run.optimizer[0], variables, branches)
+    want = {"arch": config.model.backbone, "variant": config.model.variant}
+    loaded = load_branch_backbones(config.model.init_from, branches)
+    for branch, (_, meta) in loaded.items():
+        if {k: meta.get(k) for k in want} != want:
+            raise ValueError(
+                f"{config.model.init_from} holds {meta.get('arch')} ({meta.get('variant')}) for '{branch}' "
+                f"but the config asks for {want['arch']} ({want['variant']})"
+            )
+    for branch, (variables, _) in loaded.items():
+        state = state_lib.with_pretrained_backbones(state, run.optimizer[0], variables, (branch,))
+    return state
 
 
 def _progress_ahead(ckpts, state) -> bool:
@@ -151,7 +156,15 @@ def train(run: Run) -> dict:
         writer.print(f"--resume: no checkpoint in {files.checkpoints} yet; starting at epoch 1")
     writer.rewrite(read_history(files.history, up_to=start_epoch - 1))
     tx, plateau = run.optimizer
-    train_step = make_train_step(run.model, tx, mesh, seed=config.seed)
+    t = config.train
+    step_options = dict(
+        seed=config.seed,
+        aux_loss_weight=t.get("aux_loss_weight", 0.0),
+        head_min_scale=t.plateau.get("head_min_scale", 0.0),
+    )
+    full_step = make_train_step(run.model, tx, mesh, **step_options)
+    frozen_epochs = t.get("freeze_backbone_epochs", 0)
+    frozen_step = make_train_step(run.model, tx, mesh, frozen_backbones=True, **step_options) if frozen_epochs else None
     eval_step = make_eval_step(run.model, mesh)
     patience_left = config.train.early_stop_patience
 
@@ -185,6 +198,9 @@ def train(run: Run) -> dict:
     try:
         for epoch in range(start_epoch, config.train.epochs + 1):
             t0 = time.perf_counter()
+            train_step = frozen_step if epoch <= frozen_epochs else full_step
+            if epoch == frozen_epochs + 1 and frozen_epochs:
+                writer.print(f"epoch {epoch}: image branches unfrozen (train.freeze_backbone_epochs={frozen_epochs})")
             labels, logits, losses = [], [], []
             done, loader_state, before = 0, None, {"labels": [], "logits": [], "losses": []}
             if progress is not None and progress["epoch"] == epoch:  # resumed mid-epoch
@@ -262,7 +278,7 @@ def train(run: Run) -> dict:
                 f"val loss {va['loss']:.4f} auc {va['auc']:.3f}  lr {lr:.1e}  "
                 f"{record['epoch_time_s']:.1f}s{'  *best*' if improved else ''}"
             )
-            if config.train.early_stop_patience:
+            if config.train.early_stop_patience and epoch > frozen_epochs:  # counted once the branches train
                 patience_left = config.train.early_stop_patience if improved else patience_left - 1
                 if patience_left <= 0:
                     writer.print(f"early stop: no validation-AUC gain for {config.train.early_stop_patience} epochs")

@@ -12,6 +12,7 @@ it per-step training losses instead.)
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import flax.linen as nn
@@ -19,6 +20,8 @@ import flax.struct
 import jax
 import jax.numpy as jnp
 import optax
+
+from lnm_jax.models.fusion import is_backbone
 
 
 @flax.struct.dataclass
@@ -30,9 +33,37 @@ class TrainState:
     plateau: Any  # optax.contrib.ReduceLROnPlateauState
 
 
+def param_groups(params) -> dict:
+    """'backbone' for the image branches' parameters, 'head' for the rest (heads, absent
+    embeddings, temporal pooling): the groups of per-group learning rates and of the plateau
+    floor."""
+    return {k: jax.tree.map(functools.partial(_label, _group(k)), v) for k, v in params.items()}
+
+
+def _label(group: str, _leaf) -> str:
+    return group
+
+
+def _group(top_level_name: str) -> str:
+    return "backbone" if is_backbone(top_level_name) else "head"
+
+
+def _decay_mask(params):
+    """Weight decay on kernels only (not biases, BatchNorm scales or absent embeddings)."""
+    return jax.tree.map(lambda p: jnp.ndim(p) >= 2, params)
+
+
 def make_optimizer(train_cfg) -> optax.GradientTransformation:
-    """Adam at ``train_cfg.learning_rate`` (``config.train``; the paper: 1e-3)."""
-    return optax.adam(train_cfg["learning_rate"])
+    """Adam at ``train_cfg.learning_rate`` (``config.train``; the paper: 1e-3, one group). With
+    ``backbone_lr_scale`` != 1 or ``weight_decay`` > 0: AdamW per parameter group
+    (``optax.multi_transform``), the image branches at ``learning_rate * backbone_lr_scale``, the
+    decay on kernels only."""
+    lr = train_cfg["learning_rate"]
+    scale, decay = train_cfg.get("backbone_lr_scale", 1.0), train_cfg.get("weight_decay", 0.0)
+    if scale == 1.0 and not decay:
+        return optax.adam(lr)  # the paper's optimiser; its state as runs stored before the groups
+    group = lambda rate: optax.adamw(rate, weight_decay=decay, mask=_decay_mask)  # noqa: E731
+    return optax.multi_transform({"backbone": group(lr * scale), "head": group(lr)}, param_groups)
 
 
 def make_plateau(cfg) -> optax.GradientTransformationExtraArgs:
@@ -105,6 +136,14 @@ def plateau_step(plateau: optax.GradientTransformationExtraArgs, state: TrainSta
 
 def learning_rate(base_lr: float, state: TrainState) -> float:
     return float(base_lr * state.plateau.scale)
+
+
+def scale_updates(updates, scale: jax.Array, head_min_scale: float = 0.0):
+    """The plateau scheduler's ``scale`` applied to a step's updates; the head group's never
+    below ``head_min_scale``, so that a schedule cut for the backbones cannot starve the few
+    fusion weights (a strong flag needs a log-odds weight of several units)."""
+    factor = {"backbone": scale, "head": jnp.maximum(scale, head_min_scale)}
+    return {k: jax.tree.map(functools.partial(jnp.multiply, factor[_group(k)]), v) for k, v in updates.items()}
 
 
 def with_pretrained_backbones(

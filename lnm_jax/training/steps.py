@@ -17,9 +17,10 @@ import optax
 from jax.sharding import Mesh
 
 from lnm_jax import names
-from lnm_jax.models.fusion import DROPOUT_RNG
+from lnm_jax.models.fusion import DROPOUT_RNG, is_backbone
+from lnm_jax.names import INPUT_LOGIT
 from lnm_jax.training.sharding import batch_sharding, replicated, shard_batch, to_host
-from lnm_jax.training.state import TrainState
+from lnm_jax.training.state import TrainState, scale_updates
 
 
 def step_inputs(batch: dict) -> dict:
@@ -32,10 +33,31 @@ def bce_loss(logits: jax.Array, labels: jax.Array, weights: jax.Array) -> jax.Ar
     return jnp.sum(losses * weights) / jnp.maximum(jnp.sum(weights), 1.0)
 
 
+def input_losses(out: dict, labels: jax.Array, weights: jax.Array) -> jax.Array:
+    """The mean of the per-input heads' BCE losses, each over the rows that hold that input."""
+    losses = [
+        bce_loss(z, labels, weights * out["available"][m].astype(jnp.float32)) for m, z in out["input_logits"].items()
+    ]
+    return sum(losses) / len(losses)
+
+
 def make_train_step(
-    model: nn.Module, tx: optax.GradientTransformation, mesh: Mesh | None = None, seed: int = 0
+    model: nn.Module,
+    tx: optax.GradientTransformation,
+    mesh: Mesh | None = None,
+    seed: int = 0,
+    *,
+    aux_loss_weight: float = 0.0,
+    head_min_scale: float = 0.0,
+    frozen_backbones: bool = False,
 ) -> Callable:
     """Returns ``train_step(state, batch) -> (state, metrics)``, jitted, state donated.
+
+    The loss: BCE of the fused logit, plus ``aux_loss_weight`` x the mean BCE of the per-input
+    heads (``model.input_heads`` / late fusion). ``frozen_backbones``: the image branches run
+    frozen (inference mode, no gradient); their parameters' updates are then zero.
+    ``head_min_scale``: the floor of the plateau scale for the head group
+    (:func:`lnm_jax.training.state.scale_updates`).
 
     With a ``mesh`` the batch is sharded over its ``data`` axis and the state replicated;
     the arithmetic is that of the global batch (BatchNorm statistics included). The model's
@@ -52,14 +74,20 @@ def make_train_step(
                 {"params": params, "batch_stats": state.batch_stats},
                 batch,
                 train=True,
+                frozen_backbones=frozen_backbones,
                 mutable=["batch_stats"],
                 rngs=rngs,
             )
-            return bce_loss(out["logit"], batch[names.LABEL], weights), (out["logit"], mutated["batch_stats"])
+            loss = bce_loss(out["logit"], batch[names.LABEL], weights)
+            if aux_loss_weight:
+                loss = loss + aux_loss_weight * input_losses(out, batch[names.LABEL], weights)
+            return loss, (out["logit"], mutated["batch_stats"])
 
         (loss, (logits, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
-        updates = jax.tree.map(lambda u: u * state.plateau.scale, updates)
+        updates = scale_updates(updates, state.plateau.scale, head_min_scale)
+        if frozen_backbones:  # AdamW's decay and Adam's momentum would still move them
+            updates = {k: jax.tree.map(jnp.zeros_like, v) if is_backbone(k) else v for k, v in updates.items()}
         params = optax.apply_updates(state.params, updates)
         new_state = state.replace(step=state.step + 1, params=params, batch_stats=batch_stats, opt_state=opt_state)
         return new_state, {"loss": loss, "logits": logits.astype(jnp.float32)}
@@ -73,11 +101,13 @@ def make_train_step(
 
 
 def make_eval_step(model: nn.Module, mesh: Mesh | None = None) -> Callable:
-    """Returns ``eval_step(params, batch_stats, batch) -> logits`` (BatchNorm in inference)."""
+    """Returns ``eval_step(params, batch_stats, batch) -> {'logit': [B], INPUT_LOGIT+input: [B]
+    for each per-input head}`` (BatchNorm in inference)."""
 
     def eval_step(params, batch_stats, batch: dict):
         out = model.apply({"params": params, "batch_stats": batch_stats}, batch, train=False)
-        return out["logit"].astype(jnp.float32)
+        logits = {f"{INPUT_LOGIT}{m}": z for m, z in out.get("input_logits", {}).items()}
+        return jax.tree.map(lambda z: z.astype(jnp.float32), {"logit": out["logit"], **logits})
 
     if mesh is None:
         return jax.jit(eval_step)
@@ -87,13 +117,14 @@ def make_eval_step(model: nn.Module, mesh: Mesh | None = None) -> Callable:
 
 def predict(eval_step: Callable, params, batch_stats, batches, mesh: Mesh | None = None) -> dict[str, np.ndarray]:
     """Runs ``eval_step`` over numpy batches; returns the valid rows' patient ids, labels and
-    logits, in batch order."""
-    ids, labels, logits = [], [], []
+    logits (and each per-input head's, ``INPUT_LOGIT + input``), in batch order."""
+    ids, labels, logits = [], [], {"logit": []}
     for batch in batches:
         valid = np.asarray(batch[names.VALID])
         inputs = step_inputs(batch) if mesh is None else shard_batch(step_inputs(batch), mesh)
-        out = to_host(eval_step(params, batch_stats, inputs))
-        logits.append(out[valid])
+        out = eval_step(params, batch_stats, inputs)
+        for k, z in out.items():
+            logits.setdefault(k, []).append(to_host(z)[valid])
         labels.append(np.asarray(batch[names.LABEL])[valid])
         ids.append(np.asarray(batch[names.PATIENT_ID])[valid])
     cat = lambda xs, dt: np.concatenate(xs) if xs else np.zeros((0,), dt)  # noqa: E731
@@ -102,7 +133,7 @@ def predict(eval_step: Callable, params, batch_stats, batches, mesh: Mesh | None
             [i.decode() if isinstance(i, bytes) else str(i) for i in cat(ids, object)], dtype=object
         ),
         names.LABEL: cat(labels, np.int32),
-        "logit": cat(logits, np.float32),
+        **{k: cat(v, np.float32) for k, v in logits.items()},
     }
 
 

@@ -119,6 +119,19 @@ def load_backbone(path: Path | str) -> tuple[dict, dict]:
     return variables, meta
 
 
+def load_branch_backbones(path: Path | str, branches: tuple[str, ...]) -> dict[str, tuple[dict, dict]]:
+    """``{branch: (variables, meta)}``: the backbone at ``path`` for every branch, or, where
+    ``path`` holds one folder per branch (``path/<branch>/``), each branch's own."""
+    path = Path(path).resolve()
+    if (path / META).is_file() or not any((path / b / META).is_file() for b in branches):
+        shared = load_backbone(path)
+        return dict.fromkeys(branches, shared)
+    missing = [b for b in branches if not (path / b / META).is_file()]
+    if missing:
+        raise FileNotFoundError(f"{path} holds per-input backbones but none for {', '.join(missing)}")
+    return {b: load_backbone(path / b) for b in branches}
+
+
 def convert_weights(source: str, path: Path | str, out_dir: Path | str, *, arch: str = "resnet50") -> dict:
     """``lnm-jax convert-weights``: ports a torchvision state_dict (any ResNet/VGG/Inception
     arch of ours) or a Keras ResNet50 weight file to a backbone checkpoint; returns its meta."""

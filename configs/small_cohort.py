@@ -1,0 +1,14 @@
+"""Pretraining + fine-tuning for a real cohort of a few hundred patients on 2 CPU cores
+(README, "Bringing your own cohort"):
+
+    lnm-jax pretrain --config configs/small_cohort.py --manifest M --workdir W/pretrain
+    lnm-jax train --config configs/small_cohort.py --config.data.manifest=M \\
+        --config.model.init_from=W/pretrain/backbone --workdir W/run
+    lnm-jax evaluate --workdir W/run
+"""
+
+from lnm_jax.config import small_cohort_config
+
+
+def get_config():
+    return small_cohort_config()

@@ -1,0 +1,408 @@
+"""``lnm-jax pretrain``: self-supervised pretraining of the image backbones on unlabeled
+ultrasound, written as a backbone checkpoint that ``model.init_from`` loads.
+
+Method: SimCLR (Chen et al., ICML 2020), the contrastive method that USCL (Chen et al., MICCAI
+2021: ultrasound pretraining on a few thousand images, positives from frames of one video)
+builds on. Why it, for ResNets on a few thousand grayscale images on CPUs or one GPU: it needs
+no momentum encoder or queue (BYOL, MoCo v2, DINO: a second forward pass per step and a
+schedule that assumes hundreds of epochs), its negatives make collapse impossible (SimSiam and
+BYOL avoid it only through predictor and schedule details that are fragile at small batch and
+short schedules), and masked-image methods target ViTs (a ResNet needs sparse convolutions to
+use them). Its weakness, a need for many negatives, matters less at a few thousand images:
+a batch of 128 pairs holds 254 negatives per view. ``pretrain.positives='patient'`` adds
+USCL's idea for still images: the second view comes from another image of the same patient
+(BUS-BRA's two views of one lesion; B-mode and CEUS of one nodule, with a shared backbone).
+
+One backbone shared by both image inputs (``pretrain.shared_backbone``, the default: twice the
+images for one network) or one per input. Each is trained on the manifests' images but the
+downstream test split's (:mod:`lnm_jax.data.unlabeled`), on the accelerator(s): the images are
+held there as uint8 and each jitted step draws its views (:mod:`lnm_jax.pretraining.views`),
+normalises them by their input's statistics (``data.norm``, as training will), and updates the
+encoder; batches are split over every device (BatchNorm statistics and the loss over the global
+batch). Resumable from the checkpoint of the last finished epoch (batch order, views and
+partners are functions of the seed, the epoch and the step, so a resumed run is the
+uninterrupted one). At the end, a linear probe and a k-NN probe of the frozen features on the
+downstream training split, scored on its validation split, against the same probes on the
+randomly initialised backbone (:mod:`lnm_jax.pretraining.probe`).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from ml_collections import ConfigDict
+from tqdm import tqdm
+
+from lnm_jax import names
+from lnm_jax.data import unlabeled
+from lnm_jax.data.manifest import read_manifest
+from lnm_jax.data.sources import Framing
+from lnm_jax.fileio import write_text
+from lnm_jax.metric_writer import read_history
+from lnm_jax.models.contrastive import BACKBONE, ContrastiveEncoder, nt_xent
+from lnm_jax.pretraining import views
+from lnm_jax.pretraining.probe import probe
+from lnm_jax.training import sharding
+from lnm_jax.training.checkpoint import RunCheckpoints
+
+SHARED = "shared"  # the group name of a backbone shared by every image input
+CONFIG = "config.json"
+INPUTS_RECORD = "pretrain_inputs.json"
+HISTORY = "pretrain_history.jsonl"
+REPORT = "pretrain_report.json"
+BACKBONES = "backbone"  # W/backbone (shared) or W/backbone/<input> (one per input)
+
+
+@flax.struct.dataclass
+class PretrainState:
+    step: jax.Array
+    params: dict
+    batch_stats: dict
+    opt_state: optax.OptState
+
+
+def groups(config: ConfigDict) -> dict[str, tuple[str, ...]]:
+    """The backbones to pretrain and the inputs whose images each one sees."""
+    if config.pretrain.shared_backbone:
+        return {SHARED: names.IMAGE_INPUTS}
+    return {m: (m,) for m in names.IMAGE_INPUTS}
+
+
+def backbone_dir(workdir: Path | str, group: str) -> Path:
+    root = Path(workdir) / BACKBONES
+    return root if group == SHARED else root / group
+
+
+def build_encoder(config: ConfigDict) -> ContrastiveEncoder:
+    m, p = config.model, config.pretrain
+    return ContrastiveEncoder(
+        arch=m.backbone,
+        width=m.width,
+        variant=m.variant,
+        lowering=m.get("lowering", "auto"),
+        projection_hidden=p.projection_hidden,
+        projection_dim=p.projection_dim,
+    )
+
+
+def make_optimizer(pc: ConfigDict, steps_per_epoch: int) -> optax.GradientTransformation:
+    """AdamW with a linear warm-up and a cosine decay to 1% over the whole schedule; decay on
+    kernels only."""
+    total = max(pc.epochs * steps_per_epoch, 1)
+    schedule = optax.warmup_cosine_decay_schedule(
+        0.0, pc.learning_rate, min(pc.warmup_epochs * steps_per_epoch, total - 1), total, pc.learning_rate * 0.01
+    )
+    return optax.adamw(schedule, weight_decay=pc.weight_decay, mask=lambda t: jax.tree.map(lambda x: x.ndim >= 2, t))
+
+
+def init_state(encoder, tx, seed: int, image_size: int) -> PretrainState:
+    x = jnp.zeros((2, image_size, image_size, 3), jnp.float32)
+    variables = jax.jit(lambda k: encoder.init(k, x, train=False))(jax.random.key(seed))
+    params = variables["params"]
+    return PretrainState(jnp.zeros((), jnp.int32), params, variables["batch_stats"], tx.init(params))
+
+
+def _norm_table(norm: dict) -> tuple[jax.Array, jax.Array]:
+    """[inputs, 3] means and stds, rows in ``names.IMAGE_INPUTS`` order."""
+    mean = jnp.asarray([norm[m]["mean"] for m in names.IMAGE_INPUTS], jnp.float32)
+    std = jnp.asarray([norm[m]["std"] for m in names.IMAGE_INPUTS], jnp.float32)
+    return mean, std
+
+
+def make_step(encoder, tx, config: ConfigDict, mesh=None):
+    """``step(state, images, modality, idx_a, idx_b) -> (state, {loss, acc})``, jitted, state
+    donated: views of images ``idx_a`` and ``idx_b`` (uint8 arrays held on the device(s)),
+    normalised per input, through the encoder in training mode, NT-Xent loss."""
+    pc = config.pretrain
+    aug = pc.augment.to_dict()
+    mean, std = _norm_table(config.data.norm.to_dict())
+    seed = config.seed
+
+    def step(state: PretrainState, images, modality, idx_a, idx_b):
+        key_a, key_b = jax.random.split(jax.random.fold_in(jax.random.key(seed), state.step))
+
+        def view(idx, key):
+            x = views.views(images[idx].astype(jnp.float32) / 255.0, key, aug)
+            m = modality[idx]
+            return (x - mean[m][:, None, None, :]) / std[m][:, None, None, :]
+
+        x = jnp.concatenate([view(idx_a, key_a), view(idx_b, key_b)])
+        if mesh is not None:
+            x = jax.lax.with_sharding_constraint(x, sharding.batch_sharding(mesh))
+
+        def loss_fn(params):
+            out, mutated = encoder.apply(
+                {"params": params, "batch_stats": state.batch_stats}, x, train=True, mutable=["batch_stats"]
+            )
+            z = out["projection"]
+            loss, acc = nt_xent(z[: idx_a.shape[0]], z[idx_a.shape[0] :], pc.temperature)
+            return loss, (acc, mutated["batch_stats"])
+
+        (loss, (acc, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+        updates, opt_state = tx.update(grads, state.opt_state, state.params)
+        params = optax.apply_updates(state.params, updates)
+        new = state.replace(step=state.step + 1, params=params, batch_stats=batch_stats, opt_state=opt_state)
+        return new, {"loss": loss, "acc": acc}
+
+    if mesh is None:
+        return jax.jit(step, donate_argnums=(0,))
+    rep = sharding.replicated(mesh)
+    return jax.jit(step, donate_argnums=(0,), in_shardings=rep, out_shardings=rep)
+
+
+def epoch_order(seed: int, epoch: int, data: unlabeled.UnlabeledImages, positives: str, batch: int):
+    """One epoch's batches of (first view, second view) image indices, a function of the seed
+    and the epoch alone."""
+    rng = np.random.default_rng([seed, epoch, 0x5EEC])
+    order = rng.permutation(len(data))
+    partner = unlabeled.partners(data.patient, rng) if positives == "patient" else np.arange(len(data))
+    steps = len(data) // batch
+    return [(order[i * batch : (i + 1) * batch], partner[order[i * batch : (i + 1) * batch]]) for i in range(steps)]
+
+
+def features(encoder, variables, images: np.ndarray, modality: np.ndarray, norm: dict, batch: int = 128) -> np.ndarray:
+    """The backbone's pooled features (inference mode) of uint8 images, normalised per input."""
+    mean, std = _norm_table(norm)
+
+    @jax.jit
+    def run(imgs, mods):
+        x = (imgs.astype(jnp.float32) / 255.0 - mean[mods][:, None, None, :]) / std[mods][:, None, None, :]
+        return encoder.apply(variables, x, train=False)["pooled"]
+
+    out = []
+    for i in range(0, len(images), batch):
+        part, mods = images[i : i + batch], modality[i : i + batch]
+        pad = batch - len(part)  # one compiled shape
+        part = np.concatenate([part, np.zeros((pad,) + part.shape[1:], part.dtype)])
+        mods = np.concatenate([mods, np.zeros(pad, mods.dtype)])
+        out.append(np.asarray(run(part, mods))[: batch - pad])
+    return np.concatenate(out) if out else np.zeros((0, 0), np.float32)
+
+
+def _check_inputs(workdir: Path, record: dict, resume: bool) -> None:
+    path = workdir / INPUTS_RECORD
+    if resume and path.is_file():
+        stored = json.loads(path.read_text())
+        if stored != record:
+            changed = ", ".join(
+                f"{k}: {stored.get(k)!r} -> {record.get(k)!r}" for k in record if stored.get(k) != record[k]
+            )
+            raise ValueError(f"cannot resume {workdir} with other inputs; changed: {changed}")
+    elif (workdir / "checkpoints").exists() or (workdir / BACKBONES).exists():
+        raise FileExistsError(f"{workdir} already holds a pretraining run; pass --resume or use a new --workdir")
+
+
+def pretrain(
+    config: ConfigDict,
+    manifests: Sequence[Path | str],
+    workdir: Path | str,
+    *,
+    fold: int | None = None,
+    include_test: bool = False,
+    resume: bool = False,
+    progress: bool = True,
+) -> dict:
+    """Pretrains the backbone(s) ``config`` describes on the images of ``manifests``; the first
+    is the downstream cohort, whose test split (``data.split``, or fold ``fold`` of
+    ``protocol.folds``) is left out unless ``include_test``. Writes the backbone(s), the history,
+    and a report with the probes; returns the report."""
+    from lnm_jax.run import check_resumable, load_config, make_splits  # noqa: PLC0415
+
+    workdir = Path(workdir).resolve()
+    pc = config.pretrain
+    if pc.method != "simclr":
+        raise ValueError(f"pretrain.method: only 'simclr' is implemented, got {pc.method!r}")
+    if pc.positives not in ("image", "patient"):
+        raise ValueError(f"pretrain.positives must be 'image' or 'patient', got {pc.positives!r}")
+    if not manifests:
+        raise ValueError("pretraining needs at least one --manifest")
+    record = {
+        "manifests": [str(Path(m).resolve()) for m in manifests],
+        "fold": fold,
+        "include_test": include_test,
+    }
+    _check_inputs(workdir, record, resume)
+    if resume and (workdir / CONFIG).is_file():
+        check_resumable(load_config(workdir), config)
+    framing = Framing.from_config(config.data)
+    first = read_manifest(manifests[0], require_labels=not include_test, ceus_region=framing.ceus_region)
+    extra = [read_manifest(m, require_labels=False, ceus_region=framing.ceus_region) for m in manifests[1:]]
+    split = None
+    if first.labels and all(y is not None for y in first.labels):
+        folds = make_splits(config, first)
+        if fold is not None and not 0 <= fold < len(folds):
+            raise ValueError(f"--fold {fold}: protocol.folds={config.protocol.folds} gives folds 0-{len(folds) - 1}")
+        split = folds[fold or 0]
+    elif not include_test:
+        raise ValueError(f"{manifests[0]}: the downstream manifest needs labels to know its test split")
+    exclude = () if include_test or split is None else split.test
+    data = unlabeled.collect(
+        [first, *extra], image_size=config.data.image_size, exclude=exclude, framing=framing, progress=progress
+    )
+    workdir.mkdir(parents=True, exist_ok=True)
+    write_text(workdir / CONFIG, config.to_json(indent=2))
+    write_text(workdir / INPUTS_RECORD, json.dumps(record, indent=2))
+
+    encoder = build_encoder(config)
+    mesh = sharding.data_mesh() if jax.device_count() > 1 else None
+    if mesh is not None:
+        sharding.check_batch_size(pc.batch_size, mesh)
+    report = {
+        "method": pc.method,
+        "positives": pc.positives,
+        "backbone": {"arch": config.model.backbone, "width": config.model.width, "variant": config.model.variant},
+        "image_size": config.data.image_size,
+        "manifests": record["manifests"],
+        "images": len(data),
+        "excluded_test_patients": sorted(exclude),
+        "excluded_images": len(data.excluded),
+        "groups": {},
+    }
+    history = workdir / HISTORY
+    variables, initial = {}, {}
+    for group, inputs in groups(config).items():
+        rows = np.flatnonzero(np.isin(data.modality, [names.IMAGE_INPUTS.index(m) for m in inputs]))
+        part = unlabeled.UnlabeledImages(
+            data.images[rows], data.modality[rows], data.patient[rows], tuple(data.refs[i] for i in rows), ()
+        )
+        if len(part) < pc.batch_size:
+            raise ValueError(
+                f"{len(part)} images for the '{group}' backbone, fewer than one batch of pretrain.batch_size="
+                f"{pc.batch_size}"
+            )
+        state, t = _train_group(config, encoder, part, group, workdir, history, mesh, resume, progress)
+        variables[group] = state
+        initial[group] = init_state(encoder, optax.identity(), config.seed, config.data.image_size)
+        meta = {
+            "arch": config.model.backbone,
+            "variant": config.model.variant,
+            "width": config.model.width,
+            "source": f"lnm-jax pretrain ({pc.method}, positives={pc.positives})",
+            "inputs": list(inputs),
+            "images": len(part),
+            "image_size": config.data.image_size,
+        }
+        from lnm_jax.weights.io import save_backbone  # noqa: PLC0415
+
+        out = backbone_dir(workdir, group)
+        if out.exists():  # a resumed run that had finished: rewritten from the same state
+            import shutil  # noqa: PLC0415
+
+            shutil.rmtree(out)
+        save_backbone(
+            out,
+            {"params": state.params[BACKBONE], "batch_stats": state.batch_stats[BACKBONE]},
+            meta,
+        )
+        report["groups"][group] = {"images": len(part), "seconds": t, "backbone": str(out)}
+    report["history"] = read_history(history)
+    if pc.probe and split is not None:
+        report["probe"] = probe_report(config, encoder, data, first, split, variables, initial)
+    write_text(workdir / REPORT, json.dumps(report, indent=2))
+    return report
+
+
+def _train_group(config, encoder, data, group, workdir, history, mesh, resume, progress):
+    """Trains one backbone; returns (final state, seconds of this call)."""
+    pc = config.pretrain
+    steps = len(data) // pc.batch_size
+    tx = make_optimizer(pc, steps)
+    state = init_state(encoder, tx, config.seed, config.data.image_size)
+    ckpts = RunCheckpoints(workdir / "checkpoints", create=True, kinds=(group,))
+    start = 1
+    if resume and ckpts.latest_epoch(group) is not None:
+        state, meta = ckpts.restore(group, state)
+        start = meta["epoch"] + 1
+    images, modality = jnp.asarray(data.images), jnp.asarray(data.modality)
+    if mesh is not None:
+        state, images, modality = sharding.replicate((state, images, modality), mesh)
+    step = make_step(encoder, tx, config, mesh)
+    lines = [r for r in read_history(history) if not (r["group"] == group and r["epoch"] >= start)]
+    t0 = time.perf_counter()
+    try:
+        for epoch in range(start, pc.epochs + 1):
+            te = time.perf_counter()
+            losses, accs = [], []
+            bar = tqdm(
+                epoch_order(config.seed, epoch, data, pc.positives, pc.batch_size),
+                desc=f"pretrain {group} {epoch}/{pc.epochs}",
+                unit="batch",
+                leave=False,
+                mininterval=2.0,
+                disable=not progress,
+            )
+            for idx_a, idx_b in bar:
+                state, m = step(state, images, modality, jnp.asarray(idx_a), jnp.asarray(idx_b))
+                losses.append(m["loss"])
+                accs.append(m["acc"])
+            loss = float(np.mean(jax.device_get(losses)))
+            if not math.isfinite(loss):
+                raise FloatingPointError(f"pretraining loss is {loss} in epoch {epoch} of the '{group}' backbone")
+            lines.append(
+                {
+                    "group": group,
+                    "epoch": epoch,
+                    "loss": loss,
+                    "pair_accuracy": float(np.mean(jax.device_get(accs))),
+                    "epoch_time_s": time.perf_counter() - te,
+                }
+            )
+            write_text(history, "".join(json.dumps(r) + "\n" for r in lines))
+            if progress:
+                acc, secs = lines[-1]["pair_accuracy"], lines[-1]["epoch_time_s"]
+                print(f"pretrain {group} epoch {epoch:3d}  loss {loss:.4f}  pair accuracy {acc:.3f}  {secs:.1f}s")
+            if epoch % pc.checkpoint_every_epochs == 0 or epoch == pc.epochs:
+                ckpts.save(group, epoch, state, {"epoch": epoch})
+    finally:
+        ckpts.wait()
+        ckpts.close()
+    return jax.device_get(state), time.perf_counter() - t0
+
+
+def probe_report(config, encoder, data, cohort, split, trained: dict, initial: dict) -> dict:
+    """Linear and k-NN probes per image input: pretrained vs randomly initialised backbone."""
+    labels = {p.patient_id: p.lnm for p in cohort.patients}
+    subsets = {s: set(split.subset(s)) for s in ("train", "val")}
+    norm = config.data.norm.to_dict()
+    out = {}
+    for group, inputs in groups(config).items():
+        for m in inputs:
+            rows = {
+                s: [i for i, r in enumerate(data.refs) if r.source == 0 and r.modality == m and r.patient_id in ids]
+                for s, ids in subsets.items()
+            }
+            if not rows["train"] or not rows["val"]:
+                continue
+            y = {s: np.array([labels[data.refs[i].patient_id] for i in r]) for s, r in rows.items()}
+            if min(len(set(v)) for v in y.values()) < 2:
+                continue
+            out[m] = {"train_images": len(rows["train"]), "val_images": len(rows["val"])}
+            for name, st in (("pretrained", trained[group]), ("random_init", initial[group])):
+                variables = {"params": st.params, "batch_stats": st.batch_stats}
+                x = {s: features(encoder, variables, data.images[r], data.modality[r], norm) for s, r in rows.items()}
+                out[m][name] = probe(x["train"], y["train"], x["val"], y["val"], seed=config.seed)
+    return out
+
+
+def probe_lines(report: dict) -> str:
+    """The probe table ``lnm-jax pretrain`` prints."""
+    lines = [
+        f"pretrained {report['method']} on {report['images']} images; test split kept out: "
+        f"{len(report['excluded_test_patients'])} patients ({report['excluded_images']} images)"
+    ]
+    for m, r in report.get("probe", {}).items():
+        lines.append(
+            f"probe {m:5s} (train {r['train_images']}, val {r['val_images']} images): linear AUC "
+            f"{r['pretrained']['linear_auc']:.3f} vs {r['random_init']['linear_auc']:.3f} random init; "
+            f"k-NN AUC {r['pretrained']['knn_auc']:.3f} vs {r['random_init']['knn_auc']:.3f}"
+        )
+    return "\n".join(lines)
