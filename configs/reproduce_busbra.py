@@ -8,14 +8,16 @@ for the US-LNM flag, malignancy for LNM. Normalisation: the training split's own
         --workdir runs/busbra/protocol
 """
 
+from ml_collections import ConfigDict
+
 from lnm_jax.config import reproduce_cpu_config
+from lnm_jax.data import busbra
 
 
 def get_config():
     c = reproduce_cpu_config()
     c.name = "reproduce_busbra"
-    c.data.norm.bmode.mean, c.data.norm.bmode.std = (0.327657,) * 3, (0.184627,) * 3
-    c.data.norm.ceus.mean, c.data.norm.ceus.std = (0.320388,) * 3, (0.183157,) * 3
+    c.data.norm = ConfigDict(busbra.NORM)
     # Single-view patients have no second view ('ceus'): the paper's settings feed it as zeros,
     # as the project's BUS-BRA figures were measured (model.missing_inputs learns it instead).
     c.data.zero_fill_missing = True

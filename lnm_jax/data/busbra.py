@@ -24,6 +24,13 @@ PATHOLOGY = {"malignant": 1, "benign": 0}
 VIEW = {"l": BMODE, "r": CEUS, "s": BMODE}
 METADATA = ("Histology", "BIRADS", "Device")
 
+# BUS-BRA dev's per-view statistics at 80 px (`lnm-jax norm-stats --manifest M --image-size 80`,
+# the training split of seed 0; grayscale, so one value per channel), for its configs.
+NORM = {
+    BMODE: {"mean": (0.327657,) * 3, "std": (0.184627,) * 3},
+    CEUS: {"mean": (0.320388,) * 3, "std": (0.183157,) * 3},
+}
+
 
 def convert_busbra(src: Path | str, out_csv: Path | str) -> dict[str, int]:
     """Writes the manifest; returns counts. Raises ValueError naming the row on bad input."""

@@ -1,0 +1,141 @@
+"""`lnm-jax pretrain`: SimCLR on a cohort's images with its test split kept out; the backbone it
+writes initialises a run's branches; resume gives the uninterrupted run; the probe beats the
+randomly initialised backbone's."""
+
+from __future__ import annotations
+
+import json
+
+import jax
+import numpy as np
+import pytest
+from support import SEED, record
+
+from lnm_jax import names
+from lnm_jax.config import small_cohort_config
+from lnm_jax.data import unlabeled
+from lnm_jax.data.manifest import read_manifest
+from lnm_jax.data.synthetic import SynthParams, generate_cohort
+from lnm_jax.pretraining import pretrain as P
+from lnm_jax.pretraining import views
+from lnm_jax.run import Run, make_splits
+from lnm_jax.training.loop import train
+from lnm_jax.weights.io import load_backbone
+
+
+def tiny_pretrain_config(manifest, epochs=2, **pretrain):
+    c = small_cohort_config()
+    c.data.manifest = str(manifest)
+    c.data.image_size, c.model.width = 32, 8
+    c.pretrain.epochs, c.pretrain.batch_size, c.pretrain.warmup_epochs = epochs, 16, 1
+    c.pretrain.checkpoint_every_epochs, c.pretrain.probe = 1, False
+    c.train.epochs, c.train.batch_size, c.train.eval_batch_size = 2, 8, 16
+    c.train.freeze_backbone_epochs = 1
+    c.eval.bootstrap = 100
+    for k, v in pretrain.items():
+        c.pretrain[k] = v
+    return c
+
+
+@pytest.fixture(scope="module")
+def pretrained(tiny_cohort, tmp_path_factory):
+    """A two-epoch pretraining on the tiny cohort (per-input backbones): (config, workdir, report)."""
+    c = tiny_pretrain_config(tiny_cohort, shared_backbone=False, positives="patient")
+    work = tmp_path_factory.mktemp("pretrain") / "w"
+    return c, work, P.pretrain(c, [tiny_cohort], work, progress=False)
+
+
+def test_the_test_split_is_kept_out_even_when_the_cohort_is_passed_twice(tiny_cohort, pretrained):
+    c, _, report = pretrained
+    cohort = read_manifest(tiny_cohort)
+    test = make_splits(c, cohort)[0].test  # the split `lnm-jax train` makes with this config
+    assert report["excluded_test_patients"] == sorted(test)
+    assert report["excluded_images"] == 2 * len(test)
+    again = read_manifest(tiny_cohort)  # the same files under a second manifest
+    refs = unlabeled.image_refs([cohort, again])
+    kept, excluded = unlabeled.split_out(refs, test)
+    banned = {r.path for r in refs if r.source == 0 and r.patient_id in test}
+    assert len(banned) == 2 * len(test) and not banned & {r.path for r in kept}
+    assert len(excluded) == 2 * len(banned)  # from both manifests
+    assert report["images"] == len(refs) // 2 - len(banned)
+
+
+def test_pretraining_resumes_as_the_uninterrupted_run(tiny_cohort, pretrained, tmp_path, monkeypatch):
+    c, work, _ = pretrained
+    real = P.make_step
+
+    def dying(*a, **k):
+        step = real(*a, **k)
+        calls = {"n": 0}
+
+        def wrapped(*args):
+            calls["n"] += 1
+            if calls["n"] > 2:  # after the first epoch's checkpoint (2 steps an epoch here)
+                raise KeyboardInterrupt
+            return step(*args)
+
+        return wrapped
+
+    monkeypatch.setattr(P, "make_step", dying)
+    with pytest.raises(KeyboardInterrupt):
+        P.pretrain(c, [tiny_cohort], tmp_path / "w", progress=False)
+    monkeypatch.setattr(P, "make_step", real)
+    with pytest.raises(FileExistsError, match="--resume"):
+        P.pretrain(c, [tiny_cohort], tmp_path / "w", progress=False)
+    P.pretrain(c, [tiny_cohort], tmp_path / "w", resume=True, progress=False)
+    for m in names.IMAGE_INPUTS:
+        want, _ = load_backbone(P.backbone_dir(work, m))
+        got, meta = load_backbone(P.backbone_dir(tmp_path / "w", m))
+        assert meta["inputs"] == [m]
+        jax.tree.map(np.testing.assert_array_equal, got, want)
+    history = [json.loads(x) for x in (tmp_path / "w" / P.HISTORY).read_text().splitlines()]
+    assert [(r["group"], r["epoch"]) for r in history] == [(g, e) for g in names.IMAGE_INPUTS for e in (1, 2)]
+
+
+def test_a_run_starts_from_the_pretrained_branches_and_keeps_them_frozen_first(pretrained, tmp_path):
+    c, work, _ = pretrained
+    c = c.copy_and_resolve_references()
+    c.model.init_from = str(work / P.BACKBONES)
+    c.train.epochs, c.train.freeze_backbone_epochs = 1, 1  # one frozen epoch: the branches as loaded
+    run = Run.create(c, tmp_path / "run")
+    train(run)
+    state, _ = run.restore("latest")
+    for m in names.IMAGE_INPUTS:
+        loaded, _ = load_backbone(P.backbone_dir(work, m))
+        jax.tree.map(np.testing.assert_array_equal, jax.device_get(state.params[f"{m}_backbone"]), loaded["params"])
+        jax.tree.map(
+            np.testing.assert_array_equal, jax.device_get(state.batch_stats[f"{m}_backbone"]), loaded["batch_stats"]
+        )
+
+
+def test_views_keep_shape_range_and_gray():
+    img = np.linspace(0, 1, 32 * 32, dtype=np.float32).reshape(32, 32, 1).repeat(3, -1)[None].repeat(4, 0)
+    aug = tiny_pretrain_config("x").pretrain.augment.to_dict()
+    v = np.asarray(views.views(img, jax.random.key(0), aug))
+    assert v.shape == img.shape and v.min() >= 0.0 and v.max() <= 1.0
+    np.testing.assert_array_equal(v[..., 0], v[..., 2])  # no colour invented on a gray image
+    assert not np.allclose(v[0], v[1])
+    none = dict(aug, crop_area_min=1.0, rotation_deg=0.0, flip=False, gain=0.0, speckle=0.0)
+    none.update(contrast_min=1.0, contrast_max=1.0, gamma_min=1.0, gamma_max=1.0)
+    np.testing.assert_allclose(np.asarray(views.views(img, jax.random.key(1), none)), img, atol=1e-5)
+
+
+# Pretraining on 300 synthetic patients' 480 train+validation images (32 px, ResNet-18 of width
+# 8, 20 epochs): measured over LNM_TEST_SEED 0-2 (see the README's table of test margins).
+PROBE_MARGIN = 0.0  # set from the measured spread
+LOSS_DROP = 0.0
+
+
+@pytest.mark.skip(reason="margins being measured")
+def test_pretraining_lowers_its_loss_and_its_probe_beats_random_init(tmp_path):
+    params = SynthParams(patients=300, size=48, seed=200 + SEED, bmode_strength=2.0, ceus_strength=2.0)
+    generate_cohort(tmp_path / "cohort", params)
+    c = tiny_pretrain_config(tmp_path / "cohort" / "manifest.csv", epochs=20, batch_size=64, probe=True)
+    c.seed = c.data.split.seed = SEED
+    c.pretrain.warmup_epochs = 2
+    report = P.pretrain(c, [tmp_path / "cohort" / "manifest.csv"], tmp_path / "w", progress=False)
+    first, last = report["history"][0]["loss"], report["history"][-1]["loss"]
+    gains = {m: r["pretrained"]["linear_auc"] - r["random_init"]["linear_auc"] for m, r in report["probe"].items()}
+    record("pretrain_probe", loss_drop=first - last, **gains)
+    assert first - last >= LOSS_DROP
+    assert min(gains.values()) >= PROBE_MARGIN, report["probe"]
