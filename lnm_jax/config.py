@@ -186,6 +186,9 @@ def base_config(setting: str = "triple") -> ConfigDict:
             threshold=0.5,
             folds=0,
             gradcam=True,
+            # Pretrain (`lnm-jax pretrain`, config.pretrain) once per split, leaving out that
+            # split's test patients, and start every image run of model.backbone from it.
+            pretrain=False,
         )
     )
     return c
@@ -254,7 +257,10 @@ def small_cohort_config() -> ConfigDict:
     c.train.early_stop_patience = 10
     c.train.plateau.patience = 4
     c.train.plateau.head_min_scale = 0.1
-    c.pretrain.epochs = 30
+    c.pretrain.epochs = 60
     c.pretrain.batch_size = 128
     c.eval.bootstrap = 1000
+    # `lnm-jax reproduce` with this config: pretraining per split, the one backbone
+    c.protocol.pretrain = True
+    c.protocol.backbones = (c.model.backbone,)
     return c

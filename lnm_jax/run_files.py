@@ -60,6 +60,7 @@ TRUTH = "truth.csv"
 RESULTS = "results.json"
 REPORT = "report.md"
 PROTOCOL_RUNS = "runs"
+PROTOCOL_PRETRAIN = "pretrain"  # reproduce with protocol.pretrain: the backbone of each split
 
 
 @dataclasses.dataclass(frozen=True)

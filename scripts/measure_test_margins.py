@@ -30,6 +30,11 @@ QUALITY_TESTS = {
     ),
     "clips": "tests/test_clips.py::test_clip_model_beats_the_single_frame_when_the_cue_is_temporal",
     "gradcam": "tests/test_gradcam.py::test_trained_model_cam_mass_falls_inside_the_cue_region",
+    "fusion": (
+        "tests/test_fusion.py::"
+        "test_late_fusion_reaches_the_bayes_auc_of_a_strong_flag_and_an_image_where_the_paper_head_falls_short"
+    ),
+    "pretrain": "tests/test_pretrain.py::test_pretraining_lowers_its_loss_and_its_probe_beats_random_init",
 }
 
 

@@ -50,6 +50,7 @@ from lnm_jax.fileio import write_text
 from lnm_jax.metric_writer import read_history
 from lnm_jax.models.contrastive import BACKBONE, ContrastiveEncoder, nt_xent
 from lnm_jax.pretraining import views
+from lnm_jax.pretraining.probe import FOLDS as PROBE_FOLDS
 from lnm_jax.pretraining.probe import probe
 from lnm_jax.training import sharding
 from lnm_jax.training.checkpoint import RunCheckpoints
@@ -369,27 +370,25 @@ def _train_group(config, encoder, data, group, workdir, history, mesh, resume, p
 
 
 def probe_report(config, encoder, data, cohort, split, trained: dict, initial: dict) -> dict:
-    """Linear and k-NN probes per image input: pretrained vs randomly initialised backbone."""
+    """Linear and k-NN probes per image input (the downstream training and validation
+    patients' images, cross-validated): pretrained vs randomly initialised backbone."""
     labels = {p.patient_id: p.lnm for p in cohort.patients}
-    subsets = {s: set(split.subset(s)) for s in ("train", "val")}
+    labelled = set(split.train) | set(split.val)
     norm = config.data.norm.to_dict()
     out = {}
     for group, inputs in groups(config).items():
         for m in inputs:
-            rows = {
-                s: [i for i, r in enumerate(data.refs) if r.source == 0 and r.modality == m and r.patient_id in ids]
-                for s, ids in subsets.items()
-            }
-            if not rows["train"] or not rows["val"]:
+            rows = [
+                i for i, r in enumerate(data.refs) if r.source == 0 and r.modality == m and r.patient_id in labelled
+            ]
+            y = np.array([labels[data.refs[i].patient_id] for i in rows])
+            if np.bincount(y, minlength=2).min() < PROBE_FOLDS:
                 continue
-            y = {s: np.array([labels[data.refs[i].patient_id] for i in r]) for s, r in rows.items()}
-            if min(len(set(v)) for v in y.values()) < 2:
-                continue
-            out[m] = {"train_images": len(rows["train"]), "val_images": len(rows["val"])}
+            out[m] = {"images": len(rows)}
             for name, st in (("pretrained", trained[group]), ("random_init", initial[group])):
                 variables = {"params": st.params, "batch_stats": st.batch_stats}
-                x = {s: features(encoder, variables, data.images[r], data.modality[r], norm) for s, r in rows.items()}
-                out[m][name] = probe(x["train"], y["train"], x["val"], y["val"], seed=config.seed)
+                x = features(encoder, variables, data.images[rows], data.modality[rows], norm)
+                out[m][name] = probe(x, y, seed=config.seed)
     return out
 
 
@@ -401,7 +400,7 @@ def probe_lines(report: dict) -> str:
     ]
     for m, r in report.get("probe", {}).items():
         lines.append(
-            f"probe {m:5s} (train {r['train_images']}, val {r['val_images']} images): linear AUC "
+            f"probe {m:5s} ({r['images']} train+validation images, {PROBE_FOLDS}-fold): linear AUC "
             f"{r['pretrained']['linear_auc']:.3f} vs {r['random_init']['linear_auc']:.3f} random init; "
             f"k-NN AUC {r['pretrained']['knn_auc']:.3f} vs {r['random_init']['knn_auc']:.3f}"
         )

@@ -40,7 +40,16 @@ from lnm_jax.models.fusion import check_config
 from lnm_jax.preflight import check_inputs_present
 from lnm_jax.protocol.cohort_table import cohort_table, cohort_table_markdown
 from lnm_jax.run import Run, make_splits, resolve_cohort, split_document, write_run_record
-from lnm_jax.run_files import CAM_GRID_CORRECT, CAM_GRID_INCORRECT, GENERATOR, PROTOCOL_RUNS, REPORT, RESULTS, RunFiles
+from lnm_jax.run_files import (
+    CAM_GRID_CORRECT,
+    CAM_GRID_INCORRECT,
+    GENERATOR,
+    PROTOCOL_PRETRAIN,
+    PROTOCOL_RUNS,
+    REPORT,
+    RESULTS,
+    RunFiles,
+)
 
 
 def plan_runs(config: ConfigDict) -> dict[str, dict]:
@@ -63,7 +72,9 @@ def plan_runs(config: ConfigDict) -> dict[str, dict]:
     return runs
 
 
-def _run_config(config: ConfigDict, run: dict, manifest: Path, tfds_dir: Path) -> ConfigDict:
+def _run_config(config: ConfigDict, run: dict, manifest: Path, tfds_dir: Path, pretrained: Path | None = None):
+    """One planned run's config; ``pretrained``: the split's pretrained backbone folder (with
+    ``protocol.pretrain``), the start of image runs of ``model.backbone``."""
     c = copy.deepcopy(config)
     c.name = f"{config.name}/{run['setting']}_{run['backbone']}"
     c.modalities = run["setting"]
@@ -71,7 +82,24 @@ def _run_config(config: ConfigDict, run: dict, manifest: Path, tfds_dir: Path) -
         c.model.backbone = run["backbone"]
     c.data.manifest = str(manifest)
     c.data.tfds_dir = str(tfds_dir)
+    if config.protocol.get("pretrain", False):
+        if run["backbone"] == config.model.backbone and pretrained is not None:
+            c.model.init_from = str(pretrained)
+        elif not c.model.init_from:  # no pretrained branch to freeze (the flag alone, another backbone)
+            c.train.freeze_backbone_epochs = 0
     return c
+
+
+def _pretrained_backbone(config: ConfigDict, manifest: Path, folder: Path, fold: int | None) -> Path:
+    """The split's pretrained backbone folder: pretrained here on ``manifest`` with that split's
+    test patients left out, unless a finished pretraining is in ``folder``."""
+    from lnm_jax.pretraining.pretrain import BACKBONES, REPORT, pretrain, probe_lines  # noqa: PLC0415
+
+    if not (folder / REPORT).is_file():
+        resume = folder.exists()  # an interrupted pretraining continues
+        print(f"[reproduce] pretraining{f' fold {fold}' if fold is not None else ''} in {folder}", flush=True)
+        print(probe_lines(pretrain(config, [manifest], folder, fold=fold, resume=resume)), flush=True)
+    return folder / BACKBONES
 
 
 def _train_and_predict(config: ConfigDict, split: Split, folder: Path, split_doc: dict) -> tuple[dict, Run | None]:
@@ -167,7 +195,7 @@ def reproduce(config: ConfigDict, workdir: Path | str) -> dict:
     splits = make_splits(config, cohort)
     runs = plan_runs(config)
     for run in runs.values():  # every planned model and its inputs, before the first one trains
-        rc = _run_config(config, run, manifest, files.tfds)
+        rc = _run_config(config, run, manifest, files.tfds, workdir / PROTOCOL_PRETRAIN)
         check_config(rc)
         check_inputs_present(rc, cohort)
     workdir.mkdir(parents=True, exist_ok=True)
@@ -179,10 +207,15 @@ def reproduce(config: ConfigDict, workdir: Path | str) -> dict:
 
     preds: dict[str, list[dict]] = {}
     live: dict[str, Run] = {}
+    pretrained = {}
+    if config.protocol.get("pretrain", False):
+        for k in range(len(splits)):
+            folder = workdir / PROTOCOL_PRETRAIN / (f"fold{k}" if folds else "")
+            pretrained[k] = _pretrained_backbone(config, manifest, folder, k if folds else None)
     for name, run in runs.items():
-        rc = _run_config(config, run, manifest, files.tfds)
         preds[name] = []
         for k, split in enumerate(splits):
+            rc = _run_config(config, run, manifest, files.tfds, pretrained.get(k))
             folder = workdir / PROTOCOL_RUNS / name / (f"fold{k}" if folds else "")
             print(
                 f"[reproduce] {name}{f' fold {k}' if folds else ''} ({run['setting']}, {run['backbone']})", flush=True
