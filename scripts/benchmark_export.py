@@ -99,7 +99,7 @@ def main() -> None:
             batch = dict(x)
             for m in ("bmode", "ceus"):
                 batch[m] = (x[m] - np.float32(norm[m]["mean"])) / np.float32(norm[m]["std"])
-            live = np.asarray(predictor.step(predictor.params, predictor.batch_stats, batch))
+            live = np.asarray(predictor.step(predictor.params, predictor.batch_stats, batch)["logit"])
             first, hlo_s = timed(lambda x=x: hlo(x), a.repeats)
             _, onnx_s = timed(lambda x=x: onnx(x), a.repeats)
             d_hlo = np.abs(hlo(x)["logit"] - live).max()

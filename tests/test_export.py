@@ -63,7 +63,7 @@ def live_logits(run: Run, inputs: dict) -> np.ndarray:
             present = batch[names.has(m)].astype(np.float32).reshape((-1,) + (1,) * (batch[m].ndim - 1))
             batch[m] = (batch[m] - np.float32(norm[m]["mean"])) / np.float32(norm[m]["std"]) * present
     p = run.predictor("best")
-    return np.asarray(p.step(p.params, p.batch_stats, batch))
+    return np.asarray(p.step(p.params, p.batch_stats, batch)["logit"])
 
 
 def test_export_runs_without_the_training_stack_and_equals_the_live_model(triple_run, tiny_cohort, tmp_path):
