@@ -264,7 +264,10 @@ def train(run: Run) -> dict:
                 "train_patients_per_s": steps * config.train.batch_size / train_time,
                 "epoch_time_s": time.perf_counter() - t0,
             }
-            improved = va["auc"] > best["val_auc"]  # NaN never improves
+            # NaN never improves; a tie (a binary flag's AUC does not move) goes to the lower loss
+            improved = va["auc"] > best["val_auc"] or (
+                va["auc"] == best["val_auc"] and va["loss"] < best.get("val_loss", math.inf)
+            )
             if improved:
                 best = {"val_auc": va["auc"], "epoch": epoch, "val_loss": va["loss"]}
             # the log line first: a process killed between the two leaves a line that resume
