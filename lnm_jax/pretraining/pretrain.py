@@ -269,7 +269,7 @@ def pretrain(
         "groups": {},
     }
     history = workdir / HISTORY
-    variables, initial = {}, {}
+    variables = {}
     for group, inputs in groups(config).items():
         rows = np.flatnonzero(np.isin(data.modality, [names.IMAGE_INPUTS.index(m) for m in inputs]))
         part = unlabeled.UnlabeledImages(
@@ -282,7 +282,6 @@ def pretrain(
             )
         state, t = _train_group(config, encoder, part, group, workdir, history, mesh, resume, progress)
         variables[group] = state
-        initial[group] = init_state(encoder, optax.identity(), config.seed, config.data.image_size)
         meta = {
             "arch": config.model.backbone,
             "variant": config.model.variant,
@@ -307,6 +306,8 @@ def pretrain(
         report["groups"][group] = {"images": len(part), "seconds": t, "backbone": str(out)}
     report["history"] = read_history(history)
     if pc.probe and split is not None:
+        # the randomly initialised backbone each one started from (the same seed), the probes' baseline
+        initial = {g: init_state(encoder, optax.identity(), config.seed, config.data.image_size) for g in variables}
         report["probe"] = probe_report(config, encoder, data, first, split, variables, initial)
     write_text(workdir / REPORT, json.dumps(report, indent=2))
     return report
