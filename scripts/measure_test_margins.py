@@ -6,7 +6,7 @@ Each quality test reads its seed from LNM_TEST_SEED and records what it measured
 ``support.record``; this script runs each one for seeds 0..N-1 (optionally with XLA:CPU held
 to another instruction set) and prints mean, SD, min and max of every recorded value.
 
-    python scripts/measure_test_margins.py [--seeds 5] [--isa AVX2] [-k learns]
+    python scripts/measure_test_margins.py [--seeds 5] [--first-seed 0] [--isa AVX2] [-k learns]
 """
 
 from __future__ import annotations
@@ -41,6 +41,7 @@ QUALITY_TESTS = {
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--seeds", type=int, default=5)
+    p.add_argument("--first-seed", type=int, default=0, help="seeds first..first+N-1 (to add seeds to a measurement)")
     p.add_argument("--isa", default="", help="XLA:CPU's highest instruction set, e.g. AVX2 (--xla_cpu_max_isa)")
     p.add_argument("-k", dest="only", default="", help="comma list of " + ",".join(QUALITY_TESTS))
     p.add_argument("--out", type=Path, help="JSON lines of every measurement (default: a temp file)")
@@ -50,7 +51,7 @@ def main() -> int:
     if a.isa:
         env["XLA_FLAGS"] = f"{env.get('XLA_FLAGS', '')} --xla_cpu_max_isa={a.isa}".strip()
     names = [n for n in QUALITY_TESTS if not a.only or n in a.only.split(",")]
-    for seed in range(a.seeds):
+    for seed in range(a.first_seed, a.first_seed + a.seeds):
         for name in names:
             cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-n", "0", QUALITY_TESTS[name]]
             res = subprocess.run(cmd, cwd=ROOT, env={**env, "LNM_TEST_SEED": str(seed)}, capture_output=True, text=True)

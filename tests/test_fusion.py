@@ -138,12 +138,13 @@ def test_guard_says_when_fusion_loses_to_a_single_input():
 
 # A strong flag (sensitivity = specificity = 0.9, AUC 0.90) beside one image input (B-mode cue
 # 2.0: Bayes AUC 0.921 alone); together their Bayes-optimal AUC is 0.979. Measured over
-# LNM_TEST_SEED 0-3 (gap = the Bayes-optimal score's AUC on the same test patients - the
-# model's): late fusion 0.027 / 0.004 / 0.016 / 0.014; the paper's head 0.072 / 0.097 / 0.088 /
-# 0.103 (its weight on the flag grows ~1e-3 per Adam step, so 1,024 image features drown it).
+# LNM_TEST_SEED 0-7 natively and 0-3 with XLA:CPU held to AVX2 (the same numbers to four
+# decimals; gap = the Bayes-optimal score's AUC on the same test patients - the model's): late
+# fusion mean 0.0099, SD 0.0049, max 0.019; the paper's head mean 0.099, SD 0.028, min 0.072
+# (its weight on the flag grows ~1e-3 per Adam step, so 1,024 image features drown it).
 STRONG_FLAG = dict(bmode_strength=2.0, ceus_strength=0.0, flag_sensitivity=0.9, flag_specificity=0.9)
-FUSION_GAP = 0.03  # the issue's bar for the new fusion
-PAPER_SHORT = 0.05  # the paper head's smallest measured gap, 0.072, less 2 SD of the late gaps' spread
+FUSION_GAP = 0.03  # the issue's bar for the new fusion: mean + 4.1 SD of the late gaps
+PAPER_SHORT = 0.04  # short of that bar by 0.01: mean - 2.1 SD of the paper head's gaps
 
 
 def strong_flag_scenario(folder, seed=SEED):
@@ -158,7 +159,9 @@ def strong_flag_scenario(folder, seed=SEED):
         c.seed, c.data.split.seed, c.train.batch_size = seed, seed, 16
         if head == "late":
             c.model.fusion, c.model.flag_encoding = "late", "centred"
-            c.train.aux_loss_weight, c.train.learning_rate, c.train.backbone_lr_scale = 1.0, 1e-2, 0.1
+            # from scratch: one learning rate for heads and branches (a lower branch rate is for
+            # pretrained ones; 1e-3 here left the image head short: worst gap 0.028 over 8 seeds)
+            c.train.aux_loss_weight, c.train.learning_rate = 1.0, 1e-2
             c.train.plateau.head_min_scale = 0.1
         run = Run.create(c, folder / head)
         train(run)
