@@ -121,7 +121,8 @@ def _train_and_predict(config: ConfigDict, split: Split, folder: Path, split_doc
         out[subset] = {
             names.PATIENT_ID: p[names.PATIENT_ID].tolist(),
             names.LABEL: p[names.LABEL].tolist(),
-            "logit": p["logit"].astype(float).tolist(),
+            # the fused logit and, with per-input heads, each input's own (``logit_<input>``)
+            **{k: p[k].astype(float).tolist() for k in p if k == "logit" or k.startswith(names.INPUT_LOGIT)},
         }
     write_text(done, json.dumps(out))
     return out, run

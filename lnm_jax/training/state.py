@@ -130,8 +130,14 @@ def train_state_from(variables: dict, tx: optax.GradientTransformation, plateau)
 
 def plateau_step(plateau: optax.GradientTransformationExtraArgs, state: TrainState, val_loss: float) -> TrainState:
     """Feeds one epoch's validation loss to the plateau scheduler."""
-    _, new = plateau.update(updates={}, state=state.plateau, value=jnp.asarray(val_loss, jnp.float32))
-    return state.replace(plateau=new)
+    return state.replace(plateau=_plateau_update(plateau, state.plateau, jnp.asarray(val_loss, jnp.float32)))
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _plateau_update(plateau, plateau_state, value):
+    """One program per scheduler: run eagerly, its ``lax.cond`` and the ops around it were
+    compiled anew every epoch (~20 small XLA compiles an epoch on CPU)."""
+    return plateau.update(updates={}, state=plateau_state, value=value)[1]
 
 
 def learning_rate(base_lr: float, state: TrainState) -> float:
