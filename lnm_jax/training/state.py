@@ -135,8 +135,8 @@ def plateau_step(plateau: optax.GradientTransformationExtraArgs, state: TrainSta
 
 @functools.partial(jax.jit, static_argnums=0)
 def _plateau_update(plateau, plateau_state, value):
-    """One program per scheduler: run eagerly, its ``lax.cond`` and the ops around it were
-    compiled anew every epoch (~20 small XLA compiles an epoch on CPU)."""
+    """One program per scheduler: run eagerly, its ``lax.cond`` was compiled anew every epoch
+    (~0.2 s each on this CPU, 30 of them in two 15-epoch test runs)."""
     return plateau.update(updates={}, state=plateau_state, value=value)[1]
 
 
