@@ -54,7 +54,7 @@ from lnm_jax.pretraining.probe import FOLDS as PROBE_FOLDS
 from lnm_jax.pretraining.probe import probe
 from lnm_jax.training import sharding
 from lnm_jax.training.checkpoint import RunCheckpoints
-from lnm_jax.training.state import INIT_COMPILER_OPTIONS
+from lnm_jax.training.state import run_init_program
 
 SHARED = "shared"  # the group name of a backbone shared by every image input
 CONFIG = "config.json"
@@ -107,8 +107,8 @@ def make_optimizer(pc: ConfigDict, steps_per_epoch: int) -> optax.GradientTransf
 
 
 def init_state(encoder, tx, seed: int, image_size: int) -> PretrainState:
-    """The initial state as one program, compiled as training's initialisation is
-    (``INIT_COMPILER_OPTIONS``): the optimiser's zeros built eagerly cost one XLA compile per
+    """The initial state as one program, built as training's initialisation is
+    (``run_init_program``): the optimiser's zeros built eagerly cost one XLA compile per
     parameter shape (~9 s of a tiny pretraining on CPU)."""
     x = jnp.zeros((2, image_size, image_size, 3), jnp.float32)
 
@@ -117,8 +117,7 @@ def init_state(encoder, tx, seed: int, image_size: int) -> PretrainState:
         params = variables["params"]
         return PretrainState(jnp.zeros((), jnp.int32), params, variables["batch_stats"], tx.init(params))
 
-    key = jax.random.key(seed)
-    return jax.jit(build).lower(key).compile(INIT_COMPILER_OPTIONS.get(jax.default_backend()))(key)
+    return run_init_program(build, jax.random.key(seed))
 
 
 def _norm_table(norm: dict) -> tuple[jax.Array, jax.Array]:

@@ -92,11 +92,15 @@ def optimizers(train_cfg) -> tuple[optax.GradientTransformation, optax.GradientT
 INIT_COMPILER_OPTIONS = {"cpu": {"xla_backend_optimization_level": 0}}
 
 
+def run_init_program(fn, *args):
+    """``fn(*args)`` as one program compiled as :data:`INIT_COMPILER_OPTIONS` says for the
+    backend: how every initialisation (a run's, a pretraining's) is built."""
+    return jax.jit(fn).lower(*args).compile(INIT_COMPILER_OPTIONS.get(jax.default_backend()))(*args)
+
+
 def init_variables(model: nn.Module, rng: jax.Array, sample_inputs: dict) -> dict:
-    """``model.init`` (inference mode) as one program, compiled as :data:`INIT_COMPILER_OPTIONS`
-    says for the backend."""
-    lowered = jax.jit(lambda r, x: model.init(r, x, train=False)).lower(rng, sample_inputs)
-    return lowered.compile(INIT_COMPILER_OPTIONS.get(jax.default_backend()))(rng, sample_inputs)
+    """``model.init`` (inference mode) as one initialisation program."""
+    return run_init_program(lambda r, x: model.init(r, x, train=False), rng, sample_inputs)
 
 
 def create_train_state(
