@@ -144,7 +144,9 @@ def test_guard_says_when_fusion_loses_to_a_single_input():
 # (its weight on the flag grows ~1e-3 per Adam step, so 1,024 image features drown it).
 STRONG_FLAG = dict(bmode_strength=2.0, ceus_strength=0.0, flag_sensitivity=0.9, flag_specificity=0.9)
 FUSION_GAP = 0.03  # the bar for the new fusion: mean + 4.1 SD of the late gaps
-PAPER_SHORT = 0.04  # short of that bar by 0.01: mean - 2.1 SD of the paper head's gaps
+# The paper head's gaps are skewed upward (one seed at 0.163, its failure mode being a flag it
+# cannot weigh); the other seven lie 0.072-0.103 (mean 0.090, SD 0.011).
+PAPER_SHORT = 0.04  # short of that bar by 0.01: mean - 2.1 SD of all eight, 4.6 SD below the seven
 
 
 def strong_flag_scenario(folder, seed=SEED):
