@@ -11,7 +11,7 @@ for the US-LNM flag, malignancy for LNM. Normalisation: the training split's own
 from ml_collections import ConfigDict
 
 from lnm_jax.config import reproduce_cpu_config
-from lnm_jax.data import busbra
+from lnm_jax.data.cohorts import busbra
 
 
 def get_config():

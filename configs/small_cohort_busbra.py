@@ -13,7 +13,7 @@ second view fed as zeros, as the project's BUS-BRA figures were measured.
 from ml_collections import ConfigDict
 
 from lnm_jax.config import small_cohort_config
-from lnm_jax.data import busbra
+from lnm_jax.data.cohorts import busbra
 
 
 def get_config():

@@ -53,7 +53,7 @@ def _fail(command: str, msg: str, code: int) -> int:
 
 
 def cmd_synth(argv: list[str]) -> int:
-    from lnm_jax.data.synthetic import PRESETS, SynthParams, describe, generate_cohort, preset_params
+    from lnm_jax.data.synth.synthetic import PRESETS, SynthParams, describe, generate_cohort, preset_params
 
     p = argparse.ArgumentParser(prog="lnm-jax synth", description="Write a synthetic cohort.")
     p.add_argument("--out", required=True, type=Path)
@@ -79,9 +79,9 @@ def cmd_synth(argv: list[str]) -> int:
 
 
 def cmd_validate(argv: list[str]) -> int:
-    from lnm_jax.data.manifest import read_manifest
-    from lnm_jax.data.sources import Framing
-    from lnm_jax.data.survey import survey
+    from lnm_jax.data.cohorts.manifest import read_manifest
+    from lnm_jax.data.cohorts.survey import survey
+    from lnm_jax.data.pixels.sources import Framing
     from lnm_jax.preflight import report
 
     p = argparse.ArgumentParser(
@@ -130,8 +130,8 @@ def _config_for_validate(a):
 
 
 def cmd_norm_stats(argv: list[str]) -> int:
-    from lnm_jax.data.loader import manifest_norm_stats
-    from lnm_jax.data.sources import Framing
+    from lnm_jax.data.loaders.loader import manifest_norm_stats
+    from lnm_jax.data.pixels.sources import Framing
 
     p = argparse.ArgumentParser(prog="lnm-jax norm-stats", description="Per-modality mean/std of the training split.")
     p.add_argument("--manifest", required=True, type=Path)
@@ -429,7 +429,7 @@ def cmd_reproduce(argv: list[str]) -> int:
 
 
 def cmd_convert_busbra(argv: list[str]) -> int:
-    from lnm_jax.data.busbra import convert_busbra
+    from lnm_jax.data.cohorts.busbra import convert_busbra
 
     p = argparse.ArgumentParser(
         prog="lnm-jax convert-busbra", description="BUS-BRA (Images/, bus_data.csv) -> cohort manifest."
@@ -443,7 +443,7 @@ def cmd_convert_busbra(argv: list[str]) -> int:
 
 
 def cmd_deidentify(argv: list[str]) -> int:
-    from lnm_jax.data.deidentify import deidentify
+    from lnm_jax.data.privacy.deidentify import deidentify
 
     p = argparse.ArgumentParser(
         prog="lnm-jax deidentify",

@@ -39,7 +39,7 @@ def base_config(setting: str = "triple") -> ConfigDict:
     c.data.tfds_dir = ""
     c.data.shuffle_buffer = 4096  # tfds only (grain shuffles the whole split)
     # Hold the decoded training split on the accelerator(s) and augment there, in JAX
-    # (lnm_jax/data/on_device.py): for small cohorts on fast devices.
+    # (lnm_jax/data/loaders/on_device.py): for small cohorts on fast devices.
     c.data.on_device = False
     # A patient who lacks an input the model takes is refused unless the model was trained for
     # missing inputs (model.missing_inputs); True feeds such an input as zeros instead (the

@@ -15,7 +15,7 @@ import numpy as np
 
 from lnm_jax import names, provenance
 from lnm_jax import run_files as F
-from lnm_jax.data.sources import Framing
+from lnm_jax.data.pixels.sources import Framing
 from lnm_jax.exported import METADATA, MODEL_CARD
 from lnm_jax.fileio import write_text
 from lnm_jax.preflight import availability_patterns
@@ -87,7 +87,7 @@ def metadata(run: Run, checkpoint: str = "best", evaluation: dict | None = None)
         "inputs": input_spec(config),
         "image_size": config.data.image_size,
         "clip_frames": config.data.clip_frames,
-        # how images are cropped and scaled before the resize (lnm_jax.data.sources.Framing)
+        # how images are cropped and scaled before the resize (lnm_jax.data.pixels.sources.Framing)
         "framing": dataclasses.asdict(Framing.from_config(config.data)),
         "normalisation": {
             k: {"mean": list(v["mean"]), "std": list(v["std"])} for k, v in config.data.norm.to_dict().items()

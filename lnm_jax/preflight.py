@@ -10,8 +10,8 @@ from collections import Counter
 from ml_collections import ConfigDict
 
 from lnm_jax import names
-from lnm_jax.data.manifest import Cohort
-from lnm_jax.data.splits import SplitError
+from lnm_jax.data.cohorts.manifest import Cohort
+from lnm_jax.data.cohorts.splits import SplitError
 from lnm_jax.models.fusion import check_config
 
 SHOW = 10  # patients named per missing input in an error

@@ -25,11 +25,11 @@ from ml_collections import ConfigDict
 
 from lnm_jax import names, provenance
 from lnm_jax.config import base_config
-from lnm_jax.data.manifest import Cohort, read_manifest
-from lnm_jax.data.sources import Framing
-from lnm_jax.data.splits import Split, check_stored, holdout_split, kfold_splits, load_splits, save_splits
-from lnm_jax.data.survey import GEOMETRY_COLUMNS, survey
-from lnm_jax.data.synthetic import SynthParams, generate_cohort
+from lnm_jax.data.cohorts.manifest import Cohort, read_manifest
+from lnm_jax.data.cohorts.splits import Split, check_stored, holdout_split, kfold_splits, load_splits, save_splits
+from lnm_jax.data.cohorts.survey import GEOMETRY_COLUMNS, survey
+from lnm_jax.data.pixels.sources import Framing
+from lnm_jax.data.synth.synthetic import SynthParams, generate_cohort
 from lnm_jax.fileio import write_csv, write_text
 from lnm_jax.models.fusion import build_model, check_config
 from lnm_jax.preflight import check_inputs_present
@@ -116,7 +116,7 @@ def resolve_cohort(config: ConfigDict, files: RunFiles) -> Cohort:
 
 def split_document(config: ConfigDict, cohort: Cohort) -> dict:
     """What ``splits.json`` records beside the split itself: the labels, and every setting the
-    split depends on (:data:`lnm_jax.data.splits.SETTING_KEYS`; ``protocol.folds`` > 0: the
+    split depends on (:data:`lnm_jax.data.cohorts.splits.SETTING_KEYS`; ``protocol.folds`` > 0: the
     k-fold splits of ``lnm-jax reproduce``)."""
     sc, folds = config.data.split, int(config.protocol.folds)
     return dict(
@@ -183,7 +183,7 @@ class RunData:
     def __init__(
         self, config: ConfigDict, cohort: Cohort, split: Split | None, tfds_dir: Path, *, require_labels: bool = True
     ):
-        from lnm_jax.data.loader import BatchSettings, GrainSource  # noqa: PLC0415
+        from lnm_jax.data.loaders.loader import BatchSettings, GrainSource  # noqa: PLC0415
 
         self.config = config
         self.cohort = cohort
@@ -223,7 +223,7 @@ class RunData:
 def _tfds_pipeline():
     """The TensorFlow input path, or an error that says what to install."""
     try:
-        from lnm_jax.data import pipeline  # noqa: PLC0415
+        from lnm_jax.data.loaders import pipeline  # noqa: PLC0415
     except ImportError as e:
         raise ImportError(
             f"data.loader='tfds' needs TensorFlow ({e}); install it with pip install -e '.[tf]', or use the "

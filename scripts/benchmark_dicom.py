@@ -16,8 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-from lnm_jax.data import dicom, sources
-from lnm_jax.data.dicom import Box, ScanRegion
+from lnm_jax.data.pixels import dicom, sources
+from lnm_jax.data.pixels.dicom import Box, ScanRegion
 
 
 def main() -> None:

@@ -22,9 +22,9 @@ from pathlib import Path
 import numpy as np
 
 from lnm_jax.config import base_config
-from lnm_jax.data.loader import BatchSettings, GrainSource
-from lnm_jax.data.manifest import read_manifest
-from lnm_jax.data.synthetic import SynthParams, generate_cohort
+from lnm_jax.data.cohorts.manifest import read_manifest
+from lnm_jax.data.loaders.loader import BatchSettings, GrainSource
+from lnm_jax.data.synth.synthetic import SynthParams, generate_cohort
 
 
 def epoch_rate(batches_of_epoch, patients: int) -> float:
@@ -77,7 +77,7 @@ def main(argv=None) -> list[dict]:
 
             tf.config.threading.set_inter_op_parallelism_threads(a.threads)
             tf.config.threading.set_intra_op_parallelism_threads(a.threads)
-            from lnm_jax.data.pipeline import TfdsSource
+            from lnm_jax.data.loaders.pipeline import TfdsSource
         except ImportError as e:
             print(f"tf.data rows skipped: {e}")
         else:
@@ -100,7 +100,7 @@ def jax_augmentation_row(cohort, ids, settings, aug, norm) -> dict:
     JAX function (here on the CPU; on a GPU it runs beside the step)."""
     import jax
 
-    from lnm_jax.data.on_device import DeviceCohort
+    from lnm_jax.data.loaders.on_device import DeviceCohort
 
     src = GrainSource(cohort, settings)
     dev = DeviceCohort(src.arrays(ids), batch_size=settings.batch_size, norm=norm, augment=aug, seed=0)

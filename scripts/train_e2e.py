@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 from lnm_jax.config import base_config
-from lnm_jax.data.synthetic import SynthParams, generate_cohort
+from lnm_jax.data.synth.synthetic import SynthParams, generate_cohort
 from lnm_jax.metric_writer import read_history
 from lnm_jax.run import Run
 from lnm_jax.training.loop import train

@@ -42,7 +42,7 @@ except ImportError:
 
 import pytest  # noqa: E402
 
-from lnm_jax.data.synthetic import SynthParams, generate_cohort  # noqa: E402
+from lnm_jax.data.synth.synthetic import SynthParams, generate_cohort  # noqa: E402
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 

@@ -12,9 +12,9 @@ from PIL import Image
 from support import SEED, record
 
 from lnm_jax.config import base_config
-from lnm_jax.data import clips
-from lnm_jax.data.manifest import CLIP_TOO_SHORT, UNREADABLE_CLIP, ManifestError, read_manifest
-from lnm_jax.data.synthetic import SynthParams, bayes_auc, generate_cohort, time_intensity
+from lnm_jax.data.cohorts.manifest import CLIP_TOO_SHORT, UNREADABLE_CLIP, ManifestError, read_manifest
+from lnm_jax.data.pixels import clips
+from lnm_jax.data.synth.synthetic import SynthParams, bayes_auc, generate_cohort, time_intensity
 from lnm_jax.names import PAPER_NORM
 
 
@@ -94,7 +94,7 @@ def clip_cohort(tmp_path_factory):
 
 
 def test_loader_gives_clip_batches(clip_cohort):
-    from lnm_jax.data.loader import BatchSettings, GrainSource
+    from lnm_jax.data.loaders.loader import BatchSettings, GrainSource
 
     cohort = read_manifest(clip_cohort, min_clip_frames=4)
     aug = {**base_config().data.augment.to_dict(), "contrast_min": 0.9, "contrast_max": 1.1, "brightness": 0.05}

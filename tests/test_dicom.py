@@ -15,13 +15,13 @@ import pytest
 from PIL import Image
 
 from lnm_jax.cli import main
-from lnm_jax.data import clips, dicom, sources
-from lnm_jax.data.decode import fit, read_image
-from lnm_jax.data.dicom import Box, DicomError, ScanRegion
-from lnm_jax.data.loader import BatchSettings, GrainSource
-from lnm_jax.data.manifest import BAD_IMAGE_OPTION, UNUSABLE_DICOM, ManifestError, read_manifest
-from lnm_jax.data.survey import screen_capture_box, survey
-from lnm_jax.data.synthetic import SynthParams, generate_cohort
+from lnm_jax.data.cohorts.manifest import BAD_IMAGE_OPTION, UNUSABLE_DICOM, ManifestError, read_manifest
+from lnm_jax.data.cohorts.survey import screen_capture_box, survey
+from lnm_jax.data.loaders.loader import BatchSettings, GrainSource
+from lnm_jax.data.pixels import clips, dicom, sources
+from lnm_jax.data.pixels.decode import fit, read_image
+from lnm_jax.data.pixels.dicom import Box, DicomError, ScanRegion
+from lnm_jax.data.synth.synthetic import SynthParams, generate_cohort
 
 pydicom_data = pytest.importorskip("pydicom.data", reason="pydicom is a core dependency")
 warnings.filterwarnings("ignore", module="pydicom")
@@ -265,7 +265,7 @@ def test_dicom_cohort_gives_the_png_cohorts_batches(twin_cohorts):
 def test_screen_capture_is_flagged_and_a_crop_column_frames_it(twin_cohorts, tmp_path):
     # a PNG screen capture of a scanner screen (banner text, colour bar, depth scale) around a
     # 96 px B-mode image of the synthetic cohort
-    from lnm_jax.data.synthetic_dicom import screen
+    from lnm_jax.data.synth.synthetic_dicom import screen
 
     image = (read_image(twin_cohorts["png"].parent / "images/SYN000_bmode.png") * 255).round().astype(np.uint8)
     canvas, (box,) = screen([np.kron(image, np.ones((3, 3, 1), np.uint8))], "SYNTH^PATIENT  MRN1234567  2024", False)

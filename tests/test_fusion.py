@@ -14,7 +14,7 @@ from support import SEED, record, tiny_config
 
 from lnm_jax import names
 from lnm_jax.config import base_config
-from lnm_jax.data.synthetic import SynthParams, bayes_scores, generate_cohort, read_truth
+from lnm_jax.data.synth.synthetic import SynthParams, bayes_scores, generate_cohort, read_truth
 from lnm_jax.evaluation import metrics as M
 from lnm_jax.evaluation.evaluate import evaluate, single_input_check, single_input_line
 from lnm_jax.models.fusion import build_model

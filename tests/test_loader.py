@@ -11,12 +11,12 @@ import pytest
 from PIL import Image
 
 from lnm_jax.config import base_config
-from lnm_jax.data import augment as augment_lib
-from lnm_jax.data.decode import decode_image
-from lnm_jax.data.loader import BatchSettings, GrainSource
-from lnm_jax.data.manifest import read_manifest
-from lnm_jax.data.splits import holdout_split
-from lnm_jax.data.synthetic import SynthParams, generate_cohort
+from lnm_jax.data.cohorts.manifest import read_manifest
+from lnm_jax.data.cohorts.splits import holdout_split
+from lnm_jax.data.loaders import augment as augment_lib
+from lnm_jax.data.loaders.loader import BatchSettings, GrainSource
+from lnm_jax.data.pixels.decode import decode_image
+from lnm_jax.data.synth.synthetic import SynthParams, generate_cohort
 from lnm_jax.names import PAPER_NORM
 
 AUG = base_config().data.augment.to_dict()  # the paper's augmentation, as configured
@@ -142,7 +142,7 @@ def test_numpy_augmentation_is_the_jax_one(data):
     cohort's JAX transform (float32 coordinates there, float64 here: ~size * 2^-24 pixels)."""
     import jax.numpy as jnp
 
-    from lnm_jax.data.on_device import apply_augmentation
+    from lnm_jax.data.loaders.on_device import apply_augmentation
 
     img = np.random.default_rng(0).random((SIZE, SIZE, 3)).astype(np.float32)
     strong = {**AUG, "translate": 0.3, "scale_min": 0.6, "scale_max": 1.4}  # reaches the reflected borders
@@ -179,7 +179,7 @@ def test_grain_and_tfds_paths_give_the_same_batches(data, tmp_path):
     normalisation; each keeps the split's patients, TFDS in its own record order) and training
     batches of the same patients."""
     pytest.importorskip("tensorflow", reason="TensorFlow not installed (pip install -e '.[tf]')")
-    from lnm_jax.data.pipeline import TfdsSource
+    from lnm_jax.data.loaders.pipeline import TfdsSource
 
     cohort, split = data
     s = settings()
@@ -208,7 +208,7 @@ def test_grain_and_tfds_paths_give_the_same_batches(data, tmp_path):
 @pytest.mark.tf
 def test_tfds_builder_features(data, tmp_path):
     pytest.importorskip("tensorflow", reason="TensorFlow not installed (pip install -e '.[tf]')")
-    from lnm_jax.data.tfds_builder import load_cohort
+    from lnm_jax.data.loaders.tfds_builder import load_cohort
 
     cohort, _ = data
     examples = list(load_cohort(cohort, tmp_path / "tfds").as_numpy_iterator())

@@ -10,8 +10,8 @@ import pytest
 from PIL import Image
 
 from lnm_jax.cli import main
-from lnm_jax.data import manifest as mf
-from lnm_jax.data.manifest import ManifestError, read_manifest
+from lnm_jax.data.cohorts import manifest as mf
+from lnm_jax.data.cohorts.manifest import ManifestError, read_manifest
 
 HEADER = "patient_id,bmode,ceus,us_lnm,lnm,age\n"
 

@@ -117,7 +117,7 @@ def test_one_model_for_every_pattern_matches_the_dedicated_model_without_ceus(tm
     with strong cues (d = 3), 12 epochs at 32 px: both models stay below the Bayes AUC (0.985),
     so their difference carries the training noise that sets the first margin."""
     from lnm_jax.config import base_config
-    from lnm_jax.data.synthetic import SynthParams, generate_cohort
+    from lnm_jax.data.synth.synthetic import SynthParams, generate_cohort
 
     manifest = generate_cohort(
         tmp_path / "cohort", SynthParams(patients=400, size=64, seed=5 + SEED, bmode_strength=3.0, ceus_strength=3.0)

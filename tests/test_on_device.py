@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from lnm_jax.config import base_config
-from lnm_jax.data.on_device import DeviceCohort, apply_augmentation
+from lnm_jax.data.loaders.on_device import DeviceCohort, apply_augmentation
 
 AUG = base_config().data.augment.to_dict()  # the paper's augmentation, as configured
 NORM = {

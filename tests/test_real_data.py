@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from conftest import SHARED_DATA
 
-from lnm_jax.data.loader import BatchSettings, GrainSource
-from lnm_jax.data.manifest import read_manifest
+from lnm_jax.data.cohorts.manifest import read_manifest
+from lnm_jax.data.loaders.loader import BatchSettings, GrainSource
 from lnm_jax.names import PAPER_NORM
 
 DDTI = SHARED_DATA / "ddti" / "images"

@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from lnm_jax.cli import main
-from lnm_jax.data.manifest import read_manifest
+from lnm_jax.data.cohorts.manifest import read_manifest
 from lnm_jax.protocol.cohort_table import cohort_table
 from lnm_jax.protocol.reproduce import plan_runs
 

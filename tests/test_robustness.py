@@ -21,9 +21,9 @@ from support import tiny_config
 
 from lnm_jax import run_files as F
 from lnm_jax.cli import main
-from lnm_jax.data import manifest as mf
-from lnm_jax.data.manifest import ManifestError, read_manifest
-from lnm_jax.data.splits import SplitMismatchError
+from lnm_jax.data.cohorts import manifest as mf
+from lnm_jax.data.cohorts.manifest import ManifestError, read_manifest
+from lnm_jax.data.cohorts.splits import SplitMismatchError
 from lnm_jax.fileio import UnsafePathError, path_inside
 from lnm_jax.metric_writer import read_history
 from lnm_jax.preflight import MissingInputsError
@@ -210,8 +210,8 @@ def _undecodable_cohort(tiny_cohort, tmp_path, monkeypatch):
 
 
 def test_a_png_with_a_corrupt_crc_fails_validation_and_names_the_patient_at_decode(tiny_cohort, tmp_path, monkeypatch):
-    from lnm_jax.data.decode import ImageDecodeError
-    from lnm_jax.data.loader import BatchSettings, GrainSource
+    from lnm_jax.data.loaders.loader import BatchSettings, GrainSource
+    from lnm_jax.data.pixels.decode import ImageDecodeError
 
     cohort = read_manifest(tiny_cohort)
     victim = cohort.patients[0]
@@ -237,7 +237,7 @@ def test_a_png_with_a_corrupt_crc_fails_validation_and_names_the_patient_at_deco
 @pytest.mark.tf
 def test_an_image_tfds_cannot_decode_names_the_patient_at_build(tiny_cohort, tmp_path, monkeypatch):
     pytest.importorskip("tensorflow", reason="TensorFlow not installed (pip install -e '.[tf]')")
-    from lnm_jax.data.tfds_builder import load_cohort
+    from lnm_jax.data.loaders.tfds_builder import load_cohort
 
     unchecked, truncated = _undecodable_cohort(tiny_cohort, tmp_path, monkeypatch)
     with pytest.raises(ValueError, match=rf"patient {unchecked.ids[0]}: {truncated}: the input pipeline cannot decode"):

@@ -92,7 +92,7 @@ def test_training_loop_runs_data_parallel_on_8_devices(tmp_path):
     code = textwrap.dedent(f"""
         import json, jax
         from lnm_jax.config import base_config
-        from lnm_jax.data.synthetic import SynthParams, generate_cohort
+        from lnm_jax.data.synth.synthetic import SynthParams, generate_cohort
         from lnm_jax.run import Run
         from lnm_jax.training.loop import train
         assert jax.device_count() == 8

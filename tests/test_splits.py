@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from lnm_jax.data.splits import (
+from lnm_jax.data.cohorts.splits import (
     Split,
     SplitError,
     SplitMismatchError,

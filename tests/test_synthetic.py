@@ -12,8 +12,8 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score
 
 from lnm_jax.cli import main
-from lnm_jax.data.manifest import read_manifest
-from lnm_jax.data.synthetic import (
+from lnm_jax.data.cohorts.manifest import read_manifest
+from lnm_jax.data.synth.synthetic import (
     SETTINGS,
     SynthParams,
     _nodule_field,

@@ -10,8 +10,8 @@ import numpy as np
 
 from lnm_jax import names
 from lnm_jax import run_files as F
-from lnm_jax.data.manifest import read_manifest
-from lnm_jax.data.synthetic import bayes_auc, bayes_scores, read_truth
+from lnm_jax.data.cohorts.manifest import read_manifest
+from lnm_jax.data.synth.synthetic import bayes_auc, bayes_scores, read_truth
 from lnm_jax.evaluation import calibration as C
 from lnm_jax.evaluation import metrics as M
 from lnm_jax.evaluation.plots import plot_decision_curve, plot_reliability, plot_roc
@@ -200,8 +200,8 @@ def predict_exported(folder: Path | str, manifest: Path | str, out_csv: Path | s
     """``predict`` with a model written by ``lnm-jax export``: no run folder, no training code;
     the manifest's images decoded as the run's input pipeline decodes them ([0, 1], resized;
     the program normalises)."""
-    from lnm_jax.data import loader  # noqa: PLC0415
-    from lnm_jax.data.sources import Framing  # noqa: PLC0415
+    from lnm_jax.data.loaders import loader  # noqa: PLC0415
+    from lnm_jax.data.pixels.sources import Framing  # noqa: PLC0415
     from lnm_jax.exported import load  # noqa: PLC0415
 
     model = load(folder)

@@ -15,7 +15,7 @@ USCL's idea for still images: the second view comes from another image of the sa
 
 One backbone shared by both image inputs (``pretrain.shared_backbone``, the default: twice the
 images for one network) or one per input. Each is trained on the manifests' images but the
-downstream test split's (:mod:`lnm_jax.data.unlabeled`), on the accelerator(s): the images are
+downstream test split's (:mod:`lnm_jax.data.cohorts.unlabeled`), on the accelerator(s): the images are
 held there as uint8 and each jitted step draws its views (:mod:`lnm_jax.pretraining.views`),
 normalises them by their input's statistics (``data.norm``, as training will), and updates the
 encoder; batches are split over every device (BatchNorm statistics and the loss over the global
@@ -43,9 +43,9 @@ from ml_collections import ConfigDict
 from tqdm import tqdm
 
 from lnm_jax import names
-from lnm_jax.data import unlabeled
-from lnm_jax.data.manifest import read_manifest
-from lnm_jax.data.sources import Framing
+from lnm_jax.data.cohorts import unlabeled
+from lnm_jax.data.cohorts.manifest import read_manifest
+from lnm_jax.data.pixels.sources import Framing
 from lnm_jax.fileio import write_text
 from lnm_jax.metric_writer import read_history
 from lnm_jax.models.contrastive import BACKBONE, ContrastiveEncoder, nt_xent

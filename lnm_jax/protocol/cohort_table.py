@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from lnm_jax.data.manifest import Cohort
+from lnm_jax.data.cohorts.manifest import Cohort
 from lnm_jax.evaluation.stats import chi_square, mann_whitney
 from lnm_jax.names import BMODE, CEUS, LABEL, US_LNM, has
 

@@ -29,7 +29,7 @@ import numpy as np
 from ml_collections import ConfigDict
 
 from lnm_jax import names
-from lnm_jax.data.splits import Split, check_stored, load_splits, save_splits
+from lnm_jax.data.cohorts.splits import Split, check_stored, load_splits, save_splits
 from lnm_jax.evaluation import metrics as M
 from lnm_jax.evaluation.plots import plot_convergence, plot_roc
 from lnm_jax.evaluation.stats import delong_test, permutation_p_value

@@ -173,7 +173,7 @@ def train(run: Run) -> dict:
         return jax.device_put(inputs) if mesh is None else sharding.shard_batch(inputs, mesh, local=True)
 
     if config.data.on_device:
-        from lnm_jax.data.on_device import DeviceCohort  # noqa: PLC0415
+        from lnm_jax.data.loaders.on_device import DeviceCohort  # noqa: PLC0415
 
         on_device = DeviceCohort(
             data.train_arrays(),

@@ -1,6 +1,6 @@
 """Jitted train and eval steps (pure functions of state and batch; TensorFlow-free).
 
-Batches are dicts of arrays (see ``lnm_jax.data.pipeline``); only the model's inputs, the
+Batches are dicts of arrays (see ``lnm_jax.data.loaders.pipeline``); only the model's inputs, the
 label and the ``valid`` mask enter the step. The loss is BCE on logits, averaged over valid
 rows.
 """

@@ -17,7 +17,7 @@ import os
 import re
 from pathlib import Path
 
-from lnm_jax.data.manifest import write_manifest
+from lnm_jax.data.cohorts.manifest import write_manifest
 from lnm_jax.names import BMODE, CEUS, LABEL, PATIENT_ID, US_LNM
 
 PATHOLOGY = {"malignant": 1, "benign": 0}

@@ -17,8 +17,8 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from lnm_jax.data.manifest import Cohort
-from lnm_jax.data.sources import DEFAULT_FRAMING, Framing, decode_input
+from lnm_jax.data.cohorts.manifest import Cohort
+from lnm_jax.data.pixels.sources import DEFAULT_FRAMING, Framing, decode_input
 from lnm_jax.names import IMAGE_INPUTS
 
 
@@ -78,7 +78,7 @@ def collect(
     progress: bool = True,
 ) -> UnlabeledImages:
     """Every image of ``cohorts`` (``modalities`` only) but the excluded ones, decoded and framed
-    as training decodes them (:func:`lnm_jax.data.sources.decode_input`: scan-region crop,
+    as training decodes them (:func:`lnm_jax.data.pixels.sources.decode_input`: scan-region crop,
     physical scale, CEUS peak frame of a clip), at ``image_size``."""
     modalities = tuple(modalities)
     kept, excluded = split_out(image_refs(cohorts, modalities), exclude)

@@ -5,7 +5,7 @@ the host input pipeline is the bottleneck of a fast accelerator: here the decode
 [0, 1] training images live on the devices once, and each step's batch is gathered, augmented
 and normalised by one jitted call, with nothing crossing the host. TensorFlow-free.
 
-The augmentation is the one of :mod:`lnm_jax.data.pipeline` (translation, horizontal flip,
+The augmentation is the one of :mod:`lnm_jax.data.loaders.pipeline` (translation, horizontal flip,
 scaling, contrast, brightness; bilinear sampling with reflected borders; one draw per image or
 clip), drawn from JAX keys: ``fold_in(key(seed), epoch)`` per epoch, then the step and the row,
 so the batches depend only on the seed and the epoch, as the host pipeline's do (the two draw

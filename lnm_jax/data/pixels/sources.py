@@ -1,5 +1,5 @@
 """One image cell of a manifest, resolved: which file, which frames, which pixels (the scan
-region), at what physical scale and frame timing. The decoder (:mod:`lnm_jax.data.decode`)
+region), at what physical scale and frame timing. The decoder (:mod:`lnm_jax.data.pixels.decode`)
 and ``validate`` both start from :func:`resolve`, so what validation reports is what training
 reads.
 
@@ -19,9 +19,9 @@ from pathlib import Path
 import numpy as np
 from PIL import UnidentifiedImageError
 
-from lnm_jax.data import clips, dicom
-from lnm_jax.data.decode import ImageDecodeError, fit, read_image
-from lnm_jax.data.dicom import Box, DicomError, DicomHeader
+from lnm_jax.data.pixels import clips, dicom
+from lnm_jax.data.pixels.decode import ImageDecodeError, fit, read_image
+from lnm_jax.data.pixels.dicom import Box, DicomError, DicomHeader
 from lnm_jax.names import BMODE, CEUS
 
 CEUS_REGION_CHOICES = ("auto", "left", "right")

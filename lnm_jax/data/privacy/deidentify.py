@@ -4,7 +4,7 @@ For every patient: a random pseudonym (``P0001`` ..., in random order, so that i
 nothing of the manifest's order); each image cropped to its scan region (DICOM regions or the
 manifest's crop column; for a CEUS dual display, the box around both sides), which removes
 what the scanner burns in around the image (banner with name/ID/date, scales); DICOM headers
-through the basic confidentiality profile (:mod:`lnm_jax.data.phi`), pixels rewritten
+through the basic confidentiality profile (:mod:`lnm_jax.data.privacy.phi`), pixels rewritten
 uncompressed at their own bit depth; PNG/JPEG re-encoded as PNG with no metadata chunks.
 The new manifest keeps ``us_lnm``, ``lnm``, spacing and frame columns, and only the metadata
 columns named in ``keep_columns``. The mapping (pseudonym -> original patient, files, SOP
@@ -24,10 +24,11 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from lnm_jax.data import dicom, phi, sources
-from lnm_jax.data.clips import read_frames
-from lnm_jax.data.dicom import Box
-from lnm_jax.data.manifest import OPTION_COLUMNS, Cohort, read_manifest, write_manifest
+from lnm_jax.data.cohorts.manifest import OPTION_COLUMNS, Cohort, read_manifest, write_manifest
+from lnm_jax.data.pixels import dicom, sources
+from lnm_jax.data.pixels.clips import read_frames
+from lnm_jax.data.pixels.dicom import Box
+from lnm_jax.data.privacy import phi
 from lnm_jax.fileio import atomic_directory, write_csv
 from lnm_jax.names import IMAGE_INPUTS, LABEL, PATIENT_ID, US_LNM
 

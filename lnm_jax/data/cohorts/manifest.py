@@ -4,9 +4,9 @@ A manifest is a CSV with the columns ``patient_id, bmode, ceus, us_lnm, lnm``; i
 are relative to the CSV (absolute paths are accepted). ``bmode``, ``ceus`` and ``us_lnm`` may
 be empty for a patient who lacks that input; every other column is kept as metadata. A
 ``ceus`` cell may name a clip instead of a still: a video (mp4/avi/mov/mkv/webm), a folder
-of frames (see :mod:`lnm_jax.data.clips`) or a multi-frame DICOM cine. An image cell may name a
-DICOM file (``.dcm``, or any file with the DICOM preamble; :mod:`lnm_jax.data.dicom`).
-Optional columns frame the images (:mod:`lnm_jax.data.sources`): ``bmode_crop``/``ceus_crop``
+of frames (see :mod:`lnm_jax.data.pixels.clips`) or a multi-frame DICOM cine. An image cell may name a
+DICOM file (``.dcm``, or any file with the DICOM preamble; :mod:`lnm_jax.data.pixels.dicom`).
+Optional columns frame the images (:mod:`lnm_jax.data.pixels.sources`): ``bmode_crop``/``ceus_crop``
 (x0,y0,x1,y1: the scan region of a screen capture), ``bmode_mm_per_pixel``/``ceus_mm_per_pixel``
 and ``bmode_frame`` (which frame of a multi-frame B-mode); they are not metadata.
 
@@ -27,9 +27,9 @@ from pathlib import Path
 
 from PIL import Image, UnidentifiedImageError
 
-from lnm_jax.data import sources
-from lnm_jax.data.clips import ClipError, frame_files, is_clip, read_frames
-from lnm_jax.data.dicom import DicomError, is_dicom
+from lnm_jax.data.pixels import sources
+from lnm_jax.data.pixels.clips import ClipError, frame_files, is_clip, read_frames
+from lnm_jax.data.pixels.dicom import DicomError, is_dicom
 from lnm_jax.fileio import write_csv
 from lnm_jax.names import BMODE, CEUS, IMAGE_INPUTS, INPUTS, LABEL, PATIENT_ID, US_LNM
 
@@ -168,7 +168,9 @@ def check_image(path: Path) -> tuple[str, str] | None:
     :data:`MAX_IMAGE_PIXELS`, None if it is. The whole file is checked: every chunk's CRC
     (``verify``, which a plain decode skips for image data) and a full decode (``load``, which
     catches truncated files ``verify`` lets through)."""
-    limit = f"over the limit of {MAX_IMAGE_PIXELS / 1e6:.0f} megapixels (lnm_jax.data.manifest.MAX_IMAGE_PIXELS)"
+    limit = (
+        f"over the limit of {MAX_IMAGE_PIXELS / 1e6:.0f} megapixels (data.cohorts.manifest.MAX_IMAGE_PIXELS)"
+    )
     try:
         with Image.open(path) as im:
             fmt, (w, h) = im.format, im.size
@@ -205,7 +207,7 @@ def check_dicom(path: Path, name: str, options, min_frames: int, ceus_region: st
     """Returns (problem code, why) if the DICOM file cannot give input ``name``: unreadable
     header, no image, a missing codec, an undecodable first or last frame, an ambiguous dual
     display, a cine shorter than ``min_frames``."""
-    from lnm_jax.data import dicom  # noqa: PLC0415
+    from lnm_jax.data.pixels import dicom  # noqa: PLC0415
 
     try:
         header = dicom.read_header(path)  # the size limit before any frame is decoded

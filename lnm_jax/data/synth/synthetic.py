@@ -37,8 +37,8 @@ import numpy as np
 from PIL import Image
 from scipy import ndimage, special
 
-from lnm_jax.data.dicom import COMPRESSIONS
-from lnm_jax.data.manifest import write_manifest
+from lnm_jax.data.cohorts.manifest import write_manifest
+from lnm_jax.data.pixels.dicom import COMPRESSIONS
 from lnm_jax.fileio import atomic_directory
 from lnm_jax.names import BMODE, CEUS, LABEL, PATIENT_ID, SETTINGS, US_LNM
 
@@ -59,7 +59,7 @@ class SynthParams:
     ceus_dynamic_strength: float = 0.0  # the wash-out cue, seen only in clips
     seed: int = 0
     # 'png': the images themselves; 'dicom': the same images on scanner screens, as a hospital
-    # sends them (lnm_jax/data/synthetic_dicom.py): banner, scales, CEUS dual display, PHI.
+    # sends them (lnm_jax/data/synth/synthetic_dicom.py): banner, scales, CEUS dual display, PHI.
     format: str = "png"
     dicom_compression: str = "jpeg"  # 'none' | 'rle' | 'jpeg' (baseline, YBR_FULL_422)
     dicom_zoom: float = 0.0  # depth settings differ by up to this factor (spacing follows)
@@ -384,7 +384,7 @@ def _write_png(root: Path, pid: str, bmode, ceus) -> dict[str, str]:
 
 
 def _write_dicom(root: Path, pid: str, i: int, params: SynthParams, bmode, ceus, u_b: float, geom) -> dict[str, str]:
-    from lnm_jax.data import synthetic_dicom  # noqa: PLC0415
+    from lnm_jax.data.synth import synthetic_dicom  # noqa: PLC0415
 
     # the dual display's low-MI B-mode reference: the same nodule, from the screen's stream
     reference = None

@@ -117,7 +117,7 @@ def read_header(path: Path) -> DicomHeader:
     import pydicom  # noqa: PLC0415
     from pydicom.errors import InvalidDicomError  # noqa: PLC0415
 
-    from lnm_jax.data.phi import phi_present  # noqa: PLC0415
+    from lnm_jax.data.privacy.phi import phi_present  # noqa: PLC0415
 
     try:
         ds = pydicom.dcmread(path, stop_before_pixels=True)

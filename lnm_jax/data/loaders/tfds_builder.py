@@ -6,10 +6,10 @@ input pipeline where the configured size is known.  A missing image is stored as
 with its ``has_*`` flag false; a missing flag or label as -1.
 
 CEUS is a list of frames: one for a still image; for a clip, the ``clip_frames`` frames
-sampled over its enhancement phase (:mod:`lnm_jax.data.clips`), PNG-encoded. The sampling
+sampled over its enhancement phase (:mod:`lnm_jax.data.pixels.clips`), PNG-encoded. The sampling
 depends on ``clip_frames``, so the data folder is keyed by it as well as by the manifest.
 A DICOM file or an image with framing columns is stored as the PNG of its scan region
-(:mod:`lnm_jax.data.sources`): 8-bit where the source is, else 16-bit gray or 8-bit colour.
+(:mod:`lnm_jax.data.pixels.sources`): 8-bit where the source is, else 16-bit gray or 8-bit colour.
 """
 
 from __future__ import annotations
@@ -20,10 +20,10 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from lnm_jax.data import sources
-from lnm_jax.data.clips import encode_png, is_clip, sample_clip
-from lnm_jax.data.dicom import is_dicom
-from lnm_jax.data.manifest import Cohort, read_manifest
+from lnm_jax.data.cohorts.manifest import Cohort, read_manifest
+from lnm_jax.data.pixels import sources
+from lnm_jax.data.pixels.clips import encode_png, is_clip, sample_clip
+from lnm_jax.data.pixels.dicom import is_dicom
 from lnm_jax.names import BMODE, CEUS, LABEL, PATIENT_ID, US_LNM, has
 
 ALL_SPLIT = "cohort"  # "all" is reserved by TFDS

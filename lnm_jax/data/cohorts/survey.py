@@ -15,11 +15,11 @@ from collections.abc import Iterator
 import numpy as np
 from scipy import ndimage
 
-from lnm_jax.data import sources
-from lnm_jax.data.clips import frame_files
-from lnm_jax.data.decode import read_image
-from lnm_jax.data.dicom import Box
-from lnm_jax.data.manifest import Cohort, Patient
+from lnm_jax.data.cohorts.manifest import Cohort, Patient
+from lnm_jax.data.pixels import sources
+from lnm_jax.data.pixels.clips import frame_files
+from lnm_jax.data.pixels.decode import read_image
+from lnm_jax.data.pixels.dicom import Box
 from lnm_jax.names import IMAGE_INPUTS, PATIENT_ID
 
 # Screen-capture test: a frame whose content (rows/columns whose 5x5 local mean is mostly above DARK) covers

@@ -19,9 +19,9 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image, ImageDraw
 
-from lnm_jax.data import dicom
-from lnm_jax.data.decode import placed_weights, resample
-from lnm_jax.data.dicom import Box, ScanRegion
+from lnm_jax.data.pixels import dicom
+from lnm_jax.data.pixels.decode import placed_weights, resample
+from lnm_jax.data.pixels.dicom import Box, ScanRegion
 
 FIELD_OF_VIEW_MM = 40.0  # the synthetic images span 40 mm (synthetic.py's nodule sizes)
 SCREEN_STREAM = 0x5C4EE7  # the screen's random stream, apart from the images'

@@ -21,7 +21,7 @@ from collections.abc import Iterator, Mapping, Sequence
 import numpy as np
 import tensorflow as tf
 
-from lnm_jax.data import loader
+from lnm_jax.data.loaders import loader
 from lnm_jax.names import (
     AVAILABILITY_KEYS,
     BMODE,
@@ -185,13 +185,13 @@ def as_numpy(ds: tf.data.Dataset, batch_size: int) -> Iterator[dict[str, np.ndar
 
 def normalisation_stats(decoded: tf.data.Dataset) -> dict[str, dict[str, list[float]]]:
     """Per-modality, per-channel mean and std of a decoded dataset's [0, 1] images (the
-    accumulation of :func:`lnm_jax.data.loader.normalisation_stats`)."""
+    accumulation of :func:`lnm_jax.data.loaders.loader.normalisation_stats`)."""
     return loader.normalisation_stats(decoded.batch(32).as_numpy_iterator())
 
 
 class TfdsSource:
     """A cohort's batches as a run asks for them, through TFDS + tf.data (``data.loader='tfds'``):
-    the interface of :class:`lnm_jax.data.loader.GrainSource`. Training batches hold this
+    the interface of :class:`lnm_jax.data.loaders.loader.GrainSource`. Training batches hold this
     process's rows of each global batch; evaluation batches are global."""
 
     def __init__(
@@ -204,7 +204,7 @@ class TfdsSource:
         process_index: int = 0,
         process_count: int = 1,
     ):
-        from lnm_jax.data.tfds_builder import load_cohort  # noqa: PLC0415
+        from lnm_jax.data.loaders.tfds_builder import load_cohort  # noqa: PLC0415
 
         if settings.framing.field_of_view_mm:
             raise ValueError("data.field_of_view_mm (physical scale) needs the default data.loader='grain'")

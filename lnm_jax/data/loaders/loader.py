@@ -3,7 +3,7 @@
 decode (PIL) -> grayscale-to-RGB -> resize (antialiased bilinear) -> in-memory cache ->
 (train: seeded per-epoch shuffle + the paper's augmentation, numpy) -> per-modality
 normalisation -> fixed-shape batches with a ``valid`` mask. The batches are those of the TFDS
-path (:mod:`lnm_jax.data.pipeline`): same keys, shapes, dtypes, decode and normalisation.
+path (:mod:`lnm_jax.data.loaders.pipeline`): same keys, shapes, dtypes, decode and normalisation.
 
 Determinism: epoch ``e``'s order is a grain shuffle seeded by ``(seed, e)``, and each record's
 augmentation draws from its own generator seeded by ``(seed, e, position in the epoch, input)``,
@@ -28,9 +28,9 @@ import grain
 import numpy as np
 import threadpoolctl
 
-from lnm_jax.data import augment as augment_lib
-from lnm_jax.data.manifest import Cohort, Patient
-from lnm_jax.data.sources import DEFAULT_FRAMING, Framing, decode_input
+from lnm_jax.data.cohorts.manifest import Cohort, Patient
+from lnm_jax.data.loaders import augment as augment_lib
+from lnm_jax.data.pixels.sources import DEFAULT_FRAMING, Framing, decode_input
 from lnm_jax.names import (
     AVAILABILITY_KEYS,
     BMODE,
@@ -50,7 +50,7 @@ SEED_STREAM = 0x4C4E4D  # separates the loader's generators from other users of 
 class DecodedCohort:
     """Random access to a cohort's patients, decoded to [0, 1] float32 images of one size
     (zeros where an image is missing), each decoded once and kept in memory when ``cache``;
-    cropped to the scan region and framed per ``framing`` (:mod:`lnm_jax.data.sources`)."""
+    cropped to the scan region and framed per ``framing`` (:mod:`lnm_jax.data.pixels.sources`)."""
 
     def __init__(
         self,
@@ -344,8 +344,8 @@ def manifest_norm_stats(
     import sys  # noqa: PLC0415
     from pathlib import Path  # noqa: PLC0415
 
-    from lnm_jax.data.manifest import read_manifest  # noqa: PLC0415
-    from lnm_jax.data.splits import holdout_split  # noqa: PLC0415
+    from lnm_jax.data.cohorts.manifest import read_manifest  # noqa: PLC0415
+    from lnm_jax.data.cohorts.splits import holdout_split  # noqa: PLC0415
 
     cohort = read_manifest(manifest, ceus_region=framing.ceus_region)
     split = holdout_split(cohort.ids, cohort.labels, seed=seed)

@@ -2,7 +2,7 @@
 
 Translation, horizontal flip, scaling (one affine map, bilinear sampling with reflected
 borders), then contrast about each channel's mean, brightness, and a clip to [0, 1]: the
-transform of :func:`lnm_jax.data.on_device.apply_augmentation` (JAX) and of the TFDS path's
+transform of :func:`lnm_jax.data.loaders.on_device.apply_augmentation` (JAX) and of the TFDS path's
 ``pipeline._augment_image`` (TensorFlow), here drawn from a per-record
 ``np.random.Generator``. A clip's frames share one draw.
 """

@@ -1,0 +1,1 @@
+"""Cohorts: manifests, patient-level splits, the survey behind `validate`, public-data converters."""

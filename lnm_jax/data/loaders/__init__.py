@@ -1,0 +1,1 @@
+"""Loaders: decoded patients to batches (grain, tf.data, device-resident), augmentation."""

@@ -1,0 +1,1 @@
+"""Readers of pixels: every image file, frame folder, video and DICOM file becomes float pixels here."""

@@ -1,0 +1,1 @@
+"""Privacy: identifying DICOM attributes and the de-identified copy of a cohort."""

@@ -1,0 +1,1 @@
+"""Synthetic cohorts: the embedded default cohort and its DICOM rendering."""
