@@ -101,6 +101,7 @@ def cmd_validate(argv: list[str]) -> int:
         require_labels=not a.no_labels,
         min_clip_frames=config.data.clip_frames,
         ceus_region=config.data.get("ceus_region", "auto"),
+        accept_secondary_capture=bool(config.data.get("accept_secondary_capture", False)),
     )
     lines, problems = report(cohort, config, labelled=not a.no_labels, model=bool(a.workdir or a.config))
     images = survey(cohort, Framing.from_config(config.data))

@@ -54,6 +54,9 @@ def base_config(setting: str = "triple") -> ConfigDict:
     # A CEUS dual display (contrast + low-MI B-mode side by side): which region is the contrast
     # image. 'auto': the more coloured one (refused when both look alike); 'left' | 'right'.
     c.data.ceus_region = "auto"
+    # DICOM files must be ultrasound (Modality US, an ultrasound storage class); True also
+    # accepts secondary captures (a scanner's screen saved as SC, Modality OT or US).
+    c.data.accept_secondary_capture = False
     c.data.split = ConfigDict(dict(test_fraction=0.2, val_fraction=0.2, seed=0))
     # Tuples, so that `--config.data.norm.bmode.mean='(0.2, 0.2, 0.2)'` overrides them.
     c.data.norm = ConfigDict({k: {"mean": tuple(v["mean"]), "std": tuple(v["std"])} for k, v in PAPER_NORM.items()})

@@ -92,7 +92,11 @@ def synth_params(config: ConfigDict) -> SynthParams:
 
 def _manifest_checks(config: ConfigDict) -> dict:
     """What reading a manifest checks against the config (clip length, dual-display choice)."""
-    return {"min_clip_frames": config.data.clip_frames, "ceus_region": config.data.get("ceus_region", "auto")}
+    return {
+        "min_clip_frames": config.data.clip_frames,
+        "ceus_region": config.data.get("ceus_region", "auto"),
+        "accept_secondary_capture": bool(config.data.get("accept_secondary_capture", False)),
+    }
 
 
 def resolve_cohort(config: ConfigDict, files: RunFiles) -> Cohort:

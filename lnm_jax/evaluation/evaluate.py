@@ -168,6 +168,7 @@ def predict_manifest(
         require_labels=False,
         min_clip_frames=run.config.data.clip_frames,
         ceus_region=run.config.data.get("ceus_region", "auto"),
+        accept_secondary_capture=bool(run.config.data.get("accept_secondary_capture", False)),
     )
     if not zero_fill_missing:
         check_inputs_present(run.config, cohort, opt_in="--zero-fill-missing")
@@ -209,7 +210,11 @@ def predict_exported(folder: Path | str, manifest: Path | str, out_csv: Path | s
     inputs = md["architecture"]["inputs"]
     framing = Framing(**md.get("framing", {}))
     cohort = read_manifest(
-        manifest, require_labels=False, min_clip_frames=md["clip_frames"], ceus_region=framing.ceus_region
+        manifest,
+        require_labels=False,
+        min_clip_frames=md["clip_frames"],
+        ceus_region=framing.ceus_region,
+        accept_secondary_capture=framing.accept_secondary_capture,
     )
     if not (md["architecture"]["missing_inputs"] or zero_fill_missing):
         refuse_missing(cohort, inputs, f"{folder}", "--zero-fill-missing")

@@ -21,14 +21,16 @@ import csv
 import dataclasses
 import errno
 import hashlib
+import io
 import re
 from collections.abc import Iterable
 from pathlib import Path
 
-from PIL import Image, UnidentifiedImageError
+from PIL import UnidentifiedImageError
 
 from lnm_jax.data.pixels import sources
-from lnm_jax.data.pixels.clips import ClipError, frame_files, is_clip, read_frames
+from lnm_jax.data.pixels.clips import ClipError, frame_files, is_clip, iter_frames
+from lnm_jax.data.pixels.decode import ImageTooLargeError, verify_image
 from lnm_jax.data.pixels.dicom import DicomError, is_dicom
 from lnm_jax.fileio import write_csv
 from lnm_jax.names import BMODE, CEUS, IMAGE_INPUTS, INPUTS, LABEL, PATIENT_ID, US_LNM
@@ -57,6 +59,9 @@ IMAGE_TOO_LARGE = "image_too_large"
 WRONG_DELIMITER = "wrong_delimiter"
 BAD_IMAGE_OPTION = "bad_image_option"
 UNUSABLE_DICOM = "unusable_dicom"
+DUPLICATE_COLUMN = "duplicate_column"
+NOT_ULTRASOUND = "not_ultrasound"
+HEADER_MISMATCH = "header_mismatch"
 
 # Patient ids name files (Grad-CAM figures, records), so they are restricted to characters that
 # are safe in a file name on every system: letters, digits, '.', '_', '-', not starting with '.'
@@ -164,29 +169,16 @@ class Cohort:
 
 
 def check_image(path: Path) -> tuple[str, str] | None:
-    """Returns (problem code, why) if ``path`` is not a readable PNG/JPEG image within
-    :data:`MAX_IMAGE_PIXELS`, None if it is. The whole file is checked: every chunk's CRC
-    (``verify``, which a plain decode skips for image data) and a full decode (``load``, which
-    catches truncated files ``verify`` lets through)."""
-    limit = (
-        f"over the limit of {MAX_IMAGE_PIXELS / 1e6:.0f} megapixels (data.cohorts.manifest.MAX_IMAGE_PIXELS)"
-    )
+    """Returns (problem code, why) if ``path`` is not a whole PNG/JPEG image that the decoder
+    reads, within :data:`MAX_IMAGE_PIXELS`, None if it is
+    (:func:`lnm_jax.data.pixels.decode.verify_image`)."""
+    limit = f"over the limit of {MAX_IMAGE_PIXELS / 1e6:.0f} megapixels (data.cohorts.manifest.MAX_IMAGE_PIXELS)"
     try:
-        with Image.open(path) as im:
-            fmt, (w, h) = im.format, im.size
-            if w * h > MAX_IMAGE_PIXELS:
-                return IMAGE_TOO_LARGE, f"image is {w}x{h} = {w * h / 1e6:.0f} megapixels, {limit}"
-            im.verify()
-        with Image.open(path) as im:
-            im.load()
-    except Image.DecompressionBombError as e:  # PIL's own, larger limit: refused at open
-        pixels = re.search(r"\((\d+) pixels\)", str(e))
-        size = f"{int(pixels[1]) / 1e6:.0f} megapixels" if pixels else "too large for PIL"
-        return IMAGE_TOO_LARGE, f"image is {size}, {limit}"
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+        verify_image(path, MAX_IMAGE_PIXELS)
+    except ImageTooLargeError as e:
+        return IMAGE_TOO_LARGE, f"{e}, {limit}"
+    except (UnidentifiedImageError, OSError, ValueError) as e:
         return UNREADABLE_IMAGE, f"not a readable image ({type(e).__name__}: {e})"
-    if fmt not in ("PNG", "JPEG"):
-        return UNREADABLE_IMAGE, f"image format {fmt} is not PNG or JPEG"
     return None
 
 
@@ -203,20 +195,29 @@ def missing_path(path: Path) -> str | None:
     return None
 
 
-def check_dicom(path: Path, name: str, options, min_frames: int, ceus_region: str) -> tuple[str, str] | None:
-    """Returns (problem code, why) if the DICOM file cannot give input ``name``: unreadable
-    header, no image, a missing codec, an undecodable first or last frame, an ambiguous dual
-    display, a cine shorter than ``min_frames``."""
+def check_dicom(
+    path: Path, name: str, options, min_frames: int, ceus_region: str, accept_secondary_capture: bool = False
+) -> tuple[str, str] | None:
+    """Returns (problem code, why) if the DICOM file cannot give input ``name``: another
+    modality than ultrasound (or a secondary capture, unless accepted), unreadable header, no
+    image, a header that disagrees with its pixel data (frame count, palette depth), a missing
+    codec, an undecodable first or last frame, an ambiguous dual display, a cine shorter than
+    ``min_frames``."""
     from lnm_jax.data.pixels import dicom  # noqa: PLC0415
 
     try:
         header = dicom.read_header(path)  # the size limit before any frame is decoded
+        dicom.check_ultrasound(header, accept_secondary_capture)
         if header.columns * header.rows > MAX_IMAGE_PIXELS:
             size = f"{header.columns}x{header.rows}"
             return IMAGE_TOO_LARGE, f"frames are {size}, over {MAX_IMAGE_PIXELS / 1e6:.0f} megapixels"
         src = sources.resolve(path, name, options, ceus_region)
         for index in sorted({0, src.frames - 1}):
             dicom.read_frame(src.header, index)
+    except dicom.NotUltrasoundError as e:
+        return NOT_ULTRASOUND, str(e).removeprefix(f"{path}: ")
+    except dicom.HeaderMismatchError as e:
+        return HEADER_MISMATCH, str(e).removeprefix(f"{path}: ")
     except (DicomError, ValueError) as e:
         return UNUSABLE_DICOM, str(e).removeprefix(f"{path}: ")
     if name == CEUS and src.still_frame is None and src.frames < min_frames:
@@ -227,21 +228,19 @@ def check_dicom(path: Path, name: str, options, min_frames: int, ceus_region: st
 
 
 def check_clip(path: Path, min_frames: int) -> tuple[str, str] | None:
-    """Returns (problem code, why) if the clip at ``path`` is unreadable or has fewer than
-    ``min_frames`` frames, None if it is fine."""
+    """Returns (problem code, why) if the clip at ``path`` is unreadable (a frame that does not
+    decode, frames of different sizes, over the clip limits) or has fewer than ``min_frames``
+    frames that decode, None if it is fine. Every frame is decoded, streamed, as training
+    reads it (a video's declared frame count is not trusted: what decodes is counted)."""
     try:
         if path.is_dir():
             files = frame_files(path)
             for f in files:
                 if (bad := check_image(f)) is not None:
                     return UNREADABLE_CLIP, f"frame {f.name}: {bad[1]}"
-            n = len(files)
-            if n == 0:
-                return UNREADABLE_CLIP, "clip folder holds no PNG/JPEG frames"
-        else:
-            n = len(read_frames(path))
+        n = sum(1 for _ in iter_frames(path))
     except ClipError as e:
-        return UNREADABLE_CLIP, str(e)
+        return UNREADABLE_CLIP, str(e).removeprefix(f"{path}: ")
     if n < min_frames:
         return CLIP_TOO_SHORT, (f"clip has {n} frame(s), fewer than the {min_frames} asked for (data.clip_frames)")
     return None
@@ -262,13 +261,15 @@ def read_manifest(
     check_images: bool = True,
     min_clip_frames: int = 1,
     ceus_region: str = "auto",
+    accept_secondary_capture: bool = False,
 ) -> Cohort:
     """Reads and validates a manifest; raises :class:`ManifestError` listing every problem.
 
     ``require_labels=False`` reads a manifest of new patients (``predict``): the ``lnm``
     column may then be absent or empty. ``min_clip_frames``: the frames a CEUS clip must have
     (the configured ``data.clip_frames``); ``ceus_region``: ``data.ceus_region``, to check that
-    a CEUS dual display's contrast side can be told.
+    a CEUS dual display's contrast side can be told; ``accept_secondary_capture``:
+    ``data.accept_secondary_capture`` (DICOM secondary captures are refused otherwise).
     """
     path = Path(path)
     try:
@@ -276,9 +277,20 @@ def read_manifest(
         text = raw.decode("utf-8-sig")
     except (OSError, UnicodeDecodeError) as e:
         raise ManifestError(path, [Problem(UNREADABLE_MANIFEST, f"cannot read manifest: {e}")]) from e
-    reader = csv.DictReader(text.splitlines())
+    reader = csv.DictReader(io.StringIO(text, newline=""))  # quoted cells may hold line breaks
     header = [h.strip() for h in (reader.fieldnames or [])]
     reader.fieldnames = header
+    twice = {h: [i + 1 for i, x in enumerate(header) if x == h] for h in header if h and header.count(h) > 1}
+    if twice:  # csv.DictReader would keep the last copy's cells in silence
+        raise ManifestError(
+            path,
+            [
+                Problem(
+                    DUPLICATE_COLUMN, f"column is named {len(at)} times (columns {', '.join(map(str, at))})", column=h
+                )
+                for h, at in twice.items()
+            ],
+        )
     required = REQUIRED_COLUMNS if require_labels else REQUIRED_COLUMNS[:-1]
     missing = [c for c in required if c not in header]
     if missing and len(header) == 1:
@@ -346,7 +358,9 @@ def read_manifest(
                 kind = "clip" if col == CEUS and is_clip(file) else "image file"
                 problems.append(Problem(MISSING_FILE, f"{kind} {why}", row, col, str(file)))
             elif is_dicom(file):
-                if check_images and (bad := check_dicom(file, col, options[col], min_clip_frames, ceus_region)):
+                if check_images and (
+                    bad := check_dicom(file, col, options[col], min_clip_frames, ceus_region, accept_secondary_capture)
+                ):
                     problems.append(Problem(bad[0], bad[1], row, col, str(file)))
             elif col == CEUS and is_clip(file):
                 if check_images and (bad := check_clip(file, min_clip_frames)) is not None:

@@ -17,7 +17,7 @@ from scipy import ndimage
 
 from lnm_jax.data.cohorts.manifest import Cohort, Patient
 from lnm_jax.data.pixels import sources
-from lnm_jax.data.pixels.clips import frame_files
+from lnm_jax.data.pixels.clips import read_frames
 from lnm_jax.data.pixels.decode import read_image
 from lnm_jax.data.pixels.dicom import Box
 from lnm_jax.names import IMAGE_INPUTS, PATIENT_ID
@@ -189,8 +189,6 @@ def survey(cohort: Cohort, framing: sources.Framing = sources.DEFAULT_FRAMING, *
 
 def _first(src: sources.Source) -> np.ndarray:
     """The frame a screen-capture check looks at: the still, or a clip's first frame."""
-    if src.kind == "clip" and src.path.is_dir():
-        return read_image(frame_files(src.path)[0])
     if src.kind == "clip":
-        return src.video[0].astype(np.float32) / 255.0  # a video: resolve decoded it
+        return read_frames(src.path, [0])[0]
     return read_image(src.path)

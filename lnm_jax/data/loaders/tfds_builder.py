@@ -22,8 +22,6 @@ import tensorflow_datasets as tfds
 
 from lnm_jax.data.cohorts.manifest import Cohort, read_manifest
 from lnm_jax.data.pixels import sources
-from lnm_jax.data.pixels.clips import encode_png, is_clip, sample_clip
-from lnm_jax.data.pixels.dicom import is_dicom
 from lnm_jax.names import BMODE, CEUS, LABEL, PATIENT_ID, US_LNM, has
 
 ALL_SPLIT = "cohort"  # "all" is reserved by TFDS
@@ -101,30 +99,24 @@ class LnmCohort(tfds.core.GeneratorBasedBuilder):
                 },
             )
 
-    def _framed(self, p, name: str) -> sources.Source | None:
-        """The resolved source when the file is not used as it is (DICOM, framing columns)."""
-        path = getattr(p, name)
-        if is_dicom(path) or p.image_options(name) != sources.NO_OPTIONS:
-            return sources.resolve(path, name, p.image_options(name), self._ceus_region)
-        return None
+    def _source(self, p, name: str) -> sources.Source:
+        return sources.resolve(getattr(p, name), name, p.image_options(name), self._ceus_region)
 
+    # Every image goes through the one decoder (sources -> decode), framed, and is stored as a
+    # PNG of those pixels (8-bit exactly, 16-bit gray kept): tf.io.decode_image never sees the
+    # original file, so EXIF orientation, bit depth and palettes are read as on the grain path.
     def _bmode(self, p) -> bytes:
         if p.bmode is None:
             return b""
-        src = self._framed(p, BMODE)
-        return p.bmode.read_bytes() if src is None else encode_unit_png(sources.read_still(src))
+        return encode_unit_png(sources.read_still(self._source(p, BMODE)))
 
     def _ceus_frames(self, p) -> list[bytes]:
         if p.ceus is None:
             return []
-        src = self._framed(p, CEUS)
-        if src is not None and src.still_frame is None:
+        src = self._source(p, CEUS)
+        if src.still_frame is None:
             return [encode_unit_png(f) for f in sources.read_clip(src, self._clip_frames)]
-        if src is not None:
-            return [encode_unit_png(sources.read_still(src))]
-        if is_clip(p.ceus):
-            return [encode_png(f) for f in sample_clip(p.ceus, self._clip_frames)]
-        return [p.ceus.read_bytes()]
+        return [encode_unit_png(sources.read_still(src))]
 
 
 def encode_unit_png(img: np.ndarray) -> bytes:

@@ -10,15 +10,24 @@ spread evenly over it; T = 1 is the peak-enhancement frame, the one a sonographe
 
 from __future__ import annotations
 
-import io
+import dataclasses
+import re
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
+from PIL import UnidentifiedImageError
+
+from lnm_jax.data.pixels.decode import read_image
 
 FRAME_SUFFIXES = (".png", ".jpg", ".jpeg")
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm")
 PHASE_LEVEL = 0.10  # fraction of the baseline-to-peak rise that opens/closes the phase
+# A clip's frames are streamed, never held whole; these bound what one clip may cost to decode
+# (a 248 KB mp4 can hold 300 frames of 1080p: 1.9 GB of pixels). Per-frame pixels are bounded
+# by the same megapixel limit as a still (the caller's).
+MAX_CLIP_FRAMES = 10_000
+MAX_CLIP_PIXELS = 2_000_000_000  # frames x width x height, decoded
 
 
 class ClipError(ValueError):
@@ -29,40 +38,143 @@ def is_clip(path: Path) -> bool:
     return path.is_dir() or path.suffix.lower() in VIDEO_SUFFIXES
 
 
+def _natural_key(path: Path) -> tuple:
+    """Name order with numbers compared as numbers: frame_2 < frame_10 < frame_1000."""
+    return tuple((0, int(part), "") if part.isdigit() else (1, 0, part) for part in re.split(r"(\d+)", path.name))
+
+
 def frame_files(folder: Path) -> list[Path]:
-    """A frame folder's images in name order (zero-pad the numbers: frame_007.png)."""
-    return sorted(p for p in folder.iterdir() if p.suffix.lower() in FRAME_SUFFIXES)
+    """A frame folder's images in natural name order (numbers compared as numbers, so that
+    ``frame_1000`` follows ``frame_999`` whether or not the numbers are zero-padded)."""
+    return sorted((p for p in folder.iterdir() if p.suffix.lower() in FRAME_SUFFIXES), key=_natural_key)
 
 
-def read_frames(path: Path | str) -> np.ndarray:
-    """All frames of a clip as uint8 [N, H, W, 3]."""
+def frame_name(index: int, count: int) -> str:
+    """The file name of frame ``index`` of a ``count``-frame clip written by this project:
+    zero-padded to the clip's length (at least 3 digits), so that any name sort keeps order."""
+    return f"frame_{index:0{max(3, len(str(max(count - 1, 0))))}d}.png"
+
+
+@dataclasses.dataclass(frozen=True)
+class VideoInfo:
+    """What a video container declares, read without decoding: (width, height), frames/s,
+    duration in seconds, and the frame count they imply (None when not declared)."""
+
+    size: tuple[int, int]
+    fps: float | None
+    duration_s: float | None
+
+    @property
+    def declared_frames(self) -> int | None:
+        if self.fps and self.duration_s and np.isfinite(self.fps * self.duration_s):
+            return round(self.fps * self.duration_s)
+        return None
+
+
+def _reader_failure(path: Path, e: Exception) -> ClipError:
+    first = (str(e).strip().splitlines() or [""])[0]
+    return ClipError(f"{path}: not a readable clip ({type(e).__name__}: {first})")
+
+
+def video_info(path: Path | str) -> VideoInfo:
+    """The container's declared size, rate and duration; :class:`ClipError` naming the file
+    when it is unreadable or declares more than :data:`MAX_CLIP_FRAMES` frames or
+    :data:`MAX_CLIP_PIXELS` pixels."""
+    import imageio.v3 as iio  # noqa: PLC0415  (video only)
+
     path = Path(path)
     try:
-        if path.is_dir():
-            files = frame_files(path)
-            if not files:
-                raise ClipError(f"{path}: folder holds no {'/'.join(FRAME_SUFFIXES)} frames")
-            frames = []
-            for f in files:
-                with Image.open(f) as im:
-                    frames.append(np.asarray(im.convert("RGB")))
-            if len({fr.shape for fr in frames}) > 1:
-                raise ClipError(f"{path}: frames differ in size")
-            return np.stack(frames)
-        import imageio.v3 as iio  # noqa: PLC0415  (video only)
+        meta = iio.immeta(path, plugin="FFMPEG")  # imageio-ffmpeg's bundled ffmpeg
+    except Exception as e:  # noqa: BLE001  (any reader failure is an unreadable clip)
+        raise _reader_failure(path, e) from e
+    fps, duration = meta.get("fps"), meta.get("duration")
+    info = VideoInfo(tuple(int(v) for v in meta.get("size", (0, 0))), fps or None, duration or None)
+    _check_budget(path, info.declared_frames or 0, *info.size)
+    return info
 
-        frames = iio.imread(path, plugin="FFMPEG")  # imageio-ffmpeg's bundled ffmpeg
+
+def _check_budget(path: Path, frames: int, width: int, height: int) -> None:
+    if frames > MAX_CLIP_FRAMES:
+        raise ClipError(
+            f"{path}: clip has {frames} frames, over the limit of {MAX_CLIP_FRAMES} (clips.MAX_CLIP_FRAMES)"
+        )
+    if frames * width * height > MAX_CLIP_PIXELS:
+        raise ClipError(
+            f"{path}: clip is {frames} frames of {width}x{height} = {frames * width * height / 1e9:.1f} gigapixels, "
+            f"over the limit of {MAX_CLIP_PIXELS / 1e9:.0f} (clips.MAX_CLIP_PIXELS)"
+        )
+
+
+def iter_frames(path: Path | str) -> Iterator[np.ndarray]:
+    """Every frame of a clip in order as float32 [H, W, 3] in [0, 1], one decoded at a time:
+    a frame folder's files through :func:`lnm_jax.data.pixels.decode.read_image` (any bit
+    depth, EXIF orientation), a video's frames through ffmpeg (8-bit RGB). :class:`ClipError`
+    naming the file (and the frame) when a frame cannot be read, frames differ in size, or
+    the clip exceeds :data:`MAX_CLIP_FRAMES` / :data:`MAX_CLIP_PIXELS`."""
+    path = Path(path)
+    shape = None
+    for k, frame in enumerate(_raw_frames(path)):
+        if shape is None:
+            shape = frame.shape
+        elif frame.shape != shape:
+            where = frame_files(path)[k].name if path.is_dir() else f"frame {k}"
+            raise ClipError(
+                f"{path}: frames differ in size: {where} is {frame.shape[1]}x{frame.shape[0]}, "
+                f"the first is {shape[1]}x{shape[0]}"
+            )
+        _check_budget(path, k + 1, shape[1], shape[0])
+        yield frame
+    if shape is None:
+        what = f"folder holds no {'/'.join(FRAME_SUFFIXES)} frames" if path.is_dir() else "video holds no frames"
+        raise ClipError(f"{path}: {what}")
+
+
+def _raw_frames(path: Path) -> Iterator[np.ndarray]:
+    if path.is_dir():
+        for f in frame_files(path):
+            try:
+                yield read_image(f)
+            except (OSError, UnidentifiedImageError, ValueError) as e:
+                raise ClipError(f"{path}: frame {f.name} is not a readable image ({type(e).__name__}: {e})") from e
+        return
+    import imageio.v3 as iio  # noqa: PLC0415  (video only)
+
+    video_info(path)  # the declared budget, before anything is decoded
+    try:
+        for frame in iio.imiter(path, plugin="FFMPEG"):
+            frame = np.asarray(frame)
+            if frame.ndim == 2:  # grayscale video
+                frame = np.repeat(frame[..., None], 3, axis=-1)
+            yield frame[..., :3].astype(np.float32) / np.float32(255.0)
     except ClipError:
         raise
     except Exception as e:  # noqa: BLE001  (any reader failure is an unreadable clip)
-        first = (str(e).strip().splitlines() or [""])[0]
-        raise ClipError(f"{path}: not a readable clip ({type(e).__name__}: {first})") from e
-    frames = np.asarray(frames)
-    if frames.ndim == 3:  # grayscale video
-        frames = np.repeat(frames[..., None], 3, axis=-1)
-    if frames.ndim != 4 or frames.shape[0] == 0:
-        raise ClipError(f"{path}: decoded to shape {frames.shape}, not a sequence of frames")
-    return frames[..., :3].astype(np.uint8)
+        raise _reader_failure(path, e) from e
+
+
+def read_frames(path: Path | str, indices=None) -> np.ndarray:
+    """Frames of a clip as float32 [N, H, W, 3] in [0, 1]: all of them, or those at
+    ``indices`` (in the order given, repeats allowed), decoded one at a time so that only the
+    kept frames are held."""
+    path = Path(path)
+    if indices is None:
+        return np.stack(list(iter_frames(path)))
+    wanted = [int(i) for i in indices]
+    if path.is_dir():
+        files = frame_files(path)
+        if wanted and max(wanted) >= len(files):
+            raise ClipError(f"{path}: frame {max(wanted)} asked for, the clip has {len(files)}")
+        frames = {i: read_image(files[i]) for i in set(wanted)}
+    else:
+        need, frames = set(wanted), {}
+        for k, frame in enumerate(iter_frames(path)):
+            if k in need:
+                frames[k] = frame
+                if len(frames) == len(need):
+                    break
+        if len(frames) < len(need):
+            raise ClipError(f"{path}: frame {max(need - set(frames))} asked for, the clip decodes fewer frames")
+    return np.stack([frames[i] for i in wanted])
 
 
 def intensity_curve(frames: np.ndarray) -> np.ndarray:
@@ -106,11 +218,12 @@ def sample_indices(curve: np.ndarray, t: int, times_s: np.ndarray | None = None)
 
 
 def sample_clip(path: Path | str, t: int) -> np.ndarray:
-    """T frames of the clip at ``path`` (uint8 [T, H, W, 3]); :class:`ClipError` if it has
+    """T frames of the clip at ``path`` (float32 [T, H, W, 3] in [0, 1]), streamed twice: once
+    for the time-intensity curve, once for the chosen frames; :class:`ClipError` if it has
     fewer than T frames."""
-    frames = read_frames(path)
-    check_length(path, len(frames), t)
-    return frames[sample_indices(intensity_curve(frames), t)]
+    curve = np.array([f.mean(dtype=np.float64) for f in iter_frames(path)])
+    check_length(path, len(curve), t)
+    return read_frames(path, sample_indices(curve, t))
 
 
 def check_length(path: Path | str, frames: int, t: int) -> None:
@@ -119,9 +232,3 @@ def check_length(path: Path | str, frames: int, t: int) -> None:
         raise ClipError(
             f"{path}: clip has {frames} frame(s), fewer than the {t} the config asks for (data.clip_frames)"
         )
-
-
-def encode_png(frame: np.ndarray) -> bytes:
-    buf = io.BytesIO()
-    Image.fromarray(frame).save(buf, format="PNG")
-    return buf.getvalue()

@@ -1,7 +1,11 @@
 """Pixels without TensorFlow: image bytes -> float32 [H, W, 3] in [0, 1], and the resize to
 the model's square.
 
-PIL decodes (PNG, JPEG, grayscale, RGB, palette, 16-bit); the resize is the antialiased
+PIL decodes (PNG, JPEG, grayscale, RGB, palette, 16-bit) and :func:`read_image` is the one
+function that turns a still or a clip's frame into float pixels: EXIF orientation applied,
+every bit depth scaled to [0, 1] (:func:`to_unit_rgb`). DICOM frames come through
+:mod:`lnm_jax.data.pixels.dicom` (its own header-checked scaling), video frames through
+:mod:`lnm_jax.data.pixels.clips`; both end in the same float [0, 1] RGB. The resize is the antialiased
 bilinear (triangle-kernel) resampling of ``tf.image.resize(..., antialias=True)`` and
 ``jax.image.resize``, written as two small weight matrices (one per axis) so that it is two
 matrix products in numpy: the same function as the TFDS path's decode, not an approximation
@@ -12,16 +16,22 @@ from __future__ import annotations
 
 import functools
 import io
+import re
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
-
-SIXTEEN_BIT_MODES = ("I;16", "I;16B", "I;16L", "I")
+from PIL import Image, ImageOps
 
 
 class ImageDecodeError(ValueError):
     """An image the loader cannot decode; the message names the patient and the file."""
+
+
+class ImageTooLargeError(ValueError):
+    """An image over the caller's pixel limit, refused before its pixels are decoded."""
+
+
+READABLE_FORMATS = ("PNG", "JPEG")
 
 
 @functools.lru_cache(maxsize=64)
@@ -87,24 +97,95 @@ def fit(img: np.ndarray, size: int, mm_per_pixel: tuple[float, float] | None, fi
     return resample(img, placed_weights(h, new_h, size), placed_weights(w, new_w, size))
 
 
+# PIL modes read as 16-bit gray (a 16-bit PNG opens as I;16, or as I in older Pillow):
+# scaled by 1 / 65535, as TensorFlow's convert_image_dtype scales a uint16 PNG
+SIXTEEN_BIT_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I")
+# modes PIL converts to 8-bit RGB itself: bilevel, gray (+alpha), palettes (+transparency), colour
+EIGHT_BIT_MODES = ("1", "L", "LA", "La", "P", "PA", "RGB", "RGBA", "RGBa", "RGBX", "CMYK", "YCbCr", "LAB", "HSV")
+ORIENTATION = 0x0112  # EXIF Orientation; 5-8 are the transposes that swap width and height
+
+
 def to_unit_rgb(im: Image.Image) -> np.ndarray:
-    """A PIL image -> float32 [H, W, 3] in [0, 1], as TensorFlow's ``decode_image(channels=3)``
-    + ``convert_image_dtype`` give it: gray replicated, alpha dropped, 16-bit scaled by 1/65535."""
+    """A decoded PIL image -> float32 [H, W, 3] in [0, 1], as TensorFlow's
+    ``decode_image(channels=3)`` + ``convert_image_dtype`` give it: gray replicated, alpha and
+    palette transparency dropped, 8-bit modes scaled by 1/255, 16-bit gray (I;16*, I) by
+    1/65535, float (F) taken as [0, 1]; everything clipped to [0, 1]. ValueError for a mode
+    this project does not read."""
     if im.mode in SIXTEEN_BIT_MODES:
-        gray = np.asarray(im, dtype=np.float32) / 65535.0
-        return np.repeat(gray[..., None], 3, axis=-1)
-    return np.asarray(im.convert("RGB"), dtype=np.float32) / 255.0
+        unit = np.asarray(im, dtype=np.float32) / np.float32(65535.0)
+    elif im.mode == "F":
+        unit = np.asarray(im, dtype=np.float32)
+    elif im.mode in EIGHT_BIT_MODES:
+        return np.asarray(im.convert("RGB"), dtype=np.float32) / np.float32(255.0)
+    else:
+        raise ValueError(f"pixel mode {im.mode} is not read (8-bit, 16-bit gray or palette images only)")
+    unit = np.clip(unit, 0.0, 1.0)
+    return np.repeat(unit[..., None], 3, axis=-1)
+
+
+def upright(im: Image.Image) -> Image.Image:
+    """The picture as every viewer shows it: the EXIF Orientation tag applied (Pillow's
+    ``ImageOps.exif_transpose``), so that crop boxes drawn in a viewer land where they were
+    drawn. The image is loaded."""
+    im.load()
+    return ImageOps.exif_transpose(im) if im.getexif().get(ORIENTATION, 1) != 1 else im
+
+
+def orientation(path: Path) -> int:
+    """The EXIF Orientation of an image file (1: stored as shown), read without decoding."""
+    with Image.open(path) as im:
+        return int(im.getexif().get(ORIENTATION, 1) or 1)
+
+
+def image_size(path: Path) -> tuple[int, int]:
+    """(width, height) of an image file as displayed (EXIF orientation applied), read without
+    decoding its pixels."""
+    with Image.open(path) as im:
+        w, h = im.size
+        return (h, w) if int(im.getexif().get(ORIENTATION, 1) or 1) in (5, 6, 7, 8) else (w, h)
+
+
+def open_upright(path: Path) -> Image.Image:
+    """An image file decoded and turned upright (:func:`upright`), at its own bit depth: for
+    writers that copy pixels without changing them (``deidentify``)."""
+    with Image.open(path) as im:
+        return upright(im).copy()
+
+
+def verify_image(path: Path, max_pixels: int) -> tuple[int, int]:
+    """Checks that ``path`` is a whole PNG/JPEG this decoder reads, within ``max_pixels``,
+    and returns its displayed (width, height). The whole file is checked: every chunk's CRC
+    (``verify``, which a plain decode skips for image data), then a full decode through
+    :func:`read_image` (which catches truncated files ``verify`` lets through, and pixel modes
+    it does not read). :class:`ImageTooLargeError` before any pixel is decoded; ValueError or
+    OSError (PIL's) saying what is wrong otherwise."""
+    try:
+        with Image.open(path) as im:
+            fmt, (w, h) = im.format, im.size
+            if w * h > max_pixels:
+                raise ImageTooLargeError(f"image is {w}x{h} = {w * h / 1e6:.0f} megapixels")
+            im.verify()
+    except Image.DecompressionBombError as e:  # PIL's own, larger limit: refused at open
+        pixels = re.search(r"\((\d+) pixels\)", str(e))
+        raise ImageTooLargeError(
+            f"image is {int(pixels[1]) / 1e6:.0f} megapixels" if pixels else "image is too large for PIL"
+        ) from e
+    except SyntaxError as e:  # PIL's verify reports some broken chunks this way
+        raise ValueError(f"SyntaxError: {e}") from e
+    if fmt not in READABLE_FORMATS:
+        raise ValueError(f"image format {fmt} is not PNG or JPEG")
+    img = read_image(path)
+    return img.shape[1], img.shape[0]
 
 
 def read_image(path: Path) -> np.ndarray:
-    """A PNG/JPEG file as float32 [H, W, 3] in [0, 1]."""
+    """An image file (PNG/JPEG, or a clip's frame) as float32 [H, W, 3] in [0, 1], upright:
+    the one decoder of every still and frame (:func:`upright`, :func:`to_unit_rgb`)."""
     with Image.open(path) as im:
-        im.load()
-        return to_unit_rgb(im)
+        return to_unit_rgb(upright(im))
 
 
 def decode_image(encoded: bytes, size: int) -> np.ndarray:
-    """Encoded PNG/JPEG bytes -> float32 [size, size, 3] in [0, 1]."""
+    """Encoded PNG/JPEG bytes -> float32 [size, size, 3] in [0, 1], upright."""
     with Image.open(io.BytesIO(encoded)) as im:
-        im.load()
-        return resize(to_unit_rgb(im), size)
+        return resize(to_unit_rgb(upright(im)), size)

@@ -16,6 +16,7 @@ frame's bytes) and :func:`iter_frames` streams them.
 from __future__ import annotations
 
 import dataclasses
+import io
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -32,6 +33,26 @@ UNITS_CM = 3
 
 class DicomError(ValueError):
     """A DICOM file that cannot be used; the message names the file and what is wrong."""
+
+
+class HeaderMismatchError(DicomError):
+    """A header that disagrees with the file's pixel data (frame count, LUT depth)."""
+
+
+class NotUltrasoundError(DicomError):
+    """A DICOM file of another modality (MR, CT, ...) or storage class than ultrasound."""
+
+
+# Storage SOP classes (PS3.4 B.5): ultrasound images, cines and volumes (current and retired),
+# and the secondary captures a scanner's screen is often saved as.
+US_STORAGE_CLASSES = {
+    "1.2.840.10008.5.1.4.1.1.6.1": "Ultrasound Image Storage",
+    "1.2.840.10008.5.1.4.1.1.3.1": "Ultrasound Multi-frame Image Storage",
+    "1.2.840.10008.5.1.4.1.1.6.2": "Enhanced US Volume Storage",
+    "1.2.840.10008.5.1.4.1.1.6": "Ultrasound Image Storage (Retired)",
+    "1.2.840.10008.5.1.4.1.1.3": "Ultrasound Multi-frame Image Storage (Retired)",
+}
+SECONDARY_CAPTURE_PREFIX = "1.2.840.10008.5.1.4.1.1.7"  # .7, .7.1-.7.4: SC, multi-frame SC
 
 
 def is_dicom(path: Path) -> bool:
@@ -106,6 +127,11 @@ class DicomHeader:
     frame_times_s: tuple[float, ...] | None  # time of every frame from the first, when known
     burned_in_annotation: str  # '' when absent
     phi: tuple[str, ...]  # keywords of identifying attributes present with a value
+    modality: str = ""  # (0008,0060), '' when absent
+    sop_class_uid: str = ""
+    # the real depth of a PALETTE COLOR file's LUT entries: the descriptor's, unless the
+    # entries hold larger values (PS3.3 C.7.6.3.1.5: 8-bit descriptors with 16-bit entries)
+    palette_bits: int | None = None
 
     @property
     def duration_s(self) -> float | None:
@@ -120,25 +146,31 @@ def read_header(path: Path) -> DicomHeader:
     from lnm_jax.data.privacy.phi import phi_present  # noqa: PLC0415
 
     try:
-        ds = pydicom.dcmread(path, stop_before_pixels=True)
+        # the pixel data's length is read, its bytes are not (native) or only its fragments
+        ds = pydicom.dcmread(path, defer_size="4 KB")
     except (InvalidDicomError, OSError, ValueError, EOFError, KeyError) as e:
         raise DicomError(f"{path}: not a readable DICOM file ({type(e).__name__}: {e})") from e
     missing = [k for k in ("Rows", "Columns", "PhotometricInterpretation", "BitsAllocated") if k not in ds]
     if missing:
         raise DicomError(f"{path}: DICOM file holds no image (missing {', '.join(missing)})")
-    frames = int(ds.get("NumberOfFrames") or 1)
+    try:
+        frames = int(ds.get("NumberOfFrames") or 1)
+    except (TypeError, ValueError):
+        raise DicomError(f"{path}: NumberOfFrames is {ds.get('NumberOfFrames')!r}, not a number") from None
     if frames < 1:
         raise DicomError(f"{path}: NumberOfFrames is {frames}")
     if int(ds.get("PixelRepresentation", 0)) != 0:
         raise DicomError(f"{path}: signed pixel data (PixelRepresentation 1) is not ultrasound; not supported")
     meta = getattr(ds, "file_meta", None)
     syntax = meta.get("TransferSyntaxUID") if meta is not None else None
+    photometric = str(ds.PhotometricInterpretation).strip()
+    _check_frame_count(path, ds, frames, photometric)
     return DicomHeader(
         path=Path(path),
         rows=int(ds.Rows),
         columns=int(ds.Columns),
         frames=frames,
-        photometric=str(ds.PhotometricInterpretation).strip(),
+        photometric=photometric,
         bits_stored=int(ds.get("BitsStored") or ds.BitsAllocated),
         transfer_syntax=f"{syntax.name} ({syntax})" if syntax else "unknown (no file meta)",
         sop_class=ds.SOPClassUID.name if "SOPClassUID" in ds else "",
@@ -146,7 +178,107 @@ def read_header(path: Path) -> DicomHeader:
         frame_times_s=_frame_times(ds, frames),
         burned_in_annotation=str(ds.get("BurnedInAnnotation", "") or "").strip().upper(),
         phi=phi_present(ds),
+        modality=str(ds.get("Modality", "") or "").strip().upper(),
+        sop_class_uid=str(ds.get("SOPClassUID", "") or ""),
+        palette_bits=_palette_bits(path, ds) if photometric == "PALETTE COLOR" else None,
     )
+
+
+def check_ultrasound(header: DicomHeader, accept_secondary_capture: bool = False) -> None:
+    """:class:`NotUltrasoundError` unless the file is ultrasound: Modality US (or absent) and an
+    ultrasound storage class; a secondary capture (a screen saved as a picture, often Modality
+    OT) only with ``accept_secondary_capture`` (config ``data.accept_secondary_capture``)."""
+    sc = header.sop_class_uid.startswith(SECONDARY_CAPTURE_PREFIX)
+    if header.modality not in ("", "US") and not (sc and accept_secondary_capture and header.modality == "OT"):
+        raise NotUltrasoundError(
+            f"{header.path}: Modality is {header.modality} ({header.sop_class or 'no SOP class'}), not US (ultrasound)"
+        )
+    if sc and not accept_secondary_capture:
+        raise NotUltrasoundError(
+            f"{header.path}: a secondary capture ({header.sop_class}), not an ultrasound image storage; "
+            "accept screen captures with --config.data.accept_secondary_capture=True"
+        )
+    if header.sop_class_uid and not sc and header.sop_class_uid not in US_STORAGE_CLASSES:
+        raise NotUltrasoundError(
+            f"{header.path}: storage class {header.sop_class or header.sop_class_uid} is not ultrasound"
+        )
+
+
+def _frame_bytes(ds, photometric: str) -> int | None:
+    """Bytes of one native (uncompressed) frame, or None where it cannot be told."""
+    rows, cols, bits = int(ds.Rows), int(ds.Columns), int(ds.BitsAllocated)
+    samples = 2 if photometric == "YBR_FULL_422" else int(ds.get("SamplesPerPixel") or 1)
+    if bits % 8:
+        return None  # 1-bit data is packed across frames
+    return rows * cols * samples * bits // 8
+
+
+# the first bytes of one frame's codestream: JPEG (SOI) and JPEG-LS, JPEG 2000 (SOC+SIZ), JP2
+CODESTREAM_STARTS = (b"\xff\xd8", b"\xff\x4f\xff\x51", b"\x00\x00\x00\x0cjP  ")
+
+
+def _frames_in_data(ds, photometric: str) -> tuple[int, str] | None:
+    """(frames the pixel data holds, how it was counted), or None where it cannot be told."""
+    from pydicom.encaps import generate_fragments, parse_basic_offsets  # noqa: PLC0415
+
+    if "PixelData" not in ds:
+        return None
+    elem = ds.get_item("PixelData")
+    length = getattr(elem, "length", None)
+    syntax = getattr(getattr(ds, "file_meta", None), "get", lambda k: None)("TransferSyntaxUID")
+    if syntax is None or not syntax.is_encapsulated:
+        size = _frame_bytes(ds, photometric)
+        if length is None or length == 0xFFFFFFFF:
+            length = len(ds.PixelData)
+        if not size:
+            return None
+        return length // size, f"{length} bytes of {size} per frame"
+    buf = io.BytesIO(ds.PixelData)
+    offsets = parse_basic_offsets(buf)
+    if offsets:
+        return len(offsets), "its basic offset table"
+    if "ExtendedOffsetTable" in ds:
+        return len(ds.ExtendedOffsetTable) // 8, "its extended offset table"
+    fragments = list(generate_fragments(buf))
+    if syntax == "1.2.840.10008.1.2.5":  # RLE: one fragment per frame (PS3.5 A.4.2)
+        return len(fragments), "its RLE fragments"
+    starts = sum(f.startswith(CODESTREAM_STARTS) for f in fragments)
+    return (starts, "the codestreams in its fragments") if starts else None
+
+
+def _check_frame_count(path: Path, ds, frames: int, photometric: str) -> None:
+    """:class:`DicomError` naming both numbers when NumberOfFrames and the pixel data disagree
+    (a missing NumberOfFrames says 1): a cine read as a still, or as a shorter cine, is the
+    wrong input in silence."""
+    try:
+        found = _frames_in_data(ds, photometric)
+    except Exception as e:  # noqa: BLE001  (unparseable fragments: the decoder will say so)
+        raise DicomError(f"{path}: pixel data cannot be parsed ({type(e).__name__}: {e})") from e
+    if found is None or found[0] == frames:
+        return
+    said = f"NumberOfFrames is {frames}" if "NumberOfFrames" in ds else "NumberOfFrames is missing (1 frame)"
+    raise HeaderMismatchError(f"{path}: {said}, but the pixel data holds {found[0]} frame(s) ({found[1]})")
+
+
+def _palette_bits(path: Path, ds) -> int:
+    """The depth of a PALETTE COLOR file's LUT entries: the descriptor's bits, or 16 when the
+    entries hold values the descriptor's depth cannot (PS3.3 C.7.6.3.1.5 notes writers that
+    say 8 and store 16-bit entries)."""
+    from pydicom.pixels import apply_color_lut  # noqa: PLC0415
+
+    try:
+        bits = int(ds.RedPaletteColorLookupTableDescriptor[2])
+        entries = int(ds.RedPaletteColorLookupTableDescriptor[0]) or 65536
+        first = int(ds.RedPaletteColorLookupTableDescriptor[1])
+        lut = apply_color_lut(np.arange(first, first + entries, dtype=np.uint16 if entries > 256 else np.uint8), ds)
+    except Exception as e:  # noqa: BLE001  (any malformed LUT names the file)
+        raise DicomError(f"{path}: PALETTE COLOR lookup table cannot be read ({type(e).__name__}: {e})") from e
+    top = int(lut.max())
+    if top > 2**bits - 1:
+        if top > 65535 or bits not in (8, 16):
+            raise HeaderMismatchError(f"{path}: palette LUT descriptor says {bits} bits, its entries reach {top}")
+        return 16
+    return bits
 
 
 def _regions(ds) -> Iterator[ScanRegion]:
@@ -219,8 +351,7 @@ def to_unit_rgb(frame: np.ndarray, header: DicomHeader, ds=None) -> np.ndarray:
         from pydicom.pixels import apply_color_lut  # noqa: PLC0415
 
         rgb = apply_color_lut(frame, ds)
-        bits = int(ds.RedPaletteColorLookupTableDescriptor[2])
-        return rgb.astype(np.float32) / np.float32(2**bits - 1)
+        return np.clip(rgb.astype(np.float32) / np.float32(2**header.palette_bits - 1), 0.0, 1.0)
     unit = frame.astype(np.float32) / np.float32(2**header.bits_stored - 1)
     if header.photometric == "MONOCHROME1":  # 0 is white
         unit = 1.0 - unit
@@ -330,8 +461,6 @@ def region_item(r: ScanRegion):
 
 def _jpeg_baseline(ds, frames: np.ndarray, colour: bool) -> None:
     """Pixel data as JPEG baseline fragments (one per frame): YBR_FULL_422 for colour."""
-    import io  # noqa: PLC0415
-
     from PIL import Image  # noqa: PLC0415
     from pydicom.encaps import encapsulate  # noqa: PLC0415
     from pydicom.uid import JPEGBaseline8Bit  # noqa: PLC0415

@@ -20,7 +20,7 @@ import numpy as np
 from PIL import UnidentifiedImageError
 
 from lnm_jax.data.pixels import clips, dicom
-from lnm_jax.data.pixels.decode import ImageDecodeError, fit, read_image
+from lnm_jax.data.pixels.decode import ImageDecodeError, fit, image_size, read_image
 from lnm_jax.data.pixels.dicom import Box, DicomError, DicomHeader
 from lnm_jax.names import BMODE, CEUS
 
@@ -40,10 +40,15 @@ class Framing:
 
     field_of_view_mm: float = 0.0  # 0: the crop resized to the square; > 0: a fixed mm/pixel
     ceus_region: str = "auto"  # a CEUS dual display's contrast side: auto | left | right
+    accept_secondary_capture: bool = False  # DICOM screen captures (SC storage) as images
 
     @classmethod
     def from_config(cls, data) -> Framing:
-        return cls(float(data.get("field_of_view_mm", 0.0)), str(data.get("ceus_region", "auto")))
+        return cls(
+            float(data.get("field_of_view_mm", 0.0)),
+            str(data.get("ceus_region", "auto")),
+            bool(data.get("accept_secondary_capture", False)),
+        )
 
 
 DEFAULT_FRAMING = Framing()
@@ -118,7 +123,8 @@ def parse_options(name: str, cells: dict[str, str]) -> ImageOptions:
 @dataclasses.dataclass(frozen=True)
 class Source:
     """A resolved image cell. ``box``: the pixels used; ``mm_per_pixel``: (x, y) or None;
-    ``frames``: frames in the file (1 for a still); ``frame_times_s``: when the file says;
+    ``frames``: frames in the file (1 for a still; a video's declared count, which
+    :func:`read_clip` does not trust: it counts what decodes); ``frame_times_s``: when the file says;
     ``header``: a DICOM file's; ``notes``: what ``validate`` should tell the user."""
 
     path: Path
@@ -134,9 +140,6 @@ class Source:
     still_frame: int | None = 0  # the frame a still is read from; None: a clip's peak frame
     framed_by: str = WHOLE_FRAME  # CROP_COLUMN | SCAN_REGION | WHOLE_FRAME
     notes: tuple[str, ...] = ()
-    # a video's decoded frames (uint8 [N, H, W, 3]): a video is read whole, so resolving it
-    # keeps them for read_clip rather than decoding it a second time
-    video: np.ndarray | None = dataclasses.field(default=None, repr=False, compare=False)
 
     @property
     def duration_s(self) -> float | None:
@@ -151,22 +154,16 @@ def resolve(path: Path, name: str, options: ImageOptions = NO_OPTIONS, ceus_regi
         raise ValueError(f"data.ceus_region must be one of {CEUS_REGION_CHOICES}, got {ceus_region!r}")
     if dicom.is_dicom(path):
         return _resolve_dicom(path, name, options, ceus_region)
-    from PIL import Image  # noqa: PLC0415
-
-    video = None
     if clips.is_clip(path) and path.is_dir():  # a frame folder: its first frame's size
         files = clips.frame_files(path)
         if not files:
             raise clips.ClipError(f"{path}: folder holds no {'/'.join(clips.FRAME_SUFFIXES)} frames")
-        with Image.open(files[0]) as im:
-            (w, h), n, kind = im.size, len(files), "clip"
-    elif clips.is_clip(path):
-        video = clips.read_frames(path)
-        n, h, w = video.shape[:3]
-        kind = "clip"
+        (w, h), n, kind = image_size(files[0]), len(files), "clip"
+    elif clips.is_clip(path):  # a video: what its container declares (frames are streamed)
+        info = clips.video_info(path)
+        (w, h), n, kind = info.size, info.declared_frames or 0, "clip"
     else:
-        with Image.open(path) as im:
-            (w, h), n, kind = im.size, 1, "image"
+        (w, h), n, kind = image_size(path), 1, "image"
     box = _option_box(path, options, w, h)
     spacing = (options.mm_per_pixel,) * 2 if options.mm_per_pixel else None
     return Source(
@@ -179,7 +176,6 @@ def resolve(path: Path, name: str, options: ImageOptions = NO_OPTIONS, ceus_regi
         n,
         still_frame=None if kind == "clip" else 0,
         framed_by=CROP_COLUMN if options.crop else WHOLE_FRAME,
-        video=video,
     )
 
 
@@ -299,14 +295,17 @@ def read_clip(source: Source, t: int) -> np.ndarray:
     """T frames sampled over the enhancement phase (the peak frame for T = 1), cropped, float32
     [T, h, w, 3]. A DICOM cine streams: one pass for the time-intensity curve, then only the T
     chosen frames are decoded again."""
-    clips.check_length(source.path, source.frames, t)
     if source.kind == "dicom":
+        clips.check_length(source.path, source.frames, t)
         curve = [crop(f, source.box).mean(dtype=np.float64) for f in dicom.iter_frames(source.header)]
         idx = clips.sample_indices(np.array(curve), t, source.frame_times_s)
         return np.stack([crop(dicom.read_frame(source.header, int(i)), source.box) for i in idx])
-    frames = crop(clips.read_frames(source.path) if source.video is None else source.video, source.box)
-    idx = clips.sample_indices(clips.intensity_curve(frames), t, source.frame_times_s)
-    return frames[idx].astype(np.float32) / np.float32(255.0)
+    # a video or frame folder, streamed: one pass for the curve (and the count that decodes),
+    # one for the T chosen frames
+    curve = np.array([crop(f, source.box).mean(dtype=np.float64) for f in clips.iter_frames(source.path)])
+    clips.check_length(source.path, len(curve), t)
+    idx = clips.sample_indices(curve, t, source.frame_times_s)
+    return crop(clips.read_frames(source.path, idx), source.box)
 
 
 def decode_input(

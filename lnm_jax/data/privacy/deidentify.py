@@ -26,7 +26,8 @@ from PIL import Image
 
 from lnm_jax.data.cohorts.manifest import OPTION_COLUMNS, Cohort, read_manifest, write_manifest
 from lnm_jax.data.pixels import dicom, sources
-from lnm_jax.data.pixels.clips import read_frames
+from lnm_jax.data.pixels.clips import frame_files, frame_name, iter_frames
+from lnm_jax.data.pixels.decode import open_upright
 from lnm_jax.data.pixels.dicom import Box
 from lnm_jax.data.privacy import phi
 from lnm_jax.fileio import atomic_directory, write_csv
@@ -201,17 +202,35 @@ def _palette_keys(ds) -> tuple[str, ...]:
     return tuple(k for k in ds.dir() if "PaletteColorLookupTable" in k)
 
 
+# PIL modes written as they are (8-bit gray and colour, 16-bit gray); others (palette, alpha,
+# bilevel, CMYK) as the 8-bit RGB the decoder reads them as
+KEPT_MODES = ("L", "RGB", "I;16", "I")
+
+
+def _write_png(im: Image.Image, box: Box, path: Path) -> None:
+    """An upright image's box as PNG at its own bit depth, with no metadata chunks."""
+    keep = im if im.mode in KEPT_MODES else im.convert("RGB")
+    keep.crop((box.x0, box.y0, box.x1, box.y1)).save(path, format="PNG")
+
+
 def _copy_pixels(src: sources.Source, box: Box, root: Path, pid: str, name: str) -> str:
-    """PNG/JPEG/clip pixels, cropped, as PNG without metadata (a clip as a folder of frames)."""
+    """PNG/JPEG/clip pixels, upright (EXIF orientation applied), cropped, as PNG at their own
+    bit depth without metadata; a clip as a folder of frames named in order and zero-padded to
+    its length (:func:`lnm_jax.data.pixels.clips.frame_name`), so that it reads back as the
+    same frames in the same order."""
     if src.kind == "clip":
         rel = f"images/{pid}_{name}"
         (root / rel).mkdir()
-        for k, frame in enumerate(read_frames(src.path)):
-            Image.fromarray(sources.crop(frame, box)).save(root / rel / f"frame_{k:03d}.png")
+        if src.path.is_dir():
+            files = frame_files(src.path)
+            for k, f in enumerate(files):
+                _write_png(open_upright(f), box, root / rel / frame_name(k, len(files)))
+        else:  # a video: 8-bit frames, counted as they decode, then written
+            n = sum(1 for _ in iter_frames(src.path))
+            for k, frame in enumerate(iter_frames(src.path)):
+                eight = np.round(sources.crop(frame, box) * 255.0).astype(np.uint8)
+                Image.fromarray(eight).save(root / rel / frame_name(k, n), format="PNG")
         return rel
     rel = f"images/{pid}_{name}.png"
-    with Image.open(src.path) as im:
-        im.load()
-        keep = im if im.mode in ("L", "RGB", "I;16", "I") else im.convert("RGB")
-        keep.crop((box.x0, box.y0, box.x1, box.y1)).save(root / rel, format="PNG")
+    _write_png(open_upright(src.path), box, root / rel)
     return rel
