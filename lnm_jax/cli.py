@@ -12,7 +12,7 @@ function; errors a user can fix are printed as one line and exit 1 (bad argument
     lnm-jax availability --workdir W [--dedicated no_ceus=RUN ...]  metrics per availability pattern
     lnm-jax predict   --workdir W | --exported DIR --manifest NEW.csv --out probs.csv [--zero-fill-missing]
     lnm-jax export    --workdir W --out DIR [--format stablehlo,onnx]  the model without the training stack + model card
-    lnm-jax gradcam   --workdir W [--split test --out DIR --method gradcam|hirescam|gradcam++]
+    lnm-jax gradcam   --workdir W [--split test --out DIR --method gradcam|hirescam|gradcam++ --layer auto]
     lnm-jax convert-weights --from torchvision|keras --in FILE --out DIR [--arch resnet50]
     lnm-jax reproduce --workdir W [--manifest M] [--folds K] [--config configs/reproduce_cpu.py]
                                                                  the paper's protocol: Tables 1-3, figures
@@ -32,11 +32,17 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import errno
 import os
 import sys
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+OVERWRITE_HELP = (
+    "replace an existing file this command did not write (an output is never allowed onto or into one of its inputs)"
+)
 
 
 class UsageError(Exception):
@@ -141,9 +147,12 @@ def cmd_norm_stats(argv: list[str]) -> int:
     p.add_argument("--out", type=Path, help="also write the JSON here")
     p.add_argument("--field-of-view-mm", type=float, default=0.0, help="config data.field_of_view_mm")
     p.add_argument("--ceus-region", default="auto", help="config data.ceus_region")
+    p.add_argument("--overwrite", action="store_true", help=OVERWRITE_HELP)
     a = p.parse_args(argv)
     framing = Framing(a.field_of_view_mm, a.ceus_region)
-    manifest_norm_stats(a.manifest, image_size=a.image_size, seed=a.seed, out=a.out, framing=framing)
+    manifest_norm_stats(
+        a.manifest, image_size=a.image_size, seed=a.seed, out=a.out, framing=framing, overwrite=a.overwrite
+    )
     return 0
 
 
@@ -304,12 +313,20 @@ def cmd_predict(argv: list[str]) -> int:
         action="store_true",
         help="score patients who lack an input the model was not trained to miss, feeding it as zeros",
     )
+    p.add_argument("--overwrite", action="store_true", help=OVERWRITE_HELP)
     a = p.parse_args(argv)
     if a.exported:
-        out = predict_exported(a.exported, a.manifest, a.out, zero_fill_missing=a.zero_fill_missing)
+        out = predict_exported(
+            a.exported, a.manifest, a.out, zero_fill_missing=a.zero_fill_missing, overwrite=a.overwrite
+        )
     else:
         out = predict_manifest(
-            Run.open(a.workdir), a.manifest, a.out, checkpoint=a.checkpoint, zero_fill_missing=a.zero_fill_missing
+            Run.open(a.workdir),
+            a.manifest,
+            a.out,
+            checkpoint=a.checkpoint,
+            zero_fill_missing=a.zero_fill_missing,
+            overwrite=a.overwrite,
         )
     print(f"wrote {out}")
     return 0
@@ -326,7 +343,12 @@ def cmd_gradcam(argv: list[str]) -> int:
     p.add_argument("--out", type=Path, help="default: WORKDIR/gradcam_SPLIT")
     p.add_argument("--checkpoint", choices=("best", "latest"), default="best")
     p.add_argument("--method", choices=METHODS, default="gradcam")
-    p.add_argument("--layer", default="stage4", choices=("stem", "stage1", "stage2", "stage3", "stage4"))
+    p.add_argument(
+        "--layer",
+        default="auto",
+        choices=("auto", "stem", "stage1", "stage2", "stage3", "stage4"),
+        help="auto: the deepest stage whose map is at least 7x7 at the run's image size",
+    )
     p.add_argument(
         "--target",
         choices=sorted(TARGETS),
@@ -345,9 +367,12 @@ def cmd_gradcam(argv: list[str]) -> int:
         target=a.target,
         threshold=a.threshold,
     )
+    for note in res["notes"]:
+        print(note)
+    h, w = res["layer_size"]
     print(
-        f"{res['patients']} patients ({res['correct']} correct, {res['incorrect']} incorrect): "
-        f"figures and grids in {res['out']}"
+        f"{res['patients']} patients ({res['correct']} correct, {res['incorrect']} incorrect), layer {res['layer']} "
+        f"({h}x{w}): figures and grids in {res['out']}"
     )
     return 0
 
@@ -437,8 +462,9 @@ def cmd_convert_busbra(argv: list[str]) -> int:
     )
     p.add_argument("--src", required=True, type=Path, help="the BUS-BRA folder")
     p.add_argument("--out", required=True, type=Path, help="manifest CSV to write")
+    p.add_argument("--overwrite", action="store_true", help=OVERWRITE_HELP)
     a = p.parse_args(argv)
-    summary = convert_busbra(a.src, a.out)
+    summary = convert_busbra(a.src, a.out, overwrite=a.overwrite)
     print(f"wrote {a.out}: " + ", ".join(f"{k} {v}" for k, v in summary.items()))
     return 0
 
@@ -513,6 +539,17 @@ def _message(e: BaseException) -> str:
     return str(e) or type(e).__name__
 
 
+def _closed_pipe() -> int:
+    """The reader of stdout stopped early (``lnm-jax validate M | head``): end quietly, exit 0
+    as ``head`` expects, and keep Python from reporting the flush at exit."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     debug = "--debug" in argv
@@ -533,9 +570,13 @@ def main(argv: list[str] | None = None) -> int:
         return e.code if isinstance(e.code, int) else 2
     except KeyboardInterrupt:
         return _fail(name, "interrupted", 130)
+    except BrokenPipeError:
+        return _closed_pipe()
     except Exception as e:
         if debug:
             raise
+        if isinstance(e, OSError) and e.errno == errno.EPIPE:  # a closed pipe seen through another error
+            return _closed_pipe()
         if isinstance(e, _user_errors()):
             return _fail(name, _message(e), 1)
         return _fail(name, f"unexpected {type(e).__name__}: {_message(e)} (rerun with --debug for the traceback)", 1)

@@ -1,4 +1,5 @@
-"""File-system helpers shared by the writers (cohorts, converted weights)."""
+"""File-system helpers shared by the writers (cohorts, converted weights, predictions): atomic
+writes, and the guard that keeps every output off the inputs it was made from."""
 
 from __future__ import annotations
 
@@ -65,3 +66,53 @@ def path_inside(root: Path | str, relative: str) -> Path:
     if not path.is_relative_to(root) or path == root:
         raise UnsafePathError(f"{relative!r} would be written outside {root}")
     return path
+
+
+class OutputPathError(FileExistsError):
+    """An output path that would replace or write into an input, or an existing file the
+    command did not write."""
+
+
+def guard_output(
+    out: Path | str,
+    *,
+    inputs: Iterable[Path | str] = (),
+    overwrite: bool = False,
+    ours=None,
+    flag: str = "--out",
+) -> Path:
+    """Checks ``out`` before anything is written and returns it resolved. Refused, whatever
+    ``overwrite`` says: ``out`` is one of ``inputs`` (a file or folder the command reads), lies
+    inside an input folder, or holds an input. Refused unless ``overwrite``: an existing file
+    that ``ours(path)`` (the command's own check of what it writes, e.g. a CSV header) does not
+    recognise as the command's own output."""
+    out = Path(out).resolve()
+    for given in inputs:
+        src = Path(given).resolve()
+        if out == src:
+            raise OutputPathError(
+                f"{flag} {out} is an input of this command; it would be replaced: choose another path"
+            )
+        if src.is_dir() and out.is_relative_to(src):
+            raise OutputPathError(f"{flag} {out} is inside the input folder {src}: choose a path outside it")
+        if out.is_dir() and src.is_relative_to(out) and out.exists() and any(out.iterdir()):
+            raise OutputPathError(f"{flag} {out} holds the input {src}: choose another path")
+    if out.is_dir():
+        if any(out.iterdir()) and (ours is None or not ours(out)):
+            raise OutputPathError(f"{flag} {out} is an existing folder this command did not write: choose a new path")
+    elif out.exists() and not overwrite and (ours is None or not ours(out)):
+        raise OutputPathError(
+            f"{flag} {out} exists and was not written by this command; pass --overwrite to replace it"
+        )
+    return out
+
+
+def csv_header_starts(path: Path, columns: Sequence[str]) -> bool:
+    """True when ``path`` is a CSV whose header starts with ``columns`` (how a command
+    recognises a file it wrote)."""
+    try:
+        with Path(path).open(newline="") as f:
+            header = next(csv.reader(f), [])
+    except (OSError, UnicodeDecodeError, csv.Error):
+        return False
+    return header[: len(columns)] == list(columns)

@@ -31,8 +31,19 @@ def brier(labels: np.ndarray, probs: np.ndarray) -> float:
     return float(brier_score_loss(np.asarray(labels, int), np.asarray(probs, float)))
 
 
+TEMPERATURE_BOUNDS = (0.05, 20.0)
+
+
+def at_bound(temperature: float, rtol: float = 1e-3) -> bool:
+    """True when a fitted temperature stopped at a search bound (:data:`TEMPERATURE_BOUNDS`):
+    the optimum lies outside, e.g. logits that carry no ranking on the validation split, and
+    every calibrated probability is pulled towards 0.5 (or pushed to 0/1)."""
+    return any(abs(np.log(temperature / b)) < rtol * 10 for b in TEMPERATURE_BOUNDS)
+
+
 def fit_temperature(labels: np.ndarray, logits: np.ndarray) -> float:
-    """The temperature T minimising the validation NLL of sigmoid(logit / T) (Guo et al. 2017)."""
+    """The temperature T minimising the validation NLL of sigmoid(logit / T) (Guo et al. 2017),
+    searched in :data:`TEMPERATURE_BOUNDS` (check :func:`at_bound`)."""
     y = np.asarray(labels, float)
     z = np.asarray(logits, float)
 
@@ -40,7 +51,7 @@ def fit_temperature(labels: np.ndarray, logits: np.ndarray) -> float:
         s = z / np.exp(log_t)
         return float(np.mean(np.logaddexp(0.0, s) - y * s))
 
-    res = minimize_scalar(nll, bounds=(np.log(0.05), np.log(20.0)), method="bounded")
+    res = minimize_scalar(nll, bounds=tuple(np.log(TEMPERATURE_BOUNDS)), method="bounded")
     return float(np.exp(res.x))
 
 

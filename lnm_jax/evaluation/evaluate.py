@@ -16,7 +16,7 @@ from lnm_jax.evaluation import calibration as C
 from lnm_jax.evaluation import metrics as M
 from lnm_jax.evaluation.plots import plot_decision_curve, plot_reliability, plot_roc
 from lnm_jax.evaluation.summary import format_summary, summarise_predictions
-from lnm_jax.fileio import write_csv, write_text
+from lnm_jax.fileio import csv_header_starts, guard_output, write_csv, write_text
 from lnm_jax.model_card import write_model_card
 from lnm_jax.preflight import check_inputs_present, refuse_missing
 from lnm_jax.run import Run, synth_params
@@ -46,6 +46,7 @@ def evaluate(run: Run, *, checkpoint: str = "best", subsets=("val", "test"), out
         "modalities": config.modalities,
         "youden_threshold_from_val": youden,
         "temperature_from_val": temperature,
+        "temperature_at_bound": C.at_bound(temperature),
         "splits": {},
     }
     rows, curves, reliability = [], {}, {}
@@ -90,7 +91,16 @@ def evaluate(run: Run, *, checkpoint: str = "best", subsets=("val", "test"), out
     plot_decision_curve({k: v for k, v in reliability.items() if "T=" not in k}, out / F.DECISION_CURVE, title=title)
     write_text(
         run.files.calibration(checkpoint),
-        json.dumps({"temperature": temperature, "epoch": meta["epoch"], "fitted_on": "val"}, indent=2),
+        json.dumps(
+            {
+                "temperature": temperature,
+                "epoch": meta["epoch"],
+                "fitted_on": "val",
+                "at_search_bound": C.at_bound(temperature),
+                "search_bounds": list(C.TEMPERATURE_BOUNDS),
+            },
+            indent=2,
+        ),
     )
     write_model_card(run, out, checkpoint, evaluation=result)
     result["out"] = str(out)
@@ -156,7 +166,13 @@ def bayes_reference(run: Run, preds: dict, subsets) -> dict:
 
 
 def predict_manifest(
-    run: Run, manifest: Path | str, out_csv: Path | str, *, checkpoint: str = "best", zero_fill_missing: bool = False
+    run: Run,
+    manifest: Path | str,
+    out_csv: Path | str,
+    *,
+    checkpoint: str = "best",
+    zero_fill_missing: bool = False,
+    overwrite: bool = False,
 ) -> Path:
     """P(LNM) for every patient of a manifest (labels optional), in manifest order; with the
     temperature ``evaluate`` fitted, a calibrated column too. A patient who lacks an input the
@@ -170,6 +186,7 @@ def predict_manifest(
         ceus_region=run.config.data.get("ceus_region", "auto"),
         accept_secondary_capture=bool(run.config.data.get("accept_secondary_capture", False)),
     )
+    guard_predictions(out_csv, cohort, run.workdir, overwrite)
     if not zero_fill_missing:
         check_inputs_present(run.config, cohort, opt_in="--zero-fill-missing")
     predictor = run.predictor(checkpoint)  # a missing checkpoint fails before any data is read
@@ -177,6 +194,21 @@ def predict_manifest(
         p = predictor(run.data_for(cohort, Path(records)).eval_batches("all"))
     logits = dict(zip(p[names.PATIENT_ID], p["logit"]))
     return write_predictions(cohort, logits, run.temperature(checkpoint), out_csv)
+
+
+PREDICTION_COLUMNS = (names.PATIENT_ID, "prob_lnm")  # how predict's own CSV starts
+
+
+def guard_predictions(out_csv: Path | str, cohort, model_dir: Path | str, overwrite: bool) -> None:
+    """Refuses ``predict --out`` onto the manifest, an image, a clip folder or the model's
+    folder, or onto an existing file that is not an earlier prediction (unless ``overwrite``),
+    before anything is scored (:func:`lnm_jax.fileio.guard_output`)."""
+    guard_output(
+        out_csv,
+        inputs=[*cohort.files(), model_dir],
+        overwrite=overwrite,
+        ours=lambda p: p.is_file() and csv_header_starts(p, PREDICTION_COLUMNS),
+    )
 
 
 def write_predictions(cohort, logits: dict, temperature: float | None, out_csv: Path | str) -> Path:
@@ -197,7 +229,9 @@ def write_predictions(cohort, logits: dict, temperature: float | None, out_csv: 
     return out_csv
 
 
-def predict_exported(folder: Path | str, manifest: Path | str, out_csv: Path | str, *, zero_fill_missing=False) -> Path:
+def predict_exported(
+    folder: Path | str, manifest: Path | str, out_csv: Path | str, *, zero_fill_missing=False, overwrite=False
+) -> Path:
     """``predict`` with a model written by ``lnm-jax export``: no run folder, no training code;
     the manifest's images decoded as the run's input pipeline decodes them ([0, 1], resized;
     the program normalises)."""
@@ -216,6 +250,7 @@ def predict_exported(folder: Path | str, manifest: Path | str, out_csv: Path | s
         ceus_region=framing.ceus_region,
         accept_secondary_capture=framing.accept_secondary_capture,
     )
+    guard_predictions(out_csv, cohort, folder, overwrite)
     if not (md["architecture"]["missing_inputs"] or zero_fill_missing):
         refuse_missing(cohort, inputs, f"{folder}", "--zero-fill-missing")
     identity = {k: {"mean": (0.0,) * 3, "std": (1.0,) * 3} for k in names.IMAGE_INPUTS}
@@ -235,6 +270,13 @@ def evaluation_lines(result: dict) -> str:
     lines = [format_summary(s, m, threshold_rule="youden") for s, m in result["splits"].items()]
     if guard := result.get("single_inputs"):
         lines.append(single_input_line(guard))
+    if result.get("temperature_at_bound"):
+        lo, hi = C.TEMPERATURE_BOUNDS
+        lines.append(
+            f"warning: the calibration temperature stopped at its search bound ({result['temperature_from_val']:.2f}, "
+            f"bounds {lo}-{hi}): the validation logits carry little ranking, so calibrated probabilities are "
+            "near 0.5 (or 0/1); do not use prob_lnm_calibrated from this checkpoint"
+        )
     return "\n".join(lines + [f"metrics, ROC and predictions in {result['out']}"])
 
 

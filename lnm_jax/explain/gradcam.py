@@ -25,6 +25,11 @@ import jax.numpy as jnp
 from lnm_jax import names
 
 METHODS = ("gradcam", "hirescam", "gradcam++")
+LAYERS = ("stem", "stage1", "stage2", "stage3", "stage4")  # shallow to deep
+AUTO_LAYER = "auto"
+# A map this small cannot place anything (at 1x1 every Grad-CAM is exactly 0 after scaling);
+# the automatic choice wants the field's usual 7x7 (ResNet-50's stage4 at 224 px).
+MIN_MAP, AUTO_MIN_MAP = 4, 7
 TARGETS = {"lnm": 1.0, "no_lnm": -1.0}
 IMAGE_BRANCHES = names.IMAGE_INPUTS
 EPS = 1e-7
@@ -60,6 +65,45 @@ def cam_from(acts: jax.Array, grads: jax.Array, method: str, out_size: tuple[int
     cam = cam - jnp.min(cam, axis=(1, 2), keepdims=True)
     cam = cam / (jnp.max(cam, axis=(1, 2), keepdims=True) + EPS)
     return cam, raw
+
+
+def layer_sizes(model: nn.Module, params, batch_stats, batch) -> dict[str, tuple[int, int]]:
+    """(height, width) of each hooked layer's map for this batch's image size, the smallest
+    over the image branches; from shapes alone (``jax.eval_shape``, nothing computed)."""
+    variables = {"params": params, "batch_stats": batch_stats}
+    shapes = jax.eval_shape(lambda: model.apply(variables, batch, train=False, mutable=["perturbations"])[1])
+    out: dict[str, tuple[int, int]] = {}
+    for key, layers in shapes["perturbations"].items():
+        if key.removesuffix("_backbone") not in IMAGE_BRANCHES:
+            continue
+        for layer, s in layers.items():
+            h, w = s.shape[1:3]
+            out[layer] = min(out.get(layer, (h, w)), (h, w))
+    return out
+
+
+def choose_layer(sizes: dict[str, tuple[int, int]], requested: str = AUTO_LAYER) -> tuple[str, str | None]:
+    """(layer, note). ``auto``: the deepest layer whose map is at least 7x7 (else the largest
+    map). A requested layer whose map is smaller than 4x4 falls back to the automatic choice,
+    with a note naming both; ValueError for a layer the model does not have."""
+    order = [layer for layer in LAYERS if layer in sizes] + [layer for layer in sizes if layer not in LAYERS]
+
+    def shown(layer):
+        return f"{layer} ({sizes[layer][0]}x{sizes[layer][1]})"
+
+    big_enough = [layer for layer in order if min(sizes[layer]) >= AUTO_MIN_MAP]
+    auto = big_enough[-1] if big_enough else max(order, key=lambda layer: min(sizes[layer]))
+    if requested == AUTO_LAYER:
+        note = None if big_enough else f"no layer's map reaches {AUTO_MIN_MAP}x{AUTO_MIN_MAP}: using {shown(auto)}"
+        return auto, note
+    if requested not in sizes:
+        raise ValueError(f"layer '{requested}' is not a hooked layer of this model ({', '.join(order)})")
+    if min(sizes[requested]) < MIN_MAP:
+        return auto, (
+            f"the {shown(requested)} map is smaller than {MIN_MAP}x{MIN_MAP} at this image size, its CAMs would "
+            f"be blank: using {shown(auto)} instead"
+        )
+    return requested, None
 
 
 def make_cam_fn(

@@ -3,6 +3,7 @@ incorrect predictions, from the run's restored (BatchNorm-folded) checkpoint."""
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 import numpy as np
@@ -11,10 +12,12 @@ from lnm_jax import names
 from lnm_jax import run_files as F
 from lnm_jax.evaluation.metrics import sigmoid
 from lnm_jax.explain.figures import grid_figure, patient_figure
-from lnm_jax.explain.gradcam import make_cam_fn
-from lnm_jax.fileio import path_inside, write_csv
+from lnm_jax.explain.gradcam import AUTO_LAYER, choose_layer, layer_sizes, make_cam_fn
+from lnm_jax.fileio import guard_output, path_inside, write_csv
 from lnm_jax.run import Run
 from lnm_jax.training.steps import step_inputs
+
+FLAT_CAM = 1e-6  # a CAM whose range is at most this is constant (cam_from scales to [0, 1])
 
 
 def denormalise(x: np.ndarray, norm: dict) -> np.ndarray:
@@ -39,13 +42,15 @@ def gradcam(
     out: Path | str | None = None,
     checkpoint: str = "best",
     method: str = "gradcam",
-    layer: str = "stage4",
+    layer: str = AUTO_LAYER,
     target: str = "lnm",
     threshold: float = 0.5,
     grid_size: int = 6,
 ) -> dict:
     """Writes ``patients/<id>.png``, the two grids and ``index.csv`` to ``out`` (default
-    ``gradcam_<split>``); returns the counts."""
+    ``gradcam_<split>``; an existing folder only if an earlier ``gradcam`` wrote it); returns
+    the counts, the layer used (``layer='auto'``: the deepest map of at least 7x7; a requested
+    layer under 4x4 falls back to it) and notes to print (the fallback, constant CAMs)."""
     config = run.config
     inputs = names.parse_modalities(config.modalities)
     if config.data.clip_frames > 1 and names.CEUS in inputs:
@@ -57,11 +62,16 @@ def gradcam(
     if not branches:
         raise ValueError(f"run {run.workdir} uses no image input ({config.modalities}): nothing to explain")
     predictor = run.predictor(checkpoint)  # BatchNorm folded
+    out = guard_output(out or run.files.gradcam(split), ours=lambda p: (p / F.CAM_INDEX).is_file())
+    batches = iter(run.data.eval_batches(split))
+    first = next(batches)
+    sizes = layer_sizes(predictor.model, predictor.params, predictor.batch_stats, step_inputs(first))
+    layer, note = choose_layer(sizes, layer)
+    notes = [note] if note else []
     cam_fn = make_cam_fn(predictor.model, layer=layer, method=method, target=target)
-    out = Path(out) if out else run.files.gradcam(split)
     (out / F.CAM_PATIENTS).mkdir(parents=True, exist_ok=True)
-    entries = []
-    for batch in run.data.eval_batches(split):
+    entries, flat = [], dict.fromkeys(branches, 0)
+    for batch in itertools.chain([first], batches):
         res = {k: np.asarray(v) for k, v in cam_fn(predictor.params, predictor.batch_stats, step_inputs(batch)).items()}
         for i in np.flatnonzero(batch[names.VALID]):
             prob = float(sigmoid(res["logit"][i]))
@@ -75,6 +85,8 @@ def gradcam(
                 "cams": {b: res[b][i] for b in branches},
                 "available": {b: bool(res[f"{b}_available"][i]) for b in branches},
             }
+            for b in branches:  # a constant map (all zero after scaling) shows nothing
+                flat[b] += entry["available"][b] and float(np.ptp(res[b][i])) <= FLAT_CAM
             entry["file"] = f"{F.CAM_PATIENTS}/{entry['patient_id']}.png"
             patient_figure(path_inside(out, entry["file"]), entry, branches)
             entries.append(entry)
@@ -106,4 +118,16 @@ def gradcam(
         ),
         [names.PATIENT_ID, "prob_lnm", names.LABEL, "correct", "figure"],
     )
-    return {"out": str(out), "patients": len(entries), "correct": len(correct), "incorrect": len(wrong)}
+    for b, n in flat.items():
+        if n:
+            shown = sum(e["available"][b] for e in entries)
+            notes.append(f"warning: {n} of {shown} {b} CAMs at {layer} are constant (blank figures)")
+    return {
+        "out": str(out),
+        "patients": len(entries),
+        "correct": len(correct),
+        "incorrect": len(wrong),
+        "layer": layer,
+        "layer_size": sizes[layer],
+        "notes": notes,
+    }

@@ -143,6 +143,12 @@ class Cohort:
     def __len__(self) -> int:
         return len(self.patients)
 
+    def files(self) -> list[Path]:
+        """Every path the cohort is read from: the manifest, then each image file and clip
+        folder (what an output must never replace or write into)."""
+        images = {getattr(p, name) for p in self.patients for name in IMAGE_INPUTS}
+        return [self.path, *sorted(x for x in images if x is not None)]
+
     @property
     def ids(self) -> list[str]:
         return [p.patient_id for p in self.patients]

@@ -31,6 +31,7 @@ import threadpoolctl
 from lnm_jax.data.cohorts.manifest import Cohort, Patient
 from lnm_jax.data.loaders import augment as augment_lib
 from lnm_jax.data.pixels.sources import DEFAULT_FRAMING, Framing, decode_input
+from lnm_jax.fileio import guard_output, write_text
 from lnm_jax.names import (
     AVAILABILITY_KEYS,
     BMODE,
@@ -335,19 +336,29 @@ class GrainSource:
 
 
 def manifest_norm_stats(
-    manifest, *, image_size: int = 224, seed: int = 0, out=None, framing: Framing = DEFAULT_FRAMING
+    manifest,
+    *,
+    image_size: int = 224,
+    seed: int = 0,
+    out=None,
+    framing: Framing = DEFAULT_FRAMING,
+    overwrite: bool = False,
 ) -> dict:
     """``lnm-jax norm-stats``: per-modality mean/std of a manifest's training split (the split
     ``data.split.seed`` makes), printed as JSON on stdout and as config overrides on stderr;
-    also written to ``out`` when given."""
+    also written to ``out`` when given (atomically; never onto an input, nor over an existing
+    file that is not such a JSON unless ``overwrite``)."""
     import json  # noqa: PLC0415
     import sys  # noqa: PLC0415
-    from pathlib import Path  # noqa: PLC0415
 
     from lnm_jax.data.cohorts.manifest import read_manifest  # noqa: PLC0415
     from lnm_jax.data.cohorts.splits import holdout_split  # noqa: PLC0415
 
-    cohort = read_manifest(manifest, ceus_region=framing.ceus_region)
+    cohort = read_manifest(
+        manifest, ceus_region=framing.ceus_region, accept_secondary_capture=framing.accept_secondary_capture
+    )
+    if out:
+        guard_output(out, inputs=cohort.files(), overwrite=overwrite, ours=_is_norm_stats)
     split = holdout_split(cohort.ids, cohort.labels, seed=seed)
     decoded = DecodedCohort(cohort.patients, image_size, cache=False, framing=framing)
     stats = normalisation_stats(chunks(decoded, decoded.index(split.train)))
@@ -363,5 +374,16 @@ def manifest_norm_stats(
         file=sys.stderr,
     )
     if out:
-        Path(out).write_text(text)
+        write_text(out, text)
     return stats
+
+
+def _is_norm_stats(path) -> bool:
+    """A JSON file norm-stats wrote: {input: {mean, std}}."""
+    import json  # noqa: PLC0415
+
+    try:
+        doc = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, ValueError):
+        return False
+    return isinstance(doc, dict) and all(isinstance(v, dict) and set(v) == {"mean", "std"} for v in doc.values())
