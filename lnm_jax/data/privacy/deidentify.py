@@ -30,7 +30,7 @@ from lnm_jax.data.pixels.clips import frame_files, frame_name, iter_frames
 from lnm_jax.data.pixels.decode import open_upright
 from lnm_jax.data.pixels.dicom import Box
 from lnm_jax.data.privacy import phi
-from lnm_jax.fileio import atomic_directory, write_csv
+from lnm_jax.fileio import atomic_directory, guard_output, write_csv
 from lnm_jax.names import IMAGE_INPUTS, LABEL, PATIENT_ID, US_LNM
 
 MAPPING_COLUMNS = (
@@ -82,6 +82,8 @@ def deidentify(
         raise ValueError(f"--mapping {mapping} is inside the output folder {out_dir}: keep it apart from the data")
     if mapping.exists():
         raise FileExistsError(f"{mapping} exists; choose a new mapping file")
+    guard_output(out_dir, inputs=cohort.files())  # atomic_directory refuses a non-empty folder
+    guard_output(mapping, inputs=cohort.files(), flag="--mapping")
     unknown = [c for c in keep_columns if c not in cohort.metadata_columns]
     if unknown:
         raise ValueError(f"--keep-columns {', '.join(unknown)}: not metadata columns of {manifest}")

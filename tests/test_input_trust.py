@@ -1,0 +1,428 @@
+"""Every real file read as the scanner meant it, or refused (issue 27): the cases of
+../shared/cases rebuilt here on data each test makes, with the right value as the assertion,
+plus other members of each kind."""
+
+from __future__ import annotations
+
+import csv
+import io
+import re
+import shutil
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from lnm_jax.data.cohorts.manifest import (
+    DUPLICATE_COLUMN,
+    HEADER_MISMATCH,
+    NOT_ULTRASOUND,
+    UNREADABLE_CLIP,
+    ManifestError,
+    read_manifest,
+)
+from lnm_jax.data.pixels import clips, dicom
+from lnm_jax.data.pixels.decode import image_size, read_image
+from lnm_jax.data.pixels.sources import decode_input
+from lnm_jax.fileio import OutputPathError
+
+RAMP = np.tile(np.arange(0, 256, 8, dtype=np.uint8), (24, 1))  # 24x32 gray ramp, every 8th level
+PNG_ATOL = 1e-6  # exact formats: float32 rounding of v / 255 vs v * 257 / 65535
+JPEG_ATOL = 6 / 255  # quality-95 JPEG of a smooth ramp: a few grey levels
+
+
+def _write(path, im: Image.Image, **kw):
+    im.save(path, **kw)
+    return path
+
+
+def _dcm(path, pixels, **attrs):
+    ds = dicom.new_dataset(pixels, attributes=attrs)
+    dicom.write_dataset(ds, path)
+    return path
+
+
+def _manifest(path, rows, columns=("patient_id", "bmode", "ceus", "us_lnm", "lnm")):
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(columns)
+        w.writerows(rows)
+    return path
+
+
+def _codes(err: ManifestError) -> set[str]:
+    return {p.code for p in err.problems}
+
+
+# ------------------------------------------------------------- one decoder, every format
+
+
+def _formats(tmp_path):
+    """The same picture (RAMP) in every pixel format and container the loader reads:
+    (name, path, tolerance)."""
+    rgb = np.repeat(RAMP[..., None], 3, axis=-1)
+    out = [
+        ("L png", _write(tmp_path / "l.png", Image.fromarray(RAMP)), PNG_ATOL),
+        ("I;16 png", _write(tmp_path / "i16.png", Image.fromarray(RAMP.astype(np.uint16) * 257)), PNG_ATOL),
+        ("RGB png", _write(tmp_path / "rgb.png", Image.fromarray(rgb)), PNG_ATOL),
+        ("LA png", _write(tmp_path / "la.png", Image.fromarray(RAMP).convert("LA")), PNG_ATOL),
+        ("RGBA png", _write(tmp_path / "rgba.png", Image.fromarray(rgb).convert("RGBA")), PNG_ATOL),
+        ("P png", _write(tmp_path / "p.png", Image.fromarray(RAMP).convert("P")), PNG_ATOL),
+        ("L jpeg", _write(tmp_path / "l.jpg", Image.fromarray(RAMP), quality=95), JPEG_ATOL),
+        ("8-bit dicom", _dcm(tmp_path / "g8.dcm", RAMP), PNG_ATOL),
+        ("16-bit dicom", _dcm(tmp_path / "g16.dcm", RAMP.astype(np.uint16) * 257), PNG_ATOL),
+    ]
+    # palette with transparency: the transparent entry's colour is read, alpha dropped
+    p = Image.fromarray(RAMP).convert("P")
+    p.info["transparency"] = 0
+    out.append(("P+transparency png", _write(tmp_path / "pt.png", p, transparency=0), PNG_ATOL))
+    # EXIF orientation 6 (rotate 90 clockwise to display): stored rotated, shown upright
+    ex = Image.Exif()
+    ex[0x0112] = 6
+    stored = Image.fromarray(RAMP).transpose(Image.Transpose.ROTATE_90)
+    out.append(("EXIF-6 jpeg", _write(tmp_path / "exif6.jpg", stored, quality=95, exif=ex), JPEG_ATOL))
+    return out
+
+
+def test_every_format_and_container_reads_as_the_8bit_still(tmp_path):
+    want = decode_input(_write(tmp_path / "ref.png", Image.fromarray(RAMP)), "bmode", size=16, patient_id="ref")
+    for name, path, atol in _formats(tmp_path):
+        # as a still, as a one-frame CEUS frame folder (the clip path), and as a CEUS still
+        folder = tmp_path / f"clip_{path.name}"
+        if path.suffix != ".dcm":
+            folder.mkdir()
+            for k in range(2):
+                shutil.copy(path, folder / f"frame_{k}{path.suffix}")
+        for label, got in (
+            ("still", decode_input(path, "bmode", size=16, patient_id=name)),
+            ("ceus", decode_input(path, "ceus", size=16, patient_id=name)),
+            *(
+                [("frame folder", decode_input(folder, "ceus", size=16, patient_id=name, clip_frames=2)[0])]
+                if folder.is_dir()
+                else []
+            ),
+        ):
+            np.testing.assert_allclose(got, want, atol=atol, err_msg=f"{name} as {label}")
+
+
+def test_sixteen_bit_frame_folder_is_not_saturated(tmp_path):
+    """Case clip16-frames-saturated: 16-bit PNG frames read as the same PNGs as stills."""
+    frames = tmp_path / "clip"
+    frames.mkdir()
+    for k in range(3):
+        Image.fromarray((RAMP.astype(np.uint16) * 257 // (k + 1)).astype(np.uint16)).save(frames / f"f{k}.png")
+    clip = clips.read_frames(frames)
+    for k in range(3):
+        np.testing.assert_allclose(clip[k], read_image(frames / f"f{k}.png"), atol=0)
+    assert 0.2 < clip[0].mean() < 0.6  # the ramp's mean, not white
+
+
+def test_exif_orientation_applied_to_size_and_pixels(tmp_path):
+    """Case jpeg-exif-orientation-ignored: the picture a viewer shows is what the model reads,
+    and crop boxes refer to it."""
+    formats = {name: path for name, path, _ in _formats(tmp_path)}
+    assert image_size(formats["EXIF-6 jpeg"]) == (32, 24)  # stored 24x32, shown 32 wide
+    up, tagged = read_image(formats["L jpeg"]), read_image(formats["EXIF-6 jpeg"])
+    assert up.shape == tagged.shape
+    np.testing.assert_allclose(tagged, up, atol=JPEG_ATOL)
+
+
+# ------------------------------------------------------------- DICOM header vs data
+
+
+def _cine(path, frames: np.ndarray, number_of_frames):
+    """A native RGB cine whose NumberOfFrames says what the caller wants (None: absent)."""
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+    ds = Dataset()
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.SOPClassUID = dicom.US_MULTIFRAME_STORAGE
+    ds.SOPInstanceUID = generate_uid()
+    ds.Modality = "US"
+    ds.file_meta.MediaStorageSOPClassUID = ds.SOPClassUID
+    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+    ds.Rows, ds.Columns, ds.SamplesPerPixel, ds.PhotometricInterpretation = *frames.shape[1:3], 3, "RGB"
+    ds.BitsAllocated = ds.BitsStored = 8
+    ds.HighBit, ds.PixelRepresentation, ds.PlanarConfiguration = 7, 0, 0
+    if number_of_frames is not None:
+        ds.NumberOfFrames = number_of_frames
+    ds.FrameTime = "100"
+    ds.PixelData = frames.tobytes()
+    ds.save_as(path, enforce_file_format=True)
+    return path
+
+
+def test_cine_frame_count_checked_against_pixel_data(tmp_path):
+    """Case dicom-cine-without-numberofframes: a missing or understated NumberOfFrames is
+    refused naming both numbers; a true one reads the enhancement peak."""
+    frames = np.stack([np.full((12, 16, 3), 20 + 25 * k, np.uint8) for k in range(8)])
+    b = _write(tmp_path / "b.png", Image.fromarray(RAMP))
+    for nof, ok in ((8, True), (None, False), (4, False), (1, False)):
+        cine = _cine(tmp_path / f"cine_{nof}.dcm", frames, nof)
+        m = _manifest(tmp_path / f"m_{nof}.csv", [["A", b.name, cine.name, 1, 1], ["B", b.name, cine.name, 0, 0]])
+        if ok:
+            read_manifest(m)
+            peak = decode_input(cine, "ceus", size=8, patient_id="A")
+            assert peak.mean() == pytest.approx(195 / 255, abs=1e-6)
+            continue
+        with pytest.raises(ManifestError) as e:
+            read_manifest(m)
+        assert _codes(e.value) == {HEADER_MISMATCH}
+        text = str(e.value)
+        assert "8 frame(s)" in text and ("missing" in text if nof is None else f"NumberOfFrames is {nof}" in text)
+
+
+def _palette(path, descriptor_bits: int, lut: np.ndarray):
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+    ds = Dataset()
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.SOPClassUID = dicom.US_IMAGE_STORAGE
+    ds.SOPInstanceUID = generate_uid()
+    ds.Modality = "US"
+    ds.file_meta.MediaStorageSOPClassUID = ds.SOPClassUID
+    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+    ds.Rows, ds.Columns, ds.SamplesPerPixel, ds.PhotometricInterpretation = 24, 32, 1, "PALETTE COLOR"
+    ds.BitsAllocated = ds.BitsStored = 8
+    ds.HighBit, ds.PixelRepresentation = 7, 0
+    for c in ("Red", "Green", "Blue"):
+        setattr(ds, f"{c}PaletteColorLookupTableDescriptor", [256, 0, descriptor_bits])
+        setattr(ds, f"{c}PaletteColorLookupTableData", lut.astype("<u2").tobytes())
+    ds.PixelData = RAMP.tobytes()
+    ds.save_as(path, enforce_file_format=True)
+    return path
+
+
+def test_palette_scaled_by_its_real_entry_depth(tmp_path):
+    """Case dicom-palette-lut-out-of-range: an 8-bit descriptor over 16-bit entries reads as
+    the 16-bit ramp, in [0, 1], like the consistent file and the 8-bit still."""
+    want = read_image(_write(tmp_path / "ref.png", Image.fromarray(RAMP)))
+    for name, bits, lut in (
+        ("desc16", 16, np.arange(256) * 257),
+        ("desc8_entries16", 8, np.arange(256) * 257),
+        ("desc8", 8, np.arange(256)),
+    ):
+        header = dicom.read_header(_palette(tmp_path / f"{name}.dcm", bits, lut))
+        got = dicom.read_frame(header, 0)
+        assert 0.0 <= got.min() and got.max() <= 1.0, name
+        np.testing.assert_allclose(got, want, atol=PNG_ATOL, err_msg=name)
+
+
+def test_other_modalities_and_secondary_captures_refused(tmp_path):
+    """An MR file (pydicom's own examples_overlay.dcm) is no B-mode; a secondary capture is
+    accepted only when asked for."""
+    from pydicom.data import get_testdata_file
+
+    mr = get_testdata_file("examples_overlay.dcm")
+    b = _write(tmp_path / "b.png", Image.fromarray(RAMP))
+    sc = _dcm(tmp_path / "sc.dcm", RAMP, Modality="OT")
+    from pydicom import dcmread
+
+    ds = dcmread(sc)
+    ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.7"
+    ds.save_as(sc, enforce_file_format=True)
+    ct = _dcm(tmp_path / "ct.dcm", RAMP, Modality="CT")
+    for path, accept, refused in ((mr, True, True), (ct, True, True), (sc, False, True), (sc, True, False)):
+        m = _manifest(tmp_path / "m.csv", [["A", str(path), b.name, 1, 1], ["B", b.name, b.name, 0, 0]])
+        if not refused:
+            read_manifest(m, accept_secondary_capture=accept)
+            continue
+        with pytest.raises(ManifestError) as e:
+            read_manifest(m, accept_secondary_capture=accept)
+        assert _codes(e.value) == {NOT_ULTRASOUND}, str(e.value)
+
+
+def test_duplicate_column_refused(tmp_path):
+    """Case manifest-duplicate-column: csv.DictReader keeps the last copy's cells in silence."""
+    b = _write(tmp_path / "b.png", Image.fromarray(RAMP))
+    m = _manifest(
+        tmp_path / "dup.csv",
+        [["A", b.name, b.name, 1, 1, 0], ["B", b.name, b.name, 0, 0, 1]],
+        columns=("patient_id", "bmode", "ceus", "us_lnm", "lnm", "lnm"),
+    )
+    with pytest.raises(ManifestError) as e:
+        read_manifest(m)
+    assert _codes(e.value) == {DUPLICATE_COLUMN}
+    assert "columns 5, 6" in str(e.value)
+
+
+def test_frame_folder_of_mixed_sizes_refused_at_validation(tmp_path):
+    b = _write(tmp_path / "b.png", Image.fromarray(RAMP))
+    folder = tmp_path / "clip"
+    folder.mkdir()
+    Image.fromarray(RAMP).save(folder / "frame_0.png")
+    Image.fromarray(RAMP[:, :16]).save(folder / "frame_1.png")
+    m = _manifest(tmp_path / "m.csv", [["A", b.name, "clip", 1, 1], ["B", b.name, b.name, 0, 0]])
+    with pytest.raises(ManifestError) as e:
+        read_manifest(m)
+    assert _codes(e.value) == {UNREADABLE_CLIP} and "differ in size" in str(e.value)
+
+
+def test_video_over_the_clip_budget_refused_before_decoding(tmp_path, monkeypatch):
+    import imageio.v3 as iio
+
+    video = tmp_path / "v.mp4"
+    iio.imwrite(video, np.zeros((30, 32, 32, 3), np.uint8), plugin="FFMPEG", fps=10)
+    assert len(clips.read_frames(video)) == 30
+    monkeypatch.setattr(clips, "MAX_CLIP_PIXELS", 20 * 32 * 32)
+    decoded = []
+    monkeypatch.setattr(iio, "imiter", lambda *a, **k: decoded.append(1) or iter(()))
+    with pytest.raises(clips.ClipError, match="gigapixels"):
+        clips.read_frames(video)
+    assert not decoded
+
+
+# ------------------------------------------------------------- what the product writes, it reads back
+
+
+def test_natural_frame_order():
+    names = [f"frame_{k}.png" for k in (1000, 100, 2, 999, 10)]
+    from pathlib import Path
+
+    assert [p.name for p in sorted(map(Path, names), key=clips._natural_key)] == [
+        "frame_2.png",
+        "frame_10.png",
+        "frame_100.png",
+        "frame_999.png",
+        "frame_1000.png",
+    ]
+    assert clips.frame_name(7, 1500) == "frame_0007.png" and clips.frame_name(7, 20) == "frame_007.png"
+
+
+def test_deidentified_long_16bit_clip_reads_back_the_same(tmp_path):
+    """Case deidentify-long-clip-frame-order: a 1,500-frame 16-bit clip and odd metadata
+    cells survive deidentify: same frames in the same order, 16-bit kept, cells intact."""
+    from lnm_jax.data.privacy.deidentify import deidentify
+
+    n = 1500
+    level = np.concatenate([np.full(300, 20.0), np.linspace(20, 220, 900), np.linspace(220, 60, 300)])
+    folder = tmp_path / "clip"
+    folder.mkdir()
+    for k in range(n):  # unpadded names: frame_2 before frame_10 only in natural order
+        Image.fromarray(np.full((4, 4), round(level[k] * 257), np.uint16)).save(folder / f"frame_{k}.png")
+    b = _write(tmp_path / "b.png", Image.fromarray(RAMP))
+    note = 'says "hi", a, b\nsecond line'
+    m = _manifest(
+        tmp_path / "m.csv",
+        [["V1", b.name, "clip", 1, 1, note], ["V2", b.name, b.name, 0, 0, "plain"]],
+        columns=("patient_id", "bmode", "ceus", "us_lnm", "lnm", "note"),
+    )
+    report = deidentify(m, tmp_path / "deid", tmp_path / "map.csv", keep_columns=("note",))
+    copy = read_manifest(report.manifest)
+    mapping = {r["original_patient_id"]: r["patient_id"] for r in csv.DictReader(open(tmp_path / "map.csv"))}
+    new = copy.by_id()[mapping["V1"]]
+    assert new.metadata["note"] == note
+    written = clips.frame_files(new.ceus)
+    assert len(written) == n and written[1000].name == "frame_1000.png" and written[999].name == "frame_0999.png"
+    with Image.open(written[700]) as im:
+        assert im.mode.startswith("I")  # 16-bit kept
+    for t in (1, 8):
+        a = decode_input(folder, "ceus", size=4, patient_id="V1", clip_frames=t)
+        c = decode_input(new.ceus, "ceus", size=4, patient_id=new.patient_id, clip_frames=t)
+        np.testing.assert_array_equal(a, c)
+    assert np.all(
+        np.diff(decode_input(folder, "ceus", size=4, patient_id="V1", clip_frames=8).mean(axis=(1, 2, 3))[:5]) > 0
+    )
+
+
+# ------------------------------------------------------------- outputs never replace inputs
+
+
+def test_predict_refuses_its_own_manifest_as_out(triple_run, tiny_cohort, tmp_path):
+    """Case predict-out-overwrites-manifest."""
+    from lnm_jax.evaluation.evaluate import predict_manifest
+
+    m = tmp_path / "new.csv"
+    shutil.copy(tiny_cohort, m)
+    for src in (tiny_cohort.parent / "images",):
+        (tmp_path / src.name).symlink_to(src)
+    before = m.read_bytes()
+    with pytest.raises(OutputPathError, match="input"):
+        predict_manifest(triple_run, m, m)
+    other = tmp_path / "notes.csv"
+    other.write_text("my,own\nfile,1\n")
+    with pytest.raises(OutputPathError, match="--overwrite"):
+        predict_manifest(triple_run, m, other)
+    with pytest.raises(OutputPathError, match="inside the input folder"):
+        predict_manifest(triple_run, m, triple_run.workdir / "p.csv")
+    assert m.read_bytes() == before and other.read_text() == "my,own\nfile,1\n"
+    out = predict_manifest(triple_run, m, tmp_path / "p.csv")
+    predict_manifest(triple_run, m, out)  # its own earlier output may be replaced
+
+
+def test_norm_stats_and_convert_refuse_inputs(tiny_cohort, tmp_path):
+    from lnm_jax.cli import main
+
+    before = tiny_cohort.read_bytes()
+    assert main(["norm-stats", "--manifest", str(tiny_cohort), "--image-size", "8", "--out", str(tiny_cohort)]) == 1
+    assert tiny_cohort.read_bytes() == before
+
+
+# ------------------------------------------------------------- heatmaps, quiet edges
+
+
+def test_gradcam_layer_choice():
+    from lnm_jax.explain.gradcam import choose_layer
+
+    at32 = {"stem": (8, 8), "stage1": (8, 8), "stage2": (4, 4), "stage3": (2, 2), "stage4": (1, 1)}
+    assert choose_layer(at32) == ("stage1", None)
+    layer, note = choose_layer(at32, "stage4")
+    assert layer == "stage1" and "stage4 (1x1)" in note and "stage1 (8x8)" in note
+    assert choose_layer(at32, "stage2") == ("stage2", None)  # 4x4: allowed when asked for
+    at224 = {"stem": (56, 56), "stage1": (56, 56), "stage2": (28, 28), "stage3": (14, 14), "stage4": (7, 7)}
+    assert choose_layer(at224) == ("stage4", None)
+    layer, note = choose_layer({"stem": (2, 2), "stage4": (1, 1)})
+    assert layer == "stem" and "7x7" in note
+
+
+def test_gradcam_at_32px_not_blank(triple_run, tmp_path):
+    """Case gradcam-1x1-layer-blank: at 32 px stage4 is 1x1; the command falls back, says so,
+    and its CAMs are not constant."""
+    from lnm_jax.explain.heatmaps import gradcam
+
+    res = gradcam(triple_run, split="test", out=tmp_path / "cams", layer="stage4")
+    assert res["layer"] != "stage4" and min(res["layer_size"]) >= 4
+    assert any("stage4" in n and "using" in n for n in res["notes"])
+    assert not any(re.search(r"(\d+) of \1 ", n) for n in res["notes"])  # not every CAM blank
+
+
+def test_closed_pipe_ends_quietly(monkeypatch, capsys):
+    from lnm_jax import cli
+
+    class Closed(io.StringIO):
+        def write(self, s):
+            raise BrokenPipeError(32, "Broken pipe")
+
+        def fileno(self):
+            return sys.__stdout__.fileno() if sys.__stdout__ else 1
+
+    monkeypatch.setitem(cli.COMMANDS, "talk", lambda argv: print("x" * 100) or 0)
+    monkeypatch.setattr(sys, "stdout", Closed())
+    monkeypatch.setattr(cli, "_closed_pipe", lambda: 0)  # the real one redirects fd 1
+    assert cli.main(["talk"]) == 0
+    assert "Broken pipe" not in capsys.readouterr().err
+
+
+def test_temperature_at_bound_flagged():
+    from lnm_jax.evaluation import calibration as C
+
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 2, 200)
+    t = C.fit_temperature(labels, rng.normal(0, 30, 200))  # large logits that rank nothing
+    assert C.at_bound(t) and t == pytest.approx(C.TEMPERATURE_BOUNDS[1], rel=1e-2)
+    assert not C.at_bound(C.fit_temperature(labels, (2 * labels - 1) * 2.0 + rng.normal(0, 1, 200)))
+
+
+def test_old_import_paths_are_the_moved_modules():
+    import importlib
+
+    with pytest.warns(DeprecationWarning):
+        old = importlib.import_module("lnm_jax.data.sources")
+    from lnm_jax.data.pixels import sources
+
+    assert old is sources
