@@ -97,6 +97,8 @@ def metadata(run: Run, checkpoint: str = "best", evaluation: dict | None = None)
             "youden_from_val": evaluation.get("youden_threshold_from_val") if evaluation else None,
         },
         "calibration_temperature": temperature,
+        # the training split's image intensities, which predict checks new patients against
+        "intensity_reference": run.intensity_reference(),
         "training_cohort": {
             "manifest": config.data.manifest or "embedded synthetic cohort",
             "manifest_sha256": run.cohort.sha256,

@@ -406,6 +406,25 @@ class Run:
         path = self.files.calibration(checkpoint)
         return float(json.loads(path.read_text())["temperature"]) if path.is_file() else None
 
+    def intensity_reference(self) -> dict | None:
+        """The training split's image intensities (:mod:`lnm_jax.evaluation.intensity`), as
+        training recorded them; None for a run trained before they were recorded."""
+        path = self.files.intensity_reference
+        return json.loads(path.read_text()) if path.is_file() else None
+
+    def record_intensity_reference(self) -> dict:
+        """Decodes the training split once (the loader's cache keeps it for the first epoch)
+        and writes its intensity summary; returns it."""
+        from lnm_jax.evaluation import intensity  # noqa: PLC0415
+
+        batches, features = intensity.tap(self.data.eval_batches("train"), self.data.norm, names.IMAGE_INPUTS)
+        for _ in batches:
+            pass
+        ref = intensity.reference(features)
+        if jax.process_index() == 0:
+            write_text(self.files.intensity_reference, json.dumps(ref, indent=2))
+        return ref
+
     def predictor(self, checkpoint: str = "best") -> Predictor:
         if checkpoint not in self._predictors:
             state, meta = self.restore(checkpoint)

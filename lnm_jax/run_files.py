@@ -13,6 +13,7 @@ A run folder (``workdir``) holds::
     eval_<checkpoint>/     metrics.json, predictions.csv, roc/reliability/decision-curve plots,
                            availability.{json,md}
     calibration_<checkpoint>.json   the temperature fitted on validation (used by predict)
+    intensity_reference.json   the training split's image intensities (predict's outlier check)
     gradcam_<split>/       Grad-CAM figures, grids and index.csv
     predictions.json       (protocol runs) validation and test probabilities of the best checkpoint
 
@@ -35,6 +36,7 @@ HISTORY = "metrics.jsonl"
 TENSORBOARD = "tb"
 TRAIN_LOG = "train.log"  # library messages kept off the console (orbax)
 PREDICTIONS = "predictions.json"
+INTENSITY_REFERENCE = "intensity_reference.json"
 
 # Inside an evaluation folder.
 METRICS = "metrics.json"
@@ -115,6 +117,10 @@ class RunFiles:
     @property
     def predictions(self) -> Path:
         return self.root / PREDICTIONS
+
+    @property
+    def intensity_reference(self) -> Path:
+        return self.root / INTENSITY_REFERENCE
 
     def evaluation(self, checkpoint: str) -> Path:
         return self.root / f"eval_{checkpoint}"

@@ -340,7 +340,7 @@ def test_validate_flags_phi_deidentify_removes_it_and_the_copy_trains(tmp_path, 
     assert main(["evaluate", "--workdir", str(work)]) == 0
     assert (
         main(
-            ["predict", "--workdir", str(work), "--manifest", str(deid / "manifest.csv"), "--out", str(work / "p.csv")]
+            ["predict", "--workdir", str(work), "--manifest", str(deid / "manifest.csv"), "--out", str(tmp_path / "p.csv")]
         )
         == 0
     )

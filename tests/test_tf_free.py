@@ -40,7 +40,7 @@ sys.argv = [script, "--tiny", "--workdir", root]
 runpy.run_path(script, run_name="__main__")  # trains twice: data.on_device on, then off
 work = f"{root}/on_device_False"
 assert main(["evaluate", "--workdir", work]) == 0
-assert main(["predict", "--workdir", work, "--manifest", manifest, "--out", f"{work}/new.csv"]) == 0
+assert main(["predict", "--workdir", work, "--manifest", manifest, "--out", f"{root}/new.csv"]) == 0
 assert main(["gradcam", "--workdir", work, "--split", "val"]) == 0
 # the TFDS path says what to install
 # the TFDS path and the Keras weight import say what to install

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 import tempfile
 from pathlib import Path
 
@@ -13,6 +14,7 @@ from lnm_jax import run_files as F
 from lnm_jax.data.cohorts.manifest import read_manifest
 from lnm_jax.data.synth.synthetic import bayes_auc, bayes_scores, read_truth
 from lnm_jax.evaluation import calibration as C
+from lnm_jax.evaluation import intensity
 from lnm_jax.evaluation import metrics as M
 from lnm_jax.evaluation.plots import plot_decision_curve, plot_reliability, plot_roc
 from lnm_jax.evaluation.summary import format_summary, summarise_predictions
@@ -191,9 +193,23 @@ def predict_manifest(
         check_inputs_present(run.config, cohort, opt_in="--zero-fill-missing")
     predictor = run.predictor(checkpoint)  # a missing checkpoint fails before any data is read
     with tempfile.TemporaryDirectory(prefix="lnm_predict_") as records:
-        p = predictor(run.data_for(cohort, Path(records)).eval_batches("all"))
+        data = run.data_for(cohort, Path(records))
+        batches, features = intensity.tap(data.eval_batches("all"), data.norm, names.IMAGE_INPUTS)
+        p = predictor(batches)
     logits = dict(zip(p[names.PATIENT_ID], p["logit"]))
-    return write_predictions(cohort, logits, run.temperature(checkpoint), out_csv)
+    flagged = _intensity_check(run.intensity_reference(), features, len(cohort))
+    return write_predictions(cohort, logits, run.temperature(checkpoint), out_csv, flagged)
+
+
+def _intensity_check(ref: dict | None, features: dict, total: int) -> dict | None:
+    """Outliers against the training intensities, warned on stderr; None without a reference
+    (a run or export made before they were recorded)."""
+    if ref is None:
+        return None
+    flagged = intensity.outliers(ref, features)
+    for line in intensity.warning_lines(flagged, total):
+        print(line, file=sys.stderr)
+    return flagged
 
 
 PREDICTION_COLUMNS = (names.PATIENT_ID, "prob_lnm")  # how predict's own CSV starts
@@ -211,9 +227,13 @@ def guard_predictions(out_csv: Path | str, cohort, model_dir: Path | str, overwr
     )
 
 
-def write_predictions(cohort, logits: dict, temperature: float | None, out_csv: Path | str) -> Path:
+def write_predictions(
+    cohort, logits: dict, temperature: float | None, out_csv: Path | str, flagged: dict | None = None
+) -> Path:
     """``predict``'s CSV: one row per patient of ``cohort`` in manifest order, the probability
-    (and, with a ``temperature``, the calibrated one), the class at 0.5 and the label if known."""
+    (and, with a ``temperature``, the calibrated one), the class at 0.5, the label if known,
+    and (with the training intensities known) ``intensity_outlier``: the inputs of that
+    patient far outside them (:mod:`lnm_jax.evaluation.intensity`)."""
     rows = []
     for q in cohort.patients:
         z = logits[q.patient_id]
@@ -222,6 +242,8 @@ def write_predictions(cohort, logits: dict, temperature: float | None, out_csv: 
         if temperature is not None:
             row["prob_lnm_calibrated"] = f"{float(C.calibrated(z, temperature)):.6f}"
         row.update({"pred_at_0.5": int(pr >= 0.5), names.LABEL: "" if q.lnm is None else q.lnm})
+        if flagged is not None:
+            row["intensity_outlier"] = " ".join(sorted({w.split(" ")[0] for w in flagged.get(q.patient_id, [])}))
         rows.append(row)
     out_csv = Path(out_csv)
     out_csv.parent.mkdir(parents=True, exist_ok=True)
@@ -257,12 +279,14 @@ def predict_exported(
     decoded = loader.DecodedCohort(cohort.patients, md["image_size"], md["clip_frames"], cache=False, framing=framing)
     logits = {}
     ds = loader.eval_dataset(decoded, np.arange(len(decoded)), batch_size=32, norm=identity)
-    for batch in loader.iterate(ds):
+    batches, features = intensity.tap(loader.iterate(ds), identity, inputs)
+    for batch in batches:
         out = model({k: batch[k] for k in model.inputs})
         for pid, z, ok in zip(batch[names.PATIENT_ID], out["logit"], batch[names.VALID]):
             if ok:
                 logits[pid.decode()] = float(z)
-    return write_predictions(cohort, logits, md["calibration_temperature"], out_csv)
+    flagged = _intensity_check(md.get("intensity_reference"), features, len(cohort))
+    return write_predictions(cohort, logits, md["calibration_temperature"], out_csv, flagged)
 
 
 def evaluation_lines(result: dict) -> str:

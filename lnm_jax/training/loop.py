@@ -129,6 +129,8 @@ def train(run: Run) -> dict:
         raise ValueError(
             f"train split has {len(run.split.train)} patients, fewer than one batch of {config.train.batch_size}"
         )
+    if run.intensity_reference() is None:  # recorded at training time for predict's outlier check
+        run.record_intensity_reference()
     ckpts = run.checkpoints(create=True)
     start_epoch, best = 1, {"val_auc": -math.inf, "epoch": 0}
     progress = None  # the mid-epoch checkpoint's metadata when resuming from one
