@@ -11,7 +11,7 @@ from ml_collections import ConfigDict
 
 from lnm_jax import names
 from lnm_jax.data.cohorts.manifest import Cohort
-from lnm_jax.data.cohorts.splits import SplitError
+from lnm_jax.data.cohorts.splits import SplitError, make_splits
 from lnm_jax.models.fusion import check_config
 
 SHOW = 10  # patients named per missing input in an error
@@ -71,8 +71,6 @@ def report(
     """``lnm-jax validate``'s (lines, problems): availability patterns, checked against the
     inputs the model of ``config`` takes when ``model`` (a run or config was named), and the
     split check with ``config``'s split settings; writes nothing."""
-    from lnm_jax.run import make_splits  # noqa: PLC0415  (run imports this module)
-
     uses = names.parse_modalities(config.modalities) if model else ()
     taken = "taken" if takes_missing_inputs(config) else "refused"
     lines = [f"model inputs: {'+'.join(uses)} (missing inputs {taken})" if model else "availability patterns:"]

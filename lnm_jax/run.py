@@ -26,7 +26,7 @@ from ml_collections import ConfigDict
 from lnm_jax import names, provenance
 from lnm_jax.config import base_config
 from lnm_jax.data.cohorts.manifest import Cohort, read_manifest
-from lnm_jax.data.cohorts.splits import Split, check_stored, holdout_split, kfold_splits, load_splits, save_splits
+from lnm_jax.data.cohorts.splits import Split, check_stored, load_splits, make_splits, save_splits
 from lnm_jax.data.cohorts.survey import GEOMETRY_COLUMNS, survey
 from lnm_jax.data.pixels.sources import Framing
 from lnm_jax.data.synth.synthetic import SynthParams, generate_cohort
@@ -34,6 +34,7 @@ from lnm_jax.fileio import write_csv, write_text
 from lnm_jax.models.fusion import build_model, check_config
 from lnm_jax.preflight import check_inputs_present
 from lnm_jax.run_files import GENERATOR, MANIFEST, RunFiles
+from lnm_jax.training import sharding
 from lnm_jax.training import state as state_lib
 from lnm_jax.training.checkpoint import RunCheckpoints
 from lnm_jax.training.steps import inference_variables, make_eval_step, predict, step_inputs
@@ -133,19 +134,6 @@ def split_document(config: ConfigDict, cohort: Cohort) -> dict:
     )
 
 
-def make_splits(config: ConfigDict, cohort: Cohort) -> list[Split]:
-    """The configured split(s) of ``cohort``: one holdout split, or ``protocol.folds`` folds;
-    raises :class:`SplitError` when the cohort cannot be split so (before anything trains)."""
-    sc, folds = config.data.split, int(config.protocol.folds)
-    if folds:
-        return kfold_splits(cohort.ids, cohort.labels, k=folds, seed=sc.seed, val_fraction=sc.val_fraction)
-    return [
-        holdout_split(
-            cohort.ids, cohort.labels, seed=sc.seed, test_fraction=sc.test_fraction, val_fraction=sc.val_fraction
-        )
-    ]
-
-
 def stored_split(config: ConfigDict, cohort: Cohort, files: RunFiles) -> Split | None:
     """The split ``files.splits`` holds, if any, once checked to match the manifest and every
     split setting of ``config``."""
@@ -219,6 +207,41 @@ class RunData:
         """The decoded training split as numpy arrays ([0, 1] images, not yet augmented or
         normalised), for a device-resident cohort (``data.on_device``)."""
         return self.source.arrays(self.ids("train"))
+
+    def device_epochs(self, mesh=None):
+        """``epoch_batches(epoch, loader_state)``: one training epoch as ``((loader state,
+        host batch), device batch)`` pairs, resumed after the batch whose state is given; from
+        a device-resident cohort (``data.on_device``: the split decoded once, augmented in
+        JAX) or from the host loader prefetched to the device(s). ``mesh``: shard each batch
+        over it (data parallelism), else one device."""
+        config = self.config
+        if config.data.on_device:
+            from lnm_jax.data.loaders.on_device import DeviceCohort  # noqa: PLC0415
+
+            on_device = DeviceCohort(
+                self.train_arrays(),
+                batch_size=config.train.batch_size,
+                norm=self.norm,
+                augment=config.data.augment.to_dict(),
+                seed=config.seed,
+                sharding=None if mesh is None else sharding.batch_sharding(mesh),
+                replicated=None if mesh is None else sharding.replicated(mesh),
+            )
+
+            def device_resident(epoch, loader_state):
+                start = loader_state["next_index"] if loader_state else 0
+                return ((({"next_index": k}, b), b) for k, b in enumerate(on_device.epoch(epoch, start), start + 1))
+
+            return device_resident
+
+        def put(pair):
+            inputs = step_inputs(pair[1])  # (loader state, batch): this process's rows of the global batch
+            return jax.device_put(inputs) if mesh is None else sharding.shard_batch(inputs, mesh, local=True)
+
+        def host_loader(epoch, loader_state):
+            return sharding.prefetch_to_device(self.train_batches(epoch, loader_state), put)
+
+        return host_loader
 
     def steps_per_epoch(self) -> int:
         return len(self.ids("train")) // self.config.train.batch_size

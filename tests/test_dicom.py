@@ -338,12 +338,8 @@ def test_validate_flags_phi_deidentify_removes_it_and_the_copy_trains(tmp_path, 
 
     train(Run.create(config, work))
     assert main(["evaluate", "--workdir", str(work)]) == 0
-    assert (
-        main(
-            ["predict", "--workdir", str(work), "--manifest", str(deid / "manifest.csv"), "--out", str(tmp_path / "p.csv")]
-        )
-        == 0
-    )
+    out = str(tmp_path / "p.csv")
+    assert main(["predict", "--workdir", str(work), "--manifest", str(deid / "manifest.csv"), "--out", out]) == 0
     assert main(["gradcam", "--workdir", str(work), "--split", "val"]) == 0
     assert list((work / "gradcam_val").rglob("*.png"))
     with open(work / "image_geometry.csv") as f:

@@ -15,10 +15,11 @@ from lnm_jax import names
 from lnm_jax.config import small_cohort_config
 from lnm_jax.data.cohorts import unlabeled
 from lnm_jax.data.cohorts.manifest import read_manifest
+from lnm_jax.data.cohorts.splits import make_splits
 from lnm_jax.data.synth.synthetic import SynthParams, generate_cohort
 from lnm_jax.pretraining import pretrain as P
 from lnm_jax.pretraining import views
-from lnm_jax.run import Run, make_splits
+from lnm_jax.run import Run
 from lnm_jax.training.loop import train
 from lnm_jax.weights.io import load_backbone
 

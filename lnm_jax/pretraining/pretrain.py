@@ -224,7 +224,8 @@ def pretrain(
     is the downstream cohort, whose test split (``data.split``, or fold ``fold`` of
     ``protocol.folds``) is left out unless ``include_test``. Writes the backbone(s), the history,
     and a report with the probes; returns the report."""
-    from lnm_jax.run import check_resumable, load_config, make_splits  # noqa: PLC0415
+    from lnm_jax.data.cohorts.splits import make_splits  # noqa: PLC0415
+    from lnm_jax.run import check_resumable, load_config  # noqa: PLC0415
 
     workdir = Path(workdir).resolve()
     pc = config.pretrain

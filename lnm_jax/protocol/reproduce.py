@@ -29,7 +29,7 @@ import numpy as np
 from ml_collections import ConfigDict
 
 from lnm_jax import names
-from lnm_jax.data.cohorts.splits import Split, check_stored, load_splits, save_splits
+from lnm_jax.data.cohorts.splits import Split, check_stored, load_splits, make_splits, save_splits
 from lnm_jax.evaluation import metrics as M
 from lnm_jax.evaluation.plots import plot_convergence, plot_roc
 from lnm_jax.evaluation.stats import delong_test, permutation_p_value
@@ -39,7 +39,7 @@ from lnm_jax.metric_writer import read_history
 from lnm_jax.models.fusion import check_config
 from lnm_jax.preflight import check_inputs_present
 from lnm_jax.protocol.cohort_table import cohort_table, cohort_table_markdown
-from lnm_jax.run import Run, make_splits, resolve_cohort, split_document, write_run_record
+from lnm_jax.run import Run, resolve_cohort, split_document, write_run_record
 from lnm_jax.run_files import (
     CAM_GRID_CORRECT,
     CAM_GRID_INCORRECT,

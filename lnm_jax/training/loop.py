@@ -17,7 +17,7 @@ from lnm_jax.evaluation.summary import summarise_predictions
 from lnm_jax.metric_writer import MetricWriter, read_history
 from lnm_jax.training import sharding
 from lnm_jax.training import state as state_lib
-from lnm_jax.training.steps import make_eval_step, make_train_step, predict, step_inputs
+from lnm_jax.training.steps import make_eval_step, make_train_step, predict
 
 if TYPE_CHECKING:
     from lnm_jax.run import Run
@@ -170,31 +170,7 @@ def train(run: Run) -> dict:
     eval_step = make_eval_step(run.model, mesh)
     patience_left = config.train.early_stop_patience
 
-    def put(pair):
-        inputs = step_inputs(pair[1])  # (loader state, batch): this process's rows of the global batch
-        return jax.device_put(inputs) if mesh is None else sharding.shard_batch(inputs, mesh, local=True)
-
-    if config.data.on_device:
-        from lnm_jax.data.loaders.on_device import DeviceCohort  # noqa: PLC0415
-
-        on_device = DeviceCohort(
-            data.train_arrays(),
-            batch_size=config.train.batch_size,
-            norm=data.norm,
-            augment=config.data.augment.to_dict(),
-            seed=config.seed,
-            sharding=None if mesh is None else sharding.batch_sharding(mesh),
-            replicated=None if mesh is None else sharding.replicated(mesh),
-        )
-
-        def epoch_batches(epoch, loader_state):
-            start = loader_state["next_index"] if loader_state else 0
-            return ((({"next_index": k}, b), b) for k, b in enumerate(on_device.epoch(epoch, start), start + 1))
-    else:
-
-        def epoch_batches(epoch, loader_state):
-            return sharding.prefetch_to_device(data.train_batches(epoch, loader_state), put)
-
+    epoch_batches = data.device_epochs(mesh)  # device-resident cohort or host loader: the data's choice
     every = config.train.get("checkpoint_every_steps", 0)
 
     try:

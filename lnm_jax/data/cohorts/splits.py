@@ -175,3 +175,17 @@ def load_splits(path: Path) -> tuple[list[Split], dict]:
     for s in splits:
         assert_disjoint(s)
     return splits, doc
+
+
+def make_splits(config, cohort) -> list[Split]:
+    """The configured split(s) of ``cohort`` (a validated manifest) under ``config`` (its
+    ``data.split`` and ``protocol.folds``): one holdout split, or ``protocol.folds`` folds;
+    raises :class:`SplitError` when the cohort cannot be split so (before anything trains)."""
+    sc, folds = config.data.split, int(config.protocol.folds)
+    if folds:
+        return kfold_splits(cohort.ids, cohort.labels, k=folds, seed=sc.seed, val_fraction=sc.val_fraction)
+    return [
+        holdout_split(
+            cohort.ids, cohort.labels, seed=sc.seed, test_fraction=sc.test_fraction, val_fraction=sc.val_fraction
+        )
+    ]
