@@ -213,6 +213,23 @@ def test_palette_scaled_by_its_real_entry_depth(tmp_path):
         np.testing.assert_allclose(got, want, atol=PNG_ATOL, err_msg=name)
 
 
+def test_deidentified_palette_keeps_its_depth(tmp_path):
+    """A 16-bit palette (behind an 8-bit descriptor) is written by deidentify as the RGB it
+    maps to at 16 bits, and reads back as the same pixels."""
+    from lnm_jax.data.privacy.deidentify import deidentify
+
+    ramp = (np.arange(256) * 257 + 100).clip(0, 65535)  # not a multiple of 257: 8 bits would lose it
+    pal = _palette(tmp_path / "pal.dcm", 8, ramp)
+    b = _write(tmp_path / "b.png", Image.fromarray(RAMP))
+    m = _manifest(tmp_path / "m.csv", [["A", pal.name, b.name, 1, 1], ["B", b.name, b.name, 0, 0]])
+    report = deidentify(m, tmp_path / "deid", tmp_path / "map.csv")
+    mapping = {r["original_patient_id"]: r["patient_id"] for r in csv.DictReader(open(tmp_path / "map.csv"))}
+    copy = read_manifest(report.manifest).by_id()[mapping["A"]]
+    a = decode_input(pal, "bmode", size=24, patient_id="A")
+    c = decode_input(copy.bmode, "bmode", size=24, patient_id=copy.patient_id)
+    np.testing.assert_allclose(c, a, atol=1e-6)
+
+
 def test_other_modalities_and_secondary_captures_refused(tmp_path):
     """An MR file (pydicom's own examples_overlay.dcm) is no B-mode; a secondary capture is
     accepted only when asked for."""

@@ -162,7 +162,8 @@ def _copy_dicom(src: sources.Source, box: Box, root: Path, pid: str, name: str, 
     original_uid = str(ds.get("SOPInstanceUID", ""))
     frames = np.stack([sources.crop(f, box) for f in dicom.iter_frames(header)])
     gray = header.photometric.startswith("MONOCHROME")
-    bits = 8 if header.photometric == "PALETTE COLOR" else header.bits_stored
+    # a palette is written as the RGB it maps to, at the depth of its entries
+    bits = (8 if header.palette_bits <= 8 else 16) if header.photometric == "PALETTE COLOR" else header.bits_stored
     pixels = _to_integers(frames[..., 0] if gray else frames, bits)
     for key in ("PixelData", "FloatPixelData", "DoubleFloatPixelData") + _palette_keys(ds):
         if key in ds:
