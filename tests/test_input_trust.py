@@ -131,26 +131,33 @@ def test_exif_orientation_applied_to_size_and_pixels(tmp_path):
 # ------------------------------------------------------------- DICOM header vs data
 
 
-def _cine(path, frames: np.ndarray, number_of_frames):
-    """A native RGB cine whose NumberOfFrames says what the caller wants (None: absent)."""
+def _native(sop_class: str, pixels: np.ndarray, samples: int, photometric: str):
+    """A hand-built 8-bit native dataset (no writer's help, so its header can be made to lie)."""
     from pydicom.dataset import Dataset, FileMetaDataset
     from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
     ds = Dataset()
     ds.file_meta = FileMetaDataset()
     ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds.SOPClassUID = dicom.US_MULTIFRAME_STORAGE
-    ds.SOPInstanceUID = generate_uid()
-    ds.Modality = "US"
+    ds.SOPClassUID, ds.SOPInstanceUID, ds.Modality = sop_class, generate_uid(), "US"
     ds.file_meta.MediaStorageSOPClassUID = ds.SOPClassUID
     ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
-    ds.Rows, ds.Columns, ds.SamplesPerPixel, ds.PhotometricInterpretation = *frames.shape[1:3], 3, "RGB"
+    rows, cols = pixels.shape[-3:-1] if samples == 3 else pixels.shape[-2:]
+    ds.Rows, ds.Columns, ds.SamplesPerPixel, ds.PhotometricInterpretation = rows, cols, samples, photometric
     ds.BitsAllocated = ds.BitsStored = 8
-    ds.HighBit, ds.PixelRepresentation, ds.PlanarConfiguration = 7, 0, 0
+    ds.HighBit, ds.PixelRepresentation = 7, 0
+    if samples == 3:
+        ds.PlanarConfiguration = 0
+    ds.PixelData = pixels.tobytes()
+    return ds
+
+
+def _cine(path, frames: np.ndarray, number_of_frames):
+    """A native RGB cine whose NumberOfFrames says what the caller wants (None: absent)."""
+    ds = _native(dicom.US_MULTIFRAME_STORAGE, frames, 3, "RGB")
     if number_of_frames is not None:
         ds.NumberOfFrames = number_of_frames
     ds.FrameTime = "100"
-    ds.PixelData = frames.tobytes()
     ds.save_as(path, enforce_file_format=True)
     return path
 
@@ -176,24 +183,10 @@ def test_cine_frame_count_checked_against_pixel_data(tmp_path):
 
 
 def _palette(path, descriptor_bits: int, lut: np.ndarray):
-    from pydicom.dataset import Dataset, FileMetaDataset
-    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
-
-    ds = Dataset()
-    ds.file_meta = FileMetaDataset()
-    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds.SOPClassUID = dicom.US_IMAGE_STORAGE
-    ds.SOPInstanceUID = generate_uid()
-    ds.Modality = "US"
-    ds.file_meta.MediaStorageSOPClassUID = ds.SOPClassUID
-    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
-    ds.Rows, ds.Columns, ds.SamplesPerPixel, ds.PhotometricInterpretation = 24, 32, 1, "PALETTE COLOR"
-    ds.BitsAllocated = ds.BitsStored = 8
-    ds.HighBit, ds.PixelRepresentation = 7, 0
+    ds = _native(dicom.US_IMAGE_STORAGE, RAMP, 1, "PALETTE COLOR")
     for c in ("Red", "Green", "Blue"):
         setattr(ds, f"{c}PaletteColorLookupTableDescriptor", [256, 0, descriptor_bits])
         setattr(ds, f"{c}PaletteColorLookupTableData", lut.astype("<u2").tobytes())
-    ds.PixelData = RAMP.tobytes()
     ds.save_as(path, enforce_file_format=True)
     return path
 
