@@ -30,7 +30,7 @@ from PIL import UnidentifiedImageError
 
 from lnm_jax.data.pixels import sources
 from lnm_jax.data.pixels.clips import ClipError, frame_files, is_clip, iter_frames
-from lnm_jax.data.pixels.decode import ImageTooLargeError, verify_image
+from lnm_jax.data.pixels.decode import MAX_IMAGE_PIXELS, ImageTooLargeError, verify_image
 from lnm_jax.data.pixels.dicom import DicomError, is_dicom
 from lnm_jax.fileio import write_csv
 from lnm_jax.names import BMODE, CEUS, IMAGE_INPUTS, INPUTS, LABEL, PATIENT_ID, US_LNM
@@ -67,10 +67,6 @@ HEADER_MISMATCH = "header_mismatch"
 # are safe in a file name on every system: letters, digits, '.', '_', '-', not starting with '.'
 # (no '/', no '..', no hidden files), at most 128 characters.
 PATIENT_ID_PATTERN = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,127}")
-# The largest image accepted, in pixels: ultrasound frames are well under 2 megapixels (a
-# 4K screen capture is 8.3); 50 megapixels keeps a hostile or broken file (a "decompression
-# bomb") from taking the machine's memory, with room for any scanner.
-MAX_IMAGE_PIXELS = 50_000_000
 
 
 @dataclasses.dataclass(frozen=True)
@@ -178,7 +174,7 @@ def check_image(path: Path) -> tuple[str, str] | None:
     """Returns (problem code, why) if ``path`` is not a whole PNG/JPEG image that the decoder
     reads, within :data:`MAX_IMAGE_PIXELS`, None if it is
     (:func:`lnm_jax.data.pixels.decode.verify_image`)."""
-    limit = f"over the limit of {MAX_IMAGE_PIXELS / 1e6:.0f} megapixels (data.cohorts.manifest.MAX_IMAGE_PIXELS)"
+    limit = f"over the limit of {MAX_IMAGE_PIXELS / 1e6:.0f} megapixels (data.pixels.decode.MAX_IMAGE_PIXELS)"
     try:
         verify_image(path, MAX_IMAGE_PIXELS)
     except ImageTooLargeError as e:

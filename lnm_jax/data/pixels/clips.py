@@ -18,14 +18,14 @@ from pathlib import Path
 import numpy as np
 from PIL import UnidentifiedImageError
 
-from lnm_jax.data.pixels.decode import read_image
+from lnm_jax.data.pixels.decode import MAX_IMAGE_PIXELS, read_image
 
 FRAME_SUFFIXES = (".png", ".jpg", ".jpeg")
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm")
 PHASE_LEVEL = 0.10  # fraction of the baseline-to-peak rise that opens/closes the phase
 # A clip's frames are streamed, never held whole; these bound what one clip may cost to decode
-# (a 248 KB mp4 can hold 300 frames of 1080p: 1.9 GB of pixels). Per-frame pixels are bounded
-# by the same megapixel limit as a still (the caller's).
+# (a 248 KB mp4 can hold 300 frames of 1080p: 1.9 GB of pixels). Each frame is bounded by the
+# still images' MAX_IMAGE_PIXELS.
 MAX_CLIP_FRAMES = 10_000
 MAX_CLIP_PIXELS = 2_000_000_000  # frames x width x height, decoded
 
@@ -94,6 +94,11 @@ def video_info(path: Path | str) -> VideoInfo:
 
 
 def _check_budget(path: Path, frames: int, width: int, height: int) -> None:
+    if width * height > MAX_IMAGE_PIXELS:
+        raise ClipError(
+            f"{path}: frames are {width}x{height}, over the limit of {MAX_IMAGE_PIXELS / 1e6:.0f} megapixels "
+            "(decode.MAX_IMAGE_PIXELS)"
+        )
     if frames > MAX_CLIP_FRAMES:
         raise ClipError(
             f"{path}: clip has {frames} frames, over the limit of {MAX_CLIP_FRAMES} (clips.MAX_CLIP_FRAMES)"

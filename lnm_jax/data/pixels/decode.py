@@ -32,6 +32,11 @@ class ImageTooLargeError(ValueError):
 
 
 READABLE_FORMATS = ("PNG", "JPEG")
+# The largest image or frame accepted (stills, clip frames, DICOM), in pixels: ultrasound
+# frames are well under 2 megapixels (a 4K screen capture is 8.3); 50 megapixels keeps a
+# hostile or broken file (a "decompression bomb") from taking the machine's memory, with room
+# for any scanner.
+MAX_IMAGE_PIXELS = 50_000_000
 
 
 @functools.lru_cache(maxsize=64)
