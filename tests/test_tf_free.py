@@ -67,5 +67,5 @@ def test_train_evaluate_predict_gradcam_without_tensorflow(tiny_cohort, tmp_path
     rows = json.loads((tmp_path / "train_e2e.json").read_text())["rows"]
     assert [r["on_device"] for r in rows] == [True, False] and all(r["patients_per_s_whole_epoch"] > 0 for r in rows)
     work = tmp_path / "on_device_False"
-    assert (work / "eval_best" / "metrics.json").is_file() and (work / "new.csv").is_file()
+    assert (work / "eval_best" / "metrics.json").is_file() and (tmp_path / "new.csv").is_file()
     assert any(Path(work, "gradcam_val").glob("*.png"))
