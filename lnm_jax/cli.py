@@ -45,6 +45,13 @@ OVERWRITE_HELP = (
 )
 
 
+def hold(workdir, command: str, *, create: bool = False):
+    """The run folder's one-writer lock (imported when a command needs it: --help stays fast)."""
+    from lnm_jax.run_lock import hold as hold_lock
+
+    return hold_lock(workdir, command, create=create)
+
+
 class UsageError(Exception):
     """Bad command-line arguments (exit 2)."""
 
@@ -125,15 +132,54 @@ def _config_for_validate(a):
     if a.workdir:
         return load_config(a.workdir)
     if a.config:
-        import importlib.util
-
-        spec = importlib.util.spec_from_file_location("validate_config", a.config)
-        if spec is None or not a.config.is_file():
-            raise FileNotFoundError(f"config file {a.config} does not exist")
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        return module.get_config()
+        return load_config_file(a.config)
     return base_config()
+
+
+def load_config_file(path: Path | str):
+    """``get_config()`` of a config file; :class:`UsageError` (one line) when the file is
+    missing, does not parse, or defines no ``get_config``."""
+    import importlib.util
+
+    path = Path(path)
+    if not path.is_file():
+        raise UsageError(f"config file {path} does not exist")
+    spec = importlib.util.spec_from_file_location(f"lnm_config_{path.stem}", path)
+    module = importlib.util.module_from_spec(spec)
+    try:
+        spec.loader.exec_module(module)
+    except SyntaxError as e:
+        raise UsageError(f"config file {path}, line {e.lineno}: {e.msg}") from None
+    except Exception as e:  # noqa: BLE001  (whatever the file raises, in one line)
+        raise UsageError(f"config file {path} fails to load: {type(e).__name__}: {e}") from None
+    if not callable(getattr(module, "get_config", None)):
+        raise UsageError(f"config file {path} defines no get_config() (see configs/ for examples)")
+    return module.get_config()
+
+
+def _override_problems(argv: list[str], config) -> list[str]:
+    """One line per ``--config.a.b=v`` override whose key ``config`` lacks, with the closest
+    valid names."""
+    import difflib
+
+    from lnm_jax.config import config_keys
+
+    keys = config_keys(config)
+    out = []
+    for arg in argv:
+        if not arg.startswith("--config."):
+            continue
+        key = arg.removeprefix("--config.").split("=", 1)[0]
+        node = config
+        for part in key.split("."):
+            node = node.get(part) if hasattr(node, "get") else None
+            if node is None:
+                break
+        if node is None and key not in keys:
+            near = difflib.get_close_matches(key, keys, n=3, cutoff=0.6)
+            hint = f"; did you mean {', '.join(near)}?" if near else "; see configs/ and lnm_jax/config.py"
+            out.append(f"--config.{key}: no such config field{hint}")
+    return out
 
 
 def cmd_norm_stats(argv: list[str]) -> int:
@@ -166,10 +212,14 @@ def parse_config_command(name: str, argv: list[str], default_factory, extra=None
 
     fv = flags.FlagValues()
     full = [f"lnm-jax {name}"] + argv  # config_flags reads overrides from this argv
-    if any(x == "--config" or x.startswith("--config=") for x in argv):
+    file = _config_file_arg(argv)
+    base = default_factory() if file is None else load_config_file(file)  # a broken file: one line
+    if problems := _override_problems(argv, base):  # before absl, which raises on the first
+        raise UsageError(" | ".join(problems))
+    if file is not None:
         config_flags.DEFINE_config_file("config", None, "experiment config file", flag_values=fv, sys_argv=full)
     else:
-        config_flags.DEFINE_config_dict("config", default_factory(), "experiment config", flag_values=fv, sys_argv=full)
+        config_flags.DEFINE_config_dict("config", base, "experiment config", flag_values=fv, sys_argv=full)
     flags.DEFINE_string("workdir", None, "run folder", flag_values=fv, required=True)
     if extra is not None:
         extra(flags, fv)
@@ -177,7 +227,19 @@ def parse_config_command(name: str, argv: list[str], default_factory, extra=None
         fv(full)
     except flags.Error as e:
         raise UsageError(str(e)) from e
+    except (AttributeError, KeyError, TypeError, ValueError) as e:  # ml_collections on a bad override
+        raise UsageError(f"config override: {' '.join(str(e).strip().strip(chr(39)).split())}") from e
     return fv.config, fv
+
+
+def _config_file_arg(argv: list[str]) -> Path | None:
+    """The file of ``--config FILE`` / ``--config=FILE``, or None."""
+    for i, x in enumerate(argv):
+        if x == "--config" and i + 1 < len(argv):
+            return Path(argv[i + 1])
+        if x.startswith("--config="):
+            return Path(x.removeprefix("--config="))
+    return None
 
 
 def cmd_train(argv: list[str]) -> int:
@@ -191,7 +253,12 @@ def cmd_train(argv: list[str]) -> int:
     pre.add_argument("--resume", action="store_true")
     known, _ = pre.parse_known_args(argv)
     default = base_config
-    if known.resume and known.workdir and RunFiles(known.workdir).config.is_file():
+    if known.resume and known.workdir and not RunFiles(known.workdir).config.is_file():
+        raise UsageError(
+            f"--resume: {known.workdir} holds no run (no {RunFiles(known.workdir).config.name}); "
+            "drop --resume to start a new one"
+        )
+    if known.resume and known.workdir:
         default = lambda: load_config(known.workdir)  # noqa: E731  resume: the run's own config
 
     def extra(flags, fv):
@@ -210,7 +277,8 @@ def cmd_train(argv: list[str]) -> int:
         from lnm_jax.training.sharding import initialize
 
         initialize()
-    best = train(Run.create(config, fv.workdir, resume=fv.resume))
+    with hold(fv.workdir, "train", create=True):
+        best = train(Run.create(config, fv.workdir, resume=fv.resume))
     print(f"best validation AUC {best['val_auc']:.4f} at epoch {best['epoch']}; run in {fv.workdir}")
     return 0
 
@@ -233,7 +301,8 @@ def cmd_pretrain(argv: list[str]) -> int:
     config, fv = parse_config_command("pretrain", argv, small_cohort_config, extra)
     if not fv.manifest:
         raise UsageError("--manifest is required (repeat it for more manifests)")
-    report = pretrain(config, fv.manifest, fv.workdir, fold=fv.fold, include_test=fv.include_test, resume=fv.resume)
+    with hold(fv.workdir, "pretrain", create=True):
+        report = pretrain(config, fv.manifest, fv.workdir, fold=fv.fold, include_test=fv.include_test, resume=fv.resume)
     print(probe_lines(report))
     for group in groups(config):
         print(f"backbone ({group}): {backbone_dir(fv.workdir, group)}")
@@ -251,7 +320,8 @@ def cmd_evaluate(argv: list[str]) -> int:
     p.add_argument("--splits", default="val,test", help="comma list of train,val,test")
     p.add_argument("--out", type=Path)
     a = p.parse_args(argv)
-    res = evaluate(Run.open(a.workdir), checkpoint=a.checkpoint, subsets=tuple(a.splits.split(",")), out=a.out)
+    with hold(a.workdir, "evaluate"):
+        res = evaluate(Run.open(a.workdir), checkpoint=a.checkpoint, subsets=tuple(a.splits.split(",")), out=a.out)
     print(evaluation_lines(res))
     return 0
 
@@ -285,13 +355,14 @@ def cmd_availability(argv: list[str]) -> int:
     )
     p.add_argument("--out", type=Path)
     a = p.parse_args(argv)
-    res = evaluate_availability(
-        Run.open(a.workdir),
-        checkpoint=a.checkpoint,
-        subset=a.split,
-        dedicated=dict(_pattern_run(x) for x in a.dedicated),
-        out=a.out,
-    )
+    with hold(a.workdir, "availability"):
+        res = evaluate_availability(
+            Run.open(a.workdir),
+            checkpoint=a.checkpoint,
+            subset=a.split,
+            dedicated=dict(_pattern_run(x) for x in a.dedicated),
+            out=a.out,
+        )
     print(availability_table(res), end="")
     print(f"written to {res['out']}")
     return 0
@@ -357,16 +428,17 @@ def cmd_gradcam(argv: list[str]) -> int:
     )
     p.add_argument("--threshold", type=float, default=0.5, help="for correct/incorrect")
     a = p.parse_args(argv)
-    res = gradcam(
-        Run.open(a.workdir),
-        split=a.split,
-        out=a.out,
-        checkpoint=a.checkpoint,
-        method=a.method,
-        layer=a.layer,
-        target=a.target,
-        threshold=a.threshold,
-    )
+    with hold(a.workdir, "gradcam"):
+        res = gradcam(
+            Run.open(a.workdir),
+            split=a.split,
+            out=a.out,
+            checkpoint=a.checkpoint,
+            method=a.method,
+            layer=a.layer,
+            target=a.target,
+            threshold=a.threshold,
+        )
     for note in res["notes"]:
         print(note)
     h, w = res["layer_size"]
@@ -392,13 +464,14 @@ def cmd_export(argv: list[str]) -> int:
     p.add_argument("--format", default="stablehlo", help=f"comma list of {','.join(FORMATS)} (onnx: the onnx extra)")
     p.add_argument("--platforms", default=",".join(PLATFORMS), help="comma list of jax.export platforms")
     a = p.parse_args(argv)
-    md = export_run(
-        Run.open(a.workdir),
-        a.out,
-        checkpoint=a.checkpoint,
-        platforms=tuple(a.platforms.split(",")),
-        formats=tuple(a.format.split(",")),
-    )
+    with hold(a.workdir, "export"):  # no checkpoint replaced while it is read
+        md = export_run(
+            Run.open(a.workdir),
+            a.out,
+            checkpoint=a.checkpoint,
+            platforms=tuple(a.platforms.split(",")),
+            formats=tuple(a.format.split(",")),
+        )
     sizes = ", ".join(f"{k} {v / 1e6:.2f} MB" for k, v in md["export"]["bytes"].items())
     print(f"exported {md['name']} ({md['architecture']['parameters']:,} parameters) to {a.out}: {sizes}")
     return 0
@@ -448,7 +521,8 @@ def cmd_reproduce(argv: list[str]) -> int:
         config.data.manifest = str(Path(fv.manifest).resolve())
     if fv.folds is not None:
         config.protocol.folds = fv.folds
-    res = reproduce(config, fv.workdir)
+    with hold(fv.workdir, "reproduce", create=True):
+        res = reproduce(config, fv.workdir)
     print("\n".join(table3_lines(res)))
     print(f"protocol finished in {res['wall_s'] / 60:.1f} min: {fv.workdir}")
     return 0
@@ -495,7 +569,8 @@ def cmd_demo(argv: list[str]) -> int:
     from lnm_jax.demo import demo
 
     config, fv = parse_config_command("demo", argv, demo_config)
-    print(demo(config, fv.workdir))
+    with hold(fv.workdir, "demo", create=True):
+        print(demo(config, fv.workdir))
     return 0
 
 
@@ -521,11 +596,13 @@ COMMANDS = {
 def _user_errors() -> tuple[type[BaseException], ...]:
     """Errors a user can fix (a bad manifest, a missing run, a changed config, a full disk,
     ...): their message is the whole report."""
+    from lnm_jax.run_lock import RunLockedError
     from lnm_jax.training.loop import TrainingDivergedError
     from lnm_jax.weights.convert import WeightMismatchError
 
     return (
         ValueError,  # bad manifests, splits, configs, missing inputs, unreadable weights, ...
+        RunLockedError,  # another process writes the run folder
         OSError,  # missing files, existing runs, failed checkpoint saves
         ImportError,  # an optional package a file needs
         TrainingDivergedError,
@@ -551,6 +628,8 @@ def _closed_pipe() -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from lnm_jax.config import ConfigError
+
     argv = sys.argv[1:] if argv is None else list(argv)
     debug = "--debug" in argv
     argv = [x for x in argv if x != "--debug"]
@@ -565,6 +644,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return command(argv[1:])
     except UsageError as e:
+        return _fail(name, str(e), 2)
+    except ConfigError as e:  # a config that cannot describe a run: bad arguments too
         return _fail(name, str(e), 2)
     except SystemExit as e:  # argparse: --help (0) or bad arguments (2)
         return e.code if isinstance(e.code, int) else 2

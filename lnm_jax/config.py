@@ -7,6 +7,8 @@ config file and every field can be overridden on the command line
 
 from __future__ import annotations
 
+import math
+
 from ml_collections import ConfigDict
 
 from lnm_jax.names import PAPER_NORM, SETTINGS
@@ -267,3 +269,164 @@ def small_cohort_config() -> ConfigDict:
     c.protocol.pretrain = True
     c.protocol.backbones = (c.model.backbone,)
     return c
+
+
+# ------------------------------------------------------------------------------ checking
+
+
+class ConfigError(ValueError):
+    """A config whose fields cannot describe a run; one line per problem, each naming the
+    field and what it may be. Raised before anything is written."""
+
+    def __init__(self, problems: list[str]):
+        self.problems = problems
+        super().__init__(f"{len(problems)} config problem(s):\n  " + "\n  ".join(problems))
+
+
+def _number(x) -> bool:
+    return isinstance(x, int | float) and not isinstance(x, bool) and math.isfinite(x)
+
+
+# field -> (test, what it may be). The model-specific checks (backbone, image size per
+# backbone, fusion options) are lnm_jax.models.fusion.check_config's.
+def _range(lo=None, hi=None, *, lo_open=False, hi_open=False, integer=False):
+    def test(x):
+        if not _number(x) or (integer and not isinstance(x, int)):
+            return False
+        if lo is not None and (x <= lo if lo_open else x < lo):
+            return False
+        return not (hi is not None and (x >= hi if hi_open else x > hi))
+
+    kind = "an integer" if integer else "a number"
+    bounds = []
+    if lo is not None:
+        bounds.append(f"{'>' if lo_open else '>='} {lo:g}")
+    if hi is not None:
+        bounds.append(f"{'<' if hi_open else '<='} {hi:g}")
+    return test, f"{kind} {' and '.join(bounds)}" if bounds else kind
+
+
+def _one_of(*choices):
+    return (lambda x: x in choices), f"one of {', '.join(repr(c) for c in choices)}"
+
+
+POSITIVE_INT = _range(1, integer=True)
+NON_NEGATIVE_INT = _range(0, integer=True)
+NON_NEGATIVE = _range(0)
+POSITIVE = _range(0, lo_open=True)
+FRACTION = _range(0, 1, lo_open=True, hi_open=True)
+FIELD_RULES = {
+    "seed": NON_NEGATIVE_INT,
+    "data.image_size": POSITIVE_INT,
+    "data.clip_frames": POSITIVE_INT,
+    "data.loader": _one_of("grain", "tfds"),
+    "data.num_threads": NON_NEGATIVE_INT,
+    "data.prefetch": NON_NEGATIVE_INT,
+    "data.shuffle_buffer": POSITIVE_INT,
+    "data.field_of_view_mm": NON_NEGATIVE,
+    "data.ceus_region": _one_of("auto", "left", "right"),
+    "data.split.test_fraction": FRACTION,
+    "data.split.val_fraction": FRACTION,
+    "data.split.seed": NON_NEGATIVE_INT,
+    "data.augment.translate": _range(0, 0.5),
+    "data.augment.scale_min": POSITIVE,
+    "data.augment.scale_max": POSITIVE,
+    "data.augment.contrast_min": POSITIVE,
+    "data.augment.contrast_max": POSITIVE,
+    "data.augment.brightness": _range(0, 1),
+    "data.synth.patients": _range(2, integer=True),
+    "data.synth.size": _range(8, integer=True),
+    "data.synth.prevalence": FRACTION,
+    "model.width": POSITIVE_INT,
+    "model.dtype": _one_of("float32", "bfloat16", "float16"),
+    "model.variant": _one_of("torchvision", "keras_v1"),
+    "model.modality_dropout": _range(0, 1, hi_open=True),
+    "model.temporal_pool": _one_of("mean", "attention"),
+    "model.lowering": _one_of("auto", "xla", "cpu"),
+    "train.epochs": POSITIVE_INT,
+    "train.batch_size": POSITIVE_INT,
+    "train.eval_batch_size": POSITIVE_INT,
+    "train.learning_rate": POSITIVE,
+    "train.plateau.factor": _range(0, 1, lo_open=True),
+    "train.plateau.patience": NON_NEGATIVE_INT,
+    "train.plateau.rtol": NON_NEGATIVE,
+    "train.plateau.cooldown": NON_NEGATIVE_INT,
+    "train.plateau.min_scale": _range(0, 1),
+    "train.plateau.head_min_scale": _range(0, 1),
+    "train.early_stop_patience": NON_NEGATIVE_INT,
+    "train.aux_loss_weight": NON_NEGATIVE,
+    "train.freeze_backbone_epochs": NON_NEGATIVE_INT,
+    "train.backbone_lr_scale": NON_NEGATIVE,
+    "train.weight_decay": NON_NEGATIVE,
+    "train.max_loss": NON_NEGATIVE,
+    "train.log_every_steps": POSITIVE_INT,
+    "train.checkpoint_every_steps": NON_NEGATIVE_INT,
+    "pretrain.epochs": POSITIVE_INT,
+    "pretrain.batch_size": _range(2, integer=True),
+    "pretrain.learning_rate": POSITIVE,
+    "pretrain.weight_decay": NON_NEGATIVE,
+    "pretrain.warmup_epochs": NON_NEGATIVE_INT,
+    "pretrain.temperature": POSITIVE,
+    "pretrain.projection_hidden": NON_NEGATIVE_INT,
+    "pretrain.projection_dim": POSITIVE_INT,
+    "pretrain.checkpoint_every_epochs": POSITIVE_INT,
+    "pretrain.positives": _one_of("image", "patient"),
+    "eval.bootstrap": POSITIVE_INT,
+    "eval.ci_level": FRACTION,
+    "protocol.permutations": NON_NEGATIVE_INT,
+    "protocol.threshold": FRACTION,
+    "protocol.folds": (lambda x: isinstance(x, int) and (x == 0 or x >= 2), "0 (one holdout split) or an integer >= 2"),
+}
+
+
+def _get(config, dotted: str):
+    node = config
+    for part in dotted.split("."):
+        if not hasattr(node, "keys") or part not in node:
+            return _MISSING
+        node = node[part]
+    return node
+
+
+_MISSING = object()
+
+
+def config_problems(config) -> list[str]:
+    """Every field of ``config`` outside its range or choices (:data:`FIELD_RULES`), and the
+    relations between fields (augmentation min <= max, split fractions < 1), one line each:
+    ``train.learning_rate: -1 is not a number > 0``."""
+    problems = []
+    for field, (test, allowed) in FIELD_RULES.items():
+        value = _get(config, field)
+        if value is not _MISSING and not test(value):
+            problems.append(f"{field}: {value!r} is not {allowed}")
+    a = config.data.augment
+    for lo, hi in (("scale_min", "scale_max"), ("contrast_min", "contrast_max")):
+        if _number(a[lo]) and _number(a[hi]) and a[lo] > a[hi]:
+            problems.append(f"data.augment.{lo}: {a[lo]!r} is above data.augment.{hi} ({a[hi]!r})")
+    s = config.data.split
+    if _number(s.test_fraction) and _number(s.val_fraction) and s.test_fraction + s.val_fraction >= 1:
+        problems.append(
+            f"data.split: test_fraction + val_fraction = {s.test_fraction + s.val_fraction:g}, leaving no training set"
+        )
+    for name, stats in config.data.norm.items():
+        for key in ("mean", "std"):
+            v = tuple(stats[key]) if isinstance(stats[key], list | tuple) else ()
+            if len(v) != 3 or not all(_number(x) for x in v) or (key == "std" and min(v) <= 0):
+                need = "three numbers > 0" if key == "std" else "three numbers"
+                problems.append(f"data.norm.{name}.{key}: {stats[key]!r} is not {need}")
+    return problems
+
+
+def check_fields(config) -> None:
+    """:class:`ConfigError` listing :func:`config_problems`, if any."""
+    if problems := config_problems(config):
+        raise ConfigError(problems)
+
+
+def config_keys(config, prefix: str = "") -> list[str]:
+    """Every leaf field of ``config`` as a dotted name (for closest-name suggestions)."""
+    out = []
+    for k, v in config.items():
+        out += config_keys(v, f"{prefix}{k}.") if hasattr(v, "items") else [f"{prefix}{k}"]
+    return out

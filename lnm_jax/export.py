@@ -19,10 +19,11 @@ import jax.numpy as jnp
 import numpy as np
 
 from lnm_jax import names
-from lnm_jax.exported import ONNX, OUTPUTS, PROGRAM, WEIGHTS, load, load_onnx
+from lnm_jax.exported import ONNX, OUTPUTS, PROGRAM, WEIGHTS, load, load_onnx, write_checksums
 from lnm_jax.fileio import atomic_directory
 from lnm_jax.model_card import input_spec, write_model_card
 from lnm_jax.run import Run
+from lnm_jax.training.checkpoint import DIGEST_KEY
 from lnm_jax.training.steps import inference_variables
 
 PLATFORMS = ("cpu", "cuda")
@@ -110,7 +111,15 @@ def export_run(
         if "onnx" in formats:
             version = _write_onnx(fn, weights, spec, tmp / ONNX)
             info["onnx"] = {"converter": f"jax2onnx {version}", "opset": ONNX_OPSET, "providers": list(ONNX_PROVIDERS)}
+        meta = run.predictor(checkpoint).meta
+        info["source"] = {
+            "run": str(run.workdir),
+            "checkpoint": checkpoint,
+            "epoch": meta.get("epoch"),
+            "state_sha256": meta.get(DIGEST_KEY),  # the checkpoint's arrays, as stored with it
+        }
         md = write_model_card(run, tmp, checkpoint, extra={"export": info})
+        write_checksums(tmp)  # every file, the metadata and card included
     out = Path(out)
     md["export"]["bytes"] = {p.name: p.stat().st_size for p in sorted(out.iterdir())}
     if "stablehlo" in formats:

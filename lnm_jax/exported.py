@@ -15,10 +15,16 @@ for CPU and CUDA with a symbolic batch size), its weights (``weights.npz``) and
 ``metadata.json``; ``model_card.md`` describes it for a reader. With ``--format onnx`` it also
 holds ``model.onnx`` (weights inside), which :func:`load_onnx` runs with onnxruntime and numpy
 alone, called the same way.
+
+``SHA256SUMS`` (the format ``sha256sum -c`` reads) lists every file's SHA-256: :func:`load`
+and :func:`load_onnx` check them, and every weight array for NaN or inf, before anything is
+scored; a swapped, edited, truncated or damaged file gives one :class:`ExportIntegrityError`
+naming it. ``metadata.json`` also records the run and checkpoint the weights came from.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +36,60 @@ WEIGHTS = "weights.npz"
 ONNX = "model.onnx"
 METADATA = "metadata.json"
 MODEL_CARD = "model_card.md"
+CHECKSUMS = "SHA256SUMS"
+
+
+class ExportIntegrityError(ValueError):
+    """An exported folder whose files are not those export wrote, or whose weights are not finite."""
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with Path(path).open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def write_checksums(folder: Path | str) -> None:
+    """Writes ``SHA256SUMS`` over every other file of ``folder`` (``sha256sum -c`` format)."""
+    folder = Path(folder)
+    lines = [f"{sha256_file(p)}  {p.name}" for p in sorted(folder.iterdir()) if p.is_file() and p.name != CHECKSUMS]
+    (folder / CHECKSUMS).write_text("\n".join(lines) + "\n")
+
+
+def verify(folder: Path | str, files=None) -> None:
+    """Checks ``files`` (default: every file listed) against ``SHA256SUMS``;
+    :class:`ExportIntegrityError` naming the first that differs or is missing. A folder
+    exported before checksums were written has none to check (nothing is claimed then)."""
+    folder = Path(folder)
+    sums = folder / CHECKSUMS
+    if not sums.is_file():
+        return
+    listed = {}
+    for line in sums.read_text().splitlines():
+        digest, _, name = line.partition("  ")
+        listed[name.strip()] = digest.strip()
+    for name in listed if files is None else files:
+        if name not in listed:
+            raise ExportIntegrityError(f"{folder / name} is not listed in {sums}: not a file export wrote")
+        path = folder / name
+        if not path.is_file():
+            raise ExportIntegrityError(f"{path} is missing (listed in {sums})")
+        if sha256_file(path) != listed[name]:
+            raise ExportIntegrityError(
+                f"{path} is not the file lnm-jax export wrote (its SHA-256 differs from {sums}): replaced, edited "
+                "or damaged; export the model again"
+            )
+
+
+def _metadata(folder: Path) -> dict:
+    try:
+        return json.loads((folder / METADATA).read_text())
+    except (ValueError, UnicodeDecodeError) as e:
+        raise ExportIntegrityError(f"{folder / METADATA} is not valid JSON ({e})") from None
+
+
 OUTPUTS = ("logit", "prob", "prob_calibrated")
 
 
@@ -71,10 +131,23 @@ def load(folder: Path | str) -> ExportedModel:
 
     folder = Path(folder)
     _require(folder, PROGRAM, WEIGHTS, METADATA)
-    exported = jax.export.deserialize(bytearray((folder / PROGRAM).read_bytes()))
-    with np.load(folder / WEIGHTS) as npz:
-        weights = tuple(npz[f"w{i}"] for i in range(len(npz.files)))
-    metadata = json.loads((folder / METADATA).read_text())
+    verify(folder, (PROGRAM, WEIGHTS, METADATA))
+    metadata = _metadata(folder)
+    try:
+        exported = jax.export.deserialize(bytearray((folder / PROGRAM).read_bytes()))
+    except Exception as e:  # noqa: BLE001  (any failure to read the program names the file)
+        raise ExportIntegrityError(f"{folder / PROGRAM} is not a serialised program ({type(e).__name__})") from e
+    try:
+        with np.load(folder / WEIGHTS, allow_pickle=False) as npz:
+            weights = tuple(npz[f"w{i}"] for i in range(len(npz.files)))
+    except Exception as e:  # noqa: BLE001  (a truncated or foreign file)
+        raise ExportIntegrityError(f"{folder / WEIGHTS} cannot be read ({type(e).__name__}: {e})") from e
+    bad = [i for i, w in enumerate(weights) if w.dtype.kind == "f" and not np.all(np.isfinite(w))]
+    if bad:
+        raise ExportIntegrityError(f"{folder / WEIGHTS}: {len(bad)} weight array(s) hold NaN or inf (e.g. w{bad[0]})")
+    expected = [tuple(a.shape) for a in getattr(exported, "in_avals", ())[: len(weights)]]
+    if expected and [tuple(w.shape) for w in weights] != expected:
+        raise ExportIntegrityError(f"{folder / WEIGHTS}: its arrays' shapes are not those the program takes")
     return ExportedModel(exported, weights, metadata)
 
 
@@ -101,5 +174,6 @@ def load_onnx(folder: Path | str, providers=("CPUExecutionProvider",)) -> OnnxMo
 
     folder = Path(folder)
     _require(folder, ONNX, METADATA)
+    verify(folder, (ONNX, METADATA))
     session = onnxruntime.InferenceSession(str(folder / ONNX), providers=list(providers))
-    return OnnxModel(session, json.loads((folder / METADATA).read_text()))
+    return OnnxModel(session, _metadata(folder))

@@ -17,6 +17,7 @@ import copy
 import dataclasses
 import functools
 import json
+import sys
 from pathlib import Path
 
 import jax
@@ -36,7 +37,7 @@ from lnm_jax.preflight import check_inputs_present
 from lnm_jax.run_files import GENERATOR, MANIFEST, RunFiles
 from lnm_jax.training import sharding
 from lnm_jax.training import state as state_lib
-from lnm_jax.training.checkpoint import RunCheckpoints
+from lnm_jax.training.checkpoint import DIGEST_KEY, RunCheckpoints
 from lnm_jax.training.steps import inference_variables, make_eval_step, predict, step_inputs
 
 
@@ -406,7 +407,7 @@ class Run:
         return state_lib.create_train_state(*self._state_args(), abstract=True)
 
     def checkpoints(self, *, create: bool = False) -> RunCheckpoints:
-        return RunCheckpoints(self.files.checkpoints, create=create)
+        return RunCheckpoints(self.files.checkpoints, create=create, log=self.files.train_log)
 
     def restore(self, checkpoint: str = "best") -> tuple[state_lib.TrainState, dict]:
         """The train state and metadata of ``checkpoint`` ('best' | 'latest'), restored once."""
@@ -425,9 +426,23 @@ class Run:
 
     def temperature(self, checkpoint: str = "best") -> float | None:
         """The calibration temperature ``evaluate`` fitted on validation for ``checkpoint``, or
-        None if it has not run."""
+        None if it has not run, or (with a warning on stderr) if it was fitted for another
+        state of that checkpoint (training resumed since): a stale temperature is never
+        applied."""
         path = self.files.calibration(checkpoint)
-        return float(json.loads(path.read_text())["temperature"]) if path.is_file() else None
+        if not path.is_file():
+            return None
+        doc = json.loads(path.read_text())
+        meta = self.predictor(checkpoint).meta
+        fitted, now = (doc.get("epoch"), doc.get(DIGEST_KEY)), (meta.get("epoch"), meta.get(DIGEST_KEY))
+        if fitted[0] != now[0] or (fitted[1] is not None and fitted[1] != now[1]):
+            print(
+                f"warning: {path.name} was fitted for the '{checkpoint}' checkpoint of epoch {fitted[0]}, which is "
+                f"now epoch {now[0]}: not applied (no calibrated probability); run lnm-jax evaluate to refit it",
+                file=sys.stderr,
+            )
+            return None
+        return float(doc["temperature"])
 
     def intensity_reference(self) -> dict | None:
         """The training split's image intensities (:mod:`lnm_jax.evaluation.intensity`), as

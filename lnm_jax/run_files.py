@@ -14,6 +14,7 @@ A run folder (``workdir``) holds::
                            availability.{json,md}
     calibration_<checkpoint>.json   the temperature fitted on validation (used by predict)
     intensity_reference.json   the training split's image intensities (predict's outlier check)
+    .lock, lock_owner.json     held by the one process writing the run (lnm_jax.run_lock)
     gradcam_<split>/       Grad-CAM figures, grids and index.csv
     predictions.json       (protocol runs) validation and test probabilities of the best checkpoint
 
@@ -37,6 +38,8 @@ TENSORBOARD = "tb"
 TRAIN_LOG = "train.log"  # library messages kept off the console (orbax)
 PREDICTIONS = "predictions.json"
 INTENSITY_REFERENCE = "intensity_reference.json"
+LOCK = ".lock"  # one writer at a time (lnm_jax.run_lock)
+LOCK_OWNER = "lock_owner.json"
 
 # Inside an evaluation folder.
 METRICS = "metrics.json"
@@ -117,6 +120,14 @@ class RunFiles:
     @property
     def predictions(self) -> Path:
         return self.root / PREDICTIONS
+
+    @property
+    def lock(self) -> Path:
+        return self.root / LOCK
+
+    @property
+    def lock_owner(self) -> Path:
+        return self.root / LOCK_OWNER
 
     @property
     def intensity_reference(self) -> Path:

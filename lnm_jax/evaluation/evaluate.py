@@ -22,6 +22,7 @@ from lnm_jax.fileio import csv_header_starts, guard_output, write_csv, write_tex
 from lnm_jax.model_card import write_model_card
 from lnm_jax.preflight import check_inputs_present, refuse_missing
 from lnm_jax.run import Run, synth_params
+from lnm_jax.training.checkpoint import DIGEST_KEY
 
 
 def evaluate(run: Run, *, checkpoint: str = "best", subsets=("val", "test"), out: Path | str | None = None) -> dict:
@@ -97,6 +98,8 @@ def evaluate(run: Run, *, checkpoint: str = "best", subsets=("val", "test"), out
             {
                 "temperature": temperature,
                 "epoch": meta["epoch"],
+                # the checkpoint it was fitted for: predict and export refuse it for another
+                "state_sha256": meta.get(DIGEST_KEY),
                 "fitted_on": "val",
                 "at_search_bound": C.at_bound(temperature),
                 "search_bounds": list(C.TEMPERATURE_BOUNDS),

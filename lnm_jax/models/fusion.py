@@ -48,6 +48,7 @@ import jax
 import jax.numpy as jnp
 
 from lnm_jax import names
+from lnm_jax.config import check_fields
 from lnm_jax.models import backbones
 from lnm_jax.models.backbones import backbone
 
@@ -194,7 +195,10 @@ class FusionClassifier(nn.Module):
 
 def check_config(config) -> None:
     """Raises ValueError naming the field when ``config`` describes a model that cannot run, so
-    that a command fails before anything trains rather than at the first step."""
+    that a command fails before anything trains rather than at the first step: every field's
+    range first (:func:`lnm_jax.config.check_fields`, all problems at once), then the model's
+    own constraints."""
+    check_fields(config)
     m = config.model
     inputs = names.parse_modalities(config.modalities)
     if any(i in names.IMAGE_INPUTS for i in inputs):

@@ -9,16 +9,27 @@ Orbax writes to a temporary folder and renames, so an interrupted save never rep
 checkpoint with a half-written one. Saves are synchronous (the loop waited for each one
 anyway), so a failed save (a full disk) raises at once as one :class:`CheckpointSaveError`, its
 temporary folder removed.
+
+Every checkpoint proves what it is: the SHA-256 of its arrays (each leaf's path, dtype, shape
+and bytes, in tree order: :func:`state_digest`) is stored in its metadata and checked on
+restore, so a flipped bit, a truncated or swapped array file or unreadable metadata gives one
+:class:`CheckpointCorruptError` naming the checkpoint, never a model that restores and
+silently differs. The libraries' own tracebacks of a failed read (orbax, asyncio, absl) go to
+the run's log, not the console.
 """
 
 from __future__ import annotations
 
+import contextlib
 import errno
+import hashlib
+import logging
 import shutil
 from pathlib import Path
 from typing import Any
 
 import jax
+import numpy as np
 import orbax.checkpoint as ocp
 
 KINDS = ("latest", "best", "progress")
@@ -27,6 +38,44 @@ TMP_MARK = ".orbax-checkpoint-tmp"  # orbax's suffix for a checkpoint being writ
 
 class CheckpointSaveError(OSError):
     """A checkpoint could not be written; the last committed one is intact."""
+
+
+class CheckpointCorruptError(ValueError):
+    """A checkpoint that cannot be read, or whose arrays are not those it was saved with."""
+
+
+DIGEST_KEY = "state_sha256"
+LIBRARY_LOGGERS = ("absl", "asyncio", "orbax", "jax._src.distributed")
+
+
+def state_digest(state: Any) -> str | None:
+    """SHA-256 over every array leaf of ``state`` (path, dtype, shape, bytes, in tree order);
+    None when a leaf is not fully addressable from this process (a multi-host sharded state)."""
+    h = hashlib.sha256()
+    for path, leaf in jax.tree_util.tree_leaves_with_path(state):
+        if isinstance(leaf, jax.Array) and not leaf.is_fully_addressable:
+            return None
+        a = np.ascontiguousarray(np.asarray(leaf))
+        h.update(f"{jax.tree_util.keystr(path)}|{a.dtype.str}|{a.shape}|".encode())
+        h.update(a.tobytes())
+    return h.hexdigest()
+
+
+@contextlib.contextmanager
+def libraries_to_log(log: Path | None):
+    """Keeps the checkpoint libraries' messages (thousands of asyncio tracebacks on a damaged
+    file) off the console for the block: into ``log`` when given, else dropped."""
+    handler = logging.FileHandler(log) if log is not None and log.parent.is_dir() else logging.NullHandler()
+    loggers = [logging.getLogger(name) for name in LIBRARY_LOGGERS]
+    saved = [(lg.handlers[:], lg.propagate) for lg in loggers]
+    for lg in loggers:
+        lg.handlers, lg.propagate = [handler], False
+    try:
+        yield
+    finally:
+        for lg, (handlers, propagate) in zip(loggers, saved):
+            lg.handlers, lg.propagate = handlers, propagate
+        handler.close()
 
 
 def _is_disk_full(e: BaseException) -> bool:
@@ -38,8 +87,9 @@ def _is_disk_full(e: BaseException) -> bool:
 
 
 class RunCheckpoints:
-    def __init__(self, root: Path, *, create: bool = True, kinds: tuple[str, ...] = KINDS):
+    def __init__(self, root: Path, *, create: bool = True, kinds: tuple[str, ...] = KINDS, log: Path | None = None):
         root = Path(root).resolve()
+        self._log = log  # where library messages of a failed read go (the run's train.log)
         # cleanup_tmp_directories: a save killed mid-write (kill -9, a full disk) leaves a temporary
         # folder; a writer removes it on start (a reader never touches the folder)
         opts = ocp.CheckpointManagerOptions(
@@ -53,6 +103,7 @@ class RunCheckpoints:
     def save(self, kind: str, number: int, state: Any, meta: dict) -> None:
         """Saves ``state`` and ``meta`` as checkpoint ``number`` (an epoch, or a step for progress)."""
         epoch = meta.get("epoch", number)
+        meta = {**meta, DIGEST_KEY: state_digest(state)}
         try:
             self._managers[kind].save(
                 number, args=ocp.args.Composite(state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta))
@@ -80,10 +131,31 @@ class RunCheckpoints:
         if step is None:
             raise FileNotFoundError(f"no '{kind}' checkpoint in {mngr.directory}")
         abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, abstract_state)
-        out = mngr.restore(
-            step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore())
-        )
-        return out["state"], out["meta"]
+        where = Path(mngr.directory) / str(step)
+        try:
+            with libraries_to_log(self._log):
+                out = mngr.restore(
+                    step,
+                    args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore()),
+                )
+        except Exception as e:  # noqa: BLE001  (any failed read is a damaged checkpoint)
+            first = (str(e).strip().splitlines() or [type(e).__name__])[0][:300]
+            raise CheckpointCorruptError(
+                f"checkpoint {where} cannot be read ({type(e).__name__}: {first}); it is damaged or incomplete"
+            ) from e
+        meta = out["meta"]
+        if not isinstance(meta, dict):
+            raise CheckpointCorruptError(f"checkpoint {where}: its metadata is not a JSON object")
+        stored = meta.get(DIGEST_KEY)  # kept in meta: derived files record which state they came from
+        if stored is not None:
+            actual = state_digest(out["state"])
+            if actual is not None and actual != stored:
+                raise CheckpointCorruptError(
+                    f"checkpoint {where}: its arrays do not match the SHA-256 stored when it was saved "
+                    f"({stored[:12]}... vs {actual[:12]}...): a damaged or replaced file; restore it from a copy "
+                    "or retrain"
+                )
+        return out["state"], meta
 
     def wait(self) -> None:
         for m in self._managers.values():

@@ -88,9 +88,18 @@ def _gathered(xs) -> np.ndarray:
 def _save_progress(ckpts, state, epoch, batches_done, loader_state, best, before, labels, logits, losses) -> None:
     """A mid-epoch checkpoint: the state after ``batches_done`` batches of ``epoch``, the
     loader's iterator state after the last of them, and the epoch's outputs so far (``before``:
-    those of the steps before a resume), so that the resumed epoch's metrics cover every batch."""
+    those of the steps before a resume), so that the resumed epoch's metrics cover every batch.
+    Written only after the same finite checks as an epoch's end: a state holding NaN or inf, or
+    a non-finite loss so far, stops the run and is never saved."""
     step = int(state.step)
     so_far = lambda k, xs: np.concatenate([before[k], _gathered(xs)]).astype(float).tolist()  # noqa: E731
+    if not np.all(np.isfinite(so_far("losses", losses))):
+        raise NonFiniteLossError(f"loss is not finite in epoch {epoch} by step {step}; {_kept(ckpts)}")
+    if bad := non_finite_arrays(state):
+        raise TrainingDivergedError(
+            f"training diverged in epoch {epoch} by step {step}: {len(bad)} parameter/statistic array(s) hold NaN "
+            f"or inf (e.g. {', '.join(bad[:3])}); this mid-epoch state was not saved; {_kept(ckpts)}"
+        )
     meta = {
         "epoch": epoch,
         "step": step,
@@ -102,6 +111,18 @@ def _save_progress(ckpts, state, epoch, batches_done, loader_state, best, before
         "losses": so_far("losses", losses),
     }
     ckpts.save("progress", step, state, meta)
+
+
+def _check_validation(logits, epoch: int, config, ckpts) -> None:
+    """Divergence seen on validation: non-finite logits (inference-mode BatchNorm can blow up
+    where training-mode batches did not) stop the run, naming the last good checkpoint."""
+    logits = np.asarray(logits, np.float64)
+    if bad := int(np.sum(~np.isfinite(logits))):
+        raise TrainingDivergedError(
+            f"training diverged: {bad} of {len(logits)} validation logits are NaN or inf in epoch {epoch} "
+            f"(learning rate {config.train.learning_rate:g} too high?); nothing of this epoch was saved; "
+            f"{_kept(ckpts)}"
+        )
 
 
 def _epoch_summary(labels, logits) -> dict[str, float]:
@@ -230,7 +251,14 @@ def train(run: Run) -> dict:
             )
             tr["loss"] = train_loss  # the mean of the steps' losses (augmented, training-mode BatchNorm)
             val = predict(eval_step, state.params, state.batch_stats, data.eval_batches("val"), mesh)
+            _check_validation(val["logit"], epoch, config, ckpts)
             va = _epoch_summary(val[names.LABEL], val["logit"])
+            if config.train.get("max_loss") and va["loss"] > config.train.max_loss:
+                raise TrainingDivergedError(
+                    f"training diverged: validation loss {va['loss']:.3g} in epoch {epoch} is over "
+                    f"train.max_loss={config.train.max_loss:g} (learning rate {config.train.learning_rate:g} too "
+                    f"high?); nothing of this epoch was saved; {_kept(ckpts)}"
+                )
             lr = state_lib.learning_rate(config.train.learning_rate, state)
             state = state_lib.plateau_step(plateau, state, va["loss"])
             record = {

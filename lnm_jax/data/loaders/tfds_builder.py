@@ -1,15 +1,16 @@
 """TFDS builder for a cohort manifest (the manifest's folder is TFDS's ``manual_dir``).
 
-Images are stored as their original encoded bytes (PNG or JPEG, grayscale or RGB, any size):
-nothing is re-encoded at build time, and decoding, grayscale-to-RGB and resizing happen in the
-input pipeline where the configured size is known.  A missing image is stored as empty bytes
-with its ``has_*`` flag false; a missing flag or label as -1.
+Every image is read by the one decoder (:mod:`lnm_jax.data.pixels.sources` and
+:mod:`lnm_jax.data.pixels.decode`: EXIF orientation, bit depth, palettes, DICOM, scan-region
+crop) and stored as the PNG of those pixels at their own size: 8-bit where the source is 8-bit
+(exactly), else 16-bit gray or 8-bit colour (:func:`encode_unit_png`). ``tf.io.decode_image``
+never sees the original file, so both input paths read the same picture; resizing happens in
+the input pipeline where the configured size is known. A missing image is stored as empty
+bytes with its ``has_*`` flag false; a missing flag or label as -1.
 
 CEUS is a list of frames: one for a still image; for a clip, the ``clip_frames`` frames
-sampled over its enhancement phase (:mod:`lnm_jax.data.pixels.clips`), PNG-encoded. The sampling
-depends on ``clip_frames``, so the data folder is keyed by it as well as by the manifest.
-A DICOM file or an image with framing columns is stored as the PNG of its scan region
-(:mod:`lnm_jax.data.pixels.sources`): 8-bit where the source is, else 16-bit gray or 8-bit colour.
+sampled over its enhancement phase (:mod:`lnm_jax.data.pixels.clips`). The sampling depends on
+``clip_frames``, so the data folder is keyed by it as well as by the manifest.
 """
 
 from __future__ import annotations
@@ -30,8 +31,12 @@ ALL_SPLIT = "cohort"  # "all" is reserved by TFDS
 class LnmCohort(tfds.core.GeneratorBasedBuilder):
     """One cohort: B-mode, CEUS, US-LNM flag, LNM label and availability per patient."""
 
-    VERSION = tfds.core.Version("1.1.0")
-    RELEASE_NOTES = {"1.0.0": "Manifest-backed cohort.", "1.1.0": "CEUS as a list of frames (clips)."}
+    VERSION = tfds.core.Version("1.2.0")
+    RELEASE_NOTES = {
+        "1.0.0": "Manifest-backed cohort.",
+        "1.1.0": "CEUS as a list of frames (clips).",
+        "1.2.0": "Every image through the one decoder (EXIF orientation, bit depth, palettes), stored as PNG.",
+    }
     MANUAL_DOWNLOAD_INSTRUCTIONS = (
         "manual_dir is the folder of the cohort's manifest CSV (columns patient_id, bmode, "
         "ceus, us_lnm, lnm; image paths relative to the CSV)."
@@ -82,7 +87,7 @@ class LnmCohort(tfds.core.GeneratorBasedBuilder):
 
     def _generate_examples(self, cohort: Cohort):
         for p in cohort.patients:
-            bmode, ceus = self._bmode(p), self._ceus_frames(p)
+            bmode, ceus = self._decoded(p, self._bmode, BMODE), self._decoded(p, self._ceus_frames, CEUS)
             for encoded, path in [(bmode, p.bmode)] * bool(p.bmode) + [(f, p.ceus) for f in ceus]:
                 check_decodes(encoded, p.patient_id, path)
             yield (
@@ -98,6 +103,17 @@ class LnmCohort(tfds.core.GeneratorBasedBuilder):
                     has(US_LNM): p.us_lnm is not None,
                 },
             )
+
+    @staticmethod
+    def _decoded(p, encode, name: str):
+        """``encode(p)``; a file the decoder cannot read fails naming the patient and the file."""
+        try:
+            return encode(p)
+        except (OSError, ValueError) as e:  # PIL's, the decoder's and DICOM's errors
+            first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+            raise ValueError(
+                f"patient {p.patient_id}: {getattr(p, name)}: the input pipeline cannot decode this image ({first})"
+            ) from e
 
     def _source(self, p, name: str) -> sources.Source:
         return sources.resolve(getattr(p, name), name, p.image_options(name), self._ceus_region)

@@ -1,0 +1,73 @@
+"""One writer per run folder: the commands that write into a run (train, pretrain, evaluate,
+gradcam, export, availability, reproduce) hold its lock while they run; a second gets one line
+naming the holder.
+
+The lock is ``filelock``'s (an OS file lock, released by the kernel when its process dies, so
+a ``kill -9`` leaves no stale lock); beside it, ``lock_owner.json`` says who holds it (PID,
+host, command, since when) for the message a second writer gets.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import socket
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+from filelock import FileLock, Timeout
+
+from lnm_jax.run_files import RunFiles
+
+
+class RunLockedError(RuntimeError):
+    """The run folder is held by another process."""
+
+
+def _owner(files: RunFiles) -> str:
+    try:
+        o = json.loads(files.lock_owner.read_text())
+        since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(o["since"]))
+        return f"PID {o['pid']} on {o['host']} ({o['command']}, since {since})"
+    except (OSError, ValueError, KeyError, TypeError):
+        return "another process"
+
+
+@contextlib.contextmanager
+def hold(workdir: Path | str, command: str, *, create: bool = False) -> Iterator[None]:
+    """Holds ``workdir``'s lock for the block; raises :class:`RunLockedError` at once, naming
+    the holder, when another process holds it. ``create``: make the folder (commands that
+    start a run); otherwise a folder that does not exist is left for the command to report.
+    Nested holds in one process (the demo training its own run) are fine."""
+    files = RunFiles(workdir)
+    made = create and not files.root.exists()
+    if create:
+        files.root.mkdir(parents=True, exist_ok=True)
+    elif not files.root.is_dir():
+        yield
+        return
+    lock = FileLock(str(files.lock), timeout=0, is_singleton=True)
+    try:
+        lock.acquire()
+    except Timeout:
+        raise RunLockedError(
+            f"{files.root} is in use by {_owner(files)}: one process writes a run folder at a time; "
+            "wait for it or use another --workdir"
+        ) from None
+    outer = lock.lock_counter == 1
+    try:
+        if outer:
+            owner = {"pid": os.getpid(), "host": socket.gethostname(), "command": command, "since": time.time()}
+            files.lock_owner.write_text(json.dumps(owner))
+        yield
+    finally:
+        if outer:
+            files.lock_owner.unlink(missing_ok=True)
+        lock.release()
+        # a start that failed before writing anything leaves no folder behind it
+        if outer and made and {p.name for p in files.root.iterdir()} <= {files.lock.name}:
+            files.lock.unlink(missing_ok=True)
+            with contextlib.suppress(OSError):
+                files.root.rmdir()
