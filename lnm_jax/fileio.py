@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import os
 import shutil
 import tempfile
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -31,17 +32,30 @@ def atomic_directory(out_dir: Path | str) -> Iterator[Path]:
         raise
 
 
-def write_csv(path: Path | str, rows: Iterable[Mapping[str, object]], columns: Sequence[str]) -> None:
+def write_csv(
+    path: Path | str, rows: Iterable[Mapping[str, object]], columns: Sequence[str], *, mode: int | None = None
+) -> None:
     """Writes ``rows`` under ``columns`` atomically (temp file + rename): never a half-written
-    CSV. A missing or None cell is written empty."""
+    CSV, and no temporary file left when writing fails (a full disk: the error names the
+    file). A missing or None cell is written empty. ``mode``: the file's permissions from its
+    creation (e.g. 0o600 for a file only its owner may read), not set afterwards."""
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
-    with tmp.open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(columns))
-        writer.writeheader()
-        for r in rows:
-            writer.writerow({c: "" if r.get(c) is None else r.get(c) for c in columns})
-    tmp.replace(path)
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666 if mode is None else mode)
+        with open(fd, "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=list(columns))
+            writer.writeheader()
+            for r in rows:
+                writer.writerow({c: "" if r.get(c) is None else r.get(c) for c in columns})
+        if mode is not None:
+            os.chmod(tmp, mode)  # whatever the umask did
+        tmp.replace(path)
+    except BaseException as e:
+        tmp.unlink(missing_ok=True)
+        if isinstance(e, OSError) and e.filename is None:
+            raise OSError(e.errno, e.strerror, str(path)) from e
+        raise
 
 
 def write_text(path: Path | str, text: str) -> None:
@@ -49,8 +63,14 @@ def write_text(path: Path | str, text: str) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
+    try:
+        tmp.write_text(text)
+        tmp.replace(path)
+    except BaseException as e:
+        tmp.unlink(missing_ok=True)  # a full disk leaves no temporary file, and names the file
+        if isinstance(e, OSError) and e.filename is None:
+            raise OSError(e.errno, e.strerror, str(path)) from e
+        raise
 
 
 class UnsafePathError(ValueError):

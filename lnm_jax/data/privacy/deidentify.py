@@ -17,7 +17,6 @@ other identifying content of the image itself, and identifiers typed into file n
 from __future__ import annotations
 
 import dataclasses
-import os
 import random
 from pathlib import Path
 
@@ -96,39 +95,51 @@ def deidentify(
 
         return uids.setdefault(old, generate_uid())
 
-    with atomic_directory(out_dir) as tmp:
-        (tmp / "images").mkdir()
-        for p in cohort.patients:
-            pid = pseudonyms[p.patient_id]
-            row = {PATIENT_ID: pid, US_LNM: p.us_lnm, LABEL: p.lnm, **{c: p.metadata[c] for c in keep_columns}}
-            for col in KEPT_OPTIONS:
-                name, field = col.split("_", 1)
-                value = getattr(p.image_options(name), field, None)
-                row[col] = value
-            for name in IMAGE_INPUTS:
-                path = getattr(p, name)
-                if path is None:
-                    continue
-                src = sources.resolve(path, name, p.image_options(name), ceus_region)
-                box = _crop_box(src)
-                if src.framed_by == sources.WHOLE_FRAME:
-                    uncropped.append(f"row {p.row} {name} {path}")
-                if src.kind == "dicom":
-                    rel, uid_pair = _copy_dicom(src, box, tmp, pid, name, new_uid)
-                    dicom_files += 1
-                else:
-                    rel, uid_pair = _copy_pixels(src, box, tmp, pid, name), ("", "")
-                row[name] = rel
-                links.append(
-                    dict(zip(MAPPING_COLUMNS, (p.patient_id, pid, name, str(path), rel, *uid_pair), strict=True))
-                )
-            rows.append(row)
-        rows.sort(key=lambda r: r[PATIENT_ID])  # the manifest's order would link the pseudonyms back
-        write_manifest(tmp / "manifest.csv", rows, extra_columns=(*keep_columns, *KEPT_OPTIONS))
-        read_manifest(tmp / "manifest.csv", require_labels=False, ceus_region=ceus_region)  # the copy is usable
-    mapping.parent.mkdir(parents=True, exist_ok=True)
-    write_csv(mapping, links, MAPPING_COLUMNS)
-    os.chmod(mapping, 0o600)
+    mapping_written = False
+    try:
+        with atomic_directory(out_dir) as tmp:
+            (tmp / "images").mkdir()
+            for p in cohort.patients:
+                pid = pseudonyms[p.patient_id]
+                row = {PATIENT_ID: pid, US_LNM: p.us_lnm, LABEL: p.lnm, **{c: p.metadata[c] for c in keep_columns}}
+                for col in KEPT_OPTIONS:
+                    name, field = col.split("_", 1)
+                    value = getattr(p.image_options(name), field, None)
+                    row[col] = value
+                for name in IMAGE_INPUTS:
+                    path = getattr(p, name)
+                    if path is None:
+                        continue
+                    src = sources.resolve(path, name, p.image_options(name), ceus_region)
+                    box = _crop_box(src)
+                    if src.framed_by == sources.WHOLE_FRAME:
+                        uncropped.append(f"row {p.row} {name} {path}")
+                    if src.kind == "dicom":
+                        rel, uid_pair = _copy_dicom(src, box, tmp, pid, name, new_uid)
+                        dicom_files += 1
+                    else:
+                        rel, uid_pair = _copy_pixels(src, box, tmp, pid, name), ("", "")
+                    row[name] = rel
+                    links.append(
+                        dict(zip(MAPPING_COLUMNS, (p.patient_id, pid, name, str(path), rel, *uid_pair), strict=True))
+                    )
+                rows.append(row)
+            rows.sort(key=lambda r: r[PATIENT_ID])  # the manifest's order would link the pseudonyms back
+            write_manifest(tmp / "manifest.csv", rows, extra_columns=(*keep_columns, *KEPT_OPTIONS))
+            read_manifest(tmp / "manifest.csv", require_labels=False, ceus_region=ceus_region)  # the copy is usable
+            # the mapping before the copy is committed: a mapping that cannot be written leaves no
+            # copy (its pseudonyms would link to nothing), and a copy that cannot be committed no mapping
+            try:
+                mapping.parent.mkdir(parents=True, exist_ok=True)
+                write_csv(mapping, links, MAPPING_COLUMNS, mode=0o600)
+                mapping_written = True
+            except OSError as e:
+                why = "its folder is a file" if mapping.parent.is_file() else (e.strerror or str(e))
+                raise OSError(f"cannot write the mapping {mapping}: {why}; nothing was written") from e
+    except BaseException:  # the copy was not committed: no mapping to nothing
+        if mapping_written:
+            mapping.unlink(missing_ok=True)
+        raise
     return Report(out_dir / "manifest.csv", mapping, len(rows), len(links), dicom_files, uncropped)
 
 

@@ -2,11 +2,11 @@
 Confidentiality Profile): what ``validate`` reports and what ``deidentify`` removes.
 
 The profile's table lists ~600 attributes; an ultrasound header carries a few dozen of them.
-Rather than trusting a list alone, the header pass here is generic where the standard's
-categories are: every person name (VR PN), every date, time and date-time (DA, TM, DT),
-every private element and every instance UID is handled whatever its keyword, in nested
-sequences too; the keywords below add the identifying attributes that are none of those
-(IDs, addresses, institution, device, free-text comments).
+``validate`` reports what it finds generically where the standard's categories are: every
+person name (VR PN), every date, time and date-time (DA, TM, DT) and every private element,
+in nested sequences too, plus the identifying keywords below. ``deidentify`` does not trust any
+list of what to remove: it keeps only :data:`RETAINED` (what an ultrasound image needs to be
+read and framed) and removes everything else at every depth.
 """
 
 from __future__ import annotations
@@ -103,31 +103,90 @@ def phi_present(ds) -> tuple[str, ...]:
     return tuple(sorted(found))
 
 
+# What a de-identified copy keeps: the attributes an ultrasound image needs to be read and
+# framed as the original (image pixel module, cine timing, ultrasound regions, SOP class and
+# modality, compression history, the contrast agent) and none that can name a person, place,
+# device or time. Everything else is removed at every depth, whatever its tag or VR: an
+# allow-list, so that an attribute no list foresaw (free text, an operator's address inside a
+# sequence, an overlay comment, a creator or device UID) cannot survive. The PS3.15 Annex E
+# basic profile's removals are a subset of what this drops; its "retain" options (dates,
+# device identity, descriptions) are not offered.
+RETAINED = frozenset(
+    {
+        # SOP common, general series/image (identity replaced or emptied below)
+        "SpecificCharacterSet", "SOPClassUID", "SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID",
+        "Modality", "ImageType", "InstanceNumber", "SeriesNumber", "BodyPartExamined", "Laterality",
+        "PatientName", "PatientID", "PatientBirthDate", "PatientSex", "StudyID", "AccessionNumber",
+        "ReferringPhysicianName", "StudyDate", "StudyTime", "BurnedInAnnotation",
+        "LossyImageCompression", "LossyImageCompressionRatio", "LossyImageCompressionMethod",
+        # image pixel module
+        "SamplesPerPixel", "PhotometricInterpretation", "Rows", "Columns", "BitsAllocated", "BitsStored",
+        "HighBit", "PixelRepresentation", "PlanarConfiguration", "PixelAspectRatio", "PixelData",
+        "RedPaletteColorLookupTableDescriptor", "GreenPaletteColorLookupTableDescriptor",
+        "BluePaletteColorLookupTableDescriptor", "RedPaletteColorLookupTableData",
+        "GreenPaletteColorLookupTableData", "BluePaletteColorLookupTableData",
+        "RescaleIntercept", "RescaleSlope", "WindowCenter", "WindowWidth",
+        # multi-frame and cine
+        "NumberOfFrames", "FrameIncrementPointer", "FrameTime", "FrameTimeVector", "CineRate",
+        "RecommendedDisplayFrameRate", "FrameDelay", "ActualFrameDuration",
+        # ultrasound regions (the scan region, physical scale) and the contrast agent
+        "SequenceOfUltrasoundRegions", "RegionSpatialFormat", "RegionDataType", "RegionFlags",
+        "RegionLocationMinX0", "RegionLocationMinY0", "RegionLocationMaxX1", "RegionLocationMaxY1",
+        "ReferencePixelX0", "ReferencePixelY0", "PhysicalUnitsXDirection", "PhysicalUnitsYDirection",
+        "ReferencePixelPhysicalValueX", "ReferencePixelPhysicalValueY", "PhysicalDeltaX", "PhysicalDeltaY",
+        "TransducerFrequency", "PulseRepetitionFrequency", "DopplerCorrectionAngle", "SteeringAngle",
+        "ContrastBolusAgent", "MechanicalIndex",
+        # the de-identification record written below
+        "PatientIdentityRemoved", "DeidentificationMethod", "DeidentificationMethodCodeSequence",
+        "CodeValue", "CodingSchemeDesignator", "CodeMeaning",
+    }
+)  # fmt: skip
+# File meta keeps only what reading the file needs (its UIDs are replaced or well known).
+RETAINED_META = frozenset(
+    {"FileMetaInformationVersion", "MediaStorageSOPClassUID", "MediaStorageSOPInstanceUID", "TransferSyntaxUID"}
+)
+
+
 def deidentify_dataset(ds, new_uid: Callable[[str], str], *, cropped: bool) -> None:
-    """Applies the header part of the basic profile to ``ds`` in place: private elements,
-    person names, dates/times and the identifying attributes removed (emptied where the IOD
-    requires them), instance UIDs replaced through ``new_uid`` (one mapping for a whole cohort,
-    so references between files survive). PatientName and PatientID are emptied: a file's link
-    to its pseudonym is the manifest row, and to the patient the mapping file kept apart. The
-    de-identification is recorded as the standard asks."""
+    """De-identifies ``ds`` in place: every attribute not in :data:`RETAINED` removed at every
+    depth (private elements, free text, nested sequences, overlays, device and creator UIDs
+    included); the type 2 identity attributes kept present and empty; study, series and SOP
+    instance UIDs replaced through ``new_uid`` (one mapping for a whole cohort, so references
+    between files survive); the 128-byte preamble zeroed; the file meta reduced to what reading
+    needs, with this project's implementation UID. PatientName and PatientID are empty: a
+    file's link to its pseudonym is the manifest row, and to the patient the mapping file kept
+    apart. The de-identification is recorded as the standard asks."""
     from pydicom.dataset import Dataset  # noqa: PLC0415
+    from pydicom.uid import PYDICOM_IMPLEMENTATION_UID  # noqa: PLC0415
 
-    ds.remove_private_tags()
+    def prune(dataset) -> None:
+        for elem in list(dataset):
+            if elem.tag.is_private or elem.keyword not in RETAINED:
+                del dataset[elem.tag]
+            elif elem.VR == "SQ":
+                for item in elem.value:
+                    prune(item)
 
-    def visit(dataset, elem) -> None:
-        if elem.keyword in INSTANCE_UIDS and elem.value:
-            elem.value = new_uid(str(elem.value))
-        elif elem.keyword in KEPT_EMPTY:
-            elem.value = ""
-        elif elem.VR in PERSON_AND_TIME_VRS or elem.keyword in IDENTIFYING:
-            del dataset[elem.tag]
-
-    ds.walk(visit)
-    if getattr(ds, "file_meta", None) is not None and "MediaStorageSOPInstanceUID" in ds.file_meta:
-        ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+    prune(ds)
+    for keyword in INSTANCE_UIDS:
+        if keyword in ds and ds[keyword].value:
+            ds[keyword].value = new_uid(str(ds[keyword].value))
+    for keyword in KEPT_EMPTY | {"ReferringPhysicianName", "StudyDate", "StudyTime"}:
+        if keyword in ds:
+            ds[keyword].value = ""
+    meta = getattr(ds, "file_meta", None)
+    if meta is not None:
+        for elem in list(meta):
+            if elem.keyword not in RETAINED_META:
+                del meta[elem.tag]
+        if "MediaStorageSOPInstanceUID" in meta:
+            meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+        meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
+    ds.preamble = b"\x00" * 128
     ds.PatientID = ds.PatientName = ""
     ds.PatientIdentityRemoved = "YES"
-    ds.DeidentificationMethod = "lnm-jax: PS3.15 basic profile" + ("; cropped to scan region" if cropped else "")
+    # (LO: at most 64 characters)
+    ds.DeidentificationMethod = "lnm-jax: allow-list, PS3.15 basic profile" + ("; cropped" if cropped else "")
     code = Dataset()
     code.CodeValue, code.CodingSchemeDesignator, code.CodeMeaning = BASIC_PROFILE
     ds.DeidentificationMethodCodeSequence = [code]

@@ -1,0 +1,268 @@
+"""State you can trust (issue 28): configs checked whole before anything is written, one
+writer per run folder, checkpoints and exports that prove what they are, derived files tied
+to their checkpoint, divergence on every signal, de-identification by an allow-list, writes
+that leave nothing half-done. Each case of ../shared/cases rebuilt on data the test makes."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+from support import cpu_env
+
+from lnm_jax.cli import main
+from lnm_jax.config import ConfigError, config_problems, demo_config
+
+
+def _fail_line(capsys) -> str:
+    return capsys.readouterr().err.strip()
+
+
+# ------------------------------------------------------------- configs checked whole
+
+
+def test_impossible_settings_listed_together():
+    c = demo_config()
+    c.train.learning_rate, c.train.epochs, c.train.eval_batch_size = -1.0, -1, 0
+    c.model.dtype, c.model.width, c.data.clip_frames = "float8", 0, 0
+    c.data.augment.scale_min, c.data.augment.scale_max = 1.2, 0.9
+    problems = config_problems(c)
+    for field in (
+        "train.learning_rate",
+        "train.epochs",
+        "train.eval_batch_size",
+        "model.dtype",
+        "model.width",
+        "data.clip_frames",
+        "data.augment.scale_min",
+    ):
+        assert any(p.startswith(field) for p in problems), (field, problems)
+    assert config_problems(demo_config()) == []
+
+
+def test_cli_config_errors_are_one_line_exit_2_and_write_nothing(tmp_path, capsys):
+    work = tmp_path / "w"
+    assert main(["train", "--workdir", str(work), "--config.train.epohcs=3"]) == 2
+    assert "did you mean train.epochs" in _fail_line(capsys)
+    assert main(["train", "--workdir", str(work), "--config.train.learning_rate=-1"]) == 2
+    assert "train.learning_rate: -1.0 is not a number > 0" in _fail_line(capsys)
+    assert not work.exists()  # a failed start leaves the folder as it found it
+    (tmp_path / "syntax.py").write_text("def get_config(:\n")
+    (tmp_path / "noget.py").write_text("x = 1\n")
+    for name, said in (("syntax.py", "line 1"), ("noget.py", "get_config"), ("none.py", "does not exist")):
+        assert main(["train", "--config", str(tmp_path / name), "--workdir", str(work)]) == 2
+        assert said in _fail_line(capsys)
+    assert main(["train", "--workdir", str(tmp_path / "typo"), "--resume"]) == 2
+    assert "holds no run" in _fail_line(capsys) and not (tmp_path / "typo").exists()
+    with pytest.raises(ConfigError):
+        from lnm_jax.models.fusion import check_config
+
+        c = demo_config()
+        c.train.batch_size = 0
+        check_config(c)
+
+
+# ------------------------------------------------------------- one writer per run folder
+
+
+def test_second_writer_refused_naming_the_holder(tmp_path):
+    from lnm_jax.run_lock import RunLockedError, hold
+
+    ready = tmp_path / "ready"
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys, time, pathlib\n"
+            "from lnm_jax.run_lock import hold\n"
+            "with hold(sys.argv[1], 'train', create=True):\n"
+            "    pathlib.Path(sys.argv[2]).touch(); time.sleep(60)\n",
+            str(tmp_path / "run"),
+            str(ready),
+        ],
+        env=cpu_env(),
+    )
+    try:
+        for _ in range(200):
+            if ready.exists():
+                break
+            time.sleep(0.1)
+        assert ready.exists()
+        with pytest.raises(RunLockedError, match=rf"PID {holder.pid} .*\(train"):
+            with hold(tmp_path / "run", "evaluate"):
+                pass
+    finally:
+        holder.kill()
+        holder.wait()
+    with hold(tmp_path / "run", "evaluate"):  # the kernel released the dead holder's lock
+        pass
+
+
+# ------------------------------------------------------------- checkpoints, exports, derived files
+
+
+def _largest_array_file(run, kind="best"):
+    files = [p for p in (run.files.checkpoints / kind).rglob("*") if p.is_file() and "/d/" in str(p)]
+    return max(files, key=lambda p: p.stat().st_size)
+
+
+def test_damaged_checkpoint_is_one_clear_error(triple_run, copy_run):
+    from lnm_jax.training.checkpoint import CheckpointCorruptError
+
+    run = copy_run(triple_run)
+    run.restore("best")  # intact: restores
+    victim = _largest_array_file(run)
+    data = bytearray(victim.read_bytes())
+    data[len(data) // 2] ^= 0x40
+    victim.write_bytes(bytes(data))
+    run.forget_checkpoints()
+    with pytest.raises(CheckpointCorruptError, match="checkpoints/best"):
+        run.restore("best")
+    victim.write_bytes(bytes(data[: len(data) // 2]))  # truncated
+    run.forget_checkpoints()
+    with pytest.raises(CheckpointCorruptError) as e:
+        run.restore("best")
+    assert len(str(e.value).splitlines()) == 1
+
+
+def test_export_proves_what_it_is(triple_run, tmp_path):
+    from lnm_jax.export import export_run
+    from lnm_jax.exported import WEIGHTS, ExportIntegrityError, load
+
+    md = export_run(triple_run, tmp_path / "ex")
+    assert md["export"]["source"]["state_sha256"] and md["export"]["source"]["run"] == str(triple_run.workdir)
+    load(tmp_path / "ex")
+    import shutil
+
+    nan = tmp_path / "nan"
+    shutil.copytree(tmp_path / "ex", nan)
+    with np.load(nan / WEIGHTS) as z:
+        arrays = dict(z)
+    arrays["w0"] = np.full_like(arrays["w0"], np.nan)
+    np.savez(nan / WEIGHTS, **arrays)
+    with pytest.raises(ExportIntegrityError, match="weights.npz"):
+        load(nan)
+    edited = tmp_path / "edited"
+    shutil.copytree(tmp_path / "ex", edited)
+    meta = json.loads((edited / "metadata.json").read_text())
+    meta["image_size"] += 16
+    (edited / "metadata.json").write_text(json.dumps(meta))
+    with pytest.raises(ExportIntegrityError, match="metadata.json"):
+        load(edited)
+
+
+def test_stale_calibration_not_applied(triple_run, copy_run, capsys):
+    run = copy_run(triple_run)
+    path = run.files.calibration("best")
+    meta = run.predictor("best").meta
+    path.write_text(json.dumps({"temperature": 2.0, "epoch": meta["epoch"], "state_sha256": meta["state_sha256"]}))
+    assert run.temperature("best") == 2.0
+    path.write_text(json.dumps({"temperature": 2.0, "epoch": meta["epoch"] - 1, "state_sha256": "0" * 64}))
+    assert run.temperature("best") is None
+    assert "not applied" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------- divergence on every signal
+
+
+def test_non_finite_validation_logits_stop_the_run():
+    from lnm_jax.training.loop import TrainingDivergedError, _check_validation
+
+    class NoCheckpoints:
+        def latest_epoch(self, kind):
+            return None
+
+    c = demo_config()
+    _check_validation(np.zeros(5), 1, c, NoCheckpoints())
+    with pytest.raises(TrainingDivergedError, match="2 of 5 validation logits are NaN or inf"):
+        _check_validation(np.array([0.0, np.nan, 1.0, np.inf, 2.0]), 1, c, NoCheckpoints())
+
+
+# ------------------------------------------------------------- de-identification
+
+
+def _phi_dicom(path):
+    """An ultrasound file with identifying data in every place a header can hide it."""
+    from pydicom.dataset import Dataset
+    from pydicom.sequence import Sequence
+
+    from lnm_jax.data.pixels import dicom
+
+    ds = dicom.new_dataset(np.full((32, 48), 90, np.uint8))
+    ds.PatientName, ds.PatientID, ds.PatientBirthDate = "Zyxwv^Quentina", "MRN9988776", "19610203"
+    ds.InstitutionName, ds.PatientAddress = "Uniqueville General", "77 Qwerty Lane"
+    ds.MedicalAlerts, ds.Allergies = "alert-Quentina", "penicillin-Zyxwv"
+    ds.CountryOfResidence, ds.AcquisitionComments = "Freedonia", "scan of Zyxwv"
+    ds.VisitComments, ds.InstanceCreatorUID, ds.DeviceUID = "visit Zyxwv", "1.2.840.99999.1", "1.2.840.99999.2"
+    op = Dataset()
+    op.PersonAddress, op.PersonTelephoneNumbers = "Hidden Road 12", "8675309"
+    ds.OperatorIdentificationSequence = Sequence([op])
+    cs = Dataset()
+    cs.ValueType, cs.TextValue = "TEXT", "Patient Zyxwv has a nodule"
+    cs.private_block(0x0011, "ACME2", create=True).add_new(0x01, "LO", "NESTED-Zyxwv")
+    ds.ContentSequence = Sequence([cs])
+    ds.private_block(0x0009, "ACME", create=True).add_new(0x01, "LO", "PRIVATE-MRN9988776")
+    ds.add_new(0x60004000, "LT", "overlay Zyxwv")
+    ds.StorageMediaFileSetUID = "1.2.840.99999.3"
+    ds.preamble = (b"PREAMBLE Zyxwv MRN9988776 " + b"\0" * 128)[:128]
+    dicom.write_dataset(ds, path)
+    return path
+
+
+def test_deidentified_dicom_holds_no_original_value(tmp_path):
+    from PIL import Image
+
+    from lnm_jax.data.privacy.deidentify import deidentify
+
+    _phi_dicom(tmp_path / "a.dcm")
+    Image.fromarray(np.full((32, 48), 60, np.uint8)).save(tmp_path / "b.png")
+    (tmp_path / "m.csv").write_text("patient_id,bmode,ceus,us_lnm,lnm\nA,a.dcm,b.png,1,1\nB,b.png,b.png,0,0\n")
+    deidentify(tmp_path / "m.csv", tmp_path / "deid", tmp_path / "private" / "map.csv")
+    out = b"".join(p.read_bytes() for p in (tmp_path / "deid").rglob("*") if p.is_file())
+    for value in (
+        "Zyxwv",
+        "Quentina",
+        "MRN9988776",
+        "19610203",
+        "Uniqueville",
+        "Qwerty",
+        "penicillin",
+        "Freedonia",
+        "1.2.840.99999",
+        "Hidden Road",
+        "8675309",
+        "PRIVATE",
+    ):
+        assert value.encode() not in out, value
+    assert (tmp_path / "private" / "map.csv").stat().st_mode & 0o077 == 0
+
+
+def test_mapping_that_cannot_be_written_leaves_no_copy(tiny_cohort, tmp_path, capsys):
+    (tmp_path / "afile").write_text("")
+    args = ["deidentify", "--manifest", str(tiny_cohort), "--out", str(tmp_path / "deid")]
+    assert main([*args, "--mapping", str(tmp_path / "afile" / "map.csv")]) == 1
+    assert "cannot write the mapping" in _fail_line(capsys)
+    assert not (tmp_path / "deid").exists() and not list(tmp_path.glob(".deid*"))
+    assert main([*args, "--mapping", str(tmp_path / "map.csv")]) == 0  # the rerun is not refused
+
+
+def test_failed_csv_write_leaves_no_temporary_file_and_names_it(tmp_path, monkeypatch):
+    import csv as csv_module
+
+    from lnm_jax.fileio import write_csv
+
+    class Full:
+        def __init__(self, *a, **k):
+            pass
+
+        def writeheader(self):
+            raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(csv_module, "DictWriter", Full)
+    with pytest.raises(OSError) as e:
+        write_csv(tmp_path / "p.csv", [{"a": 1}], ["a"])
+    assert e.value.filename == str(tmp_path / "p.csv") and not list(tmp_path.iterdir())
