@@ -12,23 +12,46 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 
 
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _remove_orphans(out_dir: Path) -> None:
+    """Temporary siblings of ``out_dir`` left by a writer that was killed (``kill -9`` skips
+    every cleanup): their names carry the writer's PID, and those of dead processes go."""
+    for tmp in out_dir.parent.glob(f".{out_dir.name}.pid*.*"):
+        pid = tmp.name.removeprefix(f".{out_dir.name}.pid").split(".", 1)[0]
+        if pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
 @contextlib.contextmanager
 def atomic_directory(out_dir: Path | str) -> Iterator[Path]:
     """Yields a temporary sibling of ``out_dir`` to fill; renamed to ``out_dir`` when the block
-    succeeds, removed when it fails, so nothing half-written is ever left at ``out_dir``.
-    ``out_dir`` must not exist or be empty."""
+    succeeds, removed when it fails (an interrupt included), so nothing half-written is ever
+    left at ``out_dir``; one a killed writer left is removed by the next. ``out_dir`` must not
+    exist or be empty."""
     out_dir = Path(out_dir).resolve()
     if out_dir.exists() and any(out_dir.iterdir()):
         raise FileExistsError(f"{out_dir} exists and is not empty; choose another output folder")
     out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    _remove_orphans(out_dir)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.pid{os.getpid()}.", dir=out_dir.parent))
     try:
         yield tmp
         if out_dir.exists():
             out_dir.rmdir()
         tmp.rename(out_dir)
-    except BaseException:
+    except BaseException as e:
         shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(e, OSError) and e.errno is not None and not e.filename:  # a full disk: name the output
+            raise OSError(e.errno, e.strerror, str(out_dir)) from e
         raise
 
 
@@ -56,6 +79,30 @@ def write_csv(
         if isinstance(e, OSError) and e.filename is None:
             raise OSError(e.errno, e.strerror, str(path)) from e
         raise
+
+
+@contextlib.contextmanager
+def atomic_file(path: Path | str) -> Iterator[Path]:
+    """Yields a temporary path beside ``path`` for a writer that takes a file name (a figure,
+    an array file); renamed to ``path`` when the block succeeds, removed when it fails, and an
+    OS error then names ``path``."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.pid{os.getpid()}.tmp{path.suffix}")
+    try:
+        yield tmp
+        tmp.replace(path)
+    except BaseException as e:
+        tmp.unlink(missing_ok=True)
+        if isinstance(e, OSError) and e.filename in (None, str(tmp)):
+            raise OSError(e.errno, e.strerror, str(path)) from e
+        raise
+
+
+def save_figure(fig, path: Path | str) -> None:
+    """``fig.savefig`` through :func:`atomic_file`: never a half-written picture."""
+    path = Path(path)
+    with atomic_file(path) as tmp:
+        fig.savefig(tmp, format=path.suffix.lstrip(".") or "png")
 
 
 def write_text(path: Path | str, text: str) -> None:

@@ -12,6 +12,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from lnm_jax.fileio import save_figure
 from lnm_jax.names import BMODE, CEUS
 
 BRANCH_TITLES = {BMODE: "B-mode", CEUS: "CEUS"}
@@ -53,7 +54,7 @@ def patient_figure(path: Path, entry: dict, branches: Sequence[str]) -> None:
     _row(np.atleast_1d(axes), entry, branches)
     fig.suptitle(_title(entry), fontsize=9)
     fig.tight_layout()
-    fig.savefig(path)
+    save_figure(fig, path)
     plt.close(fig)
 
 
@@ -67,5 +68,5 @@ def grid_figure(path: Path, entries: Sequence[dict], branches: Sequence[str], ti
         axes[0][0].text(0.5, 0.5, "no patients", ha="center", va="center")
     fig.suptitle(title, fontsize=11)
     fig.tight_layout()
-    fig.savefig(path)
+    save_figure(fig, path)
     plt.close(fig)

@@ -105,9 +105,10 @@ class RunCheckpoints:
         epoch = meta.get("epoch", number)
         meta = {**meta, DIGEST_KEY: state_digest(state)}
         try:
-            self._managers[kind].save(
-                number, args=ocp.args.Composite(state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta))
-            )
+            with libraries_to_log(self._log):  # a full disk: hundreds of library tracebacks, not on the console
+                self._managers[kind].save(
+                    number, args=ocp.args.Composite(state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta))
+                )
         except Exception as e:
             folder = self.directory(kind)
             for tmp in folder.glob(f"*{TMP_MARK}*"):
