@@ -371,7 +371,7 @@ FIELD_RULES = {
     "pretrain.projection_dim": POSITIVE_INT,
     "pretrain.checkpoint_every_epochs": POSITIVE_INT,
     "pretrain.positives": _one_of("image", "patient"),
-    "eval.bootstrap": POSITIVE_INT,
+    "eval.bootstrap": NON_NEGATIVE_INT,  # 0: DeLong intervals only
     "eval.ci_level": FRACTION,
     "protocol.permutations": NON_NEGATIVE_INT,
     "protocol.threshold": FRACTION,
