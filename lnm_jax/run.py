@@ -352,10 +352,17 @@ class Run:
                     )
                 (split,), save = make_splits(config, cohort), True
         files.root.mkdir(parents=True, exist_ok=True)
-        if save:
-            save_splits(files.splits, [split], **(split_doc or split_document(config, cohort)))
-        write_run_record(config, files)
-        write_csv(files.image_geometry, images.geometry, GEOMETRY_COLUMNS)
+        records = (files.splits, files.config, files.run_info, files.image_geometry)
+        new = [p for p in records if not p.exists()]
+        try:
+            if save:
+                save_splits(files.splits, [split], **(split_doc or split_document(config, cohort)))
+            write_run_record(config, files)
+            write_csv(files.image_geometry, images.geometry, GEOMETRY_COLUMNS)
+        except BaseException:  # a start that cannot record itself (a full disk) leaves none of it
+            for p in new:
+                p.unlink(missing_ok=True)
+            raise
         return cls(config, files.root, cohort, split, resume=resume)
 
     @classmethod

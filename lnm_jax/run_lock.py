@@ -60,7 +60,8 @@ def hold(workdir: Path | str, command: str, *, create: bool = False) -> Iterator
     try:
         if outer:
             owner = {"pid": os.getpid(), "host": socket.gethostname(), "command": command, "since": time.time()}
-            files.lock_owner.write_text(json.dumps(owner))
+            with contextlib.suppress(OSError):  # a note for the next writer's message (a full disk: none)
+                files.lock_owner.write_text(json.dumps(owner))
         yield
     finally:
         if outer:

@@ -15,6 +15,8 @@ from pathlib import Path
 import numpy as np
 from sklearn.model_selection import StratifiedKFold, train_test_split
 
+from lnm_jax.fileio import write_text
+
 SUBSETS = ("train", "val", "test")
 
 
@@ -163,9 +165,7 @@ def save_splits(path: Path, splits: Sequence[Split], *, labels: dict[str, int], 
             for s in splits
         ],
     }
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(doc, indent=1))
-    tmp.replace(path)
+    write_text(path, json.dumps(doc, indent=1))  # atomic; a failed write names the file, leaves no temp
 
 
 def load_splits(path: Path) -> tuple[list[Split], dict]:
