@@ -1,6 +1,7 @@
 """DICOM ultrasound files: header facts, frame-by-frame pixels as [0, 1] RGB, and writing.
 
-Reads Ultrasound (Multi-frame) Image Storage and Secondary Capture files through pydicom:
+Reads ultrasound files (Modality US; Ultrasound (Multi-frame) Image Storage, and Secondary
+Capture when the config accepts it: :func:`check_ultrasound`) through pydicom:
 uncompressed and deflated, RLE (pydicom's own decoder), JPEG baseline/extended and JPEG 2000
 (Pillow, already installed), and JPEG-LS / lossless JPEG / HTJ2K through the optional
 ``[dicom]`` extra (pylibjpeg); a file whose codec is missing fails naming what to install.
@@ -11,6 +12,10 @@ PNG is scaled by 65535: a 12-bit frame's 4095 is white.
 
 A cine is never decoded whole: :func:`read_frame` decodes one frame (pydicom reads only that
 frame's bytes) and :func:`iter_frames` streams them.
+
+A header is checked against its payload where the two can disagree: ``NumberOfFrames``
+against the frames the pixel data holds, a palette's LUT descriptor against its entries
+(:class:`HeaderMismatchError` naming both numbers, or read at the entries' real depth).
 """
 
 from __future__ import annotations
