@@ -20,7 +20,7 @@ import numpy as np
 
 from lnm_jax import names
 from lnm_jax.exported import ONNX, OUTPUTS, PROGRAM, WEIGHTS, load, load_onnx, write_checksums
-from lnm_jax.fileio import atomic_directory
+from lnm_jax.fileio import atomic_directory, guard_output
 from lnm_jax.model_card import input_spec, write_model_card
 from lnm_jax.run import Run
 from lnm_jax.training.checkpoint import DIGEST_KEY
@@ -96,6 +96,7 @@ def export_run(
     returns the metadata with the artefact sizes."""
     if unknown := set(formats) - set(FORMATS):
         raise ValueError(f"unknown export format(s) {sorted(unknown)}, expected some of {list(FORMATS)}")
+    guard_output(out, inputs=[run.workdir])  # a new folder, never inside the run folder it reads
     fn, weights = inference_function(run, checkpoint)
     spec = input_spec(run.config)
     info = {"formats": list(formats), "jax": jax.__version__}

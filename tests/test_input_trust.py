@@ -182,6 +182,21 @@ def test_cine_frame_count_checked_against_pixel_data(tmp_path):
         assert "8 frame(s)" in text and ("missing" in text if nof is None else f"NumberOfFrames is {nof}" in text)
 
 
+def test_frame_time_vector_checked_against_frame_count(tmp_path):
+    from pydicom import dcmread
+
+    frames = np.stack([np.full((12, 16, 3), 20 + 25 * k, np.uint8) for k in range(8)])
+    cine = _cine(tmp_path / "c.dcm", frames, 8)
+    ds = dcmread(cine)
+    ds.FrameTimeVector = [0] + [100] * 6  # 7 entries for 8 frames
+    ds.save_as(cine, enforce_file_format=True)
+    with pytest.raises(dicom.HeaderMismatchError, match="7 entries, the cine holds 8 frames"):
+        dicom.read_header(cine)
+    ds.FrameTimeVector = [0] + [100] * 7
+    ds.save_as(cine, enforce_file_format=True)
+    assert dicom.read_header(cine).frame_times_s[-1] == pytest.approx(0.7)
+
+
 def _palette(path, descriptor_bits: int, lut: np.ndarray):
     ds = _native(dicom.US_IMAGE_STORAGE, RAMP, 1, "PALETTE COLOR")
     for c in ("Red", "Green", "Blue"):

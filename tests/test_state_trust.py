@@ -132,7 +132,10 @@ def test_damaged_checkpoint_is_one_clear_error(triple_run, copy_run):
 def test_export_proves_what_it_is(triple_run, tmp_path):
     from lnm_jax.export import export_run
     from lnm_jax.exported import WEIGHTS, ExportIntegrityError, load
+    from lnm_jax.fileio import OutputPathError
 
+    with pytest.raises(OutputPathError, match="inside the input folder"):
+        export_run(triple_run, triple_run.workdir / "ex")
     md = export_run(triple_run, tmp_path / "ex")
     assert md["export"]["source"]["state_sha256"] and md["export"]["source"]["run"] == str(triple_run.workdir)
     load(tmp_path / "ex")

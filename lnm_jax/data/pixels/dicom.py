@@ -180,7 +180,7 @@ def read_header(path: Path) -> DicomHeader:
         transfer_syntax=f"{syntax.name} ({syntax})" if syntax else "unknown (no file meta)",
         sop_class=ds.SOPClassUID.name if "SOPClassUID" in ds else "",
         regions=tuple(_regions(ds)),
-        frame_times_s=_frame_times(ds, frames),
+        frame_times_s=_frame_times(ds, frames, Path(path)),
         burned_in_annotation=str(ds.get("BurnedInAnnotation", "") or "").strip().upper(),
         phi=phi_present(ds),
         modality=str(ds.get("Modality", "") or "").strip().upper(),
@@ -311,14 +311,21 @@ def _regions(ds) -> Iterator[ScanRegion]:
         yield ScanRegion(box, int(r.get("RegionSpatialFormat", 0)), int(r.get("RegionDataType", 0)), spacing)
 
 
-def _frame_times(ds, frames: int) -> tuple[float, ...] | None:
+def _frame_times(ds, frames: int, path: Path | None = None) -> tuple[float, ...] | None:
     """Seconds from the first frame: FrameTimeVector (ms between frames), FrameTime (ms per
-    frame) or CineRate (frames/s), in that order; None for a still or when none is given."""
+    frame) or CineRate (frames/s), in that order; None for a still or when none is given.
+    A FrameTimeVector whose length is not the frame count is a header that disagrees with its
+    pixel data: :class:`HeaderMismatchError` naming both numbers."""
     if frames < 2:
         return None
     vector = ds.get("FrameTimeVector")
-    if vector is not None and len(vector) == frames:
-        times = np.cumsum([0.0] + [float(v) for v in list(vector)[1:]]) / 1000.0
+    if vector is not None:
+        vector = [float(v) for v in np.atleast_1d(np.asarray(vector, dtype=object))]
+        if len(vector) != frames:
+            raise HeaderMismatchError(
+                f"{path}: FrameTimeVector has {len(vector)} entries, the cine holds {frames} frames"
+            )
+        times = np.cumsum([0.0] + vector[1:]) / 1000.0
     elif ds.get("FrameTime"):
         times = np.arange(frames) * float(ds.FrameTime) / 1000.0
     elif ds.get("CineRate"):
