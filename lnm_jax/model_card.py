@@ -20,6 +20,7 @@ from lnm_jax.exported import METADATA, MODEL_CARD
 from lnm_jax.fileio import write_text
 from lnm_jax.preflight import availability_patterns
 from lnm_jax.run import Run
+from lnm_jax.training.checkpoint import DIGEST_KEY
 
 PAPER = (
     "Guang et al., A model for predicting lymph node metastasis of thyroid carcinoma: a multimodality "
@@ -52,16 +53,24 @@ def input_spec(config) -> dict[str, dict]:
     return spec
 
 
-def _evaluation(run: Run, checkpoint: str) -> dict | None:
+def _evaluation(run: Run, checkpoint: str, meta: dict) -> dict | None:
+    """``evaluate``'s metrics of this checkpoint, or None when there are none or they were
+    computed for another state of it (training resumed since): stale numbers never reach a card."""
     path = run.files.evaluation(checkpoint) / F.METRICS
-    return json.loads(path.read_text()) if path.is_file() else None
+    if not path.is_file():
+        return None
+    doc = json.loads(path.read_text())
+    stored = doc.get(DIGEST_KEY)
+    if doc.get("epoch") != meta.get("epoch") or (stored is not None and stored != meta.get(DIGEST_KEY)):
+        return None
+    return doc
 
 
 def metadata(run: Run, checkpoint: str = "best", evaluation: dict | None = None) -> dict:
     """The machine-readable description of ``run``'s ``checkpoint``."""
     config = run.config
     state, meta = run.restore(checkpoint)
-    evaluation = evaluation or _evaluation(run, checkpoint)
+    evaluation = evaluation or _evaluation(run, checkpoint, meta)
     labels = [p.lnm for p in run.cohort.patients if p.lnm is not None]
     temperature = run.temperature(checkpoint)
     metrics = {}

@@ -50,6 +50,7 @@ def evaluate(run: Run, *, checkpoint: str = "best", subsets=("val", "test"), out
         "youden_threshold_from_val": youden,
         "temperature_from_val": temperature,
         "temperature_at_bound": C.at_bound(temperature),
+        DIGEST_KEY: meta.get(DIGEST_KEY),  # the checkpoint state these metrics are of
         "splits": {},
     }
     rows, curves, reliability = [], {}, {}
