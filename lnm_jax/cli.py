@@ -37,6 +37,8 @@ import os
 import sys
 from pathlib import Path
 
+from lnm_jax import names
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
@@ -92,10 +94,6 @@ def cmd_synth(argv: list[str]) -> int:
 
 
 def cmd_validate(argv: list[str]) -> int:
-    from lnm_jax.data.cohorts.manifest import read_manifest
-    from lnm_jax.data.cohorts.survey import survey
-    from lnm_jax.data.pixels.sources import Framing
-    from lnm_jax.preflight import report
 
     p = argparse.ArgumentParser(
         prog="lnm-jax validate",
@@ -107,8 +105,17 @@ def cmd_validate(argv: list[str]) -> int:
     model = p.add_mutually_exclusive_group()
     model.add_argument("--workdir", type=Path, help="check against this trained run's model")
     model.add_argument("--config", type=Path, help="check against this config file's model and split")
-    a = p.parse_args(argv)
-    config = _config_for_validate(a)
+    p.epilog = "--config.FIELD=VALUE overrides a field of that config (or of the built-in one), as train takes it"
+    a, rest = p.parse_known_args(argv)
+    overrides = [x for x in rest if x.startswith("--config.")]
+    if unknown := [x for x in rest if not x.startswith("--config.")]:
+        p.error(f"unrecognized arguments: {' '.join(unknown)}")
+    from lnm_jax.data.cohorts.manifest import read_manifest
+    from lnm_jax.data.cohorts.survey import survey
+    from lnm_jax.data.pixels.sources import Framing
+    from lnm_jax.preflight import report
+
+    config = apply_overrides(_config_for_validate(a), overrides)
     cohort = read_manifest(
         a.manifest,
         require_labels=not a.no_labels,
@@ -116,13 +123,39 @@ def cmd_validate(argv: list[str]) -> int:
         ceus_region=config.data.get("ceus_region", "auto"),
         accept_secondary_capture=bool(config.data.get("accept_secondary_capture", False)),
     )
-    lines, problems = report(cohort, config, labelled=not a.no_labels, model=bool(a.workdir or a.config))
+    lines, problems = report(cohort, config, labelled=not a.no_labels, model=bool(a.workdir or a.config or overrides))
     images = survey(cohort, Framing.from_config(config.data))
     print("\n".join([cohort.describe(), *images.lines, *lines]))
     problems = [*images.problems, *problems]
     if problems:
         raise ValueError(f"{a.manifest} cannot be used as configured: " + " | ".join(problems))
     return 0
+
+
+def apply_overrides(config, overrides: list[str]):
+    """``config`` with ``--config.a.b=VALUE`` overrides applied (VALUE as a Python literal,
+    else a string; the field's type is kept: a wrong type or an unknown field is one line)."""
+    import ast
+
+    if problems := _override_problems(overrides, config):
+        raise UsageError(" | ".join(problems))
+    for arg in overrides:
+        key, sep, text = arg.removeprefix("--config.").partition("=")
+        if not sep:
+            raise UsageError(f"--config.{key}: give a value, --config.{key}=VALUE")
+        try:
+            value = ast.literal_eval(text)
+        except (ValueError, SyntaxError):
+            value = text
+        *path, leaf = key.split(".")
+        node = config
+        for part in path:
+            node = node[part]
+        try:
+            node[leaf] = value
+        except (TypeError, ValueError) as e:
+            raise UsageError(f"--config.{key}={text}: {e}") from None
+    return config
 
 
 def _config_for_validate(a):
@@ -183,8 +216,6 @@ def _override_problems(argv: list[str], config) -> list[str]:
 
 
 def cmd_norm_stats(argv: list[str]) -> int:
-    from lnm_jax.data.loaders.loader import manifest_norm_stats
-    from lnm_jax.data.pixels.sources import Framing
 
     p = argparse.ArgumentParser(prog="lnm-jax norm-stats", description="Per-modality mean/std of the training split.")
     p.add_argument("--manifest", required=True, type=Path)
@@ -195,6 +226,9 @@ def cmd_norm_stats(argv: list[str]) -> int:
     p.add_argument("--ceus-region", default="auto", help="config data.ceus_region")
     p.add_argument("--overwrite", action="store_true", help=OVERWRITE_HELP)
     a = p.parse_args(argv)
+    from lnm_jax.data.loaders.loader import manifest_norm_stats
+    from lnm_jax.data.pixels.sources import Framing
+
     framing = Framing(a.field_of_view_mm, a.ceus_region)
     manifest_norm_stats(
         a.manifest, image_size=a.image_size, seed=a.seed, out=a.out, framing=framing, overwrite=a.overwrite
@@ -205,12 +239,70 @@ def cmd_norm_stats(argv: list[str]) -> int:
 # ------------------------------------------------------------------- config-driven commands
 
 
+# The config fields people change most, shown by --help of every config-taking command.
+COMMON_FIELDS = (
+    ("modalities", "inputs: us_lnm | bmode | ceus | dual | triple, or a comma list such as bmode,us_lnm"),
+    ("data.manifest", "cohort manifest CSV; empty: the embedded synthetic cohort"),
+    ("data.image_size", "side of the square each image is resized to, in pixels"),
+    ("train.epochs", "training epochs"),
+    ("train.learning_rate", "Adam's learning rate"),
+    ("model.backbone", "resnet18 | resnet34 | resnet50 | vgg11 | inception_v3 ..."),
+    ("model.init_from", "a pretrained backbone (lnm-jax convert-weights or pretrain)"),
+    ("model.fusion", "concat (the paper's head) | late (per-input heads, for small cohorts)"),
+)
+DESCRIPTIONS = {
+    "train": "Train a model (the paper's triple ResNet-50 by default) in a run folder.",
+    "pretrain": "Self-supervised (SimCLR) backbones from the manifests' images, for model.init_from.",
+    "reproduce": "The paper's protocol: Tables 1-3 and the figures, in one folder.",
+    "demo": "Synthesise the embedded cohort, train configs/demo.py on it and evaluate.",
+}
+
+
+def config_help(name: str, default_factory, fv) -> str:
+    """``--help`` of a config-taking command: its flags, the config fields people change most
+    (with the defaults of the config it starts from) and where the rest are."""
+    from lnm_jax.config import config_keys
+
+    config = default_factory()
+    lines = [
+        f"usage: lnm-jax {name} --workdir W [--config FILE] [--config.FIELD=VALUE ...] [options]",
+        "",
+        DESCRIPTIONS.get(name, ""),
+        "",
+        "options:",
+        "  --workdir W            the run folder (required)",
+        "  --config FILE          a config file (configs/*.py: get_config()); default: the built-in one",
+        "  --config.FIELD=VALUE   override one field, e.g. --config.train.epochs=3",
+    ]
+    for flag in sorted(set(fv) - {"workdir", "config"}):
+        lines.append(f"  --{flag:<20} {fv[flag].help}")
+    lines += ["", "config fields people change most (default of this command's config):"]
+    for field, what in COMMON_FIELDS:
+        node = config
+        for part in field.split("."):
+            node = node[part]
+        lines.append(f"  {field:<22} {what} [{node!r}]")
+    lines += [
+        "",
+        f"all {len(config_keys(config))} fields: lnm_jax/config.py; experiments as files: configs/ "
+        "(paper_*.py, demo.py, small_cohort.py, reproduce_*.py)",
+    ]
+    return "\n".join(lines)
+
+
 def parse_config_command(name: str, argv: list[str], default_factory, extra=None) -> tuple:
-    """absl flags + ml_collections config flags for one sub-command: ``(config, flag values)``."""
+    """absl flags + ml_collections config flags for one sub-command: ``(config, flag values)``.
+    ``-h``/``--help`` prints :func:`config_help` and exits 0."""
     from absl import flags
     from ml_collections import config_flags
 
     fv = flags.FlagValues()
+    if "-h" in argv or "--help" in argv:
+        flags.DEFINE_string("workdir", None, "run folder", flag_values=fv)
+        if extra is not None:
+            extra(flags, fv)
+        print(config_help(name, default_factory, fv))
+        raise SystemExit(0)
     full = [f"lnm-jax {name}"] + argv  # config_flags reads overrides from this argv
     file = _config_file_arg(argv)
     base = default_factory() if file is None else load_config_file(file)  # a broken file: one line
@@ -244,9 +336,7 @@ def _config_file_arg(argv: list[str]) -> Path | None:
 
 def cmd_train(argv: list[str]) -> int:
     from lnm_jax.config import base_config
-    from lnm_jax.run import Run, load_config
     from lnm_jax.run_files import RunFiles
-    from lnm_jax.training.loop import train
 
     pre = argparse.ArgumentParser(add_help=False)
     pre.add_argument("--workdir")
@@ -259,7 +349,11 @@ def cmd_train(argv: list[str]) -> int:
             "drop --resume to start a new one"
         )
     if known.resume and known.workdir:
-        default = lambda: load_config(known.workdir)  # noqa: E731  resume: the run's own config
+
+        def default():  # resume: the run's own config
+            from lnm_jax.run import load_config
+
+            return load_config(known.workdir)
 
     def extra(flags, fv):
         flags.DEFINE_bool("resume", False, "continue from the latest checkpoint", flag_values=fv)
@@ -273,6 +367,9 @@ def cmd_train(argv: list[str]) -> int:
         )
 
     config, fv = parse_config_command("train", argv, default, extra)
+    from lnm_jax.run import Run
+    from lnm_jax.training.loop import train
+
     if fv.distributed:
         from lnm_jax.training.sharding import initialize
 
@@ -285,7 +382,6 @@ def cmd_train(argv: list[str]) -> int:
 
 def cmd_pretrain(argv: list[str]) -> int:
     from lnm_jax.config import small_cohort_config
-    from lnm_jax.pretraining.pretrain import backbone_dir, groups, pretrain, probe_lines
 
     def extra(flags, fv):
         flags.DEFINE_multi_string(
@@ -299,6 +395,8 @@ def cmd_pretrain(argv: list[str]) -> int:
         flags.DEFINE_bool("resume", False, "continue from the last finished epoch's checkpoint", flag_values=fv)
 
     config, fv = parse_config_command("pretrain", argv, small_cohort_config, extra)
+    from lnm_jax.pretraining.pretrain import backbone_dir, groups, pretrain, probe_lines
+
     if not fv.manifest:
         raise UsageError("--manifest is required (repeat it for more manifests)")
     with hold(fv.workdir, "pretrain", create=True):
@@ -311,8 +409,6 @@ def cmd_pretrain(argv: list[str]) -> int:
 
 
 def cmd_evaluate(argv: list[str]) -> int:
-    from lnm_jax.evaluation.evaluate import evaluate, evaluation_lines
-    from lnm_jax.run import Run
 
     p = argparse.ArgumentParser(prog="lnm-jax evaluate", description="Evaluate a run's checkpoint.")
     p.add_argument("--workdir", required=True, type=Path)
@@ -320,6 +416,9 @@ def cmd_evaluate(argv: list[str]) -> int:
     p.add_argument("--splits", default="val,test", help="comma list of train,val,test")
     p.add_argument("--out", type=Path)
     a = p.parse_args(argv)
+    from lnm_jax.evaluation.evaluate import evaluate, evaluation_lines
+    from lnm_jax.run import Run
+
     with hold(a.workdir, "evaluate"):
         res = evaluate(Run.open(a.workdir), checkpoint=a.checkpoint, subsets=tuple(a.splits.split(",")), out=a.out)
     print(evaluation_lines(res))
@@ -327,18 +426,17 @@ def cmd_evaluate(argv: list[str]) -> int:
 
 
 def _pattern_run(item: str):
-    from lnm_jax.evaluation.availability import PATTERNS
     from lnm_jax.run import Run
 
     name, sep, folder = item.partition("=")
-    if not sep or name not in PATTERNS:
-        raise UsageError(f"--dedicated wants PATTERN=RUN with PATTERN in {sorted(PATTERNS)}, got {item!r}")
+    if not sep or name not in names.AVAILABILITY_PATTERNS:
+        raise UsageError(
+            f"--dedicated wants PATTERN=RUN with PATTERN in {sorted(names.AVAILABILITY_PATTERNS)}, got {item!r}"
+        )
     return name, Run.open(folder)
 
 
 def cmd_availability(argv: list[str]) -> int:
-    from lnm_jax.evaluation.availability import PATTERNS, availability_table, evaluate_availability
-    from lnm_jax.run import Run
 
     p = argparse.ArgumentParser(
         prog="lnm-jax availability", description="Metrics of a missing-input run per availability pattern."
@@ -351,10 +449,13 @@ def cmd_availability(argv: list[str]) -> int:
         action="append",
         default=[],
         metavar="PATTERN=RUN",
-        help=f"a run trained on that pattern's inputs alone; PATTERN in {sorted(PATTERNS)}",
+        help=f"a run trained on that pattern's inputs alone; PATTERN in {sorted(names.AVAILABILITY_PATTERNS)}",
     )
     p.add_argument("--out", type=Path)
     a = p.parse_args(argv)
+    from lnm_jax.evaluation.availability import availability_table, evaluate_availability
+    from lnm_jax.run import Run
+
     with hold(a.workdir, "availability"):
         res = evaluate_availability(
             Run.open(a.workdir),
@@ -369,8 +470,6 @@ def cmd_availability(argv: list[str]) -> int:
 
 
 def cmd_predict(argv: list[str]) -> int:
-    from lnm_jax.evaluation.evaluate import predict_exported, predict_manifest
-    from lnm_jax.run import Run
 
     p = argparse.ArgumentParser(prog="lnm-jax predict", description="P(LNM) for new patients.")
     model = p.add_mutually_exclusive_group(required=True)
@@ -386,6 +485,9 @@ def cmd_predict(argv: list[str]) -> int:
     )
     p.add_argument("--overwrite", action="store_true", help=OVERWRITE_HELP)
     a = p.parse_args(argv)
+    from lnm_jax.evaluation.evaluate import predict_exported, predict_manifest
+    from lnm_jax.run import Run
+
     if a.exported:
         out = predict_exported(
             a.exported, a.manifest, a.out, zero_fill_missing=a.zero_fill_missing, overwrite=a.overwrite
@@ -404,30 +506,30 @@ def cmd_predict(argv: list[str]) -> int:
 
 
 def cmd_gradcam(argv: list[str]) -> int:
-    from lnm_jax.explain.gradcam import METHODS, TARGETS
-    from lnm_jax.explain.heatmaps import gradcam
-    from lnm_jax.run import Run
 
     p = argparse.ArgumentParser(prog="lnm-jax gradcam", description="Grad-CAM heatmaps of both image branches.")
     p.add_argument("--workdir", required=True, type=Path)
     p.add_argument("--split", default="test", choices=("train", "val", "test"))
     p.add_argument("--out", type=Path, help="default: WORKDIR/gradcam_SPLIT")
     p.add_argument("--checkpoint", choices=("best", "latest"), default="best")
-    p.add_argument("--method", choices=METHODS, default="gradcam")
+    p.add_argument("--method", choices=names.CAM_METHODS, default="gradcam")
     p.add_argument(
         "--layer",
         default="auto",
-        choices=("auto", "stem", "stage1", "stage2", "stage3", "stage4"),
+        choices=("auto", *names.CAM_LAYERS),
         help="auto: the deepest stage whose map is at least 7x7 at the run's image size",
     )
     p.add_argument(
         "--target",
-        choices=sorted(TARGETS),
+        choices=names.CAM_TARGETS,
         default="lnm",
         help="lnm: evidence for LNM (the logit); no_lnm: against it (minus the logit)",
     )
     p.add_argument("--threshold", type=float, default=0.5, help="for correct/incorrect")
     a = p.parse_args(argv)
+    from lnm_jax.explain.heatmaps import gradcam
+    from lnm_jax.run import Run
+
     with hold(a.workdir, "gradcam"):
         res = gradcam(
             Run.open(a.workdir),
@@ -450,8 +552,6 @@ def cmd_gradcam(argv: list[str]) -> int:
 
 
 def cmd_export(argv: list[str]) -> int:
-    from lnm_jax.export import FORMATS, PLATFORMS, export_run
-    from lnm_jax.run import Run
 
     p = argparse.ArgumentParser(
         prog="lnm-jax export",
@@ -461,9 +561,14 @@ def cmd_export(argv: list[str]) -> int:
     p.add_argument("--workdir", required=True, type=Path)
     p.add_argument("--checkpoint", choices=("best", "latest"), default="best")
     p.add_argument("--out", required=True, type=Path, help="a new folder")
-    p.add_argument("--format", default="stablehlo", help=f"comma list of {','.join(FORMATS)} (onnx: the onnx extra)")
-    p.add_argument("--platforms", default=",".join(PLATFORMS), help="comma list of jax.export platforms")
+    p.add_argument(
+        "--format", default="stablehlo", help=f"comma list of {','.join(names.EXPORT_FORMATS)} (onnx: the onnx extra)"
+    )
+    p.add_argument("--platforms", default=",".join(names.EXPORT_PLATFORMS), help="comma list of jax.export platforms")
     a = p.parse_args(argv)
+    from lnm_jax.export import export_run
+    from lnm_jax.run import Run
+
     with hold(a.workdir, "export"):  # no checkpoint replaced while it is read
         md = export_run(
             Run.open(a.workdir),
@@ -478,7 +583,6 @@ def cmd_export(argv: list[str]) -> int:
 
 
 def cmd_convert_weights(argv: list[str]) -> int:
-    from lnm_jax.weights.io import convert_weights
 
     p = argparse.ArgumentParser(
         prog="lnm-jax convert-weights",
@@ -495,6 +599,8 @@ def cmd_convert_weights(argv: list[str]) -> int:
     p.add_argument("--out", required=True, type=Path)
     p.add_argument("--arch", default="resnet50", choices=("resnet18", "resnet34", "resnet50"))
     a = p.parse_args(argv)
+    from lnm_jax.weights.io import convert_weights
+
     meta = convert_weights(a.source, a.path, a.out, arch=a.arch)
     print(
         f"wrote {meta['arch']} ({meta['variant']}) backbone to {a.out}; use it with "
@@ -505,7 +611,6 @@ def cmd_convert_weights(argv: list[str]) -> int:
 
 def cmd_reproduce(argv: list[str]) -> int:
     from lnm_jax.config import base_config
-    from lnm_jax.protocol.reproduce import reproduce, table3_lines
 
     def extra(flags, fv):
         flags.DEFINE_string(
@@ -517,6 +622,8 @@ def cmd_reproduce(argv: list[str]) -> int:
         flags.DEFINE_integer("folds", None, "K-fold cross-validation instead of one split", flag_values=fv)
 
     config, fv = parse_config_command("reproduce", argv, base_config, extra)
+    from lnm_jax.protocol.reproduce import reproduce, table3_lines
+
     if fv.manifest:
         config.data.manifest = str(Path(fv.manifest).resolve())
     if fv.folds is not None:
@@ -529,7 +636,6 @@ def cmd_reproduce(argv: list[str]) -> int:
 
 
 def cmd_convert_busbra(argv: list[str]) -> int:
-    from lnm_jax.data.cohorts.busbra import convert_busbra
 
     p = argparse.ArgumentParser(
         prog="lnm-jax convert-busbra", description="BUS-BRA (Images/, bus_data.csv) -> cohort manifest."
@@ -538,13 +644,14 @@ def cmd_convert_busbra(argv: list[str]) -> int:
     p.add_argument("--out", required=True, type=Path, help="manifest CSV to write")
     p.add_argument("--overwrite", action="store_true", help=OVERWRITE_HELP)
     a = p.parse_args(argv)
+    from lnm_jax.data.cohorts.busbra import convert_busbra
+
     summary = convert_busbra(a.src, a.out, overwrite=a.overwrite)
     print(f"wrote {a.out}: " + ", ".join(f"{k} {v}" for k, v in summary.items()))
     return 0
 
 
 def cmd_deidentify(argv: list[str]) -> int:
-    from lnm_jax.data.privacy.deidentify import deidentify
 
     p = argparse.ArgumentParser(
         prog="lnm-jax deidentify",
@@ -558,6 +665,8 @@ def cmd_deidentify(argv: list[str]) -> int:
     p.add_argument("--keep-columns", default="", help="metadata columns to keep (comma-separated); default none")
     p.add_argument("--ceus-region", default="auto", help="a CEUS dual display's contrast side: auto|left|right")
     a = p.parse_args(argv)
+    from lnm_jax.data.privacy.deidentify import deidentify
+
     keep = tuple(c.strip() for c in a.keep_columns.split(",") if c.strip())
     report = deidentify(a.manifest, a.out, a.mapping, keep_columns=keep, ceus_region=a.ceus_region)
     print("\n".join(report.lines()))
@@ -566,9 +675,10 @@ def cmd_deidentify(argv: list[str]) -> int:
 
 def cmd_demo(argv: list[str]) -> int:
     from lnm_jax.config import demo_config
-    from lnm_jax.demo import demo
 
     config, fv = parse_config_command("demo", argv, demo_config)
+    from lnm_jax.demo import demo
+
     with hold(fv.workdir, "demo", create=True):
         print(demo(config, fv.workdir))
     return 0

@@ -26,8 +26,8 @@ from lnm_jax.run import Run
 from lnm_jax.training.checkpoint import DIGEST_KEY
 from lnm_jax.training.steps import inference_variables
 
-PLATFORMS = ("cpu", "cuda")
-FORMATS = ("stablehlo", "onnx")
+PLATFORMS = names.EXPORT_PLATFORMS
+FORMATS = names.EXPORT_FORMATS
 ONNX_OPSET = 23  # jax2onnx 0.17's default; onnxruntime >= 1.20 runs it
 ONNX_PROVIDERS = ("CPUExecutionProvider",)  # what the parity tests run; CUDA's provider takes the same file
 

@@ -51,6 +51,22 @@ AVAILABILITY_KEYS = tuple(has(m) for m in INPUTS)
 # What a jitted step consumes of a batch (patient ids stay on the host).
 STEP_KEYS = INPUTS + AVAILABILITY_KEYS + (LABEL, VALID)
 
+# Names the command line offers before it imports the modules that use them (a fast --help).
+CAM_METHODS = ("gradcam", "hirescam", "gradcam++")  # lnm_jax.explain.gradcam
+CAM_TARGETS = ("lnm", "no_lnm")  # evidence for LNM (the logit) or against it (minus the logit)
+CAM_LAYERS = ("stem", "stage1", "stage2", "stage3", "stage4")  # the backbones' hooked maps, shallow to deep
+EXPORT_FORMATS = ("stablehlo", "onnx")  # lnm_jax.export
+EXPORT_PLATFORMS = ("cpu", "cuda")
+# lnm_jax.evaluation.availability: pattern -> the inputs it withholds
+AVAILABILITY_PATTERNS = {
+    "all": (),
+    "no_ceus": (CEUS,),
+    "no_flag": (US_LNM,),
+    "bmode_only": (CEUS, US_LNM),
+    "no_bmode": (BMODE,),
+    "ceus_only": (BMODE, US_LNM),
+}
+
 
 def parse_modalities(spec) -> tuple[str, ...]:
     """'triple' | 'bmode,ceus' | ('bmode', 'ceus') -> the canonical ordered tuple."""

@@ -54,6 +54,14 @@ def refuse_missing(cohort: Cohort, inputs, model: str, opt_in: str) -> None:
         f"{i} missing for {len(ids)} ({', '.join(ids[:SHOW])}{', ...' if len(ids) > SHOW else ''})"
         for i, ids in missing.items()
     ]
+    absent = [i for i, ids in missing.items() if len(ids) == len(cohort.patients)]
+    present = [i for i in inputs if i not in absent]
+    if absent and present:  # an input no patient has: a model of the others, not a missing-input one
+        raise MissingInputsError(
+            f"{cohort.path}: {' and '.join(absent)} missing for every patient; train a model of what the cohort "
+            f"has with --config.modalities={','.join(present)} (the model ({model}) takes {', '.join(inputs)}), "
+            f"or opt in to feeding zeros with {opt_in}"
+        )
     raise MissingInputsError(
         f"{cohort.path}: {'; '.join(parts)}; the model ({model}) was not trained for missing inputs. "
         f"Train one with --config.model.missing_inputs=True, or opt in to feeding zeros with {opt_in}"

@@ -23,14 +23,7 @@ from lnm_jax.fileio import write_text
 from lnm_jax.run import Run
 
 # name -> inputs withheld
-PATTERNS = {
-    "all": (),
-    "no_ceus": (names.CEUS,),
-    "no_flag": (names.US_LNM,),
-    "bmode_only": (names.CEUS, names.US_LNM),
-    "no_bmode": (names.BMODE,),
-    "ceus_only": (names.BMODE, names.US_LNM),
-}
+PATTERNS = names.AVAILABILITY_PATTERNS
 LABELS = {
     "all": "all three",
     "no_ceus": "no CEUS",

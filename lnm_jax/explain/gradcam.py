@@ -24,13 +24,13 @@ import jax.numpy as jnp
 
 from lnm_jax import names
 
-METHODS = ("gradcam", "hirescam", "gradcam++")
-LAYERS = ("stem", "stage1", "stage2", "stage3", "stage4")  # shallow to deep
+METHODS = names.CAM_METHODS
+LAYERS = names.CAM_LAYERS  # shallow to deep
 AUTO_LAYER = "auto"
 # A map this small cannot place anything (at 1x1 every Grad-CAM is exactly 0 after scaling);
 # the automatic choice wants the field's usual 7x7 (ResNet-50's stage4 at 224 px).
 MIN_MAP, AUTO_MIN_MAP = 4, 7
-TARGETS = {"lnm": 1.0, "no_lnm": -1.0}
+TARGETS = dict(zip(names.CAM_TARGETS, (1.0, -1.0)))  # the sign of the logit each explains
 IMAGE_BRANCHES = names.IMAGE_INPUTS
 EPS = 1e-7
 

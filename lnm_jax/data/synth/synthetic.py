@@ -35,7 +35,6 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
-from scipy import ndimage, special
 
 from lnm_jax.data.cohorts.manifest import write_manifest
 from lnm_jax.data.pixels.dicom import COMPRESSIONS
@@ -88,6 +87,8 @@ class SynthParams:
 
 
 def _phi(x):
+    from scipy import special  # noqa: PLC0415  (lazy: lnm-jax synth --help stays fast)
+
     return 0.5 * (1.0 + special.erf(np.asarray(x) / math.sqrt(2.0)))
 
 
@@ -180,6 +181,8 @@ def read_truth(cohort_dir: Path | str) -> dict[str, np.ndarray]:
 
 def _smooth_noise(rng, size: int, sigma: float) -> np.ndarray:
     """Zero-mean, unit-std low-frequency field."""
+    from scipy import ndimage  # noqa: PLC0415  (lazy: lnm-jax synth --help stays fast)
+
     f = ndimage.gaussian_filter(rng.standard_normal((size, size)), sigma, mode="wrap")
     return (f - f.mean()) / (f.std() + 1e-8)
 
@@ -199,6 +202,8 @@ def _nodule_geometry(rng, size: int) -> dict:
 
 def _nodule_field(geom: dict, size: int, irregularity: float):
     """Returns (rho / boundary radius, soft inside-mask) on the pixel grid."""
+    from scipy import special  # noqa: PLC0415  (lazy: lnm-jax synth --help stays fast)
+
     yy, xx = np.mgrid[0:size, 0:size].astype(np.float64)
     dx, dy = xx - geom["cx"], yy - geom["cy"]
     c, s = math.cos(geom["angle"]), math.sin(geom["angle"])
@@ -215,6 +220,8 @@ def _nodule_field(geom: dict, size: int, irregularity: float):
 
 def render_bmode(u: float, geom: dict, rng, size: int) -> np.ndarray:
     """Grayscale B-mode (uint8 HxW): darker, more irregular, more calcified nodule as u grows."""
+    from scipy import ndimage  # noqa: PLC0415  (lazy: lnm-jax synth --help stays fast)
+
     depth = np.linspace(0.0, 1.0, size)[:, None]
     tissue = 0.55 * (1.0 - 0.35 * depth) * (1.0 + 0.12 * _smooth_noise(rng, size, size / 16))
     tissue[: max(2, size // 25)] *= 1.6  # skin / strap-muscle interface
@@ -247,6 +254,8 @@ def _ceus_fields(u: float, geom: dict, rng, size: int):
 
 def _ceus_frame(intensity: np.ndarray, rng) -> np.ndarray:
     """Microbubble speckle and the contrast tint -> uint8 HxWx3."""
+    from scipy import ndimage  # noqa: PLC0415  (lazy: lnm-jax synth --help stays fast)
+
     size = intensity.shape[0]
     bubbles = ndimage.gaussian_filter(rng.gamma(4.0, 0.25, size=(size, size)), 0.7)
     intensity = np.clip(intensity * bubbles / bubbles.mean(), 0.0, 1.0)

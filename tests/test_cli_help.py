@@ -1,0 +1,43 @@
+"""Every command of the table answers --help / -h, fast: without importing JAX, Flax, orbax,
+grain or TensorFlow (the imports that make a command take seconds to start), and config-taking
+commands list the fields people change most (issue 29)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from support import cpu_env
+
+from lnm_jax.cli import COMMANDS
+
+SCRIPT = r"""
+import contextlib, io, json, sys
+from lnm_jax.cli import COMMANDS, main
+out = {}
+for name in COMMANDS:
+    for flag in ("--help", "-h"):
+        buf = io.StringIO()
+        with contextlib.redirect_stdout(buf):
+            rc = main([name, flag])
+        out[f"{name} {flag}"] = {"rc": rc, "text": buf.getvalue()}
+HEAVY = {"jax", "flax", "orbax", "grain", "tensorflow", "torch", "scipy"}
+heavy = sorted({m.split(".")[0] for m in sys.modules} & HEAVY)
+print(json.dumps({"help": out, "heavy": heavy}))
+"""
+
+
+def test_every_command_answers_help_without_heavy_imports():
+    done = subprocess.run([sys.executable, "-c", SCRIPT], capture_output=True, text=True, env=cpu_env(), timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    res = json.loads(done.stdout.strip().splitlines()[-1])
+    assert res["heavy"] == [], f"--help imported {res['heavy']}"
+    assert set(res["help"]) == {f"{n} {f}" for n in COMMANDS for f in ("--help", "-h")}
+    for key, r in res["help"].items():
+        assert r["rc"] == 0 and "usage: lnm-jax" in r["text"], (key, r)
+    for name in ("train", "pretrain", "reproduce", "demo"):
+        text = res["help"][f"{name} --help"]["text"]
+        for field in ("modalities", "data.manifest", "data.image_size", "train.epochs", "model.init_from"):
+            assert field in text, (name, field)
+        assert "configs/" in text
