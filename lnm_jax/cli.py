@@ -31,6 +31,7 @@ the command line shows the traceback instead.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import errno
 import os
@@ -191,8 +192,9 @@ def load_config_file(path: Path | str):
 
 
 def _override_problems(argv: list[str], config) -> list[str]:
-    """One line per ``--config.a.b=v`` override whose key ``config`` lacks, with the closest
-    valid names."""
+    """One line per ``--config.a.b=v`` override whose key ``config`` lacks (with the closest
+    valid names: by spelling, or by initials as ``lr`` for ``learning_rate``), or that names a
+    group of fields rather than one."""
     import difflib
 
     from lnm_jax.config import config_keys
@@ -203,13 +205,19 @@ def _override_problems(argv: list[str], config) -> list[str]:
         if not arg.startswith("--config."):
             continue
         key = arg.removeprefix("--config.").split("=", 1)[0]
-        node = config
+        node, found = config, True
         for part in key.split("."):
-            node = node.get(part) if hasattr(node, "get") else None
-            if node is None:
+            if not hasattr(node, "keys") or part not in node:
+                found = False
                 break
-        if node is None and key not in keys:
-            near = difflib.get_close_matches(key, keys, n=3, cutoff=0.6)
+            node = node[part]
+        if found and hasattr(node, "keys") and "=" in arg:
+            out.append(f"--config.{key} is a group of fields, not a field: set one, e.g. --config.{key}.FIELD=VALUE")
+        elif not found:
+            section, _, leaf = key.rpartition(".")
+            siblings = [k for k in keys if k.rpartition(".")[0] == section]
+            initials = [k for k in siblings if "".join(w[0] for w in k.rpartition(".")[2].split("_")) == leaf]
+            near = list(dict.fromkeys(initials + difflib.get_close_matches(key, keys, n=3, cutoff=0.6)))[:3]
             hint = f"; did you mean {', '.join(near)}?" if near else "; see configs/ and lnm_jax/config.py"
             out.append(f"--config.{key}: no such config field{hint}")
     return out
@@ -530,7 +538,8 @@ def cmd_gradcam(argv: list[str]) -> int:
     from lnm_jax.explain.heatmaps import gradcam
     from lnm_jax.run import Run
 
-    with hold(a.workdir, "gradcam"):
+    writes_run = a.out is None or a.out.resolve().is_relative_to(a.workdir.resolve())
+    with hold(a.workdir, "gradcam") if writes_run else contextlib.nullcontext():  # a reader elsewhere: no lock
         res = gradcam(
             Run.open(a.workdir),
             split=a.split,
@@ -569,14 +578,14 @@ def cmd_export(argv: list[str]) -> int:
     from lnm_jax.export import export_run
     from lnm_jax.run import Run
 
-    with hold(a.workdir, "export"):  # no checkpoint replaced while it is read
-        md = export_run(
-            Run.open(a.workdir),
-            a.out,
-            checkpoint=a.checkpoint,
-            platforms=tuple(a.platforms.split(",")),
-            formats=tuple(a.format.split(",")),
-        )
+    # a reader (export writes elsewhere): no lock; orbax commits a checkpoint by a rename
+    md = export_run(
+        Run.open(a.workdir),
+        a.out,
+        checkpoint=a.checkpoint,
+        platforms=tuple(a.platforms.split(",")),
+        formats=tuple(a.format.split(",")),
+    )
     sizes = ", ".join(f"{k} {v / 1e6:.2f} MB" for k, v in md["export"]["bytes"].items())
     print(f"exported {md['name']} ({md['architecture']['parameters']:,} parameters) to {a.out}: {sizes}")
     return 0

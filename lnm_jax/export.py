@@ -96,7 +96,8 @@ def export_run(
     returns the metadata with the artefact sizes."""
     if unknown := set(formats) - set(FORMATS):
         raise ValueError(f"unknown export format(s) {sorted(unknown)}, expected some of {list(FORMATS)}")
-    guard_output(out, inputs=[run.workdir])  # a new folder, never inside the run folder it reads
+    # a new folder, never inside the run folder it reads
+    guard_output(out, inputs=[run.workdir], kind="folder", can_overwrite=False)
     fn, weights = inference_function(run, checkpoint)
     spec = input_spec(run.config)
     info = {"formats": list(formats), "jax": jax.__version__}

@@ -147,13 +147,21 @@ def guard_output(
     overwrite: bool = False,
     ours=None,
     flag: str = "--out",
+    kind: str = "file",
+    can_overwrite: bool = True,
 ) -> Path:
     """Checks ``out`` before anything is written and returns it resolved. Refused, whatever
     ``overwrite`` says: ``out`` is one of ``inputs`` (a file or folder the command reads), lies
     inside an input folder, or holds an input. Refused unless ``overwrite``: an existing file
     that ``ours(path)`` (the command's own check of what it writes, e.g. a CSV header) does not
-    recognise as the command's own output."""
+    recognise as the command's own output. ``kind``: 'file' or 'folder', what the command writes
+    at ``out`` (the other is refused); ``can_overwrite``: whether the command has ``--overwrite``
+    (else the message does not offer it)."""
     out = Path(out).resolve()
+    if kind == "file" and out.is_dir():
+        raise OutputPathError(f"{flag} {out} is a folder; name a file to write")
+    if kind == "folder" and out.exists() and not out.is_dir():
+        raise OutputPathError(f"{flag} {out} is an existing file; name a new folder")
     for given in inputs:
         src = Path(given).resolve()
         if out == src:
@@ -168,9 +176,8 @@ def guard_output(
         if any(out.iterdir()) and (ours is None or not ours(out)):
             raise OutputPathError(f"{flag} {out} is an existing folder this command did not write: choose a new path")
     elif out.exists() and not overwrite and (ours is None or not ours(out)):
-        raise OutputPathError(
-            f"{flag} {out} exists and was not written by this command; pass --overwrite to replace it"
-        )
+        hint = "pass --overwrite to replace it" if can_overwrite else "choose another path"
+        raise OutputPathError(f"{flag} {out} exists and was not written by this command; {hint}")
     return out
 
 

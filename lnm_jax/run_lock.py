@@ -1,6 +1,7 @@
 """One writer per run folder: the commands that write into a run (train, pretrain, evaluate,
-gradcam, export, availability, reproduce) hold its lock while they run; a second gets one line
-naming the holder.
+availability, gradcam into the run, reproduce, demo) hold its lock while they run; a second gets
+one line naming the holder. Readers (predict, export, gradcam elsewhere) take no lock: orbax
+commits a checkpoint by renaming a finished folder, so a reader never sees half of one.
 
 The lock is ``filelock``'s (an OS file lock, released by the kernel when its process dies, so
 a ``kill -9`` leaves no stale lock); beside it, ``lock_owner.json`` says who holds it (PID,

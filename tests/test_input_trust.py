@@ -167,7 +167,7 @@ def test_cine_frame_count_checked_against_pixel_data(tmp_path):
     refused naming both numbers; a true one reads the enhancement peak."""
     frames = np.stack([np.full((12, 16, 3), 20 + 25 * k, np.uint8) for k in range(8)])
     b = _write(tmp_path / "b.png", Image.fromarray(RAMP))
-    for nof, ok in ((8, True), (None, False), (4, False), (1, False)):
+    for nof, ok in ((8, True), (None, False), (4, False), (1, False), (0, False)):
         cine = _cine(tmp_path / f"cine_{nof}.dcm", frames, nof)
         m = _manifest(tmp_path / f"m_{nof}.csv", [["A", b.name, cine.name, 1, 1], ["B", b.name, cine.name, 0, 0]])
         if ok:
@@ -179,7 +179,8 @@ def test_cine_frame_count_checked_against_pixel_data(tmp_path):
             read_manifest(m)
         assert _codes(e.value) == {HEADER_MISMATCH}
         text = str(e.value)
-        assert "8 frame(s)" in text and ("missing" in text if nof is None else f"NumberOfFrames is {nof}" in text)
+        assert "missing" in text if nof is None else f"NumberOfFrames is {nof}" in text, text
+        assert nof == 0 or "8 frame(s)" in text
 
 
 def test_frame_time_vector_checked_against_frame_count(tmp_path):
@@ -252,7 +253,9 @@ def test_other_modalities_and_secondary_captures_refused(tmp_path):
     ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.7"
     ds.save_as(sc, enforce_file_format=True)
     ct = _dcm(tmp_path / "ct.dcm", RAMP, Modality="CT")
-    for path, accept, refused in ((mr, True, True), (ct, True, True), (sc, False, True), (sc, True, False)):
+    signed_mr = get_testdata_file("MR_small.dcm")  # signed pixels: still named for its modality
+    cases = ((mr, True, True), (ct, True, True), (signed_mr, True, True), (sc, False, True), (sc, True, False))
+    for path, accept, refused in cases:
         m = _manifest(tmp_path / "m.csv", [["A", str(path), b.name, 1, 1], ["B", b.name, b.name, 0, 0]])
         if not refused:
             read_manifest(m, accept_secondary_capture=accept)
@@ -274,6 +277,14 @@ def test_duplicate_column_refused(tmp_path):
         read_manifest(m)
     assert _codes(e.value) == {DUPLICATE_COLUMN}
     assert "columns 5, 6" in str(e.value)
+    unnamed = _manifest(
+        tmp_path / "unnamed.csv",
+        [["A", b.name, b.name, 1, 1, 0, 1], ["B", b.name, b.name, 0, 0, 1, 0]],
+        columns=("patient_id", "bmode", "ceus", "us_lnm", "lnm", "", ""),
+    )
+    with pytest.raises(ManifestError) as e:
+        read_manifest(unnamed)
+    assert _codes(e.value) == {DUPLICATE_COLUMN} and "unnamed 2 times" in str(e.value)
 
 
 def test_frame_folder_of_mixed_sizes_refused_at_validation(tmp_path):
@@ -369,6 +380,8 @@ def test_predict_refuses_its_own_manifest_as_out(triple_run, tiny_cohort, tmp_pa
     before = m.read_bytes()
     with pytest.raises(OutputPathError, match="input"):
         predict_manifest(triple_run, m, m)
+    with pytest.raises(OutputPathError, match="is a folder"):
+        predict_manifest(triple_run, m, tmp_path)
     other = tmp_path / "notes.csv"
     other.write_text("my,own\nfile,1\n")
     with pytest.raises(OutputPathError, match="--overwrite"):

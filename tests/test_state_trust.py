@@ -48,6 +48,10 @@ def test_cli_config_errors_are_one_line_exit_2_and_write_nothing(tmp_path, capsy
     work = tmp_path / "w"
     assert main(["train", "--workdir", str(work), "--config.train.epohcs=3"]) == 2
     assert "did you mean train.epochs" in _fail_line(capsys)
+    assert main(["train", "--workdir", str(work), "--config.train.lr=0.1"]) == 2
+    assert "did you mean train.learning_rate" in _fail_line(capsys)
+    assert main(["train", "--workdir", str(work), "--config.train=3"]) == 2
+    assert "group of fields" in _fail_line(capsys)
     assert main(["train", "--workdir", str(work), "--config.train.learning_rate=-1"]) == 2
     assert "train.learning_rate: -1.0 is not a number > 0" in _fail_line(capsys)
     assert not work.exists()  # a failed start leaves the folder as it found it
@@ -200,6 +204,7 @@ def _phi_dicom(path):
     ds.InstitutionName, ds.PatientAddress = "Uniqueville General", "77 Qwerty Lane"
     ds.MedicalAlerts, ds.Allergies = "alert-Quentina", "penicillin-Zyxwv"
     ds.CountryOfResidence, ds.AcquisitionComments = "Freedonia", "scan of Zyxwv"
+    ds.ContrastBolusAgent = "SonoVue for Zyxwv"
     ds.VisitComments, ds.InstanceCreatorUID, ds.DeviceUID = "visit Zyxwv", "1.2.840.99999.1", "1.2.840.99999.2"
     op = Dataset()
     op.PersonAddress, op.PersonTelephoneNumbers = "Hidden Road 12", "8675309"

@@ -62,7 +62,9 @@ def gradcam(
     if not branches:
         raise ValueError(f"run {run.workdir} uses no image input ({config.modalities}): nothing to explain")
     predictor = run.predictor(checkpoint)  # BatchNorm folded
-    out = guard_output(out or run.files.gradcam(split), ours=lambda p: (p / F.CAM_INDEX).is_file())
+    out = guard_output(
+        out or run.files.gradcam(split), ours=lambda p: (p / F.CAM_INDEX).is_file(), kind="folder", can_overwrite=False
+    )
     batches = iter(run.data.eval_batches(split))
     first = next(batches)
     sizes = layer_sizes(predictor.model, predictor.params, predictor.batch_stats, step_inputs(first))

@@ -282,13 +282,15 @@ def read_manifest(
     reader = csv.DictReader(io.StringIO(text, newline=""))  # quoted cells may hold line breaks
     header = [h.strip() for h in (reader.fieldnames or [])]
     reader.fieldnames = header
-    twice = {h: [i + 1 for i, x in enumerate(header) if x == h] for h in header if h and header.count(h) > 1}
+    twice = {h: [i + 1 for i, x in enumerate(header) if x == h] for h in header if header.count(h) > 1}
     if twice:  # csv.DictReader would keep the last copy's cells in silence
         raise ManifestError(
             path,
             [
                 Problem(
-                    DUPLICATE_COLUMN, f"column is named {len(at)} times (columns {', '.join(map(str, at))})", column=h
+                    DUPLICATE_COLUMN,
+                    f"column is {'named' if h else 'unnamed'} {len(at)} times (columns {', '.join(map(str, at))})",
+                    column=h or "(no name)",
                 )
                 for h, at in twice.items()
             ],

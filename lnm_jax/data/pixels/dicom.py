@@ -20,6 +20,7 @@ against the frames the pixel data holds, a palette's LUT descriptor against its 
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import io
 from collections.abc import Iterator
@@ -137,6 +138,7 @@ class DicomHeader:
     # the real depth of a PALETTE COLOR file's LUT entries: the descriptor's, unless the
     # entries hold larger values (PS3.3 C.7.6.3.1.5: 8-bit descriptors with 16-bit entries)
     palette_bits: int | None = None
+    signed: bool = False  # PixelRepresentation 1: not ultrasound (refused after the modality check)
 
     @property
     def duration_s(self) -> float | None:
@@ -148,28 +150,35 @@ def read_header(path: Path) -> DicomHeader:
     import pydicom  # noqa: PLC0415
     from pydicom.errors import InvalidDicomError  # noqa: PLC0415
 
-    from lnm_jax.data.privacy.phi import phi_present  # noqa: PLC0415
-
     try:
-        # the pixel data's length is read, its bytes are not (native) or only its fragments
-        ds = pydicom.dcmread(path, defer_size="4 KB")
+        # the pixel data's length is read, its bytes are not (native) or only its fragments;
+        # pydicom's warnings about odd values stay off the console (the verdict is the message)
+        with _quiet_pydicom():
+            ds = pydicom.dcmread(path, defer_size="4 KB")
+            ds.get("Modality")  # values are parsed lazily: warnings come on first access
     except (InvalidDicomError, OSError, ValueError, EOFError, KeyError) as e:
         raise DicomError(f"{path}: not a readable DICOM file ({type(e).__name__}: {e})") from e
     missing = [k for k in ("Rows", "Columns", "PhotometricInterpretation", "BitsAllocated") if k not in ds]
     if missing:
         raise DicomError(f"{path}: DICOM file holds no image (missing {', '.join(missing)})")
     try:
-        frames = int(ds.get("NumberOfFrames") or 1)
+        declared = ds.get("NumberOfFrames")
+        frames = 1 if declared in (None, "") else int(declared)
     except (TypeError, ValueError):
         raise DicomError(f"{path}: NumberOfFrames is {ds.get('NumberOfFrames')!r}, not a number") from None
     if frames < 1:
-        raise DicomError(f"{path}: NumberOfFrames is {frames}")
-    if int(ds.get("PixelRepresentation", 0)) != 0:
-        raise DicomError(f"{path}: signed pixel data (PixelRepresentation 1) is not ultrasound; not supported")
+        raise HeaderMismatchError(f"{path}: NumberOfFrames is {frames}")
     meta = getattr(ds, "file_meta", None)
     syntax = meta.get("TransferSyntaxUID") if meta is not None else None
     photometric = str(ds.PhotometricInterpretation).strip()
     _check_frame_count(path, ds, frames, photometric)
+    with _quiet_pydicom():
+        return _header(path, ds, frames, photometric, syntax)
+
+
+def _header(path: Path, ds, frames: int, photometric: str, syntax) -> DicomHeader:
+    from lnm_jax.data.privacy.phi import phi_present  # noqa: PLC0415
+
     return DicomHeader(
         path=Path(path),
         rows=int(ds.Rows),
@@ -186,7 +195,25 @@ def read_header(path: Path) -> DicomHeader:
         modality=str(ds.get("Modality", "") or "").strip().upper(),
         sop_class_uid=str(ds.get("SOPClassUID", "") or ""),
         palette_bits=_palette_bits(path, ds) if photometric == "PALETTE COLOR" else None,
+        signed=int(ds.get("PixelRepresentation", 0) or 0) != 0,
     )
+
+
+@contextlib.contextmanager
+def _quiet_pydicom():
+    """pydicom's warnings on a malformed value (logged and warned) kept off the console."""
+    import logging  # noqa: PLC0415
+    import warnings  # noqa: PLC0415
+
+    log = logging.getLogger("pydicom")
+    saved = log.level
+    log.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        log.setLevel(saved)
 
 
 def check_ultrasound(header: DicomHeader, accept_secondary_capture: bool = False) -> None:
@@ -275,7 +302,16 @@ def _palette_bits(path: Path, ds) -> int:
         bits = int(ds.RedPaletteColorLookupTableDescriptor[2])
         entries = int(ds.RedPaletteColorLookupTableDescriptor[0]) or 65536
         first = int(ds.RedPaletteColorLookupTableDescriptor[1])
+        for colour in ("Red", "Green", "Blue"):
+            data = ds.get(f"{colour}PaletteColorLookupTableData")
+            if data is not None and len(data) not in (entries, 2 * entries):
+                raise HeaderMismatchError(
+                    f"{path}: the {colour.lower()} palette holds {len(data)} bytes, its descriptor says "
+                    f"{entries} entries ({entries} or {2 * entries} bytes)"
+                )
         lut = apply_color_lut(np.arange(first, first + entries, dtype=np.uint16 if entries > 256 else np.uint8), ds)
+    except HeaderMismatchError:
+        raise
     except Exception as e:  # noqa: BLE001  (any malformed LUT names the file)
         raise DicomError(f"{path}: PALETTE COLOR lookup table cannot be read ({type(e).__name__}: {e})") from e
     top = int(lut.max())

@@ -189,6 +189,8 @@ def _option_box(path: Path, options: ImageOptions, w: int, h: int) -> Box:
 
 def _resolve_dicom(path: Path, name: str, options: ImageOptions, ceus_region: str) -> Source:
     header = dicom.read_header(path)
+    if header.signed:
+        raise DicomError(f"{path}: signed pixel data (PixelRepresentation 1) is not ultrasound; not supported")
     w, h, notes = header.columns, header.rows, []
     if name == BMODE and header.frames > 1:
         frame = header.frames // 2 if options.frame is None else options.frame

@@ -81,8 +81,8 @@ def deidentify(
         raise ValueError(f"--mapping {mapping} is inside the output folder {out_dir}: keep it apart from the data")
     if mapping.exists():
         raise FileExistsError(f"{mapping} exists; choose a new mapping file")
-    guard_output(out_dir, inputs=cohort.files())  # atomic_directory refuses a non-empty folder
-    guard_output(mapping, inputs=cohort.files(), flag="--mapping")
+    guard_output(out_dir, inputs=cohort.files(), kind="folder", can_overwrite=False)  # non-empty: atomic_directory
+    guard_output(mapping, inputs=cohort.files(), flag="--mapping", can_overwrite=False)
     unknown = [c for c in keep_columns if c not in cohort.metadata_columns]
     if unknown:
         raise ValueError(f"--keep-columns {', '.join(unknown)}: not metadata columns of {manifest}")

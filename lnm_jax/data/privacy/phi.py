@@ -105,7 +105,8 @@ def phi_present(ds) -> tuple[str, ...]:
 
 # What a de-identified copy keeps: the attributes an ultrasound image needs to be read and
 # framed as the original (image pixel module, cine timing, ultrasound regions, SOP class and
-# modality, compression history, the contrast agent) and none that can name a person, place,
+# modality, compression history; no free text, not even the contrast agent's name) and none
+# that can name a person, place,
 # device or time. Everything else is removed at every depth, whatever its tag or VR: an
 # allow-list, so that an attribute no list foresaw (free text, an operator's address inside a
 # sequence, an overlay comment, a creator or device UID) cannot survive. The PS3.15 Annex E
@@ -129,13 +130,13 @@ RETAINED = frozenset(
         # multi-frame and cine
         "NumberOfFrames", "FrameIncrementPointer", "FrameTime", "FrameTimeVector", "CineRate",
         "RecommendedDisplayFrameRate", "FrameDelay", "ActualFrameDuration",
-        # ultrasound regions (the scan region, physical scale) and the contrast agent
+        # ultrasound regions (the scan region, physical scale) and acquisition numbers
         "SequenceOfUltrasoundRegions", "RegionSpatialFormat", "RegionDataType", "RegionFlags",
         "RegionLocationMinX0", "RegionLocationMinY0", "RegionLocationMaxX1", "RegionLocationMaxY1",
         "ReferencePixelX0", "ReferencePixelY0", "PhysicalUnitsXDirection", "PhysicalUnitsYDirection",
         "ReferencePixelPhysicalValueX", "ReferencePixelPhysicalValueY", "PhysicalDeltaX", "PhysicalDeltaY",
         "TransducerFrequency", "PulseRepetitionFrequency", "DopplerCorrectionAngle", "SteeringAngle",
-        "ContrastBolusAgent", "MechanicalIndex",
+        "MechanicalIndex",
         # the de-identification record written below
         "PatientIdentityRemoved", "DeidentificationMethod", "DeidentificationMethodCodeSequence",
         "CodeValue", "CodingSchemeDesignator", "CodeMeaning",
