@@ -55,32 +55,6 @@ def atomic_directory(out_dir: Path | str) -> Iterator[Path]:
         raise
 
 
-def write_csv(
-    path: Path | str, rows: Iterable[Mapping[str, object]], columns: Sequence[str], *, mode: int | None = None
-) -> None:
-    """Writes ``rows`` under ``columns`` atomically (temp file + rename): never a half-written
-    CSV, and no temporary file left when writing fails (a full disk: the error names the
-    file). A missing or None cell is written empty. ``mode``: the file's permissions from its
-    creation (e.g. 0o600 for a file only its owner may read), not set afterwards."""
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666 if mode is None else mode)
-        with open(fd, "w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=list(columns))
-            writer.writeheader()
-            for r in rows:
-                writer.writerow({c: "" if r.get(c) is None else r.get(c) for c in columns})
-        if mode is not None:
-            os.chmod(tmp, mode)  # whatever the umask did
-        tmp.replace(path)
-    except BaseException as e:
-        tmp.unlink(missing_ok=True)
-        if isinstance(e, OSError) and e.filename is None:
-            raise OSError(e.errno, e.strerror, str(path)) from e
-        raise
-
-
 @contextlib.contextmanager
 def atomic_file(path: Path | str) -> Iterator[Path]:
     """Yields a temporary path beside ``path`` for a writer that takes a file name (a figure,
@@ -98,6 +72,24 @@ def atomic_file(path: Path | str) -> Iterator[Path]:
         raise
 
 
+def write_csv(
+    path: Path | str, rows: Iterable[Mapping[str, object]], columns: Sequence[str], *, mode: int | None = None
+) -> None:
+    """Writes ``rows`` under ``columns`` atomically (temp file + rename): never a half-written
+    CSV, and no temporary file left when writing fails (a full disk: the error names the
+    file). A missing or None cell is written empty. ``mode``: the file's permissions from its
+    creation (e.g. 0o600 for a file only its owner may read), not set afterwards."""
+    with atomic_file(path) as tmp:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666 if mode is None else mode)
+        with open(fd, "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=list(columns))
+            writer.writeheader()
+            for r in rows:
+                writer.writerow({c: "" if r.get(c) is None else r.get(c) for c in columns})
+        if mode is not None:
+            os.chmod(tmp, mode)  # whatever the umask did
+
+
 def save_figure(fig, path: Path | str) -> None:
     """``fig.savefig`` through :func:`atomic_file`: never a half-written picture."""
     path = Path(path)
@@ -106,18 +98,12 @@ def save_figure(fig, path: Path | str) -> None:
 
 
 def write_text(path: Path | str, text: str) -> None:
-    """Writes ``text`` atomically (temp file + rename)."""
+    """Writes ``text`` atomically (:func:`atomic_file`: temp file + rename; a failed write
+    leaves no temporary file and names ``path``)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    try:
+    with atomic_file(path) as tmp:
         tmp.write_text(text)
-        tmp.replace(path)
-    except BaseException as e:
-        tmp.unlink(missing_ok=True)  # a full disk leaves no temporary file, and names the file
-        if isinstance(e, OSError) and e.filename is None:
-            raise OSError(e.errno, e.strerror, str(path)) from e
-        raise
 
 
 class UnsafePathError(ValueError):

@@ -13,7 +13,7 @@ from support import SEED, record
 
 from lnm_jax.config import base_config
 from lnm_jax.data.cohorts.manifest import CLIP_TOO_SHORT, UNREADABLE_CLIP, ManifestError, read_manifest
-from lnm_jax.data.pixels import clips
+from lnm_jax.data.pixels import clips, sources
 from lnm_jax.data.synth.synthetic import SynthParams, bayes_auc, generate_cohort, time_intensity
 from lnm_jax.names import PAPER_NORM
 
@@ -77,7 +77,7 @@ def test_unreadable_or_too_short_clip_is_a_clear_error_naming_the_file(tmp_path)
     assert e.value.codes == {CLIP_TOO_SHORT} and str(short) in str(e.value)
     assert "3 frame(s)" in str(e.value)
     with pytest.raises(clips.ClipError, match="short"):
-        clips.sample_clip(short, 8)
+        sources.read_clip(sources.resolve(short, "ceus"), 8)
 
     (short / "f1.png").write_bytes(b"broken")
     with pytest.raises(ManifestError) as e:

@@ -95,11 +95,7 @@ def _save_progress(ckpts, state, epoch, batches_done, loader_state, best, before
     so_far = lambda k, xs: np.concatenate([before[k], _gathered(xs)]).astype(float).tolist()  # noqa: E731
     if not np.all(np.isfinite(so_far("losses", losses))):
         raise NonFiniteLossError(f"loss is not finite in epoch {epoch} by step {step}; {_kept(ckpts)}")
-    if bad := non_finite_arrays(state):
-        raise TrainingDivergedError(
-            f"training diverged in epoch {epoch} by step {step}: {len(bad)} parameter/statistic array(s) hold NaN "
-            f"or inf (e.g. {', '.join(bad[:3])}); this mid-epoch state was not saved; {_kept(ckpts)}"
-        )
+    _check_finite_state(state, f"in epoch {epoch} by step {step}", "this mid-epoch state was not saved", ckpts)
     meta = {
         "epoch": epoch,
         "step": step,
@@ -111,6 +107,26 @@ def _save_progress(ckpts, state, epoch, batches_done, loader_state, best, before
         "losses": so_far("losses", losses),
     }
     ckpts.save("progress", step, state, meta)
+
+
+def _check_max_loss(what: str, loss: float, epoch: int, config, ckpts, note: str = "") -> None:
+    """:class:`TrainingDivergedError` when ``loss`` (training's or validation's) is over
+    ``train.max_loss`` (0: off), naming the last good checkpoint."""
+    if config.train.get("max_loss") and loss > config.train.max_loss:
+        raise TrainingDivergedError(
+            f"training diverged: {what} {loss:.3g} in epoch {epoch} is over train.max_loss={config.train.max_loss:g} "
+            f"(learning rate {config.train.learning_rate:g} too high?); {note}{_kept(ckpts)}"
+        )
+
+
+def _check_finite_state(state, where: str, note: str, ckpts) -> None:
+    """:class:`TrainingDivergedError` when a parameter or BatchNorm statistic holds NaN or inf:
+    checked before every checkpoint kind is written."""
+    if bad := non_finite_arrays(state):
+        raise TrainingDivergedError(
+            f"training diverged {where}: {len(bad)} parameter/statistic array(s) hold NaN or inf "
+            f"(e.g. {', '.join(bad[:3])}); {note}; {_kept(ckpts)}"
+        )
 
 
 def _check_validation(logits, epoch: int, config, ckpts) -> None:
@@ -233,17 +249,8 @@ def train(run: Run) -> dict:
                 raise NonFiniteLossError(
                     f"loss is {train_loss} in epoch {epoch} (step {int(state.step)}); {_kept(ckpts)}"
                 )
-            if config.train.get("max_loss") and train_loss > config.train.max_loss:
-                raise TrainingDivergedError(
-                    f"training diverged: mean train loss {train_loss:.3g} in epoch {epoch} is over "
-                    f"train.max_loss={config.train.max_loss:g} (learning rate {config.train.learning_rate:g} too "
-                    f"high?); {_kept(ckpts)}"
-                )
-            if bad := non_finite_arrays(state):
-                raise TrainingDivergedError(
-                    f"training diverged in epoch {epoch}: {len(bad)} parameter/statistic array(s) hold NaN or inf "
-                    f"(e.g. {', '.join(bad[:3])}); nothing of this epoch was saved; {_kept(ckpts)}"
-                )
+            _check_max_loss("mean train loss", train_loss, epoch, config, ckpts)
+            _check_finite_state(state, f"in epoch {epoch}", "nothing of this epoch was saved", ckpts)
             train_time = time.perf_counter() - t0
             tr = _epoch_summary(
                 np.concatenate([before["labels"], _gathered(labels)]).astype(np.int32),
@@ -253,12 +260,7 @@ def train(run: Run) -> dict:
             val = predict(eval_step, state.params, state.batch_stats, data.eval_batches("val"), mesh)
             _check_validation(val["logit"], epoch, config, ckpts)
             va = _epoch_summary(val[names.LABEL], val["logit"])
-            if config.train.get("max_loss") and va["loss"] > config.train.max_loss:
-                raise TrainingDivergedError(
-                    f"training diverged: validation loss {va['loss']:.3g} in epoch {epoch} is over "
-                    f"train.max_loss={config.train.max_loss:g} (learning rate {config.train.learning_rate:g} too "
-                    f"high?); nothing of this epoch was saved; {_kept(ckpts)}"
-                )
+            _check_max_loss("validation loss", va["loss"], epoch, config, ckpts, "nothing of this epoch was saved; ")
             lr = state_lib.learning_rate(config.train.learning_rate, state)
             state = state_lib.plateau_step(plateau, state, va["loss"])
             record = {

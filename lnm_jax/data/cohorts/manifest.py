@@ -29,7 +29,7 @@ from pathlib import Path
 from PIL import UnidentifiedImageError
 
 from lnm_jax.data.pixels import sources
-from lnm_jax.data.pixels.clips import ClipError, frame_files, is_clip, iter_frames
+from lnm_jax.data.pixels.clips import ClipError, check_frame_folder, frame_files, is_clip, iter_frames
 from lnm_jax.data.pixels.decode import MAX_IMAGE_PIXELS, ImageTooLargeError, verify_image
 from lnm_jax.data.pixels.dicom import DicomError, is_dicom
 from lnm_jax.fileio import write_csv
@@ -232,15 +232,17 @@ def check_dicom(
 def check_clip(path: Path, min_frames: int) -> tuple[str, str] | None:
     """Returns (problem code, why) if the clip at ``path`` is unreadable (a frame that does not
     decode, frames of different sizes, over the clip limits) or has fewer than ``min_frames``
-    frames that decode, None if it is fine. Every frame is decoded, streamed, as training
-    reads it (a video's declared frame count is not trusted: what decodes is counted)."""
+    frames that decode, None if it is fine. Every frame is decoded once: a frame folder's
+    files each checked whole (:func:`check_image`), a video streamed as training reads it (its
+    declared frame count is not trusted: what decodes is counted)."""
     try:
         if path.is_dir():
-            files = frame_files(path)
-            for f in files:
+            for f in frame_files(path):
                 if (bad := check_image(f)) is not None:
                     return UNREADABLE_CLIP, f"frame {f.name}: {bad[1]}"
-        n = sum(1 for _ in iter_frames(path))
+            n = check_frame_folder(path)
+        else:
+            n = sum(1 for _ in iter_frames(path))
     except ClipError as e:
         return UNREADABLE_CLIP, str(e).removeprefix(f"{path}: ")
     if n < min_frames:

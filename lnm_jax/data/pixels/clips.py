@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 from PIL import UnidentifiedImageError
 
-from lnm_jax.data.pixels.decode import MAX_IMAGE_PIXELS, read_image
+from lnm_jax.data.pixels.decode import MAX_IMAGE_PIXELS, image_size, read_image
 
 FRAME_SUFFIXES = (".png", ".jpg", ".jpeg")
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm")
@@ -110,6 +110,27 @@ def _check_budget(path: Path, frames: int, width: int, height: int) -> None:
         )
 
 
+def _size_error(path: Path, where: str, size: tuple[int, int], first: tuple[int, int]) -> ClipError:
+    return ClipError(
+        f"{path}: frames differ in size: {where} is {size[0]}x{size[1]}, the first is {first[0]}x{first[1]}"
+    )
+
+
+def check_frame_folder(path: Path) -> int:
+    """A frame folder's frame count, checked from the frames' headers without decoding them
+    (each frame's own check is the caller's): :class:`ClipError` naming the file when it holds
+    no frames, frames differ in size (as displayed) or it exceeds the clip limits."""
+    files = frame_files(path)
+    if not files:
+        raise ClipError(f"{path}: folder holds no {'/'.join(FRAME_SUFFIXES)} frames")
+    first = image_size(files[0])
+    for f in files[1:]:
+        if (size := image_size(f)) != first:
+            raise _size_error(path, f.name, size, first)
+    _check_budget(path, len(files), *first)
+    return len(files)
+
+
 def iter_frames(path: Path | str) -> Iterator[np.ndarray]:
     """Every frame of a clip in order as float32 [H, W, 3] in [0, 1], one decoded at a time:
     a frame folder's files through :func:`lnm_jax.data.pixels.decode.read_image` (any bit
@@ -123,10 +144,7 @@ def iter_frames(path: Path | str) -> Iterator[np.ndarray]:
             shape = frame.shape
         elif frame.shape != shape:
             where = frame_files(path)[k].name if path.is_dir() else f"frame {k}"
-            raise ClipError(
-                f"{path}: frames differ in size: {where} is {frame.shape[1]}x{frame.shape[0]}, "
-                f"the first is {shape[1]}x{shape[0]}"
-            )
+            raise _size_error(path, where, (frame.shape[1], frame.shape[0]), (shape[1], shape[0]))
         _check_budget(path, k + 1, shape[1], shape[0])
         yield frame
     if shape is None:
@@ -220,15 +238,6 @@ def sample_indices(curve: np.ndarray, t: int, times_s: np.ndarray | None = None)
     right = np.clip(np.searchsorted(times, targets), 1, len(times) - 1)
     nearest = np.where(targets - times[right - 1] <= times[right] - targets, right - 1, right)
     return np.maximum.accumulate(nearest)
-
-
-def sample_clip(path: Path | str, t: int) -> np.ndarray:
-    """T frames of the clip at ``path`` (float32 [T, H, W, 3] in [0, 1]), streamed twice: once
-    for the time-intensity curve, once for the chosen frames; :class:`ClipError` if it has
-    fewer than T frames."""
-    curve = np.array([f.mean(dtype=np.float64) for f in iter_frames(path)])
-    check_length(path, len(curve), t)
-    return read_frames(path, sample_indices(curve, t))
 
 
 def check_length(path: Path | str, frames: int, t: int) -> None:

@@ -136,12 +136,6 @@ def upright(im: Image.Image) -> Image.Image:
     return ImageOps.exif_transpose(im) if im.getexif().get(ORIENTATION, 1) != 1 else im
 
 
-def orientation(path: Path) -> int:
-    """The EXIF Orientation of an image file (1: stored as shown), read without decoding."""
-    with Image.open(path) as im:
-        return int(im.getexif().get(ORIENTATION, 1) or 1)
-
-
 def image_size(path: Path) -> tuple[int, int]:
     """(width, height) of an image file as displayed (EXIF orientation applied), read without
     decoding its pixels."""

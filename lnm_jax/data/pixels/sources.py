@@ -295,18 +295,16 @@ def read_still(source: Source) -> np.ndarray:
 
 def read_clip(source: Source, t: int) -> np.ndarray:
     """T frames sampled over the enhancement phase (the peak frame for T = 1), cropped, float32
-    [T, h, w, 3]. A DICOM cine streams: one pass for the time-intensity curve, then only the T
-    chosen frames are decoded again."""
-    if source.kind == "dicom":
-        clips.check_length(source.path, source.frames, t)
-        curve = [crop(f, source.box).mean(dtype=np.float64) for f in dicom.iter_frames(source.header)]
-        idx = clips.sample_indices(np.array(curve), t, source.frame_times_s)
-        return np.stack([crop(dicom.read_frame(source.header, int(i)), source.box) for i in idx])
-    # a video or frame folder, streamed: one pass for the curve (and the count that decodes),
-    # one for the T chosen frames
-    curve = np.array([crop(f, source.box).mean(dtype=np.float64) for f in clips.iter_frames(source.path)])
+    [T, h, w, 3]. Every clip (DICOM cine, video, frame folder) streams: one pass for the
+    time-intensity curve (and the count of frames that decode), then only the T chosen frames
+    are decoded again."""
+    cine = source.kind == "dicom"
+    frames = dicom.iter_frames(source.header) if cine else clips.iter_frames(source.path)
+    curve = np.array([crop(f, source.box).mean(dtype=np.float64) for f in frames])
     clips.check_length(source.path, len(curve), t)
     idx = clips.sample_indices(curve, t, source.frame_times_s)
+    if cine:
+        return np.stack([crop(dicom.read_frame(source.header, int(i)), source.box) for i in idx])
     return crop(clips.read_frames(source.path, idx), source.box)
 
 

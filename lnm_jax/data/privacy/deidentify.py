@@ -25,7 +25,7 @@ from PIL import Image
 
 from lnm_jax.data.cohorts.manifest import OPTION_COLUMNS, Cohort, read_manifest, write_manifest
 from lnm_jax.data.pixels import dicom, sources
-from lnm_jax.data.pixels.clips import frame_files, frame_name, iter_frames
+from lnm_jax.data.pixels.clips import MAX_CLIP_FRAMES, frame_files, frame_name, iter_frames
 from lnm_jax.data.pixels.decode import open_upright
 from lnm_jax.data.pixels.dicom import Box
 from lnm_jax.data.privacy import phi
@@ -229,9 +229,10 @@ def _write_png(im: Image.Image, box: Box, path: Path) -> None:
 
 def _copy_pixels(src: sources.Source, box: Box, root: Path, pid: str, name: str) -> str:
     """PNG/JPEG/clip pixels, upright (EXIF orientation applied), cropped, as PNG at their own
-    bit depth without metadata; a clip as a folder of frames named in order and zero-padded to
-    its length (:func:`lnm_jax.data.pixels.clips.frame_name`), so that it reads back as the
-    same frames in the same order."""
+    bit depth without metadata; a clip as a folder of frames named in order and zero-padded (a
+    frame folder to its length, a video, decoded once, to the longest clip read:
+    :func:`lnm_jax.data.pixels.clips.frame_name`), so that it reads back as the same frames in
+    the same order."""
     if src.kind == "clip":
         rel = f"images/{pid}_{name}"
         (root / rel).mkdir()
@@ -239,11 +240,10 @@ def _copy_pixels(src: sources.Source, box: Box, root: Path, pid: str, name: str)
             files = frame_files(src.path)
             for k, f in enumerate(files):
                 _write_png(open_upright(f), box, root / rel / frame_name(k, len(files)))
-        else:  # a video: 8-bit frames, counted as they decode, then written
-            n = sum(1 for _ in iter_frames(src.path))
+        else:  # a video: 8-bit frames, decoded once; padded to the longest clip read (one pass)
             for k, frame in enumerate(iter_frames(src.path)):
                 eight = np.round(sources.crop(frame, box) * 255.0).astype(np.uint8)
-                Image.fromarray(eight).save(root / rel / frame_name(k, n), format="PNG")
+                Image.fromarray(eight).save(root / rel / frame_name(k, MAX_CLIP_FRAMES), format="PNG")
         return rel
     rel = f"images/{pid}_{name}.png"
     _write_png(open_upright(src.path), box, root / rel)
