@@ -1,8 +1,12 @@
-"""Binary classification metrics as the paper reports them, with seeded bootstrap CIs."""
+"""Binary classification metrics as the paper reports them, with seeded, class-stratified
+bootstrap CIs (``scipy.stats.bootstrap``)."""
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
+from scipy.stats import bootstrap, rankdata
 from sklearn.metrics import roc_auc_score, roc_curve
 
 
@@ -45,47 +49,51 @@ def youden_threshold(labels: np.ndarray, probs: np.ndarray) -> float:
     return float(thr[int(np.argmax(tpr - fpr))])
 
 
+def _mann_whitney_auc(pos: np.ndarray, neg: np.ndarray, axis: int = -1) -> np.ndarray:
+    """AUC = P(score of a positive > score of a negative) + 0.5 P(tie), from the ranks of the
+    pooled scores (Mann-Whitney U / (n1 n0)); vectorised over leading axes (scipy's
+    ``bootstrap`` passes a batch of resamples)."""
+    pos, neg = np.moveaxis(pos, axis, -1), np.moveaxis(neg, axis, -1)
+    n1, n0 = pos.shape[-1], neg.shape[-1]
+    ranks = rankdata(np.concatenate([pos, neg], axis=-1), axis=-1)  # ties get their mean rank
+    return (ranks[..., :n1].sum(axis=-1) - n1 * (n1 + 1) / 2.0) / (n1 * n0)
+
+
 def bootstrap_auc_ci(
     labels: np.ndarray, scores: np.ndarray, *, n_boot: int = 2000, level: float = 0.95, seed: int = 0
 ) -> tuple[float, float]:
-    """Percentile bootstrap CI of the AUC, resampling patients; resamples with one class
-    are skipped (they have no AUC)."""
-    labels, scores = np.asarray(labels), np.asarray(scores)
-    rng = np.random.default_rng(seed)
-    n = len(labels)
-    aucs = []
-    for _ in range(n_boot):
-        idx = rng.integers(0, n, n)
-        y = labels[idx]
-        if y.min() != y.max():
-            aucs.append(roc_auc_score(y, scores[idx]))
-    if not aucs:
+    """Bootstrap CI of the AUC, resampling patients within each class (stratified: every
+    resample keeps the split's positives and negatives, so each has an AUC), with
+    ``scipy.stats.bootstrap``: BCa (bias-corrected and accelerated; Efron 1987), or the
+    percentile interval where BCa is undefined (every resample the same AUC, e.g. perfect
+    separation). (nan, nan) when a class is absent. Vectorised: ~0.1 s for 2,000 resamples
+    of a few hundred patients."""
+    labels, scores = np.asarray(labels).astype(int), np.asarray(scores, np.float64)
+    pos, neg = scores[labels == 1], scores[labels == 0]
+    if not len(pos) or not len(neg) or n_boot <= 0:
         return float("nan"), float("nan")
-    alpha = (1.0 - level) / 2.0
-    lo, hi = np.quantile(aucs, [alpha, 1.0 - alpha])
-    return float(lo), float(hi)
-
-
-def summarise(
-    labels: np.ndarray,
-    probs: np.ndarray,
-    *,
-    youden: float | None = None,
-    n_boot: int = 2000,
-    level: float = 0.95,
-    seed: int = 0,
-) -> dict:
-    """Everything reported for one split: AUC with CI, and metrics at 0.5 and at the
-    validation-chosen Youden threshold (if given)."""
-    lo, hi = bootstrap_auc_ci(labels, probs, n_boot=n_boot, level=level, seed=seed)
-    out = {
-        "n": int(len(labels)),
-        "n_positive": int(np.sum(labels)),
-        "auc": safe_auc(labels, probs),
-        "auc_ci": [lo, hi],
-        "auc_ci_level": level,
-        "at_0.5": threshold_metrics(labels, probs, 0.5),
-    }
-    if youden is not None:
-        out["at_youden"] = threshold_metrics(labels, probs, youden)
-    return out
+    if len(pos) == 1 and len(neg) == 1:  # one resample only; nothing to bootstrap
+        auc = float(_mann_whitney_auc(pos, neg))
+        return auc, auc
+    # a class of one patient is the same in every stratified resample: only the other varies
+    data, statistic = (pos, neg), _mann_whitney_auc
+    if len(pos) == 1:
+        data, statistic = (neg,), lambda n, axis=-1: _mann_whitney_auc(np.broadcast_to(pos, n.shape[:-1] + (1,)), n)
+    elif len(neg) == 1:
+        data, statistic = (pos,), lambda p, axis=-1: _mann_whitney_auc(p, np.broadcast_to(neg, p.shape[:-1] + (1,)))
+    for method in ("BCa", "percentile"):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # scipy's DegenerateDataWarning: answered by the percentile fallback
+            res = bootstrap(
+                data,
+                statistic,
+                n_resamples=n_boot,
+                confidence_level=level,
+                method=method,
+                vectorized=True,
+                random_state=np.random.default_rng(seed),
+            )
+        lo, hi = res.confidence_interval
+        if np.isfinite(lo) and np.isfinite(hi):
+            return float(lo), float(hi)
+    return float("nan"), float("nan")
