@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 
-from ml_collections import ConfigDict
+from ml_collections import ConfigDict, FieldReference
 
 from lnm_jax.names import PAPER_NORM, SETTINGS
 
@@ -133,6 +133,9 @@ def base_config(setting: str = "triple") -> ConfigDict:
     c.train.freeze_backbone_epochs = 0
     c.train.backbone_lr_scale = 1.0
     c.train.weight_decay = 0.0
+    # Class weighting for imbalanced cohorts: a positive patient's loss term x pos_weight
+    # (1: the paper's plain BCE); 'balanced': the training split's negatives / positives.
+    c.train.pos_weight = FieldReference(1.0, field_type=object)  # a number or 'balanced'
     # Stop as diverged when an epoch's mean train loss exceeds this (0 = off). A BCE of 100 puts
     # probability e^-100 on the true class on average; healthy runs stay near ln 2 = 0.69.
     c.train.max_loss = 100.0
@@ -358,6 +361,7 @@ FIELD_RULES = {
     "train.freeze_backbone_epochs": NON_NEGATIVE_INT,
     "train.backbone_lr_scale": NON_NEGATIVE,
     "train.weight_decay": NON_NEGATIVE,
+    "train.pos_weight": (lambda x: x == "balanced" or (_number(x) and x > 0), "a number > 0 or 'balanced'"),
     "train.max_loss": NON_NEGATIVE,
     "train.log_every_steps": POSITIVE_INT,
     "train.checkpoint_every_steps": NON_NEGATIVE_INT,

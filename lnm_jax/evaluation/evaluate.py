@@ -83,6 +83,7 @@ def evaluate(run: Run, *, checkpoint: str = "best", subsets=("val", "test"), out
                 }
             )
     result["single_inputs"] = single_input_check(run, preds)
+    result["warnings"] = imbalance_warnings(result, [p.lnm for p in run.cohort.patients if p.lnm is not None], config)
     if not config.data.manifest:
         result["synthetic_reference"] = bayes_reference(run, preds, subsets)
     out = Path(out) if out else run.files.evaluation(checkpoint)
@@ -293,9 +294,39 @@ def predict_exported(
     return write_predictions(cohort, logits, md["calibration_temperature"], out_csv, flagged)
 
 
+PREVALENCE_BOUNDS = (0.2, 0.8)  # outside: a 0.5 threshold on an unweighted model is a poor default
+
+
+def imbalance_warnings(result: dict, labels, config) -> list[str]:
+    """One line per finding that the default 0.5 threshold misleads on this cohort: a split
+    where sensitivity or specificity at 0.5 is 0 (the model calls every patient one class),
+    and a cohort prevalence outside :data:`PREVALENCE_BOUNDS`; each names the Youden threshold
+    chosen on validation (``pred_at_youden`` in predictions.csv) and ``train.pos_weight``."""
+    youden = result.get("youden_threshold_from_val")
+    remedy = (
+        f"use the threshold chosen on validation ({youden:.3f}, Youden's index: pred_at_youden in predictions.csv)"
+        if youden is not None
+        else "choose a threshold on validation"
+    )
+    if config.train.get("pos_weight", 1.0) == 1.0:
+        remedy += " or retrain with --config.train.pos_weight=balanced"
+    out = []
+    prevalence = float(np.mean(labels)) if len(labels) else float("nan")
+    lo, hi = PREVALENCE_BOUNDS
+    if not lo <= prevalence <= hi:
+        out.append(f"the cohort's prevalence is {prevalence:.3f} (outside {lo}-{hi}): 0.5 is a poor threshold; {remedy}")
+    for split, m in result["splits"].items():
+        at = m["at_0.5"]
+        for key, calls in (("sensitivity", "negative"), ("specificity", "positive")):
+            if at[key] == 0.0:
+                out.append(f"{split}: {key} at 0.5 is 0.000 (every patient called {calls}); {remedy}")
+    return out
+
+
 def evaluation_lines(result: dict) -> str:
-    """What ``evaluate`` prints: each split's summary, and where the outputs are."""
+    """What ``evaluate`` prints: each split's summary, warnings, and where the outputs are."""
     lines = [format_summary(s, m, threshold_rule="youden") for s, m in result["splits"].items()]
+    lines += [f"WARNING: {w}" for w in result.get("warnings", [])]
     if guard := result.get("single_inputs"):
         lines.append(single_input_line(guard))
     if result.get("temperature_at_bound"):

@@ -17,7 +17,7 @@ from lnm_jax.evaluation.summary import summarise_predictions
 from lnm_jax.metric_writer import MetricWriter, read_history
 from lnm_jax.training import sharding
 from lnm_jax.training import state as state_lib
-from lnm_jax.training.steps import make_eval_step, make_train_step, predict
+from lnm_jax.training.steps import make_eval_step, make_train_step, predict, resolve_pos_weight
 
 if TYPE_CHECKING:
     from lnm_jax.run import Run
@@ -196,9 +196,14 @@ def train(run: Run) -> dict:
     writer.rewrite(read_history(files.history, up_to=start_epoch - 1))
     tx, plateau = run.optimizer
     t = config.train
+    patients = run.cohort.by_id()
+    pos_weight = resolve_pos_weight(t.get("pos_weight", 1.0), [patients[i].lnm for i in run.split.subset("train")])
+    if t.get("pos_weight", 1.0) == "balanced":
+        writer.print(f"train.pos_weight='balanced': positives weigh {pos_weight:.3f} (training negatives / positives)")
     step_options = dict(
         seed=config.seed,
         aux_loss_weight=t.get("aux_loss_weight", 0.0),
+        pos_weight=pos_weight,
         head_min_scale=t.plateau.get("head_min_scale", 0.0),
     )
     full_step = make_train_step(run.model, tx, mesh, **step_options)

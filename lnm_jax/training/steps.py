@@ -1,8 +1,8 @@
 """Jitted train and eval steps (pure functions of state and batch; TensorFlow-free).
 
 Batches are dicts of arrays (see ``lnm_jax.data.loaders.pipeline``); only the model's inputs, the
-label and the ``valid`` mask enter the step. The loss is BCE on logits, averaged over valid
-rows.
+label and the ``valid`` mask enter the step. The loss is BCE on logits (positives weighted by
+``train.pos_weight``), averaged over valid rows.
 """
 
 from __future__ import annotations
@@ -28,15 +28,38 @@ def step_inputs(batch: dict) -> dict:
     return {k: batch[k] for k in names.STEP_KEYS if k in batch}
 
 
-def bce_loss(logits: jax.Array, labels: jax.Array, weights: jax.Array) -> jax.Array:
-    losses = optax.sigmoid_binary_cross_entropy(logits.astype(jnp.float32), labels.astype(jnp.float32))
+def bce_loss(logits: jax.Array, labels: jax.Array, weights: jax.Array, pos_weight: float = 1.0) -> jax.Array:
+    """Mean BCE of [B] logits over the rows with ``weights`` 1, a positive's term multiplied by
+    ``pos_weight`` (as PyTorch's ``BCEWithLogitsLoss(pos_weight=...)``: the mean is over rows,
+    not over the class weights, so ``pos_weight`` 1 is the plain BCE)."""
+    labels = labels.astype(jnp.float32)
+    losses = optax.sigmoid_binary_cross_entropy(logits.astype(jnp.float32), labels)
+    if pos_weight != 1.0:
+        losses = losses * (1.0 + (pos_weight - 1.0) * labels)
     return jnp.sum(losses * weights) / jnp.maximum(jnp.sum(weights), 1.0)
 
 
-def input_losses(out: dict, labels: jax.Array, weights: jax.Array) -> jax.Array:
+def resolve_pos_weight(setting, train_labels) -> float:
+    """``train.pos_weight`` as a number: itself, or for ``'balanced'`` the training split's
+    negatives / positives (King & Zeng's prior correction; scikit-learn's 'balanced' up to a
+    common factor), so that both classes weigh the same in the loss. ValueError when
+    'balanced' meets a training split without both classes."""
+    if setting != "balanced":
+        return float(setting)
+    y = np.asarray([int(v) for v in train_labels])
+    pos, neg = int(y.sum()), int(len(y) - y.sum())
+    if not pos or not neg:
+        raise ValueError(
+            f"train.pos_weight='balanced' needs both classes in the training split ({pos} positive, {neg} negative)"
+        )
+    return neg / pos
+
+
+def input_losses(out: dict, labels: jax.Array, weights: jax.Array, pos_weight: float = 1.0) -> jax.Array:
     """The mean of the per-input heads' BCE losses, each over the rows that hold that input."""
     losses = [
-        bce_loss(z, labels, weights * out["available"][m].astype(jnp.float32)) for m, z in out["input_logits"].items()
+        bce_loss(z, labels, weights * out["available"][m].astype(jnp.float32), pos_weight)
+        for m, z in out["input_logits"].items()
     ]
     return sum(losses) / len(losses)
 
@@ -48,13 +71,15 @@ def make_train_step(
     seed: int = 0,
     *,
     aux_loss_weight: float = 0.0,
+    pos_weight: float = 1.0,
     head_min_scale: float = 0.0,
     frozen_backbones: bool = False,
 ) -> Callable:
     """Returns ``train_step(state, batch) -> (state, metrics)``, jitted, state donated.
 
     The loss: BCE of the fused logit, plus ``aux_loss_weight`` x the mean BCE of the per-input
-    heads (``model.input_heads`` / late fusion). ``frozen_backbones``: the image branches run
+    heads (``model.input_heads`` / late fusion); a positive patient's terms weigh ``pos_weight``
+    (:func:`resolve_pos_weight`). ``frozen_backbones``: the image branches run
     frozen (inference mode, no gradient); their parameters' updates are then zero.
     ``head_min_scale``: the floor of the plateau scale for the head group
     (:func:`lnm_jax.training.state.scale_updates`).
@@ -78,9 +103,9 @@ def make_train_step(
                 mutable=["batch_stats"],
                 rngs=rngs,
             )
-            loss = bce_loss(out["logit"], batch[names.LABEL], weights)
+            loss = bce_loss(out["logit"], batch[names.LABEL], weights, pos_weight)
             if aux_loss_weight:
-                loss = loss + aux_loss_weight * input_losses(out, batch[names.LABEL], weights)
+                loss = loss + aux_loss_weight * input_losses(out, batch[names.LABEL], weights, pos_weight)
             return loss, (out["logit"], mutated["batch_stats"])
 
         (loss, (logits, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)

@@ -1,0 +1,63 @@
+"""Imbalanced cohorts: class-weighted BCE (train.pos_weight) and evaluate's warnings when the
+0.5 threshold misleads."""
+
+from __future__ import annotations
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from lnm_jax.config import base_config, config_problems
+from lnm_jax.evaluation.evaluate import imbalance_warnings
+from lnm_jax.training.steps import bce_loss, resolve_pos_weight
+
+
+def test_pos_weight_multiplies_each_positive_term_and_averages_over_rows():
+    """PyTorch's BCEWithLogitsLoss(pos_weight=w): -mean(w y log s(z) + (1 - y) log(1 - s(z)))."""
+    z = np.array([0.3, -1.2, 2.0, 0.0, -0.4])
+    y = np.array([1.0, 0.0, 1.0, 0.0, 1.0])
+    valid = np.array([1.0, 1.0, 1.0, 1.0, 0.0])  # the last row is padding
+    s = 1 / (1 + np.exp(-z))
+    terms = -(3.0 * y * np.log(s) + (1 - y) * np.log(1 - s))
+    expected = np.sum(terms * valid) / valid.sum()
+    got = float(bce_loss(jnp.asarray(z), jnp.asarray(y), jnp.asarray(valid), 3.0))
+    assert got == pytest.approx(expected, rel=1e-6)  # float32 arithmetic on five terms
+    assert float(bce_loss(jnp.asarray(z), jnp.asarray(y), jnp.asarray(valid))) == pytest.approx(
+        np.sum(-(y * np.log(s) + (1 - y) * np.log(1 - s)) * valid) / valid.sum(), rel=1e-6
+    )
+
+
+def test_balanced_pos_weight_is_the_training_negatives_over_positives():
+    assert resolve_pos_weight("balanced", [1, 1, 1, 1, 1, 0]) == pytest.approx(0.2)
+    assert resolve_pos_weight("balanced", [1, 0, 0, 0]) == pytest.approx(3.0)
+    assert resolve_pos_weight(2, [1, 0]) == 2.0
+    with pytest.raises(ValueError, match="both classes"):
+        resolve_pos_weight("balanced", [1, 1])
+
+
+def test_pos_weight_config_takes_a_number_or_balanced():
+    c = base_config()
+    assert not config_problems(c)
+    c.train.pos_weight = "balanced"
+    assert not config_problems(c)
+    for bad in ("balance", -1.0, 0):
+        c.train.pos_weight = bad
+        assert any(p.startswith("train.pos_weight:") for p in config_problems(c))
+
+
+def _split(sens, spec, n=50, n_pos=40):
+    return {"n": n, "n_positive": n_pos, "at_0.5": {"sensitivity": sens, "specificity": spec}}
+
+
+def test_evaluate_warns_when_a_class_is_never_called_and_names_the_youden_threshold():
+    c = base_config()
+    result = {"youden_threshold_from_val": 0.83, "splits": {"val": _split(1.0, 0.0), "test": _split(0.9, 0.4)}}
+    warnings = imbalance_warnings(result, [1] * 83 + [0] * 17, c)
+    assert len(warnings) == 2
+    assert "prevalence is 0.830" in warnings[0]
+    assert warnings[1].startswith("val: specificity at 0.5 is 0.000 (every patient called positive)")
+    assert all("0.830" in w and "pos_weight=balanced" in w for w in warnings)
+    c.train.pos_weight = "balanced"  # already weighted: not suggested again
+    assert "pos_weight" not in imbalance_warnings(result, [1, 0], c)[0]
+    balanced = {"youden_threshold_from_val": 0.5, "splits": {"test": _split(0.7, 0.8)}}
+    assert imbalance_warnings(balanced, [1, 0, 1, 0], c) == []
