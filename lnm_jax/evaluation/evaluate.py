@@ -314,7 +314,7 @@ def imbalance_warnings(result: dict, labels, config) -> list[str]:
     prevalence = float(np.mean(labels)) if len(labels) else float("nan")
     lo, hi = PREVALENCE_BOUNDS
     if not lo <= prevalence <= hi:
-        out.append(f"the cohort's prevalence is {prevalence:.3f} (outside {lo}-{hi}): 0.5 is a poor threshold; {remedy}")
+        out.append(f"the cohort's prevalence is {prevalence:.3f} (outside {lo}-{hi}): 0.5 is a poor cut; {remedy}")
     for split, m in result["splits"].items():
         at = m["at_0.5"]
         for key, calls in (("sensitivity", "negative"), ("specificity", "positive")):
