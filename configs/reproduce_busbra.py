@@ -18,6 +18,7 @@ def get_config():
     c = reproduce_cpu_config()
     c.name = "reproduce_busbra"
     c.data.norm = ConfigDict(busbra.NORM)
+    c.task = ConfigDict(busbra.TASK)
     # Single-view patients have no second view ('ceus'): the paper's settings feed it as zeros,
     # as the project's BUS-BRA figures were measured (model.missing_inputs learns it instead).
     c.data.zero_fill_missing = True

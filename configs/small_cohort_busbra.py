@@ -20,5 +20,6 @@ def get_config():
     c = small_cohort_config()
     c.name = "small_cohort_busbra"
     c.data.norm = ConfigDict(busbra.NORM)
+    c.task = ConfigDict(busbra.TASK)
     c.data.zero_fill_missing = True
     return c

@@ -126,7 +126,9 @@ def cmd_validate(argv: list[str]) -> int:
     )
     lines, problems = report(cohort, config, labelled=not a.no_labels, model=bool(a.workdir or a.config or overrides))
     images = survey(cohort, Framing.from_config(config.data))
-    print("\n".join([cohort.describe(), *images.lines, *lines]))
+    from lnm_jax.task import Task
+
+    print("\n".join([cohort.describe(Task.from_config(config).positive), *images.lines, *lines]))
     problems = [*images.problems, *problems]
     if problems:
         raise ValueError(f"{a.manifest} cannot be used as configured: " + " | ".join(problems))

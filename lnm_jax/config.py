@@ -12,6 +12,7 @@ import math
 from ml_collections import ConfigDict, FieldReference
 
 from lnm_jax.names import PAPER_NORM, SETTINGS
+from lnm_jax.task import PAPER as PAPER_TASK
 
 
 def base_config(setting: str = "triple") -> ConfigDict:
@@ -21,6 +22,10 @@ def base_config(setting: str = "triple") -> ConfigDict:
     c.seed = 0
     # 'us_lnm' | 'bmode' | 'ceus' | 'dual' | 'triple' | a comma list such as 'bmode,us_lnm'.
     c.modalities = setting
+
+    # What the model predicts, in words (lnm_jax/task.py): label and class names, the flag's
+    # meaning, intended use, licence. Plots, validate, reports and the model card read it.
+    c.task = ConfigDict(PAPER_TASK.to_dict())
 
     c.data = ConfigDict()
     # Cohort manifest CSV; empty = synthesise the embedded cohort (data.synth) into WORKDIR/cohort.

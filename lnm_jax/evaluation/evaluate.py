@@ -22,6 +22,7 @@ from lnm_jax.fileio import csv_header_starts, guard_output, write_csv, write_tex
 from lnm_jax.model_card import write_model_card
 from lnm_jax.preflight import check_inputs_present, refuse_missing
 from lnm_jax.run import Run, synth_params
+from lnm_jax.task import Task
 from lnm_jax.training.checkpoint import DIGEST_KEY
 
 
@@ -92,7 +93,7 @@ def evaluate(run: Run, *, checkpoint: str = "best", subsets=("val", "test"), out
     write_csv(out / F.PREDICTIONS_CSV, rows, list(rows[0]))
     title = f"{config.name} ({checkpoint} checkpoint, epoch {meta['epoch']})"
     plot_roc(curves, out / F.ROC, title=title)
-    plot_reliability(reliability, out / F.RELIABILITY, title=title)
+    plot_reliability(reliability, out / F.RELIABILITY, title=title, label=Task.from_config(config).label)
     plot_decision_curve({k: v for k, v in reliability.items() if "T=" not in k}, out / F.DECISION_CURVE, title=title)
     write_text(
         run.files.calibration(checkpoint),

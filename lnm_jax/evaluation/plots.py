@@ -45,9 +45,14 @@ def plot_convergence(history: Sequence[Mapping], path: Path, title: str = "Conve
 
 
 def plot_reliability(
-    curves: Mapping[str, tuple[np.ndarray, np.ndarray]], path: Path, n_bins: int = 10, title: str = "Reliability"
+    curves: Mapping[str, tuple[np.ndarray, np.ndarray]],
+    path: Path,
+    n_bins: int = 10,
+    title: str = "Reliability",
+    label: str = "LNM",
 ) -> None:
-    """``curves``: name -> (labels, probabilities); observed LNM rate per probability bin."""
+    """``curves``: name -> (labels, probabilities); observed rate of ``label`` (the task's
+    positive class, :mod:`lnm_jax.task`) per probability bin."""
     from lnm_jax.evaluation.calibration import expected_calibration_error, reliability_bins
 
     fig, ax = plt.subplots(figsize=(5, 5), dpi=120)
@@ -57,7 +62,7 @@ def plot_reliability(
         keep = count > 0
         ece = expected_calibration_error(labels, probs, n_bins)
         ax.plot(mean_p[keep], rate[keep], "o-", label=f"{name} (ECE {ece:.3f})")
-    ax.set(xlabel="predicted P(LNM)", ylabel="observed LNM rate", xlim=(0, 1), ylim=(0, 1), title=title)
+    ax.set(xlabel=f"predicted P({label})", ylabel=f"observed {label} rate", xlim=(0, 1), ylim=(0, 1), title=title)
     ax.legend(loc="upper left", fontsize=8)
     fig.tight_layout()
     save_figure(fig, path)

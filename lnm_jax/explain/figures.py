@@ -1,5 +1,6 @@
 """Heatmap figures like the paper's Figures 8-9: un-normalised B-mode and CEUS images with the
-CAM overlaid, side by side, titled with P(LNM) and the true label."""
+CAM overlaid, side by side, titled with the model's probability and the true class in the
+run's task names (:mod:`lnm_jax.task`)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import numpy as np  # noqa: E402
 
 from lnm_jax.fileio import save_figure
 from lnm_jax.names import BMODE, CEUS
+from lnm_jax.task import PAPER, Task
 
 BRANCH_TITLES = {BMODE: "B-mode", CEUS: "CEUS"}
 
@@ -22,10 +24,6 @@ def overlay(image: np.ndarray, cam: np.ndarray, alpha: float = 0.45) -> np.ndarr
     """RGB [0, 1] image blended with the CAM in the 'jet' colour map."""
     heat = plt.get_cmap("jet")(np.clip(cam, 0.0, 1.0))[..., :3]
     return np.clip((1.0 - alpha) * image + alpha * heat, 0.0, 1.0)
-
-
-def _label(label: int) -> str:
-    return {1: "LNM", 0: "no LNM"}.get(int(label), "unknown")
 
 
 def _row(axes, entry: dict, branches: Sequence[str]) -> None:
@@ -43,27 +41,30 @@ def _row(axes, entry: dict, branches: Sequence[str]) -> None:
             ax.set_yticks([])
 
 
-def _title(entry: dict) -> str:
+def _title(entry: dict, task: Task) -> str:
     verdict = "correct" if entry["correct"] else "incorrect"
-    return f"{entry['patient_id']}: P(LNM) = {entry['prob']:.2f}, true: {_label(entry['label'])} ({verdict})"
+    return (
+        f"{entry['patient_id']}: {task.prob} = {entry['prob']:.2f}, true: {task.class_name(entry['label'])} ({verdict})"
+    )
 
 
-def patient_figure(path: Path, entry: dict, branches: Sequence[str]) -> None:
-    """``entry``: patient_id, prob, label, correct, images/cams/available per branch."""
+def patient_figure(path: Path, entry: dict, branches: Sequence[str], task: Task = PAPER) -> None:
+    """``entry``: patient_id, prob, label, correct, images/cams/available per branch; titled
+    with ``task``'s names."""
     fig, axes = plt.subplots(1, 2 * len(branches), figsize=(2.6 * 2 * len(branches), 3.0), dpi=110)
     _row(np.atleast_1d(axes), entry, branches)
-    fig.suptitle(_title(entry), fontsize=9)
+    fig.suptitle(_title(entry, task), fontsize=9)
     fig.tight_layout()
     save_figure(fig, path)
     plt.close(fig)
 
 
-def grid_figure(path: Path, entries: Sequence[dict], branches: Sequence[str], title: str) -> None:
+def grid_figure(path: Path, entries: Sequence[dict], branches: Sequence[str], title: str, task: Task = PAPER) -> None:
     n = max(1, len(entries))
     fig, axes = plt.subplots(n, 2 * len(branches), figsize=(2.3 * 2 * len(branches), 2.5 * n), dpi=100, squeeze=False)
     for i, entry in enumerate(entries):
         _row(axes[i], entry, branches)
-        axes[i][0].set_ylabel(_title(entry).replace(": ", "\n", 1), fontsize=7)
+        axes[i][0].set_ylabel(_title(entry, task).replace(": ", "\n", 1), fontsize=7)
     if not entries:
         axes[0][0].text(0.5, 0.5, "no patients", ha="center", va="center")
     fig.suptitle(title, fontsize=11)

@@ -15,6 +15,7 @@ from lnm_jax.explain.figures import grid_figure, patient_figure
 from lnm_jax.explain.gradcam import AUTO_LAYER, choose_layer, layer_sizes, make_cam_fn
 from lnm_jax.fileio import guard_output, path_inside, write_csv
 from lnm_jax.run import Run
+from lnm_jax.task import Task
 from lnm_jax.training.steps import step_inputs
 
 FLAT_CAM = 1e-6  # a CAM whose range is at most this is constant (cam_from scales to [0, 1])
@@ -59,6 +60,7 @@ def gradcam(
             f"Grad-CAM here explains still images only"
         )
     branches = [b for b in names.IMAGE_INPUTS if b in inputs]
+    task = Task.from_config(config)
     if not branches:
         raise ValueError(f"run {run.workdir} uses no image input ({config.modalities}): nothing to explain")
     predictor = run.predictor(checkpoint)  # BatchNorm folded
@@ -90,7 +92,7 @@ def gradcam(
             for b in branches:  # a constant map (all zero after scaling) shows nothing
                 flat[b] += entry["available"][b] and float(np.ptp(res[b][i])) <= FLAT_CAM
             entry["file"] = f"{F.CAM_PATIENTS}/{entry['patient_id']}.png"
-            patient_figure(path_inside(out, entry["file"]), entry, branches)
+            patient_figure(path_inside(out, entry["file"]), entry, branches, task)
             entries.append(entry)
     correct = [e for e in entries if e["correct"]]
     wrong = [e for e in entries if not e["correct"]]
@@ -99,12 +101,14 @@ def gradcam(
         _pick(correct, grid_size),
         branches,
         f"Correct predictions ({method}, {layer}, target {target})",
+        task,
     )
     grid_figure(
         out / F.CAM_GRID_INCORRECT,
         _pick(wrong, grid_size),
         branches,
         f"Incorrect predictions ({method}, {layer}, target {target})",
+        task,
     )
     write_csv(
         out / F.CAM_INDEX,

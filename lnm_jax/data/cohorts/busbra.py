@@ -33,6 +33,29 @@ NORM = {
 }
 
 
+# What a BUS-BRA model predicts (the ``task`` config section, lnm_jax/task.py), for its configs.
+TASK = {
+    "name": "malignancy of a breast lesion",
+    "label": "malignant",
+    "positive": "malignant",
+    "negative": "benign",
+    "label_source": "biopsy (histopathology), or follow-up for some benign lesions (BUS-BRA's Pathology column)",
+    "flag": "BI-RADS>=4",
+    "flag_meaning": "the radiologist's BI-RADS category is 4 or 5 (1) or 2-3 (0)",
+    "inputs": {
+        BMODE: "BUS-BRA view -l (or the single view -s): B-mode breast ultrasound",
+        CEUS: "BUS-BRA view -r: a second B-mode view of the lesion (not contrast-enhanced)",
+    },
+    "intended_use": "Research only: studying the multimodality method on public breast ultrasound (P(malignant)).",
+    "out_of_scope": "Clinical decisions; screening; thyroid or lymph node questions; scanners other than BUS-BRA's.",
+    "licence": "code Apache-2.0; weights under BUS-BRA's MIT-style terms (its LICENSE.txt): cite the BUS-BRA article",
+    "references": [
+        "Gomez-Flores W, Gregorio-Calas MJ, Pereira WCA. BUS-BRA: a breast ultrasound dataset for assessing "
+        "computer-aided diagnosis systems. Medical Physics",
+    ],
+}
+
+
 def convert_busbra(src: Path | str, out_csv: Path | str, *, overwrite: bool = False) -> dict[str, int]:
     """Writes the manifest; returns counts. Raises ValueError naming the row on bad input;
     :class:`lnm_jax.fileio.OutputPathError` when ``out_csv`` is ``bus_data.csv``, lies in

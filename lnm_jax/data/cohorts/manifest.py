@@ -160,11 +160,13 @@ class Cohort:
         """How many patients have each input."""
         return {name: sum(p.has(name) for p in self.patients) for name in INPUTS}
 
-    def describe(self) -> str:
-        """One line: size, positives, availability per input, metadata columns."""
+    def describe(self, positive: str | None = None) -> str:
+        """One line: size, positives (``positive``: the task's name of the class), availability
+        per input, metadata columns."""
         labels = [x for x in self.labels if x is not None]
         return (
-            f"{self.path}: OK, {len(self)} patients, {sum(labels)} LNM-positive; available "
+            f"{self.path}: OK, {len(self)} patients, {sum(labels)} positive{f' ({positive})' if positive else ''}; "
+            "available "
             + ", ".join(f"{k} {v}" for k, v in self.availability().items())
             + (f"; metadata columns: {', '.join(self.metadata_columns)}" if self.metadata_columns else "")
         )

@@ -64,7 +64,7 @@ def assert_both_classes(split: Split, labels: dict[str, int]) -> None:
         if min(counts) == 0:
             fold = "" if split.fold is None else f" of fold {split.fold}"
             raise SplitError(
-                f"the {name} subset{fold} has {len(ids)} patients, {counts[1]} LNM-positive and {counts[0]} "
+                f"the {name} subset{fold} has {len(ids)} patients, {counts[1]} positive and {counts[0]} "
                 "negative: every subset needs both classes (a larger cohort, or other split fractions)"
             )
 
