@@ -495,12 +495,13 @@ def cmd_predict(argv: list[str]) -> int:
     )
     p.add_argument("--overwrite", action="store_true", help=OVERWRITE_HELP)
     a = p.parse_args(argv)
-    from lnm_jax.evaluation.evaluate import predict_exported, predict_manifest
+    from lnm_jax import serving
+    from lnm_jax.evaluation.evaluate import predict_manifest
     from lnm_jax.run import Run
 
-    if a.exported:
-        out = predict_exported(
-            a.exported, a.manifest, a.out, zero_fill_missing=a.zero_fill_missing, overwrite=a.overwrite
+    if a.exported:  # the functions the export folder's own predict.py runs
+        out = serving.predict_manifest(
+            serving.load(a.exported), a.manifest, a.out, zero_fill_missing=a.zero_fill_missing, overwrite=a.overwrite
         )
     else:
         out = predict_manifest(
@@ -566,8 +567,8 @@ def cmd_export(argv: list[str]) -> int:
 
     p = argparse.ArgumentParser(
         prog="lnm-jax export",
-        description="A trained model as a folder that runs with jax + numpy alone (lnm_jax.exported.load), "
-        "with its model card.",
+        description="A trained model as a folder that runs without this package: predict.py, lnm_runtime/ "
+        "(its preprocessing), requirements.txt, the program and weights, metadata.json and model_card.md.",
     )
     p.add_argument("--workdir", required=True, type=Path)
     p.add_argument("--checkpoint", choices=("best", "latest"), default="best")

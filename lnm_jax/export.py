@@ -1,5 +1,14 @@
-"""``lnm-jax export``: a trained run's model as a self-contained folder that runs with jax and
-numpy alone (:mod:`lnm_jax.exported` loads it).
+"""``lnm-jax export``: a trained run's model as a self-contained folder that runs where neither
+this package nor flax is installed.
+
+    DIR/predict.py          python DIR/predict.py --manifest M --out probs.csv (lnm-jax predict's columns)
+    DIR/lnm_runtime/        from lnm_runtime import load (DIR on sys.path): model.predict(images)
+    DIR/requirements.txt    pip install -r DIR/requirements.txt (jax, numpy, flatbuffers, Pillow, pydicom, ...)
+    DIR/model.jax_export, weights.npz [, model.onnx], metadata.json, model_card.md, SHA256SUMS
+
+``lnm_runtime`` is a copy of :data:`PORTABLE_MODULES`, this package's own decoding, framing,
+resize, manifest reading and program loading, with only the package name changed: the export
+preprocesses an image with the code that trained the model, not a description of it.
 
 The program is the inference function with BatchNorm folded where the backbone allows it,
 1x1 convolutions as XLA convolutions (the CPU GEMM lowering of training is a speed choice of
@@ -12,6 +21,8 @@ constants baked into it. A model card is written with it.
 
 from __future__ import annotations
 
+import json
+import re
 from pathlib import Path
 
 import jax
@@ -19,9 +30,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from lnm_jax import names
-from lnm_jax.exported import ONNX, OUTPUTS, PROGRAM, WEIGHTS, load, load_onnx, write_checksums
+from lnm_jax.exported import ONNX, OUTPUTS, PROGRAM, RUNTIME, WEIGHTS, load, load_onnx, write_checksums
 from lnm_jax.fileio import atomic_directory, guard_output
-from lnm_jax.model_card import input_spec, write_model_card
+from lnm_jax.model_card import input_spec, metadata, write_card
 from lnm_jax.run import Run
 from lnm_jax.training.checkpoint import DIGEST_KEY
 from lnm_jax.training.steps import inference_variables
@@ -64,10 +75,123 @@ def _input_structs(spec: dict, batch) -> dict:
     }
 
 
-def _write_onnx(fn, weights, spec: dict, path: Path) -> str:
+PACKAGE = "lnm_jax"
+# The modules the export folder carries (as lnm_runtime): what lnm_jax.serving imports, and
+# nothing that imports flax, optax, orbax, grain, scipy or scikit-learn (a test checks that
+# the copy imports and scores where lnm_jax and flax cannot be imported).
+PORTABLE_MODULES = (
+    "names.py",
+    "fileio.py",
+    "exported.py",
+    "serving.py",
+    "data/records.py",
+    "data/cohorts/manifest.py",
+    "data/cohorts/inputs.py",
+    "data/pixels/decode.py",
+    "data/pixels/dicom.py",
+    "data/pixels/clips.py",
+    "data/pixels/sources.py",
+    "data/privacy/phi.py",
+    "evaluation/intensity.py",
+)
+PREDICT_SCRIPT = "predict.py"
+REQUIREMENTS = "requirements.txt"
+
+
+def _runtime_init(md: dict) -> str:
+    return f'''"""The runtime of the exported model in the folder above this package: {md["name"]}, {md["version"]}.
+
+Written by lnm-jax export: a copy of lnm_jax's decoding, framing, manifest reading and program
+loading (lnm_jax.serving and what it imports), the package name changed to lnm_runtime.
+
+    import sys; sys.path.insert(0, "path/to/export")
+    from lnm_runtime import load
+    model = load()                      # this export; load(format="onnx") runs model.onnx
+    out = model.predict({{"bmode": [path_or_array, ...], ...}})   # out["prob"], out["prob_calibrated"]
+"""
+
+from pathlib import Path
+
+from {RUNTIME}.serving import Model, main, predict_manifest, unit_rgb
+from {RUNTIME}.serving import load as _load
+
+FOLDER = Path(__file__).resolve().parent.parent
+
+
+def load(folder=None, format="stablehlo"):  # noqa: A002
+    """This export's model (or another export folder's), checksums verified."""
+    return _load(FOLDER if folder is None else folder, format)
+
+
+__all__ = ["FOLDER", "Model", "load", "main", "predict_manifest", "unit_rgb"]
+'''
+
+
+PREDICT_PY = f'''"""Score a manifest with the model of this folder: python predict.py --manifest M --out probs.csv
+
+Needs what requirements.txt lists (pip install -r requirements.txt); not lnm_jax, not flax.
+"""
+
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+from {RUNTIME}.serving import main  # noqa: E402
+
+if __name__ == "__main__":
+    sys.exit(main(folder=HERE))
+'''
+
+
+def _vendored(source: str) -> str:
+    """A module's source with the package's own imports pointed at the runtime copy."""
+    return re.sub(rf"\b{PACKAGE}\.", f"{RUNTIME}.", source).replace(f"from {PACKAGE} import", f"from {RUNTIME} import")
+
+
+def requirements(md: dict, formats) -> list[str]:
+    """What the export folder needs: jax (at least the exporting version: jax.export reads
+    programs of older versions, not newer), flatbuffers (its serialisation), numpy, Pillow
+    (images) and pydicom (DICOM), imageio + its ffmpeg for a model with a CEUS input (video
+    clips), onnxruntime for model.onnx."""
+    out = ["numpy>=1.26", "pillow>=10", "pydicom>=3.0"]
+    if "stablehlo" in formats:
+        out[:0] = [f"jax>={jax.__version__}", "flatbuffers>=24"]
+    if names.CEUS in md["architecture"]["inputs"]:
+        out += ["imageio>=2.31", "imageio-ffmpeg>=0.5"]
+    if "onnx" in formats:
+        out.append("onnxruntime>=1.20")
+    return out
+
+
+def write_runtime(folder: Path, md: dict, formats) -> None:
+    """``lnm_runtime/`` (the portable modules), ``predict.py`` and ``requirements.txt``."""
+    src = Path(__file__).resolve().parent
+    pkg = folder / RUNTIME
+    for rel in PORTABLE_MODULES:
+        dest = pkg / rel
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        dest.write_text(_vendored((src / rel).read_text()))
+    for d in [pkg, *(p for p in pkg.rglob("*") if p.is_dir())]:
+        if d != pkg and not (d / "__init__.py").exists():
+            (d / "__init__.py").write_text("")
+    (pkg / "__init__.py").write_text(_runtime_init(md))
+    (folder / PREDICT_SCRIPT).write_text(PREDICT_PY)
+    (folder / REQUIREMENTS).write_text(
+        f"# pip install -r {REQUIREMENTS}: what predict.py and lnm_runtime need (not lnm_jax, not flax)\n"
+        + "\n".join(requirements(md, formats))
+        + "\n"
+    )
+
+
+def _write_onnx(fn, weights, spec: dict, path: Path, md: dict) -> str:
     """The same inference function as an ONNX graph (weights as initializers, batch 'B'),
     through jax2onnx: it converts the jaxpr the StableHLO program comes from, so both formats
-    hold one function. Returns the converter's version."""
+    hold one function. ``md`` goes into the graph's ``metadata_props`` (``lnm_jax.metadata``:
+    the whole metadata.json document; and the fields a viewer such as Netron shows:
+    task, label, classes, image size, normalisation, temperature, thresholds). Returns the
+    converter's version."""
     try:
         import jax2onnx  # noqa: PLC0415  (the onnx extra)
         from jax2onnx import to_onnx  # noqa: PLC0415
@@ -84,23 +208,49 @@ def _write_onnx(fn, weights, spec: dict, path: Path) -> str:
     model = to_onnx(
         positional, structs, model_name="lnm_jax", opset=ONNX_OPSET, input_names=keys, output_names=list(OUTPUTS)
     )
+    model.doc_string = f"{md['name']}: {md['task']['name']} ({md['version']}). See model_card.md."
+    for key, value in onnx_metadata(md).items():
+        entry = model.metadata_props.add()
+        entry.key, entry.value = key, value
     path.write_bytes(model.SerializeToString())
     return getattr(jax2onnx, "__version__", "unknown")
+
+
+def onnx_metadata(md: dict) -> dict[str, str]:
+    """The ONNX ``metadata_props`` of an export (strings; JSON where structured)."""
+    task, pre = md["task"], md["preprocessing"]
+    return {
+        "lnm_jax.metadata": json.dumps(md),
+        "task": task["name"],
+        "label": task["label"],
+        "positive_class": task["positive"],
+        "negative_class": task["negative"],
+        "inputs": json.dumps(md["inputs"]),
+        "outputs": json.dumps(md["outputs"]),
+        "image_size": str(pre["image_size"]),
+        "normalisation": json.dumps(pre["normalisation"]),
+        "calibration_temperature": json.dumps(md["calibration_temperature"]),
+        "thresholds": json.dumps(md["thresholds"]),
+        "intended_use": task["intended_use"],
+        "licence": task["licence"],
+    }
 
 
 def export_run(
     run: Run, out: Path | str, *, checkpoint: str = "best", platforms=PLATFORMS, formats=("stablehlo",)
 ) -> dict:
-    """Writes the program (``formats``: 'stablehlo' and/or 'onnx'), the weights,
-    ``metadata.json`` and ``model_card.md`` to ``out`` (a new folder, written atomically);
-    returns the metadata with the artefact sizes."""
+    """Writes the program (``formats``: 'stablehlo' and/or 'onnx'), the weights, the runtime
+    (``lnm_runtime/``, ``predict.py``, ``requirements.txt``), ``metadata.json`` and
+    ``model_card.md`` to ``out`` (a new folder, written atomically); returns the metadata with
+    the artefact sizes."""
     if unknown := set(formats) - set(FORMATS):
         raise ValueError(f"unknown export format(s) {sorted(unknown)}, expected some of {list(FORMATS)}")
     # a new folder, never inside the run folder it reads
     guard_output(out, inputs=[run.workdir], kind="folder", can_overwrite=False)
     fn, weights = inference_function(run, checkpoint)
     spec = input_spec(run.config)
-    info = {"formats": list(formats), "jax": jax.__version__}
+    md = metadata(run, checkpoint)
+    info = {"formats": list(formats), "jax": jax.__version__, "requirements": requirements(md, formats)}
     with atomic_directory(out) as tmp:
         if "stablehlo" in formats:
             (batch,) = jax.export.symbolic_shape("B")
@@ -111,7 +261,7 @@ def export_run(
             np.savez(tmp / WEIGHTS, **{f"w{i}": w for i, w in enumerate(weights)})
             info["stablehlo"] = {"platforms": list(platforms), "serialization": "jax.export"}
         if "onnx" in formats:
-            version = _write_onnx(fn, weights, spec, tmp / ONNX)
+            version = _write_onnx(fn, weights, spec, tmp / ONNX, md)
             info["onnx"] = {"converter": f"jax2onnx {version}", "opset": ONNX_OPSET, "providers": list(ONNX_PROVIDERS)}
         meta = run.predictor(checkpoint).meta
         info["source"] = {
@@ -120,10 +270,12 @@ def export_run(
             "epoch": meta.get("epoch"),
             "state_sha256": meta.get(DIGEST_KEY),  # the checkpoint's arrays, as stored with it
         }
-        md = write_model_card(run, tmp, checkpoint, extra={"export": info})
-        write_checksums(tmp)  # every file, the metadata and card included
+        md = {**md, "export": info}
+        write_runtime(tmp, md, formats)
+        write_card(md, tmp)
+        write_checksums(tmp)  # every file, the runtime, metadata and card included
     out = Path(out)
-    md["export"]["bytes"] = {p.name: p.stat().st_size for p in sorted(out.iterdir())}
+    md["export"]["bytes"] = {p.name: p.stat().st_size for p in sorted(out.iterdir()) if p.is_file()}
     if "stablehlo" in formats:
         load(out)  # what was written loads
     if "onnx" in formats:

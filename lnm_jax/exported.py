@@ -1,6 +1,7 @@
-"""Load and run a model written by ``lnm-jax export``: needs only jax and numpy (no flax, no
-TensorFlow, none of the project's training code), so a collaborator can run it anywhere JAX
-runs.
+"""Load and run the program of a model written by ``lnm-jax export``: needs only jax, numpy
+and flatbuffers (jax.export's serialisation; no flax, no TensorFlow, none of the project's
+training code). The export folder carries a copy of this module in ``lnm_runtime/`` (with the
+preprocessing, :mod:`lnm_jax.serving`), so it runs where this package is not installed.
 
     model = load("exported/")                  # a folder written by lnm-jax export
     out = model({"bmode": x, "ceus": c, "us_lnm": f, "has_bmode": hb, "has_ceus": hc, "has_us_lnm": hf})
@@ -37,6 +38,7 @@ ONNX = "model.onnx"
 METADATA = "metadata.json"
 MODEL_CARD = "model_card.md"
 CHECKSUMS = "SHA256SUMS"
+RUNTIME = "lnm_runtime"  # the export folder's copy of the portable modules (lnm_jax.export)
 
 
 class ExportIntegrityError(ValueError):
@@ -52,10 +54,23 @@ def sha256_file(path: Path) -> str:
 
 
 def write_checksums(folder: Path | str) -> None:
-    """Writes ``SHA256SUMS`` over every other file of ``folder`` (``sha256sum -c`` format)."""
+    """Writes ``SHA256SUMS`` over every other file of ``folder``, subfolders included (paths
+    relative to it, ``sha256sum -c`` format; Python's ``__pycache__`` left out)."""
     folder = Path(folder)
-    lines = [f"{sha256_file(p)}  {p.name}" for p in sorted(folder.iterdir()) if p.is_file() and p.name != CHECKSUMS]
+    files = [
+        p for p in sorted(folder.rglob("*")) if p.is_file() and p.name != CHECKSUMS and "__pycache__" not in p.parts
+    ]
+    lines = [f"{sha256_file(p)}  {p.relative_to(folder).as_posix()}" for p in files]
     (folder / CHECKSUMS).write_text("\n".join(lines) + "\n")
+
+
+def _runtime_files(folder: Path) -> list[str]:
+    """The listed files of the folder's ``lnm_runtime`` copy (verified with the program)."""
+    sums = folder / CHECKSUMS
+    if not sums.is_file():
+        return []
+    listed = [line.partition("  ")[2].strip() for line in sums.read_text().splitlines()]
+    return [name for name in listed if name.startswith(f"{RUNTIME}/") or name == "predict.py"]
 
 
 def verify(folder: Path | str, files=None) -> None:
@@ -131,7 +146,7 @@ def load(folder: Path | str) -> ExportedModel:
 
     folder = Path(folder)
     _require(folder, PROGRAM, WEIGHTS, METADATA)
-    verify(folder, (PROGRAM, WEIGHTS, METADATA))
+    verify(folder, (PROGRAM, WEIGHTS, METADATA, *_runtime_files(folder)))
     metadata = _metadata(folder)
     try:
         exported = jax.export.deserialize(bytearray((folder / PROGRAM).read_bytes()))
@@ -174,6 +189,6 @@ def load_onnx(folder: Path | str, providers=("CPUExecutionProvider",)) -> OnnxMo
 
     folder = Path(folder)
     _require(folder, ONNX, METADATA)
-    verify(folder, (ONNX, METADATA))
+    verify(folder, (ONNX, METADATA, *_runtime_files(folder)))
     session = onnxruntime.InferenceSession(str(folder / ONNX), providers=list(providers))
     return OnnxModel(session, _metadata(folder))

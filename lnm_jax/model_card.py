@@ -20,23 +20,40 @@ from lnm_jax.exported import METADATA, MODEL_CARD
 from lnm_jax.fileio import write_text
 from lnm_jax.preflight import availability_patterns
 from lnm_jax.run import Run
+from lnm_jax.task import Task
 from lnm_jax.training.checkpoint import DIGEST_KEY
 
-PAPER = (
-    "Guang et al., A model for predicting lymph node metastasis of thyroid carcinoma: a multimodality "
-    "convolutional neural network study. Quant Imaging Med Surg 2023;13(12):8370-8382"
-)
-INTENDED_USE = (
-    "Research only: estimating P(cervical lymph node metastasis) of papillary thyroid carcinoma from B-mode "
-    "and CEUS ultrasound and the sonographer's US-LNM call, to study the method. Not a medical device; not for "
-    "clinical decisions."
-)
+SCHEMA = "lnm_jax model card 2"  # the layout of metadata.json (MONAI bundle and Hugging Face card fields)
+METRIC_KEYS = ("n", "n_positive", "auc", "ci_level", "auc_ci_delong", "auc_ci_bootstrap", "at_0.5", "at_threshold")
+SYNTHETIC_LIMIT = "Trained on the embedded synthetic cohort: a demonstration of the pipeline, not a model of patients."
+
 LIMITS = [
     "Trained on one cohort: its performance elsewhere (other scanners, presets, centres, populations) is unknown "
     "until it is tested there.",
     "Probabilities are calibrated (temperature scaling) on this cohort's validation split only.",
-    "Images must be prepared as in training: the scan region, RGB in [0, 1], resized to the input size.",
+    "Images must be prepared as in training (the export's lnm_runtime does it): the scan region, RGB in [0, 1], "
+    "framed and resized as described under Inputs.",
+    "Grad-CAM maps of this model have not been scored against lesion outlines unless a cam_scores.json says so.",
 ]
+OUTPUTS = {
+    "logit": {"shape": ["B"], "dtype": "float32", "range": "(-inf, inf)", "meaning": "log-odds of the positive class"},
+    "prob": {"shape": ["B"], "dtype": "float32", "range": "[0, 1]", "meaning": "sigmoid(logit)"},
+    "prob_calibrated": {
+        "shape": ["B"],
+        "dtype": "float32",
+        "range": "[0, 1]",
+        "meaning": "sigmoid(logit / T), T fitted on validation (= prob when none was fitted)",
+    },
+}
+RESIZE = (
+    "antialiased bilinear (triangle kernel widened by the downscale factor; the weights of tf.image.resize(..., "
+    "antialias=True) and jax.image.resize), as two per-axis weight matrices: lnm_jax/data/pixels/decode.py"
+)
+DECODE = (
+    "PNG/JPEG by Pillow with EXIF orientation applied; 8-bit modes / 255, 16-bit gray / 65535, gray replicated to "
+    "RGB, alpha dropped; DICOM by pydicom (VOI/palette/YBR handled, header-checked), cropped to its "
+    "SequenceOfUltrasoundRegions; clips: the peak frame (T = 1) or T frames over the enhancement phase"
+)
 
 
 def input_spec(config) -> dict[str, dict]:
@@ -66,137 +83,314 @@ def _evaluation(run: Run, checkpoint: str, meta: dict) -> dict | None:
     return doc
 
 
+def _head(config, inputs) -> str:
+    m = config.model
+    flag = " (the flag as -1/+1)" if names.US_LNM in inputs and m.get("flag_encoding", "raw") == "centred" else ""
+    absent = "; a missing input replaced by a learned 'absent' embedding, availability indicators added" * bool(
+        m.missing_inputs
+    )
+    if m.get("fusion", "concat") == "late":
+        return (
+            "late fusion: each input its own logit (Dense(1) on its pooled feature" + flag + "), combined by a "
+            "learned Dense(1) over those logits (initialised to their sum)" + absent + "; sigmoid"
+        )
+    heads = "; per-input Dense(1) heads trained beside it (auxiliary losses)" if m.get("input_heads") else ""
+    return "the paper's head: one Dense(1) over the concatenated pooled features" + flag + absent + heads + "; sigmoid"
+
+
+def _feature_sizes(params: dict, inputs) -> dict[str, int]:
+    """Each input's pooled feature width, read from the trained head's kernel or the input heads."""
+    out = {}
+    for m in inputs:
+        if m == names.US_LNM:
+            out[m] = 1
+        elif f"{m}_head" in params:
+            out[m] = int(np.shape(params[f"{m}_head"]["kernel"])[0])
+    return out
+
+
+def _training_environment(run: Run) -> dict | None:
+    """The training process's provenance (``run_info.json``: versions, devices, commit), not
+    this process's: a card describes how the weights were made."""
+    path = run.files.run_info
+    if not path.is_file():
+        return None
+    info = json.loads(path.read_text())
+    keep = ("created", "python", "platform", "cpu", "backend", "device_kind", "device_count", "packages", "git")
+    return {k: info[k] for k in keep if k in info}
+
+
+def _hyperparameters(config) -> dict:
+    t, m = config.train, config.model
+    return {
+        "optimizer": "AdamW" if t.get("weight_decay", 0.0) else "Adam",
+        "learning_rate": t.learning_rate,
+        "backbone_lr_scale": t.get("backbone_lr_scale", 1.0),
+        "weight_decay": t.get("weight_decay", 0.0),
+        "batch_size": t.batch_size,
+        "epochs": t.epochs,
+        "early_stop_patience": t.early_stop_patience,
+        "plateau": t.plateau.to_dict(),
+        "loss": "binary cross-entropy on the logit"
+        + (f" + {t.aux_loss_weight} x the per-input heads' BCE" if t.get("aux_loss_weight", 0.0) else ""),
+        "pos_weight": t.get("pos_weight", 1.0),
+        "freeze_backbone_epochs": t.get("freeze_backbone_epochs", 0),
+        "augmentation": config.data.augment.to_dict(),
+        "modality_dropout": m.get("modality_dropout", 0.0),
+        "init_from": m.get("init_from") or "random (He) initialisation",
+        "dtype": m.dtype,
+        "seed": config.seed,
+    }
+
+
 def metadata(run: Run, checkpoint: str = "best", evaluation: dict | None = None) -> dict:
-    """The machine-readable description of ``run``'s ``checkpoint``."""
+    """The machine-readable description of ``run``'s ``checkpoint``: every field read from the
+    run (config, ``run_info.json``, cohort, split, checkpoint, ``evaluate``'s metrics)."""
     config = run.config
+    task = Task.from_config(config)
     state, meta = run.restore(checkpoint)
     evaluation = evaluation or _evaluation(run, checkpoint, meta)
     labels = [p.lnm for p in run.cohort.patients if p.lnm is not None]
     temperature = run.temperature(checkpoint)
-    metrics = {}
+    inputs = list(names.parse_modalities(config.modalities))
+    metrics, calibration = {}, {}
     if evaluation:
-        metrics = {
-            s: {k: m.get(k) for k in ("n", "n_positive", "auc", "ci_level", "auc_ci_delong", "at_0.5", "at_threshold")}
-            for s, m in evaluation["splits"].items()
-        }
+        for s, m in evaluation["splits"].items():
+            metrics[s] = {k: m.get(k) for k in METRIC_KEYS}
+            calibration[s] = m.get("calibration")
+    params = state.params
     return {
+        "schema": SCHEMA,
         "name": config.name,
         "version": f"epoch {meta['epoch']} ({checkpoint} checkpoint by validation AUC)",
-        "task": "binary classification: P(LNM) per patient",
-        "reimplements": PAPER,
+        "task": {**task.to_dict(), "type": f"binary classification: {task.prob} per patient"},
         "architecture": {
-            "inputs": list(names.parse_modalities(config.modalities)),
+            "inputs": inputs,
             "backbone": config.model.backbone,
             "width": config.model.width,
+            "branches": "one backbone per image input, not shared",
+            "feature_sizes": _feature_sizes(params, inputs),
+            "fusion": config.model.get("fusion", "concat"),
+            "head": _head(config, inputs),
             "missing_inputs": bool(config.model.missing_inputs),
             "temporal_pool": config.model.temporal_pool if config.data.clip_frames > 1 else None,
-            "parameters": int(sum(np.size(x) for x in jax.tree.leaves(state.params))),
-            "head": "one dense layer over the concatenated pooled features (and availability indicators) + sigmoid",
+            "parameters": int(sum(np.size(x) for x in jax.tree.leaves(params))),
         },
         "inputs": input_spec(config),
+        "outputs": OUTPUTS,
+        "preprocessing": {
+            "image_size": config.data.image_size,
+            "clip_frames": config.data.clip_frames,
+            "value_range": [0.0, 1.0],
+            "decode": DECODE,
+            # how images are cropped and scaled before the resize (lnm_jax.data.pixels.sources.Framing)
+            "framing": dataclasses.asdict(Framing.from_config(config.data)),
+            "resize": RESIZE,
+            "normalisation": {
+                k: {"mean": list(v["mean"]), "std": list(v["std"])} for k, v in config.data.norm.to_dict().items()
+            },
+            "normalisation_applied": "inside the exported program: (x - mean) / std, a missing image set to zero",
+        },
+        # kept at the top level too: exports written before the preprocessing section read them there
         "image_size": config.data.image_size,
         "clip_frames": config.data.clip_frames,
-        # how images are cropped and scaled before the resize (lnm_jax.data.pixels.sources.Framing)
         "framing": dataclasses.asdict(Framing.from_config(config.data)),
-        "normalisation": {
-            k: {"mean": list(v["mean"]), "std": list(v["std"])} for k, v in config.data.norm.to_dict().items()
-        },
         "thresholds": {
             "default": 0.5,
             "youden_from_val": evaluation.get("youden_threshold_from_val") if evaluation else None,
         },
         "calibration_temperature": temperature,
+        "calibration": calibration,
         # the training split's image intensities, which predict checks new patients against
         "intensity_reference": run.intensity_reference(),
         "training_cohort": {
             "manifest": config.data.manifest or "embedded synthetic cohort",
             "manifest_sha256": run.cohort.sha256,
             "patients": len(run.cohort),
-            "lnm_positive": int(sum(labels)),
+            "positive": int(sum(labels)),
             "prevalence": float(np.mean(labels)) if labels else None,
             "availability_patterns": dict(availability_patterns(run.cohort)),
             "split": {s: len(run.split.subset(s)) for s in ("train", "val", "test")},
             "split_seed": config.data.split.seed,
         },
+        "hyperparameters": _hyperparameters(config),
         "metrics": metrics,
-        "intended_use": INTENDED_USE,
-        "limits": LIMITS,
-        "packages": provenance.package_versions(),
+        "warnings": (evaluation or {}).get("warnings", []),
+        "limits": LIMITS + ([SYNTHETIC_LIMIT] if not config.data.manifest else []),
+        "training_environment": _training_environment(run),
+        "packages": provenance.package_versions(),  # of the process that wrote this card
     }
 
 
+def _fmt(x, spec=".3f") -> str:
+    return "-" if x is None or (isinstance(x, float) and x != x) else format(x, spec)
+
+
+def _metric_rows(metrics: dict) -> list[str]:
+    rows = [
+        "| split | n | positive | AUC | 95% CI (DeLong) | 95% CI (bootstrap) | sens@0.5 | spec@0.5 | sens@Youden "
+        "| spec@Youden |",
+        "|---|---:|---:|---:|---|---|---:|---:|---:|---:|",
+    ]
+    for s, m in metrics.items():
+        dl, bs = m.get("auc_ci_delong") or [None] * 2, m.get("auc_ci_bootstrap") or [None] * 2
+        t5, ty = m["at_0.5"], m.get("at_threshold") or {}
+        rows.append(
+            f"| {s} | {m['n']} | {m['n_positive']} | {_fmt(m['auc'])} | {_fmt(dl[0])}-{_fmt(dl[1])} | "
+            f"{_fmt(bs[0])}-{_fmt(bs[1])} | {_fmt(t5['sensitivity'])} | {_fmt(t5['specificity'])} | "
+            f"{_fmt(ty.get('sensitivity'))} | {_fmt(ty.get('specificity'))} |"
+        )
+    return rows
+
+
+def _calibration_rows(calibration: dict) -> list[str]:
+    rows = ["| split | ECE | Brier | ECE after T | Brier after T |", "|---|---:|---:|---:|---:|"]
+    for s, c in calibration.items():
+        if c:
+            rows.append(
+                f"| {s} | {_fmt(c.get('ece'))} | {_fmt(c.get('brier'))} | {_fmt(c.get('ece_temperature_scaled'))} "
+                f"| {_fmt(c.get('brier_temperature_scaled'))} |"
+            )
+    return rows
+
+
 def markdown(md: dict) -> str:
-    """``model_card.md`` from :func:`metadata`."""
-    a, c = md["architecture"], md["training_cohort"]
+    """``model_card.md`` from :func:`metadata` (the sections of a Hugging Face model card:
+    details, uses, how to start, training, evaluation, limits, environment, citation)."""
+    a, c, t, pre, h = md["architecture"], md["training_cohort"], md["task"], md["preprocessing"], md["hyperparameters"]
+    framing = pre["framing"]
+    export = md.get("export")
     lines = [
         f"# Model card: {md['name']}",
         "",
-        f"{md['task']}; {md['version']}. Reimplements {md['reimplements']}.",
+        f"{t['type']}: {t['name']}. {md['version']}.",
         "",
-        "## Intended use",
-        md["intended_use"],
-        "",
-        "## Architecture",
-        f"Inputs {', '.join(a['inputs'])}; {a['backbone']} (width {a['width']}) per image input, not shared; "
-        f"{a['head']}. {a['parameters']:,} parameters. Missing inputs: "
-        f"{'learned absent embeddings + availability indicators' if a['missing_inputs'] else 'not supported'}"
-        + (f"; CEUS clips of {md['clip_frames']} frames, {a['temporal_pool']} pooling." if a["temporal_pool"] else "."),
-        "",
-        "## Inputs",
-        "| name | shape | dtype |",
-        "|---|---|---|",
-        *[f"| `{k}` | [{', '.join(map(str, v['shape']))}] | {v['dtype']} |" for k, v in md["inputs"].items()],
-        "",
-        "Images: cropped to the scan region (a DICOM file's SequenceOfUltrasoundRegions or the manifest's "
-        "<input>_crop column)"
+        "## Model details",
+        f"- Task: {t['name']}; label {t['label']} ({t['positive']} = 1, {t['negative']} = 0), established by "
+        f"{t['label_source']}.",
+        f"- Architecture: inputs {', '.join(a['inputs'])}; {a['backbone']} (width {a['width']}) per image input, "
+        f"{a['branches'].split(', ')[1]}; pooled features "
+        + ", ".join(f"{k} {v}" for k, v in a["feature_sizes"].items())
+        + f"; {a['head']}. {a['parameters']:,} parameters."
+        + (f" CEUS clips of {pre['clip_frames']} frames, {a['temporal_pool']} pooling." if a["temporal_pool"] else ""),
+        "- Missing inputs: "
         + (
-            f", resampled to {md['framing']['field_of_view_mm'] / md['image_size']:.3g} mm per pixel "
-            f"({md['framing']['field_of_view_mm']:g} mm field of view, centred, zero-padded)"
-            if md.get("framing", {}).get("field_of_view_mm")
-            else ""
+            "handled (learned absent embeddings)." if a["missing_inputs"] else "not supported: every input is required."
+        ),
+        f"- Licence: {t['licence']}.",
+        "- References: " + "; ".join(t["references"]) + ".",
+        "",
+        "## Uses",
+        f"- Intended use: {t['intended_use']}",
+        f"- Out of scope: {t['out_of_scope']}",
+        "",
+        "## Inputs and outputs",
+        "| name | shape | dtype | meaning |",
+        "|---|---|---|---|",
+        *[
+            f"| `{k}` | [{', '.join(map(str, v['shape']))}] | {v['dtype']} | {_input_meaning(k, t)} |"
+            for k, v in md["inputs"].items()
+        ],
+        *[
+            f"| `{k}` (output) | [{', '.join(v['shape'])}] | {v['dtype']} | {v['meaning']}, {v['range']} |"
+            for k, v in md["outputs"].items()
+        ],
+        "",
+        "## Preprocessing (shipped in the export's `lnm_runtime`)",
+        f"- Decoding: {pre['decode']}.",
+        "- Framing: cropped to the scan region (DICOM ultrasound regions or the manifest's `<input>_crop`)"
+        + (
+            f", resampled to {framing['field_of_view_mm'] / pre['image_size']:.3g} mm per pixel "
+            f"({framing['field_of_view_mm']:g} mm field of view, centred, zero-padded)"
+            if framing.get("field_of_view_mm")
+            else ", the crop resized to the square (aspect not kept, as the paper)"
         )
-        + f"; RGB float32 in [0, 1], resized to {md['image_size']}x{md['image_size']}; then (x - mean) / std "
-        "per modality (inside the exported program), a missing image set to zero:",
+        + f"; CEUS dual display: the {framing.get('ceus_region', 'auto')} region.",
+        f"- Resize to {pre['image_size']}x{pre['image_size']}: {pre['resize']}.",
+        f"- Values: RGB float32 in [0, 1]; normalisation {pre['normalisation_applied']}:",
+        *[f"  - {k}: mean {v['mean']}, std {v['std']}" for k, v in pre["normalisation"].items()],
         "",
-        *[f"- {k}: mean {v['mean']}, std {v['std']}" for k, v in md["normalisation"].items()],
+    ]
+    if export:
+        lines += [
+            "## How to get started",
+            "```",
+            "pip install -r requirements.txt          # " + ", ".join(export.get("requirements", [])),
+            "python predict.py --manifest patients.csv --out probs.csv",
+            "```",
+            "From Python (this folder on `sys.path`): `from lnm_runtime import load; "
+            "load().predict({'bmode': [path_or_array, ...], ...})['prob']`.",
+            "",
+        ]
+    lines += [
+        "## Training",
+        f"- Cohort: {c['patients']} patients, {c['positive']} {t['positive']} (prevalence {_fmt(c['prevalence'])}); "
+        f"manifest `{c['manifest']}` (sha256 {c['manifest_sha256'][:16]}...); split seed {c['split_seed']}: train "
+        f"{c['split']['train']}, validation {c['split']['val']}, test {c['split']['test']} (patient-level).",
+        "- Availability patterns: " + ", ".join(f"{k or '(none)'} {v}" for k, v in c["availability_patterns"].items()),
+        f"- Optimiser {h['optimizer']}, learning rate {h['learning_rate']:g} "
+        f"(image branches x{h['backbone_lr_scale']:g}), "
+        f"weight decay {h['weight_decay']:g}, batch {h['batch_size']}, up to {h['epochs']} epochs, plateau drop x"
+        f"{h['plateau']['factor']:g} after {h['plateau']['patience']} epochs, early stopping "
+        f"{h['early_stop_patience'] or 'off'}; loss: {h['loss']}, positives weighted {h['pos_weight']}; "
+        f"branches frozen for the first {h['freeze_backbone_epochs']} epochs; initialised from {h['init_from']}; "
+        f"{h['dtype']}; seed {h['seed']}.",
+        "- Augmentation: " + ", ".join(f"{k} {v}" for k, v in h["augmentation"].items()) + ".",
         "",
-        "## Decision thresholds and calibration",
-        f"- 0.5 on the probability (default); Youden's index on validation: {md['thresholds']['youden_from_val']}",
-        f"- temperature (fitted on validation, `prob_calibrated = sigmoid(logit / T)`): "
-        f"{md['calibration_temperature'] or 'none fitted (run lnm-jax evaluate)'}",
-        "",
-        "## Training cohort",
-        f"{c['patients']} patients, {c['lnm_positive']} LNM-positive (prevalence {c['prevalence']:.3f}); manifest "
-        f"`{c['manifest']}` (sha256 {c['manifest_sha256'][:16]}...); split seed {c['split_seed']}: train "
-        f"{c['split']['train']}, validation {c['split']['val']}, test {c['split']['test']}.",
-        "Availability patterns: " + ", ".join(f"{k or '(none)'} {v}" for k, v in c["availability_patterns"].items()),
-        "",
-        "## Metrics",
+        "## Evaluation",
     ]
     if md["metrics"]:
+        lines += _metric_rows(md["metrics"])
         lines += [
-            "| split | n | AUC | CI (DeLong) | sens@0.5 | spec@0.5 | sens@Youden | spec@Youden |",
-            "|---|---:|---:|---|---:|---:|---:|---:|",
+            "",
+            f"Thresholds: 0.5, and Youden's index on validation: {_fmt(md['thresholds']['youden_from_val'])}. "
+            f"Calibration temperature (fitted on validation, `prob_calibrated = sigmoid(logit / T)`): "
+            f"{_fmt(md['calibration_temperature'])}.",
+            "",
+            *_calibration_rows(md["calibration"]),
         ]
-        for s, m in md["metrics"].items():
-            lo, hi = m["auc_ci_delong"]
-            t5, ty = m["at_0.5"], m["at_threshold"] or {}
-            lines.append(
-                f"| {s} | {m['n']} | {m['auc']:.3f} | {lo:.3f}-{hi:.3f} | {t5['sensitivity']:.3f} | "
-                f"{t5['specificity']:.3f} | {ty.get('sensitivity', float('nan')):.3f} | "
-                f"{ty.get('specificity', float('nan')):.3f} |"
-            )
+        lines += [f"\n**Warning:** {w}" for w in md.get("warnings", [])]
     else:
-        lines.append("Not evaluated yet (run `lnm-jax evaluate`).")
+        lines.append("Not evaluated yet (run `lnm-jax evaluate`): no metrics, thresholds or calibration to report.")
+    env = md.get("training_environment") or {}
     lines += [
         "",
         "## Limits",
         *[f"- {x}" for x in md["limits"]],
         "",
-        "## Software",
-        ", ".join(f"{k} {v}" for k, v in md["packages"].items()),
+        "## Environment",
+        "- Trained with: "
+        + (
+            f"{env.get('backend', '?')} ({env.get('device_kind', '?')} x{env.get('device_count', '?')}), "
+            f"Python {env.get('python', '?')}, "
+            + ", ".join(f"{k} {v}" for k, v in env.get("packages", {}).items())
+            + (
+                f"; commit {env['git']['commit'][:12]}{' (uncommitted changes)' if env['git']['dirty'] else ''}"
+                if env.get("git")
+                else ""
+            )
+            if env
+            else "unknown (the run folder has no run_info.json)"
+        )
+        + ".",
+        "- Card written with: " + ", ".join(f"{k} {v}" for k, v in md["packages"].items()) + ".",
     ]
     return "\n".join(lines) + "\n"
+
+
+def _input_meaning(name: str, task: dict) -> str:
+    if name.startswith("has_"):
+        return f"whether the patient has {name[4:]}"
+    if name == names.US_LNM:
+        return f"{task['flag']}: {task['flag_meaning']}"
+    return task["inputs"].get(name, name)
+
+
+def write_card(md: dict, out: Path | str) -> None:
+    """Writes ``metadata.json`` and ``model_card.md`` of ``md`` to ``out``."""
+    out = Path(out)
+    write_text(out / METADATA, json.dumps(md, indent=2))
+    write_text(out / MODEL_CARD, markdown(md))
 
 
 def write_model_card(
@@ -205,7 +399,5 @@ def write_model_card(
     """Writes ``metadata.json`` (with ``extra``'s sections added, e.g. an export's) and
     ``model_card.md`` to ``out``; returns the metadata."""
     md = {**metadata(run, checkpoint, evaluation), **(extra or {})}
-    out = Path(out)
-    write_text(out / METADATA, json.dumps(md, indent=2))
-    write_text(out / MODEL_CARD, markdown(md))
+    write_card(md, out)
     return md

@@ -10,15 +10,10 @@ from collections import Counter
 from ml_collections import ConfigDict
 
 from lnm_jax import names
+from lnm_jax.data.cohorts.inputs import MissingInputsError, lacking, refuse_missing  # noqa: F401 (re-exported)
 from lnm_jax.data.cohorts.manifest import Cohort
 from lnm_jax.data.cohorts.splits import SplitError, make_splits
 from lnm_jax.models.fusion import check_config
-
-SHOW = 10  # patients named per missing input in an error
-
-
-class MissingInputsError(ValueError):
-    """Patients lack an input that a model not trained for missing inputs takes."""
 
 
 def zero_fills(config: ConfigDict) -> bool:
@@ -31,12 +26,6 @@ def takes_missing_inputs(config: ConfigDict) -> bool:
     return bool(config.model.missing_inputs) or zero_fills(config)
 
 
-def lacking(inputs, cohort: Cohort) -> dict[str, list[str]]:
-    """Input -> the patients of ``cohort`` who lack it, for each of ``inputs``."""
-    out = {i: [p.patient_id for p in cohort.patients if not p.has(i)] for i in inputs}
-    return {i: ids for i, ids in out.items() if ids}
-
-
 def check_inputs_present(config: ConfigDict, cohort: Cohort, *, opt_in: str = "--config.data.zero_fill_missing=True"):
     """Raises :class:`MissingInputsError` listing the patients who lack an input the model takes,
     unless the model was trained for missing inputs (``model.missing_inputs``) or the user opted
@@ -44,28 +33,6 @@ def check_inputs_present(config: ConfigDict, cohort: Cohort, *, opt_in: str = "-
     zero image: its prediction for such a patient is silently unreliable."""
     if not takes_missing_inputs(config):
         refuse_missing(cohort, names.parse_modalities(config.modalities), config.modalities, opt_in)
-
-
-def refuse_missing(cohort: Cohort, inputs, model: str, opt_in: str) -> None:
-    """Raises :class:`MissingInputsError` if a patient lacks one of ``inputs``."""
-    if not (missing := lacking(inputs, cohort)):
-        return
-    parts = [
-        f"{i} missing for {len(ids)} ({', '.join(ids[:SHOW])}{', ...' if len(ids) > SHOW else ''})"
-        for i, ids in missing.items()
-    ]
-    absent = [i for i, ids in missing.items() if len(ids) == len(cohort.patients)]
-    present = [i for i in inputs if i not in absent]
-    if absent and present:  # an input no patient has: a model of the others, not a missing-input one
-        raise MissingInputsError(
-            f"{cohort.path}: {' and '.join(absent)} missing for every patient; train a model of what the cohort "
-            f"has with --config.modalities={','.join(present)} (the model ({model}) takes {', '.join(inputs)}), "
-            f"or opt in to feeding zeros with {opt_in}"
-        )
-    raise MissingInputsError(
-        f"{cohort.path}: {'; '.join(parts)}; the model ({model}) was not trained for missing inputs. "
-        f"Train one with --config.model.missing_inputs=True, or opt in to feeding zeros with {opt_in}"
-    )
 
 
 def availability_patterns(cohort: Cohort) -> Counter:

@@ -26,14 +26,16 @@ from lnm_jax.run import Run
 
 ATOL = 1e-4
 
+# The subprocesses below can import neither this package nor flax & co.: only the folder's own
+# lnm_runtime (and jax, numpy, Pillow, pydicom; the ONNX check blocks jax too).
 BLOCKER = """
 import importlib.abc, sys
-ALLOWED = {"lnm_jax", "lnm_jax.exported"}
-BLOCKED = {"flax", "optax", "orbax", "tensorflow", "tensorflow_datasets", "ml_collections", "torch", "keras"}
-BLOCKED |= set(sys.argv[1:])  # the ONNX check blocks jax too
+BLOCKED = {"lnm_jax", "flax", "optax", "orbax", "grain", "tensorflow", "tensorflow_datasets", "ml_collections",
+           "torch", "keras", "sklearn"}
+BLOCKED |= set(sys.argv[1:])
 class Block(importlib.abc.MetaPathFinder):
     def find_spec(self, name, path, target=None):
-        if name.split(".")[0] in BLOCKED or (name.startswith("lnm_jax") and name not in ALLOWED):
+        if name.split(".")[0] in BLOCKED:
             raise ImportError(f"blocked: {name}")
 sys.meta_path.insert(0, Block())
 """
@@ -66,7 +68,23 @@ def live_logits(run: Run, inputs: dict) -> np.ndarray:
     return np.asarray(p.step(p.params, p.batch_stats, batch)["logit"])
 
 
-def test_export_runs_without_the_training_stack_and_equals_the_live_model(triple_run, tiny_cohort, tmp_path):
+def _blocked(code: str, *blocked: str) -> None:
+    res = subprocess.run(
+        [sys.executable, "-c", BLOCKER + code, *blocked], env=cpu_env(), capture_output=True, text=True, timeout=300
+    )
+    assert res.returncode == 0, res.stderr[-3000:]
+
+
+def _probs(path) -> dict[str, dict]:
+    return {r["patient_id"]: r for r in csv.DictReader(open(path))}
+
+
+def test_export_runs_without_the_package_and_equals_the_live_model(triple_run, tiny_cohort, tmp_path):
+    """The folder runs where lnm_jax and flax cannot be imported: its program equals the live
+    model at batch 1 and 7 (StableHLO and ONNX), its ``predict.py`` writes ``lnm-jax predict
+    --workdir``'s CSV (same columns; probabilities to 1e-5: logits agree to ~1e-5 relative,
+    see the module docstring, a sigmoid's slope is <= 1/4, and the CSV rounds to 1e-6), and
+    ``lnm_runtime.load().predict`` gives the same from file paths and from arrays."""
     out = tmp_path / "exported"
     args = ["export", "--workdir", str(triple_run.workdir), "--out", str(out), "--format", "stablehlo,onnx"]
     assert main(args) == 0
@@ -74,48 +92,75 @@ def test_export_runs_without_the_training_stack_and_equals_the_live_model(triple
     assert md["export"]["stablehlo"]["platforms"] == ["cpu", "cuda"] and md["export"]["onnx"]["opset"] == 23
     assert md["architecture"]["inputs"] == ["bmode", "ceus", "us_lnm"]
     assert "Not a medical device" in (out / MODEL_CARD).read_text()
+    reqs = [x.split(">=")[0] for x in (out / "requirements.txt").read_text().splitlines() if not x.startswith("#")]
+    assert reqs == ["jax", "flatbuffers", "numpy", "pillow", "pydicom", "imageio", "imageio-ffmpeg", "onnxruntime"]
     model = load(out)
     for n in (1, 7):
         x = random_inputs(model.inputs, n, seed=n)
         np.savez(tmp_path / f"x{n}.npz", **x)
         np.save(tmp_path / f"live{n}.npy", live_logits(triple_run, x))
-    code = BLOCKER + (
-        "import numpy as np\nfrom lnm_jax.exported import load\n"
-        f"m = load({str(out)!r})\n"
-        "for n in (1, 7):\n"
-        f"    x = dict(np.load({str(tmp_path)!r} + f'/x{{n}}.npz'))\n"
-        "    out = m(x)\n"
-        f"    np.save({str(tmp_path)!r} + f'/exported{{n}}.npy', out['logit'])\n"
-        "    assert out['prob'].shape == (n,)\n"
-        "import sys; assert 'flax' not in sys.modules and 'tensorflow' not in sys.modules\n"
-    )
-    onnx_code = BLOCKER + (
-        "import numpy as np\nfrom lnm_jax.exported import load_onnx\n"
-        f"m = load_onnx({str(out)!r})\n"
-        "for n in (1, 7):\n"
-        f"    x = dict(np.load({str(tmp_path)!r} + f'/x{{n}}.npz'))\n"
-        f"    np.save({str(tmp_path)!r} + f'/onnx{{n}}.npy', m(x)['logit'])\n"
-        "import sys; assert 'jax' not in sys.modules\n"
-    )
-    for program, blocked in ((code, []), (onnx_code, ["jax", "jaxlib"])):
-        res = subprocess.run(
-            [sys.executable, "-c", program, *blocked], env=cpu_env(), capture_output=True, text=True, timeout=300
+    t = str(tmp_path)
+    for fmt, blocked in (("stablehlo", []), ("onnx", ["jax", "jaxlib"])):
+        _blocked(
+            f"sys.path.insert(0, {str(out)!r})\nimport numpy as np\nfrom lnm_runtime import load\n"
+            f"m = load(format={fmt!r})\n"
+            "for n in (1, 7):\n"
+            f"    x = dict(np.load({t!r} + f'/x{{n}}.npz'))\n"
+            "    o = m(x)\n"
+            "    assert o['prob'].shape == (n,)\n"
+            f"    np.save({t!r} + f'/{fmt}{{n}}.npy', o['logit'])\n",
+            *blocked,
         )
-        assert res.returncode == 0, res.stderr[-3000:]
     for n in (1, 7):
-        for fmt in ("exported", "onnx"):
+        for fmt in ("stablehlo", "onnx"):
             np.testing.assert_allclose(
                 np.load(tmp_path / f"{fmt}{n}.npy"), np.load(tmp_path / f"live{n}.npy"), atol=ATOL
             )
-    # predict --exported gives predict --workdir's probabilities
+    # the folder's own predict.py (no lnm_jax) == predict --workdir == predict --exported
     new = new_patients(tiny_cohort, tmp_path / "new.csv", 7)
     args = ["predict", "--manifest", str(new), "--out"]
     assert main([*args, str(tmp_path / "w.csv"), "--workdir", str(triple_run.workdir)]) == 0
     assert main([*args, str(tmp_path / "e.csv"), "--exported", str(out)]) == 0
-    by_run, by_export = (list(csv.DictReader((tmp_path / f).open())) for f in ("w.csv", "e.csv"))
-    assert [r["patient_id"] for r in by_export] == [r["patient_id"] for r in by_run]
-    for a, b in zip(by_run, by_export):
-        assert abs(float(a["prob_lnm"]) - float(b["prob_lnm"])) <= ATOL / 4  # |d sigmoid| <= |d logit| / 4
+    for fmt in ("stablehlo", "onnx"):
+        _blocked(
+            "import runpy\n"
+            f"sys.argv = ['predict.py', '--manifest', {str(new)!r}, '--out', {t!r} + '/{fmt}.csv', "
+            f"'--format', {fmt!r}]\n"
+            "try:\n"
+            f"    runpy.run_path({str(out / 'predict.py')!r}, run_name='__main__')\n"
+            "except SystemExit as e:\n"
+            "    assert e.code == 0, e.code\n"
+        )
+    by_run = _probs(tmp_path / "w.csv")
+    for other in ("e.csv", "stablehlo.csv", "onnx.csv"):
+        got = _probs(tmp_path / other)
+        assert list(got) == list(by_run)  # manifest order
+        for pid, row in by_run.items():
+            assert list(got[pid]) == list(row)  # the same columns
+            for k in [c for c in row if c.startswith("prob_lnm")]:
+                assert abs(float(got[pid][k]) - float(row[k])) <= 1e-5, (other, pid, k)
+            assert got[pid]["pred_at_0.5"] == row["pred_at_0.5"] or abs(float(row["prob_lnm"]) - 0.5) < 1e-5
+    # Python: file paths and arrays (decoded elsewhere, uint8) give predict's probabilities
+    rows = list(csv.DictReader(open(new)))
+    from PIL import Image  # noqa: PLC0415
+
+    paths = {m: [r[m] for r in rows] for m in ("bmode", "ceus")}
+    arrays = {m: [np.asarray(Image.open(p)) for p in paths[m]] for m in paths}
+    flags = [int(r["us_lnm"]) for r in rows]
+    np.savez(tmp_path / "arrays.npz", **{f"{m}{i}": a for m in arrays for i, a in enumerate(arrays[m])})
+    (tmp_path / "inputs.json").write_text(json.dumps({**paths, "us_lnm": flags}))
+    _blocked(
+        f"sys.path.insert(0, {str(out)!r})\nimport json, numpy as np\nfrom lnm_runtime import load\n"
+        f"a = np.load({t!r} + '/arrays.npz')\nx = json.load(open({t!r} + '/inputs.json'))\nm = load()\n"
+        "by_path = m.predict(x)['prob']\n"
+        "x.update({k: [a[f'{k}{i}'] for i in range(len(x[k]))] for k in ('bmode', 'ceus')})\n"
+        "by_array = m.predict(x, batch_size=3)['prob']\n"
+        f"np.save({t!r} + '/py.npy', np.stack([by_path, by_array]))\n"
+    )
+    by_path, by_array = np.load(tmp_path / "py.npy")
+    expected = np.array([float(by_run[r["patient_id"]]["prob_lnm"]) for r in rows])
+    np.testing.assert_allclose(by_path, expected, atol=1e-5)
+    np.testing.assert_allclose(by_array, by_path, atol=1e-6)  # the same pixels, batches of 3 vs 7
 
 
 def _untrained_run(config, workdir) -> Run:

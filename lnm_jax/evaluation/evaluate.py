@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import sys
 import tempfile
 from pathlib import Path
 
@@ -18,10 +17,11 @@ from lnm_jax.evaluation import intensity
 from lnm_jax.evaluation import metrics as M
 from lnm_jax.evaluation.plots import plot_decision_curve, plot_reliability, plot_roc
 from lnm_jax.evaluation.summary import format_summary, summarise_predictions
-from lnm_jax.fileio import csv_header_starts, guard_output, write_csv, write_text
+from lnm_jax.fileio import write_csv, write_text
 from lnm_jax.model_card import write_model_card
-from lnm_jax.preflight import check_inputs_present, refuse_missing
+from lnm_jax.preflight import check_inputs_present
 from lnm_jax.run import Run, synth_params
+from lnm_jax.serving import guard_predictions, intensity_check, write_predictions
 from lnm_jax.task import Task
 from lnm_jax.training.checkpoint import DIGEST_KEY
 
@@ -203,96 +203,8 @@ def predict_manifest(
         batches, features = intensity.tap(data.eval_batches("all"), data.norm, names.IMAGE_INPUTS)
         p = predictor(batches)
     logits = dict(zip(p[names.PATIENT_ID], p["logit"]))
-    flagged = _intensity_check(run.intensity_reference(), features, len(cohort))
+    flagged = intensity_check(run.intensity_reference(), features, len(cohort))
     return write_predictions(cohort, logits, run.temperature(checkpoint), out_csv, flagged)
-
-
-def _intensity_check(ref: dict | None, features: dict, total: int) -> dict | None:
-    """Outliers against the training intensities, warned on stderr; None without a reference
-    (a run or export made before they were recorded)."""
-    if ref is None:
-        return None
-    flagged = intensity.outliers(ref, features)
-    for line in intensity.warning_lines(flagged, total):
-        print(line, file=sys.stderr)
-    return flagged
-
-
-PREDICTION_COLUMNS = (names.PATIENT_ID, "prob_lnm")  # how predict's own CSV starts
-
-
-def guard_predictions(out_csv: Path | str, cohort, model_dir: Path | str, overwrite: bool) -> None:
-    """Refuses ``predict --out`` onto the manifest, an image, a clip folder or the model's
-    folder, or onto an existing file that is not an earlier prediction (unless ``overwrite``),
-    before anything is scored (:func:`lnm_jax.fileio.guard_output`)."""
-    guard_output(
-        out_csv,
-        inputs=[*cohort.files(), model_dir],
-        overwrite=overwrite,
-        ours=lambda p: p.is_file() and csv_header_starts(p, PREDICTION_COLUMNS),
-    )
-
-
-def write_predictions(
-    cohort, logits: dict, temperature: float | None, out_csv: Path | str, flagged: dict | None = None
-) -> Path:
-    """``predict``'s CSV: one row per patient of ``cohort`` in manifest order, the probability
-    (and, with a ``temperature``, the calibrated one), the class at 0.5, the label if known,
-    and (with the training intensities known) ``intensity_outlier``: the inputs of that
-    patient far outside them (:mod:`lnm_jax.evaluation.intensity`)."""
-    rows = []
-    for q in cohort.patients:
-        z = logits[q.patient_id]
-        pr = float(M.sigmoid(z))
-        row = {names.PATIENT_ID: q.patient_id, "prob_lnm": f"{pr:.6f}"}
-        if temperature is not None:
-            row["prob_lnm_calibrated"] = f"{float(C.calibrated(z, temperature)):.6f}"
-        row.update({"pred_at_0.5": int(pr >= 0.5), names.LABEL: "" if q.lnm is None else q.lnm})
-        if flagged is not None:
-            row["intensity_outlier"] = " ".join(sorted({w.split(" ")[0] for w in flagged.get(q.patient_id, [])}))
-        rows.append(row)
-    out_csv = Path(out_csv)
-    out_csv.parent.mkdir(parents=True, exist_ok=True)
-    write_csv(out_csv, rows, list(rows[0]))
-    return out_csv
-
-
-def predict_exported(
-    folder: Path | str, manifest: Path | str, out_csv: Path | str, *, zero_fill_missing=False, overwrite=False
-) -> Path:
-    """``predict`` with a model written by ``lnm-jax export``: no run folder, no training code;
-    the manifest's images decoded as the run's input pipeline decodes them ([0, 1], resized;
-    the program normalises)."""
-    from lnm_jax.data.loaders import loader  # noqa: PLC0415
-    from lnm_jax.data.pixels.sources import Framing  # noqa: PLC0415
-    from lnm_jax.exported import load  # noqa: PLC0415
-
-    model = load(folder)
-    md = model.metadata
-    inputs = md["architecture"]["inputs"]
-    framing = Framing(**md.get("framing", {}))
-    cohort = read_manifest(
-        manifest,
-        require_labels=False,
-        min_clip_frames=md["clip_frames"],
-        ceus_region=framing.ceus_region,
-        accept_secondary_capture=framing.accept_secondary_capture,
-    )
-    guard_predictions(out_csv, cohort, folder, overwrite)
-    if not (md["architecture"]["missing_inputs"] or zero_fill_missing):
-        refuse_missing(cohort, inputs, f"{folder}", "--zero-fill-missing")
-    identity = {k: {"mean": (0.0,) * 3, "std": (1.0,) * 3} for k in names.IMAGE_INPUTS}
-    decoded = loader.DecodedCohort(cohort.patients, md["image_size"], md["clip_frames"], cache=False, framing=framing)
-    logits = {}
-    ds = loader.eval_dataset(decoded, np.arange(len(decoded)), batch_size=32, norm=identity)
-    batches, features = intensity.tap(loader.iterate(ds), identity, inputs)
-    for batch in batches:
-        out = model({k: batch[k] for k in model.inputs})
-        for pid, z, ok in zip(batch[names.PATIENT_ID], out["logit"], batch[names.VALID]):
-            if ok:
-                logits[pid.decode()] = float(z)
-    flagged = _intensity_check(md.get("intensity_reference"), features, len(cohort))
-    return write_predictions(cohort, logits, md["calibration_temperature"], out_csv, flagged)
 
 
 PREVALENCE_BOUNDS = (0.2, 0.8)  # outside: a 0.5 threshold on an unweighted model is a poor default

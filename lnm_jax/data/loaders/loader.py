@@ -30,12 +30,11 @@ import threadpoolctl
 
 from lnm_jax.data.cohorts.manifest import Cohort, Patient
 from lnm_jax.data.loaders import augment as augment_lib
-from lnm_jax.data.pixels.sources import DEFAULT_FRAMING, Framing, decode_input
+from lnm_jax.data.pixels.sources import DEFAULT_FRAMING, Framing
+from lnm_jax.data.records import decode_patient
 from lnm_jax.fileio import guard_output, write_text
 from lnm_jax.names import (
     AVAILABILITY_KEYS,
-    BMODE,
-    CEUS,
     IMAGE_INPUTS,
     LABEL,
     PAPER_NORM,
@@ -87,31 +86,7 @@ class DecodedCohort:
         return record
 
     def _decode(self, p: Patient) -> dict:
-        s, t = self.image_size, self.clip_frames
-        shapes = {BMODE: (s, s, 3), CEUS: (s, s, 3) if t == 1 else (t, s, s, 3)}
-        images = {
-            k: np.zeros(shapes[k], np.float32)
-            if getattr(p, k) is None
-            else decode_input(
-                getattr(p, k),
-                k,
-                size=s,
-                patient_id=p.patient_id,
-                clip_frames=t,
-                options=p.image_options(k),
-                framing=self.framing,
-            )
-            for k in IMAGE_INPUTS
-        }
-        return {
-            **images,
-            US_LNM: np.float32(max(p.us_lnm or 0, 0)),
-            LABEL: np.int32(-1 if p.lnm is None else p.lnm),
-            has(BMODE): p.bmode is not None,
-            has(CEUS): p.ceus is not None,
-            has(US_LNM): p.us_lnm is not None,
-            PATIENT_ID: p.patient_id.encode(),
-        }
+        return decode_patient(p, self.image_size, self.clip_frames, self.framing)
 
 
 def normalise(record: Mapping, stats: Mapping) -> dict:

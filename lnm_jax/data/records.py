@@ -1,0 +1,44 @@
+"""One patient of a manifest as the arrays a model takes (before normalisation): the record
+the input pipeline, ``predict`` and an exported model's ``predict.py`` all build, so that
+every path feeds a model the same pixels."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from lnm_jax.data.cohorts.manifest import Patient
+from lnm_jax.data.pixels.sources import DEFAULT_FRAMING, Framing, decode_input
+from lnm_jax.names import BMODE, CEUS, IMAGE_INPUTS, LABEL, PATIENT_ID, US_LNM, has
+
+
+def decode_patient(p: Patient, image_size: int, clip_frames: int = 1, framing: Framing = DEFAULT_FRAMING) -> dict:
+    """``{bmode: [S, S, 3], ceus: [S, S, 3] (or [T, S, S, 3] with clip_frames T > 1), us_lnm,
+    label (-1 unknown), has_<input> (bool), patient_id (bytes)}``: images float32 in [0, 1],
+    cropped and framed (:func:`lnm_jax.data.pixels.sources.decode_input`), zeros where the
+    patient has no such image; the flag 0 where unknown. ImageDecodeError names the patient
+    and the file."""
+    s, t = image_size, clip_frames
+    shapes = {BMODE: (s, s, 3), CEUS: (s, s, 3) if t == 1 else (t, s, s, 3)}
+    images = {
+        k: np.zeros(shapes[k], np.float32)
+        if getattr(p, k) is None
+        else decode_input(
+            getattr(p, k),
+            k,
+            size=s,
+            patient_id=p.patient_id,
+            clip_frames=t,
+            options=p.image_options(k),
+            framing=framing,
+        )
+        for k in IMAGE_INPUTS
+    }
+    return {
+        **images,
+        US_LNM: np.float32(max(p.us_lnm or 0, 0)),
+        LABEL: np.int32(-1 if p.lnm is None else p.lnm),
+        has(BMODE): p.bmode is not None,
+        has(CEUS): p.ceus is not None,
+        has(US_LNM): p.us_lnm is not None,
+        PATIENT_ID: p.patient_id.encode(),
+    }

@@ -1,0 +1,290 @@
+"""Scoring patients with an exported model, without this package's training code.
+
+This module and what it imports (names, fileio, exported, the manifest reader, the pixel
+decoders, the patient record, the intensity check) need only numpy, Pillow and pydicom (and
+imageio for video clips); ``lnm-jax export`` copies them, unchanged but for the package name,
+into the export folder as ``lnm_runtime`` (:data:`lnm_jax.export.PORTABLE_MODULES`), beside a
+``predict.py`` that calls :func:`main`. The folder therefore decodes, frames and resizes an
+image with the very code that trained the model, and ``lnm-jax predict --exported`` runs the
+same functions as the folder's own script.
+
+From Python, with the folder on ``sys.path``::
+
+    from lnm_runtime import load
+    model = load()                                     # the folder it sits in; format="onnx" too
+    out = model.predict({"bmode": ["a.png", img], "ceus": ["a.dcm", None], "us_lnm": [1, 0]})
+    out["prob"], out["prob_calibrated"], out["logit"]  # each [B] float32
+
+Each image entry is a file path (PNG/JPEG, DICOM, a clip: decoded, cropped to its scan region
+and framed as in training) or an array already cropped to the scan region (uint8 scaled by
+1/255, uint16 by 1/65535, float taken as [0, 1]; [H, W], [H, W, 1|3|4] or a clip [T, H, W, C]),
+or None where the patient has no such image (a model not trained for missing inputs then
+refuses). The flag is 0/1 or None.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from lnm_jax import names
+from lnm_jax.data.cohorts.inputs import refuse_missing
+from lnm_jax.data.cohorts.manifest import read_manifest
+from lnm_jax.data.pixels import clips
+from lnm_jax.data.pixels.decode import fit
+from lnm_jax.data.pixels.sources import Framing, decode_input
+from lnm_jax.data.records import decode_patient
+from lnm_jax.evaluation import intensity
+from lnm_jax.exported import load as load_program
+from lnm_jax.exported import load_onnx
+from lnm_jax.fileio import csv_header_starts, guard_output, write_csv
+
+PREDICTION_COLUMNS = (names.PATIENT_ID, "prob_lnm")  # how predict's own CSV starts
+FORMATS = ("stablehlo", "onnx")
+
+
+def sigmoid(z):
+    return 1.0 / (1.0 + np.exp(-np.asarray(z, np.float64)))
+
+
+def guard_predictions(out_csv: Path | str, cohort, model_dir: Path | str, overwrite: bool) -> None:
+    """Refuses ``predict --out`` onto the manifest, an image, a clip folder or the model's
+    folder, or onto an existing file that is not an earlier prediction (unless ``overwrite``),
+    before anything is scored (:func:`lnm_jax.fileio.guard_output`)."""
+    guard_output(
+        out_csv,
+        inputs=[*cohort.files(), model_dir],
+        overwrite=overwrite,
+        ours=lambda p: p.is_file() and csv_header_starts(p, PREDICTION_COLUMNS),
+    )
+
+
+def write_predictions(
+    cohort, logits: dict, temperature: float | None, out_csv: Path | str, flagged: dict | None = None
+) -> Path:
+    """``predict``'s CSV: one row per patient of ``cohort`` in manifest order, the probability
+    (and, with a ``temperature``, the calibrated one, ``sigmoid(logit / T)``), the class at 0.5,
+    the label if known, and (with the training intensities known) ``intensity_outlier``: the
+    inputs of that patient far outside them (:mod:`lnm_jax.evaluation.intensity`)."""
+    rows = []
+    for q in cohort.patients:
+        z = logits[q.patient_id]
+        pr = float(sigmoid(z))
+        row = {names.PATIENT_ID: q.patient_id, "prob_lnm": f"{pr:.6f}"}
+        if temperature is not None:
+            row["prob_lnm_calibrated"] = f"{float(sigmoid(z / temperature)):.6f}"
+        row.update({"pred_at_0.5": int(pr >= 0.5), names.LABEL: "" if q.lnm is None else q.lnm})
+        if flagged is not None:
+            row["intensity_outlier"] = " ".join(sorted({w.split(" ")[0] for w in flagged.get(q.patient_id, [])}))
+        rows.append(row)
+    out_csv = Path(out_csv)
+    out_csv.parent.mkdir(parents=True, exist_ok=True)
+    write_csv(out_csv, rows, list(rows[0]))
+    return out_csv
+
+
+def intensity_check(ref: dict | None, features: dict, total: int) -> dict | None:
+    """Outliers against the training intensities, warned on stderr; None without a reference
+    (a run or export made before they were recorded)."""
+    if ref is None:
+        return None
+    flagged = intensity.outliers(ref, features)
+    for line in intensity.warning_lines(flagged, total):
+        print(line, file=sys.stderr)
+    return flagged
+
+
+def unit_rgb(array) -> np.ndarray:
+    """An image array as float32 [..., H, W, 3] in [0, 1], as the decoder gives a file: uint8 by
+    1/255, uint16 by 1/65535, float taken as [0, 1] (ValueError outside it), gray replicated,
+    alpha dropped. [H, W] and [H, W, 1] are gray; a leading axis is a clip's frames."""
+    a = np.asarray(array)
+    if a.dtype == np.uint8:
+        a = a.astype(np.float32) / np.float32(255.0)
+    elif a.dtype == np.uint16:
+        a = a.astype(np.float32) / np.float32(65535.0)
+    elif a.dtype.kind == "f":
+        a = a.astype(np.float32)
+        if a.size and (not np.all(np.isfinite(a)) or a.min() < 0.0 or a.max() > 1.0):
+            raise ValueError("a float image must hold values in [0, 1] (uint8 and uint16 arrays are scaled)")
+    else:
+        raise ValueError(f"image arrays must be uint8, uint16 or float in [0, 1], not {a.dtype}")
+    if a.ndim >= 3 and a.shape[-1] in (1, 3, 4):
+        a = a[..., :3] if a.shape[-1] != 1 else a[..., 0]
+        if a.ndim >= 3 and a.shape[-1] == 3:
+            return a
+    if a.ndim not in (2, 3):
+        raise ValueError(f"an image array is [H, W], [H, W, C] or a clip [T, H, W, C], not shape {np.shape(array)}")
+    return np.repeat(a[..., None], 3, axis=-1)
+
+
+class Model:
+    """An exported model with its preprocessing: :meth:`predict` takes images (paths or
+    arrays), :meth:`__call__` the program's own arrays (``inputs``: name -> shape, dtype)."""
+
+    def __init__(self, program, folder: Path):
+        self.program, self.folder = program, Path(folder)
+        self.metadata = program.metadata
+        pre = self.metadata.get("preprocessing", self.metadata)  # exports before the section: top level
+        self.image_size, self.clip_frames = int(pre["image_size"]), int(pre["clip_frames"])
+        self.framing = Framing(**pre.get("framing", {}))
+        self.model_inputs = list(self.metadata["architecture"]["inputs"])
+        self.missing_inputs = bool(self.metadata["architecture"]["missing_inputs"])
+
+    @property
+    def inputs(self) -> dict[str, dict]:
+        return self.program.inputs
+
+    def __call__(self, arrays: dict) -> dict[str, np.ndarray]:
+        return self.program(arrays)
+
+    def _image(self, entry, name: str, row: int) -> np.ndarray:
+        s, t = self.image_size, self.clip_frames
+        if isinstance(entry, str | Path):
+            return decode_input(Path(entry), name, size=s, patient_id=f"#{row}", clip_frames=t, framing=self.framing)
+        if self.framing.field_of_view_mm > 0:
+            raise ValueError(
+                f"{name} #{row}: this model resamples images to {self.framing.field_of_view_mm:g} mm across, which "
+                "needs the pixel spacing: pass the file (DICOM carries it), not an array"
+            )
+        img = unit_rgb(entry)
+        if img.ndim == 4:  # a clip: the frames training samples (the peak frame for one)
+            if name != names.CEUS:
+                raise ValueError(f"{name} #{row}: a clip [T, H, W, C] is read for ceus only")
+            curve = img.mean(axis=(1, 2, 3), dtype=np.float64)
+            clips.check_length(f"{name} #{row}", len(curve), t)
+            frames = np.stack([fit(f, s, None, 0.0) for f in img[clips.sample_indices(curve, t)]])
+            return frames[0] if t == 1 else frames
+        out = fit(img, s, None, 0.0)
+        return np.repeat(out[None], t, axis=0) if name == names.CEUS and t > 1 else out
+
+    def prepare(self, images: dict) -> dict[str, np.ndarray]:
+        """The program's input arrays from ``images`` (input name -> a list over patients of a
+        path, an array or None; ``us_lnm`` -> 0/1/None); ValueError naming the input and row."""
+        if unknown := sorted(set(images) - set(self.model_inputs)):
+            raise ValueError(f"unknown input(s) {unknown}; this model takes {self.model_inputs}")
+        if missing := [m for m in self.model_inputs if m not in images]:
+            raise ValueError(f"no {missing} given; this model takes {self.model_inputs} (None for an absent one)")
+        sizes = {len(v) for v in images.values()}
+        if len(sizes) != 1:
+            raise ValueError(f"every input needs one entry per patient; got lengths {sorted(sizes)}")
+        (n,) = sizes
+        out = {}
+        for m in self.model_inputs:
+            entries = list(images[m])
+            present = [e is not None for e in entries]
+            if not self.missing_inputs and not all(present):
+                raise ValueError(
+                    f"{m} is None for row(s) {[i for i, p in enumerate(present) if not p][:10]}: this model was not "
+                    "trained for missing inputs"
+                )
+            if m == names.US_LNM:
+                out[m] = np.array([float(e) if e is not None else 0.0 for e in entries], np.float32)
+            else:
+                shape = tuple(d for d in self.inputs[m]["shape"][1:])
+                out[m] = np.stack(
+                    [
+                        self._image(e, m, i) if e is not None else np.zeros(shape, np.float32)
+                        for i, e in enumerate(entries)
+                    ]
+                ).reshape((n, *shape))
+            out[names.has(m)] = np.array(present, bool)
+        return out
+
+    def predict(self, images: dict, batch_size: int = 32) -> dict[str, np.ndarray]:
+        """``{logit, prob, prob_calibrated}``, each float32 [B], for ``images`` (see
+        :meth:`prepare`), in batches of ``batch_size``."""
+        arrays = self.prepare(images)
+        n = len(next(iter(arrays.values())))
+        parts = [self({k: v[i : i + batch_size] for k, v in arrays.items()}) for i in range(0, n, batch_size)]
+        return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+
+
+def load(folder: Path | str, format: str = "stablehlo") -> Model:  # noqa: A002  (the CLI's word)
+    """An exported folder's model (its checksums and weights verified first)."""
+    if format not in FORMATS:
+        raise ValueError(f"format {format!r} is not one of {FORMATS}")
+    program = load_program(folder) if format == "stablehlo" else load_onnx(folder)
+    return Model(program, Path(folder))
+
+
+def predict_manifest(
+    model: Model,
+    manifest: Path | str,
+    out_csv: Path | str,
+    *,
+    zero_fill_missing: bool = False,
+    overwrite: bool = False,
+    batch_size: int = 32,
+) -> Path:
+    """``predict``'s CSV for every patient of ``manifest`` (labels optional), in manifest order,
+    scored by an exported ``model``: each patient decoded as training decodes one
+    (:func:`lnm_jax.data.records.decode_patient`), the training intensities checked."""
+    cohort = read_manifest(
+        manifest,
+        require_labels=False,
+        min_clip_frames=model.clip_frames,
+        ceus_region=model.framing.ceus_region,
+        accept_secondary_capture=model.framing.accept_secondary_capture,
+    )
+    guard_predictions(out_csv, cohort, model.folder, overwrite)
+    if not (model.missing_inputs or zero_fill_missing):
+        refuse_missing(cohort, model.model_inputs, f"{model.folder}", "--zero-fill-missing")
+    identity = {k: {"mean": (0.0,) * 3, "std": (1.0,) * 3} for k in names.IMAGE_INPUTS}
+    logits = {}
+
+    def batches():
+        for start in range(0, len(cohort.patients), batch_size):
+            chunk = cohort.patients[start : start + batch_size]
+            records = [decode_patient(p, model.image_size, model.clip_frames, model.framing) for p in chunk]
+            batch = {k: np.stack([r[k] for r in records]) for k in records[0]}
+            yield {**batch, names.VALID: np.ones(len(chunk), bool)}
+
+    tapped, features = intensity.tap(batches(), identity, model.model_inputs)
+    for batch in tapped:
+        out = model({k: batch[k] for k in model.inputs})
+        logits.update((pid.decode(), float(z)) for pid, z in zip(batch[names.PATIENT_ID], out["logit"]))
+    flagged = intensity_check(model.metadata.get("intensity_reference"), features, len(cohort))
+    temperature = model.metadata.get("calibration_temperature")
+    return write_predictions(cohort, logits, temperature, out_csv, flagged)
+
+
+def main(argv=None, folder: Path | str | None = None) -> int:
+    """``python DIR/predict.py --manifest M --out probs.csv``: the columns of ``lnm-jax
+    predict``. Bad input: one line on stderr, exit 2."""
+    p = argparse.ArgumentParser(
+        prog="predict.py",
+        description="Score every patient of a manifest CSV with this exported model (columns patient_id, "
+        "bmode, ceus, us_lnm as for lnm-jax; paths relative to the manifest).",
+    )
+    if folder is None:
+        p.add_argument("--model", type=Path, required=True, help="the exported folder")
+    p.add_argument("--manifest", required=True, type=Path)
+    p.add_argument("--out", required=True, type=Path, help="the predictions CSV to write")
+    p.add_argument("--format", choices=FORMATS, default="stablehlo", help="which program runs it (onnx: onnxruntime)")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--zero-fill-missing", action="store_true", help="feed an input a patient lacks as zeros")
+    p.add_argument("--overwrite", action="store_true", help="replace an earlier predictions CSV at --out")
+    a = p.parse_args(argv)
+    try:
+        model = load(folder if folder is not None else a.model, a.format)
+        out = predict_manifest(
+            model,
+            a.manifest,
+            a.out,
+            zero_fill_missing=a.zero_fill_missing,
+            overwrite=a.overwrite,
+            batch_size=a.batch_size,
+        )
+    except (ValueError, OSError, ImportError) as e:
+        print(f"error: {str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__}", file=sys.stderr)
+        return 2
+    n = sum(1 for _ in out.open()) - 1
+    print(f"wrote {n} predictions to {out}")
+    return 0
+
+
+__all__ = ["Model", "load", "main", "predict_manifest", "unit_rgb"]
