@@ -1,5 +1,5 @@
 """Pretraining + fine-tuning for a real cohort of a few hundred patients on 2 CPU cores
-(README, "Bringing your own cohort"):
+(docs/small_cohorts.md):
 
     lnm-jax pretrain --config configs/small_cohort.py --manifest M --workdir W/pretrain
     lnm-jax train --config configs/small_cohort.py --config.data.manifest=M \\

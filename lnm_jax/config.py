@@ -245,7 +245,7 @@ def reproduce_cpu_config() -> ConfigDict:
 def small_cohort_config() -> ConfigDict:
     """A real cohort of a few hundred patients, on 2 CPU cores: `lnm-jax pretrain` (SimCLR on the
     cohort's own images, its test split left out), then fine-tuning with every input's own head
-    and a late fusion that gives the flag its log-odds (README, "Bringing your own cohort").
+    and a late fusion that gives the flag its log-odds (docs/small_cohorts.md).
 
     Fine-tuning: the pretrained branches frozen for the first epochs (the heads settle on
     features that are not yet moving), then all trained; the heads at 1e-2 and the branches at

@@ -19,7 +19,7 @@ from lnm_jax.data.pixels.sources import Framing
 from lnm_jax.exported import METADATA, MODEL_CARD
 from lnm_jax.fileio import write_text
 from lnm_jax.preflight import availability_patterns
-from lnm_jax.run import Run
+from lnm_jax.run import Run, zero_batch
 from lnm_jax.task import Task
 from lnm_jax.training.checkpoint import DIGEST_KEY
 
@@ -32,7 +32,7 @@ LIMITS = [
     "until it is tested there.",
     "Probabilities are calibrated (temperature scaling) on this cohort's validation split only.",
     "Images must be prepared as in training (the export's lnm_runtime does it): the scan region, RGB in [0, 1], "
-    "framed and resized as described under Inputs.",
+    "framed and resized as described under Preprocessing.",
     "Grad-CAM maps of this model have not been scored against lesion outlines unless a cam_scores.json says so.",
 ]
 OUTPUTS = {
@@ -98,15 +98,14 @@ def _head(config, inputs) -> str:
     return "the paper's head: one Dense(1) over the concatenated pooled features" + flag + absent + heads + "; sigmoid"
 
 
-def _feature_sizes(params: dict, inputs) -> dict[str, int]:
-    """Each input's pooled feature width, read from the trained head's kernel or the input heads."""
-    out = {}
-    for m in inputs:
-        if m == names.US_LNM:
-            out[m] = 1
-        elif f"{m}_head" in params:
-            out[m] = int(np.shape(params[f"{m}_head"]["kernel"])[0])
-    return out
+def _feature_sizes(run: Run, state) -> dict[str, int]:
+    """Each input's feature width as it enters the fusion (the pooled backbone output; 1 for
+    the flag), from the model's shapes (``jax.eval_shape``: nothing is computed)."""
+    batch = {k: v[:1] for k, v in zero_batch(run.config).items() if k in names.STEP_KEYS}
+    variables = {"params": state.params, "batch_stats": state.batch_stats}
+    out = jax.eval_shape(lambda v, b: run.model.apply(v, b, train=False), variables, batch)
+    inputs = names.parse_modalities(run.config.modalities)
+    return {m: 1 if m == names.US_LNM else int(out[m]["pooled"].shape[-1]) for m in inputs}
 
 
 def _training_environment(run: Run) -> dict | None:
@@ -169,7 +168,7 @@ def metadata(run: Run, checkpoint: str = "best", evaluation: dict | None = None)
             "backbone": config.model.backbone,
             "width": config.model.width,
             "branches": "one backbone per image input, not shared",
-            "feature_sizes": _feature_sizes(params, inputs),
+            "feature_sizes": _feature_sizes(run, state),
             "fusion": config.model.get("fusion", "concat"),
             "head": _head(config, inputs),
             "missing_inputs": bool(config.model.missing_inputs),

@@ -4,7 +4,7 @@ command line, written to every run folder as ``run_info.json``.
 Reproducibility is stated against this record: on the same machine kind with the same versions
 a run is bitwise reproducible from its seeds; on another CPU (another instruction set, another
 oneDNN/XLA kernel choice) fp32 sums run in another order, so numbers agree only within
-the tolerances the README states.
+the tolerances docs/demo.md states.
 """
 
 from __future__ import annotations

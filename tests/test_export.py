@@ -191,3 +191,33 @@ def test_missing_input_and_clip_models_export_with_their_inputs(variant, tiny_co
     live = live_logits(run, x)
     np.testing.assert_allclose(model(x)["logit"], live, atol=ATOL)
     np.testing.assert_allclose(load_onnx(tmp_path / "x")(x)["logit"], live, atol=ATOL)
+
+
+def test_model_card_describes_the_configured_model_and_task(tiny_cohort, tmp_path):
+    """A BUS-BRA-style late-fusion model's card says late fusion, malignant/benign and BI-RADS,
+    never LNM; its environment is the training run's (run_info.json), not this process's."""
+    from ml_collections import ConfigDict
+
+    from lnm_jax.data.cohorts import busbra
+    from lnm_jax.model_card import markdown, metadata
+
+    config = tiny_config(tiny_cohort, "triple")
+    config.model.width = 4
+    config.model.fusion = "late"
+    config.task = ConfigDict(busbra.TASK)
+    config.train.pos_weight = "balanced"
+    run = _untrained_run(config, tmp_path / "run")
+    info = json.loads(run.files.run_info.read_text())
+    info["packages"]["jax"] = "0.0.1-training"
+    run.files.run_info.write_text(json.dumps(info))
+    md = metadata(run)
+    card = markdown(md)
+    assert md["architecture"]["fusion"] == "late" and card.count("late fusion") == 1
+    assert "the paper's head" not in card
+    assert md["architecture"]["feature_sizes"] == {"bmode": 32, "ceus": 32, "us_lnm": 1}  # resnet18 width 4
+    assert "LNM" not in card and "papillary thyroid" not in card
+    assert "malignant = 1, benign = 0" in card and "BI-RADS>=4" in card and "P(malignant)" in card
+    assert md["hyperparameters"]["pos_weight"] == "balanced"
+    assert md["training_environment"]["packages"]["jax"] == "0.0.1-training" and "jax 0.0.1-training" in card
+    assert set(md) >= {"task", "inputs", "outputs", "preprocessing", "training_cohort", "hyperparameters", "limits"}
+    assert md["preprocessing"]["resize"].startswith("antialiased bilinear")

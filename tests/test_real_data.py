@@ -18,7 +18,7 @@ BUSBRA = SHARED_DATA / "busbra-dev"
 
 needs_data = pytest.mark.skipif(
     not (DDTI.is_dir() and (BUSBRA / "bus_data.csv").is_file()),
-    reason=f"real ultrasound data not found at {SHARED_DATA} (DDTI and BUS-BRA; see the README)",
+    reason=f"real ultrasound data not found at {SHARED_DATA} (DDTI and BUS-BRA; see docs/testing.md)",
 )
 
 

@@ -264,6 +264,6 @@ def single_input_line(guard: dict) -> str:
         text += (
             f"\nWARNING: the fused model's validation AUC is below its single input '{best}' "
             f"({guard['fused_auc']['val']:.3f} < {guard['input_auc'][best]['val']:.3f}): fusion loses to one of its "
-            "own inputs; see 'bringing your own cohort' in the README"
+            "own inputs; see docs/small_cohorts.md"
         )
     return text

@@ -6,7 +6,7 @@
 * 'auto' (default): 'cpu' on the CPU backend, 'xla' elsewhere (GPU/TPU: not measured to gain).
 
 Why, measured with ``scripts/profile_step.py`` on a 2-core CPU (triple ResNet-50, 224x224,
-batch 8, one train step; README "Benchmarks"): XLA:CPU lowers a 1x1 convolution's filter
+batch 8, one train step; docs/benchmarks.md): XLA:CPU lowers a 1x1 convolution's filter
 gradient as a convolution with batch and channels swapped, transposing every activation (with
 the BatchNorm-backward arithmetic fused into the transpose); a GEMM needs no transpose when the
 pixels form one contracting dimension. The step went from 3.6 s to 2.1 s. 3x3 convolutions stay

@@ -50,6 +50,7 @@ from lnm_jax.run_files import (
     RESULTS,
     RunFiles,
 )
+from lnm_jax.task import PAPER, Task
 
 
 def plan_runs(config: ConfigDict) -> dict[str, dict]:
@@ -321,6 +322,7 @@ def reproduce(config: ConfigDict, workdir: Path | str) -> dict:
     results["figures"] = figures
     results["reference"] = generator_bayes_aucs(manifest, config)
     results["wall_s"] = time.perf_counter() - t_start
+    results["task"] = Task.from_config(config).to_dict()
     write_text(workdir / RESULTS, json.dumps(results, indent=2, default=_jsonable))
     write_text(workdir / REPORT, report_markdown(results, groups))
     return results
@@ -374,8 +376,9 @@ def _ci(row, key) -> str:
     return f"{lo:.3f}-{hi:.3f}"
 
 
-def _label(row: dict) -> str:
-    return names.SETTING_LABELS.get(row["setting"], row["setting"])
+def _label(row: dict, task: Task) -> str:
+    """A setting's row name, the flag called by the task's name (US-LNM in the paper)."""
+    return names.SETTING_LABELS.get(row["setting"], row["setting"]).replace(PAPER.flag, task.flag)
 
 
 def _pct(x) -> str:
@@ -384,8 +387,12 @@ def _pct(x) -> str:
 
 def report_markdown(results: dict, groups: dict) -> str:
     folds = results["split"] != "holdout"
+    task = Task.from_config(results)  # results.json of an older run has no task: the paper's
     lines = [
         f"# Protocol report: {results['config']}",
+        "",
+        f"Task: {task.prob}, {task.name} ({task.positive} = 1, {task.negative} = 0; label from {task.label_source}); "
+        f"the flag is {task.flag}: {task.flag_meaning}.",
         "",
         f"Cohort `{results['manifest']}` ({results['patients']} patients, sha256 "
         f"{results['manifest_sha256'][:12]}); split: {results['split']}; training time summed "
@@ -408,7 +415,7 @@ def report_markdown(results: dict, groups: dict) -> str:
     ]
     for row in t2["rows"].values():
         line = (
-            f"| {_label(row)} | {row['backbone']} | {row['auc']:.3f} | "
+            f"| {_label(row, task)} | {row['backbone']} | {row['auc']:.3f} | "
             f"{_ci(row, 'auc_ci_delong')} | {_ci(row, 'auc_ci_bootstrap')} | "
             + " | ".join(_pct(row["at_threshold"][k]) for k in THRESHOLD_METRICS)
             + " |"
@@ -428,7 +435,7 @@ def report_markdown(results: dict, groups: dict) -> str:
     for row in t3["rows"].values():
         pp = row.get("permutation_p", {})
         line = (
-            f"| {_label(row)} | {row['auc']:.3f} | {_ci(row, 'auc_ci_delong')} | "
+            f"| {_label(row, task)} | {row['auc']:.3f} | {_ci(row, 'auc_ci_delong')} | "
             f"{_ci(row, 'auc_ci_bootstrap')} | "
             + " | ".join(f"{_pct(row['at_threshold'][k])} ({_p(pp.get(k))})" for k in THRESHOLD_METRICS)
             + " |"

@@ -10,7 +10,7 @@ The new manifest keeps ``us_lnm``, ``lnm``, spacing and frame columns, and only 
 columns named in ``keep_columns``. The mapping (pseudonym -> original patient, files, SOP
 instance UIDs) goes to a separate file, which must not be inside the output folder.
 
-Not covered (said in the README): text or calipers drawn inside the scan region, faces or
+Not covered (said in docs/dicom.md): text or calipers drawn inside the scan region, faces or
 other identifying content of the image itself, and identifiers typed into file names.
 """
 
