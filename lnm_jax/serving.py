@@ -279,8 +279,8 @@ def main(argv=None, folder: Path | str | None = None) -> int:
             overwrite=a.overwrite,
             batch_size=a.batch_size,
         )
-    except (ValueError, OSError, ImportError) as e:
-        print(f"error: {str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__}", file=sys.stderr)
+    except (ValueError, OSError, ImportError) as e:  # a manifest's problems: one line each
+        print(f"error: {str(e).strip() or type(e).__name__}", file=sys.stderr)
         return 2
     n = sum(1 for _ in out.open()) - 1
     print(f"wrote {n} predictions to {out}")
