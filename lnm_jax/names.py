@@ -47,6 +47,12 @@ def has(name: str) -> str:
     return f"has_{name}"
 
 
+def mask(name: str) -> str:
+    """The manifest column of an image input's lesion mask (``bmode_mask`` ...)."""
+    return f"{name}_mask"
+
+
+MASK_COLUMNS = tuple(mask(m) for m in IMAGE_INPUTS)
 AVAILABILITY_KEYS = tuple(has(m) for m in INPUTS)
 # What a jitted step consumes of a batch (patient ids stay on the host).
 STEP_KEYS = INPUTS + AVAILABILITY_KEYS + (LABEL, VALID)

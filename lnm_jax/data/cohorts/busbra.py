@@ -6,8 +6,10 @@ closest in structure to the paper's: two views of one lesion, a biopsy-proven la
 radiologist's reading. Mapping, per patient (``Case``): view ``-l`` -> ``bmode``, view ``-r``
 -> ``ceus`` (the two image branches), BI-RADS >= 4 -> ``us_lnm`` (the clinical flag),
 malignant -> ``lnm`` = 1. Single-view patients (``-s``) get that image as ``bmode`` and an
-empty ``ceus``. Histology, BIRADS and Device are kept as metadata. Images are referenced, not
-copied (paths relative to the manifest).
+empty ``ceus``. Histology, BIRADS and Device are kept as metadata. Where the release has
+``Masks/mask_NNNN-{l,r,s}.png`` (the ultrasonographer's lesion outline), it fills the
+``bmode_mask`` / ``ceus_mask`` columns: the reference Grad-CAM is scored against, never a model
+input. Images are referenced, not copied (paths relative to the manifest).
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from pathlib import Path
 
 from lnm_jax.data.cohorts.manifest import REQUIRED_COLUMNS, write_manifest
 from lnm_jax.fileio import csv_header_starts, guard_output
-from lnm_jax.names import BMODE, CEUS, LABEL, PATIENT_ID, US_LNM
+from lnm_jax.names import BMODE, CEUS, LABEL, MASK_COLUMNS, PATIENT_ID, US_LNM, mask
 
 PATHOLOGY = {"malignant": 1, "benign": 0}
 VIEW = {"l": BMODE, "r": CEUS, "s": BMODE}
@@ -101,14 +103,23 @@ def convert_busbra(src: Path | str, out_csv: Path | str, *, overwrite: bool = Fa
             column = VIEW[m.group(2)]
             if column in p:
                 raise ValueError(f"{table}, line {line}: patient {pid} has a second '{column}' image")
-            p[column] = os.path.relpath(os.path.abspath(image), os.path.abspath(out_csv.parent))
+            p[column] = _relative(image, out_csv)
+            outline = src / "Masks" / f"mask_{m.group(1)}-{m.group(2)}.png"  # the ultrasonographer's lesion outline
+            if outline.is_file():
+                p[mask(column)] = _relative(outline, out_csv)
     rows = sorted(patients.values(), key=lambda r: r[PATIENT_ID])
     out_csv.parent.mkdir(parents=True, exist_ok=True)
-    write_manifest(out_csv, rows, extra_columns=METADATA)
+    masks = [c for c in MASK_COLUMNS if any(c in r for r in rows)]
+    write_manifest(out_csv, rows, extra_columns=(*masks, *METADATA))
     return {
         "patients": len(rows),
         "two_views": sum(CEUS in r for r in rows),
         "single_view": sum(CEUS not in r for r in rows),
         "malignant": sum(r[LABEL] for r in rows),
         "birads_4_or_more": sum(r[US_LNM] for r in rows),
+        "masks": sum(c in r for r in rows for c in MASK_COLUMNS),
     }
+
+
+def _relative(path: Path, out_csv: Path) -> str:
+    return os.path.relpath(os.path.abspath(path), os.path.abspath(out_csv.parent))

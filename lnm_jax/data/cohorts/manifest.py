@@ -32,8 +32,12 @@ from lnm_jax.data.pixels import sources
 from lnm_jax.data.pixels.clips import ClipError, check_frame_folder, frame_files, is_clip, iter_frames
 from lnm_jax.data.pixels.decode import MAX_IMAGE_PIXELS, ImageTooLargeError, verify_image
 from lnm_jax.data.pixels.dicom import DicomError, is_dicom
+from lnm_jax.data.pixels.masks import EMPTY as MASK_EMPTY  # noqa: F401  (problem codes, re-exported)
+from lnm_jax.data.pixels.masks import NOT_BINARY as MASK_NOT_BINARY  # noqa: F401
+from lnm_jax.data.pixels.masks import SIZE_MISMATCH as MASK_SIZE_MISMATCH  # noqa: F401
+from lnm_jax.data.pixels.masks import MaskError, check_mask
 from lnm_jax.fileio import write_csv
-from lnm_jax.names import BMODE, CEUS, IMAGE_INPUTS, INPUTS, LABEL, PATIENT_ID, US_LNM
+from lnm_jax.names import BMODE, CEUS, IMAGE_INPUTS, INPUTS, LABEL, MASK_COLUMNS, PATIENT_ID, US_LNM, mask
 
 REQUIRED_COLUMNS = (PATIENT_ID, *INPUTS, LABEL)
 IMAGE_COLUMNS = IMAGE_INPUTS
@@ -62,6 +66,8 @@ UNUSABLE_DICOM = "unusable_dicom"
 DUPLICATE_COLUMN = "duplicate_column"
 NOT_ULTRASOUND = "not_ultrasound"
 HEADER_MISMATCH = "header_mismatch"
+MASK_WITHOUT_IMAGE = "mask_without_image"
+# and MASK_NOT_BINARY, MASK_EMPTY, MASK_SIZE_MISMATCH (lnm_jax.data.pixels.masks)
 
 # Patient ids name files (Grad-CAM figures, records), so they are restricted to characters that
 # are safe in a file name on every system: letters, digits, '.', '_', '-', not starting with '.'
@@ -117,10 +123,16 @@ class Patient:
     metadata: dict[str, str] = dataclasses.field(default_factory=dict)
     # per image input: the framing columns' values (crop box, mm/pixel, frame)
     options: dict[str, sources.ImageOptions] = dataclasses.field(default_factory=dict)
+    # per image input: its lesion mask (the <input>_mask column), where the manifest gives one
+    masks: dict[str, Path] = dataclasses.field(default_factory=dict)
 
     def has(self, name: str) -> bool:
         """Whether the input ``name`` (bmode, ceus or us_lnm) is available."""
         return getattr(self, name) is not None
+
+    def mask(self, name: str) -> Path | None:
+        """Image input ``name``'s lesion mask file, or None."""
+        return self.masks.get(name)
 
     def image_options(self, name: str) -> sources.ImageOptions:
         """The framing columns' values for image input ``name`` (none set: the defaults)."""
@@ -140,9 +152,10 @@ class Cohort:
         return len(self.patients)
 
     def files(self) -> list[Path]:
-        """Every path the cohort is read from: the manifest, then each image file and clip
-        folder (what an output must never replace or write into)."""
+        """Every path the cohort is read from: the manifest, then each image file, clip folder
+        and lesion mask (what an output must never replace or write into)."""
         images = {getattr(p, name) for p in self.patients for name in IMAGE_INPUTS}
+        images |= {m for p in self.patients for m in p.masks.values()}
         return [self.path, *sorted(x for x in images if x is not None)]
 
     @property
@@ -164,10 +177,12 @@ class Cohort:
         """One line: size, positives (``positive``: the task's name of the class), availability
         per input, metadata columns."""
         labels = [x for x in self.labels if x is not None]
+        masks = {m: sum(p.mask(m) is not None for p in self.patients) for m in IMAGE_COLUMNS}
         return (
             f"{self.path}: OK, {len(self)} patients, {sum(labels)} positive{f' ({positive})' if positive else ''}; "
             "available "
             + ", ".join(f"{k} {v}" for k, v in self.availability().items())
+            + (f"; lesion masks: {', '.join(f'{k} {v}' for k, v in masks.items())}" if any(masks.values()) else "")
             + (f"; metadata columns: {', '.join(self.metadata_columns)}" if self.metadata_columns else "")
         )
 
@@ -252,6 +267,35 @@ def check_clip(path: Path, min_frames: int) -> tuple[str, str] | None:
     return None
 
 
+def _masks(rec, base, images, options, row, problems, check_images, ceus_region) -> dict[str, Path]:
+    """The row's lesion masks (``<input>_mask`` cells), each checked against its image
+    (:func:`lnm_jax.data.pixels.masks.check_mask`): a problem per bad one."""
+    out = {}
+    for col in IMAGE_COLUMNS:
+        cell, column = rec.get(mask(col), ""), mask(col)
+        if not cell:
+            continue
+        file = Path(cell) if Path(cell).is_absolute() else base / cell
+        if images[col] is None:
+            problems.append(Problem(MASK_WITHOUT_IMAGE, f"a mask is given but no {col} image", row, column, str(file)))
+            continue
+        if (why := missing_path(file)) is not None or not file.is_file():
+            problems.append(Problem(MISSING_FILE, f"mask file {why or 'is not a file'}", row, column, str(file)))
+            continue
+        out[col] = file
+        if not check_images or any(p.row == row and p.column == col for p in problems):
+            continue  # its image is already reported
+        try:
+            check_mask(file, sources.resolve(images[col], col, options[col], ceus_region))
+        except MaskError as e:
+            problems.append(Problem(e.code, str(e), row, column, str(file)))
+        except (OSError, UnidentifiedImageError, ValueError) as e:
+            problems.append(
+                Problem(UNREADABLE_IMAGE, f"not a readable mask ({type(e).__name__}: {e})", row, column, str(file))
+            )
+    return out
+
+
 def _parse_binary(value: str) -> int | None | str:
     """'0'/'1' -> int, '' -> None, anything else -> the offending string."""
     value = value.strip()
@@ -325,7 +369,9 @@ def read_manifest(
     patients: list[Patient] = []
     seen: dict[str, int] = {}
     option_columns = {c for cols in OPTION_COLUMNS.values() for c in cols.values()}
-    metadata_columns = tuple(h for h in header if h not in REQUIRED_COLUMNS and h not in option_columns)
+    metadata_columns = tuple(
+        h for h in header if h not in REQUIRED_COLUMNS and h not in option_columns and h not in MASK_COLUMNS
+    )
     for row, rec in enumerate(reader, start=1):
         rec = {k: (v or "").strip() for k, v in rec.items() if k is not None}
         pid = rec.get(PATIENT_ID, "")
@@ -386,6 +432,7 @@ def read_manifest(
                     sources.resolve(file, col, options[col])
                 except ValueError as e:
                     problems.append(Problem(BAD_IMAGE_OPTION, str(e).removeprefix(f"{file}: "), row, col, str(file)))
+        masks = _masks(rec, base, images, options, row, problems, check_images, ceus_region)
 
         flag = _parse_binary(rec.get(US_LNM, ""))
         if isinstance(flag, str):
@@ -408,6 +455,7 @@ def read_manifest(
                 row=row,
                 metadata={c: rec.get(c, "") for c in metadata_columns},
                 options={k: v for k, v in options.items() if v != sources.NO_OPTIONS},
+                masks=masks,
             )
         )
 

@@ -28,9 +28,10 @@ from lnm_jax.data.pixels import dicom, sources
 from lnm_jax.data.pixels.clips import MAX_CLIP_FRAMES, frame_files, frame_name, iter_frames
 from lnm_jax.data.pixels.decode import open_upright
 from lnm_jax.data.pixels.dicom import Box
+from lnm_jax.data.pixels.masks import read_mask
 from lnm_jax.data.privacy import phi
 from lnm_jax.fileio import atomic_directory, guard_output, write_csv
-from lnm_jax.names import IMAGE_INPUTS, LABEL, PATIENT_ID, US_LNM
+from lnm_jax.names import IMAGE_INPUTS, LABEL, MASK_COLUMNS, PATIENT_ID, US_LNM, mask
 
 MAPPING_COLUMNS = (
     "original_patient_id",
@@ -120,12 +121,16 @@ def deidentify(
                     else:
                         rel, uid_pair = _copy_pixels(src, box, tmp, pid, name), ("", "")
                     row[name] = rel
+                    if (lesion := p.mask(name)) is not None:  # cropped with its image: it stays aligned
+                        row[mask(name)] = f"images/{pid}_{name}_mask.png"
+                        crop_mask(lesion, box, tmp / row[mask(name)])
                     links.append(
                         dict(zip(MAPPING_COLUMNS, (p.patient_id, pid, name, str(path), rel, *uid_pair), strict=True))
                     )
                 rows.append(row)
             rows.sort(key=lambda r: r[PATIENT_ID])  # the manifest's order would link the pseudonyms back
-            write_manifest(tmp / "manifest.csv", rows, extra_columns=(*keep_columns, *KEPT_OPTIONS))
+            masks = [c for c in MASK_COLUMNS if any(c in r for r in rows)]
+            write_manifest(tmp / "manifest.csv", rows, extra_columns=(*masks, *keep_columns, *KEPT_OPTIONS))
             read_manifest(tmp / "manifest.csv", require_labels=False, ceus_region=ceus_region)  # the copy is usable
             # the mapping before the copy is committed: a mapping that cannot be written leaves no
             # copy (its pseudonyms would link to nothing), and a copy that cannot be committed no mapping
@@ -219,6 +224,12 @@ def _palette_keys(ds) -> tuple[str, ...]:
 # PIL modes written as they are (8-bit gray and colour, 16-bit gray); others (palette, alpha,
 # bilevel, CMYK) as the 8-bit RGB the decoder reads them as
 KEPT_MODES = ("L", "RGB", "I;16", "I")
+
+
+def crop_mask(path: Path, box: Box, out: Path) -> None:
+    """A lesion mask cut to its image's copied box, written 0/255 (no metadata chunks)."""
+    lesion = read_mask(path)[box.y0 : box.y1, box.x0 : box.x1]
+    Image.fromarray(lesion.astype(np.uint8) * 255, "L").save(out, format="PNG")
 
 
 def _write_png(im: Image.Image, box: Box, path: Path) -> None:

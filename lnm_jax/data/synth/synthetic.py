@@ -39,7 +39,7 @@ from PIL import Image
 from lnm_jax.data.cohorts.manifest import write_manifest
 from lnm_jax.data.pixels.dicom import COMPRESSIONS
 from lnm_jax.fileio import atomic_directory
-from lnm_jax.names import BMODE, CEUS, LABEL, PATIENT_ID, SETTINGS, US_LNM
+from lnm_jax.names import BMODE, CEUS, LABEL, MASK_COLUMNS, PATIENT_ID, SETTINGS, US_LNM, mask
 
 
 @dataclasses.dataclass(frozen=True)
@@ -335,6 +335,7 @@ def _write_cohort(root: Path, params: SynthParams, progress: bool) -> None:
             row.update(_write_dicom(root, pid, i, params, bmode, ceus, u_b, geom))
         else:
             row.update(_write_png(root, pid, bmode, ceus))
+            row.update(_write_masks(root, pid, row, u_b, geom, params.size))
         row["age"] = int(np.clip(rng.normal(41 if y else 47, 12), 18, 85))
         row["sex"] = "M" if rng.random() < (0.40 if y else 0.25) else "F"
         row["nodule_size_mm"] = round(2 * geom["a"] / params.size * 40.0, 1)
@@ -357,7 +358,8 @@ def _write_cohort(root: Path, params: SynthParams, progress: bool) -> None:
                 },
             }
         )
-    write_manifest(root / "manifest.csv", rows, extra_columns=("age", "sex", "nodule_size_mm"))
+    masks = [c for c in MASK_COLUMNS if any(c in r for r in rows)]
+    write_manifest(root / "manifest.csv", rows, extra_columns=(*masks, "age", "sex", "nodule_size_mm"))
     with (root / "truth.csv").open("w") as f:
         cols = list(truth[0])
         f.write(",".join(cols) + "\n")
@@ -389,6 +391,19 @@ def _write_png(root: Path, pid: str, bmode, ceus) -> dict[str, str]:
     elif ceus is not None:
         cells[CEUS] = f"images/{pid}_ceus.png"
         Image.fromarray(ceus, "RGB").save(root / cells[CEUS])
+    return cells
+
+
+def _write_masks(root: Path, pid: str, row: dict, u_b: float, geom: dict, size: int) -> dict[str, str]:
+    """Each present image's nodule outline as a binary PNG (0/255, its image's size): the
+    lesion masks Grad-CAM is scored against. The boundary is the one the image was drawn with
+    (B-mode: its label-dependent irregularity; CEUS: the perfusion map's)."""
+    cells = {}
+    for name, irregularity in ((BMODE, 0.03 + 0.22 * u_b), (CEUS, 0.05)):
+        if name in row:
+            cells[mask(name)] = f"images/{pid}_{name}_mask.png"
+            inside = _nodule_field(geom, size, irregularity)[1] > 0.5
+            Image.fromarray(inside.astype(np.uint8) * 255, "L").save(root / cells[mask(name)])
     return cells
 
 

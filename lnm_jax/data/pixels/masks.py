@@ -1,0 +1,76 @@
+"""Lesion masks: a binary image the size of its ultrasound image (the manifest's
+``bmode_mask`` / ``ceus_mask``), read, checked and framed exactly as its image is.
+
+A mask is never a model input. It is the reference a heatmap is scored against
+(:mod:`lnm_jax.explain.scores`), so it must cover the same pixels the model sees: it is
+cropped to its image's scan region (the ``<input>_crop`` column, DICOM ultrasound regions, a
+CEUS dual display's contrast side), resampled to the same physical scale and resized by the
+same antialiased kernel (:func:`lnm_jax.data.pixels.sources.resolve`, ``crop``,
+:func:`lnm_jax.data.pixels.decode.fit`). The framed mask is the share of each model pixel
+inside the lesion, in [0, 1] (a boundary pixel is partly inside).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from lnm_jax.data.pixels.decode import fit, read_image
+from lnm_jax.data.pixels.sources import DEFAULT_FRAMING, NO_OPTIONS, Framing, ImageOptions, Source, crop, resolve
+
+
+class MaskError(ValueError):
+    """A mask that cannot be the lesion reference of its image; ``code`` names the kind."""
+
+    def __init__(self, code: str, message: str):
+        super().__init__(message)
+        self.code = code
+
+
+NOT_BINARY = "mask_not_binary"
+EMPTY = "mask_empty"
+SIZE_MISMATCH = "mask_size_mismatch"
+
+
+def read_mask(path: Path | str) -> np.ndarray:
+    """bool [H, W]: the pixels of ``path`` that are not 0 (any channel; EXIF orientation
+    applied, as for images). :class:`MaskError` when it holds more than two values (not
+    binary: 0 and one other, e.g. 0/255 or 0/1) or no lesion pixel."""
+    pixels = read_image(Path(path)).max(axis=-1)  # [0, 1]
+    values = np.unique(pixels)
+    if len(values) > 2 or (len(values) == 2 and values[0] != 0.0):
+        shown = ", ".join(f"{v * 255:.0f}" for v in values[:4]) + (", ..." if len(values) > 4 else "")
+        raise MaskError(NOT_BINARY, f"mask is not binary: {len(values)} values ({shown} of 255); 0 and one other")
+    lesion = pixels > 0
+    if not lesion.any():
+        raise MaskError(EMPTY, "mask marks no lesion pixel")
+    return lesion
+
+
+def check_mask(path: Path | str, source: Source) -> None:
+    """:class:`MaskError` unless the mask at ``path`` is binary, non-empty, the size of its
+    image's frame (``source``) and marks at least one pixel inside the framed box."""
+    lesion = read_mask(path)
+    h, w = lesion.shape
+    if (w, h) != (source.width, source.height):
+        raise MaskError(SIZE_MISMATCH, f"mask is {w}x{h}, its image {source.width}x{source.height}")
+    b = source.box
+    if not lesion[b.y0 : b.y1, b.x0 : b.x1].any():
+        raise MaskError(EMPTY, f"mask marks no pixel inside the image's framed region {b}")
+
+
+def decode_mask(
+    path: Path | str,
+    image: Path | str,
+    name: str,
+    *,
+    size: int,
+    options: ImageOptions = NO_OPTIONS,
+    framing: Framing = DEFAULT_FRAMING,
+) -> np.ndarray:
+    """float32 [size, size] in [0, 1]: the mask at ``path`` framed as input ``name``'s image at
+    ``image`` is framed (same crop, physical scale, kernel) for the model's square."""
+    source = resolve(Path(image), name, options, framing.ceus_region)
+    lesion = read_mask(path).astype(np.float32)[..., None]
+    return fit(crop(lesion, source.box), size, source.mm_per_pixel, framing.field_of_view_mm)[..., 0]

@@ -1,0 +1,106 @@
+"""Lesion masks in the manifest: validated like images, framed with their image (crop,
+physical scale, resize) so that a mask covers the pixels the model sees."""
+
+from __future__ import annotations
+
+import csv
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from lnm_jax.data.cohorts import manifest as M
+from lnm_jax.data.pixels.masks import decode_mask
+from lnm_jax.data.pixels.sources import Box, Framing, ImageOptions, decode_input
+
+
+def _image_and_mask(folder, w=120, h=80, box=(40, 30, 70, 50)):
+    """A dark image with a bright rectangle, and the mask of exactly that rectangle."""
+    img = np.full((h, w), 20, np.uint8)
+    m = np.zeros((h, w), np.uint8)
+    x0, y0, x1, y1 = box
+    img[y0:y1, x0:x1] = 230
+    m[y0:y1, x0:x1] = 255
+    Image.fromarray(img).save(folder / "img.png")
+    Image.fromarray(m).save(folder / "mask.png")
+    return folder / "img.png", folder / "mask.png"
+
+
+@pytest.mark.parametrize(
+    "options, framing",
+    [
+        (ImageOptions(), Framing()),  # the whole frame resized to the square (the paper)
+        (ImageOptions(crop=Box(10, 5, 110, 75)), Framing()),  # the crop column
+        (ImageOptions(crop=Box(10, 5, 110, 75), mm_per_pixel=0.2), Framing(field_of_view_mm=30.0)),  # physical scale
+    ],
+)
+def test_a_mask_lands_on_the_pixels_of_its_lesion_after_crop_scale_and_resize(tmp_path, options, framing):
+    """The framed image's bright pixels are the framed mask's: the same crop, scale and kernel
+    (antialiased: a boundary pixel is partly inside in both, by the same fraction)."""
+    img, mask = _image_and_mask(tmp_path)
+    x = decode_input(img, "bmode", size=32, patient_id="P", options=options, framing=framing)[..., 0]
+    m = decode_mask(mask, img, "bmode", size=32, options=options, framing=framing)
+    lo, hi = 20 / 255, 230 / 255
+    inside = (x - lo) / (hi - lo)  # the image's own share of lesion per pixel (a zero-padded border: negative)
+    np.testing.assert_allclose(np.clip(inside, 0, 1), m, atol=1e-5)  # float32 resampling of the same weights
+    assert m.max() == pytest.approx(1.0) and 0.0 < m.mean() < 0.5
+
+
+def _manifest(tmp_path, rows, extra=("bmode_mask",)):
+    path = tmp_path / "m.csv"
+    with path.open("w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=["patient_id", "bmode", "ceus", "us_lnm", "lnm", *extra])
+        w.writeheader()
+        w.writerows(rows)
+    return path
+
+
+def test_bad_masks_are_named_with_row_column_and_file(tmp_path):
+    img, good = _image_and_mask(tmp_path)
+    Image.fromarray(np.zeros((80, 120), np.uint8)).save(tmp_path / "empty.png")
+    Image.fromarray(np.zeros((40, 60), np.uint8) + 255).save(tmp_path / "small.png")
+    gray = np.zeros((80, 120), np.uint8)
+    gray[:, :60] = 128
+    gray[:, 60:] = 255
+    Image.fromarray(gray).save(tmp_path / "gray.png")
+    base = {"bmode": "img.png", "ceus": "", "us_lnm": "1"}
+    rows = [
+        {"patient_id": "A", **base, "lnm": 1, "bmode_mask": "mask.png"},  # fine
+        {"patient_id": "B", **base, "lnm": 0, "bmode_mask": "empty.png"},
+        {"patient_id": "C", **base, "lnm": 1, "bmode_mask": "small.png"},
+        {"patient_id": "D", **base, "lnm": 0, "bmode_mask": "gray.png"},
+        {"patient_id": "E", **base, "lnm": 1, "bmode_mask": "nope.png"},
+        {"patient_id": "F", "bmode": "", "ceus": "", "us_lnm": "1", "lnm": 0, "bmode_mask": "mask.png"},
+    ]
+    with pytest.raises(M.ManifestError) as e:
+        M.read_manifest(_manifest(tmp_path, rows))
+    got = {(p.row, p.code, p.column) for p in e.value.problems}
+    assert got == {
+        (2, M.MASK_EMPTY, "bmode_mask"),
+        (3, M.MASK_SIZE_MISMATCH, "bmode_mask"),
+        (4, M.MASK_NOT_BINARY, "bmode_mask"),
+        (5, M.MISSING_FILE, "bmode_mask"),
+        (6, M.MASK_WITHOUT_IMAGE, "bmode_mask"),
+    }
+    assert "mask is 60x40, its image 120x80" in str(e.value)
+    cohort = M.read_manifest(_manifest(tmp_path, rows[:1] + [{**rows[1], "bmode_mask": ""}]))
+    assert cohort.patients[0].mask("bmode") == good and cohort.patients[1].mask("bmode") is None
+    assert "bmode_mask" not in cohort.metadata_columns
+
+
+def test_deidentify_crops_a_mask_with_its_image(tmp_path):
+    """The copy's image is cut to its crop box; its mask is cut to the same box, so both frame
+    to what the original framed to."""
+    from lnm_jax.data.privacy.deidentify import deidentify
+
+    img, mask = _image_and_mask(tmp_path)
+    rows = [
+        {"patient_id": p, "bmode": "img.png", "ceus": "", "us_lnm": "1", "lnm": y, "bmode_mask": "mask.png"}
+        for p, y in (("A", 1), ("B", 0))
+    ]
+    src = _manifest(tmp_path, [{**r, "bmode_crop": "10,5,110,75"} for r in rows], extra=("bmode_mask", "bmode_crop"))
+    report = deidentify(src, tmp_path / "copy", tmp_path / "mapping.csv")
+    copy = M.read_manifest(report.manifest).patients[0]
+    assert Image.open(copy.bmode).size == Image.open(copy.mask("bmode")).size == (100, 70)
+    original = decode_mask(mask, img, "bmode", size=32, options=ImageOptions(crop=Box(10, 5, 110, 75)))
+    np.testing.assert_allclose(decode_mask(copy.mask("bmode"), copy.bmode, "bmode", size=32), original, atol=1e-6)
