@@ -12,7 +12,7 @@ function; errors a user can fix are printed as one line and exit 1 (bad argument
     lnm-jax availability --workdir W [--dedicated no_ceus=RUN ...]  metrics per availability pattern
     lnm-jax predict   --workdir W | --exported DIR --manifest NEW.csv --out probs.csv [--zero-fill-missing]
     lnm-jax export    --workdir W --out DIR [--format stablehlo,onnx]  the model without the training stack + model card
-    lnm-jax gradcam   --workdir W [--split test --out DIR --method gradcam|hirescam|gradcam++ --layer auto]
+    lnm-jax gradcam   --workdir W [--split test | --manifest M --out DIR] [--method gradcam|hirescam|gradcam++ --layer auto]
     lnm-jax convert-weights --from torchvision|keras --in FILE --out DIR [--arch resnet50]
     lnm-jax reproduce --workdir W [--manifest M] [--folds K] [--config configs/reproduce_cpu.py]
                                                                  the paper's protocol: Tables 1-3, figures
@@ -518,10 +518,17 @@ def cmd_predict(argv: list[str]) -> int:
 
 def cmd_gradcam(argv: list[str]) -> int:
 
-    p = argparse.ArgumentParser(prog="lnm-jax gradcam", description="Grad-CAM heatmaps of both image branches.")
+    p = argparse.ArgumentParser(
+        prog="lnm-jax gradcam",
+        description="Grad-CAM heatmaps of both image branches, for a split of the run or any manifest; maps as "
+        "arrays (cams.npz) and, where the manifest has bmode_mask/ceus_mask, scored against the lesion "
+        "(cam_scores.json: mass in lesion / lesion area, pointing game, a random-map baseline).",
+    )
     p.add_argument("--workdir", required=True, type=Path)
-    p.add_argument("--split", default="test", choices=("train", "val", "test"))
-    p.add_argument("--out", type=Path, help="default: WORKDIR/gradcam_SPLIT")
+    where = p.add_mutually_exclusive_group()
+    where.add_argument("--split", default="test", choices=("train", "val", "test"))
+    where.add_argument("--manifest", type=Path, help="any cohort manifest (new patients; labels optional)")
+    p.add_argument("--out", type=Path, help="default: WORKDIR/gradcam_SPLIT (needed with --manifest)")
     p.add_argument("--checkpoint", choices=("best", "latest"), default="best")
     p.add_argument("--method", choices=names.CAM_METHODS, default="gradcam")
     p.add_argument(
@@ -534,24 +541,29 @@ def cmd_gradcam(argv: list[str]) -> int:
         "--target",
         choices=names.CAM_TARGETS,
         default="lnm",
-        help="lnm: evidence for LNM (the logit); no_lnm: against it (minus the logit)",
+        help="lnm: evidence for the positive class (the logit); no_lnm: against it (minus the logit)",
     )
     p.add_argument("--threshold", type=float, default=0.5, help="for correct/incorrect")
+    p.add_argument("--seed", type=int, default=0, help="of the random-map baseline")
     a = p.parse_args(argv)
     from lnm_jax.explain.heatmaps import gradcam
     from lnm_jax.run import Run
 
+    if a.manifest is not None and a.out is None:
+        p.error("--manifest needs --out (the run folder is only read)")
     writes_run = a.out is None or a.out.resolve().is_relative_to(a.workdir.resolve())
     with hold(a.workdir, "gradcam") if writes_run else contextlib.nullcontext():  # a reader elsewhere: no lock
         res = gradcam(
             Run.open(a.workdir),
             split=a.split,
+            manifest=a.manifest,
             out=a.out,
             checkpoint=a.checkpoint,
             method=a.method,
             layer=a.layer,
             target=a.target,
             threshold=a.threshold,
+            seed=a.seed,
         )
     for note in res["notes"]:
         print(note)

@@ -15,7 +15,7 @@ A run folder (``workdir``) holds::
     calibration_<checkpoint>.json   the temperature fitted on validation (used by predict)
     intensity_reference.json   the training split's image intensities (predict's outlier check)
     .lock, lock_owner.json     held by the one process writing the run (lnm_jax.run_lock)
-    gradcam_<split>/       Grad-CAM figures, grids and index.csv
+    gradcam_<split>/       Grad-CAM figures, grids, index.csv, cams.npz (and cam_scores.json with masks)
     predictions.json       (protocol runs) validation and test probabilities of the best checkpoint
 
 Only this module spells these names; every stage asks it for a path.
@@ -55,6 +55,8 @@ CAM_PATIENTS = "patients"
 CAM_GRID_CORRECT = "grid_correct.png"
 CAM_GRID_INCORRECT = "grid_incorrect.png"
 CAM_INDEX = "index.csv"
+CAM_ARRAYS = "cams.npz"  # every map as an array: '<patient>/<branch>' [S, S] in [0, 1], '<patient>/<branch>_raw'
+CAM_SCORES = "cam_scores.json"  # the maps scored against the lesion masks (lnm_jax.explain.scores)
 
 # Inside a synthetic cohort folder (written by data.synthetic).
 MANIFEST = "manifest.csv"

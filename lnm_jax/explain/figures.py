@@ -12,6 +12,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from matplotlib.cm import ScalarMappable  # noqa: E402
+from matplotlib.colors import Normalize  # noqa: E402
 
 from lnm_jax.fileio import save_figure
 from lnm_jax.names import BMODE, CEUS
@@ -26,7 +28,7 @@ def overlay(image: np.ndarray, cam: np.ndarray, alpha: float = 0.45) -> np.ndarr
     return np.clip((1.0 - alpha) * image + alpha * heat, 0.0, 1.0)
 
 
-def _row(axes, entry: dict, branches: Sequence[str]) -> None:
+def _row(axes, entry: dict, branches: Sequence[str], colorbar: bool = False) -> None:
     for j, b in enumerate(branches):
         ax_img, ax_cam = axes[2 * j], axes[2 * j + 1]
         ax_img.imshow(entry["images"][b])
@@ -34,6 +36,12 @@ def _row(axes, entry: dict, branches: Sequence[str]) -> None:
         if entry["available"][b]:
             ax_cam.imshow(overlay(entry["images"][b], entry["cams"][b]))
             ax_cam.set_title(f"{BRANCH_TITLES[b]} CAM", fontsize=8)
+            if (lesion := entry.get("lesions", {}).get(b)) is not None:  # the lesion outline, where known
+                ax_cam.contour(lesion, levels=[0.5], colors="white", linewidths=0.8)
+            if colorbar:
+                cbar = ax_cam.figure.colorbar(ScalarMappable(Normalize(0, 1), "jet"), ax=ax_cam, fraction=0.046)
+                cbar.ax.tick_params(labelsize=6)
+                cbar.set_label("CAM (scaled per image)", fontsize=6)
         else:
             ax_cam.text(0.5, 0.5, "not available", ha="center", va="center", fontsize=8)
         for ax in (ax_img, ax_cam):
@@ -42,6 +50,8 @@ def _row(axes, entry: dict, branches: Sequence[str]) -> None:
 
 
 def _title(entry: dict, task: Task) -> str:
+    if entry["label"] is None or entry["label"] < 0:  # a new patient: no label to judge by
+        return f"{entry['patient_id']}: {task.prob} = {entry['prob']:.2f}"
     verdict = "correct" if entry["correct"] else "incorrect"
     return (
         f"{entry['patient_id']}: {task.prob} = {entry['prob']:.2f}, true: {task.class_name(entry['label'])} ({verdict})"
@@ -49,10 +59,11 @@ def _title(entry: dict, task: Task) -> str:
 
 
 def patient_figure(path: Path, entry: dict, branches: Sequence[str], task: Task = PAPER) -> None:
-    """``entry``: patient_id, prob, label, correct, images/cams/available per branch; titled
-    with ``task``'s names."""
+    """``entry``: patient_id, prob, label (-1: unknown), correct, images/cams/available per
+    branch (and ``lesions``: the framed masks, outlined in white); titled with ``task``'s
+    names; a colour bar per CAM."""
     fig, axes = plt.subplots(1, 2 * len(branches), figsize=(2.6 * 2 * len(branches), 3.0), dpi=110)
-    _row(np.atleast_1d(axes), entry, branches)
+    _row(np.atleast_1d(axes), entry, branches, colorbar=True)
     fig.suptitle(_title(entry, task), fontsize=9)
     fig.tight_layout()
     save_figure(fig, path)

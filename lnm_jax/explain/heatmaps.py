@@ -1,19 +1,28 @@
-"""``lnm-jax gradcam``: CAMs of a run's patients, one figure each, plus grids of correct and
-incorrect predictions, from the run's restored (BatchNorm-folded) checkpoint."""
+"""``lnm-jax gradcam``: CAMs of a run's patients (a split of its cohort, or any manifest of new
+patients), one figure each, grids of correct and incorrect predictions, every map as an array
+(``cams.npz``) and, where the manifest has lesion masks, the maps scored against them with a
+random-map baseline (``cam_scores.json``, :mod:`lnm_jax.explain.scores`), from the run's
+restored (BatchNorm-folded) checkpoint."""
 
 from __future__ import annotations
 
 import itertools
+import json
+import tempfile
 from pathlib import Path
 
 import numpy as np
 
 from lnm_jax import names
 from lnm_jax import run_files as F
+from lnm_jax.data.cohorts.manifest import read_manifest
+from lnm_jax.data.pixels.masks import decode_mask
+from lnm_jax.data.pixels.sources import Framing
 from lnm_jax.evaluation.metrics import sigmoid
+from lnm_jax.explain import scores as S
 from lnm_jax.explain.figures import grid_figure, patient_figure
 from lnm_jax.explain.gradcam import AUTO_LAYER, choose_layer, layer_sizes, make_cam_fn
-from lnm_jax.fileio import guard_output, path_inside, write_csv
+from lnm_jax.fileio import atomic_file, guard_output, path_inside, write_csv, write_text
 from lnm_jax.run import Run
 from lnm_jax.task import Task
 from lnm_jax.training.steps import step_inputs
@@ -36,10 +45,26 @@ def _pick(entries: list[dict], n: int) -> list[dict]:
     return out
 
 
+def _lesion(patient, branch: str, config) -> np.ndarray | None:
+    """The patient's mask for ``branch`` framed as the model saw its image, or None."""
+    path = patient.mask(branch) if patient is not None else None
+    if path is None:
+        return None
+    return decode_mask(
+        path,
+        getattr(patient, branch),
+        branch,
+        size=config.data.image_size,
+        options=patient.image_options(branch),
+        framing=Framing.from_config(config.data),
+    )
+
+
 def gradcam(
     run: Run,
     *,
     split: str = "test",
+    manifest: Path | str | None = None,
     out: Path | str | None = None,
     checkpoint: str = "best",
     method: str = "gradcam",
@@ -47,12 +72,18 @@ def gradcam(
     target: str = "lnm",
     threshold: float = 0.5,
     grid_size: int = 6,
+    seed: int = 0,
 ) -> dict:
-    """Writes ``patients/<id>.png``, the two grids and ``index.csv`` to ``out`` (default
-    ``gradcam_<split>``; an existing folder only if an earlier ``gradcam`` wrote it); returns
-    the counts, the layer used (``layer='auto'``: the deepest map of at least 7x7; a requested
-    layer under 4x4 falls back to it) and notes to print (the fallback, constant CAMs)."""
+    """Writes ``patients/<id>.png``, the two grids, ``index.csv`` and ``cams.npz`` to ``out``
+    (default ``gradcam_<split>``; an existing folder only if an earlier ``gradcam`` wrote it)
+    for the run's ``split``, or for every patient of ``manifest`` (new patients, labels
+    optional; ``out`` required: the run folder is only read); with lesion masks, also
+    ``cam_scores.json``. Returns the counts, the layer used (``layer='auto'``: the deepest map
+    of at least 7x7; a requested layer under 4x4 falls back to it), the score summary and notes
+    to print (the fallback, constant CAMs, the scores)."""
     config = run.config
+    if manifest is not None and out is None:
+        raise ValueError("gradcam --manifest needs --out (the run folder is only read)")
     inputs = names.parse_modalities(config.modalities)
     if config.data.clip_frames > 1 and names.CEUS in inputs:
         raise ValueError(
@@ -60,64 +91,119 @@ def gradcam(
             f"Grad-CAM here explains still images only"
         )
     branches = [b for b in names.IMAGE_INPUTS if b in inputs]
-    task = Task.from_config(config)
     if not branches:
         raise ValueError(f"run {run.workdir} uses no image input ({config.modalities}): nothing to explain")
+    cohort = run.cohort
+    if manifest is not None:
+        cohort = read_manifest(
+            manifest,
+            require_labels=False,
+            ceus_region=config.data.get("ceus_region", "auto"),
+            accept_secondary_capture=bool(config.data.get("accept_secondary_capture", False)),
+        )
     predictor = run.predictor(checkpoint)  # BatchNorm folded
     out = guard_output(
-        out or run.files.gradcam(split), ours=lambda p: (p / F.CAM_INDEX).is_file(), kind="folder", can_overwrite=False
+        out or run.files.gradcam(split),
+        inputs=cohort.files() if manifest is not None else (),
+        ours=lambda p: (p / F.CAM_INDEX).is_file(),
+        kind="folder",
+        can_overwrite=False,
     )
-    batches = iter(run.data.eval_batches(split))
+    with tempfile.TemporaryDirectory(prefix="lnm_gradcam_") as records:
+        data = run.data if manifest is None else run.data_for(cohort, Path(records))
+        return _explain(
+            run,
+            predictor,
+            data.eval_batches("all" if manifest is not None else split),
+            cohort,
+            out,
+            branches=branches,
+            method=method,
+            layer=layer,
+            target=target,
+            threshold=threshold,
+            grid_size=grid_size,
+            seed=seed,
+        )
+
+
+def _explain(
+    run, predictor, batches, cohort, out: Path, *, branches, method, layer, target, threshold, grid_size, seed
+):
+    config = run.config
+    task = Task.from_config(config)
+    patients = cohort.by_id()
+    batches = iter(batches)
     first = next(batches)
     sizes = layer_sizes(predictor.model, predictor.params, predictor.batch_stats, step_inputs(first))
     layer, note = choose_layer(sizes, layer)
     notes = [note] if note else []
     cam_fn = make_cam_fn(predictor.model, layer=layer, method=method, target=target)
     (out / F.CAM_PATIENTS).mkdir(parents=True, exist_ok=True)
-    entries, flat = [], dict.fromkeys(branches, 0)
+    entries, flat, arrays, scored = [], dict.fromkeys(branches, 0), {}, []
+    rng = np.random.default_rng(seed)
     for batch in itertools.chain([first], batches):
         res = {k: np.asarray(v) for k, v in cam_fn(predictor.params, predictor.batch_stats, step_inputs(batch)).items()}
         for i in np.flatnonzero(batch[names.VALID]):
             prob = float(sigmoid(res["logit"][i]))
             label = int(batch[names.LABEL][i])
+            pid = batch[names.PATIENT_ID][i].decode()
             entry = {
-                "patient_id": batch[names.PATIENT_ID][i].decode(),
+                "patient_id": pid,
                 "prob": prob,
                 "label": label,
-                "correct": (prob >= threshold) == (label == 1),
+                "correct": label >= 0 and (prob >= threshold) == (label == 1),
                 "images": {b: denormalise(batch[b][i], config.data.norm[b]) for b in branches},
                 "cams": {b: res[b][i] for b in branches},
                 "available": {b: bool(res[f"{b}_available"][i]) for b in branches},
+                "lesions": {},
             }
-            for b in branches:  # a constant map (all zero after scaling) shows nothing
-                flat[b] += entry["available"][b] and float(np.ptp(res[b][i])) <= FLAT_CAM
-            entry["file"] = f"{F.CAM_PATIENTS}/{entry['patient_id']}.png"
+            for b in branches:
+                if not entry["available"][b]:
+                    continue
+                flat[b] += float(np.ptp(res[b][i])) <= FLAT_CAM  # a constant map shows nothing
+                arrays[f"{pid}/{b}"] = res[b][i].astype(np.float32)
+                arrays[f"{pid}/{b}_raw"] = res[f"{b}_raw"][i].astype(np.float32)
+                lesion = _lesion(patients.get(pid), b, config)
+                if lesion is None:
+                    continue
+                entry["lesions"][b] = lesion
+                arrays[f"{pid}/{b}_lesion"] = lesion
+                noise = S.random_map(rng, sizes[layer], config.data.image_size)
+                scored.append(
+                    {
+                        names.PATIENT_ID: pid,
+                        "branch": b,
+                        "label": label,
+                        "prob": prob,
+                        **S.lesion_scores(res[b][i], lesion),
+                        **{f"random_{k}": v for k, v in S.lesion_scores(noise, lesion).items() if k != "lesion_area"},
+                    }
+                )
+            entry["file"] = f"{F.CAM_PATIENTS}/{pid}.png"
             patient_figure(path_inside(out, entry["file"]), entry, branches, task)
             entries.append(entry)
     correct = [e for e in entries if e["correct"]]
-    wrong = [e for e in entries if not e["correct"]]
-    grid_figure(
-        out / F.CAM_GRID_CORRECT,
-        _pick(correct, grid_size),
-        branches,
-        f"Correct predictions ({method}, {layer}, target {target})",
-        task,
-    )
-    grid_figure(
-        out / F.CAM_GRID_INCORRECT,
-        _pick(wrong, grid_size),
-        branches,
-        f"Incorrect predictions ({method}, {layer}, target {target})",
-        task,
-    )
+    wrong = [e for e in entries if not e["correct"] and e["label"] >= 0]
+    for title, chosen, path in (("Correct", correct, F.CAM_GRID_CORRECT), ("Incorrect", wrong, F.CAM_GRID_INCORRECT)):
+        grid_figure(
+            out / path,
+            _pick(chosen, grid_size),
+            branches,
+            f"{title} predictions ({method}, {layer}, target {target})",
+            task,
+        )
+    with atomic_file(out / F.CAM_ARRAYS) as tmp:
+        with open(tmp, "wb") as f:
+            np.savez_compressed(f, **arrays)
     write_csv(
         out / F.CAM_INDEX,
         (
             {
                 names.PATIENT_ID: e["patient_id"],
                 "prob_lnm": f"{e['prob']:.6f}",
-                names.LABEL: e["label"],
-                "correct": int(e["correct"]),
+                names.LABEL: e["label"] if e["label"] >= 0 else "",
+                "correct": int(e["correct"]) if e["label"] >= 0 else "",
                 "figure": e["file"],
             }
             for e in entries
@@ -128,6 +214,21 @@ def gradcam(
         if n:
             shown = sum(e["available"][b] for e in entries)
             notes.append(f"warning: {n} of {shown} {b} CAMs at {layer} are constant (blank figures)")
+    summary = None
+    if scored:
+        summary = S.summary_table(scored, branches)
+        doc = {
+            "method": method,
+            "layer": layer,
+            "layer_size": list(sizes[layer]),
+            "target": target,
+            "seed": seed,
+            "definitions": S.__doc__.strip(),
+            "summary": summary,
+            "images": scored,
+        }
+        write_text(out / F.CAM_SCORES, json.dumps(doc, indent=2, default=_nan_to_none))
+        notes += S.summary_lines(summary, method, layer)
     return {
         "out": str(out),
         "patients": len(entries),
@@ -135,5 +236,10 @@ def gradcam(
         "incorrect": len(wrong),
         "layer": layer,
         "layer_size": sizes[layer],
+        "scores": summary,
         "notes": notes,
     }
+
+
+def _nan_to_none(x):
+    return None if isinstance(x, float) and x != x else x

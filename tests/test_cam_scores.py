@@ -1,0 +1,70 @@
+"""Grad-CAM scored against lesion masks: the scores equal a hand computation, and `gradcam
+--manifest` on new patients writes the maps and scores consistently."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+
+import numpy as np
+import pytest
+
+from lnm_jax import run_files as F
+from lnm_jax.cli import main
+from lnm_jax.explain import scores as S
+
+
+def test_lesion_scores_equal_a_hand_computation():
+    cam = np.array([[0, 1, 0, 0], [0, 4, 1, 0], [0, 0, 0, 0], [2, 0, 0, 0]], np.float32)  # mass 8
+    lesion = np.zeros((4, 4), np.float32)
+    lesion[0:2, 1:3] = 1.0  # 4 of 16 pixels: area 0.25, holding 1 + 4 + 1 = 6 of the mass
+    s = S.lesion_scores(cam, lesion)
+    assert s["lesion_area"] == 0.25
+    assert s["mass_in_lesion"] == pytest.approx(6 / 8)
+    assert s["mass_ratio"] == pytest.approx((6 / 8) / 0.25)
+    assert s["pointing_hit"] == 1.0  # the maximum (4) is inside
+    cam[3, 0] = 9  # the maximum now outside
+    assert S.lesion_scores(cam, lesion)["pointing_hit"] == 0.0
+    flat = S.lesion_scores(np.ones((4, 4)), lesion)
+    assert math.isnan(flat["mass_ratio"]) and math.isnan(flat["pointing_hit"])  # a constant map points nowhere
+    with pytest.raises(ValueError, match="empty"):
+        S.lesion_scores(cam, np.zeros((4, 4)))
+    summary = S.summarise([{**s, "random_mass_ratio": 1.0}, {**flat, "random_mass_ratio": 1.0}])
+    assert summary["images"] == 2 and summary["constant_maps"] == 1 and summary["mass_ratio_mean"] == 3.0
+
+
+def _new_with_masks(manifest, out, n):
+    """The first ``n`` patients of ``manifest`` as new patients (no label) with their masks."""
+    base = os.path.dirname(os.path.abspath(manifest))
+    with open(manifest) as f:
+        rows = list(csv.DictReader(f))[:n]
+    cols = ["patient_id", "bmode", "ceus", "us_lnm", "bmode_mask", "ceus_mask"]
+    with open(out, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=cols)
+        w.writeheader()
+        for r in rows:
+            w.writerow({c: r[c] if c in ("patient_id", "us_lnm") else os.path.join(base, r[c]) for c in cols})
+    return out
+
+
+def test_gradcam_on_new_patients_writes_maps_and_scores(triple_run, tiny_cohort, tmp_path):
+    new = _new_with_masks(tiny_cohort, tmp_path / "new.csv", 6)
+    before = sorted(p.name for p in triple_run.workdir.iterdir())
+    out = tmp_path / "cams"
+    assert main(["gradcam", "--workdir", str(triple_run.workdir), "--manifest", str(new), "--out", str(out)]) == 0
+    assert sorted(p.name for p in triple_run.workdir.iterdir()) == before  # the run is only read
+    doc = json.loads((out / F.CAM_SCORES).read_text())
+    arrays = np.load(out / F.CAM_ARRAYS)
+    assert len(doc["images"]) == 12  # 6 patients x 2 branches, every one with a mask
+    for row in doc["images"]:
+        key = f"{row['patient_id']}/{row['branch']}"
+        again = S.lesion_scores(arrays[key], arrays[f"{key}_lesion"])
+        for k in ("mass_in_lesion", "mass_ratio", "pointing_hit", "lesion_area"):
+            assert row[k] == (None if math.isnan(again[k]) else pytest.approx(again[k], rel=1e-9)), (key, k)
+        assert arrays[key].shape == (32, 32) and arrays[f"{key}_raw"].ndim == 2
+    assert set(doc["summary"]) == {"bmode", "ceus"} and doc["layer"] and doc["method"] == "gradcam"
+    index = list(csv.DictReader((out / F.CAM_INDEX).open()))
+    assert [r["lnm"] for r in index] == [""] * 6  # new patients: no label, no verdict
+    assert main(["gradcam", "--workdir", str(triple_run.workdir), "--manifest", str(new)]) == 2  # --out is needed
