@@ -33,8 +33,8 @@ LIMITS = [
     "Probabilities are calibrated (temperature scaling) on this cohort's validation split only.",
     "Images must be prepared as in training (the export's lnm_runtime does it): the scan region, RGB in [0, 1], "
     "framed and resized as described under Preprocessing.",
-    "Grad-CAM maps of this model have not been scored against lesion outlines unless a cam_scores.json says so.",
 ]
+UNSCORED_CAMS = "Grad-CAM maps of this model have not been scored against lesion outlines (no masks in its test split)."
 OUTPUTS = {
     "logit": {"shape": ["B"], "dtype": "float32", "range": "(-inf, inf)", "meaning": "log-odds of the positive class"},
     "prob": {"shape": ["B"], "dtype": "float32", "range": "[0, 1]", "meaning": "sigmoid(logit)"},
@@ -215,7 +215,11 @@ def metadata(run: Run, checkpoint: str = "best", evaluation: dict | None = None)
         "hyperparameters": _hyperparameters(config),
         "metrics": metrics,
         "warnings": (evaluation or {}).get("warnings", []),
-        "limits": LIMITS + ([SYNTHETIC_LIMIT] if not config.data.manifest else []),
+        # Grad-CAM of the test split against the lesion masks (evaluate, where the cohort has them)
+        "image_evidence": (evaluation or {}).get("cam_scores"),
+        "limits": LIMITS
+        + ([] if (evaluation or {}).get("cam_scores") else [UNSCORED_CAMS])
+        + ([SYNTHETIC_LIMIT] if not config.data.manifest else []),
         "training_environment": _training_environment(run),
         "packages": provenance.package_versions(),  # of the process that wrote this card
     }
@@ -349,6 +353,15 @@ def markdown(md: dict) -> str:
             *_calibration_rows(md["calibration"]),
         ]
         lines += [f"\n**Warning:** {w}" for w in md.get("warnings", [])]
+    if ev := md.get("image_evidence"):
+        from lnm_jax.explain.scores import summary_lines  # noqa: PLC0415
+
+        lines += [
+            "",
+            "## Image evidence (Grad-CAM against the lesion masks, test split)",
+            "Mass in lesion / lesion area (1 = chance) and the pointing game, beside a random map's:",
+            *[f"- {x}" for x in summary_lines(ev["summary"], ev["method"], ev["layer"])],
+        ]
     else:
         lines.append("Not evaluated yet (run `lnm-jax evaluate`): no metrics, thresholds or calibration to report.")
     env = md.get("training_environment") or {}

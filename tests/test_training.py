@@ -60,7 +60,11 @@ def test_short_run_learns_the_planted_signal(learnable_cohort, tmp_path):
         F.DECISION_CURVE,
         METADATA,
         MODEL_CARD,  # evaluate describes the model it evaluated
+        "gradcam_test",  # the cohort has lesion masks: Grad-CAM of the test split scored against them
     }
+    assert set(res["cam_scores"]["summary"]) == {"bmode", "ceus"}
+    assert (out / "gradcam_test" / F.CAM_SCORES).is_file()
+    assert "## Image evidence" in (out / MODEL_CARD).read_text()
     rows = list(csv.DictReader((out / F.PREDICTIONS_CSV).open()))
     assert len(rows) == res["splits"]["val"]["n"] + res["splits"]["test"]["n"]
     assert all(0.0 <= float(r["prob_lnm"]) <= 1.0 for r in rows)

@@ -84,6 +84,7 @@ def evaluate(run: Run, *, checkpoint: str = "best", subsets=("val", "test"), out
                 }
             )
     result["single_inputs"] = single_input_check(run, preds)
+    result["cam_scores"] = lesion_evidence(run, checkpoint, out=Path(out) if out else run.files.evaluation(checkpoint))
     result["warnings"] = imbalance_warnings(result, [p.lnm for p in run.cohort.patients if p.lnm is not None], config)
     if not config.data.manifest:
         result["synthetic_reference"] = bayes_reference(run, preds, subsets)
@@ -207,6 +208,25 @@ def predict_manifest(
     return write_predictions(cohort, logits, run.temperature(checkpoint), out_csv, flagged)
 
 
+def lesion_evidence(run: Run, checkpoint: str, out: Path) -> dict | None:
+    """Where the test patients have lesion masks: Grad-CAM (the default method and layer) of
+    the test split scored against them (:mod:`lnm_jax.explain.scores`; maps and scores in
+    ``out/gradcam_test``), the summary; None without masks, image inputs, or with CEUS clips."""
+    config = run.config
+    inputs = names.parse_modalities(config.modalities)
+    branches = [b for b in names.IMAGE_INPUTS if b in inputs]
+    patients = run.cohort.by_id()
+    test = [patients[i] for i in run.split.subset("test")]
+    if not branches or (config.data.clip_frames > 1 and names.CEUS in inputs):
+        return None
+    if not any(p.mask(b) is not None for p in test for b in branches):
+        return None
+    from lnm_jax.explain.heatmaps import gradcam  # noqa: PLC0415  (only with masks)
+
+    res = gradcam(run, split="test", checkpoint=checkpoint, out=out / "gradcam_test", figures=False)
+    return {"method": "gradcam", "layer": res["layer"], "summary": res["scores"], "out": str(out / "gradcam_test")}
+
+
 PREVALENCE_BOUNDS = (0.2, 0.8)  # outside: a 0.5 threshold on an unweighted model is a poor default
 
 
@@ -239,6 +259,11 @@ def imbalance_warnings(result: dict, labels, config) -> list[str]:
 def evaluation_lines(result: dict) -> str:
     """What ``evaluate`` prints: each split's summary, warnings, and where the outputs are."""
     lines = [format_summary(s, m, threshold_rule="youden") for s, m in result["splits"].items()]
+    if cams := result.get("cam_scores"):
+        from lnm_jax.explain.scores import summary_lines  # noqa: PLC0415
+
+        lines += ["lesion evidence (test split, masks):"]
+        lines += [f"  {x}" for x in summary_lines(cams["summary"], cams["method"], cams["layer"])]
     lines += [f"WARNING: {w}" for w in result.get("warnings", [])]
     if guard := result.get("single_inputs"):
         lines.append(single_input_line(guard))

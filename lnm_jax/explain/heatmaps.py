@@ -73,12 +73,14 @@ def gradcam(
     threshold: float = 0.5,
     grid_size: int = 6,
     seed: int = 0,
+    figures: bool = True,
 ) -> dict:
     """Writes ``patients/<id>.png``, the two grids, ``index.csv`` and ``cams.npz`` to ``out``
     (default ``gradcam_<split>``; an existing folder only if an earlier ``gradcam`` wrote it)
     for the run's ``split``, or for every patient of ``manifest`` (new patients, labels
     optional; ``out`` required: the run folder is only read); with lesion masks, also
-    ``cam_scores.json``. Returns the counts, the layer used (``layer='auto'``: the deepest map
+    ``cam_scores.json``. ``figures=False``: the arrays, index and scores only (``evaluate``'s
+    use). Returns the counts, the layer used (``layer='auto'``: the deepest map
     of at least 7x7; a requested layer under 4x4 falls back to it), the score summary and notes
     to print (the fallback, constant CAMs, the scores)."""
     config = run.config
@@ -124,11 +126,12 @@ def gradcam(
             threshold=threshold,
             grid_size=grid_size,
             seed=seed,
+            figures=figures,
         )
 
 
 def _explain(
-    run, predictor, batches, cohort, out: Path, *, branches, method, layer, target, threshold, grid_size, seed
+    run, predictor, batches, cohort, out: Path, *, branches, method, layer, target, threshold, grid_size, seed, figures
 ):
     config = run.config
     task = Task.from_config(config)
@@ -139,7 +142,7 @@ def _explain(
     layer, note = choose_layer(sizes, layer)
     notes = [note] if note else []
     cam_fn = make_cam_fn(predictor.model, layer=layer, method=method, target=target)
-    (out / F.CAM_PATIENTS).mkdir(parents=True, exist_ok=True)
+    (out / F.CAM_PATIENTS if figures else out).mkdir(parents=True, exist_ok=True)
     entries, flat, arrays, scored = [], dict.fromkeys(branches, 0), {}, []
     rng = np.random.default_rng(seed)
     for batch in itertools.chain([first], batches):
@@ -180,12 +183,14 @@ def _explain(
                         **{f"random_{k}": v for k, v in S.lesion_scores(noise, lesion).items() if k != "lesion_area"},
                     }
                 )
-            entry["file"] = f"{F.CAM_PATIENTS}/{pid}.png"
-            patient_figure(path_inside(out, entry["file"]), entry, branches, task)
+            entry["file"] = f"{F.CAM_PATIENTS}/{pid}.png" if figures else ""
+            if figures:
+                patient_figure(path_inside(out, entry["file"]), entry, branches, task)
             entries.append(entry)
     correct = [e for e in entries if e["correct"]]
     wrong = [e for e in entries if not e["correct"] and e["label"] >= 0]
-    for title, chosen, path in (("Correct", correct, F.CAM_GRID_CORRECT), ("Incorrect", wrong, F.CAM_GRID_INCORRECT)):
+    grids = (("Correct", correct, F.CAM_GRID_CORRECT), ("Incorrect", wrong, F.CAM_GRID_INCORRECT))
+    for title, chosen, path in grids if figures else ():
         grid_figure(
             out / path,
             _pick(chosen, grid_size),
