@@ -6,9 +6,12 @@ this package nor flax is installed.
     DIR/requirements.txt    pip install -r DIR/requirements.txt (jax, numpy, flatbuffers, Pillow, pydicom, ...)
     DIR/model.jax_export, weights.npz [, model.onnx], metadata.json, model_card.md, SHA256SUMS
 
-``lnm_runtime`` is a copy of :data:`PORTABLE_MODULES`, this package's own decoding, framing,
-resize, manifest reading and program loading, with only the package name changed: the export
-preprocesses an image with the code that trained the model, not a description of it.
+``lnm_runtime`` is a copy of :func:`portable_modules` (``serving.py`` and every module of this
+package it imports), this package's own decoding, framing, resize, manifest reading and program
+loading, with only the package name changed: the export preprocesses an image with the code
+that trained the model, not a description of it. Before the folder is committed, its
+``lnm_runtime`` is imported in a subprocess that cannot import this package or flax
+(:func:`check_runtime`): an export that would not run elsewhere is never written.
 
 The program is the inference function with BatchNorm folded where the backbone allows it,
 1x1 convolutions as XLA convolutions (the CPU GEMM lowering of training is a speed choice of
@@ -21,8 +24,13 @@ constants baked into it. A model card is written with it.
 
 from __future__ import annotations
 
+import ast
+import importlib.metadata
 import json
+import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import jax
@@ -76,24 +84,42 @@ def _input_structs(spec: dict, batch) -> dict:
 
 
 PACKAGE = "lnm_jax"
-# The modules the export folder carries (as lnm_runtime): what lnm_jax.serving imports, and
-# nothing that imports flax, optax, orbax, grain, scipy or scikit-learn (a test checks that
-# the copy imports and scores where lnm_jax and flax cannot be imported).
-PORTABLE_MODULES = (
-    "names.py",
-    "fileio.py",
-    "exported.py",
-    "serving.py",
-    "data/records.py",
-    "data/cohorts/manifest.py",
-    "data/cohorts/inputs.py",
-    "data/pixels/decode.py",
-    "data/pixels/dicom.py",
-    "data/pixels/clips.py",
-    "data/pixels/sources.py",
-    "data/privacy/phi.py",
-    "evaluation/intensity.py",
-)
+SERVING = "serving.py"  # the runtime's entry: what the export folder's predict.py and lnm_runtime call
+# Modules that must never reach the runtime: the training stack, or what needs it.
+NOT_PORTABLE = ("flax", "optax", "orbax", "grain", "sklearn", "tensorflow", "ml_collections", "matplotlib")
+
+
+def portable_modules() -> tuple[str, ...]:
+    """The files of this package the export folder carries: :data:`SERVING` and every module of
+    the package it imports, at any depth and inside functions too (read from their source with
+    ``ast``, so that a new import travels without a list to keep by hand). ValueError when one
+    of them imports the training stack (:data:`NOT_PORTABLE`)."""
+    root = Path(__file__).resolve().parent
+    todo, seen = [SERVING], set()
+    while todo:
+        rel = todo.pop()
+        if rel in seen:
+            continue
+        seen.add(rel)
+        for node in ast.walk(ast.parse((root / rel).read_text(), rel)):
+            if isinstance(node, ast.Import):
+                mods = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+                mods = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
+            else:
+                continue
+            for mod in mods:
+                top = mod.split(".")[0]
+                if top in NOT_PORTABLE:
+                    raise ValueError(f"{PACKAGE}/{rel} imports {mod}: it cannot run in an export folder")
+                if top != PACKAGE:
+                    continue
+                parts = mod.split(".")[1:]
+                if parts and (root / Path(*parts).with_suffix(".py")).is_file():  # a module, not a package
+                    todo.append(Path(*parts).with_suffix(".py").as_posix())
+    return tuple(sorted(seen))
+
+
 PREDICT_SCRIPT = "predict.py"
 REQUIREMENTS = "requirements.txt"
 
@@ -169,7 +195,7 @@ def write_runtime(folder: Path, md: dict, formats) -> None:
     """``lnm_runtime/`` (the portable modules), ``predict.py`` and ``requirements.txt``."""
     src = Path(__file__).resolve().parent
     pkg = folder / RUNTIME
-    for rel in PORTABLE_MODULES:
+    for rel in portable_modules():
         dest = pkg / rel
         dest.parent.mkdir(parents=True, exist_ok=True)
         dest.write_text(_vendored((src / rel).read_text()))
@@ -183,6 +209,29 @@ def write_runtime(folder: Path, md: dict, formats) -> None:
         + "\n".join(requirements(md, formats))
         + "\n"
     )
+
+
+RUNTIME_CHECK = """
+import importlib.abc, sys
+class Block(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path, target=None):
+        if name.split(".")[0] in {blocked!r}:
+            raise ImportError(f"{{name}} is not installed where the export runs")
+sys.meta_path.insert(0, Block())
+sys.path.insert(0, {folder!r})
+import lnm_runtime, lnm_runtime.serving
+"""
+
+
+def check_runtime(folder: Path) -> None:
+    """Imports the folder's ``lnm_runtime`` in a fresh interpreter where this package and the
+    training stack cannot be imported; RuntimeError with the failure otherwise."""
+    code = RUNTIME_CHECK.format(blocked={PACKAGE, *NOT_PORTABLE}, folder=str(folder))
+    env = {**os.environ, "JAX_PLATFORMS": "cpu"}
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, env=env)
+    if res.returncode != 0:
+        last = (res.stderr.strip().splitlines() or ["(no output)"])[-1]
+        raise RuntimeError(f"the export's lnm_runtime does not import without {PACKAGE}: {last}")
 
 
 def _write_onnx(fn, weights, spec: dict, path: Path, md: dict) -> str:
@@ -213,7 +262,10 @@ def _write_onnx(fn, weights, spec: dict, path: Path, md: dict) -> str:
         entry = model.metadata_props.add()
         entry.key, entry.value = key, value
     path.write_bytes(model.SerializeToString())
-    return getattr(jax2onnx, "__version__", "unknown")
+    try:
+        return importlib.metadata.version("jax2onnx")
+    except importlib.metadata.PackageNotFoundError:
+        return getattr(jax2onnx, "__version__", "unknown")
 
 
 def onnx_metadata(md: dict) -> dict[str, str]:
@@ -272,6 +324,7 @@ def export_run(
         }
         md = {**md, "export": info}
         write_runtime(tmp, md, formats)
+        check_runtime(tmp)
         write_card(md, tmp)
         write_checksums(tmp)  # every file, the runtime, metadata and card included
     out = Path(out)

@@ -75,12 +75,15 @@ def _runtime_files(folder: Path) -> list[str]:
 
 def verify(folder: Path | str, files=None) -> None:
     """Checks ``files`` (default: every file listed) against ``SHA256SUMS``;
-    :class:`ExportIntegrityError` naming the first that differs or is missing. A folder
-    exported before checksums were written has none to check (nothing is claimed then)."""
+    :class:`ExportIntegrityError` naming the first that differs or is missing, or when the
+    folder has no ``SHA256SUMS`` (removed: nothing could be trusted; every export writes one)."""
     folder = Path(folder)
     sums = folder / CHECKSUMS
     if not sums.is_file():
-        return
+        raise ExportIntegrityError(
+            f"{sums} is missing: every file of an export is checked against it (removed, or not a folder lnm-jax "
+            "export wrote); export the model again"
+        )
     listed = {}
     for line in sums.read_text().splitlines():
         digest, _, name = line.partition("  ")

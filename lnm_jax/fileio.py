@@ -43,6 +43,9 @@ def atomic_directory(out_dir: Path | str) -> Iterator[Path]:
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     _remove_orphans(out_dir)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.pid{os.getpid()}.", dir=out_dir.parent))
+    umask = os.umask(0)
+    os.umask(umask)
+    tmp.chmod(0o777 & ~umask)  # mkdtemp's 0700 is for the temporary name only: the result as mkdir makes it
     try:
         yield tmp
         if out_dir.exists():

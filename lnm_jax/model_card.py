@@ -22,10 +22,11 @@ from lnm_jax.preflight import availability_patterns
 from lnm_jax.run import Run, zero_batch
 from lnm_jax.task import Task
 from lnm_jax.training.checkpoint import DIGEST_KEY
+from lnm_jax.training.steps import resolve_pos_weight
 
 SCHEMA = "lnm_jax model card 2"  # the layout of metadata.json (MONAI bundle and Hugging Face card fields)
 METRIC_KEYS = ("n", "n_positive", "auc", "ci_level", "auc_ci_delong", "auc_ci_bootstrap", "at_0.5", "at_threshold")
-SYNTHETIC_LIMIT = "Trained on the embedded synthetic cohort: a demonstration of the pipeline, not a model of patients."
+SYNTHETIC_LIMIT = "Trained on a synthetic cohort: a demonstration of the pipeline, not a model of patients."
 
 LIMITS = [
     "Trained on one cohort: its performance elsewhere (other scanners, presets, centres, populations) is unknown "
@@ -47,7 +48,8 @@ OUTPUTS = {
 }
 RESIZE = (
     "antialiased bilinear (triangle kernel widened by the downscale factor; the weights of tf.image.resize(..., "
-    "antialias=True) and jax.image.resize), as two per-axis weight matrices: lnm_jax/data/pixels/decode.py"
+    "antialias=True) and jax.image.resize), as two per-axis weight matrices: lnm_jax/data/pixels/decode.py "
+    "(lnm_runtime/data/pixels/decode.py in an export)"
 )
 DECODE = (
     "PNG/JPEG by Pillow with EXIF orientation applied; 8-bit modes / 255, 16-bit gray / 65535, gray replicated to "
@@ -142,11 +144,25 @@ def _hyperparameters(config) -> dict:
     }
 
 
+def synthetic(config) -> bool:
+    """Whether the run trained on a synthetic cohort: the embedded one, or a manifest that
+    ``lnm-jax synth`` wrote (its generator.json beside it)."""
+    manifest = config.data.manifest
+    return not manifest or (Path(manifest).parent / "generator.json").is_file()
+
+
+SYNTHETIC_LABELS = "the synthetic generator (lnm_jax/data/synth): drawn with the images, no patients"
+
+
 def metadata(run: Run, checkpoint: str = "best", evaluation: dict | None = None) -> dict:
     """The machine-readable description of ``run``'s ``checkpoint``: every field read from the
     run (config, ``run_info.json``, cohort, split, checkpoint, ``evaluate``'s metrics)."""
     config = run.config
     task = Task.from_config(config)
+    if synthetic(config):  # what the labels and images are, whatever the task says they stand for
+        task = dataclasses.replace(
+            task, label_source=SYNTHETIC_LABELS, inputs={k: f"synthetic {v}" for k, v in task.inputs.items()}
+        )
     state, meta = run.restore(checkpoint)
     evaluation = evaluation or _evaluation(run, checkpoint, meta)
     labels = [p.lnm for p in run.cohort.patients if p.lnm is not None]
@@ -211,15 +227,22 @@ def metadata(run: Run, checkpoint: str = "best", evaluation: dict | None = None)
             "availability_patterns": dict(availability_patterns(run.cohort)),
             "split": {s: len(run.split.subset(s)) for s in ("train", "val", "test")},
             "split_seed": config.data.split.seed,
+            "synthetic": synthetic(config),
         },
-        "hyperparameters": _hyperparameters(config),
+        "hyperparameters": {
+            **_hyperparameters(config),
+            "pos_weight_value": resolve_pos_weight(
+                config.train.get("pos_weight", 1.0), [run.cohort.by_id()[i].lnm for i in run.split.subset("train")]
+            ),
+        },
+        "single_inputs": (evaluation or {}).get("single_inputs"),
         "metrics": metrics,
         "warnings": (evaluation or {}).get("warnings", []),
         # Grad-CAM of the test split against the lesion masks (evaluate, where the cohort has them)
         "image_evidence": (evaluation or {}).get("cam_scores"),
         "limits": LIMITS
         + ([] if (evaluation or {}).get("cam_scores") else [UNSCORED_CAMS])
-        + ([SYNTHETIC_LIMIT] if not config.data.manifest else []),
+        + ([SYNTHETIC_LIMIT] if synthetic(config) else []),
         "training_environment": _training_environment(run),
         "packages": provenance.package_versions(),  # of the process that wrote this card
     }
@@ -335,7 +358,8 @@ def markdown(md: dict) -> str:
         f"(image branches x{h['backbone_lr_scale']:g}), "
         f"weight decay {h['weight_decay']:g}, batch {h['batch_size']}, up to {h['epochs']} epochs, plateau drop x"
         f"{h['plateau']['factor']:g} after {h['plateau']['patience']} epochs, early stopping "
-        f"{h['early_stop_patience'] or 'off'}; loss: {h['loss']}, positives weighted {h['pos_weight']}; "
+        f"{h['early_stop_patience'] or 'off'}; loss: {h['loss']}, positives weighted {h['pos_weight_value']:.3g} "
+        f"(train.pos_weight {h['pos_weight']}); "
         f"branches frozen for the first {h['freeze_backbone_epochs']} epochs; initialised from {h['init_from']}; "
         f"{h['dtype']}; seed {h['seed']}.",
         "- Augmentation: " + ", ".join(f"{k} {v}" for k, v in h["augmentation"].items()) + ".",
@@ -353,6 +377,22 @@ def markdown(md: dict) -> str:
             *_calibration_rows(md["calibration"]),
         ]
         lines += [f"\n**Warning:** {w}" for w in md.get("warnings", [])]
+    if guard := md.get("single_inputs"):
+        splits = list(guard["fused_auc"])
+        lines += [
+            "",
+            f"Each input alone ({'/'.join(splits)} AUC, its own head or the flag's value): "
+            + ", ".join(
+                f"{m} " + "/".join(_fmt(a.get(s)) for s in splits) for m, a in guard.get("input_auc", {}).items()
+            )
+            + "; the fused model "
+            + "/".join(_fmt(guard["fused_auc"][s]) for s in splits)
+            + (
+                ". **The fused model is below one of its own inputs on validation.**"
+                if guard.get("fused_below_best_single")
+                else "."
+            ),
+        ]
     if ev := md.get("image_evidence"):
         from lnm_jax.explain.scores import summary_lines  # noqa: PLC0415
 

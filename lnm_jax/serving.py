@@ -248,6 +248,8 @@ def predict_manifest(
         out = model({k: batch[k] for k in model.inputs})
         logits.update((pid.decode(), float(z)) for pid, z in zip(batch[names.PATIENT_ID], out["logit"]))
     flagged = intensity_check(model.metadata.get("intensity_reference"), features, len(cohort))
+    for warning in model.metadata.get("warnings", []):  # what evaluate found about this model
+        print(f"warning (model card): {warning}", file=sys.stderr)
     temperature = model.metadata.get("calibration_temperature")
     return write_predictions(cohort, logits, temperature, out_csv, flagged)
 
@@ -280,8 +282,8 @@ def main(argv=None, folder: Path | str | None = None) -> int:
             batch_size=a.batch_size,
         )
     except (ValueError, OSError, ImportError) as e:  # a manifest's problems: one line each
-        print(f"error: {str(e).strip() or type(e).__name__}", file=sys.stderr)
-        return 2
+        print(f"predict.py: error: {str(e).strip() or type(e).__name__}", file=sys.stderr)
+        return 1  # as lnm-jax for bad input; 2 is a usage error (argparse)
     n = sum(1 for _ in out.open()) - 1
     print(f"wrote {n} predictions to {out}")
     return 0

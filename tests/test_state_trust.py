@@ -6,6 +6,7 @@ that leave nothing half-done. Each case of ../shared/cases rebuilt on data the t
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
@@ -160,6 +161,12 @@ def test_export_proves_what_it_is(triple_run, tmp_path):
     (edited / "metadata.json").write_text(json.dumps(meta))
     with pytest.raises(ExportIntegrityError, match="metadata.json"):
         load(edited)
+    (edited / "SHA256SUMS").unlink()  # removing the checksums does not make an edit pass
+    with pytest.raises(ExportIntegrityError, match="SHA256SUMS is missing"):
+        load(edited)
+    umask = os.umask(0)
+    os.umask(umask)
+    assert (tmp_path / "ex").stat().st_mode & 0o777 == 0o777 & ~umask  # as mkdir makes a folder: not mkdtemp's 0700
 
 
 def test_stale_calibration_not_applied(triple_run, copy_run, capsys):

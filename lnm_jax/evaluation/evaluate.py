@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 import tempfile
 from pathlib import Path
 
@@ -86,6 +87,9 @@ def evaluate(run: Run, *, checkpoint: str = "best", subsets=("val", "test"), out
     result["single_inputs"] = single_input_check(run, preds)
     result["cam_scores"] = lesion_evidence(run, checkpoint, out=Path(out) if out else run.files.evaluation(checkpoint))
     result["warnings"] = imbalance_warnings(result, [p.lnm for p in run.cohort.patients if p.lnm is not None], config)
+    if result["temperature_at_bound"]:  # recorded with the metrics, so the model card says it too
+        lo, hi = C.TEMPERATURE_BOUNDS
+        result["warnings"].append(f"{BOUND_WARNING} (T = {temperature:.2f}, bounds {lo}-{hi})")
     if not config.data.manifest:
         result["synthetic_reference"] = bayes_reference(run, preds, subsets)
     out = Path(out) if out else run.files.evaluation(checkpoint)
@@ -205,7 +209,17 @@ def predict_manifest(
         p = predictor(batches)
     logits = dict(zip(p[names.PATIENT_ID], p["logit"]))
     flagged = intensity_check(run.intensity_reference(), features, len(cohort))
-    return write_predictions(cohort, logits, run.temperature(checkpoint), out_csv, flagged)
+    temperature = run.temperature(checkpoint)
+    calibration = run.files.calibration(checkpoint)
+    if temperature is not None and json.loads(calibration.read_text()).get("at_search_bound"):
+        print(f"warning: {BOUND_WARNING}", file=sys.stderr)
+    return write_predictions(cohort, logits, temperature, out_csv, flagged)
+
+
+BOUND_WARNING = (
+    "the calibration temperature stopped at its search bound: the validation logits carry little ranking, so "
+    "calibrated probabilities are near 0.5 (or 0/1); do not use prob_lnm_calibrated from this checkpoint"
+)
 
 
 def lesion_evidence(run: Run, checkpoint: str, out: Path) -> dict | None:
@@ -267,13 +281,6 @@ def evaluation_lines(result: dict) -> str:
     lines += [f"WARNING: {w}" for w in result.get("warnings", [])]
     if guard := result.get("single_inputs"):
         lines.append(single_input_line(guard))
-    if result.get("temperature_at_bound"):
-        lo, hi = C.TEMPERATURE_BOUNDS
-        lines.append(
-            f"warning: the calibration temperature stopped at its search bound ({result['temperature_from_val']:.2f}, "
-            f"bounds {lo}-{hi}): the validation logits carry little ranking, so calibrated probabilities are "
-            "near 0.5 (or 0/1); do not use prob_lnm_calibrated from this checkpoint"
-        )
     return "\n".join(lines + [f"metrics, ROC and predictions in {result['out']}"])
 
 
