@@ -205,6 +205,8 @@ def metadata(run: Run, checkpoint: str = "best", evaluation: dict | None = None)
                 k: {"mean": list(v["mean"]), "std": list(v["std"])} for k, v in config.data.norm.to_dict().items()
             },
             "normalisation_applied": "inside the exported program: (x - mean) / std, a missing image set to zero",
+            # trained with a missing image fed as zeros (data.zero_fill_missing): predict does the same
+            "zero_fill_missing": bool(config.data.get("zero_fill_missing", False)),
         },
         # kept at the top level too: exports written before the preprocessing section read them there
         "image_size": config.data.image_size,

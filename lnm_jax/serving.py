@@ -132,7 +132,10 @@ class Model:
         self.image_size, self.clip_frames = int(pre["image_size"]), int(pre["clip_frames"])
         self.framing = Framing(**pre.get("framing", {}))
         self.model_inputs = list(self.metadata["architecture"]["inputs"])
-        self.missing_inputs = bool(self.metadata["architecture"]["missing_inputs"])
+        # a patient may lack an input: the model learned absent inputs, or was trained on zeros for them
+        self.missing_inputs = bool(self.metadata["architecture"]["missing_inputs"]) or bool(
+            pre.get("zero_fill_missing", False)
+        )
 
     @property
     def inputs(self) -> dict[str, dict]:

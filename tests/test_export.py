@@ -221,3 +221,25 @@ def test_model_card_describes_the_configured_model_and_task(tiny_cohort, tmp_pat
     assert md["training_environment"]["packages"]["jax"] == "0.0.1-training" and "jax 0.0.1-training" in card
     assert set(md) >= {"task", "inputs", "outputs", "preprocessing", "training_cohort", "hyperparameters", "limits"}
     assert md["preprocessing"]["resize"].startswith("antialiased bilinear")
+
+
+def test_runtime_takes_the_runs_zero_fill_decision():
+    """A run trained with data.zero_fill_missing scores a patient who lacks an image (as
+    predict --workdir does); the export carries that decision, and without it refuses."""
+    from types import SimpleNamespace
+
+    from lnm_jax.serving import Model
+
+    def model(zero_fill):
+        md = {
+            "architecture": {"inputs": ["bmode", "ceus"], "missing_inputs": False},
+            "preprocessing": {"image_size": 8, "clip_frames": 1, "framing": {}, "zero_fill_missing": zero_fill},
+        }
+        spec = {k: {"shape": ["B", 8, 8, 3], "dtype": "float32"} for k in ("bmode", "ceus")}
+        return Model(SimpleNamespace(metadata=md, inputs=spec), ".")
+
+    images = {"bmode": [np.zeros((16, 16), np.uint8)] * 2, "ceus": [np.zeros((16, 16, 3), np.uint8), None]}
+    arrays = model(True).prepare(images)
+    assert arrays["has_ceus"].tolist() == [True, False] and not arrays["ceus"][1].any()
+    with pytest.raises(ValueError, match="not trained for missing inputs"):
+        model(False).prepare(images)
