@@ -104,3 +104,35 @@ def test_deidentify_crops_a_mask_with_its_image(tmp_path):
     assert Image.open(copy.bmode).size == Image.open(copy.mask("bmode")).size == (100, 70)
     original = decode_mask(mask, img, "bmode", size=32, options=ImageOptions(crop=Box(10, 5, 110, 75)))
     np.testing.assert_allclose(decode_mask(copy.mask("bmode"), copy.bmode, "bmode", size=32), original, atol=1e-6)
+
+
+def test_lesion_box_grows_squares_and_stays_inside():
+    from lnm_jax.data.cohorts.lesion_crop import lesion_box
+
+    lesion = np.zeros((80, 120), bool)
+    lesion[30:50, 40:70] = True  # 30 wide, 20 high
+    whole = Box(0, 0, 120, 80)
+    assert lesion_box(lesion, whole, 0.0) == Box(40, 25, 70, 55)  # squared to 30x30 around the centre
+    assert lesion_box(lesion, whole, 0.5) == Box(25, 10, 85, 70)  # 30 * 2 = 60 on each axis
+    assert lesion_box(lesion, whole, 5.0) == whole  # clipped to the image on both axes
+    assert lesion_box(lesion, Box(50, 0, 120, 80), 0.0) == Box(50, 30, 70, 50)  # only the part inside the old crop
+    with pytest.raises(ValueError, match="no pixel"):
+        lesion_box(lesion, Box(0, 0, 30, 80), 0.2)
+
+
+def test_crop_to_lesion_writes_a_manifest_that_frames_around_the_mask(tmp_path):
+    from lnm_jax.data.cohorts.lesion_crop import crop_to_lesion
+
+    _image_and_mask(tmp_path)
+    rows = [
+        {"patient_id": p, "bmode": "img.png", "ceus": "", "us_lnm": "1", "lnm": y, "bmode_mask": "mask.png"}
+        for p, y in (("A", 1), ("B", 0))
+    ]
+    src = _manifest(tmp_path, rows)
+    (tmp_path / "sub").mkdir()
+    summary = crop_to_lesion(src, tmp_path / "sub" / "lesion.csv", margin=0.5)
+    assert summary["images_cropped_to_lesion"] == 2
+    p = M.read_manifest(tmp_path / "sub" / "lesion.csv").patients[0]
+    assert p.image_options("bmode").crop == Box(25, 10, 85, 70) and p.bmode == (tmp_path / "sub" / "../img.png")
+    m = decode_mask(p.mask("bmode"), p.bmode, "bmode", size=32, options=p.image_options("bmode"))
+    assert 0.15 < m.mean() < 0.25  # the 30x20 lesion in a 60x60 crop: a sixth of the model's square
