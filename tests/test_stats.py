@@ -107,3 +107,13 @@ def test_bootstrap_ci_with_one_patient_of_a_class_and_with_perfect_separation():
     assert 0.0 <= lo <= 0.8 <= hi <= 1.0
     assert bootstrap_auc_ci([0, 0, 1, 1], [0.1, 0.2, 0.8, 0.9]) == (1.0, 1.0)
     assert all(np.isnan(bootstrap_auc_ci([1, 1], [0.1, 0.2])))
+
+
+def test_delong_with_one_patient_of_a_class_is_undefined_without_warnings():
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # numpy's 'Degrees of freedom <= 0' reached the console
+        auc, lo, hi = S.delong_ci([1, 0, 0, 0], [0.9, 0.1, 0.5, 0.3])
+        p = S.delong_test([1, 0, 0, 0], [0.9, 0.1, 0.5, 0.3], [0.2, 0.1, 0.5, 0.3])["p"]
+    assert (auc, lo, hi) == (1.0, 0.0, 1.0) and np.isnan(p)

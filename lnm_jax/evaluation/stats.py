@@ -38,8 +38,15 @@ def _structural_components(labels: np.ndarray, scores: np.ndarray):
 def delong_covariance(labels, scores) -> tuple[np.ndarray, np.ndarray]:
     """AUCs [k] and their DeLong covariance [k, k] for score vectors ``scores`` [k, n]."""
     aucs, v01, v10, m, n = _structural_components(labels, scores)
-    cov = np.atleast_2d(np.cov(v01)) / m + np.atleast_2d(np.cov(v10)) / n
+    cov = _sample_cov(v01) / m + _sample_cov(v10) / n
     return aucs, cov
+
+
+def _sample_cov(x: np.ndarray) -> np.ndarray:
+    """np.cov of [k, N] rows; NaN (undefined, no warning) for a class of one patient: its
+    AUC's variance cannot be estimated, so the CI is [0, 1] and a test's p-value NaN."""
+    k = x.shape[0]
+    return np.full((k, k), np.nan) if x.shape[1] < 2 else np.atleast_2d(np.cov(x))
 
 
 def delong_ci(labels, scores, level: float = 0.95) -> tuple[float, float, float]:
