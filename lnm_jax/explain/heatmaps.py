@@ -23,6 +23,7 @@ from lnm_jax.explain import scores as S
 from lnm_jax.explain.figures import grid_figure, patient_figure
 from lnm_jax.explain.gradcam import AUTO_LAYER, choose_layer, layer_sizes, make_cam_fn
 from lnm_jax.fileio import atomic_file, guard_output, path_inside, write_csv, write_text
+from lnm_jax.preflight import check_inputs_present
 from lnm_jax.run import Run
 from lnm_jax.task import Task
 from lnm_jax.training.steps import step_inputs
@@ -103,6 +104,8 @@ def gradcam(
             ceus_region=config.data.get("ceus_region", "auto"),
             accept_secondary_capture=bool(config.data.get("accept_secondary_capture", False)),
         )
+        # as predict: a patient lacking an input the model was not trained to miss is refused
+        check_inputs_present(config, cohort, opt_in="a run trained with --config.data.zero_fill_missing=True")
     predictor = run.predictor(checkpoint)  # BatchNorm folded
     out = guard_output(
         out or run.files.gradcam(split),
