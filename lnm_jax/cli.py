@@ -17,6 +17,7 @@ function; errors a user can fix are printed as one line and exit 1 (bad argument
     lnm-jax reproduce --workdir W [--manifest M] [--folds K] [--config configs/reproduce_cpu.py]
                                                                  the paper's protocol: Tables 1-3, figures
     lnm-jax convert-busbra --src BUSBRA_DIR --out MANIFEST.csv  a BUS-BRA release as a cohort manifest
+    lnm-jax convert-ddti --src DDTI_DIR --out MANIFEST.csv     DDTI thyroid B-mode with nodule masks
     lnm-jax crop-to-lesion --manifest M --out NEW.csv [--margin 0.25]  crop columns around each lesion mask
     lnm-jax deidentify --manifest M --out DIR --mapping FILE [--keep-columns age,sex]
                                                                  a de-identified, cropped copy of a cohort
@@ -660,6 +661,27 @@ def cmd_reproduce(argv: list[str]) -> int:
     return 0
 
 
+def cmd_convert_ddti(argv: list[str]) -> int:
+
+    p = argparse.ArgumentParser(
+        prog="lnm-jax convert-ddti",
+        description="DDTI (images/, xml/) -> cohort manifest of B-mode images with their nodule outlines as lesion "
+        "masks (masks/ beside the manifest); label TI-RADS >= 4a, a demonstration label (not pathology).",
+    )
+    p.add_argument("--src", required=True, type=Path, help="the DDTI folder")
+    p.add_argument("--out", required=True, type=Path, help="manifest CSV to write (masks/ goes beside it)")
+    p.add_argument("--overwrite", action="store_true", help=OVERWRITE_HELP)
+    a = p.parse_args(argv)
+    from lnm_jax.data.cohorts.ddti import convert_ddti
+
+    summary = convert_ddti(a.src, a.out, overwrite=a.overwrite)
+    skipped = summary.pop("skipped")
+    print(f"wrote {a.out}: " + ", ".join(f"{k} {v}" for k, v in summary.items()))
+    for line in skipped:
+        print(f"  left out: {line}")
+    return 0
+
+
 def cmd_crop_to_lesion(argv: list[str]) -> int:
 
     p = argparse.ArgumentParser(
@@ -743,6 +765,7 @@ COMMANDS = {
     "convert-weights": cmd_convert_weights,
     "reproduce": cmd_reproduce,
     "convert-busbra": cmd_convert_busbra,
+    "convert-ddti": cmd_convert_ddti,
     "crop-to-lesion": cmd_crop_to_lesion,
     "deidentify": cmd_deidentify,
     "demo": cmd_demo,

@@ -136,3 +136,30 @@ def test_crop_to_lesion_writes_a_manifest_that_frames_around_the_mask(tmp_path):
     assert p.image_options("bmode").crop == Box(25, 10, 85, 70) and p.bmode == (tmp_path / "sub" / "../img.png")
     m = decode_mask(p.mask("bmode"), p.bmode, "bmode", size=32, options=p.image_options("bmode"))
     assert 0.15 < m.mean() < 0.25  # the 30x20 lesion in a 60x60 crop: a sixth of the model's square
+
+
+def _ddti_case(root, case, tirads, svg, size=(60, 40)):
+    Image.fromarray(np.full((size[1], size[0], 3), 90, np.uint8)).save(root / "images" / f"{case}_1.jpg")
+    (root / "xml" / f"{case}.xml").write_text(
+        f"<case><number>{case}</number><tirads>{tirads}</tirads><mark><image>1</image><svg>{svg}</svg></mark></case>"
+    )
+
+
+def test_convert_ddti_rasterises_outlines_and_names_what_it_leaves_out(tmp_path):
+    from lnm_jax.data.cohorts.ddti import convert_ddti
+
+    src = tmp_path / "ddti"
+    (src / "images").mkdir(parents=True)
+    (src / "xml").mkdir()
+    square = '[{"points": [{"x": 10, "y": 5}, {"x": 29, "y": 5}, {"x": 29, "y": 24}, {"x": 10, "y": 24}]}]'
+    _ddti_case(src, 1, "4a", square)
+    _ddti_case(src, 2, "3", square)
+    _ddti_case(src, 3, "", square)  # no TI-RADS: left out
+    _ddti_case(src, 4, "5", square[:40])  # an outline cut off, as in the release: left out, named
+    summary = convert_ddti(src, tmp_path / "out" / "manifest.csv")
+    assert (summary["patients"], summary["no_tirads"], summary["bad_outline"]) == (2, 1, 1)
+    assert summary["skipped"][0].startswith("4.xml")
+    cohort = M.read_manifest(tmp_path / "out" / "manifest.csv")
+    assert [p.lnm for p in cohort.patients] == [1, 0]
+    lesion = np.asarray(Image.open(cohort.patients[0].mask("bmode"))) > 0
+    assert lesion.shape == (40, 60) and lesion[5:25, 10:30].all() and lesion.sum() == 400  # the filled 20x20 square

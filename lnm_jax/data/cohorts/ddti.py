@@ -1,0 +1,136 @@
+"""DDTI (Pedraza et al., Proc. SPIE 9287, 2015: thyroid B-mode with nodule outlines) as a
+cohort manifest with lesion masks: ``lnm-jax convert-ddti``.
+
+The release holds ``images/{case}_{k}.jpg`` and ``xml/{case}.xml`` (``<tirads>`` and, per
+image, ``<mark><image>k</image><svg>[{"points": [{"x", "y"}, ...]}, ...]</svg></mark>``: the
+nodule outline(s) as polygons in image pixels). Per case: the first outlined image is the
+``bmode`` input and its polygons, filled (their union), the ``bmode_mask`` written as a 0/255
+PNG under ``masks/`` beside the manifest. The label is TI-RADS >= 4a ("suspicious"): a
+radiologist's rating, not pathology, so a DDTI model is a demonstration on real thyroid
+images (heatmaps, normalisation, augmentation), never a model of malignancy; cases without a
+TI-RADS score are left out (counted). No CEUS and no flag. Images are referenced, not copied.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+from lnm_jax.data.cohorts.manifest import REQUIRED_COLUMNS, write_manifest
+from lnm_jax.data.pixels.decode import image_size
+from lnm_jax.fileio import atomic_directory, csv_header_starts, guard_output
+from lnm_jax.names import BMODE, LABEL, PATIENT_ID, US_LNM, mask
+
+SUSPICIOUS = ("4a", "4b", "4c", "5")
+NOT_SUSPICIOUS = ("1", "2", "3")
+MASKS = "masks"
+
+# What a DDTI model predicts (the ``task`` config section, lnm_jax/task.py).
+TASK = {
+    "name": "a suspicious thyroid nodule (TI-RADS 4a or higher)",
+    "label": "TI-RADS>=4a",
+    "positive": "TI-RADS 4a-5",
+    "negative": "TI-RADS 2-3",
+    "label_source": "a radiologist's TI-RADS rating in DDTI (not pathology)",
+    "flag": "none",
+    "flag_meaning": "DDTI has no clinical flag",
+    "inputs": {BMODE: "DDTI thyroid B-mode ultrasound (the case's first outlined image)"},
+    "intended_use": "Demonstration only: the pipeline on real thyroid B-mode images (not a malignancy model).",
+    "out_of_scope": "Any clinical use; predicting malignancy or lymph node metastasis.",
+    "licence": "code Apache-2.0; DDTI is an open-access research database: cite Pedraza et al. 2015",
+    "references": [
+        "Pedraza L, Vargas C, Narvaez F, Duran O, Munoz E, Romero E. An open access thyroid ultrasound image "
+        "database. Proc. SPIE 9287, 2015",
+    ],
+}
+
+
+def polygons(svg: str) -> list[list[tuple[float, float]]]:
+    """The outline polygons of one ``<svg>`` cell (JSON), those of fewer than 3 points left
+    out; ValueError when it is not that list or none remains."""
+    shapes = json.loads(svg)
+    out = [[(float(p["x"]), float(p["y"])) for p in s["points"]] for s in shapes]
+    out = [p for p in out if len(p) >= 3]  # a stray point or segment encloses nothing
+    if not out:
+        raise ValueError("no outline has 3 points or more")
+    return out
+
+
+def rasterise(shapes: list[list[tuple[float, float]]], size: tuple[int, int]) -> np.ndarray:
+    """bool [H, W]: the union of the filled polygons on a ``size`` = (width, height) image."""
+    canvas = Image.new("L", size, 0)
+    draw = ImageDraw.Draw(canvas)
+    for points in shapes:
+        draw.polygon(points, fill=255, outline=255)
+    return np.asarray(canvas) > 0
+
+
+def convert_ddti(src: Path | str, out_csv: Path | str, *, overwrite: bool = False) -> dict[str, int]:
+    """Writes the manifest and ``masks/`` beside it (the masks folder new, written atomically);
+    returns counts and ``skipped``: the cases left out because their outline cannot be read
+    (the release has outlines cut off mid-point), each named. ValueError naming the file when
+    the folder or an XML file is not DDTI's."""
+    src, out_csv = Path(src), Path(out_csv)
+    if not (src / "xml").is_dir() or not (src / "images").is_dir():
+        raise ValueError(f"{src} is not a DDTI folder (needs xml/ and images/)")
+    masks_dir = out_csv.parent / MASKS
+    guard_output(
+        out_csv,
+        inputs=[src],
+        overwrite=overwrite,
+        ours=lambda p: p.is_file() and csv_header_starts(p, REQUIRED_COLUMNS),
+    )
+    guard_output(masks_dir, inputs=[src], kind="folder", can_overwrite=False)
+    rows, counts, skipped = [], {"cases": 0, "no_tirads": 0, "no_outline": 0}, []
+    out_csv.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_directory(masks_dir) as tmp:
+        for xml in sorted((src / "xml").glob("*.xml"), key=lambda p: int(re.sub(r"\D", "", p.stem) or 0)):
+            counts["cases"] += 1
+            try:
+                root = ET.parse(xml).getroot()
+            except ET.ParseError as e:
+                raise ValueError(f"{xml}: not readable XML ({e})") from None
+            tirads = (root.findtext("tirads") or "").strip().lower()
+            if tirads not in SUSPICIOUS + NOT_SUSPICIOUS:
+                counts["no_tirads"] += 1
+                continue
+            marks = [(m.findtext("image") or "").strip() for m in root.iter("mark")]
+            marked = next(((k, m) for k, m in zip(marks, root.iter("mark")) if (m.findtext("svg") or "").strip()), None)
+            if marked is None:
+                counts["no_outline"] += 1
+                continue
+            k, m = marked
+            image = src / "images" / f"{xml.stem}_{k}.jpg"
+            if not image.is_file():
+                raise ValueError(f"{xml}: image {image} does not exist")
+            try:
+                lesion = rasterise(polygons(m.findtext("svg")), image_size(image))
+            except (ValueError, KeyError, TypeError) as e:  # e.g. an outline cut off in the release
+                skipped.append(f"{xml.name} (image {k}'s outline is not a polygon list: {str(e)[:60]})")
+                continue
+            pid = f"ddti_{xml.stem}"
+            Image.fromarray(lesion.astype(np.uint8) * 255, "L").save(tmp / f"{pid}.png")
+            rows.append(
+                {
+                    PATIENT_ID: pid,
+                    BMODE: os.path.relpath(image.resolve(), out_csv.parent.resolve()),
+                    US_LNM: "",
+                    LABEL: int(tirads in SUSPICIOUS),
+                    mask(BMODE): f"{MASKS}/{pid}.png",
+                    "tirads": tirads,
+                }
+            )
+    write_manifest(out_csv, rows, extra_columns=(mask(BMODE), "tirads"))
+    return {
+        **counts,
+        "bad_outline": len(skipped),
+        "patients": len(rows),
+        "suspicious": sum(r[LABEL] for r in rows),
+        "skipped": skipped,
+    }
