@@ -37,14 +37,14 @@ def snapshot(root: Path) -> dict[str, tuple[int, int]]:
 
 
 def rewrite_manifest(src: Path, out: Path, edit=lambda row: row, rows: int | None = None) -> Path:
-    """A copy of manifest ``src`` at ``out`` with absolute image paths, each row passed
+    """A copy of manifest ``src`` at ``out`` with absolute image and mask paths, each row passed
     through ``edit`` (first ``rows`` rows only)."""
     with src.open() as f:
         reader = csv.DictReader(f)
         fields, body = reader.fieldnames, list(reader)[:rows]
     for r in body:
-        for k in ("bmode", "ceus"):
-            if r[k]:
+        for k in ("bmode", "ceus", "bmode_mask", "ceus_mask"):
+            if r.get(k):
                 r[k] = str(src.parent / r[k])
     out.parent.mkdir(parents=True, exist_ok=True)
     with out.open("w", newline="") as f:
@@ -55,7 +55,7 @@ def rewrite_manifest(src: Path, out: Path, edit=lambda row: row, rows: int | Non
 
 
 def without_ceus(ids):
-    return lambda r: {**r, "ceus": ""} if r["patient_id"] in ids else r
+    return lambda r: {**r, "ceus": "", "ceus_mask": ""} if r["patient_id"] in ids else r
 
 
 def fail_line(capsys, command: str) -> str:

@@ -286,7 +286,11 @@ def _masks(rec, base, images, options, row, problems, check_images, ceus_region)
         if not check_images or any(p.row == row and p.column == col for p in problems):
             continue  # its image is already reported
         try:
-            check_mask(file, sources.resolve(images[col], col, options[col], ceus_region))
+            source = sources.resolve(images[col], col, options[col], ceus_region)
+        except (OSError, UnidentifiedImageError, ValueError):
+            continue  # the image's own problem, reported for its column (or deliberately not checked)
+        try:
+            check_mask(file, source)
         except MaskError as e:
             problems.append(Problem(e.code, str(e), row, column, str(file)))
         except (OSError, UnidentifiedImageError, ValueError) as e:
