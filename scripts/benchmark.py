@@ -4,19 +4,28 @@ JAX sees, and, when torch/torchvision import, of the same two-branch model in Py
     python scripts/benchmark.py --setting triple --backbone resnet50 \
         --image-size 224 --batch-sizes 8,64 --dtypes float32,bfloat16 [--torch] [--torch-compile]
 
-JAX: the batch is sharded over all devices (data parallel) when there are several. PyTorch
-(one device): eager, optionally ``torch.compile``; on GPU ``bfloat16`` means AMP autocast and
-channels_last. Random inputs; warm-up (compile) excluded; clocks stop after the device is done.
-MFU on GPU counts 3x the forward FLOPs of two ResNet-50 images per patient (about 24.7 GFLOP
-per 224x224 image per training step) against ``--peak-tflops``. TensorFlow-free. Prints
-Markdown tables a user can paste.
+Every framework, dtype and batch size is measured in its own process (JAX preallocates 75% of
+a GPU: a PyTorch run beside it died of out-of-memory), and the JAX/PyTorch ratio is computed
+only between rows of one invocation. JAX: the batch is sharded over all devices (data
+parallel) when there are several. PyTorch (one device): eager, optionally ``torch.compile``; on
+GPU ``bfloat16`` means AMP autocast and channels_last. Random inputs; warm-up (compile)
+excluded; clocks stop after the device is done. MFU on GPU: :func:`train_gflop_per_patient`
+against the dense peak of the precision the step actually runs in (bf16 tensor, TF32 tensor
+for fp32 inputs, true fp32 with ``--jax-precision-highest``; :data:`PEAK_TFLOPS_BY_PRECISION`),
+with the device and versions on every row. A measurement that fails prints one line in its
+row. TensorFlow-free. Prints Markdown tables a user can paste.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import platform
+import re
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -32,7 +41,6 @@ from lnm_jax.training import state as state_lib
 from lnm_jax.training.steps import make_eval_step, make_train_step
 
 TRAIN_GFLOP_PER_IMAGE_224 = 24.7  # ResNet-50: ~4.1 GMAC forward -> x2 FLOP x3 (fwd + bwd)
-PEAK_TFLOPS = {"float32": 67.0, "bfloat16": 989.0}  # H100/H200 SXM dense spec (fp32 non-tensor)
 
 
 def make_batch(seed: int, batch_size: int, size: int) -> dict:
@@ -188,6 +196,81 @@ def bench_torch(batch_size: int, size: int, steps: int, warmup: int, dtype: str,
     return {"train_s": train_s, "infer_s": infer_s, "warmup_s": warm}
 
 
+# Dense peaks of one H100/H200 SXM by the precision the matmuls and convolutions actually run
+# in (NVIDIA's H100 datasheet): bf16 on tensor cores; fp32 inputs run on TF32 tensor cores
+# under JAX's default precision and cuDNN's default (torch.backends.cudnn.allow_tf32); true
+# fp32 (--jax-precision highest) on the non-tensor units.
+PEAK_TFLOPS_BY_PRECISION = {"bf16 tensor": 989.0, "tf32 tensor": 494.5, "fp32": 67.0}
+
+
+def precision_used(dtype: str, platform_: str, highest: bool = False) -> str | None:
+    """The arithmetic a setting runs in on this platform (None on CPU: no MFU there)."""
+    if platform_ != "gpu":
+        return None
+    if dtype == "bfloat16":
+        return "bf16 tensor"
+    return "fp32" if highest else "tf32 tensor"
+
+
+def train_gflop_per_patient(setting: str, image_size: int, width: int) -> float:
+    """Training FLOPs of one patient: 3x the forward FLOPs (forward + two backward products) of
+    each image branch, ResNet-50 at 224 px and width 64 = 24.7 GFLOP per image (4.1 GMAC), scaled
+    by pixels and by width squared; the flag and the head are negligible. The one place the
+    count is derived."""
+    images = sum(m in ("bmode", "ceus") for m in parse_modalities(setting))
+    return images * TRAIN_GFLOP_PER_IMAGE_224 * (image_size / 224) ** 2 * (width / 64) ** 2
+
+
+def measure_one(spec: dict) -> dict:
+    """One framework at one dtype and batch size, in this process (what a child runs)."""
+    if spec["framework"] == "jax":
+        if spec.get("highest"):
+            jax.config.update("jax_default_matmul_precision", "highest")
+        model = FusionClassifier(
+            parse_modalities(spec["setting"]),
+            backbone=spec["backbone"],
+            width=spec["width"],
+            dtype=jnp.dtype(spec["dtype"]),
+            lowering=spec["lowering"],
+        )
+        r = bench(model, spec["batch"], spec["image_size"], spec["steps"], spec["warmup"])
+        dev = jax.devices()[0]
+        return {
+            **r,
+            "platform": dev.platform,
+            "device": f"{dev.device_kind} x{jax.device_count()}",
+            "versions": f"jax {jax.__version__}",
+        }
+    import torch  # noqa: PLC0415
+
+    compile_ = spec["framework"] == "torch.compile"
+    r = bench_torch(spec["batch"], spec["image_size"], spec["steps"], spec["warmup"], spec["dtype"], compile_)
+    cuda = torch.cuda.is_available()
+    device = torch.cuda.get_device_name(0) if cuda else platform.processor() or platform.machine()
+    return {**r, "platform": "gpu" if cuda else "cpu", "device": device, "versions": f"torch {torch.__version__}"}
+
+
+def run_child(spec: dict, timeout: int) -> dict:
+    """``spec`` measured in a fresh interpreter (no framework shares a process or a device
+    allocator with another: JAX preallocates 75% of a GPU); {"error": one line} when it fails."""
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--one", json.dumps(spec)]
+    try:
+        res = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return {"error": f"over {timeout} s"}
+    for line in reversed(res.stdout.splitlines()):
+        if line.startswith(RESULT):
+            return json.loads(line[len(RESULT) :])
+    lines = res.stderr.strip().splitlines() or [f"exit {res.returncode}, no output"]
+    raised = [
+        x for x in lines if re.match(r"^[\w.]+(Error|Exception|Interrupt): ", x)
+    ]  # the exception, not JAX's notes
+    return {"error": (raised or lines)[-1][:200]}
+
+
+RESULT = "RESULT "
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_model_args(p)
@@ -198,50 +281,63 @@ def main() -> None:
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--torch", action="store_true", help="also benchmark the PyTorch model (ResNet-50 triple)")
     p.add_argument("--torch-compile", action="store_true", help="also torch.compile")
-    p.add_argument("--peak-tflops", type=float, help="device peak for MFU (default: H100/H200 spec)")
+    p.add_argument("--jax-precision-highest", action="store_true", help="fp32 matmuls in true fp32 (not TF32)")
+    p.add_argument("--timeout", type=int, default=900, help="seconds per measurement (each in its own process)")
+    p.add_argument("--one", help=argparse.SUPPRESS)  # a child: one measurement, printed as RESULT {json}
     a = p.parse_args()
-    dev = jax.devices()[0]
-    on_gpu = dev.platform == "gpu"
+    if a.one:
+        print(RESULT + json.dumps(measure_one(json.loads(a.one))), flush=True)
+        return
+    frameworks = ["jax"]
+    if a.torch and a.backbone == "resnet50" and a.setting == "triple" and a.width == 64:
+        frameworks += ["torch eager"] + (["torch.compile"] if a.torch_compile else [])
+    elif a.torch:
+        print("PyTorch: compared only for the paper's model (--setting triple --backbone resnet50 --width 64)")
+    gflop = train_gflop_per_patient(a.setting, a.image_size, a.width)
     print(
-        f"device: {dev.platform} {dev.device_kind} x{jax.device_count()}; jax {jax.__version__}; "
-        f"host {platform.processor() or platform.machine()}; {a.setting} {a.backbone} w{a.width} "
-        f"{a.image_size}px; lowering {a.lowering}"
+        f"{a.setting} {a.backbone} w{a.width} {a.image_size}px; lowering {a.lowering}; {gflop:.1f} GFLOP per patient "
+        f"per train step; host {platform.processor() or platform.machine()}; each row measured in its own process"
     )
-    gflop = 2 * TRAIN_GFLOP_PER_IMAGE_224 * (a.image_size / 224) ** 2 * (a.width / 64) ** 2
     print(
-        "| framework | dtype | batch | train step (s) | train patients/s | inference patients/s "
-        "| inference, BN folded | MFU (train) | warm-up (s) |"
+        "| framework | dtype | precision | batch | train step (s) | train patients/s | inference patients/s "
+        "| inference, BN folded | MFU (train, vs that precision's peak) | warm-up (s) | device | versions |"
     )
-    print("|---|---|---:|---:|---:|---:|---:|---:|---:|")
+    print("|---|---|---|---:|---:|---:|---:|---:|---:|---:|---|---|")
     results = {}
     for dt in a.dtypes.split(","):
-        model = FusionClassifier(
-            parse_modalities(a.setting), backbone=a.backbone, width=a.width, dtype=jnp.dtype(dt), lowering=a.lowering
-        )
-        peak = a.peak_tflops or PEAK_TFLOPS[dt]
         for bs in (int(x) for x in a.batch_sizes.split(",")):
-            runs = [("jax", lambda model=model, bs=bs: bench(model, bs, a.image_size, a.steps, a.warmup))]
-            if a.torch and a.backbone == "resnet50" and a.setting == "triple" and a.width == 64:
-                runs.append(
-                    ("torch eager", lambda bs=bs, dt=dt: bench_torch(bs, a.image_size, a.steps, a.warmup, dt, False))
-                )
-                if a.torch_compile:
-                    runs.append(
-                        (
-                            "torch.compile",
-                            lambda bs=bs, dt=dt: bench_torch(bs, a.image_size, a.steps, a.warmup, dt, True),
-                        )
-                    )
-            for name, fn in runs:
-                r = fn()
+            for name in frameworks:
+                spec = {
+                    "framework": name,
+                    "dtype": dt,
+                    "batch": bs,
+                    "setting": a.setting,
+                    "backbone": a.backbone,
+                    "width": a.width,
+                    "image_size": a.image_size,
+                    "steps": a.steps,
+                    "warmup": a.warmup,
+                    "lowering": a.lowering,
+                    "highest": a.jax_precision_highest,
+                }
+                r = run_child(spec, a.timeout)
+                if "error" in r:
+                    print(f"| {name} | {dt} | - | {bs} | failed: {r['error']} |", flush=True)
+                    continue
                 results[(name, dt, bs)] = r
-                mfu = f"{100 * gflop * bs / r['train_s'] / (peak * 1e3):.1f}%" if on_gpu else "-"
+                precision = precision_used(dt, r["platform"], a.jax_precision_highest and name == "jax")
+                mfu = "-"
+                if precision:
+                    mfu = f"{100 * gflop * bs / r['train_s'] / (PEAK_TFLOPS_BY_PRECISION[precision] * 1e3):.1f}%"
                 folded = _rate(bs / r["infer_folded_s"]) if r.get("infer_folded_s") else "-"
                 print(
-                    f"| {name} | {dt} | {bs} | {r['train_s']:.4f} | {_rate(bs / r['train_s'])} | "
-                    f"{_rate(bs / r['infer_s'])} | {folded} | {mfu} | {r['warmup_s']:.1f} |",
+                    f"| {name} | {dt} | {precision or 'cpu'} | {bs} | {r['train_s']:.4f} | "
+                    f"{_rate(bs / r['train_s'])} | "
+                    f"{_rate(bs / r['infer_s'])} | {folded} | {mfu} | {r['warmup_s']:.1f} | {r['device']} | "
+                    f"{r['versions']} |",
                     flush=True,
                 )
+    # ratios only between runs of this invocation
     ratios = [(k, v) for k, v in results.items() if k[0] != "jax" and ("jax",) + k[1:] in results]
     if ratios:
         print("\n| vs | dtype | batch | JAX/PyTorch train | JAX/PyTorch inference |\n|---|---|---:|---:|---:|")

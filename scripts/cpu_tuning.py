@@ -18,6 +18,21 @@ import sys
 from pathlib import Path
 
 BENCH = Path(__file__).with_name("benchmark.py")
+# benchmark.py's throughput table, by column (its header)
+COLUMNS = (
+    "framework",
+    "dtype",
+    "precision",
+    "batch",
+    "train step (s)",
+    "train patients/s",
+    "inference patients/s",
+    "inference, BN folded",
+    "MFU",
+    "warm-up (s)",
+    "device",
+    "versions",
+)
 
 # name -> (extra XLA_FLAGS, extra benchmark arguments); all but the first on the default
 # lowering (1x1 convolutions as GEMMs on CPU, lnm_jax/models/lowering.py)
@@ -51,7 +66,7 @@ def run(name: str, flags: str, extra: list[str], common: list[str], torch: bool)
         for line in out.stdout.splitlines()
         if line.startswith(("| jax |", "| torch eager |"))
     ]
-    return [r for r in rows if len(r) == 9]  # the throughput table, not the ratio table
+    return [r for r in rows if len(r) == len(COLUMNS)]  # the throughput table, not the ratio table
 
 
 def main() -> None:
@@ -91,9 +106,10 @@ def main() -> None:
         flags, extra = VARIANTS[name]
         for row in run(name, flags, extra, common, torch=name == next(iter(VARIANTS))):
             label = name if row[0] == "jax" else "PyTorch eager (same CPU)"
-            train = float(row[4])
+            train = float(row[COLUMNS.index("train patients/s")])
+            infer, folded = row[COLUMNS.index("inference patients/s")], row[COLUMNS.index("inference, BN folded")]
             base = base or train
-            print(f"| {label} | {train:.2f} | {float(row[5]):.2f} | {row[6]} | {train / base:.2f} |", flush=True)
+            print(f"| {label} | {train:.2f} | {float(infer):.2f} | {folded} | {train / base:.2f} |", flush=True)
 
 
 if __name__ == "__main__":

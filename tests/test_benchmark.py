@@ -36,7 +36,33 @@ def test_benchmark_smoke_and_no_tensorflow():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     rows = [line for line in out.stdout.splitlines() if line.startswith("| jax |")]
-    assert len(rows) == 2 and all(float(r.split("|")[5]) > 0 for r in rows), out.stdout
+    assert len(rows) == 2 and all(float(r.split("|")[6]) > 0 for r in rows), out.stdout  # train patients/s
+    assert "its own process" in out.stdout and all("| cpu |" in r and "jax 0." in r for r in rows)
+
+
+def test_benchmark_mfu_is_against_the_precision_used_and_a_failed_child_is_one_row():
+    b = _load("benchmark")
+    assert b.train_gflop_per_patient("triple", 224, 64) == 2 * b.TRAIN_GFLOP_PER_IMAGE_224  # two images
+    assert b.train_gflop_per_patient("bmode,us_lnm", 112, 32) == b.TRAIN_GFLOP_PER_IMAGE_224 / 16
+    assert b.precision_used("bfloat16", "gpu") == "bf16 tensor"
+    assert b.precision_used("float32", "gpu") == "tf32 tensor"  # JAX's and cuDNN's default for fp32 inputs
+    assert b.precision_used("float32", "gpu", highest=True) == "fp32"
+    assert b.precision_used("float32", "cpu") is None  # no MFU on CPU
+    spec = {
+        "framework": "jax",
+        "dtype": "float32",
+        "batch": 2,
+        "setting": "bmode",
+        "backbone": "nope",
+        "width": 4,
+        "image_size": 16,
+        "steps": 1,
+        "warmup": 1,
+        "lowering": "auto",
+        "highest": False,
+    }
+    r = b.run_child(spec, timeout=120)
+    assert set(r) == {"error"} and "\n" not in r["error"] and "nope" in r["error"]
 
 
 def test_torch_comparison_smoke():
