@@ -27,6 +27,7 @@ from __future__ import annotations
 import ast
 import importlib.metadata
 import json
+import logging
 import os
 import re
 import subprocess
@@ -254,9 +255,15 @@ def _write_onnx(fn, weights, spec: dict, path: Path, md: dict) -> str:
         return tuple(out[k] for k in OUTPUTS)
 
     structs = [jax.ShapeDtypeStruct(tuple(v["shape"]), jnp.dtype(v["dtype"])) for v in spec.values()]  # "B": symbolic
-    model = to_onnx(
-        positional, structs, model_name="lnm_jax", opset=ONNX_OPSET, input_names=keys, output_names=list(OUTPUTS)
-    )
+    serde = logging.getLogger("onnx_ir.serde")  # says it skips shape-only values' types, four times a model
+    level = serde.level
+    serde.setLevel(logging.ERROR)
+    try:
+        model = to_onnx(
+            positional, structs, model_name="lnm_jax", opset=ONNX_OPSET, input_names=keys, output_names=list(OUTPUTS)
+        )
+    finally:
+        serde.setLevel(level)
     model.doc_string = f"{md['name']}: {md['task']['name']} ({md['version']}). See model_card.md."
     for key, value in onnx_metadata(md).items():
         entry = model.metadata_props.add()

@@ -74,4 +74,23 @@ def report(
             )
         except SplitError as e:
             problems.append(f"split: {e}")
+        if warning := prevalence_warning(cohort, config):
+            lines.append(warning)
     return lines, problems
+
+
+def prevalence_warning(cohort: Cohort, config: ConfigDict) -> str | None:
+    """A line when the cohort's prevalence is outside 0.2-0.8 and positives are not weighted:
+    a plain-BCE model's 0.5 threshold then calls (nearly) every patient one class."""
+    from lnm_jax.evaluation.evaluate import PREVALENCE_BOUNDS  # noqa: PLC0415  (one definition)
+
+    labels = [x for x in cohort.labels if x is not None]
+    if not labels:
+        return None
+    prevalence, (lo, hi) = sum(labels) / len(labels), PREVALENCE_BOUNDS
+    if lo <= prevalence <= hi or config.train.get("pos_weight", 1.0) != 1.0:
+        return None
+    return (
+        f"warning: prevalence {prevalence:.3f} is outside {lo}-{hi}: consider --config.train.pos_weight=balanced, "
+        "and judge the model at the threshold evaluate chooses on validation, not at 0.5"
+    )

@@ -61,3 +61,17 @@ def test_evaluate_warns_when_a_class_is_never_called_and_names_the_youden_thresh
     assert "pos_weight" not in imbalance_warnings(result, [1, 0], c)[0]
     balanced = {"youden_threshold_from_val": 0.5, "splits": {"test": _split(0.7, 0.8)}}
     assert imbalance_warnings(balanced, [1, 0, 1, 0], c) == []
+
+
+def test_validate_warns_about_prevalence_unless_positives_are_weighted():
+    from types import SimpleNamespace
+
+    from lnm_jax.preflight import prevalence_warning
+
+    c = base_config()
+    skewed = SimpleNamespace(labels=[1] * 83 + [0] * 17 + [None])
+    line = prevalence_warning(skewed, c)
+    assert "prevalence 0.830" in line and "pos_weight=balanced" in line
+    assert prevalence_warning(SimpleNamespace(labels=[1, 0, 1, 0]), c) is None
+    c.train.pos_weight = "balanced"
+    assert prevalence_warning(skewed, c) is None
