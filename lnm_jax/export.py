@@ -200,9 +200,8 @@ def write_runtime(folder: Path, md: dict, formats) -> None:
         dest = pkg / rel
         dest.parent.mkdir(parents=True, exist_ok=True)
         dest.write_text(_vendored((src / rel).read_text()))
-    for d in [pkg, *(p for p in pkg.rglob("*") if p.is_dir())]:
-        if d != pkg and not (d / "__init__.py").exists():
-            (d / "__init__.py").write_text("")
+    for d in (p for p in pkg.rglob("*") if p.is_dir()):  # sub-packages: empty (no lnm_jax aliases)
+        (d / "__init__.py").write_text("")
     (pkg / "__init__.py").write_text(_runtime_init(md))
     (folder / PREDICT_SCRIPT).write_text(PREDICT_PY)
     (folder / REQUIREMENTS).write_text(

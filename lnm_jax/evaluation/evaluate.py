@@ -85,14 +85,14 @@ def evaluate(run: Run, *, checkpoint: str = "best", subsets=("val", "test"), out
                 }
             )
     result["single_inputs"] = single_input_check(run, preds)
-    result["cam_scores"] = lesion_evidence(run, checkpoint, out=Path(out) if out else run.files.evaluation(checkpoint))
+    out = Path(out) if out else run.files.evaluation(checkpoint)
+    result["cam_scores"] = lesion_evidence(run, checkpoint, out=out)
     result["warnings"] = imbalance_warnings(result, [p.lnm for p in run.cohort.patients if p.lnm is not None], config)
     if result["temperature_at_bound"]:  # recorded with the metrics, so the model card says it too
         lo, hi = C.TEMPERATURE_BOUNDS
         result["warnings"].append(f"{BOUND_WARNING} (T = {temperature:.2f}, bounds {lo}-{hi})")
     if not config.data.manifest:
         result["synthetic_reference"] = bayes_reference(run, preds, subsets)
-    out = Path(out) if out else run.files.evaluation(checkpoint)
     out.mkdir(parents=True, exist_ok=True)
     write_text(out / F.METRICS, json.dumps(result, indent=2))
     write_csv(out / F.PREDICTIONS_CSV, rows, list(rows[0]))

@@ -100,8 +100,8 @@ def convert_ddti(src: Path | str, out_csv: Path | str, *, overwrite: bool = Fals
             if tirads not in SUSPICIOUS + NOT_SUSPICIOUS:
                 counts["no_tirads"] += 1
                 continue
-            marks = [(m.findtext("image") or "").strip() for m in root.iter("mark")]
-            marked = next(((k, m) for k, m in zip(marks, root.iter("mark")) if (m.findtext("svg") or "").strip()), None)
+            outlined = (m for m in root.iter("mark") if (m.findtext("svg") or "").strip())
+            marked = next((((m.findtext("image") or "").strip(), m) for m in outlined), None)
             if marked is None:
                 counts["no_outline"] += 1
                 continue
