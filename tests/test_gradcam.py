@@ -154,8 +154,9 @@ def test_trained_model_cam_mass_falls_inside_the_cue_region():
     assert grad >= 2 * area, (grad, area)
     assert hires - against > 0.25, (against, hires)
     # the scores gradcam writes (lnm_jax.explain.scores) say the same against the random-map
-    # baseline: its mass ratio is 1 in expectation (uniform noise), 1.0 +- 0.1 over these 32
-    # images; Grad-CAM's 2x bound is the one derived above from the measured spread
+    # baseline: its mass ratio is 1 in expectation (uniform noise); over these 32 images it was
+    # 0.97-1.02 for seeds 0-4 (it does not depend on the model), so 0.7-1.3 is a wide bound;
+    # Grad-CAM's 2x bound is the one derived above from the measured spread
     from lnm_jax.explain import scores as S
 
     _, res = mass("gradcam")
