@@ -11,7 +11,7 @@ import math
 
 from ml_collections import ConfigDict, FieldReference
 
-from lnm_jax.names import PAPER_NORM, SETTINGS
+from lnm_jax.names import CAM_LAYERS, PAPER_NORM, SETTINGS
 from lnm_jax.task import PAPER as PAPER_TASK
 
 
@@ -117,6 +117,10 @@ def base_config(setting: str = "triple") -> ConfigDict:
             fusion="concat",
             input_heads=False,
             flag_encoding="raw",
+            # An auxiliary lesion-segmentation head on the image branches at this layer
+            # ('stage1'..'stage4'; '' none), trained on the manifest's bmode_mask/ceus_mask
+            # columns with train.lesion_loss_weight (models/fusion.py; docs/gradcam.md).
+            lesion_head="",
         )
     )
 
@@ -136,6 +140,9 @@ def base_config(setting: str = "triple") -> ConfigDict:
     # fraction of train.learning_rate; AdamW's decoupled weight decay on kernels.
     c.train.aux_loss_weight = 0.0
     c.train.freeze_backbone_epochs = 0
+    # The lesion head's loss weight (BCE + soft Dice against the framed lesion masks of the
+    # patients that have one; needs model.lesion_head); 0 = off.
+    c.train.lesion_loss_weight = 0.0
     c.train.backbone_lr_scale = 1.0
     c.train.weight_decay = 0.0
     # Class weighting for imbalanced cohorts: a positive patient's loss term x pos_weight
@@ -363,6 +370,8 @@ FIELD_RULES = {
     "train.plateau.head_min_scale": _range(0, 1),
     "train.early_stop_patience": NON_NEGATIVE_INT,
     "train.aux_loss_weight": NON_NEGATIVE,
+    "train.lesion_loss_weight": NON_NEGATIVE,
+    "model.lesion_head": _one_of("", *CAM_LAYERS),
     "train.freeze_backbone_epochs": NON_NEGATIVE_INT,
     "train.backbone_lr_scale": NON_NEGATIVE,
     "train.weight_decay": NON_NEGATIVE,

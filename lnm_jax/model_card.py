@@ -133,7 +133,12 @@ def _hyperparameters(config) -> dict:
         "early_stop_patience": t.early_stop_patience,
         "plateau": t.plateau.to_dict(),
         "loss": "binary cross-entropy on the logit"
-        + (f" + {t.aux_loss_weight} x the per-input heads' BCE" if t.get("aux_loss_weight", 0.0) else ""),
+        + (f" + {t.aux_loss_weight} x the per-input heads' BCE" if t.get("aux_loss_weight", 0.0) else "")
+        + (
+            f" + {t.lesion_loss_weight} x the lesion head's BCE + soft Dice against the lesion masks"
+            if t.get("lesion_loss_weight", 0.0)
+            else ""
+        ),
         "pos_weight": t.get("pos_weight", 1.0),
         "freeze_backbone_epochs": t.get("freeze_backbone_epochs", 0),
         "augmentation": config.data.augment.to_dict(),
@@ -189,6 +194,9 @@ def metadata(run: Run, checkpoint: str = "best", evaluation: dict | None = None)
             "head": _head(config, inputs),
             "missing_inputs": bool(config.model.missing_inputs),
             "temporal_pool": config.model.temporal_pool if config.data.clip_frames > 1 else None,
+            # an auxiliary 1x1-conv lesion-segmentation head at this layer of each image branch,
+            # trained on the masks; not part of the prediction
+            "lesion_head": config.model.get("lesion_head", "") or None,
             "parameters": int(sum(np.size(x) for x in jax.tree.leaves(params))),
         },
         "inputs": input_spec(config),
@@ -301,6 +309,11 @@ def markdown(md: dict) -> str:
         + ", ".join(f"{k} {v}" for k, v in a["feature_sizes"].items())
         + f"; {a['head']}. {a['parameters']:,} parameters."
         + (f" CEUS clips of {pre['clip_frames']} frames, {a['temporal_pool']} pooling." if a["temporal_pool"] else ""),
+        +(
+            f" Trained with an auxiliary lesion-segmentation head at {a['lesion_head']} (not used in prediction)."
+            if a.get("lesion_head")
+            else ""
+        ),
         "- Missing inputs: "
         + (
             "handled (learned absent embeddings)." if a["missing_inputs"] else "not supported: every input is required."

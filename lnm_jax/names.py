@@ -54,8 +54,11 @@ def mask(name: str) -> str:
 
 MASK_COLUMNS = tuple(mask(m) for m in IMAGE_INPUTS)
 AVAILABILITY_KEYS = tuple(has(m) for m in INPUTS)
+# A training batch's lesion masks (only when the lesion head is trained: train.lesion_loss_weight):
+# <input>_mask [B, S, S] float32, the framed mask, and has_<input>_mask.
+LESION_KEYS = MASK_COLUMNS + tuple(has(m) for m in MASK_COLUMNS)
 # What a jitted step consumes of a batch (patient ids stay on the host).
-STEP_KEYS = INPUTS + AVAILABILITY_KEYS + (LABEL, VALID)
+STEP_KEYS = INPUTS + AVAILABILITY_KEYS + (LABEL, VALID) + LESION_KEYS
 
 # Names the command line offers before it imports the modules that use them (a fast --help).
 CAM_METHODS = ("gradcam", "hirescam", "gradcam++")  # lnm_jax.explain.gradcam

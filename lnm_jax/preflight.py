@@ -35,6 +35,23 @@ def check_inputs_present(config: ConfigDict, cohort: Cohort, *, opt_in: str = "-
         refuse_missing(cohort, names.parse_modalities(config.modalities), config.modalities, opt_in)
 
 
+def check_lesion_masks(config: ConfigDict, cohort: Cohort) -> str | None:
+    """With the lesion head trained (``train.lesion_loss_weight`` > 0): ValueError when no
+    patient has a lesion mask for an image input the model takes (the head's loss would be
+    zero throughout); else a line counting them. None when the head is off."""
+    if not config.train.get("lesion_loss_weight", 0.0):
+        return None
+    images = [m for m in names.parse_modalities(config.modalities) if m in names.IMAGE_INPUTS]
+    counts = {m: sum(p.mask(m) is not None for p in cohort.patients) for m in images}
+    if not any(counts.values()):
+        raise ValueError(
+            f"train.lesion_loss_weight={config.train.lesion_loss_weight} trains a lesion head on the manifest's "
+            f"masks, but no patient has one (columns {', '.join(names.mask(m) for m in images)}; "
+            "docs/cohorts.md#cohort-manifest)"
+        )
+    return "lesion head trained on masks: " + ", ".join(f"{m} {n} of {len(cohort)}" for m, n in counts.items())
+
+
 def availability_patterns(cohort: Cohort) -> Counter:
     """'bmode+ceus+us_lnm' (the inputs present) -> patients."""
     return Counter("+".join(i for i in names.INPUTS if p.has(i)) for p in cohort.patients)
@@ -64,6 +81,11 @@ def report(
             check_inputs_present(config, cohort)
         except MissingInputsError as e:
             problems.append(f"inputs: {e}")
+        try:
+            if masks := check_lesion_masks(config, cohort):
+                lines.append(masks)
+        except ValueError as e:
+            problems.append(f"masks: {e}")
     if labelled:
         try:
             splits = make_splits(config, cohort)

@@ -33,7 +33,7 @@ from lnm_jax.data.pixels.sources import Framing
 from lnm_jax.data.synth.synthetic import SynthParams, generate_cohort
 from lnm_jax.fileio import write_csv, write_text
 from lnm_jax.models.fusion import build_model, check_config
-from lnm_jax.preflight import check_inputs_present
+from lnm_jax.preflight import check_inputs_present, check_lesion_masks
 from lnm_jax.run_files import GENERATOR, MANIFEST, RunFiles
 from lnm_jax.training import sharding
 from lnm_jax.training import state as state_lib
@@ -339,6 +339,7 @@ class Run:
             check_resumable(load_config(files.root), config)
         cohort = resolve_cohort(config, files)  # the embedded synthetic cohort is written here
         check_inputs_present(config, cohort)
+        check_lesion_masks(config, cohort)
         images = survey(cohort, Framing.from_config(config.data), screens=False)
         if images.problems:
             raise ValueError(f"{cohort.path}: " + " | ".join(images.problems))

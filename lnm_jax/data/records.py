@@ -7,16 +7,30 @@ from __future__ import annotations
 import numpy as np
 
 from lnm_jax.data.cohorts.manifest import Patient
+from lnm_jax.data.pixels.masks import decode_mask
 from lnm_jax.data.pixels.sources import DEFAULT_FRAMING, Framing, decode_input
-from lnm_jax.names import BMODE, CEUS, IMAGE_INPUTS, LABEL, PATIENT_ID, US_LNM, has
+from lnm_jax.names import BMODE, CEUS, IMAGE_INPUTS, LABEL, PATIENT_ID, US_LNM, has, mask
 
 
-def decode_patient(p: Patient, image_size: int, clip_frames: int = 1, framing: Framing = DEFAULT_FRAMING) -> dict:
+def decode_lesion(p: Patient, name: str, size: int, framing: Framing = DEFAULT_FRAMING) -> np.ndarray | None:
+    """float32 [S, S] in [0, 1]: the patient's lesion mask for image input ``name`` framed as
+    the model sees that image (:func:`lnm_jax.data.pixels.masks.decode_mask`); None where the
+    manifest gives no mask."""
+    path = p.mask(name)
+    if path is None:
+        return None
+    return decode_mask(path, getattr(p, name), name, size=size, options=p.image_options(name), framing=framing)
+
+
+def decode_patient(
+    p: Patient, image_size: int, clip_frames: int = 1, framing: Framing = DEFAULT_FRAMING, *, masks: bool = False
+) -> dict:
     """``{bmode: [S, S, 3], ceus: [S, S, 3] (or [T, S, S, 3] with clip_frames T > 1), us_lnm,
     label (-1 unknown), has_<input> (bool), patient_id (bytes)}``: images float32 in [0, 1],
     cropped and framed (:func:`lnm_jax.data.pixels.sources.decode_input`), zeros where the
     patient has no such image; the flag 0 where unknown. ImageDecodeError names the patient
-    and the file."""
+    and the file. ``masks``: also ``<input>_mask`` [S, S] (:func:`decode_lesion`; zeros where
+    none) and ``has_<input>_mask``, for the lesion head's loss."""
     s, t = image_size, clip_frames
     shapes = {BMODE: (s, s, 3), CEUS: (s, s, 3) if t == 1 else (t, s, s, 3)}
     images = {
@@ -41,4 +55,14 @@ def decode_patient(p: Patient, image_size: int, clip_frames: int = 1, framing: F
         has(CEUS): p.ceus is not None,
         has(US_LNM): p.us_lnm is not None,
         PATIENT_ID: p.patient_id.encode(),
+        **(_lesions(p, image_size, framing) if masks else {}),
     }
+
+
+def _lesions(p: Patient, size: int, framing: Framing) -> dict:
+    out = {}
+    for k in IMAGE_INPUTS:
+        lesion = decode_lesion(p, k, size, framing) if getattr(p, k) is not None else None
+        out[mask(k)] = np.zeros((size, size), np.float32) if lesion is None else lesion
+        out[has(mask(k))] = lesion is not None
+    return out

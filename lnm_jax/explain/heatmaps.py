@@ -16,8 +16,8 @@ import numpy as np
 from lnm_jax import names
 from lnm_jax import run_files as F
 from lnm_jax.data.cohorts.manifest import read_manifest
-from lnm_jax.data.pixels.masks import decode_mask
 from lnm_jax.data.pixels.sources import Framing
+from lnm_jax.data.records import decode_lesion
 from lnm_jax.evaluation.metrics import sigmoid
 from lnm_jax.explain import scores as S
 from lnm_jax.explain.figures import grid_figure, patient_figure
@@ -48,17 +48,9 @@ def _pick(entries: list[dict], n: int) -> list[dict]:
 
 def _lesion(patient, branch: str, config) -> np.ndarray | None:
     """The patient's mask for ``branch`` framed as the model saw its image, or None."""
-    path = patient.mask(branch) if patient is not None else None
-    if path is None:
+    if patient is None:
         return None
-    return decode_mask(
-        path,
-        getattr(patient, branch),
-        branch,
-        size=config.data.image_size,
-        options=patient.image_options(branch),
-        framing=Framing.from_config(config.data),
-    )
+    return decode_lesion(patient, branch, config.data.image_size, Framing.from_config(config.data))
 
 
 def gradcam(

@@ -29,6 +29,14 @@ binary flag its weight:
 - ``flag_encoding='centred'``: the binary flag as -1/+1 (zero mean, unit scale for a flag
   present in half the patients) instead of 0/1, so its weight and the bias do not compete.
 
+``lesion_head`` (a layer name: 'stage3', ...; '' off): a 1x1 convolution on each image
+branch's feature map at that layer gives a lesion logit per map cell, returned in
+``out['lesion_logits']`` ([B, h, w]; [B, T, h, w] for clips); the train step fits it to the
+manifest's lesion masks (``train.lesion_loss_weight``: BCE + soft Dice). Multi-task learning
+with an auxiliary segmentation (e.g. Zhou et al., Med Image Anal 2021, 3D breast ultrasound;
+Mehta et al.'s Y-Net, MICCAI 2018): the branch's features must separate lesion from background,
+the supervision Grad-CAM at that layer is judged against. The head does not enter the logit.
+
 ``frozen_backbones=True`` (a call argument: the first epochs of fine-tuning a pretrained
 backbone) runs the image branches in inference mode behind ``stop_gradient``: their weights and
 BatchNorm statistics stay as loaded and no gradient is computed through them.
@@ -107,6 +115,7 @@ class FusionClassifier(nn.Module):
     fusion: str = "concat"  # 'concat' (the paper) | 'late' (per-input logits, learned combination)
     input_heads: bool = False  # per-input logits for auxiliary losses (always on with 'late')
     flag_encoding: str = "raw"  # 'raw' (0/1, the paper) | 'centred' (-1/+1)
+    lesion_head: str = ""  # a layer of the image branches ('stage3' ...): lesion logits there; '' none
 
     @property
     def has_input_heads(self) -> bool:
@@ -124,6 +133,8 @@ class FusionClassifier(nn.Module):
             )
         if not 0.0 <= self.modality_dropout < 1.0:
             raise ValueError(f"modality_dropout must be in [0, 1), got {self.modality_dropout}")
+        if self.lesion_head and self.lesion_head not in names.CAM_LAYERS:
+            raise ValueError(f"lesion_head must be '' or one of {names.CAM_LAYERS}, got {self.lesion_head!r}")
         if self.temporal_pool not in ("mean", "attention"):
             raise ValueError(f"temporal_pool must be 'mean' or 'attention', got {self.temporal_pool!r}")
 
@@ -131,7 +142,7 @@ class FusionClassifier(nn.Module):
     def __call__(self, batch: dict, train: bool = False, frozen_backbones: bool = False) -> dict[str, Any]:
         self._check_fields()
         out: dict[str, Any] = {}
-        features, input_logits, indicators = [], {}, []
+        features, input_logits, indicators, lesion_logits = [], {}, [], {}
         present = available(batch, self.modalities)  # what the data holds
         use = present  # what the model may look at
         if self.missing_inputs and train and self.modality_dropout > 0:
@@ -156,6 +167,13 @@ class FusionClassifier(nn.Module):
                     name=f"{m}{BACKBONE_SUFFIX}",
                 )(x, train=train and not frozen_backbones, mask=mask)
                 out[m] = branch
+                if self.lesion_head:
+                    fmap = branch[self.lesion_head]
+                    if frozen_backbones:
+                        fmap = jax.lax.stop_gradient(fmap)
+                    head = nn.Conv(1, (1, 1), dtype=jnp.float32, name=f"{m}_lesion_head")
+                    z = head(fmap.astype(jnp.float32))[..., 0]
+                    lesion_logits[m] = z.reshape((-1, frames) + z.shape[1:]) if frames else z
                 feature = branch["pooled"]
                 if frozen_backbones:
                     feature = jax.lax.stop_gradient(feature)
@@ -184,6 +202,8 @@ class FusionClassifier(nn.Module):
         out["fused"] = fused
         if input_logits:
             out["input_logits"] = input_logits
+        if lesion_logits:
+            out["lesion_logits"] = lesion_logits
         if self.fusion == "late":
             stacked = jnp.stack([input_logits[m] for m in self.modalities], axis=-1)
             combine = nn.Dense(1, kernel_init=nn.initializers.ones, dtype=jnp.float32, name="combine")
@@ -218,6 +238,20 @@ def check_config(config) -> None:
     if m.get("flag_encoding", "raw") not in FLAG_ENCODINGS:
         raise ValueError(f"model.flag_encoding: unknown '{m.flag_encoding}', expected one of {list(FLAG_ENCODINGS)}")
     t = config.train
+    lesion_head, lesion_weight = m.get("lesion_head", ""), t.get("lesion_loss_weight", 0.0)
+    if bool(lesion_head) != bool(lesion_weight):
+        raise ValueError(
+            "model.lesion_head and train.lesion_loss_weight go together: a layer name ('stage3', ...) and a "
+            f"weight > 0 (got lesion_head={lesion_head!r}, lesion_loss_weight={lesion_weight})"
+        )
+    if lesion_head:
+        if not any(i in names.IMAGE_INPUTS for i in inputs):
+            raise ValueError(f"model.lesion_head needs an image input; modalities={config.modalities!r} has none")
+        if config.data.get("loader", "grain") != "grain" or config.data.get("on_device", False):
+            raise ValueError(
+                "train.lesion_loss_weight needs the lesion masks in the batches: data.loader='grain' with "
+                "data.on_device=False (the TFDS and device-resident paths carry no masks)"
+            )
     if t.get("aux_loss_weight", 0.0) and not (m.get("input_heads", False) or m.get("fusion") == "late"):
         raise ValueError("train.aux_loss_weight needs per-input heads: model.input_heads=True or model.fusion='late'")
     if t.get("freeze_backbone_epochs", 0) and not m.init_from:
@@ -243,4 +277,5 @@ def build_model(config) -> FusionClassifier:
         fusion=m.get("fusion", "concat"),  # runs stored before these fields: the paper's head
         input_heads=m.get("input_heads", False),
         flag_encoding=m.get("flag_encoding", "raw"),
+        lesion_head=m.get("lesion_head", ""),
     )

@@ -203,6 +203,7 @@ def train(run: Run) -> dict:
     step_options = dict(
         seed=config.seed,
         aux_loss_weight=t.get("aux_loss_weight", 0.0),
+        lesion_loss_weight=t.get("lesion_loss_weight", 0.0),
         pos_weight=pos_weight,
         head_min_scale=t.plateau.get("head_min_scale", 0.0),
     )
@@ -221,7 +222,7 @@ def train(run: Run) -> dict:
             train_step = frozen_step if epoch <= frozen_epochs else full_step
             if epoch == frozen_epochs + 1 and frozen_epochs:
                 writer.print(f"epoch {epoch}: image branches unfrozen (train.freeze_backbone_epochs={frozen_epochs})")
-            labels, logits, losses = [], [], []
+            labels, logits, losses, lesion_losses = [], [], [], []
             done, loader_state, before = 0, None, {"labels": [], "logits": [], "losses": []}
             if progress is not None and progress["epoch"] == epoch:  # resumed mid-epoch
                 done, loader_state, before = progress["batches_done"], progress["loader_state"], progress
@@ -240,6 +241,8 @@ def train(run: Run) -> dict:
                 labels.append(batch[names.LABEL])  # numpy (host loader) or a device array (on_device)
                 logits.append(m["logits"])
                 losses.append(m["loss"])
+                if "lesion_loss" in m:
+                    lesion_losses.append(m["lesion_loss"])
                 if (i + 1) % config.train.log_every_steps == 0:
                     loss = float(m["loss"])
                     if not math.isfinite(loss):
@@ -274,6 +277,8 @@ def train(run: Run) -> dict:
                 **{f"train_{k}": v for k, v in tr.items()},
                 **{f"val_{k}": v for k, v in va.items()},
                 "lr": lr,
+                # the lesion head's loss (part of train_loss), over the batches run since a mid-epoch resume
+                **({"train_lesion_loss": float(np.mean(_gathered(lesion_losses)))} if lesion_losses else {}),
                 "train_patients_per_s": steps * config.train.batch_size / train_time,
                 "epoch_time_s": time.perf_counter() - t0,
             }
@@ -291,7 +296,8 @@ def train(run: Run) -> dict:
             ckpts.save("latest", epoch, state, {"epoch": epoch, "best": best})
             writer.print(
                 f"epoch {epoch:3d}  train loss {tr['loss']:.4f} auc {tr['auc']:.3f}  "
-                f"val loss {va['loss']:.4f} auc {va['auc']:.3f}  lr {lr:.1e}  "
+                + (f"lesion {record['train_lesion_loss']:.4f}  " if "train_lesion_loss" in record else "")
+                + f"val loss {va['loss']:.4f} auc {va['auc']:.3f}  lr {lr:.1e}  "
                 f"{record['epoch_time_s']:.1f}s{'  *best*' if improved else ''}"
             )
             if config.train.early_stop_patience and epoch > frozen_epochs:  # counted once the branches train

@@ -64,6 +64,43 @@ def input_losses(out: dict, labels: jax.Array, weights: jax.Array, pos_weight: f
     return sum(losses) / len(losses)
 
 
+LESION_DICE_SMOOTH = 1.0  # the soft Dice's additive smoothing (V-Net's form), in mask pixels
+
+
+def cell_shares(masks: jax.Array, h: int, w: int) -> jax.Array:
+    """[B, S, S] masks in [0, 1] -> [B, h, w]: the mean of the pixels each cell of an h x w map
+    covers (exact where h and w divide S: a ResNet's stages at S a multiple of 32), else
+    antialiased linear resampling."""
+    b, sh, sw = masks.shape
+    if sh % h == 0 and sw % w == 0:
+        return masks.reshape(b, h, sh // h, w, sw // w).mean(axis=(2, 4))
+    return jax.image.resize(masks, (b, h, w), "linear", antialias=True)
+
+
+def lesion_loss(lesion_logits: dict, batch: dict, weights: jax.Array) -> jax.Array:
+    """The lesion head's loss: per image input, per row, BCE (mean over the map's cells) +
+    soft Dice 1 - (2 sum(p t) + 1) / (sum p + sum t + 1) (Milletari et al., V-Net, 2016), p the
+    sigmoid of the [B, h, w] logits (clips [B, T, h, w]: every frame against the clip's mask)
+    and t the batch's [B, S, S] mask ``<input>_mask`` as each map cell's share of lesion
+    (:func:`cell_shares`); averaged over the rows with ``weights`` 1 and ``has_<input>_mask``
+    (0 when none has one), then over the inputs."""
+    terms = []
+    for m, z in lesion_logits.items():
+        target = cell_shares(batch[names.mask(m)].astype(jnp.float32), *z.shape[-2:])
+        if z.ndim == 4:  # a clip: the mask of every frame
+            target = jnp.broadcast_to(target[:, None], z.shape)
+        z = z.astype(jnp.float32)
+        cells = tuple(range(1, z.ndim))
+        bce = optax.sigmoid_binary_cross_entropy(z, target).mean(axis=cells)
+        p = jax.nn.sigmoid(z)
+        dice = 1.0 - (2.0 * jnp.sum(p * target, axis=cells) + LESION_DICE_SMOOTH) / (
+            jnp.sum(p, axis=cells) + jnp.sum(target, axis=cells) + LESION_DICE_SMOOTH
+        )
+        rows = weights * batch[names.has(names.mask(m))].astype(jnp.float32)
+        terms.append(jnp.sum((bce + dice) * rows) / jnp.maximum(jnp.sum(rows), 1.0))
+    return sum(terms) / len(terms)
+
+
 def make_train_step(
     model: nn.Module,
     tx: optax.GradientTransformation,
@@ -71,6 +108,7 @@ def make_train_step(
     seed: int = 0,
     *,
     aux_loss_weight: float = 0.0,
+    lesion_loss_weight: float = 0.0,
     pos_weight: float = 1.0,
     head_min_scale: float = 0.0,
     frozen_backbones: bool = False,
@@ -78,7 +116,8 @@ def make_train_step(
     """Returns ``train_step(state, batch) -> (state, metrics)``, jitted, state donated.
 
     The loss: BCE of the fused logit, plus ``aux_loss_weight`` x the mean BCE of the per-input
-    heads (``model.input_heads`` / late fusion); a positive patient's terms weigh ``pos_weight``
+    heads (``model.input_heads`` / late fusion), plus ``lesion_loss_weight`` x the lesion
+    head's :func:`lesion_loss` (reported as ``lesion_loss``); a positive patient's terms weigh ``pos_weight``
     (:func:`resolve_pos_weight`). ``frozen_backbones``: the image branches run
     frozen (inference mode, no gradient); their parameters' updates are then zero.
     ``head_min_scale``: the floor of the plateau scale for the head group
@@ -106,16 +145,22 @@ def make_train_step(
             loss = bce_loss(out["logit"], batch[names.LABEL], weights, pos_weight)
             if aux_loss_weight:
                 loss = loss + aux_loss_weight * input_losses(out, batch[names.LABEL], weights, pos_weight)
-            return loss, (out["logit"], mutated["batch_stats"])
+            lesion = lesion_loss(out["lesion_logits"], batch, weights) if lesion_loss_weight else None
+            if lesion is not None:
+                loss = loss + lesion_loss_weight * lesion
+            return loss, (out["logit"], mutated["batch_stats"], lesion)
 
-        (loss, (logits, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+        (loss, (logits, batch_stats, lesion)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
         updates = scale_updates(updates, state.plateau.scale, head_min_scale)
         if frozen_backbones:  # AdamW's decay and Adam's momentum would still move them
             updates = {k: jax.tree.map(jnp.zeros_like, v) if is_backbone(k) else v for k, v in updates.items()}
         params = optax.apply_updates(state.params, updates)
         new_state = state.replace(step=state.step + 1, params=params, batch_stats=batch_stats, opt_state=opt_state)
-        return new_state, {"loss": loss, "logits": logits.astype(jnp.float32)}
+        metrics = {"loss": loss, "logits": logits.astype(jnp.float32)}
+        if lesion is not None:
+            metrics["lesion_loss"] = lesion
+        return new_state, metrics
 
     if mesh is None:
         return jax.jit(train_step, donate_argnums=(0,))

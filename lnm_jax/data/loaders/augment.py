@@ -45,10 +45,12 @@ def _interpolation_matrix(src: np.ndarray, n: int) -> np.ndarray:
     return m
 
 
-def apply(img: np.ndarray, p: Mapping) -> np.ndarray:
-    """``img`` float32 [H, W, 3] in [0, 1] -> the augmented image. Output pixel (x, y) samples
-    the input at ((fx (x - c - tx)) / s + c, (y - c - ty) / s + c), c the centre, fx = -1 when
-    flipped."""
+def warp(img: np.ndarray, p: Mapping) -> np.ndarray:
+    """The geometric half of :func:`apply` (translation, flip, scale): ``img`` float32
+    [H, W, C] -> [H, W, C]. Output pixel (x, y) samples the input at
+    ((fx (x - c - tx)) / s + c, (y - c - ty) / s + c), c the centre, fx = -1 when flipped;
+    bilinear, reflected borders. A lesion mask goes through this alone, so that it stays on its
+    image's pixels (its values stay in [0, 1]: a boundary pixel's share of lesion)."""
     h, w = img.shape[:2]
     c = (w - 1) / 2.0
     fx = -1.0 if p["flip"] else 1.0
@@ -58,16 +60,24 @@ def apply(img: np.ndarray, p: Mapping) -> np.ndarray:
     out_rows = (np.arange(h, dtype=np.float32) - c - p["translate"][1]) / p["scale"] + c
     out_cols = fx * (np.arange(w, dtype=np.float32) - c - p["translate"][0]) / p["scale"] + c
     rows = np.einsum("oh,hwc->owc", _interpolation_matrix(out_rows, h), img, optimize=True)
-    out = np.einsum("pw,owc->opc", _interpolation_matrix(out_cols, w), rows, optimize=True)
+    return np.einsum("pw,owc->opc", _interpolation_matrix(out_cols, w), rows, optimize=True)
+
+
+def apply(img: np.ndarray, p: Mapping) -> np.ndarray:
+    """``img`` float32 [H, W, 3] in [0, 1] -> the augmented image: :func:`warp`, then contrast
+    about each channel's mean, brightness and a clip to [0, 1]."""
+    out = warp(img, p)
     pixels = out.reshape(-1, out.shape[-1])
     mean = np.ones(len(pixels), np.float32) @ pixels / np.float32(len(pixels))  # a GEMV: 30x numpy's mean
     out = (out - mean) * np.float32(p["contrast"]) + mean + np.float32(p["brightness"])
     return np.clip(out, 0.0, 1.0, out=out)
 
 
-def augment(img: np.ndarray, rng: np.random.Generator, aug: Mapping) -> np.ndarray:
-    """An image [H, W, 3] or a clip [T, H, W, 3] (one draw for all its frames)."""
+def augment(
+    img: np.ndarray, rng: np.random.Generator, aug: Mapping, lesion: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """An image [H, W, 3] or a clip [T, H, W, 3] (one draw for all its frames), and its lesion
+    mask [H, W] when given (the same draw's :func:`warp`) -> ``(image, mask or None)``."""
     p = draw(rng, img.shape[-2], aug)
-    if img.ndim == 4:
-        return np.stack([apply(f, p) for f in img])
-    return apply(img, p)
+    out = np.stack([apply(f, p) for f in img]) if img.ndim == 4 else apply(img, p)
+    return out, None if lesion is None else warp(lesion[..., None], p)[..., 0]

@@ -37,11 +37,13 @@ from lnm_jax.names import (
     AVAILABILITY_KEYS,
     IMAGE_INPUTS,
     LABEL,
+    LESION_KEYS,
     PAPER_NORM,
     PATIENT_ID,
     US_LNM,
     VALID,
     has,
+    mask,
 )
 
 SEED_STREAM = 0x4C4E4D  # separates the loader's generators from other users of the run seed
@@ -50,7 +52,9 @@ SEED_STREAM = 0x4C4E4D  # separates the loader's generators from other users of 
 class DecodedCohort:
     """Random access to a cohort's patients, decoded to [0, 1] float32 images of one size
     (zeros where an image is missing), each decoded once and kept in memory when ``cache``;
-    cropped to the scan region and framed per ``framing`` (:mod:`lnm_jax.data.pixels.sources`)."""
+    cropped to the scan region and framed per ``framing`` (:mod:`lnm_jax.data.pixels.sources`);
+    with ``masks``, each record also holds its framed lesion masks
+    (:func:`lnm_jax.data.records.decode_patient`)."""
 
     def __init__(
         self,
@@ -59,9 +63,11 @@ class DecodedCohort:
         clip_frames: int = 1,
         cache: bool = True,
         framing: Framing = DEFAULT_FRAMING,
+        masks: bool = False,
     ):
         self.patients = tuple(patients)
         self.image_size, self.clip_frames, self.cache, self.framing = image_size, clip_frames, cache, framing
+        self.masks = masks
         self._index = {p.patient_id: i for i, p in enumerate(self.patients)}
         self._cache: dict[int, dict] = {}
         self._lock = threading.Lock()
@@ -86,7 +92,7 @@ class DecodedCohort:
         return record
 
     def _decode(self, p: Patient) -> dict:
-        return decode_patient(p, self.image_size, self.clip_frames, self.framing)
+        return decode_patient(p, self.image_size, self.clip_frames, self.framing, masks=self.masks)
 
 
 def normalise(record: Mapping, stats: Mapping) -> dict:
@@ -103,10 +109,12 @@ def _stats(norm: Mapping) -> dict:
 
 
 def collate(records: Sequence[Mapping], rows: int) -> dict[str, np.ndarray]:
-    """Stacks ``records`` into a batch of ``rows`` rows, zero-padded, with the ``valid`` mask."""
+    """Stacks ``records`` into a batch of ``rows`` rows, zero-padded, with the ``valid`` mask
+    (and the lesion masks where the records hold them)."""
     n = len(records)
     out = {}
-    for k in (*IMAGE_INPUTS, US_LNM, LABEL, *AVAILABILITY_KEYS):
+    lesions = LESION_KEYS if records and LESION_KEYS[0] in records[0] else ()
+    for k in (*IMAGE_INPUTS, US_LNM, LABEL, *AVAILABILITY_KEYS, *lesions):
         v = np.stack([r[k] for r in records])
         if n < rows:
             v = np.concatenate([v, np.zeros((rows - n,) + v.shape[1:], v.dtype)])
@@ -135,7 +143,8 @@ def train_epoch(
     process_count: int = 1,
 ) -> grain.MapDataset:
     """One training epoch: full batches (the last partial one dropped) of the cohort rows
-    ``rows``, shuffled by ``(seed, epoch)``, augmented when ``augment`` is enabled."""
+    ``rows``, shuffled by ``(seed, epoch)``, augmented when ``augment`` is enabled (a lesion
+    mask moved with its image)."""
     aug = dict(augment) if augment and augment.get("enabled", False) else None
     stats = _stats(norm)
     if batch_size % process_count:
@@ -152,7 +161,9 @@ def train_epoch(
                 position = k * batch_size + offset + j
                 for m, name in enumerate(IMAGE_INPUTS):
                     rng = np.random.default_rng([SEED_STREAM, seed, epoch, position, m])
-                    r[name] = augment_lib.augment(r[name], rng, aug)
+                    r[name], lesion = augment_lib.augment(r[name], rng, aug, r.get(mask(name)))
+                    if lesion is not None:
+                        r[mask(name)] = lesion
             records.append(normalise(r, stats))
         return collate(records, len(local))
 
@@ -238,6 +249,7 @@ class BatchSettings:
     num_threads: int = 2
     prefetch: int = 4
     framing: Framing = DEFAULT_FRAMING
+    masks: bool = False  # decode lesion masks into the batches (the lesion head's loss)
 
     @classmethod
     def from_config(cls, config) -> BatchSettings:
@@ -255,6 +267,7 @@ class BatchSettings:
             num_threads=d.get("num_threads", 2),
             prefetch=d.get("prefetch", 4),
             framing=Framing.from_config(d),
+            masks=bool(config.train.get("lesion_loss_weight", 0.0)),
         )
 
 
@@ -266,7 +279,12 @@ class GrainSource:
         self.settings = settings
         self.process_index, self.process_count = process_index, process_count
         self.decoded = DecodedCohort(
-            cohort.patients, settings.image_size, settings.clip_frames, settings.cache, settings.framing
+            cohort.patients,
+            settings.image_size,
+            settings.clip_frames,
+            settings.cache,
+            settings.framing,
+            masks=settings.masks,
         )
 
     def train_batches(self, ids: Sequence[str], epoch: int, state: dict | None = None) -> Iterator[tuple[dict, dict]]:

@@ -1,0 +1,161 @@
+"""The auxiliary lesion-segmentation head (model.lesion_head + train.lesion_loss_weight): masks
+reach the batches framed and augmented with their images, the loss is the documented BCE + soft
+Dice, its gradient reaches the head and the branch, and a run trains at tiny size."""
+
+from __future__ import annotations
+
+import json
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from support import tiny_config
+
+from lnm_jax import names
+from lnm_jax.data.cohorts.manifest import read_manifest
+from lnm_jax.data.loaders import augment as augment_lib
+from lnm_jax.data.loaders.loader import DecodedCohort, collate
+from lnm_jax.data.records import decode_lesion
+from lnm_jax.models.fusion import FusionClassifier, check_config
+from lnm_jax.training.steps import LESION_DICE_SMOOTH, lesion_loss
+
+# geometric changes only (contrast 1, brightness 0), so that an image's pixels are its warp's
+AUG = {"translate": 0.2, "flip": True, "scale_min": 0.7, "scale_max": 1.3, "contrast_min": 1.0, "contrast_max": 1.0}
+AUG["brightness"] = 0.0
+
+
+def test_augmentation_moves_a_mask_with_its_image():
+    """An image whose every channel is its mask, augmented with photometric changes off: the
+    augmented image's channel is the augmented mask (same draw, same warp), and the lesion moved."""
+    lesion = np.zeros((32, 32), np.float32)
+    lesion[4:12, 6:14] = 1.0
+    img = np.repeat(lesion[..., None], 3, axis=-1)
+    for seed in range(4):
+        out, moved = augment_lib.augment(img, np.random.default_rng(seed), AUG, lesion)
+        np.testing.assert_allclose(out[..., 0], moved, atol=1e-6)
+        assert moved.min() >= 0.0 and moved.max() <= 1.0 + 1e-6
+    assert np.abs(moved - lesion).sum() > 1.0
+    assert augment_lib.augment(img, np.random.default_rng(0), AUG)[1] is None
+
+
+def test_records_carry_framed_masks_only_when_asked(tiny_cohort):
+    cohort = read_manifest(tiny_cohort)
+    plain, with_masks = DecodedCohort(cohort.patients, 32), DecodedCohort(cohort.patients, 32, masks=True)
+    assert names.mask(names.BMODE) not in plain[0]
+    batch = collate([with_masks[i] for i in range(3)], rows=4)
+    for m in names.IMAGE_INPUTS:
+        assert batch[names.mask(m)].shape == (4, 32, 32)
+        assert batch[names.has(names.mask(m))].tolist() == [True, True, True, False]  # the padding row has none
+        np.testing.assert_array_equal(batch[names.mask(m)][0], decode_lesion(cohort.patients[0], m, 32))
+        assert batch[names.mask(m)][0].max() > 0.5  # the synthetic nodule is inside
+
+
+def _hand_loss(z: np.ndarray, t: np.ndarray) -> float:
+    """BCE (mean over cells) + soft Dice of one [h, w] map, written out in numpy."""
+    p = 1.0 / (1.0 + np.exp(-z))
+    bce = np.mean(-(t * np.log(p) + (1 - t) * np.log(1 - p)))
+    dice = 1.0 - (2.0 * np.sum(p * t) + LESION_DICE_SMOOTH) / (np.sum(p) + np.sum(t) + LESION_DICE_SMOOTH)
+    return bce + dice
+
+
+def test_lesion_loss_equals_a_hand_computation():
+    """Maps at the mask's resolution (no resize): rows without a mask, or padding rows, do not
+    count; the inputs' losses are averaged."""
+    rng = np.random.default_rng(0)
+    z = {m: rng.normal(size=(3, 4, 4)).astype(np.float32) for m in names.IMAGE_INPUTS}
+    masks = {m: (rng.random((3, 4, 4)) < 0.4).astype(np.float32) for m in names.IMAGE_INPUTS}
+    batch = {names.mask(m): masks[m] for m in names.IMAGE_INPUTS}
+    batch[names.has(names.mask(names.BMODE))] = np.array([True, False, True])
+    batch[names.has(names.mask(names.CEUS))] = np.array([True, True, True])
+    weights = np.array([1.0, 1.0, 0.0], np.float32)  # row 2: padding
+    expected_b = _hand_loss(z[names.BMODE][0], masks[names.BMODE][0])
+    expected_c = np.mean([_hand_loss(z[names.CEUS][i], masks[names.CEUS][i]) for i in (0, 1)])
+    got = lesion_loss({m: jnp.asarray(v) for m, v in z.items()}, batch, jnp.asarray(weights))
+    np.testing.assert_allclose(float(got), (expected_b + expected_c) / 2, rtol=1e-5)
+
+
+def test_lesion_loss_resizes_the_mask_to_the_map():
+    """A lesion in the top-left quarter of a 32x32 mask is a target in the top-left of a 4x4
+    map: the loss is lower for logits that say so than for their mirror image."""
+    t = np.zeros((1, 32, 32), np.float32)
+    t[0, :16, :16] = 1.0
+    batch = {names.mask(names.BMODE): t, names.has(names.mask(names.BMODE)): np.array([True])}
+    right = np.full((1, 4, 4), -4.0, np.float32)
+    right[0, :2, :2] = 4.0
+    loss = lambda z: float(lesion_loss({names.BMODE: jnp.asarray(z)}, batch, jnp.ones(1)))  # noqa: E731
+    assert loss(right) < 0.2 < loss(right[:, ::-1, ::-1])
+
+
+def test_the_lesion_loss_trains_the_head_and_the_branch():
+    model = FusionClassifier(modalities=(names.BMODE,), backbone="resnet18", width=8, lesion_head="stage2")
+    x = np.random.default_rng(0).random((2, 32, 32, 3)).astype(np.float32)
+    t = np.zeros((2, 32, 32), np.float32)
+    t[:, 8:20, 8:20] = 1.0
+    batch = {
+        names.BMODE: x,
+        names.US_LNM: np.zeros(2, np.float32),
+        names.mask(names.BMODE): t,
+        names.has(names.mask(names.BMODE)): np.ones(2, bool),
+    }
+    variables = model.init(jax.random.key(0), batch)
+    out = model.apply(variables, batch)
+    assert out["lesion_logits"][names.BMODE].shape == (2, 4, 4)  # stage2 of a 32 px ResNet: 1/8
+
+    def loss(params):
+        out, _ = model.apply({**variables, "params": params}, batch, train=True, mutable=["batch_stats"])
+        return lesion_loss(out["lesion_logits"], batch, jnp.ones(2))
+
+    grads = jax.grad(loss)(variables["params"])
+    head = f"{names.BMODE}_lesion_head"
+    assert float(jnp.abs(grads[head]["kernel"]).sum()) > 0
+    stem = jax.tree.leaves(grads[f"{names.BMODE}_backbone"])
+    assert sum(float(jnp.abs(g).sum()) for g in stem) > 0
+
+
+def test_config_refuses_a_lesion_head_it_cannot_train(tiny_cohort):
+    c = tiny_config(tiny_cohort, "dual")
+    c.model.lesion_head = "stage3"
+    with pytest.raises(ValueError, match="go together"):
+        check_config(c)
+    c.train.lesion_loss_weight = 1.0
+    check_config(c)
+    c.data.on_device = True
+    with pytest.raises(ValueError, match="data.on_device=False"):
+        check_config(c)
+    c.data.on_device = False
+    c.modalities = "us_lnm"
+    with pytest.raises(ValueError, match="needs an image input"):
+        check_config(c)
+
+
+def test_a_run_with_a_lesion_head_trains_and_records_its_loss(tiny_cohort, tmp_path):
+    from lnm_jax.run import Run
+    from lnm_jax.training.loop import train
+
+    c = tiny_config(tiny_cohort, "dual", epochs=1)
+    c.model.lesion_head, c.train.lesion_loss_weight = "stage2", 1.0
+    run = Run.create(c, tmp_path / "run")
+    train(run)
+    record = json.loads(run.files.history.read_text().splitlines()[-1])
+    assert 0.0 < record["train_lesion_loss"] < record["train_loss"]
+
+
+def test_a_lesion_head_without_masks_is_refused_before_training(tiny_cohort, tmp_path):
+    import csv
+
+    from lnm_jax.run import Run
+
+    rows = list(csv.DictReader(tiny_cohort.open()))
+    stripped = tmp_path / "manifest.csv"
+    with stripped.open("w", newline="") as f:
+        keep = [k for k in rows[0] if k not in names.MASK_COLUMNS]
+        writer = csv.DictWriter(f, keep, extrasaction="ignore")
+        writer.writeheader()
+        for r in rows:
+            writer.writerow({k: (str(tiny_cohort.parent / v) if k in names.IMAGE_INPUTS else v) for k, v in r.items()})
+    c = tiny_config(stripped, "dual", epochs=1)
+    c.model.lesion_head, c.train.lesion_loss_weight = "stage2", 1.0
+    with pytest.raises(ValueError, match="no patient has one"):
+        Run.create(c, tmp_path / "run")
+    assert not (tmp_path / "run").exists()
