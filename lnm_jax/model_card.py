@@ -308,8 +308,8 @@ def markdown(md: dict) -> str:
         f"{a['branches'].split(', ')[1]}; pooled features "
         + ", ".join(f"{k} {v}" for k, v in a["feature_sizes"].items())
         + f"; {a['head']}. {a['parameters']:,} parameters."
-        + (f" CEUS clips of {pre['clip_frames']} frames, {a['temporal_pool']} pooling." if a["temporal_pool"] else ""),
-        +(
+        + (f" CEUS clips of {pre['clip_frames']} frames, {a['temporal_pool']} pooling." if a["temporal_pool"] else "")
+        + (
             f" Trained with an auxiliary lesion-segmentation head at {a['lesion_head']} (not used in prediction)."
             if a.get("lesion_head")
             else ""
