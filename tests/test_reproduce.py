@@ -55,7 +55,12 @@ def test_reproduce_writes_all_tables_figures_and_the_report(tiny_cohort, tmp_pat
         assert row["auc_ci_delong"][0] <= row["auc"] <= row["auc_ci_delong"][1]
         assert set(row["permutation_p"]) == {"sensitivity", "specificity", "accuracy"}
         assert all(1 / 100 <= p <= 1 for p in row["permutation_p"].values())
-    assert set(res["table3"]["delong"]) == {"triple_vs_dual", "triple_vs_us_lnm"}
+    assert set(res["table3"]["delong"]) == {"triple_vs_dual", "triple_vs_us_lnm", "dual_vs_us_lnm"}
+    # the synthetic cohort has lesion masks: every image run's test maps scored against them
+    evidence = res["lesion_evidence"]
+    assert set(evidence) == {"bmode_resnet18", "dual_resnet18", "triple_resnet18"}
+    assert set(evidence["dual_resnet18"]["summary"]) == {"bmode", "ceus"}
+    assert evidence["bmode_resnet18"]["summary"]["bmode"]["all"]["cam"]["images"] == 8
     # the B-mode run with resnet18 serves both tables: trained once
     assert sorted(p.name for p in (work / "runs").iterdir()) == sorted(
         ["us_lnm", "bmode_resnet18", "dual_resnet18", "triple_resnet18", "bmode_vgg11"]
@@ -70,7 +75,7 @@ def test_reproduce_writes_all_tables_figures_and_the_report(tiny_cohort, tmp_pat
     ):
         assert (work / f).is_file() and (work / f).stat().st_size > 0, f
     report = (work / "report.md").read_text()
-    for heading in ("Table 1", "Table 2", "Table 3", "DeLong", "Bayes-optimal"):
+    for heading in ("Table 1", "Table 2", "Table 3", "DeLong", "Bayes-optimal", "Grad-CAM against the lesion masks"):
         assert heading in report
     # a rerun resumes: nothing is trained again, the numbers are the same
     mtime = (work / "runs" / "triple_resnet18" / "predictions.json").stat().st_mtime

@@ -34,6 +34,7 @@ from lnm_jax.evaluation import metrics as M
 from lnm_jax.evaluation.plots import plot_convergence, plot_roc
 from lnm_jax.evaluation.stats import delong_test, permutation_p_value
 from lnm_jax.evaluation.summary import THRESHOLD_METRICS, summarise_predictions
+from lnm_jax.explain import scores as S
 from lnm_jax.fileio import write_text
 from lnm_jax.metric_writer import read_history
 from lnm_jax.models.fusion import check_config
@@ -43,6 +44,7 @@ from lnm_jax.run import Run, resolve_cohort, split_document, write_run_record
 from lnm_jax.run_files import (
     CAM_GRID_CORRECT,
     CAM_GRID_INCORRECT,
+    CAM_SCORES,
     GENERATOR,
     PROTOCOL_PRETRAIN,
     PROTOCOL_RUNS,
@@ -81,6 +83,8 @@ def _run_config(config: ConfigDict, run: dict, manifest: Path, tfds_dir: Path, p
     c.modalities = run["setting"]
     if run["backbone"] != "-":
         c.model.backbone = run["backbone"]
+    else:  # no image input: nothing for a lesion head to segment
+        c.model.lesion_head, c.train.lesion_loss_weight = "", 0.0
     c.data.manifest = str(manifest)
     c.data.tfds_dir = str(tfds_dir)
     if config.protocol.get("pretrain", False):
@@ -297,7 +301,7 @@ def reproduce(config: ConfigDict, workdir: Path | str) -> dict:
 
     by_setting = {row["setting"]: name for name, row in results["table3"]["rows"].items()}
     comparisons = {}
-    for a, b in (("triple", "dual"), ("triple", "us_lnm")):
+    for a, b in (("triple", "dual"), ("triple", "us_lnm"), ("dual", "us_lnm")):
         if a in by_setting and b in by_setting:
             y, za, zb = _aligned(preds[by_setting[a]], preds[by_setting[b]], "test")
             comparisons[f"{a}_vs_{b}"] = delong_test(y, M.sigmoid(za), M.sigmoid(zb))
@@ -320,12 +324,45 @@ def reproduce(config: ConfigDict, workdir: Path | str) -> dict:
             figures["gradcam_incorrect"] = f"gradcam_triple/{CAM_GRID_INCORRECT}"
             results["gradcam"] = {k: res[k] for k in ("patients", "correct", "incorrect")}
     results["figures"] = figures
+    if config.protocol.gradcam and config.data.clip_frames == 1 and any(p.masks for p in cohort.patients):
+        results["lesion_evidence"] = pooled_lesion_evidence(
+            {n: runs[n] for n in results["table3"]["rows"]}, workdir, len(splits) if folds else 0, live
+        )
     results["reference"] = generator_bayes_aucs(manifest, config)
     results["wall_s"] = time.perf_counter() - t_start
     results["task"] = Task.from_config(config).to_dict()
     write_text(workdir / RESULTS, json.dumps(results, indent=2, default=_jsonable))
     write_text(workdir / REPORT, report_markdown(results, groups))
     return results
+
+
+def pooled_lesion_evidence(runs: dict[str, dict], workdir: Path, folds: int, live: dict[str, Run]) -> dict:
+    """Grad-CAM (default method and layer) of every image run's test patients scored against
+    their lesion masks (:mod:`lnm_jax.explain.scores`), pooled over the folds' test sets (each
+    patient once): ``{run name: {"layer", "summary": per branch, all / positive}}``. Each
+    fold's maps and per-image scores stay in its run folder (``gradcam_test/cam_scores.json``),
+    reused on a rerun."""
+    from lnm_jax.explain.heatmaps import gradcam  # noqa: PLC0415  (only with masks)
+
+    out = {}
+    for name, run in runs.items():
+        branches = [b for b in names.IMAGE_INPUTS if b in names.parse_modalities(run["setting"])]
+        if not branches:
+            continue
+        rows, layers = [], set()
+        for k in range(max(folds, 1)):
+            folder = workdir / PROTOCOL_RUNS / name / (f"fold{k}" if folds else "")
+            scores = RunFiles(folder).gradcam("test") / CAM_SCORES
+            if not scores.is_file():
+                trained = live.get(name) if k == 0 else None
+                gradcam(trained or Run.open(folder), split="test", figures=False)
+            if scores.is_file():  # absent where the fold's test patients have no mask
+                doc = json.loads(scores.read_text())
+                rows += doc["images"]
+                layers.add(doc["layer"])
+        if rows:
+            out[name] = {"layer": ", ".join(sorted(layers)), "summary": S.summary_table(rows, branches)}
+    return out
 
 
 def _jsonable(x):
@@ -383,6 +420,33 @@ def _label(row: dict, task: Task) -> str:
 
 def _pct(x) -> str:
     return "-" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{100 * x:.1f}%"
+
+
+def lesion_evidence_lines(evidence: dict | None, folds: bool) -> list[str]:
+    """The report's table of :func:`pooled_lesion_evidence` (nothing without masks)."""
+    if not evidence:
+        return []
+    lines = [
+        "",
+        f"### Grad-CAM against the lesion masks (test images{', pooled out-of-fold' if folds else ''})",
+        "",
+        "Mass in lesion / lesion area (1 = chance) and pointing game (the map's maximum on the lesion), "
+        "a random map's in brackets (`lnm_jax/explain/scores.py`).",
+        "",
+        "| run | layer | branch | images | mass / area, all | pointing, all | positive images | mass / area, "
+        "positive | pointing, positive |",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for name, ev in evidence.items():
+        for branch, groups in ev["summary"].items():
+            cells = []
+            for g in ("all", "positive"):
+                c, r = groups.get(g, {}).get("cam", {}), groups.get(g, {}).get("random", {})
+                cells.append(str(c.get("images", 0)))
+                for key in ("mass_ratio_mean", "pointing_game"):
+                    cells.append(f"{c[key]:.2f} ({r.get(key, math.nan):.2f})" if key in c else "-")
+            lines.append(f"| {name} | {ev['layer']} | {branch} | " + " | ".join(cells) + " |")
+    return lines
 
 
 def report_markdown(results: dict, groups: dict) -> str:
@@ -459,6 +523,7 @@ def report_markdown(results: dict, groups: dict) -> str:
             f"AUC {t['auc_a']:.3f} vs {t['auc_b']:.3f}, "
             f"difference {t['difference']:+.3f}, {p}"
         )
+    lines += lesion_evidence_lines(results.get("lesion_evidence"), folds)
     ref = results.get("reference")
     if ref:
         lines += [
