@@ -4,7 +4,9 @@
                                    [--mode train|inference] [--torch] [--top 15]
 
 JAX: ``jax.profiler`` traces ``--steps`` compiled steps; every executed HLO instruction (a
-thunk on CPU, a kernel on GPU) is matched to the compiled HLO and put in one bucket:
+thunk on CPU; on GPU each kernel on a device stream, matched by its ``hlo_op``, or by its
+kernel name where it has none: :func:`attribute`) is matched to the compiled HLO and put in one
+bucket:
 convolution forward, convolution input-gradient, convolution filter-gradient, pooling
 (reduce-window / select-and-scatter and the index arithmetic XLA expands them into),
 reductions (BatchNorm statistics, gradient sums), layout copies/transposes, other elementwise
@@ -39,7 +41,8 @@ from lnm_jax.names import parse_modalities  # noqa: E402
 from lnm_jax.training import state as state_lib  # noqa: E402
 from lnm_jax.training.steps import make_eval_step, make_train_step  # noqa: E402
 
-_INSTR = re.compile(r"^\s*(?:ROOT )?%(\S+) = (\S+) (\S+?)\(")
+# name = shape op(  -- a shape may be a tuple, "(bf16[8,56,56,64]{3,2,1,0}, u8[0]{0})"
+_INSTR = re.compile(r"^\s*(?:ROOT )?%(\S+) = (\((?:[^()]|\([^()]*\))*\)|\S+) (\S+?)\(")
 _WINDOW = re.compile(r"window=\{size=([\dx]+)")
 
 
@@ -75,10 +78,28 @@ def classify_hlo(hlo_text: str) -> dict[str, str]:
             window *= int(d)
         return "conv filter-grad" if window > _spatial(shape) else "conv input-grad"
 
+    def custom_call_bucket(line: str, shape: str) -> str | None:
+        """cuDNN convolutions and cuBLAS GEMMs, as XLA:GPU calls them."""
+        target = _TARGET.search(line)
+        target = target.group(1) if target else ""
+        if "convBackwardFilter" in target:
+            return "conv filter-grad"
+        if "convBackwardInput" in target:
+            return "conv input-grad"
+        if "conv" in target.lower():  # convForward / convBiasActivationForward / a cuDNN fusion
+            return "conv input-grad" if "transpose(" in line else "conv forward"
+        if "gemm" in target.lower() or "matmul" in target.lower() or "cublas" in target.lower():
+            return "dot"
+        return None
+
     def body_bucket(lines: list[str]) -> str:
         ops = {m.group(3) for m in map(_INSTR.match, lines) if m}
         if ops & {"reduce-window", "select-and-scatter"}:
             return "pooling"
+        if "custom-call" in ops:
+            call = next(line for line in lines if " custom-call(" in line)
+            if bucket := custom_call_bucket(call, _INSTR.match(call).group(2)):
+                return bucket
         if "convolution" in ops:
             conv = next(line for line in lines if " convolution(" in line)
             return conv_bucket(conv, _INSTR.match(conv).group(2))
@@ -104,6 +125,8 @@ def classify_hlo(hlo_text: str) -> dict[str, str]:
                 out[name] = body_bucket(comps.get(called.group(1), [])) if called else "other"
             elif op == "convolution":
                 out[name] = conv_bucket(line, shape)
+            elif op == "custom-call":
+                out[name] = custom_call_bucket(line, shape) or "other"
             elif op in ("reduce-window", "select-and-scatter"):
                 out[name] = "pooling"
             elif op in ("copy", "transpose"):
@@ -116,6 +139,77 @@ def classify_hlo(hlo_text: str) -> dict[str, str]:
 
 
 _OP_NAME = re.compile(r'op_name="([^"]*)"')
+_TARGET = re.compile(r'custom_call_target="([^"]*)"')
+
+# A GPU kernel that names no HLO instruction (a library's own launch), by its name; first match.
+_KERNEL_BUCKETS = [
+    (re.compile(r"wgrad|backward_filter|bwd_filter", re.I), "conv filter-grad"),
+    (re.compile(r"dgrad|backward_data|bwd_data", re.I), "conv input-grad"),
+    (re.compile(r"fprop|implicit_gemm|conv", re.I), "conv forward"),
+    (re.compile(r"gemm|matmul|cublas|cutlass", re.I), "dot"),
+    (re.compile(r"reduce|batch_?norm|bn_", re.I), "reductions"),
+    (re.compile(r"transpose|copy|memcpy|memset|nchw|nhwc", re.I), "layout copies"),
+    (re.compile(r"fusion|elementwise", re.I), "elementwise"),
+]
+OPTIMIZER_PHASE = "optimizer, loss, other"
+
+
+def _track_names(events: list[dict]) -> tuple[dict, dict]:
+    """({pid: process name}, {(pid, tid): thread name}) from a trace's metadata events."""
+    procs, threads = {}, {}
+    for e in events:
+        if e.get("ph") == "M" and e.get("name") == "process_name":
+            procs[e["pid"]] = e.get("args", {}).get("name", "")
+        elif e.get("ph") == "M" and e.get("name") == "thread_name":
+            threads[(e["pid"], e.get("tid"))] = e.get("args", {}).get("name", "")
+    return procs, threads
+
+
+def attribute(events: list[dict], buckets_of: dict, phase_of: dict, steps: int = 1) -> dict:
+    """A Chrome/Perfetto trace's op time per bucket, per phase and per op (ms per step).
+
+    On an accelerator (processes named ``/device:...``), the kernels on its streams (threads
+    named ``Stream ...``; every device thread if none is so named) are the denominator, so that
+    nothing is counted twice (the ``XLA Ops`` / ``XLA Modules`` lines summarise the same time);
+    a kernel goes to the bucket of its HLO instruction (``args.hlo_op``, else its name) or, with
+    neither, of its kernel name (:data:`_KERNEL_BUCKETS`), else "other". Elementwise and
+    reduction fusions of the optimizer/loss phase go to "optimizer". On the CPU (no device
+    process), the events named like an HLO instruction (XLA:CPU's thunks). ``coverage``: the
+    share of that time in a named bucket (not "other")."""
+    procs, threads = _track_names(events)
+    devices = {pid for pid, name in procs.items() if name.startswith("/device:")}
+    spans = [e for e in events if e.get("ph") == "X" and "dur" in e]
+    if devices:
+        on_device = [e for e in spans if e["pid"] in devices]
+        streams = [e for e in on_device if threads.get((e["pid"], e.get("tid")), "").startswith("Stream")]
+        kernels = streams or on_device
+    else:
+        kernels = [e for e in spans if e["name"] in buckets_of]
+    per_op, totals, phases = collections.Counter(), collections.Counter(), collections.Counter()
+    bucket_of_op = {}
+    for e in kernels:
+        op = e.get("args", {}).get("hlo_op") or e["name"]
+        if op in buckets_of:
+            bucket, phase = buckets_of[op], phase_of.get(op, "unattributed")
+        else:
+            bucket = next((b for rx, b in _KERNEL_BUCKETS if rx.search(e["name"])), "other")
+            phase = "unattributed"
+        if phase == OPTIMIZER_PHASE and bucket in ("elementwise", "reductions"):
+            bucket = "optimizer"
+        ms = e["dur"] / 1e3 / steps
+        per_op[op] += ms
+        bucket_of_op[op] = bucket
+        totals[bucket] += ms
+        phases[phase] += ms
+    busy = sum(totals.values())
+    return {
+        "totals": dict(totals),
+        "phases": dict(phases),
+        "top": [(ms, op, bucket_of_op[op]) for op, ms in per_op.most_common()],
+        "busy_ms": busy,
+        "coverage": 1.0 - totals.get("other", 0.0) / busy if busy else 0.0,
+        "source": "device kernels" if devices else "host thunks",
+    }
 
 
 def phases_of_hlo(hlo_text: str) -> dict[str, str]:
@@ -135,13 +229,13 @@ def phases_of_hlo(hlo_text: str) -> dict[str, str]:
         elif "jvp(" in op_name.group(1) or "FusionClassifier" in op_name.group(1):
             out[m.group(1)] = "forward"
         else:
-            out[m.group(1)] = "optimizer, loss, other"
+            out[m.group(1)] = OPTIMIZER_PHASE
     return out
 
 
 def profile_jax(model, batch_size: int, size: int, steps: int, mode: str) -> tuple[dict, list, float, dict]:
     """(bucket -> ms per step, [(ms per step, instruction, bucket)], wall ms per step,
-    phase -> ms per step)."""
+    phase -> ms per step, :func:`attribute`'s whole result)."""
     host = benchmark.make_batch(0, batch_size, size)
     tx, plateau = state_lib.optimizers(base_config().train)  # the paper's Adam + plateau
     st = state_lib.create_train_state(model, jax.random.key(0), host, tx, plateau)
@@ -175,16 +269,8 @@ def profile_jax(model, batch_size: int, size: int, steps: int, mode: str) -> tup
         jax.profiler.stop_trace()
         trace = glob.glob(f"{tmp}/**/*.trace.json.gz", recursive=True)[0]
         events = json.load(gzip.open(trace))["traceEvents"]
-    per_op = collections.Counter()
-    for e in events:
-        if e.get("ph") == "X" and e["name"] in buckets_of:
-            per_op[e["name"]] += e["dur"] / 1e3 / steps
-    totals, phases = collections.Counter(), collections.Counter()
-    for name, ms in per_op.items():
-        totals[buckets_of[name]] += ms
-        phases[phase_of.get(name, "unattributed")] += ms
-    top = [(ms, name, buckets_of[name]) for name, ms in per_op.most_common()]
-    return dict(totals), top, wall, dict(phases)
+    res = attribute(events, buckets_of, phase_of, steps)
+    return res["totals"], res["top"], wall, res["phases"], res
 
 
 _TORCH_BUCKETS = [  # (substring of the aten op, bucket), first match wins
@@ -266,8 +352,9 @@ def main() -> None:
     model = FusionClassifier(
         parse_modalities(a.setting), backbone=a.backbone, width=a.width, dtype=jnp.dtype(a.dtype), lowering=a.lowering
     )
-    totals, top, wall, phases = profile_jax(model, a.batch, a.image_size, a.steps, a.mode)
+    totals, top, wall, phases, res = profile_jax(model, a.batch, a.image_size, a.steps, a.mode)
     print_tables("JAX / XLA", totals, top, wall, a.top, phases)
+    print(f"\nattributed: {100 * res['coverage']:.1f}% of {res['busy_ms']:.1f} ms of {res['source']} per step")
     if a.torch and a.backbone == "resnet50" and a.width == 64 and a.setting == "triple":
         print_tables("PyTorch eager", *profile_torch(a.batch, a.image_size, a.steps, a.mode), a.top)
 

@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "benchmark.py"
 # the scripts' model options at smoke-test size
 TINY = ["--backbone", "resnet18", "--width", "4", "--image-size", "32", "--steps", "1"]
@@ -131,3 +133,65 @@ def test_profile_step_smoke():
         if r.startswith(("| forward |", "| backward |"))
     }
     assert phases.get("forward", 0) > 0 and phases.get("backward", 0) > 0, out.stdout
+
+
+# An XLA:GPU module as the profiler's trace names it (tests/fixtures/gpu_train_step.hlo): cuDNN
+# convolutions as custom-calls (tuple shapes), fusions, a layout copy, the optimizer's fusion
+# traced outside the model.
+GPU_HLO = (Path(__file__).parent / "fixtures" / "gpu_train_step.hlo").read_text()
+
+
+def _gpu_trace() -> list[dict]:
+    """Two steps of the module above in the Chrome/Perfetto JSON the JAX profiler writes on a
+    GPU: kernels on a stream (with ``hlo_op`` where XLA launched them), the same time again on
+    the ``XLA Ops`` summary line and a host thunk (neither may count), and two library kernels
+    that name no HLO instruction."""
+    meta = [
+        {"ph": "M", "name": "process_name", "pid": 1, "args": {"name": "/device:GPU:0 (NVIDIA H200)"}},
+        {"ph": "M", "name": "process_name", "pid": 2, "args": {"name": "/host:CPU"}},
+        {"ph": "M", "name": "thread_name", "pid": 1, "tid": 13, "args": {"name": "Stream #13(Compute)"}},
+        {"ph": "M", "name": "thread_name", "pid": 1, "tid": 90, "args": {"name": "XLA Ops"}},
+    ]
+    kernels = [  # (kernel name, hlo_op or None, microseconds over the two steps)
+        ("sm90_xmma_fprop_implicit_gemm_bf16f32_nhwckrsc_nhwc", "custom-call.1", 4000),
+        ("sm90_xmma_dgrad_implicit_gemm_bf16f32_nhwckrsc_nhwc", "custom-call.2", 3000),
+        ("sm90_xmma_wgrad_implicit_gemm_bf16f32_nhwckrsc_nhwc", "custom-call.3", 5000),
+        ("loop_maximum_fusion", "loop_maximum_fusion", 1000),
+        ("input_reduce_fusion", "input_reduce_fusion", 800),
+        ("loop_adam_fusion", "loop_adam_fusion", 600),
+        ("copy_5", "copy.5", 300),
+        ("cudnn::bn_fw_tr_1C11_kernel_NCHW", None, 200),
+        ("void cub::DeviceRadixSortOnesweepKernel", None, 100),
+    ]
+    events = [
+        {"ph": "X", "pid": 1, "tid": 13, "ts": i * 10000, "dur": d, "name": k, "args": {"hlo_op": op} if op else {}}
+        for i, (k, op, d) in enumerate(kernels)
+    ]
+    events += [{"ph": "X", "pid": 1, "tid": 90, "ts": 0, "dur": 4000, "name": "custom-call.1", "args": {}}]
+    events += [{"ph": "X", "pid": 2, "tid": 1, "ts": 0, "dur": 50, "name": "custom-call.1", "args": {}}]
+    return meta + events
+
+
+def test_gpu_profile_attribution_on_a_recorded_trace_shape():
+    """Every kernel of a GPU trace lands in the bucket its HLO instruction (or its library
+    name) says, each counted once, in ms per step; >= 90% of kernel time is attributed."""
+    profile = _load("profile_step")
+    buckets, phases = profile.classify_hlo(GPU_HLO), profile.phases_of_hlo(GPU_HLO)
+    assert buckets["custom-call.1"] == "conv forward"
+    assert buckets["custom-call.2"] == "conv input-grad" and buckets["custom-call.3"] == "conv filter-grad"
+    res = profile.attribute(_gpu_trace(), buckets, phases, steps=2)
+    assert res["source"] == "device kernels"
+    expected = {
+        "conv forward": 2.0,
+        "conv input-grad": 1.5,
+        "conv filter-grad": 2.5,
+        "elementwise": 0.5,
+        "reductions": 0.5,  # the reduce fusion 0.4 + cuDNN's BatchNorm kernel 0.1
+        "optimizer": 0.3,
+        "layout copies": 0.15,
+        "other": 0.05,
+    }
+    assert res["totals"] == pytest.approx(expected)
+    assert res["busy_ms"] == pytest.approx(7.5)
+    assert res["coverage"] == pytest.approx(1 - 0.05 / 7.5) and res["coverage"] >= 0.9
+    assert res["phases"]["backward"] == pytest.approx(1.5 + 2.5 + 0.4)
