@@ -25,11 +25,12 @@ from lnm_jax.exported import load, load_onnx
 from lnm_jax.run import Run
 
 
-def untrained_run(manifest: Path, workdir: Path, backbone: str, image_size: int) -> Run:
+def untrained_run(manifest: Path, workdir: Path, backbone: str, image_size: int, width: int = 64) -> Run:
     config = base_config("triple")
     config.data.manifest = str(manifest)
     config.data.image_size = image_size
     config.model.backbone = backbone
+    config.model.width = width
     run = Run.create(config, workdir)
     ckpts = run.checkpoints(create=True)
     ckpts.save("best", 0, run.fresh_state(), {"epoch": 0, "best": {}})
@@ -67,12 +68,16 @@ def main() -> None:
     p.add_argument("--manifest", type=Path)
     p.add_argument("--backbone", default="resnet50")
     p.add_argument("--image-size", type=int, default=224)
+    p.add_argument("--width", type=int, default=64)
     p.add_argument("--batch-sizes", default="1,8")
     p.add_argument("--repeats", type=int, default=5)
     a = p.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        run = untrained_run(a.manifest, tmp / "run", a.backbone, a.image_size) if a.untrained else Run.open(a.workdir)
+        if a.untrained:
+            run = untrained_run(a.manifest, tmp / "run", a.backbone, a.image_size, a.width)
+        else:
+            run = Run.open(a.workdir)
         t = time.perf_counter()
         md = export_run(run, tmp / "exported", formats=("stablehlo", "onnx"))
         print(

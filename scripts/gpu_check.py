@@ -1,0 +1,233 @@
+"""The GPU check: every measurement this project needs from an accelerator, prepared to run in
+one short slot and to write Markdown tables a person can paste (docs/benchmarks.md#gpu-check).
+
+    python scripts/gpu_check.py --out gpu_check            # one NVIDIA GPU, no TensorFlow: < 8 min
+    python scripts/gpu_check.py --out /tmp/check --tiny    # any CPU: every step at toy size (tested)
+
+Steps, in order of importance, each in its own process(es) (``scripts/benchmark.py`` also puts
+every framework, dtype and batch size in its own), each writing ``OUT/<step>.md``:
+
+1. ``environment``: GPU name, driver and memory (nvidia-smi), Python, JAX, Flax, optax, PyTorch.
+2. ``step_vs_torch``: JAX bf16 batch 256 vs PyTorch eager AMP and ``torch.compile`` AMP
+   (channels_last), measured in one invocation (the only ratios this check states).
+3. ``step_jax``: JAX bf16 batch 128 and 512, fp32 (TF32) batch 256.
+4. ``profile``: the bf16 train step's kernel time by bucket (``scripts/profile_step.py``).
+5. ``train_e2e``: ``lnm-jax train`` end to end, device-resident data on and off, validation and
+   checkpoints inside the wall time (``scripts/train_e2e.py``).
+6. ``export``: exported StableHLO and ONNX inference vs the live model
+   (``scripts/benchmark_export.py``).
+
+Inference with BatchNorm folded is a column of the step tables. ``OUT/summary.md`` lists every
+step with its status and wall time. A step that fails, times out or does not fit the remaining
+``--budget`` is one line there, never a traceback; without PyTorch the comparison runs JAX alone
+and says so; without a GPU every step runs on what JAX sees and the summary says that first.
+Needs no TensorFlow (said in the summary when it is installed: the steps never import it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+PAPER = ["--setting", "triple", "--backbone", "resnet50", "--width", "64", "--image-size", "224"]
+# toy sizes for a CPU: the same steps and code paths (PyTorch compares only the paper's model,
+# at 32 px there)
+TINY_MODEL = ["--setting", "bmode,us_lnm", "--backbone", "resnet18", "--width", "4", "--image-size", "32"]
+TINY_TORCH = ["--setting", "triple", "--backbone", "resnet50", "--width", "64", "--image-size", "32"]
+
+
+def steps(out: Path, tiny: bool, torch: bool) -> list[dict]:
+    """The check's steps: name, title, command lines (run one after another into one file) and
+    a time limit in seconds, at paper size or ``tiny``."""
+    py = sys.executable
+    bench, profile = str(HERE / "benchmark.py"), str(HERE / "profile_step.py")
+    model = TINY_MODEL if tiny else PAPER
+    short = ["--steps", "1", "--warmup", "1"] if tiny else ["--steps", "10", "--warmup", "2"]
+    batch = (lambda b: "2") if tiny else str  # noqa: E731
+    vs_torch = [py, bench, *(TINY_TORCH if tiny else PAPER), *short, "--dtypes", "bfloat16"]
+    vs_torch += ["--batch-sizes", batch(256)] + (["--torch", "--torch-compile"] if torch else [])
+    if tiny:  # torch.compile's CPU compile alone takes minutes: eager stands for it here
+        vs_torch = [c for c in vs_torch if c != "--torch-compile"]
+    e2e = [py, str(HERE / "train_e2e.py"), "--workdir", str(out / "work" / "train_e2e")]
+    e2e += ["--tiny"] if tiny else ["--patients", "2048", "--epochs", "3"]
+    cohort = out / "work" / "train_e2e" / "cohort" / "manifest.csv"
+    export = [py, str(HERE / "benchmark_export.py"), "--untrained", "--manifest", str(cohort)]
+    export += ["--backbone", "resnet18", "--width", "4", "--image-size", "32", "--batch-sizes", "1,2", "--repeats", "1"]
+    if not tiny:
+        export = export[: export.index("--backbone")] + ["--batch-sizes", "1,256", "--repeats", "5"]
+    return [
+        {"name": "step_vs_torch", "title": "Train step, inference: JAX vs PyTorch", "cmds": [vs_torch], "limit": 240},
+        {
+            "name": "step_jax",
+            "title": "Train step and inference: JAX at other batch sizes and precisions",
+            "cmds": [[py, bench, *model, *short, "--dtypes", "bfloat16,float32", "--batch-sizes", "2"]]
+            if tiny
+            else [
+                [py, bench, *model, *short, "--dtypes", "bfloat16", "--batch-sizes", "128,512"],
+                [py, bench, *model, *short, "--dtypes", "float32", "--batch-sizes", "256"],
+            ],
+            "limit": 180,
+        },
+        {
+            "name": "profile",
+            "title": "Where the bf16 train step's time goes",
+            "cmds": [[py, profile, *model, "--dtype", "bfloat16", "--batch", batch(256), "--steps", "2"]],
+            "limit": 120,
+        },
+        {"name": "train_e2e", "title": "lnm-jax train end to end", "cmds": [e2e], "limit": 180},
+        {"name": "export", "title": "Exported model inference", "cmds": [export], "limit": 120},
+    ]
+
+
+def _probe(code: str) -> str:
+    """What a fresh interpreter prints for ``code`` (one line), or why it could not."""
+    try:
+        res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    except subprocess.TimeoutExpired:
+        return "no answer in 120 s"
+    lines = (res.stdout.strip() or res.stderr.strip() or "no output").splitlines()
+    return lines[-1][:200]
+
+
+def environment() -> tuple[str, bool, bool]:
+    """(the environment table, a GPU seen by JAX, PyTorch importable)."""
+    rows = []
+    if shutil.which("nvidia-smi"):
+        q = subprocess.run(
+            ["nvidia-smi", "--query-gpu=name,driver_version,memory.total,clocks.max.sm", "--format=csv,noheader"],
+            capture_output=True,
+            text=True,
+        )
+        rows.append(("GPU (nvidia-smi)", q.stdout.strip().replace("\n", "; ") or q.stderr.strip()))
+    else:
+        rows.append(("GPU (nvidia-smi)", "nvidia-smi not found"))
+    rows.append(("python", sys.version.split()[0]))
+    jax_line = _probe(
+        "import jax, flax, optax; d = jax.devices()[0]; "
+        "print(f'jax {jax.__version__}, flax {flax.__version__}, optax {optax.__version__}; '"
+        "f'{jax.device_count()} x {d.platform} {d.device_kind}')"
+    )
+    rows.append(("JAX", jax_line))
+    torch = importlib.util.find_spec("torch") is not None
+    torch_line = (
+        _probe(
+            "import torch, torchvision; c = torch.cuda.is_available(); "
+            "print(f'torch {torch.__version__}, torchvision {torchvision.__version__}, '"
+            "f'CUDA {torch.version.cuda if c else \"not available\"}')"
+        )
+        if torch
+        else "not installed: the PyTorch rows are skipped"
+    )
+    torch = torch and torch_line.startswith("torch ")
+    rows.append(("PyTorch", torch_line))
+    tf = importlib.util.find_spec("tensorflow") is not None
+    rows.append(("TensorFlow", "installed (no step imports it)" if tf else "not installed"))
+    table = "| what | version / device |\n|---|---|\n" + "\n".join(f"| {k} | {v} |" for k, v in rows) + "\n"
+    return table, " gpu " in f" {jax_line.lower()} " or "x gpu" in jax_line.lower(), torch
+
+
+def _one_line(stderr: str, returncode: int) -> str:
+    """The exception a failed command ended with (not the traceback), else its last line."""
+    lines = stderr.strip().splitlines() or [f"exit {returncode}, no output"]
+    raised = [x for x in lines if re.match(r"^[\w.]+(Error|Exception|Interrupt|Exit): ", x)]
+    return (raised or lines)[-1][:240]
+
+
+def e2e_table(stdout: str) -> str:
+    """train_e2e.py's JSON lines as a table."""
+    rows = [json.loads(x) for x in stdout.splitlines() if x.startswith("{")]
+    if not rows:
+        return stdout
+    keys = [
+        "on_device",
+        "train_patients",
+        "epochs",
+        "wall_s_all_epochs",
+        "patients_per_s_steps_only",
+        "patients_per_s_whole_epoch",
+        "device",
+    ]
+    lines = ["| " + " | ".join(keys) + " | whole epoch / steps only |", "|" + "---|" * (len(keys) + 1)]
+    for r in rows:
+        share = r["patients_per_s_whole_epoch"] / r["patients_per_s_steps_only"]
+        lines.append("| " + " | ".join(str(r[k]) for k in keys) + f" | {100 * share:.0f}% |")
+    return "\n".join(lines) + "\n"
+
+
+def run_step(step: dict, out: Path, deadline: float) -> dict:
+    """Runs one step's commands into ``OUT/<name>.md``; returns its summary row."""
+    t0 = time.perf_counter()
+    left = deadline - time.monotonic()
+    if left < 30:
+        return {"step": step["name"], "status": f"skipped: {left:.0f} s of the budget left", "wall_s": 0.0}
+    parts, status = [f"## {step['title']}\n"], "ok"
+    for cmd in step["cmds"]:
+        limit = min(step["limit"], max(deadline - time.monotonic(), 1))
+        shown = " ".join(Path(c).name if c.endswith(".py") or c == sys.executable else c for c in cmd)
+        parts.append(f"`{shown}`\n")
+        try:
+            res = subprocess.run(cmd, capture_output=True, text=True, timeout=limit)
+        except subprocess.TimeoutExpired:
+            status = f"timed out after {limit:.0f} s"
+            parts.append(f"{status}\n")
+            break
+        text = e2e_table(res.stdout) if step["name"] == "train_e2e" else res.stdout
+        parts.append(text)
+        if res.returncode != 0:
+            status = f"failed: {_one_line(res.stderr, res.returncode)}"
+            parts.append(f"{status}\n")
+            break
+        failed = [x for x in res.stdout.splitlines() if "| failed: " in x]
+        if failed and status == "ok":
+            status = f"ok, {len(failed)} row(s) failed (in the table)"
+    (out / f"{step['name']}.md").write_text("\n".join(parts))
+    return {"step": step["name"], "status": status, "wall_s": time.perf_counter() - t0}
+
+
+def main(argv=None) -> list[dict]:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--out", type=Path, required=True, help="folder for the Markdown tables (created)")
+    p.add_argument("--tiny", action="store_true", help="toy sizes: every step on a CPU in about a minute")
+    p.add_argument("--budget", type=float, default=450.0, help="seconds for all steps (a step left no time is skipped)")
+    p.add_argument("--only", default="", help="comma list of steps to run (default: all)")
+    a = p.parse_args(argv)
+    a.out.mkdir(parents=True, exist_ok=True)
+    deadline = time.monotonic() + a.budget
+    t0 = time.perf_counter()
+    table, gpu, torch = environment()
+    (a.out / "environment.md").write_text("## Environment\n\n" + table)
+    rows = [{"step": "environment", "status": "ok", "wall_s": time.perf_counter() - t0}]
+    chosen = set(filter(None, a.only.split(",")))
+    for step in steps(a.out, a.tiny, torch):
+        if chosen and step["name"] not in chosen:
+            continue
+        rows.append(run_step(step, a.out, deadline))
+        print(f"[gpu_check] {rows[-1]['step']}: {rows[-1]['status']} ({rows[-1]['wall_s']:.0f} s)", flush=True)
+    notes = []
+    if not gpu:
+        notes.append("No GPU seen by JAX: every step ran on the CPU (figures are not GPU figures).")
+    if not torch:
+        notes.append("PyTorch not importable: the comparison ran JAX alone.")
+    summary = (
+        f"# GPU check{' (tiny sizes)' if a.tiny else ''}\n\n"
+        + "".join(f"{n}\n\n" for n in notes)
+        + table
+        + "\n| step | status | wall (s) | file |\n|---|---|---:|---|\n"
+        + "\n".join(f"| {r['step']} | {r['status']} | {r['wall_s']:.0f} | {r['step']}.md |" for r in rows)
+        + f"\n\nTotal {time.perf_counter() - t0:.0f} s.\n"
+    )
+    (a.out / "summary.md").write_text(summary)
+    print(summary)
+    return rows
+
+
+if __name__ == "__main__":
+    main()
