@@ -121,6 +121,11 @@ def base_config(setting: str = "triple") -> ConfigDict:
             # ('stage1'..'stage4'; '' none), trained on the manifest's bmode_mask/ceus_mask
             # columns with train.lesion_loss_weight (models/fusion.py; docs/gradcam.md).
             lesion_head="",
+            # Performance variants of the ResNets, the same function (models/resnet.py):
+            # stem='space_to_depth' (the 7x7 stem as a 4x4 conv on 2x2 blocks; even image sizes),
+            # bn_float32_reductions=False (BatchNorm statistics in the activation dtype).
+            stem="conv7",
+            bn_float32_reductions=True,
         )
     )
 
@@ -372,6 +377,8 @@ FIELD_RULES = {
     "train.aux_loss_weight": NON_NEGATIVE,
     "train.lesion_loss_weight": NON_NEGATIVE,
     "model.lesion_head": _one_of("", *CAM_LAYERS),
+    "model.stem": _one_of("conv7", "space_to_depth"),
+    "model.bn_float32_reductions": _one_of(True, False),
     "train.freeze_backbone_epochs": NON_NEGATIVE_INT,
     "train.backbone_lr_scale": NON_NEGATIVE,
     "train.weight_decay": NON_NEGATIVE,

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import re
 import subprocess
@@ -41,6 +42,22 @@ from lnm_jax.training import state as state_lib
 from lnm_jax.training.steps import make_eval_step, make_train_step
 
 TRAIN_GFLOP_PER_IMAGE_224 = 24.7  # ResNet-50: ~4.1 GMAC forward -> x2 FLOP x3 (fwd + bwd)
+
+# Candidates for the GPU step (``--candidates``; one row each, each in its own process): XLA:GPU
+# flag sets (names as XLA reads them from XLA_FLAGS; an unknown flag fails its row only) and
+# model variants that compute the same function (lnm_jax/models/resnet.py; tests/test_models.py).
+CANDIDATES = {
+    "default": {},
+    "cuDNN runtime fusion": {
+        "xla_flags": "--xla_gpu_use_runtime_fusion=true --xla_gpu_experimental_enable_conv_fusion=true"
+    },
+    "Triton GEMM for all dots": {"xla_flags": "--xla_gpu_triton_gemm_any=true"},
+    "no Triton GEMM": {"xla_flags": "--xla_gpu_enable_triton_gemm=false"},
+    "autotune level 4": {"xla_flags": "--xla_gpu_autotune_level=4"},
+    "command buffers off": {"xla_flags": "--xla_gpu_enable_command_buffer="},
+    "BatchNorm statistics in bf16": {"model": {"bn_float32_reductions": False}},
+    "space-to-depth stem": {"model": {"stem": "space_to_depth"}},
+}
 
 
 def make_batch(seed: int, batch_size: int, size: int) -> dict:
@@ -232,6 +249,7 @@ def measure_one(spec: dict) -> dict:
             width=spec["width"],
             dtype=jnp.dtype(spec["dtype"]),
             lowering=spec["lowering"],
+            **CANDIDATES[spec.get("candidate", "default")].get("model", {}),
         )
         r = bench(model, spec["batch"], spec["image_size"], spec["steps"], spec["warmup"])
         dev = jax.devices()[0]
@@ -254,8 +272,11 @@ def run_child(spec: dict, timeout: int) -> dict:
     """``spec`` measured in a fresh interpreter (no framework shares a process or a device
     allocator with another: JAX preallocates 75% of a GPU); {"error": one line} when it fails."""
     cmd = [sys.executable, str(Path(__file__).resolve()), "--one", json.dumps(spec)]
+    env = dict(os.environ)
+    if flags := CANDIDATES[spec.get("candidate", "default")].get("xla_flags"):
+        env["XLA_FLAGS"] = f"{env.get('XLA_FLAGS', '')} {flags}".strip()
     try:
-        res = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+        res = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
     except subprocess.TimeoutExpired:
         return {"error": f"over {timeout} s"}
     for line in reversed(res.stdout.splitlines()):
@@ -283,12 +304,21 @@ def main() -> None:
     p.add_argument("--torch-compile", action="store_true", help="also torch.compile")
     p.add_argument("--jax-precision-highest", action="store_true", help="fp32 matmuls in true fp32 (not TF32)")
     p.add_argument("--timeout", type=int, default=900, help="seconds per measurement (each in its own process)")
+    p.add_argument(
+        "--candidates",
+        default="",
+        help=f"'all' or a comma list of JAX variants, one row each (instead of the plain JAX row): {list(CANDIDATES)}",
+    )
     p.add_argument("--one", help=argparse.SUPPRESS)  # a child: one measurement, printed as RESULT {json}
     a = p.parse_args()
     if a.one:
         print(RESULT + json.dumps(measure_one(json.loads(a.one))), flush=True)
         return
-    frameworks = ["jax"]
+    chosen = list(CANDIDATES) if a.candidates == "all" else [c.strip() for c in a.candidates.split(",") if c.strip()]
+    unknown = [c for c in chosen if c not in CANDIDATES]
+    if unknown:
+        raise SystemExit(f"--candidates: unknown {unknown}; known: {list(CANDIDATES)}")
+    frameworks = [f"jax [{c}]" for c in chosen] or ["jax"]
     if a.torch and a.backbone == "resnet50" and a.setting == "triple" and a.width == 64:
         frameworks += ["torch eager"] + (["torch.compile"] if a.torch_compile else [])
     elif a.torch:
@@ -308,7 +338,8 @@ def main() -> None:
         for bs in (int(x) for x in a.batch_sizes.split(",")):
             for name in frameworks:
                 spec = {
-                    "framework": name,
+                    "framework": "jax" if name.startswith("jax") else name,
+                    "candidate": name[5:-1] if name.startswith("jax [") else "default",
                     "dtype": dt,
                     "batch": bs,
                     "setting": a.setting,
@@ -325,7 +356,7 @@ def main() -> None:
                     print(f"| {name} | {dt} | - | {bs} | failed: {r['error']} |", flush=True)
                     continue
                 results[(name, dt, bs)] = r
-                precision = precision_used(dt, r["platform"], a.jax_precision_highest and name == "jax")
+                precision = precision_used(dt, r["platform"], a.jax_precision_highest and name.startswith("jax"))
                 mfu = "-"
                 if precision:
                     mfu = f"{100 * gflop * bs / r['train_s'] / (PEAK_TFLOPS_BY_PRECISION[precision] * 1e3):.1f}%"
@@ -344,6 +375,15 @@ def main() -> None:
         for (name, dt, bs), r in ratios:
             j = results[("jax", dt, bs)]
             print(f"| {name} | {dt} | {bs} | {r['train_s'] / j['train_s']:.2f} | {r['infer_s'] / j['infer_s']:.2f} |")
+    default = "jax [default]"
+    variants = [(k, v) for k, v in results.items() if k[0].startswith("jax [") and (default,) + k[1:] in results]
+    if len(variants) > 1:
+        print("\n| candidate | dtype | batch | train speed-up vs default | inference speed-up vs default |")
+        print("|---|---|---:|---:|---:|")
+        for (name, dt, bs), r in variants:
+            d = results[(default, dt, bs)]
+            speedups = f"{d['train_s'] / r['train_s']:.2f} | {d['infer_s'] / r['infer_s']:.2f}"
+            print(f"| {name[5:-1]} | {dt} | {bs} | {speedups} |")
 
 
 if __name__ == "__main__":

@@ -9,12 +9,15 @@ every framework, dtype and batch size in its own), each writing ``OUT/<step>.md`
 
 1. ``environment``: GPU name, driver and memory (nvidia-smi), Python, JAX, Flax, optax, PyTorch.
 2. ``step_vs_torch``: JAX bf16 batch 256 vs PyTorch eager AMP and ``torch.compile`` AMP
-   (channels_last), measured in one invocation (the only ratios this check states).
-3. ``step_jax``: JAX bf16 batch 128 and 512, fp32 (TF32) batch 256.
-4. ``profile``: the bf16 train step's kernel time by bucket (``scripts/profile_step.py``).
-5. ``train_e2e``: ``lnm-jax train`` end to end, device-resident data on and off, validation and
+   (channels_last), measured in one invocation (the only JAX/PyTorch ratios this check states).
+3. ``train_e2e``: ``lnm-jax train`` end to end, device-resident data on and off, validation and
    checkpoints inside the wall time (``scripts/train_e2e.py``).
-6. ``export``: exported StableHLO and ONNX inference vs the live model
+4. ``candidates``: the bf16 batch-256 step under each of ``benchmark.CANDIDATES`` (XLA:GPU flag
+   sets, BatchNorm statistics in bf16, the space-to-depth stem), speed-ups against the default
+   measured in the same invocation.
+5. ``profile``: the bf16 train step's kernel time by bucket (``scripts/profile_step.py``).
+6. ``step_jax``: JAX bf16 batch 128 and 512, fp32 (TF32) batch 256.
+7. ``export``: exported StableHLO and ONNX inference vs the live model
    (``scripts/benchmark_export.py``).
 
 Inference with BatchNorm folded is a column of the step tables. ``OUT/summary.md`` lists every
@@ -63,8 +66,23 @@ def steps(out: Path, tiny: bool, torch: bool) -> list[dict]:
     export += ["--backbone", "resnet18", "--width", "4", "--image-size", "32", "--batch-sizes", "1,2", "--repeats", "1"]
     if not tiny:
         export = export[: export.index("--backbone")] + ["--batch-sizes", "1,256", "--repeats", "5"]
+    cand = [py, bench, *model, *short, "--dtypes", "bfloat16", "--batch-sizes", batch(256), "--candidates"]
+    cand += ["default,space-to-depth stem" if tiny else "all"]  # benchmark.CANDIDATES
     return [
         {"name": "step_vs_torch", "title": "Train step, inference: JAX vs PyTorch", "cmds": [vs_torch], "limit": 240},
+        {"name": "train_e2e", "title": "lnm-jax train end to end", "cmds": [e2e], "limit": 180},
+        {
+            "name": "candidates",
+            "title": "Candidates for the bf16 train step (each the same function; one process each)",
+            "cmds": [cand],
+            "limit": 300,
+        },
+        {
+            "name": "profile",
+            "title": "Where the bf16 train step's time goes",
+            "cmds": [[py, profile, *model, "--dtype", "bfloat16", "--batch", batch(256), "--steps", "2"]],
+            "limit": 120,
+        },
         {
             "name": "step_jax",
             "title": "Train step and inference: JAX at other batch sizes and precisions",
@@ -76,13 +94,6 @@ def steps(out: Path, tiny: bool, torch: bool) -> list[dict]:
             ],
             "limit": 180,
         },
-        {
-            "name": "profile",
-            "title": "Where the bf16 train step's time goes",
-            "cmds": [[py, profile, *model, "--dtype", "bfloat16", "--batch", batch(256), "--steps", "2"]],
-            "limit": 120,
-        },
-        {"name": "train_e2e", "title": "lnm-jax train end to end", "cmds": [e2e], "limit": 180},
         {"name": "export", "title": "Exported model inference", "cmds": [export], "limit": 120},
     ]
 
@@ -196,7 +207,7 @@ def main(argv=None) -> list[dict]:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", type=Path, required=True, help="folder for the Markdown tables (created)")
     p.add_argument("--tiny", action="store_true", help="toy sizes: every step on a CPU in about a minute")
-    p.add_argument("--budget", type=float, default=450.0, help="seconds for all steps (a step left no time is skipped)")
+    p.add_argument("--budget", type=float, default=460.0, help="seconds for all steps (a step left no time is skipped)")
     p.add_argument("--only", default="", help="comma list of steps to run (default: all)")
     a = p.parse_args(argv)
     a.out.mkdir(parents=True, exist_ok=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -124,7 +125,7 @@ def test_gpu_check_runs_every_step_at_tiny_size(tmp_path):
     assert res.returncode == 0, res.stderr[-2000:]
     summary = (out / "summary.md").read_text()
     assert "No GPU seen by JAX" in summary
-    for step in ("step_vs_torch", "step_jax", "profile", "train_e2e", "export"):
+    for step in ("step_vs_torch", "train_e2e", "candidates", "profile", "step_jax", "export"):
         assert _rows(summary, step)[0][1] == "ok", summary
     vs = (out / "step_vs_torch.md").read_text()
     assert _rows(vs, "jax") and _rows(vs, "torch eager"), vs
@@ -138,6 +139,8 @@ def test_gpu_check_runs_every_step_at_tiny_size(tmp_path):
     assert float(_rows(profile, "forward")[0][1]) > 0 and float(_rows(profile, "backward")[0][1]) > 0
     e2e = (out / "train_e2e.md").read_text()
     assert [r[0] for r in _rows(e2e, "True") + _rows(e2e, "False")] == ["True", "False"], e2e
+    candidates = (out / "candidates.md").read_text()
+    assert [r[0] for r in _rows(candidates, "space-to-depth stem")] == ["space-to-depth stem"], candidates
     export = (out / "export.md").read_text()
     assert len(_rows(export, "1")) == 1 and len(_rows(export, "2")) == 1, export
     # no budget left: every step is skipped with one line, nothing raises
@@ -212,3 +215,13 @@ def test_gpu_profile_attribution_on_a_recorded_trace_shape():
     assert res["busy_ms"] == pytest.approx(7.5)
     assert res["coverage"] == pytest.approx(1 - 0.05 / 7.5) and res["coverage"] >= 0.9
     assert res["phases"]["backward"] == pytest.approx(1.5 + 2.5 + 0.4)
+
+
+def test_every_xla_flag_candidate_is_one_xla_reads():
+    """The GPU check's XLA flag sets parse (XLA aborts on an unknown flag; the CPU build reads
+    the XLA:GPU flags too) and leave a computation's result alone."""
+    flags = " ".join(c["xla_flags"] for c in _load("benchmark").CANDIDATES.values() if "xla_flags" in c)
+    code = "import jax.numpy as jnp; print(float(jnp.arange(5.0) @ jnp.arange(5.0)))"
+    env = {**os.environ, "XLA_FLAGS": flags}
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env)
+    assert res.returncode == 0 and res.stdout.strip() == "30.0", res.stderr[-1000:]

@@ -26,16 +26,29 @@ def backbone(
     fold_bn: bool = False,
     lowering: str = "auto",
     name: str | None = None,
+    stem: str = "conv7",
+    bn_float32_reductions: bool = True,
 ) -> nn.Module:
     """``variant`` 'keras_v1' (weights ported from Keras ResNet50) and ``fold_bn`` (inference
     with BatchNorm folded into the convs) exist for ResNets only. ``lowering``
     (models/lowering.py): 1x1 convs as XLA convolutions or as GEMMs (fast on XLA:CPU); VGG-11
-    has no 1x1 convs."""
+    has no 1x1 convs. ``stem`` and ``bn_float32_reductions``: the ResNets' performance
+    variants (:mod:`lnm_jax.models.resnet`; the same function)."""
     resolve(lowering)  # rejects an unknown value
     if arch in resnet.BACKBONES:
         return resnet.resnet(
-            arch, width=width, dtype=dtype, name=name, fold_bn=fold_bn, lowering=lowering, **resnet.VARIANTS[variant]
+            arch,
+            width=width,
+            dtype=dtype,
+            name=name,
+            fold_bn=fold_bn,
+            lowering=lowering,
+            stem=stem,
+            bn_float32_reductions=bn_float32_reductions,
+            **resnet.VARIANTS[variant],
         )
+    if stem != "conv7" or not bn_float32_reductions:
+        raise ValueError(f"model.stem and model.bn_float32_reductions exist for ResNets only, not {arch}")
     if fold_bn:
         raise ValueError(f"BatchNorm folding exists for ResNets only, not {arch}")
     if arch not in NAMES:

@@ -116,6 +116,8 @@ class FusionClassifier(nn.Module):
     input_heads: bool = False  # per-input logits for auxiliary losses (always on with 'late')
     flag_encoding: str = "raw"  # 'raw' (0/1, the paper) | 'centred' (-1/+1)
     lesion_head: str = ""  # a layer of the image branches ('stage3' ...): lesion logits there; '' none
+    stem: str = "conv7"  # ResNets: 'space_to_depth' computes the same stem differently (models/resnet.py)
+    bn_float32_reductions: bool = True  # ResNets: False = BatchNorm statistics in the activation dtype
 
     @property
     def has_input_heads(self) -> bool:
@@ -164,6 +166,8 @@ class FusionClassifier(nn.Module):
                     variant=self.variant,
                     fold_bn=self.fold_bn,
                     lowering=self.lowering,
+                    stem=self.stem,
+                    bn_float32_reductions=self.bn_float32_reductions,
                     name=f"{m}{BACKBONE_SUFFIX}",
                 )(x, train=train and not frozen_backbones, mask=mask)
                 out[m] = branch
@@ -231,6 +235,12 @@ def check_config(config) -> None:
             )
         if m.variant != "torchvision" and not backbones.can_fold_bn(m.backbone):
             raise ValueError(f"model.variant '{m.variant}' exists for ResNets only, not {m.backbone}")
+        if (m.get("stem", "conv7") != "conv7" or not m.get("bn_float32_reductions", True)) and not (
+            backbones.can_fold_bn(m.backbone)
+        ):
+            raise ValueError(f"model.stem and model.bn_float32_reductions exist for ResNets only, not {m.backbone}")
+        if m.get("stem", "conv7") == "space_to_depth" and config.data.image_size % 2:
+            raise ValueError(f"model.stem='space_to_depth' needs an even data.image_size, got {config.data.image_size}")
     if m.modality_dropout and not m.missing_inputs:
         raise ValueError("model.modality_dropout needs model.missing_inputs=True")
     if m.get("fusion", "concat") not in FUSIONS:
@@ -278,4 +288,6 @@ def build_model(config) -> FusionClassifier:
         input_heads=m.get("input_heads", False),
         flag_encoding=m.get("flag_encoding", "raw"),
         lesion_head=m.get("lesion_head", ""),
+        stem=m.get("stem", "conv7"),
+        bn_float32_reductions=m.get("bn_float32_reductions", True),
     )

@@ -13,6 +13,12 @@
 is true: a patient without this image (a zero placeholder) must not shift the statistics that
 the present images are normalised with.
 
+Performance variants, each the same function with the same parameters (candidates the GPU
+check measures, ``scripts/gpu_check.py``): ``stem='space_to_depth'`` computes the 7x7 stride-2
+stem as a 4x4 stride-1 convolution of the 2x2 space-to-depth input (:class:`SpaceToDepthConv`);
+``bn_float32_reductions=False`` lets BatchNorm's statistics run in the activation dtype (bf16)
+instead of flax's float32.
+
 ``__call__`` returns a dict of intermediates: ``stem``, ``stage1`` .. ``stage4`` and the
 global-average-pooled ``pooled`` feature; each of ``stem`` and ``stage*`` is also a
 ``perturb`` point, so gradients with respect to it can be taken (Grad-CAM).
@@ -25,6 +31,7 @@ from functools import partial
 from typing import Any
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 
 from lnm_jax.models.lowering import conv_function
@@ -47,6 +54,41 @@ def _no_norm(name: str | None = None):
 
 
 ModuleDef = Any
+STEMS = ("conv7", "space_to_depth")
+
+
+class SpaceToDepthConv(nn.Module):
+    """The stem's 7x7 stride-2 convolution with padding 3, computed as a 4x4 stride-1
+    convolution of the 2x2 space-to-depth input ([B, H, W, C] -> [B, H/2, W/2, 4C]) with padding
+    2 before and 1 after: the same sums (output i sums kernel taps k = 0..6 at input 2i + k - 3;
+    here tap k is kernel cell (k + 1) // 2 - 1 of input phase (k + 1) % 2), so the same function
+    with the same parameter, the 7x7 ``kernel``, rearranged at each call. A small-channel
+    strided convolution becomes a dense one (the MLPerf ResNet-50 stem on TPUs, Kumar et al.,
+    "Scale MLPerf-0.6 models on Google TPU-v3 Pods", 2019). H and W must be even."""
+
+    features: int
+    use_bias: bool = False
+    dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x):
+        b, h, w, c = x.shape
+        if h % 2 or w % 2:
+            raise ValueError(f"model.stem='space_to_depth' needs an even image size, got {h}x{w}")
+        kernel = self.param("kernel", nn.linear.default_kernel_init, (7, 7, c, self.features), jnp.float32)
+        k8 = jnp.pad(kernel, ((1, 0), (1, 0), (0, 0), (0, 0)))  # tap k -> k + 1 = 2 cell + phase
+        k4 = k8.reshape(4, 2, 4, 2, c, self.features).transpose(0, 2, 1, 3, 4, 5).reshape(4, 4, 4 * c, self.features)
+        x = x.reshape(b, h // 2, 2, w // 2, 2, c).transpose(0, 1, 3, 2, 4, 5).reshape(b, h // 2, w // 2, 4 * c)
+        y = jax.lax.conv_general_dilated(
+            x.astype(self.dtype),
+            k4.astype(self.dtype),
+            (1, 1),
+            ((2, 1), (2, 1)),
+            dimension_numbers=("NHWC", "HWIO", "NHWC"),
+        )
+        if self.use_bias:
+            y = y + self.param("bias", nn.initializers.zeros, (self.features,), jnp.float32).astype(self.dtype)
+        return y
 
 
 class _Block(nn.Module):
@@ -118,11 +160,15 @@ class ResNet(nn.Module):
     # Inference only: convs with biases and no BatchNorm, for params from folding.fold_batchnorm.
     fold_bn: bool = False
     lowering: str = "auto"  # lowering.py: 1x1 convs as XLA convolutions or GEMMs
+    stem: str = "conv7"  # or 'space_to_depth' (SpaceToDepthConv: the same function)
+    bn_float32_reductions: bool = True  # flax's default; False: statistics in the activation dtype
 
     @nn.compact
     def __call__(self, x, train: bool = False, mask=None) -> dict[str, jnp.ndarray]:
         if self.fold_bn and train:
             raise ValueError("a BatchNorm-folded ResNet is for inference only")
+        if self.stem not in STEMS:
+            raise ValueError(f"stem must be one of {STEMS}, got {self.stem!r}")
         conv = partial(
             nn.Conv,
             use_bias=self.conv_bias or self.fold_bn,
@@ -138,13 +184,17 @@ class ResNet(nn.Module):
                 momentum=BN_MOMENTUM,
                 epsilon=self.bn_epsilon,
                 dtype=self.dtype,
+                force_float32_reductions=self.bn_float32_reductions,
             )
         )
         out = {}
         if mask is not None:
             mask = jnp.asarray(mask, bool)[:, None, None, None]
         x = x.astype(self.dtype)
-        x = conv(self.width, (7, 7), (2, 2), padding=_pad(7), name="conv1")(x)
+        if self.stem == "space_to_depth":
+            x = SpaceToDepthConv(self.width, self.conv_bias or self.fold_bn, self.dtype, name="conv1")(x)
+        else:
+            x = conv(self.width, (7, 7), (2, 2), padding=_pad(7), name="conv1")(x)
         x = nn.relu(norm(name="bn1")(x, mask=mask))
         # -inf padding written out (the same function as max_pool's own padding): ONNX
         # converters (jax2onnx 0.17) drop a pooling's explicit padding
