@@ -83,6 +83,28 @@ def learnable_cohort(tmp_path_factory, worker_id) -> Path:
 
 
 @pytest.fixture(scope="session")
+def gpu_check_tiny(tmp_path_factory, worker_id) -> Path:
+    """``scripts/gpu_check.py --tiny`` run once per session (every step at toy size on the CPU);
+    returns its output folder. Its end-to-end training runs (``work/train_e2e``) also serve
+    the TensorFlow-free job test."""
+    import subprocess
+    import sys
+
+    script = Path(__file__).resolve().parents[1] / "scripts" / "gpu_check.py"
+
+    def build(folder):
+        res = subprocess.run(
+            [sys.executable, str(script), "--out", str(folder / "out"), "--tiny"],
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+        assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
+
+    return _built_once(tmp_path_factory, worker_id, "gpu_check", build) / "out"
+
+
+@pytest.fixture(scope="session")
 def triple_run(tiny_cohort, tmp_path_factory, worker_id):
     """One triple run (two epochs on the tiny cohort), trained once per session for every test
     that needs a trained run: resume, prediction, evaluation, the CLI on a run. Tests that

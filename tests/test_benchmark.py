@@ -111,18 +111,11 @@ def _rows(md: str, first_cell: str) -> list[list[str]]:
     return [[c.strip() for c in r.split("|")[1:-1]] for r in md.splitlines() if r.startswith(f"| {first_cell} |")]
 
 
-def test_gpu_check_runs_every_step_at_tiny_size(tmp_path):
+def test_gpu_check_runs_every_step_at_tiny_size(gpu_check_tiny, tmp_path):
     """scripts/gpu_check.py end to end on the CPU at toy sizes: every step ok, each table with
     its rows (JAX and PyTorch steps, the profile's buckets and phases, both end-to-end modes, the
     exported program), and a step that gets no time is one line in the summary."""
-    out = tmp_path / "check"
-    res = subprocess.run(
-        [sys.executable, str(SCRIPT.with_name("gpu_check.py")), "--out", str(out), "--tiny"],
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert res.returncode == 0, res.stderr[-2000:]
+    out = gpu_check_tiny
     summary = (out / "summary.md").read_text()
     assert "No GPU seen by JAX" in summary
     for step in ("step_vs_torch", "train_e2e", "candidates", "profile", "step_jax", "export"):

@@ -1,18 +1,18 @@
 """The whole job without TensorFlow: train -> evaluate -> predict -> gradcam in a process where
-importing tensorflow (or Keras) fails, as on an accelerator image built for JAX. Training runs
-through scripts/train_e2e.py at toy size (the GPU throughput script, device-resident and
-host-fed), so that script is checked end to end here too."""
+importing tensorflow (or Keras) fails, as on an accelerator image built for JAX. Training is
+scripts/train_e2e.py at toy size inside the GPU check (``gpu_check_tiny``: device-resident and
+host-fed, a script that stops if TensorFlow was imported); evaluate, predict and gradcam run
+here on a copy of its host-fed run."""
 
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 from support import cpu_env
-
-E2E = Path(__file__).resolve().parents[1] / "scripts" / "train_e2e.py"
 
 SCRIPT = """
 import importlib.abc, sys
@@ -33,11 +33,8 @@ try:
 except ModuleNotFoundError:
     pass
 
-import runpy
 from lnm_jax.cli import main
-root, manifest, script = sys.argv[1], sys.argv[2], sys.argv[3]
-sys.argv = [script, "--tiny", "--workdir", root]
-runpy.run_path(script, run_name="__main__")  # trains twice: data.on_device on, then off
+root, manifest = sys.argv[1], sys.argv[2]
 work = f"{root}/on_device_False"
 assert main(["evaluate", "--workdir", work]) == 0
 assert main(["predict", "--workdir", work, "--manifest", manifest, "--out", f"{root}/new.csv"]) == 0
@@ -52,9 +49,14 @@ print("OK without TensorFlow")
 """
 
 
-def test_train_evaluate_predict_gradcam_without_tensorflow(tiny_cohort, tmp_path):
+def test_train_evaluate_predict_gradcam_without_tensorflow(gpu_check_tiny, tiny_cohort, tmp_path):
+    trained = gpu_check_tiny / "work" / "train_e2e"
+    rows = json.loads((trained / "train_e2e.json").read_text())["rows"]
+    assert [r["on_device"] for r in rows] == [True, False] and all(r["patients_per_s_whole_epoch"] > 0 for r in rows)
+    assert json.loads((trained / "train_e2e.json").read_text())["info"]["tensorflow_imported"] is False
+    shutil.copytree(trained / "on_device_False", tmp_path / "on_device_False")
     out = subprocess.run(
-        [sys.executable, "-c", SCRIPT, str(tmp_path), str(tiny_cohort), str(E2E)],
+        [sys.executable, "-c", SCRIPT, str(tmp_path), str(tiny_cohort)],
         capture_output=True,
         text=True,
         env=cpu_env(),
@@ -64,8 +66,6 @@ def test_train_evaluate_predict_gradcam_without_tensorflow(tiny_cohort, tmp_path
     assert "OK without TensorFlow" in out.stdout
     assert "data.loader='tfds' needs TensorFlow" in out.stderr
     assert "reading a Keras weight file" in out.stderr and out.stderr.count("pip install -e '.[tf]'") == 2
-    rows = json.loads((tmp_path / "train_e2e.json").read_text())["rows"]
-    assert [r["on_device"] for r in rows] == [True, False] and all(r["patients_per_s_whole_epoch"] > 0 for r in rows)
     work = tmp_path / "on_device_False"
     assert (work / "eval_best" / "metrics.json").is_file() and (tmp_path / "new.csv").is_file()
     assert any(Path(work, "gradcam_val").glob("*.png"))
