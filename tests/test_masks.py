@@ -88,6 +88,49 @@ def test_bad_masks_are_named_with_row_column_and_file(tmp_path):
     assert "bmode_mask" not in cohort.metadata_columns
 
 
+def _segmentation(path, lesion: np.ndarray, modality: str = "SEG") -> None:
+    """A DICOM Segmentation (BINARY, one frame, bit-packed) of ``lesion``, as a viewer exports."""
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.pixels import pack_bits
+    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+    from lnm_jax.data.pixels.masks import SEGMENTATION_STORAGE
+
+    ds = Dataset()
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.SOPClassUID, ds.SOPInstanceUID, ds.Modality = SEGMENTATION_STORAGE, generate_uid(), modality
+    ds.file_meta.MediaStorageSOPClassUID, ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPClassUID, ds.SOPInstanceUID
+    ds.Rows, ds.Columns, ds.NumberOfFrames, ds.SamplesPerPixel = *lesion.shape, 1, 1
+    ds.PhotometricInterpretation, ds.PixelRepresentation, ds.SegmentationType = "MONOCHROME2", 0, "BINARY"
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit = 1, 1, 0
+    ds.PixelData = pack_bits(lesion.astype(np.uint8))
+    ds.save_as(path, enforce_file_format=True)
+
+
+def test_a_dicom_segmentation_is_a_mask_like_its_png(tmp_path):
+    """The same lesion as a DICOM SEG frames to the same pixels as the PNG; a DICOM file that is
+    not a segmentation is named with its code."""
+    img, png = _image_and_mask(tmp_path)
+    lesion = np.asarray(Image.open(png)) > 0
+    _segmentation(tmp_path / "mask.dcm", lesion)
+    _segmentation(tmp_path / "not_seg.dcm", lesion, modality="US")
+    np.testing.assert_array_equal(
+        decode_mask(tmp_path / "mask.dcm", img, "bmode", size=32), decode_mask(png, img, "bmode", size=32)
+    )
+    base = {"bmode": "img.png", "ceus": "", "us_lnm": "1"}
+    rows = [
+        {"patient_id": "A", **base, "lnm": 1, "bmode_mask": "mask.dcm"},
+        {"patient_id": "B", **base, "lnm": 0, "bmode_mask": "not_seg.dcm"},
+    ]
+    with pytest.raises(M.ManifestError) as e:
+        M.read_manifest(_manifest(tmp_path, rows))
+    assert {(p.row, p.code) for p in e.value.problems} == {(2, M.MASK_NOT_SEGMENTATION)}
+    assert "Modality SEG" in str(e.value) and "not Modality US" in str(e.value)
+    fine = [rows[0], {**rows[1], "bmode_mask": "mask.dcm"}]
+    assert M.read_manifest(_manifest(tmp_path, fine)).patients[0].mask("bmode") == tmp_path / "mask.dcm"
+
+
 def test_deidentify_crops_a_mask_with_its_image(tmp_path):
     """The copy's image is cut to its crop box; its mask is cut to the same box, so both frame
     to what the original framed to."""

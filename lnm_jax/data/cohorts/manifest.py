@@ -34,6 +34,7 @@ from lnm_jax.data.pixels.decode import MAX_IMAGE_PIXELS, ImageTooLargeError, ver
 from lnm_jax.data.pixels.dicom import DicomError, is_dicom
 from lnm_jax.data.pixels.masks import EMPTY as MASK_EMPTY  # noqa: F401  (problem codes, re-exported)
 from lnm_jax.data.pixels.masks import NOT_BINARY as MASK_NOT_BINARY  # noqa: F401
+from lnm_jax.data.pixels.masks import NOT_SEGMENTATION as MASK_NOT_SEGMENTATION  # noqa: F401
 from lnm_jax.data.pixels.masks import SIZE_MISMATCH as MASK_SIZE_MISMATCH  # noqa: F401
 from lnm_jax.data.pixels.masks import MaskError, check_mask
 from lnm_jax.fileio import write_csv
@@ -67,7 +68,7 @@ DUPLICATE_COLUMN = "duplicate_column"
 NOT_ULTRASOUND = "not_ultrasound"
 HEADER_MISMATCH = "header_mismatch"
 MASK_WITHOUT_IMAGE = "mask_without_image"
-# and MASK_NOT_BINARY, MASK_EMPTY, MASK_SIZE_MISMATCH (lnm_jax.data.pixels.masks)
+# and MASK_NOT_BINARY, MASK_EMPTY, MASK_SIZE_MISMATCH, MASK_NOT_SEGMENTATION (lnm_jax.data.pixels.masks)
 
 # Patient ids name files (Grad-CAM figures, records), so they are restricted to characters that
 # are safe in a file name on every system: letters, digits, '.', '_', '-', not starting with '.'

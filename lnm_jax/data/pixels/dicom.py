@@ -153,7 +153,7 @@ def read_header(path: Path) -> DicomHeader:
     try:
         # the pixel data's length is read, its bytes are not (native) or only its fragments;
         # pydicom's warnings about odd values stay off the console (the verdict is the message)
-        with _quiet_pydicom():
+        with quiet_pydicom():
             ds = pydicom.dcmread(path, defer_size="4 KB")
             ds.get("Modality")  # values are parsed lazily: warnings come on first access
     except (InvalidDicomError, OSError, ValueError, EOFError, KeyError) as e:
@@ -172,7 +172,7 @@ def read_header(path: Path) -> DicomHeader:
     syntax = meta.get("TransferSyntaxUID") if meta is not None else None
     photometric = str(ds.PhotometricInterpretation).strip()
     _check_frame_count(path, ds, frames, photometric)
-    with _quiet_pydicom():
+    with quiet_pydicom():
         return _header(path, ds, frames, photometric, syntax)
 
 
@@ -200,7 +200,7 @@ def _header(path: Path, ds, frames: int, photometric: str, syntax) -> DicomHeade
 
 
 @contextlib.contextmanager
-def _quiet_pydicom():
+def quiet_pydicom():
     """pydicom's warnings on a malformed value (logged and warned) kept off the console."""
     import logging  # noqa: PLC0415
     import warnings  # noqa: PLC0415

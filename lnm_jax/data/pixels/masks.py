@@ -1,5 +1,6 @@
 """Lesion masks: a binary image the size of its ultrasound image (the manifest's
-``bmode_mask`` / ``ceus_mask``), read, checked and framed exactly as its image is.
+``bmode_mask`` / ``ceus_mask``: a PNG/JPEG with two values, or a DICOM Segmentation), read,
+checked and framed exactly as its image is.
 
 A mask is never a model input. It is the reference a heatmap is scored against
 (:mod:`lnm_jax.explain.scores`), so it must cover the same pixels the model sees: it is
@@ -17,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from lnm_jax.data.pixels.decode import fit, read_image
+from lnm_jax.data.pixels.dicom import is_dicom, quiet_pydicom
 from lnm_jax.data.pixels.sources import DEFAULT_FRAMING, NO_OPTIONS, Framing, ImageOptions, Source, crop, resolve
 
 
@@ -31,12 +33,47 @@ class MaskError(ValueError):
 NOT_BINARY = "mask_not_binary"
 EMPTY = "mask_empty"
 SIZE_MISMATCH = "mask_size_mismatch"
+NOT_SEGMENTATION = "mask_not_segmentation"
+SEGMENTATION_STORAGE = "1.2.840.10008.5.1.4.1.1.66.4"  # DICOM Segmentation Storage
+
+
+def read_segmentation(path: Path | str) -> np.ndarray:
+    """bool [H, W]: a DICOM Segmentation's lesion, the union of its segments and frames
+    (``SegmentationType`` BINARY; FRACTIONAL above half ``MaximumFractionalValue``), as pydicom
+    unpacks its pixel data. :class:`MaskError` for a DICOM file that is not a segmentation
+    (Modality SEG)."""
+    import pydicom  # noqa: PLC0415
+    from pydicom.errors import InvalidDicomError  # noqa: PLC0415
+
+    try:
+        with quiet_pydicom():
+            ds = pydicom.dcmread(path)
+            modality = ds.get("Modality")
+            if modality == "SEG":
+                pixels = np.asarray(ds.pixel_array)
+    except (InvalidDicomError, AttributeError, KeyError, NotImplementedError, RuntimeError, TypeError) as e:
+        raise ValueError(f"not a readable DICOM segmentation ({type(e).__name__}: {e})") from e
+    if modality != "SEG":
+        raise MaskError(
+            NOT_SEGMENTATION,
+            f"a DICOM mask must be a segmentation (Modality SEG, SOP class {SEGMENTATION_STORAGE}), "
+            f"not Modality {modality or 'missing'}",
+        )
+    if ds.get("SegmentationType", "BINARY") == "FRACTIONAL":
+        pixels = pixels > float(ds.get("MaximumFractionalValue", 255)) / 2
+    return pixels.reshape(-1, int(ds.Rows), int(ds.Columns)).any(axis=0)
 
 
 def read_mask(path: Path | str) -> np.ndarray:
     """bool [H, W]: the pixels of ``path`` that are not 0 (any channel; EXIF orientation
-    applied, as for images). :class:`MaskError` when it holds more than two values (not
-    binary: 0 and one other, e.g. 0/255 or 0/1) or no lesion pixel."""
+    applied, as for images), or a DICOM Segmentation's lesion (:func:`read_segmentation`).
+    :class:`MaskError` when it holds more than two values (not binary: 0 and one other, e.g.
+    0/255 or 0/1) or no lesion pixel."""
+    if is_dicom(Path(path)):
+        lesion = read_segmentation(path)
+        if not lesion.any():
+            raise MaskError(EMPTY, "mask marks no lesion pixel")
+        return lesion
     pixels = read_image(Path(path)).max(axis=-1)  # [0, 1]
     values = np.unique(pixels)
     if len(values) > 2 or (len(values) == 2 and values[0] != 0.0):
