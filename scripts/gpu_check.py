@@ -186,9 +186,10 @@ def run_step(step: dict, out: Path, deadline: float) -> dict:
         parts.append(f"`{shown}`\n")
         try:
             res = subprocess.run(cmd, capture_output=True, text=True, timeout=limit)
-        except subprocess.TimeoutExpired:
+        except subprocess.TimeoutExpired as e:  # keep the rows measured before the limit
+            done = e.stdout.decode() if isinstance(e.stdout, bytes) else e.stdout or ""
             status = f"timed out after {limit:.0f} s"
-            parts.append(f"{status}\n")
+            parts += [done, f"{status}\n"]
             break
         text = e2e_table(res.stdout) if step["name"] == "train_e2e" else res.stdout
         parts.append(text)
