@@ -519,7 +519,7 @@ def report_markdown(results: dict, groups: dict) -> str:
         a, b = k.split("_vs_")
         p = "p < 0.001" if t["p"] < 0.001 else f"p = {t['p']:.3f}"
         lines.append(
-            f"- DeLong, {names.SETTING_LABELS[a]} vs {names.SETTING_LABELS[b]}: "
+            f"- DeLong, {_label({'setting': a}, task)} vs {_label({'setting': b}, task)}: "
             f"AUC {t['auc_a']:.3f} vs {t['auc_b']:.3f}, "
             f"difference {t['difference']:+.3f}, {p}"
         )
