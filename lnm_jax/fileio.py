@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import logging
 import os
 import shutil
 import tempfile
@@ -179,3 +180,12 @@ def csv_header_starts(path: Path, columns: Sequence[str]) -> bool:
     except (OSError, UnicodeDecodeError, csv.Error):
         return False
     return header[: len(columns)] == list(columns)
+
+
+class QuietFileHandler(logging.FileHandler):
+    """A log file handler that drops a record it cannot write (a full disk) instead of printing
+    logging's own "--- Logging error ---" traceback to the console, where the one line that
+    says what failed must stay readable."""
+
+    def handleError(self, record):  # noqa: N802  (logging's name)
+        pass

@@ -16,6 +16,8 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from lnm_jax.fileio import QuietFileHandler
+
 QUIET_LOGGERS = ("orbax",)  # logger-name prefixes kept off the console below ERROR
 
 
@@ -53,7 +55,7 @@ class MetricWriter:
         for handler in _console_handlers():
             handler.addFilter(self._filter)
         if log_file is not None:
-            self._file_handler = logging.FileHandler(log_file)
+            self._file_handler = QuietFileHandler(log_file)
             self._file_handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s"))
             logging.getLogger().addHandler(self._file_handler)
 

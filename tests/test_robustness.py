@@ -338,7 +338,19 @@ def test_changed_manifest_on_resume_and_after_training(triple_run, copy_run, tmp
 def test_full_disk_keeps_the_checkpoint_and_the_log_line_resumes(triple_run, copy_run, monkeypatch, capsys):
     """The save of epoch 3 fails as on a full disk: one line, no temporary folder left, epoch 2
     intact; the log line of epoch 3 was written first, and the resumed run replaces it."""
+    import logging
+    import threading
+
+    from lnm_jax.training.checkpoint import LIBRARY_LOGGERS
+
     run = copy_run(triple_run)
+    # a failed save keeps the libraries off the console for the rest of the process: restored
+    # for the next tests when this one ends
+    for name in LIBRARY_LOGGERS:
+        lg = logging.getLogger(name)
+        monkeypatch.setattr(lg, "handlers", lg.handlers[:])
+        monkeypatch.setattr(lg, "propagate", lg.propagate)
+    monkeypatch.setattr(threading, "excepthook", threading.excepthook)
 
     def full(*a, **k):
         raise OSError(errno.ENOSPC, "No space left on device")
@@ -350,6 +362,12 @@ def test_full_disk_keeps_the_checkpoint_and_the_log_line_resumes(triple_run, cop
         assert main(args) == 1
     line = fail_line(capsys, "train")
     assert "no space left on device" in line and "its temporary folder was removed" in line and "is intact" in line
+    # what orbax's and asyncio's threads report after the error line stays off the console
+    logging.getLogger("asyncio").error("Future exception was never retrieved")
+    late = threading.Thread(target=lambda: 1 / 0)
+    late.start()
+    late.join()
+    assert capsys.readouterr().err == ""
     assert not list(run.files.checkpoints.rglob("*orbax-checkpoint-tmp*"))
     assert [r["epoch"] for r in read_history(run.files.history)] == [1, 2, 3]  # the line came first
     assert main(args) == 0

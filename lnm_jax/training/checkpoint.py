@@ -25,12 +25,15 @@ import errno
 import hashlib
 import logging
 import shutil
+import threading
 from pathlib import Path
 from typing import Any
 
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
+
+from lnm_jax.fileio import QuietFileHandler
 
 KINDS = ("latest", "best", "progress")
 TMP_MARK = ".orbax-checkpoint-tmp"  # orbax's suffix for a checkpoint being written
@@ -62,20 +65,34 @@ def state_digest(state: Any) -> str | None:
 
 
 @contextlib.contextmanager
-def libraries_to_log(log: Path | None):
+def libraries_to_log(log: Path | None, *, keep_on_failure: bool = False):
     """Keeps the checkpoint libraries' messages (thousands of asyncio tracebacks on a damaged
-    file) off the console for the block: into ``log`` when given, else dropped."""
-    handler = logging.FileHandler(log) if log is not None and log.parent.is_dir() else logging.NullHandler()
+    file or a full disk) off the console for the block: into ``log`` when given, else dropped,
+    and so are the exceptions the libraries' threads raise. ``keep_on_failure`` (a failed save):
+    when the block fails, all of it stays off the console for the rest of the process (orbax's
+    and asyncio's threads keep reporting the same failure while the error line is printed). A
+    record that cannot be written (the disk is full) is dropped."""
+    handler = QuietFileHandler(log, delay=True) if log is not None and log.parent.is_dir() else logging.NullHandler()
     loggers = [logging.getLogger(name) for name in LIBRARY_LOGGERS]
     saved = [(lg.handlers[:], lg.propagate) for lg in loggers]
     for lg in loggers:
         lg.handlers, lg.propagate = [handler], False
+    hook = threading.excepthook
+    threading.excepthook = lambda args: logging.getLogger("orbax").error(
+        "exception in thread %s", args.thread, exc_info=(args.exc_type, args.exc_value, args.exc_traceback)
+    )
+    failed = False
     try:
         yield
+    except BaseException:
+        failed = True
+        raise
     finally:
-        for lg, (handlers, propagate) in zip(loggers, saved):
-            lg.handlers, lg.propagate = handlers, propagate
-        handler.close()
+        if not (failed and keep_on_failure):  # else the libraries' threads are not done with it
+            threading.excepthook = hook
+            for lg, (handlers, propagate) in zip(loggers, saved):
+                lg.handlers, lg.propagate = handlers, propagate
+            handler.close()
 
 
 def _is_disk_full(e: BaseException) -> bool:
@@ -105,7 +122,8 @@ class RunCheckpoints:
         epoch = meta.get("epoch", number)
         meta = {**meta, DIGEST_KEY: state_digest(state)}
         try:
-            with libraries_to_log(self._log):  # a full disk: hundreds of library tracebacks, not on the console
+            # a full disk: hundreds of library tracebacks, not on the console
+            with libraries_to_log(self._log, keep_on_failure=True):
                 self._managers[kind].save(
                     number, args=ocp.args.Composite(state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta))
                 )
