@@ -243,3 +243,22 @@ def test_runtime_takes_the_runs_zero_fill_decision():
     assert arrays["has_ceus"].tolist() == [True, False] and not arrays["ceus"][1].any()
     with pytest.raises(ValueError, match="not trained for missing inputs"):
         model(False).prepare(images)
+
+
+def test_a_plain_install_has_what_the_stablehlo_export_needs():
+    """`lnm-jax export` (StableHLO, the default) runs on `pip install -e .`: every package the
+    export folder requires, but the ONNX runtime (the [onnx] extra), is a dependency of the
+    package itself (flatbuffers was not: jax.export serialises with it, jax does not declare it)."""
+    import re
+    import tomllib
+    from pathlib import Path
+
+    from lnm_jax.export import requirements
+
+    project = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text())["project"]
+    name = lambda req: re.split(r"[<>=!~; \[]", req, maxsplit=1)[0].lower().replace("_", "-")  # noqa: E731
+    declared = {name(r) for r in project["dependencies"]}
+    md = {"architecture": {"inputs": list(names.INPUTS)}}
+    needed = {name(r) for r in requirements(md, ("stablehlo",))}
+    assert needed <= declared, needed - declared
+    assert name(requirements(md, ("onnx",))[-1]) in {name(r) for r in project["optional-dependencies"]["onnx"]}
