@@ -377,6 +377,8 @@ def main() -> None:
             print(f"| {name} | {dt} | {bs} | {r['train_s'] / j['train_s']:.2f} | {r['infer_s'] / j['infer_s']:.2f} |")
     default = "jax [default]"
     variants = [(k, v) for k, v in results.items() if k[0].startswith("jax [") and (default,) + k[1:] in results]
+    if chosen and "default" not in chosen:
+        print("\nno speed-ups: they are taken against a 'default' row of the same invocation (add it to --candidates)")
     if len(variants) > 1:
         print("\n| candidate | dtype | batch | train speed-up vs default | inference speed-up vs default |")
         print("|---|---|---:|---:|---:|")

@@ -61,8 +61,7 @@ def steps(out: Path, tiny: bool, torch: bool) -> list[dict]:
         vs_torch = [c for c in vs_torch if c != "--torch-compile"]
     e2e = [py, str(HERE / "train_e2e.py"), "--workdir", str(out / "work" / "train_e2e")]
     e2e += ["--tiny"] if tiny else ["--patients", "2048", "--epochs", "3"]
-    cohort = out / "work" / "train_e2e" / "cohort" / "manifest.csv"
-    export = [py, str(HERE / "benchmark_export.py"), "--untrained", "--manifest", str(cohort)]
+    export = [py, str(HERE / "benchmark_export.py"), "--untrained"]  # on its own synthetic patients
     export += ["--backbone", "resnet18", "--width", "4", "--image-size", "32", "--batch-sizes", "1,2", "--repeats", "1"]
     if not tiny:
         export = export[: export.index("--backbone")] + ["--batch-sizes", "1,256", "--repeats", "5"]
@@ -178,11 +177,14 @@ def run_step(step: dict, out: Path, deadline: float) -> dict:
     t0 = time.perf_counter()
     left = deadline - time.monotonic()
     if left < 30:
-        return {"step": step["name"], "status": f"skipped: {left:.0f} s of the budget left", "wall_s": 0.0}
+        return {"step": step["name"], "status": f"skipped: {left:.0f} s of the budget left", "wall_s": 0.0, "file": ""}
     parts, status = [f"## {step['title']}\n"], "ok"
     for cmd in step["cmds"]:
         limit = min(step["limit"], max(deadline - time.monotonic(), 1))
-        shown = " ".join(Path(c).name if c.endswith(".py") or c == sys.executable else c for c in cmd)
+        shown = " ".join(
+            "python" if c == sys.executable else str(Path(c).relative_to(HERE.parent)) if c.startswith(str(HERE)) else c
+            for c in cmd
+        )
         parts.append(f"`{shown}`\n")
         try:
             res = subprocess.run(cmd, capture_output=True, text=True, timeout=limit)
@@ -201,23 +203,30 @@ def run_step(step: dict, out: Path, deadline: float) -> dict:
         if failed and status == "ok":
             status = f"ok, {len(failed)} row(s) failed (in the table)"
     (out / f"{step['name']}.md").write_text("\n".join(parts))
-    return {"step": step["name"], "status": status, "wall_s": time.perf_counter() - t0}
+    return {"step": step["name"], "status": status, "wall_s": time.perf_counter() - t0, "file": f"{step['name']}.md"}
 
 
 def main(argv=None) -> list[dict]:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--out", type=Path, required=True, help="folder for the Markdown tables (created)")
+    p.add_argument(
+        "--out", type=Path, required=True, help="folder for the Markdown tables (created; work/ holds the e2e runs)"
+    )
     p.add_argument("--tiny", action="store_true", help="toy sizes: every step on a CPU in about a minute")
     p.add_argument("--budget", type=float, default=460.0, help="seconds for all steps (a step left no time is skipped)")
     p.add_argument("--only", default="", help="comma list of steps to run (default: all)")
     a = p.parse_args(argv)
+    known = [s["name"] for s in steps(a.out, a.tiny, False)]
+    chosen = [c.strip() for c in a.only.split(",") if c.strip()]
+    if unknown := [c for c in chosen if c not in known]:
+        p.error(f"--only: unknown step(s) {', '.join(unknown)}; the steps: {', '.join(known)}")
     a.out.mkdir(parents=True, exist_ok=True)
+    for name in known:  # a rerun into the same folder leaves no table of an earlier run beside its summary
+        (a.out / f"{name}.md").unlink(missing_ok=True)
     deadline = time.monotonic() + a.budget
     t0 = time.perf_counter()
     table, gpu, torch = environment()
     (a.out / "environment.md").write_text("## Environment\n\n" + table)
-    rows = [{"step": "environment", "status": "ok", "wall_s": time.perf_counter() - t0}]
-    chosen = set(filter(None, a.only.split(",")))
+    rows = [{"step": "environment", "status": "ok", "wall_s": time.perf_counter() - t0, "file": "environment.md"}]
     for step in steps(a.out, a.tiny, torch):
         if chosen and step["name"] not in chosen:
             continue
@@ -233,7 +242,7 @@ def main(argv=None) -> list[dict]:
         + "".join(f"{n}\n\n" for n in notes)
         + table
         + "\n| step | status | wall (s) | file |\n|---|---|---:|---|\n"
-        + "\n".join(f"| {r['step']} | {r['status']} | {r['wall_s']:.0f} | {r['step']}.md |" for r in rows)
+        + "\n".join(f"| {r['step']} | {r['status']} | {r['wall_s']:.0f} | {r['file'] or '-'} |" for r in rows)
         + f"\n\nTotal {time.perf_counter() - t0:.0f} s.\n"
     )
     (a.out / "summary.md").write_text(summary)
