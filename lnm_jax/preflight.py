@@ -35,21 +35,28 @@ def check_inputs_present(config: ConfigDict, cohort: Cohort, *, opt_in: str = "-
         refuse_missing(cohort, names.parse_modalities(config.modalities), config.modalities, opt_in)
 
 
-def check_lesion_masks(config: ConfigDict, cohort: Cohort) -> str | None:
+def check_lesion_masks(config: ConfigDict, cohort: Cohort, train_ids=None) -> str | None:
     """With the lesion head trained (``train.lesion_loss_weight`` > 0): ValueError when no
-    patient has a lesion mask for an image input the model takes (the head's loss would be
-    zero throughout); else a line counting them. None when the head is off."""
+    training patient (``train_ids``; the whole cohort when None) has a lesion mask for an image
+    input the model takes (the head's loss would be zero throughout); else a line counting
+    them. None when the head is off."""
     if not config.train.get("lesion_loss_weight", 0.0):
         return None
     images = [m for m in names.parse_modalities(config.modalities) if m in names.IMAGE_INPUTS]
-    counts = {m: sum(p.mask(m) is not None for p in cohort.patients) for m in images}
+    patients = cohort.patients if train_ids is None else [cohort.by_id()[i] for i in train_ids]
+    where = "in the cohort" if train_ids is None else "in the training split"
+    counts = {m: sum(p.mask(m) is not None for p in patients) for m in images}
     if not any(counts.values()):
+        everywhere = {m: sum(p.mask(m) is not None for p in cohort.patients) for m in images}
+        elsewhere = f" ({sum(everywhere.values())} mask(s) in the cohort, none for training)" * any(everywhere.values())
         raise ValueError(
             f"train.lesion_loss_weight={config.train.lesion_loss_weight} trains a lesion head on the manifest's "
-            f"masks, but no patient has one (columns {', '.join(names.mask(m) for m in images)}; "
+            f"masks, but no patient {where} has one{elsewhere} (columns {', '.join(names.mask(m) for m in images)}; "
             "docs/cohorts.md#cohort-manifest)"
         )
-    return "lesion head trained on masks: " + ", ".join(f"{m} {n} of {len(cohort)}" for m, n in counts.items())
+    return f"lesion head trained on masks ({where}): " + ", ".join(
+        f"{m} {n} of {len(patients)}" for m, n in counts.items()
+    )
 
 
 def availability_patterns(cohort: Cohort) -> Counter:
@@ -81,11 +88,6 @@ def report(
             check_inputs_present(config, cohort)
         except MissingInputsError as e:
             problems.append(f"inputs: {e}")
-        try:
-            if masks := check_lesion_masks(config, cohort):
-                lines.append(masks)
-        except ValueError as e:
-            problems.append(f"masks: {e}")
     if labelled:
         try:
             splits = make_splits(config, cohort)
@@ -94,6 +96,12 @@ def report(
                 f"split ({config.data.split.to_dict()}, folds {config.protocol.folds}): "
                 f"train {len(s.train)}, val {len(s.val)}, test {len(s.test)}, both classes in every subset"
             )
+            if model:
+                try:
+                    if masks := check_lesion_masks(config, cohort, s.train):
+                        lines.append(masks)
+                except ValueError as e:
+                    problems.append(f"masks: {e}")
         except SplitError as e:
             problems.append(f"split: {e}")
         if warning := prevalence_warning(cohort, config):

@@ -339,7 +339,6 @@ class Run:
             check_resumable(load_config(files.root), config)
         cohort = resolve_cohort(config, files)  # the embedded synthetic cohort is written here
         check_inputs_present(config, cohort)
-        check_lesion_masks(config, cohort)
         images = survey(cohort, Framing.from_config(config.data), screens=False)
         if images.problems:
             raise ValueError(f"{cohort.path}: " + " | ".join(images.problems))
@@ -352,6 +351,7 @@ class Run:
                         "protocol.folds is for `lnm-jax reproduce --folds K`; a run trains on one holdout split"
                     )
                 (split,), save = make_splits(config, cohort), True
+        check_lesion_masks(config, cohort, split.train)
         files.root.mkdir(parents=True, exist_ok=True)
         records = (files.splits, files.config, files.run_info, files.image_geometry)
         new = [p for p in records if not p.exists()]

@@ -146,21 +146,33 @@ def test_a_run_with_a_lesion_head_trains_and_records_its_loss(tiny_cohort, tmp_p
     assert "lesion-segmentation head at stage2" in (tmp_path / "card" / MODEL_CARD).read_text()
 
 
-def test_a_lesion_head_without_masks_is_refused_before_training(tiny_cohort, tmp_path):
+@pytest.mark.parametrize("kept", ["none", "test split only"])
+def test_a_lesion_head_without_training_masks_is_refused_before_training(tiny_cohort, tmp_path, kept):
+    """No mask at all, or masks only on patients the split puts in the test set: the loss
+    would be zero at every step, so the run is refused before anything is written."""
     import csv
 
+    from lnm_jax.data.cohorts.splits import make_splits
     from lnm_jax.run import Run
 
+    c = tiny_config(tiny_cohort, "dual", epochs=1)
+    c.model.lesion_head, c.train.lesion_loss_weight = "stage2", 1.0
+    test = set(make_splits(c, read_manifest(tiny_cohort))[0].test) if kept != "none" else set()
     rows = list(csv.DictReader(tiny_cohort.open()))
-    stripped = tmp_path / "manifest.csv"
-    with stripped.open("w", newline="") as f:
-        keep = [k for k in rows[0] if k not in names.MASK_COLUMNS]
-        writer = csv.DictWriter(f, keep, extrasaction="ignore")
+    edited = tmp_path / "manifest.csv"
+    with edited.open("w", newline="") as f:
+        writer = csv.DictWriter(f, list(rows[0]))
         writer.writeheader()
         for r in rows:
-            writer.writerow({k: (str(tiny_cohort.parent / v) if k in names.IMAGE_INPUTS else v) for k, v in r.items()})
-    c = tiny_config(stripped, "dual", epochs=1)
-    c.model.lesion_head, c.train.lesion_loss_weight = "stage2", 1.0
-    with pytest.raises(ValueError, match="no patient has one"):
+            r = {
+                k: (str(tiny_cohort.parent / v) if v and k in (*names.IMAGE_INPUTS, *names.MASK_COLUMNS) else v)
+                for k, v in r.items()
+            }
+            if r[names.PATIENT_ID] not in test:
+                r.update(dict.fromkeys(names.MASK_COLUMNS, ""))
+            writer.writerow(r)
+    c.data.manifest = str(edited)
+    with pytest.raises(ValueError, match="no patient in the training split has one") as e:
         Run.create(c, tmp_path / "run")
+    assert ("none for training" in str(e.value)) == (kept != "none")
     assert not (tmp_path / "run").exists()
