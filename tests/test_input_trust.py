@@ -416,6 +416,10 @@ def test_gradcam_layer_choice():
     assert choose_layer(at224) == ("stage4", None)
     layer, note = choose_layer({"stem": (2, 2), "stage4": (1, 1)})
     assert layer == "stem" and "7x7" in note
+    # a model with a lesion head is read, by default, where it was taught the lesion
+    assert choose_layer(at32, lesion_head="stage2") == ("stage2", None)
+    assert choose_layer(at32, lesion_head="stage3") == ("stage1", None)  # 2x2: too small, the usual choice
+    assert choose_layer(at32, "stem", lesion_head="stage2") == ("stem", None)  # asked for: as asked
 
 
 def test_gradcam_at_32px_not_blank(triple_run, tmp_path):

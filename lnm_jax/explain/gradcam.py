@@ -82,10 +82,14 @@ def layer_sizes(model: nn.Module, params, batch_stats, batch) -> dict[str, tuple
     return out
 
 
-def choose_layer(sizes: dict[str, tuple[int, int]], requested: str = AUTO_LAYER) -> tuple[str, str | None]:
-    """(layer, note). ``auto``: the deepest layer whose map is at least 7x7 (else the largest
-    map). A requested layer whose map is smaller than 4x4 falls back to the automatic choice,
-    with a note naming both; ValueError for a layer the model does not have."""
+def choose_layer(
+    sizes: dict[str, tuple[int, int]], requested: str = AUTO_LAYER, lesion_head: str = ""
+) -> tuple[str, str | None]:
+    """(layer, note). ``auto``: the layer of the model's lesion head (``lesion_head``, where it
+    was taught the lesion) when it has one whose map is at least 4x4, else the deepest layer
+    whose map is at least 7x7 (else the largest map). A requested layer whose map is smaller
+    than 4x4 falls back to the automatic choice, with a note naming both; ValueError for a layer
+    the model does not have."""
     order = [layer for layer in LAYERS if layer in sizes] + [layer for layer in sizes if layer not in LAYERS]
 
     def shown(layer):
@@ -93,6 +97,8 @@ def choose_layer(sizes: dict[str, tuple[int, int]], requested: str = AUTO_LAYER)
 
     big_enough = [layer for layer in order if min(sizes[layer]) >= AUTO_MIN_MAP]
     auto = big_enough[-1] if big_enough else max(order, key=lambda layer: min(sizes[layer]))
+    if requested == AUTO_LAYER and lesion_head in sizes and min(sizes[lesion_head]) >= MIN_MAP:
+        return lesion_head, None
     if requested == AUTO_LAYER:
         note = None if big_enough else f"no layer's map reaches {AUTO_MIN_MAP}x{AUTO_MIN_MAP}: using {shown(auto)}"
         return auto, note

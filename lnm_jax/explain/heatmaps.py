@@ -134,7 +134,7 @@ def _explain(
     batches = iter(batches)
     first = next(batches)
     sizes = layer_sizes(predictor.model, predictor.params, predictor.batch_stats, step_inputs(first))
-    layer, note = choose_layer(sizes, layer)
+    layer, note = choose_layer(sizes, layer, config.model.get("lesion_head", ""))
     notes = [note] if note else []
     cam_fn = make_cam_fn(predictor.model, layer=layer, method=method, target=target)
     (out / F.CAM_PATIENTS if figures else out).mkdir(parents=True, exist_ok=True)
