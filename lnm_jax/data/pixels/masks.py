@@ -57,7 +57,7 @@ def read_segmentation(path: Path | str) -> np.ndarray:
         raise MaskError(
             NOT_SEGMENTATION,
             f"a DICOM mask must be a segmentation (Modality SEG, SOP class {SEGMENTATION_STORAGE}), "
-            f"not Modality {modality or 'missing'}",
+            f"not {f'Modality {modality}' if modality else 'a file without a Modality'}",
         )
     if ds.get("SegmentationType", "BINARY") == "FRACTIONAL":
         pixels = pixels > float(ds.get("MaximumFractionalValue", 255)) / 2
