@@ -239,7 +239,8 @@ def train_gflop_per_patient(setting: str, image_size: int, width: int) -> float:
 
 
 def measure_one(spec: dict) -> dict:
-    """One framework at one dtype and batch size, in this process (what a child runs)."""
+    """One framework at one dtype and batch size, in this process (what a child runs). A JAX
+    measurement that imported TensorFlow fails (the accelerator path must not need it)."""
     if spec["framework"] == "jax":
         if spec.get("highest"):
             jax.config.update("jax_default_matmul_precision", "highest")
@@ -252,6 +253,8 @@ def measure_one(spec: dict) -> dict:
             **CANDIDATES[spec.get("candidate", "default")].get("model", {}),
         )
         r = bench(model, spec["batch"], spec["image_size"], spec["steps"], spec["warmup"])
+        if "tensorflow" in sys.modules:
+            raise RuntimeError("the JAX benchmark imported TensorFlow: the accelerator path must not need it")
         dev = jax.devices()[0]
         return {
             **r,

@@ -75,6 +75,7 @@ def main() -> None:
     p.add_argument("--width", type=int, default=64)
     p.add_argument("--batch-sizes", default="1,8")
     p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--stablehlo-only", action="store_true", help="measure the StableHLO program alone")
     a = p.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
@@ -84,7 +85,9 @@ def main() -> None:
         else:
             run = Run.open(a.workdir)
         onnx_ok = importlib.util.find_spec("jax2onnx") is not None and importlib.util.find_spec("onnxruntime")
-        if not onnx_ok:
+        if a.stablehlo_only:
+            onnx_ok = False
+        elif not onnx_ok:
             print("ONNX: not measured (the converter or runtime is not installed: pip install -e '.[onnx]')")
         formats = ("stablehlo", "onnx") if onnx_ok else ("stablehlo",)
         t = time.perf_counter()

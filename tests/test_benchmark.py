@@ -28,21 +28,6 @@ def _load(name: str):
     return mod
 
 
-def test_benchmark_smoke_and_no_tensorflow():
-    code = (
-        f"import sys, runpy; sys.argv = ['b', '--backbone', 'resnet18', '--width', '4', "
-        f"'--image-size', '16', '--batch-sizes', '2', '--steps', '1', '--warmup', '1', "
-        f"'--dtypes', 'float32,bfloat16', '--setting', 'bmode,us_lnm']; "
-        f"runpy.run_path({str(SCRIPT)!r}, run_name='__main__'); "
-        f"assert 'tensorflow' not in sys.modules, 'benchmark imported TensorFlow'"
-    )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
-    assert out.returncode == 0, out.stderr[-2000:]
-    rows = [line for line in out.stdout.splitlines() if line.startswith("| jax |")]
-    assert len(rows) == 2 and all(float(r.split("|")[6]) > 0 for r in rows), out.stdout  # train patients/s
-    assert "its own process" in out.stdout and all("| cpu |" in r and "jax 0." in r for r in rows)
-
-
 def test_benchmark_mfu_is_against_the_precision_used_and_a_failed_child_is_one_row():
     b = _load("benchmark")
     assert b.train_gflop_per_patient("triple", 224, 64) == 2 * b.TRAIN_GFLOP_PER_IMAGE_224  # two images
@@ -124,7 +109,7 @@ def test_gpu_check_runs_every_step_at_tiny_size(gpu_check_tiny, tmp_path):
     assert _rows(vs, "jax") and _rows(vs, "torch eager"), vs
     assert float(_rows(vs, "torch eager")[-1][3]) > 0  # JAX/PyTorch train ratio, same invocation
     step = (out / "step_jax.md").read_text()
-    assert [r[1] for r in _rows(step, "jax")] == ["bfloat16", "float32"], step
+    assert [r[1] for r in _rows(step, "jax")] == ["float32"], step  # bf16 in the other steps
     assert all(float(r[5]) > 0 for r in _rows(step, "jax"))  # train patients/s
     profile = (out / "profile.md").read_text()
     buckets = {r[0]: float(r[1]) for r in _rows(profile, "conv forward") + _rows(profile, "conv filter-grad")}
@@ -136,16 +121,16 @@ def test_gpu_check_runs_every_step_at_tiny_size(gpu_check_tiny, tmp_path):
     assert [r[0] for r in _rows(candidates, "space-to-depth stem")] == ["space-to-depth stem"], candidates
     export = (out / "export.md").read_text()
     assert len(_rows(export, "1")) == 1 and len(_rows(export, "2")) == 1, export
-    # no budget left: every step is skipped with one line, nothing raises
-    short = subprocess.run(
-        [sys.executable, str(SCRIPT.with_name("gpu_check.py")), "--out", str(tmp_path / "no_time"), "--tiny"]
-        + ["--budget", "1", "--only", "profile"],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert short.returncode == 0, short.stderr[-2000:]
-    assert _rows((tmp_path / "no_time" / "summary.md").read_text(), "profile")[0][1].startswith("skipped:")
+    # every row of every step measured (a JAX child that imported TensorFlow fails its row)
+    for f in out.glob("*.md"):
+        assert "| failed: " not in f.read_text(), f.name
+    # no budget left: a step is skipped with one line and writes no table
+    import time
+
+    gc = _load("gpu_check")
+    step = gc.steps(tmp_path, True, False)[0]
+    row = gc.run_step(step, tmp_path, deadline=time.monotonic() + 1)
+    assert row["status"].startswith("skipped:") and row["file"] == "" and not (tmp_path / f"{step['name']}.md").exists()
 
 
 # An XLA:GPU module as the profiler's trace names it (tests/fixtures/gpu_train_step.hlo): cuDNN
