@@ -321,9 +321,10 @@ def main() -> None:
     unknown = [c for c in chosen if c not in CANDIDATES]
     if unknown:
         raise SystemExit(f"--candidates: unknown {unknown}; known: {list(CANDIDATES)}")
-    frameworks = [f"jax [{c}]" for c in chosen] or ["jax"]
+    # (row label, framework, JAX candidate): every row a child measures
+    rows = [(f"jax [{c}]", "jax", c) for c in chosen] or [("jax", "jax", "default")]
     if a.torch and a.backbone == "resnet50" and a.setting == "triple" and a.width == 64:
-        frameworks += ["torch eager"] + (["torch.compile"] if a.torch_compile else [])
+        rows += [(f, f, "default") for f in ["torch eager"] + (["torch.compile"] if a.torch_compile else [])]
     elif a.torch:
         print("PyTorch: compared only for the paper's model (--setting triple --backbone resnet50 --width 64)")
     gflop = train_gflop_per_patient(a.setting, a.image_size, a.width)
@@ -339,10 +340,10 @@ def main() -> None:
     results = {}
     for dt in a.dtypes.split(","):
         for bs in (int(x) for x in a.batch_sizes.split(",")):
-            for name in frameworks:
+            for name, framework, candidate in rows:
                 spec = {
-                    "framework": "jax" if name.startswith("jax") else name,
-                    "candidate": name[5:-1] if name.startswith("jax [") else "default",
+                    "framework": framework,
+                    "candidate": candidate,
                     "dtype": dt,
                     "batch": bs,
                     "setting": a.setting,
@@ -358,8 +359,8 @@ def main() -> None:
                 if "error" in r:
                     print(f"| {name} | {dt} | - | {bs} | failed: {r['error']} |", flush=True)
                     continue
-                results[(name, dt, bs)] = r
-                precision = precision_used(dt, r["platform"], a.jax_precision_highest and name.startswith("jax"))
+                results[(name, dt, bs)] = {**r, "candidate": candidate}
+                precision = precision_used(dt, r["platform"], a.jax_precision_highest and framework == "jax")
                 mfu = "-"
                 if precision:
                     mfu = f"{100 * gflop * bs / r['train_s'] / (PEAK_TFLOPS_BY_PRECISION[precision] * 1e3):.1f}%"
@@ -385,10 +386,10 @@ def main() -> None:
     if len(variants) > 1:
         print("\n| candidate | dtype | batch | train speed-up vs default | inference speed-up vs default |")
         print("|---|---|---:|---:|---:|")
-        for (name, dt, bs), r in variants:
+        for (_, dt, bs), r in variants:
             d = results[(default, dt, bs)]
             speedups = f"{d['train_s'] / r['train_s']:.2f} | {d['infer_s'] / r['infer_s']:.2f}"
-            print(f"| {name[5:-1]} | {dt} | {bs} | {speedups} |")
+            print(f"| {r['candidate']} | {dt} | {bs} | {speedups} |")
 
 
 if __name__ == "__main__":
