@@ -115,6 +115,42 @@ def _largest_array_file(run, kind="best"):
     return max(files, key=lambda p: p.stat().st_size)
 
 
+def test_checkpoint_round_trip_is_bitwise_and_placed_as_the_state_it_restores_into(tmp_path):
+    """Saved from host arrays, restored as device arrays with the target state's shardings,
+    every leaf bitwise (dtypes included); a state saved before (as device arrays) reads the same."""
+    import jax
+    import jax.numpy as jnp
+    import orbax.checkpoint as ocp
+    from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+    from lnm_jax.training.checkpoint import RunCheckpoints
+
+    mesh = Mesh(np.array(jax.devices()[:1]), ("data",))
+    replicated = NamedSharding(mesh, PartitionSpec())
+    rng = np.random.default_rng(0)
+    state = {
+        "w": jax.device_put(rng.normal(size=(3, 5)).astype(np.float32), replicated),
+        "step": jnp.asarray(7, jnp.int32),
+        "mu": [jnp.asarray(rng.normal(size=(4,)), jnp.bfloat16), jnp.zeros((2, 2, 3), jnp.float32)],
+    }
+    ckpts = RunCheckpoints(tmp_path / "ckpt")
+    ckpts.save("latest", 1, state, {"epoch": 1})
+    # a checkpoint of the earlier layout (device arrays handed to orbax as they are)
+    opts = ocp.CheckpointManagerOptions(max_to_keep=1, create=True, enable_async_checkpointing=False)
+    ocp.CheckpointManager(tmp_path / "ckpt" / "best", options=opts).save(
+        1, args=ocp.args.Composite(state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave({"epoch": 1}))
+    )
+    ckpts.close()
+    ckpts = RunCheckpoints(tmp_path / "ckpt", create=False)
+    for kind in ("latest", "best"):
+        restored, meta = ckpts.restore(kind, state)
+        assert meta["epoch"] == 1
+        for a, b in zip(jax.tree.leaves(state), jax.tree.leaves(restored)):
+            assert isinstance(b, jax.Array) and b.sharding == a.sharding and b.dtype == a.dtype
+            np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    ckpts.close()
+
+
 def test_damaged_checkpoint_is_one_clear_error(triple_run, copy_run):
     from lnm_jax.training.checkpoint import CheckpointCorruptError
 

@@ -51,6 +51,30 @@ DIGEST_KEY = "state_sha256"
 LIBRARY_LOGGERS = ("absl", "asyncio", "orbax", "jax._src.distributed")
 
 
+def _on_host(state: Any) -> Any:
+    """``state`` with its arrays as NumPy arrays when every one is fully addressable (one
+    process; what orbax then writes without per-array sharding metadata and replica
+    bookkeeping: 0.30 vs 0.75 s for the 454 arrays of a test-sized triple state, the same
+    files' worth of numbers); a multi-host sharded state as it is."""
+    leaves = jax.tree_util.tree_leaves(state)
+    if any(isinstance(x, jax.Array) and not x.is_fully_addressable for x in leaves):
+        return state
+    return jax.device_get(state)
+
+
+def _on_devices(restored: Any, abstract: Any) -> Any:
+    """Restored NumPy leaves placed as ``abstract`` places them (its shardings; the default
+    device where it has none), so a checkpoint saved from host arrays restores as device arrays."""
+
+    def place(x, a):
+        if not isinstance(x, np.ndarray):
+            return x
+        sharding = getattr(a, "sharding", None)
+        return jax.device_put(x, sharding) if sharding is not None else jax.device_put(x)
+
+    return jax.tree.map(place, restored, abstract)
+
+
 def state_digest(state: Any) -> str | None:
     """SHA-256 over every array leaf of ``state`` (path, dtype, shape, bytes, in tree order);
     None when a leaf is not fully addressable from this process (a multi-host sharded state)."""
@@ -125,7 +149,8 @@ class RunCheckpoints:
             # a full disk: hundreds of library tracebacks, not on the console
             with libraries_to_log(self._log, keep_on_failure=True):
                 self._managers[kind].save(
-                    number, args=ocp.args.Composite(state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta))
+                    number,
+                    args=ocp.args.Composite(state=ocp.args.StandardSave(_on_host(state)), meta=ocp.args.JsonSave(meta)),
                 )
         except Exception as e:
             folder = self.directory(kind)
@@ -150,12 +175,14 @@ class RunCheckpoints:
         if step is None:
             raise FileNotFoundError(f"no '{kind}' checkpoint in {mngr.directory}")
         abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, abstract_state)
+        # one process: read into host arrays (no per-array sharding work), then placed as abstract
+        template = abstract if jax.process_count() > 1 else jax.tree.map(lambda a: np.empty(a.shape, a.dtype), abstract)
         where = Path(mngr.directory) / str(step)
         try:
             with libraries_to_log(self._log):
                 out = mngr.restore(
                     step,
-                    args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore()),
+                    args=ocp.args.Composite(state=ocp.args.StandardRestore(template), meta=ocp.args.JsonRestore()),
                 )
         except Exception as e:  # noqa: BLE001  (any failed read is a damaged checkpoint)
             first = (str(e).strip().splitlines() or [type(e).__name__])[0][:300]
@@ -174,7 +201,7 @@ class RunCheckpoints:
                     f"({stored[:12]}... vs {actual[:12]}...): a damaged or replaced file; restore it from a copy "
                     "or retrain"
                 )
-        return out["state"], meta
+        return _on_devices(out["state"], abstract), meta
 
     def wait(self) -> None:
         for m in self._managers.values():
