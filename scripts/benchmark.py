@@ -41,7 +41,9 @@ from lnm_jax.training import sharding
 from lnm_jax.training import state as state_lib
 from lnm_jax.training.steps import make_eval_step, make_train_step
 
-TRAIN_GFLOP_PER_IMAGE_224 = 24.7  # ResNet-50: ~4.1 GMAC forward -> x2 FLOP x3 (fwd + bwd)
+# training GFLOP of one 224-px image at width 64: forward MACs (torchvision's model table:
+# ResNet-50 4.1 G, ResNet-18 1.82 G) x2 FLOP per MAC x3 (forward + two backward products)
+TRAIN_GFLOP_PER_IMAGE_224 = {"resnet50": 24.7, "resnet18": 10.9}
 
 # Candidates for the GPU step (``--candidates``; one row each, each in its own process): XLA:GPU
 # flag sets (names as XLA reads them from XLA_FLAGS; an unknown flag fails its row only) and
@@ -132,9 +134,14 @@ def bench(model, batch_size: int, size: int, steps: int, warmup: int) -> dict:
     return out
 
 
-def torch_model(batch_size: int, size: int, dtype: str, compile_: bool):
-    """The same two-branch ResNet-50 + flag model in PyTorch (torchvision backbones), with
-    one Adam train step and one inference pass on a fixed random batch as closures."""
+# the backbones torchvision builds as ours are built at width 64 (--backbone): pooled feature width
+TORCH_BACKBONES = {"resnet18": 512, "resnet50": 2048}
+
+
+def torch_model(batch_size: int, size: int, dtype: str, compile_: bool, backbone: str = "resnet50"):
+    """The same two-branch ResNet + flag model in PyTorch (torchvision backbones, one of
+    :data:`TORCH_BACKBONES`), with one Adam train step and one inference pass on a fixed random
+    batch as closures."""
     import torch
     import torchvision
 
@@ -144,11 +151,11 @@ def torch_model(batch_size: int, size: int, dtype: str, compile_: bool):
     class Fusion(torch.nn.Module):
         def __init__(self):
             super().__init__()
-            self.bmode = torchvision.models.resnet50()
-            self.ceus = torchvision.models.resnet50()
+            self.bmode = getattr(torchvision.models, backbone)()
+            self.ceus = getattr(torchvision.models, backbone)()
             self.bmode.fc = torch.nn.Identity()
             self.ceus.fc = torch.nn.Identity()
-            self.head = torch.nn.Linear(4097, 1)
+            self.head = torch.nn.Linear(2 * TORCH_BACKBONES[backbone] + 1, 1)
 
         def forward(self, b, c, f):
             return self.head(torch.cat([self.bmode(b), self.ceus(c), f[:, None]], 1))[:, 0]
@@ -181,11 +188,13 @@ def torch_model(batch_size: int, size: int, dtype: str, compile_: bool):
     return model, train, infer
 
 
-def bench_torch(batch_size: int, size: int, steps: int, warmup: int, dtype: str, compile_: bool) -> dict:
+def bench_torch(
+    batch_size: int, size: int, steps: int, warmup: int, dtype: str, compile_: bool, backbone: str = "resnet50"
+) -> dict:
     """Train-step and inference seconds of ``torch_model`` (eager or ``torch.compile``)."""
     import torch
 
-    model, train, infer = torch_model(batch_size, size, dtype, compile_)
+    model, train, infer = torch_model(batch_size, size, dtype, compile_, backbone)
 
     def sync():
         if torch.cuda.is_available():
@@ -229,13 +238,16 @@ def precision_used(dtype: str, platform_: str, highest: bool = False) -> str | N
     return "fp32" if highest else "tf32 tensor"
 
 
-def train_gflop_per_patient(setting: str, image_size: int, width: int) -> float:
-    """Training FLOPs of one patient: 3x the forward FLOPs (forward + two backward products) of
-    each image branch, ResNet-50 at 224 px and width 64 = 24.7 GFLOP per image (4.1 GMAC), scaled
-    by pixels and by width squared; the flag and the head are negligible. The one place the
+def train_gflop_per_patient(setting: str, image_size: int, width: int, backbone: str = "resnet50") -> float | None:
+    """Training GFLOP of one patient: 3x the forward FLOPs (forward + two backward products) of
+    each image branch, :data:`TRAIN_GFLOP_PER_IMAGE_224` (ResNet-50 at 224 px and width 64: 24.7
+    GFLOP per image, 4.1 GMAC) scaled by pixels and by width squared; the flag and the head are
+    negligible. None for a backbone without a stated count (no MFU then). The one place the
     count is derived."""
+    if backbone not in TRAIN_GFLOP_PER_IMAGE_224:
+        return None
     images = sum(m in ("bmode", "ceus") for m in parse_modalities(setting))
-    return images * TRAIN_GFLOP_PER_IMAGE_224 * (image_size / 224) ** 2 * (width / 64) ** 2
+    return images * TRAIN_GFLOP_PER_IMAGE_224[backbone] * (image_size / 224) ** 2 * (width / 64) ** 2
 
 
 def measure_one(spec: dict) -> dict:
@@ -265,7 +277,9 @@ def measure_one(spec: dict) -> dict:
     import torch  # noqa: PLC0415
 
     compile_ = spec["framework"] == "torch.compile"
-    r = bench_torch(spec["batch"], spec["image_size"], spec["steps"], spec["warmup"], spec["dtype"], compile_)
+    r = bench_torch(
+        spec["batch"], spec["image_size"], spec["steps"], spec["warmup"], spec["dtype"], compile_, spec["backbone"]
+    )
     cuda = torch.cuda.is_available()
     device = torch.cuda.get_device_name(0) if cuda else platform.processor() or platform.machine()
     return {**r, "platform": "gpu" if cuda else "cpu", "device": device, "versions": f"torch {torch.__version__}"}
@@ -303,7 +317,7 @@ def main() -> None:
     p.add_argument("--lowering", default="auto", help="auto | cpu | xla (lnm_jax/models/lowering.py)")
     p.add_argument("--steps", type=int, default=5)
     p.add_argument("--warmup", type=int, default=2)
-    p.add_argument("--torch", action="store_true", help="also benchmark the PyTorch model (ResNet-50 triple)")
+    p.add_argument("--torch", action="store_true", help="also the PyTorch model (triple, ResNet-18/50 at width 64)")
     p.add_argument("--torch-compile", action="store_true", help="also torch.compile")
     p.add_argument("--jax-precision-highest", action="store_true", help="fp32 matmuls in true fp32 (not TF32)")
     p.add_argument("--timeout", type=int, default=900, help="seconds per measurement (each in its own process)")
@@ -323,13 +337,17 @@ def main() -> None:
         raise SystemExit(f"--candidates: unknown {unknown}; known: {list(CANDIDATES)}")
     # (row label, framework, JAX candidate): every row a child measures
     rows = [(f"jax [{c}]", "jax", c) for c in chosen] or [("jax", "jax", "default")]
-    if a.torch and a.backbone == "resnet50" and a.setting == "triple" and a.width == 64:
+    if a.torch and a.backbone in TORCH_BACKBONES and a.setting == "triple" and a.width == 64:
         rows += [(f, f, "default") for f in ["torch eager"] + (["torch.compile"] if a.torch_compile else [])]
     elif a.torch:
-        print("PyTorch: compared only for the paper's model (--setting triple --backbone resnet50 --width 64)")
-    gflop = train_gflop_per_patient(a.setting, a.image_size, a.width)
+        print(
+            f"PyTorch: compared only for torchvision's models (--setting triple --backbone "
+            f"{'|'.join(TORCH_BACKBONES)} --width 64)"
+        )
+    gflop = train_gflop_per_patient(a.setting, a.image_size, a.width, a.backbone)
+    flops = f"{gflop:.1f} GFLOP" if gflop else "no stated FLOP count"
     print(
-        f"{a.setting} {a.backbone} w{a.width} {a.image_size}px; lowering {a.lowering}; {gflop:.1f} GFLOP per patient "
+        f"{a.setting} {a.backbone} w{a.width} {a.image_size}px; lowering {a.lowering}; {flops} per patient "
         f"per train step; host {platform.processor() or platform.machine()}; each row measured in its own process"
     )
     print(
@@ -362,7 +380,7 @@ def main() -> None:
                 results[(name, dt, bs)] = {**r, "candidate": candidate}
                 precision = precision_used(dt, r["platform"], a.jax_precision_highest and framework == "jax")
                 mfu = "-"
-                if precision:
+                if precision and gflop:
                     mfu = f"{100 * gflop * bs / r['train_s'] / (PEAK_TFLOPS_BY_PRECISION[precision] * 1e3):.1f}%"
                 folded = _rate(bs / r["infer_folded_s"]) if r.get("infer_folded_s") else "-"
                 print(

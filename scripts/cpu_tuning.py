@@ -45,6 +45,19 @@ VARIANTS = {
     "single-threaded Eigen": ("--xla_cpu_multi_thread_eigen=false", []),
     "512-bit vectors": ("--xla_cpu_prefer_vector_width=512", []),
     "concurrency-optimized scheduler": ("--xla_cpu_enable_concurrency_optimized_scheduler=true", []),
+    # library fusions of newer XLA:CPU (flag names and fusion types read from jaxlib 0.10.2's help)
+    "oneDNN fusions: dot+eltwise": ("--xla_cpu_experimental_onednn_fusion_type=dot,eltwise", []),
+    "XNNPACK fusions: dot+eltwise+reduce": ("--xla_cpu_experimental_xnn_fusion_type=dot,eltwise,reduce", []),
+    "XNNPACK graph fusion (greedy)": (
+        "--xla_cpu_experimental_xnn_graph_fusion_mode=XNN_GRAPH_FUSION_MODE_GREEDY "
+        "--xla_cpu_experimental_xnn_fusion_type=dot,eltwise,reduce",
+        [],
+    ),
+    "YNNPACK fusions: dot+eltwise+reduce": ("--xla_cpu_experimental_ynn_fusion_type=dot,eltwise,reduce", []),
+    "oneDNN custom calls (legacy rewriter)": (
+        "--xla_cpu_use_onednn=true --xla_cpu_experimental_onednn_custom_call=true",
+        [],
+    ),
     "bfloat16 compute": ("", ["--dtypes", "bfloat16"]),
 }
 
@@ -75,10 +88,13 @@ def main() -> None:
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--steps", type=int, default=3)
     p.add_argument("--variants", default=",".join(VARIANTS), help="comma list of variant names")
-    p.add_argument("--backbone", default="resnet50", help="PyTorch runs only for resnet50 at width 64")
+    p.add_argument("--backbone", default="resnet50", help="PyTorch runs for resnet18/resnet50 at width 64")
     p.add_argument("--width", type=int, default=64)
     p.add_argument("--setting", default="triple", help="the inputs, as the benchmark's --setting")
     a = p.parse_args()
+    chosen = [n for n in a.variants.split(",") if n]
+    if unknown := [n for n in chosen if n not in VARIANTS]:
+        p.error(f"--variants: unknown {unknown}; known: {list(VARIANTS)}")
     common = [
         "--setting",
         a.setting,
@@ -102,7 +118,7 @@ def main() -> None:
     print("| variant | train patients/s | inference patients/s | inference, BN folded | train vs baseline |")
     print("|---|---:|---:|---:|---:|")
     base = None
-    for name in (n for n in a.variants.split(",") if n):
+    for name in chosen:
         flags, extra = VARIANTS[name]
         for row in run(name, flags, extra, common, torch=name == next(iter(VARIANTS))):
             label = name if row[0] == "jax" else "PyTorch eager (same CPU)"

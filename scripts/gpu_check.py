@@ -41,10 +41,10 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 PAPER = ["--setting", "triple", "--backbone", "resnet50", "--width", "64", "--image-size", "224"]
-# toy sizes for a CPU: the same steps and code paths (PyTorch compares only the paper's model,
-# at 32 px there)
+# toy sizes for a CPU: the same steps and code paths (PyTorch compares torchvision's models at
+# width 64: ResNet-18, at 32 px, there)
 TINY_MODEL = ["--setting", "bmode,us_lnm", "--backbone", "resnet18", "--width", "4", "--image-size", "32"]
-TINY_TORCH = ["--setting", "triple", "--backbone", "resnet50", "--width", "64", "--image-size", "32"]
+TINY_TORCH = ["--setting", "triple", "--backbone", "resnet18", "--width", "64", "--image-size", "32"]
 
 
 def steps(out: Path, tiny: bool, torch: bool) -> list[dict]:

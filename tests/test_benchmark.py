@@ -30,8 +30,11 @@ def _load(name: str):
 
 def test_benchmark_mfu_is_against_the_precision_used_and_a_failed_child_is_one_row():
     b = _load("benchmark")
-    assert b.train_gflop_per_patient("triple", 224, 64) == 2 * b.TRAIN_GFLOP_PER_IMAGE_224  # two images
-    assert b.train_gflop_per_patient("bmode,us_lnm", 112, 32) == b.TRAIN_GFLOP_PER_IMAGE_224 / 16
+    per_image = b.TRAIN_GFLOP_PER_IMAGE_224["resnet50"]
+    assert b.train_gflop_per_patient("triple", 224, 64) == 2 * per_image  # two images
+    assert b.train_gflop_per_patient("bmode,us_lnm", 112, 32) == per_image / 16
+    assert b.train_gflop_per_patient("triple", 224, 64, "resnet18") < per_image  # ResNet-18: 1.82 of 4.1 GMAC
+    assert b.train_gflop_per_patient("triple", 224, 64, "vgg11") is None  # no stated count: no MFU
     assert b.precision_used("bfloat16", "gpu") == "bf16 tensor"
     assert b.precision_used("float32", "gpu") == "tf32 tensor"  # JAX's and cuDNN's default for fp32 inputs
     assert b.precision_used("float32", "gpu", highest=True) == "fp32"
@@ -196,9 +199,13 @@ def test_gpu_profile_attribution_on_a_recorded_trace_shape():
 
 
 def test_every_xla_flag_candidate_is_one_xla_reads():
-    """The GPU check's XLA flag sets parse (XLA aborts on an unknown flag; the CPU build reads
-    the XLA:GPU flags too) and leave a computation's result alone."""
+    """The GPU check's XLA flag sets and the CPU tuning table's parse (XLA aborts on an unknown
+    flag; the CPU build reads the XLA:GPU flags too) and leave a computation's result alone;
+    every CPU variant can be named in ``--variants`` (a comma list)."""
+    variants = _load("cpu_tuning").VARIANTS
+    assert not [name for name in variants if "," in name]
     flags = " ".join(c["xla_flags"] for c in _load("benchmark").CANDIDATES.values() if "xla_flags" in c)
+    flags += " " + " ".join(f for f, _ in variants.values() if f)
     code = "import jax.numpy as jnp; print(float(jnp.arange(5.0) @ jnp.arange(5.0)))"
     env = {**os.environ, "XLA_FLAGS": flags}
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env)
