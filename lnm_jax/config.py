@@ -214,6 +214,9 @@ def base_config(setting: str = "triple") -> ConfigDict:
             # Pretrain (`lnm-jax pretrain`, config.pretrain) once per split, leaving out that
             # split's test patients, and start every image run of model.backbone from it.
             pretrain=False,
+            # more manifests whose images (all of them: no label is read) join each split's
+            # pretraining, e.g. another cohort's unlabeled ultrasound (`--manifest M2` of pretrain)
+            pretrain_manifests=(),
         )
     )
     return c
@@ -433,6 +436,11 @@ def config_problems(config) -> list[str]:
     if _number(s.test_fraction) and _number(s.val_fraction) and s.test_fraction + s.val_fraction >= 1:
         problems.append(
             f"data.split: test_fraction + val_fraction = {s.test_fraction + s.val_fraction:g}, leaving no training set"
+        )
+    pc = config.get("protocol")
+    if pc is not None and pc.get("pretrain_manifests") and not pc.get("pretrain", False):
+        problems.append(
+            f"protocol.pretrain_manifests: {tuple(pc.pretrain_manifests)!r} is read only with protocol.pretrain=True"
         )
     for name, stats in config.data.norm.items():
         for key in ("mean", "std"):

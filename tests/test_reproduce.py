@@ -116,6 +116,36 @@ def test_reproduce_with_folds_pools_out_of_fold_predictions(tiny_cohort, tmp_pat
     assert "+-" in (work / "report.md").read_text()
 
 
+def test_more_pretraining_manifests_join_every_split_and_are_read_before_any_run(tiny_cohort, tmp_path, monkeypatch):
+    """protocol.pretrain_manifests: each split's pretraining gets the cohort (its test fold left
+    out by pretrain) and then every extra manifest; an unreadable one stops the protocol before
+    anything trains; without protocol.pretrain it is a config error."""
+    from lnm_jax.config import config_problems, small_cohort_config
+    from lnm_jax.pretraining import pretrain as P
+    from lnm_jax.protocol import reproduce as R
+
+    seen = []
+
+    def fake_pretrain(config, manifests, folder, *, fold=None, resume=False):
+        seen.append(([str(m) for m in manifests], fold))
+        return {}
+
+    monkeypatch.setattr(P, "pretrain", fake_pretrain)
+    monkeypatch.setattr(P, "probe_lines", lambda report: "")
+    c = small_cohort_config()
+    c.protocol.pretrain_manifests = (str(tmp_path / "ddti.csv"),)
+    R._pretrained_backbone(c, tiny_cohort, tmp_path / "fold1", 1)
+    assert seen == [([str(tiny_cohort), str(tmp_path / "ddti.csv")], 1)]
+
+    c.protocol.pretrain = False
+    assert any(p.startswith("protocol.pretrain_manifests:") for p in config_problems(c))
+    work = tmp_path / "cv"
+    args = ["reproduce", "--workdir", str(work), "--manifest", str(tiny_cohort), "--folds", "2", *TINY]
+    args += ["--config.protocol.pretrain=True", f"--config.protocol.pretrain_manifests=('{tmp_path / 'nope.csv'}',)"]
+    assert main(args) != 0
+    assert not (work / "runs").exists() and not (work / "pretrain").exists()
+
+
 def test_plan_trains_a_run_both_tables_need_once():
     from lnm_jax.config import base_config
 

@@ -29,6 +29,7 @@ import numpy as np
 from ml_collections import ConfigDict
 
 from lnm_jax import names
+from lnm_jax.data.cohorts.manifest import read_manifest
 from lnm_jax.data.cohorts.splits import Split, check_stored, load_splits, make_splits, save_splits
 from lnm_jax.evaluation import metrics as M
 from lnm_jax.evaluation.plots import plot_convergence, plot_roc
@@ -97,13 +98,15 @@ def _run_config(config: ConfigDict, run: dict, manifest: Path, tfds_dir: Path, p
 
 def _pretrained_backbone(config: ConfigDict, manifest: Path, folder: Path, fold: int | None) -> Path:
     """The split's pretrained backbone folder: pretrained here on ``manifest`` with that split's
-    test patients left out, unless a finished pretraining is in ``folder``."""
+    test patients left out, and on every image of ``protocol.pretrain_manifests``, unless a
+    finished pretraining is in ``folder``."""
     from lnm_jax.pretraining.pretrain import BACKBONES, REPORT, pretrain, probe_lines  # noqa: PLC0415
 
     if not (folder / REPORT).is_file():
         resume = folder.exists()  # an interrupted pretraining continues
+        manifests = [manifest, *(Path(m) for m in config.protocol.get("pretrain_manifests", ()))]
         print(f"[reproduce] pretraining{f' fold {fold}' if fold is not None else ''} in {folder}", flush=True)
-        print(probe_lines(pretrain(config, [manifest], folder, fold=fold, resume=resume)), flush=True)
+        print(probe_lines(pretrain(config, manifests, folder, fold=fold, resume=resume)), flush=True)
     return folder / BACKBONES
 
 
@@ -199,6 +202,8 @@ def reproduce(config: ConfigDict, workdir: Path | str) -> dict:
     if files.splits.is_file():  # a rerun reuses the finished runs: only if they used this split
         check_stored(load_splits(files.splits)[1], split_doc, files.splits)
     splits = make_splits(config, cohort)
+    for extra in config.protocol.get("pretrain_manifests", ()) if config.protocol.get("pretrain", False) else ():
+        read_manifest(extra, require_labels=False)  # a pretraining manifest that cannot be read: before any run
     runs = plan_runs(config)
     for run in runs.values():  # every planned model and its inputs, before the first one trains
         rc = _run_config(config, run, manifest, files.tfds, workdir / PROTOCOL_PRETRAIN)
