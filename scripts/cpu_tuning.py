@@ -120,7 +120,7 @@ def main() -> None:
     base = None
     for name in chosen:
         flags, extra = VARIANTS[name]
-        for row in run(name, flags, extra, common, torch=name == next(iter(VARIANTS))):
+        for row in run(name, flags, extra, common, torch=name == chosen[0]):  # PyTorch beside the first
             label = name if row[0] == "jax" else "PyTorch eager (same CPU)"
             train = float(row[COLUMNS.index("train patients/s")])
             infer, folded = row[COLUMNS.index("inference patients/s")], row[COLUMNS.index("inference, BN folded")]
