@@ -60,9 +60,10 @@ RESUMABLE_FIELDS = (
 )  # a lowering choice: same parameters, same mathematics
 
 
-def check_resumable(stored: ConfigDict, config: ConfigDict) -> None:
-    """Raises :class:`ConfigMismatchError` naming every field that differs, except those a
-    resumed run may change."""
+def config_changes(stored: ConfigDict, config: ConfigDict, ignore: tuple[str, ...] = ()) -> list[str]:
+    """Every field whose value differs between ``stored`` and ``config`` as ``field: old -> new``,
+    except fields starting with one of ``ignore`` and fields added since ``stored`` was written
+    that ``config`` holds at their default."""
 
     def flat(d, prefix=""):
         for k, v in d.items():
@@ -78,14 +79,17 @@ def check_resumable(stored: ConfigDict, config: ConfigDict) -> None:
         k
         for k in old.keys() | new.keys()
         if old.get(k) != new.get(k)
-        and not k.startswith(RESUMABLE_FIELDS)
+        and not (ignore and k.startswith(ignore))
         and not (k not in old and new.get(k) == default.get(k))  # a field added since, at its default
     )
-    if changed:
-        raise ConfigMismatchError(
-            "cannot resume with a different experiment; changed: "
-            + ", ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in changed)
-        )
+    return [f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in changed]
+
+
+def check_resumable(stored: ConfigDict, config: ConfigDict) -> None:
+    """Raises :class:`ConfigMismatchError` naming every field that differs, except those a
+    resumed run may change."""
+    if changed := config_changes(stored, config, RESUMABLE_FIELDS):
+        raise ConfigMismatchError("cannot resume with a different experiment; changed: " + ", ".join(changed))
 
 
 def synth_params(config: ConfigDict) -> SynthParams:

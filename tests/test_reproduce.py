@@ -86,7 +86,7 @@ def test_reproduce_writes_all_tables_figures_and_the_report(tiny_cohort, tmp_pat
     assert again["table3"]["rows"] == res["table3"]["rows"]
 
 
-def test_reproduce_with_folds_pools_out_of_fold_predictions(tiny_cohort, tmp_path):
+def test_reproduce_with_folds_pools_out_of_fold_predictions(tiny_cohort, tmp_path, capsys):
     """The fold logic does not depend on the model: the flag-only setting keeps it cheap."""
     work = tmp_path / "cv"
     rc = main(
@@ -114,6 +114,16 @@ def test_reproduce_with_folds_pools_out_of_fold_predictions(tiny_cohort, tmp_pat
     assert row["folds"]["auc"]["mean"] == pytest.approx(np.mean(aucs))
     assert row["folds"]["auc"]["sd"] == pytest.approx(np.std(aucs, ddof=1))
     assert "+-" in (work / "report.md").read_text()
+    # a rerun with other settings does not reuse runs made with the old ones: one line, nothing rewritten
+    before = (work / "results.json").read_text()
+    capsys.readouterr()
+    args = ["reproduce", "--workdir", str(work), "--manifest", str(tiny_cohort), "--folds", "2", *TINY]
+    args += ["--config.protocol.table2_modalities=()", "--config.protocol.settings=('us_lnm',)"]
+    assert main([*args, "--config.protocol.gradcam=False", "--config.train.epochs=2"]) != 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "holds a finished run made with other settings" in err[0]
+    assert "train.epochs: 1 -> 2" in err[0]
+    assert (work / "results.json").read_text() == before
 
 
 def test_more_pretraining_manifests_join_every_split_and_are_read_before_any_run(tiny_cohort, tmp_path, monkeypatch):
@@ -136,6 +146,22 @@ def test_more_pretraining_manifests_join_every_split_and_are_read_before_any_run
     c.protocol.pretrain_manifests = (str(tmp_path / "ddti.csv"),)
     R._pretrained_backbone(c, tiny_cohort, tmp_path / "fold1", 1)
     assert seen == [([str(tiny_cohort), str(tmp_path / "ddti.csv")], 1)]
+    # a finished pretraining is reused only if made from the same manifests and settings
+    done = tmp_path / "done"
+    done.mkdir()
+    (done / P.REPORT).write_text("{}")
+    (done / P.CONFIG).write_text(c.to_json())
+    record = {"manifests": [str(tiny_cohort.resolve())], "fold": 1, "include_test": False}
+    (done / P.INPUTS_RECORD).write_text(json.dumps(record))
+    with pytest.raises(ValueError, match="finished pretraining made with other settings.*manifests"):
+        R._pretrained_backbone(c, tiny_cohort, done, 1)  # DDTI added since
+    c.protocol.pretrain_manifests = ()
+    R._pretrained_backbone(c, tiny_cohort, done, 1)  # the same: reused, nothing pretrained
+    c.pretrain.epochs += 1
+    with pytest.raises(ValueError, match="pretrain.epochs"):
+        R._pretrained_backbone(c, tiny_cohort, done, 1)
+    assert len(seen) == 1
+    c.protocol.pretrain_manifests = (str(tmp_path / "ddti.csv"),)
 
     c.protocol.pretrain = False
     assert any(p.startswith("protocol.pretrain_manifests:") for p in config_problems(c))

@@ -41,7 +41,15 @@ from lnm_jax.metric_writer import read_history
 from lnm_jax.models.fusion import check_config
 from lnm_jax.preflight import check_inputs_present
 from lnm_jax.protocol.cohort_table import cohort_table, cohort_table_markdown
-from lnm_jax.run import Run, resolve_cohort, split_document, write_run_record
+from lnm_jax.run import (
+    ConfigMismatchError,
+    Run,
+    config_changes,
+    load_config,
+    resolve_cohort,
+    split_document,
+    write_run_record,
+)
 from lnm_jax.run_files import (
     CAM_GRID_CORRECT,
     CAM_GRID_INCORRECT,
@@ -96,15 +104,33 @@ def _run_config(config: ConfigDict, run: dict, manifest: Path, tfds_dir: Path, p
     return c
 
 
+def _check_reusable(folder: Path, config: ConfigDict, what: str, changes=(), ignore=("protocol.",)) -> None:
+    """A finished run or pretraining of an earlier invocation is reused only if this one would
+    make it with the same settings (the protocol's own fields aside): else one
+    :class:`ConfigMismatchError` naming what changed, so a report never describes settings its
+    numbers were not made with."""
+    changes = [*changes, *config_changes(load_config(folder), config, ignore)]
+    if changes:
+        raise ConfigMismatchError(
+            f"{folder} holds a finished {what} made with other settings ({'; '.join(changes)}); "
+            "use a new --workdir, or remove that folder to make it again"
+        )
+
+
 def _pretrained_backbone(config: ConfigDict, manifest: Path, folder: Path, fold: int | None) -> Path:
     """The split's pretrained backbone folder: pretrained here on ``manifest`` with that split's
     test patients left out, and on every image of ``protocol.pretrain_manifests``, unless a
     finished pretraining is in ``folder``."""
-    from lnm_jax.pretraining.pretrain import BACKBONES, REPORT, pretrain, probe_lines  # noqa: PLC0415
+    from lnm_jax.pretraining.pretrain import BACKBONES, INPUTS_RECORD, REPORT, pretrain, probe_lines  # noqa: PLC0415
 
-    if not (folder / REPORT).is_file():
+    manifests = [manifest, *(Path(m) for m in config.protocol.get("pretrain_manifests", ()))]
+    if (folder / REPORT).is_file():  # finished: reused only if made from these images and settings
+        stored = json.loads((folder / INPUTS_RECORD).read_text()) if (folder / INPUTS_RECORD).is_file() else {}
+        used = [str(Path(m).resolve()) for m in manifests]
+        changes = [f"manifests: {stored.get('manifests')!r} -> {used!r}"] if stored.get("manifests") != used else []
+        _check_reusable(folder, config, "pretraining", changes, ignore=("protocol.", "train.", "eval."))
+    else:
         resume = folder.exists()  # an interrupted pretraining continues
-        manifests = [manifest, *(Path(m) for m in config.protocol.get("pretrain_manifests", ()))]
         print(f"[reproduce] pretraining{f' fold {fold}' if fold is not None else ''} in {folder}", flush=True)
         print(probe_lines(pretrain(config, manifests, folder, fold=fold, resume=resume)), flush=True)
     return folder / BACKBONES
@@ -117,6 +143,7 @@ def _train_and_predict(config: ConfigDict, split: Split, folder: Path, split_doc
 
     done = RunFiles(folder).predictions
     if done.is_file():
+        _check_reusable(folder, config, "run")
         return json.loads(done.read_text()), None
     if folder.exists():  # an interrupted run: start it again from scratch
         shutil.rmtree(folder)
