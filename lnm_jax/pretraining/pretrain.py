@@ -197,15 +197,23 @@ def features(encoder, variables, images: np.ndarray, modality: np.ndarray, norm:
     return np.concatenate(out) if out else np.zeros((0, 0), np.float32)
 
 
-def _check_inputs(workdir: Path, record: dict, resume: bool) -> None:
+def inputs_record(manifests: Sequence[Path | str], fold: int | None, include_test: bool) -> dict:
+    """What a pretraining is made from, as its ``INPUTS_RECORD`` holds it."""
+    return {"manifests": [str(Path(m).resolve()) for m in manifests], "fold": fold, "include_test": include_test}
+
+
+def inputs_changes(workdir: Path, record: dict) -> list[str]:
+    """``field: stored -> new`` for every input of ``record`` that differs from those recorded
+    in ``workdir`` (all of them when nothing is recorded)."""
     path = workdir / INPUTS_RECORD
-    if resume and path.is_file():
-        stored = json.loads(path.read_text())
-        if stored != record:
-            changed = ", ".join(
-                f"{k}: {stored.get(k)!r} -> {record.get(k)!r}" for k in record if stored.get(k) != record[k]
-            )
-            raise ValueError(f"cannot resume {workdir} with other inputs; changed: {changed}")
+    stored = json.loads(path.read_text()) if path.is_file() else {}
+    return [f"{k}: {stored.get(k)!r} -> {record[k]!r}" for k in record if stored.get(k) != record[k]]
+
+
+def _check_inputs(workdir: Path, record: dict, resume: bool) -> None:
+    if resume and (workdir / INPUTS_RECORD).is_file():
+        if changed := inputs_changes(workdir, record):
+            raise ValueError(f"cannot resume {workdir} with other inputs; changed: {', '.join(changed)}")
     elif (workdir / "checkpoints").exists() or (workdir / BACKBONES).exists():
         raise FileExistsError(f"{workdir} already holds a pretraining run; pass --resume or use a new --workdir")
 
@@ -235,11 +243,7 @@ def pretrain(
         raise ValueError(f"pretrain.positives must be 'image' or 'patient', got {pc.positives!r}")
     if not manifests:
         raise ValueError("pretraining needs at least one --manifest")
-    record = {
-        "manifests": [str(Path(m).resolve()) for m in manifests],
-        "fold": fold,
-        "include_test": include_test,
-    }
+    record = inputs_record(manifests, fold, include_test)
     _check_inputs(workdir, record, resume)
     if resume and (workdir / CONFIG).is_file():
         check_resumable(load_config(workdir), config)

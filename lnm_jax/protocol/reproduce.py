@@ -121,19 +121,17 @@ def _pretrained_backbone(config: ConfigDict, manifest: Path, folder: Path, fold:
     """The split's pretrained backbone folder: pretrained here on ``manifest`` with that split's
     test patients left out, and on every image of ``protocol.pretrain_manifests``, unless a
     finished pretraining is in ``folder``."""
-    from lnm_jax.pretraining.pretrain import BACKBONES, INPUTS_RECORD, REPORT, pretrain, probe_lines  # noqa: PLC0415
+    from lnm_jax.pretraining import pretrain as P  # noqa: PLC0415
 
     manifests = [manifest, *(Path(m) for m in config.protocol.get("pretrain_manifests", ()))]
-    if (folder / REPORT).is_file():  # finished: reused only if made from these images and settings
-        stored = json.loads((folder / INPUTS_RECORD).read_text()) if (folder / INPUTS_RECORD).is_file() else {}
-        used = [str(Path(m).resolve()) for m in manifests]
-        changes = [f"manifests: {stored.get('manifests')!r} -> {used!r}"] if stored.get("manifests") != used else []
+    if (folder / P.REPORT).is_file():  # finished: reused only if made from these images and settings
+        changes = P.inputs_changes(folder, P.inputs_record(manifests, fold, include_test=False))
         _check_reusable(folder, config, "pretraining", changes, ignore=("protocol.", "train.", "eval."))
     else:
         resume = folder.exists()  # an interrupted pretraining continues
         print(f"[reproduce] pretraining{f' fold {fold}' if fold is not None else ''} in {folder}", flush=True)
-        print(probe_lines(pretrain(config, manifests, folder, fold=fold, resume=resume)), flush=True)
-    return folder / BACKBONES
+        print(P.probe_lines(P.pretrain(config, manifests, folder, fold=fold, resume=resume)), flush=True)
+    return folder / P.BACKBONES
 
 
 def _train_and_predict(config: ConfigDict, split: Split, folder: Path, split_doc: dict) -> tuple[dict, Run | None]:

@@ -67,10 +67,7 @@ def _on_devices(restored: Any, abstract: Any) -> Any:
     device where it has none), so a checkpoint saved from host arrays restores as device arrays."""
 
     def place(x, a):
-        if not isinstance(x, np.ndarray):
-            return x
-        sharding = getattr(a, "sharding", None)
-        return jax.device_put(x, sharding) if sharding is not None else jax.device_put(x)
+        return jax.device_put(x, getattr(a, "sharding", None)) if isinstance(x, np.ndarray) else x
 
     return jax.tree.map(place, restored, abstract)
 
