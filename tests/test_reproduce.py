@@ -77,6 +77,8 @@ def test_reproduce_writes_all_tables_figures_and_the_report(tiny_cohort, tmp_pat
     report = (work / "report.md").read_text()
     for heading in ("Table 1", "Table 2", "Table 3", "DeLong", "Bayes-optimal", "Grad-CAM against the lesion masks"):
         assert heading in report
+    assert res["image_init"] == {"from": "random", "freeze_backbone_epochs": 0}
+    assert "Image branches: trained from random (He) initialisation, no pretraining." in report
     # a rerun resumes: nothing is trained again, the numbers are the same
     mtime = (work / "runs" / "triple_resnet18" / "predictions.json").stat().st_mtime
     rerun = [*TINY, *grid, "--config.protocol.gradcam=False"]  # the figures were checked above
@@ -114,6 +116,7 @@ def test_reproduce_with_folds_pools_out_of_fold_predictions(tiny_cohort, tmp_pat
     assert row["folds"]["auc"]["mean"] == pytest.approx(np.mean(aucs))
     assert row["folds"]["auc"]["sd"] == pytest.approx(np.std(aucs, ddof=1))
     assert "+-" in (work / "report.md").read_text()
+    assert "Not run: `protocol.table2_modalities` is empty." in (work / "report.md").read_text()
     # a rerun with other settings does not reuse runs made with the old ones: one line, nothing rewritten
     before = (work / "results.json").read_text()
     capsys.readouterr()
@@ -126,7 +129,9 @@ def test_reproduce_with_folds_pools_out_of_fold_predictions(tiny_cohort, tmp_pat
     assert (work / "results.json").read_text() == before
 
 
-def test_more_pretraining_manifests_join_every_split_and_are_read_before_any_run(tiny_cohort, tmp_path, monkeypatch):
+def test_more_pretraining_manifests_join_every_split_and_are_read_before_any_run(
+    tiny_cohort, tmp_path, monkeypatch, capsys
+):
     """protocol.pretrain_manifests: each split's pretraining gets the cohort (its test fold left
     out by pretrain) and then every extra manifest; an unreadable one stops the protocol before
     anything trains; without protocol.pretrain it is a config error."""
@@ -168,8 +173,34 @@ def test_more_pretraining_manifests_join_every_split_and_are_read_before_any_run
     work = tmp_path / "cv"
     args = ["reproduce", "--workdir", str(work), "--manifest", str(tiny_cohort), "--folds", "2", *TINY]
     args += ["--config.protocol.pretrain=True", f"--config.protocol.pretrain_manifests=('{tmp_path / 'nope.csv'}',)"]
+    capsys.readouterr()
     assert main(args) != 0
-    assert not (work / "runs").exists() and not (work / "pretrain").exists()
+    assert f"protocol.pretrain_manifests[0] {tmp_path / 'nope.csv'}: [unreadable_manifest]" in capsys.readouterr().err
+    assert not work.exists()  # checked before the cohort is read (or synthesised) and before any run
+
+
+def test_report_says_where_the_image_branches_started():
+    """report.md names the pretraining (folder, epochs, size, images per fold, manifests) or
+    model.init_from, so a table is never read as from-scratch numbers when it is not."""
+    from lnm_jax.config import small_cohort_config
+    from lnm_jax.protocol.reproduce import image_init, image_init_line
+
+    c = small_cohort_config()
+    reports = [{"manifests": ["/c/m.csv", "/d/ddti.csv"], "images": n, "image_size": 128} for n in (1310, 1312)]
+    init = image_init(c, reports)
+    assert init["images"] == [1310, 1312] and init["epochs"] == c.pretrain.epochs
+    line = image_init_line(init, folds=True)
+    assert line == (
+        f"Image branches: started from a SimCLR backbone pretrained for this fold (`pretrain/fold<k>/`, "
+        f"{c.pretrain.epochs} epochs at 128 px, 1310-1312 images per fold, the test patients left out) on "
+        f"`/c/m.csv`, `/d/ddti.csv`, frozen for the first {c.train.freeze_backbone_epochs} epochs."
+    )
+    c.protocol.pretrain, c.model.init_from = False, "/w/backbone"
+    assert image_init_line(image_init(c, []), folds=True) == (
+        f"Image branches: started from `/w/backbone` (model.init_from), frozen for the first "
+        f"{c.train.freeze_backbone_epochs} epochs."
+    )
+    assert image_init_line(None, folds=False) == ""  # a results.json written before image_init
 
 
 def test_plan_trains_a_run_both_tables_need_once():

@@ -29,7 +29,8 @@ import numpy as np
 from ml_collections import ConfigDict
 
 from lnm_jax import names
-from lnm_jax.data.cohorts.manifest import read_manifest
+from lnm_jax.config import ConfigError
+from lnm_jax.data.cohorts.manifest import ManifestError, read_manifest
 from lnm_jax.data.cohorts.splits import Split, check_stored, load_splits, make_splits, save_splits
 from lnm_jax.evaluation import metrics as M
 from lnm_jax.evaluation.plots import plot_convergence, plot_roc
@@ -117,21 +118,79 @@ def _check_reusable(folder: Path, config: ConfigDict, what: str, changes=(), ign
         )
 
 
-def _pretrained_backbone(config: ConfigDict, manifest: Path, folder: Path, fold: int | None) -> Path:
-    """The split's pretrained backbone folder: pretrained here on ``manifest`` with that split's
-    test patients left out, and on every image of ``protocol.pretrain_manifests``, unless a
-    finished pretraining is in ``folder``."""
+def _pretrained_backbone(config: ConfigDict, manifest: Path, folder: Path, fold: int | None) -> tuple[Path, dict]:
+    """The split's pretrained backbone folder and its pretraining's report: pretrained here on
+    ``manifest`` with that split's test patients left out, and on every image of
+    ``protocol.pretrain_manifests``, unless a finished pretraining is in ``folder``."""
     from lnm_jax.pretraining import pretrain as P  # noqa: PLC0415
 
     manifests = [manifest, *(Path(m) for m in config.protocol.get("pretrain_manifests", ()))]
     if (folder / P.REPORT).is_file():  # finished: reused only if made from these images and settings
         changes = P.inputs_changes(folder, P.inputs_record(manifests, fold, include_test=False))
         _check_reusable(folder, config, "pretraining", changes, ignore=("protocol.", "train.", "eval."))
+        report = json.loads((folder / P.REPORT).read_text())
     else:
         resume = folder.exists()  # an interrupted pretraining continues
         print(f"[reproduce] pretraining{f' fold {fold}' if fold is not None else ''} in {folder}", flush=True)
-        print(P.probe_lines(P.pretrain(config, manifests, folder, fold=fold, resume=resume)), flush=True)
-    return folder / P.BACKBONES
+        report = P.pretrain(config, manifests, folder, fold=fold, resume=resume)
+        print(P.probe_lines(report), flush=True)
+    return folder / P.BACKBONES, report
+
+
+def _check_pretrain_manifests(config: ConfigDict) -> None:
+    """:class:`ConfigError` naming ``protocol.pretrain_manifests[i]`` and each problem of a
+    pretraining manifest that cannot be read: before the cohort is read or synthesised and
+    before anything is written."""
+    if not config.protocol.get("pretrain", False):
+        return
+    problems = []
+    for i, extra in enumerate(config.protocol.get("pretrain_manifests", ())):
+        try:
+            read_manifest(extra, require_labels=False)
+        except ManifestError as e:
+            problems += [f"protocol.pretrain_manifests[{i}] {e.path}: {p}" for p in e.problems]
+    if problems:
+        raise ConfigError(problems)
+
+
+def image_init(config: ConfigDict, pretrain_reports: list[dict]) -> dict:
+    """Where the image runs' branches started (``results.json``'s ``image_init``): a SimCLR
+    pretraining per split (``pretrain_reports``: each split's ``pretrain_report.json``, in split
+    order), ``model.init_from``, or random (He) weights; and the epochs they stayed frozen."""
+    freeze = int(config.train.get("freeze_backbone_epochs", 0))
+    if pretrain_reports:
+        return {
+            "from": "pretrained per split",
+            "folder": PROTOCOL_PRETRAIN,
+            "manifests": pretrain_reports[0]["manifests"],
+            "images": [r["images"] for r in pretrain_reports],
+            "epochs": int(config.pretrain.epochs),
+            "image_size": pretrain_reports[0]["image_size"],
+            "freeze_backbone_epochs": freeze,
+        }
+    if config.model.init_from:
+        return {"from": "model.init_from", "path": str(config.model.init_from), "freeze_backbone_epochs": freeze}
+    return {"from": "random", "freeze_backbone_epochs": 0}
+
+
+def image_init_line(init: dict | None, folds: bool) -> str:
+    """``report.md``'s sentence on :func:`image_init`; '' for a results.json without it."""
+    if not init:
+        return ""
+    frozen = f", frozen for the first {init['freeze_backbone_epochs']} epochs" if init["freeze_backbone_epochs"] else ""
+    if init["from"] == "pretrained per split":
+        images = init["images"]
+        count = f"{min(images)}-{max(images)}" if min(images) != max(images) else f"{images[0]}"
+        return (
+            f"Image branches: started from a SimCLR backbone pretrained for this {'fold' if folds else 'split'} "
+            f"(`{init['folder']}/{'fold<k>/' if folds else ''}`, {init['epochs']} epochs at {init['image_size']} px, "
+            f"{count} images{' per fold' if folds else ''}, the test patients left out) on "
+            + ", ".join(f"`{m}`" for m in init["manifests"])
+            + f"{frozen}."
+        )
+    if init["from"] == "model.init_from":
+        return f"Image branches: started from `{init['path']}` (model.init_from){frozen}."
+    return "Image branches: trained from random (He) initialisation, no pretraining."
 
 
 def _train_and_predict(config: ConfigDict, split: Split, folder: Path, split_doc: dict) -> tuple[dict, Run | None]:
@@ -219,6 +278,7 @@ def reproduce(config: ConfigDict, workdir: Path | str) -> dict:
     """Runs the whole protocol; returns ``results.json``'s content."""
     workdir = Path(workdir)
     t_start = time.perf_counter()
+    _check_pretrain_manifests(config)
     files = RunFiles(workdir)
     cohort = resolve_cohort(config, files)  # validates, or synthesises
     manifest = cohort.path
@@ -227,8 +287,6 @@ def reproduce(config: ConfigDict, workdir: Path | str) -> dict:
     if files.splits.is_file():  # a rerun reuses the finished runs: only if they used this split
         check_stored(load_splits(files.splits)[1], split_doc, files.splits)
     splits = make_splits(config, cohort)
-    for extra in config.protocol.get("pretrain_manifests", ()) if config.protocol.get("pretrain", False) else ():
-        read_manifest(extra, require_labels=False)  # a pretraining manifest that cannot be read: before any run
     runs = plan_runs(config)
     for run in runs.values():  # every planned model and its inputs, before the first one trains
         rc = _run_config(config, run, manifest, files.tfds, workdir / PROTOCOL_PRETRAIN)
@@ -243,11 +301,12 @@ def reproduce(config: ConfigDict, workdir: Path | str) -> dict:
 
     preds: dict[str, list[dict]] = {}
     live: dict[str, Run] = {}
-    pretrained = {}
+    pretrained, pretrain_reports = {}, []
     if config.protocol.get("pretrain", False):
         for k in range(len(splits)):
             folder = workdir / PROTOCOL_PRETRAIN / (f"fold{k}" if folds else "")
-            pretrained[k] = _pretrained_backbone(config, manifest, folder, k if folds else None)
+            pretrained[k], report = _pretrained_backbone(config, manifest, folder, k if folds else None)
+            pretrain_reports.append(report)
     for name, run in runs.items():
         preds[name] = []
         for k, split in enumerate(splits):
@@ -271,6 +330,7 @@ def reproduce(config: ConfigDict, workdir: Path | str) -> dict:
         "patients": len(cohort),
         "threshold": config.protocol.threshold,
         "table1": {"groups": {g: len(v) for g, v in groups.items()}, "rows": table1},
+        "image_init": image_init(config, pretrain_reports),
         "table2": {"subset": t2_subset, "rows": {}},
         "table3": {"subset": "test", "rows": {}},
         "runs": {
@@ -494,6 +554,7 @@ def report_markdown(results: dict, groups: dict) -> str:
         f"this invocation {results['wall_s'] / 60:.1f} min (finished runs are reused). Every number "
         f"is also in `results.json`.",
         "",
+        *([line, ""] if (line := image_init_line(results.get("image_init"), folds)) else []),
         "## Table 1: cohort characteristics",
         "",
         cohort_table_markdown(results["table1"]["rows"], groups),
@@ -503,10 +564,15 @@ def report_markdown(results: dict, groups: dict) -> str:
         f"## Table 2: backbones per image modality ({t2['subset']} set"
         f"{', pooled out-of-fold' if folds else ', the 8:2 split of the training set'})",
         "",
-        "| modality | backbone | AUC | 95% CI (DeLong) | 95% CI (bootstrap) | sensitivity | specificity | accuracy |"
-        + (" AUC mean +- SD over folds |" if folds else ""),
-        "|---|---|---:|---:|---:|---:|---:|---:|" + ("---:|" if folds else ""),
     ]
+    if not t2["rows"]:
+        lines += ["Not run: `protocol.table2_modalities` is empty.", ""]
+    else:
+        lines += [
+            "| modality | backbone | AUC | 95% CI (DeLong) | 95% CI (bootstrap) | sensitivity | specificity |"
+            " accuracy |" + (" AUC mean +- SD over folds |" if folds else ""),
+            "|---|---|---:|---:|---:|---:|---:|---:|" + ("---:|" if folds else ""),
+        ]
     for row in t2["rows"].values():
         line = (
             f"| {_label(row, task)} | {row['backbone']} | {row['auc']:.3f} | "
