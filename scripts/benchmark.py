@@ -59,6 +59,8 @@ CANDIDATES = {
     "command buffers off": {"xla_flags": "--xla_gpu_enable_command_buffer="},
     "BatchNorm statistics in bf16": {"model": {"bn_float32_reductions": False}},
     "space-to-depth stem": {"model": {"stem": "space_to_depth"}},
+    # the two image branches as one vmapped computation over stacked weights (models/fusion.py)
+    "branches stacked (vmap)": {"model": {"branches": "stacked"}},
 }
 
 

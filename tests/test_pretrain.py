@@ -147,3 +147,38 @@ def test_pretraining_lowers_its_loss_and_its_probe_beats_random_init(tmp_path):
     assert len(gains) == 4
     assert first - last >= LOSS_DROP
     assert np.mean(list(gains.values())) >= PROBE_MARGIN, report["probe"]
+
+
+def test_the_probe_leaves_out_an_input_without_labelled_images():
+    """A cohort of B-mode alone (DDTI) has no CEUS image to probe, and a patient without a label
+    none to learn from: the report leaves them out instead of failing after the last epoch."""
+    from types import SimpleNamespace
+
+    from lnm_jax.pretraining.pretrain import probe_report
+
+    patients = [SimpleNamespace(patient_id=f"p{i}", lnm=None if i == 0 else i % 2) for i in range(4)]
+    refs = tuple(SimpleNamespace(source=0, modality="bmode", patient_id=p.patient_id) for p in patients)
+    data = SimpleNamespace(refs=refs, images=np.zeros((4, 8, 8, 3), np.float32), modality=np.zeros(4, np.int32))
+    split = SimpleNamespace(train=[p.patient_id for p in patients], val=[])
+    cohort = SimpleNamespace(patients=patients)
+    assert probe_report(small_cohort_config(), None, data, cohort, split, {}, {}) == {}
+
+
+def test_a_backbone_without_images_is_refused_before_anything_is_written(tiny_cohort, tmp_path):
+    """Per-input backbones on a cohort of B-mode alone (DDTI): the CEUS backbone has no image.
+    Refused naming it before any backbone trains or any file is written (it was found only after
+    the B-mode backbone's pretraining)."""
+    import csv
+
+    rows = list(csv.DictReader(tiny_cohort.open()))
+    bmode_only = tmp_path / "bmode_only.csv"
+    with bmode_only.open("w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=["patient_id", "bmode", "ceus", "us_lnm", "lnm"])
+        w.writeheader()
+        for r in rows:  # image paths made absolute: the manifest moved
+            w.writerow({**{k: r[k] for k in ("patient_id", "us_lnm", "lnm")}, "bmode": tiny_cohort.parent / r["bmode"]})
+    c = tiny_pretrain_config(bmode_only, shared_backbone=False)
+    work = tmp_path / "w"
+    with pytest.raises(ValueError, match="0 images for the 'ceus' backbone.*shared_backbone=True"):
+        P.pretrain(c, [bmode_only], work, progress=False)
+    assert not work.exists()

@@ -4,6 +4,7 @@ Inception-v3, all torchvision-layout, all returning the same dict of intermediat
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import flax.linen as nn
@@ -58,6 +59,26 @@ def backbone(
     if arch == "inception_v3":
         return InceptionV3(width=width, dtype=dtype, lowering=lowering, name=name)
     return VGG(batch_norm=arch == "vgg11_bn", width=width, dtype=dtype, name=name)
+
+
+def stacked_backbone(arch: str, n: int, *, name: str | None = None, **kwargs) -> nn.Module:
+    """``n`` copies of :func:`backbone` (same ``arch`` and ``kwargs``) with their own weights,
+    stacked on a leading axis (every leaf of params, batch_stats and perturbations: [n, ...]),
+    run as one ``vmap``-ed computation: called with images [n, B, H, W, 3], ``train`` and an
+    optional mask [n, B], it returns the backbone's dict with every entry [n, B, ...]. Branch i
+    computes what a separate backbone with branch i's weights computes (``tests/test_models.py``)."""
+    proto = backbone(arch, **kwargs)
+    fields = {f.name: getattr(proto, f.name) for f in dataclasses.fields(proto) if f.init}
+    fields.pop("parent", None), fields.pop("name", None)
+    stacked = nn.vmap(
+        type(proto),
+        variable_axes={"params": 0, "batch_stats": 0, "perturbations": 0},
+        split_rngs={"params": True},
+        in_axes=(0, None, 0),
+        out_axes=0,
+        axis_size=n,
+    )
+    return stacked(**fields, name=name)
 
 
 def min_image_size(arch: str) -> int:

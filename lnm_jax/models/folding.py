@@ -4,7 +4,8 @@ In inference BatchNorm is a per-channel affine map, y = (x - mean) / sqrt(var + 
 + bias; after a convolution it folds into the kernel and a bias:
 kernel' = kernel * g, bias' = (conv_bias - mean) * g + bias with g = scale / sqrt(var + eps).
 The folded network (``fold_bn=True``) computes the same function without the separate
-normalisation passes. ResNets only (conv/BN pairs by torchvision name).
+normalisation passes. ResNets only (conv/BN pairs by torchvision name); branches stacked on a
+leading axis fold as they are.
 """
 
 from __future__ import annotations
@@ -26,7 +27,9 @@ def fold_batchnorm(params: Mapping[str, Any], batch_stats: Mapping[str, Any], ep
     for conv, bn in PAIRS:
         if conv in params and bn in params and "kernel" in params[conv]:
             g = params[bn]["scale"] / jnp.sqrt(batch_stats[bn]["var"] + epsilon)
-            kernel = params[conv]["kernel"] * g
+            # g [..., out] against the kernel [..., kh, kw, in, out]; '...': the branch axis of
+            # stacked branches (fusion.py's branches='stacked'), else nothing
+            kernel = params[conv]["kernel"] * g.reshape(g.shape[:-1] + (1, 1, 1) + g.shape[-1:])
             bias = params[conv].get("bias", jnp.zeros_like(g))
             out[conv] = {"kernel": kernel, "bias": (bias - batch_stats[bn]["mean"]) * g + params[bn]["bias"]}
             folded_bns.add(bn)

@@ -37,6 +37,11 @@ with an auxiliary segmentation (e.g. Zhou et al., Med Image Anal 2021, 3D breast
 Mehta et al.'s Y-Net, MICCAI 2018): the branch's features must separate lesion from background,
 the supervision Grad-CAM at that layer is judged against. The head does not enter the logit.
 
+``branches='stacked'`` runs the image branches (two ResNets of one shape, their own weights) as
+one ``vmap``-ed computation over weights stacked on a leading axis (:func:`stack_branches` maps
+the per-branch layout to it): the same function, one program instead of two; a candidate for
+the accelerator step (``scripts/benchmark.py --candidates``). Still images only.
+
 ``frozen_backbones=True`` (a call argument: the first epochs of fine-tuning a pretrained
 backbone) runs the image branches in inference mode behind ``stop_gradient``: their weights and
 BatchNorm statistics stay as loaded and no gradient is computed through them.
@@ -64,12 +69,26 @@ DROPOUT_RNG = "modality_dropout"  # the rng stream modality dropout draws from
 FUSIONS = ("concat", "late")
 FLAG_ENCODINGS = ("raw", "centred")
 BACKBONE_SUFFIX = "_backbone"  # an image branch's parameters: f"{input}{BACKBONE_SUFFIX}"
+BRANCHES = ("separate", "stacked")
+# branches='stacked': every image branch's parameters in one entry, stacked in modalities order
+STACKED_BACKBONES = "image_backbones"
 
 
 def is_backbone(top_level_name: str) -> bool:
     """Whether a top-level parameter collection entry is an image branch's backbone (the rest:
     heads, absent embeddings, temporal pooling)."""
-    return top_level_name.endswith(BACKBONE_SUFFIX)
+    return top_level_name.endswith(BACKBONE_SUFFIX) or top_level_name == STACKED_BACKBONES
+
+
+def stack_branches(tree: dict, modalities: Sequence[str]) -> dict:
+    """A params / batch_stats / perturbations tree of ``branches='separate'`` in the layout of
+    ``branches='stacked'``: the image inputs' ``<input>_backbone`` entries (in ``modalities``
+    order) stacked leaf by leaf into one ``image_backbones`` entry; the rest unchanged."""
+    images = [m for m in modalities if m in names.IMAGE_INPUTS]
+    keys = [f"{m}{BACKBONE_SUFFIX}" for m in images]
+    out = {k: v for k, v in tree.items() if k not in keys}
+    out[STACKED_BACKBONES] = jax.tree.map(lambda *leaves: jnp.stack(leaves), *(tree[k] for k in keys))
+    return out
 
 
 def available(batch: dict, modalities: Sequence[str]) -> dict[str, jax.Array]:
@@ -118,10 +137,38 @@ class FusionClassifier(nn.Module):
     lesion_head: str = ""  # a layer of the image branches ('stage3' ...): lesion logits there; '' none
     stem: str = "conv7"  # ResNets: 'space_to_depth' computes the same stem differently (models/resnet.py)
     bn_float32_reductions: bool = True  # ResNets: False = BatchNorm statistics in the activation dtype
+    branches: str = "separate"  # 'stacked': the image branches as one vmapped computation (the same function)
 
     @property
     def has_input_heads(self) -> bool:
         return self.input_heads or self.fusion == "late"
+
+    def _image_branches(self, inputs: dict[str, tuple], train: bool) -> dict[str, dict]:
+        """Each image input's backbone output dict, from ``inputs`` {input: (images [N, H, W, 3],
+        BatchNorm mask [N] or None)}: a backbone per input, or (``branches='stacked'``) one
+        vmapped backbone over the inputs stacked in ``modalities`` order."""
+        kw = dict(
+            width=self.width,
+            dtype=self.dtype,
+            variant=self.variant,
+            fold_bn=self.fold_bn,
+            lowering=self.lowering,
+            stem=self.stem,
+            bn_float32_reductions=self.bn_float32_reductions,
+        )
+        if self.branches == "separate":
+            return {
+                m: backbone(self.backbone, name=f"{m}{BACKBONE_SUFFIX}", **kw)(x, train=train, mask=mask)
+                for m, (x, mask) in inputs.items()
+            }
+        shapes = {m: tuple(x.shape) for m, (x, _) in inputs.items()}
+        if len(inputs) < 2 or len(set(shapes.values())) > 1:
+            raise ValueError(f"branches='stacked' needs two or more image inputs of one shape, got {shapes}")
+        x = jnp.stack([x for x, _ in inputs.values()])
+        masks = [mask for _, mask in inputs.values()]
+        mask = None if masks[0] is None else jnp.stack(masks)
+        out = backbones.stacked_backbone(self.backbone, len(inputs), name=STACKED_BACKBONES, **kw)(x, train, mask)
+        return {m: jax.tree.map(lambda a, i=i: a[i], out) for i, m in enumerate(inputs)}
 
     def _check_fields(self):
         if self.fusion not in FUSIONS:
@@ -137,6 +184,8 @@ class FusionClassifier(nn.Module):
             raise ValueError(f"modality_dropout must be in [0, 1), got {self.modality_dropout}")
         if self.lesion_head and self.lesion_head not in names.CAM_LAYERS:
             raise ValueError(f"lesion_head must be '' or one of {names.CAM_LAYERS}, got {self.lesion_head!r}")
+        if self.branches not in BRANCHES:
+            raise ValueError(f"branches must be one of {BRANCHES}, got {self.branches!r}")
         if self.temporal_pool not in ("mean", "attention"):
             raise ValueError(f"temporal_pool must be 'mean' or 'attention', got {self.temporal_pool!r}")
 
@@ -150,26 +199,21 @@ class FusionClassifier(nn.Module):
         if self.missing_inputs and train and self.modality_dropout > 0:
             use = drop_modalities(present, self.modality_dropout, self.make_rng(DROPOUT_RNG))
         out["available"] = use
+        images = [m for m in self.modalities if m in names.IMAGE_INPUTS]
+        inputs, frame_count = {}, {}
+        for m in images:
+            # BatchNorm statistics over the rows that hold this image (all rows if none do).
+            mask = present[m] | ~jnp.any(present[m]) if self.missing_inputs else None
+            x = batch[m]
+            frame_count[m] = x.shape[1] if x.ndim == 5 else 0  # a clip: [B, T, H, W, 3]
+            if frame_count[m]:
+                x = x.reshape((-1,) + x.shape[2:])
+                mask = None if mask is None else jnp.repeat(mask, frame_count[m])
+            inputs[m] = (x, mask)
+        branches = self._image_branches(inputs, train=train and not frozen_backbones)
         for m in self.modalities:
             if m in names.IMAGE_INPUTS:
-                # BatchNorm statistics over the rows that hold this image (all rows if none do).
-                mask = present[m] | ~jnp.any(present[m]) if self.missing_inputs else None
-                x = batch[m]
-                frames = x.shape[1] if x.ndim == 5 else 0  # a clip: [B, T, H, W, 3]
-                if frames:
-                    x = x.reshape((-1,) + x.shape[2:])
-                    mask = None if mask is None else jnp.repeat(mask, frames)
-                branch = backbone(
-                    self.backbone,
-                    width=self.width,
-                    dtype=self.dtype,
-                    variant=self.variant,
-                    fold_bn=self.fold_bn,
-                    lowering=self.lowering,
-                    stem=self.stem,
-                    bn_float32_reductions=self.bn_float32_reductions,
-                    name=f"{m}{BACKBONE_SUFFIX}",
-                )(x, train=train and not frozen_backbones, mask=mask)
+                branch, frames = branches[m], frame_count[m]
                 out[m] = branch
                 if self.lesion_head:
                     fmap = branch[self.lesion_head]

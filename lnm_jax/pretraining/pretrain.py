@@ -262,14 +262,26 @@ def pretrain(
     data = unlabeled.collect(
         [first, *extra], image_size=config.data.image_size, exclude=exclude, framing=framing, progress=progress
     )
+    parts = {}
+    for group, inputs in groups(config).items():  # every backbone's images, before anything is written
+        rows = np.flatnonzero(np.isin(data.modality, [names.IMAGE_INPUTS.index(m) for m in inputs]))
+        parts[group] = unlabeled.UnlabeledImages(
+            data.images[rows], data.modality[rows], data.patient[rows], tuple(data.refs[i] for i in rows), ()
+        )
+        if len(parts[group]) < pc.batch_size:
+            raise ValueError(
+                f"{len(parts[group])} images for the '{group}' backbone, fewer than one batch of "
+                f"pretrain.batch_size={pc.batch_size}"
+                + ("" if pc.shared_backbone else " (pretrain.shared_backbone=True pretrains one on every image)")
+            )
+    mesh = sharding.data_mesh() if jax.device_count() > 1 else None
+    if mesh is not None:
+        sharding.check_batch_size(pc.batch_size, mesh)
     workdir.mkdir(parents=True, exist_ok=True)
     write_text(workdir / CONFIG, config.to_json(indent=2))
     write_text(workdir / INPUTS_RECORD, json.dumps(record, indent=2))
 
     encoder = build_encoder(config)
-    mesh = sharding.data_mesh() if jax.device_count() > 1 else None
-    if mesh is not None:
-        sharding.check_batch_size(pc.batch_size, mesh)
     report = {
         "method": pc.method,
         "positives": pc.positives,
@@ -284,15 +296,7 @@ def pretrain(
     history = workdir / HISTORY
     variables = {}
     for group, inputs in groups(config).items():
-        rows = np.flatnonzero(np.isin(data.modality, [names.IMAGE_INPUTS.index(m) for m in inputs]))
-        part = unlabeled.UnlabeledImages(
-            data.images[rows], data.modality[rows], data.patient[rows], tuple(data.refs[i] for i in rows), ()
-        )
-        if len(part) < pc.batch_size:
-            raise ValueError(
-                f"{len(part)} images for the '{group}' backbone, fewer than one batch of pretrain.batch_size="
-                f"{pc.batch_size}"
-            )
+        part = parts[group]
         state, t = _train_group(config, encoder, part, group, workdir, history, mesh, resume, progress)
         variables[group] = state
         meta = {
@@ -385,9 +389,11 @@ def _train_group(config, encoder, data, group, workdir, history, mesh, resume, p
 
 def probe_report(config, encoder, data, cohort, split, trained: dict, initial: dict) -> dict:
     """Linear and k-NN probes per image input (the downstream training and validation
-    patients' images, cross-validated): pretrained vs randomly initialised backbone."""
-    labels = {p.patient_id: p.lnm for p in cohort.patients}
-    labelled = set(split.train) | set(split.val)
+    patients' images, cross-validated): pretrained vs randomly initialised backbone. An input
+    with fewer than ``PROBE_FOLDS`` labelled images of either class (none at all: a cohort of
+    B-mode alone, such as DDTI) is left out of the report."""
+    labels = {p.patient_id: p.lnm for p in cohort.patients if p.lnm is not None}
+    labelled = (set(split.train) | set(split.val)) & set(labels)
     norm = config.data.norm.to_dict()
     out = {}
     for group, inputs in groups(config).items():
@@ -395,7 +401,7 @@ def probe_report(config, encoder, data, cohort, split, trained: dict, initial: d
             rows = [
                 i for i, r in enumerate(data.refs) if r.source == 0 and r.modality == m and r.patient_id in labelled
             ]
-            y = np.array([labels[data.refs[i].patient_id] for i in rows])
+            y = np.array([labels[data.refs[i].patient_id] for i in rows], dtype=np.int64)
             if np.bincount(y, minlength=2).min() < PROBE_FOLDS:
                 continue
             out[m] = {"images": len(rows)}
