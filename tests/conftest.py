@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import os
 import shutil
 import tempfile
@@ -34,11 +35,14 @@ def pytest_unconfigure(config):
 
 # torchvision must be imported before TensorFlow in one process: importing it after TF loads
 # triton (through torch._dynamo), whose LLVM clashes with TF's and segfaults (seen with
-# tensorflow-cpu 2.21 + torch 2.14.1). The library never needs both; the test session does.
-try:
-    import torchvision  # noqa: F401
-except ImportError:
-    pass
+# tensorflow-cpu 2.21 + torch 2.14.1). The library never needs both; the test session does, but
+# only where TensorFlow is installed: elsewhere the import (~5 s of CPU in every xdist worker)
+# waits for the tests that use torchvision.
+if importlib.util.find_spec("tensorflow") is not None:
+    try:
+        import torchvision  # noqa: F401
+    except ImportError:
+        pass
 
 import pytest  # noqa: E402
 
