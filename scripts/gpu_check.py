@@ -30,6 +30,7 @@ Needs no TensorFlow (said in the summary when it is installed: the steps never i
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
 import importlib.util
 import json
 import re
@@ -109,7 +110,8 @@ def _probe(code: str) -> str:
 
 
 def environment() -> tuple[str, bool, bool]:
-    """(the environment table, a GPU seen by JAX, PyTorch importable)."""
+    """(the environment table, a GPU seen by JAX, PyTorch usable: installed, and where there is
+    a GPU also importable; without one a broken install fails the PyTorch row, in one line)."""
     rows = []
     if shutil.which("nvidia-smi"):
         q = subprocess.run(
@@ -127,22 +129,31 @@ def environment() -> tuple[str, bool, bool]:
         "f'{jax.device_count()} x {d.platform} {d.device_kind}')"
     )
     rows.append(("JAX", jax_line))
+    gpu = " gpu " in f" {jax_line.lower()} " or "x gpu" in jax_line.lower()
     torch = importlib.util.find_spec("torch") is not None
-    torch_line = (
-        _probe(
+    if not torch:
+        torch_line = "not installed: the PyTorch rows are skipped"
+    elif gpu or shutil.which("nvidia-smi"):  # what CUDA this torch was built with and sees: only an import says
+        torch_line = _probe(
             "import torch, torchvision; c = torch.cuda.is_available(); "
             "print(f'torch {torch.__version__}, torchvision {torchvision.__version__}, '"
             "f'CUDA {torch.version.cuda if c else \"not available\"}')"
         )
-        if torch
-        else "not installed: the PyTorch rows are skipped"
-    )
+    else:  # no GPU to ask about: the installed versions, without the ~6 s import
+        torch_line = f"torch {_version('torch')}, torchvision {_version('torchvision')}, CUDA not available (no GPU)"
     torch = torch and torch_line.startswith("torch ")
     rows.append(("PyTorch", torch_line))
     tf = importlib.util.find_spec("tensorflow") is not None
     rows.append(("TensorFlow", "installed (no step imports it)" if tf else "not installed"))
     table = "| what | version / device |\n|---|---|\n" + "\n".join(f"| {k} | {v} |" for k, v in rows) + "\n"
-    return table, " gpu " in f" {jax_line.lower()} " or "x gpu" in jax_line.lower(), torch
+    return table, gpu, torch
+
+
+def _version(dist: str) -> str:
+    try:
+        return importlib.metadata.version(dist)
+    except importlib.metadata.PackageNotFoundError:
+        return "(no version recorded)"
 
 
 def _one_line(stderr: str, returncode: int) -> str:

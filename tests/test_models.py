@@ -192,6 +192,7 @@ def test_stacked_branches_compute_the_same_function():
     (~30 ulps), compared at 1e-4 of it (a wrong weight or branch moves values by O(1))."""
     from lnm_jax.models.folding import fold_batchnorm
     from lnm_jax.models.fusion import STACKED_BACKBONES, stack_branches
+    from lnm_jax.training.state import init_variables
 
     modalities = ("bmode", "ceus", "us_lnm")
     sep = FusionClassifier(modalities, backbone="resnet18", width=8, missing_inputs=True)
@@ -203,7 +204,7 @@ def test_stacked_branches_compute_the_same_function():
         "us_lnm": np.array([1, 0, 1, 0], np.float32),
         "has_ceus": np.array([True, False, True, True]),
     }
-    v = jax.jit(sep.init)(jax.random.key(0), batch)
+    v = init_variables(sep, jax.random.key(0), batch)  # compiled as every initialisation is (fast)
     sv = {k: stack_branches(t, modalities) for k, t in v.items()}
     shapes = jax.eval_shape(stk.init, jax.random.key(0), batch)
     assert jax.tree.map(jnp.shape, shapes) == jax.tree.map(jnp.shape, sv)  # the same parameters, stacked
