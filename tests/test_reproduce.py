@@ -4,6 +4,7 @@ report; k-fold mode pools out-of-fold predictions; Table 1 and the BUS-BRA conve
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -186,17 +187,22 @@ def test_report_says_where_the_image_branches_started():
     from lnm_jax.protocol.reproduce import image_init, image_init_line
 
     c = small_cohort_config()
-    reports = [{"manifests": ["/c/m.csv", "/d/ddti.csv"], "images": n, "image_size": 128} for n in (1310, 1312)]
-    init = image_init(c, reports)
+    c.protocol.pretrain_manifests = ("/d/ddti.csv",)
+    init = image_init(c, Path("/c/m.csv"), [1310, 1312])
     assert init["images"] == [1310, 1312] and init["epochs"] == c.pretrain.epochs
     line = image_init_line(init, folds=True)
     assert line == (
-        f"Image branches: started from a SimCLR backbone pretrained for this fold (`pretrain/fold<k>/`, "
-        f"{c.pretrain.epochs} epochs at 128 px, 1310-1312 images per fold, the test patients left out) on "
-        f"`/c/m.csv`, `/d/ddti.csv`, frozen for the first {c.train.freeze_backbone_epochs} epochs."
+        f"Image branches ({c.model.backbone}): started from a SimCLR backbone pretrained for this fold "
+        f"(`pretrain/fold<k>/`, {c.pretrain.epochs} epochs at {c.data.image_size} px, 1310-1312 images per fold, "
+        f"the test patients left out) on `/c/m.csv`, `/d/ddti.csv`, frozen for the first "
+        f"{c.train.freeze_backbone_epochs} epochs."
+    )
+    c.protocol.table2_modalities, c.protocol.backbones = ("bmode",), (c.model.backbone, "vgg11")
+    assert image_init_line(image_init(c, Path("/c/m.csv"), [1310, 1312]), folds=True).endswith(
+        "epochs; vgg11 from random initialisation."
     )
     c.protocol.pretrain, c.model.init_from = False, "/w/backbone"
-    assert image_init_line(image_init(c, []), folds=True) == (
+    assert image_init_line(image_init(c, Path("/c/m.csv"), []), folds=True) == (
         f"Image branches: started from `/w/backbone` (model.init_from), frozen for the first "
         f"{c.train.freeze_backbone_epochs} epochs."
     )

@@ -153,20 +153,26 @@ def _check_pretrain_manifests(config: ConfigDict) -> None:
         raise ConfigError(problems)
 
 
-def image_init(config: ConfigDict, pretrain_reports: list[dict]) -> dict:
+def image_init(config: ConfigDict, manifest: Path, pretrained_images: list[int | None]) -> dict:
     """Where the image runs' branches started (``results.json``'s ``image_init``): a SimCLR
-    pretraining per split (``pretrain_reports``: each split's ``pretrain_report.json``, in split
-    order), ``model.init_from``, or random (He) weights; and the epochs they stayed frozen."""
+    pretraining per split on ``manifest`` and ``protocol.pretrain_manifests``
+    (``pretrained_images``: each split's image count, in split order; runs of
+    ``model.backbone`` only, another backbone of Table 2 starts at random), ``model.init_from``,
+    or random (He) weights; and the epochs they stayed frozen."""
     freeze = int(config.train.get("freeze_backbone_epochs", 0))
-    if pretrain_reports:
+    if pretrained_images:
         return {
             "from": "pretrained per split",
+            "backbone": config.model.backbone,
             "folder": PROTOCOL_PRETRAIN,
-            "manifests": pretrain_reports[0]["manifests"],
-            "images": [r["images"] for r in pretrain_reports],
+            "manifests": [str(manifest), *map(str, config.protocol.get("pretrain_manifests", ()))],
+            "images": pretrained_images,
             "epochs": int(config.pretrain.epochs),
-            "image_size": pretrain_reports[0]["image_size"],
+            "image_size": int(config.data.image_size),
             "freeze_backbone_epochs": freeze,
+            "other_backbones": sorted(
+                {r["backbone"] for r in plan_runs(config).values()} - {"-", config.model.backbone}
+            ),
         }
     if config.model.init_from:
         return {"from": "model.init_from", "path": str(config.model.init_from), "freeze_backbone_epochs": freeze}
@@ -179,14 +185,18 @@ def image_init_line(init: dict | None, folds: bool) -> str:
         return ""
     frozen = f", frozen for the first {init['freeze_backbone_epochs']} epochs" if init["freeze_backbone_epochs"] else ""
     if init["from"] == "pretrained per split":
-        images = init["images"]
-        count = f"{min(images)}-{max(images)}" if min(images) != max(images) else f"{images[0]}"
+        images = sorted(n for n in init["images"] if n is not None)
+        count = "" if not images else f"{images[0]}-{images[-1]}" if images[0] != images[-1] else f"{images[0]}"
+        count = f"{count} images{' per fold' if folds else ''}, " if count else ""
+        where = f"{init['folder']}/{'fold<k>/' if folds else ''}"
         return (
-            f"Image branches: started from a SimCLR backbone pretrained for this {'fold' if folds else 'split'} "
-            f"(`{init['folder']}/{'fold<k>/' if folds else ''}`, {init['epochs']} epochs at {init['image_size']} px, "
-            f"{count} images{' per fold' if folds else ''}, the test patients left out) on "
+            f"Image branches ({init['backbone']}): started from a SimCLR backbone pretrained for this "
+            f"{'fold' if folds else 'split'} (`{where}`, {init['epochs']} epoch{'s' if init['epochs'] != 1 else ''} at "
+            f"{init['image_size']} px, {count}the test patients left out) on "
             + ", ".join(f"`{m}`" for m in init["manifests"])
-            + f"{frozen}."
+            + frozen
+            + "".join(f"; {b} from random initialisation" for b in init.get("other_backbones", ()))
+            + "."
         )
     if init["from"] == "model.init_from":
         return f"Image branches: started from `{init['path']}` (model.init_from){frozen}."
@@ -301,12 +311,12 @@ def reproduce(config: ConfigDict, workdir: Path | str) -> dict:
 
     preds: dict[str, list[dict]] = {}
     live: dict[str, Run] = {}
-    pretrained, pretrain_reports = {}, []
+    pretrained, pretrained_images = {}, []
     if config.protocol.get("pretrain", False):
         for k in range(len(splits)):
             folder = workdir / PROTOCOL_PRETRAIN / (f"fold{k}" if folds else "")
             pretrained[k], report = _pretrained_backbone(config, manifest, folder, k if folds else None)
-            pretrain_reports.append(report)
+            pretrained_images.append(report.get("images"))
     for name, run in runs.items():
         preds[name] = []
         for k, split in enumerate(splits):
@@ -330,7 +340,7 @@ def reproduce(config: ConfigDict, workdir: Path | str) -> dict:
         "patients": len(cohort),
         "threshold": config.protocol.threshold,
         "table1": {"groups": {g: len(v) for g, v in groups.items()}, "rows": table1},
-        "image_init": image_init(config, pretrain_reports),
+        "image_init": image_init(config, manifest, pretrained_images),
         "table2": {"subset": t2_subset, "rows": {}},
         "table3": {"subset": "test", "rows": {}},
         "runs": {
