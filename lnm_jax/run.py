@@ -63,7 +63,8 @@ RESUMABLE_FIELDS = (
 def config_changes(stored: ConfigDict, config: ConfigDict, ignore: tuple[str, ...] = ()) -> list[str]:
     """Every field whose value differs between ``stored`` and ``config`` as ``field: old -> new``,
     except fields starting with one of ``ignore`` and fields added since ``stored`` was written
-    that ``config`` holds at their default."""
+    that ``config`` holds at their default; paths compare resolved against the working directory
+    (:func:`with_resolved_paths`)."""
 
     def flat(d, prefix=""):
         for k, v in d.items():
@@ -72,8 +73,9 @@ def config_changes(stored: ConfigDict, config: ConfigDict, ignore: tuple[str, ..
             else:
                 yield f"{prefix}{k}", v
 
-    # via JSON, so that a tuple and the list it was saved as compare equal
-    old, new = (dict(flat(json.loads(c.to_json()))) for c in (stored, config))
+    # via JSON, so that a tuple and the list it was saved as compare equal; paths as stored
+    # (absolute): a relative path typed in another invocation names the same file
+    old, new = (dict(flat(json.loads(with_resolved_paths(c).to_json()))) for c in (stored, config))
     default = dict(flat(json.loads(base_config().to_json())))
     changed = sorted(
         k

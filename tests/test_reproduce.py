@@ -89,7 +89,7 @@ def test_reproduce_writes_all_tables_figures_and_the_report(tiny_cohort, tmp_pat
     assert again["table3"]["rows"] == res["table3"]["rows"]
 
 
-def test_reproduce_with_folds_pools_out_of_fold_predictions(tiny_cohort, tmp_path, capsys):
+def test_reproduce_with_folds_pools_out_of_fold_predictions(tiny_cohort, tmp_path, capsys, monkeypatch):
     """The fold logic does not depend on the model: the flag-only setting keeps it cheap."""
     work = tmp_path / "cv"
     rc = main(
@@ -118,6 +118,15 @@ def test_reproduce_with_folds_pools_out_of_fold_predictions(tiny_cohort, tmp_pat
     assert row["folds"]["auc"]["sd"] == pytest.approx(np.std(aucs, ddof=1))
     assert "+-" in (work / "report.md").read_text()
     assert "Not run: `protocol.table2_modalities` is empty." in (work / "report.md").read_text()
+    # the same command again from the folder above, the workdir typed relative: everything reused
+    # (the stored configs hold absolute paths; a relative one names the same folder)
+    fold0 = work / "runs" / "us_lnm" / "fold0" / "predictions.json"
+    mtime = fold0.stat().st_mtime
+    monkeypatch.chdir(tmp_path)
+    same = ["reproduce", "--workdir", "cv", "--manifest", str(tiny_cohort), "--folds", "2", *TINY]
+    same += ["--config.protocol.table2_modalities=()", "--config.protocol.settings=('us_lnm',)"]
+    assert main([*same, "--config.protocol.gradcam=False"]) == 0
+    assert fold0.stat().st_mtime == mtime
     # a rerun with other settings does not reuse runs made with the old ones: one line, nothing rewritten
     before = (work / "results.json").read_text()
     capsys.readouterr()
