@@ -179,6 +179,6 @@ def test_a_backbone_without_images_is_refused_before_anything_is_written(tiny_co
             w.writerow({**{k: r[k] for k in ("patient_id", "us_lnm", "lnm")}, "bmode": tiny_cohort.parent / r["bmode"]})
     c = tiny_pretrain_config(bmode_only, shared_backbone=False)
     work = tmp_path / "w"
-    with pytest.raises(ValueError, match="0 images for the 'ceus' backbone.*shared_backbone=True"):
+    with pytest.raises(ValueError, match="no images for the 'ceus' backbone.*shared_backbone=True"):
         P.pretrain(c, [bmode_only], work, progress=False)
     assert not work.exists()

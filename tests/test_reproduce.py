@@ -187,6 +187,14 @@ def test_more_pretraining_manifests_join_every_split_and_are_read_before_any_run
     assert main(args) != 0
     assert f"protocol.pretrain_manifests[0] {tmp_path / 'nope.csv'}: [unreadable_manifest]" in capsys.readouterr().err
     assert not work.exists()  # checked before the cohort is read (or synthesised) and before any run
+    # a pretraining whose images fill less than one batch: refused before anything is written
+    args = ["reproduce", "--workdir", str(work), "--manifest", str(tiny_cohort), "--folds", "2", *TINY]
+    assert main([*args, "--config.protocol.pretrain=True", "--config.pretrain.batch_size=64"]) != 0
+    assert (
+        "protocol.pretrain (fold 0): 40 images for the 'shared' backbone to pretrain, less than one batch of "
+        "pretrain.batch_size=64" in capsys.readouterr().err
+    )
+    assert not work.exists()
 
 
 def test_report_says_where_the_image_branches_started():

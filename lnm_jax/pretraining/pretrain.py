@@ -79,6 +79,22 @@ def groups(config: ConfigDict) -> dict[str, tuple[str, ...]]:
     return {m: (m,) for m in names.IMAGE_INPUTS}
 
 
+def check_batches(config: ConfigDict, cohorts: Sequence, exclude: Sequence[str] = ()) -> None:
+    """ValueError naming the backbone whose images (every image of ``cohorts``' patients but the
+    first cohort's ``exclude``d ones) fill less than one batch of ``pretrain.batch_size``:
+    counted from the manifests, before anything is decoded or written."""
+    kept, _ = unlabeled.split_out(unlabeled.image_refs(cohorts), exclude)
+    pc = config.pretrain
+    for group, inputs in groups(config).items():
+        n = sum(r.modality in inputs for r in kept)
+        if n < pc.batch_size:
+            raise ValueError(
+                (f"{n} images for" if n else "no images for")
+                + f" the '{group}' backbone to pretrain, less than one batch of pretrain.batch_size={pc.batch_size}"
+                + ("" if pc.shared_backbone else " (pretrain.shared_backbone=True pretrains one on every image)")
+            )
+
+
 def backbone_dir(workdir: Path | str, group: str) -> Path:
     root = Path(workdir) / BACKBONES
     return root if group == SHARED else root / group
@@ -259,21 +275,16 @@ def pretrain(
     elif not include_test:
         raise ValueError(f"{manifests[0]}: the downstream manifest needs labels to know its test split")
     exclude = () if include_test or split is None else split.test
+    check_batches(config, [first, *extra], exclude)
     data = unlabeled.collect(
         [first, *extra], image_size=config.data.image_size, exclude=exclude, framing=framing, progress=progress
     )
     parts = {}
-    for group, inputs in groups(config).items():  # every backbone's images, before anything is written
+    for group, inputs in groups(config).items():
         rows = np.flatnonzero(np.isin(data.modality, [names.IMAGE_INPUTS.index(m) for m in inputs]))
         parts[group] = unlabeled.UnlabeledImages(
             data.images[rows], data.modality[rows], data.patient[rows], tuple(data.refs[i] for i in rows), ()
         )
-        if len(parts[group]) < pc.batch_size:
-            raise ValueError(
-                f"{len(parts[group])} images for the '{group}' backbone, fewer than one batch of "
-                f"pretrain.batch_size={pc.batch_size}"
-                + ("" if pc.shared_backbone else " (pretrain.shared_backbone=True pretrains one on every image)")
-            )
     mesh = sharding.data_mesh() if jax.device_count() > 1 else None
     if mesh is not None:
         sharding.check_batch_size(pc.batch_size, mesh)

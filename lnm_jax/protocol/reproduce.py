@@ -137,20 +137,21 @@ def _pretrained_backbone(config: ConfigDict, manifest: Path, folder: Path, fold:
     return folder / P.BACKBONES, report
 
 
-def _check_pretrain_manifests(config: ConfigDict) -> None:
-    """:class:`ConfigError` naming ``protocol.pretrain_manifests[i]`` and each problem of a
-    pretraining manifest that cannot be read: before the cohort is read or synthesised and
-    before anything is written."""
+def _pretrain_manifests(config: ConfigDict) -> list:
+    """The cohorts of ``protocol.pretrain_manifests`` (with ``protocol.pretrain``), read; else a
+    :class:`ConfigError` naming ``protocol.pretrain_manifests[i]`` and each problem of one that
+    cannot be read: before the cohort is read or synthesised and before anything is written."""
     if not config.protocol.get("pretrain", False):
-        return
-    problems = []
+        return []
+    problems, cohorts = [], []
     for i, extra in enumerate(config.protocol.get("pretrain_manifests", ())):
         try:
-            read_manifest(extra, require_labels=False)
+            cohorts.append(read_manifest(extra, require_labels=False))
         except ManifestError as e:
             problems += [f"protocol.pretrain_manifests[{i}] {e.path}: {p}" for p in e.problems]
     if problems:
         raise ConfigError(problems)
+    return cohorts
 
 
 def image_init(config: ConfigDict, manifest: Path, pretrained_images: list[int | None]) -> dict:
@@ -288,7 +289,7 @@ def reproduce(config: ConfigDict, workdir: Path | str) -> dict:
     """Runs the whole protocol; returns ``results.json``'s content."""
     workdir = Path(workdir)
     t_start = time.perf_counter()
-    _check_pretrain_manifests(config)
+    extra_cohorts = _pretrain_manifests(config)
     files = RunFiles(workdir)
     cohort = resolve_cohort(config, files)  # validates, or synthesises
     manifest = cohort.path
@@ -297,6 +298,14 @@ def reproduce(config: ConfigDict, workdir: Path | str) -> dict:
     if files.splits.is_file():  # a rerun reuses the finished runs: only if they used this split
         check_stored(load_splits(files.splits)[1], split_doc, files.splits)
     splits = make_splits(config, cohort)
+    if config.protocol.get("pretrain", False):  # each split's pretraining fills a batch
+        from lnm_jax.pretraining.pretrain import check_batches  # noqa: PLC0415
+
+        for k, split in enumerate(splits):
+            try:
+                check_batches(config, [cohort, *extra_cohorts], split.test)
+            except ValueError as e:
+                raise ValueError(f"protocol.pretrain{f' (fold {k})' if folds else ''}: {e}") from e
     runs = plan_runs(config)
     for run in runs.values():  # every planned model and its inputs, before the first one trains
         rc = _run_config(config, run, manifest, files.tfds, workdir / PROTOCOL_PRETRAIN)
