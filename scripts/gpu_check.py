@@ -13,8 +13,10 @@ every framework, dtype and batch size in its own), each writing ``OUT/<step>.md`
 3. ``train_e2e``: ``lnm-jax train`` end to end, device-resident data on and off, validation and
    checkpoints inside the wall time (``scripts/train_e2e.py``).
 4. ``candidates``: the bf16 batch-256 step under each of ``benchmark.CANDIDATES`` (XLA:GPU flag
-   sets, BatchNorm statistics in bf16, the space-to-depth stem), speed-ups against the default
-   measured in the same invocation.
+   sets, BatchNorm statistics in bf16, the space-to-depth stem, the two branches stacked under
+   ``vmap``), speed-ups against the default measured in the same invocation (``--tiny``: the
+   default and the stem only, on a one-branch model; the others are tested in tests/test_models.py
+   and tests/test_benchmark.py).
 5. ``profile``: the bf16 train step's kernel time by bucket (``scripts/profile_step.py``).
 6. ``step_jax``: JAX bf16 batch 128 and 512, fp32 (TF32) batch 256.
 7. ``export``: exported StableHLO and ONNX inference vs the live model
@@ -140,7 +142,10 @@ def environment() -> tuple[str, bool, bool]:
             "f'CUDA {torch.version.cuda if c else \"not available\"}')"
         )
     else:  # no GPU to ask about: the installed versions, without the ~6 s import
-        torch_line = f"torch {_version('torch')}, torchvision {_version('torchvision')}, CUDA not available (no GPU)"
+        torch_line = (
+            f"torch {_version('torch')}, torchvision {_version('torchvision')} (installed package versions), "
+            "CUDA not available (no GPU)"
+        )
     torch = torch and torch_line.startswith("torch ")
     rows.append(("PyTorch", torch_line))
     tf = importlib.util.find_spec("tensorflow") is not None

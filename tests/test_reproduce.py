@@ -117,7 +117,7 @@ def test_reproduce_with_folds_pools_out_of_fold_predictions(tiny_cohort, tmp_pat
     assert row["folds"]["auc"]["mean"] == pytest.approx(np.mean(aucs))
     assert row["folds"]["auc"]["sd"] == pytest.approx(np.std(aucs, ddof=1))
     assert "+-" in (work / "report.md").read_text()
-    assert "Not run: `protocol.table2_modalities` is empty." in (work / "report.md").read_text()
+    assert "Not run: `protocol.table2_modalities` or `protocol.backbones` is empty." in (work / "report.md").read_text()
     # the same command again from the folder above, the workdir typed relative: everything reused
     # (the stored configs hold absolute paths; a relative one names the same folder)
     fold0 = work / "runs" / "us_lnm" / "fold0" / "predictions.json"
@@ -224,6 +224,10 @@ def test_report_says_where_the_image_branches_started():
         f"{c.train.freeze_backbone_epochs} epochs."
     )
     assert image_init_line(None, folds=False) == ""  # a results.json written before image_init
+    c.train.epochs = c.train.freeze_backbone_epochs
+    assert image_init_line(image_init(c, Path("/c/m.csv"), []), folds=True).endswith(
+        f"frozen throughout (train.freeze_backbone_epochs={c.train.freeze_backbone_epochs})."
+    )
 
 
 def test_plan_trains_a_run_both_tables_need_once():

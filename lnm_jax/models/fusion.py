@@ -39,7 +39,8 @@ the supervision Grad-CAM at that layer is judged against. The head does not ente
 
 ``branches='stacked'`` runs the image branches (two ResNets of one shape, their own weights) as
 one ``vmap``-ed computation over weights stacked on a leading axis (:func:`stack_branches` maps
-the per-branch layout to it): the same function, one program instead of two; a candidate for
+the per-branch layout to it): the same function, each convolution one grouped convolution of
+both branches; a candidate for
 the accelerator step (``scripts/benchmark.py --candidates``). Still images only.
 
 ``frozen_backbones=True`` (a call argument: the first epochs of fine-tuning a pretrained

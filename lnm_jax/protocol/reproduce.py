@@ -166,17 +166,23 @@ def image_init(config: ConfigDict, manifest: Path, pretrained_images: list[int |
             "from": "pretrained per split",
             "backbone": config.model.backbone,
             "folder": PROTOCOL_PRETRAIN,
-            "manifests": [str(manifest), *map(str, config.protocol.get("pretrain_manifests", ()))],
+            "manifests": [str(Path(m).resolve()) for m in (manifest, *config.protocol.get("pretrain_manifests", ()))],
             "images": pretrained_images,
             "epochs": int(config.pretrain.epochs),
             "image_size": int(config.data.image_size),
             "freeze_backbone_epochs": freeze,
+            "epochs_trained": int(config.train.epochs),
             "other_backbones": sorted(
                 {r["backbone"] for r in plan_runs(config).values()} - {"-", config.model.backbone}
             ),
         }
     if config.model.init_from:
-        return {"from": "model.init_from", "path": str(config.model.init_from), "freeze_backbone_epochs": freeze}
+        return {
+            "from": "model.init_from",
+            "path": str(config.model.init_from),
+            "freeze_backbone_epochs": freeze,
+            "epochs_trained": int(config.train.epochs),
+        }
     return {"from": "random", "freeze_backbone_epochs": 0}
 
 
@@ -185,6 +191,8 @@ def image_init_line(init: dict | None, folds: bool) -> str:
     if not init:
         return ""
     frozen = f", frozen for the first {init['freeze_backbone_epochs']} epochs" if init["freeze_backbone_epochs"] else ""
+    if init["freeze_backbone_epochs"] and init["freeze_backbone_epochs"] >= init.get("epochs_trained", math.inf):
+        frozen = f", frozen throughout (train.freeze_backbone_epochs={init['freeze_backbone_epochs']})"
     if init["from"] == "pretrained per split":
         images = sorted(n for n in init["images"] if n is not None)
         count = "" if not images else f"{images[0]}-{images[-1]}" if images[0] != images[-1] else f"{images[0]}"
@@ -395,6 +403,8 @@ def reproduce(config: ConfigDict, workdir: Path | str) -> dict:
             if row["setting"] == m:
                 y, z, _ = _pooled(preds[name], t2_subset)
                 curves[row["backbone"]] = (y, M.sigmoid(z), row["auc"])
+        if not curves:  # no backbone for this modality: no figure of nothing
+            continue
         figures[f"roc_{m}_backbones"] = f"roc_{m}_backbones.png"
         plot_roc(
             curves,
@@ -585,7 +595,7 @@ def report_markdown(results: dict, groups: dict) -> str:
         "",
     ]
     if not t2["rows"]:
-        lines += ["Not run: `protocol.table2_modalities` is empty.", ""]
+        lines += ["Not run: `protocol.table2_modalities` or `protocol.backbones` is empty.", ""]
     else:
         lines += [
             "| modality | backbone | AUC | 95% CI (DeLong) | 95% CI (bootstrap) | sensitivity | specificity |"
