@@ -262,6 +262,19 @@ COMMON_FIELDS = (
     ("model.init_from", "a pretrained backbone (lnm-jax convert-weights or pretrain)"),
     ("model.fusion", "concat (the paper's head) | late (per-input heads, for small cohorts)"),
 )
+# ... and those of one command
+COMMAND_FIELDS = {
+    "pretrain": (
+        ("pretrain.epochs", "SimCLR epochs"),
+        ("pretrain.batch_size", "images per SimCLR batch (each backbone needs at least one batch of images)"),
+        ("pretrain.shared_backbone", "one backbone for every image input (else one per input)"),
+    ),
+    "reproduce": (
+        ("protocol.folds", "K-fold cross-validation (0: the paper's 8:2 split)"),
+        ("protocol.pretrain", "a SimCLR pretraining per split, the test patients left out"),
+        ("protocol.pretrain_manifests", "more manifests for every split's pretraining"),
+    ),
+}
 DESCRIPTIONS = {
     "train": "Train a model (the paper's triple ResNet-50 by default) in a run folder.",
     "pretrain": "Self-supervised (SimCLR) backbones from the manifests' images, for model.init_from.",
@@ -289,11 +302,11 @@ def config_help(name: str, default_factory, fv) -> str:
     for flag in sorted(set(fv) - {"workdir", "config"}):
         lines.append(f"  --{flag:<20} {fv[flag].help}")
     lines += ["", "config fields people change most (default of this command's config):"]
-    for field, what in COMMON_FIELDS:
+    for field, what in COMMON_FIELDS + COMMAND_FIELDS.get(name, ()):
         node = config
         for part in field.split("."):
             node = node[part]
-        lines.append(f"  {field:<22} {what} [{node!r}]")
+        lines.append(f"  {field:<28} {what} [{node!r}]")
     lines += [
         "",
         f"all {len(config_keys(config))} fields: lnm_jax/config.py; experiments as files: configs/ "
