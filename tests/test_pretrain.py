@@ -179,6 +179,12 @@ def test_a_backbone_without_images_is_refused_before_anything_is_written(tiny_co
             w.writerow({**{k: r[k] for k in ("patient_id", "us_lnm", "lnm")}, "bmode": tiny_cohort.parent / r["bmode"]})
     c = tiny_pretrain_config(bmode_only, shared_backbone=False)
     work = tmp_path / "w"
+    unlabelled = tmp_path / "unlabelled.csv"  # the downstream cohort without labels: a hint, not just the column
+    unlabelled.write_text(
+        "patient_id,bmode\n" + "".join(f"{r['patient_id']},{tiny_cohort.parent / r['bmode']}\n" for r in rows)
+    )
+    with pytest.raises(ValueError, match="first --manifest is the downstream cohort.*add --include_test"):
+        P.pretrain(c, [unlabelled], work, progress=False)
     with pytest.raises(ValueError, match="no images for the 'ceus' backbone.*shared_backbone=True"):
         P.pretrain(c, [bmode_only], work, progress=False)
     assert not work.exists()

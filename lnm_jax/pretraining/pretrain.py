@@ -44,7 +44,7 @@ from tqdm import tqdm
 
 from lnm_jax import names
 from lnm_jax.data.cohorts import unlabeled
-from lnm_jax.data.cohorts.manifest import read_manifest
+from lnm_jax.data.cohorts.manifest import MISSING_COLUMN, ManifestError, read_manifest
 from lnm_jax.data.pixels.sources import Framing
 from lnm_jax.fileio import write_text
 from lnm_jax.metric_writer import read_history
@@ -264,7 +264,17 @@ def pretrain(
     if resume and (workdir / CONFIG).is_file():
         check_resumable(load_config(workdir), config)
     framing = Framing.from_config(config.data)
-    first = read_manifest(manifests[0], require_labels=not include_test, ceus_region=framing.ceus_region)
+    unlabeled_first = (
+        f"{manifests[0]}: the first --manifest is the downstream cohort, whose labels (column '{names.LABEL}') say "
+        "which test patients to leave out; add --include_test to pretrain on all of it, or put a labelled "
+        "manifest first"
+    )
+    try:
+        first = read_manifest(manifests[0], require_labels=not include_test, ceus_region=framing.ceus_region)
+    except ManifestError as e:
+        if any(p.code == MISSING_COLUMN and p.column == names.LABEL for p in e.problems):
+            raise ValueError(unlabeled_first) from e
+        raise
     extra = [read_manifest(m, require_labels=False, ceus_region=framing.ceus_region) for m in manifests[1:]]
     split = None
     if first.labels and all(y is not None for y in first.labels):
@@ -273,7 +283,7 @@ def pretrain(
             raise ValueError(f"--fold {fold}: protocol.folds={config.protocol.folds} gives folds 0-{len(folds) - 1}")
         split = folds[fold or 0]
     elif not include_test:
-        raise ValueError(f"{manifests[0]}: the downstream manifest needs labels to know its test split")
+        raise ValueError(unlabeled_first)
     exclude = () if include_test or split is None else split.test
     check_batches(config, [first, *extra], exclude)
     data = unlabeled.collect(
