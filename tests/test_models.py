@@ -192,7 +192,7 @@ def test_stacked_branches_compute_the_same_function():
     (~30 ulps), compared at 1e-4 of it (a wrong weight or branch moves values by O(1))."""
     from lnm_jax.models.folding import fold_batchnorm
     from lnm_jax.models.fusion import STACKED_BACKBONES, stack_branches
-    from lnm_jax.training.state import init_variables
+    from lnm_jax.training.state import init_variables, run_init_program
 
     modalities = ("bmode", "ceus", "us_lnm")
     sep = FusionClassifier(modalities, backbone="resnet18", width=8, missing_inputs=True)
@@ -221,7 +221,9 @@ def test_stacked_branches_compute_the_same_function():
             out, upd = model.apply({**variables, "params": params}, batch, train=True, mutable=["batch_stats"])
             return out["logit"].sum(), (out["logit"], out["ceus"]["stage4"], upd["batch_stats"])
 
-        return jax.jit(jax.grad(loss, has_aux=True))(variables["params"])
+        # each program runs once: compiled as initialisations are (no LLVM optimisation; the same
+        # arithmetic, a third of the compile time)
+        return run_init_program(jax.grad(loss, has_aux=True), variables["params"])
 
     g_ref, (logit, stage4, ref_stats) = train_step(sep, v)
     g_got, got = train_step(stk, sv)
@@ -231,8 +233,8 @@ def test_stacked_branches_compute_the_same_function():
     folded = fold_batchnorm(v["params"], ref_stats, 1e-5)
     sfolded = fold_batchnorm(sv["params"], got[2], 1e-5)
     close(sfolded, stack_branches(folded, modalities))
-    infer = jax.jit(stk.clone(fold_bn=True).apply)({"params": sfolded}, batch)["logit"]
-    close(infer, jax.jit(sep.apply)({"params": v["params"], "batch_stats": ref_stats}, batch)["logit"])
+    infer = run_init_program(stk.clone(fold_bn=True).apply, {"params": sfolded}, batch)["logit"]
+    close(infer, run_init_program(sep.apply, {"params": v["params"], "batch_stats": ref_stats}, batch)["logit"])
     clip = {**batch, "ceus": np.zeros((4, 2, 40, 40, 3), np.float32)}
     with pytest.raises(ValueError, match="one shape"):
         jax.eval_shape(stk.init, jax.random.key(0), clip)
