@@ -289,12 +289,6 @@ def pretrain(
     data = unlabeled.collect(
         [first, *extra], image_size=config.data.image_size, exclude=exclude, framing=framing, progress=progress
     )
-    parts = {}
-    for group, inputs in groups(config).items():
-        rows = np.flatnonzero(np.isin(data.modality, [names.IMAGE_INPUTS.index(m) for m in inputs]))
-        parts[group] = unlabeled.UnlabeledImages(
-            data.images[rows], data.modality[rows], data.patient[rows], tuple(data.refs[i] for i in rows), ()
-        )
     mesh = sharding.data_mesh() if jax.device_count() > 1 else None
     if mesh is not None:
         sharding.check_batch_size(pc.batch_size, mesh)
@@ -317,7 +311,10 @@ def pretrain(
     history = workdir / HISTORY
     variables = {}
     for group, inputs in groups(config).items():
-        part = parts[group]
+        rows = np.flatnonzero(np.isin(data.modality, [names.IMAGE_INPUTS.index(m) for m in inputs]))
+        part = unlabeled.UnlabeledImages(
+            data.images[rows], data.modality[rows], data.patient[rows], tuple(data.refs[i] for i in rows), ()
+        )
         state, t = _train_group(config, encoder, part, group, workdir, history, mesh, resume, progress)
         variables[group] = state
         meta = {

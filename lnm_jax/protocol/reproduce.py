@@ -124,7 +124,7 @@ def _pretrained_backbone(config: ConfigDict, manifest: Path, folder: Path, fold:
     ``protocol.pretrain_manifests``, unless a finished pretraining is in ``folder``."""
     from lnm_jax.pretraining import pretrain as P  # noqa: PLC0415
 
-    manifests = [manifest, *(Path(m) for m in config.protocol.get("pretrain_manifests", ()))]
+    manifests = _pretraining_sources(config, manifest)
     if (folder / P.REPORT).is_file():  # finished: reused only if made from these images and settings
         changes = P.inputs_changes(folder, P.inputs_record(manifests, fold, include_test=False))
         _check_reusable(folder, config, "pretraining", changes, ignore=("protocol.", "train.", "eval."))
@@ -135,6 +135,12 @@ def _pretrained_backbone(config: ConfigDict, manifest: Path, folder: Path, fold:
         report = P.pretrain(config, manifests, folder, fold=fold, resume=resume)
         print(P.probe_lines(report), flush=True)
     return folder / P.BACKBONES, report
+
+
+def _pretraining_sources(config: ConfigDict, manifest: Path) -> list[Path]:
+    """The manifests every split's pretraining reads: the cohort's (its test patients left out)
+    and ``protocol.pretrain_manifests``."""
+    return [Path(manifest), *(Path(m) for m in config.protocol.get("pretrain_manifests", ()))]
 
 
 def _pretrain_manifests(config: ConfigDict) -> list:
@@ -166,7 +172,7 @@ def image_init(config: ConfigDict, manifest: Path, pretrained_images: list[int |
             "from": "pretrained per split",
             "backbone": config.model.backbone,
             "folder": PROTOCOL_PRETRAIN,
-            "manifests": [str(Path(m).resolve()) for m in (manifest, *config.protocol.get("pretrain_manifests", ()))],
+            "manifests": [str(m.resolve()) for m in _pretraining_sources(config, manifest)],
             "images": pretrained_images,
             "epochs": int(config.pretrain.epochs),
             "image_size": int(config.data.image_size),
