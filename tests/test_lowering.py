@@ -1,8 +1,10 @@
-"""1x1 convolutions as GEMMs (the CPU lowering) compute what XLA's convolution computes: same
-outputs, same gradients, same parameters, in every backbone that has 1x1 convolutions."""
+"""The CPU lowering computes what XLA's own ops compute: 1x1 convolutions as GEMMs and 3x3
+stride-2 max pools as strided slices, with the same outputs, gradients and parameters, in every
+backbone that has them."""
 
 from __future__ import annotations
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -11,7 +13,7 @@ from jax import lax
 
 from lnm_jax.models.backbones import backbone
 from lnm_jax.models.fusion import FusionClassifier
-from lnm_jax.models.lowering import conv_function, gemm_pointwise_conv, resolve
+from lnm_jax.models.lowering import conv_function, gemm_pointwise_conv, max_pool_3x3_stride2, max_pool_function, resolve
 from lnm_jax.names import parse_modalities
 from lnm_jax.run import check_resumable
 
@@ -50,6 +52,40 @@ def test_pointwise_gemm_equals_xla_convolution_and_its_gradients(kernel, strides
         np.testing.assert_allclose(a, b, atol=1e-4, rtol=1e-5)
 
 
+def _xla_max_pool(x):
+    return nn.max_pool(x, window_shape=(3, 3), strides=(2, 2))
+
+
+@pytest.mark.parametrize("shape", [(2, 9, 9, 3), (1, 12, 15, 4), (3, 3, 4, 2)])
+def test_max_pool_by_slices_equals_xla_reduce_window_and_its_gradient(shape):
+    """The forward bit for bit. The gradient bit for bit where the sums are exact (small
+    integers, so that most windows tie: the first maximum in row-major order takes it, as XLA's
+    select_and_scatter gives it); on normal values within the rounding of summing the at most
+    four windows an input lies in (three additions: 3 * 2**-24 of the sum of their sizes)."""
+    rng = np.random.default_rng(shape[1])
+
+    @jax.jit
+    def both(x, g):  # (slices, XLA) for the forward and for the gradient g
+        (y, vjp), (y_ref, vjp_ref) = jax.vjp(max_pool_3x3_stride2, x), jax.vjp(_xla_max_pool, x)
+        return y, y_ref, vjp(g)[0], vjp_ref(g)[0]
+
+    ties = rng.integers(0, 3, shape).astype(np.float32)
+    padded = np.pad(ties, ((0, 0), (1, 1), (1, 1), (0, 0)), constant_values=-np.inf)  # the ResNet stem
+    normal = np.maximum(rng.normal(size=shape), 0).astype(np.float32)  # after a ReLU: windows of zeros tie
+    for x in (ties, padded, normal):
+        out = (x.shape[0], (x.shape[1] - 3) // 2 + 1, (x.shape[2] - 3) // 2 + 1, x.shape[3])
+        g_int = rng.integers(-4, 5, out).astype(np.float32)
+        y, y_ref, dx, dx_ref = both(x, g_int)
+        np.testing.assert_array_equal(y, y_ref)
+        np.testing.assert_array_equal(dx, dx_ref)
+        g = rng.normal(size=out).astype(np.float32)
+        _, _, dx, dx_ref = both(x, g)
+        np.testing.assert_allclose(dx, dx_ref, rtol=0, atol=3 * 2.0**-24 * 4 * np.abs(g).max())
+    y, y_ref, dx, _ = both(jnp.asarray(normal, jnp.bfloat16), jnp.asarray(g, jnp.bfloat16))
+    np.testing.assert_array_equal(y, y_ref)
+    assert dx.dtype == jnp.bfloat16
+
+
 def test_backbone_lowerings_share_parameters_outputs_and_gradients():
     x = jax.random.normal(jax.random.key(1), (2, 32, 32, 3))
     models = [backbone("resnet50", width=8, lowering=lw) for lw in ("xla", "cpu")]
@@ -77,13 +113,18 @@ def test_backbone_lowerings_share_parameters_outputs_and_gradients():
 def test_every_conv_of_a_backbone_takes_the_chosen_lowering(arch, size, lowering, monkeypatch):
     from lnm_jax.models import lowering as lowering_lib
 
-    calls = []
+    calls, pools = [], []
 
     def counting(lhs, rhs, *args, **kwargs):
         calls.append(rhs.shape)
         return gemm_pointwise_conv(lhs, rhs, *args, **kwargs)
 
+    def counting_pool(x):
+        pools.append(x.shape)
+        return max_pool_3x3_stride2(x)
+
     monkeypatch.setattr(lowering_lib, "gemm_pointwise_conv", counting)
+    monkeypatch.setattr(lowering_lib, "max_pool_3x3_stride2", counting_pool)
     model = backbone(arch, width=8, lowering=lowering)
     shapes = jax.eval_shape(model.init, jax.random.key(0), jnp.zeros((1, size, size, 3)))
     kernels = [k for k in jax.tree.leaves(shapes["params"]) if k.ndim == 4]
@@ -91,12 +132,16 @@ def test_every_conv_of_a_backbone_takes_the_chosen_lowering(arch, size, lowering
     expected = len(kernels) if lowering == "cpu" and arch != "vgg11" else 0
     assert len(calls) == expected
     assert lowering == "xla" or arch == "vgg11" or any(s[:2] == (1, 1) for s in calls)
+    # the 3x3 stride-2 max pools: ResNet's stem, Inception-v3's two stem pools and Mixed_6a/7a
+    # (VGG-11's are 2x2)
+    assert len(pools) == ({"resnet50": 1, "inception_v3": 4, "vgg11": 0}[arch] if lowering == "cpu" else 0)
 
 
 def test_auto_is_gemm_on_cpu_and_unknown_values_are_rejected():
     assert jax.default_backend() == "cpu"
     assert resolve("auto") == "cpu" and conv_function("auto") is gemm_pointwise_conv
     assert conv_function("xla") is None
+    assert max_pool_function("auto") is max_pool_3x3_stride2 and max_pool_function("xla") is not max_pool_3x3_stride2
     with pytest.raises(ValueError, match="lowering must be one of"):
         backbone("vgg11", lowering="gpu")
     with pytest.raises(ValueError, match="lowering must be one of"):

@@ -18,7 +18,7 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
-from lnm_jax.models.lowering import conv_function
+from lnm_jax.models.lowering import conv_function, max_pool_function
 from lnm_jax.models.resnet import BN_MOMENTUM
 
 BN_EPSILON = 1e-3  # torchvision BasicConv2d
@@ -59,10 +59,6 @@ def _avg_pool(x):
     # zero padding written out, every window divided by 9 (torchvision's count_include_pad=True):
     # ONNX converters (jax2onnx 0.17) drop a pooling's explicit padding
     return nn.avg_pool(jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0))), window_shape=(3, 3), strides=(1, 1))
-
-
-def _max_pool(x):
-    return nn.max_pool(x, window_shape=(3, 3), strides=(2, 2))
 
 
 class _Mixed(nn.Module):
@@ -107,7 +103,7 @@ class InceptionB(_Mixed):
         b3 = c("branch3x3", 384, 3, strides=2)(x)
         bd = c("branch3x3dbl_1", 64, 1)(x)
         bd = c("branch3x3dbl_3", 96, 3, strides=2)(c("branch3x3dbl_2", 96, 3, padding=(1, 1))(bd))
-        return jnp.concatenate([b3, bd, _max_pool(x)], axis=-1)
+        return jnp.concatenate([b3, bd, max_pool_function(self.lowering)(x)], axis=-1)
 
 
 class InceptionC(_Mixed):
@@ -139,7 +135,7 @@ class InceptionD(_Mixed):
         b7 = c("branch7x7x3_2", 192, (1, 7), padding=(0, 3))(b7)
         b7 = c("branch7x7x3_3", 192, (7, 1), padding=(3, 0))(b7)
         b7 = c("branch7x7x3_4", 192, 3, strides=2)(b7)
-        return jnp.concatenate([b3, b7, _max_pool(x)], axis=-1)
+        return jnp.concatenate([b3, b7, max_pool_function(self.lowering)(x)], axis=-1)
 
 
 class InceptionE(_Mixed):
@@ -188,10 +184,10 @@ class InceptionV3(nn.Module):
         x = conv("Conv2d_1a_3x3", 32, 3, 2)(x, train, mask)
         x = conv("Conv2d_2a_3x3", 32, 3)(x, train, mask)
         x = conv("Conv2d_2b_3x3", 64, 3, p=(1, 1))(x, train, mask)
-        x = _max_pool(x)
+        x = max_pool_function(self.lowering)(x)
         x = conv("Conv2d_3b_1x1", 80, 1)(x, train, mask)
         x = conv("Conv2d_4a_3x3", 192, 3)(x, train, mask)
-        x = _max_pool(x)
+        x = max_pool_function(self.lowering)(x)
         out["stem"] = x = self.perturb("stem", x)
         x = InceptionA(pool_features=32, name="Mixed_5b", **kw)(x, train, mask)
         x = InceptionA(pool_features=64, name="Mixed_5c", **kw)(x, train, mask)

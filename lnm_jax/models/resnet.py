@@ -34,7 +34,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from lnm_jax.models.lowering import conv_function
+from lnm_jax.models.lowering import conv_function, max_pool_function
 
 Dtype = Any
 
@@ -199,7 +199,7 @@ class ResNet(nn.Module):
         # -inf padding written out (the same function as max_pool's own padding): ONNX
         # converters (jax2onnx 0.17) drop a pooling's explicit padding
         x = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)), constant_values=-jnp.inf)
-        x = nn.max_pool(x, window_shape=(3, 3), strides=(2, 2))
+        x = max_pool_function(self.lowering)(x)
         # perturb(): a zero-valued hook that lets jax.grad reach this activation (Grad-CAM);
         # a no-op unless a 'perturbations' collection is passed to apply().
         x = self.perturb("stem", x)
