@@ -106,9 +106,9 @@ def base_config(setting: str = "triple") -> ConfigDict:
             missing_inputs=False,
             modality_dropout=0.0,
             temporal_pool="mean",  # CEUS clips: 'mean' | 'attention'
-            # lowering: 1x1 convs as XLA convolutions ('xla') or as GEMMs
-            # ('cpu': 1.7x faster train steps on XLA:CPU); 'auto' = 'cpu' on
-            # the CPU backend, else 'xla' (models/lowering.py)
+            # lowering: 1x1 convs and 3x3 stride-2 max pools as XLA's ops ('xla')
+            # or as GEMMs and strided slices ('cpu': faster train steps on
+            # XLA:CPU); 'auto' = 'cpu' on the CPU backend, else 'xla' (models/lowering.py)
             lowering="auto",
             # Beyond the paper (models/fusion.py): 'concat' is its single dense head over every
             # feature; 'late' gives each input its own logit and combines them with a small

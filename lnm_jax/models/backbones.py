@@ -32,9 +32,10 @@ def backbone(
 ) -> nn.Module:
     """``variant`` 'keras_v1' (weights ported from Keras ResNet50) and ``fold_bn`` (inference
     with BatchNorm folded into the convs) exist for ResNets only. ``lowering``
-    (models/lowering.py): 1x1 convs as XLA convolutions or as GEMMs (fast on XLA:CPU); VGG-11
-    has no 1x1 convs. ``stem`` and ``bn_float32_reductions``: the ResNets' performance
-    variants (:mod:`lnm_jax.models.resnet`; the same function)."""
+    (models/lowering.py): 1x1 convs and 3x3 stride-2 max pools as XLA's ops or as GEMMs and
+    strided slices (fast on XLA:CPU); VGG-11 has neither. ``stem`` and
+    ``bn_float32_reductions``: the ResNets' performance variants (:mod:`lnm_jax.models.resnet`;
+    the same function)."""
     resolve(lowering)  # rejects an unknown value
     if arch in resnet.BACKBONES:
         return resnet.resnet(

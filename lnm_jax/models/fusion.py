@@ -131,7 +131,7 @@ class FusionClassifier(nn.Module):
     modality_dropout: float = 0.0  # training only; needs missing_inputs
     temporal_pool: str = "mean"  # CEUS clips: 'mean' | 'attention'
     fold_bn: bool = False  # inference with BatchNorm folded into the convs (models/folding.py)
-    lowering: str = "auto"  # 1x1 convs as XLA convs or GEMMs (CPU default) (models/lowering.py)
+    lowering: str = "auto"  # 1x1 convs, max pools: XLA's ops or GEMMs, slices (CPU) (models/lowering.py)
     fusion: str = "concat"  # 'concat' (the paper) | 'late' (per-input logits, learned combination)
     input_heads: bool = False  # per-input logits for auxiliary losses (always on with 'late')
     flag_encoding: str = "raw"  # 'raw' (0/1, the paper) | 'centred' (-1/+1)

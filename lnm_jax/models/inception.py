@@ -33,7 +33,7 @@ class BasicConv(nn.Module):
     strides: int = 1
     padding: Sequence[int] = (0, 0)
     dtype: Any = jnp.float32
-    lowering: str = "auto"  # lowering.py: 1x1 convs as XLA convolutions or GEMMs
+    lowering: str = "auto"  # lowering.py: 1x1 convs and max pools as XLA ops or GEMMs and slices
 
     @nn.compact
     def __call__(self, x, train: bool, mask=None):
@@ -163,7 +163,7 @@ class InceptionE(_Mixed):
 class InceptionV3(nn.Module):
     width: int = 64
     dtype: Any = jnp.float32
-    lowering: str = "auto"  # lowering.py: 1x1 convs as XLA convolutions or GEMMs
+    lowering: str = "auto"  # lowering.py: 1x1 convs and max pools as XLA ops or GEMMs and slices
 
     @nn.compact
     def __call__(self, x, train: bool = False, mask=None) -> dict[str, jnp.ndarray]:

@@ -159,7 +159,7 @@ class ResNet(nn.Module):
     bn_epsilon: float = BN_EPSILON
     # Inference only: convs with biases and no BatchNorm, for params from folding.fold_batchnorm.
     fold_bn: bool = False
-    lowering: str = "auto"  # lowering.py: 1x1 convs as XLA convolutions or GEMMs
+    lowering: str = "auto"  # lowering.py: 1x1 convs and max pools as XLA ops or GEMMs and slices
     stem: str = "conv7"  # or 'space_to_depth' (SpaceToDepthConv: the same function)
     bn_float32_reductions: bool = True  # flax's default; False: statistics in the activation dtype
 
