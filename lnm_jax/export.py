@@ -14,8 +14,8 @@ that trained the model, not a description of it. Before the folder is committed,
 (:func:`check_runtime`): an export that would not run elsewhere is never written.
 
 The program is the inference function with BatchNorm folded where the backbone allows it,
-1x1 convolutions as XLA convolutions (the CPU GEMM lowering of training is a speed choice of
-one backend; the exported program serves CPU and CUDA alike), the per-modality normalisation
+1x1 convolutions and max pools as XLA's own ops (the CPU lowering of training is a speed choice
+of one backend; the exported program serves CPU and CUDA alike), the per-modality normalisation
 inside, and three outputs: the logit, the probability and the probability calibrated with the
 temperature ``evaluate`` fitted on validation. It is serialised with ``jax.export`` (StableHLO,
 a symbolic batch size) for CPU and CUDA; the weights are an argument saved beside it, not

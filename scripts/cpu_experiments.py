@@ -1,7 +1,7 @@
 """Two CPU speed-ups measured and not adopted (docs/benchmarks.md), kept so they can be re-run.
 
     python scripts/cpu_experiments.py branches-on-devices [--image-size 224 --batch 8 --steps 4]
-    python scripts/cpu_experiments.py winograd [--batch 8 --steps 10]
+    python scripts/cpu_experiments.py winograd [--batch 8 --steps 4]
 
 ``branches-on-devices``: the triple ResNet-50's two image branches, each on its own host device
 (``--xla_force_host_platform_device_count=2``, weights stacked on a leading axis and split by
@@ -171,7 +171,7 @@ def winograd(batch: int, steps: int) -> None:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("experiment", choices=("branches-on-devices", "winograd"))
-    p.add_argument("--image-size", type=int, default=224)
+    p.add_argument("--image-size", type=int, default=224, help="branches-on-devices only")
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--steps", type=int, default=4)
     p.add_argument("--child", choices=("devices", "one"), help=argparse.SUPPRESS)

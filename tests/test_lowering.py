@@ -57,17 +57,19 @@ def _xla_max_pool(x):
 
 
 @pytest.mark.parametrize("shape", [(2, 9, 9, 3), (1, 12, 15, 4), (3, 3, 4, 2)])
-def test_max_pool_by_slices_equals_xla_reduce_window_and_its_gradient(shape):
-    """The forward bit for bit. The gradient bit for bit where the sums are exact (small
-    integers, so that most windows tie: the first maximum in row-major order takes it, as XLA's
-    select_and_scatter gives it); on normal values within the rounding of summing the at most
-    four windows an input lies in (three additions: 3 * 2**-24 of the sum of their sizes)."""
+def test_max_pool_by_slices_equals_xla_reduce_window_and_its_derivatives(shape):
+    """The forward bit for bit, and both derivatives: the forward-mode tangent bit for bit (a
+    selection: the first maximum in row-major order, where XLA's select_and_scatter sends the
+    gradient; small integers make most windows tie), the gradient bit for bit where its sums are
+    exact (small integers), and on normal values within the rounding of summing the at most four
+    windows an input lies in (three additions: 3 * 2**-24 of the sum of their sizes)."""
     rng = np.random.default_rng(shape[1])
 
     @jax.jit
-    def both(x, g):  # (slices, XLA) for the forward and for the gradient g
+    def both(x, g, t):  # (slices, XLA): forward, gradient of g, tangent of t
         (y, vjp), (y_ref, vjp_ref) = jax.vjp(max_pool_3x3_stride2, x), jax.vjp(_xla_max_pool, x)
-        return y, y_ref, vjp(g)[0], vjp_ref(g)[0]
+        tan, tan_ref = jax.jvp(max_pool_3x3_stride2, (x,), (t,))[1], jax.jvp(_xla_max_pool, (x,), (t,))[1]
+        return y, y_ref, vjp(g)[0], vjp_ref(g)[0], tan, tan_ref
 
     ties = rng.integers(0, 3, shape).astype(np.float32)
     padded = np.pad(ties, ((0, 0), (1, 1), (1, 1), (0, 0)), constant_values=-np.inf)  # the ResNet stem
@@ -75,13 +77,16 @@ def test_max_pool_by_slices_equals_xla_reduce_window_and_its_gradient(shape):
     for x in (ties, padded, normal):
         out = (x.shape[0], (x.shape[1] - 3) // 2 + 1, (x.shape[2] - 3) // 2 + 1, x.shape[3])
         g_int = rng.integers(-4, 5, out).astype(np.float32)
-        y, y_ref, dx, dx_ref = both(x, g_int)
+        t = rng.normal(size=x.shape).astype(np.float32)
+        y, y_ref, dx, dx_ref, tan, tan_ref = both(x, g_int, t)
         np.testing.assert_array_equal(y, y_ref)
         np.testing.assert_array_equal(dx, dx_ref)
+        np.testing.assert_array_equal(tan, tan_ref)
         g = rng.normal(size=out).astype(np.float32)
-        _, _, dx, dx_ref = both(x, g)
+        dx, dx_ref = both(x, g, t)[2:4]
         np.testing.assert_allclose(dx, dx_ref, rtol=0, atol=3 * 2.0**-24 * 4 * np.abs(g).max())
-    y, y_ref, dx, _ = both(jnp.asarray(normal, jnp.bfloat16), jnp.asarray(g, jnp.bfloat16))
+    bf16 = [jnp.asarray(a, jnp.bfloat16) for a in (normal, g, np.zeros_like(normal))]
+    y, y_ref, dx, _, _, _ = both(*bf16)
     np.testing.assert_array_equal(y, y_ref)
     assert dx.dtype == jnp.bfloat16
 

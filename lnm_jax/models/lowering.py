@@ -3,8 +3,8 @@
 ``lowering``:
 * 'xla': ``lax.conv_general_dilated`` and ``lax.reduce_window`` everywhere (XLA's own ops).
 * 'cpu': 1x1 convolutions as a strided slice and a 2-D ``[pixels, channels]`` GEMM; 3x3
-  stride-2 max pools as the maximum of nine strided slices, with their own gradient
-  (:func:`max_pool_3x3_stride2`).
+  stride-2 max pools as the maximum of nine strided slices, differentiated by selecting the
+  first maximum's tangent (:func:`max_pool_3x3_stride2`).
 * 'auto' (default): 'cpu' on the CPU backend, 'xla' elsewhere (GPU/TPU: not measured to gain).
 
 Why, measured with ``scripts/profile_step.py`` on a 2-core CPU (triple ResNet-50, 224x224,
@@ -14,8 +14,8 @@ the BatchNorm-backward arithmetic fused into the transpose); a GEMM needs no tra
 pixels form one contracting dimension. The step went from 3.6 s to 2.1 s. 3x3 convolutions stay
 XLA convolutions (im2col, shifted GEMMs and Winograd F(2x2, 3x3) were slower). XLA:CPU computes
 a max pool's gradient as a variadic reduce-window over four materialised index arrays and a
-select-and-scatter; :func:`max_pool_3x3_stride2` selects with the nine strided slices and
-scatters by output parity with pads and adds, 11x faster on the stem's [8, 114, 114, 64].
+select-and-scatter; :func:`max_pool_3x3_stride2` selects with the nine strided slices, whose
+transpose is nine strided pads (8x faster on the stem's [8, 114, 114, 64]).
 
 Both compute the same function with the same parameters (equal to float rounding; tests).
 """
@@ -23,7 +23,6 @@ Both compute the same function with the same parameters (equal to float rounding
 from __future__ import annotations
 
 from collections.abc import Callable
-from functools import partial
 
 import flax.linen as nn
 import jax
@@ -109,64 +108,41 @@ def _pool_windows(x: jax.Array, out_h: int, out_w: int) -> list[tuple[int, int, 
     return [(i, j, x[:, i : i + 2 * out_h - 1 : 2, j : j + 2 * out_w - 1 : 2, :]) for i in range(3) for j in range(3)]
 
 
+@jax.custom_jvp
 def max_pool_3x3_stride2(x: jax.Array) -> jax.Array:
     """``nn.max_pool(x, (3, 3), (2, 2))`` ('VALID'; pad first for torch's padding=1): x [N, H, W,
     C] with H, W >= 3 -> [N, (H - 3) // 2 + 1, (W - 3) // 2 + 1, C], the maximum of nine strided
     slices (equal to XLA's reduce-window bit for bit).
 
-    Its gradient goes, as XLA's ``select_and_scatter`` with ``ge`` gives it, to the first
-    maximum of each window in row-major order (ties are common after a ReLU: a window of zeros).
-    Each input position is in at most four windows; they are summed by output parity (rows and
-    columns even or odd) with pads and adds, so the sum of those four terms may round
-    differently from XLA's scatter (float32: a few ulp)."""
-    return _max_pool(x, x.shape)
-
-
-@partial(jax.custom_vjp, nondiff_argnums=(1,))
-def _max_pool(x: jax.Array, shape: tuple[int, ...]) -> jax.Array:
-    out_h, out_w = (shape[1] - 3) // 2 + 1, (shape[2] - 3) // 2 + 1
+    Differentiable in both modes (a ``custom_jvp``): the tangent is the input tangent at each
+    window's first maximum in row-major order, where XLA's ``select_and_scatter`` (``ge``) sends
+    the gradient; ties are common after a ReLU (a window of zeros). JAX transposes that
+    selection into nine strided pads and adds, instead of XLA:CPU's index arrays and scatter.
+    An input lies in at most four windows, whose terms may sum in another order than XLA's
+    (float32: a few ulp). For finite and infinite inputs; where a window holds a NaN the
+    gradient may go to another position than XLA's."""
+    out_h, out_w = (x.shape[1] - 3) // 2 + 1, (x.shape[2] - 3) // 2 + 1
     out = None
     for _, _, window in _pool_windows(x, out_h, out_w):
         out = window if out is None else jnp.maximum(out, window)
     return out
 
 
-def _max_pool_fwd(x, shape):
-    out_h, out_w = (shape[1] - 3) // 2 + 1, (shape[2] - 3) // 2 + 1
-    y, first = None, None
+@max_pool_3x3_stride2.defjvp
+def _max_pool_jvp(primals, tangents):
+    (x,), (dx,) = primals, tangents
+    out_h, out_w = (x.shape[1] - 3) // 2 + 1, (x.shape[2] - 3) // 2 + 1
+    y, first = None, None  # the maximum, and the row-major position of its first window (int8)
     for k, (_, _, window) in enumerate(_pool_windows(x, out_h, out_w)):
         if y is None:
             y, first = window, jnp.zeros(window.shape, jnp.int8)
         else:  # strictly greater: on a tie the earlier window position keeps the maximum
             first = jnp.where(window > y, jnp.int8(k), first)
             y = jnp.maximum(y, window)
-    return y, first
-
-
-def _max_pool_bwd(shape, first, dy):
-    n, h, w, c = shape
-    out_h, out_w = dy.shape[1], dy.shape[2]
-    zero = jnp.zeros((), dy.dtype)
-    grads = {(i, j): jnp.where(first == 3 * i + j, dy, zero) for i in range(3) for j in range(3)}
-    # Input row 2a + i is row a + i // 2 of parity i % 2: each parity plane [N, out_h + 1,
-    # out_w + 1, C] sums the (at most four) window offsets of that parity, shifted by i // 2.
-    planes = []
-    for row_parity in range(2):
-        row = []
-        for col_parity in range(2):
-            terms = [
-                jnp.pad(grads[2 * sr + row_parity, 2 * sc + col_parity], ((0, 0), (sr, 1 - sr), (sc, 1 - sc), (0, 0)))
-                for sr in range(2)
-                for sc in range(2)
-                if 2 * sr + row_parity < 3 and 2 * sc + col_parity < 3
-            ]
-            row.append(sum(terms[1:], terms[0]))
-        planes.append(jnp.stack(row, axis=3))
-    dx = jnp.stack(planes, axis=2).reshape(n, 2 * out_h + 2, 2 * out_w + 2, c)
-    return (dx[:, :h, :w, :],)
-
-
-_max_pool.defvjp(_max_pool_fwd, _max_pool_bwd)
+    dy = None
+    for k, (_, _, window) in enumerate(_pool_windows(dx, out_h, out_w)):
+        dy = window if dy is None else jnp.where(first == k, window, dy)
+    return y, dy
 
 
 def max_pool_function(lowering: str) -> Callable:
