@@ -102,10 +102,11 @@ def conv_function(lowering: str) -> Callable | None:
     return gemm_pointwise_conv if resolve(lowering) == "cpu" else None
 
 
-def _pool_windows(x: jax.Array, out_h: int, out_w: int) -> list[tuple[int, int, jax.Array]]:
-    """The nine (row offset, column offset, strided slice [N, out_h, out_w, C]) of a 3x3
-    stride-2 window over ``x``, in row-major window order."""
-    return [(i, j, x[:, i : i + 2 * out_h - 1 : 2, j : j + 2 * out_w - 1 : 2, :]) for i in range(3) for j in range(3)]
+def _pool_windows(x: jax.Array) -> list[jax.Array]:
+    """The nine strided slices [N, (H - 3) // 2 + 1, (W - 3) // 2 + 1, C] of x [N, H, W, C] that
+    a 3x3 stride-2 'VALID' window covers, in row-major window order."""
+    out_h, out_w = (x.shape[1] - 3) // 2 + 1, (x.shape[2] - 3) // 2 + 1
+    return [x[:, i : i + 2 * out_h - 1 : 2, j : j + 2 * out_w - 1 : 2, :] for i in range(3) for j in range(3)]
 
 
 @jax.custom_jvp
@@ -121,9 +122,8 @@ def max_pool_3x3_stride2(x: jax.Array) -> jax.Array:
     An input lies in at most four windows, whose terms may sum in another order than XLA's
     (float32: a few ulp). For finite and infinite inputs; where a window holds a NaN the
     gradient may go to another position than XLA's."""
-    out_h, out_w = (x.shape[1] - 3) // 2 + 1, (x.shape[2] - 3) // 2 + 1
     out = None
-    for _, _, window in _pool_windows(x, out_h, out_w):
+    for window in _pool_windows(x):
         out = window if out is None else jnp.maximum(out, window)
     return out
 
@@ -131,16 +131,15 @@ def max_pool_3x3_stride2(x: jax.Array) -> jax.Array:
 @max_pool_3x3_stride2.defjvp
 def _max_pool_jvp(primals, tangents):
     (x,), (dx,) = primals, tangents
-    out_h, out_w = (x.shape[1] - 3) // 2 + 1, (x.shape[2] - 3) // 2 + 1
     y, first = None, None  # the maximum, and the row-major position of its first window (int8)
-    for k, (_, _, window) in enumerate(_pool_windows(x, out_h, out_w)):
+    for k, window in enumerate(_pool_windows(x)):
         if y is None:
             y, first = window, jnp.zeros(window.shape, jnp.int8)
         else:  # strictly greater: on a tie the earlier window position keeps the maximum
             first = jnp.where(window > y, jnp.int8(k), first)
             y = jnp.maximum(y, window)
     dy = None
-    for k, (_, _, window) in enumerate(_pool_windows(dx, out_h, out_w)):
+    for k, window in enumerate(_pool_windows(dx)):
         dy = window if dy is None else jnp.where(first == k, window, dy)
     return y, dy
 
