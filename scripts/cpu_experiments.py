@@ -20,21 +20,17 @@ import argparse
 import os
 import subprocess
 import sys
-import time
 from functools import partial
 
 
 def _timed(fn, steps: int) -> float:
-    """Seconds per call after two warm-up calls (compilation excluded)."""
+    """Seconds per call after two warm-up calls (compilation excluded): benchmark.py's clock."""
     import jax
+    from benchmark import _time
 
     jax.block_until_ready(fn())
     jax.block_until_ready(fn())
-    t0 = time.perf_counter()
-    for _ in range(steps):
-        out = fn()
-    jax.block_until_ready(out)
-    return (time.perf_counter() - t0) / steps
+    return _time(fn, steps)
 
 
 def branches(mode: str, size: int, batch: int, steps: int) -> None:
