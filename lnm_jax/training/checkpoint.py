@@ -33,7 +33,7 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
-from lnm_jax.fileio import QuietFileHandler
+from lnm_jax.fileio import QuietFileHandler, off_main_thread
 
 KINDS = ("latest", "best", "progress")
 TMP_MARK = ".orbax-checkpoint-tmp"  # orbax's suffix for a checkpoint being written
@@ -177,7 +177,8 @@ class RunCheckpoints:
         where = Path(mngr.directory) / str(step)
         try:
             with libraries_to_log(self._log):
-                out = mngr.restore(
+                out = off_main_thread(
+                    mngr.restore,
                     step,
                     args=ocp.args.Composite(state=ocp.args.StandardRestore(template), meta=ocp.args.JsonRestore()),
                 )

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import orbax.checkpoint as ocp
 
-from lnm_jax.fileio import atomic_directory
+from lnm_jax.fileio import atomic_directory, off_main_thread
 
 META = "backbone.json"
 
@@ -115,7 +115,7 @@ def load_backbone(path: Path | str) -> tuple[dict, dict]:
         )
     meta = json.loads((path / META).read_text())
     with ocp.StandardCheckpointer() as ckpt:
-        variables = ckpt.restore(path / "variables")
+        variables = off_main_thread(ckpt.restore, path / "variables")
     return variables, meta
 
 
