@@ -822,17 +822,21 @@ def _closed_pipe() -> int:
 def main(argv: list[str] | None = None) -> int:
     from lnm_jax.config import ConfigError
 
+    if argv is None:  # the command itself (not a call from Python): under the allocator settings
+        from lnm_jax.host_memory import restart_with_huge_pages
+
+        restart_with_huge_pages()
     argv = sys.argv[1:] if argv is None else list(argv)
     debug = "--debug" in argv
     argv = [x for x in argv if x != "--debug"]
-    if not argv or argv[0] in ("-h", "--help"):
-        print(__doc__)
-        return 0
-    name = argv[0]
+    name = argv[0] if argv else ""
     command = COMMANDS.get(name)
     if command is None:
-        print(__doc__)
-        return _fail("", f"unknown command '{name}'", 2)
+        try:
+            print(__doc__)
+        except BrokenPipeError:  # lnm-jax --help | head
+            return _closed_pipe()
+        return 0 if name in ("", "-h", "--help") else _fail("", f"unknown command '{name}'", 2)
     try:
         return command(argv[1:])
     except UsageError as e:

@@ -32,6 +32,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from lnm_jax import host_memory
 from lnm_jax.config import base_config
 from lnm_jax.models.backbones import bn_epsilon, can_fold_bn
 from lnm_jax.models.folding import fold_batchnorm
@@ -287,13 +288,37 @@ def measure_one(spec: dict) -> dict:
     return {**r, "platform": "gpu" if cuda else "cpu", "device": device, "versions": f"torch {torch.__version__}"}
 
 
-def run_child(spec: dict, timeout: int) -> dict:
-    """``spec`` measured in a fresh interpreter (no framework shares a process or a device
-    allocator with another: JAX preallocates 75% of a GPU); {"error": one line} when it fails."""
-    cmd = [sys.executable, str(Path(__file__).resolve()), "--one", json.dumps(spec)]
+# glibc's allocator settings for every measured process, JAX's and PyTorch's alike (glibc reads
+# GLIBC_TUNABLES only at process start, so they are given to each child). The default is what the
+# lnm-jax command runs under (lnm_jax/host_memory.py: transparent huge pages for malloc);
+# measured in docs/benchmarks.md ("Host memory").
+HOST_MALLOC = {
+    "hugepages": host_memory.HUGE_PAGES,
+    "inherit": "",  # the environment as it is
+    # also keep freed memory for reuse (one arena, no mmap, no trimming): no page faults at all
+    "hugepages+retain": (
+        f"{host_memory.HUGE_PAGES}:glibc.malloc.arena_max=1:glibc.malloc.mmap_max=0:"
+        "glibc.malloc.trim_threshold=1099511627776"
+    ),
+}
+
+
+def child_env(spec: dict, host_malloc: str = "hugepages") -> dict:
+    """The environment of the child that measures ``spec``: this one, plus the candidate's XLA
+    flags and the ``HOST_MALLOC`` setting (appended to any GLIBC_TUNABLES already set)."""
     env = dict(os.environ)
     if flags := CANDIDATES[spec.get("candidate", "default")].get("xla_flags"):
         env["XLA_FLAGS"] = f"{env.get('XLA_FLAGS', '')} {flags}".strip()
+    if tunables := HOST_MALLOC[host_malloc]:
+        env["GLIBC_TUNABLES"] = ":".join(t for t in (env.get("GLIBC_TUNABLES", ""), tunables) if t)
+    return env
+
+
+def run_child(spec: dict, timeout: int, host_malloc: str = "hugepages") -> dict:
+    """``spec`` measured in a fresh interpreter (no framework shares a process or a device
+    allocator with another: JAX preallocates 75% of a GPU); {"error": one line} when it fails."""
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--one", json.dumps(spec)]
+    env = child_env(spec, host_malloc)
     try:
         res = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
     except subprocess.TimeoutExpired:
@@ -328,6 +353,12 @@ def main() -> None:
         default="",
         help=f"'all' or a comma list of JAX variants, one row each (instead of the plain JAX row): {list(CANDIDATES)}",
     )
+    p.add_argument(
+        "--host-malloc",
+        default="hugepages",
+        choices=list(HOST_MALLOC),
+        help="glibc allocator settings for every measured process, both frameworks (HOST_MALLOC)",
+    )
     p.add_argument("--one", help=argparse.SUPPRESS)  # a child: one measurement, printed as RESULT {json}
     a = p.parse_args()
     if a.one:
@@ -350,7 +381,8 @@ def main() -> None:
     flops = f"{gflop:.1f} GFLOP" if gflop else "no stated FLOP count"
     print(
         f"{a.setting} {a.backbone} w{a.width} {a.image_size}px; lowering {a.lowering}; {flops} per patient "
-        f"per train step; host {platform.processor() or platform.machine()}; each row measured in its own process"
+        f"per train step; host {platform.processor() or platform.machine()}; each row measured in its own process; "
+        f"host malloc {a.host_malloc} ({child_env({}, a.host_malloc).get('GLIBC_TUNABLES') or 'no GLIBC_TUNABLES'})"
     )
     print(
         "| framework | dtype | precision | batch | train step (s) | train patients/s | inference patients/s "
@@ -375,7 +407,7 @@ def main() -> None:
                     "lowering": a.lowering,
                     "highest": a.jax_precision_highest,
                 }
-                r = run_child(spec, a.timeout)
+                r = run_child(spec, a.timeout, a.host_malloc)
                 if "error" in r:
                     print(f"| {name} | {dt} | - | {bs} | failed: {r['error']} |", flush=True)
                     continue

@@ -56,6 +56,37 @@ def test_benchmark_mfu_is_against_the_precision_used_and_a_failed_child_is_one_r
     assert set(r) == {"error"} and "\n" not in r["error"] and "nope" in r["error"]
 
 
+def test_host_malloc_reaches_every_measured_process_and_glibc_reads_it(monkeypatch):
+    """--host-malloc gives both frameworks' children the same GLIBC_TUNABLES, after any already
+    set; glibc's loader reads every setting back as given (a tunable glibc cannot parse would be
+    ignored silently)."""
+    import shutil
+
+    b = _load("benchmark")
+    monkeypatch.setenv("GLIBC_TUNABLES", "glibc.pthread.rseq=0")
+    for framework in ("jax", "torch eager", "torch.compile"):
+        env = b.child_env({"framework": framework}, "hugepages")
+        assert env["GLIBC_TUNABLES"] == "glibc.pthread.rseq=0:glibc.malloc.hugetlb=1"
+    assert b.child_env({"framework": "jax"}, "inherit")["GLIBC_TUNABLES"] == "glibc.pthread.rseq=0"
+    monkeypatch.delenv("GLIBC_TUNABLES")
+    assert "GLIBC_TUNABLES" not in b.child_env({}, "inherit")
+    loader = shutil.which("ld.so") or "/lib64/ld-linux-x86-64.so.2"
+    if sys.platform != "linux" or not Path(loader).exists():
+        pytest.skip("glibc's loader is needed to read the settings back")
+    for name, tunables in b.HOST_MALLOC.items():
+        if not tunables:
+            continue
+        res = subprocess.run(
+            [loader, "--list-tunables"], env=b.child_env({}, name), capture_output=True, text=True, timeout=30
+        )
+        if res.returncode != 0:
+            pytest.skip(f"{loader} --list-tunables: {res.stderr.strip()[:100]} (glibc < 2.33)")
+        listed = dict(line.split(": ", 1) for line in res.stdout.splitlines() if ": " in line)
+        for setting in tunables.split(":"):
+            key, value = setting.split("=")
+            assert int(listed[key].split()[0], 0) == int(value), (name, key, listed.get(key))
+
+
 def test_script_is_importable():
     assert callable(_load("benchmark").bench)
 

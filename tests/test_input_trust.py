@@ -433,7 +433,9 @@ def test_gradcam_at_32px_not_blank(triple_run, tmp_path):
     assert not any(re.search(r"(\d+) of \1 ", n) for n in res["notes"])  # not every CAM blank
 
 
-def test_closed_pipe_ends_quietly(monkeypatch, capsys):
+@pytest.mark.parametrize("argv", [["talk"], ["--help"], []], ids=["command", "help", "no-command"])
+def test_closed_pipe_ends_quietly(argv, monkeypatch, capsys):
+    """A reader that stops early (``lnm-jax --help | head``) ends the command quietly, exit 0."""
     from lnm_jax import cli
 
     class Closed(io.StringIO):
@@ -446,7 +448,7 @@ def test_closed_pipe_ends_quietly(monkeypatch, capsys):
     monkeypatch.setitem(cli.COMMANDS, "talk", lambda argv: print("x" * 100) or 0)
     monkeypatch.setattr(sys, "stdout", Closed())
     monkeypatch.setattr(cli, "_closed_pipe", lambda: 0)  # the real one redirects fd 1
-    assert cli.main(["talk"]) == 0
+    assert cli.main(argv) == 0
     assert "Broken pipe" not in capsys.readouterr().err
 
 
