@@ -820,12 +820,12 @@ def _closed_pipe() -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from lnm_jax.config import ConfigError
-
-    if argv is None:  # the command itself (not a call from Python): under the allocator settings
+    if argv is None:  # the command itself (not a call from Python): under the allocator setting
         from lnm_jax.host_memory import restart_with_huge_pages
 
         restart_with_huge_pages()
+    from lnm_jax.config import ConfigError
+
     argv = sys.argv[1:] if argv is None else list(argv)
     debug = "--debug" in argv
     argv = [x for x in argv if x != "--debug"]

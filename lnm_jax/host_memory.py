@@ -5,7 +5,7 @@ XLA:CPU takes every execution's buffers fresh from ``malloc``; glibc serves larg
 time. The triple ResNet-50 train step at batch 8, 224 px, fp32 faulted in about 538,000 pages a
 step (1.0 s of its 6.3 CPU-s in the kernel). With ``glibc.malloc.hugetlb=1`` (glibc >= 2.35)
 malloc asks for transparent huge pages (2 MiB) and the same step faults about 2,500: 2.41-2.47
--> 2.84-2.88 patients/s on this repository's 2-core CPU (docs/benchmarks.md, "Host memory").
+-> 2.78-2.88 patients/s on this repository's 2-core CPU (docs/benchmarks.md, "Host memory").
 
 glibc reads ``GLIBC_TUNABLES`` only when a process starts, so the ``lnm-jax`` command restarts
 itself once with the setting (:func:`restart_with_huge_pages`, before anything is imported or
