@@ -15,11 +15,16 @@ import sys
 import time
 from pathlib import Path
 
-from lnm_jax.config import base_config
-from lnm_jax.data.synth.synthetic import SynthParams, generate_cohort
-from lnm_jax.metric_writer import read_history
-from lnm_jax.run import Run
-from lnm_jax.training.loop import train
+from lnm_jax import host_memory
+
+if __name__ == "__main__":  # as the lnm-jax command runs, under its allocator setting; before JAX loads
+    host_memory.restart_with_huge_pages()
+
+from lnm_jax.config import base_config  # noqa: E402
+from lnm_jax.data.synth.synthetic import SynthParams, generate_cohort  # noqa: E402
+from lnm_jax.metric_writer import read_history  # noqa: E402
+from lnm_jax.run import Run  # noqa: E402
+from lnm_jax.training.loop import train  # noqa: E402
 
 TINY = dict(patients=48, size=32, backbone="resnet18", width=4, dtype="float32", batch_size=8, epochs=1, threads=2)
 
