@@ -8,8 +8,8 @@ malloc asks for transparent huge pages (2 MiB) and the same step faults about 2,
 -> 2.78-2.88 patients/s on this repository's 2-core CPU (docs/benchmarks.md, "Host memory").
 
 glibc reads ``GLIBC_TUNABLES`` only when a process starts, so the ``lnm-jax`` command restarts
-itself once with the setting (:func:`restart_with_huge_pages`, before anything is imported or
-written) where it is missing, glibc is >= 2.35 and the kernel's transparent huge pages are
+itself once with the setting (:func:`restart_with_huge_pages`, before JAX is imported or anything
+is written) where it is missing, glibc is >= 2.35 and the kernel's transparent huge pages are
 ``madvise`` or ``always``. ``LNM_JAX_HOST_MALLOC=inherit`` keeps the environment as it is. A
 Python program that calls the package (``train(run)``) sets ``GLIBC_TUNABLES`` itself.
 Allocation only: no computed value changes.
