@@ -66,7 +66,7 @@ def restart_with_huge_pages() -> None:
     :func:`with_huge_pages`' environment; returns without doing anything where that is None.
     Call it first thing, before any file is written."""
     env = with_huge_pages(os.environ)
-    if env is None:
+    if env is None or not sys.executable or not getattr(sys, "orig_argv", None):  # an embedded interpreter
         return
     sys.stdout.flush()
     sys.stderr.flush()
