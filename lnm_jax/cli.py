@@ -819,11 +819,17 @@ def _closed_pipe() -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
-    if argv is None:  # the command itself (not a call from Python): under the allocator setting
-        from lnm_jax.host_memory import restart_with_huge_pages
+def entry_point() -> int:
+    """The ``lnm-jax`` command (the console script): :func:`main` on ``sys.argv``, after the
+    process has restarted under the allocator setting (``lnm_jax/host_memory.py``). Python code
+    calls :func:`main`, which never restarts its caller."""
+    from lnm_jax.host_memory import restart_with_huge_pages
 
-        restart_with_huge_pages()
+    restart_with_huge_pages()
+    return main()
+
+
+def main(argv: list[str] | None = None) -> int:
     from lnm_jax.config import ConfigError
 
     argv = sys.argv[1:] if argv is None else list(argv)
@@ -835,7 +841,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             print(__doc__)
         except BrokenPipeError:  # lnm-jax --help | head
-            return _closed_pipe()
+            _closed_pipe()
         return 0 if name in ("", "-h", "--help") else _fail("", f"unknown command '{name}'", 2)
     try:
         return command(argv[1:])
@@ -860,4 +866,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(entry_point())

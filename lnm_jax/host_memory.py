@@ -10,9 +10,14 @@ malloc asks for transparent huge pages (2 MiB) and the same step faults about 2,
 glibc reads ``GLIBC_TUNABLES`` only when a process starts, so the ``lnm-jax`` command restarts
 itself once with the setting (:func:`restart_with_huge_pages`, before JAX is imported or anything
 is written) where it is missing, glibc is >= 2.35 and the kernel's transparent huge pages are
-``madvise`` or ``always``. ``LNM_JAX_HOST_MALLOC=inherit`` keeps the environment as it is. A
-Python program that calls the package (``train(run)``) sets ``GLIBC_TUNABLES`` itself.
-Allocation only: no computed value changes.
+``madvise`` or ``always``. ``LNM_JAX_HOST_MALLOC=inherit`` (or ``off``, ``0``, ``no``,
+``false``; any case) keeps the environment as it is; another value is named in one line on stderr
+and also keeps it. Only the console script restarts (``cli.entry_point``); ``cli.main`` called
+from Python never does. A Python program that calls the package (``train(run)``) gets huge pages
+by starting its interpreter with the variable (``GLIBC_TUNABLES=glibc.malloc.hugetlb=1 python
+my.py``): setting ``os.environ`` inside the program is too late. Processes the command starts
+inherit the setting. It is recorded in ``run_info.json`` (``glibc_tunables``). Allocation only:
+no computed value changes; peak memory may rise a little (+60 MB on a tiny run).
 """
 
 from __future__ import annotations
@@ -24,7 +29,8 @@ from pathlib import Path
 
 HUGE_PAGES = "glibc.malloc.hugetlb=1"
 TUNABLES = "GLIBC_TUNABLES"
-OPT_OUT = "LNM_JAX_HOST_MALLOC"  # 'inherit': the environment as it is
+OPT_OUT = "LNM_JAX_HOST_MALLOC"  # 'inherit' (or off, 0, no, false; any case): the environment as it is
+OPT_OUT_VALUES = ("inherit", "off", "0", "no", "false")
 RESTARTED = "LNM_JAX_HOST_MALLOC_SET"  # set in the restarted process: never a second restart
 THP_SETTING = Path("/sys/kernel/mm/transparent_hugepage/enabled")
 
@@ -51,7 +57,16 @@ def with_huge_pages(environ: Mapping[str, str]) -> dict[str, str] | None:
     """The environment to restart with: ``environ`` with :data:`HUGE_PAGES` appended to
     ``GLIBC_TUNABLES``; None where a restart would change nothing (not Linux with glibc >= 2.35,
     transparent huge pages off, the setting already there) or ``LNM_JAX_HOST_MALLOC=inherit``."""
-    if environ.get(OPT_OUT, "") == "inherit" or RESTARTED in environ or not sys.platform.startswith("linux"):
+    choice = environ.get(OPT_OUT, "").strip().lower()
+    if choice not in ("", "hugepages"):
+        if choice not in OPT_OUT_VALUES:
+            print(
+                f"lnm-jax: {OPT_OUT}={environ[OPT_OUT]!r} is neither 'inherit' nor 'hugepages'; "
+                "the environment is kept as it is",
+                file=sys.stderr,
+            )
+        return None
+    if RESTARTED in environ or not sys.platform.startswith("linux"):
         return None
     current = environ.get(TUNABLES, "")
     if "glibc.malloc.hugetlb=" in current or (_glibc_version() or (0, 0)) < (2, 35):
@@ -68,8 +83,12 @@ def restart_with_huge_pages() -> None:
     env = with_huge_pages(os.environ)
     if env is None or not sys.executable or not getattr(sys, "orig_argv", None):  # an embedded interpreter
         return
-    sys.stdout.flush()
-    sys.stderr.flush()
+    for stream in (sys.stdout, sys.stderr):  # None where the descriptor is closed (lnm-jax ... >&-)
+        try:
+            if stream is not None:
+                stream.flush()
+        except (OSError, ValueError):
+            pass
     try:
         os.execve(sys.executable, sys.orig_argv, env)
     except OSError:  # the interpreter cannot be run again: go on as the process is

@@ -95,4 +95,5 @@ def run_info(argv: list[str] | None = None) -> dict:
         "local_device_count": jax.local_device_count(),
         "process_count": jax.process_count(),
         "xla_flags": os.environ.get("XLA_FLAGS", ""),
+        "glibc_tunables": os.environ.get("GLIBC_TUNABLES", ""),  # the allocator setting (host_memory.py)
     }

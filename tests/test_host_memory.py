@@ -23,6 +23,9 @@ THP_AND_GLIBC = {"_glibc_version": (2, 36), "_kernel_thp": "madvise"}
         ({}, {**THP_AND_GLIBC, "_kernel_thp": "always"}, "glibc.malloc.hugetlb=1"),
         ({"GLIBC_TUNABLES": "glibc.malloc.hugetlb=0"}, THP_AND_GLIBC, None),  # the user's own choice
         ({"LNM_JAX_HOST_MALLOC": "inherit"}, THP_AND_GLIBC, None),
+        ({"LNM_JAX_HOST_MALLOC": " Off"}, THP_AND_GLIBC, None),
+        ({"LNM_JAX_HOST_MALLOC": "0"}, THP_AND_GLIBC, None),
+        ({"LNM_JAX_HOST_MALLOC": "hugepages"}, THP_AND_GLIBC, "glibc.malloc.hugetlb=1"),
         ({"LNM_JAX_HOST_MALLOC_SET": "1"}, THP_AND_GLIBC, None),  # restarted once already
         ({}, {**THP_AND_GLIBC, "_kernel_thp": "never"}, None),
         ({}, {**THP_AND_GLIBC, "_kernel_thp": None}, None),  # no THP setting to read
@@ -41,15 +44,38 @@ def test_restart_environment(environ, machine, expected, monkeypatch):
         assert got == {"HOME": "/h", **environ, "GLIBC_TUNABLES": expected, "LNM_JAX_HOST_MALLOC_SET": "1"}
 
 
-def test_only_the_command_itself_restarts(monkeypatch, capsys):
-    """``lnm-jax`` (main() reading sys.argv) restarts; a call from Python with arguments never."""
+def test_an_unknown_choice_is_named_and_keeps_the_environment(monkeypatch, capsys):
+    monkeypatch.setattr(sys, "platform", "linux")
+    for name, value in THP_AND_GLIBC.items():
+        monkeypatch.setattr(host_memory, name, lambda value=value: value)
+    assert host_memory.with_huge_pages({"LNM_JAX_HOST_MALLOC": "hugepage"}) is None
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "LNM_JAX_HOST_MALLOC='hugepage'" in err and "inherit" in err
+
+
+def test_only_the_console_script_restarts(monkeypatch, capsys):
+    """``lnm-jax`` (cli.entry_point) restarts; cli.main, called from Python, never restarts its
+    caller, not even without arguments (it reads sys.argv then)."""
     calls = []
     monkeypatch.setattr(host_memory, "restart_with_huge_pages", lambda: calls.append(1))
     monkeypatch.setattr(sys, "argv", ["lnm-jax", "--help"])
     assert cli.main() == 0
     assert cli.main(["--help"]) == 0
+    assert calls == []
+    assert cli.entry_point() == 0
     assert calls == [1]
     capsys.readouterr()
+
+
+def test_closed_output_streams_do_not_stop_the_restart(monkeypatch):
+    """``lnm-jax ... >&-``: Python's sys.stdout (or stderr) is None; the restart goes on."""
+    execs = []
+    monkeypatch.setattr(host_memory, "with_huge_pages", lambda environ: {"GLIBC_TUNABLES": host_memory.HUGE_PAGES})
+    monkeypatch.setattr(host_memory.os, "execve", lambda *a: execs.append(a))
+    monkeypatch.setattr(sys, "stdout", None)
+    monkeypatch.setattr(sys, "stderr", None)
+    host_memory.restart_with_huge_pages()
+    assert len(execs) == 1 and execs[0][1] == sys.orig_argv
 
 
 RESTARTED = r"""

@@ -433,9 +433,12 @@ def test_gradcam_at_32px_not_blank(triple_run, tmp_path):
     assert not any(re.search(r"(\d+) of \1 ", n) for n in res["notes"])  # not every CAM blank
 
 
-@pytest.mark.parametrize("argv", [["talk"], ["--help"], []], ids=["command", "help", "no-command"])
-def test_closed_pipe_ends_quietly(argv, monkeypatch, capsys):
-    """A reader that stops early (``lnm-jax --help | head``) ends the command quietly, exit 0."""
+@pytest.mark.parametrize(
+    ("argv", "rc"), [(["talk"], 0), (["--help"], 0), ([], 0), (["tlak"], 2)], ids=["command", "help", "none", "typo"]
+)
+def test_closed_pipe_ends_quietly(argv, rc, monkeypatch, capsys):
+    """A reader that stops early (``lnm-jax --help | head``) ends the command quietly, exit 0; a
+    mistyped command still says so on stderr, exit 2."""
     from lnm_jax import cli
 
     class Closed(io.StringIO):
@@ -448,8 +451,9 @@ def test_closed_pipe_ends_quietly(argv, monkeypatch, capsys):
     monkeypatch.setitem(cli.COMMANDS, "talk", lambda argv: print("x" * 100) or 0)
     monkeypatch.setattr(sys, "stdout", Closed())
     monkeypatch.setattr(cli, "_closed_pipe", lambda: 0)  # the real one redirects fd 1
-    assert cli.main(argv) == 0
-    assert "Broken pipe" not in capsys.readouterr().err
+    assert cli.main(argv) == rc
+    err = capsys.readouterr().err
+    assert "Broken pipe" not in err and ("unknown command 'tlak'" in err) == (rc == 2)
 
 
 def test_temperature_at_bound_flagged():

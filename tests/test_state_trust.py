@@ -181,6 +181,39 @@ def test_orbax_reads_do_not_format_the_arrays_they_read(reader, tmp_path, monkey
     np.testing.assert_array_equal(np.asarray(got["batch_stats"]["m"]), variables["batch_stats"]["m"])
 
 
+def test_ctrl_c_during_a_save_lets_the_save_finish_then_stops(tmp_path, monkeypatch):
+    """An interrupt that arrives while a checkpoint is being written is raised (the command
+    stops), after the save in flight has committed: not abandoned half-way by asyncio's own
+    SIGINT handler (fileio.off_main_thread)."""
+    import signal
+    import threading
+
+    from lnm_jax.training.checkpoint import RunCheckpoints
+
+    assert threading.current_thread() is threading.main_thread()  # where signals are handled
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        state = {"w": np.arange(6.0, dtype=np.float32), "step": np.asarray(3, np.int32)}
+        ckpts = RunCheckpoints(tmp_path / "ckpt")
+        manager = ckpts._managers["latest"]
+        real_save = manager.save
+
+        def interrupted_save(*args, **kwargs):
+            os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C while the save is in flight
+            time.sleep(0.2)
+            return real_save(*args, **kwargs)
+
+        monkeypatch.setattr(manager, "save", interrupted_save)
+        with pytest.raises(KeyboardInterrupt):
+            ckpts.save("latest", 1, state, {"epoch": 1})
+        assert ckpts.latest_epoch("latest") == 1
+        restored, meta = ckpts.restore("latest", state)
+        assert meta["epoch"] == 1
+        np.testing.assert_array_equal(np.asarray(restored["w"]), state["w"])
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 def test_damaged_checkpoint_is_one_clear_error(triple_run, copy_run):
     from lnm_jax.training.checkpoint import CheckpointCorruptError
 

@@ -145,7 +145,8 @@ class RunCheckpoints:
         try:
             # a full disk: hundreds of library tracebacks, not on the console
             with libraries_to_log(self._log, keep_on_failure=True):
-                self._managers[kind].save(
+                off_main_thread(
+                    self._managers[kind].save,
                     number,
                     args=ocp.args.Composite(state=ocp.args.StandardSave(_on_host(state)), meta=ocp.args.JsonSave(meta)),
                 )

@@ -102,7 +102,7 @@ def save_backbone(out_dir: Path | str, variables: dict, meta: dict) -> None:
     written to a temporary folder first, so a failure leaves nothing behind."""
     with atomic_directory(out_dir) as tmp:
         with ocp.StandardCheckpointer() as ckpt:
-            ckpt.save(tmp / "variables", variables)
+            off_main_thread(ckpt.save, tmp / "variables", variables)
         (tmp / META).write_text(json.dumps(meta, indent=2))
 
 
