@@ -53,6 +53,12 @@ def _kernel_thp() -> str | None:
     return text[text.index("[") + 1 : text.index("]")] if "[" in text else None
 
 
+def appended_tunables(environ: Mapping[str, str], tunables: str) -> str:
+    """``GLIBC_TUNABLES`` of ``environ`` with ``tunables`` ('name=value:...') appended after any
+    already set (glibc reads them left to right)."""
+    return ":".join(t for t in (environ.get(TUNABLES, ""), tunables) if t)
+
+
 def with_huge_pages(environ: Mapping[str, str]) -> dict[str, str] | None:
     """The environment to restart with: ``environ`` with :data:`HUGE_PAGES` appended to
     ``GLIBC_TUNABLES``; None where a restart would change nothing (not Linux with glibc >= 2.35,
@@ -73,7 +79,7 @@ def with_huge_pages(environ: Mapping[str, str]) -> dict[str, str] | None:
         return None
     if _kernel_thp() not in ("always", "madvise"):
         return None
-    return {**environ, TUNABLES: ":".join(t for t in (current, HUGE_PAGES) if t), RESTARTED: "1"}
+    return {**environ, TUNABLES: appended_tunables(environ, HUGE_PAGES), RESTARTED: "1"}
 
 
 def restart_with_huge_pages() -> None:

@@ -310,7 +310,7 @@ def child_env(spec: dict, host_malloc: str = "hugepages") -> dict:
     if flags := CANDIDATES[spec.get("candidate", "default")].get("xla_flags"):
         env["XLA_FLAGS"] = f"{env.get('XLA_FLAGS', '')} {flags}".strip()
     if tunables := HOST_MALLOC[host_malloc]:
-        env["GLIBC_TUNABLES"] = ":".join(t for t in (env.get("GLIBC_TUNABLES", ""), tunables) if t)
+        env[host_memory.TUNABLES] = host_memory.appended_tunables(env, tunables)
     return env
 
 
