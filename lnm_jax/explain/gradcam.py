@@ -22,7 +22,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from lnm_jax import names
+from lnm_jax import compile_options, names
 
 METHODS = names.CAM_METHODS
 LAYERS = names.CAM_LAYERS  # shallow to deep
@@ -154,4 +154,4 @@ def make_cam_fn(
             result[f"{b}_available"] = present
         return result
 
-    return jax.jit(cams)
+    return compile_options.jit(cams)

@@ -42,7 +42,7 @@ import optax
 from ml_collections import ConfigDict
 from tqdm import tqdm
 
-from lnm_jax import names
+from lnm_jax import compile_options, names
 from lnm_jax.data.cohorts import unlabeled
 from lnm_jax.data.cohorts.manifest import MISSING_COLUMN, ManifestError, read_manifest
 from lnm_jax.data.pixels.sources import Framing
@@ -179,9 +179,9 @@ def make_step(encoder, tx, config: ConfigDict, mesh=None):
         return new, {"loss": loss, "acc": acc}
 
     if mesh is None:
-        return jax.jit(step, donate_argnums=(0,))
+        return compile_options.jit(step, donate_argnums=(0,))
     rep = sharding.replicated(mesh)
-    return jax.jit(step, donate_argnums=(0,), in_shardings=rep, out_shardings=rep)
+    return compile_options.jit(step, mesh=mesh, donate_argnums=(0,), in_shardings=rep, out_shardings=rep)
 
 
 def epoch_order(seed: int, epoch: int, data: unlabeled.UnlabeledImages, positives: str, batch: int):
@@ -198,7 +198,7 @@ def features(encoder, variables, images: np.ndarray, modality: np.ndarray, norm:
     """The backbone's pooled features (inference mode) of uint8 images, normalised per input."""
     mean, std = _norm_table(norm)
 
-    @jax.jit
+    @compile_options.jit
     def run(imgs, mods):
         x = (imgs.astype(jnp.float32) / 255.0 - mean[mods][:, None, None, :]) / std[mods][:, None, None, :]
         return encoder.apply(variables, x, train=False)["pooled"]

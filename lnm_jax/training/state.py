@@ -21,6 +21,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from lnm_jax import compile_options
 from lnm_jax.models.fusion import is_backbone
 
 
@@ -85,17 +86,11 @@ def optimizers(train_cfg) -> tuple[optax.GradientTransformation, optax.GradientT
     return make_optimizer(train_cfg), make_plateau(train_cfg["plateau"])
 
 
-# Initialisation runs once, so on XLA:CPU it is compiled without LLVM optimisation: the ResNet-18
-# pair of the tests compiles in 2.6 s instead of 7.6 s (Inception-v3: 28 s before), the values
-# differ from an optimised build by rounding only (relative 3e-7: no fused multiply-adds in the
-# truncated-normal transform), and each build is deterministic.
-INIT_COMPILER_OPTIONS = {"cpu": {"xla_backend_optimization_level": 0}}
-
-
 def run_init_program(fn, *args):
-    """``fn(*args)`` as one program compiled as :data:`INIT_COMPILER_OPTIONS` says for the
-    backend: how every initialisation (a run's, a pretraining's) is built."""
-    return jax.jit(fn).lower(*args).compile(INIT_COMPILER_OPTIONS.get(jax.default_backend()))(*args)
+    """``fn(*args)`` as one program compiled with :data:`lnm_jax.compile_options.INIT` (no LLVM
+    optimisation on CPU: it runs once; the values differ from an optimised build by rounding
+    only, relative 3e-7): how every initialisation (a run's, a pretraining's) is built."""
+    return compile_options.jit(fn, kind=compile_options.INIT)(*args)
 
 
 def init_variables(model: nn.Module, rng: jax.Array, sample_inputs: dict) -> dict:

@@ -16,7 +16,7 @@ import numpy as np
 import optax
 from jax.sharding import Mesh
 
-from lnm_jax import names
+from lnm_jax import compile_options, names
 from lnm_jax.models.fusion import DROPOUT_RNG, is_backbone
 from lnm_jax.names import INPUT_LOGIT
 from lnm_jax.training.sharding import batch_sharding, replicated, shard_batch, to_host
@@ -163,10 +163,14 @@ def make_train_step(
         return new_state, metrics
 
     if mesh is None:
-        return jax.jit(train_step, donate_argnums=(0,))
+        return compile_options.jit(train_step, donate_argnums=(0,))
     rep, data = replicated(mesh), batch_sharding(mesh)
-    return jax.jit(
-        train_step, donate_argnums=(0,), in_shardings=(rep, data), out_shardings=(rep, {"loss": rep, "logits": data})
+    return compile_options.jit(
+        train_step,
+        mesh=mesh,
+        donate_argnums=(0,),
+        in_shardings=(rep, data),
+        out_shardings=(rep, {"loss": rep, "logits": data}),
     )
 
 
@@ -180,9 +184,9 @@ def make_eval_step(model: nn.Module, mesh: Mesh | None = None) -> Callable:
         return jax.tree.map(lambda z: z.astype(jnp.float32), {"logit": out["logit"], **logits})
 
     if mesh is None:
-        return jax.jit(eval_step)
+        return compile_options.jit(eval_step)
     rep, data = replicated(mesh), batch_sharding(mesh)
-    return jax.jit(eval_step, in_shardings=(rep, rep, data), out_shardings=data)
+    return compile_options.jit(eval_step, mesh=mesh, in_shardings=(rep, rep, data), out_shardings=data)
 
 
 def predict(eval_step: Callable, params, batch_stats, batches, mesh: Mesh | None = None) -> dict[str, np.ndarray]:

@@ -1,0 +1,92 @@
+"""XLA compile options by backend (lnm_jax/compile_options.py): the levels, the user's flag
+winning, and every program of the project built with its kind's options."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from lnm_jax import compile_options
+from lnm_jax.compile_options import INIT, LEVEL, STEP, compiler_options
+from lnm_jax.models.fusion import FusionClassifier
+
+BOGUS = "xla_lnm_jax_no_such_option"  # XLA refuses an unknown option by name, at compile time
+
+
+def test_levels_by_backend_and_the_users_flag_wins(monkeypatch):
+    monkeypatch.delenv("XLA_FLAGS", raising=False)
+    assert compiler_options(STEP, "cpu") == {LEVEL: 1}
+    assert compiler_options(INIT, "cpu") == {LEVEL: 0}
+    assert compiler_options(STEP, "gpu") is None and compiler_options(INIT, "tpu") is None
+    monkeypatch.setenv("XLA_FLAGS", "--xla_cpu_max_isa=AVX2 --xla_backend_optimization_level_x=2")
+    assert compiler_options(STEP, "cpu") == {LEVEL: 1}  # another flag, whose name only starts alike
+    monkeypatch.setenv("XLA_FLAGS", f"--xla_cpu_max_isa=AVX2 --{LEVEL}=3")
+    assert compiler_options(STEP, "cpu") is None and compiler_options(INIT, "cpu") is None
+
+
+def _model_and_batch():
+    model = FusionClassifier(("bmode", "us_lnm"), backbone="resnet18", width=4)
+    r = np.random.default_rng(0)
+    batch = {
+        "bmode": jnp.asarray(r.random((2, 16, 16, 3), np.float32)),
+        "us_lnm": jnp.asarray([0.0, 1.0]),
+        "lnm": jnp.asarray([0, 1], jnp.int32),
+        "valid": jnp.ones(2, bool),
+    }
+    return model, batch
+
+
+@pytest.mark.skipif(jax.default_backend() != "cpu", reason="the options are XLA:CPU's")
+def test_every_program_is_built_with_its_kinds_options(monkeypatch):
+    """An option XLA does not know, put in STEP and INIT, must reach the train, evaluation,
+    Grad-CAM and pretraining programs and the initialisation: each compile names it."""
+    from lnm_jax.config import base_config
+    from lnm_jax.explain.gradcam import make_cam_fn
+    from lnm_jax.training.state import create_train_state, optimizers, run_init_program
+    from lnm_jax.training.steps import make_eval_step, make_train_step
+
+    model, batch = _model_and_batch()
+    tx, plateau = optimizers(base_config("dual").train)
+    state = create_train_state(model, jax.random.key(0), batch, tx, plateau)  # before the bogus option
+    monkeypatch.setitem(STEP, "cpu", {BOGUS: 1})
+    monkeypatch.setitem(INIT, "cpu", {BOGUS: 0})
+    programs = {
+        "train": lambda: make_train_step(model, tx)(state, batch),
+        "eval": lambda: make_eval_step(model)(state.params, state.batch_stats, batch),
+        "cams": lambda: make_cam_fn(model)(state.params, state.batch_stats, batch),
+        "init": lambda: run_init_program(lambda x: x * 2, jnp.ones(3)),
+        **_pretraining_programs(),
+    }
+    for name, build in programs.items():
+        with pytest.raises(Exception, match=BOGUS):
+            build()
+            pytest.fail(f"{name}: compiled without the kind's options")
+    monkeypatch.setenv("XLA_FLAGS", f"--{BOGUS}=1")  # the user's flag wins: no option passed
+    monkeypatch.setitem(STEP, "cpu", {BOGUS: 1})
+    assert compile_options.compiler_options(STEP, "cpu") is None
+
+
+def _pretraining_programs():
+    """The pretraining step and its feature program on a tiny encoder, its state as zeros (the
+    compile fails before anything runs)."""
+    from lnm_jax.config import base_config
+    from lnm_jax.models.contrastive import ContrastiveEncoder
+    from lnm_jax.pretraining.pretrain import PretrainState, features, make_optimizer, make_step
+
+    config = base_config("dual")
+    encoder = ContrastiveEncoder(arch="resnet18", width=4)
+    shapes = jax.eval_shape(lambda: encoder.init(jax.random.key(0), jnp.zeros((2, 16, 16, 3)), train=False))
+    variables = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
+    tx = make_optimizer(config.pretrain, 1)
+    opt = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), jax.eval_shape(tx.init, variables["params"]))
+    state = PretrainState(jnp.zeros((), jnp.int32), variables["params"], variables["batch_stats"], opt)
+    images, modality = jnp.zeros((4, 16, 16, 3), jnp.uint8), jnp.zeros(4, jnp.int32)
+    idx = jnp.arange(2)
+    return {
+        "pretraining step": lambda: make_step(encoder, tx, config)(state, images, modality, idx, idx + 2),
+        "pretraining features": lambda: features(
+            encoder, variables, np.zeros((2, 16, 16, 3), np.uint8), np.zeros(2, np.int32), config.data.norm.to_dict(), 2
+        ),
+    }
