@@ -80,6 +80,8 @@ def run_info(argv: list[str] | None = None) -> dict:
     """The provenance record of this process (imports JAX to read its devices)."""
     import jax  # noqa: PLC0415  (only when a run is written)
 
+    from lnm_jax.compile_options import INIT, STEP, compiler_options  # noqa: PLC0415  (imports JAX)
+
     devices = jax.devices()
     return {
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
@@ -96,4 +98,8 @@ def run_info(argv: list[str] | None = None) -> dict:
         "process_count": jax.process_count(),
         "xla_flags": os.environ.get("XLA_FLAGS", ""),
         "glibc_tunables": os.environ.get("GLIBC_TUNABLES", ""),  # the allocator setting (host_memory.py)
+        "compile_options": {  # what this backend's programs are compiled with (compile_options.py)
+            "step": compiler_options(STEP) or {},
+            "init": compiler_options(INIT) or {},
+        },
     }

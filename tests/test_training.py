@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 
 import jax
 import numpy as np
@@ -13,6 +14,7 @@ from support import SEED, new_patients, record, tiny_config
 
 from lnm_jax import run_files as F
 from lnm_jax.cli import main
+from lnm_jax.compile_options import LEVEL
 from lnm_jax.config import base_config
 from lnm_jax.evaluation.evaluate import evaluate, predict_manifest
 from lnm_jax.exported import METADATA, MODEL_CARD
@@ -209,6 +211,10 @@ def test_run_folder_records_provenance(triple_run):
     assert {"jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "numpy"} <= set(info["packages"])
     assert info["device_count"] >= 1 and info["backend"] == "cpu" and info["device_kind"]
     assert "xla_flags" in info and isinstance(info["command"], list) and info["cpu"]
+    # XLA:CPU's levels (lnm_jax/compile_options.py), unless the caller's XLA_FLAGS set the level
+    by_user = f"--{LEVEL}=" in os.environ.get("XLA_FLAGS", "")
+    expected = {"step": {}, "init": {}} if by_user else {"step": {LEVEL: 1}, "init": {LEVEL: 0}}
+    assert info["compile_options"] == expected
 
 
 def test_commands_on_a_missing_run_fail_clearly(tmp_path, capsys):
