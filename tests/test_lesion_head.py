@@ -18,6 +18,7 @@ from lnm_jax.data.loaders import augment as augment_lib
 from lnm_jax.data.loaders.loader import DecodedCohort, collate
 from lnm_jax.data.records import decode_lesion
 from lnm_jax.models.fusion import FusionClassifier, check_config
+from lnm_jax.training.state import init_variables
 from lnm_jax.training.steps import LESION_DICE_SMOOTH, lesion_loss
 
 # geometric changes only (contrast 1, brightness 0), so that an image's pixels are its warp's
@@ -98,15 +99,16 @@ def test_the_lesion_loss_trains_the_head_and_the_branch():
         names.mask(names.BMODE): t,
         names.has(names.mask(names.BMODE)): np.ones(2, bool),
     }
-    variables = model.init(jax.random.key(0), batch)
-    out = model.apply(variables, batch)
+    # each as one program (eagerly, every layer's op compiles on its own: ~350 small programs)
+    variables = init_variables(model, jax.random.key(0), batch)
+    out = jax.jit(model.apply)(variables, batch)
     assert out["lesion_logits"][names.BMODE].shape == (2, 4, 4)  # stage2 of a 32 px ResNet: 1/8
 
     def loss(params):
         out, _ = model.apply({**variables, "params": params}, batch, train=True, mutable=["batch_stats"])
         return lesion_loss(out["lesion_logits"], batch, jnp.ones(2))
 
-    grads = jax.grad(loss)(variables["params"])
+    grads = jax.jit(jax.grad(loss))(variables["params"])
     head = f"{names.BMODE}_lesion_head"
     assert float(jnp.abs(grads[head]["kernel"]).sum()) > 0
     stem = jax.tree.leaves(grads[f"{names.BMODE}_backbone"])
