@@ -20,11 +20,14 @@ default: 3). Two levels are chosen here, per kind of program:
 Either level changes values by rounding only (LLVM contracts different multiply-adds); every
 build is deterministic, so a run is bitwise reproducible under one setting. Other backends get
 XLA's defaults. A level the user sets in ``XLA_FLAGS`` (``--xla_backend_optimization_level=N``)
-wins: no option is passed then.
+wins, for both kinds: no option is passed then (so ``=3`` builds initialisation at 3 too, unlike
+before this module). XLA reads ``XLA_FLAGS`` once, when its backend starts: set it before that,
+as this module reads it when a program is wrapped.
 """
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -48,8 +51,12 @@ def compiler_options(kind: Mapping[str, Mapping[str, Any]], platform: str | None
     return options or None
 
 
-def jit(fn: Callable, *, mesh: jax.sharding.Mesh | None = None, kind=STEP, **kwargs) -> Callable:
+def jit(fn: Callable | None = None, *, mesh: jax.sharding.Mesh | None = None, kind=STEP, **kwargs) -> Callable:
     """``jax.jit(fn, **kwargs)`` compiled with ``kind``'s options for the platform of ``mesh``'s
-    devices (default: JAX's default backend)."""
+    devices (default: JAX's default backend); a caller's own ``compiler_options`` are added and
+    win. Without ``fn``, a decorator: ``@jit(kind=INIT)``."""
+    if fn is None:
+        return functools.partial(jit, mesh=mesh, kind=kind, **kwargs)
     platform = mesh.devices.flat[0].platform if mesh is not None else None
-    return jax.jit(fn, compiler_options=compiler_options(kind, platform), **kwargs)
+    options = {**(compiler_options(kind, platform) or {}), **(kwargs.pop("compiler_options", None) or {})}
+    return jax.jit(fn, compiler_options=options or None, **kwargs)

@@ -63,6 +63,12 @@ def test_every_program_is_built_with_its_kinds_options(monkeypatch):
         with pytest.raises(Exception, match=BOGUS):
             build()
             pytest.fail(f"{name}: compiled without the kind's options")
+    # as a decorator with arguments, and a caller's own options added to the kind's
+    with pytest.raises(Exception, match=BOGUS):
+        compile_options.jit(kind=INIT)(lambda x: x + 1)(jnp.ones(2))
+    monkeypatch.setitem(STEP, "cpu", {LEVEL: 1})
+    with pytest.raises(Exception, match=BOGUS):
+        compile_options.jit(lambda x: x + 1, compiler_options={BOGUS: 2})(jnp.ones(2))
     monkeypatch.setenv("XLA_FLAGS", f"--{BOGUS}=1")  # the user's flag wins: no option passed
     monkeypatch.setitem(STEP, "cpu", {BOGUS: 1})
     assert compile_options.compiler_options(STEP, "cpu") is None
