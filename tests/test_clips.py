@@ -113,7 +113,6 @@ def test_loader_gives_clip_batches(clip_cohort):
 
 def test_temporal_pooling_mean_and_attention():
     from lnm_jax.models.fusion import FusionClassifier
-    from lnm_jax.training.state import init_variables
 
     r = np.random.default_rng(0)
     clip = r.standard_normal((3, 5, 16, 16, 3)).astype(np.float32)
@@ -121,7 +120,7 @@ def test_temporal_pooling_mean_and_attention():
     mean_model = FusionClassifier(("ceus",), backbone="resnet18", width=4)
 
     def variables(m):  # no Grad-CAM perturbations
-        return {k: v for k, v in init_variables(m, jax.random.key(0), batch).items() if k in ("params", "batch_stats")}
+        return {k: v for k, v in m.init(jax.random.key(0), batch).items() if k in ("params", "batch_stats")}
 
     v = variables(mean_model)
     out = mean_model.apply(v, batch)

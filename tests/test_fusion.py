@@ -21,7 +21,6 @@ from lnm_jax.models.fusion import build_model
 from lnm_jax.run import Run, step_inputs, zero_batch
 from lnm_jax.training import state as S
 from lnm_jax.training.loop import train
-from lnm_jax.training.state import init_variables
 from lnm_jax.training.steps import make_eval_step, make_train_step
 
 
@@ -46,7 +45,7 @@ def _batch(c, seed=0):
 def test_late_fusion_starts_as_the_sum_of_the_inputs_log_odds():
     c = _small(fusion="late", flag_encoding="centred")
     model, b = build_model(c), _batch(c)
-    variables = init_variables(model, jax.random.key(0), b)
+    variables = model.init(jax.random.key(0), b)
     params = dict(variables["params"])
     params["us_lnm_head"] = {"kernel": jnp.full((1, 1), 2.0), "bias": jnp.zeros(1)}
     out = model.apply({**variables, "params": params}, b)
@@ -184,6 +183,6 @@ def test_late_fusion_reaches_the_bayes_auc_of_a_strong_flag_and_an_image_where_t
 def test_eval_step_returns_each_inputs_logit():
     c = _small(input_heads=True)
     model, b = build_model(c), _batch(c)
-    v = init_variables(model, jax.random.key(0), b)
+    v = model.init(jax.random.key(0), b)
     out = make_eval_step(model)(v["params"], v["batch_stats"], b)
     assert set(out) == {"logit", "logit_bmode", "logit_ceus", "logit_us_lnm"}

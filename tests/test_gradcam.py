@@ -14,7 +14,6 @@ from lnm_jax.explain.gradcam import METHODS, make_cam_fn
 from lnm_jax.models.fusion import FusionClassifier
 from lnm_jax.names import parse_modalities
 from lnm_jax.training import state as state_lib
-from lnm_jax.training.state import init_variables
 from lnm_jax.training.steps import make_train_step
 
 
@@ -28,7 +27,7 @@ def _model_and_vars(setting="triple", size=64, width=8, seed=0):
         "has_bmode": jnp.ones(4, bool),
         "has_ceus": jnp.array([True, False, True, True]),
     }
-    v = init_variables(model, jax.random.key(seed), batch)
+    v = model.init(jax.random.key(seed), batch)
     # non-trivial BatchNorm statistics, so inference mode matters
     v["batch_stats"] = jax.tree.map(lambda a: a + jnp.asarray(r.uniform(0.1, 0.5, a.shape), a.dtype), v["batch_stats"])
     return model, v, batch

@@ -15,7 +15,6 @@ from lnm_jax.evaluation.availability import PATTERNS, evaluate_availability, wit
 from lnm_jax.models.fusion import DROPOUT_RNG, FusionClassifier, drop_modalities
 from lnm_jax.run import Run
 from lnm_jax.training.loop import train
-from lnm_jax.training.state import init_variables
 
 TRIPLE = ("bmode", "ceus", "us_lnm")
 
@@ -39,7 +38,7 @@ def _model(**kw):
 def test_missing_image_is_kept_out_of_batchnorm_statistics_and_the_logit():
     model = _model()
     b = _batch()
-    v = init_variables(model, jax.random.key(0), b)
+    v = model.init(jax.random.key(0), b)
     noisy = dict(b, ceus=b["ceus"].copy())
     noisy["ceus"][~b["has_ceus"]] = 100.0  # garbage where CEUS is absent
     outs = [model.apply(v, x, train=True, mutable=["batch_stats"]) for x in (b, noisy)]
@@ -48,7 +47,7 @@ def test_missing_image_is_kept_out_of_batchnorm_statistics_and_the_logit():
         np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-6)
     # without the mechanism the garbage would leak into the statistics
     plain = FusionClassifier(TRIPLE, backbone="resnet18", width=4)
-    pv = init_variables(plain, jax.random.key(0), b)
+    pv = plain.init(jax.random.key(0), b)
     s0 = plain.apply(pv, b, train=True, mutable=["batch_stats"])[1]
     s1 = plain.apply(pv, noisy, train=True, mutable=["batch_stats"])[1]
     assert not np.allclose(
@@ -59,7 +58,7 @@ def test_missing_image_is_kept_out_of_batchnorm_statistics_and_the_logit():
 def test_absent_embedding_replaces_the_feature_and_the_indicator_is_appended():
     model = _model()
     b = _batch()
-    v = init_variables(model, jax.random.key(0), b)
+    v = model.init(jax.random.key(0), b)
     v = jax.tree.map(lambda x: x, v)
     params = dict(v["params"])
     params["ceus_absent"] = jnp.full_like(params["ceus_absent"], 7.0)
@@ -88,7 +87,7 @@ def test_modality_dropout_never_hides_every_input_and_hits_its_rate():
 def test_dropout_is_random_in_training_only_and_needs_missing_inputs():
     model = _model(modality_dropout=0.5)
     b = _batch()
-    v = init_variables(model, jax.random.key(0), b)
+    v = model.init(jax.random.key(0), b)
     a1 = model.apply(v, b, train=True, mutable=["batch_stats"], rngs={DROPOUT_RNG: jax.random.key(1)})[0]
     a2 = model.apply(v, b, train=True, mutable=["batch_stats"], rngs={DROPOUT_RNG: jax.random.key(2)})[0]
     assert any(not np.array_equal(a1["available"][m], a2["available"][m]) for m in TRIPLE)

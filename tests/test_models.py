@@ -10,7 +10,6 @@ import pytest
 from lnm_jax.models.fusion import FusionClassifier
 from lnm_jax.models.resnet import feature_dim, resnet
 from lnm_jax.names import SETTINGS, parse_modalities
-from lnm_jax.training.state import init_variables
 
 
 def _count(tree) -> int:
@@ -62,7 +61,7 @@ def test_stem_maxpool_pads_with_minus_infinity():
     """All-negative activations must not leak zero padding through the stem max-pool."""
     model = resnet("resnet18", width=4)
     x = jnp.ones((1, 16, 16, 3))
-    v = init_variables(model, jax.random.key(0), x)
+    v = model.init(jax.random.key(0), x)
     v = jax.tree.map(lambda a: a, v)
     v["params"]["bn1"]["bias"] = -10.0 * jnp.ones(4)  # makes every pre-ReLU value negative
     out = model.apply(v, x)
@@ -78,7 +77,7 @@ def test_fusion_output_shapes_for_the_five_settings(setting):
         "ceus": jnp.zeros((3, 32, 32, 3)),
         "us_lnm": jnp.array([0.0, 1.0, 1.0]),
     }
-    v = init_variables(model, jax.random.key(0), batch)
+    v = model.init(jax.random.key(0), batch)
     out = model.apply(v, batch)
     n_images = sum(m in ("bmode", "ceus") for m in mods)
     assert out["logit"].shape == (3,)
@@ -99,7 +98,7 @@ def test_paper_triple_is_4097_features():
 def test_branches_are_not_shared_and_flag_enters_the_head():
     model = FusionClassifier(parse_modalities("triple"), backbone="resnet18", width=4)
     batch = {"bmode": jnp.ones((2, 16, 16, 3)), "ceus": jnp.ones((2, 16, 16, 3)), "us_lnm": jnp.array([0.0, 1.0])}
-    v = init_variables(model, jax.random.key(0), batch)
+    v = model.init(jax.random.key(0), batch)
     assert "bmode_backbone" in v["params"] and "ceus_backbone" in v["params"]
     out = model.apply(v, batch)
     w_flag = v["params"]["head"]["kernel"][-1, 0]
@@ -127,7 +126,7 @@ def test_batchnorm_folded_into_convs_computes_the_same_function(arch, variant):
         "ceus": r.standard_normal((4, 48, 48, 3)).astype(np.float32),
         "us_lnm": np.ones(4, np.float32),
     }
-    v = init_variables(model, jax.random.key(0), batch)
+    v = model.init(jax.random.key(0), batch)
     # non-trivial running statistics and affine parameters
     stats = model.apply(
         {"params": v["params"], "batch_stats": v["batch_stats"]}, batch, train=True, mutable=["batch_stats"]
@@ -157,11 +156,10 @@ def test_performance_variants_compute_the_same_function():
 
     x = jax.random.normal(jax.random.key(1), (2, 38, 38, 3))
     base = resnet("resnet18", width=8)
-    v = init_variables(base, jax.random.key(0), x)
+    v = base.init(jax.random.key(0), x)
     ref = base.apply(v, x)
     s2d = resnet("resnet18", width=8, stem="space_to_depth")
-    same = jax.tree.structure(jax.eval_shape(s2d.init, jax.random.key(0), x)) == jax.tree.structure(v)
-    assert same  # the same parameters
+    assert jax.tree.structure(s2d.init(jax.random.key(0), x)) == jax.tree.structure(v)  # same parameters
     got = s2d.apply(v, x)
     np.testing.assert_allclose(got["stem"], ref["stem"], atol=1e-5)
     np.testing.assert_allclose(got["pooled"], ref["pooled"], atol=1e-5)
@@ -194,7 +192,7 @@ def test_stacked_branches_compute_the_same_function():
     (~30 ulps), compared at 1e-4 of it (a wrong weight or branch moves values by O(1))."""
     from lnm_jax.models.folding import fold_batchnorm
     from lnm_jax.models.fusion import STACKED_BACKBONES, stack_branches
-    from lnm_jax.training.state import run_init_program
+    from lnm_jax.training.state import init_variables, run_init_program
 
     modalities = ("bmode", "ceus", "us_lnm")
     sep = FusionClassifier(modalities, backbone="resnet18", width=8, missing_inputs=True)
