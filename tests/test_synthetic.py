@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import time
 
 import numpy as np
@@ -20,6 +21,7 @@ from lnm_jax.data.synth.synthetic import (
     _nodule_geometry,
     bayes_auc,
     bayes_scores,
+    default_workers,
     generate_cohort,
     read_truth,
     render_bmode,
@@ -74,21 +76,30 @@ def test_prevalence_and_flag_rates():
 
 
 def test_cohort_files_valid_and_deterministic(tmp_path):
+    """The same seed gives the same files, byte for byte, rendered by one thread or several."""
     p = SynthParams(patients=12, size=40, seed=4)
-    m1 = generate_cohort(tmp_path / "a", p)
-    m2 = generate_cohort(tmp_path / "b", p)
+    m1 = generate_cohort(tmp_path / "a", p, workers=1)
+    generate_cohort(tmp_path / "b", p, workers=3)
     cohort = read_manifest(m1)
     assert len(cohort) == 12 and cohort.availability() == {"bmode": 12, "ceus": 12, "us_lnm": 12}
     assert cohort.metadata_columns == ("age", "sex", "nodule_size_mm")
-    assert m1.read_text() == m2.read_text()
     b = Image.open(cohort.patients[0].bmode)
     c = Image.open(cohort.patients[0].ceus)
     assert b.mode == "L" and c.mode == "RGB" and b.size == (40, 40)
-    assert (tmp_path / "a" / "images" / "SYN000_bmode.png").read_bytes() == (
-        tmp_path / "b" / "images" / "SYN000_bmode.png"
-    ).read_bytes()
+    files = {f.relative_to(tmp_path / "a") for f in (tmp_path / "a").rglob("*") if f.is_file()}
+    assert files == {f.relative_to(tmp_path / "b") for f in (tmp_path / "b").rglob("*") if f.is_file()}
+    assert len(files) == 12 * 4 + 3  # two images and two masks a patient; manifest, truth, generator
+    differ = [f for f in sorted(files) if (tmp_path / "a" / f).read_bytes() != (tmp_path / "b" / f).read_bytes()]
+    assert not differ
     gen = json.loads((tmp_path / "a" / "generator.json").read_text())
     assert gen["bayes_auc"] == bayes_auc(p)
+
+
+def test_default_workers_grow_with_the_rendering_work():
+    cpus = len(os.sched_getaffinity(0))
+    assert default_workers(SynthParams(patients=12, size=40)) == 1
+    assert default_workers(SynthParams(patients=4096, size=257)) == cpus
+    assert default_workers(SynthParams(patients=40, size=256, clip_frames=16)) == min(cpus, 54)
 
 
 def test_images_carry_the_latent():

@@ -28,9 +28,12 @@ label-independent.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
+import os
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -290,74 +293,64 @@ def render_ceus_clip(u: float, u_dynamic: float, geom: dict, rng, size: int, fra
     return np.stack([_ceus_frame(parenchyma * ap + nodule * an, rng) for ap, an in zip(a_par, a_nod)])
 
 
-def generate_cohort(out_dir: Path | str, params: SynthParams, *, progress: bool = False) -> Path:
+def generate_cohort(
+    out_dir: Path | str, params: SynthParams, *, progress: bool = False, workers: int | None = None
+) -> Path:
     """Writes ``images/``, ``manifest.csv``, ``truth.csv`` and ``generator.json`` to ``out_dir``.
 
     Everything is built in a temporary sibling folder and renamed into place at the end, so an
     interrupted run leaves nothing half-written. ``out_dir`` must not exist or be empty.
+
+    ``workers``: threads rendering patients (NumPy, SciPy's filters and Pillow's encoders
+    release the GIL: 2 threads render 2.0x as fast on 2 cores, measured). Each patient draws
+    from its own seed, so the images, manifest and truth are the same for any number (DICOM
+    files differ only in their UIDs, new on every run); None picks :func:`default_workers`.
     """
     with atomic_directory(out_dir) as tmp:
-        _write_cohort(tmp, params, progress)
+        _write_cohort(tmp, params, progress, default_workers(params) if workers is None else workers)
     return Path(out_dir) / "manifest.csv"
 
 
-def _write_cohort(root: Path, params: SynthParams, progress: bool) -> None:
+# CPU seconds to render and write one 256 px patient (B-mode, CEUS still, two masks), measured
+# on one x86-64 core (200 patients in 16 s); a clip frame costs about a still
+_SECONDS_PER_PATIENT_256 = 0.08
+
+
+def default_workers(params: SynthParams) -> int:
+    """Threads for :func:`generate_cohort`: one per half second of estimated rendering (at
+    least one), at most the CPUs this process may run on."""
+    images = 1 + max(params.clip_frames, 1)
+    seconds = params.patients * (params.size / 256) ** 2 * _SECONDS_PER_PATIENT_256 * images / 2
+    return max(1, min(len(os.sched_getaffinity(0)), int(seconds / 0.5)))
+
+
+def _write_cohort(root: Path, params: SynthParams, progress: bool, workers: int) -> None:
     (root / "images").mkdir()
     lat = sample_latents(params)
     n = params.patients
     width = max(3, len(str(n)))
-    rows, truth = [], []
-    iterator = range(n)
+    step = max(1, -(-n // (4 * workers)))  # several chunks per worker, so that uneven ones even out
+    chunks = [range(s, min(s + step, n)) for s in range(0, n, step)]
+    bar = None
     if progress:
-        from tqdm import tqdm
+        from tqdm import tqdm  # noqa: PLC0415
 
-        iterator = tqdm(iterator, desc="synth", unit="patient")
-    for i in iterator:
-        rng = np.random.default_rng([params.seed, i])
-        pid = f"SYN{i:0{width}d}"
-        y = int(lat[LABEL][i])
-        u_b = float(_phi(lat["s_bmode"][i] - params.bmode_strength / 2))
-        u_c = float(_phi(lat["s_ceus"][i] - params.ceus_strength / 2))
-        u_t = float(_phi(lat["s_ceus_dynamic"][i] - params.ceus_dynamic_strength / 2))
-        geom = _nodule_geometry(rng, params.size)
-        missing = rng.random(3) < (params.p_missing_bmode, params.p_missing_ceus, params.p_missing_flag)
-        if missing[0] and missing[1] and missing[2]:
-            missing[2] = False  # every patient keeps at least one input
-        row = {PATIENT_ID: pid, LABEL: y, US_LNM: None if missing[2] else int(lat[US_LNM][i])}
-        bmode = None if missing[0] else render_bmode(u_b, geom, rng, params.size)
-        if missing[1]:
-            ceus = None
-        elif params.clip_frames:
-            ceus = render_ceus_clip(u_c, u_t, geom, rng, params.size, params.clip_frames)
+        bar = tqdm(total=n, desc="synth", unit="patient")
+    rows, truth = [], []
+    with contextlib.ExitStack() as stack:
+        if workers > 1:
+            pool = stack.enter_context(ThreadPoolExecutor(workers))
+            parts = pool.map(_render_patients, *zip(*((root, params, lat, width, c) for c in chunks)))
         else:
-            ceus = render_ceus(u_c, geom, rng, params.size)
-        if params.format == "dicom":
-            row.update(_write_dicom(root, pid, i, params, bmode, ceus, u_b, geom))
-        else:
-            row.update(_write_png(root, pid, bmode, ceus))
-            row.update(_write_masks(root, pid, row, u_b, geom, params.size))
-        row["age"] = int(np.clip(rng.normal(41 if y else 47, 12), 18, 85))
-        row["sex"] = "M" if rng.random() < (0.40 if y else 0.25) else "F"
-        row["nodule_size_mm"] = round(2 * geom["a"] / params.size * 40.0, 1)
-        rows.append(row)
-        truth.append(
-            {
-                PATIENT_ID: pid,
-                LABEL: y,
-                "s_bmode": lat["s_bmode"][i],
-                "s_ceus": lat["s_ceus"][i],
-                "us_lnm_true_reading": int(lat[US_LNM][i]),
-                "s_ceus_dynamic": lat["s_ceus_dynamic"][i],
-                "u_ceus_dynamic": u_t,
-                "u_bmode": u_b,
-                "u_ceus": u_c,
-                # nodule ellipse as fractions of the image side (where the cues sit)
-                **{
-                    f"nodule_{k}": geom[k] / (1.0 if k == "angle" else params.size)
-                    for k in ("cx", "cy", "a", "b", "angle")
-                },
-            }
-        )
+            parts = (_render_patients(root, params, lat, width, c) for c in chunks)
+        for part in parts:
+            for row, t in part:
+                rows.append(row)
+                truth.append(t)
+            if bar is not None:
+                bar.update(len(part))
+    if bar is not None:
+        bar.close()
     masks = [c for c in MASK_COLUMNS if any(c in r for r in rows)]
     write_manifest(root / "manifest.csv", rows, extra_columns=(*masks, "age", "sex", "nodule_size_mm"))
     with (root / "truth.csv").open("w") as f:
@@ -376,6 +369,54 @@ def _write_cohort(root: Path, params: SynthParams, progress: bool) -> None:
             indent=2,
         )
     )
+
+
+def _render_patients(root: Path, params: SynthParams, lat: dict, width: int, indices: range) -> list[tuple[dict, dict]]:
+    """Renders and writes patients ``indices`` under ``root``: their manifest and truth rows."""
+    return [_render_patient(root, params, lat, width, i) for i in indices]
+
+
+def _render_patient(root: Path, params: SynthParams, lat: dict, width: int, i: int) -> tuple[dict, dict]:
+    """Patient ``i``'s images and masks written under ``root``; its manifest row and truth row."""
+    rng = np.random.default_rng([params.seed, i])
+    pid = f"SYN{i:0{width}d}"
+    y = int(lat[LABEL][i])
+    u_b = float(_phi(lat["s_bmode"][i] - params.bmode_strength / 2))
+    u_c = float(_phi(lat["s_ceus"][i] - params.ceus_strength / 2))
+    u_t = float(_phi(lat["s_ceus_dynamic"][i] - params.ceus_dynamic_strength / 2))
+    geom = _nodule_geometry(rng, params.size)
+    missing = rng.random(3) < (params.p_missing_bmode, params.p_missing_ceus, params.p_missing_flag)
+    if missing[0] and missing[1] and missing[2]:
+        missing[2] = False  # every patient keeps at least one input
+    row = {PATIENT_ID: pid, LABEL: y, US_LNM: None if missing[2] else int(lat[US_LNM][i])}
+    bmode = None if missing[0] else render_bmode(u_b, geom, rng, params.size)
+    if missing[1]:
+        ceus = None
+    elif params.clip_frames:
+        ceus = render_ceus_clip(u_c, u_t, geom, rng, params.size, params.clip_frames)
+    else:
+        ceus = render_ceus(u_c, geom, rng, params.size)
+    if params.format == "dicom":
+        row.update(_write_dicom(root, pid, i, params, bmode, ceus, u_b, geom))
+    else:
+        row.update(_write_png(root, pid, bmode, ceus))
+        row.update(_write_masks(root, pid, row, u_b, geom, params.size))
+    row["age"] = int(np.clip(rng.normal(41 if y else 47, 12), 18, 85))
+    row["sex"] = "M" if rng.random() < (0.40 if y else 0.25) else "F"
+    row["nodule_size_mm"] = round(2 * geom["a"] / params.size * 40.0, 1)
+    return row, {
+        PATIENT_ID: pid,
+        LABEL: y,
+        "s_bmode": lat["s_bmode"][i],
+        "s_ceus": lat["s_ceus"][i],
+        "us_lnm_true_reading": int(lat[US_LNM][i]),
+        "s_ceus_dynamic": lat["s_ceus_dynamic"][i],
+        "u_ceus_dynamic": u_t,
+        "u_bmode": u_b,
+        "u_ceus": u_c,
+        # nodule ellipse as fractions of the image side (where the cues sit)
+        **{f"nodule_{k}": geom[k] / (1.0 if k == "angle" else params.size) for k in ("cx", "cy", "a", "b", "angle")},
+    }
 
 
 def _write_png(root: Path, pid: str, bmode, ceus) -> dict[str, str]:
