@@ -10,22 +10,25 @@ every framework, dtype and batch size in its own), each writing ``OUT/<step>.md`
 1. ``environment``: GPU name, driver and memory (nvidia-smi), Python, JAX, Flax, optax, PyTorch.
 2. ``step_vs_torch``: JAX bf16 batch 256 vs PyTorch eager AMP and ``torch.compile`` AMP
    (channels_last), measured in one invocation (the only JAX/PyTorch ratios this check states).
-3. ``train_e2e``: ``lnm-jax train`` end to end, device-resident data on and off, validation and
-   checkpoints inside the wall time (``scripts/train_e2e.py``).
-4. ``candidates``: the bf16 batch-256 step under each of ``benchmark.CANDIDATES`` (XLA:GPU flag
-   sets, BatchNorm statistics in bf16, the space-to-depth stem, the two branches stacked under
-   ``vmap``), speed-ups against the default measured in the same invocation (``--tiny``: the
-   default and the stem only, on a one-branch model; the others are tested in tests/test_models.py
-   and tests/test_benchmark.py).
-5. ``profile``: the bf16 train step's kernel time by bucket (``scripts/profile_step.py``).
+3. ``profile``: the bf16 train step's kernel time by bucket (``scripts/profile_step.py``).
+4. ``train_e2e``: ``lnm-jax train`` end to end, device-resident data on and off, validation and
+   checkpoints inside the wall time (``scripts/train_e2e.py``; 4,096 synthetic patients).
+5. ``candidates``: the bf16 batch-256 step under each of ``benchmark.CANDIDATES`` (XLA:GPU
+   flag sets, BatchNorm statistics in bf16, the space-to-depth stem, the two branches stacked
+   under ``vmap``), in ``CANDIDATE_ORDER`` or ``--candidates``, speed-ups against the default
+   measured in the same invocation (``--tiny``: the default and the stem only, on a one-branch
+   model; the others are tested in tests/test_models.py and tests/test_benchmark.py).
 6. ``step_jax``: JAX bf16 batch 128 and 512, fp32 (TF32) batch 256.
 7. ``export``: exported StableHLO and ONNX inference vs the live model
    (``scripts/benchmark_export.py``).
 
-Inference with BatchNorm folded is a column of the step tables. ``OUT/summary.md`` lists every
+Inference with BatchNorm folded is a column of the step tables. The steps share JAX's
+persistent compilation cache (``OUT/work/jax_cache``). ``OUT/summary.md`` lists every
 step with its status and wall time. A step that fails, times out or does not fit the remaining
-``--budget`` is one line there, never a traceback; without PyTorch the comparison runs JAX alone
-and says so; without a GPU every step runs on what JAX sees and the summary says that first.
+``--budget`` is one line there, never a traceback (a timed-out step's whole process group is
+killed, so no measuring child holds the GPU into the next step); without PyTorch the
+comparison runs JAX alone and says so; without a GPU every step runs on what JAX sees and the
+summary says that first.
 Needs no TensorFlow (said in the summary when it is installed: the steps never import it).
 """
 
@@ -35,8 +38,10 @@ import argparse
 import importlib.metadata
 import importlib.util
 import json
+import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -50,9 +55,25 @@ TINY_MODEL = ["--setting", "bmode,us_lnm", "--backbone", "resnet18", "--width", 
 TINY_TORCH = ["--setting", "triple", "--backbone", "resnet18", "--width", "64", "--image-size", "32"]
 
 
-def steps(out: Path, tiny: bool, torch: bool) -> list[dict]:
+# benchmark.CANDIDATES in the order the full check measures them, the likeliest gains first (a
+# budget that runs out keeps the rows measured)
+CANDIDATE_ORDER = [
+    "default",
+    "branches stacked (vmap)",
+    "cuDNN runtime fusion",
+    "BatchNorm statistics in bf16",
+    "space-to-depth stem",
+    "command buffers off",
+    "autotune level 4",
+    "Triton GEMM for all dots",
+    "no Triton GEMM",
+]
+
+
+def steps(out: Path, tiny: bool, torch: bool, candidates: list[str] | None = None) -> list[dict]:
     """The check's steps: name, title, command lines (run one after another into one file) and
-    a time limit in seconds, at paper size or ``tiny``."""
+    a time limit in seconds, at paper size or ``tiny``; ``candidates`` (full size only): those
+    of ``CANDIDATE_ORDER`` to measure, default all."""
     py = sys.executable
     bench, profile = str(HERE / "benchmark.py"), str(HERE / "profile_step.py")
     model = TINY_MODEL if tiny else PAPER
@@ -63,28 +84,28 @@ def steps(out: Path, tiny: bool, torch: bool) -> list[dict]:
     if tiny:  # torch.compile's CPU compile alone takes minutes: eager stands for it here
         vs_torch = [c for c in vs_torch if c != "--torch-compile"]
     e2e = [py, str(HERE / "train_e2e.py"), "--workdir", str(out / "work" / "train_e2e")]
-    e2e += ["--tiny"] if tiny else ["--patients", "2048", "--epochs", "3"]
+    e2e += ["--tiny"] if tiny else ["--patients", "4096", "--epochs", "3"]
     export = [py, str(HERE / "benchmark_export.py"), "--untrained"]  # on its own synthetic patients
     export += ["--backbone", "resnet18", "--width", "4", "--image-size", "32", "--batch-sizes", "1,2", "--repeats", "1"]
     export += ["--stablehlo-only"]  # tiny: the ONNX conversion is tests/test_export.py's
     if not tiny:
         export = export[: export.index("--backbone")] + ["--batch-sizes", "1,256", "--repeats", "5"]
     cand = [py, bench, *model, *short, "--dtypes", "bfloat16", "--batch-sizes", batch(256), "--candidates"]
-    cand += ["default,space-to-depth stem" if tiny else "all"]  # benchmark.CANDIDATES
+    cand += ["default,space-to-depth stem" if tiny else ",".join(candidates or CANDIDATE_ORDER)]
     return [
         {"name": "step_vs_torch", "title": "Train step, inference: JAX vs PyTorch", "cmds": [vs_torch], "limit": 240},
-        {"name": "train_e2e", "title": "lnm-jax train end to end", "cmds": [e2e], "limit": 180},
-        {
-            "name": "candidates",
-            "title": "Candidates for the bf16 train step (each the same function; one process each)",
-            "cmds": [cand],
-            "limit": 300,
-        },
         {
             "name": "profile",
             "title": "Where the bf16 train step's time goes",
             "cmds": [[py, profile, *model, "--dtype", "bfloat16", "--batch", batch(256), "--steps", "2"]],
             "limit": 120,
+        },
+        {"name": "train_e2e", "title": "lnm-jax train end to end", "cmds": [e2e], "limit": 200},
+        {
+            "name": "candidates",
+            "title": "Candidates for the bf16 train step (each the same function; one process each)",
+            "cmds": [cand],
+            "limit": 300,
         },
         {
             "name": "step_jax",
@@ -189,13 +210,39 @@ def e2e_table(stdout: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _run(cmd: list[str], limit: float, env: dict | None = None) -> subprocess.CompletedProcess:
+    """``cmd`` with its output captured, in a process group of its own: at ``limit`` seconds the
+    whole group is killed (a benchmark's measuring child too, which would otherwise go on
+    holding the GPU and its memory into the next step), returncode None then."""
+    proc = subprocess.Popen(
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, start_new_session=True
+    )
+    try:
+        stdout, stderr = proc.communicate(timeout=limit)
+        return subprocess.CompletedProcess(cmd, proc.returncode, stdout, stderr)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        stdout, stderr = proc.communicate()
+        return subprocess.CompletedProcess(cmd, None, stdout, stderr)
+
+
+def child_env(out: Path) -> dict:
+    """The steps' environment: this one, with JAX's persistent compilation cache in
+    ``OUT/work/jax_cache`` unless one is set (programs that two steps compile alike, the
+    default bf16 step of the comparison, the candidates and the profile, compile once; the
+    warm-up column of a later step is shorter then, its step times are the same)."""
+    env = dict(os.environ)
+    env.setdefault("JAX_COMPILATION_CACHE_DIR", str(out / "work" / "jax_cache"))
+    return env
+
+
 def run_step(step: dict, out: Path, deadline: float) -> dict:
     """Runs one step's commands into ``OUT/<name>.md``; returns its summary row."""
     t0 = time.perf_counter()
     left = deadline - time.monotonic()
     if left < 30:
         return {"step": step["name"], "status": f"skipped: {left:.0f} s of the budget left", "wall_s": 0.0, "file": ""}
-    parts, status = [f"## {step['title']}\n"], "ok"
+    parts, status, env = [f"## {step['title']}\n"], "ok", child_env(out)
     for cmd in step["cmds"]:
         limit = min(step["limit"], max(deadline - time.monotonic(), 1))
         shown = " ".join(
@@ -203,12 +250,10 @@ def run_step(step: dict, out: Path, deadline: float) -> dict:
             for c in cmd
         )
         parts.append(f"`{shown}`\n")
-        try:
-            res = subprocess.run(cmd, capture_output=True, text=True, timeout=limit)
-        except subprocess.TimeoutExpired as e:  # keep the rows measured before the limit
-            done = e.stdout.decode() if isinstance(e.stdout, bytes) else e.stdout or ""
+        res = _run(cmd, limit, env)
+        if res.returncode is None:  # timed out: keep the rows measured before the limit
             status = f"timed out after {limit:.0f} s"
-            parts += [done, f"{status}\n"]
+            parts += [res.stdout, f"{status}\n"]
             break
         text = e2e_table(res.stdout) if step["name"] == "train_e2e" else res.stdout
         parts.append(text)
@@ -231,20 +276,29 @@ def main(argv=None) -> list[dict]:
     p.add_argument("--tiny", action="store_true", help="toy sizes: every step on a CPU in about a minute")
     p.add_argument("--budget", type=float, default=460.0, help="seconds for all steps (a step left no time is skipped)")
     p.add_argument("--only", default="", help="comma list of steps to run (default: all)")
+    p.add_argument(
+        "--candidates",
+        default="",
+        help=f"comma list of the candidates step's rows, in order (default: all, {', '.join(CANDIDATE_ORDER)})",
+    )
     a = p.parse_args(argv)
     known = [s["name"] for s in steps(a.out, a.tiny, False)]
     chosen = [c.strip() for c in a.only.split(",") if c.strip()]
     if unknown := [c for c in chosen if c not in known]:
         p.error(f"--only: unknown step(s) {', '.join(unknown)}; the steps: {', '.join(known)}")
+    candidates = [c.strip() for c in a.candidates.split(",") if c.strip()]
+    if unknown := [c for c in candidates if c not in CANDIDATE_ORDER]:
+        p.error(f"--candidates: unknown {', '.join(unknown)}; the candidates: {', '.join(CANDIDATE_ORDER)}")
     a.out.mkdir(parents=True, exist_ok=True)
     for name in known:  # a rerun into the same folder leaves no table of an earlier run beside its summary
         (a.out / f"{name}.md").unlink(missing_ok=True)
+    shutil.rmtree(a.out / "work" / "train_e2e", ignore_errors=True)  # nor its cohort and runs
     deadline = time.monotonic() + a.budget
     t0 = time.perf_counter()
     table, gpu, torch = environment()
     (a.out / "environment.md").write_text("## Environment\n\n" + table)
     rows = [{"step": "environment", "status": "ok", "wall_s": time.perf_counter() - t0, "file": "environment.md"}]
-    for step in steps(a.out, a.tiny, torch):
+    for step in steps(a.out, a.tiny, torch, candidates):
         if chosen and step["name"] not in chosen:
             continue
         rows.append(run_step(step, a.out, deadline))
