@@ -241,3 +241,41 @@ def test_every_xla_flag_candidate_is_one_xla_reads():
     env = {**os.environ, "XLA_FLAGS": flags}
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env)
     assert res.returncode == 0 and res.stdout.strip() == "30.0", res.stderr[-1000:]
+
+
+def test_gpu_check_orders_every_candidate_once():
+    """The full check's candidate order names each of benchmark.CANDIDATES once, 'default' first
+    (the speed-ups are taken against it)."""
+    order = _load("gpu_check").CANDIDATE_ORDER
+    assert order[0] == "default" and len(order) == len(set(order))
+    assert set(order) == set(_load("benchmark").CANDIDATES)
+
+
+def test_a_timed_out_gpu_check_step_leaves_no_process_behind(tmp_path):
+    """A step past its limit is killed with its whole process group: a benchmark's measuring
+    child would otherwise hold the GPU (and JAX's 75% of its memory) into the next step. The
+    output printed before the limit is kept, and the step ends at its limit."""
+    pid_file = tmp_path / "child.pid"
+    code = (
+        "import subprocess, sys, time; "
+        "c = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)']); "
+        f"open({str(pid_file)!r}, 'w').write(str(c.pid)); print('measured row', flush=True); time.sleep(60)"
+    )
+    import time
+
+    t0 = time.monotonic()
+    res = _load("gpu_check")._run([sys.executable, "-c", code], limit=5)
+    assert time.monotonic() - t0 < 5 + 20  # not held until the child's own end (60 s)
+    assert res.returncode is None and "measured row" in res.stdout
+    child = int(pid_file.read_text())
+    for _ in range(50):  # the kill is asynchronous: give the kernel a moment to reap
+        try:
+            os.kill(child, 0)
+        except ProcessLookupError:
+            break
+        with open(f"/proc/{child}/stat") as f:
+            if f.read().split(")")[-1].split()[0] == "Z":  # a zombie: dead, not yet reaped by init
+                break
+        time.sleep(0.1)
+    else:
+        raise AssertionError(f"the step's child {child} outlived the step's limit")
