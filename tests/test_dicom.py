@@ -358,3 +358,30 @@ def test_jpeg_encoding_in_the_writer_is_baseline(tmp_path):
     with Image.open(io.BytesIO(frame)) as im:
         assert im.format == "JPEG" and im.mode == "RGB"
     assert ds.PhotometricInterpretation == "YBR_FULL_422"
+
+
+def test_quiet_pydicom_from_many_threads_restores_the_filters_and_the_log_level():
+    """Manifests are checked on threads: callers overlapping in any order leave warnings and
+    pydicom's log level as they found them, and each is quiet while inside."""
+    import logging
+    import threading
+    import time
+
+    log = logging.getLogger("pydicom")
+    before_filters, before_level = warnings.filters[:], log.level
+    barrier, inside = threading.Barrier(6), []
+
+    def caller(i):
+        barrier.wait()
+        time.sleep(0.002 * (i % 3))
+        with dicom.quiet_pydicom():
+            time.sleep(0.01 * ((i * 7) % 5))
+            inside.append((warnings.filters[0][0], log.level))
+
+    threads = [threading.Thread(target=caller, args=(i,)) for i in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert inside == [("ignore", logging.ERROR)] * 6
+    assert warnings.filters == before_filters and log.level == before_level

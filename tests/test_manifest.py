@@ -110,6 +110,31 @@ def test_every_problem_is_reported_at_once(folder):
     assert "row 1" in text and "row 2" in text and "zz.png" in text
 
 
+def test_problems_come_in_row_order_on_any_number_of_threads(folder, monkeypatch):
+    """Rows are checked on threads; the problems are listed as one thread lists them: by row,
+    a row's patient_id first, then its cells from left to right."""
+    (folder / "img" / "broken.png").write_bytes((folder / "img" / "a.png").read_bytes()[:60])
+    rows = [f"P{i},img/{'abcd'[i % 4]}.png,img/{'abcd'[i % 4]}.jpg,{i % 2},{i % 2},1" for i in range(1, 25)]
+    rows[3] = "P4,img/broken.png,img/zz.jpg,1,1,1"  # row 4: an unreadable image and a missing one
+    rows[9] = "P3,img/a.png,img/a.jpg,5,1,1"  # row 10: a duplicate id and a bad flag
+    rows[20] = "P21,,,,1,1"  # row 21: no inputs
+    path = _write(folder, "\n".join(rows) + "\n")
+    monkeypatch.setattr(mf, "MAX_CHECK_THREADS", 1)
+    one = [(p.row, p.column, p.code) for p in _codes(path)]
+    monkeypatch.setattr(mf, "MAX_CHECK_THREADS", 8)
+    assert (
+        [(p.row, p.column, p.code) for p in _codes(path)]
+        == one
+        == [
+            (4, "bmode", mf.UNREADABLE_IMAGE),
+            (4, "ceus", mf.MISSING_FILE),
+            (10, "patient_id", mf.DUPLICATE_PATIENT_ID),
+            (10, "us_lnm", mf.BAD_FLAG_VALUE),
+            (21, None, mf.NO_INPUTS),
+        ]
+    )
+
+
 def test_labels_optional_for_new_patients(folder):
     cohort = read_manifest(
         _write(folder, "N1,img/a.png,img/a.jpg,1,\n", header="patient_id,bmode,ceus,us_lnm,lnm\n"), require_labels=False

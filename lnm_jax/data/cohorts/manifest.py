@@ -20,10 +20,13 @@ from __future__ import annotations
 import csv
 import dataclasses
 import errno
+import functools
 import hashlib
 import io
+import os
 import re
 from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from PIL import UnidentifiedImageError
@@ -377,92 +380,47 @@ def read_manifest(
     metadata_columns = tuple(
         h for h in header if h not in REQUIRED_COLUMNS and h not in option_columns and h not in MASK_COLUMNS
     )
+    records, id_problems = [], {}
     for row, rec in enumerate(reader, start=1):
         rec = {k: (v or "").strip() for k, v in rec.items() if k is not None}
+        records.append((row, rec))
         pid = rec.get(PATIENT_ID, "")
         if not pid:
-            problems.append(Problem(EMPTY_PATIENT_ID, "patient_id is empty", row, PATIENT_ID))
+            id_problems[row] = Problem(EMPTY_PATIENT_ID, "patient_id is empty", row, PATIENT_ID)
         elif not PATIENT_ID_PATTERN.fullmatch(pid):
-            problems.append(
-                Problem(
-                    BAD_PATIENT_ID,
-                    f"patient_id {pid!r} is not a safe file name: use letters, digits, '.', '_' and '-' "
-                    "(not starting with '.'), at most 128 characters",
-                    row,
-                    PATIENT_ID,
-                )
+            id_problems[row] = Problem(
+                BAD_PATIENT_ID,
+                f"patient_id {pid!r} is not a safe file name: use letters, digits, '.', '_' and '-' "
+                "(not starting with '.'), at most 128 characters",
+                row,
+                PATIENT_ID,
             )
         elif pid in seen:
-            problems.append(
-                Problem(DUPLICATE_PATIENT_ID, f"patient_id '{pid}' already used in row {seen[pid]}", row, PATIENT_ID)
+            id_problems[row] = Problem(
+                DUPLICATE_PATIENT_ID, f"patient_id '{pid}' already used in row {seen[pid]}", row, PATIENT_ID
             )
         else:
             seen[pid] = row
 
-        images: dict[str, Path | None] = {}
-        options: dict[str, sources.ImageOptions] = {}
-        for col in IMAGE_COLUMNS:
-            try:
-                options[col] = sources.parse_options(col, rec)
-            except sources.OptionError as e:
-                options[col] = sources.NO_OPTIONS
-                problems.append(Problem(BAD_IMAGE_OPTION, str(e), row, e.column))
-            cell = rec.get(col, "")
-            if not cell:
-                images[col] = None
-                continue
-            file = Path(cell) if Path(cell).is_absolute() else base / cell
-            images[col] = file
-            if (why := missing_path(file)) is not None:
-                kind = "clip" if col == CEUS and is_clip(file) else "image file"
-                problems.append(Problem(MISSING_FILE, f"{kind} {why}", row, col, str(file)))
-            elif is_dicom(file):
-                if check_images and (
-                    bad := check_dicom(file, col, options[col], min_clip_frames, ceus_region, accept_secondary_capture)
-                ):
-                    problems.append(Problem(bad[0], bad[1], row, col, str(file)))
-            elif col == CEUS and is_clip(file):
-                if check_images and (bad := check_clip(file, min_clip_frames)) is not None:
-                    problems.append(Problem(bad[0], bad[1], row, col, str(file)))
-            elif is_clip(file):
-                problems.append(
-                    Problem(UNREADABLE_IMAGE, "B-mode must be a still image, not a clip", row, col, str(file))
-                )
-            elif not file.is_file():
-                problems.append(Problem(MISSING_FILE, "image path is not a file", row, col, str(file)))
-            elif check_images and (bad := check_image(file)) is not None:
-                problems.append(Problem(bad[0], bad[1], row, col, str(file)))
-            elif options[col].crop is not None:
-                try:
-                    sources.resolve(file, col, options[col])
-                except ValueError as e:
-                    problems.append(Problem(BAD_IMAGE_OPTION, str(e).removeprefix(f"{file}: "), row, col, str(file)))
-        masks = _masks(rec, base, images, options, row, problems, check_images, ceus_region)
-
-        flag = _parse_binary(rec.get(US_LNM, ""))
-        if isinstance(flag, str):
-            problems.append(Problem(BAD_FLAG_VALUE, f"us_lnm must be 0, 1 or empty, got '{flag}'", row, US_LNM))
-            flag = None
-        label = _parse_binary(rec.get(LABEL, ""))
-        if isinstance(label, str) or (label is None and require_labels):
-            shown = "empty" if label is None else f"'{label}'"
-            problems.append(Problem(BAD_LABEL_VALUE, f"lnm must be 0 or 1, got {shown}", row, LABEL))
-            label = None
-        if images[BMODE] is None and images[CEUS] is None and rec.get(US_LNM, "") == "":
-            problems.append(Problem(NO_INPUTS, "patient has no B-mode, no CEUS and no US-LNM flag", row))
-        patients.append(
-            Patient(
-                patient_id=pid,
-                bmode=images[BMODE],
-                ceus=images[CEUS],
-                us_lnm=flag,
-                lnm=label,
-                row=row,
-                metadata={c: rec.get(c, "") for c in metadata_columns},
-                options={k: v for k, v in options.items() if v != sources.NO_OPTIONS},
-                masks=masks,
-            )
-        )
+    # each row's files checked on a thread of its own (PIL's and pydicom's decoders and NumPy
+    # release the GIL); problems listed in row order, as one thread would list them
+    check = functools.partial(
+        _check_row,
+        base=base,
+        metadata_columns=metadata_columns,
+        require_labels=require_labels,
+        check_images=check_images,
+        min_clip_frames=min_clip_frames,
+        ceus_region=ceus_region,
+        accept_secondary_capture=accept_secondary_capture,
+    )
+    threads = max(1, min(len(records), len(os.sched_getaffinity(0)), MAX_CHECK_THREADS))
+    with ThreadPoolExecutor(threads) as pool:
+        for (row, _), (patient, found) in zip(records, pool.map(check, records)):
+            if row in id_problems:
+                problems.append(id_problems[row])
+            problems.extend(found)
+            patients.append(patient)
 
     if not patients:
         problems.append(Problem(EMPTY_COHORT, "manifest has a header but no patients"))
@@ -483,3 +441,89 @@ def write_manifest(path: Path, rows: list[dict[str, object]], extra_columns: Ite
     """Writes a manifest atomically (temp file + rename): never a half-written CSV."""
     columns = list(REQUIRED_COLUMNS) + [c for c in extra_columns if c not in REQUIRED_COLUMNS]
     write_csv(path, rows, columns)
+
+
+# threads checking a manifest's files (read_manifest): enough to keep a many-core machine's
+# disks and decoders busy, few enough that open files stay far under the usual limits
+MAX_CHECK_THREADS = 32
+
+
+def _check_row(
+    record: tuple[int, dict[str, str]],
+    *,
+    base: Path,
+    metadata_columns: tuple[str, ...],
+    require_labels: bool,
+    check_images: bool,
+    min_clip_frames: int,
+    ceus_region: str,
+    accept_secondary_capture: bool,
+) -> tuple[Patient, list[Problem]]:
+    """One manifest row's patient and the problems of its cells and files (not those of its
+    patient_id, which depend on the other rows: :func:`read_manifest`)."""
+    row, rec = record
+    pid = rec.get(PATIENT_ID, "")
+    problems: list[Problem] = []
+    images: dict[str, Path | None] = {}
+    options: dict[str, sources.ImageOptions] = {}
+    for col in IMAGE_COLUMNS:
+        try:
+            options[col] = sources.parse_options(col, rec)
+        except sources.OptionError as e:
+            options[col] = sources.NO_OPTIONS
+            problems.append(Problem(BAD_IMAGE_OPTION, str(e), row, e.column))
+        cell = rec.get(col, "")
+        if not cell:
+            images[col] = None
+            continue
+        file = Path(cell) if Path(cell).is_absolute() else base / cell
+        images[col] = file
+        if (why := missing_path(file)) is not None:
+            kind = "clip" if col == CEUS and is_clip(file) else "image file"
+            problems.append(Problem(MISSING_FILE, f"{kind} {why}", row, col, str(file)))
+        elif is_dicom(file):
+            if check_images and (
+                bad := check_dicom(file, col, options[col], min_clip_frames, ceus_region, accept_secondary_capture)
+            ):
+                problems.append(Problem(bad[0], bad[1], row, col, str(file)))
+        elif col == CEUS and is_clip(file):
+            if check_images and (bad := check_clip(file, min_clip_frames)) is not None:
+                problems.append(Problem(bad[0], bad[1], row, col, str(file)))
+        elif is_clip(file):
+            problems.append(Problem(UNREADABLE_IMAGE, "B-mode must be a still image, not a clip", row, col, str(file)))
+        elif not file.is_file():
+            problems.append(Problem(MISSING_FILE, "image path is not a file", row, col, str(file)))
+        elif check_images and (bad := check_image(file)) is not None:
+            problems.append(Problem(bad[0], bad[1], row, col, str(file)))
+        elif options[col].crop is not None:
+            try:
+                sources.resolve(file, col, options[col])
+            except ValueError as e:
+                problems.append(Problem(BAD_IMAGE_OPTION, str(e).removeprefix(f"{file}: "), row, col, str(file)))
+    masks = _masks(rec, base, images, options, row, problems, check_images, ceus_region)
+
+    flag = _parse_binary(rec.get(US_LNM, ""))
+    if isinstance(flag, str):
+        problems.append(Problem(BAD_FLAG_VALUE, f"us_lnm must be 0, 1 or empty, got '{flag}'", row, US_LNM))
+        flag = None
+    label = _parse_binary(rec.get(LABEL, ""))
+    if isinstance(label, str) or (label is None and require_labels):
+        shown = "empty" if label is None else f"'{label}'"
+        problems.append(Problem(BAD_LABEL_VALUE, f"lnm must be 0 or 1, got {shown}", row, LABEL))
+        label = None
+    if images[BMODE] is None and images[CEUS] is None and rec.get(US_LNM, "") == "":
+        problems.append(Problem(NO_INPUTS, "patient has no B-mode, no CEUS and no US-LNM flag", row))
+    return (
+        Patient(
+            patient_id=pid,
+            bmode=images[BMODE],
+            ceus=images[CEUS],
+            us_lnm=flag,
+            lnm=label,
+            row=row,
+            metadata={c: rec.get(c, "") for c in metadata_columns},
+            options={k: v for k, v in options.items() if v != sources.NO_OPTIONS},
+            masks=masks,
+        ),
+        problems,
+    )

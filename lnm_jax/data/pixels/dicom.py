@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import io
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -199,21 +200,43 @@ def _header(path: Path, ds, frames: int, photometric: str, syntax) -> DicomHeade
     )
 
 
+class _Quiet:
+    """Process-wide state of :func:`quiet_pydicom`: how many callers (threads) are inside it,
+    the logger level to restore and the warning filters' saved state."""
+
+    lock = threading.Lock()
+    depth = 0
+    level = 0
+    filters = None  # the entered warnings.catch_warnings
+
+
 @contextlib.contextmanager
 def quiet_pydicom():
-    """pydicom's warnings on a malformed value (logged and warned) kept off the console."""
+    """pydicom's warnings on a malformed value (logged and warned) kept off the console.
+
+    Thread-safe (manifests are checked on several threads): the first caller in silences
+    pydicom's logger and warnings, the last one out restores both (``warnings.catch_warnings``
+    entered by each thread would restore another thread's filters, and could leave warnings
+    silenced for good)."""
     import logging  # noqa: PLC0415
     import warnings  # noqa: PLC0415
 
     log = logging.getLogger("pydicom")
-    saved = log.level
-    log.setLevel(logging.ERROR)
-    try:
-        with warnings.catch_warnings():
+    with _Quiet.lock:
+        if _Quiet.depth == 0:
+            _Quiet.level, _Quiet.filters = log.level, warnings.catch_warnings()
+            _Quiet.filters.__enter__()
+            log.setLevel(logging.ERROR)
             warnings.simplefilter("ignore")
-            yield
+        _Quiet.depth += 1
+    try:
+        yield
     finally:
-        log.setLevel(saved)
+        with _Quiet.lock:
+            _Quiet.depth -= 1
+            if _Quiet.depth == 0:
+                log.setLevel(_Quiet.level)
+                _Quiet.filters.__exit__(None, None, None)
 
 
 def check_ultrasound(header: DicomHeader, accept_secondary_capture: bool = False) -> None:
