@@ -55,18 +55,19 @@ TINY_MODEL = ["--setting", "bmode,us_lnm", "--backbone", "resnet18", "--width", 
 TINY_TORCH = ["--setting", "triple", "--backbone", "resnet18", "--width", "64", "--image-size", "32"]
 
 
-# benchmark.CANDIDATES in the order the full check measures them, the likeliest gains first (a
-# budget that runs out keeps the rows measured)
+# benchmark.CANDIDATES in the order the full check measures them: those not yet measured on a
+# GPU first, then those measured on an H200 on 2026-11-30, none faster there (docs/benchmarks.md);
+# a budget that runs out keeps the rows measured
 CANDIDATE_ORDER = [
     "default",
-    "branches stacked (vmap)",
-    "cuDNN runtime fusion",
-    "BatchNorm statistics in bf16",
     "space-to-depth stem",
     "command buffers off",
     "autotune level 4",
     "Triton GEMM for all dots",
     "no Triton GEMM",
+    "BatchNorm statistics in bf16",
+    "cuDNN runtime fusion",
+    "branches stacked (vmap)",
 ]
 
 
@@ -100,7 +101,7 @@ def steps(out: Path, tiny: bool, torch: bool, candidates: list[str] | None = Non
             "cmds": [[py, profile, *model, "--dtype", "bfloat16", "--batch", batch(256), "--steps", "2"]],
             "limit": 120,
         },
-        {"name": "train_e2e", "title": "lnm-jax train end to end", "cmds": [e2e], "limit": 200},
+        {"name": "train_e2e", "title": "lnm-jax train end to end", "cmds": [e2e], "limit": 300},
         {
             "name": "candidates",
             "title": "Candidates for the bf16 train step (each the same function; one process each)",
@@ -190,14 +191,16 @@ def _one_line(stderr: str, returncode: int) -> str:
 
 
 def e2e_table(stdout: str) -> str:
-    """train_e2e.py's JSON lines as a table."""
+    """train_e2e.py's output with its JSON lines as a table (the other lines kept above it)."""
     rows = [json.loads(x) for x in stdout.splitlines() if x.startswith("{")]
     if not rows:
         return stdout
+    other = "".join(f"{x}\n" for x in stdout.splitlines() if x.strip() and not x.startswith("{"))
     keys = [
         "on_device",
         "train_patients",
         "epochs",
+        "setup_s",
         "wall_s_all_epochs",
         "patients_per_s_steps_only",
         "patients_per_s_whole_epoch",
@@ -207,7 +210,7 @@ def e2e_table(stdout: str) -> str:
     for r in rows:
         share = r["patients_per_s_whole_epoch"] / r["patients_per_s_steps_only"]
         lines.append("| " + " | ".join(str(r[k]) for k in keys) + f" | {100 * share:.0f}% |")
-    return "\n".join(lines) + "\n"
+    return other + "\n" + "\n".join(lines) + "\n"
 
 
 def _run(cmd: list[str], limit: float, env: dict | None = None) -> subprocess.CompletedProcess:
@@ -251,12 +254,11 @@ def run_step(step: dict, out: Path, deadline: float) -> dict:
         )
         parts.append(f"`{shown}`\n")
         res = _run(cmd, limit, env)
-        if res.returncode is None:  # timed out: keep the rows measured before the limit
+        parts.append(e2e_table(res.stdout) if step["name"] == "train_e2e" else res.stdout)
+        if res.returncode is None:  # timed out: the rows measured before the limit are kept
             status = f"timed out after {limit:.0f} s"
-            parts += [res.stdout, f"{status}\n"]
+            parts.append(f"{status}\n")
             break
-        text = e2e_table(res.stdout) if step["name"] == "train_e2e" else res.stdout
-        parts.append(text)
         if res.returncode != 0:
             status = f"failed: {_one_line(res.stderr, res.returncode)}"
             parts.append(f"{status}\n")
