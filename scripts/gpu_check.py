@@ -10,7 +10,8 @@ every framework, dtype and batch size in its own), each writing ``OUT/<step>.md`
 1. ``environment``: GPU name, driver and memory (nvidia-smi), Python, JAX, Flax, optax, PyTorch.
 2. ``step_vs_torch``: JAX bf16 batch 256 vs PyTorch eager AMP and ``torch.compile`` AMP
    (channels_last), measured in one invocation (the only JAX/PyTorch ratios this check states).
-3. ``profile``: the bf16 train step's kernel time by bucket (``scripts/profile_step.py``).
+3. ``profile``: the bf16 train step's kernel time by bucket and phase (``scripts/profile_step.py``;
+   XLA:GPU command buffers off, so that each kernel is traced under its own HLO instruction).
 4. ``train_e2e``: ``lnm-jax train`` end to end, device-resident data on and off, validation and
    checkpoints inside the wall time (``scripts/train_e2e.py``; 4,096 synthetic patients).
 5. ``candidates``: the bf16 batch-256 step under each of ``benchmark.CANDIDATES`` (XLA:GPU
@@ -55,6 +56,9 @@ TINY_MODEL = ["--setting", "bmode,us_lnm", "--backbone", "resnet18", "--width", 
 TINY_TORCH = ["--setting", "triple", "--backbone", "resnet18", "--width", "64", "--image-size", "32"]
 
 
+# the profile's: each kernel traced under its own HLO instruction, so that every one has a phase
+PROFILE_XLA_FLAGS = "--xla_gpu_enable_command_buffer="
+
 # benchmark.CANDIDATES in the order the full check measures them: those not yet measured on a
 # GPU first, then those measured on an H200 on 2026-11-30, none faster there (docs/benchmarks.md);
 # a budget that runs out keeps the rows measured
@@ -97,9 +101,12 @@ def steps(out: Path, tiny: bool, torch: bool, candidates: list[str] | None = Non
         {"name": "step_vs_torch", "title": "Train step, inference: JAX vs PyTorch", "cmds": [vs_torch], "limit": 240},
         {
             "name": "profile",
-            "title": "Where the bf16 train step's time goes",
+            "title": "Where the bf16 train step's time goes (XLA:GPU command buffers off)",
             "cmds": [[py, profile, *model, "--dtype", "bfloat16", "--batch", batch(256), "--steps", "2"]],
             "limit": 120,
+            # with command buffers on, the 2026-11-30 H200 trace named most kernels' HLO op
+            # 'command_buffer_N': buckets came from kernel names, 55% of the time had no phase
+            "xla_flags": PROFILE_XLA_FLAGS,
         },
         {"name": "train_e2e", "title": "lnm-jax train end to end", "cmds": [e2e], "limit": 300},
         {
@@ -229,13 +236,16 @@ def _run(cmd: list[str], limit: float, env: dict | None = None) -> subprocess.Co
         return subprocess.CompletedProcess(cmd, None, stdout, stderr)
 
 
-def child_env(out: Path) -> dict:
+def child_env(out: Path, xla_flags: str = "") -> dict:
     """The steps' environment: this one, with JAX's persistent compilation cache in
     ``OUT/work/jax_cache`` unless one is set (programs that two steps compile alike, the
-    default bf16 step of the comparison, the candidates and the profile, compile once; the
-    warm-up column of a later step is shorter then, its step times are the same)."""
+    default bf16 step of the comparison and of the candidates, compile once; the warm-up
+    column of a later step is shorter then, its step times are the same), and ``xla_flags``
+    added to XLA_FLAGS."""
     env = dict(os.environ)
     env.setdefault("JAX_COMPILATION_CACHE_DIR", str(out / "work" / "jax_cache"))
+    if xla_flags:
+        env["XLA_FLAGS"] = f"{env.get('XLA_FLAGS', '')} {xla_flags}".strip()
     return env
 
 
@@ -245,14 +255,15 @@ def run_step(step: dict, out: Path, deadline: float) -> dict:
     left = deadline - time.monotonic()
     if left < 30:
         return {"step": step["name"], "status": f"skipped: {left:.0f} s of the budget left", "wall_s": 0.0, "file": ""}
-    parts, status, env = [f"## {step['title']}\n"], "ok", child_env(out)
+    parts, status, env = [f"## {step['title']}\n"], "ok", child_env(out, step.get("xla_flags", ""))
     for cmd in step["cmds"]:
         limit = min(step["limit"], max(deadline - time.monotonic(), 1))
         shown = " ".join(
             "python" if c == sys.executable else str(Path(c).relative_to(HERE.parent)) if c.startswith(str(HERE)) else c
             for c in cmd
         )
-        parts.append(f"`{shown}`\n")
+        flags = f"XLA_FLAGS='{step['xla_flags']}' " if step.get("xla_flags") else ""
+        parts.append(f"`{flags}{shown}`\n")
         res = _run(cmd, limit, env)
         parts.append(e2e_table(res.stdout) if step["name"] == "train_e2e" else res.stdout)
         if res.returncode is None:  # timed out: the rows measured before the limit are kept

@@ -245,10 +245,13 @@ def test_every_xla_flag_candidate_is_one_xla_reads():
 
 def test_gpu_check_orders_every_candidate_once():
     """The full check's candidate order names each of benchmark.CANDIDATES once, 'default' first
-    (the speed-ups are taken against it)."""
-    order = _load("gpu_check").CANDIDATE_ORDER
+    (the speed-ups are taken against it); the profile's XLA flags are a candidate's."""
+    gc, candidates = _load("gpu_check"), _load("benchmark").CANDIDATES
+    order = gc.CANDIDATE_ORDER
     assert order[0] == "default" and len(order) == len(set(order))
-    assert set(order) == set(_load("benchmark").CANDIDATES)
+    assert set(order) == set(candidates)
+    # the profile runs with the command-buffers-off candidate's flags (spelled in one place each)
+    assert gc.PROFILE_XLA_FLAGS == candidates["command buffers off"]["xla_flags"]
 
 
 def test_a_timed_out_gpu_check_step_leaves_no_process_behind(tmp_path):
