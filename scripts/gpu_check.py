@@ -1,7 +1,9 @@
 """The GPU check: every measurement this project needs from an accelerator, prepared to run in
-one short slot and to write Markdown tables a person can paste (docs/benchmarks.md#gpu-check).
+short slots and to write Markdown tables a person can paste (docs/benchmarks.md#gpu-check). All
+steps take about 22 minutes on an H200 (measured 2026-11-30): a 15-minute slot runs some of them
+(``--only``, ``--candidates``), within ``--budget``.
 
-    python scripts/gpu_check.py --out gpu_check            # one NVIDIA GPU, no TensorFlow: < 8 min
+    python scripts/gpu_check.py --out gpu_check            # one NVIDIA GPU, no TensorFlow
     python scripts/gpu_check.py --out /tmp/check --tiny    # any CPU: every step at toy size (tested)
 
 Steps, in order of importance, each in its own process(es) (``scripts/benchmark.py`` also puts
