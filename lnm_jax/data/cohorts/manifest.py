@@ -23,10 +23,8 @@ import errno
 import functools
 import hashlib
 import io
-import os
 import re
 from collections.abc import Iterable
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from PIL import UnidentifiedImageError
@@ -40,6 +38,7 @@ from lnm_jax.data.pixels.masks import NOT_BINARY as MASK_NOT_BINARY  # noqa: F40
 from lnm_jax.data.pixels.masks import NOT_SEGMENTATION as MASK_NOT_SEGMENTATION  # noqa: F401
 from lnm_jax.data.pixels.masks import SIZE_MISMATCH as MASK_SIZE_MISMATCH  # noqa: F401
 from lnm_jax.data.pixels.masks import MaskError, check_mask
+from lnm_jax.data.threads import cpus, ordered_map
 from lnm_jax.fileio import write_csv
 from lnm_jax.names import BMODE, CEUS, IMAGE_INPUTS, INPUTS, LABEL, MASK_COLUMNS, PATIENT_ID, US_LNM, mask
 
@@ -402,8 +401,8 @@ def read_manifest(
         else:
             seen[pid] = row
 
-    # each row's files checked on a thread of its own (PIL's and pydicom's decoders and NumPy
-    # release the GIL); problems listed in row order, as one thread would list them
+    # rows' files checked on threads (lnm_jax.data.threads); problems listed in row order, as one
+    # thread would list them
     check = functools.partial(
         _check_row,
         base=base,
@@ -414,13 +413,11 @@ def read_manifest(
         ceus_region=ceus_region,
         accept_secondary_capture=accept_secondary_capture,
     )
-    threads = max(1, min(len(records), len(os.sched_getaffinity(0)), MAX_CHECK_THREADS))
-    with ThreadPoolExecutor(threads) as pool:
-        for (row, _), (patient, found) in zip(records, pool.map(check, records)):
-            if row in id_problems:
-                problems.append(id_problems[row])
-            problems.extend(found)
-            patients.append(patient)
+    for (row, _), (patient, found) in zip(records, ordered_map(check, records, min(cpus(), MAX_CHECK_THREADS))):
+        if row in id_problems:
+            problems.append(id_problems[row])
+        problems.extend(found)
+        patients.append(patient)
 
     if not patients:
         problems.append(Problem(EMPTY_COHORT, "manifest has a header but no patients"))

@@ -28,12 +28,10 @@ label-independent.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
+import functools
 import json
 import math
-import os
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -41,6 +39,7 @@ from PIL import Image
 
 from lnm_jax.data.cohorts.manifest import write_manifest
 from lnm_jax.data.pixels.dicom import COMPRESSIONS
+from lnm_jax.data.threads import cpus, ordered_map
 from lnm_jax.fileio import atomic_directory
 from lnm_jax.names import BMODE, CEUS, LABEL, MASK_COLUMNS, PATIENT_ID, SETTINGS, US_LNM, mask
 
@@ -301,8 +300,8 @@ def generate_cohort(
     Everything is built in a temporary sibling folder and renamed into place at the end, so an
     interrupted run leaves nothing half-written. ``out_dir`` must not exist or be empty.
 
-    ``workers``: threads rendering patients (NumPy, SciPy's filters and Pillow's encoders
-    release the GIL: 2 threads render 2.0x as fast on 2 cores, measured). Each patient draws
+    ``workers``: threads rendering patients (:mod:`lnm_jax.data.threads`; 2 threads render 2.0x
+    as fast on 2 cores, measured). Each patient draws
     from its own seed, so the images, manifest and truth are the same for any number (DICOM
     files differ only in their UIDs, new on every run); None picks :func:`default_workers`.
     """
@@ -321,7 +320,7 @@ def default_workers(params: SynthParams) -> int:
     least one), at most the CPUs this process may run on."""
     images = 1 + max(params.clip_frames, 1)
     seconds = params.patients * (params.size / 256) ** 2 * _SECONDS_PER_PATIENT_256 * images / 2
-    return max(1, min(len(os.sched_getaffinity(0)), int(seconds / 0.5)))
+    return max(1, min(cpus(), int(seconds / 0.5)))
 
 
 def _write_cohort(root: Path, params: SynthParams, progress: bool, workers: int) -> None:
@@ -337,18 +336,13 @@ def _write_cohort(root: Path, params: SynthParams, progress: bool, workers: int)
 
         bar = tqdm(total=n, desc="synth", unit="patient")
     rows, truth = [], []
-    with contextlib.ExitStack() as stack:
-        if workers > 1:
-            pool = stack.enter_context(ThreadPoolExecutor(workers))
-            parts = pool.map(_render_patients, *zip(*((root, params, lat, width, c) for c in chunks)))
-        else:
-            parts = (_render_patients(root, params, lat, width, c) for c in chunks)
-        for part in parts:
-            for row, t in part:
-                rows.append(row)
-                truth.append(t)
-            if bar is not None:
-                bar.update(len(part))
+    render = functools.partial(_render_patients, root, params, lat, width)
+    for part in ordered_map(render, chunks, workers):
+        for row, t in part:
+            rows.append(row)
+            truth.append(t)
+        if bar is not None:
+            bar.update(len(part))
     if bar is not None:
         bar.close()
     masks = [c for c in MASK_COLUMNS if any(c in r for r in rows)]
