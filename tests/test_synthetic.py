@@ -95,6 +95,31 @@ def test_cohort_files_valid_and_deterministic(tmp_path):
     assert gen["bayes_auc"] == bayes_auc(p)
 
 
+@pytest.mark.parametrize("workers", [0, -1, 1.5, True])
+def test_bad_workers_are_a_clear_error_and_write_nothing(tmp_path, workers):
+    with pytest.raises(ValueError, match="workers must be a whole number >= 1 or None"):
+        generate_cohort(tmp_path / "w", SynthParams(patients=4, size=32), workers=workers)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_failed_generation_closes_its_progress_bar_before_the_error(tmp_path, monkeypatch, capsys):
+    """The bar's last redraw comes before the error, so the error is the console's last line."""
+    import lnm_jax.data.synth.synthetic as synthetic
+
+    def fail(*args):
+        raise OSError("No space left on device")
+
+    monkeypatch.setattr(synthetic, "_render_patients", fail)
+    try:
+        generate_cohort(tmp_path / "f", SynthParams(patients=8, size=32), progress=True)
+    except OSError:
+        err = capsys.readouterr().err  # what the console holds when the caller prints the error
+    else:
+        pytest.fail("the failure did not propagate")
+    assert "synth" in err and err.endswith("\n"), repr(err)  # the bar closed, its line ended
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_default_workers_grow_with_the_rendering_work():
     cpus = len(os.sched_getaffinity(0))
     assert default_workers(SynthParams(patients=12, size=40)) == 1

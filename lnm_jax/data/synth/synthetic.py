@@ -28,6 +28,7 @@ label-independent.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import json
@@ -301,10 +302,13 @@ def generate_cohort(
     interrupted run leaves nothing half-written. ``out_dir`` must not exist or be empty.
 
     ``workers``: threads rendering patients (:mod:`lnm_jax.data.threads`; 2 threads render 2.0x
-    as fast on 2 cores, measured). Each patient draws
-    from its own seed, so the images, manifest and truth are the same for any number (DICOM
-    files differ only in their UIDs, new on every run); None picks :func:`default_workers`.
+    as fast on 2 cores, measured). Each patient draws from its own seed, so the images, manifest
+    and truth are the same for any number (DICOM files differ only in their UIDs, new on every
+    run); None picks :func:`default_workers`; ValueError for anything else than None or a whole
+    number >= 1. The progress bar (``progress``) is closed before an error propagates.
     """
+    if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 1):
+        raise ValueError(f"workers must be a whole number >= 1 or None, got {workers!r}")
     with atomic_directory(out_dir) as tmp:
         _write_cohort(tmp, params, progress, default_workers(params) if workers is None else workers)
     return Path(out_dir) / "manifest.csv"
@@ -330,21 +334,20 @@ def _write_cohort(root: Path, params: SynthParams, progress: bool, workers: int)
     width = max(3, len(str(n)))
     step = max(1, -(-n // (4 * workers)))  # several chunks per worker, so that uneven ones even out
     chunks = [range(s, min(s + step, n)) for s in range(0, n, step)]
-    bar = None
-    if progress:
-        from tqdm import tqdm  # noqa: PLC0415
-
-        bar = tqdm(total=n, desc="synth", unit="patient")
     rows, truth = [], []
     render = functools.partial(_render_patients, root, params, lat, width)
-    for part in ordered_map(render, chunks, workers):
-        for row, t in part:
-            rows.append(row)
-            truth.append(t)
-        if bar is not None:
-            bar.update(len(part))
-    if bar is not None:
-        bar.close()
+    with contextlib.ExitStack() as stack:
+        bar = None
+        if progress:
+            from tqdm import tqdm  # noqa: PLC0415
+
+            bar = stack.enter_context(tqdm(total=n, desc="synth", unit="patient"))  # closed on error too
+        for part in ordered_map(render, chunks, workers):
+            for row, t in part:
+                rows.append(row)
+                truth.append(t)
+            if bar is not None:
+                bar.update(len(part))
     masks = [c for c in MASK_COLUMNS if any(c in r for r in rows)]
     write_manifest(root / "manifest.csv", rows, extra_columns=(*masks, "age", "sex", "nodule_size_mm"))
     with (root / "truth.csv").open("w") as f:
