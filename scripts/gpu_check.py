@@ -77,6 +77,10 @@ CANDIDATE_ORDER = [
 ]
 
 
+# a step not run by this call whose table an earlier call into the same --out left
+KEPT = "not run now: its table is an earlier call's (same folder)"
+
+
 def steps(out: Path, tiny: bool, torch: bool, candidates: list[str] | None = None) -> list[dict]:
     """The check's steps: name, title, command lines (run one after another into one file) and
     a time limit in seconds, at paper size or ``tiny``; ``candidates`` (full size only): those
@@ -305,19 +309,22 @@ def main(argv=None) -> list[dict]:
     if unknown := [c for c in candidates if c not in CANDIDATE_ORDER]:
         p.error(f"--candidates: unknown {', '.join(unknown)}; the candidates: {', '.join(CANDIDATE_ORDER)}")
     a.out.mkdir(parents=True, exist_ok=True)
-    for name in known:  # a rerun into the same folder leaves no table of an earlier run beside its summary
+    ran = [n for n in known if not chosen or n in chosen]
+    for name in ran:  # a rerun leaves no stale table of these steps; the other steps' tables stay
         (a.out / f"{name}.md").unlink(missing_ok=True)
-    shutil.rmtree(a.out / "work" / "train_e2e", ignore_errors=True)  # nor its cohort and runs
+    if "train_e2e" in ran:
+        shutil.rmtree(a.out / "work" / "train_e2e", ignore_errors=True)  # nor its cohort and runs
     deadline = time.monotonic() + a.budget
     t0 = time.perf_counter()
     table, gpu, torch = environment()
     (a.out / "environment.md").write_text("## Environment\n\n" + table)
     rows = [{"step": "environment", "status": "ok", "wall_s": time.perf_counter() - t0, "file": "environment.md"}]
     for step in steps(a.out, a.tiny, torch, candidates):
-        if chosen and step["name"] not in chosen:
-            continue
-        rows.append(run_step(step, a.out, deadline))
-        print(f"[gpu_check] {rows[-1]['step']}: {rows[-1]['status']} ({rows[-1]['wall_s']:.0f} s)", flush=True)
+        if step["name"] in ran:
+            rows.append(run_step(step, a.out, deadline))
+            print(f"[gpu_check] {rows[-1]['step']}: {rows[-1]['status']} ({rows[-1]['wall_s']:.0f} s)", flush=True)
+        elif (a.out / f"{step['name']}.md").is_file():  # e.g. the first of two calls into one folder
+            rows.append({"step": step["name"], "status": KEPT, "wall_s": 0.0, "file": f"{step['name']}.md"})
     notes = []
     if not gpu:
         notes.append("No GPU seen by JAX: every step ran on the CPU (figures are not GPU figures).")

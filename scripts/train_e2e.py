@@ -73,6 +73,8 @@ def main(argv=None) -> list[dict]:
     if a.tiny:
         for k, v in TINY.items():
             setattr(a, k, v)
+    if a.workdir.exists() and any(a.workdir.iterdir()):
+        p.error(f"--workdir {a.workdir} is not empty: the script writes a new cohort and runs there")
     import jax
 
     params = SynthParams(patients=a.patients, size=int(a.size * 1.15), seed=0)

@@ -282,3 +282,28 @@ def test_a_timed_out_gpu_check_step_leaves_no_process_behind(tmp_path):
         time.sleep(0.1)
     else:
         raise AssertionError(f"the step's child {child} outlived the step's limit")
+
+
+def test_a_second_gpu_check_call_into_one_folder_keeps_the_first_calls_tables(tmp_path):
+    """Two calls of one slot (``--only`` each) into one --out: the second replaces only its own
+    steps' tables and lists the first's as kept; a call of every step clears them all."""
+    gc = _load("gpu_check")
+    (tmp_path / "profile.md").write_text("## the first call's profile\n")
+    (tmp_path / "step_jax.md").write_text("## a stale step_jax table\n")
+    rows = {r["step"]: r for r in gc.main(["--out", str(tmp_path), "--tiny", "--only", "step_jax", "--budget", "0"])}
+    assert (tmp_path / "profile.md").read_text() == "## the first call's profile\n"
+    assert rows["profile"]["status"] == gc.KEPT and rows["step_jax"]["status"].startswith("skipped:")
+    assert not (tmp_path / "step_jax.md").exists() and "train_e2e" not in rows
+    assert gc.KEPT in (tmp_path / "summary.md").read_text()
+    gc.main(["--out", str(tmp_path), "--tiny", "--budget", "0"])
+    assert not (tmp_path / "profile.md").exists()
+
+
+def test_train_e2e_refuses_a_used_workdir_in_one_line(tmp_path):
+    (tmp_path / "cohort").mkdir()
+    script = Path(__file__).resolve().parents[1] / "scripts" / "train_e2e.py"
+    res = subprocess.run(
+        [sys.executable, str(script), "--workdir", str(tmp_path), "--tiny"], capture_output=True, text=True, timeout=120
+    )
+    assert res.returncode == 2 and "Traceback" not in res.stderr
+    assert res.stderr.strip().splitlines()[-1].endswith("is not empty: the script writes a new cohort and runs there")
