@@ -103,7 +103,10 @@ def cmd_validate(argv: list[str]) -> int:
         description="Validate a cohort manifest (every image decoded) against a model: the inputs it takes, "
         "its image size, and the configured split. Writes nothing.",
     )
-    p.add_argument("manifest", type=Path)
+    p.add_argument("manifest", type=Path, nargs="?", help="the manifest to check")
+    p.add_argument(
+        "--manifest", dest="manifest_option", type=Path, metavar="MANIFEST", help="the same, as predict takes it"
+    )
     p.add_argument("--no-labels", action="store_true", help="lnm may be missing (new patients)")
     model = p.add_mutually_exclusive_group()
     model.add_argument("--workdir", type=Path, help="check against this trained run's model")
@@ -113,6 +116,11 @@ def cmd_validate(argv: list[str]) -> int:
     overrides = [x for x in rest if x.startswith("--config.")]
     if unknown := [x for x in rest if not x.startswith("--config.")]:
         p.error(f"unrecognized arguments: {' '.join(unknown)}")
+    if a.manifest and a.manifest_option and a.manifest != a.manifest_option:
+        p.error(f"two manifests given ({a.manifest} and --manifest {a.manifest_option}): check one at a time")
+    a.manifest = a.manifest or a.manifest_option
+    if a.manifest is None:
+        p.error("a manifest is needed: lnm-jax validate MANIFEST (or --manifest MANIFEST)")
     from lnm_jax.data.cohorts.manifest import read_manifest
     from lnm_jax.data.cohorts.survey import survey
     from lnm_jax.data.pixels.sources import Framing

@@ -168,6 +168,11 @@ def test_validate_command_exit_codes_and_writes_nothing(folder, capsys):
     err = capsys.readouterr().err
     assert "missing_file" in err and "row 1" in err and "column 'bmode'" in err
     assert _snapshot(folder) == before
+    # --manifest, as predict and norm-stats take it, names the same file; none or two differing: one line
+    assert main(["validate", "--manifest", str(bad)]) == 1 and "missing_file" in capsys.readouterr().err
+    for argv in (["validate"], ["validate", str(bad), "--manifest", str(folder / "other.csv")]):
+        assert main(argv) == 2
+        assert capsys.readouterr().err.strip().splitlines()[-1].startswith("lnm-jax validate: error: ")
 
 
 def test_train_on_bad_manifest_fails_before_writing(folder, tmp_path_factory):
