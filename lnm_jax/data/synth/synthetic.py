@@ -332,7 +332,8 @@ def _write_cohort(root: Path, params: SynthParams, progress: bool, workers: int)
     lat = sample_latents(params)
     n = params.patients
     width = max(3, len(str(n)))
-    step = max(1, -(-n // (4 * workers)))  # several chunks per worker, so that uneven ones even out
+    # chunks of at most 16 patients, several per worker: uneven ones even out, the bar moves often
+    step = max(1, min(16, -(-n // (4 * workers))))
     chunks = [range(s, min(s + step, n)) for s in range(0, n, step)]
     rows, truth = [], []
     render = functools.partial(_render_patients, root, params, lat, width)
