@@ -1,10 +1,11 @@
 """XLA compile options by backend: the one place the project's programs take theirs from.
 
 XLA:CPU compiles each program's fusions with LLVM at ``xla_backend_optimization_level`` (XLA's
-default: 3). Two levels are chosen here, per kind of program:
+default: 3), and hands convolutions and dots to library kernels. Three kinds of program take
+their options from here:
 
-- :data:`STEP` (the train, evaluation, Grad-CAM and pretraining programs, which run many
-  times): level 1 on CPU. Measured on this repository's 2-core AMD EPYC (AVX-512), jaxlib
+- :data:`STEP` (the train and pretraining steps, which run many times): level 1 on CPU, as
+  for :data:`INFERENCE`. Measured on this repository's 2-core AMD EPYC (AVX-512), jaxlib
   0.10.2, each setting in a fresh process, three alternated runs (XLA's default as
   ``XLA_FLAGS=--xla_backend_optimization_level=3``): the tests' triple ResNet-18 (width 8,
   32 px, batch 8) train step compiles in 3.63-3.99 s instead of 4.07-4.21 s, its evaluation
@@ -16,11 +17,19 @@ default: 3). Two levels are chosen here, per kind of program:
   still (2.1 s for that train step) but runs it 6-7x slower.
 - :data:`INIT` (initialisation, which runs once): level 0 on CPU. The ResNet-18 pair of the
   tests compiles in 2.6 s instead of 7.6 s (Inception-v3: 28 s before).
+- :data:`INFERENCE` (evaluation, prediction, Grad-CAM and pretraining features: forward passes
+  that run many times): level 1, and on CPU no YNNPACK library fusions
+  (``xla_cpu_experimental_ynn_fusion_type`` empty), so that convolutions and dots run on
+  XLA's own Eigen kernels. jaxlib 0.10.2 hands every convolution and most dots to YNNPACK by
+  default; YNNPACK's backward convolutions make the train step fast, its forward ones are
+  slower than Eigen's (measured: docs/benchmarks.md, "YNNPACK"). The option is passed only
+  where this XLA knows it (:func:`known`).
 
-Either level changes values by rounding only (LLVM contracts different multiply-adds); every
-build is deterministic, so a run is bitwise reproducible under one setting. Other backends get
-XLA's defaults. A level the user sets in ``XLA_FLAGS`` (``--xla_backend_optimization_level=N``)
-wins, for both kinds: no option is passed then (so ``=3`` builds initialisation at 3 too, unlike
+Every option here changes values by rounding only (LLVM contracts different multiply-adds;
+Eigen and YNNPACK sum in different orders); every build is deterministic, so a run is bitwise
+reproducible under one setting. Other backends get XLA's defaults. An option the user sets in
+``XLA_FLAGS`` (e.g. ``--xla_backend_optimization_level=N``) wins, for every kind: it is not
+passed then (so ``=3`` builds initialisation at 3 too, unlike
 before this module). XLA reads ``XLA_FLAGS`` once, when its backend starts: set it before that,
 as this module reads it when a program is wrapped.
 """
@@ -35,19 +44,41 @@ from typing import Any
 import jax
 
 LEVEL = "xla_backend_optimization_level"
+# the YNNPACK library fusions XLA:CPU may use; empty: none (Eigen's convolutions and dots)
+YNN_FUSIONS = "xla_cpu_experimental_ynn_fusion_type"
 STEP: Mapping[str, Mapping[str, Any]] = {"cpu": {LEVEL: 1}}
+INFERENCE: Mapping[str, Mapping[str, Any]] = {"cpu": {LEVEL: 1, YNN_FUSIONS: ""}}
 INIT: Mapping[str, Mapping[str, Any]] = {"cpu": {LEVEL: 0}}
+# options that not every jaxlib this project accepts knows (jax >= 0.6): passed only where it does
+OPTIONAL = frozenset({YNN_FUSIONS})
 
 
 def _set_by_user(name: str) -> bool:
     return any(f.split("=")[0] == f"--{name}" for f in os.environ.get("XLA_FLAGS", "").split())
 
 
+@functools.cache
+def known(name: str, value: Any, platform: str) -> bool:
+    """Whether this XLA's ``platform`` backend accepts the compile option ``name=value``: a
+    one-line program compiled with it (XLA refuses an unknown option by name at compile time)."""
+    x = jax.device_put(0.0, jax.devices(platform)[0])
+    try:
+        jax.jit(lambda v: v + 1, compiler_options={name: value}).lower(x).compile()
+    except Exception:  # noqa: BLE001  (jaxlib's error types differ by version)
+        return False
+    return True
+
+
 def compiler_options(kind: Mapping[str, Mapping[str, Any]], platform: str | None = None) -> dict[str, Any] | None:
-    """The options of ``kind`` (:data:`STEP` or :data:`INIT`) for ``platform`` ('cpu', 'gpu',
-    'tpu'; default: JAX's default backend), less any the user set in ``XLA_FLAGS``; ``None``
-    when none apply."""
-    options = {k: v for k, v in kind.get(platform or jax.default_backend(), {}).items() if not _set_by_user(k)}
+    """The options of ``kind`` (:data:`STEP`, :data:`INFERENCE` or :data:`INIT`) for
+    ``platform`` ('cpu', 'gpu', 'tpu'; default: JAX's default backend), less any the user set in
+    ``XLA_FLAGS`` and any of :data:`OPTIONAL` this XLA does not know; ``None`` when none apply."""
+    platform = platform or jax.default_backend()
+    options = {
+        k: v
+        for k, v in kind.get(platform, {}).items()
+        if not _set_by_user(k) and (k not in OPTIONAL or known(k, v, platform))
+    }
     return options or None
 
 

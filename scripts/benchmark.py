@@ -32,7 +32,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from lnm_jax import host_memory
+from lnm_jax import compile_options, host_memory
 from lnm_jax.config import base_config
 from lnm_jax.models.backbones import bn_epsilon, can_fold_bn
 from lnm_jax.models.folding import fold_batchnorm
@@ -257,6 +257,8 @@ def measure_one(spec: dict) -> dict:
     """One framework at one dtype and batch size, in this process (what a child runs). A JAX
     measurement that imported TensorFlow fails (the accelerator path must not need it)."""
     if spec["framework"] == "jax":
+        if spec.get("inference_options") == "step":  # the evaluation programs built as the train step
+            compile_options.INFERENCE.update(compile_options.STEP)
         if spec.get("highest"):
             jax.config.update("jax_default_matmul_precision", "highest")
         model = FusionClassifier(
@@ -347,6 +349,13 @@ def main() -> None:
     p.add_argument("--torch", action="store_true", help="also the PyTorch model (triple, ResNet-18/50 at width 64)")
     p.add_argument("--torch-compile", action="store_true", help="also torch.compile")
     p.add_argument("--jax-precision-highest", action="store_true", help="fp32 matmuls in true fp32 (not TF32)")
+    p.add_argument(
+        "--inference-options",
+        default="inference",
+        choices=("inference", "step"),
+        help="compile options of the inference programs (lnm_jax/compile_options.py): the project's "
+        "INFERENCE kind (on CPU: no YNNPACK fusions) or the train step's (XLA:CPU's YNNPACK default)",
+    )
     p.add_argument("--timeout", type=int, default=900, help="seconds per measurement (each in its own process)")
     p.add_argument(
         "--candidates",
@@ -380,7 +389,8 @@ def main() -> None:
     gflop = train_gflop_per_patient(a.setting, a.image_size, a.width, a.backbone)
     flops = f"{gflop:.1f} GFLOP" if gflop else "no stated FLOP count"
     print(
-        f"{a.setting} {a.backbone} w{a.width} {a.image_size}px; lowering {a.lowering}; {flops} per patient "
+        f"{a.setting} {a.backbone} w{a.width} {a.image_size}px; lowering {a.lowering}; "
+        f"inference options {a.inference_options}; {flops} per patient "
         f"per train step; host {platform.processor() or platform.machine()}; each row measured in its own process; "
         f"host malloc {a.host_malloc} ({child_env({}, a.host_malloc).get('GLIBC_TUNABLES') or 'no GLIBC_TUNABLES'})"
     )
@@ -406,6 +416,7 @@ def main() -> None:
                     "warmup": a.warmup,
                     "lowering": a.lowering,
                     "highest": a.jax_precision_highest,
+                    "inference_options": a.inference_options,
                 }
                 r = run_child(spec, a.timeout, a.host_malloc)
                 if "error" in r:

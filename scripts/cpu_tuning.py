@@ -39,6 +39,8 @@ COLUMNS = (
 VARIANTS = {
     "XLA convolutions everywhere (lowering=xla)": ("", ["--lowering", "xla"]),
     "1x1 convs as GEMMs (lowering=cpu; default)": ("", []),
+    # lnm_jax/compile_options.py: inference built without YNNPACK fusions (INFERENCE), or as the step
+    "inference compiled as the train step (YNNPACK)": ("", ["--inference-options", "step"]),
     "oneDNN for dots/convs": ("--xla_cpu_use_onednn=true", []),
     "XNNPACK": ("--xla_cpu_use_xnnpack=true", []),
     "fast math": ("--xla_cpu_enable_fast_math=true", []),

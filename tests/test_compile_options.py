@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from lnm_jax import compile_options
-from lnm_jax.compile_options import INIT, LEVEL, STEP, compiler_options
+from lnm_jax.compile_options import INFERENCE, INIT, LEVEL, STEP, YNN_FUSIONS, compiler_options, known
 from lnm_jax.models.fusion import FusionClassifier
 
 BOGUS = "xla_lnm_jax_no_such_option"  # XLA refuses an unknown option by name, at compile time
@@ -17,13 +17,22 @@ BOGUS = "xla_lnm_jax_no_such_option"  # XLA refuses an unknown option by name, a
 
 def test_levels_by_backend_and_the_users_flag_wins(monkeypatch):
     monkeypatch.delenv("XLA_FLAGS", raising=False)
+    # the YNNPACK option only where this jaxlib knows it (0.10.2 does)
+    ynn = {YNN_FUSIONS: ""} if known(YNN_FUSIONS, "", "cpu") else {}
     assert compiler_options(STEP, "cpu") == {LEVEL: 1}
+    assert compiler_options(INFERENCE, "cpu") == {LEVEL: 1, **ynn}
     assert compiler_options(INIT, "cpu") == {LEVEL: 0}
     assert compiler_options(STEP, "gpu") is None and compiler_options(INIT, "tpu") is None
+    assert compiler_options(INFERENCE, "gpu") is None
     monkeypatch.setenv("XLA_FLAGS", "--xla_cpu_max_isa=AVX2 --xla_backend_optimization_level_x=2")
     assert compiler_options(STEP, "cpu") == {LEVEL: 1}  # another flag, whose name only starts alike
-    monkeypatch.setenv("XLA_FLAGS", f"--xla_cpu_max_isa=AVX2 --{LEVEL}=3")
+    monkeypatch.setenv("XLA_FLAGS", f"--xla_cpu_max_isa=AVX2 --{LEVEL}=3 --{YNN_FUSIONS}=")
     assert compiler_options(STEP, "cpu") is None and compiler_options(INIT, "cpu") is None
+    assert compiler_options(INFERENCE, "cpu") is None
+
+
+def test_an_option_this_xla_does_not_know_is_told_apart():
+    assert known(LEVEL, 1, "cpu") and not known(BOGUS, 1, "cpu")
 
 
 def _model_and_batch():
@@ -40,8 +49,9 @@ def _model_and_batch():
 
 @pytest.mark.skipif(jax.default_backend() != "cpu", reason="the options are XLA:CPU's")
 def test_every_program_is_built_with_its_kinds_options(monkeypatch):
-    """An option XLA does not know, put in STEP and INIT, must reach the train, evaluation,
-    Grad-CAM and pretraining programs and the initialisation: each compile names it."""
+    """An option XLA does not know, put in one kind, must reach each program of that kind: the
+    train and pretraining steps (STEP), evaluation, Grad-CAM and pretraining features
+    (INFERENCE), initialisation (INIT): each compile names it."""
     from lnm_jax.config import base_config
     from lnm_jax.explain.gradcam import make_cam_fn
     from lnm_jax.training.state import create_train_state, optimizers, run_init_program
@@ -50,19 +60,22 @@ def test_every_program_is_built_with_its_kinds_options(monkeypatch):
     model, batch = _model_and_batch()
     tx, plateau = optimizers(base_config("dual").train)
     state = create_train_state(model, jax.random.key(0), batch, tx, plateau)  # before the bogus option
-    monkeypatch.setitem(STEP, "cpu", {BOGUS: 1})
-    monkeypatch.setitem(INIT, "cpu", {BOGUS: 0})
+    pretraining = _pretraining_programs()
     programs = {
-        "train": lambda: make_train_step(model, tx)(state, batch),
-        "eval": lambda: make_eval_step(model)(state.params, state.batch_stats, batch),
-        "cams": lambda: make_cam_fn(model)(state.params, state.batch_stats, batch),
-        "init": lambda: run_init_program(lambda x: x * 2, jnp.ones(3)),
-        **_pretraining_programs(),
+        "train": (STEP, lambda: make_train_step(model, tx)(state, batch)),
+        "eval": (INFERENCE, lambda: make_eval_step(model)(state.params, state.batch_stats, batch)),
+        "cams": (INFERENCE, lambda: make_cam_fn(model)(state.params, state.batch_stats, batch)),
+        "init": (INIT, lambda: run_init_program(lambda x: x * 2, jnp.ones(3))),
+        "pretraining step": (STEP, pretraining["pretraining step"]),
+        "pretraining features": (INFERENCE, pretraining["pretraining features"]),
     }
-    for name, build in programs.items():
-        with pytest.raises(Exception, match=BOGUS):
-            build()
-            pytest.fail(f"{name}: compiled without the kind's options")
+    for name, (kind, build) in programs.items():
+        with monkeypatch.context() as m:
+            m.setitem(kind, "cpu", {BOGUS: 1})
+            with pytest.raises(Exception, match=BOGUS):
+                build()
+                pytest.fail(f"{name}: compiled without its kind's options")
+    monkeypatch.setitem(INIT, "cpu", {BOGUS: 0})
     # as a decorator with arguments, and a caller's own options added to the kind's
     with pytest.raises(Exception, match=BOGUS):
         compile_options.jit(kind=INIT)(lambda x: x + 1)(jnp.ones(2))

@@ -154,4 +154,4 @@ def make_cam_fn(
             result[f"{b}_available"] = present
         return result
 
-    return compile_options.jit(cams)
+    return compile_options.jit(cams, kind=compile_options.INFERENCE)

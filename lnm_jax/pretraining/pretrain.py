@@ -198,7 +198,7 @@ def features(encoder, variables, images: np.ndarray, modality: np.ndarray, norm:
     """The backbone's pooled features (inference mode) of uint8 images, normalised per input."""
     mean, std = _norm_table(norm)
 
-    @compile_options.jit
+    @compile_options.jit(kind=compile_options.INFERENCE)
     def run(imgs, mods):
         x = (imgs.astype(jnp.float32) / 255.0 - mean[mods][:, None, None, :]) / std[mods][:, None, None, :]
         return encoder.apply(variables, x, train=False)["pooled"]

@@ -184,9 +184,11 @@ def make_eval_step(model: nn.Module, mesh: Mesh | None = None) -> Callable:
         return jax.tree.map(lambda z: z.astype(jnp.float32), {"logit": out["logit"], **logits})
 
     if mesh is None:
-        return compile_options.jit(eval_step)
+        return compile_options.jit(eval_step, kind=compile_options.INFERENCE)
     rep, data = replicated(mesh), batch_sharding(mesh)
-    return compile_options.jit(eval_step, mesh=mesh, in_shardings=(rep, rep, data), out_shardings=data)
+    return compile_options.jit(
+        eval_step, mesh=mesh, kind=compile_options.INFERENCE, in_shardings=(rep, rep, data), out_shardings=data
+    )
 
 
 def predict(eval_step: Callable, params, batch_stats, batches, mesh: Mesh | None = None) -> dict[str, np.ndarray]:
