@@ -61,7 +61,7 @@ def _set_by_user(name: str) -> bool:
 def known(name: str, value: Any, platform: str) -> bool:
     """Whether this XLA's ``platform`` backend accepts the compile option ``name=value``: a
     one-line program compiled with it (XLA refuses an unknown option by name at compile time)."""
-    x = jax.device_put(0.0, jax.devices(platform)[0])
+    x = jax.device_put(0.0, jax.local_devices(backend=platform)[0])  # this process's: multi-host too
     try:
         jax.jit(lambda v: v + 1, compiler_options={name: value}).lower(x).compile()
     except Exception:  # noqa: BLE001  (jaxlib's error types differ by version)
