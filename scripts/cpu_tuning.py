@@ -1,12 +1,15 @@
 """What each XLA:CPU setting does to the fusion model's train step and inference, side by
 side with PyTorch eager on the same CPU.
 
-    python scripts/cpu_tuning.py [--image-size 224 --batch 8 --steps 3]
+    python scripts/cpu_tuning.py [--image-size 224 --batch 8 --steps 3] [--rounds 3] [--no-torch]
 
 Every variant runs ``scripts/benchmark.py`` in a fresh process (XLA reads its flags
 once per process) with the variant's environment; the table gives train and inference
 patients/s (two ResNet-50 images each), inference with BatchNorm folded into the convs, and
-the ratio to the baseline. TensorFlow-free.
+the ratio to the baseline (the first variant's first round). ``--rounds N`` measures the chosen
+variants N times, alternated (round 1 of each, then round 2, ...): where a machine's speed
+drifts between runs, as the 2-core machines here do, a difference between variants counts only
+where it holds in every round. TensorFlow-free.
 """
 
 from __future__ import annotations
@@ -89,7 +92,9 @@ def main() -> None:
     p.add_argument("--image-size", type=int, default=224)
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--steps", type=int, default=3)
-    p.add_argument("--variants", default=",".join(VARIANTS), help="comma list of variant names")
+    p.add_argument("--variants", default=",".join(VARIANTS), help=f"comma list of variant names: {list(VARIANTS)}")
+    p.add_argument("--rounds", type=int, default=1, help="measure the variants this many times, alternated")
+    p.add_argument("--no-torch", action="store_true", help="no PyTorch eager row")
     p.add_argument("--backbone", default="resnet50", help="PyTorch runs for resnet18/resnet50 at width 64")
     p.add_argument("--width", type=int, default=64)
     p.add_argument("--setting", default="triple", help="the inputs, as the benchmark's --setting")
@@ -97,6 +102,8 @@ def main() -> None:
     chosen = [n for n in a.variants.split(",") if n]
     if unknown := [n for n in chosen if n not in VARIANTS]:
         p.error(f"--variants: unknown {unknown}; known: {list(VARIANTS)}")
+    if a.rounds < 1:
+        p.error("--rounds: at least 1")
     common = [
         "--setting",
         a.setting,
@@ -117,17 +124,20 @@ def main() -> None:
         f"triple {a.backbone} (width {a.width}), {a.image_size}x{a.image_size}, batch {a.batch}, "
         f"{os.cpu_count()} CPUs\n"
     )
-    print("| variant | train patients/s | inference patients/s | inference, BN folded | train vs baseline |")
-    print("|---|---:|---:|---:|---:|")
+    print("| variant | round | train patients/s | inference patients/s | inference, BN folded | train vs baseline |")
+    print("|---|---:|---:|---:|---:|---:|")
     base = None
-    for name in chosen:
-        flags, extra = VARIANTS[name]
-        for row in run(name, flags, extra, common, torch=name == chosen[0]):  # PyTorch beside the first
-            label = name if row[0] == "jax" else "PyTorch eager (same CPU)"
-            train = float(row[COLUMNS.index("train patients/s")])
-            infer, folded = row[COLUMNS.index("inference patients/s")], row[COLUMNS.index("inference, BN folded")]
-            base = base or train
-            print(f"| {label} | {train:.2f} | {float(infer):.2f} | {folded} | {train / base:.2f} |", flush=True)
+    for r in range(1, a.rounds + 1):
+        for name in chosen:
+            flags, extra = VARIANTS[name]
+            torch = name == chosen[0] and not a.no_torch  # PyTorch beside the first variant, every round
+            for row in run(name, flags, extra, common, torch=torch):
+                label = name if row[0] == "jax" else "PyTorch eager (same CPU)"
+                train = float(row[COLUMNS.index("train patients/s")])
+                infer, folded = row[COLUMNS.index("inference patients/s")], row[COLUMNS.index("inference, BN folded")]
+                base = base or train
+                cells = f"{train:.2f} | {float(infer):.2f} | {folded} | {train / base:.2f}"
+                print(f"| {label} | {r} | {cells} |", flush=True)
 
 
 if __name__ == "__main__":

@@ -92,17 +92,15 @@ def test_script_is_importable():
 
 
 def test_cpu_tuning_table_smoke():
-    """One variant of the XLA:CPU settings table, tiny sizes (its rows parse as numbers)."""
+    """One variant of the XLA:CPU settings table in two alternated rounds, tiny sizes (its rows
+    name their round and parse as numbers)."""
     script = SCRIPT.with_name("cpu_tuning.py")
-    out = subprocess.run(
-        [sys.executable, str(script), *TINY, *ONE_BRANCH, "--batch", "2", "--variants", "single-threaded Eigen"],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    args = [*TINY, *ONE_BRANCH, "--batch", "2", "--variants", "single-threaded Eigen", "--rounds", "2"]
+    out = subprocess.run([sys.executable, str(script), *args], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
-    rows = [r for r in out.stdout.splitlines() if r.startswith("| single-threaded Eigen |")]
-    assert len(rows) == 1 and float(rows[0].split("|")[2]) > 0, out.stdout
+    rows = [r.split("|") for r in out.stdout.splitlines() if r.startswith("| single-threaded Eigen |")]
+    assert [r[2].strip() for r in rows] == ["1", "2"], out.stdout
+    assert all(float(r[3]) > 0 and float(r[4]) > 0 for r in rows), out.stdout
 
 
 def test_profile_buckets_forward_and_both_gradients_of_a_convolution():
