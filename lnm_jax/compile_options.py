@@ -9,7 +9,8 @@ their options from here:
   0.10.2, each setting in a fresh process, three alternated runs (XLA's default as
   ``XLA_FLAGS=--xla_backend_optimization_level=3``): the tests' triple ResNet-18 (width 8,
   32 px, batch 8) train step compiles in 3.63-3.99 s instead of 4.07-4.21 s, its evaluation
-  step in 0.69-0.82 s instead of 0.81-0.85 s, and the step runs faster (6.2-7.0 ms vs 7.2-7.4
+  step (then built as a STEP program; INFERENCE has the same level) in 0.69-0.82 s instead of
+  0.81-0.85 s, and the step runs faster (6.2-7.0 ms vs 7.2-7.4
   ms). The paper's triple ResNet-50 (224 px, batch 8, fp32) trains at 2.95 / 2.86 patients/s
   vs 2.83 / 2.77 and infers with BatchNorm folded at 10.4 / 10.1 vs 9.92 / 9.66 (two runs each
   of ``python scripts/benchmark.py --batch-sizes 8 --dtypes float32 --steps 6 --warmup 2``
@@ -22,7 +23,11 @@ their options from here:
   (``xla_cpu_experimental_ynn_fusion_type`` empty), so that convolutions and dots run on
   XLA's own Eigen kernels. jaxlib 0.10.2 hands every convolution and most dots to YNNPACK by
   default; YNNPACK's backward convolutions make the train step fast, its forward ones are
-  slower than Eigen's (measured: docs/benchmarks.md, "YNNPACK"). The option is passed only
+  slower than Eigen's. Measured on a 2-core Intel Xeon (AVX-512), three alternated rounds of
+  ``python scripts/cpu_tuning.py --steps 6 --rounds 3 --variants "1x1 convs as GEMMs
+  (lowering=cpu; default),inference compiled as the train step (YNNPACK)"``: the paper's triple
+  ResNet-50 infers with BatchNorm folded at 15.0 / 14.7 / 14.6 patients/s against 13.7 / 13.3 /
+  13.4, and trains at 3.13-3.15 either way (docs/benchmarks.md, "YNNPACK"). The option is passed only
   where this XLA knows it (:func:`known`).
 
 Every option here changes values by rounding only (LLVM contracts different multiply-adds;
