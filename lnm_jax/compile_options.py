@@ -54,6 +54,8 @@ YNN_FUSIONS = "xla_cpu_experimental_ynn_fusion_type"
 STEP: Mapping[str, Mapping[str, Any]] = {"cpu": {LEVEL: 1}}
 INFERENCE: Mapping[str, Mapping[str, Any]] = {"cpu": {LEVEL: 1, YNN_FUSIONS: ""}}
 INIT: Mapping[str, Mapping[str, Any]] = {"cpu": {LEVEL: 0}}
+# every kind by the name run_info.json records it under (provenance.py)
+KINDS: Mapping[str, Mapping[str, Mapping[str, Any]]] = {"step": STEP, "inference": INFERENCE, "init": INIT}
 # options that not every jaxlib this project accepts knows (jax >= 0.6): passed only where it does
 OPTIONAL = frozenset({YNN_FUSIONS})
 

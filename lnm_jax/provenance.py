@@ -80,7 +80,7 @@ def run_info(argv: list[str] | None = None) -> dict:
     """The provenance record of this process (imports JAX to read its devices)."""
     import jax  # noqa: PLC0415  (only when a run is written)
 
-    from lnm_jax.compile_options import INFERENCE, INIT, STEP, compiler_options  # noqa: PLC0415  (imports JAX)
+    from lnm_jax.compile_options import KINDS, compiler_options  # noqa: PLC0415  (imports JAX)
 
     devices = jax.devices()
     return {
@@ -98,9 +98,6 @@ def run_info(argv: list[str] | None = None) -> dict:
         "process_count": jax.process_count(),
         "xla_flags": os.environ.get("XLA_FLAGS", ""),
         "glibc_tunables": os.environ.get("GLIBC_TUNABLES", ""),  # the allocator setting (host_memory.py)
-        "compile_options": {  # what this backend's programs are compiled with (compile_options.py)
-            "step": compiler_options(STEP) or {},
-            "inference": compiler_options(INFERENCE) or {},
-            "init": compiler_options(INIT) or {},
-        },
+        # what this backend's programs are compiled with, by kind (compile_options.py)
+        "compile_options": {name: compiler_options(kind) or {} for name, kind in KINDS.items()},
     }

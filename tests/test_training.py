@@ -14,7 +14,7 @@ from support import SEED, new_patients, record, tiny_config
 
 from lnm_jax import run_files as F
 from lnm_jax.cli import main
-from lnm_jax.compile_options import INFERENCE, INIT, LEVEL, STEP, compiler_options
+from lnm_jax.compile_options import KINDS, LEVEL, compiler_options
 from lnm_jax.config import base_config
 from lnm_jax.evaluation.evaluate import evaluate, predict_manifest
 from lnm_jax.exported import METADATA, MODEL_CARD
@@ -212,9 +212,8 @@ def test_run_folder_records_provenance(triple_run):
     assert info["device_count"] >= 1 and info["backend"] == "cpu" and info["device_kind"]
     assert "xla_flags" in info and isinstance(info["command"], list) and info["cpu"]
     # XLA:CPU's levels (lnm_jax/compile_options.py), unless the caller's XLA_FLAGS set the level
-    kinds = {"step": STEP, "inference": INFERENCE, "init": INIT}
-    expected = {name: compiler_options(kind) or {} for name, kind in kinds.items()}
-    assert info["compile_options"] == expected
+    expected = {name: compiler_options(kind) or {} for name, kind in KINDS.items()}
+    assert set(expected) == {"step", "inference", "init"} and info["compile_options"] == expected
     if f"--{LEVEL}=" not in os.environ.get("XLA_FLAGS", ""):
         assert info["compile_options"]["step"][LEVEL] == 1 and info["compile_options"]["init"][LEVEL] == 0
 
