@@ -278,6 +278,9 @@ def measure_one(spec: dict) -> dict:
             "platform": dev.platform,
             "device": f"{dev.device_kind} x{jax.device_count()}",
             "versions": f"jax {jax.__version__}",
+            # what this process's programs were built with (its XLA_FLAGS win over the project's)
+            "compile_options": {k: compile_options.compiler_options(v) or {} for k, v in compile_options.KINDS.items()},
+            "xla_flags": os.environ.get("XLA_FLAGS", ""),
         }
     import torch  # noqa: PLC0415
 
@@ -338,6 +341,20 @@ def run_child(spec: dict, timeout: int, host_malloc: str = "hugepages") -> dict:
 RESULT = "RESULT "
 
 
+def print_compile_options(results: dict) -> None:
+    """The XLA compile options the JAX rows' processes built their programs with, by kind
+    (lnm_jax/compile_options.py; an option the process's XLA_FLAGS set is not passed, the flags
+    win), and those XLA_FLAGS: one line per distinct setting, naming its rows."""
+    sets: dict[str, list[str]] = {}
+    for (name, dt, bs), r in results.items():
+        if "compile_options" in r:
+            kinds = "; ".join(f"{k} {json.dumps(v, sort_keys=True)}" for k, v in r["compile_options"].items())
+            kinds += f"; XLA_FLAGS '{r['xla_flags']}'"
+            sets.setdefault(kinds, []).append(f"{name} {dt} {bs}")
+    for kinds, rows in sets.items():
+        print(f"\ncompile options ({', '.join(rows)}): {kinds}")
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_model_args(p)
@@ -390,7 +407,8 @@ def main() -> None:
     flops = f"{gflop:.1f} GFLOP" if gflop else "no stated FLOP count"
     print(
         f"{a.setting} {a.backbone} w{a.width} {a.image_size}px; lowering {a.lowering}; "
-        f"inference options {a.inference_options}; {flops} per patient "
+        f"inference programs built as the '{a.inference_options}' kind (the options each process used: after "
+        f"the table); {flops} per patient "
         f"per train step; host {platform.processor() or platform.machine()}; each row measured in its own process; "
         f"host malloc {a.host_malloc} ({child_env({}, a.host_malloc).get('GLIBC_TUNABLES') or 'no GLIBC_TUNABLES'})"
     )
@@ -435,6 +453,7 @@ def main() -> None:
                     f"{r['versions']} |",
                     flush=True,
                 )
+    print_compile_options(results)
     # ratios only between runs of this invocation
     ratios = [(k, v) for k, v in results.items() if k[0] != "jax" and ("jax",) + k[1:] in results]
     if ratios:

@@ -20,6 +20,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from lnm_jax.data.threads import cpus
+
 BENCH = Path(__file__).with_name("benchmark.py")
 # benchmark.py's throughput table, by column (its header)
 COLUMNS = (
@@ -122,7 +124,7 @@ def main() -> None:
     ]
     print(
         f"triple {a.backbone} (width {a.width}), {a.image_size}x{a.image_size}, batch {a.batch}, "
-        f"{os.cpu_count()} CPUs\n"
+        f"{cpus()} CPUs this process may run on (of {os.cpu_count()} on the machine)\n"
     )
     print("| variant | round | train patients/s | inference patients/s | inference, BN folded | train vs baseline |")
     print("|---|---:|---:|---:|---:|---:|")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import subprocess
 import sys
@@ -101,6 +102,8 @@ def test_cpu_tuning_table_smoke():
     rows = [r.split("|") for r in out.stdout.splitlines() if r.startswith("| single-threaded Eigen |")]
     assert [r[2].strip() for r in rows] == ["1", "2"], out.stdout
     assert all(float(r[3]) > 0 and float(r[4]) > 0 for r in rows), out.stdout
+    # the CPUs the measuring processes may use (their affinity), not the machine's count
+    assert f"{len(os.sched_getaffinity(0))} CPUs this process may run on" in out.stdout.splitlines()[0], out.stdout
 
 
 def test_profile_buckets_forward_and_both_gradients_of_a_convolution():
@@ -143,6 +146,11 @@ def test_gpu_check_runs_every_step_at_tiny_size(gpu_check_tiny, tmp_path):
     step = (out / "step_jax.md").read_text()
     assert [r[1] for r in _rows(step, "jax")] == ["float32"], step  # bf16 in the other steps
     assert all(float(r[5]) > 0 for r in _rows(step, "jax"))  # train patients/s
+    # the options the measuring process built its programs with, as this process (same XLA_FLAGS) would
+    from lnm_jax import compile_options as co
+
+    built = "; ".join(f"{k} {json.dumps(co.compiler_options(v) or {}, sort_keys=True)}" for k, v in co.KINDS.items())
+    assert f"compile options (jax float32 2): {built}; XLA_FLAGS '{os.environ.get('XLA_FLAGS', '')}'" in step, step
     profile = (out / "profile.md").read_text()
     buckets = {r[0]: float(r[1]) for r in _rows(profile, "conv forward") + _rows(profile, "conv filter-grad")}
     assert buckets.get("conv forward", 0) > 0 and buckets.get("conv filter-grad", 0) > 0, profile

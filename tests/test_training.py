@@ -70,7 +70,14 @@ def test_short_run_learns_the_planted_signal(learnable_cohort, tmp_path):
     rows = list(csv.DictReader((out / F.PREDICTIONS_CSV).open()))
     assert len(rows) == res["splits"]["val"]["n"] + res["splits"]["test"]["n"]
     assert all(0.0 <= float(r["prob_lnm"]) <= 1.0 for r in rows)
-    m = json.loads((out / F.METRICS).read_text())["splits"]["test"]
+    written = json.loads((out / F.METRICS).read_text())
+    # the evaluating process's own record: how the programs that computed these numbers were built
+    from lnm_jax import compile_options as co
+
+    by = written["evaluated_by"]
+    assert by["compile_options"] == {k: co.compiler_options(v) or {} for k, v in co.KINDS.items()}
+    assert by["xla_flags"] == os.environ.get("XLA_FLAGS", "") and by["packages"]["jax"]
+    m = written["splits"]["test"]
     assert set(m) >= {"auc", "auc_ci_delong", "auc_ci_bootstrap", "at_0.5", "at_threshold", "calibration", "loss"}
     assert set(m["calibration"]) == {
         "ece",

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from lnm_jax import names
+from lnm_jax import names, provenance
 from lnm_jax import run_files as F
 from lnm_jax.data.cohorts.manifest import read_manifest
 from lnm_jax.data.synth.synthetic import bayes_auc, bayes_scores, read_truth
@@ -53,6 +53,9 @@ def evaluate(run: Run, *, checkpoint: str = "best", subsets=("val", "test"), out
         "temperature_from_val": temperature,
         "temperature_at_bound": C.at_bound(temperature),
         DIGEST_KEY: meta.get(DIGEST_KEY),  # the checkpoint state these metrics are of
+        # the evaluating process (versions, devices, XLA flags, compile options): it may differ
+        # from the training process's run_info.json, and its programs compute these numbers
+        "evaluated_by": provenance.run_info(),
         "splits": {},
     }
     rows, curves, reliability = [], {}, {}
