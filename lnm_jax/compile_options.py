@@ -15,20 +15,28 @@ their options from here:
   vs 2.83 / 2.77 and infers with BatchNorm folded at 10.4 / 10.1 vs 9.92 / 9.66 (two runs each
   of ``python scripts/benchmark.py --batch-sizes 8 --dtypes float32 --steps 6 --warmup 2``
   with ``XLA_FLAGS=--xla_backend_optimization_level=1`` and without). Level 0 compiles faster
-  still (2.1 s for that train step) but runs it 6-7x slower.
+  still (2.1 s for that train step) but runs it 6-7x slower. On CPU the step also gives
+  YNNPACK its reductions only (:data:`YNN_REDUCTIONS`: BatchNorm's statistics and gradient
+  sums), not XLA's default of dots, convolutions and reductions: Eigen's convolutions and
+  GEMMs are faster here, YNNPACK's reductions are what the step needs (without them it trains
+  at 1.74-1.89 patients/s instead of 3.05). Measured on a 2-core Intel Xeon (AVX-512), two
+  alternated rounds of ``python scripts/cpu_tuning.py --steps 6 --rounds 2 --variants "1x1
+  convs as GEMMs (lowering=cpu; default),XLA's YNNPACK default everywhere
+  (dots+convolutions+reductions)"``: the paper's triple ResNet-50 trains at 3.59 / 3.64
+  patients/s against 3.15 / 3.10, PyTorch eager at 3.41 / 3.50 in the same rounds.
 - :data:`INIT` (initialisation, which runs once): level 0 on CPU. The ResNet-18 pair of the
   tests compiles in 2.6 s instead of 7.6 s (Inception-v3: 28 s before).
 - :data:`INFERENCE` (evaluation, prediction, Grad-CAM and pretraining features: forward passes
   that run many times): level 1, and on CPU no YNNPACK library fusions
   (``xla_cpu_experimental_ynn_fusion_type`` empty), so that convolutions and dots run on
-  XLA's own Eigen kernels. jaxlib 0.10.2 hands every convolution and most dots to YNNPACK by
-  default; YNNPACK's backward convolutions make the train step fast, its forward ones are
-  slower than Eigen's. Measured on a 2-core Intel Xeon (AVX-512), three alternated rounds of
-  ``python scripts/cpu_tuning.py --steps 6 --rounds 3 --variants "1x1 convs as GEMMs
-  (lowering=cpu; default),inference compiled as the train step (YNNPACK)"``: the paper's triple
-  ResNet-50 infers with BatchNorm folded at 15.0 / 14.7 / 14.6 patients/s against 13.7 / 13.3 /
-  13.4, and trains at 3.13-3.15 either way (docs/benchmarks.md, "YNNPACK"). The option is passed only
-  where this XLA knows it (:func:`known`).
+  XLA's own Eigen kernels. jaxlib 0.10.2 hands every convolution, most dots and the
+  reductions to YNNPACK by default; its forward convolutions are slower than Eigen's.
+  Measured on a 2-core Intel Xeon (AVX-512), three alternated rounds of ``python
+  scripts/cpu_tuning.py --steps 6 --rounds 3 --variants "1x1 convs as GEMMs (lowering=cpu;
+  default),inference compiled as the train step (YNNPACK)"``, when the train step still had
+  XLA's default: the paper's triple ResNet-50 infers with BatchNorm folded at 15.0 / 14.7 /
+  14.6 patients/s against 13.7 / 13.3 / 13.4 (docs/benchmarks.md, "YNNPACK"). The YNNPACK
+  option of either kind is passed only where this XLA knows it (:func:`known`).
 
 Every option here changes values by rounding only (LLVM contracts different multiply-adds;
 Eigen and YNNPACK sum in different orders); every build is deterministic, so a run is bitwise
@@ -49,9 +57,12 @@ from typing import Any
 import jax
 
 LEVEL = "xla_backend_optimization_level"
-# the YNNPACK library fusions XLA:CPU may use; empty: none (Eigen's convolutions and dots)
+# the YNNPACK library fusions XLA:CPU may use; empty: none (Eigen's convolutions and dots).
+# XLA's default (jaxlib 0.10.2, read from the compile options it dumps with --xla_dump_to):
+# individual dots, individual convolutions and reductions
 YNN_FUSIONS = "xla_cpu_experimental_ynn_fusion_type"
-STEP: Mapping[str, Mapping[str, Any]] = {"cpu": {LEVEL: 1}}
+YNN_REDUCTIONS = "LIBRARY_FUSION_TYPE_REDUCE"
+STEP: Mapping[str, Mapping[str, Any]] = {"cpu": {LEVEL: 1, YNN_FUSIONS: YNN_REDUCTIONS}}
 INFERENCE: Mapping[str, Mapping[str, Any]] = {"cpu": {LEVEL: 1, YNN_FUSIONS: ""}}
 INIT: Mapping[str, Mapping[str, Any]] = {"cpu": {LEVEL: 0}}
 # every kind by the name run_info.json records it under (provenance.py)

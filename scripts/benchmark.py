@@ -259,6 +259,9 @@ def measure_one(spec: dict) -> dict:
     if spec["framework"] == "jax":
         if spec.get("inference_options") == "step":  # the evaluation programs built as the train step
             compile_options.INFERENCE.update(compile_options.STEP)
+        if spec.get("ynn") == "xla-default":  # every program with XLA:CPU's own YNNPACK fusions
+            for kind in compile_options.KINDS.values():
+                kind.get("cpu", {}).pop(compile_options.YNN_FUSIONS, None)
         if spec.get("highest"):
             jax.config.update("jax_default_matmul_precision", "highest")
         model = FusionClassifier(
@@ -371,7 +374,14 @@ def main() -> None:
         default="inference",
         choices=("inference", "step"),
         help="compile options of the inference programs (lnm_jax/compile_options.py): the project's "
-        "INFERENCE kind (on CPU: no YNNPACK fusions) or the train step's (XLA:CPU's YNNPACK default)",
+        "INFERENCE kind (on CPU: no YNNPACK fusions) or the train step's (on CPU: YNNPACK for reductions only)",
+    )
+    p.add_argument(
+        "--ynn",
+        default="project",
+        choices=("project", "xla-default"),
+        help="YNNPACK library fusions on CPU: the project's (compile_options.py: the train step's reductions "
+        "only, none in inference) or XLA:CPU's default in every program (dots, convolutions, reductions)",
     )
     p.add_argument("--timeout", type=int, default=900, help="seconds per measurement (each in its own process)")
     p.add_argument(
@@ -407,7 +417,8 @@ def main() -> None:
     flops = f"{gflop:.1f} GFLOP" if gflop else "no stated FLOP count"
     print(
         f"{a.setting} {a.backbone} w{a.width} {a.image_size}px; lowering {a.lowering}; "
-        f"inference programs built as the '{a.inference_options}' kind (the options each process used: after "
+        f"inference programs built as the '{a.inference_options}' kind, YNNPACK fusions {a.ynn} (the options each "
+        "process used: after "
         f"the table); {flops} per patient "
         f"per train step; host {platform.processor() or platform.machine()}; each row measured in its own process; "
         f"host malloc {a.host_malloc} ({child_env({}, a.host_malloc).get('GLIBC_TUNABLES') or 'no GLIBC_TUNABLES'})"
@@ -435,6 +446,7 @@ def main() -> None:
                     "lowering": a.lowering,
                     "highest": a.jax_precision_highest,
                     "inference_options": a.inference_options,
+                    "ynn": a.ynn,
                 }
                 r = run_child(spec, a.timeout, a.host_malloc)
                 if "error" in r:

@@ -44,8 +44,10 @@ COLUMNS = (
 VARIANTS = {
     "XLA convolutions everywhere (lowering=xla)": ("", ["--lowering", "xla"]),
     "1x1 convs as GEMMs (lowering=cpu; default)": ("", []),
-    # lnm_jax/compile_options.py: inference built without YNNPACK fusions (INFERENCE), or as the step
+    # lnm_jax/compile_options.py: the train step with YNNPACK for reductions only (STEP), inference
+    # without YNNPACK (INFERENCE); or inference built as the step; or XLA's YNNPACK default everywhere
     "inference compiled as the train step (YNNPACK)": ("", ["--inference-options", "step"]),
+    "XLA's YNNPACK default everywhere (dots+convolutions+reductions)": ("", ["--ynn", "xla-default"]),
     "oneDNN for dots/convs": ("--xla_cpu_use_onednn=true", []),
     "XNNPACK": ("--xla_cpu_use_xnnpack=true", []),
     "fast math": ("--xla_cpu_enable_fast_math=true", []),

@@ -106,6 +106,10 @@ def test_cpu_tuning_table_smoke():
     assert f"{len(os.sched_getaffinity(0))} CPUs this process may run on" in out.stdout.splitlines()[0], out.stdout
 
 
+def test_cpu_tuning_variant_names_pass_through_its_comma_list():
+    assert not [n for n in _load("cpu_tuning").VARIANTS if "," in n]  # --variants splits on commas
+
+
 def test_profile_buckets_forward_and_both_gradients_of_a_convolution():
     import jax
     import jax.numpy as jnp

@@ -9,7 +9,16 @@ import numpy as np
 import pytest
 
 from lnm_jax import compile_options
-from lnm_jax.compile_options import INFERENCE, INIT, LEVEL, STEP, YNN_FUSIONS, compiler_options, known
+from lnm_jax.compile_options import (
+    INFERENCE,
+    INIT,
+    LEVEL,
+    STEP,
+    YNN_FUSIONS,
+    YNN_REDUCTIONS,
+    compiler_options,
+    known,
+)
 from lnm_jax.models.fusion import FusionClassifier
 
 BOGUS = "xla_lnm_jax_no_such_option"  # XLA refuses an unknown option by name, at compile time
@@ -19,13 +28,14 @@ def test_levels_by_backend_and_the_users_flag_wins(monkeypatch):
     monkeypatch.delenv("XLA_FLAGS", raising=False)
     # the YNNPACK option only where this jaxlib knows it (0.10.2 does)
     ynn = {YNN_FUSIONS: ""} if known(YNN_FUSIONS, "", "cpu") else {}
-    assert compiler_options(STEP, "cpu") == {LEVEL: 1}
+    reductions = {YNN_FUSIONS: YNN_REDUCTIONS} if known(YNN_FUSIONS, YNN_REDUCTIONS, "cpu") else {}
+    assert compiler_options(STEP, "cpu") == {LEVEL: 1, **reductions}
     assert compiler_options(INFERENCE, "cpu") == {LEVEL: 1, **ynn}
     assert compiler_options(INIT, "cpu") == {LEVEL: 0}
     assert compiler_options(STEP, "gpu") is None and compiler_options(INIT, "tpu") is None
     assert compiler_options(INFERENCE, "gpu") is None
     monkeypatch.setenv("XLA_FLAGS", "--xla_cpu_max_isa=AVX2 --xla_backend_optimization_level_x=2")
-    assert compiler_options(STEP, "cpu") == {LEVEL: 1}  # another flag, whose name only starts alike
+    assert compiler_options(STEP, "cpu") == {LEVEL: 1, **reductions}  # another flag, whose name only starts alike
     monkeypatch.setenv("XLA_FLAGS", f"--xla_cpu_max_isa=AVX2 --{LEVEL}=3 --{YNN_FUSIONS}=")
     assert compiler_options(STEP, "cpu") is None and compiler_options(INIT, "cpu") is None
     assert compiler_options(INFERENCE, "cpu") is None
@@ -33,6 +43,32 @@ def test_levels_by_backend_and_the_users_flag_wins(monkeypatch):
 
 def test_an_option_this_xla_does_not_know_is_told_apart():
     assert known(LEVEL, 1, "cpu") and not known(BOGUS, 1, "cpu")
+
+
+@pytest.mark.skipif(jax.default_backend() != "cpu", reason="the options are XLA:CPU's")
+def test_the_train_step_gives_ynnpack_its_reductions_only_and_inference_nothing(monkeypatch):
+    """A convolution + BatchNorm + ReLU, differentiated, as the train step is built: YNNPACK
+    fusions for the reductions (BatchNorm's statistics and gradient sums), none holding a
+    convolution or a dot (Eigen's); the forward pass as inference is built: no YNNPACK fusion."""
+    if not known(YNN_FUSIONS, YNN_REDUCTIONS, "cpu"):
+        pytest.skip("this jaxlib has no YNNPACK fusion option")
+    monkeypatch.delenv("XLA_FLAGS", raising=False)
+    x, w = jnp.ones((4, 12, 12, 8)), jnp.ones((3, 3, 8, 16)) / 9
+
+    def forward(x, w):
+        y = jax.lax.conv_general_dilated(x, w, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"))
+        mean, var = y.mean((0, 1, 2)), y.var((0, 1, 2))
+        return jnp.sum(jax.nn.relu((y - mean) * jax.lax.rsqrt(var + 1e-5)) @ jnp.ones((16, 16)))
+
+    def ynn_ops(fn, kind):
+        """The HLO ops inside the program's YNNPACK fusions (each calls a fused computation)."""
+        text = compile_options.jit(fn, kind=kind).lower(x, w).compile().as_text()
+        computations = {b.split()[0]: b for b in text.split("\n\n") if b.startswith("%")}
+        called = [ln.split("calls=")[1].split(",")[0] for ln in text.splitlines() if "__ynn_fusion" in ln]
+        return {op for c in called for op in ("convolution", "dot", "reduce") if f" {op}(" in computations[c]}
+
+    assert ynn_ops(jax.grad(forward, (0, 1)), STEP) == {"reduce"}
+    assert ynn_ops(forward, INFERENCE) == set()
 
 
 def _model_and_batch():
