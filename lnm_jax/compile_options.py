@@ -18,8 +18,9 @@ their options from here:
   still (2.1 s for that train step) but runs it 6-7x slower. On CPU the step also gives
   YNNPACK its reductions only (:data:`YNN_REDUCTIONS`: BatchNorm's statistics and gradient
   sums), not XLA's default of dots, convolutions and reductions: Eigen's convolutions and
-  GEMMs are faster here, YNNPACK's reductions are what the step needs (without them it trains
-  at 1.74-1.89 patients/s instead of 3.05). Measured on a 2-core Intel Xeon (AVX-512), two
+  GEMMs are faster here, YNNPACK's reductions are what the step needs (without them it trained
+  at 1.74-1.89 patients/s instead of 3.05, one round each, docs/benchmarks.md). Measured on
+  another machine than the level above, a 2-core Intel Xeon (AVX-512), two
   alternated rounds of ``python scripts/cpu_tuning.py --steps 6 --rounds 2 --variants "1x1
   convs as GEMMs (lowering=cpu; default),XLA's YNNPACK default everywhere
   (dots+convolutions+reductions)"``: the paper's triple ResNet-50 trains at 3.59 / 3.64
@@ -31,12 +32,13 @@ their options from here:
   (``xla_cpu_experimental_ynn_fusion_type`` empty), so that convolutions and dots run on
   XLA's own Eigen kernels. jaxlib 0.10.2 hands every convolution, most dots and the
   reductions to YNNPACK by default; its forward convolutions are slower than Eigen's.
-  Measured on a 2-core Intel Xeon (AVX-512), three alternated rounds of ``python
-  scripts/cpu_tuning.py --steps 6 --rounds 3 --variants "1x1 convs as GEMMs (lowering=cpu;
-  default),inference compiled as the train step (YNNPACK)"``, when the train step still had
-  XLA's default: the paper's triple ResNet-50 infers with BatchNorm folded at 15.0 / 14.7 /
-  14.6 patients/s against 13.7 / 13.3 / 13.4 (docs/benchmarks.md, "YNNPACK"). The YNNPACK
-  option of either kind is passed only where this XLA knows it (:func:`known`).
+  Measured on a 2-core Intel Xeon (AVX-512), three alternated rounds of ``cpu_tuning.py``
+  against its variant then named "inference compiled as the train step (YNNPACK)", when the
+  train step still had XLA's default: the paper's triple ResNet-50 infers with BatchNorm
+  folded at 15.0 / 14.7 / 14.6 patients/s against 13.7 / 13.3 / 13.4 (docs/benchmarks.md,
+  "YNNPACK"); since the step's own change the same comparison is the inference columns of
+  the STEP bullet's command (14.7 / 14.7 against 13.4 / 13.2). The YNNPACK option of either
+  kind is passed only where this XLA knows it (:func:`known`).
 
 Every option here changes values by rounding only (LLVM contracts different multiply-adds;
 Eigen and YNNPACK sum in different orders); every build is deterministic, so a run is bitwise
@@ -65,13 +67,14 @@ YNN_REDUCTIONS = "LIBRARY_FUSION_TYPE_REDUCE"
 STEP: Mapping[str, Mapping[str, Any]] = {"cpu": {LEVEL: 1, YNN_FUSIONS: YNN_REDUCTIONS}}
 INFERENCE: Mapping[str, Mapping[str, Any]] = {"cpu": {LEVEL: 1, YNN_FUSIONS: ""}}
 INIT: Mapping[str, Mapping[str, Any]] = {"cpu": {LEVEL: 0}}
-# every kind by the name run_info.json records it under (provenance.py)
+# every kind by the name run_info.json and evaluate's metrics.json record it under (provenance.py)
 KINDS: Mapping[str, Mapping[str, Mapping[str, Any]]] = {"step": STEP, "inference": INFERENCE, "init": INIT}
 # options that not every jaxlib this project accepts knows (jax >= 0.6): passed only where it does
 OPTIONAL = frozenset({YNN_FUSIONS})
 
 
-def _set_by_user(name: str) -> bool:
+def set_by_user(name: str) -> bool:
+    """Whether the user's ``XLA_FLAGS`` sets the option ``name`` (it then wins over every kind)."""
     return any(f.split("=")[0] == f"--{name}" for f in os.environ.get("XLA_FLAGS", "").split())
 
 
@@ -95,7 +98,7 @@ def compiler_options(kind: Mapping[str, Mapping[str, Any]], platform: str | None
     options = {
         k: v
         for k, v in kind.get(platform, {}).items()
-        if not _set_by_user(k) and (k not in OPTIONAL or known(k, v, platform))
+        if not set_by_user(k) and (k not in OPTIONAL or known(k, v, platform))
     }
     return options or None
 

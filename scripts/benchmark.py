@@ -417,7 +417,8 @@ def main() -> None:
     flops = f"{gflop:.1f} GFLOP" if gflop else "no stated FLOP count"
     print(
         f"{a.setting} {a.backbone} w{a.width} {a.image_size}px; lowering {a.lowering}; "
-        f"inference programs built as the '{a.inference_options}' kind, YNNPACK fusions {a.ynn} "
+        f"inference programs built as the '{a.inference_options}' kind, YNNPACK fusions "
+        f"{'as XLA_FLAGS sets them' if compile_options.set_by_user(compile_options.YNN_FUSIONS) else a.ynn} "
         f"(the options each process used: after the table); {flops} per patient "
         f"per train step; host {platform.processor() or platform.machine()}; each row measured in its own process; "
         f"host malloc {a.host_malloc} ({child_env({}, a.host_malloc).get('GLIBC_TUNABLES') or 'no GLIBC_TUNABLES'})"

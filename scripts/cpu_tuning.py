@@ -5,7 +5,7 @@ side with PyTorch eager on the same CPU.
 
 Every variant runs ``scripts/benchmark.py`` in a fresh process (XLA reads its flags
 once per process) with the variant's environment; the table gives train and inference
-patients/s (two ResNet-50 images each), inference with BatchNorm folded into the convs, and
+patients/s (each patient's images through the chosen backbone), inference with BatchNorm folded into the convs, and
 the ratio to the baseline (the first variant's first round). ``--rounds N`` measures the chosen
 variants N times, alternated (round 1 of each, then round 2, ...): where a machine's speed
 drifts between runs, as the 2-core machines here do, a difference between variants counts only
@@ -21,6 +21,7 @@ import sys
 from pathlib import Path
 
 from lnm_jax.data.threads import cpus
+from lnm_jax.provenance import cpu_model
 
 BENCH = Path(__file__).with_name("benchmark.py")
 # benchmark.py's throughput table, by column (its header)
@@ -46,8 +47,17 @@ VARIANTS = {
     "1x1 convs as GEMMs (lowering=cpu; default)": ("", []),
     # lnm_jax/compile_options.py: the train step with YNNPACK for reductions only (STEP), inference
     # without YNNPACK (INFERENCE); or inference built as the step; or XLA's YNNPACK default everywhere
-    "inference compiled as the train step (YNNPACK)": ("", ["--inference-options", "step"]),
+    "inference compiled as the train step (YNNPACK reductions)": ("", ["--inference-options", "step"]),
     "XLA's YNNPACK default everywhere (dots+convolutions+reductions)": ("", ["--ynn", "xla-default"]),
+    # YNNPACK fusion types through XLA_FLAGS, which win over the project's options in every program
+    # (XLA's default: individual dots, individual convolutions, reductions; '-x'/'+x' edits it)
+    "YNNPACK reductions only in every program (XLA_FLAGS)": ("--xla_cpu_experimental_ynn_fusion_type=reduce", []),
+    "YNNPACK reductions+convolutions (XLA_FLAGS)": (
+        "--xla_cpu_experimental_ynn_fusion_type=reduce,individual_convolution",
+        [],
+    ),
+    "YNNPACK default less dots (XLA_FLAGS)": ("--xla_cpu_experimental_ynn_fusion_type=-individual_dot", []),
+    "YNNPACK default plus elementwise (XLA_FLAGS)": ("--xla_cpu_experimental_ynn_fusion_type=+eltwise", []),
     "oneDNN for dots/convs": ("--xla_cpu_use_onednn=true", []),
     "XNNPACK": ("--xla_cpu_use_xnnpack=true", []),
     "fast math": ("--xla_cpu_enable_fast_math=true", []),
@@ -125,7 +135,7 @@ def main() -> None:
         "2",
     ]
     print(
-        f"triple {a.backbone} (width {a.width}), {a.image_size}x{a.image_size}, batch {a.batch}, "
+        f"{a.setting} {a.backbone} (width {a.width}), {a.image_size}x{a.image_size}, batch {a.batch}; {cpu_model()}, "
         f"{cpus()} CPUs this process may run on (of {os.cpu_count()} on the machine)\n"
     )
     print("| variant | round | train patients/s | inference patients/s | inference, BN folded | train vs baseline |")
