@@ -97,6 +97,12 @@ def replicate(tree, mesh: Mesh):
     return jax.device_put(tree, replicated(mesh))
 
 
+def fully_addressable(tree) -> bool:
+    """Whether this process holds every array of ``tree`` whole (one process, or arrays not
+    sharded across processes): what may be copied to its host as plain NumPy arrays."""
+    return all(not isinstance(x, jax.Array) or x.is_fully_addressable for x in jax.tree_util.tree_leaves(tree))
+
+
 def to_host(x) -> np.ndarray:
     """A (possibly multi-host sharded) array as one numpy array on every process."""
     if jax.process_count() > 1:
