@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import ast
 import importlib.metadata
-import json
 import logging
 import os
 import re
@@ -40,7 +39,7 @@ import numpy as np
 
 from lnm_jax import names
 from lnm_jax.exported import ONNX, OUTPUTS, PROGRAM, RUNTIME, WEIGHTS, load, load_onnx, write_checksums
-from lnm_jax.fileio import atomic_directory, guard_output
+from lnm_jax.fileio import atomic_directory, guard_output, json_text
 from lnm_jax.model_card import input_spec, metadata, write_card
 from lnm_jax.run import Run
 from lnm_jax.training.checkpoint import DIGEST_KEY
@@ -278,17 +277,17 @@ def onnx_metadata(md: dict) -> dict[str, str]:
     """The ONNX ``metadata_props`` of an export (strings; JSON where structured)."""
     task, pre = md["task"], md["preprocessing"]
     return {
-        "lnm_jax.metadata": json.dumps(md),
+        "lnm_jax.metadata": json_text(md),
         "task": task["name"],
         "label": task["label"],
         "positive_class": task["positive"],
         "negative_class": task["negative"],
-        "inputs": json.dumps(md["inputs"]),
-        "outputs": json.dumps(md["outputs"]),
+        "inputs": json_text(md["inputs"]),
+        "outputs": json_text(md["outputs"]),
         "image_size": str(pre["image_size"]),
-        "normalisation": json.dumps(pre["normalisation"]),
-        "calibration_temperature": json.dumps(md["calibration_temperature"]),
-        "thresholds": json.dumps(md["thresholds"]),
+        "normalisation": json_text(pre["normalisation"]),
+        "calibration_temperature": json_text(md["calibration_temperature"]),
+        "thresholds": json_text(md["thresholds"]),
         "intended_use": task["intended_use"],
         "licence": task["licence"],
     }

@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import json
 import logging
+import math
 import os
 import shutil
 import tempfile
@@ -113,6 +115,33 @@ def write_text(path: Path | str, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_file(path) as tmp:
         tmp.write_text(text)
+
+
+def _strict(x):
+    """``x`` with every non-finite float as None and NumPy scalars and arrays as Python ones."""
+    if isinstance(x, Mapping):
+        return {k: _strict(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_strict(v) for v in x]
+    if hasattr(x, "tolist") and type(x).__module__ == "numpy":  # a NumPy scalar or array
+        return _strict(x.tolist())
+    if isinstance(x, float) and not math.isfinite(x):
+        return None
+    return x
+
+
+def json_text(obj, *, indent: int | None = None) -> str:
+    """``obj`` as standard JSON (RFC 8259), what every JSON file this package writes holds: a
+    non-finite float (NaN, an infinity: an AUC of a one-class split, a constant map's score, a
+    diverged loss) is ``null``, never the ``NaN`` literal that Python's ``json`` writes by default
+    and strict readers (``jq``, JavaScript, most JSON libraries) refuse; NumPy numbers are plain
+    numbers. TypeError for anything else JSON cannot hold."""
+    return json.dumps(_strict(obj), indent=indent, allow_nan=False)
+
+
+def write_json(path: Path | str, obj, *, indent: int | None = 2) -> None:
+    """:func:`json_text` of ``obj`` written atomically (:func:`write_text`)."""
+    write_text(path, json_text(obj, indent=indent))
 
 
 class UnsafePathError(ValueError):

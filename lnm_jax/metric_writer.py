@@ -16,7 +16,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from lnm_jax.fileio import QuietFileHandler
+from lnm_jax.fileio import QuietFileHandler, json_text
 
 QUIET_LOGGERS = ("orbax",)  # logger-name prefixes kept off the console below ERROR
 
@@ -63,13 +63,13 @@ class MetricWriter:
         """Replaces the JSON-lines history with ``records`` (a resumed run keeps the epochs it
         had finished before its checkpoint)."""
         if self.primary:
-            self.history.write_text("".join(json.dumps(dict(r)) + "\n" for r in records))
+            self.history.write_text("".join(json_text(dict(r)) + "\n" for r in records))
 
     def write(self, record: Mapping) -> None:
         if not self.primary:
             return
         with self.history.open("a") as f:
-            f.write(json.dumps(dict(record)) + "\n")
+            f.write(json_text(dict(record)) + "\n")
         if self._tb is not None:
             step = record[self.step_key]
             for key, value in record.items():

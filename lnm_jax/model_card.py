@@ -17,7 +17,7 @@ from lnm_jax import names, provenance
 from lnm_jax import run_files as F
 from lnm_jax.data.pixels.sources import Framing
 from lnm_jax.exported import METADATA, MODEL_CARD
-from lnm_jax.fileio import write_text
+from lnm_jax.fileio import write_json, write_text
 from lnm_jax.preflight import availability_patterns
 from lnm_jax.run import Run, zero_batch
 from lnm_jax.task import Task
@@ -456,7 +456,7 @@ def _input_meaning(name: str, task: dict) -> str:
 def write_card(md: dict, out: Path | str) -> None:
     """Writes ``metadata.json`` and ``model_card.md`` of ``md`` to ``out``."""
     out = Path(out)
-    write_text(out / METADATA, json.dumps(md, indent=2))
+    write_json(out / METADATA, md)
     write_text(out / MODEL_CARD, markdown(md))
 
 

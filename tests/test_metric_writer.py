@@ -23,11 +23,46 @@ def test_primary_writes_lines_and_tensorboard_and_keeps_orbax_off_the_console(tm
         logging.getLogger().removeHandler(console)
     assert [r["epoch"] for r in read_history(tmp_path / "h.jsonl")] == [1, 2]
     assert read_history(tmp_path / "h.jsonl", up_to=1) == [{"epoch": 1, "loss": 0.5, "note": "x"}]
+    # a diverged loss is standard JSON's null, not Python's NaN literal
+    assert [json.loads(x, parse_constant=_refuse) for x in (tmp_path / "h.jsonl").read_text().splitlines()][1] == {
+        "epoch": 2,
+        "loss": None,
+    }
     assert list((tmp_path / "tb").iterdir())  # an events file
     assert "Waiting for previous save" not in err and "a warning of ours" in err
     assert "Waiting for previous save" in (tmp_path / "train.log").read_text()
     # the filter is gone once the writer is closed
     assert not any(console.filters)
+
+
+def _refuse(name):
+    raise ValueError(f"{name} is not JSON")
+
+
+def test_json_files_are_standard_json():
+    """Every JSON file the package writes goes through fileio.json_text: NaN and infinities (an
+    AUC of a one-class split, a constant map's score, a diverged loss) are null, which every JSON
+    reader parses; Python's default writes NaN / Infinity, which strict readers refuse."""
+    import math
+
+    import numpy as np
+    import pytest
+
+    from lnm_jax.fileio import json_text
+
+    doc = {"auc": math.nan, "hi": math.inf, "lo": np.float32(-np.inf), "n": np.int64(3), "x": np.float64(0.25)}
+    doc["rows"] = [(1.0, math.nan), np.array([0.5, np.nan])]
+    text = json_text(doc, indent=2)
+    assert json.loads(text, parse_constant=_refuse) == {
+        "auc": None,
+        "hi": None,
+        "lo": None,
+        "n": 3,
+        "x": 0.25,
+        "rows": [[1.0, None], [0.5, None]],
+    }
+    with pytest.raises(TypeError):
+        json_text({"not json": object()})
 
 
 def test_other_processes_write_nothing(tmp_path):

@@ -9,7 +9,6 @@ AUCs are compared with the paired DeLong test.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +18,7 @@ from lnm_jax import run_files as F
 from lnm_jax.evaluation import metrics as M
 from lnm_jax.evaluation.stats import delong_test
 from lnm_jax.evaluation.summary import summarise_predictions
-from lnm_jax.fileio import write_text
+from lnm_jax.fileio import write_json, write_text
 from lnm_jax.run import Run
 
 # name -> inputs withheld
@@ -101,7 +100,7 @@ def evaluate_availability(
             preds[name][names.LABEL], M.sigmoid(preds[name]["logit"]), M.sigmoid(ded["logit"])
         )
     out = Path(out) if out else run.files.evaluation(checkpoint)
-    write_text(out / F.AVAILABILITY_JSON, json.dumps(result, indent=2))
+    write_json(out / F.AVAILABILITY_JSON, result)
     write_text(out / F.AVAILABILITY_MD, availability_table(result))
     result["out"] = str(out)
     return result

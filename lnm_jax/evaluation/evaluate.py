@@ -18,7 +18,7 @@ from lnm_jax.evaluation import intensity
 from lnm_jax.evaluation import metrics as M
 from lnm_jax.evaluation.plots import plot_decision_curve, plot_reliability, plot_roc
 from lnm_jax.evaluation.summary import format_summary, summarise_predictions
-from lnm_jax.fileio import write_csv, write_text
+from lnm_jax.fileio import json_text, write_csv, write_json, write_text
 from lnm_jax.model_card import write_model_card
 from lnm_jax.preflight import check_inputs_present
 from lnm_jax.run import Run, synth_params
@@ -97,7 +97,7 @@ def evaluate(run: Run, *, checkpoint: str = "best", subsets=("val", "test"), out
     if not config.data.manifest:
         result["synthetic_reference"] = bayes_reference(run, preds, subsets)
     out.mkdir(parents=True, exist_ok=True)
-    write_text(out / F.METRICS, json.dumps(result, indent=2))
+    write_json(out / F.METRICS, result)
     write_csv(out / F.PREDICTIONS_CSV, rows, list(rows[0]))
     title = f"{config.name} ({checkpoint} checkpoint, epoch {meta['epoch']})"
     plot_roc(curves, out / F.ROC, title=title)
@@ -105,7 +105,7 @@ def evaluate(run: Run, *, checkpoint: str = "best", subsets=("val", "test"), out
     plot_decision_curve({k: v for k, v in reliability.items() if "T=" not in k}, out / F.DECISION_CURVE, title=title)
     write_text(
         run.files.calibration(checkpoint),
-        json.dumps(
+        json_text(
             {
                 "temperature": temperature,
                 "epoch": meta["epoch"],

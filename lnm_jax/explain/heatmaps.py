@@ -7,7 +7,6 @@ restored (BatchNorm-folded) checkpoint."""
 from __future__ import annotations
 
 import itertools
-import json
 import tempfile
 from pathlib import Path
 
@@ -22,7 +21,7 @@ from lnm_jax.evaluation.metrics import sigmoid
 from lnm_jax.explain import scores as S
 from lnm_jax.explain.figures import grid_figure, patient_figure
 from lnm_jax.explain.gradcam import AUTO_LAYER, choose_layer, layer_sizes, make_cam_fn
-from lnm_jax.fileio import atomic_file, guard_output, path_inside, write_csv, write_text
+from lnm_jax.fileio import atomic_file, guard_output, path_inside, write_csv, write_json
 from lnm_jax.preflight import check_inputs_present
 from lnm_jax.run import Run
 from lnm_jax.task import Task
@@ -227,7 +226,7 @@ def _explain(
             "summary": summary,
             "images": scored,
         }
-        write_text(out / F.CAM_SCORES, json.dumps(doc, indent=2, default=_nan_to_none))
+        write_json(out / F.CAM_SCORES, doc)
         notes += S.summary_lines(summary, method, layer)
     return {
         "out": str(out),
@@ -239,7 +238,3 @@ def _explain(
         "scores": summary,
         "notes": notes,
     }
-
-
-def _nan_to_none(x):
-    return None if isinstance(x, float) and x != x else x

@@ -62,7 +62,8 @@ def summarise(rows: Iterable[Mapping], prefix: str = "") -> dict:
     ``rows`` (per-image score dicts; ``prefix`` selects e.g. the ``random_`` columns), skipping
     constant maps (counted in ``constant_maps``)."""
     rows = list(rows)
-    scored = [r for r in rows if not math.isnan(r[f"{prefix}mass_ratio"])]
+    # a constant map's scores: NaN here, null in the JSON file it is read back from
+    scored = [r for r in rows if r[f"{prefix}mass_ratio"] is not None and not math.isnan(r[f"{prefix}mass_ratio"])]
     ratios = np.array([r[f"{prefix}mass_ratio"] for r in scored])
     out = {"images": len(rows), "constant_maps": len(rows) - len(scored)}
     if scored:

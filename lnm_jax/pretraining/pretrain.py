@@ -46,7 +46,7 @@ from lnm_jax import compile_options, names
 from lnm_jax.data.cohorts import unlabeled
 from lnm_jax.data.cohorts.manifest import MISSING_COLUMN, ManifestError, read_manifest
 from lnm_jax.data.pixels.sources import Framing
-from lnm_jax.fileio import write_text
+from lnm_jax.fileio import json_text, write_json, write_text
 from lnm_jax.metric_writer import read_history
 from lnm_jax.models.contrastive import BACKBONE, ContrastiveEncoder, nt_xent
 from lnm_jax.pretraining import views
@@ -294,7 +294,7 @@ def pretrain(
         sharding.check_batch_size(pc.batch_size, mesh)
     workdir.mkdir(parents=True, exist_ok=True)
     write_text(workdir / CONFIG, config.to_json(indent=2))
-    write_text(workdir / INPUTS_RECORD, json.dumps(record, indent=2))
+    write_json(workdir / INPUTS_RECORD, record)
 
     encoder = build_encoder(config)
     report = {
@@ -344,7 +344,7 @@ def pretrain(
         # the randomly initialised backbone each one started from (the same seed), the probes' baseline
         initial = {g: init_state(encoder, optax.identity(), config.seed, config.data.image_size) for g in variables}
         report["probe"] = probe_report(config, encoder, data, first, split, variables, initial)
-    write_text(workdir / REPORT, json.dumps(report, indent=2))
+    write_json(workdir / REPORT, report)
     return report
 
 
@@ -393,7 +393,7 @@ def _train_group(config, encoder, data, group, workdir, history, mesh, resume, p
                     "epoch_time_s": time.perf_counter() - te,
                 }
             )
-            write_text(history, "".join(json.dumps(r) + "\n" for r in lines))
+            write_text(history, "".join(json_text(r) + "\n" for r in lines))
             if progress:
                 acc, secs = lines[-1]["pair_accuracy"], lines[-1]["epoch_time_s"]
                 print(f"pretrain {group} epoch {epoch:3d}  loss {loss:.4f}  pair accuracy {acc:.3f}  {secs:.1f}s")

@@ -37,7 +37,7 @@ from lnm_jax.evaluation.plots import plot_convergence, plot_roc
 from lnm_jax.evaluation.stats import delong_test, permutation_p_value
 from lnm_jax.evaluation.summary import THRESHOLD_METRICS, summarise_predictions
 from lnm_jax.explain import scores as S
-from lnm_jax.fileio import write_text
+from lnm_jax.fileio import json_text, write_json, write_text
 from lnm_jax.metric_writer import read_history
 from lnm_jax.models.fusion import check_config
 from lnm_jax.preflight import check_inputs_present
@@ -241,7 +241,7 @@ def _train_and_predict(config: ConfigDict, split: Split, folder: Path, split_doc
             # the fused logit and, with per-input heads, each input's own (``logit_<input>``)
             **{k: p[k].astype(float).tolist() for k in p if k == "logit" or k.startswith(names.INPUT_LOGIT)},
         }
-    write_text(done, json.dumps(out))
+    write_text(done, json_text(out))
     return out, run
 
 
@@ -456,7 +456,7 @@ def reproduce(config: ConfigDict, workdir: Path | str) -> dict:
     results["reference"] = generator_bayes_aucs(manifest, config)
     results["wall_s"] = time.perf_counter() - t_start
     results["task"] = Task.from_config(config).to_dict()
-    write_text(workdir / RESULTS, json.dumps(results, indent=2, default=_jsonable))
+    write_json(workdir / RESULTS, results)
     write_text(workdir / REPORT, report_markdown(results, groups))
     return results
 
@@ -488,12 +488,6 @@ def pooled_lesion_evidence(runs: dict[str, dict], workdir: Path, folds: int, liv
         if rows:
             out[name] = {"layer": ", ".join(sorted(layers)), "summary": S.summary_table(rows, branches)}
     return out
-
-
-def _jsonable(x):
-    if isinstance(x, (np.floating, np.integer)):
-        return x.item()
-    raise TypeError(type(x))
 
 
 def generator_bayes_aucs(manifest: Path, config: ConfigDict) -> dict | None:

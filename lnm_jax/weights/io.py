@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import orbax.checkpoint as ocp
 
-from lnm_jax.fileio import atomic_directory, off_main_thread
+from lnm_jax.fileio import atomic_directory, json_text, off_main_thread
 
 META = "backbone.json"
 
@@ -103,7 +103,7 @@ def save_backbone(out_dir: Path | str, variables: dict, meta: dict) -> None:
     with atomic_directory(out_dir) as tmp:
         with ocp.StandardCheckpointer() as ckpt:
             off_main_thread(ckpt.save, tmp / "variables", variables)
-        (tmp / META).write_text(json.dumps(meta, indent=2))
+        (tmp / META).write_text(json_text(meta, indent=2))
 
 
 def load_backbone(path: Path | str) -> tuple[dict, dict]:

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 from sklearn.model_selection import StratifiedKFold, train_test_split
 
-from lnm_jax.fileio import write_text
+from lnm_jax.fileio import json_text, write_text
 
 SUBSETS = ("train", "val", "test")
 
@@ -165,7 +165,7 @@ def save_splits(path: Path, splits: Sequence[Split], *, labels: dict[str, int], 
             for s in splits
         ],
     }
-    write_text(path, json.dumps(doc, indent=1))  # atomic; a failed write names the file, leaves no temp
+    write_text(path, json_text(doc, indent=1))  # atomic; a failed write names the file, leaves no temp
 
 
 def load_splits(path: Path) -> tuple[list[Split], dict]:

@@ -32,7 +32,7 @@ from lnm_jax.data.cohorts.manifest import Cohort, Patient
 from lnm_jax.data.loaders import augment as augment_lib
 from lnm_jax.data.pixels.sources import DEFAULT_FRAMING, Framing
 from lnm_jax.data.records import decode_patient
-from lnm_jax.fileio import guard_output, write_text
+from lnm_jax.fileio import guard_output, json_text, write_text
 from lnm_jax.names import (
     AVAILABILITY_KEYS,
     IMAGE_INPUTS,
@@ -341,7 +341,6 @@ def manifest_norm_stats(
     ``data.split.seed`` makes), printed as JSON on stdout and as config overrides on stderr;
     also written to ``out`` when given (atomically; never onto an input, nor over an existing
     file that is not such a JSON unless ``overwrite``)."""
-    import json  # noqa: PLC0415
     import sys  # noqa: PLC0415
 
     from lnm_jax.data.cohorts.manifest import read_manifest  # noqa: PLC0415
@@ -355,7 +354,7 @@ def manifest_norm_stats(
     split = holdout_split(cohort.ids, cohort.labels, seed=seed)
     decoded = DecodedCohort(cohort.patients, image_size, cache=False, framing=framing)
     stats = normalisation_stats(chunks(decoded, decoded.index(split.train)))
-    text = json.dumps(stats, indent=2)
+    text = json_text(stats, indent=2)
     print(text)
     print(
         "use with: "

@@ -31,7 +31,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
-import json
 import math
 from pathlib import Path
 
@@ -41,7 +40,7 @@ from PIL import Image
 from lnm_jax.data.cohorts.manifest import write_manifest
 from lnm_jax.data.pixels.dicom import COMPRESSIONS
 from lnm_jax.data.threads import cpus, ordered_map
-from lnm_jax.fileio import atomic_directory
+from lnm_jax.fileio import atomic_directory, json_text
 from lnm_jax.names import BMODE, CEUS, LABEL, MASK_COLUMNS, PATIENT_ID, SETTINGS, US_LNM, mask
 
 
@@ -357,7 +356,7 @@ def _write_cohort(root: Path, params: SynthParams, progress: bool, workers: int)
         for t in truth:
             f.write(",".join(f"{t[c]:.6f}" if isinstance(t[c], float) else str(t[c]) for c in cols) + "\n")
     (root / "generator.json").write_text(
-        json.dumps(
+        json_text(
             {
                 "params": dataclasses.asdict(params),
                 "bayes_auc": bayes_auc(params),
