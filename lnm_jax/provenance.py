@@ -15,6 +15,7 @@ import platform
 import subprocess
 import sys
 import time
+from collections.abc import Iterable
 from pathlib import Path
 
 PACKAGES = (
@@ -76,8 +77,10 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
-def run_info(argv: list[str] | None = None) -> dict:
-    """The provenance record of this process (imports JAX to read its devices)."""
+def run_info(argv: list[str] | None = None, kinds: Iterable[str] | None = None) -> dict:
+    """The provenance record of this process (imports JAX to read its devices); its compile
+    options are those of ``kinds`` (names of :data:`lnm_jax.compile_options.KINDS`: the kinds of
+    program the process builds, e.g. only 'inference' for an evaluation), default every kind."""
     import jax  # noqa: PLC0415  (only when a run is written)
 
     from lnm_jax.compile_options import KINDS, compiler_options  # noqa: PLC0415  (imports JAX)
@@ -99,5 +102,7 @@ def run_info(argv: list[str] | None = None) -> dict:
         "xla_flags": os.environ.get("XLA_FLAGS", ""),
         "glibc_tunables": os.environ.get("GLIBC_TUNABLES", ""),  # the allocator setting (host_memory.py)
         # what this backend's programs are compiled with, by kind (compile_options.py)
-        "compile_options": {name: compiler_options(kind) or {} for name, kind in KINDS.items()},
+        "compile_options": {
+            name: compiler_options(kind) or {} for name, kind in KINDS.items() if kinds is None or name in kinds
+        },
     }

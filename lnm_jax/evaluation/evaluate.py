@@ -53,9 +53,10 @@ def evaluate(run: Run, *, checkpoint: str = "best", subsets=("val", "test"), out
         "temperature_from_val": temperature,
         "temperature_at_bound": C.at_bound(temperature),
         DIGEST_KEY: meta.get(DIGEST_KEY),  # the checkpoint state these metrics are of
-        # the evaluating process (versions, devices, XLA flags, compile options): it may differ
-        # from the training process's run_info.json, and its programs compute these numbers
-        "evaluated_by": provenance.run_info(),
+        # the evaluating process (versions, devices, XLA flags, and the options of the one kind
+        # of program it compiles, the inference programs): it may differ from the training
+        # process's run_info.json, and its programs compute these numbers
+        "evaluated_by": provenance.run_info(kinds=("inference",)),
         "splits": {},
     }
     rows, curves, reliability = [], {}, {}
