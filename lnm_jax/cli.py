@@ -266,7 +266,7 @@ COMMON_FIELDS = (
     ("data.image_size", "side of the square each image is resized to, in pixels"),
     ("train.epochs", "training epochs"),
     ("train.learning_rate", "Adam's learning rate"),
-    ("model.backbone", "resnet18 | resnet34 | resnet50 | vgg11 | inception_v3 ..."),
+    ("model.backbone", "resnet10 | resnet18 | resnet34 | resnet50 | vgg11 | inception_v3 ..."),
     ("model.init_from", "a pretrained backbone (lnm-jax convert-weights or pretrain)"),
     ("model.fusion", "concat (the paper's head) | late (per-input heads, for small cohorts)"),
 )

@@ -43,8 +43,10 @@ from lnm_jax.training import state as state_lib
 from lnm_jax.training.steps import make_eval_step, make_train_step
 
 # training GFLOP of one 224-px image at width 64: forward MACs (torchvision's model table:
-# ResNet-50 4.1 G, ResNet-18 1.82 G) x2 FLOP per MAC x3 (forward + two backward products)
-TRAIN_GFLOP_PER_IMAGE_224 = {"resnet50": 24.7, "resnet18": 10.9}
+# ResNet-50 4.1 G, ResNet-18 1.82 G; ResNet-10 is ResNet-18 less one basic block per stage, two
+# 3x3 convs of 0.116 GMAC each at every stage: 1.82 - 8 x 0.116 = 0.89 G) x2 FLOP per MAC x3
+# (forward + two backward products)
+TRAIN_GFLOP_PER_IMAGE_224 = {"resnet50": 24.7, "resnet18": 10.9, "resnet10": 5.35}
 
 # Candidates for the GPU step (``--candidates``; one row each, each in its own process): XLA:GPU
 # flag sets (names as XLA reads them from XLA_FLAGS; an unknown flag fails its row only) and
@@ -232,13 +234,22 @@ def bench_torch(
 PEAK_TFLOPS_BY_PRECISION = {"bf16 tensor": 989.0, "tf32 tensor": 494.5, "fp32": 67.0}
 
 
-def precision_used(dtype: str, platform_: str, highest: bool = False) -> str | None:
-    """The arithmetic a setting runs in on this platform (None on CPU: no MFU there)."""
+def precision_used(dtype: str, platform_: str, highest: bool = False) -> str:
+    """The arithmetic a setting's matmuls and convolutions run in on this platform: on GPU the
+    units of :data:`PEAK_TFLOPS_BY_PRECISION`; on CPU fp32 for fp32 inputs, and for bf16 inputs
+    "bf16 inputs" (whether XLA:CPU or PyTorch computes them in bf16 or widens them to fp32 is
+    theirs to choose, op by op)."""
     if platform_ != "gpu":
-        return None
+        return "fp32" if dtype == "float32" else f"{dtype.replace('bfloat16', 'bf16')} inputs"
     if dtype == "bfloat16":
         return "bf16 tensor"
     return "fp32" if highest else "tf32 tensor"
+
+
+def peak_tflops(precision: str, platform_: str) -> float | None:
+    """The dense peak MFU is taken against: a GPU's, by precision; None on CPU (no stated peak
+    for a host's cores: no MFU)."""
+    return PEAK_TFLOPS_BY_PRECISION.get(precision) if platform_ == "gpu" else None
 
 
 def train_gflop_per_patient(setting: str, image_size: int, width: int, backbone: str = "resnet50") -> float | None:
@@ -414,7 +425,7 @@ def main() -> None:
             f"{'|'.join(TORCH_BACKBONES)} --width 64)"
         )
     gflop = train_gflop_per_patient(a.setting, a.image_size, a.width, a.backbone)
-    flops = f"{gflop:.1f} GFLOP" if gflop else "no stated FLOP count"
+    flops = f"{gflop:.3g} GFLOP" if gflop else "no stated FLOP count"
     print(
         f"{a.setting} {a.backbone} w{a.width} {a.image_size}px; lowering {a.lowering}; "
         f"inference programs built as the '{a.inference_options}' kind, YNNPACK fusions "
@@ -454,12 +465,12 @@ def main() -> None:
                     continue
                 results[(name, dt, bs)] = {**r, "candidate": candidate}
                 precision = precision_used(dt, r["platform"], a.jax_precision_highest and framework == "jax")
-                mfu = "-"
-                if precision and gflop:
-                    mfu = f"{100 * gflop * bs / r['train_s'] / (PEAK_TFLOPS_BY_PRECISION[precision] * 1e3):.1f}%"
+                mfu, peak = "-", peak_tflops(precision, r["platform"])
+                if peak and gflop:
+                    mfu = f"{100 * gflop * bs / r['train_s'] / (peak * 1e3):.1f}%"
                 folded = _rate(bs / r["infer_folded_s"]) if r.get("infer_folded_s") else "-"
                 print(
-                    f"| {name} | {dt} | {precision or 'cpu'} | {bs} | {r['train_s']:.4f} | "
+                    f"| {name} | {dt} | {precision} | {bs} | {r['train_s']:.4f} | "
                     f"{_rate(bs / r['train_s'])} | "
                     f"{_rate(bs / r['infer_s'])} | {folded} | {mfu} | {r['warmup_s']:.1f} | {r['device']} | "
                     f"{r['versions']} |",

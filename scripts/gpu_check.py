@@ -54,7 +54,7 @@ HERE = Path(__file__).resolve().parent
 PAPER = ["--setting", "triple", "--backbone", "resnet50", "--width", "64", "--image-size", "224"]
 # toy sizes for a CPU: the same steps and code paths (PyTorch compares torchvision's models at
 # width 64: ResNet-18, at 32 px, there)
-TINY_MODEL = ["--setting", "bmode,us_lnm", "--backbone", "resnet18", "--width", "4", "--image-size", "32"]
+TINY_MODEL = ["--setting", "bmode,us_lnm", "--backbone", "resnet10", "--width", "4", "--image-size", "32"]
 TINY_TORCH = ["--setting", "triple", "--backbone", "resnet18", "--width", "64", "--image-size", "32"]
 
 
@@ -97,7 +97,7 @@ def steps(out: Path, tiny: bool, torch: bool, candidates: list[str] | None = Non
     e2e = [py, str(HERE / "train_e2e.py"), "--workdir", str(out / "work" / "train_e2e")]
     e2e += ["--tiny"] if tiny else ["--patients", "4096", "--epochs", "3"]
     export = [py, str(HERE / "benchmark_export.py"), "--untrained"]  # on its own synthetic patients
-    export += ["--backbone", "resnet18", "--width", "4", "--image-size", "32", "--batch-sizes", "1,2", "--repeats", "1"]
+    export += ["--backbone", "resnet10", "--width", "4", "--image-size", "32", "--batch-sizes", "1,2", "--repeats", "1"]
     export += ["--stablehlo-only"]  # tiny: the ONNX conversion is tests/test_export.py's
     if not tiny:
         export = export[: export.index("--backbone")] + ["--batch-sizes", "1,256", "--repeats", "5"]

@@ -26,7 +26,7 @@ from lnm_jax.metric_writer import read_history  # noqa: E402
 from lnm_jax.run import Run  # noqa: E402
 from lnm_jax.training.loop import train  # noqa: E402
 
-TINY = dict(patients=48, size=32, backbone="resnet18", width=4, dtype="float32", batch_size=8, epochs=1, threads=2)
+TINY = dict(patients=48, size=32, backbone="resnet10", width=4, dtype="float32", batch_size=8, epochs=1, threads=2)
 
 
 def run_one(manifest: Path, workdir: Path, a, on_device: bool) -> dict:

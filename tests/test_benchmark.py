@@ -10,10 +10,11 @@ import sys
 from pathlib import Path
 
 import pytest
+from support import BACKBONE
 
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "benchmark.py"
 # the scripts' model options at smoke-test size
-TINY = ["--backbone", "resnet18", "--width", "4", "--image-size", "32", "--steps", "1"]
+TINY = ["--backbone", BACKBONE, "--width", "4", "--image-size", "32", "--steps", "1"]
 ONE_BRANCH = ["--setting", "bmode,us_lnm"]  # the scripts' paths, at half the compile time of triple
 
 
@@ -39,7 +40,8 @@ def test_benchmark_mfu_is_against_the_precision_used_and_a_failed_child_is_one_r
     assert b.precision_used("bfloat16", "gpu") == "bf16 tensor"
     assert b.precision_used("float32", "gpu") == "tf32 tensor"  # JAX's and cuDNN's default for fp32 inputs
     assert b.precision_used("float32", "gpu", highest=True) == "fp32"
-    assert b.precision_used("float32", "cpu") is None  # no MFU on CPU
+    assert b.precision_used("float32", "cpu") == "fp32" and b.precision_used("bfloat16", "cpu") == "bf16 inputs"
+    assert b.peak_tflops("fp32", "cpu") is None and b.peak_tflops("fp32", "gpu") == 67.0  # no MFU on CPU
     spec = {
         "framework": "jax",
         "dtype": "float32",

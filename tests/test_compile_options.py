@@ -7,6 +7,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from support import BACKBONE
 
 from lnm_jax import compile_options
 from lnm_jax.compile_options import (
@@ -72,7 +73,7 @@ def test_the_train_step_gives_ynnpack_its_reductions_only_and_inference_nothing(
 
 
 def _model_and_batch():
-    model = FusionClassifier(("bmode", "us_lnm"), backbone="resnet18", width=4)
+    model = FusionClassifier(("bmode", "us_lnm"), backbone=BACKBONE, width=4)
     r = np.random.default_rng(0)
     batch = {
         "bmode": jnp.asarray(r.random((2, 16, 16, 3), np.float32)),
@@ -131,7 +132,7 @@ def _pretraining_programs():
     from lnm_jax.pretraining.pretrain import PretrainState, features, make_optimizer, make_step
 
     config = base_config("dual")
-    encoder = ContrastiveEncoder(arch="resnet18", width=4)
+    encoder = ContrastiveEncoder(arch=BACKBONE, width=4)
     shapes = jax.eval_shape(lambda: encoder.init(jax.random.key(0), jnp.zeros((2, 16, 16, 3)), train=False))
     variables = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
     tx = make_optimizer(config.pretrain, 1)

@@ -214,7 +214,7 @@ def test_model_card_describes_the_configured_model_and_task(tiny_cohort, tmp_pat
     card = markdown(md)
     assert md["architecture"]["fusion"] == "late" and card.count("late fusion") == 1
     assert "the paper's head" not in card
-    assert md["architecture"]["feature_sizes"] == {"bmode": 32, "ceus": 32, "us_lnm": 1}  # resnet18 width 4
+    assert md["architecture"]["feature_sizes"] == {"bmode": 32, "ceus": 32, "us_lnm": 1}  # a ResNet-10/18 of width 4
     assert "LNM" not in card and "papillary thyroid" not in card
     assert "malignant = 1, benign = 0" in card and "BI-RADS>=4" in card and "P(malignant)" in card
     assert md["hyperparameters"]["pos_weight"] == "balanced"

@@ -7,7 +7,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from support import SEED, record
+from support import BACKBONE, QUALITY_BACKBONE, SEED, record
 
 from lnm_jax.config import base_config
 from lnm_jax.explain.gradcam import METHODS, make_cam_fn
@@ -18,7 +18,7 @@ from lnm_jax.training.steps import make_train_step
 
 
 def _model_and_vars(setting="triple", size=64, width=8, seed=0):
-    model = FusionClassifier(parse_modalities(setting), backbone="resnet18", width=width)
+    model = FusionClassifier(parse_modalities(setting), backbone=BACKBONE, width=width)
     r = np.random.default_rng(seed)
     batch = {
         "bmode": jnp.asarray(r.standard_normal((4, size, size, 3)), jnp.float32),
@@ -116,7 +116,7 @@ def test_trained_model_cam_mass_falls_inside_the_cue_region():
     size = 64
     rng = np.random.default_rng(SEED)
     x, y, _ = _blob_patients(512, size, rng)
-    model = FusionClassifier(("bmode",), backbone="resnet18", width=8)
+    model = FusionClassifier(("bmode",), backbone=QUALITY_BACKBONE, width=8)
     tx, plateau = state_lib.optimizers(base_config().train)
 
     def batch(idx):

@@ -10,7 +10,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from support import tiny_config
+from support import BACKBONE, tiny_config
 
 from lnm_jax import names
 from lnm_jax.data.cohorts.manifest import read_manifest
@@ -89,7 +89,7 @@ def test_lesion_loss_resizes_the_mask_to_the_map():
 
 
 def test_the_lesion_loss_trains_the_head_and_the_branch():
-    model = FusionClassifier(modalities=(names.BMODE,), backbone="resnet18", width=8, lesion_head="stage2")
+    model = FusionClassifier(modalities=(names.BMODE,), backbone=BACKBONE, width=8, lesion_head="stage2")
     x = np.random.default_rng(0).random((2, 32, 32, 3)).astype(np.float32)
     t = np.zeros((2, 32, 32), np.float32)
     t[:, 8:20, 8:20] = 1.0

@@ -10,6 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from jax import lax
+from support import BACKBONE
 
 from lnm_jax.models.backbones import backbone
 from lnm_jax.models.fusion import FusionClassifier
@@ -150,7 +151,7 @@ def test_auto_is_gemm_on_cpu_and_unknown_values_are_rejected():
     with pytest.raises(ValueError, match="lowering must be one of"):
         backbone("vgg11", lowering="gpu")
     with pytest.raises(ValueError, match="lowering must be one of"):
-        FusionClassifier(parse_modalities("triple"), backbone="resnet18", width=4, lowering="fast").init(
+        FusionClassifier(parse_modalities("triple"), backbone=BACKBONE, width=4, lowering="fast").init(
             jax.random.key(0),
             {"bmode": jnp.zeros((1, 32, 32, 3)), "ceus": jnp.zeros((1, 32, 32, 3)), "us_lnm": jnp.zeros((1,))},
         )

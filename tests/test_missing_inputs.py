@@ -9,7 +9,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from support import SEED, record
+from support import BACKBONE, QUALITY_BACKBONE, SEED, record
 
 from lnm_jax.evaluation.availability import PATTERNS, evaluate_availability, withhold
 from lnm_jax.models.fusion import DROPOUT_RNG, FusionClassifier, drop_modalities
@@ -32,7 +32,7 @@ def _batch(n=6, size=16, seed=0):
 
 
 def _model(**kw):
-    return FusionClassifier(TRIPLE, backbone="resnet18", width=4, missing_inputs=True, **kw)
+    return FusionClassifier(TRIPLE, backbone=BACKBONE, width=4, missing_inputs=True, **kw)
 
 
 def test_missing_image_is_kept_out_of_batchnorm_statistics_and_the_logit():
@@ -46,7 +46,7 @@ def test_missing_image_is_kept_out_of_batchnorm_statistics_and_the_logit():
     for x, y in zip(jax.tree.leaves(outs[0][1]), jax.tree.leaves(outs[1][1])):
         np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-6)
     # without the mechanism the garbage would leak into the statistics
-    plain = FusionClassifier(TRIPLE, backbone="resnet18", width=4)
+    plain = FusionClassifier(TRIPLE, backbone=BACKBONE, width=4)
     pv = plain.init(jax.random.key(0), b)
     s0 = plain.apply(pv, b, train=True, mutable=["batch_stats"])[1]
     s1 = plain.apply(pv, noisy, train=True, mutable=["batch_stats"])[1]
@@ -95,7 +95,7 @@ def test_dropout_is_random_in_training_only_and_needs_missing_inputs():
     for m in TRIPLE:
         np.testing.assert_array_equal(ev[m], b[f"has_{m}"])
     with pytest.raises(ValueError, match="needs missing_inputs"):
-        FusionClassifier(TRIPLE, backbone="resnet18", width=4, modality_dropout=0.2).init(jax.random.key(0), b)
+        FusionClassifier(TRIPLE, backbone=BACKBONE, width=4, modality_dropout=0.2).init(jax.random.key(0), b)
 
 
 def test_withhold_marks_inputs_absent_and_zeroes_them():
@@ -129,7 +129,7 @@ def test_one_model_for_every_pattern_matches_the_dedicated_model_without_ceus(tm
         c.seed = c.data.split.seed = SEED
         c.data.image_size = 32
         c.data.split.test_fraction = 0.3
-        c.model.backbone, c.model.width = "resnet18", 8
+        c.model.backbone, c.model.width = QUALITY_BACKBONE, 8
         c.model.missing_inputs = missing
         c.model.modality_dropout = 0.3 if missing else 0.0
         c.train.epochs, c.train.batch_size, c.train.eval_batch_size = 12, 16, 64

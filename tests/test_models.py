@@ -6,6 +6,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from support import BACKBONE
 
 from lnm_jax.models.fusion import FusionClassifier
 from lnm_jax.models.resnet import feature_dim, resnet
@@ -24,11 +25,12 @@ def test_resnet50_parameter_count_equals_torchvision_without_fc():
     assert _count(v["batch_stats"]) == 2 * 26_560
 
 
-@pytest.mark.parametrize("arch,count", [("resnet18", 11_176_512), ("resnet34", 21_284_672)])
+@pytest.mark.parametrize("arch,count", [("resnet10", 4_905_792), ("resnet18", 11_176_512), ("resnet34", 21_284_672)])
 def test_small_resnets_match_torchvision(arch, count):
     model = resnet(arch)
     v = jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros((1, 224, 224, 3))))
-    assert _count(v["params"]) == count  # torchvision minus fc (512*1000 + 1000)
+    # torchvision minus fc (512*1000 + 1000); ResNet-10: torchvision's ResNet(BasicBlock, [1, 1, 1, 1])
+    assert _count(v["params"]) == count
 
 
 def test_torchvision_names_and_shapes():
@@ -71,7 +73,7 @@ def test_stem_maxpool_pads_with_minus_infinity():
 @pytest.mark.parametrize("setting", list(SETTINGS))
 def test_fusion_output_shapes_for_the_five_settings(setting):
     mods = parse_modalities(setting)
-    model = FusionClassifier(mods, backbone="resnet18", width=8)
+    model = FusionClassifier(mods, backbone=BACKBONE, width=8)
     batch = {
         "bmode": jnp.zeros((3, 32, 32, 3)),
         "ceus": jnp.zeros((3, 32, 32, 3)),
@@ -96,7 +98,7 @@ def test_paper_triple_is_4097_features():
 
 
 def test_branches_are_not_shared_and_flag_enters_the_head():
-    model = FusionClassifier(parse_modalities("triple"), backbone="resnet18", width=4)
+    model = FusionClassifier(parse_modalities("triple"), backbone=BACKBONE, width=4)
     batch = {"bmode": jnp.ones((2, 16, 16, 3)), "ceus": jnp.ones((2, 16, 16, 3)), "us_lnm": jnp.array([0.0, 1.0])}
     v = model.init(jax.random.key(0), batch)
     assert "bmode_backbone" in v["params"] and "ceus_backbone" in v["params"]
@@ -112,7 +114,7 @@ def test_bad_modalities_are_rejected(bad):
 
 
 @pytest.mark.parametrize(
-    "arch,variant", [("resnet18", "torchvision"), ("resnet50", "torchvision"), ("resnet50", "keras_v1")]
+    "arch,variant", [(BACKBONE, "torchvision"), ("resnet50", "torchvision"), ("resnet50", "keras_v1")]
 )
 def test_batchnorm_folded_into_convs_computes_the_same_function(arch, variant):
     from lnm_jax.models.backbones import bn_epsilon
@@ -155,24 +157,24 @@ def test_performance_variants_compute_the_same_function():
     from lnm_jax.models.folding import fold_batchnorm
 
     x = jax.random.normal(jax.random.key(1), (2, 38, 38, 3))
-    base = resnet("resnet18", width=8)
+    base = resnet(BACKBONE, width=8)
     v = base.init(jax.random.key(0), x)
     ref = base.apply(v, x)
-    s2d = resnet("resnet18", width=8, stem="space_to_depth")
+    s2d = resnet(BACKBONE, width=8, stem="space_to_depth")
     assert jax.tree.structure(s2d.init(jax.random.key(0), x)) == jax.tree.structure(v)  # same parameters
     got = s2d.apply(v, x)
     np.testing.assert_allclose(got["stem"], ref["stem"], atol=1e-5)
     np.testing.assert_allclose(got["pooled"], ref["pooled"], atol=1e-5)
     folded = fold_batchnorm(v["params"], v["batch_stats"], 1e-5)
-    a = resnet("resnet18", width=8, fold_bn=True).apply({"params": folded}, x)["pooled"]
-    b = resnet("resnet18", width=8, fold_bn=True, stem="space_to_depth").apply({"params": folded}, x)["pooled"]
+    a = resnet(BACKBONE, width=8, fold_bn=True).apply({"params": folded}, x)["pooled"]
+    b = resnet(BACKBONE, width=8, fold_bn=True, stem="space_to_depth").apply({"params": folded}, x)["pooled"]
     np.testing.assert_allclose(a, b, atol=1e-5)
     with pytest.raises(ValueError, match="even image size"):
         s2d.apply(v, x[:, :37, :37])
     train = lambda m, dtype=jnp.float32: m.apply(v, x.astype(dtype), train=True, mutable=["batch_stats"])[0]  # noqa: E731
-    low = resnet("resnet18", width=8, bn_float32_reductions=False)
+    low = resnet(BACKBONE, width=8, bn_float32_reductions=False)
     np.testing.assert_array_equal(train(low)["pooled"], train(base)["pooled"])
-    bf16 = {k: resnet("resnet18", width=8, dtype=jnp.bfloat16, bn_float32_reductions=k) for k in (True, False)}
+    bf16 = {k: resnet(BACKBONE, width=8, dtype=jnp.bfloat16, bn_float32_reductions=k) for k in (True, False)}
     exact = train(base)["pooled"]
     scale = float(jnp.abs(exact).max())
     # bf16 keeps 8 significant bits (2^-8 = 0.4% per rounding) through 17 layers, each
@@ -195,7 +197,7 @@ def test_stacked_branches_compute_the_same_function():
     from lnm_jax.training.state import init_variables, run_init_program
 
     modalities = ("bmode", "ceus", "us_lnm")
-    sep = FusionClassifier(modalities, backbone="resnet18", width=8, missing_inputs=True)
+    sep = FusionClassifier(modalities, backbone=BACKBONE, width=8, missing_inputs=True)
     stk = sep.clone(branches="stacked")
     r = np.random.default_rng(0)
     batch = {

@@ -8,6 +8,7 @@ import json
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from support import BACKBONE
 
 from lnm_jax.config import base_config
 from lnm_jax.data.loaders.on_device import DeviceCohort, apply_augmentation
@@ -99,7 +100,7 @@ def test_training_from_a_device_resident_cohort(tiny_cohort, tmp_path):
 
     c = base_config("bmode,us_lnm")  # one image branch: the device-resident path, half the compile
     c.data.manifest, c.data.image_size, c.data.on_device = str(tiny_cohort), 32, True
-    c.model.backbone, c.model.width = "resnet18", 4
+    c.model.backbone, c.model.width = BACKBONE, 4
     c.train.epochs, c.train.batch_size, c.train.eval_batch_size = 2, 8, 16
     train(Run.create(c, tmp_path / "run"))
     rows = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]

@@ -9,7 +9,7 @@ import json
 import jax
 import numpy as np
 import pytest
-from support import SEED, record
+from support import BACKBONE, QUALITY_BACKBONE, SEED, record
 
 from lnm_jax import names
 from lnm_jax.config import small_cohort_config
@@ -24,9 +24,9 @@ from lnm_jax.training.loop import train
 from lnm_jax.weights.io import load_backbone
 
 
-def tiny_pretrain_config(manifest, epochs=2, **pretrain):
+def tiny_pretrain_config(manifest, epochs=2, backbone=BACKBONE, **pretrain):
     c = small_cohort_config()
-    c.data.manifest = str(manifest)
+    c.data.manifest, c.model.backbone = str(manifest), backbone
     c.data.image_size, c.model.width = 32, 8
     c.pretrain.epochs, c.pretrain.batch_size, c.pretrain.warmup_epochs = epochs, 16, 1
     c.pretrain.checkpoint_every_epochs, c.pretrain.probe = 1, False
@@ -133,7 +133,8 @@ PROBE_MARGIN = 0.03  # mean - 3.2 SD
 def test_pretraining_lowers_its_loss_and_its_probe_beats_random_init(tmp_path):
     params = SynthParams(patients=300, size=48, seed=200 + SEED, bmode_strength=2.0, ceus_strength=2.0)
     generate_cohort(tmp_path / "cohort", params)
-    c = tiny_pretrain_config(tmp_path / "cohort" / "manifest.csv", epochs=20, batch_size=64, probe=True)
+    manifest = tmp_path / "cohort" / "manifest.csv"
+    c = tiny_pretrain_config(manifest, epochs=20, backbone=QUALITY_BACKBONE, batch_size=64, probe=True)
     c.seed = c.data.split.seed = SEED
     c.pretrain.warmup_epochs, c.pretrain.checkpoint_every_epochs = 2, 20
     report = P.pretrain(c, [tmp_path / "cohort" / "manifest.csv"], tmp_path / "w", progress=False)

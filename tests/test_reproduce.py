@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
+from support import BACKBONE
 
 from lnm_jax.cli import main
 from lnm_jax.data.cohorts.manifest import read_manifest
@@ -17,7 +18,7 @@ from lnm_jax.protocol.reproduce import plan_runs
 
 TINY = [
     "--config.data.image_size=32",
-    "--config.model.backbone=resnet18",
+    f"--config.model.backbone={BACKBONE}",
     "--config.model.width=4",
     "--config.train.epochs=1",
     "--config.train.batch_size=8",
@@ -33,7 +34,7 @@ def test_reproduce_writes_all_tables_figures_and_the_report(tiny_cohort, tmp_pat
     # Table 2: two backbones on B-mode; Table 3: four of the five settings (CEUS alone takes the
     # code path of B-mode alone) -- the settings come from the config, the machinery is the same
     grid = [
-        "--config.protocol.backbones=('resnet18', 'vgg11')",
+        f"--config.protocol.backbones=('{BACKBONE}', 'vgg11')",
         "--config.protocol.table2_modalities=('bmode',)",
         "--config.protocol.settings=('us_lnm', 'bmode', 'dual', 'triple')",
     ]
@@ -46,7 +47,7 @@ def test_reproduce_writes_all_tables_figures_and_the_report(tiny_cohort, tmp_pat
     assert res["table1"]["groups"] == {"train+validation": 32, "test": 8}
     # Table 2 on validation, Table 3 on test
     assert [(r["setting"], r["backbone"]) for r in res["table2"]["rows"].values()] == [
-        ("bmode", "resnet18"),
+        ("bmode", BACKBONE),
         ("bmode", "vgg11"),
     ]
     assert res["table2"]["subset"] == "val"
@@ -59,12 +60,12 @@ def test_reproduce_writes_all_tables_figures_and_the_report(tiny_cohort, tmp_pat
     assert set(res["table3"]["delong"]) == {"triple_vs_dual", "triple_vs_us_lnm", "dual_vs_us_lnm"}
     # the synthetic cohort has lesion masks: every image run's test maps scored against them
     evidence = res["lesion_evidence"]
-    assert set(evidence) == {"bmode_resnet18", "dual_resnet18", "triple_resnet18"}
-    assert set(evidence["dual_resnet18"]["summary"]) == {"bmode", "ceus"}
-    assert evidence["bmode_resnet18"]["summary"]["bmode"]["all"]["cam"]["images"] == 8
-    # the B-mode run with resnet18 serves both tables: trained once
+    assert set(evidence) == {f"bmode_{BACKBONE}", f"dual_{BACKBONE}", f"triple_{BACKBONE}"}
+    assert set(evidence[f"dual_{BACKBONE}"]["summary"]) == {"bmode", "ceus"}
+    assert evidence[f"bmode_{BACKBONE}"]["summary"]["bmode"]["all"]["cam"]["images"] == 8
+    # the B-mode run with that backbone serves both tables: trained once
     assert sorted(p.name for p in (work / "runs").iterdir()) == sorted(
-        ["us_lnm", "bmode_resnet18", "dual_resnet18", "triple_resnet18", "bmode_vgg11"]
+        ["us_lnm", f"bmode_{BACKBONE}", f"dual_{BACKBONE}", f"triple_{BACKBONE}", "bmode_vgg11"]
     )
     for f in (
         "roc_bmode_backbones.png",
@@ -81,10 +82,10 @@ def test_reproduce_writes_all_tables_figures_and_the_report(tiny_cohort, tmp_pat
     assert res["image_init"] == {"from": "random", "freeze_backbone_epochs": 0}
     assert "Image branches: trained from random (He) initialisation, no pretraining." in report
     # a rerun resumes: nothing is trained again, the numbers are the same
-    mtime = (work / "runs" / "triple_resnet18" / "predictions.json").stat().st_mtime
+    mtime = (work / "runs" / f"triple_{BACKBONE}" / "predictions.json").stat().st_mtime
     rerun = [*TINY, *grid, "--config.protocol.gradcam=False"]  # the figures were checked above
     assert main(["reproduce", "--workdir", str(work), "--manifest", str(tiny_cohort), *rerun]) == 0
-    assert (work / "runs" / "triple_resnet18" / "predictions.json").stat().st_mtime == mtime
+    assert (work / "runs" / f"triple_{BACKBONE}" / "predictions.json").stat().st_mtime == mtime
     again = json.loads((work / "results.json").read_text())
     assert again["table3"]["rows"] == res["table3"]["rows"]
 

@@ -17,7 +17,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 from PIL import Image
-from support import tiny_config
+from support import BACKBONE, tiny_config
 
 from lnm_jax import run_files as F
 from lnm_jax.cli import main
@@ -148,7 +148,7 @@ def test_exploding_training_stops_and_says_what_is_kept(tiny_cohort, tmp_path, c
     gradient's scale: the loss explodes (or turns NaN) within the first epoch on any machine."""
     manifest = rewrite_manifest(tiny_cohort, tmp_path / "m.csv")
     args = ["train", "--workdir", str(tmp_path / "run"), f"--config.data.manifest={manifest}"]
-    small = ["--config.data.image_size=32", "--config.model.backbone=resnet18", "--config.model.width=4"]
+    small = ["--config.data.image_size=32", f"--config.model.backbone={BACKBONE}", "--config.model.width=4"]
     assert main([*args, *small, "--config.train.epochs=1", "--config.train.learning_rate=1e6"]) == 1
     line = fail_line(capsys, "train")
     assert "no checkpoint was written" in line and ("diverged" in line or "loss is nan" in line), line

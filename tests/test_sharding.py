@@ -9,7 +9,7 @@ import subprocess
 import sys
 import textwrap
 
-from support import cpu_env
+from support import BACKBONE, cpu_env
 
 CHECK = textwrap.dedent("""
     import jax, jax.numpy as jnp, numpy as np, optax
@@ -22,7 +22,7 @@ CHECK = textwrap.dedent("""
     from lnm_jax.training.steps import make_train_step, make_eval_step, predict
 
     assert jax.device_count() == 8 and jax.process_count() == 1, jax.devices()
-    model = FusionClassifier(("bmode", "us_lnm"), backbone="resnet18", width=8)  # one branch's BatchNorm
+    model = FusionClassifier(("bmode", "us_lnm"), backbone={backbone!r}, width=8)  # one branch's BatchNorm
     r = np.random.default_rng(0)
     batches = [{{"bmode": r.standard_normal((16, 32, 32, 3)).astype(np.float32),
                 "ceus": r.standard_normal((16, 32, 32, 3)).astype(np.float32),
@@ -80,7 +80,7 @@ CHECK = textwrap.dedent("""
 def test_sharded_training_matches_single_device_on_8_devices_through_the_multihost_start():
     """One process, 8 forced CPU devices, started through jax.distributed (the multi-host
     path): the data-parallel steps reach what one device does on the same global batch."""
-    code = CHECK.format(port=29000 + os.getpid() % 1000 + 500)
+    code = CHECK.format(port=29000 + os.getpid() % 1000 + 500, backbone=BACKBONE)
     out = subprocess.run([sys.executable, "-c", code], env=cpu_env(8), capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-3000:]
     assert "SHARDED-OK 1" in out.stdout
@@ -100,7 +100,7 @@ def test_training_loop_runs_data_parallel_on_8_devices(tmp_path):
         for on_device in (False, True):
             c = base_config("bmode,us_lnm")  # one image branch: the loop's data-parallel path
             c.data.manifest, c.data.image_size = str(manifest), 32
-            c.model.backbone, c.model.width = "resnet18", 8
+            c.model.backbone, c.model.width = {BACKBONE!r}, 8
             c.train.epochs, c.train.batch_size, c.train.eval_batch_size = 2, 8, 16
             c.data.on_device = on_device
             run = Run.create(c, {str(tmp_path)!r} + f"/run_{{on_device}}")
@@ -140,7 +140,7 @@ TWO_PROCESS = textwrap.dedent("""
     from lnm_jax.training import state as S
     from lnm_jax.training.steps import make_train_step
     assert jax.process_count() == 2 and jax.device_count() == 8 and jax.local_device_count() == 4
-    model = FusionClassifier(("bmode", "us_lnm"), backbone="resnet18", width=4)
+    model = FusionClassifier(("bmode", "us_lnm"), backbone={backbone!r}, width=4)
     r = np.random.default_rng(0)  # both processes hold the same global batch
     b = {{"bmode": r.standard_normal((8, 32, 32, 3)).astype(np.float32),
          "us_lnm": r.integers(0, 2, 8).astype(np.float32), "lnm": r.integers(0, 2, 8).astype(np.int32),
@@ -168,7 +168,7 @@ TWO_PROCESS = textwrap.dedent("""
 def test_two_local_processes_train_as_one_data_parallel_job():
     """jax.distributed on CPU: two processes x 4 devices reach what one device does on the
     same global batch (collectives over gloo)."""
-    code = TWO_PROCESS.format(port=29000 + os.getpid() % 1000)
+    code = TWO_PROCESS.format(port=29000 + os.getpid() % 1000, backbone=BACKBONE)
     procs = [
         subprocess.Popen(
             [sys.executable, "-c", code, str(i)],

@@ -233,6 +233,9 @@ KERAS_V1 = dict(stride_in_1x1=True, conv_bias=True, bn_epsilon=1.001e-5)
 VARIANTS = {"torchvision": {}, "keras_v1": KERAS_V1}
 
 BACKBONES = {
+    # one basic block per stage (torchvision's ResNet(BasicBlock, [1, 1, 1, 1]); no ImageNet
+    # weights there): smoke runs and the test suite's behaviour tests
+    "resnet10": dict(stage_sizes=(1, 1, 1, 1), block=BasicBlock),
     "resnet18": dict(stage_sizes=(2, 2, 2, 2), block=BasicBlock),
     "resnet34": dict(stage_sizes=(3, 4, 6, 3), block=BasicBlock),
     "resnet50": dict(stage_sizes=(3, 4, 6, 3), block=Bottleneck),
