@@ -25,7 +25,9 @@ import errno
 import hashlib
 import logging
 import shutil
+import sys
 import threading
+import traceback
 from pathlib import Path
 from typing import Any
 
@@ -100,6 +102,7 @@ def libraries_to_log(log: Path | None, *, keep_on_failure: bool = False):
     threading.excepthook = lambda args: logging.getLogger("orbax").error(
         "exception in thread %s", args.thread, exc_info=(args.exc_type, args.exc_value, args.exc_traceback)
     )
+    quiet_late_loop_callbacks()
     failed = False
     try:
         yield
@@ -112,6 +115,38 @@ def libraries_to_log(log: Path | None, *, keep_on_failure: bool = False):
             for lg, (handlers, propagate) in zip(loggers, saved):
                 lg.handlers, lg.propagate = handlers, propagate
             handler.close()
+
+
+def is_late_callback_into_a_closed_loop(exc_type, exc, tb) -> bool:
+    """A ``RuntimeError('Event loop is closed')`` raised by ``asyncio``'s
+    ``call_soon_threadsafe``: a TensorStore read or write finishing after orbax's ``asyncio.run``
+    is over (one array's read failed, the operation raised, the loop closed while the other reads
+    were still in flight). TensorStore's threads print it through ``sys.excepthook``, one
+    traceback per late array: tens to hundreds of lines around the one line that says which
+    checkpoint is damaged (shared case ``checkpoint-corruption``). It says nothing the raised
+    error does not."""
+    if not (isinstance(exc, RuntimeError) and str(exc) == "Event loop is closed"):
+        return False
+    return any(f.name == "call_soon_threadsafe" and "asyncio" in f.filename for f in traceback.extract_tb(tb))
+
+
+def quiet_late_loop_callbacks() -> None:
+    """Installs, once per process, a ``sys.excepthook`` that drops the tracebacks of
+    :func:`is_late_callback_into_a_closed_loop` (into the ``asyncio`` logger at debug level) and
+    hands every other exception to the hook it replaced. Kept for the rest of the process: the
+    late callbacks arrive after the failed operation has returned, while its error is printed."""
+    previous = sys.excepthook
+    if getattr(previous, "_lnm_jax_quiet_loops", False):
+        return
+
+    def hook(exc_type, exc, tb):
+        if is_late_callback_into_a_closed_loop(exc_type, exc, tb):
+            logging.getLogger("asyncio").debug("late callback into a closed event loop", exc_info=(exc_type, exc, tb))
+            return
+        previous(exc_type, exc, tb)
+
+    hook._lnm_jax_quiet_loops = True
+    sys.excepthook = hook
 
 
 def _is_disk_full(e: BaseException) -> bool:
