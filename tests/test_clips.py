@@ -9,7 +9,7 @@ import jax
 import numpy as np
 import pytest
 from PIL import Image
-from support import SEED, record
+from support import BACKBONE, QUALITY_BACKBONE, SEED, record
 
 from lnm_jax.config import base_config
 from lnm_jax.data.cohorts.manifest import CLIP_TOO_SHORT, UNREADABLE_CLIP, ManifestError, read_manifest
@@ -117,7 +117,7 @@ def test_temporal_pooling_mean_and_attention():
     r = np.random.default_rng(0)
     clip = r.standard_normal((3, 5, 16, 16, 3)).astype(np.float32)
     batch = {"ceus": clip}
-    mean_model = FusionClassifier(("ceus",), backbone="resnet18", width=4)
+    mean_model = FusionClassifier(("ceus",), backbone=BACKBONE, width=4)
 
     def variables(m):  # no Grad-CAM perturbations
         return {k: v for k, v in m.init(jax.random.key(0), batch).items() if k in ("params", "batch_stats")}
@@ -127,7 +127,7 @@ def test_temporal_pooling_mean_and_attention():
     # mean pooling = the mean of per-frame features computed one frame at a time
     per_frame = np.stack([np.asarray(mean_model.apply(v, {"ceus": clip[:, t]})["fused"]) for t in range(5)], axis=1)
     np.testing.assert_allclose(out["fused"], per_frame.mean(axis=1), rtol=1e-4, atol=1e-5)
-    att = FusionClassifier(("ceus",), backbone="resnet18", width=4, temporal_pool="attention")
+    att = FusionClassifier(("ceus",), backbone=BACKBONE, width=4, temporal_pool="attention")
     va = variables(att)
     o = att.apply(va, batch)
     np.testing.assert_allclose(np.asarray(o["ceus_frame_weights"]).sum(axis=1), 1.0, rtol=1e-5)
@@ -163,7 +163,7 @@ def test_clip_model_beats_the_single_frame_when_the_cue_is_temporal(tmp_path):
         c = base_config("ceus")
         c.data.manifest, c.data.image_size, c.data.clip_frames = str(manifest), 32, t
         c.seed = c.data.split.seed = SEED
-        c.model.backbone, c.model.width = "resnet18", 8
+        c.model.backbone, c.model.width = QUALITY_BACKBONE, 8
         c.train.epochs, c.train.batch_size, c.train.eval_batch_size = 10, 16, 32
         c.train.plateau.patience = 3
         c.eval.bootstrap = 100

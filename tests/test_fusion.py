@@ -10,7 +10,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from support import SEED, record, tiny_config
+from support import BACKBONE, QUALITY_BACKBONE, SEED, record, tiny_config
 
 from lnm_jax import names
 from lnm_jax.config import base_config
@@ -26,7 +26,7 @@ from lnm_jax.training.steps import make_eval_step, make_train_step
 
 def _small(setting="triple", **model):
     c = base_config(setting)
-    c.data.image_size, c.model.backbone, c.model.width, c.train.eval_batch_size = 32, "resnet18", 8, 8
+    c.data.image_size, c.model.backbone, c.model.width, c.train.eval_batch_size = 32, BACKBONE, 8, 8
     for k, v in model.items():
         c.model[k] = v
     return c
@@ -157,7 +157,7 @@ def strong_flag_scenario(folder, seed=SEED):
     oracle = bayes_scores(truth, params, (names.BMODE, names.US_LNM))
     gaps = {}
     for head in ("paper", "late"):
-        c = tiny_config(folder / "cohort" / "manifest.csv", "bmode,us_lnm", epochs=15)
+        c = tiny_config(folder / "cohort" / "manifest.csv", "bmode,us_lnm", epochs=15, backbone=QUALITY_BACKBONE)
         c.seed, c.data.split.seed, c.train.batch_size = seed, seed, 16
         if head == "late":
             c.model.fusion, c.model.flag_encoding = "late", "centred"
