@@ -140,7 +140,19 @@ def bench(model, batch_size: int, size: int, steps: int, warmup: int) -> dict:
 
 
 # the backbones torchvision builds as ours are built at width 64 (--backbone): pooled feature width
-TORCH_BACKBONES = {"resnet18": 512, "resnet50": 2048}
+TORCH_BACKBONES = {"resnet10": 512, "resnet18": 512, "resnet50": 2048}
+
+
+def torchvision_backbone(name: str):
+    """A randomly initialised torchvision backbone of :data:`TORCH_BACKBONES`; ResNet-10 is
+    torchvision's ``ResNet(BasicBlock, [1, 1, 1, 1])``, which it builds but names no constructor for."""
+    import torchvision
+
+    if name == "resnet10":
+        from torchvision.models.resnet import BasicBlock, ResNet
+
+        return ResNet(BasicBlock, [1, 1, 1, 1])
+    return getattr(torchvision.models, name)()
 
 
 def torch_model(batch_size: int, size: int, dtype: str, compile_: bool, backbone: str = "resnet50"):
@@ -148,7 +160,6 @@ def torch_model(batch_size: int, size: int, dtype: str, compile_: bool, backbone
     :data:`TORCH_BACKBONES`), with one Adam train step and one inference pass on a fixed random
     batch as closures."""
     import torch
-    import torchvision
 
     dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     amp = dtype == "bfloat16"
@@ -156,8 +167,8 @@ def torch_model(batch_size: int, size: int, dtype: str, compile_: bool, backbone
     class Fusion(torch.nn.Module):
         def __init__(self):
             super().__init__()
-            self.bmode = getattr(torchvision.models, backbone)()
-            self.ceus = getattr(torchvision.models, backbone)()
+            self.bmode = torchvision_backbone(backbone)
+            self.ceus = torchvision_backbone(backbone)
             self.bmode.fc = torch.nn.Identity()
             self.ceus.fc = torch.nn.Identity()
             self.head = torch.nn.Linear(2 * TORCH_BACKBONES[backbone] + 1, 1)

@@ -109,7 +109,7 @@ def main() -> None:
     p.add_argument("--variants", default=",".join(VARIANTS), help=f"comma list of variant names: {list(VARIANTS)}")
     p.add_argument("--rounds", type=int, default=1, help="measure the variants this many times, alternated")
     p.add_argument("--no-torch", action="store_true", help="no PyTorch eager row")
-    p.add_argument("--backbone", default="resnet50", help="PyTorch runs for resnet18/resnet50 at width 64")
+    p.add_argument("--backbone", default="resnet50", help="PyTorch runs for resnet10/resnet18/resnet50 at width 64")
     p.add_argument("--width", type=int, default=64)
     p.add_argument("--setting", default="triple", help="the inputs, as the benchmark's --setting")
     a = p.parse_args()

@@ -55,7 +55,7 @@ PAPER = ["--setting", "triple", "--backbone", "resnet50", "--width", "64", "--im
 # toy sizes for a CPU: the same steps and code paths (PyTorch compares torchvision's models at
 # width 64: ResNet-18, at 32 px, there)
 TINY_MODEL = ["--setting", "bmode,us_lnm", "--backbone", "resnet10", "--width", "4", "--image-size", "32"]
-TINY_TORCH = ["--setting", "triple", "--backbone", "resnet18", "--width", "64", "--image-size", "32"]
+TINY_TORCH = ["--setting", "triple", "--backbone", "resnet10", "--width", "64", "--image-size", "32"]
 
 
 # the profile's: each kernel traced under its own HLO instruction, so that every one has a phase
