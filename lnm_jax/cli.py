@@ -12,7 +12,8 @@ function; errors a user can fix are printed as one line and exit 1 (bad argument
     lnm-jax availability --workdir W [--dedicated no_ceus=RUN ...]  metrics per availability pattern
     lnm-jax predict   --workdir W | --exported DIR --manifest NEW.csv --out probs.csv [--zero-fill-missing]
     lnm-jax export    --workdir W --out DIR [--format stablehlo,onnx]  the model without the training stack + model card
-    lnm-jax gradcam   --workdir W [--split test | --manifest M --out DIR] [--method gradcam|hirescam --layer auto]
+    lnm-jax gradcam   --workdir W [--split test | --manifest M --out DIR]
+                      [--method gradcam|hirescam|gradcam++ --layer auto]
     lnm-jax convert-weights --from torchvision|keras --in FILE --out DIR [--arch resnet50]
     lnm-jax reproduce --workdir W [--manifest M] [--folds K] [--config configs/reproduce_cpu.py]
                                                                  the paper's protocol: Tables 1-3, figures

@@ -140,6 +140,12 @@ def bench(model, batch_size: int, size: int, steps: int, warmup: int) -> dict:
 
 
 # the backbones torchvision builds as ours are built at width 64 (--backbone): pooled feature width
+# --ynn, as the header says it
+YNN_SETTING = {
+    "project": "as the project sets them (the train step's reductions only, none in inference)",
+    "xla-default": "XLA:CPU's default in every program (--ynn xla-default)",
+}
+
 TORCH_BACKBONES = {"resnet10": 512, "resnet18": 512, "resnet50": 2048}
 
 
@@ -437,10 +443,11 @@ def main() -> None:
         )
     gflop = train_gflop_per_patient(a.setting, a.image_size, a.width, a.backbone)
     flops = f"{gflop:.3g} GFLOP" if gflop else "no stated FLOP count"
+    ynn = "as XLA_FLAGS sets them" if compile_options.set_by_user(compile_options.YNN_FUSIONS) else YNN_SETTING[a.ynn]
     print(
         f"{a.setting} {a.backbone} w{a.width} {a.image_size}px; lowering {a.lowering}; "
         f"inference programs built as the '{a.inference_options}' kind, YNNPACK fusions "
-        f"{'as XLA_FLAGS sets them' if compile_options.set_by_user(compile_options.YNN_FUSIONS) else a.ynn} "
+        f"{ynn} "
         f"(the options each process used: after the table); {flops} per patient "
         f"per train step; host {platform.processor() or platform.machine()}; each row measured in its own process; "
         f"host malloc {a.host_malloc} ({child_env({}, a.host_malloc).get('GLIBC_TUNABLES') or 'no GLIBC_TUNABLES'})"

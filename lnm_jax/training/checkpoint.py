@@ -117,13 +117,14 @@ def libraries_to_log(log: Path | None, *, keep_on_failure: bool = False):
             handler.close()
 
 
-def is_late_callback_into_a_closed_loop(exc_type, exc, tb) -> bool:
+def is_late_callback_into_a_closed_loop(exc: BaseException | None, tb) -> bool:
     """A ``RuntimeError('Event loop is closed')`` raised by ``asyncio``'s
     ``call_soon_threadsafe``: a TensorStore read or write finishing after orbax's ``asyncio.run``
     is over (one array's read failed, the operation raised, the loop closed while the other reads
-    were still in flight). TensorStore's threads print it through ``sys.excepthook``, one
-    traceback per late array: tens to hundreds of lines around the one line that says which
-    checkpoint is damaged (shared case ``checkpoint-corruption``). It says nothing the raised
+    were still in flight). TensorStore's threads report it with ``PyErr_WriteUnraisable`` (no
+    object), that is through ``sys.unraisablehook``, one bare traceback per late array: tens to
+    hundreds of interleaved lines around, and at times inside, the one line that says which
+    checkpoint is damaged (shared case ``checkpoint-corruption`` (b)). It says nothing the raised
     error does not."""
     if not (isinstance(exc, RuntimeError) and str(exc) == "Event loop is closed"):
         return False
@@ -131,22 +132,25 @@ def is_late_callback_into_a_closed_loop(exc_type, exc, tb) -> bool:
 
 
 def quiet_late_loop_callbacks() -> None:
-    """Installs, once per process, a ``sys.excepthook`` that drops the tracebacks of
+    """Installs, once per process, a ``sys.unraisablehook`` that drops the reports of
     :func:`is_late_callback_into_a_closed_loop` (into the ``asyncio`` logger at debug level) and
-    hands every other exception to the hook it replaced. Kept for the rest of the process: the
-    late callbacks arrive after the failed operation has returned, while its error is printed."""
-    previous = sys.excepthook
+    hands every other one to the hook it replaced. Kept for the rest of the process: the late
+    callbacks arrive after the failed operation has returned, while its error is printed."""
+    previous = sys.unraisablehook
     if getattr(previous, "_lnm_jax_quiet_loops", False):
         return
 
-    def hook(exc_type, exc, tb):
-        if is_late_callback_into_a_closed_loop(exc_type, exc, tb):
-            logging.getLogger("asyncio").debug("late callback into a closed event loop", exc_info=(exc_type, exc, tb))
+    def hook(unraisable):
+        if is_late_callback_into_a_closed_loop(unraisable.exc_value, unraisable.exc_traceback):
+            logging.getLogger("asyncio").debug(
+                "late callback into a closed event loop",
+                exc_info=(unraisable.exc_type, unraisable.exc_value, unraisable.exc_traceback),
+            )
             return
-        previous(exc_type, exc, tb)
+        previous(unraisable)
 
     hook._lnm_jax_quiet_loops = True
-    sys.excepthook = hook
+    sys.unraisablehook = hook
 
 
 def _is_disk_full(e: BaseException) -> bool:
