@@ -270,6 +270,28 @@ def test_damaged_checkpoint_is_one_clear_error(triple_run, copy_run, capfd, monk
     assert [type(r.exc_value) for r in reported] == [KeyError]
 
 
+def test_damaged_converted_backbone_is_one_clear_error(tmp_path, capfd):
+    """A converted (or pretrained) backbone is read through orbax like a checkpoint: a truncated
+    array file is one error naming the backbone, and its late reads stay off the console."""
+    import jax
+    import jax.numpy as jnp
+    from support import BACKBONE
+
+    from lnm_jax.models.resnet import resnet
+    from lnm_jax.weights.io import load_backbone, save_backbone
+
+    variables = resnet(BACKBONE, width=8).init(jax.random.key(0), jnp.zeros((1, 32, 32, 3)))
+    save_backbone(tmp_path / "bb", jax.device_get(variables), {"arch": BACKBONE, "width": 8})
+    load_backbone(tmp_path / "bb")  # intact: reads
+    files = [p for p in (tmp_path / "bb" / "variables").rglob("*") if p.is_file() and "/d/" in str(p)]
+    victim = max(files, key=lambda p: p.stat().st_size)
+    victim.write_bytes(victim.read_bytes()[: victim.stat().st_size // 2])
+    capfd.readouterr()
+    with pytest.raises(ValueError, match=r"converted backbone .*/bb cannot be read \(.*\); it is damaged") as e:
+        load_backbone(tmp_path / "bb")
+    assert len(str(e.value).splitlines()) == 1 and "Event loop is closed" not in capfd.readouterr().err
+
+
 def test_export_proves_what_it_is(triple_run, tmp_path):
     from lnm_jax.export import export_run
     from lnm_jax.exported import WEIGHTS, ExportIntegrityError, load

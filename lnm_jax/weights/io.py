@@ -114,8 +114,12 @@ def load_backbone(path: Path | str) -> tuple[dict, dict]:
             f"{path} is not a converted backbone (no {META}); make one with 'lnm-jax convert-weights'"
         )
     meta = json.loads((path / META).read_text())
-    with ocp.StandardCheckpointer() as ckpt:
-        variables = off_main_thread(ckpt.restore, path / "variables")
+    try:
+        with ocp.StandardCheckpointer() as ckpt:
+            variables = off_main_thread(ckpt.restore, path / "variables")
+    except Exception as e:  # noqa: BLE001  (any failed read is a damaged backbone)
+        why = _first_line(e)
+        raise ValueError(f"converted backbone {path} cannot be read ({why}); it is damaged or incomplete") from e
     return variables, meta
 
 
