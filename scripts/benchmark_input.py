@@ -14,7 +14,6 @@ normalises (the decoded images kept in memory, the training default). TensorFlow
 from __future__ import annotations
 
 import argparse
-import json
 import tempfile
 import time
 from pathlib import Path
@@ -25,6 +24,7 @@ from lnm_jax.config import base_config
 from lnm_jax.data.cohorts.manifest import read_manifest
 from lnm_jax.data.loaders.loader import BatchSettings, GrainSource
 from lnm_jax.data.synth.synthetic import SynthParams, generate_cohort
+from lnm_jax.fileio import write_json
 
 
 def epoch_rate(batches_of_epoch, patients: int) -> float:
@@ -91,7 +91,7 @@ def main(argv=None) -> list[dict]:
             f"{r['path']:42s} cache={str(r['cache']):5s}  {r['patients_per_s']:8.1f} patients/s  ({a.threads} threads)"
         )
     if a.out:
-        a.out.write_text(json.dumps(rows, indent=2))
+        write_json(a.out, rows)
     return rows
 
 

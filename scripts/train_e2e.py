@@ -22,6 +22,7 @@ if __name__ == "__main__":  # as the lnm-jax command runs, under its allocator s
 
 from lnm_jax.config import base_config  # noqa: E402
 from lnm_jax.data.synth.synthetic import SynthParams, generate_cohort  # noqa: E402
+from lnm_jax.fileio import write_json  # noqa: E402
 from lnm_jax.metric_writer import read_history  # noqa: E402
 from lnm_jax.run import Run  # noqa: E402
 from lnm_jax.training.loop import train  # noqa: E402
@@ -90,7 +91,7 @@ def main(argv=None) -> list[dict]:
         print(json.dumps({**rows[-1], "device": device}), flush=True)
     info = {"device": device, "tensorflow_imported": "tensorflow" in sys.modules, **vars(a)}
     info["workdir"] = str(a.workdir)
-    (a.workdir / "train_e2e.json").write_text(json.dumps({"info": info, "rows": rows}, indent=2))
+    write_json(a.workdir / "train_e2e.json", {"info": info, "rows": rows})
     if info["tensorflow_imported"]:
         raise SystemExit("TensorFlow was imported: the accelerator path must not need it")
     return rows
