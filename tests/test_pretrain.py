@@ -137,7 +137,7 @@ def test_pretraining_lowers_its_loss_and_its_probe_beats_random_init(tmp_path):
     c = tiny_pretrain_config(manifest, epochs=20, backbone=QUALITY_BACKBONE, batch_size=64, probe=True)
     c.seed = c.data.split.seed = SEED
     c.pretrain.warmup_epochs, c.pretrain.checkpoint_every_epochs = 2, 20
-    report = P.pretrain(c, [tmp_path / "cohort" / "manifest.csv"], tmp_path / "w", progress=False)
+    report = P.pretrain(c, [manifest], tmp_path / "w", progress=False)
     first, last = report["history"][0]["loss"], report["history"][-1]["loss"]
     gains = {
         f"{m}_{k}": r["pretrained"][k] - r["random_init"][k]
