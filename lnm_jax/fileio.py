@@ -227,6 +227,18 @@ class QuietFileHandler(logging.FileHandler):
         pass
 
 
+def error_line(e: BaseException, limit: int = 320) -> str:
+    """``"<type>: <first line of the message>"`` for a one-line error report; past ``limit``
+    characters the middle gives way to " ... " (a library's message starts with what failed and
+    ends with the numbers that say why, e.g. TensorStore's "... is not valid for value of size
+    90370"): a message cut at its end could state a wrong number."""
+    line = f"{type(e).__name__}: " + (str(e).strip().splitlines() or [""])[0]
+    if len(line) <= limit:
+        return line
+    keep = (limit - 5) // 2
+    return f"{line[:keep]} ... {line[-keep:]}"
+
+
 def is_late_callback_into_a_closed_loop(exc: BaseException | None, tb) -> bool:
     """A ``RuntimeError('Event loop is closed')`` raised by ``asyncio``'s
     ``call_soon_threadsafe``: a TensorStore read or write finishing after orbax's ``asyncio.run``

@@ -290,6 +290,18 @@ def test_damaged_converted_backbone_is_one_clear_error(tmp_path, capfd):
     with pytest.raises(ValueError, match=r"converted backbone .*/bb cannot be read \(.*\); it is damaged") as e:
         load_backbone(tmp_path / "bb")
     assert len(str(e.value).splitlines()) == 1 and "Event loop is closed" not in capfd.readouterr().err
+    # however long the library's message, the number that says why survives the shortening
+    assert f"value of size {victim.stat().st_size})" in str(e.value), str(e.value)
+
+
+def test_error_line_shortens_the_middle_never_the_numbers_at_the_end():
+    from lnm_jax.fileio import error_line
+
+    e = ValueError("OUT_OF_RANGE: Error reading " + "x" * 500 + " is not valid for value of size 749330\nmore")
+    line = error_line(e, limit=120)
+    assert len(line) <= 120 and line.startswith("ValueError: OUT_OF_RANGE") and line.endswith("size 749330")
+    assert " ... " in line and "more" not in line
+    assert error_line(KeyError("k")) == "KeyError: 'k'"
 
 
 def test_export_proves_what_it_is(triple_run, tmp_path):

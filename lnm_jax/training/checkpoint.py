@@ -33,7 +33,7 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
-from lnm_jax.fileio import QuietFileHandler, off_main_thread
+from lnm_jax.fileio import QuietFileHandler, error_line, off_main_thread
 from lnm_jax.training.sharding import fully_addressable
 
 KINDS = ("latest", "best", "progress")
@@ -182,9 +182,9 @@ class RunCheckpoints:
                     args=ocp.args.Composite(state=ocp.args.StandardRestore(template), meta=ocp.args.JsonRestore()),
                 )
         except Exception as e:  # noqa: BLE001  (any failed read is a damaged checkpoint)
-            first = (str(e).strip().splitlines() or [type(e).__name__])[0][:300]
             raise CheckpointCorruptError(
-                f"checkpoint {where} cannot be read ({type(e).__name__}: {first}); it is damaged or incomplete"
+                f"checkpoint {where} cannot be read ({error_line(e)}); it is damaged or incomplete: restore it "
+                "from a copy, evaluate another checkpoint (--checkpoint best | latest) or retrain"
             ) from e
         meta = out["meta"]
         if not isinstance(meta, dict):

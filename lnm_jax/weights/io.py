@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import orbax.checkpoint as ocp
 
-from lnm_jax.fileio import atomic_directory, json_text, off_main_thread
+from lnm_jax.fileio import atomic_directory, error_line, json_text, off_main_thread
 
 META = "backbone.json"
 
@@ -30,7 +30,7 @@ def read_torch_state_dict(path: Path | str) -> dict[str, np.ndarray]:
         try:
             sd: Any = load_file(str(path))
         except Exception as e:  # noqa: BLE001  (safetensors' own error type, or a bad header)
-            raise ValueError(f"{path} is not a readable .safetensors file ({_first_line(e)})") from e
+            raise ValueError(f"{path} is not a readable .safetensors file ({error_line(e)})") from e
     else:
         try:
             import torch
@@ -51,7 +51,7 @@ def read_torch_state_dict(path: Path | str) -> dict[str, np.ndarray]:
                     f"{path} holds Python objects besides tensors, which could run code when loaded, so it is "
                     f"refused ({reason}); save the model's state_dict() or a .safetensors file instead"
                 ) from e
-            raise ValueError(f"{path} is not a readable PyTorch weight file ({reason or _first_line(e)})") from e
+            raise ValueError(f"{path} is not a readable PyTorch weight file ({reason or error_line(e)})") from e
         for wrapper in ("state_dict", "model"):
             if isinstance(sd, dict) and wrapper in sd and isinstance(sd[wrapper], dict):
                 sd = sd[wrapper]
@@ -89,12 +89,8 @@ def read_keras_resnet50(path: Path | str) -> dict[str, dict[str, np.ndarray]]:
             model.load_weights(str(path))
             return keras_layer_weights(model)
         except (ValueError, KeyError, OSError) as e:
-            errors.append(f"include_top={include_top}: {_first_line(e)}")
+            errors.append(f"include_top={include_top}: {error_line(e)}")
     raise ValueError(f"{path} is not a Keras ResNet50 weight file ({'; '.join(errors)})")
-
-
-def _first_line(e: BaseException) -> str:
-    return f"{type(e).__name__}: " + (str(e).strip().splitlines() or [""])[0][:200]
 
 
 def save_backbone(out_dir: Path | str, variables: dict, meta: dict) -> None:
@@ -118,8 +114,10 @@ def load_backbone(path: Path | str) -> tuple[dict, dict]:
         with ocp.StandardCheckpointer() as ckpt:
             variables = off_main_thread(ckpt.restore, path / "variables")
     except Exception as e:  # noqa: BLE001  (any failed read is a damaged backbone)
-        why = _first_line(e)
-        raise ValueError(f"converted backbone {path} cannot be read ({why}); it is damaged or incomplete") from e
+        raise ValueError(
+            f"converted backbone {path} cannot be read ({error_line(e)}); it is damaged or incomplete: "
+            "convert or pretrain it again"
+        ) from e
     return variables, meta
 
 
