@@ -311,6 +311,7 @@ class Run:
         self.cohort = cohort
         self.split = split
         self.resume = resume
+        self._record_pending = False  # config.json / run_info.json, deferred by a resume (create)
         self._states: dict[str, tuple] = {}
         self._predictors: dict[str, Predictor] = {}
 
@@ -358,19 +359,33 @@ class Run:
                     )
                 (split,), save = make_splits(config, cohort), True
         check_lesion_masks(config, cohort, split.train)
+        # a resume records its config and process once its checkpoint has been read
+        # (write_pending_record, from the loop): one that fails on a damaged checkpoint leaves the
+        # run's record as it was, not describing an attempt that never trained
+        pending = resume and files.checkpoints.exists() and files.config.is_file()
         files.root.mkdir(parents=True, exist_ok=True)
         records = (files.splits, files.config, files.run_info, files.image_geometry)
         new = [p for p in records if not p.exists()]
         try:
             if save:
                 save_splits(files.splits, [split], **(split_doc or split_document(config, cohort)))
-            write_run_record(config, files)
+            if not pending:
+                write_run_record(config, files)
             write_csv(files.image_geometry, images.geometry, GEOMETRY_COLUMNS)
         except BaseException:  # a start that cannot record itself (a full disk) leaves none of it
             for p in new:
                 p.unlink(missing_ok=True)
             raise
-        return cls(config, files.root, cohort, split, resume=resume)
+        run = cls(config, files.root, cohort, split, resume=resume)
+        run._record_pending = pending
+        return run
+
+    def write_pending_record(self) -> None:
+        """Writes ``config.json`` and ``run_info.json`` where :meth:`create` deferred them: a
+        resume, once the training loop has read its checkpoint."""
+        if self._record_pending:
+            write_run_record(self.config, self.files)
+            self._record_pending = False
 
     @classmethod
     def open(cls, workdir: Path | str) -> Run:

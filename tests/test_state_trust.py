@@ -270,6 +270,31 @@ def test_damaged_checkpoint_is_one_clear_error(triple_run, copy_run, capfd, monk
     assert [type(r.exc_value) for r in reported] == [KeyError]
 
 
+def test_a_resume_that_cannot_read_its_checkpoint_leaves_the_run_record_as_it_was(triple_run, copy_run, tiny_cohort):
+    """``train --resume`` on a damaged checkpoint fails with the one error and leaves
+    ``config.json`` and ``run_info.json`` as they were (a fresh-user trial found them rewritten
+    with the failed attempt's epochs and command); a resume that reads its checkpoint records
+    itself."""
+    from support import tiny_config
+
+    from lnm_jax.run import Run
+    from lnm_jax.training.checkpoint import CheckpointCorruptError
+    from lnm_jax.training.loop import train
+
+    run = copy_run(triple_run)
+    before = {f: f.read_bytes() for f in (run.files.config, run.files.run_info)}
+    victim = _largest_array_file(run, "latest")
+    intact = victim.read_bytes()
+    victim.write_bytes(intact[: len(intact) // 2])
+    config = tiny_config(tiny_cohort, "triple", epochs=3)
+    with pytest.raises(CheckpointCorruptError, match="checkpoints/latest"):
+        train(Run.create(config, run.workdir, resume=True))
+    assert {f: f.read_bytes() for f in before} == before
+    victim.write_bytes(intact)
+    train(Run.create(config, run.workdir, resume=True))
+    assert json.loads(run.files.config.read_text())["train"]["epochs"] == 3
+
+
 def test_damaged_converted_backbone_is_one_clear_error(tmp_path, capfd):
     """A converted (or pretrained) backbone is read through orbax like a checkpoint: a truncated
     array file is one error naming the backbone, and its late reads stay off the console."""

@@ -187,6 +187,7 @@ def train(run: Run) -> dict:
     if run.resume and _progress_ahead(ckpts, state):
         state, progress = ckpts.restore("progress", state)
         start_epoch, best, resumed = progress["epoch"], progress["best"], True
+    run.write_pending_record()  # the checkpoint was readable: the resume is recorded
     writer = MetricWriter(files.history, files.tensorboard, files.train_log, primary=jax.process_index() == 0)
     if progress is not None:
         writer.print(
