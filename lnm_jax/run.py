@@ -31,7 +31,7 @@ from lnm_jax.data.cohorts.splits import Split, check_stored, load_splits, make_s
 from lnm_jax.data.cohorts.survey import GEOMETRY_COLUMNS, survey
 from lnm_jax.data.pixels.sources import Framing
 from lnm_jax.data.synth.synthetic import SynthParams, generate_cohort
-from lnm_jax.fileio import json_text, write_csv, write_json, write_text
+from lnm_jax.fileio import write_csv, write_json, write_text
 from lnm_jax.models.fusion import build_model, check_config
 from lnm_jax.preflight import check_inputs_present, check_lesion_masks
 from lnm_jax.run_files import GENERATOR, MANIFEST, RunFiles
@@ -165,7 +165,7 @@ def write_run_record(config: ConfigDict, files: RunFiles) -> None:
     """Writes ``config.json`` and ``run_info.json`` (process 0 of a multi-host job only)."""
     if jax.process_index() == 0:
         write_text(files.config, config.to_json(indent=2))
-        write_text(files.run_info, json_text(provenance.run_info(), indent=2))
+        write_json(files.run_info, provenance.run_info())
 
 
 def load_config(workdir: Path | str) -> ConfigDict:

@@ -407,7 +407,7 @@ def main() -> None:
     p.add_argument(
         "--ynn",
         default="project",
-        choices=("project", "xla-default"),
+        choices=tuple(YNN_SETTING),
         help="YNNPACK library fusions on CPU: the project's (compile_options.py: the train step's reductions "
         "only, none in inference) or XLA:CPU's default in every program (dots, convolutions, reductions)",
     )

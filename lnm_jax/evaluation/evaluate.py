@@ -18,7 +18,7 @@ from lnm_jax.evaluation import intensity
 from lnm_jax.evaluation import metrics as M
 from lnm_jax.evaluation.plots import plot_decision_curve, plot_reliability, plot_roc
 from lnm_jax.evaluation.summary import format_summary, summarise_predictions
-from lnm_jax.fileio import json_text, write_csv, write_json, write_text
+from lnm_jax.fileio import write_csv, write_json
 from lnm_jax.model_card import write_model_card
 from lnm_jax.preflight import check_inputs_present
 from lnm_jax.run import Run, synth_params
@@ -104,20 +104,17 @@ def evaluate(run: Run, *, checkpoint: str = "best", subsets=("val", "test"), out
     plot_roc(curves, out / F.ROC, title=title)
     plot_reliability(reliability, out / F.RELIABILITY, title=title, label=Task.from_config(config).label)
     plot_decision_curve({k: v for k, v in reliability.items() if "T=" not in k}, out / F.DECISION_CURVE, title=title)
-    write_text(
+    write_json(
         run.files.calibration(checkpoint),
-        json_text(
-            {
-                "temperature": temperature,
-                "epoch": meta["epoch"],
-                # the checkpoint it was fitted for: predict and export refuse it for another
-                "state_sha256": meta.get(DIGEST_KEY),
-                "fitted_on": "val",
-                "at_search_bound": C.at_bound(temperature),
-                "search_bounds": list(C.TEMPERATURE_BOUNDS),
-            },
-            indent=2,
-        ),
+        {
+            "temperature": temperature,
+            "epoch": meta["epoch"],
+            # the checkpoint it was fitted for: predict and export refuse it for another
+            "state_sha256": meta.get(DIGEST_KEY),
+            "fitted_on": "val",
+            "at_search_bound": C.at_bound(temperature),
+            "search_bounds": list(C.TEMPERATURE_BOUNDS),
+        },
     )
     write_model_card(run, out, checkpoint, evaluation=result)
     result["out"] = str(out)
