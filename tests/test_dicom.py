@@ -286,8 +286,16 @@ def test_screen_capture_is_flagged_and_a_crop_column_frames_it(twin_cohorts, tmp
 # ------------------------------------------------------------------- privacy, end to end
 
 
-def _files_bytes(folder: Path) -> bytes:
-    return b"".join(p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file())
+def _phi_found(folder: Path, values: set[bytes]) -> list[tuple[str, bytes]]:
+    """(file, value) for every value of ``values`` that a file under ``folder`` holds, so that a
+    failing assertion names what leaked where (a clean-clone CI run of d679158 failed on the run
+    folder without saying which; it did not recur in local runs)."""
+    found = []
+    for p in sorted(folder.rglob("*")):
+        if p.is_file():
+            data = p.read_bytes()
+            found += [(str(p.relative_to(folder)), v) for v in sorted(values) if v in data]
+    return found
 
 
 def _phi_values(folder: Path) -> set[bytes]:
@@ -319,7 +327,7 @@ def test_validate_flags_phi_deidentify_removes_it_and_the_copy_trains(tmp_path, 
     deid = tmp_path / "deid"
     phi_values = _phi_values(manifest.parent) | set(PHI_STRINGS)
     assert len(phi_values) > 100
-    assert not any(s in _files_bytes(deid) for s in phi_values)  # headers and burned-in banners
+    assert _phi_found(deid, phi_values) == []  # headers and burned-in banners
     with open(deid / "manifest.csv") as f:
         rows = list(csv.DictReader(f))
     assert [r["patient_id"] for r in rows] == sorted(r["patient_id"] for r in rows) and "sex" not in rows[0]
@@ -345,7 +353,7 @@ def test_validate_flags_phi_deidentify_removes_it_and_the_copy_trains(tmp_path, 
     with open(work / "image_geometry.csv") as f:
         geometry = list(csv.DictReader(f))
     assert len(geometry) == 80 and {g["framing"] for g in geometry} == {"scan region"}
-    assert not any(s in _files_bytes(work) for s in phi_values)
+    assert _phi_found(work, phi_values) == []
     capsys.readouterr()
 
 
