@@ -146,6 +146,55 @@ def write_json(path: Path | str, obj, *, indent: int | None = 2) -> None:
     write_text(path, json_text(obj, indent=indent))
 
 
+REWRITE = "restore it from a copy, or run again the command that wrote it"
+
+
+class DamagedFileError(ValueError):
+    """A file this package wrote (or a person edited) that cannot be read as what it holds."""
+
+
+def _json_object(text: str, where: str, required: Sequence[str], remedy: str) -> dict:
+    try:
+        doc = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise DamagedFileError(
+            f"{where} is not valid JSON ({e.msg}: line {e.lineno} column {e.colno}); it is damaged or was "
+            f"edited: {remedy}"
+        ) from None
+    if not isinstance(doc, dict):
+        raise DamagedFileError(f"{where} holds a JSON {type(doc).__name__}, not an object: {remedy}")
+    missing = [k for k in required if k not in doc]
+    if missing:
+        raise DamagedFileError(f"{where} lacks {', '.join(map(repr, missing))}: {remedy}")
+    return doc
+
+
+def read_json(path: Path | str, *, required: Sequence[str] = (), remedy: str = REWRITE) -> dict:
+    """The JSON object in ``path``, as every JSON file this package writes holds one (a run's
+    config, splits, calibration, metrics, a converted backbone's ``backbone.json``...), with
+    the keys in ``required``. Errors, each one line naming the file: ``FileNotFoundError``;
+    :class:`DamagedFileError` when it is not UTF-8, not JSON (truncated, damaged, edited by
+    hand: the parser's message, line and column), not an object, or lacks a required key;
+    ``remedy`` ends the line (what to do about it)."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise DamagedFileError(f"{path} is not UTF-8 text (byte {e.start}); it is damaged: {remedy}") from None
+    return _json_object(text, str(path), required, remedy)
+
+
+def read_json_lines(path: Path | str, *, required: Sequence[str] = (), remedy: str = REWRITE) -> list[dict]:
+    """The JSON objects of a JSON-lines file (one per non-blank line), as :func:`read_json`
+    reads one, a damaged line named by its number."""
+    path = Path(path)
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError as e:
+        raise DamagedFileError(f"{path} is not UTF-8 text (byte {e.start}); it is damaged: {remedy}") from None
+    return [_json_object(s, f"{path} line {i}", required, remedy) for i, s in enumerate(lines, 1) if s.strip()]
+
+
 class UnsafePathError(ValueError):
     """A path built from input data would leave the folder it must stay in."""
 

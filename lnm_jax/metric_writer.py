@@ -8,7 +8,6 @@ to the console, where they would interleave with the progress bars.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 from collections.abc import Mapping
@@ -16,7 +15,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from lnm_jax.fileio import QuietFileHandler, json_text
+from lnm_jax.fileio import QuietFileHandler, json_text, read_json_lines
 
 QUIET_LOGGERS = ("orbax",)  # logger-name prefixes kept off the console below ERROR
 
@@ -103,7 +102,7 @@ def read_history(path: Path, up_to: int | None = None, step_key: str = "epoch") 
     path = Path(path)
     if not path.is_file():
         return []
-    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    rows = read_json_lines(path, required=(step_key,) if up_to is not None else ())
     return [r for r in rows if up_to is None or r[step_key] <= up_to]
 
 

@@ -7,7 +7,6 @@ and, where ``evaluate`` ran, its metrics: nothing is typed in by hand."""
 from __future__ import annotations
 
 import dataclasses
-import json
 from pathlib import Path
 
 import jax
@@ -17,7 +16,7 @@ from lnm_jax import names, provenance
 from lnm_jax import run_files as F
 from lnm_jax.data.pixels.sources import Framing
 from lnm_jax.exported import METADATA, MODEL_CARD
-from lnm_jax.fileio import write_json, write_text
+from lnm_jax.fileio import read_json, write_json, write_text
 from lnm_jax.preflight import availability_patterns
 from lnm_jax.run import Run, zero_batch
 from lnm_jax.task import Task
@@ -78,7 +77,7 @@ def _evaluation(run: Run, checkpoint: str, meta: dict) -> dict | None:
     path = run.files.evaluation(checkpoint) / F.METRICS
     if not path.is_file():
         return None
-    doc = json.loads(path.read_text())
+    doc = read_json(path)
     stored = doc.get(DIGEST_KEY)
     if doc.get("epoch") != meta.get("epoch") or (stored is not None and stored != meta.get(DIGEST_KEY)):
         return None
@@ -116,7 +115,7 @@ def _training_environment(run: Run) -> dict | None:
     path = run.files.run_info
     if not path.is_file():
         return None
-    info = json.loads(path.read_text())
+    info = read_json(path)
     keep = ("created", "python", "platform", "cpu", "backend", "device_kind", "device_count", "packages", "git")
     return {k: info[k] for k in keep if k in info}
 

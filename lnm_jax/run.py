@@ -31,7 +31,7 @@ from lnm_jax.data.cohorts.splits import Split, check_stored, load_splits, make_s
 from lnm_jax.data.cohorts.survey import GEOMETRY_COLUMNS, survey
 from lnm_jax.data.pixels.sources import Framing
 from lnm_jax.data.synth.synthetic import SynthParams, generate_cohort
-from lnm_jax.fileio import write_csv, write_json, write_text
+from lnm_jax.fileio import read_json, write_csv, write_json, write_text
 from lnm_jax.models.fusion import build_model, check_config
 from lnm_jax.preflight import check_inputs_present, check_lesion_masks
 from lnm_jax.run_files import GENERATOR, MANIFEST, RunFiles
@@ -116,7 +116,7 @@ def resolve_cohort(config: ConfigDict, files: RunFiles) -> Cohort:
     generator = files.cohort / GENERATOR
     if generator.is_file():
         # parameters added since the cohort was written count at their defaults
-        stored = {**dataclasses.asdict(SynthParams()), **json.loads(generator.read_text())["params"]}
+        stored = {**dataclasses.asdict(SynthParams()), **read_json(generator, required=("params",))["params"]}
         if stored != dataclasses.asdict(params):
             raise ValueError(
                 f"{files.cohort} holds a synthetic cohort with other parameters ({stored}); use a fresh --workdir"
@@ -172,7 +172,7 @@ def load_config(workdir: Path | str) -> ConfigDict:
     path = RunFiles(workdir).config
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found: is {workdir} a training run folder?")
-    return ConfigDict(json.loads(path.read_text()))
+    return ConfigDict(read_json(path))
 
 
 class RunData:
@@ -461,7 +461,7 @@ class Run:
         path = self.files.calibration(checkpoint)
         if not path.is_file():
             return None
-        doc = json.loads(path.read_text())
+        doc = read_json(path, required=("temperature",), remedy="run lnm-jax evaluate to fit it again")
         meta = self.predictor(checkpoint).meta
         fitted, now = (doc.get("epoch"), doc.get(DIGEST_KEY)), (meta.get("epoch"), meta.get(DIGEST_KEY))
         if fitted[0] != now[0] or (fitted[1] is not None and fitted[1] != now[1]):
@@ -477,7 +477,7 @@ class Run:
         """The training split's image intensities (:mod:`lnm_jax.evaluation.intensity`), as
         training recorded them; None for a run trained before they were recorded."""
         path = self.files.intensity_reference
-        return json.loads(path.read_text()) if path.is_file() else None
+        return read_json(path) if path.is_file() else None
 
     def record_intensity_reference(self) -> dict:
         """Decodes the training split once (the loader's cache keeps it for the first epoch)

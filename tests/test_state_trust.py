@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -170,7 +171,7 @@ def test_orbax_reads_do_not_format_the_arrays_they_read(reader, tmp_path, monkey
         ckpts.save("latest", 1, variables, {"epoch": 1})
         read = lambda: ckpts.restore("latest", variables)[0]  # noqa: E731
     else:
-        save_backbone(tmp_path / "backbone", variables, {"arch": "test"})
+        save_backbone(tmp_path / "backbone", variables, {"arch": "test", "variant": "torchvision"})
         read = lambda: load_backbone(tmp_path / "backbone")[0]  # noqa: E731
     formatted = []
     orig = asyncio.base_futures._future_repr_info
@@ -184,14 +185,21 @@ def test_orbax_reads_do_not_format_the_arrays_they_read(reader, tmp_path, monkey
 def test_ctrl_c_during_a_save_lets_the_save_finish_then_stops(tmp_path, monkeypatch):
     """An interrupt that arrives while a checkpoint is being written is raised (the command
     stops), after the save in flight has committed: not abandoned half-way by asyncio's own
-    SIGINT handler (fileio.off_main_thread)."""
+    SIGINT handler (fileio.off_main_thread); the libraries' logging is as it was before (a
+    notebook goes on; it stayed off for the rest of the process, and a later test in the same
+    worker lost orbax's log lines)."""
+    import logging
     import signal
     import threading
 
-    from lnm_jax.training.checkpoint import RunCheckpoints
+    from lnm_jax.training.checkpoint import LIBRARY_LOGGERS, RunCheckpoints
+
+    def logging_state():
+        return [(lg.handlers[:], lg.propagate) for lg in map(logging.getLogger, LIBRARY_LOGGERS)], threading.excepthook
 
     assert threading.current_thread() is threading.main_thread()  # where signals are handled
     previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    before = logging_state()
     try:
         state = {"w": np.arange(6.0, dtype=np.float32), "step": np.asarray(3, np.int32)}
         ckpts = RunCheckpoints(tmp_path / "ckpt")
@@ -210,6 +218,7 @@ def test_ctrl_c_during_a_save_lets_the_save_finish_then_stops(tmp_path, monkeypa
         restored, meta = ckpts.restore("latest", state)
         assert meta["epoch"] == 1
         np.testing.assert_array_equal(np.asarray(restored["w"]), state["w"])
+        assert logging_state() == before
     finally:
         signal.signal(signal.SIGINT, previous)
 
@@ -306,7 +315,7 @@ def test_damaged_converted_backbone_is_one_clear_error(tmp_path, capfd):
     from lnm_jax.weights.io import load_backbone, save_backbone
 
     variables = resnet(BACKBONE, width=8).init(jax.random.key(0), jnp.zeros((1, 32, 32, 3)))
-    save_backbone(tmp_path / "bb", jax.device_get(variables), {"arch": BACKBONE, "width": 8})
+    save_backbone(tmp_path / "bb", jax.device_get(variables), {"arch": BACKBONE, "variant": "torchvision"})
     load_backbone(tmp_path / "bb")  # intact: reads
     files = [p for p in (tmp_path / "bb" / "variables").rglob("*") if p.is_file() and "/d/" in str(p)]
     victim = max(files, key=lambda p: p.stat().st_size)
@@ -327,6 +336,63 @@ def test_error_line_shortens_the_middle_never_the_numbers_at_the_end():
     assert len(line) <= 120 and line.startswith("ValueError: OUT_OF_RANGE") and line.endswith("size 749330")
     assert " ... " in line and "more" not in line
     assert error_line(KeyError("k")) == "KeyError: 'k'"
+
+
+def test_read_json_names_the_file_the_place_and_what_is_wrong(tmp_path):
+    from lnm_jax.fileio import DamagedFileError, read_json, read_json_lines
+
+    f = tmp_path / "doc.json"
+    for text, says in [
+        ('{"epoch": ', r"doc.json is not valid JSON \(Expecting value: line 1 column 11\); it is damaged"),
+        ('{"epoch": 1}\n{"epoch": 2}', r"doc.json is not valid JSON \(Extra data: line 2 column 1\)"),
+        ("[1, 2]", r"doc.json holds a JSON list, not an object"),
+        ('{"arch": "resnet50"}', r"doc.json lacks 'variant': convert"),
+    ]:
+        f.write_text(text)
+        with pytest.raises(DamagedFileError, match=says):
+            read_json(f, required=("variant",), remedy="convert it again")
+    f.write_bytes(b'{"a": "\xff"}')
+    with pytest.raises(DamagedFileError, match=r"doc.json is not UTF-8 text \(byte 7\)"):
+        read_json(f)
+    f.write_text('{"epoch": 1}\n\n{"epoch": 2}\n{"epo')
+    with pytest.raises(DamagedFileError, match=r"doc.json line 4 is not valid JSON \(Unterminated string"):
+        read_json_lines(f)
+    f.write_text('{"epoch": 1}\n\n{"epoch": 2}\n')
+    assert read_json_lines(f, required=("epoch",)) == [{"epoch": 1}, {"epoch": 2}]
+    with pytest.raises(FileNotFoundError):
+        read_json(tmp_path / "absent.json")
+
+
+def test_a_damaged_run_file_is_one_line_naming_it(triple_run, copy_run, tmp_path, capsys):
+    """Every JSON file of a run folder that a command reads back (the config, the splits, the
+    intensity reference, the training environment, the history), truncated as a full disk or
+    an interrupted copy leaves it: one line naming the file and where it breaks, never the bare
+    parser message ("Expecting value: line 2 column 1 (char 11)") that named no file."""
+    from lnm_jax import run_files as F
+
+    out = tmp_path / "export"
+    for name in (F.CONFIG, F.SPLITS, F.INTENSITY_REFERENCE, F.RUN_INFO, F.HISTORY):
+        run = copy_run(triple_run)
+        path = run.workdir / name
+        path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+        resume = name == F.HISTORY  # the history is read back by a resume
+        command = ["train", "--workdir", str(run.workdir), "--resume", "--config.train.epochs=3"] if resume else None
+        command = command or ["export", "--workdir", str(run.workdir), "--out", str(out)]
+        capsys.readouterr()
+        assert main(command) == 1, name
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and f"error: {path}{' line ' if resume else ' '}" in err[0], (name, err)
+        assert "is not valid JSON (" in err[0] and not out.exists(), (name, err)
+        shutil.rmtree(run.workdir)
+
+
+def test_converted_backbone_json_names_what_it_lacks(tmp_path):
+    from lnm_jax.weights.io import META, load_backbone
+
+    (tmp_path / "bb").mkdir()
+    (tmp_path / "bb" / META).write_text('{"arch": "resnet50"}')  # written by hand, without its variant
+    with pytest.raises(ValueError, match=rf"bb/{META} lacks 'variant': convert or pretrain it again"):
+        load_backbone(tmp_path / "bb")
 
 
 def test_export_proves_what_it_is(triple_run, tmp_path):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import sys
 import tempfile
 from pathlib import Path
@@ -18,7 +17,7 @@ from lnm_jax.evaluation import intensity
 from lnm_jax.evaluation import metrics as M
 from lnm_jax.evaluation.plots import plot_decision_curve, plot_reliability, plot_roc
 from lnm_jax.evaluation.summary import format_summary, summarise_predictions
-from lnm_jax.fileio import write_csv, write_json
+from lnm_jax.fileio import read_json, write_csv, write_json
 from lnm_jax.model_card import write_model_card
 from lnm_jax.preflight import check_inputs_present
 from lnm_jax.run import Run, synth_params
@@ -212,7 +211,7 @@ def predict_manifest(
     flagged = intensity_check(run.intensity_reference(), features, len(cohort))
     temperature = run.temperature(checkpoint)
     calibration = run.files.calibration(checkpoint)
-    if temperature is not None and json.loads(calibration.read_text()).get("at_search_bound"):
+    if temperature is not None and read_json(calibration).get("at_search_bound"):
         print(f"warning: {BOUND_WARNING}", file=sys.stderr)
     return write_predictions(cohort, logits, temperature, out_csv, flagged)
 

@@ -28,7 +28,6 @@ randomly initialised backbone (:mod:`lnm_jax.pretraining.probe`).
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from collections.abc import Sequence
@@ -46,7 +45,7 @@ from lnm_jax import compile_options, names
 from lnm_jax.data.cohorts import unlabeled
 from lnm_jax.data.cohorts.manifest import MISSING_COLUMN, ManifestError, read_manifest
 from lnm_jax.data.pixels.sources import Framing
-from lnm_jax.fileio import json_text, write_json, write_text
+from lnm_jax.fileio import json_text, read_json, write_json, write_text
 from lnm_jax.metric_writer import read_history
 from lnm_jax.models.contrastive import BACKBONE, ContrastiveEncoder, nt_xent
 from lnm_jax.pretraining import views
@@ -222,7 +221,7 @@ def inputs_changes(workdir: Path, record: dict) -> list[str]:
     """``field: stored -> new`` for every input of ``record`` that differs from those recorded
     in ``workdir`` (all of them when nothing is recorded)."""
     path = workdir / INPUTS_RECORD
-    stored = json.loads(path.read_text()) if path.is_file() else {}
+    stored = read_json(path) if path.is_file() else {}
     return [f"{k}: {stored.get(k)!r} -> {record[k]!r}" for k in record if stored.get(k) != record[k]]
 
 

@@ -19,7 +19,6 @@ skips finished runs, so an interrupted protocol resumes where it stopped. ``repo
 from __future__ import annotations
 
 import copy
-import json
 import math
 import shutil
 import time
@@ -37,7 +36,7 @@ from lnm_jax.evaluation.plots import plot_convergence, plot_roc
 from lnm_jax.evaluation.stats import delong_test, permutation_p_value
 from lnm_jax.evaluation.summary import THRESHOLD_METRICS, summarise_predictions
 from lnm_jax.explain import scores as S
-from lnm_jax.fileio import json_text, write_json, write_text
+from lnm_jax.fileio import json_text, read_json, write_json, write_text
 from lnm_jax.metric_writer import read_history
 from lnm_jax.models.fusion import check_config
 from lnm_jax.preflight import check_inputs_present
@@ -128,7 +127,7 @@ def _pretrained_backbone(config: ConfigDict, manifest: Path, folder: Path, fold:
     if (folder / P.REPORT).is_file():  # finished: reused only if made from these images and settings
         changes = P.inputs_changes(folder, P.inputs_record(manifests, fold, include_test=False))
         _check_reusable(folder, config, "pretraining", changes, ignore=("protocol.", "train.", "eval."))
-        report = json.loads((folder / P.REPORT).read_text())
+        report = read_json(folder / P.REPORT)
     else:
         resume = folder.exists()  # an interrupted pretraining continues
         print(f"[reproduce] pretraining{f' fold {fold}' if fold is not None else ''} in {folder}", flush=True)
@@ -226,7 +225,7 @@ def _train_and_predict(config: ConfigDict, split: Split, folder: Path, split_doc
     done = RunFiles(folder).predictions
     if done.is_file():
         _check_reusable(folder, config, "run")
-        return json.loads(done.read_text()), None
+        return read_json(done), None
     if folder.exists():  # an interrupted run: start it again from scratch
         shutil.rmtree(folder)
     t0 = time.perf_counter()
@@ -482,7 +481,7 @@ def pooled_lesion_evidence(runs: dict[str, dict], workdir: Path, folds: int, liv
                 trained = live.get(name) if k == 0 else None
                 gradcam(trained or Run.open(folder), split="test", figures=False)
             if scores.is_file():  # absent where the fold's test patients have no mask
-                doc = json.loads(scores.read_text())
+                doc = read_json(scores, required=("images", "layer"))
                 rows += doc["images"]
                 layers.add(doc["layer"])
         if rows:
@@ -496,7 +495,7 @@ def generator_bayes_aucs(manifest: Path, config: ConfigDict) -> dict | None:
     gen = manifest.parent / GENERATOR
     if not gen.is_file():
         return None
-    doc = json.loads(gen.read_text())
+    doc = read_json(gen, required=("params",))
     key = (
         "bayes_auc_single_ceus_frame"
         if config.data.clip_frames == 1 and doc["params"].get("clip_frames")

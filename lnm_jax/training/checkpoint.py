@@ -89,8 +89,10 @@ def libraries_to_log(log: Path | None, *, keep_on_failure: bool = False):
     file or a full disk) off the console for the block: into ``log`` when given, else dropped,
     and so are the exceptions the libraries' threads raise. ``keep_on_failure`` (a failed save):
     when the block fails, all of it stays off the console for the rest of the process (orbax's
-    and asyncio's threads keep reporting the same failure while the error line is printed). A
-    record that cannot be written (the disk is full) is dropped."""
+    and asyncio's threads keep reporting the same failure while the error line is printed); an
+    interrupt is not a failure (Ctrl-C: ``off_main_thread`` raises it once the save is done, so
+    no thread is left to report, and a notebook that goes on keeps its logging). A record that
+    cannot be written (the disk is full) is dropped."""
     handler = QuietFileHandler(log, delay=True) if log is not None and log.parent.is_dir() else logging.NullHandler()
     loggers = [logging.getLogger(name) for name in LIBRARY_LOGGERS]
     saved = [(lg.handlers[:], lg.propagate) for lg in loggers]
@@ -103,7 +105,7 @@ def libraries_to_log(log: Path | None, *, keep_on_failure: bool = False):
     failed = False
     try:
         yield
-    except BaseException:
+    except Exception:
         failed = True
         raise
     finally:

@@ -6,16 +6,16 @@ torch is imported only to read ``.pth``/``.pt`` files; ``.safetensors`` needs on
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import orbax.checkpoint as ocp
 
-from lnm_jax.fileio import atomic_directory, error_line, json_text, off_main_thread
+from lnm_jax.fileio import atomic_directory, error_line, json_text, off_main_thread, read_json
 
 META = "backbone.json"
+META_REQUIRED = ("arch", "variant")  # what backbone.json must name: checked against the config it starts
 
 
 def read_torch_state_dict(path: Path | str) -> dict[str, np.ndarray]:
@@ -95,7 +95,11 @@ def read_keras_resnet50(path: Path | str) -> dict[str, dict[str, np.ndarray]]:
 
 def save_backbone(out_dir: Path | str, variables: dict, meta: dict) -> None:
     """Writes an orbax checkpoint of ``{'params', 'batch_stats'}`` plus ``backbone.json``;
-    written to a temporary folder first, so a failure leaves nothing behind."""
+    written to a temporary folder first, so a failure leaves nothing behind. ``meta`` names at
+    least the ``arch`` and its ``variant`` (ValueError otherwise)."""
+    missing = [k for k in META_REQUIRED if k not in meta]
+    if missing:
+        raise ValueError(f"a backbone's {META} must name {', '.join(missing)}")
     with atomic_directory(out_dir) as tmp:
         with ocp.StandardCheckpointer() as ckpt:
             off_main_thread(ckpt.save, tmp / "variables", variables)
@@ -103,13 +107,15 @@ def save_backbone(out_dir: Path | str, variables: dict, meta: dict) -> None:
 
 
 def load_backbone(path: Path | str) -> tuple[dict, dict]:
-    """Reads what :func:`save_backbone` wrote: (variables as numpy, meta)."""
+    """Reads what :func:`save_backbone` wrote: (variables as numpy, meta). Errors, each one line
+    naming the backbone: FileNotFoundError (no ``backbone.json``), ``DamagedFileError`` (it is
+    not a JSON object naming the ``arch`` and ``variant``), ValueError (its arrays cannot be read)."""
     path = Path(path).resolve()
     if not (path / META).is_file():
         raise FileNotFoundError(
             f"{path} is not a converted backbone (no {META}); make one with 'lnm-jax convert-weights'"
         )
-    meta = json.loads((path / META).read_text())
+    meta = read_json(path / META, required=META_REQUIRED, remedy="convert or pretrain it again")
     try:
         with ocp.StandardCheckpointer() as ckpt:
             variables = off_main_thread(ckpt.restore, path / "variables")

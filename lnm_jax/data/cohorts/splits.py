@@ -8,14 +8,13 @@ by id before splitting, so a split depends on the cohort and the seed, not on ro
 from __future__ import annotations
 
 import dataclasses
-import json
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 from sklearn.model_selection import StratifiedKFold, train_test_split
 
-from lnm_jax.fileio import json_text, write_text
+from lnm_jax.fileio import json_text, read_json, write_text
 
 SUBSETS = ("train", "val", "test")
 
@@ -170,7 +169,7 @@ def save_splits(path: Path, splits: Sequence[Split], *, labels: dict[str, int], 
 
 def load_splits(path: Path) -> tuple[list[Split], dict]:
     """Reads a splits file; checks every split is disjoint."""
-    doc = json.loads(Path(path).read_text())
+    doc = read_json(path, required=("splits",))
     splits = [Split(tuple(s["train"]), tuple(s["val"]), tuple(s["test"]), s.get("fold")) for s in doc["splits"]]
     for s in splits:
         assert_disjoint(s)
