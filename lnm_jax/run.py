@@ -161,11 +161,21 @@ def with_resolved_paths(config: ConfigDict) -> ConfigDict:
     return config
 
 
-def write_run_record(config: ConfigDict, files: RunFiles) -> None:
-    """Writes ``config.json`` and ``run_info.json`` (process 0 of a multi-host job only)."""
+RESUMED_FROM = "earlier"  # run_info.json: the records of the processes before a resume, oldest first
+
+
+def write_run_record(config: ConfigDict, files: RunFiles, *, resumed: bool = False) -> None:
+    """Writes ``config.json`` and ``run_info.json`` (process 0 of a multi-host job only): this
+    process's record; a resume (``resumed``) keeps the records before it, oldest first, under
+    ``run_info.json``'s ``"earlier"``, so a run resumed on another machine or version still says
+    which one trained its first epochs."""
     if jax.process_index() == 0:
+        info = provenance.run_info()
+        if resumed and files.run_info.is_file():
+            before = read_json(files.run_info)
+            info[RESUMED_FROM] = [*before.pop(RESUMED_FROM, []), before]
         write_text(files.config, config.to_json(indent=2))
-        write_json(files.run_info, provenance.run_info())
+        write_json(files.run_info, info)
 
 
 def load_config(workdir: Path | str) -> ConfigDict:
@@ -384,7 +394,7 @@ class Run:
         """Writes ``config.json`` and ``run_info.json`` where :meth:`create` deferred them: a
         resume, once the training loop has read its checkpoint."""
         if self._record_pending:
-            write_run_record(self.config, self.files)
+            write_run_record(self.config, self.files, resumed=True)
             self._record_pending = False
 
     @classmethod

@@ -283,7 +283,7 @@ def test_a_resume_that_cannot_read_its_checkpoint_leaves_the_run_record_as_it_wa
     """``train --resume`` on a damaged checkpoint fails with the one error and leaves
     ``config.json`` and ``run_info.json`` as they were (a fresh-user trial found them rewritten
     with the failed attempt's epochs and command); a resume that reads its checkpoint records
-    itself."""
+    itself, keeping the records of the processes before it."""
     from support import tiny_config
 
     from lnm_jax.run import Run
@@ -302,6 +302,12 @@ def test_a_resume_that_cannot_read_its_checkpoint_leaves_the_run_record_as_it_wa
     victim.write_bytes(intact)
     train(Run.create(config, run.workdir, resume=True))
     assert json.loads(run.files.config.read_text())["train"]["epochs"] == 3
+    # and keeps the record of the process that trained the first epochs, oldest first
+    first = json.loads(before[run.files.run_info])
+    info = json.loads(run.files.run_info.read_text())
+    assert info["earlier"] == [first] and info["created"] >= first["created"]
+    train(Run.create(tiny_config(tiny_cohort, "triple", epochs=4), run.workdir, resume=True))
+    assert json.loads(run.files.run_info.read_text())["earlier"] == [first, {k: v for k, v in info.items() if k != "earlier"}]
 
 
 def test_damaged_converted_backbone_is_one_clear_error(tmp_path, capfd):

@@ -308,7 +308,8 @@ def reproduce(config: ConfigDict, workdir: Path | str) -> dict:
     manifest = cohort.path
     folds = int(config.protocol.folds)
     split_doc = split_document(config, cohort)
-    if files.splits.is_file():  # a rerun reuses the finished runs: only if they used this split
+    rerun = files.splits.is_file()  # a rerun reuses the finished runs: only if they used this split
+    if rerun:
         check_stored(load_splits(files.splits)[1], split_doc, files.splits)
     splits = make_splits(config, cohort)
     if config.protocol.get("pretrain", False):  # each split's pretraining fills a batch
@@ -326,7 +327,7 @@ def reproduce(config: ConfigDict, workdir: Path | str) -> dict:
         check_inputs_present(rc, cohort)
     workdir.mkdir(parents=True, exist_ok=True)
     save_splits(files.splits, splits, **split_doc)
-    write_run_record(config, files)
+    write_run_record(config, files, resumed=rerun)  # a rerun keeps the earlier processes' records
 
     groups = {"train+validation": splits[0].train + splits[0].val, "test": splits[0].test}
     table1 = cohort_table(cohort, groups)
