@@ -164,15 +164,23 @@ def with_resolved_paths(config: ConfigDict) -> ConfigDict:
 RESUMED_FROM = "earlier"  # run_info.json: the records of the processes before a resume, oldest first
 
 
-def write_run_record(config: ConfigDict, files: RunFiles, *, resumed: bool = False) -> None:
+def recorded_before(files: RunFiles) -> dict | None:
+    """``run_info.json`` as the processes before a resume left it (None where there is none),
+    read when the resume starts, so that a damaged one fails before anything trains."""
+    if not files.run_info.is_file():
+        return None
+    return read_json(files.run_info, remedy="restore it from a copy, or move it aside to go on without those records")
+
+
+def write_run_record(config: ConfigDict, files: RunFiles, *, before: dict | None = None) -> None:
     """Writes ``config.json`` and ``run_info.json`` (process 0 of a multi-host job only): this
-    process's record; a resume (``resumed``) keeps the records before it, oldest first, under
-    ``run_info.json``'s ``"earlier"``, so a run resumed on another machine or version still says
-    which one trained its first epochs."""
+    process's record; a resume passes the record before it (:func:`recorded_before`), kept,
+    with its own earlier ones, oldest first, under ``run_info.json``'s ``"earlier"``, so a run
+    resumed on another machine or version still says which one trained its first epochs."""
     if jax.process_index() == 0:
         info = provenance.run_info()
-        if resumed and files.run_info.is_file():
-            before = read_json(files.run_info)
+        if before is not None:
+            before = dict(before)
             info[RESUMED_FROM] = [*before.pop(RESUMED_FROM, []), before]
         write_text(files.config, config.to_json(indent=2))
         write_json(files.run_info, info)
@@ -322,6 +330,7 @@ class Run:
         self.split = split
         self.resume = resume
         self._record_pending = False  # config.json / run_info.json, deferred by a resume (create)
+        self._recorded_before = None  # run_info.json before a resume (create)
         self._states: dict[str, tuple] = {}
         self._predictors: dict[str, Predictor] = {}
 
@@ -373,6 +382,7 @@ class Run:
         # (write_pending_record, from the loop): one that fails on a damaged checkpoint leaves the
         # run's record as it was, not describing an attempt that never trained
         pending = resume and files.checkpoints.exists() and files.config.is_file()
+        before = recorded_before(files) if pending else None
         files.root.mkdir(parents=True, exist_ok=True)
         records = (files.splits, files.config, files.run_info, files.image_geometry)
         new = [p for p in records if not p.exists()]
@@ -388,13 +398,14 @@ class Run:
             raise
         run = cls(config, files.root, cohort, split, resume=resume)
         run._record_pending = pending
+        run._recorded_before = before
         return run
 
     def write_pending_record(self) -> None:
         """Writes ``config.json`` and ``run_info.json`` where :meth:`create` deferred them: a
         resume, once the training loop has read its checkpoint."""
         if self._record_pending:
-            write_run_record(self.config, self.files, resumed=True)
+            write_run_record(self.config, self.files, before=self._recorded_before)
             self._record_pending = False
 
     @classmethod

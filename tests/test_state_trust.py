@@ -286,6 +286,7 @@ def test_a_resume_that_cannot_read_its_checkpoint_leaves_the_run_record_as_it_wa
     itself, keeping the records of the processes before it."""
     from support import tiny_config
 
+    from lnm_jax.fileio import DamagedFileError
     from lnm_jax.run import Run
     from lnm_jax.training.checkpoint import CheckpointCorruptError
     from lnm_jax.training.loop import train
@@ -309,6 +310,10 @@ def test_a_resume_that_cannot_read_its_checkpoint_leaves_the_run_record_as_it_wa
     train(Run.create(tiny_config(tiny_cohort, "triple", epochs=4), run.workdir, resume=True))
     second = {k: v for k, v in info.items() if k != "earlier"}
     assert json.loads(run.files.run_info.read_text())["earlier"] == [first, second]
+    # a record that cannot be read stops the resume before anything trains, saying so
+    run.files.run_info.write_text('{"created": ')
+    with pytest.raises(DamagedFileError, match=r"run_info.json is not valid JSON .* move it aside"):
+        Run.create(tiny_config(tiny_cohort, "triple", epochs=5), run.workdir, resume=True)
 
 
 def test_damaged_converted_backbone_is_one_clear_error(tmp_path, capfd):

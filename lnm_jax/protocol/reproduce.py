@@ -46,6 +46,7 @@ from lnm_jax.run import (
     Run,
     config_changes,
     load_config,
+    recorded_before,
     resolve_cohort,
     split_document,
     write_run_record,
@@ -308,9 +309,9 @@ def reproduce(config: ConfigDict, workdir: Path | str) -> dict:
     manifest = cohort.path
     folds = int(config.protocol.folds)
     split_doc = split_document(config, cohort)
-    rerun = files.splits.is_file()  # a rerun reuses the finished runs: only if they used this split
-    if rerun:
+    if files.splits.is_file():  # a rerun reuses the finished runs: only if they used this split
         check_stored(load_splits(files.splits)[1], split_doc, files.splits)
+    before = recorded_before(files)  # a rerun keeps the earlier processes' records
     splits = make_splits(config, cohort)
     if config.protocol.get("pretrain", False):  # each split's pretraining fills a batch
         from lnm_jax.pretraining.pretrain import check_batches  # noqa: PLC0415
@@ -327,7 +328,7 @@ def reproduce(config: ConfigDict, workdir: Path | str) -> dict:
         check_inputs_present(rc, cohort)
     workdir.mkdir(parents=True, exist_ok=True)
     save_splits(files.splits, splits, **split_doc)
-    write_run_record(config, files, resumed=rerun)  # a rerun keeps the earlier processes' records
+    write_run_record(config, files, before=before)
 
     groups = {"train+validation": splits[0].train + splits[0].val, "test": splits[0].test}
     table1 = cohort_table(cohort, groups)
