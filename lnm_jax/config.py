@@ -419,24 +419,32 @@ def _get(config, dotted: str):
 _MISSING = object()
 
 
+# the groups of fields every config has (a stored one included) and the checks below read
+CHECKED_GROUPS = ("data", "model", "train", "eval", "data.augment", "data.split", "data.norm")
+
+
 def config_problems(config) -> list[str]:
     """Every field of ``config`` outside its range or choices (:data:`FIELD_RULES`), and the
     relations between fields (augmentation min <= max, split fractions < 1), one line each:
     ``train.learning_rate: -1 is not a number > 0``."""
     problems = []
+    groups = {g: _get(config, g) for g in CHECKED_GROUPS}
+    for g, v in groups.items():
+        if not hasattr(v, "keys"):
+            problems.append(f"{g}: {'missing' if v is _MISSING else f'{v!r} is not a group of fields'}")
+    if problems:  # the checks below read these groups
+        return problems
     for field, (test, allowed) in FIELD_RULES.items():
         value = _get(config, field)
         if value is not _MISSING and not test(value):
             problems.append(f"{field}: {value!r} is not {allowed}")
     a = config.data.augment
     for lo, hi in (("scale_min", "scale_max"), ("contrast_min", "contrast_max")):
-        if _number(a[lo]) and _number(a[hi]) and a[lo] > a[hi]:
+        if _number(a.get(lo)) and _number(a.get(hi)) and a[lo] > a[hi]:
             problems.append(f"data.augment.{lo}: {a[lo]!r} is above data.augment.{hi} ({a[hi]!r})")
-    s = config.data.split
-    if _number(s.test_fraction) and _number(s.val_fraction) and s.test_fraction + s.val_fraction >= 1:
-        problems.append(
-            f"data.split: test_fraction + val_fraction = {s.test_fraction + s.val_fraction:g}, leaving no training set"
-        )
+    test, val = config.data.split.get("test_fraction"), config.data.split.get("val_fraction")
+    if _number(test) and _number(val) and test + val >= 1:
+        problems.append(f"data.split: test_fraction + val_fraction = {test + val:g}, leaving no training set")
     pc = config.get("protocol")
     if pc is not None and pc.get("pretrain_manifests") and not pc.get("pretrain", False):
         problems.append(
@@ -444,10 +452,11 @@ def config_problems(config) -> list[str]:
         )
     for name, stats in config.data.norm.items():
         for key in ("mean", "std"):
-            v = tuple(stats[key]) if isinstance(stats[key], list | tuple) else ()
+            given = stats.get(key) if hasattr(stats, "get") else None
+            v = tuple(given) if isinstance(given, list | tuple) else ()
             if len(v) != 3 or not all(_number(x) for x in v) or (key == "std" and min(v) <= 0):
                 need = "three numbers > 0" if key == "std" else "three numbers"
-                problems.append(f"data.norm.{name}.{key}: {stats[key]!r} is not {need}")
+                problems.append(f"data.norm.{name}.{key}: {given!r} is not {need}")
     return problems
 
 

@@ -25,13 +25,13 @@ import numpy as np
 from ml_collections import ConfigDict
 
 from lnm_jax import names, provenance
-from lnm_jax.config import base_config
+from lnm_jax.config import base_config, config_problems
 from lnm_jax.data.cohorts.manifest import Cohort, read_manifest
 from lnm_jax.data.cohorts.splits import Split, check_stored, load_splits, make_splits, save_splits
 from lnm_jax.data.cohorts.survey import GEOMETRY_COLUMNS, survey
 from lnm_jax.data.pixels.sources import Framing
 from lnm_jax.data.synth.synthetic import SynthParams, generate_cohort
-from lnm_jax.fileio import read_json, write_csv, write_json, write_text
+from lnm_jax.fileio import DamagedFileError, read_json, write_csv, write_json, write_text
 from lnm_jax.models.fusion import build_model, check_config
 from lnm_jax.preflight import check_inputs_present, check_lesion_masks
 from lnm_jax.run_files import GENERATOR, MANIFEST, RunFiles
@@ -187,10 +187,18 @@ def write_run_record(config: ConfigDict, files: RunFiles, *, before: dict | None
 
 
 def load_config(workdir: Path | str) -> ConfigDict:
+    """The config a run stored (``config.json``), its fields checked as a new config's are
+    (:func:`lnm_jax.config.config_problems`): an edited or damaged one is one
+    :class:`DamagedFileError` naming the file and every field outside its range or choices,
+    before anything is built from it. FileNotFoundError where there is none."""
     path = RunFiles(workdir).config
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found: is {workdir} a training run folder?")
-    return ConfigDict(read_json(path))
+    config = ConfigDict(read_json(path))
+    problems = config_problems(config)
+    if problems:
+        raise DamagedFileError(f"{path}: {'; '.join(problems)}: it was edited or is damaged; restore it from a copy")
+    return config
 
 
 class RunData:

@@ -14,6 +14,7 @@ import time
 
 import numpy as np
 import pytest
+from ml_collections import ConfigDict
 from support import cpu_env
 
 from lnm_jax.cli import main
@@ -396,6 +397,26 @@ def test_a_damaged_run_file_is_one_line_naming_it(triple_run, copy_run, tmp_path
         assert len(err) == 1 and f"error: {path}{' line ' if resume else ' '}" in err[0], (name, err)
         assert "is not valid JSON (" in err[0] and not out.exists(), (name, err)
         shutil.rmtree(run.workdir)
+
+
+def test_an_edited_stored_config_is_checked_as_a_new_one_naming_the_file(triple_run, copy_run):
+    """A run's config.json edited by hand (a width that is no number, a group replaced) is one
+    line naming the file and every field outside its range, before anything is built from it
+    (it was a TypeError from deep inside the model's initialisation)."""
+    from lnm_jax.fileio import DamagedFileError
+    from lnm_jax.run import Run
+
+    run = copy_run(triple_run)
+    stored = json.loads(run.files.config.read_text())
+    edited = {**stored, "model": {**stored["model"], "width": "wide"}, "train": {**stored["train"], "batch_size": -3}}
+    run.files.config.write_text(json.dumps(edited))
+    with pytest.raises(DamagedFileError, match=r"config.json: model.width: 'wide' is not .*; train.batch_size: -3"):
+        Run.open(run.workdir)
+    run.files.config.write_text(json.dumps({**stored, "data": {**stored["data"], "augment": 5}}))
+    with pytest.raises(DamagedFileError, match=r"config.json: data.augment: 5 is not a group of fields"):
+        Run.open(run.workdir)
+    del stored["data"]
+    assert config_problems(ConfigDict(stored))[:2] == ["data: missing", "data.augment: missing"]
 
 
 def test_converted_backbone_json_names_what_it_lacks(tmp_path):
