@@ -794,6 +794,19 @@ COMMANDS = {
 }
 
 
+def _missing_config_field(e: BaseException) -> str | None:
+    """The name of the field when ``e`` is a config's missing field (raised by ml_collections'
+    ``ConfigDict`` itself: the config lacks a field the command reads), else None."""
+    if not isinstance(e, AttributeError | KeyError):
+        return None
+    tb = e.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    if tb is None or "ml_collections" not in tb.tb_frame.f_code.co_filename:
+        return None
+    return str(e).strip("\"'")
+
+
 def _user_errors() -> tuple[type[BaseException], ...]:
     """Errors a user can fix (a bad manifest, a missing run, a changed config, a full disk,
     ...): their message is the whole report."""
@@ -871,6 +884,13 @@ def main(argv: list[str] | None = None) -> int:
             return _closed_pipe()
         if isinstance(e, _user_errors()):
             return _fail(name, _message(e), 1)
+        if field := _missing_config_field(e):
+            return _fail(
+                name,
+                f"the config lacks the field '{field}' that {name} reads: a run's config.json edited by hand, or a "
+                "config file without it; restore the file from a copy or add the field",
+                1,
+            )
         return _fail(name, f"unexpected {type(e).__name__}: {_message(e)} (rerun with --debug for the traceback)", 1)
 
 

@@ -399,7 +399,7 @@ def test_a_damaged_run_file_is_one_line_naming_it(triple_run, copy_run, tmp_path
         shutil.rmtree(run.workdir)
 
 
-def test_an_edited_stored_config_is_checked_as_a_new_one_naming_the_file(triple_run, copy_run):
+def test_an_edited_stored_config_is_checked_as_a_new_one_naming_the_file(triple_run, copy_run, capsys):
     """A run's config.json edited by hand (a width that is no number, a group replaced) is one
     line naming the file and every field outside its range, before anything is built from it
     (it was a TypeError from deep inside the model's initialisation)."""
@@ -415,6 +415,15 @@ def test_an_edited_stored_config_is_checked_as_a_new_one_naming_the_file(triple_
     run.files.config.write_text(json.dumps({**stored, "data": {**stored["data"], "augment": 5}}))
     with pytest.raises(DamagedFileError, match=r"config.json: data.augment: 5 is not a group of fields"):
         Run.open(run.workdir)
+    # a field deleted: the command names it (it was "unexpected AttributeError: 'backbone'")
+    model = {k: v for k, v in stored["model"].items() if k != "backbone"}
+    run.files.config.write_text(json.dumps({**stored, "model": model}))
+    capsys.readouterr()
+    assert main(["export", "--workdir", str(run.workdir), "--out", str(run.workdir.parent / "export")]) == 1
+    assert capsys.readouterr().err.strip() == (
+        "lnm-jax export: error: the config lacks the field 'backbone' that export reads: a run's config.json edited by "
+        "hand, or a config file without it; restore the file from a copy or add the field"
+    )
     del stored["data"]
     assert config_problems(ConfigDict(stored))[:2] == ["data: missing", "data.augment: missing"]
 
