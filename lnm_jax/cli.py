@@ -802,7 +802,8 @@ def _missing_config_field(e: BaseException) -> str | None:
     tb = e.__traceback__
     while tb is not None and tb.tb_next is not None:
         tb = tb.tb_next
-    if tb is None or "ml_collections" not in tb.tb_frame.f_code.co_filename:
+    code = tb.tb_frame.f_code if tb is not None else None
+    if code is None or "ml_collections" not in code.co_filename or code.co_name not in ("__getattr__", "__getitem__"):
         return None
     return str(e).strip("\"'")
 
