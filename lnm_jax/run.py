@@ -188,7 +188,8 @@ def write_run_record(config: ConfigDict, files: RunFiles, *, before: dict | None
 
 def load_config(workdir: Path | str) -> ConfigDict:
     """The config a run stored (``config.json``), its fields checked as a new config's are
-    (:func:`lnm_jax.config.config_problems`): an edited or damaged one is one
+    (:func:`lnm_jax.config.config_problems`, then the model's own constraints): an edited or
+    damaged one is one
     :class:`DamagedFileError` naming the file and every field outside its range or choices,
     before anything is built from it. FileNotFoundError where there is none."""
     path = RunFiles(workdir).config
@@ -196,6 +197,11 @@ def load_config(workdir: Path | str) -> ConfigDict:
         raise FileNotFoundError(f"{path} not found: is {workdir} a training run folder?")
     config = ConfigDict(read_json(path))
     problems = config_problems(config)
+    if not problems:
+        try:
+            check_config(config)  # the model's own constraints (a fusion head's name, ...)
+        except ValueError as e:
+            problems = [str(e)]
     if problems:
         raise DamagedFileError(f"{path}: {'; '.join(problems)}: it was edited or is damaged; restore it from a copy")
     return config
@@ -339,6 +345,7 @@ class Run:
         self.resume = resume
         self._record_pending = False  # config.json / run_info.json, deferred by a resume (create)
         self._recorded_before = None  # run_info.json before a resume (create)
+        self._geometry = None  # image_geometry.csv's rows, deferred by a resume (create)
         self._states: dict[str, tuple] = {}
         self._predictors: dict[str, Predictor] = {}
 
@@ -399,7 +406,7 @@ class Run:
                 save_splits(files.splits, [split], **(split_doc or split_document(config, cohort)))
             if not pending:
                 write_run_record(config, files)
-            write_csv(files.image_geometry, images.geometry, GEOMETRY_COLUMNS)
+                write_csv(files.image_geometry, images.geometry, GEOMETRY_COLUMNS)
         except BaseException:  # a start that cannot record itself (a full disk) leaves none of it
             for p in new:
                 p.unlink(missing_ok=True)
@@ -407,13 +414,16 @@ class Run:
         run = cls(config, files.root, cohort, split, resume=resume)
         run._record_pending = pending
         run._recorded_before = before
+        run._geometry = images.geometry
         return run
 
     def write_pending_record(self) -> None:
-        """Writes ``config.json`` and ``run_info.json`` where :meth:`create` deferred them: a
-        resume, once the training loop has read its checkpoint."""
+        """Writes ``config.json``, ``run_info.json`` and ``image_geometry.csv`` where
+        :meth:`create` deferred them: a resume, once the training loop has read its checkpoint
+        and history."""
         if self._record_pending:
             write_run_record(self.config, self.files, before=self._recorded_before)
+            write_csv(self.files.image_geometry, self._geometry, GEOMETRY_COLUMNS)
             self._record_pending = False
 
     @classmethod
@@ -501,6 +511,14 @@ class Run:
             )
             return None
         return float(doc["temperature"])
+
+    def check_records(self) -> None:
+        """Reads the run's records that a command reads back after its work (``run_info.json``
+        for the model card, the intensity reference), so that a damaged one fails before the
+        command writes anything (:class:`DamagedFileError` naming it)."""
+        if self.files.run_info.is_file():
+            read_json(self.files.run_info)
+        self.intensity_reference()
 
     def intensity_reference(self) -> dict | None:
         """The training split's image intensities (:mod:`lnm_jax.evaluation.intensity`), as

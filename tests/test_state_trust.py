@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -377,26 +378,41 @@ def test_read_json_names_the_file_the_place_and_what_is_wrong(tmp_path):
         read_json(tmp_path / "absent.json")
 
 
-def test_a_damaged_run_file_is_one_line_naming_it(triple_run, copy_run, tmp_path, capsys):
+def _snapshot(folder) -> dict:
+    """Size and time of every path under ``folder`` but the lock file (any writer command makes it)."""
+    from lnm_jax.run_files import LOCK
+
+    paths = [p for p in sorted(folder.rglob("*")) if p.name != LOCK]
+    return {str(p.relative_to(folder)): (p.stat().st_size, p.stat().st_mtime_ns) for p in paths}
+
+
+def test_a_damaged_run_file_is_one_line_naming_it_and_nothing_is_written(triple_run, copy_run, tmp_path, capsys):
     """Every JSON file of a run folder that a command reads back (the config, the splits, the
     intensity reference, the training environment, the history), truncated as a full disk or
     an interrupted copy leaves it: one line naming the file and where it breaks, never the bare
-    parser message ("Expecting value: line 2 column 1 (char 11)") that named no file."""
+    parser message ("Expecting value: line 2 column 1 (char 11)") that named no file, and the
+    run folder as it was (a fresh-user trial found evaluate writing half its outputs before
+    reading run_info.json, and a resume rewriting config.json before reading the history)."""
     from lnm_jax import run_files as F
 
     out = tmp_path / "export"
-    for name in (F.CONFIG, F.SPLITS, F.INTENSITY_REFERENCE, F.RUN_INFO, F.HISTORY):
+    for name, command in (
+        (F.CONFIG, ["export", "--out", str(out)]),
+        (F.SPLITS, ["export", "--out", str(out)]),
+        (F.INTENSITY_REFERENCE, ["evaluate"]),
+        (F.RUN_INFO, ["evaluate"]),
+        (F.HISTORY, ["train", "--resume", "--config.train.epochs=3"]),
+    ):
         run = copy_run(triple_run)
         path = run.workdir / name
         path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
-        resume = name == F.HISTORY  # the history is read back by a resume
-        command = ["train", "--workdir", str(run.workdir), "--resume", "--config.train.epochs=3"] if resume else None
-        command = command or ["export", "--workdir", str(run.workdir), "--out", str(out)]
+        before = _snapshot(run.workdir)
         capsys.readouterr()
-        assert main(command) == 1, name
+        assert main([*command, "--workdir", str(run.workdir)]) == 1, name
         err = capsys.readouterr().err.strip().splitlines()
-        assert len(err) == 1 and f"error: {path}{' line ' if resume else ' '}" in err[0], (name, err)
-        assert "is not valid JSON (" in err[0] and not out.exists(), (name, err)
+        line = r" line \d+" if name == F.HISTORY else ""  # a JSON-lines file: the line too
+        assert len(err) == 1 and re.search(rf"error: {re.escape(str(path))}{line} is not valid JSON \(", err[0]), err
+        assert _snapshot(run.workdir) == before and not out.exists(), name
         shutil.rmtree(run.workdir)
 
 
@@ -413,6 +429,9 @@ def test_an_edited_stored_config_is_checked_as_a_new_one_naming_the_file(triple_
     run.files.config.write_text(json.dumps(edited))
     with pytest.raises(DamagedFileError, match=r"config.json: model.width: 'wide' is not .*; train.batch_size: -3"):
         Run.open(run.workdir)
+    run.files.config.write_text(json.dumps({**stored, "model": {**stored["model"], "fusion": "lat"}}))
+    with pytest.raises(DamagedFileError, match=r"config.json: model.fusion: unknown 'lat'"):
+        Run.open(run.workdir)  # the model's own constraints too
     run.files.config.write_text(json.dumps({**stored, "data": {**stored["data"], "augment": 5}}))
     with pytest.raises(DamagedFileError, match=r"config.json: data.augment: 5 is not a group of fields"):
         Run.open(run.workdir)

@@ -33,6 +33,7 @@ def evaluate(run: Run, *, checkpoint: str = "best", subsets=("val", "test"), out
     ``metrics.json``, ``predictions.csv`` and the ROC, reliability and decision-curve plots to
     ``out`` (default ``eval_<checkpoint>``), and the temperature for ``predict``."""
     config = run.config
+    run.check_records()  # a damaged record fails here, not after half the outputs are written
     meta = run.predictor(checkpoint).meta
     preds = {s: run.predict(s, checkpoint) for s in dict.fromkeys(("val",) + tuple(subsets))}
     val = preds["val"]

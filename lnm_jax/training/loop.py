@@ -187,7 +187,8 @@ def train(run: Run) -> dict:
     if run.resume and _progress_ahead(ckpts, state):
         state, progress = ckpts.restore("progress", state)
         start_epoch, best, resumed = progress["epoch"], progress["best"], True
-    run.write_pending_record()  # the checkpoint was readable: the resume is recorded
+    history = read_history(files.history, up_to=start_epoch - 1)  # a damaged history fails before any write
+    run.write_pending_record()  # the checkpoint and the history were readable: the resume is recorded
     writer = MetricWriter(files.history, files.tensorboard, files.train_log, primary=jax.process_index() == 0)
     if progress is not None:
         writer.print(
@@ -203,7 +204,7 @@ def train(run: Run) -> dict:
         writer.print(f"resuming from epoch {start_epoch - 1} ({ckpts.directory('latest')}): {todo}")
     elif run.resume:
         writer.print(f"--resume: no checkpoint in {files.checkpoints} yet; starting at epoch 1")
-    writer.rewrite(read_history(files.history, up_to=start_epoch - 1))
+    writer.rewrite(history)
     tx, plateau = run.optimizer
     t = config.train
     patients = run.cohort.by_id()
