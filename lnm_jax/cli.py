@@ -795,8 +795,9 @@ COMMANDS = {
 
 
 def _missing_config_field(e: BaseException) -> str | None:
-    """The name of the field when ``e`` is a config's missing field (raised by ml_collections'
-    ``ConfigDict`` itself: the config lacks a field the command reads), else None."""
+    """The name of the field, quoted, with ml_collections' suggestion of a close one where it
+    makes one, when ``e`` is a config's missing field (raised by ``ConfigDict`` itself: the
+    config lacks a field the command reads), else None."""
     if not isinstance(e, AttributeError | KeyError):
         return None
     tb = e.__traceback__
@@ -805,7 +806,10 @@ def _missing_config_field(e: BaseException) -> str | None:
     code = tb.tb_frame.f_code if tb is not None else None
     if code is None or "ml_collections" not in code.co_filename or code.co_name not in ("__getattr__", "__getitem__"):
         return None
-    return str(e).strip("\"'")
+    inner = e.args[0] if e.args else e  # AttributeError(KeyError("'width'\nDid you mean ...?"))
+    text = inner.args[0] if isinstance(inner, KeyError) and inner.args else inner
+    field, *hint = str(text).splitlines()
+    return field.strip("\"' ") + (f"' ({hint[0].strip()})" if hint else "'")
 
 
 def _user_errors() -> tuple[type[BaseException], ...]:
@@ -888,7 +892,7 @@ def main(argv: list[str] | None = None) -> int:
         if field := _missing_config_field(e):
             return _fail(
                 name,
-                f"the config lacks the field '{field}' that {name} reads: a run's config.json edited by hand, or a "
+                f"the config lacks the field '{field} that {name} reads: a run's config.json edited by hand, or a "
                 "config file without it; restore the file from a copy or add the field",
                 1,
             )

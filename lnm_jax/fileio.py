@@ -161,6 +161,8 @@ def _json_object(text: str, where: str, required: Sequence[str], remedy: str) ->
             f"{where} is not valid JSON ({e.msg}: line {e.lineno} column {e.colno}); it is damaged or was "
             f"edited: {remedy}"
         ) from None
+    except RecursionError:  # nested deeper than Python's parser goes: no file this package writes
+        raise DamagedFileError(f"{where} is not JSON this package wrote (nested too deep); {remedy}") from None
     if not isinstance(doc, dict):
         raise DamagedFileError(f"{where} holds a JSON {type(doc).__name__}, not an object: {remedy}")
     missing = [k for k in required if k not in doc]

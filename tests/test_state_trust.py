@@ -319,6 +319,32 @@ def test_a_resume_that_cannot_read_its_checkpoint_leaves_the_run_record_as_it_wa
         Run.create(tiny_config(tiny_cohort, "triple", epochs=5), run.workdir, resume=True)
 
 
+def test_a_checkpoint_of_another_model_is_refused_naming_the_first_array(triple_run, copy_run, tiny_cohort):
+    """A run whose config.json no longer describes its checkpoints (edited: another width)
+    is refused when the checkpoint is read, naming the first array that differs; orbax restored
+    the stored arrays whatever the template's shapes, and the resume failed at its first step
+    with a ScopeParamShapeError after rewriting the run's record and history (fresh-user trial)."""
+    from support import tiny_config
+
+    from lnm_jax.run import Run
+    from lnm_jax.training.checkpoint import CheckpointMismatchError
+    from lnm_jax.training.loop import train
+
+    run = copy_run(triple_run)
+    stored = json.loads(run.files.config.read_text())
+    width = stored["model"]["width"]
+    run.files.config.write_text(json.dumps({**stored, "model": {**stored["model"], "width": 2 * width}}))
+    says = rf"checkpoints/best/\d+ holds another model.* float32\[{width}\] there, float32\[{2 * width}\] in the config"
+    with pytest.raises(CheckpointMismatchError, match=says):
+        Run.open(run.workdir).restore("best")
+    before = _snapshot(run.workdir)
+    config = tiny_config(tiny_cohort, "triple", epochs=3)
+    config.model.width = 2 * width
+    with pytest.raises(CheckpointMismatchError, match="checkpoints/latest"):
+        train(Run.create(config, run.workdir, resume=True))
+    assert _snapshot(run.workdir) == before
+
+
 def test_damaged_converted_backbone_is_one_clear_error(tmp_path, capfd):
     """A converted (or pretrained) backbone is read through orbax like a checkpoint: a truncated
     array file is one error naming the backbone, and its late reads stay off the console."""
@@ -366,6 +392,9 @@ def test_read_json_names_the_file_the_place_and_what_is_wrong(tmp_path):
         f.write_text(text)
         with pytest.raises(DamagedFileError, match=says):
             read_json(f, required=("variant",), remedy="convert it again")
+    f.write_text("[" * 100_000)  # deeper than Python's parser goes
+    with pytest.raises(DamagedFileError, match=r"doc.json is not JSON this package wrote \(nested too deep\)"):
+        read_json(f)
     f.write_bytes(b'{"a": "\xff"}')
     with pytest.raises(DamagedFileError, match=r"doc.json is not UTF-8 text \(byte 7\)"):
         read_json(f)

@@ -124,6 +124,26 @@ def _is_disk_full(e: BaseException) -> bool:
     return False
 
 
+class CheckpointMismatchError(ValueError):
+    """A checkpoint of another model than the one it is restored into (other shapes or types)."""
+
+
+def _check_shapes(restored: Any, abstract: Any, where: Path) -> None:
+    """:class:`CheckpointMismatchError` naming the first array whose stored shape or dtype is
+    not the one ``abstract`` asks for: orbax restores an array as it was stored, whatever the
+    template's shape, so a config that no longer describes the checkpoint's model (an edited
+    config.json, a width or input changed) restored and failed only at the first step."""
+    for (path, got), want in zip(jax.tree_util.tree_leaves_with_path(restored), jax.tree.leaves(abstract)):
+        dtype = got.dtype if hasattr(got, "dtype") else np.asarray(got).dtype  # a sharded array: its own
+        if np.shape(got) != tuple(want.shape) or dtype != want.dtype:
+            raise CheckpointMismatchError(
+                f"checkpoint {where} holds another model than the config describes: "
+                f"{jax.tree_util.keystr(path)} is {dtype}{list(np.shape(got))} there, "
+                f"{want.dtype}{list(want.shape)} in the config's model; was the run's config.json edited, or "
+                "does a --config override change the model?"
+            )
+
+
 class RunCheckpoints:
     def __init__(self, root: Path, *, create: bool = True, kinds: tuple[str, ...] = KINDS, log: Path | None = None):
         root = Path(root).resolve()
@@ -188,6 +208,7 @@ class RunCheckpoints:
                 f"checkpoint {where} cannot be read ({error_line(e)}); it is damaged or incomplete: restore it "
                 "from a copy, evaluate another checkpoint (--checkpoint best | latest) or retrain"
             ) from e
+        _check_shapes(out["state"], abstract, where)
         meta = out["meta"]
         if not isinstance(meta, dict):
             raise CheckpointCorruptError(f"checkpoint {where}: its metadata is not a JSON object")
