@@ -11,7 +11,7 @@ import math
 
 from ml_collections import ConfigDict, FieldReference
 
-from lnm_jax.names import CAM_LAYERS, PAPER_NORM, SETTINGS
+from lnm_jax.names import CAM_LAYERS, IMAGE_INPUTS, PAPER_NORM, SETTINGS, parse_modalities
 from lnm_jax.task import PAPER as PAPER_TASK
 
 
@@ -450,6 +450,12 @@ def config_problems(config) -> list[str]:
         problems.append(
             f"protocol.pretrain_manifests: {tuple(pc.pretrain_manifests)!r} is read only with protocol.pretrain=True"
         )
+    try:
+        images = [m for m in parse_modalities(config.get("modalities", "")) if m in IMAGE_INPUTS]
+    except ValueError as e:
+        problems.append(f"modalities: {e}")
+        images = []
+    problems += [f"data.norm: no entry for '{m}', an input of modalities" for m in images if m not in config.data.norm]
     for name, stats in config.data.norm.items():
         for key in ("mean", "std"):
             given = stats.get(key) if hasattr(stats, "get") else None

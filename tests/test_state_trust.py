@@ -473,6 +473,10 @@ def test_an_edited_stored_config_is_checked_as_a_new_one_naming_the_file(triple_
         "lnm-jax export: error: the config lacks the field 'backbone' that export reads: a run's config.json edited by "
         "hand, or a config file without it; restore the file from a copy or add the field"
     )
+    norm = {k: v for k, v in stored["data"]["norm"].items() if k != "bmode"}
+    assert config_problems(ConfigDict({**stored, "data": {**stored["data"], "norm": norm}})) == [
+        "data.norm: no entry for 'bmode', an input of modalities"  # it was a KeyError at the first batch
+    ]
     del stored["data"]
     assert config_problems(ConfigDict(stored))[:2] == ["data: missing", "data.augment: missing"]
 
