@@ -408,10 +408,12 @@ def test_read_json_names_the_file_the_place_and_what_is_wrong(tmp_path):
 
 
 def _snapshot(folder) -> dict:
-    """Size and time of every path under ``folder`` but the lock file (any writer command makes it)."""
-    from lnm_jax.run_files import LOCK
+    """Size and time of every path under ``folder`` but the lock file (any writer command makes
+    it) and the run's log (the libraries' messages of a checkpoint read, when they log one, go
+    there: a record of the attempt, not of the run's state)."""
+    from lnm_jax.run_files import LOCK, TRAIN_LOG
 
-    paths = [p for p in sorted(folder.rglob("*")) if p.name != LOCK]
+    paths = [p for p in sorted(folder.rglob("*")) if p.name not in (LOCK, TRAIN_LOG)]
     return {str(p.relative_to(folder)): (p.stat().st_size, p.stat().st_mtime_ns) for p in paths}
 
 
