@@ -17,6 +17,7 @@ import copy
 import dataclasses
 import functools
 import json
+import math
 import sys
 from pathlib import Path
 
@@ -501,6 +502,10 @@ class Run:
         if not path.is_file():
             return None
         doc = read_json(path, required=("temperature",), remedy="run lnm-jax evaluate to fit it again")
+        t = doc["temperature"]
+        if isinstance(t, bool) or not isinstance(t, int | float) or not math.isfinite(t) or t <= 0:
+            # a temperature <= 0 inverts or saturates every calibrated probability, silently
+            raise DamagedFileError(f"{path}: temperature {t!r} is not a number > 0; refit it: lnm-jax evaluate")
         meta = self.predictor(checkpoint).meta
         fitted, now = (doc.get("epoch"), doc.get(DIGEST_KEY)), (meta.get("epoch"), meta.get(DIGEST_KEY))
         if fitted[0] != now[0] or (fitted[1] is not None and fitted[1] != now[1]):

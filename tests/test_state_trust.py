@@ -536,6 +536,14 @@ def test_stale_calibration_not_applied(triple_run, copy_run, capsys):
     path.write_text(json.dumps({"temperature": 2.0, "epoch": meta["epoch"] - 1, "state_sha256": "0" * 64}))
     assert run.temperature("best") is None
     assert "not applied" in capsys.readouterr().err
+    # a temperature that is no number > 0 (edited): it inverted (-1) or saturated (0) every
+    # calibrated probability, silently, with exit 0 (fresh-user trial)
+    from lnm_jax.fileio import DamagedFileError
+
+    for bad in (-1.0, 0, True, "hot", None):
+        path.write_text(json.dumps({"temperature": bad, "epoch": meta["epoch"], "state_sha256": meta["state_sha256"]}))
+        with pytest.raises(DamagedFileError, match=r"calibration_best.json: temperature .* is not a number > 0"):
+            run.temperature("best")
 
 
 # ------------------------------------------------------------- divergence on every signal
