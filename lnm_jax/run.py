@@ -189,8 +189,7 @@ def write_run_record(config: ConfigDict, files: RunFiles, *, before: dict | None
 
 def load_config(workdir: Path | str) -> ConfigDict:
     """The config a run stored (``config.json``), its fields checked as a new config's are
-    (:func:`lnm_jax.config.config_problems`, then the model's own constraints): an edited or
-    damaged one is one
+    (:func:`lnm_jax.config.config_problems`): an edited or damaged one is one
     :class:`DamagedFileError` naming the file and every field outside its range or choices,
     before anything is built from it. FileNotFoundError where there is none."""
     path = RunFiles(workdir).config
@@ -198,11 +197,6 @@ def load_config(workdir: Path | str) -> ConfigDict:
         raise FileNotFoundError(f"{path} not found: is {workdir} a training run folder?")
     config = ConfigDict(read_json(path))
     problems = config_problems(config)
-    if not problems:
-        try:
-            check_config(config)  # the model's own constraints (a fusion head's name, ...)
-        except ValueError as e:
-            problems = [str(e)]
     if problems:
         raise DamagedFileError(f"{path}: {'; '.join(problems)}: it was edited or is damaged; restore it from a copy")
     return config
