@@ -809,7 +809,8 @@ def _missing_config_field(e: BaseException) -> str | None:
     inner = e.args[0] if e.args else e  # AttributeError(KeyError("'width'\nDid you mean ...?"))
     text = inner.args[0] if isinstance(inner, KeyError) and inner.args else inner
     field, *hint = str(text).splitlines()
-    return field.strip("\"' ") + (f"' ({hint[0].strip()})" if hint else "'")
+    quoted = "'" + field.strip("\"' ") + "'"
+    return f"{quoted} ({hint[0].strip()})" if hint else quoted
 
 
 def _user_errors() -> tuple[type[BaseException], ...]:
@@ -892,7 +893,7 @@ def main(argv: list[str] | None = None) -> int:
         if field := _missing_config_field(e):
             return _fail(
                 name,
-                f"the config lacks the field '{field} that {name} reads: a run's config.json edited by hand, or a "
+                f"the config lacks the field {field} that {name} reads: a run's config.json edited by hand, or a "
                 "config file without it; restore the file from a copy or add the field",
                 1,
             )

@@ -153,6 +153,13 @@ class DamagedFileError(ValueError):
     """A file this package wrote (or a person edited) that cannot be read as what it holds."""
 
 
+def _utf8_text(path: Path | str, remedy: str) -> str:
+    try:
+        return Path(path).read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise DamagedFileError(f"{path} is not UTF-8 text (byte {e.start}); it is damaged: {remedy}") from None
+
+
 def _json_object(text: str, where: str, required: Sequence[str], remedy: str) -> dict:
     try:
         doc = json.loads(text)
@@ -178,22 +185,13 @@ def read_json(path: Path | str, *, required: Sequence[str] = (), remedy: str = R
     :class:`DamagedFileError` when it is not UTF-8, not JSON (truncated, damaged, edited by
     hand: the parser's message, line and column), not an object, or lacks a required key;
     ``remedy`` ends the line (what to do about it)."""
-    path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as e:
-        raise DamagedFileError(f"{path} is not UTF-8 text (byte {e.start}); it is damaged: {remedy}") from None
-    return _json_object(text, str(path), required, remedy)
+    return _json_object(_utf8_text(path, remedy), str(path), required, remedy)
 
 
 def read_json_lines(path: Path | str, *, required: Sequence[str] = (), remedy: str = REWRITE) -> list[dict]:
     """The JSON objects of a JSON-lines file (one per non-blank line), as :func:`read_json`
     reads one, a damaged line named by its number."""
-    path = Path(path)
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except UnicodeDecodeError as e:
-        raise DamagedFileError(f"{path} is not UTF-8 text (byte {e.start}); it is damaged: {remedy}") from None
+    lines = _utf8_text(path, remedy).splitlines()
     return [_json_object(s, f"{path} line {i}", required, remedy) for i, s in enumerate(lines, 1) if s.strip()]
 
 
