@@ -34,6 +34,16 @@ def tiny_config(manifest, setting="dual", epochs=2, backbone=BACKBONE):
     return c
 
 
+def compiled(fn):
+    """``fn`` as one program compiled with the train step's options (``compile_options.STEP``),
+    for a test that calls a model outside a run: run eagerly, every operation is compiled on its
+    own for each new shape (a ResNet's forward pass: ~100 programs, seconds in all), and
+    ``jax.jit``'s default builds at LLVM -O3, slower to compile than the step's -O1."""
+    from lnm_jax import compile_options  # noqa: PLC0415
+
+    return compile_options.jit(fn, kind=compile_options.STEP)
+
+
 def cpu_env(devices: int | None = None) -> dict:
     """The environment of a subprocess test: CPU only, ``devices`` forced host devices, keeping
     any XLA flags of the caller (e.g. ``--xla_cpu_max_isa`` when the suite runs under another

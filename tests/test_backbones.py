@@ -7,6 +7,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from support import compiled
 
 from lnm_jax.models.backbones import backbone, min_image_size
 from lnm_jax.models.fusion import FusionClassifier
@@ -100,7 +101,7 @@ def test_backbones_give_the_common_intermediates_in_the_fusion_model(arch):
         "has_us_lnm": np.ones(2, bool),
     }
     variables = init_variables(model, jax.random.key(0), batch)  # compiled as training compiles it (fast)
-    out, _ = jax.jit(lambda v, b: model.apply(v, b, train=True, mutable=["batch_stats"]))(variables, batch)
+    out, _ = compiled(lambda v, b: model.apply(v, b, train=True, mutable=["batch_stats"]))(variables, batch)
     for k in ("stem", "stage1", "stage2", "stage3", "stage4", "pooled"):
         assert k in out["ceus"]
     assert np.isfinite(np.asarray(out["logit"])).all()

@@ -9,13 +9,14 @@ import jax
 import numpy as np
 import pytest
 from PIL import Image
-from support import BACKBONE, QUALITY_BACKBONE, SEED, record
+from support import BACKBONE, QUALITY_BACKBONE, SEED, compiled, record
 
 from lnm_jax.config import base_config
 from lnm_jax.data.cohorts.manifest import CLIP_TOO_SHORT, UNREADABLE_CLIP, ManifestError, read_manifest
 from lnm_jax.data.pixels import clips, sources
 from lnm_jax.data.synth.synthetic import SynthParams, bayes_auc, generate_cohort, time_intensity
 from lnm_jax.names import PAPER_NORM
+from lnm_jax.training.state import init_variables
 
 
 def _tic_clip(n=12, size=16, peak=4):
@@ -120,22 +121,24 @@ def test_temporal_pooling_mean_and_attention():
     mean_model = FusionClassifier(("ceus",), backbone=BACKBONE, width=4)
 
     def variables(m):  # no Grad-CAM perturbations
-        return {k: v for k, v in m.init(jax.random.key(0), batch).items() if k in ("params", "batch_stats")}
+        return {k: v for k, v in init_variables(m, jax.random.key(0), batch).items() if k in ("params", "batch_stats")}
 
     v = variables(mean_model)
-    out = mean_model.apply(v, batch)
+    mean_apply = compiled(mean_model.apply)
+    out = mean_apply(v, batch)
     # mean pooling = the mean of per-frame features computed one frame at a time
-    per_frame = np.stack([np.asarray(mean_model.apply(v, {"ceus": clip[:, t]})["fused"]) for t in range(5)], axis=1)
+    per_frame = np.stack([np.asarray(mean_apply(v, {"ceus": clip[:, t]})["fused"]) for t in range(5)], axis=1)
     np.testing.assert_allclose(out["fused"], per_frame.mean(axis=1), rtol=1e-4, atol=1e-5)
     att = FusionClassifier(("ceus",), backbone=BACKBONE, width=4, temporal_pool="attention")
     va = variables(att)
-    o = att.apply(va, batch)
+    att_apply = compiled(att.apply)
+    o = att_apply(va, batch)
     np.testing.assert_allclose(np.asarray(o["ceus_frame_weights"]).sum(axis=1), 1.0, rtol=1e-5)
     # a still image repeated T times pools to the still image's feature, either way
     still = np.repeat(clip[:, :1], 5, axis=1)
-    for m, vv in ((mean_model, v), (att, va)):
+    for apply, vv in ((mean_apply, v), (att_apply, va)):
         np.testing.assert_allclose(
-            m.apply(vv, {"ceus": still})["fused"], m.apply(vv, {"ceus": clip[:, 0]})["fused"], rtol=1e-4, atol=1e-5
+            apply(vv, {"ceus": still})["fused"], apply(vv, {"ceus": clip[:, 0]})["fused"], rtol=1e-4, atol=1e-5
         )
 
 

@@ -9,12 +9,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from support import BACKBONE, QUALITY_BACKBONE, SEED, record
+from support import BACKBONE, QUALITY_BACKBONE, SEED, compiled, record
 
 from lnm_jax.evaluation.availability import PATTERNS, evaluate_availability, withhold
 from lnm_jax.models.fusion import DROPOUT_RNG, FusionClassifier, drop_modalities
 from lnm_jax.run import Run
 from lnm_jax.training.loop import train
+from lnm_jax.training.state import init_variables
 
 TRIPLE = ("bmode", "ceus", "us_lnm")
 
@@ -38,18 +39,19 @@ def _model(**kw):
 def test_missing_image_is_kept_out_of_batchnorm_statistics_and_the_logit():
     model = _model()
     b = _batch()
-    v = model.init(jax.random.key(0), b)
+    v = init_variables(model, jax.random.key(0), b)
     noisy = dict(b, ceus=b["ceus"].copy())
     noisy["ceus"][~b["has_ceus"]] = 100.0  # garbage where CEUS is absent
-    outs = [model.apply(v, x, train=True, mutable=["batch_stats"]) for x in (b, noisy)]
+    step = compiled(lambda v, x: model.apply(v, x, train=True, mutable=["batch_stats"]))
+    outs = [step(v, x) for x in (b, noisy)]
     np.testing.assert_allclose(outs[0][0]["logit"], outs[1][0]["logit"], rtol=1e-5, atol=1e-6)
     for x, y in zip(jax.tree.leaves(outs[0][1]), jax.tree.leaves(outs[1][1])):
         np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-6)
     # without the mechanism the garbage would leak into the statistics
     plain = FusionClassifier(TRIPLE, backbone=BACKBONE, width=4)
-    pv = plain.init(jax.random.key(0), b)
-    s0 = plain.apply(pv, b, train=True, mutable=["batch_stats"])[1]
-    s1 = plain.apply(pv, noisy, train=True, mutable=["batch_stats"])[1]
+    pv = init_variables(plain, jax.random.key(0), b)
+    plain_step = compiled(lambda v, x: plain.apply(v, x, train=True, mutable=["batch_stats"]))
+    s0, s1 = (plain_step(pv, x)[1] for x in (b, noisy))
     assert not np.allclose(
         s0["batch_stats"]["ceus_backbone"]["bn1"]["mean"], s1["batch_stats"]["ceus_backbone"]["bn1"]["mean"]
     )

@@ -6,11 +6,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from support import BACKBONE
+from support import BACKBONE, compiled
 
 from lnm_jax.models.fusion import FusionClassifier
 from lnm_jax.models.resnet import feature_dim, resnet
 from lnm_jax.names import SETTINGS, parse_modalities
+from lnm_jax.training.state import init_variables
 
 
 def _count(tree) -> int:
@@ -63,10 +64,10 @@ def test_stem_maxpool_pads_with_minus_infinity():
     """All-negative activations must not leak zero padding through the stem max-pool."""
     model = resnet("resnet18", width=4)
     x = jnp.ones((1, 16, 16, 3))
-    v = model.init(jax.random.key(0), x)
+    v = init_variables(model, jax.random.key(0), x)
     v = jax.tree.map(lambda a: a, v)
     v["params"]["bn1"]["bias"] = -10.0 * jnp.ones(4)  # makes every pre-ReLU value negative
-    out = model.apply(v, x)
+    out = compiled(model.apply)(v, x)
     np.testing.assert_array_equal(out["stem"], 0.0)  # ReLU before pool: zeros, never padding
 
 
@@ -79,8 +80,8 @@ def test_fusion_output_shapes_for_the_five_settings(setting):
         "ceus": jnp.zeros((3, 32, 32, 3)),
         "us_lnm": jnp.array([0.0, 1.0, 1.0]),
     }
-    v = model.init(jax.random.key(0), batch)
-    out = model.apply(v, batch)
+    v = jax.eval_shape(model.init, jax.random.key(0), batch)  # shapes only: nothing compiled
+    out = jax.eval_shape(model.apply, v, batch)
     n_images = sum(m in ("bmode", "ceus") for m in mods)
     assert out["logit"].shape == (3,)
     assert out["fused"].shape == (3, n_images * 64 + ("us_lnm" in mods))
@@ -100,9 +101,9 @@ def test_paper_triple_is_4097_features():
 def test_branches_are_not_shared_and_flag_enters_the_head():
     model = FusionClassifier(parse_modalities("triple"), backbone=BACKBONE, width=4)
     batch = {"bmode": jnp.ones((2, 16, 16, 3)), "ceus": jnp.ones((2, 16, 16, 3)), "us_lnm": jnp.array([0.0, 1.0])}
-    v = model.init(jax.random.key(0), batch)
+    v = init_variables(model, jax.random.key(0), batch)
     assert "bmode_backbone" in v["params"] and "ceus_backbone" in v["params"]
-    out = model.apply(v, batch)
+    out = compiled(model.apply)(v, batch)
     w_flag = v["params"]["head"]["kernel"][-1, 0]
     np.testing.assert_allclose(out["logit"][1] - out["logit"][0], w_flag, rtol=1e-5)
 
@@ -128,6 +129,7 @@ def test_batchnorm_folded_into_convs_computes_the_same_function(arch, variant):
         "ceus": r.standard_normal((4, 48, 48, 3)).astype(np.float32),
         "us_lnm": np.ones(4, np.float32),
     }
+    # eager: its three ResNet-50 cases share every operation's program, compiled once
     v = model.init(jax.random.key(0), batch)
     # non-trivial running statistics and affine parameters
     stats = model.apply(
@@ -156,22 +158,26 @@ def test_performance_variants_compute_the_same_function():
     nothing in float32 and stay within bf16 rounding of the float32 statistics in bfloat16."""
     from lnm_jax.models.folding import fold_batchnorm
 
-    x = jax.random.normal(jax.random.key(1), (2, 38, 38, 3))
+    x = np.random.default_rng(1).standard_normal((2, 38, 38, 3)).astype(np.float32)
     base = resnet(BACKBONE, width=8)
-    v = base.init(jax.random.key(0), x)
-    ref = base.apply(v, x)
+    v = init_variables(base, jax.random.key(0), x)
+    ref = compiled(base.apply)(v, x)
     s2d = resnet(BACKBONE, width=8, stem="space_to_depth")
-    assert jax.tree.structure(s2d.init(jax.random.key(0), x)) == jax.tree.structure(v)  # same parameters
-    got = s2d.apply(v, x)
+    # same parameters
+    assert jax.tree.structure(jax.eval_shape(s2d.init, jax.random.key(0), x)) == jax.tree.structure(v)
+    got = compiled(s2d.apply)(v, x)
     np.testing.assert_allclose(got["stem"], ref["stem"], atol=1e-5)
     np.testing.assert_allclose(got["pooled"], ref["pooled"], atol=1e-5)
     folded = fold_batchnorm(v["params"], v["batch_stats"], 1e-5)
-    a = resnet(BACKBONE, width=8, fold_bn=True).apply({"params": folded}, x)["pooled"]
-    b = resnet(BACKBONE, width=8, fold_bn=True, stem="space_to_depth").apply({"params": folded}, x)["pooled"]
+    a = compiled(resnet(BACKBONE, width=8, fold_bn=True).apply)({"params": folded}, x)["pooled"]
+    b = compiled(resnet(BACKBONE, width=8, fold_bn=True, stem="space_to_depth").apply)({"params": folded}, x)["pooled"]
     np.testing.assert_allclose(a, b, atol=1e-5)
     with pytest.raises(ValueError, match="even image size"):
-        s2d.apply(v, x[:, :37, :37])
-    train = lambda m, dtype=jnp.float32: m.apply(v, x.astype(dtype), train=True, mutable=["batch_stats"])[0]  # noqa: E731
+        jax.eval_shape(s2d.apply, v, x[:, :37, :37])
+
+    def train(m, dtype=jnp.float32):
+        return compiled(lambda v, x: m.apply(v, x, train=True, mutable=["batch_stats"])[0])(v, x.astype(dtype))
+
     low = resnet(BACKBONE, width=8, bn_float32_reductions=False)
     np.testing.assert_array_equal(train(low)["pooled"], train(base)["pooled"])
     bf16 = {k: resnet(BACKBONE, width=8, dtype=jnp.bfloat16, bn_float32_reductions=k) for k in (True, False)}
@@ -194,7 +200,7 @@ def test_stacked_branches_compute_the_same_function():
     (~30 ulps), compared at 1e-4 of it (a wrong weight or branch moves values by O(1))."""
     from lnm_jax.models.folding import fold_batchnorm
     from lnm_jax.models.fusion import STACKED_BACKBONES, stack_branches
-    from lnm_jax.training.state import init_variables, run_init_program
+    from lnm_jax.training.state import run_init_program
 
     modalities = ("bmode", "ceus", "us_lnm")
     sep = FusionClassifier(modalities, backbone=BACKBONE, width=8, missing_inputs=True)
