@@ -10,13 +10,14 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from jax import lax
-from support import BACKBONE
+from support import BACKBONE, compiled
 
 from lnm_jax.models.backbones import backbone
 from lnm_jax.models.fusion import FusionClassifier
 from lnm_jax.models.lowering import conv_function, gemm_pointwise_conv, max_pool_3x3_stride2, max_pool_function, resolve
 from lnm_jax.names import parse_modalities
 from lnm_jax.run import check_resumable
+from lnm_jax.training.state import init_variables
 
 NHWC = ("NHWC", "HWIO", "NHWC")
 
@@ -33,9 +34,9 @@ NHWC = ("NHWC", "HWIO", "NHWC")
     ],
 )
 def test_pointwise_gemm_equals_xla_convolution_and_its_gradients(kernel, strides, padding):
-    kx, kw, kg = jax.random.split(jax.random.key(0), 3)
-    x = jax.random.normal(kx, (3, 9, 7, 5))
-    w = jax.random.normal(kw, (kernel, kernel, 5, 6))
+    r = np.random.default_rng(0)  # numpy's: jax.random.normal run eagerly compiles per shape (~1 s)
+    x = r.standard_normal((3, 9, 7, 5)).astype(np.float32)
+    w = r.standard_normal((kernel, kernel, 5, 6)).astype(np.float32)
     dn = lax.conv_dimension_numbers(x.shape, w.shape, NHWC)
 
     def ref(x, w):
@@ -48,7 +49,7 @@ def test_pointwise_gemm_equals_xla_convolution_and_its_gradients(kernel, strides
     y2, vjp2 = jax.vjp(gemm, x, w)
     assert y2.shape == y.shape
     np.testing.assert_allclose(y2, y, atol=1e-5, rtol=1e-5)
-    g = jax.random.normal(kg, y.shape)
+    g = r.standard_normal(y.shape).astype(np.float32)
     for a, b in zip(vjp2(g), vjp(g)):
         np.testing.assert_allclose(a, b, atol=1e-4, rtol=1e-5)
 
@@ -93,9 +94,9 @@ def test_max_pool_by_slices_equals_xla_reduce_window_and_its_derivatives(shape):
 
 
 def test_backbone_lowerings_share_parameters_outputs_and_gradients():
-    x = jax.random.normal(jax.random.key(1), (2, 32, 32, 3))
+    x = np.random.default_rng(1).standard_normal((2, 32, 32, 3)).astype(np.float32)
     models = [backbone("resnet50", width=8, lowering=lw) for lw in ("xla", "cpu")]
-    variables = [jax.jit(m.init, static_argnames="train")(jax.random.key(0), x, train=False) for m in models]
+    variables = [init_variables(m, jax.random.key(0), x) for m in models]  # as a run initialises
     assert jax.tree.structure(variables[0]) == jax.tree.structure(variables[1])
     for a, b in zip(jax.tree.leaves(variables[0]), jax.tree.leaves(variables[1])):
         np.testing.assert_array_equal(a, b)  # same initial parameters, same names
@@ -106,9 +107,11 @@ def test_backbone_lowerings_share_parameters_outputs_and_gradients():
         out = model.apply({**variables[0], "params": params}, x, train=False)
         return jnp.sum(out["pooled"] ** 2), out["pooled"]
 
-    grad = jax.jit(jax.value_and_grad(loss, has_aux=True), static_argnums=1)
-    (_, p0), g0 = grad(variables[0]["params"], models[0])
-    (_, p1), g1 = grad(variables[0]["params"], models[1])
+    def grad(model):  # compiled as the train step is
+        return compiled(jax.value_and_grad(lambda p: loss(p, model), has_aux=True))(variables[0]["params"])
+
+    (_, p0), g0 = grad(models[0])
+    (_, p1), g1 = grad(models[1])
     np.testing.assert_allclose(p1, p0, atol=1e-4, rtol=1e-4)
     for a, b in zip(jax.tree.leaves(g1), jax.tree.leaves(g0)):
         np.testing.assert_allclose(a, b, atol=1e-4 * float(jnp.abs(b).max()) + 1e-6, rtol=1e-3)
