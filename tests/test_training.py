@@ -10,7 +10,7 @@ import os
 import jax
 import numpy as np
 import pytest
-from support import QUALITY_BACKBONE, SEED, new_patients, record, tiny_config
+from support import SEED, new_patients, record, tiny_config
 
 from lnm_jax import run_files as F
 from lnm_jax.cli import main
@@ -31,14 +31,15 @@ def _history(run):
 
 
 # Margin from the measured spread (scripts/measure_test_margins.py, seeds 0-4 natively and 0-2
-# with XLA:CPU held to AVX2): test AUC mean 0.960, SD 0.029, min 0.917 over 8 runs (Bayes 0.999);
-# 0.8 is the mean - 5.5 SD.
-LEARNS_MIN_AUC = 0.8
+# with XLA:CPU held to AVX2), with ResNet-10 branches: test AUC mean 0.981, SD 0.018, min 0.958
+# over 8 runs (Bayes 0.999); 0.88 is the mean - 5.6 SD. (ResNet-18, before: mean 0.960, SD 0.029,
+# min 0.917, margin 0.8.)
+LEARNS_MIN_AUC = 0.88
 
 
 def learns_scenario(learnable_cohort, workdir, seed=SEED):
     """Images only (dual) on strong cues: 8 epochs at 48 px; returns the run and its result."""
-    config = tiny_config(learnable_cohort, "dual", epochs=8, backbone=QUALITY_BACKBONE)
+    config = tiny_config(learnable_cohort, "dual", epochs=8)  # ResNet-10: the margin was measured with it
     config.seed = config.data.split.seed = seed
     config.train.batch_size = 16
     config.data.image_size = 48
