@@ -11,7 +11,7 @@ import math
 
 from ml_collections import ConfigDict, FieldReference
 
-from lnm_jax.names import CAM_LAYERS, IMAGE_INPUTS, PAPER_NORM, SETTINGS, parse_modalities
+from lnm_jax.names import CAM_LAYERS, FLAG_ENCODINGS, FUSIONS, IMAGE_INPUTS, PAPER_NORM, SETTINGS, parse_modalities
 from lnm_jax.task import PAPER as PAPER_TASK
 
 
@@ -366,6 +366,8 @@ FIELD_RULES = {
     "model.modality_dropout": _range(0, 1, hi_open=True),
     "model.temporal_pool": _one_of("mean", "attention"),
     "model.lowering": _one_of("auto", "xla", "cpu"),
+    "model.fusion": _one_of(*FUSIONS),
+    "model.flag_encoding": _one_of(*FLAG_ENCODINGS),
     "train.epochs": POSITIVE_INT,
     "train.batch_size": POSITIVE_INT,
     "train.eval_batch_size": POSITIVE_INT,
@@ -423,6 +425,50 @@ _MISSING = object()
 CHECKED_GROUPS = ("data", "model", "train", "eval", "data.augment", "data.split", "data.norm")
 
 
+def _type_rule(default) -> tuple[tuple[type, ...], str] | None:
+    """The types a field whose default is ``default`` takes, and how a message names them."""
+    if isinstance(default, bool):
+        return (bool,), "true or false"
+    if isinstance(default, int):
+        return (int,), "an integer"
+    if isinstance(default, float):
+        return (int, float), "a number"
+    if isinstance(default, str):
+        return (str,), "a string"
+    if isinstance(default, tuple | list):
+        return (tuple, list), "a list"
+    return None
+
+
+def type_problems(config) -> list[str]:
+    """Every field of ``config`` whose value is not of its default's type (:func:`base_config`):
+    a hand-edited ``config.json`` with ``"fold_bn": "false"`` (a string, which Python takes as
+    true) or ``"epochs": "30"``. Fields :data:`FIELD_RULES` checks and the ``data.norm`` entries
+    (checked by :func:`config_problems`) are left to those checks; a field the config lacks is
+    not a problem here (a run stored before the field existed)."""
+    defaults = _flatten(base_config().to_dict())
+    problems = []
+    for field, default in defaults.items():
+        rule = _type_rule(default)
+        if rule is None or field in FIELD_RULES or field.startswith("data.norm."):
+            continue
+        value = _get(config, field)
+        types, allowed = rule
+        if value is not _MISSING and (not isinstance(value, types) or (bool not in types and isinstance(value, bool))):
+            problems.append(f"{field}: {value!r} is not {allowed}")
+    return problems
+
+
+def _flatten(tree: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in tree.items():
+        if isinstance(v, dict):
+            out.update(_flatten(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
 def config_problems(config) -> list[str]:
     """Every field of ``config`` outside its range or choices (:data:`FIELD_RULES`), and the
     relations between fields (augmentation min <= max, split fractions < 1), one line each:
@@ -438,6 +484,7 @@ def config_problems(config) -> list[str]:
         value = _get(config, field)
         if value is not _MISSING and not test(value):
             problems.append(f"{field}: {value!r} is not {allowed}")
+    problems += type_problems(config)
     a = config.data.augment
     for lo, hi in (("scale_min", "scale_max"), ("contrast_min", "contrast_max")):
         if _number(a.get(lo)) and _number(a.get(hi)) and a[lo] > a[hi]:

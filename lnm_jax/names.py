@@ -63,6 +63,9 @@ STEP_KEYS = INPUTS + AVAILABILITY_KEYS + (LABEL, VALID) + LESION_KEYS
 # Names the command line offers before it imports the modules that use them (a fast --help).
 CAM_METHODS = ("gradcam", "hirescam", "gradcam++")  # lnm_jax.explain.gradcam
 CAM_TARGETS = ("lnm", "no_lnm")  # evidence for LNM (the logit) or against it (minus the logit)
+# how the fused model combines its inputs (model.fusion) and encodes the flag (model.flag_encoding)
+FUSIONS = ("concat", "late")
+FLAG_ENCODINGS = ("raw", "centred")
 CAM_LAYERS = ("stem", "stage1", "stage2", "stage3", "stage4")  # the backbones' hooked maps, shallow to deep
 EXPORT_FORMATS = ("stablehlo", "onnx")  # lnm_jax.export
 EXPORT_PLATFORMS = ("cpu", "cuda")

@@ -108,13 +108,21 @@ def _manifest_checks(config: ConfigDict) -> dict:
     }
 
 
-def resolve_cohort(config: ConfigDict, files: RunFiles) -> Cohort:
+def resolve_cohort(config: ConfigDict, files: RunFiles, *, synthesise: bool = True) -> Cohort:
     """Validates ``data.manifest``, or (empty) synthesises the embedded cohort into the run's
-    ``cohort/`` once and reuses it while its parameters match."""
+    ``cohort/`` once and reuses it while its parameters match. ``synthesise=False`` (a trained
+    run opened to be read): an empty manifest needs the cohort the run synthesised; without
+    one, :class:`DamagedFileError` naming ``config.json`` (a reader writes nothing)."""
     if config.data.manifest:
         return read_manifest(config.data.manifest, **_manifest_checks(config))
     params = synth_params(config)
     generator = files.cohort / GENERATOR
+    if not synthesise and not generator.is_file():
+        raise DamagedFileError(
+            f"{files.config}: data.manifest is empty (the embedded synthetic cohort), but {files.cohort} holds "
+            "none: this run was trained on another manifest; restore config.json from a copy, or set its "
+            "data.manifest to that manifest"
+        )
     if generator.is_file():
         # parameters added since the cohort was written count at their defaults
         stored = {**dataclasses.asdict(SynthParams()), **read_json(generator, required=("params",))["params"]}
@@ -426,7 +434,7 @@ class Run:
         """A trained run as its folder recorded it: config, cohort and split."""
         files = RunFiles(workdir)
         config = load_config(files.root)
-        cohort = resolve_cohort(config, files)
+        cohort = resolve_cohort(config, files, synthesise=False)
         check_inputs_present(config, cohort)
         split = stored_split(config, cohort, files)
         if split is None:

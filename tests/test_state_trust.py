@@ -476,6 +476,32 @@ def test_an_edited_stored_config_is_checked_as_a_new_one_naming_the_file(triple_
     assert config_problems(ConfigDict({**stored, "data": {**stored["data"], "norm": norm}})) == [
         "data.norm: no entry for 'bmode', an input of modalities"  # it was a KeyError at the first batch
     ]
+    # values of another type than the field's: a string "false" was taken as true, a misspelt
+    # fusion (a choice of the model's) named no file
+    typed = {
+        **stored,
+        "eval": {**stored["eval"], "fold_bn": "false"},
+        "model": {**stored["model"], "fusion": "lat"},
+        "data": {**stored["data"], "on_device": 0, "augment": {**stored["data"]["augment"], "flip": None}},
+        "protocol": {**stored["protocol"], "settings": "triple"},
+    }
+    assert sorted(config_problems(ConfigDict(typed))) == [
+        "data.augment.flip: None is not true or false",
+        "data.on_device: 0 is not true or false",
+        "eval.fold_bn: 'false' is not true or false",
+        "model.fusion: 'lat' is not one of 'concat', 'late'",
+        "protocol.settings: 'triple' is not a list",
+    ]
+    run.files.config.write_text(json.dumps(typed))
+    with pytest.raises(DamagedFileError, match=r"config.json: model.fusion: 'lat' is not one of"):
+        Run.open(run.workdir)
+    # a run trained on a manifest, its config edited to the embedded cohort: opening it to read
+    # synthesised that cohort into the run folder, then failed on the split
+    run.files.config.write_text(json.dumps({**stored, "data": {**stored["data"], "manifest": ""}}))
+    before = sorted(p.name for p in run.workdir.iterdir())
+    with pytest.raises(DamagedFileError, match=r"config.json: data.manifest is empty .* holds none"):
+        Run.open(run.workdir)
+    assert sorted(p.name for p in run.workdir.iterdir()) == before
     del stored["data"]
     assert config_problems(ConfigDict(stored))[:2] == ["data: missing", "data.augment: missing"]
 

@@ -67,8 +67,7 @@ from lnm_jax.models import backbones
 from lnm_jax.models.backbones import backbone
 
 DROPOUT_RNG = "modality_dropout"  # the rng stream modality dropout draws from
-FUSIONS = ("concat", "late")
-FLAG_ENCODINGS = ("raw", "centred")
+FUSIONS, FLAG_ENCODINGS = names.FUSIONS, names.FLAG_ENCODINGS
 BACKBONE_SUFFIX = "_backbone"  # an image branch's parameters: f"{input}{BACKBONE_SUFFIX}"
 BRANCHES = ("separate", "stacked")
 # branches='stacked': every image branch's parameters in one entry, stacked in modalities order
