@@ -60,11 +60,10 @@ def test_missing_image_is_kept_out_of_batchnorm_statistics_and_the_logit():
 def test_absent_embedding_replaces_the_feature_and_the_indicator_is_appended():
     model = _model()
     b = _batch()
-    v = model.init(jax.random.key(0), b)
-    v = jax.tree.map(lambda x: x, v)
+    v = init_variables(model, jax.random.key(0), b)
     params = dict(v["params"])
     params["ceus_absent"] = jnp.full_like(params["ceus_absent"], 7.0)
-    out = model.apply({**v, "params": params}, b)
+    out = compiled(model.apply)({**v, "params": params}, b)
     d = params["ceus_absent"].shape[0]
     fused = np.asarray(out["fused"])
     ceus_feature = fused[:, d + 1 : 2 * d + 1]  # after B-mode's feature and indicator
@@ -89,15 +88,17 @@ def test_modality_dropout_never_hides_every_input_and_hits_its_rate():
 def test_dropout_is_random_in_training_only_and_needs_missing_inputs():
     model = _model(modality_dropout=0.5)
     b = _batch()
-    v = model.init(jax.random.key(0), b)
-    a1 = model.apply(v, b, train=True, mutable=["batch_stats"], rngs={DROPOUT_RNG: jax.random.key(1)})[0]
-    a2 = model.apply(v, b, train=True, mutable=["batch_stats"], rngs={DROPOUT_RNG: jax.random.key(2)})[0]
+    v = init_variables(model, jax.random.key(0), b)
+    step = compiled(lambda v, b, k: model.apply(v, b, train=True, mutable=["batch_stats"], rngs={DROPOUT_RNG: k})[0])
+    a1, a2 = (step(v, b, jax.random.key(k)) for k in (1, 2))
     assert any(not np.array_equal(a1["available"][m], a2["available"][m]) for m in TRIPLE)
-    ev = model.apply(v, b)["available"]
+    ev = compiled(model.apply)(v, b)["available"]
     for m in TRIPLE:
         np.testing.assert_array_equal(ev[m], b[f"has_{m}"])
     with pytest.raises(ValueError, match="needs missing_inputs"):
-        FusionClassifier(TRIPLE, backbone=BACKBONE, width=4, modality_dropout=0.2).init(jax.random.key(0), b)
+        jax.eval_shape(
+            FusionClassifier(TRIPLE, backbone=BACKBONE, width=4, modality_dropout=0.2).init, jax.random.key(0), b
+        )
 
 
 def test_withhold_marks_inputs_absent_and_zeroes_them():
