@@ -178,7 +178,12 @@ def recorded_before(files: RunFiles) -> dict | None:
     read when the resume starts, so that a damaged one fails before anything trains."""
     if not files.run_info.is_file():
         return None
-    return read_json(files.run_info, remedy="restore it from a copy, or move it aside to go on without those records")
+    remedy = "restore it from a copy, or move it aside to go on without those records"
+    record = read_json(files.run_info, remedy=remedy)
+    earlier = record.get(RESUMED_FROM, [])
+    if not isinstance(earlier, list) or not all(isinstance(r, dict) for r in earlier):
+        raise DamagedFileError(f"{files.run_info}: '{RESUMED_FROM}' is not a list of records: {remedy}")
+    return record
 
 
 def write_run_record(config: ConfigDict, files: RunFiles, *, before: dict | None = None) -> None:

@@ -317,6 +317,12 @@ def test_a_resume_that_cannot_read_its_checkpoint_leaves_the_run_record_as_it_wa
     run.files.run_info.write_text('{"created": ')
     with pytest.raises(DamagedFileError, match=r"run_info.json is not valid JSON .* move it aside"):
         Run.create(tiny_config(tiny_cohort, "triple", epochs=5), run.workdir, resume=True)
+    # its earlier records edited into something else than a list of them: the resume spread
+    # them into its own list (a string character by character) and wrote that, after training
+    for earlier in ("first", [1, 2], {"created": 1}):
+        run.files.run_info.write_text(json.dumps({**second, "earlier": earlier}))
+        with pytest.raises(DamagedFileError, match=r"run_info.json: 'earlier' is not a list of records: restore"):
+            Run.create(tiny_config(tiny_cohort, "triple", epochs=5), run.workdir, resume=True)
 
 
 def test_a_checkpoint_of_another_model_is_refused_naming_the_first_array(triple_run, copy_run, tiny_cohort):
