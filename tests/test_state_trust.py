@@ -676,3 +676,30 @@ def test_failed_csv_write_leaves_no_temporary_file_and_names_it(tmp_path, monkey
     with pytest.raises(OSError) as e:
         write_csv(tmp_path / "p.csv", [{"a": 1}], ["a"])
     assert e.value.filename == str(tmp_path / "p.csv") and not list(tmp_path.iterdir())
+
+
+def test_a_resume_does_not_read_the_pretrained_backbone_again(tiny_cohort, tmp_path):
+    """A run started from a pretrained backbone (model.init_from) and resumed after that folder
+    moved: the branches come from the run's checkpoint, so the resume trains on (it stopped at
+    the missing backbone, fresh-user trial); a new run without the backbone still stops, naming it."""
+    from support import tiny_config
+
+    from lnm_jax.metric_writer import read_history
+    from lnm_jax.run import Run
+    from lnm_jax.training.loop import train
+    from lnm_jax.weights.io import save_backbone
+
+    config = tiny_config(tiny_cohort, "bmode,us_lnm", epochs=1)
+    state = Run.create(config, tmp_path / "source").fresh_state()
+    branch = "bmode_backbone"
+    variables = {"params": state.params[branch], "batch_stats": state.batch_stats[branch]}
+    save_backbone(tmp_path / "bb", variables, {"arch": config.model.backbone, "variant": config.model.variant})
+    config.model.init_from = str(tmp_path / "bb")
+    train(Run.create(config, tmp_path / "run"))
+    (tmp_path / "bb").rename(tmp_path / "bb_moved")
+    config.train.epochs = 2
+    resumed = Run.create(config, tmp_path / "run", resume=True)
+    train(resumed)
+    assert [r["epoch"] for r in read_history(resumed.files.history)] == [1, 2]
+    with pytest.raises(FileNotFoundError, match=r"bb"):
+        train(Run.create(config, tmp_path / "fresh"))

@@ -156,13 +156,27 @@ def _epoch_summary(labels, logits) -> dict[str, float]:
     return {"loss": s["loss"], "acc": s["at_0.5"]["accuracy"], "auc": s["auc"]}
 
 
+def _resumes_from_a_checkpoint(run: Run) -> bool:
+    """Whether ``run`` resumes from a checkpoint it holds (an epoch's or a mid-epoch one);
+    nothing is created to find out."""
+    if not (run.resume and run.files.checkpoints.is_dir()):
+        return False
+    ckpts = run.checkpoints()
+    try:
+        return any(ckpts.latest_epoch(kind) is not None for kind in ("latest", "progress"))
+    finally:
+        ckpts.close()
+
+
 def train(run: Run) -> dict:
     """Trains ``run`` (continuing from its latest checkpoint when it was created with
     ``resume=True``); returns the best epoch's record."""
     config, files = run.config, run.files
     data = run.data
     state = run.fresh_state()
-    if config.model.init_from:
+    if config.model.init_from and not _resumes_from_a_checkpoint(run):
+        # a resume restores the branches from its checkpoint: the pretrained backbone, which may
+        # have moved since, is not read again
         state = load_pretrained(run, state)
     mesh = None
     if config.train.data_parallel and jax.device_count() > 1:
