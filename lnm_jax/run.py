@@ -28,7 +28,7 @@ from ml_collections import ConfigDict
 from lnm_jax import names, provenance
 from lnm_jax.config import base_config, config_problems
 from lnm_jax.data.cohorts.manifest import Cohort, read_manifest
-from lnm_jax.data.cohorts.splits import Split, check_stored, load_splits, make_splits, save_splits
+from lnm_jax.data.cohorts.splits import Split, check_patients, check_stored, load_splits, make_splits, save_splits
 from lnm_jax.data.cohorts.survey import GEOMETRY_COLUMNS, survey
 from lnm_jax.data.pixels.sources import Framing
 from lnm_jax.data.synth.synthetic import SynthParams, generate_cohort
@@ -157,6 +157,7 @@ def stored_split(config: ConfigDict, cohort: Cohort, files: RunFiles) -> Split |
         return None
     splits, doc = load_splits(files.splits)
     check_stored(doc, split_document(config, cohort), files.splits)
+    check_patients(splits, cohort.ids, files.splits)
     return splits[0]
 
 

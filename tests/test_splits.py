@@ -93,3 +93,38 @@ def test_save_and_load_roundtrip(tmp_path):
         SplitMismatchError, match=r"seed=0, val_fraction=0.2 but the config asks for seed=1, val_fraction=0.25"
     ):
         check_stored(doc, {**settings, "seed": 1, "val_fraction": 0.25}, path)
+
+
+@pytest.mark.parametrize(
+    "edit,message",
+    [
+        (lambda d: d.update(splits=[]), r"'splits' is \[\], not a non-empty list of splits"),
+        (lambda d: d.update(splits={"train": []}), r"'splits' is \{'train': \[\]\}, not a non-empty list"),
+        (lambda d: d["splits"][0].pop("val"), r"split 0's 'val' is missing, not a non-empty list of patient ids"),
+        (lambda d: d["splits"][0].update(test=[]), r"split 0's 'test' is \[\], not a non-empty list"),
+        (lambda d: d["splits"][0]["test"].__setitem__(0, 17), r"split 0's 'test' holds 17, not a patient id"),
+        (
+            lambda d: d["splits"][0]["test"].append(d["splits"][0]["train"][0]),
+            r"split 0: patient 'P\d+' is in both 'train' and 'test'",
+        ),
+        (lambda d: d["splits"][0]["val"].__setitem__(0, "nobody"), r"split 0's 'val' names patient 'nobody', who is"),
+    ],
+)
+def test_an_edited_splits_file_is_one_line_naming_it(tmp_path, edit, message):
+    """What a hand edit or damage leaves in splits.json (values, not syntax) is one line naming
+    the file and the first thing wrong; it was an "unexpected" TypeError or KeyError naming no
+    file, or (an unknown patient) a KeyError deep in the loader (fresh-user trial)."""
+    import json
+
+    from lnm_jax.data.cohorts.splits import check_patients
+    from lnm_jax.fileio import DamagedFileError
+
+    ids, labels = _cohort(50)
+    path = tmp_path / "splits.json"
+    settings = dict(seed=0, method="holdout", test_fraction=0.2, val_fraction=0.2, manifest_sha256="abc")
+    save_splits(path, [holdout_split(ids, labels, seed=0)], labels=dict(zip(ids, labels.tolist())), **settings)
+    doc = json.loads(path.read_text())
+    edit(doc)
+    path.write_text(json.dumps(doc))
+    with pytest.raises(DamagedFileError, match=rf"splits.json: {message}"):
+        check_patients(load_splits(path)[0], ids, path)

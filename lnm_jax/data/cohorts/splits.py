@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 from sklearn.model_selection import StratifiedKFold, train_test_split
 
-from lnm_jax.fileio import json_text, read_json, write_text
+from lnm_jax.fileio import DamagedFileError, json_text, read_json, write_text
 
 SUBSETS = ("train", "val", "test")
 
@@ -167,13 +167,56 @@ def save_splits(path: Path, splits: Sequence[Split], *, labels: dict[str, int], 
     write_text(path, json_text(doc, indent=1))  # atomic; a failed write names the file, leaves no temp
 
 
+REMEDY = "restore it from a copy, or use a new --workdir"
+
+
+def _damaged(path: Path, what: str) -> DamagedFileError:
+    return DamagedFileError(f"{path}: {what}; {REMEDY}")
+
+
 def load_splits(path: Path) -> tuple[list[Split], dict]:
-    """Reads a splits file; checks every split is disjoint."""
-    doc = read_json(path, required=("splits",))
-    splits = [Split(tuple(s["train"]), tuple(s["val"]), tuple(s["test"]), s.get("fold")) for s in doc["splits"]]
-    for s in splits:
-        assert_disjoint(s)
+    """Reads a splits file and checks what it holds: a non-empty list of splits, each with
+    non-empty ``train``, ``val`` and ``test`` lists of patient ids (strings), disjoint. A file
+    edited by hand or damaged is one :class:`DamagedFileError` naming it and the first thing
+    wrong (:func:`check_patients` checks the ids against a cohort)."""
+    doc = read_json(path, required=("splits",), remedy=REMEDY)
+
+    def damaged(what: str) -> DamagedFileError:
+        return _damaged(path, what)
+
+    entries = doc["splits"]
+    if not isinstance(entries, list) or not entries:
+        raise damaged(f"'splits' is {entries!r}, not a non-empty list of splits")
+    splits = []
+    for i, s in enumerate(entries):
+        if not isinstance(s, dict):
+            raise damaged(f"split {i} is {s!r}, not an object")
+        for name in SUBSETS:
+            subset = s.get(name)
+            if not isinstance(subset, list) or not subset:
+                given = repr(subset) if name in s else "missing"
+                raise damaged(f"split {i}'s '{name}' is {given}, not a non-empty list of patient ids")
+            odd = next((p for p in subset if not isinstance(p, str)), None)
+            if odd is not None:
+                raise damaged(f"split {i}'s '{name}' holds {odd!r}, not a patient id (a string)")
+        split = Split(tuple(s["train"]), tuple(s["val"]), tuple(s["test"]), s.get("fold"))
+        try:
+            assert_disjoint(split)
+        except SplitError as e:
+            raise damaged(f"split {i}: {e}") from None
+        splits.append(split)
     return splits, doc
+
+
+def check_patients(splits: Sequence[Split], ids: Sequence[str], path: Path) -> None:
+    """:class:`DamagedFileError` naming ``path`` where a split names a patient not in ``ids``
+    (the cohort's; call it once the file is known to be a split of this manifest)."""
+    known = set(ids)
+    for i, split in enumerate(splits):
+        for name in SUBSETS:
+            unknown = next((p for p in split.subset(name) if p not in known), None)
+            if unknown is not None:
+                raise _damaged(path, f"split {i}'s '{name}' names patient '{unknown}', who is not in the manifest")
 
 
 def make_splits(config, cohort) -> list[Split]:
