@@ -536,8 +536,16 @@ class Run:
     def intensity_reference(self) -> dict | None:
         """The training split's image intensities (:mod:`lnm_jax.evaluation.intensity`), as
         training recorded them; None for a run trained before they were recorded."""
+        from lnm_jax.evaluation.intensity import reference_problem  # noqa: PLC0415
+
         path = self.files.intensity_reference
-        return read_json(path) if path.is_file() else None
+        if not path.is_file():
+            return None
+        remedy = "restore it from a copy, or delete it (predict then checks no intensities)"
+        ref = read_json(path, remedy=remedy)
+        if problem := reference_problem(ref):
+            raise DamagedFileError(f"{path}: {problem}: it was edited or is damaged; {remedy}")
+        return ref
 
     def record_intensity_reference(self) -> dict:
         """Decodes the training split once (the loader's cache keeps it for the first epoch)

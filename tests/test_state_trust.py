@@ -703,3 +703,32 @@ def test_a_resume_does_not_read_the_pretrained_backbone_again(tiny_cohort, tmp_p
     assert [r["epoch"] for r in read_history(resumed.files.history)] == [1, 2]
     with pytest.raises(FileNotFoundError, match=r"bb"):
         train(Run.create(config, tmp_path / "fresh"))
+
+
+def test_an_edited_intensity_reference_is_one_line_naming_it(triple_run, copy_run):
+    """Values of another type or out of order in intensity_reference.json (not syntax) are one
+    line naming the file and the value; a string median was an "unexpected TypeError" from
+    predict's outlier check, a NaN silently flagged nothing (fresh-user trial)."""
+    from lnm_jax.evaluation.intensity import reference_problem
+    from lnm_jax.fileio import DamagedFileError
+    from lnm_jax.run import Run
+
+    run = copy_run(triple_run)
+    good = json.loads(run.files.intensity_reference.read_text())
+    assert reference_problem(good) is None
+
+    def edited(inp, feature, key, value):
+        return {**good, inp: {**good[inp], feature: {**good[inp][feature], key: value}}}
+
+    cases = {
+        "'bmode'.'mean'.'median' is '0.45', not a number": edited("bmode", "mean", "median", "0.45"),
+        "'ceus'.'std'.'max' is nan, not a number": edited("ceus", "std", "max", float("nan")),
+        "'bmode'.'std'.'n' is True, not a number": edited("bmode", "std", "n", True),
+        "'bmode'.'mean' is no summary of training images": edited("bmode", "mean", "robust_sd", -1.0),
+        "'ceus' lacks its 'mean' summary": {**good, "ceus": [1, 2]},
+    }
+    for message, doc in cases.items():
+        assert reference_problem(doc).startswith(message), (message, reference_problem(doc))
+    run.files.intensity_reference.write_text(json.dumps(cases["'bmode'.'mean'.'median' is '0.45', not a number"]))
+    with pytest.raises(DamagedFileError, match=r"intensity_reference.json: 'bmode'.'mean'.'median' is '0.45'"):
+        Run.open(run.workdir).intensity_reference()

@@ -71,6 +71,30 @@ def reference(features: Mapping[str, Mapping[str, tuple[float, float]]]) -> dict
     return out
 
 
+SUMMARY = ("n", "median", "robust_sd", "min", "max")  # what reference() writes per input and feature
+
+
+def reference_problem(ref: object) -> str | None:
+    """What is wrong with a stored reference (one phrase, or None): every input a mapping of
+    :data:`FEATURES`, each holding the :data:`SUMMARY` values as finite numbers (``n`` an
+    integer >= 1, ``robust_sd`` >= 0, ``min`` <= ``median`` <= ``max``)."""
+    if not isinstance(ref, Mapping):
+        return "it is not an object"
+    for k, per_feature in ref.items():
+        for f in FEATURES:
+            r = per_feature.get(f) if isinstance(per_feature, Mapping) else None
+            if not isinstance(r, Mapping):
+                return f"'{k}' lacks its '{f}' summary"
+            for key in SUMMARY:
+                v = r.get(key)
+                if isinstance(v, bool) or not isinstance(v, int | float) or not np.isfinite(v):
+                    return f"'{k}'.'{f}'.'{key}' is {v!r}, not a number"
+            ordered = r["min"] <= r["median"] <= r["max"]
+            if not (isinstance(r["n"], int) and r["n"] >= 1 and r["robust_sd"] >= 0 and ordered):
+                return f"'{k}'.'{f}' is no summary of training images ({dict(r)})"
+    return None
+
+
 def outliers(ref: Mapping, features: Mapping[str, Mapping[str, tuple[float, float]]], z: float = OUTLIER_Z) -> dict:
     """``{patient_id: ["bmode mean 0.98 (training 0.18-0.31)", ...]}`` for every image whose
     mean or SD lies more than ``z`` robust SDs from the training median and outside the
