@@ -15,7 +15,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from lnm_jax.fileio import QuietFileHandler, json_text, read_json_lines
+from lnm_jax.fileio import DamagedFileError, QuietFileHandler, json_text, read_json_lines
 
 QUIET_LOGGERS = ("orbax",)  # logger-name prefixes kept off the console below ERROR
 
@@ -103,6 +103,13 @@ def read_history(path: Path, up_to: int | None = None, step_key: str = "epoch") 
     if not path.is_file():
         return []
     rows = read_json_lines(path, required=(step_key,) if up_to is not None else ())
+    for i, r in enumerate(rows, 1):
+        step = r.get(step_key, 0)
+        if isinstance(step, bool) or not isinstance(step, int):
+            raise DamagedFileError(
+                f"{path}: record {i}'s '{step_key}' is {step!r}, not an integer: it was edited or is damaged; "
+                "restore it from a copy"
+            )
     return [r for r in rows if up_to is None or r[step_key] <= up_to]
 
 

@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import json
 import logging
+import re
+
+import pytest
 
 from lnm_jax.metric_writer import MetricWriter, read_history
 
@@ -80,3 +83,15 @@ def test_rewrite_keeps_the_epochs_a_resumed_run_had_finished(tmp_path):
         writer.rewrite(read_history(path, up_to=2))
         writer.write({"epoch": 3, "loss": 1.0})
     assert read_history(path) == [{"epoch": 1}, {"epoch": 2}, {"epoch": 3, "loss": 1.0}]
+
+
+@pytest.mark.parametrize("epoch", ["1", 1.0, True, None])
+def test_a_history_record_whose_step_is_no_integer_names_the_file(tmp_path, epoch):
+    """An edited metrics.jsonl ("epoch": "1") was an "unexpected TypeError" when a resume
+    compared it with its start epoch; now one line naming the file and the record."""
+    from lnm_jax.fileio import DamagedFileError
+
+    path = tmp_path / "metrics.jsonl"
+    path.write_text(json.dumps({"epoch": 1}) + "\n" + json.dumps({"epoch": epoch, "loss": 0.1}) + "\n")
+    with pytest.raises(DamagedFileError, match=rf"metrics.jsonl: record 2's 'epoch' is {re.escape(repr(epoch))}, not"):
+        read_history(path, up_to=1)
