@@ -16,7 +16,7 @@ from lnm_jax import names, provenance
 from lnm_jax import run_files as F
 from lnm_jax.data.pixels.sources import Framing
 from lnm_jax.exported import METADATA, MODEL_CARD
-from lnm_jax.fileio import read_json, write_json, write_text
+from lnm_jax.fileio import DamagedFileError, read_json, write_json, write_text
 from lnm_jax.preflight import availability_patterns
 from lnm_jax.run import Run, zero_batch
 from lnm_jax.task import Task
@@ -71,6 +71,36 @@ def input_spec(config) -> dict[str, dict]:
     return spec
 
 
+def _number_or_null(x) -> bool:
+    return x is None or (isinstance(x, int | float) and not isinstance(x, bool))
+
+
+def evaluation_problem(doc: dict) -> str | None:
+    """What is wrong with ``evaluate``'s metrics as a card reads them (one phrase, or None):
+    ``splits`` an object of per-subset objects whose :data:`METRIC_KEYS` are numbers (or null),
+    pairs of them, or objects of them; ``calibration`` such an object or null; ``warnings`` a
+    list of strings; ``single_inputs`` and ``cam_scores`` objects or null."""
+    splits = doc.get("splits")
+    if not isinstance(splits, dict):
+        return f"'splits' is {splits!r}, not an object"
+    for s, m in splits.items():
+        if not isinstance(m, dict):
+            return f"'splits'.'{s}' is {m!r}, not an object"
+        for k in (*METRIC_KEYS, "calibration"):
+            v = m.get(k)
+            pair = isinstance(v, list) and len(v) == 2 and all(map(_number_or_null, v))
+            table = isinstance(v, dict) and all(map(_number_or_null, v.values()))
+            if not (_number_or_null(v) or pair or table) or (k == "at_0.5" and not table):
+                return f"'splits'.'{s}'.'{k}' is {v!r}"
+    warnings = doc.get("warnings", [])
+    if not isinstance(warnings, list) or not all(isinstance(w, str) for w in warnings):
+        return f"'warnings' is {warnings!r}, not a list of lines"
+    for k in ("single_inputs", "cam_scores"):
+        if not isinstance(doc.get(k), dict | None):
+            return f"'{k}' is {doc[k]!r}, not an object"
+    return None
+
+
 def _evaluation(run: Run, checkpoint: str, meta: dict) -> dict | None:
     """``evaluate``'s metrics of this checkpoint, or None when there are none or they were
     computed for another state of it (training resumed since): stale numbers never reach a card."""
@@ -78,6 +108,10 @@ def _evaluation(run: Run, checkpoint: str, meta: dict) -> dict | None:
     if not path.is_file():
         return None
     doc = read_json(path)
+    if problem := evaluation_problem(doc):
+        raise DamagedFileError(
+            f"{path}: {problem}: it was edited or is damaged; run lnm-jax evaluate again to rewrite it"
+        )
     stored = doc.get(DIGEST_KEY)
     if doc.get("epoch") != meta.get("epoch") or (stored is not None and stored != meta.get(DIGEST_KEY)):
         return None

@@ -732,3 +732,26 @@ def test_an_edited_intensity_reference_is_one_line_naming_it(triple_run, copy_ru
     run.files.intensity_reference.write_text(json.dumps(cases["'bmode'.'mean'.'median' is '0.45', not a number"]))
     with pytest.raises(DamagedFileError, match=r"intensity_reference.json: 'bmode'.'mean'.'median' is '0.45'"):
         Run.open(run.workdir).intensity_reference()
+
+
+def test_edited_evaluation_metrics_are_one_line_naming_the_file(triple_run, copy_run):
+    """evaluate's metrics.json as a model card reads them (export, evaluate's own card): values
+    of another type are one line naming the file and the value (a string AUC was "unexpected
+    ValueError: Unknown format code 'f'", fresh-user trial); what evaluate writes passes."""
+    from lnm_jax.evaluation.evaluate import evaluate
+    from lnm_jax.model_card import evaluation_problem
+
+    doc = evaluate(copy_run(triple_run))  # what evaluate writes (also its metrics.json)
+    doc = json.loads(json.dumps(doc))
+    assert evaluation_problem(doc) is None
+    test = doc["splits"]["test"]
+    cases = {
+        "'splits'.'test'.'auc' is '0.9'": {**test, "auc": "0.9"},
+        "'splits'.'test'.'at_0.5' is None": {**test, "at_0.5": None},
+        "'splits'.'test'.'auc_ci_delong' is [0.1]": {**test, "auc_ci_delong": [0.1]},
+        "'splits'.'test'.'calibration' is 'good'": {**test, "calibration": "good"},
+    }
+    for message, edited in cases.items():
+        assert evaluation_problem({**doc, "splits": {**doc["splits"], "test": edited}}) == message
+    assert evaluation_problem({**doc, "warnings": "none"}) == "'warnings' is 'none', not a list of lines"
+    assert evaluation_problem({**doc, "splits": [1]}) == "'splits' is [1], not an object"
