@@ -7,11 +7,21 @@ config file and every field can be overridden on the command line
 
 from __future__ import annotations
 
+import difflib
 import math
 
 from ml_collections import ConfigDict, FieldReference
 
-from lnm_jax.names import CAM_LAYERS, FLAG_ENCODINGS, FUSIONS, IMAGE_INPUTS, PAPER_NORM, SETTINGS, parse_modalities
+from lnm_jax.names import (
+    BACKBONES,
+    CAM_LAYERS,
+    FLAG_ENCODINGS,
+    FUSIONS,
+    IMAGE_INPUTS,
+    PAPER_NORM,
+    SETTINGS,
+    parse_modalities,
+)
 from lnm_jax.task import PAPER as PAPER_TASK
 
 
@@ -367,6 +377,7 @@ FIELD_RULES = {
     "model.temporal_pool": _one_of("mean", "attention"),
     "model.lowering": _one_of("auto", "xla", "cpu"),
     "model.fusion": _one_of(*FUSIONS),
+    "model.backbone": _one_of(*BACKBONES),
     "model.flag_encoding": _one_of(*FLAG_ENCODINGS),
     "train.epochs": POSITIVE_INT,
     "train.batch_size": POSITIVE_INT,
@@ -447,7 +458,11 @@ def type_problems(config) -> list[str]:
     (checked by :func:`config_problems`) are left to those checks; a field the config lacks is
     not a problem here (a run stored before the field existed)."""
     defaults = _flatten(base_config().to_dict())
-    problems = []
+    problems = [
+        f"{g}: {value!r} is not a group of fields"
+        for g in _groups(base_config().to_dict())
+        if g not in CHECKED_GROUPS and (value := _get(config, g)) is not _MISSING and not hasattr(value, "keys")
+    ]
     for field, default in defaults.items():
         rule = _type_rule(default)
         if rule is None or field in FIELD_RULES or field.startswith("data.norm."):
@@ -456,7 +471,23 @@ def type_problems(config) -> list[str]:
         types, allowed = rule
         if value is not _MISSING and (not isinstance(value, types) or (bool not in types and isinstance(value, bool))):
             problems.append(f"{field}: {value!r} is not {allowed}")
+    known = set(defaults) | set(_groups(base_config().to_dict()))
+    given = _flatten(config.to_dict()) if hasattr(config, "to_dict") else {}
+    for field in given:
+        if field not in known and not field.startswith("data.norm."):
+            close = difflib.get_close_matches(field, sorted(known), n=1)
+            hint = f" (did you mean {close[0]}?)" if close else ""
+            problems.append(f"{field}: not a field of the config{hint}")
     return problems
+
+
+def _groups(tree: dict, prefix: str = "") -> list[str]:
+    """The dotted names of every group of fields (a nested dict) of ``tree``."""
+    out = []
+    for k, v in tree.items():
+        if isinstance(v, dict):
+            out += [f"{prefix}{k}", *_groups(v, f"{prefix}{k}.")]
+    return out
 
 
 def _flatten(tree: dict, prefix: str = "") -> dict:
@@ -497,8 +528,9 @@ def config_problems(config) -> list[str]:
         problems.append(
             f"protocol.pretrain_manifests: {tuple(pc.pretrain_manifests)!r} is read only with protocol.pretrain=True"
         )
-    try:
-        images = [m for m in parse_modalities(config.get("modalities", "")) if m in IMAGE_INPUTS]
+    modalities = config.get("modalities", "")
+    try:  # another type than a string: type_problems names it
+        images = [m for m in parse_modalities(modalities) if m in IMAGE_INPUTS] if isinstance(modalities, str) else []
     except ValueError as e:
         problems.append(f"modalities: {e}")
         images = []

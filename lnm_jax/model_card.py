@@ -18,7 +18,7 @@ from lnm_jax.data.pixels.sources import Framing
 from lnm_jax.exported import METADATA, MODEL_CARD
 from lnm_jax.fileio import DamagedFileError, read_json, write_json, write_text
 from lnm_jax.preflight import availability_patterns
-from lnm_jax.run import Run, zero_batch
+from lnm_jax.run import Run, read_run_info, zero_batch
 from lnm_jax.task import Task
 from lnm_jax.training.checkpoint import DIGEST_KEY
 from lnm_jax.training.steps import resolve_pos_weight
@@ -79,7 +79,8 @@ def evaluation_problem(doc: dict) -> str | None:
     """What is wrong with ``evaluate``'s metrics as a card reads them (one phrase, or None):
     ``splits`` an object of per-subset objects whose :data:`METRIC_KEYS` are numbers (or null),
     pairs of them, or objects of them; ``calibration`` such an object or null; ``warnings`` a
-    list of strings; ``single_inputs`` and ``cam_scores`` objects or null."""
+    list of strings; ``single_inputs`` and ``cam_scores`` objects or null; the validation
+    threshold and temperature numbers (or null)."""
     splits = doc.get("splits")
     if not isinstance(splits, dict):
         return f"'splits' is {splits!r}, not an object"
@@ -92,6 +93,11 @@ def evaluation_problem(doc: dict) -> str | None:
             table = isinstance(v, dict) and all(map(_number_or_null, v.values()))
             if not (_number_or_null(v) or pair or table) or (k == "at_0.5" and not table):
                 return f"'splits'.'{s}'.'{k}' is {v!r}"
+    for k in ("youden_threshold_from_val", "temperature_from_val"):
+        if not _number_or_null(doc.get(k)):
+            return f"'{k}' is {doc[k]!r}, not a number"
+    if not isinstance(doc.get("temperature_at_bound"), bool | None):
+        return f"'temperature_at_bound' is {doc['temperature_at_bound']!r}, not true or false"
     warnings = doc.get("warnings", [])
     if not isinstance(warnings, list) or not all(isinstance(w, str) for w in warnings):
         return f"'warnings' is {warnings!r}, not a list of lines"
@@ -149,7 +155,7 @@ def _training_environment(run: Run) -> dict | None:
     path = run.files.run_info
     if not path.is_file():
         return None
-    info = read_json(path)
+    info = read_run_info(path)
     keep = ("created", "python", "platform", "cpu", "backend", "device_kind", "device_count", "packages", "git")
     return {k: info[k] for k in keep if k in info}
 

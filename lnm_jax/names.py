@@ -63,6 +63,8 @@ STEP_KEYS = INPUTS + AVAILABILITY_KEYS + (LABEL, VALID) + LESION_KEYS
 # Names the command line offers before it imports the modules that use them (a fast --help).
 CAM_METHODS = ("gradcam", "hirescam", "gradcam++")  # lnm_jax.explain.gradcam
 CAM_TARGETS = ("lnm", "no_lnm")  # evidence for LNM (the logit) or against it (minus the logit)
+# the image backbones by name (model.backbone; lnm_jax.models.backbones builds them)
+BACKBONES = ("resnet10", "resnet18", "resnet34", "resnet50", "vgg11", "vgg11_bn", "inception_v3")
 # how the fused model combines its inputs (model.fusion) and encodes the flag (model.flag_encoding)
 FUSIONS = ("concat", "late")
 FLAG_ENCODINGS = ("raw", "centred")

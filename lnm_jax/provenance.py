@@ -106,3 +106,31 @@ def run_info(argv: list[str] | None = None, kinds: Iterable[str] | None = None) 
             name: compiler_options(kind) or {} for name, kind in KINDS.items() if kinds is None or name in kinds
         },
     }
+
+
+# what run_info() records that a reader (a model card, a resume) uses, by type
+_TEXT = ("created", "python", "platform", "cpu", "backend", "device_kind")
+_COUNTS = ("device_count", "local_device_count", "process_count")
+
+
+def run_info_problem(info: object) -> str | None:
+    """What is wrong with a stored :func:`run_info` record as a reader uses it (one phrase, or
+    None): its texts strings, its device counts integers, ``packages`` an object of version
+    strings, ``git`` null or an object with a ``commit`` string and a ``dirty`` flag."""
+    if not isinstance(info, dict):
+        return "it is not an object"
+    for k in _TEXT:
+        if k in info and not isinstance(info[k], str):
+            return f"'{k}' is {info[k]!r}, not a string"
+    for k in _COUNTS:
+        if k in info and (isinstance(info[k], bool) or not isinstance(info[k], int)):
+            return f"'{k}' is {info[k]!r}, not an integer"
+    packages = info.get("packages", {})
+    if not isinstance(packages, dict) or not all(isinstance(v, str) for v in packages.values()):
+        return f"'packages' is {packages!r}, not an object of versions"
+    git = info.get("git")
+    if git is not None and not (
+        isinstance(git, dict) and isinstance(git.get("commit"), str) and isinstance(git.get("dirty"), bool)
+    ):
+        return f"'git' is {git!r}, not null or an object with a commit and a dirty flag"
+    return None

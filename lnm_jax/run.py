@@ -174,13 +174,23 @@ def with_resolved_paths(config: ConfigDict) -> ConfigDict:
 RESUMED_FROM = "earlier"  # run_info.json: the records of the processes before a resume, oldest first
 
 
+def read_run_info(path: Path, remedy: str = "restore it from a copy, or move it aside") -> dict:
+    """A run's ``run_info.json``, checked as its readers use it
+    (:func:`lnm_jax.provenance.run_info_problem`): one :class:`DamagedFileError` naming the file
+    where it is damaged or edited."""
+    info = read_json(path, remedy=remedy)
+    if problem := provenance.run_info_problem(info):
+        raise DamagedFileError(f"{path}: {problem}: it was edited or is damaged; {remedy}")
+    return info
+
+
 def recorded_before(files: RunFiles) -> dict | None:
     """``run_info.json`` as the processes before a resume left it (None where there is none),
     read when the resume starts, so that a damaged one fails before anything trains."""
     if not files.run_info.is_file():
         return None
     remedy = "restore it from a copy, or move it aside to go on without those records"
-    record = read_json(files.run_info, remedy=remedy)
+    record = read_run_info(files.run_info, remedy)
     earlier = record.get(RESUMED_FROM, [])
     if not isinstance(earlier, list) or not all(isinstance(r, dict) for r in earlier):
         raise DamagedFileError(f"{files.run_info}: '{RESUMED_FROM}' is not a list of records: {remedy}")
@@ -530,7 +540,7 @@ class Run:
         for the model card, the intensity reference), so that a damaged one fails before the
         command writes anything (:class:`DamagedFileError` naming it)."""
         if self.files.run_info.is_file():
-            read_json(self.files.run_info)
+            read_run_info(self.files.run_info)
         self.intensity_reference()
 
     def intensity_reference(self) -> dict | None:

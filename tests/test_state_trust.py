@@ -498,6 +498,19 @@ def test_an_edited_stored_config_is_checked_as_a_new_one_naming_the_file(triple_
         "model.fusion: 'lat' is not one of 'concat', 'late'",
         "protocol.settings: 'triple' is not a list",
     ]
+    # every group of fields, a misspelt backbone, modalities of another type, unknown fields
+    # (each was an "unexpected" TypeError or AttributeError, a line naming no file, or ignored)
+    for edit, problem in (
+        ({"train": {**stored["train"], "plateau": 1}}, "train.plateau: 1 is not a group of fields"),
+        ({"protocol": None}, "protocol: None is not a group of fields"),
+        ({"task": 5}, "task: 5 is not a group of fields"),
+        ({"modalities": None}, "modalities: None is not a string"),
+        ({"model": {**stored["model"], "backbone": "resnet5"}}, "model.backbone: 'resnet5' is not one of 'resnet10'"),
+        ({"model": {**stored["model"], "widht": 16}}, "model.widht: not a field of the config (did you mean model.wid"),
+        ({"foo": 1}, "foo: not a field of the config"),
+    ):
+        found = config_problems(ConfigDict({**stored, **edit}))
+        assert len(found) == 1 and found[0].startswith(problem), (edit, found)
     run.files.config.write_text(json.dumps(typed))
     with pytest.raises(DamagedFileError, match=r"config.json: model.fusion: 'lat' is not one of"):
         Run.open(run.workdir)
@@ -754,4 +767,35 @@ def test_edited_evaluation_metrics_are_one_line_naming_the_file(triple_run, copy
     for message, edited in cases.items():
         assert evaluation_problem({**doc, "splits": {**doc["splits"], "test": edited}}) == message
     assert evaluation_problem({**doc, "warnings": "none"}) == "'warnings' is 'none', not a list of lines"
+    assert evaluation_problem({**doc, "youden_threshold_from_val": "0.9"}) == (
+        "'youden_threshold_from_val' is '0.9', not a number"
+    )
+    assert evaluation_problem({**doc, "temperature_at_bound": "false"}) == (
+        "'temperature_at_bound' is 'false', not true or false"
+    )
     assert evaluation_problem({**doc, "splits": [1]}) == "'splits' is [1], not an object"
+
+
+def test_an_edited_run_info_is_one_line_before_evaluate_writes(triple_run, copy_run, capsys):
+    """run_info.json's values as the model card uses them: "git": 5 made evaluate fail with an
+    "unexpected TypeError" after it had rewritten most of eval_best/ (fresh-user trial); now
+    one line naming the file, and the run folder as it was."""
+    from lnm_jax.provenance import run_info_problem
+
+    run = copy_run(triple_run)
+    info = json.loads(run.files.run_info.read_text())
+    assert run_info_problem(info) is None
+    for edit, problem in (
+        ({"git": 5}, "'git' is 5, not null or an object with a commit and a dirty flag"),
+        ({"device_count": "1"}, "'device_count' is '1', not an integer"),
+        ({"packages": {"jax": 0.1}}, "'packages' is {'jax': 0.1}, not an object of versions"),
+        ({"python": None}, "'python' is None, not a string"),
+    ):
+        assert run_info_problem({**info, **edit}) == problem
+    run.files.run_info.write_text(json.dumps({**info, "git": 5}))
+    before = _snapshot(run.workdir)
+    capsys.readouterr()
+    assert main(["evaluate", "--workdir", str(run.workdir)]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "run_info.json: 'git' is 5" in err[0], err
+    assert _snapshot(run.workdir) == before

@@ -10,12 +10,14 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
+from lnm_jax import names
 from lnm_jax.models import resnet
 from lnm_jax.models.inception import MIN_SIZE, InceptionV3
 from lnm_jax.models.lowering import resolve
 from lnm_jax.models.vgg import VGG
 
-NAMES = tuple(resnet.BACKBONES) + ("vgg11", "vgg11_bn", "inception_v3")
+NAMES = names.BACKBONES  # defined once, where a config is checked without building a model
+assert set(resnet.BACKBONES) <= set(NAMES), "a ResNet without its name in lnm_jax.names.BACKBONES"
 
 
 def backbone(
