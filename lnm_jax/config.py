@@ -454,13 +454,16 @@ def _type_rule(default) -> tuple[tuple[type, ...], str] | None:
 def type_problems(config) -> list[str]:
     """Every field of ``config`` whose value is not of its default's type (:func:`base_config`):
     a hand-edited ``config.json`` with ``"fold_bn": "false"`` (a string, which Python takes as
-    true) or ``"epochs": "30"``. Fields :data:`FIELD_RULES` checks and the ``data.norm`` entries
-    (checked by :func:`config_problems`) are left to those checks; a field the config lacks is
-    not a problem here (a run stored before the field existed)."""
-    defaults = _flatten(base_config().to_dict())
+    true) or ``"epochs": "30"``; every group of the defaults given as something else than a
+    group; every field the defaults lack (a misspelt name, with the close one). Fields
+    :data:`FIELD_RULES` checks and the ``data.norm`` entries (checked by :func:`config_problems`)
+    are left to those checks; a field the config lacks is not a problem here (a run stored
+    before the field existed)."""
+    tree = base_config().to_dict()
+    defaults, groups = _flatten(tree), _groups(tree)
     problems = [
         f"{g}: {value!r} is not a group of fields"
-        for g in _groups(base_config().to_dict())
+        for g in groups
         if g not in CHECKED_GROUPS and (value := _get(config, g)) is not _MISSING and not hasattr(value, "keys")
     ]
     for field, default in defaults.items():
@@ -471,7 +474,7 @@ def type_problems(config) -> list[str]:
         types, allowed = rule
         if value is not _MISSING and (not isinstance(value, types) or (bool not in types and isinstance(value, bool))):
             problems.append(f"{field}: {value!r} is not {allowed}")
-    known = set(defaults) | set(_groups(base_config().to_dict()))
+    known = set(defaults) | set(groups)
     given = _flatten(config.to_dict()) if hasattr(config, "to_dict") else {}
     for field in given:
         if field not in known and not field.startswith("data.norm."):

@@ -152,6 +152,12 @@ REWRITE = "restore it from a copy, or run again the command that wrote it"
 class DamagedFileError(ValueError):
     """A file this package wrote (or a person edited) that cannot be read as what it holds."""
 
+    @classmethod
+    def edited(cls, path: Path | str, problem: str, remedy: str = REWRITE) -> DamagedFileError:
+        """The error of a file that parses but holds something else than its writer writes:
+        ``"<path>: <problem>: it was edited or is damaged; <remedy>"``."""
+        return cls(f"{path}: {problem}: it was edited or is damaged; {remedy}")
+
 
 def _utf8_text(path: Path | str, remedy: str) -> str:
     try:

@@ -106,9 +106,8 @@ def read_history(path: Path, up_to: int | None = None, step_key: str = "epoch") 
     for i, r in enumerate(rows, 1):
         step = r.get(step_key, 0)
         if isinstance(step, bool) or not isinstance(step, int):
-            raise DamagedFileError(
-                f"{path}: record {i}'s '{step_key}' is {step!r}, not an integer: it was edited or is damaged; "
-                "restore it from a copy"
+            raise DamagedFileError.edited(
+                path, f"record {i}'s '{step_key}' is {step!r}, not an integer", "restore it from a copy"
             )
     return [r for r in rows if up_to is None or r[step_key] <= up_to]
 

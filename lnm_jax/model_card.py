@@ -115,9 +115,7 @@ def _evaluation(run: Run, checkpoint: str, meta: dict) -> dict | None:
         return None
     doc = read_json(path)
     if problem := evaluation_problem(doc):
-        raise DamagedFileError(
-            f"{path}: {problem}: it was edited or is damaged; run lnm-jax evaluate again to rewrite it"
-        )
+        raise DamagedFileError.edited(path, problem, "run lnm-jax evaluate again to rewrite it")
     stored = doc.get(DIGEST_KEY)
     if doc.get("epoch") != meta.get("epoch") or (stored is not None and stored != meta.get(DIGEST_KEY)):
         return None

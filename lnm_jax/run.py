@@ -180,7 +180,7 @@ def read_run_info(path: Path, remedy: str = "restore it from a copy, or move it 
     where it is damaged or edited."""
     info = read_json(path, remedy=remedy)
     if problem := provenance.run_info_problem(info):
-        raise DamagedFileError(f"{path}: {problem}: it was edited or is damaged; {remedy}")
+        raise DamagedFileError.edited(path, problem, remedy)
     return info
 
 
@@ -222,7 +222,7 @@ def load_config(workdir: Path | str) -> ConfigDict:
     config = ConfigDict(read_json(path))
     problems = config_problems(config)
     if problems:
-        raise DamagedFileError(f"{path}: {'; '.join(problems)}: it was edited or is damaged; restore it from a copy")
+        raise DamagedFileError.edited(path, "; ".join(problems), "restore it from a copy")
     return config
 
 
@@ -554,7 +554,7 @@ class Run:
         remedy = "restore it from a copy, or delete it (predict then checks no intensities)"
         ref = read_json(path, remedy=remedy)
         if problem := reference_problem(ref):
-            raise DamagedFileError(f"{path}: {problem}: it was edited or is damaged; {remedy}")
+            raise DamagedFileError.edited(path, problem, remedy)
         return ref
 
     def record_intensity_reference(self) -> dict:

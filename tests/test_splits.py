@@ -128,3 +128,22 @@ def test_an_edited_splits_file_is_one_line_naming_it(tmp_path, edit, message):
     path.write_text(json.dumps(doc))
     with pytest.raises(DamagedFileError, match=rf"splits.json: {message}"):
         check_patients(load_splits(path)[0], ids, path)
+
+
+def test_a_split_setting_edited_to_another_type_is_named_as_an_edit(tmp_path):
+    """splits.json's "seed": "0" was reported as a split made with another seed (seed='0' but
+    the config asks for seed=0; use a new --workdir): an edit, which a copy restores."""
+    import json
+
+    from lnm_jax.fileio import DamagedFileError
+
+    ids, labels = _cohort(50)
+    path = tmp_path / "splits.json"
+    settings = dict(seed=0, method="holdout", test_fraction=0.2, val_fraction=0.2, manifest_sha256="abc")
+    save_splits(path, [holdout_split(ids, labels, seed=0)], labels=dict(zip(ids, labels.tolist())), **settings)
+    doc = json.loads(path.read_text())
+    with pytest.raises(DamagedFileError, match=r"splits.json: its setting 'seed' is '0', where a split records ints"):
+        check_stored({**doc, "seed": "0"}, settings, path)
+    with pytest.raises(DamagedFileError, match=r"its setting 'test_fraction' is None, where a split records floats"):
+        check_stored({**doc, "test_fraction": None}, settings, path)
+    check_stored({**doc, "test_fraction": 0.2}, {**settings, "test_fraction": 0.2}, path)  # as written: no error

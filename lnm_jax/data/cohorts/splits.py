@@ -78,6 +78,11 @@ def check_stored(doc: dict, wanted: dict, path: Path | str) -> None:
             f"{path} holds a split of another manifest: the manifest changed since the split was made (sha256 "
             f"{str(doc.get('manifest_sha256'))[:12]} then, {str(wanted.get('manifest_sha256'))[:12]} now); {fix}"
         )
+    for k in SETTING_KEYS:  # a setting of another kind than the one made now: an edit, not another split
+        given, now = doc.get(k), wanted.get(k)
+        numbers = all(isinstance(v, int | float) and not isinstance(v, bool) for v in (given, now))
+        if k in doc and now is not None and type(given) is not type(now) and not numbers:
+            raise _damaged(Path(path), f"its setting '{k}' is {given!r}, where a split records {type(now).__name__}s")
     changed = [k for k in SETTING_KEYS if k in doc and doc[k] != wanted.get(k)]
     if changed:
         raise SplitMismatchError(
@@ -171,7 +176,7 @@ REMEDY = "restore it from a copy, or use a new --workdir"
 
 
 def _damaged(path: Path, what: str) -> DamagedFileError:
-    return DamagedFileError(f"{path}: {what}; {REMEDY}")
+    return DamagedFileError.edited(path, what, REMEDY)
 
 
 def load_splits(path: Path) -> tuple[list[Split], dict]:
