@@ -8,10 +8,10 @@ config file and every field can be overridden on the command line
 from __future__ import annotations
 
 import difflib
-import math
 
 from ml_collections import ConfigDict, FieldReference
 
+from lnm_jax.fileio import is_number
 from lnm_jax.names import (
     BACKBONES,
     CAM_LAYERS,
@@ -316,15 +316,11 @@ class ConfigError(ValueError):
         super().__init__(f"{len(problems)} config problem(s):\n  " + "\n  ".join(problems))
 
 
-def _number(x) -> bool:
-    return isinstance(x, int | float) and not isinstance(x, bool) and math.isfinite(x)
-
-
 # field -> (test, what it may be). The model-specific checks (backbone, image size per
 # backbone, fusion options) are lnm_jax.models.fusion.check_config's.
 def _range(lo=None, hi=None, *, lo_open=False, hi_open=False, integer=False):
     def test(x):
-        if not _number(x) or (integer and not isinstance(x, int)):
+        if not is_number(x) or (integer and not isinstance(x, int)):
             return False
         if lo is not None and (x <= lo if lo_open else x < lo):
             return False
@@ -398,7 +394,7 @@ FIELD_RULES = {
     "train.freeze_backbone_epochs": NON_NEGATIVE_INT,
     "train.backbone_lr_scale": NON_NEGATIVE,
     "train.weight_decay": NON_NEGATIVE,
-    "train.pos_weight": (lambda x: x == "balanced" or (_number(x) and x > 0), "a number > 0 or 'balanced'"),
+    "train.pos_weight": (lambda x: x == "balanced" or (is_number(x) and x > 0), "a number > 0 or 'balanced'"),
     "train.max_loss": NON_NEGATIVE,
     "train.log_every_steps": POSITIVE_INT,
     "train.checkpoint_every_steps": NON_NEGATIVE_INT,
@@ -521,10 +517,10 @@ def config_problems(config) -> list[str]:
     problems += type_problems(config)
     a = config.data.augment
     for lo, hi in (("scale_min", "scale_max"), ("contrast_min", "contrast_max")):
-        if _number(a.get(lo)) and _number(a.get(hi)) and a[lo] > a[hi]:
+        if is_number(a.get(lo)) and is_number(a.get(hi)) and a[lo] > a[hi]:
             problems.append(f"data.augment.{lo}: {a[lo]!r} is above data.augment.{hi} ({a[hi]!r})")
     test, val = config.data.split.get("test_fraction"), config.data.split.get("val_fraction")
-    if _number(test) and _number(val) and test + val >= 1:
+    if is_number(test) and is_number(val) and test + val >= 1:
         problems.append(f"data.split: test_fraction + val_fraction = {test + val:g}, leaving no training set")
     pc = config.get("protocol")
     if pc is not None and pc.get("pretrain_manifests") and not pc.get("pretrain", False):
@@ -542,7 +538,7 @@ def config_problems(config) -> list[str]:
         for key in ("mean", "std"):
             given = stats.get(key) if hasattr(stats, "get") else None
             v = tuple(given) if isinstance(given, list | tuple) else ()
-            if len(v) != 3 or not all(_number(x) for x in v) or (key == "std" and min(v) <= 0):
+            if len(v) != 3 or not all(is_number(x) for x in v) or (key == "std" and min(v) <= 0):
                 need = "three numbers > 0" if key == "std" else "three numbers"
                 problems.append(f"data.norm.{name}.{key}: {given!r} is not {need}")
     return problems

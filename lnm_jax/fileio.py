@@ -149,6 +149,12 @@ def write_json(path: Path | str, obj, *, indent: int | None = 2) -> None:
 REWRITE = "restore it from a copy, or run again the command that wrote it"
 
 
+def is_number(x: object) -> bool:
+    """Whether a value read from a file (JSON, a config) is a finite real number: an int or a
+    float, not a bool (which Python counts as an int), not NaN or infinite."""
+    return isinstance(x, int | float) and not isinstance(x, bool) and math.isfinite(x)
+
+
 class DamagedFileError(ValueError):
     """A file this package wrote (or a person edited) that cannot be read as what it holds."""
 

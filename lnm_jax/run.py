@@ -17,7 +17,6 @@ import copy
 import dataclasses
 import functools
 import json
-import math
 import sys
 from pathlib import Path
 
@@ -32,7 +31,7 @@ from lnm_jax.data.cohorts.splits import Split, check_patients, check_stored, loa
 from lnm_jax.data.cohorts.survey import GEOMETRY_COLUMNS, survey
 from lnm_jax.data.pixels.sources import Framing
 from lnm_jax.data.synth.synthetic import SynthParams, generate_cohort
-from lnm_jax.fileio import DamagedFileError, read_json, write_csv, write_json, write_text
+from lnm_jax.fileio import DamagedFileError, is_number, read_json, write_csv, write_json, write_text
 from lnm_jax.models.fusion import build_model, check_config
 from lnm_jax.preflight import check_inputs_present, check_lesion_masks
 from lnm_jax.run_files import GENERATOR, MANIFEST, RunFiles
@@ -521,7 +520,7 @@ class Run:
             return None
         doc = read_json(path, required=("temperature",), remedy="run lnm-jax evaluate to fit it again")
         t = doc["temperature"]
-        if isinstance(t, bool) or not isinstance(t, int | float) or not math.isfinite(t) or t <= 0:
+        if not is_number(t) or t <= 0:
             # a temperature <= 0 inverts or saturates every calibrated probability, silently
             raise DamagedFileError(f"{path}: temperature {t!r} is not a number > 0; refit it: lnm-jax evaluate")
         meta = self.predictor(checkpoint).meta

@@ -18,6 +18,7 @@ from collections.abc import Iterable, Iterator, Mapping
 import numpy as np
 
 from lnm_jax import names
+from lnm_jax.fileio import is_number
 
 FEATURES = ("mean", "std")  # of one image's [0, 1] pixels
 OUTLIER_Z = 6.0
@@ -87,7 +88,7 @@ def reference_problem(ref: object) -> str | None:
                 return f"'{k}' lacks its '{f}' summary"
             for key in SUMMARY:
                 v = r.get(key)
-                if isinstance(v, bool) or not isinstance(v, int | float) or not np.isfinite(v):
+                if not is_number(v):
                     return f"'{k}'.'{f}'.'{key}' is {v!r}, not a number"
             ordered = r["min"] <= r["median"] <= r["max"]
             if not (isinstance(r["n"], int) and r["n"] >= 1 and r["robust_sd"] >= 0 and ordered):

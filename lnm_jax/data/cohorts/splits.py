@@ -82,7 +82,7 @@ def check_stored(doc: dict, wanted: dict, path: Path | str) -> None:
         given, now = doc.get(k), wanted.get(k)
         numbers = all(isinstance(v, int | float) and not isinstance(v, bool) for v in (given, now))
         if k in doc and now is not None and type(given) is not type(now) and not numbers:
-            raise _damaged(Path(path), f"its setting '{k}' is {given!r}, where a split records {type(now).__name__}s")
+            raise _damaged(path, f"its setting '{k}' is {given!r}, where a split records {type(now).__name__}s")
     changed = [k for k in SETTING_KEYS if k in doc and doc[k] != wanted.get(k)]
     if changed:
         raise SplitMismatchError(
@@ -186,29 +186,26 @@ def load_splits(path: Path) -> tuple[list[Split], dict]:
     wrong (:func:`check_patients` checks the ids against a cohort)."""
     doc = read_json(path, required=("splits",), remedy=REMEDY)
 
-    def damaged(what: str) -> DamagedFileError:
-        return _damaged(path, what)
-
     entries = doc["splits"]
     if not isinstance(entries, list) or not entries:
-        raise damaged(f"'splits' is {entries!r}, not a non-empty list of splits")
+        raise _damaged(path, f"'splits' is {entries!r}, not a non-empty list of splits")
     splits = []
     for i, s in enumerate(entries):
         if not isinstance(s, dict):
-            raise damaged(f"split {i} is {s!r}, not an object")
+            raise _damaged(path, f"split {i} is {s!r}, not an object")
         for name in SUBSETS:
             subset = s.get(name)
             if not isinstance(subset, list) or not subset:
                 given = repr(subset) if name in s else "missing"
-                raise damaged(f"split {i}'s '{name}' is {given}, not a non-empty list of patient ids")
+                raise _damaged(path, f"split {i}'s '{name}' is {given}, not a non-empty list of patient ids")
             odd = next((p for p in subset if not isinstance(p, str)), None)
             if odd is not None:
-                raise damaged(f"split {i}'s '{name}' holds {odd!r}, not a patient id (a string)")
+                raise _damaged(path, f"split {i}'s '{name}' holds {odd!r}, not a patient id (a string)")
         split = Split(tuple(s["train"]), tuple(s["val"]), tuple(s["test"]), s.get("fold"))
         try:
             assert_disjoint(split)
         except SplitError as e:
-            raise damaged(f"split {i}: {e}") from None
+            raise _damaged(path, f"split {i}: {e}") from None
         splits.append(split)
     return splits, doc
 
