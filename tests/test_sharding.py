@@ -88,7 +88,7 @@ def test_sharded_training_matches_single_device_on_8_devices_through_the_multiho
 
 def test_training_loop_runs_data_parallel_on_8_devices(tmp_path):
     """The whole loop on 8 devices, from the host pipeline and from a device-resident cohort
-    (one subprocess, one cohort, both input paths)."""
+    (one subprocess, one cohort, both input paths), and a resume of the second."""
     code = textwrap.dedent(f"""
         import json, jax
         from lnm_jax.config import base_config
@@ -108,10 +108,15 @@ def test_training_loop_runs_data_parallel_on_8_devices(tmp_path):
             rows = [json.loads(x) for x in open(run.files.history)]
             assert [r["epoch"] for r in rows] == [1, 2], rows
             print("LOOP-OK", on_device, rows[-1]["train_loss"])
+        # a resume on the mesh: restored into the replicated shapes, no initialisation
+        c.train.epochs = 3
+        train(Run.create(c, run.workdir, resume=True))
+        assert [json.loads(x)["epoch"] for x in open(run.files.history)] == [1, 2, 3]
+        print("RESUME-OK")
     """)
     out = subprocess.run([sys.executable, "-c", code], env=cpu_env(8), capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-3000:]
-    assert "LOOP-OK False" in out.stdout and "LOOP-OK True" in out.stdout
+    assert "LOOP-OK False" in out.stdout and "LOOP-OK True" in out.stdout and "RESUME-OK" in out.stdout
 
 
 def test_prefetch_to_device_keeps_order_and_runs_ahead():

@@ -176,6 +176,51 @@ def test_existing_run_is_not_overwritten(triple_run):
         Run.create(triple_run.config, triple_run.workdir)
 
 
+def test_a_resume_initialises_nothing_and_steps_the_fresh_runs_program(triple_run, copy_run, monkeypatch):
+    """A resume restores every array, so it compiles and runs no initialisation; its state is
+    placed as a fresh one (uncommitted, on the default device), so its train step is the very
+    program the fresh run compiled (a committed state adds sharding annotations to it: another
+    program, which XLA compiled a second time)."""
+    from lnm_jax.training import loop
+
+    run = copy_run(triple_run)
+    config = load_config(run.workdir)
+    config.train.epochs = 3
+    resumed = Run.create(config, run.workdir, resume=True)
+    monkeypatch.setattr(resumed, "fresh_state", lambda: pytest.fail("the resume initialised a model"))
+    real, programs = loop.make_train_step, []
+
+    def recording(*args, **kwargs):
+        step = real(*args, **kwargs)
+
+        def first(state, inputs):
+            if not programs:
+                fresh = jax.tree.map(lambda x: jax.device_put(np.asarray(x)), state)  # placed as init places
+                programs.append([step.lower(s, inputs).as_text(debug_info=False) for s in (state, fresh)])
+            return step(state, inputs)
+
+        return first
+
+    monkeypatch.setattr(loop, "make_train_step", recording)
+    train(resumed)
+    assert programs and programs[0][0] == programs[0][1]
+    assert [r["epoch"] for r in read_history(run.files.history)] == [1, 2, 3]
+
+
+def test_a_restored_state_is_placed_as_the_state_it_is_restored_into(triple_run):
+    """Shape structs and a fresh state (uncommitted arrays) restore uncommitted on the default
+    device, as an initialisation places its state; committed arrays restore committed. A
+    pretraining resume restores into its fresh state: committed, its step was another program."""
+    abstract = triple_run.abstract_state()
+    fresh = jax.tree.map(lambda s: jax.device_put(np.zeros(s.shape, s.dtype)), abstract)
+    committed = jax.device_put(fresh, jax.devices()[0])
+    ckpts = triple_run.checkpoints()
+    for template, want in ((abstract, False), (fresh, False), (committed, True)):
+        state, _ = ckpts.restore("latest", template)
+        assert {x.committed for x in jax.tree.leaves(state)} == {want}
+    ckpts.close()
+
+
 def test_nan_loss_stops_with_named_error_and_keeps_last_good_checkpoint(triple_run, copy_run, monkeypatch):
     run = copy_run(triple_run)
     good, meta = run.restore("latest")

@@ -60,14 +60,21 @@ def _on_host(state: Any) -> Any:
     return jax.device_get(state) if fully_addressable(state) else state
 
 
-def _on_devices(restored: Any, abstract: Any) -> Any:
-    """Restored NumPy leaves placed as ``abstract`` places them (its shardings; the default
-    device where it has none), so a checkpoint saved from host arrays restores as device arrays."""
+def _on_devices(restored: Any, template: Any) -> Any:
+    """Restored NumPy leaves placed as ``template``'s leaves are: on their shardings where they
+    are committed arrays or shape structs that carry one, uncommitted on the default device
+    where they are uncommitted arrays (a fresh state) or have none. So a checkpoint saved from
+    host arrays restores as device arrays, and a resumed state is placed as the fresh one: its
+    train step is the same program (committed inputs add sharding annotations, and XLA would
+    compile the step a second time for them, the persistent compilation cache missing)."""
 
-    def place(x, a):
-        return jax.device_put(x, getattr(a, "sharding", None)) if isinstance(x, np.ndarray) else x
+    def place(x, t):
+        if not isinstance(x, np.ndarray):
+            return x
+        committed = getattr(t, "committed", True)  # a ShapeDtypeStruct places as its sharding says
+        return jax.device_put(x, getattr(t, "sharding", None) if committed else None)
 
-    return jax.tree.map(place, restored, abstract)
+    return jax.tree.map(place, restored, template)
 
 
 def state_digest(state: Any) -> str | None:
@@ -187,7 +194,8 @@ class RunCheckpoints:
         return self._managers[kind].latest_step()
 
     def restore(self, kind: str, abstract_state: Any) -> tuple[Any, dict]:
-        """Restores into the structure (and shardings) of ``abstract_state``."""
+        """Restores into the structure and placement of ``abstract_state`` (a state or its shape
+        structs: :func:`_on_devices`)."""
         mngr = self._managers[kind]
         step = mngr.latest_step()
         if step is None:
@@ -221,7 +229,7 @@ class RunCheckpoints:
                     f"({stored[:12]}... vs {actual[:12]}...): a damaged or replaced file; restore it from a copy "
                     "or retrain"
                 )
-        return _on_devices(out["state"], abstract), meta
+        return _on_devices(out["state"], abstract_state), meta
 
     def wait(self) -> None:
         for m in self._managers.values():

@@ -94,7 +94,12 @@ def prefetch_to_device(
 
 
 def replicate(tree, mesh: Mesh):
-    return jax.device_put(tree, replicated(mesh))
+    """``tree`` replicated over ``mesh``: its arrays placed so; shape structs (an abstract
+    state, what a checkpoint is restored into) given that sharding."""
+    rep = replicated(mesh)
+    if any(isinstance(x, jax.ShapeDtypeStruct) for x in jax.tree_util.tree_leaves(tree)):
+        return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=rep), tree)
+    return jax.device_put(tree, rep)
 
 
 def fully_addressable(tree) -> bool:
