@@ -207,6 +207,18 @@ def test_a_resume_initialises_nothing_and_steps_the_fresh_runs_program(triple_ru
     assert [r["epoch"] for r in read_history(run.files.history)] == [1, 2, 3]
 
 
+def test_a_resume_of_a_finished_run_trains_and_writes_nothing(triple_run, copy_run, capsys):
+    """train.epochs already reached: nothing is trained and no file changes (run_info.json took
+    the resume's command as the run's, earlier; a new TensorBoard file was added)."""
+    run = copy_run(triple_run)
+    files = lambda: {p: p.read_bytes() for p in run.workdir.rglob("*") if p.is_file()}  # noqa: E731
+    before = files()
+    best = train(Run.create(load_config(run.workdir), run.workdir, resume=True))
+    assert files() == before
+    assert best == run.restore("latest")[1]["best"]
+    assert "train.epochs=2 already reached; nothing trained, nothing written" in capsys.readouterr().out
+
+
 def test_a_restored_state_is_placed_as_the_state_it_is_restored_into(triple_run):
     """Shape structs and a fresh state (uncommitted arrays) restore uncommitted on the default
     device, as an initialisation places its state; committed arrays restore committed. A

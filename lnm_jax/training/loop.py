@@ -203,6 +203,17 @@ def train(run: Run) -> dict:
         state, progress = ckpts.restore("progress", state)
         start_epoch, best, resumed = progress["epoch"], progress["best"], True
     history = read_history(files.history, up_to=start_epoch - 1)  # a damaged history fails before any write
+    if resumed and progress is None and start_epoch > config.train.epochs:
+        # a finished run: nothing to train, so nothing is written; its record, logs and
+        # checkpoints stay those of the training that made them
+        print(
+            f"resuming from epoch {start_epoch - 1} ({ckpts.directory('latest')}): train.epochs="
+            f"{config.train.epochs} already reached; nothing trained, nothing written (raise train.epochs "
+            "with --config.train.epochs to train on)"
+        )
+        ckpts.close()
+        run.forget_checkpoints()
+        return best
     run.write_pending_record()  # the checkpoint and the history were readable: the resume is recorded
     writer = MetricWriter(files.history, files.tensorboard, files.train_log, primary=jax.process_index() == 0)
     if progress is not None:
@@ -211,12 +222,10 @@ def train(run: Run) -> dict:
             f"(step {progress['step']}, {ckpts.directory('progress')})"
         )
     elif resumed:
-        todo = (
+        writer.print(
+            f"resuming from epoch {start_epoch - 1} ({ckpts.directory('latest')}): "
             f"epochs {start_epoch}-{config.train.epochs} to go"
-            if start_epoch <= config.train.epochs
-            else f"train.epochs={config.train.epochs} already reached"
         )
-        writer.print(f"resuming from epoch {start_epoch - 1} ({ckpts.directory('latest')}): {todo}")
     elif run.resume:
         writer.print(f"--resume: no checkpoint in {files.checkpoints} yet; starting at epoch 1")
     writer.rewrite(history)
