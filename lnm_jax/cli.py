@@ -809,8 +809,28 @@ def _missing_config_field(e: BaseException) -> str | None:
     inner = e.args[0] if e.args else e  # AttributeError(KeyError("'width'\nDid you mean ...?"))
     text = inner.args[0] if isinstance(inner, KeyError) and inner.args else inner
     field, *hint = str(text).splitlines()
-    quoted = "'" + field.strip("\"' ") + "'"
+    from lnm_jax.config import field_path
+
+    group = tb.tb_frame.f_locals.get("self")  # the ConfigDict (group) that lacks the field
+    siblings = group.keys() if hasattr(group, "keys") else ()
+    quoted = "'" + field_path(field.strip("\"' "), siblings) + "'"
     return f"{quoted} ({hint[0].strip()})" if hint else quoted
+
+
+def _run_config(args: list[str]) -> Path | None:
+    """The ``config.json`` of the run folder a command's ``--workdir`` names, where there is one."""
+    from lnm_jax.run_files import RunFiles
+
+    for i, a in enumerate(args):
+        if a.startswith("--workdir="):
+            folder = a.split("=", 1)[1]
+        elif a == "--workdir" and i + 1 < len(args):
+            folder = args[i + 1]
+        else:
+            continue
+        path = RunFiles(folder).config
+        return path if path.is_file() else None
+    return None
 
 
 def _user_errors() -> tuple[type[BaseException], ...]:
@@ -891,12 +911,14 @@ def main(argv: list[str] | None = None) -> int:
         if isinstance(e, _user_errors()):
             return _fail(name, _message(e), 1)
         if field := _missing_config_field(e):
-            return _fail(
-                name,
-                f"the config lacks the field {field} that {name} reads: a run's config.json edited by hand, or a "
-                "config file without it; restore the file from a copy or add the field",
-                1,
+            stored = _run_config(argv[1:])
+            where = (
+                f"{stored} lacks the field {field} that {name} reads: edited by hand?"
+                if stored
+                else f"the config lacks the field {field} that {name} reads: a run's config.json edited by hand, "
+                "or a config file without it;"
             )
+            return _fail(name, f"{where} restore the file from a copy or add the field", 1)
         return _fail(name, f"unexpected {type(e).__name__}: {_message(e)} (rerun with --debug for the traceback)", 1)
 
 

@@ -480,6 +480,21 @@ def type_problems(config) -> list[str]:
     return problems
 
 
+def field_path(field: str, siblings) -> str:
+    """The dotted name of ``field`` in :func:`base_config`, found from the fields a config's
+    group still has (``siblings``, the group that lacks ``field``): the one group of the
+    defaults that holds ``field`` and every sibling; ``field`` itself where none or several do
+    (``width`` -> ``model.width``, for a field deleted from a run's ``config.json``)."""
+    tree = base_config().to_dict()
+    siblings = set(siblings)
+    found = [
+        g
+        for g in ["", *_groups(tree)]
+        if hasattr(group := (_get(tree, g) if g else tree), "keys") and field in group and siblings <= set(group)
+    ]
+    return f"{found[0]}.{field}".lstrip(".") if len(found) == 1 else field
+
+
 def _groups(tree: dict, prefix: str = "") -> list[str]:
     """The dotted names of every group of fields (a nested dict) of ``tree``."""
     out = []

@@ -19,7 +19,7 @@ from ml_collections import ConfigDict
 from support import cpu_env
 
 from lnm_jax.cli import main
-from lnm_jax.config import ConfigError, config_problems, demo_config
+from lnm_jax.config import ConfigError, config_problems, demo_config, field_path
 
 
 def _fail_line(capsys) -> str:
@@ -469,15 +469,22 @@ def test_an_edited_stored_config_is_checked_as_a_new_one_naming_the_file(triple_
     run.files.config.write_text(json.dumps({**stored, "data": {**stored["data"], "augment": 5}}))
     with pytest.raises(DamagedFileError, match=r"config.json: data.augment: 5 is not a group of fields"):
         Run.open(run.workdir)
-    # a field deleted: the command names it (it was "unexpected AttributeError: 'backbone'")
-    model = {k: v for k, v in stored["model"].items() if k != "backbone"}
-    run.files.config.write_text(json.dumps({**stored, "model": model}))
-    capsys.readouterr()
-    assert main(["export", "--workdir", str(run.workdir), "--out", str(run.workdir.parent / "export")]) == 1
-    assert capsys.readouterr().err.strip() == (
-        "lnm-jax export: error: the config lacks the field 'backbone' that export reads: a run's config.json edited by "
-        "hand, or a config file without it; restore the file from a copy or add the field"
-    )
+    # a field deleted: the command names the file and the field by its full name (it was
+    # "unexpected AttributeError: 'backbone'", then 'backbone' with no file)
+    for group, field in (("model", "backbone"), ("model", "width"), ("eval", "fold_bn")):
+        kept = {k: v for k, v in stored[group].items() if k != field}
+        run.files.config.write_text(json.dumps({**stored, group: kept}))
+        capsys.readouterr()
+        assert main(["export", "--workdir", str(run.workdir), "--out", str(run.workdir.parent / "export")]) == 1
+        assert capsys.readouterr().err.strip() == (
+            f"lnm-jax export: error: {run.files.config} lacks the field '{group}.{field}' that export reads: edited "
+            "by hand? restore the file from a copy or add the field"
+        )
+    run.files.config.write_text(json.dumps(stored))
+    # a name two groups hold is told apart by the fields its group kept
+    assert field_path("seed", stored["data"]["split"].keys() - {"seed"}) == "data.split.seed"
+    assert field_path("seed", stored.keys() - {"seed"}) == "seed"
+    assert field_path("widht", stored["model"].keys()) == "widht"  # none holds it: as given
     norm = {k: v for k, v in stored["data"]["norm"].items() if k != "bmode"}
     assert config_problems(ConfigDict({**stored, "data": {**stored["data"], "norm": norm}})) == [
         "data.norm: no entry for 'bmode', an input of modalities"  # it was a KeyError at the first batch
