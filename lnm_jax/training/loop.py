@@ -206,11 +206,12 @@ def train(run: Run) -> dict:
     if resumed and progress is None and start_epoch > config.train.epochs:
         # a finished run: nothing to train, so nothing is written; its record, logs and
         # checkpoints stay those of the training that made them
-        print(
-            f"resuming from epoch {start_epoch - 1} ({ckpts.directory('latest')}): train.epochs="
-            f"{config.train.epochs} already reached; nothing trained, nothing written (raise train.epochs "
-            "with --config.train.epochs to train on)"
-        )
+        if jax.process_index() == 0:
+            print(
+                f"resuming from epoch {start_epoch - 1} ({ckpts.directory('latest')}): train.epochs="
+                f"{config.train.epochs} already reached; nothing trained, nothing written (raise train.epochs "
+                "with --config.train.epochs to train on)"
+            )
         ckpts.close()
         run.forget_checkpoints()
         return best
