@@ -196,9 +196,13 @@ def synthetic(config) -> bool:
 SYNTHETIC_LABELS = "the synthetic generator (lnm_jax/data/synth): drawn with the images, no patients"
 
 
-def metadata(run: Run, checkpoint: str = "best", evaluation: dict | None = None) -> dict:
+def metadata(
+    run: Run, checkpoint: str = "best", evaluation: dict | None = None, temperature: float | None = None
+) -> dict:
     """The machine-readable description of ``run``'s ``checkpoint``: every field read from the
-    run (config, ``run_info.json``, cohort, split, checkpoint, ``evaluate``'s metrics)."""
+    run (config, ``run_info.json``, cohort, split, checkpoint, ``evaluate``'s metrics).
+    ``temperature``: the calibration temperature just fitted (``evaluate``, which builds the
+    card before writing anything), instead of the one stored in the run folder."""
     config = run.config
     task = Task.from_config(config)
     if synthetic(config):  # what the labels and images are, whatever the task says they stand for
@@ -208,7 +212,7 @@ def metadata(run: Run, checkpoint: str = "best", evaluation: dict | None = None)
     state, meta = run.restore(checkpoint)
     evaluation = evaluation or _evaluation(run, checkpoint, meta)
     labels = [p.lnm for p in run.cohort.patients if p.lnm is not None]
-    temperature = run.temperature(checkpoint)
+    temperature = run.temperature(checkpoint) if temperature is None else temperature
     inputs = list(names.parse_modalities(config.modalities))
     metrics, calibration = {}, {}
     if evaluation:

@@ -480,6 +480,19 @@ def test_an_edited_stored_config_is_checked_as_a_new_one_naming_the_file(triple_
             f"lnm-jax export: error: {run.files.config} lacks the field '{group}.{field}' that export reads: edited "
             "by hand? restore the file from a copy or add the field"
         )
+    # evaluate reads the model card's fields before it writes anything (it had rewritten
+    # eval_best/metrics.json before stopping at a deleted train.epochs: fresh-user trial)
+    train_kept = {k: v for k, v in stored["train"].items() if k != "epochs"}
+    run.files.config.write_text(json.dumps({**stored, "train": train_kept}))
+    # (the lesion evidence's Grad-CAM files are still written before: not yet covered)
+    kept = lambda: {p: p.read_bytes() for p in run.workdir.rglob("*") if p.is_file() and "gradcam" not in str(p)}  # noqa: E731
+    before = kept()
+    capsys.readouterr()
+    assert main(["evaluate", "--workdir", str(run.workdir)]) == 1
+    assert "lacks the field 'train.epochs' that evaluate reads" in capsys.readouterr().err
+    after = kept()
+    after.pop(run.workdir / ".lock", None)  # the run lock the command takes
+    assert after == before
     run.files.config.write_text(json.dumps(stored))
     # a name two groups hold is told apart by the fields its group kept
     assert field_path("seed", stored["data"]["split"].keys() - {"seed"}) == "data.split.seed"

@@ -18,7 +18,7 @@ from lnm_jax.evaluation import metrics as M
 from lnm_jax.evaluation.plots import plot_decision_curve, plot_reliability, plot_roc
 from lnm_jax.evaluation.summary import format_summary, summarise_predictions
 from lnm_jax.fileio import read_json, write_csv, write_json
-from lnm_jax.model_card import write_model_card
+from lnm_jax.model_card import metadata, write_card
 from lnm_jax.preflight import check_inputs_present
 from lnm_jax.run import Run, synth_params
 from lnm_jax.serving import guard_predictions, intensity_check, write_predictions
@@ -97,6 +97,9 @@ def evaluate(run: Run, *, checkpoint: str = "best", subsets=("val", "test"), out
         result["warnings"].append(f"{BOUND_WARNING} (T = {temperature:.2f}, bounds {lo}-{hi})")
     if not config.data.manifest:
         result["synthetic_reference"] = bayes_reference(run, preds, subsets)
+    # the model card's fields are read before anything is written: a config field it needs
+    # missing (a hand-edited config.json) stops here, not after metrics.json was rewritten
+    card = metadata(run, checkpoint, evaluation=result, temperature=temperature)
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / F.METRICS, result)
     write_csv(out / F.PREDICTIONS_CSV, rows, list(rows[0]))
@@ -116,7 +119,7 @@ def evaluate(run: Run, *, checkpoint: str = "best", subsets=("val", "test"), out
             "search_bounds": list(C.TEMPERATURE_BOUNDS),
         },
     )
-    write_model_card(run, out, checkpoint, evaluation=result)
+    write_card(card, out)
     result["out"] = str(out)
     return result
 
