@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import math
+import sys
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -48,9 +49,7 @@ class MetricWriter:
         if not primary:
             return
         if tensorboard is not None:
-            from tensorboardX import SummaryWriter  # noqa: PLC0415  (heavy; training only)
-
-            self._tb = SummaryWriter(str(tensorboard))
+            self._tb = _summary_writer()(str(tensorboard))
         for handler in _console_handlers():
             handler.addFilter(self._filter)
         if log_file is not None:
@@ -110,6 +109,29 @@ def read_history(path: Path, up_to: int | None = None, step_key: str = "epoch") 
                 path, f"record {i}'s '{step_key}' is {step!r}, not an integer", "restore it from a copy"
             )
     return [r for r in rows if up_to is None or r[step_key] <= up_to]
+
+
+def _summary_writer() -> type:
+    """tensorboardX's ``SummaryWriter`` class, imported without PyTorch.
+
+    tensorboardX imports torch whenever it is installed (to accept torch tensors, which this
+    writer never passes: it adds Python floats). With the test extra's torch that import made
+    every training process 3.4 s slower to start and 620 MB larger (measured: a SummaryWriter
+    writing one scalar, 3.79 s and 650 MB peak RSS with the import, 0.35 s and 32 MB without).
+    A ``None`` in ``sys.modules`` makes ``import torch`` raise ImportError, which tensorboardX
+    catches; the entry is removed right after, so a later ``import torch`` works. Where torch is
+    already imported nothing is blocked."""
+    if "tensorboardX" in sys.modules or "torch" in sys.modules:
+        from tensorboardX import SummaryWriter  # noqa: PLC0415
+
+        return SummaryWriter
+    sys.modules["torch"] = None  # type: ignore[assignment]
+    try:
+        from tensorboardX import SummaryWriter  # noqa: PLC0415  (heavy; training only)
+    finally:
+        if sys.modules.get("torch", 0) is None:
+            del sys.modules["torch"]
+    return SummaryWriter
 
 
 def _console_handlers() -> list[logging.Handler]:

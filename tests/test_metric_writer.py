@@ -95,3 +95,46 @@ def test_a_history_record_whose_step_is_no_integer_names_the_file(tmp_path, epoc
     path.write_text(json.dumps({"epoch": 1}) + "\n" + json.dumps({"epoch": epoch, "loss": 0.1}) + "\n")
     with pytest.raises(DamagedFileError, match=rf"metrics.jsonl: record 2's 'epoch' is {re.escape(repr(epoch))}, not"):
         read_history(path, up_to=1)
+
+
+def test_tensorboard_is_written_without_importing_torch(tmp_path):
+    """tensorboardX imports torch when it is installed (3 s and 600 MB for a writer of floats):
+    a fresh process that writes a scalar has no torch loaded, and can still import it after."""
+    import importlib.util
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from lnm_jax.metric_writer import MetricWriter\n"
+        f"with MetricWriter({str(tmp_path / 'h.jsonl')!r}, {str(tmp_path / 'tb')!r}) as w:\n"
+        "    w.write({'epoch': 3, 'val_auc': 0.75})\n"
+        "print('torch' in sys.modules)\n"
+        "import importlib.util\n"
+        "if importlib.util.find_spec('torch'):\n"
+        "    import torch\n"
+        "    print(torch.zeros(1).shape == (1,))\n"
+    )
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr[-2000:]
+    torch_installed = importlib.util.find_spec("torch") is not None
+    assert res.stdout.split() == ["False"] + (["True"] if torch_installed else []), res.stdout
+    assert _scalars(tmp_path / "tb") == [("val_auc", 3, 0.75)]
+
+
+def _scalars(folder) -> list[tuple[str, int, float]]:
+    """(tag, step, value) of every scalar in the TensorBoard event files of ``folder``, read from
+    their TFRecord framing (8-byte length, 4-byte CRC, the Event proto, 4-byte CRC)."""
+    import struct
+
+    from tensorboardX.proto.event_pb2 import Event
+
+    out = []
+    for f in sorted(folder.iterdir()):
+        data, i = f.read_bytes(), 0
+        while i < len(data):
+            (n,) = struct.unpack("<Q", data[i : i + 8])
+            event = Event.FromString(data[i + 12 : i + 12 + n])
+            i += 12 + n + 4
+            out += [(v.tag, event.step, pytest.approx(v.simple_value)) for v in event.summary.value]
+    return out

@@ -484,9 +484,10 @@ def test_an_edited_stored_config_is_checked_as_a_new_one_naming_the_file(triple_
     # eval_best/metrics.json before stopping at a deleted train.epochs: fresh-user trial)
     train_kept = {k: v for k, v in stored["train"].items() if k != "epochs"}
     run.files.config.write_text(json.dumps({**stored, "train": train_kept}))
-    # (the lesion evidence's Grad-CAM files are still written before: not yet covered)
-    kept = lambda: {p: p.read_bytes() for p in run.workdir.rglob("*") if p.is_file() and "gradcam" not in str(p)}  # noqa: E731
+    kept = lambda: {p: p.read_bytes() for p in run.workdir.rglob("*") if p.is_file()}  # noqa: E731
     before = kept()
+    # the test patients have lesion masks: evaluate writes Grad-CAM files (eval_best/gradcam_test)
+    assert any(run.cohort.by_id()[i].mask("bmode") is not None for i in run.split.subset("test"))
     capsys.readouterr()
     assert main(["evaluate", "--workdir", str(run.workdir)]) == 1
     assert "lacks the field 'train.epochs' that evaluate reads" in capsys.readouterr().err

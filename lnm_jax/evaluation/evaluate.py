@@ -89,8 +89,6 @@ def evaluate(run: Run, *, checkpoint: str = "best", subsets=("val", "test"), out
                 }
             )
     result["single_inputs"] = single_input_check(run, preds)
-    out = Path(out) if out else run.files.evaluation(checkpoint)
-    result["cam_scores"] = lesion_evidence(run, checkpoint, out=out)
     result["warnings"] = imbalance_warnings(result, [p.lnm for p in run.cohort.patients if p.lnm is not None], config)
     if result["temperature_at_bound"]:  # recorded with the metrics, so the model card says it too
         lo, hi = C.TEMPERATURE_BOUNDS
@@ -98,7 +96,11 @@ def evaluate(run: Run, *, checkpoint: str = "best", subsets=("val", "test"), out
     if not config.data.manifest:
         result["synthetic_reference"] = bayes_reference(run, preds, subsets)
     # the model card's fields are read before anything is written: a config field it needs
-    # missing (a hand-edited config.json) stops here, not after metrics.json was rewritten
+    # missing (a hand-edited config.json) stops here, not after metrics.json or the lesion
+    # evidence's Grad-CAM files were rewritten; the card is built again with the CAM scores
+    metadata(run, checkpoint, evaluation=result, temperature=temperature)
+    out = Path(out) if out else run.files.evaluation(checkpoint)
+    result["cam_scores"] = lesion_evidence(run, checkpoint, out=out)
     card = metadata(run, checkpoint, evaluation=result, temperature=temperature)
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / F.METRICS, result)
