@@ -8,6 +8,7 @@ config file and every field can be overridden on the command line
 from __future__ import annotations
 
 import difflib
+import json
 
 from ml_collections import ConfigDict, FieldReference
 
@@ -426,6 +427,74 @@ def _get(config, dotted: str):
 
 
 _MISSING = object()
+
+
+# The fields that define what a trained model computes: its inputs, architecture and
+# preprocessing (not how it was trained, nor where its cohort lies). Each checkpoint records
+# their values (:func:`model_fields`); a run whose config.json no longer says the same (a field
+# edited or deleted by hand) is refused when a checkpoint is read (:func:`model_field_changes`)
+# rather than computing another function from the same weights. The value is the default a run
+# stored before the field existed is read with (None: every stored run has the field).
+MODEL_FIELDS = {
+    "modalities": None,
+    "model.backbone": None,
+    "model.width": None,
+    "model.dtype": None,
+    "model.variant": None,
+    "model.missing_inputs": None,
+    "model.temporal_pool": None,
+    "model.fusion": "concat",
+    "model.input_heads": False,
+    "model.flag_encoding": "raw",
+    "model.lesion_head": "",
+    "model.stem": "conv7",
+    "model.bn_float32_reductions": True,
+    "data.image_size": None,
+    "data.clip_frames": None,
+    "data.norm": None,
+    "data.field_of_view_mm": 0.0,
+    "data.ceus_region": "auto",
+    "data.zero_fill_missing": False,
+}
+
+
+def model_field(config, field: str):
+    """The value ``config`` gives a field of :data:`MODEL_FIELDS`, its default where a run
+    stored before the field existed lacks it; a group (``data.norm``) as plain dicts and lists."""
+    value = _get(config, field)
+    if value is _MISSING:
+        value = MODEL_FIELDS[field]
+    if hasattr(value, "to_dict"):
+        value = value.to_dict()
+    if field == "modalities" and isinstance(value, str):  # a setting's name as the inputs it stands for
+        try:
+            value = ",".join(parse_modalities(value))
+        except ValueError:
+            pass  # config_problems names it
+    return json.loads(json.dumps(value))  # tuples as lists: compared as a JSON record reads
+
+
+def model_fields(config) -> dict:
+    """Every field of :data:`MODEL_FIELDS` as ``config`` gives it (a checkpoint's record)."""
+    return {f: model_field(config, f) for f in MODEL_FIELDS}
+
+
+def model_field_changes(recorded: dict, config) -> list[str]:
+    """One line per field of ``recorded`` (a checkpoint's :func:`model_fields`) that ``config``
+    gives otherwise or lacks: ``data.image_size: 32, trained with 64``. A field the record does
+    not hold (a checkpoint written before it was recorded) is not compared; one deleted whose
+    default is the trained value changes nothing and is not reported, nor one every run has
+    (no default: the command that reads it names it as missing)."""
+    out = []
+    for field, then in recorded.items():
+        if field not in MODEL_FIELDS or (now := model_field(config, field)) == then:
+            continue  # a field deleted whose default is the trained value changes nothing
+        absent = _get(config, field) is _MISSING
+        if absent and MODEL_FIELDS[field] is None:
+            continue  # a field every run has: the command that reads it names it (field_path)
+        shown = f"absent (read as {json.dumps(now)})" if absent else json.dumps(now)
+        out.append(f"{field}: {shown}, trained with {json.dumps(then)}")
+    return out
 
 
 # the groups of fields every config has (a stored one included) and the checks below read

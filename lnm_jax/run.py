@@ -25,7 +25,7 @@ import numpy as np
 from ml_collections import ConfigDict
 
 from lnm_jax import names, provenance
-from lnm_jax.config import base_config, config_problems
+from lnm_jax.config import base_config, config_problems, model_field_changes, model_fields
 from lnm_jax.data.cohorts.manifest import Cohort, read_manifest
 from lnm_jax.data.cohorts.splits import Split, check_patients, check_stored, load_splits, make_splits, save_splits
 from lnm_jax.data.cohorts.survey import GEOMETRY_COLUMNS, survey
@@ -37,7 +37,7 @@ from lnm_jax.preflight import check_inputs_present, check_lesion_masks
 from lnm_jax.run_files import GENERATOR, MANIFEST, RunFiles
 from lnm_jax.training import sharding
 from lnm_jax.training import state as state_lib
-from lnm_jax.training.checkpoint import DIGEST_KEY, RunCheckpoints
+from lnm_jax.training.checkpoint import DIGEST_KEY, MODEL_KEY, RunCheckpoints
 from lnm_jax.training.steps import inference_variables, make_eval_step, predict, step_inputs
 
 
@@ -493,17 +493,34 @@ class Run:
         return state_lib.create_train_state(*self._state_args(), abstract=True)
 
     def checkpoints(self, *, create: bool = False) -> RunCheckpoints:
-        return RunCheckpoints(self.files.checkpoints, create=create, log=self.files.train_log)
+        """The run's checkpoints; each one saved records the config's model fields."""
+        fields = model_fields(self.config)
+        return RunCheckpoints(self.files.checkpoints, create=create, log=self.files.train_log, model_fields=fields)
 
     def restore(self, checkpoint: str = "best") -> tuple[state_lib.TrainState, dict]:
         """The train state and metadata of ``checkpoint`` ('best' | 'latest'), restored once."""
         if checkpoint not in self._states:
             ckpts = self.checkpoints()
-            try:  # restored into the state's shapes, which need no initialisation to know
+            try:
+                self.check_model_fields(*ckpts.meta(checkpoint))
+                # restored into the state's shapes, which need no initialisation to know
                 self._states[checkpoint] = ckpts.restore(checkpoint, self.abstract_state())
             finally:
                 ckpts.close()
         return self._states[checkpoint]
+
+    def check_model_fields(self, meta: dict, where: Path) -> None:
+        """:class:`DamagedFileError` naming ``config.json`` and each field that defines the model
+        (:data:`lnm_jax.config.MODEL_FIELDS`) where it says otherwise than the checkpoint
+        ``where`` was trained with (``meta``): an edited backbone, input, image size or flag
+        encoding would otherwise restore into another model or compute another function."""
+        changes = model_field_changes(meta.get(MODEL_KEY, {}), self.config)
+        if changes:
+            raise DamagedFileError.edited(
+                self.files.config,
+                f"it describes another model than checkpoint {where} was trained as ({'; '.join(changes)})",
+                "restore it from a copy, or set those fields back",
+            )
 
     def forget_checkpoints(self) -> None:
         """Drops restored states (training wrote new checkpoints)."""

@@ -325,13 +325,18 @@ def test_a_resume_that_cannot_read_its_checkpoint_leaves_the_run_record_as_it_wa
             Run.create(tiny_config(tiny_cohort, "triple", epochs=5), run.workdir, resume=True)
 
 
-def test_a_checkpoint_of_another_model_is_refused_naming_the_first_array(triple_run, copy_run, tiny_cohort):
+def test_a_checkpoint_of_another_model_is_refused_naming_the_field_and_the_first_array(
+    triple_run, copy_run, tiny_cohort
+):
     """A run whose config.json no longer describes its checkpoints (edited: another width)
-    is refused when the checkpoint is read, naming the first array that differs; orbax restored
+    is refused when the checkpoint is read, naming the field and the width trained with (the
+    checkpoint's record of its model fields), for a resume too; a checkpoint without that record
+    (written before it existed) is refused naming the first array that differs. Orbax restored
     the stored arrays whatever the template's shapes, and the resume failed at its first step
     with a ScopeParamShapeError after rewriting the run's record and history (fresh-user trial)."""
     from support import tiny_config
 
+    from lnm_jax.fileio import DamagedFileError
     from lnm_jax.run import Run
     from lnm_jax.training.checkpoint import CheckpointMismatchError
     from lnm_jax.training.loop import train
@@ -340,13 +345,16 @@ def test_a_checkpoint_of_another_model_is_refused_naming_the_first_array(triple_
     stored = json.loads(run.files.config.read_text())
     width = stored["model"]["width"]
     run.files.config.write_text(json.dumps({**stored, "model": {**stored["model"], "width": 2 * width}}))
-    says = rf"checkpoints/best/\d+ holds another model.* float32\[{width}\] there, float32\[{2 * width}\] in the config"
-    with pytest.raises(CheckpointMismatchError, match=says):
+    field = rf"model.width: {2 * width}, trained with {width}"
+    with pytest.raises(DamagedFileError, match=rf"config.json: .*checkpoints/best/\d+ .*\({field}\)"):
         Run.open(run.workdir).restore("best")
+    says = rf"checkpoints/best/\d+ holds another model.* float32\[{width}\] there, float32\[{2 * width}\] in the config"
+    with pytest.raises(CheckpointMismatchError, match=says):  # the arrays' own check, without the record
+        run.checkpoints().restore("best", Run.open(run.workdir).abstract_state())
     before = _snapshot(run.workdir)
     config = tiny_config(tiny_cohort, "triple", epochs=3)
     config.model.width = 2 * width
-    with pytest.raises(CheckpointMismatchError, match="checkpoints/latest"):
+    with pytest.raises(DamagedFileError, match=rf"checkpoints/latest/\d+ .*\({field}\)"):
         train(Run.create(config, run.workdir, resume=True))
     assert _snapshot(run.workdir) == before
 
@@ -544,6 +552,63 @@ def test_an_edited_stored_config_is_checked_as_a_new_one_naming_the_file(triple_
     assert sorted(p.name for p in run.workdir.iterdir()) == before
     del stored["data"]
     assert config_problems(ConfigDict(stored))[:2] == ["data: missing", "data.augment: missing"]
+
+
+def test_a_config_edited_to_describe_another_model_is_refused_naming_the_field(triple_run, copy_run, capsys, tmp_path):
+    """Each checkpoint records the config fields that define its model (inputs, architecture,
+    preprocessing: config.MODEL_FIELDS). A config.json edited afterwards to say otherwise is one
+    line naming the file, each field and the value trained with, and nothing is written: an
+    image size edited 32 -> 48 had been accepted (evaluate rewrote eval_best with another AUC),
+    a deleted flag encoding read as 'raw' for a run trained 'centred' (46 of 60 probabilities
+    moved), an edited backbone or input set blamed the checkpoint as damaged (fresh-user trial)."""
+    from lnm_jax.config import MODEL_FIELDS, model_field_changes, model_fields
+
+    stored = json.loads(triple_run.files.config.read_text())
+    recorded = triple_run.checkpoints().meta("best")[0]["model_fields"]
+    assert recorded == model_fields(triple_run.config) and set(recorded) == set(MODEL_FIELDS)
+    run = copy_run(triple_run)
+    out = tmp_path / "elsewhere"
+    for edit, expected in (
+        ({"data": {**stored["data"], "image_size": 48}}, "data.image_size: 48, trained with 32"),
+        ({"model": {**stored["model"], "backbone": "resnet18"}}, 'model.backbone: "resnet18", trained with "resnet10"'),
+        ({"modalities": "bmode,us_lnm"}, 'modalities: "bmode,us_lnm", trained with "bmode,ceus,us_lnm"'),
+        (
+            {
+                "data": {
+                    **stored["data"],
+                    "norm": {**stored["data"]["norm"], "bmode": {"mean": [0.5] * 3, "std": [0.2] * 3}},
+                }
+            },
+            "data.norm: ",
+        ),
+    ):
+        run.files.config.write_text(json.dumps({**stored, **edit}))
+        before = _snapshot(run.workdir)
+        for command in (["evaluate"], ["predict", "--manifest", triple_run.config.data.manifest, "--out", str(out)]):
+            capsys.readouterr()
+            assert main([*command, "--workdir", str(run.workdir)]) == 1, (edit, command)
+            err = capsys.readouterr().err.strip().splitlines()
+            assert len(err) == 1 and f"{run.files.config}: it describes another model than checkpoint " in err[0], err
+            assert expected in err[0] and "damaged checkpoint" not in err[0], err
+        assert _snapshot(run.workdir) == before and not out.exists(), edit
+    # a field deleted whose default is what the model was trained with changes nothing
+    run.files.config.write_text(
+        json.dumps({**stored, "model": {k: v for k, v in stored["model"].items() if k != "stem"}})
+    )
+    assert (
+        main(
+            ["predict", "--workdir", str(run.workdir), "--manifest", triple_run.config.data.manifest, "--out", str(out)]
+        )
+        == 0
+    )
+    # one deleted whose default is not (a run trained with the flag as -1/+1) is named
+    centred = {**recorded, "model.flag_encoding": "centred"}
+    config = ConfigDict({**stored, "model": {k: v for k, v in stored["model"].items() if k != "flag_encoding"}})
+    assert model_field_changes(centred, config) == [
+        'model.flag_encoding: absent (read as "raw"), trained with "centred"'
+    ]
+    # a checkpoint written before the record existed is not compared
+    assert model_field_changes({}, config) == []
 
 
 def test_converted_backbone_json_names_what_it_lacks(tmp_path):

@@ -62,7 +62,7 @@ import jax
 import jax.numpy as jnp
 
 from lnm_jax import names
-from lnm_jax.config import check_fields
+from lnm_jax.config import check_fields, model_field
 from lnm_jax.models import backbones
 from lnm_jax.models.backbones import backbone
 
@@ -328,10 +328,11 @@ def build_model(config) -> FusionClassifier:
         modality_dropout=m.modality_dropout,
         temporal_pool=m.temporal_pool,
         lowering=m.get("lowering", "auto"),  # runs stored before the field: auto
-        fusion=m.get("fusion", "concat"),  # runs stored before these fields: the paper's head
-        input_heads=m.get("input_heads", False),
-        flag_encoding=m.get("flag_encoding", "raw"),
-        lesion_head=m.get("lesion_head", ""),
-        stem=m.get("stem", "conv7"),
-        bn_float32_reductions=m.get("bn_float32_reductions", True),
+        # runs stored before these fields: their defaults (config.MODEL_FIELDS), the paper's model
+        fusion=model_field(config, "model.fusion"),
+        input_heads=model_field(config, "model.input_heads"),
+        flag_encoding=model_field(config, "model.flag_encoding"),
+        lesion_head=model_field(config, "model.lesion_head"),
+        stem=model_field(config, "model.stem"),
+        bn_float32_reductions=model_field(config, "model.bn_float32_reductions"),
     )

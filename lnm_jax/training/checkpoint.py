@@ -49,6 +49,7 @@ class CheckpointCorruptError(ValueError):
 
 
 DIGEST_KEY = "state_sha256"
+MODEL_KEY = "model_fields"  # the fields of the config that define the model (config.model_fields)
 LIBRARY_LOGGERS = ("absl", "asyncio", "orbax", "jax._src.distributed")
 
 
@@ -152,9 +153,20 @@ def _check_shapes(restored: Any, abstract: Any, where: Path) -> None:
 
 
 class RunCheckpoints:
-    def __init__(self, root: Path, *, create: bool = True, kinds: tuple[str, ...] = KINDS, log: Path | None = None):
+    def __init__(
+        self,
+        root: Path,
+        *,
+        create: bool = True,
+        kinds: tuple[str, ...] = KINDS,
+        log: Path | None = None,
+        model_fields: dict | None = None,
+    ):
+        """``model_fields``: recorded in every checkpoint's metadata (``MODEL_KEY``), the
+        config's description of the model the state is of (:func:`lnm_jax.config.model_fields`)."""
         root = Path(root).resolve()
         self._log = log  # where library messages of a failed read go (the run's train.log)
+        self._model_fields = model_fields
         # cleanup_tmp_directories: a save killed mid-write (kill -9, a full disk) leaves a temporary
         # folder; a writer removes it on start (a reader never touches the folder)
         opts = ocp.CheckpointManagerOptions(
@@ -169,6 +181,8 @@ class RunCheckpoints:
         """Saves ``state`` and ``meta`` as checkpoint ``number`` (an epoch, or a step for progress)."""
         epoch = meta.get("epoch", number)
         meta = {**meta, DIGEST_KEY: state_digest(state)}
+        if self._model_fields is not None:
+            meta[MODEL_KEY] = self._model_fields
         try:
             # a full disk: hundreds of library tracebacks, not on the console
             with libraries_to_log(self._log, keep_on_failure=True):
@@ -192,6 +206,25 @@ class RunCheckpoints:
 
     def latest_epoch(self, kind: str) -> int | None:
         return self._managers[kind].latest_step()
+
+    def meta(self, kind: str) -> tuple[dict, Path]:
+        """The metadata of the latest ``kind`` checkpoint (its JSON only, no array read) and
+        that checkpoint's folder."""
+        mngr = self._managers[kind]
+        step = mngr.latest_step()
+        if step is None:
+            raise FileNotFoundError(f"no '{kind}' checkpoint in {mngr.directory}")
+        where = Path(mngr.directory) / str(step)
+        try:
+            with libraries_to_log(self._log):
+                meta = off_main_thread(mngr.restore, step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
+        except Exception as e:  # noqa: BLE001  (any failed read is a damaged checkpoint)
+            raise CheckpointCorruptError(
+                f"checkpoint {where}: its metadata cannot be read ({error_line(e)}); restore it from a copy or retrain"
+            ) from e
+        if not isinstance(meta, dict):
+            raise CheckpointCorruptError(f"checkpoint {where}: its metadata is not a JSON object")
+        return meta, where
 
     def restore(self, kind: str, abstract_state: Any) -> tuple[Any, dict]:
         """Restores into the structure and placement of ``abstract_state`` (a state or its shape
