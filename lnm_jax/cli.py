@@ -75,9 +75,10 @@ def cmd_synth(argv: list[str]) -> int:
     from lnm_jax.data.synth.synthetic import PRESETS, SynthParams, describe, generate_cohort, preset_params
 
     p = argparse.ArgumentParser(prog="lnm-jax synth", description="Write a synthetic cohort.")
-    p.add_argument("--out", required=True, type=Path)
+    p.add_argument("--out", required=True, type=Path, help="new folder for the cohort (images and manifest.csv)")
     for f in dataclasses.fields(SynthParams):
-        p.add_argument(f"--{f.name.replace('_', '-')}", type=type(f.default), default=None)
+        what = f"{SynthParams.HELP[f.name]} (default {f.default}, or the preset's)"
+        p.add_argument(f"--{f.name.replace('_', '-')}", type=type(f.default), default=None, help=what)
     p.add_argument(
         "--preset",
         choices=sorted(PRESETS),
@@ -239,8 +240,8 @@ def _override_problems(argv: list[str], config) -> list[str]:
 def cmd_norm_stats(argv: list[str]) -> int:
 
     p = argparse.ArgumentParser(prog="lnm-jax norm-stats", description="Per-modality mean/std of the training split.")
-    p.add_argument("--manifest", required=True, type=Path)
-    p.add_argument("--image-size", type=int, default=224)
+    p.add_argument("--manifest", required=True, type=Path, help="the cohort manifest CSV")
+    p.add_argument("--image-size", type=int, default=224, help="config data.image_size (pixels)")
     p.add_argument("--seed", type=int, default=0, help="split seed (config data.split.seed)")
     p.add_argument("--out", type=Path, help="also write the JSON here")
     p.add_argument("--field-of-view-mm", type=float, default=0.0, help="config data.field_of_view_mm")
@@ -442,13 +443,19 @@ def cmd_pretrain(argv: list[str]) -> int:
     return 0
 
 
+RUN_FOLDER_HELP = "a training run folder (lnm-jax train --workdir)"
+CHECKPOINT_HELP = "best (highest validation AUC, the default) or latest (the last epoch)"
+
+
 def cmd_evaluate(argv: list[str]) -> int:
 
     p = argparse.ArgumentParser(prog="lnm-jax evaluate", description="Evaluate a run's checkpoint.")
-    p.add_argument("--workdir", required=True, type=Path)
-    p.add_argument("--checkpoint", choices=("best", "latest"), default="best")
+    p.add_argument("--workdir", required=True, type=Path, help=RUN_FOLDER_HELP)
+    p.add_argument("--checkpoint", choices=("best", "latest"), default="best", help=CHECKPOINT_HELP)
     p.add_argument("--splits", default="val,test", help="comma list of train,val,test")
-    p.add_argument("--out", type=Path)
+    p.add_argument(
+        "--out", type=Path, help="where the metrics, predictions and plots go (default: WORKDIR/eval_CHECKPOINT)"
+    )
     a = p.parse_args(argv)
     from lnm_jax.evaluation.evaluate import evaluate, evaluation_lines
     from lnm_jax.run import Run
@@ -475,9 +482,9 @@ def cmd_availability(argv: list[str]) -> int:
     p = argparse.ArgumentParser(
         prog="lnm-jax availability", description="Metrics of a missing-input run per availability pattern."
     )
-    p.add_argument("--workdir", required=True, type=Path)
-    p.add_argument("--checkpoint", choices=("best", "latest"), default="best")
-    p.add_argument("--split", default="test", choices=("val", "test"))
+    p.add_argument("--workdir", required=True, type=Path, help=RUN_FOLDER_HELP)
+    p.add_argument("--checkpoint", choices=("best", "latest"), default="best", help=CHECKPOINT_HELP)
+    p.add_argument("--split", default="test", choices=("val", "test"), help="the split whose patients are scored")
     p.add_argument(
         "--dedicated",
         action="append",
@@ -485,7 +492,7 @@ def cmd_availability(argv: list[str]) -> int:
         metavar="PATTERN=RUN",
         help=f"a run trained on that pattern's inputs alone; PATTERN in {sorted(names.AVAILABILITY_PATTERNS)}",
     )
-    p.add_argument("--out", type=Path)
+    p.add_argument("--out", type=Path, help="where availability.json and .md go (default: WORKDIR/eval_CHECKPOINT)")
     a = p.parse_args(argv)
     from lnm_jax.evaluation.availability import availability_table, evaluate_availability
     from lnm_jax.run import Run
@@ -509,9 +516,9 @@ def cmd_predict(argv: list[str]) -> int:
     model = p.add_mutually_exclusive_group(required=True)
     model.add_argument("--workdir", type=Path, help="a training run folder")
     model.add_argument("--exported", type=Path, help="a folder written by lnm-jax export (no run folder needed)")
-    p.add_argument("--manifest", required=True, type=Path)
-    p.add_argument("--out", required=True, type=Path)
-    p.add_argument("--checkpoint", choices=("best", "latest"), default="best")
+    p.add_argument("--manifest", required=True, type=Path, help="the new patients' manifest CSV (labels optional)")
+    p.add_argument("--out", required=True, type=Path, help="the CSV of probabilities to write")
+    p.add_argument("--checkpoint", choices=("best", "latest"), default="best", help=CHECKPOINT_HELP)
     p.add_argument(
         "--zero-fill-missing",
         action="store_true",
@@ -548,13 +555,15 @@ def cmd_gradcam(argv: list[str]) -> int:
         "arrays (cams.npz) and, where the manifest has bmode_mask/ceus_mask, scored against the lesion "
         "(cam_scores.json: mass in lesion / lesion area, pointing game, a random-map baseline).",
     )
-    p.add_argument("--workdir", required=True, type=Path)
+    p.add_argument("--workdir", required=True, type=Path, help=RUN_FOLDER_HELP)
     where = p.add_mutually_exclusive_group()
-    where.add_argument("--split", default="test", choices=("train", "val", "test"))
+    where.add_argument(
+        "--split", default="test", choices=("train", "val", "test"), help="the run's patients to explain"
+    )
     where.add_argument("--manifest", type=Path, help="any cohort manifest (new patients; labels optional)")
     p.add_argument("--out", type=Path, help="default: WORKDIR/gradcam_SPLIT (needed with --manifest)")
-    p.add_argument("--checkpoint", choices=("best", "latest"), default="best")
-    p.add_argument("--method", choices=names.CAM_METHODS, default="gradcam")
+    p.add_argument("--checkpoint", choices=("best", "latest"), default="best", help=CHECKPOINT_HELP)
+    p.add_argument("--method", choices=names.CAM_METHODS, default="gradcam", help="the class-activation method")
     p.add_argument(
         "--layer",
         default="auto",
@@ -606,8 +615,8 @@ def cmd_export(argv: list[str]) -> int:
         description="A trained model as a folder that runs without this package: predict.py, lnm_runtime/ "
         "(its preprocessing), requirements.txt, the program and weights, metadata.json and model_card.md.",
     )
-    p.add_argument("--workdir", required=True, type=Path)
-    p.add_argument("--checkpoint", choices=("best", "latest"), default="best")
+    p.add_argument("--workdir", required=True, type=Path, help=RUN_FOLDER_HELP)
+    p.add_argument("--checkpoint", choices=("best", "latest"), default="best", help=CHECKPOINT_HELP)
     p.add_argument("--out", required=True, type=Path, help="a new folder")
     p.add_argument(
         "--format", default="stablehlo", help=f"comma list of {','.join(names.EXPORT_FORMATS)} (onnx: the onnx extra)"
@@ -636,7 +645,9 @@ def cmd_convert_weights(argv: list[str]) -> int:
         prog="lnm-jax convert-weights",
         description="Port a torchvision or Keras ResNet's weights to a backbone checkpoint (config model.init_from).",
     )
-    p.add_argument("--from", dest="source", required=True, choices=("torchvision", "keras"))
+    p.add_argument(
+        "--from", dest="source", required=True, choices=("torchvision", "keras"), help="the weights' framework"
+    )
     p.add_argument(
         "--in",
         dest="path",
@@ -644,8 +655,10 @@ def cmd_convert_weights(argv: list[str]) -> int:
         type=Path,
         help="torchvision: .pth/.pt/.safetensors state_dict; keras: ResNet50 .h5/.weights.h5",
     )
-    p.add_argument("--out", required=True, type=Path)
-    p.add_argument("--arch", default="resnet50", choices=("resnet18", "resnet34", "resnet50"))
+    p.add_argument("--out", required=True, type=Path, help="new folder for the backbone checkpoint")
+    p.add_argument(
+        "--arch", default="resnet50", choices=("resnet18", "resnet34", "resnet50"), help="the ResNet the weights are of"
+    )
     a = p.parse_args(argv)
     from lnm_jax.weights.io import convert_weights
 
@@ -748,7 +761,7 @@ def cmd_deidentify(argv: list[str]) -> int:
         "scan region, DICOM headers through the PS3.15 basic profile, a new manifest; the mapping to the "
         "original patients goes to a separate file.",
     )
-    p.add_argument("--manifest", required=True, type=Path)
+    p.add_argument("--manifest", required=True, type=Path, help="the cohort manifest CSV to copy")
     p.add_argument("--out", required=True, type=Path, help="new folder for the copy (must not exist or be empty)")
     p.add_argument("--mapping", required=True, type=Path, help="CSV linking pseudonyms to patients; outside --out")
     p.add_argument("--keep-columns", default="", help="metadata columns to keep (comma-separated); default none")

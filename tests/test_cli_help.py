@@ -13,10 +13,18 @@ from support import cpu_env
 from lnm_jax.cli import COMMANDS
 
 SCRIPT = r"""
-import contextlib, io, json, sys
+import argparse, contextlib, io, json, sys
 from lnm_jax.cli import COMMANDS, main
-out = {}
+out, undescribed, command = {}, set(), None
+add_argument = argparse._ActionsContainer.add_argument
+def described(self, *args, **kwargs):  # every option a command's parser defines, and its help
+    action = add_argument(self, *args, **kwargs)
+    if action.option_strings and not action.help and getattr(self, "add_help", True):  # not a pre-parser
+        undescribed.add(f"{command} {'/'.join(action.option_strings)}")
+    return action
+argparse._ActionsContainer.add_argument = described
 for name in COMMANDS:
+    command = name
     for flag in ("--help", "-h"):
         buf = io.StringIO()
         with contextlib.redirect_stdout(buf):
@@ -24,7 +32,7 @@ for name in COMMANDS:
         out[f"{name} {flag}"] = {"rc": rc, "text": buf.getvalue()}
 HEAVY = {"jax", "flax", "orbax", "grain", "tensorflow", "torch", "scipy"}
 heavy = sorted({m.split(".")[0] for m in sys.modules} & HEAVY)
-print(json.dumps({"help": out, "heavy": heavy}))
+print(json.dumps({"help": out, "heavy": heavy, "undescribed": sorted(undescribed)}))
 """
 
 
@@ -36,6 +44,7 @@ def test_every_command_answers_help_without_heavy_imports():
     assert set(res["help"]) == {f"{n} {f}" for n in COMMANDS for f in ("--help", "-h")}
     for key, r in res["help"].items():
         assert r["rc"] == 0 and "usage: lnm-jax" in r["text"], (key, r)
+    assert res["undescribed"] == [], "options --help does not describe: " + ", ".join(res["undescribed"])
     for name in ("train", "pretrain", "reproduce", "demo"):
         text = res["help"][f"{name} --help"]["text"]
         for field in ("modalities", "data.manifest", "data.image_size", "train.epochs", "model.init_from"):

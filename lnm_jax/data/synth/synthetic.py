@@ -65,6 +65,26 @@ class SynthParams:
     dicom_compression: str = "jpeg"  # 'none' | 'rle' | 'jpeg' (baseline, YBR_FULL_422)
     dicom_zoom: float = 0.0  # depth settings differ by up to this factor (spacing follows)
 
+    # each field as `lnm-jax synth --help` describes it
+    HELP = {
+        "patients": "number of patients (>= 2)",
+        "prevalence": "fraction with lymph node metastasis, in (0, 1)",
+        "bmode_strength": "the B-mode image cue's effect size d (0: no signal)",
+        "ceus_strength": "the CEUS image cue's effect size d (0: no signal)",
+        "flag_sensitivity": "the US-LNM flag's sensitivity for LNM, in (0, 1)",
+        "flag_specificity": "the US-LNM flag's specificity, in (0, 1)",
+        "size": "side of the written images in pixels (>= 32)",
+        "p_missing_bmode": "fraction of patients without a B-mode image, in [0, 1)",
+        "p_missing_ceus": "fraction of patients without a CEUS image, in [0, 1)",
+        "p_missing_flag": "fraction of patients without the US-LNM flag, in [0, 1)",
+        "clip_frames": "0: CEUS stills; >= 4: CEUS clips of this many frames",
+        "ceus_dynamic_strength": "the wash-out cue's effect size, seen only in clips (needs --clip-frames)",
+        "seed": "random seed of the cohort",
+        "format": "png (the images) or dicom (the same images on scanner screens, as a hospital sends them)",
+        "dicom_compression": "DICOM pixel encoding: none, rle or jpeg",
+        "dicom_zoom": "DICOM depth settings differ by up to this factor, in [0, 0.5)",
+    }
+
     def __post_init__(self):
         if self.patients < 2:
             raise ValueError(f"patients must be >= 2, got {self.patients}")
