@@ -63,7 +63,7 @@ def test_the_test_split_is_kept_out_even_when_the_cohort_is_passed_twice(tiny_co
 
 def test_pretraining_resumes_as_the_uninterrupted_run(tiny_cohort, pretrained, tmp_path, monkeypatch):
     c, work, _ = pretrained
-    real = P.make_step
+    real, real_init = P.make_step, P.run_init_program
 
     def dying(*a, **k):
         step = real(*a, **k)
@@ -83,7 +83,10 @@ def test_pretraining_resumes_as_the_uninterrupted_run(tiny_cohort, pretrained, t
     monkeypatch.setattr(P, "make_step", real)
     with pytest.raises(FileExistsError, match="--resume"):
         P.pretrain(c, [tiny_cohort], tmp_path / "w", progress=False)
+    inits = []  # the resumed backbone restores into its shapes: only the other one initialises
+    monkeypatch.setattr(P, "run_init_program", lambda *a: inits.append(1) or real_init(*a))
     P.pretrain(c, [tiny_cohort], tmp_path / "w", resume=True, progress=False)
+    assert len(inits) == 1
     for m in names.IMAGE_INPUTS:
         want, _ = load_backbone(P.backbone_dir(work, m))
         got, meta = load_backbone(P.backbone_dir(tmp_path / "w", m))

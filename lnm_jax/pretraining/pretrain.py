@@ -121,10 +121,11 @@ def make_optimizer(pc: ConfigDict, steps_per_epoch: int) -> optax.GradientTransf
     return optax.adamw(schedule, weight_decay=pc.weight_decay, mask=lambda t: jax.tree.map(lambda x: x.ndim >= 2, t))
 
 
-def init_state(encoder, tx, seed: int, image_size: int) -> PretrainState:
+def init_state(encoder, tx, seed: int, image_size: int, *, abstract: bool = False) -> PretrainState:
     """The initial state as one program, built as training's initialisation is
     (``run_init_program``): the optimiser's zeros built eagerly cost one XLA compile per
-    parameter shape (~9 s of a tiny pretraining on CPU)."""
+    parameter shape (~9 s of a tiny pretraining on CPU). ``abstract``: only its shapes and
+    dtypes (what a checkpoint is restored into), nothing compiled or run."""
     x = jnp.zeros((2, image_size, image_size, 3), jnp.float32)
 
     def build(key):
@@ -132,6 +133,8 @@ def init_state(encoder, tx, seed: int, image_size: int) -> PretrainState:
         params = variables["params"]
         return PretrainState(jnp.zeros((), jnp.int32), params, variables["batch_stats"], tx.init(params))
 
+    if abstract:
+        return jax.eval_shape(build, jax.random.key(seed))
     return run_init_program(build, jax.random.key(seed))
 
 
@@ -352,10 +355,12 @@ def _train_group(config, encoder, data, group, workdir, history, mesh, resume, p
     pc = config.pretrain
     steps = len(data) // pc.batch_size
     tx = make_optimizer(pc, steps)
-    state = init_state(encoder, tx, config.seed, config.data.image_size)
     ckpts = RunCheckpoints(workdir / "checkpoints", create=True, kinds=(group,))
     start = 1
-    if resume and ckpts.latest_epoch(group) is not None:
+    resuming = resume and ckpts.latest_epoch(group) is not None
+    # a resume restores into the state's shapes: no initialisation is compiled or run for it
+    state = init_state(encoder, tx, config.seed, config.data.image_size, abstract=resuming)
+    if resuming:
         state, meta = ckpts.restore(group, state)
         start = meta["epoch"] + 1
     images, modality = jnp.asarray(data.images), jnp.asarray(data.modality)
