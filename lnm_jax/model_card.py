@@ -30,10 +30,14 @@ SYNTHETIC_LIMIT = "Trained on a synthetic cohort: a demonstration of the pipelin
 LIMITS = [
     "Trained on one cohort: its performance elsewhere (other scanners, presets, centres, populations) is unknown "
     "until it is tested there.",
-    "Probabilities are calibrated (temperature scaling) on this cohort's validation split only.",
     "Images must be prepared as in training (the export's lnm_runtime does it): the scan region, RGB in [0, 1], "
     "framed and resized as described under Preprocessing.",
 ]
+CALIBRATED = "Probabilities are calibrated (temperature scaling) on this cohort's validation split only."
+UNCALIBRATED = (
+    "Probabilities are not calibrated: no temperature is fitted for this checkpoint (prob_calibrated = prob); "
+    "run lnm-jax evaluate to fit one on validation."
+)
 UNSCORED_CAMS = "Grad-CAM maps of this model have not been scored against lesion outlines (no masks in its test split)."
 OUTPUTS = {
     "logit": {"shape": ["B"], "dtype": "float32", "range": "(-inf, inf)", "meaning": "log-odds of the positive class"},
@@ -292,6 +296,7 @@ def metadata(
         # Grad-CAM of the test split against the lesion masks (evaluate, where the cohort has them)
         "image_evidence": (evaluation or {}).get("cam_scores"),
         "limits": LIMITS
+        + [CALIBRATED if temperature is not None else UNCALIBRATED]
         + ([] if (evaluation or {}).get("cam_scores") else [UNSCORED_CAMS])
         + ([SYNTHETIC_LIMIT] if synthetic(config) else []),
         "training_environment": _training_environment(run),

@@ -365,6 +365,7 @@ class Run:
         self._recorded_before = None  # run_info.json before a resume (create)
         self._geometry = None  # image_geometry.csv's rows, deferred by a resume (create)
         self._states: dict[str, tuple] = {}
+        self._stale_warned: set = set()  # stale calibrations already reported (temperature)
         self._predictors: dict[str, Predictor] = {}
 
     @property
@@ -543,11 +544,13 @@ class Run:
         meta = self.predictor(checkpoint).meta
         fitted, now = (doc.get("epoch"), doc.get(DIGEST_KEY)), (meta.get("epoch"), meta.get(DIGEST_KEY))
         if fitted[0] != now[0] or (fitted[1] is not None and fitted[1] != now[1]):
-            print(
-                f"warning: {path.name} was fitted for the '{checkpoint}' checkpoint of epoch {fitted[0]}, which is "
-                f"now epoch {now[0]}: not applied (no calibrated probability); run lnm-jax evaluate to refit it",
-                file=sys.stderr,
-            )
+            if (checkpoint, fitted) not in self._stale_warned:  # once per command, however often asked
+                self._stale_warned.add((checkpoint, fitted))
+                print(
+                    f"warning: {path.name} was fitted for the '{checkpoint}' checkpoint of epoch {fitted[0]}, which "
+                    f"is now epoch {now[0]}: not applied (no calibrated probability); run lnm-jax evaluate to refit it",
+                    file=sys.stderr,
+                )
             return None
         return float(doc["temperature"])
 

@@ -664,6 +664,13 @@ def test_stale_calibration_not_applied(triple_run, copy_run, capsys):
     path.write_text(json.dumps({"temperature": 2.0, "epoch": meta["epoch"] - 1, "state_sha256": "0" * 64}))
     assert run.temperature("best") is None
     assert "not applied" in capsys.readouterr().err
+    # asked again (export asks for its program and for its card): said once, and the card's
+    # limits say the probabilities are not calibrated (they said calibrated; fresh-user trial)
+    from lnm_jax.model_card import CALIBRATED, UNCALIBRATED, metadata
+
+    limits = metadata(run, "best")["limits"]
+    assert UNCALIBRATED in limits and CALIBRATED not in limits
+    assert "not applied" not in capsys.readouterr().err
     # a temperature that is no number > 0 (edited): it inverted (-1) or saturated (0) every
     # calibrated probability, silently, with exit 0 (fresh-user trial)
     from lnm_jax.fileio import DamagedFileError
