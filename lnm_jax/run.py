@@ -33,7 +33,7 @@ from lnm_jax.data.pixels.sources import Framing
 from lnm_jax.data.synth.synthetic import SynthParams, generate_cohort
 from lnm_jax.fileio import DamagedFileError, is_number, read_json, write_csv, write_json, write_text
 from lnm_jax.models.fusion import build_model, check_config
-from lnm_jax.preflight import check_inputs_present, check_lesion_masks
+from lnm_jax.preflight import check_inputs_present, check_lesion_masks, check_trainable
 from lnm_jax.run_files import GENERATOR, MANIFEST, RunFiles
 from lnm_jax.training import sharding
 from lnm_jax.training import state as state_lib
@@ -412,6 +412,10 @@ class Run:
                     )
                 (split,), save = make_splits(config, cohort), True
         check_lesion_masks(config, cohort, split.train)
+        resuming = resume and files.checkpoints.exists()  # a resume reads no pretrained backbone
+        check_trainable(config, len(split.train), reads_init_from=not resuming)
+        if config.data.get("loader", "grain") == "tfds":
+            _tfds_pipeline()  # TensorFlow importable, or one line saying what to install
         # a resume records its config and process once its checkpoint has been read
         # (write_pending_record, from the loop): one that fails on a damaged checkpoint leaves the
         # run's record as it was, not describing an attempt that never trained

@@ -279,6 +279,46 @@ class _RunsCode:
         return (os.system, ("true",))
 
 
+def test_what_training_would_trip_on_is_refused_before_the_run_writes_anything(tiny_cohort, tmp_path, capsys):
+    """A batch larger than the train split and a pretrained backbone (model.init_from) that is
+    missing or of another architecture are refused by Run.create, one line each, with nothing
+    written: they were refused by the loop after config.json and splits.json were (fresh-user
+    trial); the TFDS loader without TensorFlow is tests/test_tf_free.py's."""
+    import jax.numpy as jnp
+
+    from lnm_jax.models.resnet import resnet
+    from lnm_jax.weights.io import save_backbone
+
+    other = "resnet18" if BACKBONE != "resnet18" else "resnet10"
+    variables = jax.eval_shape(lambda: resnet(other, width=4).init(jax.random.key(0), jnp.zeros((1, 32, 32, 3))))
+    save_backbone(
+        tmp_path / "other",
+        jax.tree.map(lambda a: np.zeros(a.shape, a.dtype), variables),
+        {"arch": other, "variant": "torchvision"},
+    )
+    for field, value, says in (
+        ("train.batch_size", 64, r"train split has \d+ patients, fewer than one batch of 64"),
+        ("model.init_from", str(tmp_path / "nothing"), r"nothing is not a converted backbone \(no backbone.json\)"),
+        (
+            "model.init_from",
+            str(tmp_path / "other"),
+            rf"holds {other} \(torchvision\) for 'bmode' but the config asks for {BACKBONE}",
+        ),
+    ):
+        c = tiny_config(tiny_cohort, "triple")
+        group, name = field.split(".")
+        c[group][name] = value
+        work = tmp_path / f"run_{name}_{Path(str(value)).name}"
+        with pytest.raises((ValueError, FileNotFoundError), match=says):
+            Run.create(c, work)
+        assert not work.exists(), field
+        capsys.readouterr()
+        argv = ["train", "--workdir", str(work), f"--config.data.manifest={tiny_cohort}", f"--config.{field}={value}"]
+        argv += ["--config.data.image_size=32", f"--config.model.backbone={BACKBONE}", "--config.model.width=8"]
+        assert main(argv) == 1 and not work.exists(), field
+        assert len(capsys.readouterr().err.strip().splitlines()) == 1, field
+
+
 def test_bad_files_give_one_line_errors(tiny_cohort, tmp_path, capsys):
     _huge_png(tmp_path / "huge.png", 20000)
     m = rewrite_manifest(tiny_cohort, tmp_path / "a" / "m.csv", lambda r: {**r, "bmode": str(tmp_path / "huge.png")}, 1)

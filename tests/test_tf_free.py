@@ -43,6 +43,8 @@ assert main(["gradcam", "--workdir", work, "--split", "val"]) == 0
 # the TFDS path and the Keras weight import say what to install
 config = [f"--config.data.manifest={manifest}", "--config.data.loader=tfds"]
 assert main(["train", "--workdir", f"{root}/tfds", *config]) == 1
+import os
+assert not os.path.exists(f"{root}/tfds")  # refused before the run wrote its config and split
 assert main(["convert-weights", "--from", "keras", "--in", manifest, "--out", f"{root}/keras"]) == 1
 assert not [m for m in sys.modules if m.split(".")[0] in ABSENT]
 print("OK without TensorFlow")

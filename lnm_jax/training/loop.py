@@ -15,6 +15,7 @@ from tqdm import tqdm
 from lnm_jax import names
 from lnm_jax.evaluation.summary import summarise_predictions
 from lnm_jax.metric_writer import MetricWriter, read_history
+from lnm_jax.preflight import check_trainable
 from lnm_jax.training import sharding
 from lnm_jax.training import state as state_lib
 from lnm_jax.training.steps import make_eval_step, make_train_step, predict, resolve_pos_weight
@@ -65,18 +66,12 @@ def load_pretrained(run: Run, state):
     """Initialises the image branches from ``config.model.init_from``: one backbone for every
     branch (a folder with ``backbone.json``: converted weights, or a shared pretrained one), or
     one per branch (``<init_from>/<input>/``, as ``lnm-jax pretrain`` writes per-input ones)."""
-    from lnm_jax.weights.io import load_branch_backbones  # noqa: PLC0415
+    from lnm_jax.weights.io import check_branch_backbones, load_branch_backbones  # noqa: PLC0415
 
     config = run.config
     branches = tuple(m for m in run.model.modalities if m in names.IMAGE_INPUTS)
-    want = {"arch": config.model.backbone, "variant": config.model.variant}
+    check_branch_backbones(config.model.init_from, branches, config.model.backbone, config.model.variant)
     loaded = load_branch_backbones(config.model.init_from, branches)
-    for branch, (_, meta) in loaded.items():
-        if {k: meta.get(k) for k in want} != want:
-            raise ValueError(
-                f"{config.model.init_from} holds {meta.get('arch')} ({meta.get('variant')}) for '{branch}' "
-                f"but the config asks for {want['arch']} ({want['variant']})"
-            )
     for branch, (variables, _) in loaded.items():
         state = state_lib.with_pretrained_backbones(state, run.optimizer[0], variables, (branch,))
     return state
@@ -185,11 +180,8 @@ def train(run: Run) -> dict:
         for bs in (config.train.batch_size, config.train.eval_batch_size):
             sharding.check_batch_size(bs, mesh)
         state = sharding.replicate(state, mesh)
+    check_trainable(config, len(run.split.train), reads_init_from=False)  # Run.create checked it all
     steps = data.steps_per_epoch()
-    if steps == 0:
-        raise ValueError(
-            f"train split has {len(run.split.train)} patients, fewer than one batch of {config.train.batch_size}"
-        )
     if run.intensity_reference() is None:  # recorded at training time for predict's outlier check
         run.record_intensity_reference()
     ckpts = run.checkpoints(create=True)

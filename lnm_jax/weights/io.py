@@ -106,16 +106,23 @@ def save_backbone(out_dir: Path | str, variables: dict, meta: dict) -> None:
         (tmp / META).write_text(json_text(meta, indent=2))
 
 
-def load_backbone(path: Path | str) -> tuple[dict, dict]:
-    """Reads what :func:`save_backbone` wrote: (variables as numpy, meta). Errors, each one line
-    naming the backbone: FileNotFoundError (no ``backbone.json``), ``DamagedFileError`` (it is
-    not a JSON object naming the ``arch`` and ``variant``), ValueError (its arrays cannot be read)."""
+def backbone_meta(path: Path | str) -> dict:
+    """The meta of the backbone :func:`save_backbone` wrote at ``path`` (no array read).
+    FileNotFoundError (no ``backbone.json``), ``DamagedFileError`` (not a JSON object naming the
+    ``arch`` and ``variant``), each one line naming the backbone."""
     path = Path(path).resolve()
     if not (path / META).is_file():
         raise FileNotFoundError(
             f"{path} is not a converted backbone (no {META}); make one with 'lnm-jax convert-weights'"
         )
-    meta = read_json(path / META, required=META_REQUIRED, remedy="convert or pretrain it again")
+    return read_json(path / META, required=META_REQUIRED, remedy="convert or pretrain it again")
+
+
+def load_backbone(path: Path | str) -> tuple[dict, dict]:
+    """Reads what :func:`save_backbone` wrote: (variables as numpy, meta). Errors, each one line
+    naming the backbone: those of :func:`backbone_meta`, ValueError (its arrays cannot be read)."""
+    path = Path(path).resolve()
+    meta = backbone_meta(path)
     try:
         with ocp.StandardCheckpointer() as ckpt:
             variables = off_main_thread(ckpt.restore, path / "variables")
@@ -127,17 +134,41 @@ def load_backbone(path: Path | str) -> tuple[dict, dict]:
     return variables, meta
 
 
-def load_branch_backbones(path: Path | str, branches: tuple[str, ...]) -> dict[str, tuple[dict, dict]]:
-    """``{branch: (variables, meta)}``: the backbone at ``path`` for every branch, or, where
-    ``path`` holds one folder per branch (``path/<branch>/``), each branch's own."""
+def branch_backbone_dirs(path: Path | str, branches: tuple[str, ...]) -> dict[str, Path]:
+    """``{branch: folder}``: the backbone at ``path`` for every branch, or, where ``path`` holds
+    one folder per branch (``path/<branch>/``), each branch's own. FileNotFoundError naming the
+    branches a per-input folder lacks."""
     path = Path(path).resolve()
     if (path / META).is_file() or not any((path / b / META).is_file() for b in branches):
-        shared = load_backbone(path)
-        return dict.fromkeys(branches, shared)
+        return dict.fromkeys(branches, path)
     missing = [b for b in branches if not (path / b / META).is_file()]
     if missing:
         raise FileNotFoundError(f"{path} holds per-input backbones but none for {', '.join(missing)}")
-    return {b: load_backbone(path / b) for b in branches}
+    return {b: path / b for b in branches}
+
+
+def check_branch_backbones(path: Path | str, branches: tuple[str, ...], arch: str, variant: str) -> None:
+    """That ``path`` gives every branch a backbone of ``arch`` and ``variant`` (their metas
+    only, no array read): what training would trip on, checked before a run writes anything."""
+    for branch, folder in branch_backbone_dirs(path, branches).items():
+        meta = backbone_meta(folder)
+        if (meta.get("arch"), meta.get("variant")) != (arch, variant):
+            raise ValueError(
+                f"{path} holds {meta.get('arch')} ({meta.get('variant')}) for '{branch}' "
+                f"but the config asks for {arch} ({variant})"
+            )
+
+
+def load_branch_backbones(path: Path | str, branches: tuple[str, ...]) -> dict[str, tuple[dict, dict]]:
+    """``{branch: (variables, meta)}``: the backbones of :func:`branch_backbone_dirs`, each
+    read once."""
+    read = {}
+    out = {}
+    for branch, folder in branch_backbone_dirs(path, branches).items():
+        if folder not in read:
+            read[folder] = load_backbone(folder)
+        out[branch] = read[folder]
+    return out
 
 
 def convert_weights(source: str, path: Path | str, out_dir: Path | str, *, arch: str = "resnet50") -> dict:
