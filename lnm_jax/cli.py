@@ -822,12 +822,15 @@ def _missing_config_field(e: BaseException) -> str | None:
     inner = e.args[0] if e.args else e  # AttributeError(KeyError("'width'\nDid you mean ...?"))
     text = inner.args[0] if isinstance(inner, KeyError) and inner.args else inner
     field, *hint = str(text).splitlines()
-    from lnm_jax.config import field_path
+    from lnm_jax.config import base_config, field_path
 
     group = tb.tb_frame.f_locals.get("self")  # the ConfigDict (group) that lacks the field
     siblings = group.keys() if hasattr(group, "keys") else ()
-    quoted = "'" + field_path(field.strip("\"' "), siblings) + "'"
-    return f"{quoted} ({hint[0].strip()})" if hint else quoted
+    path = field_path(field.strip("\"' "), siblings)
+    # a field of the defaults is named as such; ml_collections' "did you mean" guess (another
+    # field of the group) misleads there: the file lacks the field, nobody mistyped it
+    known = "." in path or path in base_config()
+    return f"'{path}'" + (f" ({hint[0].strip()})" if hint and not known else "")
 
 
 def _run_config(args: list[str]) -> Path | None:

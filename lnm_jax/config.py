@@ -611,7 +611,9 @@ def config_problems(config) -> list[str]:
         problems.append(
             f"protocol.pretrain_manifests: {tuple(pc.pretrain_manifests)!r} is read only with protocol.pretrain=True"
         )
-    modalities = config.get("modalities", "")
+    if "modalities" not in config:
+        problems.append("modalities: absent (the model's inputs, e.g. 'triple' or 'bmode,us_lnm')")
+    modalities = config.get("modalities", "triple")
     try:  # another type than a string: type_problems names it
         images = [m for m in parse_modalities(modalities) if m in IMAGE_INPUTS] if isinstance(modalities, str) else []
     except ValueError as e:

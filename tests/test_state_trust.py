@@ -477,6 +477,18 @@ def test_an_edited_stored_config_is_checked_as_a_new_one_naming_the_file(triple_
     run.files.config.write_text(json.dumps({**stored, "data": {**stored["data"], "augment": 5}}))
     with pytest.raises(DamagedFileError, match=r"config.json: data.augment: 5 is not a group of fields"):
         Run.open(run.workdir)
+    # the inputs deleted: named as absent (it said "got ''", as if an empty string were stored)
+    run.files.config.write_text(json.dumps({k: v for k, v in stored.items() if k != "modalities"}))
+    with pytest.raises(DamagedFileError, match=r"config.json: modalities: absent \(the model's inputs"):
+        Run.open(run.workdir)
+    # a deleted field is not taken for a typo of a sibling (ml_collections' "did you mean")
+    run.files.config.write_text(
+        json.dumps({**stored, "train": {k: v for k, v in stored["train"].items() if k != "batch_size"}})
+    )
+    capsys.readouterr()
+    assert main(["evaluate", "--workdir", str(run.workdir)]) == 1
+    err = capsys.readouterr().err
+    assert "lacks the field 'train.batch_size' that evaluate reads" in err and "Did you mean" not in err, err
     # a field deleted: the command names the file and the field by its full name (it was
     # "unexpected AttributeError: 'backbone'", then 'backbone' with no file)
     for group, field in (("model", "backbone"), ("model", "width"), ("eval", "fold_bn")):
@@ -500,7 +512,8 @@ def test_an_edited_stored_config_is_checked_as_a_new_one_naming_the_file(triple_
     assert main(["evaluate", "--workdir", str(run.workdir)]) == 1
     assert "lacks the field 'train.epochs' that evaluate reads" in capsys.readouterr().err
     after = kept()
-    after.pop(run.workdir / ".lock", None)  # the run lock the command takes
+    for files in (before, after):
+        files.pop(run.workdir / ".lock", None)  # the run lock the commands take
     assert after == before
     run.files.config.write_text(json.dumps(stored))
     # a name two groups hold is told apart by the fields its group kept
