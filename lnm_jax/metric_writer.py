@@ -111,6 +111,35 @@ def read_history(path: Path, up_to: int | None = None, step_key: str = "epoch") 
     return [r for r in rows if up_to is None or r[step_key] <= up_to]
 
 
+def check_resumed_history(rows: list[dict], path: Path, through: int, step_key: str = "epoch") -> None:
+    """That a resumed run's history (``rows``, as :func:`read_history` read them up to the
+    checkpoint's step) holds each of steps 1..``through`` once, every value a number or null:
+    a history deleted or cut short would be rewritten with the resumed steps alone, and a value
+    edited into text would reach the convergence curves. :class:`DamagedFileError` naming the
+    file, the steps it lacks or the record and field."""
+    steps = [r[step_key] for r in rows]
+    if steps != list(range(1, through + 1)):
+        lacks = sorted(set(range(1, through + 1)) - set(steps))
+        what = f"lacks {step_key}s {_span(lacks)}" if lacks else f"holds {step_key}s {steps} out of order or twice"
+        remedy = "restore it from a copy, or train a new run"
+        if not path.is_file():
+            raise DamagedFileError(
+                f"{path} is missing: the checkpoint resumed from had finished {step_key}s 1-{through}; {remedy}"
+            )
+        problem = f"{what} that the checkpoint resumed from had finished ({step_key}s 1-{through})"
+        raise DamagedFileError.edited(path, problem, remedy)
+    for i, r in enumerate(rows, 1):
+        for key, value in r.items():
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int | float)):
+                raise DamagedFileError.edited(
+                    path, f"record {i}'s '{key}' is {value!r}, not a number", "restore it from a copy"
+                )
+
+
+def _span(xs: list[int]) -> str:
+    return f"{xs[0]}-{xs[-1]}" if len(xs) > 1 and xs[-1] - xs[0] == len(xs) - 1 else ", ".join(map(str, xs))
+
+
 def _summary_writer() -> type:
     """tensorboardX's ``SummaryWriter`` class, imported without PyTorch.
 

@@ -461,6 +461,40 @@ def test_a_damaged_run_file_is_one_line_naming_it_and_nothing_is_written(triple_
         shutil.rmtree(run.workdir)
 
 
+def test_a_resume_refuses_a_history_that_lacks_epochs_or_holds_text(triple_run, copy_run, capsys):
+    """A resumed run rewrites its history with the epochs its checkpoint had finished, then
+    appends: a metrics.jsonl deleted, cut short or with a value edited into text was taken as it
+    was (the history kept only the resumed epochs; a string val_auc went on to the convergence
+    curves; fresh-user trial). Each is one line naming the file, and the run folder stays as it was."""
+    from lnm_jax import run_files as F
+
+    def lines(path):
+        return path.read_text().splitlines()
+
+    for edit, says in (
+        (lambda p: p.unlink(), r"metrics.jsonl is missing: the checkpoint resumed from had finished epochs 1-2"),
+        (
+            lambda p: p.write_text(lines(p)[1] + "\n"),
+            r"metrics.jsonl: lacks epochs 1 that the checkpoint .* \(epochs 1-2\)",
+        ),
+        (
+            lambda p: p.write_text(
+                lines(p)[0].replace('"val_auc": ', '"val_auc": "high", "was": ') + "\n" + lines(p)[1] + "\n"
+            ),
+            r"metrics.jsonl: record 1's 'val_auc' is 'high', not a number",
+        ),
+    ):
+        run = copy_run(triple_run)
+        edit(run.workdir / F.HISTORY)
+        before = _snapshot(run.workdir)
+        capsys.readouterr()
+        assert main(["train", "--resume", "--config.train.epochs=3", "--workdir", str(run.workdir)]) == 1, says
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and re.search(says, err[0]), err
+        assert _snapshot(run.workdir) == before, says
+        shutil.rmtree(run.workdir)
+
+
 def test_an_edited_stored_config_is_checked_as_a_new_one_naming_the_file(triple_run, copy_run, capsys):
     """A run's config.json edited by hand (a width that is no number, a group replaced) is one
     line naming the file and every field outside its range, before anything is built from it

@@ -14,7 +14,7 @@ from tqdm import tqdm
 
 from lnm_jax import names
 from lnm_jax.evaluation.summary import summarise_predictions
-from lnm_jax.metric_writer import MetricWriter, read_history
+from lnm_jax.metric_writer import MetricWriter, check_resumed_history, read_history
 from lnm_jax.preflight import check_trainable
 from lnm_jax.training import sharding
 from lnm_jax.training import state as state_lib
@@ -197,6 +197,8 @@ def train(run: Run) -> dict:
         state, progress = ckpts.restore("progress", state)
         start_epoch, best, resumed = progress["epoch"], progress["best"], True
     history = read_history(files.history, up_to=start_epoch - 1)  # a damaged history fails before any write
+    if resumed:
+        check_resumed_history(history, files.history, start_epoch - 1)
     if resumed and progress is None and start_epoch > config.train.epochs:
         # a finished run: nothing to train, so nothing is written; its record, logs and
         # checkpoints stay those of the training that made them
