@@ -409,8 +409,12 @@ def test_gradcam_layer_choice():
 
     at32 = {"stem": (8, 8), "stage1": (8, 8), "stage2": (4, 4), "stage3": (2, 2), "stage4": (1, 1)}
     assert choose_layer(at32) == ("stage1", None)
+    # asked for a layer too small: the nearest usable one below it (it was the automatic choice,
+    # stage1, passing over stage2; fresh-user trial)
     layer, note = choose_layer(at32, "stage4")
-    assert layer == "stage1" and "stage4 (1x1)" in note and "stage1 (8x8)" in note
+    assert layer == "stage2" and "stage4 (1x1)" in note and "stage2 (4x4)" in note
+    layer, note = choose_layer({"stem": (2, 2), "stage1": (2, 2), "stage4": (1, 1)}, "stage4")
+    assert layer == "stem" and "stem (2x2)" in note  # none usable below: the automatic choice
     assert choose_layer(at32, "stage2") == ("stage2", None)  # 4x4: allowed when asked for
     at224 = {"stem": (56, 56), "stage1": (56, 56), "stage2": (28, 28), "stage3": (14, 14), "stage4": (7, 7)}
     assert choose_layer(at224) == ("stage4", None)

@@ -88,7 +88,8 @@ def choose_layer(
     """(layer, note). ``auto``: the layer of the model's lesion head (``lesion_head``, where it
     was taught the lesion) when it has one whose map is at least 4x4, else the deepest layer
     whose map is at least 7x7 (else the largest map). A requested layer whose map is smaller
-    than 4x4 falls back to the automatic choice, with a note naming both; ValueError for a layer
+    than 4x4 falls back to the deepest layer below it whose map is at least 4x4 (else the automatic
+    choice), with a note naming both; ValueError for a layer
     the model does not have."""
     order = [layer for layer in LAYERS if layer in sizes] + [layer for layer in sizes if layer not in LAYERS]
 
@@ -105,9 +106,12 @@ def choose_layer(
     if requested not in sizes:
         raise ValueError(f"layer '{requested}' is not a hooked layer of this model ({', '.join(order)})")
     if min(sizes[requested]) < MIN_MAP:
-        return auto, (
+        # the nearest usable layer below the one asked for: the deepest shallower one of 4x4 or more
+        below = [layer for layer in order[: order.index(requested)] if min(sizes[layer]) >= MIN_MAP]
+        nearest = below[-1] if below else auto
+        return nearest, (
             f"the {shown(requested)} map is smaller than {MIN_MAP}x{MIN_MAP} at this image size, its CAMs would "
-            f"be blank: using {shown(auto)} instead"
+            f"be blank: using {shown(nearest)} instead, the deepest layer below it with a large enough map"
         )
     return requested, None
 

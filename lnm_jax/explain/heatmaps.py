@@ -73,7 +73,8 @@ def gradcam(
     optional; ``out`` required: the run folder is only read); with lesion masks, also
     ``cam_scores.json``. ``figures=False``: the arrays, index and scores only (``evaluate``'s
     use). Returns the counts, the layer used (``layer='auto'``: the deepest map
-    of at least 7x7; a requested layer under 4x4 falls back to it), the score summary and notes
+    of at least 7x7; a requested layer under 4x4 falls back to the deepest one below it of at
+    least 4x4), the score summary and notes
     to print (the fallback, constant CAMs, the scores)."""
     config = run.config
     if manifest is not None and out is None:
