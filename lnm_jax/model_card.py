@@ -504,13 +504,3 @@ def write_card(md: dict, out: Path | str) -> None:
     out = Path(out)
     write_json(out / METADATA, md)
     write_text(out / MODEL_CARD, markdown(md))
-
-
-def write_model_card(
-    run: Run, out: Path | str, checkpoint: str = "best", evaluation: dict | None = None, extra: dict | None = None
-) -> dict:
-    """Writes ``metadata.json`` (with ``extra``'s sections added, e.g. an export's) and
-    ``model_card.md`` to ``out``; returns the metadata."""
-    md = {**metadata(run, checkpoint, evaluation), **(extra or {})}
-    write_card(md, out)
-    return md

@@ -133,7 +133,7 @@ def test_config_refuses_a_lesion_head_it_cannot_train(tiny_cohort):
 
 def test_a_run_with_a_lesion_head_trains_and_records_its_loss(tiny_cohort, tmp_path):
     from lnm_jax.exported import MODEL_CARD
-    from lnm_jax.model_card import write_model_card
+    from lnm_jax.model_card import metadata, write_card
     from lnm_jax.run import Run
     from lnm_jax.training.loop import train
 
@@ -143,7 +143,8 @@ def test_a_run_with_a_lesion_head_trains_and_records_its_loss(tiny_cohort, tmp_p
     train(run)
     record = json.loads(run.files.history.read_text().splitlines()[-1])
     assert 0.0 < record["train_lesion_loss"] < record["train_loss"]
-    card = write_model_card(run, tmp_path / "card")
+    card = metadata(run)
+    write_card(card, tmp_path / "card")
     assert card["architecture"]["lesion_head"] == "stage2"
     assert "lesion-segmentation head at stage2" in (tmp_path / "card" / MODEL_CARD).read_text()
 
