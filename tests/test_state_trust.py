@@ -461,6 +461,22 @@ def test_a_damaged_run_file_is_one_line_naming_it_and_nothing_is_written(triple_
         shutil.rmtree(run.workdir)
 
 
+def test_a_resume_without_a_latest_checkpoint_does_not_start_over(triple_run, copy_run, capsys):
+    """A run that holds a 'best' checkpoint but no 'latest' one (deleted, or its save failed on
+    a full disk after 'best' was saved) is refused by --resume, naming what is there: it said
+    "no checkpoint yet; starting at epoch 1" and retrained, replacing the best checkpoint and the
+    history (fresh-user trial)."""
+    run = copy_run(triple_run)
+    shutil.rmtree(run.workdir / "checkpoints" / "latest")
+    before = _snapshot(run.workdir)
+    capsys.readouterr()
+    assert main(["train", "--resume", "--config.train.epochs=3", "--workdir", str(run.workdir)]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    best = run.checkpoints().latest_epoch("best")
+    assert len(err) == 1 and f"holds a 'best' checkpoint (epoch {best}) but no 'latest' one to resume" in err[0], err
+    assert _snapshot(run.workdir) == before
+
+
 def test_a_resume_refuses_a_history_that_lacks_epochs_or_holds_text(triple_run, copy_run, capsys):
     """A resumed run rewrites its history with the epochs its checkpoint had finished, then
     appends: a metrics.jsonl deleted, cut short or with a value edited into text was taken as it

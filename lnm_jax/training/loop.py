@@ -152,14 +152,25 @@ def _epoch_summary(labels, logits) -> dict[str, float]:
 
 def _resumes_from_a_checkpoint(run: Run) -> bool:
     """Whether ``run`` resumes from a checkpoint it holds (an epoch's or a mid-epoch one);
-    nothing is created to find out."""
+    nothing is created to find out. FileNotFoundError where it holds a 'best' checkpoint but
+    none to resume from: a resume must not silently start over."""
     if not (run.resume and run.files.checkpoints.is_dir()):
         return False
     ckpts = run.checkpoints()
     try:
-        return any(ckpts.latest_epoch(kind) is not None for kind in ("latest", "progress"))
+        if any(ckpts.latest_epoch(kind) is not None for kind in ("latest", "progress")):
+            return True
+        best = ckpts.latest_epoch("best")
     finally:
         ckpts.close()
+    if best is not None:  # trained, but the state to go on from is gone: starting over would replace it all
+        raise FileNotFoundError(
+            f"--resume: {run.files.checkpoints} holds a 'best' checkpoint (epoch {best}) but no 'latest' one to "
+            "resume from (deleted, or its save failed: a full disk?); starting at epoch 1 would replace the best "
+            "checkpoint and the history. Restore checkpoints/latest from a copy, evaluate the best checkpoint as "
+            "it is, or train a new run in another folder"
+        )
+    return False
 
 
 def train(run: Run) -> dict:
