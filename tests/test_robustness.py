@@ -436,6 +436,27 @@ def test_predict_and_gradcam_elsewhere_leave_the_run_folder_unchanged(triple_run
     assert not (tmp_path / "nope").exists()
 
 
+def test_evaluate_out_never_writes_into_a_folder_of_the_users(triple_run, copy_run, tiny_cohort, tmp_path, capsys):
+    """evaluate --out wrote its metrics, predictions.csv, plots, card and Grad-CAM files into
+    any folder, replacing a user's predictions.csv or filling the cohort's folder (fresh-user
+    trial). Now, as export and gradcam: a new folder, or one an earlier evaluate wrote."""
+    run = copy_run(triple_run)
+    theirs = tmp_path / "theirs"
+    theirs.mkdir()
+    (theirs / "predictions.csv").write_text("patient_id,mine\n")
+    for out in (tiny_cohort.parent, theirs):
+        before = snapshot(out)
+        capsys.readouterr()
+        assert main(["evaluate", "--workdir", str(run.workdir), "--out", str(out)]) == 1, out
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and f"--out {out.resolve()}" in err[0], err
+        assert snapshot(out) == before
+    fresh = tmp_path / "evaluation"
+    for _ in range(2):  # a new folder, then the same one again: its own output
+        assert main(["evaluate", "--workdir", str(run.workdir), "--out", str(fresh)]) == 0
+    assert (fresh / F.METRICS).is_file()
+
+
 def test_a_relative_manifest_is_stored_resolved(tiny_cohort, tmp_path, monkeypatch):
     monkeypatch.chdir(tiny_cohort.parent.parent)
     run = Run.create(tiny_config(Path(tiny_cohort.parent.name) / tiny_cohort.name, "us_lnm"), tmp_path / "run")

@@ -17,7 +17,7 @@ from lnm_jax.evaluation import intensity
 from lnm_jax.evaluation import metrics as M
 from lnm_jax.evaluation.plots import plot_decision_curve, plot_reliability, plot_roc
 from lnm_jax.evaluation.summary import format_summary, summarise_predictions
-from lnm_jax.fileio import read_json, write_csv, write_json
+from lnm_jax.fileio import guard_output, read_json, write_csv, write_json
 from lnm_jax.model_card import metadata, write_card
 from lnm_jax.preflight import check_inputs_present
 from lnm_jax.run import Run, synth_params
@@ -34,6 +34,16 @@ def evaluate(run: Run, *, checkpoint: str = "best", subsets=("val", "test"), out
     ``out`` (default ``eval_<checkpoint>``), and the temperature for ``predict``."""
     config = run.config
     run.check_records()  # a damaged record fails here, not after half the outputs are written
+    # --out: never a folder of the user's (a cohort's, one holding other files), only a new one,
+    # one an earlier evaluate wrote, or the run's own evaluation folder
+    own = run.files.evaluation(checkpoint).resolve()
+    out = guard_output(
+        out or own,
+        inputs=run.cohort.files(),
+        ours=lambda folder: folder == own or _is_evaluation(folder),
+        kind="folder",
+        can_overwrite=False,
+    )
     meta = run.predictor(checkpoint).meta
     preds = {s: run.predict(s, checkpoint) for s in dict.fromkeys(("val",) + tuple(subsets))}
     val = preds["val"]
@@ -99,7 +109,6 @@ def evaluate(run: Run, *, checkpoint: str = "best", subsets=("val", "test"), out
     # missing (a hand-edited config.json) stops here, not after metrics.json or the lesion
     # evidence's Grad-CAM files were rewritten; the card is built again with the CAM scores
     metadata(run, checkpoint, evaluation=result, temperature=temperature)
-    out = Path(out) if out else run.files.evaluation(checkpoint)
     result["cam_scores"] = lesion_evidence(run, checkpoint, out=out)
     card = metadata(run, checkpoint, evaluation=result, temperature=temperature)
     out.mkdir(parents=True, exist_ok=True)
@@ -124,6 +133,14 @@ def evaluate(run: Run, *, checkpoint: str = "best", subsets=("val", "test"), out
     write_card(card, out)
     result["out"] = str(out)
     return result
+
+
+def _is_evaluation(folder: Path) -> bool:
+    """Whether ``folder`` holds what :func:`evaluate` writes (its ``metrics.json``)."""
+    try:
+        return {"checkpoint", "splits"} <= set(read_json(folder / F.METRICS))
+    except (OSError, ValueError):
+        return False
 
 
 def single_input_scores(run: Run, pred: dict) -> dict[str, np.ndarray]:
