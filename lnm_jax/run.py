@@ -367,6 +367,7 @@ class Run:
         self._states: dict[str, tuple] = {}
         self._stale_warned: set = set()  # stale calibrations already reported (temperature)
         self._predictors: dict[str, Predictor] = {}
+        self._pretrained: dict | None = None  # model.init_from's backbones, read once
 
     @property
     def workdir(self) -> Path:
@@ -421,6 +422,9 @@ class Run:
         # run's record as it was, not describing an attempt that never trained
         pending = resume and files.checkpoints.exists() and files.config.is_file()
         before = recorded_before(files) if pending else None
+        run = cls(config, files.root, cohort, split, resume=resume)
+        if config.model.init_from and not resuming:
+            run.pretrained_backbones()  # read and fitted to the model's branches before any write
         files.root.mkdir(parents=True, exist_ok=True)
         records = (files.splits, files.config, files.run_info, files.image_geometry)
         new = [p for p in records if not p.exists()]
@@ -434,11 +438,38 @@ class Run:
             for p in new:
                 p.unlink(missing_ok=True)
             raise
-        run = cls(config, files.root, cohort, split, resume=resume)
         run._record_pending = pending
         run._recorded_before = before
         run._geometry = images.geometry
         return run
+
+    def pretrained_backbones(self) -> dict[str, tuple[dict, dict]]:
+        """``{branch: (variables, meta)}``: ``model.init_from``'s backbone for each image branch
+        (:func:`lnm_jax.weights.io.load_branch_backbones`), read once and checked against the
+        branches of the config's model: ValueError naming the folder and the first array whose
+        shape differs (another width or architecture), before a start writes anything."""
+        if self._pretrained is None:
+            from lnm_jax.weights.io import branch_backbone_dirs, load_branch_backbones  # noqa: PLC0415
+
+            branches = tuple(m for m in self.model.modalities if m in names.IMAGE_INPUTS)
+            loaded = load_branch_backbones(self.config.model.init_from, branches)
+            folders = branch_backbone_dirs(self.config.model.init_from, branches)
+            abstract, c = self.abstract_state(), self.config.model
+            for b, (variables, _) in loaded.items():
+                fits = f"pretrained backbone {folders[b]} does not fit branch '{b}' of the config's model ({c.backbone}"
+                fits += f", width {c.width}, {c.variant})"
+                for coll in ("params", "batch_stats"):
+                    want, got = getattr(abstract, coll)[f"{b}_backbone"], variables[coll]
+                    if jax.tree.structure(want) != jax.tree.structure(got):
+                        raise ValueError(f"{fits}: its {coll} name other layers (another architecture or variant)")
+                    for (path, w), g in zip(jax.tree_util.tree_leaves_with_path(want), jax.tree.leaves(got)):
+                        if tuple(w.shape) != np.shape(g):
+                            where = f"{coll}{jax.tree_util.keystr(path)}"
+                            raise ValueError(
+                                f"{fits}: {where} is {list(np.shape(g))} there, {list(w.shape)} in the model"
+                            )
+            self._pretrained = loaded
+        return self._pretrained
 
     def write_pending_record(self) -> None:
         """Writes ``config.json``, ``run_info.json`` and ``image_geometry.csv`` where

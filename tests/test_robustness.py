@@ -281,7 +281,7 @@ class _RunsCode:
 
 def test_what_training_would_trip_on_is_refused_before_the_run_writes_anything(tiny_cohort, tmp_path, capsys):
     """A batch larger than the train split and a pretrained backbone (model.init_from) that is
-    missing or of another architecture are refused by Run.create, one line each, with nothing
+    missing, of another architecture or of another width are refused by Run.create, one line each, with nothing
     written: they were refused by the loop after config.json and splits.json were (fresh-user
     trial); the TFDS loader without TensorFlow is tests/test_tf_free.py's."""
     import jax.numpy as jnp
@@ -296,6 +296,10 @@ def test_what_training_would_trip_on_is_refused_before_the_run_writes_anything(t
         jax.tree.map(lambda a: np.zeros(a.shape, a.dtype), variables),
         {"arch": other, "variant": "torchvision"},
     )
+    # the configured architecture at another width (the tests' runs are of width 8)
+    narrow = jax.eval_shape(lambda: resnet(BACKBONE, width=4).init(jax.random.key(0), jnp.zeros((1, 32, 32, 3))))
+    zeros = jax.tree.map(lambda a: np.zeros(a.shape, a.dtype), narrow)
+    save_backbone(tmp_path / "narrow", zeros, {"arch": BACKBONE, "variant": "torchvision"})
     for field, value, says in (
         ("train.batch_size", 64, r"train split has \d+ patients, fewer than one batch of 64"),
         ("model.init_from", str(tmp_path / "nothing"), r"nothing is not a converted backbone \(no backbone.json\)"),
@@ -303,6 +307,11 @@ def test_what_training_would_trip_on_is_refused_before_the_run_writes_anything(t
             "model.init_from",
             str(tmp_path / "other"),
             rf"holds {other} \(torchvision\) for 'bmode' but the config asks for {BACKBONE}",
+        ),
+        (
+            "model.init_from",
+            str(tmp_path / "narrow"),
+            r"narrow does not fit branch 'bmode' of the config's model .*params",
         ),
     ):
         c = tiny_config(tiny_cohort, "triple")

@@ -66,13 +66,12 @@ def load_pretrained(run: Run, state):
     """Initialises the image branches from ``config.model.init_from``: one backbone for every
     branch (a folder with ``backbone.json``: converted weights, or a shared pretrained one), or
     one per branch (``<init_from>/<input>/``, as ``lnm-jax pretrain`` writes per-input ones)."""
-    from lnm_jax.weights.io import check_branch_backbones, load_branch_backbones  # noqa: PLC0415
+    from lnm_jax.weights.io import check_branch_backbones  # noqa: PLC0415
 
     config = run.config
     branches = tuple(m for m in run.model.modalities if m in names.IMAGE_INPUTS)
     check_branch_backbones(config.model.init_from, branches, config.model.backbone, config.model.variant)
-    loaded = load_branch_backbones(config.model.init_from, branches)
-    for branch, (variables, _) in loaded.items():
+    for branch, (variables, _) in run.pretrained_backbones().items():
         state = state_lib.with_pretrained_backbones(state, run.optimizer[0], variables, (branch,))
     return state
 
