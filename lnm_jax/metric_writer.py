@@ -120,7 +120,8 @@ def check_resumed_history(rows: list[dict], path: Path, through: int, step_key: 
     steps = [r[step_key] for r in rows]
     if steps != list(range(1, through + 1)):
         lacks = sorted(set(range(1, through + 1)) - set(steps))
-        what = f"lacks {step_key}s {_span(lacks)}" if lacks else f"holds {step_key}s {steps} out of order or twice"
+        named = f"{step_key}{'s' if len(lacks) > 1 else ''} {_span(lacks)}"
+        what = f"lacks {named}" if lacks else f"holds {step_key}s {steps} out of order or twice"
         remedy = "restore it from a copy, or train a new run"
         if not path.is_file():
             raise DamagedFileError(

@@ -491,7 +491,7 @@ def test_a_resume_refuses_a_history_that_lacks_epochs_or_holds_text(triple_run, 
         (lambda p: p.unlink(), r"metrics.jsonl is missing: the checkpoint resumed from had finished epochs 1-2"),
         (
             lambda p: p.write_text(lines(p)[1] + "\n"),
-            r"metrics.jsonl: lacks epochs 1 that the checkpoint .* \(epochs 1-2\)",
+            r"metrics.jsonl: lacks epoch 1 that the checkpoint .* \(epochs 1-2\)",
         ),
         (
             lambda p: p.write_text(

@@ -231,7 +231,11 @@ def train(run: Run) -> dict:
     elif resumed:
         writer.print(
             f"resuming from epoch {start_epoch - 1} ({ckpts.directory('latest')}): "
-            f"epochs {start_epoch}-{config.train.epochs} to go"
+            + (
+                f"epoch {start_epoch} to go"
+                if start_epoch == config.train.epochs
+                else f"epochs {start_epoch}-{config.train.epochs} to go"
+            )
         )
     elif run.resume:
         writer.print(f"--resume: no checkpoint in {files.checkpoints} yet; starting at epoch 1")
