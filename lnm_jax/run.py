@@ -550,7 +550,10 @@ class Run:
         (:data:`lnm_jax.config.MODEL_FIELDS`) where it says otherwise than the checkpoint
         ``where`` was trained with (``meta``): an edited backbone, input, image size or flag
         encoding would otherwise restore into another model or compute another function."""
-        changes = model_field_changes(meta.get(MODEL_KEY, {}), self.config)
+        recorded = meta.get(MODEL_KEY) or {}
+        if not isinstance(recorded, dict):
+            raise DamagedFileError(f"checkpoint {where}: its record of the model's fields is not a JSON object")
+        changes = model_field_changes(recorded, self.config)
         if changes:
             raise DamagedFileError.edited(
                 self.files.config,

@@ -670,8 +670,14 @@ def test_a_config_edited_to_describe_another_model_is_refused_naming_the_field(t
     assert model_field_changes(centred, config) == [
         'model.flag_encoding: absent (read as "raw"), trained with "centred"'
     ]
-    # a checkpoint written before the record existed is not compared
+    # a checkpoint written before the record existed is not compared; one that is no object is named
     assert model_field_changes({}, config) == []
+    from lnm_jax.fileio import DamagedFileError
+
+    with pytest.raises(
+        DamagedFileError, match=r"checkpoint W/1: its record of the model's fields is not a JSON object"
+    ):
+        triple_run.check_model_fields({"model_fields": "resnet10"}, "W/1")
 
 
 def test_converted_backbone_json_names_what_it_lacks(tmp_path):
