@@ -126,18 +126,11 @@ def prevalence_warning(cohort: Cohort, config: ConfigDict) -> str | None:
     )
 
 
-def check_trainable(config: ConfigDict, train_patients: int, *, reads_init_from: bool) -> None:
-    """What training would trip on, checked before a run writes anything: a train split of
-    fewer patients than one batch, and (``reads_init_from``: a run that starts rather than
-    resumes) a pretrained backbone (``model.init_from``) that is missing, damaged in its
-    ``backbone.json`` or of another architecture than the config's (its metas only: no array
-    is read here). One line each, naming the split or the backbone."""
+def check_trainable(config: ConfigDict, train_patients: int) -> None:
+    """What training would trip on in its split, checked before a run writes anything: a train
+    split of fewer patients than one batch (ValueError naming both). A pretrained backbone
+    (``model.init_from``) is checked where it is read: ``Run.pretrained_backbones``."""
     if train_patients < config.train.batch_size:
         raise ValueError(
             f"train split has {train_patients} patients, fewer than one batch of {config.train.batch_size}"
         )
-    if reads_init_from and config.model.init_from:
-        from lnm_jax.weights.io import check_branch_backbones  # noqa: PLC0415  (orbax: only with a backbone)
-
-        branches = tuple(m for m in names.parse_modalities(config.modalities) if m in names.IMAGE_INPUTS)
-        check_branch_backbones(config.model.init_from, branches, config.model.backbone, config.model.variant)

@@ -413,8 +413,7 @@ class Run:
                     )
                 (split,), save = make_splits(config, cohort), True
         check_lesion_masks(config, cohort, split.train)
-        resuming = resume and files.checkpoints.exists()  # a resume reads no pretrained backbone
-        check_trainable(config, len(split.train), reads_init_from=not resuming)
+        check_trainable(config, len(split.train))
         if config.data.get("loader", "grain") == "tfds":
             _tfds_pipeline()  # TensorFlow importable, or one line saying what to install
         # a resume records its config and process once its checkpoint has been read
@@ -423,7 +422,7 @@ class Run:
         pending = resume and files.checkpoints.exists() and files.config.is_file()
         before = recorded_before(files) if pending else None
         run = cls(config, files.root, cohort, split, resume=resume)
-        if config.model.init_from and not resuming:
+        if config.model.init_from and not (resume and files.checkpoints.exists()):  # a resume reads none
             run.pretrained_backbones()  # read and fitted to the model's branches before any write
         files.root.mkdir(parents=True, exist_ok=True)
         records = (files.splits, files.config, files.run_info, files.image_geometry)
@@ -446,15 +445,22 @@ class Run:
     def pretrained_backbones(self) -> dict[str, tuple[dict, dict]]:
         """``{branch: (variables, meta)}``: ``model.init_from``'s backbone for each image branch
         (:func:`lnm_jax.weights.io.load_branch_backbones`), read once and checked against the
-        branches of the config's model: ValueError naming the folder and the first array whose
-        shape differs (another width or architecture), before a start writes anything."""
+        branches of the config's model before a start writes anything: their ``backbone.json``
+        against its architecture and variant (before any array is read), then ValueError naming
+        the folder and the first array whose shape differs (another width or architecture)."""
         if self._pretrained is None:
-            from lnm_jax.weights.io import branch_backbone_dirs, load_branch_backbones  # noqa: PLC0415
+            from lnm_jax.weights.io import (  # noqa: PLC0415
+                branch_backbone_dirs,
+                check_branch_backbones,
+                load_branch_backbones,
+            )
 
+            c = self.config.model
             branches = tuple(m for m in self.model.modalities if m in names.IMAGE_INPUTS)
-            loaded = load_branch_backbones(self.config.model.init_from, branches)
-            folders = branch_backbone_dirs(self.config.model.init_from, branches)
-            abstract, c = self.abstract_state(), self.config.model
+            check_branch_backbones(c.init_from, branches, c.backbone, c.variant)
+            loaded = load_branch_backbones(c.init_from, branches)
+            folders = branch_backbone_dirs(c.init_from, branches)
+            abstract = self.abstract_state()
             for b, (variables, _) in loaded.items():
                 fits = f"pretrained backbone {folders[b]} does not fit branch '{b}' of the config's model ({c.backbone}"
                 fits += f", width {c.width}, {c.variant})"

@@ -66,12 +66,7 @@ def load_pretrained(run: Run, state):
     """Initialises the image branches from ``config.model.init_from``: one backbone for every
     branch (a folder with ``backbone.json``: converted weights, or a shared pretrained one), or
     one per branch (``<init_from>/<input>/``, as ``lnm-jax pretrain`` writes per-input ones)."""
-    from lnm_jax.weights.io import check_branch_backbones  # noqa: PLC0415
-
-    config = run.config
-    branches = tuple(m for m in run.model.modalities if m in names.IMAGE_INPUTS)
-    check_branch_backbones(config.model.init_from, branches, config.model.backbone, config.model.variant)
-    for branch, (variables, _) in run.pretrained_backbones().items():
+    for branch, (variables, _) in run.pretrained_backbones().items():  # read and checked once
         state = state_lib.with_pretrained_backbones(state, run.optimizer[0], variables, (branch,))
     return state
 
@@ -190,7 +185,7 @@ def train(run: Run) -> dict:
         for bs in (config.train.batch_size, config.train.eval_batch_size):
             sharding.check_batch_size(bs, mesh)
         state = sharding.replicate(state, mesh)
-    check_trainable(config, len(run.split.train), reads_init_from=False)  # Run.create checked it all
+    check_trainable(config, len(run.split.train))  # as Run.create did: a Run built otherwise too
     steps = data.steps_per_epoch()
     if run.intensity_reference() is None:  # recorded at training time for predict's outlier check
         run.record_intensity_reference()
