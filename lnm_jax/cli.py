@@ -175,10 +175,10 @@ def apply_overrides(config, overrides: list[str]):
 
 def _config_for_validate(a):
     from lnm_jax.config import base_config
-    from lnm_jax.run import load_config
+    from lnm_jax.run import load_trained_config
 
-    if a.workdir:
-        return load_config(a.workdir)
+    if a.workdir:  # config.json as its checkpoint was trained with it
+        return load_trained_config(a.workdir)
     if a.config:
         return load_config_file(a.config)
     return base_config()
@@ -379,6 +379,9 @@ def cmd_train(argv: list[str]) -> int:
     known, _ = pre.parse_known_args(argv)
     default = base_config
     if known.resume and known.workdir and not RunFiles(known.workdir).config.is_file():
+        from lnm_jax.run import load_config
+
+        load_config(known.workdir)  # a run that lost its config.json is named as such
         raise UsageError(
             f"--resume: {known.workdir} holds no run (no {RunFiles(known.workdir).config.name}); "
             "drop --resume to start a new one"

@@ -27,7 +27,15 @@ from ml_collections import ConfigDict
 from lnm_jax import names, provenance
 from lnm_jax.config import base_config, config_problems, model_field_changes, model_fields
 from lnm_jax.data.cohorts.manifest import Cohort, read_manifest
-from lnm_jax.data.cohorts.splits import Split, check_patients, check_stored, load_splits, make_splits, save_splits
+from lnm_jax.data.cohorts.splits import (
+    Split,
+    check_patients,
+    check_stored,
+    load_splits,
+    make_splits,
+    save_splits,
+    split_digest,
+)
 from lnm_jax.data.cohorts.survey import GEOMETRY_COLUMNS, survey
 from lnm_jax.data.pixels.sources import Framing
 from lnm_jax.data.synth.synthetic import SynthParams, generate_cohort
@@ -37,7 +45,7 @@ from lnm_jax.preflight import check_inputs_present, check_lesion_masks, check_tr
 from lnm_jax.run_files import GENERATOR, MANIFEST, RunFiles
 from lnm_jax.training import sharding
 from lnm_jax.training import state as state_lib
-from lnm_jax.training.checkpoint import DIGEST_KEY, MODEL_KEY, RunCheckpoints
+from lnm_jax.training.checkpoint import CONFIG_KEY, DIGEST_KEY, MODEL_KEY, SPLIT_KEY, RunCheckpoints
 from lnm_jax.training.steps import inference_variables, make_eval_step, predict, step_inputs
 
 
@@ -59,12 +67,32 @@ RESUMABLE_FIELDS = (
     "model.lowering",
 )  # a lowering choice: same parameters, same mathematics
 
+# Fields of the config a checkpoint records (CONFIG_KEY) that config.json need not repeat when the
+# run is read or resumed: those a resume may change, where files lie (the cohort's content is
+# pinned by splits.json's manifest digest; a pretrained backbone is read only at the start), and
+# the run's name (a label).
+UNCHECKED_FIELDS = (*RESUMABLE_FIELDS, "data.manifest", "data.tfds_dir", "model.init_from", "name")
+
+
+class _Absent:
+    def __repr__(self) -> str:
+        return "absent"
+
+
+ABSENT = _Absent()  # changed_fields: the value of a field the config lacks
+
 
 def config_changes(stored: ConfigDict, config: ConfigDict, ignore: tuple[str, ...] = ()) -> list[str]:
-    """Every field whose value differs between ``stored`` and ``config`` as ``field: old -> new``,
-    except fields starting with one of ``ignore`` and fields added since ``stored`` was written
-    that ``config`` holds at their default; paths compare resolved against the working directory
-    (:func:`with_resolved_paths`)."""
+    """Every field whose value differs between ``stored`` and ``config`` as ``field: old -> new``
+    (:func:`changed_fields`)."""
+    return [f"{k}: {old!r} -> {new!r}" for k, old, new in changed_fields(stored, config, ignore)]
+
+
+def changed_fields(stored: ConfigDict | dict, config: ConfigDict, ignore: tuple[str, ...] = ()) -> list[tuple]:
+    """``(field, stored value, config's value)`` for every field that differs, sorted, except
+    fields starting with one of ``ignore`` and fields added since ``stored`` was written that
+    ``config`` holds at their default; a field one of them lacks is :data:`ABSENT` there; paths
+    compare resolved against the working directory (:func:`with_resolved_paths`)."""
 
     def flat(d, prefix=""):
         for k, v in d.items():
@@ -75,7 +103,7 @@ def config_changes(stored: ConfigDict, config: ConfigDict, ignore: tuple[str, ..
 
     # via JSON, so that a tuple and the list it was saved as compare equal; paths as stored
     # (absolute): a relative path typed in another invocation names the same file
-    old, new = (dict(flat(json.loads(with_resolved_paths(c).to_json()))) for c in (stored, config))
+    old, new = (dict(flat(json.loads(with_resolved_paths(ConfigDict(c)).to_json()))) for c in (stored, config))
     default = dict(flat(json.loads(base_config().to_json())))
     changed = sorted(
         k
@@ -84,7 +112,7 @@ def config_changes(stored: ConfigDict, config: ConfigDict, ignore: tuple[str, ..
         and not (ignore and k.startswith(ignore))
         and not (k not in old and new.get(k) == default.get(k))  # a field added since, at its default
     )
-    return [f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in changed]
+    return [(k, old.get(k, ABSENT), new.get(k, ABSENT)) for k in changed]
 
 
 def check_resumable(stored: ConfigDict, config: ConfigDict) -> None:
@@ -92,6 +120,54 @@ def check_resumable(stored: ConfigDict, config: ConfigDict) -> None:
     resumed run may change."""
     if changed := config_changes(stored, config, RESUMABLE_FIELDS):
         raise ConfigMismatchError("cannot resume with a different experiment; changed: " + ", ".join(changed))
+
+
+def check_trained_config(config: ConfigDict, config_path: Path, meta: dict, where: Path) -> None:
+    """:class:`DamagedFileError` naming ``config_path`` (the run's ``config.json``) where
+    ``config`` says otherwise than checkpoint ``where`` (its metadata ``meta``) records it was
+    trained with: first the fields that define the model (an edited backbone, input, image size
+    or flag encoding would restore into another model or compute another function from the
+    same weights), then every other field but :data:`UNCHECKED_FIELDS` (an edited learning
+    rate would go on training, and be reported, as another experiment than the one trained),
+    each named with its value and the trained one. A checkpoint saved before a record was kept
+    is compared on what it holds."""
+    remedy = "restore it from a copy, or set those fields back"
+    if changes := model_field_changes(meta.get(MODEL_KEY) or {}, config):
+        problem = f"it describes another model than checkpoint {where} was trained as ({'; '.join(changes)})"
+        raise DamagedFileError.edited(config_path, problem, remedy)
+    if CONFIG_KEY in meta:
+        # a field deleted is left to the command that reads it, which names it as missing
+        changes = [c for c in changed_fields(meta[CONFIG_KEY], config, UNCHECKED_FIELDS) if c[2] is not ABSENT]
+        if changes:
+            listed = "; ".join(f"{k}: {json.dumps(now)}, trained with {json.dumps(then)}" for k, then, now in changes)
+            problem = f"it describes another experiment than checkpoint {where} was trained in ({listed})"
+            raise DamagedFileError.edited(config_path, problem, remedy)
+
+
+def trained_checkpoint(files: RunFiles) -> tuple[dict, Path] | None:
+    """The metadata and folder of the run's newest epoch checkpoint ('latest', else 'best'),
+    its JSON only; None where the run has none yet."""
+    if not files.checkpoints.is_dir():
+        return None
+    ckpts = RunCheckpoints(files.checkpoints, create=False, kinds=("latest", "best"), log=files.train_log)
+    try:
+        for kind in ("latest", "best"):
+            if ckpts.latest_epoch(kind) is not None:
+                return ckpts.meta(kind)
+        return None
+    finally:
+        ckpts.close()
+
+
+def load_trained_config(workdir: Path | str) -> ConfigDict:
+    """A trained run's ``config.json`` (:func:`load_config`), checked against the record of its
+    newest checkpoint (:func:`check_trained_config`): what a reader that builds the run's model
+    without restoring it (``validate --workdir``) takes."""
+    config = load_config(workdir)
+    files = RunFiles(workdir)
+    if trained := trained_checkpoint(files):
+        check_trained_config(config, files.config, *trained)
+    return config
 
 
 def synth_params(config: ConfigDict) -> SynthParams:
@@ -214,9 +290,17 @@ def load_config(workdir: Path | str) -> ConfigDict:
     """The config a run stored (``config.json``), its fields checked as a new config's are
     (:func:`lnm_jax.config.config_problems`): an edited or damaged one is one
     :class:`DamagedFileError` naming the file and every field outside its range or choices,
-    before anything is built from it. FileNotFoundError where there is none."""
-    path = RunFiles(workdir).config
+    before anything is built from it. FileNotFoundError where there is none, and
+    :class:`DamagedFileError` where the folder holds checkpoints without it (a run that lost
+    it, not a folder to start one in)."""
+    files = RunFiles(workdir)
+    path = files.config
     if not path.is_file():
+        if files.checkpoints.is_dir():
+            raise DamagedFileError(
+                f"{path} is missing: {files.root} holds checkpoints but not the config they were trained with; "
+                "restore it from a copy"
+            )
         raise FileNotFoundError(f"{path} not found: is {workdir} a training run folder?")
     config = ConfigDict(read_json(path))
     problems = config_problems(config)
@@ -396,8 +480,17 @@ class Run:
         check_config(config)
         if not resume and files.checkpoints.exists():
             raise RunExistsError(f"{files.root} already holds a run; pass --resume or use a new --workdir")
+        trained = trained_checkpoint(files) if resume else None
         if resume and files.config.is_file():
             check_resumable(load_config(files.root), config)
+        if trained:  # before the cohort or the split is read: a hand-edited config.json is named as such
+            check_trained_config(config, files.config, *trained)
+            if split is None and not files.splits.is_file():
+                raise DamagedFileError(
+                    f"{files.splits} is missing: checkpoint {trained[1]} was trained on the split it held, which "
+                    "cannot be drawn again with certainty; restore it from a copy (a new split could put training "
+                    "patients in validation or test)"
+                )
         cohort = resolve_cohort(config, files)  # the embedded synthetic cohort is written here
         check_inputs_present(config, cohort)
         images = survey(cohort, Framing.from_config(config.data), screens=False)
@@ -495,7 +588,10 @@ class Run:
         check_inputs_present(config, cohort)
         split = stored_split(config, cohort, files)
         if split is None:
-            raise FileNotFoundError(f"{files.splits} not found: is {files.root} a training run folder?")
+            raise DamagedFileError(
+                f"{files.splits} is missing: the patient split {files.root} was trained on (which patients are "
+                "train, val and test); restore it from a copy"
+            )
         return cls(config, files.root, cohort, split)
 
     # ------------------------------------------------------------------ live objects
@@ -535,36 +631,38 @@ class Run:
         return state_lib.create_train_state(*self._state_args(), abstract=True)
 
     def checkpoints(self, *, create: bool = False) -> RunCheckpoints:
-        """The run's checkpoints; each one saved records the config's model fields."""
-        fields = model_fields(self.config)
-        return RunCheckpoints(self.files.checkpoints, create=create, log=self.files.train_log, model_fields=fields)
+        """The run's checkpoints; each one saved records the config's model fields, the whole
+        config and the split's digest (read back by :meth:`check_checkpoint`)."""
+        record = {
+            MODEL_KEY: model_fields(self.config),
+            CONFIG_KEY: json.loads(with_resolved_paths(self.config).to_json()),
+            SPLIT_KEY: split_digest(self.split),
+        }
+        return RunCheckpoints(self.files.checkpoints, create=create, log=self.files.train_log, record=record)
 
     def restore(self, checkpoint: str = "best") -> tuple[state_lib.TrainState, dict]:
         """The train state and metadata of ``checkpoint`` ('best' | 'latest'), restored once."""
         if checkpoint not in self._states:
             ckpts = self.checkpoints()
             try:
-                self.check_model_fields(*ckpts.meta(checkpoint))
+                self.check_checkpoint(*ckpts.meta(checkpoint))
                 # restored into the state's shapes, which need no initialisation to know
                 self._states[checkpoint] = ckpts.restore(checkpoint, self.abstract_state())
             finally:
                 ckpts.close()
         return self._states[checkpoint]
 
-    def check_model_fields(self, meta: dict, where: Path) -> None:
-        """:class:`DamagedFileError` naming ``config.json`` and each field that defines the model
-        (:data:`lnm_jax.config.MODEL_FIELDS`) where it says otherwise than the checkpoint
-        ``where`` was trained with (``meta``): an edited backbone, input, image size or flag
-        encoding would otherwise restore into another model or compute another function."""
-        recorded = meta.get(MODEL_KEY) or {}
-        if not isinstance(recorded, dict):
-            raise DamagedFileError(f"checkpoint {where}: its record of the model's fields is not a JSON object")
-        changes = model_field_changes(recorded, self.config)
-        if changes:
+    def check_checkpoint(self, meta: dict, where: Path) -> None:
+        """:class:`DamagedFileError` naming the run's file that says otherwise than checkpoint
+        ``where`` (its metadata ``meta``) records it was trained with: ``config.json``
+        (:func:`check_trained_config`), or ``splits.json`` where its patients are split
+        otherwise (a training patient moved into test would be scored as unseen)."""
+        check_trained_config(self.config, self.files.config, meta, where)
+        if SPLIT_KEY in meta and self.split is not None and split_digest(self.split) != meta[SPLIT_KEY]:
             raise DamagedFileError.edited(
-                self.files.config,
-                f"it describes another model than checkpoint {where} was trained as ({'; '.join(changes)})",
-                "restore it from a copy, or set those fields back",
+                self.files.splits,
+                f"its train, val and test patients are not those checkpoint {where} was trained with",
+                "restore it from a copy",
             )
 
     def forget_checkpoints(self) -> None:

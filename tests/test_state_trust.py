@@ -12,6 +12,7 @@ import shutil
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -672,12 +673,143 @@ def test_a_config_edited_to_describe_another_model_is_refused_naming_the_field(t
     ]
     # a checkpoint written before the record existed is not compared; one that is no object is named
     assert model_field_changes({}, config) == []
-    from lnm_jax.fileio import DamagedFileError
+    from lnm_jax.training.checkpoint import CheckpointCorruptError, checked_meta
 
-    with pytest.raises(
-        DamagedFileError, match=r"checkpoint W/1: its record of the model's fields is not a JSON object"
+    says = r"checkpoint W/1: its metadata's 'model_fields' is \"resnet10\", not a JSON object"
+    with pytest.raises(CheckpointCorruptError, match=says):
+        checked_meta({"model_fields": "resnet10"}, "W/1")
+
+
+def _one_error_line(capsys, argv) -> str:
+    capsys.readouterr()
+    assert main(argv) == 1, argv
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1, err
+    return err[0]
+
+
+def test_a_config_edited_to_another_experiment_is_refused_by_readers_and_a_resume(triple_run, copy_run, capsys):
+    """A checkpoint records the whole config it was trained with. config.json edited afterwards
+    (a learning rate, an augmentation, the seed) is refused, naming the file, each field and
+    the trained value, by a resume (which had trained on as another experiment, while the same
+    change given as an override is refused), by readers (whose model card would report the
+    edited value) and by ``validate --workdir`` (which had checked a cohort against the edited
+    model); before anything is read or written. What a resume may change (eval.*, train.epochs)
+    and where files lie pass (fresh-user trial)."""
+    from lnm_jax.fileio import DamagedFileError
+    from lnm_jax.run import Run, load_trained_config
+
+    run = copy_run(triple_run)
+    stored = json.loads(run.files.config.read_text())
+    manifest = triple_run.config.data.manifest
+    for edit, expected in (
+        ({"train": {**stored["train"], "learning_rate": 0.01}}, "train.learning_rate: 0.01, trained with 0.001"),
+        ({"seed": 7}, "seed: 7, trained with 0"),
+        (
+            {"data": {**stored["data"], "augment": {**stored["data"]["augment"], "flip": False}}},
+            "data.augment.flip: false, trained with true",
+        ),
     ):
-        triple_run.check_model_fields({"model_fields": "resnet10"}, "W/1")
+        run.files.config.write_text(json.dumps({**stored, **edit}))
+        before = _snapshot(run.workdir)
+        for argv in (
+            ["train", "--resume", "--config.train.epochs=3", "--workdir", str(run.workdir)],
+            ["evaluate", "--workdir", str(run.workdir)],
+            ["validate", manifest, "--workdir", str(run.workdir)],
+        ):
+            line = _one_error_line(capsys, argv)
+            assert f"{run.files.config}: it describes another experiment than checkpoint " in line, (argv, line)
+            assert expected in line, (argv, line)
+        assert _snapshot(run.workdir) == before, edit
+    # the model's own fields are named as such by validate too (it had checked against the edit)
+    run.files.config.write_text(json.dumps({**stored, "data": {**stored["data"], "image_size": 48}}))
+    says = r"another model than checkpoint .*\(data.image_size: 48, trained with 32\)"
+    with pytest.raises(DamagedFileError, match=says):
+        load_trained_config(run.workdir)
+    # what a resume may change, and the run's name, are no other experiment
+    same = {
+        **stored,
+        "name": "renamed",
+        "eval": {**stored["eval"], "bootstrap": 50},
+        "train": {**stored["train"], "epochs": 4},
+    }
+    run.files.config.write_text(json.dumps(same))
+    opened = Run.open(run.workdir)
+    opened.check_checkpoint(*opened.checkpoints().meta("best"))
+    assert load_trained_config(run.workdir).train.epochs == 4
+
+
+def test_a_split_edited_or_lost_is_refused_not_redrawn(triple_run, copy_run, capsys):
+    """A checkpoint records which patients it trained, validated and tested on. splits.json
+    edited to move a training patient into test (which evaluate then scored as unseen) is
+    refused naming the file; deleted, evaluate names it as missing (it said "not a training run
+    folder") and a resume refuses to draw a new split (it had redrawn one silently); so is a
+    deleted config.json. Nothing is written (fresh-user trial)."""
+    run = copy_run(triple_run)
+    doc = json.loads(run.files.splits.read_text())
+    moved = json.loads(json.dumps(doc))
+    fold = moved["splits"][0]
+    fold["test"].append(fold["train"].pop(0))
+    run.files.splits.write_text(json.dumps(moved))
+    before = _snapshot(run.workdir)
+    for argv in (["evaluate", "--workdir", str(run.workdir)], ["train", "--resume", "--workdir", str(run.workdir)]):
+        line = _one_error_line(capsys, argv)
+        assert f"{run.files.splits}: its train, val and test patients are not those checkpoint " in line, line
+    assert _snapshot(run.workdir) == before
+    run.files.splits.unlink()
+    before = _snapshot(run.workdir)
+    for argv in (
+        ["evaluate", "--workdir", str(run.workdir)],
+        ["train", "--resume", "--config.train.epochs=3", "--workdir", str(run.workdir)],
+    ):
+        line = _one_error_line(capsys, argv)
+        assert f"{run.files.splits} is missing" in line and "restore it from a copy" in line, line
+    assert _snapshot(run.workdir) == before and not run.files.splits.exists()
+    # config.json deleted: named as missing by every command (a resume had said the folder held
+    # no run, to drop --resume; without it, that it held one, to pass --resume)
+    shutil.copy(triple_run.files.splits, run.files.splits)
+    run.files.config.unlink()
+    before = _snapshot(run.workdir)
+    for argv in (
+        ["train", "--resume", "--workdir", str(run.workdir)],
+        ["evaluate", "--workdir", str(run.workdir)],
+        ["validate", triple_run.config.data.manifest, "--workdir", str(run.workdir)],
+    ):
+        line = _one_error_line(capsys, argv)
+        assert f"{run.files.config} is missing: {run.workdir} holds checkpoints but not the config" in line, line
+    assert _snapshot(run.workdir) == before
+
+
+def test_edited_checkpoint_metadata_is_one_line_naming_the_checkpoint(triple_run, copy_run, capsys, tmp_path):
+    """A checkpoint's metadata carries the SHA-256 of the rest of it: an epoch edited, or the
+    record of the model's fields deleted (which would have skipped the config check), is one
+    line naming the checkpoint. A checkpoint without that digest (saved before it existed)
+    still has its values' types checked: a string epoch was an unexpected TypeError."""
+    from lnm_jax.training.checkpoint import META_DIGEST_KEY
+
+    run = copy_run(triple_run)
+    out = str(tmp_path / "p.csv")
+    (meta_file,) = (run.files.checkpoints / "best").glob("*/meta/metadata")
+    meta = json.loads(meta_file.read_text())
+    assert META_DIGEST_KEY in meta and {"model_fields", "config", "split_sha256"} <= meta.keys()
+    for edited, says in (
+        ({**meta, "epoch": 1}, "its metadata does not match the SHA-256 stored with it"),
+        ({k: v for k, v in meta.items() if k != "model_fields"}, "its metadata does not match the SHA-256"),
+        (
+            {k: v for k, v in {**meta, "epoch": "2"}.items() if k != META_DIGEST_KEY},
+            "its metadata's 'epoch' is \"2\", not a whole number",
+        ),
+    ):
+        meta_file.write_text(json.dumps(edited))
+        before = _snapshot(run.workdir)
+        for argv in (
+            ["evaluate", "--workdir", str(run.workdir)],
+            ["predict", "--workdir", str(run.workdir), "--manifest", triple_run.config.data.manifest, "--out", out],
+        ):
+            line = _one_error_line(capsys, argv)
+            assert f"checkpoint {meta_file.parents[1]}: {says}" in line, line
+            assert not Path(out).exists()
+        assert _snapshot(run.workdir) == before
 
 
 def test_converted_backbone_json_names_what_it_lacks(tmp_path):

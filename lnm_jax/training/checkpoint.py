@@ -14,8 +14,11 @@ Every checkpoint proves what it is: the SHA-256 of its arrays (each leaf's path,
 and bytes, in tree order: :func:`state_digest`) is stored in its metadata and checked on
 restore, so a flipped bit, a truncated or swapped array file or unreadable metadata gives one
 :class:`CheckpointCorruptError` naming the checkpoint, never a model that restores and
-silently differs. The libraries' own tracebacks of a failed read (orbax, asyncio, absl) go to
-the run's log, not the console.
+silently differs. Its metadata carries the SHA-256 of the rest of itself (:func:`meta_digest`),
+and the record the run gives (:class:`RunCheckpoints`' ``record``: the model's fields, the
+config, the patient split it was trained with), so that an edited epoch, a deleted record or a
+value of another type is one :class:`CheckpointCorruptError` too. The libraries' own
+tracebacks of a failed read (orbax, asyncio, absl) go to the run's log, not the console.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import hashlib
+import json
 import logging
 import shutil
 import threading
@@ -50,6 +54,9 @@ class CheckpointCorruptError(ValueError):
 
 DIGEST_KEY = "state_sha256"
 MODEL_KEY = "model_fields"  # the fields of the config that define the model (config.model_fields)
+CONFIG_KEY = "config"  # the whole config the state was trained with, as config.json holds it
+SPLIT_KEY = "split_sha256"  # the patient split it was trained on (data.cohorts.splits.split_digest)
+META_DIGEST_KEY = "meta_sha256"  # the SHA-256 of the rest of the metadata (meta_digest)
 LIBRARY_LOGGERS = ("absl", "asyncio", "orbax", "jax._src.distributed")
 
 
@@ -89,6 +96,61 @@ def state_digest(state: Any) -> str | None:
         h.update(f"{jax.tree_util.keystr(path)}|{a.dtype.str}|{a.shape}|".encode())
         h.update(a.tobytes())
     return h.hexdigest()
+
+
+def meta_digest(meta: dict) -> str:
+    """SHA-256 of a checkpoint's metadata without :data:`META_DIGEST_KEY`: its canonical JSON
+    (keys sorted), which the JSON orbax writes and reads back gives again bit for bit (Python
+    writes each float as its shortest round-tripping repr)."""
+    body = {k: v for k, v in meta.items() if k != META_DIGEST_KEY}
+    return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_number(v) -> bool:
+    return (_is_int(v) or isinstance(v, float)) and not isinstance(v, bool)
+
+
+# what each key of a checkpoint's metadata must hold where it is present (the loop writes them)
+_META_TYPES = {
+    "epoch": (_is_int, "a whole number"),
+    "step": (_is_int, "a whole number"),
+    "batches_done": (_is_int, "a whole number"),
+    "best": (
+        lambda v: isinstance(v, dict) and _is_int(v.get("epoch")) and _is_number(v.get("val_auc")),
+        "an object with a whole-number epoch and a numeric val_auc",
+    ),
+    DIGEST_KEY: (lambda v: v is None or isinstance(v, str), "a string"),  # None: a multi-host state
+    MODEL_KEY: (lambda v: isinstance(v, dict), "a JSON object"),
+    CONFIG_KEY: (lambda v: isinstance(v, dict), "a JSON object"),
+    SPLIT_KEY: (lambda v: isinstance(v, str), "a string"),
+}
+
+
+def checked_meta(meta: Any, where: Path) -> dict:
+    """``meta`` (a checkpoint's metadata as read) once it is what a save writes: a JSON object
+    that matches its :data:`META_DIGEST_KEY` where it has one (a checkpoint saved before it was
+    recorded has none) and whose known keys hold values of their type; else one
+    :class:`CheckpointCorruptError` naming the checkpoint ``where``."""
+    remedy = "restore it from a copy or retrain"
+    if not isinstance(meta, dict):
+        raise CheckpointCorruptError(f"checkpoint {where}: its metadata is not a JSON object; {remedy}")
+    stored = meta.get(META_DIGEST_KEY)
+    if stored is not None and stored != meta_digest(meta):
+        raise CheckpointCorruptError(
+            f"checkpoint {where}: its metadata does not match the SHA-256 stored with it: it was edited or is "
+            f"damaged; {remedy}"
+        )
+    for key, (ok, what) in _META_TYPES.items():
+        if key in meta and not ok(meta[key]):
+            raise CheckpointCorruptError(
+                f"checkpoint {where}: its metadata's {key!r} is {json.dumps(meta[key])[:60]}, not {what}: it was "
+                f"edited or is damaged; {remedy}"
+            )
+    return meta
 
 
 @contextlib.contextmanager
@@ -160,13 +222,14 @@ class RunCheckpoints:
         create: bool = True,
         kinds: tuple[str, ...] = KINDS,
         log: Path | None = None,
-        model_fields: dict | None = None,
+        record: dict | None = None,
     ):
-        """``model_fields``: recorded in every checkpoint's metadata (``MODEL_KEY``), the
-        config's description of the model the state is of (:func:`lnm_jax.config.model_fields`)."""
+        """``record``: JSON values stored in every checkpoint's metadata beside the loop's (a
+        run's: its model's fields, config and split under :data:`MODEL_KEY`,
+        :data:`CONFIG_KEY`, :data:`SPLIT_KEY`)."""
         root = Path(root).resolve()
         self._log = log  # where library messages of a failed read go (the run's train.log)
-        self._model_fields = model_fields
+        self._record = dict(record or {})
         # cleanup_tmp_directories: a save killed mid-write (kill -9, a full disk) leaves a temporary
         # folder; a writer removes it on start (a reader never touches the folder)
         opts = ocp.CheckpointManagerOptions(
@@ -180,9 +243,9 @@ class RunCheckpoints:
     def save(self, kind: str, number: int, state: Any, meta: dict) -> None:
         """Saves ``state`` and ``meta`` as checkpoint ``number`` (an epoch, or a step for progress)."""
         epoch = meta.get("epoch", number)
-        meta = {**meta, DIGEST_KEY: state_digest(state)}
-        if self._model_fields is not None:
-            meta[MODEL_KEY] = self._model_fields
+        # through JSON first, as orbax writes and reads it: the digest is of what is read back
+        meta = json.loads(json.dumps({**meta, **self._record, DIGEST_KEY: state_digest(state)}))
+        meta[META_DIGEST_KEY] = meta_digest(meta)
         try:
             # a full disk: hundreds of library tracebacks, not on the console
             with libraries_to_log(self._log, keep_on_failure=True):
@@ -222,9 +285,7 @@ class RunCheckpoints:
             raise CheckpointCorruptError(
                 f"checkpoint {where}: its metadata cannot be read ({error_line(e)}); restore it from a copy or retrain"
             ) from e
-        if not isinstance(meta, dict):
-            raise CheckpointCorruptError(f"checkpoint {where}: its metadata is not a JSON object")
-        return meta, where
+        return checked_meta(meta, where), where
 
     def restore(self, kind: str, abstract_state: Any) -> tuple[Any, dict]:
         """Restores into the structure and placement of ``abstract_state`` (a state or its shape
@@ -250,9 +311,7 @@ class RunCheckpoints:
                 "from a copy, evaluate another checkpoint (--checkpoint best | latest) or retrain"
             ) from e
         _check_shapes(out["state"], abstract, where)
-        meta = out["meta"]
-        if not isinstance(meta, dict):
-            raise CheckpointCorruptError(f"checkpoint {where}: its metadata is not a JSON object")
+        meta = checked_meta(out["meta"], where)
         stored = meta.get(DIGEST_KEY)  # kept in meta: derived files record which state they came from
         if stored is not None:
             actual = state_digest(out["state"])

@@ -194,11 +194,11 @@ def train(run: Run) -> dict:
     progress = None  # the mid-epoch checkpoint's metadata when resuming from one
     resumed = run.resume and ckpts.latest_epoch("latest") is not None
     if resumed:
-        run.check_model_fields(*ckpts.meta("latest"))
+        run.check_checkpoint(*ckpts.meta("latest"))
         state, meta = ckpts.restore("latest", state)
         start_epoch, best = meta["epoch"] + 1, meta["best"]
     if run.resume and _progress_ahead(ckpts, int(state.step) if resumed else 0):
-        run.check_model_fields(*ckpts.meta("progress"))
+        run.check_checkpoint(*ckpts.meta("progress"))
         state, progress = ckpts.restore("progress", state)
         start_epoch, best, resumed = progress["epoch"], progress["best"], True
     history = read_history(files.history, up_to=start_epoch - 1)  # a damaged history fails before any write

@@ -8,6 +8,8 @@ by id before splitting, so a split depends on the cohort and the seed, not on ro
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -42,6 +44,14 @@ class SplitMismatchError(ValueError):
 
 # What a split depends on besides the patients: a stored split is reused only if these match.
 SETTING_KEYS = ("manifest_sha256", "method", "seed", "test_fraction", "val_fraction")
+
+
+def split_digest(split: Split) -> str:
+    """SHA-256 of which patients ``split`` puts in each subset (each subset's ids sorted): what a
+    checkpoint records of the split it was trained on, so that a ``splits.json`` edited to move
+    a training patient into test is refused rather than scored as unseen."""
+    subsets = {name: sorted(split.subset(name)) for name in SUBSETS}
+    return hashlib.sha256(json.dumps(subsets, sort_keys=True).encode()).hexdigest()
 
 
 def assert_disjoint(split: Split) -> None:
