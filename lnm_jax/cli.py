@@ -379,9 +379,10 @@ def cmd_train(argv: list[str]) -> int:
     known, _ = pre.parse_known_args(argv)
     default = base_config
     if known.resume and known.workdir and not RunFiles(known.workdir).config.is_file():
-        from lnm_jax.run import load_config
+        if RunFiles(known.workdir).checkpoints.is_dir():  # a run that lost its config.json: named as such
+            from lnm_jax.run import load_config
 
-        load_config(known.workdir)  # a run that lost its config.json is named as such
+            load_config(known.workdir)
         raise UsageError(
             f"--resume: {known.workdir} holds no run (no {RunFiles(known.workdir).config.name}); "
             "drop --resume to start a new one"
