@@ -38,7 +38,24 @@ UNCALIBRATED = (
     "Probabilities are not calibrated: no temperature is fitted for this checkpoint (prob_calibrated = prob); "
     "run lnm-jax evaluate to fit one on validation."
 )
-UNSCORED_CAMS = "Grad-CAM maps of this model have not been scored against lesion outlines (no masks in its test split)."
+
+
+def unscored_cams(config, evaluated: bool) -> str:
+    """The card's limit where no Grad-CAM score is recorded, saying why: the model takes no
+    image, reads CEUS clips (Grad-CAM explains still images), has not been evaluated (evaluate
+    scores the maps where the test split has lesion masks), or its test split has no masks."""
+    inputs = names.parse_modalities(config.modalities)
+    if not any(b in inputs for b in names.IMAGE_INPUTS):
+        why = "it takes no image"
+    elif config.data.clip_frames > 1 and names.CEUS in inputs:
+        why = "it reads CEUS clips; Grad-CAM explains still images only"
+    elif not evaluated:
+        why = "it has not been evaluated: lnm-jax evaluate scores them where the test split has lesion masks"
+    else:
+        why = "no lesion masks in its test split"
+    return f"Grad-CAM maps of this model have not been scored against lesion outlines ({why})."
+
+
 OUTPUTS = {
     "logit": {"shape": ["B"], "dtype": "float32", "range": "(-inf, inf)", "meaning": "log-odds of the positive class"},
     "prob": {"shape": ["B"], "dtype": "float32", "range": "[0, 1]", "meaning": "sigmoid(logit)"},
@@ -297,7 +314,7 @@ def metadata(
         "image_evidence": (evaluation or {}).get("cam_scores"),
         "limits": LIMITS
         + [CALIBRATED if temperature is not None else UNCALIBRATED]
-        + ([] if (evaluation or {}).get("cam_scores") else [UNSCORED_CAMS])
+        + ([] if (evaluation or {}).get("cam_scores") else [unscored_cams(config, evaluation is not None)])
         + ([SYNTHETIC_LIMIT] if synthetic(config) else []),
         "training_environment": _training_environment(run),
         "packages": provenance.package_versions(),  # of the process that wrote this card

@@ -683,8 +683,15 @@ class Run:
         if not is_number(t) or t <= 0:
             # a temperature <= 0 inverts or saturates every calibrated probability, silently
             raise DamagedFileError(f"{path}: temperature {t!r} is not a number > 0; refit it: lnm-jax evaluate")
+        epoch, digest = doc.get("epoch"), doc.get(DIGEST_KEY)
+        # a string epoch had been reported as fitted for "epoch 2, which is now epoch 2"
+        refit = "refit it: lnm-jax evaluate"
+        if not isinstance(epoch, int) or isinstance(epoch, bool):
+            raise DamagedFileError.edited(path, f"epoch {epoch!r} is not a whole number", refit)
+        if digest is not None and not isinstance(digest, str):
+            raise DamagedFileError.edited(path, f"{DIGEST_KEY} {digest!r} is not a string", refit)
         meta = self.predictor(checkpoint).meta
-        fitted, now = (doc.get("epoch"), doc.get(DIGEST_KEY)), (meta.get("epoch"), meta.get(DIGEST_KEY))
+        fitted, now = (epoch, digest), (meta.get("epoch"), meta.get(DIGEST_KEY))
         if fitted[0] != now[0] or (fitted[1] is not None and fitted[1] != now[1]):
             if (checkpoint, fitted) not in self._stale_warned:  # once per command, however often asked
                 self._stale_warned.add((checkpoint, fitted))

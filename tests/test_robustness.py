@@ -438,6 +438,16 @@ def test_predict_and_gradcam_elsewhere_leave_the_run_folder_unchanged(triple_run
     )
     assert main(["gradcam", "--workdir", str(triple_run.workdir), "--out", str(tmp_path / "cams")]) == 0
     assert snapshot(triple_run.workdir) == before
+    # again into its own folder; never into a user's folder that holds an index.csv of its own (a
+    # site's image index beside its files had been taken for gradcam's and filled: fresh-user trial)
+    assert main(["gradcam", "--workdir", str(triple_run.workdir), "--out", str(tmp_path / "cams")]) == 0
+    theirs = tmp_path / "site"
+    theirs.mkdir()
+    (theirs / "index.csv").write_text("patient_id,image\nP1,a.png\n")
+    (theirs / "a.png").write_bytes(b"not ours")
+    kept = snapshot(theirs)
+    assert main(["gradcam", "--workdir", str(triple_run.workdir), "--out", str(theirs)]) == 1
+    assert snapshot(theirs) == kept
     assert (
         main(["predict", "--workdir", str(tmp_path / "nope"), "--manifest", str(new), "--out", str(tmp_path / "q.csv")])
         == 1

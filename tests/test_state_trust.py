@@ -867,10 +867,17 @@ def test_stale_calibration_not_applied(triple_run, copy_run, capsys):
     assert "not applied" in capsys.readouterr().err
     # asked again (export asks for its program and for its card): said once, and the card's
     # limits say the probabilities are not calibrated (they said calibrated; fresh-user trial)
-    from lnm_jax.model_card import CALIBRATED, UNCALIBRATED, metadata
+    from lnm_jax.model_card import CALIBRATED, UNCALIBRATED, metadata, unscored_cams
 
+    shutil.rmtree(run.files.evaluation("best"), ignore_errors=True)  # not evaluated
     limits = metadata(run, "best")["limits"]
     assert UNCALIBRATED in limits and CALIBRATED not in limits
+    # unscored Grad-CAM maps: for want of an evaluation, not "no masks" (the test split has masks)
+    assert unscored_cams(run.config, evaluated=False) in limits
+    assert "has not been evaluated" in unscored_cams(run.config, evaluated=False)
+    assert "no lesion masks in its test split" in unscored_cams(run.config, evaluated=True)
+    flag_only = ConfigDict({**run.config.to_dict(), "modalities": "us_lnm"})
+    assert "it takes no image" in unscored_cams(flag_only, evaluated=True)
     assert "not applied" not in capsys.readouterr().err
     # a temperature that is no number > 0 (edited): it inverted (-1) or saturated (0) every
     # calibrated probability, silently, with exit 0 (fresh-user trial)
@@ -879,6 +886,12 @@ def test_stale_calibration_not_applied(triple_run, copy_run, capsys):
     for bad in (-1.0, 0, True, "hot", None):
         path.write_text(json.dumps({"temperature": bad, "epoch": meta["epoch"], "state_sha256": meta["state_sha256"]}))
         with pytest.raises(DamagedFileError, match=r"calibration_best.json: temperature .* is not a number > 0"):
+            run.temperature("best")
+    # an epoch that is no whole number (edited to a string): it was "fitted for the 'best'
+    # checkpoint of epoch 2, which is now epoch 2" (fresh-user trial)
+    for bad in (str(meta["epoch"]), 2.0, None):
+        path.write_text(json.dumps({"temperature": 2.0, "epoch": bad, "state_sha256": meta["state_sha256"]}))
+        with pytest.raises(DamagedFileError, match=r"calibration_best.json: epoch .* is not a whole number"):
             run.temperature("best")
 
 

@@ -6,6 +6,7 @@ restored (BatchNorm-folded) checkpoint."""
 
 from __future__ import annotations
 
+import csv
 import itertools
 import tempfile
 from pathlib import Path
@@ -102,7 +103,7 @@ def gradcam(
     out = guard_output(
         out or run.files.gradcam(split),
         inputs=cohort.files() if manifest is not None else (),
-        ours=lambda p: (p / F.CAM_INDEX).is_file(),
+        ours=is_gradcam_folder,
         kind="folder",
         can_overwrite=False,
     )
@@ -123,6 +124,25 @@ def gradcam(
             seed=seed,
             figures=figures,
         )
+
+
+CAM_INDEX_COLUMNS = [names.PATIENT_ID, "prob_lnm", names.LABEL, "correct", "figure"]
+# everything a gradcam folder holds (the per-patient figures under CAM_PATIENTS, the scores with masks)
+CAM_OUTPUTS = frozenset(
+    {F.CAM_PATIENTS, F.CAM_GRID_CORRECT, F.CAM_GRID_INCORRECT, F.CAM_INDEX, F.CAM_ARRAYS, F.CAM_SCORES}
+)
+
+
+def is_gradcam_folder(folder: Path) -> bool:
+    """Whether ``folder`` is one :func:`explain` wrote (so it may write it again): its
+    ``index.csv`` has the Grad-CAM index's columns and it holds nothing else than what
+    :func:`explain` writes. A folder of the user's that happens to hold an ``index.csv`` is not."""
+    try:
+        with open(folder / F.CAM_INDEX, newline="") as f:
+            header = next(csv.reader(f), None)
+        return header == CAM_INDEX_COLUMNS and all(p.name in CAM_OUTPUTS for p in folder.iterdir())
+    except (OSError, UnicodeDecodeError, csv.Error):
+        return False
 
 
 def _explain(
@@ -208,7 +228,7 @@ def _explain(
             }
             for e in entries
         ),
-        [names.PATIENT_ID, "prob_lnm", names.LABEL, "correct", "figure"],
+        CAM_INDEX_COLUMNS,
     )
     for b, n in flat.items():
         if n:
