@@ -71,10 +71,32 @@ def _fail(command: str, msg: str, code: int) -> int:
 # ------------------------------------------------------------------------- plain commands
 
 
+class _HelpFormatter(argparse.HelpFormatter):
+    """argparse's help with each option's default where it has one (not for a switch, an
+    option with no default, or one whose description already says it)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        default = action.default
+        if (
+            action.option_strings
+            and not (default is None or default is False or default == "" or default == argparse.SUPPRESS)
+            and "default" not in text
+            and not isinstance(action, argparse._HelpAction)
+        ):
+            text += " (default: %(default)s)"
+        return text
+
+
+def _parser(**kwargs) -> argparse.ArgumentParser:
+    """Every sub-command's argument parser: its help shows the options' defaults."""
+    return argparse.ArgumentParser(formatter_class=_HelpFormatter, **kwargs)
+
+
 def cmd_synth(argv: list[str]) -> int:
     from lnm_jax.data.synth.synthetic import PRESETS, SynthParams, describe, generate_cohort, preset_params
 
-    p = argparse.ArgumentParser(prog="lnm-jax synth", description="Write a synthetic cohort.")
+    p = _parser(prog="lnm-jax synth", description="Write a synthetic cohort.")
     p.add_argument("--out", required=True, type=Path, help="new folder for the cohort (images and manifest.csv)")
     for f in dataclasses.fields(SynthParams):
         what = f"{SynthParams.HELP[f.name]} (default {f.default}, or the preset's)"
@@ -100,7 +122,7 @@ def cmd_synth(argv: list[str]) -> int:
 
 def cmd_validate(argv: list[str]) -> int:
 
-    p = argparse.ArgumentParser(
+    p = _parser(
         prog="lnm-jax validate",
         description="Validate a cohort manifest (every image decoded) against a model: the inputs it takes, "
         "its image size, and the configured split. Writes nothing.",
@@ -239,7 +261,7 @@ def _override_problems(argv: list[str], config) -> list[str]:
 
 def cmd_norm_stats(argv: list[str]) -> int:
 
-    p = argparse.ArgumentParser(prog="lnm-jax norm-stats", description="Per-modality mean/std of the training split.")
+    p = _parser(prog="lnm-jax norm-stats", description="Per-modality mean/std of the training split.")
     p.add_argument("--manifest", required=True, type=Path, help="the cohort manifest CSV")
     p.add_argument("--image-size", type=int, default=224, help="config data.image_size (pixels)")
     p.add_argument("--seed", type=int, default=0, help="split seed (config data.split.seed)")
@@ -310,7 +332,7 @@ def config_help(name: str, default_factory, fv) -> str:
         "  --config.FIELD=VALUE   override one field, e.g. --config.train.epochs=3",
     ]
     for flag in sorted(set(fv) - {"workdir", "config"}):
-        lines.append(f"  --{flag:<20} {fv[flag].help}")
+        lines.append(_flag_line(fv[flag]))
     lines += ["", "config fields people change most (default of this command's config):"]
     for field, what in COMMON_FIELDS + COMMAND_FIELDS.get(name, ()):
         node = config
@@ -323,6 +345,23 @@ def config_help(name: str, default_factory, fv) -> str:
         "(paper_*.py, demo.py, small_cohort.py, reproduce_*.py)",
     ]
     return "\n".join(lines)
+
+
+ABSL_MULTI_NOTE = "repeat this option to specify a list of values"  # what absl appends to a multi flag's help
+
+
+def _flag_line(flag) -> str:
+    """One option of :func:`config_help`: ``--name VALUE`` (the value's kind; none for a switch),
+    its description, whether it repeats, and its default where it has one."""
+    multi = ABSL_MULTI_NOTE in flag.help
+    text = " ".join(flag.help.replace(ABSL_MULTI_NOTE, "").split()).rstrip(";")
+    kind = flag.flag_type()
+    name = f"--{flag.name}" if kind == "bool" else f"--{flag.name} {'N' if kind == 'int' else flag.name.upper()}"
+    if multi:
+        text += " (repeat the option for more)"
+    if not (flag.default is None or flag.default is False or flag.default in ([], "")):
+        text += f" [default: {flag.default}]"
+    return f"  {name:<22} {text}"
 
 
 def parse_config_command(name: str, argv: list[str], default_factory, extra=None) -> tuple:
@@ -373,7 +412,7 @@ def cmd_train(argv: list[str]) -> int:
     from lnm_jax.config import base_config
     from lnm_jax.run_files import RunFiles
 
-    pre = argparse.ArgumentParser(add_help=False)
+    pre = _parser(add_help=False)
     pre.add_argument("--workdir")
     pre.add_argument("--resume", action="store_true")
     known, _ = pre.parse_known_args(argv)
@@ -426,11 +465,11 @@ def cmd_pretrain(argv: list[str]) -> int:
         flags.DEFINE_multi_string(
             "manifest",
             [],
-            "a cohort manifest (repeat for more); the first is the downstream cohort, whose test split is left out",
+            "a cohort manifest; the first is the downstream cohort, whose test split is left out",
             flag_values=fv,
         )
-        flags.DEFINE_integer("fold", None, "with protocol.folds=K: leave out fold FOLD's test patients", flag_values=fv)
-        flags.DEFINE_bool("include_test", False, "also pretrain on the downstream test split (leakage)", flag_values=fv)
+        flags.DEFINE_integer("fold", None, "with protocol.folds=K: leave out fold N's test patients", flag_values=fv)
+        flags.DEFINE_bool("include-test", False, "also pretrain on the downstream test split (leakage)", flag_values=fv)
         flags.DEFINE_bool("resume", False, "continue from the last finished epoch's checkpoint", flag_values=fv)
 
     config, fv = parse_config_command("pretrain", argv, small_cohort_config, extra)
@@ -439,7 +478,8 @@ def cmd_pretrain(argv: list[str]) -> int:
     if not fv.manifest:
         raise UsageError("--manifest is required (repeat it for more manifests)")
     with hold(fv.workdir, "pretrain", create=True):
-        report = pretrain(config, fv.manifest, fv.workdir, fold=fv.fold, include_test=fv.include_test, resume=fv.resume)
+        include_test = fv["include-test"].value
+        report = pretrain(config, fv.manifest, fv.workdir, fold=fv.fold, include_test=include_test, resume=fv.resume)
     print(probe_lines(report))
     for group in groups(config):
         print(f"backbone ({group}): {backbone_dir(fv.workdir, group)}")
@@ -453,7 +493,7 @@ CHECKPOINT_HELP = "best (highest validation AUC, the default) or latest (the las
 
 def cmd_evaluate(argv: list[str]) -> int:
 
-    p = argparse.ArgumentParser(prog="lnm-jax evaluate", description="Evaluate a run's checkpoint.")
+    p = _parser(prog="lnm-jax evaluate", description="Evaluate a run's checkpoint.")
     p.add_argument("--workdir", required=True, type=Path, help=RUN_FOLDER_HELP)
     p.add_argument("--checkpoint", choices=("best", "latest"), default="best", help=CHECKPOINT_HELP)
     p.add_argument("--splits", default="val,test", help="comma list of train,val,test")
@@ -483,9 +523,7 @@ def _pattern_run(item: str):
 
 def cmd_availability(argv: list[str]) -> int:
 
-    p = argparse.ArgumentParser(
-        prog="lnm-jax availability", description="Metrics of a missing-input run per availability pattern."
-    )
+    p = _parser(prog="lnm-jax availability", description="Metrics of a missing-input run per availability pattern.")
     p.add_argument("--workdir", required=True, type=Path, help=RUN_FOLDER_HELP)
     p.add_argument("--checkpoint", choices=("best", "latest"), default="best", help=CHECKPOINT_HELP)
     p.add_argument("--split", default="test", choices=("val", "test"), help="the split whose patients are scored")
@@ -516,7 +554,7 @@ def cmd_availability(argv: list[str]) -> int:
 
 def cmd_predict(argv: list[str]) -> int:
 
-    p = argparse.ArgumentParser(prog="lnm-jax predict", description="P(LNM) for new patients.")
+    p = _parser(prog="lnm-jax predict", description="P(LNM) for new patients.")
     model = p.add_mutually_exclusive_group(required=True)
     model.add_argument("--workdir", type=Path, help="a training run folder")
     model.add_argument("--exported", type=Path, help="a folder written by lnm-jax export (no run folder needed)")
@@ -553,7 +591,7 @@ def cmd_predict(argv: list[str]) -> int:
 
 def cmd_gradcam(argv: list[str]) -> int:
 
-    p = argparse.ArgumentParser(
+    p = _parser(
         prog="lnm-jax gradcam",
         description="Grad-CAM heatmaps of both image branches, for a split of the run or any manifest; maps as "
         "arrays (cams.npz) and, where the manifest has bmode_mask/ceus_mask, scored against the lesion "
@@ -614,7 +652,7 @@ def cmd_gradcam(argv: list[str]) -> int:
 
 def cmd_export(argv: list[str]) -> int:
 
-    p = argparse.ArgumentParser(
+    p = _parser(
         prog="lnm-jax export",
         description="A trained model as a folder that runs without this package: predict.py, lnm_runtime/ "
         "(its preprocessing), requirements.txt, the program and weights, metadata.json and model_card.md.",
@@ -645,7 +683,7 @@ def cmd_export(argv: list[str]) -> int:
 
 def cmd_convert_weights(argv: list[str]) -> int:
 
-    p = argparse.ArgumentParser(
+    p = _parser(
         prog="lnm-jax convert-weights",
         description="Port a torchvision or Keras ResNet's weights to a backbone checkpoint (config model.init_from).",
     )
@@ -702,7 +740,7 @@ def cmd_reproduce(argv: list[str]) -> int:
 
 def cmd_convert_ddti(argv: list[str]) -> int:
 
-    p = argparse.ArgumentParser(
+    p = _parser(
         prog="lnm-jax convert-ddti",
         description="DDTI (images/, xml/) -> cohort manifest of B-mode images with their nodule outlines as lesion "
         "masks (masks/ beside the manifest); label TI-RADS >= 4a, a demonstration label (not pathology).",
@@ -723,7 +761,7 @@ def cmd_convert_ddti(argv: list[str]) -> int:
 
 def cmd_crop_to_lesion(argv: list[str]) -> int:
 
-    p = argparse.ArgumentParser(
+    p = _parser(
         prog="lnm-jax crop-to-lesion",
         description="A copy of a manifest whose <input>_crop columns frame each masked image around its lesion "
         "(the mask's box grown by --margin on each side, squared where the image allows): lesion-aware framing "
@@ -743,9 +781,7 @@ def cmd_crop_to_lesion(argv: list[str]) -> int:
 
 def cmd_convert_busbra(argv: list[str]) -> int:
 
-    p = argparse.ArgumentParser(
-        prog="lnm-jax convert-busbra", description="BUS-BRA (Images/, bus_data.csv) -> cohort manifest."
-    )
+    p = _parser(prog="lnm-jax convert-busbra", description="BUS-BRA (Images/, bus_data.csv) -> cohort manifest.")
     p.add_argument("--src", required=True, type=Path, help="the BUS-BRA folder")
     p.add_argument("--out", required=True, type=Path, help="manifest CSV to write")
     p.add_argument("--overwrite", action="store_true", help=OVERWRITE_HELP)
@@ -759,7 +795,7 @@ def cmd_convert_busbra(argv: list[str]) -> int:
 
 def cmd_deidentify(argv: list[str]) -> int:
 
-    p = argparse.ArgumentParser(
+    p = _parser(
         prog="lnm-jax deidentify",
         description="Write a de-identified copy of a cohort: pseudonymous patient ids, images cropped to their "
         "scan region, DICOM headers through the PS3.15 basic profile, a new manifest; the mapping to the "
@@ -897,6 +933,13 @@ def entry_point() -> int:
     return main()
 
 
+def top_level_help() -> str:
+    """``lnm-jax --help``: a usage line, then this module's docstring as plain text (its
+    reStructuredText literals unmarked)."""
+    usage = "usage: lnm-jax COMMAND [options]   (lnm-jax COMMAND --help: that command's options and defaults)"
+    return f"{usage}\n\n{__doc__.strip().replace('``', '')}\n"
+
+
 def main(argv: list[str] | None = None) -> int:
     from lnm_jax.config import ConfigError
 
@@ -907,7 +950,7 @@ def main(argv: list[str] | None = None) -> int:
     command = COMMANDS.get(name)
     if command is None:
         try:
-            print(__doc__)
+            print(top_level_help())
         except BrokenPipeError:  # lnm-jax --help | head
             _closed_pipe()
         return 0 if name in ("", "-h", "--help") else _fail("", f"unknown command '{name}'", 2)

@@ -30,6 +30,9 @@ for name in COMMANDS:
         with contextlib.redirect_stdout(buf):
             rc = main([name, flag])
         out[f"{name} {flag}"] = {"rc": rc, "text": buf.getvalue()}
+buf = io.StringIO()
+with contextlib.redirect_stdout(buf):
+    out["top"] = {"rc": main(["--help"]), "text": buf.getvalue()}
 HEAVY = {"jax", "flax", "orbax", "grain", "tensorflow", "torch", "scipy"}
 heavy = sorted({m.split(".")[0] for m in sys.modules} & HEAVY)
 print(json.dumps({"help": out, "heavy": heavy, "undescribed": sorted(undescribed)}))
@@ -41,6 +44,8 @@ def test_every_command_answers_help_without_heavy_imports():
     assert done.returncode == 0, done.stderr[-2000:]
     res = json.loads(done.stdout.strip().splitlines()[-1])
     assert res["heavy"] == [], f"--help imported {res['heavy']}"
+    top = res["help"].pop("top")
+    assert top["rc"] == 0 and top["text"].startswith("usage: lnm-jax COMMAND") and "``" not in top["text"], top
     assert set(res["help"]) == {f"{n} {f}" for n in COMMANDS for f in ("--help", "-h")}
     for key, r in res["help"].items():
         assert r["rc"] == 0 and "usage: lnm-jax" in r["text"], (key, r)
@@ -50,3 +55,9 @@ def test_every_command_answers_help_without_heavy_imports():
         for field in ("modalities", "data.manifest", "data.image_size", "train.epochs", "model.init_from"):
             assert field in text, (name, field)
         assert "configs/" in text
+    # defaults are shown (none were: fresh-user trial), and the absl options read as the others do
+    # (it showed '--include_test', '--fold' with no value and absl's 'repeat this option' note)
+    assert "--seed SEED           of the random-map baseline (default: 0)" in res["help"]["gradcam --help"]["text"]
+    pretrain = res["help"]["pretrain --help"]["text"]
+    assert "--fold N " in pretrain and "--include-test " in pretrain and "--manifest MANIFEST " in pretrain
+    assert "_test" not in pretrain and "repeat this option to specify" not in pretrain

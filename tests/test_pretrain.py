@@ -187,7 +187,7 @@ def test_a_backbone_without_images_is_refused_before_anything_is_written(tiny_co
     unlabelled.write_text(
         "patient_id,bmode\n" + "".join(f"{r['patient_id']},{tiny_cohort.parent / r['bmode']}\n" for r in rows)
     )
-    with pytest.raises(ValueError, match="first --manifest is the downstream cohort.*add --include_test"):
+    with pytest.raises(ValueError, match="first --manifest is the downstream cohort.*add --include-test"):
         P.pretrain(c, [unlabelled], work, progress=False)
     with pytest.raises(ValueError, match="no images for the 'ceus' backbone.*shared_backbone=True"):
         P.pretrain(c, [bmode_only], work, progress=False)

@@ -268,7 +268,7 @@ def pretrain(
     framing = Framing.from_config(config.data)
     unlabeled_first = (
         f"{manifests[0]}: the first --manifest is the downstream cohort, whose labels (column '{names.LABEL}') say "
-        "which test patients to leave out; add --include_test to pretrain on all of it, or put a labelled "
+        "which test patients to leave out; add --include-test to pretrain on all of it, or put a labelled "
         "manifest first"
     )
     try:
