@@ -492,8 +492,26 @@ def model_field_changes(recorded: dict, config) -> list[str]:
         absent = _get(config, field) is _MISSING
         if absent and MODEL_FIELDS[field] is None:
             continue  # a field every run has: the command that reads it names it (field_path)
-        shown = f"absent (read as {json.dumps(now)})" if absent else json.dumps(now)
-        out.append(f"{field}: {shown}, trained with {json.dumps(then)}")
+        if absent:
+            out.append(f"{field}: absent (read as {json.dumps(now)}), trained with {json.dumps(then)}")
+            continue
+        # a group (data.norm): only the values inside it that differ, each by its full name
+        for name, shown, was in _group_changes(field, now, then):
+            out.append(f"{name}: {shown}, trained with {json.dumps(was)}")
+    return out
+
+
+def _group_changes(name: str, now, then) -> list[tuple[str, str, object]]:
+    """``(full name, value shown, trained value)`` of each leaf that differs between ``now`` and
+    ``then`` (the same leaf where either is no JSON object; 'absent' where ``now`` lacks it)."""
+    if not (isinstance(now, dict) and isinstance(then, dict)):
+        return [] if now == then else [(name, json.dumps(now), then)]
+    out = []
+    for key in sorted(now.keys() | then.keys(), key=str):
+        if key not in now:
+            out.append((f"{name}.{key}", "absent", then[key]))
+        else:
+            out += _group_changes(f"{name}.{key}", now[key], then.get(key))
     return out
 
 

@@ -59,6 +59,7 @@ class ConfigMismatchError(ValueError):
 
 # Fields a resumed run may change; any other difference would silently mix two experiments.
 RESUMABLE_FIELDS = (
+    "data.manifest",  # the cohort moved: its content is checked against splits.json's manifest digest
     "train.epochs",
     "train.early_stop_patience",
     "train.log_every_steps",
@@ -71,7 +72,7 @@ RESUMABLE_FIELDS = (
 # run is read or resumed: those a resume may change, where files lie (the cohort's content is
 # pinned by splits.json's manifest digest; a pretrained backbone is read only at the start), and
 # the run's name (a label).
-UNCHECKED_FIELDS = (*RESUMABLE_FIELDS, "data.manifest", "data.tfds_dir", "model.init_from", "name")
+UNCHECKED_FIELDS = (*RESUMABLE_FIELDS, "data.tfds_dir", "model.init_from", "name")
 
 
 class _Absent:
@@ -584,6 +585,13 @@ class Run:
         """A trained run as its folder recorded it: config, cohort and split."""
         files = RunFiles(workdir)
         config = load_config(files.root)
+        if config.data.manifest and not Path(config.data.manifest).is_file():
+            # the training cohort moved: its path is config.json's, which the user may never have typed
+            raise FileNotFoundError(
+                f"{files.config}: data.manifest {config.data.manifest} (the cohort this run was trained on) is not "
+                "found: if it moved, set data.manifest there to its new place (its content is checked against "
+                f"{files.splits.name})"
+            )
         cohort = resolve_cohort(config, files, synthesise=False)
         check_inputs_present(config, cohort)
         split = stored_split(config, cohort, files)

@@ -300,9 +300,12 @@ def test_what_training_would_trip_on_is_refused_before_the_run_writes_anything(t
     narrow = jax.eval_shape(lambda: resnet(BACKBONE, width=4).init(jax.random.key(0), jnp.zeros((1, 32, 32, 3))))
     zeros = jax.tree.map(lambda a: np.zeros(a.shape, a.dtype), narrow)
     save_backbone(tmp_path / "narrow", zeros, {"arch": BACKBONE, "variant": "torchvision"})
+    (tmp_path / "empty").mkdir()
     for field, value, says in (
         ("train.batch_size", 64, r"train split has \d+ patients, fewer than one batch of 64"),
-        ("model.init_from", str(tmp_path / "nothing"), r"nothing is not a converted backbone \(no backbone.json\)"),
+        # a folder that is not there is named as such (it was "not a converted backbone")
+        ("model.init_from", str(tmp_path / "nothing"), r"nothing does not exist: give a backbone made with"),
+        ("model.init_from", str(tmp_path / "empty"), r"empty is not a converted backbone \(no backbone.json\)"),
         (
             "model.init_from",
             str(tmp_path / "other"),

@@ -643,7 +643,7 @@ def test_a_config_edited_to_describe_another_model_is_refused_naming_the_field(t
                     "norm": {**stored["data"]["norm"], "bmode": {"mean": [0.5] * 3, "std": [0.2] * 3}},
                 }
             },
-            "data.norm: ",
+            "data.norm.bmode.mean: [0.5, 0.5, 0.5], trained with [",
         ),
     ):
         run.files.config.write_text(json.dumps({**stored, **edit}))
@@ -654,6 +654,8 @@ def test_a_config_edited_to_describe_another_model_is_refused_naming_the_field(t
             err = capsys.readouterr().err.strip().splitlines()
             assert len(err) == 1 and f"{run.files.config}: it describes another model than checkpoint " in err[0], err
             assert expected in err[0] and "damaged checkpoint" not in err[0], err
+            if expected.startswith("data.norm"):  # only what differs (it printed the whole group)
+                assert "ceus" not in err[0].split("trained as")[1], err
         assert _snapshot(run.workdir) == before and not out.exists(), edit
     # a field deleted whose default is what the model was trained with changes nothing
     run.files.config.write_text(
@@ -778,6 +780,33 @@ def test_a_split_edited_or_lost_is_refused_not_redrawn(triple_run, copy_run, cap
         line = _one_error_line(capsys, argv)
         assert f"{run.files.config} is missing: {run.workdir} holds checkpoints but not the config" in line, line
     assert _snapshot(run.workdir) == before
+
+
+def test_a_moved_training_cohort_is_named_in_config_json_and_may_be_pointed_to(triple_run, copy_run, capsys, tmp_path):
+    """A run whose training cohort moved: predict named only the old path, which config.json
+    holds and the user never typed (fresh-user trial). Now the line names config.json and says
+    how to point it to the new place; pointed there (its content is checked against
+    splits.json's digest), readers work and a resume may give the new path too."""
+    from lnm_jax.run import check_resumable, load_config
+
+    run = copy_run(triple_run)
+    moved = tmp_path / "moved"
+    shutil.copytree(Path(triple_run.config.data.manifest).parent, moved)
+    stored = json.loads(run.files.config.read_text())
+    run.files.config.write_text(
+        json.dumps({**stored, "data": {**stored["data"], "manifest": str(tmp_path / "gone.csv")}})
+    )
+    argv = ["predict", "--workdir", str(run.workdir), "--manifest", str(moved / "manifest.csv")]
+    line = _one_error_line(capsys, [*argv, "--out", str(tmp_path / "p.csv")])
+    assert f"{run.files.config}: data.manifest {tmp_path / 'gone.csv'} (the cohort this run was trained on)" in line
+    assert "set data.manifest there to its new place" in line
+    run.files.config.write_text(
+        json.dumps({**stored, "data": {**stored["data"], "manifest": str(moved / "manifest.csv")}})
+    )
+    assert main([*argv, "--out", str(tmp_path / "p.csv")]) == 0
+    resumed = load_config(triple_run.workdir)
+    resumed.data.manifest = str(moved / "manifest.csv")
+    check_resumable(load_config(triple_run.workdir), resumed)  # the same cohort elsewhere: no other experiment
 
 
 def test_edited_checkpoint_metadata_is_one_line_naming_the_checkpoint(triple_run, copy_run, capsys, tmp_path):

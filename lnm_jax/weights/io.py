@@ -111,6 +111,10 @@ def backbone_meta(path: Path | str) -> dict:
     FileNotFoundError (no ``backbone.json``), ``DamagedFileError`` (not a JSON object naming the
     ``arch`` and ``variant``), each one line naming the backbone."""
     path = Path(path).resolve()
+    if not path.exists():  # it said "not a converted backbone", as if the folder were there
+        raise FileNotFoundError(
+            f"{path} does not exist: give a backbone made with 'lnm-jax convert-weights' or 'lnm-jax pretrain'"
+        )
     if not (path / META).is_file():
         raise FileNotFoundError(
             f"{path} is not a converted backbone (no {META}); make one with 'lnm-jax convert-weights'"
