@@ -680,6 +680,7 @@ def test_a_config_edited_to_describe_another_model_is_refused_naming_the_field(t
     says = r"checkpoint W/1: its metadata's 'model_fields' is \"resnet10\", not a JSON object"
     with pytest.raises(CheckpointCorruptError, match=says):
         checked_meta({"model_fields": "resnet10"}, "W/1")
+    assert checked_meta({"epoch": 0, "best": {}}, "W/0")  # an untrained state's (benchmark_export)
 
 
 def _one_error_line(capsys, argv) -> str:

@@ -119,8 +119,9 @@ _META_TYPES = {
     "epoch": (_is_int, "a whole number"),
     "step": (_is_int, "a whole number"),
     "batches_done": (_is_int, "a whole number"),
+    # the best epoch so far ({} in a checkpoint of an untrained state, as benchmark_export saves one)
     "best": (
-        lambda v: isinstance(v, dict) and _is_int(v.get("epoch")) and _is_number(v.get("val_auc")),
+        lambda v: isinstance(v, dict) and _is_int(v.get("epoch", 0)) and _is_number(v.get("val_auc", 0.0)),
         "an object with a whole-number epoch and a numeric val_auc",
     ),
     DIGEST_KEY: (lambda v: v is None or isinstance(v, str), "a string"),  # None: a multi-host state
