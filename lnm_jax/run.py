@@ -45,7 +45,14 @@ from lnm_jax.preflight import check_inputs_present, check_lesion_masks, check_tr
 from lnm_jax.run_files import GENERATOR, MANIFEST, RunFiles
 from lnm_jax.training import sharding
 from lnm_jax.training import state as state_lib
-from lnm_jax.training.checkpoint import CONFIG_KEY, DIGEST_KEY, MODEL_KEY, SPLIT_KEY, RunCheckpoints
+from lnm_jax.training.checkpoint import (
+    CONFIG_KEY,
+    DIGEST_KEY,
+    MODEL_KEY,
+    SPLIT_KEY,
+    CheckpointCorruptError,
+    RunCheckpoints,
+)
 from lnm_jax.training.steps import inference_variables, make_eval_step, predict, step_inputs
 
 
@@ -664,9 +671,21 @@ class Run:
         """:class:`DamagedFileError` naming the run's file that says otherwise than checkpoint
         ``where`` (its metadata ``meta``) records it was trained with: ``config.json``
         (:func:`check_trained_config`), or ``splits.json`` where its patients are split
-        otherwise (a training patient moved into test would be scored as unseen)."""
-        check_trained_config(self.config, self.files.config, meta, where)
-        if SPLIT_KEY in meta and self.split is not None and split_digest(self.split) != meta[SPLIT_KEY]:
+        otherwise (a training patient moved into test would be scored as unseen). Where both
+        disagree with it, the checkpoint is named instead (:class:`CheckpointCorruptError`:
+        another run's, copied in)."""
+        other_split = SPLIT_KEY in meta and self.split is not None and split_digest(self.split) != meta[SPLIT_KEY]
+        try:
+            check_trained_config(self.config, self.files.config, meta, where)
+        except DamagedFileError as e:
+            if other_split:  # both records disagree with it: the checkpoint is the odd one
+                raise CheckpointCorruptError(
+                    f"checkpoint {where} was trained on another split than {self.files.splits.name} holds and as "
+                    f"another model or experiment than {self.files.config.name} describes: another run's checkpoint? "
+                    "restore this run's from a copy"
+                ) from e
+            raise
+        if other_split:
             raise DamagedFileError.edited(
                 self.files.splits,
                 f"its train, val and test patients are not those checkpoint {where} was trained with",

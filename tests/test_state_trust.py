@@ -768,6 +768,17 @@ def test_a_split_edited_or_lost_is_refused_not_redrawn(triple_run, copy_run, cap
         line = _one_error_line(capsys, argv)
         assert f"{run.files.splits} is missing" in line and "restore it from a copy" in line, line
     assert _snapshot(run.workdir) == before and not run.files.splits.exists()
+    # another run's checkpoint copied in (another split and another model): the checkpoint is
+    # named, not config.json (which said it was edited)
+    from lnm_jax.fileio import DamagedFileError
+    from lnm_jax.training.checkpoint import CheckpointCorruptError
+
+    meta, where = triple_run.checkpoints().meta("best")
+    other = {**meta, "split_sha256": "0" * 64, "model_fields": {**meta["model_fields"], "model.width": 16}}
+    with pytest.raises(CheckpointCorruptError, match=r"was trained on another split than splits.json holds and as"):
+        triple_run.check_checkpoint(other, where)
+    with pytest.raises(DamagedFileError, match=r"config.json: it describes another model"):  # config.json alone
+        triple_run.check_checkpoint({**other, "split_sha256": meta["split_sha256"]}, where)
     # config.json deleted: named as missing by every command (a resume had said the folder held
     # no run, to drop --resume; without it, that it held one, to pass --resume)
     shutil.copy(triple_run.files.splits, run.files.splits)
