@@ -25,7 +25,7 @@ import numpy as np
 from ml_collections import ConfigDict
 
 from lnm_jax import names, provenance
-from lnm_jax.config import base_config, config_problems, model_field_changes, model_fields
+from lnm_jax.config import MODEL_FIELDS, base_config, config_problems, model_field_changes, model_fields
 from lnm_jax.data.cohorts.manifest import Cohort, read_manifest
 from lnm_jax.data.cohorts.splits import (
     Split,
@@ -72,8 +72,12 @@ RESUMABLE_FIELDS = (
     "train.log_every_steps",
     "train.max_loss",  # a guard against divergence, not part of the experiment
     "eval.",
-    "model.lowering",
-)  # a lowering choice: same parameters, same mathematics
+    "model.lowering",  # a lowering choice: same parameters, same mathematics
+    # how fast, not what: threads, prefetching, the evaluation batch (BatchNorm in inference mode)
+    "data.num_threads",
+    "data.prefetch",
+    "train.eval_batch_size",
+)
 
 # Fields of the config a checkpoint records (CONFIG_KEY) that config.json need not repeat when the
 # run is read or resumed: those a resume may change, where files lie (the cohort's content is
@@ -102,17 +106,9 @@ def changed_fields(stored: ConfigDict | dict, config: ConfigDict, ignore: tuple[
     ``config`` holds at their default; a field one of them lacks is :data:`ABSENT` there; paths
     compare resolved against the working directory (:func:`with_resolved_paths`)."""
 
-    def flat(d, prefix=""):
-        for k, v in d.items():
-            if isinstance(v, dict):
-                yield from flat(v, f"{prefix}{k}.")
-            else:
-                yield f"{prefix}{k}", v
-
-    # via JSON, so that a tuple and the list it was saved as compare equal; paths as stored
-    # (absolute): a relative path typed in another invocation names the same file
-    old, new = (dict(flat(json.loads(with_resolved_paths(ConfigDict(c)).to_json()))) for c in (stored, config))
-    default = dict(flat(json.loads(base_config().to_json())))
+    # paths as stored (absolute): a relative path typed in another invocation names the same file
+    old, new = (_flat_config(with_resolved_paths(ConfigDict(c))) for c in (stored, config))
+    default = _flat_config(base_config())
     changed = sorted(
         k
         for k in old.keys() | new.keys()
@@ -121,6 +117,20 @@ def changed_fields(stored: ConfigDict | dict, config: ConfigDict, ignore: tuple[
         and not (k not in old and new.get(k) == default.get(k))  # a field added since, at its default
     )
     return [(k, old.get(k, ABSENT), new.get(k, ABSENT)) for k in changed]
+
+
+def _flat_config(config: ConfigDict) -> dict:
+    """``{'group.field': value}`` of every leaf, via JSON (so that a tuple and the list it was
+    saved as compare equal)."""
+
+    def flat(d, prefix=""):
+        for k, v in d.items():
+            if isinstance(v, dict):
+                yield from flat(v, f"{prefix}{k}.")
+            else:
+                yield f"{prefix}{k}", v
+
+    return dict(flat(json.loads(config.to_json())))
 
 
 def check_resumable(stored: ConfigDict, config: ConfigDict) -> None:
@@ -144,10 +154,18 @@ def check_trained_config(config: ConfigDict, config_path: Path, meta: dict, wher
         problem = f"it describes another model than checkpoint {where} was trained as ({'; '.join(changes)})"
         raise DamagedFileError.edited(config_path, problem, remedy)
     if CONFIG_KEY in meta:
-        # a field deleted is left to the command that reads it, which names it as missing
-        changes = [c for c in changed_fields(meta[CONFIG_KEY], config, UNCHECKED_FIELDS) if c[2] is not ABSENT]
+        # a field deleted may be read as its default (a resume would train on with it): named
+        # where that is not the trained value; one every run has (a model field with no default)
+        # is left to the command that reads it, which names it as missing
+        default = _flat_config(base_config())
+        changes = []
+        for k, then, now in changed_fields(meta[CONFIG_KEY], config, UNCHECKED_FIELDS):
+            if now is not ABSENT:
+                changes.append(f"{k}: {json.dumps(now)}, trained with {json.dumps(then)}")
+            elif k in default and default[k] != then and MODEL_FIELDS.get(k, ABSENT) is not None:
+                changes.append(f"{k}: absent (its default {json.dumps(default[k])}), trained with {json.dumps(then)}")
         if changes:
-            listed = "; ".join(f"{k}: {json.dumps(now)}, trained with {json.dumps(then)}" for k, then, now in changes)
+            listed = "; ".join(changes)
             problem = f"it describes another experiment than checkpoint {where} was trained in ({listed})"
             raise DamagedFileError.edited(config_path, problem, remedy)
 
@@ -175,7 +193,36 @@ def load_trained_config(workdir: Path | str) -> ConfigDict:
     files = RunFiles(workdir)
     if trained := trained_checkpoint(files):
         check_trained_config(config, files.config, *trained)
+        check_trained_split(files, *trained)
     return config
+
+
+def check_trained_split(files: RunFiles, meta: dict, where: Path) -> None:
+    """:class:`DamagedFileError` naming ``splits.json`` where it is missing, or splits the
+    patients otherwise than checkpoint ``where`` (its metadata ``meta``) was trained on."""
+    if not files.splits.is_file():
+        raise DamagedFileError(
+            f"{files.splits} is missing: the patient split checkpoint {where} was trained on (which patients are "
+            "train, val and test); restore it from a copy"
+        )
+    if SPLIT_KEY in meta and split_digest(load_splits(files.splits)[0][0]) != meta[SPLIT_KEY]:
+        raise _other_split(files, where)
+
+
+def _other_split(files: RunFiles, where: Path) -> DamagedFileError:
+    problem = f"its train, val and test patients are not those checkpoint {where} was trained with"
+    return DamagedFileError.edited(files.splits, problem, "restore it from a copy")
+
+
+def check_manifest_found(config: ConfigDict, files: RunFiles) -> None:
+    """FileNotFoundError naming ``config.json`` where the stored config's training manifest is
+    not there: the cohort moved, and its path is the run's, which the user may never have typed."""
+    if config.data.manifest and not Path(config.data.manifest).is_file():
+        raise FileNotFoundError(
+            f"{files.config}: data.manifest {config.data.manifest} (the cohort this run was trained on) is not "
+            "found: if it moved, set data.manifest there to its new place (its content is checked against "
+            f"{files.splits.name})"
+        )
 
 
 def synth_params(config: ConfigDict) -> SynthParams:
@@ -493,6 +540,7 @@ class Run:
             check_resumable(load_config(files.root), config)
         if trained:  # before the cohort or the split is read: a hand-edited config.json is named as such
             check_trained_config(config, files.config, *trained)
+            check_manifest_found(config, files)
             if split is None and not files.splits.is_file():
                 raise DamagedFileError(
                     f"{files.splits} is missing: checkpoint {trained[1]} was trained on the split it held, which "
@@ -592,13 +640,9 @@ class Run:
         """A trained run as its folder recorded it: config, cohort and split."""
         files = RunFiles(workdir)
         config = load_config(files.root)
-        if config.data.manifest and not Path(config.data.manifest).is_file():
-            # the training cohort moved: its path is config.json's, which the user may never have typed
-            raise FileNotFoundError(
-                f"{files.config}: data.manifest {config.data.manifest} (the cohort this run was trained on) is not "
-                "found: if it moved, set data.manifest there to its new place (its content is checked against "
-                f"{files.splits.name})"
-            )
+        if trained := trained_checkpoint(files):  # config.json first: an edit of it is named as such
+            check_trained_config(config, files.config, *trained)
+        check_manifest_found(config, files)
         cohort = resolve_cohort(config, files, synthesise=False)
         check_inputs_present(config, cohort)
         split = stored_split(config, cohort, files)
@@ -686,11 +730,7 @@ class Run:
                 ) from e
             raise
         if other_split:
-            raise DamagedFileError.edited(
-                self.files.splits,
-                f"its train, val and test patients are not those checkpoint {where} was trained with",
-                "restore it from a copy",
-            )
+            raise _other_split(self.files, where)
 
     def forget_checkpoints(self) -> None:
         """Drops restored states (training wrote new checkpoints)."""

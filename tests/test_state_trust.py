@@ -338,7 +338,7 @@ def test_a_checkpoint_of_another_model_is_refused_naming_the_field_and_the_first
     from support import tiny_config
 
     from lnm_jax.fileio import DamagedFileError
-    from lnm_jax.run import Run
+    from lnm_jax.run import Run, load_config
     from lnm_jax.training.checkpoint import CheckpointMismatchError
     from lnm_jax.training.loop import train
 
@@ -347,11 +347,12 @@ def test_a_checkpoint_of_another_model_is_refused_naming_the_field_and_the_first
     width = stored["model"]["width"]
     run.files.config.write_text(json.dumps({**stored, "model": {**stored["model"], "width": 2 * width}}))
     field = rf"model.width: {2 * width}, trained with {width}"
-    with pytest.raises(DamagedFileError, match=rf"config.json: .*checkpoints/best/\d+ .*\({field}\)"):
-        Run.open(run.workdir).restore("best")
+    with pytest.raises(DamagedFileError, match=rf"config.json: .*checkpoints/(best|latest)/\d+ .*\({field}\)"):
+        Run.open(run.workdir)  # the newest checkpoint's record, read before anything else
     says = rf"checkpoints/best/\d+ holds another model.* float32\[{width}\] there, float32\[{2 * width}\] in the config"
+    edited = Run(load_config(run.workdir), run.workdir, triple_run.cohort, triple_run.split)
     with pytest.raises(CheckpointMismatchError, match=says):  # the arrays' own check, without the record
-        run.checkpoints().restore("best", Run.open(run.workdir).abstract_state())
+        run.checkpoints().restore("best", edited.abstract_state())
     before = _snapshot(run.workdir)
     config = tiny_config(tiny_cohort, "triple", epochs=3)
     config.model.width = 2 * width
@@ -681,6 +682,11 @@ def test_a_config_edited_to_describe_another_model_is_refused_naming_the_field(t
     with pytest.raises(CheckpointCorruptError, match=says):
         checked_meta({"model_fields": "resnet10"}, "W/1")
     assert checked_meta({"epoch": 0, "best": {}}, "W/0")  # an untrained state's (benchmark_export)
+    # one with no digest of its metadata (saved before it was kept, or deleted): read, and said once
+    capsys.readouterr()
+    checked_meta({"epoch": 1}, "W/9")
+    checked_meta({"epoch": 1}, "W/9")
+    assert capsys.readouterr().err.count("W/9 holds no digest of its metadata") == 1
 
 
 def _one_error_line(capsys, argv) -> str:
@@ -712,6 +718,11 @@ def test_a_config_edited_to_another_experiment_is_refused_by_readers_and_a_resum
             {"data": {**stored["data"], "augment": {**stored["data"]["augment"], "flip": False}}},
             "data.augment.flip: false, trained with true",
         ),
+        # the split's seed: config.json is named, not splits.json (whose advice was to delete it)
+        (
+            {"data": {**stored["data"], "split": {**stored["data"]["split"], "seed": 3}}},
+            "data.split.seed: 3, trained with 0",
+        ),
     ):
         run.files.config.write_text(json.dumps({**stored, **edit}))
         before = _snapshot(run.workdir)
@@ -734,12 +745,23 @@ def test_a_config_edited_to_another_experiment_is_refused_by_readers_and_a_resum
         **stored,
         "name": "renamed",
         "eval": {**stored["eval"], "bootstrap": 50},
-        "train": {**stored["train"], "epochs": 4},
+        "train": {**stored["train"], "epochs": 4, "eval_batch_size": 4},
+        "data": {**stored["data"], "num_threads": 1},
     }
     run.files.config.write_text(json.dumps(same))
     opened = Run.open(run.workdir)
     opened.check_checkpoint(*opened.checkpoints().meta("best"))
     assert load_trained_config(run.workdir).train.epochs == 4
+    # a field deleted is read as its default: named where that is not what was trained (a resume
+    # had trained on with it), left to the reader where it is
+    from lnm_jax.run import check_trained_config
+
+    meta, where = opened.checkpoints().meta("best")
+    weighted = {**meta, "config": {**meta["config"], "train": {**meta["config"]["train"], "pos_weight": 3.0}}}
+    lacking = ConfigDict({**stored, "train": {k: v for k, v in stored["train"].items() if k != "pos_weight"}})
+    with pytest.raises(DamagedFileError, match=r"train.pos_weight: absent \(its default 1.0\), trained with 3.0"):
+        check_trained_config(lacking, run.files.config, weighted, where)
+    check_trained_config(lacking, run.files.config, meta, where)  # trained with the default: nothing changes
 
 
 def test_a_split_edited_or_lost_is_refused_not_redrawn(triple_run, copy_run, capsys):
@@ -755,7 +777,12 @@ def test_a_split_edited_or_lost_is_refused_not_redrawn(triple_run, copy_run, cap
     fold["test"].append(fold["train"].pop(0))
     run.files.splits.write_text(json.dumps(moved))
     before = _snapshot(run.workdir)
-    for argv in (["evaluate", "--workdir", str(run.workdir)], ["train", "--resume", "--workdir", str(run.workdir)]):
+    manifest = triple_run.config.data.manifest
+    for argv in (
+        ["evaluate", "--workdir", str(run.workdir)],
+        ["train", "--resume", "--workdir", str(run.workdir)],
+        ["validate", manifest, "--workdir", str(run.workdir)],
+    ):
         line = _one_error_line(capsys, argv)
         assert f"{run.files.splits}: its train, val and test patients are not those checkpoint " in line, line
     assert _snapshot(run.workdir) == before
@@ -764,6 +791,7 @@ def test_a_split_edited_or_lost_is_refused_not_redrawn(triple_run, copy_run, cap
     for argv in (
         ["evaluate", "--workdir", str(run.workdir)],
         ["train", "--resume", "--config.train.epochs=3", "--workdir", str(run.workdir)],
+        ["validate", manifest, "--workdir", str(run.workdir)],
     ):
         line = _one_error_line(capsys, argv)
         assert f"{run.files.splits} is missing" in line and "restore it from a copy" in line, line
@@ -812,6 +840,8 @@ def test_a_moved_training_cohort_is_named_in_config_json_and_may_be_pointed_to(t
     line = _one_error_line(capsys, [*argv, "--out", str(tmp_path / "p.csv")])
     assert f"{run.files.config}: data.manifest {tmp_path / 'gone.csv'} (the cohort this run was trained on)" in line
     assert "set data.manifest there to its new place" in line
+    resume = ["train", "--resume", "--config.train.epochs=3", "--workdir", str(run.workdir)]
+    assert "set data.manifest there to its new place" in _one_error_line(capsys, resume)  # a resume too
     run.files.config.write_text(
         json.dumps({**stored, "data": {**stored["data"], "manifest": str(moved / "manifest.csv")}})
     )
@@ -847,8 +877,11 @@ def test_edited_checkpoint_metadata_is_one_line_naming_the_checkpoint(triple_run
             ["evaluate", "--workdir", str(run.workdir)],
             ["predict", "--workdir", str(run.workdir), "--manifest", triple_run.config.data.manifest, "--out", out],
         ):
-            line = _one_error_line(capsys, argv)
-            assert f"checkpoint {meta_file.parents[1]}: {says}" in line, line
+            capsys.readouterr()
+            assert main(argv) == 1, argv
+            err = capsys.readouterr().err.strip().splitlines()
+            assert f"checkpoint {meta_file.parents[1]}: {says}" in err[-1], err
+            assert len(err) == 1 or "holds no digest of its metadata" in err[0], err  # the digest deleted: said
             assert not Path(out).exists()
         assert _snapshot(run.workdir) == before
 

@@ -29,6 +29,7 @@ import hashlib
 import json
 import logging
 import shutil
+import sys
 import threading
 from pathlib import Path
 from typing import Any
@@ -131,6 +132,9 @@ _META_TYPES = {
 }
 
 
+_UNRECORDED_WARNED: set[str] = set()
+
+
 def checked_meta(meta: Any, where: Path) -> dict:
     """``meta`` (a checkpoint's metadata as read) once it is what a save writes: a JSON object
     that matches its :data:`META_DIGEST_KEY` where it has one (a checkpoint saved before it was
@@ -140,6 +144,13 @@ def checked_meta(meta: Any, where: Path) -> dict:
     if not isinstance(meta, dict):
         raise CheckpointCorruptError(f"checkpoint {where}: its metadata is not a JSON object; {remedy}")
     stored = meta.get(META_DIGEST_KEY)
+    if stored is None and str(where) not in _UNRECORDED_WARNED:  # said once per checkpoint and process
+        _UNRECORDED_WARNED.add(str(where))
+        print(
+            f"warning: checkpoint {where} holds no digest of its metadata (saved before one was kept, or it was "
+            "deleted): its epoch and its record of the config and split it was trained with are not verified",
+            file=sys.stderr,
+        )
     if stored is not None and stored != meta_digest(meta):
         raise CheckpointCorruptError(
             f"checkpoint {where}: its metadata does not match the SHA-256 stored with it: it was edited or is "
