@@ -16,6 +16,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import functools
+import hashlib
 import json
 import sys
 from pathlib import Path
@@ -49,6 +50,7 @@ from lnm_jax.training.checkpoint import (
     CONFIG_KEY,
     DIGEST_KEY,
     MODEL_KEY,
+    RUN_KEY,
     SPLIT_KEY,
     CheckpointCorruptError,
     RunCheckpoints,
@@ -327,16 +329,51 @@ def recorded_before(files: RunFiles) -> dict | None:
     return record
 
 
-def write_run_record(config: ConfigDict, files: RunFiles, *, before: dict | None = None) -> None:
+def run_identity(config: ConfigDict, split: Split) -> str:
+    """SHA-256 of the config a run was created with and of its split: the run's identity, which
+    ``run_info.json`` and every checkpoint it saves record (:data:`RUN_KEY`), so that another
+    run's checkpoint copied into its folder is named as such. Two runs with the same identity
+    trained the same experiment (a run is deterministic); a resume keeps the identity."""
+    record = {"config": json.loads(with_resolved_paths(config).to_json()), "split": split_digest(split)}
+    return hashlib.sha256(json.dumps(record, sort_keys=True).encode()).hexdigest()
+
+
+def recorded_identity(files: RunFiles, info: dict | None) -> str | None:
+    """The run identity ``run_info.json`` (read as ``info``) records, or None (a run recorded
+    before it was kept); :class:`DamagedFileError` where it is no string."""
+    rid = (info or {}).get(RUN_KEY)
+    if rid is not None and not isinstance(rid, str):
+        raise DamagedFileError.edited(files.run_info, f"'{RUN_KEY}' is {rid!r}, not a string", "restore it from a copy")
+    return rid
+
+
+def check_same_run(run_id: str | None, meta: dict, where: Path) -> None:
+    """:class:`CheckpointCorruptError` where checkpoint ``where`` (its metadata ``meta``) was
+    saved by another run than the one whose identity is ``run_id``."""
+    if run_id is not None and RUN_KEY in meta and meta[RUN_KEY] != run_id:
+        raise CheckpointCorruptError(
+            f"checkpoint {where} was saved by another run than this folder's ({RUN_KEY} {meta[RUN_KEY][:12]}... "
+            f"there, {run_id[:12]}... in run_info.json): copied in from another run folder? restore this run's "
+            "from a copy"
+        )
+
+
+def write_run_record(
+    config: ConfigDict, files: RunFiles, *, before: dict | None = None, run_id: str | None = None
+) -> None:
     """Writes ``config.json`` and ``run_info.json`` (process 0 of a multi-host job only): this
-    process's record; a resume passes the record before it (:func:`recorded_before`), kept,
-    with its own earlier ones, oldest first, under ``run_info.json``'s ``"earlier"``, so a run
-    resumed on another machine or version still says which one trained its first epochs."""
+    process's record and the run's identity ``run_id`` (:func:`run_identity`); a resume passes
+    the record before it (:func:`recorded_before`), kept, with its own earlier ones, oldest
+    first, under ``run_info.json``'s ``"earlier"``, so a run resumed on another machine or
+    version still says which one trained its first epochs, and its identity carried over."""
     if jax.process_index() == 0:
         info = provenance.run_info()
         if before is not None:
             before = dict(before)
+            run_id = run_id or before.get(RUN_KEY)
             info[RESUMED_FROM] = [*before.pop(RESUMED_FROM, []), before]
+        if run_id is not None:
+            info[RUN_KEY] = run_id
         write_text(files.config, config.to_json(indent=2))
         write_json(files.run_info, info)
 
@@ -507,6 +544,7 @@ class Run:
         self._stale_warned: set = set()  # stale calibrations already reported (temperature)
         self._predictors: dict[str, Predictor] = {}
         self._pretrained: dict | None = None  # model.init_from's backbones, read once
+        self.run_id: str | None = None  # the run's identity (run_identity), as run_info.json records it
 
     @property
     def workdir(self) -> Path:
@@ -538,7 +576,9 @@ class Run:
         trained = trained_checkpoint(files) if resume else None
         if resume and files.config.is_file():
             check_resumable(load_config(files.root), config)
+        recorded_id = recorded_identity(files, recorded_before(files)) if trained else None
         if trained:  # before the cohort or the split is read: a hand-edited config.json is named as such
+            check_same_run(recorded_id, *trained)
             check_trained_config(config, files.config, *trained)
             check_manifest_found(config, files)
             if split is None and not files.splits.is_file():
@@ -580,7 +620,7 @@ class Run:
             if save:
                 save_splits(files.splits, [split], **(split_doc or split_document(config, cohort)))
             if not pending:
-                write_run_record(config, files)
+                write_run_record(config, files, run_id=run_identity(config, split))
                 write_csv(files.image_geometry, images.geometry, GEOMETRY_COLUMNS)
         except BaseException:  # a start that cannot record itself (a full disk) leaves none of it
             for p in new:
@@ -588,6 +628,7 @@ class Run:
             raise
         run._record_pending = pending
         run._recorded_before = before
+        run.run_id = recorded_identity(files, before) if pending else run_identity(config, split)
         run._geometry = images.geometry
         return run
 
@@ -640,7 +681,9 @@ class Run:
         """A trained run as its folder recorded it: config, cohort and split."""
         files = RunFiles(workdir)
         config = load_config(files.root)
+        run_id = recorded_identity(files, read_run_info(files.run_info)) if files.run_info.is_file() else None
         if trained := trained_checkpoint(files):  # config.json first: an edit of it is named as such
+            check_same_run(run_id, *trained)
             check_trained_config(config, files.config, *trained)
         check_manifest_found(config, files)
         cohort = resolve_cohort(config, files, synthesise=False)
@@ -651,7 +694,9 @@ class Run:
                 f"{files.splits} is missing: the patient split {files.root} was trained on (which patients are "
                 "train, val and test); restore it from a copy"
             )
-        return cls(config, files.root, cohort, split)
+        run = cls(config, files.root, cohort, split)
+        run.run_id = run_id
+        return run
 
     # ------------------------------------------------------------------ live objects
 
@@ -696,6 +741,7 @@ class Run:
             MODEL_KEY: model_fields(self.config),
             CONFIG_KEY: json.loads(with_resolved_paths(self.config).to_json()),
             SPLIT_KEY: split_digest(self.split),
+            **({RUN_KEY: self.run_id} if self.run_id else {}),
         }
         return RunCheckpoints(self.files.checkpoints, create=create, log=self.files.train_log, record=record)
 
@@ -715,9 +761,10 @@ class Run:
         """:class:`DamagedFileError` naming the run's file that says otherwise than checkpoint
         ``where`` (its metadata ``meta``) records it was trained with: ``config.json``
         (:func:`check_trained_config`), or ``splits.json`` where its patients are split
-        otherwise (a training patient moved into test would be scored as unseen). Where both
-        disagree with it, the checkpoint is named instead (:class:`CheckpointCorruptError`:
-        another run's, copied in)."""
+        otherwise (a training patient moved into test would be scored as unseen). A checkpoint
+        another run saved (:func:`check_same_run`), or one both disagree with, is named instead
+        (:class:`CheckpointCorruptError`: copied in from another run folder)."""
+        check_same_run(self.run_id, meta, where)
         other_split = SPLIT_KEY in meta and self.split is not None and split_digest(self.split) != meta[SPLIT_KEY]
         try:
             check_trained_config(self.config, self.files.config, meta, where)

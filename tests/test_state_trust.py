@@ -807,6 +807,17 @@ def test_a_split_edited_or_lost_is_refused_not_redrawn(triple_run, copy_run, cap
         triple_run.check_checkpoint(other, where)
     with pytest.raises(DamagedFileError, match=r"config.json: it describes another model"):  # config.json alone
         triple_run.check_checkpoint({**other, "split_sha256": meta["split_sha256"]}, where)
+    # another run of the same config but for train.epochs (a resume may change it): its own
+    # identity, recorded in run_info.json and in every checkpoint it saves, names it (fresh-user trial)
+    assert meta["run_sha256"] == triple_run.run_id == json.loads(triple_run.files.run_info.read_text())["run_sha256"]
+    with pytest.raises(CheckpointCorruptError, match=r"was saved by another run than this folder's"):
+        triple_run.check_checkpoint({**meta, "run_sha256": "1" * 64}, where)
+    info = json.loads(run.files.run_info.read_text())
+    run.files.run_info.write_text(json.dumps({**info, "run_sha256": "2" * 64}))  # as another folder's record
+    before = _snapshot(run.workdir)
+    line = _one_error_line(capsys, ["evaluate", "--workdir", str(run.workdir)])
+    assert "was saved by another run than this folder's" in line and "copied in from another run folder" in line
+    assert _snapshot(run.workdir) == before
     # config.json deleted: named as missing by every command (a resume had said the folder held
     # no run, to drop --resume; without it, that it held one, to pass --resume)
     shutil.copy(triple_run.files.splits, run.files.splits)
