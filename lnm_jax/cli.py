@@ -8,7 +8,7 @@ function; errors a user can fix are printed as one line and exit 1 (bad argument
     lnm-jax train     --config configs/paper_triple.py --workdir W [--resume] [--config.x.y=v ...]
     lnm-jax pretrain  --manifest M [--manifest M2 ...] --workdir W [--config configs/small_cohort.py]
                                                                  self-supervised backbones for model.init_from
-    lnm-jax evaluate  --workdir W [--checkpoint best|latest]
+    lnm-jax evaluate  --workdir W [--checkpoint best|latest --splits val,test --out DIR]
     lnm-jax availability --workdir W [--dedicated no_ceus=RUN ...]  metrics per availability pattern
     lnm-jax predict   --workdir W | --exported DIR --manifest NEW.csv --out probs.csv [--zero-fill-missing]
     lnm-jax export    --workdir W --out DIR [--format stablehlo,onnx]  the model without the training stack + model card
@@ -26,7 +26,7 @@ function; errors a user can fix are printed as one line and exit 1 (bad argument
 
 Commands that take a config accept ml_collections overrides (``--config.train.epochs=3``);
 without ``--config`` they start from the built-in defaults (``configs/demo.py`` for demo,
-``configs/paper_triple.py`` otherwise). A failure prints one line,
+``configs/small_cohort.py`` for pretrain, ``configs/paper_triple.py`` otherwise). A failure prints one line,
 ``lnm-jax <command>: error: ...``, and exits 1 (2 for bad arguments); ``--debug`` anywhere on
 the command line shows the traceback instead.
 """
@@ -329,7 +329,8 @@ def config_help(name: str, default_factory, fv) -> str:
         "options:",
         "  --workdir W            the run folder (required)",
         "  --config FILE          a config file (configs/*.py: get_config()); default: the built-in one",
-        "  --config.FIELD=VALUE   override one field, e.g. --config.train.epochs=3",
+        f"  --config.FIELD=VALUE   override one field, e.g. --config.{'pretrain' if name == 'pretrain' else 'train'}"
+        ".epochs=3",
     ]
     for flag in sorted(set(fv) - {"workdir", "config"}):
         lines.append(_flag_line(fv[flag]))
