@@ -2,8 +2,9 @@
 
 ``lowering``:
 * 'xla': ``lax.conv_general_dilated`` and ``lax.reduce_window`` everywhere (XLA's own ops).
-* 'cpu': 1x1 convolutions as a strided slice and a 2-D ``[pixels, channels]`` GEMM; 3x3
-  stride-2 max pools as the maximum of nine strided slices, differentiated by selecting the
+* 'cpu': 1x1 convolutions as a strided slice and a 2-D ``[pixels, channels]`` GEMM (not in a
+  BatchNorm-folded ResNet, which only predicts: there XLA's convolution is faster, models/resnet.py);
+  3x3 stride-2 max pools as the maximum of nine strided slices, differentiated by selecting the
   first maximum's tangent (:func:`max_pool_3x3_stride2`).
 * 'auto' (default): 'cpu' on the CPU backend, 'xla' elsewhere (GPU/TPU: not measured to gain).
 
