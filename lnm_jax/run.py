@@ -736,7 +736,7 @@ class Run:
 
     def checkpoints(self, *, create: bool = False) -> RunCheckpoints:
         """The run's checkpoints; each one saved records the config's model fields, the whole
-        config and the split's digest (read back by :meth:`check_checkpoint`)."""
+        config, the split's digest and the run's identity (read back by :meth:`check_checkpoint`)."""
         record = {
             MODEL_KEY: model_fields(self.config),
             CONFIG_KEY: json.loads(with_resolved_paths(self.config).to_json()),
