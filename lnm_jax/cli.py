@@ -71,6 +71,11 @@ def _fail(command: str, msg: str, code: int) -> int:
 # ------------------------------------------------------------------------- plain commands
 
 
+def _shown_default(value) -> bool:
+    """Whether ``--help`` shows an option's default: not for none, a switch's off, an empty value."""
+    return not (value is None or value is False or value in ("", []) or value == argparse.SUPPRESS)
+
+
 class _HelpFormatter(argparse.HelpFormatter):
     """argparse's help with each option's default where it has one (not for a switch, an
     option with no default, or one whose description already says it)."""
@@ -80,7 +85,7 @@ class _HelpFormatter(argparse.HelpFormatter):
         default = action.default
         if (
             action.option_strings
-            and not (default is None or default is False or default == "" or default == argparse.SUPPRESS)
+            and _shown_default(default)
             and "default" not in text
             and not isinstance(action, argparse._HelpAction)
         ):
@@ -360,7 +365,7 @@ def _flag_line(flag) -> str:
     name = f"--{flag.name}" if kind == "bool" else f"--{flag.name} {'N' if kind == 'int' else flag.name.upper()}"
     if multi:
         text += " (repeat the option for more)"
-    if not (flag.default is None or flag.default is False or flag.default in ([], "")):
+    if _shown_default(flag.default):
         text += f" [default: {flag.default}]"
     return f"  {name:<22} {text}"
 

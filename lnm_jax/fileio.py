@@ -149,6 +149,12 @@ def write_json(path: Path | str, obj, *, indent: int | None = 2) -> None:
 REWRITE = "restore it from a copy, or run again the command that wrote it"
 
 
+def is_int(x: object) -> bool:
+    """Whether a value read from a file (JSON, a config) is a whole number: an int, not a bool
+    (which Python counts as an int)."""
+    return isinstance(x, int) and not isinstance(x, bool)
+
+
 def is_number(x: object) -> bool:
     """Whether a value read from a file (JSON, a config) is a finite real number: an int or a
     float, not a bool (which Python counts as an int), not NaN or infinite."""

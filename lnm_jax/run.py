@@ -40,7 +40,7 @@ from lnm_jax.data.cohorts.splits import (
 from lnm_jax.data.cohorts.survey import GEOMETRY_COLUMNS, survey
 from lnm_jax.data.pixels.sources import Framing
 from lnm_jax.data.synth.synthetic import SynthParams, generate_cohort
-from lnm_jax.fileio import DamagedFileError, is_number, read_json, write_csv, write_json, write_text
+from lnm_jax.fileio import DamagedFileError, is_int, is_number, read_json, write_csv, write_json, write_text
 from lnm_jax.models.fusion import build_model, check_config
 from lnm_jax.preflight import check_inputs_present, check_lesion_masks, check_trainable
 from lnm_jax.run_files import GENERATOR, MANIFEST, RunFiles
@@ -800,7 +800,7 @@ class Run:
         epoch, digest = doc.get("epoch"), doc.get(DIGEST_KEY)
         # a string epoch had been reported as fitted for "epoch 2, which is now epoch 2"
         refit = "refit it: lnm-jax evaluate"
-        if not isinstance(epoch, int) or isinstance(epoch, bool):
+        if not is_int(epoch):
             raise DamagedFileError.edited(path, f"epoch {epoch!r} is not a whole number", refit)
         if digest is not None and not isinstance(digest, str):
             raise DamagedFileError.edited(path, f"{DIGEST_KEY} {digest!r} is not a string", refit)

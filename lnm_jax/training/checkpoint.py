@@ -38,7 +38,7 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
-from lnm_jax.fileio import QuietFileHandler, error_line, off_main_thread
+from lnm_jax.fileio import QuietFileHandler, error_line, is_int, off_main_thread
 from lnm_jax.training.sharding import fully_addressable
 
 KINDS = ("latest", "best", "progress")
@@ -108,22 +108,20 @@ def meta_digest(meta: dict) -> str:
     return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
-def _is_int(v) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
-
-
 def _is_number(v) -> bool:
-    return (_is_int(v) or isinstance(v, float)) and not isinstance(v, bool)
+    """An int or float, not a bool; unlike :func:`lnm_jax.fileio.is_number`, -inf too (the best
+    validation AUC before any epoch improved on it)."""
+    return is_int(v) or isinstance(v, float)
 
 
 # what each key of a checkpoint's metadata must hold where it is present (the loop writes them)
 _META_TYPES = {
-    "epoch": (_is_int, "a whole number"),
-    "step": (_is_int, "a whole number"),
-    "batches_done": (_is_int, "a whole number"),
+    "epoch": (is_int, "a whole number"),
+    "step": (is_int, "a whole number"),
+    "batches_done": (is_int, "a whole number"),
     # the best epoch so far ({} in a checkpoint of an untrained state, as benchmark_export saves one)
     "best": (
-        lambda v: isinstance(v, dict) and _is_int(v.get("epoch", 0)) and _is_number(v.get("val_auc", 0.0)),
+        lambda v: isinstance(v, dict) and is_int(v.get("epoch", 0)) and _is_number(v.get("val_auc", 0.0)),
         "an object with a whole-number epoch and a numeric val_auc",
     ),
     DIGEST_KEY: (lambda v: v is None or isinstance(v, str), "a string"),  # None: a multi-host state
