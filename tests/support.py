@@ -47,6 +47,16 @@ def compiled(fn):
     return compile_options.jit(fn, kind=compile_options.STEP)
 
 
+def auc_as_evaluated(predictions: dict) -> float:
+    """The AUC ``evaluate`` reports for a subset's predictions (``Run.predict``'s: labels and
+    logits, scored as ``evaluate`` scores them, through a float64 sigmoid), without the rest of
+    ``evaluate``'s work (bootstrap, plots, Grad-CAM, model card): what a quality test needs."""
+    from lnm_jax import names  # noqa: PLC0415
+    from lnm_jax.evaluation import metrics as M  # noqa: PLC0415
+
+    return M.safe_auc(predictions[names.LABEL], M.sigmoid(predictions["logit"]))
+
+
 def cpu_env(devices: int | None = None) -> dict:
     """The environment of a subprocess test: CPU only, ``devices`` forced host devices, keeping
     any XLA flags of the caller (e.g. ``--xla_cpu_max_isa`` when the suite runs under another

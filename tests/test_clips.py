@@ -9,7 +9,7 @@ import jax
 import numpy as np
 import pytest
 from PIL import Image
-from support import BACKBONE, QUALITY_BACKBONE, SEED, compiled, record
+from support import BACKBONE, QUALITY_BACKBONE, SEED, auc_as_evaluated, compiled, record
 
 from lnm_jax.config import base_config
 from lnm_jax.data.cohorts.manifest import CLIP_TOO_SHORT, UNREADABLE_CLIP, ManifestError, read_manifest
@@ -153,7 +153,6 @@ def test_clip_model_beats_the_single_frame_when_the_cue_is_temporal(tmp_path):
     """CEUS alone, wash-out cue (d_t = 2.0) much stronger than the static one (d_c = 0.5):
     Bayes AUC 0.928 from the clip, 0.638 from the peak frame. T = 6 frames over the
     enhancement phase vs the peak frame, same cohort, split and schedule."""
-    from lnm_jax.evaluation.evaluate import evaluate
     from lnm_jax.run import Run
     from lnm_jax.training.loop import train
 
@@ -169,10 +168,9 @@ def test_clip_model_beats_the_single_frame_when_the_cue_is_temporal(tmp_path):
         c.model.backbone, c.model.width = QUALITY_BACKBONE, 8
         c.train.epochs, c.train.batch_size, c.train.eval_batch_size = 10, 16, 32
         c.train.plateau.patience = 3
-        c.eval.bootstrap = 100
         run = Run.create(c, tmp_path / f"t{t}")
         train(run)
-        aucs[t] = evaluate(run)["splits"]["test"]["auc"]
+        aucs[t] = auc_as_evaluated(run.predict("test"))
     record("clips", clip_auc=aucs[6], frame_auc=aucs[1], gain=aucs[6] - aucs[1])
     # gain (clip - frame AUC) over 8 runs (seeds 0-4, and 0-2 under AVX2): mean 0.341, SD 0.064,
     # min 0.254 (scripts/measure_test_margins.py); 0.15 is the mean - 3.0 SD
