@@ -73,7 +73,7 @@ def test_torchvision_weights_port_and_reproduce_the_pooled_feature(arch, size, d
     sd = {k: v.numpy() for k, v in model.state_dict().items()}
     variables = from_torchvision(sd, arch)
     x = np.random.default_rng(0).standard_normal((2, size, size, 3)).astype(np.float32)
-    out = backbone(arch).apply(variables, jnp.asarray(x))
+    out = compiled(backbone(arch).apply)(variables, jnp.asarray(x))  # one program, not one per operation
     ref = _torch_pooled(model, arch, x)
     assert out["pooled"].shape == (2, dim)
     np.testing.assert_allclose(np.asarray(out["pooled"]), ref, atol=2e-4, rtol=1e-4)

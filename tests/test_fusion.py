@@ -10,7 +10,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from support import BACKBONE, QUALITY_BACKBONE, SEED, auc_as_evaluated, record, tiny_config
+from support import BACKBONE, QUALITY_BACKBONE, SEED, auc_as_evaluated, compiled, record, tiny_config
 
 from lnm_jax import names
 from lnm_jax.config import base_config
@@ -45,10 +45,10 @@ def _batch(c, seed=0):
 def test_late_fusion_starts_as_the_sum_of_the_inputs_log_odds():
     c = _small(fusion="late", flag_encoding="centred")
     model, b = build_model(c), _batch(c)
-    variables = model.init(jax.random.key(0), b)
+    variables = S.init_variables(model, jax.random.key(0), b)
     params = dict(variables["params"])
     params["us_lnm_head"] = {"kernel": jnp.full((1, 1), 2.0), "bias": jnp.zeros(1)}
-    out = model.apply({**variables, "params": params}, b)
+    out = compiled(model.apply)({**variables, "params": params}, b)
     z = out["input_logits"]
     np.testing.assert_allclose(out["logit"], z["bmode"] + z["ceus"] + z["us_lnm"], rtol=1e-6, atol=1e-6)
     # the centred flag: -1/+1 times the head's weight
@@ -183,6 +183,6 @@ def test_late_fusion_reaches_the_bayes_auc_of_a_strong_flag_and_an_image_where_t
 def test_eval_step_returns_each_inputs_logit():
     c = _small(input_heads=True)
     model, b = build_model(c), _batch(c)
-    v = model.init(jax.random.key(0), b)
+    v = S.init_variables(model, jax.random.key(0), b)
     out = make_eval_step(model)(v["params"], v["batch_stats"], b)
     assert set(out) == {"logit", "logit_bmode", "logit_ceus", "logit_us_lnm"}

@@ -3,11 +3,13 @@ maps per branch, localisation on patients whose cue sits in a known region, and 
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from support import BACKBONE, SEED, record
+from support import BACKBONE, SEED, compiled, record
 
 from lnm_jax.config import base_config
 from lnm_jax.explain.gradcam import METHODS, make_cam_fn
@@ -17,6 +19,7 @@ from lnm_jax.training import state as state_lib
 from lnm_jax.training.steps import make_train_step
 
 
+@functools.cache  # one model per setting in a worker; the tests only read what it returns
 def _model_and_vars(setting="triple", size=64, width=8, seed=0):
     model = FusionClassifier(parse_modalities(setting), backbone=BACKBONE, width=width)
     r = np.random.default_rng(seed)
@@ -27,7 +30,7 @@ def _model_and_vars(setting="triple", size=64, width=8, seed=0):
         "has_bmode": jnp.ones(4, bool),
         "has_ceus": jnp.array([True, False, True, True]),
     }
-    v = model.init(jax.random.key(seed), batch)
+    v = state_lib.init_variables(model, jax.random.key(seed), batch)  # one program, not one per operation
     # non-trivial BatchNorm statistics, so inference mode matters
     v["batch_stats"] = jax.tree.map(lambda a: a + jnp.asarray(r.uniform(0.1, 0.5, a.shape), a.dtype), v["batch_stats"])
     return model, v, batch
@@ -38,7 +41,7 @@ def test_matches_closed_form_of_the_linear_head(target, sign):
     """stage4 -> global average pool -> Dense: d logit / d A[h,w,k] = w_k / (H W), so
     Grad-CAM = ReLU(sum_k sign * w_k * A_k / (H W)) exactly; the same for HiResCAM."""
     model, v, batch = _model_and_vars("triple")
-    out = model.apply({"params": v["params"], "batch_stats": v["batch_stats"]}, batch)
+    out = compiled(model.apply)({"params": v["params"], "batch_stats": v["batch_stats"]}, batch)
     kernel = v["params"]["head"]["kernel"][:, 0]
     for method in ("gradcam", "hirescam"):
         res = make_cam_fn(model, method=method, target=target, upsample=False)(v["params"], v["batch_stats"], batch)
