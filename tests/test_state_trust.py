@@ -369,9 +369,10 @@ def test_damaged_converted_backbone_is_one_clear_error(tmp_path, capfd):
     from support import BACKBONE
 
     from lnm_jax.models.resnet import resnet
+    from lnm_jax.training.state import init_variables
     from lnm_jax.weights.io import load_backbone, save_backbone
 
-    variables = resnet(BACKBONE, width=8).init(jax.random.key(0), jnp.zeros((1, 32, 32, 3)))
+    variables = init_variables(resnet(BACKBONE, width=8), jax.random.key(0), jnp.zeros((1, 32, 32, 3)))
     save_backbone(tmp_path / "bb", jax.device_get(variables), {"arch": BACKBONE, "variant": "torchvision"})
     load_backbone(tmp_path / "bb")  # intact: reads
     files = [p for p in (tmp_path / "bb" / "variables").rglob("*") if p.is_file() and "/d/" in str(p)]
