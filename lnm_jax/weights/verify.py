@@ -7,9 +7,12 @@ and ``logits`` (the source's ImageNet classifier applied to our pooled feature).
 
 from __future__ import annotations
 
+import functools
+
 import jax.numpy as jnp
 import numpy as np
 
+from lnm_jax import compile_options
 from lnm_jax.models.backbones import backbone
 
 STAGES = ("stem", "stage1", "stage2", "stage3", "stage4", "pooled", "logits")
@@ -37,7 +40,10 @@ def flax_stages(
 ) -> dict[str, np.ndarray]:
     """Our backbone's intermediates; ``fc`` = (W [features, classes], b) adds ``logits``."""
     model = backbone(arch, variant=variant)
-    out = model.apply(variables, jnp.asarray(x_nhwc), train=False)
+    # one inference program (eagerly, every operation compiles as a program of its own)
+    out = compile_options.jit(functools.partial(model.apply, train=False), kind=compile_options.INFERENCE)(
+        variables, jnp.asarray(x_nhwc)
+    )
     res = {k: np.asarray(out[k]) for k in STAGES[:-1]}
     if fc is not None:
         res["logits"] = res["pooled"] @ fc[0] + fc[1]
