@@ -107,13 +107,17 @@ def create_train_state(
     *,
     abstract: bool = False,
 ) -> TrainState:
-    """The initial train state; ``abstract``: only its shapes and dtypes (what a checkpoint is
-    restored into), traced without compiling or running the initialisation."""
-    if abstract:
-        return jax.eval_shape(
-            lambda r, x: train_state_from(model.init(r, x, train=False), tx, plateau), rng, sample_inputs
-        )
-    return train_state_from(init_variables(model, rng, sample_inputs), tx, plateau)
+    """The initial train state, built as one initialisation program (:func:`run_init_program`):
+    the optimiser's and the plateau's zeros built eagerly cost one XLA compile per parameter
+    shape (the tests' triple ResNet-10 in a fresh process: 3.8-4.1 s -> 2.8-3.2 s, three
+    alternated runs; the same state, bitwise). ``abstract``: only its
+    shapes and dtypes (what a checkpoint is restored into), traced without compiling or running
+    the initialisation."""
+
+    def build(r, x):
+        return train_state_from(model.init(r, x, train=False), tx, plateau)
+
+    return jax.eval_shape(build, rng, sample_inputs) if abstract else run_init_program(build, rng, sample_inputs)
 
 
 def train_state_from(variables: dict, tx: optax.GradientTransformation, plateau) -> TrainState:
