@@ -959,7 +959,10 @@ def main(argv: list[str] | None = None) -> int:
             print(top_level_help())
         except BrokenPipeError:  # lnm-jax --help | head
             _closed_pipe()
-        return 0 if name in ("", "-h", "--help") else _fail("", f"unknown command '{name}'", 2)
+        if name in ("-h", "--help"):
+            return 0
+        # no command is a usage error, as argparse makes a missing argument: the help, then exit 2
+        return _fail("", f"unknown command '{name}'" if name else "no command given (one of the above)", 2)
     try:
         return command(argv[1:])
     except UsageError as e:

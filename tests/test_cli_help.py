@@ -33,6 +33,10 @@ for name in COMMANDS:
 buf = io.StringIO()
 with contextlib.redirect_stdout(buf):
     out["top"] = {"rc": main(["--help"]), "text": buf.getvalue()}
+for argv in ([], ["tarin"]):  # no command, a misspelt one: the same help, and a usage error
+    buf, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(buf), contextlib.redirect_stderr(err):
+        out[f"lnm-jax {' '.join(argv)}".strip()] = {"rc": main(argv), "text": buf.getvalue(), "err": err.getvalue()}
 HEAVY = {"jax", "flax", "orbax", "grain", "tensorflow", "torch", "scipy"}
 heavy = sorted({m.split(".")[0] for m in sys.modules} & HEAVY)
 print(json.dumps({"help": out, "heavy": heavy, "undescribed": sorted(undescribed)}))
@@ -46,6 +50,10 @@ def test_every_command_answers_help_without_heavy_imports():
     assert res["heavy"] == [], f"--help imported {res['heavy']}"
     top = res["help"].pop("top")
     assert top["rc"] == 0 and top["text"].startswith("usage: lnm-jax COMMAND") and "``" not in top["text"], top
+    # 'lnm-jax' alone exited 0, as if it had done something (fresh-user trial)
+    for line, says in (("lnm-jax", "no command given"), ("lnm-jax tarin", "unknown command 'tarin'")):
+        r = res["help"].pop(line)
+        assert r["rc"] == 2 and r["text"] == top["text"] and r["err"].startswith(f"lnm-jax: error: {says}"), r
     assert set(res["help"]) == {f"{n} {f}" for n in COMMANDS for f in ("--help", "-h")}
     for key, r in res["help"].items():
         assert r["rc"] == 0 and "usage: lnm-jax" in r["text"], (key, r)
