@@ -86,10 +86,16 @@ def write_predictions(
     return out_csv
 
 
-def intensity_check(ref: dict | None, features: dict, total: int) -> dict | None:
+def intensity_check(ref: dict | None, features: dict, total: int, where: str) -> dict | None:
     """Outliers against the training intensities, warned on stderr; None without a reference
-    (a run or export made before they were recorded)."""
+    (a run or export made before they were recorded, or its file deleted), said on stderr in
+    one line naming ``where`` the reference would be."""
     if ref is None:
+        print(
+            f"warning: no training intensity reference in {where}: the images are not checked for intensities "
+            "the model never saw (no intensity_outlier column)",
+            file=sys.stderr,
+        )
         return None
     flagged = intensity.outliers(ref, features)
     for line in intensity.warning_lines(flagged, total):
@@ -250,7 +256,9 @@ def predict_manifest(
     for batch in tapped:
         out = model({k: batch[k] for k in model.inputs})
         logits.update((pid.decode(), float(z)) for pid, z in zip(batch[names.PATIENT_ID], out["logit"]))
-    flagged = intensity_check(model.metadata.get("intensity_reference"), features, len(cohort))
+    flagged = intensity_check(
+        model.metadata.get("intensity_reference"), features, len(cohort), f"the metadata of {model.folder}"
+    )
     for warning in model.metadata.get("warnings", []):  # what evaluate found about this model
         print(f"warning (model card): {warning}", file=sys.stderr)
     temperature = model.metadata.get("calibration_temperature")

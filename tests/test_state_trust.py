@@ -1152,6 +1152,24 @@ def test_an_edited_intensity_reference_is_one_line_naming_it(triple_run, copy_ru
         Run.open(run.workdir).intensity_reference()
 
 
+def test_a_deleted_intensity_reference_is_said_by_predict(triple_run, copy_run, tmp_path, capsys):
+    """Without intensity_reference.json (deleted, or a run from before it was recorded) predict
+    checks no intensities: it dropped the intensity_outlier column without a word (fresh-user
+    trial); it says so in one line naming the file."""
+    run = copy_run(triple_run)
+    run.files.intensity_reference.unlink()
+    out = tmp_path / "p.csv"
+    capsys.readouterr()
+    argv = ["predict", "--workdir", str(run.workdir), "--manifest", triple_run.config.data.manifest, "--out", str(out)]
+    assert main(argv) == 0
+    err = [line for line in capsys.readouterr().err.splitlines() if "intensity" in line]
+    assert err == [
+        f"warning: no training intensity reference in {run.files.intensity_reference}: the images are not checked "
+        "for intensities the model never saw (no intensity_outlier column)"
+    ], err
+    assert "intensity_outlier" not in out.read_text().splitlines()[0]
+
+
 def test_edited_evaluation_metrics_are_one_line_naming_the_file(triple_run, copy_run):
     """evaluate's metrics.json as a model card reads them (export, evaluate's own card): values
     of another type are one line naming the file and the value (a string AUC was "unexpected

@@ -231,7 +231,7 @@ def predict_manifest(
         batches, features = intensity.tap(data.eval_batches("all"), data.norm, names.IMAGE_INPUTS)
         p = predictor(batches)
     logits = dict(zip(p[names.PATIENT_ID], p["logit"]))
-    flagged = intensity_check(run.intensity_reference(), features, len(cohort))
+    flagged = intensity_check(run.intensity_reference(), features, len(cohort), str(run.files.intensity_reference))
     temperature = run.temperature(checkpoint)
     calibration = run.files.calibration(checkpoint)
     if temperature is not None and read_json(calibration).get("at_search_bound"):
