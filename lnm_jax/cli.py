@@ -36,6 +36,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import difflib
 import errno
 import os
 import sys
@@ -236,7 +237,6 @@ def _override_problems(argv: list[str], config) -> list[str]:
     """One line per ``--config.a.b=v`` override whose key ``config`` lacks (with the closest
     valid names: by spelling, or by initials as ``lr`` for ``learning_rate``), or that names a
     group of fields rather than one."""
-    import difflib
 
     from lnm_jax.config import config_keys
 
@@ -962,7 +962,10 @@ def main(argv: list[str] | None = None) -> int:
         if name in ("-h", "--help"):
             return 0
         # no command is a usage error, as argparse makes a missing argument: the help, then exit 2
-        return _fail("", f"unknown command '{name}'" if name else "no command given (one of the above)", 2)
+        if not name:
+            return _fail("", "no command given (one of the above)", 2)
+        near = difflib.get_close_matches(name, COMMANDS, n=1, cutoff=0.6)  # as a misspelt config field
+        return _fail("", f"unknown command '{name}'" + (f"; did you mean '{near[0]}'?" if near else ""), 2)
     try:
         return command(argv[1:])
     except UsageError as e:

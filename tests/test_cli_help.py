@@ -51,7 +51,10 @@ def test_every_command_answers_help_without_heavy_imports():
     top = res["help"].pop("top")
     assert top["rc"] == 0 and top["text"].startswith("usage: lnm-jax COMMAND") and "``" not in top["text"], top
     # 'lnm-jax' alone exited 0, as if it had done something (fresh-user trial)
-    for line, says in (("lnm-jax", "no command given"), ("lnm-jax tarin", "unknown command 'tarin'")):
+    for line, says in (
+        ("lnm-jax", "no command given"),
+        ("lnm-jax tarin", "unknown command 'tarin'; did you mean 'train'?"),
+    ):
         r = res["help"].pop(line)
         assert r["rc"] == 2 and r["text"] == top["text"] and r["err"].startswith(f"lnm-jax: error: {says}"), r
     assert set(res["help"]) == {f"{n} {f}" for n in COMMANDS for f in ("--help", "-h")}
