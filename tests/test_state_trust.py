@@ -1096,16 +1096,25 @@ def test_failed_csv_write_leaves_no_temporary_file_and_names_it(tmp_path, monkey
     assert e.value.filename == str(tmp_path / "p.csv") and not list(tmp_path.iterdir())
 
 
-def test_a_resume_does_not_read_the_pretrained_backbone_again(tiny_cohort, tmp_path):
-    """A run started from a pretrained backbone (model.init_from) and resumed after that folder
-    moved: the branches come from the run's checkpoint, so the resume trains on (it stopped at
-    the missing backbone, fresh-user trial); a new run without the backbone still stops, naming it."""
+def test_a_run_from_a_pretrained_backbone_compiles_one_step_and_its_resume_does_not_read_it(
+    tiny_cohort, tmp_path, monkeypatch
+):
+    """A run started from a pretrained backbone (model.init_from) compiles one train step: the
+    loaded branches are placed as the fresh ones (they came committed from the backbone's
+    checkpoint, and the first step, fed them, was another program than every later step: a
+    second compile of the whole step). Resumed after the backbone's folder moved, the branches
+    come from the run's checkpoint, so the resume trains on (it stopped at the missing backbone,
+    fresh-user trial); a new run without the backbone still stops, naming it."""
     from support import tiny_config
 
     from lnm_jax.metric_writer import read_history
     from lnm_jax.run import Run
+    from lnm_jax.training import loop
     from lnm_jax.training.loop import train
     from lnm_jax.weights.io import save_backbone
+
+    real, steps = loop.make_train_step, []
+    monkeypatch.setattr(loop, "make_train_step", lambda *a, **k: steps.append(real(*a, **k)) or steps[-1])
 
     config = tiny_config(tiny_cohort, "bmode,us_lnm", epochs=1)
     state = Run.create(config, tmp_path / "source").fresh_state()
@@ -1114,6 +1123,7 @@ def test_a_resume_does_not_read_the_pretrained_backbone_again(tiny_cohort, tmp_p
     save_backbone(tmp_path / "bb", variables, {"arch": config.model.backbone, "variant": config.model.variant})
     config.model.init_from = str(tmp_path / "bb")
     train(Run.create(config, tmp_path / "run"))
+    assert [step._cache_size() for step in steps] == [1]  # one program for every step of the run
     (tmp_path / "bb").rename(tmp_path / "bb_moved")
     config.train.epochs = 2
     resumed = Run.create(config, tmp_path / "run", resume=True)

@@ -39,7 +39,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 from lnm_jax.fileio import QuietFileHandler, error_line, is_int, off_main_thread
-from lnm_jax.training.sharding import fully_addressable
+from lnm_jax.training.sharding import fully_addressable, placed_as
 
 KINDS = ("latest", "best", "progress")
 TMP_MARK = ".orbax-checkpoint-tmp"  # orbax's suffix for a checkpoint being written
@@ -68,23 +68,6 @@ def _on_host(state: Any) -> Any:
     bookkeeping: 0.30 vs 0.75 s for the 454 arrays of a test-sized triple state, the same
     files' worth of numbers); a multi-host sharded state as it is."""
     return jax.device_get(state) if fully_addressable(state) else state
-
-
-def _on_devices(restored: Any, template: Any) -> Any:
-    """Restored NumPy leaves placed as ``template``'s leaves are: on their shardings where they
-    are committed arrays or shape structs that carry one, uncommitted on the default device
-    where they are uncommitted arrays (a fresh state) or have none. So a checkpoint saved from
-    host arrays restores as device arrays, and a resumed state is placed as the fresh one: its
-    train step is the same program (committed inputs add sharding annotations, and XLA would
-    compile the step a second time for them, the persistent compilation cache missing)."""
-
-    def place(x, t):
-        if not isinstance(x, np.ndarray):
-            return x
-        committed = getattr(t, "committed", True)  # a ShapeDtypeStruct places as its sharding says
-        return jax.device_put(x, getattr(t, "sharding", None) if committed else None)
-
-    return jax.tree.map(place, restored, template)
 
 
 def state_digest(state: Any) -> str | None:
@@ -301,7 +284,7 @@ class RunCheckpoints:
 
     def restore(self, kind: str, abstract_state: Any) -> tuple[Any, dict]:
         """Restores into the structure and placement of ``abstract_state`` (a state or its shape
-        structs: :func:`_on_devices`)."""
+        structs: :func:`~lnm_jax.training.sharding.placed_as`)."""
         mngr = self._managers[kind]
         step = mngr.latest_step()
         if step is None:
@@ -333,7 +316,7 @@ class RunCheckpoints:
                     f"({stored[:12]}... vs {actual[:12]}...): a damaged or replaced file; restore it from a copy "
                     "or retrain"
                 )
-        return _on_devices(out["state"], abstract_state), meta
+        return placed_as(out["state"], abstract_state), meta
 
     def wait(self) -> None:
         for m in self._managers.values():

@@ -23,6 +23,7 @@ import optax
 
 from lnm_jax import compile_options
 from lnm_jax.models.fusion import is_backbone
+from lnm_jax.training import sharding
 
 
 @flax.struct.dataclass
@@ -174,5 +175,7 @@ def with_pretrained_backbones(
                 raise ValueError(
                     f"pretrained backbone's {coll} do not fit branch '{key}' (different architecture, width or variant)"
                 )
-            tree[key] = jax.tree.map(jnp.asarray, src)
+            # placed as the fresh branch is (the restored backbone's arrays may be committed):
+            # the first train step is then the program every later step runs
+            tree[key] = sharding.placed_as(jax.device_get(src), tree[key])
     return state.replace(params=params, batch_stats=stats, opt_state=tx.init(params))
