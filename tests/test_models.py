@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -112,6 +114,35 @@ def test_branches_are_not_shared_and_flag_enters_the_head():
 def test_bad_modalities_are_rejected(bad):
     with pytest.raises(ValueError, match="non-empty subset"):
         parse_modalities(bad)
+
+
+def test_prediction_folds_batchnorm_in_one_program_to_the_eager_values(caplog):
+    """``inference_variables`` (every prediction, export and Grad-CAM) folds the BatchNorms as
+    one program; run eagerly, each operation of the fold was compiled on its own for each new
+    shape (~40 programs, ~3 s on 2 cores, in every process's first prediction). The values are
+    the eager fold's, to the rounding of XLA's fused arithmetic (a few ulp)."""
+    import types
+
+    from lnm_jax.models.backbones import bn_epsilon
+    from lnm_jax.models.folding import fold_batchnorm
+    from lnm_jax.models.fusion import FusionClassifier
+    from lnm_jax.training.steps import inference_variables
+
+    model = FusionClassifier(("bmode", "us_lnm"), backbone=BACKBONE, width=6)  # a width no other test builds
+    batch = {"bmode": np.zeros((2, 32, 32, 3), np.float32), "us_lnm": np.ones(2, np.float32)}
+    r = np.random.default_rng(0)
+    shapes = jax.eval_shape(model.init, jax.random.key(0), batch)
+    v = jax.tree.map(lambda s: r.uniform(0.5, 1.5, s.shape).astype(s.dtype), shapes)
+    state = types.SimpleNamespace(params=v["params"], batch_stats=v["batch_stats"])
+    with jax.log_compiles(True), caplog.at_level(logging.WARNING):
+        folded_model, params, stats = inference_variables(model, state)
+    compiled = [r.getMessage() for r in caplog.records if "Finished XLA compilation" in r.getMessage()]
+    assert len(compiled) == 1 and "fold_batchnorm" in compiled[0], compiled
+    assert folded_model.fold_bn and stats == {}
+    eager = fold_batchnorm(v["params"], v["batch_stats"], bn_epsilon(BACKBONE, "torchvision"))
+    # a few float32 ulp of the O(1) terms (kernels: products; biases: (b - mean) * g + beta, whose
+    # sum may cancel to a small value, hence the absolute part)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6), params, eager)
 
 
 @pytest.mark.parametrize(
