@@ -314,7 +314,9 @@ class ConfigError(ValueError):
 
     def __init__(self, problems: list[str]):
         self.problems = problems
-        super().__init__(f"{len(problems)} config problem(s):\n  " + "\n  ".join(problems))
+        # one problem, one line; several, one line each under a count
+        head = "config problem: " if len(problems) == 1 else f"{len(problems)} config problems:\n  "
+        super().__init__(head + "\n  ".join(problems))
 
 
 # field -> (test, what it may be). The model-specific checks (backbone, image size per

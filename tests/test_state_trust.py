@@ -58,7 +58,11 @@ def test_cli_config_errors_are_one_line_exit_2_and_write_nothing(tmp_path, capsy
     assert main(["train", "--workdir", str(work), "--config.train=3"]) == 2
     assert "group of fields" in _fail_line(capsys)
     assert main(["train", "--workdir", str(work), "--config.train.learning_rate=-1"]) == 2
-    assert "train.learning_rate: -1.0 is not a number > 0" in _fail_line(capsys)
+    said = _fail_line(capsys)  # one problem: one line (it was a count, then the problem below it)
+    assert "config problem: train.learning_rate: -1.0 is not a number > 0" in said and "\n" not in said
+    assert main(["train", "--workdir", str(work), "--config.train.learning_rate=-1", "--config.train.epochs=0"]) == 2
+    said = _fail_line(capsys).splitlines()  # several: a count, then one line each
+    assert "2 config problems:" in said[0] and len(said) == 3
     assert not work.exists()  # a failed start leaves the folder as it found it
     (tmp_path / "syntax.py").write_text("def get_config(:\n")
     (tmp_path / "noget.py").write_text("x = 1\n")

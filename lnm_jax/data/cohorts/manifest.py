@@ -106,9 +106,10 @@ class ManifestError(ValueError):
     def __init__(self, path: Path | str, problems: Iterable[Problem]):
         self.path = Path(path)
         self.problems = tuple(problems)
-        lines = [f"{self.path}: {len(self.problems)} problem(s)"]
-        lines += [f"  {p}" for p in self.problems]
-        super().__init__("\n".join(lines))
+        if len(self.problems) == 1:  # one problem, one line
+            super().__init__(f"{self.path}: {self.problems[0]}")
+        else:  # several: a count, then one line each
+            super().__init__("\n  ".join([f"{self.path}: {len(self.problems)} problems", *map(str, self.problems)]))
 
     @property
     def codes(self) -> set[str]:
