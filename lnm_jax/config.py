@@ -315,7 +315,7 @@ class ConfigError(ValueError):
     def __init__(self, problems: list[str]):
         self.problems = problems
         # one problem, one line; several, one line each under a count
-        head = "config problem: " if len(problems) == 1 else f"{len(problems)} config problems:\n  "
+        head = "1 config problem: " if len(problems) == 1 else f"{len(problems)} config problems:\n  "
         super().__init__(head + "\n  ".join(problems))
 
 

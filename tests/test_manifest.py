@@ -112,7 +112,7 @@ def test_every_problem_is_reported_at_once(folder):
     # one problem is one line naming the file, the row and the column
     (one,) = [p for p in problems if p.code == mf.MISSING_FILE]
     one_line = str(ManifestError(folder / "manifest.csv", [one]))
-    assert one_line == f"{folder / 'manifest.csv'}: {one}" and "\n" not in one_line and "zz.png" in one_line
+    assert one_line == f"{folder / 'manifest.csv'}: 1 problem: {one}" and "\n" not in one_line and "zz.png" in one_line
 
 
 def test_problems_come_in_row_order_on_any_number_of_threads(folder, monkeypatch):

@@ -59,7 +59,7 @@ def test_cli_config_errors_are_one_line_exit_2_and_write_nothing(tmp_path, capsy
     assert "group of fields" in _fail_line(capsys)
     assert main(["train", "--workdir", str(work), "--config.train.learning_rate=-1"]) == 2
     said = _fail_line(capsys)  # one problem: one line (it was a count, then the problem below it)
-    assert "config problem: train.learning_rate: -1.0 is not a number > 0" in said and "\n" not in said
+    assert "1 config problem: train.learning_rate: -1.0 is not a number > 0" in said and "\n" not in said
     assert main(["train", "--workdir", str(work), "--config.train.learning_rate=-1", "--config.train.epochs=0"]) == 2
     said = _fail_line(capsys).splitlines()  # several: a count, then one line each
     assert "2 config problems:" in said[0] and len(said) == 3

@@ -128,7 +128,7 @@ def test_convert_weights_command_pth_and_keras_files(tmp_path, capsys):
         )
         == 1
     )
-    assert "converting to" in capsys.readouterr().err
+    assert "problems converting to resnet50" in capsys.readouterr().err
     assert not (tmp_path / "bad").exists()
 
     keras = pytest.importorskip("keras", reason=NO_KERAS)  # the Keras half needs the [tf] extra

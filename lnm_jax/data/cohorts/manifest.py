@@ -107,7 +107,7 @@ class ManifestError(ValueError):
         self.path = Path(path)
         self.problems = tuple(problems)
         if len(self.problems) == 1:  # one problem, one line
-            super().__init__(f"{self.path}: {self.problems[0]}")
+            super().__init__(f"{self.path}: 1 problem: {self.problems[0]}")
         else:  # several: a count, then one line each
             super().__init__("\n  ".join([f"{self.path}: {len(self.problems)} problems", *map(str, self.problems)]))
 
