@@ -254,11 +254,17 @@ def test_nan_loss_stops_with_named_error_and_keeps_last_good_checkpoint(triple_r
     assert len(read_history(run.files.history)) == 2
 
 
-def test_predict_new_patients_without_labels(triple_run, copy_run, tiny_cohort, tmp_path):
+def test_predict_new_patients_without_labels(triple_run, copy_run, tiny_cohort, tmp_path, capsys):
     run = copy_run(triple_run)
     rows = [r for r in csv.DictReader(tiny_cohort.open())][:5]
     new = new_patients(tiny_cohort, tmp_path / "new_patients.csv", 5)
     out = predict_manifest(run, new, tmp_path / "probs.csv")
+    # these are the run's own patients: predict says how many it was fitted or chosen on (trial)
+    ids = {r["patient_id"] for r in rows}
+    train, val = (len(ids & set(run.split.subset(s))) for s in ("train", "val"))
+    assert train + val > 0  # the tiny cohort's first five: some of them are training patients
+    said = capsys.readouterr().err
+    assert f"{train} of these 5 patients have the ids of this run's training patients and {val} of its" in said
     got = list(csv.DictReader(out.open()))
     assert [g["patient_id"] for g in got] == [r["patient_id"] for r in rows]
     assert all(0.0 <= float(g["prob_lnm"]) <= 1.0 and g["lnm"] == "" for g in got)

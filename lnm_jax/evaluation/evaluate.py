@@ -236,7 +236,24 @@ def predict_manifest(
     calibration = run.files.calibration(checkpoint)
     if temperature is not None and read_json(calibration).get("at_search_bound"):
         print(f"warning: {BOUND_WARNING}", file=sys.stderr)
+    if seen := seen_patients_line(run, cohort.ids):
+        print(f"warning: {seen}", file=sys.stderr)
     return write_predictions(cohort, logits, temperature, out_csv, flagged)
+
+
+def seen_patients_line(run: Run, patient_ids) -> str | None:
+    """One line when any of ``patient_ids`` are the ids of ``run``'s training or validation
+    patients (a manifest that holds the training cohort): their probabilities are not those
+    of unseen patients. None when none are."""
+    ids = set(patient_ids)
+    seen = {s: len(ids & set(run.split.subset(s))) for s in ("train", "val")}
+    if not any(seen.values()):
+        return None
+    return (
+        f"{seen['train']} of these {len(ids)} patients have the ids of this run's training patients and "
+        f"{seen['val']} of its validation patients: their probabilities are optimistic (the model was fitted "
+        "to them, or chosen and calibrated on them); only its test patients and new ones are unseen"
+    )
 
 
 BOUND_WARNING = (
