@@ -12,7 +12,7 @@ import json
 
 from ml_collections import ConfigDict, FieldReference
 
-from lnm_jax.fileio import is_number
+from lnm_jax.fileio import is_number, problems_text
 from lnm_jax.names import (
     BACKBONES,
     CAM_LAYERS,
@@ -314,9 +314,7 @@ class ConfigError(ValueError):
 
     def __init__(self, problems: list[str]):
         self.problems = problems
-        # one problem, one line; several, one line each under a count
-        head = "1 config problem: " if len(problems) == 1 else f"{len(problems)} config problems:\n  "
-        super().__init__(head + "\n  ".join(problems))
+        super().__init__(problems_text(problems, "config problem"))
 
 
 # field -> (test, what it may be). The model-specific checks (backbone, image size per

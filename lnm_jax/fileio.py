@@ -161,6 +161,18 @@ def is_number(x: object) -> bool:
     return isinstance(x, int | float) and not isinstance(x, bool) and math.isfinite(x)
 
 
+def problems_text(problems: Sequence[object], noun: str = "problem", about: str = "") -> str:
+    """Every problem of one input as one message: one problem on one line
+    (``"1 <noun><about>: <problem>"``), several under a count with one line each
+    (``"<n> <noun>s<about>:"`` then ``"  <problem>"`` per line). The word ``noun`` stays in
+    both forms, so a search for it finds either. ``problems`` must not be empty."""
+    if not problems:
+        raise ValueError("problems_text: no problems")
+    if len(problems) == 1:
+        return f"1 {noun}{about}: {problems[0]}"
+    return "\n  ".join([f"{len(problems)} {noun}s{about}:", *map(str, problems)])
+
+
 class DamagedFileError(ValueError):
     """A file this package wrote (or a person edited) that cannot be read as what it holds."""
 

@@ -108,7 +108,7 @@ def test_every_problem_is_reported_at_once(folder):
     }
     text = str(ManifestError(folder / "manifest.csv", problems))
     assert "row 1" in text and "row 2" in text and "zz.png" in text
-    assert text.splitlines()[0].endswith(f"manifest.csv: {len(problems)} problems") and len(text.splitlines()) == 5
+    assert text.splitlines()[0].endswith(f"manifest.csv: {len(problems)} problems:") and len(text.splitlines()) == 5
     # one problem is one line naming the file, the row and the column
     (one,) = [p for p in problems if p.code == mf.MISSING_FILE]
     one_line = str(ManifestError(folder / "manifest.csv", [one]))

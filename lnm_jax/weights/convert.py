@@ -21,6 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import traverse_util
 
+from lnm_jax.fileio import problems_text
 from lnm_jax.models.backbones import NAMES, backbone
 
 
@@ -55,9 +56,7 @@ def _fill(flat_src: dict[tuple, np.ndarray], arch: str, variant: str, source_nam
     for path in flat_src.keys() - flat_expected.keys():
         problems.append(f"unexpected source key '{source_names[path]}' (no {'/'.join(path)} in {arch})")
     if problems:
-        n = len(problems)  # one problem, one line; several, a count and one line each
-        listed = f" {problems[0]}" if n == 1 else "\n  " + "\n  ".join(sorted(problems))
-        raise WeightMismatchError(f"{n} problem{'s' if n > 1 else ''} converting to {arch} ({variant}):{listed}")
+        raise WeightMismatchError(problems_text(sorted(problems), about=f" converting to {arch} ({variant})"))
     nested = traverse_util.unflatten_dict({k: np.asarray(v, np.float32) for k, v in flat_src.items()})
     return {"params": nested["params"], "batch_stats": nested.get("batch_stats", {})}
 

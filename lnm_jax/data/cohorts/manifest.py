@@ -39,7 +39,7 @@ from lnm_jax.data.pixels.masks import NOT_SEGMENTATION as MASK_NOT_SEGMENTATION 
 from lnm_jax.data.pixels.masks import SIZE_MISMATCH as MASK_SIZE_MISMATCH  # noqa: F401
 from lnm_jax.data.pixels.masks import MaskError, check_mask
 from lnm_jax.data.threads import cpus, ordered_map
-from lnm_jax.fileio import write_csv
+from lnm_jax.fileio import problems_text, write_csv
 from lnm_jax.names import BMODE, CEUS, IMAGE_INPUTS, INPUTS, LABEL, MASK_COLUMNS, PATIENT_ID, US_LNM, mask
 
 REQUIRED_COLUMNS = (PATIENT_ID, *INPUTS, LABEL)
@@ -106,10 +106,7 @@ class ManifestError(ValueError):
     def __init__(self, path: Path | str, problems: Iterable[Problem]):
         self.path = Path(path)
         self.problems = tuple(problems)
-        if len(self.problems) == 1:  # one problem, one line
-            super().__init__(f"{self.path}: 1 problem: {self.problems[0]}")
-        else:  # several: a count, then one line each
-            super().__init__("\n  ".join([f"{self.path}: {len(self.problems)} problems", *map(str, self.problems)]))
+        super().__init__(f"{self.path}: {problems_text(self.problems)}")
 
     @property
     def codes(self) -> set[str]:
