@@ -55,6 +55,28 @@ def test_video_and_frame_folder_read_alike(tmp_path):
     )
 
 
+def test_validate_gives_a_videos_seconds_and_calls_only_a_frame_folder_untimed(tmp_path):
+    """A video's container declares its frame rate (evenly timed frames): validate gives its
+    span in seconds, (frames - 1) / fps; a frame folder has no timing (fresh-user trial: a
+    30 fps mp4 was reported 'without frame timing')."""
+    import imageio.v3 as iio
+
+    from lnm_jax.data.cohorts.survey import survey
+
+    frames = _tic_clip(n=10, size=32)
+    iio.imwrite(tmp_path / "clip.mp4", frames, fps=30)
+    assert sources.resolve(tmp_path / "clip.mp4", "ceus").duration_s == pytest.approx(9 / 30, rel=1e-6)
+    said = [line for line in survey(read_manifest(_manifest(tmp_path, "clip.mp4"))).lines if "CEUS clips" in line]
+    assert said == ["  CEUS clips: 1, 10-10 frames, 0.3-0.3 s"]
+    folder = tmp_path / "clip"
+    folder.mkdir()
+    for k, f in enumerate(frames):
+        Image.fromarray(f).save(folder / f"frame_{k:02d}.png")
+    assert sources.resolve(folder, "ceus").duration_s is None
+    said = [line for line in survey(read_manifest(_manifest(tmp_path, "clip"))).lines if "CEUS clips" in line]
+    assert said == ["  CEUS clips: 1, 10-10 frames; 1 without frame timing (sampled in frames)"]
+
+
 def _manifest(tmp_path, ceus_cell):
     Image.fromarray(np.full((16, 16), 80, np.uint8)).save(tmp_path / "b.png")
     (tmp_path / "m.csv").write_text(f"patient_id,bmode,ceus,us_lnm,lnm\nP1,b.png,{ceus_cell},1,1\nP2,b.png,,0,0\n")

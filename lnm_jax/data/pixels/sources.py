@@ -124,8 +124,8 @@ def parse_options(name: str, cells: dict[str, str]) -> ImageOptions:
 class Source:
     """A resolved image cell. ``box``: the pixels used; ``mm_per_pixel``: (x, y) or None;
     ``frames``: frames in the file (1 for a still; a video's declared count, which
-    :func:`read_clip` does not trust: it counts what decodes); ``frame_times_s``: when the file says;
-    ``header``: a DICOM file's; ``notes``: what ``validate`` should tell the user."""
+    :func:`read_clip` does not trust: it counts what decodes); ``frame_times_s``: when the file says
+    (a DICOM cine); ``frame_rate``: a video's declared frames/s (its frames are evenly timed); ``header``: a DICOM file's; ``notes``: what ``validate`` should tell the user."""
 
     path: Path
     kind: str  # 'image' | 'dicom' | 'clip' (video or frame folder)
@@ -135,6 +135,7 @@ class Source:
     mm_per_pixel: tuple[float, float] | None
     frames: int
     frame_times_s: tuple[float, ...] | None = None
+    frame_rate: float | None = None
     header: DicomHeader | None = None
     reference: Box | None = None  # a CEUS dual display's B-mode side
     still_frame: int | None = 0  # the frame a still is read from; None: a clip's peak frame
@@ -143,7 +144,10 @@ class Source:
 
     @property
     def duration_s(self) -> float | None:
-        return self.frame_times_s[-1] if self.frame_times_s else None
+        """Seconds from the first frame to the last, where the file says (None otherwise)."""
+        if self.frame_times_s:
+            return self.frame_times_s[-1]
+        return (self.frames - 1) / self.frame_rate if self.frame_rate and self.frames > 0 else None
 
 
 def resolve(path: Path, name: str, options: ImageOptions = NO_OPTIONS, ceus_region: str = "auto") -> Source:
@@ -158,12 +162,12 @@ def resolve(path: Path, name: str, options: ImageOptions = NO_OPTIONS, ceus_regi
         files = clips.frame_files(path)
         if not files:
             raise clips.ClipError(f"{path}: folder holds no {'/'.join(clips.FRAME_SUFFIXES)} frames")
-        (w, h), n, kind = image_size(files[0]), len(files), "clip"
+        (w, h), n, kind, rate = image_size(files[0]), len(files), "clip", None
     elif clips.is_clip(path):  # a video: what its container declares (frames are streamed)
         info = clips.video_info(path)
-        (w, h), n, kind = info.size, info.declared_frames or 0, "clip"
+        (w, h), n, kind, rate = info.size, info.declared_frames or 0, "clip", info.fps
     else:
-        (w, h), n, kind = image_size(path), 1, "image"
+        (w, h), n, kind, rate = image_size(path), 1, "image", None
     box = _option_box(path, options, w, h)
     spacing = (options.mm_per_pixel,) * 2 if options.mm_per_pixel else None
     return Source(
@@ -174,6 +178,7 @@ def resolve(path: Path, name: str, options: ImageOptions = NO_OPTIONS, ceus_regi
         box,
         spacing,
         n,
+        frame_rate=rate,
         still_frame=None if kind == "clip" else 0,
         framed_by=CROP_COLUMN if options.crop else WHOLE_FRAME,
     )
