@@ -252,8 +252,9 @@ def resolve_cohort(config: ConfigDict, files: RunFiles, *, synthesise: bool = Tr
     if not synthesise and not generator.is_file():
         raise DamagedFileError(
             f"{files.config}: data.manifest is empty (the embedded synthetic cohort), but {files.cohort} holds "
-            "none: this run was trained on another manifest; restore config.json from a copy, or set its "
-            "data.manifest to that manifest"
+            f"none: if the run's {files.cohort.name}/ folder moved, move it back or set data.manifest there to its "
+            f"{MANIFEST}; if the run was trained on another manifest, set data.manifest to that one (either is "
+            f"checked against {files.splits.name})"
         )
     if generator.is_file():
         # parameters added since the cohort was written count at their defaults

@@ -498,10 +498,17 @@ def main() -> None:
     # ratios only between runs of this invocation
     ratios = [(k, v) for k, v in results.items() if k[0] != "jax" and ("jax",) + k[1:] in results]
     if ratios:
-        print("\n| vs | dtype | batch | JAX/PyTorch train | JAX/PyTorch inference |\n|---|---|---:|---:|---:|")
+        # the folded column: JAX's BatchNorm-folded inference (what predict, evaluate and Grad-CAM run)
+        # against the other framework's plain inference
+        print(
+            "\n| vs | dtype | batch | JAX/PyTorch train | JAX/PyTorch inference | JAX BN-folded/PyTorch inference |"
+            "\n|---|---|---:|---:|---:|---:|"
+        )
         for (name, dt, bs), r in ratios:
             j = results[("jax", dt, bs)]
-            print(f"| {name} | {dt} | {bs} | {r['train_s'] / j['train_s']:.2f} | {r['infer_s'] / j['infer_s']:.2f} |")
+            folded = f"{r['infer_s'] / j['infer_folded_s']:.2f}" if j.get("infer_folded_s") else "-"
+            cells = f"{r['train_s'] / j['train_s']:.2f} | {r['infer_s'] / j['infer_s']:.2f} | {folded}"
+            print(f"| {name} | {dt} | {bs} | {cells} |")
     default = "jax [default]"
     variants = [(k, v) for k, v in results.items() if k[0].startswith("jax [") and (default,) + k[1:] in results]
     if chosen and "default" not in chosen:

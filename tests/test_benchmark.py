@@ -148,7 +148,8 @@ def test_gpu_check_runs_every_step_at_tiny_size(gpu_check_tiny, tmp_path):
         assert _rows(summary, step)[0][1] == "ok", summary
     vs = (out / "step_vs_torch.md").read_text()
     assert _rows(vs, "jax") and _rows(vs, "torch eager"), vs
-    assert float(_rows(vs, "torch eager")[-1][3]) > 0  # JAX/PyTorch train ratio, same invocation
+    ratios = _rows(vs, "torch eager")[-1]  # JAX/PyTorch, same invocation: train, inference, BN-folded
+    assert len(ratios) == 6 and all(float(c) > 0 for c in ratios[3:]), vs
     step = (out / "step_jax.md").read_text()
     assert [r[1] for r in _rows(step, "jax")] == ["float32"], step  # bf16 in the other steps
     assert all(float(r[5]) > 0 for r in _rows(step, "jax"))  # train patients/s

@@ -629,8 +629,10 @@ def test_an_edited_stored_config_is_checked_as_a_new_one_naming_the_file(triple_
     # synthesised that cohort into the run folder, then failed on the split
     run.files.config.write_text(json.dumps({**stored, "data": {**stored["data"], "manifest": ""}}))
     before = sorted(p.name for p in run.workdir.iterdir())
-    with pytest.raises(DamagedFileError, match=r"config.json: data.manifest is empty .* holds none"):
+    with pytest.raises(DamagedFileError, match=r"config.json: data.manifest is empty .* holds none") as e:
         Run.open(run.workdir)
+    # both causes named: the embedded cohort's folder moved (the trial's case), or another manifest
+    assert "cohort/ folder moved" in str(e.value) and "trained on another manifest" in str(e.value)
     assert sorted(p.name for p in run.workdir.iterdir()) == before
     del stored["data"]
     assert config_problems(ConfigDict(stored))[:2] == ["data: missing", "data.augment: missing"]

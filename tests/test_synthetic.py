@@ -186,3 +186,16 @@ def test_bayes_scores_reach_bayes_auc_and_truth_roundtrips(tmp_path):
     np.testing.assert_array_equal(truth["lnm"], ref["lnm"])
     np.testing.assert_allclose(truth["s_ceus"], ref["s_ceus"], atol=1e-6)
     np.testing.assert_array_equal(truth["us_lnm"], ref["us_lnm"])
+
+
+def test_the_demo_compares_its_test_auc_with_the_bayes_optimal_auc_of_the_same_patients():
+    """The demo's last report line: how far the test AUC is below the Bayes-optimal score's AUC
+    on the same test patients (the like-for-like ceiling), and above it only by chance."""
+    from lnm_jax.demo import bayes_line
+
+    ref = {"bayes_auc": 0.948, "oracle_auc_test": 0.951}
+    assert bayes_line(0.912, ref) == (
+        "test AUC 0.912: 0.039 below the best any model of these inputs can reach (the Bayes-optimal "
+        "AUC: 0.951 on these test patients, 0.948 over the generator's population)"
+    )
+    assert "0.004 above (chance, on a finite test set)" in bayes_line(0.955, ref)
