@@ -573,14 +573,18 @@ def cmd_predict(argv: list[str]) -> int:
         help="score patients who lack an input the model was not trained to miss, feeding it as zeros",
     )
     p.add_argument("--overwrite", action="store_true", help=OVERWRITE_HELP)
+    p.add_argument("--fingerprint", help=f"with --exported: {names.FINGERPRINT_HELP}")
     a = p.parse_args(argv)
+    if a.fingerprint and not a.exported:
+        p.error("--fingerprint: only with --exported (a run folder has no export fingerprint)")
     from lnm_jax import serving
     from lnm_jax.evaluation.evaluate import predict_manifest
     from lnm_jax.run import Run
 
     if a.exported:  # the functions the export folder's own predict.py runs
+        model = serving.load(a.exported, fingerprint=a.fingerprint)
         out = serving.predict_manifest(
-            serving.load(a.exported), a.manifest, a.out, zero_fill_missing=a.zero_fill_missing, overwrite=a.overwrite
+            model, a.manifest, a.out, zero_fill_missing=a.zero_fill_missing, overwrite=a.overwrite
         )
     else:
         out = predict_manifest(
@@ -672,6 +676,7 @@ def cmd_export(argv: list[str]) -> int:
     p.add_argument("--platforms", default=",".join(names.EXPORT_PLATFORMS), help="comma list of jax.export platforms")
     a = p.parse_args(argv)
     from lnm_jax.export import export_run
+    from lnm_jax.exported import fingerprint
     from lnm_jax.run import Run
 
     # a reader (export writes elsewhere): no lock; orbax commits a checkpoint by a rename
@@ -684,6 +689,10 @@ def cmd_export(argv: list[str]) -> int:
     )
     sizes = ", ".join(f"{k} {v / 1e6:.2f} MB" for k, v in md["export"]["bytes"].items())
     print(f"exported {md['name']} ({md['architecture']['parameters']:,} parameters) to {a.out}: {sizes}")
+    print(
+        f"fingerprint {fingerprint(a.out)}: publish it apart from the folder; predict --fingerprint and "
+        "load(..., fingerprint=...) refuse any other folder"
+    )
     return 0
 
 

@@ -144,9 +144,10 @@ from {RUNTIME}.serving import load as _load
 FOLDER = Path(__file__).resolve().parent.parent
 
 
-def load(folder=None, format="stablehlo"):  # noqa: A002
-    """This export's model (or another export folder's), checksums verified."""
-    return _load(FOLDER if folder is None else folder, format)
+def load(folder=None, format="stablehlo", fingerprint=None):  # noqa: A002
+    """This export's model (or another export folder's), checksums verified (and against the
+    export's published ``fingerprint``, 'sha256:...', where given)."""
+    return _load(FOLDER if folder is None else folder, format, fingerprint)
 
 
 __all__ = ["FOLDER", "Model", "load", "main", "predict_manifest", "unit_rgb"]

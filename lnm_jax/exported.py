@@ -21,6 +21,11 @@ alone, called the same way.
 and :func:`load_onnx` check them, and every weight array for NaN or inf, before anything is
 scored; a swapped, edited, truncated or damaged file gives one :class:`ExportIntegrityError`
 naming it. ``metadata.json`` also records the run and checkpoint the weights came from.
+
+``SHA256SUMS`` attests only to the folder it is in: files changed together with it pass. The
+export's :func:`fingerprint` (the SHA-256 of ``SHA256SUMS``, which ``lnm-jax export`` prints)
+is one value to publish apart from the folder: ``load(folder, fingerprint=...)`` then refuses
+any other folder, whatever its ``SHA256SUMS`` says.
 """
 
 from __future__ import annotations
@@ -73,16 +78,45 @@ def _runtime_files(folder: Path) -> list[str]:
     return [name for name in listed if name.startswith(f"{RUNTIME}/") or name == "predict.py"]
 
 
-def verify(folder: Path | str, files=None) -> None:
-    """Checks ``files`` (default: every file listed) against ``SHA256SUMS``;
+FINGERPRINT_PREFIX = "sha256:"
+
+
+def fingerprint(folder: Path | str) -> str:
+    """The export's fingerprint, ``"sha256:<64 hex digits>"``: the SHA-256 of its ``SHA256SUMS``,
+    which lists every other file's, so no file can change without it changing. Publish it apart
+    from the folder (a paper, a registry, an e-mail): a folder whose ``SHA256SUMS`` was rewritten
+    to match changed files still passes :func:`verify` alone, not against this value."""
+    return FINGERPRINT_PREFIX + sha256_file(Path(folder) / CHECKSUMS)
+
+
+def _expected_fingerprint(value: str) -> str:
+    digest = value.strip().lower().removeprefix(FINGERPRINT_PREFIX)
+    if len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
+        raise ValueError(
+            f"fingerprint {value!r} is not a SHA-256 ('{FINGERPRINT_PREFIX}' and 64 hex digits, as lnm-jax export "
+            "prints it)"
+        )
+    return FINGERPRINT_PREFIX + digest
+
+
+def verify(folder: Path | str, files=None, fingerprint: str | None = None) -> None:
+    """Checks ``files`` (default: every file listed) against ``SHA256SUMS``, and, given the
+    export's published ``fingerprint`` (:func:`fingerprint`), ``SHA256SUMS`` itself against it;
     :class:`ExportIntegrityError` naming the first that differs or is missing, or when the
-    folder has no ``SHA256SUMS`` (removed: nothing could be trusted; every export writes one)."""
+    folder has no ``SHA256SUMS`` (removed: nothing could be trusted; every export writes one).
+    ValueError when ``fingerprint`` is not a SHA-256."""
     folder = Path(folder)
     sums = folder / CHECKSUMS
+    expected = None if fingerprint is None else _expected_fingerprint(fingerprint)
     if not sums.is_file():
         raise ExportIntegrityError(
             f"{sums} is missing: every file of an export is checked against it (removed, or not a folder lnm-jax "
             "export wrote); export the model again"
+        )
+    if expected is not None and (found := FINGERPRINT_PREFIX + sha256_file(sums)) != expected:
+        raise ExportIntegrityError(
+            f"{folder}: its fingerprint is {found}, not the {expected} asked for: another export, or its files "
+            f"were changed ({CHECKSUMS} with them); get the export of that fingerprint from its publisher"
         )
     listed = {}
     for line in sums.read_text().splitlines():
@@ -143,13 +177,14 @@ def _require(folder: Path, *files: str) -> None:
             raise FileNotFoundError(f"{folder / name} not found: is {folder} a folder written by lnm-jax export?")
 
 
-def load(folder: Path | str) -> ExportedModel:
-    """Reads a folder written by ``lnm-jax export`` (the StableHLO program)."""
+def load(folder: Path | str, fingerprint: str | None = None) -> ExportedModel:
+    """Reads a folder written by ``lnm-jax export`` (the StableHLO program), verified first
+    (:func:`verify`; against the export's published ``fingerprint`` where given)."""
     import jax  # noqa: PLC0415  (the ONNX loader needs no JAX)
 
     folder = Path(folder)
     _require(folder, PROGRAM, WEIGHTS, METADATA)
-    verify(folder, (PROGRAM, WEIGHTS, METADATA, *_runtime_files(folder)))
+    verify(folder, (PROGRAM, WEIGHTS, METADATA, *_runtime_files(folder)), fingerprint)
     metadata = _metadata(folder)
     try:
         exported = jax.export.deserialize(bytearray((folder / PROGRAM).read_bytes()))
@@ -186,12 +221,13 @@ class OnnxModel:
         return dict(zip(OUTPUTS, self.session.run(list(OUTPUTS), feed)))
 
 
-def load_onnx(folder: Path | str, providers=("CPUExecutionProvider",)) -> OnnxModel:
-    """Reads the ONNX graph of a folder exported with ``--format onnx``."""
+def load_onnx(folder: Path | str, providers=("CPUExecutionProvider",), fingerprint: str | None = None) -> OnnxModel:
+    """Reads the ONNX graph of a folder exported with ``--format onnx``, verified first
+    (:func:`verify`; against the export's published ``fingerprint`` where given)."""
     import onnxruntime  # noqa: PLC0415  (the onnx extra)
 
     folder = Path(folder)
     _require(folder, ONNX, METADATA)
-    verify(folder, (ONNX, METADATA, *_runtime_files(folder)))
+    verify(folder, (ONNX, METADATA, *_runtime_files(folder)), fingerprint)
     session = onnxruntime.InferenceSession(str(folder / ONNX), providers=list(providers))
     return OnnxModel(session, _metadata(folder))

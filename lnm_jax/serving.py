@@ -212,11 +212,16 @@ class Model:
         return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
 
 
-def load(folder: Path | str, format: str = "stablehlo") -> Model:  # noqa: A002  (the CLI's word)
-    """An exported folder's model (its checksums and weights verified first)."""
+def load(folder: Path | str, format: str = "stablehlo", fingerprint: str | None = None) -> Model:  # noqa: A002
+    """An exported folder's model (its checksums and weights verified first; against the
+    export's published ``fingerprint`` where given: :func:`lnm_jax.exported.fingerprint`).
+    ``format``: the CLI's word, stablehlo or onnx."""
     if format not in FORMATS:
         raise ValueError(f"format {format!r} is not one of {FORMATS}")
-    program = load_program(folder) if format == "stablehlo" else load_onnx(folder)
+    if format == "stablehlo":
+        program = load_program(folder, fingerprint=fingerprint)
+    else:
+        program = load_onnx(folder, fingerprint=fingerprint)
     return Model(program, Path(folder))
 
 
@@ -281,9 +286,10 @@ def main(argv=None, folder: Path | str | None = None) -> int:
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--zero-fill-missing", action="store_true", help="feed an input a patient lacks as zeros")
     p.add_argument("--overwrite", action="store_true", help="replace an earlier predictions CSV at --out")
+    p.add_argument("--fingerprint", help=names.FINGERPRINT_HELP)
     a = p.parse_args(argv)
     try:
-        model = load(folder if folder is not None else a.model, a.format)
+        model = load(folder if folder is not None else a.model, a.format, a.fingerprint)
         out = predict_manifest(
             model,
             a.manifest,

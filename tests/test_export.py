@@ -21,7 +21,7 @@ from support import cpu_env, new_patients, tiny_config
 from lnm_jax import names
 from lnm_jax.cli import main
 from lnm_jax.export import export_run
-from lnm_jax.exported import METADATA, MODEL_CARD, load, load_onnx
+from lnm_jax.exported import METADATA, MODEL_CARD, fingerprint, load, load_onnx
 from lnm_jax.run import Run
 
 ATOL = 1e-4
@@ -84,7 +84,8 @@ def test_export_runs_without_the_package_and_equals_the_live_model(triple_run, t
     model at batch 1 and 7 (StableHLO and ONNX), its ``predict.py`` writes ``lnm-jax predict
     --workdir``'s CSV (same columns; probabilities to 1e-5: logits agree to ~1e-5 relative,
     see the module docstring, a sigmoid's slope is <= 1/4, and the CSV rounds to 1e-6), and
-    ``lnm_runtime.load().predict`` gives the same from file paths and from arrays."""
+    ``lnm_runtime.load().predict`` gives the same from file paths and from arrays (predict.py
+    checks the folder against the fingerprint export printed)."""
     out = tmp_path / "exported"
     args = ["export", "--workdir", str(triple_run.workdir), "--out", str(out), "--format", "stablehlo,onnx"]
     assert main(args) == 0
@@ -125,7 +126,7 @@ def test_export_runs_without_the_package_and_equals_the_live_model(triple_run, t
         _blocked(
             "import runpy\n"
             f"sys.argv = ['predict.py', '--manifest', {str(new)!r}, '--out', {t!r} + '/{fmt}.csv', "
-            f"'--format', {fmt!r}]\n"
+            f"'--format', {fmt!r}, '--fingerprint', {fingerprint(out)!r}]\n"
             "try:\n"
             f"    runpy.run_path({str(out / 'predict.py')!r}, run_name='__main__')\n"
             "except SystemExit as e:\n"

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from ml_collections import ConfigDict
-from support import cpu_env
+from support import cpu_env, new_patients
 
 from lnm_jax.cli import main
 from lnm_jax.config import ConfigError, config_problems, demo_config, field_path
@@ -925,7 +925,7 @@ def test_converted_backbone_json_names_what_it_lacks(tmp_path):
         load_backbone(tmp_path / "bb")
 
 
-def test_export_proves_what_it_is(triple_run, tmp_path):
+def test_export_proves_what_it_is(triple_run, tmp_path, capsys):
     from lnm_jax.export import export_run
     from lnm_jax.exported import WEIGHTS, ExportIntegrityError, load
     from lnm_jax.fileio import OutputPathError
@@ -955,6 +955,37 @@ def test_export_proves_what_it_is(triple_run, tmp_path):
     (edited / "SHA256SUMS").unlink()  # removing the checksums does not make an edit pass
     with pytest.raises(ExportIntegrityError, match="SHA256SUMS is missing"):
         load(edited)
+    # SHA256SUMS rewritten to match the edit passes on its own; not against the fingerprint the
+    # export printed and its publisher gave out (the checksums attested only to themselves)
+    from lnm_jax.exported import fingerprint, sha256_file, write_checksums
+
+    published = fingerprint(tmp_path / "ex")
+    assert published == "sha256:" + sha256_file(tmp_path / "ex" / "SHA256SUMS")
+    load(tmp_path / "ex", fingerprint=published)
+    load(tmp_path / "ex", fingerprint=" " + published.upper().removeprefix("SHA256:"))  # as pasted, bare
+    write_checksums(edited)
+    assert load(edited).image_size == meta["image_size"]
+    with pytest.raises(ExportIntegrityError, match=f"its fingerprint is sha256:[0-9a-f]{{64}}, not the {published}"):
+        load(edited, fingerprint=published)
+    with pytest.raises(ValueError, match="fingerprint 'sha256:12' is not a SHA-256"):
+        load(tmp_path / "ex", fingerprint="sha256:12")
+    # the command line: export prints it; predict --exported checks it, one line, exit 1
+    from lnm_jax.cli import main
+
+    capsys.readouterr()
+    assert main(["export", "--workdir", str(triple_run.workdir), "--out", str(tmp_path / "cli")]) == 0
+    printed = [line for line in capsys.readouterr().out.splitlines() if line.startswith("fingerprint ")]
+    assert printed and printed[0].split()[1].rstrip(":") == fingerprint(tmp_path / "cli")
+    new = new_patients(triple_run.config.data.manifest, tmp_path / "new.csv", 2)
+    predict = ["predict", "--manifest", str(new), "--out", str(tmp_path / "p.csv"), "--fingerprint", published]
+    assert main([*predict, "--exported", str(edited)]) == 1
+    said = capsys.readouterr().err.strip().splitlines()
+    assert len(said) == 1 and said[0].startswith("lnm-jax predict: error: ") and "its fingerprint is" in said[0]
+    assert not (tmp_path / "p.csv").exists()
+    assert main([*predict, "--exported", str(tmp_path / "ex")]) == 0 and (tmp_path / "p.csv").is_file()
+    # a run folder has no export fingerprint: a usage error
+    assert main([*predict, "--workdir", str(triple_run.workdir), "--overwrite"]) == 2
+    assert "--fingerprint: only with --exported" in capsys.readouterr().err
     umask = os.umask(0)
     os.umask(umask)
     assert (tmp_path / "ex").stat().st_mode & 0o777 == 0o777 & ~umask  # as mkdir makes a folder: not mkdtemp's 0700
