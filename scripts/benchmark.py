@@ -6,7 +6,10 @@ JAX sees, and, when torch/torchvision import, of the same two-branch model in Py
 
 Every framework, dtype and batch size is measured in its own process (JAX preallocates 75% of
 a GPU: a PyTorch run beside it died of out-of-memory), and the JAX/PyTorch ratio is computed
-only between rows of one invocation. JAX: the batch is sharded over all devices (data
+only between rows of one invocation. ``--rounds N`` measures every row N times, alternated, and
+takes each ratio within a round (the frameworks measured minutes apart, not tens of minutes):
+the median, then every round's value (a shared 2-core machine moved each framework's own rate by
+up to 19% between invocations). JAX: the batch is sharded over all devices (data
 parallel) when there are several. PyTorch (one device): eager, optionally ``torch.compile``; on
 GPU ``bfloat16`` means AMP autocast and channels_last. Random inputs; warm-up (compile)
 excluded; clocks stop after the device is done. MFU on GPU: :func:`train_gflop_per_patient`
@@ -386,6 +389,20 @@ def print_compile_options(results: dict) -> None:
         print(f"\ncompile options ({', '.join(rows)}): {kinds}")
 
 
+def per_round(slow: list[dict], fast: list[dict], slow_key: str, fast_key: str) -> str:
+    """The ratio ``slow[slow_key] / fast[fast_key]`` (seconds over seconds: how many times
+    faster ``fast`` is) of the measurements of each round both have, as a table cell: the one
+    value, or with several rounds their median and then every round's value in round order
+    ("1.21 (1.24, 0.93, 1.21)"); "-" where no round has both."""
+    by_round = {m["round"]: m for m in fast if m.get(fast_key)}
+    values = [m[slow_key] / by_round[m["round"]][fast_key] for m in slow if m["round"] in by_round]
+    if not values:
+        return "-"
+    if len(values) == 1:
+        return f"{values[0]:.2f}"
+    return f"{float(np.median(values)):.2f} ({', '.join(f'{v:.2f}' for v in values)})"
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_model_args(p)
@@ -423,11 +440,20 @@ def main() -> None:
         choices=list(HOST_MALLOC),
         help="glibc allocator settings for every measured process, both frameworks (HOST_MALLOC)",
     )
+    p.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="measure every row this many times, alternated (each time in a fresh process); each ratio is then "
+        "taken within a round, and the median given with every round's value",
+    )
     p.add_argument("--one", help=argparse.SUPPRESS)  # a child: one measurement, printed as RESULT {json}
     a = p.parse_args()
     if a.one:
         print(RESULT + json.dumps(measure_one(json.loads(a.one))), flush=True)
         return
+    if a.rounds < 1:
+        p.error("--rounds: at least 1")
     chosen = list(CANDIDATES) if a.candidates == "all" else [c.strip() for c in a.candidates.split(",") if c.strip()]
     unknown = [c for c in chosen if c not in CANDIDATES]
     if unknown:
@@ -457,9 +483,10 @@ def main() -> None:
         "| inference, BN folded | MFU (train, vs that precision's peak) | warm-up (s) | device | versions |"
     )
     print("|---|---|---|---:|---:|---:|---:|---:|---:|---:|---|---|")
-    results = {}
-    for dt in a.dtypes.split(","):
-        for bs in (int(x) for x in a.batch_sizes.split(",")):
+    results: dict[tuple, list[dict]] = {}  # (row label, dtype, batch) -> one measurement per round
+    grid = [(dt, bs) for dt in a.dtypes.split(",") for bs in (int(x) for x in a.batch_sizes.split(","))]
+    for round_ in range(a.rounds):
+        for dt, bs in grid:
             for name, framework, candidate in rows:
                 spec = {
                     "framework": framework,
@@ -481,7 +508,7 @@ def main() -> None:
                 if "error" in r:
                     print(f"| {name} | {dt} | - | {bs} | failed: {r['error']} |", flush=True)
                     continue
-                results[(name, dt, bs)] = {**r, "candidate": candidate}
+                results.setdefault((name, dt, bs), []).append({**r, "candidate": candidate, "round": round_})
                 precision = precision_used(dt, r["platform"], a.jax_precision_highest and framework == "jax")
                 mfu, peak = "-", peak_tflops(precision, r["platform"])
                 if peak and gflop:
@@ -494,8 +521,8 @@ def main() -> None:
                     f"{r['versions']} |",
                     flush=True,
                 )
-    print_compile_options(results)
-    # ratios only between runs of this invocation
+    print_compile_options({k: v[0] for k, v in results.items()})
+    # ratios only between runs of this invocation, each within one round
     ratios = [(k, v) for k, v in results.items() if k[0] != "jax" and ("jax",) + k[1:] in results]
     if ratios:
         # the folded column: JAX's BatchNorm-folded inference (what predict, evaluate and Grad-CAM run)
@@ -506,8 +533,13 @@ def main() -> None:
         )
         for (name, dt, bs), r in ratios:
             j = results[("jax", dt, bs)]
-            folded = f"{r['infer_s'] / j['infer_folded_s']:.2f}" if j.get("infer_folded_s") else "-"
-            cells = f"{r['train_s'] / j['train_s']:.2f} | {r['infer_s'] / j['infer_s']:.2f} | {folded}"
+            cells = " | ".join(
+                [
+                    per_round(r, j, "train_s", "train_s"),
+                    per_round(r, j, "infer_s", "infer_s"),
+                    per_round(r, j, "infer_s", "infer_folded_s"),
+                ]
+            )
             print(f"| {name} | {dt} | {bs} | {cells} |")
     default = "jax [default]"
     variants = [(k, v) for k, v in results.items() if k[0].startswith("jax [") and (default,) + k[1:] in results]
@@ -518,8 +550,8 @@ def main() -> None:
         print("|---|---|---:|---:|---:|")
         for (_, dt, bs), r in variants:
             d = results[(default, dt, bs)]
-            speedups = f"{d['train_s'] / r['train_s']:.2f} | {d['infer_s'] / r['infer_s']:.2f}"
-            print(f"| {r['candidate']} | {dt} | {bs} | {speedups} |")
+            speedups = f"{per_round(d, r, 'train_s', 'train_s')} | {per_round(d, r, 'infer_s', 'infer_s')}"
+            print(f"| {r[0]['candidate']} | {dt} | {bs} | {speedups} |")
 
 
 if __name__ == "__main__":

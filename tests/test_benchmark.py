@@ -94,6 +94,19 @@ def test_script_is_importable():
     assert callable(_load("benchmark").bench)
 
 
+def test_ratios_are_taken_within_a_round_and_given_with_their_median():
+    """--rounds: each ratio pairs the two rows of one round (a round one framework failed has
+    none), and several rounds give the median, then every round's value in order."""
+    per_round = _load("benchmark").per_round
+    torch = [{"round": i, "infer_s": s} for i, s in enumerate((2.0, 1.0, 3.0))]
+    jax_ = [{"round": i, "infer_s": 1.0, "infer_folded_s": s} for i, s in enumerate((1.0, 1.0, 2.0))]
+    assert per_round(torch, jax_, "infer_s", "infer_folded_s") == "1.50 (2.00, 1.00, 1.50)"
+    assert per_round(torch[:1], jax_[:1], "infer_s", "infer_s") == "2.00"
+    assert per_round(torch[1:], jax_[:1], "infer_s", "infer_s") == "-"  # no round in common
+    assert per_round(torch, [{**m, "infer_folded_s": None} for m in jax_], "infer_s", "infer_folded_s") == "-"
+    assert per_round(torch, jax_[::2], "infer_s", "infer_s") == "2.50 (2.00, 3.00)"  # round 1 failed for one
+
+
 def test_cpu_tuning_table_smoke():
     """One variant of the XLA:CPU settings table in two alternated rounds, tiny sizes (its rows
     name their round and parse as numbers)."""
