@@ -155,10 +155,16 @@ def is_int(x: object) -> bool:
     return isinstance(x, int) and not isinstance(x, bool)
 
 
+def is_real(x: object) -> bool:
+    """Whether a value read from a file (JSON, a config) is a real number: an int or a float
+    (NaN and infinities included), not a bool (which Python counts as an int)."""
+    return isinstance(x, int | float) and not isinstance(x, bool)
+
+
 def is_number(x: object) -> bool:
     """Whether a value read from a file (JSON, a config) is a finite real number: an int or a
     float, not a bool (which Python counts as an int), not NaN or infinite."""
-    return isinstance(x, int | float) and not isinstance(x, bool) and math.isfinite(x)
+    return is_real(x) and math.isfinite(x)
 
 
 def problems_text(problems: Sequence[object], noun: str = "problem", about: str = "") -> str:

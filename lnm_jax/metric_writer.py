@@ -16,7 +16,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from lnm_jax.fileio import DamagedFileError, QuietFileHandler, json_text, read_json_lines
+from lnm_jax.fileio import DamagedFileError, QuietFileHandler, is_int, is_real, json_text, read_json_lines
 
 QUIET_LOGGERS = ("orbax",)  # logger-name prefixes kept off the console below ERROR
 
@@ -104,7 +104,7 @@ def read_history(path: Path, up_to: int | None = None, step_key: str = "epoch") 
     rows = read_json_lines(path, required=(step_key,) if up_to is not None else ())
     for i, r in enumerate(rows, 1):
         step = r.get(step_key, 0)
-        if isinstance(step, bool) or not isinstance(step, int):
+        if not is_int(step):
             raise DamagedFileError.edited(
                 path, f"record {i}'s '{step_key}' is {step!r}, not an integer", "restore it from a copy"
             )
@@ -131,7 +131,7 @@ def check_resumed_history(rows: list[dict], path: Path, through: int, step_key: 
         raise DamagedFileError.edited(path, problem, remedy)
     for i, r in enumerate(rows, 1):
         for key, value in r.items():
-            if value is not None and (isinstance(value, bool) or not isinstance(value, int | float)):
+            if value is not None and not is_real(value):
                 raise DamagedFileError.edited(
                     path, f"record {i}'s '{key}' is {value!r}, not a number", "restore it from a copy"
                 )

@@ -16,7 +16,7 @@ from lnm_jax import names, provenance
 from lnm_jax import run_files as F
 from lnm_jax.data.pixels.sources import Framing
 from lnm_jax.exported import METADATA, MODEL_CARD
-from lnm_jax.fileio import DamagedFileError, read_json, write_json, write_text
+from lnm_jax.fileio import DamagedFileError, is_real, read_json, write_json, write_text
 from lnm_jax.preflight import availability_patterns
 from lnm_jax.run import Run, read_run_info, zero_batch
 from lnm_jax.task import Task
@@ -93,7 +93,7 @@ def input_spec(config) -> dict[str, dict]:
 
 
 def _number_or_null(x) -> bool:
-    return x is None or (isinstance(x, int | float) and not isinstance(x, bool))
+    return x is None or is_real(x)
 
 
 def evaluation_problem(doc: dict) -> str | None:

@@ -18,6 +18,8 @@ import time
 from collections.abc import Iterable
 from pathlib import Path
 
+from lnm_jax.fileio import is_int
+
 PACKAGES = (
     "jax",
     "jaxlib",
@@ -123,7 +125,7 @@ def run_info_problem(info: object) -> str | None:
         if k in info and not isinstance(info[k], str):
             return f"'{k}' is {info[k]!r}, not a string"
     for k in _COUNTS:
-        if k in info and (isinstance(info[k], bool) or not isinstance(info[k], int)):
+        if k in info and not is_int(info[k]):
             return f"'{k}' is {info[k]!r}, not an integer"
     packages = info.get("packages", {})
     if not isinstance(packages, dict) or not all(isinstance(v, str) for v in packages.values()):

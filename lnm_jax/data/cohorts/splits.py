@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 from sklearn.model_selection import StratifiedKFold, train_test_split
 
-from lnm_jax.fileio import DamagedFileError, json_text, read_json, write_text
+from lnm_jax.fileio import DamagedFileError, is_real, json_text, read_json, write_text
 
 SUBSETS = ("train", "val", "test")
 
@@ -90,7 +90,7 @@ def check_stored(doc: dict, wanted: dict, path: Path | str) -> None:
         )
     for k in SETTING_KEYS:  # a setting of another kind than the one made now: an edit, not another split
         given, now = doc.get(k), wanted.get(k)
-        numbers = all(isinstance(v, int | float) and not isinstance(v, bool) for v in (given, now))
+        numbers = all(is_real(v) for v in (given, now))
         if k in doc and now is not None and type(given) is not type(now) and not numbers:
             raise _damaged(path, f"its setting '{k}' is {given!r}, where a split records {type(now).__name__}s")
     changed = [k for k in SETTING_KEYS if k in doc and doc[k] != wanted.get(k)]

@@ -40,7 +40,7 @@ from PIL import Image
 from lnm_jax.data.cohorts.manifest import write_manifest
 from lnm_jax.data.pixels.dicom import COMPRESSIONS
 from lnm_jax.data.threads import cpus, ordered_map
-from lnm_jax.fileio import atomic_directory, json_text
+from lnm_jax.fileio import atomic_directory, is_int, json_text
 from lnm_jax.names import BMODE, CEUS, LABEL, MASK_COLUMNS, PATIENT_ID, SETTINGS, US_LNM, mask
 
 
@@ -326,7 +326,7 @@ def generate_cohort(
     run); None picks :func:`default_workers`; ValueError for anything else than None or a whole
     number >= 1. The progress bar (``progress``) is closed before an error propagates.
     """
-    if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 1):
+    if workers is not None and (not is_int(workers) or workers < 1):
         raise ValueError(f"workers must be a whole number >= 1 or None, got {workers!r}")
     with atomic_directory(out_dir) as tmp:
         _write_cohort(tmp, params, progress, default_workers(params) if workers is None else workers)
