@@ -28,14 +28,15 @@ def demo(config: ConfigDict, workdir: Path | str) -> str:
 
 
 def bayes_line(auc: float, ref: dict) -> str:
-    """The test AUC beside the best any model of the run's inputs can reach: the Bayes-optimal
-    score's AUC on the same test patients (``ref['oracle_auc_test']``, from
-    :func:`lnm_jax.evaluation.evaluate.bayes_reference`) and over the generator's population
-    (``ref['bayes_auc']``). A model above the first is so by chance (a finite test set)."""
-    best = ref["oracle_auc_test"]
-    side = "below" if auc <= best else "above (chance, on a finite test set)"
+    """The test AUC beside the Bayes-optimal AUC of the run's inputs, which no model beats but
+    by chance (a finite test set): the Bayes-optimal score's AUC on the same test patients
+    (``ref['oracle_auc_test']``, from :func:`lnm_jax.evaluation.evaluate.bayes_reference`) and
+    over the generator's population (``ref['bayes_auc']``). The gap is that of the printed,
+    rounded values, so that the line adds up as read."""
+    auc, best = round(auc, 3), round(ref["oracle_auc_test"], 3)
+    side = "below" if auc <= best else "above"
     return (
-        f"test AUC {auc:.3f}: {abs(best - auc):.3f} {side} the best any model of these inputs can reach "
-        f"(the Bayes-optimal AUC: {best:.3f} on these test patients, {ref['bayes_auc']:.3f} over the "
-        "generator's population)"
+        f"test AUC {auc:.3f}: {abs(best - auc):.3f} {side} the Bayes-optimal AUC of these inputs ({best:.3f} on "
+        f"these test patients, {ref['bayes_auc']:.3f} over the generator's population), which no model "
+        "beats but by chance"
     )

@@ -67,7 +67,7 @@ def test_validate_gives_a_videos_seconds_and_calls_only_a_frame_folder_untimed(t
     iio.imwrite(tmp_path / "clip.mp4", frames, fps=30)
     assert sources.resolve(tmp_path / "clip.mp4", "ceus").duration_s == pytest.approx(9 / 30, rel=1e-6)
     said = [line for line in survey(read_manifest(_manifest(tmp_path, "clip.mp4"))).lines if "CEUS clips" in line]
-    assert said == ["  CEUS clips: 1, 10-10 frames, 0.3-0.3 s"]
+    assert said == ["  CEUS clips: 1, 10-10 frames, 0.3-0.3 s first to last frame"]  # ffmpeg: 10/30 s long
     folder = tmp_path / "clip"
     folder.mkdir()
     for k, f in enumerate(frames):

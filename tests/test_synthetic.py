@@ -192,12 +192,15 @@ def test_bayes_scores_reach_bayes_auc_and_truth_roundtrips(tmp_path):
 
 def test_the_demo_compares_its_test_auc_with_the_bayes_optimal_auc_of_the_same_patients():
     """The demo's last report line: how far the test AUC is below the Bayes-optimal score's AUC
-    on the same test patients (the like-for-like ceiling), and above it only by chance."""
+    on the same test patients (the like-for-like ceiling; above it only by chance), the gap of
+    the printed values (a fresh-user trial read 0.948 - 0.900 printed as 0.047)."""
     from lnm_jax.demo import bayes_line
 
     ref = {"bayes_auc": 0.948, "oracle_auc_test": 0.951}
     assert bayes_line(0.912, ref) == (
-        "test AUC 0.912: 0.039 below the best any model of these inputs can reach (the Bayes-optimal "
-        "AUC: 0.951 on these test patients, 0.948 over the generator's population)"
+        "test AUC 0.912: 0.039 below the Bayes-optimal AUC of these inputs (0.951 on these test patients, "
+        "0.948 over the generator's population), which no model beats but by chance"
     )
-    assert "0.004 above (chance, on a finite test set)" in bayes_line(0.955, ref)
+    assert bayes_line(0.955, ref).startswith("test AUC 0.955: 0.004 above the Bayes-optimal AUC")
+    trial = bayes_line(0.90035, {"bayes_auc": 0.948, "oracle_auc_test": 0.9476})
+    assert trial.startswith("test AUC 0.900: 0.048 below the Bayes-optimal AUC of these inputs (0.948 on")

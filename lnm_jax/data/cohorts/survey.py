@@ -162,7 +162,7 @@ def survey(cohort: Cohort, framing: sources.Framing = sources.DEFAULT_FRAMING, *
     if clip_frames:
         lines.append(
             f"  CEUS clips: {len(clip_frames)}, {min(clip_frames)}-{max(clip_frames)} frames"
-            + (f", {min(clip_seconds):.3g}-{max(clip_seconds):.3g} s" if clip_seconds else "")
+            + (f", {min(clip_seconds):.3g}-{max(clip_seconds):.3g} s first to last frame" if clip_seconds else "")
             + (f"; {untimed} without frame timing (sampled in frames)" if untimed else "")
         )
     for kind, items in notes.items():
