@@ -12,6 +12,7 @@ function; errors a user can fix are printed as one line and exit 1 (bad argument
     lnm-jax availability --workdir W [--dedicated no_ceus=RUN ...]  metrics per availability pattern
     lnm-jax predict   --workdir W | --exported DIR --manifest NEW.csv --out probs.csv [--zero-fill-missing]
     lnm-jax export    --workdir W --out DIR [--format stablehlo,onnx]  the model without the training stack + model card
+    lnm-jax relocate  --workdir W --manifest NEW_PLACE.csv          point a run at its cohort, moved (checked)
     lnm-jax gradcam   --workdir W [--split test | --manifest M --out DIR]
                       [--method gradcam|hirescam|gradcam++ --layer auto]
     lnm-jax convert-weights --from torchvision|keras --in FILE --out DIR [--arch resnet50]
@@ -696,6 +697,25 @@ def cmd_export(argv: list[str]) -> int:
     return 0
 
 
+def cmd_relocate(argv: list[str]) -> int:
+
+    p = _parser(
+        prog="lnm-jax relocate",
+        description="Point a trained run at its training cohort's manifest in a new place (the cohort, or the "
+        "embedded cohort's cohort/ folder, moved): checked to be the cohort the run was split on, then config.json's "
+        "data.manifest is set to it; nothing else changes.",
+    )
+    p.add_argument("--workdir", required=True, type=Path, help=RUN_FOLDER_HELP)
+    p.add_argument("--manifest", required=True, type=Path, help="the run's training manifest where it is now")
+    a = p.parse_args(argv)
+    from lnm_jax.run import relocate_manifest
+
+    with hold(a.workdir, "relocate"):
+        path = relocate_manifest(a.workdir, a.manifest)
+    print(f"{path}: data.manifest is now {a.manifest.resolve()} (the cohort the run was split on)")
+    return 0
+
+
 def cmd_convert_weights(argv: list[str]) -> int:
 
     p = _parser(
@@ -852,6 +872,7 @@ COMMANDS = {
     "predict": cmd_predict,
     "gradcam": cmd_gradcam,
     "export": cmd_export,
+    "relocate": cmd_relocate,
     "convert-weights": cmd_convert_weights,
     "reproduce": cmd_reproduce,
     "convert-busbra": cmd_convert_busbra,

@@ -222,9 +222,31 @@ def check_manifest_found(config: ConfigDict, files: RunFiles) -> None:
     if config.data.manifest and not Path(config.data.manifest).is_file():
         raise FileNotFoundError(
             f"{files.config}: data.manifest {config.data.manifest} (the cohort this run was trained on) is not "
-            "found: if it moved, set data.manifest there to its new place (its content is checked against "
-            f"{files.splits.name})"
+            f"found: if it moved, set data.manifest there to its new place: lnm-jax relocate --workdir "
+            f"{files.root} --manifest NEW_PLACE.csv (its content is checked against {files.splits.name})"
         )
+
+
+def relocate_manifest(workdir: Path | str, manifest: Path | str) -> Path:
+    """Points a trained run at its cohort's manifest in a new place (the cohort moved, or the
+    embedded cohort's ``cohort/`` folder did): the manifest is read as the run reads one and
+    checked to be the cohort the run was split on (its content against ``splits.json``'s
+    digest, every split patient present), then ``config.json``'s ``data.manifest`` is set to
+    its absolute path, the one field changed, atomically. Returns ``config.json``'s path.
+    :class:`DamagedFileError` naming ``splits.json`` when the manifest is another cohort or
+    there is no split; ManifestError naming the manifest when it cannot be read."""
+    files = RunFiles(workdir)
+    config = load_config(files.root)
+    if not files.splits.is_file():
+        raise DamagedFileError(
+            f"{files.splits} is missing: without the run's split there is nothing to check {manifest} against; "
+            "restore it from a copy"
+        )
+    moved = ConfigDict(config.to_dict())
+    moved.data.manifest = str(Path(manifest).resolve())
+    stored_split(moved, read_manifest(moved.data.manifest, **_manifest_checks(moved)), files)
+    write_text(files.config, moved.to_json(indent=2))
+    return files.config
 
 
 def synth_params(config: ConfigDict) -> SynthParams:
@@ -252,9 +274,9 @@ def resolve_cohort(config: ConfigDict, files: RunFiles, *, synthesise: bool = Tr
     if not synthesise and not generator.is_file():
         raise DamagedFileError(
             f"{files.config}: data.manifest is empty (the embedded synthetic cohort), but {files.cohort} holds "
-            f"none: if the run's {files.cohort.name}/ folder moved, move it back or set data.manifest there to its "
-            f"{MANIFEST}; if the run was trained on another manifest, set data.manifest to that one (either is "
-            f"checked against {files.splits.name})"
+            f"none: if the run's {files.cohort.name}/ folder moved, move it back or point the run at its {MANIFEST} "
+            f"(lnm-jax relocate --workdir {files.root} --manifest ITS_{MANIFEST}); if the run was trained on another "
+            f"manifest, point it at that one (either is checked against {files.splits.name})"
         )
     if generator.is_file():
         # parameters added since the cohort was written count at their defaults

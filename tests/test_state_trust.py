@@ -5,6 +5,7 @@ that leave nothing half-done. Each case of ../shared/cases rebuilt on data the t
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import re
@@ -855,8 +856,9 @@ def test_a_split_edited_or_lost_is_refused_not_redrawn(triple_run, copy_run, cap
 def test_a_moved_training_cohort_is_named_in_config_json_and_may_be_pointed_to(triple_run, copy_run, capsys, tmp_path):
     """A run whose training cohort moved: predict named only the old path, which config.json
     holds and the user never typed (fresh-user trial). Now the line names config.json and says
-    how to point it to the new place; pointed there (its content is checked against
-    splits.json's digest), readers work and a resume may give the new path too."""
+    how to point it to the new place (``lnm-jax relocate``, which checks the manifest's content
+    against splits.json's digest and refuses another cohort); pointed there, readers work and a
+    resume may give the new path too."""
     from lnm_jax.run import check_resumable, load_config
 
     run = copy_run(triple_run)
@@ -869,12 +871,27 @@ def test_a_moved_training_cohort_is_named_in_config_json_and_may_be_pointed_to(t
     argv = ["predict", "--workdir", str(run.workdir), "--manifest", str(moved / "manifest.csv")]
     line = _one_error_line(capsys, [*argv, "--out", str(tmp_path / "p.csv")])
     assert f"{run.files.config}: data.manifest {tmp_path / 'gone.csv'} (the cohort this run was trained on)" in line
-    assert "set data.manifest there to its new place" in line
+    assert f"set data.manifest there to its new place: lnm-jax relocate --workdir {run.workdir} --manifest" in line
     resume = ["train", "--resume", "--config.train.epochs=3", "--workdir", str(run.workdir)]
     assert "set data.manifest there to its new place" in _one_error_line(capsys, resume)  # a resume too
-    run.files.config.write_text(
-        json.dumps({**stored, "data": {**stored["data"], "manifest": str(moved / "manifest.csv")}})
-    )
+    # lnm-jax relocate (no hand-edited JSON; fresh-user trial): another cohort is refused, one
+    # line naming splits.json, config.json untouched; the run's own cohort is taken
+    rows = list(csv.DictReader((moved / "manifest.csv").open()))
+    rows[0]["us_lnm"] = str(1 - int(rows[0]["us_lnm"]))  # another cohort: one patient's flag differs
+    other = moved / "other.csv"
+    with other.open("w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    before = run.files.config.read_text()
+    line = _one_error_line(capsys, ["relocate", "--workdir", str(run.workdir), "--manifest", str(other)])
+    assert line.startswith("lnm-jax relocate: error: ") and str(run.files.splits) in line, line
+    assert run.files.config.read_text() == before
+    assert main(["relocate", "--workdir", str(run.workdir), "--manifest", str(moved / "manifest.csv")]) == 0
+    assert json.loads(run.files.config.read_text()) == {
+        **stored,
+        "data": {**stored["data"], "manifest": str((moved / "manifest.csv").resolve())},
+    }
     assert main([*argv, "--out", str(tmp_path / "p.csv")]) == 0
     resumed = load_config(triple_run.workdir)
     resumed.data.manifest = str(moved / "manifest.csv")
