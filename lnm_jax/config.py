@@ -12,7 +12,7 @@ import json
 
 from ml_collections import ConfigDict, FieldReference
 
-from lnm_jax.fileio import is_number, problems_text
+from lnm_jax.fileio import is_number, problems_text, write_text
 from lnm_jax.names import (
     BACKBONES,
     CAM_LAYERS,
@@ -24,6 +24,12 @@ from lnm_jax.names import (
     parse_modalities,
 )
 from lnm_jax.task import PAPER as PAPER_TASK
+
+
+def write_config(path, config: ConfigDict) -> None:
+    """A run's config as the JSON its readers load (``ConfigDict`` of :func:`read_json`),
+    written atomically: the one format of a stored config (training's and pretraining's)."""
+    write_text(path, config.to_json(indent=2))
 
 
 def base_config(setting: str = "triple") -> ConfigDict:

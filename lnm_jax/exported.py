@@ -86,7 +86,11 @@ def fingerprint(folder: Path | str) -> str:
     which lists every other file's, so no file can change without it changing. Publish it apart
     from the folder (a paper, a registry, an e-mail): a folder whose ``SHA256SUMS`` was rewritten
     to match changed files still passes :func:`verify` alone, not against this value."""
-    return FINGERPRINT_PREFIX + sha256_file(Path(folder) / CHECKSUMS)
+    return _fingerprint(Path(folder) / CHECKSUMS)
+
+
+def _fingerprint(checksums: Path) -> str:
+    return FINGERPRINT_PREFIX + sha256_file(checksums)
 
 
 def _expected_fingerprint(value: str) -> str:
@@ -113,7 +117,7 @@ def verify(folder: Path | str, files=None, fingerprint: str | None = None) -> No
             f"{sums} is missing: every file of an export is checked against it (removed, or not a folder lnm-jax "
             "export wrote); export the model again"
         )
-    if expected is not None and (found := FINGERPRINT_PREFIX + sha256_file(sums)) != expected:
+    if expected is not None and (found := _fingerprint(sums)) != expected:
         raise ExportIntegrityError(
             f"{folder}: its fingerprint is {found}, not the {expected} asked for: another export, or its files "
             f"were changed ({CHECKSUMS} with them); get the export of that fingerprint from its publisher"

@@ -26,7 +26,14 @@ import numpy as np
 from ml_collections import ConfigDict
 
 from lnm_jax import names, provenance
-from lnm_jax.config import MODEL_FIELDS, base_config, config_problems, model_field_changes, model_fields
+from lnm_jax.config import (
+    MODEL_FIELDS,
+    base_config,
+    config_problems,
+    model_field_changes,
+    model_fields,
+    write_config,
+)
 from lnm_jax.data.cohorts.manifest import Cohort, read_manifest
 from lnm_jax.data.cohorts.splits import (
     Split,
@@ -40,7 +47,7 @@ from lnm_jax.data.cohorts.splits import (
 from lnm_jax.data.cohorts.survey import GEOMETRY_COLUMNS, survey
 from lnm_jax.data.pixels.sources import Framing
 from lnm_jax.data.synth.synthetic import SynthParams, generate_cohort
-from lnm_jax.fileio import DamagedFileError, is_int, is_number, read_json, write_csv, write_json, write_text
+from lnm_jax.fileio import DamagedFileError, is_int, is_number, read_json, write_csv, write_json
 from lnm_jax.models.fusion import build_model, check_config
 from lnm_jax.preflight import check_inputs_present, check_lesion_masks, check_trainable
 from lnm_jax.run_files import GENERATOR, MANIFEST, RunFiles
@@ -245,7 +252,7 @@ def relocate_manifest(workdir: Path | str, manifest: Path | str) -> Path:
     moved = ConfigDict(config.to_dict())
     moved.data.manifest = str(Path(manifest).resolve())
     stored_split(moved, read_manifest(moved.data.manifest, **_manifest_checks(moved)), files)
-    write_text(files.config, moved.to_json(indent=2))
+    write_config(files.config, moved)
     return files.config
 
 
@@ -397,7 +404,7 @@ def write_run_record(
             info[RESUMED_FROM] = [*before.pop(RESUMED_FROM, []), before]
         if run_id is not None:
             info[RUN_KEY] = run_id
-        write_text(files.config, config.to_json(indent=2))
+        write_config(files.config, config)
         write_json(files.run_info, info)
 
 

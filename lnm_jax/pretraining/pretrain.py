@@ -42,6 +42,7 @@ from ml_collections import ConfigDict
 from tqdm import tqdm
 
 from lnm_jax import compile_options, names
+from lnm_jax.config import write_config
 from lnm_jax.data.cohorts import unlabeled
 from lnm_jax.data.cohorts.manifest import MISSING_COLUMN, ManifestError, read_manifest
 from lnm_jax.data.pixels.sources import Framing
@@ -295,7 +296,7 @@ def pretrain(
     if mesh is not None:
         sharding.check_batch_size(pc.batch_size, mesh)
     workdir.mkdir(parents=True, exist_ok=True)
-    write_text(workdir / CONFIG, config.to_json(indent=2))
+    write_config(workdir / CONFIG, config)
     write_json(workdir / INPUTS_RECORD, record)
 
     encoder = build_encoder(config)
