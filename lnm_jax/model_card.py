@@ -211,7 +211,7 @@ def synthetic(config) -> bool:
     """Whether the run trained on a synthetic cohort: the embedded one, or a manifest that
     ``lnm-jax synth`` wrote (its generator.json beside it)."""
     manifest = config.data.manifest
-    return not manifest or (Path(manifest).parent / "generator.json").is_file()
+    return not manifest or (Path(manifest).parent / F.GENERATOR).is_file()
 
 
 SYNTHETIC_LABELS = "the synthetic generator (lnm_jax/data/synth): drawn with the images, no patients"

@@ -46,7 +46,7 @@ from lnm_jax.data.cohorts.splits import (
 )
 from lnm_jax.data.cohorts.survey import GEOMETRY_COLUMNS, survey
 from lnm_jax.data.pixels.sources import Framing
-from lnm_jax.data.synth.synthetic import SynthParams, generate_cohort
+from lnm_jax.data.synth.synthetic import SynthParams, generate_cohort, generator_params
 from lnm_jax.fileio import DamagedFileError, is_int, is_number, read_json, write_csv, write_json
 from lnm_jax.models.fusion import build_model, check_config
 from lnm_jax.preflight import check_inputs_present, check_lesion_masks, check_trainable
@@ -285,12 +285,11 @@ def resolve_cohort(config: ConfigDict, files: RunFiles, *, synthesise: bool = Tr
             f"(lnm-jax relocate --workdir {files.root} --manifest ITS_{MANIFEST}); if the run was trained on another "
             f"manifest, point it at that one (either is checked against {files.splits.name})"
         )
-    if generator.is_file():
-        # parameters added since the cohort was written count at their defaults
-        stored = {**dataclasses.asdict(SynthParams()), **read_json(generator, required=("params",))["params"]}
-        if stored != dataclasses.asdict(params):
+    if (stored := generator_params(files.cohort)) is not None:
+        if stored != params:
             raise ValueError(
-                f"{files.cohort} holds a synthetic cohort with other parameters ({stored}); use a fresh --workdir"
+                f"{files.cohort} holds a synthetic cohort with other parameters ({dataclasses.asdict(stored)}); "
+                "use a fresh --workdir"
             )
     else:
         generate_cohort(files.cohort, params, progress=True)

@@ -859,7 +859,9 @@ def test_a_moved_training_cohort_is_named_in_config_json_and_may_be_pointed_to(t
     how to point it to the new place (``lnm-jax relocate``, which checks the manifest's content
     against splits.json's digest and refuses another cohort); pointed there, readers work and a
     resume may give the new path too."""
-    from lnm_jax.run import check_resumable, load_config
+    from lnm_jax import run_files as F
+    from lnm_jax.evaluation.evaluate import bayes_reference
+    from lnm_jax.run import Run, check_resumable, load_config
 
     run = copy_run(triple_run)
     moved = tmp_path / "moved"
@@ -893,6 +895,17 @@ def test_a_moved_training_cohort_is_named_in_config_json_and_may_be_pointed_to(t
         "data": {**stored["data"], "manifest": str((moved / "manifest.csv").resolve())},
     }
     assert main([*argv, "--out", str(tmp_path / "p.csv")]) == 0
+    # evaluate's synthetic reference follows the cohort (generator.json and truth.csv beside
+    # the manifest), wherever it now is; without the generator's record it is no synthetic cohort
+    preds = {"all": {"patient_id": np.array([p.patient_id for p in run.cohort.patients])}}
+    ref = bayes_reference(triple_run, preds, ["all"])
+    generator = json.loads((moved / F.GENERATOR).read_text())
+    assert ref["bayes_auc"] == generator["bayes_auc"]["triple"] and 0.5 < ref["oracle_auc_all"] <= 1, ref
+    assert bayes_reference(Run.open(run.workdir), preds, ["all"]) == ref
+    alone = shutil.copytree(moved, tmp_path / "alone")
+    (alone / F.GENERATOR).unlink()
+    assert main(["relocate", "--workdir", str(run.workdir), "--manifest", str(alone / "manifest.csv")]) == 0
+    assert bayes_reference(Run.open(run.workdir), preds, ["all"]) is None
     resumed = load_config(triple_run.workdir)
     resumed.data.manifest = str(moved / "manifest.csv")
     check_resumable(load_config(triple_run.workdir), resumed)  # the same cohort elsewhere: no other experiment

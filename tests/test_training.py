@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+from pathlib import Path
 
 import jax
 import numpy as np
@@ -78,6 +79,13 @@ def test_short_run_learns_the_planted_signal(learnable_cohort, tmp_path):
     by = written["evaluated_by"]
     assert by["compile_options"] == {"inference": co.compiler_options(co.INFERENCE) or {}}  # the kind it compiled
     assert by["xla_flags"] == os.environ.get("XLA_FLAGS", "") and by["packages"]["jax"]
+    # a cohort lnm-jax synth wrote (generator.json beside the manifest): the generator's
+    # Bayes-optimal AUC of these inputs and its score's AUC on these very patients
+    generator = json.loads((Path(run.config.data.manifest).parent / F.GENERATOR).read_text())
+    ref = written["synthetic_reference"]
+    assert ref["inputs"] == ["bmode", "ceus"] and ref["bayes_auc"] == generator["bayes_auc"]["dual"], ref
+    assert set(ref) == {"inputs", "bayes_auc", "oracle_auc_val", "oracle_auc_test"}
+    assert all(0.5 < ref[k] <= 1.0 for k in ("oracle_auc_val", "oracle_auc_test")), ref
     m = written["splits"]["test"]
     assert set(m) >= {"auc", "auc_ci_delong", "auc_ci_bootstrap", "at_0.5", "at_threshold", "calibration", "loss"}
     assert set(m["calibration"]) == {

@@ -11,7 +11,7 @@ import numpy as np
 from lnm_jax import names, provenance
 from lnm_jax import run_files as F
 from lnm_jax.data.cohorts.manifest import read_manifest
-from lnm_jax.data.synth.synthetic import bayes_auc, bayes_scores, read_truth
+from lnm_jax.data.synth.synthetic import bayes_auc, bayes_scores, generator_params, read_truth
 from lnm_jax.evaluation import calibration as C
 from lnm_jax.evaluation import intensity
 from lnm_jax.evaluation import metrics as M
@@ -20,7 +20,7 @@ from lnm_jax.evaluation.summary import format_summary, summarise_predictions
 from lnm_jax.fileio import guard_output, read_json, write_csv, write_json
 from lnm_jax.model_card import metadata, write_card
 from lnm_jax.preflight import check_inputs_present
-from lnm_jax.run import Run, synth_params
+from lnm_jax.run import Run
 from lnm_jax.serving import guard_predictions, intensity_check, write_predictions
 from lnm_jax.task import Task
 from lnm_jax.training.checkpoint import DIGEST_KEY
@@ -103,8 +103,8 @@ def evaluate(run: Run, *, checkpoint: str = "best", subsets=("val", "test"), out
     if result["temperature_at_bound"]:  # recorded with the metrics, so the model card says it too
         lo, hi = C.TEMPERATURE_BOUNDS
         result["warnings"].append(f"{BOUND_WARNING} (T = {temperature:.2f}, bounds {lo}-{hi})")
-    if not config.data.manifest:
-        result["synthetic_reference"] = bayes_reference(run, preds, subsets)
+    if (reference := bayes_reference(run, preds, subsets)) is not None:
+        result["synthetic_reference"] = reference
     # the model card's fields are read before anything is written: a config field it needs
     # missing (a hand-edited config.json) stops here, not after metrics.json or the lesion
     # evidence's Grad-CAM files were rewritten; the card is built again with the CAM scores
@@ -184,17 +184,28 @@ def single_input_check(run: Run, preds: dict) -> dict:
     }
 
 
-def bayes_reference(run: Run, preds: dict, subsets) -> dict:
-    """For the embedded synthetic cohort: the generator's Bayes-optimal AUC of this run's
-    inputs, and the AUC the Bayes-optimal score reaches on the very patients of each split
-    (the ceiling for this split, sampling noise included)."""
-    params = synth_params(run.config)
-    inputs = names.parse_modalities(run.config.modalities)
-    truth = read_truth(run.files.cohort)
+def bayes_reference(run: Run, preds: dict, subsets) -> dict | None:
+    """For a run trained on a synthetic cohort (the embedded one, or any folder ``lnm-jax synth``
+    wrote, wherever the run's manifest now points: its ``generator.json`` and ``truth.csv``
+    beside the manifest): the generator's Bayes-optimal AUC of this run's inputs, and the AUC
+    the Bayes-optimal score reaches on the very patients of each split (the ceiling for this
+    split, sampling noise included). From one CEUS frame where the run reads stills of a clip
+    cohort (``data.clip_frames`` 1), as the protocol's reference is. None for any other cohort,
+    and for a manifest whose patients the generator's ``truth.csv`` does not all hold (not the
+    cohort it drew)."""
+    folder = Path(run.config.data.manifest).parent if run.config.data.manifest else run.files.cohort
+    params = generator_params(folder)
+    if params is None or not (folder / F.TRUTH).is_file():
+        return None
+    truth = read_truth(folder)
     index = {pid: i for i, pid in enumerate(truth[names.PATIENT_ID])}
-    scores = bayes_scores(truth, params, inputs)
+    if any(p not in index for s in subsets for p in preds[s][names.PATIENT_ID]):
+        return None
+    inputs = names.parse_modalities(run.config.modalities)
+    temporal = not (run.config.data.clip_frames == 1 and params.clip_frames)
+    scores = bayes_scores(truth, params, inputs, temporal=temporal)
     setting = names.setting_name(inputs)
-    out = {"inputs": list(inputs), "bayes_auc": bayes_auc(params)[setting] if setting else None}
+    out = {"inputs": list(inputs), "bayes_auc": bayes_auc(params, temporal=temporal)[setting] if setting else None}
     for s in subsets:
         idx = [index[p] for p in preds[s][names.PATIENT_ID]]
         out[f"oracle_auc_{s}"] = M.safe_auc(truth[names.LABEL][idx], scores[idx])

@@ -40,8 +40,9 @@ from PIL import Image
 from lnm_jax.data.cohorts.manifest import write_manifest
 from lnm_jax.data.pixels.dicom import COMPRESSIONS
 from lnm_jax.data.threads import cpus, ordered_map
-from lnm_jax.fileio import atomic_directory, is_int, json_text
+from lnm_jax.fileio import DamagedFileError, atomic_directory, is_int, json_text, read_json
 from lnm_jax.names import BMODE, CEUS, LABEL, MASK_COLUMNS, PATIENT_ID, SETTINGS, US_LNM, mask
+from lnm_jax.run_files import GENERATOR, MANIFEST, TRUTH
 
 
 @dataclasses.dataclass(frozen=True)
@@ -185,10 +186,25 @@ def bayes_scores(latents: dict, params: SynthParams, inputs: tuple[str, ...], te
     return score
 
 
+def generator_params(cohort_dir: Path | str) -> SynthParams | None:
+    """The parameters :func:`generate_cohort` drew the cohort in ``cohort_dir`` with (its
+    ``generator.json``; parameters added since it was written count at their defaults), or None
+    where the folder holds no such record (not a synthetic cohort). A record that cannot be read,
+    or that names a parameter this version does not know, raises
+    :class:`lnm_jax.fileio.DamagedFileError` naming it."""
+    path = Path(cohort_dir) / GENERATOR
+    if not path.is_file():
+        return None
+    stored = read_json(path, required=("params",))["params"]
+    if unknown := sorted(set(stored) - {f.name for f in dataclasses.fields(SynthParams)}):
+        raise DamagedFileError(f"{path}: parameters this version of lnm_jax does not know: {unknown}")
+    return dataclasses.replace(SynthParams(), **stored)
+
+
 def read_truth(cohort_dir: Path | str) -> dict[str, np.ndarray]:
     """The latents written beside a synthetic cohort (``truth.csv``), keyed like
     :func:`sample_latents`, plus ``patient_id`` and the nodule ellipse (``nodule_*``)."""
-    t = np.genfromtxt(Path(cohort_dir) / "truth.csv", delimiter=",", names=True, dtype=None, encoding="utf-8")
+    t = np.genfromtxt(Path(cohort_dir) / TRUTH, delimiter=",", names=True, dtype=None, encoding="utf-8")
     out = {
         PATIENT_ID: t[PATIENT_ID].astype(str),
         LABEL: t[LABEL],
@@ -369,13 +385,13 @@ def _write_cohort(root: Path, params: SynthParams, progress: bool, workers: int)
             if bar is not None:
                 bar.update(len(part))
     masks = [c for c in MASK_COLUMNS if any(c in r for r in rows)]
-    write_manifest(root / "manifest.csv", rows, extra_columns=(*masks, "age", "sex", "nodule_size_mm"))
-    with (root / "truth.csv").open("w") as f:
+    write_manifest(root / MANIFEST, rows, extra_columns=(*masks, "age", "sex", "nodule_size_mm"))
+    with (root / TRUTH).open("w") as f:
         cols = list(truth[0])
         f.write(",".join(cols) + "\n")
         for t in truth:
             f.write(",".join(f"{t[c]:.6f}" if isinstance(t[c], float) else str(t[c]) for c in cols) + "\n")
-    (root / "generator.json").write_text(
+    (root / GENERATOR).write_text(
         json_text(
             {
                 "params": dataclasses.asdict(params),
