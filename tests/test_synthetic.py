@@ -191,10 +191,10 @@ def test_bayes_scores_reach_bayes_auc_and_truth_roundtrips(tmp_path):
 
 
 def test_the_demo_compares_its_test_auc_with_the_bayes_optimal_auc_of_the_same_patients():
-    """The demo's last report line: how far the test AUC is below the Bayes-optimal score's AUC
+    """evaluate's line on a synthetic cohort (the demo's): how far the test AUC is below the Bayes-optimal score's AUC
     on the same test patients (the like-for-like ceiling; above it only by chance), the gap of
     the printed values (a fresh-user trial read 0.948 - 0.900 printed as 0.047)."""
-    from lnm_jax.demo import bayes_line
+    from lnm_jax.evaluation.evaluate import bayes_line
 
     ref = {"bayes_auc": 0.948, "oracle_auc_test": 0.951}
     assert bayes_line(0.912, ref) == (

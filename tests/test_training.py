@@ -86,6 +86,9 @@ def test_short_run_learns_the_planted_signal(learnable_cohort, tmp_path):
     assert ref["inputs"] == ["bmode", "ceus"] and ref["bayes_auc"] == generator["bayes_auc"]["dual"], ref
     assert set(ref) == {"inputs", "bayes_auc", "oracle_auc_val", "oracle_auc_test"}
     assert all(0.5 < ref[k] <= 1.0 for k in ("oracle_auc_val", "oracle_auc_test")), ref
+    from lnm_jax.evaluation.evaluate import bayes_line, evaluation_lines
+
+    assert bayes_line(res["splits"]["test"]["auc"], ref) in evaluation_lines(res).splitlines()  # what evaluate prints
     m = written["splits"]["test"]
     assert set(m) >= {"auc", "auc_ci_delong", "auc_ci_bootstrap", "at_0.5", "at_threshold", "calibration", "loss"}
     assert set(m["calibration"]) == {

@@ -322,7 +322,9 @@ def imbalance_warnings(result: dict, labels, config) -> list[str]:
 
 
 def evaluation_lines(result: dict) -> str:
-    """What ``evaluate`` prints: each split's summary, warnings, and where the outputs are."""
+    """What ``evaluate`` prints: each split's summary, the lesion evidence, warnings, the single
+    inputs' check, on a synthetic cohort the test AUC beside the Bayes-optimal AUC
+    (:func:`bayes_line`), and where the outputs are."""
     lines = [format_summary(s, m, threshold_rule="youden") for s, m in result["splits"].items()]
     if cams := result.get("cam_scores"):
         from lnm_jax.explain.scores import summary_lines  # noqa: PLC0415
@@ -332,7 +334,25 @@ def evaluation_lines(result: dict) -> str:
     lines += [f"WARNING: {w}" for w in result.get("warnings", [])]
     if guard := result.get("single_inputs"):
         lines.append(single_input_line(guard))
+    ref = result.get("synthetic_reference")
+    if ref and ref["bayes_auc"] is not None and "oracle_auc_test" in ref:
+        lines.append(bayes_line(result["splits"]["test"]["auc"], ref))
     return "\n".join(lines + [f"metrics, ROC and predictions in {result['out']}"])
+
+
+def bayes_line(auc: float, ref: dict) -> str:
+    """The test AUC beside the Bayes-optimal AUC of the run's inputs, which no model beats but
+    by chance (a finite test set): the Bayes-optimal score's AUC on the same test patients
+    (``ref['oracle_auc_test']``, from :func:`bayes_reference`) and
+    over the generator's population (``ref['bayes_auc']``). The gap is that of the printed,
+    rounded values, so that the line adds up as read."""
+    auc, best = round(auc, 3), round(ref["oracle_auc_test"], 3)
+    side = "below" if auc <= best else "above"
+    return (
+        f"test AUC {auc:.3f}: {abs(best - auc):.3f} {side} the Bayes-optimal AUC of these inputs ({best:.3f} on "
+        f"these test patients, {ref['bayes_auc']:.3f} over the generator's population), which no model "
+        "beats but by chance"
+    )
 
 
 def single_input_line(guard: dict) -> str:
