@@ -861,6 +861,7 @@ def test_a_moved_training_cohort_is_named_in_config_json_and_may_be_pointed_to(t
     resume may give the new path too."""
     from lnm_jax import run_files as F
     from lnm_jax.evaluation.evaluate import bayes_reference
+    from lnm_jax.fileio import DamagedFileError
     from lnm_jax.run import Run, check_resumable, load_config
 
     run = copy_run(triple_run)
@@ -906,6 +907,10 @@ def test_a_moved_training_cohort_is_named_in_config_json_and_may_be_pointed_to(t
     (alone / F.GENERATOR).unlink()
     assert main(["relocate", "--workdir", str(run.workdir), "--manifest", str(alone / "manifest.csv")]) == 0
     assert bayes_reference(Run.open(run.workdir), preds, ["all"]) is None
+    for record, says in (({"params": {"patients": 1}}, "patients must be >= 2"), ({"params": {"d": 1}}, "not know")):
+        (alone / F.GENERATOR).write_text(json.dumps(record))  # evaluate warns with this line, no reference
+        with pytest.raises(DamagedFileError, match=f"{re.escape(str(alone / F.GENERATOR))}: .*{says}"):
+            bayes_reference(Run.open(run.workdir), preds, ["all"])
     resumed = load_config(triple_run.workdir)
     resumed.data.manifest = str(moved / "manifest.csv")
     check_resumable(load_config(triple_run.workdir), resumed)  # the same cohort elsewhere: no other experiment

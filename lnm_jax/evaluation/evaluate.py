@@ -17,7 +17,7 @@ from lnm_jax.evaluation import intensity
 from lnm_jax.evaluation import metrics as M
 from lnm_jax.evaluation.plots import plot_decision_curve, plot_reliability, plot_roc
 from lnm_jax.evaluation.summary import format_summary, summarise_predictions
-from lnm_jax.fileio import guard_output, read_json, write_csv, write_json
+from lnm_jax.fileio import DamagedFileError, guard_output, read_json, write_csv, write_json
 from lnm_jax.model_card import metadata, write_card
 from lnm_jax.preflight import check_inputs_present
 from lnm_jax.run import Run
@@ -103,8 +103,11 @@ def evaluate(run: Run, *, checkpoint: str = "best", subsets=("val", "test"), out
     if result["temperature_at_bound"]:  # recorded with the metrics, so the model card says it too
         lo, hi = C.TEMPERATURE_BOUNDS
         result["warnings"].append(f"{BOUND_WARNING} (T = {temperature:.2f}, bounds {lo}-{hi})")
-    if (reference := bayes_reference(run, preds, subsets)) is not None:
-        result["synthetic_reference"] = reference
+    try:
+        if (reference := bayes_reference(run, preds, subsets)) is not None:
+            result["synthetic_reference"] = reference
+    except DamagedFileError as e:  # a reference only: the evaluation stands without it
+        result["warnings"].append(f"no Bayes-optimal reference: {e}")
     # the model card's fields are read before anything is written: a config field it needs
     # missing (a hand-edited config.json) stops here, not after metrics.json or the lesion
     # evidence's Grad-CAM files were rewritten; the card is built again with the CAM scores

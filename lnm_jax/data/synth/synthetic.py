@@ -190,15 +190,20 @@ def generator_params(cohort_dir: Path | str) -> SynthParams | None:
     """The parameters :func:`generate_cohort` drew the cohort in ``cohort_dir`` with (its
     ``generator.json``; parameters added since it was written count at their defaults), or None
     where the folder holds no such record (not a synthetic cohort). A record that cannot be read,
-    or that names a parameter this version does not know, raises
+    names a parameter this version does not know or holds one out of range raises
     :class:`lnm_jax.fileio.DamagedFileError` naming it."""
     path = Path(cohort_dir) / GENERATOR
     if not path.is_file():
         return None
     stored = read_json(path, required=("params",))["params"]
+    if not isinstance(stored, dict):
+        raise DamagedFileError(f"{path}: 'params' is not an object")
     if unknown := sorted(set(stored) - {f.name for f in dataclasses.fields(SynthParams)}):
         raise DamagedFileError(f"{path}: parameters this version of lnm_jax does not know: {unknown}")
-    return dataclasses.replace(SynthParams(), **stored)
+    try:
+        return dataclasses.replace(SynthParams(), **stored)
+    except (TypeError, ValueError) as e:
+        raise DamagedFileError(f"{path}: {e}") from None
 
 
 def read_truth(cohort_dir: Path | str) -> dict[str, np.ndarray]:
