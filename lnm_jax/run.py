@@ -36,6 +36,7 @@ from lnm_jax.config import (
 )
 from lnm_jax.data.cohorts.manifest import Cohort, read_manifest
 from lnm_jax.data.cohorts.splits import (
+    NEW_RUN,
     Split,
     check_patients,
     check_stored,
@@ -251,7 +252,11 @@ def relocate_manifest(workdir: Path | str, manifest: Path | str) -> Path:
         )
     moved = ConfigDict(config.to_dict())
     moved.data.manifest = str(Path(manifest).resolve())
-    stored_split(moved, read_manifest(moved.data.manifest, **_manifest_checks(moved)), files)
+    not_this = (
+        f"{manifest} is not the cohort this run was trained on: give relocate that cohort's manifest, "
+        "its content as when the run was split"
+    )
+    stored_split(moved, read_manifest(moved.data.manifest, **_manifest_checks(moved)), files, not_this)
     write_config(files.config, moved)
     return files.config
 
@@ -311,13 +316,13 @@ def split_document(config: ConfigDict, cohort: Cohort) -> dict:
     )
 
 
-def stored_split(config: ConfigDict, cohort: Cohort, files: RunFiles) -> Split | None:
+def stored_split(config: ConfigDict, cohort: Cohort, files: RunFiles, fix: str = NEW_RUN) -> Split | None:
     """The split ``files.splits`` holds, if any, once checked to match the manifest and every
-    split setting of ``config``."""
+    split setting of ``config`` (a mismatch's message ends with ``fix``)."""
     if not files.splits.is_file():
         return None
     splits, doc = load_splits(files.splits)
-    check_stored(doc, split_document(config, cohort), files.splits)
+    check_stored(doc, split_document(config, cohort), files.splits, fix)
     check_patients(splits, cohort.ids, files.splits)
     return splits[0]
 

@@ -889,6 +889,10 @@ def test_a_moved_training_cohort_is_named_in_config_json_and_may_be_pointed_to(t
     before = run.files.config.read_text()
     line = _one_error_line(capsys, ["relocate", "--workdir", str(run.workdir), "--manifest", str(other)])
     assert line.startswith("lnm-jax relocate: error: ") and str(run.files.splits) in line, line
+    assert line.endswith(
+        f"{other} is not the cohort this run was trained on: give relocate that cohort's manifest, "
+        "its content as when the run was split"
+    ), line  # not training's 'use a new --workdir'
     assert run.files.config.read_text() == before
     assert main(["relocate", "--workdir", str(run.workdir), "--manifest", str(moved / "manifest.csv")]) == 0
     assert json.loads(run.files.config.read_text()) == {

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import time
 
 import numpy as np
@@ -23,6 +24,7 @@ from lnm_jax.data.synth.synthetic import (
     bayes_scores,
     default_workers,
     generate_cohort,
+    generator_params,
     read_truth,
     render_bmode,
     render_ceus,
@@ -204,3 +206,55 @@ def test_the_demo_compares_its_test_auc_with_the_bayes_optimal_auc_of_the_same_p
     assert bayes_line(0.955, ref).startswith("test AUC 0.955: 0.004 above the Bayes-optimal AUC")
     trial = bayes_line(0.90035, {"bayes_auc": 0.948, "oracle_auc_test": 0.9476})
     assert trial.startswith("test AUC 0.900: 0.048 below the Bayes-optimal AUC of these inputs (0.948 on")
+
+
+@pytest.mark.parametrize(
+    "field,value,says",
+    [
+        ("bmode_strength", "abc", "bmode_strength must be a finite number, got 'abc'"),
+        ("bmode_strength", None, "bmode_strength must be a finite number, got None"),
+        ("ceus_strength", float("nan"), "ceus_strength must be a finite number, got nan"),
+        ("ceus_strength", float("inf"), "ceus_strength must be a finite number, got inf"),
+        ("flag_sensitivity", "0.4", "flag_sensitivity must be a finite number, got '0.4'"),
+        ("patients", True, "patients must be a whole number, got True"),
+        ("patients", 40.5, "patients must be a whole number, got 40.5"),
+        ("format", 1, "format must be text, got 1"),
+    ],
+)
+def test_generator_parameters_of_the_wrong_kind_are_one_line_naming_the_record(tmp_path, field, value, says):
+    """Every parameter is checked for its kind before its range, wherever it comes from: the
+    command line (``lnm-jax synth --bmode-strength nan`` said 'cannot convert float NaN to
+    integer') or a generator.json edited by hand, which evaluate's Bayes reference reads (a
+    string strength was an unexpected UFuncTypeError that lost the evaluation: fresh-user
+    trial). The record's error names the file."""
+    from lnm_jax.fileio import DamagedFileError
+
+    with pytest.raises(ValueError, match=re.escape(says)):
+        SynthParams(**{field: value})
+    SynthParams(bmode_strength=3, patients=40)  # a whole number is a number
+    record = tmp_path / "generator.json"
+    record.write_text(json.dumps({"params": {field: value}}))  # NaN and Infinity as Python writes them
+    with pytest.raises(DamagedFileError, match=re.escape(f"{record}: {says}")):
+        generator_params(tmp_path)
+    assert generator_params(tmp_path / "elsewhere") is None  # no record: not a synthetic cohort
+
+
+def test_a_damaged_truth_table_is_one_line_naming_it(tmp_path):
+    """truth.csv (the latents beside a synthetic cohort) missing, not a table of latents, or
+    holding a non-number: one DamagedFileError naming it (a garbage file was 'no field of name
+    patient_id', naming nothing)."""
+    from lnm_jax.fileio import DamagedFileError
+
+    truth = tmp_path / "truth.csv"
+    with pytest.raises(DamagedFileError, match=re.escape(f"{truth} is missing")):
+        read_truth(tmp_path)
+    for text in ("garbage\n1,2\n", "patient_id,lnm\np1,1\n"):
+        truth.write_text(text)
+        with pytest.raises(DamagedFileError, match=re.escape(f"{truth}: not the table lnm-jax synth wrote")):
+            read_truth(tmp_path)
+    cols = "patient_id,lnm,s_bmode,s_ceus,us_lnm_true_reading,s_ceus_dynamic"
+    truth.write_text(f"{cols}\np1,1,0.5,nan,1,0.1\n")
+    with pytest.raises(DamagedFileError, match=re.escape(f"{truth}: holds a value that is not a finite number")):
+        read_truth(tmp_path)
+    truth.write_text(f"{cols}\np1,1,0.5,0.25,1,0.1\n")  # one patient: a row, not a scalar
+    assert read_truth(tmp_path)["s_ceus"].tolist() == [0.25]

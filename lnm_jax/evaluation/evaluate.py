@@ -193,17 +193,20 @@ def bayes_reference(run: Run, preds: dict, subsets) -> dict | None:
     beside the manifest): the generator's Bayes-optimal AUC of this run's inputs, and the AUC
     the Bayes-optimal score reaches on the very patients of each split (the ceiling for this
     split, sampling noise included). From one CEUS frame where the run reads stills of a clip
-    cohort (``data.clip_frames`` 1), as the protocol's reference is. None for any other cohort,
-    and for a manifest whose patients the generator's ``truth.csv`` does not all hold (not the
-    cohort it drew)."""
+    cohort (``data.clip_frames`` 1), as the protocol's reference is. None for any other cohort.
+    :class:`DamagedFileError` naming the file where the record is damaged, or where its
+    ``truth.csv`` lacks a patient of the run (not the cohort the generator drew)."""
     folder = Path(run.config.data.manifest).parent if run.config.data.manifest else run.files.cohort
     params = generator_params(folder)
-    if params is None or not (folder / F.TRUTH).is_file():
+    if params is None:
         return None
     truth = read_truth(folder)
     index = {pid: i for i, pid in enumerate(truth[names.PATIENT_ID])}
-    if any(p not in index for s in subsets for p in preds[s][names.PATIENT_ID]):
-        return None
+    if lacking := sorted({p for s in subsets for p in preds[s][names.PATIENT_ID] if p not in index}):
+        raise DamagedFileError(
+            f"{folder / F.TRUTH} lacks {len(lacking)} of the evaluated patients (first: {lacking[0]}): "
+            "not the record of this cohort"
+        )
     inputs = names.parse_modalities(run.config.modalities)
     temporal = not (run.config.data.clip_frames == 1 and params.clip_frames)
     scores = bayes_scores(truth, params, inputs, temporal=temporal)

@@ -78,11 +78,14 @@ def assert_both_classes(split: Split, labels: dict[str, int]) -> None:
             )
 
 
-def check_stored(doc: dict, wanted: dict, path: Path | str) -> None:
+NEW_RUN = "use a new --workdir (or delete the file if nothing was trained on it)"
+
+
+def check_stored(doc: dict, wanted: dict, path: Path | str, fix: str = NEW_RUN) -> None:
     """Raises :class:`SplitMismatchError` naming every setting in which the split stored at
-    ``path`` (its document ``doc``) differs from ``wanted``. A file written before a setting was
-    recorded cannot be checked for it."""
-    fix = "use a new --workdir (or delete the file if nothing was trained on it)"
+    ``path`` (its document ``doc``) differs from ``wanted``, ending with ``fix`` (what to do; by
+    default a training's: a new run folder). A file written before a setting was recorded
+    cannot be checked for it."""
     if doc.get("manifest_sha256") != wanted.get("manifest_sha256"):
         raise SplitMismatchError(
             f"{path} holds a split of another manifest: the manifest changed since the split was made (sha256 "

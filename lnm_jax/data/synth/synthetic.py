@@ -40,7 +40,7 @@ from PIL import Image
 from lnm_jax.data.cohorts.manifest import write_manifest
 from lnm_jax.data.pixels.dicom import COMPRESSIONS
 from lnm_jax.data.threads import cpus, ordered_map
-from lnm_jax.fileio import DamagedFileError, atomic_directory, is_int, json_text, read_json
+from lnm_jax.fileio import DamagedFileError, atomic_directory, is_int, is_number, json_text, read_json
 from lnm_jax.names import BMODE, CEUS, LABEL, MASK_COLUMNS, PATIENT_ID, SETTINGS, US_LNM, mask
 from lnm_jax.run_files import GENERATOR, MANIFEST, TRUTH
 
@@ -87,6 +87,17 @@ class SynthParams:
     }
 
     def __post_init__(self):
+        # every parameter's kind first (a generator.json edited by hand, a NaN on the command
+        # line): whole numbers, finite real numbers, text; then the ranges below
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            kind, ok = {
+                int: ("a whole number", is_int(value)),
+                float: ("a finite number", is_number(value)),
+                str: ("text", isinstance(value, str)),
+            }[type(f.default)]
+            if not ok:
+                raise ValueError(f"{f.name} must be {kind}, got {value!r}")
         if self.patients < 2:
             raise ValueError(f"patients must be >= 2, got {self.patients}")
         for name in ("prevalence", "flag_sensitivity", "flag_specificity"):
@@ -208,17 +219,27 @@ def generator_params(cohort_dir: Path | str) -> SynthParams | None:
 
 def read_truth(cohort_dir: Path | str) -> dict[str, np.ndarray]:
     """The latents written beside a synthetic cohort (``truth.csv``), keyed like
-    :func:`sample_latents`, plus ``patient_id`` and the nodule ellipse (``nodule_*``)."""
-    t = np.genfromtxt(Path(cohort_dir) / TRUTH, delimiter=",", names=True, dtype=None, encoding="utf-8")
-    out = {
-        PATIENT_ID: t[PATIENT_ID].astype(str),
-        LABEL: t[LABEL],
-        "s_bmode": t["s_bmode"],
-        "s_ceus": t["s_ceus"],
-        US_LNM: t["us_lnm_true_reading"],
-        "s_ceus_dynamic": t["s_ceus_dynamic"],
-    }
-    out.update({k: t[k] for k in t.dtype.names if k.startswith("nodule_")})
+    :func:`sample_latents`, plus ``patient_id`` and the nodule ellipse (``nodule_*``). A file
+    missing, or that is not the table :func:`generate_cohort` wrote (a column missing, a value
+    not a number), raises :class:`lnm_jax.fileio.DamagedFileError` naming it."""
+    path = Path(cohort_dir) / TRUTH
+    if not path.is_file():
+        raise DamagedFileError(f"{path} is missing: the generator's record of each patient's latents")
+    try:
+        t = np.atleast_1d(np.genfromtxt(path, delimiter=",", names=True, dtype=None, encoding="utf-8"))
+        out = {
+            PATIENT_ID: t[PATIENT_ID].astype(str),
+            LABEL: t[LABEL].astype(np.int64),
+            "s_bmode": t["s_bmode"].astype(np.float64),
+            "s_ceus": t["s_ceus"].astype(np.float64),
+            US_LNM: t["us_lnm_true_reading"].astype(np.int64),
+            "s_ceus_dynamic": t["s_ceus_dynamic"].astype(np.float64),
+        }
+        out.update({k: t[k].astype(np.float64) for k in t.dtype.names if k.startswith("nodule_")})
+    except (ValueError, TypeError, KeyError, IndexError) as e:
+        raise DamagedFileError(f"{path}: not the table lnm-jax synth wrote ({e})") from None
+    if not all(np.isfinite(v).all() for k, v in out.items() if k != PATIENT_ID):
+        raise DamagedFileError(f"{path}: holds a value that is not a finite number")
     return out
 
 
