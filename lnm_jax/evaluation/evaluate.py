@@ -11,7 +11,7 @@ import numpy as np
 from lnm_jax import names, provenance
 from lnm_jax import run_files as F
 from lnm_jax.data.cohorts.manifest import read_manifest
-from lnm_jax.data.synth.synthetic import bayes_auc, bayes_scores, generator_params, read_truth
+from lnm_jax.data.synth.synthetic import bayes_auc, bayes_scores, generator_params, read_truth, temporal_reference
 from lnm_jax.evaluation import calibration as C
 from lnm_jax.evaluation import intensity
 from lnm_jax.evaluation import metrics as M
@@ -208,7 +208,7 @@ def bayes_reference(run: Run, preds: dict, subsets) -> dict | None:
             "not the record of this cohort"
         )
     inputs = names.parse_modalities(run.config.modalities)
-    temporal = not (run.config.data.clip_frames == 1 and params.clip_frames)
+    temporal = temporal_reference(params, run.config.data.clip_frames)
     scores = bayes_scores(truth, params, inputs, temporal=temporal)
     setting = names.setting_name(inputs)
     out = {"inputs": list(inputs), "bayes_auc": bayes_auc(params, temporal=temporal)[setting] if setting else None}

@@ -31,6 +31,7 @@ from lnm_jax import names
 from lnm_jax.config import ConfigError
 from lnm_jax.data.cohorts.manifest import ManifestError, read_manifest
 from lnm_jax.data.cohorts.splits import Split, check_stored, load_splits, make_splits, save_splits
+from lnm_jax.data.synth.synthetic import bayes_auc, generator_params, temporal_reference
 from lnm_jax.evaluation import metrics as M
 from lnm_jax.evaluation.plots import plot_convergence, plot_roc
 from lnm_jax.evaluation.stats import delong_test, permutation_p_value
@@ -55,7 +56,6 @@ from lnm_jax.run_files import (
     CAM_GRID_CORRECT,
     CAM_GRID_INCORRECT,
     CAM_SCORES,
-    GENERATOR,
     PROTOCOL_PRETRAIN,
     PROTOCOL_RUNS,
     REPORT,
@@ -493,17 +493,13 @@ def pooled_lesion_evidence(runs: dict[str, dict], workdir: Path, folds: int, liv
 
 def generator_bayes_aucs(manifest: Path, config: ConfigDict) -> dict | None:
     """For a synthetic cohort (its generator.json beside the manifest): the Bayes-optimal AUC of
-    every setting, from one CEUS frame when the runs read stills of a clip cohort."""
-    gen = manifest.parent / GENERATOR
-    if not gen.is_file():
+    every setting, from one CEUS frame when the runs read stills of a clip cohort (the rule
+    ``evaluate``'s reference follows: :func:`temporal_reference`)."""
+    params = generator_params(manifest.parent)
+    if params is None:
         return None
-    doc = read_json(gen, required=("params",))
-    key = (
-        "bayes_auc_single_ceus_frame"
-        if config.data.clip_frames == 1 and doc["params"].get("clip_frames")
-        else "bayes_auc"
-    )
-    return {"bayes_auc": {s: doc[key][s] for s in names.SETTINGS if s in doc[key]}}
+    aucs = bayes_auc(params, temporal=temporal_reference(params, config.data.clip_frames))
+    return {"bayes_auc": {s: aucs[s] for s in names.SETTINGS if s in aucs}}
 
 
 def table3_lines(results: dict) -> list[str]:

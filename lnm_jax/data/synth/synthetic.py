@@ -217,6 +217,13 @@ def generator_params(cohort_dir: Path | str) -> SynthParams | None:
         raise DamagedFileError(f"{path}: {e}") from None
 
 
+def temporal_reference(params: SynthParams, clip_frames: int) -> bool:
+    """Whether the Bayes-optimal reference of a model that reads ``clip_frames`` CEUS frames
+    (``data.clip_frames``) of this cohort includes the clips' temporal cue: not where it reads
+    stills (1) of a clip cohort (:func:`bayes_auc`'s ``temporal``)."""
+    return not (clip_frames == 1 and params.clip_frames)
+
+
 def read_truth(cohort_dir: Path | str) -> dict[str, np.ndarray]:
     """The latents written beside a synthetic cohort (``truth.csv``), keyed like
     :func:`sample_latents`, plus ``patient_id`` and the nodule ellipse (``nodule_*``). A file
