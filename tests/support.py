@@ -47,6 +47,34 @@ def compiled(fn):
     return compile_options.jit(fn, kind=compile_options.STEP)
 
 
+def drawn_variables(model, *args, seed: int = 0, **kwargs) -> dict:
+    """Variables of ``model.init(key, *args, **kwargs)``'s structure (``jax.eval_shape``: nothing
+    compiled or run), their values drawn by numpy from ``seed``: kernels (2-D and up) normal with
+    std 1/sqrt(fan_in), as flax's default LeCun-normal ones; 1-D parameters (biases, BatchNorm
+    scales and offsets, absent-input embeddings) uniform in [0.5, 1.5], so that no term of a
+    formula is zero; BatchNorm statistics as ``init`` sets them (means 0, variances 1), and any
+    other collection (``perturbations``, Grad-CAM's) zeros, as ``init`` sets it. For a
+    test of a function of any values: ``init`` itself is one program of per-parameter random
+    initialisers (~2-4 s to compile per model on 2 cores; eagerly, one program per shape)."""
+    import jax  # noqa: PLC0415
+    import numpy as np  # noqa: PLC0415
+
+    r = np.random.default_rng(seed)
+
+    def draw(path, leaf):
+        collection, name = (str(getattr(p, "key", p)) for p in (path[0], path[-1]))
+        if collection == "batch_stats":
+            return (np.zeros if name == "mean" else np.ones)(leaf.shape, leaf.dtype)
+        if collection != "params":  # flax's perturb() (Grad-CAM's gradients): zeros, as init's
+            return np.zeros(leaf.shape, leaf.dtype)
+        if len(leaf.shape) >= 2:
+            return (r.standard_normal(leaf.shape) / np.sqrt(np.prod(leaf.shape[:-1]))).astype(leaf.dtype)
+        return r.uniform(0.5, 1.5, leaf.shape).astype(leaf.dtype)
+
+    shapes = jax.eval_shape(lambda *a: model.init(jax.random.key(seed), *a, **kwargs), *args)
+    return jax.tree_util.tree_map_with_path(draw, shapes)
+
+
 def auc_as_evaluated(predictions: dict) -> float:
     """The AUC ``evaluate`` reports for a subset's predictions (``Run.predict``'s: labels and
     logits, scored as ``evaluate`` scores them, through a float64 sigmoid), without the rest of

@@ -10,7 +10,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from support import BACKBONE, QUALITY_BACKBONE, SEED, auc_as_evaluated, compiled, record, tiny_config
+from support import BACKBONE, QUALITY_BACKBONE, SEED, auc_as_evaluated, compiled, drawn_variables, record, tiny_config
 
 from lnm_jax import names
 from lnm_jax.config import base_config
@@ -183,6 +183,6 @@ def test_late_fusion_reaches_the_bayes_auc_of_a_strong_flag_and_an_image_where_t
 def test_eval_step_returns_each_inputs_logit():
     c = _small(input_heads=True)
     model, b = build_model(c), _batch(c)
-    v = S.init_variables(model, jax.random.key(0), b)
+    v = drawn_variables(model, b)
     out = make_eval_step(model)(v["params"], v["batch_stats"], b)
     assert set(out) == {"logit", "logit_bmode", "logit_ceus", "logit_us_lnm"}

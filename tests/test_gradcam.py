@@ -9,7 +9,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from support import BACKBONE, SEED, compiled, record
+from support import BACKBONE, SEED, compiled, drawn_variables, record
 
 from lnm_jax.config import base_config
 from lnm_jax.explain.gradcam import METHODS, make_cam_fn
@@ -30,7 +30,7 @@ def _model_and_vars(setting="triple", size=64, width=8, seed=0):
         "has_bmode": jnp.ones(4, bool),
         "has_ceus": jnp.array([True, False, True, True]),
     }
-    v = state_lib.init_variables(model, jax.random.key(seed), batch)  # one program, not one per operation
+    v = drawn_variables(model, batch, seed=seed)  # any values: nothing compiled to initialise
     # non-trivial BatchNorm statistics, so inference mode matters
     v["batch_stats"] = jax.tree.map(lambda a: a + jnp.asarray(r.uniform(0.1, 0.5, a.shape), a.dtype), v["batch_stats"])
     return model, v, batch

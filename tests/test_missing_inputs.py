@@ -9,13 +9,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from support import BACKBONE, QUALITY_BACKBONE, SEED, compiled, record
+from support import BACKBONE, QUALITY_BACKBONE, SEED, compiled, drawn_variables, record
 
 from lnm_jax.evaluation.availability import PATTERNS, evaluate_availability, withhold
 from lnm_jax.models.fusion import DROPOUT_RNG, FusionClassifier, drop_modalities
 from lnm_jax.run import Run
 from lnm_jax.training.loop import train
-from lnm_jax.training.state import init_variables
 
 TRIPLE = ("bmode", "ceus", "us_lnm")
 
@@ -39,7 +38,7 @@ def _model(**kw):
 def test_missing_image_is_kept_out_of_batchnorm_statistics_and_the_logit():
     model = _model()
     b = _batch()
-    v = init_variables(model, jax.random.key(0), b)
+    v = drawn_variables(model, b)
     noisy = dict(b, ceus=b["ceus"].copy())
     noisy["ceus"][~b["has_ceus"]] = 100.0  # garbage where CEUS is absent
     step = compiled(lambda v, x: model.apply(v, x, train=True, mutable=["batch_stats"]))
@@ -49,7 +48,7 @@ def test_missing_image_is_kept_out_of_batchnorm_statistics_and_the_logit():
         np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-6)
     # without the mechanism the garbage would leak into the statistics
     plain = FusionClassifier(TRIPLE, backbone=BACKBONE, width=4)
-    pv = init_variables(plain, jax.random.key(0), b)
+    pv = drawn_variables(plain, b)
     plain_step = compiled(lambda v, x: plain.apply(v, x, train=True, mutable=["batch_stats"]))
     s0, s1 = (plain_step(pv, x)[1] for x in (b, noisy))
     assert not np.allclose(
@@ -60,7 +59,7 @@ def test_missing_image_is_kept_out_of_batchnorm_statistics_and_the_logit():
 def test_absent_embedding_replaces_the_feature_and_the_indicator_is_appended():
     model = _model()
     b = _batch()
-    v = init_variables(model, jax.random.key(0), b)
+    v = drawn_variables(model, b)
     params = dict(v["params"])
     params["ceus_absent"] = jnp.full_like(params["ceus_absent"], 7.0)
     out = compiled(model.apply)({**v, "params": params}, b)
@@ -88,7 +87,7 @@ def test_modality_dropout_never_hides_every_input_and_hits_its_rate():
 def test_dropout_is_random_in_training_only_and_needs_missing_inputs():
     model = _model(modality_dropout=0.5)
     b = _batch()
-    v = init_variables(model, jax.random.key(0), b)
+    v = drawn_variables(model, b)
     step = compiled(lambda v, b, k: model.apply(v, b, train=True, mutable=["batch_stats"], rngs={DROPOUT_RNG: k})[0])
     a1, a2 = (step(v, b, jax.random.key(k)) for k in (1, 2))
     assert any(not np.array_equal(a1["available"][m], a2["available"][m]) for m in TRIPLE)

@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from support import BACKBONE, compiled
+from support import BACKBONE, compiled, drawn_variables
 
 from lnm_jax.models.fusion import FusionClassifier
 from lnm_jax.models.resnet import feature_dim, resnet
@@ -103,7 +103,7 @@ def test_paper_triple_is_4097_features():
 def test_branches_are_not_shared_and_flag_enters_the_head():
     model = FusionClassifier(parse_modalities("triple"), backbone=BACKBONE, width=4)
     batch = {"bmode": jnp.ones((2, 16, 16, 3)), "ceus": jnp.ones((2, 16, 16, 3)), "us_lnm": jnp.array([0.0, 1.0])}
-    v = init_variables(model, jax.random.key(0), batch)
+    v = drawn_variables(model, batch)
     assert "bmode_backbone" in v["params"] and "ceus_backbone" in v["params"]
     out = compiled(model.apply)(v, batch)
     w_flag = v["params"]["head"]["kernel"][-1, 0]
@@ -145,16 +145,6 @@ def test_prediction_folds_batchnorm_in_one_program_to_the_eager_values(caplog):
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6), params, eager)
 
 
-def _lecun_like(r: np.random.Generator, leaf: jax.ShapeDtypeStruct) -> np.ndarray:
-    """Values for an initialised variable of ``leaf``'s shape: a kernel [..., fan_in, out] normal
-    with std 1/sqrt(fan_in) (LeCun, as flax's default kernels), any 1-D leaf (bias, BatchNorm
-    scale, offset or statistic) ones, so that no term of the fold is zero."""
-    if len(leaf.shape) >= 2:
-        fan_in = int(np.prod(leaf.shape[:-1]))
-        return (r.standard_normal(leaf.shape) / np.sqrt(fan_in)).astype(leaf.dtype)
-    return np.ones(leaf.shape, leaf.dtype)
-
-
 @pytest.mark.parametrize(
     "arch,variant", [(BACKBONE, "torchvision"), ("resnet50", "torchvision"), ("resnet50", "keras_v1")]
 )
@@ -171,10 +161,9 @@ def test_batchnorm_folded_into_convs_computes_the_same_function(arch, variant):
         "us_lnm": np.ones(4, np.float32),
     }
     # eager: its three ResNet-50 cases share every operation's program, compiled once. The
-    # parameters are drawn here, kernels at the scale of flax's LeCun-normal ones (std
-    # 1/sqrt(fan_in)), 1-D leaves ones: the fold's arithmetic is the same for any values, and
-    # model.init's truncated normals, run eagerly, compiled 27 programs (19 s on 2 cores)
-    v = jax.tree.map(lambda s: _lecun_like(r, s), jax.eval_shape(model.init, jax.random.key(0), batch))
+    # variables are drawn (the fold's arithmetic is the same for any values): model.init's
+    # truncated normals, run eagerly, compiled 27 programs (19 s on 2 cores)
+    v = drawn_variables(model, batch)
     # non-trivial running statistics and affine parameters
     stats = model.apply(
         {"params": v["params"], "batch_stats": v["batch_stats"]}, batch, train=True, mutable=["batch_stats"]
