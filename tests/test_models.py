@@ -13,7 +13,6 @@ from support import BACKBONE, compiled, drawn_variables
 from lnm_jax.models.fusion import FusionClassifier
 from lnm_jax.models.resnet import feature_dim, resnet
 from lnm_jax.names import SETTINGS, parse_modalities
-from lnm_jax.training.state import init_variables
 
 
 def _count(tree) -> int:
@@ -66,8 +65,7 @@ def test_stem_maxpool_pads_with_minus_infinity():
     """All-negative activations must not leak zero padding through the stem max-pool."""
     model = resnet("resnet18", width=4)
     x = jnp.ones((1, 16, 16, 3))
-    v = init_variables(model, jax.random.key(0), x)
-    v = jax.tree.map(lambda a: a, v)
+    v = drawn_variables(model, x)
     v["params"]["bn1"]["bias"] = -10.0 * jnp.ones(4)  # makes every pre-ReLU value negative
     out = compiled(model.apply)(v, x)
     np.testing.assert_array_equal(out["stem"], 0.0)  # ReLU before pool: zeros, never padding
@@ -193,7 +191,7 @@ def test_performance_variants_compute_the_same_function():
 
     x = np.random.default_rng(1).standard_normal((2, 38, 38, 3)).astype(np.float32)
     base = resnet(BACKBONE, width=8)
-    v = init_variables(base, jax.random.key(0), x)
+    v = drawn_variables(base, x)
     ref = compiled(base.apply)(v, x)
     s2d = resnet(BACKBONE, width=8, stem="space_to_depth")
     # same parameters
@@ -245,7 +243,7 @@ def test_stacked_branches_compute_the_same_function():
         "us_lnm": np.array([1, 0, 1, 0], np.float32),
         "has_ceus": np.array([True, False, True, True]),
     }
-    v = init_variables(sep, jax.random.key(0), batch)  # compiled as every initialisation is (fast)
+    v = drawn_variables(sep, batch)
     sv = {k: stack_branches(t, modalities) for k, t in v.items()}
     shapes = jax.eval_shape(stk.init, jax.random.key(0), batch)
     assert jax.tree.map(jnp.shape, shapes) == jax.tree.map(jnp.shape, sv)  # the same parameters, stacked
