@@ -50,12 +50,16 @@ def compiled(fn):
 def drawn_variables(model, *args, seed: int = 0, **kwargs) -> dict:
     """Variables of ``model.init(key, *args, **kwargs)``'s structure (``jax.eval_shape``: nothing
     compiled or run), their values drawn by numpy from ``seed``: kernels (2-D and up) normal with
-    std 1/sqrt(fan_in), as flax's default LeCun-normal ones; 1-D parameters (biases, BatchNorm
-    scales and offsets, absent-input embeddings) uniform in [0.5, 1.5], so that no term of a
-    formula is zero; BatchNorm statistics as ``init`` sets them (means 0, variances 1), and any
-    other collection (``perturbations``, Grad-CAM's) zeros, as ``init`` sets it. For a
-    test of a function of any values: ``init`` itself is one program of per-parameter random
-    initialisers (~2-4 s to compile per model on 2 cores; eagerly, one program per shape)."""
+    std 1/sqrt(fan_in), as flax's default LeCun-normal ones; BatchNorm scales uniform in
+    [0.5, 1.5]; other 1-D parameters (biases, BatchNorm offsets, absent-input embeddings) of
+    either sign, magnitude uniform in [0.5, 1.5]: no term of a formula is zero, and about half
+    of the units stay below ReLU's threshold; BatchNorm statistics as ``init`` sets them (means
+    0, variances 1), and any other collection (``perturbations``, Grad-CAM's) zeros, as ``init``
+    sets it. Unstacked models only (a stacked model's leading branch axis would count in fan_in):
+    stack drawn variables instead. For a test of a function of any values, whose tolerances do
+    not come from values measured with ``init``'s: ``init`` itself is one program of
+    per-parameter random initialisers (~2-4 s to compile per model on 2 cores; eagerly, one
+    program per shape)."""
     import jax  # noqa: PLC0415
     import numpy as np  # noqa: PLC0415
 
@@ -69,7 +73,9 @@ def drawn_variables(model, *args, seed: int = 0, **kwargs) -> dict:
             return np.zeros(leaf.shape, leaf.dtype)
         if len(leaf.shape) >= 2:
             return (r.standard_normal(leaf.shape) / np.sqrt(np.prod(leaf.shape[:-1]))).astype(leaf.dtype)
-        return r.uniform(0.5, 1.5, leaf.shape).astype(leaf.dtype)
+        magnitude = r.uniform(0.5, 1.5, leaf.shape)
+        sign = 1.0 if name == "scale" else r.choice([-1.0, 1.0], leaf.shape)
+        return (sign * magnitude).astype(leaf.dtype)
 
     shapes = jax.eval_shape(lambda *a: model.init(jax.random.key(seed), *a, **kwargs), *args)
     return jax.tree_util.tree_map_with_path(draw, shapes)
