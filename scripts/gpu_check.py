@@ -217,6 +217,7 @@ def e2e_table(stdout: str) -> str:
         "wall_s_all_epochs",
         "patients_per_s_steps_only",
         "patients_per_s_whole_epoch",
+        "checkpoints_and_log_s_per_epoch",
         "device",
     ]
     lines = ["| " + " | ".join(keys) + " | whole epoch / steps only |", "|" + "---|" * (len(keys) + 1)]

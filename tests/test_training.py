@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import time
 from pathlib import Path
 
 import jax
@@ -24,7 +25,7 @@ from lnm_jax.run import ConfigMismatchError, Run, RunExistsError, check_resumabl
 from lnm_jax.training import steps as steps_lib
 from lnm_jax.training.loop import NonFiniteLossError, train
 
-TIMING_KEYS = ("train_patients_per_s", "epoch_time_s")
+TIMING_KEYS = ("train_patients_per_s", "epoch_time_s", "epoch_cycle_s")
 
 
 def _history(run):
@@ -146,6 +147,32 @@ def test_resume_and_same_seed_are_bitwise_reproducible(triple_run, tiny_cohort, 
     assert int(s_full.step) == int(s_res.step)
     for a, b in zip(jax.tree.leaves(s_full), jax.tree.leaves(s_res)):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+def test_an_epochs_cycle_counts_the_checkpoints_its_time_does_not(tiny_cohort, tmp_path, monkeypatch):
+    """``epoch_time_s`` is an epoch's steps and validation; ``epoch_cycle_s`` runs from the
+    previous epoch's line to this one's, so it also holds the previous epoch's checkpoint saves
+    (what scripts/train_e2e.py's whole-epoch rate is taken from). Each save made 0.25 s slower:
+    epoch 2's cycle holds epoch 1's saves (``latest``, and ``best``: its AUC is the first), its
+    time none. The first epoch of a process has no previous line, no cycle. (The flag-only
+    setting: the same loop and checkpoints, no image branch to compile.)"""
+    from lnm_jax.training.checkpoint import RunCheckpoints
+
+    save, extra, saved = RunCheckpoints.save, 0.25, []
+
+    def slow_save(self, kind, number, state, meta):
+        time.sleep(extra)
+        saved.append((kind, meta["epoch"]))
+        return save(self, kind, number, state, meta)
+
+    monkeypatch.setattr(RunCheckpoints, "save", slow_save)
+    run = Run.create(tiny_config(tiny_cohort, "us_lnm", epochs=2), tmp_path / "run")
+    train(run)
+    first, second = read_history(run.files.history)
+    assert "epoch_cycle_s" not in first
+    after_first = [k for k, e in saved if e == 1]
+    assert "latest" in after_first, saved
+    assert second["epoch_cycle_s"] - second["epoch_time_s"] >= extra * len(after_first), (second, saved)
 
 
 def test_run_killed_mid_epoch_resumes_on_the_next_batch(triple_run, tiny_cohort, tmp_path, monkeypatch):

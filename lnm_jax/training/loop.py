@@ -257,6 +257,7 @@ def train(run: Run) -> dict:
     epoch_batches = data.device_epochs(mesh)  # device-resident cohort or host loader: the data's choice
     every = config.train.get("checkpoint_every_steps", 0)
 
+    last_line = None  # when this process measured its previous epoch's line (epoch_cycle_s)
     try:
         for epoch in range(start_epoch, config.train.epochs + 1):
             t0 = time.perf_counter()
@@ -321,8 +322,11 @@ def train(run: Run) -> dict:
                 # the lesion head's loss (part of train_loss), over the batches run since a mid-epoch resume
                 **({"train_lesion_loss": float(np.mean(_gathered(lesion_losses)))} if lesion_losses else {}),
                 "train_patients_per_s": steps * config.train.batch_size / train_time,
-                "epoch_time_s": time.perf_counter() - t0,
+                "epoch_time_s": (now := time.perf_counter()) - t0,  # steps and validation
             }
+            if last_line is not None:  # the whole cycle: the previous epoch's line and checkpoints too
+                record["epoch_cycle_s"] = now - last_line
+            last_line = now
             # NaN never improves; a tie (a binary flag's AUC does not move) goes to the lower loss
             improved = va["auc"] > best["val_auc"] or (
                 va["auc"] == best["val_auc"] and va["loss"] < best.get("val_loss", math.inf)
