@@ -153,8 +153,8 @@ def test_an_epochs_cycle_counts_the_checkpoints_its_time_does_not(tiny_cohort, t
     """``epoch_time_s`` is an epoch's steps and validation; ``epoch_cycle_s`` runs from the
     previous epoch's line to this one's, so it also holds the previous epoch's checkpoint saves
     (what scripts/train_e2e.py's whole-epoch rate is taken from). Each save made 0.25 s slower:
-    epoch 2's cycle holds epoch 1's saves (``latest``, and ``best``: its AUC is the first), its
-    time none. The first epoch of a process has no previous line, no cycle. (The flag-only
+    epoch 2's cycle holds epoch 1's saves (``latest``, and ``best`` when its AUC is finite: the
+    first), its time none. The first epoch of a process has no previous line, no cycle. (The flag-only
     setting: the same loop and checkpoints, no image branch to compile.)"""
     from lnm_jax.training.checkpoint import RunCheckpoints
 
