@@ -124,6 +124,53 @@ def _largest_array_file(run, kind="best"):
     return max(files, key=lambda p: p.stat().st_size)
 
 
+def test_the_best_epochs_latest_is_a_copy_of_its_best_and_anything_else_is_written(tmp_path, monkeypatch):
+    """The best epoch saves one state twice (``best``, then ``latest``): the second is the first's
+    committed files copied, not orbax's per-array write again. The copy is independent files,
+    restores bitwise, is what the kind's manager sees, and the next save removes it (one kept);
+    a copy a kill left half-made is removed when a writer starts; other metadata or state is
+    written by orbax."""
+    import jax
+    import jax.numpy as jnp
+    import orbax.checkpoint as ocp
+
+    from lnm_jax.training import checkpoint as C
+
+    state = {"w": jnp.arange(15.0).reshape(3, 5), "step": jnp.asarray(7, jnp.int32)}
+    writes = []
+    orbax_save = ocp.CheckpointManager.save
+    monkeypatch.setattr(
+        ocp.CheckpointManager, "save", lambda m, *a, **k: writes.append(m.directory.name) or orbax_save(m, *a, **k)
+    )
+    ckpts = C.RunCheckpoints(tmp_path / "ckpt")
+    ckpts.save("best", 1, state, {"epoch": 1})
+    ckpts.save("latest", 1, state, {"epoch": 1}, copy_of="best")
+    assert writes == ["best"]  # the latest was copied
+    best, latest = (tmp_path / "ckpt" / k / "1" for k in ("best", "latest"))
+    files = sorted(p.relative_to(best) for p in best.rglob("*") if p.is_file())
+    assert files == sorted(p.relative_to(latest) for p in latest.rglob("*") if p.is_file())
+    assert all((best / f).stat().st_ino != (latest / f).stat().st_ino for f in files)  # not links
+    assert ckpts.latest_epoch("latest") == 1
+    restored, meta = ckpts.restore("latest", state)
+    assert meta["epoch"] == 1 and all(
+        np.array_equal(a, b) for a, b in zip(jax.tree.leaves(state), jax.tree.leaves(restored))
+    )
+    # anything that differs is written by orbax: other metadata, another state, another number
+    ckpts.save("latest", 2, state, {"epoch": 2}, copy_of="best")
+    moved = {**state, "step": jnp.asarray(8, jnp.int32)}
+    ckpts.save("best", 3, state, {"epoch": 3})
+    ckpts.save("latest", 3, moved, {"epoch": 3}, copy_of="best")
+    assert writes == ["best", "latest", "best", "latest"]
+    assert sorted(p.name for p in (tmp_path / "ckpt" / "latest").iterdir()) == ["3"]  # one kept
+    assert int(ckpts.restore("latest", state)[0]["step"]) == 8
+    ckpts.close()
+    # a copy a kill left half-made: removed when a writer starts, never read
+    half = tmp_path / "ckpt" / "latest" / f"4{C.TMP_MARK}-copy"
+    shutil.copytree(tmp_path / "ckpt" / "best" / "3", half)
+    C.RunCheckpoints(tmp_path / "ckpt").close()
+    assert not half.exists()
+
+
 def test_checkpoint_round_trip_is_bitwise_and_placed_as_the_state_it_restores_into(tmp_path):
     """Saved from host arrays, restored as device arrays with the target state's shardings,
     every leaf bitwise (dtypes included); a state saved before (as device arrays) reads the same."""

@@ -160,10 +160,10 @@ def test_an_epochs_cycle_counts_the_checkpoints_its_time_does_not(tiny_cohort, t
 
     save, extra, saved = RunCheckpoints.save, 0.25, []
 
-    def slow_save(self, kind, number, state, meta):
+    def slow_save(self, kind, number, state, meta, **kwargs):
         time.sleep(extra)
         saved.append((kind, meta["epoch"]))
-        return save(self, kind, number, state, meta)
+        return save(self, kind, number, state, meta, **kwargs)
 
     monkeypatch.setattr(RunCheckpoints, "save", slow_save)
     run = Run.create(tiny_config(tiny_cohort, "us_lnm", epochs=2), tmp_path / "run")

@@ -231,16 +231,26 @@ class RunCheckpoints:
             max_to_keep=1, create=create, enable_async_checkpointing=False, cleanup_tmp_directories=create
         )
         self._managers = {k: ocp.CheckpointManager(root / k, options=opts) for k in kinds}
+        self._saved: dict[str, tuple[int, dict]] = {}  # kind -> (number, metadata) this object saved last
 
     def directory(self, kind: str) -> Path:
         return Path(self._managers[kind].directory)
 
-    def save(self, kind: str, number: int, state: Any, meta: dict) -> None:
-        """Saves ``state`` and ``meta`` as checkpoint ``number`` (an epoch, or a step for progress)."""
+    def save(self, kind: str, number: int, state: Any, meta: dict, *, copy_of: str | None = None) -> None:
+        """Saves ``state`` and ``meta`` as checkpoint ``number`` (an epoch, or a step for progress).
+        ``copy_of``: a kind whose checkpoint ``number`` this object has just saved (the best
+        epoch's ``latest`` is its ``best``); where the metadata, the state's digest with it, are
+        the same, that checkpoint's committed files are copied (:meth:`_copied`) instead of
+        written again through orbax, whose per-array work is what a save costs (the tests' triple
+        ResNet-10 state: 0.4 s of CPU; the paper's: 3.4 s); orbax writes it otherwise."""
         epoch = meta.get("epoch", number)
         # through JSON first, as orbax writes and reads it: the digest is of what is read back
         meta = json.loads(json.dumps({**meta, **self._record, DIGEST_KEY: state_digest(state)}))
         meta[META_DIGEST_KEY] = meta_digest(meta)
+        same = copy_of is not None and meta[DIGEST_KEY] is not None and self._saved.get(copy_of) == (number, meta)
+        if same and self._copied(copy_of, kind, number):
+            self._saved[kind] = (number, meta)
+            return
         try:
             # a full disk: hundreds of library tracebacks, not on the console
             with libraries_to_log(self._log, keep_on_failure=True):
@@ -261,6 +271,35 @@ class RunCheckpoints:
                 f"could not save the '{kind}' checkpoint of epoch {epoch} in {folder}: {why}; its temporary "
                 f"folder was removed; {kept}"
             ) from e
+
+        self._saved[kind] = (number, meta)
+
+    def _copied(self, source: str, kind: str, number: int) -> bool:
+        """Checkpoint ``number`` of ``source`` copied as ``kind``'s, committed as orbax commits
+        one: copied into a temporary folder (named as orbax names its own, so that a writer's
+        start removes one a kill left) and renamed into place; then the older ones removed, as
+        ``max_to_keep=1`` does. Independent files, not links: damage to one is not damage to
+        both. False, with nothing left behind, where it cannot be: several processes (each
+        writes its own part through orbax), no committed source, or any OSError (a full disk:
+        the orbax save that follows reports it)."""
+        if jax.process_count() > 1:
+            return False
+        src, root = self.directory(source) / str(number), self.directory(kind)
+        final, tmp = root / str(number), root / f"{number}{TMP_MARK}-copy"
+        if not src.is_dir() or final.exists():
+            return False
+        try:
+            shutil.rmtree(tmp, ignore_errors=True)
+            shutil.copytree(src, tmp)
+            tmp.rename(final)
+        except OSError:
+            shutil.rmtree(tmp, ignore_errors=True)
+            return False
+        for old in root.iterdir():
+            if old.name.isdigit() and old.name != final.name:
+                shutil.rmtree(old, ignore_errors=True)
+        self._managers[kind].reload()
+        return True
 
     def latest_epoch(self, kind: str) -> int | None:
         return self._managers[kind].latest_step()

@@ -336,9 +336,9 @@ def train(run: Run) -> dict:
             # the log line first: a process killed between the two leaves a line that resume
             # drops (it keeps the lines up to the checkpoint), never a checkpoint without a line
             writer.write(record)
-            if improved:
+            if improved:  # best first: a kill between the two resumes before this epoch, which it redoes
                 ckpts.save("best", epoch, state, {"epoch": epoch, "best": best})
-            ckpts.save("latest", epoch, state, {"epoch": epoch, "best": best})
+            ckpts.save("latest", epoch, state, {"epoch": epoch, "best": best}, copy_of="best" if improved else None)
             writer.print(
                 f"epoch {epoch:3d}  train loss {tr['loss']:.4f} auc {tr['auc']:.3f}  "
                 + (f"lesion {record['train_lesion_loss']:.4f}  " if "train_lesion_loss" in record else "")
