@@ -127,9 +127,10 @@ def _largest_array_file(run, kind="best"):
 def test_the_best_epochs_latest_is_a_copy_of_its_best_and_anything_else_is_written(tmp_path, monkeypatch):
     """The best epoch saves one state twice (``best``, then ``latest``): the second is the first's
     committed files copied, not orbax's per-array write again. The copy is independent files,
-    restores bitwise, is what the kind's manager sees, and the next save removes it (one kept);
-    a copy a kill left half-made is removed when a writer starts; other metadata or state is
-    written by orbax."""
+    restores bitwise, is what the kind's manager sees, and replaces the older step (one kept); a
+    copy interrupted half-made is removed when a writer starts; other metadata or state, a
+    ``best`` that orbax did not write (an epoch redone after a kill keeps its older one), and a
+    kind's first save in a process (orbax's awaits its start-up cleanup) are written by orbax."""
     import jax
     import jax.numpy as jnp
     import orbax.checkpoint as ocp
@@ -137,38 +138,65 @@ def test_the_best_epochs_latest_is_a_copy_of_its_best_and_anything_else_is_writt
     from lnm_jax.training import checkpoint as C
 
     state = {"w": jnp.arange(15.0).reshape(3, 5), "step": jnp.asarray(7, jnp.int32)}
+    moved = {**state, "step": jnp.asarray(8, jnp.int32)}
     writes = []
     orbax_save = ocp.CheckpointManager.save
-    monkeypatch.setattr(
-        ocp.CheckpointManager, "save", lambda m, *a, **k: writes.append(m.directory.name) or orbax_save(m, *a, **k)
-    )
+
+    def save(manager, *args, **kwargs):
+        writes.append(manager.directory.name)
+        return orbax_save(manager, *args, **kwargs)
+
+    def steps(kind):
+        return sorted(p.name for p in (tmp_path / "ckpt" / kind).iterdir())
+
+    def step_of(ckpts, kind):
+        return int(ckpts.restore(kind, state)[0]["step"])
+
+    monkeypatch.setattr(ocp.CheckpointManager, "save", save)
     ckpts = C.RunCheckpoints(tmp_path / "ckpt")
+    ckpts.save("latest", 0, moved, {"epoch": 0})
     ckpts.save("best", 1, state, {"epoch": 1})
     ckpts.save("latest", 1, state, {"epoch": 1}, copy_of="best")
-    assert writes == ["best"]  # the latest was copied
+    assert writes == ["latest", "best"]  # the latest of epoch 1 was copied
     best, latest = (tmp_path / "ckpt" / k / "1" for k in ("best", "latest"))
     files = sorted(p.relative_to(best) for p in best.rglob("*") if p.is_file())
     assert files == sorted(p.relative_to(latest) for p in latest.rglob("*") if p.is_file())
     assert all((best / f).stat().st_ino != (latest / f).stat().st_ino for f in files)  # not links
-    assert ckpts.latest_epoch("latest") == 1
+    assert steps("latest") == ["1"] and ckpts.latest_epoch("latest") == 1
     restored, meta = ckpts.restore("latest", state)
-    assert meta["epoch"] == 1 and all(
-        np.array_equal(a, b) for a, b in zip(jax.tree.leaves(state), jax.tree.leaves(restored))
-    )
-    # anything that differs is written by orbax: other metadata, another state, another number
+    assert meta["epoch"] == 1
+    assert all(np.array_equal(a, b) for a, b in zip(jax.tree.leaves(state), jax.tree.leaves(restored), strict=True))
+    # anything that differs is written by orbax: another number, another state
     ckpts.save("latest", 2, state, {"epoch": 2}, copy_of="best")
-    moved = {**state, "step": jnp.asarray(8, jnp.int32)}
     ckpts.save("best", 3, state, {"epoch": 3})
     ckpts.save("latest", 3, moved, {"epoch": 3}, copy_of="best")
-    assert writes == ["best", "latest", "best", "latest"]
-    assert sorted(p.name for p in (tmp_path / "ckpt" / "latest").iterdir()) == ["3"]  # one kept
-    assert int(ckpts.restore("latest", state)[0]["step"]) == 8
+    assert writes == ["latest", "best", "latest", "best", "latest"]
+    assert steps("latest") == ["3"] and step_of(ckpts, "latest") == 8
+
+    # a copy interrupted half-made: the last committed one kept, the rest removed when a writer starts
+    def interrupted(path):  # Ctrl-C once the files are copied, before the rename
+        raise KeyboardInterrupt
+
+    ckpts.save("best", 4, state, {"epoch": 4})
+    with monkeypatch.context() as m, pytest.raises(KeyboardInterrupt):
+        m.setattr(C, "_fsync", interrupted)
+        ckpts.save("latest", 4, state, {"epoch": 4}, copy_of="best")
     ckpts.close()
-    # a copy a kill left half-made: removed when a writer starts, never read
-    half = tmp_path / "ckpt" / "latest" / f"4{C.TMP_MARK}-copy"
-    shutil.copytree(tmp_path / "ckpt" / "best" / "3", half)
-    C.RunCheckpoints(tmp_path / "ckpt").close()
-    assert not half.exists()
+    assert steps("latest") == ["3", f"4{C.TMP_MARK}-copy"]
+    resumed = C.RunCheckpoints(tmp_path / "ckpt")
+    assert resumed.latest_epoch("latest") == 3
+    # the resumed run redoes epoch 4 with another state: orbax keeps best/4 (a step at or after
+    # it exists) and writes nothing, so the latest is not its copy; and a kind's first save in a
+    # process is orbax's, which awaits its manager's start-up cleanup (the half-made copy removed)
+    del writes[:]
+    resumed.save("best", 4, moved, {"epoch": 4})
+    resumed.save("latest", 4, moved, {"epoch": 4}, copy_of="best")
+    assert writes == ["best", "latest"] and step_of(resumed, "best") == 7 and step_of(resumed, "latest") == 8
+    assert steps("latest") == ["4"]
+    resumed.save("best", 5, state, {"epoch": 5})
+    resumed.save("latest", 5, state, {"epoch": 5}, copy_of="best")
+    assert writes == ["best", "latest", "best"] and steps("latest") == ["5"]  # copied again
+    resumed.close()
 
 
 def test_checkpoint_round_trip_is_bitwise_and_placed_as_the_state_it_restores_into(tmp_path):

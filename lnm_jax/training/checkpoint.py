@@ -6,7 +6,9 @@ checkpoint; a checkpoint is the TrainState pytree plus a small JSON of run metad
 best validation AUC, ...; for progress, the loader's iterator state and the epoch's partial
 training outputs). ``latest`` and ``best`` are numbered by epoch, ``progress`` by step.
 Orbax writes to a temporary folder and renames, so an interrupted save never replaces a good
-checkpoint with a half-written one. Saves are synchronous (the loop waited for each one
+checkpoint with a half-written one. An improving epoch's ``latest`` is its ``best``'s committed
+folder copied the same way (:meth:`RunCheckpoints._copied`): orbax's per-array work, not the
+bytes, is what a save costs. Saves are synchronous (the loop waited for each one
 anyway), so a failed save (a full disk) raises at once as one :class:`CheckpointSaveError`, its
 temporary folder removed.
 
@@ -28,6 +30,8 @@ import errno
 import hashlib
 import json
 import logging
+import os
+import re
 import shutil
 import sys
 import threading
@@ -43,6 +47,7 @@ from lnm_jax.training.sharding import fully_addressable, placed_as
 
 KINDS = ("latest", "best", "progress")
 TMP_MARK = ".orbax-checkpoint-tmp"  # orbax's suffix for a checkpoint being written
+STEP_NAME = re.compile(r"^(0|[1-9][0-9]*)$")  # a committed checkpoint's folder, as orbax names it
 
 
 class CheckpointSaveError(OSError):
@@ -209,6 +214,15 @@ def _check_shapes(restored: Any, abstract: Any, where: Path) -> None:
             )
 
 
+def _fsync(path: Path) -> None:
+    """``path`` (a file or a folder's entries) flushed to the disk."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 class RunCheckpoints:
     def __init__(
         self,
@@ -232,6 +246,9 @@ class RunCheckpoints:
         )
         self._managers = {k: ocp.CheckpointManager(root / k, options=opts) for k in kinds}
         self._saved: dict[str, tuple[int, dict]] = {}  # kind -> (number, metadata) this object saved last
+        # kinds orbax has written to through this object: their managers' start-up cleanup of
+        # temporary folders (run in a thread, awaited by orbax's first save) is over
+        self._orbax_wrote: set[str] = set()
 
     def directory(self, kind: str) -> Path:
         return Path(self._managers[kind].directory)
@@ -240,21 +257,24 @@ class RunCheckpoints:
         """Saves ``state`` and ``meta`` as checkpoint ``number`` (an epoch, or a step for progress).
         ``copy_of``: a kind whose checkpoint ``number`` this object has just saved (the best
         epoch's ``latest`` is its ``best``); where the metadata, the state's digest with it, are
-        the same, that checkpoint's committed files are copied (:meth:`_copied`) instead of
-        written again through orbax, whose per-array work is what a save costs (the tests' triple
-        ResNet-10 state: 0.4 s of CPU; the paper's: 3.4 s); orbax writes it otherwise."""
+        the same, that checkpoint's committed files are copied (:meth:`_copied`), once orbax
+        has written ``kind`` through this object (its start-up cleanup of temporary folders,
+        run in a thread, is then over), instead of written again through orbax, whose per-array
+        work is what a save costs (the tests' triple ResNet-10 state: 0.4 s of CPU; the paper's:
+        3.4 s); orbax writes it otherwise."""
         epoch = meta.get("epoch", number)
         # through JSON first, as orbax writes and reads it: the digest is of what is read back
         meta = json.loads(json.dumps({**meta, **self._record, DIGEST_KEY: state_digest(state)}))
         meta[META_DIGEST_KEY] = meta_digest(meta)
+        self._saved.pop(kind, None)  # until this save is committed
         same = copy_of is not None and meta[DIGEST_KEY] is not None and self._saved.get(copy_of) == (number, meta)
-        if same and self._copied(copy_of, kind, number):
+        if same and kind in self._orbax_wrote and self._copied(copy_of, kind, number, meta):
             self._saved[kind] = (number, meta)
             return
         try:
             # a full disk: hundreds of library tracebacks, not on the console
             with libraries_to_log(self._log, keep_on_failure=True):
-                off_main_thread(
+                written = off_main_thread(
                     self._managers[kind].save,
                     number,
                     args=ocp.args.Composite(state=ocp.args.StandardSave(_on_host(state)), meta=ocp.args.JsonSave(meta)),
@@ -271,33 +291,41 @@ class RunCheckpoints:
                 f"could not save the '{kind}' checkpoint of epoch {epoch} in {folder}: {why}; its temporary "
                 f"folder was removed; {kept}"
             ) from e
+        if written is not False:  # False: orbax kept a step numbered at or after it, and wrote nothing
+            self._saved[kind] = (number, meta)
+            self._orbax_wrote.add(kind)
 
-        self._saved[kind] = (number, meta)
-
-    def _copied(self, source: str, kind: str, number: int) -> bool:
+    def _copied(self, source: str, kind: str, number: int, meta: dict) -> bool:
         """Checkpoint ``number`` of ``source`` copied as ``kind``'s, committed as orbax commits
         one: copied into a temporary folder (named as orbax names its own, so that a writer's
-        start removes one a kill left) and renamed into place; then the older ones removed, as
-        ``max_to_keep=1`` does. Independent files, not links: damage to one is not damage to
-        both. False, with nothing left behind, where it cannot be: several processes (each
-        writes its own part through orbax), no committed source, or any OSError (a full disk:
-        the orbax save that follows reports it)."""
+        start removes one a kill left), flushed to the disk (as tensorstore flushes what orbax
+        writes), renamed into place; then the older ones removed, as ``max_to_keep=1`` does.
+        Independent files, not links. False, with nothing left behind, where it cannot be: several
+        processes (each writes its own part through orbax), a source whose metadata on disk is
+        not ``meta`` (a save orbax skipped: an epoch redone after a kill, its older ``best`` kept),
+        a ``kind`` step at or after ``number``, or any OSError (a full disk: the orbax save that
+        follows reports it)."""
         if jax.process_count() > 1:
             return False
         src, root = self.directory(source) / str(number), self.directory(kind)
         final, tmp = root / str(number), root / f"{number}{TMP_MARK}-copy"
-        if not src.is_dir() or final.exists():
+        steps = [p for p in root.iterdir() if STEP_NAME.match(p.name)] if root.is_dir() else []
+        if any(int(p.name) >= number for p in steps):
             return False
         try:
+            if json.loads((src / "meta" / "metadata").read_text()) != meta:
+                return False
             shutil.rmtree(tmp, ignore_errors=True)
             shutil.copytree(src, tmp)
+            for path in [*tmp.rglob("*"), tmp]:
+                _fsync(path)
             tmp.rename(final)
-        except OSError:
+            _fsync(root)
+        except (OSError, ValueError):
             shutil.rmtree(tmp, ignore_errors=True)
             return False
-        for old in root.iterdir():
-            if old.name.isdigit() and old.name != final.name:
-                shutil.rmtree(old, ignore_errors=True)
+        for old in steps:
+            shutil.rmtree(old, ignore_errors=True)
         self._managers[kind].reload()
         return True
 
