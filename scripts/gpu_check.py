@@ -81,10 +81,12 @@ CANDIDATE_ORDER = [
 KEPT = "not run now: its table is an earlier call's (same folder)"
 
 
-def steps(out: Path, tiny: bool, torch: bool, candidates: list[str] | None = None) -> list[dict]:
+def steps(out: Path, tiny: bool, torch: bool, candidates: list[str] | None = None, gpu: bool = True) -> list[dict]:
     """The check's steps: name, title, command lines (run one after another into one file) and
     a time limit in seconds, at paper size or ``tiny``; ``candidates`` (full size only): those
-    of ``CANDIDATE_ORDER`` to measure, default all."""
+    of ``CANDIDATE_ORDER`` to measure, default all. ``gpu`` False (no GPU seen): the profile
+    runs without its XLA:GPU flag, which changes nothing on a CPU but the compilation cache's
+    key, so that its programs are the ones the candidates' default row compiles again."""
     py = sys.executable
     bench, profile = str(HERE / "benchmark.py"), str(HERE / "profile_step.py")
     model = TINY_MODEL if tiny else PAPER
@@ -107,12 +109,12 @@ def steps(out: Path, tiny: bool, torch: bool, candidates: list[str] | None = Non
         {"name": "step_vs_torch", "title": "Train step, inference: JAX vs PyTorch", "cmds": [vs_torch], "limit": 240},
         {
             "name": "profile",
-            "title": "Where the bf16 train step's time goes (XLA:GPU command buffers off)",
+            "title": "Where the bf16 train step's time goes" + (" (XLA:GPU command buffers off)" if gpu else ""),
             "cmds": [[py, profile, *model, "--dtype", "bfloat16", "--batch", batch(256), "--steps", "2"]],
             "limit": 120,
             # with command buffers on, the 2026-11-30 H200 trace named most kernels' HLO op
             # 'command_buffer_N': buckets came from kernel names, 55% of the time had no phase
-            "xla_flags": PROFILE_XLA_FLAGS,
+            "xla_flags": PROFILE_XLA_FLAGS if gpu else "",
         },
         {"name": "train_e2e", "title": "lnm-jax train end to end", "cmds": [e2e], "limit": 300},
         {
@@ -320,7 +322,7 @@ def main(argv=None) -> list[dict]:
     table, gpu, torch = environment()
     (a.out / "environment.md").write_text("## Environment\n\n" + table)
     rows = [{"step": "environment", "status": "ok", "wall_s": time.perf_counter() - t0, "file": "environment.md"}]
-    for step in steps(a.out, a.tiny, torch, candidates):
+    for step in steps(a.out, a.tiny, torch, candidates, gpu):
         if step["name"] in ran:
             rows.append(run_step(step, a.out, deadline))
             print(f"[gpu_check] {rows[-1]['step']}: {rows[-1]['status']} ({rows[-1]['wall_s']:.0f} s)", flush=True)

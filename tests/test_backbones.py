@@ -7,11 +7,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from support import compiled
+from support import compiled, drawn_variables
 
 from lnm_jax.models.backbones import backbone, min_image_size
 from lnm_jax.models.fusion import FusionClassifier
-from lnm_jax.training.state import init_variables
 from lnm_jax.weights.convert import WeightMismatchError, from_torchvision, to_torchvision
 
 INCEPTION_TRUNK = (
@@ -100,7 +99,9 @@ def test_backbones_give_the_common_intermediates_in_the_fusion_model(arch):
         "has_ceus": np.array([True, False]),
         "has_us_lnm": np.ones(2, bool),
     }
-    variables = init_variables(model, jax.random.key(0), batch)  # compiled as training compiles it (fast)
+    # any values: eval_shape traces init, nothing is compiled for it (Inception-v3's init program
+    # alone took 20 s of XLA:CPU compile at level 0)
+    variables = drawn_variables(model, batch, train=False)
     out, _ = compiled(lambda v, b: model.apply(v, b, train=True, mutable=["batch_stats"]))(variables, batch)
     for k in ("stem", "stage1", "stage2", "stage3", "stage4", "pooled"):
         assert k in out["ceus"]

@@ -302,6 +302,7 @@ def test_predict_new_patients_without_labels(triple_run, copy_run, tiny_cohort, 
     train, val = (len(ids & set(run.split.subset(s))) for s in ("train", "val"))
     assert train + val > 0  # the tiny cohort's first five: some of them are training patients
     said = capsys.readouterr().err
+    assert "no prob_lnm_calibrated column: no temperature is fitted for the 'best' checkpoint" in said
     assert f"{train} of these 5 patients have the ids of this run's training patients and {val} of its" in said
     got = list(csv.DictReader(out.open()))
     assert [g["patient_id"] for g in got] == [r["patient_id"] for r in rows]
@@ -315,6 +316,7 @@ def test_predict_new_patients_without_labels(triple_run, copy_run, tiny_cohort, 
         main(["predict", "--workdir", str(run.workdir), "--manifest", str(new), "--out", str(tmp_path / "p2.csv")]) == 0
     )
     got2 = list(csv.DictReader((tmp_path / "p2.csv").open()))
+    assert "no prob_lnm_calibrated column" not in capsys.readouterr().err
     assert all(0.0 <= float(g["prob_lnm_calibrated"]) <= 1.0 for g in got2)
     assert [g["prob_lnm"] for g in got2] == [g["prob_lnm"] for g in got]  # same model, same inputs
 

@@ -253,6 +253,12 @@ def predict_manifest(
     calibration = run.files.calibration(checkpoint)
     if temperature is not None and read_json(calibration).get("at_search_bound"):
         print(f"warning: {BOUND_WARNING}", file=sys.stderr)
+    elif not calibration.is_file():  # a stale one: run.temperature said so
+        print(
+            f"note: no prob_lnm_calibrated column: no temperature is fitted for the '{checkpoint}' checkpoint "
+            f"({calibration.name} is written by lnm-jax evaluate --checkpoint {checkpoint})",
+            file=sys.stderr,
+        )
     if seen := seen_patients_line(run, cohort.ids):
         print(f"warning: {seen}", file=sys.stderr)
     return write_predictions(cohort, logits, temperature, out_csv, flagged)
