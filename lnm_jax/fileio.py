@@ -149,6 +149,47 @@ def write_json(path: Path | str, obj, *, indent: int | None = 2) -> None:
 REWRITE = "restore it from a copy, or run again the command that wrote it"
 
 
+def json_digest(doc: Mapping, without: str) -> str:
+    """SHA-256 of ``doc`` less its key ``without`` (where the digest itself is kept): its
+    canonical JSON (keys sorted, no spaces), which the JSON this package writes and reads back
+    gives again bit for bit (Python writes each float as its shortest round-tripping repr)."""
+    import hashlib  # noqa: PLC0415
+
+    body = {k: v for k, v in doc.items() if k != without}
+    return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+SEAL_KEY = "record_sha256"  # a sealed JSON record's digest of the rest of itself
+
+
+def sealed(doc: Mapping) -> dict:
+    """``doc`` with :data:`SEAL_KEY`: the SHA-256 of the rest of it (:func:`json_digest`), so
+    that a reader can tell an edited value (a calibration temperature) from the one written."""
+    doc = json.loads(json.dumps(dict(doc)))  # as it will be read back
+    return {**doc, SEAL_KEY: json_digest(doc, SEAL_KEY)}
+
+
+_UNSEALED_WARNED: set[str] = set()
+
+
+def check_seal(doc: Mapping, path: Path | str, remedy: str = REWRITE) -> None:
+    """:class:`DamagedFileError` when ``doc`` (read from ``path``) does not match its
+    :data:`SEAL_KEY`; a record without one (written before records were sealed, or the key
+    deleted) is read with a warning on stderr, once per file and process."""
+    stored = doc.get(SEAL_KEY)
+    if stored is None:
+        if str(path) not in _UNSEALED_WARNED:
+            _UNSEALED_WARNED.add(str(path))
+            print(
+                f"warning: {path} holds no {SEAL_KEY} (written before records were sealed, or it was deleted): its "
+                f"values are not verified; {remedy}",
+                file=sys.stderr,
+            )
+        return
+    if stored != json_digest(doc, SEAL_KEY):
+        raise DamagedFileError.edited(path, f"its values do not match the {SEAL_KEY} written with them", remedy)
+
+
 def is_int(x: object) -> bool:
     """Whether a value read from a file (JSON, a config) is a whole number: an int, not a bool
     (which Python counts as an int)."""

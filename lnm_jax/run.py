@@ -48,7 +48,7 @@ from lnm_jax.data.cohorts.splits import (
 from lnm_jax.data.cohorts.survey import GEOMETRY_COLUMNS, survey
 from lnm_jax.data.pixels.sources import Framing
 from lnm_jax.data.synth.synthetic import SynthParams, generate_cohort, generator_params
-from lnm_jax.fileio import DamagedFileError, is_int, is_number, read_json, write_csv, write_json
+from lnm_jax.fileio import DamagedFileError, check_seal, is_int, is_number, read_json, write_csv, write_json
 from lnm_jax.models.fusion import build_model, check_config
 from lnm_jax.preflight import check_inputs_present, check_lesion_masks, check_trainable
 from lnm_jax.run_files import GENERATOR, MANIFEST, RunFiles
@@ -827,6 +827,7 @@ class Run:
         if not path.is_file():
             return None
         doc = read_json(path, required=("temperature",), remedy="run lnm-jax evaluate to fit it again")
+        check_seal(doc, path, "refit it: lnm-jax evaluate")
         t = doc["temperature"]
         if not is_number(t) or t <= 0:
             # a temperature <= 0 inverts or saturates every calibrated probability, silently

@@ -1113,7 +1113,10 @@ def test_stale_calibration_not_applied(triple_run, copy_run, capsys):
     assert run.temperature("best") == 2.0
     path.write_text(json.dumps({"temperature": 2.0, "epoch": meta["epoch"] - 1, "state_sha256": "0" * 64}))
     assert run.temperature("best") is None
-    assert "not applied" in capsys.readouterr().err
+    said = capsys.readouterr().err
+    assert "not applied" in said
+    # a record without its seal (written before records were sealed): read, said once per file
+    assert said.count(f"{path} holds no record_sha256") == 1, said
     # asked again (export asks for its program and for its card): said once, and the card's
     # limits say the probabilities are not calibrated (they said calibrated; fresh-user trial)
     from lnm_jax.model_card import CALIBRATED, UNCALIBRATED, metadata, unscored_cams
@@ -1141,6 +1144,17 @@ def test_stale_calibration_not_applied(triple_run, copy_run, capsys):
     for bad in (str(meta["epoch"]), 2.0, None):
         path.write_text(json.dumps({"temperature": 2.0, "epoch": bad, "state_sha256": meta["state_sha256"]}))
         with pytest.raises(DamagedFileError, match=r"calibration_best.json: epoch .* is not a whole number"):
+            run.temperature("best")
+    # a sealed record (what evaluate writes) whose temperature was edited to another valid one:
+    # applied before, silently; now refused, naming the file
+    from lnm_jax.fileio import SEAL_KEY, sealed
+
+    doc = sealed({"temperature": 2.0, "epoch": meta["epoch"], "state_sha256": meta["state_sha256"]})
+    path.write_text(json.dumps(doc, indent=2))
+    assert run.temperature("best") == 2.0
+    for edit in ({"temperature": 1.5}, {"at_search_bound": True}, {SEAL_KEY: "0" * 64}):
+        path.write_text(json.dumps({**doc, **edit}))
+        with pytest.raises(DamagedFileError, match=rf"calibration_best.json: its values do not match the {SEAL_KEY}"):
             run.temperature("best")
 
 

@@ -99,7 +99,10 @@ def test_short_run_learns_the_planted_signal(learnable_cohort, tmp_path):
         "ece_temperature_scaled",
         "brier_temperature_scaled",
     }
-    assert run.files.calibration("best").is_file()
+    from lnm_jax.fileio import SEAL_KEY, json_digest
+
+    fitted = json.loads(run.files.calibration("best").read_text())  # sealed: an edit is refused where it is read
+    assert fitted[SEAL_KEY] == json_digest(fitted, SEAL_KEY) and fitted["temperature"] > 0
     for key in ("auc_ci_delong", "auc_ci_bootstrap"):
         lo, hi = m[key]
         assert lo <= m["auc"] <= hi

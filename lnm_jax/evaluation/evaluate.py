@@ -17,7 +17,7 @@ from lnm_jax.evaluation import intensity
 from lnm_jax.evaluation import metrics as M
 from lnm_jax.evaluation.plots import plot_decision_curve, plot_reliability, plot_roc
 from lnm_jax.evaluation.summary import format_summary, summarise_predictions
-from lnm_jax.fileio import DamagedFileError, guard_output, read_json, write_csv, write_json
+from lnm_jax.fileio import DamagedFileError, guard_output, read_json, sealed, write_csv, write_json
 from lnm_jax.model_card import metadata, write_card
 from lnm_jax.preflight import check_inputs_present
 from lnm_jax.run import Run
@@ -123,15 +123,17 @@ def evaluate(run: Run, *, checkpoint: str = "best", subsets=("val", "test"), out
     plot_decision_curve({k: v for k, v in reliability.items() if "T=" not in k}, out / F.DECISION_CURVE, title=title)
     write_json(
         run.files.calibration(checkpoint),
-        {
-            "temperature": temperature,
-            "epoch": meta["epoch"],
-            # the checkpoint it was fitted for: predict and export refuse it for another
-            "state_sha256": meta.get(DIGEST_KEY),
-            "fitted_on": "val",
-            "at_search_bound": C.at_bound(temperature),
-            "search_bounds": list(C.TEMPERATURE_BOUNDS),
-        },
+        sealed(  # an edited temperature is refused where it is read (Run.temperature)
+            {
+                "temperature": temperature,
+                "epoch": meta["epoch"],
+                # the checkpoint it was fitted for: predict and export refuse it for another
+                "state_sha256": meta.get(DIGEST_KEY),
+                "fitted_on": "val",
+                "at_search_bound": C.at_bound(temperature),
+                "search_bounds": list(C.TEMPERATURE_BOUNDS),
+            }
+        ),
     )
     write_card(card, out)
     result["out"] = str(out)

@@ -42,7 +42,7 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
-from lnm_jax.fileio import QuietFileHandler, error_line, is_int, off_main_thread
+from lnm_jax.fileio import QuietFileHandler, error_line, is_int, json_digest, off_main_thread
 from lnm_jax.training.sharding import fully_addressable, placed_as
 
 KINDS = ("latest", "best", "progress")
@@ -89,11 +89,9 @@ def state_digest(state: Any) -> str | None:
 
 
 def meta_digest(meta: dict) -> str:
-    """SHA-256 of a checkpoint's metadata without :data:`META_DIGEST_KEY`: its canonical JSON
-    (keys sorted), which the JSON orbax writes and reads back gives again bit for bit (Python
-    writes each float as its shortest round-tripping repr)."""
-    body = {k: v for k, v in meta.items() if k != META_DIGEST_KEY}
-    return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+    """SHA-256 of a checkpoint's metadata without :data:`META_DIGEST_KEY`
+    (:func:`lnm_jax.fileio.json_digest`: orbax writes and reads the JSON back bit for bit)."""
+    return json_digest(meta, META_DIGEST_KEY)
 
 
 def _is_number(v) -> bool:
