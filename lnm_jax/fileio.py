@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import hashlib
 import json
 import logging
 import math
@@ -153,8 +154,6 @@ def json_digest(doc: Mapping, without: str) -> str:
     """SHA-256 of ``doc`` less its key ``without`` (where the digest itself is kept): its
     canonical JSON (keys sorted, no spaces), which the JSON this package writes and reads back
     gives again bit for bit (Python writes each float as its shortest round-tripping repr)."""
-    import hashlib  # noqa: PLC0415
-
     body = {k: v for k, v in doc.items() if k != without}
     return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
@@ -163,9 +162,13 @@ SEAL_KEY = "record_sha256"  # a sealed JSON record's digest of the rest of itsel
 
 
 def sealed(doc: Mapping) -> dict:
-    """``doc`` with :data:`SEAL_KEY`: the SHA-256 of the rest of it (:func:`json_digest`), so
-    that a reader can tell an edited value (a calibration temperature) from the one written."""
-    doc = json.loads(json.dumps(dict(doc)))  # as it will be read back
+    """``doc`` with :data:`SEAL_KEY`: the SHA-256 of the rest of it (:func:`json_digest`) as
+    :func:`write_json` writes it, so that a reader (:func:`check_seal`) tells a changed value (a
+    calibration temperature edited by hand or by a tool) from the one written. It catches edits,
+    not forgery: the digest can be recomputed, and a record without one is read with a warning.
+    A tool that rewrites a number in another form (``2.0`` as ``2``) makes the record read as
+    edited."""
+    doc = json.loads(json_text(dict(doc)))  # as write_json writes it and a reader reads it back
     return {**doc, SEAL_KEY: json_digest(doc, SEAL_KEY)}
 
 
@@ -178,8 +181,8 @@ def check_seal(doc: Mapping, path: Path | str, remedy: str = REWRITE) -> None:
     deleted) is read with a warning on stderr, once per file and process."""
     stored = doc.get(SEAL_KEY)
     if stored is None:
-        if str(path) not in _UNSEALED_WARNED:
-            _UNSEALED_WARNED.add(str(path))
+        if (where := str(Path(path).resolve())) not in _UNSEALED_WARNED:
+            _UNSEALED_WARNED.add(where)
             print(
                 f"warning: {path} holds no {SEAL_KEY} (written before records were sealed, or it was deleted): its "
                 f"values are not verified; {remedy}",

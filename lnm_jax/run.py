@@ -826,15 +826,15 @@ class Run:
         path = self.files.calibration(checkpoint)
         if not path.is_file():
             return None
-        doc = read_json(path, required=("temperature",), remedy="run lnm-jax evaluate to fit it again")
-        check_seal(doc, path, "refit it: lnm-jax evaluate")
+        refit = f"refit it: {self.evaluate_command(checkpoint)}"
+        doc = read_json(path, required=("temperature",), remedy=refit)
+        check_seal(doc, path, refit)
         t = doc["temperature"]
         if not is_number(t) or t <= 0:
             # a temperature <= 0 inverts or saturates every calibrated probability, silently
-            raise DamagedFileError(f"{path}: temperature {t!r} is not a number > 0; refit it: lnm-jax evaluate")
+            raise DamagedFileError(f"{path}: temperature {t!r} is not a number > 0; {refit}")
         epoch, digest = doc.get("epoch"), doc.get(DIGEST_KEY)
         # a string epoch had been reported as fitted for "epoch 2, which is now epoch 2"
-        refit = "refit it: lnm-jax evaluate"
         if not is_int(epoch):
             raise DamagedFileError.edited(path, f"epoch {epoch!r} is not a whole number", refit)
         if digest is not None and not isinstance(digest, str):
@@ -846,11 +846,15 @@ class Run:
                 self._stale_warned.add((checkpoint, fitted))
                 print(
                     f"warning: {path.name} was fitted for the '{checkpoint}' checkpoint of epoch {fitted[0]}, which "
-                    f"is now epoch {now[0]}: not applied (no calibrated probability); run lnm-jax evaluate to refit it",
+                    f"is now epoch {now[0]}: not applied (no calibrated probability); {refit}",
                     file=sys.stderr,
                 )
             return None
         return float(doc["temperature"])
+
+    def evaluate_command(self, checkpoint: str = "best") -> str:
+        """The command line that evaluates ``checkpoint`` of this run (and fits its calibration)."""
+        return f"lnm-jax evaluate --workdir {self.workdir} --checkpoint {checkpoint}"
 
     def check_records(self) -> None:
         """Reads the run's records that a command reads back after its work (``run_info.json``

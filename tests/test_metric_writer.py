@@ -68,6 +68,33 @@ def test_json_files_are_standard_json():
         json_text({"not json": object()})
 
 
+def test_a_sealed_record_reads_back_as_written_and_an_edit_is_refused(tmp_path, capsys):
+    """fileio.sealed digests the record as write_json writes it (a NaN as null, NumPy numbers as
+    plain ones), whatever the reader's key order or indent; a changed value is one
+    DamagedFileError naming the file; a record without its seal is read with one warning."""
+    import math
+
+    import numpy as np
+    import pytest
+
+    from lnm_jax.fileio import SEAL_KEY, DamagedFileError, check_seal, read_json, sealed, write_json
+
+    path = tmp_path / "record.json"
+    write_json(path, sealed({"t": np.float32(1.5), "auc": math.nan, "n": np.int64(3), "ok": np.bool_(True)}))
+    check_seal(read_json(path), path)
+    doc = json.loads(path.read_text())
+    path.write_text(json.dumps(dict(reversed(list(doc.items())))))  # another key order, no indent
+    check_seal(read_json(path), path)
+    for edit in ({"t": 1.25}, {"auc": 0.5}, {"extra": 1}):
+        with pytest.raises(DamagedFileError, match=rf"record.json: its values do not match the {SEAL_KEY}"):
+            check_seal({**doc, **edit}, path)
+    capsys.readouterr()
+    unsealed = {k: v for k, v in doc.items() if k != SEAL_KEY}
+    check_seal(unsealed, path)
+    check_seal(unsealed, tmp_path / "." / "record.json")  # the same file by another path: said once
+    assert capsys.readouterr().err.count(f"holds no {SEAL_KEY}") == 1
+
+
 def test_other_processes_write_nothing(tmp_path):
     with MetricWriter(tmp_path / "h.jsonl", tmp_path / "tb", tmp_path / "log", primary=False) as writer:
         writer.rewrite([{"epoch": 1}])

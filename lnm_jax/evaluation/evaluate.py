@@ -245,20 +245,20 @@ def predict_manifest(
     if not zero_fill_missing:
         check_inputs_present(run.config, cohort, opt_in="--zero-fill-missing")
     predictor = run.predictor(checkpoint)  # a missing checkpoint fails before any data is read
+    temperature = run.temperature(checkpoint)  # and so does an edited calibration record
     with tempfile.TemporaryDirectory(prefix="lnm_predict_") as records:
         data = run.data_for(cohort, Path(records))
         batches, features = intensity.tap(data.eval_batches("all"), data.norm, names.IMAGE_INPUTS)
         p = predictor(batches)
     logits = dict(zip(p[names.PATIENT_ID], p["logit"]))
     flagged = intensity_check(run.intensity_reference(), features, len(cohort), str(run.files.intensity_reference))
-    temperature = run.temperature(checkpoint)
     calibration = run.files.calibration(checkpoint)
     if temperature is not None and read_json(calibration).get("at_search_bound"):
         print(f"warning: {BOUND_WARNING}", file=sys.stderr)
     elif not calibration.is_file():  # a stale one: run.temperature said so
         print(
             f"note: no prob_lnm_calibrated column: no temperature is fitted for the '{checkpoint}' checkpoint "
-            f"({calibration.name} is written by lnm-jax evaluate --checkpoint {checkpoint})",
+            f"(to fit one: {run.evaluate_command(checkpoint)})",
             file=sys.stderr,
         )
     if seen := seen_patients_line(run, cohort.ids):
