@@ -18,6 +18,7 @@ import dataclasses
 import functools
 import hashlib
 import json
+import shlex
 import sys
 from pathlib import Path
 
@@ -854,7 +855,7 @@ class Run:
 
     def evaluate_command(self, checkpoint: str = "best") -> str:
         """The command line that evaluates ``checkpoint`` of this run (and fits its calibration)."""
-        return f"lnm-jax evaluate --workdir {self.workdir} --checkpoint {checkpoint}"
+        return f"lnm-jax evaluate --workdir {shlex.quote(str(self.workdir))} --checkpoint {checkpoint}"
 
     def check_records(self) -> None:
         """Reads the run's records that a command reads back after its work (``run_info.json``
