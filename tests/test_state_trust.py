@@ -1163,15 +1163,16 @@ def test_stale_calibration_not_applied(triple_run, copy_run, capsys):
 
 def test_non_finite_validation_logits_stop_the_run():
     from lnm_jax.training.loop import TrainingDivergedError, _check_validation
+    from lnm_jax.training.save_schedule import SaveSchedule
 
     class NoCheckpoints:
         def latest_epoch(self, kind):
             return None
 
-    c = demo_config()
-    _check_validation(np.zeros(5), 1, c, NoCheckpoints())
-    with pytest.raises(TrainingDivergedError, match="2 of 5 validation logits are NaN or inf"):
-        _check_validation(np.array([0.0, np.nan, 1.0, np.inf, 2.0]), 1, c, NoCheckpoints())
+    c, saves = demo_config(), SaveSchedule(NoCheckpoints(), 1, 1)
+    _check_validation(np.zeros(5), 1, c, saves)
+    with pytest.raises(TrainingDivergedError, match="2 of 5 validation logits are NaN or inf.*no checkpoint was"):
+        _check_validation(np.array([0.0, np.nan, 1.0, np.inf, 2.0]), 1, c, saves)
 
 
 # ------------------------------------------------------------- de-identification

@@ -23,7 +23,9 @@ from lnm_jax.exported import METADATA, MODEL_CARD
 from lnm_jax.metric_writer import read_history
 from lnm_jax.run import ConfigMismatchError, Run, RunExistsError, check_resumable, load_config, zero_batch
 from lnm_jax.training import steps as steps_lib
+from lnm_jax.training.checkpoint import RunCheckpoints
 from lnm_jax.training.loop import NonFiniteLossError, train
+from lnm_jax.training.save_schedule import SaveSchedule
 
 TIMING_KEYS = ("train_patients_per_s", "epoch_time_s", "epoch_cycle_s")
 
@@ -214,6 +216,122 @@ def test_run_killed_mid_epoch_resumes_on_the_next_batch(triple_run, tiny_cohort,
     assert int(again.step) == int(full.step) == 2 * per_epoch
     for a, b in zip(jax.tree.leaves(full), jax.tree.leaves(again)):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+def test_epochs_between_save_points_cost_no_result(triple_run, tiny_cohort, tmp_path, monkeypatch):
+    """train.checkpoint_every_epochs=2: epoch 1 (the best so far) is held, not written; a run
+    interrupted in epoch 2 writes it as best and latest first, and resumed from it ends with the
+    history and the best and latest states, bit for bit, of the run that saved every epoch."""
+    from lnm_jax.training import loop as loop_lib
+
+    config = tiny_config(tiny_cohort, "triple", epochs=2)
+    config.train.checkpoint_every_epochs = 2
+    per_epoch = triple_run.data.steps_per_epoch()
+    real, real_save, saved = loop_lib.make_train_step, RunCheckpoints.save, []
+
+    def dying(*a, **kw):
+        step, calls = real(*a, **kw), []
+
+        def counted(state, batch):
+            if len(calls) == per_epoch + 1:  # inside epoch 2
+                raise KeyboardInterrupt
+            calls.append(1)
+            return step(state, batch)
+
+        return counted
+
+    def recorded(self, kind, number, *a, **kw):
+        saved.append((kind, number))
+        return real_save(self, kind, number, *a, **kw)
+
+    monkeypatch.setattr(loop_lib, "make_train_step", dying)
+    monkeypatch.setattr(RunCheckpoints, "save", recorded)
+    with pytest.raises(KeyboardInterrupt):
+        train(Run.create(config, tmp_path / "run"))
+    assert saved == [("best", 1), ("latest", 1)]  # nothing before the interrupt
+    monkeypatch.setattr(loop_lib, "make_train_step", real)
+    resumed = Run.create(config, tmp_path / "run", resume=True)
+    assert resumed.checkpoints().latest_epoch("latest") == 1
+    train(resumed)
+    assert _history(resumed) == _history(triple_run)
+    for kind in ("best", "latest"):
+        want, want_meta = triple_run.restore(kind)
+        got, got_meta = Run.open(tmp_path / "run").restore(kind)
+        assert got_meta["epoch"] == want_meta["epoch"] and got_meta["best"] == want_meta["best"]
+        for a, b in zip(jax.tree.leaves(want), jax.tree.leaves(got)):
+            np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+class _Recorded:
+    """A RunCheckpoints stand-in that records each save: (kind, number, the state's value)."""
+
+    def __init__(self):
+        self.saved = []
+
+    def save(self, kind, number, state, meta, copy_of=None):
+        assert meta["epoch"] == number
+        self.saved.append((kind, number, float(state["w"][0])))
+
+    def latest_epoch(self, kind):
+        return max((n for k, n, _ in self.saved if k == kind), default=None)
+
+    def directory(self, kind):
+        return Path("ckpts") / kind
+
+
+@pytest.mark.parametrize(
+    ("every", "improving", "stop_after", "want"),
+    [
+        # every epoch: the paper's schedule
+        (1, [1, 3], None, [("best", 1), ("latest", 1), ("latest", 2), ("best", 3), ("latest", 3), ("latest", 4)]),
+        # every 2: the held best (1, 3) written at the next save point, before latest
+        (2, [1, 3], None, [("best", 1), ("latest", 2), ("best", 3), ("latest", 4)]),
+        # a best held then bettered before the save point: only the newer one is written
+        (3, [1, 2, 4], None, [("best", 2), ("latest", 3), ("best", 4), ("latest", 4)]),
+        # every 3, stopped (early stop) at 2: a save point
+        (3, [1], 2, [("best", 1), ("latest", 2)]),
+    ],
+)
+def test_the_save_schedule_writes_each_best_epoch_and_latest_at_save_points(every, improving, stop_after, want):
+    """SaveSchedule over four epochs (train.epochs=4): which checkpoints are written when, and
+    that a held epoch is written with its own state (a copy: the next step donates the
+    buffers it holds, here overwritten in place)."""
+    ckpts = _Recorded()
+    saves = SaveSchedule(ckpts, every, 4)
+    w = np.zeros(1)
+    for epoch in range(1, 5):
+        w[0] = epoch  # the same buffer, changed as a donated one is
+        stopping = epoch == stop_after
+        saves.epoch_end(epoch, {"w": w}, {"epoch": 0}, epoch in improving, stopping)
+        if stopping:
+            break
+    assert [(k, n) for k, n, _ in ckpts.saved] == want
+    assert all(value == n for _, n, value in ckpts.saved)  # each epoch's own state
+
+
+def test_training_stopped_between_save_points_writes_the_held_epoch_first():
+    """An error between save points writes the held best epoch as best and latest (the run
+    resumes from it), and the message names it; a mid-epoch checkpoint writes it as best first;
+    several processes write only on a divergence."""
+    ckpts = _Recorded()
+    saves = SaveSchedule(ckpts, 5, 10)
+    assert saves.kept() == "no checkpoint was written (nothing to resume from)"
+    saves.epoch_end(1, {"w": np.ones(1)}, {"epoch": 1}, True)
+    assert ckpts.saved == [] and "(epoch 1, ckpts/latest)" in saves.kept()
+    saves.on_stop(diverged=False)
+    assert ckpts.saved == [("best", 1, 1.0), ("latest", 1, 1.0)]
+    saves.on_stop(diverged=False)  # nothing held any more
+    assert len(ckpts.saved) == 2
+    saves.epoch_end(2, {"w": np.full(1, 2.0)}, {"epoch": 2}, True)
+    assert saves.write_held(pair=False) == 2 and ckpts.saved[-1] == ("best", 2, 2.0)
+    assert saves.write_held() is None
+    saves.epoch_end(3, {"w": np.full(1, 3.0)}, {"epoch": 3}, True)
+    with pytest.MonkeyPatch.context() as m:
+        m.setattr(jax, "process_count", lambda: 2)
+        saves.on_stop(diverged=False)
+        assert ckpts.saved[-1] == ("best", 2, 2.0)
+        saves.on_stop(diverged=True)
+        assert ckpts.saved[-2:] == [("best", 3, 3.0), ("latest", 3, 3.0)]
 
 
 def test_existing_run_is_not_overwritten(triple_run):

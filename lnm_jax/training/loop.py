@@ -18,6 +18,7 @@ from lnm_jax.metric_writer import MetricWriter, check_resumed_history, read_hist
 from lnm_jax.preflight import check_trainable
 from lnm_jax.training import sharding
 from lnm_jax.training import state as state_lib
+from lnm_jax.training.save_schedule import SaveSchedule
 from lnm_jax.training.steps import make_eval_step, make_train_step, predict, resolve_pos_weight
 
 if TYPE_CHECKING:
@@ -54,14 +55,6 @@ def non_finite_arrays(state) -> list[str]:
     return [jax.tree_util.keystr(path) for path, ok in jax.tree_util.tree_leaves_with_path(flags) if not ok]
 
 
-def _kept(ckpts) -> str:
-    """What a divergence message says about the checkpoints left."""
-    epoch = ckpts.latest_epoch("latest")
-    if epoch is None:
-        return "no checkpoint was written (nothing to resume from)"
-    return f"the last good checkpoint (epoch {epoch}, {ckpts.directory('latest')}) is kept"
-
-
 def load_pretrained(run: Run, state):
     """Initialises the image branches from ``config.model.init_from``: one backbone for every
     branch (a folder with ``backbone.json``: converted weights, or a shared pretrained one), or
@@ -82,7 +75,7 @@ def _gathered(xs) -> np.ndarray:
     return np.concatenate([np.ravel(sharding.to_host(x)) for x in xs]) if xs else np.zeros(0)
 
 
-def _save_progress(ckpts, state, epoch, batches_done, loader_state, best, before, labels, logits, losses) -> None:
+def _save_progress(saves, state, epoch, batches_done, loader_state, best, before, labels, logits, losses) -> None:
     """A mid-epoch checkpoint: the state after ``batches_done`` batches of ``epoch``, the
     loader's iterator state after the last of them, and the epoch's outputs so far (``before``:
     those of the steps before a resume), so that the resumed epoch's metrics cover every batch.
@@ -91,8 +84,8 @@ def _save_progress(ckpts, state, epoch, batches_done, loader_state, best, before
     step = int(state.step)
     so_far = lambda k, xs: np.concatenate([before[k], _gathered(xs)]).astype(float).tolist()  # noqa: E731
     if not np.all(np.isfinite(so_far("losses", losses))):
-        raise NonFiniteLossError(f"loss is not finite in epoch {epoch} by step {step}; {_kept(ckpts)}")
-    _check_finite_state(state, f"in epoch {epoch} by step {step}", "this mid-epoch state was not saved", ckpts)
+        raise NonFiniteLossError(f"loss is not finite in epoch {epoch} by step {step}; {saves.kept()}")
+    _check_finite_state(state, f"in epoch {epoch} by step {step}", "this mid-epoch state was not saved", saves)
     meta = {
         "epoch": epoch,
         "step": step,
@@ -103,30 +96,31 @@ def _save_progress(ckpts, state, epoch, batches_done, loader_state, best, before
         "logits": so_far("logits", logits),
         "losses": so_far("losses", losses),
     }
-    ckpts.save("progress", step, state, meta)
+    saves.write_held(pair=False)  # the best epoch its metadata names is on disk first
+    saves.ckpts.save("progress", step, state, meta)
 
 
-def _check_max_loss(what: str, loss: float, epoch: int, config, ckpts, note: str = "") -> None:
+def _check_max_loss(what: str, loss: float, epoch: int, config, saves, note: str = "") -> None:
     """:class:`TrainingDivergedError` when ``loss`` (training's or validation's) is over
     ``train.max_loss`` (0: off), naming the last good checkpoint."""
     if config.train.get("max_loss") and loss > config.train.max_loss:
         raise TrainingDivergedError(
             f"training diverged: {what} {loss:.3g} in epoch {epoch} is over train.max_loss={config.train.max_loss:g} "
-            f"(learning rate {config.train.learning_rate:g} too high?); {note}{_kept(ckpts)}"
+            f"(learning rate {config.train.learning_rate:g} too high?); {note}{saves.kept()}"
         )
 
 
-def _check_finite_state(state, where: str, note: str, ckpts) -> None:
+def _check_finite_state(state, where: str, note: str, saves) -> None:
     """:class:`TrainingDivergedError` when a parameter or BatchNorm statistic holds NaN or inf:
     checked before every checkpoint kind is written."""
     if bad := non_finite_arrays(state):
         raise TrainingDivergedError(
             f"training diverged {where}: {len(bad)} parameter/statistic array(s) hold NaN or inf "
-            f"(e.g. {', '.join(bad[:3])}); {note}; {_kept(ckpts)}"
+            f"(e.g. {', '.join(bad[:3])}); {note}; {saves.kept()}"
         )
 
 
-def _check_validation(logits, epoch: int, config, ckpts) -> None:
+def _check_validation(logits, epoch: int, config, saves) -> None:
     """Divergence seen on validation: non-finite logits (inference-mode BatchNorm can blow up
     where training-mode batches did not) stop the run, naming the last good checkpoint."""
     logits = np.asarray(logits, np.float64)
@@ -134,7 +128,7 @@ def _check_validation(logits, epoch: int, config, ckpts) -> None:
         raise TrainingDivergedError(
             f"training diverged: {bad} of {len(logits)} validation logits are NaN or inf in epoch {epoch} "
             f"(learning rate {config.train.learning_rate:g} too high?); nothing of this epoch was saved; "
-            f"{_kept(ckpts)}"
+            f"{saves.kept()}"
         )
 
 
@@ -256,6 +250,7 @@ def train(run: Run) -> dict:
 
     epoch_batches = data.device_epochs(mesh)  # device-resident cohort or host loader: the data's choice
     every = config.train.get("checkpoint_every_steps", 0)
+    saves = SaveSchedule(ckpts, config.train.get("checkpoint_every_epochs", 1), config.train.epochs)
 
     last_line = None  # when this process measured its previous epoch's line (epoch_cycle_s)
     try:
@@ -289,18 +284,18 @@ def train(run: Run) -> dict:
                     loss = float(m["loss"])
                     if not math.isfinite(loss):
                         raise NonFiniteLossError(
-                            f"loss is {loss} at epoch {epoch}, step {int(state.step)}; {_kept(ckpts)}"
+                            f"loss is {loss} at epoch {epoch}, step {int(state.step)}; {saves.kept()}"
                         )
                     bar.set_postfix(loss=f"{loss:.4f}")
                 if every and (i + 1) % every == 0 and i + 1 < steps:
-                    _save_progress(ckpts, state, epoch, i + 1, loader_state, best, before, labels, logits, losses)
+                    _save_progress(saves, state, epoch, i + 1, loader_state, best, before, labels, logits, losses)
             train_loss = float(np.mean(np.concatenate([before["losses"], _gathered(losses)])))
             if not math.isfinite(train_loss):
                 raise NonFiniteLossError(
-                    f"loss is {train_loss} in epoch {epoch} (step {int(state.step)}); {_kept(ckpts)}"
+                    f"loss is {train_loss} in epoch {epoch} (step {int(state.step)}); {saves.kept()}"
                 )
-            _check_max_loss("mean train loss", train_loss, epoch, config, ckpts)
-            _check_finite_state(state, f"in epoch {epoch}", "nothing of this epoch was saved", ckpts)
+            _check_max_loss("mean train loss", train_loss, epoch, config, saves)
+            _check_finite_state(state, f"in epoch {epoch}", "nothing of this epoch was saved", saves)
             train_time = time.perf_counter() - t0
             tr = _epoch_summary(
                 np.concatenate([before["labels"], _gathered(labels)]).astype(np.int32),
@@ -308,9 +303,9 @@ def train(run: Run) -> dict:
             )
             tr["loss"] = train_loss  # the mean of the steps' losses (augmented, training-mode BatchNorm)
             val = predict(eval_step, state.params, state.batch_stats, data.eval_batches("val"), mesh)
-            _check_validation(val["logit"], epoch, config, ckpts)
+            _check_validation(val["logit"], epoch, config, saves)
             va = _epoch_summary(val[names.LABEL], val["logit"])
-            _check_max_loss("validation loss", va["loss"], epoch, config, ckpts, "nothing of this epoch was saved; ")
+            _check_max_loss("validation loss", va["loss"], epoch, config, saves, "nothing of this epoch was saved; ")
             lr = state_lib.learning_rate(config.train.learning_rate, state)
             state = state_lib.plateau_step(plateau, state, va["loss"])
             record = {
@@ -336,20 +331,24 @@ def train(run: Run) -> dict:
             # the log line first: a process killed between the two leaves a line that resume
             # drops (it keeps the lines up to the checkpoint), never a checkpoint without a line
             writer.write(record)
-            if improved:  # best first: a kill between the two resumes before this epoch, which it redoes
-                ckpts.save("best", epoch, state, {"epoch": epoch, "best": best})
-            ckpts.save("latest", epoch, state, {"epoch": epoch, "best": best}, copy_of="best" if improved else None)
+            stopping = False
+            if config.train.early_stop_patience and epoch > frozen_epochs:  # counted once the branches train
+                patience_left = config.train.early_stop_patience if improved else patience_left - 1
+                stopping = patience_left <= 0
+            # best first: a kill between the two resumes before this epoch, which it redoes
+            saves.epoch_end(epoch, state, best, improved, stopping)
             writer.print(
                 f"epoch {epoch:3d}  train loss {tr['loss']:.4f} auc {tr['auc']:.3f}  "
                 + (f"lesion {record['train_lesion_loss']:.4f}  " if "train_lesion_loss" in record else "")
                 + f"val loss {va['loss']:.4f} auc {va['auc']:.3f}  lr {lr:.1e}  "
                 f"{record['epoch_time_s']:.1f}s{'  *best*' if improved else ''}"
             )
-            if config.train.early_stop_patience and epoch > frozen_epochs:  # counted once the branches train
-                patience_left = config.train.early_stop_patience if improved else patience_left - 1
-                if patience_left <= 0:
-                    writer.print(f"early stop: no validation-AUC gain for {config.train.early_stop_patience} epochs")
-                    break
+            if stopping:
+                writer.print(f"early stop: no validation-AUC gain for {config.train.early_stop_patience} epochs")
+                break
+    except BaseException as e:  # the best epoch held since the last save point is written first
+        saves.on_stop(diverged=isinstance(e, TrainingDivergedError), primary=writer.primary)
+        raise
     finally:
         ckpts.wait()
         ckpts.close()
