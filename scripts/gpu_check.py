@@ -15,7 +15,8 @@ every framework, dtype and batch size in its own), each writing ``OUT/<step>.md`
 3. ``profile``: the bf16 train step's kernel time by bucket and phase (``scripts/profile_step.py``;
    XLA:GPU command buffers off, so that each kernel is traced under its own HLO instruction).
 4. ``train_e2e``: ``lnm-jax train`` end to end, device-resident data on and off, validation and
-   checkpoints inside the wall time (``scripts/train_e2e.py``; 4,096 synthetic patients).
+   checkpoints inside the wall time (``scripts/train_e2e.py``; 4,096 synthetic patients, six
+   epochs, checkpoints every five).
 5. ``candidates``: the bf16 batch-256 step under each of ``benchmark.CANDIDATES`` (XLA:GPU
    flag sets, BatchNorm statistics in bf16, the space-to-depth stem, the two branches stacked
    under ``vmap``), in ``CANDIDATE_ORDER`` or ``--candidates``, speed-ups against the default
@@ -97,7 +98,10 @@ def steps(out: Path, tiny: bool, torch: bool, candidates: list[str] | None = Non
     if tiny:  # torch.compile's CPU compile alone takes minutes: eager stands for it here
         vs_torch = [c for c in vs_torch if c != "--torch-compile"]
     e2e = [py, str(HERE / "train_e2e.py"), "--workdir", str(out / "work" / "train_e2e")]
-    e2e += ["--tiny"] if tiny else ["--patients", "4096", "--epochs", "3"]
+    # saving every 5 epochs over 6: the timed epochs 2-6 hold one save point (train_e2e.py); the
+    # tiny run's 2 epochs hold epoch 1's state on the host and write it at epoch 2
+    e2e += ["--tiny", "--checkpoint-every-epochs", "2"] if tiny else ["--patients", "4096", "--epochs", "6"]
+    e2e += [] if tiny else ["--checkpoint-every-epochs", "5"]
     export = [py, str(HERE / "benchmark_export.py"), "--untrained"]  # on its own synthetic patients
     export += ["--backbone", "resnet10", "--width", "4", "--image-size", "32", "--batch-sizes", "1,2", "--repeats", "1"]
     export += ["--stablehlo-only"]  # tiny: the ONNX conversion is tests/test_export.py's
@@ -213,6 +217,7 @@ def e2e_table(stdout: str) -> str:
     other = "".join(f"{x}\n" for x in stdout.splitlines() if x.strip() and not x.startswith("{"))
     keys = [
         "on_device",
+        "checkpoint_every_epochs",
         "train_patients",
         "epochs",
         "setup_s",

@@ -6,9 +6,14 @@ first, which compiles; its ``epoch_time_s`` stops before the epoch's checkpoints
 Epoch k's cycle holds epoch k-1's saves, so the average over epochs 2..E counts the saves of
 epochs 1..E-1: with two epochs (``--tiny``) the first epoch's two (``best`` always improves on
 none, and they are the process's first saves), a worst case rather than a steady epoch.
+``--checkpoint-every-epochs N`` (``train.checkpoint_every_epochs``) writes them every N epochs
+and at the last: over E = N + 1 epochs the timed cycles (epochs 2..E) hold one save point, what
+a run saving every N epochs spends per epoch on average (an improving epoch between save points
+costs a copy of the state to the host, in its cycle too).
 Needs no TensorFlow (the run fails if it imports it).
 
     python scripts/train_e2e.py --patients 3000 --epochs 3        # a GPU: ResNet-50, 224 px, bf16, batch 256
+    python scripts/train_e2e.py --epochs 6 --checkpoint-every-epochs 5   # the same, saving every 5 epochs
     python scripts/train_e2e.py --tiny                            # any CPU: the same path at toy size
 """
 
@@ -41,6 +46,7 @@ def run_one(manifest: Path, workdir: Path, a, on_device: bool) -> dict:
     c.data.num_threads = a.threads
     c.model.backbone, c.model.width, c.model.dtype = a.backbone, a.width, a.dtype
     c.train.epochs, c.train.batch_size, c.train.eval_batch_size = a.epochs, a.batch_size, a.batch_size
+    c.train.checkpoint_every_epochs = a.checkpoint_every_epochs
     c.eval.bootstrap = 0
     t0 = time.perf_counter()
     run = Run.create(c, workdir)  # the manifest checked, the cohort surveyed, the splits drawn
@@ -58,6 +64,7 @@ def run_one(manifest: Path, workdir: Path, a, on_device: bool) -> dict:
     between_s = sum(r["epoch_cycle_s"] - r["epoch_time_s"] for r in later) / len(later)
     return {
         "on_device": on_device,
+        "checkpoint_every_epochs": a.checkpoint_every_epochs,
         "train_patients": len(run.split.train),
         "patients_per_epoch": patients,
         "epochs": len(history),
@@ -80,11 +87,19 @@ def main(argv=None) -> list[dict]:
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--epochs", type=int, default=3, help="at least 2: the first compiles, the others are timed")
     p.add_argument("--threads", type=int, default=8, help="grain threads (data.num_threads)")
+    p.add_argument(
+        "--checkpoint-every-epochs",
+        type=int,
+        default=1,
+        help="train.checkpoint_every_epochs: latest (and a held best) written every N epochs and at the last",
+    )
     p.add_argument("--tiny", action="store_true", help=f"toy sizes for a CPU: {TINY}")
     a = p.parse_args(argv)
     if a.tiny:
         for k, v in TINY.items():
             setattr(a, k, v)
+    if a.checkpoint_every_epochs < 1:
+        p.error("--checkpoint-every-epochs must be at least 1")
     if a.epochs < 2:
         p.error("--epochs must be at least 2: the first epoch compiles, the whole-epoch rate is taken over the others")
     if a.workdir.exists() and any(a.workdir.iterdir()):
