@@ -98,8 +98,8 @@ def steps(out: Path, tiny: bool, torch: bool, candidates: list[str] | None = Non
     if tiny:  # torch.compile's CPU compile alone takes minutes: eager stands for it here
         vs_torch = [c for c in vs_torch if c != "--torch-compile"]
     e2e = [py, str(HERE / "train_e2e.py"), "--workdir", str(out / "work" / "train_e2e")]
-    # saving every 5 epochs over 6: the timed epochs 2-6 hold one save point (train_e2e.py); the
-    # tiny run's 2 epochs hold epoch 1's state on the host and write it at epoch 2
+    # saving every N epochs over N + 1: the timed cycles (epochs 2..N+1) hold one save point
+    # (train_e2e.py); the tiny run's 3 epochs hold epoch 1's state on the host, save at epoch 2
     e2e += ["--tiny", "--checkpoint-every-epochs", "2"] if tiny else ["--patients", "4096", "--epochs", "6"]
     e2e += [] if tiny else ["--checkpoint-every-epochs", "5"]
     export = [py, str(HERE / "benchmark_export.py"), "--untrained"]  # on its own synthetic patients

@@ -4,12 +4,12 @@ the grain loader, reporting patients/s over whole epochs (validation and checkpo
 the loop's ``epoch_cycle_s``, from one epoch's line to the next, over the epochs after the
 first, which compiles; its ``epoch_time_s`` stops before the epoch's checkpoints are saved).
 Epoch k's cycle holds epoch k-1's saves, so the average over epochs 2..E counts the saves of
-epochs 1..E-1: with two epochs (``--tiny``) the first epoch's two (``best`` always improves on
-none, and they are the process's first saves), a worst case rather than a steady epoch.
-``--checkpoint-every-epochs N`` (``train.checkpoint_every_epochs``) writes them every N epochs
-and at the last: over E = N + 1 epochs the timed cycles (epochs 2..E) hold one save point, what
-a run saving every N epochs spends per epoch on average (an improving epoch between save points
-costs a copy of the state to the host, in its cycle too).
+epochs 1..E-1. ``--checkpoint-every-epochs N`` (``train.checkpoint_every_epochs``) writes them
+every N epochs and at the last: over E = N + 1 epochs the timed cycles (epochs 2..E) hold one
+save point, what a run saving every N epochs spends per epoch on average (an improving epoch
+between save points costs a copy of the state to the host, in its cycle too). ``--tiny`` runs
+E = 3 epochs, and the GPU check's toy run saves every 2: epoch 1 held on the host, epoch 2 a save
+point whose saves (the process's first) fall in epoch 3's cycle.
 Needs no TensorFlow (the run fails if it imports it).
 
     python scripts/train_e2e.py --patients 3000 --epochs 3        # a GPU: ResNet-50, 224 px, bf16, batch 256
@@ -37,7 +37,7 @@ from lnm_jax.metric_writer import read_history  # noqa: E402
 from lnm_jax.run import Run  # noqa: E402
 from lnm_jax.training.loop import train  # noqa: E402
 
-TINY = dict(patients=48, size=32, backbone="resnet10", width=4, dtype="float32", batch_size=8, epochs=2, threads=2)
+TINY = dict(patients=48, size=32, backbone="resnet10", width=4, dtype="float32", batch_size=8, epochs=3, threads=2)
 
 
 def run_one(manifest: Path, workdir: Path, a, on_device: bool) -> dict:
