@@ -78,6 +78,9 @@ VARIANTS = {
         [],
     ),
     "bfloat16 compute": ("", ["--dtypes", "bfloat16"]),
+    # the batch split over two host CPU devices (benchmark.py runs data-parallel over every device
+    # it sees), each device's program executed on its own thread
+    "two host devices: data-parallel (XLA_FLAGS)": ("--xla_force_host_platform_device_count=2", []),
 }
 
 
