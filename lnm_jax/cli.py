@@ -40,7 +40,9 @@ import dataclasses
 import difflib
 import errno
 import os
+import signal
 import sys
+import threading
 from pathlib import Path
 
 from lnm_jax import names
@@ -976,6 +978,30 @@ def top_level_help() -> str:
     return f"{usage}\n\n{__doc__.strip().replace('``', '')}\n"
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (``timeout``, Slurm, ``docker stop``, systemd) taken as Ctrl-C is: a save in
+    flight finishes, training writes the best epoch it holds between save points
+    (``training/save_schedule.py``), then the command stops (exit 143)."""
+
+
+def _raise_terminated(signum, frame):
+    raise Terminated()
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt():
+    """SIGTERM raises :class:`Terminated` in the main thread while a command runs, where no
+    handler of the caller's is installed (the previous one is put back after)."""
+    if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGTERM) != signal.SIG_DFL:
+        yield
+        return
+    signal.signal(signal.SIGTERM, _raise_terminated)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
 def main(argv: list[str] | None = None) -> int:
     from lnm_jax.config import ConfigError
 
@@ -997,13 +1023,16 @@ def main(argv: list[str] | None = None) -> int:
         near = difflib.get_close_matches(name, COMMANDS, n=1, cutoff=0.6)  # as a misspelt config field
         return _fail("", f"unknown command '{name}'" + (f"; did you mean '{near[0]}'?" if near else ""), 2)
     try:
-        return command(argv[1:])
+        with _sigterm_as_interrupt():
+            return command(argv[1:])
     except UsageError as e:
         return _fail(name, str(e), 2)
     except ConfigError as e:  # a config that cannot describe a run: bad arguments too
         return _fail(name, str(e), 2)
     except SystemExit as e:  # argparse: --help (0) or bad arguments (2)
         return e.code if isinstance(e.code, int) else 2
+    except Terminated:
+        return _fail(name, "terminated (SIGTERM)", 143)
     except KeyboardInterrupt:
         return _fail(name, "interrupted", 130)
     except BrokenPipeError:

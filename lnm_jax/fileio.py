@@ -427,17 +427,23 @@ def off_main_thread(fn: Callable[..., _T], *args, **kwargs) -> _T:
       the console.
 
     The result and any exception are ``fn``'s own; a KeyboardInterrupt that arrives meanwhile
-    (even a second one) is raised once ``fn`` has returned."""
+    (even a second one) is raised once ``fn`` has returned. The wait is on an event the worker
+    sets when ``fn`` is done, not on ``Thread.join``: in CPython 3.11 a ``join`` that a
+    KeyboardInterrupt cuts short marks the thread stopped while it still runs (``is_alive()``
+    False), and the save in flight was abandoned as before."""
     quiet_late_loop_callbacks()
     if threading.current_thread() is not threading.main_thread():
         return fn(*args, **kwargs)
     out: dict = {}
+    done = threading.Event()
 
     def call():
         try:
             out["value"] = fn(*args, **kwargs)
         except BaseException as e:  # noqa: BLE001  (handed to the caller)
             out["error"] = e
+        finally:
+            done.set()
 
     worker = threading.Thread(target=call, name="lnm_jax-orbax", daemon=True)
     interrupt = None
@@ -445,9 +451,9 @@ def off_main_thread(fn: Callable[..., _T], *args, **kwargs) -> _T:
         worker.start()
     except KeyboardInterrupt as e:  # while the thread was starting: it runs all the same
         interrupt = e
-    while worker.is_alive():
+    while not done.is_set():
         try:
-            worker.join()
+            done.wait(0.5)
         except KeyboardInterrupt as e:  # the operation in flight finishes first
             interrupt = e
     if interrupt is not None:

@@ -88,6 +88,9 @@ RESUMABLE_FIELDS = (
     "data.num_threads",
     "data.prefetch",
     "train.eval_batch_size",
+    # when checkpoints are written, not what is trained (tests/test_training.py: bit for bit)
+    "train.checkpoint_every_epochs",
+    "train.checkpoint_every_steps",
 )
 
 # Fields of the config a checkpoint records (CONFIG_KEY) that config.json need not repeat when the

@@ -270,7 +270,8 @@ def test_ctrl_c_during_a_save_lets_the_save_finish_then_stops(tmp_path, monkeypa
     stops), after the save in flight has committed: not abandoned half-way by asyncio's own
     SIGINT handler (fileio.off_main_thread); the libraries' logging is as it was before (a
     notebook goes on; it stayed off for the rest of the process, and a later test in the same
-    worker lost orbax's log lines)."""
+    worker lost orbax's log lines). The signal comes while the main thread waits: a
+    `Thread.join` cut short there (CPython 3.11) returned with the save still in flight."""
     import logging
     import signal
     import threading
@@ -290,8 +291,9 @@ def test_ctrl_c_during_a_save_lets_the_save_finish_then_stops(tmp_path, monkeypa
         real_save = manager.save
 
         def interrupted_save(*args, **kwargs):
+            time.sleep(0.2)  # the main thread is waiting for this save by now
             os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C while the save is in flight
-            time.sleep(0.2)
+            time.sleep(0.3)
             return real_save(*args, **kwargs)
 
         monkeypatch.setattr(manager, "save", interrupted_save)
@@ -1399,3 +1401,32 @@ def test_an_edited_run_info_is_one_line_before_evaluate_writes(triple_run, copy_
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "run_info.json: 'git' is 5" in err[0], err
     assert _snapshot(run.workdir) == before
+
+
+def test_sigterm_stops_a_command_as_ctrl_c_does(monkeypatch, capsys):
+    """SIGTERM (timeout, Slurm, docker stop) is raised in the command as an interrupt, so a
+    save in flight finishes and training writes the best epoch it holds (cli.Terminated);
+    one line, exit 143; the default handler is back afterwards."""
+    import signal
+
+    from lnm_jax import cli
+
+    reached = []
+
+    def command(argv):
+        try:
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(10)  # the handler raises here
+        except KeyboardInterrupt:
+            reached.append("interrupt")
+            raise
+
+    previous = signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    try:
+        monkeypatch.setitem(cli.COMMANDS, "train", command)
+        assert cli.main(["train"]) == 143
+        assert reached == ["interrupt"]
+        assert capsys.readouterr().err.strip() == "lnm-jax train: error: terminated (SIGTERM)"
+        assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
+    finally:
+        signal.signal(signal.SIGTERM, previous)

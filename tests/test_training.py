@@ -218,10 +218,13 @@ def test_run_killed_mid_epoch_resumes_on_the_next_batch(triple_run, tiny_cohort,
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
 
 
-def test_epochs_between_save_points_cost_no_result(triple_run, tiny_cohort, tmp_path, monkeypatch):
+def test_epochs_between_save_points_cost_no_result(triple_run, tiny_cohort, tmp_path, monkeypatch, capsys):
     """train.checkpoint_every_epochs=2: epoch 1 (the best so far) is held, not written; a run
-    interrupted in epoch 2 writes it as best and latest first, and resumed from it ends with the
-    history and the best and latest states, bit for bit, of the run that saved every epoch."""
+    stopped in epoch 2 by SIGTERM (the command line raises it as an interrupt) writes it as best
+    and latest first and says so, and resumed from it, saving every epoch now (the cadence may
+    change on resume), ends with the history and the best and latest states, bit for bit, of the
+    run that saved every epoch."""
+    from lnm_jax.cli import Terminated
     from lnm_jax.training import loop as loop_lib
 
     config = tiny_config(tiny_cohort, "triple", epochs=2)
@@ -234,7 +237,7 @@ def test_epochs_between_save_points_cost_no_result(triple_run, tiny_cohort, tmp_
 
         def counted(state, batch):
             if len(calls) == per_epoch + 1:  # inside epoch 2
-                raise KeyboardInterrupt
+                raise Terminated
             calls.append(1)
             return step(state, batch)
 
@@ -246,10 +249,12 @@ def test_epochs_between_save_points_cost_no_result(triple_run, tiny_cohort, tmp_
 
     monkeypatch.setattr(loop_lib, "make_train_step", dying)
     monkeypatch.setattr(RunCheckpoints, "save", recorded)
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.raises(Terminated):
         train(Run.create(config, tmp_path / "run"))
     assert saved == [("best", 1), ("latest", 1)]  # nothing before the interrupt
+    assert "training stopped: the last good checkpoint (epoch 1, " in "".join(capsys.readouterr())
     monkeypatch.setattr(loop_lib, "make_train_step", real)
+    config.train.checkpoint_every_epochs = 1
     resumed = Run.create(config, tmp_path / "run", resume=True)
     assert resumed.checkpoints().latest_epoch("latest") == 1
     train(resumed)
@@ -307,6 +312,27 @@ def test_the_save_schedule_writes_each_best_epoch_and_latest_at_save_points(ever
             break
     assert [(k, n) for k, n, _ in ckpts.saved] == want
     assert all(value == n for _, n, value in ckpts.saved)  # each epoch's own state
+
+
+def test_an_interrupt_during_the_held_epochs_save_keeps_it_for_the_stop():
+    """Ctrl-C while a save point writes the held best: the save finishes and then raises
+    (fileio.off_main_thread); the epoch stays held until its best is written, so the stop
+    writes it with its latest and the run resumes from it, not from the save point before."""
+
+    class Interrupted(_Recorded):
+        def save(self, kind, number, state, meta, copy_of=None):
+            super().save(kind, number, state, meta, copy_of)
+            if len(self.saved) == 1:
+                raise KeyboardInterrupt  # after the save committed
+
+    ckpts = Interrupted()
+    saves = SaveSchedule(ckpts, 2, 10)
+    saves.epoch_end(1, {"w": np.ones(1)}, {"epoch": 1}, True)  # held
+    with pytest.raises(KeyboardInterrupt):
+        saves.epoch_end(2, {"w": np.full(1, 2.0)}, {"epoch": 1}, False)  # the save point writes epoch 1
+    saves.on_stop(diverged=False)
+    assert ckpts.saved == [("best", 1, 1.0), ("best", 1, 1.0), ("latest", 1, 1.0)]
+    assert "(epoch 1, ckpts/latest)" in saves.kept()
 
 
 def test_training_stopped_between_save_points_writes_the_held_epoch_first():

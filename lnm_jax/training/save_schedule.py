@@ -3,7 +3,7 @@
 Every N epochs (1: every epoch, the default) and at the run's last epoch, early stop included,
 ``latest`` is written; an improving epoch between two of those save points is held (a host copy
 of its state, and its metadata) and written as ``best`` at the next one, before ``latest``.
-Training that stops between save points on an error (divergence, an interrupt, a failed save)
+Training that stops between save points on an error (divergence, an interrupt, SIGTERM)
 first writes the held epoch as ``best`` and as ``latest`` (its copy): the run resumes from it. A
 mid-epoch ``progress`` checkpoint is written only after the held epoch is (its metadata's best
 epoch must be on disk). Nothing else depends on N: the history line of every epoch is written
@@ -69,12 +69,15 @@ class SaveSchedule:
 
     def write_held(self, *, pair: bool = True) -> int | None:
         """Writes the held epoch as ``best`` (and, with ``pair``, as ``latest``: a run stopping
-        between save points resumes from it); returns its epoch, None when none is held. Not
-        retried: a save that fails leaves nothing held."""
+        between save points resumes from it); returns its epoch, None when none is held. The
+        epoch stays held until its ``best`` is written: an interrupt raised by the save (once the
+        save has committed: ``fileio.off_main_thread``) or a failed save leaves it for
+        :meth:`on_stop`, which writes it with its ``latest``."""
         if self._held is None:
             return None
-        (epoch, state, meta), self._held = self._held, None
+        epoch, state, meta = self._held
         self.ckpts.save("best", epoch, state, meta)
+        self._held = None
         if pair:
             self.ckpts.save("latest", epoch, state, meta, copy_of="best")
         return epoch
