@@ -304,6 +304,9 @@ COMMON_FIELDS = (
 )
 # ... and those of one command
 COMMAND_FIELDS = {
+    "train": (
+        ("train.checkpoint_every_epochs", "write 'latest' every N epochs and at the last (a held best on stopping)"),
+    ),
     "pretrain": (
         ("pretrain.epochs", "SimCLR epochs"),
         ("pretrain.batch_size", "images per SimCLR batch (each backbone needs at least one batch of images)"),

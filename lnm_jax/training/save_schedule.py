@@ -58,6 +58,7 @@ class SaveSchedule:
         meta = {"epoch": epoch, "best": best}
         if not self.is_save_point(epoch, stopping):
             if improved:
+                self._held = None  # the older copy released first: one copy held at a time
                 self._held = (epoch, held(state), meta)
             return
         if improved:
