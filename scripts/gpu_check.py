@@ -100,8 +100,8 @@ def steps(out: Path, tiny: bool, torch: bool, candidates: list[str] | None = Non
     e2e = [py, str(HERE / "train_e2e.py"), "--workdir", str(out / "work" / "train_e2e")]
     # saving every N epochs over N + 1: the timed cycles (epochs 2..N+1) hold one save point
     # (train_e2e.py); the tiny run's 3 epochs hold epoch 1's state on the host, save at epoch 2
-    e2e += ["--tiny", "--checkpoint-every-epochs", "2"] if tiny else ["--patients", "4096", "--epochs", "6"]
-    e2e += [] if tiny else ["--checkpoint-every-epochs", "5"]
+    e2e_size = ["--tiny"] if tiny else ["--patients", "4096", "--epochs", "6"]
+    e2e += [*e2e_size, "--checkpoint-every-epochs", "2" if tiny else "5"]
     export = [py, str(HERE / "benchmark_export.py"), "--untrained"]  # on its own synthetic patients
     export += ["--backbone", "resnet10", "--width", "4", "--image-size", "32", "--batch-sizes", "1,2", "--repeats", "1"]
     export += ["--stablehlo-only"]  # tiny: the ONNX conversion is tests/test_export.py's

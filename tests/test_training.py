@@ -332,7 +332,9 @@ def test_an_interrupt_during_the_held_epochs_save_keeps_it_for_the_stop():
         saves.epoch_end(2, {"w": np.full(1, 2.0)}, {"epoch": 1}, False)  # the save point writes epoch 1
     saves.on_stop(diverged=False)
     assert ckpts.saved == [("best", 1, 1.0), ("best", 1, 1.0), ("latest", 1, 1.0)]
-    assert "(epoch 1, ckpts/latest)" in saves.kept()
+    assert saves.stopped() == (
+        "training stopped: the last good checkpoint (epoch 1, ckpts/latest) is kept; train --resume continues from it"
+    )
 
 
 def test_training_stopped_between_save_points_writes_the_held_epoch_first():
@@ -342,6 +344,7 @@ def test_training_stopped_between_save_points_writes_the_held_epoch_first():
     ckpts = _Recorded()
     saves = SaveSchedule(ckpts, 5, 10)
     assert saves.kept() == "no checkpoint was written (nothing to resume from)"
+    assert saves.stopped() == "training stopped: no checkpoint was written (nothing to resume from)"
     saves.epoch_end(1, {"w": np.ones(1)}, {"epoch": 1}, True)
     assert ckpts.saved == [] and "(epoch 1, ckpts/latest)" in saves.kept()
     saves.on_stop(diverged=False)

@@ -349,7 +349,7 @@ def train(run: Run) -> dict:
     except BaseException as e:  # the best epoch held since the last save point is written first
         saves.on_stop(diverged=isinstance(e, TrainingDivergedError), primary=writer.primary)
         if isinstance(e, KeyboardInterrupt):  # Ctrl-C, or SIGTERM through the command line
-            writer.print(f"training stopped: {saves.kept()}; train --resume continues from it")
+            writer.print(saves.stopped())
         raise
     finally:
         ckpts.wait()

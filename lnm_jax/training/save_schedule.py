@@ -98,6 +98,12 @@ class SaveSchedule:
             if primary:
                 print(f"warning: the best epoch ({epoch}) could not be saved: {error_line(e)}", file=sys.stderr)
 
+    def stopped(self) -> str:
+        """The line a run stopped by an interrupt prints (after :meth:`on_stop`): the checkpoint
+        it resumes from, and ``--resume`` only where there is one."""
+        resumable = self._held is not None or self.ckpts.latest_epoch("latest") is not None
+        return f"training stopped: {self.kept()}" + ("; train --resume continues from it" if resumable else "")
+
     def kept(self) -> str:
         """What a message about a stopped run says about the checkpoint it resumes from: the
         held epoch when there is one (:meth:`on_stop` writes it), else the latest written."""
