@@ -37,6 +37,19 @@ def tiny_config(manifest, setting="dual", epochs=2, backbone=BACKBONE):
     return c
 
 
+def saved_at_the_end(c):
+    """``c`` (a config, changed in place and returned) writing its run's checkpoints at the last
+    epoch only (``train.checkpoint_every_epochs`` = ``train.epochs``; an early stop is a save
+    point too): the best epoch is held on the host until then. The history, the best and the
+    latest states are bit for bit those of saving every epoch (the loop's ``SaveSchedule``;
+    test_training.py: test_epochs_between_save_points_cost_no_result), without each epoch's
+    orbax saves (0.2-0.5 s of CPU each at test size, 1-2 an epoch). For the quality tests, which
+    judge what a run learns, not its checkpoints; their margins were measured saving every
+    epoch, which gives the same values."""
+    c.train.checkpoint_every_epochs = c.train.epochs
+    return c
+
+
 def compiled(fn):
     """``fn`` as one program compiled with the train step's options (``compile_options.STEP``),
     for a test that calls a model outside a run: run eagerly, every operation is compiled on its

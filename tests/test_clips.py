@@ -9,7 +9,7 @@ import jax
 import numpy as np
 import pytest
 from PIL import Image
-from support import BACKBONE, QUALITY_BACKBONE, SEED, auc_as_evaluated, compiled, record
+from support import BACKBONE, QUALITY_BACKBONE, SEED, auc_as_evaluated, compiled, record, saved_at_the_end
 
 from lnm_jax.config import base_config
 from lnm_jax.data.cohorts.manifest import CLIP_TOO_SHORT, UNREADABLE_CLIP, ManifestError, read_manifest
@@ -190,7 +190,7 @@ def test_clip_model_beats_the_single_frame_when_the_cue_is_temporal(tmp_path):
         c.model.backbone, c.model.width = QUALITY_BACKBONE, 8
         c.train.epochs, c.train.batch_size, c.train.eval_batch_size = 10, 16, 32
         c.train.plateau.patience = 3
-        run = Run.create(c, tmp_path / f"t{t}")
+        run = Run.create(saved_at_the_end(c), tmp_path / f"t{t}")
         train(run)
         aucs[t] = auc_as_evaluated(run.predict("test"))
     record("clips", clip_auc=aucs[6], frame_auc=aucs[1], gain=aucs[6] - aucs[1])

@@ -10,7 +10,17 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from support import BACKBONE, QUALITY_BACKBONE, SEED, auc_as_evaluated, compiled, drawn_variables, record, tiny_config
+from support import (
+    BACKBONE,
+    QUALITY_BACKBONE,
+    SEED,
+    auc_as_evaluated,
+    compiled,
+    drawn_variables,
+    record,
+    saved_at_the_end,
+    tiny_config,
+)
 
 from lnm_jax import names
 from lnm_jax.config import base_config
@@ -165,7 +175,7 @@ def strong_flag_scenario(folder, seed=SEED):
             # pretrained ones; 1e-3 here left the image head short: worst gap 0.028 over 8 seeds)
             c.train.aux_loss_weight, c.train.learning_rate = 1.0, 1e-2
             c.train.plateau.head_min_scale = 0.1
-        run = Run.create(c, folder / head)
+        run = Run.create(saved_at_the_end(c), folder / head)
         train(run)
         test = run.predict("test")
         auc = auc_as_evaluated(test)

@@ -9,7 +9,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from support import BACKBONE, QUALITY_BACKBONE, SEED, compiled, drawn_variables, record
+from support import BACKBONE, QUALITY_BACKBONE, SEED, compiled, drawn_variables, record, saved_at_the_end
 
 from lnm_jax.evaluation.availability import PATTERNS, evaluate_availability, withhold
 from lnm_jax.models.fusion import DROPOUT_RNG, FusionClassifier, drop_modalities
@@ -137,7 +137,7 @@ def test_one_model_for_every_pattern_matches_the_dedicated_model_without_ceus(tm
         c.train.epochs, c.train.batch_size, c.train.eval_batch_size = 12, 16, 64
         c.train.plateau.patience = 3
         c.eval.bootstrap = 100
-        return c
+        return saved_at_the_end(c)
 
     missing = Run.create(config("triple", True), tmp_path / "missing")
     dedicated = Run.create(config("bmode,us_lnm", False), tmp_path / "dedicated")

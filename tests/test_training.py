@@ -12,7 +12,7 @@ from pathlib import Path
 import jax
 import numpy as np
 import pytest
-from support import SEED, new_patients, record, tiny_config
+from support import SEED, new_patients, record, saved_at_the_end, tiny_config
 
 from lnm_jax import run_files as F
 from lnm_jax.cli import main
@@ -47,7 +47,7 @@ def learns_scenario(learnable_cohort, workdir, seed=SEED):
     config.seed = config.data.split.seed = seed
     config.train.batch_size = 16
     config.data.image_size = 48
-    run = Run.create(config, workdir)
+    run = Run.create(saved_at_the_end(config), workdir)
     train(run)
     return run, evaluate(run)
 
