@@ -337,6 +337,29 @@ def test_an_interrupt_during_the_held_epochs_save_keeps_it_for_the_stop():
     )
 
 
+def test_a_held_epoch_that_cannot_be_written_on_stopping_is_not_named_as_kept(capsys):
+    """The stop's save of the held best fails (a full disk): the warning says so and names what
+    is on disk instead, and the stopped line no longer names the held epoch."""
+
+    class Full(_Recorded):
+        def save(self, kind, number, state, meta, copy_of=None):
+            if number == 3:
+                raise OSError("no space left on device")
+            super().save(kind, number, state, meta, copy_of)
+
+    ckpts = Full()
+    saves = SaveSchedule(ckpts, 2, 10)
+    for epoch in (1, 2, 3):  # epoch 2 a save point (latest 2, best 1), epoch 3 a held best
+        saves.epoch_end(epoch, {"w": np.full(1, float(epoch))}, {"epoch": epoch}, epoch != 2)
+    assert "(epoch 3, " in saves.kept()
+    saves.on_stop(diverged=False)
+    err = capsys.readouterr().err
+    assert "the best epoch (3) could not be saved: OSError: no space left on device" in err, err
+    assert "instead, the last good checkpoint (epoch 2, ckpts/latest) is kept" in err, err
+    assert saves.stopped().startswith("training stopped: the last good checkpoint (epoch 2, ")
+    assert ckpts.saved == [("best", 1, 1.0), ("latest", 2, 2.0)]
+
+
 def test_training_stopped_between_save_points_writes_the_held_epoch_first():
     """An error between save points writes the held best epoch as best and latest (the run
     resumes from it), and the message names it; a mid-epoch checkpoint writes it as best first;

@@ -88,15 +88,22 @@ class SaveSchedule:
         as ``best`` and ``latest``. Several processes write only on a divergence (each sees it
         at the same step; an interrupt or a failure of one process alone would leave the
         others' collective save waiting). A save that fails here is one warning line (on the
-        ``primary`` process): the stop's own error is the one the caller raises."""
+        ``primary`` process): the stop's own error is the one the caller raises. That line says
+        what is kept instead, and the epoch is no longer held: :meth:`kept` and :meth:`stopped`
+        name what is on disk (an error raised before the stop, a divergence's, named the held
+        epoch: this line corrects it)."""
         if self._held is None or (jax.process_count() > 1 and not diverged):
             return
         epoch = self._held[0]
         try:
             self.write_held()
         except Exception as e:  # noqa: BLE001  (the stop's own error is the one raised)
+            self._held = None
             if primary:
-                print(f"warning: the best epoch ({epoch}) could not be saved: {error_line(e)}", file=sys.stderr)
+                print(
+                    f"warning: the best epoch ({epoch}) could not be saved: {error_line(e)}; instead, {self.kept()}",
+                    file=sys.stderr,
+                )
 
     def stopped(self) -> str:
         """The line a run stopped by an interrupt prints (after :meth:`on_stop`): the checkpoint
