@@ -7,7 +7,8 @@ Epoch k's cycle holds epoch k-1's saves, so the average over epochs 2..E counts 
 epochs 1..E-1. ``--checkpoint-every-epochs N`` (``train.checkpoint_every_epochs``) writes them
 every N epochs and at the last: over E = N + 1 epochs the timed cycles (epochs 2..E) hold one
 save point, what a run saving every N epochs spends per epoch on average (an improving epoch
-between save points costs a copy of the state to the host, in its cycle too). ``--tiny`` runs
+between save points costs a copy of the state to the host, in its cycle too); E - 1 must be a
+multiple of N (else the timed cycles would hold more or fewer save points than one every N). ``--tiny`` runs
 E = 3 epochs, and the GPU check's toy run saves every 2: epoch 1 held on the host, epoch 2 a save
 point whose saves (the process's first) fall in epoch 3's cycle.
 Needs no TensorFlow (the run fails if it imports it).
@@ -102,6 +103,13 @@ def main(argv=None) -> list[dict]:
         p.error("--checkpoint-every-epochs must be at least 1")
     if a.epochs < 2:
         p.error("--epochs must be at least 2: the first epoch compiles, the whole-epoch rate is taken over the others")
+    n, timed = a.checkpoint_every_epochs, a.epochs - 1  # the timed cycles hold the saves of epochs 1..E-1
+    if timed % n:
+        p.error(
+            f"--epochs {a.epochs} with --checkpoint-every-epochs {n}: the timed epochs 2..{a.epochs} would hold "
+            f"{timed // n} save point(s) in {timed} cycles, not one every {n}, and the whole-epoch rate would not "
+            f"be a run's; use --epochs {(timed // n + 1) * n + 1} (1 + a multiple of {n})"
+        )
     if a.workdir.exists() and any(a.workdir.iterdir()):
         p.error(f"--workdir {a.workdir} is not empty: the script writes a new cohort and runs there")
     import jax

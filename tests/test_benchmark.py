@@ -325,11 +325,26 @@ def test_a_second_gpu_check_call_into_one_folder_keeps_the_first_calls_tables(tm
     assert not (tmp_path / "profile.md").exists()
 
 
-def test_train_e2e_refuses_a_used_workdir_in_one_line(tmp_path):
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        ([], "is not empty: the script writes a new cohort and runs there"),
+        # saving every 5 over 3 epochs: no save point in the timed cycles, a rate without checkpoints
+        (
+            ["--checkpoint-every-epochs", "5"],
+            "would hold 0 save point(s) in 2 cycles, not one every 5, and the whole-epoch rate would not be a "
+            "run's; use --epochs 6 (1 + a multiple of 5)",
+        ),
+    ],
+)
+def test_train_e2e_refuses_what_it_cannot_measure_in_one_line(tmp_path, args, says):
     (tmp_path / "cohort").mkdir()
     script = Path(__file__).resolve().parents[1] / "scripts" / "train_e2e.py"
     res = subprocess.run(
-        [sys.executable, str(script), "--workdir", str(tmp_path), "--tiny"], capture_output=True, text=True, timeout=120
+        [sys.executable, str(script), "--workdir", str(tmp_path), "--tiny", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert res.returncode == 2 and "Traceback" not in res.stderr
-    assert res.stderr.strip().splitlines()[-1].endswith("is not empty: the script writes a new cohort and runs there")
+    assert res.stderr.strip().splitlines()[-1].endswith(says), res.stderr
