@@ -30,18 +30,18 @@ from lnm_jax import host_memory
 
 if __name__ == "__main__":  # as the lnm-jax command runs, under its allocator setting; before JAX loads
     host_memory.restart_with_huge_pages()
-
-from lnm_jax.config import base_config  # noqa: E402
-from lnm_jax.data.synth.synthetic import SynthParams, generate_cohort  # noqa: E402
-from lnm_jax.fileio import write_json  # noqa: E402
-from lnm_jax.metric_writer import read_history  # noqa: E402
-from lnm_jax.run import Run  # noqa: E402
-from lnm_jax.training.loop import train  # noqa: E402
+# JAX, the model and the loop are imported once the arguments are accepted (in main and run_one):
+# a refused argument costs no import (8-9 s of CPU, here, when they were imported above)
 
 TINY = dict(patients=48, size=32, backbone="resnet10", width=4, dtype="float32", batch_size=8, epochs=3, threads=2)
 
 
 def run_one(manifest: Path, workdir: Path, a, on_device: bool) -> dict:
+    from lnm_jax.config import base_config
+    from lnm_jax.metric_writer import read_history
+    from lnm_jax.run import Run
+    from lnm_jax.training.loop import train
+
     c = base_config("triple")
     c.data.manifest, c.data.image_size, c.data.on_device = str(manifest), a.size, on_device
     c.data.num_threads = a.threads
@@ -113,6 +113,9 @@ def main(argv=None) -> list[dict]:
     if a.workdir.exists() and any(a.workdir.iterdir()):
         p.error(f"--workdir {a.workdir} is not empty: the script writes a new cohort and runs there")
     import jax
+
+    from lnm_jax.data.synth.synthetic import SynthParams, generate_cohort
+    from lnm_jax.fileio import write_json
 
     params = SynthParams(patients=a.patients, size=int(a.size * 1.15), seed=0)
     t0 = time.perf_counter()
