@@ -54,9 +54,14 @@ from __future__ import annotations
 import functools
 import os
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import jax
+if TYPE_CHECKING:
+    import jax
+
+# JAX is imported where a program is built or a backend asked (known, compiler_options, jit), not
+# here: the options and set_by_user are read by processes that never load JAX (benchmark.py's
+# parent and its PyTorch child), and importing JAX costs them 2-3 s each.
 
 LEVEL = "xla_backend_optimization_level"
 # the YNNPACK library fusions XLA:CPU may use; empty: none (Eigen's convolutions and dots).
@@ -82,6 +87,8 @@ def set_by_user(name: str) -> bool:
 def known(name: str, value: Any, platform: str) -> bool:
     """Whether this XLA's ``platform`` backend accepts the compile option ``name=value``: a
     one-line program compiled with it (XLA refuses an unknown option by name at compile time)."""
+    import jax
+
     x = jax.device_put(0.0, jax.local_devices(backend=platform)[0])  # this process's: multi-host too
     try:
         jax.jit(lambda v: v + 1, compiler_options={name: value}).lower(x).compile()
@@ -94,6 +101,8 @@ def compiler_options(kind: Mapping[str, Mapping[str, Any]], platform: str | None
     """The options of ``kind`` (:data:`STEP`, :data:`INFERENCE` or :data:`INIT`) for
     ``platform`` ('cpu', 'gpu', 'tpu'; default: JAX's default backend), less any the user set in
     ``XLA_FLAGS`` and any of :data:`OPTIONAL` this XLA does not know; ``None`` when none apply."""
+    import jax
+
     platform = platform or jax.default_backend()
     options = {
         k: v
@@ -109,6 +118,8 @@ def jit(fn: Callable | None = None, *, mesh: jax.sharding.Mesh | None = None, ki
     win. Without ``fn``, a decorator: ``@jit(kind=INIT)``."""
     if fn is None:
         return functools.partial(jit, mesh=mesh, kind=kind, **kwargs)
+    import jax
+
     platform = mesh.devices.flat[0].platform if mesh is not None else None
     options = {**(compiler_options(kind, platform) or {}), **(kwargs.pop("compiler_options", None) or {})}
     return jax.jit(fn, compiler_options=options or None, **kwargs)

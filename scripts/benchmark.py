@@ -31,19 +31,14 @@ import sys
 import time
 from pathlib import Path
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 
 from lnm_jax import compile_options, host_memory
-from lnm_jax.config import base_config
-from lnm_jax.models.backbones import bn_epsilon, can_fold_bn
-from lnm_jax.models.folding import fold_batchnorm
-from lnm_jax.models.fusion import FusionClassifier
 from lnm_jax.names import parse_modalities
-from lnm_jax.training import sharding
-from lnm_jax.training import state as state_lib
-from lnm_jax.training.steps import make_eval_step, make_train_step
+
+# JAX, Flax and the model are imported by the functions that measure JAX (_time, bench,
+# measure_one): the parent process, which only starts children and prints their rows, and the
+# PyTorch children never load them (2-3 s of CPU each here).
 
 # training GFLOP of one 224-px image at width 64: forward MACs (torchvision's model table:
 # ResNet-50 4.1 G, ResNet-18 1.82 G; ResNet-10 is ResNet-18 less one basic block per stage, two
@@ -95,6 +90,8 @@ def _rate(patients_per_s: float) -> str:
 
 
 def _time(fn, steps: int) -> float:
+    import jax
+
     t0 = time.perf_counter()
     for _ in range(steps):
         out = fn()
@@ -104,6 +101,15 @@ def _time(fn, steps: int) -> float:
 
 def bench(model, batch_size: int, size: int, steps: int, warmup: int) -> dict:
     """JAX train step and inference, data-parallel over all devices if there are several."""
+    import jax
+
+    from lnm_jax.config import base_config
+    from lnm_jax.models.backbones import bn_epsilon, can_fold_bn
+    from lnm_jax.models.folding import fold_batchnorm
+    from lnm_jax.training import sharding
+    from lnm_jax.training import state as state_lib
+    from lnm_jax.training.steps import make_eval_step, make_train_step
+
     host = make_batch(0, batch_size, size)
     tx, plateau = state_lib.optimizers(base_config().train)  # the paper's Adam + plateau
     state = state_lib.create_train_state(model, jax.random.key(0), host, tx, plateau)
@@ -288,6 +294,11 @@ def measure_one(spec: dict) -> dict:
     """One framework at one dtype and batch size, in this process (what a child runs). A JAX
     measurement that imported TensorFlow fails (the accelerator path must not need it)."""
     if spec["framework"] == "jax":
+        import jax
+        import jax.numpy as jnp
+
+        from lnm_jax.models.fusion import FusionClassifier
+
         if spec.get("inference_options") == "step":  # the evaluation programs built as the train step
             compile_options.INFERENCE.update(compile_options.STEP)
         if spec.get("ynn") == "xla-default":  # every program with XLA:CPU's own YNNPACK fusions
