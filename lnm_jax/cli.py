@@ -46,6 +46,7 @@ import threading
 from pathlib import Path
 
 from lnm_jax import names
+from lnm_jax.fileio import SEED_RANGE, is_seed
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -95,6 +96,18 @@ class _HelpFormatter(argparse.HelpFormatter):
         ):
             text += " (default: %(default)s)"
         return text
+
+
+def _seed(text: str) -> int:
+    """argparse's type of a ``--seed``: a whole number every library here takes as a seed
+    (``lnm_jax.fileio.MAX_SEED``); anything else is a usage error naming the option."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not {SEED_RANGE}") from None
+    if not is_seed(value):
+        raise argparse.ArgumentTypeError(f"{value} is not {SEED_RANGE}")
+    return value
 
 
 def _parser(**kwargs) -> argparse.ArgumentParser:
@@ -272,7 +285,7 @@ def cmd_norm_stats(argv: list[str]) -> int:
     p = _parser(prog="lnm-jax norm-stats", description="Per-modality mean/std of the training split.")
     p.add_argument("--manifest", required=True, type=Path, help="the cohort manifest CSV")
     p.add_argument("--image-size", type=int, default=224, help="config data.image_size (pixels)")
-    p.add_argument("--seed", type=int, default=0, help="split seed (config data.split.seed)")
+    p.add_argument("--seed", type=_seed, default=0, help="split seed (config data.split.seed)")
     p.add_argument("--out", type=Path, help="also write the JSON here")
     p.add_argument("--field-of-view-mm", type=float, default=0.0, help="config data.field_of_view_mm")
     p.add_argument("--ceus-region", default="auto", help="config data.ceus_region")
@@ -635,7 +648,7 @@ def cmd_gradcam(argv: list[str]) -> int:
         help="lnm: evidence for the positive class (the logit); no_lnm: against it (minus the logit)",
     )
     p.add_argument("--threshold", type=float, default=0.5, help="for correct/incorrect")
-    p.add_argument("--seed", type=int, default=0, help="of the random-map baseline")
+    p.add_argument("--seed", type=_seed, default=0, help="of the random-map baseline")
     a = p.parse_args(argv)
     from lnm_jax.explain.heatmaps import gradcam
     from lnm_jax.run import Run

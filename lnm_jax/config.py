@@ -12,7 +12,7 @@ import json
 
 from ml_collections import ConfigDict, FieldReference
 
-from lnm_jax.fileio import is_number, problems_text, write_text
+from lnm_jax.fileio import SEED_RANGE, is_number, is_seed, problems_text, write_text
 from lnm_jax.names import (
     BACKBONES,
     CAM_LAYERS,
@@ -356,8 +356,9 @@ NON_NEGATIVE_INT = _range(0, integer=True)
 NON_NEGATIVE = _range(0)
 POSITIVE = _range(0, lo_open=True)
 FRACTION = _range(0, 1, lo_open=True, hi_open=True)
+SEED = (is_seed, SEED_RANGE)
 FIELD_RULES = {
-    "seed": NON_NEGATIVE_INT,
+    "seed": SEED,
     "data.image_size": POSITIVE_INT,
     "data.clip_frames": POSITIVE_INT,
     "data.loader": _one_of("grain", "tfds"),
@@ -368,7 +369,7 @@ FIELD_RULES = {
     "data.ceus_region": _one_of("auto", "left", "right"),
     "data.split.test_fraction": FRACTION,
     "data.split.val_fraction": FRACTION,
-    "data.split.seed": NON_NEGATIVE_INT,
+    "data.split.seed": SEED,
     "data.augment.translate": _range(0, 0.5),
     "data.augment.scale_min": POSITIVE,
     "data.augment.scale_max": POSITIVE,
@@ -378,6 +379,7 @@ FIELD_RULES = {
     "data.synth.patients": _range(2, integer=True),
     "data.synth.size": _range(8, integer=True),
     "data.synth.prevalence": FRACTION,
+    "data.synth.seed": SEED,
     "model.width": POSITIVE_INT,
     "model.dtype": _one_of("float32", "bfloat16", "float16"),
     "model.variant": _one_of("torchvision", "keras_v1"),
@@ -423,6 +425,7 @@ FIELD_RULES = {
     "pretrain.positives": _one_of("image", "patient"),
     "eval.bootstrap": NON_NEGATIVE_INT,  # 0: DeLong intervals only
     "eval.ci_level": FRACTION,
+    "eval.seed": SEED,
     "protocol.permutations": NON_NEGATIVE_INT,
     "protocol.threshold": FRACTION,
     "protocol.folds": (lambda x: isinstance(x, int) and (x == 0 or x >= 2), "0 (one holdout split) or an integer >= 2"),

@@ -199,6 +199,25 @@ def is_int(x: object) -> bool:
     return isinstance(x, int) and not isinstance(x, bool)
 
 
+# The largest seed this package takes (``seed``, ``data.split.seed``, ``eval.seed``,
+# ``data.synth.seed``, a command's ``--seed``): scikit-learn's ``random_state`` and NumPy's
+# legacy ``RandomState`` take only [0, 2**32 - 1]; JAX's keys and NumPy's ``Generator`` take
+# those too. A seed derived from one (``seed + 1``) wraps around modulo 2**32 (:func:`seed_mod`).
+MAX_SEED = 2**32 - 1
+SEED_RANGE = "a whole number from 0 to 2**32 - 1 (4294967295)"
+
+
+def is_seed(x: object) -> bool:
+    """Whether ``x`` is a seed every library here takes: a whole number in [0, :data:`MAX_SEED`]."""
+    return is_int(x) and 0 <= x <= MAX_SEED
+
+
+def seed_mod(x: int) -> int:
+    """A derived seed (a seed plus an offset) brought back into [0, :data:`MAX_SEED`]; seeds
+    already in range are unchanged."""
+    return int(x) % (MAX_SEED + 1)
+
+
 def is_real(x: object) -> bool:
     """Whether a value read from a file (JSON, a config) is a real number: an int or a float
     (NaN and infinities included), not a bool (which Python counts as an int)."""

@@ -80,6 +80,38 @@ def test_cli_config_errors_are_one_line_exit_2_and_write_nothing(tmp_path, capsy
         check_config(c)
 
 
+def test_every_seed_is_checked_for_the_range_the_libraries_take(tiny_cohort, tmp_path, capsys):
+    """Seeds outside [0, 2**32 - 1] were accepted and failed late: ``seed`` 2**64 after the run
+    folder was written (JAX's OverflowError, as an "unexpected" error), ``eval.seed`` -1 in
+    every later evaluate (NumPy's "expected non-negative integer", no field named),
+    ``data.split.seed`` 2**64 as a "cannot make a stratified split", ``data.synth.seed`` -1 as
+    NumPy's message. Now each is one line naming the field, exit 2, nothing written; the
+    largest seed works, its derived split seed (seed + 1) wrapping into scikit-learn's range."""
+    from lnm_jax.data.cohorts.splits import holdout_split
+    from lnm_jax.data.synth.synthetic import SynthParams
+    from lnm_jax.fileio import MAX_SEED
+
+    work = tmp_path / "w"
+    for field in ("seed", "eval.seed", "data.split.seed", "data.synth.seed"):
+        for bad in (-1, 2**64, MAX_SEED + 1):
+            assert main(["train", "--workdir", str(work), f"--config.{field}={bad}"]) == 2, (field, bad)
+            said = _fail_line(capsys)
+            assert f"1 config problem: {field}: {bad} is not a whole number from 0 to 2**32 - 1" in said, said
+    assert not work.exists()
+    for command in (["norm-stats", "--manifest", str(tiny_cohort)], ["gradcam", "--workdir", str(work)]):
+        assert main([*command, "--seed", "-1"]) == 2
+        assert "argument --seed: -1 is not a whole number" in _fail_line(capsys)
+    assert main(["synth", "--out", str(tmp_path / "s"), "--seed", str(2**64)]) == 2
+    assert "seed must be a whole number from 0 to 2**32 - 1" in _fail_line(capsys)
+    assert not (tmp_path / "s").exists()
+    with pytest.raises(ValueError, match="seed must be"):
+        SynthParams(seed=-1)
+    ids, labels = [f"p{i:02d}" for i in range(40)], [i % 2 for i in range(40)]
+    split = holdout_split(ids, labels, seed=MAX_SEED)  # its train/validation cut draws with seed + 1
+    assert sorted(split.train + split.val + split.test) == ids
+    assert holdout_split(ids, labels, seed=MAX_SEED) == split
+
+
 # ------------------------------------------------------------- one writer per run folder
 
 

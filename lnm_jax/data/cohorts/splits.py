@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 from sklearn.model_selection import StratifiedKFold, train_test_split
 
-from lnm_jax.fileio import DamagedFileError, is_real, json_text, read_json, write_text
+from lnm_jax.fileio import DamagedFileError, is_real, json_text, read_json, seed_mod, write_text
 
 SUBSETS = ("train", "val", "test")
 
@@ -115,8 +115,10 @@ def _sorted(ids: Sequence[str], labels: Sequence[int]) -> tuple[np.ndarray, np.n
 
 
 def _stratified_cut(ids, labels, fraction: float, seed: int, what: str):
+    """``train_test_split`` of ``ids``; ``seed`` may be a derived one (``seed + 1``): wrapped
+    into scikit-learn's range (unchanged below 2**32 - 1)."""
     try:
-        a, b, la, lb = train_test_split(ids, labels, test_size=fraction, stratify=labels, random_state=seed)
+        a, b, la, lb = train_test_split(ids, labels, test_size=fraction, stratify=labels, random_state=seed_mod(seed))
     except ValueError as e:
         raise SplitError(
             f"cannot make a stratified {what} split of {len(ids)} patients "

@@ -40,7 +40,16 @@ from PIL import Image
 from lnm_jax.data.cohorts.manifest import write_manifest
 from lnm_jax.data.pixels.dicom import COMPRESSIONS
 from lnm_jax.data.threads import cpus, ordered_map
-from lnm_jax.fileio import DamagedFileError, atomic_directory, is_int, is_number, json_text, read_json
+from lnm_jax.fileio import (
+    SEED_RANGE,
+    DamagedFileError,
+    atomic_directory,
+    is_int,
+    is_number,
+    is_seed,
+    json_text,
+    read_json,
+)
 from lnm_jax.names import BMODE, CEUS, LABEL, MASK_COLUMNS, PATIENT_ID, SETTINGS, US_LNM, mask
 from lnm_jax.run_files import GENERATOR, MANIFEST, TRUTH
 
@@ -100,6 +109,8 @@ class SynthParams:
                 raise ValueError(f"{f.name} must be {kind}, got {value!r}")
         if self.patients < 2:
             raise ValueError(f"patients must be >= 2, got {self.patients}")
+        if not is_seed(self.seed):
+            raise ValueError(f"seed must be {SEED_RANGE}, got {self.seed}")
         for name in ("prevalence", "flag_sensitivity", "flag_specificity"):
             if not 0.0 < getattr(self, name) < 1.0:
                 raise ValueError(f"{name} must be in (0, 1), got {getattr(self, name)}")
