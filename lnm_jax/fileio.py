@@ -43,13 +43,16 @@ def _remove_orphans(out_dir: Path) -> None:
 
 
 @contextlib.contextmanager
-def atomic_directory(out_dir: Path | str) -> Iterator[Path]:
+def atomic_directory(out_dir: Path | str, *, replace: bool = False) -> Iterator[Path]:
     """Yields a temporary sibling of ``out_dir`` to fill; renamed to ``out_dir`` when the block
     succeeds, removed when it fails (an interrupt included), so nothing half-written is ever
     left at ``out_dir``; one a killed writer left is removed by the next. ``out_dir`` must not
-    exist or be empty."""
+    exist or be empty, unless ``replace``: then a folder there (one the caller has checked is
+    its own earlier output, e.g. with :func:`guard_output`) is replaced whole when the block
+    succeeds, so that none of its files outlives the call (a figure of a patient the new call
+    does not have, scores the new call did not compute), and kept as it was when it fails."""
     out_dir = Path(out_dir).resolve()
-    if out_dir.exists() and any(out_dir.iterdir()):
+    if not replace and out_dir.exists() and any(out_dir.iterdir()):
         raise FileExistsError(f"{out_dir} exists and is not empty; choose another output folder")
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     _remove_orphans(out_dir)
@@ -57,16 +60,20 @@ def atomic_directory(out_dir: Path | str) -> Iterator[Path]:
     umask = os.umask(0)
     os.umask(umask)
     tmp.chmod(0o777 & ~umask)  # mkdtemp's 0700 is for the temporary name only: the result as mkdir makes it
+    earlier = out_dir.with_name(f".{out_dir.name}.pid{os.getpid()}.earlier")  # what was there, while swapping
     try:
         yield tmp
         if out_dir.exists():
-            out_dir.rmdir()
+            out_dir.rename(earlier)
         tmp.rename(out_dir)
     except BaseException as e:
+        if earlier.exists() and not out_dir.exists():  # interrupted between the two renames
+            earlier.rename(out_dir)
         shutil.rmtree(tmp, ignore_errors=True)
         if isinstance(e, OSError) and e.errno is not None and not e.filename:  # a full disk: name the output
             raise OSError(e.errno, e.strerror, str(out_dir)) from e
         raise
+    shutil.rmtree(earlier, ignore_errors=True)
 
 
 @contextlib.contextmanager

@@ -35,12 +35,13 @@ def test_lesion_scores_equal_a_hand_computation():
     assert summary["images"] == 2 and summary["constant_maps"] == 1 and summary["mass_ratio_mean"] == 3.0
 
 
-def _new_with_masks(manifest, out, n):
-    """The first ``n`` patients of ``manifest`` as new patients (no label) with their masks."""
+def _new_with_masks(manifest, out, n, masks=True):
+    """The first ``n`` patients of ``manifest`` as new patients (no label), with their masks
+    unless not ``masks``."""
     base = os.path.dirname(os.path.abspath(manifest))
     with open(manifest) as f:
         rows = list(csv.DictReader(f))[:n]
-    cols = ["patient_id", "bmode", "ceus", "us_lnm", "bmode_mask", "ceus_mask"]
+    cols = ["patient_id", "bmode", "ceus", "us_lnm", *(["bmode_mask", "ceus_mask"] if masks else [])]
     with open(out, "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=cols)
         w.writeheader()
@@ -69,3 +70,56 @@ def test_gradcam_on_new_patients_writes_maps_and_scores(triple_run, tiny_cohort,
     index = list(csv.DictReader((out / F.CAM_INDEX).open()))
     assert [r["lnm"] for r in index] == [""] * 6  # new patients: no label, no verdict
     assert main(["gradcam", "--workdir", str(triple_run.workdir), "--manifest", str(new)]) == 2  # --out is needed
+    # the same --out again, for 3 patients without masks: the folder is this call's alone (the
+    # earlier call's 12 scores and 6 figures had survived beside the new index, exit 0)
+    fewer = _new_with_masks(tiny_cohort, tmp_path / "fewer.csv", 3, masks=False)
+    assert main(["gradcam", "--workdir", str(triple_run.workdir), "--manifest", str(fewer), "--out", str(out)]) == 0
+    ids = [r["patient_id"] for r in csv.DictReader((out / F.CAM_INDEX).open())]
+    assert len(ids) == 3 and not (out / F.CAM_SCORES).exists()
+    assert sorted(p.stem for p in (out / F.CAM_PATIENTS).iterdir()) == sorted(ids)
+    assert {k.split("/")[0] for k in np.load(out / F.CAM_ARRAYS).files} == set(ids)
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []  # no temporary folder left
+
+
+def test_a_replaced_output_folder_is_kept_whole_when_its_writer_fails(tmp_path):
+    """``atomic_directory(replace=True)``: the earlier folder is replaced whole on success and
+    kept as it was on a failure (an interrupt included), with no temporary sibling left."""
+    from lnm_jax.fileio import atomic_directory
+
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "old.txt").write_text("earlier")
+    with pytest.raises(KeyboardInterrupt):
+        with atomic_directory(out, replace=True) as fresh:
+            (fresh / "new.txt").write_text("half")
+            raise KeyboardInterrupt
+    assert [p.name for p in tmp_path.iterdir()] == ["out"] and [p.name for p in out.iterdir()] == ["old.txt"]
+    with atomic_directory(out, replace=True) as fresh:
+        (fresh / "new.txt").write_text("whole")
+    assert [p.name for p in tmp_path.iterdir()] == ["out"] and [p.name for p in out.iterdir()] == ["new.txt"]
+    with pytest.raises(FileExistsError):  # without replace, a folder with files is refused
+        with atomic_directory(out):
+            pass
+
+
+def test_an_evaluation_without_masks_drops_an_earlier_evaluations_lesion_maps(tmp_path):
+    """A run relocated to a manifest without masks (or to a flag-only setting) evaluates with no
+    lesion evidence: the earlier evaluation's ``gradcam_test`` goes, rather than lying beside
+    metrics.json as if it described this checkpoint."""
+    import types
+
+    from ml_collections import ConfigDict
+
+    from lnm_jax.evaluation.evaluate import LESION_MAPS, lesion_evidence
+
+    out = tmp_path / "eval_best"
+    (out / LESION_MAPS).mkdir(parents=True)
+    (out / LESION_MAPS / F.CAM_SCORES).write_text("{}")
+    (out / F.METRICS).write_text("{}")
+    flag_only = types.SimpleNamespace(
+        config=ConfigDict({"modalities": "us_lnm", "data": {"clip_frames": 1}}),
+        cohort=types.SimpleNamespace(by_id=dict),
+        split=types.SimpleNamespace(subset=lambda name: ()),
+    )
+    assert lesion_evidence(flag_only, "best", out) is None
+    assert sorted(p.name for p in out.iterdir()) == [F.METRICS]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -287,23 +288,33 @@ BOUND_WARNING = (
 )
 
 
+LESION_MAPS = "gradcam_test"  # the evaluation folder's Grad-CAM maps and lesion scores of the test split
+
+
 def lesion_evidence(run: Run, checkpoint: str, out: Path) -> dict | None:
     """Where the test patients have lesion masks: Grad-CAM (the default method and layer) of
     the test split scored against them (:mod:`lnm_jax.explain.scores`; maps and scores in
-    ``out/gradcam_test``), the summary; None without masks, image inputs, or with CEUS clips."""
+    ``out/gradcam_test``), the summary; None without masks, image inputs, or with CEUS clips,
+    and then an earlier evaluation's ``gradcam_test`` in ``out`` (its cohort had masks: a run
+    since pointed at another manifest with ``relocate``) is removed, not left beside metrics
+    that no longer describe it."""
     config = run.config
     inputs = names.parse_modalities(config.modalities)
     branches = [b for b in names.IMAGE_INPUTS if b in inputs]
     patients = run.cohort.by_id()
     test = [patients[i] for i in run.split.subset("test")]
-    if not branches or (config.data.clip_frames > 1 and names.CEUS in inputs):
-        return None
-    if not any(p.mask(b) is not None for p in test for b in branches):
+    maps = out / LESION_MAPS
+    if (
+        not branches
+        or (config.data.clip_frames > 1 and names.CEUS in inputs)
+        or not any(p.mask(b) is not None for p in test for b in branches)
+    ):
+        shutil.rmtree(maps, ignore_errors=True)  # inside the folder guard_output found to be an evaluation's
         return None
     from lnm_jax.explain.heatmaps import gradcam  # noqa: PLC0415  (only with masks)
 
-    res = gradcam(run, split="test", checkpoint=checkpoint, out=out / "gradcam_test", figures=False)
-    return {"method": "gradcam", "layer": res["layer"], "summary": res["scores"], "out": str(out / "gradcam_test")}
+    res = gradcam(run, split="test", checkpoint=checkpoint, out=maps, figures=False)
+    return {"method": "gradcam", "layer": res["layer"], "summary": res["scores"], "out": str(maps)}
 
 
 PREVALENCE_BOUNDS = (0.2, 0.8)  # outside: a 0.5 threshold on an unweighted model is a poor default

@@ -22,7 +22,7 @@ from lnm_jax.evaluation.metrics import sigmoid
 from lnm_jax.explain import scores as S
 from lnm_jax.explain.figures import grid_figure, patient_figure
 from lnm_jax.explain.gradcam import AUTO_LAYER, choose_layer, layer_sizes, make_cam_fn
-from lnm_jax.fileio import atomic_file, guard_output, path_inside, write_csv, write_json
+from lnm_jax.fileio import atomic_directory, atomic_file, guard_output, path_inside, write_csv, write_json
 from lnm_jax.preflight import check_inputs_present
 from lnm_jax.run import Run
 from lnm_jax.task import Task
@@ -107,14 +107,18 @@ def gradcam(
         kind="folder",
         can_overwrite=False,
     )
-    with tempfile.TemporaryDirectory(prefix="lnm_gradcam_") as records:
+    # written whole into a new folder that then replaces ``out``: a folder an earlier call wrote
+    # keeps none of its files (figures of patients this call does not have, lesion scores this
+    # cohort has no masks for), and an interrupted call leaves the earlier folder as it was
+    with tempfile.TemporaryDirectory(prefix="lnm_gradcam_") as records, atomic_directory(out, replace=True) as fresh:
         data = run.data if manifest is None else run.data_for(cohort, Path(records))
         return _explain(
             run,
             predictor,
             data.eval_batches("all" if manifest is not None else split),
             cohort,
-            out,
+            fresh,
+            final=out,
             branches=branches,
             method=method,
             layer=layer,
@@ -146,8 +150,24 @@ def is_gradcam_folder(folder: Path) -> bool:
 
 
 def _explain(
-    run, predictor, batches, cohort, out: Path, *, branches, method, layer, target, threshold, grid_size, seed, figures
+    run,
+    predictor,
+    batches,
+    cohort,
+    out: Path,
+    *,
+    final: Path,
+    branches,
+    method,
+    layer,
+    target,
+    threshold,
+    grid_size,
+    seed,
+    figures,
 ):
+    """Writes the CAM outputs into ``out`` (a new folder that becomes ``final``) and returns
+    :func:`gradcam`'s summary."""
     config = run.config
     task = Task.from_config(config)
     patients = cohort.by_id()
@@ -250,7 +270,7 @@ def _explain(
         write_json(out / F.CAM_SCORES, doc)
         notes += S.summary_lines(summary, method, layer)
     return {
-        "out": str(out),
+        "out": str(final),
         "patients": len(entries),
         "correct": len(correct),
         "incorrect": len(wrong),
