@@ -206,3 +206,37 @@ def test_training_starts_from_converted_backbones(tmp_path):
     c.model.backbone = "resnet50"
     with pytest.raises(ValueError, match="holds resnet18"):
         load_pretrained(Run(c, tmp_path / "run", cohort=None, split=None), state)
+
+
+def test_a_backbone_whose_arrays_changed_or_hold_nan_is_refused_naming_it(tmp_path, capsys):
+    """backbone.json records the SHA-256 of the arrays beside it: arrays swapped in from another
+    backbone (the same names and shapes) had started a run from other weights in silence, and a
+    NaN in them surfaced as "training diverged in epoch 1" after the run folder was written."""
+    import json
+    import shutil
+
+    from lnm_jax.weights.io import META, VARIABLES_DIGEST, save_backbone
+
+    def variables(value):
+        return {"params": {"conv": {"kernel": np.full((3, 3, 3, 4), value, np.float32)}}, "batch_stats": {}}
+
+    meta = {"arch": "resnet10", "variant": "torchvision"}
+    save_backbone(tmp_path / "a", variables(0.5), meta)
+    save_backbone(tmp_path / "b", variables(0.25), meta)
+    loaded, read = load_backbone(tmp_path / "a")
+    assert read[VARIABLES_DIGEST] and float(loaded["params"]["conv"]["kernel"][0, 0, 0, 0]) == 0.5
+    shutil.rmtree(tmp_path / "a" / "variables")
+    shutil.copytree(tmp_path / "b" / "variables", tmp_path / "a" / "variables")  # b's arrays, a's record
+    with pytest.raises(ValueError, match=f"arrays are not the ones {META} recorded"):
+        load_backbone(tmp_path / "a")
+    save_backbone(tmp_path / "nan", variables(np.nan), meta)
+    with pytest.raises(ValueError, match=r"\['params'\]\['conv'\]\['kernel'\] holds NaN or infinite values"):
+        load_backbone(tmp_path / "nan")
+    # written before backbones recorded a digest: read, with a warning once
+    record = json.loads((tmp_path / "b" / META).read_text())
+    del record[VARIABLES_DIGEST]
+    (tmp_path / "b" / META).write_text(json.dumps(record))
+    capsys.readouterr()
+    load_backbone(tmp_path / "b")
+    load_backbone(tmp_path / "b")
+    assert capsys.readouterr().err.count(f"records no {VARIABLES_DIGEST}") == 1

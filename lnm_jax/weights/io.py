@@ -6,9 +6,11 @@ torch is imported only to read ``.pth``/``.pt`` files; ``.safetensors`` needs on
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Any
 
+import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
@@ -16,6 +18,11 @@ from lnm_jax.fileio import atomic_directory, error_line, json_text, off_main_thr
 
 META = "backbone.json"
 META_REQUIRED = ("arch", "variant")  # what backbone.json must name: checked against the config it starts
+# backbone.json's SHA-256 of the arrays written beside it (training.checkpoint.state_digest):
+# a backbone whose arrays changed after it was written (a flipped bit, an edited or swapped file)
+# is refused when read, rather than starting a run from other weights
+VARIABLES_DIGEST = "variables_sha256"
+_UNFINGERPRINTED_WARNED: set[Path] = set()
 
 
 def read_torch_state_dict(path: Path | str) -> dict[str, np.ndarray]:
@@ -97,9 +104,13 @@ def save_backbone(out_dir: Path | str, variables: dict, meta: dict) -> None:
     """Writes an orbax checkpoint of ``{'params', 'batch_stats'}`` plus ``backbone.json``;
     written to a temporary folder first, so a failure leaves nothing behind. ``meta`` names at
     least the ``arch`` and its ``variant`` (ValueError otherwise)."""
+    from lnm_jax.training.checkpoint import state_digest  # noqa: PLC0415
+
     missing = [k for k in META_REQUIRED if k not in meta]
     if missing:
         raise ValueError(f"a backbone's {META} must name {', '.join(missing)}")
+    variables = jax.device_get(variables)
+    meta = {**meta, VARIABLES_DIGEST: state_digest(variables)}
     with atomic_directory(out_dir) as tmp:
         with ocp.StandardCheckpointer() as ckpt:
             off_main_thread(ckpt.save, tmp / "variables", variables)
@@ -124,17 +135,41 @@ def backbone_meta(path: Path | str) -> dict:
 
 def load_backbone(path: Path | str) -> tuple[dict, dict]:
     """Reads what :func:`save_backbone` wrote: (variables as numpy, meta). Errors, each one line
-    naming the backbone: those of :func:`backbone_meta`, ValueError (its arrays cannot be read)."""
+    naming the backbone: those of :func:`backbone_meta`; ValueError when its arrays cannot be
+    read, differ from the :data:`VARIABLES_DIGEST` its ``backbone.json`` recorded, or hold a
+    NaN or an infinity (naming the first such array). A backbone written before backbones
+    recorded a digest is read with a warning (once per folder) that its arrays are unchecked."""
+    from lnm_jax.training.checkpoint import state_digest  # noqa: PLC0415
+
     path = Path(path).resolve()
     meta = backbone_meta(path)
+    redo = "convert or pretrain it again"
     try:
         with ocp.StandardCheckpointer() as ckpt:
             variables = off_main_thread(ckpt.restore, path / "variables")
     except Exception as e:  # noqa: BLE001  (any failed read is a damaged backbone)
         raise ValueError(
-            f"converted backbone {path} cannot be read ({error_line(e)}); it is damaged or incomplete: "
-            "convert or pretrain it again"
+            f"converted backbone {path} cannot be read ({error_line(e)}); it is damaged or incomplete: {redo}"
         ) from e
+    for where, leaf in jax.tree_util.tree_leaves_with_path(variables):
+        if not np.isfinite(np.asarray(leaf)).all():
+            raise ValueError(
+                f"backbone {path}: {jax.tree_util.keystr(where)} holds NaN or infinite values; it is damaged: {redo}"
+            )
+    recorded = meta.get(VARIABLES_DIGEST)
+    if recorded is None:
+        if path not in _UNFINGERPRINTED_WARNED:
+            _UNFINGERPRINTED_WARNED.add(path)
+            print(
+                f"warning: {path / META} records no {VARIABLES_DIGEST} (written before backbones recorded one): "
+                "its arrays are read unchecked",
+                file=sys.stderr,
+            )
+    elif state_digest(variables) != recorded:
+        raise ValueError(
+            f"backbone {path}: its arrays are not the ones {META} recorded ({VARIABLES_DIGEST}); they were changed "
+            f"or damaged since it was written: {redo}"
+        )
     return variables, meta
 
 
