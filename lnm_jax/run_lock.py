@@ -1,7 +1,9 @@
 """One writer per run folder: the commands that write into a run (train, pretrain, evaluate,
 availability, gradcam into the run, reproduce, demo) hold its lock while they run; a second gets
 one line naming the holder. Readers (predict, export, gradcam elsewhere) take no lock: orbax
-commits a checkpoint by renaming a finished folder, so a reader never sees half of one.
+commits a checkpoint by renaming a finished folder, so a reader never sees half of one, and one
+that a training process replaces while it is read (``max_to_keep=1`` removes the older) is read
+again at its newer step (``RunCheckpoints.restore``).
 
 The lock is ``filelock``'s (an OS file lock, released by the kernel when its process dies, so
 a ``kill -9`` leaves no stale lock); beside it, ``lock_owner.json`` says who holds it (PID,

@@ -267,6 +267,45 @@ def test_checkpoint_round_trip_is_bitwise_and_placed_as_the_state_it_restores_in
     ckpts.close()
 
 
+def test_a_checkpoint_replaced_while_read_is_read_again_not_called_damaged(tmp_path, monkeypatch):
+    """Readers (export, predict) take no run lock. A ``train --resume`` in the same folder saved
+    a newer ``best`` and removed the one an export had begun to read: the export said the
+    checkpoint was "damaged or incomplete ... retrain". Now the newer one is read; one replaced
+    again at every attempt is one line saying a process is training the run; a truly damaged
+    one is still called damaged."""
+    import shutil
+
+    from lnm_jax.training.checkpoint import (
+        READ_ATTEMPTS,
+        CheckpointCorruptError,
+        CheckpointReplacedError,
+        RunCheckpoints,
+    )
+
+    state = {"w": np.arange(6.0, dtype=np.float32)}
+    writer = RunCheckpoints(tmp_path / "ckpt")
+    writer.save("best", 1, state, {"epoch": 1})
+    reader = RunCheckpoints(tmp_path / "ckpt", create=False)
+    assert reader.latest_epoch("best") == 1  # the reader has listed epoch 1 ...
+    writer.save("best", 2, {"w": state["w"] + 1}, {"epoch": 2})  # ... the writer replaces it
+    assert not (tmp_path / "ckpt" / "best" / "1").exists()
+    got, meta = reader.restore("best", state)
+    assert meta["epoch"] == 2 and got["w"].tolist() == (state["w"] + 1).tolist()
+    assert reader.meta("best")[0]["epoch"] == 2
+    # replaced at every attempt: said so, not "damaged"
+    calls = []
+    monkeypatch.setattr(reader, "_replaced", lambda kind, step: calls.append(step) or True)
+    shutil.rmtree(tmp_path / "ckpt" / "best" / "2" / "state")
+    with pytest.raises(CheckpointReplacedError, match="a process is training this run"):
+        reader.restore("best", state)
+    assert len(calls) == READ_ATTEMPTS
+    monkeypatch.undo()
+    with pytest.raises(CheckpointCorruptError, match="damaged or incomplete"):  # not replaced: damaged
+        reader.restore("best", state)
+    writer.close()
+    reader.close()
+
+
 @pytest.mark.parametrize("reader", ["checkpoint", "converted backbone"])
 def test_orbax_reads_do_not_format_the_arrays_they_read(reader, tmp_path, monkeypatch):
     """Orbax runs every read through asyncio.run; on the main thread of CPython < 3.13 that

@@ -58,6 +58,15 @@ class CheckpointCorruptError(ValueError):
     """A checkpoint that cannot be read, or whose arrays are not those it was saved with."""
 
 
+class CheckpointReplacedError(RuntimeError):
+    """A checkpoint replaced by a newer one each time this process began to read it (a training
+    process is saving the run): not damaged, only moving."""
+
+
+# how many times a reader reads a checkpoint that a training process replaced while it was read
+READ_ATTEMPTS = 3
+
+
 DIGEST_KEY = "state_sha256"
 MODEL_KEY = "model_fields"  # the fields of the config that define the model (config.model_fields)
 CONFIG_KEY = "config"  # the whole config the state was trained with, as config.json holds it
@@ -333,43 +342,66 @@ class RunCheckpoints:
     def meta(self, kind: str) -> tuple[dict, Path]:
         """The metadata of the latest ``kind`` checkpoint (its JSON only, no array read) and
         that checkpoint's folder."""
+        args = ocp.args.Composite(meta=ocp.args.JsonRestore())
+        out, where = self._read(
+            kind,
+            args,
+            lambda where, why: (
+                f"checkpoint {where}: its metadata cannot be read ({why}); restore it from a copy or retrain"
+            ),
+        )
+        return checked_meta(out["meta"], where), where
+
+    def _replaced(self, kind: str, step: int) -> bool:
+        """Whether ``kind``'s checkpoint ``step`` was replaced while this process read it: a
+        training process writing the run (readers such as ``export`` and ``predict`` take no
+        lock) saved a newer one and removed it (``max_to_keep=1``). The step list is read again
+        from disk."""
         mngr = self._managers[kind]
-        step = mngr.latest_step()
-        if step is None:
-            raise FileNotFoundError(f"no '{kind}' checkpoint in {mngr.directory}")
-        where = Path(mngr.directory) / str(step)
-        try:
-            with libraries_to_log(self._log):
-                meta = off_main_thread(mngr.restore, step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
-        except Exception as e:  # noqa: BLE001  (any failed read is a damaged checkpoint)
-            raise CheckpointCorruptError(
-                f"checkpoint {where}: its metadata cannot be read ({error_line(e)}); restore it from a copy or retrain"
-            ) from e
-        return checked_meta(meta, where), where
+        mngr.reload()
+        return not (Path(mngr.directory) / str(step)).exists() or mngr.latest_step() != step
+
+    def _read(self, kind: str, args, damaged) -> tuple[dict, Path]:
+        """orbax's restore of the latest ``kind`` checkpoint with ``args``, and its folder. One
+        replaced while it was read (:meth:`_replaced`) is read again at its newer step, up to
+        :data:`READ_ATTEMPTS` times (then :class:`CheckpointReplacedError`); any other failed
+        read is :class:`CheckpointCorruptError` with ``damaged(folder, reason)``."""
+        mngr = self._managers[kind]
+        for attempt in range(1, READ_ATTEMPTS + 1):
+            step = mngr.latest_step()
+            if step is None:
+                raise FileNotFoundError(f"no '{kind}' checkpoint in {mngr.directory}")
+            where = Path(mngr.directory) / str(step)
+            try:
+                with libraries_to_log(self._log):
+                    return off_main_thread(mngr.restore, step, args=args), where
+            except Exception as e:  # noqa: BLE001  (any failed read is a damaged checkpoint, unless replaced)
+                if not self._replaced(kind, step):
+                    raise CheckpointCorruptError(damaged(where, error_line(e))) from e
+                if attempt == READ_ATTEMPTS:
+                    raise CheckpointReplacedError(
+                        f"checkpoint {where} was replaced by a newer one {READ_ATTEMPTS} times while it was read: a "
+                        "process is training this run; read it once that process has stopped"
+                    ) from e
+        raise AssertionError("unreachable")
 
     def restore(self, kind: str, abstract_state: Any) -> tuple[Any, dict]:
         """Restores into the structure and placement of ``abstract_state`` (a state or its shape
-        structs: :func:`~lnm_jax.training.sharding.placed_as`)."""
-        mngr = self._managers[kind]
-        step = mngr.latest_step()
-        if step is None:
-            raise FileNotFoundError(f"no '{kind}' checkpoint in {mngr.directory}")
+        structs: :func:`~lnm_jax.training.sharding.placed_as`). A checkpoint replaced while it
+        was read (a training process saving the run meanwhile) is read again at its newer step
+        (:meth:`_read`)."""
         abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, abstract_state)
         # one process: read into host arrays (no per-array sharding work), then placed as abstract
         template = abstract if jax.process_count() > 1 else jax.tree.map(lambda a: np.empty(a.shape, a.dtype), abstract)
-        where = Path(mngr.directory) / str(step)
-        try:
-            with libraries_to_log(self._log):
-                out = off_main_thread(
-                    mngr.restore,
-                    step,
-                    args=ocp.args.Composite(state=ocp.args.StandardRestore(template), meta=ocp.args.JsonRestore()),
-                )
-        except Exception as e:  # noqa: BLE001  (any failed read is a damaged checkpoint)
-            raise CheckpointCorruptError(
-                f"checkpoint {where} cannot be read ({error_line(e)}); it is damaged or incomplete: restore it "
+        args = ocp.args.Composite(state=ocp.args.StandardRestore(template), meta=ocp.args.JsonRestore())
+        out, where = self._read(
+            kind,
+            args,
+            lambda where, why: (
+                f"checkpoint {where} cannot be read ({why}); it is damaged or incomplete: restore it "
                 "from a copy, evaluate another checkpoint (--checkpoint best | latest) or retrain"
-            ) from e
+            ),
+        )
         _check_shapes(out["state"], abstract, where)
         meta = checked_meta(out["meta"], where)
         stored = meta.get(DIGEST_KEY)  # kept in meta: derived files record which state they came from
