@@ -986,7 +986,17 @@ def entry_point() -> int:
     from lnm_jax.host_memory import restart_with_huge_pages
 
     restart_with_huge_pages()
-    return main()
+    code = main()
+    if code in (EXIT_INTERRUPTED, EXIT_TERMINATED):
+        # Stopped mid-work, its clean-up done and its one line said: library threads (XLA's,
+        # orbax's, the loaders') may still be running, and the interpreter's teardown under
+        # them crashed (a segmentation fault, exit 139 instead of 143, after a SIGTERM during
+        # evaluate or gradcam). The process ends here, with the code a wrapper expects.
+        with contextlib.suppress(OSError, ValueError):
+            sys.stdout.flush()
+            sys.stderr.flush()
+        os._exit(code)
+    return code
 
 
 def top_level_help() -> str:
@@ -994,6 +1004,10 @@ def top_level_help() -> str:
     reStructuredText literals unmarked)."""
     usage = "usage: lnm-jax COMMAND [options]   (lnm-jax COMMAND --help: that command's options and defaults)"
     return f"{usage}\n\n{__doc__.strip().replace('``', '')}\n"
+
+
+EXIT_INTERRUPTED = 130  # Ctrl-C (SIGINT), as a shell reports 128 + 2
+EXIT_TERMINATED = 143  # SIGTERM, 128 + 15
 
 
 class Terminated(KeyboardInterrupt):
@@ -1050,9 +1064,9 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as e:  # argparse: --help (0) or bad arguments (2)
         return e.code if isinstance(e.code, int) else 2
     except Terminated:
-        return _fail(name, "terminated (SIGTERM)", 143)
+        return _fail(name, "terminated (SIGTERM)", EXIT_TERMINATED)
     except KeyboardInterrupt:
-        return _fail(name, "interrupted", 130)
+        return _fail(name, "interrupted", EXIT_INTERRUPTED)
     except BrokenPipeError:
         return _closed_pipe()
     except Exception as e:

@@ -12,6 +12,7 @@ import re
 import shutil
 import subprocess
 import sys
+import textwrap
 import time
 from pathlib import Path
 
@@ -1472,6 +1473,32 @@ def test_an_edited_run_info_is_one_line_before_evaluate_writes(triple_run, copy_
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "run_info.json: 'git' is 5" in err[0], err
     assert _snapshot(run.workdir) == before
+
+
+def test_an_interrupted_command_ends_at_once_with_its_code_whatever_threads_still_run(tmp_path):
+    """After SIGTERM or Ctrl-C the ``lnm-jax`` process ends with 143 or 130 as soon as the
+    command has said so, without the interpreter's teardown under library threads still at
+    work (a SIGTERM during gradcam ended in SIGABRT, during evaluate in a segmentation fault,
+    139). Here a worker thread still runs: the process neither waits for it nor crashes."""
+    code = textwrap.dedent(
+        """
+        import os, signal, sys, threading, time
+        from lnm_jax import cli
+        def command(argv):
+            threading.Thread(target=time.sleep, args=(60,)).start()  # a library's worker, still busy
+            os.kill(os.getpid(), signal.SIG%s)
+            time.sleep(60)
+        cli.COMMANDS["train"] = command
+        sys.argv = ["lnm-jax", "train"]
+        sys.exit(cli.entry_point())
+        """
+    )
+    env = {**cpu_env(), "LNM_JAX_HOST_MALLOC": "inherit"}
+    for sig, expected in (("TERM", 143), ("INT", 130)):
+        t0 = time.monotonic()
+        out = subprocess.run([sys.executable, "-c", code % sig], env=env, capture_output=True, text=True, timeout=50)
+        assert out.returncode == expected, (sig, out.returncode, out.stderr[-2000:])
+        assert time.monotonic() - t0 < 30 and "error: " in out.stderr
 
 
 def test_sigterm_stops_a_command_as_ctrl_c_does(monkeypatch, capsys):
