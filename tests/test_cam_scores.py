@@ -102,24 +102,29 @@ def test_a_replaced_output_folder_is_kept_whole_when_its_writer_fails(tmp_path):
             pass
 
 
-def test_an_evaluation_without_masks_drops_an_earlier_evaluations_lesion_maps(tmp_path):
-    """A run relocated to a manifest without masks (or to a flag-only setting) evaluates with no
-    lesion evidence: the earlier evaluation's ``gradcam_test`` goes, rather than lying beside
-    metrics.json as if it described this checkpoint."""
-    import types
+def test_evaluate_replaces_its_folder_whole_and_a_failed_one_leaves_it_as_it_was(triple_run, copy_run, monkeypatch):
+    """A failed evaluate (a full disk) had left the new state's metrics.json beside the earlier
+    evaluation's card, plots and lesion maps; a finished one kept an earlier one's files it did
+    not write again. Now the earlier folder is kept whole on failure, replaced whole on success."""
+    import errno
 
-    from ml_collections import ConfigDict
+    from lnm_jax.evaluation import evaluate as E
 
-    from lnm_jax.evaluation.evaluate import LESION_MAPS, lesion_evidence
+    run = copy_run(triple_run)
+    E.evaluate(run)
+    folder = run.files.evaluation("best")
+    (folder / "earlier.txt").write_text("a file the next evaluate does not write")
+    before = {p.relative_to(folder): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
 
-    out = tmp_path / "eval_best"
-    (out / LESION_MAPS).mkdir(parents=True)
-    (out / LESION_MAPS / F.CAM_SCORES).write_text("{}")
-    (out / F.METRICS).write_text("{}")
-    flag_only = types.SimpleNamespace(
-        config=ConfigDict({"modalities": "us_lnm", "data": {"clip_frames": 1}}),
-        cohort=types.SimpleNamespace(by_id=dict),
-        split=types.SimpleNamespace(subset=lambda name: ()),
-    )
-    assert lesion_evidence(flag_only, "best", out) is None
-    assert sorted(p.name for p in out.iterdir()) == [F.METRICS]
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(E, "plot_reliability", full)
+    with pytest.raises(OSError):
+        E.evaluate(run)
+    assert {p.relative_to(folder): p.read_bytes() for p in folder.rglob("*") if p.is_file()} == before
+    assert [p.name for p in folder.parent.iterdir() if p.name.startswith(".")] == []
+    monkeypatch.undo()
+    res = E.evaluate(run)
+    assert not (folder / "earlier.txt").exists() and (folder / F.METRICS).is_file()
+    assert res["cam_scores"]["out"] == str(folder / E.LESION_MAPS) and (folder / E.LESION_MAPS / F.CAM_SCORES).is_file()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -18,7 +17,7 @@ from lnm_jax.evaluation import intensity
 from lnm_jax.evaluation import metrics as M
 from lnm_jax.evaluation.plots import plot_decision_curve, plot_reliability, plot_roc
 from lnm_jax.evaluation.summary import format_summary, summarise_predictions
-from lnm_jax.fileio import DamagedFileError, guard_output, read_json, sealed, write_csv, write_json
+from lnm_jax.fileio import DamagedFileError, atomic_directory, guard_output, read_json, sealed, write_csv, write_json
 from lnm_jax.model_card import metadata, write_card
 from lnm_jax.preflight import check_inputs_present
 from lnm_jax.run import Run
@@ -113,15 +112,21 @@ def evaluate(run: Run, *, checkpoint: str = "best", subsets=("val", "test"), out
     # missing (a hand-edited config.json) stops here, not after metrics.json or the lesion
     # evidence's Grad-CAM files were rewritten; the card is built again with the CAM scores
     metadata(run, checkpoint, evaluation=result, temperature=temperature)
-    result["cam_scores"] = lesion_evidence(run, checkpoint, out=out)
-    card = metadata(run, checkpoint, evaluation=result, temperature=temperature)
-    out.mkdir(parents=True, exist_ok=True)
-    write_json(out / F.METRICS, result)
-    write_csv(out / F.PREDICTIONS_CSV, rows, list(rows[0]))
-    title = f"{config.name} ({checkpoint} checkpoint, epoch {meta['epoch']})"
-    plot_roc(curves, out / F.ROC, title=title)
-    plot_reliability(reliability, out / F.RELIABILITY, title=title, label=Task.from_config(config).label)
-    plot_decision_curve({k: v for k, v in reliability.items() if "T=" not in k}, out / F.DECISION_CURVE, title=title)
+    # the folder is written whole and then replaces the earlier one: a failed or interrupted
+    # evaluate (a full disk, Ctrl-C) had left metrics of the new state beside the card, plots
+    # and lesion maps of the earlier one; now it leaves the earlier folder as it was, and a
+    # finished one keeps nothing of it (availability tables included: run availability again)
+    with atomic_directory(out, replace=True) as fresh:
+        result["cam_scores"] = lesion_evidence(run, checkpoint, out=fresh, shown=out)
+        card = metadata(run, checkpoint, evaluation=result, temperature=temperature)
+        write_json(fresh / F.METRICS, result)
+        write_csv(fresh / F.PREDICTIONS_CSV, rows, list(rows[0]))
+        title = f"{config.name} ({checkpoint} checkpoint, epoch {meta['epoch']})"
+        plot_roc(curves, fresh / F.ROC, title=title)
+        plot_reliability(reliability, fresh / F.RELIABILITY, title=title, label=Task.from_config(config).label)
+        curves_uncalibrated = {k: v for k, v in reliability.items() if "T=" not in k}
+        plot_decision_curve(curves_uncalibrated, fresh / F.DECISION_CURVE, title=title)
+        write_card(card, fresh)
     write_json(
         run.files.calibration(checkpoint),
         sealed(  # an edited temperature is refused where it is read (Run.temperature)
@@ -136,7 +141,6 @@ def evaluate(run: Run, *, checkpoint: str = "best", subsets=("val", "test"), out
             }
         ),
     )
-    write_card(card, out)
     result["out"] = str(out)
     return result
 
@@ -291,30 +295,29 @@ BOUND_WARNING = (
 LESION_MAPS = "gradcam_test"  # the evaluation folder's Grad-CAM maps and lesion scores of the test split
 
 
-def lesion_evidence(run: Run, checkpoint: str, out: Path) -> dict | None:
+def lesion_evidence(run: Run, checkpoint: str, out: Path, shown: Path | None = None) -> dict | None:
     """Where the test patients have lesion masks: Grad-CAM (the default method and layer) of
     the test split scored against them (:mod:`lnm_jax.explain.scores`; maps and scores in
-    ``out/gradcam_test``), the summary; None without masks, image inputs, or with CEUS clips,
-    and then an earlier evaluation's ``gradcam_test`` in ``out`` (its cohort had masks: a run
-    since pointed at another manifest with ``relocate``) is removed, not left beside metrics
-    that no longer describe it."""
+    ``out/gradcam_test``), the summary, naming the maps' folder under ``shown`` (where ``out``
+    will be; default ``out``); None without masks, image inputs, or with CEUS clips."""
     config = run.config
     inputs = names.parse_modalities(config.modalities)
     branches = [b for b in names.IMAGE_INPUTS if b in inputs]
     patients = run.cohort.by_id()
     test = [patients[i] for i in run.split.subset("test")]
-    maps = out / LESION_MAPS
-    if (
-        not branches
-        or (config.data.clip_frames > 1 and names.CEUS in inputs)
-        or not any(p.mask(b) is not None for p in test for b in branches)
-    ):
-        shutil.rmtree(maps, ignore_errors=True)  # inside the folder guard_output found to be an evaluation's
+    if not branches or (config.data.clip_frames > 1 and names.CEUS in inputs):
+        return None
+    if not any(p.mask(b) is not None for p in test for b in branches):
         return None
     from lnm_jax.explain.heatmaps import gradcam  # noqa: PLC0415  (only with masks)
 
-    res = gradcam(run, split="test", checkpoint=checkpoint, out=maps, figures=False)
-    return {"method": "gradcam", "layer": res["layer"], "summary": res["scores"], "out": str(maps)}
+    res = gradcam(run, split="test", checkpoint=checkpoint, out=out / LESION_MAPS, figures=False)
+    return {
+        "method": "gradcam",
+        "layer": res["layer"],
+        "summary": res["scores"],
+        "out": str((shown or out) / LESION_MAPS),
+    }
 
 
 PREVALENCE_BOUNDS = (0.2, 0.8)  # outside: a 0.5 threshold on an unweighted model is a poor default
