@@ -1484,6 +1484,7 @@ def test_an_interrupted_command_ends_at_once_with_its_code_whatever_threads_stil
         """
         import os, signal, sys, threading, time
         from lnm_jax import cli
+        signal.signal(signal.SIGINT, signal.default_int_handler)  # as in a terminal (an xdist worker ignores it)
         def command(argv):
             threading.Thread(target=time.sleep, args=(60,)).start()  # a library's worker, still busy
             os.kill(os.getpid(), signal.SIG%s)
