@@ -64,14 +64,18 @@ def atomic_directory(out_dir: Path | str, *, replace: bool = False) -> Iterator[
     try:
         yield tmp
         if out_dir.exists():
-            out_dir.rename(earlier)
+            if replace:
+                out_dir.rename(earlier)
+            else:
+                out_dir.rmdir()  # empty, as checked above; another writer's files there: OSError, not lost
         tmp.rename(out_dir)
     except BaseException as e:
         if earlier.exists() and not out_dir.exists():  # interrupted between the two renames
             earlier.rename(out_dir)
         shutil.rmtree(tmp, ignore_errors=True)
-        if isinstance(e, OSError) and e.errno is not None and not e.filename:  # a full disk: name the output
-            raise OSError(e.errno, e.strerror, str(out_dir)) from e
+        inside = isinstance(e, OSError) and e.filename and Path(str(e.filename)).is_relative_to(tmp)
+        if isinstance(e, OSError) and e.errno is not None and (not e.filename or inside):
+            raise OSError(e.errno, e.strerror, str(out_dir)) from e  # a full disk: the output, not a removed temp
         raise
     shutil.rmtree(earlier, ignore_errors=True)
 

@@ -100,6 +100,18 @@ def test_a_replaced_output_folder_is_kept_whole_when_its_writer_fails(tmp_path):
     with pytest.raises(FileExistsError):  # without replace, a folder with files is refused
         with atomic_directory(out):
             pass
+    # without replace, a second writer that filled the folder meanwhile is not replaced: refused
+    other = tmp_path / "other"
+    with pytest.raises(OSError):
+        with atomic_directory(other) as fresh:
+            (fresh / "mine.txt").write_text("second")
+            other.mkdir()
+            (other / "theirs.txt").write_text("first writer's")
+    assert [p.name for p in other.iterdir()] == ["theirs.txt"]
+    # a full disk inside the temporary folder is named as the output
+    with pytest.raises(OSError, match=str(tmp_path / "full")):
+        with atomic_directory(tmp_path / "full") as fresh:
+            raise OSError(28, "No space left on device", str(fresh / "a.png"))
 
 
 def test_evaluate_replaces_its_folder_whole_and_a_failed_one_leaves_it_as_it_was(triple_run, copy_run, monkeypatch):
