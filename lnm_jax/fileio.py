@@ -183,7 +183,16 @@ def sealed(doc: Mapping) -> dict:
     return {**doc, SEAL_KEY: json_digest(doc, SEAL_KEY)}
 
 
-_UNSEALED_WARNED: set[str] = set()
+_WARNED: set[str] = set()
+
+
+def warn_once(message: str, key: object) -> None:
+    """Prints ``warning: <message>`` on stderr the first time this process asks with ``key``
+    (a file or folder the warning is about), and nothing after: one warning per file, however
+    often a command reads it."""
+    if (key := str(key)) not in _WARNED:
+        _WARNED.add(key)
+        print(f"warning: {message}", file=sys.stderr)
 
 
 def check_seal(doc: Mapping, path: Path | str, remedy: str = REWRITE) -> None:
@@ -192,13 +201,11 @@ def check_seal(doc: Mapping, path: Path | str, remedy: str = REWRITE) -> None:
     deleted) is read with a warning on stderr, once per file and process."""
     stored = doc.get(SEAL_KEY)
     if stored is None:
-        if (where := str(Path(path).resolve())) not in _UNSEALED_WARNED:
-            _UNSEALED_WARNED.add(where)
-            print(
-                f"warning: {path} holds no {SEAL_KEY} (written before records were sealed, or it was deleted): its "
-                f"values are not verified; {remedy}",
-                file=sys.stderr,
-            )
+        warn_once(
+            f"{path} holds no {SEAL_KEY} (written before records were sealed, or it was deleted): its values are not "
+            f"verified; {remedy}",
+            key=("unsealed", Path(path).resolve()),
+        )
         return
     if stored != json_digest(doc, SEAL_KEY):
         raise DamagedFileError.edited(path, f"its values do not match the {SEAL_KEY} written with them", remedy)

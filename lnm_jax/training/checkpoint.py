@@ -33,7 +33,6 @@ import logging
 import os
 import re
 import shutil
-import sys
 import threading
 from pathlib import Path
 from typing import Any
@@ -42,7 +41,7 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
-from lnm_jax.fileio import QuietFileHandler, error_line, is_int, json_digest, off_main_thread
+from lnm_jax.fileio import QuietFileHandler, error_line, is_int, json_digest, off_main_thread, warn_once
 from lnm_jax.training.sharding import fully_addressable, placed_as
 
 KINDS = ("latest", "best", "progress")
@@ -97,6 +96,16 @@ def state_digest(state: Any) -> str | None:
     return h.hexdigest()
 
 
+def non_finite_paths(tree: Any) -> list[str]:
+    """The paths (``jax.tree_util.keystr``) of the arrays of ``tree`` (host arrays) that hold a
+    NaN or an infinity, in tree order."""
+    return [
+        jax.tree_util.keystr(path)
+        for path, leaf in jax.tree_util.tree_leaves_with_path(tree)
+        if not np.isfinite(np.asarray(leaf)).all()
+    ]
+
+
 def meta_digest(meta: dict) -> str:
     """SHA-256 of a checkpoint's metadata without :data:`META_DIGEST_KEY`
     (:func:`lnm_jax.fileio.json_digest`: orbax writes and reads the JSON back bit for bit)."""
@@ -127,9 +136,6 @@ _META_TYPES = {
 }
 
 
-_UNRECORDED_WARNED: set[str] = set()
-
-
 def checked_meta(meta: Any, where: Path) -> dict:
     """``meta`` (a checkpoint's metadata as read) once it is what a save writes: a JSON object
     that matches its :data:`META_DIGEST_KEY` where it has one (a checkpoint saved before it was
@@ -139,12 +145,11 @@ def checked_meta(meta: Any, where: Path) -> dict:
     if not isinstance(meta, dict):
         raise CheckpointCorruptError(f"checkpoint {where}: its metadata is not a JSON object; {remedy}")
     stored = meta.get(META_DIGEST_KEY)
-    if stored is None and str(where) not in _UNRECORDED_WARNED:  # said once per checkpoint and process
-        _UNRECORDED_WARNED.add(str(where))
-        print(
-            f"warning: checkpoint {where} holds no digest of its metadata (saved before one was kept, or it was "
-            "deleted): its epoch and its record of the config and split it was trained with are not verified",
-            file=sys.stderr,
+    if stored is None:  # said once per checkpoint and process
+        warn_once(
+            f"checkpoint {where} holds no digest of its metadata (saved before one was kept, or it was deleted): its "
+            "epoch and its record of the config and split it was trained with are not verified",
+            key=("unrecorded", where),
         )
     if stored is not None and stored != meta_digest(meta):
         raise CheckpointCorruptError(

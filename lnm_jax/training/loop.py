@@ -18,6 +18,7 @@ from lnm_jax.metric_writer import MetricWriter, check_resumed_history, read_hist
 from lnm_jax.preflight import check_trainable
 from lnm_jax.training import sharding
 from lnm_jax.training import state as state_lib
+from lnm_jax.training.checkpoint import non_finite_paths
 from lnm_jax.training.save_schedule import SaveSchedule
 from lnm_jax.training.steps import make_eval_step, make_train_step, predict, resolve_pos_weight
 
@@ -49,9 +50,8 @@ def non_finite_arrays(state) -> list[str]:
     checked on its devices."""
     variables = {"params": state.params, "batch_stats": state.batch_stats}
     if sharding.fully_addressable(variables):
-        flags = jax.tree.map(lambda x: bool(np.isfinite(x).all()), jax.device_get(variables))
-    else:
-        flags = jax.device_get(_finite_leaves(variables))
+        return non_finite_paths(jax.device_get(variables))
+    flags = jax.device_get(_finite_leaves(variables))
     return [jax.tree_util.keystr(path) for path, ok in jax.tree_util.tree_leaves_with_path(flags) if not ok]
 
 

@@ -6,7 +6,6 @@ torch is imported only to read ``.pth``/``.pt`` files; ``.safetensors`` needs on
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +13,7 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
-from lnm_jax.fileio import atomic_directory, error_line, json_text, off_main_thread, read_json
+from lnm_jax.fileio import atomic_directory, error_line, json_text, off_main_thread, read_json, warn_once
 
 META = "backbone.json"
 META_REQUIRED = ("arch", "variant")  # what backbone.json must name: checked against the config it starts
@@ -22,7 +21,6 @@ META_REQUIRED = ("arch", "variant")  # what backbone.json must name: checked aga
 # a backbone whose arrays changed after it was written (a flipped bit, an edited or swapped file)
 # is refused when read, rather than starting a run from other weights
 VARIABLES_DIGEST = "variables_sha256"
-_UNFINGERPRINTED_WARNED: set[Path] = set()
 
 
 def read_torch_state_dict(path: Path | str) -> dict[str, np.ndarray]:
@@ -139,7 +137,7 @@ def load_backbone(path: Path | str) -> tuple[dict, dict]:
     read, differ from the :data:`VARIABLES_DIGEST` its ``backbone.json`` recorded, or hold a
     NaN or an infinity (naming the first such array). A backbone written before backbones
     recorded a digest is read with a warning (once per folder) that its arrays are unchecked."""
-    from lnm_jax.training.checkpoint import state_digest  # noqa: PLC0415
+    from lnm_jax.training.checkpoint import non_finite_paths, state_digest  # noqa: PLC0415
 
     path = Path(path).resolve()
     meta = backbone_meta(path)
@@ -151,20 +149,15 @@ def load_backbone(path: Path | str) -> tuple[dict, dict]:
         raise ValueError(
             f"converted backbone {path} cannot be read ({error_line(e)}); it is damaged or incomplete: {redo}"
         ) from e
-    for where, leaf in jax.tree_util.tree_leaves_with_path(variables):
-        if not np.isfinite(np.asarray(leaf)).all():
-            raise ValueError(
-                f"backbone {path}: {jax.tree_util.keystr(where)} holds NaN or infinite values; it is damaged: {redo}"
-            )
+    if bad := non_finite_paths(variables):
+        raise ValueError(f"backbone {path}: {bad[0]} holds NaN or infinite values; it is damaged: {redo}")
     recorded = meta.get(VARIABLES_DIGEST)
     if recorded is None:
-        if path not in _UNFINGERPRINTED_WARNED:
-            _UNFINGERPRINTED_WARNED.add(path)
-            print(
-                f"warning: {path / META} records no {VARIABLES_DIGEST} (written before backbones recorded one): "
-                "its arrays are read unchecked",
-                file=sys.stderr,
-            )
+        warn_once(
+            f"{path / META} records no {VARIABLES_DIGEST} (written before backbones recorded one): its arrays are "
+            "read unchecked",
+            key=("unfingerprinted", path),
+        )
     elif state_digest(variables) != recorded:
         raise ValueError(
             f"backbone {path}: its arrays are not the ones {META} recorded ({VARIABLES_DIGEST}); they were changed "
