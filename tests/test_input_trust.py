@@ -183,6 +183,69 @@ def test_cine_frame_count_checked_against_pixel_data(tmp_path):
         assert nof == 0 or "8 frame(s)" in text
 
 
+def test_image_size_and_samples_checked_against_the_pixel_data(tmp_path):
+    """Case dicom-rows-columns-vs-data and its kind: Rows, Columns and SamplesPerPixel that
+    disagree with the pixel data were read as a sheared or re-laid-out picture in silence. A
+    native frame whose rows are 80 wide under Columns 64, a JPEG or JPEG 2000 codestream of
+    another size or number of components than the header's (Rows/Columns swapped among them),
+    a MONOCHROME2 frame with 3 samples, an RGB one with 1: each refused naming both; trailing
+    zeros after whole frames stay padding (pydicom's MR_small_padded.dcm has 128 bytes)."""
+    from pydicom.encaps import encapsulate
+    from pydicom.uid import JPEG2000Lossless, JPEGBaseline8Bit
+
+    picture = np.zeros((64, 80), np.uint8)  # 80 wide, 64 high: a bar down the left, a square
+    picture[:, :20], picture[24:40, 30:50] = 255, 128
+
+    def save(name, ds, data=None, syntax=None):
+        if data is not None:
+            ds.PixelData = encapsulate([data])
+            ds.file_meta.TransferSyntaxUID = syntax
+            ds["PixelData"].VR = "OB"
+        ds.save_as(tmp_path / name, enforce_file_format=True)
+        return tmp_path / name
+
+    def coded(fmt, im):
+        buf = io.BytesIO()
+        im.save(buf, format=fmt, **({"quality": 95} if fmt == "JPEG" else {"irreversible": False}))
+        return buf.getvalue()
+
+    def lying(rows, cols, samples=1, photometric="MONOCHROME2"):
+        ds = _native(dicom.US_IMAGE_STORAGE, picture, 1, "MONOCHROME2")
+        ds.Rows, ds.Columns, ds.SamplesPerPixel, ds.PhotometricInterpretation = rows, cols, samples, photometric
+        return ds
+
+    jpeg, j2k = coded("JPEG", Image.fromarray(picture)), coded("JPEG2000", Image.fromarray(picture))
+    colour = coded("JPEG", Image.fromarray(np.stack([picture, picture // 2, 255 - picture], -1)))
+    refused = [
+        (save("native_columns.dcm", lying(64, 64)), "holds 5120 bytes (1.25 frames)"),
+        (save("jpeg_swapped.dcm", lying(80, 64), jpeg, JPEGBaseline8Bit), "JPEG codestream is 64 x 80"),
+        (save("jpeg_rows.dcm", lying(60, 80), jpeg, JPEGBaseline8Bit), "JPEG codestream is 64 x 80"),
+        (save("j2k_swapped.dcm", lying(80, 64), j2k, JPEG2000Lossless), "JPEG 2000 codestream is 64 x 80"),
+        (save("jpeg_components.dcm", lying(64, 80), colour, JPEGBaseline8Bit), "3 component(s)"),
+        (save("mono_3_samples.dcm", lying(64, 80, 3)), "MONOCHROME2 has 1 sample(s) per pixel"),
+        (save("rgb_1_sample.dcm", lying(64, 80, 1, "RGB")), "RGB has 3 sample(s) per pixel"),
+    ]
+    for path, said in refused:
+        with pytest.raises(dicom.HeaderMismatchError) as e:
+            dicom.read_header(path)
+        assert path.name in str(e.value) and said in str(e.value), str(e.value)
+    # the same payloads under a true header read as the picture; zero padding is padding
+    padded = lying(64, 80)
+    padded.PixelData = picture.tobytes() + bytes(160)
+    for path in (
+        save("native.dcm", lying(64, 80)),
+        save("padded.dcm", padded),
+        save("jpeg.dcm", lying(64, 80), jpeg, JPEGBaseline8Bit),
+        save("j2k.dcm", lying(64, 80), j2k, JPEG2000Lossless),
+    ):
+        frame = dicom.read_frame(dicom.read_header(path), 0)[..., 0]
+        np.testing.assert_allclose(frame, picture / 255, atol=JPEG_ATOL if "jpeg" in path.name else PNG_ATOL)
+    m = _manifest(tmp_path / "m.csv", [["A", "native_columns.dcm", "", 1, 1], ["B", "jpeg_swapped.dcm", "", 0, 0]])
+    with pytest.raises(ManifestError) as e:
+        read_manifest(m)
+    assert _codes(e.value) == {HEADER_MISMATCH} and str(e.value).count("[header_mismatch]") == 2, str(e.value)
+
+
 def test_frame_time_vector_checked_against_frame_count(tmp_path):
     from pydicom import dcmread
 

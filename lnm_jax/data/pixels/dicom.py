@@ -14,8 +14,10 @@ A cine is never decoded whole: :func:`read_frame` decodes one frame (pydicom rea
 frame's bytes) and :func:`iter_frames` streams them.
 
 A header is checked against its payload where the two can disagree: ``NumberOfFrames``
-against the frames the pixel data holds, a palette's LUT descriptor against its entries
-(:class:`HeaderMismatchError` naming both numbers, or read at the entries' real depth).
+against the frames the pixel data holds; ``Rows``, ``Columns`` and ``SamplesPerPixel`` against
+the native data's length and a codestream's own frame header (JPEG, JPEG-LS, JPEG 2000);
+``SamplesPerPixel`` against the photometric interpretation; a palette's LUT descriptor against
+its entries (:class:`HeaderMismatchError` naming both, or read at the entries' real depth).
 """
 
 from __future__ import annotations
@@ -272,8 +274,12 @@ def _frame_bytes(ds, photometric: str) -> int | None:
 CODESTREAM_STARTS = (b"\xff\xd8", b"\xff\x4f\xff\x51", b"\x00\x00\x00\x0cjP  ")
 
 
-def _frames_in_data(ds, photometric: str) -> tuple[int, str] | None:
-    """(frames the pixel data holds, how it was counted), or None where it cannot be told."""
+def _frames_in_data(path: Path, ds, photometric: str) -> tuple[int, str] | None:
+    """(frames the pixel data holds, how it was counted), or None where it cannot be told.
+    Native data that holds more than whole frames of the header's size (Rows x Columns x
+    SamplesPerPixel x BitsAllocated / 8), other than an even-length pad byte or trailing zeros,
+    or less than one frame, is :class:`HeaderMismatchError`: its rows are another width than
+    ``Columns`` says, and would be read sheared."""
     from pydicom.encaps import generate_fragments, parse_basic_offsets  # noqa: PLC0415
 
     if "PixelData" not in ds:
@@ -287,9 +293,21 @@ def _frames_in_data(ds, photometric: str) -> tuple[int, str] | None:
             length = len(ds.PixelData)
         if not size:
             return None
-        return length // size, f"{length} bytes of {size} per frame"
+        frames = length // size
+        # beyond the one byte that pads to an even length: trailing zeros are padding (pydicom
+        # drops them: its MR_small_padded.dcm has a row's worth), other bytes are image data
+        if length - frames * size > (frames * size) % 2 and (frames == 0 or any(ds.PixelData[frames * size :])):
+            raise HeaderMismatchError(
+                f"{path}: Rows {ds.Rows}, Columns {ds.Columns}, SamplesPerPixel {_samples(ds)} and BitsAllocated "
+                f"{ds.BitsAllocated} make {size} bytes per frame, but the pixel data holds {length} bytes "
+                f"({length / size:.2f} frames): the header's image size is not the data's"
+            )
+        return frames, f"{length} bytes of {size} per frame"
     buf = io.BytesIO(ds.PixelData)
     offsets = parse_basic_offsets(buf)
+    start = buf.tell()
+    _check_codestream(path, ds, next(generate_fragments(buf), b""))
+    buf.seek(start)
     if offsets:
         return len(offsets), "its basic offset table"
     if "ExtendedOffsetTable" in ds:
@@ -301,12 +319,87 @@ def _frames_in_data(ds, photometric: str) -> tuple[int, str] | None:
     return (starts, "the codestreams in its fragments") if starts else None
 
 
+def _samples(ds) -> int:
+    return int(ds.get("SamplesPerPixel") or 1)
+
+
+# JPEG (ITU T.81 B.1.1.3) start-of-frame markers SOF0-SOF15 (not DHT C4, JPG C8, DAC CC), and
+# JPEG-LS's SOF55 (ITU T.87 C.2.2): the same layout, precision(1) rows(2) columns(2) components(1)
+_SOF = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF, 0xF7}
+
+
+def codestream_size(data: bytes) -> tuple[int, int, int, str] | None:
+    """(rows, columns, components, format) a frame's codestream declares: a JPEG or JPEG-LS
+    frame header (SOFn), or a JPEG 2000 image and tile size (SIZ, ITU T.800 A.5.1; a JP2
+    file's codestream box too); None where ``data`` holds neither within its bytes (an RLE
+    frame, a first fragment that ends before the header). JPEG rows 0 (defined later by a DNL
+    marker) are returned as 0."""
+    import struct  # noqa: PLC0415
+
+    if data[:2] == b"\xff\xd8":
+        i = 2
+        while i + 4 <= len(data):
+            if data[i] != 0xFF:
+                return None
+            marker = data[i + 1]
+            if marker == 0xFF:  # fill byte
+                i += 1
+                continue
+            if marker in _SOF:
+                if i + 10 > len(data):
+                    return None
+                rows, cols = struct.unpack(">HH", data[i + 5 : i + 9])
+                return rows, cols, data[i + 9], "JPEG-LS" if marker == 0xF7 else "JPEG"
+            if 0xD0 <= marker <= 0xD8 or marker == 0x01:  # markers without a length
+                i += 2
+                continue
+            i += 2 + struct.unpack(">H", data[i + 2 : i + 4])[0]
+        return None
+    start = data.find(b"\xff\x4f\xff\x51", 0, 4096 if data[4:8] == b"jP  " else 1)
+    if start < 0 or start + 42 > len(data):
+        return None
+    x, y, x0, y0 = struct.unpack(">IIII", data[start + 8 : start + 24])
+    return y - y0, x - x0, struct.unpack(">H", data[start + 40 : start + 42])[0], "JPEG 2000"
+
+
+def _check_codestream(path: Path, ds, first: bytes) -> None:
+    """:class:`HeaderMismatchError` when the first frame's codestream declares another size or
+    number of components than Rows, Columns and SamplesPerPixel: pydicom would lay the decoded
+    bytes out as the header says (a swapped Rows/Columns reads as a sheared picture)."""
+    found = codestream_size(first)
+    if found is None:
+        return
+    rows, cols, components, kind = found
+    if rows not in (0, int(ds.Rows)) or cols != int(ds.Columns) or components != _samples(ds):
+        raise HeaderMismatchError(
+            f"{path}: the header says Rows {ds.Rows} x Columns {ds.Columns}, {_samples(ds)} "
+            f"sample(s) per pixel; the first frame's {kind} codestream is {rows} x {cols}, {components} component(s)"
+        )
+
+
+def _check_photometric(path: Path, ds, photometric: str) -> None:
+    """:class:`HeaderMismatchError` when SamplesPerPixel is not what PhotometricInterpretation
+    needs (PS3.3 C.7.6.3.1.2: 1 for MONOCHROME1/2 and PALETTE COLOR, 3 for RGB and YBR_*): the
+    frame would be read as another image size or as planes of another colour."""
+    needs = 1 if photometric.startswith("MONOCHROME") or photometric == "PALETTE COLOR" else 3
+    if photometric.startswith(("MONOCHROME", "PALETTE", "RGB", "YBR")) and _samples(ds) != needs:
+        raise HeaderMismatchError(
+            f"{path}: PhotometricInterpretation {photometric} has {needs} sample(s) per pixel, "
+            f"but SamplesPerPixel is {_samples(ds)}"
+        )
+
+
 def _check_frame_count(path: Path, ds, frames: int, photometric: str) -> None:
-    """:class:`DicomError` naming both numbers when NumberOfFrames and the pixel data disagree
-    (a missing NumberOfFrames says 1): a cine read as a still, or as a shorter cine, is the
-    wrong input in silence."""
+    """:class:`HeaderMismatchError` naming both numbers when the header and the pixel data
+    disagree: SamplesPerPixel against the photometric interpretation, the image size against
+    the native data's length or the codestream's own header, NumberOfFrames against the frames
+    the data holds (a missing NumberOfFrames says 1). A cine read as a still, or as a shorter
+    cine, or a frame laid out at another width, is the wrong input in silence."""
+    _check_photometric(path, ds, photometric)
     try:
-        found = _frames_in_data(ds, photometric)
+        found = _frames_in_data(path, ds, photometric)
+    except HeaderMismatchError:
+        raise
     except Exception as e:  # noqa: BLE001  (unparseable fragments: the decoder will say so)
         raise DicomError(f"{path}: pixel data cannot be parsed ({type(e).__name__}: {e})") from e
     if found is None or found[0] == frames:
