@@ -33,6 +33,13 @@ def _alive(pid: int) -> bool:
     return True
 
 
+def is_temporary_output(path: Path) -> bool:
+    """Whether ``path`` is a temporary sibling that :func:`atomic_directory` fills, or the
+    earlier folder it keeps while swapping (``.<name>.pid<PID>.<suffix>``)."""
+    name = Path(path).name
+    return name.startswith(".") and ".pid" in name and name.split(".pid", 1)[1].split(".", 1)[0].isdigit()
+
+
 def _remove_orphans(out_dir: Path) -> None:
     """Temporary siblings of ``out_dir`` left by a writer that was killed (``kill -9`` skips
     every cleanup): their names carry the writer's PID, and those of dead processes go."""
@@ -346,7 +353,10 @@ def guard_output(
     ``overwrite`` says: ``out`` is one of ``inputs`` (a file or folder the command reads), lies
     inside an input folder, or holds an input. Refused unless ``overwrite``: an existing file
     that ``ours(path)`` (the command's own check of what it writes, e.g. a CSV header) does not
-    recognise as the command's own output. ``kind``: 'file' or 'folder', what the command writes
+    recognise as the command's own output; with ``ours`` None, any existing file. A command
+    whose output has the shape of files it did not write (a manifest CSV: every cohort's starts
+    with ``patient_id``; a JSON of means and SDs: a run's intensity reference has that shape)
+    passes no ``ours``: a shape is no proof of authorship. ``kind``: 'file' or 'folder', what the command writes
     at ``out`` (the other is refused); ``can_overwrite``: whether the command has ``--overwrite``
     (else the message does not offer it)."""
     out = Path(out).resolve()
@@ -369,7 +379,8 @@ def guard_output(
             raise OutputPathError(f"{flag} {out} is an existing folder this command did not write: choose a new path")
     elif out.exists() and not overwrite and (ours is None or not ours(out)):
         hint = "pass --overwrite to replace it" if can_overwrite else "choose another path"
-        raise OutputPathError(f"{flag} {out} exists and was not written by this command; {hint}")
+        said = "exists" if ours is None else "exists and was not written by this command"
+        raise OutputPathError(f"{flag} {out} {said}; {hint}")
     return out
 
 

@@ -26,6 +26,8 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
+from lnm_jax.fileio import is_temporary_output
+
 CONFIG = "config.json"
 RUN_INFO = "run_info.json"
 SPLITS = "splits.json"
@@ -40,6 +42,9 @@ PREDICTIONS = "predictions.json"
 INTENSITY_REFERENCE = "intensity_reference.json"
 LOCK = ".lock"  # one writer at a time (lnm_jax.run_lock)
 LOCK_OWNER = "lock_owner.json"
+# the run's output folders (evaluate's, gradcam's); everything else in a run folder is its state
+EVALUATION_PREFIX = "eval_"
+GRADCAM_PREFIX = "gradcam_"
 
 # Inside an evaluation folder.
 METRICS = "metrics.json"
@@ -136,10 +141,25 @@ class RunFiles:
         return self.root / INTENSITY_REFERENCE
 
     def evaluation(self, checkpoint: str) -> Path:
-        return self.root / f"eval_{checkpoint}"
+        return self.root / f"{EVALUATION_PREFIX}{checkpoint}"
 
     def calibration(self, checkpoint: str) -> Path:
         return self.root / f"calibration_{checkpoint}.json"
 
     def gradcam(self, split: str) -> Path:
-        return self.root / f"gradcam_{split}"
+        return self.root / f"{GRADCAM_PREFIX}{split}"
+
+    def state(self) -> list[Path]:
+        """Every entry of the run folder but its evaluation and Grad-CAM folders (and the
+        temporary folders an output is written into before it is renamed): the records,
+        checkpoints, cohort and logs that no command's ``--out`` may replace or lie inside (an
+        output folder inside ``checkpoints/best`` is taken by orbax for a step, and every later
+        read of the run fails). Empty when the folder does not exist."""
+        if not self.root.is_dir():
+            return []
+        outputs = (EVALUATION_PREFIX, GRADCAM_PREFIX)
+        return sorted(
+            p
+            for p in self.root.iterdir()
+            if not (p.is_dir() and (p.name.startswith(outputs) or is_temporary_output(p)))
+        )

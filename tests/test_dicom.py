@@ -162,7 +162,7 @@ def test_dual_display_contrast_side_is_the_coloured_one_or_named(tmp_path):
 def test_bad_dicom_input_is_named_with_what_is_wrong(tmp_path):
     (tmp_path / "notdicom.dcm").write_text("hello")
     _dual(tmp_path, "gray.dcm", left_tint=False)
-    png(tmp_path, "a.png", np.zeros((10, 10, 3), np.uint8))
+    png(tmp_path, "a.png", np.arange(300, dtype=np.uint8).reshape(10, 10, 3))
     rows = [
         "patient_id,bmode,ceus,us_lnm,lnm,bmode_crop,ceus_mm_per_pixel",
         "p1,notdicom.dcm,,1,1,,",

@@ -9,14 +9,17 @@ import io
 import re
 import shutil
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
 from lnm_jax.data.cohorts.manifest import (
+    BLANK_IMAGE,
     DUPLICATE_COLUMN,
     HEADER_MISMATCH,
+    MISNAMED_COLUMN,
     NOT_ULTRASOUND,
     UNREADABLE_CLIP,
     ManifestError,
@@ -246,6 +249,42 @@ def test_image_size_and_samples_checked_against_the_pixel_data(tmp_path):
     assert _codes(e.value) == {HEADER_MISMATCH} and str(e.value).count("[header_mismatch]") == 2, str(e.value)
 
 
+def test_an_image_that_holds_no_picture_is_named(tmp_path):
+    """Case validate-blank-images and its kind: a still that holds one value everywhere (all
+    black, all white, a 16-bit all-zero PNG, an RGBA PNG fully transparent: the decoder drops
+    alpha, as a model input should, a single-frame DICOM of zeros) was accepted and trained on.
+    Each is `blank_image` naming row, column and file; a clip's dark frame is not refused (a
+    CEUS clip starts before the contrast arrives), nor is a still with any contrast."""
+    transparent = np.zeros((24, 32, 4), np.uint8)
+    transparent[..., :3] = 200
+    blank = {
+        "black.png": Image.fromarray(np.zeros((24, 32), np.uint8)),
+        "white.png": Image.fromarray(np.full((24, 32), 255, np.uint8)),
+        "black16.png": Image.fromarray(np.zeros((24, 32), np.uint16)),
+        "transparent.png": Image.fromarray(transparent, "RGBA"),
+    }
+    for name, im in blank.items():
+        im.save(tmp_path / name)
+    _native(dicom.US_IMAGE_STORAGE, np.zeros((24, 32), np.uint8), 1, "MONOCHROME2").save_as(
+        tmp_path / "zeros.dcm", enforce_file_format=True
+    )
+    ok = _write(tmp_path / "ok.png", Image.fromarray(RAMP))
+    clip = tmp_path / "clip"
+    clip.mkdir()
+    for k, level in enumerate((0, 0, 120, 200)):  # two black frames first
+        Image.fromarray(np.full((24, 32), level, np.uint8)).save(clip / f"f{k}.png")
+    stills = [*blank, "zeros.dcm"]
+    rows = [[f"P{i}", name, ok.name, i % 2, i % 2] for i, name in enumerate(stills)]
+    rows += [["C", ok.name, "clip", 1, 1], ["D", ok.name, ok.name, 0, 0]]
+    with pytest.raises(ManifestError) as e:
+        read_manifest(_manifest(tmp_path / "m.csv", rows))
+    assert _codes(e.value) == {BLANK_IMAGE}, str(e.value)
+    assert sorted((p.row, p.column, Path(p.file).name) for p in e.value.problems) == [
+        (i + 1, "bmode", name) for i, name in enumerate(stills)
+    ], str(e.value)
+    read_manifest(_manifest(tmp_path / "good.csv", rows[-2:]))
+
+
 def test_frame_time_vector_checked_against_frame_count(tmp_path):
     from pydicom import dcmread
 
@@ -348,6 +387,22 @@ def test_duplicate_column_refused(tmp_path):
     with pytest.raises(ManifestError) as e:
         read_manifest(unnamed)
     assert _codes(e.value) == {DUPLICATE_COLUMN} and "unnamed 2 times" in str(e.value)
+
+
+def test_a_known_column_in_another_spelling_is_named(tmp_path):
+    """Case manifest-option-column-case: BMODE_CROP, Bmode_Mask and CEUS mm per pixel (as a
+    spreadsheet writes them) were read as metadata in silence: no crop, no mask, no spacing.
+    Each is `misnamed_column` naming the documented name; a required column so spelled
+    (Patient-ID) is named the same way instead of "missing"; metadata stays metadata."""
+    b = _write(tmp_path / "b.png", Image.fromarray(RAMP))
+    columns = ("Patient-ID", "bmode", "ceus", "us_lnm", "lnm", "BMODE_CROP", "Bmode_Mask", "CEUS mm per pixel", "Age")
+    m = _manifest(tmp_path / "m.csv", [["A", b.name, b.name, 1, 1, "0,0,8,8", b.name, "0.1", 50]], columns=columns)
+    with pytest.raises(ManifestError) as e:
+        read_manifest(m)
+    assert _codes(e.value) == {MISNAMED_COLUMN}, str(e.value)
+    named = {p.column: str(p) for p in e.value.problems}
+    assert set(named) == {"Patient-ID", "BMODE_CROP", "Bmode_Mask", "CEUS mm per pixel"}, named
+    assert "'patient_id'" in named["Patient-ID"] and "'ceus_mm_per_pixel'" in named["CEUS mm per pixel"], named
 
 
 def test_frame_folder_of_mixed_sizes_refused_at_validation(tmp_path):
@@ -462,6 +517,31 @@ def test_norm_stats_and_convert_refuse_inputs(tiny_cohort, tmp_path):
     before = tiny_cohort.read_bytes()
     assert main(["norm-stats", "--manifest", str(tiny_cohort), "--image-size", "8", "--out", str(tiny_cohort)]) == 1
     assert tiny_cohort.read_bytes() == before
+
+
+def test_an_output_of_a_files_shape_replaces_it_only_with_overwrite(tiny_cohort, tmp_path, capsys):
+    """Cases norm-stats-out-replaces-intensity-reference and crop-to-lesion-out-replaces-any-
+    manifest: both took an existing file for their own earlier output by its shape, a JSON of
+    means and SDs (a run's intensity_reference.json has it) and a CSV starting with patient_id
+    (every manifest does), and replaced it in silence. A shape proves no authorship: an
+    existing file is replaced only with --overwrite, as the importers' manifests."""
+    from lnm_jax.cli import main
+
+    reference = tmp_path / "intensity_reference.json"
+    reference.write_text('{"bmode": {"mean": [0.1, 0.1, 0.1], "std": [0.2, 0.2, 0.2]}}')
+    other = tmp_path / "other_manifest.csv"
+    shutil.copy(tiny_cohort, other)
+    kept = {reference: reference.read_bytes(), other: other.read_bytes()}
+    stats = ["norm-stats", "--manifest", str(tiny_cohort), "--image-size", "8", "--out", str(reference)]
+    crop = ["crop-to-lesion", "--manifest", str(tiny_cohort), "--out", str(other)]
+    for argv, out in ((stats, reference), (crop, other)):
+        capsys.readouterr()
+        assert main(argv) == 1, argv
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and f"--out {out.resolve()} exists; pass --overwrite" in err[0], err
+        assert out.read_bytes() == kept[out]
+        assert main([*argv, "--overwrite"]) == 0, argv
+        assert out.read_bytes() != kept[out]
 
 
 # ------------------------------------------------------------- heatmaps, quiet edges

@@ -108,6 +108,44 @@ def _segmentation(path, lesion: np.ndarray, modality: str = "SEG") -> None:
     ds.save_as(path, enforce_file_format=True)
 
 
+def test_a_mask_drawn_in_alpha_reads_as_shown_and_one_without_background_is_refused(tmp_path):
+    """Cases mask-lesion-in-alpha and mask-covers-whole-image: a mask saved white on
+    transparent (the lesion in the alpha channel) read as one value, 255, everywhere: the
+    whole image "lesion"; a filled or inverted mask passed, and Grad-CAM then scored every map
+    100% inside. Transparent pixels are background; a mask marking all four corners of its
+    image is `mask_no_background`; an ellipse touching all four edges (a lesion ROI) is kept."""
+    from lnm_jax.data.pixels.masks import NO_BACKGROUND, NOT_BINARY, MaskError, read_mask
+
+    h, w = 40, 60
+    square = np.zeros((h, w), bool)
+    square[10:20, 20:35] = True
+    yy, xx = np.mgrid[:h, :w]
+    ellipse = ((yy - (h - 1) / 2) / (h / 2)) ** 2 + ((xx - (w - 1) / 2) / (w / 2)) ** 2 <= 1
+
+    def png(name, array, mode=None):
+        Image.fromarray(array, mode).save(tmp_path / name)
+        return tmp_path / name
+
+    white = np.full((h, w), 255, np.uint8)
+    drawn = np.stack([white, np.where(square, 255, 0).astype(np.uint8)], -1)
+    assert (read_mask(png("alpha.png", drawn, "LA")) == square).all()
+    opaque = np.dstack([np.repeat(np.where(square, 255, 0)[..., None], 3, -1), white]).astype(np.uint8)
+    assert (read_mask(png("opaque.png", opaque, "RGBA")) == square).all()
+    assert (read_mask(png("ellipse.png", np.where(ellipse, 255, 0).astype(np.uint8))) == ellipse).all()
+    soft = drawn.copy()
+    soft[10, 20:35, 1] = 128  # an antialiased edge in the alpha
+    refused = [
+        (png("soft.png", soft, "LA"), NOT_BINARY, "transparency (alpha) is not binary"),
+        (png("full.png", white), NO_BACKGROUND, "every pixel"),
+        (png("inverted.png", np.where(square, 0, 255).astype(np.uint8)), NO_BACKGROUND, "all four corners (94%"),
+        (png("inverted_ellipse.png", np.where(ellipse, 0, 255).astype(np.uint8)), NO_BACKGROUND, "all four corners"),
+    ]
+    for path, code, said in refused:
+        with pytest.raises(MaskError) as e:
+            read_mask(path)
+        assert e.value.code == code and said in str(e.value), (path.name, str(e.value))
+
+
 def test_a_dicom_segmentation_is_a_mask_like_its_png(tmp_path):
     """The same lesion as a DICOM SEG frames to the same pixels as the PNG; a DICOM file that is
     not a segmentation is named with its code."""
@@ -182,7 +220,9 @@ def test_crop_to_lesion_writes_a_manifest_that_frames_around_the_mask(tmp_path):
 
 
 def _ddti_case(root, case, tirads, svg, size=(60, 40)):
-    Image.fromarray(np.full((size[1], size[0], 3), 90, np.uint8)).save(root / "images" / f"{case}_1.jpg")
+    picture = np.full((size[1], size[0], 3), 90, np.uint8)
+    picture[: size[1] // 2] = 140  # some contrast: a constant still is refused (blank_image)
+    Image.fromarray(picture).save(root / "images" / f"{case}_1.jpg")
     (root / "xml" / f"{case}.xml").write_text(
         f"<case><number>{case}</number><tirads>{tirads}</tirads><mark><image>1</image><svg>{svg}</svg></mark></case>"
     )

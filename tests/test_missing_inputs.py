@@ -179,3 +179,14 @@ def test_one_model_for_every_pattern_matches_the_dedicated_model_without_ceus(tm
         == 0
     )
     assert json.loads((out / "availability.json").read_text())["patterns"] == json.loads(json.dumps(res["patterns"]))
+    # its --out, as evaluate's: never inside the run's state (a folder in checkpoints/best is
+    # taken by orbax for a step), nor a folder of the user's; refused before anything is computed
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("mine")
+    best = missing.workdir / "checkpoints" / "best"
+    steps = sorted(best.iterdir())
+    for bad in (best / "77", missing.workdir, mine):
+        assert main(["availability", "--workdir", str(missing.workdir), "--out", str(bad)]) == 1, bad
+    assert sorted(best.iterdir()) == steps
+    assert [p.name for p in mine.iterdir()] == ["notes.txt"]

@@ -205,7 +205,7 @@ def _undecodable_cohort(tiny_cohort, tmp_path, monkeypatch):
     truncated = tmp_path / "trunc.png"
     truncated.write_bytes(read_manifest(tiny_cohort).patients[0].bmode.read_bytes()[:200])
     m = rewrite_manifest(tiny_cohort, tmp_path / "d" / "manifest.csv", lambda r: {**r, "bmode": str(truncated)}, rows=4)
-    monkeypatch.setattr(mf, "check_image", lambda path: None)
+    monkeypatch.setattr(mf, "check_image", lambda path, still=False: None)
     return read_manifest(m), truncated
 
 
@@ -477,6 +477,31 @@ def test_evaluate_out_never_writes_into_a_folder_of_the_users(triple_run, copy_r
     for _ in range(2):  # a new folder, then the same one again: its own output
         assert main(["evaluate", "--workdir", str(run.workdir), "--out", str(fresh)]) == 0
     assert (fresh / F.METRICS).is_file()
+
+
+def test_no_out_lies_in_the_runs_state(triple_run, copy_run, capsys):
+    """Case out-into-checkpoints: evaluate --out and gradcam --out accepted a new folder inside
+    checkpoints/best or checkpoints/latest, which orbax then took for a checkpoint step: every
+    later read of the run failed. Every entry of the run folder but its evaluation and
+    Grad-CAM folders is its state (``RunFiles.state``): an --out there, or the run folder
+    itself, is one line, exit 1, the run untouched; its own folders stay writable."""
+    run = copy_run(triple_run)
+    best = sorted((run.workdir / F.CHECKPOINTS / "best").iterdir())
+    bad = [run.workdir / F.CHECKPOINTS / "best" / "99", run.workdir / F.CHECKPOINTS / "latest" / "7"]
+    bad += [run.workdir / F.TENSORBOARD / "x", run.workdir, run.workdir / F.CONFIG]
+    before = snapshot(run.workdir)
+    for command in ("evaluate", "gradcam"):
+        for out in bad:
+            capsys.readouterr()
+            assert main([command, "--workdir", str(run.workdir), "--out", str(out)]) == 1, (command, out)
+            err = capsys.readouterr().err.strip().splitlines()
+            assert len(err) == 1 and f"--out {out.resolve()}" in err[0], err
+    after = snapshot(run.workdir)
+    after.pop(F.LOCK, None)  # the lock file each command holds the run by
+    assert after == before
+    assert sorted((run.workdir / F.CHECKPOINTS / "best").iterdir()) == best
+    # (evaluate into its own folder, lesion maps included: tests/test_cam_scores.py)
+    assert main(["gradcam", "--workdir", str(run.workdir), "--out", str(run.workdir / "gradcam_mine")]) == 0
 
 
 def test_a_relative_manifest_is_stored_resolved(tiny_cohort, tmp_path, monkeypatch):

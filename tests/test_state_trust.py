@@ -1259,7 +1259,7 @@ def _phi_dicom(path):
 
     from lnm_jax.data.pixels import dicom
 
-    ds = dicom.new_dataset(np.full((32, 48), 90, np.uint8))
+    ds = dicom.new_dataset(np.tile(np.arange(90, 138, dtype=np.uint8), (32, 1)))
     ds.PatientName, ds.PatientID, ds.PatientBirthDate = "Zyxwv^Quentina", "MRN9988776", "19610203"
     ds.InstitutionName, ds.PatientAddress = "Uniqueville General", "77 Qwerty Lane"
     ds.MedicalAlerts, ds.Allergies = "alert-Quentina", "penicillin-Zyxwv"
@@ -1287,7 +1287,7 @@ def test_deidentified_dicom_holds_no_original_value(tmp_path):
     from lnm_jax.data.privacy.deidentify import deidentify
 
     _phi_dicom(tmp_path / "a.dcm")
-    Image.fromarray(np.full((32, 48), 60, np.uint8)).save(tmp_path / "b.png")
+    Image.fromarray(np.tile(np.arange(60, 108, dtype=np.uint8), (32, 1))).save(tmp_path / "b.png")
     (tmp_path / "m.csv").write_text("patient_id,bmode,ceus,us_lnm,lnm\nA,a.dcm,b.png,1,1\nB,b.png,b.png,0,0\n")
     deidentify(tmp_path / "m.csv", tmp_path / "deid", tmp_path / "private" / "map.csv")
     out = b"".join(p.read_bytes() for p in (tmp_path / "deid").rglob("*") if p.is_file())

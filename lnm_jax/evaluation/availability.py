@@ -9,6 +9,7 @@ AUCs are compared with the paired DeLong test.
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -16,9 +17,10 @@ import numpy as np
 from lnm_jax import names
 from lnm_jax import run_files as F
 from lnm_jax.evaluation import metrics as M
+from lnm_jax.evaluation.evaluate import is_evaluation
 from lnm_jax.evaluation.stats import delong_test
 from lnm_jax.evaluation.summary import summarise_predictions
-from lnm_jax.fileio import write_json, write_text
+from lnm_jax.fileio import guard_output, read_json, write_json, write_text
 from lnm_jax.run import Run
 
 # name -> inputs withheld
@@ -65,6 +67,17 @@ def evaluate_availability(
             f"{run.workdir} was trained without model.missing_inputs: it has no learned "
             f"'absent' inputs, so withheld inputs would be read as zeros"
         )
+    # --out: as evaluate's, never the run's state or a cohort's folder, nor a folder of the
+    # user's; a new one, the run's evaluation folder, or one an earlier evaluate or
+    # availability wrote (refused before anything is computed)
+    own = run.files.evaluation(checkpoint).resolve()
+    out = guard_output(
+        out or own,
+        inputs=[*run.cohort.files(), *run.files.state()],
+        ours=lambda folder: folder == own or _is_availability(folder) or is_evaluation(folder),
+        kind="folder",
+        can_overwrite=False,
+    )
     level = run.config.eval.ci_level
     modalities = names.parse_modalities(run.config.modalities)
     result = {"run": str(run.workdir), "checkpoint": checkpoint, "subset": subset, "patterns": {}}
@@ -99,11 +112,24 @@ def evaluate_availability(
         entry["delong_missing_vs_dedicated"] = delong_test(
             preds[name][names.LABEL], M.sigmoid(preds[name]["logit"]), M.sigmoid(ded["logit"])
         )
-    out = Path(out) if out else run.files.evaluation(checkpoint)
-    write_json(out / F.AVAILABILITY_JSON, result)
-    write_text(out / F.AVAILABILITY_MD, availability_table(result))
+    fresh = not out.exists()
+    try:
+        write_json(out / F.AVAILABILITY_JSON, result)
+        write_text(out / F.AVAILABILITY_MD, availability_table(result))
+    except BaseException:
+        if fresh:  # a folder this call made is not left behind empty or half-written
+            shutil.rmtree(out, ignore_errors=True)
+        raise
     result["out"] = str(out)
     return result
+
+
+def _is_availability(folder: Path) -> bool:
+    """Whether ``folder`` holds what :func:`evaluate_availability` writes (its JSON, read back)."""
+    try:
+        return {"run", "checkpoint", "subset", "patterns"} <= set(read_json(folder / F.AVAILABILITY_JSON))
+    except (OSError, ValueError):
+        return False
 
 
 def availability_table(result: dict) -> str:

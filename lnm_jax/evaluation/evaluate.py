@@ -39,8 +39,8 @@ def evaluate(run: Run, *, checkpoint: str = "best", subsets=("val", "test"), out
     own = run.files.evaluation(checkpoint).resolve()
     out = guard_output(
         out or own,
-        inputs=run.cohort.files(),
-        ours=lambda folder: folder == own or _is_evaluation(folder),
+        inputs=[*run.cohort.files(), *run.files.state()],
+        ours=lambda folder: folder == own or is_evaluation(folder),
         kind="folder",
         can_overwrite=False,
     )
@@ -145,7 +145,7 @@ def evaluate(run: Run, *, checkpoint: str = "best", subsets=("val", "test"), out
     return result
 
 
-def _is_evaluation(folder: Path) -> bool:
+def is_evaluation(folder: Path) -> bool:
     """Whether ``folder`` holds what :func:`evaluate` writes (its ``metrics.json``)."""
     try:
         return {"checkpoint", "splits"} <= set(read_json(folder / F.METRICS))

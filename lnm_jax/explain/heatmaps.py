@@ -99,14 +99,14 @@ def gradcam(
         )
         # as predict: a patient lacking an input the model was not trained to miss is refused
         check_inputs_present(config, cohort, opt_in="a run trained with --config.data.zero_fill_missing=True")
-    predictor = run.predictor(checkpoint)  # BatchNorm folded
     out = guard_output(
         out or run.files.gradcam(split),
-        inputs=cohort.files() if manifest is not None else (),
+        inputs=[*cohort.files(), *run.files.state()],
         ours=is_gradcam_folder,
         kind="folder",
         can_overwrite=False,
     )
+    predictor = run.predictor(checkpoint)  # BatchNorm folded
     # written whole into a new folder that then replaces ``out``: a folder an earlier call wrote
     # keeps none of its files (figures of patients this call does not have, lesion scores this
     # cohort has no masks for), and an interrupted call leaves the earlier folder as it was

@@ -19,8 +19,8 @@ import os
 import re
 from pathlib import Path
 
-from lnm_jax.data.cohorts.manifest import REQUIRED_COLUMNS, write_manifest
-from lnm_jax.fileio import csv_header_starts, guard_output
+from lnm_jax.data.cohorts.manifest import write_manifest
+from lnm_jax.fileio import guard_output
 from lnm_jax.names import BMODE, CEUS, LABEL, MASK_COLUMNS, PATIENT_ID, US_LNM, mask
 
 PATHOLOGY = {"malignant": 1, "benign": 0}
@@ -61,17 +61,12 @@ TASK = {
 def convert_busbra(src: Path | str, out_csv: Path | str, *, overwrite: bool = False) -> dict[str, int]:
     """Writes the manifest; returns counts. Raises ValueError naming the row on bad input;
     :class:`lnm_jax.fileio.OutputPathError` when ``out_csv`` is ``bus_data.csv``, lies in
-    ``Images/``, or is an existing file that is not a manifest (unless ``overwrite``)."""
+    ``Images/``, or is an existing file (unless ``overwrite``)."""
     src, out_csv = Path(src), Path(out_csv)
     table = src / "bus_data.csv"
     if not table.is_file() or not (src / "Images").is_dir():
         raise ValueError(f"{src} is not a BUS-BRA folder (needs bus_data.csv and Images/)")
-    guard_output(
-        out_csv,
-        inputs=[table, src / "Images"],
-        overwrite=overwrite,
-        ours=lambda p: p.is_file() and csv_header_starts(p, REQUIRED_COLUMNS),
-    )
+    guard_output(out_csv, inputs=[table, src / "Images"], overwrite=overwrite)  # any manifest starts alike: no ``ours``
     patients: dict[str, dict] = {}
     with table.open(newline="", encoding="utf-8-sig") as f:
         for line, rec in enumerate(csv.DictReader(f), start=2):

@@ -22,9 +22,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-from lnm_jax.data.cohorts.manifest import REQUIRED_COLUMNS, write_manifest
+from lnm_jax.data.cohorts.manifest import write_manifest
 from lnm_jax.data.pixels.decode import image_size
-from lnm_jax.fileio import atomic_directory, csv_header_starts, guard_output
+from lnm_jax.fileio import atomic_directory, guard_output
 from lnm_jax.names import BMODE, LABEL, PATIENT_ID, US_LNM, mask
 
 SUSPICIOUS = ("4a", "4b", "4c", "5")
@@ -80,12 +80,7 @@ def convert_ddti(src: Path | str, out_csv: Path | str, *, overwrite: bool = Fals
     if not (src / "xml").is_dir() or not (src / "images").is_dir():
         raise ValueError(f"{src} is not a DDTI folder (needs xml/ and images/)")
     masks_dir = out_csv.parent / MASKS
-    guard_output(
-        out_csv,
-        inputs=[src],
-        overwrite=overwrite,
-        ours=lambda p: p.is_file() and csv_header_starts(p, REQUIRED_COLUMNS),
-    )
+    guard_output(out_csv, inputs=[src], overwrite=overwrite)  # any manifest starts alike: no ``ours``
     guard_output(masks_dir, inputs=[src], kind="folder", can_overwrite=False)
     rows, counts, skipped = [], {"cases": 0, "no_tirads": 0, "no_outline": 0}, []
     out_csv.parent.mkdir(parents=True, exist_ok=True)

@@ -24,8 +24,8 @@ import numpy as np
 from lnm_jax.data.cohorts.manifest import read_manifest
 from lnm_jax.data.pixels.masks import read_mask
 from lnm_jax.data.pixels.sources import Box, option_columns, resolve
-from lnm_jax.fileio import csv_header_starts, guard_output, write_csv
-from lnm_jax.names import IMAGE_INPUTS, MASK_COLUMNS, PATIENT_ID, mask
+from lnm_jax.fileio import guard_output, write_csv
+from lnm_jax.names import IMAGE_INPUTS, MASK_COLUMNS, mask
 
 
 def lesion_box(lesion: np.ndarray, within: Box, margin: float) -> Box:
@@ -60,9 +60,7 @@ def crop_to_lesion(manifest: Path | str, out_csv: Path | str, *, margin: float =
         raise ValueError(f"--margin {margin} is not a fraction of the lesion's size between 0 and 10")
     manifest, out_csv = Path(manifest), Path(out_csv)
     cohort = read_manifest(manifest, require_labels=False)
-    guard_output(
-        out_csv, inputs=cohort.files(), overwrite=overwrite, ours=lambda p: csv_header_starts(p, (PATIENT_ID,))
-    )
+    guard_output(out_csv, inputs=cohort.files(), overwrite=overwrite)  # any manifest starts alike: no ``ours``
     text = manifest.read_bytes().decode("utf-8-sig")
     reader = csv.DictReader(io.StringIO(text, newline=""))
     columns = [h.strip() for h in reader.fieldnames or []]

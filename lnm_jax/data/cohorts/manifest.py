@@ -27,6 +27,7 @@ import re
 from collections.abc import Iterable
 from pathlib import Path
 
+import numpy as np
 from PIL import UnidentifiedImageError
 
 from lnm_jax.data.pixels import sources
@@ -34,6 +35,7 @@ from lnm_jax.data.pixels.clips import ClipError, check_frame_folder, frame_files
 from lnm_jax.data.pixels.decode import MAX_IMAGE_PIXELS, ImageTooLargeError, verify_image
 from lnm_jax.data.pixels.dicom import DicomError, is_dicom
 from lnm_jax.data.pixels.masks import EMPTY as MASK_EMPTY  # noqa: F401  (problem codes, re-exported)
+from lnm_jax.data.pixels.masks import NO_BACKGROUND as MASK_NO_BACKGROUND  # noqa: F401
 from lnm_jax.data.pixels.masks import NOT_BINARY as MASK_NOT_BINARY  # noqa: F401
 from lnm_jax.data.pixels.masks import NOT_SEGMENTATION as MASK_NOT_SEGMENTATION  # noqa: F401
 from lnm_jax.data.pixels.masks import SIZE_MISMATCH as MASK_SIZE_MISMATCH  # noqa: F401
@@ -70,7 +72,10 @@ DUPLICATE_COLUMN = "duplicate_column"
 NOT_ULTRASOUND = "not_ultrasound"
 HEADER_MISMATCH = "header_mismatch"
 MASK_WITHOUT_IMAGE = "mask_without_image"
-# and MASK_NOT_BINARY, MASK_EMPTY, MASK_SIZE_MISMATCH, MASK_NOT_SEGMENTATION (lnm_jax.data.pixels.masks)
+BLANK_IMAGE = "blank_image"
+MISNAMED_COLUMN = "misnamed_column"
+# and MASK_NOT_BINARY, MASK_EMPTY, MASK_NO_BACKGROUND, MASK_SIZE_MISMATCH, MASK_NOT_SEGMENTATION
+# (lnm_jax.data.pixels.masks)
 
 # Patient ids name files (Grad-CAM figures, records), so they are restricted to characters that
 # are safe in a file name on every system: letters, digits, '.', '_', '-', not starting with '.'
@@ -188,18 +193,33 @@ class Cohort:
         )
 
 
-def check_image(path: Path) -> tuple[str, str] | None:
+def _folded(column: str) -> str:
+    """A column name as compared for misspelling: case-folded, spaces and hyphens as underscores."""
+    return re.sub(r"[\s-]+", "_", column.strip()).casefold()
+
+
+def check_image(path: Path, still: bool = False) -> tuple[str, str] | None:
     """Returns (problem code, why) if ``path`` is not a whole PNG/JPEG image that the decoder
-    reads, within :data:`MAX_IMAGE_PIXELS`, None if it is
-    (:func:`lnm_jax.data.pixels.decode.verify_image`)."""
+    reads, within :data:`MAX_IMAGE_PIXELS` (:func:`lnm_jax.data.pixels.decode.verify_image`),
+    or, for a ``still`` (not a clip's frame, which may be dark), holds no picture
+    (:func:`blank`); None if it is fine."""
     limit = f"over the limit of {MAX_IMAGE_PIXELS / 1e6:.0f} megapixels (data.pixels.decode.MAX_IMAGE_PIXELS)"
     try:
-        verify_image(path, MAX_IMAGE_PIXELS)
+        img = verify_image(path, MAX_IMAGE_PIXELS)
     except ImageTooLargeError as e:
         return IMAGE_TOO_LARGE, f"{e}, {limit}"
     except (UnidentifiedImageError, OSError, ValueError) as e:
         return UNREADABLE_IMAGE, f"not a readable image ({type(e).__name__}: {e})"
-    return None
+    return blank(img) if still else None
+
+
+def blank(img: np.ndarray) -> tuple[str, str] | None:
+    """(``blank_image``, why) when a decoded still (float [H, W, C] in [0, 1]) holds one value
+    everywhere: all black, all white, fully transparent (the decoder drops alpha), an export or
+    de-identification that wiped the picture; None otherwise."""
+    if img.min() != img.max():
+        return None
+    return BLANK_IMAGE, f"image holds one value everywhere ({float(img.flat[0]) * 255:.0f} of 255): no picture"
 
 
 def missing_path(path: Path) -> str | None:
@@ -232,14 +252,15 @@ def check_dicom(
             size = f"{header.columns}x{header.rows}"
             return IMAGE_TOO_LARGE, f"frames are {size}, over {MAX_IMAGE_PIXELS / 1e6:.0f} megapixels"
         src = sources.resolve(path, name, options, ceus_region)
-        for index in sorted({0, src.frames - 1}):
-            dicom.read_frame(src.header, index)
+        frames = [dicom.read_frame(src.header, index) for index in sorted({0, src.frames - 1})]
     except dicom.NotUltrasoundError as e:
         return NOT_ULTRASOUND, str(e).removeprefix(f"{path}: ")
     except dicom.HeaderMismatchError as e:
         return HEADER_MISMATCH, str(e).removeprefix(f"{path}: ")
     except (DicomError, ValueError) as e:
         return UNUSABLE_DICOM, str(e).removeprefix(f"{path}: ")
+    if src.frames == 1 and (bad := blank(frames[0])):
+        return bad
     if name == CEUS and src.still_frame is None and src.frames < min_frames:
         return CLIP_TOO_SHORT, (
             f"cine has {src.frames} frame(s), fewer than the {min_frames} asked for (data.clip_frames)"
@@ -363,17 +384,26 @@ def read_manifest(
                     )
                 ],
             )
-    if missing:
+    option_columns = {c for cols in OPTION_COLUMNS.values() for c in cols.values()}
+    # a known column spelled in another case or with spaces/hyphens (BMODE_CROP, Bmode Mask, as a
+    # spreadsheet writes them) would be read as metadata: no crop, no mask, in silence
+    known = {_folded(c): c for c in (*REQUIRED_COLUMNS, *option_columns, *MASK_COLUMNS)}
+    misnamed = [(h, known[_folded(h)]) for h in header if h not in known.values() and _folded(h) in known]
+    if missing or misnamed:
         raise ManifestError(
             path,
-            [Problem(MISSING_COLUMN, f"required column is missing (header: {header})", column=c) for c in missing],
+            [Problem(MISNAMED_COLUMN, f"read as metadata, not as {c!r}: name it {c!r}", column=h) for h, c in misnamed]
+            + [
+                Problem(MISSING_COLUMN, f"required column is missing (header: {header})", column=c)
+                for c in missing
+                if c not in {known_as for _, known_as in misnamed}
+            ],
         )
 
     base = path.parent
     problems: list[Problem] = []
     patients: list[Patient] = []
     seen: dict[str, int] = {}
-    option_columns = {c for cols in OPTION_COLUMNS.values() for c in cols.values()}
     metadata_columns = tuple(
         h for h in header if h not in REQUIRED_COLUMNS and h not in option_columns and h not in MASK_COLUMNS
     )
@@ -488,7 +518,7 @@ def _check_row(
             problems.append(Problem(UNREADABLE_IMAGE, "B-mode must be a still image, not a clip", row, col, str(file)))
         elif not file.is_file():
             problems.append(Problem(MISSING_FILE, "image path is not a file", row, col, str(file)))
-        elif check_images and (bad := check_image(file)) is not None:
+        elif check_images and (bad := check_image(file, still=True)) is not None:
             problems.append(Problem(bad[0], bad[1], row, col, str(file)))
         elif options[col].crop is not None:
             try:

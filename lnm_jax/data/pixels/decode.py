@@ -151,10 +151,11 @@ def open_upright(path: Path) -> Image.Image:
         return upright(im).copy()
 
 
-def verify_image(path: Path, max_pixels: int) -> tuple[int, int]:
+def verify_image(path: Path, max_pixels: int) -> np.ndarray:
     """Checks that ``path`` is a whole PNG/JPEG this decoder reads, within ``max_pixels``,
-    and returns its displayed (width, height). The whole file is checked: every chunk's CRC
-    (``verify``, which a plain decode skips for image data), then a full decode through
+    and returns it decoded (:func:`read_image`: float32 [H, W, 3], upright). The whole file is
+    checked: every chunk's CRC (``verify``, which a plain decode skips for image data), then a
+    full decode through
     :func:`read_image` (which catches truncated files ``verify`` lets through, and pixel modes
     it does not read). :class:`ImageTooLargeError` before any pixel is decoded; ValueError or
     OSError (PIL's) saying what is wrong otherwise."""
@@ -173,8 +174,7 @@ def verify_image(path: Path, max_pixels: int) -> tuple[int, int]:
         raise ValueError(f"SyntaxError: {e}") from e
     if fmt not in READABLE_FORMATS:
         raise ValueError(f"image format {fmt} is not PNG or JPEG")
-    img = read_image(path)
-    return img.shape[1], img.shape[0]
+    return read_image(path)
 
 
 def read_image(path: Path) -> np.ndarray:
@@ -182,6 +182,19 @@ def read_image(path: Path) -> np.ndarray:
     the one decoder of every still and frame (:func:`upright`, :func:`to_unit_rgb`)."""
     with Image.open(path) as im:
         return to_unit_rgb(upright(im))
+
+
+def read_opacity(path: Path) -> np.ndarray | None:
+    """The opacity of an image file as float32 [H, W] in [0, 1], upright: its alpha channel, or
+    its palette's or colour key's transparency (PNG tRNS); None where the file has neither (or
+    is not an 8-bit mode). :func:`read_image` drops it, as a model input should; a lesion mask
+    drawn in the alpha channel (white on transparent, as annotation tools save one) needs it."""
+    with Image.open(path) as im:
+        if im.mode not in EIGHT_BIT_MODES or not (
+            im.mode in ("LA", "La", "PA", "RGBA", "RGBa") or "transparency" in im.info
+        ):
+            return None
+        return np.asarray(upright(im).convert("RGBA"), dtype=np.float32)[..., 3] / np.float32(255.0)
 
 
 def decode_image(encoded: bytes, size: int) -> np.ndarray:

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from lnm_jax.data.pixels.decode import fit, read_image
+from lnm_jax.data.pixels.decode import fit, read_image, read_opacity
 from lnm_jax.data.pixels.dicom import is_dicom, quiet_pydicom
 from lnm_jax.data.pixels.sources import DEFAULT_FRAMING, NO_OPTIONS, Framing, ImageOptions, Source, crop, resolve
 
@@ -34,6 +34,7 @@ NOT_BINARY = "mask_not_binary"
 EMPTY = "mask_empty"
 SIZE_MISMATCH = "mask_size_mismatch"
 NOT_SEGMENTATION = "mask_not_segmentation"
+NO_BACKGROUND = "mask_no_background"
 SEGMENTATION_STORAGE = "1.2.840.10008.5.1.4.1.1.66.4"  # DICOM Segmentation Storage
 
 
@@ -66,32 +67,64 @@ def read_segmentation(path: Path | str) -> np.ndarray:
 
 def read_mask(path: Path | str) -> np.ndarray:
     """bool [H, W]: the pixels of ``path`` that are not 0 (any channel; EXIF orientation
-    applied, as for images), or a DICOM Segmentation's lesion (:func:`read_segmentation`).
-    :class:`MaskError` when it holds more than two values (not binary: 0 and one other, e.g.
-    0/255 or 0/1) or no lesion pixel."""
+    applied, as for images) and not transparent (a mask drawn in the alpha channel, white on
+    transparent, marks what a viewer shows), or a DICOM Segmentation's lesion
+    (:func:`read_segmentation`). :class:`MaskError` when its values or its opacity are not
+    binary (0 and one other, e.g. 0/255 or 0/1), when it marks no lesion pixel, or when it marks
+    every corner of the image (:func:`check_background`)."""
+    lesion = _read_lesion(path)
+    check_background(lesion)
+    return lesion
+
+
+def _read_lesion(path: Path | str) -> np.ndarray:
+    """:func:`read_mask` but for its background check."""
     if is_dicom(Path(path)):
         lesion = read_segmentation(path)
-        if not lesion.any():
-            raise MaskError(EMPTY, "mask marks no lesion pixel")
-        return lesion
-    pixels = read_image(Path(path)).max(axis=-1)  # [0, 1]
-    values = np.unique(pixels)
-    if len(values) > 2 or (len(values) == 2 and values[0] != 0.0):
-        shown = ", ".join(f"{v * 255:.0f}" for v in values[:4]) + (", ..." if len(values) > 4 else "")
-        raise MaskError(NOT_BINARY, f"mask is not binary: {len(values)} values ({shown} of 255); 0 and one other")
-    lesion = pixels > 0
+    else:
+        pixels = read_image(Path(path)).max(axis=-1)  # [0, 1]
+        _check_binary(pixels, "mask is not binary")
+        lesion = pixels > 0
+        opacity = read_opacity(Path(path))
+        if opacity is not None and opacity.min() < 1:
+            _check_binary(opacity, "mask's transparency (alpha) is not binary")
+            lesion &= opacity > 0
     if not lesion.any():
         raise MaskError(EMPTY, "mask marks no lesion pixel")
     return lesion
 
 
+def _check_binary(values: np.ndarray, what: str) -> None:
+    levels = np.unique(values)
+    if len(levels) > 2 or (len(levels) == 2 and levels[0] != 0.0):
+        shown = ", ".join(f"{v * 255:.0f}" for v in levels[:4]) + (", ..." if len(levels) > 4 else "")
+        raise MaskError(NOT_BINARY, f"{what}: {len(levels)} values ({shown} of 255); 0 and one other")
+
+
+def check_background(lesion: np.ndarray) -> None:
+    """:class:`MaskError` (``mask_no_background``) when ``lesion`` (bool [H, W]) marks all four
+    corners of its image: a frame filled by the export, or lesion and background swapped (an
+    inverted mask marks everything around the lesion). A lesion is enclosed by tissue; of
+    BUS-BRA's 1,127 masks none touches even three of the image's edges. Scoring a heatmap
+    against such a mask puts every map "inside the lesion"."""
+    if lesion[0, 0] and lesion[0, -1] and lesion[-1, 0] and lesion[-1, -1]:
+        said = "every pixel" if lesion.all() else f"all four corners ({lesion.mean():.0%} of the image)"
+        raise MaskError(
+            NO_BACKGROUND,
+            f"mask marks {said}: no background around the lesion (a filled frame, or lesion and background "
+            "swapped); a mask marks the lesion, 0 elsewhere",
+        )
+
+
 def check_mask(path: Path | str, source: Source) -> None:
     """:class:`MaskError` unless the mask at ``path`` is binary, non-empty, the size of its
-    image's frame (``source``) and marks at least one pixel inside the framed box."""
-    lesion = read_mask(path)
+    image's frame (``source``), has a background (:func:`check_background`) and marks at least
+    one pixel inside the framed box."""
+    lesion = _read_lesion(path)
     h, w = lesion.shape
     if (w, h) != (source.width, source.height):
         raise MaskError(SIZE_MISMATCH, f"mask is {w}x{h}, its image {source.width}x{source.height}")
+    check_background(lesion)
     b = source.box
     if not lesion[b.y0 : b.y1, b.x0 : b.x1].any():
         raise MaskError(EMPTY, f"mask marks no pixel inside the image's framed region {b}")
