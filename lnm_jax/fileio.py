@@ -168,6 +168,22 @@ def write_json(path: Path | str, obj, *, indent: int | None = 2) -> None:
 REWRITE = "restore it from a copy, or run again the command that wrote it"
 
 
+def content_digest(path: Path | str) -> str:
+    """SHA-256 (hex) of a file's bytes, or of a folder's files (a clip's frames): each file's
+    path relative to the folder and its bytes, in sorted order, so that a renamed, added or
+    changed frame changes it. OSError when it cannot be read."""
+    path = Path(path)
+    h = hashlib.sha256()
+    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    for f in files:
+        if path.is_dir():
+            h.update(f.relative_to(path).as_posix().encode() + b"\0")
+        with f.open("rb") as stream:
+            for block in iter(lambda: stream.read(1 << 20), b""):
+                h.update(block)
+    return h.hexdigest()
+
+
 def json_digest(doc: Mapping, without: str) -> str:
     """SHA-256 of ``doc`` less its key ``without`` (where the digest itself is kept): its
     canonical JSON (keys sorted, no spaces), which the JSON this package writes and reads back

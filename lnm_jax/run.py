@@ -14,6 +14,7 @@ object instead of a folder to re-read.
 from __future__ import annotations
 
 import copy
+import csv
 import dataclasses
 import functools
 import hashlib
@@ -49,7 +50,17 @@ from lnm_jax.data.cohorts.splits import (
 from lnm_jax.data.cohorts.survey import GEOMETRY_COLUMNS, survey
 from lnm_jax.data.pixels.sources import Framing
 from lnm_jax.data.synth.synthetic import SynthParams, generate_cohort, generator_params
-from lnm_jax.fileio import DamagedFileError, check_seal, is_int, is_number, read_json, write_csv, write_json
+from lnm_jax.fileio import (
+    DamagedFileError,
+    check_seal,
+    content_digest,
+    is_int,
+    is_number,
+    read_json,
+    warn_once,
+    write_csv,
+    write_json,
+)
 from lnm_jax.models.fusion import build_model, check_config
 from lnm_jax.preflight import check_inputs_present, check_lesion_masks, check_trainable
 from lnm_jax.run_files import GENERATOR, MANIFEST, RunFiles
@@ -260,9 +271,43 @@ def relocate_manifest(workdir: Path | str, manifest: Path | str) -> Path:
         f"{manifest} is not the cohort this run was trained on: give relocate that cohort's manifest, "
         "its content as when the run was split"
     )
-    stored_split(moved, read_manifest(moved.data.manifest, **_manifest_checks(moved)), files, not_this)
+    cohort = read_manifest(moved.data.manifest, **_manifest_checks(moved))
+    stored_split(moved, cohort, files, not_this)
+    check_images_unchanged(files, cohort)
     write_config(files.config, moved)
     return files.config
+
+
+def check_images_unchanged(files: RunFiles, cohort: Cohort) -> None:
+    """ValueError naming the first image of ``cohort`` whose content is not the one the run
+    recorded when it was created (``image_geometry.csv``'s ``sha256``): a manifest of the same
+    bytes whose images are other files (another patient's under the same name, a re-export)
+    is another cohort. A run recorded before image digests warns once that only the
+    manifest's content could be checked."""
+    try:
+        with files.image_geometry.open(newline="") as f:
+            rows = list(csv.DictReader(f))
+    except OSError:
+        rows = []
+    if not rows or "sha256" not in rows[0]:
+        warn_once(
+            f"{files.image_geometry} records no image digests (a run from before they were recorded): the "
+            "manifest's content was checked, its images were not",
+            ("unrecorded images", str(files.root)),
+        )
+        return
+    patients = cohort.by_id()
+    for r in rows:
+        p = patients.get(r[names.PATIENT_ID])
+        path = getattr(p, r["input"], None) if p is not None else None
+        where = f"{cohort.path}: patient {r[names.PATIENT_ID]}"
+        if path is None:
+            raise ValueError(f"{where} has no {r['input']} image; the run was trained on one: this is another cohort")
+        if content_digest(path) != r["sha256"]:
+            raise ValueError(
+                f"{where}, {r['input']} {path}: not the image the run was trained on (its content differs from "
+                f"{files.image_geometry.name}'s record); relocate takes the run's cohort moved, not another"
+            )
 
 
 def synth_params(config: ConfigDict) -> SynthParams:

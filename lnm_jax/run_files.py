@@ -31,7 +31,7 @@ from lnm_jax.fileio import is_temporary_output
 CONFIG = "config.json"
 RUN_INFO = "run_info.json"
 SPLITS = "splits.json"
-IMAGE_GEOMETRY = "image_geometry.csv"  # per patient and image: format, crop box, mm/pixel, frames, seconds
+IMAGE_GEOMETRY = "image_geometry.csv"  # per patient and image: format, crop box, mm/pixel, frames, seconds, sha256
 COHORT = "cohort"
 TFDS = "tfds"
 CHECKPOINTS = "checkpoints"

@@ -1043,6 +1043,16 @@ def test_a_moved_training_cohort_is_named_in_config_json_and_may_be_pointed_to(t
         "its content as when the run was split"
     ), line  # not training's 'use a new --workdir'
     assert run.files.config.read_text() == before
+    # case relocate-images-unchecked: the same manifest bytes over other images (one patient's
+    # B-mode swapped for another's) is another cohort; each image's content is in image_geometry.csv
+    swapped = shutil.copytree(moved, tmp_path / "swapped")
+    first, second = (swapped / rows[i]["bmode"] for i in (0, 1))
+    first.write_bytes(second.read_bytes())
+    line = _one_error_line(
+        capsys, ["relocate", "--workdir", str(run.workdir), "--manifest", str(swapped / "manifest.csv")]
+    )
+    assert f"patient {rows[0]['patient_id']}, bmode {first}: not the image the run was trained on" in line, line
+    assert run.files.config.read_text() == before
     assert main(["relocate", "--workdir", str(run.workdir), "--manifest", str(moved / "manifest.csv")]) == 0
     assert json.loads(run.files.config.read_text()) == {
         **stored,

@@ -20,6 +20,7 @@ from lnm_jax.data.pixels import sources
 from lnm_jax.data.pixels.clips import read_frames
 from lnm_jax.data.pixels.decode import read_image
 from lnm_jax.data.pixels.dicom import Box
+from lnm_jax.fileio import content_digest
 from lnm_jax.names import IMAGE_INPUTS, PATIENT_ID
 
 # Screen-capture test: a frame whose content (rows/columns whose 5x5 local mean is mostly above DARK) covers
@@ -38,6 +39,7 @@ GEOMETRY_COLUMNS = (
     "mm_per_pixel_y",
     "frames",
     "duration_s",
+    "sha256",  # the file's (a frame folder's: its files') content, checked by relocate
 )
 
 
@@ -141,6 +143,7 @@ def survey(cohort: Cohort, framing: sources.Framing = sources.DEFAULT_FRAMING, *
                 "mm_per_pixel_y": f"{src.mm_per_pixel[1]:.6g}" if src.mm_per_pixel else "",
                 "frames": src.frames,
                 "duration_s": f"{src.duration_s:.6g}" if src.duration_s is not None else "",
+                "sha256": content_digest(path),
             }
         )
     lines = ["images: " + ", ".join(f"{k} {v}" for k, v in sorted(formats.items()))]
