@@ -660,7 +660,26 @@ def config_problems(config) -> list[str]:
             if len(v) != 3 or not all(is_number(x) for x in v) or (key == "std" and min(v) <= 0):
                 need = "three numbers > 0" if key == "std" else "three numbers"
                 problems.append(f"data.norm.{name}.{key}: {given!r} is not {need}")
+    if not any(p.startswith("data.synth") for p in problems):
+        problems += _synth_problems(config.data.get("synth"))
     return problems
+
+
+def _synth_problems(synth) -> list[str]:
+    """The embedded cohort's parameters as its generator checks them (every strength finite,
+    rates in range, clips and formats consistent), named with their field; the generator
+    would otherwise refuse them only once the run folder exists."""
+    from lnm_jax.data.synth.synthetic import SynthParams  # noqa: PLC0415
+
+    if not hasattr(synth, "to_dict"):
+        return []
+    try:
+        SynthParams(**synth.to_dict())
+    except TypeError as e:  # a field the generator does not know: type_problems names unknown keys
+        return [f"data.synth: {e}"]
+    except ValueError as e:
+        return [f"data.synth.{e}"]
+    return []
 
 
 def check_fields(config) -> None:

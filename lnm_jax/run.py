@@ -13,6 +13,7 @@ object instead of a folder to re-read.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import csv
 import dataclasses
@@ -20,6 +21,7 @@ import functools
 import hashlib
 import json
 import shlex
+import shutil
 import sys
 from pathlib import Path
 
@@ -57,6 +59,7 @@ from lnm_jax.fileio import (
     is_int,
     is_number,
     read_json,
+    sealed,
     warn_once,
     write_csv,
     write_json,
@@ -76,6 +79,8 @@ from lnm_jax.training.checkpoint import (
     RunCheckpoints,
 )
 from lnm_jax.training.steps import inference_variables, make_eval_step, predict, step_inputs
+
+REFERENCE_KEY = "reference"  # intensity_reference.json: the summary, beside its run's identity and seal
 
 
 class RunExistsError(FileExistsError):
@@ -623,6 +628,7 @@ class Run:
         self._record_pending = False  # config.json / run_info.json, deferred by a resume (create)
         self._recorded_before = None  # run_info.json before a resume (create)
         self._geometry = None  # image_geometry.csv's rows, deferred by a resume (create)
+        self._made: list[Path] = []  # what this start made in the folder (create): discard_start
         self._states: dict[str, tuple] = {}
         self._stale_warned: set = set()  # stale calibrations already reported (temperature)
         self._predictors: dict[str, Predictor] = {}
@@ -696,6 +702,8 @@ class Run:
         run = cls(config, files.root, cohort, split, resume=resume)
         if config.model.init_from and not (resume and files.checkpoints.exists()):  # a resume reads none
             run.pretrained_backbones()  # read and fitted to the model's branches before any write
+        outputs = (files.checkpoints, files.history, files.tensorboard, files.intensity_reference, files.train_log)
+        made = [p for p in (files.root, *outputs) if not p.exists()]  # before this start writes anything
         files.root.mkdir(parents=True, exist_ok=True)
         records = (files.splits, files.config, files.run_info, files.image_geometry)
         new = [p for p in records if not p.exists()]
@@ -711,6 +719,7 @@ class Run:
             raise
         run._record_pending = pending
         run._recorded_before = before
+        run._made = [*new, *made] if files.config in new else []  # a first start's, not a resume's
         run.run_id = recorded_identity(files, before) if pending else run_identity(config, split)
         run._geometry = images.geometry
         return run
@@ -758,6 +767,26 @@ class Run:
             write_run_record(self.config, self.files, before=self._recorded_before)
             write_csv(self.files.image_geometry, self._geometry, GEOMETRY_COLUMNS)
             self._record_pending = False
+
+    def discard_start(self) -> bool:
+        """Removes what this start made in the run folder (its records, history, events, the
+        empty checkpoint folders, the folder itself where it made it), so that a first start that
+        saved no checkpoint (it diverged in its first epoch) leaves the folder as it found it: a
+        new start there, with a corrected config, is not taken for a resume of it. Process 0 of
+        a job does it; a resume, or a start that saved a checkpoint, keeps everything. Returns
+        whether anything was removed."""
+        if not self._made or jax.process_index() != 0 or trained_checkpoint(self.files) is not None:
+            return False
+        for p in sorted(self._made, key=lambda p: len(p.parts), reverse=True):  # inside first
+            if p == self.files.root:
+                with contextlib.suppress(OSError):
+                    p.rmdir()  # only when empty: a lock file a command still holds keeps it
+            elif p.is_dir():
+                shutil.rmtree(p, ignore_errors=True)
+            else:
+                p.unlink(missing_ok=True)
+        self._made = []
+        return True
 
     @classmethod
     def open(cls, workdir: Path | str) -> Run:
@@ -915,14 +944,25 @@ class Run:
 
     def intensity_reference(self) -> dict | None:
         """The training split's image intensities (:mod:`lnm_jax.evaluation.intensity`), as
-        training recorded them; None for a run trained before they were recorded."""
+        training recorded them; None for a run trained before they were recorded. The file is
+        sealed and names its run (:data:`REFERENCE_KEY`, :data:`RUN_KEY`): an edited one (a
+        range widened by hand) or another run's copied in is :class:`DamagedFileError` naming
+        it; one written before it was sealed (the bare reference) is read with a warning."""
         from lnm_jax.evaluation.intensity import reference_problem  # noqa: PLC0415
 
         path = self.files.intensity_reference
         if not path.is_file():
             return None
         remedy = "restore it from a copy, or delete it (predict then checks no intensities)"
-        ref = read_json(path, remedy=remedy)
+        doc = read_json(path, remedy=remedy)
+        if REFERENCE_KEY in doc:
+            check_seal(doc, path, remedy)
+            if self.run_id is not None and doc.get(RUN_KEY) != self.run_id:
+                raise DamagedFileError.edited(path, "it was recorded by another run (copied in?)", remedy)
+            ref = doc[REFERENCE_KEY]
+        else:
+            check_seal(doc, path, remedy)  # the bare reference of a run from before: a warning
+            ref = doc
         if problem := reference_problem(ref):
             raise DamagedFileError.edited(path, problem, remedy)
         return ref
@@ -937,7 +977,7 @@ class Run:
             pass
         ref = intensity.reference(features)
         if jax.process_index() == 0:
-            write_json(self.files.intensity_reference, ref)
+            write_json(self.files.intensity_reference, sealed({RUN_KEY: self.run_id, REFERENCE_KEY: ref}))
         return ref
 
     def predictor(self, checkpoint: str = "best") -> Predictor:

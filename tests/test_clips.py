@@ -4,6 +4,7 @@ loader's [B, T, H, W, 3] batches, temporal pooling, and clip vs single frame."""
 from __future__ import annotations
 
 import dataclasses
+import json
 
 import jax
 import numpy as np
@@ -78,7 +79,7 @@ def test_validate_gives_a_videos_seconds_and_calls_only_a_frame_folder_untimed(t
 
 
 def _manifest(tmp_path, ceus_cell):
-    Image.fromarray(np.full((16, 16), 80, np.uint8)).save(tmp_path / "b.png")
+    Image.fromarray(np.tile(np.arange(80, 96, dtype=np.uint8), (16, 1))).save(tmp_path / "b.png")  # not blank
     (tmp_path / "m.csv").write_text(f"patient_id,bmode,ceus,us_lnm,lnm\nP1,b.png,{ceus_cell},1,1\nP2,b.png,,0,0\n")
     return tmp_path / "m.csv"
 
@@ -132,6 +133,31 @@ def test_loader_gives_clip_batches(clip_cohort):
     # T = 1 reads the same clips as their peak frame
     one = next(GrainSource(cohort, dataclasses.replace(s, clip_frames=1)).eval_batches(cohort.ids))
     assert one["ceus"].shape == (24, 32, 32, 3)
+
+
+def test_norm_stats_measure_the_clip_frames_and_split_training_uses(clip_cohort, capsys):
+    """Case norm-stats-clip-peak-only: norm-stats measured a clip's peak frame and the default
+    split fractions, while a run with data.clip_frames=T normalises T frames spread over the
+    enhancement (the synthetic clips' CEUS mean 38% lower). With --clip-frames and the split's
+    fractions it gives the training loader's statistics over the same training patients."""
+    from lnm_jax.cli import main
+    from lnm_jax.data.cohorts.splits import holdout_split
+    from lnm_jax.data.loaders.loader import DecodedCohort, chunks, normalisation_stats
+
+    cohort = read_manifest(clip_cohort, min_clip_frames=4)
+    split = holdout_split(cohort.ids, cohort.labels, seed=0, test_fraction=0.25, val_fraction=0.2)
+    decoded = DecodedCohort(cohort.patients, 32, clip_frames=4, cache=False)
+    want = normalisation_stats(chunks(decoded, decoded.index(split.train)))
+    capsys.readouterr()
+    argv = ["norm-stats", "--manifest", str(clip_cohort), "--image-size", "32", "--clip-frames", "4"]
+    assert main([*argv, "--test-fraction", "0.25"]) == 0
+    got = json.loads(capsys.readouterr().out)
+    for k in ("bmode", "ceus"):
+        for stat in ("mean", "std"):  # the same pixels: the same sums, in the same order
+            np.testing.assert_allclose(got[k][stat], want[k][stat], rtol=1e-6)
+    assert main(argv[:-2]) == 0  # the peak frame: another CEUS mean
+    peak = json.loads(capsys.readouterr().out)
+    assert abs(peak["ceus"]["mean"][0] - got["ceus"]["mean"][0]) > 0.01, (peak, got)
 
 
 def test_temporal_pooling_mean_and_attention():

@@ -14,6 +14,7 @@ from support import BACKBONE, QUALITY_BACKBONE, SEED, compiled, drawn_variables,
 from lnm_jax.evaluation.availability import PATTERNS, evaluate_availability, withhold
 from lnm_jax.models.fusion import DROPOUT_RNG, FusionClassifier, drop_modalities
 from lnm_jax.run import Run
+from lnm_jax.training.checkpoint import DIGEST_KEY
 from lnm_jax.training.loop import train
 
 TRIPLE = ("bmode", "ceus", "us_lnm")
@@ -159,7 +160,13 @@ def test_one_model_for_every_pattern_matches_the_dedicated_model_without_ceus(tm
     assert missing_auc >= dedicated_auc - 0.12, row
     # every input helps: all three beat B-mode + flag; the table is written
     assert all_auc > missing_auc + 0.03, (all_auc, missing_auc)
-    assert (tmp_path / "missing" / "eval_best" / "availability.md").read_text().count("|") > 20
+    table = (tmp_path / "missing" / "eval_best" / "availability.md").read_text()
+    assert table.count("|") > 20
+    # the state it scored, as metrics.json records it (case availability-stale-after-resume)
+    best = missing.predictor("best").meta
+    assert (res["epoch"], res[DIGEST_KEY]) == (best["epoch"], best[DIGEST_KEY]), res
+    assert f"checkpoint best (epoch {best['epoch']})" in table, table
+    assert row["dedicated_model"]["epoch"] == dedicated.predictor("best").meta["epoch"]
     # the command line reads both run folders and gives the same table
     from lnm_jax.cli import main
 

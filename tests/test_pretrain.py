@@ -5,6 +5,8 @@ randomly initialised backbone's."""
 from __future__ import annotations
 
 import json
+import os
+import shutil
 
 import jax
 import numpy as np
@@ -20,6 +22,7 @@ from lnm_jax.data.synth.synthetic import SynthParams, generate_cohort
 from lnm_jax.pretraining import pretrain as P
 from lnm_jax.pretraining import views
 from lnm_jax.run import Run
+from lnm_jax.training.checkpoint import CheckpointCorruptError
 from lnm_jax.training.loop import train
 from lnm_jax.weights.io import load_backbone
 
@@ -83,6 +86,14 @@ def test_pretraining_resumes_as_the_uninterrupted_run(tiny_cohort, pretrained, t
     monkeypatch.setattr(P, "make_step", real)
     with pytest.raises(FileExistsError, match="--resume"):
         P.pretrain(c, [tiny_cohort], tmp_path / "w", progress=False)
+    # a damaged checkpoint's line says what pretrain can do (it has no --checkpoint to choose another)
+    damaged = shutil.copytree(tmp_path / "w", tmp_path / "damaged")
+    arrays = [p for p in (damaged / "checkpoints").rglob("*") if p.is_file() and "/d/" in str(p)]
+    victim = max(arrays, key=os.path.getsize)
+    victim.write_bytes(victim.read_bytes()[: victim.stat().st_size // 2])
+    with pytest.raises(CheckpointCorruptError, match="pretrain again into a new --out") as e:
+        P.pretrain(c, [tiny_cohort], damaged, resume=True, progress=False)
+    assert "--checkpoint" not in str(e.value)
     inits = []  # the resumed backbone restores into its shapes: only the other one initialises
     monkeypatch.setattr(P, "run_init_program", lambda *a: inits.append(1) or real_init(*a))
     P.pretrain(c, [tiny_cohort], tmp_path / "w", resume=True, progress=False)

@@ -267,7 +267,8 @@ def _busbra(tmp_path):
         (4, "lr", "malignant", 4),
     ):
         for v in views:
-            Image.fromarray(np.full((40, 50), 90, np.uint8)).save(src / "Images" / f"bus_{case:04d}-{v}.png")
+            picture = np.tile(np.arange(90, 140, dtype=np.uint8), (40, 1))  # not blank (blank_image)
+            Image.fromarray(picture).save(src / "Images" / f"bus_{case:04d}-{v}.png")
             rows.append(f'bus_{case:04d}-{v},{case},hist{case},{path},{birads},DevA,50,40,left,"[1,2,3,4]"')
     (src / "bus_data.csv").write_text("\n".join(rows) + "\n")
     return src

@@ -152,6 +152,20 @@ def test_exploding_training_stops_and_says_what_is_kept(tiny_cohort, tmp_path, c
     assert main([*args, *small, "--config.train.epochs=1", "--config.train.learning_rate=1e6"]) == 1
     line = fail_line(capsys, "train")
     assert "no checkpoint was written" in line and ("diverged" in line or "loss is nan" in line), line
+    # case diverged-epoch1-workdir-stuck: the folder kept that start's records (config at 1e6,
+    # split, history, empty checkpoint folders), so a fresh start with a sane rate was refused
+    # ("pass --resume"), a resume diverged again and a resume with the sane rate was "a different
+    # experiment". A first start that diverged before any checkpoint leaves no folder behind
+    run = tmp_path / "run"
+    assert f"this start's records were removed from {run.resolve()}" in line, line
+    assert not run.exists()
+    # a user's folder given as --workdir stays, with only the user's files in it
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("mine")
+    diverging = [*args[:2], str(mine), *args[3:], *small, "--config.train.epochs=1", "--config.train.learning_rate=1e6"]
+    assert main(diverging) == 1
+    assert sorted(p.name for p in mine.iterdir()) == sorted([F.LOCK, "notes.txt"]), list(mine.iterdir())
 
 
 def test_non_finite_statistics_are_never_checkpointed(triple_run, copy_run, monkeypatch):

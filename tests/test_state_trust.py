@@ -111,6 +111,15 @@ def test_every_seed_is_checked_for_the_range_the_libraries_take(tiny_cohort, tmp
     split = holdout_split(ids, labels, seed=MAX_SEED)  # its train/validation cut draws with seed + 1
     assert sorted(split.train + split.val + split.test) == ids
     assert holdout_split(ids, labels, seed=MAX_SEED) == split
+    # the embedded cohort's other parameters too: a NaN strength or a rate outside (0, 1) had
+    # been refused by the generator once the run folder existed (exit 1, the field unprefixed)
+    for setting, said in (
+        ("data.synth.bmode_strength=nan", "data.synth.bmode_strength must be a finite number, got nan"),
+        ("data.synth.flag_sensitivity=2", "data.synth.flag_sensitivity must be in (0, 1), got 2"),
+    ):
+        assert main(["train", "--workdir", str(work), f"--config.{setting}"]) == 2, setting
+        assert f"1 config problem: {said}" in _fail_line(capsys)
+    assert not work.exists()
 
 
 # ------------------------------------------------------------- one writer per run folder
@@ -1388,12 +1397,13 @@ def test_an_edited_intensity_reference_is_one_line_naming_it(triple_run, copy_ru
     line naming the file and the value; a string median was an "unexpected TypeError" from
     predict's outlier check, a NaN silently flagged nothing (fresh-user trial)."""
     from lnm_jax.evaluation.intensity import reference_problem
-    from lnm_jax.fileio import DamagedFileError
-    from lnm_jax.run import Run
+    from lnm_jax.fileio import DamagedFileError, sealed
+    from lnm_jax.run import REFERENCE_KEY, RUN_KEY, Run
 
     run = copy_run(triple_run)
-    good = json.loads(run.files.intensity_reference.read_text())
-    assert reference_problem(good) is None
+    stored = json.loads(run.files.intensity_reference.read_text())
+    good = stored[REFERENCE_KEY]
+    assert reference_problem(good) is None and Run.open(run.workdir).intensity_reference() == good
 
     def edited(inp, feature, key, value):
         return {**good, inp: {**good[inp], feature: {**good[inp][feature], key: value}}}
@@ -1407,9 +1417,24 @@ def test_an_edited_intensity_reference_is_one_line_naming_it(triple_run, copy_ru
     }
     for message, doc in cases.items():
         assert reference_problem(doc).startswith(message), (message, reference_problem(doc))
-    run.files.intensity_reference.write_text(json.dumps(cases["'bmode'.'mean'.'median' is '0.45', not a number"]))
+    string_median = cases["'bmode'.'mean'.'median' is '0.45', not a number"]
+    resealed = sealed({RUN_KEY: stored[RUN_KEY], REFERENCE_KEY: string_median})
+    run.files.intensity_reference.write_text(json.dumps(resealed))
     with pytest.raises(DamagedFileError, match=r"intensity_reference.json: 'bmode'.'mean'.'median' is '0.45'"):
         Run.open(run.workdir).intensity_reference()
+    # case intensity-reference-unbound: the file is sealed and names its run. A range widened by
+    # hand (an inverted cohort then passed predict unflagged, and export sealed the edit into the
+    # exported model) or another run's reference copied in (its own training cohort then flagged
+    # 40 of 40) is one line naming the file
+    widened = edited("bmode", "mean", "min", 0.0)
+    run.files.intensity_reference.write_text(json.dumps({**stored, REFERENCE_KEY: widened}))
+    with pytest.raises(DamagedFileError, match=r"intensity_reference.json: .*do not match the record_sha256"):
+        Run.open(run.workdir).intensity_reference()
+    run.files.intensity_reference.write_text(json.dumps(sealed({RUN_KEY: "0" * 64, REFERENCE_KEY: good})))
+    with pytest.raises(DamagedFileError, match=r"intensity_reference.json: .*recorded by another run"):
+        Run.open(run.workdir).intensity_reference()
+    run.files.intensity_reference.write_text(json.dumps(good))  # a run's from before: read, with a warning
+    assert Run.open(run.workdir).intensity_reference() == good
 
 
 def test_a_deleted_intensity_reference_is_said_by_predict(triple_run, copy_run, tmp_path, capsys):

@@ -22,6 +22,7 @@ from lnm_jax.evaluation.stats import delong_test
 from lnm_jax.evaluation.summary import summarise_predictions
 from lnm_jax.fileio import guard_output, read_json, write_json, write_text
 from lnm_jax.run import Run
+from lnm_jax.training.checkpoint import DIGEST_KEY
 
 # name -> inputs withheld
 PATTERNS = names.AVAILABILITY_PATTERNS
@@ -80,7 +81,17 @@ def evaluate_availability(
     )
     level = run.config.eval.ci_level
     modalities = names.parse_modalities(run.config.modalities)
-    result = {"run": str(run.workdir), "checkpoint": checkpoint, "subset": subset, "patterns": {}}
+    meta = run.predictor(checkpoint).meta
+    # the state scored, as evaluate's metrics.json records it: a table a resume has overtaken
+    # says which epoch it is of
+    result = {
+        "run": str(run.workdir),
+        "checkpoint": checkpoint,
+        "epoch": meta["epoch"],
+        DIGEST_KEY: meta.get(DIGEST_KEY),
+        "subset": subset,
+        "patterns": {},
+    }
     patterns = [k for k in PATTERNS if remaining_inputs(modalities, k) and set(PATTERNS[k]) <= set(modalities)]
     preds = {}
     for name in patterns:
@@ -108,7 +119,11 @@ def evaluate_availability(
         idx = np.array([order[pid] for pid in preds[name][names.PATIENT_ID]])
         ded = {k: v[idx] for k, v in q.items()}
         entry = result["patterns"][name]
-        entry["dedicated_model"] = {"run": str(other.workdir), **_summary(ded, level)}
+        entry["dedicated_model"] = {
+            "run": str(other.workdir),
+            "epoch": other.predictor(checkpoint).meta["epoch"],
+            **_summary(ded, level),
+        }
         entry["delong_missing_vs_dedicated"] = delong_test(
             preds[name][names.LABEL], M.sigmoid(preds[name]["logit"]), M.sigmoid(ded["logit"])
         )
@@ -135,7 +150,8 @@ def _is_availability(folder: Path) -> bool:
 def availability_table(result: dict) -> str:
     """Markdown: one row per pattern, the missing-input model beside the dedicated one."""
     lines = [
-        f"AUC (95% DeLong CI) on the {result['subset']} set, checkpoint {result['checkpoint']}.",
+        f"AUC (95% DeLong CI) on the {result['subset']} set, checkpoint {result['checkpoint']}"
+        + (f" (epoch {result['epoch']})." if "epoch" in result else "."),
         "",
         "| inputs | missing-input model | dedicated model | difference | DeLong p |",
         "|---|---|---|---:|---:|",

@@ -362,7 +362,9 @@ def _train_group(config, encoder, data, group, workdir, history, mesh, resume, p
     # a resume restores into the state's shapes: no initialisation is compiled or run for it
     state = init_state(encoder, tx, config.seed, config.data.image_size, abstract=resuming)
     if resuming:
-        state, meta = ckpts.restore(group, state)
+        # pretrain has no --checkpoint: a damaged one is restored from a copy or trained again
+        remedy = f"restore it from a copy, or pretrain again into a new --out (or delete {ckpts.directory(group)})"
+        state, meta = ckpts.restore(group, state, remedy)
         start = meta["epoch"] + 1
     images, modality = jnp.asarray(data.images), jnp.asarray(data.modality)
     if mesh is not None:

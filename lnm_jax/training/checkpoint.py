@@ -67,6 +67,8 @@ READ_ATTEMPTS = 3
 
 
 DIGEST_KEY = "state_sha256"
+# what a run's damaged checkpoint's message says to do (RunCheckpoints.restore)
+RUN_REMEDY = "restore it from a copy, evaluate another checkpoint (--checkpoint best | latest) or retrain"
 MODEL_KEY = "model_fields"  # the fields of the config that define the model (config.model_fields)
 CONFIG_KEY = "config"  # the whole config the state was trained with, as config.json holds it
 SPLIT_KEY = "split_sha256"  # the patient split it was trained on (data.cohorts.splits.split_digest)
@@ -390,9 +392,10 @@ class RunCheckpoints:
                     ) from e
         raise AssertionError("unreachable")
 
-    def restore(self, kind: str, abstract_state: Any) -> tuple[Any, dict]:
+    def restore(self, kind: str, abstract_state: Any, remedy: str = RUN_REMEDY) -> tuple[Any, dict]:
         """Restores into the structure and placement of ``abstract_state`` (a state or its shape
-        structs: :func:`~lnm_jax.training.sharding.placed_as`). A checkpoint replaced while it
+        structs: :func:`~lnm_jax.training.sharding.placed_as`); ``remedy``: what a damaged
+        checkpoint's message tells the user to do (the commands that read it differ). A checkpoint replaced while it
         was read (a training process saving the run meanwhile) is read again at its newer step
         (:meth:`_read`)."""
         abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, abstract_state)
@@ -402,10 +405,7 @@ class RunCheckpoints:
         out, where = self._read(
             kind,
             args,
-            lambda where, why: (
-                f"checkpoint {where} cannot be read ({why}); it is damaged or incomplete: restore it "
-                "from a copy, evaluate another checkpoint (--checkpoint best | latest) or retrain"
-            ),
+            lambda where, why: f"checkpoint {where} cannot be read ({why}); it is damaged or incomplete: {remedy}",
         )
         _check_shapes(out["state"], abstract, where)
         meta = checked_meta(out["meta"], where)

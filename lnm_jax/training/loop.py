@@ -253,6 +253,7 @@ def train(run: Run) -> dict:
     saves = SaveSchedule(ckpts, config.train.get("checkpoint_every_epochs", 1), config.train.epochs)
 
     last_line = None  # when this process measured its previous epoch's line (epoch_cycle_s)
+    diverged = None  # the TrainingDivergedError that stopped the loop
     try:
         for epoch in range(start_epoch, config.train.epochs + 1):
             t0 = time.perf_counter()
@@ -350,10 +351,16 @@ def train(run: Run) -> dict:
         saves.on_stop(diverged=isinstance(e, TrainingDivergedError), primary=writer.primary)
         if isinstance(e, KeyboardInterrupt):  # Ctrl-C, or SIGTERM through the command line
             writer.print(saves.stopped())
+        diverged = e if isinstance(e, TrainingDivergedError) else None
         raise
     finally:
         ckpts.wait()
         ckpts.close()
         writer.close()
         run.forget_checkpoints()
+        # a first start that diverged before any checkpoint leaves the folder as it found it:
+        # its config (the learning rate at fault) would otherwise hold the folder, a new start
+        # there taken for a resume of it
+        if diverged is not None and run.discard_start():
+            raise type(diverged)(f"{diverged}; this start's records were removed from {run.workdir}") from None
     return best

@@ -336,9 +336,14 @@ def manifest_norm_stats(
     out=None,
     framing: Framing = DEFAULT_FRAMING,
     overwrite: bool = False,
+    clip_frames: int = 1,
+    test_fraction: float = 0.2,
+    val_fraction: float = 0.2,
 ) -> dict:
     """``lnm-jax norm-stats``: per-modality mean/std of a manifest's training split (the split
-    ``data.split.seed`` makes), printed as JSON on stdout and as config overrides on stderr;
+    ``data.split.seed`` and its fractions make), over the pixels training feeds the model (a
+    CEUS clip's ``clip_frames`` frames, as ``data.clip_frames``; 1: its peak frame), printed as
+    JSON on stdout and as config overrides on stderr;
     also written to ``out`` when given (atomically; never onto an input, nor over an existing
     file unless ``overwrite``)."""
     import sys  # noqa: PLC0415
@@ -347,13 +352,16 @@ def manifest_norm_stats(
     from lnm_jax.data.cohorts.splits import holdout_split  # noqa: PLC0415
 
     cohort = read_manifest(
-        manifest, ceus_region=framing.ceus_region, accept_secondary_capture=framing.accept_secondary_capture
+        manifest,
+        min_clip_frames=clip_frames,
+        ceus_region=framing.ceus_region,
+        accept_secondary_capture=framing.accept_secondary_capture,
     )
     if out:
         # a run's intensity_reference.json has this very shape: an existing file needs --overwrite
         guard_output(out, inputs=cohort.files(), overwrite=overwrite)
-    split = holdout_split(cohort.ids, cohort.labels, seed=seed)
-    decoded = DecodedCohort(cohort.patients, image_size, cache=False, framing=framing)
+    split = holdout_split(cohort.ids, cohort.labels, seed=seed, test_fraction=test_fraction, val_fraction=val_fraction)
+    decoded = DecodedCohort(cohort.patients, image_size, clip_frames=clip_frames, cache=False, framing=framing)
     stats = normalisation_stats(chunks(decoded, decoded.index(split.train)))
     text = json_text(stats, indent=2)
     print(text)
