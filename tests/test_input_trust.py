@@ -285,6 +285,60 @@ def test_an_image_that_holds_no_picture_is_named(tmp_path):
     read_manifest(_manifest(tmp_path / "good.csv", rows[-2:]))
 
 
+def test_a_grey_dicom_reads_as_a_viewer_shows_it(tmp_path):
+    """Case dicom-voi-window-ignored: a frame stored in 64-191 under a VOI window (center 127.5,
+    width 128), or in 0-127 under RescaleSlope 2, is shown by every viewer as the full-range
+    picture; the model read the raw values (half the contrast). The rescale and the window
+    (LINEAR, LINEAR_EXACT, SIGMOID; the first of several) are applied as PS3.3 C.11 says,
+    MONOCHROME1 inverted after them; a window that cannot be applied is named; a
+    de-identified copy keeps them."""
+    from lnm_jax.data.privacy.deidentify import deidentify
+
+    picture = np.tile(np.arange(0, 256, 2, dtype=np.uint8), (8, 1))  # 0, 2, ..., 254
+
+    def grey(name, pixels, photometric="MONOCHROME2", **attrs):
+        ds = _native(dicom.US_IMAGE_STORAGE, pixels, 1, photometric)
+        for k, v in attrs.items():
+            setattr(ds, k, v)
+        ds.save_as(tmp_path / name, enforce_file_format=True)
+        return tmp_path / name
+
+    def read(path):
+        return dicom.read_frame(dicom.read_header(path), 0)[..., 0]
+
+    full = read(grey("full.dcm", picture))
+    np.testing.assert_allclose(full, picture / 255, atol=PNG_ATOL)
+    windowed = grey("windowed.dcm", picture // 2 + 64, WindowCenter="127.5", WindowWidth="128")
+    # LINEAR maps x to (x - (c - 0.5)) / (w - 1) + 0.5: the 128 stored levels 64..191 onto
+    # 1/254..1 in steps of 1/127, the full picture's 0..254/255 in steps of 2/255: within two levels
+    np.testing.assert_allclose(read(windowed), full, atol=2 / 255 + PNG_ATOL)
+    np.testing.assert_allclose(read(grey("rescaled.dcm", picture // 2, RescaleSlope="2", RescaleIntercept="0")), full)
+    exact = grey("exact.dcm", picture // 2 + 64, WindowCenter=["128", "40"], WindowWidth=["128", "10"])
+    exact_ds = dicom.read_header(exact)
+    assert exact_ds.window == (128.0, 128.0, "LINEAR")  # the first window, LINEAR by default
+    sigmoid = grey("sigmoid.dcm", picture, WindowCenter="127", WindowWidth="64", VOILUTFunction="SIGMOID")
+    s = read(sigmoid)
+    assert s[0, 0] < 0.01 and s[0, -1] > 0.99 and abs(s[0, 64] - 1 / (1 + np.exp(-4 / 64))) < 1e-6
+    inverted = read(grey("m1.dcm", picture // 2 + 64, "MONOCHROME1", WindowCenter="127.5", WindowWidth="128"))
+    np.testing.assert_allclose(inverted, 1 - read(windowed), atol=PNG_ATOL)
+    for name, attrs, said in (
+        ("zero_width.dcm", {"WindowCenter": "128", "WindowWidth": "0"}, "VOI window"),
+        ("bad_function.dcm", {"WindowCenter": "128", "WindowWidth": "64", "VOILUTFunction": "CURVE"}, "CURVE"),
+        ("zero_slope.dcm", {"RescaleSlope": "0"}, "RescaleSlope"),
+    ):
+        with pytest.raises(dicom.DicomError, match=said):
+            dicom.read_header(grey(name, picture, **attrs))
+    # de-identified (pixels written as shown, the transforms dropped), the copy reads as the
+    # original up to the rounding of the windowed values to the stored depth: half a level
+    ok = _write(tmp_path / "ok.png", Image.fromarray(RAMP))
+    m = _manifest(tmp_path / "m.csv", [["A", windowed.name, ok.name, 1, 1], ["B", sigmoid.name, ok.name, 0, 0]])
+    deidentify(m, tmp_path / "deid", tmp_path / "private" / "map.csv")
+    rows = csv.DictReader((tmp_path / "private" / "map.csv").open())
+    copies = {r["original_patient_id"]: tmp_path / "deid" / r["file"] for r in rows if r["input"] == "bmode"}
+    for pid, original in (("A", windowed), ("B", sigmoid)):
+        np.testing.assert_allclose(read(copies[pid]), read(original), atol=0.5 / 255 + PNG_ATOL)
+
+
 def test_frame_time_vector_checked_against_frame_count(tmp_path):
     from pydicom import dcmread
 

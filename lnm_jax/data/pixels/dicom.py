@@ -142,6 +142,10 @@ class DicomHeader:
     # entries hold larger values (PS3.3 C.7.6.3.1.5: 8-bit descriptors with 16-bit entries)
     palette_bits: int | None = None
     signed: bool = False  # PixelRepresentation 1: not ultrasound (refused after the modality check)
+    # a MONOCHROME frame's grey transforms, as a viewer applies them (PS3.3 C.11): the modality
+    # rescale (slope, intercept) and the VOI window (center, width, function); None: identity
+    rescale: tuple[float, float] | None = None
+    window: tuple[float, float, str] | None = None
 
     @property
     def duration_s(self) -> float | None:
@@ -199,7 +203,73 @@ def _header(path: Path, ds, frames: int, photometric: str, syntax) -> DicomHeade
         sop_class_uid=str(ds.get("SOPClassUID", "") or ""),
         palette_bits=_palette_bits(path, ds) if photometric == "PALETTE COLOR" else None,
         signed=int(ds.get("PixelRepresentation", 0) or 0) != 0,
+        **_grey_transforms(path, ds, photometric),
     )
+
+
+WINDOW_FUNCTIONS = ("LINEAR", "LINEAR_EXACT", "SIGMOID")  # VOILUTFunction (PS3.3 C.11.2.1.3)
+# the attributes of a grey frame's display transforms (read by _grey_transforms)
+GREY_TRANSFORM_KEYS = (
+    "RescaleSlope",
+    "RescaleIntercept",
+    "RescaleType",
+    "WindowCenter",
+    "WindowWidth",
+    "VOILUTFunction",
+)
+
+
+def _first(value) -> str:
+    """The first of a multi-valued attribute (several windows: a viewer shows the first)."""
+    from pydicom.multival import MultiValue  # noqa: PLC0415
+
+    return str(value[0] if isinstance(value, list | tuple | MultiValue) else value)
+
+
+def _grey_transforms(path: Path, ds, photometric: str) -> dict:
+    """``rescale`` and ``window`` of a MONOCHROME file (not of colour: PS3.3 applies them to
+    grey only), each None when absent or the identity. :class:`DicomError` naming the
+    attribute when one cannot be applied (a slope of 0, a width below 1, an unknown function)."""
+    if not photometric.startswith("MONOCHROME"):
+        return {}
+    out: dict = {"rescale": None, "window": None}
+    slope, intercept = ds.get("RescaleSlope"), ds.get("RescaleIntercept")
+    if slope not in (None, "") or intercept not in (None, ""):
+        try:
+            s, i = float(1 if slope in (None, "") else slope), float(0 if intercept in (None, "") else intercept)
+        except (TypeError, ValueError):
+            s = i = float("nan")
+        if not (np.isfinite(s) and np.isfinite(i) and s != 0):
+            raise DicomError(f"{path}: RescaleSlope {slope!r} / RescaleIntercept {intercept!r} is no linear rescale")
+        if (s, i) != (1.0, 0.0):
+            out["rescale"] = (s, i)
+    center, width = ds.get("WindowCenter"), ds.get("WindowWidth")
+    if center not in (None, "") and width not in (None, ""):
+        function = str(ds.get("VOILUTFunction") or "LINEAR").strip().upper()
+        try:
+            c, w = float(_first(center)), float(_first(width))
+        except (TypeError, ValueError):
+            c = w = float("nan")
+        least = 1.0 if function == "LINEAR" else 0.0
+        if function not in WINDOW_FUNCTIONS or not (np.isfinite(c) and np.isfinite(w) and w >= least and w > 0):
+            raise DicomError(
+                f"{path}: VOI window (WindowCenter {center!r}, WindowWidth {width!r}, VOILUTFunction {function}) "
+                f"cannot be applied (a width >= {least:g}, a function of {', '.join(WINDOW_FUNCTIONS)})"
+            )
+        out["window"] = (c, w, function)
+    return out
+
+
+def _windowed(v: np.ndarray, center: float, width: float, function: str) -> np.ndarray:
+    """VOI windowing to [0, 1] (PS3.3 C.11.2.1.2.1 LINEAR, C.11.2.1.3.2 LINEAR_EXACT,
+    C.11.2.1.3.1 SIGMOID), as a viewer maps values to its display's range."""
+    if function == "SIGMOID":
+        return 1.0 / (1.0 + np.exp(-4.0 * (v - center) / width))
+    if function == "LINEAR_EXACT":
+        return np.clip((v - center) / width + 0.5, 0.0, 1.0)
+    if width == 1:  # LINEAR's width-1 window is a threshold
+        return (v > center - 0.5).astype(v.dtype)
+    return np.clip((v - (center - 0.5)) / (width - 1) + 0.5, 0.0, 1.0)
 
 
 class _Quiet:
@@ -510,13 +580,22 @@ def _decode_failure(path: Path, e: Exception) -> DicomError:
 
 def to_unit_rgb(frame: np.ndarray, header: DicomHeader, ds=None) -> np.ndarray:
     """One decoded frame (as pydicom returns it, colour already in RGB) -> float32 [H, W, 3]
-    in [0, 1]. ``ds``: the header dataset, for PALETTE COLOR's lookup table."""
+    in [0, 1], as a viewer shows it: a grey frame's rescale and VOI window applied
+    (``header.rescale``, ``header.window``; without a window the stored range is the display's),
+    MONOCHROME1 inverted. ``ds``: the header dataset, for PALETTE COLOR's lookup table."""
     if header.photometric == "PALETTE COLOR":
         from pydicom.pixels import apply_color_lut  # noqa: PLC0415
 
         rgb = apply_color_lut(frame, ds)
         return np.clip(rgb.astype(np.float32) / np.float32(2**header.palette_bits - 1), 0.0, 1.0)
-    unit = frame.astype(np.float32) / np.float32(2**header.bits_stored - 1)
+    if header.rescale is None and header.window is None:
+        unit = frame.astype(np.float32) / np.float32(2**header.bits_stored - 1)
+    else:  # as a viewer shows it: the modality rescale, then the VOI window (else the stored range)
+        v = frame.astype(np.float64)
+        if header.rescale is not None:
+            v = v * header.rescale[0] + header.rescale[1]
+        unit = _windowed(v, *header.window) if header.window else v / (2**header.bits_stored - 1)
+        unit = unit.astype(np.float32)
     if header.photometric == "MONOCHROME1":  # 0 is white
         unit = 1.0 - unit
     if unit.ndim == 2:

@@ -186,6 +186,10 @@ def _copy_dicom(src: sources.Source, box: Box, root: Path, pid: str, name: str, 
             del ds[key]
     cropped = box != Box(0, 0, src.width, src.height)
     phi.deidentify_dataset(ds, new_uid, cropped=cropped)
+    if gray:  # the pixels are written as shown (rescaled, windowed, MONOCHROME2): no transform is left to apply
+        for key in dicom.GREY_TRANSFORM_KEYS:
+            if key in ds:
+                del ds[key]
     set_pixel_data(
         ds,
         pixels if header.frames > 1 else pixels[0],
