@@ -75,6 +75,11 @@ PROTOCOL_RUNS = "runs"
 PROTOCOL_PRETRAIN = "pretrain"  # reproduce with protocol.pretrain: the backbone of each split
 
 
+def gradcam_name(split: str) -> str:
+    """The name of a split's Grad-CAM folder (in a run folder, or in an evaluation folder)."""
+    return f"{GRADCAM_PREFIX}{split}"
+
+
 @dataclasses.dataclass(frozen=True)
 class RunFiles:
     """Paths inside one run folder."""
@@ -147,7 +152,7 @@ class RunFiles:
         return self.root / f"calibration_{checkpoint}.json"
 
     def gradcam(self, split: str) -> Path:
-        return self.root / f"{GRADCAM_PREFIX}{split}"
+        return self.root / gradcam_name(split)
 
     def state(self) -> list[Path]:
         """Every entry of the run folder but its evaluation and Grad-CAM folders (and the

@@ -292,7 +292,7 @@ BOUND_WARNING = (
 )
 
 
-LESION_MAPS = "gradcam_test"  # the evaluation folder's Grad-CAM maps and lesion scores of the test split
+LESION_MAPS = F.gradcam_name("test")  # the evaluation folder's Grad-CAM maps and lesion scores of the test split
 
 
 def lesion_evidence(run: Run, checkpoint: str, out: Path, shown: Path | None = None) -> dict | None:
