@@ -46,7 +46,7 @@ import threading
 from pathlib import Path
 
 from lnm_jax import names
-from lnm_jax.fileio import SEED_RANGE, is_seed
+from lnm_jax.fileio import SEED_RANGE, guard_output, is_seed
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -137,6 +137,7 @@ def cmd_synth(argv: list[str]) -> int:
         )
     except ValueError as e:
         raise UsageError(str(e)) from e
+    guard_output(a.out, kind="folder", can_overwrite=False)  # never into a run's state; a new folder
     manifest = generate_cohort(a.out, params, progress=True)
     print(f"wrote {params.patients} patients to {manifest}\n{describe(params)}")
     return 0
@@ -774,6 +775,7 @@ def cmd_convert_weights(argv: list[str]) -> int:
     a = p.parse_args(argv)
     from lnm_jax.weights.io import convert_weights
 
+    guard_output(a.out, kind="folder", can_overwrite=False)  # never into a run's state; a new folder
     meta = convert_weights(a.source, a.path, a.out, arch=a.arch)
     print(
         f"wrote {meta['arch']} ({meta['variant']}) backbone to {a.out}; use it with "

@@ -366,7 +366,9 @@ def guard_output(
     can_overwrite: bool = True,
 ) -> Path:
     """Checks ``out`` before anything is written and returns it resolved. Refused, whatever
-    ``overwrite`` says: ``out`` is one of ``inputs`` (a file or folder the command reads), lies
+    ``overwrite`` says: ``out`` is or lies in a run folder's state
+    (:func:`lnm_jax.run_files.state_holding`: a folder made in ``checkpoints/best`` is taken by
+    orbax for a step), ``out`` is one of ``inputs`` (a file or folder the command reads), lies
     inside an input folder, or holds an input. Refused unless ``overwrite``: an existing file
     that ``ours(path)`` (the command's own check of what it writes, e.g. a CSV header) does not
     recognise as the command's own output; with ``ours`` None, any existing file. A command
@@ -375,7 +377,14 @@ def guard_output(
     passes no ``ours``: a shape is no proof of authorship. ``kind``: 'file' or 'folder', what the command writes
     at ``out`` (the other is refused); ``can_overwrite``: whether the command has ``--overwrite``
     (else the message does not offer it)."""
+    from lnm_jax.run_files import state_holding  # noqa: PLC0415  (run_files imports this module)
+
     out = Path(out).resolve()
+    if (state := state_holding(out)) is not None:
+        raise OutputPathError(
+            f"{flag} {out} lies in {state}, part of the run folder {state.parent}'s state (checkpoints, records, "
+            "logs): choose a path outside it, or a new folder beside them"
+        )
     if kind == "file" and out.is_dir():
         raise OutputPathError(f"{flag} {out} is a folder; name a file to write")
     if kind == "folder" and out.exists() and not out.is_dir():

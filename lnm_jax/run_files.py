@@ -75,6 +75,18 @@ PROTOCOL_RUNS = "runs"
 PROTOCOL_PRETRAIN = "pretrain"  # reproduce with protocol.pretrain: the backbone of each split
 
 
+def state_holding(path: Path | str) -> Path | None:
+    """The entry of a run folder's state (:meth:`RunFiles.state`) that ``path`` is or lies in,
+    for the nearest run folder above it (one holding ``config.json`` and ``run_info.json``);
+    None where there is none. How every ``--out`` is kept out of a run's checkpoints, records,
+    logs and cohort, whichever command writes it."""
+    path = Path(path).resolve()
+    for folder in path.parents:
+        if (folder / CONFIG).is_file() and (folder / RUN_INFO).is_file():
+            return next((e for e in RunFiles(folder).state() if path == e or path.is_relative_to(e)), None)
+    return None
+
+
 def gradcam_name(split: str) -> str:
     """The name of a split's Grad-CAM folder (in a run folder, or in an evaluation folder)."""
     return f"{GRADCAM_PREFIX}{split}"

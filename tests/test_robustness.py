@@ -510,6 +510,20 @@ def test_no_out_lies_in_the_runs_state(triple_run, copy_run, capsys):
             assert main([command, "--workdir", str(run.workdir), "--out", str(out)]) == 1, (command, out)
             err = capsys.readouterr().err.strip().splitlines()
             assert len(err) == 1 and f"--out {out.resolve()}" in err[0], err
+    # the same for every command's --out, whichever run it reads (guard_output: the nearest run
+    # folder above the path): a new cohort, a backbone, a prediction, statistics, even --overwrite
+    manifest = run.config.data.manifest
+    others = [
+        ["synth", "--out", str(bad[0]), "--patients", "4"],
+        ["predict", "--workdir", str(triple_run.workdir), "--manifest", manifest, "--out", str(bad[1] / "p.csv")],
+        ["norm-stats", "--manifest", manifest, "--out", str(run.files.intensity_reference), "--overwrite"],
+        ["crop-to-lesion", "--manifest", manifest, "--out", str(bad[2]), "--overwrite"],
+    ]
+    for argv in others:
+        capsys.readouterr()
+        assert main(argv) == 1, argv
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and "part of the run folder" in err[0], err
     after = snapshot(run.workdir)
     after.pop(F.LOCK, None)  # the lock file each command holds the run by
     assert after == before
