@@ -9,7 +9,6 @@ import io
 import re
 import shutil
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -249,12 +248,14 @@ def test_image_size_and_samples_checked_against_the_pixel_data(tmp_path):
     assert _codes(e.value) == {HEADER_MISMATCH} and str(e.value).count("[header_mismatch]") == 2, str(e.value)
 
 
-def test_an_image_that_holds_no_picture_is_named(tmp_path):
+def test_an_image_that_holds_no_picture_is_named(tmp_path, capsys):
     """Case validate-blank-images and its kind: a still that holds one value everywhere (all
     black, all white, a 16-bit all-zero PNG, an RGBA PNG fully transparent: the decoder drops
-    alpha, as a model input should, a single-frame DICOM of zeros) was accepted and trained on.
-    Each is `blank_image` naming row, column and file; a clip's dark frame is not refused (a
-    CEUS clip starts before the contrast arrives), nor is a still with any contrast."""
+    alpha, as a model input should, a single-frame DICOM of zeros) was accepted and trained on
+    without a word. Each is `blank_image` naming row, column and file: a warning, once per
+    manifest and process (the cohort's other rows stay usable), listed with the errors when
+    there are any; a clip's dark frames are not named (a CEUS clip starts before the contrast
+    arrives), nor is a still with any contrast."""
     transparent = np.zeros((24, 32, 4), np.uint8)
     transparent[..., :3] = 200
     blank = {
@@ -276,13 +277,21 @@ def test_an_image_that_holds_no_picture_is_named(tmp_path):
     stills = [*blank, "zeros.dcm"]
     rows = [[f"P{i}", name, ok.name, i % 2, i % 2] for i, name in enumerate(stills)]
     rows += [["C", ok.name, "clip", 1, 1], ["D", ok.name, ok.name, 0, 0]]
-    with pytest.raises(ManifestError) as e:
-        read_manifest(_manifest(tmp_path / "m.csv", rows))
-    assert _codes(e.value) == {BLANK_IMAGE}, str(e.value)
-    assert sorted((p.row, p.column, Path(p.file).name) for p in e.value.problems) == [
-        (i + 1, "bmode", name) for i, name in enumerate(stills)
-    ], str(e.value)
+    capsys.readouterr()
+    manifest = _manifest(tmp_path / "m.csv", rows)
+    assert len(read_manifest(manifest)) == len(rows)
+    said = capsys.readouterr().err.strip().splitlines()
+    assert len(said) == 1 and said[0].startswith(f"warning: {manifest}: 5 image(s) hold no picture"), said
+    for i, name in enumerate(stills[:3]):
+        assert f"[{BLANK_IMAGE}] row {i + 1}, column 'bmode', file '{tmp_path / name}'" in said[0], said
+    read_manifest(manifest)
+    assert capsys.readouterr().err == ""  # once per manifest and process
     read_manifest(_manifest(tmp_path / "good.csv", rows[-2:]))
+    assert capsys.readouterr().err == ""
+    rows[-1][3] = "maybe"  # with an error, the blank images are listed among the problems
+    with pytest.raises(ManifestError) as e:
+        read_manifest(_manifest(tmp_path / "bad.csv", rows))
+    assert _codes(e.value) == {BLANK_IMAGE, "bad_flag_value"} and str(e.value).count(BLANK_IMAGE) == 5
 
 
 def test_a_grey_dicom_reads_as_a_viewer_shows_it(tmp_path):

@@ -41,7 +41,7 @@ from lnm_jax.data.pixels.masks import NOT_SEGMENTATION as MASK_NOT_SEGMENTATION 
 from lnm_jax.data.pixels.masks import SIZE_MISMATCH as MASK_SIZE_MISMATCH  # noqa: F401
 from lnm_jax.data.pixels.masks import MaskError, check_mask
 from lnm_jax.data.threads import cpus, ordered_map
-from lnm_jax.fileio import problems_text, write_csv
+from lnm_jax.fileio import problems_text, warn_once, write_csv
 from lnm_jax.names import BMODE, CEUS, IMAGE_INPUTS, INPUTS, LABEL, MASK_COLUMNS, PATIENT_ID, US_LNM, mask
 
 REQUIRED_COLUMNS = (PATIENT_ID, *INPUTS, LABEL)
@@ -74,6 +74,9 @@ HEADER_MISMATCH = "header_mismatch"
 MASK_WITHOUT_IMAGE = "mask_without_image"
 BLANK_IMAGE = "blank_image"
 MISNAMED_COLUMN = "misnamed_column"
+# said as a warning (once per manifest and process), not refused: a still that holds one value is
+# no ultrasound picture, but a cohort's other rows, and a test's filler images, stay usable
+WARNING_CODES = frozenset({BLANK_IMAGE})
 # and MASK_NOT_BINARY, MASK_EMPTY, MASK_NO_BACKGROUND, MASK_SIZE_MISMATCH, MASK_NOT_SEGMENTATION
 # (lnm_jax.data.pixels.masks)
 
@@ -455,8 +458,12 @@ def read_manifest(
                 problems.append(
                     Problem(MISSING_CLASS, f"no patient has lnm={cls}; both classes are needed", column=LABEL)
                 )
-    if problems:
+    warnings = [p for p in problems if p.code in WARNING_CODES]
+    if len(warnings) < len(problems):
         raise ManifestError(path, problems)
+    if warnings:  # said once per manifest and process, by every command that reads it
+        shown = "; ".join(str(w) for w in warnings[:3]) + (f"; {len(warnings) - 3} more" if len(warnings) > 3 else "")
+        warn_once(f"{path}: {len(warnings)} image(s) hold no picture (one value everywhere): {shown}", (path, "blank"))
     return Cohort(
         path=path, patients=tuple(patients), metadata_columns=metadata_columns, sha256=hashlib.sha256(raw).hexdigest()
     )
