@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import errno
 import hashlib
 import json
 import logging
@@ -70,12 +71,20 @@ def atomic_directory(out_dir: Path | str, *, replace: bool = False) -> Iterator[
     earlier = out_dir.with_name(f".{out_dir.name}.pid{os.getpid()}.earlier")  # what was there, while swapping
     try:
         yield tmp
-        if out_dir.exists():
-            if replace:
-                out_dir.rename(earlier)
-            else:
-                out_dir.rmdir()  # empty, as checked above; another writer's files there: OSError, not lost
-        tmp.rename(out_dir)
+        try:
+            if out_dir.exists():
+                if replace:
+                    out_dir.rename(earlier)
+                else:
+                    out_dir.rmdir()  # empty, as checked above; another writer's files there: OSError, not lost
+            tmp.rename(out_dir)
+        except OSError as e:
+            if e.errno not in (errno.ENOTEMPTY, errno.EEXIST):
+                raise
+            raise OutputPathError(
+                f"{out_dir} was written by another process while this one wrote it: theirs is kept, this call's "
+                "output is discarded; choose another path"
+            ) from None
     except BaseException as e:
         if earlier.exists() and not out_dir.exists():  # interrupted between the two renames
             earlier.rename(out_dir)

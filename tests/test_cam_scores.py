@@ -84,7 +84,7 @@ def test_gradcam_on_new_patients_writes_maps_and_scores(triple_run, tiny_cohort,
 def test_a_replaced_output_folder_is_kept_whole_when_its_writer_fails(tmp_path):
     """``atomic_directory(replace=True)``: the earlier folder is replaced whole on success and
     kept as it was on a failure (an interrupt included), with no temporary sibling left."""
-    from lnm_jax.fileio import atomic_directory
+    from lnm_jax.fileio import OutputPathError, atomic_directory
 
     out = tmp_path / "out"
     out.mkdir()
@@ -100,9 +100,10 @@ def test_a_replaced_output_folder_is_kept_whole_when_its_writer_fails(tmp_path):
     with pytest.raises(FileExistsError):  # without replace, a folder with files is refused
         with atomic_directory(out):
             pass
-    # without replace, a second writer that filled the folder meanwhile is not replaced: refused
+    # without replace, a second writer that filled the folder meanwhile is not replaced: refused,
+    # saying so (it had been errno's bare "Directory not empty")
     other = tmp_path / "other"
-    with pytest.raises(OSError):
+    with pytest.raises(OutputPathError, match="written by another process while this one wrote it"):
         with atomic_directory(other) as fresh:
             (fresh / "mine.txt").write_text("second")
             other.mkdir()
