@@ -12,6 +12,7 @@ import json
 import logging
 import math
 import os
+import re
 import shutil
 import sys
 import tempfile
@@ -34,19 +35,23 @@ def _alive(pid: int) -> bool:
     return True
 
 
+# the name of a temporary sibling atomic_directory fills (mkdtemp's suffix), or of the earlier
+# folder it keeps while swapping ('earlier'): .<output's name>.pid<writer's PID>.<suffix>
+_TEMPORARY = re.compile(r"\.(?P<name>.+)\.pid(?P<pid>\d+)\.\w+")
+
+
 def is_temporary_output(path: Path) -> bool:
     """Whether ``path`` is a temporary sibling that :func:`atomic_directory` fills, or the
     earlier folder it keeps while swapping (``.<name>.pid<PID>.<suffix>``)."""
-    name = Path(path).name
-    return name.startswith(".") and ".pid" in name and name.split(".pid", 1)[1].split(".", 1)[0].isdigit()
+    return _TEMPORARY.fullmatch(Path(path).name) is not None
 
 
 def _remove_orphans(out_dir: Path) -> None:
     """Temporary siblings of ``out_dir`` left by a writer that was killed (``kill -9`` skips
     every cleanup): their names carry the writer's PID, and those of dead processes go."""
     for tmp in out_dir.parent.glob(f".{out_dir.name}.pid*.*"):
-        pid = tmp.name.removeprefix(f".{out_dir.name}.pid").split(".", 1)[0]
-        if pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
+        m = _TEMPORARY.fullmatch(tmp.name)
+        if m and m["name"] == out_dir.name and int(m["pid"]) != os.getpid() and not _alive(int(m["pid"])):
             shutil.rmtree(tmp, ignore_errors=True)
 
 
@@ -390,9 +395,12 @@ def guard_output(
 
     out = Path(out).resolve()
     if (state := state_holding(out)) is not None:
+        run, entry = state
         raise OutputPathError(
-            f"{flag} {out} lies in {state}, part of the run folder {state.parent}'s state (checkpoints, records, "
-            "logs): choose a path outside it, or a new folder beside them"
+            f"{flag} {out} is a run folder (checkpoints, records, logs): choose another path"
+            if entry is None
+            else f"{flag} {out} lies in {entry}, part of the run folder {run}'s state (checkpoints, records, logs): "
+            "choose a path outside it, or a new folder beside them"
         )
     if kind == "file" and out.is_dir():
         raise OutputPathError(f"{flag} {out} is a folder; name a file to write")

@@ -75,15 +75,18 @@ PROTOCOL_RUNS = "runs"
 PROTOCOL_PRETRAIN = "pretrain"  # reproduce with protocol.pretrain: the backbone of each split
 
 
-def state_holding(path: Path | str) -> Path | None:
-    """The entry of a run folder's state (:meth:`RunFiles.state`) that ``path`` is or lies in,
-    for the nearest run folder above it (one holding ``config.json`` and ``run_info.json``);
-    None where there is none. How every ``--out`` is kept out of a run's checkpoints, records,
-    logs and cohort, whichever command writes it."""
+def state_holding(path: Path | str) -> tuple[Path, Path | None] | None:
+    """``(run folder, entry)``: ``path`` is a run folder (one holding ``config.json`` and
+    ``run_info.json``; entry None), or is or lies in that entry of the nearest run folder's state
+    above it (:meth:`RunFiles.state`); None otherwise. How every ``--out`` is kept out of a run's
+    checkpoints, records, logs and cohort, whichever command writes it."""
     path = Path(path).resolve()
-    for folder in path.parents:
+    for folder in (path, *path.parents):
         if (folder / CONFIG).is_file() and (folder / RUN_INFO).is_file():
-            return next((e for e in RunFiles(folder).state() if path == e or path.is_relative_to(e)), None)
+            if folder == path:
+                return folder, None
+            entry = next((e for e in RunFiles(folder).state() if path == e or path.is_relative_to(e)), None)
+            return (folder, entry) if entry is not None else None
     return None
 
 

@@ -74,7 +74,7 @@ def evaluate_availability(
     own = run.files.evaluation(checkpoint).resolve()
     out = guard_output(
         out or own,
-        inputs=[*run.cohort.files(), *run.files.state()],
+        inputs=[*run.cohort.files()],
         ours=lambda folder: folder == own or _is_availability(folder) or is_evaluation(folder),
         kind="folder",
         can_overwrite=False,

@@ -39,7 +39,7 @@ def evaluate(run: Run, *, checkpoint: str = "best", subsets=("val", "test"), out
     own = run.files.evaluation(checkpoint).resolve()
     out = guard_output(
         out or own,
-        inputs=[*run.cohort.files(), *run.files.state()],
+        inputs=[*run.cohort.files()],
         ours=lambda folder: folder == own or is_evaluation(folder),
         kind="folder",
         can_overwrite=False,

@@ -101,7 +101,7 @@ def gradcam(
         check_inputs_present(config, cohort, opt_in="a run trained with --config.data.zero_fill_missing=True")
     out = guard_output(
         out or run.files.gradcam(split),
-        inputs=[*cohort.files(), *run.files.state()],
+        inputs=[*cohort.files()],
         ours=is_gradcam_folder,
         kind="folder",
         can_overwrite=False,

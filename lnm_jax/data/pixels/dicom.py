@@ -334,7 +334,7 @@ def check_ultrasound(header: DicomHeader, accept_secondary_capture: bool = False
 def _frame_bytes(ds, photometric: str) -> int | None:
     """Bytes of one native (uncompressed) frame, or None where it cannot be told."""
     rows, cols, bits = int(ds.Rows), int(ds.Columns), int(ds.BitsAllocated)
-    samples = 2 if photometric == "YBR_FULL_422" else int(ds.get("SamplesPerPixel") or 1)
+    samples = 2 if photometric == "YBR_FULL_422" else _samples(ds)
     if bits % 8:
         return None  # 1-bit data is packed across frames
     return rows * cols * samples * bits // 8
