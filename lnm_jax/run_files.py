@@ -12,6 +12,8 @@ A run folder (``workdir``) holds::
     train.log              the checkpoint library's routine messages (kept off the console)
     eval_<checkpoint>/     metrics.json, predictions.csv, roc/reliability/decision-curve plots,
                            availability.{json,md}
+    eval_<checkpoint>.epoch-<N>/, gradcam_<split>.epoch-<N>/   an output folder of epoch N's
+                           checkpoint, moved aside when training replaced that checkpoint
     calibration_<checkpoint>.json   the temperature fitted on validation (used by predict)
     intensity_reference.json   the training split's image intensities (predict's outlier check)
     .lock, lock_owner.json     held by the one process writing the run (lnm_jax.run_lock)
@@ -26,7 +28,7 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-from lnm_jax.fileio import is_temporary_output
+from lnm_jax.fileio import is_temporary_output, read_json
 
 CONFIG = "config.json"
 RUN_INFO = "run_info.json"
@@ -62,6 +64,12 @@ CAM_GRID_INCORRECT = "grid_incorrect.png"
 CAM_INDEX = "index.csv"
 CAM_ARRAYS = "cams.npz"  # every map as an array: '<patient>/<branch>' [S, S] in [0, 1], '<patient>/<branch>_raw'
 CAM_SCORES = "cam_scores.json"  # the maps scored against the lesion masks (lnm_jax.explain.scores)
+CAM_SOURCE = "checkpoint.json"  # the run, checkpoint, epoch and state digest the maps were computed with
+
+# The records in a run's output folder that name the checkpoint and epoch they were computed
+# for (each a JSON object with "checkpoint" and "epoch"): evaluate's, availability's, gradcam's.
+OUTPUT_RECORDS = (METRICS, AVAILABILITY_JSON, CAM_SOURCE)
+SUPERSEDED = ".epoch-"  # eval_latest.epoch-2: the folder of a checkpoint training has since replaced
 
 # Inside a synthetic cohort folder (written by data.synthetic).
 MANIFEST = "manifest.csv"
@@ -88,6 +96,17 @@ def state_holding(path: Path | str) -> tuple[Path, Path | None] | None:
             entry = next((e for e in RunFiles(folder).state() if path == e or path.is_relative_to(e)), None)
             return (folder, entry) if entry is not None else None
     return None
+
+
+def superseded_name(folder: Path, epoch: int) -> Path:
+    """Where an output folder of epoch ``epoch``'s checkpoint goes once training has replaced
+    that checkpoint: ``eval_latest.epoch-2`` (``eval_latest.epoch-2.1`` ... when taken)."""
+    target = folder.with_name(f"{folder.name}{SUPERSEDED}{epoch}")
+    n = 0
+    while target.exists():
+        n += 1
+        target = folder.with_name(f"{folder.name}{SUPERSEDED}{epoch}.{n}")
+    return target
 
 
 def gradcam_name(split: str) -> str:
@@ -168,6 +187,28 @@ class RunFiles:
 
     def gradcam(self, split: str) -> Path:
         return self.root / gradcam_name(split)
+
+    def outputs_of(self, checkpoint: str) -> dict[Path, int]:
+        """The run's output folders (``eval_*``, ``gradcam_*``; none already moved aside) with
+        a record (:data:`OUTPUT_RECORDS`) computed for ``checkpoint``: folder -> the epoch it
+        names (the oldest, where its records disagree). A record that cannot be read is
+        skipped: the folder is left to the command that reads it."""
+        found: dict[Path, int] = {}
+        outputs = (EVALUATION_PREFIX, GRADCAM_PREFIX)
+        if not self.root.is_dir():
+            return found
+        for folder in sorted(self.root.iterdir()):
+            if not folder.is_dir() or not folder.name.startswith(outputs) or SUPERSEDED in folder.name:
+                continue
+            for name in OUTPUT_RECORDS:
+                try:
+                    doc = read_json(folder / name)
+                except (OSError, ValueError):
+                    continue
+                epoch = doc.get("epoch")
+                if doc.get("checkpoint") == checkpoint and isinstance(epoch, int) and not isinstance(epoch, bool):
+                    found[folder] = min(epoch, found.get(folder, epoch))
+        return found
 
     def state(self) -> list[Path]:
         """Every entry of the run folder but its evaluation and Grad-CAM folders (and the

@@ -117,15 +117,36 @@ def test_short_run_learns_the_planted_signal(learnable_cohort, tmp_path):
     assert (tmp_path / "cams" / F.CAM_GRID_CORRECT).stat().st_size > 10_000
     assert (tmp_path / "cams" / F.CAM_GRID_INCORRECT).is_file()
     index = list(csv.DictReader((tmp_path / "cams" / F.CAM_INDEX).open()))
+    meta = run.predictor("best").meta  # what the maps were computed with (a resume moves them aside)
+    assert json.loads((tmp_path / "cams" / F.CAM_SOURCE).read_text()) == {
+        "run": str(run.workdir),
+        "checkpoint": "best",
+        "epoch": meta["epoch"],
+        "state_sha256": meta["state_sha256"],
+    }
     assert {r["patient_id"] for r in index} == {r["patient_id"] for r in rows if r["split"] == "test"}
 
 
-def test_resume_and_same_seed_are_bitwise_reproducible(triple_run, tiny_cohort, tmp_path):
+def test_resume_and_same_seed_are_bitwise_reproducible(triple_run, tiny_cohort, tmp_path, capsys):
     """A second run of the same seed trained for one epoch, then resumed from the command line
     to two, equals the shared two-epoch run: epoch 1 shows same-seed determinism, epoch 2 that
-    the resumed run continued from exactly the saved state (same process, same machine)."""
+    the resumed run continued from exactly the saved state (same process, same machine).
+    The output folders computed from epoch 1's ``latest`` checkpoint are moved aside when the
+    resume replaces it (they had stayed, presenting epoch 1's numbers as the run's latest)."""
     one = Run.create(tiny_config(tiny_cohort, "triple", epochs=1), tmp_path / "resumed")
     train(one)
+    root = one.workdir
+    records = {  # folder -> (record, checkpoint, epoch): what evaluate, availability, gradcam write
+        "eval_latest": (F.METRICS, "latest", 1),
+        "eval_latest.epoch-1": (F.METRICS, "latest", 1),  # moved aside by an earlier resume: kept
+        "gradcam_test": (F.CAM_SOURCE, "latest", 1),
+        "gradcam_val": (F.CAM_SOURCE, "latest", 2),  # of the state the resume saves: kept
+        "eval_other": (F.AVAILABILITY_JSON, "latest", "1"),  # no whole epoch: not ours to move
+    }
+    for name, (kind, checkpoint, epoch) in records.items():
+        (root / name).mkdir()
+        (root / name / kind).write_text(json.dumps({"checkpoint": checkpoint, "epoch": epoch}))
+    capsys.readouterr()
     assert (
         main(
             [
@@ -139,6 +160,14 @@ def test_resume_and_same_seed_are_bitwise_reproducible(triple_run, tiny_cohort, 
         )
         == 0
     )
+    said = capsys.readouterr().out
+    assert not (root / "eval_latest").exists() and not (root / "gradcam_test").exists()
+    assert json.loads((root / "eval_latest.epoch-1.1" / F.METRICS).read_text())["epoch"] == 1
+    assert (root / "gradcam_test.epoch-1" / F.CAM_SOURCE).is_file()
+    assert "eval_latest/ was computed from the 'latest' checkpoint of epoch 1" in said, said
+    assert "moved to eval_latest.epoch-1.1/" in said and "moved to gradcam_test.epoch-1/" in said
+    for kept in ("eval_latest.epoch-1", "gradcam_val", "eval_other"):
+        assert (root / kept / records[kept][0]).is_file(), kept
     resumed = Run.open(tmp_path / "resumed")
     h_full = _history(triple_run)
     assert len(h_full) == 2

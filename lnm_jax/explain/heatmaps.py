@@ -26,6 +26,7 @@ from lnm_jax.fileio import atomic_directory, atomic_file, guard_output, path_ins
 from lnm_jax.preflight import check_inputs_present
 from lnm_jax.run import Run
 from lnm_jax.task import Task
+from lnm_jax.training.checkpoint import DIGEST_KEY
 from lnm_jax.training.steps import step_inputs
 
 FLAT_CAM = 1e-6  # a CAM whose range is at most this is constant (cam_from scales to [0, 1])
@@ -68,7 +69,8 @@ def gradcam(
     seed: int = 0,
     figures: bool = True,
 ) -> dict:
-    """Writes ``patients/<id>.png``, the two grids, ``index.csv`` and ``cams.npz`` to ``out``
+    """Writes ``patients/<id>.png``, the two grids, ``index.csv``, ``cams.npz`` and
+    ``checkpoint.json`` (the run, checkpoint, epoch and state digest used) to ``out``
     (default ``gradcam_<split>``; an existing folder only if an earlier ``gradcam`` wrote it)
     for the run's ``split``, or for every patient of ``manifest`` (new patients, labels
     optional; ``out`` required: the run folder is only read); with lesion masks, also
@@ -112,6 +114,15 @@ def gradcam(
     # cohort has no masks for), and an interrupted call leaves the earlier folder as it was
     with tempfile.TemporaryDirectory(prefix="lnm_gradcam_") as records, atomic_directory(out, replace=True) as fresh:
         data = run.data if manifest is None else run.data_for(cohort, Path(records))
+        # what the maps were computed with: a folder a resume has overtaken is recognised
+        # (RunFiles.outputs_of) and moved aside by training
+        source = {
+            "run": str(run.workdir),
+            "checkpoint": checkpoint,
+            "epoch": predictor.meta["epoch"],
+            DIGEST_KEY: predictor.meta.get(DIGEST_KEY),
+        }
+        write_json(fresh / F.CAM_SOURCE, source)
         return _explain(
             run,
             predictor,
@@ -133,7 +144,7 @@ def gradcam(
 CAM_INDEX_COLUMNS = [names.PATIENT_ID, "prob_lnm", names.LABEL, "correct", "figure"]
 # everything a gradcam folder holds (the per-patient figures under CAM_PATIENTS, the scores with masks)
 CAM_OUTPUTS = frozenset(
-    {F.CAM_PATIENTS, F.CAM_GRID_CORRECT, F.CAM_GRID_INCORRECT, F.CAM_INDEX, F.CAM_ARRAYS, F.CAM_SCORES}
+    {F.CAM_PATIENTS, F.CAM_GRID_CORRECT, F.CAM_GRID_INCORRECT, F.CAM_INDEX, F.CAM_ARRAYS, F.CAM_SCORES, F.CAM_SOURCE}
 )
 
 

@@ -14,8 +14,10 @@ from tqdm import tqdm
 
 from lnm_jax import names
 from lnm_jax.evaluation.summary import summarise_predictions
+from lnm_jax.fileio import error_line
 from lnm_jax.metric_writer import MetricWriter, check_resumed_history, read_history
 from lnm_jax.preflight import check_trainable
+from lnm_jax.run_files import RunFiles, superseded_name
 from lnm_jax.training import sharding
 from lnm_jax.training import state as state_lib
 from lnm_jax.training.checkpoint import non_finite_paths
@@ -53,6 +55,36 @@ def non_finite_arrays(state) -> list[str]:
         return non_finite_paths(jax.device_get(variables))
     flags = jax.device_get(_finite_leaves(variables))
     return [jax.tree_util.keystr(path) for path, ok in jax.tree_util.tree_leaves_with_path(flags) if not ok]
+
+
+def _outputs_superseded(files: RunFiles, writer: MetricWriter):
+    """``saved(kind, epoch)`` for :class:`SaveSchedule`: the run's output folders computed for
+    an older state of the ``kind`` checkpoint (``eval_latest`` of epoch 2 when a resume has
+    just saved epoch 3: its metrics, plots, availability table, Grad-CAM maps) are moved aside
+    as ``eval_latest.epoch-2``, one console line each. Left in place they went on presenting
+    epoch 2's numbers as the run's 'latest' ones, in silence. The primary process moves them."""
+
+    def saved(kind: str, epoch: int) -> None:
+        if not writer.primary:
+            return
+        for folder, was in files.outputs_of(kind).items():
+            if was == epoch:
+                continue
+            moved = superseded_name(folder, was)
+            try:
+                folder.rename(moved)
+            except OSError as e:  # the checkpoint is saved: training goes on, the folder is named
+                writer.print(
+                    f"warning: {folder} was computed from the '{kind}' checkpoint of epoch {was}, now replaced by "
+                    f"epoch {epoch}'s, and could not be moved aside ({error_line(e)}): it is not of the new one"
+                )
+                continue
+            writer.print(
+                f"{folder.name}/ was computed from the '{kind}' checkpoint of epoch {was}, now replaced by epoch "
+                f"{epoch}'s: moved to {moved.name}/ (run evaluate, availability or gradcam again for the new one)"
+            )
+
+    return saved
 
 
 def load_pretrained(run: Run, state):
@@ -250,7 +282,12 @@ def train(run: Run) -> dict:
 
     epoch_batches = data.device_epochs(mesh)  # device-resident cohort or host loader: the data's choice
     every = config.train.get("checkpoint_every_steps", 0)
-    saves = SaveSchedule(ckpts, config.train.get("checkpoint_every_epochs", 1), config.train.epochs)
+    saves = SaveSchedule(
+        ckpts,
+        config.train.get("checkpoint_every_epochs", 1),
+        config.train.epochs,
+        saved=_outputs_superseded(files, writer),
+    )
 
     last_line = None  # when this process measured its previous epoch's line (epoch_cycle_s)
     diverged = None  # the TrainingDivergedError that stopped the loop

@@ -19,6 +19,7 @@ statistics, Adam moments).
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from typing import Any
 
 import jax
@@ -42,11 +43,25 @@ class SaveSchedule:
     """The epoch checkpoints of one training run (see the module's docstring).
 
     ``ckpts``: the run's :class:`~lnm_jax.training.checkpoint.RunCheckpoints`; ``every``:
-    ``train.checkpoint_every_epochs`` (an int >= 1); ``last_epoch``: ``train.epochs``."""
+    ``train.checkpoint_every_epochs`` (an int >= 1); ``last_epoch``: ``train.epochs``;
+    ``saved``: called as ``saved(kind, epoch)`` once a ``best`` or ``latest`` checkpoint is
+    committed (the loop moves aside what was computed from the state it replaced)."""
 
-    def __init__(self, ckpts: RunCheckpoints, every: int, last_epoch: int):
+    def __init__(
+        self,
+        ckpts: RunCheckpoints,
+        every: int,
+        last_epoch: int,
+        saved: Callable[[str, int], None] | None = None,
+    ):
         self.ckpts, self.every, self.last_epoch = ckpts, int(every), int(last_epoch)
+        self._saved = saved
         self._held: tuple[int, Any, dict] | None = None  # (epoch, state, metadata) of a best not yet written
+
+    def _save(self, kind: str, epoch: int, state: Any, meta: dict, copy_of: str | None = None) -> None:
+        self.ckpts.save(kind, epoch, state, meta, copy_of=copy_of)
+        if self._saved is not None:
+            self._saved(kind, epoch)
 
     def is_save_point(self, epoch: int, stopping: bool = False) -> bool:
         """Whether ``latest`` is written at the end of ``epoch`` (``stopping``: early stop)."""
@@ -63,10 +78,10 @@ class SaveSchedule:
             return
         if improved:
             self._held = None  # this very state is the best: written below
-            self.ckpts.save("best", epoch, state, meta)
+            self._save("best", epoch, state, meta)
         else:
             self.write_held(pair=False)
-        self.ckpts.save("latest", epoch, state, meta, copy_of="best" if improved else None)
+        self._save("latest", epoch, state, meta, copy_of="best" if improved else None)
 
     def write_held(self, *, pair: bool = True) -> int | None:
         """Writes the held epoch as ``best`` (and, with ``pair``, as ``latest``: a run stopping
@@ -77,10 +92,10 @@ class SaveSchedule:
         if self._held is None:
             return None
         epoch, state, meta = self._held
-        self.ckpts.save("best", epoch, state, meta)
+        self._save("best", epoch, state, meta)
         self._held = None
         if pair:
-            self.ckpts.save("latest", epoch, state, meta, copy_of="best")
+            self._save("latest", epoch, state, meta, copy_of="best")
         return epoch
 
     def on_stop(self, *, diverged: bool, primary: bool = True) -> None:
