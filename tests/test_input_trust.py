@@ -294,6 +294,20 @@ def test_an_image_that_holds_no_picture_is_named(tmp_path, capsys):
     assert _codes(e.value) == {BLANK_IMAGE, "bad_flag_value"} and str(e.value).count(BLANK_IMAGE) == 5
 
 
+def _lut(entries, first: int, bits: int, count: int | None = None, words: bool = False):
+    """A Modality or VOI LUT Sequence of one item: ``entries`` from the value ``first`` on, as
+    US values, or (``words``) as OW bytes, the two forms files hold."""
+    from pydicom.dataset import Dataset
+
+    item = Dataset()
+    item.LUTDescriptor = [len(entries) if count is None else count, first, bits]
+    if words:
+        item.add_new("LUTData", "OW", np.asarray(entries, "<u2").tobytes())
+    else:
+        item.add_new("LUTData", "US", [int(v) for v in entries])
+    return [item]
+
+
 def test_a_grey_dicom_reads_as_a_viewer_shows_it(tmp_path):
     """Case dicom-voi-window-ignored: a frame stored in 64-191 under a VOI window (center 127.5,
     width 128), or in 0-127 under RescaleSlope 2, is shown by every viewer as the full-range
@@ -330,6 +344,25 @@ def test_a_grey_dicom_reads_as_a_viewer_shows_it(tmp_path):
     assert s[0, 0] < 0.01 and s[0, -1] > 0.99 and abs(s[0, 64] - 1 / (1 + np.exp(-4 / 64))) < 1e-6
     inverted = read(grey("m1.dcm", picture // 2 + 64, "MONOCHROME1", WindowCenter="127.5", WindowWidth="128"))
     np.testing.assert_allclose(inverted, 1 - read(windowed), atol=PNG_ATOL)
+    # LUTs (a table in place of the rescale or window, PS3.3 C.11.1-2): taken over a window beside them
+    assert dicom.read_header(grey("lut8.dcm", picture, VOILUTSequence=_lut(255 - np.arange(256), 0, 8))).voi_lut
+    np.testing.assert_allclose(read(tmp_path / "lut8.dcm"), 1 - full, atol=PNG_ATOL)
+    voi = _lut(np.arange(128) * 2, 64, 8)  # 64..191 -> 0..254: the window above, as a table
+    np.testing.assert_allclose(
+        read(grey("voi.dcm", picture // 2 + 64, VOILUTSequence=voi, WindowCenter="0", WindowWidth="2")), full
+    )
+    modality = _lut(np.arange(128) * 514, 0, 16, words=True)  # 0..127 -> 0..65278: v * 514 / 65535 = 2v / 255
+    np.testing.assert_allclose(read(grey("mlut.dcm", picture // 2, ModalityLUTSequence=modality)), full, atol=1e-6)
+    both = grey("both.dcm", picture // 2, ModalityLUTSequence=_lut(np.arange(128) + 64, 0, 8), VOILUTSequence=voi)
+    np.testing.assert_allclose(read(both), full)
+    wide = grey("wide.dcm", picture, VOILUTSequence=_lut(np.arange(256) * 257, 0, 8))  # says 8 bits, holds 16
+    np.testing.assert_allclose(read(wide), full, atol=PNG_ATOL)
+    for name, lut, said in (
+        ("short.dcm", _lut(np.arange(200), 0, 8, count=256), "VOI LUT holds 200 entries, its LUTDescriptor says 256"),
+        ("deep.dcm", _lut(np.arange(256) * 20, 0, 12), "VOI LUT descriptor says 12 bits, its entries reach 5100"),
+    ):
+        with pytest.raises(dicom.HeaderMismatchError, match=said):
+            dicom.read_header(grey(name, picture, VOILUTSequence=lut))
     for name, attrs, said in (
         ("zero_width.dcm", {"WindowCenter": "128", "WindowWidth": "0"}, "VOI window"),
         ("bad_function.dcm", {"WindowCenter": "128", "WindowWidth": "64", "VOILUTFunction": "CURVE"}, "CURVE"),
@@ -340,11 +373,12 @@ def test_a_grey_dicom_reads_as_a_viewer_shows_it(tmp_path):
     # de-identified (pixels written as shown, the transforms dropped), the copy reads as the
     # original up to the rounding of the windowed values to the stored depth: half a level
     ok = _write(tmp_path / "ok.png", Image.fromarray(RAMP))
-    m = _manifest(tmp_path / "m.csv", [["A", windowed.name, ok.name, 1, 1], ["B", sigmoid.name, ok.name, 0, 0]])
+    originals = {"A": windowed, "B": sigmoid, "C": both, "D": tmp_path / "lut8.dcm"}
+    m = _manifest(tmp_path / "m.csv", [[pid, f.name, ok.name, 1, 1] for pid, f in originals.items()])
     deidentify(m, tmp_path / "deid", tmp_path / "private" / "map.csv")
     rows = csv.DictReader((tmp_path / "private" / "map.csv").open())
     copies = {r["original_patient_id"]: tmp_path / "deid" / r["file"] for r in rows if r["input"] == "bmode"}
-    for pid, original in (("A", windowed), ("B", sigmoid)):
+    for pid, original in originals.items():
         np.testing.assert_allclose(read(copies[pid]), read(original), atol=0.5 / 255 + PNG_ATOL)
 
 

@@ -8,7 +8,8 @@ uncompressed and deflated, RLE (pydicom's own decoder), JPEG baseline/extended a
 Photometric interpretations: MONOCHROME2, MONOCHROME1 (inverted), RGB, YBR_FULL,
 YBR_FULL_422, YBR_ICT/RCT (converted to RGB by pydicom) and PALETTE COLOR (through the
 file's lookup table). Values are scaled by the stored bit depth (``BitsStored``), as a 16-bit
-PNG is scaled by 65535: a 12-bit frame's 4095 is white.
+PNG is scaled by 65535: a 12-bit frame's 4095 is white. A grey frame is read as a viewer shows
+it: its modality rescale or Modality LUT, then its VOI window or VOI LUT (PS3.3 C.11).
 
 A cine is never decoded whole: :func:`read_frame` decodes one frame (pydicom reads only that
 frame's bytes) and :func:`iter_frames` streams them.
@@ -17,7 +18,8 @@ A header is checked against its payload where the two can disagree: ``NumberOfFr
 against the frames the pixel data holds; ``Rows``, ``Columns`` and ``SamplesPerPixel`` against
 the native data's length and a codestream's own frame header (JPEG, JPEG-LS, JPEG 2000);
 ``SamplesPerPixel`` against the photometric interpretation; a palette's LUT descriptor against
-its entries (:class:`HeaderMismatchError` naming both, or read at the entries' real depth).
+its entries, and a Modality or VOI LUT's (:class:`HeaderMismatchError` naming both, or read
+at the entries' real depth).
 """
 
 from __future__ import annotations
@@ -143,9 +145,12 @@ class DicomHeader:
     palette_bits: int | None = None
     signed: bool = False  # PixelRepresentation 1: not ultrasound (refused after the modality check)
     # a MONOCHROME frame's grey transforms, as a viewer applies them (PS3.3 C.11): the modality
-    # rescale (slope, intercept) and the VOI window (center, width, function); None: identity
+    # rescale (slope, intercept) or Modality LUT, then the VOI window (center, width, function)
+    # or VOI LUT; None: identity. A LUT: (first value mapped, bits per entry, entries)
     rescale: tuple[float, float] | None = None
     window: tuple[float, float, str] | None = None
+    modality_lut: tuple[int, int, tuple[int, ...]] | None = None
+    voi_lut: tuple[int, int, tuple[int, ...]] | None = None
 
     @property
     def duration_s(self) -> float | None:
@@ -216,6 +221,8 @@ GREY_TRANSFORM_KEYS = (
     "WindowCenter",
     "WindowWidth",
     "VOILUTFunction",
+    "ModalityLUTSequence",
+    "VOILUTSequence",
 )
 
 
@@ -227,12 +234,21 @@ def _first(value) -> str:
 
 
 def _grey_transforms(path: Path, ds, photometric: str) -> dict:
-    """``rescale`` and ``window`` of a MONOCHROME file (not of colour: PS3.3 applies them to
-    grey only), each None when absent or the identity. :class:`DicomError` naming the
-    attribute when one cannot be applied (a slope of 0, a width below 1, an unknown function)."""
+    """``rescale`` or ``modality_lut``, and ``window`` or ``voi_lut``, of a MONOCHROME file (not
+    of colour: PS3.3 applies them to grey only), each None when absent or the identity; a LUT
+    is taken over the rescale or window beside it (as pydicom's ``apply_voi_lut`` prefers it).
+    :class:`DicomError` naming the attribute when one cannot be applied (a slope of 0, a width
+    below 1, an unknown function, a LUT that cannot be read); :class:`HeaderMismatchError`
+    when a LUT's descriptor disagrees with its entries (:func:`_lut`)."""
     if not photometric.startswith("MONOCHROME"):
         return {}
-    out: dict = {"rescale": None, "window": None}
+    out: dict = {"rescale": None, "window": None, "modality_lut": None, "voi_lut": None}
+    out["modality_lut"] = _lut(path, ds, "ModalityLUTSequence")
+    out["voi_lut"] = _lut(path, ds, "VOILUTSequence")
+    if out["modality_lut"] is not None:
+        ds = _without(ds, ("RescaleSlope", "RescaleIntercept"))
+    if out["voi_lut"] is not None:
+        ds = _without(ds, ("WindowCenter", "WindowWidth"))
     slope, intercept = ds.get("RescaleSlope"), ds.get("RescaleIntercept")
     if slope not in (None, "") or intercept not in (None, ""):
         try:
@@ -258,6 +274,54 @@ def _grey_transforms(path: Path, ds, photometric: str) -> dict:
             )
         out["window"] = (c, w, function)
     return out
+
+
+def _without(ds, keys: tuple[str, ...]) -> dict:
+    """The attributes :func:`_grey_transforms` reads, ``keys`` left out."""
+    return {k: ds.get(k) for k in GREY_TRANSFORM_KEYS if k not in keys}
+
+
+def _lut(path: Path, ds, keyword: str) -> tuple[int, int, tuple[int, ...]] | None:
+    """The first item of a Modality or VOI LUT Sequence (PS3.3 C.11.1, C.11.2) as (first
+    value mapped, bits per entry, entries); None when the sequence is absent or empty.
+    The descriptor is checked against the data, as the palette's (:func:`_palette_bits`):
+    another number of entries is :class:`HeaderMismatchError` naming both; entries above
+    the descriptor's depth are read at 16 bits where it says 8 (writers that say 8 and store
+    16), refused otherwise."""
+    sequence = ds.get(keyword)
+    if not sequence:
+        return None
+    what = {"ModalityLUTSequence": "Modality LUT", "VOILUTSequence": "VOI LUT"}[keyword]
+    try:
+        item = sequence[0]
+        count, first, bits = (int(v) for v in item.LUTDescriptor)
+        raw = item.LUTData
+        count = count or 65536  # PS3.3 C.11.1.1.1: 0 means 2**16 entries
+        if isinstance(raw, bytes):  # OW: 16-bit words, or 8-bit entries one per byte
+            little = ds.original_encoding[1] is not False if hasattr(ds, "original_encoding") else True
+            data = np.frombuffer(raw, np.uint8) if len(raw) == count else np.frombuffer(raw, "<u2" if little else ">u2")
+        else:
+            data = np.atleast_1d(np.asarray(raw, dtype=np.int64))
+    except Exception as e:  # noqa: BLE001  (any malformed LUT names the file)
+        raise DicomError(f"{path}: {what} Sequence cannot be read ({type(e).__name__}: {e})") from e
+    if len(data) != count:
+        raise HeaderMismatchError(f"{path}: the {what} holds {len(data)} entries, its LUTDescriptor says {count}")
+    if not 8 <= bits <= 16 or (len(data) and data.min() < 0):
+        raise DicomError(f"{path}: {what} of {bits} bits per entry (8-16 unsigned) cannot be applied")
+    top = int(data.max()) if len(data) else 0
+    if top > 2**bits - 1:
+        if bits != 8 or top > 65535:
+            raise HeaderMismatchError(f"{path}: {what} descriptor says {bits} bits, its entries reach {top}")
+        bits = 16
+    return first, bits, tuple(int(v) for v in data)
+
+
+def _looked_up(v: np.ndarray, lut: tuple[int, int, tuple[int, ...]]) -> np.ndarray:
+    """``v`` through a LUT (:func:`_lut`): a value below the first mapped takes the first
+    entry, one past the last the last (PS3.3 C.11.1.1.1)."""
+    first, _, table = lut
+    index = np.clip(np.rint(v) - first, 0, len(table) - 1).astype(np.int64)
+    return np.asarray(table, np.float64)[index]
 
 
 def _windowed(v: np.ndarray, center: float, width: float, function: str) -> np.ndarray:
@@ -580,21 +644,28 @@ def _decode_failure(path: Path, e: Exception) -> DicomError:
 
 def to_unit_rgb(frame: np.ndarray, header: DicomHeader, ds=None) -> np.ndarray:
     """One decoded frame (as pydicom returns it, colour already in RGB) -> float32 [H, W, 3]
-    in [0, 1], as a viewer shows it: a grey frame's rescale and VOI window applied
-    (``header.rescale``, ``header.window``; without a window the stored range is the display's),
+    in [0, 1], as a viewer shows it: a grey frame's modality rescale or LUT and VOI window or
+    LUT applied (``header.rescale``, ``.modality_lut``, ``.window``, ``.voi_lut``; without a
+    VOI transform the stored range, or the Modality LUT's, is the display's),
     MONOCHROME1 inverted. ``ds``: the header dataset, for PALETTE COLOR's lookup table."""
     if header.photometric == "PALETTE COLOR":
         from pydicom.pixels import apply_color_lut  # noqa: PLC0415
 
         rgb = apply_color_lut(frame, ds)
         return np.clip(rgb.astype(np.float32) / np.float32(2**header.palette_bits - 1), 0.0, 1.0)
-    if header.rescale is None and header.window is None:
+    transforms = (header.rescale, header.window, header.modality_lut, header.voi_lut)
+    if all(t is None for t in transforms):
         unit = frame.astype(np.float32) / np.float32(2**header.bits_stored - 1)
-    else:  # as a viewer shows it: the modality rescale, then the VOI window (else the stored range)
-        v = frame.astype(np.float64)
-        if header.rescale is not None:
+    else:  # as a viewer shows it: the modality rescale or LUT, then the VOI window or LUT
+        v, top = frame.astype(np.float64), 2**header.bits_stored - 1  # top: the range shown without a VOI
+        if header.modality_lut is not None:
+            v, top = _looked_up(v, header.modality_lut), 2 ** header.modality_lut[1] - 1
+        elif header.rescale is not None:
             v = v * header.rescale[0] + header.rescale[1]
-        unit = _windowed(v, *header.window) if header.window else v / (2**header.bits_stored - 1)
+        if header.voi_lut is not None:
+            unit = _looked_up(v, header.voi_lut) / (2 ** header.voi_lut[1] - 1)
+        else:
+            unit = _windowed(v, *header.window) if header.window else v / top
         unit = unit.astype(np.float32)
     if header.photometric == "MONOCHROME1":  # 0 is white
         unit = 1.0 - unit
