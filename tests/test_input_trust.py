@@ -190,8 +190,9 @@ def test_image_size_and_samples_checked_against_the_pixel_data(tmp_path):
     disagree with the pixel data were read as a sheared or re-laid-out picture in silence. A
     native frame whose rows are 80 wide under Columns 64, a JPEG or JPEG 2000 codestream of
     another size or number of components than the header's (Rows/Columns swapped among them),
-    a MONOCHROME2 frame with 3 samples, an RGB one with 1: each refused naming both; trailing
-    zeros after whole frames stay padding (pydicom's MR_small_padded.dcm has 128 bytes)."""
+    a MONOCHROME2 frame with 3 samples, an RGB one with 1, a codestream whose samples exceed
+    BitsStored: each refused naming both; trailing zeros after whole frames stay padding
+    (pydicom's MR_small_padded.dcm has 128 bytes)."""
     from pydicom.encaps import encapsulate
     from pydicom.uid import JPEG2000Lossless, JPEGBaseline8Bit
 
@@ -242,10 +243,32 @@ def test_image_size_and_samples_checked_against_the_pixel_data(tmp_path):
     ):
         frame = dicom.read_frame(dicom.read_header(path), 0)[..., 0]
         np.testing.assert_allclose(frame, picture / 255, atol=JPEG_ATOL if "jpeg" in path.name else PNG_ATOL)
-    m = _manifest(tmp_path / "m.csv", [["A", "native_columns.dcm", "", 1, 1], ["B", "jpeg_swapped.dcm", "", 0, 0]])
+    # BitsStored under a codestream's precision: an 8-bit JPEG or JPEG 2000 under BitsStored 6
+    # had been read masked to 6 bits (the JPEG's picture as a sawtooth); the codestream's
+    # samples are seen as decoded and refused where they exceed it (PS3.5 8.2.1). Native data's
+    # unused high bits may hold anything (PS3.5 8.1.1): masked, as before
+    shallow = []
+    for name, data, syntax in (
+        ("jpeg_6.dcm", jpeg, JPEGBaseline8Bit),
+        ("j2k_6.dcm", j2k, JPEG2000Lossless),
+        ("n6.dcm", None, None),
+    ):
+        ds = lying(64, 80)
+        ds.BitsStored, ds.HighBit = 6, 5
+        shallow.append(save(name, ds, data, syntax))
+    for path, kind in zip(shallow[:2], ("JPEG", "JPEG 2000")):
+        with pytest.raises(
+            dicom.HeaderMismatchError, match=f"BitsStored is 6 .* its {kind} codestream holds values up to 2"
+        ):
+            dicom.read_frame(dicom.read_header(path), 0)
+    np.testing.assert_array_equal(dicom.read_frame(dicom.read_header(shallow[2]), 0)[..., 0], (picture % 64) / 63)
+    m = _manifest(
+        tmp_path / "m.csv",
+        [["A", "native_columns.dcm", "", 1, 1], ["B", "jpeg_swapped.dcm", "", 0, 0], ["C", "jpeg_6.dcm", "", 0, 0]],
+    )
     with pytest.raises(ManifestError) as e:
         read_manifest(m)
-    assert _codes(e.value) == {HEADER_MISMATCH} and str(e.value).count("[header_mismatch]") == 2, str(e.value)
+    assert _codes(e.value) == {HEADER_MISMATCH} and str(e.value).count("[header_mismatch]") == 3, str(e.value)
 
 
 def test_an_image_that_holds_no_picture_is_named(tmp_path, capsys):

@@ -151,6 +151,9 @@ class DicomHeader:
     window: tuple[float, float, str] | None = None
     modality_lut: tuple[int, int, tuple[int, ...]] | None = None
     voi_lut: tuple[int, int, tuple[int, ...]] | None = None
+    # "JPEG", "JPEG-LS" or "JPEG 2000" when the pixel data is such a codestream, whose own
+    # sample precision bounds the decoded values (not BitsStored: :func:`_check_depth`); else ''
+    codestream: str = ""
 
     @property
     def duration_s(self) -> float | None:
@@ -209,7 +212,23 @@ def _header(path: Path, ds, frames: int, photometric: str, syntax) -> DicomHeade
         palette_bits=_palette_bits(path, ds) if photometric == "PALETTE COLOR" else None,
         signed=int(ds.get("PixelRepresentation", 0) or 0) != 0,
         **_grey_transforms(path, ds, photometric),
+        codestream=_codestream_kind(syntax),
     )
+
+
+def _codestream_kind(syntax) -> str:
+    """The JPEG family a transfer syntax encapsulates (its codestream's precision, not
+    BitsStored, says how deep the decoded samples are), or ''."""
+    from pydicom import uid  # noqa: PLC0415
+
+    for kind, family in (
+        ("JPEG", uid.JPEGTransferSyntaxes),
+        ("JPEG-LS", uid.JPEGLSTransferSyntaxes),
+        ("JPEG 2000", uid.JPEG2000TransferSyntaxes),
+    ):
+        if syntax in family:
+            return kind
+    return ""
 
 
 WINDOW_FUNCTIONS = ("LINEAR", "LINEAR_EXACT", "SIGMOID")  # VOILUTFunction (PS3.3 C.11.2.1.3)
@@ -689,10 +708,10 @@ def read_frame(header: DicomHeader, index: int) -> np.ndarray:
     if not 0 <= index < header.frames:
         raise DicomError(f"{header.path}: frame {index} asked for, the file has {header.frames}")
     try:
-        frame = pixel_array(header.path, index=index)
+        frame = pixel_array(header.path, index=index, **_decoding(header))
     except Exception as e:  # noqa: BLE001  (any decoder failure names the file)
         raise _decode_failure(header.path, e) from e
-    return to_unit_rgb(frame, header, _palette_dataset(header))
+    return to_unit_rgb(_check_depth(frame, header, index), header, _palette_dataset(header))
 
 
 def iter_frames(header: DicomHeader) -> Iterator[np.ndarray]:
@@ -700,11 +719,37 @@ def iter_frames(header: DicomHeader) -> Iterator[np.ndarray]:
     from pydicom.pixels import iter_pixels  # noqa: PLC0415
 
     ds = _palette_dataset(header)
-    try:
-        for frame in iter_pixels(header.path):
-            yield to_unit_rgb(frame, header, ds)
-    except Exception as e:  # noqa: BLE001
-        raise _decode_failure(header.path, e) from e
+    frames = iter_pixels(header.path, **_decoding(header))
+    for index in range(header.frames):
+        try:
+            frame = next(frames)
+        except StopIteration:
+            return
+        except Exception as e:  # noqa: BLE001
+            raise _decode_failure(header.path, e) from e
+        yield to_unit_rgb(_check_depth(frame, header, index), header, ds)
+
+
+def _decoding(header: DicomHeader) -> dict:
+    """pydicom's decoding options: a JPEG codestream's samples as decoded, not masked to
+    BitsStored (pydicom's ``correct_unused_bits``, right for native data, whose unused high
+    bits may hold anything, PS3.5 8.1.1), so that :func:`_check_depth` sees them."""
+    return {"correct_unused_bits": False} if header.codestream else {}
+
+
+def _check_depth(frame: np.ndarray, header: DicomHeader, index: int) -> np.ndarray:
+    """``frame``, or :class:`HeaderMismatchError` when a JPEG-family codestream decoded to
+    values beyond BitsStored: an 8-bit JPEG under BitsStored 6 had been read masked to 6 bits
+    (a sawtooth of the picture; JPEG-LS and JPEG 2000: saturated). The codestream's own
+    precision controls its decoding (PS3.5 8.2.1); a 16-bit lossless codestream holding
+    12-bit values under BitsStored 12 is read."""
+    top = 2**header.bits_stored - 1
+    if header.codestream and header.photometric != "PALETTE COLOR" and frame.size and int(frame.max()) > top:
+        raise HeaderMismatchError(
+            f"{header.path}: BitsStored is {header.bits_stored} (values up to {top}); frame {index} of its "
+            f"{header.codestream} codestream holds values up to {int(frame.max())}"
+        )
+    return frame
 
 
 # ------------------------------------------------------------------------------ writing
