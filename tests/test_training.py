@@ -183,6 +183,37 @@ def test_resume_and_same_seed_are_bitwise_reproducible(triple_run, tiny_cohort, 
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
 
 
+def test_an_output_folder_that_cannot_be_moved_aside_is_named_once(tmp_path, monkeypatch):
+    """A superseded output folder that cannot be renamed (permissions, another mount) does not
+    stop training, whose checkpoint is saved: one warning naming it, not one per save."""
+    from lnm_jax.training.loop import _outputs_superseded
+
+    class Writer:
+        primary = True
+
+        def __init__(self):
+            self.lines = []
+
+        def print(self, line):
+            self.lines.append(line)
+
+    (tmp_path / "eval_latest").mkdir()
+    (tmp_path / "eval_latest" / F.METRICS).write_text(json.dumps({"checkpoint": "latest", "epoch": 1}))
+
+    def refuse(self, target):
+        raise PermissionError(13, "Permission denied", str(self))
+
+    monkeypatch.setattr(Path, "rename", refuse)
+    writer = Writer()
+    saved = _outputs_superseded(F.RunFiles(tmp_path), writer)
+    saved("latest", 2)
+    saved("latest", 3)
+    saved("best", 3)
+    assert len(writer.lines) == 1 and writer.lines[0].startswith(f"warning: {tmp_path / 'eval_latest'} was computed")
+    assert "epoch 1" in writer.lines[0] and "Permission denied" in writer.lines[0]
+    assert (tmp_path / "eval_latest" / F.METRICS).is_file()
+
+
 def test_an_epochs_cycle_counts_the_checkpoints_its_time_does_not(tiny_cohort, tmp_path, monkeypatch):
     """``epoch_time_s`` is an epoch's steps and validation; ``epoch_cycle_s`` runs from the
     previous epoch's line to this one's, so it also holds the previous epoch's checkpoint saves

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import time
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import jax
@@ -64,16 +65,19 @@ def _outputs_superseded(files: RunFiles, writer: MetricWriter):
     as ``eval_latest.epoch-2``, one console line each. Left in place they went on presenting
     epoch 2's numbers as the run's 'latest' ones, in silence. The primary process moves them."""
 
+    stuck: set[Path] = set()  # folders that could not be moved: named once
+
     def saved(kind: str, epoch: int) -> None:
         if not writer.primary:
             return
         for folder, was in files.outputs_of(kind).items():
-            if was == epoch:
+            if was == epoch or folder in stuck:
                 continue
             moved = superseded_name(folder, was)
             try:
                 folder.rename(moved)
             except OSError as e:  # the checkpoint is saved: training goes on, the folder is named
+                stuck.add(folder)
                 writer.print(
                     f"warning: {folder} was computed from the '{kind}' checkpoint of epoch {was}, now replaced by "
                     f"epoch {epoch}'s, and could not be moved aside ({error_line(e)}): it is not of the new one"
