@@ -271,6 +271,74 @@ def test_image_size_and_samples_checked_against_the_pixel_data(tmp_path):
     assert _codes(e.value) == {HEADER_MISMATCH} and str(e.value).count("[header_mismatch]") == 3, str(e.value)
 
 
+def test_pixel_layout_attributes_the_reader_cannot_honour_are_refused(tmp_path):
+    """Members of the header-versus-data kind a second hunt found, each read in silence as
+    another picture before: a photometric interpretation whose samples are no RGB (native
+    YBR_PARTIAL_420, HSV: read as R, G, B); HighBit 15 over BitsStored 12 (a value in bits
+    4-15 read masked to bits 0-11); a raw JPEG 2000 codestream of 8-bit samples under
+    BitsStored 12 (read scaled by 4095: near black; raw codestreams had not been parsed at
+    all, only JP2 files); a basic offset table listing 3 frames over 6 codestreams (the last 3
+    never read). The same payloads under a true header read."""
+    from pydicom.encaps import encapsulate, itemize_frame
+    from pydicom.uid import JPEG2000Lossless, JPEGBaseline8Bit
+
+    grey = np.tile(np.arange(0, 256, 4, dtype=np.uint8), (48, 1))  # 48 x 64
+
+    def save(name, ds):
+        ds.save_as(tmp_path / name, enforce_file_format=True)
+        return dicom.read_header(tmp_path / name)
+
+    for photometric in ("YBR_PARTIAL_420", "HSV"):
+        ds = _native(dicom.US_IMAGE_STORAGE, np.stack([grey] * 3, -1), 3, photometric)
+        with pytest.raises(dicom.DicomError, match=f"PhotometricInterpretation {photometric} is not read"):
+            save(f"{photometric}.dcm", ds)
+    ramp = np.tile((np.arange(64, dtype=np.uint16) * 65), (48, 1))  # 12-bit values 0..4095
+    for high, stored_bits in ((15, ramp << 4), (11, ramp)):
+        ds = _native(dicom.US_IMAGE_STORAGE, stored_bits.astype("<u2"), 1, "MONOCHROME2")
+        ds.BitsAllocated, ds.BitsStored, ds.HighBit = 16, 12, high
+        if high == 15:
+            with pytest.raises(dicom.HeaderMismatchError, match="HighBit is 15 and BitsStored 12"):
+                save("high15.dcm", ds)
+        else:
+            np.testing.assert_allclose(dicom.read_frame(save("high11.dcm", ds), 0)[..., 0], ramp / 4095, atol=1e-6)
+
+    raw = io.BytesIO()
+    Image.fromarray(grey).save(raw, format="JPEG2000", irreversible=False, no_jp2=True)
+    assert raw.getvalue()[:4] == b"\xff\x4f\xff\x51"  # SOC, SIZ: a raw codestream, as DICOM holds one
+    for stored in (12, 8):
+        ds = _native(dicom.US_IMAGE_STORAGE, grey, 1, "MONOCHROME2")
+        ds.BitsAllocated, ds.BitsStored, ds.HighBit = 16 if stored > 8 else 8, stored, stored - 1
+        ds.PixelData, ds.file_meta.TransferSyntaxUID = encapsulate([raw.getvalue()]), JPEG2000Lossless
+        ds["PixelData"].VR = "OB"
+        if stored == 12:
+            with pytest.raises(
+                dicom.HeaderMismatchError, match="BitsStored is 12, but .* JPEG 2000 codestream holds 8-bit"
+            ):
+                save("j2k_12.dcm", ds)
+        else:
+            np.testing.assert_allclose(dicom.read_frame(save("j2k_8.dcm", ds), 0)[..., 0], grey / 255, atol=1e-6)
+
+    codestreams = []
+    for level in (40, 80, 120, 160, 200, 240):
+        buf = io.BytesIO()
+        Image.fromarray(np.full((48, 64), level, np.uint8)).save(buf, format="JPEG", quality=95)
+        codestreams.append(b"".join(itemize_frame(buf.getvalue(), 1)))
+    for listed in (3, 6):
+        ds = _native(dicom.US_MULTIFRAME_STORAGE, grey, 1, "MONOCHROME2")
+        ds.NumberOfFrames, ds.file_meta.TransferSyntaxUID = listed, JPEGBaseline8Bit
+        offsets = np.cumsum([0] + [len(c) for c in codestreams[:-1]])[:listed]
+        table = np.asarray(offsets, "<u4").tobytes()
+        ds.PixelData = b"\xfe\xff\x00\xe0" + len(table).to_bytes(4, "little") + table + b"".join(codestreams)
+        ds["PixelData"].VR = "OB"
+        ds["PixelData"].is_undefined_length = True
+        if listed == 3:
+            with pytest.raises(dicom.HeaderMismatchError, match="basic offset table lists 3 frame.*hold 6 codestreams"):
+                save("bot3.dcm", ds)
+        else:
+            means = [float(f.mean()) * 255 for f in dicom.iter_frames(save("bot6.dcm", ds))]
+            np.testing.assert_allclose(means, [40, 80, 120, 160, 200, 240], atol=1.5)
+
+
 def test_an_image_that_holds_no_picture_is_named(tmp_path, capsys):
     """Case validate-blank-images and its kind: a still that holds one value everywhere (all
     black, all white, a 16-bit all-zero PNG, an RGBA PNG fully transparent: the decoder drops

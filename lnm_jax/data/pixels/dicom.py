@@ -186,9 +186,44 @@ def read_header(path: Path) -> DicomHeader:
     meta = getattr(ds, "file_meta", None)
     syntax = meta.get("TransferSyntaxUID") if meta is not None else None
     photometric = str(ds.PhotometricInterpretation).strip()
+    if photometric not in PHOTOMETRIC_READ:
+        raise DicomError(
+            f"{path}: PhotometricInterpretation {photometric} is not read (its samples are no RGB or grey "
+            f"values: {', '.join(PHOTOMETRIC_READ)} are); convert the file to RGB or YBR_FULL first"
+        )
+    _check_high_bit(path, ds)
     _check_frame_count(path, ds, frames, photometric)
     with quiet_pydicom():
         return _header(path, ds, frames, photometric, syntax)
+
+
+# the photometric interpretations read (grey, RGB, what pydicom converts to RGB, a palette);
+# YBR_PARTIAL_420/422 (MPEG), HSV, ARGB and CMYK (retired) are not: their samples read as RGB
+# would be another picture in silence
+PHOTOMETRIC_READ = (
+    "MONOCHROME1",
+    "MONOCHROME2",
+    "RGB",
+    "YBR_FULL",
+    "YBR_FULL_422",
+    "YBR_ICT",
+    "YBR_RCT",
+    "PALETTE COLOR",
+)
+
+
+def _check_high_bit(path: Path, ds) -> None:
+    """:class:`HeaderMismatchError` when HighBit is not BitsStored - 1, which the Image Pixel
+    module requires (PS3.3 C.7.6.3.1) and every reader assumes: a 12-bit value in bits 4-15
+    (HighBit 15) had been read masked to bits 0-11, a sawtooth of the picture."""
+    high, stored = ds.get("HighBit"), ds.get("BitsStored")
+    if high in (None, "") or stored in (None, ""):
+        return
+    if int(high) != int(stored) - 1:
+        raise HeaderMismatchError(
+            f"{path}: HighBit is {high} and BitsStored {stored}: the bits that hold a value cannot be told "
+            "(the Image Pixel module needs HighBit = BitsStored - 1, PS3.3 C.7.6.3.1)"
+        )
 
 
 def _header(path: Path, ds, frames: int, photometric: str, syntax) -> DicomHeader:
@@ -461,14 +496,24 @@ def _frames_in_data(path: Path, ds, photometric: str) -> tuple[int, str] | None:
     start = buf.tell()
     _check_codestream(path, ds, next(generate_fragments(buf), b""))
     buf.seek(start)
-    if offsets:
-        return len(offsets), "its basic offset table"
-    if "ExtendedOffsetTable" in ds:
-        return len(ds.ExtendedOffsetTable) // 8, "its extended offset table"
     fragments = list(generate_fragments(buf))
-    if syntax == "1.2.840.10008.1.2.5":  # RLE: one fragment per frame (PS3.5 A.4.2)
+    rle = syntax == "1.2.840.10008.1.2.5"  # RLE: one fragment per frame (PS3.5 A.4.2)
+    starts = 0 if rle else sum(f.startswith(CODESTREAM_STARTS) for f in fragments)
+    table = None
+    if offsets:
+        table = len(offsets), "its basic offset table"
+    elif "ExtendedOffsetTable" in ds:
+        table = len(ds.ExtendedOffsetTable) // 8, "its extended offset table"
+    if table is not None:
+        # one codestream per frame (PS3.5 A.4): an offset table that lists fewer frames than
+        # the codestreams would leave the rest unread, or read two as one frame
+        if starts and starts != table[0]:
+            raise HeaderMismatchError(
+                f"{path}: {table[1]} lists {table[0]} frame(s), but its fragments hold {starts} codestreams"
+            )
+        return table
+    if rle:
         return len(fragments), "its RLE fragments"
-    starts = sum(f.startswith(CODESTREAM_STARTS) for f in fragments)
     return (starts, "the codestreams in its fragments") if starts else None
 
 
@@ -481,12 +526,12 @@ def _samples(ds) -> int:
 _SOF = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF, 0xF7}
 
 
-def codestream_size(data: bytes) -> tuple[int, int, int, str] | None:
-    """(rows, columns, components, format) a frame's codestream declares: a JPEG or JPEG-LS
-    frame header (SOFn), or a JPEG 2000 image and tile size (SIZ, ITU T.800 A.5.1; a JP2
-    file's codestream box too); None where ``data`` holds neither within its bytes (an RLE
-    frame, a first fragment that ends before the header). JPEG rows 0 (defined later by a DNL
-    marker) are returned as 0."""
+def codestream_size(data: bytes) -> tuple[int, int, int, str, int] | None:
+    """(rows, columns, components, format, sample precision in bits) a frame's codestream
+    declares: a JPEG or JPEG-LS frame header (SOFn), or a JPEG 2000 image size and first
+    component's depth (SIZ, ITU T.800 A.5.1; a JP2 file's codestream box too); None where
+    ``data`` holds neither within its bytes (an RLE frame, a first fragment that ends before
+    the header). JPEG rows 0 (defined later by a DNL marker) are returned as 0."""
     import struct  # noqa: PLC0415
 
     if data[:2] == b"\xff\xd8":
@@ -502,31 +547,45 @@ def codestream_size(data: bytes) -> tuple[int, int, int, str] | None:
                 if i + 10 > len(data):
                     return None
                 rows, cols = struct.unpack(">HH", data[i + 5 : i + 9])
-                return rows, cols, data[i + 9], "JPEG-LS" if marker == 0xF7 else "JPEG"
+                return rows, cols, data[i + 9], "JPEG-LS" if marker == 0xF7 else "JPEG", data[i + 4]
             if 0xD0 <= marker <= 0xD8 or marker == 0x01:  # markers without a length
                 i += 2
                 continue
             i += 2 + struct.unpack(">H", data[i + 2 : i + 4])[0]
         return None
-    start = data.find(b"\xff\x4f\xff\x51", 0, 4096 if data[4:8] == b"jP  " else 1)
-    if start < 0 or start + 42 > len(data):
+    # a raw codestream starts with SOC + SIZ (the marker's four bytes lie within [0, 4): a
+    # search ending at 1 had never found one, so raw JPEG 2000 frames went unchecked); a JP2
+    # file's codestream box comes after its header boxes
+    start = data.find(b"\xff\x4f\xff\x51", 0, 4096 if data[4:8] == b"jP  " else 4)
+    if start < 0 or start + 43 > len(data):
         return None
     x, y, x0, y0 = struct.unpack(">IIII", data[start + 8 : start + 24])
-    return y - y0, x - x0, struct.unpack(">H", data[start + 40 : start + 42])[0], "JPEG 2000"
+    components = struct.unpack(">H", data[start + 40 : start + 42])[0]
+    return y - y0, x - x0, components, "JPEG 2000", (data[start + 42] & 0x7F) + 1  # Ssiz: depth - 1
 
 
 def _check_codestream(path: Path, ds, first: bytes) -> None:
     """:class:`HeaderMismatchError` when the first frame's codestream declares another size or
-    number of components than Rows, Columns and SamplesPerPixel: pydicom would lay the decoded
-    bytes out as the header says (a swapped Rows/Columns reads as a sheared picture)."""
+    number of components than Rows, Columns and SamplesPerPixel (pydicom would lay the decoded
+    bytes out as the header says: a swapped Rows/Columns reads as a sheared picture), or a
+    sample precision below BitsStored (an 8-bit codestream under BitsStored 12 is read scaled
+    by 4095, a near-black picture; PS3.5 8.2.1: the header shall be consistent with the
+    codestream). A precision above BitsStored (a 16-bit lossless codestream of 12-bit values)
+    is checked on the decoded values instead (:func:`_check_depth`)."""
     found = codestream_size(first)
     if found is None:
         return
-    rows, cols, components, kind = found
+    rows, cols, components, kind, precision = found
     if rows not in (0, int(ds.Rows)) or cols != int(ds.Columns) or components != _samples(ds):
         raise HeaderMismatchError(
             f"{path}: the header says Rows {ds.Rows} x Columns {ds.Columns}, {_samples(ds)} "
             f"sample(s) per pixel; the first frame's {kind} codestream is {rows} x {cols}, {components} component(s)"
+        )
+    stored = int(ds.get("BitsStored") or ds.BitsAllocated)
+    if precision < stored:
+        raise HeaderMismatchError(
+            f"{path}: BitsStored is {stored}, but the first frame's {kind} codestream holds {precision}-bit "
+            f"samples: read at {stored} bits its picture would be {2 ** (stored - precision)} times too dark"
         )
 
 
