@@ -339,6 +339,42 @@ def test_pixel_layout_attributes_the_reader_cannot_honour_are_refused(tmp_path):
             np.testing.assert_allclose(means, [40, 80, 120, 160, 200, 240], atol=1.5)
 
 
+def test_option_columns_that_disagree_with_the_file_are_named(tmp_path):
+    """Manifest cells the file contradicts, settled in silence before: ``bmode_frame`` 7 on a
+    PNG still or a one-frame DICOM (read as frame 0; a cine's was refused), and a
+    ``bmode_mm_per_pixel`` of 0.9 over a DICOM calibrated at 0.625 mm per pixel by its
+    ultrasound region (the cell won: with data.field_of_view_mm, 44% off scale). A cell that
+    agrees with the file is taken."""
+    from lnm_jax.data.pixels import sources
+    from lnm_jax.data.pixels.dicom import Box, ScanRegion
+
+    still = _write(tmp_path / "still.png", Image.fromarray(RAMP))
+    picture = np.asarray(Image.open(still).convert("L"))
+    region = ScanRegion(Box(0, 0, picture.shape[1], picture.shape[0]), 1, 1, (0.625, 0.625))
+    dicom.write_dataset(dicom.new_dataset(picture, regions=[region]), tmp_path / "cal.dcm")
+    dicom.write_dataset(dicom.new_dataset(picture), tmp_path / "plain.dcm")
+    header = ["patient_id", "bmode", "ceus", "us_lnm", "lnm", "bmode_frame", "bmode_mm_per_pixel"]
+    rows = [
+        ["A", "still.png", "", 1, 1, "7", ""],
+        ["B", "cal.dcm", "", 0, 0, "7", ""],
+        ["C", "cal.dcm", "", 1, 0, "", "0.9"],
+        ["D", "cal.dcm", "", 0, 1, "0", "0.625"],  # agrees with the file: taken
+        ["E", "plain.dcm", "", 1, 0, "", "0.9"],  # no calibration of its own: the cell's
+    ]
+    with pytest.raises(ManifestError) as e:
+        read_manifest(_manifest(tmp_path / "m.csv", rows, header))
+    said = str(e.value)
+    assert _codes(e.value) == {"bad_image_option", "unusable_dicom", HEADER_MISMATCH}, said
+    assert "row 1, column 'bmode'" in said and "bmode_frame 7 asked for, the file is a still (one frame)" in said
+    assert said.count("the file is a still") == 2 and "row 2, column 'bmode'" in said
+    assert "row 3, column 'bmode'" in said and "bmode_mm_per_pixel 0.9 disagrees with the file's calibrated" in said
+    cohort = read_manifest(_manifest(tmp_path / "ok.csv", rows[3:], header))
+    assert [sources.resolve(p.bmode, "bmode", p.image_options("bmode")).mm_per_pixel for p in cohort.patients] == [
+        (0.625, 0.625),
+        (0.9, 0.9),
+    ]
+
+
 def test_an_image_that_holds_no_picture_is_named(tmp_path, capsys):
     """Case validate-blank-images and its kind: a still that holds one value everywhere (all
     black, all white, a 16-bit all-zero PNG, an RGBA PNG fully transparent: the decoder drops

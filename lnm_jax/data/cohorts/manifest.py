@@ -527,7 +527,7 @@ def _check_row(
             problems.append(Problem(MISSING_FILE, "image path is not a file", row, col, str(file)))
         elif check_images and (bad := check_image(file, still=True)) is not None:
             problems.append(Problem(bad[0], bad[1], row, col, str(file)))
-        elif options[col].crop is not None:
+        elif options[col] != sources.NO_OPTIONS:  # a crop beyond the image, a frame a still lacks
             try:
                 sources.resolve(file, col, options[col])
             except ValueError as e:

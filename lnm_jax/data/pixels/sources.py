@@ -169,6 +169,7 @@ def resolve(path: Path, name: str, options: ImageOptions = NO_OPTIONS, ceus_regi
         (w, h), n, kind, rate = info.size, info.declared_frames or 0, "clip", info.fps
     else:
         (w, h), n, kind, rate = image_size(path), 1, "image", None
+        _check_frame_option(path, options, 1)
     box = _option_box(path, options, w, h)
     spacing = (options.mm_per_pixel,) * 2 if options.mm_per_pixel else None
     return Source(
@@ -185,6 +186,14 @@ def resolve(path: Path, name: str, options: ImageOptions = NO_OPTIONS, ceus_regi
     )
 
 
+def _check_frame_option(path: Path, options: ImageOptions, frames: int) -> None:
+    """ValueError when ``bmode_frame`` asks for a frame the file does not have (a still's
+    frame 7 had been read as its one frame in silence; a cine's was refused)."""
+    if options.frame is not None and options.frame >= frames:
+        held = "is a still (one frame)" if frames == 1 else f"has {frames} frames"
+        raise ValueError(f"{path}: bmode_frame {options.frame} asked for, the file {held}")
+
+
 def _option_box(path: Path, options: ImageOptions, w: int, h: int) -> Box:
     if options.crop is None:
         return Box(0, 0, w, h)
@@ -198,10 +207,9 @@ def _resolve_dicom(path: Path, name: str, options: ImageOptions, ceus_region: st
     if header.signed:
         raise DicomError(f"{path}: signed pixel data (PixelRepresentation 1) is not ultrasound; not supported")
     w, h, notes = header.columns, header.rows, []
+    _check_frame_option(path, options, header.frames)
     if name == BMODE and header.frames > 1:
         frame = header.frames // 2 if options.frame is None else options.frame
-        if frame >= header.frames:
-            raise DicomError(f"{path}: bmode_frame {frame} asked for, the file has {header.frames} frames")
         notes.append(f"multi-frame B-mode: frame {frame} of {header.frames} used")
     else:
         frame = 0 if header.frames == 1 else None
@@ -226,6 +234,14 @@ def _resolve_dicom(path: Path, name: str, options: ImageOptions, ceus_region: st
             box, spacing = regions[0].box, regions[0].mm_per_pixel
             notes.append(f"{len(regions)} tissue regions: the left one used (set {name}_crop to choose)")
     if options.mm_per_pixel:
+        # the manifest's spacing against the file's own calibration (its ultrasound region's
+        # PhysicalDeltaX/Y): a disagreement had been settled for the cell in silence
+        if spacing is not None and not np.allclose(spacing, options.mm_per_pixel, rtol=0.01):
+            raise dicom.HeaderMismatchError(
+                f"{path}: the manifest's {name}_mm_per_pixel {options.mm_per_pixel:g} disagrees with the file's "
+                f"calibrated spacing, {spacing[0]:g} x {spacing[1]:g} mm per pixel (its ultrasound region); "
+                "leave the cell empty to use the file's"
+            )
         spacing = (options.mm_per_pixel,) * 2
     return Source(
         path,
