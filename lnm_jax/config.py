@@ -423,6 +423,17 @@ FIELD_RULES = {
     "pretrain.projection_dim": POSITIVE_INT,
     "pretrain.checkpoint_every_epochs": POSITIVE_INT,
     "pretrain.positives": _one_of("image", "patient"),
+    # pretraining's views (lnm_jax/pretraining/views.py): a gamma <= 0 had given a NaN loss in
+    # epoch 1, after the pretraining folder was written
+    "pretrain.augment.crop_area_min": _range(0, 1, lo_open=True),
+    "pretrain.augment.rotation_deg": _range(0, 180),
+    "pretrain.augment.flip": _one_of(True, False),
+    "pretrain.augment.gain": _range(0, 1, hi_open=True),
+    "pretrain.augment.contrast_min": POSITIVE,
+    "pretrain.augment.contrast_max": POSITIVE,
+    "pretrain.augment.gamma_min": POSITIVE,
+    "pretrain.augment.gamma_max": POSITIVE,
+    "pretrain.augment.speckle": NON_NEGATIVE,
     "eval.bootstrap": NON_NEGATIVE_INT,  # 0: DeLong intervals only
     "eval.ci_level": FRACTION,
     "eval.seed": SEED,
@@ -632,10 +643,14 @@ def config_problems(config) -> list[str]:
         if value is not _MISSING and not test(value):
             problems.append(f"{field}: {value!r} is not {allowed}")
     problems += type_problems(config)
-    a = config.data.augment
-    for lo, hi in (("scale_min", "scale_max"), ("contrast_min", "contrast_max")):
-        if is_number(a.get(lo)) and is_number(a.get(hi)) and a[lo] > a[hi]:
-            problems.append(f"data.augment.{lo}: {a[lo]!r} is above data.augment.{hi} ({a[hi]!r})")
+    pretrain_augment = config.get("pretrain", {}).get("augment", {})
+    for group, a, pairs in (
+        ("data.augment", config.data.augment, (("scale_min", "scale_max"), ("contrast_min", "contrast_max"))),
+        ("pretrain.augment", pretrain_augment, (("contrast_min", "contrast_max"), ("gamma_min", "gamma_max"))),
+    ):
+        for lo, hi in pairs:
+            if is_number(a.get(lo)) and is_number(a.get(hi)) and a[lo] > a[hi]:
+                problems.append(f"{group}.{lo}: {a[lo]!r} is above {group}.{hi} ({a[hi]!r})")
     test, val = config.data.split.get("test_fraction"), config.data.split.get("val_fraction")
     if is_number(test) and is_number(val) and test + val >= 1:
         problems.append(f"data.split: test_fraction + val_fraction = {test + val:g}, leaving no training set")

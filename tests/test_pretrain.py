@@ -203,3 +203,29 @@ def test_a_backbone_without_images_is_refused_before_anything_is_written(tiny_co
     with pytest.raises(ValueError, match="no images for the 'ceus' backbone.*shared_backbone=True"):
         P.pretrain(c, [bmode_only], work, progress=False)
     assert not work.exists()
+
+
+def test_an_impossible_or_diverging_pretraining_leaves_no_folder_behind(tiny_cohort, tmp_path):
+    """Case config-late-failure-poisons-workdir, for pretraining: pretrain.augment.gamma_min=-1
+    had failed as a NaN loss in epoch 1, after config.json was written, and the corrected
+    command was then refused in that folder (a different experiment); now it is a config
+    problem before anything is written. A first start that diverges (learning rate 1e12)
+    removes what it made, as training's does, and says it diverged."""
+    from lnm_jax.config import ConfigError
+    from lnm_jax.training.loop import TrainingDivergedError
+
+    work = tmp_path / "w"
+    for edit, said in (({"gamma_min": -1.0}, "gamma_min: -1.0 is not a number > 0"), ({"gamma_min": 2.0}, "gamma_min: 2.0 is above")):
+        c = tiny_pretrain_config(tiny_cohort, epochs=1)
+        c.pretrain.augment.update(edit)
+        with pytest.raises(ConfigError, match=f"pretrain.augment.{said}"):
+            P.pretrain(c, [tiny_cohort], work, progress=False)
+        assert not work.exists()
+    c = tiny_pretrain_config(tiny_cohort, epochs=1, learning_rate=1e12)
+    with pytest.raises(TrainingDivergedError, match="pretraining diverged: .* this start's records were removed"):
+        P.pretrain(c, [tiny_cohort], work, progress=False)
+    assert not work.exists()
+    (work / "mine").mkdir(parents=True)  # a folder of the user's keeps its own files
+    with pytest.raises(TrainingDivergedError):
+        P.pretrain(c, [tiny_cohort], work, progress=False)
+    assert sorted(p.name for p in work.iterdir()) == ["mine"]

@@ -28,7 +28,9 @@ randomly initialised backbone (:mod:`lnm_jax.pretraining.probe`).
 
 from __future__ import annotations
 
+import contextlib
 import math
+import shutil
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -42,7 +44,7 @@ from ml_collections import ConfigDict
 from tqdm import tqdm
 
 from lnm_jax import compile_options, names
-from lnm_jax.config import write_config
+from lnm_jax.config import check_fields, write_config
 from lnm_jax.data.cohorts import unlabeled
 from lnm_jax.data.cohorts.manifest import MISSING_COLUMN, ManifestError, read_manifest
 from lnm_jax.data.pixels.sources import Framing
@@ -53,13 +55,15 @@ from lnm_jax.pretraining import views
 from lnm_jax.pretraining.probe import FOLDS as PROBE_FOLDS
 from lnm_jax.pretraining.probe import probe
 from lnm_jax.training import sharding
-from lnm_jax.training.checkpoint import RunCheckpoints
+from lnm_jax.training.checkpoint import STEP_NAME, RunCheckpoints
+from lnm_jax.training.loop import TrainingDivergedError
 from lnm_jax.training.state import run_init_program
 
 SHARED = "shared"  # the group name of a backbone shared by every image input
 CONFIG = "config.json"
 INPUTS_RECORD = "pretrain_inputs.json"
 HISTORY = "pretrain_history.jsonl"
+CHECKPOINTS = "checkpoints"
 REPORT = "pretrain_report.json"
 BACKBONES = "backbone"  # W/backbone (shared) or W/backbone/<input> (one per input)
 
@@ -233,7 +237,7 @@ def _check_inputs(workdir: Path, record: dict, resume: bool) -> None:
     if resume and (workdir / INPUTS_RECORD).is_file():
         if changed := inputs_changes(workdir, record):
             raise ValueError(f"cannot resume {workdir} with other inputs; changed: {', '.join(changed)}")
-    elif (workdir / "checkpoints").exists() or (workdir / BACKBONES).exists():
+    elif (workdir / CHECKPOINTS).exists() or (workdir / BACKBONES).exists():
         raise FileExistsError(f"{workdir} already holds a pretraining run; pass --resume or use a new --workdir")
 
 
@@ -255,6 +259,9 @@ def pretrain(
     from lnm_jax.run import check_resumable, load_config  # noqa: PLC0415
 
     workdir = Path(workdir).resolve()
+    # every field's range (pretrain.* among them), before anything is read or written: a
+    # gamma <= 0 had failed as a NaN loss after the folder was made
+    check_fields(config)
     pc = config.pretrain
     if pc.method != "simclr":
         raise ValueError(f"pretrain.method: only 'simclr' is implemented, got {pc.method!r}")
@@ -295,9 +302,43 @@ def pretrain(
     mesh = sharding.data_mesh() if jax.device_count() > 1 else None
     if mesh is not None:
         sharding.check_batch_size(pc.batch_size, mesh)
+    # what this start makes, removed again if it diverges before any checkpoint (_discard_start)
+    made = [workdir, *(workdir / n for n in (CONFIG, INPUTS_RECORD, HISTORY, CHECKPOINTS))]
+    made = [p for p in made if not p.exists()]
     workdir.mkdir(parents=True, exist_ok=True)
     write_config(workdir / CONFIG, config)
     write_json(workdir / INPUTS_RECORD, record)
+    try:
+        return _pretrain_groups(config, data, first, split, exclude, record, workdir, mesh, resume, progress)
+    except TrainingDivergedError as e:
+        if _discard_start(workdir, made):
+            raise TrainingDivergedError(f"{e}; this start's records were removed from {workdir}") from None
+        raise
+
+
+def _discard_start(workdir: Path, made: list[Path]) -> bool:
+    """Removes what a first start made (``made``: the folder, its config, inputs record,
+    history and checkpoint folders, where it made them) when no checkpoint was saved, as a
+    training run's first start does (``Run.discard_start``): its config, the learning rate at
+    fault, would otherwise hold the folder, a corrected start refused as another experiment.
+    Returns whether anything was removed."""
+    if any(STEP_NAME.match(p.name) for p in (workdir / CHECKPOINTS).glob("*/*")):
+        return False
+    for p in sorted(made, key=lambda p: len(p.parts), reverse=True):  # inside first
+        if p == workdir:
+            with contextlib.suppress(OSError):
+                p.rmdir()  # only when empty: the lock a command holds keeps it
+        elif p.is_dir():
+            shutil.rmtree(p, ignore_errors=True)
+        else:
+            p.unlink(missing_ok=True)
+    return bool(made)
+
+
+def _pretrain_groups(config, data, first, split, exclude, record, workdir, mesh, resume, progress) -> dict:
+    """Trains each backbone group, saves the backbones, probes them and writes the report
+    (:func:`pretrain`'s work once its inputs are read and its folder is made)."""
+    pc = config.pretrain
 
     encoder = build_encoder(config)
     report = {
@@ -333,8 +374,6 @@ def pretrain(
 
         out = backbone_dir(workdir, group)
         if out.exists():  # a resumed run that had finished: rewritten from the same state
-            import shutil  # noqa: PLC0415
-
             shutil.rmtree(out)
         save_backbone(
             out,
@@ -356,7 +395,7 @@ def _train_group(config, encoder, data, group, workdir, history, mesh, resume, p
     pc = config.pretrain
     steps = len(data) // pc.batch_size
     tx = make_optimizer(pc, steps)
-    ckpts = RunCheckpoints(workdir / "checkpoints", create=True, kinds=(group,))
+    ckpts = RunCheckpoints(workdir / CHECKPOINTS, create=True, kinds=(group,))
     start = 1
     resuming = resume and ckpts.latest_epoch(group) is not None
     # a resume restores into the state's shapes: no initialisation is compiled or run for it
@@ -390,7 +429,10 @@ def _train_group(config, encoder, data, group, workdir, history, mesh, resume, p
                 accs.append(m["acc"])
             loss = float(np.mean(jax.device_get(losses)))
             if not math.isfinite(loss):
-                raise FloatingPointError(f"pretraining loss is {loss} in epoch {epoch} of the '{group}' backbone")
+                raise TrainingDivergedError(
+                    f"pretraining diverged: the loss is {loss} in epoch {epoch} of the '{group}' backbone "
+                    "(lower pretrain.learning_rate)"
+                )
             lines.append(
                 {
                     "group": group,
