@@ -110,6 +110,51 @@ def _seed(text: str) -> int:
     return value
 
 
+def _config_value(field: str, cast=float):
+    """argparse's type of an option that sets config ``field``: the config's own rule
+    (:data:`lnm_jax.config.FIELD_RULES`), so the option and the field accept the same values
+    (``--image-size 0`` had failed on a division by zero, ``-5`` printed statistics)."""
+    from lnm_jax.config import FIELD_RULES
+
+    test, allowed = FIELD_RULES[field]
+
+    def parse(text: str):
+        try:
+            value = cast(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not {allowed} (config {field})") from None
+        if not test(value):
+            raise argparse.ArgumentTypeError(f"{value!r} is not {allowed} (config {field})")
+        return value
+
+    return parse
+
+
+def _probability(text: str) -> float:
+    """argparse's type of a probability cut: a number in (0, 1)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = None
+    if value is None or not 0 < value < 1:  # NaN fails both
+        raise argparse.ArgumentTypeError(f"{text!r} is not a probability in (0, 1)")
+    return value
+
+
+def _comma_list(choices: tuple[str, ...]):
+    """argparse's type of a comma list drawn from ``choices`` (returned as a tuple, in order)."""
+
+    def parse(text: str) -> tuple[str, ...]:
+        items = tuple(t.strip() for t in text.split(","))
+        bad = [t for t in items if t not in choices]
+        if bad or len(set(items)) != len(items):
+            why = f"{', '.join(repr(t) for t in bad)} not among" if bad else "a repeated item; each of"
+            raise argparse.ArgumentTypeError(f"{text!r}: {why} {', '.join(choices)}")
+        return items
+
+    return parse
+
+
 def _parser(**kwargs) -> argparse.ArgumentParser:
     """Every sub-command's argument parser: its help shows the options' defaults."""
     return argparse.ArgumentParser(formatter_class=_HelpFormatter, **kwargs)
@@ -285,10 +330,17 @@ def cmd_norm_stats(argv: list[str]) -> int:
 
     p = _parser(prog="lnm-jax norm-stats", description="Per-modality mean/std of the training split.")
     p.add_argument("--manifest", required=True, type=Path, help="the cohort manifest CSV")
-    p.add_argument("--image-size", type=int, default=224, help="config data.image_size (pixels)")
+    p.add_argument(
+        "--image-size", type=_config_value("data.image_size", int), default=224, help="config data.image_size (pixels)"
+    )
     p.add_argument("--seed", type=_seed, default=0, help="split seed (config data.split.seed)")
     p.add_argument("--out", type=Path, help="also write the JSON here")
-    p.add_argument("--field-of-view-mm", type=float, default=0.0, help="config data.field_of_view_mm")
+    p.add_argument(
+        "--field-of-view-mm",
+        type=_config_value("data.field_of_view_mm"),
+        default=0.0,
+        help="config data.field_of_view_mm",
+    )
     p.add_argument("--ceus-region", default="auto", help="config data.ceus_region")
     p.add_argument(
         "--clip-frames", type=int, default=1, help="config data.clip_frames: the CEUS clip frames training feeds"
@@ -539,7 +591,7 @@ def cmd_evaluate(argv: list[str]) -> int:
     p = _parser(prog="lnm-jax evaluate", description="Evaluate a run's checkpoint.")
     p.add_argument("--workdir", required=True, type=Path, help=RUN_FOLDER_HELP)
     p.add_argument("--checkpoint", choices=("best", "latest"), default="best", help=CHECKPOINT_HELP)
-    p.add_argument("--splits", default="val,test", help="comma list of train,val,test")
+    p.add_argument("--splits", type=_comma_list(names.SPLITS), default="val,test", help="comma list of train,val,test")
     p.add_argument(
         "--out", type=Path, help="where the metrics, predictions and plots go (default: WORKDIR/eval_CHECKPOINT)"
     )
@@ -548,7 +600,7 @@ def cmd_evaluate(argv: list[str]) -> int:
     from lnm_jax.run import Run
 
     with hold(a.workdir, "evaluate"):
-        res = evaluate(Run.open(a.workdir), checkpoint=a.checkpoint, subsets=tuple(a.splits.split(",")), out=a.out)
+        res = evaluate(Run.open(a.workdir), checkpoint=a.checkpoint, subsets=a.splits, out=a.out)
     print(evaluation_lines(res))
     return 0
 
@@ -665,7 +717,7 @@ def cmd_gradcam(argv: list[str]) -> int:
         default="lnm",
         help="lnm: evidence for the positive class (the logit); no_lnm: against it (minus the logit)",
     )
-    p.add_argument("--threshold", type=float, default=0.5, help="for correct/incorrect")
+    p.add_argument("--threshold", type=_probability, default=0.5, help="P(LNM) cut for correct/incorrect, in (0, 1)")
     p.add_argument("--seed", type=_seed, default=0, help="of the random-map baseline")
     a = p.parse_args(argv)
     from lnm_jax.explain.heatmaps import gradcam
@@ -708,9 +760,17 @@ def cmd_export(argv: list[str]) -> int:
     p.add_argument("--checkpoint", choices=("best", "latest"), default="best", help=CHECKPOINT_HELP)
     p.add_argument("--out", required=True, type=Path, help="a new folder")
     p.add_argument(
-        "--format", default="stablehlo", help=f"comma list of {','.join(names.EXPORT_FORMATS)} (onnx: the onnx extra)"
+        "--format",
+        type=_comma_list(names.EXPORT_FORMATS),
+        default=names.EXPORT_FORMATS[0],
+        help=f"comma list of {','.join(names.EXPORT_FORMATS)} (onnx: the onnx extra)",
     )
-    p.add_argument("--platforms", default=",".join(names.EXPORT_PLATFORMS), help="comma list of jax.export platforms")
+    p.add_argument(
+        "--platforms",
+        type=_comma_list(names.EXPORT_PLATFORMS),
+        default=",".join(names.EXPORT_PLATFORMS),
+        help=f"comma list of jax.export platforms among {','.join(names.EXPORT_PLATFORMS)}",
+    )
     a = p.parse_args(argv)
     from lnm_jax.export import export_run
     from lnm_jax.exported import fingerprint
@@ -721,8 +781,8 @@ def cmd_export(argv: list[str]) -> int:
         Run.open(a.workdir),
         a.out,
         checkpoint=a.checkpoint,
-        platforms=tuple(a.platforms.split(",")),
-        formats=tuple(a.format.split(",")),
+        platforms=a.platforms,
+        formats=a.format,
     )
     sizes = ", ".join(f"{k} {v / 1e6:.2f} MB" for k, v in md["export"]["bytes"].items())
     print(f"exported {md['name']} ({md['architecture']['parameters']:,} parameters) to {a.out}: {sizes}")

@@ -71,6 +71,7 @@ FLAG_ENCODINGS = ("raw", "centred")
 CAM_LAYERS = ("stem", "stage1", "stage2", "stage3", "stage4")  # the backbones' hooked maps, shallow to deep
 EXPORT_FORMATS = ("stablehlo", "onnx")  # lnm_jax.export
 EXPORT_PLATFORMS = ("cpu", "cuda")
+SPLITS = ("train", "val", "test")  # the patient-level split's subsets (lnm_jax.data.cohorts.splits)
 FINGERPRINT_HELP = (  # lnm_jax.exported.fingerprint; predict.py and lnm-jax predict --exported
     "the export's fingerprint as its publisher gave it (sha256:..., printed by lnm-jax export): refuse any other "
     "folder, even one whose SHA256SUMS was rewritten to match changed files"

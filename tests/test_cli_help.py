@@ -72,3 +72,28 @@ def test_every_command_answers_help_without_heavy_imports():
     pretrain = res["help"]["pretrain --help"]["text"]
     assert "--fold N " in pretrain and "--include-test " in pretrain and "--manifest MANIFEST " in pretrain
     assert "_test" not in pretrain and "repeat this option to specify" not in pretrain
+
+
+def test_an_impossible_option_value_is_a_usage_error_naming_it(capsys):
+    """Option values that had been accepted (exit 0 with a meaningless result, or a late
+    internal error): ``export --platforms foo`` wrote a folder no machine could score with,
+    ``norm-stats --image-size 0`` failed on a division by zero and ``-5`` printed statistics,
+    ``--field-of-view-mm -1`` passed where the config field refuses it, ``evaluate --splits foo``
+    was an 'unexpected KeyError', ``gradcam --threshold 2`` / ``nan`` built its grids. Each is
+    exit 2 with one line naming the option, before anything is read."""
+    from lnm_jax.cli import main
+
+    for argv, said in (
+        (["export", "--workdir", "w", "--out", "o", "--platforms", "foo"], "--platforms: 'foo': 'foo' not among cpu"),
+        (["export", "--workdir", "w", "--out", "o", "--format", "stablehlo,stablehlo"], "a repeated item"),
+        (["norm-stats", "--manifest", "m", "--image-size", "0"], "--image-size: 0 is not an integer >= 1"),
+        (["norm-stats", "--manifest", "m", "--image-size", "-5"], "(config data.image_size)"),
+        (["norm-stats", "--manifest", "m", "--field-of-view-mm", "-1"], "-1.0 is not a number >= 0"),
+        (["evaluate", "--workdir", "w", "--splits", "foo"], "--splits: 'foo': 'foo' not among train, val, test"),
+        (["evaluate", "--workdir", "w", "--splits", "val,"], "'' not among"),
+        (["gradcam", "--workdir", "w", "--threshold", "2"], "--threshold: '2' is not a probability in (0, 1)"),
+        (["gradcam", "--workdir", "w", "--threshold", "nan"], "'nan' is not a probability"),
+    ):
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err.strip().splitlines()
+        assert said in err[-1] and err[-1].startswith(f"lnm-jax {argv[0]}: error: argument"), err

@@ -215,7 +215,10 @@ def test_an_impossible_or_diverging_pretraining_leaves_no_folder_behind(tiny_coh
     from lnm_jax.training.loop import TrainingDivergedError
 
     work = tmp_path / "w"
-    for edit, said in (({"gamma_min": -1.0}, "gamma_min: -1.0 is not a number > 0"), ({"gamma_min": 2.0}, "gamma_min: 2.0 is above")):
+    for edit, said in (
+        ({"gamma_min": -1.0}, "gamma_min: -1.0 is not a number > 0"),
+        ({"gamma_min": 2.0}, "gamma_min: 2.0 is above"),
+    ):
         c = tiny_pretrain_config(tiny_cohort, epochs=1)
         c.pretrain.augment.update(edit)
         with pytest.raises(ConfigError, match=f"pretrain.augment.{said}"):

@@ -16,9 +16,10 @@ from pathlib import Path
 import numpy as np
 from sklearn.model_selection import StratifiedKFold, train_test_split
 
+from lnm_jax import names
 from lnm_jax.fileio import DamagedFileError, is_real, json_text, read_json, seed_mod, write_text
 
-SUBSETS = ("train", "val", "test")
+SUBSETS = names.SPLITS
 
 
 @dataclasses.dataclass(frozen=True)
