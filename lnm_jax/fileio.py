@@ -43,7 +43,14 @@ _TEMPORARY = re.compile(r"\.(?P<name>.+)\.pid(?P<pid>\d+)\.\w+")
 def is_temporary_output(path: Path) -> bool:
     """Whether ``path`` is a temporary sibling that :func:`atomic_directory` fills, or the
     earlier folder it keeps while swapping (``.<name>.pid<PID>.<suffix>``)."""
-    return _TEMPORARY.fullmatch(Path(path).name) is not None
+    return temporary_name(path) is not None
+
+
+def temporary_name(path: Path | str) -> str | None:
+    """The name of the output a temporary sibling (:func:`is_temporary_output`) stands for
+    (``eval_best`` for ``.eval_best.pid12.tmp``), or None for any other name."""
+    m = _TEMPORARY.fullmatch(Path(path).name)
+    return m["name"] if m else None
 
 
 def _remove_orphans(out_dir: Path) -> None:
@@ -378,6 +385,7 @@ def guard_output(
     flag: str = "--out",
     kind: str = "file",
     can_overwrite: bool = True,
+    run: Path | str | None = None,
 ) -> Path:
     """Checks ``out`` before anything is written and returns it resolved. Refused, whatever
     ``overwrite`` says: ``out`` is or lies in a run folder's state
@@ -390,8 +398,10 @@ def guard_output(
     with ``patient_id``; a JSON of means and SDs: a run's intensity reference has that shape)
     passes no ``ours``: a shape is no proof of authorship. ``kind``: 'file' or 'folder', what the command writes
     at ``out`` (the other is refused); ``can_overwrite``: whether the command has ``--overwrite``
-    (else the message does not offer it)."""
-    from lnm_jax.run_files import state_holding  # noqa: PLC0415  (run_files imports this module)
+    (else the message does not offer it). Inside a run folder but outside its state, ``out``
+    must lie in an output folder (``eval_*``, ``gradcam_*``) of ``run``, the run folder the
+    command reads (:func:`lnm_jax.run_files.misplaced_output`)."""
+    from lnm_jax.run_files import misplaced_output, state_holding  # noqa: PLC0415  (run_files imports this module)
 
     out = Path(out).resolve()
     if (state := state_holding(out)) is not None:
@@ -416,6 +426,8 @@ def guard_output(
             raise OutputPathError(f"{flag} {out} is inside the input folder {src}: choose a path outside it")
         if out.is_dir() and src.is_relative_to(out) and out.exists() and any(out.iterdir()):
             raise OutputPathError(f"{flag} {out} holds the input {src}: choose another path")
+    if (why := misplaced_output(out, run)) is not None:
+        raise OutputPathError(f"{flag} {out} {why}")
     if out.is_dir():
         if any(out.iterdir()) and (ours is None or not ours(out)):
             raise OutputPathError(f"{flag} {out} is an existing folder this command did not write: choose a new path")

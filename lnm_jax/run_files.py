@@ -28,7 +28,7 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-from lnm_jax.fileio import is_temporary_output, read_json
+from lnm_jax.fileio import is_temporary_output, read_json, temporary_name
 
 CONFIG = "config.json"
 RUN_INFO = "run_info.json"
@@ -83,18 +83,49 @@ PROTOCOL_RUNS = "runs"
 PROTOCOL_PRETRAIN = "pretrain"  # reproduce with protocol.pretrain: the backbone of each split
 
 
-def state_holding(path: Path | str) -> tuple[Path, Path | None] | None:
-    """``(run folder, entry)``: ``path`` is a run folder (one holding ``config.json`` and
-    ``run_info.json``; entry None), or is or lies in that entry of the nearest run folder's state
-    above it (:meth:`RunFiles.state`); None otherwise. How every ``--out`` is kept out of a run's
-    checkpoints, records, logs and cohort, whichever command writes it."""
+def run_holding(path: Path | str) -> Path | None:
+    """The nearest run folder (one holding ``config.json`` and ``run_info.json``) that is
+    ``path`` or lies above it, resolved; None when there is none."""
     path = Path(path).resolve()
-    for folder in (path, *path.parents):
-        if (folder / CONFIG).is_file() and (folder / RUN_INFO).is_file():
-            if folder == path:
-                return folder, None
-            entry = next((e for e in RunFiles(folder).state() if path == e or path.is_relative_to(e)), None)
-            return (folder, entry) if entry is not None else None
+    return next((f for f in (path, *path.parents) if (f / CONFIG).is_file() and (f / RUN_INFO).is_file()), None)
+
+
+def state_holding(path: Path | str) -> tuple[Path, Path | None] | None:
+    """``(run folder, entry)``: ``path`` is a run folder (entry None), or is or lies in that
+    entry of the nearest run folder's state above it (:meth:`RunFiles.state`); None
+    otherwise. How every ``--out`` is kept out of a run's checkpoints, records, logs and
+    cohort, whichever command writes it."""
+    path = Path(path).resolve()
+    if (folder := run_holding(path)) is None:
+        return None
+    if folder == path:
+        return folder, None
+    entry = next((e for e in RunFiles(folder).state() if path == e or path.is_relative_to(e)), None)
+    return (folder, entry) if entry is not None else None
+
+
+def misplaced_output(path: Path | str, run: Path | str | None) -> str | None:
+    """Why ``path``, a place outside every run folder's state (:func:`state_holding`), may not
+    take a command's output, or None: inside a run folder, outputs live in its own
+    ``eval_*`` / ``gradcam_*`` folders, which record the checkpoint they were computed from
+    and which a resume moves aside (:meth:`RunFiles.outputs_of`), and only the command that
+    reads that run (``run``) writes them. A new name beside the run's records (it then counted
+    as the run's state, and the same command was refused the next time; a resume left it
+    describing a replaced checkpoint) and another run's evaluation folder (evaluate --workdir A
+    --out B/eval_best replaced B's) are refused."""
+    path = Path(path).resolve()
+    if (folder := run_holding(path)) is None or folder == path:
+        return None
+    top = path.relative_to(folder).parts[0]
+    name = temporary_name(top) or top  # the folder an atomic write is filling in its place
+    if not name.startswith((EVALUATION_PREFIX, GRADCAM_PREFIX)):
+        return (
+            f"lies in the run folder {folder}, whose outputs go in its {EVALUATION_PREFIX}*/{GRADCAM_PREFIX}* folders "
+            f"(a resume moves them aside when it replaces their checkpoint): name such a folder "
+            f"({EVALUATION_PREFIX}<name>), or a path outside the run"
+        )
+    if run is None or Path(run).resolve() != folder:
+        return f"lies in {folder / name}, an output folder of the run {folder}: choose a path outside that run"
     return None
 
 

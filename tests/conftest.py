@@ -126,11 +126,12 @@ def triple_run(tiny_cohort, tmp_path_factory, worker_id):
 
 @pytest.fixture()
 def copy_run(tmp_path):
-    """``copy_run(run)``: the run's folder copied under this test's tmp_path, opened as a Run."""
+    """``copy_run(run[, name])``: the run's folder copied under this test's tmp_path (as
+    ``name``, default ``copy``), opened as a Run."""
     from lnm_jax.run import Run
 
-    def copy(run):
-        shutil.copytree(run.workdir, tmp_path / "copy")
-        return Run.open(tmp_path / "copy")
+    def copy(run, name="copy"):
+        shutil.copytree(run.workdir, tmp_path / name)
+        return Run.open(tmp_path / name)
 
     return copy

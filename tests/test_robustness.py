@@ -530,6 +530,35 @@ def test_no_out_lies_in_the_runs_state(triple_run, copy_run, capsys):
     assert sorted((run.workdir / F.CHECKPOINTS / "best").iterdir()) == best
     # (evaluate into its own folder, lesion maps included: tests/test_cam_scores.py)
     assert main(["gradcam", "--workdir", str(run.workdir), "--out", str(run.workdir / "gradcam_mine")]) == 0
+    # outside its state, a run folder takes outputs only in its own eval_*/gradcam_* folders
+    # (which record their checkpoint, and a resume moves aside): a new name beside its records
+    # (counted as state afterwards: the same command was then refused; a resume left it
+    # describing a replaced checkpoint), and another run's output folder (evaluate --workdir A
+    # --out B/eval_best replaced B's evaluation, exit 0), are refused
+    other = copy_run(triple_run, "other")
+    for argv, said in (
+        (["evaluate", "--workdir", str(run.workdir), "--out", str(run.workdir / "my_eval")], "whose outputs go in"),
+        (["gradcam", "--workdir", str(run.workdir), "--out", str(run.workdir / "cams")], "(eval_<name>)"),
+        (["evaluate", "--workdir", str(run.workdir), "--out", str(other.files.evaluation("best"))], "an output folder"),
+        (["gradcam", "--workdir", str(run.workdir), "--out", str(other.files.gradcam("test"))], "of the run"),
+        (
+            [
+                "predict",
+                "--workdir",
+                str(run.workdir),
+                "--manifest",
+                manifest,
+                "--out",
+                str(other.workdir / "eval_x" / "p.csv"),
+            ],
+            "choose a path outside that run",
+        ),
+    ):
+        capsys.readouterr()
+        assert main(argv) == 1, argv
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and said in err[0], err
+    assert not (run.workdir / "my_eval").exists() and not (other.workdir / "eval_x").exists()
 
 
 def test_a_relative_manifest_is_stored_resolved(tiny_cohort, tmp_path, monkeypatch):

@@ -78,6 +78,7 @@ def evaluate_availability(
         ours=lambda folder: folder == own or _is_availability(folder) or is_evaluation(folder),
         kind="folder",
         can_overwrite=False,
+        run=run.workdir,  # inside a run folder: only this run's eval_*/gradcam_* folders
     )
     level = run.config.eval.ci_level
     modalities = names.parse_modalities(run.config.modalities)

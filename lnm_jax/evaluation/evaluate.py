@@ -43,6 +43,7 @@ def evaluate(run: Run, *, checkpoint: str = "best", subsets=("val", "test"), out
         ours=lambda folder: folder == own or is_evaluation(folder),
         kind="folder",
         can_overwrite=False,
+        run=run.workdir,  # inside a run folder: only this run's eval_*/gradcam_* folders
     )
     meta = run.predictor(checkpoint).meta
     preds = {s: run.predict(s, checkpoint) for s in dict.fromkeys(("val",) + tuple(subsets))}

@@ -107,6 +107,7 @@ def gradcam(
         ours=is_gradcam_folder,
         kind="folder",
         can_overwrite=False,
+        run=run.workdir,  # inside a run folder: only this run's eval_*/gradcam_* folders
     )
     predictor = run.predictor(checkpoint)  # BatchNorm folded
     # written whole into a new folder that then replaces ``out``: a folder an earlier call wrote
