@@ -109,15 +109,20 @@ def atomic_directory(out_dir: Path | str, *, replace: bool = False) -> Iterator[
 
 
 @contextlib.contextmanager
-def atomic_file(path: Path | str) -> Iterator[Path]:
+def atomic_file(path: Path | str, *, exclusive: bool = False) -> Iterator[Path]:
     """Yields a temporary path beside ``path`` for a writer that takes a file name (a figure,
     an array file); renamed to ``path`` when the block succeeds, removed when it fails, and an
-    OS error then names ``path``."""
+    OS error then names ``path``. ``exclusive``: never replace a ``path`` that exists when the
+    block ends (another process wrote it meanwhile): :class:`FileExistsError` naming it, the
+    other writer's file kept (committed by a hard link, which fails where the name is taken)."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.pid{os.getpid()}.tmp{path.suffix}")
     try:
         yield tmp
-        tmp.replace(path)
+        if exclusive:
+            _link_new(tmp, path)
+        else:
+            tmp.replace(path)
     except BaseException as e:
         tmp.unlink(missing_ok=True)
         if isinstance(e, OSError) and e.filename in (None, str(tmp)):
@@ -125,14 +130,38 @@ def atomic_file(path: Path | str) -> Iterator[Path]:
         raise
 
 
+def _link_new(tmp: Path, path: Path) -> None:
+    """``tmp`` committed as the new file ``path``; FileExistsError when ``path`` exists."""
+    try:
+        os.link(tmp, path)
+    except FileExistsError:
+        raise FileExistsError(
+            errno.EEXIST, "written meanwhile by another process (kept; this call's file discarded)", str(path)
+        ) from None
+    except OSError as e:  # no hard links on this file system: claim the name, then replace it
+        if e.errno not in (errno.EPERM, errno.ENOTSUP, errno.EXDEV, errno.EMLINK, errno.ENOSYS):
+            raise
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)  # FileExistsError when taken
+        os.close(fd)
+        tmp.replace(path)
+        return
+    tmp.unlink()
+
+
 def write_csv(
-    path: Path | str, rows: Iterable[Mapping[str, object]], columns: Sequence[str], *, mode: int | None = None
+    path: Path | str,
+    rows: Iterable[Mapping[str, object]],
+    columns: Sequence[str],
+    *,
+    mode: int | None = None,
+    exclusive: bool = False,
 ) -> None:
     """Writes ``rows`` under ``columns`` atomically (temp file + rename): never a half-written
     CSV, and no temporary file left when writing fails (a full disk: the error names the
     file). A missing or None cell is written empty. ``mode``: the file's permissions from its
-    creation (e.g. 0o600 for a file only its owner may read), not set afterwards."""
-    with atomic_file(path) as tmp:
+    creation (e.g. 0o600 for a file only its owner may read), not set afterwards;
+    ``exclusive``: never replace a file another process wrote meanwhile (:func:`atomic_file`)."""
+    with atomic_file(path, exclusive=exclusive) as tmp:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666 if mode is None else mode)
         with open(fd, "w", newline="") as f:
             writer = csv.DictWriter(f, fieldnames=list(columns))

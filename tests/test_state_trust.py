@@ -1564,3 +1564,30 @@ def test_sigterm_stops_a_command_as_ctrl_c_does(monkeypatch, capsys):
         assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+def test_a_mapping_another_deidentify_wrote_meanwhile_is_kept(tmp_path, monkeypatch):
+    """Case deidentify-concurrent-same-mapping: two deidentify calls to one --mapping, the
+    second started before the first wrote it, both exit 0, the mapping then the second call's
+    alone: the first copy's only link to its patients lost. The mapping is committed only
+    where its name is free (fileio.atomic_file(exclusive=True)): the later writer's call fails
+    naming it, the earlier mapping kept, its own copy not committed."""
+    from PIL import Image
+
+    from lnm_jax.data.privacy import deidentify as D
+
+    Image.fromarray(np.tile(np.arange(60, 108, dtype=np.uint8), (32, 1))).save(tmp_path / "b.png")
+    (tmp_path / "m.csv").write_text("patient_id,bmode,ceus,us_lnm,lnm\nA,b.png,b.png,1,1\nB,b.png,b.png,0,0\n")
+    mapping, theirs = tmp_path / "map.csv", "written by the other call\n"
+    read = D.read_manifest
+
+    def meanwhile(path, **kwargs):  # the check of the copy, just before the mapping is written
+        if Path(path).name == "manifest.csv":
+            mapping.write_text(theirs)
+        return read(path, **kwargs)
+
+    monkeypatch.setattr(D, "read_manifest", meanwhile)
+    with pytest.raises(OSError, match=r"cannot write the mapping .*map.csv: written meanwhile by another process"):
+        D.deidentify(tmp_path / "m.csv", tmp_path / "deid", mapping)
+    assert mapping.read_text() == theirs and not (tmp_path / "deid").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["b.png", "m.csv", "map.csv"]  # no temporary left

@@ -136,7 +136,9 @@ def deidentify(
             # copy (its pseudonyms would link to nothing), and a copy that cannot be committed no mapping
             try:
                 mapping.parent.mkdir(parents=True, exist_ok=True)
-                write_csv(mapping, links, MAPPING_COLUMNS, mode=0o600)
+                # exclusive: a second deidentify to the same mapping, started before this one
+                # wrote it, had replaced it in silence, this call's only link to its patients lost
+                write_csv(mapping, links, MAPPING_COLUMNS, mode=0o600, exclusive=True)
                 mapping_written = True
             except OSError as e:
                 why = "its folder is a file" if mapping.parent.is_file() else (e.strerror or str(e))
