@@ -283,11 +283,15 @@ def relocate_manifest(workdir: Path | str, manifest: Path | str) -> Path:
     return files.config
 
 
-def check_images_unchanged(files: RunFiles, cohort: Cohort) -> None:
+def check_images_unchanged(
+    files: RunFiles, cohort: Cohort, digests: dict[tuple[str, str], str] | None = None, remedy: str = ""
+) -> None:
     """ValueError naming the first image of ``cohort`` whose content is not the one the run
     recorded when it was created (``image_geometry.csv``'s ``sha256``): a manifest of the same
-    bytes whose images are other files (another patient's under the same name, a re-export)
-    is another cohort. A run recorded before image digests warns once that only the
+    bytes whose images are other files (another patient's under the same name, a re-export,
+    an image edited in place) is another cohort. ``digests``: ``(patient, input) -> sha256``
+    already computed (a resume's survey), else each file is read. ``remedy`` ends the line
+    (relocate's by default). A run recorded before image digests warns once that only the
     manifest's content could be checked."""
     try:
         with files.image_geometry.open(newline="") as f:
@@ -301,6 +305,7 @@ def check_images_unchanged(files: RunFiles, cohort: Cohort) -> None:
             ("unrecorded images", str(files.root)),
         )
         return
+    remedy = remedy or "relocate takes the run's cohort moved, not another"
     patients = cohort.by_id()
     for r in rows:
         p = patients.get(r[names.PATIENT_ID])
@@ -308,11 +313,18 @@ def check_images_unchanged(files: RunFiles, cohort: Cohort) -> None:
         where = f"{cohort.path}: patient {r[names.PATIENT_ID]}"
         if path is None:
             raise ValueError(f"{where} has no {r['input']} image; the run was trained on one: this is another cohort")
-        if content_digest(path) != r["sha256"]:
+        now = digests.get((r[names.PATIENT_ID], r["input"])) if digests is not None else content_digest(path)
+        if now != r["sha256"]:
             raise ValueError(
                 f"{where}, {r['input']} {path}: not the image the run was trained on (its content differs from "
-                f"{files.image_geometry.name}'s record); relocate takes the run's cohort moved, not another"
+                f"{files.image_geometry.name}'s record); {remedy}"
             )
+
+
+CHANGED_IMAGES = (
+    "restore the image the run was trained on, or train a new run on the changed cohort (a model and its "
+    "evaluation are of the images it was trained on)"
+)
 
 
 def synth_params(config: ConfigDict) -> SynthParams:
@@ -633,6 +645,7 @@ class Run:
         self._stale_warned: set = set()  # stale calibrations already reported (temperature)
         self._predictors: dict[str, Predictor] = {}
         self._pretrained: dict | None = None  # model.init_from's backbones, read once
+        self._check_images = False  # check the cohort's images against the record (open: readers)
         self.run_id: str | None = None  # the run's identity (run_identity), as run_info.json records it
 
     @property
@@ -699,6 +712,15 @@ class Run:
         # run's record as it was, not describing an attempt that never trained
         pending = resume and files.checkpoints.exists() and files.config.is_file()
         before = recorded_before(files) if pending else None
+        if pending and files.image_geometry.is_file():
+            # the images the checkpoint was trained on, not others under their names: a resume
+            # had trained on an image edited in place and rewritten the record to it
+            check_images_unchanged(
+                files,
+                cohort,
+                {(g[names.PATIENT_ID], g["input"]): g["sha256"] for g in images.geometry},
+                remedy=CHANGED_IMAGES,
+            )
         run = cls(config, files.root, cohort, split, resume=resume)
         if config.model.init_from and not (resume and files.checkpoints.exists()):  # a resume reads none
             run.pretrained_backbones()  # read and fitted to the model's branches before any write
@@ -808,12 +830,18 @@ class Run:
             )
         run = cls(config, files.root, cohort, split)
         run.run_id = run_id
+        run._check_images = True  # a reader of its cohort reads the images it was trained on
         return run
 
     # ------------------------------------------------------------------ live objects
 
     @functools.cached_property
     def data(self) -> RunData:
+        """The run's cohort as batches; for a run opened to be read (evaluate, Grad-CAM,
+        availability), once its images are checked to be those it was trained on
+        (:func:`check_images_unchanged`: an image edited in place since had been scored in silence)."""
+        if self._check_images:
+            check_images_unchanged(self.files, self.cohort, remedy=CHANGED_IMAGES)
         return RunData(self.config, self.cohort, self.split, self.tfds_dir)
 
     @property

@@ -114,8 +114,8 @@ def misplaced_output(path: Path | str, run: Path | str | None) -> str | None:
     describing a replaced checkpoint) and another run's evaluation folder (evaluate --workdir A
     --out B/eval_best replaced B's) are refused."""
     path = Path(path).resolve()
-    if (folder := run_holding(path)) is None or folder == path:
-        return None
+    if (folder := run_holding(path)) is None or folder == path or not (folder / CHECKPOINTS).is_dir():
+        return None  # (no checkpoints: a protocol folder, whose command places its own outputs)
     top = path.relative_to(folder).parts[0]
     name = temporary_name(top) or top  # the folder an atomic write is filling in its place
     if not name.startswith((EVALUATION_PREFIX, GRADCAM_PREFIX)):

@@ -1086,6 +1086,21 @@ def test_a_moved_training_cohort_is_named_in_config_json_and_may_be_pointed_to(t
     resumed = load_config(triple_run.workdir)
     resumed.data.manifest = str(moved / "manifest.csv")
     check_resumable(load_config(triple_run.workdir), resumed)  # the same cohort elsewhere: no other experiment
+    # case resume-changed-images-rewrites-record: an image edited in place after training had
+    # been scored by evaluate in silence, and trained on by a resume, which rewrote the record
+    # of the run's images to it (relocate to the unchanged cohort was then refused). Readers
+    # of the run's cohort and a resume now check the images against the record, as relocate does
+    assert main(["relocate", "--workdir", str(run.workdir), "--manifest", str(moved / "manifest.csv")]) == 0
+    record = run.files.image_geometry.read_bytes()
+    edited = moved / rows[1]["ceus"]
+    edited.write_bytes((moved / rows[0]["ceus"]).read_bytes())
+    for argv in (["evaluate", "--workdir", str(run.workdir), "--out", str(tmp_path / "ev")], resume):
+        line = _one_error_line(capsys, argv)
+        assert f"patient {rows[1]['patient_id']}, ceus {edited}: not the image the run was trained on" in line, line
+        assert line.endswith(
+            "train a new run on the changed cohort (a model and its evaluation are of the images it was trained on)"
+        )
+    assert run.files.image_geometry.read_bytes() == record and not (tmp_path / "ev").exists()
 
 
 def test_edited_checkpoint_metadata_is_one_line_naming_the_checkpoint(triple_run, copy_run, capsys, tmp_path):
