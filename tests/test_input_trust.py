@@ -375,6 +375,78 @@ def test_option_columns_that_disagree_with_the_file_are_named(tmp_path):
     ]
 
 
+def _gray_profile(gamma: float) -> bytes:
+    """A minimal ICC v2 grey display profile (ICC.1:2001-04: header, desc, wtpt, kTRC, cprt)
+    whose tone curve is ``gamma``: what an editor embeds as 'Gray Gamma 1.0'."""
+    import struct
+
+    def s15(v):
+        return struct.pack(">i", round(v * 65536))
+
+    text = b"Gray Gamma\0"
+    tags = [
+        (b"desc", b"desc" + b"\0" * 4 + struct.pack(">I", len(text)) + text + b"\0" * 78),
+        (b"wtpt", b"XYZ " + b"\0" * 4 + s15(0.9642) + s15(1.0) + s15(0.8249)),
+        (b"kTRC", b"curv" + b"\0" * 4 + struct.pack(">IH", 1, round(gamma * 256)) + b"\0\0"),
+        (b"cprt", b"text" + b"\0" * 4 + b"public domain\0"),
+    ]
+    offset, table, data = 128 + 4 + 12 * len(tags), b"", b""
+    for sig, body in tags:
+        data += b"\0" * (-(offset + len(data)) % 4)
+        table += sig + struct.pack(">II", offset + len(data), len(body))
+        data += body
+    body = struct.pack(">I", len(tags)) + table + data
+    head = struct.pack(">I", 128 + len(body)) + b"\0" * 4 + bytes([2, 0x10, 0, 0]) + b"mntrGRAYXYZ " + b"\0" * 12
+    return head + b"acsp" + b"\0" * 28 + s15(0.9642) + s15(1.0) + s15(0.8249) + b"\0" * 48 + body
+
+
+def test_a_still_reads_as_a_colour_managed_viewer_shows_it(tmp_path):
+    """Members of the viewer-versus-model kind: a PNG or JPEG with an embedded ICC profile
+    whose samples are not sRGB (a grey profile with a linear tone curve: a viewer shows a
+    stored 128 as 188) had been read raw; an animated PNG (a viewer plays its frames, not the
+    default image that was read, which may not even be one of them) passed as a still. The
+    profile is applied (LittleCMS, to sRGB; an sRGB profile changes nothing, an unreadable one
+    is ignored as viewers ignore it), an APNG refused, and a de-identified copy (written as
+    shown, without the profile) reads as the original."""
+    from PIL import ImageCms
+
+    from lnm_jax.data.privacy.deidentify import deidentify
+
+    stored = np.tile(np.repeat(np.array([64, 128], np.uint8), 8), (16, 1))  # 16 x 16, two levels
+    linear = stored / 255
+    # linear light shown on an sRGB display: the sRGB encoding (IEC 61966-2-1); 128 -> 188
+    encoded = np.where(linear <= 0.0031308, 12.92 * linear, 1.055 * linear ** (1 / 2.4) - 0.055)
+    srgb = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    cases = {
+        "linear.png": (_gray_profile(1.0), encoded),
+        "linear.jpg": (_gray_profile(1.0), encoded),
+        "srgb.png": (srgb, linear),
+        "broken.png": (b"not a profile" * 20, linear),
+    }
+    assert round(encoded[0, 8] * 255) == 188
+    for name, (profile, shown) in cases.items():
+        kw = {"quality": 100, "subsampling": 0} if name.endswith(".jpg") else {}
+        Image.fromarray(stored).save(tmp_path / name, icc_profile=profile, **kw)
+        np.testing.assert_allclose(read_image(tmp_path / name)[..., 0], shown, atol=2.5 / 255, err_msg=name)
+    frames = [Image.fromarray(np.full((16, 24), v, np.uint8)) for v in (40, 120, 200)]
+    frames[0].save(tmp_path / "cine.png", save_all=True, append_images=frames[1:])
+    with pytest.raises(ValueError, match=r"an animated PNG \(3 frames\)"):
+        read_image(tmp_path / "cine.png")
+    m = _manifest(tmp_path / "m.csv", [["A", "linear.png", "linear.jpg", 1, 1], ["B", "cine.png", "srgb.png", 0, 0]])
+    with pytest.raises(ManifestError) as e:
+        read_manifest(m)
+    assert "row 2, column 'bmode'" in str(e.value) and "animated PNG" in str(e.value) and len(e.value.problems) == 1
+    m = _manifest(tmp_path / "ok.csv", [["A", "linear.png", "linear.jpg", 1, 1], ["B", "srgb.png", "broken.png", 0, 0]])
+    deidentify(m, tmp_path / "deid", tmp_path / "private" / "map.csv")
+    for r in csv.DictReader((tmp_path / "private" / "map.csv").open()):
+        original = {
+            "A": {"bmode": "linear.png", "ceus": "linear.jpg"},
+            "B": {"bmode": "srgb.png", "ceus": "broken.png"},
+        }
+        want = read_image(tmp_path / original[r["original_patient_id"]][r["input"]])
+        np.testing.assert_allclose(read_image(tmp_path / "deid" / r["file"]), want, atol=0.5 / 255)
+
+
 def test_an_image_that_holds_no_picture_is_named(tmp_path, capsys):
     """Case validate-blank-images and its kind: a still that holds one value everywhere (all
     black, all white, a 16-bit all-zero PNG, an RGBA PNG fully transparent: the decoder drops

@@ -2,8 +2,10 @@
 the model's square.
 
 PIL decodes (PNG, JPEG, grayscale, RGB, palette, 16-bit) and :func:`read_image` is the one
-function that turns a still or a clip's frame into float pixels: EXIF orientation applied,
-every bit depth scaled to [0, 1] (:func:`to_unit_rgb`). DICOM frames come through
+function that turns a still or a clip's frame into float pixels as a viewer shows them
+(:func:`displayed`): EXIF orientation applied, an embedded ICC profile's colours converted to
+sRGB (LittleCMS, through Pillow's ImageCms), an animated PNG refused, every bit depth scaled to
+[0, 1] (:func:`to_unit_rgb`). DICOM frames come through
 :mod:`lnm_jax.data.pixels.dicom` (its own header-checked scaling), video frames through
 :mod:`lnm_jax.data.pixels.clips`; both end in the same float [0, 1] RGB. The resize is the antialiased
 bilinear (triangle-kernel) resampling of ``tf.image.resize(..., antialias=True)`` and
@@ -136,6 +138,48 @@ def upright(im: Image.Image) -> Image.Image:
     return ImageOps.exif_transpose(im) if im.getexif().get(ORIENTATION, 1) != 1 else im
 
 
+# 8-bit modes an embedded ICC profile is applied to (LittleCMS transforms); 16-bit gray is
+# read as stored (ImageCms has no 16-bit gray mode; no such file was seen with a profile)
+ICC_MODES = {"L": "RGB", "LA": "RGBA", "RGB": "RGB", "RGBA": "RGBA", "CMYK": "RGB", "P": None, "PA": None}
+
+
+@functools.lru_cache(maxsize=8)
+def _srgb_transform(profile: bytes, mode: str, out_mode: str):
+    """LittleCMS's transform from ``profile`` (an embedded ICC profile's bytes) to sRGB, or None
+    where the profile cannot be read (a viewer then shows the stored values, as this does)."""
+    from PIL import ImageCms  # noqa: PLC0415
+
+    try:
+        src = ImageCms.ImageCmsProfile(io.BytesIO(profile))
+        return ImageCms.buildTransform(src, ImageCms.createProfile("sRGB"), mode, out_mode)
+    except (ImageCms.PyCMSError, OSError, ValueError, TypeError):
+        return None
+
+
+def displayed(im: Image.Image) -> Image.Image:
+    """The picture as a colour-managed viewer shows it: upright (:func:`upright`), its
+    embedded ICC profile (PNG ``iCCP``, JPEG ``APP2``) applied, converted to sRGB, the colour
+    space of every other input (a grey display profile with a linear tone curve shows a stored
+    128 as 188: it had been read as 128). ValueError for an animated PNG: a still or a clip's
+    frame holds one picture, an APNG several (and a viewer plays them, not the default image
+    read before)."""
+    frames = getattr(im, "n_frames", 1)
+    if im.format == "PNG" and frames > 1:
+        raise ValueError(f"an animated PNG ({frames} frames): a still holds one picture; save the one meant as a PNG")
+    im = upright(im)
+    profile = im.info.get("icc_profile")
+    if not profile or im.mode not in ICC_MODES:
+        return im
+    if ICC_MODES[im.mode] is None:  # a palette: its colours, with their transparency
+        im = im.convert("RGBA" if "transparency" in im.info or im.mode == "PA" else "RGB")
+    transform = _srgb_transform(bytes(profile), im.mode, ICC_MODES[im.mode])
+    if transform is None:
+        return im
+    from PIL import ImageCms  # noqa: PLC0415
+
+    return ImageCms.applyTransform(im, transform)
+
+
 def image_size(path: Path) -> tuple[int, int]:
     """(width, height) of an image file as displayed (EXIF orientation applied), read without
     decoding its pixels."""
@@ -145,10 +189,11 @@ def image_size(path: Path) -> tuple[int, int]:
 
 
 def open_upright(path: Path) -> Image.Image:
-    """An image file decoded and turned upright (:func:`upright`), at its own bit depth: for
-    writers that copy pixels without changing them (``deidentify``)."""
+    """An image file decoded as shown (:func:`displayed`: upright, an ICC profile applied), at
+    its own bit depth: for writers that copy pixels without metadata (``deidentify``), whose
+    copy then reads as the original."""
     with Image.open(path) as im:
-        return upright(im).copy()
+        return displayed(im).copy()
 
 
 def verify_image(path: Path, max_pixels: int) -> np.ndarray:
@@ -181,7 +226,7 @@ def read_image(path: Path) -> np.ndarray:
     """An image file (PNG/JPEG, or a clip's frame) as float32 [H, W, 3] in [0, 1], upright:
     the one decoder of every still and frame (:func:`upright`, :func:`to_unit_rgb`)."""
     with Image.open(path) as im:
-        return to_unit_rgb(upright(im))
+        return to_unit_rgb(displayed(im))
 
 
 def read_opacity(path: Path) -> np.ndarray | None:
@@ -200,4 +245,4 @@ def read_opacity(path: Path) -> np.ndarray | None:
 def decode_image(encoded: bytes, size: int) -> np.ndarray:
     """Encoded PNG/JPEG bytes -> float32 [size, size, 3] in [0, 1], upright."""
     with Image.open(io.BytesIO(encoded)) as im:
-        return resize(to_unit_rgb(upright(im)), size)
+        return resize(to_unit_rgb(displayed(im)), size)
