@@ -496,9 +496,11 @@ def _frames_in_data(path: Path, ds, photometric: str) -> tuple[int, str] | None:
     start = buf.tell()
     _check_codestream(path, ds, next(generate_fragments(buf), b""))
     buf.seek(start)
-    fragments = list(generate_fragments(buf))
     rle = syntax == "1.2.840.10008.1.2.5"  # RLE: one fragment per frame (PS3.5 A.4.2)
-    starts = 0 if rle else sum(f.startswith(CODESTREAM_STARTS) for f in fragments)
+    fragments = starts = 0  # counted as they stream by: a cine's fragments are not held twice
+    for fragment in generate_fragments(buf):
+        fragments += 1
+        starts += not rle and fragment.startswith(CODESTREAM_STARTS)
     table = None
     if offsets:
         table = len(offsets), "its basic offset table"
@@ -513,7 +515,7 @@ def _frames_in_data(path: Path, ds, photometric: str) -> tuple[int, str] | None:
             )
         return table
     if rle:
-        return len(fragments), "its RLE fragments"
+        return fragments, "its RLE fragments"
     return (starts, "the codestreams in its fragments") if starts else None
 
 
