@@ -98,16 +98,26 @@ class _HelpFormatter(argparse.HelpFormatter):
         return text
 
 
-def _seed(text: str) -> int:
-    """argparse's type of a ``--seed``: a whole number every library here takes as a seed
-    (``lnm_jax.fileio.MAX_SEED``); anything else is a usage error naming the option."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not {SEED_RANGE}") from None
-    if not is_seed(value):
-        raise argparse.ArgumentTypeError(f"{value} is not {SEED_RANGE}")
-    return value
+def _checked(test, allowed: str, cast=float, note: str = ""):
+    """argparse's type of an option whose value must pass ``test``: ``cast`` of the text, else a
+    usage error naming the option, the value and what it may be (``allowed``, then ``note``)."""
+
+    def parse(text: str):
+        try:
+            value = cast(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not {allowed}{note}") from None
+        if not test(value):
+            raise argparse.ArgumentTypeError(f"{value!r} is not {allowed}{note}")
+        return value
+
+    return parse
+
+
+# a --seed: a whole number every library here takes as a seed (lnm_jax.fileio.MAX_SEED)
+_seed = _checked(is_seed, SEED_RANGE, int)
+# a probability cut (NaN fails the test)
+_probability = _checked(lambda v: 0 < v < 1, "a probability in (0, 1)")
 
 
 def _config_value(field: str, cast=float):
@@ -117,28 +127,7 @@ def _config_value(field: str, cast=float):
     from lnm_jax.config import FIELD_RULES
 
     test, allowed = FIELD_RULES[field]
-
-    def parse(text: str):
-        try:
-            value = cast(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not {allowed} (config {field})") from None
-        if not test(value):
-            raise argparse.ArgumentTypeError(f"{value!r} is not {allowed} (config {field})")
-        return value
-
-    return parse
-
-
-def _probability(text: str) -> float:
-    """argparse's type of a probability cut: a number in (0, 1)."""
-    try:
-        value = float(text)
-    except ValueError:
-        value = None
-    if value is None or not 0 < value < 1:  # NaN fails both
-        raise argparse.ArgumentTypeError(f"{text!r} is not a probability in (0, 1)")
-    return value
+    return _checked(test, allowed, cast, f" (config {field})")
 
 
 def _comma_list(choices: tuple[str, ...]):

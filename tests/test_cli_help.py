@@ -91,8 +91,8 @@ def test_an_impossible_option_value_is_a_usage_error_naming_it(capsys):
         (["norm-stats", "--manifest", "m", "--field-of-view-mm", "-1"], "-1.0 is not a number >= 0"),
         (["evaluate", "--workdir", "w", "--splits", "foo"], "--splits: 'foo': 'foo' not among train, val, test"),
         (["evaluate", "--workdir", "w", "--splits", "val,"], "'' not among"),
-        (["gradcam", "--workdir", "w", "--threshold", "2"], "--threshold: '2' is not a probability in (0, 1)"),
-        (["gradcam", "--workdir", "w", "--threshold", "nan"], "'nan' is not a probability"),
+        (["gradcam", "--workdir", "w", "--threshold", "2"], "--threshold: 2.0 is not a probability in (0, 1)"),
+        (["gradcam", "--workdir", "w", "--threshold", "nan"], "nan is not a probability"),
     ):
         assert main(argv) == 2, argv
         err = capsys.readouterr().err.strip().splitlines()
