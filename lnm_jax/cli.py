@@ -332,16 +332,18 @@ def cmd_norm_stats(argv: list[str]) -> int:
     )
     p.add_argument("--ceus-region", default="auto", help="config data.ceus_region")
     p.add_argument(
-        "--clip-frames", type=int, default=1, help="config data.clip_frames: the CEUS clip frames training feeds"
+        "--clip-frames",
+        type=_config_value("data.clip_frames", int),
+        default=1,
+        help="config data.clip_frames: the CEUS clip frames training feeds",
     )
-    p.add_argument("--test-fraction", type=float, default=0.2, help="config data.split.test_fraction")
-    p.add_argument("--val-fraction", type=float, default=0.2, help="config data.split.val_fraction")
+    fractions = {k: _config_value(f"data.split.{k}_fraction") for k in ("test", "val")}
+    p.add_argument("--test-fraction", type=fractions["test"], default=0.2, help="config data.split.test_fraction")
+    p.add_argument("--val-fraction", type=fractions["val"], default=0.2, help="config data.split.val_fraction")
     p.add_argument("--overwrite", action="store_true", help=OVERWRITE_HELP)
     a = p.parse_args(argv)
-    if a.clip_frames < 1:
-        p.error(f"--clip-frames: {a.clip_frames} is not a whole number >= 1")
-    if not (0 < a.test_fraction < 1 and 0 < a.val_fraction < 1 and a.test_fraction + a.val_fraction < 1):
-        p.error("--test-fraction and --val-fraction must each be in (0, 1), their sum below 1")
+    if a.test_fraction + a.val_fraction >= 1:
+        p.error(f"--test-fraction + --val-fraction = {a.test_fraction + a.val_fraction:g}, leaving no training set")
     from lnm_jax.data.loaders.loader import manifest_norm_stats
     from lnm_jax.data.pixels.sources import Framing
 

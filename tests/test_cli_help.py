@@ -89,6 +89,8 @@ def test_an_impossible_option_value_is_a_usage_error_naming_it(capsys):
         (["norm-stats", "--manifest", "m", "--image-size", "0"], "--image-size: 0 is not an integer >= 1"),
         (["norm-stats", "--manifest", "m", "--image-size", "-5"], "(config data.image_size)"),
         (["norm-stats", "--manifest", "m", "--field-of-view-mm", "-1"], "-1.0 is not a number >= 0"),
+        (["norm-stats", "--manifest", "m", "--clip-frames", "0"], "(config data.clip_frames)"),
+        (["norm-stats", "--manifest", "m", "--test-fraction", "1.5"], "(config data.split.test_fraction)"),
         (["evaluate", "--workdir", "w", "--splits", "foo"], "--splits: 'foo': 'foo' not among train, val, test"),
         (["evaluate", "--workdir", "w", "--splits", "val,"], "'' not among"),
         (["gradcam", "--workdir", "w", "--threshold", "2"], "--threshold: 2.0 is not a probability in (0, 1)"),
