@@ -137,16 +137,25 @@ def _comma_list(choices: tuple[str, ...]):
         items = tuple(t.strip() for t in text.split(","))
         bad = [t for t in items if t not in choices]
         if bad or len(set(items)) != len(items):
-            why = f"{', '.join(repr(t) for t in bad)} not among" if bad else "a repeated item; each of"
-            raise argparse.ArgumentTypeError(f"{text!r}: {why} {', '.join(choices)}")
+            why = f"{', '.join(repr(t) for t in bad)} not among" if bad else f"{text!r} repeats an item of"
+            raise argparse.ArgumentTypeError(f"{why} {', '.join(choices)}")
         return items
 
     return parse
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse's parser whose usage error is the one line every failure of this CLI is
+    (``lnm-jax <command>: error: ...``, exit 2), without the usage block before it (``--help``
+    shows that)."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
 def _parser(**kwargs) -> argparse.ArgumentParser:
     """Every sub-command's argument parser: its help shows the options' defaults."""
-    return argparse.ArgumentParser(formatter_class=_HelpFormatter, **kwargs)
+    return _Parser(formatter_class=_HelpFormatter, **kwargs)
 
 
 def cmd_synth(argv: list[str]) -> int:

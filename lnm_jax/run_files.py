@@ -122,7 +122,7 @@ def misplaced_output(path: Path | str, run: Path | str | None) -> str | None:
         return (
             f"lies in the run folder {folder}, whose outputs go in its {EVALUATION_PREFIX}*/{GRADCAM_PREFIX}* folders "
             f"(a resume moves them aside when it replaces their checkpoint): name such a folder "
-            f"({EVALUATION_PREFIX}<name>), or a path outside the run"
+            f"({EVALUATION_PREFIX}<name> for an evaluation, {GRADCAM_PREFIX}<name> for maps), or a path outside the run"
         )
     if run is None or Path(run).resolve() != folder:
         return f"lies in {folder / name}, an output folder of the run {folder}: choose a path outside that run"

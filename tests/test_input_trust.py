@@ -919,3 +919,17 @@ def test_old_import_paths_are_the_moved_modules():
     from lnm_jax.data.pixels import sources
 
     assert old is sources
+
+
+def test_deidentify_warns_once_naming_the_original(tmp_path, capsys):
+    """deidentify's check of its own copy had repeated the original's blank_image warning,
+    naming a temporary folder gone once the command ended: said once, of the original."""
+    from lnm_jax.data.privacy.deidentify import deidentify
+
+    _write(tmp_path / "ramp.png", Image.fromarray(RAMP))
+    _write(tmp_path / "flat.png", Image.fromarray(np.full_like(RAMP, 128)))
+    m = _manifest(tmp_path / "m.csv", [["A", "flat.png", "ramp.png", 1, 1], ["B", "ramp.png", "ramp.png", 0, 0]])
+    capsys.readouterr()
+    deidentify(m, tmp_path / "deid", tmp_path / "private" / "map.csv")
+    said = [line for line in capsys.readouterr().err.splitlines() if "hold no picture" in line]
+    assert len(said) == 1 and str(tmp_path / "flat.png") in said[0] and ".pid" not in said[0], said

@@ -538,7 +538,7 @@ def test_no_out_lies_in_the_runs_state(triple_run, copy_run, capsys):
     other = copy_run(triple_run, "other")
     for argv, said in (
         (["evaluate", "--workdir", str(run.workdir), "--out", str(run.workdir / "my_eval")], "whose outputs go in"),
-        (["gradcam", "--workdir", str(run.workdir), "--out", str(run.workdir / "cams")], "(eval_<name>)"),
+        (["gradcam", "--workdir", str(run.workdir), "--out", str(run.workdir / "cams")], "gradcam_<name> for maps"),
         (["evaluate", "--workdir", str(run.workdir), "--out", str(other.files.evaluation("best"))], "an output folder"),
         (["gradcam", "--workdir", str(run.workdir), "--out", str(other.files.gradcam("test"))], "of the run"),
         (

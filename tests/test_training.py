@@ -124,6 +124,12 @@ def test_short_run_learns_the_planted_signal(learnable_cohort, tmp_path):
         "epoch": meta["epoch"],
         "state_sha256": meta["state_sha256"],
     }
+    # the same folder from another checkpoint: replaced, and said (it had been in silence)
+    again = gradcam(run, split="test", out=tmp_path / "cams", checkpoint="latest", figures=False)
+    said = f"replaced cams/, the maps of the 'best' checkpoint of epoch {meta['epoch']} of {run.workdir}"
+    assert said in again["notes"], again["notes"]
+    same = gradcam(run, split="test", out=tmp_path / "cams", checkpoint="latest", figures=False)
+    assert not any(n.startswith("replaced") for n in same["notes"]), same["notes"]
     assert {r["patient_id"] for r in index} == {r["patient_id"] for r in rows if r["split"] == "test"}
 
 

@@ -22,7 +22,7 @@ from lnm_jax.evaluation.metrics import sigmoid
 from lnm_jax.explain import scores as S
 from lnm_jax.explain.figures import grid_figure, patient_figure
 from lnm_jax.explain.gradcam import AUTO_LAYER, choose_layer, layer_sizes, make_cam_fn
-from lnm_jax.fileio import atomic_directory, atomic_file, guard_output, path_inside, write_csv, write_json
+from lnm_jax.fileio import atomic_directory, atomic_file, guard_output, path_inside, read_json, write_csv, write_json
 from lnm_jax.preflight import check_inputs_present
 from lnm_jax.run import Run
 from lnm_jax.task import Task
@@ -110,21 +110,22 @@ def gradcam(
         run=run.workdir,  # inside a run folder: only this run's eval_*/gradcam_* folders
     )
     predictor = run.predictor(checkpoint)  # BatchNorm folded
+    # what the maps are computed with: a folder a resume has overtaken is recognised
+    # (RunFiles.outputs_of) and moved aside by training; one of another checkpoint replaced is said
+    source = {
+        "run": str(run.workdir),
+        "checkpoint": checkpoint,
+        "epoch": predictor.meta["epoch"],
+        DIGEST_KEY: predictor.meta.get(DIGEST_KEY),
+    }
+    earlier = replaced_source(out, source)
     # written whole into a new folder that then replaces ``out``: a folder an earlier call wrote
     # keeps none of its files (figures of patients this call does not have, lesion scores this
     # cohort has no masks for), and an interrupted call leaves the earlier folder as it was
     with tempfile.TemporaryDirectory(prefix="lnm_gradcam_") as records, atomic_directory(out, replace=True) as fresh:
         data = run.data if manifest is None else run.data_for(cohort, Path(records))
-        # what the maps were computed with: a folder a resume has overtaken is recognised
-        # (RunFiles.outputs_of) and moved aside by training
-        source = {
-            "run": str(run.workdir),
-            "checkpoint": checkpoint,
-            "epoch": predictor.meta["epoch"],
-            DIGEST_KEY: predictor.meta.get(DIGEST_KEY),
-        }
         write_json(fresh / F.CAM_SOURCE, source)
-        return _explain(
+        res = _explain(
             run,
             predictor,
             data.eval_batches("all" if manifest is not None else split),
@@ -140,6 +141,22 @@ def gradcam(
             seed=seed,
             figures=figures,
         )
+    if earlier is not None:
+        res["notes"].append(f"replaced {out.name}/, the maps of {earlier}")
+    return res
+
+
+def replaced_source(out: Path, source: dict) -> str | None:
+    """What an earlier Grad-CAM folder at ``out`` was computed from (``the 'best' checkpoint of
+    epoch 6``) when that was another checkpoint or state than ``source``; None otherwise."""
+    try:
+        earlier = read_json(out / F.CAM_SOURCE)
+    except (OSError, ValueError):
+        return None
+    keys = ("run", "checkpoint", "epoch", DIGEST_KEY)
+    if all(earlier.get(k) == source[k] for k in keys):
+        return None
+    return f"the '{earlier.get('checkpoint')}' checkpoint of epoch {earlier.get('epoch')} of {earlier.get('run')}"
 
 
 CAM_INDEX_COLUMNS = [names.PATIENT_ID, "prob_lnm", names.LABEL, "correct", "figure"]

@@ -341,8 +341,11 @@ def read_manifest(
     min_clip_frames: int = 1,
     ceus_region: str = "auto",
     accept_secondary_capture: bool = False,
+    warn: bool = True,
 ) -> Cohort:
     """Reads and validates a manifest; raises :class:`ManifestError` listing every problem.
+    ``warn=False``: its warnings (``blank_image``) are not said (a command checking a copy it
+    wrote of a manifest it has read, whose warnings were said for the original).
 
     ``require_labels=False`` reads a manifest of new patients (``predict``): the ``lnm``
     column may then be absent or empty. ``min_clip_frames``: the frames a CEUS clip must have
@@ -461,7 +464,7 @@ def read_manifest(
     warnings = [p for p in problems if p.code in WARNING_CODES]
     if len(warnings) < len(problems):
         raise ManifestError(path, problems)
-    if warnings:  # said once per manifest and process, by every command that reads it
+    if warnings and warn:  # said once per manifest and process, by every command that reads it
         shown = "; ".join(str(w) for w in warnings[:3]) + (f"; {len(warnings) - 3} more" if len(warnings) > 3 else "")
         warn_once(f"{path}: {len(warnings)} image(s) hold no picture (one value everywhere): {shown}", (path, "blank"))
     return Cohort(

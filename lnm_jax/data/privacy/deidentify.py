@@ -131,7 +131,8 @@ def deidentify(
             rows.sort(key=lambda r: r[PATIENT_ID])  # the manifest's order would link the pseudonyms back
             masks = [c for c in MASK_COLUMNS if any(c in r for r in rows)]
             write_manifest(tmp / "manifest.csv", rows, extra_columns=(*masks, *keep_columns, *KEPT_OPTIONS))
-            read_manifest(tmp / "manifest.csv", require_labels=False, ceus_region=ceus_region)  # the copy is usable
+            # the copy is usable (its warnings were the original's, said already, and would name a temporary path)
+            read_manifest(tmp / "manifest.csv", require_labels=False, ceus_region=ceus_region, warn=False)
             # the mapping before the copy is committed: a mapping that cannot be written leaves no
             # copy (its pseudonyms would link to nothing), and a copy that cannot be committed no mapping
             try:
