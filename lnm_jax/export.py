@@ -42,7 +42,6 @@ from lnm_jax.exported import ONNX, OUTPUTS, PROGRAM, RUNTIME, WEIGHTS, load, loa
 from lnm_jax.fileio import atomic_directory, guard_output, json_text
 from lnm_jax.model_card import input_spec, metadata, write_card
 from lnm_jax.run import Run
-from lnm_jax.training.checkpoint import DIGEST_KEY
 from lnm_jax.training.steps import inference_variables
 
 PLATFORMS = names.EXPORT_PLATFORMS
@@ -321,13 +320,7 @@ def export_run(
         if "onnx" in formats:
             version = _write_onnx(fn, weights, spec, tmp / ONNX, md)
             info["onnx"] = {"converter": f"jax2onnx {version}", "opset": ONNX_OPSET, "providers": list(ONNX_PROVIDERS)}
-        meta = run.predictor(checkpoint).meta
-        info["source"] = {
-            "run": str(run.workdir),
-            "checkpoint": checkpoint,
-            "epoch": meta.get("epoch"),
-            "state_sha256": meta.get(DIGEST_KEY),  # the checkpoint's arrays, as stored with it
-        }
+        info["source"] = run.computed_from(checkpoint)  # state_sha256: the checkpoint's arrays, as stored
         md = {**md, "export": info}
         write_runtime(tmp, md, formats)
         check_runtime(tmp)

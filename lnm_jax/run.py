@@ -1008,6 +1008,20 @@ class Run:
             write_json(self.files.intensity_reference, sealed({RUN_KEY: self.run_id, REFERENCE_KEY: ref}))
         return ref
 
+    def computed_from(self, checkpoint: str = "best") -> dict:
+        """The record an output keeps of the state it was computed from (availability's
+        table, a Grad-CAM folder's ``checkpoint.json``, an export's source): the run folder,
+        ``checkpoint``, its epoch and its state digest. A save that replaces that checkpoint
+        moves the run's output folders whose record it no longer matches aside
+        (:meth:`RunFiles.outputs_of`)."""
+        meta = self.predictor(checkpoint).meta
+        return {
+            "run": str(self.workdir),
+            "checkpoint": checkpoint,
+            "epoch": meta.get("epoch"),
+            DIGEST_KEY: meta.get(DIGEST_KEY),
+        }
+
     def predictor(self, checkpoint: str = "best") -> Predictor:
         if checkpoint not in self._predictors:
             state, meta = self.restore(checkpoint)

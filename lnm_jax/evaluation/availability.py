@@ -22,7 +22,6 @@ from lnm_jax.evaluation.stats import delong_test
 from lnm_jax.evaluation.summary import summarise_predictions
 from lnm_jax.fileio import guard_output, read_json, write_json, write_text
 from lnm_jax.run import Run
-from lnm_jax.training.checkpoint import DIGEST_KEY
 
 # name -> inputs withheld
 PATTERNS = names.AVAILABILITY_PATTERNS
@@ -82,14 +81,10 @@ def evaluate_availability(
     )
     level = run.config.eval.ci_level
     modalities = names.parse_modalities(run.config.modalities)
-    meta = run.predictor(checkpoint).meta
     # the state scored, as evaluate's metrics.json records it: a table a resume has overtaken
     # says which epoch it is of
     result = {
-        "run": str(run.workdir),
-        "checkpoint": checkpoint,
-        "epoch": meta["epoch"],
-        DIGEST_KEY: meta.get(DIGEST_KEY),
+        **run.computed_from(checkpoint),
         "subset": subset,
         "patterns": {},
     }

@@ -26,7 +26,6 @@ from lnm_jax.fileio import atomic_directory, atomic_file, guard_output, path_ins
 from lnm_jax.preflight import check_inputs_present
 from lnm_jax.run import Run
 from lnm_jax.task import Task
-from lnm_jax.training.checkpoint import DIGEST_KEY
 from lnm_jax.training.steps import step_inputs
 
 FLAT_CAM = 1e-6  # a CAM whose range is at most this is constant (cam_from scales to [0, 1])
@@ -112,12 +111,7 @@ def gradcam(
     predictor = run.predictor(checkpoint)  # BatchNorm folded
     # what the maps are computed with: a folder a resume has overtaken is recognised
     # (RunFiles.outputs_of) and moved aside by training; one of another checkpoint replaced is said
-    source = {
-        "run": str(run.workdir),
-        "checkpoint": checkpoint,
-        "epoch": predictor.meta["epoch"],
-        DIGEST_KEY: predictor.meta.get(DIGEST_KEY),
-    }
+    source = run.computed_from(checkpoint)
     earlier = replaced_source(out, source)
     # written whole into a new folder that then replaces ``out``: a folder an earlier call wrote
     # keeps none of its files (figures of patients this call does not have, lesion scores this
@@ -153,8 +147,7 @@ def replaced_source(out: Path, source: dict) -> str | None:
         earlier = read_json(out / F.CAM_SOURCE)
     except (OSError, ValueError):
         return None
-    keys = ("run", "checkpoint", "epoch", DIGEST_KEY)
-    if all(earlier.get(k) == source[k] for k in keys):
+    if all(earlier.get(k) == v for k, v in source.items()):
         return None
     return f"the '{earlier.get('checkpoint')}' checkpoint of epoch {earlier.get('epoch')} of {earlier.get('run')}"
 
