@@ -21,6 +21,7 @@ from lnm_jax.names import (
     IMAGE_INPUTS,
     PAPER_NORM,
     SETTINGS,
+    STEMS,
     parse_modalities,
 )
 from lnm_jax.task import PAPER as PAPER_TASK
@@ -139,9 +140,10 @@ def base_config(setting: str = "triple") -> ConfigDict:
             # columns with train.lesion_loss_weight (models/fusion.py; docs/gradcam.md).
             lesion_head="",
             # Performance variants of the ResNets, the same function (models/resnet.py):
-            # stem='space_to_depth' (the 7x7 stem as a 4x4 conv on 2x2 blocks; even image sizes),
+            # stem: 'auto' (space_to_depth on a GPU, conv7 elsewhere: models/lowering.py) | 'conv7' |
+            # 'space_to_depth' (the 7x7 stem as a 4x4 conv on 2x2 blocks; even image sizes),
             # bn_float32_reductions=False (BatchNorm statistics in the activation dtype).
-            stem="conv7",
+            stem="auto",
             bn_float32_reductions=True,
         )
     )
@@ -403,7 +405,7 @@ FIELD_RULES = {
     "train.aux_loss_weight": NON_NEGATIVE,
     "train.lesion_loss_weight": NON_NEGATIVE,
     "model.lesion_head": _one_of("", *CAM_LAYERS),
-    "model.stem": _one_of("conv7", "space_to_depth"),
+    "model.stem": _one_of(*STEMS),
     "model.bn_float32_reductions": _one_of(True, False),
     "train.freeze_backbone_epochs": NON_NEGATIVE_INT,
     "train.backbone_lr_scale": NON_NEGATIVE,

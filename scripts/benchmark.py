@@ -59,7 +59,9 @@ CANDIDATES = {
     "autotune level 4": {"xla_flags": "--xla_gpu_autotune_level=4"},
     "command buffers off": {"xla_flags": "--xla_gpu_enable_command_buffer="},
     "BatchNorm statistics in bf16": {"model": {"bn_float32_reductions": False}},
+    # model.stem's default, 'auto', is the space-to-depth stem on a GPU and the 7x7 one elsewhere
     "space-to-depth stem": {"model": {"stem": "space_to_depth"}},
+    "7x7 stem": {"model": {"stem": "conv7"}},
     # the two image branches as one vmapped computation over stacked weights (models/fusion.py)
     "branches stacked (vmap)": {"model": {"branches": "stacked"}},
 }

@@ -18,7 +18,8 @@ every framework, dtype and batch size in its own), each writing ``OUT/<step>.md`
    checkpoints inside the wall time (``scripts/train_e2e.py``; 4,096 synthetic patients, six
    epochs, checkpoints every five).
 5. ``candidates``: the bf16 batch-256 step under each of ``benchmark.CANDIDATES`` (XLA:GPU
-   flag sets, BatchNorm statistics in bf16, the space-to-depth stem, the two branches stacked
+   flag sets, BatchNorm statistics in bf16, the 7x7 stem (the default is the space-to-depth one
+   on a GPU), the two branches stacked
    under ``vmap``), in ``CANDIDATE_ORDER`` or ``--candidates``, speed-ups against the default
    measured in the same invocation (``--tiny``: the default and the stem only, on a one-branch
    model; the others are tested in tests/test_models.py and tests/test_benchmark.py).
@@ -62,12 +63,13 @@ TINY_TORCH = ["--setting", "triple", "--backbone", "resnet10", "--width", "64", 
 # the profile's: each kernel traced under its own HLO instruction, so that every one has a phase
 PROFILE_XLA_FLAGS = "--xla_gpu_enable_command_buffer="
 
-# benchmark.CANDIDATES in the order the full check measures them: those not yet measured on a
-# GPU first, then those measured on an H200 on 2026-11-30, none faster there (docs/benchmarks.md);
-# a budget that runs out keeps the rows measured
+# benchmark.CANDIDATES in the order the full check measures them: the 7x7 stem (the default
+# before the space-to-depth stem measured faster on an H200, 2026-12-04), those not yet measured
+# on a GPU, then those measured on an H200, none faster there (docs/benchmarks.md); a budget that
+# runs out keeps the rows measured
 CANDIDATE_ORDER = [
     "default",
-    "space-to-depth stem",
+    "7x7 stem",
     "command buffers off",
     "autotune level 4",
     "Triton GEMM for all dots",

@@ -29,7 +29,7 @@ def backbone(
     fold_bn: bool = False,
     lowering: str = "auto",
     name: str | None = None,
-    stem: str = "conv7",
+    stem: str = "auto",
     bn_float32_reductions: bool = True,
 ) -> nn.Module:
     """``variant`` 'keras_v1' (weights ported from Keras ResNet50) and ``fold_bn`` (inference
@@ -51,7 +51,7 @@ def backbone(
             bn_float32_reductions=bn_float32_reductions,
             **resnet.VARIANTS[variant],
         )
-    if stem != "conv7" or not bn_float32_reductions:
+    if stem not in ("auto", "conv7") or not bn_float32_reductions:
         raise ValueError(f"model.stem and model.bn_float32_reductions exist for ResNets only, not {arch}")
     if fold_bn:
         raise ValueError(f"BatchNorm folding exists for ResNets only, not {arch}")

@@ -135,7 +135,7 @@ class FusionClassifier(nn.Module):
     input_heads: bool = False  # per-input logits for auxiliary losses (always on with 'late')
     flag_encoding: str = "raw"  # 'raw' (0/1, the paper) | 'centred' (-1/+1)
     lesion_head: str = ""  # a layer of the image branches ('stage3' ...): lesion logits there; '' none
-    stem: str = "conv7"  # ResNets: 'space_to_depth' computes the same stem differently (models/resnet.py)
+    stem: str = "auto"  # ResNets: 'conv7' | 'space_to_depth', the same stem computed two ways (models/lowering.py)
     bn_float32_reductions: bool = True  # ResNets: False = BatchNorm statistics in the activation dtype
     branches: str = "separate"  # 'stacked': the image branches as one vmapped computation (the same function)
 
@@ -279,7 +279,7 @@ def check_config(config) -> None:
             )
         if m.variant != "torchvision" and not backbones.can_fold_bn(m.backbone):
             raise ValueError(f"model.variant '{m.variant}' exists for ResNets only, not {m.backbone}")
-        if (m.get("stem", "conv7") != "conv7" or not m.get("bn_float32_reductions", True)) and not (
+        if (m.get("stem", "conv7") not in ("auto", "conv7") or not m.get("bn_float32_reductions", True)) and not (
             backbones.can_fold_bn(m.backbone)
         ):
             raise ValueError(f"model.stem and model.bn_float32_reductions exist for ResNets only, not {m.backbone}")

@@ -1,4 +1,4 @@
-"""How the backbones' 1x1 convolutions and 3x3 stride-2 max pools are expressed to XLA.
+"""How the backbones' 1x1 convolutions, 3x3 stride-2 max pools and ResNet stem are expressed to XLA.
 
 ``lowering``:
 * 'xla': ``lax.conv_general_dilated`` and ``lax.reduce_window`` everywhere (XLA's own ops).
@@ -19,6 +19,15 @@ select-and-scatter; :func:`max_pool_3x3_stride2` selects with the nine strided s
 transpose is nine strided pads (8x faster on the stem's [8, 114, 114, 64]).
 
 Both compute the same function with the same parameters (equal to float rounding; tests).
+
+``stem`` (ResNets, :func:`resolve_stem`): 'conv7', the 7x7 stride-2 convolution as torchvision
+writes it; 'space_to_depth', the same convolution as a 4x4 stride-1 one over 2x2 blocks
+(``resnet.SpaceToDepthConv``, same parameters); 'auto' (default), 'space_to_depth' on a GPU
+where the image's height and width are even, 'conv7' elsewhere. Measured on an H200
+(2026-12-04, ``scripts/gpu_check.py``'s candidates, bf16 triple ResNet-50 224, batch 256, one
+invocation): train 3,430 -> 3,560 patients/s (1.04x), inference with BatchNorm folded 17,059 ->
+20,008 (1.17x): a 3-channel strided convolution uses the tensor cores poorly, a 12-channel dense
+one better. On the CPU it measured as noise (docs/benchmarks.md), so the CPU keeps 'conv7'.
 """
 
 from __future__ import annotations
@@ -29,6 +38,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 from jax import lax
+
+from lnm_jax.names import STEMS
 
 LOWERINGS = ("auto", "xla", "cpu")
 
@@ -42,6 +53,17 @@ def resolve(lowering: str) -> str:
     if lowering == "auto":
         return "cpu" if jax.default_backend() == "cpu" else "xla"
     return lowering
+
+
+def resolve_stem(stem: str, height: int, width: int) -> str:
+    """'conv7' or 'space_to_depth' for a ResNet stem over ``height`` x ``width`` images ('auto':
+    'space_to_depth' on a GPU backend at even sizes, else 'conv7'; the module docstring says why);
+    an unknown value is an error."""
+    if stem not in STEMS:
+        raise ValueError(f"model.stem must be one of {STEMS}, got {stem!r}")
+    if stem == "auto":
+        return "space_to_depth" if jax.default_backend() == "gpu" and not (height % 2 or width % 2) else "conv7"
+    return stem
 
 
 def _is_plain_pointwise(lhs, rhs, padding, lhs_dilation, rhs_dilation, dimension_numbers, feature_group_count) -> bool:

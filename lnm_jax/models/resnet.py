@@ -15,7 +15,8 @@ the present images are normalised with.
 
 Performance variants, each the same function with the same parameters (candidates the GPU
 check measures, ``scripts/gpu_check.py``): ``stem='space_to_depth'`` computes the 7x7 stride-2
-stem as a 4x4 stride-1 convolution of the 2x2 space-to-depth input (:class:`SpaceToDepthConv`);
+stem as a 4x4 stride-1 convolution of the 2x2 space-to-depth input (:class:`SpaceToDepthConv`;
+``stem='auto'``, the default, takes it on a GPU: ``lowering.resolve_stem``);
 ``bn_float32_reductions=False`` lets BatchNorm's statistics run in the activation dtype (bf16)
 instead of flax's float32.
 
@@ -34,7 +35,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from lnm_jax.models.lowering import conv_function, max_pool_function
+from lnm_jax.models.lowering import conv_function, max_pool_function, resolve_stem
 
 Dtype = Any
 
@@ -54,7 +55,6 @@ def _no_norm(name: str | None = None):
 
 
 ModuleDef = Any
-STEMS = ("conv7", "space_to_depth")
 
 
 class SpaceToDepthConv(nn.Module):
@@ -160,15 +160,14 @@ class ResNet(nn.Module):
     # Inference only: convs with biases and no BatchNorm, for params from folding.fold_batchnorm.
     fold_bn: bool = False
     lowering: str = "auto"  # lowering.py: 1x1 convs and max pools as XLA ops or GEMMs and slices
-    stem: str = "conv7"  # or 'space_to_depth' (SpaceToDepthConv: the same function)
+    stem: str = "auto"  # 'conv7' | 'space_to_depth' (SpaceToDepthConv: the same function); lowering.resolve_stem
     bn_float32_reductions: bool = True  # flax's default; False: statistics in the activation dtype
 
     @nn.compact
     def __call__(self, x, train: bool = False, mask=None) -> dict[str, jnp.ndarray]:
         if self.fold_bn and train:
             raise ValueError("a BatchNorm-folded ResNet is for inference only")
-        if self.stem not in STEMS:
-            raise ValueError(f"stem must be one of {STEMS}, got {self.stem!r}")
+        stem = resolve_stem(self.stem, *x.shape[1:3])
         conv = partial(
             nn.Conv,
             use_bias=self.conv_bias or self.fold_bn,
@@ -195,7 +194,7 @@ class ResNet(nn.Module):
         if mask is not None:
             mask = jnp.asarray(mask, bool)[:, None, None, None]
         x = x.astype(self.dtype)
-        if self.stem == "space_to_depth":
+        if stem == "space_to_depth":
             x = SpaceToDepthConv(self.width, self.conv_bias or self.fold_bn, self.dtype, name="conv1")(x)
         else:
             x = conv(self.width, (7, 7), (2, 2), padding=_pad(7), name="conv1")(x)
