@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -12,6 +13,7 @@ from support import BACKBONE
 
 from lnm_jax.config import base_config
 from lnm_jax.data.loaders.on_device import DeviceCohort, apply_augmentation
+from lnm_jax.training.steps import PREDICT_IN_FLIGHT, make_eval_step, predict
 
 AUG = base_config().data.augment.to_dict()  # the paper's augmentation, as configured
 NORM = {
@@ -101,8 +103,20 @@ def test_training_from_a_device_resident_cohort(tiny_cohort, tmp_path):
     c = base_config("bmode,us_lnm")  # one image branch: the device-resident path, half the compile
     c.data.manifest, c.data.image_size, c.data.on_device = str(tiny_cohort), 32, True
     c.model.backbone, c.model.width = BACKBONE, 4
-    c.train.epochs, c.train.batch_size, c.train.eval_batch_size = 2, 8, 16
-    train(Run.create(c, tmp_path / "run"))
+    c.train.epochs, c.train.batch_size, c.train.eval_batch_size = 2, 8, 2
+    run = Run.create(c, tmp_path / "run")
+    train(run)
     rows = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in rows] == [1, 2] and all(np.isfinite(r["train_loss"]) for r in rows)
     assert rows[0]["step"] == 3  # 24 training patients // 8
+    # validation's batches were read once and kept on the device: every epoch's are the same,
+    # and predicting over them (several batches in flight) gives what the loader's give
+    kept = run.data.validation_batches()
+    assert run.data.validation_batches() is kept and len(kept) > PREDICT_IN_FLIGHT
+    assert all(isinstance(x, jax.Array) for _, inputs in kept for x in inputs.values())
+    state, step = run.fresh_state(), make_eval_step(run.model)
+    placed = predict(step, state.params, state.batch_stats, kept)
+    read = predict(step, state.params, state.batch_stats, run.data.eval_batches("val"))
+    assert placed.keys() == read.keys() and len(read["logit"]) == len(run.split.val)
+    for k in read:
+        np.testing.assert_array_equal(placed[k], read[k])

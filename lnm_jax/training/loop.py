@@ -344,7 +344,7 @@ def train(run: Run) -> dict:
                 np.concatenate([before["logits"], _gathered(logits)]).astype(np.float32),
             )
             tr["loss"] = train_loss  # the mean of the steps' losses (augmented, training-mode BatchNorm)
-            val = predict(eval_step, state.params, state.batch_stats, data.eval_batches("val"), mesh)
+            val = predict(eval_step, state.params, state.batch_stats, data.validation_batches(mesh), mesh)
             _check_validation(val["logit"], epoch, config, saves)
             va = _epoch_summary(val[names.LABEL], val["logit"])
             _check_max_loss("validation loss", va["loss"], epoch, config, saves, "nothing of this epoch was saved; ")

@@ -7,6 +7,7 @@ label and the ``valid`` mask enter the step. The loss is BCE on logits (positive
 
 from __future__ import annotations
 
+import collections
 import functools
 from collections.abc import Callable
 
@@ -192,18 +193,36 @@ def make_eval_step(model: nn.Module, mesh: Mesh | None = None) -> Callable:
     )
 
 
+# batches predict() has dispatched and not yet read back: the device runs them back to back
+# while the host prepares the next (reading each at once waited for it: a pipeline stall per batch)
+PREDICT_IN_FLIGHT = 2
+
+
 def predict(eval_step: Callable, params, batch_stats, batches, mesh: Mesh | None = None) -> dict[str, np.ndarray]:
-    """Runs ``eval_step`` over numpy batches; returns the valid rows' patient ids, labels and
-    logits (and each per-input head's, ``INPUT_LOGIT + input``), in batch order."""
+    """Runs ``eval_step`` over ``batches``: numpy batches, or ``(numpy batch, its step inputs
+    already on the device(s))`` pairs (``RunData.validation_batches``); returns the valid rows'
+    patient ids, labels and logits (and each per-input head's, ``INPUT_LOGIT + input``), in
+    batch order. Up to :data:`PREDICT_IN_FLIGHT` batches' outputs are read back after later
+    batches are dispatched."""
     ids, labels, logits = [], [], {"logit": []}
-    for batch in batches:
+    in_flight: collections.deque = collections.deque()
+
+    def read(out, batch) -> None:
         valid = np.asarray(batch[names.VALID])
-        inputs = step_inputs(batch) if mesh is None else shard_batch(step_inputs(batch), mesh)
-        out = eval_step(params, batch_stats, inputs)
         for k, z in out.items():
             logits.setdefault(k, []).append(to_host(z)[valid])
         labels.append(np.asarray(batch[names.LABEL])[valid])
         ids.append(np.asarray(batch[names.PATIENT_ID])[valid])
+
+    for item in batches:
+        batch, inputs = item if isinstance(item, tuple) else (item, None)
+        if inputs is None:
+            inputs = step_inputs(batch) if mesh is None else shard_batch(step_inputs(batch), mesh)
+        in_flight.append((eval_step(params, batch_stats, inputs), batch))
+        if len(in_flight) > PREDICT_IN_FLIGHT:
+            read(*in_flight.popleft())
+    while in_flight:
+        read(*in_flight.popleft())
     cat = lambda xs, dt: np.concatenate(xs) if xs else np.zeros((0,), dt)  # noqa: E731
     return {
         names.PATIENT_ID: np.array(
