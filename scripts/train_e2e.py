@@ -1,21 +1,20 @@
 """End-to-end training throughput: `lnm-jax train` at paper size on a synthetic cohort, with the
 decoded training split held on the accelerator (``data.on_device``) and fed from the host by
 the grain loader, reporting patients/s over whole epochs (validation and checkpoints included:
-the loop's ``epoch_cycle_s``, from one epoch's line to the next, over the epochs after the
-first, which compiles; its ``epoch_time_s`` stops before the epoch's checkpoints are saved).
-Epoch k's cycle holds epoch k-1's saves, so the average over epochs 2..E counts the saves of
-epochs 1..E-1. ``--checkpoint-every-epochs N`` (``train.checkpoint_every_epochs``) writes them
-every N epochs and at the last: over E = N + 1 epochs the timed cycles (epochs 2..E) hold one
-save point, what a run saving every N epochs spends per epoch on average (an improving epoch
-between save points costs a copy of the state to the host, in its cycle too); E - 1 must be a
-multiple of N (else the timed cycles would hold more or fewer save points than one every N). ``--tiny`` runs
-E = 3 epochs, and the GPU check's toy run saves every 2: epoch 1 held on the host, epoch 2 a save
-point whose saves (the process's first) fall in epoch 3's cycle.
+the loop's ``epoch_cycle_s``, from one epoch's line to the next; its ``epoch_time_s`` stops
+before the epoch's checkpoints are saved). ``--checkpoint-every-epochs N``
+(``train.checkpoint_every_epochs``) writes them every N epochs and at the last, in the background
+(``training/save_schedule.py``): a save point copies the state on the device, and the next one
+waits for its save to finish. Epoch k's cycle holds what follows epoch k-1's line: that wait and
+the copy where k-1 is a save point, the copy of an improving epoch's state otherwise. The rate is
+taken over the last N cycles (epochs E-N+1..E), which hold one save point and its wait for the
+one before, what a run saving every N epochs spends per epoch once past its start: E >= 2N + 1.
+``--tiny`` runs E = 3 epochs, and the GPU check's toy run saves every epoch.
 Needs no TensorFlow (the run fails if it imports it).
 
     python scripts/train_e2e.py --patients 3000 --epochs 3        # a GPU: ResNet-50, 224 px, bf16, batch 256
-    python scripts/train_e2e.py --epochs 6 --checkpoint-every-epochs 5   # the same, saving every 5 epochs
-    python scripts/train_e2e.py --tiny                            # any CPU: the same path at toy size
+    python scripts/train_e2e.py --epochs 11 --checkpoint-every-epochs 5   # the same, saving every 5 epochs
+    python scripts/train_e2e.py --tiny --feed device               # any CPU: the same path at toy size
 """
 
 from __future__ import annotations
@@ -56,9 +55,9 @@ def run_one(manifest: Path, workdir: Path, a, on_device: bool) -> dict:
     wall = time.perf_counter() - t1
     history = read_history(run.files.history)
     steps = run.data.steps_per_epoch()
-    later = history[1:]  # the first epoch includes compilation
-    if not later:
-        raise SystemExit(f"{workdir}: fewer than 2 epochs ran (early stop?): no epoch was timed")
+    later = history[-a.checkpoint_every_epochs :]  # one save point's period (the module's docstring)
+    if len(history) < 2 * a.checkpoint_every_epochs + 1:
+        raise SystemExit(f"{workdir}: {len(history)} of {a.epochs} epochs ran (early stop?): too few to time")
     patients = steps * a.batch_size  # per epoch
     steps_s = sum(patients / r["train_patients_per_s"] for r in later) / len(later)  # the same epochs
     cycle_s = sum(r["epoch_cycle_s"] for r in later) / len(later)  # steps, validation, checkpoints, log
@@ -74,6 +73,7 @@ def run_one(manifest: Path, workdir: Path, a, on_device: bool) -> dict:
         "patients_per_s_steps_only": round(patients / steps_s, 1),
         "patients_per_s_whole_epoch": round(patients / cycle_s, 1),
         "checkpoints_and_log_s_per_epoch": round(between_s, 2),
+        "timed_epochs": f"{later[0]['epoch']}-{later[-1]['epoch']}",
     }
 
 
@@ -86,13 +86,19 @@ def main(argv=None) -> list[dict]:
     p.add_argument("--width", type=int, default=64)
     p.add_argument("--dtype", default="bfloat16")
     p.add_argument("--batch-size", type=int, default=256)
-    p.add_argument("--epochs", type=int, default=3, help="at least 2: the first compiles, the others are timed")
+    p.add_argument("--epochs", type=int, default=3, help="at least 2N + 1 (N: --checkpoint-every-epochs)")
     p.add_argument("--threads", type=int, default=8, help="grain threads (data.num_threads)")
     p.add_argument(
         "--checkpoint-every-epochs",
         type=int,
         default=1,
         help="train.checkpoint_every_epochs: latest (and a held best) written every N epochs and at the last",
+    )
+    p.add_argument(
+        "--feed",
+        choices=("both", "device", "host"),
+        default="both",
+        help="the training split held on the device (data.on_device), fed by the host loader, or both (one row each)",
     )
     p.add_argument("--tiny", action="store_true", help=f"toy sizes for a CPU: {TINY}")
     a = p.parse_args(argv)
@@ -101,14 +107,12 @@ def main(argv=None) -> list[dict]:
             setattr(a, k, v)
     if a.checkpoint_every_epochs < 1:
         p.error("--checkpoint-every-epochs must be at least 1")
-    if a.epochs < 2:
-        p.error("--epochs must be at least 2: the first epoch compiles, the whole-epoch rate is taken over the others")
-    n, timed = a.checkpoint_every_epochs, a.epochs - 1  # the timed cycles hold the saves of epochs 1..E-1
-    if timed % n:
+    n = a.checkpoint_every_epochs
+    if a.epochs < 2 * n + 1:
         p.error(
-            f"--epochs {a.epochs} with --checkpoint-every-epochs {n}: the timed epochs 2..{a.epochs} would hold "
-            f"{timed // n} save point(s) in {timed} cycles, not one every {n}, and the whole-epoch rate would not "
-            f"be a run's; use --epochs {(timed // n + 1) * n + 1} (1 + a multiple of {n})"
+            f"--epochs {a.epochs} with --checkpoint-every-epochs {n}: the rate is taken over the last {n} epoch(s), "
+            f"which must hold a save point and its wait for the one before (saves run in the background), after "
+            f"the first epoch (it compiles); use --epochs {2 * n + 1} or more"
         )
     if a.workdir.exists() and any(a.workdir.iterdir()):
         p.error(f"--workdir {a.workdir} is not empty: the script writes a new cohort and runs there")
@@ -125,7 +129,8 @@ def main(argv=None) -> list[dict]:
     )
     device = jax.devices()[0].device_kind
     rows = []
-    for on_device in (True, False):  # each row printed when measured: a time limit keeps the first
+    feeds = {"both": (True, False), "device": (True,), "host": (False,)}[a.feed]
+    for on_device in feeds:  # each row printed when measured: a time limit keeps the first
         rows.append(run_one(manifest, a.workdir / f"on_device_{on_device}", a, on_device))
         print(json.dumps({**rows[-1], "device": device}), flush=True)
     info = {"device": device, "tensorflow_imported": "tensorflow" in sys.modules, **vars(a)}

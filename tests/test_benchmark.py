@@ -333,8 +333,8 @@ def test_a_second_gpu_check_call_into_one_folder_keeps_the_first_calls_tables(tm
         # saving every 5 over 3 epochs: no save point in the timed cycles, a rate without checkpoints
         (
             ["--checkpoint-every-epochs", "5"],
-            "would hold 0 save point(s) in 2 cycles, not one every 5, and the whole-epoch rate would not be a "
-            "run's; use --epochs 6 (1 + a multiple of 5)",
+            "the rate is taken over the last 5 epoch(s), which must hold a save point and its wait for the one "
+            "before (saves run in the background), after the first epoch (it compiles); use --epochs 11 or more",
         ),
     ],
 )

@@ -838,7 +838,7 @@ def test_a_config_edited_to_describe_another_model_is_refused_naming_the_field(t
         assert _snapshot(run.workdir) == before and not out.exists(), edit
     # a field deleted whose default is what the model was trained with changes nothing
     run.files.config.write_text(
-        json.dumps({**stored, "model": {k: v for k, v in stored["model"].items() if k != "stem"}})
+        json.dumps({**stored, "model": {k: v for k, v in stored["model"].items() if k != "lesion_head"}})
     )
     assert (
         main(
