@@ -542,9 +542,9 @@ class RunData:
         :func:`~lnm_jax.training.steps.predict`). With ``data.on_device``: read once, their step
         inputs put on the device(s) (sharded over ``mesh``), and kept, as ``(numpy batch, device
         inputs)`` pairs (nothing in an evaluation batch is random: every epoch's are the same).
-        Read through the loader every epoch, the H200's validation of 655 patients took about
-        0.7 s of a 1.6 s epoch (2026-12-04, ``scripts/train_e2e.py``). Else the loader's numpy
-        batches, read anew."""
+        Read through the loader every epoch, the H200's validation of 655 patients and the epoch's
+        summaries took 0.6-0.9 s after 0.9 s of steps (2026-12-04, ``scripts/train_e2e.py``).
+        Else the loader's numpy batches, read anew."""
         if not self.config.data.on_device:
             return self.eval_batches("val")
         if self._validation is None:
