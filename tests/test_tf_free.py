@@ -55,8 +55,9 @@ def test_train_evaluate_predict_gradcam_without_tensorflow(gpu_check_tiny, tiny_
     trained = gpu_check_tiny / "work" / "train_e2e"
     rows = json.loads((trained / "train_e2e.json").read_text())["rows"]
     assert [r["on_device"] for r in rows] == [True, False] and all(r["patients_per_s_whole_epoch"] > 0 for r in rows)
-    # epoch 1 held on the host, written at epoch 2, whose saves fall in epoch 3's cycle
-    assert all(r["checkpoint_every_epochs"] == 2 and r["epochs"] == 3 for r in rows), rows
+    # saving every epoch in the background: epoch 3's cycle (the one timed) holds epoch 2's save
+    # point, which waits for epoch 1's saves (orbax's per-array work: tenths of a second here)
+    assert all(r["checkpoint_every_epochs"] == 1 and r["epochs"] == 3 and r["timed_epochs"] == "3-3" for r in rows)
     # the whole epoch (its checkpoints included) is never faster than its steps alone
     assert all(r["patients_per_s_whole_epoch"] <= r["patients_per_s_steps_only"] for r in rows), rows
     assert all(r["checkpoints_and_log_s_per_epoch"] > 0 for r in rows), rows

@@ -8,9 +8,10 @@ training outputs). ``latest`` and ``best`` are numbered by epoch, ``progress`` b
 Orbax writes to a temporary folder and renames, so an interrupted save never replaces a good
 checkpoint with a half-written one. An improving epoch's ``latest`` is its ``best``'s committed
 folder copied the same way (:meth:`RunCheckpoints._copied`): orbax's per-array work, not the
-bytes, is what a save costs. Saves are synchronous (the loop waited for each one
-anyway), so a failed save (a full disk) raises at once as one :class:`CheckpointSaveError`, its
-temporary folder removed.
+bytes, is what a save costs. A save is synchronous: it returns once committed, and a failed save
+(a full disk) raises as one :class:`CheckpointSaveError`, its temporary folder removed. (The
+training loop calls it from a worker thread while the next epoch trains:
+``training/save_schedule.py``.)
 
 Every checkpoint proves what it is: the SHA-256 of its arrays (each leaf's path, dtype, shape
 and bytes, in tree order: :func:`state_digest`) is stored in its metadata and checked on

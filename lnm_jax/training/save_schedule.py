@@ -1,8 +1,8 @@
 """When the training loop writes an epoch's checkpoints (``train.checkpoint_every_epochs``).
 
 Every N epochs (1: every epoch, the default) and at the run's last epoch, early stop included,
-``latest`` is written; an improving epoch between two of those save points is held (a host copy
-of its state, and its metadata) and written as ``best`` at the next one, before ``latest``.
+``latest`` is written; an improving epoch between two of those save points is held (a copy
+of its state where it is, and its metadata) and written as ``best`` at the next one, before ``latest``.
 Training that stops between save points on an error (divergence, an interrupt, SIGTERM)
 first writes the held epoch as ``best`` and as ``latest`` (its copy): the run resumes from it. A
 mid-epoch ``progress`` checkpoint is written only after the held epoch is (its metadata's best
