@@ -228,6 +228,7 @@ def e2e_table(stdout: str) -> str:
         "patients_per_s_steps_only",
         "patients_per_s_whole_epoch",
         "checkpoints_and_log_s_per_epoch",
+        "timed_cycles_s",
         "device",
     ]
     lines = ["| " + " | ".join(keys) + " | whole epoch / steps only |", "|" + "---|" * (len(keys) + 1)]

@@ -9,6 +9,8 @@ waits for its save to finish. Epoch k's cycle holds what follows epoch k-1's lin
 the copy where k-1 is a save point, the copy of an improving epoch's state otherwise. The rate is
 taken over the last N cycles (epochs E-N+1..E), which hold one save point and its wait for the
 one before, what a run saving every N epochs spends per epoch once past its start: E >= 2N + 1.
+Each row also lists the timed epochs' cycles with, in brackets, their steps and validation
+(``timed_cycles_s``): a save point's wait shows in the cycle after it.
 ``--tiny`` runs E = 3 epochs, and the GPU check's toy run saves every epoch.
 Needs no TensorFlow (the run fails if it imports it).
 
@@ -74,6 +76,8 @@ def run_one(manifest: Path, workdir: Path, a, on_device: bool) -> dict:
         "patients_per_s_whole_epoch": round(patients / cycle_s, 1),
         "checkpoints_and_log_s_per_epoch": round(between_s, 2),
         "timed_epochs": f"{later[0]['epoch']}-{later[-1]['epoch']}",
+        # each timed epoch's cycle and, of it, its steps and validation: where a wait for saves shows
+        "timed_cycles_s": " / ".join(f"{r['epoch_cycle_s']:.2f} ({r['epoch_time_s']:.2f})" for r in later),
     }
 
 
