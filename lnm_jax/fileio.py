@@ -14,6 +14,7 @@ import math
 import os
 import re
 import shutil
+import signal
 import sys
 import tempfile
 import threading
@@ -592,3 +593,32 @@ def off_main_thread(fn: Callable[..., _T], *args, **kwargs) -> _T:
     if "error" in out:
         raise out["error"]
     return out["value"]
+
+
+@contextlib.contextmanager
+def interrupts_deferred(note: str | None) -> Iterator[list[int]]:
+    """Within the block, Ctrl-C (SIGINT) and a SIGTERM whose handler is Python's raise nothing:
+    each is recorded in the yielded list (signal numbers) and the first prints ``note`` (one
+    line on stderr; None: nothing). For what must finish once a stop has begun (training's stop writing the
+    best epoch it holds): a second Ctrl-C, or a SIGTERM after it, had cut that write short and
+    lost the epoch in silence. Handlers are put back after the block; off the main thread
+    (where none can be set) the block runs as it is."""
+    arrived: list[int] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield arrived
+        return
+
+    def record(signum, frame):
+        if not arrived and note:
+            print(note, file=sys.stderr, flush=True)
+        arrived.append(signum)
+
+    before = {}
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        if callable(signal.getsignal(sig)):  # Python's own (default_int_handler, the CLI's SIGTERM)
+            before[sig] = signal.signal(sig, record)
+    try:
+        yield arrived
+    finally:
+        for sig, handler in before.items():
+            signal.signal(sig, handler)

@@ -79,15 +79,19 @@ class MetricWriter:
             tqdm.write(line)
 
     def close(self) -> None:
-        if self._tb is not None:
-            self._tb.close()
-            self._tb = None
-        for handler in _console_handlers():
-            handler.removeFilter(self._filter)
-        if self._file_handler is not None:
-            logging.getLogger().removeHandler(self._file_handler)
-            self._file_handler.close()
-            self._file_handler = None
+        """Flushes and closes TensorBoard's file and the log's handler; the handlers are taken
+        off the logging tree even where the flush fails (a full disk), whose error is raised."""
+        tb, self._tb = self._tb, None
+        try:
+            if tb is not None:
+                tb.close()
+        finally:
+            for handler in _console_handlers():
+                handler.removeFilter(self._filter)
+            if self._file_handler is not None:
+                logging.getLogger().removeHandler(self._file_handler)
+                self._file_handler.close()
+                self._file_handler = None
 
     def __enter__(self) -> MetricWriter:
         return self

@@ -289,14 +289,18 @@ def test_run_killed_mid_epoch_resumes_on_the_next_batch(triple_run, tiny_cohort,
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
 
 
-def test_epochs_between_save_points_cost_no_result(triple_run, tiny_cohort, tmp_path, monkeypatch, capsys):
+@pytest.mark.parametrize("stop", ["SIGTERM", "an error"])
+def test_epochs_between_save_points_cost_no_result(stop, triple_run, tiny_cohort, tmp_path, monkeypatch, capsys):
     """train.checkpoint_every_epochs=2: epoch 1 (the best so far) is held, not written; a run
-    stopped in epoch 2 by SIGTERM (the command line raises it as an interrupt) writes it as best
-    and latest first and says so, and resumed from it, saving every epoch now (the cadence may
-    change on resume), ends with the history and the best and latest states, bit for bit, of the
-    run that saved every epoch."""
+    stopped in epoch 2 by SIGTERM (the command line raises it as an interrupt) or by an error
+    (a late save's, a file read's: its message cannot know what the stop writes after it) writes
+    it as best and latest first and says so, and resumed from it, saving every epoch now (the
+    cadence may change on resume), ends with the history and the best and latest states, bit for
+    bit, of the run that saved every epoch."""
     from lnm_jax.cli import Terminated
     from lnm_jax.training import loop as loop_lib
+
+    failure = Terminated if stop == "SIGTERM" else OSError("a cohort file went away")
 
     config = tiny_config(tiny_cohort, "triple", epochs=2)
     config.train.checkpoint_every_epochs = 2
@@ -308,7 +312,7 @@ def test_epochs_between_save_points_cost_no_result(triple_run, tiny_cohort, tmp_
 
         def counted(state, batch):
             if len(calls) == per_epoch + 1:  # inside epoch 2
-                raise Terminated
+                raise failure
             calls.append(1)
             return step(state, batch)
 
@@ -320,10 +324,11 @@ def test_epochs_between_save_points_cost_no_result(triple_run, tiny_cohort, tmp_
 
     monkeypatch.setattr(loop_lib, "make_train_step", dying)
     monkeypatch.setattr(RunCheckpoints, "save", recorded)
-    with pytest.raises(Terminated):
+    with pytest.raises(type(failure) if stop == "an error" else Terminated):
         train(Run.create(config, tmp_path / "run"))
-    assert saved == [("best", 1), ("latest", 1)]  # nothing before the interrupt
-    assert "training stopped: the last good checkpoint (epoch 1, " in "".join(capsys.readouterr())
+    assert saved == [("best", 1), ("latest", 1)]  # nothing before the stop
+    out = "".join(capsys.readouterr())
+    assert "training stopped: the last good checkpoint (epoch 1, " in out and "--resume continues from it" in out
     monkeypatch.setattr(loop_lib, "make_train_step", real)
     config.train.checkpoint_every_epochs = 1
     resumed = Run.create(config, tmp_path / "run", resume=True)
@@ -468,6 +473,71 @@ def test_a_held_epoch_that_cannot_be_written_on_stopping_is_not_named_as_kept(ca
     assert "instead, the last good checkpoint (epoch 2, ckpts/latest) is kept" in err, err
     assert saves.stopped().startswith("training stopped: the last good checkpoint (epoch 2, ")
     assert ckpts.saved == [("best", 1, 1.0), ("latest", 2, 2.0)]
+
+
+@pytest.mark.parametrize("sig", ["SIGINT", "SIGTERM"])
+def test_a_second_interrupt_does_not_cut_the_stops_write_of_the_held_epoch_short(sig, capsys):
+    """Ctrl-C again (or a SIGTERM: ``timeout``, Slurm) while the stop writes the best epoch it
+    holds: the write finishes, best and latest, and the signal is one note, not an interrupt
+    (it had cut the write short and lost the epoch in silence); the handlers are put back."""
+    import signal
+
+    from lnm_jax.cli import _raise_terminated
+
+    signum = getattr(signal, sig)
+    handler = signal.default_int_handler if sig == "SIGINT" else _raise_terminated  # Python's, the CLI's
+
+    class Signalled(_Recorded):
+        def save(self, kind, number, state, meta, copy_of=None):
+            if not self.saved:
+                os.kill(os.getpid(), signum)  # during the held epoch's best
+                time.sleep(0.05)  # the handler runs here, between bytecodes of the main thread
+            super().save(kind, number, state, meta, copy_of)
+
+    ckpts, before = Signalled(), signal.signal(signum, handler)
+    try:
+        saves = SaveSchedule(ckpts, 5, 10)
+        saves.epoch_end(1, {"w": np.ones(1)}, {"epoch": 1}, True)  # held
+        assert saves.on_stop(diverged=False) == 1
+        assert signal.getsignal(signum) is handler
+    finally:
+        signal.signal(signum, before)
+    assert ckpts.saved == [("best", 1, 1.0), ("latest", 1, 1.0)]
+    assert capsys.readouterr().err.count("interrupted again: the stop is writing the best epoch it holds") == 1
+
+
+class _WithProgress(_Recorded):
+    """_Recorded with a mid-epoch checkpoint on disk (``progress``: its metadata)."""
+
+    def __init__(self, progress):
+        super().__init__()
+        self.progress = progress
+
+    def latest_epoch(self, kind):
+        return self.progress["step"] if kind == "progress" else super().latest_epoch(kind)
+
+    def meta(self, kind):
+        assert kind == "progress"
+        return self.progress, Path("ckpts/progress") / str(self.progress["step"])
+
+
+def test_what_is_kept_names_a_newer_mid_epoch_checkpoint():
+    """A mid-epoch checkpoint (train.checkpoint_every_steps) newer than the latest epoch's, or
+    than a held one, is what --resume continues from: the stop's line names it (it said 'no
+    checkpoint was written' beside a committed one); an older one is not named."""
+    progress = {"epoch": 2, "step": 5, "batches_done": 1}
+    ckpts = _WithProgress(progress)
+    saves = SaveSchedule(ckpts, 3, 10)
+    named = "the last good checkpoint (step 5: epoch 2 after its batch 1, ckpts/progress) is kept"
+    assert saves.kept() == named
+    assert saves.stopped() == f"training stopped: {named}; train --resume continues from it"
+    saves.epoch_end(1, {"w": np.ones(1)}, {"epoch": 1}, True)  # held: older than the progress in epoch 2
+    assert saves.kept() == named
+    saves.epoch_end(2, {"w": np.full(1, 2.0)}, {"epoch": 2}, True)  # held: epoch 2 ended after it
+    assert saves.kept() == "the last good checkpoint (epoch 2, ckpts/latest) is kept"
+    saves.on_stop(diverged=False)
+    progress["epoch"] = 3  # a later one, in the epoch after the latest
+    assert saves.kept() == "the last good checkpoint (step 5: epoch 3 after its batch 1, ckpts/progress) is kept"
 
 
 def test_training_stopped_between_save_points_writes_the_held_epoch_first():

@@ -297,6 +297,7 @@ def train(run: Run) -> dict:
 
     last_line = None  # when this process measured its previous epoch's line (epoch_cycle_s)
     diverged = None  # the TrainingDivergedError that stopped the loop
+    failure = None  # the error that stopped it
     try:
         for epoch in range(start_epoch, config.train.epochs + 1):
             t0 = time.perf_counter()
@@ -392,16 +393,25 @@ def train(run: Run) -> dict:
                 break
         saves.finish()  # the last save point's checkpoints committed (a failure raised here)
     except BaseException as e:  # the best epoch held since the last save point is written first
-        saves.on_stop(diverged=isinstance(e, TrainingDivergedError), primary=writer.primary)
-        if isinstance(e, KeyboardInterrupt):  # Ctrl-C, or SIGTERM through the command line
-            writer.print(saves.stopped())
+        failure = e
         diverged = e if isinstance(e, TrainingDivergedError) else None
+        wrote = saves.on_stop(diverged=diverged is not None, primary=writer.primary)
+        # Ctrl-C or SIGTERM (through the command line); or an error (a save's, raised at a later
+        # save point) whose message named what was on disk before the stop wrote a newer epoch.
+        # A divergence's message named the held epoch already.
+        if isinstance(e, KeyboardInterrupt) or (wrote is not None and diverged is None):
+            writer.print(saves.stopped())
         raise
     finally:
-        saves.close()
-        ckpts.wait()
-        ckpts.close()
-        writer.close()
+        # closed in this order whatever happens; while an error stops the run, a closer's own
+        # failure (a full disk fails TensorBoard's flush too) is a warning line, not the error
+        for close in (saves.close, ckpts.wait, ckpts.close, writer.close):
+            try:
+                close()
+            except Exception as e:  # noqa: BLE001
+                if failure is None:
+                    raise
+                writer.print(f"warning: while stopping: {error_line(e)}")
         run.forget_checkpoints()
         # a first start that diverged before any checkpoint leaves the folder as it found it:
         # its config (the learning rate at fault) would otherwise hold the folder, a new start

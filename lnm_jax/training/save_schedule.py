@@ -35,7 +35,7 @@ from typing import Any
 
 import jax
 
-from lnm_jax.fileio import error_line
+from lnm_jax.fileio import error_line, interrupts_deferred
 from lnm_jax.training.checkpoint import RunCheckpoints
 
 
@@ -163,46 +163,71 @@ class SaveSchedule:
             self._save("latest", epoch, state, meta, copy_of="best")
         return epoch
 
-    def on_stop(self, *, diverged: bool, primary: bool = True) -> None:
+    def on_stop(self, *, diverged: bool, primary: bool = True) -> int | None:
         """Training stopped on an error (``diverged``: a divergence): the held epoch is written
-        as ``best`` and ``latest``. Several processes write only on a divergence (each sees it
-        at the same step; an interrupt or a failure of one process alone would leave the
-        others' collective save waiting). A save that fails here is one warning line (on the
-        ``primary`` process): the stop's own error is the one the caller raises. That line says
-        what is kept instead, and the epoch is no longer held: :meth:`kept` and :meth:`stopped`
-        name what is on disk (an error raised before the stop, a divergence's, named the held
-        epoch: this line corrects it). A failed background save not raised yet is one warning
-        line too, first."""
-        self._wait()
-        failed, self._failure = self._failure, None
-        if failed is not None and primary:
-            print(f"warning: {error_line(failed)}", file=sys.stderr)
-        if self._held is None or (jax.process_count() > 1 and not diverged):
-            return
-        epoch = self._held[0]
-        try:
-            self.write_held()
-        except Exception as e:  # noqa: BLE001  (the stop's own error is the one raised)
-            self._held = None
-            if primary:
-                print(
-                    f"warning: the best epoch ({epoch}) could not be saved: {error_line(e)}; instead, {self.kept()}",
-                    file=sys.stderr,
-                )
+        as ``best`` and ``latest``; returns its epoch, None where none was written. Several
+        processes write only on a divergence (each sees it at the same step; an interrupt or a
+        failure of one process alone would leave the others' collective save waiting). A save
+        that fails here is one warning line (on the ``primary`` process): the stop's own error is
+        the one the caller raises. That line says what is kept instead, and the epoch is no
+        longer held: :meth:`kept` and :meth:`stopped` name what is on disk (an error raised
+        before the stop, a divergence's, named the held epoch: this line corrects it). A failed
+        background save not raised yet is one warning line too, first. A second Ctrl-C or a
+        SIGTERM meanwhile does not cut the stop short (``fileio.interrupts_deferred``): the
+        save in flight and the held epoch's are what the run resumes from."""
+        note = "interrupted again: the stop is writing the best epoch it holds; it ends once that is committed"
+        with interrupts_deferred(note if primary else None):
+            self._wait()
+            failed, self._failure = self._failure, None
+            if failed is not None and primary:
+                print(f"warning: {error_line(failed)}", file=sys.stderr)
+            if self._held is None or (jax.process_count() > 1 and not diverged):
+                return None
+            epoch = self._held[0]
+            try:
+                self.write_held()
+            except Exception as e:  # noqa: BLE001  (the stop's own error is the one raised)
+                self._held = None
+                if primary:
+                    print(
+                        f"warning: the best epoch ({epoch}) could not be saved: {error_line(e)}; instead, {self.kept()}",
+                        file=sys.stderr,
+                    )
+                return None
+            return epoch
 
     def stopped(self) -> str:
-        """The line a run stopped by an interrupt prints (after :meth:`on_stop`): the checkpoint
-        it resumes from, and ``--resume`` only where there is one."""
+        """The line a stopped run prints (after :meth:`on_stop`): the checkpoint it resumes
+        from, and ``--resume`` only where there is one."""
         self._wait()
-        resumable = self._held is not None or self.ckpts.latest_epoch("latest") is not None
+        resumable = self._held is not None or any(self.ckpts.latest_epoch(k) is not None for k in ("latest", "progress"))
         return f"training stopped: {self.kept()}" + ("; train --resume continues from it" if resumable else "")
 
     def kept(self) -> str:
-        """What a message about a stopped run says about the checkpoint it resumes from: the
-        held epoch when there is one (:meth:`on_stop` writes it), else the latest written
-        (once the save in flight is over)."""
+        """What a message about a stopped run says about the checkpoint it resumes from (once
+        the save in flight is over): the held epoch when there is one (:meth:`on_stop` writes
+        it), else the latest written; a mid-epoch ``progress`` checkpoint where it is newer, as
+        ``train --resume`` decides (it is written after the held epoch's ``best``, so it is
+        newer when its epoch is after the latest's)."""
         self._wait()
         epoch = self._held[0] if self._held is not None else self.ckpts.latest_epoch("latest")
+        if (progress := self._progress_after(epoch or 0)) is not None:
+            return (
+                f"the last good checkpoint (step {progress['step']}: epoch {progress['epoch']} after its batch "
+                f"{progress['batches_done']}, {self.ckpts.directory('progress')}) is kept"
+            )
         if epoch is None:
             return "no checkpoint was written (nothing to resume from)"
         return f"the last good checkpoint (epoch {epoch}, {self.ckpts.directory('latest')}) is kept"
+
+    def _progress_after(self, epoch: int) -> dict | None:
+        """The metadata of the mid-epoch checkpoint when it is within an epoch after ``epoch``;
+        None where there is none, or it cannot be read (a message naming what is kept must not
+        fail: the resume reports a damaged one)."""
+        if self.ckpts.latest_epoch("progress") is None:
+            return None
+        try:
+            meta, _ = self.ckpts.meta("progress")
+        except Exception:  # noqa: BLE001
+            return None
+        return meta if meta["epoch"] > epoch else None
