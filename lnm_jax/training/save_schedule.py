@@ -189,8 +189,9 @@ class SaveSchedule:
             except Exception as e:  # noqa: BLE001  (the stop's own error is the one raised)
                 self._held = None
                 if primary:
+                    why = error_line(e)
                     print(
-                        f"warning: the best epoch ({epoch}) could not be saved: {error_line(e)}; instead, {self.kept()}",
+                        f"warning: the best epoch ({epoch}) could not be saved: {why}; instead, {self.kept()}",
                         file=sys.stderr,
                     )
                 return None
@@ -200,7 +201,8 @@ class SaveSchedule:
         """The line a stopped run prints (after :meth:`on_stop`): the checkpoint it resumes
         from, and ``--resume`` only where there is one."""
         self._wait()
-        resumable = self._held is not None or any(self.ckpts.latest_epoch(k) is not None for k in ("latest", "progress"))
+        on_disk = any(self.ckpts.latest_epoch(k) is not None for k in ("latest", "progress"))
+        resumable = self._held is not None or on_disk
         return f"training stopped: {self.kept()}" + ("; train --resume continues from it" if resumable else "")
 
     def kept(self) -> str:
