@@ -19,6 +19,7 @@ from lnm_jax.names import (
     FLAG_ENCODINGS,
     FUSIONS,
     IMAGE_INPUTS,
+    LOWERINGS,
     PAPER_NORM,
     SETTINGS,
     STEMS,
@@ -126,7 +127,8 @@ def base_config(setting: str = "triple") -> ConfigDict:
             temporal_pool="mean",  # CEUS clips: 'mean' | 'attention'
             # lowering: 1x1 convs and 3x3 stride-2 max pools as XLA's ops ('xla')
             # or as GEMMs and strided slices ('cpu': faster train steps on
-            # XLA:CPU); 'auto' = 'cpu' on the CPU backend, else 'xla' (models/lowering.py)
+            # XLA:CPU); 'slices': XLA's convs, the max pools as slices; 'auto' = 'cpu' on the
+            # CPU backend, else 'xla' (models/lowering.py)
             lowering="auto",
             # Beyond the paper (models/fusion.py): 'concat' is its single dense head over every
             # feature; 'late' gives each input its own logit and combines them with a small
@@ -387,7 +389,7 @@ FIELD_RULES = {
     "model.variant": _one_of("torchvision", "keras_v1"),
     "model.modality_dropout": _range(0, 1, hi_open=True),
     "model.temporal_pool": _one_of("mean", "attention"),
-    "model.lowering": _one_of("auto", "xla", "cpu"),
+    "model.lowering": _one_of(*LOWERINGS),
     "model.fusion": _one_of(*FUSIONS),
     "model.backbone": _one_of(*BACKBONES),
     "model.flag_encoding": _one_of(*FLAG_ENCODINGS),

@@ -59,6 +59,9 @@ CANDIDATES = {
     "autotune level 4": {"xla_flags": "--xla_gpu_autotune_level=4"},
     "command buffers off": {"xla_flags": "--xla_gpu_enable_command_buffer="},
     "BatchNorm statistics in bf16": {"model": {"bn_float32_reductions": False}},
+    # the max pools' gradient as a loop fusion, not a scatter; and the 1x1 convolutions as GEMMs too
+    "max pools as slices": {"model": {"lowering": "slices"}},
+    "1x1 GEMMs, max pools as slices": {"model": {"lowering": "cpu"}},
     # model.stem's default, 'auto', is the space-to-depth stem on a GPU and the 7x7 one elsewhere
     "space-to-depth stem": {"model": {"stem": "space_to_depth"}},
     "7x7 stem": {"model": {"stem": "conv7"}},

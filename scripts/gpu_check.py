@@ -70,6 +70,8 @@ PROFILE_XLA_FLAGS = "--xla_gpu_enable_command_buffer="
 CANDIDATE_ORDER = [
     "default",
     "7x7 stem",
+    "max pools as slices",
+    "1x1 GEMMs, max pools as slices",
     "command buffers off",
     "autotune level 4",
     "Triton GEMM for all dots",
@@ -103,7 +105,7 @@ def steps(out: Path, tiny: bool, torch: bool, candidates: list[str] | None = Non
     # saving every N epochs over 2N + 1: the timed cycles (the last N) hold one save point and its
     # wait for the one before (train_e2e.py); the tiny run saves every epoch over 3
     e2e_size = ["--tiny"] if tiny else ["--patients", "4096", "--epochs", "11"]
-    e2e += [*e2e_size, "--checkpoint-every-epochs", "1" if tiny else "5"]
+    e2e += [*e2e_size, "--checkpoint-every-epochs", "1" if tiny else "5", "--host-profile", "30"]
     export = [py, str(HERE / "benchmark_export.py"), "--untrained"]  # on its own synthetic patients
     export += ["--backbone", "resnet10", "--width", "4", "--image-size", "32", "--batch-sizes", "1,2", "--repeats", "1"]
     export += ["--stablehlo-only"]  # tiny: the ONNX conversion is tests/test_export.py's

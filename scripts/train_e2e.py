@@ -37,6 +37,65 @@ if __name__ == "__main__":  # as the lnm-jax command runs, under its allocator s
 TINY = dict(patients=48, size=32, backbone="resnet10", width=4, dtype="float32", batch_size=8, epochs=3, threads=2)
 
 
+class MainThreadSampler:
+    """Where the training loop's thread spends the timed epochs' wall time: every ``interval``
+    seconds, once the run's history holds ``after`` lines, the main thread's Python stack is
+    sampled (``sys._current_frames``), so a wait in C (a device-to-host copy, the wait for a
+    background save) counts as the Python line that waits. ``table(n)`` lists the ``n``
+    functions on most sampled stacks (inclusive share) and the ``n`` innermost ones (self)."""
+
+    def __init__(self, history: Path, after: int, interval: float = 0.002):
+        import threading
+
+        self.history, self.after, self.interval = history, after, interval
+        self.samples: list[tuple[str, ...]] = []
+        self._stop = threading.Event()
+        self._main = threading.main_thread().ident
+        self._thread = threading.Thread(target=self._run, name="e2e-sampler", daemon=True)
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+
+    def _lines(self) -> int:
+        try:
+            return self.history.read_text().count("\n")
+        except OSError:
+            return 0
+
+    def _run(self) -> None:
+        while not self._stop.is_set() and self._lines() < self.after:
+            time.sleep(0.05)
+        while not self._stop.is_set():
+            frame, stack = sys._current_frames().get(self._main), []
+            while frame is not None:
+                code = frame.f_code
+                stack.append(f"{Path(code.co_filename).name}:{code.co_name}")
+                frame = frame.f_back
+            self.samples.append(tuple(stack))
+            time.sleep(self.interval)
+
+    def table(self, n: int) -> str:
+        from collections import Counter
+
+        total = len(self.samples)
+        if not total:
+            return "no samples (the timed epochs did not start)"
+        inclusive = Counter(f for stack in self.samples for f in set(stack))
+        own = Counter(stack[0] for stack in self.samples if stack)
+        lines = [f"main thread over the timed epochs: {total} samples every {self.interval * 1e3:.0f} ms", ""]
+        lines += ["| function (file:name) | on the stack | innermost |", "|---|---:|---:|"]
+        for name in sorted(
+            set(dict(inclusive.most_common(n))) | set(dict(own.most_common(n))), key=lambda k: -inclusive[k]
+        ):
+            lines.append(f"| `{name}` | {inclusive[name] / total:.1%} | {own[name] / total:.1%} |")
+        return "\n".join(lines)
+
+
 def run_one(manifest: Path, workdir: Path, a, on_device: bool) -> dict:
     from lnm_jax.config import base_config
     from lnm_jax.metric_writer import read_history
@@ -53,7 +112,12 @@ def run_one(manifest: Path, workdir: Path, a, on_device: bool) -> dict:
     t0 = time.perf_counter()
     run = Run.create(c, workdir)  # the manifest checked, the cohort surveyed, the splits drawn
     t1 = time.perf_counter()
-    train(run)
+    if a.host_profile:
+        with MainThreadSampler(run.files.history, a.epochs - a.checkpoint_every_epochs) as sampler:
+            train(run)
+        print(sampler.table(a.host_profile), flush=True)
+    else:
+        train(run)
     wall = time.perf_counter() - t1
     history = read_history(run.files.history)
     steps = run.data.steps_per_epoch()
@@ -103,6 +167,13 @@ def main(argv=None) -> list[dict]:
         choices=("both", "device", "host"),
         default="both",
         help="the training split held on the device (data.on_device), fed by the host loader, or both (one row each)",
+    )
+    p.add_argument(
+        "--host-profile",
+        type=int,
+        default=0,
+        metavar="N",
+        help="sample the training loop's thread over the timed epochs; print the N functions it spends most time in",
     )
     p.add_argument("--tiny", action="store_true", help=f"toy sizes for a CPU: {TINY}")
     a = p.parse_args(argv)

@@ -177,6 +177,8 @@ def test_gpu_check_runs_every_step_at_tiny_size(gpu_check_tiny, tmp_path):
     assert float(_rows(profile, "forward")[0][1]) > 0 and float(_rows(profile, "backward")[0][1]) > 0
     e2e = (out / "train_e2e.md").read_text()
     assert [r[0] for r in _rows(e2e, "True") + _rows(e2e, "False")] == ["True", "False"], e2e
+    # where the loop's thread spent the timed epochs, sampled: the loop itself on every stack
+    assert all(float(r[1].rstrip("%")) > 50 for r in _rows(e2e, "`loop.py:train`")) and "`loop.py:train`" in e2e, e2e
     candidates = (out / "candidates.md").read_text()
     assert [r[0] for r in _rows(candidates, "space-to-depth stem")] == ["space-to-depth stem"], candidates
     export = (out / "export.md").read_text()

@@ -211,7 +211,8 @@ def test_performance_variants_compute_the_same_function():
     the space-to-depth stem with the same 7x7 kernel gives the stem's output to float32
     rounding (147 products per output, values O(1): ~1e-6), on a size where the stem pads on
     every side and through BatchNorm folding; BatchNorm statistics in the activation dtype change
-    nothing in float32 and stay within bf16 rounding of the float32 statistics in bfloat16."""
+    nothing in float32 and stay within bf16 rounding of the float32 statistics in bfloat16; the
+    max pools as slices give reduce-window's values (their gradient: tests/test_lowering.py)."""
     from lnm_jax.models.folding import fold_batchnorm
 
     x = np.random.default_rng(1).standard_normal((2, 38, 38, 3)).astype(np.float32)
@@ -234,6 +235,11 @@ def test_performance_variants_compute_the_same_function():
     def train(m, dtype=jnp.float32):
         return compiled(lambda v, x: m.apply(v, x, train=True, mutable=["batch_stats"])[0])(v, x.astype(dtype))
 
+    # max pools as slices beside XLA's convolutions (lowering 'slices'): reduce-window's values
+    # bit for bit; what follows is fused otherwise, so float32 rounding (the stem's bound)
+    sliced, xla = (train(resnet(BACKBONE, width=8, lowering=lw)) for lw in ("slices", "xla"))
+    np.testing.assert_allclose(sliced["stem"], xla["stem"], atol=1e-5)
+    np.testing.assert_allclose(sliced["pooled"], xla["pooled"], atol=1e-5)
     low = resnet(BACKBONE, width=8, bn_float32_reductions=False)
     np.testing.assert_array_equal(train(low)["pooled"], train(base)["pooled"])
     bf16 = {k: resnet(BACKBONE, width=8, dtype=jnp.bfloat16, bn_float32_reductions=k) for k in (True, False)}

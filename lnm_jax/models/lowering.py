@@ -6,6 +6,10 @@
   BatchNorm-folded ResNet, which only predicts: there XLA's convolution is faster, models/resnet.py);
   3x3 stride-2 max pools as the maximum of nine strided slices, differentiated by selecting the
   first maximum's tangent (:func:`max_pool_3x3_stride2`).
+* 'slices': XLA's convolutions, the max pools as 'cpu' computes them: a GPU candidate
+  (``scripts/benchmark.py``). XLA:GPU computes a max pool's gradient as a select-and-scatter
+  lowered to a scatter, the step's slowest elementwise kernel on an H200 (1.3 ms per branch of
+  a 75 ms bf16 step, batch 256, 2026-12-04), where the slices' gradient is a loop fusion.
 * 'auto' (default): 'cpu' on the CPU backend, 'xla' elsewhere (GPU/TPU: not measured to gain).
 
 Why, measured with ``scripts/profile_step.py`` on a 2-core CPU (triple ResNet-50, 224x224,
@@ -39,15 +43,13 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from lnm_jax.names import STEMS
-
-LOWERINGS = ("auto", "xla", "cpu")
+from lnm_jax.names import LOWERINGS, STEMS
 
 _NHWC_HWIO = ("NHWC", "HWIO", "NHWC")
 
 
 def resolve(lowering: str) -> str:
-    """'xla' or 'cpu' ('auto' by the default backend); an unknown value is an error."""
+    """'xla', 'cpu' or 'slices' ('auto' by the default backend); an unknown value is an error."""
     if lowering not in LOWERINGS:
         raise ValueError(f"model lowering must be one of {LOWERINGS}, got {lowering!r}")
     if lowering == "auto":
@@ -169,7 +171,7 @@ def _max_pool_jvp(primals, tangents):
 
 def max_pool_function(lowering: str) -> Callable:
     """The 3x3 stride-2 'VALID' max pool of a ``lowering``: :func:`max_pool_3x3_stride2` on
-    'cpu', flax's ``nn.max_pool`` (XLA's reduce-window) otherwise."""
-    if resolve(lowering) == "cpu":
+    'cpu' and 'slices', flax's ``nn.max_pool`` (XLA's reduce-window) otherwise."""
+    if resolve(lowering) in ("cpu", "slices"):
         return max_pool_3x3_stride2
     return lambda x: nn.max_pool(x, window_shape=(3, 3), strides=(2, 2))
