@@ -15,6 +15,7 @@ from ml_collections import ConfigDict, FieldReference
 from lnm_jax.fileio import SEED_RANGE, is_number, is_seed, problems_text, write_text
 from lnm_jax.names import (
     BACKBONES,
+    BATCHNORMS,
     CAM_LAYERS,
     FLAG_ENCODINGS,
     FUSIONS,
@@ -144,9 +145,12 @@ def base_config(setting: str = "triple") -> ConfigDict:
             # Performance variants of the ResNets, the same function (models/resnet.py):
             # stem: 'auto' (space_to_depth on a GPU, conv7 elsewhere: models/lowering.py) | 'conv7' |
             # 'space_to_depth' (the 7x7 stem as a 4x4 conv on 2x2 blocks; even image sizes),
-            # bn_float32_reductions=False (BatchNorm statistics in the activation dtype).
+            # bn_float32_reductions=False (BatchNorm statistics in the activation dtype),
+            # batchnorm: 'flax' (nn.BatchNorm, differentiated by JAX) | 'fused' (its training
+            # gradient written out: two reductions a layer, models/batchnorm.py).
             stem="auto",
             bn_float32_reductions=True,
+            batchnorm="flax",
         )
     )
 
@@ -409,6 +413,7 @@ FIELD_RULES = {
     "model.lesion_head": _one_of("", *CAM_LAYERS),
     "model.stem": _one_of(*STEMS),
     "model.bn_float32_reductions": _one_of(True, False),
+    "model.batchnorm": _one_of(*BATCHNORMS),
     "train.freeze_backbone_epochs": NON_NEGATIVE_INT,
     "train.backbone_lr_scale": NON_NEGATIVE,
     "train.weight_decay": NON_NEGATIVE,

@@ -71,6 +71,8 @@ FLAG_ENCODINGS = ("raw", "centred")
 # how the backbones' 1x1 convolutions and 3x3 stride-2 max pools are expressed to XLA
 # (model.lowering; lnm_jax.models.lowering)
 LOWERINGS = ("auto", "xla", "cpu", "slices")
+# how a ResNet's BatchNorm is differentiated in training (model.batchnorm; lnm_jax.models.batchnorm)
+BATCHNORMS = ("flax", "fused")
 # how a ResNet's 7x7 stride-2 stem is computed (model.stem; lnm_jax.models.lowering.resolve_stem)
 STEMS = ("auto", "conv7", "space_to_depth")
 CAM_LAYERS = ("stem", "stage1", "stage2", "stage3", "stage4")  # the backbones' hooked maps, shallow to deep

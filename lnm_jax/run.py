@@ -100,6 +100,7 @@ RESUMABLE_FIELDS = (
     "train.max_loss",  # a guard against divergence, not part of the experiment
     "eval.",
     "model.lowering",  # a lowering choice: same parameters, same mathematics
+    "model.batchnorm",  # how BatchNorm's gradient is computed: the same function and parameters
     # how fast, not what: threads, prefetching, the evaluation batch (BatchNorm in inference mode)
     "data.num_threads",
     "data.prefetch",

@@ -59,6 +59,8 @@ CANDIDATES = {
     "autotune level 4": {"xla_flags": "--xla_gpu_autotune_level=4"},
     "command buffers off": {"xla_flags": "--xla_gpu_enable_command_buffer="},
     "BatchNorm statistics in bf16": {"model": {"bn_float32_reductions": False}},
+    # BatchNorm's training gradient written out: two reductions a layer (models/batchnorm.py)
+    "BatchNorm gradient written out": {"model": {"batchnorm": "fused"}},
     # the max pools' gradient as a loop fusion, not a scatter; and the 1x1 convolutions as GEMMs too
     "max pools as slices": {"model": {"lowering": "slices"}},
     "1x1 GEMMs, max pools as slices": {"model": {"lowering": "cpu"}},

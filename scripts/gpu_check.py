@@ -70,6 +70,7 @@ PROFILE_XLA_FLAGS = "--xla_gpu_enable_command_buffer="
 CANDIDATE_ORDER = [
     "default",
     "7x7 stem",
+    "BatchNorm gradient written out",
     "max pools as slices",
     "1x1 GEMMs, max pools as slices",
     "command buffers off",

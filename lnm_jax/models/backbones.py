@@ -31,13 +31,14 @@ def backbone(
     name: str | None = None,
     stem: str = "auto",
     bn_float32_reductions: bool = True,
+    batchnorm: str = "flax",
 ) -> nn.Module:
     """``variant`` 'keras_v1' (weights ported from Keras ResNet50) and ``fold_bn`` (inference
     with BatchNorm folded into the convs) exist for ResNets only. ``lowering``
     (models/lowering.py): 1x1 convs and 3x3 stride-2 max pools as XLA's ops or as GEMMs and
-    strided slices (fast on XLA:CPU); VGG-11 has neither. ``stem`` and
-    ``bn_float32_reductions``: the ResNets' performance variants (:mod:`lnm_jax.models.resnet`;
-    the same function)."""
+    strided slices (fast on XLA:CPU); VGG-11 has neither. ``stem``, ``bn_float32_reductions``
+    and ``batchnorm``: the ResNets' performance variants (:mod:`lnm_jax.models.resnet`; the same
+    function)."""
     resolve(lowering)  # rejects an unknown value
     if arch in resnet.BACKBONES:
         return resnet.resnet(
@@ -49,10 +50,13 @@ def backbone(
             lowering=lowering,
             stem=stem,
             bn_float32_reductions=bn_float32_reductions,
+            batchnorm=batchnorm,
             **resnet.VARIANTS[variant],
         )
-    if stem not in ("auto", "conv7") or not bn_float32_reductions:
-        raise ValueError(f"model.stem and model.bn_float32_reductions exist for ResNets only, not {arch}")
+    if stem not in ("auto", "conv7") or not bn_float32_reductions or batchnorm != "flax":
+        raise ValueError(
+            f"model.stem, model.bn_float32_reductions and model.batchnorm exist for ResNets only, not {arch}"
+        )
     if fold_bn:
         raise ValueError(f"BatchNorm folding exists for ResNets only, not {arch}")
     if arch not in NAMES:

@@ -137,6 +137,7 @@ class FusionClassifier(nn.Module):
     lesion_head: str = ""  # a layer of the image branches ('stage3' ...): lesion logits there; '' none
     stem: str = "auto"  # ResNets: 'conv7' | 'space_to_depth', the same stem computed two ways (models/lowering.py)
     bn_float32_reductions: bool = True  # ResNets: False = BatchNorm statistics in the activation dtype
+    batchnorm: str = "flax"  # ResNets: 'fused' = BatchNorm's training gradient written out (models/batchnorm.py)
     branches: str = "separate"  # 'stacked': the image branches as one vmapped computation (the same function)
 
     @property
@@ -155,6 +156,7 @@ class FusionClassifier(nn.Module):
             lowering=self.lowering,
             stem=self.stem,
             bn_float32_reductions=self.bn_float32_reductions,
+            batchnorm=self.batchnorm,
         )
         if self.branches == "separate":
             return {
@@ -279,10 +281,15 @@ def check_config(config) -> None:
             )
         if m.variant != "torchvision" and not backbones.can_fold_bn(m.backbone):
             raise ValueError(f"model.variant '{m.variant}' exists for ResNets only, not {m.backbone}")
-        if (m.get("stem", "conv7") not in ("auto", "conv7") or not m.get("bn_float32_reductions", True)) and not (
-            backbones.can_fold_bn(m.backbone)
-        ):
-            raise ValueError(f"model.stem and model.bn_float32_reductions exist for ResNets only, not {m.backbone}")
+        variants = (
+            m.get("stem", "conv7") not in ("auto", "conv7")
+            or not m.get("bn_float32_reductions", True)
+            or m.get("batchnorm", "flax") != "flax"
+        )
+        if variants and not backbones.can_fold_bn(m.backbone):
+            raise ValueError(
+                f"model.stem, model.bn_float32_reductions and model.batchnorm exist for ResNets only, not {m.backbone}"
+            )
         if m.get("stem", "conv7") == "space_to_depth" and config.data.image_size % 2:
             raise ValueError(f"model.stem='space_to_depth' needs an even data.image_size, got {config.data.image_size}")
     if m.modality_dropout and not m.missing_inputs:
@@ -335,4 +342,5 @@ def build_model(config) -> FusionClassifier:
         lesion_head=model_field(config, "model.lesion_head"),
         stem=model_field(config, "model.stem"),
         bn_float32_reductions=model_field(config, "model.bn_float32_reductions"),
+        batchnorm=m.get("batchnorm", "flax"),  # runs stored before the field: flax's
     )

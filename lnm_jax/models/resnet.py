@@ -18,7 +18,8 @@ check measures, ``scripts/gpu_check.py``): ``stem='space_to_depth'`` computes th
 stem as a 4x4 stride-1 convolution of the 2x2 space-to-depth input (:class:`SpaceToDepthConv`;
 ``stem='auto'``, the default, takes it on a GPU: ``lowering.resolve_stem``);
 ``bn_float32_reductions=False`` lets BatchNorm's statistics run in the activation dtype (bf16)
-instead of flax's float32.
+instead of flax's float32; ``batchnorm='fused'`` computes BatchNorm's training gradient as
+written out in :mod:`lnm_jax.models.batchnorm` (two reductions a layer instead of three).
 
 ``__call__`` returns a dict of intermediates: ``stem``, ``stage1`` .. ``stage4`` and the
 global-average-pooled ``pooled`` feature; each of ``stem`` and ``stage*`` is also a
@@ -35,7 +36,9 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from lnm_jax.models.batchnorm import FusedBatchNorm
 from lnm_jax.models.lowering import conv_function, max_pool_function, resolve_stem
+from lnm_jax.names import BATCHNORMS
 
 Dtype = Any
 
@@ -162,11 +165,17 @@ class ResNet(nn.Module):
     lowering: str = "auto"  # lowering.py: 1x1 convs and max pools as XLA ops or GEMMs and slices
     stem: str = "auto"  # 'conv7' | 'space_to_depth' (SpaceToDepthConv: the same function); lowering.resolve_stem
     bn_float32_reductions: bool = True  # flax's default; False: statistics in the activation dtype
+    batchnorm: str = "flax"  # 'fused': BatchNorm's training gradient written out (models/batchnorm.py)
 
     @nn.compact
     def __call__(self, x, train: bool = False, mask=None) -> dict[str, jnp.ndarray]:
         if self.fold_bn and train:
             raise ValueError("a BatchNorm-folded ResNet is for inference only")
+        if self.batchnorm not in BATCHNORMS:
+            raise ValueError(f"model.batchnorm must be one of {BATCHNORMS}, got {self.batchnorm!r}")
+        fused = self.batchnorm == "fused"
+        if fused and not self.bn_float32_reductions:
+            raise ValueError("model.batchnorm='fused' computes float32 statistics: keep model.bn_float32_reductions")
         stem = resolve_stem(self.stem, *x.shape[1:3])
         conv = partial(
             nn.Conv,
@@ -181,6 +190,14 @@ class ResNet(nn.Module):
         norm = (
             _no_norm
             if self.fold_bn
+            else partial(
+                FusedBatchNorm,
+                use_running_average=not train,
+                momentum=BN_MOMENTUM,
+                epsilon=self.bn_epsilon,
+                dtype=self.dtype,
+            )
+            if fused
             else partial(
                 nn.BatchNorm,
                 use_running_average=not train,
