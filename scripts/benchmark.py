@@ -63,7 +63,7 @@ CANDIDATES = {
     "BatchNorm gradient written out": {"model": {"batchnorm": "fused"}},
     # the max pools' gradient as a loop fusion, not a scatter; and the 1x1 convolutions as GEMMs too
     "max pools as slices": {"model": {"lowering": "slices"}},
-    "1x1 GEMMs, max pools as slices": {"model": {"lowering": "cpu"}},
+    "1x1 GEMMs and sliced max pools": {"model": {"lowering": "cpu"}},
     # model.stem's default, 'auto', is the space-to-depth stem on a GPU and the 7x7 one elsewhere
     "space-to-depth stem": {"model": {"stem": "space_to_depth"}},
     "7x7 stem": {"model": {"stem": "conv7"}},
@@ -297,14 +297,27 @@ def train_gflop_per_patient(setting: str, image_size: int, width: int, backbone:
     return images * TRAIN_GFLOP_PER_IMAGE_224[backbone] * (image_size / 224) ** 2 * (width / 64) ** 2
 
 
+def candidate_model(spec: dict):
+    """The FusionClassifier a JAX row measures: ``spec``'s setting, backbone, width, dtype and
+    lowering, with its candidate's model fields (they win over the command line's lowering)."""
+    import jax.numpy as jnp
+
+    from lnm_jax.models.fusion import FusionClassifier
+
+    return FusionClassifier(
+        parse_modalities(spec["setting"]),
+        backbone=spec["backbone"],
+        width=spec["width"],
+        dtype=jnp.dtype(spec["dtype"]),
+        **{"lowering": spec["lowering"], **CANDIDATES[spec.get("candidate", "default")].get("model", {})},
+    )
+
+
 def measure_one(spec: dict) -> dict:
     """One framework at one dtype and batch size, in this process (what a child runs). A JAX
     measurement that imported TensorFlow fails (the accelerator path must not need it)."""
     if spec["framework"] == "jax":
         import jax
-        import jax.numpy as jnp
-
-        from lnm_jax.models.fusion import FusionClassifier
 
         if spec.get("inference_options") == "step":  # the evaluation programs built as the train step
             compile_options.INFERENCE.update(compile_options.STEP)
@@ -313,14 +326,7 @@ def measure_one(spec: dict) -> dict:
                 kind.get("cpu", {}).pop(compile_options.YNN_FUSIONS, None)
         if spec.get("highest"):
             jax.config.update("jax_default_matmul_precision", "highest")
-        model = FusionClassifier(
-            parse_modalities(spec["setting"]),
-            backbone=spec["backbone"],
-            width=spec["width"],
-            dtype=jnp.dtype(spec["dtype"]),
-            lowering=spec["lowering"],
-            **CANDIDATES[spec.get("candidate", "default")].get("model", {}),
-        )
+        model = candidate_model(spec)
         r = bench(model, spec["batch"], spec["image_size"], spec["steps"], spec["warmup"])
         if "tensorflow" in sys.modules:
             raise RuntimeError("the JAX benchmark imported TensorFlow: the accelerator path must not need it")
@@ -426,7 +432,7 @@ def main() -> None:
     add_model_args(p)
     p.add_argument("--batch-sizes", default="8")
     p.add_argument("--dtypes", default="float32", help="comma list of float32,bfloat16")
-    p.add_argument("--lowering", default="auto", help="auto | cpu | xla (lnm_jax/models/lowering.py)")
+    p.add_argument("--lowering", default="auto", help="auto | xla | cpu | slices (lnm_jax/models/lowering.py)")
     p.add_argument("--steps", type=int, default=5)
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--torch", action="store_true", help="also the PyTorch model (triple, ResNet-18/50 at width 64)")

@@ -72,7 +72,7 @@ CANDIDATE_ORDER = [
     "7x7 stem",
     "BatchNorm gradient written out",
     "max pools as slices",
-    "1x1 GEMMs, max pools as slices",
+    "1x1 GEMMs and sliced max pools",
     "command buffers off",
     "autotune level 4",
     "Triton GEMM for all dots",

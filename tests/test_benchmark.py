@@ -271,6 +271,22 @@ def test_every_xla_flag_candidate_is_one_xla_reads():
     assert res.returncode == 0 and res.stdout.strip() == "30.0", res.stderr[-1000:]
 
 
+def test_every_model_candidate_builds_the_model_it_measures():
+    """Each of benchmark.CANDIDATES builds its row's model at toy size (a candidate that set the
+    lowering once failed only on the GPU: the lowering was passed twice), and can be named in
+    ``--candidates`` (a comma list)."""
+    import jax
+    import jax.numpy as jnp
+
+    bench = _load("benchmark")
+    assert not [name for name in bench.CANDIDATES if "," in name]
+    batch = {k: jnp.asarray(v) for k, v in bench.make_batch(0, 2, 32).items()}
+    for name in bench.CANDIDATES:
+        spec = dict(setting="triple", backbone=BACKBONE, width=4, dtype="bfloat16", lowering="auto", candidate=name)
+        init = bench.candidate_model(spec).init
+        jax.eval_shape(lambda b, init=init: init(jax.random.key(0), b, train=True), batch)
+
+
 def test_gpu_check_orders_every_candidate_once():
     """The full check's candidate order names each of benchmark.CANDIDATES once, 'default' first
     (the speed-ups are taken against it), but the space-to-depth stem, which is the default on a
