@@ -147,10 +147,11 @@ def base_config(setting: str = "triple") -> ConfigDict:
             # 'space_to_depth' (the 7x7 stem as a 4x4 conv on 2x2 blocks; even image sizes),
             # bn_float32_reductions=False (BatchNorm statistics in the activation dtype),
             # batchnorm: 'flax' (nn.BatchNorm, differentiated by JAX) | 'fused' (its training
-            # gradient written out: two reductions a layer, models/batchnorm.py).
+            # gradient written out: two reductions a layer, models/batchnorm.py) | 'auto'
+            # (fused on a GPU, flax elsewhere: models/lowering.py).
             stem="auto",
             bn_float32_reductions=True,
-            batchnorm="flax",
+            batchnorm="auto",
         )
     )
 

@@ -72,7 +72,7 @@ FLAG_ENCODINGS = ("raw", "centred")
 # (model.lowering; lnm_jax.models.lowering)
 LOWERINGS = ("auto", "xla", "cpu", "slices")
 # how a ResNet's BatchNorm is differentiated in training (model.batchnorm; lnm_jax.models.batchnorm)
-BATCHNORMS = ("flax", "fused")
+BATCHNORMS = ("auto", "flax", "fused")
 # how a ResNet's 7x7 stride-2 stem is computed (model.stem; lnm_jax.models.lowering.resolve_stem)
 STEMS = ("auto", "conv7", "space_to_depth")
 CAM_LAYERS = ("stem", "stage1", "stage2", "stage3", "stage4")  # the backbones' hooked maps, shallow to deep

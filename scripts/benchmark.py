@@ -61,6 +61,8 @@ CANDIDATES = {
     "BatchNorm statistics in bf16": {"model": {"bn_float32_reductions": False}},
     # BatchNorm's training gradient written out: two reductions a layer (models/batchnorm.py)
     "BatchNorm gradient written out": {"model": {"batchnorm": "fused"}},
+    # the GPU defaults before 2026-12-04's (model.lowering and model.batchnorm 'auto' took the two above)
+    "XLA max pools and flax BatchNorm": {"model": {"lowering": "xla", "batchnorm": "flax"}},
     # the max pools' gradient as a loop fusion, not a scatter; and the 1x1 convolutions as GEMMs too
     "max pools as slices": {"model": {"lowering": "slices"}},
     "1x1 GEMMs and sliced max pools": {"model": {"lowering": "cpu"}},

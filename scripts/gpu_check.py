@@ -69,6 +69,7 @@ PROFILE_XLA_FLAGS = "--xla_gpu_enable_command_buffer="
 # runs out keeps the rows measured
 CANDIDATE_ORDER = [
     "default",
+    "XLA max pools and flax BatchNorm",
     "7x7 stem",
     "BatchNorm gradient written out",
     "max pools as slices",

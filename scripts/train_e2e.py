@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
 import time
 from pathlib import Path
@@ -113,9 +114,11 @@ def run_one(manifest: Path, workdir: Path, a, on_device: bool) -> dict:
     run = Run.create(c, workdir)  # the manifest checked, the cohort surveyed, the splits drawn
     t1 = time.perf_counter()
     if a.host_profile:
-        with MainThreadSampler(run.files.history, a.epochs - a.checkpoint_every_epochs) as sampler:
-            train(run)
-        print(sampler.table(a.host_profile), flush=True)
+        try:  # the samples so far are printed when a time limit stops the run (SIGTERM: see main)
+            with MainThreadSampler(run.files.history, a.epochs - a.checkpoint_every_epochs) as sampler:
+                train(run)
+        finally:
+            print(sampler.table(a.host_profile), flush=True)
     else:
         train(run)
     wall = time.perf_counter() - t1
@@ -191,6 +194,8 @@ def main(argv=None) -> list[dict]:
         )
     if a.workdir.exists() and any(a.workdir.iterdir()):
         p.error(f"--workdir {a.workdir} is not empty: the script writes a new cohort and runs there")
+    if a.host_profile:  # a time limit's SIGTERM stops training as Ctrl-C does: the table is printed
+        signal.signal(signal.SIGTERM, signal.default_int_handler)
     import jax
 
     from lnm_jax.data.synth.synthetic import SynthParams, generate_cohort

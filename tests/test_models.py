@@ -207,6 +207,32 @@ def test_the_automatic_stem_is_space_to_depth_on_a_gpu_only(monkeypatch):
         lowering.resolve_stem("7x7", 224, 224)
 
 
+def test_the_automatic_pools_and_batchnorm_differ_on_a_gpu_only(monkeypatch):
+    """model.lowering and model.batchnorm 'auto' (the defaults): on a GPU the max pools as slices
+    and BatchNorm's gradient written out, each measured faster there (an H200: 1.03x each); the
+    CPU keeps its lowering and flax's BatchNorm, so what it computes is unchanged, bit for bit;
+    other backends XLA's ops."""
+    from lnm_jax.models import lowering
+
+    assert jax.default_backend() == "cpu"
+    assert lowering.resolve("auto") == "cpu" and lowering.resolve_batchnorm("auto") == "flax"
+    x = np.random.default_rng(2).standard_normal((2, 34, 34, 3)).astype(np.float32)
+    v = init_variables(resnet(BACKBONE, width=8), jax.random.key(0), x)
+
+    def train(**kw):
+        net = resnet(BACKBONE, width=8, **kw)
+        return compiled(lambda v, x: net.apply(v, x, train=True, mutable=["batch_stats"])[0]["pooled"])(v, x)
+
+    np.testing.assert_array_equal(train(), train(lowering="cpu", batchnorm="flax"))
+    monkeypatch.setattr(lowering.jax, "default_backend", lambda: "gpu")
+    assert lowering.resolve("auto") == "slices" and lowering.resolve_batchnorm("auto") == "fused"
+    assert lowering.resolve_batchnorm("flax") == "flax"
+    monkeypatch.setattr(lowering.jax, "default_backend", lambda: "tpu")
+    assert lowering.resolve("auto") == "xla" and lowering.resolve_batchnorm("auto") == "flax"
+    with pytest.raises(ValueError, match="model.batchnorm must be one of"):
+        lowering.resolve_batchnorm("cudnn")
+
+
 def test_performance_variants_compute_the_same_function():
     """The GPU check's model candidates (scripts/benchmark.py CANDIDATES) change how, not what:
     the space-to-depth stem with the same 7x7 kernel gives the stem's output to float32
@@ -368,3 +394,7 @@ def test_fused_batchnorm_is_flaxs_with_its_training_gradient_written_out():
         np.testing.assert_allclose(a, b, atol=3e-5 * float(jnp.abs(b).max()) + 1e-7)
     with pytest.raises(ValueError, match="model.batchnorm must be one of"):
         jax.eval_shape(resnet(BACKBONE, width=8, batchnorm="cudnn").init, jax.random.key(0), xs)
+    with pytest.raises(ValueError, match="computes float32 statistics"):
+        jax.eval_shape(
+            resnet(BACKBONE, width=8, batchnorm="fused", bn_float32_reductions=False).init, jax.random.key(0), xs
+        )

@@ -31,7 +31,7 @@ def backbone(
     name: str | None = None,
     stem: str = "auto",
     bn_float32_reductions: bool = True,
-    batchnorm: str = "flax",
+    batchnorm: str = "auto",
 ) -> nn.Module:
     """``variant`` 'keras_v1' (weights ported from Keras ResNet50) and ``fold_bn`` (inference
     with BatchNorm folded into the convs) exist for ResNets only. ``lowering``
@@ -53,7 +53,7 @@ def backbone(
             batchnorm=batchnorm,
             **resnet.VARIANTS[variant],
         )
-    if stem not in ("auto", "conv7") or not bn_float32_reductions or batchnorm != "flax":
+    if stem not in ("auto", "conv7") or not bn_float32_reductions or batchnorm not in ("auto", "flax"):
         raise ValueError(
             f"model.stem, model.bn_float32_reductions and model.batchnorm exist for ResNets only, not {arch}"
         )

@@ -137,7 +137,7 @@ class FusionClassifier(nn.Module):
     lesion_head: str = ""  # a layer of the image branches ('stage3' ...): lesion logits there; '' none
     stem: str = "auto"  # ResNets: 'conv7' | 'space_to_depth', the same stem computed two ways (models/lowering.py)
     bn_float32_reductions: bool = True  # ResNets: False = BatchNorm statistics in the activation dtype
-    batchnorm: str = "flax"  # ResNets: 'fused' = BatchNorm's training gradient written out (models/batchnorm.py)
+    batchnorm: str = "auto"  # ResNets: 'fused' = BatchNorm's training gradient written out (models/batchnorm.py)
     branches: str = "separate"  # 'stacked': the image branches as one vmapped computation (the same function)
 
     @property
@@ -284,7 +284,7 @@ def check_config(config) -> None:
         variants = (
             m.get("stem", "conv7") not in ("auto", "conv7")
             or not m.get("bn_float32_reductions", True)
-            or m.get("batchnorm", "flax") != "flax"
+            or m.get("batchnorm", "flax") not in ("auto", "flax")
         )
         if variants and not backbones.can_fold_bn(m.backbone):
             raise ValueError(
@@ -342,5 +342,5 @@ def build_model(config) -> FusionClassifier:
         lesion_head=model_field(config, "model.lesion_head"),
         stem=model_field(config, "model.stem"),
         bn_float32_reductions=model_field(config, "model.bn_float32_reductions"),
-        batchnorm=m.get("batchnorm", "flax"),  # runs stored before the field: flax's
+        batchnorm=m.get("batchnorm", "auto"),  # runs stored before the field: as a new one
     )

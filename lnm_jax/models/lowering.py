@@ -9,8 +9,12 @@
 * 'slices': XLA's convolutions, the max pools as 'cpu' computes them: a GPU candidate
   (``scripts/benchmark.py``). XLA:GPU computes a max pool's gradient as a select-and-scatter
   lowered to a scatter, the step's slowest elementwise kernel on an H200 (1.3 ms per branch of
-  a 75 ms bf16 step, batch 256, 2026-12-04), where the slices' gradient is a loop fusion.
-* 'auto' (default): 'cpu' on the CPU backend, 'xla' elsewhere (GPU/TPU: not measured to gain).
+  a 75 ms bf16 step, batch 256, 2026-12-04), where the slices' gradient is a loop fusion:
+  3,540 -> 3,650 train patients/s (1.03x; bf16 triple ResNet-50 224, batch 256, one invocation
+  of ``gpu_check.py``'s candidates, 2026-12-04), so 'auto' takes it on a GPU. 'cpu' there (1x1
+  convolutions as GEMMs too) aborted the process in XLA:GPU's compiler.
+* 'auto' (default): 'cpu' on the CPU backend, 'slices' on a GPU, 'xla' elsewhere (TPU: not
+  measured).
 
 Why, measured with ``scripts/profile_step.py`` on a 2-core CPU (triple ResNet-50, 224x224,
 batch 8, one train step; docs/benchmarks.md): XLA:CPU lowers a 1x1 convolution's filter
@@ -43,7 +47,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from lnm_jax.names import LOWERINGS, STEMS
+from lnm_jax.names import BATCHNORMS, LOWERINGS, STEMS
 
 _NHWC_HWIO = ("NHWC", "HWIO", "NHWC")
 
@@ -53,8 +57,23 @@ def resolve(lowering: str) -> str:
     if lowering not in LOWERINGS:
         raise ValueError(f"model lowering must be one of {LOWERINGS}, got {lowering!r}")
     if lowering == "auto":
-        return "cpu" if jax.default_backend() == "cpu" else "xla"
+        return {"cpu": "cpu", "gpu": "slices"}.get(jax.default_backend(), "xla")
     return lowering
+
+
+def resolve_batchnorm(batchnorm: str) -> str:
+    """'flax' or 'fused' for a ResNet's BatchNorm (models/batchnorm.py; 'auto': 'fused' on a GPU
+    backend, where it measured faster, else 'flax'); an unknown value is an error.
+
+    Measured on an H200 (2026-12-04, ``gpu_check.py``'s candidates, bf16 triple ResNet-50 224,
+    batch 256, one invocation): train 3,540 -> 3,632 patients/s (1.03x). On the CPU it measured
+    as noise (a ResNet-50 step at 112 px, batch 8: 0.55-0.61 s either way), so the CPU keeps
+    flax's, whose numbers every CPU result of this project was computed with."""
+    if batchnorm not in BATCHNORMS:
+        raise ValueError(f"model.batchnorm must be one of {BATCHNORMS}, got {batchnorm!r}")
+    if batchnorm == "auto":
+        return "fused" if jax.default_backend() == "gpu" else "flax"
+    return batchnorm
 
 
 def resolve_stem(stem: str, height: int, width: int) -> str:

@@ -18,8 +18,10 @@ check measures, ``scripts/gpu_check.py``): ``stem='space_to_depth'`` computes th
 stem as a 4x4 stride-1 convolution of the 2x2 space-to-depth input (:class:`SpaceToDepthConv`;
 ``stem='auto'``, the default, takes it on a GPU: ``lowering.resolve_stem``);
 ``bn_float32_reductions=False`` lets BatchNorm's statistics run in the activation dtype (bf16)
-instead of flax's float32; ``batchnorm='fused'`` computes BatchNorm's training gradient as
-written out in :mod:`lnm_jax.models.batchnorm` (two reductions a layer instead of three).
+instead of flax's float32 (with it, 'auto' keeps flax's BatchNorm); ``batchnorm='fused'``
+computes BatchNorm's training gradient as written out in :mod:`lnm_jax.models.batchnorm` (two
+reductions a layer instead of three; 'auto', the default, takes it on a GPU:
+``lowering.resolve_batchnorm``).
 
 ``__call__`` returns a dict of intermediates: ``stem``, ``stage1`` .. ``stage4`` and the
 global-average-pooled ``pooled`` feature; each of ``stem`` and ``stage*`` is also a
@@ -37,8 +39,7 @@ import jax
 import jax.numpy as jnp
 
 from lnm_jax.models.batchnorm import FusedBatchNorm
-from lnm_jax.models.lowering import conv_function, max_pool_function, resolve_stem
-from lnm_jax.names import BATCHNORMS
+from lnm_jax.models.lowering import conv_function, max_pool_function, resolve_batchnorm, resolve_stem
 
 Dtype = Any
 
@@ -165,16 +166,15 @@ class ResNet(nn.Module):
     lowering: str = "auto"  # lowering.py: 1x1 convs and max pools as XLA ops or GEMMs and slices
     stem: str = "auto"  # 'conv7' | 'space_to_depth' (SpaceToDepthConv: the same function); lowering.resolve_stem
     bn_float32_reductions: bool = True  # flax's default; False: statistics in the activation dtype
-    batchnorm: str = "flax"  # 'fused': BatchNorm's training gradient written out (models/batchnorm.py)
+    # 'flax' | 'fused' (its training gradient written out, models/batchnorm.py) | 'auto' (resolve_batchnorm)
+    batchnorm: str = "auto"
 
     @nn.compact
     def __call__(self, x, train: bool = False, mask=None) -> dict[str, jnp.ndarray]:
         if self.fold_bn and train:
             raise ValueError("a BatchNorm-folded ResNet is for inference only")
-        if self.batchnorm not in BATCHNORMS:
-            raise ValueError(f"model.batchnorm must be one of {BATCHNORMS}, got {self.batchnorm!r}")
-        fused = self.batchnorm == "fused"
-        if fused and not self.bn_float32_reductions:
+        fused = resolve_batchnorm(self.batchnorm) == "fused" and self.bn_float32_reductions
+        if self.batchnorm == "fused" and not self.bn_float32_reductions:
             raise ValueError("model.batchnorm='fused' computes float32 statistics: keep model.bn_float32_reductions")
         stem = resolve_stem(self.stem, *x.shape[1:3])
         conv = partial(
