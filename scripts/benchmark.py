@@ -26,6 +26,7 @@ import json
 import os
 import platform
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -391,11 +392,20 @@ def run_child(spec: dict, timeout: int, host_malloc: str = "hugepages") -> dict:
     for line in reversed(res.stdout.splitlines()):
         if line.startswith(RESULT):
             return json.loads(line[len(RESULT) :])
-    lines = res.stderr.strip().splitlines() or [f"exit {res.returncode}, no output"]
-    raised = [
-        x for x in lines if re.match(r"^[\w.]+(Error|Exception|Interrupt): ", x)
-    ]  # the exception, not JAX's notes
-    return {"error": (raised or lines)[-1][:200]}
+    return {"error": child_error(res.returncode, res.stderr)}
+
+
+def child_error(returncode: int, stderr: str) -> str:
+    """One line for a measuring child that printed no result: the exception it raised (not
+    JAX's notes after it); for a process killed by a signal (XLA's fatal checks abort), the
+    signal and the fatal log line, not the last frame of the stack dump after it."""
+    lines = stderr.strip().splitlines() or [f"exit {returncode}, no output"]
+    if returncode < 0:
+        fatal = [x for x in lines if re.match(r"^F\d{4} ", x) or "Check failed" in x]
+        name = signal.Signals(-returncode).name if -returncode in signal.valid_signals() else str(-returncode)
+        return f"crashed ({name})" + (f": {fatal[0][:200]}" if fatal else "")
+    raised = [x for x in lines if re.match(r"^[\w.]+(Error|Exception|Interrupt): ", x)]
+    return (raised or lines)[-1][:200]
 
 
 RESULT = "RESULT "

@@ -367,3 +367,14 @@ def test_train_e2e_refuses_what_it_cannot_measure_in_one_line(tmp_path, args, sa
     )
     assert res.returncode == 2 and "Traceback" not in res.stderr
     assert res.stderr.strip().splitlines()[-1].endswith(says), res.stderr
+
+
+def test_a_crashed_child_is_named_by_its_signal_and_fatal_line():
+    """A measuring child that XLA aborts (a fatal check: the '1x1 GEMMs' candidate on an H200)
+    is its signal and the check's line, not the stack dump's last frame (which the table showed);
+    a raised exception is the exception's line."""
+    bench = _load("benchmark")
+    dump = "F1204 14:43:01.1 123 gemm.cc:55] Check failed: a == b\n*** Check failure stack trace: ***\n    @ 0x6b Py_RunMain"
+    assert bench.child_error(-6, dump) == "crashed (SIGABRT): F1204 14:43:01.1 123 gemm.cc:55] Check failed: a == b"
+    assert bench.child_error(-9, "") == "crashed (SIGKILL)"
+    assert bench.child_error(1, "Traceback ...\nValueError: bad size\nnote: JAX's") == "ValueError: bad size"
