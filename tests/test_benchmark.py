@@ -374,7 +374,8 @@ def test_a_crashed_child_is_named_by_its_signal_and_fatal_line():
     is its signal and the check's line, not the stack dump's last frame (which the table showed);
     a raised exception is the exception's line."""
     bench = _load("benchmark")
-    dump = "F1204 14:43:01.1 123 gemm.cc:55] Check failed: a == b\n*** Check failure stack trace: ***\n    @ 0x6b Py_RunMain"
-    assert bench.child_error(-6, dump) == "crashed (SIGABRT): F1204 14:43:01.1 123 gemm.cc:55] Check failed: a == b"
+    fatal = "F1204 14:43:01.1 123 gemm.cc:55] Check failed: a == b"
+    dump = f"{fatal}\n*** Check failure stack trace: ***\n    @ 0x6b Py_RunMain"
+    assert bench.child_error(-6, dump) == f"crashed (SIGABRT): {fatal}"
     assert bench.child_error(-9, "") == "crashed (SIGKILL)"
     assert bench.child_error(1, "Traceback ...\nValueError: bad size\nnote: JAX's") == "ValueError: bad size"
