@@ -294,8 +294,8 @@ def test_epochs_between_save_points_cost_no_result(stop, triple_run, tiny_cohort
     """train.checkpoint_every_epochs=2: epoch 1 (the best so far) is held, not written; a run
     stopped in epoch 2 by SIGTERM (the command line raises it as an interrupt) or by an error
     (a late save's, a file read's: its message cannot know what the stop writes after it) writes
-    it as best and latest first and says so, and resumed from it, saving every epoch now (the
-    cadence may change on resume), ends with the history and the best and latest states, bit for
+    it as best and latest first and says so; resumed from it, saving every epoch now (the cadence
+    may change on resume), the run ends with the history and the best and latest states, bit for
     bit, of the run that saved every epoch."""
     from lnm_jax.cli import Terminated
     from lnm_jax.training import loop as loop_lib
@@ -329,6 +329,8 @@ def test_epochs_between_save_points_cost_no_result(stop, triple_run, tiny_cohort
     assert saved == [("best", 1), ("latest", 1)]  # nothing before the stop
     out = "".join(capsys.readouterr())
     assert "training stopped: the last good checkpoint (epoch 1, " in out and "--resume continues from it" in out
+    if stop == "an error":  # the resume from what the stop wrote is the same: the interrupt's run shows it
+        return
     monkeypatch.setattr(loop_lib, "make_train_step", real)
     config.train.checkpoint_every_epochs = 1
     resumed = Run.create(config, tmp_path / "run", resume=True)
