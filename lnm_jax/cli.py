@@ -388,7 +388,10 @@ COMMON_FIELDS = (
 # ... and those of one command
 COMMAND_FIELDS = {
     "train": (
-        ("train.checkpoint_every_epochs", "write 'latest' every N epochs and at the last (a held best on stopping)"),
+        (
+            "train.checkpoint_every_epochs",
+            "write 'latest' every N epochs and at the last (a held best on stopping); 0: when the last save is done",
+        ),
     ),
     "pretrain": (
         ("pretrain.epochs", "SimCLR epochs"),

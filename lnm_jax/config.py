@@ -189,7 +189,9 @@ def base_config(setting: str = "triple") -> ConfigDict:
     # Write the 'latest' checkpoint every N epochs and at the last (early stop included); an
     # improving epoch between two is held in host memory and written as 'best' at the next, or
     # before training stops on an error. 1: every epoch. A save of the paper's model costs
-    # seconds, more than a GPU epoch of a small cohort (lnm_jax/training/save_schedule.py).
+    # seconds, more than a GPU epoch of a small cohort (lnm_jax/training/save_schedule.py);
+    # 0: every epoch at which the previous save (written in the background) is done, so that
+    # training does not wait for saves.
     c.train.checkpoint_every_epochs = 1
     # Shard each batch over all devices (hosts included) when there is more than one.
     c.train.data_parallel = True
@@ -422,7 +424,7 @@ FIELD_RULES = {
     "train.max_loss": NON_NEGATIVE,
     "train.log_every_steps": POSITIVE_INT,
     "train.checkpoint_every_steps": NON_NEGATIVE_INT,
-    "train.checkpoint_every_epochs": POSITIVE_INT,
+    "train.checkpoint_every_epochs": NON_NEGATIVE_INT,
     "pretrain.epochs": POSITIVE_INT,
     "pretrain.batch_size": _range(2, integer=True),
     "pretrain.learning_rate": POSITIVE,

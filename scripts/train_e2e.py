@@ -8,7 +8,8 @@ before the epoch's checkpoints are saved). ``--checkpoint-every-epochs N``
 waits for its save to finish. Epoch k's cycle holds what follows epoch k-1's line: that wait and
 the copy where k-1 is a save point, the copy of an improving epoch's state otherwise. The rate is
 taken over the last N cycles (epochs E-N+1..E), which hold one save point and its wait for the
-one before, what a run saving every N epochs spends per epoch once past its start: E >= 2N + 1.
+one before, what a run saving every N epochs spends per epoch once past its start: E >= 2N + 1
+(N = 0, saving whenever the last save is done: epochs 3..E, E >= 5).
 Each row also lists the timed epochs' cycles with, in brackets, their steps and validation
 (``timed_cycles_s``): a save point's wait shows in the cycle after it.
 ``--tiny`` runs E = 3 epochs, and the GPU check's toy run saves every epoch.
@@ -97,6 +98,18 @@ class MainThreadSampler:
         return "\n".join(lines)
 
 
+def min_epochs(n: int) -> int:
+    """The fewest epochs a run saving every ``n`` epochs is timed over (0: whenever the last
+    save is done): the first compiles; 2n + 1 holds a save point's wait for the one before; with
+    n = 0, epochs 3 on, after the first save's."""
+    return 2 * n + 1 if n else 5
+
+
+def timed_epochs(a) -> int:
+    """How many of the last epochs the rate is taken over: N, or (N = 0) all from the third."""
+    return a.checkpoint_every_epochs or a.epochs - 2
+
+
 def run_one(manifest: Path, workdir: Path, a, on_device: bool) -> dict:
     from lnm_jax.config import base_config
     from lnm_jax.metric_writer import read_history
@@ -115,7 +128,7 @@ def run_one(manifest: Path, workdir: Path, a, on_device: bool) -> dict:
     t1 = time.perf_counter()
     if a.host_profile:
         try:  # the samples so far are printed when a time limit stops the run (SIGTERM: see main)
-            with MainThreadSampler(run.files.history, a.epochs - a.checkpoint_every_epochs) as sampler:
+            with MainThreadSampler(run.files.history, a.epochs - timed_epochs(a)) as sampler:
                 train(run)
         finally:
             print(sampler.table(a.host_profile), flush=True)
@@ -124,8 +137,8 @@ def run_one(manifest: Path, workdir: Path, a, on_device: bool) -> dict:
     wall = time.perf_counter() - t1
     history = read_history(run.files.history)
     steps = run.data.steps_per_epoch()
-    later = history[-a.checkpoint_every_epochs :]  # one save point's period (the module's docstring)
-    if len(history) < 2 * a.checkpoint_every_epochs + 1:
+    later = history[-timed_epochs(a) :]  # one save point's period (the module's docstring)
+    if len(history) < min_epochs(a.checkpoint_every_epochs):
         raise SystemExit(f"{workdir}: {len(history)} of {a.epochs} epochs ran (early stop?): too few to time")
     patients = steps * a.batch_size  # per epoch
     steps_s = sum(patients / r["train_patients_per_s"] for r in later) / len(later)  # the same epochs
@@ -157,13 +170,14 @@ def main(argv=None) -> list[dict]:
     p.add_argument("--width", type=int, default=64)
     p.add_argument("--dtype", default="bfloat16")
     p.add_argument("--batch-size", type=int, default=256)
-    p.add_argument("--epochs", type=int, default=3, help="at least 2N + 1 (N: --checkpoint-every-epochs)")
+    p.add_argument("--epochs", type=int, default=3, help="at least 2N + 1 (N: --checkpoint-every-epochs; 5 for N = 0)")
     p.add_argument("--threads", type=int, default=8, help="grain threads (data.num_threads)")
     p.add_argument(
         "--checkpoint-every-epochs",
         type=int,
         default=1,
-        help="train.checkpoint_every_epochs: latest (and a held best) written every N epochs and at the last",
+        help="train.checkpoint_every_epochs: latest (and a held best) written every N epochs and at the last "
+        "(0: whenever the last save is done)",
     )
     p.add_argument(
         "--feed",
@@ -183,14 +197,14 @@ def main(argv=None) -> list[dict]:
     if a.tiny:
         for k, v in TINY.items():
             setattr(a, k, v)
-    if a.checkpoint_every_epochs < 1:
-        p.error("--checkpoint-every-epochs must be at least 1")
+    if a.checkpoint_every_epochs < 0:
+        p.error("--checkpoint-every-epochs must be at least 0")
     n = a.checkpoint_every_epochs
-    if a.epochs < 2 * n + 1:
+    if a.epochs < min_epochs(n):
+        which = f"{n} epoch(s), which must hold a save point and its wait for the one before" if n else "epochs 3 on"
         p.error(
-            f"--epochs {a.epochs} with --checkpoint-every-epochs {n}: the rate is taken over the last {n} epoch(s), "
-            f"which must hold a save point and its wait for the one before (saves run in the background), after "
-            f"the first epoch (it compiles); use --epochs {2 * n + 1} or more"
+            f"--epochs {a.epochs} with --checkpoint-every-epochs {n}: the rate is taken over the last {which} (saves "
+            f"run in the background), after the first epoch (it compiles); use --epochs {min_epochs(n)} or more"
         )
     if a.workdir.exists() and any(a.workdir.iterdir()):
         p.error(f"--workdir {a.workdir} is not empty: the script writes a new cohort and runs there")

@@ -397,6 +397,53 @@ def test_the_save_schedule_writes_each_best_epoch_and_latest_at_save_points(
     assert all(value == n for _, n, value in ckpts.saved)  # each epoch's own state
 
 
+def test_saving_whenever_the_last_save_is_done_never_waits_but_at_the_end():
+    """train.checkpoint_every_epochs=0: an epoch is a save point when the save in flight is
+    done (never waited for), else an improving one is held; the last epoch is always saved, and
+    each checkpoint holds its own epoch's state."""
+
+    class Gated(_Recorded):  # a save takes until the test opens the gate (a slow disk)
+        def __init__(self):
+            super().__init__()
+            self.gate = threading.Event()
+
+        def save(self, kind, number, state, meta, copy_of=None):
+            assert self.gate.wait(10)
+            super().save(kind, number, state, meta, copy_of)
+
+    ckpts = Gated()
+    saves = SaveSchedule(ckpts, 0, 5, background=True)
+    w = np.zeros(1)
+
+    def end(epoch, improved):
+        w[0] = epoch
+        t0 = time.perf_counter()
+        saves.epoch_end(epoch, {"w": w}, {"epoch": epoch}, improved)
+        return time.perf_counter() - t0
+
+    end(1, True)  # nothing in flight: written in the background (held at the gate)
+    assert end(2, True) < 5 and end(3, False) < 5  # in flight: epoch 2 held, 3 skipped, no wait
+    ckpts.gate.set()
+    deadline = time.monotonic() + 10
+    while not saves.is_save_point(4) and time.monotonic() < deadline:  # epoch 1's save done
+        time.sleep(0.01)
+    end(4, False)  # done: a save point, the held epoch 2 as best first
+    end(5, True)  # the last epoch: saved, after the wait for epoch 4's
+    saves.finish()
+    saves.close()
+    assert [(k, n) for k, n, _ in ckpts.saved] == [
+        ("best", 1),
+        ("latest", 1),
+        ("best", 2),
+        ("latest", 4),
+        ("best", 5),
+        ("latest", 5),
+    ]
+    assert all(value == n for _, n, value in ckpts.saved)
+    with pytest.raises(ValueError, match="must be >= 0"):
+        SaveSchedule(ckpts, -1, 5)
+
+
 def test_a_failed_background_save_is_raised_at_the_next_wait_and_its_held_epoch_kept():
     """A save point written in the background fails (a full disk) while training goes on: its
     error is raised by the next wait that raises (here the run's end), the held best epoch it
