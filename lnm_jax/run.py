@@ -549,8 +549,7 @@ class RunData:
         if not self.config.data.on_device:
             return self.eval_batches("val")
         if self._validation is None:
-            place = jax.device_put if mesh is None else functools.partial(sharding.shard_batch, mesh=mesh)
-            self._validation = [(b, place(step_inputs(b))) for b in self.eval_batches("val")]
+            self._validation = [(b, sharding.place_batch(step_inputs(b), mesh)) for b in self.eval_batches("val")]
         return self._validation
 
     def train_arrays(self) -> dict:
@@ -585,8 +584,8 @@ class RunData:
             return device_resident
 
         def put(pair):
-            inputs = step_inputs(pair[1])  # (loader state, batch): this process's rows of the global batch
-            return jax.device_put(inputs) if mesh is None else sharding.shard_batch(inputs, mesh, local=True)
+            # (loader state, batch): this process's rows of the global batch
+            return sharding.place_batch(step_inputs(pair[1]), mesh, local=True)
 
         def host_loader(epoch, loader_state):
             return sharding.prefetch_to_device(self.train_batches(epoch, loader_state), put)

@@ -75,6 +75,12 @@ def shard_batch(batch: dict, mesh: Mesh, *, local: bool = False) -> dict:
     return {k: put(v) for k, v in batch.items()}
 
 
+def place_batch(batch: dict, mesh: Mesh | None, *, local: bool = False) -> dict:
+    """A numpy batch on the default device (``mesh`` None) or sharded over ``mesh``
+    (:func:`shard_batch`, ``local`` as there)."""
+    return jax.device_put(batch) if mesh is None else shard_batch(batch, mesh, local=local)
+
+
 def prefetch_to_device(
     batches: Iterable[dict], put: Callable[[dict], dict], size: int = 2
 ) -> Iterator[tuple[dict, dict]]:
