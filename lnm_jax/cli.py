@@ -40,6 +40,7 @@ import dataclasses
 import difflib
 import errno
 import os
+import re
 import signal
 import sys
 import threading
@@ -256,9 +257,27 @@ def apply_overrides(config, overrides: list[str]):
             node = node[part]
         try:
             node[leaf] = value
-        except (TypeError, ValueError) as e:
-            raise UsageError(f"--config.{key}={text}: {e}") from None
+        except (TypeError, ValueError) as e:  # ml_collections keeps a field's type
+            raise UsageError(_wrong_type_line(config, key, text) or f"--config.{key}={text}: {e}") from None
     return config
+
+
+# what a config field of each type holds, for a refused override's line
+_KINDS = {bool: "True or False", int: "an integer", float: "a number", str: "text"}
+
+
+def _wrong_type_line(config, key: str, text: str) -> str | None:
+    """The line for ``--config.KEY=TEXT`` refused for its type (``1.5`` for an integer field,
+    where ml_collections' own message is Python's ``invalid literal for int()``); None when
+    ``key`` names no field of a known type."""
+    node = config
+    try:
+        for part in key.split("."):
+            node = node[part]
+    except (KeyError, TypeError):
+        return None
+    held = _KINDS.get(type(node))
+    return f"--config.{key}={text}: the field holds {held}, not {text!r}" if held else None
 
 
 def _config_for_validate(a):
@@ -490,7 +509,8 @@ def parse_config_command(name: str, argv: list[str], default_factory, extra=None
     try:
         fv(full)
     except flags.Error as e:
-        raise UsageError(str(e)) from e
+        wrong = re.match(r"flag --config\.([\w.]+)=(.*?): (invalid literal|could not convert)", str(e))
+        raise UsageError((wrong and _wrong_type_line(base, *wrong.groups()[:2])) or str(e)) from e
     except (AttributeError, KeyError, TypeError, ValueError) as e:  # ml_collections on a bad override
         raise UsageError(f"config override: {' '.join(str(e).strip().strip(chr(39)).split())}") from e
     return fv.config, fv

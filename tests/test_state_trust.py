@@ -65,6 +65,14 @@ def test_cli_config_errors_are_one_line_exit_2_and_write_nothing(tmp_path, capsy
     assert main(["train", "--workdir", str(work), "--config.train.learning_rate=-1", "--config.train.epochs=0"]) == 2
     said = _fail_line(capsys).splitlines()  # several: a count, then one line each
     assert "2 config problems:" in said[0] and len(said) == 3
+    # a value of the wrong type names the field's type (it was Python's "invalid literal for int()")
+    for arg, said in (
+        ("--config.train.checkpoint_every_epochs=1.5", "the field holds an integer, not '1.5'"),
+        ("--config.train.learning_rate=fast", "the field holds a number, not 'fast'"),
+    ):
+        assert main(["train", "--workdir", str(work), arg]) == 2
+        line = _fail_line(capsys)
+        assert line.endswith(f"error: {arg}: {said}"), line
     assert not work.exists()  # a failed start leaves the folder as it found it
     (tmp_path / "syntax.py").write_text("def get_config(:\n")
     (tmp_path / "noget.py").write_text("x = 1\n")
