@@ -409,7 +409,7 @@ COMMAND_FIELDS = {
     "train": (
         (
             "train.checkpoint_every_epochs",
-            "write 'latest' every N epochs and at the last (a held best on stopping); 0: when the last save is done",
+            "save 'latest' every N epochs and at the last epoch; 0: each epoch whose previous save has finished",
         ),
     ),
     "pretrain": (

@@ -402,6 +402,36 @@ def test_changed_manifest_on_resume_and_after_training(triple_run, copy_run, tmp
 # ----------------------------------------------------------------- 8 and 9a. a full disk; the log
 
 
+def test_a_failed_saves_late_writes_leave_no_temporary_folder(tmp_path, monkeypatch):
+    """A failed orbax save returns while TensorStore writes are still in flight; one that lands
+    after the temporary folder was removed wrote it again (a full disk, one run in five,
+    fresh-user trial), and the message said it was removed: the removal waits until no
+    temporary folder has appeared for a while."""
+    import threading
+    import time
+
+    from lnm_jax.training.checkpoint import CheckpointSaveError, RunCheckpoints
+
+    ckpts = RunCheckpoints(tmp_path / "ckpts", kinds=("latest",))
+    folder = ckpts.directory("latest")
+
+    def late_write():
+        time.sleep(0.06)
+        (folder / "3.orbax-checkpoint-tmp" / "state.orbax-checkpoint-tmp").mkdir(parents=True, exist_ok=True)
+
+    def failing(*a, **k):
+        (folder / "3.orbax-checkpoint-tmp").mkdir(parents=True, exist_ok=True)
+        threading.Thread(target=late_write).start()
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(ckpts._managers["latest"], "save", failing)
+    with pytest.raises(CheckpointSaveError, match="its temporary folder was removed; none was before"):
+        ckpts.save("latest", 3, {"w": np.ones(2, np.float32)}, {"epoch": 3, "best": {}})
+    time.sleep(0.2)
+    assert not list(folder.glob("*orbax-checkpoint-tmp*"))
+    ckpts.close()
+
+
 def test_full_disk_keeps_the_checkpoint_and_the_log_line_resumes(triple_run, copy_run, monkeypatch, capsys):
     """The save of epoch 3 fails as on a full disk: one line, no temporary folder left, epoch 2
     intact; the log line of epoch 3 was written first, and the resumed run replaces it."""

@@ -35,6 +35,7 @@ import os
 import re
 import shutil
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -238,6 +239,27 @@ def _fsync(path: Path) -> None:
         os.close(fd)
 
 
+def _remove_temporaries(folder: Path, settle_s: float = 0.15, limit_s: float = 3.0) -> bool:
+    """Removes the temporary folders of a failed save in ``folder`` (orbax's and :meth:`RunCheckpoints._copied`'s)
+    until none has appeared for ``settle_s`` (within ``limit_s``); whether none is left. A failed
+    orbax save returns while TensorStore writes it started are still in flight: a folder removed
+    at once was written again after it (one full-disk run in five, fresh-user trial of
+    2026-12-04), and the message said it had been removed."""
+    deadline, quiet_since = time.monotonic() + limit_s, None
+    while True:
+        found = list(folder.glob(f"*{TMP_MARK}*"))
+        for tmp in found:
+            shutil.rmtree(tmp, ignore_errors=True)
+        now = time.monotonic()
+        if found or quiet_since is None:
+            quiet_since = now
+        if now - quiet_since >= settle_s:
+            return True
+        if now >= deadline:
+            return not any(folder.glob(f"*{TMP_MARK}*"))
+        time.sleep(0.03)
+
+
 class RunCheckpoints:
     def __init__(
         self,
@@ -296,15 +318,18 @@ class RunCheckpoints:
                 )
         except Exception as e:
             folder = self.directory(kind)
-            for tmp in folder.glob(f"*{TMP_MARK}*"):
-                shutil.rmtree(tmp, ignore_errors=True)
+            removed = _remove_temporaries(folder)
             self._managers[kind].reload()  # forget the step that was not committed
             kept = self.latest_epoch(kind)
             why = "no space left on device" if _is_disk_full(e) else f"{type(e).__name__}: {e}".splitlines()[0]
             kept = f"the last committed checkpoint (epoch {kept}) is intact" if kept is not None else "none was before"
+            tmp = (
+                "its temporary folder was removed"
+                if removed
+                else "its temporary folder is still being written and could not be removed (the next start removes it)"
+            )
             raise CheckpointSaveError(
-                f"could not save the '{kind}' checkpoint of epoch {epoch} in {folder}: {why}; its temporary "
-                f"folder was removed; {kept}"
+                f"could not save the '{kind}' checkpoint of epoch {epoch} in {folder}: {why}; {tmp}; {kept}"
             ) from e
         if written is not False:  # False: orbax kept a step numbered at or after it, and wrote nothing
             self._saved[kind] = (number, meta)
