@@ -129,7 +129,7 @@ def base_config(setting: str = "triple") -> ConfigDict:
             # lowering: 1x1 convs and 3x3 stride-2 max pools as XLA's ops ('xla')
             # or as GEMMs and strided slices ('cpu': faster train steps on
             # XLA:CPU); 'slices': XLA's convs, the max pools as slices; 'auto' = 'cpu' on the
-            # CPU backend, else 'xla' (models/lowering.py)
+            # CPU backend, 'slices' on a GPU, else 'xla' (models/lowering.py)
             lowering="auto",
             # Beyond the paper (models/fusion.py): 'concat' is its single dense head over every
             # feature; 'late' gives each input its own logit and combines them with a small
