@@ -53,10 +53,7 @@ def backbone(
             batchnorm=batchnorm,
             **resnet.VARIANTS[variant],
         )
-    if stem not in ("auto", "conv7") or not bn_float32_reductions or batchnorm not in ("auto", "flax"):
-        raise ValueError(
-            f"model.stem, model.bn_float32_reductions and model.batchnorm exist for ResNets only, not {arch}"
-        )
+    check_resnet_variants(arch, stem, bn_float32_reductions, batchnorm)
     if fold_bn:
         raise ValueError(f"BatchNorm folding exists for ResNets only, not {arch}")
     if arch not in NAMES:
@@ -94,6 +91,16 @@ def min_image_size(arch: str) -> int:
 
 def can_fold_bn(arch: str) -> bool:
     return arch in resnet.BACKBONES
+
+
+def check_resnet_variants(arch: str, stem: str = "auto", bn_float32_reductions: bool = True, batchnorm: str = "auto"):
+    """ValueError where ``arch`` is not a ResNet and a ResNet-only performance variant is asked
+    of it (``stem``, ``bn_float32_reductions``, ``batchnorm`` other than their defaults)."""
+    asked = stem not in ("auto", "conv7") or not bn_float32_reductions or batchnorm not in ("auto", "flax")
+    if asked and arch not in resnet.BACKBONES:
+        raise ValueError(
+            f"model.stem, model.bn_float32_reductions and model.batchnorm exist for ResNets only, not {arch}"
+        )
 
 
 def bn_epsilon(arch: str, variant: str = "torchvision") -> float:

@@ -281,15 +281,9 @@ def check_config(config) -> None:
             )
         if m.variant != "torchvision" and not backbones.can_fold_bn(m.backbone):
             raise ValueError(f"model.variant '{m.variant}' exists for ResNets only, not {m.backbone}")
-        variants = (
-            m.get("stem", "conv7") not in ("auto", "conv7")
-            or not m.get("bn_float32_reductions", True)
-            or m.get("batchnorm", "flax") not in ("auto", "flax")
+        backbones.check_resnet_variants(
+            m.backbone, m.get("stem", "auto"), m.get("bn_float32_reductions", True), m.get("batchnorm", "auto")
         )
-        if variants and not backbones.can_fold_bn(m.backbone):
-            raise ValueError(
-                f"model.stem, model.bn_float32_reductions and model.batchnorm exist for ResNets only, not {m.backbone}"
-            )
         if m.get("stem", "conv7") == "space_to_depth" and config.data.image_size % 2:
             raise ValueError(f"model.stem='space_to_depth' needs an even data.image_size, got {config.data.image_size}")
     if m.modality_dropout and not m.missing_inputs:
