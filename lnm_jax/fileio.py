@@ -439,6 +439,9 @@ def guard_output(
         raise OutputPathError(
             f"{flag} {out} is a run folder (checkpoints, records, logs): choose another path"
             if entry is None
+            else f"{flag} {out} is part of the run folder {run}'s state (checkpoints, records, logs): "
+            "it would be replaced; choose another path"
+            if out == entry
             else f"{flag} {out} lies in {entry}, part of the run folder {run}'s state (checkpoints, records, logs): "
             "choose a path outside it, or a new folder beside them"
         )

@@ -563,6 +563,10 @@ def test_no_out_lies_in_the_runs_state(triple_run, copy_run, capsys):
         assert main(argv) == 1, argv
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and "part of the run folder" in err[0], err
+        # a record itself is named as what it is, not as lying in itself (stop 63's trial:
+        # "--out run/config.json lies in run/config.json")
+        out = Path(argv[argv.index("--out") + 1]).resolve()
+        assert (f"lies in {out}," not in err[0]) and (("it would be replaced" in err[0]) == (out in run.files.state()))
     after = snapshot(run.workdir)
     after.pop(F.LOCK, None)  # the lock file each command holds the run by
     assert after == before

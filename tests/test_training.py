@@ -251,6 +251,14 @@ def test_an_epochs_cycle_counts_the_wait_for_checkpoints_its_time_does_not(tiny_
     assert second["epoch_cycle_s"] + third["epoch_cycle_s"] >= waited, (second, third, saved)
 
 
+def test_a_run_holds_only_the_checkpoint_kinds_it_saved(triple_run):
+    """Without train.checkpoint_every_steps no mid-epoch checkpoint is saved, and no empty
+    ``progress`` folder stands beside ``latest`` and ``best`` (stop 63's trial found one in
+    every run)."""
+    assert triple_run.config.train.checkpoint_every_steps == 0
+    assert sorted(p.name for p in triple_run.files.checkpoints.iterdir()) == ["best", "latest"]
+
+
 def test_run_killed_mid_epoch_resumes_on_the_next_batch(triple_run, tiny_cohort, tmp_path, monkeypatch):
     """Checkpointing every step, a run killed after step k (inside epoch 2) and resumed ends
     with the parameters, optimizer state and history of the uninterrupted two-epoch run: the
@@ -280,6 +288,7 @@ def test_run_killed_mid_epoch_resumes_on_the_next_batch(triple_run, tiny_cohort,
     monkeypatch.setattr(loop_lib, "make_train_step", real)
     resumed = Run.create(config, tmp_path / "killed", resume=True)
     assert resumed.checkpoints().latest_epoch("progress") == kill_after
+    assert (resumed.files.checkpoints / "progress" / str(kill_after)).is_dir()
     train(resumed)
     assert _history(resumed) == _history(triple_run)
     full, _ = triple_run.restore("latest")

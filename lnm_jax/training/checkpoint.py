@@ -270,16 +270,21 @@ class RunCheckpoints:
         log: Path | None = None,
         record: dict | None = None,
     ):
-        """``record``: JSON values stored in every checkpoint's metadata beside the loop's (a
-        run's: its model's fields, config and split under :data:`MODEL_KEY`,
-        :data:`CONFIG_KEY`, :data:`SPLIT_KEY`)."""
+        """``create``: this object writes (it makes ``root`` and removes the temporary folders of
+        a killed save); a reader changes nothing on disk. ``record``: JSON values stored in every
+        checkpoint's metadata beside the loop's (a run's: its model's fields, config and split
+        under :data:`MODEL_KEY`, :data:`CONFIG_KEY`, :data:`SPLIT_KEY`)."""
         root = Path(root).resolve()
         self._log = log  # where library messages of a failed read go (the run's train.log)
         self._record = dict(record or {})
         # cleanup_tmp_directories: a save killed mid-write (kill -9, a full disk) leaves a temporary
-        # folder; a writer removes it on start (a reader never touches the folder)
+        # folder; a writer removes it on start (a reader never touches the folder). A writer makes
+        # ``root``; a kind's folder is made by its first save: a run that never saves one
+        # (progress, without train.checkpoint_every_steps) has none, not an empty one
+        if create:
+            root.mkdir(parents=True, exist_ok=True)
         opts = ocp.CheckpointManagerOptions(
-            max_to_keep=1, create=create, enable_async_checkpointing=False, cleanup_tmp_directories=create
+            max_to_keep=1, create=False, enable_async_checkpointing=False, cleanup_tmp_directories=create
         )
         self._managers = {k: ocp.CheckpointManager(root / k, options=opts) for k in kinds}
         self._saved: dict[str, tuple[int, dict]] = {}  # kind -> (number, metadata) this object saved last
