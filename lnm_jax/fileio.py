@@ -149,6 +149,25 @@ def _link_new(tmp: Path, path: Path) -> None:
     tmp.unlink()
 
 
+def discard_made(root: Path, made: Iterable[Path]) -> str | None:
+    """Removes ``made``, what a first start created in its folder ``root`` (files, folders and
+    ``root`` itself where it made it), deepest first; ``root`` only where it is then empty (a
+    user's files, or the lock a command still holds, keep it: :func:`lnm_jax.run_lock.hold`
+    removes a folder it made once it lets go). Returns a clause for an error's message, or None
+    where ``made`` is empty: the folder is as it was before the start, whichever of the two
+    removes it last."""
+    made = sorted(made, key=lambda p: len(p.parts), reverse=True)  # inside first
+    for p in made:
+        if p == root:
+            with contextlib.suppress(OSError):
+                p.rmdir()
+        elif p.is_dir():
+            shutil.rmtree(p, ignore_errors=True)
+        else:
+            p.unlink(missing_ok=True)
+    return f"what this start wrote was removed: {root} is as it was before it" if made else None
+
+
 def write_csv(
     path: Path | str,
     rows: Iterable[Mapping[str, object]],

@@ -13,7 +13,6 @@ object instead of a folder to re-read.
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import csv
 import dataclasses
@@ -21,7 +20,6 @@ import functools
 import hashlib
 import json
 import shlex
-import shutil
 import sys
 from pathlib import Path
 
@@ -56,6 +54,7 @@ from lnm_jax.fileio import (
     DamagedFileError,
     check_seal,
     content_digest,
+    discard_made,
     is_int,
     is_number,
     read_json,
@@ -806,25 +805,17 @@ class Run:
             write_csv(self.files.image_geometry, self._geometry, GEOMETRY_COLUMNS)
             self._record_pending = False
 
-    def discard_start(self) -> bool:
+    def discard_start(self) -> str | None:
         """Removes what this start made in the run folder (its records, history, events, the
         empty checkpoint folders, the folder itself where it made it), so that a first start that
         saved no checkpoint (it diverged in its first epoch) leaves the folder as it found it: a
         new start there, with a corrected config, is not taken for a resume of it. Process 0 of
         a job does it; a resume, or a start that saved a checkpoint, keeps everything. Returns
-        whether anything was removed."""
+        what was removed, as a clause for the error's message, or None where nothing was."""
         if not self._made or jax.process_index() != 0 or trained_checkpoint(self.files) is not None:
-            return False
-        for p in sorted(self._made, key=lambda p: len(p.parts), reverse=True):  # inside first
-            if p == self.files.root:
-                with contextlib.suppress(OSError):
-                    p.rmdir()  # only when empty: a lock file a command still holds keeps it
-            elif p.is_dir():
-                shutil.rmtree(p, ignore_errors=True)
-            else:
-                p.unlink(missing_ok=True)
-        self._made = []
-        return True
+            return None
+        made, self._made = self._made, []
+        return discard_made(self.files.root, made)
 
     @classmethod
     def open(cls, workdir: Path | str) -> Run:

@@ -158,7 +158,7 @@ def test_exploding_training_stops_and_says_what_is_kept(tiny_cohort, tmp_path, c
     # ("pass --resume"), a resume diverged again and a resume with the sane rate was "a different
     # experiment". A first start that diverged before any checkpoint leaves no folder behind
     run = tmp_path / "run"
-    assert f"this start's records were removed from {run.resolve()}" in line, line
+    assert f"what this start wrote was removed: {run.resolve()} is as it was before it" in line, line
     assert not run.exists()
     # a user's folder given as --workdir stays, with only the user's files in it
     mine = tmp_path / "mine"
@@ -166,6 +166,7 @@ def test_exploding_training_stops_and_says_what_is_kept(tiny_cohort, tmp_path, c
     (mine / "notes.txt").write_text("mine")
     diverging = [*args[:2], str(mine), *args[3:], *small, "--config.train.epochs=1", "--config.train.learning_rate=1e6"]
     assert main(diverging) == 1
+    assert f"{mine.resolve()} is as it was before it" in fail_line(capsys, "train")
     assert sorted(p.name for p in mine.iterdir()) == sorted([F.LOCK, "notes.txt"]), list(mine.iterdir())
 
 

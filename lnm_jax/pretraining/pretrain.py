@@ -28,7 +28,6 @@ randomly initialised backbone (:mod:`lnm_jax.pretraining.probe`).
 
 from __future__ import annotations
 
-import contextlib
 import math
 import shutil
 import time
@@ -48,7 +47,7 @@ from lnm_jax.config import check_fields, write_config
 from lnm_jax.data.cohorts import unlabeled
 from lnm_jax.data.cohorts.manifest import MISSING_COLUMN, ManifestError, read_manifest
 from lnm_jax.data.pixels.sources import Framing
-from lnm_jax.fileio import json_text, read_json, write_json, write_text
+from lnm_jax.fileio import discard_made, json_text, read_json, write_json, write_text
 from lnm_jax.metric_writer import read_history
 from lnm_jax.models.contrastive import BACKBONE, ContrastiveEncoder, nt_xent
 from lnm_jax.pretraining import views
@@ -311,28 +310,20 @@ def pretrain(
     try:
         return _pretrain_groups(config, data, first, split, exclude, record, workdir, mesh, resume, progress)
     except TrainingDivergedError as e:
-        if _discard_start(workdir, made):
-            raise TrainingDivergedError(f"{e}; this start's records were removed from {workdir}") from None
+        if (removed := _discard_start(workdir, made)) is not None:
+            raise TrainingDivergedError(f"{e}; {removed}") from None
         raise
 
 
-def _discard_start(workdir: Path, made: list[Path]) -> bool:
+def _discard_start(workdir: Path, made: list[Path]) -> str | None:
     """Removes what a first start made (``made``: the folder, its config, inputs record,
     history and checkpoint folders, where it made them) when no checkpoint was saved, as a
     training run's first start does (``Run.discard_start``): its config, the learning rate at
     fault, would otherwise hold the folder, a corrected start refused as another experiment.
-    Returns whether anything was removed."""
+    Returns what was removed, as a clause for the error's message (:func:`discard_made`), or None."""
     if any(STEP_NAME.match(p.name) for p in (workdir / CHECKPOINTS).glob("*/*")):
-        return False
-    for p in sorted(made, key=lambda p: len(p.parts), reverse=True):  # inside first
-        if p == workdir:
-            with contextlib.suppress(OSError):
-                p.rmdir()  # only when empty: the lock a command holds keeps it
-        elif p.is_dir():
-            shutil.rmtree(p, ignore_errors=True)
-        else:
-            p.unlink(missing_ok=True)
-    return bool(made)
+        return None
+    return discard_made(workdir, made)
 
 
 def _pretrain_groups(config, data, first, split, exclude, record, workdir, mesh, resume, progress) -> dict:

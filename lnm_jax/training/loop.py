@@ -416,6 +416,6 @@ def train(run: Run) -> dict:
         # a first start that diverged before any checkpoint leaves the folder as it found it:
         # its config (the learning rate at fault) would otherwise hold the folder, a new start
         # there taken for a resume of it
-        if diverged is not None and run.discard_start():
-            raise type(diverged)(f"{diverged}; this start's records were removed from {run.workdir}") from None
+        if diverged is not None and (removed := run.discard_start()) is not None:
+            raise type(diverged)(f"{diverged}; {removed}") from None
     return best
