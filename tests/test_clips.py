@@ -78,9 +78,50 @@ def test_validate_gives_a_videos_seconds_and_calls_only_a_frame_folder_untimed(t
     assert said == ["  CEUS clips: 1, 10-10 frames; 1 without frame timing (sampled in frames)"]
 
 
-def _manifest(tmp_path, ceus_cell):
+def test_a_frame_folders_rate_column_times_it_and_deidentify_keeps_a_videos_rate(tmp_path):
+    """A frame folder holds no timing: ``ceus_frame_rate`` gives its frames per second
+    (validate then gives its span in seconds); the column is refused for a file that has its
+    own timing (a video, a still). ``deidentify`` writes a video as a frame folder and its
+    declared rate beside it in the new manifest (stop 63's trial: the copy's validate line
+    lost the clip's duration), so the copy reads back with the original's frames and span."""
+    import imageio.v3 as iio
+
+    from lnm_jax.data.cohorts.survey import survey
+    from lnm_jax.data.privacy.deidentify import deidentify
+
+    frames = _tic_clip(n=10, size=32)
+    folder = tmp_path / "clip"
+    folder.mkdir()
+    for k, f in enumerate(frames):
+        Image.fromarray(f).save(folder / f"frame_{k:02d}.png")
+    timed = _manifest(tmp_path, "clip", ceus_frame_rate="12.5")
+    said = [line for line in survey(read_manifest(timed)).lines if "CEUS clips" in line]
+    assert said == ["  CEUS clips: 1, 10-10 frames, 0.72-0.72 s first to last frame"]  # 9 / 12.5
+    iio.imwrite(tmp_path / "clip.mp4", frames, fps=30)
+    for cell, held in (("clip.mp4", "a video, which declares its own timing"), ("b.png", "a still image")):
+        with pytest.raises(ManifestError, match=f"ceus_frame_rate 12.5 given for {held}"):
+            read_manifest(_manifest(tmp_path, cell, ceus_frame_rate="12.5"))
+    with pytest.raises(ManifestError, match=r"ceus_frame_rate.*frame rate \(frames/s\) must be a number > 0"):
+        read_manifest(_manifest(tmp_path, "clip", ceus_frame_rate="0"))
+    for cell in ("clip", "clip.mp4"):  # a clip's framing columns are checked when it is read, as a still's
+        with pytest.raises(ManifestError, match="crop .* exceeds the 32x32 image") as e:
+            read_manifest(_manifest(tmp_path, cell, ceus_crop='"0,0,40,40"'))
+        assert "row 1" in str(e.value) and "'ceus'" in str(e.value), str(e.value)
+    deidentify(_manifest(tmp_path, "clip.mp4"), tmp_path / "deid", tmp_path / "map.csv")
+    copy = read_manifest(tmp_path / "deid" / "manifest.csv")
+    (p,) = [p for p in copy.patients if p.ceus is not None]
+    assert p.ceus.is_dir() and p.image_options("ceus").frame_rate == pytest.approx(30.0)
+    said = [line for line in survey(copy).lines if "CEUS clips" in line]
+    assert said == ["  CEUS clips: 1, 10-10 frames, 0.3-0.3 s first to last frame"]
+
+
+def _manifest(tmp_path, ceus_cell, **options):
     Image.fromarray(np.tile(np.arange(80, 96, dtype=np.uint8), (16, 1))).save(tmp_path / "b.png")  # not blank
-    (tmp_path / "m.csv").write_text(f"patient_id,bmode,ceus,us_lnm,lnm\nP1,b.png,{ceus_cell},1,1\nP2,b.png,,0,0\n")
+    head, cells = "".join(f",{k}" for k in options), "".join(f",{v}" for v in options.values())
+    text = (
+        f"patient_id,bmode,ceus,us_lnm,lnm{head}\nP1,b.png,{ceus_cell},1,1{cells}\nP2,b.png,,0,0{',' * len(options)}\n"
+    )
+    (tmp_path / "m.csv").write_text(text)
     return tmp_path / "m.csv"
 
 

@@ -8,7 +8,8 @@ of frames (see :mod:`lnm_jax.data.pixels.clips`) or a multi-frame DICOM cine. An
 DICOM file (``.dcm``, or any file with the DICOM preamble; :mod:`lnm_jax.data.pixels.dicom`).
 Optional columns frame the images (:mod:`lnm_jax.data.pixels.sources`): ``bmode_crop``/``ceus_crop``
 (x0,y0,x1,y1: the scan region of a screen capture), ``bmode_mm_per_pixel``/``ceus_mm_per_pixel``
-and ``bmode_frame`` (which frame of a multi-frame B-mode); they are not metadata.
+``bmode_frame`` (which frame of a multi-frame B-mode) and ``ceus_frame_rate`` (a frame
+folder's frames per second); they are not metadata.
 
 Reading validates everything at once and raises one :class:`ManifestError` listing every
 problem (row, column, file), so a user fixes a cohort in one pass and nothing trains on a
@@ -41,7 +42,7 @@ from lnm_jax.data.pixels.masks import NOT_SEGMENTATION as MASK_NOT_SEGMENTATION 
 from lnm_jax.data.pixels.masks import SIZE_MISMATCH as MASK_SIZE_MISMATCH  # noqa: F401
 from lnm_jax.data.pixels.masks import MaskError, check_mask
 from lnm_jax.data.threads import cpus, ordered_map
-from lnm_jax.fileio import problems_text, warn_once, write_csv
+from lnm_jax.fileio import error_line, problems_text, warn_once, write_csv
 from lnm_jax.names import BMODE, CEUS, IMAGE_INPUTS, INPUTS, LABEL, MASK_COLUMNS, PATIENT_ID, US_LNM, mask
 
 REQUIRED_COLUMNS = (PATIENT_ID, *INPUTS, LABEL)
@@ -530,9 +531,15 @@ def _check_row(
             problems.append(Problem(MISSING_FILE, "image path is not a file", row, col, str(file)))
         elif check_images and (bad := check_image(file, still=True)) is not None:
             problems.append(Problem(bad[0], bad[1], row, col, str(file)))
-        elif options[col] != sources.NO_OPTIONS:  # a crop beyond the image, a frame a still lacks
+        if (
+            options[col] != sources.NO_OPTIONS
+            and not is_dicom(file)  # (check_dicom resolved it with its options)
+            and not any(p.row == row and p.column == col for p in problems)
+        ):  # a crop beyond the image or the clip's frames, a frame a still lacks, a rate for a video
             try:
                 sources.resolve(file, col, options[col])
+            except (OSError, UnidentifiedImageError, ClipError) as e:
+                problems.append(Problem(UNREADABLE_IMAGE, f"cannot be read ({error_line(e)})", row, col, str(file)))
             except ValueError as e:
                 problems.append(Problem(BAD_IMAGE_OPTION, str(e).removeprefix(f"{file}: "), row, col, str(file)))
     masks = _masks(rec, base, images, options, row, problems, check_images, ceus_region)

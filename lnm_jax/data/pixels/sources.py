@@ -57,12 +57,14 @@ DEFAULT_FRAMING = Framing()
 @dataclasses.dataclass(frozen=True)
 class ImageOptions:
     """What a manifest's optional columns say about one image: ``<input>_crop`` (x0,y0,x1,y1
-    in pixels, right/bottom exclusive), ``<input>_mm_per_pixel`` and, for a multi-frame
-    B-mode, ``bmode_frame`` (0-based)."""
+    in pixels, right/bottom exclusive), ``<input>_mm_per_pixel``, for a multi-frame B-mode
+    ``bmode_frame`` (0-based) and, for a CEUS clip given as a folder of frames (which holds no
+    timing of its own), ``ceus_frame_rate`` (frames per second)."""
 
     crop: Box | None = None
     mm_per_pixel: float | None = None
     frame: int | None = None
+    frame_rate: float | None = None
 
 
 NO_OPTIONS = ImageOptions()
@@ -73,6 +75,8 @@ def option_columns(name: str) -> dict[str, str]:
     cols = {"crop": f"{name}_crop", "mm_per_pixel": f"{name}_mm_per_pixel"}
     if name == BMODE:
         cols["frame"] = f"{name}_frame"
+    if name == CEUS:
+        cols["frame_rate"] = f"{name}_frame_rate"
     return cols
 
 
@@ -107,10 +111,11 @@ def parse_options(name: str, cells: dict[str, str]) -> ImageOptions:
         try:
             if field == "crop":
                 out[field] = parse_box(text)
-            elif field == "mm_per_pixel":
+            elif field in ("mm_per_pixel", "frame_rate"):
                 out[field] = float(text)
                 if not 0 < out[field] < float("inf"):
-                    raise ValueError(f"mm per pixel must be a number > 0, got {text!r}")
+                    what = "mm per pixel" if field == "mm_per_pixel" else "frame rate (frames/s)"
+                    raise ValueError(f"{what} must be a number > 0, got {text!r}")
             else:
                 out[field] = int(text)
                 if out[field] < 0:
@@ -125,7 +130,8 @@ class Source:
     """A resolved image cell. ``box``: the pixels used; ``mm_per_pixel``: (x, y) or None;
     ``frames``: frames in the file (1 for a still; a video's declared count, which
     :func:`read_clip` does not trust: it counts what decodes); ``frame_times_s``: when the file says
-    (a DICOM cine); ``frame_rate``: a video's declared frames/s (its frames are evenly timed);
+    (a DICOM cine); ``frame_rate``: a video's declared frames/s, or a frame folder's ``ceus_frame_rate`` (its
+    frames are evenly timed);
     ``header``: a DICOM file's; ``notes``: what ``validate`` should tell the user."""
 
     path: Path
@@ -163,13 +169,15 @@ def resolve(path: Path, name: str, options: ImageOptions = NO_OPTIONS, ceus_regi
         files = clips.frame_files(path)
         if not files:
             raise clips.ClipError(f"{path}: folder holds no {'/'.join(clips.FRAME_SUFFIXES)} frames")
-        (w, h), n, kind, rate = image_size(files[0]), len(files), "clip", None
+        (w, h), n, kind, rate = image_size(files[0]), len(files), "clip", options.frame_rate
     elif clips.is_clip(path):  # a video: what its container declares (frames are streamed)
+        _check_frame_rate_option(path, options, "a video, which declares its own timing")
         info = clips.video_info(path)
         (w, h), n, kind, rate = info.size, info.declared_frames or 0, "clip", info.fps
     else:
         (w, h), n, kind, rate = image_size(path), 1, "image", None
         _check_frame_option(path, options, 1)
+        _check_frame_rate_option(path, options, "a still image")
     box = _option_box(path, options, w, h)
     spacing = (options.mm_per_pixel,) * 2 if options.mm_per_pixel else None
     return Source(
@@ -194,6 +202,16 @@ def _check_frame_option(path: Path, options: ImageOptions, frames: int) -> None:
         raise ValueError(f"{path}: bmode_frame {options.frame} asked for, the file {held}")
 
 
+def _check_frame_rate_option(path: Path, options: ImageOptions, held: str) -> None:
+    """ValueError when ``ceus_frame_rate`` is given for a file that is not a folder of frames
+    (``held``: what it is; a video's or a DICOM cine's own timing is the one read)."""
+    if options.frame_rate is not None:
+        raise ValueError(
+            f"{path}: ceus_frame_rate {options.frame_rate:g} given for {held}; "
+            "the column is for a CEUS clip given as a folder of frames"
+        )
+
+
 def _option_box(path: Path, options: ImageOptions, w: int, h: int) -> Box:
     if options.crop is None:
         return Box(0, 0, w, h)
@@ -208,6 +226,7 @@ def _resolve_dicom(path: Path, name: str, options: ImageOptions, ceus_region: st
         raise DicomError(f"{path}: signed pixel data (PixelRepresentation 1) is not ultrasound; not supported")
     w, h, notes = header.columns, header.rows, []
     _check_frame_option(path, options, header.frames)
+    _check_frame_rate_option(path, options, "a DICOM file, which states its own timing")
     if name == BMODE and header.frames > 1:
         frame = header.frames // 2 if options.frame is None else options.frame
         notes.append(f"multi-frame B-mode: frame {frame} of {header.frames} used")

@@ -6,7 +6,8 @@ manifest's crop column; for a CEUS dual display, the box around both sides), whi
 what the scanner burns in around the image (banner with name/ID/date, scales); DICOM headers
 through the basic confidentiality profile (:mod:`lnm_jax.data.privacy.phi`), pixels rewritten
 uncompressed at their own bit depth; PNG/JPEG re-encoded as PNG with no metadata chunks.
-The new manifest keeps ``us_lnm``, ``lnm``, spacing and frame columns, and only the metadata
+The new manifest keeps ``us_lnm``, ``lnm``, spacing, frame and frame-rate columns (a video's
+own frame rate goes with the frame folder it becomes), and only the metadata
 columns named in ``keep_columns``. The mapping (pseudonym -> original patient, files, SOP
 instance UIDs) goes to a separate file, which must not be inside the output folder.
 
@@ -120,6 +121,9 @@ def deidentify(
                         dicom_files += 1
                     else:
                         rel, uid_pair = _copy_pixels(src, box, tmp, pid, name), ("", "")
+                    rate = sources.option_columns(name).get("frame_rate")
+                    if src.kind == "clip" and rate and src.frame_rate:  # a video's timing, not in its frames
+                        row[rate] = src.frame_rate
                     row[name] = rel
                     if (lesion := p.mask(name)) is not None:  # cropped with its image: it stays aligned
                         row[mask(name)] = f"images/{pid}_{name}_mask.png"
