@@ -299,7 +299,8 @@ def export_run(
     """Writes the program (``formats``: 'stablehlo' and/or 'onnx'), the weights, the runtime
     (``lnm_runtime/``, ``predict.py``, ``requirements.txt``), ``metadata.json`` and
     ``model_card.md`` to ``out`` (a new folder, written atomically); returns the metadata with
-    the artefact sizes."""
+    the artefact sizes (``export.bytes``: each file's, and each folder's, named ``name/``, as
+    the sum of its files')."""
     if unknown := set(formats) - set(FORMATS):
         raise ValueError(f"unknown export format(s) {sorted(unknown)}, expected some of {list(FORMATS)}")
     # a new folder, never inside the run folder it reads
@@ -327,7 +328,12 @@ def export_run(
         write_card(md, tmp)
         write_checksums(tmp)  # every file, the runtime, metadata and card included
     out = Path(out)
-    md["export"]["bytes"] = {p.name: p.stat().st_size for p in sorted(out.iterdir()) if p.is_file()}
+    md["export"]["bytes"] = {  # a folder (lnm_runtime/) by the bytes of the files in it
+        f"{p.name}/" if p.is_dir() else p.name: sum(f.stat().st_size for f in p.rglob("*") if f.is_file())
+        if p.is_dir()
+        else p.stat().st_size
+        for p in sorted(out.iterdir())
+    }
     if "stablehlo" in formats:
         load(out)  # what was written loads
     if "onnx" in formats:

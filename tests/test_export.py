@@ -79,7 +79,7 @@ def _probs(path) -> dict[str, dict]:
     return {r["patient_id"]: r for r in csv.DictReader(open(path))}
 
 
-def test_export_runs_without_the_package_and_equals_the_live_model(triple_run, tiny_cohort, tmp_path):
+def test_export_runs_without_the_package_and_equals_the_live_model(triple_run, tiny_cohort, tmp_path, capsys):
     """The folder runs where lnm_jax and flax cannot be imported: its program equals the live
     model at batch 1 and 7 (StableHLO and ONNX), its ``predict.py`` writes ``lnm-jax predict
     --workdir``'s CSV (same columns; probabilities to 1e-5: logits agree to ~1e-5 relative,
@@ -88,7 +88,11 @@ def test_export_runs_without_the_package_and_equals_the_live_model(triple_run, t
     checks the folder against the fingerprint export printed)."""
     out = tmp_path / "exported"
     args = ["export", "--workdir", str(triple_run.workdir), "--out", str(out), "--format", "stablehlo,onnx"]
+    capsys.readouterr()
     assert main(args) == 0
+    # the line export prints lists every entry of the folder, lnm_runtime/ with its files' bytes
+    listed = capsys.readouterr().out.split(": ", 1)[1].split("\n")[0].split(", ")
+    assert sorted(x.rsplit(" ", 2)[0] for x in listed) == sorted(p.name + "/" * p.is_dir() for p in out.iterdir())
     md = json.loads((out / METADATA).read_text())
     assert md["export"]["stablehlo"]["platforms"] == ["cpu", "cuda"] and md["export"]["onnx"]["opset"] == 23
     assert md["architecture"]["inputs"] == ["bmode", "ceus", "us_lnm"]
