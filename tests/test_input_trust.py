@@ -447,6 +447,35 @@ def test_a_still_reads_as_a_colour_managed_viewer_shows_it(tmp_path):
         np.testing.assert_allclose(read_image(tmp_path / "deid" / r["file"]), want, atol=0.5 / 255)
 
 
+def test_a_grey_profile_is_applied_over_every_level_at_either_depth(tmp_path):
+    """A grey image's ICC profile, over all its levels: LittleCMS's optimised 8-bit grey
+    transform was off by up to 10 of 255 in the dark (a 'Gray Gamma 1.0' profile: a stored 1,
+    which a viewer shows as 13, was read as 6), and a 16-bit grey PNG's profile was ignored
+    (the stored values read as they are, where a viewer shows them through the profile). Each
+    level now comes out as the sRGB encoding of its linear light (IEC 61966-2-1), to the 8-bit
+    display's rounding, and a de-identified copy (written as shown) reads as the original."""
+    from lnm_jax.data.privacy.deidentify import deidentify
+
+    def shown(linear):  # linear light on an sRGB display, in [0, 1]
+        return np.where(linear <= 0.0031308, 12.92 * linear, 1.055 * linear ** (1 / 2.4) - 0.055)
+
+    eight = np.arange(256, dtype=np.uint8).reshape(16, 16)
+    sixteen = (np.arange(256, dtype=np.uint16) * 257 + np.arange(256, dtype=np.uint16) % 7).reshape(16, 16)
+    for name, stored, top in (("g8.png", eight, 255), ("g16.png", sixteen, 65535), ("g8.jpg", eight, 255)):
+        kw = {"quality": 100, "subsampling": 0} if name.endswith(".jpg") else {}
+        Image.fromarray(stored).save(tmp_path / name, icc_profile=_gray_profile(1.0), **kw)
+        read = read_image(tmp_path / name)
+        assert (read == read[..., :1]).all(), name  # grey stays grey
+        # the display's 8 bits round to 0.5 of 255; a JPEG's own decode adds up to 1 level
+        atol = (0.5 + (1.0 if name.endswith(".jpg") else 0.0)) / 255 + 1e-6
+        np.testing.assert_allclose(read[..., 0], shown(stored / top), atol=atol, err_msg=name)
+    m = _manifest(tmp_path / "m.csv", [["A", "g16.png", "g8.png", 1, 1]])
+    deidentify(m, tmp_path / "deid", tmp_path / "private" / "map.csv")
+    for r in csv.DictReader((tmp_path / "private" / "map.csv").open()):
+        want = read_image(tmp_path / {"bmode": "g16.png", "ceus": "g8.png"}[r["input"]])
+        np.testing.assert_allclose(read_image(tmp_path / "deid" / r["file"]), want, atol=0.5 / 255)
+
+
 def test_an_image_that_holds_no_picture_is_named(tmp_path, capsys):
     """Case validate-blank-images and its kind: a still that holds one value everywhere (all
     black, all white, a 16-bit all-zero PNG, an RGBA PNG fully transparent: the decoder drops

@@ -138,36 +138,63 @@ def upright(im: Image.Image) -> Image.Image:
     return ImageOps.exif_transpose(im) if im.getexif().get(ORIENTATION, 1) != 1 else im
 
 
-# 8-bit modes an embedded ICC profile is applied to (LittleCMS transforms); 16-bit gray is
-# read as stored (ImageCms has no 16-bit gray mode; no such file was seen with a profile)
-ICC_MODES = {"L": "RGB", "LA": "RGBA", "RGB": "RGB", "RGBA": "RGBA", "CMYK": "RGB", "P": None, "PA": None}
+# colour modes an embedded ICC profile is applied to (LittleCMS transforms, to sRGB); grey
+# modes go through :func:`_gray_lut`
+ICC_MODES = {"RGB": "RGB", "RGBA": "RGBA", "CMYK": "RGB", "P": None, "PA": None}
+GRAY_BITS = {"L": 8, "LA": 8, **dict.fromkeys(SIXTEEN_BIT_MODES, 16)}  # grey modes, by bits per sample
+NO_OPTIMIZE = 0x0100  # LittleCMS's cmsFLAGS_NOOPTIMIZE: each value through the profile's own curves
 
 
 @functools.lru_cache(maxsize=8)
-def _srgb_transform(profile: bytes, mode: str, out_mode: str):
+def _srgb_transform(profile: bytes, mode: str, out_mode: str, flags: int = 0):
     """LittleCMS's transform from ``profile`` (an embedded ICC profile's bytes) to sRGB, or None
     where the profile cannot be read (a viewer then shows the stored values, as this does)."""
     from PIL import ImageCms  # noqa: PLC0415
 
     try:
         src = ImageCms.ImageCmsProfile(io.BytesIO(profile))
-        return ImageCms.buildTransform(src, ImageCms.createProfile("sRGB"), mode, out_mode)
+        return ImageCms.buildTransform(src, ImageCms.createProfile("sRGB"), mode, out_mode, flags=flags)
     except (ImageCms.PyCMSError, OSError, ValueError, TypeError):
         return None
+
+
+@functools.lru_cache(maxsize=8)
+def _gray_lut(profile: bytes, bits: int) -> np.ndarray | None:
+    """The sRGB colour (uint8 [2**bits, 3]) of every grey level of a ``bits``-bit image under
+    its embedded grey ``profile``, each level through the profile's own tone curve (LittleCMS
+    unoptimised, once per profile): LittleCMS's default, optimised grey transform is off by up
+    to 10 of 255 in the dark (a linear 'Gray Gamma 1.0' profile: a stored 1 of 255, shown as 13,
+    came out 6), and has no 16-bit grey mode to write into. A viewer shows a 16-bit image on an
+    8-bit display: so does this. None where the profile cannot be read as a grey one."""
+    from PIL import ImageCms  # noqa: PLC0415
+
+    transform = _srgb_transform(profile, "L" if bits == 8 else "I;16", "RGB", NO_OPTIMIZE)
+    if transform is None:
+        return None
+    levels = np.arange(2**bits, dtype=np.uint8 if bits == 8 else np.uint16).reshape(-1, 256)
+    return np.asarray(ImageCms.applyTransform(Image.fromarray(levels), transform)).reshape(-1, 3)
 
 
 def displayed(im: Image.Image) -> Image.Image:
     """The picture as a colour-managed viewer shows it: upright (:func:`upright`), its
     embedded ICC profile (PNG ``iCCP``, JPEG ``APP2``) applied, converted to sRGB, the colour
     space of every other input (a grey display profile with a linear tone curve shows a stored
-    128 as 188: it had been read as 128). ValueError for an animated PNG: a still or a clip's
-    frame holds one picture, an APNG several (and a viewer plays them, not the default image
-    read before)."""
+    128 as 188: it had been read as 128; a grey image, 8- or 16-bit, through :func:`_gray_lut`).
+    ValueError for an animated PNG: a still or a clip's frame holds one picture, an APNG several
+    (and a viewer plays them, not the default image read before)."""
     frames = getattr(im, "n_frames", 1)
     if im.format == "PNG" and frames > 1:
         raise ValueError(f"an animated PNG ({frames} frames): a still holds one picture; save the one meant as a PNG")
     im = upright(im)
     profile = im.info.get("icc_profile")
+    if profile and im.mode in GRAY_BITS:
+        if (lut := _gray_lut(bytes(profile), GRAY_BITS[im.mode])) is None:
+            return im
+        levels = np.asarray(im.getchannel(0) if im.mode == "LA" else im)
+        rgb = lut[np.clip(levels, 0, len(lut) - 1).astype(np.intp)]
+        if im.mode == "LA":
+            return Image.fromarray(np.dstack([rgb, np.asarray(im.getchannel("A"))]), "RGBA")
+        return Image.fromarray(rgb, "RGB")
     if not profile or im.mode not in ICC_MODES:
         return im
     if ICC_MODES[im.mode] is None:  # a palette: its colours, with their transparency
