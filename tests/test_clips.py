@@ -101,8 +101,11 @@ def test_a_frame_folders_rate_column_times_it_and_deidentify_keeps_a_videos_rate
     for cell, held in (("clip.mp4", "a video, which declares its own timing"), ("b.png", "a still image")):
         with pytest.raises(ManifestError, match=f"ceus_frame_rate 12.5 given for {held}"):
             read_manifest(_manifest(tmp_path, cell, ceus_frame_rate="12.5"))
-    with pytest.raises(ManifestError, match=r"ceus_frame_rate.*frame rate \(frames/s\) must be a number > 0"):
-        read_manifest(_manifest(tmp_path, "clip", ceus_frame_rate="0"))
+    for bad in ("0", "-1", "nan", "inf", "abc"):
+        with pytest.raises(
+            ManifestError, match=rf"ceus_frame_rate.*frames/s\) must be a finite number > 0, got '{bad}'"
+        ):
+            read_manifest(_manifest(tmp_path, "clip", ceus_frame_rate=bad))
     for cell in ("clip", "clip.mp4"):  # a clip's framing columns are checked when it is read, as a still's
         with pytest.raises(ManifestError, match="crop .* exceeds the 32x32 image") as e:
             read_manifest(_manifest(tmp_path, cell, ceus_crop='"0,0,40,40"'))

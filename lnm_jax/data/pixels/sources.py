@@ -112,10 +112,13 @@ def parse_options(name: str, cells: dict[str, str]) -> ImageOptions:
             if field == "crop":
                 out[field] = parse_box(text)
             elif field in ("mm_per_pixel", "frame_rate"):
-                out[field] = float(text)
+                what = "mm per pixel" if field == "mm_per_pixel" else "frame rate (frames/s)"
+                try:
+                    out[field] = float(text)
+                except ValueError:
+                    out[field] = float("nan")  # not a number: said below
                 if not 0 < out[field] < float("inf"):
-                    what = "mm per pixel" if field == "mm_per_pixel" else "frame rate (frames/s)"
-                    raise ValueError(f"{what} must be a number > 0, got {text!r}")
+                    raise ValueError(f"{what} must be a finite number > 0, got {text!r}")
             else:
                 out[field] = int(text)
                 if out[field] < 0:
