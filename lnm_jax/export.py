@@ -328,12 +328,10 @@ def export_run(
         write_card(md, tmp)
         write_checksums(tmp)  # every file, the runtime, metadata and card included
     out = Path(out)
-    md["export"]["bytes"] = {  # a folder (lnm_runtime/) by the bytes of the files in it
-        f"{p.name}/" if p.is_dir() else p.name: sum(f.stat().st_size for f in p.rglob("*") if f.is_file())
-        if p.is_dir()
-        else p.stat().st_size
-        for p in sorted(out.iterdir())
-    }
+    md["export"]["bytes"] = {}
+    for p in sorted(out.iterdir()):  # a folder (lnm_runtime/) by the bytes of the files in it
+        files = [f for f in p.rglob("*") if f.is_file()] if p.is_dir() else [p]
+        md["export"]["bytes"][p.name + "/" * p.is_dir()] = sum(f.stat().st_size for f in files)
     if "stablehlo" in formats:
         load(out)  # what was written loads
     if "onnx" in formats:

@@ -460,7 +460,8 @@ def test_a_grey_profile_is_applied_over_every_level_at_either_depth(tmp_path):
         return np.where(linear <= 0.0031308, 12.92 * linear, 1.055 * linear ** (1 / 2.4) - 0.055)
 
     eight = np.arange(256, dtype=np.uint8).reshape(16, 16)
-    sixteen = (np.arange(256, dtype=np.uint16) * 257 + np.arange(256, dtype=np.uint16) % 7).reshape(16, 16)
+    levels = np.arange(256)
+    sixteen = np.minimum(levels * 257 + levels % 7, 65535).astype(np.uint16).reshape(16, 16)  # off the 8-bit grid
     for name, stored, top in (("g8.png", eight, 255), ("g16.png", sixteen, 65535), ("g8.jpg", eight, 255)):
         kw = {"quality": 100, "subsampling": 0} if name.endswith(".jpg") else {}
         Image.fromarray(stored).save(tmp_path / name, icc_profile=_gray_profile(1.0), **kw)

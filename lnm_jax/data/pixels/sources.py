@@ -133,9 +133,9 @@ class Source:
     """A resolved image cell. ``box``: the pixels used; ``mm_per_pixel``: (x, y) or None;
     ``frames``: frames in the file (1 for a still; a video's declared count, which
     :func:`read_clip` does not trust: it counts what decodes); ``frame_times_s``: when the file says
-    (a DICOM cine); ``frame_rate``: a video's declared frames/s, or a frame folder's ``ceus_frame_rate`` (its
-    frames are evenly timed);
-    ``header``: a DICOM file's; ``notes``: what ``validate`` should tell the user."""
+    (a DICOM cine); ``frame_rate``: a video's declared frames/s, or a frame folder's
+    ``ceus_frame_rate`` (its frames are evenly timed); ``header``: a DICOM file's; ``notes``:
+    what ``validate`` should tell the user."""
 
     path: Path
     kind: str  # 'image' | 'dicom' | 'clip' (video or frame folder)
