@@ -353,22 +353,32 @@ def test_option_columns_that_disagree_with_the_file_are_named(tmp_path):
     region = ScanRegion(Box(0, 0, picture.shape[1], picture.shape[0]), 1, 1, (0.625, 0.625))
     dicom.write_dataset(dicom.new_dataset(picture, regions=[region]), tmp_path / "cal.dcm")
     dicom.write_dataset(dicom.new_dataset(picture), tmp_path / "plain.dcm")
+    _cine(tmp_path / "cine.dcm", np.stack([np.full((12, 16, 3), 20 + 25 * k, np.uint8) for k in range(4)]), 4)
     header = ["patient_id", "bmode", "ceus", "us_lnm", "lnm", "bmode_frame", "bmode_mm_per_pixel"]
+    header += ["ceus_frame_rate", "ceus_crop"]
     rows = [
-        ["A", "still.png", "", 1, 1, "7", ""],
-        ["B", "cal.dcm", "", 0, 0, "7", ""],
-        ["C", "cal.dcm", "", 1, 0, "", "0.9"],
-        ["D", "cal.dcm", "", 0, 1, "0", "0.625"],  # agrees with the file: taken
-        ["E", "plain.dcm", "", 1, 0, "", "0.9"],  # no calibration of its own: the cell's
+        ["A", "still.png", "", 1, 1, "7", "", "", ""],
+        ["B", "cal.dcm", "", 0, 0, "7", "", "", ""],
+        ["C", "cal.dcm", "", 1, 0, "", "0.9", "", ""],
+        # a DICOM file that is fine, with a column it cannot take: bad_image_option, as a PNG's
+        ["F", "still.png", "cal.dcm", 1, 0, "", "", "10", ""],
+        ["G", "still.png", "cine.dcm", 0, 1, "", "", "10", ""],
+        ["H", "still.png", "cine.dcm", 1, 1, "", "", "", "0,0,40,40"],
+        ["D", "cal.dcm", "", 0, 1, "0", "0.625", "", ""],  # agrees with the file: taken
+        ["E", "plain.dcm", "", 1, 0, "", "0.9", "", ""],  # no calibration of its own: the cell's
     ]
     with pytest.raises(ManifestError) as e:
         read_manifest(_manifest(tmp_path / "m.csv", rows, header))
     said = str(e.value)
-    assert _codes(e.value) == {"bad_image_option", "unusable_dicom", HEADER_MISMATCH}, said
+    assert _codes(e.value) == {"bad_image_option", HEADER_MISMATCH}, said
     assert "row 1, column 'bmode'" in said and "bmode_frame 7 asked for, the file is a still (one frame)" in said
     assert said.count("the file is a still") == 2 and "row 2, column 'bmode'" in said
     assert "row 3, column 'bmode'" in said and "bmode_mm_per_pixel 0.9 disagrees with the file's calibrated" in said
-    cohort = read_manifest(_manifest(tmp_path / "ok.csv", rows[3:], header))
+    assert "row 4, column 'ceus'" in said and "ceus_frame_rate 10 given for a still image (one frame)" in said
+    assert "row 5, column 'ceus'" in said and "given for a DICOM cine, which states its own timing" in said
+    assert "row 6, column 'ceus'" in said and "crop 0,0,40,40 exceeds the 16x12 image" in said
+    assert sum(p.code == "bad_image_option" for p in e.value.problems) == 5, said
+    cohort = read_manifest(_manifest(tmp_path / "ok.csv", rows[-2:], header))
     assert [sources.resolve(p.bmode, "bmode", p.image_options("bmode")).mm_per_pixel for p in cohort.patients] == [
         (0.625, 0.625),
         (0.9, 0.9),

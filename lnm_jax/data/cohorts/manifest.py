@@ -261,6 +261,8 @@ def check_dicom(
         return NOT_ULTRASOUND, str(e).removeprefix(f"{path}: ")
     except dicom.HeaderMismatchError as e:
         return HEADER_MISMATCH, str(e).removeprefix(f"{path}: ")
+    except sources.ImageOptionError as e:  # the file is fine; a framing column does not fit it
+        return BAD_IMAGE_OPTION, str(e).removeprefix(f"{path}: ")
     except (DicomError, ValueError) as e:
         return UNUSABLE_DICOM, str(e).removeprefix(f"{path}: ")
     if src.frames == 1 and (bad := blank(frames[0])):

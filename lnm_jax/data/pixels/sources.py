@@ -92,6 +92,11 @@ def parse_box(text: str) -> Box:
     return Box(x0, y0, x1, y1)
 
 
+class ImageOptionError(ValueError):
+    """A framing column's value that its file cannot take: a crop beyond the frames, a frame
+    the file lacks, a frame rate for a file with timing of its own (or none)."""
+
+
 class OptionError(ValueError):
     """A bad value in a framing column; ``column`` names it."""
 
@@ -198,18 +203,18 @@ def resolve(path: Path, name: str, options: ImageOptions = NO_OPTIONS, ceus_regi
 
 
 def _check_frame_option(path: Path, options: ImageOptions, frames: int) -> None:
-    """ValueError when ``bmode_frame`` asks for a frame the file does not have (a still's
+    """:class:`ImageOptionError` when ``bmode_frame`` asks for a frame the file does not have (a still's
     frame 7 had been read as its one frame in silence; a cine's was refused)."""
     if options.frame is not None and options.frame >= frames:
         held = "is a still (one frame)" if frames == 1 else f"has {frames} frames"
-        raise ValueError(f"{path}: bmode_frame {options.frame} asked for, the file {held}")
+        raise ImageOptionError(f"{path}: bmode_frame {options.frame} asked for, the file {held}")
 
 
 def _check_frame_rate_option(path: Path, options: ImageOptions, held: str) -> None:
-    """ValueError when ``ceus_frame_rate`` is given for a file that is not a folder of frames
+    """:class:`ImageOptionError` when ``ceus_frame_rate`` is given for a file that is not a folder of frames
     (``held``: what it is; a video's or a DICOM cine's own timing is the one read)."""
     if options.frame_rate is not None:
-        raise ValueError(
+        raise ImageOptionError(
             f"{path}: ceus_frame_rate {options.frame_rate:g} given for {held}; "
             "the column is for a CEUS clip given as a folder of frames"
         )
@@ -219,7 +224,7 @@ def _option_box(path: Path, options: ImageOptions, w: int, h: int) -> Box:
     if options.crop is None:
         return Box(0, 0, w, h)
     if options.crop.x1 > w or options.crop.y1 > h:
-        raise ValueError(f"{path}: crop {options.crop} exceeds the {w}x{h} image")
+        raise ImageOptionError(f"{path}: crop {options.crop} exceeds the {w}x{h} image")
     return options.crop
 
 
@@ -229,7 +234,8 @@ def _resolve_dicom(path: Path, name: str, options: ImageOptions, ceus_region: st
         raise DicomError(f"{path}: signed pixel data (PixelRepresentation 1) is not ultrasound; not supported")
     w, h, notes = header.columns, header.rows, []
     _check_frame_option(path, options, header.frames)
-    _check_frame_rate_option(path, options, "a DICOM file, which states its own timing")
+    held = "a DICOM cine, which states its own timing" if header.frames > 1 else "a still image (one frame)"
+    _check_frame_rate_option(path, options, held)
     if name == BMODE and header.frames > 1:
         frame = header.frames // 2 if options.frame is None else options.frame
         notes.append(f"multi-frame B-mode: frame {frame} of {header.frames} used")
