@@ -540,10 +540,10 @@ def _check_row(
         ):  # a crop beyond the image or the clip's frames, a frame a still lacks, a rate for a video
             try:
                 sources.resolve(file, col, options[col])
-            except (OSError, UnidentifiedImageError, ClipError) as e:
-                problems.append(Problem(UNREADABLE_IMAGE, f"cannot be read ({error_line(e)})", row, col, str(file)))
-            except ValueError as e:
+            except sources.ImageOptionError as e:  # as check_dicom tells them apart
                 problems.append(Problem(BAD_IMAGE_OPTION, str(e).removeprefix(f"{file}: "), row, col, str(file)))
+            except (OSError, ValueError) as e:  # (PIL's UnidentifiedImageError, ClipError among them)
+                problems.append(Problem(UNREADABLE_IMAGE, f"cannot be read ({error_line(e)})", row, col, str(file)))
     masks = _masks(rec, base, images, options, row, problems, check_images, ceus_region)
 
     flag = _parse_binary(rec.get(US_LNM, ""))
