@@ -76,6 +76,10 @@ def test_validate_gives_a_videos_seconds_and_calls_only_a_frame_folder_untimed(t
     assert sources.resolve(folder, "ceus").duration_s is None
     said = [line for line in survey(read_manifest(_manifest(tmp_path, "clip"))).lines if "CEUS clips" in line]
     assert said == ["  CEUS clips: 1, 10-10 frames; 1 without frame timing (sampled in frames)"]
+    iio.imwrite(tmp_path / "slow.mp4", frames[:4], fps=0.05)  # a rate no scanner records at: not used
+    slow = sources.resolve(tmp_path / "slow.mp4", "ceus")
+    assert slow.frame_rate is None and slow.duration_s is None and slow.frames == 4, slow
+    assert slow.notes == ("the video declares 0.05 frames/s, outside 0.1-10,000 frames/s: its timing is not used",)
 
 
 def test_a_frame_folders_rate_column_times_it_and_deidentify_keeps_a_videos_rate(tmp_path):
@@ -106,10 +110,16 @@ def test_a_frame_folders_rate_column_times_it_and_deidentify_keeps_a_videos_rate
             ManifestError, match=rf"ceus_frame_rate.*frames/s\) must be a finite number > 0, got '{bad}'"
         ):
             read_manifest(_manifest(tmp_path, "clip", ceus_frame_rate=bad))
+    # a rate no scanner records at: a frame interval in seconds, frames per minute, a slip
+    for bad in ("1e-9", "0.05", "20000", "1e308"):
+        with pytest.raises(ManifestError, match=rf"ceus_frame_rate.* {bad} is outside 0.1-10,000 frames/s"):
+            read_manifest(_manifest(tmp_path, "clip", ceus_frame_rate=bad))
+    for rate in ("0.1", "10000"):  # the range's ends are rates
+        read_manifest(_manifest(tmp_path, "clip", ceus_frame_rate=rate))
     for cell in ("clip", "clip.mp4"):  # a clip's framing columns are checked when it is read, as a still's
-        with pytest.raises(ManifestError, match="crop .* exceeds the 32x32 image") as e:
+        with pytest.raises(ManifestError, match="ceus_crop 0,0,40,40 exceeds the clip's 32x32 frames") as e:
             read_manifest(_manifest(tmp_path, cell, ceus_crop='"0,0,40,40"'))
-        assert "row 1" in str(e.value) and "'ceus'" in str(e.value), str(e.value)
+        assert "row 1, column 'ceus_crop'" in str(e.value), str(e.value)
     deidentify(_manifest(tmp_path, "clip.mp4"), tmp_path / "deid", tmp_path / "map.csv")
     copy = read_manifest(tmp_path / "deid" / "manifest.csv")
     (p,) = [p for p in copy.patients if p.ceus is not None]

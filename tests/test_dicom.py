@@ -167,7 +167,7 @@ def test_bad_dicom_input_is_named_with_what_is_wrong(tmp_path):
         "patient_id,bmode,ceus,us_lnm,lnm,bmode_crop,ceus_mm_per_pixel",
         "p1,notdicom.dcm,,1,1,,",
         "p2,a.png,gray.dcm,0,0,,",
-        'p3,a.png,,0,1,"1,2,3",-1',
+        'p3,a.png,a.png,0,1,"1,2,3",-1',
         'p4,a.png,,0,0,"0,0,20,5",',
     ]
     (tmp_path / "m.csv").write_text("\n".join(rows) + "\n")
@@ -177,7 +177,8 @@ def test_bad_dicom_input_is_named_with_what_is_wrong(tmp_path):
     assert (UNUSABLE_DICOM, 1, "bmode") in found and "not a readable DICOM file" in str(e.value)
     assert (UNUSABLE_DICOM, 2, "ceus") in found and "data.ceus_region" in str(e.value)
     assert (BAD_IMAGE_OPTION, 3, "bmode_crop") in found and (BAD_IMAGE_OPTION, 3, "ceus_mm_per_pixel") in found
-    assert (BAD_IMAGE_OPTION, 4, "bmode") in found and "exceeds the 10x10 image" in str(e.value)
+    assert (BAD_IMAGE_OPTION, 4, "bmode_crop") in found
+    assert "bmode_crop 0,0,20,5 exceeds the 10x10 image" in str(e.value)
     assert not [p for p in e.value.problems if p.column == "bmode" and p.row == 2]  # a plain PNG is fine
 
 

@@ -364,20 +364,23 @@ def test_option_columns_that_disagree_with_the_file_are_named(tmp_path):
         ["F", "still.png", "cal.dcm", 1, 0, "", "", "10", ""],
         ["G", "still.png", "cine.dcm", 0, 1, "", "", "10", ""],
         ["H", "still.png", "cine.dcm", 1, 1, "", "", "", "0,0,40,40"],
+        ["I", "", "still.png", 0, 1, "3", "", "", ""],  # a frame of no B-mode: filled down a column?
         ["D", "cal.dcm", "", 0, 1, "0", "0.625", "", ""],  # agrees with the file: taken
         ["E", "plain.dcm", "", 1, 0, "", "0.9", "", ""],  # no calibration of its own: the cell's
     ]
     with pytest.raises(ManifestError) as e:
         read_manifest(_manifest(tmp_path / "m.csv", rows, header))
     said = str(e.value)
-    assert _codes(e.value) == {"bad_image_option", HEADER_MISMATCH}, said
-    assert "row 1, column 'bmode'" in said and "bmode_frame 7 asked for, the file is a still (one frame)" in said
-    assert said.count("the file is a still") == 2 and "row 2, column 'bmode'" in said
+    assert _codes(e.value) == {"bad_image_option", HEADER_MISMATCH, "option_without_image"}, said
+    # each named at the option's column (the file's own problems are named at the image's)
+    assert "row 1, column 'bmode_frame'" in said and "bmode_frame 7 asked for, the file is a still (one frame)" in said
+    assert said.count("the file is a still") == 2 and "row 2, column 'bmode_frame'" in said
     assert "row 3, column 'bmode'" in said and "bmode_mm_per_pixel 0.9 disagrees with the file's calibrated" in said
-    assert "row 4, column 'ceus'" in said and "ceus_frame_rate 10 given for a still image (one frame)" in said
-    assert "row 5, column 'ceus'" in said and "given for a DICOM cine, which states its own timing" in said
-    assert "row 6, column 'ceus'" in said and "crop 0,0,40,40 exceeds the 16x12 image" in said
+    assert "row 4, column 'ceus_frame_rate'" in said and "10 given for a still image (one frame)" in said
+    assert "row 5, column 'ceus_frame_rate'" in said and "given for a DICOM cine, which states its own timing" in said
+    assert "row 6, column 'ceus_crop'" in said and "ceus_crop 0,0,40,40 exceeds the cine's 16x12 frames" in said
     assert sum(p.code == "bad_image_option" for p in e.value.problems) == 5, said
+    assert "[option_without_image] row 7, column 'bmode_frame': bmode_frame is given but no bmode image" in said
     cohort = read_manifest(_manifest(tmp_path / "ok.csv", rows[-2:], header))
     assert [sources.resolve(p.bmode, "bmode", p.image_options("bmode")).mm_per_pixel for p in cohort.patients] == [
         (0.625, 0.625),
@@ -732,13 +735,22 @@ def test_a_known_column_in_another_spelling_is_named(tmp_path):
     (Patient-ID) is named the same way instead of "missing"; metadata stays metadata."""
     b = _write(tmp_path / "b.png", Image.fromarray(RAMP))
     columns = ("Patient-ID", "bmode", "ceus", "us_lnm", "lnm", "BMODE_CROP", "Bmode_Mask", "CEUS mm per pixel", "Age")
-    m = _manifest(tmp_path / "m.csv", [["A", b.name, b.name, 1, 1, "0,0,8,8", b.name, "0.1", 50]], columns=columns)
+    columns += ("B-mode crop", "ceus_fps", "bmode_frame_rate", "bmode mm per px", "CEUS-agent")
+    row = ["A", b.name, b.name, 1, 1, "0,0,8,8", b.name, "0.1", 50, "0,0,8,8", 12, 12, 0.1, "SonoVue"]
+    m = _manifest(tmp_path / "m.csv", [row], columns=columns)
     with pytest.raises(ManifestError) as e:
         read_manifest(m)
     assert _codes(e.value) == {MISNAMED_COLUMN}, str(e.value)
-    named = {p.column: str(p) for p in e.value.problems}
-    assert set(named) == {"Patient-ID", "BMODE_CROP", "Bmode_Mask", "CEUS mm per pixel"}, named
+    named = {p.column: p.message for p in e.value.problems}
+    assert set(named) == set(columns[5:8]) | set(columns[:1]) | set(columns[9:]), named
     assert "'patient_id'" in named["Patient-ID"] and "'ceus_mm_per_pixel'" in named["CEUS mm per pixel"], named
+    assert named["B-mode crop"] == "read as metadata, not as 'bmode_crop': name it 'bmode_crop'"
+    # a name in an input's namespace that is none of its columns: a misspelt option, not metadata
+    own = "must be one of CEUS's own (ceus_crop, ceus_mm_per_pixel, ceus_frame_rate, ceus_mask): "
+    assert named["ceus_fps"] == f"a column named 'ceus_...' {own}a metadata column must not begin with 'ceus_'"
+    assert named["CEUS-agent"] == named["ceus_fps"]
+    assert "'ceus_frame_rate' is CEUS's only" in named["bmode_frame_rate"], named
+    assert "did you mean 'bmode_mm_per_pixel'?" in named["bmode mm per px"], named
 
 
 def test_frame_folder_of_mixed_sizes_refused_at_validation(tmp_path):

@@ -7,9 +7,11 @@ be empty for a patient who lacks that input; every other column is kept as metad
 of frames (see :mod:`lnm_jax.data.pixels.clips`) or a multi-frame DICOM cine. An image cell may name a
 DICOM file (``.dcm``, or any file with the DICOM preamble; :mod:`lnm_jax.data.pixels.dicom`).
 Optional columns frame the images (:mod:`lnm_jax.data.pixels.sources`): ``bmode_crop``/``ceus_crop``
-(x0,y0,x1,y1: the scan region of a screen capture), ``bmode_mm_per_pixel``/``ceus_mm_per_pixel``
+(x0,y0,x1,y1: the scan region of a screen capture), ``bmode_mm_per_pixel``/``ceus_mm_per_pixel``,
 ``bmode_frame`` (which frame of a multi-frame B-mode) and ``ceus_frame_rate`` (a frame
-folder's frames per second); they are not metadata.
+folder's frames per second); they are not metadata. Names beginning ``bmode_`` or ``ceus_``
+are these inputs' own: any other is refused (``misnamed_column``), as is a known column
+spelled otherwise (``BMODE_CROP``, ``B-mode crop``), never kept as metadata in silence.
 
 Reading validates everything at once and raises one :class:`ManifestError` listing every
 problem (row, column, file), so a user fixes a cohort in one pass and nothing trains on a
@@ -20,6 +22,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import difflib
 import errno
 import functools
 import hashlib
@@ -43,7 +46,18 @@ from lnm_jax.data.pixels.masks import SIZE_MISMATCH as MASK_SIZE_MISMATCH  # noq
 from lnm_jax.data.pixels.masks import MaskError, check_mask
 from lnm_jax.data.threads import cpus, ordered_map
 from lnm_jax.fileio import error_line, problems_text, warn_once, write_csv
-from lnm_jax.names import BMODE, CEUS, IMAGE_INPUTS, INPUTS, LABEL, MASK_COLUMNS, PATIENT_ID, US_LNM, mask
+from lnm_jax.names import (
+    BMODE,
+    CEUS,
+    IMAGE_INPUTS,
+    INPUTS,
+    LABEL,
+    MASK_COLUMNS,
+    PATIENT_ID,
+    SETTING_LABELS,
+    US_LNM,
+    mask,
+)
 
 REQUIRED_COLUMNS = (PATIENT_ID, *INPUTS, LABEL)
 IMAGE_COLUMNS = IMAGE_INPUTS
@@ -73,6 +87,7 @@ DUPLICATE_COLUMN = "duplicate_column"
 NOT_ULTRASOUND = "not_ultrasound"
 HEADER_MISMATCH = "header_mismatch"
 MASK_WITHOUT_IMAGE = "mask_without_image"
+OPTION_WITHOUT_IMAGE = "option_without_image"
 BLANK_IMAGE = "blank_image"
 MISNAMED_COLUMN = "misnamed_column"
 # said as a warning (once per manifest and process), not refused: a still that holds one value is
@@ -198,8 +213,36 @@ class Cohort:
 
 
 def _folded(column: str) -> str:
-    """A column name as compared for misspelling: case-folded, spaces and hyphens as underscores."""
-    return re.sub(r"[\s-]+", "_", column.strip()).casefold()
+    """A column name as compared for misspelling: case-folded, without spaces, hyphens and
+    underscores (``B-mode crop``, ``BMODE_CROP`` and ``bmode_crop`` are one name)."""
+    return re.sub(r"[\s_-]+", "", column).casefold()
+
+
+# a column named as an image input's own (bmode_..., B-mode ..., CEUS-...): the manifest's
+# reserved namespace, so a misspelt option (ceus_fps) is not kept as metadata in silence
+_INPUT_PREFIX = re.compile(r"(b[\s_-]*mode|ceus)[\s_-]+(\S.*)", re.IGNORECASE)
+
+
+def _unknown_input_column(column: str) -> str | None:
+    """Why ``column``, named as a B-mode or CEUS column, is none of that input's columns; None
+    when it is not so named. Called on names that are no known column in any spelling."""
+    found = _INPUT_PREFIX.fullmatch(column.strip())
+    if found is None:
+        return None
+    name = BMODE if _folded(found[1]) == BMODE else CEUS
+    own = [*OPTION_COLUMNS[name].values(), mask(name)]
+    suffix = re.sub(r"[\s-]+", "_", found[2].strip()).casefold()
+    elsewhere = [c for other in IMAGE_INPUTS if other != name for c in OPTION_COLUMNS[other].values()]
+    if (same := next((c for c in elsewhere if c.endswith(f"_{suffix}")), None)) is not None:
+        hint = f"{same!r} is {SETTING_LABELS[same.split('_')[0]]}'s only; "
+    elif close := difflib.get_close_matches(suffix, [c.removeprefix(f"{name}_") for c in own], n=1, cutoff=0.6):
+        hint = f"did you mean '{name}_{close[0]}'? "
+    else:
+        hint = ""
+    return (
+        f"a column named '{name}_...' must be one of {SETTING_LABELS[name]}'s own ({', '.join(own)}): {hint}"
+        f"a metadata column must not begin with '{name}_'"
+    )
 
 
 def check_image(path: Path, still: bool = False) -> tuple[str, str] | None:
@@ -246,7 +289,8 @@ def check_dicom(
     modality than ultrasound (or a secondary capture, unless accepted), unreadable header, no
     image, a header that disagrees with its pixel data (frame count, palette depth), a missing
     codec, an undecodable first or last frame, an ambiguous dual display, a cine shorter than
-    ``min_frames``."""
+    ``min_frames``. A framing column the file cannot take (``options``) is raised, as
+    :class:`lnm_jax.data.pixels.sources.ImageOptionError` naming the column."""
     from lnm_jax.data.pixels import dicom  # noqa: PLC0415
 
     try:
@@ -261,8 +305,8 @@ def check_dicom(
         return NOT_ULTRASOUND, str(e).removeprefix(f"{path}: ")
     except dicom.HeaderMismatchError as e:
         return HEADER_MISMATCH, str(e).removeprefix(f"{path}: ")
-    except sources.ImageOptionError as e:  # the file is fine; a framing column does not fit it
-        return BAD_IMAGE_OPTION, str(e).removeprefix(f"{path}: ")
+    except sources.ImageOptionError:  # the file is fine; a framing column does not fit it
+        raise
     except (DicomError, ValueError) as e:
         return UNUSABLE_DICOM, str(e).removeprefix(f"{path}: ")
     if src.frames == 1 and (bad := blank(frames[0])):
@@ -398,10 +442,12 @@ def read_manifest(
     # spreadsheet writes them) would be read as metadata: no crop, no mask, in silence
     known = {_folded(c): c for c in (*REQUIRED_COLUMNS, *option_columns, *MASK_COLUMNS)}
     misnamed = [(h, known[_folded(h)]) for h in header if h not in known.values() and _folded(h) in known]
-    if missing or misnamed:
+    unknown = [(h, why) for h in header if _folded(h) not in known and (why := _unknown_input_column(h))]
+    if missing or misnamed or unknown:
         raise ManifestError(
             path,
             [Problem(MISNAMED_COLUMN, f"read as metadata, not as {c!r}: name it {c!r}", column=h) for h, c in misnamed]
+            + [Problem(MISNAMED_COLUMN, why, column=h) for h, why in unknown]
             + [
                 Problem(MISSING_COLUMN, f"required column is missing (header: {header})", column=c)
                 for c in missing
@@ -486,6 +532,11 @@ def write_manifest(path: Path, rows: list[dict[str, object]], extra_columns: Ite
 MAX_CHECK_THREADS = 32
 
 
+def _option_problem(e: sources.ImageOptionError, row: int, file: Path) -> Problem:
+    """A framing column's value that ``file`` cannot take, at the option's column."""
+    return Problem(BAD_IMAGE_OPTION, str(e).removeprefix(f"{file}: "), row, e.column, str(file))
+
+
 def _check_row(
     record: tuple[int, dict[str, str]],
     *,
@@ -505,24 +556,32 @@ def _check_row(
     images: dict[str, Path | None] = {}
     options: dict[str, sources.ImageOptions] = {}
     for col in IMAGE_COLUMNS:
+        cell = rec.get(col, "")
+        options[col] = sources.NO_OPTIONS
+        if not cell:  # a framing cell of no image: filled down a column, or the image left out
+            images[col] = None
+            for c in sources.option_columns(col).values():
+                if rec.get(c):
+                    problems.append(Problem(OPTION_WITHOUT_IMAGE, f"{c} is given but no {col} image", row, c))
+            continue
         try:
             options[col] = sources.parse_options(col, rec)
         except sources.OptionError as e:
-            options[col] = sources.NO_OPTIONS
             problems.append(Problem(BAD_IMAGE_OPTION, str(e), row, e.column))
-        cell = rec.get(col, "")
-        if not cell:
-            images[col] = None
-            continue
         file = Path(cell) if Path(cell).is_absolute() else base / cell
         images[col] = file
         if (why := missing_path(file)) is not None:
             kind = "clip" if col == CEUS and is_clip(file) else "image file"
             problems.append(Problem(MISSING_FILE, f"{kind} {why}", row, col, str(file)))
         elif is_dicom(file):
-            if check_images and (
-                bad := check_dicom(file, col, options[col], min_clip_frames, ceus_region, accept_secondary_capture)
-            ):
+            try:
+                bad = check_images and check_dicom(
+                    file, col, options[col], min_clip_frames, ceus_region, accept_secondary_capture
+                )
+            except sources.ImageOptionError as e:
+                bad = None
+                problems.append(_option_problem(e, row, file))
+            if bad:
                 problems.append(Problem(bad[0], bad[1], row, col, str(file)))
         elif col == CEUS and is_clip(file):
             if check_images and (bad := check_clip(file, min_clip_frames)) is not None:
@@ -540,8 +599,8 @@ def _check_row(
         ):  # a crop beyond the image or the clip's frames, a frame a still lacks, a rate for a video
             try:
                 sources.resolve(file, col, options[col])
-            except sources.ImageOptionError as e:  # as check_dicom tells them apart
-                problems.append(Problem(BAD_IMAGE_OPTION, str(e).removeprefix(f"{file}: "), row, col, str(file)))
+            except sources.ImageOptionError as e:  # as for a DICOM file
+                problems.append(_option_problem(e, row, file))
             except (OSError, ValueError) as e:  # (PIL's UnidentifiedImageError, ClipError among them)
                 problems.append(Problem(UNREADABLE_IMAGE, f"cannot be read ({error_line(e)})", row, col, str(file)))
     masks = _masks(rec, base, images, options, row, problems, check_images, ceus_region)

@@ -31,6 +31,12 @@ CROP_COLUMN, SCAN_REGION, WHOLE_FRAME = "crop column", "scan region", "whole fra
 # maps are tinted, the B-mode reference is gray) when their mean chroma differs by this much
 # (on [0, 1] RGB); closer than that it cannot tell and says how to choose.
 CHROMA_MARGIN = 0.03
+# frames/s an ultrasound clip can have been recorded at: from a frame every 10 s (a time-lapse
+# export) to plane-wave ultrafast imaging (about 10,000/s). A rate outside is a unit or typing
+# slip (a frame interval in seconds, a rate in frames/min): refused in a ``ceus_frame_rate``
+# cell; a video container that declares one is read without timing, with a note.
+FRAME_RATE_RANGE = (0.1, 10_000.0)
+_RATE_RANGE = f"{FRAME_RATE_RANGE[0]:g}-{FRAME_RATE_RANGE[1]:,.0f} frames/s"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -92,17 +98,18 @@ def parse_box(text: str) -> Box:
     return Box(x0, y0, x1, y1)
 
 
-class ImageOptionError(ValueError):
-    """A framing column's value that its file cannot take: a crop beyond the frames, a frame
-    the file lacks, a frame rate for a file with timing of its own (or none)."""
-
-
 class OptionError(ValueError):
     """A bad value in a framing column; ``column`` names it."""
 
     def __init__(self, column: str, message: str):
         self.column = column
         super().__init__(message)
+
+
+class ImageOptionError(OptionError):
+    """A framing column's value that its file cannot take: a crop beyond the frames, a frame
+    the file lacks, a frame rate for a file with timing of its own (or none). ``column``
+    names the option's column; the message starts with the file."""
 
 
 def parse_options(name: str, cells: dict[str, str]) -> ImageOptions:
@@ -124,6 +131,11 @@ def parse_options(name: str, cells: dict[str, str]) -> ImageOptions:
                     out[field] = float("nan")  # not a number: said below
                 if not 0 < out[field] < float("inf"):
                     raise ValueError(f"{what} must be a finite number > 0, got {text!r}")
+                if field == "frame_rate" and not FRAME_RATE_RANGE[0] <= out[field] <= FRAME_RATE_RANGE[1]:
+                    raise ValueError(
+                        f"{what} {text} is outside {_RATE_RANGE}, the rates an ultrasound clip is recorded at: "
+                        "a frame interval, or another unit?"
+                    )
             else:
                 out[field] = int(text)
                 if out[field] < 0:
@@ -168,7 +180,7 @@ class Source:
 def resolve(path: Path, name: str, options: ImageOptions = NO_OPTIONS, ceus_region: str = "auto") -> Source:
     """The :class:`Source` of input ``name`` (bmode/ceus) at ``path``; DicomError, ClipError or
     ValueError naming the file when it cannot be used."""
-    path = Path(path)
+    path, notes = Path(path), ()
     if ceus_region not in CEUS_REGION_CHOICES:
         raise ValueError(f"data.ceus_region must be one of {CEUS_REGION_CHOICES}, got {ceus_region!r}")
     if dicom.is_dicom(path):
@@ -179,14 +191,17 @@ def resolve(path: Path, name: str, options: ImageOptions = NO_OPTIONS, ceus_regi
             raise clips.ClipError(f"{path}: folder holds no {'/'.join(clips.FRAME_SUFFIXES)} frames")
         (w, h), n, kind, rate = image_size(files[0]), len(files), "clip", options.frame_rate
     elif clips.is_clip(path):  # a video: what its container declares (frames are streamed)
-        _check_frame_rate_option(path, options, "a video, which declares its own timing")
+        _check_frame_rate_option(path, name, options, "a video, which declares its own timing")
         info = clips.video_info(path)
         (w, h), n, kind, rate = info.size, info.declared_frames or 0, "clip", info.fps
+        if rate is not None and not FRAME_RATE_RANGE[0] <= rate <= FRAME_RATE_RANGE[1]:
+            notes = (f"the video declares {rate:g} frames/s, outside {_RATE_RANGE}: its timing is not used",)
+            rate = None
     else:
         (w, h), n, kind, rate = image_size(path), 1, "image", None
-        _check_frame_option(path, options, 1)
-        _check_frame_rate_option(path, options, "a still image")
-    box = _option_box(path, options, w, h)
+        _check_frame_option(path, name, options, 1)
+        _check_frame_rate_option(path, name, options, "a still image")
+    box = _option_box(path, name, options, w, h, "the clip's {} frames" if kind == "clip" else "the {} image")
     spacing = (options.mm_per_pixel,) * 2 if options.mm_per_pixel else None
     return Source(
         path,
@@ -199,32 +214,39 @@ def resolve(path: Path, name: str, options: ImageOptions = NO_OPTIONS, ceus_regi
         frame_rate=rate,
         still_frame=None if kind == "clip" else 0,
         framed_by=CROP_COLUMN if options.crop else WHOLE_FRAME,
+        notes=notes,
     )
 
 
-def _check_frame_option(path: Path, options: ImageOptions, frames: int) -> None:
+def _check_frame_option(path: Path, name: str, options: ImageOptions, frames: int) -> None:
     """:class:`ImageOptionError` when ``bmode_frame`` asks for a frame the file does not have (a still's
     frame 7 had been read as its one frame in silence; a cine's was refused)."""
     if options.frame is not None and options.frame >= frames:
         held = "is a still (one frame)" if frames == 1 else f"has {frames} frames"
-        raise ImageOptionError(f"{path}: bmode_frame {options.frame} asked for, the file {held}")
+        column = option_columns(name)["frame"]
+        raise ImageOptionError(column, f"{path}: {column} {options.frame} asked for, the file {held}")
 
 
-def _check_frame_rate_option(path: Path, options: ImageOptions, held: str) -> None:
+def _check_frame_rate_option(path: Path, name: str, options: ImageOptions, held: str) -> None:
     """:class:`ImageOptionError` when ``ceus_frame_rate`` is given for a file that is not a folder of frames
     (``held``: what it is; a video's or a DICOM cine's own timing is the one read)."""
     if options.frame_rate is not None:
+        column = option_columns(name)["frame_rate"]
         raise ImageOptionError(
-            f"{path}: ceus_frame_rate {options.frame_rate:g} given for {held}; "
-            "the column is for a CEUS clip given as a folder of frames"
+            column,
+            f"{path}: {column} {options.frame_rate:g} given for {held}; "
+            "the column is for a CEUS clip given as a folder of frames",
         )
 
 
-def _option_box(path: Path, options: ImageOptions, w: int, h: int) -> Box:
+def _option_box(path: Path, name: str, options: ImageOptions, w: int, h: int, held: str) -> Box:
+    """The crop column's box, or the whole ``w`` x ``h`` frame; :class:`ImageOptionError` when the
+    crop exceeds it (``held``: what the pixels are, with ``{}`` for their size: "the {} image")."""
     if options.crop is None:
         return Box(0, 0, w, h)
     if options.crop.x1 > w or options.crop.y1 > h:
-        raise ImageOptionError(f"{path}: crop {options.crop} exceeds the {w}x{h} image")
+        column = option_columns(name)["crop"]
+        raise ImageOptionError(column, f"{path}: {column} {options.crop} exceeds {held.format(f'{w}x{h}')}")
     return options.crop
 
 
@@ -233,9 +255,9 @@ def _resolve_dicom(path: Path, name: str, options: ImageOptions, ceus_region: st
     if header.signed:
         raise DicomError(f"{path}: signed pixel data (PixelRepresentation 1) is not ultrasound; not supported")
     w, h, notes = header.columns, header.rows, []
-    _check_frame_option(path, options, header.frames)
+    _check_frame_option(path, name, options, header.frames)
     held = "a DICOM cine, which states its own timing" if header.frames > 1 else "a still image (one frame)"
-    _check_frame_rate_option(path, options, held)
+    _check_frame_rate_option(path, name, options, held)
     if name == BMODE and header.frames > 1:
         frame = header.frames // 2 if options.frame is None else options.frame
         notes.append(f"multi-frame B-mode: frame {frame} of {header.frames} used")
@@ -243,7 +265,8 @@ def _resolve_dicom(path: Path, name: str, options: ImageOptions, ceus_region: st
         frame = 0 if header.frames == 1 else None
     reference, framed_by = None, SCAN_REGION
     if options.crop is not None:
-        box, framed_by = _option_box(path, options, w, h), CROP_COLUMN
+        box = _option_box(path, name, options, w, h, "the cine's {} frames" if header.frames > 1 else "the {} image")
+        framed_by = CROP_COLUMN
         # the spacing of the tissue region the crop lies in, if any
         spacing = next((r.mm_per_pixel for r in tissue_regions(header)[0] if r.box.contains(box)), None)
     else:
