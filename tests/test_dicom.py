@@ -7,6 +7,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import io
+import re
 import warnings
 from pathlib import Path
 
@@ -289,13 +290,23 @@ def test_screen_capture_is_flagged_and_a_crop_column_frames_it(twin_cohorts, tmp
 
 def _phi_found(folder: Path, values: set[bytes]) -> list[tuple[str, bytes]]:
     """(file, value) for every value of ``values`` that a file under ``folder`` holds, so that a
-    failing assertion names what leaked where (a clean-clone CI run of d679158 failed on the run
-    folder without saying which; it did not recur in local runs)."""
+    failing assertion names what leaked where. A value of digits only (a birth date) counts where
+    no digit touches it on either side: inside a longer number it is chance, not a leak. The
+    copy's UIDs are new random decimals of up to 39 digits, and a run folder's records hold
+    16-digit floats and nanosecond timestamps, in which a birth date's 8 digits turn up about
+    once in a few hundred runs of this test (a local run of fd440a1: the UID
+    ``...3.8.498.14568861196609014235934574784692`` held ``19660901``; a clean-clone failure of
+    d679158 on the run folder was never named). A header's value is delimited by its length
+    and the next tag; a record's by quotes or commas."""
+    patterns = {
+        v: re.compile(rb"(?<![0-9])" + re.escape(v) + rb"(?![0-9])") if v.isdigit() else re.compile(re.escape(v))
+        for v in sorted(values)
+    }
     found = []
     for p in sorted(folder.rglob("*")):
         if p.is_file():
             data = p.read_bytes()
-            found += [(str(p.relative_to(folder)), v) for v in sorted(values) if v in data]
+            found += [(str(p.relative_to(folder)), v) for v, pattern in patterns.items() if pattern.search(data)]
     return found
 
 
