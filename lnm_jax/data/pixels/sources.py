@@ -108,8 +108,9 @@ class OptionError(ValueError):
 
 class ImageOptionError(OptionError):
     """A framing column's value that its file cannot take: a crop beyond the frames, a frame
-    the file lacks, a frame rate for a file with timing of its own (or none). ``column``
-    names the option's column; the message starts with the file."""
+    the file lacks, a frame rate for a file with timing of its own (or none), a spacing that
+    disagrees with a DICOM file's calibration. ``column`` names the option's column; the
+    message starts with the file."""
 
 
 def parse_options(name: str, cells: dict[str, str]) -> ImageOptions:
@@ -288,10 +289,12 @@ def _resolve_dicom(path: Path, name: str, options: ImageOptions, ceus_region: st
         # the manifest's spacing against the file's own calibration (its ultrasound region's
         # PhysicalDeltaX/Y): a disagreement had been settled for the cell in silence
         if spacing is not None and not np.allclose(spacing, options.mm_per_pixel, rtol=0.01):
-            raise dicom.HeaderMismatchError(
-                f"{path}: the manifest's {name}_mm_per_pixel {options.mm_per_pixel:g} disagrees with the file's "
+            column = option_columns(name)["mm_per_pixel"]
+            raise ImageOptionError(
+                column,
+                f"{path}: the manifest's {column} {options.mm_per_pixel:g} disagrees with the file's "
                 f"calibrated spacing, {spacing[0]:g} x {spacing[1]:g} mm per pixel (its ultrasound region); "
-                "leave the cell empty to use the file's"
+                "leave the cell empty to use the file's",
             )
         spacing = (options.mm_per_pixel,) * 2
     return Source(
