@@ -159,6 +159,31 @@ def _parser(**kwargs) -> argparse.ArgumentParser:
     return _Parser(formatter_class=_HelpFormatter, **kwargs)
 
 
+def _framing_arguments(p: argparse.ArgumentParser) -> None:
+    """The options of a command that reads a manifest without a config (norm-stats, deidentify,
+    crop-to-lesion): the config's framing fields that decide what the manifest's images are, so
+    that it reads a cohort as training will (:class:`lnm_jax.data.pixels.sources.Framing`)."""
+    p.add_argument(
+        "--ceus-region",
+        default="auto",
+        choices=names.CEUS_REGIONS,
+        help="config data.ceus_region: a CEUS dual display's contrast side",
+    )
+    p.add_argument(
+        "--accept-secondary-capture",
+        action="store_true",
+        help="config data.accept_secondary_capture: read DICOM secondary captures (screens saved as pictures) as "
+        "images",
+    )
+
+
+def _framing(a: argparse.Namespace, field_of_view_mm: float = 0.0):
+    """The :class:`~lnm_jax.data.pixels.sources.Framing` of :func:`_framing_arguments`' options."""
+    from lnm_jax.data.pixels.sources import Framing
+
+    return Framing(field_of_view_mm, a.ceus_region, a.accept_secondary_capture)
+
+
 def cmd_synth(argv: list[str]) -> int:
     from lnm_jax.data.synth.synthetic import PRESETS, SynthParams, describe, generate_cohort, preset_params
 
@@ -212,19 +237,13 @@ def cmd_validate(argv: list[str]) -> int:
     a.manifest = a.manifest or a.manifest_option
     if a.manifest is None:
         p.error("a manifest is needed: lnm-jax validate MANIFEST (or --manifest MANIFEST)")
-    from lnm_jax.data.cohorts.manifest import read_manifest
+    from lnm_jax.data.cohorts.manifest import manifest_checks, read_manifest
     from lnm_jax.data.cohorts.survey import survey
     from lnm_jax.data.pixels.sources import Framing
     from lnm_jax.preflight import report
 
     config = apply_overrides(_config_for_validate(a), overrides)
-    cohort = read_manifest(
-        a.manifest,
-        require_labels=not a.no_labels,
-        min_clip_frames=config.data.clip_frames,
-        ceus_region=config.data.get("ceus_region", "auto"),
-        accept_secondary_capture=bool(config.data.get("accept_secondary_capture", False)),
-    )
+    cohort = read_manifest(a.manifest, require_labels=not a.no_labels, **manifest_checks(config.data))
     lines, problems = report(cohort, config, labelled=not a.no_labels, model=bool(a.workdir or a.config or overrides))
     images = survey(cohort, Framing.from_config(config.data))
     from lnm_jax.task import Task
@@ -358,7 +377,7 @@ def cmd_norm_stats(argv: list[str]) -> int:
         default=0.0,
         help="config data.field_of_view_mm",
     )
-    p.add_argument("--ceus-region", default="auto", help="config data.ceus_region")
+    _framing_arguments(p)
     p.add_argument(
         "--clip-frames",
         type=_config_value("data.clip_frames", int),
@@ -373,9 +392,8 @@ def cmd_norm_stats(argv: list[str]) -> int:
     if a.test_fraction + a.val_fraction >= 1:
         p.error(f"--test-fraction + --val-fraction = {a.test_fraction + a.val_fraction:g}, leaving no training set")
     from lnm_jax.data.loaders.loader import manifest_norm_stats
-    from lnm_jax.data.pixels.sources import Framing
 
-    framing = Framing(a.field_of_view_mm, a.ceus_region)
+    framing = _framing(a, a.field_of_view_mm)
     manifest_norm_stats(
         a.manifest,
         image_size=a.image_size,
@@ -926,10 +944,11 @@ def cmd_crop_to_lesion(argv: list[str]) -> int:
     p.add_argument("--out", required=True, type=Path, help="the new manifest CSV")
     p.add_argument("--margin", type=float, default=0.25, help="of the lesion box's size, on each side")
     p.add_argument("--overwrite", action="store_true", help=OVERWRITE_HELP)
+    _framing_arguments(p)
     a = p.parse_args(argv)
     from lnm_jax.data.cohorts.lesion_crop import crop_to_lesion
 
-    summary = crop_to_lesion(a.manifest, a.out, margin=a.margin, overwrite=a.overwrite)
+    summary = crop_to_lesion(a.manifest, a.out, margin=a.margin, overwrite=a.overwrite, framing=_framing(a))
     print(f"wrote {a.out}: " + ", ".join(f"{k} {v}" for k, v in summary.items()))
     return 0
 
@@ -960,12 +979,12 @@ def cmd_deidentify(argv: list[str]) -> int:
     p.add_argument("--out", required=True, type=Path, help="new folder for the copy (must not exist or be empty)")
     p.add_argument("--mapping", required=True, type=Path, help="CSV linking pseudonyms to patients; outside --out")
     p.add_argument("--keep-columns", default="", help="metadata columns to keep (comma-separated); default none")
-    p.add_argument("--ceus-region", default="auto", help="a CEUS dual display's contrast side: auto|left|right")
+    _framing_arguments(p)
     a = p.parse_args(argv)
     from lnm_jax.data.privacy.deidentify import deidentify
 
     keep = tuple(c.strip() for c in a.keep_columns.split(",") if c.strip())
-    report = deidentify(a.manifest, a.out, a.mapping, keep_columns=keep, ceus_region=a.ceus_region)
+    report = deidentify(a.manifest, a.out, a.mapping, keep_columns=keep, framing=_framing(a))
     print("\n".join(report.lines()))
     return 0
 

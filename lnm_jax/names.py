@@ -75,6 +75,8 @@ LOWERINGS = ("auto", "xla", "cpu", "slices")
 BATCHNORMS = ("auto", "flax", "fused")
 # how a ResNet's 7x7 stride-2 stem is computed (model.stem; lnm_jax.models.lowering.resolve_stem)
 STEMS = ("auto", "conv7", "space_to_depth")
+# a CEUS dual display's contrast side (data.ceus_region; lnm_jax.data.pixels.sources)
+CEUS_REGIONS = ("auto", "left", "right")
 CAM_LAYERS = ("stem", "stage1", "stage2", "stage3", "stage4")  # the backbones' hooked maps, shallow to deep
 EXPORT_FORMATS = ("stablehlo", "onnx")  # lnm_jax.export
 EXPORT_PLATFORMS = ("cpu", "cuda")

@@ -36,7 +36,7 @@ from lnm_jax.config import (
     model_fields,
     write_config,
 )
-from lnm_jax.data.cohorts.manifest import Cohort, read_manifest
+from lnm_jax.data.cohorts.manifest import Cohort, manifest_checks, read_manifest
 from lnm_jax.data.cohorts.splits import (
     NEW_RUN,
     Split,
@@ -276,7 +276,7 @@ def relocate_manifest(workdir: Path | str, manifest: Path | str) -> Path:
         f"{manifest} is not the cohort this run was trained on: give relocate that cohort's manifest, "
         "its content as when the run was split"
     )
-    cohort = read_manifest(moved.data.manifest, **_manifest_checks(moved))
+    cohort = read_manifest(moved.data.manifest, **manifest_checks(moved.data))
     stored_split(moved, cohort, files, not_this)
     check_images_unchanged(files, cohort)
     write_config(files.config, moved)
@@ -331,22 +331,13 @@ def synth_params(config: ConfigDict) -> SynthParams:
     return SynthParams(**config.data.synth.to_dict())
 
 
-def _manifest_checks(config: ConfigDict) -> dict:
-    """What reading a manifest checks against the config (clip length, dual-display choice)."""
-    return {
-        "min_clip_frames": config.data.clip_frames,
-        "ceus_region": config.data.get("ceus_region", "auto"),
-        "accept_secondary_capture": bool(config.data.get("accept_secondary_capture", False)),
-    }
-
-
 def resolve_cohort(config: ConfigDict, files: RunFiles, *, synthesise: bool = True) -> Cohort:
     """Validates ``data.manifest``, or (empty) synthesises the embedded cohort into the run's
     ``cohort/`` once and reuses it while its parameters match. ``synthesise=False`` (a trained
     run opened to be read): an empty manifest needs the cohort the run synthesised; without
     one, :class:`DamagedFileError` naming ``config.json`` (a reader writes nothing)."""
     if config.data.manifest:
-        return read_manifest(config.data.manifest, **_manifest_checks(config))
+        return read_manifest(config.data.manifest, **manifest_checks(config.data))
     params = synth_params(config)
     generator = files.cohort / GENERATOR
     if not synthesise and not generator.is_file():
@@ -364,7 +355,7 @@ def resolve_cohort(config: ConfigDict, files: RunFiles, *, synthesise: bool = Tr
             )
     else:
         generate_cohort(files.cohort, params, progress=True)
-    return read_manifest(files.cohort / MANIFEST, **_manifest_checks(config))
+    return read_manifest(files.cohort / MANIFEST, **manifest_checks(config.data))
 
 
 def split_document(config: ConfigDict, cohort: Cohort) -> dict:

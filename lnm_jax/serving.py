@@ -241,8 +241,7 @@ def predict_manifest(
         manifest,
         require_labels=False,
         min_clip_frames=model.clip_frames,
-        ceus_region=model.framing.ceus_region,
-        accept_secondary_capture=model.framing.accept_secondary_capture,
+        framing=model.framing,
     )
     guard_predictions(out_csv, cohort, model.folder, overwrite)
     if not (model.missing_inputs or zero_fill_missing):

@@ -26,7 +26,7 @@ from lnm_jax.data.cohorts.manifest import (
 )
 from lnm_jax.data.pixels import clips, dicom
 from lnm_jax.data.pixels.decode import image_size, read_image
-from lnm_jax.data.pixels.sources import decode_input
+from lnm_jax.data.pixels.sources import Framing, decode_input
 from lnm_jax.fileio import OutputPathError
 
 RAMP = np.tile(np.arange(0, 256, 8, dtype=np.uint8), (24, 1))  # 24x32 gray ramp, every 8th level
@@ -698,12 +698,65 @@ def test_other_modalities_and_secondary_captures_refused(tmp_path):
     cases = ((mr, True, True), (ct, True, True), (signed_mr, True, True), (sc, False, True), (sc, True, False))
     for path, accept, refused in cases:
         m = _manifest(tmp_path / "m.csv", [["A", str(path), b.name, 1, 1], ["B", b.name, b.name, 0, 0]])
+        framing = Framing(accept_secondary_capture=accept)
         if not refused:
-            read_manifest(m, accept_secondary_capture=accept)
+            read_manifest(m, framing=framing)
             continue
         with pytest.raises(ManifestError) as e:
-            read_manifest(m, accept_secondary_capture=accept)
+            read_manifest(m, framing=framing)
         assert _codes(e.value) == {NOT_ULTRASOUND}, str(e.value)
+
+
+def _secondary_capture(path, pixels):
+    """A DICOM secondary capture (a screen saved as a picture, Modality OT) of ``pixels``."""
+    from pydicom import dcmread
+
+    ds = dcmread(_dcm(path, pixels, Modality="OT"))
+    ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.7"
+    ds.save_as(path, enforce_file_format=True)
+    return path
+
+
+def test_every_reader_of_a_manifest_takes_the_framing_training_reads_it_with(tmp_path, capsys):
+    """Secondary captures accepted by a run's config (data.accept_secondary_capture) were refused
+    by every command that reads a manifest without a config (norm-stats, deidentify,
+    crop-to-lesion, whose refusal then named a --config option they do not take) and by
+    pretraining's reads (the protocol's pretraining manifests, pretrain's own), which passed the
+    CEUS side alone: a cohort training reads could not be de-identified, normalised, cropped or
+    pretrained on. Each now takes the same framing (``manifest_checks``, ``--accept-secondary-capture``)."""
+    from lnm_jax.cli import main
+    from lnm_jax.config import ConfigError, base_config
+    from lnm_jax.protocol.reproduce import _pretrain_manifests
+
+    picture = np.tile(np.arange(40, 200, 4, dtype=np.uint8), (30, 1))  # 30x40, no blank
+    rows = []
+    for i in range(10):
+        _secondary_capture(tmp_path / f"sc{i}.dcm", np.roll(picture, 3 * i, axis=1))
+        lesion = np.zeros_like(picture)
+        lesion[10:20, 12 + i : 24 + i] = 255
+        _write(tmp_path / f"sc{i}_mask.png", Image.fromarray(lesion))
+        rows.append([f"P{i}", f"sc{i}.dcm", "", i % 2, i % 2, f"sc{i}_mask.png"])
+    m = _manifest(tmp_path / "m.csv", rows, ("patient_id", "bmode", "ceus", "us_lnm", "lnm", "bmode_mask"))
+    commands = {
+        "norm-stats": ["norm-stats", "--manifest", str(m), "--image-size", "16"],
+        "deidentify": ["deidentify", "--manifest", str(m), "--out", str(tmp_path / "deid")],
+        "crop-to-lesion": ["crop-to-lesion", "--manifest", str(m), "--out", str(tmp_path / "crop.csv")],
+    }
+    commands["deidentify"] += ["--mapping", str(tmp_path / "private" / "map.csv")]
+    for name, argv in commands.items():
+        assert main(argv) == 1, name
+        said = capsys.readouterr().err
+        assert "[not_ultrasound]" in said and "crop-to-lesion: --accept-secondary-capture" in said, (name, said)
+        assert main([*argv, "--accept-secondary-capture"]) == 0, (name, capsys.readouterr().err)
+    assert read_manifest(tmp_path / "deid" / "manifest.csv", framing=Framing(accept_secondary_capture=True))
+    cropped = read_manifest(tmp_path / "crop.csv", framing=Framing(accept_secondary_capture=True))
+    assert cropped.patients[0].image_options("bmode").crop is not None
+    config = base_config("bmode")
+    config.protocol.pretrain, config.protocol.pretrain_manifests = True, (str(m),)
+    with pytest.raises(ConfigError, match="not_ultrasound"):
+        _pretrain_manifests(config)
+    config.data.accept_secondary_capture = True
+    assert [len(c) for c in _pretrain_manifests(config)] == [10]
 
 
 def test_duplicate_column_refused(tmp_path):

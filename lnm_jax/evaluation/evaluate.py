@@ -10,7 +10,7 @@ import numpy as np
 
 from lnm_jax import names, provenance
 from lnm_jax import run_files as F
-from lnm_jax.data.cohorts.manifest import read_manifest
+from lnm_jax.data.cohorts.manifest import manifest_checks, read_manifest
 from lnm_jax.data.synth.synthetic import bayes_auc, bayes_scores, generator_params, read_truth, temporal_reference
 from lnm_jax.evaluation import calibration as C
 from lnm_jax.evaluation import intensity
@@ -240,13 +240,7 @@ def predict_manifest(
     model takes is refused unless the model was trained for missing inputs or
     ``zero_fill_missing``. The run folder is only read: the new patients' records are built in
     a temporary folder."""
-    cohort = read_manifest(
-        manifest,
-        require_labels=False,
-        min_clip_frames=run.config.data.clip_frames,
-        ceus_region=run.config.data.get("ceus_region", "auto"),
-        accept_secondary_capture=bool(run.config.data.get("accept_secondary_capture", False)),
-    )
+    cohort = read_manifest(manifest, require_labels=False, **manifest_checks(run.config.data))
     guard_predictions(out_csv, cohort, run.workdir, overwrite)
     if not zero_fill_missing:
         check_inputs_present(run.config, cohort, opt_in="--zero-fill-missing")

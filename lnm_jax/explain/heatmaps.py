@@ -15,7 +15,7 @@ import numpy as np
 
 from lnm_jax import names
 from lnm_jax import run_files as F
-from lnm_jax.data.cohorts.manifest import read_manifest
+from lnm_jax.data.cohorts.manifest import manifest_checks, read_manifest
 from lnm_jax.data.pixels.sources import Framing
 from lnm_jax.data.records import decode_lesion
 from lnm_jax.evaluation.metrics import sigmoid
@@ -92,12 +92,7 @@ def gradcam(
         raise ValueError(f"run {run.workdir} uses no image input ({config.modalities}): nothing to explain")
     cohort = run.cohort
     if manifest is not None:
-        cohort = read_manifest(
-            manifest,
-            require_labels=False,
-            ceus_region=config.data.get("ceus_region", "auto"),
-            accept_secondary_capture=bool(config.data.get("accept_secondary_capture", False)),
-        )
+        cohort = read_manifest(manifest, require_labels=False, **manifest_checks(config.data))
         # as predict: a patient lacking an input the model was not trained to miss is refused
         check_inputs_present(config, cohort, opt_in="a run trained with --config.data.zero_fill_missing=True")
     out = guard_output(

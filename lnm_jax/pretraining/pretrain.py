@@ -279,12 +279,12 @@ def pretrain(
         "manifest first"
     )
     try:
-        first = read_manifest(manifests[0], require_labels=not include_test, ceus_region=framing.ceus_region)
+        first = read_manifest(manifests[0], require_labels=not include_test, framing=framing)
     except ManifestError as e:
         if any(p.code == MISSING_COLUMN and p.column == names.LABEL for p in e.problems):
             raise ValueError(unlabeled_first) from e
         raise
-    extra = [read_manifest(m, require_labels=False, ceus_region=framing.ceus_region) for m in manifests[1:]]
+    extra = [read_manifest(m, require_labels=False, framing=framing) for m in manifests[1:]]
     split = None
     if first.labels and all(y is not None for y in first.labels):
         folds = make_splits(config, first)

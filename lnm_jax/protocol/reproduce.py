@@ -31,6 +31,7 @@ from lnm_jax import names
 from lnm_jax.config import ConfigError
 from lnm_jax.data.cohorts.manifest import ManifestError, read_manifest
 from lnm_jax.data.cohorts.splits import Split, check_stored, load_splits, make_splits, save_splits
+from lnm_jax.data.pixels.sources import Framing
 from lnm_jax.data.synth.synthetic import bayes_auc, generator_params, temporal_reference
 from lnm_jax.evaluation import metrics as M
 from lnm_jax.evaluation.plots import plot_convergence, plot_roc
@@ -152,7 +153,7 @@ def _pretrain_manifests(config: ConfigDict) -> list:
     problems, cohorts = [], []
     for i, extra in enumerate(config.protocol.get("pretrain_manifests", ())):
         try:
-            cohorts.append(read_manifest(extra, require_labels=False))
+            cohorts.append(read_manifest(extra, require_labels=False, framing=Framing.from_config(config.data)))
         except ManifestError as e:
             problems += [f"protocol.pretrain_manifests[{i}] {e.path}: {p}" for p in e.problems]
     if problems:

@@ -23,7 +23,7 @@ import numpy as np
 
 from lnm_jax.data.cohorts.manifest import read_manifest
 from lnm_jax.data.pixels.masks import read_mask
-from lnm_jax.data.pixels.sources import Box, option_columns, resolve
+from lnm_jax.data.pixels.sources import DEFAULT_FRAMING, Box, Framing, option_columns, resolve
 from lnm_jax.fileio import guard_output, write_csv
 from lnm_jax.names import IMAGE_INPUTS, MASK_COLUMNS, mask
 
@@ -51,15 +51,23 @@ def lesion_box(lesion: np.ndarray, within: Box, margin: float) -> Box:
     return Box(within.x0 + nx0, within.y0 + ny0, within.x0 + nx1, within.y0 + ny1)
 
 
-def crop_to_lesion(manifest: Path | str, out_csv: Path | str, *, margin: float = 0.25, overwrite: bool = False) -> dict:
+def crop_to_lesion(
+    manifest: Path | str,
+    out_csv: Path | str,
+    *,
+    margin: float = 0.25,
+    overwrite: bool = False,
+    framing: Framing = DEFAULT_FRAMING,
+) -> dict:
     """Writes the copy of ``manifest`` at ``out_csv`` (paths made relative to it; every other
     cell kept) with ``<input>_crop`` set around each masked image's lesion; returns counts.
-    ValueError naming the row when a mask marks nothing inside its image's region; an image
-    without a mask keeps its framing."""
+    ``framing``: how the images are read (a CEUS dual display's side, secondary captures), as
+    training will read them. ValueError naming the row when a mask marks nothing inside its
+    image's region; an image without a mask keeps its framing."""
     if not 0 <= margin <= 10:
         raise ValueError(f"--margin {margin} is not a fraction of the lesion's size between 0 and 10")
     manifest, out_csv = Path(manifest), Path(out_csv)
-    cohort = read_manifest(manifest, require_labels=False)
+    cohort = read_manifest(manifest, require_labels=False, framing=framing)
     guard_output(out_csv, inputs=cohort.files(), overwrite=overwrite)  # any manifest starts alike: no ``ours``
     text = manifest.read_bytes().decode("utf-8-sig")
     reader = csv.DictReader(io.StringIO(text, newline=""))
@@ -73,7 +81,7 @@ def crop_to_lesion(manifest: Path | str, out_csv: Path | str, *, margin: float =
         for m in IMAGE_INPUTS:
             if p.mask(m) is None:
                 continue
-            src = resolve(getattr(p, m), m, p.image_options(m))
+            src = resolve(getattr(p, m), m, p.image_options(m), framing.ceus_region)
             try:
                 box = lesion_box(read_mask(p.mask(m)), src.box, margin)
             except ValueError as e:

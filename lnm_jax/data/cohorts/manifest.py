@@ -283,10 +283,10 @@ def missing_path(path: Path) -> str | None:
 
 
 def check_dicom(
-    path: Path, name: str, options, min_frames: int, ceus_region: str, accept_secondary_capture: bool = False
+    path: Path, name: str, options, min_frames: int, framing: sources.Framing = sources.DEFAULT_FRAMING
 ) -> tuple[str, str] | None:
-    """Returns (problem code, why) if the DICOM file cannot give input ``name``: another
-    modality than ultrasound (or a secondary capture, unless accepted), unreadable header, no
+    """Returns (problem code, why) if the DICOM file cannot give input ``name`` as ``framing``
+    reads it: another modality than ultrasound (or a secondary capture, unless accepted), unreadable header, no
     image, a header that disagrees with its pixel data (frame count, palette depth), a missing
     codec, an undecodable first or last frame, an ambiguous dual display, a cine shorter than
     ``min_frames``. A framing column the file cannot take (``options``) is raised, as
@@ -295,11 +295,11 @@ def check_dicom(
 
     try:
         header = dicom.read_header(path)  # the size limit before any frame is decoded
-        dicom.check_ultrasound(header, accept_secondary_capture)
+        dicom.check_ultrasound(header, framing.accept_secondary_capture)
         if header.columns * header.rows > MAX_IMAGE_PIXELS:
             size = f"{header.columns}x{header.rows}"
             return IMAGE_TOO_LARGE, f"frames are {size}, over {MAX_IMAGE_PIXELS / 1e6:.0f} megapixels"
-        src = sources.resolve(path, name, options, ceus_region)
+        src = sources.resolve(path, name, options, framing.ceus_region)
         frames = [dicom.read_frame(src.header, index) for index in sorted({0, src.frames - 1})]
     except dicom.NotUltrasoundError as e:
         return NOT_ULTRASOUND, str(e).removeprefix(f"{path}: ")
@@ -386,8 +386,7 @@ def read_manifest(
     require_labels: bool = True,
     check_images: bool = True,
     min_clip_frames: int = 1,
-    ceus_region: str = "auto",
-    accept_secondary_capture: bool = False,
+    framing: sources.Framing = sources.DEFAULT_FRAMING,
     warn: bool = True,
 ) -> Cohort:
     """Reads and validates a manifest; raises :class:`ManifestError` listing every problem.
@@ -396,9 +395,11 @@ def read_manifest(
 
     ``require_labels=False`` reads a manifest of new patients (``predict``): the ``lnm``
     column may then be absent or empty. ``min_clip_frames``: the frames a CEUS clip must have
-    (the configured ``data.clip_frames``); ``ceus_region``: ``data.ceus_region``, to check that
-    a CEUS dual display's contrast side can be told; ``accept_secondary_capture``:
-    ``data.accept_secondary_capture`` (DICOM secondary captures are refused otherwise).
+    (the configured ``data.clip_frames``); ``framing``: how the reader frames the images
+    (``data.ceus_region``, to check that a CEUS dual display's contrast side can be told;
+    ``data.accept_secondary_capture``: DICOM secondary captures are refused otherwise). A
+    reader with a config passes :func:`manifest_checks` of its ``config.data``, so that what
+    validation accepts is what that reader reads.
     """
     path = Path(path)
     try:
@@ -493,8 +494,7 @@ def read_manifest(
         require_labels=require_labels,
         check_images=check_images,
         min_clip_frames=min_clip_frames,
-        ceus_region=ceus_region,
-        accept_secondary_capture=accept_secondary_capture,
+        framing=framing,
     )
     for (row, _), (patient, found) in zip(records, ordered_map(check, records, min(cpus(), MAX_CHECK_THREADS))):
         if row in id_problems:
@@ -521,6 +521,14 @@ def read_manifest(
     )
 
 
+def manifest_checks(data) -> dict:
+    """What reading a manifest checks against a config's ``data`` fields, as keyword arguments
+    of :func:`read_manifest`: the CEUS clip length (``data.clip_frames``) and the framing
+    (:meth:`lnm_jax.data.pixels.sources.Framing.from_config`: dual-display side, secondary
+    captures). Every reader with a config reads its manifests with these."""
+    return {"min_clip_frames": int(data.get("clip_frames", 1)), "framing": sources.Framing.from_config(data)}
+
+
 def write_manifest(path: Path, rows: list[dict[str, object]], extra_columns: Iterable[str] = ()) -> None:
     """Writes a manifest atomically (temp file + rename): never a half-written CSV."""
     columns = list(REQUIRED_COLUMNS) + [c for c in extra_columns if c not in REQUIRED_COLUMNS]
@@ -545,8 +553,7 @@ def _check_row(
     require_labels: bool,
     check_images: bool,
     min_clip_frames: int,
-    ceus_region: str,
-    accept_secondary_capture: bool,
+    framing: sources.Framing,
 ) -> tuple[Patient, list[Problem]]:
     """One manifest row's patient and the problems of its cells and files (not those of its
     patient_id, which depend on the other rows: :func:`read_manifest`)."""
@@ -575,9 +582,7 @@ def _check_row(
             problems.append(Problem(MISSING_FILE, f"{kind} {why}", row, col, str(file)))
         elif is_dicom(file):
             try:
-                bad = check_images and check_dicom(
-                    file, col, options[col], min_clip_frames, ceus_region, accept_secondary_capture
-                )
+                bad = check_images and check_dicom(file, col, options[col], min_clip_frames, framing)
             except sources.ImageOptionError as e:
                 bad = None
                 problems.append(_option_problem(e, row, file))
@@ -603,7 +608,7 @@ def _check_row(
                 problems.append(_option_problem(e, row, file))
             except (OSError, ValueError) as e:  # (PIL's UnidentifiedImageError, ClipError among them)
                 problems.append(Problem(UNREADABLE_IMAGE, f"cannot be read ({error_line(e)})", row, col, str(file)))
-    masks = _masks(rec, base, images, options, row, problems, check_images, ceus_region)
+    masks = _masks(rec, base, images, options, row, problems, check_images, framing.ceus_region)
 
     flag = _parse_binary(rec.get(US_LNM, ""))
     if isinstance(flag, str):

@@ -354,8 +354,7 @@ def manifest_norm_stats(
     cohort = read_manifest(
         manifest,
         min_clip_frames=clip_frames,
-        ceus_region=framing.ceus_region,
-        accept_secondary_capture=framing.accept_secondary_capture,
+        framing=framing,
     )
     if out:
         # a run's intensity_reference.json has this very shape: an existing file needs --overwrite

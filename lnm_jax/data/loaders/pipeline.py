@@ -216,6 +216,7 @@ class TfdsSource:
             require_labels=require_labels,
             clip_frames=settings.clip_frames,
             ceus_region=settings.framing.ceus_region,
+            accept_secondary_capture=settings.framing.accept_secondary_capture,
         )
         self._decoded: dict[tuple[str, ...], tf.data.Dataset] = {}
 

@@ -49,12 +49,14 @@ class LnmCohort(tfds.core.GeneratorBasedBuilder):
         require_labels: bool = True,
         clip_frames: int = 1,
         ceus_region: str = "auto",
+        accept_secondary_capture: bool = False,
         **kwargs,
     ):
         self._manifest_name = manifest_name
         self._require_labels = require_labels
         self._clip_frames = clip_frames
         self._ceus_region = ceus_region
+        self._accept_secondary_capture = accept_secondary_capture
         super().__init__(**kwargs)
 
     def _info(self) -> tfds.core.DatasetInfo:
@@ -81,7 +83,9 @@ class LnmCohort(tfds.core.GeneratorBasedBuilder):
             manifest,
             require_labels=self._require_labels,
             min_clip_frames=self._clip_frames,
-            ceus_region=self._ceus_region,
+            framing=sources.Framing(
+                ceus_region=self._ceus_region, accept_secondary_capture=self._accept_secondary_capture
+            ),
         )
         return {ALL_SPLIT: self._generate_examples(cohort)}
 
@@ -170,6 +174,7 @@ def load_cohort(
     require_labels: bool = True,
     clip_frames: int = 1,
     ceus_region: str = "auto",
+    accept_secondary_capture: bool = False,
 ) -> tf.data.Dataset:
     """Builds (once per manifest content and clip length) and loads the cohort as a
     tf.data.Dataset.
@@ -186,6 +191,7 @@ def load_cohort(
         require_labels=require_labels,
         clip_frames=clip_frames,
         ceus_region=ceus_region,
+        accept_secondary_capture=accept_secondary_capture,
     )
     builder.download_and_prepare(download_config=tfds.download.DownloadConfig(manual_dir=str(cohort.path.parent)))
     read_config = tfds.ReadConfig(shuffle_seed=0, interleave_cycle_length=1)

@@ -434,14 +434,17 @@ def check_ultrasound(header: DicomHeader, accept_secondary_capture: bool = False
     ultrasound storage class; a secondary capture (a screen saved as a picture, often Modality
     OT) only with ``accept_secondary_capture`` (config ``data.accept_secondary_capture``)."""
     sc = header.sop_class_uid.startswith(SECONDARY_CAPTURE_PREFIX)
+    if sc and not accept_secondary_capture and header.modality in ("", "US", "OT"):  # a screen capture
+        raise NotUltrasoundError(
+            f"{header.path}: a secondary capture ({header.sop_class}, Modality {header.modality or 'absent'}), "
+            "not an ultrasound image storage; "
+            "accept screen captures with data.accept_secondary_capture=True (train, validate, pretrain, reproduce: "
+            "--config.data.accept_secondary_capture=True; norm-stats, deidentify, crop-to-lesion: "
+            "--accept-secondary-capture)"
+        )
     if header.modality not in ("", "US") and not (sc and accept_secondary_capture and header.modality == "OT"):
         raise NotUltrasoundError(
             f"{header.path}: Modality is {header.modality} ({header.sop_class or 'no SOP class'}), not US (ultrasound)"
-        )
-    if sc and not accept_secondary_capture:
-        raise NotUltrasoundError(
-            f"{header.path}: a secondary capture ({header.sop_class}), not an ultrasound image storage; "
-            "accept screen captures with --config.data.accept_secondary_capture=True"
         )
     if header.sop_class_uid and not sc and header.sop_class_uid not in US_STORAGE_CLASSES:
         raise NotUltrasoundError(

@@ -22,9 +22,9 @@ from PIL import UnidentifiedImageError
 from lnm_jax.data.pixels import clips, dicom
 from lnm_jax.data.pixels.decode import ImageDecodeError, fit, image_size, read_image
 from lnm_jax.data.pixels.dicom import Box, DicomError, DicomHeader
-from lnm_jax.names import BMODE, CEUS
+from lnm_jax.names import BMODE, CEUS, CEUS_REGIONS
 
-CEUS_REGION_CHOICES = ("auto", "left", "right")
+CEUS_REGION_CHOICES = CEUS_REGIONS
 # how an image's pixels were chosen (Source.framed_by)
 CROP_COLUMN, SCAN_REGION, WHOLE_FRAME = "crop column", "scan region", "whole frame"
 # 'auto' takes the dual display's contrast side as the region with the most colour (contrast

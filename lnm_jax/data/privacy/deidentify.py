@@ -75,9 +75,13 @@ def deidentify(
     mapping: Path | str,
     *,
     keep_columns: tuple[str, ...] = (),
-    ceus_region: str = "auto",
+    framing: sources.Framing = sources.DEFAULT_FRAMING,
 ) -> Report:
-    cohort = read_manifest(manifest, require_labels=False, ceus_region=ceus_region)
+    """Writes the de-identified copy of ``manifest`` to ``out_dir`` and the mapping to
+    ``mapping`` (see the module); ``framing``: how the images are read (``data.ceus_region``,
+    ``data.accept_secondary_capture``), as training on the copy will. Returns the
+    :class:`Report`; ManifestError, ValueError or FileExistsError before anything is written."""
+    cohort = read_manifest(manifest, require_labels=False, framing=framing)
     out_dir, mapping = Path(out_dir).resolve(), Path(mapping).resolve()
     if mapping.is_relative_to(out_dir):
         raise ValueError(f"--mapping {mapping} is inside the output folder {out_dir}: keep it apart from the data")
@@ -112,7 +116,7 @@ def deidentify(
                     path = getattr(p, name)
                     if path is None:
                         continue
-                    src = sources.resolve(path, name, p.image_options(name), ceus_region)
+                    src = sources.resolve(path, name, p.image_options(name), framing.ceus_region)
                     box = _crop_box(src)
                     if src.framed_by == sources.WHOLE_FRAME:
                         uncropped.append(f"row {p.row} {name} {path}")
@@ -136,7 +140,7 @@ def deidentify(
             masks = [c for c in MASK_COLUMNS if any(c in r for r in rows)]
             write_manifest(tmp / "manifest.csv", rows, extra_columns=(*masks, *keep_columns, *KEPT_OPTIONS))
             # the copy is usable (its warnings were the original's, said already, and would name a temporary path)
-            read_manifest(tmp / "manifest.csv", require_labels=False, ceus_region=ceus_region, warn=False)
+            read_manifest(tmp / "manifest.csv", require_labels=False, framing=framing, warn=False)
             # the mapping before the copy is committed: a mapping that cannot be written leaves no
             # copy (its pseudonyms would link to nothing), and a copy that cannot be committed no mapping
             try:
