@@ -56,10 +56,12 @@ def test_video_and_frame_folder_read_alike(tmp_path):
     )
 
 
-def test_validate_gives_a_videos_seconds_and_calls_only_a_frame_folder_untimed(tmp_path):
+def test_validate_gives_a_videos_seconds_and_calls_only_a_frame_folder_untimed(tmp_path, monkeypatch):
     """A video's container declares its frame rate (evenly timed frames): validate gives its
     span in seconds, (frames - 1) / fps; a frame folder has no timing (fresh-user trial: a
-    30 fps mp4 was reported 'without frame timing')."""
+    30 fps mp4 was reported 'without frame timing'). A video whose container declares neither
+    rate nor length is counted among the clips, said to be so (the trial of fd440a1: 4 clips
+    were reported as 3)."""
     import imageio.v3 as iio
 
     from lnm_jax.data.cohorts.survey import survey
@@ -80,6 +82,10 @@ def test_validate_gives_a_videos_seconds_and_calls_only_a_frame_folder_untimed(t
     slow = sources.resolve(tmp_path / "slow.mp4", "ceus")
     assert slow.frame_rate is None and slow.duration_s is None and slow.frames == 4, slow
     assert slow.notes == ("the video declares 0.05 frames/s, outside 0.1-10,000 frames/s: its timing is not used",)
+    manifest = _manifest(tmp_path, "clip.mp4")
+    monkeypatch.setattr(clips, "video_info", lambda path: clips.VideoInfo((32, 32), None, None))
+    said = [line for line in survey(read_manifest(manifest)).lines if "CEUS clips" in line]
+    assert said == ["  CEUS clips: 1 (1 video(s) declaring no frame count); 1 without frame timing (sampled in frames)"]
 
 
 def test_a_frame_folders_rate_column_times_it_and_deidentify_keeps_a_videos_rate(tmp_path):

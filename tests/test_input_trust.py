@@ -788,8 +788,9 @@ def test_a_known_column_in_another_spelling_is_named(tmp_path):
     (Patient-ID) is named the same way instead of "missing"; metadata stays metadata."""
     b = _write(tmp_path / "b.png", Image.fromarray(RAMP))
     columns = ("Patient-ID", "bmode", "ceus", "us_lnm", "lnm", "BMODE_CROP", "Bmode_Mask", "CEUS mm per pixel", "Age")
-    columns += ("B-mode crop", "ceus_fps", "bmode_frame_rate", "bmode mm per px", "CEUS-agent")
-    row = ["A", b.name, b.name, 1, 1, "0,0,8,8", b.name, "0.1", 50, "0,0,8,8", 12, 12, 0.1, "SonoVue"]
+    columns += ("B-mode crop", "ceus_fps", "bmode_frame_rate", "bmode mm per px", "CEUS-agent", "ceus_per_pixel")
+    columns += ("bmode_framerate", "ceusfps", "B-mode")
+    row = ["A", b.name, b.name, 1, 1, "0,0,8,8", b.name, "0.1", 50, "0,0,8,8", 12, 12, 0.1, "SonoVue", 0.1, 12, 12, 1]
     m = _manifest(tmp_path / "m.csv", [row], columns=columns)
     with pytest.raises(ManifestError) as e:
         read_manifest(m)
@@ -798,11 +799,18 @@ def test_a_known_column_in_another_spelling_is_named(tmp_path):
     assert set(named) == set(columns[5:8]) | set(columns[:1]) | set(columns[9:]), named
     assert "'patient_id'" in named["Patient-ID"] and "'ceus_mm_per_pixel'" in named["CEUS mm per pixel"], named
     assert named["B-mode crop"] == "read as metadata, not as 'bmode_crop': name it 'bmode_crop'"
-    # a name in an input's namespace that is none of its columns: a misspelt option, not metadata
-    own = "must be one of CEUS's own (ceus_crop, ceus_mm_per_pixel, ceus_frame_rate, ceus_mask): "
-    assert named["ceus_fps"] == f"a column named 'ceus_...' {own}a metadata column must not begin with 'ceus_'"
-    assert named["CEUS-agent"] == named["ceus_fps"]
-    assert "'ceus_frame_rate' is CEUS's only" in named["bmode_frame_rate"], named
+    # beside the column it spells: renaming it would name that column twice (the trial of fd440a1)
+    assert named["B-mode"] == "another spelling of 'bmode', which the manifest has: remove this column or rename it"
+    # a name in an input's namespace that is none of its columns: a misspelt option, not metadata,
+    # with the column its field is, or the other input's where only that one has it
+    own = "a column named 'ceus_...' must be one of CEUS's own "
+    own += "(ceus_crop, ceus_mm_per_pixel, ceus_frame_rate, ceus_mask): "
+    end = "a metadata column must not begin with 'ceus'"
+    assert named["ceus_fps"] == f"{own}did you mean 'ceus_frame_rate'? {end}"
+    assert named["ceusfps"] == named["ceus_fps"]
+    assert named["CEUS-agent"] == f"{own}{end}"
+    assert named["ceus_per_pixel"] == f"{own}did you mean 'ceus_mm_per_pixel'? {end}"  # not B-mode's
+    assert "'ceus_frame_rate' is CEUS's only" in named["bmode_frame_rate"] == named["bmode_framerate"], named
     assert "did you mean 'bmode_mm_per_pixel'?" in named["bmode mm per px"], named
 
 

@@ -218,30 +218,55 @@ def _folded(column: str) -> str:
     return re.sub(r"[\s_-]+", "", column).casefold()
 
 
-# a column named as an image input's own (bmode_..., B-mode ..., CEUS-...): the manifest's
-# reserved namespace, so a misspelt option (ceus_fps) is not kept as metadata in silence
-_INPUT_PREFIX = re.compile(r"(b[\s_-]*mode|ceus)[\s_-]+(\S.*)", re.IGNORECASE)
+# a column named as an image input's own (bmode_..., B-mode ..., CEUS-..., ceusfps): the
+# manifest's reserved namespace, so a misspelt option (ceus_fps) is not kept as metadata in silence
+_INPUT_PREFIX = re.compile(r"(b[\s_-]*mode|ceus)[\s_-]*([^\W_].*)", re.IGNORECASE)
+# what a field is often called (a scanner's export, a spreadsheet's habit): the hint given for
+# a name in an input's namespace that is none of its columns (folded as :func:`_folded`)
+_FIELD_WORDS = {
+    "frame_rate": ("fps", "rate", "hz", "frames_per_second", "frame_interval"),
+    "mm_per_pixel": ("mm", "spacing", "pixel_spacing", "pixel_size", "resolution", "scale", "pixel", "per_pixel"),
+    "crop": ("roi", "box", "bbox", "region", "scan_region"),
+    "frame": ("frame_index", "frame_number", "frame_no", "index"),
+    "mask": ("seg", "segmentation", "lesion", "lesion_mask", "outline", "contour"),
+}
+
+
+def _input_columns(name: str) -> dict[str, str]:
+    """Input ``name``'s own columns by field: its framing options and its lesion mask."""
+    return {**OPTION_COLUMNS[name], "mask": mask(name)}
+
+
+def _misnamed(known: str, header: list[str]) -> str:
+    """Why a column that folds to the ``known`` one (:func:`_folded`) is refused."""
+    if known in header:  # renaming it would name the column twice
+        return f"another spelling of {known!r}, which the manifest has: remove this column or rename it"
+    return f"read as metadata, not as {known!r}: name it {known!r}"
 
 
 def _unknown_input_column(column: str) -> str | None:
     """Why ``column``, named as a B-mode or CEUS column, is none of that input's columns; None
-    when it is not so named. Called on names that are no known column in any spelling."""
+    when it is not so named. Called on names that are no known column in any spelling. The
+    hint names the column the field is (``ceus_fps``: ``ceus_frame_rate``), or the other
+    input's when only it has one (``bmode_frame_rate``)."""
     found = _INPUT_PREFIX.fullmatch(column.strip())
     if found is None:
         return None
     name = BMODE if _folded(found[1]) == BMODE else CEUS
-    own = [*OPTION_COLUMNS[name].values(), mask(name)]
-    suffix = re.sub(r"[\s-]+", "_", found[2].strip()).casefold()
-    elsewhere = [c for other in IMAGE_INPUTS if other != name for c in OPTION_COLUMNS[other].values()]
-    if (same := next((c for c in elsewhere if c.endswith(f"_{suffix}")), None)) is not None:
-        hint = f"{same!r} is {SETTING_LABELS[same.split('_')[0]]}'s only; "
-    elif close := difflib.get_close_matches(suffix, [c.removeprefix(f"{name}_") for c in own], n=1, cutoff=0.6):
-        hint = f"did you mean '{name}_{close[0]}'? "
+    own, word = _input_columns(name), _folded(found[2])
+    words = {_folded(w): f for f, ws in _FIELD_WORDS.items() for w in (f, *ws)}
+    close = difflib.get_close_matches(word, words, n=1, cutoff=0.8)
+    field = words[close[0]] if close else None
+    other = next((o for o in IMAGE_INPUTS if o != name and field in _input_columns(o)), None)
+    if field in own:
+        hint = f"did you mean {own[field]!r}? "
+    elif other is not None:
+        hint = f"{_input_columns(other)[field]!r} is {SETTING_LABELS[other]}'s only; "
     else:
         hint = ""
     return (
-        f"a column named '{name}_...' must be one of {SETTING_LABELS[name]}'s own ({', '.join(own)}): {hint}"
-        f"a metadata column must not begin with '{name}_'"
+        f"a column named '{name}_...' must be one of {SETTING_LABELS[name]}'s own ({', '.join(own.values())}): "
+        f"{hint}a metadata column must not begin with '{name}'"
     )
 
 
@@ -447,7 +472,7 @@ def read_manifest(
     if missing or misnamed or unknown:
         raise ManifestError(
             path,
-            [Problem(MISNAMED_COLUMN, f"read as metadata, not as {c!r}: name it {c!r}", column=h) for h, c in misnamed]
+            [Problem(MISNAMED_COLUMN, _misnamed(c, header), column=h) for h, c in misnamed]
             + [Problem(MISNAMED_COLUMN, why, column=h) for h, why in unknown]
             + [
                 Problem(MISSING_COLUMN, f"required column is missing (header: {header})", column=c)

@@ -99,7 +99,7 @@ def survey(cohort: Cohort, framing: sources.Framing = sources.DEFAULT_FRAMING, *
     formats, syntaxes, photometric, framings = (collections.Counter() for _ in range(4))
     notes: dict[str, list[str]] = collections.defaultdict(list)
     phi_files, phi_keys, burned, no_spacing, captures = 0, collections.Counter(), 0, [], []
-    spacings, clip_frames, clip_seconds, untimed, geometry = [], [], [], 0, []
+    spacings, clip_frames, clip_seconds, untimed, uncounted, geometry = [], [], [], 0, 0, []
     for p, name in _cells(cohort):
         path = getattr(p, name)
         src = sources.resolve(path, name, p.image_options(name), framing.ceus_region)
@@ -121,8 +121,11 @@ def survey(cohort: Cohort, framing: sources.Framing = sources.DEFAULT_FRAMING, *
             spacings.append(src.mm_per_pixel)
         else:
             no_spacing.append(where)
-        if src.frames > 1 and src.still_frame is None:
-            clip_frames.append(src.frames)
+        if src.still_frame is None:  # a clip: a video, a frame folder, a DICOM cine
+            if src.frames:
+                clip_frames.append(src.frames)
+            else:  # a video whose container declares no length: what decodes is counted when it is read
+                uncounted += 1
             if src.duration_s is not None:
                 clip_seconds.append(src.duration_s)
             else:
@@ -162,9 +165,11 @@ def survey(cohort: Cohort, framing: sources.Framing = sources.DEFAULT_FRAMING, *
                 else ""
             )
         )
-    if clip_frames:
+    if clip_frames or uncounted:
         lines.append(
-            f"  CEUS clips: {len(clip_frames)}, {min(clip_frames)}-{max(clip_frames)} frames"
+            f"  CEUS clips: {len(clip_frames) + uncounted}"
+            + (f", {min(clip_frames)}-{max(clip_frames)} frames" if clip_frames else "")
+            + (f" ({uncounted} video(s) declaring no frame count)" if uncounted else "")
             + (f", {min(clip_seconds):.3g}-{max(clip_seconds):.3g} s first to last frame" if clip_seconds else "")
             + (f"; {untimed} without frame timing (sampled in frames)" if untimed else "")
         )
