@@ -293,8 +293,9 @@ def _phi_found(folder: Path, values: set[bytes]) -> list[tuple[str, bytes]]:
     failing assertion names what leaked where. A value of digits only (a birth date) counts where
     no digit touches it on either side: inside a longer number it is chance, not a leak. The
     copy's UIDs are new random decimals of up to 39 digits, and a run folder's records hold
-    16-digit floats and nanosecond timestamps, in which a birth date's 8 digits turn up about
-    once in a few hundred runs of this test (a local run of fd440a1: the UID
+    16-digit floats and nanosecond timestamps, in which a birth date's 8 digits turn up by
+    chance (9,897 eight-digit windows in the copy's UIDs x 40 birth dates x 10^-8 = 0.004: once
+    in some 250 runs of this test, before the run folder's numbers; a local run of fd440a1: the UID
     ``...3.8.498.14568861196609014235934574784692`` held ``19660901``; a clean-clone failure of
     d679158 on the run folder was never named). A header's value is delimited by its length
     and the next tag; a record's by quotes or commas."""
