@@ -9,9 +9,10 @@ DICOM file (``.dcm``, or any file with the DICOM preamble; :mod:`lnm_jax.data.pi
 Optional columns frame the images (:mod:`lnm_jax.data.pixels.sources`): ``bmode_crop``/``ceus_crop``
 (x0,y0,x1,y1: the scan region of a screen capture), ``bmode_mm_per_pixel``/``ceus_mm_per_pixel``,
 ``bmode_frame`` (which frame of a multi-frame B-mode) and ``ceus_frame_rate`` (a frame
-folder's frames per second); they are not metadata. Names beginning ``bmode_`` or ``ceus_``
-are these inputs' own: any other is refused (``misnamed_column``), as is a known column
-spelled otherwise (``BMODE_CROP``, ``B-mode crop``), never kept as metadata in silence.
+folder's frames per second); they are not metadata. Names beginning ``bmode`` or ``ceus`` (in
+any case, ``B-mode ...``, ``CEUS-...``) are these inputs' own: any other is refused
+(``misnamed_column``), as is a known column spelled otherwise (``BMODE_CROP``, ``B-mode crop``),
+never kept as metadata in silence.
 
 Reading validates everything at once and raises one :class:`ManifestError` listing every
 problem (row, column, file), so a user fixes a cohort in one pass and nothing trains on a
@@ -311,10 +312,10 @@ def check_dicom(
     path: Path, name: str, options, min_frames: int, framing: sources.Framing = sources.DEFAULT_FRAMING
 ) -> tuple[str, str] | None:
     """Returns (problem code, why) if the DICOM file cannot give input ``name`` as ``framing``
-    reads it: another modality than ultrasound (or a secondary capture, unless accepted), unreadable header, no
-    image, a header that disagrees with its pixel data (frame count, palette depth), a missing
-    codec, an undecodable first or last frame, an ambiguous dual display, a cine shorter than
-    ``min_frames``. A framing column the file cannot take (``options``) is raised, as
+    reads it: another modality than ultrasound (or a secondary capture, unless accepted),
+    unreadable header, no image, a header that disagrees with its pixel data (frame count,
+    palette depth), a missing codec, an undecodable first or last frame, an ambiguous dual
+    display, a cine shorter than ``min_frames``. A framing column the file cannot take (``options``) is raised, as
     :class:`lnm_jax.data.pixels.sources.ImageOptionError` naming the column."""
     from lnm_jax.data.pixels import dicom  # noqa: PLC0415
 

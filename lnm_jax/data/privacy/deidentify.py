@@ -80,7 +80,8 @@ def deidentify(
     """Writes the de-identified copy of ``manifest`` to ``out_dir`` and the mapping to
     ``mapping`` (see the module); ``framing``: how the images are read (``data.ceus_region``,
     ``data.accept_secondary_capture``), as training on the copy will. Returns the
-    :class:`Report`; ManifestError, ValueError or FileExistsError before anything is written."""
+    :class:`Report`; ManifestError, ValueError or FileExistsError before anything is written,
+    OSError when the mapping cannot be written (then nothing is left)."""
     cohort = read_manifest(manifest, require_labels=False, framing=framing)
     out_dir, mapping = Path(out_dir).resolve(), Path(mapping).resolve()
     if mapping.is_relative_to(out_dir):
