@@ -242,6 +242,7 @@ def cmd_validate(argv: list[str]) -> int:
     from lnm_jax.data.pixels.sources import Framing
     from lnm_jax.preflight import report
 
+    a.overrides = overrides
     config = apply_overrides(_config_for_validate(a), overrides)
     cohort = read_manifest(a.manifest, require_labels=not a.no_labels, **manifest_checks(config.data))
     lines, problems = report(cohort, config, labelled=not a.no_labels, model=bool(a.workdir or a.config or overrides))
@@ -304,6 +305,11 @@ def _config_for_validate(a):
     from lnm_jax.run import load_trained_config
 
     if a.workdir:  # config.json as its checkpoint was trained with it
+        if a.overrides:  # a run reads new patients as it was trained: an override would check another reading
+            raise UsageError(
+                f"{' '.join(a.overrides)}: --workdir checks the cohort against the run as it was trained; "
+                "its config is not overridden (train a new run for other settings)"
+            )
         return load_trained_config(a.workdir)
     if a.config:
         return load_config_file(a.config)

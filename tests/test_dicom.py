@@ -152,9 +152,22 @@ def test_dual_display_contrast_side_is_the_coloured_one_or_named(tmp_path):
     assert src.box == Box(2, 5, 22, 25) and src.reference == Box(27, 5, 47, 25)
     assert sources.resolve(tinted, "ceus", ceus_region="right").box == Box(27, 5, 47, 25)
     gray = _dual(tmp_path, "gray.dcm", left_tint=False)
-    with pytest.raises(DicomError, match="data.ceus_region='left' or 'right'"):
+    # named with where each command sets it (the trial of 8f1f25d: no command's option was named)
+    with pytest.raises(DicomError, match="set data.ceus_region to 'left' or 'right' .*--ceus-region left"):
         sources.resolve(gray, "ceus")
     assert sources.resolve(gray, "ceus", ceus_region="left").box == Box(2, 5, 22, 25)
+    # deidentify keeps both sides, so its copy is to be read with the side chosen here: said
+    from lnm_jax.data.privacy.deidentify import deidentify
+
+    png(tmp_path, "b.png", np.arange(300, dtype=np.uint8).reshape(10, 10, 3))
+    (tmp_path / "m.csv").write_text("patient_id,bmode,ceus,us_lnm,lnm\nA,b.png,gray.dcm,1,1\nB,b.png,,0,0\n")
+    report = deidentify(
+        tmp_path / "m.csv", tmp_path / "deid", tmp_path / "map.csv", framing=sources.Framing(ceus_region="left")
+    )
+    assert (
+        "1 CEUS dual display(s) copied with both sides: read the copy with data.ceus_region='left'"
+        in (report.lines()[-1])
+    )
     # B-mode of a two-region screen: the left one, said in a note
     src = sources.resolve(gray, "bmode")
     assert src.box == Box(2, 5, 22, 25) and "left one" in src.notes[0]

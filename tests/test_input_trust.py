@@ -789,8 +789,9 @@ def test_a_known_column_in_another_spelling_is_named(tmp_path):
     b = _write(tmp_path / "b.png", Image.fromarray(RAMP))
     columns = ("Patient-ID", "bmode", "ceus", "us_lnm", "lnm", "BMODE_CROP", "Bmode_Mask", "CEUS mm per pixel", "Age")
     columns += ("B-mode crop", "ceus_fps", "bmode_frame_rate", "bmode mm per px", "CEUS-agent", "ceus_per_pixel")
-    columns += ("bmode_framerate", "ceusfps", "B-mode")
-    row = ["A", b.name, b.name, 1, 1, "0,0,8,8", b.name, "0.1", 50, "0,0,8,8", 12, 12, 0.1, "SonoVue", 0.1, 12, 12, 1]
+    columns += ("bmode_framerate", "ceusfps", "B-mode", "ceus_region", "bmode.1", "ceus_mask_file")
+    row = ["A", b.name, b.name, 1, 1, "0,0,8,8", b.name, "0.1", 50, "0,0,8,8", 12, 12, 0.1, "SonoVue", 0.1, 12, 12]
+    row += ["", "left", b.name, b.name]
     m = _manifest(tmp_path / "m.csv", [row], columns=columns)
     with pytest.raises(ManifestError) as e:
         read_manifest(m)
@@ -803,15 +804,44 @@ def test_a_known_column_in_another_spelling_is_named(tmp_path):
     assert named["B-mode"] == "another spelling of 'bmode', which the manifest has: remove this column or rename it"
     # a name in an input's namespace that is none of its columns: a misspelt option, not metadata,
     # with the column its field is, or the other input's where only that one has it
-    own = "a column named 'ceus_...' must be one of CEUS's own "
-    own += "(ceus_crop, ceus_mm_per_pixel, ceus_frame_rate, ceus_mask): "
+    own = "a column named 'ceus...' is one of CEUS's own "
+    own += "(ceus, ceus_crop, ceus_mm_per_pixel, ceus_frame_rate, ceus_mask): "
     end = "a metadata column must not begin with 'ceus'"
-    assert named["ceus_fps"] == f"{own}did you mean 'ceus_frame_rate'? {end}"
+    assert named["ceus_fps"] == f"{own}did you mean 'ceus_frame_rate'? {end} (e.g. 'fps_ceus')"
     assert named["ceusfps"] == named["ceus_fps"]
-    assert named["CEUS-agent"] == f"{own}{end}"
-    assert named["ceus_per_pixel"] == f"{own}did you mean 'ceus_mm_per_pixel'? {end}"  # not B-mode's
-    assert "'ceus_frame_rate' is CEUS's only" in named["bmode_frame_rate"] == named["bmode_framerate"], named
+    assert named["CEUS-agent"] == f"{own}{end} (e.g. 'agent_ceus')"
+    assert named["ceus_per_pixel"].startswith(f"{own}did you mean 'ceus_mm_per_pixel'? ")  # not B-mode's
+    assert named["ceus_mask_file"].startswith(f"{own}did you mean 'ceus_mask'? ")
+    assert "'ceus_frame_rate' is CEUS's only" in named["bmode_frame_rate"], named
+    assert "'ceus_frame_rate' is CEUS's only" in named["bmode_framerate"], named
     assert "did you mean 'bmode_mm_per_pixel'?" in named["bmode mm per px"], named
+    assert "is a setting, data.ceus_region, not a column" in named["ceus_region"], named
+    assert "B-mode's own (bmode, " in named["bmode.1"], named  # pandas' name for a second 'bmode'
+    # the cells under the other spelling, the documented column empty: say which to keep
+    two = ("patient_id", "bmode", "ceus", "us_lnm", "lnm", "B-mode")
+    m = _manifest(tmp_path / "m2.csv", [["A", "", b.name, 1, 1, b.name]], columns=two)
+    with pytest.raises(ManifestError, match="another spelling of 'bmode', which is empty in every row: remove 'bmode'"):
+        read_manifest(m)
+    # an image column under a name of its input's namespace: the column it is
+    path_column = ("patient_id", "bmode_path", "ceus", "us_lnm", "lnm")
+    m = _manifest(tmp_path / "m3.csv", [["A", b.name, b.name, 1, 1]], columns=path_column)
+    with pytest.raises(ManifestError, match="did you mean 'bmode'"):
+        read_manifest(m)
+
+
+def test_every_bad_framing_cell_of_a_row_is_named(tmp_path):
+    """One bad framing cell hid the others of its input (the first raised), and a frame that is
+    no integer was said in Python's words ("invalid literal for int()"): each is named at its
+    column, in the manifest's words (the trial of 8f1f25d)."""
+    b = _write(tmp_path / "b.png", Image.fromarray(RAMP))
+    columns = ("patient_id", "bmode", "ceus", "us_lnm", "lnm", "bmode_frame", "ceus_frame_rate", "ceus_mm_per_pixel")
+    columns += ("ceus_crop",)
+    m = _manifest(tmp_path / "m.csv", [["A", b.name, b.name, 1, 1, "x", "abc", "-1", "1,2,3"]], columns=columns)
+    with pytest.raises(ManifestError) as e:
+        read_manifest(m)
+    named = {p.column: p.message for p in e.value.problems if p.code == "bad_image_option"}
+    assert set(named) == set(columns[5:]), str(e.value)
+    assert named["bmode_frame"] == "frame must be an integer >= 0, got 'x'"
 
 
 def test_frame_folder_of_mixed_sizes_refused_at_validation(tmp_path):

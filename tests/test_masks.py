@@ -217,6 +217,11 @@ def test_crop_to_lesion_writes_a_manifest_that_frames_around_the_mask(tmp_path):
     assert p.image_options("bmode").crop == Box(25, 10, 85, 70) and p.bmode == (tmp_path / "sub" / "../img.png")
     m = decode_mask(p.mask("bmode"), p.bmode, "bmode", size=32, options=p.image_options("bmode"))
     assert 0.15 < m.mean() < 0.25  # the 30x20 lesion in a 60x60 crop: a sixth of the model's square
+    # no mask to crop to: said, and no copy written (the trial of 8f1f25d: exit 0, "0 cropped")
+    bare = _manifest(tmp_path, [{**r, "bmode_mask": ""} for r in rows])
+    with pytest.raises(ValueError, match="no row has a lesion mask"):
+        crop_to_lesion(bare, tmp_path / "bare.csv")
+    assert not (tmp_path / "bare.csv").exists()
 
 
 def _ddti_case(root, case, tirads, svg, size=(60, 40)):

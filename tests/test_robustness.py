@@ -94,6 +94,11 @@ def test_model_not_trained_for_missing_inputs_refuses_them(triple_run, tiny_coho
     assert main(["validate", str(holey), "--workdir", str(triple_run.workdir)]) == 1
     out = capsys.readouterr()
     assert "bmode+us_lnm: 2 patient(s)  <- refused: lacks ceus" in out.out and "ceus missing for 2" in out.err
+    # an override would check a reading the run never applies (the trial of 8f1f25d: validate said
+    # OK with --config.data.accept_secondary_capture=True, the run's predict refused every file)
+    override = "--config.data.accept_secondary_capture=True"
+    assert main(["validate", str(holey), "--workdir", str(triple_run.workdir), override]) == 2
+    assert f"{override}: --workdir checks the cohort against the run as it was trained" in capsys.readouterr().err
 
 
 # ----------------------------------------------------------------- 2. writes outside the folder

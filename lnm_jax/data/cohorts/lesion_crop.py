@@ -68,6 +68,8 @@ def crop_to_lesion(
         raise ValueError(f"--margin {margin} is not a fraction of the lesion's size between 0 and 10")
     manifest, out_csv = Path(manifest), Path(out_csv)
     cohort = read_manifest(manifest, require_labels=False, framing=framing)
+    if not any(p.mask(m) is not None for p in cohort.patients for m in IMAGE_INPUTS):
+        raise ValueError(f"{manifest}: no row has a lesion mask ({' or '.join(MASK_COLUMNS)}): nothing to crop to")
     guard_output(out_csv, inputs=cohort.files(), overwrite=overwrite)  # any manifest starts alike: no ``ours``
     text = manifest.read_bytes().decode("utf-8-sig")
     reader = csv.DictReader(io.StringIO(text, newline=""))

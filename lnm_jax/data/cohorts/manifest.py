@@ -21,6 +21,7 @@ broken one.
 
 from __future__ import annotations
 
+import collections
 import csv
 import dataclasses
 import difflib
@@ -219,55 +220,80 @@ def _folded(column: str) -> str:
     return re.sub(r"[\s_-]+", "", column).casefold()
 
 
-# a column named as an image input's own (bmode_..., B-mode ..., CEUS-..., ceusfps): the
+# a column named as an image input's own (bmode_..., B-mode ..., CEUS-..., ceusfps, bmode.1): the
 # manifest's reserved namespace, so a misspelt option (ceus_fps) is not kept as metadata in silence
-_INPUT_PREFIX = re.compile(r"(b[\s_-]*mode|ceus)[\s_-]*([^\W_].*)", re.IGNORECASE)
+_INPUT_PREFIX = re.compile(r"(b[\W_]*mode|ceus)(.+)", re.IGNORECASE | re.DOTALL)
 # what a field is often called (a scanner's export, a spreadsheet's habit): the hint given for
-# a name in an input's namespace that is none of its columns (folded as :func:`_folded`)
+# a name in an input's namespace that is none of its columns (folded as :func:`_word`)
 _FIELD_WORDS = {
     "frame_rate": ("fps", "rate", "hz", "frames_per_second", "frame_interval"),
-    "mm_per_pixel": ("mm", "spacing", "pixel_spacing", "pixel_size", "resolution", "scale", "pixel", "per_pixel"),
-    "crop": ("roi", "box", "bbox", "region", "scan_region"),
+    "mm_per_pixel": (
+        "mm",
+        "mpp",
+        "spacing",
+        "pixel_spacing",
+        "pixel_size",
+        "resolution",
+        "scale",
+        "pixel",
+        "per_pixel",
+    ),
+    "crop": ("roi", "box", "bbox", "region_box", "scan_region"),
     "frame": ("frame_index", "frame_number", "frame_no", "index"),
     "mask": ("seg", "segmentation", "lesion", "lesion_mask", "outline", "contour"),
+    "": ("path", "file", "filename", "image", "img", "picture", "clip", "video", "movie", "dicom", "dcm"),
 }
 
 
+def _word(text: str) -> str:
+    """``text`` folded to its letters and digits, lower case."""
+    return re.sub(r"[\W_]+", "", text).casefold()
+
+
 def _input_columns(name: str) -> dict[str, str]:
-    """Input ``name``'s own columns by field: its framing options and its lesion mask."""
-    return {**OPTION_COLUMNS[name], "mask": mask(name)}
+    """Input ``name``'s own columns by field ('' for the image column itself): its framing
+    options and its lesion mask."""
+    return {"": name, **OPTION_COLUMNS[name], "mask": mask(name)}
 
 
-def _misnamed(known: str, header: list[str]) -> str:
-    """Why a column that folds to the ``known`` one (:func:`_folded`) is refused."""
-    if known in header:  # renaming it would name the column twice
-        return f"another spelling of {known!r}, which the manifest has: remove this column or rename it"
-    return f"read as metadata, not as {known!r}: name it {known!r}"
+def _misnamed(column: str, known: str, header: list[str], filled: dict[str, int]) -> str:
+    """Why ``column``, which folds to the ``known`` one (:func:`_folded`), is refused;
+    ``filled``: the non-empty cells of each column."""
+    if known not in header:
+        return f"read as metadata, not as {known!r}: name it {known!r}"
+    if filled.get(known, 0) == 0 and filled.get(column, 0) > 0:  # the cells are in this spelling
+        return f"another spelling of {known!r}, which is empty in every row: remove {known!r} and name this column so"
+    return f"another spelling of {known!r}, which the manifest has: remove this column or rename it"
 
 
 def _unknown_input_column(column: str) -> str | None:
     """Why ``column``, named as a B-mode or CEUS column, is none of that input's columns; None
     when it is not so named. Called on names that are no known column in any spelling. The
-    hint names the column the field is (``ceus_fps``: ``ceus_frame_rate``), or the other
-    input's when only it has one (``bmode_frame_rate``)."""
+    hint names the column the field is (``ceus_fps``: ``ceus_frame_rate``; ``bmode_path``:
+    ``bmode``), or the other input's when only it has one (``bmode_frame_rate``)."""
     found = _INPUT_PREFIX.fullmatch(column.strip())
-    if found is None:
+    if found is None or not _word(found[2]):
         return None
-    name = BMODE if _folded(found[1]) == BMODE else CEUS
-    own, word = _input_columns(name), _folded(found[2])
-    words = {_folded(w): f for f, ws in _FIELD_WORDS.items() for w in (f, *ws)}
-    close = difflib.get_close_matches(word, words, n=1, cutoff=0.8)
-    field = words[close[0]] if close else None
+    name, word = (BMODE if _word(found[1]) == BMODE else CEUS), _word(found[2])
+    own = _input_columns(name)
+    words = {_word(w): f for f, ws in _FIELD_WORDS.items() for w in ((f,) if f else ()) + ws}
+    close = difflib.get_close_matches(word, words, n=1, cutoff=0.7)
+    starts = [w for w in words if len(w) >= 4 and word.startswith(w)]  # ceus_crop_box, ceus_mask_file
+    field = words[close[0]] if close else (words[max(starts, key=len)] if starts else None)
     other = next((o for o in IMAGE_INPUTS if o != name and field in _input_columns(o)), None)
-    if field in own:
+    if name == CEUS and word in ("region", "side", "contrastside"):
+        hint = "the dual display's contrast side is a setting, data.ceus_region, not a column; "
+    elif field in own:
         hint = f"did you mean {own[field]!r}? "
     elif other is not None:
         hint = f"{_input_columns(other)[field]!r} is {SETTING_LABELS[other]}'s only; "
     else:
         hint = ""
+    listed = ", ".join(c for f, c in own.items() if f)
+    slug = re.sub(r"[\W_]+", "_", found[2]).strip("_").casefold()
     return (
-        f"a column named '{name}_...' must be one of {SETTING_LABELS[name]}'s own ({', '.join(own.values())}): "
-        f"{hint}a metadata column must not begin with '{name}'"
+        f"a column named '{name}...' is one of {SETTING_LABELS[name]}'s own ({name}, {listed}): {hint}a "
+        f"metadata column must not begin with '{name}' (e.g. '{slug}_{name}')"
     )
 
 
@@ -471,9 +497,10 @@ def read_manifest(
     misnamed = [(h, known[_folded(h)]) for h in header if h not in known.values() and _folded(h) in known]
     unknown = [(h, why) for h in header if _folded(h) not in known and (why := _unknown_input_column(h))]
     if missing or misnamed or unknown:
+        filled = collections.Counter(k for rec in reader for k, v in rec.items() if k is not None and (v or "").strip())
         raise ManifestError(
             path,
-            [Problem(MISNAMED_COLUMN, _misnamed(c, header), column=h) for h, c in misnamed]
+            [Problem(MISNAMED_COLUMN, _misnamed(h, c, header, filled), column=h) for h, c in misnamed]
             + [Problem(MISNAMED_COLUMN, why, column=h) for h, why in unknown]
             + [
                 Problem(MISSING_COLUMN, f"required column is missing (header: {header})", column=c)
@@ -599,8 +626,8 @@ def _check_row(
             continue
         try:
             options[col] = sources.parse_options(col, rec)
-        except sources.OptionError as e:
-            problems.append(Problem(BAD_IMAGE_OPTION, str(e), row, e.column))
+        except sources.OptionErrors as bad:
+            problems += [Problem(BAD_IMAGE_OPTION, str(e), row, e.column) for e in bad.errors]
         file = Path(cell) if Path(cell).is_absolute() else base / cell
         images[col] = file
         if (why := missing_path(file)) is not None:

@@ -429,6 +429,15 @@ def quiet_pydicom():
                 _Quiet.filters.__exit__(None, None, None)
 
 
+def where_set(field: str, value: str, option: str) -> str:
+    """Where the reading setting ``data.<field>`` is set, for every command that reads a
+    manifest (a refusal's hint): ``option`` is the config-free commands' flag."""
+    return (
+        f"train, validate, pretrain, reproduce: --config.data.{field}={value}; norm-stats, deidentify, "
+        f"crop-to-lesion: {option}; a trained model keeps the setting it was trained with"
+    )
+
+
 def check_ultrasound(header: DicomHeader, accept_secondary_capture: bool = False) -> None:
     """:class:`NotUltrasoundError` unless the file is ultrasound: Modality US (or absent) and an
     ultrasound storage class; a secondary capture (a screen saved as a picture, often Modality
@@ -438,9 +447,8 @@ def check_ultrasound(header: DicomHeader, accept_secondary_capture: bool = False
         raise NotUltrasoundError(
             f"{header.path}: a secondary capture ({header.sop_class}, Modality {header.modality or 'absent'}), "
             "not an ultrasound image storage; "
-            "accept screen captures with data.accept_secondary_capture=True (train, validate, pretrain, reproduce: "
-            "--config.data.accept_secondary_capture=True; norm-stats, deidentify, crop-to-lesion: "
-            "--accept-secondary-capture)"
+            "read only where data.accept_secondary_capture is True "
+            f"({where_set('accept_secondary_capture', 'True', '--accept-secondary-capture')})"
         )
     if header.modality not in ("", "US") and not (sc and accept_secondary_capture and header.modality == "OT"):
         raise NotUltrasoundError(

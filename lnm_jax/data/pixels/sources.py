@@ -113,10 +113,18 @@ class ImageOptionError(OptionError):
     message starts with the file."""
 
 
+class OptionErrors(ValueError):
+    """Every bad framing cell of one input in a row: ``errors``, an :class:`OptionError` each."""
+
+    def __init__(self, errors: list[OptionError]):
+        self.errors = tuple(errors)
+        super().__init__("; ".join(f"{e.column}: {e}" for e in errors))
+
+
 def parse_options(name: str, cells: dict[str, str]) -> ImageOptions:
-    """The options of input ``name`` from a manifest row's cells; :class:`OptionError` naming
-    the column."""
-    cols, out = option_columns(name), {}
+    """The options of input ``name`` from a manifest row's cells; :class:`OptionErrors` naming
+    every bad cell's column (one bad cell does not hide another)."""
+    cols, out, errors = option_columns(name), {}, []
     for field, col in cols.items():
         text = (cells.get(col) or "").strip()
         if not text:
@@ -138,11 +146,13 @@ def parse_options(name: str, cells: dict[str, str]) -> ImageOptions:
                         "a frame interval, or another unit?"
                     )
             else:
-                out[field] = int(text)
+                out[field] = int(text) if re.fullmatch(r"[+-]?\d+", text) else -1  # not an integer: said below
                 if out[field] < 0:
                     raise ValueError(f"frame must be an integer >= 0, got {text!r}")
         except ValueError as e:
-            raise OptionError(col, str(e)) from None
+            errors.append(OptionError(col, str(e)))
+    if errors:
+        raise OptionErrors(errors)
     return ImageOptions(**out)
 
 
@@ -350,7 +360,8 @@ def _contrast_side(header: DicomHeader, regions, ceus_region: str, frame: int) -
         raise DicomError(
             f"{header.path}: {len(regions)} tissue regions of similar colour (chroma "
             + ", ".join(f"{s:.3f}" for s in scores)
-            + "): cannot tell the contrast side; set data.ceus_region='left' or 'right', or a ceus_crop column"
+            + "): cannot tell the contrast side; set data.ceus_region to 'left' or 'right' "
+            + f"({dicom.where_set('ceus_region', 'left', '--ceus-region left')}), or a ceus_crop column"
         )
     return int(order[0])
 

@@ -55,6 +55,8 @@ class Report:
     files: int
     dicom_files: int
     uncropped: list[str]
+    dual_displays: int = 0  # CEUS dual displays copied with both sides
+    ceus_region: str = "auto"  # the side they were read with
 
     def lines(self) -> list[str]:
         out = [
@@ -65,6 +67,11 @@ class Report:
             out.append(
                 f"warning: {len(self.uncropped)} image(s) had no scan region or crop column and were copied whole "
                 f"(burned-in text, if any, remains), e.g. {self.uncropped[0]}"
+            )
+        if self.dual_displays:  # the copy keeps both sides: its readers choose the contrast side again
+            out.append(
+                f"{self.dual_displays} CEUS dual display(s) copied with both sides: read the copy with "
+                f"data.ceus_region='{self.ceus_region}', as this copy was read"
             )
         return out
 
@@ -94,7 +101,7 @@ def deidentify(
     if unknown:
         raise ValueError(f"--keep-columns {', '.join(unknown)}: not metadata columns of {manifest}")
     pseudonyms = _pseudonyms(cohort)
-    rows, links, uncropped, dicom_files = [], [], [], 0
+    rows, links, uncropped, dicom_files, dual = [], [], [], 0, 0
     uids: dict[str, str] = {}
 
     def new_uid(old: str) -> str:
@@ -121,6 +128,7 @@ def deidentify(
                     box = _crop_box(src)
                     if src.framed_by == sources.WHOLE_FRAME:
                         uncropped.append(f"row {p.row} {name} {path}")
+                    dual += src.reference is not None
                     if src.kind == "dicom":
                         rel, uid_pair = _copy_dicom(src, box, tmp, pid, name, new_uid)
                         dicom_files += 1
@@ -157,7 +165,9 @@ def deidentify(
         if mapping_written:
             mapping.unlink(missing_ok=True)
         raise
-    return Report(out_dir / "manifest.csv", mapping, len(rows), len(links), dicom_files, uncropped)
+    return Report(
+        out_dir / "manifest.csv", mapping, len(rows), len(links), dicom_files, uncropped, dual, framing.ceus_region
+    )
 
 
 def _pseudonyms(cohort: Cohort) -> dict[str, str]:
