@@ -481,8 +481,13 @@ def guard_output(
     if (why := misplaced_output(out, run)) is not None:
         raise OutputPathError(f"{flag} {out} {why}")
     if out.is_dir():
-        if any(out.iterdir()) and (ours is None or not ours(out)):
-            raise OutputPathError(f"{flag} {out} is an existing folder this command did not write: choose a new path")
+        if any(out.iterdir()) and (ours is None or not ours(out)):  # with no ``ours``, no claim on who wrote it
+            said = (
+                "is an existing folder that is not empty"
+                if ours is None
+                else "is an existing folder this command did not write"
+            )
+            raise OutputPathError(f"{flag} {out} {said}: choose a new path")
     elif out.exists() and not overwrite and (ours is None or not ours(out)):
         hint = "pass --overwrite to replace it" if can_overwrite else "choose another path"
         said = "exists" if ours is None else "exists and was not written by this command"

@@ -749,6 +749,10 @@ def test_every_reader_of_a_manifest_takes_the_framing_training_reads_it_with(tmp
         assert "[not_ultrasound]" in said and "crop-to-lesion: --accept-secondary-capture" in said, (name, said)
         assert main([*argv, "--accept-secondary-capture"]) == 0, (name, capsys.readouterr().err)
     assert read_manifest(tmp_path / "deid" / "manifest.csv", framing=Framing(accept_secondary_capture=True))
+    # again into the copy: refused, without claiming who wrote it (it said "this command did not write")
+    again = [*commands["deidentify"][:-1], str(tmp_path / "private" / "map2.csv"), "--accept-secondary-capture"]
+    assert main(again) == 1
+    assert f"--out {tmp_path / 'deid'} is an existing folder that is not empty" in capsys.readouterr().err
     cropped = read_manifest(tmp_path / "crop.csv", framing=Framing(accept_secondary_capture=True))
     assert cropped.patients[0].image_options("bmode").crop is not None
     config = base_config("bmode")
@@ -842,6 +846,17 @@ def test_every_bad_framing_cell_of_a_row_is_named(tmp_path):
     named = {p.column: p.message for p in e.value.problems if p.code == "bad_image_option"}
     assert set(named) == set(columns[5:]), str(e.value)
     assert named["bmode_frame"] == "frame must be an integer >= 0, got 'x'"
+    # cells well formed that the file cannot take: a frame a still lacks and a crop beyond it,
+    # a rate for a still and a crop beyond it, a PNG's and a DICOM cine's, all named
+    _dcm(tmp_path / "cine.dcm", np.stack([np.roll(RAMP, k, axis=1) for k in range(3)]), NumberOfFrames=3)
+    columns = ("patient_id", "bmode", "ceus", "us_lnm", "lnm", "bmode_frame", "bmode_crop", "ceus_frame_rate")
+    columns += ("ceus_crop",)
+    rows = [["A", b.name, b.name, 1, 1, "2", "0,0,40,40", "12", "0,0,8,90"]]
+    rows += [["B", "cine.dcm", "cine.dcm", 0, 0, "5", "0,0,40,40", "12", "0,0,8,90"]]
+    with pytest.raises(ManifestError) as e:
+        read_manifest(_manifest(tmp_path / "m2.csv", rows, columns=columns))
+    found = {(p.row, p.column) for p in e.value.problems if p.code == "bad_image_option"}
+    assert found == {(r, c) for r in (1, 2) for c in columns[5:]}, str(e.value)
 
 
 def test_frame_folder_of_mixed_sizes_refused_at_validation(tmp_path):

@@ -593,9 +593,10 @@ def write_manifest(path: Path, rows: list[dict[str, object]], extra_columns: Ite
 MAX_CHECK_THREADS = 32
 
 
-def _option_problem(e: sources.ImageOptionError, row: int, file: Path) -> Problem:
-    """A framing column's value that ``file`` cannot take, at the option's column."""
-    return Problem(BAD_IMAGE_OPTION, str(e).removeprefix(f"{file}: "), row, e.column, str(file))
+def _option_problems(e: sources.ImageOptionError, row: int, file: Path) -> list[Problem]:
+    """Each framing column's value that ``file`` cannot take, at the option's column."""
+    said = getattr(e, "errors", (e,))
+    return [Problem(BAD_IMAGE_OPTION, str(x).removeprefix(f"{file}: "), row, x.column, str(file)) for x in said]
 
 
 def _check_row(
@@ -638,7 +639,7 @@ def _check_row(
                 bad = check_images and check_dicom(file, col, options[col], min_clip_frames, framing)
             except sources.ImageOptionError as e:
                 bad = None
-                problems.append(_option_problem(e, row, file))
+                problems += _option_problems(e, row, file)
             if bad:
                 problems.append(Problem(bad[0], bad[1], row, col, str(file)))
         elif col == CEUS and is_clip(file):
@@ -658,7 +659,7 @@ def _check_row(
             try:
                 sources.resolve(file, col, options[col])
             except sources.ImageOptionError as e:  # as for a DICOM file
-                problems.append(_option_problem(e, row, file))
+                problems += _option_problems(e, row, file)
             except (OSError, ValueError) as e:  # (PIL's UnidentifiedImageError, ClipError among them)
                 problems.append(Problem(UNREADABLE_IMAGE, f"cannot be read ({error_line(e)})", row, col, str(file)))
     masks = _masks(rec, base, images, options, row, problems, check_images, framing.ceus_region)

@@ -113,6 +113,15 @@ class ImageOptionError(OptionError):
     message starts with the file."""
 
 
+class ImageOptionErrors(ImageOptionError):
+    """More than one framing column of one image that its file cannot take: ``errors``, an
+    :class:`ImageOptionError` each (``column`` is the first's)."""
+
+    def __init__(self, errors: list[ImageOptionError]):
+        self.errors = tuple(errors)
+        super().__init__(errors[0].column, "; ".join(str(e) for e in errors))
+
+
 class OptionErrors(ValueError):
     """Every bad framing cell of one input in a row: ``errors``, an :class:`OptionError` each."""
 
@@ -201,18 +210,18 @@ def resolve(path: Path, name: str, options: ImageOptions = NO_OPTIONS, ceus_regi
         if not files:
             raise clips.ClipError(f"{path}: folder holds no {'/'.join(clips.FRAME_SUFFIXES)} frames")
         (w, h), n, kind, rate = image_size(files[0]), len(files), "clip", options.frame_rate
+        box = _check_options(path, name, options, w, h, frames=None, timed=None, held="the clip's {} frames")
     elif clips.is_clip(path):  # a video: what its container declares (frames are streamed)
-        _check_frame_rate_option(path, name, options, "a video, which declares its own timing")
         info = clips.video_info(path)
         (w, h), n, kind, rate = info.size, info.declared_frames or 0, "clip", info.fps
+        timed = "a video, which declares its own timing"
+        box = _check_options(path, name, options, w, h, frames=None, timed=timed, held="the clip's {} frames")
         if rate is not None and not FRAME_RATE_RANGE[0] <= rate <= FRAME_RATE_RANGE[1]:
             notes = (f"the video declares {rate:g} frames/s, outside {_RATE_RANGE}: its timing is not used",)
             rate = None
     else:
         (w, h), n, kind, rate = image_size(path), 1, "image", None
-        _check_frame_option(path, name, options, 1)
-        _check_frame_rate_option(path, name, options, "a still image")
-    box = _option_box(path, name, options, w, h, "the clip's {} frames" if kind == "clip" else "the {} image")
+        box = _check_options(path, name, options, w, h, frames=1, timed="a still image", held="the {} image")
     spacing = (options.mm_per_pixel,) * 2 if options.mm_per_pixel else None
     return Source(
         path,
@@ -227,6 +236,34 @@ def resolve(path: Path, name: str, options: ImageOptions = NO_OPTIONS, ceus_regi
         framed_by=CROP_COLUMN if options.crop else WHOLE_FRAME,
         notes=notes,
     )
+
+
+def _check_options(
+    path: Path, name: str, options: ImageOptions, w: int, h: int, *, frames: int | None, timed: str | None, held: str
+) -> Box:
+    """The crop column's box (or the whole ``w`` x ``h`` frame), every framing option checked
+    against the file first: ``frames`` (None where no frame option applies), ``timed`` (what
+    the file is, where a frame rate column does not apply to it; None where it does), ``held``
+    (its pixels, for :func:`_option_box`). Every option the file cannot take is raised at once:
+    one :class:`ImageOptionError`, or :class:`ImageOptionErrors` (one did hide another)."""
+    errors = []
+
+    def attempt(check, *args):
+        try:
+            return check(path, name, options, *args)
+        except ImageOptionError as e:
+            errors.append(e)
+
+    if frames is not None:
+        attempt(_check_frame_option, frames)
+    if timed is not None:
+        attempt(_check_frame_rate_option, timed)
+    box = attempt(_option_box, w, h, held)
+    if len(errors) > 1:
+        raise ImageOptionErrors(errors)
+    if errors:
+        raise errors[0]
+    return box
 
 
 def _check_frame_option(path: Path, name: str, options: ImageOptions, frames: int) -> None:
@@ -266,9 +303,9 @@ def _resolve_dicom(path: Path, name: str, options: ImageOptions, ceus_region: st
     if header.signed:
         raise DicomError(f"{path}: signed pixel data (PixelRepresentation 1) is not ultrasound; not supported")
     w, h, notes = header.columns, header.rows, []
-    _check_frame_option(path, name, options, header.frames)
-    held = "a DICOM cine, which states its own timing" if header.frames > 1 else "a still image (one frame)"
-    _check_frame_rate_option(path, name, options, held)
+    timed = "a DICOM cine, which states its own timing" if header.frames > 1 else "a still image (one frame)"
+    held = "the cine's {} frames" if header.frames > 1 else "the {} image"
+    cropped = _check_options(path, name, options, w, h, frames=header.frames, timed=timed, held=held)
     if name == BMODE and header.frames > 1:
         frame = header.frames // 2 if options.frame is None else options.frame
         notes.append(f"multi-frame B-mode: frame {frame} of {header.frames} used")
@@ -276,8 +313,7 @@ def _resolve_dicom(path: Path, name: str, options: ImageOptions, ceus_region: st
         frame = 0 if header.frames == 1 else None
     reference, framed_by = None, SCAN_REGION
     if options.crop is not None:
-        box = _option_box(path, name, options, w, h, "the cine's {} frames" if header.frames > 1 else "the {} image")
-        framed_by = CROP_COLUMN
+        box, framed_by = cropped, CROP_COLUMN
         # the spacing of the tissue region the crop lies in, if any
         spacing = next((r.mm_per_pixel for r in tissue_regions(header)[0] if r.box.contains(box)), None)
     else:
