@@ -126,13 +126,37 @@ class Problem:
         return f"[{self.code}] {loc + ': ' if loc else ''}{self.message}"
 
 
+# a problem said the same way (code, column, words) for this many rows or more gives its words
+# once: the later rows say "as row N" (a cohort of screen captures had repeated a 330-character
+# hint for each of its 24 files); every row and file is still named
+GROUPED_FROM = 3
+
+
+def _grouped_text(problems: tuple[Problem, ...]) -> str:
+    """:func:`lnm_jax.fileio.problems_text` of ``problems``, the words of a problem said alike
+    for :data:`GROUPED_FROM` or more rows given once, at its first row."""
+    groups = collections.Counter((p.code, p.column, p.message) for p in problems if p.row is not None)
+    first: dict[tuple, int] = {}
+    said = []
+    for p in problems:
+        key = (p.code, p.column, p.message)
+        if p.row is None or groups[key] < GROUPED_FROM:
+            said.append(p)
+        elif key not in first:
+            first[key] = p.row
+            said.append(p)
+        else:
+            said.append(dataclasses.replace(p, message=f"as row {first[key]}"))
+    return problems_text(said)
+
+
 class ManifestError(ValueError):
     """Raised with every problem of a manifest at once."""
 
     def __init__(self, path: Path | str, problems: Iterable[Problem]):
         self.path = Path(path)
         self.problems = tuple(problems)
-        super().__init__(f"{self.path}: {problems_text(self.problems)}")
+        super().__init__(f"{self.path}: {_grouped_text(self.problems)}")
 
     @property
     def codes(self) -> set[str]:
