@@ -365,8 +365,9 @@ def check_dicom(
     reads it: another modality than ultrasound (or a secondary capture, unless accepted),
     unreadable header, no image, a header that disagrees with its pixel data (frame count,
     palette depth), a missing codec, an undecodable first or last frame, an ambiguous dual
-    display, a cine shorter than ``min_frames``. A framing column the file cannot take (``options``) is raised, as
-    :class:`lnm_jax.data.pixels.sources.ImageOptionError` naming the column."""
+    display, a cine shorter than ``min_frames``. The framing columns the file cannot take
+    (``options``) are raised, as :class:`lnm_jax.data.pixels.sources.ImageOptionError` naming
+    the column (:class:`~lnm_jax.data.pixels.sources.ImageOptionErrors` for more than one)."""
     from lnm_jax.data.pixels import dicom  # noqa: PLC0415
 
     try:
