@@ -126,6 +126,16 @@ def test_a_frame_folders_rate_column_times_it_and_deidentify_keeps_a_videos_rate
         with pytest.raises(ManifestError, match="ceus_crop 0,0,40,40 exceeds the clip's 32x32 frames") as e:
             read_manifest(_manifest(tmp_path, cell, ceus_crop='"0,0,40,40"'))
         assert "row 1, column 'ceus_crop'" in str(e.value), str(e.value)
+    # a clip too short for data.clip_frames does not hide its crop (the trial of e3ac843)
+    with pytest.raises(ManifestError) as e:
+        read_manifest(_manifest(tmp_path, "clip", ceus_crop='"0,0,40,40"'), min_clip_frames=20)
+    assert {(p.code, p.column) for p in e.value.problems} == {
+        (CLIP_TOO_SHORT, "ceus"),
+        ("bad_image_option", "ceus_crop"),
+    }
+    # a side that is none: one line before any file is read, not one per DICOM file
+    with pytest.raises(ValueError, match="data.ceus_region must be one of .*got 'middle'"):
+        sources.Framing(ceus_region="middle")
     deidentify(_manifest(tmp_path, "clip.mp4"), tmp_path / "deid", tmp_path / "map.csv")
     copy = read_manifest(tmp_path / "deid" / "manifest.csv")
     (p,) = [p for p in copy.patients if p.ceus is not None]

@@ -164,10 +164,9 @@ def test_dual_display_contrast_side_is_the_coloured_one_or_named(tmp_path):
     report = deidentify(
         tmp_path / "m.csv", tmp_path / "deid", tmp_path / "map.csv", framing=sources.Framing(ceus_region="left")
     )
-    assert (
-        "1 CEUS dual display(s) copied with both sides: read the copy with data.ceus_region='left'"
-        in (report.lines()[-1])
-    )
+    said = report.lines()[-1]
+    assert "1 CEUS dual display(s) copied with both sides: read the copy with the side chosen here" in said
+    assert "(--ceus-region left; train, validate: --config.data.ceus_region=left)" in said
     # B-mode of a two-region screen: the left one, said in a note
     src = sources.resolve(gray, "bmode")
     assert src.box == Box(2, 5, 22, 25) and "left one" in src.notes[0]

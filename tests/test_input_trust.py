@@ -749,7 +749,7 @@ def test_every_reader_of_a_manifest_takes_the_framing_training_reads_it_with(tmp
         assert "crop-to-lesion: --accept-secondary-capture" in said, (name, said)
         # the words said once for the ten files alike (the trial of e8418cc: the hint for every file)
         assert said.count("secondary capture") == 1 and said.count("[not_ultrasound]") == 10, said
-        assert f"[not_ultrasound] row 10, column 'bmode', file '{tmp_path / 'sc9.dcm'}': as row 1" in said, said
+        assert f"[not_ultrasound] row 10, column 'bmode', file '{tmp_path / 'sc9.dcm'}': as said for row 1" in said
         assert main([*argv, "--accept-secondary-capture"]) == 0, (name, capsys.readouterr().err)
     assert read_manifest(tmp_path / "deid" / "manifest.csv", framing=Framing(accept_secondary_capture=True))
     # again into the copy: refused, without claiming who wrote it (it said "this command did not write")
@@ -811,8 +811,8 @@ def test_a_known_column_in_another_spelling_is_named(tmp_path):
     assert named["B-mode"] == "another spelling of 'bmode', which the manifest has: remove this column or rename it"
     # a name in an input's namespace that is none of its columns: a misspelt option, not metadata,
     # with the column its field is, or the other input's where only that one has it
-    own = "a column named 'ceus...' is one of CEUS's own "
-    own += "(ceus, ceus_crop, ceus_mm_per_pixel, ceus_frame_rate, ceus_mask): "
+    own = "columns beginning 'ceus' are CEUS's "
+    own += "(ceus, ceus_crop, ceus_mm_per_pixel, ceus_frame_rate, ceus_mask), and this is none of them: "
     end = "a metadata column must not begin with 'ceus'"
     assert named["ceus_fps"] == f"{own}did you mean 'ceus_frame_rate'? {end} (e.g. 'fps_ceus')"
     assert named["ceusfps"] == named["ceus_fps"]
@@ -823,7 +823,7 @@ def test_a_known_column_in_another_spelling_is_named(tmp_path):
     assert "'ceus_frame_rate' is CEUS's only" in named["bmode_framerate"], named
     assert "did you mean 'bmode_mm_per_pixel'?" in named["bmode mm per px"], named
     assert "is a setting, data.ceus_region, not a column" in named["ceus_region"], named
-    assert "B-mode's own (bmode, " in named["bmode.1"], named  # pandas' name for a second 'bmode'
+    assert "a second 'bmode' column, renamed by a CSV writer" in named["bmode.1"], named  # pandas' name
     # the cells under the other spelling, the documented column empty: say which to keep
     two = ("patient_id", "bmode", "ceus", "us_lnm", "lnm", "B-mode")
     m = _manifest(tmp_path / "m2.csv", [["A", "", b.name, 1, 1, b.name]], columns=two)
@@ -860,6 +860,22 @@ def test_every_bad_framing_cell_of_a_row_is_named(tmp_path):
         read_manifest(_manifest(tmp_path / "m2.csv", rows, columns=columns))
     found = {(p.row, p.column) for p in e.value.problems if p.code == "bad_image_option"}
     assert found == {(r, c) for r in (1, 2) for c in columns[5:]}, str(e.value)
+    assert "bmode_frame 5 asked for, the file has 3 frames, 0-2 (counted from 0)" in str(e.value)
+    # a malformed cell does not hide the well-formed ones its file cannot take, nor a spacing
+    # that disagrees with a DICOM file's calibration (the trial of e3ac843)
+    from lnm_jax.data.pixels.dicom import Box, ScanRegion
+
+    region = ScanRegion(Box(0, 0, 32, 24), 1, 1, (0.5, 0.5))
+    dicom.write_dataset(dicom.new_dataset(RAMP, regions=[region]), tmp_path / "cal.dcm")
+    columns = ("patient_id", "bmode", "ceus", "us_lnm", "lnm", "bmode_frame", "bmode_crop", "bmode_mm_per_pixel")
+    columns += ("ceus_frame_rate", "ceus_crop")
+    rows = [["A", b.name, b.name, 1, 1, "2", "abc", "", "12", "0,0,8"]]
+    rows += [["B", "cal.dcm", b.name, 0, 0, "3", "0,0,40,40", "0.7", "", ""]]
+    with pytest.raises(ManifestError) as e:
+        read_manifest(_manifest(tmp_path / "m3.csv", rows, columns=columns))
+    found = {(p.row, p.column) for p in e.value.problems if p.code == "bad_image_option"}
+    expected = {(1, c) for c in ("bmode_frame", "bmode_crop", "ceus_frame_rate", "ceus_crop")}
+    assert found == expected | {(2, c) for c in ("bmode_frame", "bmode_crop", "bmode_mm_per_pixel")}, str(e.value)
 
 
 def test_frame_folder_of_mixed_sizes_refused_at_validation(tmp_path):

@@ -126,16 +126,18 @@ class Problem:
         return f"[{self.code}] {loc + ': ' if loc else ''}{self.message}"
 
 
-# a problem said the same way (code, column, words) for this many rows or more gives its words
-# once: the later rows say "as row N" (a cohort of screen captures had repeated a 330-character
-# hint for each of its 24 files); every row and file is still named
-GROUPED_FROM = 3
+# a problem said the same way (code, column, words) for this many rows or more, in words this long
+# or longer, gives them once: the later rows say "as said for row N" (a cohort of screen captures
+# had repeated a 330-character hint for each of its 24 files); every row and file is still named
+GROUPED_FROM, GROUPED_CHARS = 3, 100
 
 
 def _grouped_text(problems: tuple[Problem, ...]) -> str:
     """:func:`lnm_jax.fileio.problems_text` of ``problems``, the words of a problem said alike
     for :data:`GROUPED_FROM` or more rows given once, at its first row."""
-    groups = collections.Counter((p.code, p.column, p.message) for p in problems if p.row is not None)
+    groups = collections.Counter(
+        (p.code, p.column, p.message) for p in problems if p.row is not None and len(p.message) >= GROUPED_CHARS
+    )
     first: dict[tuple, int] = {}
     said = []
     for p in problems:
@@ -146,7 +148,7 @@ def _grouped_text(problems: tuple[Problem, ...]) -> str:
             first[key] = p.row
             said.append(p)
         else:
-            said.append(dataclasses.replace(p, message=f"as row {first[key]}"))
+            said.append(dataclasses.replace(p, message=f"as said for row {first[key]}"))
     return problems_text(said)
 
 
@@ -290,13 +292,14 @@ def _misnamed(column: str, known: str, header: list[str], filled: dict[str, int]
     return f"another spelling of {known!r}, which the manifest has: remove this column or rename it"
 
 
-def _unknown_input_column(column: str) -> str | None:
+def _unknown_input_column(column: str, header: list[str], filled: dict[str, int]) -> str | None:
     """Why ``column``, named as a B-mode or CEUS column, is none of that input's columns; None
     when it is not so named. Called on names that are no known column in any spelling. The
     hint names the column the field is (``ceus_fps``: ``ceus_frame_rate``; ``bmode_path``:
-    ``bmode``), or the other input's when only it has one (``bmode_frame_rate``)."""
+    ``bmode``), or the other input's when only it has one (``bmode_frame_rate``); where the
+    column it means is in ``header`` too, as another spelling of it (:func:`_misnamed`)."""
     found = _INPUT_PREFIX.fullmatch(column.strip())
-    if found is None or not _word(found[2]):
+    if found is None:
         return None
     name, word = (BMODE if _word(found[1]) == BMODE else CEUS), _word(found[2])
     own = _input_columns(name)
@@ -305,8 +308,12 @@ def _unknown_input_column(column: str) -> str | None:
     starts = [w for w in words if len(w) >= 4 and word.startswith(w)]  # ceus_crop_box, ceus_mask_file
     field = words[close[0]] if close else (words[max(starts, key=len)] if starts else None)
     other = next((o for o in IMAGE_INPUTS if o != name and field in _input_columns(o)), None)
+    if field in own and own[field] in header:  # renaming it would name that column twice
+        return _misnamed(column, own[field], header, filled)
     if name == CEUS and word in ("region", "side", "contrastside"):
         hint = "the dual display's contrast side is a setting, data.ceus_region, not a column; "
+    elif word.isdigit():
+        hint = f"a second '{name}' column, renamed by a CSV writer (pandas writes '{name}.1')? A manifest has one; "
     elif field in own:
         hint = f"did you mean {own[field]!r}? "
     elif other is not None:
@@ -315,9 +322,10 @@ def _unknown_input_column(column: str) -> str | None:
         hint = ""
     listed = ", ".join(c for f, c in own.items() if f)
     slug = re.sub(r"[\W_]+", "_", found[2]).strip("_").casefold()
+    rename = f" (e.g. '{slug}_{name}')" if slug[:1].isalpha() and len(slug) > 1 else ""
     return (
-        f"a column named '{name}...' is one of {SETTING_LABELS[name]}'s own ({name}, {listed}): {hint}a "
-        f"metadata column must not begin with '{name}' (e.g. '{slug}_{name}')"
+        f"columns beginning '{name}' are {SETTING_LABELS[name]}'s ({name}, {listed}), and this is none of them: "
+        f"{hint}a metadata column must not begin with '{name}'{rename}"
     )
 
 
@@ -520,9 +528,14 @@ def read_manifest(
     # spreadsheet writes them) would be read as metadata: no crop, no mask, in silence
     known = {_folded(c): c for c in (*REQUIRED_COLUMNS, *option_columns, *MASK_COLUMNS)}
     misnamed = [(h, known[_folded(h)]) for h in header if h not in known.values() and _folded(h) in known]
-    unknown = [(h, why) for h in header if _folded(h) not in known and (why := _unknown_input_column(h))]
+    spaced = [h for h in header if _folded(h) not in known and _INPUT_PREFIX.fullmatch(h.strip())]
+    unknown, filled = [], collections.Counter()
+    if misnamed or spaced:  # the cells each column holds, read apart from the rows below
+        cells = csv.reader(io.StringIO(text, newline=""))
+        next(cells, None)
+        filled = collections.Counter(header[i] for r in cells for i, v in enumerate(r[: len(header)]) if v.strip())
+        unknown = [(h, why) for h in spaced if (why := _unknown_input_column(h, header, filled))]
     if missing or misnamed or unknown:
-        filled = collections.Counter(k for rec in reader for k, v in rec.items() if k is not None and (v or "").strip())
         raise ManifestError(
             path,
             [Problem(MISNAMED_COLUMN, _misnamed(h, c, header, filled), column=h) for h, c in misnamed]
@@ -652,8 +665,9 @@ def _check_row(
             continue
         try:
             options[col] = sources.parse_options(col, rec)
-        except sources.OptionErrors as bad:
+        except sources.OptionErrors as bad:  # its well-formed cells are checked against the file all the same
             problems += [Problem(BAD_IMAGE_OPTION, str(e), row, e.column) for e in bad.errors]
+            options[col] = bad.options
         file = Path(cell) if Path(cell).is_absolute() else base / cell
         images[col] = file
         if (why := missing_path(file)) is not None:
@@ -679,7 +693,7 @@ def _check_row(
         if (
             options[col] != sources.NO_OPTIONS
             and not is_dicom(file)  # (check_dicom resolved it with its options)
-            and not any(p.row == row and p.column == col for p in problems)
+            and not any(p.row == row and p.column == col and p.code != CLIP_TOO_SHORT for p in problems)
         ):  # a crop beyond the image or the clip's frames, a frame a still lacks, a rate for a video
             try:
                 sources.resolve(file, col, options[col])

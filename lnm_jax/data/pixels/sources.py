@@ -48,6 +48,10 @@ class Framing:
     ceus_region: str = "auto"  # a CEUS dual display's contrast side: auto | left | right
     accept_secondary_capture: bool = False  # DICOM screen captures (SC storage) as images
 
+    def __post_init__(self):  # one line before any file is read, not one per DICOM file
+        if self.ceus_region not in CEUS_REGION_CHOICES:
+            raise ValueError(f"data.ceus_region must be one of {CEUS_REGION_CHOICES}, got {self.ceus_region!r}")
+
     @classmethod
     def from_config(cls, data) -> Framing:
         return cls(
@@ -123,10 +127,11 @@ class ImageOptionErrors(ImageOptionError):
 
 
 class OptionErrors(ValueError):
-    """Every bad framing cell of one input in a row: ``errors``, an :class:`OptionError` each."""
+    """Every bad framing cell of one input in a row: ``errors``, an :class:`OptionError` each;
+    ``options``: the row's well-formed cells, to be checked against the file all the same."""
 
-    def __init__(self, errors: list[OptionError]):
-        self.errors = tuple(errors)
+    def __init__(self, errors: list[OptionError], options: ImageOptions | None = None):
+        self.errors, self.options = tuple(errors), options or ImageOptions()
         super().__init__("; ".join(f"{e.column}: {e}" for e in errors))
 
 
@@ -161,7 +166,8 @@ def parse_options(name: str, cells: dict[str, str]) -> ImageOptions:
         except ValueError as e:
             errors.append(OptionError(col, str(e)))
     if errors:
-        raise OptionErrors(errors)
+        bad = {e.column for e in errors}
+        raise OptionErrors(errors, ImageOptions(**{f: v for f, v in out.items() if cols[f] not in bad}))
     return ImageOptions(**out)
 
 
@@ -270,7 +276,7 @@ def _check_frame_option(path: Path, name: str, options: ImageOptions, frames: in
     """:class:`ImageOptionError` when ``bmode_frame`` asks for a frame the file does not have (a still's
     frame 7 had been read as its one frame in silence; a cine's was refused)."""
     if options.frame is not None and options.frame >= frames:
-        held = "is a still (one frame)" if frames == 1 else f"has {frames} frames"
+        held = "is a still (one frame)" if frames == 1 else f"has {frames} frames, 0-{frames - 1} (counted from 0)"
         column = option_columns(name)["frame"]
         raise ImageOptionError(column, f"{path}: {column} {options.frame} asked for, the file {held}")
 
@@ -305,7 +311,11 @@ def _resolve_dicom(path: Path, name: str, options: ImageOptions, ceus_region: st
     w, h, notes = header.columns, header.rows, []
     timed = "a DICOM cine, which states its own timing" if header.frames > 1 else "a still image (one frame)"
     held = "the cine's {} frames" if header.frames > 1 else "the {} image"
-    cropped = _check_options(path, name, options, w, h, frames=header.frames, timed=timed, held=held)
+    try:  # said together with the spacing's disagreement below, if any
+        cropped, early = _check_options(path, name, options, w, h, frames=header.frames, timed=timed, held=held), None
+    except ImageOptionError as e:
+        cropped, early = Box(0, 0, w, h), e
+        options = dataclasses.replace(options, frame=None)  # (the frame read for a note below)
     if name == BMODE and header.frames > 1:
         frame = header.frames // 2 if options.frame is None else options.frame
         notes.append(f"multi-frame B-mode: frame {frame} of {header.frames} used")
@@ -336,13 +346,20 @@ def _resolve_dicom(path: Path, name: str, options: ImageOptions, ceus_region: st
         # PhysicalDeltaX/Y): a disagreement had been settled for the cell in silence
         if spacing is not None and not np.allclose(spacing, options.mm_per_pixel, rtol=0.01):
             column = option_columns(name)["mm_per_pixel"]
-            raise ImageOptionError(
+            disagrees = ImageOptionError(
                 column,
                 f"{path}: the manifest's {column} {options.mm_per_pixel:g} disagrees with the file's "
                 f"calibrated spacing, {spacing[0]:g} x {spacing[1]:g} mm per pixel (its ultrasound region); "
                 "leave the cell empty to use the file's",
             )
+            raise (
+                ImageOptionErrors([*getattr(early, "errors", [early] if early else []), disagrees])
+                if early
+                else disagrees
+            )
         spacing = (options.mm_per_pixel,) * 2
+    if early is not None:
+        raise early
     return Source(
         path,
         "dicom",

@@ -68,10 +68,11 @@ class Report:
                 f"warning: {len(self.uncropped)} image(s) had no scan region or crop column and were copied whole "
                 f"(burned-in text, if any, remains), e.g. {self.uncropped[0]}"
             )
-        if self.dual_displays:  # the copy keeps both sides: its readers choose the contrast side again
+        if self.dual_displays and self.ceus_region != "auto":  # the copy keeps both sides: chosen again when read
             out.append(
-                f"{self.dual_displays} CEUS dual display(s) copied with both sides: read the copy with "
-                f"data.ceus_region='{self.ceus_region}', as this copy was read"
+                f"{self.dual_displays} CEUS dual display(s) copied with both sides: read the copy with the side "
+                f"chosen here (--ceus-region {self.ceus_region}; train, validate: "
+                f"--config.data.ceus_region={self.ceus_region})"
             )
         return out
 
