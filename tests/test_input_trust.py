@@ -17,6 +17,7 @@ from PIL import Image
 from lnm_jax.data.cohorts.manifest import (
     BLANK_IMAGE,
     DUPLICATE_COLUMN,
+    EXTRA_CELLS,
     HEADER_MISMATCH,
     MISNAMED_COLUMN,
     NOT_ULTRASOUND,
@@ -786,6 +787,24 @@ def test_duplicate_column_refused(tmp_path):
     with pytest.raises(ManifestError) as e:
         read_manifest(unnamed)
     assert _codes(e.value) == {DUPLICATE_COLUMN} and "unnamed 2 times" in str(e.value)
+
+
+def test_cells_beyond_the_header_are_named(tmp_path):
+    """An unquoted crop (0,0,8,8) spread over four cells: csv.DictReader kept the first in the
+    crop column and dropped the rest in silence (the trial of aa43b7a). Cells beyond the header
+    are `extra_cells`, naming them; a trailing empty cell (a spreadsheet's last separator) is no
+    cell of data and passes."""
+    b = _write(tmp_path / "b.png", Image.fromarray(RAMP))
+    m = tmp_path / "m.csv"
+    m.write_text(
+        "patient_id,bmode,ceus,us_lnm,lnm,bmode_crop\n"
+        f"A,{b.name},{b.name},1,1,0,0,8,8\nB,{b.name},{b.name},0,0,,\nC,{b.name},{b.name},1,0,\n"
+    )
+    with pytest.raises(ManifestError) as e:
+        read_manifest(m)
+    (extra,) = [p for p in e.value.problems if p.code == EXTRA_CELLS]
+    assert extra.row == 1 and extra.message.startswith("row has 9 cells, the header 6: '0', '8', '8' would be dropped")
+    assert {p.row for p in e.value.problems} == {1}, str(e.value)  # rows B and C pass
 
 
 def test_a_known_column_in_another_spelling_is_named(tmp_path):

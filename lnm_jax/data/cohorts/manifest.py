@@ -92,6 +92,7 @@ MASK_WITHOUT_IMAGE = "mask_without_image"
 OPTION_WITHOUT_IMAGE = "option_without_image"
 BLANK_IMAGE = "blank_image"
 MISNAMED_COLUMN = "misnamed_column"
+EXTRA_CELLS = "extra_cells"
 # said as a warning (once per manifest and process), not refused: a still that holds one value is
 # no ultrasound picture, but a cohort's other rows, and a test's filler images, stay usable
 WARNING_CODES = frozenset({BLANK_IMAGE})
@@ -554,10 +555,18 @@ def read_manifest(
     metadata_columns = tuple(
         h for h in header if h not in REQUIRED_COLUMNS and h not in option_columns and h not in MASK_COLUMNS
     )
-    records, id_problems = [], {}
-    for row, rec in enumerate(reader, start=1):
-        rec = {k: (v or "").strip() for k, v in rec.items() if k is not None}
+    records, id_problems, extra_problems = [], {}, {}
+    for row, read in enumerate(reader, start=1):
+        rec = {k: (v or "").strip() for k, v in read.items() if k is not None}
         records.append((row, rec))
+        if beyond := [c for c in read.get(None) or () if c.strip()]:  # csv.DictReader's cells past the header
+            extra_problems[row] = Problem(
+                EXTRA_CELLS,
+                f"row has {len(header) + len(read[None])} cells, the header {len(header)}: "
+                f"{', '.join(repr(c) for c in beyond[:3])} would be dropped and the cells before them may "
+                'be in the wrong columns; quote a cell that holds a comma ("0,0,8,8")',
+                row,
+            )
         pid = rec.get(PATIENT_ID, "")
         if not pid:
             id_problems[row] = Problem(EMPTY_PATIENT_ID, "patient_id is empty", row, PATIENT_ID)
@@ -588,6 +597,8 @@ def read_manifest(
         framing=framing,
     )
     for (row, _), (patient, found) in zip(records, ordered_map(check, records, min(cpus(), MAX_CHECK_THREADS))):
+        if row in extra_problems:
+            problems.append(extra_problems[row])
         if row in id_problems:
             problems.append(id_problems[row])
         problems.extend(found)
