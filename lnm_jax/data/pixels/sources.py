@@ -39,6 +39,12 @@ FRAME_RATE_RANGE = (0.1, 10_000.0)
 _RATE_RANGE = f"{FRAME_RATE_RANGE[0]:g}-{FRAME_RATE_RANGE[1]:,.0f} frames/s"
 
 
+def check_ceus_region(side: str) -> None:
+    """ValueError unless ``side`` is a ``data.ceus_region`` (:data:`CEUS_REGION_CHOICES`)."""
+    if side not in CEUS_REGION_CHOICES:
+        raise ValueError(f"data.ceus_region must be one of {CEUS_REGION_CHOICES}, got {side!r}")
+
+
 @dataclasses.dataclass(frozen=True)
 class Framing:
     """How every image of a run is framed (``data.field_of_view_mm``, ``data.ceus_region``):
@@ -49,8 +55,7 @@ class Framing:
     accept_secondary_capture: bool = False  # DICOM screen captures (SC storage) as images
 
     def __post_init__(self):  # one line before any file is read, not one per DICOM file
-        if self.ceus_region not in CEUS_REGION_CHOICES:
-            raise ValueError(f"data.ceus_region must be one of {CEUS_REGION_CHOICES}, got {self.ceus_region!r}")
+        check_ceus_region(self.ceus_region)
 
     @classmethod
     def from_config(cls, data) -> Framing:
@@ -207,8 +212,7 @@ def resolve(path: Path, name: str, options: ImageOptions = NO_OPTIONS, ceus_regi
     """The :class:`Source` of input ``name`` (bmode/ceus) at ``path``; DicomError, ClipError or
     ValueError naming the file when it cannot be used."""
     path, notes = Path(path), ()
-    if ceus_region not in CEUS_REGION_CHOICES:
-        raise ValueError(f"data.ceus_region must be one of {CEUS_REGION_CHOICES}, got {ceus_region!r}")
+    check_ceus_region(ceus_region)
     if dicom.is_dicom(path):
         return _resolve_dicom(path, name, options, ceus_region)
     if clips.is_clip(path) and path.is_dir():  # a frame folder: its first frame's size
@@ -265,11 +269,17 @@ def _check_options(
     if timed is not None:
         attempt(_check_frame_rate_option, timed)
     box = attempt(_option_box, w, h, held)
+    _raise_all(errors)
+    return box
+
+
+def _raise_all(errors: list[ImageOptionError]) -> None:
+    """Raises the framing options' errors found, if any: one as itself, more as one
+    :class:`ImageOptionErrors`."""
     if len(errors) > 1:
         raise ImageOptionErrors(errors)
     if errors:
         raise errors[0]
-    return box
 
 
 def _check_frame_option(path: Path, name: str, options: ImageOptions, frames: int) -> None:
@@ -311,10 +321,10 @@ def _resolve_dicom(path: Path, name: str, options: ImageOptions, ceus_region: st
     w, h, notes = header.columns, header.rows, []
     timed = "a DICOM cine, which states its own timing" if header.frames > 1 else "a still image (one frame)"
     held = "the cine's {} frames" if header.frames > 1 else "the {} image"
-    try:  # said together with the spacing's disagreement below, if any
-        cropped, early = _check_options(path, name, options, w, h, frames=header.frames, timed=timed, held=held), None
+    try:  # raised with the spacing's disagreement below, if any
+        cropped, errors = _check_options(path, name, options, w, h, frames=header.frames, timed=timed, held=held), []
     except ImageOptionError as e:
-        cropped, early = Box(0, 0, w, h), e
+        cropped, errors = Box(0, 0, w, h), list(getattr(e, "errors", (e,)))
         options = dataclasses.replace(options, frame=None)  # (the frame read for a note below)
     if name == BMODE and header.frames > 1:
         frame = header.frames // 2 if options.frame is None else options.frame
@@ -346,20 +356,16 @@ def _resolve_dicom(path: Path, name: str, options: ImageOptions, ceus_region: st
         # PhysicalDeltaX/Y): a disagreement had been settled for the cell in silence
         if spacing is not None and not np.allclose(spacing, options.mm_per_pixel, rtol=0.01):
             column = option_columns(name)["mm_per_pixel"]
-            disagrees = ImageOptionError(
-                column,
-                f"{path}: the manifest's {column} {options.mm_per_pixel:g} disagrees with the file's "
-                f"calibrated spacing, {spacing[0]:g} x {spacing[1]:g} mm per pixel (its ultrasound region); "
-                "leave the cell empty to use the file's",
-            )
-            raise (
-                ImageOptionErrors([*getattr(early, "errors", [early] if early else []), disagrees])
-                if early
-                else disagrees
+            errors.append(
+                ImageOptionError(
+                    column,
+                    f"{path}: the manifest's {column} {options.mm_per_pixel:g} disagrees with the file's "
+                    f"calibrated spacing, {spacing[0]:g} x {spacing[1]:g} mm per pixel (its ultrasound region); "
+                    "leave the cell empty to use the file's",
+                )
             )
         spacing = (options.mm_per_pixel,) * 2
-    if early is not None:
-        raise early
+    _raise_all(errors)
     return Source(
         path,
         "dicom",
