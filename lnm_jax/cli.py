@@ -228,10 +228,16 @@ def cmd_validate(argv: list[str]) -> int:
     model.add_argument("--workdir", type=Path, help="check against this trained run's model")
     model.add_argument("--config", type=Path, help="check against this config file's model and split")
     p.epilog = "--config.FIELD=VALUE overrides a field of that config (or of the built-in one), as train takes it"
-    a, rest = p.parse_known_args(argv)
-    overrides = [x for x in rest if x.startswith("--config.")]
-    if unknown := [x for x in rest if not x.startswith("--config.")]:
-        p.error(f"unrecognized arguments: {' '.join(unknown)}")
+    pre = _parser(add_help=False)  # the config the overrides apply to: their fields' types say how they read
+    pre.add_argument("--workdir", type=Path)
+    pre.add_argument("--config", type=Path)
+    known, _ = pre.parse_known_args(argv)
+    known.overrides = [x for x in argv if x.startswith("--config.")]
+    base = _config_for_validate(known)
+    overrides, others = split_overrides(argv, base)
+    a, rest = p.parse_known_args(others)
+    if rest:
+        raise UsageError(leftover_line(rest, argv, base))
     if a.manifest and a.manifest_option and a.manifest != a.manifest_option:
         p.error(f"two manifests given ({a.manifest} and --manifest {a.manifest_option}): check one at a time")
     a.manifest = a.manifest or a.manifest_option
@@ -242,8 +248,7 @@ def cmd_validate(argv: list[str]) -> int:
     from lnm_jax.data.pixels.sources import Framing
     from lnm_jax.preflight import report
 
-    a.overrides = overrides
-    config = apply_overrides(_config_for_validate(a), overrides)
+    config = apply_overrides(base, overrides)
     cohort = read_manifest(a.manifest, require_labels=not a.no_labels, **manifest_checks(config.data))
     lines, problems = report(cohort, config, labelled=not a.no_labels, model=bool(a.workdir or a.config or overrides))
     images = survey(cohort, Framing.from_config(config.data))
@@ -290,14 +295,58 @@ def _wrong_type_line(config, key: str, text: str) -> str | None:
     """The line for ``--config.KEY=TEXT`` refused for its type (``1.5`` for an integer field,
     where ml_collections' own message is Python's ``invalid literal for int()``); None when
     ``key`` names no field of a known type."""
+    held = _KINDS.get(type(_held(config, key)))
+    return f"--config.{key}={text}: the field holds {held}, not {text!r}" if held else None
+
+
+def _held(config, key: str):
+    """The value of config field ``key`` (dotted), or None where ``config`` has no such field."""
     node = config
     try:
         for part in key.split("."):
             node = node[part]
     except (KeyError, TypeError):
         return None
-    held = _KINDS.get(type(node))
-    return f"--config.{key}={text}: the field holds {held}, not {text!r}" if held else None
+    return node
+
+
+def split_overrides(argv: list[str], config) -> tuple[list[str], list[str]]:
+    """``(overrides, rest)``: the ``--config.FIELD`` overrides of ``argv``, each written
+    ``--config.FIELD=VALUE``, and its other arguments. The rules are absl's config flags', which
+    read train's: ``--config.FIELD VALUE`` is ``--config.FIELD=VALUE``; a True/False field
+    never takes the next argument (a bare ``--config.FLAG`` is ``--config.FLAG=True``, and a
+    ``False`` after it is left over: :func:`leftover_line`). ``config``: the config they apply to,
+    whose field types say which fields are True/False."""
+    overrides, rest, i = [], [], 0
+    while i < len(argv):
+        x = argv[i]
+        if not x.startswith("--config.") or "=" in x:
+            (overrides if x.startswith("--config.") else rest).append(x)
+        elif isinstance(_held(config, x.removeprefix("--config.")), bool):
+            overrides.append(f"{x}=True")
+        elif i + 1 < len(argv) and not argv[i + 1].startswith("--"):
+            overrides.append(f"{x}={argv[i + 1]}")
+            i += 1
+        else:
+            overrides.append(x)  # apply_overrides: "give a value"
+        i += 1
+    return overrides, rest
+
+
+def leftover_line(leftover: list[str], argv: list[str], config) -> str:
+    """The line refusing arguments no option took (``leftover``) from a command's ``argv``. A
+    value written after a True/False override with a space (``--config.data.accept_secondary_capture
+    False``) is named as such: absl reads the bare flag as True and leaves the value, which had
+    been dropped in silence."""
+    said = " ".join(repr(x) for x in leftover)
+    for before, x in zip(argv, argv[1:]):
+        key = before.removeprefix("--config.")
+        if x in leftover and before.startswith("--config.") and isinstance(_held(config, key), bool):
+            return (
+                f"unexpected argument {x!r} after --config.{key}: a True/False field takes its value after "
+                f"'=' (--config.{key}={x}); alone, --config.{key} sets it True"
+            )
+    return f"unexpected argument{'s' if len(leftover) > 1 else ''} {said}: no option takes {'them' if len(leftover) > 1 else 'it'}"
 
 
 def _config_for_validate(a):
@@ -531,12 +580,14 @@ def parse_config_command(name: str, argv: list[str], default_factory, extra=None
     if extra is not None:
         extra(flags, fv)
     try:
-        fv(full)
+        left = fv(full)[1:]  # what no flag took
     except flags.Error as e:
         wrong = re.match(r"flag --config\.([\w.]+)=(.*?): (invalid literal|could not convert)", str(e))
         raise UsageError((wrong and _wrong_type_line(base, *wrong.groups()[:2])) or str(e)) from e
     except (AttributeError, KeyError, TypeError, ValueError) as e:  # ml_collections on a bad override
         raise UsageError(f"config override: {' '.join(str(e).strip().strip(chr(39)).split())}") from e
+    if left:
+        raise UsageError(leftover_line(left, argv, base))
     return fv.config, fv
 
 

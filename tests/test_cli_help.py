@@ -99,3 +99,38 @@ def test_an_impossible_option_value_is_a_usage_error_naming_it(capsys):
         assert main(argv) == 2, argv
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and said in err[0] and err[0].startswith(f"lnm-jax {argv[0]}: error: argument"), err
+
+
+def test_an_override_reads_alike_in_every_command(capsys):
+    """``--config.FIELD VALUE`` (a space, not ``=``) is read as train reads it (absl's config
+    flags) by validate too, where it had been "unrecognized arguments: left". A value after a
+    True/False override with a space is refused naming the '=' form: absl reads the bare flag as
+    True, and ``--config.data.accept_secondary_capture False`` had trained with secondary captures
+    accepted, its ``False`` dropped in silence. A stray argument is refused by both."""
+    from lnm_jax.cli import apply_overrides, main, parse_config_command, split_overrides
+    from lnm_jax.config import base_config
+
+    for given in (
+        ["--config.data.ceus_region", "left"],
+        ["--config.data.ceus_region=right", "--config.data.image_size", "64"],
+        ["--config.train.epochs", "-3", "--config.train.learning_rate", "1e-4"],
+        ["--config.data.accept_secondary_capture"],
+        ["--config.data.accept_secondary_capture=False", "--config.model.backbone", "resnet18"],
+    ):
+        trained, _ = parse_config_command("train", ["--workdir", "w", *given], base_config)
+        overrides, rest = split_overrides(given, base_config())
+        assert rest == [] and apply_overrides(base_config(), overrides).to_dict() == trained.to_dict(), given
+    assert trained.data.accept_secondary_capture is False and trained.model.backbone == "resnet18"
+    for argv, said in (
+        (
+            ["train", "--workdir", "w", "--config.data.accept_secondary_capture", "False"],
+            "unexpected argument 'False' after --config.data.accept_secondary_capture: a True/False field "
+            "takes its value after '=' (--config.data.accept_secondary_capture=False)",
+        ),
+        (["validate", "m.csv", "--config.data.accept_secondary_capture", "False"], "(--config.data.accept_secondary"),
+        (["train", "--workdir", "w", "stray"], "unexpected argument 'stray': no option takes it"),
+        (["validate", "m.csv", "x", "y"], "unexpected arguments 'x' 'y': no option takes them"),
+    ):
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and said in err[0] and err[0].startswith(f"lnm-jax {argv[0]}: error: "), err
