@@ -346,7 +346,8 @@ def leftover_line(leftover: list[str], argv: list[str], config) -> str:
                 f"unexpected argument {x!r} after --config.{key}: a True/False field takes its value after "
                 f"'=' (--config.{key}={x}); alone, --config.{key} sets it True"
             )
-    return f"unexpected argument{'s' if len(leftover) > 1 else ''} {said}: no option takes {'them' if len(leftover) > 1 else 'it'}"
+    many = len(leftover) > 1
+    return f"unexpected argument{'s' if many else ''} {said}: no option takes {'them' if many else 'it'}"
 
 
 def _config_for_validate(a):
