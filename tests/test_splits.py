@@ -72,8 +72,22 @@ def test_overlap_is_caught():
 
 
 def test_too_small_for_stratification_is_a_clear_error():
-    with pytest.raises(SplitError, match="stratified"):
+    """Said in the split's words (its fraction's setting, the size that would do), where it
+    had ended with scikit-learn's "The test_size = 1 should be greater or equal to the number of
+    classes = 2"."""
+    with pytest.raises(SplitError, match="split of 3 patients .class counts .1, 2..: class 0 has 1 patient, and each"):
         holdout_split(["a", "b", "c"], [0, 1, 1], seed=0)
+    ids = [f"p{i}" for i in range(20)]
+    for n, fractions, said in (
+        (5, {}, "train/test split of 5 .* test_fraction=0.2 sets aside 1, .*at least 6 patients, or a larger test_f"),
+        (6, {}, "train/validation split of 4 .* val_fraction=0.2 sets aside 1, .*at least 6 patients, or a larger v"),
+        (20, {"test_fraction": 0.95}, "train/test split of 20 .*: test_fraction=0.95 keeps 1, .*: a smaller test_f"),
+        (9, {"test_fraction": 0.1}, "test_fraction=0.1 sets aside 1, .*this split needs at least 11 patients"),
+    ):
+        with pytest.raises(SplitError, match=said) as e:
+            holdout_split(ids[:n], [i % 2 for i in range(n)], seed=0, **fractions)
+        assert "should be greater" not in str(e.value)
+    holdout_split(ids[:11], [i % 2 for i in range(11)], seed=0, test_fraction=0.1, val_fraction=0.5)  # the 11 do
     with pytest.raises(SplitError, match="k=5 folds need"):
         kfold_splits([f"p{i}" for i in range(8)], [0, 0, 0, 1, 1, 1, 1, 1], k=5, seed=0)
 

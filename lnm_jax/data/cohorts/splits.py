@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -115,16 +116,31 @@ def _sorted(ids: Sequence[str], labels: Sequence[int]) -> tuple[np.ndarray, np.n
     return np.asarray(ids, dtype=object)[order], np.asarray(labels)[order]
 
 
-def _stratified_cut(ids, labels, fraction: float, seed: int, what: str):
-    """``train_test_split`` of ``ids``; ``seed`` may be a derived one (``seed + 1``): wrapped
-    into scikit-learn's range (unchanged below 2**32 - 1)."""
+def _stratified_cut(ids, labels, fraction: float, seed: int, what: str, setting: str):
+    """``train_test_split`` of ``ids``, ``fraction`` of them (rounded up, as scikit-learn rounds)
+    set aside; ``seed`` may be a derived one (``seed + 1``): wrapped into scikit-learn's range
+    (unchanged below 2**32 - 1). A cut that cannot hold each class on both sides raises
+    :class:`SplitError` in the split's words: ``what`` it is, and the ``setting`` that sets its
+    ``fraction``, with the cohort size that would do."""
+    counts = np.bincount(labels.astype(int), minlength=2)
+    n, held, classes = len(ids), math.ceil(fraction * len(ids)), int((counts > 0).sum())
+    head = f"cannot make a stratified {what} split of {n} patients (class counts {counts.tolist()})"
+    if 0 < (fewest := counts[counts > 0].min()) < 2:
+        cls = int(np.flatnonzero(counts == fewest)[0])
+        raise SplitError(f"{head}: class {cls} has {fewest} patient, and each side of the split needs one")
+    if held < classes or n - held < classes:
+        need = next(m for m in range(n, n + 100_000) if classes <= math.ceil(fraction * m) <= m - classes)
+        side = f"sets aside {held}" if held < classes else f"keeps {n - held}"
+        fix = (
+            f"this split needs at least {need} patients, or a larger {setting}"
+            if held < classes
+            else f"a smaller {setting}"
+        )
+        raise SplitError(f"{head}: {setting}={fraction:g} {side}, where each side needs one of each class: {fix}")
     try:
         a, b, la, lb = train_test_split(ids, labels, test_size=fraction, stratify=labels, random_state=seed_mod(seed))
     except ValueError as e:
-        raise SplitError(
-            f"cannot make a stratified {what} split of {len(ids)} patients "
-            f"(class counts {np.bincount(labels.astype(int)).tolist()}): {e}"
-        ) from None
+        raise SplitError(f"{head}: {e}") from None
     return a, b, la, lb
 
 
@@ -133,8 +149,8 @@ def holdout_split(
 ) -> Split:
     """The paper's protocol: stratified train/test, then train/validation."""
     ids, labels = _sorted(ids, labels)
-    rest, test, lrest, _ = _stratified_cut(ids, labels, test_fraction, seed, "train/test")
-    train, val, _, _ = _stratified_cut(rest, lrest, val_fraction, seed + 1, "train/validation")
+    rest, test, lrest, _ = _stratified_cut(ids, labels, test_fraction, seed, "train/test", "test_fraction")
+    train, val, _, _ = _stratified_cut(rest, lrest, val_fraction, seed + 1, "train/validation", "val_fraction")
     split = Split(tuple(sorted(train)), tuple(sorted(val)), tuple(sorted(test)))
     assert_disjoint(split)
     assert_both_classes(split, dict(zip(ids, labels)))
@@ -157,7 +173,12 @@ def kfold_splits(
     skf = StratifiedKFold(n_splits=k, shuffle=True, random_state=seed)
     for fold, (rest_idx, test_idx) in enumerate(skf.split(ids, labels)):
         train, val, _, _ = _stratified_cut(
-            ids[rest_idx], labels[rest_idx], val_fraction, seed + 1 + fold, f"fold {fold} train/validation"
+            ids[rest_idx],
+            labels[rest_idx],
+            val_fraction,
+            seed + 1 + fold,
+            f"fold {fold} train/validation",
+            "val_fraction",
         )
         split = Split(tuple(sorted(train)), tuple(sorted(val)), tuple(sorted(ids[test_idx])), fold)
         assert_disjoint(split)
