@@ -228,6 +228,8 @@ def cmd_validate(argv: list[str]) -> int:
     model.add_argument("--workdir", type=Path, help="check against this trained run's model")
     model.add_argument("--config", type=Path, help="check against this config file's model and split")
     p.epilog = "--config.FIELD=VALUE overrides a field of that config (or of the built-in one), as train takes it"
+    if {"-h", "--help"} & set(argv):
+        p.parse_args(["--help"])  # (exits) before a config is built: --help loads no JAX
     pre = _parser(add_help=False)  # the config the overrides apply to: their fields' types say how they read
     pre.add_argument("--workdir", type=Path)
     pre.add_argument("--config", type=Path)

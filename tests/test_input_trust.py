@@ -20,7 +20,9 @@ from lnm_jax.data.cohorts.manifest import (
     EXTRA_CELLS,
     HEADER_MISMATCH,
     MISNAMED_COLUMN,
+    MISSING_FILE,
     NOT_ULTRASOUND,
+    SHORT_ROW,
     UNREADABLE_CLIP,
     ManifestError,
     read_manifest,
@@ -789,22 +791,36 @@ def test_duplicate_column_refused(tmp_path):
     assert _codes(e.value) == {DUPLICATE_COLUMN} and "unnamed 2 times" in str(e.value)
 
 
-def test_cells_beyond_the_header_are_named(tmp_path):
+def test_cells_beyond_or_short_of_the_header_are_named(tmp_path):
     """An unquoted crop (0,0,8,8) spread over four cells: csv.DictReader kept the first in the
     crop column and dropped the rest in silence (the trial of aa43b7a). Cells beyond the header
     are `extra_cells`, naming them; a trailing empty cell (a spreadsheet's last separator) is no
-    cell of data and passes."""
+    cell of data and passes. A row with fewer cells than the header is `short_row`, naming the
+    columns with no cell: it had been reported as those cells' problems ("lnm must be 0 or 1,
+    got empty"), never as a cell left out. A row's problems come in its columns' order."""
     b = _write(tmp_path / "b.png", Image.fromarray(RAMP))
     m = tmp_path / "m.csv"
     m.write_text(
         "patient_id,bmode,ceus,us_lnm,lnm,bmode_crop\n"
         f"A,{b.name},{b.name},1,1,0,0,8,8\nB,{b.name},{b.name},0,0,,\nC,{b.name},{b.name},1,0,\n"
+        f"D,{b.name},1,1\nE,{b.name},{b.name},1,0\nF,missing.png,{b.name},2,1,0 0 9\n"
     )
     with pytest.raises(ManifestError) as e:
         read_manifest(m)
     (extra,) = [p for p in e.value.problems if p.code == EXTRA_CELLS]
     assert extra.row == 1 and extra.message.startswith("row has 9 cells, the header 6: '0', '8', '8' would be dropped")
-    assert {p.row for p in e.value.problems} == {1}, str(e.value)  # rows B and C pass
+    short = {p.row: p.message for p in e.value.problems if p.code == SHORT_ROW}
+    assert short == {
+        4: "row has 4 cells, the header 6: no cell for lnm, bmode_crop; a cell left out puts those after it in the "
+        "wrong columns (an empty cell is written as nothing between two commas)",
+        5: "row has 5 cells, the header 6: no cell for bmode_crop; a cell left out puts those after it in the "
+        "wrong columns (an empty cell is written as nothing between two commas)",
+    }
+    # row 4's ceus cell '1' is no file: said; its lnm has no cell: said as such, not as a bad label
+    assert [(p.code, p.column) for p in e.value.problems if p.row == 4] == [(SHORT_ROW, None), (MISSING_FILE, "ceus")]
+    # a row's problems in its columns' order, whichever check found them first
+    assert [p.column for p in e.value.problems if p.row == 6] == ["bmode", "us_lnm", "bmode_crop"], str(e.value)
+    assert {p.row for p in e.value.problems} == {1, 4, 5, 6}, str(e.value)  # rows B and C pass
 
 
 def test_a_known_column_in_another_spelling_is_named(tmp_path):

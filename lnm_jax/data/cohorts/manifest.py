@@ -93,6 +93,7 @@ OPTION_WITHOUT_IMAGE = "option_without_image"
 BLANK_IMAGE = "blank_image"
 MISNAMED_COLUMN = "misnamed_column"
 EXTRA_CELLS = "extra_cells"
+SHORT_ROW = "short_row"
 # said as a warning (once per manifest and process), not refused: a still that holds one value is
 # no ultrasound picture, but a cohort's other rows, and a test's filler images, stay usable
 WARNING_CODES = frozenset({BLANK_IMAGE})
@@ -555,7 +556,7 @@ def read_manifest(
     metadata_columns = tuple(
         h for h in header if h not in REQUIRED_COLUMNS and h not in option_columns and h not in MASK_COLUMNS
     )
-    records, id_problems, extra_problems = [], {}, {}
+    records, id_problems, extra_problems, no_cell = [], {}, {}, {}
     for row, read in enumerate(reader, start=1):
         rec = {k: (v or "").strip() for k, v in read.items() if k is not None}
         records.append((row, rec))
@@ -565,6 +566,15 @@ def read_manifest(
                 f"row has {len(header) + len(read[None])} cells, the header {len(header)}: "
                 f"{', '.join(repr(c) for c in beyond[:3])} would be dropped and the cells before them may "
                 'be in the wrong columns; quote a cell that holds a comma ("0,0,8,8")',
+                row,
+            )
+        if absent := [h for h in header if read.get(h) is None]:  # csv.DictReader's filler for a short row
+            no_cell[row] = set(absent)
+            extra_problems[row] = Problem(
+                SHORT_ROW,
+                f"row has {len(header) - len(absent)} cells, the header {len(header)}: no cell for "
+                f"{', '.join(absent)}; a cell left out puts those after it in the wrong columns (an empty "
+                "cell is written as nothing between two commas)",
                 row,
             )
         pid = rec.get(PATIENT_ID, "")
@@ -596,12 +606,11 @@ def read_manifest(
         min_clip_frames=min_clip_frames,
         framing=framing,
     )
+    order = {h: i for i, h in enumerate(header)}  # a row's problems in its columns' order, the row's own first
     for (row, _), (patient, found) in zip(records, ordered_map(check, records, min(cpus(), MAX_CHECK_THREADS))):
-        if row in extra_problems:
-            problems.append(extra_problems[row])
-        if row in id_problems:
-            problems.append(id_problems[row])
-        problems.extend(found)
+        found = [p for p in (id_problems.get(row), *found) if p is not None and p.column not in no_cell.get(row, ())]
+        problems += [p for p in (extra_problems.get(row),) if p is not None]  # (a missing cell: said there)
+        problems += sorted(found, key=lambda p: order.get(p.column, -1))
         patients.append(patient)
 
     if not patients:
