@@ -156,17 +156,37 @@ def test_dual_display_contrast_side_is_the_coloured_one_or_named(tmp_path):
     with pytest.raises(DicomError, match="set data.ceus_region to 'left' or 'right' .*--ceus-region left"):
         sources.resolve(gray, "ceus")
     assert sources.resolve(gray, "ceus", ceus_region="left").box == Box(2, 5, 22, 25)
-    # deidentify keeps both sides, so its copy is to be read with the side chosen here: said
+    # deidentify copies a side chosen by hand alone: its copy reads alike with no setting (it had
+    # kept both sides, the copy refused unless read with the side again); a side told apart keeps both
+    from lnm_jax.data.cohorts.manifest import read_manifest
     from lnm_jax.data.privacy.deidentify import deidentify
 
     png(tmp_path, "b.png", np.arange(300, dtype=np.uint8).reshape(10, 10, 3))
-    (tmp_path / "m.csv").write_text("patient_id,bmode,ceus,us_lnm,lnm\nA,b.png,gray.dcm,1,1\nB,b.png,,0,0\n")
-    report = deidentify(
-        tmp_path / "m.csv", tmp_path / "deid", tmp_path / "map.csv", framing=sources.Framing(ceus_region="left")
+    (tmp_path / "m.csv").write_text(
+        "patient_id,bmode,ceus,us_lnm,lnm\nA,b.png,gray.dcm,1,1\nB,b.png,,0,0\nC,b.png,tinted.dcm,0,0\n"
     )
-    said = report.lines()[-1]
-    assert "1 CEUS dual display(s) copied with both sides: read the copy with the side chosen here" in said
-    assert "(--ceus-region left; train, validate: --config.data.ceus_region=left)" in said
+    for side in ("left", "right"):
+        out = tmp_path / f"deid_{side}"
+        report = deidentify(tmp_path / "m.csv", out, out.with_suffix(".csv"), framing=sources.Framing(ceus_region=side))
+        assert report.lines()[-1] == (
+            f"2 CEUS dual display(s) copied as their {side} side, the contrast side chosen here, alone: the copy is "
+            "read alike with no --ceus-region (its B-mode reference side is not copied)"
+        )
+        with out.with_suffix(".csv").open(newline="") as f:
+            links = {r["original_file"]: r["file"] for r in csv.DictReader(f) if r["input"] == "ceus"}
+        assert read_manifest(out / "manifest.csv").availability()["ceus"] == 2  # no setting needed
+        for name in ("gray.dcm", "tinted.dcm"):
+            was = sources.read_still(sources.resolve(tmp_path / name, "ceus", ceus_region=side))
+            copy = sources.resolve(out / links[str(tmp_path / name)], "ceus")
+            assert copy.reference is None and copy.box == Box(0, 0, 20, 20)
+            np.testing.assert_array_equal(sources.read_still(copy), was)
+    (tmp_path / "m2.csv").write_text("patient_id,bmode,ceus,us_lnm,lnm\nA,b.png,tinted.dcm,1,1\nB,b.png,,0,0\n")
+    report = deidentify(tmp_path / "m2.csv", tmp_path / "deid", tmp_path / "map.csv")  # told apart: both sides
+    assert "dual display" not in " ".join(report.lines())  # nothing to say: read alike by default
+    (copy,) = (tmp_path / "deid" / "images").glob("*_ceus.dcm")
+    copy = sources.resolve(copy, "ceus")
+    assert copy.box == Box(0, 0, 20, 20) and copy.reference == Box(25, 0, 45, 20)
+    np.testing.assert_array_equal(sources.read_still(copy), sources.read_still(sources.resolve(tinted, "ceus")))
     # B-mode of a two-region screen: the left one, said in a note
     src = sources.resolve(gray, "bmode")
     assert src.box == Box(2, 5, 22, 25) and "left one" in src.notes[0]

@@ -89,8 +89,17 @@ def test_unreadable_and_non_image_files(folder):
 
 
 def test_missing_columns_are_named(folder):
-    problems = _codes(_write(folder, "P1,img/a.png,1\n", header="patient_id,bmode,lnm\n"))
-    assert [(p.code, p.column) for p in problems] == [(mf.MISSING_COLUMN, "ceus"), (mf.MISSING_COLUMN, "us_lnm")]
+    """With the rows' problems (a manifest is mended in one pass), but not one per row for the
+    missing columns' cells: a missing lnm column is not also 'no patient has lnm=0'."""
+    problems = _codes(_write(folder, "P1,img/a.png,1\nP2,img/zz.png,1\n", header="patient_id,bmode,lnm\n"))
+    assert [(p.code, p.row, p.column) for p in problems] == [
+        (mf.MISSING_COLUMN, None, "ceus"),
+        (mf.MISSING_COLUMN, None, "us_lnm"),
+        (mf.MISSING_FILE, 2, "bmode"),
+        (mf.MISSING_CLASS, None, "lnm"),
+    ]
+    problems = _codes(_write(folder, "P1,img/a.png,img/a.jpg,1\n", header="patient_id,bmode,ceus,us_lnm\n"))
+    assert [(p.code, p.column) for p in problems] == [(mf.MISSING_COLUMN, "lnm")]
 
 
 def test_missing_manifest_file(tmp_path):

@@ -537,20 +537,22 @@ def read_manifest(
         next(cells, None)
         filled = collections.Counter(header[i] for r in cells for i, v in enumerate(r[: len(header)]) if v.strip())
         unknown = [(h, why) for h in spaced if (why := _unknown_input_column(h, header, filled))]
-    if missing or misnamed or unknown:
-        raise ManifestError(
-            path,
-            [Problem(MISNAMED_COLUMN, _misnamed(h, c, header, filled), column=h) for h, c in misnamed]
-            + [Problem(MISNAMED_COLUMN, why, column=h) for h, why in unknown]
-            + [
-                Problem(MISSING_COLUMN, f"required column is missing (header: {header})", column=c)
-                for c in missing
-                if c not in {known_as for _, known_as in misnamed}
-            ],
-        )
+    problems: list[Problem] = [  # said with the rows' problems: a manifest is mended in one pass
+        *(Problem(MISNAMED_COLUMN, _misnamed(h, c, header, filled), column=h) for h, c in misnamed),
+        *(Problem(MISNAMED_COLUMN, why, column=h) for h, why in unknown),
+        *(
+            Problem(MISSING_COLUMN, f"required column is missing (header: {header})", column=c)
+            for c in missing
+            if c not in {known_as for _, known_as in misnamed}
+        ),
+    ]
+    # the rows are checked as the header means them: a column in another spelling as the column it
+    # spells (where the manifest lacks that one), a missing column's cells not said row by row
+    spelt = {h: c for h, c in misnamed if c not in header and [k for _, k in misnamed].count(c) == 1}
+    header = reader.fieldnames = [spelt.get(h, h) for h in header]
+    unheld = set(missing) - set(spelt.values())
 
     base = path.parent
-    problems: list[Problem] = []
     patients: list[Patient] = []
     seen: dict[str, int] = {}
     metadata_columns = tuple(
@@ -569,7 +571,7 @@ def read_manifest(
                 row,
             )
         if absent := [h for h in header if read.get(h) is None]:  # csv.DictReader's filler for a short row
-            no_cell[row] = set(absent)
+            no_cell[row] = set(absent) | unheld
             extra_problems[row] = Problem(
                 SHORT_ROW,
                 f"row has {len(header) - len(absent)} cells, the header {len(header)}: no cell for "
@@ -608,14 +610,16 @@ def read_manifest(
     )
     order = {h: i for i, h in enumerate(header)}  # a row's problems in its columns' order, the row's own first
     for (row, _), (patient, found) in zip(records, ordered_map(check, records, min(cpus(), MAX_CHECK_THREADS))):
-        found = [p for p in (id_problems.get(row), *found) if p is not None and p.column not in no_cell.get(row, ())]
+        found = [
+            p for p in (id_problems.get(row), *found) if p is not None and p.column not in no_cell.get(row, unheld)
+        ]
         problems += [p for p in (extra_problems.get(row),) if p is not None]  # (a missing cell: said there)
         problems += sorted(found, key=lambda p: order.get(p.column, -1))
         patients.append(patient)
 
     if not patients:
         problems.append(Problem(EMPTY_COHORT, "manifest has a header but no patients"))
-    elif require_labels:
+    elif require_labels and LABEL not in unheld:
         for cls in (0, 1):
             if not any(p.lnm == cls for p in patients) and not any(p.code == BAD_LABEL_VALUE for p in problems):
                 problems.append(

@@ -2,7 +2,9 @@
 
 For every patient: a random pseudonym (``P0001`` ..., in random order, so that it says
 nothing of the manifest's order); each image cropped to its scan region (DICOM regions or the
-manifest's crop column; for a CEUS dual display, the box around both sides), which removes
+manifest's crop column; for a CEUS dual display, the box around both sides, or the contrast
+side alone where it was chosen by hand, ``data.ceus_region``, so that the copy needs no
+setting to be read alike), which removes
 what the scanner burns in around the image (banner with name/ID/date, scales); DICOM headers
 through the basic confidentiality profile (:mod:`lnm_jax.data.privacy.phi`), pixels rewritten
 uncompressed at their own bit depth; PNG/JPEG re-encoded as PNG with no metadata chunks.
@@ -55,8 +57,8 @@ class Report:
     files: int
     dicom_files: int
     uncropped: list[str]
-    dual_displays: int = 0  # CEUS dual displays copied with both sides
-    ceus_region: str = "auto"  # the side they were read with
+    dual_displays: int = 0  # CEUS dual displays: copied with both sides, or their chosen side alone
+    ceus_region: str = "auto"  # the side they were read with ('auto': told apart, both sides copied)
 
     def lines(self) -> list[str]:
         out = [
@@ -68,11 +70,11 @@ class Report:
                 f"warning: {len(self.uncropped)} image(s) had no scan region or crop column and were copied whole "
                 f"(burned-in text, if any, remains), e.g. {self.uncropped[0]}"
             )
-        if self.dual_displays and self.ceus_region != "auto":  # the copy keeps both sides: chosen again when read
+        if self.dual_displays and self.ceus_region != "auto":  # a side chosen by hand: the copy holds it alone
             out.append(
-                f"{self.dual_displays} CEUS dual display(s) copied with both sides: read the copy with the side "
-                f"chosen here (--ceus-region {self.ceus_region}; train, validate: "
-                f"--config.data.ceus_region={self.ceus_region})"
+                f"{self.dual_displays} CEUS dual display(s) copied as their {self.ceus_region} side, the contrast "
+                "side chosen here, alone: the copy is read alike with no --ceus-region (its B-mode reference side "
+                "is not copied)"
             )
         return out
 
@@ -126,7 +128,7 @@ def deidentify(
                     if path is None:
                         continue
                     src = sources.resolve(path, name, p.image_options(name), framing.ceus_region)
-                    box = _crop_box(src)
+                    box = _crop_box(src, framing.ceus_region)
                     if src.framed_by == sources.WHOLE_FRAME:
                         uncropped.append(f"row {p.row} {name} {path}")
                     dual += src.reference is not None
@@ -179,9 +181,12 @@ def _pseudonyms(cohort: Cohort) -> dict[str, str]:
     return {cohort.patients[i].patient_id: f"P{k + 1:0{width}d}" for k, i in enumerate(order)}
 
 
-def _crop_box(src: sources.Source) -> Box:
-    """The scan region, or for a dual display the box around both of its sides."""
-    if src.reference is None:
+def _crop_box(src: sources.Source, ceus_region: str) -> Box:
+    """The scan region; for a dual display whose contrast side was told apart (``ceus_region``
+    'auto'), the box around both of its sides, which the copy's reader tells apart alike; for
+    one whose side was chosen by hand, that side alone: a copy with both would be read with the
+    same setting or refused (the sides of such a display cannot be told apart)."""
+    if src.reference is None or ceus_region != "auto":
         return src.box
     a, b = src.box, src.reference
     return Box(min(a.x0, b.x0), min(a.y0, b.y0), max(a.x1, b.x1), max(a.y1, b.y1))
