@@ -44,6 +44,7 @@ import re
 import signal
 import sys
 import threading
+from collections.abc import Iterable
 from pathlib import Path
 
 from lnm_jax import names
@@ -335,20 +336,24 @@ def split_overrides(argv: list[str], config) -> tuple[list[str], list[str]]:
     return overrides, rest
 
 
-def leftover_line(leftover: list[str], argv: list[str], config) -> str:
+def leftover_line(leftover: list[str], argv: list[str], config, switches: Iterable[str] = ()) -> str:
     """The line refusing arguments no option took (``leftover``) from a command's ``argv``. A
-    value written after a True/False override with a space (``--config.data.accept_secondary_capture
-    False``) is named as such: absl reads the bare flag as True and leaves the value, which had
-    been dropped in silence."""
-    said = " ".join(repr(x) for x in leftover)
+    value written with a space after a True/False override (``--config.data.accept_secondary_capture
+    False``) or after one of the command's True/False ``switches`` (``--resume False``) is named
+    as such: absl reads the bare flag as True and leaves the value, which had been dropped in
+    silence."""
     for before, x in zip(argv, argv[1:]):
-        key = before.removeprefix("--config.")
-        if x in leftover and before.startswith("--config.") and isinstance(_held(config, key), bool):
+        key = before.removeprefix("--")
+        if x in leftover and (
+            (key.startswith("config.") and isinstance(_held(config, key.removeprefix("config.")), bool))
+            or key in switches
+        ):
             return (
-                f"unexpected argument {x!r} after --config.{key}: a True/False field takes its value after "
-                f"'=' (--config.{key}={x}); alone, --config.{key} sets it True"
+                f"unexpected argument {x!r} after --{key}: a True/False option takes its value after "
+                f"'=' (--{key}={x}); alone, --{key} sets it True"
             )
     many = len(leftover) > 1
+    said = " ".join(repr(x) for x in leftover)
     return f"unexpected argument{'s' if many else ''} {said}: no option takes {'them' if many else 'it'}"
 
 
@@ -590,7 +595,7 @@ def parse_config_command(name: str, argv: list[str], default_factory, extra=None
     except (AttributeError, KeyError, TypeError, ValueError) as e:  # ml_collections on a bad override
         raise UsageError(f"config override: {' '.join(str(e).strip().strip(chr(39)).split())}") from e
     if left:
-        raise UsageError(leftover_line(left, argv, base))
+        raise UsageError(leftover_line(left, argv, base, [n for n in fv if fv[n].boolean]))
     return fv.config, fv
 
 

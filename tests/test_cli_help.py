@@ -8,6 +8,7 @@ import json
 import subprocess
 import sys
 
+import pytest
 from support import cpu_env
 
 from lnm_jax.cli import COMMANDS
@@ -107,7 +108,7 @@ def test_an_override_reads_alike_in_every_command(capsys):
     True/False override with a space is refused naming the '=' form: absl reads the bare flag as
     True, and ``--config.data.accept_secondary_capture False`` had trained with secondary captures
     accepted, its ``False`` dropped in silence. A stray argument is refused by both."""
-    from lnm_jax.cli import apply_overrides, main, parse_config_command, split_overrides
+    from lnm_jax.cli import UsageError, apply_overrides, main, parse_config_command, split_overrides
     from lnm_jax.config import base_config
 
     for given in (
@@ -124,7 +125,7 @@ def test_an_override_reads_alike_in_every_command(capsys):
     for argv, said in (
         (
             ["train", "--workdir", "w", "--config.data.accept_secondary_capture", "False"],
-            "unexpected argument 'False' after --config.data.accept_secondary_capture: a True/False field "
+            "unexpected argument 'False' after --config.data.accept_secondary_capture: a True/False option "
             "takes its value after '=' (--config.data.accept_secondary_capture=False)",
         ),
         (["validate", "m.csv", "--config.data.accept_secondary_capture", "False"], "(--config.data.accept_secondary"),
@@ -134,3 +135,9 @@ def test_an_override_reads_alike_in_every_command(capsys):
         assert main(argv) == 2, argv
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and said in err[0] and err[0].startswith(f"lnm-jax {argv[0]}: error: "), err
+
+    def resume(flags, fv):  # a command's own True/False switch, as train and pretrain define --resume
+        flags.DEFINE_bool("resume", False, "continue", flag_values=fv)
+
+    with pytest.raises(UsageError, match="unexpected argument 'False' after --resume: .* '=' .--resume=False."):
+        parse_config_command("train", ["--workdir", "w", "--resume", "False"], base_config, resume)
