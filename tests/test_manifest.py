@@ -47,6 +47,21 @@ def test_good_manifest_reads_with_availability_and_metadata(folder):
     assert cohort.patients[0].bmode == folder / "img" / "a.png"
 
 
+def test_a_spreadsheets_export_reads_as_written(folder):
+    """A spreadsheet's blank rows (',,,,,' where a row had formatting) are passed over, as csv
+    passes over an empty line, where each had been three problems (no inputs, empty patient_id,
+    empty lnm); the later rows keep their numbers. A 0/1 column written as floats (pandas writes
+    a column with an empty cell so: 1.0) reads as 0/1; other values stay refused."""
+    body = "P1,img/a.png,img/a.jpg,1.0,1.0,40\n,,,,,\nP2,img/b.png,img/b.jpg,0.0,0,51\n , ,\nP3,img/c.png,,,1.00,33\n"
+    cohort = read_manifest(_write(folder, body + ",,,,,\n,,,,,\n"))
+    assert cohort.ids == ["P1", "P2", "P3"] and [p.row for p in cohort.patients] == [1, 3, 5]
+    assert cohort.labels == [1, 0, 1] and [p.us_lnm for p in cohort.patients] == [1, 0, None]
+    for bad in ("1.5", "01", "1e0", "2.0", "-0", "0.", "1.0.0"):
+        problems = _codes(_write(folder, body.replace("P2,img/b.png,img/b.jpg,0.0", f"P2,img/b.png,img/b.jpg,{bad}")))
+        assert [(p.code, p.row) for p in problems] == [(mf.BAD_FLAG_VALUE, 3)], bad
+    assert [p.code for p in _codes(_write(folder, ",,,,,\n , \n"))] == [mf.EMPTY_COHORT]
+
+
 def _codes(path: Path, **kw) -> list[mf.Problem]:
     with pytest.raises(ManifestError) as ei:
         read_manifest(path, **kw)

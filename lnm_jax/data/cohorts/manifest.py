@@ -64,7 +64,9 @@ from lnm_jax.names import (
 REQUIRED_COLUMNS = (PATIENT_ID, *INPUTS, LABEL)
 IMAGE_COLUMNS = IMAGE_INPUTS
 OPTION_COLUMNS = {name: sources.option_columns(name) for name in IMAGE_INPUTS}
-BINARY_VALUES = {"0": 0, "1": 1}
+# a binary cell: 0 or 1, also as a float column writes them (pandas writes a column that has an
+# empty cell as floats: 1.0, 0.0)
+BINARY_VALUE = re.compile(r"([01])(?:\.0+)?")
 
 # Problem codes: one per kind of bad input, so callers and tests can tell them apart.
 UNREADABLE_MANIFEST = "unreadable_manifest"
@@ -460,11 +462,12 @@ def _masks(rec, base, images, options, row, problems, check_images, ceus_region)
 
 
 def _parse_binary(value: str) -> int | None | str:
-    """'0'/'1' -> int, '' -> None, anything else -> the offending string."""
+    """'0'/'1' (or '0.0'/'1.0', :data:`BINARY_VALUE`) -> int, '' -> None, anything else -> the
+    offending string."""
     value = value.strip()
     if value == "":
         return None
-    return BINARY_VALUES.get(value, value)
+    return int(found[1]) if (found := BINARY_VALUE.fullmatch(value)) else value
 
 
 def read_manifest(
@@ -561,6 +564,8 @@ def read_manifest(
     records, id_problems, extra_problems, no_cell = [], {}, {}, {}
     for row, read in enumerate(reader, start=1):
         rec = {k: (v or "").strip() for k, v in read.items() if k is not None}
+        if not any(rec.values()) and not any(c.strip() for c in read.get(None) or ()):
+            continue  # a spreadsheet's blank row (',,,,'): no data, passed over as csv passes over an empty line
         records.append((row, rec))
         if beyond := [c for c in read.get(None) or () if c.strip()]:  # csv.DictReader's cells past the header
             extra_problems[row] = Problem(
