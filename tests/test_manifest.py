@@ -62,6 +62,28 @@ def test_a_spreadsheets_export_reads_as_written(folder):
     assert [p.code for p in _codes(_write(folder, ",,,,,\n , \n"))] == [mf.EMPTY_COHORT]
 
 
+def test_a_missing_file_is_said_with_the_one_a_manifest_from_another_system_means(folder):
+    """A hospital's manifest written on Windows, or its files converted: each missing file is
+    said with the file it likely means (Windows separators, names that differ in case only, a
+    drive letter, another extension), and only where one file is meant."""
+    Image.fromarray(np.zeros((20, 30), np.uint8) + 9, "L").save(folder / "img" / "e.png")
+    rows = ("img\\e.png", "IMG/E.PNG", "C:\\scans\\e.png", "img/e.jpg", "img/a.gif", "img\\zz.png", "img/zz.png")
+    body = "".join(f"P{i},{b},img/a.jpg,{i % 2},{i % 2},40\n" for i, b in enumerate(rows))
+    said = {p.row: p.message for p in _codes(_write(folder, body)) if p.code == mf.MISSING_FILE}
+    img = folder / "img"
+    assert said == {
+        1: f"image file does not exist; {img}/e.png does: write the path with '/' (Windows separators, '\\', are "
+        "part of a name here)",
+        2: f"image file does not exist; {img}/e.png does: the names differ in case, which this file system tells apart",
+        3: "image file does not exist; a Windows path (drive letter): give it relative to the manifest, with '/', or "
+        "as this machine's",
+        4: f"image file does not exist; {img}/e.png does: another extension",
+        5: "image file does not exist",  # a.png and a.jpg: which is meant cannot be told
+        6: "image file does not exist; its '\\' are part of a name here: write the path with '/'",
+        7: "image file does not exist",
+    }, said
+
+
 def _codes(path: Path, **kw) -> list[mf.Problem]:
     with pytest.raises(ManifestError) as ei:
         read_manifest(path, **kw)

@@ -29,6 +29,7 @@ import errno
 import functools
 import hashlib
 import io
+import os
 import re
 from collections.abc import Iterable
 from pathlib import Path
@@ -358,16 +359,62 @@ def blank(img: np.ndarray) -> tuple[str, str] | None:
 
 
 def missing_path(path: Path) -> str | None:
-    """Why ``path`` cannot be opened (does not exist, broken link, link loop), or None."""
+    """Why ``path`` cannot be opened (does not exist, broken link, link loop), or None. A path
+    that does not exist is said with the one it likely means (:func:`_meant_path`)."""
     try:
         path.resolve(strict=True)
     except FileNotFoundError:
-        return "is a broken symbolic link" if path.is_symlink() else "does not exist"
+        return "is a broken symbolic link" if path.is_symlink() else "does not exist" + _meant_path(path)
     except RuntimeError:  # pathlib before Python 3.13 reports a loop this way
         return "is a symbolic link loop"
     except OSError as e:
         return "is a symbolic link loop" if e.errno == errno.ELOOP else f"cannot be opened ({e})"
     return None
+
+
+# a Windows drive letter where a manifest's path begins (C:\\data\\a.png, D:/a.png)
+_DRIVE = re.compile(r"(?:^|/)[A-Za-z]:[\\/]")
+
+
+def _meant_path(path: Path) -> str:
+    """'' or, for a ``path`` that does not exist, the hint to the one a manifest written on
+    another system means: Windows separators ('\\', which are a file name's characters here), a
+    drive letter, or names that differ in case only (written where the file system ignores case,
+    read where it does not)."""
+    text = str(path)
+    if "\\" in text:
+        if (posix := Path(text.replace("\\", "/"))).exists():
+            return f"; {posix} does: write the path with '/' (Windows separators, '\\', are part of a name here)"
+        if _DRIVE.search(text.replace("\\", "/")):
+            return "; a Windows path (drive letter): give it relative to the manifest, with '/', or as this machine's"
+        return "; its '\\' are part of a name here: write the path with '/'"
+    found, parts = Path(path.anchor or "."), path.parts[1:] if path.anchor else path.parts
+    for i, part in enumerate(parts):
+        if (found / part).exists():
+            found /= part
+            continue
+        names = _listing(found)
+        same = names.get(part.casefold(), ())
+        if len(same) == 1:
+            found /= same[0]
+            continue
+        stem = Path(part).stem.casefold()  # the file, converted: a.jpg for a.png
+        others = [n for k, ns in names.items() for n in ns if Path(k).stem == stem] if i == len(parts) - 1 else []
+        if len(others) == 1 and (found / others[0]).is_file():
+            return f"; {found / others[0]} does: another extension"
+        return ""
+    return f"; {found} does: the names differ in case, which this file system tells apart" if found.exists() else ""
+
+
+def _listing(folder: Path) -> dict[str, tuple[str, ...]]:
+    """``folder``'s entries by their case-folded name ({} where it cannot be listed)."""
+    out: dict[str, list[str]] = collections.defaultdict(list)
+    try:
+        for entry in os.scandir(folder):
+            out[entry.name.casefold()].append(entry.name)
+    except OSError:
+        return {}
+    return {k: tuple(v) for k, v in out.items()}
 
 
 def check_dicom(
