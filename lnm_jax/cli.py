@@ -265,29 +265,35 @@ def cmd_validate(argv: list[str]) -> int:
 
 
 def apply_overrides(config, overrides: list[str]):
-    """``config`` with ``--config.a.b=VALUE`` overrides applied (VALUE as a Python literal,
-    else a string; the field's type is kept: a wrong type or an unknown field is one line)."""
-    import ast
+    """``config`` with ``--config.a.b=VALUE`` overrides applied, read by absl's config flags as
+    :func:`parse_config_command` reads train's (``--config.data.accept_secondary_capture=false``
+    or ``=0`` alike); an unknown field, a wrong type or a missing value is one line."""
+    from absl import flags
+    from ml_collections import config_flags
 
     if problems := _override_problems(overrides, config):
         raise UsageError(" | ".join(problems))
-    for arg in overrides:
-        key, sep, text = arg.removeprefix("--config.").partition("=")
-        if not sep:
-            raise UsageError(f"--config.{key}: give a value, --config.{key}=VALUE")
-        try:
-            value = ast.literal_eval(text)
-        except (ValueError, SyntaxError):
-            value = text
-        *path, leaf = key.split(".")
-        node = config
-        for part in path:
-            node = node[part]
-        try:
-            node[leaf] = value
-        except (TypeError, ValueError) as e:  # ml_collections keeps a field's type
-            raise UsageError(_wrong_type_line(config, key, text) or f"--config.{key}={text}: {e}") from None
-    return config
+    fv, full = flags.FlagValues(), ["lnm-jax", *overrides]
+    config_flags.DEFINE_config_dict("config", config, "experiment config", flag_values=fv, sys_argv=full)
+    if left := _read_flags(fv, full, config):
+        raise UsageError(leftover_line(left, overrides, config))
+    return fv.config
+
+
+def _read_flags(fv, full: list[str], base) -> list[str]:
+    """Parses ``full`` (a program name, then arguments) into ``fv``; returns the arguments no
+    flag took. A refused value is one line naming the override (:func:`_wrong_type_line`)."""
+    from absl import flags
+
+    try:
+        return fv(full)[1:]
+    except flags.Error as e:
+        wrong = re.match(r"flag --config\.([\w.]+)=(.*?): (invalid literal|could not convert|\('Non-boolean)", str(e))
+        if bare := re.match(r"Missing value for flag --config\.([\w.]+)", str(e)):
+            raise UsageError(f"--config.{bare[1]}: give a value, --config.{bare[1]}=VALUE") from e
+        raise UsageError((wrong and _wrong_type_line(base, *wrong.groups()[:2])) or str(e)) from e
+    except (AttributeError, KeyError, TypeError, ValueError) as e:  # ml_collections on a bad override
+        raise UsageError(f"config override: {' '.join(str(e).strip().strip(chr(39)).split())}") from e
 
 
 # what a config field of each type holds, for a refused override's line
@@ -587,14 +593,7 @@ def parse_config_command(name: str, argv: list[str], default_factory, extra=None
     flags.DEFINE_string("workdir", None, "run folder", flag_values=fv, required=True)
     if extra is not None:
         extra(flags, fv)
-    try:
-        left = fv(full)[1:]  # what no flag took
-    except flags.Error as e:
-        wrong = re.match(r"flag --config\.([\w.]+)=(.*?): (invalid literal|could not convert)", str(e))
-        raise UsageError((wrong and _wrong_type_line(base, *wrong.groups()[:2])) or str(e)) from e
-    except (AttributeError, KeyError, TypeError, ValueError) as e:  # ml_collections on a bad override
-        raise UsageError(f"config override: {' '.join(str(e).strip().strip(chr(39)).split())}") from e
-    if left:
+    if left := _read_flags(fv, full, base):
         raise UsageError(leftover_line(left, argv, base, [n for n in fv if fv[n].boolean]))
     return fv.config, fv
 

@@ -117,11 +117,13 @@ def test_an_override_reads_alike_in_every_command(capsys):
         ["--config.train.epochs", "-3", "--config.train.learning_rate", "1e-4"],
         ["--config.data.accept_secondary_capture"],
         ["--config.data.accept_secondary_capture=False", "--config.model.backbone", "resnet18"],
+        ["--config.data.accept_secondary_capture=false", "--config.data.image_size=0x40"],  # absl's spellings
+        ["--config.data.accept_secondary_capture=1"],
     ):
         trained, _ = parse_config_command("train", ["--workdir", "w", *given], base_config)
         overrides, rest = split_overrides(given, base_config())
         assert rest == [] and apply_overrides(base_config(), overrides).to_dict() == trained.to_dict(), given
-    assert trained.data.accept_secondary_capture is False and trained.model.backbone == "resnet18"
+    assert trained.data.accept_secondary_capture is True
     for argv, said in (
         (
             ["train", "--workdir", "w", "--config.data.accept_secondary_capture", "False"],
@@ -131,6 +133,10 @@ def test_an_override_reads_alike_in_every_command(capsys):
         (["validate", "m.csv", "--config.data.accept_secondary_capture", "False"], "(--config.data.accept_secondary"),
         (["train", "--workdir", "w", "stray"], "unexpected argument 'stray': no option takes it"),
         (["validate", "m.csv", "x", "y"], "unexpected arguments 'x' 'y': no option takes them"),
+        (["validate", "m.csv", "--config.data.image_size"], "--config.data.image_size: give a value, --config.data"),
+        (["train", "--workdir", "w", "--config.data.image_size"], "--config.data.image_size: give a value, --config"),
+        (["validate", "m.csv", "--config.data.accept_secondary_capture=no"], "the field holds True or False, not 'no'"),
+        (["train", "--workdir", "w", "--config.data.accept_secondary_capture=no"], "holds True or False, not 'no'"),
     ):
         assert main(argv) == 2, argv
         err = capsys.readouterr().err.strip().splitlines()
