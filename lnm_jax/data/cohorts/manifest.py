@@ -379,8 +379,9 @@ _DRIVE = re.compile(r"(?:^|/)[A-Za-z]:[\\/]")
 def _meant_path(path: Path) -> str:
     """'' or, for a ``path`` that does not exist, the hint to the one a manifest written on
     another system means: Windows separators ('\\', which are a file name's characters here), a
-    drive letter, or names that differ in case only (written where the file system ignores case,
-    read where it does not)."""
+    drive letter, names that differ in case only (written where the file system ignores case,
+    read where it does not), or the one file of that name with another extension (converted).
+    Nothing where no one file is meant."""
     text = str(path)
     if "\\" in text:
         if (posix := Path(text.replace("\\", "/"))).exists():
