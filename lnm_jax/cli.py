@@ -235,7 +235,7 @@ def cmd_validate(argv: list[str]) -> int:
     pre.add_argument("--workdir", type=Path)
     pre.add_argument("--config", type=Path)
     known, _ = pre.parse_known_args(argv)
-    known.overrides = [x for x in argv if x.startswith("--config.")]
+    known.overrides = [x for x in argv if x.startswith(("--config.", "--noconfig."))]
     base = _config_for_validate(known)
     overrides, others = split_overrides(argv, base)
     a, rest = p.parse_known_args(others)
@@ -246,12 +246,14 @@ def cmd_validate(argv: list[str]) -> int:
     a.manifest = a.manifest or a.manifest_option
     if a.manifest is None:
         p.error("a manifest is needed: lnm-jax validate MANIFEST (or --manifest MANIFEST)")
+    from lnm_jax.config import check_fields
     from lnm_jax.data.cohorts.manifest import manifest_checks, read_manifest
     from lnm_jax.data.cohorts.survey import survey
     from lnm_jax.data.pixels.sources import Framing
     from lnm_jax.preflight import report
 
     config = apply_overrides(base, overrides)
+    check_fields(config)  # a value no run takes: exit 2 before the manifest is read, as train's
     cohort = read_manifest(a.manifest, require_labels=not a.no_labels, **manifest_checks(config.data))
     lines, problems = report(cohort, config, labelled=not a.no_labels, model=bool(a.workdir or a.config or overrides))
     images = survey(cohort, Framing.from_config(config.data))
@@ -291,6 +293,10 @@ def _read_flags(fv, full: list[str], base) -> list[str]:
         wrong = re.match(r"flag --config\.([\w.]+)=(.*?): (invalid literal|could not convert|\('Non-boolean)", str(e))
         if bare := re.match(r"Missing value for flag --config\.([\w.]+)", str(e)):
             raise UsageError(f"--config.{bare[1]}: give a value, --config.{bare[1]}=VALUE") from e
+        if switch := re.match(r"flag --(\w+)=(.*?): \('Non-boolean", str(e)):  # a command's own switch
+            raise UsageError(
+                f"--{switch[1]}={switch[2]}: a True/False option is true or false, not {switch[2]!r}"
+            ) from e
         raise UsageError((wrong and _wrong_type_line(base, *wrong.groups()[:2])) or str(e)) from e
     except (AttributeError, KeyError, TypeError, ValueError) as e:  # ml_collections on a bad override
         raise UsageError(f"config override: {' '.join(str(e).strip().strip(chr(39)).split())}") from e
@@ -329,7 +335,9 @@ def split_overrides(argv: list[str], config) -> tuple[list[str], list[str]]:
     overrides, rest, i = [], [], 0
     while i < len(argv):
         x = argv[i]
-        if not x.startswith("--config.") or "=" in x:
+        if x.startswith("--noconfig."):  # absl's False for a True/False field
+            overrides.append(x)
+        elif not x.startswith("--config.") or "=" in x:
             (overrides if x.startswith("--config.") else rest).append(x)
         elif isinstance(_held(config, x.removeprefix("--config.")), bool):
             overrides.append(f"{x}=True")
@@ -608,14 +616,24 @@ def _config_file_arg(argv: list[str]) -> Path | None:
     return None
 
 
+def _switch_value(text: str) -> bool | str:
+    """A True/False switch's value as absl reads it (true/t/1, false/f/0, any case); other text
+    as given, for absl to refuse."""
+    return {"true": True, "t": True, "1": True, "false": False, "f": False, "0": False}.get(text.lower(), text)
+
+
 def cmd_train(argv: list[str]) -> int:
     from lnm_jax.config import base_config
     from lnm_jax.run_files import RunFiles
 
     pre = _parser(add_help=False)
     pre.add_argument("--workdir")
-    pre.add_argument("--resume", action="store_true")
+    # read as absl reads the switch below (--resume, --resume=false, --noresume); a value after a
+    # space is taken here and refused by absl, as a leftover
+    pre.add_argument("--resume", nargs="?", const="true", default="false", type=_switch_value)
+    pre.add_argument("--noresume", dest="resume", action="store_false")
     known, _ = pre.parse_known_args(argv)
+    known.resume = known.resume is True
     default = base_config
     if known.resume and known.workdir and not RunFiles(known.workdir).config.is_file():
         if RunFiles(known.workdir).checkpoints.is_dir():  # a run that lost its config.json: named as such

@@ -846,7 +846,12 @@ def test_a_known_column_in_another_spelling_is_named(tmp_path):
     rows = [(p.code, p.row, p.column) for p in e.value.problems if p.code != MISNAMED_COLUMN]
     assert rows == [(MASK_NOT_BINARY, 1, "bmode_mask"), (MISSING_CLASS, None, "lnm")], str(e.value)
     assert "'patient_id'" in named["Patient-ID"] and "'ceus_mm_per_pixel'" in named["CEUS mm per pixel"], named
-    assert named["B-mode crop"] == "read as metadata, not as 'bmode_crop': name it 'bmode_crop'"
+    assert named["B-mode crop"] == "would be read as metadata, not as 'bmode_crop': name it 'bmode_crop'"
+    # one spelling of a column the manifest lacks: its cells are checked as that column's (below)
+    assert named["Bmode_Mask"] == (
+        "would be read as metadata, not as 'bmode_mask': name it 'bmode_mask'; "
+        "its cells are checked as 'bmode_mask' here"
+    )
     # beside the column it spells: renaming it would name that column twice (the trial of fd440a1)
     assert named["B-mode"] == "another spelling of 'bmode', which the manifest has: remove this column or rename it"
     # a name in an input's namespace that is none of its columns: a misspelt option, not metadata,

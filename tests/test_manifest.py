@@ -137,6 +137,11 @@ def test_missing_columns_are_named(folder):
     ]
     problems = _codes(_write(folder, "P1,img/a.png,img/a.jpg,1\n", header="patient_id,bmode,ceus,us_lnm\n"))
     assert [(p.code, p.column) for p in problems] == [(mf.MISSING_COLUMN, "lnm")]
+    # a missing image column: its mask and framing cells are not each said to lack an image (the
+    # trial of 9b0e6d1: 20 mask_without_image lines under one missing_column)
+    body = 'P1,img/a.png,img/a.png,1,1,"0,0,4,4"\nP2,img/b.png,img/b.png,0,0,\n'
+    problems = _codes(_write(folder, body, header="patient_id,bmode,ceus_mask,us_lnm,lnm,ceus_crop\n"))
+    assert [(p.code, p.column) for p in problems] == [(mf.MISSING_COLUMN, "ceus")], problems
 
 
 def test_missing_manifest_file(tmp_path):

@@ -79,15 +79,35 @@ def test_too_small_for_stratification_is_a_clear_error():
         holdout_split(["a", "b", "c"], [0, 1, 1], seed=0)
     ids = [f"p{i}" for i in range(20)]
     for n, fractions, said in (
-        (5, {}, "train/test split of 5 .* test_fraction=0.2 sets aside 1, .*at least 6 patients, or a larger test_f"),
-        (6, {}, "train/validation split of 4 .* val_fraction=0.2 sets aside 1, .*at least 6 patients, or a larger v"),
+        (
+            5,
+            {},
+            "train/test split of 5 .* test_fraction=0.2 sets aside 1, .*at least 8 patients .*, or a larger test_f",
+        ),
+        (
+            6,
+            {},
+            "train/validation split of 4 .* val_fraction=0.2 sets aside 1, .*at least 8 patients .*, or a larger v",
+        ),
         (20, {"test_fraction": 0.95}, "train/test split of 20 .*: test_fraction=0.95 keeps 1, .*: a smaller test_f"),
-        (9, {"test_fraction": 0.1}, "test_fraction=0.1 sets aside 1, .*this split needs at least 11 patients"),
+        (9, {"test_fraction": 0.1}, "test_fraction=0.1 sets aside 1, .*the cohort needs at least 11 patients"),
     ):
         with pytest.raises(SplitError, match=said) as e:
             holdout_split(ids[:n], [i % 2 for i in range(n)], seed=0, **fractions)
         assert "should be greater" not in str(e.value)
     holdout_split(ids[:11], [i % 2 for i in range(11)], seed=0, test_fraction=0.1, val_fraction=0.5)  # the 11 do
+    # the size said is the cohort's, through both cuts (the trial of 9b0e6d1: a cohort of 6 had
+    # been told its train/validation part of 4 needed 6), and a balanced cohort of that size splits
+    ids = [f"p{i}" for i in range(200)]
+    for n, fractions in ((5, {}), (6, {}), (7, {}), (10, {"val_fraction": 0.05}), (20, {"test_fraction": 0.05})):
+        with pytest.raises(SplitError, match="the cohort needs at least") as e:
+            holdout_split(ids[:n], [i % 2 for i in range(n)], seed=0, **fractions)
+        need = int(str(e.value).split("needs at least ")[1].split()[0])
+        holdout_split(ids[:need], [i % 2 for i in range(need)], seed=0, **fractions)
+        with pytest.raises(SplitError):
+            holdout_split(ids[: need - 1], [i % 2 for i in range(need - 1)], seed=0, **fractions)
+    with pytest.raises(SplitError, match="val_fraction=0.0 must be a number > 0 and < 1"):
+        holdout_split(ids[:20], [i % 2 for i in range(20)], seed=0, val_fraction=0.0)
     with pytest.raises(SplitError, match="k=5 folds need"):
         kfold_splits([f"p{i}" for i in range(8)], [0, 0, 0, 1, 1, 1, 1, 1], k=5, seed=0)
 

@@ -287,11 +287,13 @@ def _input_columns(name: str) -> dict[str, str]:
     return {"": name, **OPTION_COLUMNS[name], "mask": mask(name)}
 
 
-def _misnamed(column: str, known: str, header: list[str], filled: dict[str, int]) -> str:
+def _misnamed(column: str, known: str, header: list[str], filled: dict[str, int], checked: bool = False) -> str:
     """Why ``column``, which folds to the ``known`` one (:func:`_folded`), is refused;
-    ``filled``: the non-empty cells of each column."""
+    ``filled``: the non-empty cells of each column; ``checked``: its cells are checked as
+    ``known``'s in this reading."""
     if known not in header:
-        return f"read as metadata, not as {known!r}: name it {known!r}"
+        also = f"; its cells are checked as {known!r} here" if checked else ""
+        return f"would be read as metadata, not as {known!r}: name it {known!r}{also}"
     if filled.get(known, 0) == 0 and filled.get(column, 0) > 0:  # the cells are in this spelling
         return f"another spelling of {known!r}, which is empty in every row: remove {known!r} and name this column so"
     return f"another spelling of {known!r}, which the manifest has: remove this column or rename it"
@@ -588,8 +590,11 @@ def read_manifest(
         next(cells, None)
         filled = collections.Counter(header[i] for r in cells for i, v in enumerate(r[: len(header)]) if v.strip())
         unknown = [(h, why) for h in spaced if (why := _unknown_input_column(h, header, filled))]
+    # the rows are checked as the header means them: a column in another spelling as the column it
+    # spells (where the manifest lacks that one), a missing column's cells not said row by row
+    spelt = {h: c for h, c in misnamed if c not in header and [k for _, k in misnamed].count(c) == 1}
     problems: list[Problem] = [  # said with the rows' problems: a manifest is mended in one pass
-        *(Problem(MISNAMED_COLUMN, _misnamed(h, c, header, filled), column=h) for h, c in misnamed),
+        *(Problem(MISNAMED_COLUMN, _misnamed(h, c, header, filled, h in spelt), column=h) for h, c in misnamed),
         *(Problem(MISNAMED_COLUMN, why, column=h) for h, why in unknown),
         *(
             Problem(MISSING_COLUMN, f"required column is missing (header: {header})", column=c)
@@ -597,11 +602,10 @@ def read_manifest(
             if c not in {known_as for _, known_as in misnamed}
         ),
     ]
-    # the rows are checked as the header means them: a column in another spelling as the column it
-    # spells (where the manifest lacks that one), a missing column's cells not said row by row
-    spelt = {h: c for h, c in misnamed if c not in header and [k for _, k in misnamed].count(c) == 1}
     header = reader.fieldnames = [spelt.get(h, h) for h in header]
     unheld = set(missing) - set(spelt.values())
+    # an input whose image column is missing: its other cells are not said to lack an image, row by row
+    imageless = {c for name in IMAGE_COLUMNS if name in unheld for f, c in _input_columns(name).items() if f}
 
     base = path.parent
     patients: list[Patient] = []
@@ -664,7 +668,11 @@ def read_manifest(
     order = {h: i for i, h in enumerate(header)}  # a row's problems in its columns' order, the row's own first
     for (row, _), (patient, found) in zip(records, ordered_map(check, records, min(cpus(), MAX_CHECK_THREADS))):
         found = [
-            p for p in (id_problems.get(row), *found) if p is not None and p.column not in no_cell.get(row, unheld)
+            p
+            for p in (id_problems.get(row), *found)
+            if p is not None
+            and p.column not in no_cell.get(row, unheld)
+            and not (p.column in imageless and p.code in (OPTION_WITHOUT_IMAGE, MASK_WITHOUT_IMAGE))
         ]
         problems += [p for p in (extra_problems.get(row),) if p is not None]  # (a missing cell: said there)
         problems += sorted(found, key=lambda p: order.get(p.column, -1))

@@ -116,12 +116,14 @@ def _sorted(ids: Sequence[str], labels: Sequence[int]) -> tuple[np.ndarray, np.n
     return np.asarray(ids, dtype=object)[order], np.asarray(labels)[order]
 
 
-def _stratified_cut(ids, labels, fraction: float, seed: int, what: str, setting: str):
+def _stratified_cut(ids, labels, fraction: float, seed: int, what: str, setting: str, need: int | None):
     """``train_test_split`` of ``ids``, ``fraction`` of them (rounded up, as scikit-learn rounds)
     set aside; ``seed`` may be a derived one (``seed + 1``): wrapped into scikit-learn's range
     (unchanged below 2**32 - 1). A cut that cannot hold each class on both sides raises
-    :class:`SplitError` in the split's words: ``what`` it is, and the ``setting`` that sets its
-    ``fraction``, with the cohort size that would do."""
+    :class:`SplitError` in the split's words: ``what`` it is, the ``setting`` that sets its
+    ``fraction``, and ``need``, the cohort size whose every cut would (:func:`_smallest_cohort`)."""
+    if not 0 < fraction < 1:
+        raise SplitError(f"{setting}={fraction!r} must be a number > 0 and < 1")
     counts = np.bincount(labels.astype(int), minlength=2)
     n, held, classes = len(ids), math.ceil(fraction * len(ids)), int((counts > 0).sum())
     head = f"cannot make a stratified {what} split of {n} patients (class counts {counts.tolist()})"
@@ -129,13 +131,12 @@ def _stratified_cut(ids, labels, fraction: float, seed: int, what: str, setting:
         cls = int(np.flatnonzero(counts == fewest)[0])
         raise SplitError(f"{head}: class {cls} has {fewest} patient, and each side of the split needs one")
     if held < classes or n - held < classes:
-        need = next(m for m in range(n, n + 100_000) if classes <= math.ceil(fraction * m) <= m - classes)
         side = f"sets aside {held}" if held < classes else f"keeps {n - held}"
-        fix = (
-            f"this split needs at least {need} patients, or a larger {setting}"
-            if held < classes
-            else f"a smaller {setting}"
-        )
+        fix = f"a smaller {setting}"
+        if held < classes:
+            fix = (
+                f"the cohort needs at least {need} patients at these fractions, or " if need else ""
+            ) + f"a larger {setting}"
         raise SplitError(f"{head}: {setting}={fraction:g} {side}, where each side needs one of each class: {fix}")
     try:
         a, b, la, lb = train_test_split(ids, labels, test_size=fraction, stratify=labels, random_state=seed_mod(seed))
@@ -144,13 +145,22 @@ def _stratified_cut(ids, labels, fraction: float, seed: int, what: str, setting:
     return a, b, la, lb
 
 
+def _smallest_cohort(n: int, cuts) -> int | None:
+    """The smallest cohort of ``n`` patients or more each of whose cuts sets aside and keeps
+    at least one patient of each class (of two): ``cuts(m)`` gives a cohort of ``m``'s cuts as
+    (fraction, patients cut) pairs. A size that would do at the least (the classes' balance
+    may ask more); None where none up to ``n`` + 100,000 does."""
+    return next((m for m in range(n, n + 100_000) if all(2 <= math.ceil(f * k) <= k - 2 for f, k in cuts(m))), None)
+
+
 def holdout_split(
     ids: Sequence[str], labels: Sequence[int], *, seed: int, test_fraction: float = 0.2, val_fraction: float = 0.2
 ) -> Split:
     """The paper's protocol: stratified train/test, then train/validation."""
     ids, labels = _sorted(ids, labels)
-    rest, test, lrest, _ = _stratified_cut(ids, labels, test_fraction, seed, "train/test", "test_fraction")
-    train, val, _, _ = _stratified_cut(rest, lrest, val_fraction, seed + 1, "train/validation", "val_fraction")
+    need = _smallest_cohort(len(ids), lambda m: [(test_fraction, m), (val_fraction, m - math.ceil(test_fraction * m))])
+    rest, test, lrest, _ = _stratified_cut(ids, labels, test_fraction, seed, "train/test", "test_fraction", need)
+    train, val, _, _ = _stratified_cut(rest, lrest, val_fraction, seed + 1, "train/validation", "val_fraction", need)
     split = Split(tuple(sorted(train)), tuple(sorted(val)), tuple(sorted(test)))
     assert_disjoint(split)
     assert_both_classes(split, dict(zip(ids, labels)))
@@ -169,6 +179,7 @@ def kfold_splits(
             f"k={k} folds need at least {k} patients of each class, "
             f"got {np.bincount(labels.astype(int), minlength=2).tolist()}"
         )
+    need = _smallest_cohort(len(ids), lambda m: [(val_fraction, m - math.ceil(m / k))])
     folds = []
     skf = StratifiedKFold(n_splits=k, shuffle=True, random_state=seed)
     for fold, (rest_idx, test_idx) in enumerate(skf.split(ids, labels)):
@@ -179,6 +190,7 @@ def kfold_splits(
             seed + 1 + fold,
             f"fold {fold} train/validation",
             "val_fraction",
+            need,
         )
         split = Split(tuple(sorted(train)), tuple(sorted(val)), tuple(sorted(ids[test_idx])), fold)
         assert_disjoint(split)
