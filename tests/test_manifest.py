@@ -68,6 +68,7 @@ def test_a_missing_file_is_said_with_the_one_a_manifest_from_another_system_mean
     drive letter, another extension), and only where one file is meant."""
     Image.fromarray(np.zeros((20, 30), np.uint8) + 9, "L").save(folder / "img" / "e.png")
     rows = ("img\\e.png", "IMG/E.PNG", "C:\\scans\\e.png", "img/e.jpg", "img/a.gif", "img\\zz.png", "img/zz.png")
+    rows += ("C:\\data\\img\\e.png", "img\\E.png", "c:img/e.png")
     body = "".join(f"P{i},{b},img/a.jpg,{i % 2},{i % 2},40\n" for i, b in enumerate(rows))
     said = {p.row: p.message for p in _codes(_write(folder, body)) if p.code == mf.MISSING_FILE}
     img = folder / "img"
@@ -81,6 +82,13 @@ def test_a_missing_file_is_said_with_the_one_a_manifest_from_another_system_mean
         5: "image file does not exist",  # a.png and a.jpg: which is meant cannot be told
         6: "image file does not exist; its '\\' are part of a name here: write the path with '/'",
         7: "image file does not exist",
+        # (the trial of 9b0e6d1: the file a drive letter's path means, and the case under '\\', were not named)
+        8: f"image file does not exist; a Windows path (drive letter): {img}/e.png does: give it relative to the "
+        "manifest, with '/'",
+        9: f"image file does not exist; {img}/e.png does (the names differ in case, which this file system tells "
+        "apart): write the path with '/' (Windows separators, '\\', are part of a name here)",
+        10: f"image file does not exist; a Windows path (drive letter): {img}/e.png does: give it relative to the "
+        "manifest, with '/'",
     }, said
 
 

@@ -374,24 +374,43 @@ def missing_path(path: Path) -> str | None:
     return None
 
 
-# a Windows drive letter where a manifest's path begins (C:\\data\\a.png, D:/a.png)
-_DRIVE = re.compile(r"(?:^|/)[A-Za-z]:[\\/]")
+# a path component that begins with a Windows drive letter (C:, c:images)
+_DRIVE = re.compile(r"[A-Za-z]:.*")
 
 
 def _meant_path(path: Path) -> str:
     """'' or, for a ``path`` that does not exist, the hint to the one a manifest written on
     another system means: Windows separators ('\\', which are a file name's characters here), a
-    drive letter, names that differ in case only (written where the file system ignores case,
-    read where it does not), or the one file of that name with another extension (converted).
-    Nothing where no one file is meant."""
-    text = str(path)
-    if "\\" in text:
-        if (posix := Path(text.replace("\\", "/"))).exists():
-            return f"; {posix} does: write the path with '/' (Windows separators, '\\', are part of a name here)"
-        if _DRIVE.search(text.replace("\\", "/")):
+    drive letter (the file found by the path's end, under the manifest's folder), names that
+    differ in case only (written where the file system ignores case, read where it does not),
+    or the one file of that name with another extension (converted). Each names the file found,
+    where one is; nothing where no one file is meant."""
+    posix = Path(str(path).replace("\\", "/"))
+    parts = posix.parts
+    drive = next((i for i, part in enumerate(parts) if _DRIVE.fullmatch(part)), None)
+    if drive is not None:  # base / 'C:/data/images/a.png': the longest end of it under base
+        base, end = Path(*parts[:drive]) if drive else Path("."), [parts[drive][2:], *parts[drive + 1 :]]
+        end = [e for e in end if e]
+        found = next((f for k in range(len(end)) if (f := _meant_file(base.joinpath(*end[k:])))), None)
+        if found is None:
             return "; a Windows path (drive letter): give it relative to the manifest, with '/', or as this machine's"
-        return "; its '\\' are part of a name here: write the path with '/'"
-    found, parts = Path(path.anchor or "."), path.parts[1:] if path.anchor else path.parts
+        return f"; a Windows path (drive letter): {_does(*found)}: give it relative to the manifest, with '/'"
+    found = _meant_file(posix)
+    if "\\" in str(path):
+        if found is None:
+            return "; its '\\' are part of a name here: write the path with '/'"
+        return f"; {_does(*found)}: write the path with '/' (Windows separators, '\\', are part of a name here)"
+    return f"; {found[0]} does: {found[1]}" if found else ""
+
+
+def _does(file: Path, how: str) -> str:
+    return f"{file} does" + (f" ({how})" if how else "")
+
+
+def _meant_file(path: Path) -> tuple[Path, str] | None:
+    """The file ``path`` likely means and how it differs ('': not at all; the names differ in
+    case; another extension), or None where no one file is meant."""
+    found, parts, how = Path(path.anchor or "."), path.parts[1:] if path.anchor else path.parts, ""
     for i, part in enumerate(parts):
         if (found / part).exists():
             found /= part
@@ -399,14 +418,14 @@ def _meant_path(path: Path) -> str:
         names = _listing(found)
         same = names.get(part.casefold(), ())
         if len(same) == 1:
-            found /= same[0]
+            found, how = found / same[0], "the names differ in case, which this file system tells apart"
             continue
         stem = Path(part).stem.casefold()  # the file, converted: a.jpg for a.png
         others = [n for k, ns in names.items() for n in ns if Path(k).stem == stem] if i == len(parts) - 1 else []
         if len(others) == 1 and (found / others[0]).is_file():
-            return f"; {found / others[0]} does: another extension"
-        return ""
-    return f"; {found} does: the names differ in case, which this file system tells apart" if found.exists() else ""
+            return found / others[0], "another extension"
+        return None
+    return (found, how) if found.is_file() or found.is_dir() else None
 
 
 def _listing(folder: Path) -> dict[str, tuple[str, ...]]:
