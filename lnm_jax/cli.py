@@ -157,6 +157,7 @@ class _Parser(argparse.ArgumentParser):
 
 def _parser(**kwargs) -> argparse.ArgumentParser:
     """Every sub-command's argument parser: its help shows the options' defaults."""
+    kwargs.setdefault("allow_abbrev", False)  # as absl's commands: --man is no --manifest
     return _Parser(formatter_class=_HelpFormatter, **kwargs)
 
 
@@ -231,7 +232,7 @@ def cmd_validate(argv: list[str]) -> int:
     p.epilog = "--config.FIELD=VALUE overrides a field of that config (or of the built-in one), as train takes it"
     if {"-h", "--help"} & set(argv):
         p.parse_args(["--help"])  # (exits) before a config is built: --help loads no JAX
-    pre = _parser(add_help=False)  # the config the overrides apply to: their fields' types say how they read
+    pre = _parser(prog="lnm-jax validate", add_help=False)  # the config the overrides apply to: their types
     pre.add_argument("--workdir", type=Path)
     pre.add_argument("--config", type=Path)
     known, _ = pre.parse_known_args(argv)
@@ -344,8 +345,8 @@ def split_overrides(argv: list[str], config) -> tuple[list[str], list[str]]:
         elif i + 1 < len(argv) and not argv[i + 1].startswith("--"):
             overrides.append(f"{x}={argv[i + 1]}")
             i += 1
-        else:
-            overrides.append(x)  # apply_overrides: "give a value"
+        else:  # absl would take the next option as its value
+            raise UsageError(f"{x}: give a value, {x}=VALUE")
         i += 1
     return overrides, rest
 
@@ -362,9 +363,10 @@ def leftover_line(leftover: list[str], argv: list[str], config, switches: Iterab
             (key.startswith("config.") and isinstance(_held(config, key.removeprefix("config.")), bool))
             or key in switches
         ):
+            form = f"--{key}={x}" if isinstance(_switch_value(x), bool) else f"--{key}=true or --{key}=false"
             return (
                 f"unexpected argument {x!r} after --{key}: a True/False option takes its value after "
-                f"'=' (--{key}={x}); alone, --{key} sets it True"
+                f"'=' ({form}); alone, --{key} sets it True"
             )
     many = len(leftover) > 1
     said = " ".join(repr(x) for x in leftover)
@@ -594,6 +596,7 @@ def parse_config_command(name: str, argv: list[str], default_factory, extra=None
     base = default_factory() if file is None else load_config_file(file)  # a broken file: one line
     if problems := _override_problems(argv, base):  # before absl, which raises on the first
         raise UsageError(" | ".join(problems))
+    split_overrides(argv, base)  # a value-less override: absl would take the next option as its value
     if file is not None:
         config_flags.DEFINE_config_file("config", None, "experiment config file", flag_values=fv, sys_argv=full)
     else:
@@ -626,7 +629,7 @@ def cmd_train(argv: list[str]) -> int:
     from lnm_jax.config import base_config
     from lnm_jax.run_files import RunFiles
 
-    pre = _parser(add_help=False)
+    pre = _parser(prog="lnm-jax train", add_help=False)
     pre.add_argument("--workdir")
     # read as absl reads the switch below (--resume, --resume=false, --noresume); a value after a
     # space is taken here and refused by absl, as a leftover
@@ -986,6 +989,9 @@ def cmd_reproduce(argv: list[str]) -> int:
         config.data.manifest = str(Path(fv.manifest).resolve())
     if fv.folds is not None:
         config.protocol.folds = fv.folds
+    from lnm_jax.config import check_fields
+
+    check_fields(config)  # (--folds included) exit 2 before a cohort is written, as train and validate
     with hold(fv.workdir, "reproduce", create=True):
         res = reproduce(config, fv.workdir)
     print("\n".join(table3_lines(res)))

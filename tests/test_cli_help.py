@@ -143,6 +143,16 @@ def test_an_override_reads_alike_in_every_command(capsys, tmp_path):
         (["validate", "m.csv", "--config.data.split.val_fraction=0.0"], "data.split.val_fraction: 0.0 is not"),
         (["validate", "m.csv", "--config.train.epochs=-1"], "1 config problem: train.epochs: -1 is not an integer"),
         (["train", "--workdir", "w", "--config.train.epochs=-1"], "1 config problem: train.epochs: -1 is not an int"),
+        # the trial of 7a5e1c4: a value-less override took the next option as its value; a value
+        # the switch refuses was suggested after '='; a shortened option was taken by validate only
+        (["validate", "m.csv", "--config.model.backbone", "--config.train.epochs=3"], "--config.model.backbone: give"),
+        (["train", "--workdir", "w", "--config.model.backbone", "--config.train.epochs=3"], "backbone: give a value"),
+        (
+            ["validate", "m.csv", "--config.data.cache", "yes"],
+            "(--config.data.cache=true or --config.data.cache=false)",
+        ),
+        (["validate", "--man", "m.csv"], "unexpected argument '--man': no option takes it"),
+        (["reproduce", "--workdir", str(tmp_path / "w3"), "--folds", "1"], "protocol.folds: 1 is not"),
     ):
         assert main(argv) == 2, argv
         err = capsys.readouterr().err.strip().splitlines()
@@ -155,6 +165,7 @@ def test_an_override_reads_alike_in_every_command(capsys, tmp_path):
         parse_config_command("train", ["--workdir", "w", "--resume", "False"], base_config, resume)
     for given, held in (("--resume=False", False), ("--resume=true", True), ("--noresume", False), ("--resume", True)):
         assert parse_config_command("train", ["--workdir", "w", given], base_config, resume)[1].resume is held
+    assert not (tmp_path / "w3").exists()  # reproduce refused its --folds before writing a cohort
     # the form the refusal names is taken by train, whose own pre-reading had refused it
     # ("lnm-jax: error: argument --resume: ignored explicit argument 'False'")
     assert main(["train", "--workdir", str(tmp_path), "--resume=False", "--config.train.epochs=-1"]) == 2

@@ -60,6 +60,10 @@ def test_a_spreadsheets_export_reads_as_written(folder):
         problems = _codes(_write(folder, body.replace("P2,img/b.png,img/b.jpg,0.0", f"P2,img/b.png,img/b.jpg,{bad}")))
         assert [(p.code, p.row) for p in problems] == [(mf.BAD_FLAG_VALUE, 3)], bad
     assert [p.code for p in _codes(_write(folder, ",,,,,\n , \n"))] == [mf.EMPTY_COHORT]
+    # a row's number is its line less the header's, empty lines counted (they had shifted the
+    # rows after them: the trial of 7a5e1c4)
+    problems = _codes(_write(folder, "P1,img/a.png,img/a.jpg,1,1,40\n\n\n\nP2,img/b.png,img/b.jpg,0,x,51\n"))
+    assert [(p.code, p.row) for p in problems] == [(mf.BAD_LABEL_VALUE, 5)]
 
 
 def test_a_missing_file_is_said_with_the_one_a_manifest_from_another_system_means(folder):
@@ -150,6 +154,9 @@ def test_missing_columns_are_named(folder):
     body = 'P1,img/a.png,img/a.png,1,1,"0,0,4,4"\nP2,img/b.png,img/b.png,0,0,\n'
     problems = _codes(_write(folder, body, header="patient_id,bmode,ceus_mask,us_lnm,lnm,ceus_crop\n"))
     assert [(p.code, p.column) for p in problems] == [(mf.MISSING_COLUMN, "ceus")], problems
+    # a mask column in another spelling beside no image column: not said to be checked
+    problems = _codes(_write(folder, body, header="patient_id,bmode,CEUS Mask,us_lnm,lnm,ceus_crop\n"))
+    assert problems[0].message == "would be read as metadata, not as 'ceus_mask': name it 'ceus_mask'", problems
 
 
 def test_missing_manifest_file(tmp_path):

@@ -111,7 +111,8 @@ PATIENT_ID_PATTERN = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,127}")
 
 @dataclasses.dataclass(frozen=True)
 class Problem:
-    """One thing wrong with a manifest. ``row`` is the 1-based data row (CSV line - 1)."""
+    """One thing wrong with a manifest. ``row`` is the row's line in the file less the header's
+    (the last line of a row whose quoted cells hold line breaks), so empty lines are counted."""
 
     code: str
     message: str
@@ -612,8 +613,10 @@ def read_manifest(
     # the rows are checked as the header means them: a column in another spelling as the column it
     # spells (where the manifest lacks that one), a missing column's cells not said row by row
     spelt = {h: c for h, c in misnamed if c not in header and [k for _, k in misnamed].count(c) == 1}
+    meant = {spelt.get(h, h) for h in header}  # a mask's or option's cells are checked only beside their image's
+    checked = {h for h, c in spelt.items() if all(n in meant for n in IMAGE_COLUMNS if c in _input_columns(n).values())}
     problems: list[Problem] = [  # said with the rows' problems: a manifest is mended in one pass
-        *(Problem(MISNAMED_COLUMN, _misnamed(h, c, header, filled, h in spelt), column=h) for h, c in misnamed),
+        *(Problem(MISNAMED_COLUMN, _misnamed(h, c, header, filled, h in checked), column=h) for h, c in misnamed),
         *(Problem(MISNAMED_COLUMN, why, column=h) for h, why in unknown),
         *(
             Problem(MISSING_COLUMN, f"required column is missing (header: {header})", column=c)
@@ -633,7 +636,8 @@ def read_manifest(
         h for h in header if h not in REQUIRED_COLUMNS and h not in option_columns and h not in MASK_COLUMNS
     )
     records, id_problems, extra_problems, no_cell = [], {}, {}, {}
-    for row, read in enumerate(reader, start=1):
+    for read in reader:
+        row = reader.line_num - 1  # the file's line, less the header's: the row an editor shows, after empty lines too
         rec = {k: (v or "").strip() for k, v in read.items() if k is not None}
         if not any(rec.values()) and not any(c.strip() for c in read.get(None) or ()):
             continue  # a spreadsheet's blank row (',,,,'): no data, passed over as csv passes over an empty line
