@@ -294,6 +294,8 @@ def _read_flags(fv, full: list[str], base) -> list[str]:
         wrong = re.match(r"flag --config\.([\w.]+)=(.*?): (invalid literal|could not convert|\('Non-boolean)", str(e))
         if bare := re.match(r"Missing value for flag --config\.([\w.]+)", str(e)):
             raise UsageError(f"--config.{bare[1]}: give a value, --config.{bare[1]}=VALUE") from e
+        if number := re.match(r"flag --(\w+)=(.*?): invalid literal for int", str(e)):  # a command's own option
+            raise UsageError(f"--{number[1]}={number[2]}: an integer, not {number[2]!r}") from e
         if switch := re.match(r"flag --(\w+)=(.*?): \('Non-boolean", str(e)):  # a command's own switch
             raise UsageError(
                 f"--{switch[1]}={switch[2]}: a True/False option is true or false, not {switch[2]!r}"
@@ -591,7 +593,12 @@ def parse_config_command(name: str, argv: list[str], default_factory, extra=None
             extra(flags, fv)
         print(config_help(name, default_factory, fv))
         raise SystemExit(0)
-    full = [f"lnm-jax {name}"] + argv  # config_flags reads overrides from this argv
+    # config_flags reads overrides from this argv, the file first wherever it was given (absl
+    # refuses an override before --config FILE, which validate takes)
+    at = {
+        i for i, x in enumerate(argv) if x.startswith("--config=") or x == "--config" or argv[i - 1 : i] == ["--config"]
+    }
+    full = [f"lnm-jax {name}", *(argv[i] for i in sorted(at)), *(x for i, x in enumerate(argv) if i not in at)]
     file = _config_file_arg(argv)
     base = default_factory() if file is None else load_config_file(file)  # a broken file: one line
     if problems := _override_problems(argv, base):  # before absl, which raises on the first

@@ -153,6 +153,9 @@ def test_an_override_reads_alike_in_every_command(capsys, tmp_path):
         ),
         (["validate", "--man", "m.csv"], "unexpected argument '--man': no option takes it"),
         (["reproduce", "--workdir", str(tmp_path / "w3"), "--folds", "1"], "protocol.folds: 1 is not"),
+        (["reproduce", "--workdir", str(tmp_path / "w3"), "--folds=x"], "--folds=x: an integer, not 'x'"),
+        # an override before --config FILE: read as validate reads it (absl had refused the order)
+        (["train", "--workdir", "w", "--config.train.epochs=-1", "--config", "configs/demo.py"], "train.epochs: -1"),
     ):
         assert main(argv) == 2, argv
         err = capsys.readouterr().err.strip().splitlines()
