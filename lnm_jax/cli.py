@@ -595,10 +595,8 @@ def parse_config_command(name: str, argv: list[str], default_factory, extra=None
         raise SystemExit(0)
     # config_flags reads overrides from this argv, the file first wherever it was given (absl
     # refuses an override before --config FILE, which validate takes)
-    at = {
-        i for i, x in enumerate(argv) if x.startswith("--config=") or x == "--config" or argv[i - 1 : i] == ["--config"]
-    }
-    full = [f"lnm-jax {name}", *(argv[i] for i in sorted(at)), *(x for i, x in enumerate(argv) if i not in at)]
+    at = _config_file_at(argv)
+    full = [f"lnm-jax {name}", *(argv[i] for i in at), *(x for i, x in enumerate(argv) if i not in at)]
     file = _config_file_arg(argv)
     base = default_factory() if file is None else load_config_file(file)  # a broken file: one line
     if problems := _override_problems(argv, base):  # before absl, which raises on the first
@@ -616,20 +614,32 @@ def parse_config_command(name: str, argv: list[str], default_factory, extra=None
     return fv.config, fv
 
 
+def _config_file_at(argv: list[str]) -> list[int]:
+    """The positions in ``argv`` of ``--config FILE`` (both) and ``--config=FILE``, in order."""
+    return [
+        i for i, x in enumerate(argv) if x.startswith("--config=") or x == "--config" or argv[i - 1 : i] == ["--config"]
+    ]
+
+
 def _config_file_arg(argv: list[str]) -> Path | None:
-    """The file of ``--config FILE`` / ``--config=FILE``, or None."""
-    for i, x in enumerate(argv):
-        if x == "--config" and i + 1 < len(argv):
-            return Path(argv[i + 1])
-        if x.startswith("--config="):
-            return Path(x.removeprefix("--config="))
+    """The file of the first ``--config FILE`` / ``--config=FILE``, or None."""
+    for i in _config_file_at(argv):
+        if argv[i].startswith("--config="):
+            return Path(argv[i].removeprefix("--config="))
+        if argv[i] != "--config":  # the FILE after --config
+            return Path(argv[i])
     return None
 
 
 def _switch_value(text: str) -> bool | str:
-    """A True/False switch's value as absl reads it (true/t/1, false/f/0, any case); other text
-    as given, for absl to refuse."""
-    return {"true": True, "t": True, "1": True, "false": False, "f": False, "0": False}.get(text.lower(), text)
+    """A True/False switch's value as absl reads it (absl's own parser: true/t/1, false/f/0, any
+    case); other text as given, for absl to refuse."""
+    from absl import flags
+
+    try:
+        return flags.BooleanParser().parse(text)
+    except ValueError:
+        return text
 
 
 def cmd_train(argv: list[str]) -> int:
