@@ -301,7 +301,11 @@ def _read_flags(fv, full: list[str], base) -> list[str]:
                 f"--{switch[1]}={switch[2]}: a True/False option is true or false, not {switch[2]!r}"
             ) from e
         raise UsageError((wrong and _wrong_type_line(base, *wrong.groups()[:2])) or str(e)) from e
-    except (AttributeError, KeyError, TypeError, ValueError) as e:  # ml_collections on a bad override
+    except ValueError as e:
+        if negated := re.match(r"--no([\w.-]+)=(\S*) does not take an argument", str(e)):  # absl's words
+            raise UsageError(f"--no{negated[1]}={negated[2]}: {negated_line(negated[1])}") from e
+        raise UsageError(f"config override: {' '.join(str(e).strip().strip(chr(39)).split())}") from e
+    except (AttributeError, KeyError, TypeError) as e:  # ml_collections on a bad override
         raise UsageError(f"config override: {' '.join(str(e).strip().strip(chr(39)).split())}") from e
 
 
@@ -353,18 +357,26 @@ def split_overrides(argv: list[str], config) -> tuple[list[str], list[str]]:
     return overrides, rest
 
 
+def negated_line(key: str) -> str:
+    """What ``--noKEY`` is, for a value given to it: absl's False for the True/False ``KEY``."""
+    return f"--no{key} takes no value; it sets {key} False, as --{key}=false does"
+
+
 def leftover_line(leftover: list[str], argv: list[str], config, switches: Iterable[str] = ()) -> str:
     """The line refusing arguments no option took (``leftover``) from a command's ``argv``. A
     value written with a space after a True/False override (``--config.data.accept_secondary_capture
     False``) or after one of the command's True/False ``switches`` (``--resume False``) is named
     as such: absl reads the bare flag as True and leaves the value, which had been dropped in
     silence."""
+
+    def switch(key: str) -> bool:
+        return key in switches or (key.startswith("config.") and isinstance(_held(config, key[7:]), bool))
+
     for before, x in zip(argv, argv[1:]):
         key = before.removeprefix("--")
-        if x in leftover and (
-            (key.startswith("config.") and isinstance(_held(config, key.removeprefix("config.")), bool))
-            or key in switches
-        ):
+        if x in leftover and key.startswith("no") and switch(key[2:]):
+            return f"unexpected argument {x!r} after --{key}: {negated_line(key[2:])}"
+        if x in leftover and switch(key):
             form = f"--{key}={x}" if isinstance(_switch_value(x), bool) else f"--{key}=true or --{key}=false"
             return (
                 f"unexpected argument {x!r} after --{key}: a True/False option takes its value after "
@@ -651,7 +663,8 @@ def cmd_train(argv: list[str]) -> int:
     # read as absl reads the switch below (--resume, --resume=false, --noresume); a value after a
     # space is taken here and refused by absl, as a leftover
     pre.add_argument("--resume", nargs="?", const="true", default="false", type=_switch_value)
-    pre.add_argument("--noresume", dest="resume", action="store_false")
+    # --noresume=VALUE is refused by absl, in its one line; read here as not resuming
+    pre.add_argument("--noresume", dest="resume", nargs="?", const=False, type=lambda _: False)
     known, _ = pre.parse_known_args(argv)
     known.resume = known.resume is True
     default = base_config

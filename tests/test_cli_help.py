@@ -156,6 +156,16 @@ def test_an_override_reads_alike_in_every_command(capsys, tmp_path):
         (["reproduce", "--workdir", str(tmp_path / "w3"), "--folds=x"], "--folds=x: an integer, not 'x'"),
         # an override before --config FILE: read as validate reads it (absl had refused the order)
         (["train", "--workdir", "w", "--config.train.epochs=-1", "--config", "configs/demo.py"], "train.epochs: -1"),
+        # --noX with a value: train's pre-reading had said argparse's "ignored explicit argument",
+        # the others "config override: --noresume=false does not take an argument"
+        (["train", "--workdir", "w", "--noresume=false"], "--noresume=false: --noresume takes no value; it sets"),
+        (["pretrain", "--workdir", "w", "--noresume=1"], "--noresume=1: --noresume takes no value; it sets resume"),
+        (
+            ["validate", "m.csv", "--noconfig.data.cache=0"],
+            "--noconfig.data.cache=0: --noconfig.data.cache takes no value; it sets config.data.cache False",
+        ),
+        (["train", "--workdir", "w", "--nodistributed", "1"], "unexpected argument '1' after --nodistributed: --no"),
+        (["validate", "m.csv", "--noconfig.data.cache", "False"], "'False' after --noconfig.data.cache: --noconfig"),
     ):
         assert main(argv) == 2, argv
         err = capsys.readouterr().err.strip().splitlines()

@@ -64,6 +64,10 @@ def test_a_spreadsheets_export_reads_as_written(folder):
     # rows after them: the trial of 7a5e1c4)
     problems = _codes(_write(folder, "P1,img/a.png,img/a.jpg,1,1,40\n\n\n\nP2,img/b.png,img/b.jpg,0,x,51\n"))
     assert [(p.code, p.row) for p in problems] == [(mf.BAD_LABEL_VALUE, 5)]
+    # a row whose quoted cell holds line breaks is numbered by its first line (it had been its last)
+    notes = 'P1,img/a.png,img/a.jpg,1,x,"seen twice\nsecond line\r\nthird"\n\nP2,img/b.png,img/b.jpg,0,y,51\n'
+    said = [(p.code, p.row) for p in _codes(_write(folder, notes))]
+    assert said == [(mf.BAD_LABEL_VALUE, 1), (mf.BAD_LABEL_VALUE, 5)]
 
 
 def test_a_missing_file_is_said_with_the_one_a_manifest_from_another_system_means(folder):

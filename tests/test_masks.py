@@ -217,6 +217,19 @@ def test_crop_to_lesion_writes_a_manifest_that_frames_around_the_mask(tmp_path):
     assert p.image_options("bmode").crop == Box(25, 10, 85, 70) and p.bmode == (tmp_path / "sub" / "../img.png")
     m = decode_mask(p.mask("bmode"), p.bmode, "bmode", size=32, options=p.image_options("bmode"))
     assert 0.15 < m.mean() < 0.25  # the 30x20 lesion in a 60x60 crop: a sixth of the model's square
+    # each row's box is its own mask's: a spreadsheet's blank row and a quoted cell's line breaks
+    # (read_manifest passes over the one and reads the other as one row) had shifted the boxes after
+    # them onto the next patient, the last patient left out, in silence
+    other = np.zeros((80, 120), np.uint8)
+    other[5:25, 10:20] = 255
+    Image.fromarray(other).save(tmp_path / "mask2.png")
+    text = _manifest(tmp_path, [*rows, {**rows[0], "patient_id": "C", "bmode_mask": "mask2.png"}]).read_text()
+    head, a, b, c = text.splitlines()
+    (tmp_path / "m.csv").write_text(f'{head},note\n,,,,,,\n{a},"two\nlines"\n,,,,,,\n\n{b},\n{c},\n')
+    crop_to_lesion(tmp_path / "m.csv", tmp_path / "sub" / "gaps.csv", margin=0.5)
+    copy = M.read_manifest(tmp_path / "sub" / "gaps.csv")
+    boxes = {p.patient_id: p.image_options("bmode").crop for p in copy.patients}
+    assert boxes == {"A": Box(25, 10, 85, 70), "B": Box(25, 10, 85, 70), "C": Box(0, 0, 40, 40)}, boxes
     # no mask to crop to: said, and no copy written (the trial of 8f1f25d: exit 0, "0 cropped")
     bare = _manifest(tmp_path, [{**r, "bmode_mask": ""} for r in rows])
     with pytest.raises(ValueError, match="no row has a lesion mask"):

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from lnm_jax.data.cohorts.manifest import read_manifest
+from lnm_jax.data.cohorts.manifest import data_rows, read_manifest
 from lnm_jax.data.pixels.masks import read_mask
 from lnm_jax.data.pixels.sources import DEFAULT_FRAMING, Box, Framing, option_columns, resolve
 from lnm_jax.fileio import guard_output, write_csv
@@ -78,8 +78,9 @@ def crop_to_lesion(
     columns += [c for c in crops if c not in columns]
     path_columns = (*IMAGE_INPUTS, *MASK_COLUMNS)
     rows, cropped = [], 0
-    for p, rec in zip(cohort.patients, reader):
-        rec = {k.strip(): (v or "").strip() for k, v in rec.items() if k is not None}
+    records = dict(data_rows(reader, text))  # by row, as read_manifest read them (not by position: blank rows)
+    for p in cohort.patients:
+        rec = {k.strip(): (v or "").strip() for k, v in records[p.row].items() if k is not None}
         for m in IMAGE_INPUTS:
             if p.mask(m) is None:
                 continue

@@ -31,7 +31,7 @@ import hashlib
 import io
 import os
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -636,11 +636,8 @@ def read_manifest(
         h for h in header if h not in REQUIRED_COLUMNS and h not in option_columns and h not in MASK_COLUMNS
     )
     records, id_problems, extra_problems, no_cell = [], {}, {}, {}
-    for read in reader:
-        row = reader.line_num - 1  # the file's line, less the header's: the row an editor shows, after empty lines too
+    for row, read in data_rows(reader, text):
         rec = {k: (v or "").strip() for k, v in read.items() if k is not None}
-        if not any(rec.values()) and not any(c.strip() for c in read.get(None) or ()):
-            continue  # a spreadsheet's blank row (',,,,'): no data, passed over as csv passes over an empty line
         records.append((row, rec))
         if beyond := [c for c in read.get(None) or () if c.strip()]:  # csv.DictReader's cells past the header
             extra_problems[row] = Problem(
@@ -718,6 +715,24 @@ def read_manifest(
     return Cohort(
         path=path, patients=tuple(patients), metadata_columns=metadata_columns, sha256=hashlib.sha256(raw).hexdigest()
     )
+
+
+def data_rows(reader: csv.DictReader, text: str) -> Iterator[tuple[int, dict]]:
+    """The records of ``reader`` (a ``csv.DictReader`` of ``text``, its header read) as
+    :func:`read_manifest` reads them, each with its row (:attr:`Patient.row`): the number of
+    the row's first line less the header's, the row an editor shows (csv passes over empty lines
+    before it; a quoted cell may hold line breaks). A spreadsheet's blank row (``,,,,``: every
+    cell empty or spaces) is passed over, as csv passes over an empty line. Every reader that
+    pairs a manifest's rows with its patients reads them here: by ``row``, never by position."""
+    lines = io.StringIO(text, newline="").readlines()  # the lines csv reads
+    if reader.fieldnames is None:  # (reads the header) an empty file: no rows
+        return
+    end = reader.line_num  # the header's last line
+    for read in reader:
+        first = next((i for i in range(end + 1, reader.line_num) if lines[i - 1].strip("\r\n")), reader.line_num)
+        end = reader.line_num
+        if any((c or "").strip() for k, v in read.items() for c in (v if k is None else [v])):
+            yield first - 1, read
 
 
 def manifest_checks(data) -> dict:
