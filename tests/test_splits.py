@@ -106,6 +106,23 @@ def test_too_small_for_stratification_is_a_clear_error():
         holdout_split(ids[:need], [i % 2 for i in range(need)], seed=0, **fractions)
         with pytest.raises(SplitError):
             holdout_split(ids[: need - 1], [i % 2 for i in range(need - 1)], seed=0, **fractions)
+    # a class too rare to reach every subset: the count of it that would do (none had been said,
+    # the trial of 797540d), exact, as scikit-learn allocates each class by its counts and the seed
+    for n, rare, split in (
+        (30, 1, holdout_split),
+        (30, 2, holdout_split),
+        (60, 3, holdout_split),
+        (30, 3, lambda i, y, seed: kfold_splits(i, y, k=3, seed=seed)),
+    ):
+        with pytest.raises(
+            SplitError, match=f"with its {n - rare} patients of class 0, .* of class 1 .it has {rare}. would"
+        ) as e:
+            split(ids[:n], [1] * rare + [0] * (n - rare), seed=0)
+        k = int(str(e.value).split("class 0, ")[1].split()[0])
+        others = [f"q{i}" for i in range(n - rare + k)]  # other patients, as many of each class
+        split(others, [0] * (n - rare) + [1] * k, seed=0)
+        with pytest.raises(SplitError):
+            split(others[:-1], [0] * (n - rare) + [1] * (k - 1), seed=0)
     with pytest.raises(SplitError, match="val_fraction=0.0 must be a number > 0 and < 1"):
         holdout_split(ids[:20], [i % 2 for i in range(20)], seed=0, val_fraction=0.0)
     with pytest.raises(SplitError, match="k=5 folds need"):

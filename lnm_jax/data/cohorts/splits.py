@@ -40,6 +40,11 @@ class SplitError(ValueError):
     """A cohort that cannot be split as asked (too small, a class missing from a subset)."""
 
 
+class ClassBalanceError(SplitError):
+    """A cut or a subset short of one class's patients: more of that class would do (said by
+    :func:`_with_class_advice`)."""
+
+
 class SplitMismatchError(ValueError):
     """A stored split was made with other settings (or another manifest) than the config's."""
 
@@ -74,7 +79,7 @@ def assert_both_classes(split: Split, labels: dict[str, int]) -> None:
         counts = [sum(labels[p] == c for p in ids) for c in (0, 1)]
         if min(counts) == 0:
             fold = "" if split.fold is None else f" of fold {split.fold}"
-            raise SplitError(
+            raise ClassBalanceError(
                 f"the {name} subset{fold} has {len(ids)} patients, {counts[1]} positive and {counts[0]} "
                 "negative: every subset needs both classes (a larger cohort, or other split fractions)"
             )
@@ -129,7 +134,7 @@ def _stratified_cut(ids, labels, fraction: float, seed: int, what: str, setting:
     head = f"cannot make a stratified {what} split of {n} patients (class counts {counts.tolist()})"
     if 0 < (fewest := counts[counts > 0].min()) < 2:
         cls = int(np.flatnonzero(counts == fewest)[0])
-        raise SplitError(f"{head}: class {cls} has {fewest} patient, and each side of the split needs one")
+        raise ClassBalanceError(f"{head}: class {cls} has {fewest} patient, and each side of the split needs one")
     if held < classes or n - held < classes:
         side = f"sets aside {held}" if held < classes else f"keeps {n - held}"
         fix = f"a smaller {setting}"
@@ -153,11 +158,42 @@ def _smallest_cohort(n: int, cuts) -> int | None:
     return next((m for m in range(n, n + 100_000) if all(2 <= math.ceil(f * k) <= k - 2 for f, k in cuts(m))), None)
 
 
+def _with_class_advice(split, ids: np.ndarray, labels: np.ndarray):
+    """``split(ids, labels)``; a :class:`ClassBalanceError` from it said with the fewest patients
+    of the rarer class with which the same split (its fractions and seed) gives every cut and
+    subset both classes, the other class's count as it is: scikit-learn allocates each class's
+    patients to a cut by its counts and the seed alone (not by the patients), so the count is
+    found by splitting that many placeholder patients. Nothing is added where no count up to
+    the other class's does (the cohort is too small at these fractions)."""
+    try:
+        return split(ids, labels)
+    except ClassBalanceError as e:
+        counts = np.bincount(labels.astype(int), minlength=2)
+        rare = int(np.argmin(counts))
+        for k in range(counts[rare] + 1, counts[1 - rare] + 1):
+            trial = np.array([1 - rare] * counts[1 - rare] + [rare] * k)
+            try:
+                split(np.array([f"{i:09d}" for i in range(len(trial))], dtype=object), trial)
+            except SplitError:
+                continue
+            raise ClassBalanceError(
+                f"{e}; with its {counts[1 - rare]} patients of class {1 - rare}, {k} of class {rare} (it has "
+                f"{counts[rare]}) would split at these fractions and seed"
+            ) from None
+        raise
+
+
 def holdout_split(
     ids: Sequence[str], labels: Sequence[int], *, seed: int, test_fraction: float = 0.2, val_fraction: float = 0.2
 ) -> Split:
-    """The paper's protocol: stratified train/test, then train/validation."""
+    """The paper's protocol: stratified train/test, then train/validation. :class:`SplitError`
+    where the cohort cannot be split so, with the size (or the count of the rarer class) that
+    would do."""
     ids, labels = _sorted(ids, labels)
+    return _with_class_advice(lambda i, y: _holdout(i, y, seed, test_fraction, val_fraction), ids, labels)
+
+
+def _holdout(ids: np.ndarray, labels: np.ndarray, seed: int, test_fraction: float, val_fraction: float) -> Split:
     need = _smallest_cohort(len(ids), lambda m: [(test_fraction, m), (val_fraction, m - math.ceil(test_fraction * m))])
     rest, test, lrest, _ = _stratified_cut(ids, labels, test_fraction, seed, "train/test", "test_fraction", need)
     train, val, _, _ = _stratified_cut(rest, lrest, val_fraction, seed + 1, "train/validation", "val_fraction", need)
@@ -170,7 +206,8 @@ def holdout_split(
 def kfold_splits(
     ids: Sequence[str], labels: Sequence[int], *, k: int, seed: int, val_fraction: float = 0.2
 ) -> list[Split]:
-    """Stratified k-fold: each fold is the test set once; the rest is split train/validation."""
+    """Stratified k-fold: each fold is the test set once; the rest is split train/validation.
+    :class:`SplitError` as :func:`holdout_split`'s."""
     ids, labels = _sorted(ids, labels)
     if k < 2:
         raise SplitError(f"k-fold needs k >= 2, got {k}")
@@ -179,6 +216,10 @@ def kfold_splits(
             f"k={k} folds need at least {k} patients of each class, "
             f"got {np.bincount(labels.astype(int), minlength=2).tolist()}"
         )
+    return _with_class_advice(lambda i, y: _kfold(i, y, k, seed, val_fraction), ids, labels)
+
+
+def _kfold(ids: np.ndarray, labels: np.ndarray, k: int, seed: int, val_fraction: float) -> list[Split]:
     need = _smallest_cohort(len(ids), lambda m: [(val_fraction, m - math.ceil(m / k))])
     folds = []
     skf = StratifiedKFold(n_splits=k, shuffle=True, random_state=seed)
