@@ -274,7 +274,7 @@ def _busbra(tmp_path):
     return src
 
 
-def test_busbra_converter_maps_views_flag_label_and_single_view_patients(tmp_path):
+def test_busbra_converter_maps_views_flag_label_and_single_view_patients(tmp_path, capsys):
     src = _busbra(tmp_path)
     out = tmp_path / "cohort" / "manifest.csv"
     assert main(["convert-busbra", "--src", str(src), "--out", str(out)]) == 0
@@ -287,7 +287,10 @@ def test_busbra_converter_maps_views_flag_label_and_single_view_patients(tmp_pat
     assert [by[i].lnm for i in cohort.ids] == [1, 0, 0, 1]  # malignant
     assert by["bus_0002"].metadata == {"Histology": "hist2", "BIRADS": "3", "Device": "DevA"}
     # bad input names the line; an existing output is not overwritten
-    (src / "bus_data.csv").write_text((src / "bus_data.csv").read_text().replace("benign,3", "unknown,3"))
+    # (its line as an editor shows it: a blank row and an empty line before it counted)
+    table = (src / "bus_data.csv").read_text().replace("benign,3", "unknown,3").splitlines()
+    (src / "bus_data.csv").write_text("\n".join([*table[:2], ",,,,,,,,,", "", *table[2:]]) + "\n")
     assert main(["convert-busbra", "--src", str(src), "--out", str(tmp_path / "x.csv")]) == 1
+    assert "bus_data.csv, line 6: Pathology 'unknown' is not benign or malignant" in capsys.readouterr().err
     assert not (tmp_path / "x.csv").exists()
     assert main(["convert-busbra", "--src", str(src), "--out", str(out)]) == 1

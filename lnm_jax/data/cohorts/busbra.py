@@ -15,11 +15,12 @@ input. Images are referenced, not copied (paths relative to the manifest).
 from __future__ import annotations
 
 import csv
+import io
 import os
 import re
 from pathlib import Path
 
-from lnm_jax.data.cohorts.manifest import write_manifest
+from lnm_jax.data.cohorts.manifest import data_rows, write_manifest
 from lnm_jax.fileio import guard_output
 from lnm_jax.names import BMODE, CEUS, LABEL, MASK_COLUMNS, PATIENT_ID, US_LNM, mask
 
@@ -68,40 +69,41 @@ def convert_busbra(src: Path | str, out_csv: Path | str, *, overwrite: bool = Fa
         raise ValueError(f"{src} is not a BUS-BRA folder (needs bus_data.csv and Images/)")
     guard_output(out_csv, inputs=[table, src / "Images"], overwrite=overwrite)  # any manifest starts alike: no ``ours``
     patients: dict[str, dict] = {}
-    with table.open(newline="", encoding="utf-8-sig") as f:
-        for line, rec in enumerate(csv.DictReader(f), start=2):
-            m = re.fullmatch(r"bus_(\d+)-([lrs])", (rec.get("ID") or "").strip())
-            if not m:
-                raise ValueError(f"{table}, line {line}: ID {rec.get('ID')!r} is not bus_NNNN-l/r/s")
-            pathology = (rec.get("Pathology") or "").strip().lower()
-            if pathology not in PATHOLOGY:
-                raise ValueError(f"{table}, line {line}: Pathology {rec.get('Pathology')!r} is not benign or malignant")
-            try:
-                birads = int(float(rec["BIRADS"]))
-            except (KeyError, TypeError, ValueError):
-                raise ValueError(f"{table}, line {line}: BIRADS {rec.get('BIRADS')!r} is not a number") from None
-            image = src / "Images" / f"{m.group(0)}.png"
-            if not image.is_file():
-                raise ValueError(f"{table}, line {line}: image {image} does not exist")
-            pid = f"bus_{m.group(1)}"
-            p = patients.setdefault(
-                pid,
-                {
-                    PATIENT_ID: pid,
-                    LABEL: PATHOLOGY[pathology],
-                    US_LNM: int(birads >= 4),
-                    **{k: (rec.get(k) or "").strip() for k in METADATA},
-                },
-            )
-            if p[LABEL] != PATHOLOGY[pathology]:
-                raise ValueError(f"{table}, line {line}: patient {pid}'s views disagree on Pathology")
-            column = VIEW[m.group(2)]
-            if column in p:
-                raise ValueError(f"{table}, line {line}: patient {pid} has a second '{column}' image")
-            p[column] = _relative(image, out_csv)
-            outline = src / "Masks" / f"mask_{m.group(1)}-{m.group(2)}.png"  # the ultrasonographer's lesion outline
-            if outline.is_file():
-                p[mask(column)] = _relative(outline, out_csv)
+    text = table.read_bytes().decode("utf-8-sig")
+    for row, rec in data_rows(csv.DictReader(io.StringIO(text, newline="")), text):
+        line = row + 1  # the file's line (the header's is 1)
+        m = re.fullmatch(r"bus_(\d+)-([lrs])", (rec.get("ID") or "").strip())
+        if not m:
+            raise ValueError(f"{table}, line {line}: ID {rec.get('ID')!r} is not bus_NNNN-l/r/s")
+        pathology = (rec.get("Pathology") or "").strip().lower()
+        if pathology not in PATHOLOGY:
+            raise ValueError(f"{table}, line {line}: Pathology {rec.get('Pathology')!r} is not benign or malignant")
+        try:
+            birads = int(float(rec["BIRADS"]))
+        except (KeyError, TypeError, ValueError):
+            raise ValueError(f"{table}, line {line}: BIRADS {rec.get('BIRADS')!r} is not a number") from None
+        image = src / "Images" / f"{m.group(0)}.png"
+        if not image.is_file():
+            raise ValueError(f"{table}, line {line}: image {image} does not exist")
+        pid = f"bus_{m.group(1)}"
+        p = patients.setdefault(
+            pid,
+            {
+                PATIENT_ID: pid,
+                LABEL: PATHOLOGY[pathology],
+                US_LNM: int(birads >= 4),
+                **{k: (rec.get(k) or "").strip() for k in METADATA},
+            },
+        )
+        if p[LABEL] != PATHOLOGY[pathology]:
+            raise ValueError(f"{table}, line {line}: patient {pid}'s views disagree on Pathology")
+        column = VIEW[m.group(2)]
+        if column in p:
+            raise ValueError(f"{table}, line {line}: patient {pid} has a second '{column}' image")
+        p[column] = _relative(image, out_csv)
+        outline = src / "Masks" / f"mask_{m.group(1)}-{m.group(2)}.png"  # the ultrasonographer's lesion outline
+        if outline.is_file():
+            p[mask(column)] = _relative(outline, out_csv)
     rows = sorted(patients.values(), key=lambda r: r[PATIENT_ID])
     out_csv.parent.mkdir(parents=True, exist_ok=True)
     masks = [c for c in MASK_COLUMNS if any(c in r for r in rows)]
