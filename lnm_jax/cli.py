@@ -255,12 +255,14 @@ def cmd_validate(argv: list[str]) -> int:
 
     config = apply_overrides(base, overrides)
     check_fields(config)  # a value no run takes: exit 2 before the manifest is read, as train's
-    cohort = read_manifest(a.manifest, require_labels=not a.no_labels, **manifest_checks(config.data))
+    # every warning listed (the line other commands say names three)
+    cohort = read_manifest(a.manifest, require_labels=not a.no_labels, warn=False, **manifest_checks(config.data))
     lines, problems = report(cohort, config, labelled=not a.no_labels, model=bool(a.workdir or a.config or overrides))
     images = survey(cohort, Framing.from_config(config.data))
     from lnm_jax.task import Task
 
-    print("\n".join([cohort.describe(Task.from_config(config).positive), *images.lines, *lines]))
+    warned = [f"warning: {w}" for w in cohort.warnings]
+    print("\n".join([cohort.describe(Task.from_config(config).positive), *images.lines, *lines, *warned]))
     problems = [*images.problems, *problems]
     if problems:
         raise ValueError(f"{a.manifest} cannot be used as configured: " + " | ".join(problems))

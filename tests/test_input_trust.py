@@ -533,6 +533,14 @@ def test_an_image_that_holds_no_picture_is_named(tmp_path, capsys):
         assert f"[{BLANK_IMAGE}] row {i + 1}, column 'bmode', file '{tmp_path / name}'" in said[0], said
     read_manifest(manifest)
     assert capsys.readouterr().err == ""  # once per manifest and process
+    # validate lists every one, not three and "2 more" (the trial of 797540d)
+    from lnm_jax.cli import main
+
+    main(["validate", str(manifest)])
+    listed = [x for x in capsys.readouterr().out.splitlines() if x.startswith(f"warning: [{BLANK_IMAGE}]")]
+    assert [x.split(", file")[0] for x in listed] == [
+        f"warning: [{BLANK_IMAGE}] row {i + 1}, column 'bmode'" for i in range(5)
+    ], listed
     read_manifest(_manifest(tmp_path / "good.csv", rows[-2:]))
     assert capsys.readouterr().err == ""
     rows[-1][3] = "maybe"  # with an error, the blank images are listed among the problems

@@ -206,6 +206,8 @@ class Cohort:
     patients: tuple[Patient, ...]
     metadata_columns: tuple[str, ...]
     sha256: str
+    # what reading it found to say but not to refuse (``blank_image``), each with its row
+    warnings: tuple[Problem, ...] = ()
 
     def __len__(self) -> int:
         return len(self.patients)
@@ -551,7 +553,8 @@ def read_manifest(
 ) -> Cohort:
     """Reads and validates a manifest; raises :class:`ManifestError` listing every problem.
     ``warn=False``: its warnings (``blank_image``) are not said (a command checking a copy it
-    wrote of a manifest it has read, whose warnings were said for the original).
+    wrote of a manifest it has read, whose warnings were said for the original; ``validate``,
+    which lists every one of :attr:`Cohort.warnings`, where the line says three).
 
     ``require_labels=False`` reads a manifest of new patients (``predict``): the ``lnm``
     column may then be absent or empty. ``min_clip_frames``: the frames a CEUS clip must have
@@ -713,7 +716,11 @@ def read_manifest(
         shown = "; ".join(str(w) for w in warnings[:3]) + (f"; {len(warnings) - 3} more" if len(warnings) > 3 else "")
         warn_once(f"{path}: {len(warnings)} image(s) hold no picture (one value everywhere): {shown}", (path, "blank"))
     return Cohort(
-        path=path, patients=tuple(patients), metadata_columns=metadata_columns, sha256=hashlib.sha256(raw).hexdigest()
+        path=path,
+        patients=tuple(patients),
+        metadata_columns=metadata_columns,
+        sha256=hashlib.sha256(raw).hexdigest(),
+        warnings=tuple(warnings),
     )
 
 
