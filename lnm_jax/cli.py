@@ -152,7 +152,31 @@ class _Parser(argparse.ArgumentParser):
     shows that)."""
 
     def error(self, message: str):
+        if m := re.fullmatch(r"argument ([\w-]+)(?:/[\w-]+)*: ignored explicit argument '(.*)'", message):
+            message = f"{m[1]}={m[2]}: {m[1]} takes no value; give it alone to set it, leave it out for not"
         self.exit(2, f"{self.prog}: error: {message}\n")
+
+    def parse_known_args(self, args=None, namespace=None):
+        """argparse's, with a yes/no word after a switch refused in one line: ``validate M
+        --no-labels false`` had read ``false`` as a second manifest."""
+        args = sys.argv[1:] if args is None else list(args)
+        switches = {
+            s
+            for a in self._actions
+            if isinstance(a, argparse._StoreConstAction | argparse._StoreTrueAction | argparse._StoreFalseAction)
+            for s in a.option_strings
+        }
+        for before, x in zip(args, args[1:]):
+            if before in switches and x.lower() in _SWITCH_WORDS:
+                self.error(
+                    f"unexpected argument {x!r} after {before}: {before} takes no value; give it alone to set it, "
+                    "leave it out for not"
+                )
+        return super().parse_known_args(args, namespace)
+
+
+# words that say a True/False value, refused after a switch that takes none
+_SWITCH_WORDS = {"true", "false", "yes", "no", "on", "off"}
 
 
 def _parser(**kwargs) -> argparse.ArgumentParser:
@@ -296,9 +320,9 @@ def _read_flags(fv, full: list[str], base) -> list[str]:
         wrong = re.match(r"flag --config\.([\w.]+)=(.*?): (invalid literal|could not convert|\('Non-boolean)", str(e))
         if bare := re.match(r"Missing value for flag --config\.([\w.]+)", str(e)):
             raise UsageError(f"--config.{bare[1]}: give a value, --config.{bare[1]}=VALUE") from e
-        if number := re.match(r"flag --(\w+)=(.*?): invalid literal for int", str(e)):  # a command's own option
+        if number := re.match(r"flag --([\w-]+)=(.*?): invalid literal for int", str(e)):  # a command's own option
             raise UsageError(f"--{number[1]}={number[2]}: an integer, not {number[2]!r}") from e
-        if switch := re.match(r"flag --(\w+)=(.*?): \('Non-boolean", str(e)):  # a command's own switch
+        if switch := re.match(r"flag --([\w-]+)=(.*?): \('Non-boolean", str(e)):  # a command's own switch
             raise UsageError(
                 f"--{switch[1]}={switch[2]}: a True/False option is true or false, not {switch[2]!r}"
             ) from e
@@ -357,6 +381,24 @@ def split_overrides(argv: list[str], config) -> tuple[list[str], list[str]]:
             raise UsageError(f"{x}: give a value, {x}=VALUE")
         i += 1
     return overrides, rest
+
+
+_ONE_DASH = re.compile(r"-([A-Za-z][\w.-]+)(=.*)?")
+
+
+def one_dash(argv: list[str]) -> None:
+    """Refuses an option written with one dash (``-resume``, ``-config.train.epochs=3``) in one
+    line naming its two-dash form. absl, which reads train's, pretrain's, reproduce's and demo's
+    options, takes ``-resume`` as ``--resume``, where this CLI's own readings of them (train's
+    ``--resume`` before its config is chosen, an override's field checked by name) see no option:
+    ``train -resume`` had resumed against the built-in config, and ``-config.F`` skipped the
+    field's check. Every command refuses the form alike. A value that starts with a dash and a
+    letter is written after ``=`` (``--OPTION=-value``); ``-h`` and negative numbers pass."""
+    for x in argv:
+        if _ONE_DASH.fullmatch(x):
+            raise UsageError(
+                f"{x}: an option takes two dashes (-{x}); a value that starts with '-' goes after '=' (--OPTION=-VALUE)"
+            )
 
 
 def negated_line(key: str) -> str:
@@ -726,10 +768,14 @@ def cmd_pretrain(argv: list[str]) -> int:
         flags.DEFINE_bool("resume", False, "continue from the last finished epoch's checkpoint", flag_values=fv)
 
     config, fv = parse_config_command("pretrain", argv, small_cohort_config, extra)
-    from lnm_jax.pretraining.pretrain import backbone_dir, groups, pretrain, probe_lines
+    from lnm_jax.pretraining.pretrain import INPUTS_RECORD, backbone_dir, groups, pretrain, probe_lines
 
     if not fv.manifest:
         raise UsageError("--manifest is required (repeat it for more manifests)")
+    if fv.resume and not (Path(fv.workdir) / INPUTS_RECORD).is_file():  # as train's: not a fresh start in silence
+        raise UsageError(
+            f"--resume: {fv.workdir} holds no pretraining run (no {INPUTS_RECORD}); drop --resume to start a new one"
+        )
     with hold(fv.workdir, "pretrain", create=True):
         include_test = fv["include-test"].value
         report = pretrain(config, fv.manifest, fv.workdir, fold=fv.fold, include_test=include_test, resume=fv.resume)
@@ -1296,6 +1342,7 @@ def main(argv: list[str] | None = None) -> int:
         near = difflib.get_close_matches(name, COMMANDS, n=1, cutoff=0.6)  # as a misspelt config field
         return _fail("", f"unknown command '{name}'" + (f"; did you mean '{near[0]}'?" if near else ""), 2)
     try:
+        one_dash(argv[1:])
         with _sigterm_as_interrupt():
             return command(argv[1:])
     except UsageError as e:

@@ -108,7 +108,7 @@ def test_an_override_reads_alike_in_every_command(capsys, tmp_path):
     True/False override with a space is refused naming the '=' form: absl reads the bare flag as
     True, and ``--config.data.accept_secondary_capture False`` had trained with secondary captures
     accepted, its ``False`` dropped in silence. A stray argument is refused by both."""
-    from lnm_jax.cli import UsageError, apply_overrides, main, parse_config_command, split_overrides
+    from lnm_jax.cli import UsageError, apply_overrides, main, one_dash, parse_config_command, split_overrides
     from lnm_jax.config import base_config
 
     for given in (
@@ -166,6 +166,23 @@ def test_an_override_reads_alike_in_every_command(capsys, tmp_path):
         ),
         (["train", "--workdir", "w", "--nodistributed", "1"], "unexpected argument '1' after --nodistributed: --no"),
         (["validate", "m.csv", "--noconfig.data.cache", "False"], "'False' after --noconfig.data.cache: --noconfig"),
+        # one dash: absl takes -resume as --resume, which train's choice of config had not seen
+        # (a paper-size run had started on a folder with no run), and -config.F skipped F's check
+        (["train", "--workdir", str(tmp_path / "w4"), "-resume"], "-resume: an option takes two dashes (--resume)"),
+        (["train", "--workdir", "w", "-config.train.epohcs=3"], "takes two dashes (--config.train.epohcs=3)"),
+        (["validate", "m.csv", "-config.data.cache", "0"], "-config.data.cache: an option takes two dashes"),
+        (["pretrain", "-workdir", "w", "--manifest", "m.csv"], "-workdir: an option takes two dashes (--workdir)"),
+        (["predict", "--workdir", "w", "-manifest", "m.csv"], "-manifest: an option takes two dashes"),
+        # a hyphenated switch's value, in the command's words (absl's raw tuple had been printed)
+        (["pretrain", "--workdir", "w", "--include-test=yes"], "--include-test=yes: a True/False option is true"),
+        # argparse's switches: a yes/no after one had been a second manifest, '=' argparse's words
+        (["validate", "--manifest", "m.csv", "--no-labels", "false"], "'false' after --no-labels: --no-labels takes"),
+        (["norm-stats", "--manifest", "m.csv", "--overwrite=no"], "--overwrite=no: --overwrite takes no value"),
+        # --resume on a folder with no pretraining: refused, as train's (it had started afresh)
+        (
+            ["pretrain", "--workdir", str(tmp_path / "w4"), "--manifest", "m.csv", "--resume"],
+            f"--resume: {tmp_path / 'w4'} holds no pretraining run (no pretrain_inputs.json); drop --resume",
+        ),
     ):
         assert main(argv) == 2, argv
         err = capsys.readouterr().err.strip().splitlines()
@@ -179,6 +196,9 @@ def test_an_override_reads_alike_in_every_command(capsys, tmp_path):
     for given, held in (("--resume=False", False), ("--resume=true", True), ("--noresume", False), ("--resume", True)):
         assert parse_config_command("train", ["--workdir", "w", given], base_config, resume)[1].resume is held
     assert not (tmp_path / "w3").exists()  # reproduce refused its --folds before writing a cohort
+    assert not (tmp_path / "w4").exists()
+    # a negative number after an option is a value, not a one-dash option; -h is help
+    one_dash(["--config.train.epochs", "-3", "--config.train.learning_rate", "-1e-3", "-h", "--workdir", "w"])
     # the form the refusal names is taken by train, whose own pre-reading had refused it
     # ("lnm-jax: error: argument --resume: ignored explicit argument 'False'")
     assert main(["train", "--workdir", str(tmp_path), "--resume=False", "--config.train.epochs=-1"]) == 2

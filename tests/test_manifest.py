@@ -68,6 +68,11 @@ def test_a_spreadsheets_export_reads_as_written(folder):
     notes = 'P1,img/a.png,img/a.jpg,1,x,"seen twice\nsecond line\r\nthird"\n\nP2,img/b.png,img/b.jpg,0,y,51\n'
     said = [(p.code, p.row) for p in _codes(_write(folder, notes))]
     assert said == [(mf.BAD_LABEL_VALUE, 1), (mf.BAD_LABEL_VALUE, 5)]
+    # empty lines before the header, and spaces around its names: the header is the first line
+    # that is not empty (it had been read as a header of no columns: every column missing)
+    cohort = read_manifest(_write(folder, GOOD, "\n\n" + HEADER.replace(",", " , ")))
+    assert cohort.ids == ["P1", "P2", "P3", "P4"] and [p.row for p in cohort.patients] == [3, 4, 5, 6]
+    assert cohort.labels == [1, 0, 1, 0] and cohort.metadata_columns == ("age",)
 
 
 def test_a_missing_file_is_said_with_the_one_a_manifest_from_another_system_means(folder):

@@ -294,3 +294,22 @@ def test_busbra_converter_maps_views_flag_label_and_single_view_patients(tmp_pat
     assert "bus_data.csv, line 6: Pathology 'unknown' is not benign or malignant" in capsys.readouterr().err
     assert not (tmp_path / "x.csv").exists()
     assert main(["convert-busbra", "--src", str(src), "--out", str(out)]) == 1
+    # the header as a spreadsheet may write it (spaces after the commas, an empty line before
+    # it) reads alike; a column named twice is refused (the last copy's cells had been read)
+    good = _busbra(tmp_path / "again")
+    lines = (good / "bus_data.csv").read_text().splitlines()
+    (good / "bus_data.csv").write_text("\n".join(["", lines[0].replace(",", ", "), *lines[1:]]) + "\n")
+    assert main(["convert-busbra", "--src", str(good), "--out", str(tmp_path / "spaced.csv")]) == 0
+
+    def summary(c):
+        return [(p.patient_id, p.lnm, p.us_lnm, p.bmode.name, p.ceus and p.ceus.name, p.metadata) for p in c.patients]
+
+    assert summary(read_manifest(tmp_path / "spaced.csv")) == summary(cohort)
+    (good / "bus_data.csv").write_text("\n".join([lines[0] + ",Pathology", *(r + ",benign" for r in lines[1:])]))
+    assert main(["convert-busbra", "--src", str(good), "--out", str(tmp_path / "twice.csv")]) == 1
+    said = capsys.readouterr().err
+    assert "bus_data.csv, line 1: a column is named more than once ('Pathology' is columns 4, 11)" in said, said
+    (good / "bus_data.csv").write_text("\n".join([lines[0].replace("BIRADS", "Birads"), *lines[1:]]))
+    assert main(["convert-busbra", "--src", str(good), "--out", str(tmp_path / "none.csv")]) == 1
+    assert "line 1: no column 'BIRADS' (header: ID, Case" in capsys.readouterr().err
+    assert not any((tmp_path / f"{n}.csv").exists() for n in ("twice", "none"))

@@ -113,6 +113,7 @@ def test_too_small_for_stratification_is_a_clear_error():
         (30, 2, holdout_split),
         (60, 3, holdout_split),
         (30, 3, lambda i, y, seed: kfold_splits(i, y, k=3, seed=seed)),
+        (22, 2, lambda i, y, seed: kfold_splits(i, y, k=3, seed=seed)),  # fewer than k: the count too
     ):
         with pytest.raises(
             SplitError, match=f"with its {n - rare} patients of class 0, .* of class 1 .it has {rare}. would"

@@ -14,19 +14,18 @@ input. Images are referenced, not copied (paths relative to the manifest).
 
 from __future__ import annotations
 
-import csv
-import io
 import os
 import re
 from pathlib import Path
 
-from lnm_jax.data.cohorts.manifest import data_rows, write_manifest
+from lnm_jax.data.cohorts.manifest import data_rows, repeated_columns, table_reader, write_manifest
 from lnm_jax.fileio import guard_output
 from lnm_jax.names import BMODE, CEUS, LABEL, MASK_COLUMNS, PATIENT_ID, US_LNM, mask
 
 PATHOLOGY = {"malignant": 1, "benign": 0}
 VIEW = {"l": BMODE, "r": CEUS, "s": BMODE}
 METADATA = ("Histology", "BIRADS", "Device")
+COLUMNS = ("ID", "Pathology", "BIRADS")  # what the mapping reads
 
 # BUS-BRA dev's per-view statistics at 80 px (`lnm-jax norm-stats --manifest M --image-size 80`,
 # the training split of seed 0; grayscale, so one value per channel), for its configs.
@@ -70,8 +69,16 @@ def convert_busbra(src: Path | str, out_csv: Path | str, *, overwrite: bool = Fa
     guard_output(out_csv, inputs=[table, src / "Images"], overwrite=overwrite)  # any manifest starts alike: no ``ours``
     patients: dict[str, dict] = {}
     text = table.read_bytes().decode("utf-8-sig")
-    for row, rec in data_rows(csv.DictReader(io.StringIO(text, newline="")), text):
-        line = row + 1  # the file's line (the header's is 1)
+    reader = table_reader(text)
+    header = reader.fieldnames or []
+    where = f"{table}, line {reader.line_num}"  # the header's
+    if twice := repeated_columns(header):  # the last copy's cells would be read in silence
+        said = "; ".join(f"{h!r} is columns {', '.join(map(str, at))}" for h, at in twice.items())
+        raise ValueError(f"{where}: a column is named more than once ({said}): which one holds the data?")
+    if missing := [c for c in COLUMNS if c not in header]:
+        raise ValueError(f"{where}: no column {', '.join(map(repr, missing))} (header: {', '.join(header)})")
+    for row, rec in data_rows(reader, text):
+        line = row + 1  # the file's line
         m = re.fullmatch(r"bus_(\d+)-([lrs])", (rec.get("ID") or "").strip())
         if not m:
             raise ValueError(f"{table}, line {line}: ID {rec.get('ID')!r} is not bus_NNNN-l/r/s")

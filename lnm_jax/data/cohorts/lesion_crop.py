@@ -14,14 +14,12 @@ inside the image and inside any crop the row already had.
 
 from __future__ import annotations
 
-import csv
-import io
 import os
 from pathlib import Path
 
 import numpy as np
 
-from lnm_jax.data.cohorts.manifest import data_rows, read_manifest
+from lnm_jax.data.cohorts.manifest import data_rows, read_manifest, table_reader
 from lnm_jax.data.pixels.masks import read_mask
 from lnm_jax.data.pixels.sources import DEFAULT_FRAMING, Box, Framing, option_columns, resolve
 from lnm_jax.fileio import guard_output, write_csv
@@ -72,15 +70,15 @@ def crop_to_lesion(
         raise ValueError(f"{manifest}: no row has a lesion mask ({' or '.join(MASK_COLUMNS)}): nothing to crop to")
     guard_output(out_csv, inputs=cohort.files(), overwrite=overwrite)  # any manifest starts alike: no ``ours``
     text = manifest.read_bytes().decode("utf-8-sig")
-    reader = csv.DictReader(io.StringIO(text, newline=""))
-    columns = [h.strip() for h in reader.fieldnames or []]
+    reader = table_reader(text)
+    columns = list(reader.fieldnames or [])
     crops = [option_columns(m)["crop"] for m in IMAGE_INPUTS]
     columns += [c for c in crops if c not in columns]
     path_columns = (*IMAGE_INPUTS, *MASK_COLUMNS)
     rows, cropped = [], 0
     records = dict(data_rows(reader, text))  # by row, as read_manifest read them (not by position: blank rows)
     for p in cohort.patients:
-        rec = {k.strip(): (v or "").strip() for k, v in records[p.row].items() if k is not None}
+        rec = {k: (v or "").strip() for k, v in records[p.row].items() if k is not None}
         for m in IMAGE_INPUTS:
             if p.mask(m) is None:
                 continue

@@ -570,11 +570,9 @@ def read_manifest(
         text = raw.decode("utf-8-sig")
     except (OSError, UnicodeDecodeError) as e:
         raise ManifestError(path, [Problem(UNREADABLE_MANIFEST, f"cannot read manifest: {e}")]) from e
-    reader = csv.DictReader(io.StringIO(text, newline=""))  # quoted cells may hold line breaks
-    header = [h.strip() for h in (reader.fieldnames or [])]
-    reader.fieldnames = header
-    twice = {h: [i + 1 for i, x in enumerate(header) if x == h] for h in header if header.count(h) > 1}
-    if twice:  # csv.DictReader would keep the last copy's cells in silence
+    reader = table_reader(text)
+    header = reader.fieldnames or []
+    if twice := repeated_columns(header):  # csv.DictReader would keep the last copy's cells in silence
         raise ManifestError(
             path,
             [
@@ -724,11 +722,34 @@ def read_manifest(
     )
 
 
+def table_reader(text: str) -> csv.DictReader:
+    """A ``csv.DictReader`` of a table's ``text`` (quoted cells may hold line breaks) whose header
+    is its first line that is not empty, each name stripped of spaces (``' lnm'`` is ``lnm``).
+    csv passes over empty lines between rows but takes an empty first line as a header of no
+    columns: a manifest that began with one had been read as missing every column. Every reader
+    of a manifest or a source table opens it here, and reads its rows with :func:`data_rows`."""
+    reader = csv.DictReader(io.StringIO(text, newline=""))
+    while reader.fieldnames == []:  # an empty line before the header
+        try:
+            reader.fieldnames = next(reader.reader)
+        except StopIteration:  # nothing but empty lines
+            break
+    if reader.fieldnames:
+        reader.fieldnames = [h.strip() for h in reader.fieldnames]
+    return reader
+
+
+def repeated_columns(header: list[str]) -> dict[str, list[int]]:
+    """Each column name ``header`` holds more than once, with its columns (1-based): a reader
+    refuses them, since ``csv.DictReader`` keeps the last copy's cells in silence."""
+    return {h: [i + 1 for i, x in enumerate(header) if x == h] for h in header if header.count(h) > 1}
+
+
 def data_rows(reader: csv.DictReader, text: str) -> Iterator[tuple[int, dict]]:
-    """The records of ``reader`` (a ``csv.DictReader`` of ``text``, its header read) as
-    :func:`read_manifest` reads them, each with its row (:attr:`Patient.row`): the number of
-    the row's first line less the header's, the row an editor shows (csv passes over empty lines
-    before it; a quoted cell may hold line breaks). A spreadsheet's blank row (``,,,,``: every
+    """The records of ``reader`` (:func:`table_reader` of ``text``) as :func:`read_manifest`
+    reads them, each with its row (:attr:`Patient.row`): the number of the row's first line less
+    one, the row an editor shows under a header on line 1 (csv passes over empty lines before
+    it; a quoted cell may hold line breaks). A spreadsheet's blank row (``,,,,``: every
     cell empty or spaces) is passed over, as csv passes over an empty line. Every reader that
     pairs a manifest's rows with its patients reads them here: by ``row``, never by position."""
     lines = io.StringIO(text, newline="").readlines()  # the lines csv reads

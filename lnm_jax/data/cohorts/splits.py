@@ -211,15 +211,12 @@ def kfold_splits(
     ids, labels = _sorted(ids, labels)
     if k < 2:
         raise SplitError(f"k-fold needs k >= 2, got {k}")
-    if np.bincount(labels.astype(int), minlength=2).min() < k:
-        raise SplitError(
-            f"k={k} folds need at least {k} patients of each class, "
-            f"got {np.bincount(labels.astype(int), minlength=2).tolist()}"
-        )
     return _with_class_advice(lambda i, y: _kfold(i, y, k, seed, val_fraction), ids, labels)
 
 
 def _kfold(ids: np.ndarray, labels: np.ndarray, k: int, seed: int, val_fraction: float) -> list[Split]:
+    if (counts := np.bincount(labels.astype(int), minlength=2)).min() < k:  # one per fold's test set
+        raise ClassBalanceError(f"k={k} folds need at least {k} patients of each class, got {counts.tolist()}")
     need = _smallest_cohort(len(ids), lambda m: [(val_fraction, m - math.ceil(m / k))])
     folds = []
     skf = StratifiedKFold(n_splits=k, shuffle=True, random_state=seed)
