@@ -111,8 +111,8 @@ PATIENT_ID_PATTERN = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,127}")
 
 @dataclasses.dataclass(frozen=True)
 class Problem:
-    """One thing wrong with a manifest. ``row`` is the row's line in the file less the header's
-    (the last line of a row whose quoted cells hold line breaks), so empty lines are counted."""
+    """One thing wrong with a manifest. ``row`` is the number of the row's first line in the
+    file less one, empty lines counted (:func:`data_rows`)."""
 
     code: str
     message: str
