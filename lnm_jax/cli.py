@@ -166,6 +166,9 @@ class _Parser(argparse.ArgumentParser):
             if isinstance(a, argparse._StoreConstAction | argparse._StoreTrueAction | argparse._StoreFalseAction)
             for s in a.option_strings
         }
+        single = {s for a in self._actions if type(a).__name__ == "_StoreAction" for s in a.option_strings}
+        if twice := repeated_option(args, single):
+            self.error(twice)
         for before, x in zip(args, args[1:]):
             if before in switches and x.lower() in _SWITCH_WORDS:
                 self.error(
@@ -175,8 +178,17 @@ class _Parser(argparse.ArgumentParser):
         return super().parse_known_args(args, namespace)
 
 
+def repeated_option(argv: list[str], single: set[str]) -> str | None:
+    """The line refusing an option of ``single`` (those that take one value) given twice in
+    ``argv`` (``--manifest A --manifest B``), whose last value had been taken in silence; None
+    where none is."""
+    given = [x.partition("=")[0] for x in argv[: argv.index("--") if "--" in argv else None]]
+    twice = next((o for o in dict.fromkeys(given) if o in single and given.count(o) > 1), None)
+    return twice and f"{twice} is given {given.count(twice)} times: it takes one value (give it once)"
+
+
 # words that say a True/False value, refused after a switch that takes none
-_SWITCH_WORDS = {"true", "false", "yes", "no", "on", "off"}
+_SWITCH_WORDS = {"true", "false", "t", "f", "1", "0", "yes", "no", "y", "n", "on", "off"}
 
 
 def _parser(**kwargs) -> argparse.ArgumentParser:
@@ -386,19 +398,32 @@ def split_overrides(argv: list[str], config) -> tuple[list[str], list[str]]:
 _ONE_DASH = re.compile(r"-([A-Za-z][\w.-]+)(=.*)?")
 
 
-def one_dash(argv: list[str]) -> None:
+def check_option_forms(argv: list[str]) -> None:
     """Refuses an option written with one dash (``-resume``, ``-config.train.epochs=3``) in one
     line naming its two-dash form. absl, which reads train's, pretrain's, reproduce's and demo's
     options, takes ``-resume`` as ``--resume``, where this CLI's own readings of them (train's
     ``--resume`` before its config is chosen, an override's field checked by name) see no option:
     ``train -resume`` had resumed against the built-in config, and ``-config.F`` skipped the
     field's check. Every command refuses the form alike. A value that starts with a dash and a
-    letter is written after ``=`` (``--OPTION=-value``); ``-h`` and negative numbers pass."""
-    for x in argv:
+    letter is written after ``=`` (``--OPTION=-value``); ``-h``, negative numbers and what follows
+    ``--`` pass. An empty path (``--workdir=``, ``--out ""``) is refused too: it is read as the
+    current folder, and ``train --workdir= --resume`` had trained a new run into it."""
+    for i, x in enumerate(argv):
+        if x == "--":  # what follows is arguments, not options
+            return
         if _ONE_DASH.fullmatch(x):
             raise UsageError(
-                f"{x}: an option takes two dashes (-{x}); a value that starts with '-' goes after '=' (--OPTION=-VALUE)"
+                f"{x}: one dash; an option takes two (-{x.split('=')[0]}), and a value that starts with '-' "
+                f"goes after '=' (--OPTION={x})"
             )
+        name, eq, value = x.partition("=")
+        if name in _PATH_OPTIONS and not (value if eq else argv[i + 1] if i + 1 < len(argv) else "-").strip():
+            raise UsageError(f"{name}: give a path, not an empty value (it would be read as the current folder)")
+
+
+# options that name a file or folder: an empty value is refused (``--workdir=`` had trained into
+# the current folder, skipping train's --resume check)
+_PATH_OPTIONS = {"--workdir", "--out", "--manifest", "--src", "--mapping", "--exported", "--config"}
 
 
 def negated_line(key: str) -> str:
@@ -665,6 +690,11 @@ def parse_config_command(name: str, argv: list[str], default_factory, extra=None
     flags.DEFINE_string("workdir", None, "run folder", flag_values=fv, required=True)
     if extra is not None:
         extra(flags, fv)
+    # the command's own options (an override repeated is absl's: the last one, appended to a base line)
+    single = {f"--{n}" for n in fv if not fv[n].boolean and not isinstance(fv[n], flags.MultiFlag)}
+    single = {o for o in single if not o.startswith("--config")}
+    if twice := repeated_option(argv, single):
+        raise UsageError(twice)
     if left := _read_flags(fv, full, base):
         raise UsageError(leftover_line(left, argv, base, [n for n in fv if fv[n].boolean]))
     return fv.config, fv
@@ -768,11 +798,20 @@ def cmd_pretrain(argv: list[str]) -> int:
         flags.DEFINE_bool("resume", False, "continue from the last finished epoch's checkpoint", flag_values=fv)
 
     config, fv = parse_config_command("pretrain", argv, small_cohort_config, extra)
-    from lnm_jax.pretraining.pretrain import INPUTS_RECORD, backbone_dir, groups, pretrain, probe_lines
+    from lnm_jax.pretraining.pretrain import (
+        BACKBONES,
+        CHECKPOINTS,
+        INPUTS_RECORD,
+        backbone_dir,
+        groups,
+        pretrain,
+        probe_lines,
+    )
 
     if not fv.manifest:
         raise UsageError("--manifest is required (repeat it for more manifests)")
-    if fv.resume and not (Path(fv.workdir) / INPUTS_RECORD).is_file():  # as train's: not a fresh start in silence
+    held = [Path(fv.workdir) / n for n in (INPUTS_RECORD, CHECKPOINTS, BACKBONES)]
+    if fv.resume and not any(p.exists() for p in held):  # as train's: not a fresh start in silence
         raise UsageError(
             f"--resume: {fv.workdir} holds no pretraining run (no {INPUTS_RECORD}); drop --resume to start a new one"
         )
@@ -1342,7 +1381,7 @@ def main(argv: list[str] | None = None) -> int:
         near = difflib.get_close_matches(name, COMMANDS, n=1, cutoff=0.6)  # as a misspelt config field
         return _fail("", f"unknown command '{name}'" + (f"; did you mean '{near[0]}'?" if near else ""), 2)
     try:
-        one_dash(argv[1:])
+        check_option_forms(argv[1:])
         with _sigterm_as_interrupt():
             return command(argv[1:])
     except UsageError as e:

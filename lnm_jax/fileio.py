@@ -73,6 +73,11 @@ def atomic_directory(out_dir: Path | str, *, replace: bool = False) -> Iterator[
     succeeds, so that none of its files outlives the call (a figure of a patient the new call
     does not have, scores the new call did not compute), and kept as it was when it fails."""
     out_dir = Path(out_dir).resolve()
+    if Path.cwd().resolve().is_relative_to(out_dir):  # the swap would leave the shell in a removed folder
+        raise OutputPathError(
+            f"{out_dir} is the current folder or holds it: an output folder is written aside and put in its "
+            f"place whole; name a folder below it (e.g. {Path(out_dir) / 'out'})"
+        )
     if not replace and out_dir.exists() and any(out_dir.iterdir()):
         raise FileExistsError(f"{out_dir} exists and is not empty; choose another output folder")
     out_dir.parent.mkdir(parents=True, exist_ok=True)

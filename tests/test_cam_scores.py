@@ -81,7 +81,7 @@ def test_gradcam_on_new_patients_writes_maps_and_scores(triple_run, tiny_cohort,
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []  # no temporary folder left
 
 
-def test_a_replaced_output_folder_is_kept_whole_when_its_writer_fails(tmp_path):
+def test_a_replaced_output_folder_is_kept_whole_when_its_writer_fails(tmp_path, monkeypatch):
     """``atomic_directory(replace=True)``: the earlier folder is replaced whole on success and
     kept as it was on a failure (an interrupt included), with no temporary sibling left."""
     from lnm_jax.fileio import OutputPathError, atomic_directory
@@ -113,6 +113,16 @@ def test_a_replaced_output_folder_is_kept_whole_when_its_writer_fails(tmp_path):
     with pytest.raises(OSError, match=str(tmp_path / "full")):
         with atomic_directory(tmp_path / "full") as fresh:
             raise OSError(28, "No space left on device", str(fresh / "a.png"))
+    # the current folder (--out .), or one holding it: refused before anything is written (the
+    # swap had left the shell in a removed folder: the trial of 169449f)
+    here = tmp_path / "here"
+    (here / "below").mkdir(parents=True)
+    for cwd in (here, here / "below"):
+        monkeypatch.chdir(cwd)
+        with pytest.raises(OutputPathError, match="is the current folder or holds it"):
+            with atomic_directory(here):
+                pass
+    assert here.is_dir() and [p.name for p in here.iterdir()] == ["below"]
 
 
 def test_evaluate_replaces_its_folder_whole_and_a_failed_one_leaves_it_as_it_was(triple_run, copy_run, monkeypatch):

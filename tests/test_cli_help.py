@@ -108,7 +108,7 @@ def test_an_override_reads_alike_in_every_command(capsys, tmp_path):
     True/False override with a space is refused naming the '=' form: absl reads the bare flag as
     True, and ``--config.data.accept_secondary_capture False`` had trained with secondary captures
     accepted, its ``False`` dropped in silence. A stray argument is refused by both."""
-    from lnm_jax.cli import UsageError, apply_overrides, main, one_dash, parse_config_command, split_overrides
+    from lnm_jax.cli import UsageError, apply_overrides, check_option_forms, main, parse_config_command, split_overrides
     from lnm_jax.config import base_config
 
     for given in (
@@ -168,16 +168,25 @@ def test_an_override_reads_alike_in_every_command(capsys, tmp_path):
         (["validate", "m.csv", "--noconfig.data.cache", "False"], "'False' after --noconfig.data.cache: --noconfig"),
         # one dash: absl takes -resume as --resume, which train's choice of config had not seen
         # (a paper-size run had started on a folder with no run), and -config.F skipped F's check
-        (["train", "--workdir", str(tmp_path / "w4"), "-resume"], "-resume: an option takes two dashes (--resume)"),
-        (["train", "--workdir", "w", "-config.train.epohcs=3"], "takes two dashes (--config.train.epohcs=3)"),
-        (["validate", "m.csv", "-config.data.cache", "0"], "-config.data.cache: an option takes two dashes"),
-        (["pretrain", "-workdir", "w", "--manifest", "m.csv"], "-workdir: an option takes two dashes (--workdir)"),
-        (["predict", "--workdir", "w", "-manifest", "m.csv"], "-manifest: an option takes two dashes"),
+        (["train", "--workdir", str(tmp_path / "w4"), "-resume"], "-resume: one dash; an option takes two (--resume)"),
+        (["train", "--workdir", "w", "-config.train.epohcs=3"], "an option takes two (--config.train.epohcs)"),
+        (["validate", "m.csv", "-config.data.cache", "0"], "-config.data.cache: one dash; an option takes two"),
+        (["pretrain", "-workdir", "w", "--manifest", "m.csv"], "-workdir: one dash; an option takes two (--workdir)"),
+        (["predict", "--workdir", "w", "-manifest", "m.csv"], "-manifest: one dash; an option takes two"),
         # a hyphenated switch's value, in the command's words (absl's raw tuple had been printed)
         (["pretrain", "--workdir", "w", "--include-test=yes"], "--include-test=yes: a True/False option is true"),
         # argparse's switches: a yes/no after one had been a second manifest, '=' argparse's words
         (["validate", "--manifest", "m.csv", "--no-labels", "false"], "'false' after --no-labels: --no-labels takes"),
         (["norm-stats", "--manifest", "m.csv", "--overwrite=no"], "--overwrite=no: --overwrite takes no value"),
+        # the trial of 169449f: an empty path is the current folder (train --workdir= --resume had
+        # trained a new run into it); a single-valued option given twice had taken the last value
+        (["train", "--workdir=", "--resume"], "--workdir: give a path, not an empty value"),
+        (["train", "--workdir", " ", "--resume"], "--workdir: give a path, not an empty value"),
+        (["export", "--workdir", "w", "--out="], "--out: give a path, not an empty value"),
+        (["predict", "--workdir", "w", "--manifest", "a.csv", "--manifest=b.csv"], "--manifest is given 2 times"),
+        (["train", "--workdir", "a", "--workdir", "b"], "--workdir is given 2 times: it takes one value"),
+        (["reproduce", "--workdir", "a", "--folds", "3", "--folds=5"], "--folds is given 2 times"),
+        (["validate", "m.csv", "--no-labels", "0"], "unexpected argument '0' after --no-labels: --no-labels takes"),
         # --resume on a folder with no pretraining: refused, as train's (it had started afresh)
         (
             ["pretrain", "--workdir", str(tmp_path / "w4"), "--manifest", "m.csv", "--resume"],
@@ -198,7 +207,20 @@ def test_an_override_reads_alike_in_every_command(capsys, tmp_path):
     assert not (tmp_path / "w3").exists()  # reproduce refused its --folds before writing a cohort
     assert not (tmp_path / "w4").exists()
     # a negative number after an option is a value, not a one-dash option; -h is help
-    one_dash(["--config.train.epochs", "-3", "--config.train.learning_rate", "-1e-3", "-h", "--workdir", "w"])
+    check_option_forms(["--config.train.epochs", "-3", "--config.train.learning_rate", "-1e-3", "-h", "--workdir", "w"])
+    check_option_forms(["--manifest", "m.csv", "--", "-weird.csv"])  # after '--': arguments
+    # an override repeated is absl's (the last one), as a base command line with one appended
+    assert (
+        parse_config_command(
+            "train", ["--workdir", "w", "--config.train.epochs=3", "--config.train.epochs=4"], base_config
+        )[0].train.epochs
+        == 4
+    )
+    # a pretraining folder with no inputs record: one line, with --resume or without
+    (tmp_path / "pw" / "checkpoints").mkdir(parents=True)
+    for resume in ([], ["--resume"]):
+        assert main(["pretrain", "--workdir", str(tmp_path / "pw"), "--manifest", "m.csv", *resume]) == 1
+        assert "holds a pretraining run without its pretrain_inputs.json" in capsys.readouterr().err
     # the form the refusal names is taken by train, whose own pre-reading had refused it
     # ("lnm-jax: error: argument --resume: ignored explicit argument 'False'")
     assert main(["train", "--workdir", str(tmp_path), "--resume=False", "--config.train.epochs=-1"]) == 2

@@ -73,6 +73,23 @@ def test_a_spreadsheets_export_reads_as_written(folder):
     cohort = read_manifest(_write(folder, GOOD, "\n\n" + HEADER.replace(",", " , ")))
     assert cohort.ids == ["P1", "P2", "P3", "P4"] and [p.row for p in cohort.patients] == [3, 4, 5, 6]
     assert cohort.labels == [1, 0, 1, 0] and cohort.metadata_columns == ("age",)
+    # a blank line of spaces or of empty cells before it, and a spreadsheet's unnamed empty
+    # columns at its end (trial of 169449f: read as the header, or as columns unnamed twice)
+    for before in ("   \n", ",,,,,,\n", "\n , ,\n"):
+        rows = GOOD.replace("\n", ",,\n")
+        cohort = read_manifest(_write(folder, rows, before + HEADER.replace("\n", ",,\n")))
+        assert cohort.ids == ["P1", "P2", "P3", "P4"] and cohort.metadata_columns == ("age",), before
+    said = [
+        (p.code, p.row)
+        for p in _codes(
+            _write(
+                folder,
+                GOOD.replace("P2,img/b.png,img/b.jpg,0,0,51", "P2,img/b.png,img/b.jpg,0,0,51,,x"),
+                HEADER.replace("\n", ",,\n"),
+            )
+        )
+    ]
+    assert said == [(mf.DUPLICATE_COLUMN, None)]  # a filled cell under them: the columns are said
 
 
 def test_a_missing_file_is_said_with_the_one_a_manifest_from_another_system_means(folder):

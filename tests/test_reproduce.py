@@ -312,4 +312,7 @@ def test_busbra_converter_maps_views_flag_label_and_single_view_patients(tmp_pat
     (good / "bus_data.csv").write_text("\n".join([lines[0].replace("BIRADS", "Birads"), *lines[1:]]))
     assert main(["convert-busbra", "--src", str(good), "--out", str(tmp_path / "none.csv")]) == 1
     assert "line 1: no column 'BIRADS' (header: ID, Case" in capsys.readouterr().err
-    assert not any((tmp_path / f"{n}.csv").exists() for n in ("twice", "none"))
+    (good / "bus_data.csv").write_text(lines[0] + "\n")  # a header and no rows: no 0-patient manifest
+    assert main(["convert-busbra", "--src", str(good), "--out", str(tmp_path / "empty.csv")]) == 1
+    assert "bus_data.csv, line 1: no rows under the header" in capsys.readouterr().err
+    assert not any((tmp_path / f"{n}.csv").exists() for n in ("twice", "none", "empty"))

@@ -236,13 +236,13 @@ def _check_inputs(workdir: Path, record: dict, resume: bool) -> None:
     if resume and (workdir / INPUTS_RECORD).is_file():
         if changed := inputs_changes(workdir, record):
             raise ValueError(f"cannot resume {workdir} with other inputs; changed: {', '.join(changed)}")
-    elif ((workdir / CHECKPOINTS).exists() or (workdir / BACKBONES).exists()) and resume:
-        raise ValueError(
-            f"cannot resume {workdir}: it holds a pretraining run without its {INPUTS_RECORD}, so its inputs "
-            "cannot be checked; pretrain into a new --workdir"
-        )
     elif (workdir / CHECKPOINTS).exists() or (workdir / BACKBONES).exists():
-        raise FileExistsError(f"{workdir} already holds a pretraining run; pass --resume or use a new --workdir")
+        if (workdir / INPUTS_RECORD).exists():
+            raise FileExistsError(f"{workdir} already holds a pretraining run; pass --resume or use a new --workdir")
+        raise ValueError(  # --resume would not check it: a new folder, whatever was asked
+            f"{workdir} holds a pretraining run without its {INPUTS_RECORD}, so it cannot be checked against "
+            "these inputs or continued; pretrain into a new --workdir"
+        )
 
 
 def pretrain(

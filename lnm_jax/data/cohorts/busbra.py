@@ -71,7 +71,7 @@ def convert_busbra(src: Path | str, out_csv: Path | str, *, overwrite: bool = Fa
     text = table.read_bytes().decode("utf-8-sig")
     reader = table_reader(text)
     header = reader.fieldnames or []
-    where = f"{table}, line {reader.line_num}"  # the header's
+    where = f"{table}, line {max(reader.line_num, 1)}"  # the header's
     if twice := repeated_columns(header):  # the last copy's cells would be read in silence
         said = "; ".join(f"{h!r} is columns {', '.join(map(str, at))}" for h, at in twice.items())
         raise ValueError(f"{where}: a column is named more than once ({said}): which one holds the data?")
@@ -111,6 +111,8 @@ def convert_busbra(src: Path | str, out_csv: Path | str, *, overwrite: bool = Fa
         outline = src / "Masks" / f"mask_{m.group(1)}-{m.group(2)}.png"  # the ultrasonographer's lesion outline
         if outline.is_file():
             p[mask(column)] = _relative(outline, out_csv)
+    if not patients:
+        raise ValueError(f"{where}: no rows under the header")
     rows = sorted(patients.values(), key=lambda r: r[PATIENT_ID])
     out_csv.parent.mkdir(parents=True, exist_ok=True)
     masks = [c for c in MASK_COLUMNS if any(c in r for r in rows)]
