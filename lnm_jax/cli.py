@@ -417,8 +417,13 @@ def check_option_forms(argv: list[str]) -> None:
                 f"goes after '=' (--OPTION={x})"
             )
         name, eq, value = x.partition("=")
-        if name in _PATH_OPTIONS and not (value if eq else argv[i + 1] if i + 1 < len(argv) else "-").strip():
+        if name not in _PATH_OPTIONS:
+            continue
+        given = value if eq else argv[i + 1] if i + 1 < len(argv) else None
+        if given is not None and not given.strip():
             raise UsageError(f"{name}: give a path, not an empty value (it would be read as the current folder)")
+        if not eq and given is not None and given.startswith("--"):  # absl would take the option as the path
+            raise UsageError(f"{name}: give a path before {given}, or {name}=PATH")
 
 
 # options that name a file or folder: an empty value is refused (``--workdir=`` had trained into

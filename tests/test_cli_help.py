@@ -183,6 +183,7 @@ def test_an_override_reads_alike_in_every_command(capsys, tmp_path):
         (["train", "--workdir=", "--resume"], "--workdir: give a path, not an empty value"),
         (["train", "--workdir", " ", "--resume"], "--workdir: give a path, not an empty value"),
         (["export", "--workdir", "w", "--out="], "--out: give a path, not an empty value"),
+        (["train", "--workdir", "--resume"], "--workdir: give a path before --resume, or --workdir=PATH"),
         (["predict", "--workdir", "w", "--manifest", "a.csv", "--manifest=b.csv"], "--manifest is given 2 times"),
         (["train", "--workdir", "a", "--workdir", "b"], "--workdir is given 2 times: it takes one value"),
         (["reproduce", "--workdir", "a", "--folds", "3", "--folds=5"], "--folds is given 2 times"),
