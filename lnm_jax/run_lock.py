@@ -42,13 +42,14 @@ def _owner(files: RunFiles) -> str:
 def hold(workdir: Path | str, command: str, *, create: bool = False) -> Iterator[None]:
     """Holds ``workdir``'s lock for the block; raises :class:`RunLockedError` at once, naming
     the holder, when another process holds it. ``create``: make the folder (commands that
-    start a run); otherwise a folder that does not exist is left for the command to report.
+    start a run); otherwise a folder that does not exist or holds no run (no ``config.json``) is
+    left for the command to report, with no lock file written into it.
     Nested holds in one process (the demo training its own run) are fine."""
     files = RunFiles(workdir)
     made = create and not files.root.exists()
     if create:
         files.root.mkdir(parents=True, exist_ok=True)
-    elif not files.root.is_dir():
+    elif not files.config.is_file():  # no folder, or no run in it: left for the command to report, no .lock left there
         yield
         return
     lock = FileLock(str(files.lock), timeout=0, is_singleton=True)

@@ -144,7 +144,7 @@ def test_second_writer_refused_naming_the_holder(tmp_path):
             "import sys, time, pathlib\n"
             "from lnm_jax.run_lock import hold\n"
             "with hold(sys.argv[1], 'train', create=True):\n"
-            "    pathlib.Path(sys.argv[2]).touch(); time.sleep(60)\n",
+            "    pathlib.Path(sys.argv[1], 'config.json').touch(); pathlib.Path(sys.argv[2]).touch(); time.sleep(60)\n",
             str(tmp_path / "run"),
             str(ready),
         ],
@@ -164,6 +164,11 @@ def test_second_writer_refused_naming_the_holder(tmp_path):
         holder.wait()
     with hold(tmp_path / "run", "evaluate"):  # the kernel released the dead holder's lock
         pass
+    # a reader on a folder that holds no run leaves nothing in it (it had left a .lock)
+    (tmp_path / "empty").mkdir()
+    with hold(tmp_path / "empty", "evaluate"):
+        pass
+    assert list((tmp_path / "empty").iterdir()) == []
 
 
 # ------------------------------------------------------------- checkpoints, exports, derived files
