@@ -166,7 +166,7 @@ class _Parser(argparse.ArgumentParser):
             if isinstance(a, argparse._StoreConstAction | argparse._StoreTrueAction | argparse._StoreFalseAction)
             for s in a.option_strings
         }
-        single = {s for a in self._actions if type(a).__name__ == "_StoreAction" for s in a.option_strings}
+        single = {s for a in self._actions if isinstance(a, argparse._StoreAction) for s in a.option_strings}
         if twice := repeated_option(args, single):
             self.error(twice)
         for before, x in zip(args, args[1:]):

@@ -607,9 +607,7 @@ def read_manifest(
     spaced = [h for h in header if _folded(h) not in known and _INPUT_PREFIX.fullmatch(h.strip())]
     unknown, filled = [], collections.Counter()
     if misnamed or spaced:  # the cells each column holds, read apart from the rows below
-        cells, header_line = csv.reader(io.StringIO(text, newline="")), reader.line_num
-        while cells.line_num < header_line and next(cells, None) is not None:  # through the header
-            pass
+        cells = cells_below_header(text, reader.line_num)
         filled = collections.Counter(header[i] for r in cells for i, v in enumerate(r[: len(header)]) if v.strip())
         unknown = [(h, why) for h in spaced if (why := _unknown_input_column(h, header, filled))]
     # the rows are checked as the header means them: a column in another spelling as the column it
@@ -727,14 +725,14 @@ def table_reader(text: str) -> csv.DictReader:
     """A ``csv.DictReader`` of a table's ``text`` (quoted cells may hold line breaks) whose header
     is its first line that is not blank (empty, spaces, or empty cells: ``,,,``), each name
     stripped of spaces (``' lnm'`` is ``lnm``), unnamed columns at its end whose cells are all
-    empty dropped (a spreadsheet's export). csv passes over empty lines between rows but takes an empty first
-    line as a header of no columns: a manifest that began with one had been read as missing
-    every column. Every reader
-    of a manifest or a source table opens it here, and reads its rows with :func:`data_rows`."""
-    reader, before = csv.DictReader(io.StringIO(text, newline="")), 0
+    empty dropped (a spreadsheet's export). csv passes over empty lines between rows but takes
+    an empty first line as a header of no columns: a manifest that began with one had been read
+    as missing every column. Every reader of a manifest or a source table opens it here, and
+    reads its rows with :func:`data_rows`."""
+    reader = csv.DictReader(io.StringIO(text, newline=""))
     while reader.fieldnames is not None and not any(h.strip() for h in reader.fieldnames):  # a blank line before it
         try:
-            reader.fieldnames, before = next(reader.reader), before + 1
+            reader.fieldnames = next(reader.reader)
         except StopIteration:  # nothing but blank lines
             reader.fieldnames = []
             break
@@ -743,11 +741,19 @@ def table_reader(text: str) -> csv.DictReader:
     while width and not header[width - 1]:
         width -= 1
     if width < len(header):  # unnamed columns at the end: dropped where every cell under them is empty
-        rows = list(csv.reader(io.StringIO(text, newline="")))[before + 1 :]
-        filled = max((i + 1 for r in rows for i, c in enumerate(r[: len(header)]) if c.strip()), default=0)
-        width = max(width, filled)
+        rows = cells_below_header(text, reader.line_num)
+        width = max(width, max((i + 1 for r in rows for i, c in enumerate(r[: len(header)]) if c.strip()), default=0))
     reader.fieldnames = header[:width]
     return reader
+
+
+def cells_below_header(text: str, header_line: int) -> Iterator[list[str]]:
+    """The cells of each row of ``text`` below its header, which ends on line ``header_line``
+    (a :func:`table_reader`'s ``line_num`` once its header is read): read apart from the reader."""
+    cells = csv.reader(io.StringIO(text, newline=""))
+    while cells.line_num < header_line and next(cells, None) is not None:  # through the header
+        pass
+    return cells
 
 
 def repeated_columns(header: list[str]) -> dict[str, list[int]]:
