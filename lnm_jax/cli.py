@@ -44,6 +44,7 @@ import re
 import signal
 import sys
 import threading
+import unicodedata
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -396,6 +397,10 @@ def split_overrides(argv: list[str], config) -> tuple[list[str], list[str]]:
 
 
 _ONE_DASH = re.compile(r"-([A-Za-z][\w.-]+)(=.*)?")
+# an option whose two hyphens an editor or a chat joined into a dash (en, em, minus, ...):
+# argparse had said its options were missing, absl that nothing took the arguments
+_DASHES = "\u2010-\u2015\u2212\ufe58\ufe63\uff0d"
+_OTHER_DASH = re.compile(rf"-?([{_DASHES}])[{_DASHES}-]?(?=[A-Za-z])")
 
 
 def check_option_forms(argv: list[str]) -> None:
@@ -406,11 +411,18 @@ def check_option_forms(argv: list[str]) -> None:
     ``train -resume`` had resumed against the built-in config, and ``-config.F`` skipped the
     field's check. Every command refuses the form alike. A value that starts with a dash and a
     letter is written after ``=`` (``--OPTION=-value``); ``-h``, negative numbers and what follows
-    ``--`` pass. An empty path (``--workdir=``, ``--out ""``) is refused too: it is read as the
-    current folder, and ``train --workdir= --resume`` had trained a new run into it."""
+    ``--`` pass. An option begun with a dash that is not a hyphen (``—workdir``: an editor's or a
+    chat's em or en dash for ``--``) is said so. An empty path (``--workdir=``, ``--out ""``) is
+    refused too: it is read as the current folder, and ``train --workdir= --resume`` had trained a
+    new run into it."""
     for i, x in enumerate(argv):
         if x == "--":  # what follows is arguments, not options
             return
+        if m := _OTHER_DASH.match(x):
+            raise UsageError(
+                f"{x}: begins with {unicodedata.name(m.group(1)).lower()} (U+{ord(m.group(1)):04X}), not '--' "
+                f"(an editor or a chat may have joined the two hyphens): write --{x[m.end() :]}"
+            )
         if _ONE_DASH.fullmatch(x):
             raise UsageError(
                 f"{x}: one dash; an option takes two (-{x.split('=')[0]}), and a value that starts with '-' "
@@ -1105,6 +1117,10 @@ def cmd_reproduce(argv: list[str]) -> int:
         flags.DEFINE_integer("folds", None, "K-fold cross-validation instead of one split", flag_values=fv)
 
     config, fv = parse_config_command("reproduce", argv, base_config, extra)
+    overridden = {o.partition("=")[0].removeprefix("--config.") for o in split_overrides(argv, config)[0]}
+    for option, field in (("folds", "protocol.folds"), ("manifest", "data.manifest")):
+        if fv[option].present and field in overridden:  # one of them would be dropped in silence
+            raise UsageError(f"--{option} and --config.{field} both given: they set one field; give one")
     from lnm_jax.protocol.reproduce import reproduce, table3_lines
 
     if fv.manifest:

@@ -90,7 +90,7 @@ def report(
             problems.append(f"inputs: {e}")
     if labelled:
         try:
-            splits = make_splits(config, cohort)
+            splits = make_splits(config, cohort, named=False)  # said under the manifest's name
             s = splits[0]
             lines.append(
                 f"split ({config.data.split.to_dict()}, folds {config.protocol.folds}): "

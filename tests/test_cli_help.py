@@ -188,6 +188,14 @@ def test_an_override_reads_alike_in_every_command(capsys, tmp_path):
         (["train", "--workdir", "a", "--workdir", "b"], "--workdir is given 2 times: it takes one value"),
         (["reproduce", "--workdir", "a", "--folds", "3", "--folds=5"], "--folds is given 2 times"),
         (["validate", "m.csv", "--no-labels", "0"], "unexpected argument '0' after --no-labels: --no-labels takes"),
+        # the trial of a3f0dab: a dash for '--' (argparse had said --workdir was missing); an option
+        # and the config field it sets both given (reproduce had taken --folds in silence)
+        (["evaluate", "\u2014workdir", "w"], "\u2014workdir: begins with em dash (U+2014), not '--' (an editor"),
+        (["train", "\u2013workdir", "w"], "begins with en dash (U+2013), not '--' (an editor or a chat may have"),
+        (["predict", "\u2212\u2212workdir", "w"], "begins with minus sign (U+2212), not '--' (an editor or a chat"),
+        (["validate", "m.csv", "-\u2014no-labels"], "-\u2014no-labels: begins with em dash (U+2014), not '--' (an ed"),
+        (["reproduce", "--workdir", str(tmp_path / "w3"), "--folds", "5", "--config.protocol.folds=3"], "--folds and"),
+        (["reproduce", "--workdir", "w", "--manifest=a", "--config.data.manifest", "a"], "--manifest and --config."),
         # --resume on a folder with no pretraining: refused, as train's (it had started afresh)
         (
             ["pretrain", "--workdir", str(tmp_path / "w4"), "--manifest", "m.csv", "--resume"],

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import codecs
 import shutil
 from pathlib import Path
 
@@ -187,6 +188,40 @@ def test_missing_columns_are_named(folder):
 
 def test_missing_manifest_file(tmp_path):
     assert [p.code for p in _codes(tmp_path / "nope.csv")] == [mf.UNREADABLE_MANIFEST]
+
+
+def test_a_table_is_read_in_the_encoding_it_says_or_refused_on_its_line(folder):
+    """UTF-16 and UTF-32 with their byte-order mark (Excel's "Unicode Text") read as the UTF-8
+    manifest; text that is not UTF-8 (a Windows-1252 export of an accented path), UTF-16 without
+    its mark (it decodes as UTF-8 with a NUL between letters: every column had been missing)
+    and a workbook given for its CSV are refused in one line naming the line and the remedy."""
+    (folder / "img" / "a.png").rename(folder / "img" / "é.png")
+    text = HEADER + GOOD.replace("img/a.png", "img/é.png")
+    path = folder / "manifest.csv"
+    path.write_text(text, encoding="utf-8")
+    want = read_manifest(path)
+    for codec in ("utf-8-sig", "utf-16", "utf-16-be", "utf-32"):
+        path.write_bytes((b"\xfe\xff" if codec == "utf-16-be" else b"") + text.encode(codec))
+        got = read_manifest(path)
+        assert [(p.patient_id, p.bmode, p.ceus, p.us_lnm, p.lnm) for p in got.patients] == [
+            (p.patient_id, p.bmode, p.ceus, p.us_lnm, p.lnm) for p in want.patients
+        ], codec
+    cases = {
+        text.encode("cp1252"): "line 2: byte 0xe9 is not UTF-8 ('P1,img/\ufffd.png",
+        text.encode("utf-16-le"): "line 1: holds a NUL byte",
+        b"PK\x03\x04" + bytes(60): "the file is an Excel workbook (.xlsx, .ods)",
+        b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1" + bytes(60): "the file is an Excel 97-2003 workbook (.xls)",
+        codecs.BOM_UTF16_LE + b"p\x00\x00\xdc": "line 1: begins with UTF-16's byte-order mark, but bytes",
+    }
+    for raw, said in cases.items():
+        path.write_bytes(raw)
+        (problem,) = _codes(path)
+        assert problem.code == mf.UNREADABLE_MANIFEST and problem.message.startswith(said), problem
+        assert "CSV UTF-8" in problem.message
+    # Excel's "Unicode Text" is tab-separated: read, then said so
+    path.write_text(text.replace(",", "\t"), encoding="utf-16")
+    (problem,) = _codes(path)
+    assert problem.code == mf.WRONG_DELIMITER and "'\\t'" in problem.message, problem
 
 
 def test_every_problem_is_reported_at_once(folder):

@@ -315,4 +315,12 @@ def test_busbra_converter_maps_views_flag_label_and_single_view_patients(tmp_pat
     (good / "bus_data.csv").write_text(lines[0] + "\n")  # a header and no rows: no 0-patient manifest
     assert main(["convert-busbra", "--src", str(good), "--out", str(tmp_path / "empty.csv")]) == 1
     assert "bus_data.csv, line 1: no rows under the header" in capsys.readouterr().err
-    assert not any((tmp_path / f"{n}.csv").exists() for n in ("twice", "none", "empty"))
+    # tab-separated (a spreadsheet's text export) or not UTF-8: said so, in the file's own words
+    (good / "bus_data.csv").write_text("\n".join(x.replace(",", "\t") for x in lines), encoding="utf-16")
+    assert main(["convert-busbra", "--src", str(good), "--out", str(tmp_path / "tabs.csv")]) == 1
+    assert "line 1: the header is one column, 'ID\\tCase" in capsys.readouterr().err
+    (good / "bus_data.csv").write_text("\n".join([*lines, lines[1].replace("hist1", "histología")]), "cp1252")
+    assert main(["convert-busbra", "--src", str(good), "--out", str(tmp_path / "latin.csv")]) == 1
+    said = capsys.readouterr().err
+    assert f"bus_data.csv: line {len(lines) + 1}: byte 0xed is not UTF-8" in said and "CSV UTF-8" in said, said
+    assert not any((tmp_path / f"{n}.csv").exists() for n in ("twice", "none", "empty", "tabs", "latin"))

@@ -199,3 +199,23 @@ def test_a_split_setting_edited_to_another_type_is_named_as_an_edit(tmp_path):
     with pytest.raises(DamagedFileError, match=r"its setting 'test_fraction' is None, where a split records floats"):
         check_stored({**doc, "test_fraction": None}, settings, path)
     check_stored({**doc, "test_fraction": 0.2}, {**settings, "test_fraction": 0.2}, path)  # as written: no error
+
+
+def test_a_cohort_that_cannot_be_split_is_said_under_its_manifest():
+    """A command's line names the manifest it could not split (reproduce's and train's had said
+    the counts only: the trial of 169449f); validate, which names it first, takes it unnamed."""
+    from types import SimpleNamespace
+
+    from lnm_jax.config import base_config
+    from lnm_jax.data.cohorts.splits import make_splits
+
+    cohort = SimpleNamespace(path="/data/site_a.csv", ids=[f"p{i}" for i in range(6)], labels=[0, 0, 0, 1, 1, 1])
+    config = base_config()
+    for folds, said in ((5, "k=5 folds need at least 5 patients of each class"), (0, "cannot make a stratified")):
+        config.protocol.folds = folds
+        with pytest.raises(SplitError) as e:
+            make_splits(config, cohort)
+        assert str(e.value).startswith(f"/data/site_a.csv: {said}"), e.value
+        with pytest.raises(SplitError) as e:
+            make_splits(config, cohort, named=False)
+        assert str(e.value).startswith(said), e.value

@@ -18,7 +18,15 @@ import os
 import re
 from pathlib import Path
 
-from lnm_jax.data.cohorts.manifest import data_rows, repeated_columns, table_reader, write_manifest
+from lnm_jax.data.cohorts.manifest import (
+    TableTextError,
+    data_rows,
+    delimiter_hint,
+    repeated_columns,
+    table_reader,
+    table_text,
+    write_manifest,
+)
 from lnm_jax.fileio import guard_output
 from lnm_jax.names import BMODE, CEUS, LABEL, MASK_COLUMNS, PATIENT_ID, US_LNM, mask
 
@@ -68,7 +76,10 @@ def convert_busbra(src: Path | str, out_csv: Path | str, *, overwrite: bool = Fa
         raise ValueError(f"{src} is not a BUS-BRA folder (needs bus_data.csv and Images/)")
     guard_output(out_csv, inputs=[table, src / "Images"], overwrite=overwrite)  # any manifest starts alike: no ``ours``
     patients: dict[str, dict] = {}
-    text = table.read_bytes().decode("utf-8-sig")
+    try:
+        text = table_text(table)
+    except TableTextError as e:
+        raise ValueError(f"{table}: {e}") from None
     reader = table_reader(text)
     header = reader.fieldnames or []
     where = f"{table}, line {max(reader.line_num, 1)}"  # the header's
@@ -76,6 +87,8 @@ def convert_busbra(src: Path | str, out_csv: Path | str, *, overwrite: bool = Fa
         said = "; ".join(f"{h!r} is columns {', '.join(map(str, at))}" for h, at in twice.items())
         raise ValueError(f"{where}: a column is named more than once ({said}): which one holds the data?")
     if missing := [c for c in COLUMNS if c not in header]:
+        if why := delimiter_hint(header):
+            raise ValueError(f"{where}: {why}; bus_data.csv is comma-separated, as BUS-BRA ships it")
         raise ValueError(f"{where}: no column {', '.join(map(repr, missing))} (header: {', '.join(header)})")
     for row, rec in data_rows(reader, text):
         line = row + 1  # the file's line

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from lnm_jax.data.cohorts.manifest import data_rows, read_manifest, table_reader
+from lnm_jax.data.cohorts.manifest import data_rows, read_manifest, table_reader, table_text
 from lnm_jax.data.pixels.masks import read_mask
 from lnm_jax.data.pixels.sources import DEFAULT_FRAMING, Box, Framing, option_columns, resolve
 from lnm_jax.fileio import guard_output, write_csv
@@ -69,7 +69,7 @@ def crop_to_lesion(
     if not any(p.mask(m) is not None for p in cohort.patients for m in IMAGE_INPUTS):
         raise ValueError(f"{manifest}: no row has a lesion mask ({' or '.join(MASK_COLUMNS)}): nothing to crop to")
     guard_output(out_csv, inputs=cohort.files(), overwrite=overwrite)  # any manifest starts alike: no ``ours``
-    text = manifest.read_bytes().decode("utf-8-sig")
+    text = table_text(manifest)  # as read_manifest read it
     reader = table_reader(text)
     columns = list(reader.fieldnames or [])
     crops = [option_columns(m)["crop"] for m in IMAGE_INPUTS]

@@ -21,6 +21,7 @@ broken one.
 
 from __future__ import annotations
 
+import codecs
 import collections
 import csv
 import dataclasses
@@ -567,9 +568,11 @@ def read_manifest(
     path = Path(path)
     try:
         raw = path.read_bytes()
-        text = raw.decode("utf-8-sig")
-    except (OSError, UnicodeDecodeError) as e:
+        text = decode_table(raw)
+    except OSError as e:
         raise ManifestError(path, [Problem(UNREADABLE_MANIFEST, f"cannot read manifest: {e}")]) from e
+    except TableTextError as e:
+        raise ManifestError(path, [Problem(UNREADABLE_MANIFEST, str(e))]) from e
     reader = table_reader(text)
     header = reader.fieldnames or []
     if twice := repeated_columns(header):  # csv.DictReader would keep the last copy's cells in silence
@@ -586,19 +589,11 @@ def read_manifest(
         )
     required = REQUIRED_COLUMNS if require_labels else REQUIRED_COLUMNS[:-1]
     missing = [c for c in required if c not in header]
-    if missing and len(header) == 1:
-        sep = next((d for d in ";\t|" if d in header[0]), None)
-        if sep is not None:
-            raise ManifestError(
-                path,
-                [
-                    Problem(
-                        WRONG_DELIMITER,
-                        f"the header is one column, {header[0]!r}: the delimiter looks like {sep!r}; "
-                        "a manifest is comma-separated",
-                    )
-                ],
-            )
+    if missing and (why := delimiter_hint(header)):
+        raise ManifestError(
+            path,
+            [Problem(WRONG_DELIMITER, f"{why}; a manifest is comma-separated")],
+        )
     option_columns = {c for cols in OPTION_COLUMNS.values() for c in cols.values()}
     # a known column spelled in another case or with spaces/hyphens (BMODE_CROP, Bmode Mask, as a
     # spreadsheet writes them) would be read as metadata: no crop, no mask, in silence
@@ -719,6 +714,82 @@ def read_manifest(
         sha256=hashlib.sha256(raw).hexdigest(),
         warnings=tuple(warnings),
     )
+
+
+class TableTextError(ValueError):
+    """A table file (a manifest, a source table) that is not comma-separated text this project
+    reads: a spreadsheet's workbook, text in an encoding other than UTF-8 (with or without its
+    byte-order mark) or UTF-16/32 with one. The message names the line and says how to save it;
+    a reader puts the file's path before it."""
+
+
+# a spreadsheet's own file, given where its CSV export was meant (the first bytes of each format)
+_WORKBOOKS = {
+    b"PK\x03\x04": "an Excel workbook (.xlsx, .ods) or another zip archive",
+    b"\xd0\xcf\x11\xe0": "an Excel 97-2003 workbook (.xls)",
+}
+# text that says its encoding by a byte-order mark: UTF-32 before UTF-16 (UTF-32 LE's mark begins
+# with UTF-16 LE's). Excel's "Unicode Text" is UTF-16 LE with its mark
+_MARKED = (
+    (codecs.BOM_UTF32_LE, "utf-32"),
+    (codecs.BOM_UTF32_BE, "utf-32"),
+    (codecs.BOM_UTF16_LE, "utf-16"),
+    (codecs.BOM_UTF16_BE, "utf-16"),
+)
+_SAVE_AS = "save it from the spreadsheet as 'CSV UTF-8 (comma delimited)'"
+
+
+def table_text(path: Path | str) -> str:
+    """The text of the table at ``path`` (:func:`decode_table`); ``OSError`` when it cannot be
+    read. Every reader of a manifest or a source table reads its text here (or through
+    :func:`decode_table`, with the bytes it hashes), then its rows with :func:`table_reader`."""
+    return decode_table(Path(path).read_bytes())
+
+
+def decode_table(raw: bytes) -> str:
+    """The text of a table file's bytes ``raw``: UTF-8 (a byte-order mark dropped), or UTF-16/UTF-32
+    where the file begins with that encoding's byte-order mark (Excel's "Unicode Text"), which
+    tells the encoding without a guess. Raises :class:`TableTextError` naming the line for a
+    byte that is not UTF-8 (a Windows-1252 or Latin-1 export: guessing it would read an accented
+    path or id as other letters), for a NUL byte (UTF-16 without its mark, which decodes as UTF-8
+    with a NUL between letters and had been read as a manifest missing every column) and for a
+    spreadsheet's workbook."""
+    for magic, what in _WORKBOOKS.items():
+        if raw.startswith(magic):
+            raise TableTextError(f"the file is {what}, not comma-separated text: {_SAVE_AS}")
+    codec = next((c for mark, c in _MARKED if raw.startswith(mark)), "utf-8-sig")
+    if codec == "utf-8-sig" and (nul := raw.find(b"\0")) >= 0:
+        line = raw.count(b"\n", 0, nul) + 1
+        raise TableTextError(
+            f"line {line}: holds a NUL byte, which no UTF-8 table does (UTF-16 saved "
+            f"without its byte-order mark?): {_SAVE_AS}"
+        )
+    try:
+        text = raw.decode(codec)
+    except UnicodeDecodeError as e:
+        line = raw[: e.start].decode(codec, "replace").count("\n") + 1
+        if codec != "utf-8-sig":
+            raise TableTextError(
+                f"line {line}: begins with {codec.upper()}'s byte-order mark, but bytes {e.start}-{e.end - 1} are "
+                f"not {codec.upper()}: {_SAVE_AS}"
+            ) from None
+        start = raw.rfind(b"\n", 0, e.start) + 1
+        end = raw.find(b"\n", e.start)
+        shown = raw[start : end if end >= 0 else None].decode("utf-8", "replace").strip()
+        raise TableTextError(
+            f"line {line}: byte {raw[e.start]:#04x} is not UTF-8 ({shown[:80]!r}); the file looks saved in "
+            f"another encoding (Windows-1252 or Latin-1?): {_SAVE_AS}"
+        ) from None
+    return text
+
+
+def delimiter_hint(header: list[str]) -> str | None:
+    """Why a table whose ``header`` is one column looks delimited by another character than a
+    comma (``;`` from a European spreadsheet, a tab from Excel's text export, ``|``), or None."""
+    if len(header) != 1:
+        return None
+    sep = next((d for d in ";\t|" if d in header[0]), None)
+    return None if sep is None else f"the header is one column, {header[0]!r}: the delimiter looks like {sep!r}"
 
 
 def table_reader(text: str) -> csv.DictReader:

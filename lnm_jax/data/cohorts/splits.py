@@ -308,15 +308,21 @@ def check_patients(splits: Sequence[Split], ids: Sequence[str], path: Path) -> N
                 raise _damaged(path, f"split {i}'s '{name}' names patient '{unknown}', who is not in the manifest")
 
 
-def make_splits(config, cohort) -> list[Split]:
+def make_splits(config, cohort, *, named: bool = True) -> list[Split]:
     """The configured split(s) of ``cohort`` (a validated manifest) under ``config`` (its
     ``data.split`` and ``protocol.folds``): one holdout split, or ``protocol.folds`` folds;
-    raises :class:`SplitError` when the cohort cannot be split so (before anything trains)."""
+    raises :class:`SplitError` when the cohort cannot be split so (before anything trains), its
+    line beginning with the manifest's path (``named=False``: not, for a caller that names it)."""
     sc, folds = config.data.split, int(config.protocol.folds)
-    if folds:
-        return kfold_splits(cohort.ids, cohort.labels, k=folds, seed=sc.seed, val_fraction=sc.val_fraction)
-    return [
-        holdout_split(
-            cohort.ids, cohort.labels, seed=sc.seed, test_fraction=sc.test_fraction, val_fraction=sc.val_fraction
-        )
-    ]
+    try:
+        if folds:
+            return kfold_splits(cohort.ids, cohort.labels, k=folds, seed=sc.seed, val_fraction=sc.val_fraction)
+        return [
+            holdout_split(
+                cohort.ids, cohort.labels, seed=sc.seed, test_fraction=sc.test_fraction, val_fraction=sc.val_fraction
+            )
+        ]
+    except SplitError as e:
+        if not named:
+            raise
+        raise type(e)(f"{cohort.path}: {e}") from None
