@@ -421,7 +421,8 @@ def check_option_forms(argv: list[str]) -> None:
         if m := _OTHER_DASH.match(x):
             raise UsageError(
                 f"{x}: begins with {unicodedata.name(m.group(1)).lower()} (U+{ord(m.group(1)):04X}), not '--' "
-                f"(an editor or a chat may have joined the two hyphens): write --{x[m.end() :]}"
+                f"(an editor or a chat may have joined the two hyphens): write --{x[m.end() :]} (a value that "
+                "begins with it goes after '=', --OPTION=VALUE, a file name after '--')"
             )
         if _ONE_DASH.fullmatch(x):
             raise UsageError(
@@ -1390,17 +1391,20 @@ def main(argv: list[str] | None = None) -> int:
     name = argv[0] if argv else ""
     command = COMMANDS.get(name)
     if command is None:
+        if name and name not in ("-h", "--help"):  # one line, as git says it (not the help above it)
+            try:
+                check_option_forms([name])  # -—help
+            except UsageError as e:
+                return _fail("", str(e), 2)
+            near = difflib.get_close_matches(name, COMMANDS, n=1, cutoff=0.6)  # as a misspelt config field
+            hint = f"; did you mean '{near[0]}'?" if near else "; lnm-jax --help lists them"
+            return _fail("", f"unknown command '{name}'{hint}", 2)
         try:
             print(top_level_help())
         except BrokenPipeError:  # lnm-jax --help | head
             _closed_pipe()
-        if name in ("-h", "--help"):
-            return 0
         # no command is a usage error, as argparse makes a missing argument: the help, then exit 2
-        if not name:
-            return _fail("", "no command given (one of the above)", 2)
-        near = difflib.get_close_matches(name, COMMANDS, n=1, cutoff=0.6)  # as a misspelt config field
-        return _fail("", f"unknown command '{name}'" + (f"; did you mean '{near[0]}'?" if near else ""), 2)
+        return 0 if name else _fail("", "no command given (one of the above)", 2)
     try:
         check_option_forms(argv[1:])
         with _sigterm_as_interrupt():

@@ -212,16 +212,32 @@ def test_a_table_is_read_in_the_encoding_it_says_or_refused_on_its_line(folder):
         b"PK\x03\x04" + bytes(60): "the file is an Excel workbook (.xlsx, .ods)",
         b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1" + bytes(60): "the file is an Excel 97-2003 workbook (.xls)",
         codecs.BOM_UTF16_LE + b"p\x00\x00\xdc": "line 1: begins with UTF-16's byte-order mark, but bytes",
+        # the trials of ea14f9a: a NUL in marked text (it had reached a path as "embedded null
+        # byte"), a Mac export's CR line ends (the bad byte had been said on line 1), no text at all
+        text.replace("img/b.png", "img/b\0.png").encode("utf-16"): "line 3: holds a NUL character",
+        text.replace("\n", "\r").encode("cp1252"): "line 2: byte 0xe9 is not UTF-8 ('P1,img/\ufffd.png",
+        b"\x1f\x8b\x08" + bytes(60): "the file is gzip-compressed",
+        b"%PDF-1.7\n\xe2\xe3": "the file is a PDF document",
+        b"": "the file is empty",
+        codecs.BOM_UTF8: "the file is empty",
+        codecs.BOM_UTF16_LE + " \r\n".encode("utf-16-le"): "the file is empty",
     }
     for raw, said in cases.items():
         path.write_bytes(raw)
         (problem,) = _codes(path)
         assert problem.code == mf.UNREADABLE_MANIFEST and problem.message.startswith(said), problem
-        assert "CSV UTF-8" in problem.message
+        assert "CSV UTF-8" in problem.message or problem.message == "the file is empty: no header, no rows"
     # Excel's "Unicode Text" is tab-separated: read, then said so
     path.write_text(text.replace(",", "\t"), encoding="utf-16")
     (problem,) = _codes(path)
     assert problem.code == mf.WRONG_DELIMITER and "'\\t'" in problem.message, problem
+    # Excel's "sep=," line above the header is its directive, not the header (127 problems had
+    # been said); a "sep=;" one leaves the semicolons to be said
+    path.write_text("sep=,\n" + text, encoding="utf-8")
+    assert [p.patient_id for p in read_manifest(path).patients] == want.ids
+    path.write_text("sep=;\n" + text.replace(",", ";"), encoding="utf-8")
+    (problem,) = _codes(path)
+    assert problem.code == mf.WRONG_DELIMITER and "'patient_id;bmode;" in problem.message, problem
 
 
 def test_every_problem_is_reported_at_once(folder):

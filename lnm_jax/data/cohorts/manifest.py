@@ -723,11 +723,15 @@ class TableTextError(ValueError):
     a reader puts the file's path before it."""
 
 
-# a spreadsheet's own file, given where its CSV export was meant (the first bytes of each format)
-_WORKBOOKS = {
+# a spreadsheet's own file, or another that is no text, given where a CSV was meant (the first
+# bytes of each format)
+_NOT_TEXT = {
     b"PK\x03\x04": "an Excel workbook (.xlsx, .ods) or another zip archive",
     b"\xd0\xcf\x11\xe0": "an Excel 97-2003 workbook (.xls)",
+    b"\x1f\x8b": "gzip-compressed",
+    b"%PDF": "a PDF document",
 }
+_LINE_END = re.compile(r"\r\n|\r|\n")  # as csv ends a line (a Mac export ends lines with CR alone)
 # text that says its encoding by a byte-order mark: UTF-32 before UTF-16 (UTF-32 LE's mark begins
 # with UTF-16 LE's). Excel's "Unicode Text" is UTF-16 LE with its mark
 _MARKED = (
@@ -749,17 +753,19 @@ def table_text(path: Path | str) -> str:
 def decode_table(raw: bytes) -> str:
     """The text of a table file's bytes ``raw``: UTF-8 (a byte-order mark dropped), or UTF-16/UTF-32
     where the file begins with that encoding's byte-order mark (Excel's "Unicode Text"), which
-    tells the encoding without a guess. Raises :class:`TableTextError` naming the line for a
+    tells the encoding without a guess (Excel's "Unicode Text" is then tab-separated:
+    :func:`delimiter_hint`). Raises :class:`TableTextError` naming the line for a
     byte that is not UTF-8 (a Windows-1252 or Latin-1 export: guessing it would read an accented
     path or id as other letters), for a NUL byte (UTF-16 without its mark, which decodes as UTF-8
-    with a NUL between letters and had been read as a manifest missing every column) and for a
-    spreadsheet's workbook."""
-    for magic, what in _WORKBOOKS.items():
+    with a NUL between letters and had been read as a manifest missing every column; a NUL in
+    marked text too), for a spreadsheet's workbook, a compressed file or a PDF, and for a file
+    with nothing in it."""
+    for magic, what in _NOT_TEXT.items():
         if raw.startswith(magic):
             raise TableTextError(f"the file is {what}, not comma-separated text: {_SAVE_AS}")
     codec = next((c for mark, c in _MARKED if raw.startswith(mark)), "utf-8-sig")
     if codec == "utf-8-sig" and (nul := raw.find(b"\0")) >= 0:
-        line = raw.count(b"\n", 0, nul) + 1
+        line = len(_LINE_END.findall(raw[:nul].decode("utf-8", "replace"))) + 1
         raise TableTextError(
             f"line {line}: holds a NUL byte, which no UTF-8 table does (UTF-16 saved "
             f"without its byte-order mark?): {_SAVE_AS}"
@@ -767,19 +773,22 @@ def decode_table(raw: bytes) -> str:
     try:
         text = raw.decode(codec)
     except UnicodeDecodeError as e:
-        line = raw[: e.start].decode(codec, "replace").count("\n") + 1
+        line = len(_LINE_END.findall(raw[: e.start].decode(codec, "replace"))) + 1
         if codec != "utf-8-sig":
             raise TableTextError(
                 f"line {line}: begins with {codec.upper()}'s byte-order mark, but bytes {e.start}-{e.end - 1} are "
                 f"not {codec.upper()}: {_SAVE_AS}"
             ) from None
-        start = raw.rfind(b"\n", 0, e.start) + 1
-        end = raw.find(b"\n", e.start)
-        shown = raw[start : end if end >= 0 else None].decode("utf-8", "replace").strip()
+        shown = _LINE_END.split(raw.decode("utf-8", "replace"))[line - 1].strip()
         raise TableTextError(
             f"line {line}: byte {raw[e.start]:#04x} is not UTF-8 ({shown[:80]!r}); the file looks saved in "
             f"another encoding (Windows-1252 or Latin-1?): {_SAVE_AS}"
         ) from None
+    if (nul := text.find("\0")) >= 0:  # (UTF-16/32 with its mark) a NUL had reached a path as "embedded null byte"
+        line = len(_LINE_END.findall(text[:nul])) + 1
+        raise TableTextError(f"line {line}: holds a NUL character, which no text table does: {_SAVE_AS}")
+    if not text.strip():
+        raise TableTextError("the file is empty: no header, no rows")
     return text
 
 
@@ -796,9 +805,11 @@ def table_reader(text: str) -> csv.DictReader:
     """A ``csv.DictReader`` of a table's ``text`` (quoted cells may hold line breaks) whose header
     is its first line that is not blank (empty, spaces, or empty cells: ``,,,``), each name
     stripped of spaces (``' lnm'`` is ``lnm``), unnamed columns at its end whose cells are all
-    empty dropped (a spreadsheet's export). csv passes over empty lines between rows but takes
-    an empty first line as a header of no columns: a manifest that began with one had been read
-    as missing every column. Every reader of a manifest or a source table opens it here, and
+    empty dropped (a spreadsheet's export); Excel's ``sep=,`` line above it passed over (it had
+    been read as the header: 127 problems; a ``sep=;`` one too, the header then said to be
+    semicolon-delimited). csv passes over empty lines between rows but takes an empty first line
+    as a header of no columns: a manifest that began with one had been read as missing every
+    column. Every reader of a manifest or a source table opens it here, and
     reads its rows with :func:`data_rows`."""
     reader = csv.DictReader(io.StringIO(text, newline=""))
     while reader.fieldnames is not None and not any(h.strip() for h in reader.fieldnames):  # a blank line before it
@@ -807,6 +818,8 @@ def table_reader(text: str) -> csv.DictReader:
         except StopIteration:  # nothing but blank lines
             reader.fieldnames = []
             break
+    if re.fullmatch(r"sep=.", ",".join(reader.fieldnames or [])[:5]) and len(reader.fieldnames or []) <= 2:
+        reader.fieldnames = next(reader.reader, [])  # Excel's "sep=," line above the header: its directive
     header = [h.strip() for h in reader.fieldnames or []]
     width = len(header)
     while width and not header[width - 1]:
