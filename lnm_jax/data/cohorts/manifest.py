@@ -751,15 +751,15 @@ def table_text(path: Path | str) -> str:
 
 
 def decode_table(raw: bytes) -> str:
-    """The text of a table file's bytes ``raw``: UTF-8 (a byte-order mark dropped), or UTF-16/UTF-32
-    where the file begins with that encoding's byte-order mark (Excel's "Unicode Text"), which
-    tells the encoding without a guess (Excel's "Unicode Text" is then tab-separated:
-    :func:`delimiter_hint`). Raises :class:`TableTextError` naming the line for a
-    byte that is not UTF-8 (a Windows-1252 or Latin-1 export: guessing it would read an accented
-    path or id as other letters), for a NUL byte (UTF-16 without its mark, which decodes as UTF-8
-    with a NUL between letters and had been read as a manifest missing every column; a NUL in
-    marked text too), for a spreadsheet's workbook, a compressed file or a PDF, and for a file
-    with nothing in it."""
+    """The text of a table file's bytes ``raw``: UTF-8 (a byte-order mark dropped), or
+    UTF-16/UTF-32 where the file begins with that encoding's byte-order mark, which tells the
+    encoding without a guess (Excel's "Unicode Text", tab-separated, is then said so by
+    :func:`delimiter_hint`). Raises :class:`TableTextError` naming the line for a byte that is
+    not UTF-8 (a Windows-1252 or Latin-1 export: guessing it would read an accented path or id
+    as other letters), for a NUL (UTF-16 without its mark, which decodes as UTF-8 with a NUL
+    between letters and had been read as a manifest missing every column; a NUL in marked text
+    too), for a spreadsheet's workbook, a compressed file or a PDF, and for a file with nothing
+    in it."""
     for magic, what in _NOT_TEXT.items():
         if raw.startswith(magic):
             raise TableTextError(f"the file is {what}, not comma-separated text: {_SAVE_AS}")
@@ -818,7 +818,7 @@ def table_reader(text: str) -> csv.DictReader:
         except StopIteration:  # nothing but blank lines
             reader.fieldnames = []
             break
-    if re.fullmatch(r"sep=.", ",".join(reader.fieldnames or [])[:5]) and len(reader.fieldnames or []) <= 2:
+    if re.fullmatch(r"sep=.", ",".join(reader.fieldnames or [])):  # the line is "sep=" and one character
         reader.fieldnames = next(reader.reader, [])  # Excel's "sep=," line above the header: its directive
     header = [h.strip() for h in reader.fieldnames or []]
     width = len(header)
