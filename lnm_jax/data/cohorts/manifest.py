@@ -732,6 +732,13 @@ _NOT_TEXT = {
     b"%PDF": "a PDF document",
 }
 _LINE_END = re.compile(r"\r\n|\r|\n")  # as csv ends a line (a Mac export ends lines with CR alone)
+
+
+def _line_at(before: str) -> int:
+    """The line (from 1) that the text after ``before`` begins on."""
+    return len(_LINE_END.findall(before)) + 1
+
+
 # text that says its encoding by a byte-order mark: UTF-32 before UTF-16 (UTF-32 LE's mark begins
 # with UTF-16 LE's). Excel's "Unicode Text" is UTF-16 LE with its mark
 _MARKED = (
@@ -765,7 +772,7 @@ def decode_table(raw: bytes) -> str:
             raise TableTextError(f"the file is {what}, not comma-separated text: {_SAVE_AS}")
     codec = next((c for mark, c in _MARKED if raw.startswith(mark)), "utf-8-sig")
     if codec == "utf-8-sig" and (nul := raw.find(b"\0")) >= 0:
-        line = len(_LINE_END.findall(raw[:nul].decode("utf-8", "replace"))) + 1
+        line = _line_at(raw[:nul].decode("utf-8", "replace"))
         raise TableTextError(
             f"line {line}: holds a NUL byte, which no UTF-8 table does (UTF-16 saved "
             f"without its byte-order mark?): {_SAVE_AS}"
@@ -773,7 +780,7 @@ def decode_table(raw: bytes) -> str:
     try:
         text = raw.decode(codec)
     except UnicodeDecodeError as e:
-        line = len(_LINE_END.findall(raw[: e.start].decode(codec, "replace"))) + 1
+        line = _line_at(raw[: e.start].decode(codec, "replace"))
         if codec != "utf-8-sig":
             raise TableTextError(
                 f"line {line}: begins with {codec.upper()}'s byte-order mark, but bytes {e.start}-{e.end - 1} are "
@@ -785,7 +792,7 @@ def decode_table(raw: bytes) -> str:
             f"another encoding (Windows-1252 or Latin-1?): {_SAVE_AS}"
         ) from None
     if (nul := text.find("\0")) >= 0:  # (UTF-16/32 with its mark) a NUL had reached a path as "embedded null byte"
-        line = len(_LINE_END.findall(text[:nul])) + 1
+        line = _line_at(text[:nul])
         raise TableTextError(f"line {line}: holds a NUL character, which no text table does: {_SAVE_AS}")
     if not text.strip():
         raise TableTextError("the file is empty: no header, no rows")

@@ -7,11 +7,12 @@ by id before splitting, so a split depends on the cohort and the seed, not on ro
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -308,13 +309,26 @@ def check_patients(splits: Sequence[Split], ids: Sequence[str], path: Path) -> N
                 raise _damaged(path, f"split {i}'s '{name}' names patient '{unknown}', who is not in the manifest")
 
 
+@contextlib.contextmanager
+def said_under(manifest: Path | str | None) -> Iterator[None]:
+    """A :class:`SplitError` raised within, its line begun with ``manifest`` (the cohort's path),
+    so a command names the cohort it could not split; ``None``: unchanged (a caller that names
+    it first, as ``validate``)."""
+    try:
+        yield
+    except SplitError as e:
+        if manifest is None:
+            raise
+        raise type(e)(f"{manifest}: {e}") from None
+
+
 def make_splits(config, cohort, *, named: bool = True) -> list[Split]:
     """The configured split(s) of ``cohort`` (a validated manifest) under ``config`` (its
     ``data.split`` and ``protocol.folds``): one holdout split, or ``protocol.folds`` folds;
     raises :class:`SplitError` when the cohort cannot be split so (before anything trains), its
     line beginning with the manifest's path (``named=False``: not, for a caller that names it)."""
     sc, folds = config.data.split, int(config.protocol.folds)
-    try:
+    with said_under(cohort.path if named else None):
         if folds:
             return kfold_splits(cohort.ids, cohort.labels, k=folds, seed=sc.seed, val_fraction=sc.val_fraction)
         return [
@@ -322,7 +336,3 @@ def make_splits(config, cohort, *, named: bool = True) -> list[Split]:
                 cohort.ids, cohort.labels, seed=sc.seed, test_fraction=sc.test_fraction, val_fraction=sc.val_fraction
             )
         ]
-    except SplitError as e:
-        if not named:
-            raise
-        raise type(e)(f"{cohort.path}: {e}") from None

@@ -349,7 +349,7 @@ def manifest_norm_stats(
     import sys  # noqa: PLC0415
 
     from lnm_jax.data.cohorts.manifest import read_manifest  # noqa: PLC0415
-    from lnm_jax.data.cohorts.splits import SplitError, holdout_split  # noqa: PLC0415
+    from lnm_jax.data.cohorts.splits import holdout_split, said_under  # noqa: PLC0415
 
     cohort = read_manifest(
         manifest,
@@ -359,12 +359,10 @@ def manifest_norm_stats(
     if out:
         # a run's intensity_reference.json has this very shape: an existing file needs --overwrite
         guard_output(out, inputs=cohort.files(), overwrite=overwrite)
-    try:
+    with said_under(cohort.path):  # named as make_splits names it
         split = holdout_split(
             cohort.ids, cohort.labels, seed=seed, test_fraction=test_fraction, val_fraction=val_fraction
         )
-    except SplitError as e:  # named as make_splits names it
-        raise type(e)(f"{cohort.path}: {e}") from None
     decoded = DecodedCohort(cohort.patients, image_size, clip_frames=clip_frames, cache=False, framing=framing)
     stats = normalisation_stats(chunks(decoded, decoded.index(split.train)))
     text = json_text(stats, indent=2)
