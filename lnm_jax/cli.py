@@ -331,6 +331,8 @@ def _read_flags(fv, full: list[str], base) -> list[str]:
         return fv(full)[1:]
     except flags.Error as e:
         wrong = re.match(r"flag --config\.([\w.]+)=(.*?): (invalid literal|could not convert|\('Non-boolean)", str(e))
+        if unset := re.match(r"flag --([\w-]+)=None: Flag --\1 must have a value other than None", str(e)):
+            raise UsageError(f"--{unset[1]} is required: the {fv[unset[1]].help}, --{unset[1]} DIR") from e
         if bare := re.match(r"Missing value for flag --config\.([\w.]+)", str(e)):
             raise UsageError(f"--config.{bare[1]}: give a value, --config.{bare[1]}=VALUE") from e
         if number := re.match(r"flag --([\w-]+)=(.*?): invalid literal for int", str(e)):  # a command's own option

@@ -46,6 +46,10 @@ def hold(workdir: Path | str, command: str, *, create: bool = False) -> Iterator
     left for the command to report, with no lock file written into it.
     Nested holds in one process (the demo training its own run) are fine."""
     files = RunFiles(workdir)
+    if create and files.root.exists() and not files.root.is_dir():  # (mkdir's own words: "File exists")
+        raise FileExistsError(
+            f"{files.root} is a file, not a folder: --workdir names a run folder, a new one or a run's"
+        )
     made = create and not files.root.exists()
     if create:
         files.root.mkdir(parents=True, exist_ok=True)

@@ -147,3 +147,27 @@ def new_patients(manifest, out, n: int):
             for r in rows
         )
     return out
+
+
+def own_pictures(path, n: int) -> list[str]:
+    """``n`` copies of the PNG or JPEG still at ``path`` beside it (``<stem>_<k><suffix>``; their
+    names returned), each told apart by its middle sample (+37, +74, ... modulo its depth: inside any crop): one
+    picture named by two patients of a manifest is refused (``shared_image``), so a test's rows
+    each take their own copy of a filler image."""
+    from pathlib import Path  # noqa: PLC0415
+
+    import numpy as np  # noqa: PLC0415
+    from PIL import Image  # noqa: PLC0415
+
+    path = Path(path)
+    with Image.open(path) as im:
+        pixels = np.array(im)
+    names = []
+    for k in range(1, n + 1):
+        copy = pixels.copy()
+        middle = copy.size // 2 + copy.shape[1] // 2 * (copy.size // copy.shape[0] // copy.shape[1])
+        copy.flat[middle] = (int(copy.flat[middle]) + 37 * k) % (256 if copy.dtype == np.uint8 else 65536)
+        out = path.with_name(f"{path.stem}_{k}{path.suffix}")
+        Image.fromarray(copy).save(out, quality=95)
+        names.append(out.name)
+    return names

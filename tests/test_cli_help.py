@@ -237,3 +237,24 @@ def test_an_override_reads_alike_in_every_command(capsys, tmp_path):
     # ("lnm-jax: error: argument --resume: ignored explicit argument 'False'")
     assert main(["train", "--workdir", str(tmp_path), "--resume=False", "--config.train.epochs=-1"]) == 2
     assert "train.epochs: -1" in capsys.readouterr().err
+
+
+def test_a_run_folder_not_given_or_a_file_is_one_line_saying_so(capsys, tmp_path):
+    """helper-50's trial of a3f0dab: ``train`` and ``pretrain`` without ``--workdir`` said absl's
+    "flag --workdir=None: Flag --workdir must have a value other than None", and a file given as
+    ``--workdir`` said mkdir's bare "File exists". Each is one line saying what --workdir is;
+    the file is left as it was."""
+    from lnm_jax.cli import main
+
+    afile = tmp_path / "notes.txt"
+    afile.write_text("mine\n")
+    for argv, rc, said in (
+        (["train"], 2, "lnm-jax train: error: --workdir is required: the run folder, --workdir DIR"),
+        (["pretrain", "--manifest", "m.csv"], 2, "lnm-jax pretrain: error: --workdir is required: the run folder"),
+        (["train", "--workdir", str(afile)], 1, f"lnm-jax train: error: {afile} is a file, not a folder: --workdir "),
+        (["pretrain", "--workdir", str(afile), "--manifest", "m.csv"], 1, f"error: {afile} is a file, not a folder"),
+    ):
+        assert main(argv) == rc, argv
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and said in err[0], err
+    assert afile.read_text() == "mine\n"

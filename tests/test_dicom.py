@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
+from support import own_pictures
 
 from lnm_jax.cli import main
 from lnm_jax.data.cohorts.manifest import BAD_IMAGE_OPTION, UNUSABLE_DICOM, ManifestError, read_manifest
@@ -162,8 +163,9 @@ def test_dual_display_contrast_side_is_the_coloured_one_or_named(tmp_path):
     from lnm_jax.data.privacy.deidentify import deidentify
 
     png(tmp_path, "b.png", np.arange(300, dtype=np.uint8).reshape(10, 10, 3))
+    a, b, c = own_pictures(tmp_path / "b.png", 3)  # each patient's own B-mode
     (tmp_path / "m.csv").write_text(
-        "patient_id,bmode,ceus,us_lnm,lnm\nA,b.png,gray.dcm,1,1\nB,b.png,,0,0\nC,b.png,tinted.dcm,0,0\n"
+        f"patient_id,bmode,ceus,us_lnm,lnm\nA,{a},gray.dcm,1,1\nB,{b},,0,0\nC,{c},tinted.dcm,0,0\n"
     )
     for side in ("left", "right"):
         out = tmp_path / f"deid_{side}"
@@ -180,7 +182,7 @@ def test_dual_display_contrast_side_is_the_coloured_one_or_named(tmp_path):
             copy = sources.resolve(out / links[str(tmp_path / name)], "ceus")
             assert copy.reference is None and copy.box == Box(0, 0, 20, 20)
             np.testing.assert_array_equal(sources.read_still(copy), was)
-    (tmp_path / "m2.csv").write_text("patient_id,bmode,ceus,us_lnm,lnm\nA,b.png,tinted.dcm,1,1\nB,b.png,,0,0\n")
+    (tmp_path / "m2.csv").write_text(f"patient_id,bmode,ceus,us_lnm,lnm\nA,{a},tinted.dcm,1,1\nB,{b},,0,0\n")
     report = deidentify(tmp_path / "m2.csv", tmp_path / "deid", tmp_path / "map.csv")  # told apart: both sides
     assert "dual display" not in " ".join(report.lines())  # nothing to say: read alike by default
     (copy,) = (tmp_path / "deid" / "images").glob("*_ceus.dcm")
@@ -438,3 +440,26 @@ def test_quiet_pydicom_from_many_threads_restores_the_filters_and_the_log_level(
         t.join()
     assert inside == [("ignore", logging.ERROR)] * 6
     assert warnings.filters == before_filters and log.level == before_level
+
+
+def test_a_file_without_the_dicom_preamble_is_named_in_this_packages_words(tmp_path):
+    """helper-50's trial of a3f0dab: a dataset written without the DICOM file format's preamble
+    (or any other file named .dcm) was refused in pydicom's words, "... Use force=True to force
+    reading", a setting no user of this package has. It is `unusable_dicom` saying what the file
+    lacks and how to export it; as a lesion mask alike."""
+    picture = np.tile(np.arange(0, 256, 8, dtype=np.uint8), (24, 1))
+    dicom.write_dataset(dicom.new_dataset(picture), tmp_path / "full.dcm")
+    (tmp_path / "bare.dcm").write_bytes((tmp_path / "full.dcm").read_bytes()[132:])  # no preamble, no 'DICM'
+    (tmp_path / "notes.dcm").write_text("not an image\n")
+    Image.fromarray(picture).save(tmp_path / "b.png")
+    Image.fromarray(np.roll(picture, 1, axis=1)).save(tmp_path / "c.png")
+    (tmp_path / "m.csv").write_text(
+        "patient_id,bmode,ceus,us_lnm,lnm,bmode_mask\nA,bare.dcm,,1,1,\nB,notes.dcm,,0,0,\nC,b.png,,0,1,bare.dcm\n"
+        "D,c.png,,1,0,\n"
+    )
+    with pytest.raises(ManifestError) as e:
+        read_manifest(tmp_path / "m.csv")
+    said = [(p.row, p.code, p.column) for p in e.value.problems]
+    assert said == [(1, UNUSABLE_DICOM, "bmode"), (2, UNUSABLE_DICOM, "bmode"), (3, "unreadable_image", "bmode_mask")]
+    for p in e.value.problems:
+        assert "not a DICOM file: no 'DICM' after its 128-byte preamble" in p.message and "force=True" not in p.message, p

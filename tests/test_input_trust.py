@@ -13,9 +13,11 @@ import sys
 import numpy as np
 import pytest
 from PIL import Image
+from support import own_pictures
 
 from lnm_jax.data.cohorts.manifest import (
     BLANK_IMAGE,
+    DIM_IMAGE,
     DUPLICATE_COLUMN,
     EXTRA_CELLS,
     HEADER_MISMATCH,
@@ -24,13 +26,15 @@ from lnm_jax.data.cohorts.manifest import (
     MISSING_CLASS,
     MISSING_FILE,
     NOT_ULTRASOUND,
+    SAME_PICTURE,
+    SHARED_IMAGE,
     SHORT_ROW,
     UNREADABLE_CLIP,
     ManifestError,
     read_manifest,
 )
 from lnm_jax.data.pixels import clips, dicom
-from lnm_jax.data.pixels.decode import image_size, read_image
+from lnm_jax.data.pixels.decode import decode_image, image_size, read_image
 from lnm_jax.data.pixels.sources import Framing, decode_input
 from lnm_jax.fileio import OutputPathError
 
@@ -125,6 +129,57 @@ def test_sixteen_bit_frame_folder_is_not_saturated(tmp_path):
     assert 0.2 < clip[0].mean() < 0.6  # the ramp's mean, not white
 
 
+def _with_sbit(path, im: Image.Image, *bits: int):
+    """``im`` saved as a PNG with an ``sBIT`` chunk of ``bits`` after its IHDR (Pillow writes none)."""
+    import struct
+    import zlib
+
+    buf = io.BytesIO()
+    im.save(buf, "PNG")
+    png, data = buf.getvalue(), bytes(bits)
+    chunk = struct.pack(">I", len(data)) + b"sBIT" + data + struct.pack(">I", zlib.crc32(b"sBIT" + data))
+    path.write_bytes(png[:33] + chunk + png[33:])  # signature (8) + IHDR (25)
+    return path
+
+
+def test_a_png_whose_sbit_says_fewer_bits_is_read_at_that_depth(tmp_path):
+    """helper-50's trial of a3f0dab: a 16-bit PNG holding 12-bit samples (0-4095), its sBIT
+    saying 12, was read at 1/16 of its brightness. The samples sit in the low bits: each is read
+    as v / 4095, as a DICOM frame by its BitsStored; as a still, a frame folder's frame and
+    encoded bytes alike. Samples shifted up as the PNG specification has an encoder store them
+    (v * 16, or with the high bits replicated below), or a depth the samples exceed, are read
+    as stored; an 8-bit grey (and grey + alpha) PNG with fewer significant bits alike."""
+    twelve = np.tile(np.arange(0, 4096, 127, dtype=np.uint16)[:32], (24, 1))  # not all multiples of 16
+    low = _with_sbit(tmp_path / "low.png", Image.fromarray(twelve), 12)
+    want = np.repeat((twelve / 4095)[..., None], 3, axis=-1)
+    tol = 0.5 / 65535 + 1e-6  # the 16-bit grid the samples are scaled onto, then float32 rounding
+    np.testing.assert_allclose(read_image(low), want, atol=tol)
+    assert decode_image(low.read_bytes(), 32).max() > 0.9
+    # without sBIT the samples are read as stored (the file says 16 bits), and validation says so
+    bare = _write(tmp_path / "bare.png", Image.fromarray(twelve))
+    cohort = read_manifest(_manifest(tmp_path / "m.csv", [["A", low.name, "", 0, 0], ["B", bare.name, "", 1, 1]]))
+    assert [(w.code, w.row, w.file) for w in cohort.warnings] == [(DIM_IMAGE, 2, str(bare))]
+    assert "the brightest sample is 6.01% of the range" in str(cohort.warnings[0])
+    folder = tmp_path / "clip"
+    folder.mkdir()
+    for k in range(2):
+        shutil.copy(low, folder / f"f{k}.png")
+    np.testing.assert_allclose(clips.read_frames(folder)[1], want, atol=tol)
+    for name, stored, bits in [
+        ("shifted", twelve * 16, 12),
+        ("replicated", twelve * 16 + twelve // 256, 12),
+        ("exceeds", twelve * 16 + 3, 12),
+        ("declared 16", twelve, 16),
+    ]:
+        got = read_image(_with_sbit(tmp_path / f"{name}.png", Image.fromarray(stored.astype(np.uint16)), bits))
+        np.testing.assert_allclose(got[..., 0], stored / 65535, atol=1e-6, err_msg=name)
+    six = (np.arange(24 * 32).reshape(24, 32) % 64).astype(np.uint8)  # 6-bit samples in an 8-bit PNG
+    for mode, bits in (("L", (6,)), ("LA", (6, 8))):
+        im = Image.fromarray(six).convert(mode)
+        got = read_image(_with_sbit(tmp_path / f"six_{mode}.png", im, *bits))
+        np.testing.assert_allclose(got[..., 0], np.rint(six / 63 * 255) / 255, atol=1e-6, err_msg=mode)
+
+
 def test_exif_orientation_applied_to_size_and_pixels(tmp_path):
     """Case jpeg-exif-orientation-ignored: the picture a viewer shows is what the model reads,
     and crop boxes refer to it."""
@@ -174,9 +229,10 @@ def test_cine_frame_count_checked_against_pixel_data(tmp_path):
     refused naming both numbers; a true one reads the enhancement peak."""
     frames = np.stack([np.full((12, 16, 3), 20 + 25 * k, np.uint8) for k in range(8)])
     b = _write(tmp_path / "b.png", Image.fromarray(RAMP))
+    (own,) = own_pictures(b, 1)
     for nof, ok in ((8, True), (None, False), (4, False), (1, False), (0, False)):
         cine = _cine(tmp_path / f"cine_{nof}.dcm", frames, nof)
-        m = _manifest(tmp_path / f"m_{nof}.csv", [["A", b.name, cine.name, 1, 1], ["B", b.name, cine.name, 0, 0]])
+        m = _manifest(tmp_path / f"m_{nof}.csv", [["A", b.name, cine.name, 1, 1], ["B", own, "", 0, 0]])
         if ok:
             read_manifest(m)
             peak = decode_input(cine, "ceus", size=8, patient_id="A")
@@ -356,20 +412,22 @@ def test_option_columns_that_disagree_with_the_file_are_named(tmp_path):
     still = _write(tmp_path / "still.png", Image.fromarray(RAMP))
     picture = np.asarray(Image.open(still).convert("L"))
     region = ScanRegion(Box(0, 0, picture.shape[1], picture.shape[0]), 1, 1, (0.625, 0.625))
-    dicom.write_dataset(dicom.new_dataset(picture, regions=[region]), tmp_path / "cal.dcm")
+    for k, name in enumerate(("cal.dcm", "cal_1.dcm", "cal_2.dcm")):  # each patient's own picture
+        dicom.write_dataset(dicom.new_dataset(np.roll(picture, k, axis=1), regions=[region]), tmp_path / name)
     dicom.write_dataset(dicom.new_dataset(picture), tmp_path / "plain.dcm")
+    s1, s2, s3, s4 = own_pictures(still, 4)
     _cine(tmp_path / "cine.dcm", np.stack([np.full((12, 16, 3), 20 + 25 * k, np.uint8) for k in range(4)]), 4)
     header = ["patient_id", "bmode", "ceus", "us_lnm", "lnm", "bmode_frame", "bmode_mm_per_pixel"]
     header += ["ceus_frame_rate", "ceus_crop"]
     rows = [
         ["A", "still.png", "", 1, 1, "7", "", "", ""],
         ["B", "cal.dcm", "", 0, 0, "7", "", "", ""],
-        ["C", "cal.dcm", "", 1, 0, "", "0.9", "", ""],
+        ["C", "cal_1.dcm", "", 1, 0, "", "0.9", "", ""],
         # a DICOM file that is fine, with a column it cannot take: bad_image_option, as a PNG's
-        ["F", "still.png", "cal.dcm", 1, 0, "", "", "10", ""],
-        ["G", "still.png", "cine.dcm", 0, 1, "", "", "10", ""],
-        ["H", "still.png", "cine.dcm", 1, 1, "", "", "", "0,0,40,40"],
-        ["I", "", "still.png", 0, 1, "3", "", "", ""],  # a frame of no B-mode: filled down a column?
+        ["F", s1, "cal_2.dcm", 1, 0, "", "", "10", ""],
+        ["G", s2, "cine.dcm", 0, 1, "", "", "10", ""],
+        ["H", s3, "cine.dcm", 1, 1, "", "", "", "0,0,40,40"],  # (a part of G's cine: a picture apart)
+        ["I", "", s4, 0, 1, "3", "", "", ""],  # a frame of no B-mode: filled down a column?
         ["D", "cal.dcm", "", 0, 1, "0", "0.625", "", ""],  # agrees with the file: taken
         ["E", "plain.dcm", "", 1, 0, "", "0.9", "", ""],  # no calibration of its own: the cell's
     ]
@@ -516,14 +574,14 @@ def test_an_image_that_holds_no_picture_is_named(tmp_path, capsys):
     _native(dicom.US_IMAGE_STORAGE, np.zeros((24, 32), np.uint8), 1, "MONOCHROME2").save_as(
         tmp_path / "zeros.dcm", enforce_file_format=True
     )
-    ok = _write(tmp_path / "ok.png", Image.fromarray(RAMP))
+    ok = [_write(tmp_path / f"ok{k}.png", Image.fromarray(np.roll(RAMP, k, axis=1))).name for k in range(9)]
     clip = tmp_path / "clip"
     clip.mkdir()
     for k, level in enumerate((0, 0, 120, 200)):  # two black frames first
         Image.fromarray(np.full((24, 32), level, np.uint8)).save(clip / f"f{k}.png")
     stills = [*blank, "zeros.dcm"]
-    rows = [[f"P{i}", name, ok.name, i % 2, i % 2] for i, name in enumerate(stills)]
-    rows += [["C", ok.name, "clip", 1, 1], ["D", ok.name, ok.name, 0, 0]]
+    rows = [[f"P{i}", name, ok[i], i % 2, i % 2] for i, name in enumerate(stills)]
+    rows += [["C", ok[6], "clip", 1, 1], ["D", ok[7], ok[8], 0, 0]]
     capsys.readouterr()
     manifest = _manifest(tmp_path / "m.csv", rows)
     assert len(read_manifest(manifest)) == len(rows)
@@ -547,6 +605,71 @@ def test_an_image_that_holds_no_picture_is_named(tmp_path, capsys):
     with pytest.raises(ManifestError) as e:
         read_manifest(_manifest(tmp_path / "bad.csv", rows))
     assert _codes(e.value) == {BLANK_IMAGE, "bad_flag_value"} and str(e.value).count(BLANK_IMAGE) == 5
+
+
+def test_one_picture_for_two_patients_is_refused(tmp_path, capsys):
+    """helper-50's trial of a3f0dab: one image file named by two patients (a column filled down
+    in a spreadsheet, a study exported twice under two ids) passed validate in silence, and could
+    sit in train and test alike. Every member is `shared_image` on the later row, naming the
+    first: the same path, the same path spelt otherwise, a byte-identical copy, one patient's
+    B-mode as another's CEUS, a fill-down over many rows (said once, then "as said for row").
+    Not refused: two crops of one capture (a dual display's halves), copies of a blank image
+    (no picture: `blank_image` says those). One picture as a patient's B-mode and CEUS is the
+    `same_picture` warning, except in a DICOM file (its B-mode and CEUS regions are read apart)."""
+    pics = {
+        n: _write(tmp_path / f"{n}.png", Image.fromarray(np.roll(RAMP, k, axis=1))) for k, n in enumerate("abdefgh")
+    }
+    shutil.copyfile(pics["a"], tmp_path / "a_copy.png")
+    (tmp_path / "sub").mkdir()
+    _dcm(tmp_path / "dual.dcm", RAMP)
+    for name in ("black1.png", "black2.png"):
+        _write(tmp_path / name, Image.fromarray(np.zeros((24, 32), np.uint8)))
+    columns = ("patient_id", "bmode", "ceus", "us_lnm", "lnm", "bmode_crop")
+    fine = [
+        ["P1", "a.png", "b.png", 0, 0, ""],
+        ["P4", "d.png", "", 1, 1, "0,0,16,24"],
+        ["P5", "d.png", "", 0, 0, "16,0,32,24"],  # the other half of P4's capture
+        ["P6", "e.png", "e.png", 1, 1, ""],  # same_picture
+        ["P7", "black1.png", "f.png", 0, 0, ""],
+        ["P8", "black2.png", "g.png", 1, 1, ""],  # a copy of P7's blank B-mode
+        ["P9", "dual.dcm", "dual.dcm", 0, 1, ""],  # a DICOM's regions
+    ]
+    shared = [
+        ["P2", "a.png", "h.png", 1, 1, ""],
+        ["P3", "sub/../a_copy.png", "", 0, 0, ""],
+        ["P10", "", "./b.png", 1, 0, ""],
+    ]
+    with pytest.raises(ManifestError) as e:
+        read_manifest(_manifest(tmp_path / "m.csv", fine[:1] + shared + fine[1:], columns))
+    assert _codes(e.value) == {SHARED_IMAGE, SAME_PICTURE, BLANK_IMAGE}  # (warnings listed with errors)
+    said = [(p.code, p.row, p.column, p.message) for p in e.value.problems if p.code == SHARED_IMAGE]
+    tail = (
+        "one image for two patients can sit in training and test alike; give each patient their own image, or "
+        "leave the cell empty (a column filled down in a spreadsheet?)"
+    )
+    copy = f"('{pics['a']}', the same bytes)"
+    assert said == [
+        (SHARED_IMAGE, 2, "bmode", f"the same picture as row 1's bmode (patient 'P1'): {tail}"),
+        (SHARED_IMAGE, 3, "bmode", f"the same picture as row 1's bmode (patient 'P1') {copy}: {tail}"),
+        (SHARED_IMAGE, 4, "ceus", f"the same picture as row 1's ceus (patient 'P1'): {tail}"),
+    ], said
+    # a B-mode column filled down over five rows: said in full once, then "as said for row 2"
+    filled = [["Q1", "a.png", "", 0, 0, ""], *([f"Q{i}", "a.png", "", i % 2, i % 2, ""] for i in range(2, 7))]
+    with pytest.raises(ManifestError) as e:
+        read_manifest(_manifest(tmp_path / "filled.csv", filled, columns))
+    assert [p.row for p in e.value.problems] == [2, 3, 4, 5, 6] and str(e.value).count(tail) == 1, e.value
+
+    capsys.readouterr()
+    manifest = _manifest(tmp_path / "fine.csv", fine, columns)
+    cohort = read_manifest(manifest)
+    assert [(w.code, w.row) for w in cohort.warnings] == [(SAME_PICTURE, 4), ("blank_image", 5), ("blank_image", 6)]
+    err = capsys.readouterr().err.splitlines()
+    assert err[-1] == (
+        f"warning: {manifest}: 1 patient(s) have one picture as B-mode and CEUS: both branches see the same "
+        f"pixels: [same_picture] row 4, column 'ceus', file '{tmp_path / 'e.png'}': the same picture as this "
+        "patient's bmode: the B-mode and CEUS branches see the same pixels"
+    ), err
+    assert len(err) == 2 and err[0].startswith(f"warning: {manifest}: 2 image(s) hold no picture"), err
 
 
 def _lut(entries, first: int, bits: int, count: int | None = None, words: bool = False):
@@ -629,7 +752,8 @@ def test_a_grey_dicom_reads_as_a_viewer_shows_it(tmp_path):
     # original up to the rounding of the windowed values to the stored depth: half a level
     ok = _write(tmp_path / "ok.png", Image.fromarray(RAMP))
     originals = {"A": windowed, "B": sigmoid, "C": both, "D": tmp_path / "lut8.dcm"}
-    m = _manifest(tmp_path / "m.csv", [[pid, f.name, ok.name, 1, 1] for pid, f in originals.items()])
+    oks = own_pictures(ok, len(originals))  # each patient's own CEUS
+    m = _manifest(tmp_path / "m.csv", [[pid, f.name, oks[k], 1, 1] for k, (pid, f) in enumerate(originals.items())])
     deidentify(m, tmp_path / "deid", tmp_path / "private" / "map.csv")
     rows = csv.DictReader((tmp_path / "private" / "map.csv").open())
     copies = {r["original_patient_id"]: tmp_path / "deid" / r["file"] for r in rows if r["input"] == "bmode"}
@@ -684,7 +808,8 @@ def test_deidentified_palette_keeps_its_depth(tmp_path):
     ramp = (np.arange(256) * 257 + 100).clip(0, 65535)  # not a multiple of 257: 8 bits would lose it
     pal = _palette(tmp_path / "pal.dcm", 8, ramp)
     b = _write(tmp_path / "b.png", Image.fromarray(RAMP))
-    m = _manifest(tmp_path / "m.csv", [["A", pal.name, b.name, 1, 1], ["B", b.name, b.name, 0, 0]])
+    (other,) = own_pictures(b, 1)  # patient B's own
+    m = _manifest(tmp_path / "m.csv", [["A", pal.name, b.name, 1, 1], ["B", other, "", 0, 0]])
     report = deidentify(m, tmp_path / "deid", tmp_path / "map.csv")
     mapping = {r["original_patient_id"]: r["patient_id"] for r in csv.DictReader(open(tmp_path / "map.csv"))}
     copy = read_manifest(report.manifest).by_id()[mapping["A"]]
@@ -700,6 +825,7 @@ def test_other_modalities_and_secondary_captures_refused(tmp_path):
 
     mr = get_testdata_file("examples_overlay.dcm")
     b = _write(tmp_path / "b.png", Image.fromarray(RAMP))
+    (other,) = own_pictures(b, 1)  # patient B's own
     sc = _dcm(tmp_path / "sc.dcm", RAMP, Modality="OT")
     from pydicom import dcmread
 
@@ -710,7 +836,7 @@ def test_other_modalities_and_secondary_captures_refused(tmp_path):
     signed_mr = get_testdata_file("MR_small.dcm")  # signed pixels: still named for its modality
     cases = ((mr, True, True), (ct, True, True), (signed_mr, True, True), (sc, False, True), (sc, True, False))
     for path, accept, refused in cases:
-        m = _manifest(tmp_path / "m.csv", [["A", str(path), b.name, 1, 1], ["B", b.name, b.name, 0, 0]])
+        m = _manifest(tmp_path / "m.csv", [["A", str(path), b.name, 1, 1], ["B", other, "", 0, 0]])
         framing = Framing(accept_secondary_capture=accept)
         if not refused:
             read_manifest(m, framing=framing)
@@ -810,10 +936,11 @@ def test_cells_beyond_or_short_of_the_header_are_named(tmp_path):
     got empty"), never as a cell left out. A row's problems come in its columns' order."""
     b = _write(tmp_path / "b.png", Image.fromarray(RAMP))
     m = tmp_path / "m.csv"
+    a1, a2, b1, b2, c1, c2, d1, e1, e2, f2 = own_pictures(b, 10)  # each patient's own pictures
     m.write_text(
         "patient_id,bmode,ceus,us_lnm,lnm,bmode_crop\n"
-        f"A,{b.name},{b.name},1,1,0,0,8,8\nB,{b.name},{b.name},0,0,,\nC,{b.name},{b.name},1,0,\n"
-        f"D,{b.name},1,1\nE,{b.name},{b.name},1,0\nF,missing.png,{b.name},2,1,0 0 9\n"
+        f"A,{a1},{a2},1,1,0,0,8,8\nB,{b1},{b2},0,0,,\nC,{c1},{c2},1,0,\n"
+        f"D,{d1},1,1\nE,{e1},{e2},1,0\nF,missing.png,{f2},2,1,0 0 9\n"
     )
     with pytest.raises(ManifestError) as e:
         read_manifest(m)
@@ -842,7 +969,8 @@ def test_a_known_column_in_another_spelling_is_named(tmp_path):
     columns = ("Patient-ID", "bmode", "ceus", "us_lnm", "lnm", "BMODE_CROP", "Bmode_Mask", "CEUS mm per pixel", "Age")
     columns += ("B-mode crop", "ceus_fps", "bmode_frame_rate", "bmode mm per px", "CEUS-agent", "ceus_per_pixel")
     columns += ("bmode_framerate", "ceusfps", "B-mode", "ceus_region", "bmode.1", "ceus_mask_file")
-    row = ["A", b.name, b.name, 1, 1, "0,0,8,8", b.name, "0.1", 50, "0,0,8,8", 12, 12, 0.1, "SonoVue", 0.1, 12, 12]
+    (c,) = own_pictures(b, 1)  # the CEUS: a picture of its own
+    row = ["A", b.name, c, 1, 1, "0,0,8,8", b.name, "0.1", 50, "0,0,8,8", 12, 12, 0.1, "SonoVue", 0.1, 12, 12]
     row += ["", "left", b.name, b.name]
     m = _manifest(tmp_path / "m.csv", [row], columns=columns)
     with pytest.raises(ManifestError) as e:
@@ -933,11 +1061,12 @@ def test_every_bad_framing_cell_of_a_row_is_named(tmp_path):
 
 def test_frame_folder_of_mixed_sizes_refused_at_validation(tmp_path):
     b = _write(tmp_path / "b.png", Image.fromarray(RAMP))
+    (other,) = own_pictures(b, 1)  # patient B's own
     folder = tmp_path / "clip"
     folder.mkdir()
     Image.fromarray(RAMP).save(folder / "frame_0.png")
     Image.fromarray(RAMP[:, :16]).save(folder / "frame_1.png")
-    m = _manifest(tmp_path / "m.csv", [["A", b.name, "clip", 1, 1], ["B", b.name, b.name, 0, 0]])
+    m = _manifest(tmp_path / "m.csv", [["A", b.name, "clip", 1, 1], ["B", other, "", 0, 0]])
     with pytest.raises(ManifestError) as e:
         read_manifest(m)
     assert _codes(e.value) == {UNREADABLE_CLIP} and "differ in size" in str(e.value)
@@ -986,10 +1115,11 @@ def test_deidentified_long_16bit_clip_reads_back_the_same(tmp_path):
     for k in range(n):  # unpadded names: frame_2 before frame_10 only in natural order
         Image.fromarray(np.full((4, 4), round(level[k] * 257), np.uint16)).save(folder / f"frame_{k}.png")
     b = _write(tmp_path / "b.png", Image.fromarray(RAMP))
+    (other,) = own_pictures(b, 1)  # patient B's own
     note = 'says "hi", a, b\nsecond line'
     m = _manifest(
         tmp_path / "m.csv",
-        [["V1", b.name, "clip", 1, 1, note], ["V2", b.name, b.name, 0, 0, "plain"]],
+        [["V1", b.name, "clip", 1, 1, note], ["V2", other, "", 0, 0, "plain"]],
         columns=("patient_id", "bmode", "ceus", "us_lnm", "lnm", "note"),
     )
     report = deidentify(m, tmp_path / "deid", tmp_path / "map.csv", keep_columns=("note",))
@@ -1158,7 +1288,8 @@ def test_deidentify_warns_once_naming_the_original(tmp_path, capsys):
 
     _write(tmp_path / "ramp.png", Image.fromarray(RAMP))
     _write(tmp_path / "flat.png", Image.fromarray(np.full_like(RAMP, 128)))
-    m = _manifest(tmp_path / "m.csv", [["A", "flat.png", "ramp.png", 1, 1], ["B", "ramp.png", "ramp.png", 0, 0]])
+    (other,) = own_pictures(tmp_path / "ramp.png", 1)
+    m = _manifest(tmp_path / "m.csv", [["A", "flat.png", "ramp.png", 1, 1], ["B", other, "", 0, 0]])
     capsys.readouterr()
     deidentify(m, tmp_path / "deid", tmp_path / "private" / "map.csv")
     said = [line for line in capsys.readouterr().err.splitlines() if "hold no picture" in line]

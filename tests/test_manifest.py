@@ -28,6 +28,15 @@ def folder(tmp_path: Path) -> Path:
     return root
 
 
+def _pictures(folder: Path, n: int) -> None:
+    """img/q0.png, img/q0.jpg ... of ``n`` patients: each their own pictures (one picture for two
+    patients is refused, shared_image)."""
+    rng = np.random.default_rng(1)
+    for i in range(n):
+        Image.fromarray(rng.integers(0, 255, (20, 30), np.uint8), "L").save(folder / "img" / f"q{i}.png")
+        Image.fromarray(rng.integers(0, 255, (25, 20, 3), np.uint8), "RGB").save(folder / "img" / f"q{i}.jpg")
+
+
 def _write(folder: Path, body: str, header: str = HEADER) -> Path:
     path = folder / "manifest.csv"
     path.write_text(header + body)
@@ -262,7 +271,8 @@ def test_problems_come_in_row_order_on_any_number_of_threads(folder, monkeypatch
     """Rows are checked on threads; the problems are listed as one thread lists them: by row,
     a row's patient_id first, then its cells from left to right."""
     (folder / "img" / "broken.png").write_bytes((folder / "img" / "a.png").read_bytes()[:60])
-    rows = [f"P{i},img/{'abcd'[i % 4]}.png,img/{'abcd'[i % 4]}.jpg,{i % 2},{i % 2},1" for i in range(1, 25)]
+    _pictures(folder, 25)
+    rows = [f"P{i},img/q{i}.png,img/q{i}.jpg,{i % 2},{i % 2},1" for i in range(1, 25)]
     rows[3] = "P4,img/broken.png,img/zz.jpg,1,1,1"  # row 4: an unreadable image and a missing one
     rows[9] = "P3,img/a.png,img/a.jpg,5,1,1"  # row 10: a duplicate id and a bad flag
     rows[20] = "P21,,,,1,1"  # row 21: no inputs
@@ -294,14 +304,14 @@ def _snapshot(root: Path) -> set[tuple[str, int]]:
     return {(str(p.relative_to(root)), p.stat().st_mtime_ns) for p in root.rglob("*")}
 
 
-def _complete(n: int) -> str:
-    """``n`` patients with every input (images reused), classes alternating."""
-    abcd = "abcd"
-    return "".join(f"Q{i},img/{abcd[i % 4]}.png,img/{abcd[i % 4]}.jpg,{i % 2},{i % 2},50\n" for i in range(n))
+def _complete(folder: Path, n: int) -> str:
+    """``n`` patients with every input (each their own, written to ``folder``), classes alternating."""
+    _pictures(folder, n)
+    return "".join(f"Q{i},img/q{i}.png,img/q{i}.jpg,{i % 2},{i % 2},50\n" for i in range(n))
 
 
 def test_validate_command_exit_codes_and_writes_nothing(folder, capsys):
-    good = _write(folder, _complete(20))
+    good = _write(folder, _complete(folder, 20))
     before = _snapshot(folder)
     assert main(["validate", str(good), "--config", "configs/paper_triple.py"]) == 0
     out = capsys.readouterr().out

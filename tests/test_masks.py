@@ -4,10 +4,12 @@ physical scale, resize) so that a mask covers the pixels the model sees."""
 from __future__ import annotations
 
 import csv
+import shutil
 
 import numpy as np
 import pytest
 from PIL import Image
+from support import own_pictures
 
 from lnm_jax.data.cohorts import manifest as M
 from lnm_jax.data.pixels.masks import decode_mask
@@ -63,13 +65,14 @@ def test_bad_masks_are_named_with_row_column_and_file(tmp_path):
     gray[:, :60] = 128
     gray[:, 60:] = 255
     Image.fromarray(gray).save(tmp_path / "gray.png")
-    base = {"bmode": "img.png", "ceus": "", "us_lnm": "1"}
+    own = iter(own_pictures(img, 5))
+    base = {"ceus": "", "us_lnm": "1"}
     rows = [
-        {"patient_id": "A", **base, "lnm": 1, "bmode_mask": "mask.png"},  # fine
-        {"patient_id": "B", **base, "lnm": 0, "bmode_mask": "empty.png"},
-        {"patient_id": "C", **base, "lnm": 1, "bmode_mask": "small.png"},
-        {"patient_id": "D", **base, "lnm": 0, "bmode_mask": "gray.png"},
-        {"patient_id": "E", **base, "lnm": 1, "bmode_mask": "nope.png"},
+        {"patient_id": "A", "bmode": next(own), **base, "lnm": 1, "bmode_mask": "mask.png"},  # fine
+        {"patient_id": "B", "bmode": next(own), **base, "lnm": 0, "bmode_mask": "empty.png"},
+        {"patient_id": "C", "bmode": next(own), **base, "lnm": 1, "bmode_mask": "small.png"},
+        {"patient_id": "D", "bmode": next(own), **base, "lnm": 0, "bmode_mask": "gray.png"},
+        {"patient_id": "E", "bmode": next(own), **base, "lnm": 1, "bmode_mask": "nope.png"},
         {"patient_id": "F", "bmode": "", "ceus": "", "us_lnm": "1", "lnm": 0, "bmode_mask": "mask.png"},
     ]
     with pytest.raises(M.ManifestError) as e:
@@ -156,10 +159,10 @@ def test_a_dicom_segmentation_is_a_mask_like_its_png(tmp_path):
     np.testing.assert_array_equal(
         decode_mask(tmp_path / "mask.dcm", img, "bmode", size=32), decode_mask(png, img, "bmode", size=32)
     )
-    base = {"bmode": "img.png", "ceus": "", "us_lnm": "1"}
+    a, b = own_pictures(img, 2)
     rows = [
-        {"patient_id": "A", **base, "lnm": 1, "bmode_mask": "mask.dcm"},
-        {"patient_id": "B", **base, "lnm": 0, "bmode_mask": "not_seg.dcm"},
+        {"patient_id": "A", "bmode": a, "ceus": "", "us_lnm": "1", "lnm": 1, "bmode_mask": "mask.dcm"},
+        {"patient_id": "B", "bmode": b, "ceus": "", "us_lnm": "1", "lnm": 0, "bmode_mask": "not_seg.dcm"},
     ]
     with pytest.raises(M.ManifestError) as e:
         M.read_manifest(_manifest(tmp_path, rows))
@@ -176,14 +179,16 @@ def test_deidentify_crops_a_mask_with_its_image(tmp_path):
 
     img, mask = _image_and_mask(tmp_path)
     rows = [
-        {"patient_id": p, "bmode": "img.png", "ceus": "", "us_lnm": "1", "lnm": y, "bmode_mask": "mask.png"}
-        for p, y in (("A", 1), ("B", 0))
+        {"patient_id": p, "bmode": own, "ceus": "", "us_lnm": "1", "lnm": y, "bmode_mask": "mask.png"}
+        for p, y, own in zip("AB", (1, 0), own_pictures(img, 2))
     ]
     src = _manifest(tmp_path, [{**r, "bmode_crop": "10,5,110,75"} for r in rows], extra=("bmode_mask", "bmode_crop"))
     report = deidentify(src, tmp_path / "copy", tmp_path / "mapping.csv")
     copy = M.read_manifest(report.manifest).patients[0]
     assert Image.open(copy.bmode).size == Image.open(copy.mask("bmode")).size == (100, 70)
-    original = decode_mask(mask, img, "bmode", size=32, options=ImageOptions(crop=Box(10, 5, 110, 75)))
+    original = decode_mask(
+        mask, tmp_path / rows[0]["bmode"], "bmode", size=32, options=ImageOptions(crop=Box(10, 5, 110, 75))
+    )
     np.testing.assert_allclose(decode_mask(copy.mask("bmode"), copy.bmode, "bmode", size=32), original, atol=1e-6)
 
 
@@ -204,17 +209,18 @@ def test_lesion_box_grows_squares_and_stays_inside():
 def test_crop_to_lesion_writes_a_manifest_that_frames_around_the_mask(tmp_path):
     from lnm_jax.data.cohorts.lesion_crop import crop_to_lesion
 
-    _image_and_mask(tmp_path)
+    img, _ = _image_and_mask(tmp_path)
+    own = own_pictures(img, 3)
     rows = [
-        {"patient_id": p, "bmode": "img.png", "ceus": "", "us_lnm": "1", "lnm": y, "bmode_mask": "mask.png"}
-        for p, y in (("A", 1), ("B", 0))
+        {"patient_id": p, "bmode": name, "ceus": "", "us_lnm": "1", "lnm": y, "bmode_mask": "mask.png"}
+        for p, y, name in zip("AB", (1, 0), own)
     ]
     src = _manifest(tmp_path, rows)
     (tmp_path / "sub").mkdir()
     summary = crop_to_lesion(src, tmp_path / "sub" / "lesion.csv", margin=0.5)
     assert summary["images_cropped_to_lesion"] == 2
     p = M.read_manifest(tmp_path / "sub" / "lesion.csv").patients[0]
-    assert p.image_options("bmode").crop == Box(25, 10, 85, 70) and p.bmode == (tmp_path / "sub" / "../img.png")
+    assert p.image_options("bmode").crop == Box(25, 10, 85, 70) and p.bmode == (tmp_path / "sub" / f"../{own[0]}")
     m = decode_mask(p.mask("bmode"), p.bmode, "bmode", size=32, options=p.image_options("bmode"))
     assert 0.15 < m.mean() < 0.25  # the 30x20 lesion in a 60x60 crop: a sixth of the model's square
     # each row's box is its own mask's: a spreadsheet's blank row and a quoted cell's line breaks
@@ -223,7 +229,9 @@ def test_crop_to_lesion_writes_a_manifest_that_frames_around_the_mask(tmp_path):
     other = np.zeros((80, 120), np.uint8)
     other[5:25, 10:20] = 255
     Image.fromarray(other).save(tmp_path / "mask2.png")
-    text = _manifest(tmp_path, [*rows, {**rows[0], "patient_id": "C", "bmode_mask": "mask2.png"}]).read_text()
+    text = _manifest(
+        tmp_path, [*rows, {**rows[0], "patient_id": "C", "bmode": own[2], "bmode_mask": "mask2.png"}]
+    ).read_text()
     head, a, b, c = text.splitlines()
     (tmp_path / "m.csv").write_text(f'{head},note\n,,,,,,\n{a},"two\nlines"\n,,,,,,\n\n{b},\n{c},\n')
     crop_to_lesion(tmp_path / "m.csv", tmp_path / "sub" / "gaps.csv", margin=0.5)
@@ -239,7 +247,7 @@ def test_crop_to_lesion_writes_a_manifest_that_frames_around_the_mask(tmp_path):
 
 def _ddti_case(root, case, tirads, svg, size=(60, 40)):
     picture = np.full((size[1], size[0], 3), 90, np.uint8)
-    picture[: size[1] // 2] = 140  # some contrast: a constant still is refused (blank_image)
+    picture[: size[1] // 2] = 140 + case  # some contrast (a constant still is blank_image), each case its own
     Image.fromarray(picture).save(root / "images" / f"{case}_1.jpg")
     (root / "xml" / f"{case}.xml").write_text(
         f"<case><number>{case}</number><tirads>{tirads}</tirads><mark><image>1</image><svg>{svg}</svg></mark></case>"
@@ -257,10 +265,23 @@ def test_convert_ddti_rasterises_outlines_and_names_what_it_leaves_out(tmp_path)
     _ddti_case(src, 2, "3", square)
     _ddti_case(src, 3, "", square)  # no TI-RADS: left out
     _ddti_case(src, 4, "5", square[:40])  # an outline cut off, as in the release: left out, named
+    _ddti_case(src, 5, "4b", square)  # case 1's picture under another case, as in the release: left out
+    shutil.copyfile(src / "images" / "1_1.jpg", src / "images" / "5_1.jpg")
     summary = convert_ddti(src, tmp_path / "out" / "manifest.csv")
-    assert (summary["patients"], summary["no_tirads"], summary["bad_outline"]) == (2, 1, 1)
-    assert summary["skipped"][0].startswith("4.xml")
+    assert (summary["patients"], summary["no_tirads"], summary["bad_outline"], summary["same_picture"]) == (2, 1, 1, 1)
+    assert summary["skipped"] == [
+        "4.xml (image 1's outline is not a polygon list: JSONDecodeError: Expecting ',' delimiter: line 1 column 41 "
+        "(char 40))",  # the whole error (it had been cut at 60 characters)
+        "5.xml (image 5_1.jpg is the same picture as 1.xml's)",
+    ], summary["skipped"]
     cohort = M.read_manifest(tmp_path / "out" / "manifest.csv")
     assert [p.lnm for p in cohort.patients] == [1, 0]
     lesion = np.asarray(Image.open(cohort.patients[0].mask("bmode"))) > 0
     assert lesion.shape == (40, 60) and lesion[5:25, 10:30].all() and lesion.sum() == 400  # the filled 20x20 square
+    # run again: the masks folder it wrote is named as such (it had been "--out .../masks", an option
+    # never given), before the manifest, which --overwrite would replace while the folder stays refused
+    from lnm_jax.fileio import OutputPathError
+
+    for overwrite in (False, True):
+        with pytest.raises(OutputPathError, match=r"^--out's masks folder .*masks is an existing folder that is not"):
+            convert_ddti(src, tmp_path / "out" / "manifest.csv", overwrite=overwrite)

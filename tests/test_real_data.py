@@ -26,11 +26,11 @@ needs_data = pytest.mark.skipif(
 def test_reads_real_ddti_and_busbra_images(tmp_path):
     """A mixed manifest of real images (RGB JPEG thyroid B-mode; grayscale PNG breast views of
     different sizes) validates and goes through the pipeline."""
-    ddti = sorted(DDTI.glob("*.jpg"))[:3]
+    ddti = sorted(DDTI.glob("*.jpg"))[:6]
     with (BUSBRA / "bus_data.csv").open() as f:
         ids = [r["ID"] for r in csv.DictReader(f)]
     pairs = [i[:-2] for i in ids if i.endswith("-l") and f"{i[:-2]}-r" in ids][:3]
-    rows = [f"D{k},{p},{ddti[(k + 1) % 3]},{k % 2},{k % 2}" for k, p in enumerate(ddti)]
+    rows = [f"D{k},{p},{ddti[k + 3]},{k % 2},{k % 2}" for k, p in enumerate(ddti[:3])]
     rows += [f"B{k},{BUSBRA}/Images/{p}-l.png,{BUSBRA}/Images/{p}-r.png,,{(k + 1) % 2}" for k, p in enumerate(pairs)]
     manifest = tmp_path / "manifest.csv"
     manifest.write_text("patient_id,bmode,ceus,us_lnm,lnm\n" + "\n".join(rows) + "\n")

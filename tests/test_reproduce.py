@@ -266,8 +266,8 @@ def _busbra(tmp_path):
         (3, "s", "benign", 4),
         (4, "lr", "malignant", 4),
     ):
-        for v in views:
-            picture = np.tile(np.arange(90, 140, dtype=np.uint8), (40, 1))  # not blank (blank_image)
+        for k, v in enumerate(views):  # each view its own picture, not blank (blank_image)
+            picture = np.tile(np.arange(90, 140, dtype=np.uint8) + 2 * case + k, (40, 1))
             Image.fromarray(picture).save(src / "Images" / f"bus_{case:04d}-{v}.png")
             rows.append(f'bus_{case:04d}-{v},{case},hist{case},{path},{birads},DevA,50,40,left,"[1,2,3,4]"')
     (src / "bus_data.csv").write_text("\n".join(rows) + "\n")
@@ -324,3 +324,22 @@ def test_busbra_converter_maps_views_flag_label_and_single_view_patients(tmp_pat
     said = capsys.readouterr().err
     assert f"bus_data.csv: line {len(lines) + 1}: byte 0xed is not UTF-8" in said and "CSV UTF-8" in said, said
     assert not any((tmp_path / f"{n}.csv").exists() for n in ("twice", "none", "empty", "tabs", "latin"))
+    # a patient's views tell its Case, Histology and Device alike, and one Case is one patient
+    # (helper-50's trial of a3f0dab: views that disagreed passed, the first view's taken); BI-RADS
+    # is the most suspicious view's (BUS-BRA's bus_0856 has views of BI-RADS 4 and 5)
+    views = _busbra(tmp_path / "views")
+    table = (views / "bus_data.csv").read_text()
+    for k, (was, edited, said) in enumerate(
+        (
+            ("bus_0001-r,1,", "bus_0001-r,7,", "line 3: patient bus_0001's views disagree on Case ('1', '7')"),
+            ("bus_0001-r,1,hist1", "bus_0001-r,1,hist9", "line 3: patient bus_0001's views disagree on Histology"),
+            ("bus_0002-l,2,", "bus_0002-l,1,", "line 4: Case 1 is also bus_0001's: one patient under two IDs"),
+        )
+    ):
+        (views / "bus_data.csv").write_text(table.replace(was, edited))
+        assert main(["convert-busbra", "--src", str(views), "--out", str(tmp_path / f"views{k}.csv")]) == 1
+        assert said in capsys.readouterr().err
+    (views / "bus_data.csv").write_text(table.replace("bus_0002-r,2,hist2,benign,3", "bus_0002-r,2,hist2,benign,4"))
+    assert main(["convert-busbra", "--src", str(views), "--out", str(tmp_path / "birads.csv")]) == 0
+    mixed = read_manifest(tmp_path / "birads.csv").by_id()["bus_0002"]
+    assert (mixed.us_lnm, mixed.metadata["BIRADS"]) == (1, "4")

@@ -224,8 +224,14 @@ def _undecodable_cohort(tiny_cohort, tmp_path, monkeypatch):
     """A cohort whose first B-mode image the validator passes (switched off) but no decoder can
     read; returns it and the file."""
     truncated = tmp_path / "trunc.png"
-    truncated.write_bytes(read_manifest(tiny_cohort).patients[0].bmode.read_bytes()[:200])
-    m = rewrite_manifest(tiny_cohort, tmp_path / "d" / "manifest.csv", lambda r: {**r, "bmode": str(truncated)}, rows=4)
+    first = read_manifest(tiny_cohort).patients[0]
+    truncated.write_bytes(first.bmode.read_bytes()[:200])
+    m = rewrite_manifest(
+        tiny_cohort,
+        tmp_path / "d" / "manifest.csv",
+        lambda r: {**r, "bmode": str(truncated)} if r["patient_id"] == first.patient_id else r,
+        rows=4,
+    )
     monkeypatch.setattr(mf, "check_image", lambda path, still=False: None)
     return read_manifest(m), truncated
 

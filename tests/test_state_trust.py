@@ -1069,7 +1069,8 @@ def test_a_moved_training_cohort_is_named_in_config_json_and_may_be_pointed_to(t
     # B-mode swapped for another's) is another cohort; each image's content is in image_geometry.csv
     swapped = shutil.copytree(moved, tmp_path / "swapped")
     first, second = (swapped / rows[i]["bmode"] for i in (0, 1))
-    first.write_bytes(second.read_bytes())
+    pictures = first.read_bytes(), second.read_bytes()
+    first.write_bytes(pictures[1]), second.write_bytes(pictures[0])
     line = _one_error_line(
         capsys, ["relocate", "--workdir", str(run.workdir), "--manifest", str(swapped / "manifest.csv")]
     )
@@ -1106,7 +1107,10 @@ def test_a_moved_training_cohort_is_named_in_config_json_and_may_be_pointed_to(t
     assert main(["relocate", "--workdir", str(run.workdir), "--manifest", str(moved / "manifest.csv")]) == 0
     record = run.files.image_geometry.read_bytes()
     edited = moved / rows[1]["ceus"]
-    edited.write_bytes((moved / rows[0]["ceus"]).read_bytes())
+    from PIL import Image
+
+    with Image.open(edited) as im:
+        Image.fromarray(np.roll(np.asarray(im), 3, axis=1)).save(edited)  # (another's copy: shared_image)
     for argv in (["evaluate", "--workdir", str(run.workdir), "--out", str(tmp_path / "ev")], resume):
         line = _one_error_line(capsys, argv)
         assert f"patient {rows[1]['patient_id']}, ceus {edited}: not the image the run was trained on" in line, line
@@ -1334,8 +1338,9 @@ def test_deidentified_dicom_holds_no_original_value(tmp_path):
     from lnm_jax.data.privacy.deidentify import deidentify
 
     _phi_dicom(tmp_path / "a.dcm")
-    Image.fromarray(np.tile(np.arange(60, 108, dtype=np.uint8), (32, 1))).save(tmp_path / "b.png")
-    (tmp_path / "m.csv").write_text("patient_id,bmode,ceus,us_lnm,lnm\nA,a.dcm,b.png,1,1\nB,b.png,b.png,0,0\n")
+    for k, name in enumerate(("b.png", "c.png", "d.png")):
+        Image.fromarray(np.tile(np.arange(60 + k, 108 + k, dtype=np.uint8), (32, 1))).save(tmp_path / name)
+    (tmp_path / "m.csv").write_text("patient_id,bmode,ceus,us_lnm,lnm\nA,a.dcm,b.png,1,1\nB,c.png,d.png,0,0\n")
     deidentify(tmp_path / "m.csv", tmp_path / "deid", tmp_path / "private" / "map.csv")
     out = b"".join(p.read_bytes() for p in (tmp_path / "deid").rglob("*") if p.is_file())
     for value in (
@@ -1604,8 +1609,9 @@ def test_a_mapping_another_deidentify_wrote_meanwhile_is_kept(tmp_path, monkeypa
 
     from lnm_jax.data.privacy import deidentify as D
 
-    Image.fromarray(np.tile(np.arange(60, 108, dtype=np.uint8), (32, 1))).save(tmp_path / "b.png")
-    (tmp_path / "m.csv").write_text("patient_id,bmode,ceus,us_lnm,lnm\nA,b.png,b.png,1,1\nB,b.png,b.png,0,0\n")
+    for k, name in enumerate(("a.png", "b.png", "c.png", "d.png")):
+        Image.fromarray(np.tile(np.arange(60 + k, 108 + k, dtype=np.uint8), (32, 1))).save(tmp_path / name)
+    (tmp_path / "m.csv").write_text("patient_id,bmode,ceus,us_lnm,lnm\nA,a.png,b.png,1,1\nB,c.png,d.png,0,0\n")
     mapping, theirs = tmp_path / "map.csv", "written by the other call\n"
     read = D.read_manifest
 
@@ -1618,4 +1624,11 @@ def test_a_mapping_another_deidentify_wrote_meanwhile_is_kept(tmp_path, monkeypa
     with pytest.raises(OSError, match=r"cannot write the mapping .*map.csv: written meanwhile by another process"):
         D.deidentify(tmp_path / "m.csv", tmp_path / "deid", mapping)
     assert mapping.read_text() == theirs and not (tmp_path / "deid").exists()
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["b.png", "m.csv", "map.csv"]  # no temporary left
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "a.png",
+        "b.png",
+        "c.png",
+        "d.png",
+        "m.csv",
+        "map.csv",
+    ]  # no temporary

@@ -33,6 +33,7 @@ from lnm_jax.names import BMODE, CEUS, LABEL, MASK_COLUMNS, PATIENT_ID, US_LNM, 
 PATHOLOGY = {"malignant": 1, "benign": 0}
 VIEW = {"l": BMODE, "r": CEUS, "s": BMODE}
 METADATA = ("Histology", "BIRADS", "Device")
+SAME_FOR_ALL_VIEWS = ("Histology", "Device")  # a patient's, told again on each view's row
 COLUMNS = ("ID", "Pathology", "BIRADS")  # what the mapping reads
 
 # BUS-BRA dev's per-view statistics at 80 px (`lnm-jax norm-stats --manifest M --image-size 80`,
@@ -76,6 +77,8 @@ def convert_busbra(src: Path | str, out_csv: Path | str, *, overwrite: bool = Fa
         raise ValueError(f"{src} is not a BUS-BRA folder (needs bus_data.csv and Images/)")
     guard_output(out_csv, inputs=[table, src / "Images"], overwrite=overwrite)  # any manifest starts alike: no ``ours``
     patients: dict[str, dict] = {}
+    cases: dict[str, str] = {}  # BUS-BRA's Case -> the patient (ID number) it is, and back
+    case_of: dict[str, str] = {}
     try:
         text = table_text(table)
     except TableTextError as e:
@@ -106,6 +109,12 @@ def convert_busbra(src: Path | str, out_csv: Path | str, *, overwrite: bool = Fa
         if not image.is_file():
             raise ValueError(f"{table}, line {line}: image {image} does not exist")
         pid = f"bus_{m.group(1)}"
+        case = (rec.get("Case") or "").strip()
+        if case and (other := cases.setdefault(case, pid)) != pid:
+            raise ValueError(
+                f"{table}, line {line}: Case {case} is also {other}'s: one patient under two IDs would sit in "
+                "training and test alike"
+            )
         p = patients.setdefault(
             pid,
             {
@@ -117,6 +126,12 @@ def convert_busbra(src: Path | str, out_csv: Path | str, *, overwrite: bool = Fa
         )
         if p[LABEL] != PATHOLOGY[pathology]:
             raise ValueError(f"{table}, line {line}: patient {pid}'s views disagree on Pathology")
+        said = {"Case": case_of.setdefault(pid, case), **{k: p[k] for k in SAME_FOR_ALL_VIEWS}}
+        for k, first in said.items():  # a row moved, or one column sorted apart from the others
+            if first != (value := (rec.get(k) or "").strip()):
+                raise ValueError(f"{table}, line {line}: patient {pid}'s views disagree on {k} ({first!r}, {value!r})")
+        if birads > int(float(p["BIRADS"])):  # the patient's category: its most suspicious view's (bus_0856: 4, 5)
+            p["BIRADS"], p[US_LNM] = rec["BIRADS"].strip(), int(birads >= 4)
         column = VIEW[m.group(2)]
         if column in p:
             raise ValueError(f"{table}, line {line}: patient {pid} has a second '{column}' image")

@@ -24,7 +24,7 @@ from PIL import Image, ImageDraw
 
 from lnm_jax.data.cohorts.manifest import write_manifest
 from lnm_jax.data.pixels.decode import image_size
-from lnm_jax.fileio import atomic_directory, guard_output
+from lnm_jax.fileio import atomic_directory, content_digest, error_line, guard_output
 from lnm_jax.names import BMODE, LABEL, PATIENT_ID, US_LNM, mask
 
 SUSPICIOUS = ("4a", "4b", "4c", "5")
@@ -74,15 +74,17 @@ def rasterise(shapes: list[list[tuple[float, float]]], size: tuple[int, int]) ->
 def convert_ddti(src: Path | str, out_csv: Path | str, *, overwrite: bool = False) -> dict[str, int]:
     """Writes the manifest and ``masks/`` beside it (the masks folder new, written atomically);
     returns counts and ``skipped``: the cases left out because their outline cannot be read
-    (the release has outlines cut off mid-point), each named. ValueError naming the file when
+    (the release has outlines cut off mid-point) or their image is an earlier case's picture,
+    each named. ValueError naming the file when
     the folder or an XML file is not DDTI's."""
     src, out_csv = Path(src), Path(out_csv)
     if not (src / "xml").is_dir() or not (src / "images").is_dir():
         raise ValueError(f"{src} is not a DDTI folder (needs xml/ and images/)")
     masks_dir = out_csv.parent / MASKS
+    # the masks folder first: --overwrite replaces the manifest, never a folder of files
+    guard_output(masks_dir, inputs=[src], kind="folder", can_overwrite=False, flag="--out's masks folder")
     guard_output(out_csv, inputs=[src], overwrite=overwrite)  # any manifest starts alike: no ``ours``
-    guard_output(masks_dir, inputs=[src], kind="folder", can_overwrite=False)
-    rows, counts, skipped = [], {"cases": 0, "no_tirads": 0, "no_outline": 0}, []
+    rows, counts, skipped, pictures = [], {"cases": 0, "no_tirads": 0, "no_outline": 0, "same_picture": 0}, [], {}
     out_csv.parent.mkdir(parents=True, exist_ok=True)
     with atomic_directory(masks_dir) as tmp:
         for xml in sorted((src / "xml").glob("*.xml"), key=lambda p: int(re.sub(r"\D", "", p.stem) or 0)):
@@ -107,7 +109,13 @@ def convert_ddti(src: Path | str, out_csv: Path | str, *, overwrite: bool = Fals
             try:
                 lesion = rasterise(polygons(m.findtext("svg")), image_size(image))
             except (ValueError, KeyError, TypeError) as e:  # e.g. an outline cut off in the release
-                skipped.append(f"{xml.name} (image {k}'s outline is not a polygon list: {str(e)[:60]})")
+                skipped.append(f"{xml.name} (image {k}'s outline is not a polygon list: {error_line(e)})")
+                continue
+            # the release holds one picture under several cases (150_1, 323_1, 326_1, 349_1 ...):
+            # a manifest naming it twice is refused (shared_image), so the later case is left out
+            if (earlier := pictures.setdefault(content_digest(image), xml.name)) != xml.name:
+                skipped.append(f"{xml.name} (image {image.name} is the same picture as {earlier}'s)")
+                counts["same_picture"] += 1
                 continue
             pid = f"ddti_{xml.stem}"
             Image.fromarray(lesion.astype(np.uint8) * 255, "L").save(tmp / f"{pid}.png")
@@ -124,7 +132,7 @@ def convert_ddti(src: Path | str, out_csv: Path | str, *, overwrite: bool = Fals
     write_manifest(out_csv, rows, extra_columns=(mask(BMODE), "tirads"))
     return {
         **counts,
-        "bad_outline": len(skipped),
+        "bad_outline": len(skipped) - counts["same_picture"],
         "patients": len(rows),
         "suspicious": sum(r[LABEL] for r in rows),
         "skipped": skipped,

@@ -49,7 +49,7 @@ from lnm_jax.data.pixels.masks import NOT_SEGMENTATION as MASK_NOT_SEGMENTATION 
 from lnm_jax.data.pixels.masks import SIZE_MISMATCH as MASK_SIZE_MISMATCH  # noqa: F401
 from lnm_jax.data.pixels.masks import MaskError, check_mask
 from lnm_jax.data.threads import cpus, ordered_map
-from lnm_jax.fileio import error_line, problems_text, warn_once, write_csv
+from lnm_jax.fileio import content_digest, error_line, problems_text, warn_once, write_csv
 from lnm_jax.names import (
     BMODE,
     CEUS,
@@ -98,9 +98,22 @@ BLANK_IMAGE = "blank_image"
 MISNAMED_COLUMN = "misnamed_column"
 EXTRA_CELLS = "extra_cells"
 SHORT_ROW = "short_row"
-# said as a warning (once per manifest and process), not refused: a still that holds one value is
-# no ultrasound picture, but a cohort's other rows, and a test's filler images, stay usable
-WARNING_CODES = frozenset({BLANK_IMAGE})
+SHARED_IMAGE = "shared_image"
+SAME_PICTURE = "same_picture"
+DIM_IMAGE = "dim_image"
+# a still whose brightest sample is at most this (of [0, 1]) is nearly black: 12-bit samples
+# stored unscaled in a 16-bit file (4095 of 65535; 15 of 255 in an 8-bit one)
+DIM_AT = 1 / 16
+# said as a warning (once per manifest and process), not refused, each with the words its line
+# begins with: a still that holds one value is no ultrasound picture, a nearly black one is read
+# far from its scanner's brightness, one picture as a patient's B-mode and CEUS feeds both
+# branches the same pixels, but a cohort's other rows stay usable (one picture for two patients,
+# SHARED_IMAGE, is refused: it can sit in train and test)
+WARNING_CODES = {
+    BLANK_IMAGE: "image(s) hold no picture (one value everywhere)",
+    DIM_IMAGE: "image(s) are nearly black",
+    SAME_PICTURE: "patient(s) have one picture as B-mode and CEUS: both branches see the same pixels",
+}
 # and MASK_NOT_BINARY, MASK_EMPTY, MASK_NO_BACKGROUND, MASK_SIZE_MISMATCH, MASK_NOT_SEGMENTATION
 # (lnm_jax.data.pixels.masks)
 
@@ -358,10 +371,17 @@ def check_image(path: Path, still: bool = False) -> tuple[str, str] | None:
 def blank(img: np.ndarray) -> tuple[str, str] | None:
     """(``blank_image``, why) when a decoded still (float [H, W, C] in [0, 1]) holds one value
     everywhere: all black, all white, fully transparent (the decoder drops alpha), an export or
-    de-identification that wiped the picture; None otherwise."""
-    if img.min() != img.max():
-        return None
-    return BLANK_IMAGE, f"image holds one value everywhere ({float(img.flat[0]) * 255:.0f} of 255): no picture"
+    de-identification that wiped the picture; (``dim_image``, why) when its brightest sample is
+    at most :data:`DIM_AT` of the range (12-bit samples in a 16-bit PNG that does not say so in
+    its ``sBIT``: read at 1/16 of their brightness); None otherwise."""
+    if img.min() == img.max():
+        return BLANK_IMAGE, f"image holds one value everywhere ({float(img.flat[0]) * 255:.0f} of 255): no picture"
+    if (top := float(img.max())) <= DIM_AT:
+        return DIM_IMAGE, (
+            f"the brightest sample is {top:.2%} of the range: 12-bit samples (0-4095) in a 16-bit PNG read so; "
+            "save them scaled to 16 bits, or say 12 in the PNG's sBIT chunk"
+        )
+    return None
 
 
 def missing_path(path: Path) -> str | None:
@@ -681,7 +701,10 @@ def read_manifest(
         framing=framing,
     )
     order = {h: i for i, h in enumerate(header)}  # a row's problems in its columns' order, the row's own first
-    for (row, _), (patient, found) in zip(records, ordered_map(check, records, min(cpus(), MAX_CHECK_THREADS))):
+    pictures: dict[tuple, tuple[Patient, str]] = {}  # each picture's first patient and column
+    rows_checked = ordered_map(check, records, min(cpus(), MAX_CHECK_THREADS))
+    for (row, _), (patient, found, keys) in zip(records, rows_checked):
+        found += _shared_pictures(patient, keys, pictures)
         found = [
             p
             for p in (id_problems.get(row), *found)
@@ -704,9 +727,10 @@ def read_manifest(
     warnings = [p for p in problems if p.code in WARNING_CODES]
     if len(warnings) < len(problems):
         raise ManifestError(path, problems)
-    if warnings and warn:  # said once per manifest and process, by every command that reads it
-        shown = "; ".join(str(w) for w in warnings[:3]) + (f"; {len(warnings) - 3} more" if len(warnings) > 3 else "")
-        warn_once(f"{path}: {len(warnings)} image(s) hold no picture (one value everywhere): {shown}", (path, "blank"))
+    for code, words in WARNING_CODES.items() if warn else ():  # once per manifest and process, by every command
+        if said := [w for w in warnings if w.code == code]:
+            shown = "; ".join(map(str, said[:3])) + (f"; {len(said) - 3} more" if len(said) > 3 else "")
+            warn_once(f"{path}: {len(said)} {words}: {shown}", (path, code))
     return Cohort(
         path=path,
         patients=tuple(patients),
@@ -890,6 +914,41 @@ def write_manifest(path: Path, rows: list[dict[str, object]], extra_columns: Ite
 MAX_CHECK_THREADS = 32
 
 
+def _picture(file: Path, options: sources.ImageOptions, check_images: bool) -> tuple:
+    """What tells one picture from another: the content of the file or frame folder
+    (:func:`lnm_jax.fileio.content_digest`; its resolved path where images are not checked),
+    with the crop and frame taken from it (a dual display's two halves, a cine's frames, are
+    pictures apart)."""
+    return content_digest(file) if check_images else str(file.resolve()), options.crop, options.frame
+
+
+def _shared_pictures(patient: Patient, keys: dict[str, tuple], first: dict[tuple, tuple]) -> list[Problem]:
+    """``patient``'s pictures (``keys``: :func:`_picture` per image input) already seen, recorded
+    in ``first`` as they come: one picture as another patient's image is ``shared_image``, which
+    can put it in train and test (a column filled down in a spreadsheet, a study exported under
+    two ids); as this patient's other input (not a DICOM file, whose B-mode and CEUS regions
+    are read apart), ``same_picture``."""
+    problems = []
+    for col, key in keys.items():
+        file = getattr(patient, col)
+        if key not in first:
+            first[key] = (patient, col)
+            continue
+        other, at = first[key]
+        named = "" if getattr(other, at) == file else f" ('{getattr(other, at)}', the same bytes)"
+        if other is not patient:
+            why = (
+                f"the same picture as row {other.row}'s {at} (patient '{other.patient_id}'){named}: one image for "
+                "two patients can sit in training and test alike; give each patient their own image, or leave "
+                "the cell empty (a column filled down in a spreadsheet?)"
+            )
+            problems.append(Problem(SHARED_IMAGE, why, patient.row, col, str(file)))
+        elif not is_dicom(file):
+            why = f"the same picture as this patient's {at}{named}: the B-mode and CEUS branches see the same pixels"
+            problems.append(Problem(SAME_PICTURE, why, patient.row, col, str(file)))
+    return problems
+
+
 def _option_problems(e: sources.ImageOptionError, row: int, file: Path) -> list[Problem]:
     """Each framing column's value that ``file`` cannot take, at the option's column."""
     said = getattr(e, "errors", (e,))
@@ -905,9 +964,10 @@ def _check_row(
     check_images: bool,
     min_clip_frames: int,
     framing: sources.Framing,
-) -> tuple[Patient, list[Problem]]:
-    """One manifest row's patient and the problems of its cells and files (not those of its
-    patient_id, which depend on the other rows: :func:`read_manifest`)."""
+) -> tuple[Patient, list[Problem], dict[str, tuple]]:
+    """One manifest row's patient, the problems of its cells and files (not those of its
+    patient_id or pictures, which depend on the other rows: :func:`read_manifest`) and its
+    images' :func:`_picture` keys (those without a problem)."""
     row, rec = record
     pid = rec.get(PATIENT_ID, "")
     problems: list[Problem] = []
@@ -961,6 +1021,9 @@ def _check_row(
             except (OSError, ValueError) as e:  # (PIL's UnidentifiedImageError, ClipError among them)
                 problems.append(Problem(UNREADABLE_IMAGE, f"cannot be read ({error_line(e)})", row, col, str(file)))
     masks = _masks(rec, base, images, options, row, problems, check_images, framing.ceus_region)
+    # (a blank image's copies are no shared picture: it holds none)
+    said = {p.column for p in problems if p.code != DIM_IMAGE}
+    pictures = {c: _picture(f, options[c], check_images) for c, f in images.items() if f is not None and c not in said}
 
     flag = _parse_binary(rec.get(US_LNM, ""))
     if isinstance(flag, str):
@@ -986,4 +1049,5 @@ def _check_row(
             masks=masks,
         ),
         problems,
+        pictures,
     )

@@ -19,6 +19,7 @@ from __future__ import annotations
 import functools
 import io
 import re
+import struct
 from pathlib import Path
 
 import numpy as np
@@ -185,7 +186,10 @@ def displayed(im: Image.Image) -> Image.Image:
     frames = getattr(im, "n_frames", 1)
     if im.format == "PNG" and frames > 1:
         raise ValueError(f"an animated PNG ({frames} frames): a still holds one picture; save the one meant as a PNG")
+    significant = png_significant_bits(im)  # (read before the pixels: loading may close the file)
     im = upright(im)
+    if significant is not None:
+        im = _low_bits_scaled(im, significant)
     profile = im.info.get("icc_profile")
     if profile and im.mode in GRAY_BITS:
         if (lut := _gray_lut(bytes(profile), GRAY_BITS[im.mode])) is None:
@@ -205,6 +209,54 @@ def displayed(im: Image.Image) -> Image.Image:
     from PIL import ImageCms  # noqa: PLC0415
 
     return ImageCms.applyTransform(im, transform)
+
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def png_significant_bits(im: Image.Image) -> int | None:
+    """The significant bits of a grey PNG's samples, from its ``sBIT`` chunk (PNG specification
+    11.3.3.4), read from the file's chunks before the pixels (Pillow keeps no ``sBIT``); None for
+    another format or mode, a PNG without ``sBIT``, or an image no longer backed by its file."""
+    fp = getattr(im, "fp", None)
+    if im.format != "PNG" or im.mode not in GRAY_BITS or fp is None:
+        return None
+    at = fp.tell()
+    try:
+        fp.seek(0)
+        if fp.read(len(PNG_SIGNATURE)) != PNG_SIGNATURE:
+            return None
+        while len(head := fp.read(8)) == 8:
+            length, kind = struct.unpack(">I4s", head)
+            if kind == b"sBIT":
+                return fp.read(1)[0] if length else None
+            if kind in (b"IDAT", b"IEND"):  # sBIT comes before the image data or not at all
+                return None
+            fp.seek(length + 4, io.SEEK_CUR)  # the chunk's data and CRC
+        return None
+    finally:
+        fp.seek(at)
+
+
+def _low_bits_scaled(im: Image.Image, significant: int) -> Image.Image:
+    """A grey image whose ``sBIT`` says ``significant`` bits, scaled to its full depth where its
+    samples sit in those low bits. The PNG specification has an encoder shift such samples up
+    (12-bit data stored as v * 16, so that a reader ignoring ``sBIT`` reads them right); an
+    export that wrote 12-bit ultrasound as 0-4095 in a 16-bit PNG, and said so in ``sBIT``, had
+    been read at 1/16 of its brightness. Samples all below 2**significant and not all multiples
+    of the shift are such samples (shifted ones, or a declared depth the samples exceed, are
+    read as stored): v -> round(v * (2**depth - 1) / (2**significant - 1)), as a DICOM frame is
+    scaled by its BitsStored."""
+    depth = GRAY_BITS[im.mode]
+    if not 0 < significant < depth:
+        return im
+    gray = im.getchannel(0) if im.mode == "LA" else im
+    levels = np.asarray(gray).astype(np.int64)
+    if levels.max() >= 2**significant or not np.any(levels % 2 ** (depth - significant)):
+        return im
+    dtype = np.uint8 if depth == 8 else np.uint16
+    scaled = Image.fromarray(np.rint(levels * ((2**depth - 1) / (2**significant - 1))).astype(dtype))
+    return Image.merge("LA", (scaled, im.getchannel("A"))) if im.mode == "LA" else scaled
 
 
 def image_size(path: Path) -> tuple[int, int]:

@@ -160,6 +160,19 @@ class DicomHeader:
         return self.frame_times_s[-1] if self.frame_times_s else None
 
 
+def unreadable_line(e: Exception, what: str = "DICOM file") -> str:
+    """Why pydicom could not read a file as DICOM (``e``), in this package's words: a file
+    without the DICOM file format's preamble had been said in pydicom's, which end "Use
+    force=True", a setting of its own no user of this package has."""
+    if "DICM" in str(e):
+        return (
+            "not a DICOM file: no 'DICM' after its 128-byte preamble, which the DICOM file format (PS3.10) "
+            "begins with; a dataset written without it, or another file named .dcm: export it as a DICOM file "
+            "(dcmtk: dcmconv +F IN OUT; pydicom: save_as(OUT, enforce_file_format=True))"
+        )
+    return f"not a readable {what} ({type(e).__name__}: {e})"
+
+
 def read_header(path: Path) -> DicomHeader:
     """The header of a DICOM image file; :class:`DicomError` naming the file otherwise."""
     import pydicom  # noqa: PLC0415
@@ -172,7 +185,7 @@ def read_header(path: Path) -> DicomHeader:
             ds = pydicom.dcmread(path, defer_size="4 KB")
             ds.get("Modality")  # values are parsed lazily: warnings come on first access
     except (InvalidDicomError, OSError, ValueError, EOFError, KeyError) as e:
-        raise DicomError(f"{path}: not a readable DICOM file ({type(e).__name__}: {e})") from e
+        raise DicomError(f"{path}: {unreadable_line(e)}") from e
     missing = [k for k in ("Rows", "Columns", "PhotometricInterpretation", "BitsAllocated") if k not in ds]
     if missing:
         raise DicomError(f"{path}: DICOM file holds no image (missing {', '.join(missing)})")

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from lnm_jax.data.pixels.decode import fit, read_image, read_opacity
-from lnm_jax.data.pixels.dicom import is_dicom, quiet_pydicom
+from lnm_jax.data.pixels.dicom import is_dicom, quiet_pydicom, unreadable_line
 from lnm_jax.data.pixels.sources import DEFAULT_FRAMING, NO_OPTIONS, Framing, ImageOptions, Source, crop, resolve
 
 
@@ -53,7 +53,7 @@ def read_segmentation(path: Path | str) -> np.ndarray:
             if modality == "SEG":
                 pixels = np.asarray(ds.pixel_array)
     except (InvalidDicomError, AttributeError, KeyError, NotImplementedError, RuntimeError, TypeError) as e:
-        raise ValueError(f"not a readable DICOM segmentation ({type(e).__name__}: {e})") from e
+        raise ValueError(unreadable_line(e, "DICOM segmentation")) from e
     if modality != "SEG":
         raise MaskError(
             NOT_SEGMENTATION,
