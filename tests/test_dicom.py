@@ -137,8 +137,8 @@ def test_jpeg_cine_is_sampled_in_seconds_from_its_frame_time_vector(tmp_path):
     np.testing.assert_array_equal(clip, got[in_seconds])
 
 
-def _dual(tmp_path, name, left_tint: bool) -> Path:
-    rng = np.random.default_rng(1)
+def _dual(tmp_path, name, left_tint: bool, seed: int = 1) -> Path:
+    rng = np.random.default_rng(seed)
     gray = rng.integers(30, 200, (20, 20), dtype=np.uint8)
     contrast = np.stack([gray, gray // 2 if left_tint else gray, gray // 4 if left_tint else gray], -1)
     screen = np.zeros((30, 50, 3), np.uint8)
@@ -152,7 +152,7 @@ def test_dual_display_contrast_side_is_the_coloured_one_or_named(tmp_path):
     src = sources.resolve(tinted, "ceus")
     assert src.box == Box(2, 5, 22, 25) and src.reference == Box(27, 5, 47, 25)
     assert sources.resolve(tinted, "ceus", ceus_region="right").box == Box(27, 5, 47, 25)
-    gray = _dual(tmp_path, "gray.dcm", left_tint=False)
+    gray = _dual(tmp_path, "gray.dcm", left_tint=False, seed=2)  # another patient's picture
     # named with where each command sets it (the trial of 8f1f25d: no command's option was named)
     with pytest.raises(DicomError, match="set data.ceus_region to 'left' or 'right' .*--ceus-region left"):
         sources.resolve(gray, "ceus")
@@ -198,18 +198,19 @@ def test_bad_dicom_input_is_named_with_what_is_wrong(tmp_path):
     (tmp_path / "notdicom.dcm").write_text("hello")
     _dual(tmp_path, "gray.dcm", left_tint=False)
     png(tmp_path, "a.png", np.arange(300, dtype=np.uint8).reshape(10, 10, 3))
+    a1, a2 = own_pictures(tmp_path / "a.png", 2)  # each patient's own
     rows = [
         "patient_id,bmode,ceus,us_lnm,lnm,bmode_crop,ceus_mm_per_pixel",
         "p1,notdicom.dcm,,1,1,,",
         "p2,a.png,gray.dcm,0,0,,",
-        'p3,a.png,a.png,0,1,"1,2,3",-1',
-        'p4,a.png,,0,0,"0,0,20,5",',
+        f'p3,{a1},{a1},0,1,"1,2,3",-1',
+        f'p4,{a2},,0,0,"0,0,20,5",',
     ]
     (tmp_path / "m.csv").write_text("\n".join(rows) + "\n")
     with pytest.raises(ManifestError) as e:
         read_manifest(tmp_path / "m.csv")
     found = {(p.code, p.row, p.column) for p in e.value.problems}
-    assert (UNUSABLE_DICOM, 1, "bmode") in found and "not a readable DICOM file" in str(e.value)
+    assert (UNUSABLE_DICOM, 1, "bmode") in found and "not a DICOM file: no 'DICM'" in str(e.value)
     assert (UNUSABLE_DICOM, 2, "ceus") in found and "data.ceus_region" in str(e.value)
     assert (BAD_IMAGE_OPTION, 3, "bmode_crop") in found and (BAD_IMAGE_OPTION, 3, "ceus_mm_per_pixel") in found
     assert (BAD_IMAGE_OPTION, 4, "bmode_crop") in found
@@ -462,4 +463,6 @@ def test_a_file_without_the_dicom_preamble_is_named_in_this_packages_words(tmp_p
     said = [(p.row, p.code, p.column) for p in e.value.problems]
     assert said == [(1, UNUSABLE_DICOM, "bmode"), (2, UNUSABLE_DICOM, "bmode"), (3, "unreadable_image", "bmode_mask")]
     for p in e.value.problems:
-        assert "not a DICOM file: no 'DICM' after its 128-byte preamble" in p.message and "force=True" not in p.message, p
+        assert (
+            "not a DICOM file: no 'DICM' after its 128-byte preamble" in p.message and "force=True" not in p.message
+        ), p

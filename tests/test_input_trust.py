@@ -511,7 +511,9 @@ def test_a_still_reads_as_a_colour_managed_viewer_shows_it(tmp_path):
     m = _manifest(tmp_path / "m.csv", [["A", "linear.png", "linear.jpg", 1, 1], ["B", "cine.png", "srgb.png", 0, 0]])
     with pytest.raises(ManifestError) as e:
         read_manifest(m)
-    assert "row 2, column 'bmode'" in str(e.value) and "animated PNG" in str(e.value) and len(e.value.problems) == 1
+    assert "row 2, column 'bmode'" in str(e.value) and "animated PNG" in str(e.value)
+    # (linear.png shown through its profile is linear.jpg's picture: said as one, a warning)
+    assert [(p.row, p.code) for p in e.value.problems] == [(1, SAME_PICTURE), (2, "unreadable_image")]
     m = _manifest(tmp_path / "ok.csv", [["A", "linear.png", "linear.jpg", 1, 1], ["B", "srgb.png", "broken.png", 0, 0]])
     deidentify(m, tmp_path / "deid", tmp_path / "private" / "map.csv")
     for r in csv.DictReader((tmp_path / "private" / "map.csv").open()):
@@ -639,19 +641,45 @@ def test_one_picture_for_two_patients_is_refused(tmp_path, capsys):
         ["P3", "sub/../a_copy.png", "", 0, 0, ""],
         ["P10", "", "./b.png", 1, 0, ""],
     ]
+    # the same pixels in other bytes: a PNG saved again (other compression, a text chunk), a DICOM
+    # file exported again under a new SOP Instance UID
+    from PIL.PngImagePlugin import PngInfo
+    from pydicom import dcmread
+    from pydicom.uid import generate_uid
+
+    text = PngInfo()
+    text.add_text("Comment", "exported again")
+    Image.open(pics["a"]).save(tmp_path / "a_again.png", compress_level=1, pnginfo=text)
+    again = dcmread(tmp_path / "dual.dcm")
+    again.SOPInstanceUID = again.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+    dicom.write_dataset(again, tmp_path / "dual_again.dcm")
+    Image.open(pics["a"]).convert("RGB").save(tmp_path / "a_rgb.png")  # grey saved as RGB
+    later = [
+        ["P11", "a_again.png", "", 0, 0, ""],
+        ["P12", "dual_again.dcm", "", 1, 1, ""],
+        ["P13", "a_rgb.png", "", 1, 0, ""],
+    ]
     with pytest.raises(ManifestError) as e:
-        read_manifest(_manifest(tmp_path / "m.csv", fine[:1] + shared + fine[1:], columns))
+        read_manifest(_manifest(tmp_path / "m.csv", fine[:1] + shared + fine[1:] + later, columns))
     assert _codes(e.value) == {SHARED_IMAGE, SAME_PICTURE, BLANK_IMAGE}  # (warnings listed with errors)
     said = [(p.code, p.row, p.column, p.message) for p in e.value.problems if p.code == SHARED_IMAGE]
     tail = (
         "one image for two patients can sit in training and test alike; give each patient their own image, or "
         "leave the cell empty (a column filled down in a spreadsheet?)"
     )
-    copy = f"('{pics['a']}', the same bytes)"
+    copy = f"('{pics['a']}', the same pixels)"
     assert said == [
         (SHARED_IMAGE, 2, "bmode", f"the same picture as row 1's bmode (patient 'P1'): {tail}"),
         (SHARED_IMAGE, 3, "bmode", f"the same picture as row 1's bmode (patient 'P1') {copy}: {tail}"),
         (SHARED_IMAGE, 4, "ceus", f"the same picture as row 1's ceus (patient 'P1'): {tail}"),
+        (SHARED_IMAGE, 11, "bmode", f"the same picture as row 1's bmode (patient 'P1') {copy}: {tail}"),
+        (
+            SHARED_IMAGE,
+            12,
+            "bmode",
+            f"the same picture as row 10's bmode (patient 'P9') ('{tmp_path / 'dual.dcm'}', the same pixels): {tail}",
+        ),
+        (SHARED_IMAGE, 13, "bmode", f"the same picture as row 1's bmode (patient 'P1') {copy}: {tail}"),
     ], said
     # a B-mode column filled down over five rows: said in full once, then "as said for row 2"
     filled = [["Q1", "a.png", "", 0, 0, ""], *([f"Q{i}", "a.png", "", i % 2, i % 2, ""] for i in range(2, 7))]

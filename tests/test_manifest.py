@@ -293,6 +293,22 @@ def test_problems_come_in_row_order_on_any_number_of_threads(folder, monkeypatch
     )
 
 
+def test_a_refused_manifest_leaves_no_checking_thread_behind(folder, monkeypatch):
+    """The rows' checks ran in a generator left suspended in read_manifest's frame, which the
+    ManifestError kept alive: the garbage collector closed it later on whichever thread it ran,
+    joining the pool's threads from there, and a suite run hung where that thread was starting
+    (it held a lock of threading's the joined threads needed). The pool is shut down before the
+    error leaves read_manifest: no thread of it outlives the call."""
+    import threading
+
+    monkeypatch.setattr(mf, "cpus", lambda: 2)  # threads even on a one-CPU machine
+    before = {t.ident for t in threading.enumerate()}
+    with pytest.raises(ManifestError) as e:
+        read_manifest(_write(folder, "".join(f"P{i},img/zz{i}.png,,1,{i % 2},1\n" for i in range(8))))
+    assert len(e.value.problems) == 8
+    assert [t.name for t in threading.enumerate() if t.ident not in before] == []
+
+
 def test_labels_optional_for_new_patients(folder):
     cohort = read_manifest(
         _write(folder, "N1,img/a.png,img/a.jpg,1,\n", header="patient_id,bmode,ceus,us_lnm,lnm\n"), require_labels=False

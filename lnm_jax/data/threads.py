@@ -22,7 +22,10 @@ def ordered_map(fn: Callable[[T], R], items: Iterable[T], threads: int) -> Itera
     """``fn`` of each item, yielded in the items' order, computed on ``threads`` threads (in
     this thread when ``threads`` <= 1). An exception in ``fn``, or one that stops the caller's
     loop (Ctrl-C), cancels the items not yet started and waits only for those running (not for
-    the whole queue, as futures collected one by one inside a ``with`` block would)."""
+    the whole queue, as futures collected one by one inside a ``with`` block would). Consume it
+    whole, or close it, where it is made: left suspended, it is closed by the garbage collector
+    on whichever thread that runs, which then joins the pool's threads (a deadlock where that
+    thread was starting, holding a lock of threading's the joined threads need)."""
     if threads <= 1:
         yield from map(fn, items)
         return

@@ -75,8 +75,7 @@ def convert_ddti(src: Path | str, out_csv: Path | str, *, overwrite: bool = Fals
     """Writes the manifest and ``masks/`` beside it (the masks folder new, written atomically);
     returns counts and ``skipped``: the cases left out because their outline cannot be read
     (the release has outlines cut off mid-point) or their image is an earlier case's picture,
-    each named. ValueError naming the file when
-    the folder or an XML file is not DDTI's."""
+    each named. ValueError naming the file when the folder or an XML file is not DDTI's."""
     src, out_csv = Path(src), Path(out_csv)
     if not (src / "xml").is_dir() or not (src / "images").is_dir():
         raise ValueError(f"{src} is not a DDTI folder (needs xml/ and images/)")

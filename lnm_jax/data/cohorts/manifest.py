@@ -358,14 +358,31 @@ def check_image(path: Path, still: bool = False) -> tuple[str, str] | None:
     reads, within :data:`MAX_IMAGE_PIXELS` (:func:`lnm_jax.data.pixels.decode.verify_image`),
     or, for a ``still`` (not a clip's frame, which may be dark), holds no picture
     (:func:`blank`); None if it is fine."""
+    return checked_still(path, still)[0]
+
+
+def checked_still(path: Path, still: bool = True) -> tuple[tuple[str, str] | None, str | None]:
+    """:func:`check_image`'s (problem code, why) or None, and the :func:`pixel_digest` of the
+    picture (None where it cannot be decoded)."""
     limit = f"over the limit of {MAX_IMAGE_PIXELS / 1e6:.0f} megapixels (data.pixels.decode.MAX_IMAGE_PIXELS)"
     try:
         img = verify_image(path, MAX_IMAGE_PIXELS)
     except ImageTooLargeError as e:
-        return IMAGE_TOO_LARGE, f"{e}, {limit}"
+        return (IMAGE_TOO_LARGE, f"{e}, {limit}"), None
     except (UnidentifiedImageError, OSError, ValueError) as e:
-        return UNREADABLE_IMAGE, f"not a readable image ({type(e).__name__}: {e})"
-    return blank(img) if still else None
+        return (UNREADABLE_IMAGE, f"not a readable image ({type(e).__name__}: {e})"), None
+    return (blank(img) if still else None), pixel_digest([img])
+
+
+def pixel_digest(pixels: Iterable[np.ndarray]) -> str:
+    """SHA-256 of decoded pixels (float32, each array's shape with it): one picture however its
+    file stores it (a PNG saved again with other compression or text chunks, grey as RGB, a
+    DICOM file exported again under a new SOP Instance UID)."""
+    h = hashlib.sha256()
+    for a in pixels:
+        a = np.ascontiguousarray(a, np.float32)
+        h.update(repr(a.shape).encode() + a.tobytes())
+    return h.hexdigest()
 
 
 def blank(img: np.ndarray) -> tuple[str, str] | None:
@@ -374,12 +391,13 @@ def blank(img: np.ndarray) -> tuple[str, str] | None:
     de-identification that wiped the picture; (``dim_image``, why) when its brightest sample is
     at most :data:`DIM_AT` of the range (12-bit samples in a 16-bit PNG that does not say so in
     its ``sBIT``: read at 1/16 of their brightness); None otherwise."""
-    if img.min() == img.max():
-        return BLANK_IMAGE, f"image holds one value everywhere ({float(img.flat[0]) * 255:.0f} of 255): no picture"
-    if (top := float(img.max())) <= DIM_AT:
+    lo, top = float(img.min()), float(img.max())
+    if lo == top:
+        return BLANK_IMAGE, f"image holds one value everywhere ({lo * 255:.0f} of 255): no picture"
+    if top <= DIM_AT:
         return DIM_IMAGE, (
-            f"the brightest sample is {top:.2%} of the range: 12-bit samples (0-4095) in a 16-bit PNG read so; "
-            "save them scaled to 16 bits, or say 12 in the PNG's sBIT chunk"
+            f"the brightest sample is {top:.2%} of the range: a picture read nearly black (12-bit samples, 0-4095, "
+            "in a 16-bit PNG read so where no sBIT chunk says 12); check how it was exported"
         )
     return None
 
@@ -465,8 +483,10 @@ def _listing(folder: Path) -> dict[str, tuple[str, ...]]:
 
 def check_dicom(
     path: Path, name: str, options, min_frames: int, framing: sources.Framing = sources.DEFAULT_FRAMING
-) -> tuple[str, str] | None:
-    """Returns (problem code, why) if the DICOM file cannot give input ``name`` as ``framing``
+) -> tuple[tuple[str, str] | None, str | None]:
+    """Returns ((problem code, why) or None, the :func:`pixel_digest` of its first and last
+    frames and their count, or None where they are not decoded). A problem where the DICOM
+    file cannot give input ``name`` as ``framing``
     reads it: another modality than ultrasound (or a secondary capture, unless accepted),
     unreadable header, no image, a header that disagrees with its pixel data (frame count,
     palette depth), a missing codec, an undecodable first or last frame, an ambiguous dual
@@ -484,20 +504,20 @@ def check_dicom(
         src = sources.resolve(path, name, options, framing.ceus_region)
         frames = [dicom.read_frame(src.header, index) for index in sorted({0, src.frames - 1})]
     except dicom.NotUltrasoundError as e:
-        return NOT_ULTRASOUND, str(e).removeprefix(f"{path}: ")
+        return (NOT_ULTRASOUND, str(e).removeprefix(f"{path}: ")), None
     except dicom.HeaderMismatchError as e:
-        return HEADER_MISMATCH, str(e).removeprefix(f"{path}: ")
+        return (HEADER_MISMATCH, str(e).removeprefix(f"{path}: ")), None
     except sources.ImageOptionError:  # the file is fine; a framing column does not fit it
         raise
     except (DicomError, ValueError) as e:
-        return UNUSABLE_DICOM, str(e).removeprefix(f"{path}: ")
+        return (UNUSABLE_DICOM, str(e).removeprefix(f"{path}: ")), None
+    digest = pixel_digest([*frames, np.array([src.frames])])
     if src.frames == 1 and (bad := blank(frames[0])):
-        return bad
+        return bad, digest
     if name == CEUS and src.still_frame is None and src.frames < min_frames:
-        return CLIP_TOO_SHORT, (
-            f"cine has {src.frames} frame(s), fewer than the {min_frames} asked for (data.clip_frames)"
-        )
-    return None
+        short = f"cine has {src.frames} frame(s), fewer than the {min_frames} asked for (data.clip_frames)"
+        return (CLIP_TOO_SHORT, short), digest
+    return None, digest
 
 
 def check_clip(path: Path, min_frames: int) -> tuple[str, str] | None:
@@ -702,7 +722,10 @@ def read_manifest(
     )
     order = {h: i for i, h in enumerate(header)}  # a row's problems in its columns' order, the row's own first
     pictures: dict[tuple, tuple[Patient, str]] = {}  # each picture's first patient and column
-    rows_checked = ordered_map(check, records, min(cpus(), MAX_CHECK_THREADS))
+    # taken whole here: a generator left suspended in a frame that an error keeps alive is closed by
+    # the garbage collector, on whatever thread it runs, joining the pool's threads from there (a
+    # thread starting, which holds threading's lock the joined threads need: a deadlock, met)
+    rows_checked = list(ordered_map(check, records, min(cpus(), MAX_CHECK_THREADS)))
     for (row, _), (patient, found, keys) in zip(records, rows_checked):
         found += _shared_pictures(patient, keys, pictures)
         found = [
@@ -914,12 +937,14 @@ def write_manifest(path: Path, rows: list[dict[str, object]], extra_columns: Ite
 MAX_CHECK_THREADS = 32
 
 
-def _picture(file: Path, options: sources.ImageOptions, check_images: bool) -> tuple:
-    """What tells one picture from another: the content of the file or frame folder
-    (:func:`lnm_jax.fileio.content_digest`; its resolved path where images are not checked),
+def _picture(file: Path, options: sources.ImageOptions, check_images: bool, digest: str | None) -> tuple:
+    """What tells one picture from another: its decoded pixels (``digest``, a still's or a DICOM
+    file's :func:`pixel_digest`), else the content of the file or frame folder
+    (:func:`lnm_jax.fileio.content_digest`), or its resolved path where images are not checked;
     with the crop and frame taken from it (a dual display's two halves, a cine's frames, are
     pictures apart)."""
-    return content_digest(file) if check_images else str(file.resolve()), options.crop, options.frame
+    content = digest or (content_digest(file) if check_images else str(file.resolve()))
+    return content, options.crop, options.frame
 
 
 def _shared_pictures(patient: Patient, keys: dict[str, tuple], first: dict[tuple, tuple]) -> list[Problem]:
@@ -935,7 +960,7 @@ def _shared_pictures(patient: Patient, keys: dict[str, tuple], first: dict[tuple
             first[key] = (patient, col)
             continue
         other, at = first[key]
-        named = "" if getattr(other, at) == file else f" ('{getattr(other, at)}', the same bytes)"
+        named = "" if getattr(other, at) == file else f" ('{getattr(other, at)}', the same pixels)"
         if other is not patient:
             why = (
                 f"the same picture as row {other.row}'s {at} (patient '{other.patient_id}'){named}: one image for "
@@ -973,6 +998,7 @@ def _check_row(
     problems: list[Problem] = []
     images: dict[str, Path | None] = {}
     options: dict[str, sources.ImageOptions] = {}
+    digests: dict[str, str | None] = {}  # each still's or DICOM file's pixel_digest, where checked
     for col in IMAGE_COLUMNS:
         cell = rec.get(col, "")
         options[col] = sources.NO_OPTIONS
@@ -993,10 +1019,11 @@ def _check_row(
             kind = "clip" if col == CEUS and is_clip(file) else "image file"
             problems.append(Problem(MISSING_FILE, f"{kind} {why}", row, col, str(file)))
         elif is_dicom(file):
+            bad = None
             try:
-                bad = check_images and check_dicom(file, col, options[col], min_clip_frames, framing)
+                if check_images:
+                    bad, digests[col] = check_dicom(file, col, options[col], min_clip_frames, framing)
             except sources.ImageOptionError as e:
-                bad = None
                 problems += _option_problems(e, row, file)
             if bad:
                 problems.append(Problem(bad[0], bad[1], row, col, str(file)))
@@ -1007,8 +1034,10 @@ def _check_row(
             problems.append(Problem(UNREADABLE_IMAGE, "B-mode must be a still image, not a clip", row, col, str(file)))
         elif not file.is_file():
             problems.append(Problem(MISSING_FILE, "image path is not a file", row, col, str(file)))
-        elif check_images and (bad := check_image(file, still=True)) is not None:
-            problems.append(Problem(bad[0], bad[1], row, col, str(file)))
+        elif check_images:
+            bad, digests[col] = checked_still(file)
+            if bad is not None:
+                problems.append(Problem(bad[0], bad[1], row, col, str(file)))
         if (
             options[col] != sources.NO_OPTIONS
             and not is_dicom(file)  # (check_dicom resolved it with its options)
@@ -1023,7 +1052,11 @@ def _check_row(
     masks = _masks(rec, base, images, options, row, problems, check_images, framing.ceus_region)
     # (a blank image's copies are no shared picture: it holds none)
     said = {p.column for p in problems if p.code != DIM_IMAGE}
-    pictures = {c: _picture(f, options[c], check_images) for c, f in images.items() if f is not None and c not in said}
+    pictures = {
+        c: _picture(f, options[c], check_images, digests.get(c))
+        for c, f in images.items()
+        if f is not None and c not in said
+    }
 
     flag = _parse_binary(rec.get(US_LNM, ""))
     if isinstance(flag, str):
