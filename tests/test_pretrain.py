@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from pathlib import Path
 
 import jax
 import numpy as np
@@ -49,7 +50,7 @@ def pretrained(tiny_cohort, tmp_path_factory):
     return c, work, P.pretrain(c, [tiny_cohort], work, progress=False)
 
 
-def test_the_test_split_is_kept_out_even_when_the_cohort_is_passed_twice(tiny_cohort, pretrained):
+def test_the_test_split_is_kept_out_even_when_the_cohort_is_passed_twice(tiny_cohort, pretrained, tmp_path):
     c, _, report = pretrained
     cohort = read_manifest(tiny_cohort)
     test = make_splits(c, cohort)[0].test  # the split `lnm-jax train` makes with this config
@@ -62,6 +63,15 @@ def test_the_test_split_is_kept_out_even_when_the_cohort_is_passed_twice(tiny_co
     assert len(banned) == 2 * len(test) and not banned & {r.path for r in kept}
     assert len(excluded) == 2 * len(banned)  # from both manifests
     assert report["images"] == len(refs) // 2 - len(banned)
+    # the cohort copied to another folder: other files, the same pictures (they had been kept,
+    # the test patients' images pretrained on)
+    copy = read_manifest(shutil.copytree(Path(tiny_cohort).parent, tmp_path / "copy") / Path(tiny_cohort).name)
+    kept, excluded = unlabeled.split_out(unlabeled.image_refs([cohort, copy]), test)
+    assert len(excluded) == 2 * len(banned) and not {r.picture for r in excluded} & {r.picture for r in kept}
+    assert {r.path.parent.parent for r in excluded} == {
+        Path(tiny_cohort).parent.resolve(),
+        (tmp_path / "copy").resolve(),
+    }
 
 
 def test_pretraining_resumes_as_the_uninterrupted_run(tiny_cohort, pretrained, tmp_path, monkeypatch):

@@ -198,6 +198,9 @@ class Patient:
     options: dict[str, sources.ImageOptions] = dataclasses.field(default_factory=dict)
     # per image input: its lesion mask (the <input>_mask column), where the manifest gives one
     masks: dict[str, Path] = dataclasses.field(default_factory=dict)
+    # per image input: what tells its picture from any other (:func:`picture_key`), where it was
+    # read without a problem: one picture is one key, in this manifest or another
+    pictures: dict[str, tuple] = dataclasses.field(default_factory=dict)
 
     def has(self, name: str) -> bool:
         """Whether the input ``name`` (bmode, ceus or us_lnm) is available."""
@@ -726,8 +729,8 @@ def read_manifest(
     # the garbage collector, on whatever thread it runs, joining the pool's threads from there (a
     # thread starting, which holds threading's lock the joined threads need: a deadlock, met)
     rows_checked = list(ordered_map(check, records, min(cpus(), MAX_CHECK_THREADS)))
-    for (row, _), (patient, found, keys) in zip(records, rows_checked):
-        found += _shared_pictures(patient, keys, pictures)
+    for (row, _), (patient, found) in zip(records, rows_checked):
+        found += _shared_pictures(patient, pictures)
         found = [
             p
             for p in (id_problems.get(row), *found)
@@ -937,7 +940,7 @@ def write_manifest(path: Path, rows: list[dict[str, object]], extra_columns: Ite
 MAX_CHECK_THREADS = 32
 
 
-def _picture(file: Path, options: sources.ImageOptions, check_images: bool, digest: str | None) -> tuple:
+def picture_key(file: Path, options: sources.ImageOptions, check_images: bool, digest: str | None) -> tuple:
     """What tells one picture from another: its decoded pixels (``digest``, a still's or a DICOM
     file's :func:`pixel_digest`), else the content of the file or frame folder
     (:func:`lnm_jax.fileio.content_digest`), or its resolved path where images are not checked;
@@ -947,14 +950,14 @@ def _picture(file: Path, options: sources.ImageOptions, check_images: bool, dige
     return content, options.crop, options.frame
 
 
-def _shared_pictures(patient: Patient, keys: dict[str, tuple], first: dict[tuple, tuple]) -> list[Problem]:
-    """``patient``'s pictures (``keys``: :func:`_picture` per image input) already seen, recorded
-    in ``first`` as they come: one picture as another patient's image is ``shared_image``, which
+def _shared_pictures(patient: Patient, first: dict[tuple, tuple]) -> list[Problem]:
+    """``patient``'s pictures (:attr:`Patient.pictures`) already seen, recorded in ``first`` as
+    they come: one picture as another patient's image is ``shared_image``, which
     can put it in train and test (a column filled down in a spreadsheet, a study exported under
     two ids); as this patient's other input (not a DICOM file, whose B-mode and CEUS regions
     are read apart), ``same_picture``."""
     problems = []
-    for col, key in keys.items():
+    for col, key in patient.pictures.items():
         file = getattr(patient, col)
         if key not in first:
             first[key] = (patient, col)
@@ -989,10 +992,9 @@ def _check_row(
     check_images: bool,
     min_clip_frames: int,
     framing: sources.Framing,
-) -> tuple[Patient, list[Problem], dict[str, tuple]]:
-    """One manifest row's patient, the problems of its cells and files (not those of its
-    patient_id or pictures, which depend on the other rows: :func:`read_manifest`) and its
-    images' :func:`_picture` keys (those without a problem)."""
+) -> tuple[Patient, list[Problem]]:
+    """One manifest row's patient and the problems of its cells and files (not those of its
+    patient_id or pictures, which depend on the other rows: :func:`read_manifest`)."""
     row, rec = record
     pid = rec.get(PATIENT_ID, "")
     problems: list[Problem] = []
@@ -1053,7 +1055,7 @@ def _check_row(
     # (a blank image's copies are no shared picture: it holds none)
     said = {p.column for p in problems if p.code != DIM_IMAGE}
     pictures = {
-        c: _picture(f, options[c], check_images, digests.get(c))
+        c: picture_key(f, options[c], check_images, digests.get(c))
         for c, f in images.items()
         if f is not None and c not in said
     }
@@ -1080,7 +1082,7 @@ def _check_row(
             metadata={c: rec.get(c, "") for c in metadata_columns},
             options={k: v for k, v in options.items() if v != sources.NO_OPTIONS},
             masks=masks,
+            pictures=pictures,
         ),
         problems,
-        pictures,
     )

@@ -3,8 +3,9 @@ pretraining, with the downstream test patients kept out.
 
 Pretraining on the images of the patients a model will be tested on is leakage (the backbone
 has seen them), so the patients ``exclude`` names (the downstream run's test split) are dropped
-from the first manifest, and any image of another manifest that is the same file as one of
-theirs is dropped too (the same cohort passed twice, or under another name).
+from the first manifest, and any image of another manifest that is the same file or the same
+picture as one of theirs is dropped too (the same cohort passed twice, under another name, or
+copied to another folder: :attr:`lnm_jax.data.cohorts.manifest.Patient.pictures`).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ class ImageRef:
     patient_id: str
     modality: str
     path: Path
+    picture: tuple | None = None  # its manifest's picture key (Patient.pictures), where read
 
 
 @dataclasses.dataclass(frozen=True)
@@ -50,7 +52,7 @@ class UnlabeledImages:
 
 def image_refs(cohorts: Sequence[Cohort], modalities: Iterable[str] = IMAGE_INPUTS) -> list[ImageRef]:
     return [
-        ImageRef(k, p.patient_id, m, Path(getattr(p, m)).resolve())
+        ImageRef(k, p.patient_id, m, Path(getattr(p, m)).resolve(), p.pictures.get(m))
         for k, cohort in enumerate(cohorts)
         for p in cohort.patients
         for m in modalities
@@ -60,11 +62,12 @@ def image_refs(cohorts: Sequence[Cohort], modalities: Iterable[str] = IMAGE_INPU
 
 def split_out(refs: Sequence[ImageRef], exclude: Iterable[str]) -> tuple[list[ImageRef], list[ImageRef]]:
     """(kept, excluded): the first manifest's (source 0) patients in ``exclude``, and every image
-    of any manifest that is one of their files."""
+    of any manifest that is one of their files or pictures."""
     exclude = set(exclude)
-    banned = {r.path for r in refs if r.source == 0 and r.patient_id in exclude}
-    kept = [r for r in refs if r.path not in banned]
-    return kept, [r for r in refs if r.path in banned]
+    theirs = [r for r in refs if r.source == 0 and r.patient_id in exclude]
+    paths, pictures = {r.path for r in theirs}, {r.picture for r in theirs} - {None}
+    out = [r.path in paths or r.picture in pictures for r in refs]
+    return [r for r, o in zip(refs, out) if not o], [r for r, o in zip(refs, out) if o]
 
 
 def collect(
