@@ -681,6 +681,13 @@ def test_one_picture_for_two_patients_is_refused(tmp_path, capsys):
         ),
         (SHARED_IMAGE, 13, "bmode", f"the same picture as row 1's bmode (patient 'P1') {copy}: {tail}"),
     ], said
+    # new patients to score (no labels: nothing is trained or tested on them): a warning, which
+    # a user scoring one picture under two flags may mean
+    scored = read_manifest(tmp_path / "m.csv", require_labels=False)
+    shared = [w for w in scored.warnings if w.code == SHARED_IMAGE]
+    assert [w.row for w in shared] == [2, 3, 4, 11, 12, 13] and shared[0].message.endswith(
+        "(patient 'P1'): both are scored from it (a column filled down in a spreadsheet?)"
+    ), shared
     # a B-mode column filled down over five rows: said in full once, then "as said for row 2"
     filled = [["Q1", "a.png", "", 0, 0, ""], *([f"Q{i}", "a.png", "", i % 2, i % 2, ""] for i in range(2, 7))]
     with pytest.raises(ManifestError) as e:

@@ -114,6 +114,9 @@ WARNING_CODES = {
     DIM_IMAGE: "image(s) are nearly black",
     SAME_PICTURE: "patient(s) have one picture as B-mode and CEUS: both branches see the same pixels",
 }
+# a manifest of new patients (no labels: nothing trains or is tested on it) warns of a shared
+# picture instead (scoring one image under two flags is a question a user may ask)
+UNLABELLED_WARNING_CODES = {**WARNING_CODES, SHARED_IMAGE: "image(s) are another patient's picture"}
 # and MASK_NOT_BINARY, MASK_EMPTY, MASK_NO_BACKGROUND, MASK_SIZE_MISMATCH, MASK_NOT_SEGMENTATION
 # (lnm_jax.data.pixels.masks)
 
@@ -730,7 +733,7 @@ def read_manifest(
     # thread starting, which holds threading's lock the joined threads need: a deadlock, met)
     rows_checked = list(ordered_map(check, records, min(cpus(), MAX_CHECK_THREADS)))
     for (row, _), (patient, found) in zip(records, rows_checked):
-        found += _shared_pictures(patient, pictures)
+        found += _shared_pictures(patient, pictures, labelled=require_labels)
         found = [
             p
             for p in (id_problems.get(row), *found)
@@ -750,10 +753,11 @@ def read_manifest(
                 problems.append(
                     Problem(MISSING_CLASS, f"no patient has lnm={cls}; both classes are needed", column=LABEL)
                 )
-    warnings = [p for p in problems if p.code in WARNING_CODES]
+    warned = WARNING_CODES if require_labels else UNLABELLED_WARNING_CODES
+    warnings = [p for p in problems if p.code in warned]
     if len(warnings) < len(problems):
         raise ManifestError(path, problems)
-    for code, words in WARNING_CODES.items() if warn else ():  # once per manifest and process, by every command
+    for code, words in warned.items() if warn else ():  # once per manifest and process, by every command
         if said := [w for w in warnings if w.code == code]:
             shown = "; ".join(map(str, said[:3])) + (f"; {len(said) - 3} more" if len(said) > 3 else "")
             warn_once(f"{path}: {len(said)} {words}: {shown}", (path, code))
@@ -950,12 +954,13 @@ def picture_key(file: Path, options: sources.ImageOptions, check_images: bool, d
     return content, options.crop, options.frame
 
 
-def _shared_pictures(patient: Patient, first: dict[tuple, tuple]) -> list[Problem]:
+def _shared_pictures(patient: Patient, first: dict[tuple, tuple], labelled: bool = True) -> list[Problem]:
     """``patient``'s pictures (:attr:`Patient.pictures`) already seen, recorded in ``first`` as
-    they come: one picture as another patient's image is ``shared_image``, which
-    can put it in train and test (a column filled down in a spreadsheet, a study exported under
-    two ids); as this patient's other input (not a DICOM file, whose B-mode and CEUS regions
-    are read apart), ``same_picture``."""
+    they come: one picture as another patient's image is ``shared_image``, which can put it in
+    train and test (a column filled down in a spreadsheet, a study exported under two ids; of a
+    manifest of new patients, not ``labelled``, said as both scored from it); as this patient's
+    other input (not a DICOM file, whose B-mode and CEUS regions are read apart),
+    ``same_picture``."""
     problems = []
     for col, key in patient.pictures.items():
         file = getattr(patient, col)
@@ -965,10 +970,11 @@ def _shared_pictures(patient: Patient, first: dict[tuple, tuple]) -> list[Proble
         other, at = first[key]
         named = "" if getattr(other, at) == file else f" ('{getattr(other, at)}', the same pixels)"
         if other is not patient:
-            why = (
-                f"the same picture as row {other.row}'s {at} (patient '{other.patient_id}'){named}: one image for "
-                "two patients can sit in training and test alike; give each patient their own image, or leave "
-                "the cell empty (a column filled down in a spreadsheet?)"
+            why = f"the same picture as row {other.row}'s {at} (patient '{other.patient_id}'){named}: " + (
+                "one image for two patients can sit in training and test alike; give each patient their own image, "
+                "or leave the cell empty (a column filled down in a spreadsheet?)"
+                if labelled
+                else "both are scored from it (a column filled down in a spreadsheet?)"
             )
             problems.append(Problem(SHARED_IMAGE, why, patient.row, col, str(file)))
         elif not is_dicom(file):
