@@ -364,12 +364,13 @@ def check_image(path: Path, still: bool = False) -> tuple[str, str] | None:
     reads, within :data:`MAX_IMAGE_PIXELS` (:func:`lnm_jax.data.pixels.decode.verify_image`),
     or, for a ``still`` (not a clip's frame, which may be dark), holds no picture
     (:func:`blank`); None if it is fine."""
-    return checked_still(path, still)[0]
+    return checked_still(path, still, digest=False)[0]
 
 
-def checked_still(path: Path, still: bool = True) -> tuple[tuple[str, str] | None, str | None]:
-    """:func:`check_image`'s (problem code, why) or None, and the :func:`pixel_digest` of the
-    picture (None where it cannot be decoded)."""
+def checked_still(path: Path, still: bool = True, digest: bool = True) -> tuple[tuple[str, str] | None, str | None]:
+    """:func:`check_image`'s (problem code, why) or None, and (``digest``) the
+    :func:`pixel_digest` of the picture (None where it cannot be decoded, or not asked for: a
+    clip's frames)."""
     limit = f"over the limit of {MAX_IMAGE_PIXELS / 1e6:.0f} megapixels (data.pixels.decode.MAX_IMAGE_PIXELS)"
     try:
         img = verify_image(path, MAX_IMAGE_PIXELS)
@@ -377,7 +378,7 @@ def checked_still(path: Path, still: bool = True) -> tuple[tuple[str, str] | Non
         return (IMAGE_TOO_LARGE, f"{e}, {limit}"), None
     except (UnidentifiedImageError, OSError, ValueError) as e:
         return (UNREADABLE_IMAGE, f"not a readable image ({type(e).__name__}: {e})"), None
-    return (blank(img) if still else None), pixel_digest([img])
+    return (blank(img) if still else None), (pixel_digest([img]) if digest else None)
 
 
 def pixel_digest(pixels: Iterable[np.ndarray]) -> str:
