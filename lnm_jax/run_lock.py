@@ -38,6 +38,16 @@ def _owner(files: RunFiles) -> str:
         return "another process"
 
 
+def _not_a_run_folder(root: Path) -> str | None:
+    """Why ``root`` cannot be made a run folder (a file, a link to nothing, a file above it), or None."""
+    if root.is_symlink() and not root.exists():
+        return f"is a link to {os.readlink(root)}, which does not exist"
+    if root.exists() and not root.is_dir():
+        return "is a file, not a folder"
+    above = next((a for a in root.parents if a.exists()), None)
+    return f"lies below {above}, a file" if above is not None and not above.is_dir() else None
+
+
 @contextlib.contextmanager
 def hold(workdir: Path | str, command: str, *, create: bool = False) -> Iterator[None]:
     """Holds ``workdir``'s lock for the block; raises :class:`RunLockedError` at once, naming
@@ -46,10 +56,8 @@ def hold(workdir: Path | str, command: str, *, create: bool = False) -> Iterator
     left for the command to report, with no lock file written into it.
     Nested holds in one process (the demo training its own run) are fine."""
     files = RunFiles(workdir)
-    if create and files.root.exists() and not files.root.is_dir():  # (mkdir's own words: "File exists")
-        raise FileExistsError(
-            f"{files.root} is a file, not a folder: --workdir names a run folder, a new one or a run's"
-        )
+    if create and (why := _not_a_run_folder(files.root)):  # (mkdir's words: "File exists", "Not a directory")
+        raise FileExistsError(f"{files.root} {why}: --workdir names a run folder, a new one or a run's")
     made = create and not files.root.exists()
     if create:
         files.root.mkdir(parents=True, exist_ok=True)

@@ -248,11 +248,19 @@ def test_a_run_folder_not_given_or_a_file_is_one_line_saying_so(capsys, tmp_path
 
     afile = tmp_path / "notes.txt"
     afile.write_text("mine\n")
+    (tmp_path / "link").symlink_to(tmp_path / "gone")
     for argv, rc, said in (
         (["train"], 2, "lnm-jax train: error: --workdir is required: the run folder, --workdir DIR"),
         (["pretrain", "--manifest", "m.csv"], 2, "lnm-jax pretrain: error: --workdir is required: the run folder"),
         (["train", "--workdir", str(afile)], 1, f"lnm-jax train: error: {afile} is a file, not a folder: --workdir "),
         (["pretrain", "--workdir", str(afile), "--manifest", "m.csv"], 1, f"error: {afile} is a file, not a folder"),
+        # (helper-52's trial of eaf6508: "File exists", "Not a directory")
+        (
+            ["train", "--workdir", str(afile / "run")],
+            1,
+            f"error: {afile / 'run'} lies below {afile}, a file: --workdir",
+        ),
+        (["train", "--workdir", str(tmp_path / "link")], 1, f"link to {tmp_path / 'gone'}, which does not exist: "),
     ):
         assert main(argv) == rc, argv
         err = capsys.readouterr().err.strip().splitlines()

@@ -156,10 +156,22 @@ def test_a_png_whose_sbit_says_fewer_bits_is_read_at_that_depth(tmp_path):
     np.testing.assert_allclose(read_image(low), want, atol=tol)
     assert decode_image(low.read_bytes(), 32).max() > 0.9
     # without sBIT the samples are read as stored (the file says 16 bits), and validation says so
+    # (with white text burned in, helper-52's trial of eaf6508: the brightest samples are the text's)
     bare = _write(tmp_path / "bare.png", Image.fromarray(twelve))
-    cohort = read_manifest(_manifest(tmp_path / "m.csv", [["A", low.name, "", 0, 0], ["B", bare.name, "", 1, 1]]))
-    assert [(w.code, w.row, w.file) for w in cohort.warnings] == [(DIM_IMAGE, 2, str(bare))]
-    assert "the brightest sample is 6.01% of the range" in str(cohort.warnings[0])
+    marked = twelve // 2  # a darker picture, as a real one read at 1/16 is (mean 1.5%), and a mark
+    marked[2, 3:7] = 65535
+    texted = _write(tmp_path / "texted.png", Image.fromarray(marked))
+    rows = [["A", low.name, "", 0, 0], ["B", bare.name, "", 1, 1], ["C", texted.name, "", 0, 1]]
+    cohort = read_manifest(_manifest(tmp_path / "m.csv", rows))
+    assert [(w.code, w.row, w.file) for w in cohort.warnings] == [
+        (DIM_IMAGE, 2, str(bare)),
+        (DIM_IMAGE, 3, str(texted)),
+    ]
+    assert str(cohort.warnings[0]).endswith(
+        "nearly black (brightest sample 6.01%, mean 3.00% of the range): samples stored in fewer bits than the file "
+        "declares read so (12-bit values in a 16-bit PNG with no sBIT chunk saying 12, a DICOM file's BitsStored "
+        "above what its samples use); check how it was exported"
+    ), cohort.warnings[0]
     folder = tmp_path / "clip"
     folder.mkdir()
     for k in range(2):
@@ -617,13 +629,22 @@ def test_one_picture_for_two_patients_is_refused(tmp_path, capsys):
     B-mode as another's CEUS, a fill-down over many rows (said once, then "as said for row").
     Not refused: two crops of one capture (a dual display's halves), copies of a blank image
     (no picture: `blank_image` says those). One picture as a patient's B-mode and CEUS is the
-    `same_picture` warning, except in a DICOM file (its B-mode and CEUS regions are read apart)."""
+    `same_picture` warning, except in a DICOM dual display (its B-mode and CEUS regions are read
+    apart; a DICOM file of one region is one picture, helper-52's trial of eaf6508), as is a
+    DICOM still and a PNG of its pixels."""
     pics = {
         n: _write(tmp_path / f"{n}.png", Image.fromarray(np.roll(RAMP, k, axis=1))) for k, n in enumerate("abdefgh")
     }
     shutil.copyfile(pics["a"], tmp_path / "a_copy.png")
     (tmp_path / "sub").mkdir()
-    _dcm(tmp_path / "dual.dcm", RAMP)
+    from lnm_jax.data.pixels.dicom import Box, ScanRegion
+
+    grey = np.random.default_rng(5).integers(30, 200, (20, 20), dtype=np.uint8)
+    screen = np.zeros((30, 50, 3), np.uint8)  # a dual display: the B-mode side, the tinted contrast side
+    screen[5:25, 2:22], screen[5:25, 27:47] = grey[..., None], np.stack([grey, grey // 2, grey // 4], -1)
+    regions = [ScanRegion(Box(2, 5, 22, 25), 1, 1, (0.2, 0.2)), ScanRegion(Box(27, 5, 47, 25), 1, 1, (0.2, 0.2))]
+    dicom.write_dataset(dicom.new_dataset(screen, regions=regions), tmp_path / "dual.dcm")
+    _dcm(tmp_path / "plain.dcm", np.roll(RAMP, 20, axis=1))
     for name in ("black1.png", "black2.png"):
         _write(tmp_path / name, Image.fromarray(np.zeros((24, 32), np.uint8)))
     columns = ("patient_id", "bmode", "ceus", "us_lnm", "lnm", "bmode_crop")
@@ -635,6 +656,7 @@ def test_one_picture_for_two_patients_is_refused(tmp_path, capsys):
         ["P7", "black1.png", "f.png", 0, 0, ""],
         ["P8", "black2.png", "g.png", 1, 1, ""],  # a copy of P7's blank B-mode
         ["P9", "dual.dcm", "dual.dcm", 0, 1, ""],  # a DICOM's regions
+        ["P14", "plain.dcm", "plain.dcm", 1, 0, ""],  # one region: same_picture
     ]
     shared = [
         ["P2", "a.png", "h.png", 1, 1, ""],
@@ -654,10 +676,12 @@ def test_one_picture_for_two_patients_is_refused(tmp_path, capsys):
     again.SOPInstanceUID = again.file_meta.MediaStorageSOPInstanceUID = generate_uid()
     dicom.write_dataset(again, tmp_path / "dual_again.dcm")
     Image.open(pics["a"]).convert("RGB").save(tmp_path / "a_rgb.png")  # grey saved as RGB
+    Image.fromarray(np.roll(RAMP, 20, axis=1)).save(tmp_path / "plain.png")  # plain.dcm's pixels as a PNG
     later = [
         ["P11", "a_again.png", "", 0, 0, ""],
         ["P12", "dual_again.dcm", "", 1, 1, ""],
         ["P13", "a_rgb.png", "", 1, 0, ""],
+        ["P15", "plain.png", "", 0, 1, ""],
     ]
     with pytest.raises(ManifestError) as e:
         read_manifest(_manifest(tmp_path / "m.csv", fine[:1] + shared + fine[1:] + later, columns))
@@ -672,21 +696,28 @@ def test_one_picture_for_two_patients_is_refused(tmp_path, capsys):
         (SHARED_IMAGE, 2, "bmode", f"the same picture as row 1's bmode (patient 'P1'): {tail}"),
         (SHARED_IMAGE, 3, "bmode", f"the same picture as row 1's bmode (patient 'P1') {copy}: {tail}"),
         (SHARED_IMAGE, 4, "ceus", f"the same picture as row 1's ceus (patient 'P1'): {tail}"),
-        (SHARED_IMAGE, 11, "bmode", f"the same picture as row 1's bmode (patient 'P1') {copy}: {tail}"),
+        (SHARED_IMAGE, 12, "bmode", f"the same picture as row 1's bmode (patient 'P1') {copy}: {tail}"),
         (
             SHARED_IMAGE,
-            12,
+            13,
             "bmode",
             f"the same picture as row 10's bmode (patient 'P9') ('{tmp_path / 'dual.dcm'}', the same pixels): {tail}",
         ),
-        (SHARED_IMAGE, 13, "bmode", f"the same picture as row 1's bmode (patient 'P1') {copy}: {tail}"),
+        (SHARED_IMAGE, 14, "bmode", f"the same picture as row 1's bmode (patient 'P1') {copy}: {tail}"),
+        (
+            SHARED_IMAGE,
+            15,
+            "bmode",
+            f"the same picture as row 11's bmode (patient 'P14') ('{tmp_path / 'plain.dcm'}', the same pixels): {tail}",
+        ),
     ], said
     # new patients to score (no labels: nothing is trained or tested on them): a warning, which
     # a user scoring one picture under two flags may mean
     scored = read_manifest(tmp_path / "m.csv", require_labels=False)
     shared = [w for w in scored.warnings if w.code == SHARED_IMAGE]
-    assert [w.row for w in shared] == [2, 3, 4, 11, 12, 13] and shared[0].message.endswith(
-        "(patient 'P1'): both are scored from it (a column filled down in a spreadsheet?)"
+    assert [w.row for w in shared] == [2, 3, 4, 12, 13, 14, 15] and shared[0].message.endswith(
+        "(patient 'P1'): both are read from one image (a column filled down in a spreadsheet?); with labels to "
+        "train on, it is refused (it can sit in training and test alike)"
     ), shared
     # a B-mode column filled down over five rows: said in full once, then "as said for row 2"
     filled = [["Q1", "a.png", "", 0, 0, ""], *([f"Q{i}", "a.png", "", i % 2, i % 2, ""] for i in range(2, 7))]
@@ -697,12 +728,19 @@ def test_one_picture_for_two_patients_is_refused(tmp_path, capsys):
     capsys.readouterr()
     manifest = _manifest(tmp_path / "fine.csv", fine, columns)
     cohort = read_manifest(manifest)
-    assert [(w.code, w.row) for w in cohort.warnings] == [(SAME_PICTURE, 4), ("blank_image", 5), ("blank_image", 6)]
+    assert [(w.code, w.row) for w in cohort.warnings] == [
+        (SAME_PICTURE, 4),
+        ("blank_image", 5),
+        ("blank_image", 6),
+        (SAME_PICTURE, 8),
+    ]
     err = capsys.readouterr().err.splitlines()
     assert err[-1] == (
-        f"warning: {manifest}: 1 patient(s) have one picture as B-mode and CEUS: both branches see the same "
+        f"warning: {manifest}: 2 patient(s) have one picture as B-mode and CEUS: both branches see the same "
         f"pixels: [same_picture] row 4, column 'ceus', file '{tmp_path / 'e.png'}': the same picture as this "
-        "patient's bmode: the B-mode and CEUS branches see the same pixels"
+        "patient's bmode: the B-mode and CEUS branches see the same pixels; [same_picture] row 8, column 'ceus', "
+        f"file '{tmp_path / 'plain.dcm'}': the same picture as this patient's bmode: the B-mode and CEUS branches "
+        "see the same pixels"
     ), err
     assert len(err) == 2 and err[0].startswith(f"warning: {manifest}: 2 image(s) hold no picture"), err
 

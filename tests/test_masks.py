@@ -268,7 +268,12 @@ def test_convert_ddti_rasterises_outlines_and_names_what_it_leaves_out(tmp_path)
     _ddti_case(src, 5, "4b", square)  # case 1's picture under another case, as in the release: left out
     shutil.copyfile(src / "images" / "1_1.jpg", src / "images" / "5_1.jpg")
     summary = convert_ddti(src, tmp_path / "out" / "manifest.csv")
-    assert (summary["patients"], summary["no_tirads"], summary["bad_outline"], summary["same_picture"]) == (2, 1, 1, 1)
+    assert (summary["patients"], summary["no_tirads"], summary["bad_outline"], summary["repeated_image"]) == (
+        2,
+        1,
+        1,
+        1,
+    )
     assert summary["skipped"] == [
         "4.xml (image 1's outline is not a polygon list: JSONDecodeError: Expecting ',' delimiter: line 1 column 41 "
         "(char 40))",  # the whole error (it had been cut at 60 characters)
@@ -279,9 +284,16 @@ def test_convert_ddti_rasterises_outlines_and_names_what_it_leaves_out(tmp_path)
     lesion = np.asarray(Image.open(cohort.patients[0].mask("bmode"))) > 0
     assert lesion.shape == (40, 60) and lesion[5:25, 10:30].all() and lesion.sum() == 400  # the filled 20x20 square
     # run again: the masks folder it wrote is named as such (it had been "--out .../masks", an option
-    # never given), before the manifest, which --overwrite would replace while the folder stays refused
+    # never given), and --overwrite replaces it with the manifest (it had been refused either way);
+    # a folder of other files there is never replaced
     from lnm_jax.fileio import OutputPathError
 
-    for overwrite in (False, True):
-        with pytest.raises(OutputPathError, match=r"^--out's masks folder .*masks is an existing folder that is not"):
-            convert_ddti(src, tmp_path / "out" / "manifest.csv", overwrite=overwrite)
+    with pytest.raises(OutputPathError, match=r"^--out's masks folder .*masks holds an earlier convert-ddti's masks"):
+        convert_ddti(src, tmp_path / "out" / "manifest.csv")
+    (tmp_path / "out" / "masks" / "ddti_9.png").write_bytes(b"a mask of a case no longer converted")
+    assert convert_ddti(src, tmp_path / "out" / "manifest.csv", overwrite=True)["patients"] == 2
+    assert sorted(f.name for f in (tmp_path / "out" / "masks").iterdir()) == ["ddti_1.png", "ddti_2.png"]
+    (tmp_path / "out" / "masks" / "notes.txt").write_text("mine")
+    with pytest.raises(OutputPathError, match=r"masks folder .*masks is an existing folder this command did not"):
+        convert_ddti(src, tmp_path / "out" / "manifest.csv", overwrite=True)
+    assert (tmp_path / "out" / "masks" / "notes.txt").read_text() == "mine"

@@ -339,7 +339,14 @@ def test_busbra_converter_maps_views_flag_label_and_single_view_patients(tmp_pat
         (views / "bus_data.csv").write_text(table.replace(was, edited))
         assert main(["convert-busbra", "--src", str(views), "--out", str(tmp_path / f"views{k}.csv")]) == 1
         assert said in capsys.readouterr().err
-    (views / "bus_data.csv").write_text(table.replace("bus_0002-r,2,hist2,benign,3", "bus_0002-r,2,hist2,benign,4"))
+    (views / "bus_data.csv").write_text(table.replace("bus_0001-r,1,hist1,malignant", "bus_0001-r,1,hist1,benign"))
+    assert main(["convert-busbra", "--src", str(views), "--out", str(tmp_path / "path.csv")]) == 1
+    assert "line 3: patient bus_0001's views disagree on Pathology ('malignant', 'benign')" in capsys.readouterr().err
+    # (the ACR's subcategories of 4, 4a-4c, as an export may write them, had been "not a number")
+    (views / "bus_data.csv").write_text(table.replace("bus_0002-r,2,hist2,benign,3", "bus_0002-r,2,hist2,benign,4b"))
     assert main(["convert-busbra", "--src", str(views), "--out", str(tmp_path / "birads.csv")]) == 0
     mixed = read_manifest(tmp_path / "birads.csv").by_id()["bus_0002"]
-    assert (mixed.us_lnm, mixed.metadata["BIRADS"]) == (1, "4")
+    assert (mixed.us_lnm, mixed.metadata["BIRADS"]) == (1, "4b")
+    (views / "bus_data.csv").write_text(table.replace("bus_0002-r,2,hist2,benign,3", "bus_0002-r,2,hist2,benign,3a"))
+    assert main(["convert-busbra", "--src", str(views), "--out", str(tmp_path / "3a.csv")]) == 1
+    assert "line 5: BIRADS '3a' is not a BI-RADS category (0-6, 4a-4c)" in capsys.readouterr().err

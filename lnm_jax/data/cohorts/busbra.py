@@ -34,6 +34,8 @@ PATHOLOGY = {"malignant": 1, "benign": 0}
 VIEW = {"l": BMODE, "r": CEUS, "s": BMODE}
 METADATA = ("Histology", "BIRADS", "Device")
 SAME_FOR_ALL_VIEWS = ("Histology", "Device")  # a patient's, told again on each view's row
+# a BI-RADS category: 4, 4.0 (as a float column writes it), 4a-4c (the ACR's subcategories of 4)
+BIRADS = re.compile(r"([0-6])(?:\.0+|(?<=4)[abc])?", re.IGNORECASE)
 COLUMNS = ("ID", "Pathology", "BIRADS")  # what the mapping reads
 
 # BUS-BRA dev's per-view statistics at 80 px (`lnm-jax norm-stats --manifest M --image-size 80`,
@@ -101,10 +103,11 @@ def convert_busbra(src: Path | str, out_csv: Path | str, *, overwrite: bool = Fa
         pathology = (rec.get("Pathology") or "").strip().lower()
         if pathology not in PATHOLOGY:
             raise ValueError(f"{table}, line {line}: Pathology {rec.get('Pathology')!r} is not benign or malignant")
-        try:
-            birads = int(float(rec["BIRADS"]))
-        except (KeyError, TypeError, ValueError):
-            raise ValueError(f"{table}, line {line}: BIRADS {rec.get('BIRADS')!r} is not a number") from None
+        if not (category := BIRADS.fullmatch((rec.get("BIRADS") or "").strip())):
+            raise ValueError(
+                f"{table}, line {line}: BIRADS {rec.get('BIRADS')!r} is not a BI-RADS category (0-6, 4a-4c)"
+            )
+        birads = int(category[1])
         image = src / "Images" / f"{m.group(0)}.png"
         if not image.is_file():
             raise ValueError(f"{table}, line {line}: image {image} does not exist")
@@ -125,12 +128,15 @@ def convert_busbra(src: Path | str, out_csv: Path | str, *, overwrite: bool = Fa
             },
         )
         if p[LABEL] != PATHOLOGY[pathology]:
-            raise ValueError(f"{table}, line {line}: patient {pid}'s views disagree on Pathology")
+            first = next(k for k, v in PATHOLOGY.items() if v == p[LABEL])
+            raise ValueError(
+                f"{table}, line {line}: patient {pid}'s views disagree on Pathology ({first!r}, {pathology!r})"
+            )
         said = {"Case": case_of.setdefault(pid, case), **{k: p[k] for k in SAME_FOR_ALL_VIEWS}}
         for k, first in said.items():  # a row moved, or one column sorted apart from the others
             if first != (value := (rec.get(k) or "").strip()):
                 raise ValueError(f"{table}, line {line}: patient {pid}'s views disagree on {k} ({first!r}, {value!r})")
-        if birads > int(float(p["BIRADS"])):  # the patient's category: its most suspicious view's (bus_0856: 4, 5)
+        if birads > int(BIRADS.fullmatch(p["BIRADS"])[1]):  # the patient's: its most suspicious view's (bus_0856: 4, 5)
             p["BIRADS"], p[US_LNM] = rec["BIRADS"].strip(), int(birads >= 4)
         column = VIEW[m.group(2)]
         if column in p:

@@ -22,14 +22,15 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-from lnm_jax.data.cohorts.manifest import write_manifest
-from lnm_jax.data.pixels.decode import image_size
-from lnm_jax.fileio import atomic_directory, content_digest, error_line, guard_output
+from lnm_jax.data.cohorts.manifest import pixel_digest, write_manifest
+from lnm_jax.data.pixels.decode import image_size, read_image
+from lnm_jax.fileio import OutputPathError, atomic_directory, error_line, guard_output
 from lnm_jax.names import BMODE, LABEL, PATIENT_ID, US_LNM, mask
 
 SUSPICIOUS = ("4a", "4b", "4c", "5")
 NOT_SUSPICIOUS = ("1", "2", "3")
 MASKS = "masks"
+MASK_FILE = re.compile(r"ddti_\w+\.png")  # what the masks folder holds: one mask per case, named for its patient
 
 # What a DDTI model predicts (the ``task`` config section, lnm_jax/task.py).
 TASK = {
@@ -80,12 +81,21 @@ def convert_ddti(src: Path | str, out_csv: Path | str, *, overwrite: bool = Fals
     if not (src / "xml").is_dir() or not (src / "images").is_dir():
         raise ValueError(f"{src} is not a DDTI folder (needs xml/ and images/)")
     masks_dir = out_csv.parent / MASKS
-    # the masks folder first: --overwrite replaces the manifest, never a folder of files
-    guard_output(masks_dir, inputs=[src], kind="folder", can_overwrite=False, flag="--out's masks folder")
+    # the masks folder first: an earlier run's (its files all ddti_<case>.png) is replaced whole
+    # with --overwrite, as the manifest is; any other folder there never is
+    ours = masks_dir.is_dir() and all(MASK_FILE.fullmatch(f.name) for f in masks_dir.iterdir())
+    if ours and any(masks_dir.iterdir()) and not overwrite:
+        raise OutputPathError(
+            f"--out's masks folder {masks_dir} holds an earlier convert-ddti's masks; pass --overwrite to replace "
+            "them and the manifest"
+        )
+    guard_output(
+        masks_dir, inputs=[src], kind="folder", can_overwrite=False, flag="--out's masks folder", ours=lambda _: ours
+    )
     guard_output(out_csv, inputs=[src], overwrite=overwrite)  # any manifest starts alike: no ``ours``
-    rows, counts, skipped, pictures = [], {"cases": 0, "no_tirads": 0, "no_outline": 0, "same_picture": 0}, [], {}
+    rows, counts, skipped, pictures = [], {"cases": 0, "no_tirads": 0, "no_outline": 0, "repeated_image": 0}, [], {}
     out_csv.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_directory(masks_dir) as tmp:
+    with atomic_directory(masks_dir, replace=ours) as tmp:
         for xml in sorted((src / "xml").glob("*.xml"), key=lambda p: int(re.sub(r"\D", "", p.stem) or 0)):
             counts["cases"] += 1
             try:
@@ -111,10 +121,11 @@ def convert_ddti(src: Path | str, out_csv: Path | str, *, overwrite: bool = Fals
                 skipped.append(f"{xml.name} (image {k}'s outline is not a polygon list: {error_line(e)})")
                 continue
             # the release holds one picture under several cases (150_1, 323_1, 326_1, 349_1 ...):
-            # a manifest naming it twice is refused (shared_image), so the later case is left out
-            if (earlier := pictures.setdefault(content_digest(image), xml.name)) != xml.name:
+            # a manifest naming it twice is refused (shared_image, by the decoded pixels), so the
+            # later case is left out
+            if (earlier := pictures.setdefault(pixel_digest([read_image(image)]), xml.name)) != xml.name:
                 skipped.append(f"{xml.name} (image {image.name} is the same picture as {earlier}'s)")
-                counts["same_picture"] += 1
+                counts["repeated_image"] += 1
                 continue
             pid = f"ddti_{xml.stem}"
             Image.fromarray(lesion.astype(np.uint8) * 255, "L").save(tmp / f"{pid}.png")
@@ -131,7 +142,7 @@ def convert_ddti(src: Path | str, out_csv: Path | str, *, overwrite: bool = Fals
     write_manifest(out_csv, rows, extra_columns=(mask(BMODE), "tirads"))
     return {
         **counts,
-        "bad_outline": len(skipped) - counts["same_picture"],
+        "bad_outline": len(skipped) - counts["repeated_image"],
         "patients": len(rows),
         "suspicious": sum(r[LABEL] for r in rows),
         "skipped": skipped,

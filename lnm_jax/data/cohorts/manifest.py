@@ -101,9 +101,10 @@ SHORT_ROW = "short_row"
 SHARED_IMAGE = "shared_image"
 SAME_PICTURE = "same_picture"
 DIM_IMAGE = "dim_image"
-# a still whose brightest sample is at most this (of [0, 1]) is nearly black: 12-bit samples
-# stored unscaled in a 16-bit file (4095 of 65535; 15 of 255 in an 8-bit one)
-DIM_AT = 1 / 16
+# a still whose brightest sample is at most DIM_AT (of [0, 1]), or whose mean is at most DIM_MEAN,
+# is nearly black: 12-bit samples stored unscaled in a 16-bit file (4095 of 65535; 15 of 255 in
+# an 8-bit one), the mean where burned-in white text holds the brightest samples
+DIM_AT, DIM_MEAN = 1 / 16, 1 / 32
 # said as a warning (once per manifest and process), not refused, each with the words its line
 # begins with: a still that holds one value is no ultrasound picture, a nearly black one is read
 # far from its scanner's brightness, one picture as a patient's B-mode and CEUS feeds both
@@ -176,12 +177,20 @@ def _grouped_text(problems: tuple[Problem, ...]) -> str:
 
 
 class ManifestError(ValueError):
-    """Raised with every problem of a manifest at once."""
+    """Raised with every problem of a manifest at once; its message counts the problems that
+    refuse it, then lists the warnings (``warning_codes``) among them apart."""
 
-    def __init__(self, path: Path | str, problems: Iterable[Problem]):
+    def __init__(self, path: Path | str, problems: Iterable[Problem], warning_codes=WARNING_CODES):
         self.path = Path(path)
         self.problems = tuple(problems)
-        super().__init__(f"{self.path}: {_grouped_text(self.problems)}")
+        errors = tuple(p for p in self.problems if p.code not in warning_codes)
+        warned = [p for p in self.problems if p.code in warning_codes] if errors else []
+        text = f"{self.path}: {_grouped_text(errors or self.problems)}"
+        if warned:
+            text += "\n  " + "\n  ".join(
+                [f"and {len(warned)} warning(s), not refused on their own:", *(f"warning: {w}" for w in warned)]
+            )
+        super().__init__(text)
 
     @property
     def codes(self) -> set[str]:
@@ -396,15 +405,17 @@ def blank(img: np.ndarray) -> tuple[str, str] | None:
     """(``blank_image``, why) when a decoded still (float [H, W, C] in [0, 1]) holds one value
     everywhere: all black, all white, fully transparent (the decoder drops alpha), an export or
     de-identification that wiped the picture; (``dim_image``, why) when its brightest sample is
-    at most :data:`DIM_AT` of the range (12-bit samples in a 16-bit PNG that does not say so in
-    its ``sBIT``: read at 1/16 of their brightness); None otherwise."""
+    at most :data:`DIM_AT` of the range or its mean at most :data:`DIM_MEAN` (12-bit samples in
+    a 16-bit PNG that does not say so in its ``sBIT``: read at 1/16 of their brightness, white
+    text burned in or not); None otherwise."""
     lo, top = float(img.min()), float(img.max())
     if lo == top:
         return BLANK_IMAGE, f"image holds one value everywhere ({lo * 255:.0f} of 255): no picture"
-    if top <= DIM_AT:
+    if top <= DIM_AT or float(img.mean()) <= DIM_MEAN:
         return DIM_IMAGE, (
-            f"the brightest sample is {top:.2%} of the range: a picture read nearly black (12-bit samples, 0-4095, "
-            "in a 16-bit PNG read so where no sBIT chunk says 12); check how it was exported"
+            f"nearly black (brightest sample {top:.2%}, mean {float(img.mean()):.2%} of the range): samples "
+            "stored in fewer bits than the file declares read so (12-bit values in a 16-bit PNG with no sBIT chunk "
+            "saying 12, a DICOM file's BitsStored above what its samples use); check how it was exported"
         )
     return None
 
@@ -491,8 +502,9 @@ def _listing(folder: Path) -> dict[str, tuple[str, ...]]:
 def check_dicom(
     path: Path, name: str, options, min_frames: int, framing: sources.Framing = sources.DEFAULT_FRAMING
 ) -> tuple[tuple[str, str] | None, str | None]:
-    """Returns ((problem code, why) or None, the :func:`pixel_digest` of its first and last
-    frames and their count, or None where they are not decoded). A problem where the DICOM
+    """Returns ((problem code, why) or None, the :func:`pixel_digest` of its frame (a still's
+    as a PNG's; a cine's first and last frames and their count), or None where they are not
+    decoded). A problem where the DICOM
     file cannot give input ``name`` as ``framing``
     reads it: another modality than ultrasound (or a secondary capture, unless accepted),
     unreadable header, no image, a header that disagrees with its pixel data (frame count,
@@ -518,7 +530,8 @@ def check_dicom(
         raise
     except (DicomError, ValueError) as e:
         return (UNUSABLE_DICOM, str(e).removeprefix(f"{path}: ")), None
-    digest = pixel_digest([*frames, np.array([src.frames])])
+    # a still as any still's (its PNG export is the same picture); a cine with its frame count
+    digest = pixel_digest(frames if src.frames == 1 else [*frames, np.array([src.frames])])
     if src.frames == 1 and (bad := blank(frames[0])):
         return bad, digest
     if name == CEUS and src.still_frame is None and src.frames < min_frames:
@@ -757,7 +770,7 @@ def read_manifest(
     warned = WARNING_CODES if require_labels else UNLABELLED_WARNING_CODES
     warnings = [p for p in problems if p.code in warned]
     if len(warnings) < len(problems):
-        raise ManifestError(path, problems)
+        raise ManifestError(path, problems, warned)
     for code, words in warned.items() if warn else ():  # once per manifest and process, by every command
         if said := [w for w in warnings if w.code == code]:
             shown = "; ".join(map(str, said[:3])) + (f"; {len(said) - 3} more" if len(said) > 3 else "")
@@ -958,10 +971,9 @@ def picture_key(file: Path, options: sources.ImageOptions, check_images: bool, d
 def _shared_pictures(patient: Patient, first: dict[tuple, tuple], labelled: bool = True) -> list[Problem]:
     """``patient``'s pictures (:attr:`Patient.pictures`) already seen, recorded in ``first`` as
     they come: one picture as another patient's image is ``shared_image``, which can put it in
-    train and test (a column filled down in a spreadsheet, a study exported under two ids; of a
-    manifest of new patients, not ``labelled``, said as both scored from it); as this patient's
-    other input (not a DICOM file, whose B-mode and CEUS regions are read apart),
-    ``same_picture``."""
+    train and test (a column filled down in a spreadsheet, a study exported under two ids; in a
+    manifest of new patients, not ``labelled``, a warning); as this patient's other input, where
+    the file does not frame them apart (:func:`_regions_apart`), ``same_picture``."""
     problems = []
     for col, key in patient.pictures.items():
         file = getattr(patient, col)
@@ -975,13 +987,27 @@ def _shared_pictures(patient: Patient, first: dict[tuple, tuple], labelled: bool
                 "one image for two patients can sit in training and test alike; give each patient their own image, "
                 "or leave the cell empty (a column filled down in a spreadsheet?)"
                 if labelled
-                else "both are scored from it (a column filled down in a spreadsheet?)"
+                else "both are read from one image (a column filled down in a spreadsheet?); with labels to train "
+                "on, it is refused (it can sit in training and test alike)"
             )
             problems.append(Problem(SHARED_IMAGE, why, patient.row, col, str(file)))
-        elif not is_dicom(file):
+        elif not _regions_apart(patient, file):
             why = f"the same picture as this patient's {at}{named}: the B-mode and CEUS branches see the same pixels"
             problems.append(Problem(SAME_PICTURE, why, patient.row, col, str(file)))
     return problems
+
+
+def _regions_apart(patient: Patient, file: Path) -> bool:
+    """Whether ``file``, a patient's B-mode and CEUS, frames them apart: a DICOM dual display's
+    two regions (a DICOM file without them, or any other file, shows both branches one
+    picture). A file whose regions cannot be told is taken as apart (its own problem is said)."""
+    if not is_dicom(file):
+        return False
+    try:
+        boxes = {sources.resolve(file, m, patient.image_options(m)).box for m in IMAGE_COLUMNS}
+    except (OSError, ValueError):
+        return True
+    return len(boxes) > 1
 
 
 def _option_problems(e: sources.ImageOptionError, row: int, file: Path) -> list[Problem]:
