@@ -619,6 +619,14 @@ def test_an_image_that_holds_no_picture_is_named(tmp_path, capsys):
     with pytest.raises(ManifestError) as e:
         read_manifest(_manifest(tmp_path / "bad.csv", rows))
     assert _codes(e.value) == {BLANK_IMAGE, "bad_flag_value"} and str(e.value).count(BLANK_IMAGE) == 5
+    # counted apart from what refuses it (helper-52's trial of eaf6508: "6 problems", five of them warnings)
+    said = str(e.value).splitlines()
+    assert said[0].startswith(f"{tmp_path / 'bad.csv'}: 1 problem: [bad_flag_value] row 7"), said
+    assert said[1:3] == [
+        "  and 5 warning(s), not refused on their own:",
+        f"  warning: [{BLANK_IMAGE}] row 1, column 'bmode', file '{tmp_path / 'black.png'}': image holds one value "
+        "everywhere (0 of 255): no picture",
+    ], said
 
 
 def test_one_picture_for_two_patients_is_refused(tmp_path, capsys):

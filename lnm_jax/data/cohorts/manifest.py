@@ -504,9 +504,8 @@ def check_dicom(
 ) -> tuple[tuple[str, str] | None, str | None]:
     """Returns ((problem code, why) or None, the :func:`pixel_digest` of its frame (a still's
     as a PNG's; a cine's first and last frames and their count), or None where they are not
-    decoded). A problem where the DICOM
-    file cannot give input ``name`` as ``framing``
-    reads it: another modality than ultrasound (or a secondary capture, unless accepted),
+    decoded). A problem where the DICOM file cannot give input ``name`` as ``framing`` reads
+    it: another modality than ultrasound (or a secondary capture, unless accepted),
     unreadable header, no image, a header that disagrees with its pixel data (frame count,
     palette depth), a missing codec, an undecodable first or last frame, an ambiguous dual
     display, a cine shorter than ``min_frames``. The framing columns the file cannot take
