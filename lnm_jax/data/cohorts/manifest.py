@@ -411,9 +411,10 @@ def blank(img: np.ndarray) -> tuple[str, str] | None:
     lo, top = float(img.min()), float(img.max())
     if lo == top:
         return BLANK_IMAGE, f"image holds one value everywhere ({lo * 255:.0f} of 255): no picture"
-    if top <= DIM_AT or float(img.mean()) <= DIM_MEAN:
+    mean = float(img.mean())  # (a pass any picture that is not dim takes for the mean test anyway)
+    if top <= DIM_AT or mean <= DIM_MEAN:
         return DIM_IMAGE, (
-            f"nearly black (brightest sample {top:.2%}, mean {float(img.mean()):.2%} of the range): samples "
+            f"nearly black (brightest sample {top:.2%}, mean {mean:.2%} of the range): samples "
             "stored in fewer bits than the file declares read so (12-bit values in a 16-bit PNG with no sBIT chunk "
             "saying 12, a DICOM file's BitsStored above what its samples use); check how it was exported"
         )
