@@ -424,9 +424,11 @@ def test_option_columns_that_disagree_with_the_file_are_named(tmp_path):
     still = _write(tmp_path / "still.png", Image.fromarray(RAMP))
     picture = np.asarray(Image.open(still).convert("L"))
     region = ScanRegion(Box(0, 0, picture.shape[1], picture.shape[0]), 1, 1, (0.625, 0.625))
-    for k, name in enumerate(("cal.dcm", "cal_1.dcm", "cal_2.dcm")):  # each patient's own picture
+    # each patient's own picture (a frame asked of a still is no other picture: still.png's pixels
+    # under another patient would be a shared image, whatever the frame cells say)
+    for k, name in enumerate(("cal.dcm", "cal_1.dcm", "cal_2.dcm", "cal_3.dcm"), 1):
         dicom.write_dataset(dicom.new_dataset(np.roll(picture, k, axis=1), regions=[region]), tmp_path / name)
-    dicom.write_dataset(dicom.new_dataset(picture), tmp_path / "plain.dcm")
+    dicom.write_dataset(dicom.new_dataset(np.roll(picture, 5, axis=1)), tmp_path / "plain.dcm")
     s1, s2, s3, s4 = own_pictures(still, 4)
     _cine(tmp_path / "cine.dcm", np.stack([np.full((12, 16, 3), 20 + 25 * k, np.uint8) for k in range(4)]), 4)
     header = ["patient_id", "bmode", "ceus", "us_lnm", "lnm", "bmode_frame", "bmode_mm_per_pixel"]
@@ -440,7 +442,7 @@ def test_option_columns_that_disagree_with_the_file_are_named(tmp_path):
         ["G", s2, "cine.dcm", 0, 1, "", "", "10", ""],
         ["H", s3, "cine.dcm", 1, 1, "", "", "", "0,0,40,40"],  # (a part of G's cine: a picture apart)
         ["I", "", s4, 0, 1, "3", "", "", ""],  # a frame of no B-mode: filled down a column?
-        ["D", "cal.dcm", "", 0, 1, "0", "0.625", "", ""],  # agrees with the file: taken
+        ["D", "cal_3.dcm", "", 0, 1, "0", "0.625", "", ""],  # agrees with the file: taken
         ["E", "plain.dcm", "", 1, 0, "", "0.9", "", ""],  # no calibration of its own: the cell's
     ]
     with pytest.raises(ManifestError) as e:
@@ -751,6 +753,64 @@ def test_one_picture_for_two_patients_is_refused(tmp_path, capsys):
         "see the same pixels"
     ), err
     assert len(err) == 2 and err[0].startswith(f"warning: {manifest}: 2 image(s) hold no picture"), err
+
+
+def test_one_recording_for_two_patients_is_refused_however_its_frames_are_stored(tmp_path):
+    """helper-52's trial of eaf6508: clips were told apart by their bytes and a cine's frame by
+    its frame cell, so one recording passed under two patients: a frame folder saved again or
+    its frames renamed, one frame of a clip as another patient's still, a clip cut shorter, one
+    cine as one patient's B-mode frame and another's CEUS clip, a cine's first frame exported as
+    a PNG still. Each is `shared_image` now, naming the frame where a frame is what is shared;
+    in one patient, a B-mode still that is a frame of their own CEUS clip is `same_picture`.
+    Not refused: clips whose frames are all their own."""
+    rng = np.random.default_rng(11)
+    frames = rng.integers(20, 230, (6, 12, 16, 3), dtype=np.uint8)
+
+    def folder(name, pictures, names="f{:02d}.png"):
+        (tmp_path / name).mkdir()
+        for k, f in enumerate(pictures):
+            Image.fromarray(f).save(tmp_path / name / names.format(k), compress_level=1 + k % 9)
+        return name
+
+    still = [
+        _write(tmp_path / f"s{k}.png", Image.fromarray(f)).name
+        for k, f in enumerate(rng.integers(0, 255, (9, 12, 16), dtype=np.uint8))
+    ]
+    folder("clip", frames)
+    folder("resaved", frames, "frame_{}.png")  # other compression, other names in the same order
+    folder("short", frames[2:5])  # the clip cut shorter
+    folder("other", rng.integers(20, 230, (6, 12, 16, 3), dtype=np.uint8))  # a clip of its own
+    _write(tmp_path / "frame3.png", Image.fromarray(frames[3]))  # one frame saved as a still
+    cine = np.stack([np.full((12, 16, 3), 20 + 25 * k, np.uint8) + frames[0] // 8 for k in range(4)])
+    _cine(tmp_path / "cine.dcm", cine, 4)
+    _write(tmp_path / "cine0.png", Image.fromarray(cine[0]))  # the cine's first frame exported
+    header = ["patient_id", "bmode", "ceus", "us_lnm", "lnm", "bmode_frame"]
+    rows = [
+        ["P1", still[0], "clip", 0, 1, ""],
+        ["P2", still[1], "resaved", 1, 1, ""],
+        ["P3", "frame3.png", "", 0, 0, ""],
+        ["P4", still[2], "short", 1, 0, ""],
+        ["P5", "cine.dcm", "", 1, 1, "2"],
+        ["P6", still[3], "cine.dcm", 0, 0, ""],
+        ["P7", "cine0.png", "", 1, 0, ""],
+        ["P8", still[4], "other", 0, 1, ""],
+    ]
+    with pytest.raises(ManifestError) as e:
+        read_manifest(_manifest(tmp_path / "m.csv", rows, header))
+    said = [(p.code, p.row, p.column, p.message.split(" (patient")[0]) for p in e.value.problems]
+    assert said == [
+        (SHARED_IMAGE, 2, "ceus", "the same picture as row 1's ceus"),
+        (SHARED_IMAGE, 3, "bmode", "the same picture as a frame of row 1's ceus"),
+        (SHARED_IMAGE, 4, "ceus", "a frame of this clip is a frame of row 1's ceus"),
+        (SHARED_IMAGE, 6, "ceus", "the same recording as row 5's bmode"),
+        (SHARED_IMAGE, 7, "bmode", "the same picture as a frame of row 5's bmode"),
+    ], e.value
+    # one patient's B-mode still that is a frame of their own CEUS clip: both branches see it
+    _write(tmp_path / "clip0.png", Image.fromarray(frames[0]))
+    cohort = read_manifest(_manifest(tmp_path / "own.csv", [["Q1", "clip0.png", "clip", 1, 0, ""], rows[-1]], header))
+    assert [(w.code, w.row, w.message.split(" ('")[0]) for w in cohort.warnings] == [
+        (SAME_PICTURE, 1, "a frame of this clip is this patient's bmode")
+    ], cohort.warnings
 
 
 def _lut(entries, first: int, bits: int, count: int | None = None, words: bool = False):

@@ -91,6 +91,37 @@ def test_bad_masks_are_named_with_row_column_and_file(tmp_path):
     assert "bmode_mask" not in cohort.metadata_columns
 
 
+def test_one_lesion_mask_for_two_patients_is_a_warning_naming_the_first(tmp_path):
+    """helper-52's trial of eaf6508: one mask named for two patients' images (a mask column
+    filled down) passed in silence; the lesion head trains on, and the pointing game scores, an
+    outline drawn on another image. `shared_mask` on each later row, naming the first, a copy
+    under another name too (the same pixels); one patient's B-mode and CEUS sharing one mask
+    (a capture's two halves) is no warning, nor are two patients' masks of their own."""
+    img, good = _image_and_mask(tmp_path)
+    shutil.copyfile(good, tmp_path / "copy.png")
+    (tmp_path / "sub").mkdir()
+    _image_and_mask(tmp_path / "sub", box=(10, 10, 30, 30))  # a mask of its own
+    a, b, c, d, e, f = own_pictures(img, 6)
+    base = {"us_lnm": "1", "lnm": 1}
+    rows = [
+        {"patient_id": "A", "bmode": a, "ceus": b, **base, "bmode_mask": "mask.png", "ceus_mask": "mask.png"},
+        {"patient_id": "B", "bmode": c, "ceus": "", "us_lnm": "0", "lnm": 0, "bmode_mask": "sub/mask.png", "ceus_mask": ""},
+        {"patient_id": "C", "bmode": d, "ceus": "", **base, "bmode_mask": "mask.png", "ceus_mask": ""},
+        {"patient_id": "D", "bmode": e, "ceus": f, **base, "bmode_mask": "", "ceus_mask": "copy.png"},
+    ]
+    cohort = M.read_manifest(_manifest(tmp_path, rows, ("bmode_mask", "ceus_mask")))
+    said = [(w.code, w.row, w.column, w.message.split(": one outline")[0]) for w in cohort.warnings]
+    assert said == [
+        (M.SHARED_MASK, 3, "bmode_mask", "the same lesion mask as row 1's bmode_mask (patient 'A')"),
+        (
+            M.SHARED_MASK,
+            4,
+            "ceus_mask",
+            f"the same lesion mask as row 1's bmode_mask (patient 'A') ('{good}', the same pixels)",
+        ),
+    ], cohort.warnings
+
+
 def _segmentation(path, lesion: np.ndarray, modality: str = "SEG") -> None:
     """A DICOM Segmentation (BINARY, one frame, bit-packed) of ``lesion``, as a viewer exports."""
     from pydicom.dataset import Dataset, FileMetaDataset

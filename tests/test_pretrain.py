@@ -67,11 +67,27 @@ def test_the_test_split_is_kept_out_even_when_the_cohort_is_passed_twice(tiny_co
     # the test patients' images pretrained on)
     copy = read_manifest(shutil.copytree(Path(tiny_cohort).parent, tmp_path / "copy") / Path(tiny_cohort).name)
     kept, excluded = unlabeled.split_out(unlabeled.image_refs([cohort, copy]), test)
-    assert len(excluded) == 2 * len(banned) and not {r.picture for r in excluded} & {r.picture for r in kept}
+    assert len(excluded) == 2 * len(banned) and not {r.pictures for r in excluded} & {r.pictures for r in kept}
     assert {r.path.parent.parent for r in excluded} == {
         Path(tiny_cohort).parent.resolve(),
         (tmp_path / "copy").resolve(),
     }
+
+
+def test_pretraining_leaves_out_any_frame_of_a_test_patients_recording():
+    """A test patient's CEUS clip (frames f1, f2) and cine: another manifest's still that is one
+    of the clip's frames, and a B-mode read from another frame of the cine, are left out of
+    pretraining (they had been compared whole: kept); a picture of its own is kept."""
+    clip = (("clip", None, None), ("f1", None, None), ("f2", None, None))
+    refs = [
+        unlabeled.ImageRef(0, "T", "ceus", Path("/a/clip"), clip),
+        unlabeled.ImageRef(0, "T", "bmode", Path("/a/cine.dcm"), (("cine", None, None),)),
+        unlabeled.ImageRef(1, "x1", "bmode", Path("/b/f2.png"), (("f2", None, None),)),
+        unlabeled.ImageRef(1, "x2", "bmode", Path("/b/cine.dcm"), (("cine", None, 3),)),
+        unlabeled.ImageRef(1, "x3", "bmode", Path("/b/own.png"), (("own", None, None),)),
+    ]
+    kept, excluded = unlabeled.split_out(refs, ["T"])
+    assert [r.patient_id for r in kept] == ["x3"] and [r.patient_id for r in excluded] == ["T", "T", "x1", "x2"]
 
 
 def test_pretraining_resumes_as_the_uninterrupted_run(tiny_cohort, pretrained, tmp_path, monkeypatch):

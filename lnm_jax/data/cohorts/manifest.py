@@ -100,6 +100,7 @@ EXTRA_CELLS = "extra_cells"
 SHORT_ROW = "short_row"
 SHARED_IMAGE = "shared_image"
 SAME_PICTURE = "same_picture"
+SHARED_MASK = "shared_mask"
 DIM_IMAGE = "dim_image"
 # a still whose brightest sample is at most DIM_AT (of [0, 1]), or whose mean is at most DIM_MEAN,
 # is nearly black: 12-bit samples stored unscaled in a 16-bit file (4095 of 65535; 15 of 255 in
@@ -114,6 +115,7 @@ WARNING_CODES = {
     BLANK_IMAGE: "image(s) hold no picture (one value everywhere)",
     DIM_IMAGE: "image(s) are nearly black",
     SAME_PICTURE: "patient(s) have one picture as B-mode and CEUS: both branches see the same pixels",
+    SHARED_MASK: "lesion mask(s) are another image's",
 }
 # a manifest of new patients (no labels: nothing trains or is tested on it) warns of a shared
 # picture instead (scoring one image under two flags is a question a user may ask)
@@ -210,9 +212,12 @@ class Patient:
     options: dict[str, sources.ImageOptions] = dataclasses.field(default_factory=dict)
     # per image input: its lesion mask (the <input>_mask column), where the manifest gives one
     masks: dict[str, Path] = dataclasses.field(default_factory=dict)
-    # per image input: what tells its picture from any other (:func:`picture_key`), where it was
-    # read without a problem: one picture is one key, in this manifest or another
-    pictures: dict[str, tuple] = dataclasses.field(default_factory=dict)
+    # per image input: what tells its picture from any other (:func:`picture_keys`: the whole
+    # input's key, then a clip's or cine's frames'), where it was read without a problem: one
+    # picture is one key, in this manifest or another
+    pictures: dict[str, tuple[tuple, ...]] = dataclasses.field(default_factory=dict)
+    # per image input with a mask: the mask's pixel_digest, where it was checked without a problem
+    mask_pictures: dict[str, str] = dataclasses.field(default_factory=dict)
 
     def has(self, name: str) -> bool:
         """Whether the input ``name`` (bmode, ceus or us_lnm) is available."""
@@ -390,6 +395,13 @@ def checked_still(path: Path, still: bool = True, digest: bool = True) -> tuple[
     return (blank(img) if still else None), (pixel_digest([img]) if digest else None)
 
 
+def clip_digest(frames: Iterable[str]) -> str:
+    """A clip's digest from its frames' :func:`pixel_digest` values, in order: one clip however
+    its frames are stored (a frame folder saved again in another format or renamed in the same
+    order, a video's frames as a folder where they decode alike)."""
+    return hashlib.sha256(("clip:" + ",".join(frames)).encode()).hexdigest()
+
+
 def pixel_digest(pixels: Iterable[np.ndarray]) -> str:
     """SHA-256 of decoded pixels (float32, each array's shape with it): one picture however its
     file stores it (a PNG saved again with other compression or text chunks, grey as RGB, a
@@ -397,7 +409,8 @@ def pixel_digest(pixels: Iterable[np.ndarray]) -> str:
     h = hashlib.sha256()
     for a in pixels:
         a = np.ascontiguousarray(a, np.float32)
-        h.update(repr(a.shape).encode() + a.tobytes())
+        h.update(repr(a.shape).encode())
+        h.update(memoryview(a).cast("B"))  # (no copy of the samples)
     return h.hexdigest()
 
 
@@ -502,10 +515,11 @@ def _listing(folder: Path) -> dict[str, tuple[str, ...]]:
 
 def check_dicom(
     path: Path, name: str, options, min_frames: int, framing: sources.Framing = sources.DEFAULT_FRAMING
-) -> tuple[tuple[str, str] | None, str | None]:
+) -> tuple[tuple[str, str] | None, str | None, tuple[str, ...]]:
     """Returns ((problem code, why) or None, the :func:`pixel_digest` of its frame (a still's
     as a PNG's; a cine's first and last frames and their count), or None where they are not
-    decoded). A problem where the DICOM file cannot give input ``name`` as ``framing`` reads
+    decoded, and a cine's decoded frames' own digests (its first and last: a still exported
+    from either is the same picture)). A problem where the DICOM file cannot give input ``name`` as ``framing`` reads
     it: another modality than ultrasound (or a secondary capture, unless accepted),
     unreadable header, no image, a header that disagrees with its pixel data (frame count,
     palette depth), a missing codec, an undecodable first or last frame, an ambiguous dual
@@ -523,48 +537,60 @@ def check_dicom(
         src = sources.resolve(path, name, options, framing.ceus_region)
         frames = [dicom.read_frame(src.header, index) for index in sorted({0, src.frames - 1})]
     except dicom.NotUltrasoundError as e:
-        return (NOT_ULTRASOUND, str(e).removeprefix(f"{path}: ")), None
+        return (NOT_ULTRASOUND, str(e).removeprefix(f"{path}: ")), None, ()
     except dicom.HeaderMismatchError as e:
-        return (HEADER_MISMATCH, str(e).removeprefix(f"{path}: ")), None
+        return (HEADER_MISMATCH, str(e).removeprefix(f"{path}: ")), None, ()
     except sources.ImageOptionError:  # the file is fine; a framing column does not fit it
         raise
     except (DicomError, ValueError) as e:
-        return (UNUSABLE_DICOM, str(e).removeprefix(f"{path}: ")), None
+        return (UNUSABLE_DICOM, str(e).removeprefix(f"{path}: ")), None, ()
     # a still as any still's (its PNG export is the same picture); a cine with its frame count
-    digest = pixel_digest(frames if src.frames == 1 else [*frames, np.array([src.frames])])
-    if src.frames == 1 and (bad := blank(frames[0])):
-        return bad, digest
+    if src.frames == 1:
+        digest, each = pixel_digest(frames), ()
+        if bad := blank(frames[0]):
+            return bad, digest, each
+    else:
+        digest = pixel_digest([*frames, np.array([src.frames])])
+        each = tuple(pixel_digest([f]) for f in frames)
     if name == CEUS and src.still_frame is None and src.frames < min_frames:
         short = f"cine has {src.frames} frame(s), fewer than the {min_frames} asked for (data.clip_frames)"
-        return (CLIP_TOO_SHORT, short), digest
-    return None, digest
+        return (CLIP_TOO_SHORT, short), digest, each
+    return None, digest, each
 
 
-def check_clip(path: Path, min_frames: int) -> tuple[str, str] | None:
+def check_clip(path: Path, min_frames: int) -> tuple[tuple[str, str] | None, tuple[str, ...]]:
     """Returns (problem code, why) if the clip at ``path`` is unreadable (a frame that does not
     decode, frames of different sizes, over the clip limits) or has fewer than ``min_frames``
-    frames that decode, None if it is fine. Every frame is decoded once: a frame folder's
-    files each checked whole (:func:`check_image`), a video streamed as training reads it (its
+    frames that decode, None if it is fine; and each decoded frame's :func:`pixel_digest`, in
+    order (none where it is unreadable). Every frame is decoded once: a frame folder's files
+    each checked whole (:func:`check_image`), a video streamed as training reads it (its
     declared frame count is not trusted: what decodes is counted)."""
+    digests = []
     try:
         if path.is_dir():
             for f in frame_files(path):
-                if (bad := check_image(f)) is not None:
-                    return UNREADABLE_CLIP, f"frame {f.name}: {bad[1]}"
+                bad, digest = checked_still(f, still=False)
+                if bad is not None:
+                    return (UNREADABLE_CLIP, f"frame {f.name}: {bad[1]}"), ()
+                digests.append(digest)
             n = check_frame_folder(path)
         else:
-            n = sum(1 for _ in iter_frames(path))
+            digests = [pixel_digest([frame]) for frame in iter_frames(path)]
+            n = len(digests)
     except ClipError as e:
-        return UNREADABLE_CLIP, str(e).removeprefix(f"{path}: ")
+        return (UNREADABLE_CLIP, str(e).removeprefix(f"{path}: ")), ()
     if n < min_frames:
-        return CLIP_TOO_SHORT, (f"clip has {n} frame(s), fewer than the {min_frames} asked for (data.clip_frames)")
-    return None
+        return (CLIP_TOO_SHORT, f"clip has {n} frame(s), fewer than the {min_frames} asked for (data.clip_frames)"), ()
+    return None, tuple(digests)
 
 
-def _masks(rec, base, images, options, row, problems, check_images, ceus_region) -> dict[str, Path]:
+def _masks(
+    rec, base, images, options, row, problems, check_images, ceus_region
+) -> tuple[dict[str, Path], dict[str, str]]:
     """The row's lesion masks (``<input>_mask`` cells), each checked against its image
-    (:func:`lnm_jax.data.pixels.masks.check_mask`): a problem per bad one."""
-    out = {}
+    (:func:`lnm_jax.data.pixels.masks.check_mask`): a problem per bad one; and each good
+    mask's :func:`pixel_digest`, where checked."""
+    out, digests = {}, {}
     for col in IMAGE_COLUMNS:
         cell, column = rec.get(mask(col), ""), mask(col)
         if not cell:
@@ -584,14 +610,14 @@ def _masks(rec, base, images, options, row, problems, check_images, ceus_region)
         except (OSError, UnidentifiedImageError, ValueError):
             continue  # the image's own problem, reported for its column (or deliberately not checked)
         try:
-            check_mask(file, source)
+            digests[col] = pixel_digest([check_mask(file, source)])
         except MaskError as e:
             problems.append(Problem(e.code, str(e), row, column, str(file)))
         except (OSError, UnidentifiedImageError, ValueError) as e:
             problems.append(
                 Problem(UNREADABLE_IMAGE, f"not a readable mask ({type(e).__name__}: {e})", row, column, str(file))
             )
-    return out
+    return out, digests
 
 
 def _parse_binary(value: str) -> int | None | str:
@@ -741,13 +767,15 @@ def read_manifest(
         framing=framing,
     )
     order = {h: i for i, h in enumerate(header)}  # a row's problems in its columns' order, the row's own first
-    pictures: dict[tuple, tuple[Patient, str]] = {}  # each picture's first patient and column
+    pictures: dict[tuple, tuple] = {}  # each recording's first patient, column, frame and key
+    outlines: dict[str, tuple[Patient, str]] = {}  # each lesion mask's first patient and image input
     # taken whole here: a generator left suspended in a frame that an error keeps alive is closed by
     # the garbage collector, on whatever thread it runs, joining the pool's threads from there (a
     # thread starting, which holds threading's lock the joined threads need: a deadlock, met)
     rows_checked = list(ordered_map(check, records, min(cpus(), MAX_CHECK_THREADS)))
     for (row, _), (patient, found) in zip(records, rows_checked):
         found += _shared_pictures(patient, pictures, labelled=require_labels)
+        found += _shared_masks(patient, outlines)
         found = [
             p
             for p in (id_problems.get(row), *found)
@@ -958,32 +986,55 @@ def write_manifest(path: Path, rows: list[dict[str, object]], extra_columns: Ite
 MAX_CHECK_THREADS = 32
 
 
-def picture_key(file: Path, options: sources.ImageOptions, check_images: bool, digest: str | None) -> tuple:
-    """What tells one picture from another: its decoded pixels (``digest``, a still's or a DICOM
-    file's :func:`pixel_digest`), else the content of the file or frame folder
-    (:func:`lnm_jax.fileio.content_digest`), or its resolved path where images are not checked;
-    with the crop and frame taken from it (a dual display's two halves, a cine's frames, are
-    pictures apart)."""
+def picture_keys(
+    file: Path, options: sources.ImageOptions, check_images: bool, digest: str | None, frames: Iterable[str] = ()
+) -> tuple[tuple, ...]:
+    """What tells one picture from another, the whole input's key first: its decoded pixels
+    (``digest``: a still's or DICOM file's :func:`pixel_digest`, a clip's :func:`clip_digest`),
+    else the content of the file or frame folder (:func:`lnm_jax.fileio.content_digest`), or
+    its resolved path where images are not checked; with the crop and frame taken from it (a
+    dual display's two halves are pictures apart). Then a key per decoded frame of a clip or
+    cine (``frames``: their digests), so that a frame saved as a still, or a clip cut shorter,
+    is found in the clip it came from. Two keys are one recording where their first two fields
+    agree (:func:`recording`): any frame of a cine is that cine."""
     content = digest or (content_digest(file) if check_images else str(file.resolve()))
-    return content, options.crop, options.frame
+    return ((content, options.crop, options.frame), *((d, options.crop, None) for d in dict.fromkeys(frames)))
+
+
+def recording(key: tuple) -> tuple:
+    """A :func:`picture_keys` key less its frame: the recording (file content and crop) it is
+    read from."""
+    return key[:2]
 
 
 def _shared_pictures(patient: Patient, first: dict[tuple, tuple], labelled: bool = True) -> list[Problem]:
-    """``patient``'s pictures (:attr:`Patient.pictures`) already seen, recorded in ``first`` as
-    they come: one picture as another patient's image is ``shared_image``, which can put it in
-    train and test (a column filled down in a spreadsheet, a study exported under two ids; in a
-    manifest of new patients, not ``labelled``, a warning); as this patient's other input, where
-    the file does not frame them apart (:func:`_regions_apart`), ``same_picture``."""
+    """``patient``'s pictures (:attr:`Patient.pictures`) already seen, recorded in ``first`` by
+    :func:`recording` as they come: one recording as another patient's image (the same picture,
+    a frame of their clip, a frame of their cine or the cine itself) is ``shared_image``, which
+    can put it in train and test (a column filled down in a spreadsheet, a study exported under
+    two ids; in a manifest of new patients, not ``labelled``, a warning); as this patient's
+    other input, where the file does not frame them apart (:func:`_regions_apart`),
+    ``same_picture``."""
     problems = []
-    for col, key in patient.pictures.items():
+    for col, keys in patient.pictures.items():
         file = getattr(patient, col)
-        if key not in first:
-            first[key] = (patient, col)
+        held: dict[tuple, tuple[int, tuple]] = {}  # each recording's first key here: the whole input's first
+        for i, k in enumerate(keys):
+            held.setdefault(recording(k), (i, k))
+        hit = next(((held[r], first[r]) for r in held if r in first and first[r][:2] != (patient, col)), None)
+        for r, (i, k) in held.items():
+            first.setdefault(r, (patient, col, i, k))
+        if hit is None:
             continue
-        other, at = first[key]
+        (ours, key), (other, at, theirs, their_key) = hit
         named = "" if getattr(other, at) == file else f" ('{getattr(other, at)}', the same pixels)"
+        if ours:
+            how = "a frame of this clip is " + ("a frame of " if theirs else "")
+        else:
+            how = "the same picture as " if key == their_key or theirs else "the same recording as "
+            how += "a frame of " if theirs else ""
         if other is not patient:
-            why = f"the same picture as row {other.row}'s {at} (patient '{other.patient_id}'){named}: " + (
+            why = f"{how}row {other.row}'s {at} (patient '{other.patient_id}'){named}: " + (
                 "one image for two patients can sit in training and test alike; give each patient their own image, "
                 "or leave the cell empty (a column filled down in a spreadsheet?)"
                 if labelled
@@ -992,8 +1043,31 @@ def _shared_pictures(patient: Patient, first: dict[tuple, tuple], labelled: bool
             )
             problems.append(Problem(SHARED_IMAGE, why, patient.row, col, str(file)))
         elif not _regions_apart(patient, file):
-            why = f"the same picture as this patient's {at}{named}: the B-mode and CEUS branches see the same pixels"
+            why = f"{how}this patient's {at}{named}: the B-mode and CEUS branches see the same pixels"
             problems.append(Problem(SAME_PICTURE, why, patient.row, col, str(file)))
+    return problems
+
+
+def _shared_masks(patient: Patient, first: dict[str, tuple[Patient, str]]) -> list[Problem]:
+    """``shared_mask`` (a warning) where one of ``patient``'s lesion masks holds the pixels of
+    another patient's mask seen before (recorded in ``first`` as they come): one outline for
+    two patients' images, a mask column filled down or a file copied for the wrong patient (the
+    lesion head learns, and the pointing game scores, an outline drawn on another image). Two
+    box masks that happen to coincide are the same pixels too, which is why it is a warning,
+    not a refusal; one patient's B-mode and CEUS may share one (a dual display's two sides,
+    halves of one capture: the lesion where it is in both)."""
+    problems = []
+    for col, digest in patient.mask_pictures.items():
+        other, at = first.setdefault(digest, (patient, col))
+        if other is patient:
+            continue
+        named = "" if other.mask(at) == patient.mask(col) else f" ('{other.mask(at)}', the same pixels)"
+        why = (
+            f"the same lesion mask as row {other.row}'s {mask(at)} (patient '{other.patient_id}'){named}: one "
+            "outline for two patients' images; check that it was drawn on this one (a mask column filled down, "
+            "a file copied for the wrong patient?)"
+        )
+        problems.append(Problem(SHARED_MASK, why, patient.row, mask(col), str(patient.mask(col))))
     return problems
 
 
@@ -1033,7 +1107,8 @@ def _check_row(
     problems: list[Problem] = []
     images: dict[str, Path | None] = {}
     options: dict[str, sources.ImageOptions] = {}
-    digests: dict[str, str | None] = {}  # each still's or DICOM file's pixel_digest, where checked
+    digests: dict[str, str | None] = {}  # each still's, clip's or DICOM file's pixel_digest, where checked
+    frames: dict[str, tuple[str, ...]] = {}  # a clip's or cine's decoded frames' own digests
     for col in IMAGE_COLUMNS:
         cell = rec.get(col, "")
         options[col] = sources.NO_OPTIONS
@@ -1057,14 +1132,17 @@ def _check_row(
             bad = None
             try:
                 if check_images:
-                    bad, digests[col] = check_dicom(file, col, options[col], min_clip_frames, framing)
+                    bad, digests[col], frames[col] = check_dicom(file, col, options[col], min_clip_frames, framing)
             except sources.ImageOptionError as e:
                 problems += _option_problems(e, row, file)
             if bad:
                 problems.append(Problem(bad[0], bad[1], row, col, str(file)))
         elif col == CEUS and is_clip(file):
-            if check_images and (bad := check_clip(file, min_clip_frames)) is not None:
-                problems.append(Problem(bad[0], bad[1], row, col, str(file)))
+            if check_images:
+                bad, frames[col] = check_clip(file, min_clip_frames)
+                if bad is not None:
+                    problems.append(Problem(bad[0], bad[1], row, col, str(file)))
+                digests[col] = clip_digest(frames[col]) if frames[col] else None
         elif is_clip(file):
             problems.append(Problem(UNREADABLE_IMAGE, "B-mode must be a still image, not a clip", row, col, str(file)))
         elif not file.is_file():
@@ -1084,11 +1162,11 @@ def _check_row(
                 problems += _option_problems(e, row, file)
             except (OSError, ValueError) as e:  # (PIL's UnidentifiedImageError, ClipError among them)
                 problems.append(Problem(UNREADABLE_IMAGE, f"cannot be read ({error_line(e)})", row, col, str(file)))
-    masks = _masks(rec, base, images, options, row, problems, check_images, framing.ceus_region)
+    masks, mask_digests = _masks(rec, base, images, options, row, problems, check_images, framing.ceus_region)
     # (a blank image's copies are no shared picture: it holds none)
     said = {p.column for p in problems if p.code != DIM_IMAGE}
     pictures = {
-        c: picture_key(f, options[c], check_images, digests.get(c))
+        c: picture_keys(f, options[c], check_images, digests.get(c), frames.get(c, ()))
         for c, f in images.items()
         if f is not None and c not in said
     }
@@ -1116,6 +1194,7 @@ def _check_row(
             options={k: v for k, v in options.items() if v != sources.NO_OPTIONS},
             masks=masks,
             pictures=pictures,
+            mask_pictures=mask_digests,
         ),
         problems,
     )

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from lnm_jax.data.cohorts.manifest import Cohort
+from lnm_jax.data.cohorts.manifest import Cohort, recording
 from lnm_jax.data.pixels.sources import DEFAULT_FRAMING, Framing, decode_input
 from lnm_jax.names import IMAGE_INPUTS
 
@@ -31,7 +31,7 @@ class ImageRef:
     patient_id: str
     modality: str
     path: Path
-    picture: tuple | None = None  # its manifest's picture key (Patient.pictures), where read
+    pictures: tuple[tuple, ...] = ()  # its manifest's picture keys (Patient.pictures), where read
 
 
 @dataclasses.dataclass(frozen=True)
@@ -52,7 +52,7 @@ class UnlabeledImages:
 
 def image_refs(cohorts: Sequence[Cohort], modalities: Iterable[str] = IMAGE_INPUTS) -> list[ImageRef]:
     return [
-        ImageRef(k, p.patient_id, m, Path(getattr(p, m)).resolve(), p.pictures.get(m))
+        ImageRef(k, p.patient_id, m, Path(getattr(p, m)).resolve(), p.pictures.get(m, ()))
         for k, cohort in enumerate(cohorts)
         for p in cohort.patients
         for m in modalities
@@ -62,11 +62,12 @@ def image_refs(cohorts: Sequence[Cohort], modalities: Iterable[str] = IMAGE_INPU
 
 def split_out(refs: Sequence[ImageRef], exclude: Iterable[str]) -> tuple[list[ImageRef], list[ImageRef]]:
     """(kept, excluded): the first manifest's (source 0) patients in ``exclude``, and every image
-    of any manifest that is one of their files or pictures."""
+    of any manifest that is one of their files or recordings (the same picture, a frame of
+    their clip or cine, or one that holds a frame of theirs: :func:`~lnm_jax.data.cohorts.manifest.recording`)."""
     exclude = set(exclude)
     theirs = [r for r in refs if r.source == 0 and r.patient_id in exclude]
-    paths, pictures = {r.path for r in theirs}, {r.picture for r in theirs} - {None}
-    out = [r.path in paths or r.picture in pictures for r in refs]
+    paths, held = {r.path for r in theirs}, {recording(k) for r in theirs for k in r.pictures}
+    out = [r.path in paths or any(recording(k) in held for k in r.pictures) for r in refs]
     return [r for r, o in zip(refs, out) if not o], [r for r, o in zip(refs, out) if o]
 
 

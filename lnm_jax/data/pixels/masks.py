@@ -116,10 +116,10 @@ def check_background(lesion: np.ndarray) -> None:
         )
 
 
-def check_mask(path: Path | str, source: Source) -> None:
-    """:class:`MaskError` unless the mask at ``path`` is binary, non-empty, the size of its
-    image's frame (``source``), has a background (:func:`check_background`) and marks at least
-    one pixel inside the framed box."""
+def check_mask(path: Path | str, source: Source) -> np.ndarray:
+    """The lesion (bool [H, W]) of the mask at ``path``; :class:`MaskError` unless it is
+    binary, non-empty, the size of its image's frame (``source``), has a background
+    (:func:`check_background`) and marks at least one pixel inside the framed box."""
     lesion = _read_lesion(path)
     h, w = lesion.shape
     if (w, h) != (source.width, source.height):
@@ -128,6 +128,7 @@ def check_mask(path: Path | str, source: Source) -> None:
     b = source.box
     if not lesion[b.y0 : b.y1, b.x0 : b.x1].any():
         raise MaskError(EMPTY, f"mask marks no pixel inside the image's framed region {b}")
+    return lesion
 
 
 def decode_mask(
