@@ -103,9 +103,10 @@ def test_one_lesion_mask_for_two_patients_is_a_warning_naming_the_first(tmp_path
     _image_and_mask(tmp_path / "sub", box=(10, 10, 30, 30))  # a mask of its own
     a, b, c, d, e, f = own_pictures(img, 6)
     base = {"us_lnm": "1", "lnm": 1}
+    # (B's mask is of its own lesion)
     rows = [
         {"patient_id": "A", "bmode": a, "ceus": b, **base, "bmode_mask": "mask.png", "ceus_mask": "mask.png"},
-        {"patient_id": "B", "bmode": c, "ceus": "", "us_lnm": "0", "lnm": 0, "bmode_mask": "sub/mask.png", "ceus_mask": ""},
+        {"patient_id": "B", "bmode": c, "ceus": "", "us_lnm": 0, "lnm": 0, "bmode_mask": "sub/mask.png"},
         {"patient_id": "C", "bmode": d, "ceus": "", **base, "bmode_mask": "mask.png", "ceus_mask": ""},
         {"patient_id": "D", "bmode": e, "ceus": f, **base, "bmode_mask": "", "ceus_mask": "copy.png"},
     ]

@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import shutil
 import threading
 import time
 from pathlib import Path
@@ -714,11 +715,26 @@ def test_predict_new_patients_without_labels(triple_run, copy_run, tiny_cohort, 
     assert train + val > 0  # the tiny cohort's first five: some of them are training patients
     said = capsys.readouterr().err
     assert "no prob_lnm_calibrated column: no temperature is fitted for the 'best' checkpoint" in said
-    assert f"{train} of these 5 patients have the ids of this run's training patients and {val} of its" in said
+    assert f"{train} of these 5 patients are this run's training patients and {val} its validation patients:" in said
     got = list(csv.DictReader(out.open()))
     assert [g["patient_id"] for g in got] == [r["patient_id"] for r in rows]
     assert all(0.0 <= float(g["prob_lnm"]) <= 1.0 and g["lnm"] == "" for g in got)
     assert "prob_lnm_calibrated" not in got[0]  # no `evaluate` yet: no temperature
+    # an "external" set that is the run's own patients under new ids, their images copied to
+    # another folder: counted by their pictures (the ids alone had said nothing)
+    external = tmp_path / "external"
+    external.mkdir()
+    with open(new) as f, open(external / "m.csv", "w", newline="") as g:
+        w = csv.DictWriter(g, fieldnames=["patient_id", "bmode", "ceus", "us_lnm"])
+        w.writeheader()
+        for k, r in enumerate(csv.DictReader(f)):
+            copies = {m: shutil.copy(r[m], external / f"{k}_{m}.png") for m in ("bmode", "ceus")}
+            w.writerow({"patient_id": f"ext{k}", "us_lnm": r["us_lnm"], **copies})
+    predict_manifest(run, external / "m.csv", tmp_path / "external.csv")
+    assert (
+        f"{train} of these 5 patients are this run's training patients and {val} its validation patients "
+        f"({train + val} of them by their pictures, under other ids)"
+    ) in capsys.readouterr().err
     # the command line on the run folder: evaluate, then predict with the fitted temperature
     assert main(["evaluate", "--workdir", str(run.workdir)]) == 0
     card = (run.files.evaluation("best") / "model_card.md").read_text()  # evaluate describes the model too

@@ -10,7 +10,7 @@ import numpy as np
 
 from lnm_jax import names, provenance
 from lnm_jax import run_files as F
-from lnm_jax.data.cohorts.manifest import manifest_checks, read_manifest
+from lnm_jax.data.cohorts.manifest import Cohort, manifest_checks, read_manifest, recording
 from lnm_jax.data.synth.synthetic import bayes_auc, bayes_scores, generator_params, read_truth, temporal_reference
 from lnm_jax.evaluation import calibration as C
 from lnm_jax.evaluation import intensity
@@ -261,23 +261,36 @@ def predict_manifest(
             f"(to fit one: {run.evaluate_command(checkpoint)})",
             file=sys.stderr,
         )
-    if seen := seen_patients_line(run, cohort.ids):
+    if seen := seen_patients_line(run, cohort):
         print(f"warning: {seen}", file=sys.stderr)
     return write_predictions(cohort, logits, temperature, out_csv, flagged)
 
 
-def seen_patients_line(run: Run, patient_ids) -> str | None:
-    """One line when any of ``patient_ids`` are the ids of ``run``'s training or validation
-    patients (a manifest that holds the training cohort): their probabilities are not those
+def seen_patients_line(run: Run, cohort: Cohort) -> str | None:
+    """One line when any of ``cohort``'s patients are ``run``'s training or validation patients:
+    by id (a manifest that holds the training cohort), or by a picture under another id (an
+    image of theirs, a frame of their clip or their cine in the new patient's row: the same
+    recording, :func:`lnm_jax.data.cohorts.manifest.recording`; a cohort exported again under new
+    ids, an "external" set that overlaps the training one). Their probabilities are not those
     of unseen patients. None when none are."""
-    ids = set(patient_ids)
-    seen = {s: len(ids & set(run.split.subset(s))) for s in ("train", "val")}
+    subsets = ("train", "val")
+    ids = {s: set(run.split.subset(s)) for s in subsets}
+    known = run.cohort.by_id()
+    held = {recording(k): s for s in subsets for pid in ids[s] for keys in known[pid].pictures.values() for k in keys}
+    seen, pictured = {s: 0 for s in subsets}, 0
+    for p in cohort.patients:
+        if (s := next((s for s in subsets if p.patient_id in ids[s]), None)) is None:
+            s = next((held[r] for keys in p.pictures.values() for r in map(recording, keys) if r in held), None)
+            pictured += s is not None
+        if s is not None:
+            seen[s] += 1
     if not any(seen.values()):
         return None
+    how = f" ({pictured} of them by their pictures, under other ids)" if pictured else ""
     return (
-        f"{seen['train']} of these {len(ids)} patients have the ids of this run's training patients and "
-        f"{seen['val']} of its validation patients: their probabilities are optimistic (the model was fitted "
-        "to them, or chosen and calibrated on them); only its test patients and new ones are unseen"
+        f"{seen['train']} of these {len(cohort)} patients are this run's training patients and {seen['val']} its "
+        f"validation patients{how}: their probabilities are optimistic (the model was fitted to them, or chosen "
+        "and calibrated on them); only its test patients and new ones are unseen"
     )
 
 
