@@ -4,6 +4,7 @@ report; k-fold mode pools out-of-fold predictions; Table 1 and the BUS-BRA conve
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -342,6 +343,26 @@ def test_busbra_converter_maps_views_flag_label_and_single_view_patients(tmp_pat
     (views / "bus_data.csv").write_text(table.replace("bus_0001-r,1,hist1,malignant", "bus_0001-r,1,hist1,benign"))
     assert main(["convert-busbra", "--src", str(views), "--out", str(tmp_path / "path.csv")]) == 1
     assert "line 3: patient bus_0001's views disagree on Pathology ('malignant', 'benign')" in capsys.readouterr().err
+    # a row given twice, and a patient's -l and -s views (both B-mode): said as such (helper-52's
+    # trial of eaf6508: "has a second 'bmode' image" for both)
+    rows = table.splitlines()
+    first = next(k for k, r in enumerate(rows) if r.startswith("bus_0001-l,"))
+    shutil.copy(views / "Images" / "bus_0001-l.png", views / "Images" / "bus_0001-s.png")
+    for k, (edited, said) in enumerate(
+        (
+            (
+                [*rows, rows[first]],
+                f"line {len(rows) + 1}: ID bus_0001-l is also line {first + 1}'s (the same row again)",
+            ),
+            (
+                [*rows, rows[first].replace("-l,", "-s,")],
+                f"has views bus_0001-l (line {first + 1}) and bus_0001-s, both",
+            ),
+        )
+    ):
+        (views / "bus_data.csv").write_text("\n".join(edited) + "\n")
+        assert main(["convert-busbra", "--src", str(views), "--out", str(tmp_path / f"repeat{k}.csv")]) == 1
+        assert said in capsys.readouterr().err
     # (the ACR's subcategories of 4, 4a-4c, as an export may write them, had been "not a number")
     (views / "bus_data.csv").write_text(table.replace("bus_0002-r,2,hist2,benign,3", "bus_0002-r,2,hist2,benign,4b"))
     assert main(["convert-busbra", "--src", str(views), "--out", str(tmp_path / "birads.csv")]) == 0

@@ -81,6 +81,8 @@ def convert_busbra(src: Path | str, out_csv: Path | str, *, overwrite: bool = Fa
     patients: dict[str, dict] = {}
     cases: dict[str, str] = {}  # BUS-BRA's Case -> the patient (ID number) it is, and back
     case_of: dict[str, str] = {}
+    lines: dict[str, int] = {}  # each view's ID -> its line, and its row's cells
+    rows_by_id: dict[str, dict] = {}
     try:
         text = table_text(table)
     except TableTextError as e:
@@ -111,6 +113,10 @@ def convert_busbra(src: Path | str, out_csv: Path | str, *, overwrite: bool = Fa
         image = src / "Images" / f"{m.group(0)}.png"
         if not image.is_file():
             raise ValueError(f"{table}, line {line}: image {image} does not exist")
+        if (before := lines.setdefault(m.group(0), line)) != line:
+            same = "the same row again" if rows_by_id[m.group(0)] == rec else "another row under one ID"
+            raise ValueError(f"{table}, line {line}: ID {m.group(0)} is also line {before}'s ({same})")
+        rows_by_id[m.group(0)] = rec
         pid = f"bus_{m.group(1)}"
         case = (rec.get("Case") or "").strip()
         if case and (other := cases.setdefault(case, pid)) != pid:
@@ -139,8 +145,12 @@ def convert_busbra(src: Path | str, out_csv: Path | str, *, overwrite: bool = Fa
         if birads > int(BIRADS.fullmatch(p["BIRADS"])[1]):  # the patient's: its most suspicious view's (bus_0856: 4, 5)
             p["BIRADS"], p[US_LNM] = rec["BIRADS"].strip(), int(birads >= 4)
         column = VIEW[m.group(2)]
-        if column in p:
-            raise ValueError(f"{table}, line {line}: patient {pid} has a second '{column}' image")
+        if column in p:  # its -l and -s views, both B-mode
+            first = next(i for i in lines if i.startswith(f"{pid}-") and VIEW[i[-1]] == column and i != m.group(0))
+            raise ValueError(
+                f"{table}, line {line}: patient {pid} has views {first} (line {lines[first]}) and {m.group(0)}, "
+                f"both read as its '{column}' image"
+            )
         p[column] = _relative(image, out_csv)
         outline = src / "Masks" / f"mask_{m.group(1)}-{m.group(2)}.png"  # the ultrasonographer's lesion outline
         if outline.is_file():
