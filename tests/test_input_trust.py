@@ -813,6 +813,71 @@ def test_one_recording_for_two_patients_is_refused_however_its_frames_are_stored
     ], cohort.warnings
 
 
+def test_a_damaged_or_cut_short_file_is_said_so_naming_where(tmp_path):
+    """helper-52's trial of eaf6508: a PNG whose sBIT chunk fails its CRC was "cannot identify
+    image file" (PIL's words), a DICOM file cut to 400 bytes "holds no image (missing Rows, ...)"
+    and one cut inside its pixel data a header that disagrees with its data. A PNG's chunks are
+    walked (a CRC that fails, a file that ends inside a chunk or before IEND: the chunk and the
+    byte named), a DICOM file that ends before its image or inside its pixel data is said to be
+    cut short, a cine cut between two frames too, and a clip's frame folder with a damaged frame
+    names that frame."""
+    import struct
+
+    picture = np.random.default_rng(4).integers(0, 255, (24, 32), dtype=np.uint8)
+    Image.fromarray(picture).save(tmp_path / "whole.png")
+    png = (tmp_path / "whole.png").read_bytes()
+    header_end = 8 + 12 + 13  # the signature, then IHDR
+    sbit = struct.pack(">I", 1) + b"sBIT" + bytes([6]) + b"\0\0\0\0"  # a zero CRC
+    (tmp_path / "sbit.png").write_bytes(png[:header_end] + sbit + png[header_end:])
+    idat = bytearray(png)
+    at = png.index(b"IDAT") - 4
+    idat[at + 8 + struct.unpack(">I", png[at : at + 4])[0]] ^= 0xFF  # the first byte of IDAT's CRC
+    (tmp_path / "idat.png").write_bytes(bytes(idat))
+    (tmp_path / "half.png").write_bytes(png[: len(png) // 2])
+    (tmp_path / "no_iend.png").write_bytes(png[:-12])
+    dicom.write_dataset(dicom.new_dataset(np.roll(picture, 3, axis=1)), tmp_path / "whole.dcm")
+    dcm = (tmp_path / "whole.dcm").read_bytes()
+    (tmp_path / "head.dcm").write_bytes(dcm[:400])
+    (tmp_path / "pixels.dcm").write_bytes(dcm[: len(dcm) - 100])
+    cine = np.stack([np.full((12, 16, 3), 20 + 25 * k, np.uint8) for k in range(4)])
+    _cine(tmp_path / "cine.dcm", cine, 4)
+    (tmp_path / "cine_cut.dcm").write_bytes((tmp_path / "cine.dcm").read_bytes()[: -2 * 12 * 16 * 3])
+    (tmp_path / "clip").mkdir()
+    for k in range(3):
+        Image.fromarray(np.roll(picture, 5 + k, axis=0)).save(tmp_path / "clip" / f"f{k}.png")
+    (tmp_path / "clip" / "f1.png").write_bytes((tmp_path / "clip" / "f1.png").read_bytes()[:-12])
+    stills = own_pictures(tmp_path / "whole.png", 3)
+    rows = [
+        ["A", "sbit.png", "", 1, 1],
+        ["B", "idat.png", "", 0, 0],
+        ["C", "half.png", "", 1, 0],
+        ["D", "no_iend.png", "", 0, 1],
+        ["E", "head.dcm", "", 1, 1],
+        ["F", "pixels.dcm", "", 0, 0],
+        ["G", stills[0], "cine_cut.dcm", 1, 0],
+        ["H", stills[1], "clip", 0, 1],
+        ["I", stills[2], "", 1, 0],
+    ]
+    with pytest.raises(ManifestError) as e:
+        read_manifest(_manifest(tmp_path / "m.csv", rows))
+    said = {p.row: p.message for p in e.value.problems}
+    cut = "cut short (a copy or download that stopped?)"
+    assert said[1].startswith("damaged PNG: chunk 'sBIT' at byte 33 fails its CRC check: the file changed"), said
+    assert said[2].startswith(f"damaged PNG: chunk 'IDAT' at byte {at} fails its CRC check"), said
+    assert said[3] == (
+        f"damaged PNG: the file ends at byte {len(png) // 2}, inside chunk 'IDAT' (from byte {at}, "
+        f"{struct.unpack('>I', png[at : at + 4])[0]} bytes of data): {cut}"
+    ), said
+    assert said[4] == f"damaged PNG: the file ends at byte {len(png) - 12} without the IEND chunk: {cut}", said
+    assert said[5].startswith("DICOM file ends after 400 bytes without its image (no Rows, Columns") and cut in said[5]
+    assert said[6].startswith(f"DICOM file ends after {len(dcm) - 100} bytes, inside its pixel data (768 bytes") and (
+        said[6].endswith(cut)
+    ), said
+    assert said[7].startswith("DICOM file ends after") and "inside its pixel data (2304 bytes" in said[7], said
+    assert said[8].startswith("frame f1.png: damaged PNG: the file ends at byte") and said[8].endswith(cut), said
+    assert set(said) == set(range(1, 9)), said
+
+
 def _lut(entries, first: int, bits: int, count: int | None = None, words: bool = False):
     """A Modality or VOI LUT Sequence of one item: ``entries`` from the value ``first`` on, as
     US values, or (``words``) as OW bytes, the two forms files hold."""

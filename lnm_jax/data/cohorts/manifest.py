@@ -40,7 +40,7 @@ from PIL import UnidentifiedImageError
 
 from lnm_jax.data.pixels import sources
 from lnm_jax.data.pixels.clips import ClipError, check_frame_folder, frame_files, is_clip, iter_frames
-from lnm_jax.data.pixels.decode import MAX_IMAGE_PIXELS, ImageTooLargeError, verify_image
+from lnm_jax.data.pixels.decode import MAX_IMAGE_PIXELS, DamagedImageError, ImageTooLargeError, verify_image
 from lnm_jax.data.pixels.dicom import DicomError, is_dicom
 from lnm_jax.data.pixels.masks import EMPTY as MASK_EMPTY  # noqa: F401  (problem codes, re-exported)
 from lnm_jax.data.pixels.masks import NO_BACKGROUND as MASK_NO_BACKGROUND  # noqa: F401
@@ -390,6 +390,8 @@ def checked_still(path: Path, still: bool = True, digest: bool = True) -> tuple[
         img = verify_image(path, MAX_IMAGE_PIXELS)
     except ImageTooLargeError as e:
         return (IMAGE_TOO_LARGE, f"{e}, {limit}"), None
+    except DamagedImageError as e:
+        return (UNREADABLE_IMAGE, str(e)), None
     except (UnidentifiedImageError, OSError, ValueError) as e:
         return (UNREADABLE_IMAGE, f"not a readable image ({type(e).__name__}: {e})"), None
     return (blank(img) if still else None), (pixel_digest([img]) if digest else None)

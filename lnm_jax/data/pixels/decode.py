@@ -20,6 +20,7 @@ import functools
 import io
 import re
 import struct
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -32,6 +33,45 @@ class ImageDecodeError(ValueError):
 
 class ImageTooLargeError(ValueError):
     """An image over the caller's pixel limit, refused before its pixels are decoded."""
+
+
+class DamagedImageError(ValueError):
+    """A PNG whose chunks are not whole (:func:`png_damage`): the message says which and where."""
+
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def png_damage(path: Path) -> str | None:
+    """What is broken in a file that begins as a PNG, walking its chunks (length, type, data,
+    CRC-32 of type and data: PNG specification, 3rd edition, section 5.3): a chunk whose CRC
+    fails, a file that ends inside a chunk or before ``IEND``; None where every chunk is whole
+    up to ``IEND``, or the file is no PNG (or cannot be read). Where the decoder's words for
+    such a file are its own (PIL: "cannot identify image file" for a bad CRC ahead of the image
+    data), these name the chunk and the byte."""
+    try:
+        data = Path(path).read_bytes()
+    except OSError:
+        return None
+    if not data.startswith(PNG_SIGNATURE):
+        return None
+    at, size, cut = len(PNG_SIGNATURE), len(data), "cut short (a copy or download that stopped?)"
+    while at + 8 <= size:
+        length, kind = struct.unpack(">I4s", data[at : at + 8])
+        name, end = kind.decode("latin-1"), at + 12 + length
+        if end > size:
+            return (
+                f"the file ends at byte {size}, inside chunk {name!r} (from byte {at}, {length} bytes of data): {cut}"
+            )
+        if zlib.crc32(data[at + 4 : end - 4]) != struct.unpack(">I", data[end - 4 : end])[0]:
+            return (
+                f"chunk {name!r} at byte {at} fails its CRC check: the file changed after it was written (damaged "
+                "in a copy, or edited by a tool that did not rewrite the checksum)"
+            )
+        if kind == b"IEND":
+            return None
+        at = end
+    return f"the file ends at byte {size} without the IEND chunk: {cut}"
 
 
 READABLE_FORMATS = ("PNG", "JPEG")
@@ -282,7 +322,17 @@ def verify_image(path: Path, max_pixels: int) -> np.ndarray:
     full decode through
     :func:`read_image` (which catches truncated files ``verify`` lets through, and pixel modes
     it does not read). :class:`ImageTooLargeError` before any pixel is decoded; ValueError or
-    OSError (PIL's) saying what is wrong otherwise."""
+    OSError (PIL's) saying what is wrong otherwise, :class:`DamagedImageError` for a PNG whose
+    chunks are not whole (:func:`png_damage`)."""
+    try:
+        return _verified(path, max_pixels)
+    except (SyntaxError, OSError, ValueError) as e:  # (PIL's UnidentifiedImageError is an OSError)
+        if isinstance(e, ImageTooLargeError) or not (why := png_damage(path)):
+            raise
+        raise DamagedImageError(f"damaged PNG: {why}") from e
+
+
+def _verified(path: Path, max_pixels: int) -> np.ndarray:
     try:
         with Image.open(path) as im:
             fmt, (w, h) = im.format, im.size

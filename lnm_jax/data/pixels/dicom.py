@@ -188,6 +188,13 @@ def read_header(path: Path) -> DicomHeader:
         raise DicomError(f"{path}: {unreadable_line(e)}") from e
     missing = [k for k in ("Rows", "Columns", "PhotometricInterpretation", "BitsAllocated") if k not in ds]
     if missing:
+        kind = getattr(ds.get("SOPClassUID"), "name", "")
+        if "PixelData" not in ds and "Image Storage" in kind:  # an image's SOP class, cut before its image
+            raise DicomError(
+                f"{path}: DICOM file ends after {path.stat().st_size} bytes without its image (no "
+                f"{', '.join(missing)}, no pixel data), though its SOP class is {kind}: cut short (a copy or "
+                "download that stopped?)"
+            )
         raise DicomError(f"{path}: DICOM file holds no image (missing {', '.join(missing)})")
     try:
         declared = ds.get("NumberOfFrames")
@@ -486,6 +493,31 @@ def _frame_bytes(ds, photometric: str) -> int | None:
 CODESTREAM_STARTS = (b"\xff\xd8", b"\xff\x4f\xff\x51", b"\x00\x00\x00\x0cjP  ")
 
 
+PIXEL_DATA_TAG = b"\xe0\x7f\x10\x00"  # (7FE0,0010) as a little-endian file stores it
+
+
+def _check_whole(path: Path) -> None:
+    """:class:`DicomError` when the file ends before its pixel data does (the length the
+    element declares, PS3.5 7.1, runs past the file's end): a file cut short, which would
+    otherwise read as a header that disagrees with its data. Little-endian files (every
+    transfer syntax in use); read whole, so only where the data already looks wrong."""
+    try:
+        data = path.read_bytes()
+    except OSError:
+        return
+    at = data.rfind(PIXEL_DATA_TAG)
+    if at < 0:
+        return
+    explicit = data[at + 4 : at + 6] in (b"OB", b"OW")
+    start = at + (12 if explicit else 8)
+    declared = int.from_bytes(data[start - 4 : start], "little")
+    if declared != 0xFFFFFFFF and start + declared > len(data):
+        raise DicomError(
+            f"{path}: DICOM file ends after {len(data)} bytes, inside its pixel data ({declared} bytes declared from "
+            f"byte {start}, {len(data) - start} there): cut short (a copy or download that stopped?)"
+        )
+
+
 def _frames_in_data(path: Path, ds, photometric: str) -> tuple[int, str] | None:
     """(frames the pixel data holds, how it was counted), or None where it cannot be told.
     Native data that holds more than whole frames of the header's size (Rows x Columns x
@@ -498,6 +530,9 @@ def _frames_in_data(path: Path, ds, photometric: str) -> tuple[int, str] | None:
         return None
     elem = ds.get_item("PixelData")
     length = getattr(elem, "length", None)
+    tell = getattr(elem, "value_tell", None)  # where its value starts in the file, where pydicom says
+    if length not in (None, 0xFFFFFFFF) and tell is not None and tell + length > path.stat().st_size:
+        _check_whole(path)  # the file ends before the data it declares
     syntax = getattr(getattr(ds, "file_meta", None), "get", lambda k: None)("TransferSyntaxUID")
     if syntax is None or not syntax.is_encapsulated:
         size = _frame_bytes(ds, photometric)
@@ -509,6 +544,7 @@ def _frames_in_data(path: Path, ds, photometric: str) -> tuple[int, str] | None:
         # beyond the one byte that pads to an even length: trailing zeros are padding (pydicom
         # drops them: its MR_small_padded.dcm has a row's worth), other bytes are image data
         if length - frames * size > (frames * size) % 2 and (frames == 0 or any(ds.PixelData[frames * size :])):
+            _check_whole(path)
             raise HeaderMismatchError(
                 f"{path}: Rows {ds.Rows}, Columns {ds.Columns}, SamplesPerPixel {_samples(ds)} and BitsAllocated "
                 f"{ds.BitsAllocated} make {size} bytes per frame, but the pixel data holds {length} bytes "
@@ -636,12 +672,15 @@ def _check_frame_count(path: Path, ds, frames: int, photometric: str) -> None:
     _check_photometric(path, ds, photometric)
     try:
         found = _frames_in_data(path, ds, photometric)
-    except HeaderMismatchError:
+    except DicomError:  # (a header that disagrees with its data, a file cut short)
         raise
     except Exception as e:  # noqa: BLE001  (unparseable fragments: the decoder will say so)
+        _check_whole(path)
         raise DicomError(f"{path}: pixel data cannot be parsed ({type(e).__name__}: {e})") from e
     if found is None or found[0] == frames:
         return
+    if found[0] < frames:  # a cine cut short between two frames reads as fewer frames
+        _check_whole(path)
     said = f"NumberOfFrames is {frames}" if "NumberOfFrames" in ds else "NumberOfFrames is missing (1 frame)"
     raise HeaderMismatchError(f"{path}: {said}, but the pixel data holds {found[0]} frame(s) ({found[1]})")
 
