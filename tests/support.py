@@ -150,10 +150,12 @@ def new_patients(manifest, out, n: int):
 
 
 def own_pictures(path, n: int) -> list[str]:
-    """``n`` copies of the PNG or JPEG still at ``path`` beside it (``<stem>_<k><suffix>``; their
-    names returned), each told apart by its middle sample (+37, +74, ... modulo its depth: inside any crop): one
-    picture named by two patients of a manifest is refused (``shared_image``), so a test's rows
-    each take their own copy of a filler image."""
+    """``n`` pictures made from the PNG or JPEG still at ``path``, beside it
+    (``<stem>_<k><suffix>``; their names returned), each its own: copy k is rolled by k/(n+1) of
+    the image's height and width (a ramp or a lesion moves: no copy is a near-duplicate of
+    another, ``similar_image``) and told apart by its middle sample too (+37, +74, ... modulo its
+    depth). One picture named by two patients of a manifest is refused (``shared_image``), so a
+    test's rows each take their own picture made from a filler image."""
     from pathlib import Path  # noqa: PLC0415
 
     import numpy as np  # noqa: PLC0415
@@ -164,7 +166,8 @@ def own_pictures(path, n: int) -> list[str]:
         pixels = np.array(im)
     names = []
     for k in range(1, n + 1):
-        copy = pixels.copy()
+        h, w = pixels.shape[:2]
+        copy = np.roll(pixels, (k * h // (n + 1), k * w // (n + 1)), axis=(0, 1))
         middle = copy.size // 2 + copy.shape[1] // 2 * (copy.size // copy.shape[0] // copy.shape[1])
         copy.flat[middle] = (int(copy.flat[middle]) + 37 * k) % (256 if copy.dtype == np.uint8 else 65536)
         out = path.with_name(f"{path.stem}_{k}{path.suffix}")

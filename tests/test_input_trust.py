@@ -878,6 +878,71 @@ def test_a_damaged_or_cut_short_file_is_said_so_naming_where(tmp_path):
     assert set(said) == set(range(1, 9)), said
 
 
+def test_a_copy_saved_another_way_is_a_warning_naming_the_first(tmp_path):
+    """helper-52's trial of eaf6508: the exact check passed a JPEG re-encode of another patient's
+    PNG, 8-bit samples stored as 16-bit, a copy resized by 2% and a crop one pixel off. Each is
+    `similar_image` (a warning: lnm_jax.data.cohorts.similar, its threshold measured on BUS-BRA
+    and DDTI) naming the first, the RMS difference in the message; one picture exactly stays
+    `shared_image` alone; pictures of their own, and two halves of one capture, are neither."""
+    from lnm_jax.data.cohorts.manifest import SIMILAR_IMAGE
+
+    rng = np.random.default_rng(8)
+    coarse = Image.fromarray(rng.integers(30, 220, (6, 8), dtype=np.uint8))
+    smooth = np.asarray(coarse.resize((256, 192), Image.BILINEAR))  # smooth, as ultrasound is at this scale
+    Image.fromarray(smooth).save(tmp_path / "a.png")
+    Image.fromarray(smooth).save(tmp_path / "a.jpg", quality=85)
+    Image.fromarray(smooth.astype(np.uint16) << 8).save(tmp_path / "a16.png")  # 8-bit as 16-bit
+    Image.fromarray(smooth).resize((251, 188), Image.BILINEAR).save(tmp_path / "a98.png")
+    wide = np.concatenate([smooth, np.asarray(coarse.resize((256, 192), Image.NEAREST))], axis=1)
+    Image.fromarray(wide).save(tmp_path / "capture.png")  # two pictures side by side
+    for k in range(4):  # pictures of their own
+        Image.fromarray(
+            np.asarray(Image.fromarray(rng.integers(30, 220, (6, 8), dtype=np.uint8)).resize((256, 192)))
+        ).save(tmp_path / f"own{k}.png")
+    header = ["patient_id", "bmode", "ceus", "us_lnm", "lnm", "bmode_crop"]
+    rows = [
+        ["P1", "a.png", "own0.png", 0, 1, ""],
+        ["P2", "a.jpg", "", 1, 1, ""],
+        ["P3", "a16.png", "", 0, 0, ""],
+        ["P4", "a98.png", "", 1, 0, ""],
+        ["P5", "a.png", "", 1, 1, ""],  # one picture exactly: shared_image alone
+        ["P6", "capture.png", "own1.png", 0, 0, "0,0,192,160"],
+        ["P7", "capture.png", "", 1, 1, "1,0,193,160"],  # one pixel off P6's crop
+        ["P8", "capture.png", "own2.png", 0, 1, "256,0,448,160"],  # the other half: a picture of its own
+        ["P9", "own3.png", "", 1, 0, ""],
+    ]
+    with pytest.raises(ManifestError) as e:
+        read_manifest(_manifest(tmp_path / "m.csv", rows, header))
+    said = [(p.code, p.row, p.column) for p in e.value.problems]
+    assert said == [
+        (SIMILAR_IMAGE, 2, "bmode"),
+        (SIMILAR_IMAGE, 3, "bmode"),
+        (SIMILAR_IMAGE, 4, "bmode"),
+        (SHARED_IMAGE, 5, "bmode"),
+        (SIMILAR_IMAGE, 7, "bmode"),
+    ], e.value
+    first = e.value.problems[0].message
+    assert first.startswith(f"nearly the same picture as row 1's bmode (patient 'P1', '{tmp_path / 'a.png'}'): ")
+    assert "thumbnails differ by 0.00" in first and "at most 0.015 being a copy's difference" in first, first
+    # all pairs, a block of rows at a time: the same pairs whatever the block
+    from lnm_jax.data.cohorts.similar import earlier_similar
+
+    thumbs = [rng.random(256).astype(np.float32) for _ in range(7)]
+    thumbs[5], thumbs[6] = thumbs[1] + 0.001, thumbs[3]
+    owners = ["a", "b", "c", "d", "e", "f", "d"]
+    found = earlier_similar(thumbs, owners)
+    assert [h and h[0] for h in found] == [None, None, None, None, None, 1, None]  # (6 is 3's owner's)
+    assert earlier_similar(thumbs, owners, block=2) == found
+    # only the warnings: the manifest reads, each said
+    cohort = read_manifest(_manifest(tmp_path / "ok.csv", [r for r in rows if r[0] != "P5"], header))
+    assert [(w.code, w.row) for w in cohort.warnings] == [
+        (SIMILAR_IMAGE, 2),
+        (SIMILAR_IMAGE, 3),
+        (SIMILAR_IMAGE, 4),
+        (SIMILAR_IMAGE, 6),
+    ]
+
+
 def _lut(entries, first: int, bits: int, count: int | None = None, words: bool = False):
     """A Modality or VOI LUT Sequence of one item: ``entries`` from the value ``first`` on, as
     US values, or (``words``) as OW bytes, the two forms files hold."""

@@ -38,6 +38,7 @@ from pathlib import Path
 import numpy as np
 from PIL import UnidentifiedImageError
 
+from lnm_jax.data.cohorts.similar import NEAREST_DIFFERENT, SIMILAR_RMS, THUMB, earlier_similar, thumbnail
 from lnm_jax.data.pixels import sources
 from lnm_jax.data.pixels.clips import ClipError, check_frame_folder, frame_files, is_clip, iter_frames
 from lnm_jax.data.pixels.decode import MAX_IMAGE_PIXELS, DamagedImageError, ImageTooLargeError, verify_image
@@ -101,6 +102,7 @@ SHORT_ROW = "short_row"
 SHARED_IMAGE = "shared_image"
 SAME_PICTURE = "same_picture"
 SHARED_MASK = "shared_mask"
+SIMILAR_IMAGE = "similar_image"
 DIM_IMAGE = "dim_image"
 # a still whose brightest sample is at most DIM_AT (of [0, 1]), or whose mean is at most DIM_MEAN,
 # is nearly black: 12-bit samples stored unscaled in a 16-bit file (4095 of 65535; 15 of 255 in
@@ -116,6 +118,7 @@ WARNING_CODES = {
     DIM_IMAGE: "image(s) are nearly black",
     SAME_PICTURE: "patient(s) have one picture as B-mode and CEUS: both branches see the same pixels",
     SHARED_MASK: "lesion mask(s) are another image's",
+    SIMILAR_IMAGE: "image(s) are nearly another patient's picture",
 }
 # a manifest of new patients (no labels: nothing trains or is tested on it) warns of a shared
 # picture instead (scoring one image under two flags is a question a user may ask)
@@ -381,20 +384,24 @@ def check_image(path: Path, still: bool = False) -> tuple[str, str] | None:
     return checked_still(path, still, digest=False)[0]
 
 
-def checked_still(path: Path, still: bool = True, digest: bool = True) -> tuple[tuple[str, str] | None, str | None]:
+def checked_still(
+    path: Path, still: bool = True, digest: bool = True, crop: sources.Box | None = None
+) -> tuple[tuple[str, str] | None, str | None, np.ndarray | None]:
     """:func:`check_image`'s (problem code, why) or None, and (``digest``) the
-    :func:`pixel_digest` of the picture (None where it cannot be decoded, or not asked for: a
-    clip's frames)."""
+    :func:`pixel_digest` of the picture and its :func:`lnm_jax.data.cohorts.similar.thumbnail`
+    inside ``crop`` (None where it cannot be decoded, or not asked for: a clip's frames)."""
     limit = f"over the limit of {MAX_IMAGE_PIXELS / 1e6:.0f} megapixels (data.pixels.decode.MAX_IMAGE_PIXELS)"
     try:
         img = verify_image(path, MAX_IMAGE_PIXELS)
     except ImageTooLargeError as e:
-        return (IMAGE_TOO_LARGE, f"{e}, {limit}"), None
+        return (IMAGE_TOO_LARGE, f"{e}, {limit}"), None, None
     except DamagedImageError as e:
-        return (UNREADABLE_IMAGE, str(e)), None
+        return (UNREADABLE_IMAGE, str(e)), None, None
     except (UnidentifiedImageError, OSError, ValueError) as e:
-        return (UNREADABLE_IMAGE, f"not a readable image ({type(e).__name__}: {e})"), None
-    return (blank(img) if still else None), (pixel_digest([img]) if digest else None)
+        return (UNREADABLE_IMAGE, f"not a readable image ({type(e).__name__}: {e})"), None, None
+    if not digest:
+        return (blank(img) if still else None), None, None
+    return (blank(img) if still else None), pixel_digest([img]), thumbnail(img, crop)
 
 
 def clip_digest(frames: Iterable[str]) -> str:
@@ -517,17 +524,19 @@ def _listing(folder: Path) -> dict[str, tuple[str, ...]]:
 
 def check_dicom(
     path: Path, name: str, options, min_frames: int, framing: sources.Framing = sources.DEFAULT_FRAMING
-) -> tuple[tuple[str, str] | None, str | None, tuple[str, ...]]:
-    """Returns ((problem code, why) or None, the :func:`pixel_digest` of its frame (a still's
-    as a PNG's; a cine's first and last frames and their count), or None where they are not
-    decoded, and a cine's decoded frames' own digests (its first and last: a still exported
-    from either is the same picture)). A problem where the DICOM file cannot give input ``name`` as ``framing`` reads
-    it: another modality than ultrasound (or a secondary capture, unless accepted),
-    unreadable header, no image, a header that disagrees with its pixel data (frame count,
-    palette depth), a missing codec, an undecodable first or last frame, an ambiguous dual
-    display, a cine shorter than ``min_frames``. The framing columns the file cannot take
-    (``options``) are raised, as :class:`lnm_jax.data.pixels.sources.ImageOptionError` naming
-    the column (:class:`~lnm_jax.data.pixels.sources.ImageOptionErrors` for more than one)."""
+) -> tuple[tuple[str, str] | None, str | None, tuple[str, ...], np.ndarray | None]:
+    """Returns ((problem code, why) or None, the :func:`pixel_digest` of its frame (a still's as
+    a PNG's; a cine's first and last frames and their count), or None where they are not
+    decoded, a cine's decoded frames' own digests (its first and last: a still exported from
+    either is the same picture), and a still's thumbnail of its framed region
+    (:func:`lnm_jax.data.cohorts.similar.thumbnail`; None for a cine)). A problem where the
+    DICOM file cannot give input ``name`` as ``framing`` reads it: another modality than
+    ultrasound (or a secondary capture, unless accepted), unreadable header, no image, a header
+    that disagrees with its pixel data (frame count, palette depth), a missing codec, an
+    undecodable first or last frame, an ambiguous dual display, a cine shorter than
+    ``min_frames``. The framing columns the file cannot take (``options``) are raised, as
+    :class:`lnm_jax.data.pixels.sources.ImageOptionError` naming the column
+    (:class:`~lnm_jax.data.pixels.sources.ImageOptionErrors` for more than one)."""
     from lnm_jax.data.pixels import dicom  # noqa: PLC0415
 
     try:
@@ -539,25 +548,26 @@ def check_dicom(
         src = sources.resolve(path, name, options, framing.ceus_region)
         frames = [dicom.read_frame(src.header, index) for index in sorted({0, src.frames - 1})]
     except dicom.NotUltrasoundError as e:
-        return (NOT_ULTRASOUND, str(e).removeprefix(f"{path}: ")), None, ()
+        return (NOT_ULTRASOUND, str(e).removeprefix(f"{path}: ")), None, (), None
     except dicom.HeaderMismatchError as e:
-        return (HEADER_MISMATCH, str(e).removeprefix(f"{path}: ")), None, ()
+        return (HEADER_MISMATCH, str(e).removeprefix(f"{path}: ")), None, (), None
     except sources.ImageOptionError:  # the file is fine; a framing column does not fit it
         raise
     except (DicomError, ValueError) as e:
-        return (UNUSABLE_DICOM, str(e).removeprefix(f"{path}: ")), None, ()
+        return (UNUSABLE_DICOM, str(e).removeprefix(f"{path}: ")), None, (), None
     # a still as any still's (its PNG export is the same picture); a cine with its frame count
+    thumb = None
     if src.frames == 1:
-        digest, each = pixel_digest(frames), ()
+        digest, each, thumb = pixel_digest(frames), (), thumbnail(frames[0], src.box)
         if bad := blank(frames[0]):
-            return bad, digest, each
+            return bad, digest, each, thumb
     else:
         digest = pixel_digest([*frames, np.array([src.frames])])
         each = tuple(pixel_digest([f]) for f in frames)
     if name == CEUS and src.still_frame is None and src.frames < min_frames:
         short = f"cine has {src.frames} frame(s), fewer than the {min_frames} asked for (data.clip_frames)"
-        return (CLIP_TOO_SHORT, short), digest, each
-    return None, digest, each
+        return (CLIP_TOO_SHORT, short), digest, each, thumb
+    return None, digest, each, thumb
 
 
 def check_clip(path: Path, min_frames: int) -> tuple[tuple[str, str] | None, tuple[str, ...]]:
@@ -571,7 +581,7 @@ def check_clip(path: Path, min_frames: int) -> tuple[tuple[str, str] | None, tup
     try:
         if path.is_dir():
             for f in frame_files(path):
-                bad, digest = checked_still(f, still=False)
+                bad, digest, _ = checked_still(f, still=False)
                 if bad is not None:
                     return (UNREADABLE_CLIP, f"frame {f.name}: {bad[1]}"), ()
                 digests.append(digest)
@@ -775,9 +785,11 @@ def read_manifest(
     # the garbage collector, on whatever thread it runs, joining the pool's threads from there (a
     # thread starting, which holds threading's lock the joined threads need: a deadlock, met)
     rows_checked = list(ordered_map(check, records, min(cpus(), MAX_CHECK_THREADS)))
-    for (row, _), (patient, found) in zip(records, rows_checked):
+    near = _similar_pictures([(patient, thumbs) for patient, _, thumbs in rows_checked])
+    for (row, _), (patient, found, _) in zip(records, rows_checked):
         found += _shared_pictures(patient, pictures, labelled=require_labels)
         found += _shared_masks(patient, outlines)
+        found += near.get(patient.row, [])
         found = [
             p
             for p in (id_problems.get(row), *found)
@@ -1050,6 +1062,33 @@ def _shared_pictures(patient: Patient, first: dict[tuple, tuple], labelled: bool
     return problems
 
 
+def _similar_pictures(rows: list[tuple[Patient, dict[str, np.ndarray]]]) -> dict[int, list[Problem]]:
+    """``similar_image`` (a warning), by row: a still nearly the same picture as an earlier
+    still of another patient (:mod:`lnm_jax.data.cohorts.similar`: a JPEG re-encode, another
+    bit depth, resized, its crop a pixel off), said once per column, naming the first; not
+    where the two are one picture exactly (that is ``shared_image``)."""
+    where = [(patient, col) for patient, thumbs in rows for col in thumbs]
+    found = earlier_similar([t for _, thumbs in rows for t in thumbs.values()], [id(p) for p, _ in where])
+    out: dict[int, list[Problem]] = {}
+    for (patient, col), hit in zip(where, found):
+        if hit is None:
+            continue
+        (other, at), rms = where[hit[0]], hit[1]
+        if {recording(k) for k in patient.pictures[col]} & {recording(k) for k in other.pictures[at]}:
+            continue  # one picture exactly: shared_image said it
+        why = (
+            f"nearly the same picture as row {other.row}'s {at} (patient '{other.patient_id}', "
+            f"'{getattr(other, at)}'): their {THUMB}x{THUMB} thumbnails differ by {rms:.4f} RMS, at most {SIMILAR_RMS} "
+            "being a copy's difference (a JPEG re-encode, another bit depth, resized, its crop a pixel off; different "
+            f"patients' pictures in BUS-BRA and DDTI differ by {NEAREST_DIFFERENT} or more): one image for two "
+            "patients can sit in training and test alike"
+        )
+        out.setdefault(patient.row, []).append(
+            Problem(SIMILAR_IMAGE, why, patient.row, col, str(getattr(patient, col)))
+        )
+    return out
+
+
 def _shared_masks(patient: Patient, first: dict[str, tuple[Patient, str]]) -> list[Problem]:
     """``shared_mask`` (a warning) where one of ``patient``'s lesion masks holds the pixels of
     another patient's mask seen before (recorded in ``first`` as they come): one outline for
@@ -1101,9 +1140,10 @@ def _check_row(
     check_images: bool,
     min_clip_frames: int,
     framing: sources.Framing,
-) -> tuple[Patient, list[Problem]]:
-    """One manifest row's patient and the problems of its cells and files (not those of its
-    patient_id or pictures, which depend on the other rows: :func:`read_manifest`)."""
+) -> tuple[Patient, list[Problem], dict[str, np.ndarray]]:
+    """One manifest row's patient, the problems of its cells and files (not those of its
+    patient_id or pictures, which depend on the other rows: :func:`read_manifest`), and its
+    stills' thumbnails (:func:`lnm_jax.data.cohorts.similar.thumbnail`)."""
     row, rec = record
     pid = rec.get(PATIENT_ID, "")
     problems: list[Problem] = []
@@ -1111,6 +1151,7 @@ def _check_row(
     options: dict[str, sources.ImageOptions] = {}
     digests: dict[str, str | None] = {}  # each still's, clip's or DICOM file's pixel_digest, where checked
     frames: dict[str, tuple[str, ...]] = {}  # a clip's or cine's decoded frames' own digests
+    thumbs: dict[str, np.ndarray | None] = {}  # each still's thumbnail (lnm_jax.data.cohorts.similar)
     for col in IMAGE_COLUMNS:
         cell = rec.get(col, "")
         options[col] = sources.NO_OPTIONS
@@ -1134,7 +1175,9 @@ def _check_row(
             bad = None
             try:
                 if check_images:
-                    bad, digests[col], frames[col] = check_dicom(file, col, options[col], min_clip_frames, framing)
+                    bad, digests[col], frames[col], thumbs[col] = check_dicom(
+                        file, col, options[col], min_clip_frames, framing
+                    )
             except sources.ImageOptionError as e:
                 problems += _option_problems(e, row, file)
             if bad:
@@ -1150,7 +1193,7 @@ def _check_row(
         elif not file.is_file():
             problems.append(Problem(MISSING_FILE, "image path is not a file", row, col, str(file)))
         elif check_images:
-            bad, digests[col] = checked_still(file)
+            bad, digests[col], thumbs[col] = checked_still(file, crop=options[col].crop)
             if bad is not None:
                 problems.append(Problem(bad[0], bad[1], row, col, str(file)))
         if (
@@ -1184,6 +1227,7 @@ def _check_row(
         label = None
     if images[BMODE] is None and images[CEUS] is None and rec.get(US_LNM, "") == "":
         problems.append(Problem(NO_INPUTS, "patient has no B-mode, no CEUS and no US-LNM flag", row))
+    looked = {c: t for c, t in thumbs.items() if t is not None and c in pictures}  # (read without a problem)
     return (
         Patient(
             patient_id=pid,
@@ -1199,4 +1243,5 @@ def _check_row(
             mask_pictures=mask_digests,
         ),
         problems,
+        looked,
     )
