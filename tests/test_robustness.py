@@ -232,7 +232,7 @@ def _undecodable_cohort(tiny_cohort, tmp_path, monkeypatch):
         lambda r: {**r, "bmode": str(truncated)} if r["patient_id"] == first.patient_id else r,
         rows=4,
     )
-    monkeypatch.setattr(mf, "checked_still", lambda path, still=True, digest=True: (None, None))
+    monkeypatch.setattr(mf, "checked_still", lambda path, still=True, digest=True, crop=None: (None, None, None))
     return read_manifest(m), truncated
 
 
