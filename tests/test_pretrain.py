@@ -4,6 +4,7 @@ randomly initialised backbone's."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -76,18 +77,22 @@ def test_the_test_split_is_kept_out_even_when_the_cohort_is_passed_twice(tiny_co
 
 def test_pretraining_leaves_out_any_frame_of_a_test_patients_recording():
     """A test patient's CEUS clip (frames f1, f2) and cine: another manifest's still that is one
-    of the clip's frames, and a B-mode read from another frame of the cine, are left out of
-    pretraining (they had been compared whole: kept); a picture of its own is kept."""
+    of the clip's frames, a B-mode read from another frame of the cine, and a still nearly the
+    test patient's (a JPEG of it) are left out of pretraining (they had been compared whole:
+    kept); a picture of its own is kept."""
     clip = (("clip", None, None), ("f1", None, None), ("f2", None, None))
     refs = [
         unlabeled.ImageRef(0, "T", "ceus", Path("/a/clip"), clip),
         unlabeled.ImageRef(0, "T", "bmode", Path("/a/cine.dcm"), (("cine", None, None),)),
         unlabeled.ImageRef(1, "x1", "bmode", Path("/b/f2.png"), (("f2", None, None),)),
         unlabeled.ImageRef(1, "x2", "bmode", Path("/b/cine.dcm"), (("cine", None, 3),)),
-        unlabeled.ImageRef(1, "x3", "bmode", Path("/b/own.png"), (("own", None, None),)),
+        unlabeled.ImageRef(1, "x3", "bmode", Path("/b/own.png"), (("own", None, None),), np.zeros(256, np.float32)),
+        # nearly the test patient's B-mode still (a JPEG of it: lnm_jax.data.cohorts.similar)
+        unlabeled.ImageRef(1, "x4", "bmode", Path("/b/a.jpg"), (("jpg", None, None),), np.full(256, 0.501, np.float32)),
     ]
+    refs[1] = dataclasses.replace(refs[1], thumbnail=np.full(256, 0.5, np.float32))
     kept, excluded = unlabeled.split_out(refs, ["T"])
-    assert [r.patient_id for r in kept] == ["x3"] and [r.patient_id for r in excluded] == ["T", "T", "x1", "x2"]
+    assert [r.patient_id for r in kept] == ["x3"] and [r.patient_id for r in excluded] == ["T", "T", "x1", "x2", "x4"]
 
 
 def test_pretraining_resumes_as_the_uninterrupted_run(tiny_cohort, pretrained, tmp_path, monkeypatch):

@@ -15,6 +15,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from PIL import Image
 from support import SEED, new_patients, record, saved_at_the_end, tiny_config
 
 from lnm_jax import run_files as F
@@ -731,10 +732,19 @@ def test_predict_new_patients_without_labels(triple_run, copy_run, tiny_cohort, 
             copies = {m: shutil.copy(r[m], external / f"{k}_{m}.png") for m in ("bmode", "ceus")}
             w.writerow({"patient_id": f"ext{k}", "us_lnm": r["us_lnm"], **copies})
     predict_manifest(run, external / "m.csv", tmp_path / "external.csv")
-    assert (
+    by_pictures = (
         f"{train} of these 5 patients are this run's training patients and {val} its validation patients "
         f"({train + val} of them by their pictures, under other ids)"
-    ) in capsys.readouterr().err
+    )
+    assert by_pictures in capsys.readouterr().err
+    # and exported again as JPEG: nearly their pictures (lnm_jax.data.cohorts.similar)
+    text = (external / "m.csv").read_text()
+    for png in external.glob("*.png"):
+        Image.open(png).convert("RGB").save(png.with_suffix(".jpg"), quality=90)
+        text = text.replace(str(png), str(png.with_suffix(".jpg")))
+    (external / "jpeg.csv").write_text(text)
+    predict_manifest(run, external / "jpeg.csv", tmp_path / "jpeg.csv")
+    assert by_pictures in capsys.readouterr().err
     # the command line on the run folder: evaluate, then predict with the fitted temperature
     assert main(["evaluate", "--workdir", str(run.workdir)]) == 0
     card = (run.files.evaluation("best") / "model_card.md").read_text()  # evaluate describes the model too

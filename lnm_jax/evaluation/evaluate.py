@@ -11,6 +11,7 @@ import numpy as np
 from lnm_jax import names, provenance
 from lnm_jax import run_files as F
 from lnm_jax.data.cohorts.manifest import Cohort, manifest_checks, read_manifest, recording
+from lnm_jax.data.cohorts.similar import near_any
 from lnm_jax.data.synth.synthetic import bayes_auc, bayes_scores, generator_params, read_truth, temporal_reference
 from lnm_jax.evaluation import calibration as C
 from lnm_jax.evaluation import intensity
@@ -270,17 +271,25 @@ def seen_patients_line(run: Run, cohort: Cohort) -> str | None:
     """One line when any of ``cohort``'s patients are ``run``'s training or validation patients:
     by id (a manifest that holds the training cohort), or by a picture under another id (an
     image of theirs, a frame of their clip or their cine in the new patient's row: the same
-    recording, :func:`lnm_jax.data.cohorts.manifest.recording`; a cohort exported again under new
-    ids, an "external" set that overlaps the training one). Their probabilities are not those
-    of unseen patients. None when none are."""
+    recording, :func:`lnm_jax.data.cohorts.manifest.recording`; or nearly one of their stills,
+    :mod:`lnm_jax.data.cohorts.similar`: a cohort exported again under new ids, as JPEG, an
+    "external" set that overlaps the training one). Their probabilities are not those of
+    unseen patients. None when none are."""
     subsets = ("train", "val")
     ids = {s: set(run.split.subset(s)) for s in subsets}
     known = run.cohort.by_id()
     held = {recording(k): s for s in subsets for pid in ids[s] for keys in known[pid].pictures.values() for k in keys}
+    new_stills = [(p.patient_id, p.thumbnail(m)) for p in cohort.patients for m in p.thumbnails]
+    nearly = {}  # each subset's new patients with a still nearly one of its patients'
+    for s in subsets:
+        theirs = [known[pid].thumbnail(m) for pid in ids[s] for m in known[pid].thumbnails]
+        hits = near_any([t for _, t in new_stills], theirs)
+        nearly[s] = {pid for (pid, _), hit in zip(new_stills, hits) if hit}
     seen, pictured = {s: 0 for s in subsets}, 0
     for p in cohort.patients:
         if (s := next((s for s in subsets if p.patient_id in ids[s]), None)) is None:
             s = next((held[r] for keys in p.pictures.values() for r in map(recording, keys) if r in held), None)
+            s = s or next((s for s in subsets if p.patient_id in nearly[s]), None)
             pictured += s is not None
         if s is not None:
             seen[s] += 1

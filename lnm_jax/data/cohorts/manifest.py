@@ -221,10 +221,18 @@ class Patient:
     pictures: dict[str, tuple[tuple, ...]] = dataclasses.field(default_factory=dict)
     # per image input with a mask: the mask's pixel_digest, where it was checked without a problem
     mask_pictures: dict[str, str] = dataclasses.field(default_factory=dict)
+    # per still image input read without a problem: its thumbnail (lnm_jax.data.cohorts.similar;
+    # float32 bytes, so that patients compare as values): nearly one picture is found by it
+    thumbnails: dict[str, bytes] = dataclasses.field(default_factory=dict)
 
     def has(self, name: str) -> bool:
         """Whether the input ``name`` (bmode, ceus or us_lnm) is available."""
         return getattr(self, name) is not None
+
+    def thumbnail(self, name: str) -> np.ndarray | None:
+        """Image input ``name``'s thumbnail (float32 [THUMB * THUMB]), or None (no still read)."""
+        held = self.thumbnails.get(name)
+        return None if held is None else np.frombuffer(held, np.float32)
 
     def mask(self, name: str) -> Path | None:
         """Image input ``name``'s lesion mask file, or None."""
@@ -785,8 +793,8 @@ def read_manifest(
     # the garbage collector, on whatever thread it runs, joining the pool's threads from there (a
     # thread starting, which holds threading's lock the joined threads need: a deadlock, met)
     rows_checked = list(ordered_map(check, records, min(cpus(), MAX_CHECK_THREADS)))
-    near = _similar_pictures([(patient, thumbs) for patient, _, thumbs in rows_checked])
-    for (row, _), (patient, found, _) in zip(records, rows_checked):
+    near = _similar_pictures([patient for patient, _ in rows_checked])
+    for (row, _), (patient, found) in zip(records, rows_checked):
         found += _shared_pictures(patient, pictures, labelled=require_labels)
         found += _shared_masks(patient, outlines)
         found += near.get(patient.row, [])
@@ -1062,13 +1070,13 @@ def _shared_pictures(patient: Patient, first: dict[tuple, tuple], labelled: bool
     return problems
 
 
-def _similar_pictures(rows: list[tuple[Patient, dict[str, np.ndarray]]]) -> dict[int, list[Problem]]:
+def _similar_pictures(patients: list[Patient]) -> dict[int, list[Problem]]:
     """``similar_image`` (a warning), by row: a still nearly the same picture as an earlier
     still of another patient (:mod:`lnm_jax.data.cohorts.similar`: a JPEG re-encode, another
     bit depth, resized, its crop a pixel off), said once per column, naming the first; not
     where the two are one picture exactly (that is ``shared_image``)."""
-    where = [(patient, col) for patient, thumbs in rows for col in thumbs]
-    found = earlier_similar([t for _, thumbs in rows for t in thumbs.values()], [id(p) for p, _ in where])
+    where = [(patient, col) for patient in patients for col in patient.thumbnails]
+    found = earlier_similar([patient.thumbnail(col) for patient, col in where], [id(p) for p, _ in where])
     out: dict[int, list[Problem]] = {}
     for (patient, col), hit in zip(where, found):
         if hit is None:
@@ -1140,10 +1148,9 @@ def _check_row(
     check_images: bool,
     min_clip_frames: int,
     framing: sources.Framing,
-) -> tuple[Patient, list[Problem], dict[str, np.ndarray]]:
-    """One manifest row's patient, the problems of its cells and files (not those of its
-    patient_id or pictures, which depend on the other rows: :func:`read_manifest`), and its
-    stills' thumbnails (:func:`lnm_jax.data.cohorts.similar.thumbnail`)."""
+) -> tuple[Patient, list[Problem]]:
+    """One manifest row's patient and the problems of its cells and files (not those of its
+    patient_id or pictures, which depend on the other rows: :func:`read_manifest`)."""
     row, rec = record
     pid = rec.get(PATIENT_ID, "")
     problems: list[Problem] = []
@@ -1227,7 +1234,7 @@ def _check_row(
         label = None
     if images[BMODE] is None and images[CEUS] is None and rec.get(US_LNM, "") == "":
         problems.append(Problem(NO_INPUTS, "patient has no B-mode, no CEUS and no US-LNM flag", row))
-    looked = {c: t for c, t in thumbs.items() if t is not None and c in pictures}  # (read without a problem)
+    looked = {c: t.tobytes() for c, t in thumbs.items() if t is not None and c in pictures}  # (read without a problem)
     return (
         Patient(
             patient_id=pid,
@@ -1241,7 +1248,7 @@ def _check_row(
             masks=masks,
             pictures=pictures,
             mask_pictures=mask_digests,
+            thumbnails=looked,
         ),
         problems,
-        looked,
     )

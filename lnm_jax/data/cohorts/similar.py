@@ -64,3 +64,14 @@ def earlier_similar(
             j = int(np.argmax(r)) if r.any() else -1
             out.append((j, float(rms[k, j])) if j >= 0 else None)
     return out
+
+
+def near_any(
+    thumbnails: Sequence[np.ndarray], reference: Sequence[np.ndarray], threshold: float = SIMILAR_RMS
+) -> list[bool]:
+    """For each thumbnail, whether any of ``reference`` is within ``threshold`` RMS of it."""
+    if not len(thumbnails) or not len(reference):
+        return [False] * len(thumbnails)
+    a, b = np.stack(thumbnails).astype(np.float64), np.stack(reference).astype(np.float64)
+    d2 = (a * a).sum(1)[:, None] + (b * b).sum(1)[None] - 2 * a @ b.T
+    return list(np.sqrt(np.maximum(d2, 0) / a.shape[1]).min(1) <= threshold)

@@ -19,6 +19,7 @@ import numpy as np
 from tqdm import tqdm
 
 from lnm_jax.data.cohorts.manifest import Cohort, recording
+from lnm_jax.data.cohorts.similar import near_any
 from lnm_jax.data.pixels.sources import DEFAULT_FRAMING, Framing, decode_input
 from lnm_jax.names import IMAGE_INPUTS
 
@@ -32,6 +33,7 @@ class ImageRef:
     modality: str
     path: Path
     pictures: tuple[tuple, ...] = ()  # its manifest's picture keys (Patient.pictures), where read
+    thumbnail: np.ndarray | None = dataclasses.field(default=None, compare=False)  # Patient.thumbnail, a still's
 
 
 @dataclasses.dataclass(frozen=True)
@@ -52,7 +54,7 @@ class UnlabeledImages:
 
 def image_refs(cohorts: Sequence[Cohort], modalities: Iterable[str] = IMAGE_INPUTS) -> list[ImageRef]:
     return [
-        ImageRef(k, p.patient_id, m, Path(getattr(p, m)).resolve(), p.pictures.get(m, ()))
+        ImageRef(k, p.patient_id, m, Path(getattr(p, m)).resolve(), p.pictures.get(m, ()), p.thumbnail(m))
         for k, cohort in enumerate(cohorts)
         for p in cohort.patients
         for m in modalities
@@ -63,11 +65,20 @@ def image_refs(cohorts: Sequence[Cohort], modalities: Iterable[str] = IMAGE_INPU
 def split_out(refs: Sequence[ImageRef], exclude: Iterable[str]) -> tuple[list[ImageRef], list[ImageRef]]:
     """(kept, excluded): the first manifest's (source 0) patients in ``exclude``, and every image
     of any manifest that is one of their files or recordings (the same picture, a frame of
-    their clip or cine, or one that holds a frame of theirs: :func:`~lnm_jax.data.cohorts.manifest.recording`)."""
+    their clip or cine, or one that holds a frame of theirs: :func:`~lnm_jax.data.cohorts.manifest.recording`)
+    or nearly one of their stills (:mod:`lnm_jax.data.cohorts.similar`: a JPEG re-encode, another
+    bit depth, resized)."""
     exclude = set(exclude)
     theirs = [r for r in refs if r.source == 0 and r.patient_id in exclude]
     paths, held = {r.path for r in theirs}, {recording(k) for r in theirs for k in r.pictures}
-    out = [r.path in paths or any(recording(k) in held for k in r.pictures) for r in refs]
+    looked = [r for r in refs if r.thumbnail is not None]
+    near = dict(
+        zip(
+            map(id, looked),
+            near_any([r.thumbnail for r in looked], [r.thumbnail for r in theirs if r.thumbnail is not None]),
+        )
+    )
+    out = [r.path in paths or any(recording(k) in held for k in r.pictures) or near.get(id(r), False) for r in refs]
     return [r for r, o in zip(refs, out) if not o], [r for r, o in zip(refs, out) if o]
 
 
