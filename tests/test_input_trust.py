@@ -762,7 +762,8 @@ def test_one_recording_for_two_patients_is_refused_however_its_frames_are_stored
     cine as one patient's B-mode frame and another's CEUS clip, a cine's first frame exported as
     a PNG still. Each is `shared_image` now, naming the frame where a frame is what is shared;
     in one patient, a B-mode still that is a frame of their own CEUS clip is `same_picture`.
-    Not refused: clips whose frames are all their own."""
+    Not refused: clips whose frames are all their own, clips that open on the same black frame
+    or the same frame of the scanner's screen alone (one frame in common, not a picture)."""
     rng = np.random.default_rng(11)
     frames = rng.integers(20, 230, (6, 12, 16, 3), dtype=np.uint8)
 
@@ -784,6 +785,13 @@ def test_one_recording_for_two_patients_is_refused_however_its_frames_are_stored
     cine = np.stack([np.full((12, 16, 3), 20 + 25 * k, np.uint8) + frames[0] // 8 for k in range(4)])
     _cine(tmp_path / "cine.dcm", cine, 4)
     _write(tmp_path / "cine0.png", Image.fromarray(cine[0]))  # the cine's first frame exported
+    # helper-53's trial: two patients' clips that open alike, on a black frame and on the scanner's
+    # screen with nothing scanned (black, a white bar): no picture of either (not shared_image)
+    screen = np.zeros((12, 16, 3), np.uint8)
+    screen[:2] = 255
+    lead = [np.zeros((12, 16, 3), np.uint8), screen]
+    folder("lead_a", [*lead, *rng.integers(20, 230, (3, 12, 16, 3), dtype=np.uint8)])
+    folder("lead_b", [*lead, *rng.integers(20, 230, (3, 12, 16, 3), dtype=np.uint8)])
     header = ["patient_id", "bmode", "ceus", "us_lnm", "lnm", "bmode_frame"]
     rows = [
         ["P1", still[0], "clip", 0, 1, ""],
@@ -794,6 +802,8 @@ def test_one_recording_for_two_patients_is_refused_however_its_frames_are_stored
         ["P6", still[3], "cine.dcm", 0, 0, ""],
         ["P7", "cine0.png", "", 1, 0, ""],
         ["P8", still[4], "other", 0, 1, ""],
+        ["P9", still[5], "lead_a", 1, 1, ""],
+        ["P10", still[6], "lead_b", 0, 0, ""],  # P9's lead-in frames, then its own
     ]
     with pytest.raises(ManifestError) as e:
         read_manifest(_manifest(tmp_path / "m.csv", rows, header))
@@ -807,7 +817,7 @@ def test_one_recording_for_two_patients_is_refused_however_its_frames_are_stored
     ], e.value
     # one patient's B-mode still that is a frame of their own CEUS clip: both branches see it
     _write(tmp_path / "clip0.png", Image.fromarray(frames[0]))
-    cohort = read_manifest(_manifest(tmp_path / "own.csv", [["Q1", "clip0.png", "clip", 1, 0, ""], rows[-1]], header))
+    cohort = read_manifest(_manifest(tmp_path / "own.csv", [["Q1", "clip0.png", "clip", 1, 0, ""], rows[7]], header))
     assert [(w.code, w.row, w.message.split(" ('")[0]) for w in cohort.warnings] == [
         (SAME_PICTURE, 1, "a frame of this clip is this patient's bmode")
     ], cohort.warnings
@@ -838,6 +848,14 @@ def test_a_damaged_or_cut_short_file_is_said_so_naming_where(tmp_path):
     dicom.write_dataset(dicom.new_dataset(np.roll(picture, 3, axis=1)), tmp_path / "whole.dcm")
     dcm = (tmp_path / "whole.dcm").read_bytes()
     (tmp_path / "head.dcm").write_bytes(dcm[:400])
+    (tmp_path / "head300.dcm").write_bytes(dcm[:300])  # (helper-53: before even its SOP Class UID)
+    from pydicom.uid import DeflatedExplicitVRLittleEndian
+
+    deflated = dicom.new_dataset(np.roll(picture, 9, axis=1))
+    deflated.file_meta.TransferSyntaxUID = DeflatedExplicitVRLittleEndian
+    deflated.save_as(tmp_path / "deflated.dcm", enforce_file_format=True)
+    (tmp_path / "deflated_cut.dcm").write_bytes((tmp_path / "deflated.dcm").read_bytes()[:400])
+    (tmp_path / "empty.png").write_bytes(b"")
     (tmp_path / "pixels.dcm").write_bytes(dcm[: len(dcm) - 100])
     cine = np.stack([np.full((12, 16, 3), 20 + 25 * k, np.uint8) for k in range(4)])
     _cine(tmp_path / "cine.dcm", cine, 4)
@@ -857,6 +875,10 @@ def test_a_damaged_or_cut_short_file_is_said_so_naming_where(tmp_path):
         ["G", stills[0], "cine_cut.dcm", 1, 0],
         ["H", stills[1], "clip", 0, 1],
         ["I", stills[2], "", 1, 0],
+        ["J", "head300.dcm", "", 0, 1],
+        ["K", "deflated.dcm", "", 1, 1],
+        ["L", "deflated_cut.dcm", "", 0, 0],
+        ["M", "empty.png", "", 1, 0],
     ]
     with pytest.raises(ManifestError) as e:
         read_manifest(_manifest(tmp_path / "m.csv", rows))
@@ -875,7 +897,11 @@ def test_a_damaged_or_cut_short_file_is_said_so_naming_where(tmp_path):
     ), said
     assert said[7].startswith("DICOM file ends after") and "inside its pixel data (2304 bytes" in said[7], said
     assert said[8].startswith("frame f1.png: damaged PNG: the file ends at byte") and said[8].endswith(cut), said
-    assert set(said) == set(range(1, 9)), said
+    assert said[10].startswith("DICOM file ends after 300 bytes without its image or even its SOP Class UID"), said
+    assert said[11].startswith("transfer syntax Deflated Explicit VR Little Endian (1.2.840.10008.1.2.1.99) is not")
+    assert said[12].startswith("its deflated dataset does not inflate (") and said[12].endswith("cut short or damaged")
+    assert said[13] == "empty file (0 bytes): an export or copy that wrote nothing", said
+    assert set(said) == {*range(1, 9), *range(10, 14)}, said
 
 
 def test_a_copy_saved_another_way_is_a_warning_naming_the_first(tmp_path):

@@ -398,18 +398,28 @@ def checked_still(
     """:func:`check_image`'s (problem code, why) or None, and (``digest``) the
     :func:`pixel_digest` of the picture and its :func:`lnm_jax.data.cohorts.similar.thumbnail`
     inside ``crop`` (None where it cannot be decoded, or not asked for: a clip's frames)."""
-    limit = f"over the limit of {MAX_IMAGE_PIXELS / 1e6:.0f} megapixels (data.pixels.decode.MAX_IMAGE_PIXELS)"
-    try:
-        img = verify_image(path, MAX_IMAGE_PIXELS)
-    except ImageTooLargeError as e:
-        return (IMAGE_TOO_LARGE, f"{e}, {limit}"), None, None
-    except DamagedImageError as e:
-        return (UNREADABLE_IMAGE, str(e)), None, None
-    except (UnidentifiedImageError, OSError, ValueError) as e:
-        return (UNREADABLE_IMAGE, f"not a readable image ({type(e).__name__}: {e})"), None, None
+    bad, img = _decoded(path)
+    if img is None:
+        return bad, None, None
     if not digest:
         return (blank(img) if still else None), None, None
     return (blank(img) if still else None), pixel_digest([img]), thumbnail(img, crop)
+
+
+def _decoded(path: Path) -> tuple[tuple[str, str] | None, np.ndarray | None]:
+    """(problem code, why) and None where ``path`` is no whole PNG/JPEG image within
+    :data:`MAX_IMAGE_PIXELS`, else (None, the decoded picture)."""
+    limit = f"over the limit of {MAX_IMAGE_PIXELS / 1e6:.0f} megapixels (data.pixels.decode.MAX_IMAGE_PIXELS)"
+    try:
+        if path.is_file() and path.stat().st_size == 0:
+            return (UNREADABLE_IMAGE, "empty file (0 bytes): an export or copy that wrote nothing"), None
+        return None, verify_image(path, MAX_IMAGE_PIXELS)
+    except ImageTooLargeError as e:
+        return (IMAGE_TOO_LARGE, f"{e}, {limit}"), None
+    except DamagedImageError as e:
+        return (UNREADABLE_IMAGE, str(e)), None
+    except (UnidentifiedImageError, OSError, ValueError) as e:
+        return (UNREADABLE_IMAGE, f"not a readable image ({type(e).__name__}: {e})"), None
 
 
 def clip_digest(frames: Iterable[str]) -> str:
@@ -535,8 +545,8 @@ def check_dicom(
 ) -> tuple[tuple[str, str] | None, str | None, tuple[str, ...], np.ndarray | None]:
     """Returns ((problem code, why) or None, the :func:`pixel_digest` of its frame (a still's as
     a PNG's; a cine's first and last frames and their count), or None where they are not
-    decoded, a cine's decoded frames' own digests (its first and last: a still exported from
-    either is the same picture), and a still's thumbnail of its framed region
+    decoded, a cine's decoded frames' own digests (its first and last where they hold a picture:
+    a still exported from either is the same picture), and a still's thumbnail of its framed region
     (:func:`lnm_jax.data.cohorts.similar.thumbnail`; None for a cine)). A problem where the
     DICOM file cannot give input ``name`` as ``framing`` reads it: another modality than
     ultrasound (or a secondary capture, unless accepted), unreadable header, no image, a header
@@ -571,37 +581,47 @@ def check_dicom(
             return bad, digest, each, thumb
     else:
         digest = pixel_digest([*frames, np.array([src.frames])])
-        each = tuple(pixel_digest([f]) for f in frames)
+        each = tuple(pixel_digest([f]) for f in frames if blank(f) is None)  # (a black lead-in frame: no picture)
     if name == CEUS and src.still_frame is None and src.frames < min_frames:
         short = f"cine has {src.frames} frame(s), fewer than the {min_frames} asked for (data.clip_frames)"
         return (CLIP_TOO_SHORT, short), digest, each, thumb
     return None, digest, each, thumb
 
 
-def check_clip(path: Path, min_frames: int) -> tuple[tuple[str, str] | None, tuple[str, ...]]:
+def check_clip(path: Path, min_frames: int) -> tuple[tuple[str, str] | None, tuple[str, ...], tuple[str, ...]]:
     """Returns (problem code, why) if the clip at ``path`` is unreadable (a frame that does not
     decode, frames of different sizes, over the clip limits) or has fewer than ``min_frames``
-    frames that decode, None if it is fine; and each decoded frame's :func:`pixel_digest`, in
-    order (none where it is unreadable). Every frame is decoded once: a frame folder's files
-    each checked whole (:func:`check_image`), a video streamed as training reads it (its
-    declared frame count is not trusted: what decodes is counted)."""
-    digests = []
+    frames that decode, None if it is fine; each decoded frame's :func:`pixel_digest`, in
+    order; and those of the frames that hold a picture (not :func:`blank`: a black or nearly
+    black lead-in frame, which clips of different patients share, is no picture of either).
+    None of either where it is unreadable. Every frame is decoded once: a frame folder's files
+    each checked whole, a video streamed as training reads it (its declared frame count is not
+    trusted: what decodes is counted)."""
+    digests, pictures = [], []
+
+    def take(img: np.ndarray) -> None:
+        digests.append(pixel_digest([img]))
+        if blank(img) is None:
+            pictures.append(digests[-1])
+
     try:
         if path.is_dir():
             for f in frame_files(path):
-                bad, digest, _ = checked_still(f, still=False)
-                if bad is not None:
-                    return (UNREADABLE_CLIP, f"frame {f.name}: {bad[1]}"), ()
-                digests.append(digest)
+                bad, img = _decoded(f)
+                if img is None:
+                    return (UNREADABLE_CLIP, f"frame {f.name}: {bad[1]}"), (), ()
+                take(img)
             n = check_frame_folder(path)
         else:
-            digests = [pixel_digest([frame]) for frame in iter_frames(path)]
+            for frame in iter_frames(path):
+                take(frame)
             n = len(digests)
     except ClipError as e:
-        return (UNREADABLE_CLIP, str(e).removeprefix(f"{path}: ")), ()
+        return (UNREADABLE_CLIP, str(e).removeprefix(f"{path}: ")), (), ()
     if n < min_frames:
-        return (CLIP_TOO_SHORT, f"clip has {n} frame(s), fewer than the {min_frames} asked for (data.clip_frames)"), ()
-    return None, tuple(digests)
+        short = f"clip has {n} frame(s), fewer than the {min_frames} asked for (data.clip_frames)"
+        return (CLIP_TOO_SHORT, short), (), ()
+    return None, tuple(digests), tuple(pictures)
 
 
 def _masks(
@@ -1032,7 +1052,8 @@ def recording(key: tuple) -> tuple:
 def _shared_pictures(patient: Patient, first: dict[tuple, tuple], labelled: bool = True) -> list[Problem]:
     """``patient``'s pictures (:attr:`Patient.pictures`) already seen, recorded in ``first`` by
     :func:`recording` as they come: one recording as another patient's image (the same picture,
-    a frame of their clip, a frame of their cine or the cine itself) is ``shared_image``, which
+    a frame of their clip, a frame of their cine or the cine itself, two frames of one clip in
+    another's: frames that hold a picture, :func:`check_clip`) is ``shared_image``, which
     can put it in train and test (a column filled down in a spreadsheet, a study exported under
     two ids; in a manifest of new patients, not ``labelled``, a warning); as this patient's
     other input, where the file does not frame them apart (:func:`_regions_apart`),
@@ -1043,7 +1064,11 @@ def _shared_pictures(patient: Patient, first: dict[tuple, tuple], labelled: bool
         held: dict[tuple, tuple[int, tuple]] = {}  # each recording's first key here: the whole input's first
         for i, k in enumerate(keys):
             held.setdefault(recording(k), (i, k))
-        hit = next(((held[r], first[r]) for r in held if r in first and first[r][:2] != (patient, col)), None)
+        hits = [(held[r], first[r]) for r in held if r in first and first[r][:2] != (patient, col)]
+        # two clips that share one frame, and nothing else, are not one recording: a lead-in frame
+        # of the scanner's screen alone (black, its overlay) repeats across patients' clips
+        frame_only = collections.Counter((id(h[1][0]), h[1][1]) for h in hits if h[0][0] and h[1][2])
+        hit = next((h for h in hits if not (h[0][0] and h[1][2]) or frame_only[id(h[1][0]), h[1][1]] > 1), None)
         for r, (i, k) in held.items():
             first.setdefault(r, (patient, col, i, k))
         if hit is None:
@@ -1191,10 +1216,10 @@ def _check_row(
                 problems.append(Problem(bad[0], bad[1], row, col, str(file)))
         elif col == CEUS and is_clip(file):
             if check_images:
-                bad, frames[col] = check_clip(file, min_clip_frames)
+                bad, each, frames[col] = check_clip(file, min_clip_frames)
                 if bad is not None:
                     problems.append(Problem(bad[0], bad[1], row, col, str(file)))
-                digests[col] = clip_digest(frames[col]) if frames[col] else None
+                digests[col] = clip_digest(each) if each else None
         elif is_clip(file):
             problems.append(Problem(UNREADABLE_IMAGE, "B-mode must be a still image, not a clip", row, col, str(file)))
         elif not file.is_file():

@@ -28,6 +28,7 @@ import contextlib
 import dataclasses
 import io
 import threading
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -184,11 +185,24 @@ def read_header(path: Path) -> DicomHeader:
         with quiet_pydicom():
             ds = pydicom.dcmread(path, defer_size="4 KB")
             ds.get("Modality")  # values are parsed lazily: warnings come on first access
+    except zlib.error as e:  # a deflated dataset that does not inflate: cut short or damaged
+        raise DicomError(f"{path}: its deflated dataset does not inflate ({e}): cut short or damaged") from e
     except (InvalidDicomError, OSError, ValueError, EOFError, KeyError) as e:
         raise DicomError(f"{path}: {unreadable_line(e)}") from e
+    meta = getattr(ds, "file_meta", None)
+    if meta is not None and meta.get("TransferSyntaxUID") == DEFLATED:
+        raise DicomError(
+            f"{path}: transfer syntax Deflated Explicit VR Little Endian ({DEFLATED}) is not read; convert the "
+            "file first to Explicit VR Little Endian (dcmtk: dcmconv +te IN OUT)"
+        )
     missing = [k for k in ("Rows", "Columns", "PhotometricInterpretation", "BitsAllocated") if k not in ds]
     if missing:
         kind = getattr(ds.get("SOPClassUID"), "name", "")
+        if "PixelData" not in ds and "SOPClassUID" not in ds:  # which every DICOM dataset holds: cut before it
+            raise DicomError(
+                f"{path}: DICOM file ends after {path.stat().st_size} bytes without its image or even its SOP Class "
+                "UID, which every DICOM dataset holds: cut short (a copy or download that stopped?)"
+            )
         if "PixelData" not in ds and "Image Storage" in kind:  # an image's SOP class, cut before its image
             raise DicomError(
                 f"{path}: DICOM file ends after {path.stat().st_size} bytes without its image (no "
@@ -493,6 +507,7 @@ def _frame_bytes(ds, photometric: str) -> int | None:
 CODESTREAM_STARTS = (b"\xff\xd8", b"\xff\x4f\xff\x51", b"\x00\x00\x00\x0cjP  ")
 
 
+DEFLATED = "1.2.840.10008.1.2.1.99"  # Deflated Explicit VR Little Endian (PS3.5 A.5)
 PIXEL_DATA_TAG = b"\xe0\x7f\x10\x00"  # (7FE0,0010) as a little-endian file stores it
 
 
