@@ -716,7 +716,8 @@ def test_predict_new_patients_without_labels(triple_run, copy_run, tiny_cohort, 
     assert train + val > 0  # the tiny cohort's first five: some of them are training patients
     said = capsys.readouterr().err
     assert "no prob_lnm_calibrated column: no temperature is fitted for the 'best' checkpoint" in said
-    assert f"{train} of these 5 patients are this run's training patients and {val} its validation patients:" in said
+    are = "is" if train == 1 else "are"
+    assert f"{train} of these 5 patients {are} this run's training patients and {val} its validation patients:" in said
     got = list(csv.DictReader(out.open()))
     assert [g["patient_id"] for g in got] == [r["patient_id"] for r in rows]
     assert all(0.0 <= float(g["prob_lnm"]) <= 1.0 and g["lnm"] == "" for g in got)
@@ -733,7 +734,7 @@ def test_predict_new_patients_without_labels(triple_run, copy_run, tiny_cohort, 
             w.writerow({"patient_id": f"ext{k}", "us_lnm": r["us_lnm"], **copies})
     predict_manifest(run, external / "m.csv", tmp_path / "external.csv")
     by_pictures = (
-        f"{train} of these 5 patients are this run's training patients and {val} its validation patients "
+        f"{train} of these 5 patients {are} this run's training patients and {val} its validation patients "
         f"({train + val} of them by their pictures, under other ids)"
     )
     assert by_pictures in capsys.readouterr().err
@@ -745,6 +746,30 @@ def test_predict_new_patients_without_labels(triple_run, copy_run, tiny_cohort, 
     (external / "jpeg.csv").write_text(text)
     predict_manifest(run, external / "jpeg.csv", tmp_path / "jpeg.csv")
     assert by_pictures in capsys.readouterr().err
+    # another cohort numbered alike: the run's ids, pictures of their own (helper-53: counted as
+    # the run's patients)
+    rng = np.random.default_rng(3)
+    with open(new) as f, open(external / "renumbered.csv", "w", newline="") as g:
+        w = csv.DictWriter(g, fieldnames=["patient_id", "bmode", "ceus", "us_lnm"])
+        w.writeheader()
+        for k, r in enumerate(csv.DictReader(f)):
+            own = {}
+            for m in ("bmode", "ceus"):
+                size = Image.open(r[m]).size
+                own[m] = external / f"own{k}_{m}.png"
+                Image.fromarray(rng.integers(40, 220, (size[1], size[0], 3), dtype=np.uint8)).save(own[m])
+            w.writerow({**r, **own})
+    predict_manifest(run, external / "renumbered.csv", tmp_path / "renumbered.csv")
+    said = capsys.readouterr().err
+    assert (
+        "of this run's training patients" not in said
+        and (
+            f"{train + val} of these 5 patients {'has' if train + val == 1 else 'have'} the id of one of this run's "
+            "training or validation patients but "
+            "none of their pictures (another cohort numbered alike?): not counted as seen"
+        )
+        in said
+    ), said
     # the command line on the run folder: evaluate, then predict with the fitted temperature
     assert main(["evaluate", "--workdir", str(run.workdir)]) == 0
     card = (run.files.evaluation("best") / "model_card.md").read_text()  # evaluate describes the model too

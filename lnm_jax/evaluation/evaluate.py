@@ -274,7 +274,8 @@ def seen_patients_line(run: Run, cohort: Cohort) -> str | None:
     recording, :func:`lnm_jax.data.cohorts.manifest.recording`; or nearly one of their stills,
     :mod:`lnm_jax.data.cohorts.similar`: a cohort exported again under new ids, as JPEG, an
     "external" set that overlaps the training one). Their probabilities are not those of
-    unseen patients. None when none are."""
+    unseen patients. A patient with a training or validation patient's id but none of their
+    pictures (another cohort numbered alike) is said apart, not counted. None when none are."""
     subsets = ("train", "val")
     ids = {s: set(run.split.subset(s)) for s in subsets}
     known = run.cohort.by_id()
@@ -285,22 +286,38 @@ def seen_patients_line(run: Run, cohort: Cohort) -> str | None:
         theirs = [known[pid].thumbnail(m) for pid in ids[s] for m in known[pid].thumbnails]
         hits = near_any([t for _, t in new_stills], theirs)
         nearly[s] = {pid for (pid, _), hit in zip(new_stills, hits) if hit}
-    seen, pictured = {s: 0 for s in subsets}, 0
+
+    def by_picture(p) -> str | None:
+        r = next((held[r] for keys in p.pictures.values() for r in map(recording, keys) if r in held), None)
+        return r or next((s for s in subsets if p.patient_id in nearly[s]), None)
+
+    seen, pictured, renumbered = {s: 0 for s in subsets}, 0, 0
     for p in cohort.patients:
-        if (s := next((s for s in subsets if p.patient_id in ids[s]), None)) is None:
-            s = next((held[r] for keys in p.pictures.values() for r in map(recording, keys) if r in held), None)
-            s = s or next((s for s in subsets if p.patient_id in nearly[s]), None)
+        s = next((s for s in subsets if p.patient_id in ids[s]), None)
+        if s is not None and p.pictures and known[p.patient_id].pictures and by_picture(p) is None:
+            renumbered += 1  # their id, none of their pictures: another cohort numbered alike
+            continue
+        if s is None:
+            s = by_picture(p)
             pictured += s is not None
         if s is not None:
             seen[s] += 1
-    if not any(seen.values()):
-        return None
-    how = f" ({pictured} of them by their pictures, under other ids)" if pictured else ""
-    return (
-        f"{seen['train']} of these {len(cohort)} patients are this run's training patients and {seen['val']} its "
-        f"validation patients{how}: their probabilities are optimistic (the model was fitted to them, or chosen "
-        "and calibrated on them); only its test patients and new ones are unseen"
-    )
+    said = []
+    if any(seen.values()):
+        how = f" ({pictured} of them by their pictures, under other ids)" if pictured else ""
+        said.append(
+            f"{seen['train']} of these {len(cohort)} patients {'is' if seen['train'] == 1 else 'are'} this run's "
+            f"training patients and {seen['val']} its validation patients{how}: their probabilities are optimistic "
+            "(the model was fitted to them, or chosen and calibrated on them); only its test patients and new ones "
+            "are unseen"
+        )
+    if renumbered:
+        said.append(
+            f"{renumbered} of these {len(cohort)} patients {'has' if renumbered == 1 else 'have'} the id of one "
+            "of this run's training or validation patients but none of their pictures (another cohort numbered "
+            "alike?): not counted as seen"
+        )
+    return "; ".join(said) or None
 
 
 BOUND_WARNING = (
