@@ -24,13 +24,13 @@ from PIL import Image
 from lnm_jax.data.cohorts.busbra import convert_busbra
 from lnm_jax.data.cohorts.ddti import convert_ddti
 from lnm_jax.data.cohorts.manifest import read_manifest
-from lnm_jax.data.cohorts.similar import SIMILAR_RMS, thumbnail
+from lnm_jax.data.cohorts.similar import SIMILAR_RMS, distances, thumbnail
 from lnm_jax.data.pixels import sources
 from lnm_jax.data.pixels.decode import read_image
 
 
 def rms(a: np.ndarray, b: np.ndarray) -> float:
-    return float(np.sqrt(((a - b) ** 2).mean()))
+    return float(distances(a[None], b[None])[0, 0])
 
 
 def copies(img: np.ndarray) -> dict[str, np.ndarray]:
@@ -60,7 +60,7 @@ def measure(manifest: Path, n_copies: int, rng: np.random.Generator) -> None:
             img = read_image(f)[box.y0 : box.y1, box.x0 : box.x1]
             thumbs.append(thumbnail(img)), owners.append(p.patient_id), images.append(img)
     t = np.stack(thumbs).astype(np.float64)
-    d = np.sqrt(np.maximum((t * t).sum(1)[:, None] + (t * t).sum(1)[None] - 2 * t @ t.T, 0) / t.shape[1])
+    d = distances(t, t)
     own = np.asarray(owners)[:, None] == np.asarray(owners)[None]
     other = np.where(own, np.inf, d).min(1)
     same = np.where(own & ~np.eye(len(t), dtype=bool), d, np.inf).min(1)

@@ -959,6 +959,20 @@ def test_a_copy_saved_another_way_is_a_warning_naming_the_first(tmp_path):
     found = earlier_similar(thumbs, owners)
     assert [h and h[0] for h in found] == [None, None, None, None, None, 1, None]  # (6 is 3's owner's)
     assert earlier_similar(thumbs, owners, block=2) == found
+    # two different pictures on one black screen with one grey bar (helper-53's trial: near by the
+    # plain RMS, through the surround they share): cells dark in both do not count
+    from lnm_jax.data.cohorts.similar import thumbnail
+
+    shown = np.random.default_rng(0)
+    screens = []
+    for _ in range(2):
+        screen = np.zeros((1200, 1600), np.float32)
+        screen[:30] = 0.5
+        picture = Image.fromarray(shown.integers(60, 140, (6, 8), dtype=np.uint8)).resize((256, 192))
+        screen[504:696, 672:928] = np.asarray(picture, np.float32) / 255
+        screens.append(thumbnail(screen))
+    assert np.sqrt(np.mean((screens[0] - screens[1]) ** 2)) < 0.015  # (the plain RMS: near)
+    assert earlier_similar(screens, ["x", "y"]) == [None, None]
     # only the warnings: the manifest reads, each said
     cohort = read_manifest(_manifest(tmp_path / "ok.csv", [r for r in rows if r[0] != "P5"], header))
     assert [(w.code, w.row) for w in cohort.warnings] == [

@@ -5,16 +5,22 @@ pixel. Each still is reduced to a grey thumbnail of :data:`THUMB` x :data:`THUMB
 its framed picture (the crop applied), and two thumbnails whose root-mean-square difference is
 at most :data:`SIMILAR_RMS` (of the [0, 1] range) are one picture.
 
+Cells dark in both thumbnails (at most :data:`DARK`) do not count (:func:`distances`): the
+black surround that two patients' screen captures share had brought different pictures near
+(24 BUS-BRA pictures, each centred on a 1600x1200 black screen with one grey bar: 46 pairs
+within 0.015 by the plain RMS, none now; on a 2400x1800 screen, 119 and 6: crop such captures,
+as validation's screen-capture hint says).
+
 The threshold, measured with ``python scripts/similar_threshold.py`` (the public cohorts in
 ``../shared/data``, 2026-12-05): between the pictures of different patients, the nearest pair
 is 0.046 apart in BUS-BRA (1,127 images; 1% of images have another patient's within 0.053, 5%
-within 0.059, half within 0.090) and 0.049 in DDTI (291); one patient's two BUS-BRA views are
+within 0.059, half within 0.090) and 0.057 in DDTI (291); one patient's two BUS-BRA views are
 at least 0.034 apart. The same picture saved again, over 50 images of each cohort (the larger
-of the two cohorts' maxima): a JPEG re-encode at quality 95 / 75 / 50 at most 0.0002 / 0.0013 / 0.0025,
-8-bit samples stored as 16-bit (``v << 8``) 0.0023, resized to 98% 0.0037, its crop one pixel
-off 0.013; a crop three pixels off (0.033) and a gamma of 1.1 (0.033) are not found. 0.015
-sits three times under the nearest pair of different pictures and above what those copies
-move.
+of the two cohorts' maxima): a JPEG re-encode at quality 95 / 75 / 50 at most 0.0002 / 0.0015 /
+0.0030, 8-bit samples stored as 16-bit (``v << 8``) 0.0023, resized to 98% 0.0038, its crop one
+pixel off 0.013; a crop three pixels off (0.033) and a gamma of 1.1 (0.033) are not found.
+0.015 sits three times under the nearest pair of different pictures and above what those
+copies move.
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ from PIL import Image
 
 THUMB = 16  # thumbnail side, pixels
 SIMILAR_RMS = 0.015  # the largest RMS difference of two thumbnails of one picture (module docstring)
+DARK = 1 / 32  # a thumbnail cell at most this bright shows nothing (the surround of a screen capture)
 NEAREST_DIFFERENT = 0.046  # the nearest two different patients' pictures measured (BUS-BRA; DDTI 0.049)
 
 
@@ -43,21 +50,33 @@ def thumbnail(img: np.ndarray, box=None) -> np.ndarray:
     return np.asarray(Image.fromarray(grey, "F").resize((THUMB, THUMB), Image.BOX), np.float32).ravel()
 
 
+def distances(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """[N, M] float64: the RMS difference of thumbnails ``a`` [N, D] and ``b`` [M, D] over the
+    cells where either shows something (brighter than :data:`DARK`; all D cells where neither
+    does): the black surround of a screen capture, which two different patients' captures
+    share, does not make their pictures near. The squared differences of the cells left out
+    (both dark) are kept in the sum: at most DARK**2 each."""
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    d2 = (a * a).sum(1)[:, None] + (b * b).sum(1)[None] - 2 * a @ b.T
+    sa, sb = (a > DARK).astype(np.float64), (b > DARK).astype(np.float64)
+    shown = sa.sum(1)[:, None] + sb.sum(1)[None] - sa @ sb.T  # cells either shows
+    return np.sqrt(np.maximum(d2, 0) / np.where(shown > 0, shown, a.shape[1]))
+
+
 def earlier_similar(
     thumbnails: Sequence[np.ndarray], owners: Sequence[object], threshold: float = SIMILAR_RMS, block: int = 1024
 ) -> list[tuple[int, float] | None]:
-    """For each thumbnail, the first earlier one (its index, their RMS difference) of another
+    """For each thumbnail, the first earlier one (its index, their :func:`distances`) of another
     owner within ``threshold``, or None. All pairs, ``block`` rows at a time (memory
     ``block`` x N float64)."""
     if not thumbnails:
         return []
     t = np.stack(thumbnails).astype(np.float64)
     owner = np.unique(np.asarray([str(o) for o in owners]), return_inverse=True)[1]
-    norms = (t * t).sum(1)
     out: list[tuple[int, float] | None] = []
     for i0 in range(0, len(t), block):
         a = t[i0 : i0 + block]
-        rms = np.sqrt(np.maximum(norms[i0 : i0 + block, None] + norms[None] - 2 * a @ t.T, 0) / t.shape[1])
+        rms = distances(a, t)
         rows = np.arange(i0, i0 + len(a))[:, None]
         near = (rms <= threshold) & (np.arange(len(t))[None] < rows) & (owner[None] != owner[rows])
         for k, r in enumerate(near):
@@ -72,6 +91,4 @@ def near_any(
     """For each thumbnail, whether any of ``reference`` is within ``threshold`` RMS of it."""
     if not len(thumbnails) or not len(reference):
         return [False] * len(thumbnails)
-    a, b = np.stack(thumbnails).astype(np.float64), np.stack(reference).astype(np.float64)
-    d2 = (a * a).sum(1)[:, None] + (b * b).sum(1)[None] - 2 * a @ b.T
-    return list(np.sqrt(np.maximum(d2, 0) / a.shape[1]).min(1) <= threshold)
+    return list(distances(np.stack(thumbnails), np.stack(reference)).min(1) <= threshold)
