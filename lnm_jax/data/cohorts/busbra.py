@@ -81,8 +81,7 @@ def convert_busbra(src: Path | str, out_csv: Path | str, *, overwrite: bool = Fa
     patients: dict[str, dict] = {}
     cases: dict[str, str] = {}  # BUS-BRA's Case -> the patient (ID number) it is, and back
     case_of: dict[str, str] = {}
-    lines: dict[str, int] = {}  # each view's ID -> its line, and its row's cells
-    rows_by_id: dict[str, dict] = {}
+    seen: dict[str, tuple[int, dict]] = {}  # each view's ID -> its line and its row's cells
     try:
         text = table_text(table)
     except TableTextError as e:
@@ -113,10 +112,9 @@ def convert_busbra(src: Path | str, out_csv: Path | str, *, overwrite: bool = Fa
         image = src / "Images" / f"{m.group(0)}.png"
         if not image.is_file():
             raise ValueError(f"{table}, line {line}: image {image} does not exist")
-        if (before := lines.setdefault(m.group(0), line)) != line:
-            same = "the same row again" if rows_by_id[m.group(0)] == rec else "another row under one ID"
-            raise ValueError(f"{table}, line {line}: ID {m.group(0)} is also line {before}'s ({same})")
-        rows_by_id[m.group(0)] = rec
+        if (before := seen.setdefault(m.group(0), (line, rec)))[0] != line:
+            same = "the same row again" if before[1] == rec else "another row under one ID"
+            raise ValueError(f"{table}, line {line}: ID {m.group(0)} is also line {before[0]}'s ({same})")
         pid = f"bus_{m.group(1)}"
         case = (rec.get("Case") or "").strip()
         if case and (other := cases.setdefault(case, pid)) != pid:
@@ -146,9 +144,9 @@ def convert_busbra(src: Path | str, out_csv: Path | str, *, overwrite: bool = Fa
             p["BIRADS"], p[US_LNM] = rec["BIRADS"].strip(), int(birads >= 4)
         column = VIEW[m.group(2)]
         if column in p:  # its -l and -s views, both B-mode
-            first = next(i for i in lines if i.startswith(f"{pid}-") and VIEW[i[-1]] == column and i != m.group(0))
+            first = next(i for i in seen if i.startswith(f"{pid}-") and VIEW[i[-1]] == column and i != m.group(0))
             raise ValueError(
-                f"{table}, line {line}: patient {pid} has views {first} (line {lines[first]}) and {m.group(0)}, "
+                f"{table}, line {line}: patient {pid} has views {first} (line {seen[first][0]}) and {m.group(0)}, "
                 f"both read as its '{column}' image"
             )
         p[column] = _relative(image, out_csv)

@@ -33,7 +33,7 @@ from PIL import Image
 THUMB = 16  # thumbnail side, pixels
 SIMILAR_RMS = 0.015  # the largest RMS difference of two thumbnails of one picture (module docstring)
 DARK = 1 / 32  # a thumbnail cell at most this bright shows nothing (the surround of a screen capture)
-NEAREST_DIFFERENT = 0.046  # the nearest two different patients' pictures measured (BUS-BRA; DDTI 0.049)
+NEAREST_DIFFERENT = 0.046  # the nearest two different patients' pictures measured (BUS-BRA; DDTI 0.057)
 
 
 def thumbnail(img: np.ndarray, box=None) -> np.ndarray:

@@ -40,6 +40,7 @@ class DamagedImageError(ValueError):
 
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+CUT_SHORT = "cut short (a copy or download that stopped?)"  # a file that ends before its data (PNG, DICOM)
 
 
 def png_damage(path: Path) -> str | None:
@@ -55,14 +56,13 @@ def png_damage(path: Path) -> str | None:
         return None
     if not data.startswith(PNG_SIGNATURE):
         return None
-    at, size, cut = len(PNG_SIGNATURE), len(data), "cut short (a copy or download that stopped?)"
+    at, size = len(PNG_SIGNATURE), len(data)
     while at + 8 <= size:
         length, kind = struct.unpack(">I4s", data[at : at + 8])
         name, end = kind.decode("latin-1"), at + 12 + length
         if end > size:
-            return (
-                f"the file ends at byte {size}, inside chunk {name!r} (from byte {at}, {length} bytes of data): {cut}"
-            )
+            where = f"inside chunk {name!r} (from byte {at}, {length} bytes of data)"
+            return f"the file ends at byte {size}, {where}: {CUT_SHORT}"
         if zlib.crc32(data[at + 4 : end - 4]) != struct.unpack(">I", data[end - 4 : end])[0]:
             return (
                 f"chunk {name!r} at byte {at} fails its CRC check: the file changed after it was written (damaged "
@@ -71,7 +71,7 @@ def png_damage(path: Path) -> str | None:
         if kind == b"IEND":
             return None
         at = end
-    return f"the file ends at byte {size} without the IEND chunk: {cut}"
+    return f"the file ends at byte {size} without the IEND chunk: {CUT_SHORT}"
 
 
 READABLE_FORMATS = ("PNG", "JPEG")
@@ -249,9 +249,6 @@ def displayed(im: Image.Image) -> Image.Image:
     from PIL import ImageCms  # noqa: PLC0415
 
     return ImageCms.applyTransform(im, transform)
-
-
-PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
 def png_significant_bits(im: Image.Image) -> int | None:

@@ -34,6 +34,8 @@ from pathlib import Path
 
 import numpy as np
 
+from lnm_jax.data.pixels.decode import CUT_SHORT
+
 DICOM_SUFFIXES = (".dcm", ".dicom")
 PREAMBLE = 128  # a DICOM Part 10 file: 128-byte preamble, then b"DICM"
 
@@ -201,13 +203,12 @@ def read_header(path: Path) -> DicomHeader:
         if "PixelData" not in ds and "SOPClassUID" not in ds:  # which every DICOM dataset holds: cut before it
             raise DicomError(
                 f"{path}: DICOM file ends after {path.stat().st_size} bytes without its image or even its SOP Class "
-                "UID, which every DICOM dataset holds: cut short (a copy or download that stopped?)"
+                f"UID, which every DICOM dataset holds: {CUT_SHORT}"
             )
         if "PixelData" not in ds and "Image Storage" in kind:  # an image's SOP class, cut before its image
             raise DicomError(
                 f"{path}: DICOM file ends after {path.stat().st_size} bytes without its image (no "
-                f"{', '.join(missing)}, no pixel data), though its SOP class is {kind}: cut short (a copy or "
-                "download that stopped?)"
+                f"{', '.join(missing)}, no pixel data), though its SOP class is {kind}: {CUT_SHORT}"
             )
         raise DicomError(f"{path}: DICOM file holds no image (missing {', '.join(missing)})")
     try:
@@ -529,7 +530,7 @@ def _check_whole(path: Path) -> None:
     if declared != 0xFFFFFFFF and start + declared > len(data):
         raise DicomError(
             f"{path}: DICOM file ends after {len(data)} bytes, inside its pixel data ({declared} bytes declared from "
-            f"byte {start}, {len(data) - start} there): cut short (a copy or download that stopped?)"
+            f"byte {start}, {len(data) - start} there): {CUT_SHORT}"
         )
 
 
