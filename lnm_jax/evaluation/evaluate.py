@@ -10,8 +10,7 @@ import numpy as np
 
 from lnm_jax import names, provenance
 from lnm_jax import run_files as F
-from lnm_jax.data.cohorts.manifest import Cohort, manifest_checks, read_manifest, recording
-from lnm_jax.data.cohorts.similar import near_any
+from lnm_jax.data.cohorts.manifest import Cohort, manifest_checks, pictures_among, read_manifest
 from lnm_jax.data.synth.synthetic import bayes_auc, bayes_scores, generator_params, read_truth, temporal_reference
 from lnm_jax.evaluation import calibration as C
 from lnm_jax.evaluation import intensity
@@ -279,17 +278,18 @@ def seen_patients_line(run: Run, cohort: Cohort) -> str | None:
     subsets = ("train", "val")
     ids = {s: set(run.split.subset(s)) for s in subsets}
     known = run.cohort.by_id()
-    held = {recording(k): s for s in subsets for pid in ids[s] for keys in known[pid].pictures.values() for k in keys}
-    new_stills = [(p.patient_id, p.thumbnail(m)) for p in cohort.patients for m in p.thumbnails]
-    nearly = {}  # each subset's new patients with a still nearly one of its patients'
+
+    def pictures(patients):  # each image input's picture keys and still thumbnail, with its patient's id
+        return [(p.patient_id, (keys, p.thumbnail(m))) for p in patients for m, keys in p.pictures.items()]
+
+    new = pictures(cohort.patients)
+    shown = {}  # each subset's new patients with a picture of one of its patients
     for s in subsets:
-        theirs = [known[pid].thumbnail(m) for pid in ids[s] for m in known[pid].thumbnails]
-        hits = near_any([t for _, t in new_stills], theirs)
-        nearly[s] = {pid for (pid, _), hit in zip(new_stills, hits) if hit}
+        hits = pictures_among([x for _, x in new], [x for _, x in pictures(known[pid] for pid in ids[s])])
+        shown[s] = {pid for (pid, _), hit in zip(new, hits) if hit}
 
     def by_picture(p) -> str | None:
-        r = next((held[r] for keys in p.pictures.values() for r in map(recording, keys) if r in held), None)
-        return r or next((s for s in subsets if p.patient_id in nearly[s]), None)
+        return next((s for s in subsets if p.patient_id in shown[s]), None)
 
     seen, pictured, renumbered = {s: 0 for s in subsets}, 0, 0
     for p in cohort.patients:

@@ -32,13 +32,13 @@ import hashlib
 import io
 import os
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
 from PIL import UnidentifiedImageError
 
-from lnm_jax.data.cohorts.similar import NEAREST_DIFFERENT, SIMILAR_RMS, THUMB, earlier_similar, thumbnail
+from lnm_jax.data.cohorts.similar import NEAREST_DIFFERENT, SIMILAR_RMS, THUMB, earlier_similar, near_any, thumbnail
 from lnm_jax.data.pixels import sources
 from lnm_jax.data.pixels.clips import ClipError, check_frame_folder, frame_files, is_clip, iter_frames
 from lnm_jax.data.pixels.decode import MAX_IMAGE_PIXELS, DamagedImageError, ImageTooLargeError, verify_image
@@ -1047,6 +1047,21 @@ def recording(key: tuple) -> tuple:
     """A :func:`picture_keys` key less its frame: the recording (file content and crop) it is
     read from."""
     return key[:2]
+
+
+def pictures_among(
+    pictures: Sequence[tuple[tuple[tuple, ...], np.ndarray | None]],
+    reference: Sequence[tuple[tuple[tuple, ...], np.ndarray | None]],
+) -> list[bool]:
+    """For each picture (its :func:`picture_keys` and its still's thumbnail or None), whether it
+    is one of ``reference``'s: the same recording (:func:`recording`: the picture, a frame of a
+    clip or cine, the cine itself), or nearly one of its stills
+    (:func:`lnm_jax.data.cohorts.similar.near_any`: a JPEG re-encode, another bit depth, resized)."""
+    held = {recording(k) for keys, _ in reference for k in keys}
+    looked = [i for i, (_, t) in enumerate(pictures) if t is not None]
+    hits = near_any([pictures[i][1] for i in looked], [t for _, t in reference if t is not None])
+    near = {i for i, hit in zip(looked, hits) if hit}
+    return [i in near or any(recording(k) in held for k in keys) for i, (keys, _) in enumerate(pictures)]
 
 
 def _shared_pictures(patient: Patient, first: dict[tuple, tuple], labelled: bool = True) -> list[Problem]:

@@ -18,8 +18,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from lnm_jax.data.cohorts.manifest import Cohort, recording
-from lnm_jax.data.cohorts.similar import near_any
+from lnm_jax.data.cohorts.manifest import Cohort, pictures_among
 from lnm_jax.data.pixels.sources import DEFAULT_FRAMING, Framing, decode_input
 from lnm_jax.names import IMAGE_INPUTS
 
@@ -66,19 +65,12 @@ def split_out(refs: Sequence[ImageRef], exclude: Iterable[str]) -> tuple[list[Im
     """(kept, excluded): the first manifest's (source 0) patients in ``exclude``, and every image
     of any manifest that is one of their files or recordings (the same picture, a frame of
     their clip or cine, or one that holds a frame of theirs: :func:`~lnm_jax.data.cohorts.manifest.recording`)
-    or nearly one of their stills (:mod:`lnm_jax.data.cohorts.similar`: a JPEG re-encode, another
-    bit depth, resized)."""
+    or nearly one of their stills (:func:`~lnm_jax.data.cohorts.manifest.pictures_among`)."""
     exclude = set(exclude)
     theirs = [r for r in refs if r.source == 0 and r.patient_id in exclude]
-    paths, held = {r.path for r in theirs}, {recording(k) for r in theirs for k in r.pictures}
-    looked = [r for r in refs if r.thumbnail is not None]
-    near = dict(
-        zip(
-            map(id, looked),
-            near_any([r.thumbnail for r in looked], [r.thumbnail for r in theirs if r.thumbnail is not None]),
-        )
-    )
-    out = [r.path in paths or any(recording(k) in held for k in r.pictures) or near.get(id(r), False) for r in refs]
+    paths = {r.path for r in theirs}
+    among = pictures_among([(r.pictures, r.thumbnail) for r in refs], [(r.pictures, r.thumbnail) for r in theirs])
+    out = [r.path in paths or hit for r, hit in zip(refs, among)]
     return [r for r, o in zip(refs, out) if not o], [r for r, o in zip(refs, out) if o]
 
 
