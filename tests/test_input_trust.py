@@ -830,11 +830,17 @@ def test_a_damaged_or_cut_short_file_is_said_so_naming_where(tmp_path):
     walked (a CRC that fails, a file that ends inside a chunk or before IEND: the chunk and the
     byte named), a DICOM file that ends before its image or inside its pixel data is said to be
     cut short, a cine cut between two frames too, and a clip's frame folder with a damaged frame
-    names that frame."""
+    names that frame. A JPEG cut short (stop 73, helper-53's trial of bc14a45: PIL's "image file
+    is truncated") is said so too: its marker segments are walked, up to the end-of-image
+    marker after its scan."""
     import struct
 
     picture = np.random.default_rng(4).integers(0, 255, (24, 32), dtype=np.uint8)
     Image.fromarray(picture).save(tmp_path / "whole.png")
+    Image.fromarray(np.roll(picture, 7, axis=0)).save(tmp_path / "whole.jpg", quality=90)
+    jpg = (tmp_path / "whole.jpg").read_bytes()
+    (tmp_path / "half.jpg").write_bytes(jpg[: len(jpg) // 2])
+    (tmp_path / "head.jpg").write_bytes(jpg[:10])  # inside its JFIF header (APP0)
     png = (tmp_path / "whole.png").read_bytes()
     header_end = 8 + 12 + 13  # the signature, then IHDR
     sbit = struct.pack(">I", 1) + b"sBIT" + bytes([6]) + b"\0\0\0\0"  # a zero CRC
@@ -879,6 +885,8 @@ def test_a_damaged_or_cut_short_file_is_said_so_naming_where(tmp_path):
         ["K", "deflated.dcm", "", 1, 1],
         ["L", "deflated_cut.dcm", "", 0, 0],
         ["M", "empty.png", "", 1, 0],
+        ["N", "half.jpg", "", 0, 1],
+        ["O", "head.jpg", "", 1, 1],
     ]
     with pytest.raises(ManifestError) as e:
         read_manifest(_manifest(tmp_path / "m.csv", rows))
@@ -901,7 +909,10 @@ def test_a_damaged_or_cut_short_file_is_said_so_naming_where(tmp_path):
     assert said[11].startswith("transfer syntax Deflated Explicit VR Little Endian (1.2.840.10008.1.2.1.99) is not")
     assert said[12].startswith("its deflated dataset does not inflate (") and said[12].endswith("cut short or damaged")
     assert said[13] == "empty file (0 bytes): an export or copy that wrote nothing", said
-    assert set(said) == {*range(1, 9), *range(10, 14)}, said
+    ends = "damaged JPEG: the file ends at byte"
+    assert said[14] == f"{ends} {len(jpg) // 2}, inside its image data, with no end-of-image marker: {cut}", said
+    assert said[15] == f"{ends} 10, inside marker segment 0xFFE0 (from byte 2): {cut}", said
+    assert set(said) == {*range(1, 9), *range(10, 16)}, said
 
 
 def test_a_copy_saved_another_way_is_a_warning_naming_the_first(tmp_path):

@@ -354,6 +354,14 @@ def test_busbra_converter_maps_views_flag_label_and_single_view_patients(tmp_pat
                 [*rows, rows[first]],
                 f"line {len(rows) + 1}: ID bus_0001-l is also line {first + 1}'s (the same row again)",
             ),
+            (  # spaces around a cell, a capital: the row as read is the same (helper-53's trial of bc14a45)
+                [*rows, rows[first].replace(",malignant", ", Malignant ").replace(",benign", ", Benign ")],
+                f"line {len(rows) + 1}: ID bus_0001-l is also line {first + 1}'s (the same row again)",
+            ),
+            (
+                [*rows, rows[first].replace("hist1", "hist2")],
+                f"line {len(rows) + 1}: ID bus_0001-l is also line {first + 1}'s (another row under one ID)",
+            ),
             (
                 [*rows, rows[first].replace("-l,", "-s,")],
                 f"has views bus_0001-l (line {first + 1}) and bus_0001-s, both",

@@ -69,6 +69,12 @@ TASK = {
 }
 
 
+def _as_read(rec: dict) -> dict:
+    """A row's cells as this converter reads them (spaces around a cell and letter case do not
+    count): two rows alike so are one row given twice."""
+    return {k: (v or "").strip().casefold() for k, v in rec.items() if k is not None}
+
+
 def convert_busbra(src: Path | str, out_csv: Path | str, *, overwrite: bool = False) -> dict[str, int]:
     """Writes the manifest; returns counts. Raises ValueError naming the row on bad input;
     :class:`lnm_jax.fileio.OutputPathError` when ``out_csv`` is ``bus_data.csv``, lies in
@@ -113,7 +119,7 @@ def convert_busbra(src: Path | str, out_csv: Path | str, *, overwrite: bool = Fa
         if not image.is_file():
             raise ValueError(f"{table}, line {line}: image {image} does not exist")
         if (before := seen.setdefault(m.group(0), (line, rec)))[0] != line:
-            same = "the same row again" if before[1] == rec else "another row under one ID"
+            same = "the same row again" if _as_read(before[1]) == _as_read(rec) else "another row under one ID"
             raise ValueError(f"{table}, line {line}: ID {m.group(0)} is also line {before[0]}'s ({same})")
         pid = f"bus_{m.group(1)}"
         case = (rec.get("Case") or "").strip()

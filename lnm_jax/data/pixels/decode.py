@@ -36,26 +36,65 @@ class ImageTooLargeError(ValueError):
 
 
 class DamagedImageError(ValueError):
-    """A PNG whose chunks are not whole (:func:`png_damage`): the message says which and where."""
+    """A PNG or JPEG whose structure is not whole (:func:`damage`): the message says which and where."""
 
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-CUT_SHORT = "cut short (a copy or download that stopped?)"  # a file that ends before its data (PNG, DICOM)
+JPEG_SIGNATURE = b"\xff\xd8"  # SOI, start of image (ITU-T T.81, B.1.1.3)
+CUT_SHORT = "cut short (a copy or download that stopped?)"  # a file that ends before its data (PNG, JPEG, DICOM)
 
 
-def png_damage(path: Path) -> str | None:
-    """What is broken in a file that begins as a PNG, walking its chunks (length, type, data,
-    CRC-32 of type and data: PNG specification, 3rd edition, section 5.3): a chunk whose CRC
-    fails, a file that ends inside a chunk or before ``IEND``; None where every chunk is whole
-    up to ``IEND``, or the file is no PNG (or cannot be read). Where the decoder's words for
-    such a file are its own (PIL: "cannot identify image file" for a bad CRC ahead of the image
-    data), these name the chunk and the byte."""
+def damage(path: Path) -> str | None:
+    """What is broken in a PNG (:func:`png_damage`) or a JPEG (:func:`jpeg_damage`), with the
+    format's name first ("damaged PNG: ..."); None where its structure is whole, or the file
+    is neither (or cannot be read). For a file the decoder fails on: its words for a cut-short
+    or damaged file are its own ("image file is truncated", "cannot identify image file")."""
     try:
         data = Path(path).read_bytes()
     except OSError:
         return None
-    if not data.startswith(PNG_SIGNATURE):
-        return None
+    for fmt, signature, walk in (("PNG", PNG_SIGNATURE, png_damage), ("JPEG", JPEG_SIGNATURE, jpeg_damage)):
+        if data.startswith(signature) and (why := walk(data)):
+            return f"damaged {fmt}: {why}"
+    return None
+
+
+def jpeg_damage(data: bytes) -> str | None:
+    """What is cut off a JPEG's bytes (``data``, which begin with SOI), walking its marker
+    segments (ITU-T T.81, B.1.1.4: 0xFF, a marker byte, a 2-byte length that counts itself):
+    a file that ends inside a segment, before its first scan (SOS), or inside its scan data
+    with no EOI marker after it; None where an EOI follows the scan (the decoder's own
+    failure is then some other damage, said in its words)."""
+    at, size = len(JPEG_SIGNATURE), len(data)
+    while at + 2 <= size:
+        if data[at] != 0xFF:
+            return None  # not a marker where one belongs: damage of another kind
+        marker = data[at + 1]
+        if marker == 0xFF or 0xD0 <= marker <= 0xD7 or marker == 0x01:  # fill byte, RSTn, TEM: no length
+            at += 1 if marker == 0xFF else 2
+            continue
+        if marker == 0xD9:  # EOI before any scan
+            return None
+        if at + 4 > size:
+            break
+        end = at + 2 + struct.unpack(">H", data[at + 2 : at + 4])[0]
+        if end > size:
+            return f"the file ends at byte {size}, inside marker segment 0xFF{marker:02X} (from byte {at}): {CUT_SHORT}"
+        if marker == 0xDA:  # SOS: entropy-coded data follows, up to EOI (a progressive file has several scans)
+            if b"\xff\xd9" in data[end:]:
+                return None
+            return f"the file ends at byte {size}, inside its image data, with no end-of-image marker: {CUT_SHORT}"
+        at = end
+    return f"the file ends at byte {size}, before its image data: {CUT_SHORT}"
+
+
+def png_damage(data: bytes) -> str | None:
+    """What is broken in a PNG's bytes (``data``, which begin with its signature), walking its
+    chunks (length, type, data, CRC-32 of type and data: PNG specification, 3rd edition,
+    section 5.3): a chunk whose CRC fails, a file that ends inside a chunk or before ``IEND``;
+    None where every chunk is whole up to ``IEND``. Where the decoder's words for such a file
+    are its own (PIL: "cannot identify image file" for a bad CRC ahead of the image data),
+    these name the chunk and the byte."""
     at, size = len(PNG_SIGNATURE), len(data)
     while at + 8 <= size:
         length, kind = struct.unpack(">I4s", data[at : at + 8])
@@ -319,14 +358,14 @@ def verify_image(path: Path, max_pixels: int) -> np.ndarray:
     full decode through
     :func:`read_image` (which catches truncated files ``verify`` lets through, and pixel modes
     it does not read). :class:`ImageTooLargeError` before any pixel is decoded; ValueError or
-    OSError (PIL's) saying what is wrong otherwise, :class:`DamagedImageError` for a PNG whose
-    chunks are not whole (:func:`png_damage`)."""
+    OSError (PIL's) saying what is wrong otherwise, :class:`DamagedImageError` for a PNG or
+    JPEG whose structure is not whole (:func:`damage`)."""
     try:
         return _verified(path, max_pixels)
     except (SyntaxError, OSError, ValueError) as e:  # (PIL's UnidentifiedImageError is an OSError)
-        if isinstance(e, ImageTooLargeError) or not (why := png_damage(path)):
+        if isinstance(e, ImageTooLargeError) or not (why := damage(path)):
             raise
-        raise DamagedImageError(f"damaged PNG: {why}") from e
+        raise DamagedImageError(why) from e
 
 
 def _verified(path: Path, max_pixels: int) -> np.ndarray:
