@@ -930,6 +930,7 @@ def test_a_copy_saved_another_way_is_a_warning_naming_the_first(tmp_path):
     Image.fromarray(smooth).save(tmp_path / "a.jpg", quality=85)
     Image.fromarray(smooth.astype(np.uint16) << 8).save(tmp_path / "a16.png")  # 8-bit as 16-bit
     Image.fromarray(smooth).resize((251, 188), Image.BILINEAR).save(tmp_path / "a98.png")
+    Image.fromarray(smooth[:, ::-1]).save(tmp_path / "a_mirror.png")  # (stop 73: training's flips see it as one)
     wide = np.concatenate([smooth, np.asarray(coarse.resize((256, 192), Image.NEAREST))], axis=1)
     Image.fromarray(wide).save(tmp_path / "capture.png")  # two pictures side by side
     for k in range(4):  # pictures of their own
@@ -947,6 +948,7 @@ def test_a_copy_saved_another_way_is_a_warning_naming_the_first(tmp_path):
         ["P7", "capture.png", "", 1, 1, "1,0,193,160"],  # one pixel off P6's crop
         ["P8", "capture.png", "own2.png", 0, 1, "256,0,448,160"],  # the other half: a picture of its own
         ["P9", "own3.png", "", 1, 0, ""],
+        ["P10", "a_mirror.png", "", 0, 1, ""],
     ]
     with pytest.raises(ManifestError) as e:
         read_manifest(_manifest(tmp_path / "m.csv", rows, header))
@@ -957,7 +959,10 @@ def test_a_copy_saved_another_way_is_a_warning_naming_the_first(tmp_path):
         (SIMILAR_IMAGE, 4, "bmode"),
         (SHARED_IMAGE, 5, "bmode"),
         (SIMILAR_IMAGE, 7, "bmode"),
+        (SIMILAR_IMAGE, 10, "bmode"),
     ], e.value
+    assert ", one mirrored left to right, at most 0.015" in e.value.problems[-1].message, e.value.problems[-1]
+    assert "mirrored" not in e.value.problems[0].message.split("difference")[0], e.value.problems[0]
     first = e.value.problems[0].message
     assert first.startswith(f"nearly the same picture as row 1's bmode (patient 'P1', '{tmp_path / 'a.png'}'): ")
     assert "thumbnails differ by 0.00" in first and "at most 0.015 being a copy's difference" in first, first
@@ -984,6 +989,20 @@ def test_a_copy_saved_another_way_is_a_warning_naming_the_first(tmp_path):
         screens.append(thumbnail(screen))
     assert np.sqrt(np.mean((screens[0] - screens[1]) ** 2)) < 0.015  # (the plain RMS: near)
     assert earlier_similar(screens, ["x", "y"]) == [None, None]
+    # a small picture on a very large screen shows a few cells: too few to compare (helper-53's
+    # trial: 2400x1800 screens, 6 pairs of 24 different pictures near through 20-odd cells)
+    from lnm_jax.data.cohorts.similar import MIN_SHOWN, distances
+
+    small = []
+    for _ in range(2):
+        screen = np.zeros((1800, 2400), np.float32)
+        screen[:30] = 0.5
+        picture = Image.fromarray(shown.integers(60, 140, (6, 8), dtype=np.uint8)).resize((256, 192))
+        screen[804:996, 1072:1328] = np.asarray(picture, np.float32) / 255
+        small.append(thumbnail(screen))
+    assert distances(small[0][None], small[1][None])[0, 0] < 0.015  # near over the cells they show...
+    assert ((small[0] > 1 / 32) | (small[1] > 1 / 32)).sum() < MIN_SHOWN  # ...which are few
+    assert earlier_similar(small, ["x", "y"]) == [None, None]
     # only the warnings: the manifest reads, each said
     cohort = read_manifest(_manifest(tmp_path / "ok.csv", [r for r in rows if r[0] != "P5"], header))
     assert [(w.code, w.row) for w in cohort.warnings] == [
@@ -991,6 +1010,7 @@ def test_a_copy_saved_another_way_is_a_warning_naming_the_first(tmp_path):
         (SIMILAR_IMAGE, 3),
         (SIMILAR_IMAGE, 4),
         (SIMILAR_IMAGE, 6),
+        (SIMILAR_IMAGE, 9),
     ]
 
 

@@ -1056,7 +1056,7 @@ def pictures_among(
     """For each picture (its :func:`picture_keys` and its still's thumbnail or None), whether it
     is one of ``reference``'s: the same recording (:func:`recording`: the picture, a frame of a
     clip or cine, the cine itself), or nearly one of its stills
-    (:func:`lnm_jax.data.cohorts.similar.near_any`: a JPEG re-encode, another bit depth, resized)."""
+    (:func:`lnm_jax.data.cohorts.similar.near_any`: a JPEG re-encode, another bit depth, resized, mirrored)."""
     held = {recording(k) for keys, _ in reference for k in keys}
     looked = [i for i, (_, t) in enumerate(pictures) if t is not None]
     hits = near_any([pictures[i][1] for i in looked], [t for _, t in reference if t is not None])
@@ -1113,7 +1113,7 @@ def _shared_pictures(patient: Patient, first: dict[tuple, tuple], labelled: bool
 def _similar_pictures(patients: list[Patient]) -> dict[int, list[Problem]]:
     """``similar_image`` (a warning), by row: a still nearly the same picture as an earlier
     still of another patient (:mod:`lnm_jax.data.cohorts.similar`: a JPEG re-encode, another
-    bit depth, resized, its crop a pixel off), said once per column, naming the first; not
+    bit depth, resized, mirrored, its crop a pixel off), said once per column, naming the first; not
     where the two are one picture exactly (that is ``shared_image``)."""
     where = [(patient, col) for patient in patients for col in patient.thumbnails]
     found = earlier_similar([patient.thumbnail(col) for patient, col in where], [id(p) for p, _ in where])
@@ -1121,13 +1121,14 @@ def _similar_pictures(patients: list[Patient]) -> dict[int, list[Problem]]:
     for (patient, col), hit in zip(where, found):
         if hit is None:
             continue
-        (other, at), rms = where[hit[0]], hit[1]
+        (other, at), rms, mirror = where[hit[0]], hit[1], hit[2]
         if {recording(k) for k in patient.pictures[col]} & {recording(k) for k in other.pictures[at]}:
             continue  # one picture exactly: shared_image said it
         why = (
             f"nearly the same picture as row {other.row}'s {at} (patient '{other.patient_id}', "
-            f"'{getattr(other, at)}'): their {THUMB}x{THUMB} thumbnails differ by {rms:.4f} RMS, at most {SIMILAR_RMS} "
-            "being a copy's difference (a JPEG re-encode, another bit depth, resized, its crop a pixel off; different "
+            f"'{getattr(other, at)}'): their {THUMB}x{THUMB} thumbnails differ by {rms:.4f} RMS"
+            f"{', one mirrored left to right' if mirror else ''}, at most {SIMILAR_RMS} being a copy's difference (a "
+            "JPEG re-encode, another bit depth, resized, mirrored, its crop a pixel off; different "
             f"patients' pictures in BUS-BRA and DDTI differ by {NEAREST_DIFFERENT} or more): one image for two "
             "patients can sit in training and test alike"
         )

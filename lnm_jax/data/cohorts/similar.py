@@ -1,26 +1,36 @@
 """Near-duplicate pictures: one picture saved again in another way, which the exact pixel
 digest (:func:`lnm_jax.data.cohorts.manifest.pixel_digest`) tells apart: a JPEG re-encode of a
 PNG, 8-bit samples stored as 16-bit, a copy resized by a few percent, its crop shifted by a
-pixel. Each still is reduced to a grey thumbnail of :data:`THUMB` x :data:`THUMB` box averages of
-its framed picture (the crop applied), and two thumbnails whose root-mean-square difference is
-at most :data:`SIMILAR_RMS` (of the [0, 1] range) are one picture.
+pixel, a mirror image. Each still is reduced to a grey thumbnail of :data:`THUMB` x :data:`THUMB`
+box averages of its framed picture (the crop applied), and two thumbnails whose root-mean-square
+difference, one of them mirrored left to right or not, is at most :data:`SIMILAR_RMS` (of the
+[0, 1] range) are one picture (:func:`nearness`). A mirror image is a copy training sees as one
+(its augmentation flips).
 
 Cells dark in both thumbnails (at most :data:`DARK`) do not count (:func:`distances`): the
 black surround that two patients' screen captures share had brought different pictures near
 (24 BUS-BRA pictures, each centred on a 1600x1200 black screen with one grey bar: 46 pairs
-within 0.015 by the plain RMS, none now; on a 2400x1800 screen, 119 and 6: crop such captures,
-as validation's screen-capture hint says).
+within 0.015 by the plain RMS). Two thumbnails that together show fewer than :data:`MIN_SHOWN`
+cells (a quarter of the grid) are not compared: a small picture on a large black screen fills a
+few cells, and those few, with the screen's bar, had brought different pictures near (24
+BUS-BRA pictures on 2400x1800 screens, 23-36 cells shown: 3 pairs within 0.015 once mirror
+images were compared, 6 in helper-53's trial). Every pair of BUS-BRA's and DDTI's pictures
+shows 106 cells or more. Such captures want their crop, as validation's screen-capture hint
+says; a copy of one is found by its exact digest only.
 
-The threshold, measured with ``python scripts/similar_threshold.py`` (the public cohorts in
-``../shared/data``, 2026-12-05): between the pictures of different patients, the nearest pair
-is 0.046 apart in BUS-BRA (1,127 images; 1% of images have another patient's within 0.053, 5%
-within 0.059, half within 0.090) and 0.057 in DDTI (291); one patient's two BUS-BRA views are
-at least 0.034 apart. The same picture saved again, over 50 images of each cohort (the larger
-of the two cohorts' maxima): a JPEG re-encode at quality 95 / 75 / 50 at most 0.0002 / 0.0015 /
-0.0030, 8-bit samples stored as 16-bit (``v << 8``) 0.0023, resized to 98% 0.0038, its crop one
-pixel off 0.013; a crop three pixels off (0.033) and a gamma of 1.1 (0.033) are not found.
-0.015 sits three times under the nearest pair of different pictures and above what those
-copies move.
+The threshold, measured with ``python scripts/similar_threshold.py --data ../shared/data``
+(2026-12-05, mirror images compared): between the pictures of different patients, the nearest
+pair is 0.046 apart in BUS-BRA (1,127 images; 1% of images have another patient's within 0.052,
+5% within 0.058, half within 0.088) and 0.057 in DDTI (291); one patient's two BUS-BRA views
+are at least 0.034 apart; of 24 different pictures on a 1600x1200 or a 2400x1800 black screen
+with one grey bar, no pair is within 0.015. The same picture saved again, over 50 images of
+each cohort (the larger of the two cohorts' maxima): a JPEG re-encode at quality 95 / 75 / 50
+at most 0.0002 / 0.0015 / 0.0030, 8-bit samples stored as 16-bit (``v << 8``) 0.0023, resized
+to 98% 0.0037, mirrored 0.0032, its crop one pixel off 0.013. Not found: a crop three pixels
+off (0.033), a gamma of 1.1 (0.033), brightness raised by 8 of 255 (0.031), 10 pixels of black
+padding (0.16; the thumbnail's grid moves), a burned-in annotation box (0.021, half of them
+within 0.015). 0.015 sits three times under the nearest pair of different pictures and above
+what the copies found move.
 """
 
 from __future__ import annotations
@@ -34,6 +44,7 @@ THUMB = 16  # thumbnail side, pixels
 SIMILAR_RMS = 0.015  # the largest RMS difference of two thumbnails of one picture (module docstring)
 DARK = 1 / 32  # a thumbnail cell at most this bright shows nothing (the surround of a screen capture)
 NEAREST_DIFFERENT = 0.046  # the nearest two different patients' pictures measured (BUS-BRA; DDTI 0.057)
+MIN_SHOWN = THUMB * THUMB // 4  # two thumbnails showing fewer cells together are not compared (module docstring)
 
 
 def thumbnail(img: np.ndarray, box=None) -> np.ndarray:
@@ -63,32 +74,55 @@ def distances(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.sqrt(np.maximum(d2, 0) / np.where(shown > 0, shown, a.shape[1]))
 
 
+def mirrored(thumbnails: np.ndarray) -> np.ndarray:
+    """[..., THUMB * THUMB]: each thumbnail mirrored left to right."""
+    t = np.asarray(thumbnails)
+    return t.reshape(*t.shape[:-1], THUMB, THUMB)[..., ::-1].reshape(t.shape)
+
+
+def _shown(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """[N, M]: how many cells thumbnails ``a`` [N, D] and ``b`` [M, D] show between them."""
+    sa, sb = (a > DARK).astype(np.float64), (b > DARK).astype(np.float64)
+    return sa.sum(1)[:, None] + sb.sum(1)[None] - sa @ sb.T
+
+
+def nearness(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """([N, M] float64, [N, M] bool): the :func:`distances` of thumbnails ``a`` [N, D] and ``b``
+    [M, D], the nearer of ``b`` as it is and :func:`mirrored`, and whether the mirrored one was
+    nearer; inf where the two show fewer than :data:`MIN_SHOWN` cells between them."""
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    flipped = mirrored(b)
+    plain, mirror = distances(a, b), distances(a, flipped)
+    plain[_shown(a, b) < MIN_SHOWN], mirror[_shown(a, flipped) < MIN_SHOWN] = np.inf, np.inf
+    return np.minimum(plain, mirror), mirror < plain
+
+
 def earlier_similar(
     thumbnails: Sequence[np.ndarray], owners: Sequence[object], threshold: float = SIMILAR_RMS, block: int = 1024
-) -> list[tuple[int, float] | None]:
-    """For each thumbnail, the first earlier one (its index, their :func:`distances`) of another
-    owner within ``threshold``, or None. All pairs, ``block`` rows at a time (memory
-    ``block`` x N float64)."""
+) -> list[tuple[int, float, bool] | None]:
+    """For each thumbnail, the first earlier one of another owner within ``threshold`` (its
+    index, their :func:`nearness` and whether one is the other mirrored), or None. All pairs,
+    ``block`` rows at a time (memory a few ``block`` x N float64)."""
     if not thumbnails:
         return []
     t = np.stack(thumbnails).astype(np.float64)
     owner = np.unique(np.asarray([str(o) for o in owners]), return_inverse=True)[1]
-    out: list[tuple[int, float] | None] = []
+    out: list[tuple[int, float, bool] | None] = []
     for i0 in range(0, len(t), block):
         a = t[i0 : i0 + block]
-        rms = distances(a, t)
+        rms, flip = nearness(a, t)
         rows = np.arange(i0, i0 + len(a))[:, None]
         near = (rms <= threshold) & (np.arange(len(t))[None] < rows) & (owner[None] != owner[rows])
         for k, r in enumerate(near):
             j = int(np.argmax(r)) if r.any() else -1
-            out.append((j, float(rms[k, j])) if j >= 0 else None)
+            out.append((j, float(rms[k, j]), bool(flip[k, j])) if j >= 0 else None)
     return out
 
 
 def near_any(
     thumbnails: Sequence[np.ndarray], reference: Sequence[np.ndarray], threshold: float = SIMILAR_RMS
 ) -> list[bool]:
-    """For each thumbnail, whether any of ``reference`` is within ``threshold`` RMS of it."""
+    """For each thumbnail, whether any of ``reference`` is within ``threshold`` of it (:func:`nearness`)."""
     if not len(thumbnails) or not len(reference):
         return [False] * len(thumbnails)
-    return list(distances(np.stack(thumbnails), np.stack(reference)).min(1) <= threshold)
+    return list(nearness(np.stack(thumbnails), np.stack(reference))[0].min(1) <= threshold)
