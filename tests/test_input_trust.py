@@ -161,12 +161,28 @@ def test_a_png_whose_sbit_says_fewer_bits_is_read_at_that_depth(tmp_path):
     marked = twelve // 2  # a darker picture, as a real one read at 1/16 is (mean 1.5%), and a mark
     marked[2, 3:7] = 65535
     texted = _write(tmp_path / "texted.png", Image.fromarray(marked))
-    rows = [["A", low.name, "", 0, 0], ["B", bare.name, "", 1, 1], ["C", texted.name, "", 0, 1]]
+    # a bright picture small on a black screen is not a bit-depth matter (helper-53's trial of
+    # bc14a45: it had been told of 12-bit samples)
+    screen = np.zeros((200, 200, 3), np.uint8)
+    screen[80:120, 60:100] = np.random.default_rng(3).integers(60, 250, (40, 40, 3), dtype=np.uint8)
+    small = _write(tmp_path / "small.png", Image.fromarray(screen))
+    rows = [
+        ["A", low.name, "", 0, 0],
+        ["B", bare.name, "", 1, 1],
+        ["C", texted.name, "", 0, 1],
+        ["D", "", small.name, 1, 0],
+    ]
     cohort = read_manifest(_manifest(tmp_path / "m.csv", rows))
     assert [(w.code, w.row, w.file) for w in cohort.warnings] == [
         (DIM_IMAGE, 2, str(bare)),
         (DIM_IMAGE, 3, str(texted)),
+        (DIM_IMAGE, 4, str(small)),
     ]
+    assert "12-bit" in str(cohort.warnings[1]) and "12-bit" not in str(cohort.warnings[2]), cohort.warnings
+    assert str(cohort.warnings[2]).endswith(
+        "of the range, 4.0% of the samples brighter than 6.25%): a picture that fills little of a black frame (a small "
+        "picture on a large screen capture?); frame it with its <input>_crop column (x0,y0,x1,y1)"
+    ), cohort.warnings[2]
     assert str(cohort.warnings[0]).endswith(
         "nearly black (brightest sample 6.01%, mean 3.00% of the range): samples stored in fewer bits than the file "
         "declares read so (12-bit values in a 16-bit PNG with no sBIT chunk saying 12, a DICOM file's BitsStored "

@@ -108,6 +108,9 @@ DIM_IMAGE = "dim_image"
 # is nearly black: 12-bit samples stored unscaled in a 16-bit file (4095 of 65535; 15 of 255 in
 # an 8-bit one), the mean where burned-in white text holds the brightest samples
 DIM_AT, DIM_MEAN = 1 / 16, 1 / 32
+# a dim still with at least this share of its samples brighter than DIM_AT holds a bright picture
+# small in a black frame; under it, bright marks at most (text burned into a picture read dim)
+LIT_SHARE = 0.02
 # said as a warning (once per manifest and process), not refused, each with the words its line
 # begins with: a still that holds one value is no ultrasound picture, a nearly black one is read
 # far from its scanner's brightness, one picture as a patient's B-mode and CEUS feeds both
@@ -445,20 +448,29 @@ def blank(img: np.ndarray) -> tuple[str, str] | None:
     """(``blank_image``, why) when a decoded still (float [H, W, C] in [0, 1]) holds one value
     everywhere: all black, all white, fully transparent (the decoder drops alpha), an export or
     de-identification that wiped the picture; (``dim_image``, why) when its brightest sample is
-    at most :data:`DIM_AT` of the range or its mean at most :data:`DIM_MEAN` (12-bit samples in
-    a 16-bit PNG that does not say so in its ``sBIT``: read at 1/16 of their brightness, white
-    text burned in or not); None otherwise."""
+    at most :data:`DIM_AT` of the range or its mean at most :data:`DIM_MEAN`, said as one of two
+    causes by the share of samples brighter than DIM_AT: under :data:`LIT_SHARE`, samples stored
+    in fewer bits than the file declares (12-bit samples in a 16-bit PNG that does not say so in
+    its ``sBIT``: read at 1/16 of their brightness, white text burned in or not); from it on, a
+    bright picture that fills little of a black frame (a small picture on a large screen
+    capture); None otherwise."""
     lo, top = float(img.min()), float(img.max())
     if lo == top:
         return BLANK_IMAGE, f"image holds one value everywhere ({lo * 255:.0f} of 255): no picture"
     mean = float(img.mean())  # (a pass any picture that is not dim takes for the mean test anyway)
-    if top <= DIM_AT or mean <= DIM_MEAN:
+    if top > DIM_AT and mean > DIM_MEAN:
+        return None
+    lit = float((img > DIM_AT).mean())
+    said = f"nearly black (brightest sample {top:.2%}, mean {mean:.2%} of the range"
+    if lit >= LIT_SHARE:
         return DIM_IMAGE, (
-            f"nearly black (brightest sample {top:.2%}, mean {mean:.2%} of the range): samples "
-            "stored in fewer bits than the file declares read so (12-bit values in a 16-bit PNG with no sBIT chunk "
-            "saying 12, a DICOM file's BitsStored above what its samples use); check how it was exported"
+            f"{said}, {lit:.1%} of the samples brighter than {DIM_AT:.2%}): a picture that fills little of a black "
+            "frame (a small picture on a large screen capture?); frame it with its <input>_crop column (x0,y0,x1,y1)"
         )
-    return None
+    return DIM_IMAGE, (
+        f"{said}): samples stored in fewer bits than the file declares read so (12-bit values in a 16-bit PNG with "
+        "no sBIT chunk saying 12, a DICOM file's BitsStored above what its samples use); check how it was exported"
+    )
 
 
 def missing_path(path: Path) -> str | None:
