@@ -295,7 +295,7 @@ def cmd_validate(argv: list[str]) -> int:
     # every warning listed (the line other commands say names three)
     cohort = read_manifest(a.manifest, require_labels=not a.no_labels, warn=False, **manifest_checks(config.data))
     lines, problems = report(cohort, config, labelled=not a.no_labels, model=bool(a.workdir or a.config or overrides))
-    images = survey(cohort, Framing.from_config(config.data))
+    images = survey(cohort, Framing.from_config(config.data), image_size=int(config.data.image_size))
     from lnm_jax.task import Task
 
     warned = [f"warning: {w}" for w in cohort.warnings]

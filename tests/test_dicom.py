@@ -320,6 +320,34 @@ def test_screen_capture_is_flagged_and_a_crop_column_frames_it(twin_cohorts, tmp
     np.testing.assert_array_equal(cropped, canvas[box.y0 : box.y1, box.x0 : box.x1] / np.float32(255))
 
 
+def test_a_picture_too_small_for_the_model_is_said_at_validation(twin_cohorts, tmp_path, capsys):
+    """helper-50's trial of a3f0dab: a 4x4 PNG passed validation without a word. A picture framed
+    smaller than 1/8 of the model's input side (stretched over 8x: a thumbnail or icon exported,
+    a crop in other units) is a warning line naming the smallest, a crop column's box counted."""
+    from lnm_jax.cli import main
+
+    image = twin_cohorts["png"].parent / "images/SYN000_bmode.png"  # 96 px
+    png(tmp_path, "icon.png", np.random.default_rng(0).integers(0, 255, (4, 4, 3), dtype=np.uint8))
+    rows = [
+        "patient_id,bmode,ceus,us_lnm,lnm,bmode_crop",
+        "a,icon.png,,1,1,",
+        f"b,{image},,0,0,",
+        f'c,{image},,0,1,"0,0,20,16"',  # a crop of 20x16 pixels (one in mm where pixels were meant?)
+    ]
+    (tmp_path / "m.csv").write_text("\n".join(rows) + "\n")
+    cohort = read_manifest(tmp_path / "m.csv", warn=False)
+    said = [line for line in survey(cohort, image_size=224).lines if "framed smaller" in line]
+    assert said == [
+        "  warning: 2 image(s) are framed smaller than 1/8 of the model's 224-pixel input (each stretched over 8x): "
+        "too small to be a scan (a thumbnail or icon exported, a crop in other units?); the smallest: row 1 (a) "
+        "bmode icon.png, 4x4 pixels"
+    ], said
+    at96 = [line for line in survey(cohort, image_size=96).lines if "framed smaller" in line]
+    assert len(at96) == 1 and "1 image(s)" in at96[0], at96  # the crop: 16 * 8 >= 96
+    main(["validate", str(tmp_path / "m.csv")])  # (the cohort is too small to split: said after the lines)
+    assert said[0] in capsys.readouterr().out
+
+
 # ------------------------------------------------------------------- privacy, end to end
 
 

@@ -27,6 +27,10 @@ from lnm_jax.names import IMAGE_INPUTS, PATIENT_ID
 # less than CONTENT_FRACTION of it, with bright marks (text, scales: > BRIGHT) in the dark
 # surround. A cropped ultrasound image is speckle to its edges.
 DARK, BRIGHT, CONTENT_FRACTION, MIN_MARKS = 0.04, 0.6, 0.9, 20
+# A framed picture whose shorter side is under 1/MAX_UPSCALE of the model's input side is too small
+# to be a scan (a thumbnail or an icon exported, a crop in other units): its pixels would be
+# stretched more than this many times over
+MAX_UPSCALE = 8
 
 GEOMETRY_COLUMNS = (
     PATIENT_ID,
@@ -93,13 +97,21 @@ def _cells(cohort: Cohort) -> Iterator[tuple[Patient, str]]:
                 yield p, name
 
 
-def survey(cohort: Cohort, framing: sources.Framing = sources.DEFAULT_FRAMING, *, screens: bool = True) -> Survey:
+def survey(
+    cohort: Cohort,
+    framing: sources.Framing = sources.DEFAULT_FRAMING,
+    *,
+    screens: bool = True,
+    image_size: int | None = None,
+) -> Survey:
     """Resolves every image of ``cohort`` as training will (``screens``: also decode PNG/JPEG
-    and unframed DICOM frames to look for whole screen captures)."""
+    and unframed DICOM frames to look for whole screen captures; ``image_size``: the model's
+    input side in pixels, to warn of pictures too small for it, :data:`MAX_UPSCALE`)."""
     formats, syntaxes, photometric, framings = (collections.Counter() for _ in range(4))
     notes: dict[str, list[str]] = collections.defaultdict(list)
     phi_files, phi_keys, burned, no_spacing, captures = 0, collections.Counter(), 0, [], []
     spacings, clip_frames, clip_seconds, untimed, uncounted, geometry = [], [], [], 0, 0, []
+    small: list[tuple[int, str]] = []  # (the framed picture's shorter side, where)
     for p, name in _cells(cohort):
         path = getattr(p, name)
         src = sources.resolve(path, name, p.image_options(name), framing.ceus_region)
@@ -130,6 +142,8 @@ def survey(cohort: Cohort, framing: sources.Framing = sources.DEFAULT_FRAMING, *
                 clip_seconds.append(src.duration_s)
             else:
                 untimed += 1
+        if image_size and (side := min(src.box.width, src.box.height)) * MAX_UPSCALE < image_size:
+            small.append((side, f"{where}, {src.box.width}x{src.box.height} pixels"))
         if screens and how == sources.WHOLE_FRAME:
             hint = screen_capture_box(sources.read_still(src) if src.kind == "dicom" else _first(src))
             if hint is not None:
@@ -185,6 +199,12 @@ def survey(cohort: Cohort, framing: sources.Framing = sources.DEFAULT_FRAMING, *
         lines.append(
             f"  warning: {len(captures)} image(s) look like whole screen captures (dark surround with text or "
             f"marks) and have no crop: add a <input>_crop column (x0,y0,x1,y1); e.g. {captures[0]}"
+        )
+    if small:
+        lines.append(
+            f"  warning: {len(small)} image(s) are framed smaller than 1/{MAX_UPSCALE} of the model's "
+            f"{image_size}-pixel input (each stretched over {MAX_UPSCALE}x): too small to be a scan (a thumbnail or "
+            f"icon exported, a crop in other units?); the smallest: {min(small)[1]}"
         )
     problems = []
     if framing.field_of_view_mm and no_spacing:
