@@ -718,6 +718,13 @@ def test_predict_new_patients_without_labels(triple_run, copy_run, tiny_cohort, 
     assert "no prob_lnm_calibrated column: no temperature is fitted for the 'best' checkpoint" in said
     are = "is" if train == 1 else "are"
     assert f"{train} of these 5 patients {are} this run's training patients and {val} its validation patients:" in said
+    # which: the first three named, in the manifest's order (helper-53's trial of bc14a45: counts only)
+    fitted = set(run.split.subset("train")) | set(run.split.subset("val"))
+    seen = [r["patient_id"] for r in rows if r["patient_id"] in fitted]
+    more = f" and {len(seen) - 3} more" if len(seen) > 3 else ""
+    assert "only its test patients and new ones are unseen (" + ", ".join(f"'{i}'" for i in seen[:3]) + more + ")" in (
+        said
+    ), said
     got = list(csv.DictReader(out.open()))
     assert [g["patient_id"] for g in got] == [r["patient_id"] for r in rows]
     assert all(0.0 <= float(g["prob_lnm"]) <= 1.0 and g["lnm"] == "" for g in got)
@@ -737,7 +744,11 @@ def test_predict_new_patients_without_labels(triple_run, copy_run, tiny_cohort, 
         f"{train} of these 5 patients {are} this run's training patients and {val} its validation patients "
         f"({train + val} of them by their pictures, under other ids)"
     )
-    assert by_pictures in capsys.readouterr().err
+    said = capsys.readouterr().err
+    assert by_pictures in said, said
+    subset = {i: "training" if i in run.split.subset("train") else "validation" for i in fitted}
+    whose = [(k, r["patient_id"]) for k, r in enumerate(rows) if r["patient_id"] in fitted][:3]
+    assert ", ".join(f"'ext{k}' ({subset[i]} patient '{i}''s picture)" for k, i in whose) in said, said
     # and exported again as JPEG: nearly their pictures (lnm_jax.data.cohorts.similar)
     text = (external / "m.csv").read_text()
     for png in external.glob("*.png"):
@@ -766,7 +777,8 @@ def test_predict_new_patients_without_labels(triple_run, copy_run, tiny_cohort, 
         and (
             f"{train + val} of these 5 patients {'has' if train + val == 1 else 'have'} the id of one of this run's "
             "training or validation patients but "
-            "none of their pictures (another cohort numbered alike?): not counted as seen"
+            "none of their pictures (another cohort numbered alike?): not counted as seen ("
+            + ", ".join(f"'{i}'" for i in seen[:3])
         )
         in said
     ), said

@@ -283,23 +283,30 @@ def seen_patients_line(run: Run, cohort: Cohort) -> str | None:
         return [(p.patient_id, (keys, p.thumbnail(m))) for p in patients for m, keys in p.pictures.items()]
 
     new = pictures(cohort.patients)
-    shown = {}  # each subset's new patients with a picture of one of its patients
+    shown: dict[str, dict[str, str]] = {}  # each subset's new patients with a picture of one of its patients: whose
     for s in subsets:
-        hits = pictures_among([x for _, x in new], [x for _, x in pictures(known[pid] for pid in ids[s])])
-        shown[s] = {pid for (pid, _), hit in zip(new, hits) if hit}
+        theirs = pictures(known[pid] for pid in sorted(ids[s]))
+        hits = pictures_among([x for _, x in new], [x for _, x in theirs])
+        shown[s] = {}
+        for (pid, _), hit in zip(new, hits):
+            if hit is not None:
+                shown[s].setdefault(pid, theirs[hit][0])
 
     def by_picture(p) -> str | None:
         return next((s for s in subsets if p.patient_id in shown[s]), None)
 
-    seen, pictured, renumbered = {s: 0 for s in subsets}, 0, 0
+    seen, pictured, renumbered = {s: 0 for s in subsets}, 0, []
+    named: list[str] = []  # the first few seen, as said
     for p in cohort.patients:
         s = next((s for s in subsets if p.patient_id in ids[s]), None)
         if s is not None and p.pictures and known[p.patient_id].pictures and by_picture(p) is None:
-            renumbered += 1  # their id, none of their pictures: another cohort numbered alike
+            renumbered.append(p.patient_id)  # their id, none of their pictures: another cohort numbered alike
             continue
-        if s is None:
-            s = by_picture(p)
-            pictured += s is not None
+        if s is None and (s := by_picture(p)) is not None:
+            pictured += 1
+            named.append(f"'{p.patient_id}' ({SUBSET_NAMES[s]} patient '{shown[s][p.patient_id]}''s picture)")
+        elif s is not None:
+            named.append(f"'{p.patient_id}'")
         if s is not None:
             seen[s] += 1
     said = []
@@ -309,15 +316,25 @@ def seen_patients_line(run: Run, cohort: Cohort) -> str | None:
             f"{seen['train']} of these {len(cohort)} patients {'is' if seen['train'] == 1 else 'are'} this run's "
             f"training patients and {seen['val']} its validation patients{how}: their probabilities are optimistic "
             "(the model was fitted to them, or chosen and calibrated on them); only its test patients and new ones "
-            "are unseen"
+            f"are unseen ({_some(named)})"
         )
     if renumbered:
+        quoted = [f"'{pid}'" for pid in renumbered]
         said.append(
-            f"{renumbered} of these {len(cohort)} patients {'has' if renumbered == 1 else 'have'} the id of one "
-            "of this run's training or validation patients but none of their pictures (another cohort numbered "
-            "alike?): not counted as seen"
+            f"{len(renumbered)} of these {len(cohort)} patients {'has' if len(renumbered) == 1 else 'have'} the id "
+            "of one of this run's training or validation patients but none of their pictures (another cohort numbered "
+            f"alike?): not counted as seen ({_some(quoted)})"
         )
     return "; ".join(said) or None
+
+
+SUBSET_NAMES = {"train": "training", "val": "validation"}
+
+
+def _some(items: list[str], shown: int = 3) -> str:
+    """The first ``shown`` of ``items`` and how many more: "'a', 'b', 'c' and 4 more"."""
+    more = f" and {len(items) - shown} more" if len(items) > shown else ""
+    return ", ".join(items[:shown]) + more
 
 
 BOUND_WARNING = (

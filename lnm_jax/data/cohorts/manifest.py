@@ -38,7 +38,14 @@ from pathlib import Path
 import numpy as np
 from PIL import UnidentifiedImageError
 
-from lnm_jax.data.cohorts.similar import NEAREST_DIFFERENT, SIMILAR_RMS, THUMB, earlier_similar, near_any, thumbnail
+from lnm_jax.data.cohorts.similar import (
+    NEAREST_DIFFERENT,
+    SIMILAR_RMS,
+    THUMB,
+    earlier_similar,
+    nearest_within,
+    thumbnail,
+)
 from lnm_jax.data.pixels import sources
 from lnm_jax.data.pixels.clips import ClipError, check_frame_folder, frame_files, is_clip, iter_frames
 from lnm_jax.data.pixels.decode import MAX_IMAGE_PIXELS, DamagedImageError, ImageTooLargeError, verify_image
@@ -1064,16 +1071,25 @@ def recording(key: tuple) -> tuple:
 def pictures_among(
     pictures: Sequence[tuple[tuple[tuple, ...], np.ndarray | None]],
     reference: Sequence[tuple[tuple[tuple, ...], np.ndarray | None]],
-) -> list[bool]:
-    """For each picture (its :func:`picture_keys` and its still's thumbnail or None), whether it
-    is one of ``reference``'s: the same recording (:func:`recording`: the picture, a frame of a
-    clip or cine, the cine itself), or nearly one of its stills
-    (:func:`lnm_jax.data.cohorts.similar.near_any`: a JPEG re-encode, another bit depth, resized, mirrored)."""
-    held = {recording(k) for keys, _ in reference for k in keys}
+) -> list[int | None]:
+    """For each picture (its :func:`picture_keys` and its still's thumbnail or None), the index
+    of the one of ``reference`` it is, or None: the same recording (:func:`recording`: the
+    picture, a frame of a clip or cine, the cine itself; the first such), or nearly one of its
+    stills (:func:`lnm_jax.data.cohorts.similar.nearest_within`: a JPEG re-encode, another bit
+    depth, resized, mirrored; the nearest)."""
+    held: dict[tuple, int] = {}
+    for j, (keys, _) in enumerate(reference):
+        for k in keys:
+            held.setdefault(recording(k), j)
+    stills = [j for j, (_, t) in enumerate(reference) if t is not None]
     looked = [i for i, (_, t) in enumerate(pictures) if t is not None]
-    hits = near_any([pictures[i][1] for i in looked], [t for _, t in reference if t is not None])
-    near = {i for i, hit in zip(looked, hits) if hit}
-    return [i in near or any(recording(k) in held for k in keys) for i, (keys, _) in enumerate(pictures)]
+    hits = nearest_within([pictures[i][1] for i in looked], [reference[j][1] for j in stills])
+    near = {i: stills[hit] for i, hit in zip(looked, hits) if hit is not None}
+    out = []
+    for i, (keys, _) in enumerate(pictures):
+        same = next((held[recording(k)] for k in keys if recording(k) in held), None)
+        out.append(same if same is not None else near.get(i))
+    return out
 
 
 def _shared_pictures(patient: Patient, first: dict[tuple, tuple], labelled: bool = True) -> list[Problem]:

@@ -119,10 +119,13 @@ def earlier_similar(
     return out
 
 
-def near_any(
+def nearest_within(
     thumbnails: Sequence[np.ndarray], reference: Sequence[np.ndarray], threshold: float = SIMILAR_RMS
-) -> list[bool]:
-    """For each thumbnail, whether any of ``reference`` is within ``threshold`` of it (:func:`nearness`)."""
+) -> list[int | None]:
+    """For each thumbnail, the index of its nearest of ``reference`` when within ``threshold``
+    (:func:`nearness`), else None."""
     if not len(thumbnails) or not len(reference):
-        return [False] * len(thumbnails)
-    return list(nearness(np.stack(thumbnails), np.stack(reference))[0].min(1) <= threshold)
+        return [None] * len(thumbnails)
+    rms = nearness(np.stack(thumbnails), np.stack(reference))[0]
+    nearest = rms.argmin(1)
+    return [int(j) if rms[i, j] <= threshold else None for i, j in enumerate(nearest)]

@@ -70,7 +70,7 @@ def split_out(refs: Sequence[ImageRef], exclude: Iterable[str]) -> tuple[list[Im
     theirs = [r for r in refs if r.source == 0 and r.patient_id in exclude]
     paths = {r.path for r in theirs}
     among = pictures_among([(r.pictures, r.thumbnail) for r in refs], [(r.pictures, r.thumbnail) for r in theirs])
-    out = [r.path in paths or hit for r, hit in zip(refs, among)]
+    out = [r.path in paths or hit is not None for r, hit in zip(refs, among)]
     return [r for r, o in zip(refs, out) if not o], [r for r, o in zip(refs, out) if o]
 
 
