@@ -12,6 +12,7 @@ from PIL import Image
 from support import own_pictures
 
 from lnm_jax.data.cohorts import manifest as M
+from lnm_jax.data.pixels.decode import CUT_SHORT
 from lnm_jax.data.pixels.masks import decode_mask
 from lnm_jax.data.pixels.sources import Box, Framing, ImageOptions, decode_input
 
@@ -65,7 +66,11 @@ def test_bad_masks_are_named_with_row_column_and_file(tmp_path):
     gray[:, :60] = 128
     gray[:, 60:] = 255
     Image.fromarray(gray).save(tmp_path / "gray.png")
-    own = iter(own_pictures(img, 5))
+    # a mask cut short, and an empty one (stop 73: PIL's words, "image file is truncated", as
+    # the images' checks no longer give them)
+    (tmp_path / "cut.png").write_bytes(good.read_bytes()[:-30])
+    (tmp_path / "none.png").write_bytes(b"")
+    own = iter(own_pictures(img, 7))
     base = {"ceus": "", "us_lnm": "1"}
     rows = [
         {"patient_id": "A", "bmode": next(own), **base, "lnm": 1, "bmode_mask": "mask.png"},  # fine
@@ -74,6 +79,8 @@ def test_bad_masks_are_named_with_row_column_and_file(tmp_path):
         {"patient_id": "D", "bmode": next(own), **base, "lnm": 0, "bmode_mask": "gray.png"},
         {"patient_id": "E", "bmode": next(own), **base, "lnm": 1, "bmode_mask": "nope.png"},
         {"patient_id": "F", "bmode": "", "ceus": "", "us_lnm": "1", "lnm": 0, "bmode_mask": "mask.png"},
+        {"patient_id": "G", "bmode": next(own), **base, "lnm": 1, "bmode_mask": "cut.png"},
+        {"patient_id": "H", "bmode": next(own), **base, "lnm": 0, "bmode_mask": "none.png"},
     ]
     with pytest.raises(M.ManifestError) as e:
         M.read_manifest(_manifest(tmp_path, rows))
@@ -84,8 +91,13 @@ def test_bad_masks_are_named_with_row_column_and_file(tmp_path):
         (4, M.MASK_NOT_BINARY, "bmode_mask"),
         (5, M.MISSING_FILE, "bmode_mask"),
         (6, M.MASK_WITHOUT_IMAGE, "bmode_mask"),
+        (7, M.UNREADABLE_IMAGE, "bmode_mask"),
+        (8, M.UNREADABLE_IMAGE, "bmode_mask"),
     }
     assert "mask is 60x40, its image 120x80" in str(e.value)
+    said = {p.row: p.message for p in e.value.problems}
+    assert said[7].startswith("damaged PNG: the file ends at byte") and said[7].endswith(CUT_SHORT), said[7]
+    assert said[8] == "empty file (0 bytes): an export or copy that wrote nothing", said[8]
     cohort = M.read_manifest(_manifest(tmp_path, rows[:1] + [{**rows[1], "bmode_mask": ""}]))
     assert cohort.patients[0].mask("bmode") == good and cohort.patients[1].mask("bmode") is None
     assert "bmode_mask" not in cohort.metadata_columns

@@ -48,7 +48,13 @@ from lnm_jax.data.cohorts.similar import (
 )
 from lnm_jax.data.pixels import sources
 from lnm_jax.data.pixels.clips import ClipError, check_frame_folder, frame_files, is_clip, iter_frames
-from lnm_jax.data.pixels.decode import MAX_IMAGE_PIXELS, DamagedImageError, ImageTooLargeError, verify_image
+from lnm_jax.data.pixels.decode import (
+    MAX_IMAGE_PIXELS,
+    DamagedImageError,
+    ImageTooLargeError,
+    damage,
+    verify_image,
+)
 from lnm_jax.data.pixels.dicom import DicomError, is_dicom
 from lnm_jax.data.pixels.masks import EMPTY as MASK_EMPTY  # noqa: F401  (problem codes, re-exported)
 from lnm_jax.data.pixels.masks import NO_BACKGROUND as MASK_NO_BACKGROUND  # noqa: F401
@@ -422,14 +428,29 @@ def _decoded(path: Path) -> tuple[tuple[str, str] | None, np.ndarray | None]:
     limit = f"over the limit of {MAX_IMAGE_PIXELS / 1e6:.0f} megapixels (data.pixels.decode.MAX_IMAGE_PIXELS)"
     try:
         if path.is_file() and path.stat().st_size == 0:
-            return (UNREADABLE_IMAGE, "empty file (0 bytes): an export or copy that wrote nothing"), None
+            return (UNREADABLE_IMAGE, unreadable(path, "image", None)), None
         return None, verify_image(path, MAX_IMAGE_PIXELS)
     except ImageTooLargeError as e:
         return (IMAGE_TOO_LARGE, f"{e}, {limit}"), None
     except DamagedImageError as e:
         return (UNREADABLE_IMAGE, str(e)), None
     except (UnidentifiedImageError, OSError, ValueError) as e:
-        return (UNREADABLE_IMAGE, f"not a readable image ({type(e).__name__}: {e})"), None
+        return (UNREADABLE_IMAGE, unreadable(path, "image", e)), None
+
+
+def unreadable(path: Path, what: str, error: Exception | None) -> str:
+    """Why a file the decoder failed on (``error``; None: not tried) cannot be read as ``what``
+    (image, mask), in plain words where they are known: an empty file, a PNG or JPEG cut short
+    or damaged (:func:`lnm_jax.data.pixels.decode.damage`); else the decoder's own."""
+    try:
+        empty = path.is_file() and path.stat().st_size == 0
+    except OSError:
+        empty = False
+    if empty:
+        return "empty file (0 bytes): an export or copy that wrote nothing"
+    if why := damage(path):
+        return why
+    return f"not a readable {what} ({type(error).__name__}: {error})"
 
 
 def clip_digest(frames: Iterable[str]) -> str:
@@ -673,9 +694,7 @@ def _masks(
         except MaskError as e:
             problems.append(Problem(e.code, str(e), row, column, str(file)))
         except (OSError, UnidentifiedImageError, ValueError) as e:
-            problems.append(
-                Problem(UNREADABLE_IMAGE, f"not a readable mask ({type(e).__name__}: {e})", row, column, str(file))
-            )
+            problems.append(Problem(UNREADABLE_IMAGE, unreadable(file, "mask", e), row, column, str(file)))
     return out, digests
 
 
