@@ -188,6 +188,24 @@ def repeated_option(argv: list[str], single: set[str]) -> str | None:
     return twice and f"{twice} is given {given.count(twice)} times: it takes one value (give it once)"
 
 
+def repeated_override_note(overrides: list[str]) -> str | None:
+    """A note naming each config field set more than once among ``overrides`` (as
+    :func:`split_overrides` writes them: ``--config.FIELD=VALUE``, ``--noconfig.FIELD``) and the
+    value taken: absl's, the last (a base command line with one override appended is how
+    experiments are varied), said rather than taken in silence
+    (``--config.data.manifest=a.csv ... --config.data.manifest=b.csv``); None where none is."""
+    values: dict[str, list[str]] = {}
+    for x in overrides:
+        field, _, value = x.removeprefix("--no").removeprefix("--").removeprefix("config.").partition("=")
+        values.setdefault(field, []).append("False" if x.startswith("--noconfig.") else value)
+    said = [
+        f"--config.{f} is given {len(v)} times ({', '.join(v)}): the last, {v[-1]}, is taken"
+        for f, v in values.items()
+        if len(v) > 1 and len(set(v)) > 1
+    ]
+    return ("note: " + "; ".join(said)) if said else None
+
+
 # words that say a True/False value, refused after a switch that takes none
 _SWITCH_WORDS = {"true", "false", "t", "f", "1", "0", "yes", "no", "y", "n", "on", "off"}
 
@@ -315,6 +333,8 @@ def apply_overrides(config, overrides: list[str]):
 
     if problems := _override_problems(overrides, config):
         raise UsageError(" | ".join(problems))
+    if note := repeated_override_note(overrides):
+        print(note, file=sys.stderr)
     fv, full = flags.FlagValues(), ["lnm-jax", *overrides]
     config_flags.DEFINE_config_dict("config", config, "experiment config", flag_values=fv, sys_argv=full)
     if left := _read_flags(fv, full, config):
@@ -702,7 +722,9 @@ def parse_config_command(name: str, argv: list[str], default_factory, extra=None
     base = default_factory() if file is None else load_config_file(file)  # a broken file: one line
     if problems := _override_problems(argv, base):  # before absl, which raises on the first
         raise UsageError(" | ".join(problems))
-    split_overrides(argv, base)  # a value-less override: absl would take the next option as its value
+    overrides, _ = split_overrides(argv, base)  # a value-less override: absl would take the next option as its value
+    if note := repeated_override_note(overrides):
+        print(note, file=sys.stderr)
     if file is not None:
         config_flags.DEFINE_config_file("config", None, "experiment config file", flag_values=fv, sys_argv=full)
     else:

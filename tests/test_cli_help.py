@@ -221,13 +221,20 @@ def test_an_override_reads_alike_in_every_command(capsys, tmp_path):
     # a negative number after an option is a value, not a one-dash option; -h is help
     check_option_forms(["--config.train.epochs", "-3", "--config.train.learning_rate", "-1e-3", "-h", "--workdir", "w"])
     check_option_forms(["--manifest", "m.csv", "--", "-weird.csv"])  # after '--': arguments
-    # an override repeated is absl's (the last one), as a base command line with one appended
-    assert (
-        parse_config_command(
-            "train", ["--workdir", "w", "--config.train.epochs=3", "--config.train.epochs=4"], base_config
-        )[0].train.epochs
-        == 4
+    # an override repeated is absl's (the last one), as a base command line with one appended,
+    # and said (helper-50's trial of a3f0dab: a second --config.data.manifest had been taken in
+    # silence); the same value twice is not
+    capsys.readouterr()
+    repeated = ["--workdir", "w", "--config.train.epochs=3", "--config.data.manifest", "a.csv"]
+    repeated += ["--config.train.epochs=4"]
+    assert parse_config_command("train", [*repeated, "--config.data.manifest=b.csv"], base_config)[0].train.epochs == 4
+    assert capsys.readouterr().err == (
+        "note: --config.train.epochs is given 2 times (3, 4): the last, 4, is taken; --config.data.manifest is given "
+        "2 times (a.csv, b.csv): the last, b.csv, is taken\n"
     )
+    parse_config_command("train", ["--workdir", "w", "--config.train.epochs=3", "--config.train.epochs=3"], base_config)
+    assert parse_config_command("train", ["--workdir", "w", "--noconfig.data.zero_fill_missing"], base_config)
+    assert not capsys.readouterr().err
     # a pretraining folder with no inputs record: one line, with --resume or without
     (tmp_path / "pw" / "checkpoints").mkdir(parents=True)
     for resume in ([], ["--resume"]):
