@@ -8,8 +8,8 @@ Converts BUS-BRA (``busbra-dev``) and DDTI (``ddti``) from ``--data`` into a tem
 crop applied), and prints per cohort: the nearest other patient's picture (minimum and
 percentiles, mirror images compared as validation compares them) and the fewest cells any pair
 shows, one patient's nearest other view, over ``--copies`` images the distance of each kind of
-copy (JPEG re-encodes, 8-bit samples stored as 16-bit, resized to 98%, mirrored, the crop one
-and three pixels off, a gamma of 1.1, brightness +8/255, 10 pixels of black padding, a
+copy (JPEG re-encodes, 8-bit samples stored as 16-bit, shifted up by 8 or by 4 bits, resized
+to 98%, mirrored, the crop one and three pixels off, a gamma of 1.1, brightness +8/255, 10 pixels of black padding, a
 burned-in annotation box), and how many pairs of 24 different pictures, each on a large black
 screen with one grey bar, come within the threshold. TensorFlow-free; about 40 s on 2 cores.
 """
@@ -46,6 +46,7 @@ def copies(img: np.ndarray) -> dict[str, np.ndarray]:
         out[f"JPEG quality {q}"] = np.asarray(Image.open(buf).convert("RGB"), np.float32) / 255
     grey16 = u8.mean(-1).round().astype(np.uint16) << 8
     out["8-bit as 16-bit (v << 8)"] = np.repeat((grey16 / 65535.0)[..., None], 3, -1)
+    out["16-bit unscaled (v << 4)"] = np.repeat(((grey16 >> 4) / 65535.0)[..., None], 3, -1)  # read at 1/16
     h, w = img.shape[:2]
     out["resized to 98%"] = np.asarray(Image.fromarray(u8).resize((int(w * 0.98), int(h * 0.98))), np.float32) / 255
     out["mirrored"] = img[:, ::-1]

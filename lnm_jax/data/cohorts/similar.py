@@ -1,36 +1,41 @@
 """Near-duplicate pictures: one picture saved again in another way, which the exact pixel
 digest (:func:`lnm_jax.data.cohorts.manifest.pixel_digest`) tells apart: a JPEG re-encode of a
-PNG, 8-bit samples stored as 16-bit, a copy resized by a few percent, its crop shifted by a
-pixel, a mirror image. Each still is reduced to a grey thumbnail of :data:`THUMB` x :data:`THUMB`
-box averages of its framed picture (the crop applied), and two thumbnails whose root-mean-square
-difference, one of them mirrored left to right or not, is at most :data:`SIMILAR_RMS` (of the
-[0, 1] range) are one picture (:func:`nearness`). A mirror image is a copy training sees as one
-(its augmentation flips).
+PNG, 8-bit samples stored as 16-bit (scaled or not), a copy resized by a few percent, its crop
+shifted by a pixel, a mirror image. Each still is reduced to a grey thumbnail of :data:`THUMB` x
+:data:`THUMB` box averages of its framed picture (the crop applied), divided by its brightest
+cell, and two thumbnails whose root-mean-square difference, one of them mirrored left to right
+or not, is at most :data:`SIMILAR_RMS` are one picture (:func:`nearness`). A mirror image is a
+copy training sees as one (its augmentation flips). Thumbnails are compared
+brightness-normalised: pictures read dim (8-bit or 12-bit samples stored unscaled in a 16-bit
+PNG, read at 1/16 of their brightness or less) had differed by a sixteenth as much, and
+different patients' pictures so stored came within the threshold (helper-54's trial: 66 of
+1,770 pairs of 60 BUS-BRA pictures at 12 bits, 89 at 13; none now).
 
-Cells dark in both thumbnails (at most :data:`DARK`) do not count (:func:`distances`): the
-black surround that two patients' screen captures share had brought different pictures near
-(24 BUS-BRA pictures, each centred on a 1600x1200 black screen with one grey bar: 46 pairs
-within 0.015 by the plain RMS). Two thumbnails that together show fewer than :data:`MIN_SHOWN`
-cells (a quarter of the grid) are not compared: a small picture on a large black screen fills a
-few cells, and those few, with the screen's bar, had brought different pictures near (24
-BUS-BRA pictures on 2400x1800 screens, 23-36 cells shown: 3 pairs within 0.015 once mirror
-images were compared, 6 in helper-53's trial). Every pair of BUS-BRA's and DDTI's pictures
-shows 106 cells or more. Such captures want their crop, as validation's screen-capture hint
-says; a copy of one is found by its exact digest only.
+Cells dark in both thumbnails (at most :data:`DARK` of the brightest) do not count
+(:func:`distances`): the black surround that two patients' screen captures share had brought
+different pictures near (24 BUS-BRA pictures, each centred on a 1600x1200 black screen with one
+grey bar: 46 pairs near by the plain RMS). Two thumbnails that together show fewer than
+:data:`MIN_SHOWN` cells (a quarter of the grid) are not compared: a small picture on a large
+black screen fills a few cells, and those few, with the screen's bar, had brought different
+pictures near (24 BUS-BRA pictures on 2400x1800 screens, 23-40 cells shown: 3 pairs once
+mirror images were compared, 6 in helper-53's trial). Every pair of BUS-BRA's and DDTI's
+pictures shows 109 cells or more. Such captures want their crop, as validation's
+screen-capture hint says; a copy of one is found by its exact digest only.
 
 The threshold, measured with ``python scripts/similar_threshold.py --data ../shared/data``
-(2026-12-05, mirror images compared): between the pictures of different patients, the nearest
-pair is 0.046 apart in BUS-BRA (1,127 images; 1% of images have another patient's within 0.052,
-5% within 0.058, half within 0.088) and 0.057 in DDTI (291); one patient's two BUS-BRA views
-are at least 0.034 apart; of 24 different pictures on a 1600x1200 or a 2400x1800 black screen
-with one grey bar, no pair is within 0.015. The same picture saved again, over 50 images of
-each cohort (the larger of the two cohorts' maxima): a JPEG re-encode at quality 95 / 75 / 50
-at most 0.0002 / 0.0015 / 0.0030, 8-bit samples stored as 16-bit (``v << 8``) 0.0023, resized
-to 98% 0.0037, mirrored 0.0032, its crop one pixel off 0.013. Not found: a crop three pixels
-off (0.033), a gamma of 1.1 (0.033), brightness raised by 8 of 255 (0.031), 10 pixels of black
-padding (0.16; the thumbnail's grid moves), a burned-in annotation box (0.021, half of them
-within 0.015). 0.015 sits three times under the nearest pair of different pictures and above
-what the copies found move.
+(2026-12-05, brightness-normalised, mirror images compared): between the pictures of
+different patients, the nearest pair is 0.094 apart in BUS-BRA (1,127 images; 1% of images
+have another patient's within 0.105, 5% within 0.118, half within 0.141) and 0.087 in DDTI
+(291); one patient's two BUS-BRA views are at least 0.084 apart; of 24 different pictures on a
+1600x1200 or a 2400x1800 black screen with one grey bar, no pair is within 0.03. The same
+picture saved again, over 50 images of each cohort (the larger of the two cohorts' maxima): a
+JPEG re-encode at quality 95 / 75 / 50 at most 0.0005 / 0.0030 / 0.0068, 8-bit samples stored
+as 16-bit shifted up by 8 or by 4 bits 0.0001, resized to 98% 0.012, mirrored 0.0055, its crop
+one pixel off 0.028. Not found: a crop three pixels off (0.063), a gamma of 1.1 (0.038; DDTI's
+0.028), brightness raised by 8 of 255 (0.055), 10 pixels of black padding (0.19; the
+thumbnail's grid moves), a burned-in annotation box (0.088, half of them within 0.026). 0.03
+sits under a third of the nearest pair of different pictures and above what the copies found
+move.
 """
 
 from __future__ import annotations
@@ -41,16 +46,17 @@ import numpy as np
 from PIL import Image
 
 THUMB = 16  # thumbnail side, pixels
-SIMILAR_RMS = 0.015  # the largest RMS difference of two thumbnails of one picture (module docstring)
-DARK = 1 / 32  # a thumbnail cell at most this bright shows nothing (the surround of a screen capture)
-NEAREST_DIFFERENT = 0.046  # the nearest two different patients' pictures measured (BUS-BRA; DDTI 0.057)
+SIMILAR_RMS = 0.03  # the largest RMS difference of two thumbnails of one picture (module docstring)
+DARK = 1 / 32  # a cell at most this bright (of the thumbnail's brightest) shows nothing (a screen's surround)
+NEAREST_DIFFERENT = 0.087  # the nearest two different patients' pictures measured (DDTI; BUS-BRA 0.094)
 MIN_SHOWN = THUMB * THUMB // 4  # two thumbnails showing fewer cells together are not compared (module docstring)
 
 
 def thumbnail(img: np.ndarray, box=None) -> np.ndarray:
     """float32 [THUMB * THUMB]: ``img`` (float [H, W, C] or [H, W] in [0, 1]) inside ``box``
     (a :class:`lnm_jax.data.pixels.dicom.Box`, clipped to the image; None: all of it), grey
-    (the channels' mean), as box averages on a THUMB x THUMB grid."""
+    (the channels' mean), as box averages on a THUMB x THUMB grid, divided by the brightest
+    (all zeros stay zeros)."""
     if box is not None:
         img = img[max(box.y0, 0) : max(box.y1, 0), max(box.x0, 0) : max(box.x1, 0)]
     grey = np.asarray(img, np.float32)
@@ -58,7 +64,9 @@ def thumbnail(img: np.ndarray, box=None) -> np.ndarray:
         grey = sum(grey[..., c] for c in range(grey.shape[-1])) / np.float32(grey.shape[-1])  # 3 is 10x slower)
     if grey.size == 0:
         return np.zeros(THUMB * THUMB, np.float32)
-    return np.asarray(Image.fromarray(grey, "F").resize((THUMB, THUMB), Image.BOX), np.float32).ravel()
+    thumb = np.asarray(Image.fromarray(grey, "F").resize((THUMB, THUMB), Image.BOX), np.float32).ravel()
+    top = thumb.max()
+    return thumb / top if top > 0 else thumb
 
 
 def distances(a: np.ndarray, b: np.ndarray) -> np.ndarray:
