@@ -310,6 +310,19 @@ def test_screen_capture_is_flagged_and_a_crop_column_frames_it(twin_cohorts, tmp
     hint = screen_capture_box(read_image(tmp_path / "screen.png"))
     assert hint is not None and max(abs(hint.x0 - box.x0), abs(hint.y0 - box.y0), abs(hint.x1 - box.x1)) <= 2
     assert screen_capture_box(read_image(twin_cohorts["png"].parent / "images/SYN000_bmode.png")) is None
+    # a full-width bar above a picture half the screen wide (helper-54's trial: the bar, as the
+    # longest run of mostly lit rows, had been given as the content)
+    side = 288 // image.shape[0]
+    picture = np.kron(image[: 288 // side, : 288 // side], np.ones((side, side, 1), np.uint8))
+    barred = np.zeros((480, 640, 3), np.uint8)
+    barred[8:28] = 128
+    barred[100 : 100 + picture.shape[0], 176 : 176 + picture.shape[1]] = picture
+    for k in range(12):  # text marks under it
+        barred[440:446, 20 + 14 * k : 28 + 14 * k] = 255
+    found = screen_capture_box(barred / np.float32(255))
+    assert (
+        found is not None and max(abs(found.x0 - 176), abs(found.y0 - 100), abs(found.x1 - 176 - picture.shape[1])) <= 2
+    )
     rows = ["patient_id,bmode,ceus,us_lnm,lnm,bmode_crop", "a,screen.png,,1,1,", f'b,screen.png,,0,0,"{box}"']
     (tmp_path / "m.csv").write_text("\n".join(rows) + "\n")
     cohort = read_manifest(tmp_path / "m.csv")

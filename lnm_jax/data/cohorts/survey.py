@@ -23,7 +23,7 @@ from lnm_jax.data.pixels.dicom import Box
 from lnm_jax.fileio import content_digest
 from lnm_jax.names import IMAGE_INPUTS, PATIENT_ID
 
-# Screen-capture test: a frame whose content (rows/columns whose 5x5 local mean is mostly above DARK) covers
+# Screen-capture test: a frame whose content (the largest region whose 5x5 local mean is above DARK) covers
 # less than CONTENT_FRACTION of it, with bright marks (text, scales: > BRIGHT) in the dark
 # surround. A cropped ultrasound image is speckle to its edges.
 DARK, BRIGHT, CONTENT_FRACTION, MIN_MARKS = 0.04, 0.6, 0.9, 20
@@ -47,30 +47,22 @@ GEOMETRY_COLUMNS = (
 )
 
 
-def _longest_run(flags: np.ndarray) -> tuple[int, int] | None:
-    best, start = None, None
-    for i, f in enumerate([*flags, False]):
-        if f and start is None:
-            start = i
-        elif not f and start is not None:
-            if best is None or i - start > best[1] - best[0]:
-                best = (start, i)
-            start = None
-    return best
-
-
 def screen_capture_box(img: np.ndarray) -> Box | None:
     """The content box of ``img`` ([H, W, 3] in [0, 1]) when it looks like a screen capture (a
     dark surround with text or scale marks), None when it looks like an image cropped to the
-    scan region."""
+    scan region. The content is the largest lit region (5x5 local mean at least :data:`DARK`;
+    speckle has dark pixels everywhere, its local mean does not), its bounding box: a screen's
+    bar or banner, text and scales are regions of their own (helper-54's trial: a full-width grey
+    bar had been taken for the content, as the longest run of mostly lit rows, over a picture
+    half the screen wide)."""
     gray = img.mean(axis=-1)
-    # speckle has dark pixels everywhere; its local mean does not (text strokes do not add up to
-    # a lit row or column either)
     lit = ndimage.uniform_filter(gray, size=5, mode="constant") >= DARK
-    rows, cols = _longest_run(lit.mean(axis=1) > 0.5), _longest_run(lit.mean(axis=0) > 0.5)
-    if rows is None or cols is None:
+    regions, count = ndimage.label(lit)
+    if count == 0:
         return None
-    box = Box(cols[0], rows[0], cols[1], rows[1])
+    largest = int(np.argmax(np.bincount(regions.ravel())[1:])) + 1
+    rows, cols = ndimage.find_objects(regions)[largest - 1]
+    box = Box(cols.start, rows.start, cols.stop, rows.stop)
     if box.width * box.height >= CONTENT_FRACTION * gray.size:
         return None
     outside = np.ones_like(lit)
