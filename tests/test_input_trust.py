@@ -860,6 +860,14 @@ def test_a_damaged_or_cut_short_file_is_said_so_naming_where(tmp_path):
     jpg = (tmp_path / "whole.jpg").read_bytes()
     (tmp_path / "half.jpg").write_bytes(jpg[: len(jpg) // 2])
     (tmp_path / "head.jpg").write_bytes(jpg[:10])  # inside its JFIF header (APP0)
+    # (helper-54's trial: the decoder's words for these) cut inside the signature, zero bytes only,
+    # text under an image's name, a JPEG whose scan data was overwritten
+    (tmp_path / "sig.png").write_bytes((tmp_path / "whole.png").read_bytes()[:5])
+    (tmp_path / "one.jpg").write_bytes(jpg[:1])
+    (tmp_path / "zeros.png").write_bytes(bytes(1000))
+    (tmp_path / "text.png").write_bytes(b"hello, this is not an image\n")
+    scan = jpg.index(b"\xff\xda")
+    (tmp_path / "garbled.jpg").write_bytes(jpg[: scan + 30] + b"\xff" * 40 + jpg[scan + 70 :])
     png = (tmp_path / "whole.png").read_bytes()
     header_end = 8 + 12 + 13  # the signature, then IHDR
     sbit = struct.pack(">I", 1) + b"sBIT" + bytes([6]) + b"\0\0\0\0"  # a zero CRC
@@ -906,6 +914,11 @@ def test_a_damaged_or_cut_short_file_is_said_so_naming_where(tmp_path):
         ["M", "empty.png", "", 1, 0],
         ["N", "half.jpg", "", 0, 1],
         ["O", "head.jpg", "", 1, 1],
+        ["P", "sig.png", "", 0, 0],
+        ["Q", "one.jpg", "", 1, 0],
+        ["R", "zeros.png", "", 0, 1],
+        ["S", "text.png", "", 1, 1],
+        ["T", "garbled.jpg", "", 0, 0],
     ]
     with pytest.raises(ManifestError) as e:
         read_manifest(_manifest(tmp_path / "m.csv", rows))
@@ -931,7 +944,12 @@ def test_a_damaged_or_cut_short_file_is_said_so_naming_where(tmp_path):
     ends = "damaged JPEG: the file ends at byte"
     assert said[14] == f"{ends} {len(jpg) // 2}, inside its image data, with no end-of-image marker: {cut}", said
     assert said[15] == f"{ends} 10, inside marker segment 0xFFE0 (from byte 2): {cut}", said
-    assert set(said) == {*range(1, 9), *range(10, 16)}, said
+    assert said[16] == f"damaged PNG: the file ends at byte 5, inside its signature: {cut}", said
+    assert said[17] == f"damaged JPEG: the file ends at byte 1, inside its start-of-image marker: {cut}", said
+    assert said[18] == "the file holds only zero bytes (1000 of them): an export or copy that wrote no data", said
+    assert said[19] == "not a PNG or JPEG image: it begins as text, 'hello, this is not an image'", said
+    assert said[20].startswith("damaged JPEG: its structure is whole but its image data does not decode ("), said
+    assert set(said) == {*range(1, 9), *range(10, 21)}, said
 
 
 def test_a_copy_saved_another_way_is_a_warning_naming_the_first(tmp_path):

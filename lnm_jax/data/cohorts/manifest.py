@@ -448,7 +448,7 @@ def unreadable(path: Path, what: str, error: Exception | None) -> str:
         empty = False
     if empty:
         return "empty file (0 bytes): an export or copy that wrote nothing"
-    if why := damage(path):
+    if why := damage(path, error):
         return why
     return f"not a readable {what} ({type(error).__name__}: {error})"
 

@@ -24,7 +24,7 @@ import zlib
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 
 class ImageDecodeError(ValueError):
@@ -44,19 +44,50 @@ JPEG_SIGNATURE = b"\xff\xd8"  # SOI, start of image (ITU-T T.81, B.1.1.3)
 CUT_SHORT = "cut short (a copy or download that stopped?)"  # a file that ends before its data (PNG, JPEG, DICOM)
 
 
-def damage(path: Path) -> str | None:
-    """What is broken in a PNG (:func:`png_damage`) or a JPEG (:func:`jpeg_damage`), with the
-    format's name first ("damaged PNG: ..."); None where its structure is whole, or the file
-    is neither (or cannot be read). For a file the decoder fails on: its words for a cut-short
-    or damaged file are its own ("image file is truncated", "cannot identify image file")."""
+def damage(path: Path, error: Exception | None = None) -> str | None:
+    """What is broken in a file the decoder failed on (``error``, its exception), in plain
+    words: a PNG or a JPEG whose structure is not whole (:func:`png_damage`,
+    :func:`jpeg_damage`), or cut inside its signature, with the format's name first ("damaged
+    PNG: ..."); one whose structure is whole but whose image data does not decode (the
+    decoder's words after it); a file of zero bytes only, or one that is no PNG or JPEG at all
+    (what it begins with: text, or its first bytes). None where the file is empty or cannot be
+    read (the caller's to say)."""
     try:
         data = Path(path).read_bytes()
     except OSError:
         return None
-    for fmt, signature, walk in (("PNG", PNG_SIGNATURE, png_damage), ("JPEG", JPEG_SIGNATURE, jpeg_damage)):
-        if data.startswith(signature) and (why := walk(data)):
-            return f"damaged {fmt}: {why}"
-    return None
+    if not data:
+        return None
+    size = len(data)
+    for fmt, signature, walk, head in (
+        ("PNG", PNG_SIGNATURE, png_damage, "signature"),
+        ("JPEG", JPEG_SIGNATURE, jpeg_damage, "start-of-image marker"),
+    ):
+        if data.startswith(signature):
+            if why := walk(data):
+                return f"damaged {fmt}: {why}"
+            if isinstance(error, OSError):  # PIL's failure to decode (not a mode or format this reader refuses)
+                return f"damaged {fmt}: its structure is whole but its image data does not decode ({error})"
+            return None
+        if signature.startswith(data):
+            return f"damaged {fmt}: the file ends at byte {size}, inside its {head}: {CUT_SHORT}"
+    if error is not None and not isinstance(error, UnidentifiedImageError):
+        return None  # a format the decoder knows: its own words say which
+    if not data.strip(b"\0"):
+        return f"the file holds only zero bytes ({size} of them): an export or copy that wrote no data"
+    return f"not a PNG or JPEG image: {_begins(data)}"
+
+
+def _begins(data: bytes) -> str:
+    """What a file begins with, for a line: its first words where it is text, else its first bytes."""
+    head = data[:48]
+    try:
+        text = head.decode("utf-8")
+    except UnicodeDecodeError:  # (a character cut at byte 48 too: read as bytes)
+        text = ""
+    if text and all(c.isprintable() or c in "\r\n\t" for c in text):
+        return f"it begins as text, {' '.join(text.split())[:40]!r}"
+    return "it begins with the bytes " + " ".join(f"{b:02x}" for b in data[:8])
 
 
 def jpeg_damage(data: bytes) -> str | None:
@@ -363,7 +394,7 @@ def verify_image(path: Path, max_pixels: int) -> np.ndarray:
     try:
         return _verified(path, max_pixels)
     except (SyntaxError, OSError, ValueError) as e:  # (PIL's UnidentifiedImageError is an OSError)
-        if isinstance(e, ImageTooLargeError) or not (why := damage(path)):
+        if isinstance(e, ImageTooLargeError) or not (why := damage(path, e)):
             raise
         raise DamagedImageError(why) from e
 
