@@ -187,9 +187,11 @@ def test_a_png_whose_sbit_says_fewer_bits_is_read_at_that_depth(tmp_path):
         "picture on a large screen capture?); frame it with its <input>_crop column (x0,y0,x1,y1)"
     ), cohort.warnings[2]
     assert str(cohort.warnings[0]).endswith(
-        "nearly black (brightest sample 6.01%, mean 3.00% of the range): samples stored in fewer bits than the file "
-        "declares read so (12-bit values in a 16-bit PNG with no sBIT chunk saying 12, a DICOM file's BitsStored "
-        "above what its samples use); check how it was exported"
+        "nearly black (brightest sample 6.01%, mean 3.00% of the range, 0.0% of the samples brighter than 6.25%): "
+        "samples stored in fewer bits than the file declares read so (12-bit values unscaled in a 16-bit PNG, a DICOM "
+        "file's BitsStored above what its samples use), a picture exported too dark, or a picture that fills little "
+        "of a black frame (a small picture on a large screen capture?); check how it was exported, or frame it with "
+        "its <input>_crop column (x0,y0,x1,y1)"
     ), cohort.warnings[0]
     folder = tmp_path / "clip"
     folder.mkdir()

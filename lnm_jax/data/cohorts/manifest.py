@@ -476,12 +476,13 @@ def blank(img: np.ndarray) -> tuple[str, str] | None:
     """(``blank_image``, why) when a decoded still (float [H, W, C] in [0, 1]) holds one value
     everywhere: all black, all white, fully transparent (the decoder drops alpha), an export or
     de-identification that wiped the picture; (``dim_image``, why) when its brightest sample is
-    at most :data:`DIM_AT` of the range or its mean at most :data:`DIM_MEAN`, said as one of two
-    causes by the share of samples brighter than DIM_AT: under :data:`LIT_SHARE`, samples stored
-    in fewer bits than the file declares (12-bit samples in a 16-bit PNG that does not say so in
-    its ``sBIT``: read at 1/16 of their brightness, white text burned in or not); from it on, a
-    bright picture that fills little of a black frame (a small picture on a large screen
-    capture); None otherwise."""
+    at most :data:`DIM_AT` of the range or its mean at most :data:`DIM_MEAN`, with the causes
+    its samples point to: a bright picture that fills little of a black frame (a small picture
+    on a large screen capture) where :data:`LIT_SHARE` or more of them are brighter than
+    DIM_AT; samples stored in fewer bits than the file declares (12-bit samples unscaled in a
+    16-bit PNG: read at 1/16 of their brightness, white text burned in or not) or a picture
+    exported too dark, where fewer are (the file's depth is not known here: an 8-bit file's
+    samples can be too dark too, and a small picture's share can be under it); None otherwise."""
     lo, top = float(img.min()), float(img.max())
     if lo == top:
         return BLANK_IMAGE, f"image holds one value everywhere ({lo * 255:.0f} of 255): no picture"
@@ -489,15 +490,18 @@ def blank(img: np.ndarray) -> tuple[str, str] | None:
     if top > DIM_AT and mean > DIM_MEAN:
         return None
     lit = float((img > DIM_AT).mean())
-    said = f"nearly black (brightest sample {top:.2%}, mean {mean:.2%} of the range"
+    said = (
+        f"nearly black (brightest sample {top:.2%}, mean {mean:.2%} of the range, {lit:.1%} of the samples "
+        f"brighter than {DIM_AT:.2%})"
+    )
+    small = "a picture that fills little of a black frame (a small picture on a large screen capture?)"
+    crop = "frame it with its <input>_crop column (x0,y0,x1,y1)"
     if lit >= LIT_SHARE:
-        return DIM_IMAGE, (
-            f"{said}, {lit:.1%} of the samples brighter than {DIM_AT:.2%}): a picture that fills little of a black "
-            "frame (a small picture on a large screen capture?); frame it with its <input>_crop column (x0,y0,x1,y1)"
-        )
+        return DIM_IMAGE, f"{said}: {small}; {crop}"
     return DIM_IMAGE, (
-        f"{said}): samples stored in fewer bits than the file declares read so (12-bit values in a 16-bit PNG with "
-        "no sBIT chunk saying 12, a DICOM file's BitsStored above what its samples use); check how it was exported"
+        f"{said}: samples stored in fewer bits than the file declares read so (12-bit values unscaled in a 16-bit "
+        "PNG, a DICOM file's BitsStored above what its samples use), a picture exported too dark, or "
+        f"{small}; check how it was exported, or {crop}"
     )
 
 
