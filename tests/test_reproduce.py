@@ -359,8 +359,13 @@ def test_busbra_converter_maps_views_flag_label_and_single_view_patients(tmp_pat
                 f"line {len(rows) + 1}: ID bus_0001-l is also line {first + 1}'s (the same row again)",
             ),
             (
-                [*rows, rows[first].replace("hist1", "hist2")],
-                f"line {len(rows) + 1}: ID bus_0001-l is also line {first + 1}'s (another row under one ID)",
+                [*rows, rows[first].replace("hist1", "hist2").replace("malignant", "benign")],
+                f"line {len(rows) + 1}: ID bus_0001-l is also line {first + 1}'s (another row under one ID: Histology "
+                "'hist1' there, 'hist2' here; Pathology 'malignant' there, 'benign' here)",
+            ),
+            (  # an ID in capitals (helper-54's trial)
+                [*rows, rows[first].replace("bus_0001-l", "BUS_0001-L")],
+                f"line {len(rows) + 1}: ID 'BUS_0001-L' is not bus_NNNN-l/r/s (in lower case: BUS-BRA's image files",
             ),
             (
                 [*rows, rows[first].replace("-l,", "-s,")],

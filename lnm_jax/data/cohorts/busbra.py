@@ -106,7 +106,12 @@ def convert_busbra(src: Path | str, out_csv: Path | str, *, overwrite: bool = Fa
         line = row + 1  # the file's line
         m = re.fullmatch(r"bus_(\d+)-([lrs])", (rec.get("ID") or "").strip())
         if not m:
-            raise ValueError(f"{table}, line {line}: ID {rec.get('ID')!r} is not bus_NNNN-l/r/s")
+            case = (
+                " (in lower case: BUS-BRA's image files are named so)"
+                if re.fullmatch(r"bus_(\d+)-([lrs])", (rec.get("ID") or "").strip().lower())
+                else ""
+            )
+            raise ValueError(f"{table}, line {line}: ID {rec.get('ID')!r} is not bus_NNNN-l/r/s{case}")
         pathology = (rec.get("Pathology") or "").strip().lower()
         if pathology not in PATHOLOGY:
             raise ValueError(f"{table}, line {line}: Pathology {rec.get('Pathology')!r} is not benign or malignant")
@@ -119,7 +124,11 @@ def convert_busbra(src: Path | str, out_csv: Path | str, *, overwrite: bool = Fa
         if not image.is_file():
             raise ValueError(f"{table}, line {line}: image {image} does not exist")
         if (before := seen.setdefault(m.group(0), (line, rec)))[0] != line:
-            same = "the same row again" if _as_read(before[1]) == _as_read(rec) else "another row under one ID"
+            was, now = _as_read(before[1]), _as_read(rec)
+            differ = [
+                f"{k} {before[1].get(k)!r} there, {rec.get(k)!r} here" for k in header if was.get(k) != now.get(k)
+            ]
+            same = "the same row again" if not differ else f"another row under one ID: {'; '.join(differ)}"
             raise ValueError(f"{table}, line {line}: ID {m.group(0)} is also line {before[0]}'s ({same})")
         pid = f"bus_{m.group(1)}"
         case = (rec.get("Case") or "").strip()
