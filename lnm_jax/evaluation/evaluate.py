@@ -304,7 +304,7 @@ def seen_patients_line(run: Run, cohort: Cohort) -> str | None:
             continue
         if s is None and (s := by_picture(p)) is not None:
             pictured += 1
-            named.append(f"'{p.patient_id}' ({SUBSET_NAMES[s]} patient '{shown[s][p.patient_id]}''s picture)")
+            named.append(f"'{p.patient_id}' (a picture of {SUBSET_NAMES[s]} patient '{shown[s][p.patient_id]}')")
         elif s is not None:
             named.append(f"'{p.patient_id}'")
         if s is not None:
@@ -312,9 +312,11 @@ def seen_patients_line(run: Run, cohort: Cohort) -> str | None:
     said = []
     if any(seen.values()):
         how = f" ({pictured} of them by their pictures, under other ids)" if pictured else ""
+        (n, kind), *more = [(seen[s], SUBSET_NAMES[s]) for s in subsets if seen[s]]  # (a zero count unsaid)
         said.append(
-            f"{seen['train']} of these {len(cohort)} patients {'is' if seen['train'] == 1 else 'are'} this run's "
-            f"training patients and {seen['val']} its validation patients{how}: their probabilities are optimistic "
+            f"{n} of these {len(cohort)} patients {'is' if n == 1 else 'are'} this run's {kind} patients"
+            + "".join(f" and {m} its {k} patients" for m, k in more)
+            + f"{how}: their probabilities are optimistic "
             "(the model was fitted to them, or chosen and calibrated on them); only its test patients and new ones "
             f"are unseen ({_some(named)})"
         )
