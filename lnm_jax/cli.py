@@ -303,7 +303,7 @@ def cmd_validate(argv: list[str]) -> int:
     if a.manifest is None:
         p.error("a manifest is needed: lnm-jax validate MANIFEST (or --manifest MANIFEST)")
     from lnm_jax.config import check_fields
-    from lnm_jax.data.cohorts.manifest import manifest_checks, read_manifest
+    from lnm_jax.data.cohorts.manifest import ManifestError, manifest_checks, read_manifest
     from lnm_jax.data.cohorts.survey import survey
     from lnm_jax.data.pixels.sources import Framing
     from lnm_jax.preflight import report
@@ -311,7 +311,13 @@ def cmd_validate(argv: list[str]) -> int:
     config = apply_overrides(base, overrides)
     check_fields(config)  # a value no run takes: exit 2 before the manifest is read, as train's
     # every warning listed (the line other commands say names three)
-    cohort = read_manifest(a.manifest, require_labels=not a.no_labels, warn=False, **manifest_checks(config.data))
+    try:
+        cohort = read_manifest(a.manifest, require_labels=not a.no_labels, warn=False, **manifest_checks(config.data))
+    except ManifestError as e:  # what the images of the other rows show is said too: every warning at once
+        if e.readable is not None and e.readable.patients:
+            images = survey(e.readable, Framing.from_config(config.data), image_size=int(config.data.image_size))
+            print(f"of the {len(e.readable)} rows read without a problem:", *images.lines, sep="\n")
+        raise
     lines, problems = report(cohort, config, labelled=not a.no_labels, model=bool(a.workdir or a.config or overrides))
     images = survey(cohort, Framing.from_config(config.data), image_size=int(config.data.image_size))
     from lnm_jax.task import Task

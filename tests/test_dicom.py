@@ -359,6 +359,14 @@ def test_a_picture_too_small_for_the_model_is_said_at_validation(twin_cohorts, t
     assert len(at96) == 1 and "1 image(s)" in at96[0], at96  # the crop: 16 * 8 >= 96
     main(["validate", str(tmp_path / "m.csv")])  # (the cohort is too small to split: said after the lines)
     assert said[0] in capsys.readouterr().out
+    # with a row refused, the other rows' images are still surveyed (helper-54's trial: the
+    # warning had gone with any problem)
+    (tmp_path / "empty.png").write_bytes(b"")
+    (tmp_path / "m2.csv").write_text("\n".join([*rows, "d,empty.png,,1,0,"]) + "\n")
+    assert main(["validate", str(tmp_path / "m2.csv")]) == 1
+    out, err = capsys.readouterr()
+    assert "of the 3 rows read without a problem:" in out and said[0] in out, out
+    assert "row 4, column 'bmode'" in err and "empty file (0 bytes)" in err, err
 
 
 # ------------------------------------------------------------------- privacy, end to end

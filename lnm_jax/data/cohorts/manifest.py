@@ -201,9 +201,12 @@ class ManifestError(ValueError):
     """Raised with every problem of a manifest at once; its message counts the problems that
     refuse it, then lists the warnings (``warning_codes``) among them apart."""
 
-    def __init__(self, path: Path | str, problems: Iterable[Problem], warning_codes=WARNING_CODES):
+    def __init__(
+        self, path: Path | str, problems: Iterable[Problem], warning_codes=WARNING_CODES, readable: Cohort | None = None
+    ):
         self.path = Path(path)
         self.problems = tuple(problems)
+        self.readable = readable  # the rows read without a refusing problem, for what else validate says of them
         errors = tuple(p for p in self.problems if p.code not in warning_codes)
         warned = [p for p in self.problems if p.code in warning_codes] if errors else []
         text = f"{self.path}: {_grouped_text(errors or self.problems)}"
@@ -882,7 +885,15 @@ def read_manifest(
     warned = WARNING_CODES if require_labels else UNLABELLED_WARNING_CODES
     warnings = [p for p in problems if p.code in warned]
     if len(warnings) < len(problems):
-        raise ManifestError(path, problems, warned)
+        refused = {p.row for p in problems if p.code not in warned}
+        readable = Cohort(
+            path=path,
+            patients=tuple(p for p in patients if p.row not in refused),
+            metadata_columns=metadata_columns,
+            sha256=hashlib.sha256(raw).hexdigest(),
+            warnings=tuple(w for w in warnings if w.row not in refused),
+        )
+        raise ManifestError(path, problems, warned, readable if None not in refused else None)
     for code, words in warned.items() if warn else ():  # once per manifest and process, by every command
         if said := [w for w in warnings if w.code == code]:
             shown = "; ".join(map(str, said[:3])) + (f"; {len(said) - 3} more" if len(said) > 3 else "")
