@@ -319,8 +319,8 @@ def test_convert_ddti_rasterises_outlines_and_names_what_it_leaves_out(tmp_path)
         1,
     )
     assert summary["skipped"] == [
-        "4.xml (image 1's outline is not a polygon list: JSONDecodeError: Expecting ',' delimiter: line 1 column 41 "
-        "(char 40))",  # the whole error (it had been cut at 60 characters)
+        # said in plain words (helper-54's trial: JSONDecodeError's, "Expecting ',' delimiter: line 1 column 41")
+        "4.xml (image 1's outline is not a polygon list: its JSON text (40 characters) stops mid-outline: cut off)",
         "5.xml (image 5_1.jpg is the same picture as 1.xml's)",
     ], summary["skipped"]
     cohort = M.read_manifest(tmp_path / "out" / "manifest.csv")

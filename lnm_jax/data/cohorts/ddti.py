@@ -55,7 +55,12 @@ TASK = {
 def polygons(svg: str) -> list[list[tuple[float, float]]]:
     """The outline polygons of one ``<svg>`` cell (JSON), those of fewer than 3 points left
     out; ValueError when it is not that list or none remains."""
-    shapes = json.loads(svg)
+    try:
+        shapes = json.loads(svg)
+    except json.JSONDecodeError as e:  # (DDTI's release holds outlines cut off mid-point)
+        if e.pos >= len(svg.rstrip()) or e.msg.startswith("Unterminated string"):  # it runs to the text's end
+            raise ValueError(f"its JSON text ({len(svg)} characters) stops mid-outline: cut off") from None
+        raise ValueError(f"its JSON is broken at character {e.pos} of {len(svg)} ({e.msg})") from None
     out = [[(float(p["x"]), float(p["y"])) for p in s["points"]] for s in shapes]
     out = [p for p in out if len(p) >= 3]  # a stray point or segment encloses nothing
     if not out:
@@ -118,7 +123,8 @@ def convert_ddti(src: Path | str, out_csv: Path | str, *, overwrite: bool = Fals
             try:
                 lesion = rasterise(polygons(m.findtext("svg")), image_size(image))
             except (ValueError, KeyError, TypeError) as e:  # e.g. an outline cut off in the release
-                skipped.append(f"{xml.name} (image {k}'s outline is not a polygon list: {error_line(e)})")
+                why = str(e) if isinstance(e, ValueError) else error_line(e)
+                skipped.append(f"{xml.name} (image {k}'s outline is not a polygon list: {why})")
                 continue
             # the release holds one picture under several cases (150_1, 323_1, 326_1, 349_1 ...):
             # a manifest naming it twice is refused (shared_image, by the decoded pixels), so the
