@@ -135,9 +135,10 @@ def test_reproduce_with_folds_pools_out_of_fold_predictions(tiny_cohort, tmp_pat
     args = ["reproduce", "--workdir", str(work), "--manifest", str(tiny_cohort), "--folds", "2", *TINY]
     args += ["--config.protocol.table2_modalities=()", "--config.protocol.settings=('us_lnm',)"]
     assert main([*args, "--config.protocol.gradcam=False", "--config.train.epochs=2"]) != 0
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "holds a finished run made with other settings" in err[0]
-    assert "train.epochs: 1 -> 2" in err[0]
+    err = capsys.readouterr().err.strip().splitlines()  # (TINY's epochs=1 overridden: said in a note)
+    assert err[0] == "note: --config.train.epochs is given 2 times (1, 2): the last, 2, is taken", err
+    assert len(err) == 2 and "holds a finished run made with other settings" in err[1], err
+    assert "train.epochs: 1 -> 2" in err[1]
     assert (work / "results.json").read_text() == before
 
 
