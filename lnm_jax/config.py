@@ -167,8 +167,9 @@ def base_config(setting: str = "triple") -> ConfigDict:
     c.train.early_stop_patience = 0  # epochs without validation-AUC gain; 0 = off
     # Small-cohort fine-tuning (all off for the paper): the per-input heads' loss weight (needs
     # model.input_heads or model.fusion='late'); epochs with the pretrained image branches frozen
-    # (needs model.init_from) before full fine-tuning; the image branches' learning rate as a
-    # fraction of train.learning_rate; AdamW's decoupled weight decay on kernels.
+    # (those loaded from model.init_from; without it nothing is frozen: frozen_backbone_epochs)
+    # before full fine-tuning; the image branches' learning rate as a fraction of
+    # train.learning_rate; AdamW's decoupled weight decay on kernels.
     c.train.aux_loss_weight = 0.0
     c.train.freeze_backbone_epochs = 0
     # The lesion head's loss weight (BCE + soft Dice against the framed lesion masks of the
@@ -721,3 +722,12 @@ def config_keys(config, prefix: str = "") -> list[str]:
     for k, v in config.items():
         out += config_keys(v, f"{prefix}{k}.") if hasattr(v, "items") else [f"{prefix}{k}"]
     return out
+
+
+def frozen_backbone_epochs(config) -> int:
+    """The epochs the image branches train frozen: ``train.freeze_backbone_epochs`` where they
+    are loaded from ``model.init_from``, else 0 (a random backbone frozen in inference mode
+    gives features that were never normalised: the small-cohort config's 5 epochs apply to
+    pretrained branches only, and its command without a pretraining trains them from the first
+    epoch)."""
+    return int(config.train.get("freeze_backbone_epochs", 0)) if config.model.get("init_from") else 0

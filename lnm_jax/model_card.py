@@ -14,6 +14,7 @@ import numpy as np
 
 from lnm_jax import names, provenance
 from lnm_jax import run_files as F
+from lnm_jax.config import frozen_backbone_epochs
 from lnm_jax.data.pixels.sources import Framing
 from lnm_jax.exported import METADATA, MODEL_CARD
 from lnm_jax.fileio import DamagedFileError, is_real, read_json, write_json, write_text
@@ -198,7 +199,7 @@ def _hyperparameters(config) -> dict:
             else ""
         ),
         "pos_weight": t.get("pos_weight", 1.0),
-        "freeze_backbone_epochs": t.get("freeze_backbone_epochs", 0),
+        "freeze_backbone_epochs": frozen_backbone_epochs(config),
         "augmentation": config.data.augment.to_dict(),
         "modality_dropout": m.get("modality_dropout", 0.0),
         "init_from": m.get("init_from") or "random (He) initialisation",

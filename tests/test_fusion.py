@@ -107,13 +107,19 @@ def test_per_group_learning_rates():
     np.testing.assert_allclose(branch, 1e-4, rtol=1e-3)
 
 
-def test_config_refuses_a_frozen_random_backbone_and_aux_loss_without_heads():
+def test_a_random_backbone_is_never_frozen_and_aux_loss_needs_heads():
+    """A random backbone frozen in inference mode gives features never normalised: frozen epochs
+    apply to branches loaded from model.init_from only. The small-cohort config's 5 had refused
+    its own command without a pretraining, as the README gives it (helper-55's trial)."""
+    from lnm_jax.config import frozen_backbone_epochs, small_cohort_config
     from lnm_jax.models.fusion import check_config
 
-    c = _small()
-    c.train.freeze_backbone_epochs = 2
-    with pytest.raises(ValueError, match="model.init_from"):
-        check_config(c)
+    c = small_cohort_config()
+    assert c.train.freeze_backbone_epochs == 5 and not c.model.init_from
+    check_config(c)  # (had raised: "set model.init_from")
+    assert frozen_backbone_epochs(c) == 0
+    c.model.init_from = "runs/my/pretrain/backbone"
+    assert frozen_backbone_epochs(c) == 5
     c = _small()
     c.train.aux_loss_weight = 1.0
     with pytest.raises(ValueError, match="input_heads"):

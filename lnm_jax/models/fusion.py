@@ -309,11 +309,6 @@ def check_config(config) -> None:
             )
     if t.get("aux_loss_weight", 0.0) and not (m.get("input_heads", False) or m.get("fusion") == "late"):
         raise ValueError("train.aux_loss_weight needs per-input heads: model.input_heads=True or model.fusion='late'")
-    if t.get("freeze_backbone_epochs", 0) and not m.init_from:
-        raise ValueError(
-            "train.freeze_backbone_epochs freezes pretrained branches; set model.init_from (a random backbone "
-            "frozen in inference mode gives features that were never normalised)"
-        )
 
 
 def build_model(config) -> FusionClassifier:

@@ -14,6 +14,7 @@ import numpy as np
 from tqdm import tqdm
 
 from lnm_jax import names
+from lnm_jax.config import frozen_backbone_epochs
 from lnm_jax.evaluation.summary import summarise_predictions
 from lnm_jax.fileio import error_line
 from lnm_jax.metric_writer import MetricWriter, check_resumed_history, read_history
@@ -279,7 +280,12 @@ def train(run: Run) -> dict:
         head_min_scale=t.plateau.get("head_min_scale", 0.0),
     )
     full_step = make_train_step(run.model, tx, mesh, **step_options)
-    frozen_epochs = t.get("freeze_backbone_epochs", 0)
+    frozen_epochs = frozen_backbone_epochs(config)
+    if t.get("freeze_backbone_epochs", 0) and not frozen_epochs:
+        writer.print(
+            f"note: train.freeze_backbone_epochs={t.freeze_backbone_epochs} freezes branches loaded from "
+            "model.init_from; none is set: the image branches train from the first epoch"
+        )
     frozen_step = make_train_step(run.model, tx, mesh, frozen_backbones=True, **step_options) if frozen_epochs else None
     eval_step = make_eval_step(run.model, mesh)
     patience_left = config.train.early_stop_patience
