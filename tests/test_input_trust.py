@@ -870,6 +870,12 @@ def test_a_damaged_or_cut_short_file_is_said_so_naming_where(tmp_path):
     (tmp_path / "text.png").write_bytes(b"hello, this is not an image\n")
     scan = jpg.index(b"\xff\xda")
     (tmp_path / "garbled.jpg").write_bytes(jpg[: scan + 30] + b"\xff" * 40 + jpg[scan + 70 :])
+    # (helper-55's trial: an IndexError out of PIL for the first, "structure whole" for the second)
+    whole, chunk = (tmp_path / "whole.png").read_bytes(), (tmp_path / "whole.png").read_bytes().index(b"IDAT") - 4
+    (tmp_path / "no_idat.png").write_bytes(
+        whole[:chunk] + whole[chunk + 12 + struct.unpack(">I", whole[chunk : chunk + 4])[0] :]
+    )
+    (tmp_path / "zeroed.jpg").write_bytes(jpg[:2] + bytes(18) + jpg[20:])
     png = (tmp_path / "whole.png").read_bytes()
     header_end = 8 + 12 + 13  # the signature, then IHDR
     sbit = struct.pack(">I", 1) + b"sBIT" + bytes([6]) + b"\0\0\0\0"  # a zero CRC
@@ -921,6 +927,8 @@ def test_a_damaged_or_cut_short_file_is_said_so_naming_where(tmp_path):
         ["R", "zeros.png", "", 0, 1],
         ["S", "text.png", "", 1, 1],
         ["T", "garbled.jpg", "", 0, 0],
+        ["U", "no_idat.png", "", 1, 0],
+        ["V", "zeroed.jpg", "", 0, 1],
     ]
     with pytest.raises(ManifestError) as e:
         read_manifest(_manifest(tmp_path / "m.csv", rows))
@@ -951,7 +959,9 @@ def test_a_damaged_or_cut_short_file_is_said_so_naming_where(tmp_path):
     assert said[18] == "the file holds only zero bytes (1000 of them): an export or copy that wrote no data", said
     assert said[19] == "not a PNG or JPEG image: it begins as text, 'hello, this is not an image'", said
     assert said[20].startswith("damaged JPEG: its structure is whole but its image data does not decode ("), said
-    assert set(said) == {*range(1, 9), *range(10, 21)}, said
+    assert said[21] == "damaged PNG: it holds no image data (no IDAT chunk before IEND)", said
+    assert said[22] == "damaged JPEG: byte 2 is 0x00 where a marker segment begins (0xFF): the file is damaged there"
+    assert set(said) == {*range(1, 9), *range(10, 23)}, said
 
 
 def test_a_copy_saved_another_way_is_a_warning_naming_the_first(tmp_path):

@@ -70,7 +70,10 @@ def test_bad_masks_are_named_with_row_column_and_file(tmp_path):
     # the images' checks no longer give them)
     (tmp_path / "cut.png").write_bytes(good.read_bytes()[:-30])
     (tmp_path / "none.png").write_bytes(b"")
-    own = iter(own_pictures(img, 7))
+    flipped = bytearray(good.read_bytes())  # a byte of its image data changed (helper-55: passed in silence)
+    flipped[flipped.index(b"IDAT") + 8] ^= 0xFF
+    (tmp_path / "flipped.png").write_bytes(bytes(flipped))
+    own = iter(own_pictures(img, 8))
     base = {"ceus": "", "us_lnm": "1"}
     rows = [
         {"patient_id": "A", "bmode": next(own), **base, "lnm": 1, "bmode_mask": "mask.png"},  # fine
@@ -81,6 +84,7 @@ def test_bad_masks_are_named_with_row_column_and_file(tmp_path):
         {"patient_id": "F", "bmode": "", "ceus": "", "us_lnm": "1", "lnm": 0, "bmode_mask": "mask.png"},
         {"patient_id": "G", "bmode": next(own), **base, "lnm": 1, "bmode_mask": "cut.png"},
         {"patient_id": "H", "bmode": next(own), **base, "lnm": 0, "bmode_mask": "none.png"},
+        {"patient_id": "I", "bmode": next(own), **base, "lnm": 1, "bmode_mask": "flipped.png"},
     ]
     with pytest.raises(M.ManifestError) as e:
         M.read_manifest(_manifest(tmp_path, rows))
@@ -93,11 +97,13 @@ def test_bad_masks_are_named_with_row_column_and_file(tmp_path):
         (6, M.MASK_WITHOUT_IMAGE, "bmode_mask"),
         (7, M.UNREADABLE_IMAGE, "bmode_mask"),
         (8, M.UNREADABLE_IMAGE, "bmode_mask"),
+        (9, M.UNREADABLE_IMAGE, "bmode_mask"),
     }
     assert "mask is 60x40, its image 120x80" in str(e.value)
     said = {p.row: p.message for p in e.value.problems}
     assert said[7].startswith("damaged PNG: the file ends at byte") and said[7].endswith(CUT_SHORT), said[7]
     assert said[8] == "empty file (0 bytes): an export or copy that wrote nothing", said[8]
+    assert said[9].startswith("damaged PNG: chunk 'IDAT' at byte 33 fails its CRC check"), said[9]
     cohort = M.read_manifest(_manifest(tmp_path, rows[:1] + [{**rows[1], "bmode_mask": ""}]))
     assert cohort.patients[0].mask("bmode") == good and cohort.patients[1].mask("bmode") is None
     assert "bmode_mask" not in cohort.metadata_columns
@@ -310,18 +316,21 @@ def test_convert_ddti_rasterises_outlines_and_names_what_it_leaves_out(tmp_path)
     _ddti_case(src, 3, "", square)  # no TI-RADS: left out
     _ddti_case(src, 4, "5", square[:40])  # an outline cut off, as in the release: left out, named
     _ddti_case(src, 5, "4b", square)  # case 1's picture under another case, as in the release: left out
+    outside = square.replace('"x": 10', '"x": 99910').replace('"x": 29', '"x": 99929')  # (helper-55's trial)
+    _ddti_case(src, 6, "4a", outside)  # an outline off its image: no pixel enclosed, left out, named
     shutil.copyfile(src / "images" / "1_1.jpg", src / "images" / "5_1.jpg")
     summary = convert_ddti(src, tmp_path / "out" / "manifest.csv")
     assert (summary["patients"], summary["no_tirads"], summary["bad_outline"], summary["repeated_image"]) == (
         2,
         1,
-        1,
+        2,
         1,
     )
     assert summary["skipped"] == [
         # said in plain words (helper-54's trial: JSONDecodeError's, "Expecting ',' delimiter: line 1 column 41")
         "4.xml (image 1's outline is not a polygon list: its JSON text (40 characters) stops mid-outline: cut off)",
         "5.xml (image 5_1.jpg is the same picture as 1.xml's)",
+        "6.xml (image 1's outline encloses no pixel of its 60x40 image)",
     ], summary["skipped"]
     cohort = M.read_manifest(tmp_path / "out" / "manifest.csv")
     assert [p.lnm for p in cohort.patients] == [1, 0]

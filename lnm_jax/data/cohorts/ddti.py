@@ -126,6 +126,10 @@ def convert_ddti(src: Path | str, out_csv: Path | str, *, overwrite: bool = Fals
                 why = str(e) if isinstance(e, ValueError) else error_line(e)
                 skipped.append(f"{xml.name} (image {k}'s outline is not a polygon list: {why})")
                 continue
+            if not lesion.any():  # every point outside the picture (helper-55: an empty mask had been written)
+                w, h = image_size(image)
+                skipped.append(f"{xml.name} (image {k}'s outline encloses no pixel of its {w}x{h} image)")
+                continue
             # the release holds one picture under several cases (150_1, 323_1, 326_1, 349_1 ...):
             # a manifest naming it twice is refused (shared_image, by the decoded pixels), so the
             # later case is left out

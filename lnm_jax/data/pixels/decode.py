@@ -98,8 +98,8 @@ def jpeg_damage(data: bytes) -> str | None:
     failure is then some other damage, said in its words)."""
     at, size = len(JPEG_SIGNATURE), len(data)
     while at + 2 <= size:
-        if data[at] != 0xFF:
-            return None  # not a marker where one belongs: damage of another kind
+        if data[at] != 0xFF:  # (zeroed or overwritten)
+            return f"byte {at} is 0x{data[at]:02X} where a marker segment begins (0xFF): the file is damaged there"
         marker = data[at + 1]
         if marker == 0xFF or 0xD0 <= marker <= 0xD7 or marker == 0x01:  # fill byte, RSTn, TEM: no length
             at += 1 if marker == 0xFF else 2
@@ -126,7 +126,7 @@ def png_damage(data: bytes) -> str | None:
     None where every chunk is whole up to ``IEND``. Where the decoder's words for such a file
     are its own (PIL: "cannot identify image file" for a bad CRC ahead of the image data),
     these name the chunk and the byte."""
-    at, size = len(PNG_SIGNATURE), len(data)
+    at, size, seen = len(PNG_SIGNATURE), len(data), set()
     while at + 8 <= size:
         length, kind = struct.unpack(">I4s", data[at : at + 8])
         name, end = kind.decode("latin-1"), at + 12 + length
@@ -139,7 +139,8 @@ def png_damage(data: bytes) -> str | None:
                 "in a copy, or edited by a tool that did not rewrite the checksum)"
             )
         if kind == b"IEND":
-            return None
+            return None if b"IDAT" in seen else "it holds no image data (no IDAT chunk before IEND)"
+        seen.add(kind)
         at = end
     return f"the file ends at byte {size} without the IEND chunk: {CUT_SHORT}"
 
@@ -390,13 +391,18 @@ def verify_image(path: Path, max_pixels: int) -> np.ndarray:
     :func:`read_image` (which catches truncated files ``verify`` lets through, and pixel modes
     it does not read). :class:`ImageTooLargeError` before any pixel is decoded; ValueError or
     OSError (PIL's) saying what is wrong otherwise, :class:`DamagedImageError` for a PNG or
-    JPEG whose structure is not whole (:func:`damage`)."""
+    JPEG whose structure is not whole (:func:`damage`); a malformed file on which the decoder
+    fails another way (PIL's IndexError on a PNG with no image data) as ValueError."""
     try:
         return _verified(path, max_pixels)
     except (SyntaxError, OSError, ValueError) as e:  # (PIL's UnidentifiedImageError is an OSError)
         if isinstance(e, ImageTooLargeError) or not (why := damage(path, e)):
             raise
         raise DamagedImageError(why) from e
+    except (IndexError, KeyError, TypeError, struct.error, EOFError, ZeroDivisionError) as e:  # the decoder's own
+        if why := damage(path, e):
+            raise DamagedImageError(why) from e
+        raise ValueError(f"the decoder fails on it ({type(e).__name__}: {e})") from e
 
 
 def _verified(path: Path, max_pixels: int) -> np.ndarray:

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from lnm_jax.data.pixels.decode import fit, read_image, read_opacity
+from lnm_jax.data.pixels.decode import MAX_IMAGE_PIXELS, fit, read_opacity, verify_image
 from lnm_jax.data.pixels.dicom import is_dicom, quiet_pydicom, unreadable_line
 from lnm_jax.data.pixels.sources import DEFAULT_FRAMING, NO_OPTIONS, Framing, ImageOptions, Source, crop, resolve
 
@@ -82,7 +82,7 @@ def _read_lesion(path: Path | str) -> np.ndarray:
     if is_dicom(Path(path)):
         lesion = read_segmentation(path)
     else:
-        pixels = read_image(Path(path)).max(axis=-1)  # [0, 1]
+        pixels = verify_image(Path(path), MAX_IMAGE_PIXELS).max(axis=-1)  # [0, 1], every chunk checked, as an image
         _check_binary(pixels, "mask is not binary")
         lesion = pixels > 0
         opacity = read_opacity(Path(path))
