@@ -547,8 +547,13 @@ def test_a_still_reads_as_a_colour_managed_viewer_shows_it(tmp_path):
     with pytest.raises(ManifestError) as e:
         read_manifest(m)
     assert "row 2, column 'bmode'" in str(e.value) and "animated PNG" in str(e.value)
-    # (linear.png shown through its profile is linear.jpg's picture: said as one, a warning)
-    assert [(p.row, p.code) for p in e.value.problems] == [(1, SAME_PICTURE), (2, "unreadable_image")]
+    # (linear.png shown through its profile is linear.jpg's picture: said as one, a warning; and
+    # srgb.png holds the same stored pixels, shown brighter: nearly that picture, stretched)
+    assert [(p.row, p.code) for p in e.value.problems] == [
+        (1, SAME_PICTURE),
+        (2, "unreadable_image"),
+        (2, "similar_image"),
+    ], e.value
     m = _manifest(tmp_path / "ok.csv", [["A", "linear.png", "linear.jpg", 1, 1], ["B", "srgb.png", "broken.png", 0, 0]])
     deidentify(m, tmp_path / "deid", tmp_path / "private" / "map.csv")
     for r in csv.DictReader((tmp_path / "private" / "map.csv").open()):
@@ -668,11 +673,16 @@ def test_one_picture_for_two_patients_is_refused(tmp_path, capsys):
     }
     shutil.copyfile(pics["a"], tmp_path / "a_copy.png")
     (tmp_path / "sub").mkdir()
+    # a capture of two pictures side by side, not ramps (a ramp's half is the whole ramp stretched)
+    halves = np.random.default_rng(6).integers(30, 220, (2, 3, 2), dtype=np.uint8)
+    capture = np.concatenate([np.asarray(Image.fromarray(h).resize((16, 24), Image.BILINEAR)) for h in halves], axis=1)
+    _write(pics["d"], Image.fromarray(capture))
     from lnm_jax.data.pixels.dicom import Box, ScanRegion
 
-    grey = np.random.default_rng(5).integers(30, 200, (20, 20), dtype=np.uint8)
+    grey, other = np.random.default_rng(5).integers(30, 200, (2, 20, 20), dtype=np.uint8)
     screen = np.zeros((30, 50, 3), np.uint8)  # a dual display: the B-mode side, the tinted contrast side
-    screen[5:25, 2:22], screen[5:25, 27:47] = grey[..., None], np.stack([grey, grey // 2, grey // 4], -1)
+    # (a picture of its own: a tint of the B-mode side is a scaled copy of it, one picture to similar_image)
+    screen[5:25, 2:22], screen[5:25, 27:47] = grey[..., None], np.stack([other, other // 2, other // 4], -1)
     regions = [ScanRegion(Box(2, 5, 22, 25), 1, 1, (0.2, 0.2)), ScanRegion(Box(27, 5, 47, 25), 1, 1, (0.2, 0.2))]
     dicom.write_dataset(dicom.new_dataset(screen, regions=regions), tmp_path / "dual.dcm")
     _dcm(tmp_path / "plain.dcm", np.roll(RAMP, 20, axis=1))
@@ -1048,6 +1058,12 @@ def test_a_copy_saved_another_way_is_a_warning_naming_the_first(tmp_path):
     boxed = [np.asarray(Image.fromarray(d * 16 / 65535, "F").resize((16, 16), Image.BOX)) for d in dim]
     assert np.sqrt(np.mean((boxed[0] - boxed[1]) ** 2)) < 0.015  # (as they read: near by the old measure)
     assert earlier_similar(unscaled, ["x", "y"]) == [None, None]
+    # and at low contrast on a grey floor (helper-55's trial: 100 + 0.15 v, near by their brightest
+    # cell alone): thumbnails span their own range, floor to top
+    floor = [(100 + 0.05 * d) / 255 for d in dim]
+    boxed = [np.asarray(Image.fromarray(f, "F").resize((16, 16), Image.BOX)) for f in floor]
+    assert np.sqrt(np.mean((boxed[0] / boxed[0].max() - boxed[1] / boxed[1].max()) ** 2)) < SIMILAR_RMS
+    assert earlier_similar([thumbnail(f) for f in floor], ["x", "y"]) == [None, None]
     one = earlier_similar([thumbnail(dim[0] / 255), unscaled[0]], ["x", "y"])[1]  # one picture, brighter
     assert one[0] == 0 and one[1] < 1e-6, one  # (float32 box averages of values 1/16 as large)
     # a small picture on a very large screen shows a few cells: too few to compare (helper-53's

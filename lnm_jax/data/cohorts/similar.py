@@ -1,17 +1,19 @@
 """Near-duplicate pictures: one picture saved again in another way, which the exact pixel
 digest (:func:`lnm_jax.data.cohorts.manifest.pixel_digest`) tells apart: a JPEG re-encode of a
 PNG, 8-bit samples stored as 16-bit (scaled or not), a copy resized by a few percent, its crop
-shifted by a pixel, a mirror image. Each still is reduced to a grey thumbnail of :data:`THUMB` x
-:data:`THUMB` box averages of its framed picture (the crop applied), divided by its brightest
-cell, and two thumbnails whose root-mean-square difference, one of them mirrored left to right
-or not, is at most :data:`SIMILAR_RMS` are one picture (:func:`nearness`). A mirror image is a
-copy training sees as one (its augmentation flips). Thumbnails are compared
-brightness-normalised: pictures read dim (8-bit or 12-bit samples stored unscaled in a 16-bit
-PNG, read at 1/16 of their brightness or less) had differed by a sixteenth as much, and
-different patients' pictures so stored came within the threshold (helper-54's trial: 66 of
-1,770 pairs of 60 BUS-BRA pictures at 12 bits, 89 at 13; none now).
+shifted by a pixel, a mirror image, its brightness or gamma changed a little. Each still is
+reduced to a grey thumbnail of :data:`THUMB` x :data:`THUMB` box averages of its framed picture
+(the crop applied), stretched to span 0-1 (its darkest cell 0, its brightest 1), and two
+thumbnails whose root-mean-square difference, one of them mirrored left to right or not, is at
+most :data:`SIMILAR_RMS` are one picture (:func:`nearness`). A mirror image is a copy training
+sees as one (its augmentation flips). The stretch makes the comparison blind to a picture's
+brightness and contrast: different pictures read dim (8-bit or 12-bit samples stored unscaled
+in a 16-bit PNG) or stored at low contrast on a grey floor had differed by as little as their
+range and came within the threshold (helper-54's trial: 66 of 1,770 pairs of 60 BUS-BRA
+pictures at 12 bits, 89 at 13; helper-55's: 55 of 80 BUS-BRA and DDTI pictures stored as
+100 + 0.15 v, with the thumbnails divided by their brightest cell only; none of either now).
 
-Cells dark in both thumbnails (at most :data:`DARK` of the brightest) do not count
+Cells dark in both thumbnails (at most :data:`DARK` of the span) do not count
 (:func:`distances`): the black surround that two patients' screen captures share had brought
 different pictures near (24 BUS-BRA pictures, each centred on a 1600x1200 black screen with one
 grey bar: 46 pairs near by the plain RMS). Two thumbnails that together show fewer than
@@ -20,22 +22,24 @@ black screen fills a few cells, and those few, with the screen's bar, had brough
 pictures near (24 BUS-BRA pictures on 2400x1800 screens, 23-40 cells shown: 3 pairs once
 mirror images were compared, 6 in helper-53's trial). Every pair of BUS-BRA's and DDTI's
 pictures shows 109 cells or more. Such captures want their crop, as validation's
-screen-capture hint says; a copy of one is found by its exact digest only.
+screen-capture hint says; a copy of one is found by its exact digest only. A grey surround is
+no dark cell: 80 BUS-BRA and DDTI pictures on 1024x768 screens of grey 60/255 with a light bar
+and text gave 1 pair of 3,160 within the threshold (0.028; 6 with the brightest-cell division,
+14 of 40 pictures in helper-55's trial).
 
 The threshold, measured with ``python scripts/similar_threshold.py --data ../shared/data``
-(2026-12-05, brightness-normalised, mirror images compared): between the pictures of
-different patients, the nearest pair is 0.094 apart in BUS-BRA (1,127 images; 1% of images
-have another patient's within 0.105, 5% within 0.118, half within 0.141) and 0.087 in DDTI
-(291); one patient's two BUS-BRA views are at least 0.084 apart; of 24 different pictures on a
-1600x1200 or a 2400x1800 black screen with one grey bar, no pair is within 0.03. The same
-picture saved again, over 50 images of each cohort (the larger of the two cohorts' maxima): a
-JPEG re-encode at quality 95 / 75 / 50 at most 0.0005 / 0.0030 / 0.0068, 8-bit samples stored
-as 16-bit shifted up by 8 or by 4 bits 0.0001, resized to 98% 0.012, mirrored 0.0055, its crop
-one pixel off 0.028. Not found: a crop three pixels off (0.063), a gamma of 1.1 (0.038; DDTI's
-0.028), brightness raised by 8 of 255 (0.055), 10 pixels of black padding (0.19; the
-thumbnail's grid moves), a burned-in annotation box (0.088, half of them within 0.026). 0.03
-sits under a third of the nearest pair of different pictures and above what the copies found
-move.
+(2026-12-06, stretched thumbnails, mirror images compared): between the pictures of different
+patients, the nearest pair is 0.108 apart in BUS-BRA (1,127 images; 1% of images have another
+patient's within 0.120, 5% within 0.138, half within 0.176) and 0.087 in DDTI (291); one
+patient's two BUS-BRA views are at least 0.094 apart; of 24 different pictures on a 1600x1200
+or a 2400x1800 black screen with one grey bar, no pair is within 0.03. The same picture saved
+again, over 50 images of each cohort (the larger of the two cohorts' maxima): a JPEG re-encode
+at quality 95 / 75 / 50 at most 0.0009 / 0.0032 / 0.0068, 8-bit samples stored as 16-bit
+shifted up by 8 or by 4 bits 0.0001, resized to 98% 0.012, mirrored 0.0059, brightness raised
+by 8 of 255 0.0038, a gamma of 1.1 0.028, its crop one pixel off 0.031 (median 0.014: most
+found). Not found: a crop three pixels off (0.073), 10 pixels of black padding (0.22; the
+thumbnail's grid moves), a burned-in annotation box (0.096, median 0.032). 0.03 sits under a
+third of the nearest pair of different pictures and above what the copies found move.
 """
 
 from __future__ import annotations
@@ -47,16 +51,16 @@ from PIL import Image
 
 THUMB = 16  # thumbnail side, pixels
 SIMILAR_RMS = 0.03  # the largest RMS difference of two thumbnails of one picture (module docstring)
-DARK = 1 / 32  # a cell at most this bright (of the thumbnail's brightest) shows nothing (a screen's surround)
-NEAREST_DIFFERENT = 0.087  # the nearest two different patients' pictures measured (DDTI; BUS-BRA 0.094)
+DARK = 1 / 32  # a cell at most this far above the thumbnail's darkest (of its span) shows nothing (a screen's surround)
+NEAREST_DIFFERENT = 0.087  # the nearest two different patients' pictures measured (DDTI; BUS-BRA 0.108)
 MIN_SHOWN = THUMB * THUMB // 4  # two thumbnails showing fewer cells together are not compared (module docstring)
 
 
 def thumbnail(img: np.ndarray, box=None) -> np.ndarray:
     """float32 [THUMB * THUMB]: ``img`` (float [H, W, C] or [H, W] in [0, 1]) inside ``box``
     (a :class:`lnm_jax.data.pixels.dicom.Box`, clipped to the image; None: all of it), grey
-    (the channels' mean), as box averages on a THUMB x THUMB grid, divided by the brightest
-    (all zeros stay zeros)."""
+    (the channels' mean), as box averages on a THUMB x THUMB grid, stretched to span 0-1 (one
+    value everywhere: all zeros)."""
     if box is not None:
         img = img[max(box.y0, 0) : max(box.y1, 0), max(box.x0, 0) : max(box.x1, 0)]
     grey = np.asarray(img, np.float32)
@@ -65,8 +69,8 @@ def thumbnail(img: np.ndarray, box=None) -> np.ndarray:
     if grey.size == 0:
         return np.zeros(THUMB * THUMB, np.float32)
     thumb = np.asarray(Image.fromarray(grey, "F").resize((THUMB, THUMB), Image.BOX), np.float32).ravel()
-    top = thumb.max()
-    return thumb / top if top > 0 else thumb
+    low, span = thumb.min(), thumb.max() - thumb.min()
+    return (thumb - low) / span if span > 0 else thumb - low
 
 
 def distances(a: np.ndarray, b: np.ndarray) -> np.ndarray:
