@@ -145,8 +145,10 @@ def test_a_frame_folders_rate_column_times_it_and_deidentify_keeps_a_videos_rate
 
 
 def _manifest(tmp_path, ceus_cell, **options):
-    for k, name in enumerate(("b.png", "c.png")):  # not blank, and each patient's own (not nearly alike)
-        Image.fromarray(np.tile(np.arange(80 + 60 * k, 96 + 60 * k, dtype=np.uint8), (16, 1))).save(tmp_path / name)
+    # not blank, and each patient's own (not nearly alike: two ramps are one ramp, stretched)
+    pictures = np.random.default_rng(1).integers(40, 220, (2, 4, 4), dtype=np.uint8)
+    for picture, name in zip(pictures, ("b.png", "c.png")):
+        Image.fromarray(picture).resize((16, 16), Image.BILINEAR).save(tmp_path / name)
     head, cells = "".join(f",{k}" for k in options), "".join(f",{v}" for v in options.values())
     text = (
         f"patient_id,bmode,ceus,us_lnm,lnm{head}\nP1,b.png,{ceus_cell},1,1{cells}\nP2,c.png,,0,0{',' * len(options)}\n"
