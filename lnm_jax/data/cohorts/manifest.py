@@ -430,9 +430,7 @@ def _decoded(path: Path) -> tuple[tuple[str, str] | None, np.ndarray | None]:
     :data:`MAX_IMAGE_PIXELS`, else (None, the decoded picture)."""
     limit = f"over the limit of {MAX_IMAGE_PIXELS / 1e6:.0f} megapixels (data.pixels.decode.MAX_IMAGE_PIXELS)"
     try:
-        if path.is_file() and path.stat().st_size == 0:
-            return (UNREADABLE_IMAGE, unreadable(path, "image", None)), None
-        return None, verify_image(path, MAX_IMAGE_PIXELS)
+        return None, verify_image(path, MAX_IMAGE_PIXELS)  # (an empty file: unreadable says so)
     except ImageTooLargeError as e:
         return (IMAGE_TOO_LARGE, f"{e}, {limit}"), None
     except DamagedImageError as e:
