@@ -268,8 +268,8 @@ def _busbra(tmp_path):
         (3, "s", "benign", 4),
         (4, "lr", "malignant", 4),
     ):
-        for k, v in enumerate(views):  # each view its own picture, not blank (blank_image)
-            picture = np.tile(np.arange(90, 140, dtype=np.uint8) + 2 * case + k, (40, 1))
+        for k, v in enumerate(views):  # each view its own picture: not blank, no two alike (similar_image)
+            picture = np.random.default_rng(10 * case + k).integers(0, 256, (40, 50), dtype=np.uint8)
             Image.fromarray(picture).save(src / "Images" / f"bus_{case:04d}-{v}.png")
             rows.append(f'bus_{case:04d}-{v},{case},hist{case},{path},{birads},DevA,50,40,left,"[1,2,3,4]"')
     (src / "bus_data.csv").write_text("\n".join(rows) + "\n")
@@ -293,9 +293,26 @@ def test_busbra_converter_maps_views_flag_label_and_single_view_patients(tmp_pat
     table = (src / "bus_data.csv").read_text().replace("benign,3", "unknown,3").splitlines()
     (src / "bus_data.csv").write_text("\n".join([*table[:2], ",,,,,,,,,", "", *table[2:]]) + "\n")
     assert main(["convert-busbra", "--src", str(src), "--out", str(tmp_path / "x.csv")]) == 1
-    assert "bus_data.csv, line 6: Pathology 'unknown' is not benign or malignant" in capsys.readouterr().err
+    said = capsys.readouterr().err  # both views of bus_0002
+    assert "bus_data.csv: 2 refused rows:\n  line 6: Pathology 'unknown' is not benign or malignant\n" in said, said
     assert not (tmp_path / "x.csv").exists()
     assert main(["convert-busbra", "--src", str(src), "--out", str(out)]) == 1
+    # every refused row in one pass, each on its line (the first alone had been said); one alone
+    # on one line
+    edited = [*table[:2], ",,,,,,,,,", "", *table[2:]]
+    edited[-1] = edited[-1].replace("malignant,4", "malignant,7")  # bus_0004-r
+    edited[-3] = edited[-3].replace("bus_0003-s", "BUS_0003-s")
+    (src / "bus_data.csv").write_text("\n".join(edited) + "\n")
+    assert main(["convert-busbra", "--src", str(src), "--out", str(tmp_path / "x.csv")]) == 1
+    said = capsys.readouterr().err
+    assert "bus_data.csv: 4 refused rows:\n  line 6: Pathology 'unknown' is not benign or malignant\n" in said, said
+    assert "\n  line 8: ID 'BUS_0003-s' is not bus_NNNN-l/r/s (in lower case" in said, said
+    assert "\n  line 10: BIRADS '7' is not a BI-RADS category (0-6, 4a-4c)" in said, said
+    assert not (tmp_path / "x.csv").exists()
+    (src / "bus_data.csv").write_text("\n".join(edited[:2] + edited[-1:]) + "\n")
+    assert main(["convert-busbra", "--src", str(src), "--out", str(tmp_path / "x.csv")]) == 1
+    said = capsys.readouterr().err
+    assert "bus_data.csv, line 3: BIRADS '7' is not a BI-RADS category (0-6, 4a-4c)\n" in said, said
     # the header as a spreadsheet may write it (spaces after the commas, an empty line before
     # it) reads alike; a column named twice is refused (the last copy's cells had been read)
     good = _busbra(tmp_path / "again")

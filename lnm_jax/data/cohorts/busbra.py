@@ -14,6 +14,7 @@ input. Images are referenced, not copied (paths relative to the manifest).
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 from pathlib import Path
@@ -27,7 +28,7 @@ from lnm_jax.data.cohorts.manifest import (
     table_text,
     write_manifest,
 )
-from lnm_jax.fileio import guard_output
+from lnm_jax.fileio import guard_output, problems_text
 from lnm_jax.names import BMODE, CEUS, LABEL, MASK_COLUMNS, PATIENT_ID, US_LNM, mask
 
 PATHOLOGY = {"malignant": 1, "benign": 0}
@@ -84,10 +85,6 @@ def convert_busbra(src: Path | str, out_csv: Path | str, *, overwrite: bool = Fa
     if not table.is_file() or not (src / "Images").is_dir():
         raise ValueError(f"{src} is not a BUS-BRA folder (needs bus_data.csv and Images/)")
     guard_output(out_csv, inputs=[table, src / "Images"], overwrite=overwrite)  # any manifest starts alike: no ``ours``
-    patients: dict[str, dict] = {}
-    cases: dict[str, str] = {}  # BUS-BRA's Case -> the patient (ID number) it is, and back
-    case_of: dict[str, str] = {}
-    seen: dict[str, tuple[int, dict]] = {}  # each view's ID -> its line and its row's cells
     try:
         text = table_text(table)
     except TableTextError as e:
@@ -102,73 +99,17 @@ def convert_busbra(src: Path | str, out_csv: Path | str, *, overwrite: bool = Fa
         if why := delimiter_hint(header):
             raise ValueError(f"{where}: {why}; bus_data.csv is comma-separated, as BUS-BRA ships it")
         raise ValueError(f"{where}: no column {', '.join(map(repr, missing))} (header: {', '.join(header)})")
+    views, refused = _Views(src, out_csv, header), []  # refused: (line, why): every row refused, said at once
     for row, rec in data_rows(reader, text):
-        line = row + 1  # the file's line
-        m = re.fullmatch(r"bus_(\d+)-([lrs])", (rec.get("ID") or "").strip())
-        if not m:
-            case = (
-                " (in lower case: BUS-BRA's image files are named so)"
-                if re.fullmatch(r"bus_(\d+)-([lrs])", (rec.get("ID") or "").strip().lower())
-                else ""
-            )
-            raise ValueError(f"{table}, line {line}: ID {rec.get('ID')!r} is not bus_NNNN-l/r/s{case}")
-        pathology = (rec.get("Pathology") or "").strip().lower()
-        if pathology not in PATHOLOGY:
-            raise ValueError(f"{table}, line {line}: Pathology {rec.get('Pathology')!r} is not benign or malignant")
-        if not (category := BIRADS.fullmatch((rec.get("BIRADS") or "").strip())):
-            raise ValueError(
-                f"{table}, line {line}: BIRADS {rec.get('BIRADS')!r} is not a BI-RADS category (0-6, 4a-4c)"
-            )
-        birads = int(category[1])
-        image = src / "Images" / f"{m.group(0)}.png"
-        if not image.is_file():
-            raise ValueError(f"{table}, line {line}: image {image} does not exist")
-        if (before := seen.setdefault(m.group(0), (line, rec)))[0] != line:
-            was, now = _as_read(before[1]), _as_read(rec)
-            differ = [
-                f"{k} {before[1].get(k)!r} there, {rec.get(k)!r} here" for k in header if was.get(k) != now.get(k)
-            ]
-            same = "the same row again" if not differ else f"another row under one ID: {'; '.join(differ)}"
-            raise ValueError(f"{table}, line {line}: ID {m.group(0)} is also line {before[0]}'s ({same})")
-        pid = f"bus_{m.group(1)}"
-        case = (rec.get("Case") or "").strip()
-        if case and (other := cases.setdefault(case, pid)) != pid:
-            raise ValueError(
-                f"{table}, line {line}: Case {case} is also {other}'s: one patient under two IDs would sit in "
-                "training and test alike"
-            )
-        p = patients.setdefault(
-            pid,
-            {
-                PATIENT_ID: pid,
-                LABEL: PATHOLOGY[pathology],
-                US_LNM: int(birads >= 4),
-                **{k: (rec.get(k) or "").strip() for k in METADATA},
-            },
-        )
-        if p[LABEL] != PATHOLOGY[pathology]:
-            first = next(k for k, v in PATHOLOGY.items() if v == p[LABEL])
-            raise ValueError(
-                f"{table}, line {line}: patient {pid}'s views disagree on Pathology ({first!r}, {pathology!r})"
-            )
-        said = {"Case": case_of.setdefault(pid, case), **{k: p[k] for k in SAME_FOR_ALL_VIEWS}}
-        for k, first in said.items():  # a row moved, or one column sorted apart from the others
-            if first != (value := (rec.get(k) or "").strip()):
-                raise ValueError(f"{table}, line {line}: patient {pid}'s views disagree on {k} ({first!r}, {value!r})")
-        if birads > int(BIRADS.fullmatch(p["BIRADS"])[1]):  # the patient's: its most suspicious view's (bus_0856: 4, 5)
-            p["BIRADS"], p[US_LNM] = rec["BIRADS"].strip(), int(birads >= 4)
-        column = VIEW[m.group(2)]
-        if column in p:  # its -l and -s views, both B-mode
-            first = next(i for i in seen if i.startswith(f"{pid}-") and VIEW[i[-1]] == column and i != m.group(0))
-            raise ValueError(
-                f"{table}, line {line}: patient {pid} has views {first} (line {seen[first][0]}) and {m.group(0)}, "
-                f"both read as its '{column}' image"
-            )
-        p[column] = _relative(image, out_csv)
-        outline = src / "Masks" / f"mask_{m.group(1)}-{m.group(2)}.png"  # the ultrasonographer's lesion outline
-        if outline.is_file():
-            p[mask(column)] = _relative(outline, out_csv)
-    if not patients:
+        try:
+            views.take(row + 1, rec)
+        except _RowError as e:
+            refused.append((row + 1, str(e)))
+    if len(refused) == 1:
+        raise ValueError(f"{table}, line {refused[0][0]}: {refused[0][1]}")
+    if refused:  # as validate names every problem of a manifest: one pass shows them all
+        raise ValueError(f"{table}: {problems_text([f'line {n}: {why}' for n, why in refused], 'refused row')}")
+    if not (patients := views.patients):
         raise ValueError(f"{where}: no rows under the header")
     rows = sorted(patients.values(), key=lambda r: r[PATIENT_ID])
     out_csv.parent.mkdir(parents=True, exist_ok=True)
@@ -182,6 +123,88 @@ def convert_busbra(src: Path | str, out_csv: Path | str, *, overwrite: bool = Fa
         "birads_4_or_more": sum(r[US_LNM] for r in rows),
         "masks": sum(c in r for r in rows for c in MASK_COLUMNS),
     }
+
+
+class _RowError(ValueError):
+    """Why one row of ``bus_data.csv`` is refused (its line is the caller's to add)."""
+
+
+@dataclasses.dataclass
+class _Views:
+    """The patients of ``bus_data.csv`` read so far, row by row (:meth:`take`), with what the
+    rows after them are checked against."""
+
+    src: Path
+    out_csv: Path
+    header: list[str]
+    patients: dict[str, dict] = dataclasses.field(default_factory=dict)
+    cases: dict[str, str] = dataclasses.field(default_factory=dict)  # BUS-BRA's Case -> the patient (ID number)
+    case_of: dict[str, str] = dataclasses.field(default_factory=dict)  # and back
+    seen: dict[str, tuple[int, dict]] = dataclasses.field(default_factory=dict)  # each view's ID -> line, cells
+
+    def take(self, line: int, rec: dict) -> None:
+        """Adds the row at ``line`` of ``bus_data.csv`` to ``patients`` (its view's image, label,
+        flag and metadata), checked against the rows before it (``cases``, ``case_of``, ``seen``);
+        :class:`_RowError` saying why the row is refused. A refused row adds no image."""
+        m = re.fullmatch(r"bus_(\d+)-([lrs])", (rec.get("ID") or "").strip())
+        if not m:
+            case = (
+                " (in lower case: BUS-BRA's image files are named so)"
+                if re.fullmatch(r"bus_(\d+)-([lrs])", (rec.get("ID") or "").strip().lower())
+                else ""
+            )
+            raise _RowError(f"ID {rec.get('ID')!r} is not bus_NNNN-l/r/s{case}")
+        pathology = (rec.get("Pathology") or "").strip().lower()
+        if pathology not in PATHOLOGY:
+            raise _RowError(f"Pathology {rec.get('Pathology')!r} is not benign or malignant")
+        if not (category := BIRADS.fullmatch((rec.get("BIRADS") or "").strip())):
+            raise _RowError(f"BIRADS {rec.get('BIRADS')!r} is not a BI-RADS category (0-6, 4a-4c)")
+        birads = int(category[1])
+        image = self.src / "Images" / f"{m.group(0)}.png"
+        if not image.is_file():
+            raise _RowError(f"image {image} does not exist")
+        if (before := self.seen.setdefault(m.group(0), (line, rec)))[0] != line:
+            was, now = _as_read(before[1]), _as_read(rec)
+            differ = [
+                f"{k} {before[1].get(k)!r} there, {rec.get(k)!r} here" for k in self.header if was.get(k) != now.get(k)
+            ]
+            same = "the same row again" if not differ else f"another row under one ID: {'; '.join(differ)}"
+            raise _RowError(f"ID {m.group(0)} is also line {before[0]}'s ({same})")
+        pid = f"bus_{m.group(1)}"
+        case = (rec.get("Case") or "").strip()
+        if case and (other := self.cases.setdefault(case, pid)) != pid:
+            raise _RowError(
+                f"Case {case} is also {other}'s: one patient under two IDs would sit in training and test alike"
+            )
+        p = self.patients.setdefault(
+            pid,
+            {
+                PATIENT_ID: pid,
+                LABEL: PATHOLOGY[pathology],
+                US_LNM: int(birads >= 4),
+                **{k: (rec.get(k) or "").strip() for k in METADATA},
+            },
+        )
+        if p[LABEL] != PATHOLOGY[pathology]:
+            first = next(k for k, v in PATHOLOGY.items() if v == p[LABEL])
+            raise _RowError(f"patient {pid}'s views disagree on Pathology ({first!r}, {pathology!r})")
+        said = {"Case": self.case_of.setdefault(pid, case), **{k: p[k] for k in SAME_FOR_ALL_VIEWS}}
+        for k, first in said.items():  # a row moved, or one column sorted apart from the others
+            if first != (value := (rec.get(k) or "").strip()):
+                raise _RowError(f"patient {pid}'s views disagree on {k} ({first!r}, {value!r})")
+        if birads > int(BIRADS.fullmatch(p["BIRADS"])[1]):  # the patient's: its most suspicious view's (bus_0856: 4, 5)
+            p["BIRADS"], p[US_LNM] = rec["BIRADS"].strip(), int(birads >= 4)
+        column = VIEW[m.group(2)]
+        if column in p:  # its -l and -s views, both B-mode
+            first = next(i for i in self.seen if i.startswith(f"{pid}-") and VIEW[i[-1]] == column and i != m.group(0))
+            raise _RowError(
+                f"patient {pid} has views {first} (line {self.seen[first][0]}) and {m.group(0)}, "
+                f"both read as its '{column}' image"
+            )
+        p[column] = _relative(image, self.out_csv)
+        outline = self.src / "Masks" / f"mask_{m.group(1)}-{m.group(2)}.png"  # the ultrasonographer's lesion outline
+        if outline.is_file():
+            p[mask(column)] = _relative(outline, self.out_csv)
 
 
 def _relative(path: Path, out_csv: Path) -> str:
