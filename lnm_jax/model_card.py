@@ -74,8 +74,8 @@ RESIZE = (
 )
 DECODE = (
     "PNG/JPEG by Pillow with EXIF orientation applied; 8-bit modes / 255, 16-bit gray / 65535, gray replicated to "
-    "RGB, alpha dropped; DICOM by pydicom (VOI/palette/YBR handled, header-checked), cropped to its "
-    "SequenceOfUltrasoundRegions; clips: the peak frame (T = 1) or T frames over the enhancement phase"
+    "RGB, transparent pixels composited over black; DICOM by pydicom (VOI/palette/YBR handled, header-checked), "
+    "cropped to its SequenceOfUltrasoundRegions; clips: the peak frame (T = 1) or T frames over the enhancement phase"
 )
 
 
@@ -380,7 +380,12 @@ def markdown(md: dict) -> str:
         ),
         "- Missing inputs: "
         + (
-            "handled (learned absent embeddings)." if a["missing_inputs"] else "not supported: every input is required."
+            "handled (learned absent embeddings)."
+            if a["missing_inputs"]
+            else "fed as zeros (an image of zeros after normalisation, a flag of 0), as in training "
+            "(data.zero_fill_missing); predict names the patients scored so."
+            if pre.get("zero_fill_missing")
+            else "not supported: every input is required."
         ),
         f"- Licence: {t['licence']}.",
         "- References: " + "; ".join(t["references"]) + ".",

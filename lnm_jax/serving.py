@@ -34,7 +34,7 @@ from lnm_jax import names
 from lnm_jax.data.cohorts.inputs import refuse_missing
 from lnm_jax.data.cohorts.manifest import read_manifest
 from lnm_jax.data.pixels import clips
-from lnm_jax.data.pixels.decode import fit
+from lnm_jax.data.pixels.decode import fit, over_black
 from lnm_jax.data.pixels.sources import Framing, decode_input
 from lnm_jax.data.records import decode_patient
 from lnm_jax.evaluation import intensity
@@ -62,13 +62,57 @@ def guard_predictions(out_csv: Path | str, cohort, model_dir: Path | str, overwr
     )
 
 
+def missing_inputs(cohort, inputs, *, learned: bool, trained_on_zeros: bool) -> dict[str, str]:
+    """The inputs among ``inputs`` each patient of ``cohort`` lacks (patient id -> their names,
+    space-separated; only patients who lack one), said on stderr in one line with how the model
+    scores them: its learned 'absent' embedding in their place (``learned``: trained with
+    ``model.missing_inputs``), zeros as it was trained on (``trained_on_zeros``:
+    ``data.zero_fill_missing``), or zeros it never saw (the user's ``--zero-fill-missing``
+    alone: a warning, as those probabilities are unreliable)."""
+    lack = {p.patient_id: " ".join(i for i in inputs if not p.has(i)) for p in cohort.patients}
+    lack = {pid: which for pid, which in lack.items() if which}
+    if not lack:
+        return lack
+    counts = {i: sum(i in which.split() for which in lack.values()) for i in inputs}
+    if learned:
+        level, how = (
+            "note",
+            "each scored with the model's learned 'absent' embedding in its place (model.missing_inputs)",
+        )
+    elif trained_on_zeros:
+        level, how = "note", "each fed as zeros, as the model was trained (data.zero_fill_missing)"
+    else:
+        level, how = (
+            "warning",
+            (
+                "each fed as zeros (--zero-fill-missing), which the model was not trained on: their probabilities are "
+                "unreliable"
+            ),
+        )
+    first = ", ".join(f"{pid} ({which})" for pid, which in list(lack.items())[:3]) + ", ..." * (len(lack) > 3)
+    print(
+        f"{level}: {len(lack)} of {len(cohort.patients)} patient(s) lack an input the model takes ("
+        + ", ".join(f"{i} {n}" for i, n in counts.items() if n)
+        + f"): {how}; {first} (column inputs_missing)",
+        file=sys.stderr,
+    )
+    return lack
+
+
 def write_predictions(
-    cohort, logits: dict, temperature: float | None, out_csv: Path | str, flagged: dict | None = None
+    cohort,
+    logits: dict,
+    temperature: float | None,
+    out_csv: Path | str,
+    flagged: dict | None = None,
+    lacking: dict[str, str] | None = None,
 ) -> Path:
     """``predict``'s CSV: one row per patient of ``cohort`` in manifest order, the probability
     (and, with a ``temperature``, the calibrated one, ``sigmoid(logit / T)``), the class at 0.5,
-    the label if known, and (with the training intensities known) ``intensity_outlier``: the
-    inputs of that patient far outside them (:mod:`lnm_jax.evaluation.intensity`)."""
+    the label if known, (with the training intensities known) ``intensity_outlier``: the
+    inputs of that patient far outside them (:mod:`lnm_jax.evaluation.intensity`), and (where
+    any patient lacks an input, ``lacking``: :func:`missing_inputs`) ``inputs_missing``: the
+    inputs that patient was scored without."""
     rows = []
     for q in cohort.patients:
         z = logits[q.patient_id]
@@ -79,6 +123,8 @@ def write_predictions(
         row.update({"pred_at_0.5": int(pr >= 0.5), names.LABEL: "" if q.lnm is None else q.lnm})
         if flagged is not None:
             row["intensity_outlier"] = " ".join(sorted({w.split(" ")[0] for w in flagged.get(q.patient_id, [])}))
+        if lacking:
+            row["inputs_missing"] = lacking.get(q.patient_id, "")
         rows.append(row)
     out_csv = Path(out_csv)
     out_csv.parent.mkdir(parents=True, exist_ok=True)
@@ -106,7 +152,9 @@ def intensity_check(ref: dict | None, features: dict, total: int, where: str) ->
 def unit_rgb(array) -> np.ndarray:
     """An image array as float32 [..., H, W, 3] in [0, 1], as the decoder gives a file: uint8 by
     1/255, uint16 by 1/65535, float taken as [0, 1] (ValueError outside it), gray replicated,
-    alpha dropped. [H, W] and [H, W, 1] are gray; a leading axis is a clip's frames."""
+    an alpha channel (4 channels) composited over black as a file's is
+    (:func:`lnm_jax.data.pixels.decode.over_black`). [H, W] and [H, W, 1] are gray; a leading
+    axis is a clip's frames."""
     a = np.asarray(array)
     if a.dtype == np.uint8:
         a = a.astype(np.float32) / np.float32(255.0)
@@ -119,7 +167,7 @@ def unit_rgb(array) -> np.ndarray:
     else:
         raise ValueError(f"image arrays must be uint8, uint16 or float in [0, 1], not {a.dtype}")
     if a.ndim >= 3 and a.shape[-1] in (1, 3, 4):
-        a = a[..., :3] if a.shape[-1] != 1 else a[..., 0]
+        a = {1: lambda x: x[..., 0], 3: lambda x: x, 4: over_black}[a.shape[-1]](a)
         if a.ndim >= 3 and a.shape[-1] == 3:
             return a
     if a.ndim not in (2, 3):
@@ -139,9 +187,9 @@ class Model:
         self.framing = Framing(**pre.get("framing", {}))
         self.model_inputs = list(self.metadata["architecture"]["inputs"])
         # a patient may lack an input: the model learned absent inputs, or was trained on zeros for them
-        self.missing_inputs = bool(self.metadata["architecture"]["missing_inputs"]) or bool(
-            pre.get("zero_fill_missing", False)
-        )
+        self.learned_absent = bool(self.metadata["architecture"]["missing_inputs"])
+        self.trained_on_zeros = bool(pre.get("zero_fill_missing", False))
+        self.missing_inputs = self.learned_absent or self.trained_on_zeros
 
     @property
     def inputs(self) -> dict[str, dict]:
@@ -246,6 +294,9 @@ def predict_manifest(
     guard_predictions(out_csv, cohort, model.folder, overwrite)
     if not (model.missing_inputs or zero_fill_missing):
         refuse_missing(cohort, model.model_inputs, f"{model.folder}", "--zero-fill-missing")
+    lacking = missing_inputs(
+        cohort, model.model_inputs, learned=model.learned_absent, trained_on_zeros=model.trained_on_zeros
+    )
     identity = {k: {"mean": (0.0,) * 3, "std": (1.0,) * 3} for k in names.IMAGE_INPUTS}
     logits = {}
 
@@ -266,7 +317,7 @@ def predict_manifest(
     for warning in model.metadata.get("warnings", []):  # what evaluate found about this model
         print(f"warning (model card): {warning}", file=sys.stderr)
     temperature = model.metadata.get("calibration_temperature")
-    return write_predictions(cohort, logits, temperature, out_csv, flagged)
+    return write_predictions(cohort, logits, temperature, out_csv, flagged, lacking)
 
 
 def main(argv=None, folder: Path | str | None = None) -> int:

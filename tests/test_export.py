@@ -211,6 +211,7 @@ def test_model_card_describes_the_configured_model_and_task(tiny_cohort, tmp_pat
     config.model.fusion = "late"
     config.task = ConfigDict(busbra.TASK)
     config.train.pos_weight = "balanced"
+    config.data.zero_fill_missing = True  # as configs/reproduce_busbra.py: its single-view patients
     run = _untrained_run(config, tmp_path / "run")
     info = json.loads(run.files.run_info.read_text())
     info["packages"]["jax"] = "0.0.1-training"
@@ -222,6 +223,10 @@ def test_model_card_describes_the_configured_model_and_task(tiny_cohort, tmp_pat
     assert md["architecture"]["feature_sizes"] == {"bmode": 32, "ceus": 32, "us_lnm": 1}  # a ResNet-10/18 of width 4
     assert "LNM" not in card and "papillary thyroid" not in card
     assert "malignant = 1, benign = 0" in card and "BI-RADS>=4" in card and "P(malignant)" in card
+    # what predict does with a patient who lacks an input, as it does it (helper-56: "not supported:
+    # every input is required", on a model that scores such a patient with zeros)
+    assert md["preprocessing"]["zero_fill_missing"] is True
+    assert "- Missing inputs: fed as zeros (an image of zeros after normalisation, a flag of 0), as in training" in card
     assert md["hyperparameters"]["pos_weight"] == "balanced"
     assert md["training_environment"]["packages"]["jax"] == "0.0.1-training" and "jax 0.0.1-training" in card
     assert set(md) >= {"task", "inputs", "outputs", "preprocessing", "training_cohort", "hyperparameters", "limits"}
@@ -248,6 +253,52 @@ def test_runtime_takes_the_runs_zero_fill_decision():
     assert arrays["has_ceus"].tolist() == [True, False] and not arrays["ceus"][1].any()
     with pytest.raises(ValueError, match="not trained for missing inputs"):
         model(False).prepare(images)
+
+
+def test_patients_scored_without_an_input_are_named_with_how(capsys):
+    """predict (run or export) names the patients scored without an input and how the model
+    took its place: a note where it was trained so, a warning where zeros are the user's
+    opt-in alone (helper-56: a zero-filled patient was scored in silence)."""
+    from types import SimpleNamespace
+
+    from lnm_jax.serving import missing_inputs
+
+    def patient(pid, *have):
+        return SimpleNamespace(patient_id=pid, has=lambda i: i in have)
+
+    inputs = ("bmode", "ceus", "us_lnm")
+    cohort = SimpleNamespace(
+        patients=[patient("A", *inputs), patient("B", "bmode", "us_lnm"), patient("C", "bmode"), patient("D", *inputs)]
+    )
+    for learned, zeros, said in (
+        (
+            True,
+            False,
+            "note: 2 of 4 patient(s) lack an input the model takes (ceus 2, us_lnm 1): each scored with "
+            "the model's learned 'absent' embedding in its place (model.missing_inputs); B (ceus), C (ceus us_lnm) "
+            "(column inputs_missing)",
+        ),
+        (
+            False,
+            True,
+            "note: 2 of 4 patient(s) lack an input the model takes (ceus 2, us_lnm 1): each fed as zeros, "
+            "as the model was trained (data.zero_fill_missing); B (ceus), C (ceus us_lnm)",
+        ),
+        (
+            False,
+            False,
+            "warning: 2 of 4 patient(s) lack an input the model takes (ceus 2, us_lnm 1): each fed as "
+            "zeros (--zero-fill-missing), which the model was not trained on: their probabilities are unreliable",
+        ),
+    ):
+        assert missing_inputs(cohort, inputs, learned=learned, trained_on_zeros=zeros) == {
+            "B": "ceus",
+            "C": "ceus us_lnm",
+        }
+        assert said in capsys.readouterr().err
+    whole = SimpleNamespace(patients=[patient("A", *inputs)])
+    assert missing_inputs(whole, inputs, learned=False, trained_on_zeros=True) == {}
+    assert capsys.readouterr().err == ""
 
 
 def test_a_plain_install_has_what_the_stablehlo_export_needs():

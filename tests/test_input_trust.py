@@ -84,7 +84,7 @@ def _formats(tmp_path):
         ("8-bit dicom", _dcm(tmp_path / "g8.dcm", RAMP), PNG_ATOL),
         ("16-bit dicom", _dcm(tmp_path / "g16.dcm", RAMP.astype(np.uint16) * 257), PNG_ATOL),
     ]
-    # palette with transparency: the transparent entry's colour is read, alpha dropped
+    # palette with transparency: its transparent entry is RAMP's black, which over black reads alike
     p = Image.fromarray(RAMP).convert("P")
     p.info["transparency"] = 0
     out.append(("P+transparency png", _write(tmp_path / "pt.png", p, transparency=0), PNG_ATOL))
@@ -115,6 +115,47 @@ def test_every_format_and_container_reads_as_the_8bit_still(tmp_path):
             ),
         ):
             np.testing.assert_allclose(got, want, atol=atol, err_msg=f"{name} as {label}")
+
+
+def test_a_transparent_pixel_reads_as_black_whatever_is_stored_under_it(tmp_path):
+    """helper-56: an RGBA PNG whose left columns were transparent over stored white read as
+    white there; a viewer shows its own background, and an encoder may store any colour under
+    a transparent pixel. Every transparency (alpha, a palette entry, a colour key, 8 or 16
+    bits) is composited over black, an ultrasound's background; a partly transparent pixel is
+    blended toward it; an array with alpha given to the exported runtime reads as the file."""
+    from lnm_jax.serving import unit_rgb
+
+    rgb = np.repeat(RAMP[..., None], 3, axis=-1)
+    want = np.repeat(RAMP[..., None] / np.float32(255.0), 3, axis=-1)
+    want[:, :10] = 0.0
+    for under in (255, 137, 0):
+        rgba = np.dstack([rgb, np.full(RAMP.shape, 255, np.uint8)])
+        rgba[:, :10] = (under, under, under, 0)
+        path = _write(tmp_path / f"under{under}.png", Image.fromarray(rgba, "RGBA"))
+        np.testing.assert_allclose(read_image(path), want, atol=PNG_ATOL, err_msg=f"white {under} under transparency")
+        np.testing.assert_allclose(unit_rgb(rgba), want, atol=PNG_ATOL)
+        la = _write(tmp_path / f"la{under}.png", Image.fromarray(rgba[..., [0, 3]], "LA"))
+        np.testing.assert_allclose(read_image(la), want, atol=PNG_ATOL, err_msg=f"LA, {under} under transparency")
+    half = np.dstack([rgb, np.full(RAMP.shape, 128, np.uint8)])
+    blended = RAMP[..., None] / np.float32(255.0) * np.float32(128 / 255)
+    np.testing.assert_allclose(
+        read_image(_write(tmp_path / "half.png", Image.fromarray(half, "RGBA"))),
+        np.repeat(blended, 3, -1),
+        atol=PNG_ATOL,
+    )
+    # a palette entry and colour keys (PNG tRNS): the level 248 (RAMP's brightest) made transparent
+    keyed = np.repeat(RAMP[..., None] / np.float32(255.0), 3, axis=-1)
+    keyed[RAMP == 248] = 0.0
+    pal = Image.fromarray(RAMP).convert("P")
+    pal_key = int(np.asarray(pal)[RAMP == 248][0])
+    for name, im, key in (
+        ("palette", pal, pal_key),
+        ("grey key", Image.fromarray(RAMP), 248),
+        ("colour key", Image.fromarray(rgb), (248, 248, 248)),
+        ("16-bit grey key", Image.fromarray(RAMP.astype(np.uint16) * 257), 248 * 257),
+    ):
+        path = _write(tmp_path / f"{name}.png", im, transparency=key)
+        np.testing.assert_allclose(read_image(path), keyed, atol=PNG_ATOL, err_msg=name)
 
 
 def test_sixteen_bit_frame_folder_is_not_saturated(tmp_path):

@@ -84,7 +84,15 @@ def test_model_not_trained_for_missing_inputs_refuses_them(triple_run, tiny_coho
     assert main([*args, str(tmp_path / "p.csv")]) == 1
     assert "--zero-fill-missing" in fail_line(capsys, "predict") and not (tmp_path / "p.csv").exists()
     assert main([*args, str(tmp_path / "p.csv"), "--zero-fill-missing"]) == 0
-    assert len(list(csv.DictReader((tmp_path / "p.csv").open()))) == len(triple_run.cohort)
+    rows = list(csv.DictReader((tmp_path / "p.csv").open()))
+    assert len(rows) == len(triple_run.cohort)
+    # the patients scored on zeros the model never saw are named, in the CSV and on stderr
+    assert [r["patient_id"] for r in rows if r["inputs_missing"]] == ids and {r["inputs_missing"] for r in rows} == {
+        "ceus",
+        "",
+    }
+    said = capsys.readouterr().err
+    assert f"warning: 2 of {len(rows)} patient(s) lack an input the model takes (ceus 2): each fed as zeros" in said
     # evaluate (and every command opening the run): a run whose cohort lacks inputs is refused
     config = load_config(triple_run.workdir)
     config.data.manifest = str(holey)

@@ -19,9 +19,9 @@ from lnm_jax.evaluation.plots import plot_decision_curve, plot_reliability, plot
 from lnm_jax.evaluation.summary import format_summary, summarise_predictions
 from lnm_jax.fileio import DamagedFileError, atomic_directory, guard_output, read_json, sealed, write_csv, write_json
 from lnm_jax.model_card import metadata, write_card
-from lnm_jax.preflight import check_inputs_present
+from lnm_jax.preflight import check_inputs_present, zero_fills
 from lnm_jax.run import Run
-from lnm_jax.serving import guard_predictions, intensity_check, write_predictions
+from lnm_jax.serving import guard_predictions, intensity_check, missing_inputs, write_predictions
 from lnm_jax.task import Task
 from lnm_jax.training.checkpoint import DIGEST_KEY
 
@@ -244,6 +244,11 @@ def predict_manifest(
     guard_predictions(out_csv, cohort, run.workdir, overwrite)
     if not zero_fill_missing:
         check_inputs_present(run.config, cohort, opt_in="--zero-fill-missing")
+    config = run.config
+    inputs = names.parse_modalities(config.modalities)
+    lacking = missing_inputs(
+        cohort, inputs, learned=bool(config.model.missing_inputs), trained_on_zeros=zero_fills(config)
+    )
     predictor = run.predictor(checkpoint)  # a missing checkpoint fails before any data is read
     temperature = run.temperature(checkpoint)  # and so does an edited calibration record
     with tempfile.TemporaryDirectory(prefix="lnm_predict_") as records:
@@ -263,7 +268,7 @@ def predict_manifest(
         )
     if seen := seen_patients_line(run, cohort):
         print(f"warning: {seen}", file=sys.stderr)
-    return write_predictions(cohort, logits, temperature, out_csv, flagged)
+    return write_predictions(cohort, logits, temperature, out_csv, flagged, lacking)
 
 
 def seen_patients_line(run: Run, cohort: Cohort) -> str | None:

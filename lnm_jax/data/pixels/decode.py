@@ -221,25 +221,41 @@ def fit(img: np.ndarray, size: int, mm_per_pixel: tuple[float, float] | None, fi
 SIXTEEN_BIT_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I")
 # modes PIL converts to 8-bit RGB itself: bilevel, gray (+alpha), palettes (+transparency), colour
 EIGHT_BIT_MODES = ("1", "L", "LA", "La", "P", "PA", "RGB", "RGBA", "RGBa", "RGBX", "CMYK", "YCbCr", "LAB", "HSV")
+# 8-bit modes with an alpha channel (``La``/``RGBa``: premultiplied, which PIL's RGBA conversion undoes)
+ALPHA_MODES = ("LA", "La", "PA", "RGBA", "RGBa")
 ORIENTATION = 0x0112  # EXIF Orientation; 5-8 are the transposes that swap width and height
 
 
 def to_unit_rgb(im: Image.Image) -> np.ndarray:
-    """A decoded PIL image -> float32 [H, W, 3] in [0, 1], as TensorFlow's
-    ``decode_image(channels=3)`` + ``convert_image_dtype`` give it: gray replicated, alpha and
-    palette transparency dropped, 8-bit modes scaled by 1/255, 16-bit gray (I;16*, I) by
-    1/65535, float (F) taken as [0, 1]; everything clipped to [0, 1]. ValueError for a mode
-    this project does not read."""
+    """A decoded PIL image -> float32 [H, W, 3] in [0, 1]: gray replicated, 8-bit modes scaled
+    by 1/255, 16-bit gray (I;16*, I) by 1/65535, float (F) taken as [0, 1]; everything clipped
+    to [0, 1]. A transparent pixel (alpha, a palette's or a colour key's transparency, PNG tRNS)
+    is composited over black (:func:`over_black`). ValueError for a mode this project does not
+    read."""
     if im.mode in SIXTEEN_BIT_MODES:
         unit = np.asarray(im, dtype=np.float32) / np.float32(65535.0)
+        if (key := im.info.get("transparency")) is not None:  # a tRNS grey key: that level is transparent
+            unit[np.asarray(im) == key] = 0.0
     elif im.mode == "F":
         unit = np.asarray(im, dtype=np.float32)
     elif im.mode in EIGHT_BIT_MODES:
+        if im.mode in ALPHA_MODES or "transparency" in im.info:
+            return over_black(np.asarray(im.convert("RGBA"), dtype=np.float32) / np.float32(255.0))
         return np.asarray(im.convert("RGB"), dtype=np.float32) / np.float32(255.0)
     else:
         raise ValueError(f"pixel mode {im.mode} is not read (8-bit, 16-bit gray or palette images only)")
     unit = np.clip(unit, 0.0, 1.0)
     return np.repeat(unit[..., None], 3, axis=-1)
+
+
+def over_black(rgba: np.ndarray) -> np.ndarray:
+    """float [..., 4] RGBA in [0, 1] -> [..., 3] RGB composited over black, ``rgb * alpha``.
+    What lies under a transparent pixel is no picture: a viewer shows its own background there
+    (black, white or a checkerboard) and an encoder may store any colour (two files a viewer
+    shows alike had been read apart: white under transparency read as white). Black is an
+    ultrasound's own background, outside its scan region; a partly transparent pixel is
+    blended toward it (Porter and Duff's 'over', 1984)."""
+    return rgba[..., :3] * rgba[..., 3:]
 
 
 def upright(im: Image.Image) -> Image.Image:
@@ -434,12 +450,11 @@ def read_image(path: Path) -> np.ndarray:
 def read_opacity(path: Path) -> np.ndarray | None:
     """The opacity of an image file as float32 [H, W] in [0, 1], upright: its alpha channel, or
     its palette's or colour key's transparency (PNG tRNS); None where the file has neither (or
-    is not an 8-bit mode). :func:`read_image` drops it, as a model input should; a lesion mask
-    drawn in the alpha channel (white on transparent, as annotation tools save one) needs it."""
+    is not an 8-bit mode). :func:`read_image` composites the picture over black with it; a
+    lesion mask drawn in the alpha channel (white on transparent, as annotation tools save one)
+    needs it itself."""
     with Image.open(path) as im:
-        if im.mode not in EIGHT_BIT_MODES or not (
-            im.mode in ("LA", "La", "PA", "RGBA", "RGBa") or "transparency" in im.info
-        ):
+        if im.mode not in EIGHT_BIT_MODES or not (im.mode in ALPHA_MODES or "transparency" in im.info):
             return None
         return np.asarray(upright(im).convert("RGBA"), dtype=np.float32)[..., 3] / np.float32(255.0)
 

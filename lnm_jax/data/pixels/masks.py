@@ -82,13 +82,13 @@ def _read_lesion(path: Path | str) -> np.ndarray:
     if is_dicom(Path(path)):
         lesion = read_segmentation(path)
     else:
-        pixels = verify_image(Path(path), MAX_IMAGE_PIXELS).max(axis=-1)  # [0, 1], every chunk checked, as an image
+        # [0, 1], every chunk checked, as an image; composited over black: a transparent pixel is 0
+        pixels = verify_image(Path(path), MAX_IMAGE_PIXELS).max(axis=-1)
+        opacity = read_opacity(Path(path))
+        if opacity is not None and opacity.min() < 1:  # said as the alpha's: the colours may be binary
+            _check_binary(opacity, "mask's transparency (alpha) is not binary")
         _check_binary(pixels, "mask is not binary")
         lesion = pixels > 0
-        opacity = read_opacity(Path(path))
-        if opacity is not None and opacity.min() < 1:
-            _check_binary(opacity, "mask's transparency (alpha) is not binary")
-            lesion &= opacity > 0
     if not lesion.any():
         raise MaskError(EMPTY, "mask marks no lesion pixel")
     return lesion
