@@ -155,12 +155,17 @@ class _Parser(argparse.ArgumentParser):
     def error(self, message: str):
         if m := re.fullmatch(r"argument ([\w-]+)(?:/[\w-]+)*: ignored explicit argument '(.*)'", message):
             message = f"{m[1]}={m[2]}: {m[1]} takes no value; give it alone to set it, leave it out for not"
+        unknown = [x for x in getattr(self, "_given", []) if unknown_option(x, self._option_string_actions)]
+        if unknown and message.startswith(("the following arguments are required", "unrecognized arguments")):
+            # the option mistyped, not the one it left out (helper-56: --manfest said as "--manifest required")
+            message = f"unrecognised option {unknown[0].partition('=')[0]!r}{did_you_mean(unknown[0], self)}"
         self.exit(2, f"{self.prog}: error: {message}\n")
 
     def parse_known_args(self, args=None, namespace=None):
         """argparse's, with a yes/no word after a switch refused in one line: ``validate M
         --no-labels false`` had read ``false`` as a second manifest."""
         args = sys.argv[1:] if args is None else list(args)
+        self._given = args[: args.index("--") if "--" in args else None]
         switches = {
             s
             for a in self._actions
@@ -177,6 +182,19 @@ class _Parser(argparse.ArgumentParser):
                     "leave it out for not"
                 )
         return super().parse_known_args(args, namespace)
+
+
+def unknown_option(arg: str, known: Iterable[str]) -> bool:
+    """Whether ``arg`` is written as an option (``--x`` or ``--x=v``) that is not one of ``known``."""
+    return arg.startswith("--") and len(arg) > 2 and arg.partition("=")[0] not in known
+
+
+def did_you_mean(arg: str, parser: argparse.ArgumentParser) -> str:
+    """ " (did you mean --x?)" naming the option of ``parser`` closest to the mistyped ``arg``
+    (difflib's ratio over 0.6), or ""."""
+    options = [o for o in parser._option_string_actions if o.startswith("--")]
+    near = difflib.get_close_matches(arg.partition("=")[0], options, n=1)
+    return f" (did you mean {near[0]}?)" if near else ""
 
 
 def repeated_option(argv: list[str], single: set[str]) -> str | None:
@@ -296,7 +314,7 @@ def cmd_validate(argv: list[str]) -> int:
     overrides, others = split_overrides(argv, base)
     a, rest = p.parse_known_args(others)
     if rest:
-        raise UsageError(leftover_line(rest, argv, base))
+        raise UsageError(leftover_line(rest, argv, base) + did_you_mean(rest[0], p) * rest[0].startswith("--"))
     if a.manifest and a.manifest_option and a.manifest != a.manifest_option:
         p.error(f"two manifests given ({a.manifest} and --manifest {a.manifest_option}): check one at a time")
     a.manifest = a.manifest or a.manifest_option
@@ -323,8 +341,10 @@ def cmd_validate(argv: list[str]) -> int:
     from lnm_jax.task import Task
 
     warned = [f"warning: {w}" for w in cohort.warnings]
-    print("\n".join([cohort.describe(Task.from_config(config).positive), *images.lines, *lines, *warned]))
     problems = [*images.problems, *problems]
+    # "OK" only where nothing below refuses the cohort (helper-56: "OK" then an error line)
+    described = cohort.describe(Task.from_config(config).positive, verdict=None if problems else "OK")
+    print("\n".join([described, *images.lines, *lines, *warned]))
     if problems:
         raise ValueError(f"{a.manifest} cannot be used as configured: " + " | ".join(problems))
     return 0

@@ -101,6 +101,27 @@ def test_an_impossible_option_value_is_a_usage_error_naming_it(capsys):
         assert len(err) == 1 and said in err[0] and err[0].startswith(f"lnm-jax {argv[0]}: error: argument"), err
 
 
+def test_a_mistyped_option_is_named_with_the_one_meant(capsys):
+    """helper-56: ``predict --manfest M`` said "the following arguments are required:
+    --manifest" (the consequence, not the typo), and ``validate M --no-lables`` named no
+    option. The mistyped option is named, with the nearest one the command takes."""
+    from lnm_jax.cli import main
+
+    for argv, said in (
+        (
+            ["predict", "--workdir", "w", "--manfest", "m.csv", "--out", "p.csv"],
+            "'--manfest' (did you mean --manifest?)",
+        ),
+        (["evaluate", "--workdir", "w", "--splts", "test"], "unrecognised option '--splts' (did you mean --splits?)"),
+        (["norm-stats", "--manifest=m.csv", "--image-sise=32"], "'--image-sise' (did you mean --image-size?)"),
+        (["validate", "m.csv", "--no-lables"], "'--no-lables': no option takes it (did you mean --no-labels?)"),
+        (["predict", "--workdir", "w", "--manifest", "m", "--out", "p", "--xyzzy"], "unrecognised option '--xyzzy'"),
+    ):
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and said in err[0] and err[0].startswith(f"lnm-jax {argv[0]}: error: "), err
+
+
 def test_an_override_reads_alike_in_every_command(capsys, tmp_path):
     """``--config.FIELD VALUE`` (a space, not ``=``) is read as train reads it (absl's config
     flags) by validate too, where it had been "unrecognized arguments: left". A value after a

@@ -335,7 +335,13 @@ def test_validate_command_exit_codes_and_writes_nothing(folder, capsys):
     assert _snapshot(folder) == before
     # 4 patients pass every manifest check, but cannot be split 8:2 with both classes per subset
     assert main(["validate", str(_write(folder, GOOD))]) == 1
-    assert "split: cannot make a stratified train/test split of 4 patients" in capsys.readouterr().err
+    out = capsys.readouterr()
+    assert "split: cannot make a stratified train/test split of 4 patients" in out.err
+    assert out.out.startswith(f"{folder / 'manifest.csv'}: 4 patients, 2 positive") and "OK" not in out.out, out.out
+    # new patients: no labels, no positives counted (helper-56: "0 positive" of an unlabelled cohort)
+    unlabelled = _write(folder, "".join(f"Q{i},img/q{i}.png,img/q{i}.jpg,{i % 2},,50\n" for i in range(20)))
+    assert main(["validate", str(unlabelled), "--no-labels"]) == 0
+    assert "OK, 20 patients, no labels; available" in capsys.readouterr().out
     bad = _write(folder, "P1,img/zz.png,img/a.jpg,1,1,1\nP2,img/b.png,img/b.jpg,0,0,1\n")
     before = _snapshot(folder)
     assert main(["validate", str(bad)]) == 1

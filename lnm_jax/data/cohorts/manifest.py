@@ -298,13 +298,21 @@ class Cohort:
         """How many patients have each input."""
         return {name: sum(p.has(name) for p in self.patients) for name in INPUTS}
 
-    def describe(self, positive: str | None = None) -> str:
-        """One line: size, positives (``positive``: the task's name of the class), availability
-        per input, metadata columns."""
+    def describe(self, positive: str | None = None, verdict: str | None = "OK") -> str:
+        """One line: ``verdict`` (none where ``None``: a check after this line refuses the
+        cohort), size, positives among the labelled (``positive``: the task's name of the
+        class; "no labels" where none is known), availability per input, metadata columns."""
         labels = [x for x in self.labels if x is not None]
         masks = {m: sum(p.mask(m) is not None for p in self.patients) for m in IMAGE_COLUMNS}
+        named = f" ({positive})" if positive else ""
+        told = (
+            "no labels"
+            if not labels
+            else f"{sum(labels)} positive{named}"
+            + (f" of {len(labels)} labelled" if len(labels) < len(self.patients) else "")
+        )
         return (
-            f"{self.path}: OK, {len(self)} patients, {sum(labels)} positive{f' ({positive})' if positive else ''}; "
+            f"{self.path}: {f'{verdict}, ' if verdict else ''}{len(self)} patients, {told}; "
             "available "
             + ", ".join(f"{k} {v}" for k, v in self.availability().items())
             + (f"; lesion masks: {', '.join(f'{k} {v}' for k, v in masks.items())}" if any(masks.values()) else "")
