@@ -167,7 +167,10 @@ def unit_rgb(array) -> np.ndarray:
     else:
         raise ValueError(f"image arrays must be uint8, uint16 or float in [0, 1], not {a.dtype}")
     if a.ndim >= 3 and a.shape[-1] in (1, 3, 4):
-        a = {1: lambda x: x[..., 0], 3: lambda x: x, 4: over_black}[a.shape[-1]](a)
+        if a.shape[-1] == 4:
+            a = over_black(a)
+        elif a.shape[-1] == 1:
+            a = a[..., 0]
         if a.ndim >= 3 and a.shape[-1] == 3:
             return a
     if a.ndim not in (2, 3):
