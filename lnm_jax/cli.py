@@ -1053,9 +1053,16 @@ def cmd_gradcam(argv: list[str]) -> int:
     for note in res["notes"]:
         print(note)
     h, w = res["layer_size"]
+    new = res["unlabelled"]
+    told = [f"{res['correct']} correct, {res['incorrect']} incorrect"] * (sum(new.values()) < res["patients"])
+    if sum(new.values()):  # new patients: no label to be correct against
+        told.append(
+            f"{sum(new.values())} without a label: {new['predicted_positive']} predicted positive, "
+            f"{new['predicted_negative']} negative"
+        )
     print(
-        f"{res['patients']} patients ({res['correct']} correct, {res['incorrect']} incorrect), layer {res['layer']} "
-        f"({h}x{w}): figures and grids in {res['out']}"
+        f"{res['patients']} patients ({'; '.join(told)}), layer {res['layer']} ({h}x{w}): figures and grids in "
+        f"{res['out']}"
     )
     return 0
 

@@ -61,6 +61,9 @@ AVAILABILITY_MD = "availability.md"
 CAM_PATIENTS = "patients"
 CAM_GRID_CORRECT = "grid_correct.png"
 CAM_GRID_INCORRECT = "grid_incorrect.png"
+# patients without a label (new ones), by the class predicted at the threshold
+CAM_GRID_PREDICTED_POSITIVE = "grid_predicted_positive.png"
+CAM_GRID_PREDICTED_NEGATIVE = "grid_predicted_negative.png"
 CAM_INDEX = "index.csv"
 CAM_ARRAYS = "cams.npz"  # every map as an array: '<patient>/<branch>' [S, S] in [0, 1], '<patient>/<branch>_raw'
 CAM_SCORES = "cam_scores.json"  # the maps scored against the lesion masks (lnm_jax.explain.scores)

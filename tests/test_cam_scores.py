@@ -7,6 +7,7 @@ import csv
 import json
 import math
 import os
+import re
 
 import numpy as np
 import pytest
@@ -50,11 +51,19 @@ def _new_with_masks(manifest, out, n, masks=True):
     return out
 
 
-def test_gradcam_on_new_patients_writes_maps_and_scores(triple_run, tiny_cohort, tmp_path):
+def test_gradcam_on_new_patients_writes_maps_and_scores(triple_run, tiny_cohort, tmp_path, capsys):
     new = _new_with_masks(tiny_cohort, tmp_path / "new.csv", 6)
     before = sorted(p.name for p in triple_run.workdir.iterdir())
     out = tmp_path / "cams"
     assert main(["gradcam", "--workdir", str(triple_run.workdir), "--manifest", str(new), "--out", str(out)]) == 0
+    # no label, so no correct or incorrect: grids by the class predicted (helper-56: two grids of
+    # "no patients" and "0 correct, 0 incorrect")
+    said = re.search(
+        r"6 patients \(6 without a label: (\d) predicted positive, (\d) negative\)", capsys.readouterr().out
+    )
+    assert said and int(said[1]) + int(said[2]) == 6
+    grids = sorted(p.name for p in out.glob("grid_*.png"))
+    assert grids == sorted([F.CAM_GRID_PREDICTED_POSITIVE, F.CAM_GRID_PREDICTED_NEGATIVE]), grids
     assert sorted(p.name for p in triple_run.workdir.iterdir()) == before  # the run is only read
     # standard JSON: a constant map's scores are null (fileio.json_text), never a NaN literal
     doc = json.loads((out / F.CAM_SCORES).read_text(), parse_constant=lambda c: pytest.fail(f"{c} in the JSON"))

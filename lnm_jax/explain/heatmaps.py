@@ -150,7 +150,17 @@ def replaced_source(out: Path, source: dict) -> str | None:
 CAM_INDEX_COLUMNS = [names.PATIENT_ID, "prob_lnm", names.LABEL, "correct", "figure"]
 # everything a gradcam folder holds (the per-patient figures under CAM_PATIENTS, the scores with masks)
 CAM_OUTPUTS = frozenset(
-    {F.CAM_PATIENTS, F.CAM_GRID_CORRECT, F.CAM_GRID_INCORRECT, F.CAM_INDEX, F.CAM_ARRAYS, F.CAM_SCORES, F.CAM_SOURCE}
+    {
+        F.CAM_PATIENTS,
+        F.CAM_GRID_CORRECT,
+        F.CAM_GRID_INCORRECT,
+        F.CAM_GRID_PREDICTED_POSITIVE,
+        F.CAM_GRID_PREDICTED_NEGATIVE,
+        F.CAM_INDEX,
+        F.CAM_ARRAYS,
+        F.CAM_SCORES,
+        F.CAM_SOURCE,
+    }
 )
 
 
@@ -241,13 +251,28 @@ def _explain(
             entries.append(entry)
     correct = [e for e in entries if e["correct"]]
     wrong = [e for e in entries if not e["correct"] and e["label"] >= 0]
-    grids = (("Correct", correct, F.CAM_GRID_CORRECT), ("Incorrect", wrong, F.CAM_GRID_INCORRECT))
+    # patients without a label are neither correct nor incorrect: shown by the class predicted
+    # (helper-56: new patients had two grids saying "no patients")
+    unlabelled = [e for e in entries if e["label"] < 0]
+    positive = [e for e in unlabelled if e["prob"] >= threshold]
+    negative = [e for e in unlabelled if e["prob"] < threshold]
+    grids = [
+        ("Correct predictions", correct, F.CAM_GRID_CORRECT),
+        ("Incorrect predictions", wrong, F.CAM_GRID_INCORRECT),
+    ] * (len(unlabelled) < len(entries)) + [
+        (
+            f"No label, predicted {task.positive} ({task.prob} >= {threshold:g})",
+            positive,
+            F.CAM_GRID_PREDICTED_POSITIVE,
+        ),
+        (f"No label, predicted {task.negative} ({task.prob} < {threshold:g})", negative, F.CAM_GRID_PREDICTED_NEGATIVE),
+    ] * bool(unlabelled)
     for title, chosen, path in grids if figures else ():
         grid_figure(
             out / path,
             _pick(chosen, grid_size),
             branches,
-            f"{title} predictions ({method}, {layer}, target {target})",
+            f"{title} ({method}, {layer}, target {target})",
             task,
         )
     with atomic_file(out / F.CAM_ARRAYS) as tmp:
@@ -291,6 +316,7 @@ def _explain(
         "patients": len(entries),
         "correct": len(correct),
         "incorrect": len(wrong),
+        "unlabelled": {"predicted_positive": len(positive), "predicted_negative": len(negative)},
         "layer": layer,
         "layer_size": sizes[layer],
         "scores": summary,
