@@ -73,9 +73,10 @@ RESIZE = (
     "(lnm_runtime/data/pixels/decode.py in an export)"
 )
 DECODE = (
-    "PNG/JPEG by Pillow with EXIF orientation applied; 8-bit modes / 255, 16-bit gray / 65535, gray replicated to "
-    "RGB, transparent pixels composited over black; DICOM by pydicom (VOI/palette/YBR handled, header-checked), "
-    "cropped to its SequenceOfUltrasoundRegions; clips: the peak frame (T = 1) or T frames over the enhancement phase"
+    "PNG/JPEG by Pillow with EXIF orientation, an ICC profile, PNG sBIT and gAMA applied; 8-bit modes / 255, "
+    "16-bit gray / 65535, gray replicated to RGB, transparent pixels composited over black; DICOM by pydicom "
+    "(VOI/palette/YBR handled, header-checked), cropped to its SequenceOfUltrasoundRegions; clips: the peak frame "
+    "(T = 1) or T frames over the enhancement phase"
 )
 
 

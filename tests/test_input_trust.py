@@ -170,17 +170,65 @@ def test_sixteen_bit_frame_folder_is_not_saturated(tmp_path):
     assert 0.2 < clip[0].mean() < 0.6  # the ramp's mean, not white
 
 
-def _with_sbit(path, im: Image.Image, *bits: int):
-    """``im`` saved as a PNG with an ``sBIT`` chunk of ``bits`` after its IHDR (Pillow writes none)."""
+def _with_chunk(path, im: Image.Image, kind: bytes, data: bytes, *more: tuple[bytes, bytes], **save):
+    """``im`` saved as a PNG with a ``kind`` chunk of ``data`` (and ``more`` (kind, data)
+    pairs) after its IHDR (Pillow writes no sBIT, gAMA or sRGB)."""
     import struct
     import zlib
 
     buf = io.BytesIO()
-    im.save(buf, "PNG")
-    png, data = buf.getvalue(), bytes(bits)
-    chunk = struct.pack(">I", len(data)) + b"sBIT" + data + struct.pack(">I", zlib.crc32(b"sBIT" + data))
-    path.write_bytes(png[:33] + chunk + png[33:])  # signature (8) + IHDR (25)
+    im.save(buf, "PNG", **save)
+    png = buf.getvalue()
+    chunks = b"".join(
+        struct.pack(">I", len(d)) + k + d + struct.pack(">I", zlib.crc32(k + d)) for k, d in [(kind, data), *more]
+    )
+    path.write_bytes(png[:33] + chunks + png[33:])  # signature (8) + IHDR (25)
     return path
+
+
+def _with_sbit(path, im: Image.Image, *bits: int):
+    """``im`` saved as a PNG with an ``sBIT`` chunk of ``bits``."""
+    return _with_chunk(path, im, b"sBIT", bytes(bits))
+
+
+def test_a_png_gamma_is_read_as_a_viewer_shows_it(tmp_path):
+    """A PNG's gAMA (PNG specification 12.2) tells the light its samples encode, and a viewer
+    shows them through it: saved with gAMA 1.0 (linear samples), a stored 64 of 255 is shown as
+    137 (sRGB-encoded); the model had read 64. Read as shown, in every mode and at 16 bits, a
+    palette and a colour key's transparency kept; gAMA of sRGB-like encoding (1/2.2), or one
+    beside an sRGB or iCCP chunk (which take precedence), reads as stored."""
+    from lnm_jax.data.pixels.decode import srgb_encoded
+
+    def gamma(path, im, g, *more, **save):
+        return _with_chunk(path, im, b"gAMA", int(round(g * 100000)).to_bytes(4, "big"), *more, **save)
+
+    rgb = np.repeat(RAMP[..., None], 3, axis=-1)
+    for g in (1.0, 0.3):
+        light = (RAMP / 255.0) ** (1 / g)
+        want = np.repeat((np.rint(srgb_encoded(light) * 255) / 255)[..., None], 3, axis=-1)
+        for name, im in (
+            ("L", Image.fromarray(RAMP)),
+            ("RGB", Image.fromarray(rgb)),
+            ("P", Image.fromarray(RAMP).convert("P")),
+            ("LA", Image.fromarray(RAMP).convert("LA")),
+        ):
+            got = read_image(gamma(tmp_path / f"{name}{g}.png", im, g))
+            np.testing.assert_allclose(got, want, atol=PNG_ATOL, err_msg=f"{name}, gAMA {g}")
+        wide = RAMP.astype(np.uint16) * 257
+        want16 = np.rint(srgb_encoded((wide / 65535.0) ** (1 / g)) * 65535) / 65535
+        got = read_image(gamma(tmp_path / f"i16{g}.png", Image.fromarray(wide), g))
+        np.testing.assert_allclose(got, np.repeat(want16[..., None], 3, axis=-1), atol=PNG_ATOL, err_msg="16-bit")
+    assert round(float(read_image(gamma(tmp_path / "dark.png", Image.fromarray(RAMP), 1.0))[0, 8, 0]) * 255) == 137
+    # transparency kept: the colour key's pixels over black
+    keyed = read_image(gamma(tmp_path / "keyed.png", Image.fromarray(rgb), 1.0, transparency=(248, 248, 248)))
+    assert keyed[RAMP == 248].max() == 0 and keyed[RAMP == 128].min() > 0.7
+    # as stored: sRGB-like gAMA, or an sRGB chunk beside it
+    plain = read_image(_write(tmp_path / "plain.png", Image.fromarray(RAMP)))
+    np.testing.assert_array_equal(read_image(gamma(tmp_path / "srgb.png", Image.fromarray(RAMP), 1 / 2.2)), plain)
+    both = gamma(tmp_path / "both.png", Image.fromarray(RAMP), 1.0, (b"sRGB", b"\0"))
+    with Image.open(both) as im:
+        assert im.info["gamma"] == 1.0 and "srgb" in im.info
+    np.testing.assert_array_equal(read_image(both), plain)
 
 
 def test_a_png_whose_sbit_says_fewer_bits_is_read_at_that_depth(tmp_path):

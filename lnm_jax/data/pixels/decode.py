@@ -314,9 +314,12 @@ def displayed(im: Image.Image) -> Image.Image:
     if im.format == "PNG" and frames > 1:
         raise ValueError(f"an animated PNG ({frames} frames): a still holds one picture; save the one meant as a PNG")
     significant = png_significant_bits(im)  # (read before the pixels: loading may close the file)
+    gamma = png_gamma(im)
     im = upright(im)
     if significant is not None:
         im = _low_bits_scaled(im, significant)
+    if gamma is not None:
+        im = _gamma_applied(im, gamma)
     profile = im.info.get("icc_profile")
     if profile and im.mode in GRAY_BITS:
         if (lut := _gray_lut(bytes(profile), GRAY_BITS[im.mode])) is None:
@@ -336,6 +339,53 @@ def displayed(im: Image.Image) -> Image.Image:
     from PIL import ImageCms  # noqa: PLC0415
 
     return ImageCms.applyTransform(im, transform)
+
+
+# PNG gAMA of sRGB-like encoding (1/2.2, PNG specification 12.2): shown as stored, as viewers do
+SRGB_GAMMA = 0.45455
+
+
+def png_gamma(im: Image.Image) -> float | None:
+    """The ``gAMA`` of a PNG whose colours a viewer shows through it: one without ``iCCP`` or
+    ``sRGB`` (which take precedence, PNG specification 11.3.3.1), whose gamma is not sRGB's
+    (:data:`SRGB_GAMMA` within 1%, shown as stored) and is positive; None otherwise. An image
+    saved with ``gAMA`` 1.0 (linear samples) is shown brighter in its mid-tones than its
+    samples read: 64 of 255 as 137."""
+    g = im.info.get("gamma") if im.format == "PNG" else None
+    if not g or g <= 0 or "icc_profile" in im.info or "srgb" in im.info or abs(g - SRGB_GAMMA) <= 0.01 * SRGB_GAMMA:
+        return None
+    return float(g)
+
+
+def srgb_encoded(light: np.ndarray) -> np.ndarray:
+    """Linear light in [0, 1] -> sRGB-encoded values in [0, 1] (IEC 61966-2-1's curve)."""
+    light = np.clip(light, 0.0, 1.0)
+    return np.where(light <= 0.0031308, 12.92 * light, 1.055 * light ** (1 / 2.4) - 0.055)
+
+
+def _gamma_applied(im: Image.Image, gamma: float) -> Image.Image:
+    """The image as shown on an sRGB display: each colour sample ``v`` (at its own depth, 8 or
+    16 bits) the light ``v ** (1 / gamma)`` it encodes (PNG specification 12.2), sRGB-encoded
+    (:func:`srgb_encoded`). Transparency is kept: alpha as it is, a palette or 8-bit colour key
+    as alpha (the image expanded to RGBA first), a 16-bit grey key's pixels set to 0, black, as
+    :func:`to_unit_rgb` reads them. A bilevel image is unchanged (0 and 1 are the same light
+    under any gamma)."""
+    if im.mode == "1":
+        return im
+    key = im.info.get("transparency")
+    if im.mode in ("P", "PA") or (key is not None and im.mode not in SIXTEEN_BIT_MODES):
+        im = im.convert("RGBA" if key is not None or im.mode in ("PA", "LA") else "RGB")
+    top = 65535 if im.mode in SIXTEEN_BIT_MODES else 255
+    lut = np.rint(srgb_encoded((np.arange(top + 1) / top) ** (1.0 / gamma)) * top)
+    levels = np.asarray(im)
+    alpha = im.mode in ALPHA_MODES
+    colour = levels[..., :-1] if alpha else levels
+    shown = lut[np.clip(colour, 0, top).astype(np.intp)].astype(np.uint16 if top == 65535 else np.uint8)
+    if top == 65535:  # grey
+        if key is not None:
+            shown[levels == key] = 0
+        return Image.fromarray(shown)  # I;16
+    return Image.fromarray(np.dstack([shown, levels[..., -1]]) if alpha else shown, im.mode)
 
 
 def png_significant_bits(im: Image.Image) -> int | None:
