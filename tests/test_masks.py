@@ -350,3 +350,15 @@ def test_convert_ddti_rasterises_outlines_and_names_what_it_leaves_out(tmp_path)
     with pytest.raises(OutputPathError, match=r"masks folder .*masks is an existing folder this command did not"):
         convert_ddti(src, tmp_path / "out" / "manifest.csv", overwrite=True)
     assert (tmp_path / "out" / "masks" / "notes.txt").read_text() == "mine"
+    # every case that refuses the folder at once, and nothing written (it had stopped at the first)
+    (src / "xml" / "7.xml").write_text("<case><tirads>4a</tirads><mark>")
+    _ddti_case(src, 8, "4a", square)
+    (src / "images" / "8_1.jpg").unlink()
+    with pytest.raises(ValueError) as e:
+        convert_ddti(src, tmp_path / "again" / "manifest.csv")
+    said = str(e.value).splitlines()
+    assert said[0] == f"2 refused cases in {src}:" and said[1].startswith(
+        f"  {src / 'xml' / '7.xml'}: not readable XML"
+    )
+    assert said[2] == f"  {src / 'xml' / '8.xml'}: image {src / 'images' / '8_1.jpg'} does not exist", said
+    assert not (tmp_path / "again" / "manifest.csv").exists() and not (tmp_path / "again" / "masks").exists()

@@ -24,7 +24,7 @@ from PIL import Image, ImageDraw
 
 from lnm_jax.data.cohorts.manifest import pixel_digest, write_manifest
 from lnm_jax.data.pixels.decode import image_size, read_image
-from lnm_jax.fileio import OutputPathError, atomic_directory, error_line, guard_output
+from lnm_jax.fileio import OutputPathError, atomic_directory, error_line, guard_output, problems_text
 from lnm_jax.names import BMODE, LABEL, PATIENT_ID, US_LNM, mask
 
 SUSPICIOUS = ("4a", "4b", "4c", "5")
@@ -99,6 +99,7 @@ def convert_ddti(src: Path | str, out_csv: Path | str, *, overwrite: bool = Fals
     )
     guard_output(out_csv, inputs=[src], overwrite=overwrite)  # any manifest starts alike: no ``ours``
     rows, counts, skipped, pictures = [], {"cases": 0, "no_tirads": 0, "no_outline": 0, "repeated_image": 0}, [], {}
+    refused = []  # every case that refuses the folder, said at once (as validate names a manifest's problems)
     out_csv.parent.mkdir(parents=True, exist_ok=True)
     with atomic_directory(masks_dir, replace=ours) as tmp:
         for xml in sorted((src / "xml").glob("*.xml"), key=lambda p: int(re.sub(r"\D", "", p.stem) or 0)):
@@ -106,7 +107,8 @@ def convert_ddti(src: Path | str, out_csv: Path | str, *, overwrite: bool = Fals
             try:
                 root = ET.parse(xml).getroot()
             except ET.ParseError as e:
-                raise ValueError(f"{xml}: not readable XML ({e})") from None
+                refused.append(f"{xml}: not readable XML ({e})")
+                continue
             tirads = (root.findtext("tirads") or "").strip().lower()
             if tirads not in SUSPICIOUS + NOT_SUSPICIOUS:
                 counts["no_tirads"] += 1
@@ -119,7 +121,8 @@ def convert_ddti(src: Path | str, out_csv: Path | str, *, overwrite: bool = Fals
             k, m = marked
             image = src / "images" / f"{xml.stem}_{k}.jpg"
             if not image.is_file():
-                raise ValueError(f"{xml}: image {image} does not exist")
+                refused.append(f"{xml}: image {image} does not exist")
+                continue
             try:
                 lesion = rasterise(polygons(m.findtext("svg")), image_size(image))
             except (ValueError, KeyError, TypeError) as e:  # e.g. an outline cut off in the release
@@ -149,6 +152,8 @@ def convert_ddti(src: Path | str, out_csv: Path | str, *, overwrite: bool = Fals
                     "tirads": tirads,
                 }
             )
+        if refused:  # raised inside the block: the masks written so far go with their folder
+            raise ValueError(refused[0] if len(refused) == 1 else problems_text(refused, "refused case", f" in {src}"))
     write_manifest(out_csv, rows, extra_columns=(mask(BMODE), "tirads"))
     return {
         **counts,
