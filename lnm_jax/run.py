@@ -586,6 +586,17 @@ class RunData:
         return len(self.ids("train")) // self.config.train.batch_size
 
 
+def check_split(config: ConfigDict, cohort: Cohort, split: Split) -> None:
+    """What training ``config``'s model on ``split`` of ``cohort`` would trip on, checked before
+    anything is written (by :meth:`Run.create`, and by ``lnm-jax reproduce`` for every planned
+    run and split before its first record): lesion masks for a lesion head in the training
+    split, a training split of at least one batch, TensorFlow for ``data.loader='tfds'``."""
+    check_lesion_masks(config, cohort, split.train)
+    check_trainable(config, len(split.train))
+    if config.data.get("loader", "grain") == "tfds":
+        _tfds_pipeline()  # TensorFlow importable, or one line saying what to install
+
+
 def _tfds_pipeline():
     """The TensorFlow input path, or an error that says what to install."""
     try:
@@ -709,10 +720,7 @@ class Run:
                         "protocol.folds is for `lnm-jax reproduce --folds K`; a run trains on one holdout split"
                     )
                 (split,), save = make_splits(config, cohort), True
-        check_lesion_masks(config, cohort, split.train)
-        check_trainable(config, len(split.train))
-        if config.data.get("loader", "grain") == "tfds":
-            _tfds_pipeline()  # TensorFlow importable, or one line saying what to install
+        check_split(config, cohort, split)
         # a resume records its config and process once its checkpoint has been read
         # (write_pending_record, from the loop): one that fails on a damaged checkpoint leaves the
         # run's record as it was, not describing an attempt that never trained

@@ -426,6 +426,24 @@ def test_image_size_and_samples_checked_against_the_pixel_data(tmp_path):
     ):
         frame = dicom.read_frame(dicom.read_header(path), 0)[..., 0]
         np.testing.assert_allclose(frame, picture / 255, atol=JPEG_ATOL if "jpeg" in path.name else PNG_ATOL)
+    # zeros after the header's frame that are the picture's own black rows, read at a width too
+    # narrow (helper-57: Columns 600 on a 640-wide frame whose last 32 rows were black read as
+    # stripes): refused where the data's rows line up at the width that fills it exactly; zeros
+    # after a frame that lines up at Columns stay padding
+    from scipy import ndimage
+
+    field = ndimage.gaussian_filter(np.random.default_rng(5).normal(size=(48, 80)), 2.0)
+    scan = np.uint8(np.clip(128 + 40 * field / field.std(), 0, 255))
+    scan[40:] = 0  # black below the sector
+    for narrow in (1, 4):
+        ds = _native(dicom.US_IMAGE_STORAGE, scan, 1, "MONOCHROME2")
+        ds.Columns = 80 - narrow
+        with pytest.raises(dicom.HeaderMismatchError, match="exactly 48 rows of 80 columns, whose rows line up"):
+            dicom.read_header(save(f"narrow{narrow}.dcm", ds))
+    ds = _native(dicom.US_IMAGE_STORAGE, scan, 1, "MONOCHROME2")
+    ds.PixelData = scan.tobytes() + bytes(2 * 48)  # two zero bytes per row
+    frame = dicom.read_frame(dicom.read_header(save("scan_padded.dcm", ds)), 0)[..., 0]
+    np.testing.assert_allclose(frame, scan / 255, atol=PNG_ATOL)
     # BitsStored under a codestream's precision: an 8-bit JPEG or JPEG 2000 under BitsStored 6
     # had been read masked to 6 bits (the JPEG's picture as a sawtooth); the codestream's
     # samples are seen as decoded and refused where they exceed it (PS3.5 8.2.1). Native data's

@@ -198,6 +198,12 @@ def test_more_pretraining_manifests_join_every_split_and_are_read_before_any_run
         "pretrain.batch_size=64" in capsys.readouterr().err
     )
     assert not work.exists()
+    # a run's batch larger than its training split (helper-57: said by the first run's start, after
+    # the protocol's config.json, splits.json and run_info.json were written)
+    assert main([*args, "--config.train.batch_size=32"]) != 0
+    said = capsys.readouterr().err
+    assert "run us_lnm (fold 0): train split has 16 patients, fewer than one batch of 32" in said, said
+    assert not work.exists()
 
 
 def test_report_says_where_the_image_branches_started():

@@ -31,6 +31,7 @@ from lnm_jax import names
 from lnm_jax.config import ConfigError
 from lnm_jax.data.cohorts.manifest import ManifestError, read_manifest
 from lnm_jax.data.cohorts.splits import Split, check_stored, load_splits, make_splits, save_splits
+from lnm_jax.data.cohorts.survey import survey
 from lnm_jax.data.pixels.sources import Framing
 from lnm_jax.data.synth.synthetic import bayes_auc, generator_params, temporal_reference
 from lnm_jax.evaluation import metrics as M
@@ -46,6 +47,7 @@ from lnm_jax.protocol.cohort_table import cohort_table, cohort_table_markdown
 from lnm_jax.run import (
     ConfigMismatchError,
     Run,
+    check_split,
     config_changes,
     load_config,
     recorded_before,
@@ -323,10 +325,18 @@ def reproduce(config: ConfigDict, workdir: Path | str) -> dict:
             except ValueError as e:
                 raise ValueError(f"protocol.pretrain{f' (fold {k})' if folds else ''}: {e}") from e
     runs = plan_runs(config)
-    for run in runs.values():  # every planned model and its inputs, before the first one trains
+    images = survey(cohort, Framing.from_config(config.data), screens=False)  # as each run's start surveys it
+    if images.problems:
+        raise ValueError(f"{cohort.path}: " + " | ".join(images.problems))
+    for name, run in runs.items():  # every planned model, its inputs and its splits, before anything is written
         rc = _run_config(config, run, manifest, files.tfds, workdir / PROTOCOL_PRETRAIN)
         check_config(rc)
         check_inputs_present(rc, cohort)
+        for k, split in enumerate(splits):  # (helper-57: a batch larger than the split, said after the records)
+            try:
+                check_split(rc, cohort, split)
+            except ValueError as e:
+                raise ValueError(f"run {name}{f' (fold {k})' if folds else ''}: {e}") from e
     workdir.mkdir(parents=True, exist_ok=True)
     save_splits(files.splits, splits, **split_doc)
     write_run_record(config, files, before=before)
