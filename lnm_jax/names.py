@@ -80,6 +80,9 @@ CEUS_REGIONS = ("auto", "left", "right")
 CAM_LAYERS = ("stem", "stage1", "stage2", "stage3", "stage4")  # the backbones' hooked maps, shallow to deep
 EXPORT_FORMATS = ("stablehlo", "onnx")  # lnm_jax.export
 EXPORT_PLATFORMS = ("cpu", "cuda")
+# backbone.json's record of a pretraining's images: the content key (manifest.picture_keys) of
+# each, which a run started from the backbone checks its test patients against
+PRETRAINED_PICTURES = "pretrained_pictures"
 SPLITS = ("train", "val", "test")  # the patient-level split's subsets (lnm_jax.data.cohorts.splits)
 FINGERPRINT_HELP = (  # lnm_jax.exported.fingerprint; predict.py and lnm-jax predict --exported
     "the export's fingerprint as its publisher gave it (sha256:..., printed by lnm-jax export): refuse any other "

@@ -64,7 +64,12 @@ from lnm_jax.fileio import (
     write_json,
 )
 from lnm_jax.models.fusion import build_model, check_config
-from lnm_jax.preflight import check_inputs_present, check_lesion_masks, check_trainable
+from lnm_jax.preflight import (
+    check_inputs_present,
+    check_lesion_masks,
+    check_test_kept_out_of_pretraining,
+    check_trainable,
+)
 from lnm_jax.run_files import GENERATOR, MANIFEST, RunFiles
 from lnm_jax.training import sharding
 from lnm_jax.training import state as state_lib
@@ -737,6 +742,8 @@ class Run:
             )
         run = cls(config, files.root, cohort, split, resume=resume)
         if config.model.init_from and not (resume and files.checkpoints.exists()):  # a resume reads none
+            if note := check_test_kept_out_of_pretraining(config, cohort, split.test):
+                print(note, file=sys.stderr)
             run.pretrained_backbones()  # read and fitted to the model's branches before any write
         outputs = (files.checkpoints, files.history, files.tensorboard, files.intensity_reference, files.train_log)
         made = [p for p in (files.root, *outputs) if not p.exists()]  # before this start writes anything

@@ -319,7 +319,9 @@ def test_convert_ddti_rasterises_outlines_and_names_what_it_leaves_out(tmp_path)
     outside = square.replace('"x": 10', '"x": 99910').replace('"x": 29', '"x": 99929')  # (helper-55's trial)
     _ddti_case(src, 6, "4a", outside)  # an outline off its image: no pixel enclosed, left out, named
     shutil.copyfile(src / "images" / "1_1.jpg", src / "images" / "5_1.jpg")
+    shutil.copyfile(src / "images" / "2_1.jpg", src / "images" / "2_2.jpg")  # a second image of a case: counted
     summary = convert_ddti(src, tmp_path / "out" / "manifest.csv")
+    assert summary["other_images_of_a_case"] == 1
     assert (summary["patients"], summary["no_tirads"], summary["bad_outline"], summary["repeated_image"]) == (
         2,
         1,

@@ -143,7 +143,16 @@ def test_a_run_starts_from_the_pretrained_branches_and_keeps_them_frozen_first(p
     c = c.copy_and_resolve_references()
     c.model.init_from = str(work / P.BACKBONES)
     c.train.epochs, c.train.freeze_backbone_epochs = 1, 1  # one frozen epoch: the branches as loaded
-    run = Run.create(c, tmp_path / "run")
+    # a run on another split than the pretraining's: test patients whose images it saw, refused
+    # before anything is written (helper-57: 5 of 7 test patients pretrained on, unsaid)
+    other = c.copy_and_resolve_references()
+    other.data.split.seed = c.data.split.seed + 1
+    with pytest.raises(ValueError, match=r"model.init_from: \d+ of the \d+ test patients' images .* are among those"):
+        Run.create(other, tmp_path / "other")
+    assert not (tmp_path / "other").exists()
+    metas = [json.loads((P.backbone_dir(work, m) / "backbone.json").read_text()) for m in names.IMAGE_INPUTS]
+    assert all(m["test_split_kept_out"] and len(m[names.PRETRAINED_PICTURES]) == m["images"] for m in metas)
+    run = Run.create(c, tmp_path / "run")  # its own split: every test patient kept out
     train(run)
     state, _ = run.restore("latest")
     for m in names.IMAGE_INPUTS:

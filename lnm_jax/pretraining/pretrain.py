@@ -365,6 +365,10 @@ def _pretrain_groups(config, data, first, split, exclude, record, workdir, mesh,
             "inputs": list(inputs),
             "images": len(part),
             "image_size": config.data.image_size,
+            # what it saw, so that a run started from it can tell its test patients were kept out
+            # (names.PRETRAINED_PICTURES; a run on another split had been told nothing)
+            "test_split_kept_out": bool(exclude),
+            names.PRETRAINED_PICTURES: sorted({r.pictures[0][0] for r in part.refs if r.pictures}),
         }
         from lnm_jax.weights.io import save_backbone  # noqa: PLC0415
 

@@ -98,7 +98,8 @@ def convert_ddti(src: Path | str, out_csv: Path | str, *, overwrite: bool = Fals
         masks_dir, inputs=[src], kind="folder", can_overwrite=False, flag="--out's masks folder", ours=lambda _: ours
     )
     guard_output(out_csv, inputs=[src], overwrite=overwrite)  # any manifest starts alike: no ``ours``
-    rows, counts, skipped, pictures = [], {"cases": 0, "no_tirads": 0, "no_outline": 0, "repeated_image": 0}, [], {}
+    counts = {"cases": 0, "no_tirads": 0, "no_outline": 0, "repeated_image": 0, "other_images_of_a_case": 0}
+    rows, skipped, pictures = [], [], {}
     refused = []  # every case that refuses the folder, said at once (as validate names a manifest's problems)
     out_csv.parent.mkdir(parents=True, exist_ok=True)
     with atomic_directory(masks_dir, replace=ours) as tmp:
@@ -141,6 +142,8 @@ def convert_ddti(src: Path | str, out_csv: Path | str, *, overwrite: bool = Fals
                 counts["repeated_image"] += 1
                 continue
             pid = f"ddti_{xml.stem}"
+            # a case is one patient, one image: its first outlined one (its others are not read)
+            counts["other_images_of_a_case"] += sum(1 for f in (src / "images").glob(f"{xml.stem}_*.jpg")) - 1
             Image.fromarray(lesion.astype(np.uint8) * 255, "L").save(tmp / f"{pid}.png")
             rows.append(
                 {
