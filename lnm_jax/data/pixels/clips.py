@@ -11,6 +11,7 @@ spread evenly over it; T = 1 is the peak-enhancement frame, the one a sonographe
 from __future__ import annotations
 
 import dataclasses
+import os
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -76,12 +77,28 @@ def _reader_failure(path: Path, e: Exception) -> ClipError:
     return ClipError(f"{path}: not a readable clip ({type(e).__name__}: {first})")
 
 
+# imageio-ffmpeg starts ffmpeg with preexec_fn=os.setpgrp (to keep Ctrl-C from it), which
+# forks this multithreaded process and runs Python in the child: a known hang (imageio-ffmpeg
+# issue #58; helper-57's pretraining stuck on an mp4 at full CPU, once in four) and JAX's
+# "os.fork() was called" warning on every video read. Its own switch leaves preexec_fn out, so
+# that ffmpeg starts as any subprocess does; Ctrl-C then reaches ffmpeg too, which stops with
+# the command. A value the user set is kept.
+FFMPEG_NO_FORK_HOOK = "IMAGEIO_FFMPEG_NO_PREVENT_SIGINT"
+
+
+def _imageio():
+    """``imageio.v3``, with ffmpeg started without a fork hook (:data:`FFMPEG_NO_FORK_HOOK`)."""
+    import imageio.v3 as iio  # noqa: PLC0415  (video only)
+
+    os.environ.setdefault(FFMPEG_NO_FORK_HOOK, "1")
+    return iio
+
+
 def video_info(path: Path | str) -> VideoInfo:
     """The container's declared size, rate and duration; :class:`ClipError` naming the file
     when it is unreadable or declares more than :data:`MAX_CLIP_FRAMES` frames or
     :data:`MAX_CLIP_PIXELS` pixels."""
-    import imageio.v3 as iio  # noqa: PLC0415  (video only)
-
+    iio = _imageio()
     path = Path(path)
     try:
         meta = iio.immeta(path, plugin="FFMPEG")  # imageio-ffmpeg's bundled ffmpeg
@@ -160,8 +177,7 @@ def _raw_frames(path: Path) -> Iterator[np.ndarray]:
             except (OSError, UnidentifiedImageError, ValueError) as e:
                 raise ClipError(f"{path}: frame {f.name} is not a readable image ({type(e).__name__}: {e})") from e
         return
-    import imageio.v3 as iio  # noqa: PLC0415  (video only)
-
+    iio = _imageio()
     video_info(path)  # the declared budget, before anything is decoded
     try:
         for frame in iio.imiter(path, plugin="FFMPEG"):
