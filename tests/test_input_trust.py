@@ -463,6 +463,21 @@ def test_image_size_and_samples_checked_against_the_pixel_data(tmp_path):
         ):
             dicom.read_frame(dicom.read_header(path), 0)
     np.testing.assert_array_equal(dicom.read_frame(dicom.read_header(shallow[2]), 0)[..., 0], (picture % 64) / 63)
+    # ... unless those bits hold the picture (helper-57: a smooth 8-bit picture under BitsStored
+    # 6 read as a sawtooth, in silence): refused; bits above BitsStored that are a constant, or a
+    # sparse overlay, are masked off as before
+    smooth = _native(dicom.US_IMAGE_STORAGE, scan, 1, "MONOCHROME2")
+    smooth.BitsStored, smooth.HighBit = 6, 5
+    with pytest.raises(dicom.HeaderMismatchError, match=r"BitsStored is 6 .* the picture is smooth where masked"):
+        dicom.read_header(save("smooth_6.dcm", smooth))
+    twelve = (scan.astype(np.uint16) * 16) | np.uint16(0xF000)  # 12-bit samples, the four bits above all set
+    overlay = scan.astype(np.uint16) * 16
+    overlay[4:6, 10:60] |= 1 << 13  # a line of overlay bits
+    for name, pixels in (("constant_high.dcm", twelve), ("overlay.dcm", overlay)):
+        ds = _native(dicom.US_IMAGE_STORAGE, pixels, 1, "MONOCHROME2")
+        ds.BitsAllocated, ds.BitsStored, ds.HighBit = 16, 12, 11
+        frame = dicom.read_frame(dicom.read_header(save(name, ds)), 0)[..., 0]
+        np.testing.assert_allclose(frame, (scan.astype(np.float64) * 16) / 4095, atol=PNG_ATOL, err_msg=name)
     m = _manifest(
         tmp_path / "m.csv",
         [["A", "native_columns.dcm", "", 1, 1], ["B", "jpeg_swapped.dcm", "", 0, 0], ["C", "jpeg_6.dcm", "", 0, 0]],
