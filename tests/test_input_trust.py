@@ -1630,7 +1630,7 @@ def test_video_over_the_clip_budget_refused_before_decoding(tmp_path, monkeypatc
 # ------------------------------------------------------------- what the product writes, it reads back
 
 
-def test_natural_frame_order():
+def test_natural_frame_order(tmp_path):
     names = [f"frame_{k}.png" for k in (1000, 100, 2, 999, 10)]
     from pathlib import Path
 
@@ -1642,6 +1642,14 @@ def test_natural_frame_order():
         "frame_1000.png",
     ]
     assert clips.frame_name(7, 1500) == "frame_0007.png" and clips.frame_name(7, 20) == "frame_007.png"
+    # two files at one place in that order: refused, naming them (helper-57: both read, unsaid)
+    for k, extra in enumerate(("frame_1.jpg", "frame_01.png")):
+        folder = tmp_path / f"clip{k}"
+        folder.mkdir()
+        for name in ("frame_0.png", "frame_1.png", "frame_2.png", extra):
+            Image.fromarray(RAMP).save(folder / name)
+        with pytest.raises(clips.ClipError, match=r"two files for one frame \(frame_"):
+            clips.frame_files(folder)
 
 
 def test_deidentified_long_16bit_clip_reads_back_the_same(tmp_path):

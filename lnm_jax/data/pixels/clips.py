@@ -46,8 +46,16 @@ def _natural_key(path: Path) -> tuple:
 
 def frame_files(folder: Path) -> list[Path]:
     """A frame folder's images in natural name order (numbers compared as numbers, so that
-    ``frame_1000`` follows ``frame_999`` whether or not the numbers are zero-padded)."""
-    return sorted((p for p in folder.iterdir() if p.suffix.lower() in FRAME_SUFFIXES), key=_natural_key)
+    ``frame_1000`` follows ``frame_999`` whether or not the numbers are zero-padded).
+    :class:`ClipError` naming them when two files are one place in that order (``frame_0.png``
+    and ``frame_0.jpg``, ``frame_2`` and ``frame_02``): which comes first is the file system's
+    whim (helper-57: both read, the clip a frame longer, unsaid)."""
+    files = sorted((p for p in folder.iterdir() if p.suffix.lower() in FRAME_SUFFIXES), key=_natural_key)
+    place = [_natural_key(p.with_suffix("")) for p in files]
+    if twice := [(a, b) for a, b, k, j in zip(files, files[1:], place, place[1:]) if k == j]:
+        said = "; ".join(f"{a.name} and {b.name}" for a, b in twice[:3]) + ("; ..." if len(twice) > 3 else "")
+        raise ClipError(f"{folder}: two files for one frame ({said}): which is the frame? keep one of each")
+    return files
 
 
 def frame_name(index: int, count: int) -> str:
