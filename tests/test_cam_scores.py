@@ -34,6 +34,14 @@ def test_lesion_scores_equal_a_hand_computation():
         S.lesion_scores(cam, np.zeros((4, 4)))
     summary = S.summarise([{**s, "random_mass_ratio": 1.0}, {**flat, "random_mass_ratio": 1.0}])
     assert summary["images"] == 2 and summary["constant_maps"] == 1 and summary["mass_ratio_mean"] == 3.0
+    # the printed line says how many were scored (helper-57: "all (7 images)" over 5 scored maps)
+    rows = [{**r, "random_mass_in_lesion": 0.25, "random_pointing_hit": 0.0} for r in (s, flat)]
+    rows = [{**r, "random_mass_ratio": 1.0, "branch": "bmode", "label": 0} for r in rows]
+    line = S.summary_lines(S.summary_table(rows, ["bmode"]), "gradcam", "stage3")
+    assert line == [
+        "bmode gradcam stage3, all (2 images, 1 scored, 1 maps constant): mass in lesion / area 3.00 (random 1.00), "
+        "pointing game 1.00 (random 0.00)"
+    ], line
 
 
 def _new_with_masks(manifest, out, n, masks=True):

@@ -97,8 +97,12 @@ def summary_lines(table: Mapping, method: str, layer: str) -> list[str]:
             if "mass_ratio_mean" not in c:
                 lines.append(f"{b} {method} {layer}, {g} ({c['images']} images): every map constant, nothing scored")
                 continue
+            constant = c.get("constant_maps", 0)
+            told = f"{c['images']} images" + (
+                f", {c['images'] - constant} scored, {constant} maps constant" * bool(constant)
+            )
             lines.append(
-                f"{b} {method} {layer}, {g} ({c['images']} images): mass in lesion / area {c['mass_ratio_mean']:.2f} "
+                f"{b} {method} {layer}, {g} ({told}): mass in lesion / area {c['mass_ratio_mean']:.2f} "
                 f"(random {r.get('mass_ratio_mean', math.nan):.2f}), pointing game {c['pointing_game']:.2f} "
                 f"(random {r.get('pointing_game', math.nan):.2f})"
             )
