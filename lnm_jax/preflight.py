@@ -126,43 +126,51 @@ def prevalence_warning(cohort: Cohort, config: ConfigDict) -> str | None:
     )
 
 
-def check_test_kept_out_of_pretraining(config: ConfigDict, cohort: Cohort, test_ids) -> str | None:
-    """ValueError when a test patient's image (``test_ids`` of ``cohort``) was among the images
-    ``model.init_from``'s backbone was pretrained on (``backbone.json``'s
+def check_pretraining(config: ConfigDict, cohort: Cohort, test_ids) -> list[str]:
+    """What a run started from ``model.init_from``'s pretrained backbone is told, checked
+    before it writes anything. ValueError when a test patient's image (``test_ids`` of
+    ``cohort``) was among the images the backbone was pretrained on (``backbone.json``'s
     :data:`~lnm_jax.names.PRETRAINED_PICTURES`, by decoded content): their test scores would
     come from a backbone that has seen them (helper-57: a run on another split seed than its
-    pretraining's had 5 of its 7 test patients among them, unsaid). A backbone pretrained with
-    ``--include-test`` (the user's choice: its record says the test split was not kept out)
-    gives a note instead, returned; so does one whose record predates the field (nothing to
-    check). None where nothing is to be said (no ``init_from``, or a backbone of another
-    source: converted weights)."""
+    pretraining's had 5 of its 7 test patients among them, unsaid). Notes (returned): a backbone
+    pretrained with ``--include-test`` (the user's choice) whose images hold test patients', one
+    whose record predates the field (nothing to check), one pretrained at another image size
+    than the run's (its filters meet structures at another scale). None of it for no
+    ``init_from`` or a backbone of another source (converted weights)."""
     if not config.model.get("init_from"):
-        return None
+        return []
     from lnm_jax.weights.io import backbone_meta, branch_backbone_dirs  # noqa: PLC0415
 
+    init, size = config.model.init_from, int(config.data.image_size)
     images = [m for m in names.parse_modalities(config.modalities) if m in names.IMAGE_INPUTS]
-    metas = [
-        backbone_meta(f) for f in dict.fromkeys(branch_backbone_dirs(config.model.init_from, tuple(images)).values())
-    ]
+    metas = [backbone_meta(f) for f in dict.fromkeys(branch_backbone_dirs(init, tuple(images)).values())]
     pretrained = [m for m in metas if str(m.get("source", "")).startswith("lnm-jax pretrain")]
-    if not pretrained:
-        return None
-    if any(names.PRETRAINED_PICTURES not in m for m in pretrained):
-        return (
-            f"note: {config.model.init_from} records no pretraining images (pretrained before they were): its "
-            "pretraining is not checked against the test split"
-        )
+    notes = [
+        f"note: {init} was pretrained at {m['image_size']} px, this run trains at {size} px: its filters meet "
+        "structures at another scale than they learned"
+        for m in pretrained[:1]
+        if m.get("image_size") not in (None, size)
+    ]
+    if pretrained and any(names.PRETRAINED_PICTURES not in m for m in pretrained):
+        return [
+            *notes,
+            f"note: {init} records no pretraining images (pretrained before they were): its pretraining is not "
+            "checked against the test split",
+        ]
     seen = set().union(*(m[names.PRETRAINED_PICTURES] for m in pretrained))
     by = cohort.by_id()
     hits = [pid for pid in test_ids if any(keys and keys[0][0] in seen for keys in by[pid].pictures.values())]
     if not hits:
-        return None
+        return notes
     said = (
         f"{len(hits)} of the {len(test_ids)} test patients' images ({', '.join(hits[:3])}{', ...' * (len(hits) > 3)}) "
-        f"are among those {config.model.init_from} was pretrained on"
+        f"are among those {init} was pretrained on"
     )
     if not all(m.get("test_split_kept_out", True) for m in pretrained):
-        return f"note: {said} (pretrained with --include-test: their test scores come from a backbone that saw them)"
+        return [
+            *notes,
+            f"note: {said} (pretrained with --include-test: their test scores come from a backbone that saw them)",
+        ]
     raise ValueError(
         f"model.init_from: {said}: their test scores would come from a backbone that saw them. Pretrain with this "
         f"run's split (data.split.seed={config.data.split.seed}, test_fraction {config.data.split.test_fraction}, "

@@ -67,7 +67,7 @@ from lnm_jax.models.fusion import build_model, check_config
 from lnm_jax.preflight import (
     check_inputs_present,
     check_lesion_masks,
-    check_test_kept_out_of_pretraining,
+    check_pretraining,
     check_trainable,
 )
 from lnm_jax.run_files import GENERATOR, MANIFEST, RunFiles
@@ -742,7 +742,7 @@ class Run:
             )
         run = cls(config, files.root, cohort, split, resume=resume)
         if config.model.init_from and not (resume and files.checkpoints.exists()):  # a resume reads none
-            if note := check_test_kept_out_of_pretraining(config, cohort, split.test):
+            for note in check_pretraining(config, cohort, split.test):
                 print(note, file=sys.stderr)
             run.pretrained_backbones()  # read and fitted to the model's branches before any write
         outputs = (files.checkpoints, files.history, files.tensorboard, files.intensity_reference, files.train_log)

@@ -152,6 +152,17 @@ def test_a_run_starts_from_the_pretrained_branches_and_keeps_them_frozen_first(p
     assert not (tmp_path / "other").exists()
     metas = [json.loads((P.backbone_dir(work, m) / "backbone.json").read_text()) for m in names.IMAGE_INPUTS]
     assert all(m["test_split_kept_out"] and len(m[names.PRETRAINED_PICTURES]) == m["images"] for m in metas)
+    # another image size than the pretraining's: a note (helper-57: accepted unsaid)
+    from lnm_jax.preflight import check_pretraining
+
+    bigger = c.copy_and_resolve_references()
+    bigger.data.image_size = 2 * c.data.image_size
+    cohort = read_manifest(c.data.manifest)
+    notes = check_pretraining(bigger, cohort, make_splits(c, cohort)[0].test)
+    assert notes == [
+        f"note: {c.model.init_from} was pretrained at {c.data.image_size} px, this run trains at "
+        f"{bigger.data.image_size} px: its filters meet structures at another scale than they learned"
+    ], notes
     run = Run.create(c, tmp_path / "run")  # its own split: every test patient kept out
     train(run)
     state, _ = run.restore("latest")
