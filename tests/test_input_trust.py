@@ -444,6 +444,20 @@ def test_image_size_and_samples_checked_against_the_pixel_data(tmp_path):
     ds.PixelData = scan.tobytes() + bytes(2 * 48)  # two zero bytes per row
     frame = dicom.read_frame(dicom.read_header(save("scan_padded.dcm", ds)), 0)[..., 0]
     np.testing.assert_allclose(frame, scan / 255, atol=PNG_ATOL)
+    # PlanarConfiguration against the data's layout (helper-57: interleaved data under 1 read
+    # scrambled): refused either way where the other layout lines up; each read right as said
+    colour = np.stack([scan, scan // 2, 255 - scan], -1)
+    layouts = {0: colour.tobytes(), 1: np.ascontiguousarray(colour.transpose(2, 0, 1)).tobytes()}
+    for said in (0, 1):
+        for held, data in layouts.items():
+            ds = _native(dicom.US_IMAGE_STORAGE, colour, 3, "RGB")
+            ds.PlanarConfiguration, ds.PixelData = said, data
+            path = save(f"planar{said}_{held}.dcm", ds)
+            if said == held:
+                np.testing.assert_allclose(dicom.read_frame(dicom.read_header(path), 0), colour / 255, atol=PNG_ATOL)
+            else:
+                with pytest.raises(dicom.HeaderMismatchError, match=f"PlanarConfiguration {said} says"):
+                    dicom.read_header(path)
     # BitsStored under a codestream's precision: an 8-bit JPEG or JPEG 2000 under BitsStored 6
     # had been read masked to 6 bits (the JPEG's picture as a sawtooth); the codestream's
     # samples are seen as decoded and refused where they exceed it (PS3.5 8.2.1). Native data's

@@ -546,7 +546,9 @@ def _frames_in_data(path: Path, ds, photometric: str) -> tuple[int, str] | None:
         return None
     elem = ds.get_item("PixelData")
     length = getattr(elem, "length", None)
-    tell = getattr(elem, "value_tell", None)  # where its value starts in the file, where pydicom says
+    # where its value starts in the file, where pydicom says: a raw element's value_tell, a
+    # deferred one's (read when first used) file_tell
+    tell = getattr(elem, "value_tell", None) or getattr(elem, "file_tell", None)
     if length not in (None, 0xFFFFFFFF) and tell is not None and tell + length > path.stat().st_size:
         _check_whole(path)  # the file ends before the data it declares
     syntax = getattr(getattr(ds, "file_meta", None), "get", lambda k: None)("TransferSyntaxUID")
@@ -576,6 +578,7 @@ def _frames_in_data(path: Path, ds, photometric: str) -> tuple[int, str] | None:
                 "shifted against the next (read sheared); the header's image size is not the data's"
             )
         _check_stored_bits(path, ds, photometric, syntax, tell, size)
+        _check_planar(path, ds, photometric, syntax, tell, size)
         return frames, f"{length} bytes of {size} per frame"
     buf = io.BytesIO(ds.PixelData)
     offsets = parse_basic_offsets(buf)
@@ -669,26 +672,73 @@ def _check_stored_bits(path: Path, ds, photometric: str, syntax, tell: int | Non
         or int(ds.get("PlanarConfiguration") or 0)
     ):
         return
-    with open(path, "rb") as f:
-        f.seek(tell)
-        data = f.read(size)
-    if len(data) < size:
+    if (data := _first_frame(path, tell, size)) is None:
         return
     raw = np.frombuffer(data, "<u1" if bits == 8 else "<u2").reshape(int(ds.Rows), int(ds.Columns), -1)[..., 0]
     raw = raw.astype(np.int64)
     share = float(np.mean(raw >> stored != 0))
     if share <= HIGH_BITS_SHARE or raw.shape[0] < 2:
         return
-
-    def step(a: np.ndarray) -> float:  # mean step to the next row, over the SD
-        return float(np.abs(np.diff(a, axis=0)).mean() / (a.std() + 1e-9))
-
     masked = raw & (2**stored - 1)
-    if step(raw) <= HIGH_BITS_SMOOTHER * step(masked):
+    if _row_step(raw) <= HIGH_BITS_SMOOTHER * _row_step(masked):
         raise HeaderMismatchError(
             f"{path}: BitsStored is {stored} (values up to {2**stored - 1}), but {share:.0%} of the first frame's "
             f"samples have bits above it set, and read whole ({bits} bits) the picture is smooth where masked to "
             f"{stored} bits it wraps around (a sawtooth): BitsStored is not the data's"
+        )
+
+
+def _first_frame(path: Path, tell: int, size: int) -> bytes | None:
+    """The ``size`` bytes of native pixel data at file offset ``tell`` (its first frame), or
+    None where the file holds fewer."""
+    with open(path, "rb") as f:
+        f.seek(tell)
+        data = f.read(size)
+    return data if len(data) == size else None
+
+
+def _row_step(a: np.ndarray) -> float:
+    """A picture's mean absolute step to the next row over its SD: small where neighbouring
+    rows are alike, as in any picture read as laid out."""
+    a = a.astype(np.float64)
+    return float(np.abs(np.diff(a, axis=0)).mean() / (a.std() + 1e-9))
+
+
+# colour data read as its PlanarConfiguration says lines up better than read the other way:
+# refused where the other way's row step is at most this share of the header's. Measured on 140
+# BUS-BRA and DDTI pictures as RGB (a /tmp script): the right layout's step over the wrong
+# one's at most 0.352 (interleaved data) and 0.767 (planes); so the right layout is at least
+# 1.30 times the wrong one's
+PLANAR_SMOOTHER = 0.85
+
+
+def _check_planar(path: Path, ds, photometric: str, syntax, tell: int | None, size: int) -> None:
+    """:class:`HeaderMismatchError` when native 3-sample data lines up read in the other
+    layout than its ``PlanarConfiguration`` says (0: R, G, B interleaved per pixel; 1: three
+    planes; :data:`PLANAR_SMOOTHER`; helper-57: interleaved data under 1 read scrambled, in
+    silence). Reads the first frame's bytes only; 8- or 16-bit little-endian RGB or YBR_FULL."""
+    bits = int(ds.BitsAllocated)
+    if (
+        _samples(ds) != 3
+        or bits not in (8, 16)
+        or tell is None
+        or str(syntax) == "1.2.840.10008.1.2.2"
+        or photometric not in ("RGB", "YBR_FULL")
+    ):
+        return
+    if (data := _first_frame(path, tell, size)) is None:
+        return
+    rows, cols, planar = int(ds.Rows), int(ds.Columns), int(ds.get("PlanarConfiguration") or 0)
+    if rows < 2:
+        return
+    flat = np.frombuffer(data, "<u1" if bits == 8 else "<u2")
+    interleaved, planes = _row_step(flat.reshape(rows, cols, 3)[..., 0]), _row_step(flat.reshape(3, rows, cols)[0])
+    said, other = (interleaved, planes) if planar == 0 else (planes, interleaved)
+    if said > 0 and other <= PLANAR_SMOOTHER * said:
+        layouts = ("interleaved (R, G, B per pixel)", "three planes (all R, then G, then B)")
+        raise HeaderMismatchError(
+            f"{path}: PlanarConfiguration {planar} says its samples are {layouts[planar]}, but its first frame "
+            f"lines up read as {layouts[1 - planar]}: PlanarConfiguration is not the data's"
         )
 
 
