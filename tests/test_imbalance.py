@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from lnm_jax.config import base_config, config_problems
-from lnm_jax.evaluation.evaluate import imbalance_warnings
+from lnm_jax.evaluation.evaluate import MIN_PER_CLASS, imbalance_warnings, small_split_warnings
 from lnm_jax.training.steps import bce_loss, resolve_pos_weight
 
 
@@ -61,6 +61,17 @@ def test_evaluate_warns_when_a_class_is_never_called_and_names_the_youden_thresh
     assert "pos_weight" not in imbalance_warnings(result, [1, 0], c)[0]
     balanced = {"youden_threshold_from_val": 0.5, "splits": {"test": _split(0.7, 0.8)}}
     assert imbalance_warnings(balanced, [1, 0, 1, 0], c) == []
+
+
+def test_evaluate_warns_of_an_auc_over_few_patients_of_a_class():
+    """helper-57: "AUC 1.000 (1.000-1.000)" on 4 test patients, unsaid. A split with fewer than
+    MIN_PER_CLASS patients of either class is named with its pairs; a larger one is not."""
+    result = {"splits": {"val": {"n": 40, "n_positive": 20}, "test": {"n": 4, "n_positive": 1}}}
+    assert small_split_warnings(result) == [
+        "test: 1 positive and 3 negative patients: its AUC rests on 3 pair(s), and its CIs understate what so few "
+        "patients leave open (at perfect separation they have zero width)"
+    ]
+    assert MIN_PER_CLASS == 10 and not small_split_warnings({"splits": {"test": {"n": 20, "n_positive": 10}}})
 
 
 def test_validate_warns_about_prevalence_unless_positives_are_weighted():

@@ -4,6 +4,7 @@ report; k-fold mode pools out-of-fold predictions; Table 1 and the BUS-BRA conve
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -80,6 +81,8 @@ def test_reproduce_writes_all_tables_figures_and_the_report(tiny_cohort, tmp_pat
     report = (work / "report.md").read_text()
     for heading in ("Table 1", "Table 2", "Table 3", "DeLong", "Bayes-optimal", "Grad-CAM against the lesion masks"):
         assert heading in report
+    # 8 test patients: the AUCs over so few are said to be so (helper-57: unsaid on 4)
+    assert re.search(r"\*\*Few test patients\.\*\* test: \d positive and \d negative patients: its AUC rests", report)
     assert res["image_init"] == {"from": "random", "freeze_backbone_epochs": 0}
     assert "Image branches: trained from random (He) initialisation, no pretraining." in report
     # a rerun resumes: nothing is trained again, the numbers are the same

@@ -101,6 +101,7 @@ def evaluate(run: Run, *, checkpoint: str = "best", subsets=("val", "test"), out
             )
     result["single_inputs"] = single_input_check(run, preds)
     result["warnings"] = imbalance_warnings(result, [p.lnm for p in run.cohort.patients if p.lnm is not None], config)
+    result["warnings"] += small_split_warnings(result)
     if result["temperature_at_bound"]:  # recorded with the metrics, so the model card says it too
         lo, hi = C.TEMPERATURE_BOUNDS
         result["warnings"].append(f"{BOUND_WARNING} (T = {temperature:.2f}, bounds {lo}-{hi})")
@@ -404,6 +405,26 @@ def imbalance_warnings(result: dict, labels, config) -> list[str]:
         for key, calls in (("sensitivity", "negative"), ("specificity", "positive")):
             if at[key] == 0.0:
                 out.append(f"{split}: {key} at 0.5 is 0.000 (every patient called {calls}); {remedy}")
+    return out
+
+
+# fewer patients of either class than this in a split: its AUC is warned of as resting on few pairs
+MIN_PER_CLASS = 10
+
+
+def small_split_warnings(result: dict) -> list[str]:
+    """One line per split with fewer than :data:`MIN_PER_CLASS` patients of either class: its AUC
+    is the share of its positive-negative pairs ranked right, and on a few pairs neither the AUC
+    nor its CI means much (helper-57: "AUC 1.000 (1.000-1.000)" on 4 test patients, unsaid; a
+    perfect separation has a DeLong variance of 0 and every bootstrap resample agrees)."""
+    out = []
+    for split, m in result["splits"].items():
+        pos, neg = int(m["n_positive"]), int(m["n"]) - int(m["n_positive"])
+        if min(pos, neg) < MIN_PER_CLASS:
+            out.append(
+                f"{split}: {pos} positive and {neg} negative patients: its AUC rests on {pos * neg} pair(s), and "
+                "its CIs understate what so few patients leave open (at perfect separation they have zero width)"
+            )
     return out
 
 

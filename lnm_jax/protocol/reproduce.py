@@ -35,6 +35,7 @@ from lnm_jax.data.cohorts.survey import survey
 from lnm_jax.data.pixels.sources import Framing
 from lnm_jax.data.synth.synthetic import bayes_auc, generator_params, temporal_reference
 from lnm_jax.evaluation import metrics as M
+from lnm_jax.evaluation.evaluate import small_split_warnings
 from lnm_jax.evaluation.plots import plot_convergence, plot_roc
 from lnm_jax.evaluation.stats import delong_test, permutation_p_value
 from lnm_jax.evaluation.summary import THRESHOLD_METRICS, summarise_predictions
@@ -514,7 +515,7 @@ def generator_bayes_aucs(manifest: Path, config: ConfigDict) -> dict | None:
 
 
 def table3_lines(results: dict) -> list[str]:
-    """Table 3 as console lines."""
+    """Table 3 as console lines, then a warning where its test patients are few."""
     out = []
     for row in results["table3"]["rows"].values():
         lo, hi = row["auc_ci_delong"]
@@ -523,7 +524,14 @@ def table3_lines(results: dict) -> list[str]:
             f"{row['setting']:7s} test AUC {row['auc']:.3f} ({lo:.3f}-{hi:.3f})  sens "
             f"{at['sensitivity']:.3f} spec {at['specificity']:.3f} acc {at['accuracy']:.3f}"
         )
-    return out
+    return out + [f"WARNING: {w}" for w in few_test_patients(results)]
+
+
+def few_test_patients(results: dict) -> list[str]:
+    """:func:`lnm_jax.evaluation.evaluate.small_split_warnings` of Table 3's test set (every
+    setting is scored on the same patients; helper-57: "AUC 1.000 (1.000-1.000)" on 4, unsaid)."""
+    rows = list(results["table3"]["rows"].values())
+    return small_split_warnings({"splits": {"test": rows[0]}}) if rows else []
 
 
 # ------------------------------------------------------------------------------- report
@@ -640,6 +648,7 @@ def report_markdown(results: dict, groups: dict) -> str:
         if folds:
             line += f" {row['folds']['auc']['mean']:.3f} +- {row['folds']['auc']['sd']:.3f} |"
         lines.append(line)
+    lines += [f"\n**Few test patients.** {w}." for w in few_test_patients(results)]
     lines += [
         "",
         "Sensitivity, specificity and accuracy at probability threshold "
