@@ -252,6 +252,23 @@ def test_physical_scale_makes_a_lesion_the_same_size_at_every_depth():
         fit(near, 64, None, 40.0)
 
 
+def test_a_pixel_spacing_that_disagrees_with_the_region_is_said(tmp_path):
+    """helper-57: PixelSpacing 0.5 mm beside a scan region calibrated at 0.1 mm was settled
+    for the region in silence. The region's stays the calibration (PS3.3 C.8.5.5); the
+    disagreement is a note naming both; an agreeing PixelSpacing says nothing."""
+    picture = np.random.default_rng(2).integers(0, 255, (40, 50), dtype=np.uint8)
+    region = [ScanRegion(Box(5, 5, 45, 35), 1, 1, (0.1, 0.1))]
+    for spacing, said in ((["0.5", "0.5"], True), (["0.1", "0.1"], False)):
+        path = write(tmp_path, f"s{spacing[0]}.dcm", picture, regions=region, attributes={"PixelSpacing": spacing})
+        src = sources.resolve(path, "bmode")
+        assert src.mm_per_pixel == (0.1, 0.1)
+        notes = [n for n in src.notes if "PixelSpacing" in n]
+        want = [
+            "PixelSpacing 0.5 x 0.5 mm per pixel disagrees with its ultrasound region's 0.1 x 0.1: the region's is used"
+        ]
+        assert notes == (want if said else []), notes
+
+
 @pytest.fixture(scope="module")
 def twin_cohorts(tmp_path_factory):
     """The same small synthetic cohort as PNG files and as uncompressed DICOM screens."""

@@ -157,6 +157,10 @@ class DicomHeader:
     # "JPEG", "JPEG-LS" or "JPEG 2000" when the pixel data is such a codestream, whose own
     # sample precision bounds the decoded values (not BitsStored: :func:`_check_depth`); else ''
     codestream: str = ""
+    # PixelSpacing (mm between column centres, between row centres: x, y), where it holds two
+    # positive numbers; an ultrasound's calibration is its region's (``regions``), this is read
+    # to tell where the two disagree
+    pixel_spacing: tuple[float, float] | None = None
 
     @property
     def duration_s(self) -> float | None:
@@ -283,7 +287,18 @@ def _header(path: Path, ds, frames: int, photometric: str, syntax) -> DicomHeade
         signed=int(ds.get("PixelRepresentation", 0) or 0) != 0,
         **_grey_transforms(path, ds, photometric),
         codestream=_codestream_kind(syntax),
+        pixel_spacing=_pixel_spacing(ds),
     )
+
+
+def _pixel_spacing(ds) -> tuple[float, float] | None:
+    """``PixelSpacing`` as (x, y) mm per pixel (the attribute says row spacing first: y, x), or
+    None where it is absent or not two positive numbers."""
+    try:
+        dy, dx = (float(v) for v in ds.get("PixelSpacing") or ())
+    except (TypeError, ValueError):
+        return None
+    return (dx, dy) if dx > 0 and dy > 0 and np.isfinite(dx + dy) else None
 
 
 def _codestream_kind(syntax) -> str:

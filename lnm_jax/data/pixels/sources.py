@@ -351,6 +351,14 @@ def _resolve_dicom(path: Path, name: str, options: ImageOptions, ceus_region: st
         else:
             box, spacing = regions[0].box, regions[0].mm_per_pixel
             notes.append(f"{len(regions)} tissue regions: the left one used (set {name}_crop to choose)")
+    if spacing is not None and header.pixel_spacing and not np.allclose(spacing, header.pixel_spacing, rtol=0.01):
+        # two calibrations in one header: the region's is the scan's (PS3.3 C.8.5.5); said, not
+        # settled in silence (helper-57: PixelSpacing 0.5 mm beside a region's 0.1 mm, unsaid)
+        (sx, sy), (px, py) = spacing, header.pixel_spacing
+        notes.append(
+            f"PixelSpacing {px:g} x {py:g} mm per pixel disagrees with its ultrasound region's {sx:g} x {sy:g}: the "
+            "region's is used"
+        )
     if options.mm_per_pixel:
         # the manifest's spacing against the file's own calibration (its ultrasound region's
         # PhysicalDeltaX/Y): a disagreement had been settled for the cell in silence
