@@ -458,6 +458,32 @@ def test_image_size_and_samples_checked_against_the_pixel_data(tmp_path):
             else:
                 with pytest.raises(dicom.HeaderMismatchError, match=f"PlanarConfiguration {said} says"):
                     dicom.read_header(path)
+    # helper-58's trial of these checks. Missed: the top 40% black (the first plane's bytes all
+    # black), Rows and Columns swapped (the same bytes), a cine whose first frame is black.
+    # Refused wrongly: pydicom's 3x3 SC_rgb_small_odd.dcm, a picture with a zero tail (padding)
+    from pydicom import dcmread
+    from pydicom.data import get_testdata_file
+
+    dark_top = colour.copy()
+    dark_top[:20] = 0
+    ds = _native(dicom.US_IMAGE_STORAGE, dark_top, 3, "RGB")
+    ds.PlanarConfiguration = 1
+    with pytest.raises(dicom.HeaderMismatchError, match="PlanarConfiguration 1 says"):
+        dicom.read_header(save("dark_top.dcm", ds))
+    ds = _native(dicom.US_IMAGE_STORAGE, scan, 1, "MONOCHROME2")
+    ds.Rows, ds.Columns = 80, 48
+    with pytest.raises(dicom.HeaderMismatchError, match="Rows 80 and Columns 48, but its frames line up read as 48"):
+        dicom.read_header(save("swapped.dcm", ds))
+    cine = np.stack([np.zeros_like(scan), scan, scan])
+    ds = _native(dicom.US_IMAGE_STORAGE, cine, 1, "MONOCHROME2")
+    ds.NumberOfFrames, ds.BitsStored, ds.HighBit = 3, 6, 5
+    with pytest.raises(dicom.HeaderMismatchError, match="BitsStored is 6"):
+        dicom.read_header(save("dark_first.dcm", ds))
+    assert dicom.read_header(get_testdata_file("SC_rgb_small_odd.dcm")).rows == 3
+    ds = _native(dicom.US_IMAGE_STORAGE, scan, 1, "MONOCHROME2")
+    ds.PixelData = scan.tobytes() + bytes(8 * 80)  # eight rows of zeros after the frame
+    np.testing.assert_allclose(dicom.read_frame(dicom.read_header(save("tail.dcm", ds)), 0)[..., 0], scan / 255)
+    assert dcmread(tmp_path / "tail.dcm").Columns == 80
     # BitsStored under a codestream's precision: an 8-bit JPEG or JPEG 2000 under BitsStored 6
     # had been read masked to 6 bits (the JPEG's picture as a sawtooth); the codestream's
     # samples are seen as decoded and refused where they exceed it (PS3.5 8.2.1). Native data's
@@ -482,7 +508,7 @@ def test_image_size_and_samples_checked_against_the_pixel_data(tmp_path):
     # sparse overlay, are masked off as before
     smooth = _native(dicom.US_IMAGE_STORAGE, scan, 1, "MONOCHROME2")
     smooth.BitsStored, smooth.HighBit = 6, 5
-    with pytest.raises(dicom.HeaderMismatchError, match=r"BitsStored is 6 .* the picture is smooth where masked"):
+    with pytest.raises(dicom.HeaderMismatchError, match=r"BitsStored is 6 .* masked to it its picture wraps around"):
         dicom.read_header(save("smooth_6.dcm", smooth))
     twelve = (scan.astype(np.uint16) * 16) | np.uint16(0xF000)  # 12-bit samples, the four bits above all set
     overlay = scan.astype(np.uint16) * 16

@@ -185,6 +185,8 @@ def read_header(path: Path) -> DicomHeader:
     import pydicom  # noqa: PLC0415
     from pydicom.errors import InvalidDicomError  # noqa: PLC0415
 
+    path = Path(path)
+
     try:
         # the pixel data's length is read, its bytes are not (native) or only its fragments;
         # pydicom's warnings about odd values stay off the console (the verdict is the message)
@@ -592,8 +594,9 @@ def _frames_in_data(path: Path, ds, photometric: str) -> tuple[int, str] | None:
                 f"exactly {ds.Rows} rows of {width} columns, whose rows line up where rows of {ds.Columns} are each "
                 "shifted against the next (read sheared); the header's image size is not the data's"
             )
-        _check_stored_bits(path, ds, photometric, syntax, tell, size)
-        _check_planar(path, ds, photometric, syntax, tell, size)
+        _check_stored_bits(path, ds, photometric, syntax, tell, size, frames)
+        _check_planar(path, ds, photometric, syntax, tell, size, frames)
+        _check_swapped(path, ds, photometric, syntax, tell, size, frames)
         return frames, f"{length} bytes of {size} per frame"
     buf = io.BytesIO(ds.PixelData)
     offsets = parse_basic_offsets(buf)
@@ -623,6 +626,11 @@ def _frames_in_data(path: Path, ds, photometric: str) -> tuple[int, str] | None:
     return (starts, "the codestreams in its fragments") if starts else None
 
 
+# the heuristics on a frame's picture (the width its rows line up at, the bits above BitsStored,
+# the planar layout) judge frames at least this many pixels a side: a few pixels carry no
+# picture to judge by (helper-58: pydicom's 3x3 SC_rgb_small_odd.dcm, 3-8 px noise, refused)
+MIN_SIDE = 16
+
 # rows read at another width line up when their mean step to the next row is at most this
 # share of the step at Columns: a picture read at the wrong width is sheared, each row shifted
 # against the next, and at its own width neighbouring rows are alike. Measured on 150 BUS-BRA
@@ -647,74 +655,81 @@ def _aligned_width(ds, photometric: str, length: int, syntax) -> int | None:
     if bits not in (8, 16) or big_endian or int(ds.get("PlanarConfiguration") or 0) or whole is None:
         return None
     width = whole // per_column
-    if width <= cols:
+    if width <= cols or min(rows, cols) < MIN_SIDE:
         return None
-    first = np.frombuffer(ds.PixelData, "<u1" if bits == 8 else "<u2", count=rows * width * samples)
+    # the header's first frame's samples, read at both widths: a zero tail beyond them (padding)
+    # would make either reading look smoother than its picture (helper-58: speckle and 8 rows of
+    # zeros, refused)
+    first = np.frombuffer(ds.PixelData, "<u1" if bits == 8 else "<u2", count=rows * cols * samples)
 
-    def step(w: int) -> float:  # the first frame read w wide: mean |row i+1 - row i| of its first sample
-        frame = first[: rows * w * samples].reshape(rows, w, samples)[..., 0].astype(np.float64)
-        return float(np.abs(np.diff(frame, axis=0)).mean()) if rows > 1 else 0.0
+    def step(w: int) -> float:  # those samples read w wide: mean |row i+1 - row i| of the first sample
+        frame = first[: (rows * cols // w) * w * samples].reshape(-1, w, samples)[..., 0].astype(np.float64)
+        return float(np.abs(np.diff(frame, axis=0)).mean()) if len(frame) > 1 else 0.0
 
     at_columns = step(cols)
     return width if at_columns > 0 and step(width) <= ALIGNED_STEP * at_columns else None
 
 
 # BitsStored below the data's depth (native data, PS3.5 8.1.1 lets the bits above it hold
-# anything, and they are masked off): refused where those bits are set in more than this share
-# of the first frame's samples and the picture read whole is smoother than masked (its step to
-# the next row, over its SD, at most HIGH_BITS_SMOOTHER of the masked one's: masked, a
-# picture wraps around into a sawtooth). Measured on 140 BUS-BRA and DDTI pictures (a /tmp
-# script): 8-bit pictures under BitsStored 7/6/5/4 with over 5% of samples above it: ratio at
-# most 0.709/0.565/0.403/0.357; 12-bit pictures in 16 bits with random high bits: at least
-# 3.58; a constant in the high bits: 1.0, a sparse overlay: under 1% of the samples
-HIGH_BITS_SHARE = 0.05
-HIGH_BITS_SMOOTHER = 0.8
+# anything, and they are masked off): refused where masking wraps the picture around, i.e. more
+# than this share of vertically neighbouring samples step by over half the masked range where,
+# read whole, they step by under half of it (a smooth picture masked to fewer bits is a
+# sawtooth). Measured on 140 BUS-BRA and DDTI pictures (a /tmp script): 8-bit pictures under
+# BitsStored 7/6/5: at least 0.0018/0.040/0.056 of the pairs; 12-bit pictures in 16 bits with
+# random high bits at most 0.0002, a constant, a sparse overlay or an overlay box there: 0
+WRAP_SHARE = 0.0006
 
 
-def _check_stored_bits(path: Path, ds, photometric: str, syntax, tell: int | None, size: int) -> None:
-    """:class:`HeaderMismatchError` when native data's ``BitsStored`` masks off bits that hold
-    the picture (:data:`HIGH_BITS_SHARE`, :data:`HIGH_BITS_SMOOTHER`; helper-57: an 8-bit
-    picture under BitsStored 6 was read as a sawtooth in silence, as pydicom reads it). Reads
-    the first frame's bytes only. Unsigned little-endian grey or RGB data of 8 or 16 bits."""
+def _sampled_frames(path: Path, tell: int | None, size: int, frames: int) -> list[bytes]:
+    """The bytes of native frames 0, the middle one and the last (those the file holds whole):
+    a cine's first frames may be dark (a CEUS clip before the contrast arrives), and a check of
+    frame 0 alone then judges nothing (helper-58)."""
+    if tell is None:
+        return []
+    out = []
+    with open(path, "rb") as f:
+        for k in sorted({0, frames // 2, max(frames - 1, 0)}):
+            f.seek(tell + k * size)
+            if len(data := f.read(size)) == size:
+                out.append(data)
+    return out
+
+
+def _check_stored_bits(path: Path, ds, photometric: str, syntax, tell: int | None, size: int, frames: int) -> None:
+    """:class:`HeaderMismatchError` when masking native data to ``BitsStored`` wraps its picture
+    around (:data:`WRAP_SHARE`; helper-57: an 8-bit picture under BitsStored 6 was read as a
+    sawtooth in silence, as pydicom reads it; helper-58: under BitsStored 7, with few samples
+    above it). Reads frames 0, middle and last (:func:`_sampled_frames`). Unsigned
+    little-endian grey or interleaved RGB data of 8 or 16 bits, at least :data:`MIN_SIDE` a side."""
     bits, stored = int(ds.BitsAllocated), int(ds.get("BitsStored") or ds.BitsAllocated)
+    rows, cols = int(ds.Rows), int(ds.Columns)
     if (
         bits not in (8, 16)
         or stored >= bits
-        or tell is None
+        or min(rows, cols) < MIN_SIDE
         or int(ds.get("PixelRepresentation") or 0)
         or str(syntax) == "1.2.840.10008.1.2.2"
         or not photometric.startswith(("MONOCHROME", "RGB"))
         or int(ds.get("PlanarConfiguration") or 0)
     ):
         return
-    if (data := _first_frame(path, tell, size)) is None:
-        return
-    raw = np.frombuffer(data, "<u1" if bits == 8 else "<u2").reshape(int(ds.Rows), int(ds.Columns), -1)[..., 0]
-    raw = raw.astype(np.int64)
-    share = float(np.mean(raw >> stored != 0))
-    if share <= HIGH_BITS_SHARE or raw.shape[0] < 2:
-        return
-    masked = raw & (2**stored - 1)
-    if _row_step(raw) <= HIGH_BITS_SMOOTHER * _row_step(masked):
-        raise HeaderMismatchError(
-            f"{path}: BitsStored is {stored} (values up to {2**stored - 1}), but {share:.0%} of the first frame's "
-            f"samples have bits above it set, and read whole ({bits} bits) the picture is smooth where masked to "
-            f"{stored} bits it wraps around (a sawtooth): BitsStored is not the data's"
-        )
-
-
-def _first_frame(path: Path, tell: int, size: int) -> bytes | None:
-    """The ``size`` bytes of native pixel data at file offset ``tell`` (its first frame), or
-    None where the file holds fewer."""
-    with open(path, "rb") as f:
-        f.seek(tell)
-        data = f.read(size)
-    return data if len(data) == size else None
+    top = 2**stored - 1
+    for data in _sampled_frames(path, tell, size, frames):
+        raw = np.frombuffer(data, "<u1" if bits == 8 else "<u2").reshape(rows, cols, -1)[..., 0].astype(np.int64)
+        masked_step, whole_step = np.abs(np.diff(raw & top, axis=0)), np.abs(np.diff(raw, axis=0))
+        wrapped = float(np.mean((masked_step > top / 2) & (whole_step < top / 2)))
+        if wrapped > WRAP_SHARE:
+            raise HeaderMismatchError(
+                f"{path}: BitsStored is {stored} (values up to {top}), but masked to it its picture wraps around "
+                f"({wrapped:.2%} of neighbouring samples jump by over half that range where read whole, {bits} "
+                "bits, they step by under half of it: a sawtooth): BitsStored is not the data's"
+            )
 
 
 def _row_step(a: np.ndarray) -> float:
-    """A picture's mean absolute step to the next row over its SD: small where neighbouring
-    rows are alike, as in any picture read as laid out."""
+    """A picture's mean absolute step to the next row over its SD (over every channel of
+    ``a``: [rows, cols] or [rows, cols, channels]): small where neighbouring rows are alike, as
+    in any picture read as laid out."""
     a = a.astype(np.float64)
     return float(np.abs(np.diff(a, axis=0)).mean() / (a.std() + 1e-9))
 
@@ -727,34 +742,69 @@ def _row_step(a: np.ndarray) -> float:
 PLANAR_SMOOTHER = 0.85
 
 
-def _check_planar(path: Path, ds, photometric: str, syntax, tell: int | None, size: int) -> None:
+def _check_planar(path: Path, ds, photometric: str, syntax, tell: int | None, size: int, frames: int) -> None:
     """:class:`HeaderMismatchError` when native 3-sample data lines up read in the other
     layout than its ``PlanarConfiguration`` says (0: R, G, B interleaved per pixel; 1: three
-    planes; :data:`PLANAR_SMOOTHER`; helper-57: interleaved data under 1 read scrambled, in
-    silence). Reads the first frame's bytes only; 8- or 16-bit little-endian RGB or YBR_FULL."""
-    bits = int(ds.BitsAllocated)
+    planes; :data:`PLANAR_SMOOTHER`, over all three samples; helper-57: interleaved data under 1
+    read scrambled, in silence). Reads frames 0, middle and last (:func:`_sampled_frames`);
+    8- or 16-bit little-endian RGB or YBR_FULL, at least :data:`MIN_SIDE` a side."""
+    bits, rows, cols = int(ds.BitsAllocated), int(ds.Rows), int(ds.Columns)
     if (
         _samples(ds) != 3
         or bits not in (8, 16)
-        or tell is None
+        or min(rows, cols) < MIN_SIDE
         or str(syntax) == "1.2.840.10008.1.2.2"
         or photometric not in ("RGB", "YBR_FULL")
     ):
         return
-    if (data := _first_frame(path, tell, size)) is None:
+    planar = int(ds.get("PlanarConfiguration") or 0)
+    for data in _sampled_frames(path, tell, size, frames):
+        flat = np.frombuffer(data, "<u1" if bits == 8 else "<u2")
+        # the three planes side by side: each plane's rows step to its own next row
+        interleaved = _row_step(flat.reshape(rows, cols, 3))
+        planes = _row_step(flat.reshape(3, rows, cols).transpose(1, 2, 0))
+        said, other = (interleaved, planes) if planar == 0 else (planes, interleaved)
+        if said > 0 and other <= PLANAR_SMOOTHER * said:
+            layouts = ("interleaved (R, G, B per pixel)", "three planes (all R, then G, then B)")
+            raise HeaderMismatchError(
+                f"{path}: PlanarConfiguration {planar} says its samples are {layouts[planar]}, but its frames "
+                f"line up read as {layouts[1 - planar]}: PlanarConfiguration is not the data's"
+            )
+
+
+# a frame whose data lines up read with Rows and Columns swapped: refused where that reading's
+# row step is at most this share of the header's. Measured on 140 BUS-BRA and DDTI pictures (a
+# /tmp script): read right, a picture's step is at most 0.474 of its step read swapped (so the
+# header's reading of a swapped file is at least 2.1 times the right one's)
+SWAP_SMOOTHER = 0.7
+
+
+def _check_swapped(path: Path, ds, photometric: str, syntax, tell: int | None, size: int, frames: int) -> None:
+    """:class:`HeaderMismatchError` when native data of exactly the header's size lines up read
+    with ``Rows`` and ``Columns`` swapped (:data:`SWAP_SMOOTHER`; the same number of bytes, so
+    no length check can tell; helper-58: a 560x360 picture under Rows 560, Columns 360 was read
+    sheared, in silence). Frames 0, middle and last; 8- or 16-bit little-endian grey or
+    interleaved colour, at least :data:`MIN_SIDE` a side."""
+    bits, rows, cols = int(ds.BitsAllocated), int(ds.Rows), int(ds.Columns)
+    samples = _samples(ds)
+    if (
+        rows == cols
+        or bits not in (8, 16)
+        or min(rows, cols) < MIN_SIDE
+        or samples not in (1, 3)
+        or photometric == "YBR_FULL_422"
+        or (samples == 3 and int(ds.get("PlanarConfiguration") or 0))
+        or str(syntax) == "1.2.840.10008.1.2.2"
+    ):
         return
-    rows, cols, planar = int(ds.Rows), int(ds.Columns), int(ds.get("PlanarConfiguration") or 0)
-    if rows < 2:
-        return
-    flat = np.frombuffer(data, "<u1" if bits == 8 else "<u2")
-    interleaved, planes = _row_step(flat.reshape(rows, cols, 3)[..., 0]), _row_step(flat.reshape(3, rows, cols)[0])
-    said, other = (interleaved, planes) if planar == 0 else (planes, interleaved)
-    if said > 0 and other <= PLANAR_SMOOTHER * said:
-        layouts = ("interleaved (R, G, B per pixel)", "three planes (all R, then G, then B)")
-        raise HeaderMismatchError(
-            f"{path}: PlanarConfiguration {planar} says its samples are {layouts[planar]}, but its first frame "
-            f"lines up read as {layouts[1 - planar]}: PlanarConfiguration is not the data's"
-        )
+    for data in _sampled_frames(path, tell, size, frames):
+        flat = np.frombuffer(data, "<u1" if bits == 8 else "<u2")
+        said, swapped = _row_step(flat.reshape(rows, cols, samples)), _row_step(flat.reshape(cols, rows, samples))
+        if said > 0 and swapped <= SWAP_SMOOTHER * said:
+            raise HeaderMismatchError(
+                f"{path}: Rows {rows} and Columns {cols}, but its frames line up read as {cols} rows of {rows} "
+                "columns (Rows and Columns swapped?): the header's image size is not the data's"
+            )
 
 
 def _samples(ds) -> int:
