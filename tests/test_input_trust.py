@@ -156,6 +156,11 @@ def test_a_transparent_pixel_reads_as_black_whatever_is_stored_under_it(tmp_path
     ):
         path = _write(tmp_path / f"{name}.png", im, transparency=key)
         np.testing.assert_allclose(read_image(path), keyed, atol=PNG_ATOL, err_msg=name)
+    # a grey key beside sBIT, the samples in the low bits: scaled with them (helper-58: lost)
+    low = (RAMP // 16).astype(np.uint8)  # 4-bit samples, 0-15
+    path = _with_chunk(tmp_path / "sbit_key.png", Image.fromarray(low), b"sBIT", bytes([4]), transparency=15)
+    got = read_image(path)[..., 0]
+    assert got[low == 15].max() == 0 and got[low == 8].min() == pytest.approx(8 / 15, abs=PNG_ATOL)
 
 
 def test_sixteen_bit_frame_folder_is_not_saturated(tmp_path):
@@ -225,6 +230,11 @@ def test_a_png_gamma_is_read_as_a_viewer_shows_it(tmp_path):
     # as stored: sRGB-like gAMA, or an sRGB chunk beside it
     plain = read_image(_write(tmp_path / "plain.png", Image.fromarray(RAMP)))
     np.testing.assert_array_equal(read_image(gamma(tmp_path / "srgb.png", Image.fromarray(RAMP), 1 / 2.2)), plain)
+    # a gAMA libpng would not apply (under 16 or over 625,000,000 units): stored values (helper-58:
+    # 1 unit read black, 2**32 - 1 white)
+    for units in (1, 2**32 - 1):
+        odd = _with_chunk(tmp_path / f"odd{units}.png", Image.fromarray(RAMP), b"gAMA", units.to_bytes(4, "big"))
+        np.testing.assert_array_equal(read_image(odd), plain)
     both = gamma(tmp_path / "both.png", Image.fromarray(RAMP), 1.0, (b"sRGB", b"\0"))
     with Image.open(both) as im:
         assert im.info["gamma"] == 1.0 and "srgb" in im.info
@@ -1683,12 +1693,13 @@ def test_natural_frame_order(tmp_path):
     ]
     assert clips.frame_name(7, 1500) == "frame_0007.png" and clips.frame_name(7, 20) == "frame_007.png"
     # two files at one place in that order: refused, naming them (helper-57: both read, unsaid)
-    for k, extra in enumerate(("frame_1.jpg", "frame_01.png")):
+    # (helper-58: a converter's appended suffix, another letter case, a second naming scheme)
+    for k, extra in enumerate(("frame_1.jpg", "frame_01.png", "frame_1.jpg.png", "Frame_1.png", "1.png")):
         folder = tmp_path / f"clip{k}"
         folder.mkdir()
         for name in ("frame_0.png", "frame_1.png", "frame_2.png", extra):
             Image.fromarray(RAMP).save(folder / name)
-        with pytest.raises(clips.ClipError, match=r"two files for one frame \(frame_"):
+        with pytest.raises(clips.ClipError, match=r"two files for one frame \(\w*1[.\w]* and \w*1"):
             clips.frame_files(folder)
 
 

@@ -356,11 +356,13 @@ def test_convert_ddti_rasterises_outlines_and_names_what_it_leaves_out(tmp_path)
     (src / "xml" / "7.xml").write_text("<case><tirads>4a</tirads><mark>")
     _ddti_case(src, 8, "4a", square)
     (src / "images" / "8_1.jpg").unlink()
+    _ddti_case(src, 9, "seven", square)  # a score that is none (helper-58: counted as unscored, unsaid)
     with pytest.raises(ValueError) as e:
         convert_ddti(src, tmp_path / "again" / "manifest.csv")
     said = str(e.value).splitlines()
-    assert said[0] == f"2 refused cases in {src}:" and said[1].startswith(
+    assert said[0] == f"3 refused cases in {src}:" and said[1].startswith(
         f"  {src / 'xml' / '7.xml'}: not readable XML"
     )
     assert said[2] == f"  {src / 'xml' / '8.xml'}: image {src / 'images' / '8_1.jpg'} does not exist", said
+    assert said[3].startswith(f"  {src / 'xml' / '9.xml'}: TI-RADS 'seven' is not a TI-RADS category (1, 2, 3, 4"), said
     assert not (tmp_path / "again" / "manifest.csv").exists() and not (tmp_path / "again" / "masks").exists()

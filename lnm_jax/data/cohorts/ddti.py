@@ -27,7 +27,7 @@ from lnm_jax.data.pixels.decode import image_size, read_image
 from lnm_jax.fileio import OutputPathError, atomic_directory, error_line, guard_output, problems_text
 from lnm_jax.names import BMODE, LABEL, PATIENT_ID, US_LNM, mask
 
-SUSPICIOUS = ("4a", "4b", "4c", "5")
+SUSPICIOUS = ("4", "4a", "4b", "4c", "5")  # ("4": ACR TI-RADS's TR4, where no subcategory is given)
 NOT_SUSPICIOUS = ("1", "2", "3")
 MASKS = "masks"
 MASK_FILE = re.compile(r"ddti_\w+\.png")  # what the masks folder holds: one mask per case, named for its patient
@@ -111,8 +111,13 @@ def convert_ddti(src: Path | str, out_csv: Path | str, *, overwrite: bool = Fals
                 refused.append(f"{xml}: not readable XML ({e})")
                 continue
             tirads = (root.findtext("tirads") or "").strip().lower()
-            if tirads not in SUSPICIOUS + NOT_SUSPICIOUS:
+            if not tirads:
                 counts["no_tirads"] += 1
+                continue
+            if tirads not in SUSPICIOUS + NOT_SUSPICIOUS:  # (helper-58: counted as unscored, unsaid)
+                refused.append(
+                    f"{xml}: TI-RADS {tirads!r} is not a TI-RADS category ({', '.join(NOT_SUSPICIOUS + SUSPICIOUS)})"
+                )
                 continue
             outlined = (m for m in root.iter("mark") if (m.findtext("svg") or "").strip())
             marked = next((((m.findtext("image") or "").strip(), m) for m in outlined), None)

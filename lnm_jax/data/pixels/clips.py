@@ -51,11 +51,27 @@ def frame_files(folder: Path) -> list[Path]:
     and ``frame_0.jpg``, ``frame_2`` and ``frame_02``): which comes first is the file system's
     whim (helper-57: both read, the clip a frame longer, unsaid)."""
     files = sorted((p for p in folder.iterdir() if p.suffix.lower() in FRAME_SUFFIXES), key=_natural_key)
-    place = [_natural_key(p.with_suffix("")) for p in files]
-    if twice := [(a, b) for a, b, k, j in zip(files, files[1:], place, place[1:]) if k == j]:
-        said = "; ".join(f"{a.name} and {b.name}" for a, b in twice[:3]) + ("; ..." if len(twice) > 3 else "")
+    by_place: dict[tuple, list[Path]] = {}
+    for f in files:
+        by_place.setdefault(_frame_place(f), []).append(f)
+    if twice := [group for group in by_place.values() if len(group) > 1]:
+        said = "; ".join(" and ".join(f.name for f in g) for g in twice[:3]) + ("; ..." if len(twice) > 3 else "")
         raise ClipError(f"{folder}: two files for one frame ({said}): which is the frame? keep one of each")
     return files
+
+
+def _frame_place(path: Path) -> tuple:
+    """Where a frame file stands in its clip: the numbers in its name, as numbers (``frame_1``,
+    ``frame_01``, ``1``, ``Frame_1.jpg.png`` alike: helper-58 found a converter's appended
+    suffix, another letter case and two naming schemes in one folder read as more frames); its
+    name without image suffixes, in lower case, where it holds no number."""
+    numbers = tuple(int(n) for n in re.findall(r"\d+", path.name))
+    if numbers:
+        return numbers
+    stem = path.name.lower()
+    while Path(stem).suffix in FRAME_SUFFIXES:
+        stem = Path(stem).stem
+    return (stem,)
 
 
 def frame_name(index: int, count: int) -> str:

@@ -343,6 +343,10 @@ def displayed(im: Image.Image) -> Image.Image:
 
 # PNG gAMA of sRGB-like encoding (1/2.2, PNG specification 12.2): shown as stored, as viewers do
 SRGB_GAMMA = 0.45455
+# the gAMA values libpng (which most viewers decode with) applies: 16 to 625,000,000 in the
+# chunk's units of 1/100,000; outside, it shows the stored values, and so does this (helper-58:
+# a gAMA of 1 unit had read every picture black, of 2**32 - 1 white)
+GAMMA_RANGE = (16 / 100000, 625000000 / 100000)
 
 
 def png_gamma(im: Image.Image) -> float | None:
@@ -352,9 +356,9 @@ def png_gamma(im: Image.Image) -> float | None:
     saved with ``gAMA`` 1.0 (linear samples) is shown brighter in its mid-tones than its
     samples read: 64 of 255 as 137."""
     g = im.info.get("gamma") if im.format == "PNG" else None
-    if not g or g <= 0 or "icc_profile" in im.info or "srgb" in im.info or abs(g - SRGB_GAMMA) <= 0.01 * SRGB_GAMMA:
+    if not g or not GAMMA_RANGE[0] <= g <= GAMMA_RANGE[1] or "icc_profile" in im.info or "srgb" in im.info:
         return None
-    return float(g)
+    return None if abs(g - SRGB_GAMMA) <= 0.01 * SRGB_GAMMA else float(g)
 
 
 def srgb_encoded(light: np.ndarray) -> np.ndarray:
@@ -429,8 +433,13 @@ def _low_bits_scaled(im: Image.Image, significant: int) -> Image.Image:
     if levels.max() >= 2**significant or not np.any(levels % 2 ** (depth - significant)):
         return im
     dtype = np.uint8 if depth == 8 else np.uint16
-    scaled = Image.fromarray(np.rint(levels * ((2**depth - 1) / (2**significant - 1))).astype(dtype))
-    return Image.merge("LA", (scaled, im.getchannel("A"))) if im.mode == "LA" else scaled
+    factor = (2**depth - 1) / (2**significant - 1)
+    scaled = Image.fromarray(np.rint(levels * factor).astype(dtype))
+    if im.mode == "LA":
+        return Image.merge("LA", (scaled, im.getchannel("A")))
+    if (key := im.info.get("transparency")) is not None:  # a grey key, scaled alike (helper-58: it had been lost)
+        scaled.info["transparency"] = int(np.rint(key * factor))
+    return scaled
 
 
 def image_size(path: Path) -> tuple[int, int]:
