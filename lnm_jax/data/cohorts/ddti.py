@@ -13,6 +13,7 @@ TI-RADS score are left out (counted). No CEUS and no flag. Images are referenced
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -98,10 +99,22 @@ def convert_ddti(src: Path | str, out_csv: Path | str, *, overwrite: bool = Fals
         masks_dir, inputs=[src], kind="folder", can_overwrite=False, flag="--out's masks folder", ours=lambda _: ours
     )
     guard_output(out_csv, inputs=[src], overwrite=overwrite)  # any manifest starts alike: no ``ours``
+    made = [d for d in (out_csv.parent, *out_csv.parent.parents) if not d.exists()]  # removed again on a refusal
+    out_csv.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        return _convert(src, out_csv, masks_dir, ours)
+    except BaseException:
+        for d in made:  # (helper-58: an empty --out folder had been left) innermost first; only where empty
+            with contextlib.suppress(OSError):
+                d.rmdir()
+        raise
+
+
+def _convert(src: Path, out_csv: Path, masks_dir: Path, ours: bool) -> dict:
+    """:func:`convert_ddti`'s reading and writing, its output folder made."""
     counts = {"cases": 0, "no_tirads": 0, "no_outline": 0, "repeated_image": 0, "other_images_of_a_case": 0}
     rows, skipped, pictures = [], [], {}
     refused = []  # every case that refuses the folder, said at once (as validate names a manifest's problems)
-    out_csv.parent.mkdir(parents=True, exist_ok=True)
     with atomic_directory(masks_dir, replace=ours) as tmp:
         for xml in sorted((src / "xml").glob("*.xml"), key=lambda p: int(re.sub(r"\D", "", p.stem) or 0)):
             counts["cases"] += 1
