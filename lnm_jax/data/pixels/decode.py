@@ -378,7 +378,7 @@ def _gamma_applied(im: Image.Image, gamma: float) -> Image.Image:
         return im
     key = im.info.get("transparency")
     if im.mode in ("P", "PA") or (key is not None and im.mode not in SIXTEEN_BIT_MODES):
-        im = im.convert("RGBA" if key is not None or im.mode in ("PA", "LA") else "RGB")
+        im = im.convert("RGBA" if key is not None or im.mode == "PA" else "RGB")
     top = 65535 if im.mode in SIXTEEN_BIT_MODES else 255
     lut = np.rint(srgb_encoded((np.arange(top + 1) / top) ** (1.0 / gamma)) * top)
     levels = np.asarray(im)

@@ -26,10 +26,11 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import io
 import threading
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -594,9 +595,11 @@ def _frames_in_data(path: Path, ds, photometric: str) -> tuple[int, str] | None:
                 f"exactly {ds.Rows} rows of {width} columns, whose rows line up where rows of {ds.Columns} are each "
                 "shifted against the next (read sheared); the header's image size is not the data's"
             )
-        _check_stored_bits(path, ds, photometric, syntax, tell, size, frames)
-        _check_planar(path, ds, photometric, syntax, tell, size, frames)
-        _check_swapped(path, ds, photometric, syntax, tell, size, frames)
+        # frames 0, middle and last, read once (where a check asks) for the three picture checks
+        sampled = functools.cache(lambda: _sampled_frames(path, tell, size, frames))
+        _check_stored_bits(path, ds, photometric, syntax, sampled)
+        _check_planar(path, ds, photometric, syntax, sampled)
+        _check_swapped(path, ds, photometric, syntax, sampled)
         return frames, f"{length} bytes of {size} per frame"
     buf = io.BytesIO(ds.PixelData)
     offsets = parse_basic_offsets(buf)
@@ -695,11 +698,11 @@ def _sampled_frames(path: Path, tell: int | None, size: int, frames: int) -> lis
     return out
 
 
-def _check_stored_bits(path: Path, ds, photometric: str, syntax, tell: int | None, size: int, frames: int) -> None:
+def _check_stored_bits(path: Path, ds, photometric: str, syntax, sampled: Callable[[], list[bytes]]) -> None:
     """:class:`HeaderMismatchError` when masking native data to ``BitsStored`` wraps its picture
     around (:data:`WRAP_SHARE`; helper-57: an 8-bit picture under BitsStored 6 was read as a
     sawtooth in silence, as pydicom reads it; helper-58: under BitsStored 7, with few samples
-    above it). Reads frames 0, middle and last (:func:`_sampled_frames`). Unsigned
+    above it). Judges frames 0, middle and last (``sampled``: :func:`_sampled_frames`). Unsigned
     little-endian grey or interleaved RGB data of 8 or 16 bits, at least :data:`MIN_SIDE` a side."""
     bits, stored = int(ds.BitsAllocated), int(ds.get("BitsStored") or ds.BitsAllocated)
     rows, cols = int(ds.Rows), int(ds.Columns)
@@ -714,7 +717,7 @@ def _check_stored_bits(path: Path, ds, photometric: str, syntax, tell: int | Non
     ):
         return
     top = 2**stored - 1
-    for data in _sampled_frames(path, tell, size, frames):
+    for data in sampled():
         raw = np.frombuffer(data, "<u1" if bits == 8 else "<u2").reshape(rows, cols, -1)[..., 0].astype(np.int64)
         masked_step, whole_step = np.abs(np.diff(raw & top, axis=0)), np.abs(np.diff(raw, axis=0))
         wrapped = float(np.mean((masked_step > top / 2) & (whole_step < top / 2)))
@@ -742,11 +745,11 @@ def _row_step(a: np.ndarray) -> float:
 PLANAR_SMOOTHER = 0.85
 
 
-def _check_planar(path: Path, ds, photometric: str, syntax, tell: int | None, size: int, frames: int) -> None:
+def _check_planar(path: Path, ds, photometric: str, syntax, sampled: Callable[[], list[bytes]]) -> None:
     """:class:`HeaderMismatchError` when native 3-sample data lines up read in the other
     layout than its ``PlanarConfiguration`` says (0: R, G, B interleaved per pixel; 1: three
     planes; :data:`PLANAR_SMOOTHER`, over all three samples; helper-57: interleaved data under 1
-    read scrambled, in silence). Reads frames 0, middle and last (:func:`_sampled_frames`);
+    read scrambled, in silence). Judges frames 0, middle and last (``sampled``: :func:`_sampled_frames`);
     8- or 16-bit little-endian RGB or YBR_FULL, at least :data:`MIN_SIDE` a side."""
     bits, rows, cols = int(ds.BitsAllocated), int(ds.Rows), int(ds.Columns)
     if (
@@ -758,7 +761,7 @@ def _check_planar(path: Path, ds, photometric: str, syntax, tell: int | None, si
     ):
         return
     planar = int(ds.get("PlanarConfiguration") or 0)
-    for data in _sampled_frames(path, tell, size, frames):
+    for data in sampled():
         flat = np.frombuffer(data, "<u1" if bits == 8 else "<u2")
         # the three planes side by side: each plane's rows step to its own next row
         interleaved = _row_step(flat.reshape(rows, cols, 3))
@@ -779,11 +782,11 @@ def _check_planar(path: Path, ds, photometric: str, syntax, tell: int | None, si
 SWAP_SMOOTHER = 0.7
 
 
-def _check_swapped(path: Path, ds, photometric: str, syntax, tell: int | None, size: int, frames: int) -> None:
+def _check_swapped(path: Path, ds, photometric: str, syntax, sampled: Callable[[], list[bytes]]) -> None:
     """:class:`HeaderMismatchError` when native data of exactly the header's size lines up read
     with ``Rows`` and ``Columns`` swapped (:data:`SWAP_SMOOTHER`; the same number of bytes, so
     no length check can tell; helper-58: a 560x360 picture under Rows 560, Columns 360 was read
-    sheared, in silence). Frames 0, middle and last; 8- or 16-bit little-endian grey or
+    sheared, in silence). Judges frames 0, middle and last (``sampled``); 8- or 16-bit little-endian grey or
     interleaved colour, at least :data:`MIN_SIDE` a side."""
     bits, rows, cols = int(ds.BitsAllocated), int(ds.Rows), int(ds.Columns)
     samples = _samples(ds)
@@ -797,7 +800,7 @@ def _check_swapped(path: Path, ds, photometric: str, syntax, tell: int | None, s
         or str(syntax) == "1.2.840.10008.1.2.2"
     ):
         return
-    for data in _sampled_frames(path, tell, size, frames):
+    for data in sampled():
         flat = np.frombuffer(data, "<u1" if bits == 8 else "<u2")
         said, swapped = _row_step(flat.reshape(rows, cols, samples)), _row_step(flat.reshape(cols, rows, samples))
         if said > 0 and swapped <= SWAP_SMOOTHER * said:
