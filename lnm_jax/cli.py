@@ -1053,8 +1053,9 @@ def cmd_gradcam(argv: list[str]) -> int:
     for note in res["notes"]:
         print(note)
     h, w = res["layer_size"]
-    new = res["unlabelled"]
-    told = [f"{res['correct']} correct, {res['incorrect']} incorrect"] * (sum(new.values()) < res["patients"])
+    new, told = res["unlabelled"], []
+    if sum(new.values()) < res["patients"]:
+        told.append(f"{res['correct']} correct, {res['incorrect']} incorrect")
     if sum(new.values()):  # new patients: no label to be correct against
         told.append(
             f"{sum(new.values())} without a label: {new['predicted_positive']} predicted positive, "

@@ -256,17 +256,25 @@ def _explain(
     unlabelled = [e for e in entries if e["label"] < 0]
     positive = [e for e in unlabelled if e["prob"] >= threshold]
     negative = [e for e in unlabelled if e["prob"] < threshold]
-    grids = [
-        ("Correct predictions", correct, F.CAM_GRID_CORRECT),
-        ("Incorrect predictions", wrong, F.CAM_GRID_INCORRECT),
-    ] * (len(unlabelled) < len(entries)) + [
-        (
-            f"No label, predicted {task.positive} ({task.prob} >= {threshold:g})",
-            positive,
-            F.CAM_GRID_PREDICTED_POSITIVE,
-        ),
-        (f"No label, predicted {task.negative} ({task.prob} < {threshold:g})", negative, F.CAM_GRID_PREDICTED_NEGATIVE),
-    ] * bool(unlabelled)
+    grids = []
+    if len(unlabelled) < len(entries):
+        grids += [
+            ("Correct predictions", correct, F.CAM_GRID_CORRECT),
+            ("Incorrect predictions", wrong, F.CAM_GRID_INCORRECT),
+        ]
+    if unlabelled:
+        grids += [
+            (
+                f"No label, predicted {task.positive} ({task.prob} >= {threshold:g})",
+                positive,
+                F.CAM_GRID_PREDICTED_POSITIVE,
+            ),
+            (
+                f"No label, predicted {task.negative} ({task.prob} < {threshold:g})",
+                negative,
+                F.CAM_GRID_PREDICTED_NEGATIVE,
+            ),
+        ]
     for title, chosen, path in grids if figures else ():
         grid_figure(
             out / path,
