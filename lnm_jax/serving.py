@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from lnm_jax import names
-from lnm_jax.data.cohorts.inputs import refuse_missing
+from lnm_jax.data.cohorts.inputs import lacking, refuse_missing
 from lnm_jax.data.cohorts.manifest import read_manifest
 from lnm_jax.data.pixels import clips
 from lnm_jax.data.pixels.decode import fit, over_black
@@ -69,11 +69,11 @@ def missing_inputs(cohort, inputs, *, learned: bool, trained_on_zeros: bool) -> 
     ``model.missing_inputs``), zeros as it was trained on (``trained_on_zeros``:
     ``data.zero_fill_missing``), or zeros it never saw (the user's ``--zero-fill-missing``
     alone: a warning, as those probabilities are unreliable)."""
-    lack = {p.patient_id: " ".join(i for i in inputs if not p.has(i)) for p in cohort.patients}
+    missing = {i: set(ids) for i, ids in lacking(inputs, cohort).items()}  # input -> who lacks it
+    lack = {p.patient_id: " ".join(i for i in missing if p.patient_id in missing[i]) for p in cohort.patients}
     lack = {pid: which for pid, which in lack.items() if which}
     if not lack:
         return lack
-    counts = {i: sum(i in which.split() for which in lack.values()) for i in inputs}
     if learned:
         level, how = (
             "note",
@@ -92,7 +92,7 @@ def missing_inputs(cohort, inputs, *, learned: bool, trained_on_zeros: bool) -> 
     first = ", ".join(f"{pid} ({which})" for pid, which in list(lack.items())[:3]) + ", ..." * (len(lack) > 3)
     print(
         f"{level}: {len(lack)} of {len(cohort.patients)} patient(s) lack an input the model takes ("
-        + ", ".join(f"{i} {n}" for i, n in counts.items() if n)
+        + ", ".join(f"{i} {len(ids)}" for i, ids in missing.items())
         + f"): {how}; {first} (column inputs_missing)",
         file=sys.stderr,
     )
