@@ -314,7 +314,9 @@ def cmd_validate(argv: list[str]) -> int:
     overrides, others = split_overrides(argv, base)
     a, rest = p.parse_known_args(others)
     if rest:
-        raise UsageError(leftover_line(rest, argv, base) + did_you_mean(rest[0], p) * rest[0].startswith("--"))
+        raise UsageError(
+            leftover_line(rest, argv, base) + (did_you_mean(rest[0], p) if rest[0].startswith("--") else "")
+        )
     if a.manifest and a.manifest_option and a.manifest != a.manifest_option:
         p.error(f"two manifests given ({a.manifest} and --manifest {a.manifest_option}): check one at a time")
     a.manifest = a.manifest or a.manifest_option
