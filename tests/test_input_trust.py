@@ -34,7 +34,7 @@ from lnm_jax.data.cohorts.manifest import (
     read_manifest,
 )
 from lnm_jax.data.pixels import clips, dicom
-from lnm_jax.data.pixels.decode import decode_image, image_size, read_image
+from lnm_jax.data.pixels.decode import decode_image, image_size, read_image, read_opacity
 from lnm_jax.data.pixels.sources import Framing, decode_input
 from lnm_jax.fileio import OutputPathError
 
@@ -310,6 +310,91 @@ def test_a_png_whose_sbit_says_fewer_bits_is_read_at_that_depth(tmp_path):
         im = Image.fromarray(six).convert(mode)
         got = read_image(_with_sbit(tmp_path / f"six_{mode}.png", im, *bits))
         np.testing.assert_allclose(got[..., 0], np.rint(six / 63 * 255) / 255, atol=1e-6, err_msg=mode)
+
+
+def _png16(path, samples: np.ndarray, *chunks: tuple[bytes, bytes], interlaced: bool = False):
+    """A 16-bit PNG of ``samples`` (uint16 [H, W, C], C 2: grey + alpha, 3: RGB, 4: RGBA),
+    which Pillow cannot write: its rows filtered with each of the five filter types in turn
+    (PNG specification 9.2; the predictors from the unfiltered bytes), Adam7-interlaced or not,
+    ``chunks`` (kind, data) after IHDR."""
+    import struct
+    import zlib
+
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    def rows(image):  # [h, w, C] -> the filtered rows' bytes
+        h, w, c = image.shape
+        raw = image.astype(">u2").view(np.uint8).reshape(h, w * 2 * c).astype(np.int64)
+        bpp = 2 * c
+        left, up, upleft = (np.zeros_like(raw) for _ in range(3))
+        left[:, bpp:], up[1:], upleft[1:, bpp:] = raw[:, :-bpp], raw[:-1], raw[:-1, :-bpp]
+        p = left + up - upleft
+        pa, pb, pc = np.abs(p - left), np.abs(p - up), np.abs(p - upleft)
+        paeth = np.where((pa <= pb) & (pa <= pc), left, np.where(pb <= pc, up, upleft))
+        predicted = [0 * raw, left, up, (left + up) // 2, paeth]
+        filtered = [((raw[y] - predicted[y % 5][y]) % 256).astype(np.uint8).tobytes() for y in range(h)]
+        return b"".join(bytes([y % 5]) + row for y, row in enumerate(filtered))
+
+    passes = [(0, 0, 8, 8), (4, 0, 8, 8), (0, 4, 4, 8), (2, 0, 4, 4), (0, 2, 2, 4), (1, 0, 2, 2), (0, 1, 1, 2)]
+    subs = [samples[y0::dy, x0::dx] for x0, y0, dx, dy in passes] if interlaced else [samples]
+    data = b"".join(rows(sub) for sub in subs if sub.size)
+    h, w, c = samples.shape
+    head = struct.pack(">IIBBBBB", w, h, 16, {2: 4, 3: 2, 4: 6}[c], 0, 0, int(interlaced))
+    body = chunk(b"IHDR", head) + b"".join(chunk(k, d) for k, d in chunks)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + body + chunk(b"IDAT", zlib.compress(data)) + chunk(b"IEND", b""))
+    return path
+
+
+def test_a_sixteen_bit_colour_png_is_read_at_all_its_bits(tmp_path):
+    """Pillow decodes a 16-bit RGB, RGBA or grey + alpha PNG at 8 bits, keeping each sample's
+    high byte: 8-bit or 12-bit samples stored unscaled under an sBIT saying so read black or
+    at 1/16 of their brightness (a 16-bit grey PNG had been read right), a 16-bit colour key
+    matched nothing, gAMA met truncated samples. Now all 16 bits are read (every filter type,
+    interlaced or not), sBIT, the colour key and gAMA applied there, and the result rounded to
+    8 bits as a viewer shows it; an 8-bit RGB PNG's sBIT is read as a grey one's is."""
+    from lnm_jax.data.pixels.decode import srgb_encoded
+
+    rng = np.random.default_rng(0)
+    for c in (2, 3, 4):
+        samples = rng.integers(0, 65536, (13, 19, c), dtype=np.uint16)
+        shown = np.rint(samples / 257) / 255
+        want = shown[..., :3] * shown[..., 3:] if c == 4 else shown
+        if c == 2:  # grey + alpha
+            want = np.repeat((shown[..., :1] * shown[..., 1:]), 3, axis=-1)
+        for interlaced in (False, True):
+            got = read_image(_png16(tmp_path / f"c{c}{interlaced}.png", samples, interlaced=interlaced))
+            np.testing.assert_allclose(got, want, atol=1e-6, err_msg=f"{c} channels, interlaced {interlaced}")
+    # samples in the low bits under an sBIT saying so: 8 and 12 bits, RGB and RGBA (alpha full)
+    for bits in (8, 12):
+        colour = rng.integers(0, 2**bits, (13, 19, 3), dtype=np.uint16)
+        for c in (3, 4):
+            samples = colour if c == 3 else np.dstack([colour, np.full(colour.shape[:2], 65535, np.uint16)])
+            sbit = (b"sBIT", bytes([bits] * 3 + [16] * (c - 3)))
+            got = read_image(_png16(tmp_path / f"sbit{bits}_{c}.png", samples, sbit))
+            np.testing.assert_allclose(got, colour / (2**bits - 1), atol=0.5 / 255 + 1e-6, err_msg=f"sBIT {bits}")
+    # a 16-bit colour key: that colour, and no other, over black
+    samples = rng.integers(0, 65536, (13, 19, 3), dtype=np.uint16)
+    samples[2, 3], samples[4, 5] = (1000, 40000, 3000), (1000, 40000, 3001)
+    key = (b"tRNS", np.asarray([1000, 40000, 3000], ">u2").tobytes())
+    want = np.rint(samples / 257) / 255
+    want[2, 3] = 0
+    np.testing.assert_allclose(read_image(_png16(tmp_path / "key.png", samples, key)), want, atol=1e-6)
+    opacity = read_opacity(tmp_path / "key.png")  # as a lesion mask drawn as transparency reads it
+    assert opacity[2, 3] == 0 and opacity.sum() == opacity.size - 1
+    # gAMA 1.0 (linear samples) at 16 bits
+    gamma = (b"gAMA", (100000).to_bytes(4, "big"))
+    want = np.rint(np.rint(srgb_encoded(samples / 65535) * 65535) / 257) / 255
+    np.testing.assert_allclose(read_image(_png16(tmp_path / "gamma.png", samples, gamma)), want, atol=1e-6)
+    # EXIF orientation kept (a PNG eXIf chunk): shown rotated as a viewer shows it
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    turned = read_image(_png16(tmp_path / "turned.png", samples, (b"eXIf", exif.tobytes()[6:])))
+    np.testing.assert_allclose(turned, np.rot90(np.rint(samples / 257) / 255, -1), atol=1e-6)
+    # an 8-bit RGB PNG holding 5-bit samples, its sBIT saying 5: read at that depth
+    five = rng.integers(0, 32, (13, 19, 3), dtype=np.uint8)
+    got = read_image(_with_sbit(tmp_path / "five.png", Image.fromarray(five), 5, 5, 5))
+    np.testing.assert_allclose(got, np.rint(five / 31 * 255) / 255, atol=1e-6)
 
 
 def test_exif_orientation_applied_to_size_and_pixels(tmp_path):

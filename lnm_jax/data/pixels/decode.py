@@ -315,6 +315,8 @@ def displayed(im: Image.Image) -> Image.Image:
         raise ValueError(f"an animated PNG ({frames} frames): a still holds one picture; save the one meant as a PNG")
     significant = png_significant_bits(im)  # (read before the pixels: loading may close the file)
     gamma = png_gamma(im)
+    if (deep := _deep_colour_png(im, significant, gamma)) is not None:
+        im, significant, gamma = deep, None, None  # sBIT, a colour key and gAMA applied at 16 bits
     im = upright(im)
     if significant is not None:
         im = _low_bits_scaled(im, significant)
@@ -367,6 +369,13 @@ def srgb_encoded(light: np.ndarray) -> np.ndarray:
     return np.where(light <= 0.0031308, 12.92 * light, 1.055 * light ** (1 / 2.4) - 0.055)
 
 
+def _gamma_levels(levels: np.ndarray, gamma: float, top: int) -> np.ndarray:
+    """Samples ``levels`` (integers 0..``top``, 255 or 65535) as shown on an sRGB display under
+    the PNG ``gamma`` (:func:`_gamma_applied`), at the same depth (uint8 or uint16)."""
+    lut = np.rint(srgb_encoded((np.arange(top + 1) / top) ** (1.0 / gamma)) * top)
+    return lut[np.clip(levels, 0, top).astype(np.intp)].astype(np.uint16 if top == 65535 else np.uint8)
+
+
 def _gamma_applied(im: Image.Image, gamma: float) -> Image.Image:
     """The image as shown on an sRGB display: each colour sample ``v`` (at its own depth, 8 or
     16 bits) the light ``v ** (1 / gamma)`` it encodes (PNG specification 12.2), sRGB-encoded
@@ -380,11 +389,9 @@ def _gamma_applied(im: Image.Image, gamma: float) -> Image.Image:
     if im.mode in ("P", "PA") or (key is not None and im.mode not in SIXTEEN_BIT_MODES):
         im = im.convert("RGBA" if key is not None or im.mode == "PA" else "RGB")
     top = 65535 if im.mode in SIXTEEN_BIT_MODES else 255
-    lut = np.rint(srgb_encoded((np.arange(top + 1) / top) ** (1.0 / gamma)) * top)
     levels = np.asarray(im)
     alpha = im.mode in ALPHA_MODES
-    colour = levels[..., :-1] if alpha else levels
-    shown = lut[np.clip(colour, 0, top).astype(np.intp)].astype(np.uint16 if top == 65535 else np.uint8)
+    shown = _gamma_levels(levels[..., :-1] if alpha else levels, gamma, top)
     if top == 65535:  # grey
         if key is not None:
             shown[levels == key] = 0
@@ -392,12 +399,18 @@ def _gamma_applied(im: Image.Image, gamma: float) -> Image.Image:
     return Image.fromarray(np.dstack([shown, levels[..., -1]]) if alpha else shown, im.mode)
 
 
-def png_significant_bits(im: Image.Image) -> int | None:
-    """The significant bits of a grey PNG's samples, from its ``sBIT`` chunk (PNG specification
-    11.3.3.4), read from the file's chunks before the pixels (Pillow keeps no ``sBIT``); None for
-    another format or mode, a PNG without ``sBIT``, or an image no longer backed by its file."""
+# PIL modes whose PNG sBIT is read (PNG specification 11.3.3.4: one byte per channel, alpha
+# last; a palette's sBIT describes its colour table, which is not read), by bits per sample
+SBIT_DEPTH = {"RGB": 8, "RGBA": 8, **GRAY_BITS}
+
+
+def png_significant_bits(im: Image.Image) -> tuple[int, ...] | None:
+    """The significant bits of a PNG's samples, one per channel (grey or red, green, blue, then
+    alpha), from its ``sBIT`` chunk (PNG specification 11.3.3.4), read from the file's chunks
+    before the pixels (Pillow keeps no ``sBIT``); None for another format or mode (a palette),
+    a PNG without ``sBIT``, or an image no longer backed by its file."""
     fp = getattr(im, "fp", None)
-    if im.format != "PNG" or im.mode not in GRAY_BITS or fp is None:
+    if im.format != "PNG" or im.mode not in SBIT_DEPTH or fp is None:
         return None
     at = fp.tell()
     try:
@@ -407,7 +420,7 @@ def png_significant_bits(im: Image.Image) -> int | None:
         while len(head := fp.read(8)) == 8:
             length, kind = struct.unpack(">I4s", head)
             if kind == b"sBIT":
-                return fp.read(1)[0] if length else None
+                return tuple(fp.read(min(length, 4))) or None
             if kind in (b"IDAT", b"IEND"):  # sBIT comes before the image data or not at all
                 return None
             fp.seek(length + 4, io.SEEK_CUR)  # the chunk's data and CRC
@@ -416,30 +429,110 @@ def png_significant_bits(im: Image.Image) -> int | None:
         fp.seek(at)
 
 
-def _low_bits_scaled(im: Image.Image, significant: int) -> Image.Image:
-    """A grey image whose ``sBIT`` says ``significant`` bits, scaled to its full depth where its
-    samples sit in those low bits. The PNG specification has an encoder shift such samples up
-    (12-bit data stored as v * 16, so that a reader ignoring ``sBIT`` reads them right); an
-    export that wrote 12-bit ultrasound as 0-4095 in a 16-bit PNG, and said so in ``sBIT``, had
-    been read at 1/16 of its brightness. Samples all below 2**significant and not all multiples
-    of the shift are such samples (shifted ones, or a declared depth the samples exceed, are
-    read as stored): v -> round(v * (2**depth - 1) / (2**significant - 1)), as a DICOM frame is
-    scaled by its BitsStored."""
-    depth = GRAY_BITS[im.mode]
-    if not 0 < significant < depth:
+def _low_bits(levels: np.ndarray, significant: tuple[int, ...], depth: int, alpha: bool) -> np.ndarray | None:
+    """``levels`` (integer [H, W] or [H, W, C] of ``depth`` bits, the alpha channel last where
+    ``alpha``) with the samples that sit in the low bits their ``sBIT`` says (``significant``,
+    one per channel) scaled to the full depth, or None where none do. The colour channels are
+    judged together (one export stored them one way), alpha on its own: samples all below
+    2**bits and not all multiples of the shift are low-bit samples; shifted ones (as the PNG
+    specification has an encoder store them), or a declared depth the samples exceed, are read
+    as stored. v -> round(v * (2**depth - 1) / (2**bits - 1)), as a DICOM frame is scaled by
+    its BitsStored."""
+    planes = levels[..., None] if levels.ndim == 2 else levels
+    groups = [list(range(planes.shape[-1] - 1)), [planes.shape[-1] - 1]] if alpha else [list(range(planes.shape[-1]))]
+    out, changed = planes.astype(np.int64), False
+    for channels in groups:
+        bits = [significant[min(c, len(significant) - 1)] for c in channels]
+        if not all(0 < b < depth for b in bits):
+            continue
+        values = [planes[..., c].astype(np.int64) for c in channels]
+        if any(v.max() >= 2**b for v, b in zip(values, bits)):
+            continue
+        if not any(np.any(v % 2 ** (depth - b)) for v, b in zip(values, bits)):
+            continue
+        for c, v, b in zip(channels, values, bits):
+            out[..., c] = np.rint(v * ((2**depth - 1) / (2**b - 1)))
+        changed = True
+    if not changed:
+        return None
+    return (out[..., 0] if levels.ndim == 2 else out).astype(np.uint8 if depth == 8 else np.uint16)
+
+
+def _low_bits_scaled(im: Image.Image, significant: tuple[int, ...]) -> Image.Image:
+    """An image whose ``sBIT`` says ``significant`` bits (one per channel), its samples that sit
+    in those low bits scaled to its full depth (:func:`_low_bits`). The PNG specification has an
+    encoder shift such samples up (12-bit data stored as v * 16, so that a reader ignoring
+    ``sBIT`` reads them right); an export that wrote 12-bit ultrasound as 0-4095 in a 16-bit PNG,
+    and said so in ``sBIT``, had been read at 1/16 of its brightness. A colour key is scaled
+    alike (helper-58: a grey one had been lost), the other metadata (an ICC profile) kept."""
+    depth = SBIT_DEPTH[im.mode]
+    levels = np.asarray(im)
+    scaled = _low_bits(levels, significant, depth, im.mode in ALPHA_MODES)
+    if scaled is None:
         return im
-    gray = im.getchannel(0) if im.mode == "LA" else im
-    levels = np.asarray(gray).astype(np.int64)
-    if levels.max() >= 2**significant or not np.any(levels % 2 ** (depth - significant)):
-        return im
-    dtype = np.uint8 if depth == 8 else np.uint16
-    factor = (2**depth - 1) / (2**significant - 1)
-    scaled = Image.fromarray(np.rint(levels * factor).astype(dtype))
-    if im.mode == "LA":
-        return Image.merge("LA", (scaled, im.getchannel("A")))
-    if (key := im.info.get("transparency")) is not None:  # a grey key, scaled alike (helper-58: it had been lost)
-        scaled.info["transparency"] = int(np.rint(key * factor))
-    return scaled
+    out = Image.fromarray(scaled)
+    out.info = dict(im.info)
+    if (key := im.info.get("transparency")) is not None and im.mode not in ALPHA_MODES:  # its colour channels scaled
+        keys = np.atleast_1d(np.asarray(key, np.float64))
+        bits = np.asarray([significant[min(c, len(significant) - 1)] for c in range(len(keys))], np.float64)
+        after = np.rint(keys * (2**depth - 1) / (2**bits - 1)).astype(np.int64)
+        out.info["transparency"] = int(after[0]) if np.ndim(key) == 0 else tuple(int(v) for v in after)
+    return out
+
+
+# A 16-bit colour PNG (RGB, RGBA, grey + alpha) Pillow decodes at 8 bits, keeping each sample's
+# high byte: 8-bit samples stored unscaled read black, a 16-bit colour key cannot match. Its raw
+# mode (Pillow's) -> the raw mode whose unpacking of the same rows gives the low bytes (RGB,
+# RGBA: little-endian reads of the big-endian samples; grey + alpha: the four bytes as they lie)
+DEEP_COLOUR = {"RGB;16B": "RGB;16L", "RGBA;16B": "RGBA;16L", "LA;16B": "RGBA"}
+
+
+def _png_samples16(data: bytes, rawmode: str) -> np.ndarray:
+    """uint16 [H, W, C]: a 16-bit colour PNG's samples (C 3, 4 or 2), every byte of them, from
+    two decodes of its image data by Pillow (the rows unfiltered as Pillow does, interlaced or
+    not) through the raw modes of :data:`DEEP_COLOUR`."""
+
+    def decoded(mode: str | None) -> np.ndarray:
+        with Image.open(io.BytesIO(data)) as im:
+            if mode is not None:
+                im.tile = [tuple(im.tile[0][:3]) + (mode,)]
+            return np.asarray(im).astype(np.uint16)
+
+    low = decoded(DEEP_COLOUR[rawmode])
+    if rawmode == "LA;16B":  # (grey high, grey low, alpha high, alpha low) per pixel
+        return np.stack([low[..., 0] << 8 | low[..., 1], low[..., 2] << 8 | low[..., 3]], -1)
+    return decoded(None) << 8 | low
+
+
+def _deep_colour_png(im: Image.Image, significant: tuple[int, ...] | None, gamma: float | None) -> Image.Image | None:
+    """A 16-bit colour PNG (:data:`DEEP_COLOUR`) read at all 16 bits, its ``sBIT``
+    (``significant``), colour key (tRNS) and ``gamma`` applied there, then shown at 8 bits per
+    sample as a viewer shows it on an 8-bit display (rounded, where Pillow truncates): an
+    8-bit RGB or RGBA image (grey + alpha: LA) with the file's other metadata (ICC profile,
+    EXIF). None for any other image, or one no longer backed by its file."""
+    fp = getattr(im, "fp", None)
+    rawmode = im.tile[0][3] if im.format == "PNG" and len(im.tile) == 1 and fp is not None else None
+    if rawmode not in DEEP_COLOUR:
+        return None
+    at = fp.tell()
+    fp.seek(0)
+    data = fp.read()
+    fp.seek(at)
+    levels = _png_samples16(data, rawmode)
+    alpha = rawmode != "RGB;16B"
+    key = im.info.get("transparency") if not alpha else None
+    keyed = np.all(levels == np.asarray(key, np.uint16), -1) if np.ndim(key) == 1 and len(key) == 3 else None
+    if significant is not None and (scaled := _low_bits(levels, significant, 16, alpha)) is not None:
+        levels = scaled
+    if gamma is not None:
+        colour = levels[..., :-1] if alpha else levels
+        levels = np.concatenate([_gamma_levels(colour, gamma, 65535), levels[..., colour.shape[-1] :]], -1)
+    shown = ((levels.astype(np.uint32) * 255 + 32767) // 65535).astype(np.uint8)
+    if keyed is not None:
+        shown = np.dstack([shown, np.where(keyed, 0, 255).astype(np.uint8)])
+    out = Image.fromarray(shown)  # RGB, RGBA or LA
+    out.info = {k: v for k, v in im.info.items() if k not in ("transparency", "gamma")}
+    return out
 
 
 def image_size(path: Path) -> tuple[int, int]:
@@ -515,6 +608,8 @@ def read_opacity(path: Path) -> np.ndarray | None:
     with Image.open(path) as im:
         if im.mode not in EIGHT_BIT_MODES or not (im.mode in ALPHA_MODES or "transparency" in im.info):
             return None
+        if (deep := _deep_colour_png(im, png_significant_bits(im), None)) is not None:
+            im = deep  # a 16-bit one's key or alpha at all its bits, as read_image reads them
         return np.asarray(upright(im).convert("RGBA"), dtype=np.float32)[..., 3] / np.float32(255.0)
 
 
