@@ -391,6 +391,15 @@ def test_a_sixteen_bit_colour_png_is_read_at_all_its_bits(tmp_path):
     exif[0x0112] = 6
     turned = read_image(_png16(tmp_path / "turned.png", samples, (b"eXIf", exif.tobytes()[6:])))
     np.testing.assert_allclose(turned, np.rot90(np.rint(samples / 257) / 255, -1), atol=1e-6)
+    # a grey PNG scaled by its sBIT keeps its ICC profile (it had been dropped with the scaling):
+    # 12-bit samples, a linear grey profile: the middle level shown as sRGB's 188 of 255
+    twelve = np.full((8, 8), 2047, np.uint16)
+    twelve[0, 0] = 1  # not all multiples of 16
+    profile = _gray_profile(1.0)
+    profiled = _with_chunk(
+        tmp_path / "profiled.png", Image.fromarray(twelve), b"sBIT", bytes([12]), icc_profile=profile
+    )
+    assert abs(round(float(read_image(profiled)[4, 4, 0]) * 255) - 188) <= 1
     # an 8-bit RGB PNG holding 5-bit samples, its sBIT saying 5: read at that depth
     five = rng.integers(0, 32, (13, 19, 3), dtype=np.uint8)
     got = read_image(_with_sbit(tmp_path / "five.png", Image.fromarray(five), 5, 5, 5))
