@@ -239,6 +239,13 @@ def test_a_png_gamma_is_read_as_a_viewer_shows_it(tmp_path):
     with Image.open(both) as im:
         assert im.info["gamma"] == 1.0 and "srgb" in im.info
     np.testing.assert_array_equal(read_image(both), plain)
+    # two gAMA chunks, which the specification allows once: libpng (most viewers) shows the first,
+    # Pillow had read the last (linear here: 64 read as 137); refused, naming the chunk
+    twice = gamma(tmp_path / "twice.png", Image.fromarray(RAMP), 1 / 2.2, (b"gAMA", (100000).to_bytes(4, "big")))
+    with pytest.raises(ManifestError) as e:
+        read_manifest(_manifest(tmp_path / "twice.csv", [["A", twice.name, "", 0, 1], ["B", "plain.png", "", 0, 0]]))
+    assert [(p.row, p.column) for p in e.value.problems] == [(1, "bmode")], e.value
+    assert "it holds 'gAMA' more than once, which the PNG specification allows once" in str(e.value), e.value
 
 
 def test_a_png_whose_sbit_says_fewer_bits_is_read_at_that_depth(tmp_path):

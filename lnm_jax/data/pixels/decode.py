@@ -313,7 +313,10 @@ def displayed(im: Image.Image) -> Image.Image:
     frames = getattr(im, "n_frames", 1)
     if im.format == "PNG" and frames > 1:
         raise ValueError(f"an animated PNG ({frames} frames): a still holds one picture; save the one meant as a PNG")
-    significant = png_significant_bits(im)  # (read before the pixels: loading may close the file)
+    chunks = png_header_chunks(im)  # (read before the pixels: loading may close the file)
+    if why := png_repeated(chunks):
+        raise ValueError(why)
+    significant = png_significant_bits(im, chunks)
     gamma = png_gamma(im)
     if (deep := _deep_colour_png(im, significant, gamma)) is not None:
         im, significant, gamma = deep, None, None  # sBIT, a colour key and gAMA applied at 16 bits
@@ -404,29 +407,57 @@ def _gamma_applied(im: Image.Image, gamma: float) -> Image.Image:
 SBIT_DEPTH = {"RGB": 8, "RGBA": 8, **GRAY_BITS}
 
 
-def png_significant_bits(im: Image.Image) -> tuple[int, ...] | None:
-    """The significant bits of a PNG's samples, one per channel (grey or red, green, blue, then
-    alpha), from its ``sBIT`` chunk (PNG specification 11.3.3.4), read from the file's chunks
-    before the pixels (Pillow keeps no ``sBIT``); None for another format or mode (a palette),
-    a PNG without ``sBIT``, or an image no longer backed by its file."""
+# chunks the PNG specification allows once, all before the image data (3rd edition, 5.6): where
+# a file holds two, readers differ on which applies (libpng keeps the first gAMA, Pillow the last)
+PNG_ONCE = (b"IHDR", b"PLTE", b"cHRM", b"gAMA", b"iCCP", b"sBIT", b"sRGB", b"tRNS", b"eXIf")
+
+
+def png_header_chunks(im: Image.Image) -> dict[bytes, list[bytes]] | None:
+    """The data of a PNG's chunks before its image data (``IDAT``), by chunk type in file
+    order, read from the file before the pixels (Pillow keeps no ``sBIT``, and of a repeated
+    chunk its last); None for another format or an image no longer backed by its file."""
     fp = getattr(im, "fp", None)
-    if im.format != "PNG" or im.mode not in SBIT_DEPTH or fp is None:
+    if im.format != "PNG" or fp is None:
         return None
-    at = fp.tell()
+    at, chunks = fp.tell(), {}
     try:
         fp.seek(0)
         if fp.read(len(PNG_SIGNATURE)) != PNG_SIGNATURE:
             return None
         while len(head := fp.read(8)) == 8:
             length, kind = struct.unpack(">I4s", head)
-            if kind == b"sBIT":
-                return tuple(fp.read(min(length, 4))) or None
-            if kind in (b"IDAT", b"IEND"):  # sBIT comes before the image data or not at all
-                return None
-            fp.seek(length + 4, io.SEEK_CUR)  # the chunk's data and CRC
-        return None
+            if kind in (b"IDAT", b"IEND"):
+                break
+            chunks.setdefault(kind, []).append(fp.read(length))
+            fp.seek(4, io.SEEK_CUR)  # its CRC
+        return chunks
     finally:
         fp.seek(at)
+
+
+def png_repeated(chunks: dict[bytes, list[bytes]] | None) -> str | None:
+    """Why a PNG whose chunks before its image data are ``chunks`` (:func:`png_header_chunks`)
+    cannot be read as one picture: a chunk of :data:`PNG_ONCE` held twice (two ``gAMA``: a
+    viewer built on libpng shows the first, Pillow had read the last); None otherwise."""
+    twice = [k.decode("latin-1") for k in PNG_ONCE if len((chunks or {}).get(k, ())) > 1]
+    if not twice:
+        return None
+    return (
+        f"it holds {' and '.join(repr(k) for k in twice)} more than once, which the PNG specification allows "
+        "once: readers differ on which applies (libpng, behind most viewers, the first; Pillow the last), so what "
+        "a viewer shows and what would be read can differ; save the picture again with one"
+    )
+
+
+def png_significant_bits(im: Image.Image, chunks: dict[bytes, list[bytes]] | None = None) -> tuple[int, ...] | None:
+    """The significant bits of a PNG's samples, one per channel (grey or red, green, blue, then
+    alpha), from its ``sBIT`` chunk (PNG specification 11.3.3.4; ``chunks``, or read from the
+    file by :func:`png_header_chunks`); None for another format or mode (a palette), a PNG
+    without ``sBIT``, or an image no longer backed by its file."""
+    if im.format != "PNG" or im.mode not in SBIT_DEPTH:
+        return None
+    found = (chunks if chunks is not None else png_header_chunks(im) or {}).get(b"sBIT")
+    return tuple(found[0][:4]) or None if found else None
 
 
 def _low_bits(levels: np.ndarray, significant: tuple[int, ...], depth: int, alpha: bool) -> np.ndarray | None:
