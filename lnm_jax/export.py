@@ -179,13 +179,13 @@ def _vendored(source: str) -> str:
 def requirements(md: dict, formats) -> list[str]:
     """What the export folder needs: jax (at least the exporting version: jax.export reads
     programs of older versions, not newer), flatbuffers (its serialisation), numpy, Pillow
-    (images) and pydicom (DICOM), imageio + its ffmpeg for a model with a CEUS input (video
-    clips), onnxruntime for model.onnx."""
+    (images) and pydicom (DICOM), imageio-ffmpeg (its bundled ffmpeg) for a model with a CEUS
+    input (video clips), onnxruntime for model.onnx."""
     out = ["numpy>=1.26", "pillow>=10", "pydicom>=3.0"]
     if "stablehlo" in formats:
         out[:0] = [f"jax>={jax.__version__}", "flatbuffers>=24"]
     if names.CEUS in md["architecture"]["inputs"]:
-        out += ["imageio>=2.31", "imageio-ffmpeg>=0.5"]
+        out.append("imageio-ffmpeg>=0.5")
     if "onnx" in formats:
         out.append("onnxruntime>=1.20")
     return out

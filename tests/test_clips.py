@@ -66,6 +66,45 @@ def test_video_and_frame_folder_read_alike(tmp_path, monkeypatch):
     )
 
 
+def test_a_video_is_read_as_a_player_shows_it(tmp_path, caplog):
+    """A phone's clip carries a display rotation; a PAL DVD recorder's pixels are not square
+    (720x576 shown 768 wide). Players apply both; the stretch had not been applied (the clip read
+    narrower than shown: a crop box drawn on the shown frame landed elsewhere). Read as shown:
+    rotated (the same pixels as the unrotated clip's, turned), the anamorphic stream stretched
+    to its display width; the declared size says the shown size, and imageio-ffmpeg's notice
+    that the two sizes differ is not printed on every read."""
+    import logging
+    import subprocess
+
+    import imageio_ffmpeg
+
+    stored = np.zeros((4, 64, 96, 3), np.uint8)  # 96 wide: a bright block at columns 4-39, another lower right
+    stored[:, 4:24, 4:40], stored[:, 40:60, 70:90] = 230, 120
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    for k, f in enumerate(stored):
+        Image.fromarray(f).save(folder / f"f{k}.png")
+    ffmpeg = [imageio_ffmpeg.get_ffmpeg_exe(), "-loglevel", "error", "-y"]
+    lossless = ["-c:v", "libx264", "-pix_fmt", "yuv444p", "-qp", "0"]
+    made = {
+        "plain": [*ffmpeg, "-framerate", "4", "-i", str(folder / "f%d.png"), *lossless],
+        "turned": [*ffmpeg, "-display_rotation", "90", "-i", str(tmp_path / "plain.mp4"), "-c", "copy"],
+        "anamorphic": [*ffmpeg, "-framerate", "4", "-i", str(folder / "f%d.png"), "-vf", "setsar=4/3", *lossless],
+    }
+    for name, cmd in made.items():
+        subprocess.run([*cmd, str(tmp_path / f"{name}.mp4")], check=True, capture_output=True)
+    with caplog.at_level(logging.WARNING):
+        plain, turned, wide = (clips.read_frames(tmp_path / f"{name}.mp4") for name in made)
+        sizes = [clips.video_info(tmp_path / f"{name}.mp4").size for name in made]
+    assert sizes == [(96, 64), (64, 96), (128, 64)]
+    np.testing.assert_allclose(plain, clips.read_frames(folder), atol=2 / 255)  # lossless but for RGB->YUV
+    np.testing.assert_array_equal(turned, np.rot90(plain, 1, axes=(1, 2)))  # counter-clockwise, as ffmpeg's 90
+    assert wide.shape == (4, 64, 128, 3)
+    lit = np.flatnonzero(wide[0, 10, :, 0] > 0.5)  # the block's columns, 4-39 stored: 4/3 as wide
+    assert abs(lit[0] - 4 * 4 / 3) <= 1 and abs(lit[-1] + 1 - 40 * 4 / 3) <= 1, lit
+    assert not [r for r in caplog.records if clips.SIZE_NOTICE in r.getMessage()]
+
+
 def test_validate_gives_a_videos_seconds_and_calls_only_a_frame_folder_untimed(tmp_path, monkeypatch):
     """A video's container declares its frame rate (evenly timed frames): validate gives its
     span in seconds, (frames - 1) / fps; a frame folder has no timing (fresh-user trial: a

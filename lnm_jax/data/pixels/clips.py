@@ -11,6 +11,7 @@ spread evenly over it; T = 1 is the peak-enhancement frame, the one a sonographe
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
 import re
 from collections.abc import Iterator
@@ -108,24 +109,48 @@ def _reader_failure(path: Path, e: Exception) -> ClipError:
 # that ffmpeg starts as any subprocess does; Ctrl-C then reaches ffmpeg too, which stops with
 # the command. A value the user set is kept.
 FFMPEG_NO_FORK_HOOK = "IMAGEIO_FFMPEG_NO_PREVENT_SIGINT"
+# A video's frames as a player shows them: ffmpeg applies a container's display rotation itself
+# (a phone's clip), and this filter stretches a stream whose pixels are not square (its sample
+# aspect ratio: a PAL DVD recorder's 720x576 at 16:15 is shown 768x576) to its display width, as
+# players do (bicubic, ffmpeg's scaler; square pixels pass unchanged, bit for bit). Without it
+# such a clip was read narrower than any viewer shows it, and a crop box drawn on the shown
+# frame landed elsewhere.
+DISPLAY_FILTER = ("-vf", "scale=w='max(1,round(iw*sar))':h=ih,setsar=1")
+# imageio-ffmpeg's notice (a logging warning on every read) that the frames differ in size from
+# the stream's stored size: the rotation and DISPLAY_FILTER are meant to make them
+SIZE_NOTICE = "is different from the source frame size"
 
 
-def _imageio():
-    """``imageio.v3``, with ffmpeg started without a fork hook (:data:`FFMPEG_NO_FORK_HOOK`)."""
-    import imageio.v3 as iio  # noqa: PLC0415  (video only)
+class _SizeNotice(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return SIZE_NOTICE not in record.getMessage()
+
+
+def _ffmpeg_frames(path: Path) -> Iterator:
+    """imageio-ffmpeg's reader of ``path`` through its bundled ffmpeg, with :data:`DISPLAY_FILTER`,
+    8-bit RGB, started without a fork hook (:data:`FFMPEG_NO_FORK_HOOK`): a generator that first
+    yields the stream's metadata ('size' (width, height) as shown, 'fps', 'duration'), then
+    each frame's bytes; closing it stops ffmpeg."""
+    import imageio_ffmpeg  # noqa: PLC0415  (video only)
 
     os.environ.setdefault(FFMPEG_NO_FORK_HOOK, "1")
-    return iio
+    notices = logging.getLogger("imageio_ffmpeg")
+    if not any(isinstance(f, _SizeNotice) for f in notices.filters):
+        notices.addFilter(_SizeNotice())
+    return imageio_ffmpeg.read_frames(str(path), pix_fmt="rgb24", bits_per_pixel=24, output_params=list(DISPLAY_FILTER))
 
 
 def video_info(path: Path | str) -> VideoInfo:
-    """The container's declared size, rate and duration; :class:`ClipError` naming the file
-    when it is unreadable or declares more than :data:`MAX_CLIP_FRAMES` frames or
-    :data:`MAX_CLIP_PIXELS` pixels."""
-    iio = _imageio()
+    """The container's declared size (as shown: rotated, pixels made square), rate and
+    duration; :class:`ClipError` naming the file when it is unreadable or declares more than
+    :data:`MAX_CLIP_FRAMES` frames or :data:`MAX_CLIP_PIXELS` pixels."""
     path = Path(path)
     try:
-        meta = iio.immeta(path, plugin="FFMPEG")  # imageio-ffmpeg's bundled ffmpeg
+        reader = _ffmpeg_frames(path)
+        try:
+            meta = next(reader)
+        finally:
+            reader.close()
     except Exception as e:  # noqa: BLE001  (any reader failure is an unreadable clip)
         raise _reader_failure(path, e) from e
     fps, duration = meta.get("fps"), meta.get("duration")
@@ -175,7 +200,8 @@ def check_frame_folder(path: Path) -> int:
 def iter_frames(path: Path | str) -> Iterator[np.ndarray]:
     """Every frame of a clip in order as float32 [H, W, 3] in [0, 1], one decoded at a time:
     a frame folder's files through :func:`lnm_jax.data.pixels.decode.read_image` (any bit
-    depth, EXIF orientation), a video's frames through ffmpeg (8-bit RGB). :class:`ClipError`
+    depth, EXIF orientation), a video's frames through ffmpeg (8-bit RGB, as a player shows
+    them: :data:`DISPLAY_FILTER`). :class:`ClipError`
     naming the file (and the frame) when a frame cannot be read, frames differ in size, or
     the clip exceeds :data:`MAX_CLIP_FRAMES` / :data:`MAX_CLIP_PIXELS`."""
     path = Path(path)
@@ -201,18 +227,21 @@ def _raw_frames(path: Path) -> Iterator[np.ndarray]:
             except (OSError, UnidentifiedImageError, ValueError) as e:
                 raise ClipError(f"{path}: frame {f.name} is not a readable image ({type(e).__name__}: {e})") from e
         return
-    iio = _imageio()
     video_info(path)  # the declared budget, before anything is decoded
+    reader = None
     try:
-        for frame in iio.imiter(path, plugin="FFMPEG"):
-            frame = np.asarray(frame)
-            if frame.ndim == 2:  # grayscale video
-                frame = np.repeat(frame[..., None], 3, axis=-1)
-            yield frame[..., :3].astype(np.float32) / np.float32(255.0)
+        reader = _ffmpeg_frames(path)
+        width, height = next(reader)["size"]
+        for data in reader:
+            frame = np.frombuffer(data, np.uint8).reshape(height, width, 3)
+            yield frame.astype(np.float32) / np.float32(255.0)
     except ClipError:
         raise
     except Exception as e:  # noqa: BLE001  (any reader failure is an unreadable clip)
         raise _reader_failure(path, e) from e
+    finally:
+        if reader is not None:
+            reader.close()
 
 
 def read_frames(path: Path | str, indices=None) -> np.ndarray:
