@@ -30,6 +30,7 @@ from lnm_jax.data.cohorts.manifest import (
     SHARED_IMAGE,
     SHORT_ROW,
     UNREADABLE_CLIP,
+    UNREADABLE_IMAGE,
     ManifestError,
     read_manifest,
 )
@@ -161,6 +162,35 @@ def test_a_transparent_pixel_reads_as_black_whatever_is_stored_under_it(tmp_path
     path = _with_chunk(tmp_path / "sbit_key.png", Image.fromarray(low), b"sBIT", bytes([4]), transparency=15)
     got = read_image(path)[..., 0]
     assert got[low == 15].max() == 0 and got[low == 8].min() == pytest.approx(8 / 15, abs=PNG_ATOL)
+    # the keys beside an ICC profile: kept (helper-59: the profile's transform had dropped them)
+    from PIL import ImageCms
+
+    srgb = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    lit = (RAMP != 248) & (RAMP > 0)
+    for name, im, key, profile in (
+        ("grey key", Image.fromarray(RAMP), 248, _gray_profile(1.0)),
+        ("16-bit grey key", Image.fromarray(RAMP.astype(np.uint16) * 257), 248 * 257, _gray_profile(1.0)),
+        ("colour key", Image.fromarray(rgb), (248, 248, 248), srgb),
+    ):
+        got = read_image(_write(tmp_path / f"{name} icc.png", im, transparency=key, icc_profile=profile))
+        assert got[RAMP == 248].max() == 0 and got[lit].min() > 0, name
+    # a 2- or 4-bit grey key, compared at the image's depth (helper-59: Pillow kept it in the
+    # file's units, where it matched none of the samples it scales to 0-255)
+    import struct
+    import zlib
+
+    for bits in (2, 4):
+        levels = (RAMP // 2 ** (8 - bits)).astype(np.uint8)
+        top = 2**bits - 1
+        per = 8 // bits
+        packed = sum(levels[:, k::per].astype(np.uint16) << (8 - bits * (k + 1)) for k in range(per)).astype(np.uint8)
+        head = struct.pack(">IIBBBBB", RAMP.shape[1], RAMP.shape[0], bits, 0, 0, 0, 0)
+        data = zlib.compress(b"".join(b"\0" + row.tobytes() for row in packed))
+        path = _png_of(
+            tmp_path / f"key{bits}.png", [(b"IHDR", head), (b"tRNS", struct.pack(">H", top)), (b"IDAT", data)]
+        )
+        want = np.where(levels == top, 0, levels * (255 // top)) / 255
+        np.testing.assert_allclose(read_image(path)[..., 0], want, atol=PNG_ATOL, err_msg=f"{bits}-bit key")
 
 
 def test_sixteen_bit_frame_folder_is_not_saturated(tmp_path):
@@ -319,11 +349,11 @@ def test_a_png_whose_sbit_says_fewer_bits_is_read_at_that_depth(tmp_path):
         np.testing.assert_allclose(got[..., 0], np.rint(six / 63 * 255) / 255, atol=1e-6, err_msg=mode)
 
 
-def _png16(path, samples: np.ndarray, *chunks: tuple[bytes, bytes], interlaced: bool = False):
+def _png16(path, samples: np.ndarray, *chunks: tuple[bytes, bytes], interlaced: bool = False, trailing=()):
     """A 16-bit PNG of ``samples`` (uint16 [H, W, C], C 2: grey + alpha, 3: RGB, 4: RGBA),
     which Pillow cannot write: its rows filtered with each of the five filter types in turn
     (PNG specification 9.2; the predictors from the unfiltered bytes), Adam7-interlaced or not,
-    ``chunks`` (kind, data) after IHDR."""
+    ``chunks`` (kind, data) after IHDR, ``trailing`` ones after the image data."""
     import struct
     import zlib
 
@@ -349,7 +379,8 @@ def _png16(path, samples: np.ndarray, *chunks: tuple[bytes, bytes], interlaced: 
     h, w, c = samples.shape
     head = struct.pack(">IIBBBBB", w, h, 16, {2: 4, 3: 2, 4: 6}[c], 0, 0, int(interlaced))
     body = chunk(b"IHDR", head) + b"".join(chunk(k, d) for k, d in chunks)
-    path.write_bytes(b"\x89PNG\r\n\x1a\n" + body + chunk(b"IDAT", zlib.compress(data)) + chunk(b"IEND", b""))
+    tail = b"".join(chunk(k, d) for k, d in trailing)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + body + chunk(b"IDAT", zlib.compress(data)) + tail + chunk(b"IEND", b""))
     return path
 
 
@@ -398,6 +429,10 @@ def test_a_sixteen_bit_colour_png_is_read_at_all_its_bits(tmp_path):
     exif[0x0112] = 6
     turned = read_image(_png16(tmp_path / "turned.png", samples, (b"eXIf", exif.tobytes()[6:])))
     np.testing.assert_allclose(turned, np.rot90(np.rint(samples / 257) / 255, -1), atol=1e-6)
+    # an eXIf after the image data too (helper-59: read unturned, while its size was the turned one)
+    after = _png16(tmp_path / "after.png", samples, trailing=[(b"eXIf", exif.tobytes()[6:])])
+    np.testing.assert_allclose(read_image(after), turned, atol=0)
+    assert image_size(after) == (samples.shape[0], samples.shape[1])
     # a grey PNG scaled by its sBIT keeps its ICC profile (it had been dropped with the scaling):
     # 12-bit samples, a linear grey profile: the middle level shown as sRGB's 188 of 255
     twelve = np.full((8, 8), 2047, np.uint16)
@@ -411,6 +446,86 @@ def test_a_sixteen_bit_colour_png_is_read_at_all_its_bits(tmp_path):
     five = rng.integers(0, 32, (13, 19, 3), dtype=np.uint8)
     got = read_image(_with_sbit(tmp_path / "five.png", Image.fromarray(five), 5, 5, 5))
     np.testing.assert_allclose(got, np.rint(five / 31 * 255) / 255, atol=1e-6)
+
+
+def _png_of(path, chunks):
+    """A PNG file of ``chunks`` ((type, data) pairs, IHDR and IDAT included) in that order."""
+    import struct
+    import zlib
+
+    body = b"".join(struct.pack(">I", len(d)) + k + d + struct.pack(">I", zlib.crc32(k + d)) for k, d in chunks)
+    path.write_bytes(
+        b"\x89PNG\r\n\x1a\n" + body + struct.pack(">I", 0) + b"IEND" + struct.pack(">I", zlib.crc32(b"IEND"))
+    )
+    return path
+
+
+def test_a_png_that_readers_read_apart_is_refused_naming_the_chunk(tmp_path):
+    """helper-59's trial: Pillow applied what libpng, behind most viewers, ignores (a gAMA
+    after PLTE, a palette's tRNS before its PLTE or longer than it, a one-byte sBIT on an RGB
+    image, a second eXIf after the image data) or refuses (an IHDR method the specification
+    does not define), and read image data short by rows as black. Each is refused, naming
+    the chunk; valid files beside them read as before."""
+    import struct
+    import zlib
+
+    ramp = RAMP[:16, :16]
+    grey = zlib.compress(b"".join(b"\0" + row.tobytes() for row in ramp))
+    index = zlib.compress(b"".join(b"\0" + (row // 16).tobytes() for row in ramp))  # 16 palette entries
+    rgb = zlib.compress(b"".join(b"\0" + np.repeat(row // 16, 3).tobytes() for row in ramp))  # 4-bit samples
+
+    def ihdr(colour, depth=8, compression=0, filtering=0, interlace=0):
+        return (b"IHDR", struct.pack(">IIBBBBB", 16, 16, depth, colour, compression, filtering, interlace))
+
+    plte = (b"PLTE", bytes(np.repeat(np.arange(0, 256, 16, dtype=np.uint8), 3)))
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    files = {
+        "gamma after PLTE": [ihdr(3), plte, (b"gAMA", (100000).to_bytes(4, "big")), (b"IDAT", index)],
+        "tRNS before PLTE": [ihdr(3), (b"tRNS", bytes(16)), plte, (b"IDAT", index)],
+        "tRNS over the palette": [ihdr(3), plte, (b"tRNS", bytes(20)), (b"IDAT", index)],
+        "one-byte sBIT on RGB": [ihdr(2), (b"sBIT", bytes([4])), (b"IDAT", rgb)],
+        "eXIf before and after": [
+            ihdr(0),
+            (b"eXIf", Image.Exif().tobytes()[6:]),
+            (b"IDAT", grey),
+            (b"eXIf", exif.tobytes()[6:]),
+        ],
+        "compression method 1": [ihdr(0, compression=1), (b"IDAT", grey)],
+        "filter method 1": [ihdr(0, filtering=1), (b"IDAT", grey)],
+        "interlace method 2": [ihdr(0, interlace=2), (b"IDAT", grey)],
+        "10 of 16 rows": [ihdr(0), (b"IDAT", zlib.compress(zlib.decompress(grey)[: 10 * 17]))],
+    }
+    said = {
+        "gamma after PLTE": "its 'gAMA' chunk is after PLTE, out of place: libpng, behind most viewers, ignores it",
+        "tRNS before PLTE": "its 'tRNS' chunk is before the palette (PLTE), out of place",
+        "tRNS over the palette": "its 'tRNS' chunk is of 20 bytes, more than the palette's 16 entries",
+        "one-byte sBIT on RGB": "its 'sBIT' chunk is of 1 byte(s) where this image's has 3, invalid",
+        "eXIf before and after": "it holds 'eXIf' more than once",
+        "compression method 1": "its IHDR's compression method 1 is none the PNG specification defines",
+        "filter method 1": "its IHDR's filter method 1 is none the PNG specification defines",
+        "interlace method 2": "its IHDR's interlace method 2 is none the PNG specification defines",
+        "10 of 16 rows": "damaged PNG: its image data holds 10 of the 16 rows its IHDR says",
+    }
+    rows = [[f"P{k}", _png_of(tmp_path / f"{k}.png", c).name, "", 0, k % 2] for k, c in enumerate(files.values())]
+    valid = {
+        "palette": [ihdr(3), plte, (b"tRNS", bytes([255] * 16)), (b"IDAT", index)],
+        "RGB with its sBIT": [ihdr(2), (b"sBIT", bytes([4, 4, 4])), (b"IDAT", rgb)],
+        "eXIf after IDAT": [ihdr(0), (b"IDAT", grey), (b"eXIf", exif.tobytes()[6:])],
+    }
+    for k, c in enumerate(valid.values()):
+        rows.append([f"V{k}", _png_of(tmp_path / f"valid{k}.png", c).name, "", 0, k % 2])
+    with pytest.raises(ManifestError) as e:
+        read_manifest(_manifest(tmp_path / "m.csv", rows))
+    problems = {p.row: p.message for p in e.value.problems if p.code == UNREADABLE_IMAGE}
+    assert sorted(problems) == list(range(1, len(files) + 1)), e.value  # the valid ones read
+    for row, (name, want) in enumerate(said.items(), start=1):
+        assert want in problems[row], (name, problems[row])
+    palette, sbit, turned = (read_image(tmp_path / f"valid{k}.png") for k in range(3))
+    np.testing.assert_allclose(palette[..., 0], (ramp // 16 * 16) / 255, atol=1e-6)
+    np.testing.assert_allclose(sbit[..., 0], (ramp // 16 * 17) / 255, atol=1e-6)  # 4 bits of 4 scaled
+    assert turned.shape == (16, 16, 3) and image_size(tmp_path / "valid2.png") == (16, 16)
+    np.testing.assert_allclose(turned[..., 0], np.rot90(ramp, -1) / 255, atol=1e-6)  # the eXIf after the data
 
 
 def test_exif_orientation_applied_to_size_and_pixels(tmp_path):

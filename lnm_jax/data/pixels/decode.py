@@ -26,6 +26,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from lnm_jax.data.pixels import png
+
 
 class ImageDecodeError(ValueError):
     """An image the loader cannot decode; the message names the patient and the file."""
@@ -39,7 +41,7 @@ class DamagedImageError(ValueError):
     """A PNG or JPEG whose structure is not whole (:func:`damage`): the message says which and where."""
 
 
-PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+PNG_SIGNATURE = png.SIGNATURE
 JPEG_SIGNATURE = b"\xff\xd8"  # SOI, start of image (ITU-T T.81, B.1.1.3)
 CUT_SHORT = "cut short (a copy or download that stopped?)"  # a file that ends before its data (PNG, JPEG, DICOM)
 
@@ -66,6 +68,8 @@ def damage(path: Path, error: Exception | None = None) -> str | None:
         if data.startswith(signature):
             if why := walk(data):
                 return f"damaged {fmt}: {why}"
+            if fmt == "PNG" and (chunks := png.read_chunks(io.BytesIO(data))) and (why := png.disagreement(chunks)):
+                return f"invalid PNG: {why}"  # (an IHDR Pillow cannot open either)
             if isinstance(error, OSError):  # PIL's failure to decode (not a mode or format this reader refuses)
                 return f"damaged {fmt}: its structure is whole but its image data does not decode ({error})"
             return None
@@ -313,9 +317,10 @@ def displayed(im: Image.Image) -> Image.Image:
     frames = getattr(im, "n_frames", 1)
     if im.format == "PNG" and frames > 1:
         raise ValueError(f"an animated PNG ({frames} frames): a still holds one picture; save the one meant as a PNG")
-    chunks = png_header_chunks(im)  # (read before the pixels: loading may close the file)
-    if why := png_repeated(chunks):
+    chunks = png_chunks(im)  # (read before the pixels: loading may close the file)
+    if chunks is not None and (why := png.disagreement(chunks)):
         raise ValueError(why)
+    _low_depth_key(im, chunks)
     significant = png_significant_bits(im, chunks)
     gamma = png_gamma(im)
     if (deep := _deep_colour_png(im, significant, gamma)) is not None:
@@ -333,10 +338,12 @@ def displayed(im: Image.Image) -> Image.Image:
         rgb = lut[np.clip(levels, 0, len(lut) - 1).astype(np.intp)]
         if im.mode == "LA":
             return Image.fromarray(np.dstack([rgb, np.asarray(im.getchannel("A"))]), "RGBA")
+        if (key := im.info.get("transparency")) is not None:  # a grey key kept as alpha (helper-59: lost)
+            return Image.fromarray(np.dstack([rgb, np.where(levels == key, 0, 255).astype(np.uint8)]), "RGBA")
         return Image.fromarray(rgb, "RGB")
     if not profile or im.mode not in ICC_MODES:
         return im
-    if ICC_MODES[im.mode] is None:  # a palette: its colours, with their transparency
+    if ICC_MODES[im.mode] is None or "transparency" in im.info:  # a palette's colours, or a colour key, as RGBA
         im = im.convert("RGBA" if "transparency" in im.info or im.mode == "PA" else "RGB")
     transform = _srgb_transform(bytes(profile), im.mode, ICC_MODES[im.mode])
     if transform is None:
@@ -407,57 +414,32 @@ def _gamma_applied(im: Image.Image, gamma: float) -> Image.Image:
 SBIT_DEPTH = {"RGB": 8, "RGBA": 8, **GRAY_BITS}
 
 
-# chunks the PNG specification allows once, all before the image data (3rd edition, 5.6): where
-# a file holds two, readers differ on which applies (libpng keeps the first gAMA, Pillow the last)
-PNG_ONCE = (b"IHDR", b"PLTE", b"cHRM", b"gAMA", b"iCCP", b"sBIT", b"sRGB", b"tRNS", b"eXIf")
-
-
-def png_header_chunks(im: Image.Image) -> dict[bytes, list[bytes]] | None:
-    """The data of a PNG's chunks before its image data (``IDAT``), by chunk type in file
-    order, read from the file before the pixels (Pillow keeps no ``sBIT``, and of a repeated
-    chunk its last); None for another format or an image no longer backed by its file."""
-    fp = getattr(im, "fp", None)
-    if im.format != "PNG" or fp is None:
-        return None
-    at, chunks = fp.tell(), {}
-    try:
-        fp.seek(0)
-        if fp.read(len(PNG_SIGNATURE)) != PNG_SIGNATURE:
-            return None
-        while len(head := fp.read(8)) == 8:
-            length, kind = struct.unpack(">I4s", head)
-            if kind in (b"IDAT", b"IEND"):
-                break
-            chunks.setdefault(kind, []).append(fp.read(length))
-            fp.seek(4, io.SEEK_CUR)  # its CRC
-        return chunks
-    finally:
-        fp.seek(at)
-
-
-def png_repeated(chunks: dict[bytes, list[bytes]] | None) -> str | None:
-    """Why a PNG whose chunks before its image data are ``chunks`` (:func:`png_header_chunks`)
-    cannot be read as one picture: a chunk of :data:`PNG_ONCE` held twice (two ``gAMA``: a
-    viewer built on libpng shows the first, Pillow had read the last); None otherwise."""
-    twice = [k.decode("latin-1") for k in PNG_ONCE if len((chunks or {}).get(k, ())) > 1]
-    if not twice:
-        return None
-    return (
-        f"it holds {' and '.join(repr(k) for k in twice)} more than once, which the PNG specification allows "
-        "once: readers differ on which applies (libpng, behind most viewers, the first; Pillow the last), so what "
-        "a viewer shows and what would be read can differ; save the picture again with one"
-    )
-
-
-def png_significant_bits(im: Image.Image, chunks: dict[bytes, list[bytes]] | None = None) -> tuple[int, ...] | None:
+def png_significant_bits(im: Image.Image, chunks: png.Chunks | None) -> tuple[int, ...] | None:
     """The significant bits of a PNG's samples, one per channel (grey or red, green, blue, then
-    alpha), from its ``sBIT`` chunk (PNG specification 11.3.3.4; ``chunks``, or read from the
-    file by :func:`png_header_chunks`); None for another format or mode (a palette), a PNG
-    without ``sBIT``, or an image no longer backed by its file."""
-    if im.format != "PNG" or im.mode not in SBIT_DEPTH:
+    alpha), from the ``sBIT`` of its ``chunks`` (PNG specification 11.3.3.4; Pillow keeps no
+    ``sBIT``); None for another format or mode (a palette) or a PNG without ``sBIT``."""
+    if chunks is None or im.format != "PNG" or im.mode not in SBIT_DEPTH:
         return None
-    found = (chunks if chunks is not None else png_header_chunks(im) or {}).get(b"sBIT")
-    return tuple(found[0][:4]) or None if found else None
+    return tuple(chunks.first(b"sBIT") or b"") or None
+
+
+def _low_depth_key(im: Image.Image, chunks: png.Chunks | None) -> None:
+    """A 2- or 4-bit grey PNG's tRNS key scaled as Pillow scales its samples (to 0-255), in
+    ``im.info`` (changed in place): Pillow keeps the key in the file's units, where it matched
+    no sample (helper-59: a 4-bit key of 15 left the white it keys white; PNG specification
+    11.3.2.1 compares it at the image's depth)."""
+    header = chunks.header if chunks is not None else None
+    if header is None or header[3] != 0 or header[2] not in (2, 4) or "transparency" not in im.info:
+        return
+    im.info["transparency"] = int(im.info["transparency"]) * (255 // (2 ** header[2] - 1))
+
+
+def png_chunks(im: Image.Image) -> png.Chunks | None:
+    """The chunks of the PNG file behind ``im`` (:func:`lnm_jax.data.pixels.png.read_chunks`),
+    read before its pixels (loading may close the file); None for another format or an image
+    no longer backed by its file."""
+    fp = getattr(im, "fp", None)
+    return png.read_chunks(fp) if im.format == "PNG" and fp is not None else None
 
 
 def _low_bits(levels: np.ndarray, significant: tuple[int, ...], depth: int, alpha: bool) -> np.ndarray | None:
@@ -518,21 +500,22 @@ def _low_bits_scaled(im: Image.Image, significant: tuple[int, ...]) -> Image.Ima
 DEEP_COLOUR = {"RGB;16B": "RGB;16L", "RGBA;16B": "RGBA;16L", "LA;16B": "RGBA"}
 
 
-def _png_samples16(data: bytes, rawmode: str) -> np.ndarray:
-    """uint16 [H, W, C]: a 16-bit colour PNG's samples (C 3, 4 or 2), every byte of them, from
-    two decodes of its image data by Pillow (the rows unfiltered as Pillow does, interlaced or
-    not) through the raw modes of :data:`DEEP_COLOUR`."""
+def _png_samples16(data: bytes, rawmode: str) -> tuple[np.ndarray, dict]:
+    """(uint16 [H, W, C], info): a 16-bit colour PNG's samples (C 3, 4 or 2), every byte of
+    them, from two decodes of its image data by Pillow (the rows unfiltered as Pillow does,
+    interlaced or not) through the raw modes of :data:`DEEP_COLOUR`, and Pillow's ``info``
+    of the whole file (chunks after the image data included: an ``eXIf`` there, helper-59)."""
 
-    def decoded(mode: str | None) -> np.ndarray:
+    def decoded(mode: str | None) -> tuple[np.ndarray, dict]:
         with Image.open(io.BytesIO(data)) as im:
             if mode is not None:
                 im.tile = [tuple(im.tile[0][:3]) + (mode,)]
-            return np.asarray(im).astype(np.uint16)
+            return np.asarray(im).astype(np.uint16), im.info  # (the info of the whole file, once loaded)
 
-    low = decoded(DEEP_COLOUR[rawmode])
+    low, info = decoded(DEEP_COLOUR[rawmode])
     if rawmode == "LA;16B":  # (grey high, grey low, alpha high, alpha low) per pixel
-        return np.stack([low[..., 0] << 8 | low[..., 1], low[..., 2] << 8 | low[..., 3]], -1)
-    return decoded(None) << 8 | low
+        return np.stack([low[..., 0] << 8 | low[..., 1], low[..., 2] << 8 | low[..., 3]], -1), info
+    return decoded(None)[0] << 8 | low, info
 
 
 def _deep_colour_png(im: Image.Image, significant: tuple[int, ...] | None, gamma: float | None) -> Image.Image | None:
@@ -549,7 +532,7 @@ def _deep_colour_png(im: Image.Image, significant: tuple[int, ...] | None, gamma
     fp.seek(0)
     data = fp.read()
     fp.seek(at)
-    levels = _png_samples16(data, rawmode)
+    levels, info = _png_samples16(data, rawmode)
     alpha = rawmode != "RGB;16B"
     key = im.info.get("transparency") if not alpha else None
     keyed = np.all(levels == np.asarray(key, np.uint16), -1) if np.ndim(key) == 1 and len(key) == 3 else None
@@ -562,7 +545,7 @@ def _deep_colour_png(im: Image.Image, significant: tuple[int, ...] | None, gamma
     if keyed is not None:
         shown = np.dstack([shown, np.where(keyed, 0, 255).astype(np.uint8)])
     out = Image.fromarray(shown)  # RGB, RGBA or LA
-    out.info = {k: v for k, v in im.info.items() if k not in ("transparency", "gamma")}
+    out.info = {k: v for k, v in info.items() if k not in ("transparency", "gamma")}
     return out
 
 
@@ -620,6 +603,10 @@ def _verified(path: Path, max_pixels: int) -> np.ndarray:
         raise ValueError(f"SyntaxError: {e}") from e
     if fmt not in READABLE_FORMATS:
         raise ValueError(f"image format {fmt} is not PNG or JPEG")
+    if fmt == "PNG":
+        data = Path(path).read_bytes()
+        if (chunks := png.read_chunks(io.BytesIO(data))) and (short := png.image_data_shortfall(data, chunks)):
+            raise DamagedImageError(f"damaged PNG: {short}")
     return read_image(path)
 
 
@@ -639,7 +626,7 @@ def read_opacity(path: Path) -> np.ndarray | None:
     with Image.open(path) as im:
         if im.mode not in EIGHT_BIT_MODES or not (im.mode in ALPHA_MODES or "transparency" in im.info):
             return None
-        if (deep := _deep_colour_png(im, png_significant_bits(im), None)) is not None:
+        if (deep := _deep_colour_png(im, png_significant_bits(im, png_chunks(im)), None)) is not None:
             im = deep  # a 16-bit one's key or alpha at all its bits, as read_image reads them
         return np.asarray(upright(im).convert("RGBA"), dtype=np.float32)[..., 3] / np.float32(255.0)
 

@@ -1,0 +1,187 @@
+"""A PNG's chunks as its file holds them, and the files readers read apart.
+
+Pillow (this project's decoder) and libpng (the reader behind most viewers) agree on a valid
+PNG. On an invalid one they part: libpng ignores a colour chunk out of place (``gAMA`` after
+``PLTE``) or of the wrong length (a one-byte ``sBIT`` on an RGB image), a palette's ``tRNS``
+before its ``PLTE`` or longer than it, keeps the first of a chunk held twice, and refuses an
+``IHDR`` with a method the specification does not define; Pillow had applied every one of
+them (helper-59: a palette image read black, another brightened, 4-bit samples scaled by 17,
+where a viewer shows them as stored). Such a file is refused, naming the chunk
+(:func:`disagreement`): what a viewer shows and what would be read differ. The rules are the
+PNG specification's (3rd edition, 5.6 chunk ordering, 11.2-11.3 the chunks' lengths and
+values) as libpng 1.6 enforces them (``pngrutil.c``: "out of place", "invalid",
+"duplicate").
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import struct
+import zlib
+from typing import BinaryIO
+
+SIGNATURE = b"\x89PNG\r\n\x1a\n"
+# samples per pixel by IHDR colour type (0 grey, 2 RGB, 3 palette, 4 grey + alpha, 6 RGBA), and
+# the bit depths each allows (PNG specification 11.2.2)
+CHANNELS = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}
+DEPTHS = {0: (1, 2, 4, 8, 16), 2: (8, 16), 3: (1, 2, 4, 8), 4: (8, 16), 6: (8, 16)}
+# chunks the specification allows once in a file
+ONCE = (b"IHDR", b"PLTE", b"cHRM", b"gAMA", b"iCCP", b"sBIT", b"sRGB", b"cICP", b"tRNS", b"bKGD", b"pHYs", b"eXIf")
+# colour chunks that must come before PLTE and the image data; after either, libpng ignores them
+BEFORE_PLTE = (b"cHRM", b"gAMA", b"iCCP", b"sBIT", b"sRGB", b"cICP")
+# chunks that must come before the image data (tRNS also after a palette image's PLTE)
+BEFORE_IDAT = (b"PLTE", b"tRNS", b"bKGD", b"hIST", b"pHYs")
+# Adam7's passes: (first column, first row, column step, row step) (PNG specification 8.2)
+ADAM7 = ((0, 0, 8, 8), (4, 0, 8, 8), (0, 4, 4, 8), (2, 0, 4, 4), (0, 2, 2, 4), (1, 0, 2, 2), (0, 1, 1, 2))
+
+
+@dataclasses.dataclass(frozen=True)
+class Chunks:
+    """A PNG's chunks in file order: (type, data) pairs up to ``IEND``, an ``IDAT``'s data left
+    out (b"") so that the file is walked without reading its pixels."""
+
+    order: tuple[tuple[bytes, bytes], ...]
+
+    def first(self, kind: bytes) -> bytes | None:
+        """The data of the first ``kind`` chunk, or None."""
+        return next((data for k, data in self.order if k == kind), None)
+
+    def count(self, kind: bytes) -> int:
+        return sum(k == kind for k, _ in self.order)
+
+    def index(self, kind: bytes) -> int:
+        """Where the first ``kind`` chunk stands (len(order) where there is none)."""
+        return next((i for i, (k, _) in enumerate(self.order) if k == kind), len(self.order))
+
+    @property
+    def header(self) -> tuple[int, ...] | None:
+        """IHDR's (width, height, bit depth, colour type, compression, filter, interlace), or
+        None where the file holds no whole IHDR."""
+        data = self.first(b"IHDR")
+        return struct.unpack(">IIBBBBB", data) if data is not None and len(data) == 13 else None
+
+
+def read_chunks(fp: BinaryIO) -> Chunks | None:
+    """The chunks of the PNG file ``fp`` (a binary file, read from its start, its position
+    kept), each chunk's data but an IDAT's read; None where it does not begin with the PNG
+    signature. A file cut short ends the list where it ends (its damage is
+    :func:`lnm_jax.data.pixels.decode.png_damage`'s to say)."""
+    at, order = fp.tell(), []
+    try:
+        fp.seek(0)
+        if fp.read(len(SIGNATURE)) != SIGNATURE:
+            return None
+        while len(head := fp.read(8)) == 8:
+            length, kind = struct.unpack(">I4s", head)
+            if kind == b"IDAT":
+                order.append((kind, b""))
+                fp.seek(length, io.SEEK_CUR)
+            else:
+                order.append((kind, fp.read(length)))
+            fp.seek(4, io.SEEK_CUR)  # its CRC
+            if kind == b"IEND":
+                break
+        return Chunks(tuple(order))
+    finally:
+        fp.seek(at)
+
+
+def disagreement(chunks: Chunks) -> str | None:
+    """Why libpng and Pillow would read the PNG of ``chunks`` apart (module docstring), in
+    words, or None where they agree: an IHDR field the specification does not define, a chunk
+    of :data:`ONCE` held twice, a colour chunk after PLTE or the image data, a palette's tRNS
+    before its PLTE, or an sBIT, tRNS or gAMA whose length or values its image cannot have."""
+    header = chunks.header
+    if header is None:
+        return None  # no IHDR to judge by: Pillow refuses such a file itself
+    _, _, depth, colour, compression, filtering, interlace = header
+    said = "libpng, behind most viewers, refuses the file"
+    if colour not in DEPTHS or depth not in DEPTHS[colour]:
+        return f"its IHDR's bit depth {depth} with colour type {colour} is none the PNG specification defines: {said}"
+    methods = (("compression", compression, (0,)), ("filter", filtering, (0,)), ("interlace", interlace, (0, 1)))
+    for name, value, allowed in methods:
+        if value not in allowed:
+            return f"its IHDR's {name} method {value} is none the PNG specification defines: {said}"
+    if twice := [k.decode("latin-1") for k in ONCE if chunks.count(k) > 1]:
+        return (
+            f"it holds {' and '.join(repr(k) for k in twice)} more than once, which the PNG specification allows "
+            "once: readers differ on which applies (libpng, behind most viewers, the first; Pillow the last), so what "
+            "a viewer shows and what would be read can differ; save the picture again with one"
+        )
+    plte, idat = chunks.index(b"PLTE"), chunks.index(b"IDAT")
+    for i, (kind, data) in enumerate(chunks.order):
+        if kind in BEFORE_PLTE and i > min(plte, idat):
+            return _ignored(kind, f"after {'PLTE' if plte < idat else 'the image data (IDAT)'}, out of place")
+        if kind in BEFORE_IDAT and i > idat:
+            return _ignored(kind, "after the image data (IDAT), out of place")
+        if kind == b"tRNS" and colour == 3 and i < plte:
+            return _ignored(kind, "before the palette (PLTE), out of place")
+        if why := _invalid(kind, data, depth, colour, len(chunks.first(b"PLTE") or b"") // 3):
+            return _ignored(kind, why)
+    return None
+
+
+def _invalid(kind: bytes, data: bytes, depth: int, colour: int, entries: int) -> str | None:
+    """Why libpng takes chunk ``kind`` of ``data`` as invalid for an image of ``depth`` and
+    ``colour`` type with a palette of ``entries``, or None."""
+    if kind == b"sBIT":
+        want, top = (3, 8) if colour == 3 else (CHANNELS[colour], depth)
+        if len(data) != want:
+            return f"of {len(data)} byte(s) where this image's has {want}, invalid"
+        if any(not 0 < b <= top for b in data):
+            return f"saying {'/'.join(map(str, data))} significant bits of {top}, invalid"
+    if kind == b"gAMA" and (len(data) != 4 or not struct.unpack(">I", data)[0]):
+        return "of the wrong length or zero, invalid"
+    if kind == b"tRNS":
+        if colour in (4, 6):
+            return None  # beside an alpha channel: libpng and Pillow alike ignore it
+        want = {0: 2, 2: 6}.get(colour)
+        if (want is not None and len(data) != want) or (colour == 3 and not 0 < len(data) <= entries):
+            return f"of {len(data)} bytes, more than the palette's {entries} entries or not this image's, invalid"
+    return None
+
+
+def _ignored(kind: bytes, why: str) -> str:
+    return (
+        f"its {kind.decode('latin-1')!r} chunk is {why}: libpng, behind most viewers, ignores it, Pillow had applied "
+        "it, so what a viewer shows and what would be read differ; save the picture again with a tool that writes a "
+        "valid PNG"
+    )
+
+
+def image_data_shortfall(data: bytes, chunks: Chunks) -> str | None:
+    """Where the image data of the PNG file ``data`` (its bytes; ``chunks``, its chunks)
+    inflates to fewer rows than IHDR says, in words (Pillow reads the rows missing as black;
+    libpng stops with "Not enough image data"), or None. Interlaced images are counted pass by
+    pass (Adam7)."""
+    header = chunks.header
+    if header is None:
+        return None
+    width, height, depth, colour, _, _, interlace = header
+    bits = depth * CHANNELS.get(colour, 1)
+    passes = ADAM7 if interlace == 1 else ((0, 0, 1, 1),)
+    sizes = [(-(-(width - x0) // dx), -(-(height - y0) // dy)) for x0, y0, dx, dy in passes]
+    expected = sum(h * (1 + (w * bits + 7) // 8) for w, h in sizes if w > 0 and h > 0)
+    stream, at = [], len(SIGNATURE)
+    while at + 8 <= len(data):
+        length, kind = struct.unpack(">I4s", data[at : at + 8])
+        if kind == b"IDAT":
+            stream.append(data[at + 8 : at + 8 + length])
+        at += 12 + length
+    inflate, pending, held = zlib.decompressobj(), b"".join(stream), 0
+    try:
+        while pending and held < expected:
+            held += len(inflate.decompress(pending, 1 << 22))  # a bounded piece at a time
+            pending = inflate.unconsumed_tail
+    except zlib.error:
+        return None  # a stream that does not inflate: the decoder says so
+    if held >= expected:
+        return None
+    if interlace == 1:
+        return f"its image data holds {held} of the {expected} bytes its interlaced {width}x{height} picture needs"
+    row = 1 + (width * bits + 7) // 8
+    return (
+        f"its image data holds {held // row} of the {height} rows its IHDR says (the rest would be read black; "
+        "libpng stops with 'Not enough image data'): a file written or copied short"
+    )
