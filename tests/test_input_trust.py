@@ -495,6 +495,7 @@ def test_a_png_that_readers_read_apart_is_refused_naming_the_chunk(tmp_path):
         "filter method 1": [ihdr(0, filtering=1), (b"IDAT", grey)],
         "interlace method 2": [ihdr(0, interlace=2), (b"IDAT", grey)],
         "10 of 16 rows": [ihdr(0), (b"IDAT", zlib.compress(zlib.decompress(grey)[: 10 * 17]))],
+        "cICP of PQ": [ihdr(0), (b"cICP", bytes([9, 16, 0, 1])), (b"IDAT", grey)],
     }
     said = {
         "gamma after PLTE": "its 'gAMA' chunk is after PLTE, out of place: libpng, behind most viewers, ignores it",
@@ -506,12 +507,15 @@ def test_a_png_that_readers_read_apart_is_refused_naming_the_chunk(tmp_path):
         "filter method 1": "its IHDR's filter method 1 is none the PNG specification defines",
         "interlace method 2": "its IHDR's interlace method 2 is none the PNG specification defines",
         "10 of 16 rows": "damaged PNG: its image data holds 10 of the 16 rows its IHDR says",
+        "cICP of PQ": "its 'cICP' chunk says colour primaries 9, transfer function 16 (PQ, an HDR picture)",
     }
     rows = [[f"P{k}", _png_of(tmp_path / f"{k}.png", c).name, "", 0, k % 2] for k, c in enumerate(files.values())]
     valid = {
         "palette": [ihdr(3), plte, (b"tRNS", bytes([255] * 16)), (b"IDAT", index)],
         "RGB with its sBIT": [ihdr(2), (b"sBIT", bytes([4, 4, 4])), (b"IDAT", rgb)],
         "eXIf after IDAT": [ihdr(0), (b"IDAT", grey), (b"eXIf", exif.tobytes()[6:])],
+        "cICP of sRGB over gAMA": [ihdr(0), (b"cICP", bytes([1, 13, 0, 1])), (b"gAMA", (100000).to_bytes(4, "big"))]
+        + [(b"IDAT", grey)],
     }
     for k, c in enumerate(valid.values()):
         rows.append([f"V{k}", _png_of(tmp_path / f"valid{k}.png", c).name, "", 0, k % 2])
@@ -521,7 +525,8 @@ def test_a_png_that_readers_read_apart_is_refused_naming_the_chunk(tmp_path):
     assert sorted(problems) == list(range(1, len(files) + 1)), e.value  # the valid ones read
     for row, (name, want) in enumerate(said.items(), start=1):
         assert want in problems[row], (name, problems[row])
-    palette, sbit, turned = (read_image(tmp_path / f"valid{k}.png") for k in range(3))
+    palette, sbit, turned, cicp = (read_image(tmp_path / f"valid{k}.png") for k in range(4))
+    np.testing.assert_allclose(cicp[..., 0], ramp / 255, atol=1e-6)  # cICP wins: as stored, no gAMA
     np.testing.assert_allclose(palette[..., 0], (ramp // 16 * 16) / 255, atol=1e-6)
     np.testing.assert_allclose(sbit[..., 0], (ramp // 16 * 17) / 255, atol=1e-6)  # 4 bits of 4 scaled
     assert turned.shape == (16, 16, 3) and image_size(tmp_path / "valid2.png") == (16, 16)

@@ -323,6 +323,11 @@ def displayed(im: Image.Image) -> Image.Image:
     _low_depth_key(im, chunks)
     significant = png_significant_bits(im, chunks)
     gamma = png_gamma(im)
+    if chunks is not None and (cicp := chunks.first(b"cICP")) is not None:  # (ahead of iCCP, sRGB, gAMA)
+        if why := png.cicp_refusal(cicp):
+            raise ValueError(why)
+        gamma = None
+        im.info.pop("icc_profile", None)
     if (deep := _deep_colour_png(im, significant, gamma)) is not None:
         im, significant, gamma = deep, None, None  # sBIT, a colour key and gAMA applied at 16 bits
     im = upright(im)

@@ -150,6 +150,32 @@ def _ignored(kind: bytes, why: str) -> str:
     )
 
 
+# cICP's colour primaries and transfer function by ITU-T H.273 code point: sRGB is primaries 1
+# (BT.709) with transfer 13 (IEC 61966-2-1), matrix 0 (RGB), full range 1
+CICP_SRGB = (1, 13, 0, 1)
+CICP_TRANSFERS = {1: "BT.709", 8: "linear", 13: "sRGB", 16: "PQ, an HDR picture", 18: "HLG, an HDR picture"}
+
+
+def cicp_refusal(data: bytes) -> str | None:
+    """Why a PNG whose ``cICP`` chunk holds ``data`` is not read, or None where it says sRGB.
+    cICP takes precedence over iCCP, sRGB and gAMA (PNG specification, 3rd edition, 4.3), so
+    a viewer that reads it shows the picture through it: an sRGB one as stored (a gAMA or iCCP
+    beside it, a fallback for older readers, does not apply: helper-59's gAMA 1.0 had
+    brightened one), any other (HDR's PQ or HLG, wide-gamut primaries, narrow range) through
+    conversions this reader does not make."""
+    if len(data) != 4:
+        return f"its 'cICP' chunk is of {len(data)} bytes where it has 4, invalid"
+    if tuple(data) == CICP_SRGB:
+        return None
+    primaries, transfer, matrix, full = data
+    said = f"colour primaries {primaries}, transfer function {transfer} ({CICP_TRANSFERS.get(transfer, 'not sRGB')})"
+    said += ", narrow range" if not full else ""
+    return (
+        f"its 'cICP' chunk says {said}, which a viewer shows the picture through and this reader does not read (it "
+        "reads sRGB, cICP 1/13/0/1); save the picture as sRGB"
+    )
+
+
 def image_data_shortfall(data: bytes, chunks: Chunks) -> str | None:
     """Where the image data of the PNG file ``data`` (its bytes; ``chunks``, its chunks)
     inflates to fewer rows than IHDR says, in words (Pillow reads the rows missing as black;
