@@ -9,6 +9,7 @@ import io
 import re
 import shutil
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -531,6 +532,46 @@ def test_a_png_that_readers_read_apart_is_refused_naming_the_chunk(tmp_path):
     np.testing.assert_allclose(sbit[..., 0], (ramp // 16 * 17) / 255, atol=1e-6)  # 4 bits of 4 scaled
     assert turned.shape == (16, 16, 3) and image_size(tmp_path / "valid2.png") == (16, 16)
     np.testing.assert_allclose(turned[..., 0], np.rot90(ramp, -1) / 255, atol=1e-6)  # the eXIf after the data
+
+
+def test_a_dicom_files_icc_profile_and_presentation_shape_read_as_a_viewer_shows_them(tmp_path):
+    """helper-59's trial: a colour DICOM file's ICCProfile (PS3.3 C.11.15) was ignored where the
+    same profile in a PNG was applied; a MONOCHROME2 image with PresentationLUTShape INVERSE was
+    read as stored where viewers that follow the shape show it inverted. The profile is applied
+    as the PNG's is (the same pixels read alike, and a de-identified copy keeps it); a shape
+    that contradicts the interpretation is refused, naming both."""
+    import struct
+
+    import pydicom
+
+    from lnm_jax.data.privacy.phi import RETAINED
+
+    crayons = bytearray((Path(pydicom.__file__).parent / "data" / "test_files" / "crayons.icc").read_bytes())
+    assert crayons[520:524] == b"curv"  # its tone curve (the three colours share it), made linear: gamma 1.0
+    crayons[520:534] = b"curv" + bytes(4) + struct.pack(">IH", 1, 256)
+    profile = bytes(crayons)
+    rgb = np.dstack([RAMP, RAMP[::-1], RAMP[:, ::-1]])
+    as_png = read_image(_write(tmp_path / "icc.png", Image.fromarray(rgb), icc_profile=profile))
+    shown = dicom.read_frame(dicom.read_header(_dcm(tmp_path / "icc.dcm", rgb, ICCProfile=profile)), 0)
+    np.testing.assert_allclose(shown, as_png, atol=PNG_ATOL)
+    assert np.abs(shown - rgb / 255).max() > 4 / 255  # the profile changes the picture
+    assert "ICCProfile" in RETAINED  # the de-identified copy reads as the original
+    for photometric, shape, refused in (
+        ("MONOCHROME2", "INVERSE", True),
+        ("MONOCHROME1", "IDENTITY", True),
+        ("MONOCHROME2", "IDENTITY", False),
+        ("MONOCHROME1", "INVERSE", False),
+    ):
+        path = _dcm(tmp_path / f"{photometric}{shape}.dcm", RAMP, PresentationLUTShape=shape)
+        ds = pydicom.dcmread(path)
+        ds.PhotometricInterpretation = photometric
+        ds.save_as(path)
+        if refused:
+            with pytest.raises(dicom.HeaderMismatchError, match=f"PresentationLUTShape {shape} on a {photometric}"):
+                dicom.read_header(path)
+        else:
+            want = RAMP / 255 if photometric == "MONOCHROME2" else 1 - RAMP / 255
+            np.testing.assert_allclose(dicom.read_frame(dicom.read_header(path), 0)[..., 0], want, atol=PNG_ATOL)
 
 
 def test_exif_orientation_applied_to_size_and_pixels(tmp_path):

@@ -278,7 +278,7 @@ NO_OPTIMIZE = 0x0100  # LittleCMS's cmsFLAGS_NOOPTIMIZE: each value through the 
 
 
 @functools.lru_cache(maxsize=8)
-def _srgb_transform(profile: bytes, mode: str, out_mode: str, flags: int = 0):
+def srgb_transform(profile: bytes, mode: str, out_mode: str, flags: int = 0):
     """LittleCMS's transform from ``profile`` (an embedded ICC profile's bytes) to sRGB, or None
     where the profile cannot be read (a viewer then shows the stored values, as this does)."""
     from PIL import ImageCms  # noqa: PLC0415
@@ -300,7 +300,7 @@ def _gray_lut(profile: bytes, bits: int) -> np.ndarray | None:
     8-bit display: so does this. None where the profile cannot be read as a grey one."""
     from PIL import ImageCms  # noqa: PLC0415
 
-    transform = _srgb_transform(profile, "L" if bits == 8 else "I;16", "RGB", NO_OPTIMIZE)
+    transform = srgb_transform(profile, "L" if bits == 8 else "I;16", "RGB", NO_OPTIMIZE)
     if transform is None:
         return None
     levels = np.arange(2**bits, dtype=np.uint8 if bits == 8 else np.uint16).reshape(-1, 256)
@@ -350,7 +350,7 @@ def displayed(im: Image.Image) -> Image.Image:
         return im
     if ICC_MODES[im.mode] is None or "transparency" in im.info:  # a palette's colours, or a colour key, as RGBA
         im = im.convert("RGBA" if "transparency" in im.info or im.mode == "PA" else "RGB")
-    transform = _srgb_transform(bytes(profile), im.mode, ICC_MODES[im.mode])
+    transform = srgb_transform(bytes(profile), im.mode, ICC_MODES[im.mode])
     if transform is None:
         return im
     from PIL import ImageCms  # noqa: PLC0415

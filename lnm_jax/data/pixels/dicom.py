@@ -35,7 +35,7 @@ from pathlib import Path
 
 import numpy as np
 
-from lnm_jax.data.pixels.decode import CUT_SHORT
+from lnm_jax.data.pixels.decode import CUT_SHORT, srgb_transform
 
 DICOM_SUFFIXES = (".dcm", ".dicom")
 PREAMBLE = 128  # a DICOM Part 10 file: 128-byte preamble, then b"DICM"
@@ -162,6 +162,9 @@ class DicomHeader:
     # positive numbers; an ultrasound's calibration is its region's (``regions``), this is read
     # to tell where the two disagree
     pixel_spacing: tuple[float, float] | None = None
+    # a colour image's ICC profile (0028,2000; PS3.3 C.11.15), applied as a colour-managed viewer
+    # applies it (helper-59: the same profile was applied to a PNG, not to the DICOM file)
+    icc_profile: bytes | None = None
 
     @property
     def duration_s(self) -> float | None:
@@ -234,6 +237,7 @@ def read_header(path: Path) -> DicomHeader:
             f"values: {', '.join(PHOTOMETRIC_READ)} are); convert the file to RGB or YBR_FULL first"
         )
     _check_high_bit(path, ds)
+    _check_presentation_shape(path, ds, photometric)
     _check_frame_count(path, ds, frames, photometric)
     with quiet_pydicom():
         return _header(path, ds, frames, photometric, syntax)
@@ -252,6 +256,26 @@ PHOTOMETRIC_READ = (
     "YBR_RCT",
     "PALETTE COLOR",
 )
+
+
+MONOCHROME = ("MONOCHROME1", "MONOCHROME2")
+# the Presentation LUT Shape each grey interpretation carries where present (PS3.3 C.11.6.1.2, as
+# the DX and MG IODs require it): MONOCHROME1 is shown inverted, MONOCHROME2 as it is
+PRESENTATION_SHAPE = {"MONOCHROME1": "INVERSE", "MONOCHROME2": "IDENTITY"}
+
+
+def _check_presentation_shape(path: Path, ds, photometric: str) -> None:
+    """:class:`HeaderMismatchError` where a grey image's PresentationLUTShape contradicts its
+    PhotometricInterpretation (:data:`PRESENTATION_SHAPE`): INVERSE on a MONOCHROME2 image is
+    shown inverted by viewers that follow the shape (dcmtk's) and as stored by those that
+    follow the interpretation (helper-59: read as stored, unsaid)."""
+    shape = str(ds.get("PresentationLUTShape", "") or "").strip().upper()
+    if photometric in PRESENTATION_SHAPE and shape and shape != PRESENTATION_SHAPE[photometric]:
+        raise HeaderMismatchError(
+            f"{path}: PresentationLUTShape {shape} on a {photometric} image: the two contradict each other (PS3.3 "
+            f"C.11.6.1.2: {photometric} goes with {PRESENTATION_SHAPE[photometric]}), and viewers differ on which "
+            "they follow (inverted or not); correct one of them"
+        )
 
 
 def _check_high_bit(path: Path, ds) -> None:
@@ -291,6 +315,7 @@ def _header(path: Path, ds, frames: int, photometric: str, syntax) -> DicomHeade
         **_grey_transforms(path, ds, photometric),
         codestream=_codestream_kind(syntax),
         pixel_spacing=_pixel_spacing(ds),
+        icc_profile=bytes(ds.ICCProfile) if photometric not in MONOCHROME and ds.get("ICCProfile") else None,
     )
 
 
@@ -1026,7 +1051,7 @@ def to_unit_rgb(frame: np.ndarray, header: DicomHeader, ds=None) -> np.ndarray:
         from pydicom.pixels import apply_color_lut  # noqa: PLC0415
 
         rgb = apply_color_lut(frame, ds)
-        return np.clip(rgb.astype(np.float32) / np.float32(2**header.palette_bits - 1), 0.0, 1.0)
+        return _profiled(np.clip(rgb.astype(np.float32) / np.float32(2**header.palette_bits - 1), 0.0, 1.0), header)
     transforms = (header.rescale, header.window, header.modality_lut, header.voi_lut)
     if all(t is None for t in transforms):
         unit = frame.astype(np.float32) / np.float32(2**header.bits_stored - 1)
@@ -1045,7 +1070,22 @@ def to_unit_rgb(frame: np.ndarray, header: DicomHeader, ds=None) -> np.ndarray:
         unit = 1.0 - unit
     if unit.ndim == 2:
         unit = np.repeat(unit[..., None], 3, axis=-1)
-    return np.clip(unit[..., :3], 0.0, 1.0)
+    return _profiled(np.clip(unit[..., :3], 0.0, 1.0), header)
+
+
+def _profiled(rgb: np.ndarray, header: DicomHeader) -> np.ndarray:
+    """A colour frame (float [H, W, 3] in [0, 1]) through the file's ICC profile to sRGB, as a
+    PNG's embedded profile is applied (LittleCMS, through Pillow's ImageCms), at the 8 bits a
+    display shows; unchanged without a profile, or with one that cannot be read (as viewers
+    ignore it)."""
+    if header.icc_profile is None:
+        return rgb
+    from PIL import Image, ImageCms  # noqa: PLC0415
+
+    if (transform := srgb_transform(header.icc_profile, "RGB", "RGB")) is None:
+        return rgb
+    shown = ImageCms.applyTransform(Image.fromarray(np.rint(rgb * 255).astype(np.uint8), "RGB"), transform)
+    return np.asarray(shown, np.float32) / np.float32(255.0)
 
 
 def _palette_dataset(header: DicomHeader):

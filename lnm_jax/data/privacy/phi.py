@@ -126,7 +126,8 @@ RETAINED = frozenset(
         "RedPaletteColorLookupTableDescriptor", "GreenPaletteColorLookupTableDescriptor",
         "BluePaletteColorLookupTableDescriptor", "RedPaletteColorLookupTableData",
         "GreenPaletteColorLookupTableData", "BluePaletteColorLookupTableData",
-        "RescaleIntercept", "RescaleSlope", "WindowCenter", "WindowWidth",
+        "RescaleIntercept", "RescaleSlope", "WindowCenter", "WindowWidth", "ICCProfile", "ColorSpace",
+        "PresentationLUTShape",
         # multi-frame and cine
         "NumberOfFrames", "FrameIncrementPointer", "FrameTime", "FrameTimeVector", "CineRate",
         "RecommendedDisplayFrameRate", "FrameDelay", "ActualFrameDuration",
