@@ -206,6 +206,36 @@ def test_sixteen_bit_frame_folder_is_not_saturated(tmp_path):
     assert 0.2 < clip[0].mean() < 0.6  # the ramp's mean, not white
 
 
+def test_a_clip_whose_every_frame_is_nearly_black_is_said_so(tmp_path):
+    """helper-59: a frame folder of 16-bit PNGs holding 8-bit values (each read at 1/256 of its
+    brightness) was said nothing of, where the same frame as a still is ``dim_image``. A clip
+    none of whose frames holds a picture is warned of as its brightest frame would be; a clip
+    with a dark lead-in (CEUS before the contrast arrives) is not."""
+    from lnm_jax.data.cohorts.manifest import check_clip
+
+    speckle = np.random.default_rng(0).integers(40, 250, (48, 64), dtype=np.uint16)
+    dim, lead_in = tmp_path / "dim", tmp_path / "lead_in"
+    for folder in (dim, lead_in):
+        folder.mkdir()
+    for k in range(4):
+        Image.fromarray(speckle * (k + 1) // 4).save(dim / f"f{k}.png")  # 8-bit values in a 16-bit PNG
+        Image.fromarray((speckle * (k > 1)).astype(np.uint8)).save(lead_in / f"f{k}.png")
+    said, _, pictures = check_clip(dim, 1)
+    assert said[0] == DIM_IMAGE and said[1].startswith("every frame, the brightest too, is nearly black"), said
+    assert pictures == ()
+    assert check_clip(lead_in, 1)[0] is None
+    # a warned still's or clip's framing columns are checked all the same (a dim still's crop had not been)
+    Image.fromarray(speckle).save(tmp_path / "dim.png")
+    rows = [["A", "dim.png", "dim", 1, 1, '"0,0,80,40"', '"0,0,80,40"'], ["B", "", "lead_in", 0, 0, "", ""]]
+    columns = ("patient_id", "bmode", "ceus", "us_lnm", "lnm", "bmode_crop", "ceus_crop")
+    with pytest.raises(ManifestError) as e:
+        read_manifest(_manifest(tmp_path / "m.csv", rows, columns))
+    assert {(p.code, p.column) for p in e.value.problems if p.code != DIM_IMAGE} == {
+        ("bad_image_option", "bmode_crop"),
+        ("bad_image_option", "ceus_crop"),
+    }, e.value
+
+
 def _with_chunk(path, im: Image.Image, kind: bytes, data: bytes, *more: tuple[bytes, bytes], **save):
     """``im`` saved as a PNG with a ``kind`` chunk of ``data`` (and ``more`` (kind, data)
     pairs) after its IHDR (Pillow writes no sBIT, gAMA or sRGB)."""
@@ -1053,8 +1083,8 @@ def test_an_image_that_holds_no_picture_is_named(tmp_path, capsys):
     ok = [_write(tmp_path / f"ok{k}.png", Image.fromarray(np.roll(RAMP, k, axis=1))).name for k in range(9)]
     clip = tmp_path / "clip"
     clip.mkdir()
-    for k, level in enumerate((0, 0, 120, 200)):  # two black frames first
-        Image.fromarray(np.full((24, 32), level, np.uint8)).save(clip / f"f{k}.png")
+    for k, level in enumerate((0, 0, 120, 200)):  # two black frames first, then pictures
+        Image.fromarray((RAMP.astype(np.float64) * level / 248).astype(np.uint8)).save(clip / f"f{k}.png")
     stills = [*blank, "zeros.dcm"]
     rows = [[f"P{i}", name, ok[i], i % 2, i % 2] for i, name in enumerate(stills)]
     rows += [["C", ok[6], "clip", 1, 1], ["D", ok[7], ok[8], 0, 0]]

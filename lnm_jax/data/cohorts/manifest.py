@@ -635,6 +635,8 @@ def check_dicom(
     else:
         digest = pixel_digest([*frames, np.array([src.frames])])
         each = tuple(pixel_digest([f]) for f in frames if blank(f) is None)  # (a black lead-in frame: no picture)
+        if not each and (bad := _no_frame_a_picture(blank(max(frames, key=lambda f: float(f.max()))))):
+            return bad, digest, each, thumb  # (the first and the last frame read)
     if name == CEUS and src.still_frame is None and src.frames < min_frames:
         short = f"cine has {src.frames} frame(s), fewer than the {min_frames} asked for (data.clip_frames)"
         return (CLIP_TOO_SHORT, short), digest, each, thumb
@@ -650,12 +652,14 @@ def check_clip(path: Path, min_frames: int) -> tuple[tuple[str, str] | None, tup
     None of either where it is unreadable. Every frame is decoded once: a frame folder's files
     each checked whole, a video streamed as training reads it (its declared frame count is not
     trusted: what decodes is counted)."""
-    digests, pictures = [], []
+    digests, pictures, brightest = [], [], [(-1.0, None)]
 
     def take(img: np.ndarray) -> None:
         digests.append(pixel_digest([img]))
-        if blank(img) is None:
+        if (verdict := blank(img)) is None:
             pictures.append(digests[-1])
+        elif (top := float(img.max())) > brightest[0][0]:
+            brightest[0] = (top, verdict)
 
     try:
         if path.is_dir():
@@ -674,7 +678,15 @@ def check_clip(path: Path, min_frames: int) -> tuple[tuple[str, str] | None, tup
     if n < min_frames:
         short = f"clip has {n} frame(s), fewer than the {min_frames} asked for (data.clip_frames)"
         return (CLIP_TOO_SHORT, short), (), ()
-    return None, tuple(digests), tuple(pictures)
+    return _no_frame_a_picture(brightest[0][1] if not pictures else None), tuple(digests), tuple(pictures)
+
+
+def _no_frame_a_picture(verdict: tuple[str, str] | None) -> tuple[str, str] | None:
+    """A clip's or cine's warning where none of its frames holds a picture: ``verdict``, the
+    :func:`blank` of its brightest frame, said of every frame (helper-59: a clip of 16-bit
+    frames holding 8-bit values, read nearly black, had been said nothing of, where the same
+    frame as a still was ``dim_image``); None where ``verdict`` is."""
+    return None if verdict is None else (verdict[0], f"every frame, the brightest too, is {verdict[1]}")
 
 
 def _masks(
@@ -1315,8 +1327,11 @@ def _check_row(
         if (
             options[col] != sources.NO_OPTIONS
             and not is_dicom(file)  # (check_dicom resolved it with its options)
-            and not any(p.row == row and p.column == col and p.code != CLIP_TOO_SHORT for p in problems)
-        ):  # a crop beyond the image or the clip's frames, a frame a still lacks, a rate for a video
+            and not any(
+                p.row == row and p.column == col and p.code != CLIP_TOO_SHORT and p.code not in WARNING_CODES
+                for p in problems
+            )
+        ):  # a crop beyond the image or the clip's frames, a frame a still lacks, a rate for a video (a dim one's too)
             try:
                 sources.resolve(file, col, options[col])
             except sources.ImageOptionError as e:  # as for a DICOM file
