@@ -713,6 +713,9 @@ def test_image_size_and_samples_checked_against_the_pixel_data(tmp_path):
         (save("mono_3_samples.dcm", lying(64, 80, 3)), "MONOCHROME2 has 1 sample(s) per pixel"),
         (save("rgb_1_sample.dcm", lying(64, 80, 1, "RGB")), "RGB has 3 sample(s) per pixel"),
     ]
+    # RGB data labelled YBR_FULL_422: its size says how 4:2:2 stores a frame (helper-59: 8192 bytes unexplained)
+    ybr = _native(dicom.US_IMAGE_STORAGE, np.stack([picture] * 3, -1), 3, "YBR_FULL_422")
+    refused.append((save("ybr_422.dcm", ybr), "make 10240 bytes per frame (YBR_FULL_422 stores two samples a pixel"))
     for path, said in refused:
         with pytest.raises(dicom.HeaderMismatchError) as e:
             dicom.read_header(path)

@@ -609,8 +609,8 @@ def _frames_in_data(path: Path, ds, photometric: str) -> tuple[int, str] | None:
             _check_whole(path)
             raise HeaderMismatchError(
                 f"{path}: Rows {ds.Rows}, Columns {ds.Columns}, SamplesPerPixel {_samples(ds)} and BitsAllocated "
-                f"{ds.BitsAllocated} make {size} bytes per frame, but the pixel data holds {length} bytes "
-                f"({length / size:.2f} frames): the header's image size is not the data's"
+                f"{ds.BitsAllocated} make {size} bytes per frame{_stored_as(photometric)}, but the pixel data holds "
+                f"{length} bytes ({length / size:.2f} frames): the header's image size is not the data's"
             )
         if beyond and (width := _aligned_width(ds, photometric, length, syntax)):
             # zeros, but the picture's own black rows (helper-57: Columns 600 on a 640-wide frame
@@ -833,6 +833,13 @@ def _check_swapped(path: Path, ds, photometric: str, syntax, sampled: Callable[[
                 f"{path}: Rows {rows} and Columns {cols}, but its frames line up read as {cols} rows of {rows} "
                 "columns (Rows and Columns swapped?): the header's image size is not the data's"
             )
+
+
+def _stored_as(photometric: str) -> str:
+    """How ``photometric`` stores a frame's samples, where it is not one of each per pixel."""
+    if photometric == "YBR_FULL_422":  # (helper-59: '8192 bytes' of a 64x64 RGB frame had read as a slip)
+        return " (YBR_FULL_422 stores two samples a pixel: Y for each, Cb and Cr shared by two; PS3.3 C.7.6.3.1.2)"
+    return ""
 
 
 def _samples(ds) -> int:
