@@ -612,6 +612,19 @@ def test_exif_orientation_applied_to_size_and_pixels(tmp_path):
     up, tagged = read_image(formats["L jpeg"]), read_image(formats["EXIF-6 jpeg"])
     assert up.shape == tagged.shape
     np.testing.assert_allclose(tagged, up, atol=JPEG_ATOL)
+    # an orientation outside the EXIF (XMP's tiff:Orientation), which Pillow applies and browsers
+    # do not, is refused (helper-59: read turned); beside an EXIF orientation of its own, the EXIF's
+    xmp = (
+        b'<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#">'
+        b'<rdf:Description xmlns:tiff="http://ns.adobe.com/tiff/1.0/" tiff:Orientation="6"/></rdf:RDF></x:xmpmeta>'
+    )
+    stored = Image.fromarray(RAMP)
+    with pytest.raises(ValueError, match=r"its orientation \(6: turned 90 degrees clockwise\) is given outside"):
+        read_image(_write(tmp_path / "xmp.jpg", stored, quality=95, xmp=xmp))
+    upright_exif = Image.Exif()
+    upright_exif[0x0112] = 1
+    both = read_image(_write(tmp_path / "both.jpg", stored, quality=95, xmp=xmp, exif=upright_exif))
+    assert both.shape == (*RAMP.shape, 3)
 
 
 # ------------------------------------------------------------- DICOM header vs data

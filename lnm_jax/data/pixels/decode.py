@@ -228,6 +228,15 @@ EIGHT_BIT_MODES = ("1", "L", "LA", "La", "P", "PA", "RGB", "RGBA", "RGBa", "RGBX
 # 8-bit modes with an alpha channel (``La``/``RGBa``: premultiplied, which PIL's RGBA conversion undoes)
 ALPHA_MODES = ("LA", "La", "PA", "RGBA", "RGBa")
 ORIENTATION = 0x0112  # EXIF Orientation; 5-8 are the transposes that swap width and height
+ORIENTATIONS = {  # (the TIFF 6.0 values, as a viewer turns the stored picture)
+    2: "mirrored",
+    3: "turned 180 degrees",
+    4: "flipped upside down",
+    5: "mirrored across its diagonal",
+    6: "turned 90 degrees clockwise",
+    7: "mirrored across its other diagonal",
+    8: "turned 90 degrees anticlockwise",
+}
 
 
 def to_unit_rgb(im: Image.Image) -> np.ndarray:
@@ -265,9 +274,24 @@ def over_black(rgba: np.ndarray) -> np.ndarray:
 def upright(im: Image.Image) -> Image.Image:
     """The picture as every viewer shows it: the EXIF Orientation tag applied (Pillow's
     ``ImageOps.exif_transpose``), so that crop boxes drawn in a viewer land where they were
-    drawn. The image is loaded."""
+    drawn. The image is loaded. ValueError for an orientation given outside the EXIF (XMP's
+    ``tiff:Orientation``, ImageMagick's "Raw profile type exif" text chunk), which Pillow
+    applies and browsers do not (helper-59: such a picture had been read turned): readers
+    differ on it."""
     im.load()
-    return ImageOps.exif_transpose(im) if im.getexif().get(ORIENTATION, 1) != 1 else im
+    orientation = int(im.getexif().get(ORIENTATION, 1) or 1)
+    if orientation == 1:
+        return im
+    raw, exif = im.info.get("exif"), Image.Exif()
+    if raw:
+        exif.load(raw)
+    if int(exif.get(ORIENTATION, 1) or 1) != orientation:
+        raise ValueError(
+            f"its orientation ({orientation}: {ORIENTATIONS.get(orientation, 'unknown')}) is given outside its EXIF "
+            "data (in XMP metadata or a text chunk), which browsers ignore and Pillow applies: readers differ on which "
+            "way up it is; save it upright, or with the orientation in its EXIF"
+        )
+    return ImageOps.exif_transpose(im)
 
 
 # colour modes an embedded ICC profile is applied to (LittleCMS transforms, to sRGB); grey
