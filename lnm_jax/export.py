@@ -57,7 +57,7 @@ def inference_function(run: Run, checkpoint: str = "best"):
     model, params, stats = inference_variables(run.model.clone(lowering="xla"), state, fold_bn=True)
     variables = {"params": params, **({"batch_stats": stats} if stats else {})}
     leaves, treedef = jax.tree.flatten(variables)
-    temperature = run.temperature(checkpoint) or 1.0  # none fitted: prob_calibrated = prob
+    temperature = run.temperature(checkpoint, strict=True) or 1.0  # none fitted: prob_calibrated = prob
     norm = run.config.data.norm.to_dict()
     inputs = names.parse_modalities(run.config.modalities)
 
@@ -307,7 +307,7 @@ def export_run(
     guard_output(out, inputs=[run.workdir], kind="folder", can_overwrite=False)
     fn, weights = inference_function(run, checkpoint)
     spec = input_spec(run.config)
-    md = metadata(run, checkpoint)
+    md = metadata(run, checkpoint, strict=True)  # what is handed on: unsealed records refused
     info = {"formats": list(formats), "jax": jax.__version__, "requirements": requirements(md, formats)}
     with atomic_directory(out) as tmp:
         if "stablehlo" in formats:

@@ -69,13 +69,16 @@ def write_checksums(folder: Path | str) -> None:
     (folder / CHECKSUMS).write_text("\n".join(lines) + "\n")
 
 
-def _runtime_files(folder: Path) -> list[str]:
-    """The listed files of the folder's ``lnm_runtime`` copy (verified with the program)."""
+def _described_files(folder: Path) -> list[str]:
+    """The listed files of the folder but its programs (verified with the one loaded): the
+    ``lnm_runtime`` copy, ``predict.py``, ``metadata.json``, ``model_card.md`` and
+    ``requirements.txt``, every file a colleague reads or runs (helper-60: an edited model card
+    had passed a load against the export's fingerprint, which ``sha256sum -c`` refused)."""
     sums = folder / CHECKSUMS
     if not sums.is_file():
         return []
     listed = [line.partition("  ")[2].strip() for line in sums.read_text().splitlines()]
-    return [name for name in listed if name.startswith(f"{RUNTIME}/") or name == "predict.py"]
+    return [name for name in listed if name not in (PROGRAM, WEIGHTS, ONNX)]
 
 
 FINGERPRINT_PREFIX = "sha256:"
@@ -188,7 +191,7 @@ def load(folder: Path | str, fingerprint: str | None = None) -> ExportedModel:
 
     folder = Path(folder)
     _require(folder, PROGRAM, WEIGHTS, METADATA)
-    verify(folder, (PROGRAM, WEIGHTS, METADATA, *_runtime_files(folder)), fingerprint)
+    verify(folder, tuple(dict.fromkeys((PROGRAM, WEIGHTS, METADATA, *_described_files(folder)))), fingerprint)
     metadata = _metadata(folder)
     try:
         exported = jax.export.deserialize(bytearray((folder / PROGRAM).read_bytes()))
@@ -232,6 +235,6 @@ def load_onnx(folder: Path | str, providers=("CPUExecutionProvider",), fingerpri
 
     folder = Path(folder)
     _require(folder, ONNX, METADATA)
-    verify(folder, (ONNX, METADATA, *_runtime_files(folder)), fingerprint)
+    verify(folder, tuple(dict.fromkeys((ONNX, METADATA, *_described_files(folder)))), fingerprint)
     session = onnxruntime.InferenceSession(str(folder / ONNX), providers=list(providers))
     return OnnxModel(session, _metadata(folder))

@@ -293,11 +293,19 @@ def warn_once(message: str, key: object) -> None:
         print(f"warning: {message}", file=sys.stderr)
 
 
-def check_seal(doc: Mapping, path: Path | str, remedy: str = REWRITE) -> None:
+def check_seal(doc: Mapping, path: Path | str, remedy: str = REWRITE, strict: bool = False) -> None:
     """:class:`DamagedFileError` when ``doc`` (read from ``path``) does not match its
     :data:`SEAL_KEY`; a record without one (written before records were sealed, or the key
-    deleted) is read with a warning on stderr, once per file and process."""
+    deleted) is read with a warning on stderr, once per file and process, or, ``strict`` (what
+    a record handed on rests on: ``export``), refused as unverified (helper-60: an export's
+    temperature had been edited and its seal deleted, said once on the exporter's console and
+    never to the colleague)."""
     stored = doc.get(SEAL_KEY)
+    if stored is None and strict:
+        raise DamagedFileError(
+            f"{path} holds no {SEAL_KEY} (deleted, or written before records were sealed): its "
+            f"values cannot be verified; {remedy}"
+        )
     if stored is None:
         warn_once(
             f"{path} holds no {SEAL_KEY} (written before records were sealed, or it was deleted): its values are not "

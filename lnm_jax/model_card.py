@@ -17,7 +17,7 @@ from lnm_jax import run_files as F
 from lnm_jax.config import frozen_backbone_epochs
 from lnm_jax.data.pixels.sources import Framing
 from lnm_jax.exported import METADATA, MODEL_CARD
-from lnm_jax.fileio import DamagedFileError, is_real, read_json, write_json, write_text
+from lnm_jax.fileio import DamagedFileError, check_seal, is_real, read_json, write_json, write_text
 from lnm_jax.preflight import availability_patterns
 from lnm_jax.run import Run, read_run_info, zero_batch
 from lnm_jax.task import Task
@@ -130,13 +130,16 @@ def evaluation_problem(doc: dict) -> str | None:
     return None
 
 
-def _evaluation(run: Run, checkpoint: str, meta: dict) -> dict | None:
+def _evaluation(run: Run, checkpoint: str, meta: dict, strict: bool = False) -> dict | None:
     """``evaluate``'s metrics of this checkpoint, or None when there are none or they were
-    computed for another state of it (training resumed since): stale numbers never reach a card."""
+    computed for another state of it (training resumed since): stale numbers never reach a card.
+    Checked against their seal (helper-60: a test AUC and a decision threshold edited by hand
+    had reached an export's card and metadata); ``strict`` (export): an unsealed one refused."""
     path = run.files.evaluation(checkpoint) / F.METRICS
     if not path.is_file():
         return None
     doc = read_json(path)
+    check_seal(doc, path, "run lnm-jax evaluate again to rewrite it", strict=strict)
     if problem := evaluation_problem(doc):
         raise DamagedFileError.edited(path, problem, "run lnm-jax evaluate again to rewrite it")
     stored = doc.get(DIGEST_KEY)
@@ -220,12 +223,17 @@ SYNTHETIC_LABELS = "the synthetic generator (lnm_jax/data/synth): drawn with the
 
 
 def metadata(
-    run: Run, checkpoint: str = "best", evaluation: dict | None = None, temperature: float | None = None
+    run: Run,
+    checkpoint: str = "best",
+    evaluation: dict | None = None,
+    temperature: float | None = None,
+    strict: bool = False,
 ) -> dict:
     """The machine-readable description of ``run``'s ``checkpoint``: every field read from the
     run (config, ``run_info.json``, cohort, split, checkpoint, ``evaluate``'s metrics).
     ``temperature``: the calibration temperature just fitted (``evaluate``, which builds the
-    card before writing anything), instead of the one stored in the run folder."""
+    card before writing anything), instead of the one stored in the run folder. ``strict``
+    (``export``): the stored metrics and temperature are refused without their seal."""
     config = run.config
     task = Task.from_config(config)
     if synthetic(config):  # what the labels and images are, whatever the task says they stand for
@@ -233,9 +241,9 @@ def metadata(
             task, label_source=SYNTHETIC_LABELS, inputs={k: f"synthetic {v}" for k, v in task.inputs.items()}
         )
     state, meta = run.restore(checkpoint)
-    evaluation = evaluation or _evaluation(run, checkpoint, meta)
+    evaluation = evaluation or _evaluation(run, checkpoint, meta, strict)
     labels = [p.lnm for p in run.cohort.patients if p.lnm is not None]
-    temperature = run.temperature(checkpoint) if temperature is None else temperature
+    temperature = run.temperature(checkpoint, strict) if temperature is None else temperature
     inputs = list(names.parse_modalities(config.modalities))
     metrics, calibration = {}, {}
     if evaluation:

@@ -937,17 +937,17 @@ class Run:
         self._states.clear()
         self._predictors.clear()
 
-    def temperature(self, checkpoint: str = "best") -> float | None:
+    def temperature(self, checkpoint: str = "best", strict: bool = False) -> float | None:
         """The calibration temperature ``evaluate`` fitted on validation for ``checkpoint``, or
         None if it has not run, or (with a warning on stderr) if it was fitted for another
         state of that checkpoint (training resumed since): a stale temperature is never
-        applied."""
+        applied. ``strict``: a record without its seal is refused (:func:`check_seal`)."""
         path = self.files.calibration(checkpoint)
         if not path.is_file():
             return None
         refit = f"refit it: {self.evaluate_command(checkpoint)}"
         doc = read_json(path, required=("temperature",), remedy=refit)
-        check_seal(doc, path, refit)
+        check_seal(doc, path, refit, strict=strict)
         t = doc["temperature"]
         if not is_number(t) or t <= 0:
             # a temperature <= 0 inverts or saturates every calibrated probability, silently

@@ -1230,6 +1230,48 @@ def test_export_proves_what_it_is(triple_run, tmp_path, capsys):
     assert (tmp_path / "ex").stat().st_mode & 0o777 == 0o777 & ~umask  # as mkdir makes a folder: not mkdtemp's 0700
 
 
+def test_an_export_hands_on_only_what_it_can_verify(triple_run, copy_run, tmp_path):
+    """helper-60's trial: an evaluation's metrics.json edited by hand (test AUC, the decision
+    threshold) went into an export's card and metadata unsaid; a calibration whose seal was
+    deleted went out with its edited temperature, said once on the exporter's console; an
+    export's model card edited afterwards passed a load against the export's fingerprint. The
+    metrics are sealed as the calibration is; an export refuses a record it cannot verify;
+    a load checks every file a colleague reads (the card, the requirements) too."""
+    import shutil
+
+    from lnm_jax.evaluation.evaluate import evaluate
+    from lnm_jax.export import export_run
+    from lnm_jax.exported import MODEL_CARD, ExportIntegrityError, fingerprint, load
+    from lnm_jax.fileio import SEAL_KEY, DamagedFileError
+
+    run = copy_run(triple_run)
+    evaluate(run, checkpoint="best")
+    export_run(run, tmp_path / "ex")
+    published = fingerprint(tmp_path / "ex")
+    for name in (MODEL_CARD, "requirements.txt"):
+        shutil.copytree(tmp_path / "ex", tmp_path / "told")
+        told = tmp_path / "told" / name
+        told.write_text(told.read_text() + "edited\n")
+        with pytest.raises(ExportIntegrityError, match=f"told/{name} is not the file lnm-jax export wrote"):
+            load(tmp_path / "told", fingerprint=published)
+        shutil.rmtree(tmp_path / "told")
+    metrics, calibration = run.files.evaluation("best") / "metrics.json", run.files.calibration("best")
+    written = {f: f.read_text() for f in (metrics, calibration)}
+    doc = json.loads(written[metrics])
+    doc["splits"]["test"]["auc"] = 0.95
+    metrics.write_text(json.dumps(doc))
+    with pytest.raises(DamagedFileError, match=f"metrics.json: its values do not match the {SEAL_KEY}"):
+        export_run(run, tmp_path / "edited")
+    for record in (metrics, calibration):
+        for f, text in written.items():
+            f.write_text(text)
+        unsealed = {k: v for k, v in json.loads(written[record]).items() if k != SEAL_KEY}
+        record.write_text(json.dumps(unsealed))
+        with pytest.raises(DamagedFileError, match=f"{record.name} holds no {SEAL_KEY} .*cannot be verified"):
+            export_run(run, tmp_path / "unsealed")
+    assert not (tmp_path / "edited").exists() and not (tmp_path / "unsealed").exists()
+
+
 def test_stale_calibration_not_applied(triple_run, copy_run, capsys):
     run = copy_run(triple_run)
     path = run.files.calibration("best")

@@ -121,7 +121,7 @@ def evaluate(run: Run, *, checkpoint: str = "best", subsets=("val", "test"), out
     with atomic_directory(out, replace=True) as fresh:
         result["cam_scores"] = lesion_evidence(run, checkpoint, out=fresh, shown=out)
         card = metadata(run, checkpoint, evaluation=result, temperature=temperature)
-        write_json(fresh / F.METRICS, result)
+        write_json(fresh / F.METRICS, sealed(result))  # an edited metric is refused where it is read (the card)
         write_csv(fresh / F.PREDICTIONS_CSV, rows, list(rows[0]))
         title = f"{config.name} ({checkpoint} checkpoint, epoch {meta['epoch']})"
         plot_roc(curves, fresh / F.ROC, title=title)
