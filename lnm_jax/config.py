@@ -716,6 +716,28 @@ def check_fields(config) -> None:
         raise ConfigError(problems)
 
 
+# groups whose fields are named by the cohort or the task, not by this version's schema: a
+# config holds the inputs it has (DDTI's task has no CEUS), so none of theirs is required
+OPEN_GROUPS = ("task.inputs.", "data.norm.")
+
+
+def missing_fields(config) -> dict[str, object]:
+    """The fields every config of this version holds (:func:`base_config`'s, less
+    :data:`OPEN_GROUPS`) that ``config`` lacks, each with this version's default: a run's
+    ``config.json`` edited by hand (helper-60: a deleted ``data.augment.flip`` passed every
+    check, and a resume failed on it with a KeyError after writing to the run folder), or
+    written by an older version without the field."""
+    held, base = set(config_keys(config)), base_config()
+    out = {}
+    for k in config_keys(base):
+        if k not in held and not k.startswith(OPEN_GROUPS):
+            value = base
+            for part in k.split("."):
+                value = value[part]
+            out[k] = value
+    return out
+
+
 def config_keys(config, prefix: str = "") -> list[str]:
     """Every leaf field of ``config`` as a dotted name (for closest-name suggestions)."""
     out = []

@@ -32,6 +32,7 @@ from lnm_jax.config import (
     MODEL_FIELDS,
     base_config,
     config_problems,
+    missing_fields,
     model_field_changes,
     model_fields,
     write_config,
@@ -492,8 +493,13 @@ def load_config(workdir: Path | str) -> ConfigDict:
         raise FileNotFoundError(f"{path} not found: is {workdir} a training run folder?")
     config = ConfigDict(read_json(path))
     problems = config_problems(config)
+    remedy = "restore it from a copy"
+    if missing := missing_fields(config):  # (a default is no evidence of what the run was trained with)
+        said = ", ".join(f"{k} (this version's default: {json.dumps(v)})" for k, v in missing.items())
+        problems.append(f"it lacks {said}, which every run's config holds")
+        remedy += ", or, where an older lnm-jax wrote the run, add the field with the value it trained with"
     if problems:
-        raise DamagedFileError.edited(path, "; ".join(problems), "restore it from a copy")
+        raise DamagedFileError.edited(path, "; ".join(problems), remedy)
     return config
 
 
