@@ -242,6 +242,12 @@ class Model:
                     "trained for missing inputs"
                 )
             if m == names.US_LNM:
+                if bad := [(i, e) for i, e in enumerate(entries) if e is not None and not _is_flag(e)]:
+                    i, e = bad[0]  # (helper-60: 2, -1, 0.5 and NaN had been scored, NaN as a NaN probability)
+                    raise ValueError(
+                        f"us_lnm of row {i} is {e!r} ({len(bad)} such): the flag is 0, 1 or None (absent), as the "
+                        "manifest's us_lnm column"
+                    )
                 out[m] = np.array([float(e) if e is not None else 0.0 for e in entries], np.float32)
             else:
                 shape = tuple(d for d in self.inputs[m]["shape"][1:])
@@ -261,6 +267,16 @@ class Model:
         n = len(next(iter(arrays.values())))
         parts = [self({k: v[i : i + batch_size] for k, v in arrays.items()}) for i in range(0, n, batch_size)]
         return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+
+
+def _is_flag(value) -> bool:
+    """Whether ``value`` is a US-LNM flag: the number 0 or 1 (int or float, numpy's too), not a
+    bool, a string or NaN."""
+    return (
+        isinstance(value, int | float | np.integer | np.floating)
+        and not isinstance(value, bool | np.bool_)
+        and (value in (0, 1))
+    )
 
 
 def load(folder: Path | str, format: str = "stablehlo", fingerprint: str | None = None) -> Model:  # noqa: A002

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 import subprocess
 import sys
 
@@ -253,6 +254,28 @@ def test_runtime_takes_the_runs_zero_fill_decision():
     assert arrays["has_ceus"].tolist() == [True, False] and not arrays["ceus"][1].any()
     with pytest.raises(ValueError, match="not trained for missing inputs"):
         model(False).prepare(images)
+
+
+def test_the_runtime_takes_a_flag_of_0_or_1_only():
+    """helper-60: the Python API scored a US-LNM flag of 2, -1, 0.5 or NaN (NaN as a NaN
+    probability) where the manifest's column refuses any but 0, 1 and empty; now refused alike,
+    naming the row."""
+    from types import SimpleNamespace
+
+    from lnm_jax.serving import Model
+
+    md = {
+        "architecture": {"inputs": ["us_lnm"], "missing_inputs": True},
+        "preprocessing": {"image_size": 8, "clip_frames": 1, "framing": {}, "zero_fill_missing": False},
+    }
+    model = Model(SimpleNamespace(metadata=md, inputs={"us_lnm": {"shape": ["B"], "dtype": "float32"}}), ".")
+    good = [0, 1, 0.0, 1.0, np.int64(1), np.float32(0), None]
+    assert model.prepare({"us_lnm": good})["us_lnm"].tolist() == [0, 1, 0, 1, 1, 0, 0]
+    for bad in (2, -1, 0.5, float("nan"), True, "1"):
+        with pytest.raises(
+            ValueError, match=rf"us_lnm of row 1 is {re.escape(repr(bad))} \(1 such\): the flag is 0, 1"
+        ):
+            model.prepare({"us_lnm": [0, bad]})
 
 
 def test_patients_scored_without_an_input_are_named_with_how(capsys):
