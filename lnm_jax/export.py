@@ -24,7 +24,6 @@ constants baked into it. A model card is written with it.
 
 from __future__ import annotations
 
-import ast
 import importlib.metadata
 import logging
 import os
@@ -40,7 +39,8 @@ import numpy as np
 from lnm_jax import names
 from lnm_jax.exported import ONNX, OUTPUTS, PROGRAM, RUNTIME, WEIGHTS, load, load_onnx, write_checksums
 from lnm_jax.fileio import atomic_directory, guard_output, json_text
-from lnm_jax.model_card import input_spec, metadata, write_card
+from lnm_jax.model_card import PREPROCESSING_CHANGED, PREPROCESSING_UNRECORDED, input_spec, metadata, write_card
+from lnm_jax.portable import NOT_PORTABLE, PACKAGE, portable_modules
 from lnm_jax.run import Run
 from lnm_jax.training.steps import inference_variables
 
@@ -80,43 +80,6 @@ def _input_structs(spec: dict, batch) -> dict:
         k: jax.ShapeDtypeStruct(tuple(batch if d == "B" else d for d in v["shape"]), jnp.dtype(v["dtype"]))
         for k, v in spec.items()
     }
-
-
-PACKAGE = "lnm_jax"
-SERVING = "serving.py"  # the runtime's entry: what the export folder's predict.py and lnm_runtime call
-# Modules that must never reach the runtime: the training stack, or what needs it.
-NOT_PORTABLE = ("flax", "optax", "orbax", "grain", "sklearn", "tensorflow", "ml_collections", "matplotlib")
-
-
-def portable_modules() -> tuple[str, ...]:
-    """The files of this package the export folder carries: :data:`SERVING` and every module of
-    the package it imports, at any depth and inside functions too (read from their source with
-    ``ast``, so that a new import travels without a list to keep by hand). ValueError when one
-    of them imports the training stack (:data:`NOT_PORTABLE`)."""
-    root = Path(__file__).resolve().parent
-    todo, seen = [SERVING], set()
-    while todo:
-        rel = todo.pop()
-        if rel in seen:
-            continue
-        seen.add(rel)
-        for node in ast.walk(ast.parse((root / rel).read_text(), rel)):
-            if isinstance(node, ast.Import):
-                mods = [a.name for a in node.names]
-            elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
-                mods = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
-            else:
-                continue
-            for mod in mods:
-                top = mod.split(".")[0]
-                if top in NOT_PORTABLE:
-                    raise ValueError(f"{PACKAGE}/{rel} imports {mod}: it cannot run in an export folder")
-                if top != PACKAGE:
-                    continue
-                parts = mod.split(".")[1:]
-                if parts and (root / Path(*parts).with_suffix(".py")).is_file():  # a module, not a package
-                    todo.append(Path(*parts).with_suffix(".py").as_posix())
-    return tuple(sorted(seen))
 
 
 PREDICT_SCRIPT = "predict.py"
@@ -308,6 +271,9 @@ def export_run(
     fn, weights = inference_function(run, checkpoint)
     spec = input_spec(run.config)
     md = metadata(run, checkpoint, strict=True)  # what is handed on: unsealed records refused
+    for line in md["limits"]:  # said to the exporter too, not only in the card the colleague reads
+        if line.startswith((PREPROCESSING_CHANGED, PREPROCESSING_UNRECORDED)):
+            print(f"warning: {line}", file=sys.stderr)
     info = {"formats": list(formats), "jax": jax.__version__, "requirements": requirements(md, formats)}
     with atomic_directory(out) as tmp:
         if "stablehlo" in formats:

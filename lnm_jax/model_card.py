@@ -18,6 +18,7 @@ from lnm_jax.config import frozen_backbone_epochs
 from lnm_jax.data.pixels.sources import Framing
 from lnm_jax.exported import METADATA, MODEL_CARD
 from lnm_jax.fileio import DamagedFileError, check_seal, is_real, read_json, write_json, write_text
+from lnm_jax.portable import preprocessing_digest
 from lnm_jax.preflight import availability_patterns
 from lnm_jax.run import Run, read_run_info, zero_batch
 from lnm_jax.task import Task
@@ -181,6 +182,7 @@ def _training_environment(run: Run) -> dict | None:
         return None
     info = read_run_info(path)
     keep = ("created", "python", "platform", "cpu", "backend", "device_kind", "device_count", "packages", "git")
+    keep += ("preprocessing_sha256",)
     return {k: info[k] for k in keep if k in info}
 
 
@@ -251,6 +253,8 @@ def metadata(
             metrics[s] = {k: m.get(k) for k in METRIC_KEYS}
             calibration[s] = m.get("calibration")
     params = state.params
+    environment = _training_environment(run)
+    now = {"git": provenance.git_commit(), "preprocessing_sha256": preprocessing_digest()}
     return {
         "schema": SCHEMA,
         "name": config.name,
@@ -325,10 +329,43 @@ def metadata(
         "limits": LIMITS
         + [CALIBRATED if temperature is not None else UNCALIBRATED]
         + ([] if (evaluation or {}).get("cam_scores") else [unscored_cams(config, evaluation is not None)])
-        + ([SYNTHETIC_LIMIT] if synthetic(config) else []),
-        "training_environment": _training_environment(run),
+        + ([SYNTHETIC_LIMIT] if synthetic(config) else [])
+        + _preprocessing_limits(environment, now),
+        "training_environment": environment,
         "packages": provenance.package_versions(),  # of the process that wrote this card
+        "written_with": now,
     }
+
+
+PREPROCESSING_CHANGED = (
+    "The decoding and framing code of this card (lnm_runtime in an export) is not the code the model was trained with"
+)
+PREPROCESSING_UNRECORDED = (
+    "Whether this card's decoding and framing code (lnm_runtime in an export) is the code the model was trained "
+    "with is not recorded (a run from before that record)."
+)
+
+
+def _preprocessing_limits(trained: dict | None, now: dict) -> list[str]:
+    """The card's limit where the decoding and framing code of the process that writes it (the
+    code an export carries, an evaluation reads with) is not the code the model was trained with
+    (:func:`lnm_jax.portable.preprocessing_digest`; helper-60: an export carried the code of a
+    later commit, with uncommitted changes, and said only the training commit), or where that
+    is not recorded (a run from before the record)."""
+    recorded = (trained or {}).get("preprocessing_sha256")
+    if recorded == now["preprocessing_sha256"]:
+        return []
+    if recorded is None:
+        return [PREPROCESSING_UNRECORDED]
+    git, was = now.get("git"), (trained or {}).get("git")
+    where = f" (trained at {_commit(was)}, written at {_commit(git)})" if git or was else ""
+    return [f"{PREPROCESSING_CHANGED}{where}: a file may be read otherwise than in training."]
+
+
+def _commit(git: dict | None) -> str:
+    if not git:
+        return "no recorded commit"
+    return f"commit {git['commit'][:12]}" + (" with uncommitted changes" if git.get("dirty") else "")
 
 
 def _fmt(x, spec=".3f") -> str:
@@ -518,7 +555,10 @@ def markdown(md: dict) -> str:
             else "unknown (the run folder has no run_info.json)"
         )
         + ".",
-        "- Card written with: " + ", ".join(f"{k} {v}" for k, v in md["packages"].items()) + ".",
+        "- Card written with: "
+        + ", ".join(f"{k} {v}" for k, v in md["packages"].items())
+        + (f"; {_commit(md['written_with']['git'])}" if (md.get("written_with") or {}).get("git") else "")
+        + ".",
     ]
     return "\n".join(lines) + "\n"
 

@@ -19,6 +19,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from lnm_jax.fileio import is_int
+from lnm_jax.portable import preprocessing_digest
 
 PACKAGES = (
     "jax",
@@ -96,6 +97,8 @@ def run_info(argv: list[str] | None = None, kinds: Iterable[str] | None = None) 
         "cpu": cpu_model(),
         "packages": package_versions(),
         "git": git_commit(),
+        # the decoding and framing code's digest: an export or evaluation by other code is said so
+        "preprocessing_sha256": preprocessing_digest(),
         "backend": jax.default_backend(),
         "device_kind": devices[0].device_kind,
         "device_count": jax.device_count(),

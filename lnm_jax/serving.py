@@ -3,7 +3,7 @@
 This module and what it imports (names, fileio, exported, the manifest reader, the pixel
 decoders, the patient record, the intensity check) need only numpy, Pillow and pydicom (and
 imageio-ffmpeg for video clips); ``lnm-jax export`` copies them (found from the imports,
-:func:`lnm_jax.export.portable_modules`), unchanged but for the package name, into the export
+:func:`lnm_jax.portable.portable_modules`), unchanged but for the package name, into the export
 folder as ``lnm_runtime``, beside a ``predict.py`` that calls :func:`main`. The folder
 therefore decodes, frames and resizes an image with the very code that trained the model,
 and ``lnm-jax predict --exported`` runs the same functions as the folder's own script.

@@ -256,6 +256,35 @@ def test_runtime_takes_the_runs_zero_fill_decision():
         model(False).prepare(images)
 
 
+def test_a_card_says_when_its_preprocessing_code_is_not_the_trained_one(triple_run, copy_run, capsys):
+    """helper-60: an export carries this package's decoding and framing code as it is at export
+    time; a run trained at one commit and exported at a later one, with uncommitted changes,
+    said only the training commit. Every run records the digest of that code
+    (run_info.json's preprocessing_sha256); a card written with other code says so in its
+    limits, and export says it on the console too; a run without the record is said to be."""
+    from lnm_jax.model_card import PREPROCESSING_CHANGED, PREPROCESSING_UNRECORDED, metadata
+    from lnm_jax.portable import preprocessing_digest
+
+    run = copy_run(triple_run)
+    info = json.loads(run.files.run_info.read_text())
+    assert info["preprocessing_sha256"] == preprocessing_digest()
+    limits = metadata(run, "best")["limits"]
+    assert not [x for x in limits if x.startswith((PREPROCESSING_CHANGED, PREPROCESSING_UNRECORDED))]
+    for recorded, said in (("0" * 64, PREPROCESSING_CHANGED), (None, PREPROCESSING_UNRECORDED)):
+        edited = {k: v for k, v in info.items() if k != "preprocessing_sha256"}
+        if recorded:
+            edited["preprocessing_sha256"] = recorded
+        run.files.run_info.write_text(json.dumps(edited))
+        limits = [x for x in metadata(run, "best")["limits"] if x.startswith(said)]
+        assert len(limits) == 1, limits
+    from lnm_jax.export import export_run
+
+    capsys.readouterr()
+    export_run(run, run.workdir.parent / "ex")
+    assert f"warning: {PREPROCESSING_UNRECORDED}" in capsys.readouterr().err
+    assert PREPROCESSING_UNRECORDED in (run.workdir.parent / "ex" / "model_card.md").read_text()
+
+
 def test_the_runtime_takes_a_flag_of_0_or_1_only():
     """helper-60: the Python API scored a US-LNM flag of 2, -1, 0.5 or NaN (NaN as a NaN
     probability) where the manifest's column refuses any but 0, 1 and empty; now refused alike,
