@@ -14,7 +14,7 @@ import numpy as np
 
 from lnm_jax import names, provenance
 from lnm_jax import run_files as F
-from lnm_jax.config import frozen_backbone_epochs
+from lnm_jax.config import base_config, frozen_backbone_epochs
 from lnm_jax.data.pixels.sources import Framing
 from lnm_jax.exported import METADATA, MODEL_CARD
 from lnm_jax.fileio import DamagedFileError, check_seal, is_real, read_json, write_json, write_text
@@ -222,6 +222,19 @@ def synthetic(config) -> bool:
 
 
 SYNTHETIC_LABELS = "the synthetic generator (lnm_jax/data/synth): drawn with the images, no patients"
+# said where a cohort of the user's own was trained with the task's description left as this
+# package's default (helper-60: a card stated "established by pathology after neck dissection" of
+# a cohort nobody had described)
+DEFAULT_TASK_LIMIT = (
+    "The task's description above (the label, its source, the inputs, the intended use) is this package's default "
+    "for the paper's task (config task.*), not one given for this cohort: where its labels or images are otherwise, "
+    "train with task.* set (docs/export.md)."
+)
+
+
+def _default_task(config) -> bool:
+    """Whether ``config``'s task description is :func:`lnm_jax.config.base_config`'s, untouched."""
+    return config.task.to_dict() == base_config().task.to_dict()
 
 
 def metadata(
@@ -330,6 +343,7 @@ def metadata(
         + [CALIBRATED if temperature is not None else UNCALIBRATED]
         + ([] if (evaluation or {}).get("cam_scores") else [unscored_cams(config, evaluation is not None)])
         + ([SYNTHETIC_LIMIT] if synthetic(config) else [])
+        + ([DEFAULT_TASK_LIMIT] if not synthetic(config) and _default_task(config) else [])
         + _preprocessing_limits(environment, now),
         "training_environment": environment,
         "packages": provenance.package_versions(),  # of the process that wrote this card

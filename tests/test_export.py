@@ -285,6 +285,21 @@ def test_a_card_says_when_its_preprocessing_code_is_not_the_trained_one(triple_r
     assert PREPROCESSING_UNRECORDED in (run.workdir.parent / "ex" / "model_card.md").read_text()
 
 
+def test_a_card_of_ones_own_cohort_says_its_task_description_is_the_default(triple_run, monkeypatch):
+    """helper-60: a cohort of the user's own trained with task.* left at this package's default
+    got a card stating its labels were "established by pathology after neck dissection"; the
+    card now says the description is the default, not one given for the cohort."""
+    import lnm_jax.model_card as mc
+    from lnm_jax.config import base_config
+
+    assert mc.DEFAULT_TASK_LIMIT not in mc.metadata(triple_run, "best")["limits"]  # synthetic: said so instead
+    monkeypatch.setattr(mc, "synthetic", lambda config: False)
+    assert mc.DEFAULT_TASK_LIMIT in mc.metadata(triple_run, "best")["limits"]
+    described = base_config()
+    described.task.label_source = "histology of the dissected nodes, this hospital"
+    assert mc._default_task(base_config()) and not mc._default_task(described)
+
+
 def test_the_runtime_takes_a_flag_of_0_or_1_only():
     """helper-60: the Python API scored a US-LNM flag of 2, -1, 0.5 or NaN (NaN as a NaN
     probability) where the manifest's column refuses any but 0, 1 and empty; now refused alike,
