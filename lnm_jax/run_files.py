@@ -121,13 +121,17 @@ def misplaced_output(path: Path | str, run: Path | str | None) -> str | None:
         return None  # (no checkpoints: a protocol folder, whose command places its own outputs)
     top = path.relative_to(folder).parts[0]
     name = temporary_name(top) or top  # the folder an atomic write is filling in its place
+    ours = run is not None and Path(run).resolve() == folder
     if not name.startswith((EVALUATION_PREFIX, GRADCAM_PREFIX)):
+        outputs = f"{EVALUATION_PREFIX}*/{GRADCAM_PREFIX}*"
+        where = f"lies in the run folder {folder}, whose outputs go in its {outputs} folders"
+        if not ours:  # (helper-60: an exported model's predict was told to name an eval_ folder, then refused it)
+            return f"{where}, written only by a command that reads that run: choose a path outside the run"
         return (
-            f"lies in the run folder {folder}, whose outputs go in its {EVALUATION_PREFIX}*/{GRADCAM_PREFIX}* folders "
-            f"(a resume moves them aside when it replaces their checkpoint): name such a folder "
+            f"{where} (a resume moves them aside when it replaces their checkpoint): name such a folder "
             f"({EVALUATION_PREFIX}<name> for an evaluation, {GRADCAM_PREFIX}<name> for maps), or a path outside the run"
         )
-    if run is None or Path(run).resolve() != folder:
+    if not ours:
         return f"lies in {folder / name}, an output folder of the run {folder}: choose a path outside that run"
     return None
 

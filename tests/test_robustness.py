@@ -616,6 +616,18 @@ def test_no_out_lies_in_the_runs_state(triple_run, copy_run, capsys):
             ],
             "choose a path outside that run",
         ),
+        (  # another run's folder, not an output folder of it: no eval_ name offered that is then refused (helper-60)
+            [
+                "predict",
+                "--workdir",
+                str(run.workdir),
+                "--manifest",
+                manifest,
+                "--out",
+                str(other.workdir / "p.csv"),
+            ],
+            "written only by a command that reads that run: choose a path outside the run",
+        ),
     ):
         capsys.readouterr()
         assert main(argv) == 1, argv
