@@ -21,7 +21,10 @@ import hashlib
 import json
 import shlex
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 import jax
 import numpy as np
@@ -206,19 +209,58 @@ def check_trained_config(config: ConfigDict, config_path: Path, meta: dict, wher
             raise DamagedFileError.edited(config_path, problem, remedy)
 
 
+T = TypeVar("T")
+# how often a reading of a run's checkpoints is tried again where a training process replaced
+# them while they were read (predict, export and evaluate of a run still training take no lock)
+READ_TRIES = 5
+
+
+def _saved_steps(files: RunFiles) -> dict[str, tuple[str, ...]]:
+    """Each checkpoint kind's saved step folders, by name (a listing, nothing read)."""
+    if not files.checkpoints.is_dir():
+        return {}
+    return {k.name: tuple(sorted(x.name for x in k.iterdir())) for k in files.checkpoints.iterdir() if k.is_dir()}
+
+
+def read_while_trained(files: RunFiles, read: Callable[[], T]) -> T:
+    """``read()``, a reading of the run's checkpoints, tried again where it failed because a
+    training process on the same run replaced a checkpoint while it was read (its steps
+    changed meanwhile; helper-60: predict --checkpoint best during training failed once in six
+    on "checkpoints/latest/52: No such file or directory"); a failure with the checkpoints as
+    they were is raised as it is, and one that keeps coming with them changing is said as such."""
+    for attempt in range(READ_TRIES):
+        before = _saved_steps(files)
+        try:
+            return read()
+        except Exception as e:
+            if _saved_steps(files) == before:
+                raise
+            if attempt == READ_TRIES - 1:
+                raise DamagedFileError(
+                    f"{files.checkpoints}: replaced by a training in progress each of the {READ_TRIES} times they were "
+                    "read: run the command again when that training has finished"
+                ) from e
+            time.sleep(0.2 * (attempt + 1))
+    raise AssertionError("unreachable")
+
+
 def trained_checkpoint(files: RunFiles) -> tuple[dict, Path] | None:
     """The metadata and folder of the run's newest epoch checkpoint ('latest', else 'best'),
-    its JSON only; None where the run has none yet."""
+    its JSON only; None where the run has none yet (:func:`read_while_trained`)."""
     if not files.checkpoints.is_dir():
         return None
-    ckpts = RunCheckpoints(files.checkpoints, create=False, kinds=("latest", "best"), log=files.train_log)
-    try:
-        for kind in ("latest", "best"):
-            if ckpts.latest_epoch(kind) is not None:
-                return ckpts.meta(kind)
-        return None
-    finally:
-        ckpts.close()
+
+    def read():
+        ckpts = RunCheckpoints(files.checkpoints, create=False, kinds=("latest", "best"), log=files.train_log)
+        try:
+            for kind in ("latest", "best"):
+                if ckpts.latest_epoch(kind) is not None:
+                    return ckpts.meta(kind)
+            return None
+        finally:
+            ckpts.close()
+
+    return read_while_trained(files, read)
 
 
 def load_trained_config(workdir: Path | str) -> ConfigDict:
@@ -907,13 +949,17 @@ class Run:
     def restore(self, checkpoint: str = "best") -> tuple[state_lib.TrainState, dict]:
         """The train state and metadata of ``checkpoint`` ('best' | 'latest'), restored once."""
         if checkpoint not in self._states:
-            ckpts = self.checkpoints()
-            try:
-                self.check_checkpoint(*ckpts.meta(checkpoint))
-                # restored into the state's shapes, which need no initialisation to know
-                self._states[checkpoint] = ckpts.restore(checkpoint, self.abstract_state())
-            finally:
-                ckpts.close()
+
+            def read():
+                ckpts = self.checkpoints()
+                try:
+                    self.check_checkpoint(*ckpts.meta(checkpoint))
+                    # restored into the state's shapes, which need no initialisation to know
+                    return ckpts.restore(checkpoint, self.abstract_state())
+                finally:
+                    ckpts.close()
+
+            self._states[checkpoint] = read_while_trained(self.files, read)  # (a training may replace it meanwhile)
         return self._states[checkpoint]
 
     def check_checkpoint(self, meta: dict, where: Path) -> None:

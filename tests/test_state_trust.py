@@ -1285,6 +1285,44 @@ def test_an_export_hands_on_only_what_it_can_verify(triple_run, copy_run, tmp_pa
     assert not (tmp_path / "edited").exists() and not (tmp_path / "unsealed").exists()
 
 
+def test_a_reading_of_checkpoints_a_training_replaces_meanwhile_is_tried_again(tmp_path):
+    """helper-60: predict --checkpoint best on a run still training failed once in six on
+    "checkpoints/latest/52: No such file or directory" (the training had replaced that step).
+    A reading that fails while the saved steps change is tried again; one that fails with them
+    as they were is raised as it is; one whose checkpoints change at every try is said so."""
+    from lnm_jax.fileio import DamagedFileError
+    from lnm_jax.run import READ_TRIES, read_while_trained
+    from lnm_jax.run_files import RunFiles
+
+    files = RunFiles(tmp_path)
+    (files.checkpoints / "latest" / "51").mkdir(parents=True)
+    tries = []
+
+    def replaced_once():
+        tries.append(1)
+        if len(tries) == 1:  # the training saves step 52 and drops 51 while this reads 51
+            (files.checkpoints / "latest" / "52").mkdir()
+            (files.checkpoints / "latest" / "51").rmdir()
+            raise FileNotFoundError(str(files.checkpoints / "latest" / "51"))
+        return "read"
+
+    assert read_while_trained(files, replaced_once) == "read" and len(tries) == 2
+
+    def damaged():
+        raise ValueError("damaged checkpoint")
+
+    with pytest.raises(ValueError, match="damaged checkpoint"):
+        read_while_trained(files, damaged)
+    steps = iter(range(100, 200))
+
+    def always_replaced():
+        (files.checkpoints / "latest" / str(next(steps))).mkdir()
+        raise FileNotFoundError("gone")
+
+    with pytest.raises(DamagedFileError, match=f"replaced by a training in progress each of the {READ_TRIES} times"):
+        read_while_trained(files, always_replaced)
+
+
 def test_stale_calibration_not_applied(triple_run, copy_run, capsys):
     run = copy_run(triple_run)
     path = run.files.calibration("best")
