@@ -438,6 +438,15 @@ class OutputPathError(FileExistsError):
     command did not write."""
 
 
+def export_holding(path: Path | str) -> Path | None:
+    """The nearest folder ``lnm-jax export`` wrote (its ``SHA256SUMS`` and ``metadata.json``)
+    that is ``path`` or lies above it, resolved; None when there is none."""
+    from lnm_jax.exported import CHECKSUMS, METADATA  # noqa: PLC0415  (its names, defined there)
+
+    path = Path(path).resolve()
+    return next((f for f in (path, *path.parents) if (f / CHECKSUMS).is_file() and (f / METADATA).is_file()), None)
+
+
 def guard_output(
     out: Path | str,
     *,
@@ -493,6 +502,11 @@ def guard_output(
             raise OutputPathError(f"{flag} {out} holds the input {src}: choose another path")
     if (why := misplaced_output(out, run)) is not None:
         raise OutputPathError(f"{flag} {out} {why}")
+    if (export := export_holding(out)) is not None:  # (helper-60: --overwrite had replaced an export's metadata.json)
+        raise OutputPathError(
+            f"{flag} {out} {'is' if export == out else 'lies in'} the exported model folder {export}, every file of "
+            "which is checked against its SHA256SUMS (one replaced breaks the export): choose a path outside it"
+        )
     if out.is_dir():
         if any(out.iterdir()) and (ours is None or not ours(out)):  # with no ``ours``, no claim on who wrote it
             said = (

@@ -636,6 +636,25 @@ def test_no_out_lies_in_the_runs_state(triple_run, copy_run, capsys):
     assert not (run.workdir / "my_eval").exists() and not (other.workdir / "eval_x").exists()
 
 
+def test_no_out_lies_in_an_exported_model_folder(tmp_path):
+    """helper-60: predict --out EXPORT/metadata.json --overwrite replaced an exported model's
+    metadata (the export then failed its checksums); run folders and inputs had been kept from
+    every --out, export folders not. Any path in or of one is refused, --overwrite or not."""
+    from lnm_jax.exported import CHECKSUMS, METADATA
+    from lnm_jax.fileio import OutputPathError, guard_output
+
+    export = tmp_path / "model"
+    export.mkdir()
+    (export / METADATA).write_text("{}")
+    (export / CHECKSUMS).write_text("")
+    for out, kind in ((export / METADATA, "file"), (export / "p.csv", "file"), (export / "sub" / "x", "folder")):
+        with pytest.raises(OutputPathError, match=f"the exported model folder {export}, every file of which is"):
+            guard_output(out, overwrite=True, kind=kind)
+    with pytest.raises(OutputPathError, match=f"--out {export} is the exported model folder"):
+        guard_output(export, kind="folder")
+    assert guard_output(tmp_path / "p.csv") == (tmp_path / "p.csv").resolve()
+
+
 def test_a_relative_manifest_is_stored_resolved(tiny_cohort, tmp_path, monkeypatch):
     monkeypatch.chdir(tiny_cohort.parent.parent)
     run = Run.create(tiny_config(Path(tiny_cohort.parent.name) / tiny_cohort.name, "us_lnm"), tmp_path / "run")
