@@ -279,13 +279,13 @@ def upright(im: Image.Image) -> Image.Image:
     applies and browsers do not (helper-59: such a picture had been read turned): readers
     differ on it."""
     im.load()
-    orientation = int(im.getexif().get(ORIENTATION, 1) or 1)
-    if orientation == 1:
+    orientation = im.getexif().get(ORIENTATION, 1)
+    if orientation not in ORIENTATIONS:  # 1, or a value no viewer turns by (as exif_transpose does)
         return im
     raw, exif = im.info.get("exif"), Image.Exif()
     if raw:
         exif.load(raw)
-    if int(exif.get(ORIENTATION, 1) or 1) != orientation:
+    if exif.get(ORIENTATION, 1) != orientation:
         raise ValueError(
             f"its orientation ({orientation}: {ORIENTATIONS.get(orientation, 'unknown')}) is given outside its EXIF "
             "data (in XMP metadata or a text chunk), which browsers ignore and Pillow applies: readers differ on which "
