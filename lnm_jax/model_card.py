@@ -182,7 +182,7 @@ def _training_environment(run: Run) -> dict | None:
         return None
     info = read_run_info(path)
     keep = ("created", "python", "platform", "cpu", "backend", "device_kind", "device_count", "packages", "git")
-    keep += ("preprocessing_sha256",)
+    keep = (*keep, "preprocessing_sha256")  # (the decoding code's digest: _preprocessing_limits)
     return {k: info[k] for k in keep if k in info}
 
 

@@ -652,14 +652,16 @@ def check_clip(path: Path, min_frames: int) -> tuple[tuple[str, str] | None, tup
     None of either where it is unreadable. Every frame is decoded once: a frame folder's files
     each checked whole, a video streamed as training reads it (its declared frame count is not
     trusted: what decodes is counted)."""
-    digests, pictures, brightest = [], [], [(-1.0, None)]
+    digests, pictures = [], []
+    brightest: tuple[float, tuple[str, str] | None] = (-1.0, None)  # the brightest frame holding no picture
 
     def take(img: np.ndarray) -> None:
+        nonlocal brightest
         digests.append(pixel_digest([img]))
         if (verdict := blank(img)) is None:
             pictures.append(digests[-1])
-        elif (top := float(img.max())) > brightest[0][0]:
-            brightest[0] = (top, verdict)
+        elif (top := float(img.max())) > brightest[0]:
+            brightest = (top, verdict)
 
     try:
         if path.is_dir():
@@ -678,7 +680,7 @@ def check_clip(path: Path, min_frames: int) -> tuple[tuple[str, str] | None, tup
     if n < min_frames:
         short = f"clip has {n} frame(s), fewer than the {min_frames} asked for (data.clip_frames)"
         return (CLIP_TOO_SHORT, short), (), ()
-    return _no_frame_a_picture(brightest[0][1] if not pictures else None), tuple(digests), tuple(pictures)
+    return _no_frame_a_picture(brightest[1] if not pictures else None), tuple(digests), tuple(pictures)
 
 
 def _no_frame_a_picture(verdict: tuple[str, str] | None) -> tuple[str, str] | None:
