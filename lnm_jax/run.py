@@ -80,6 +80,7 @@ from lnm_jax.training import state as state_lib
 from lnm_jax.training.checkpoint import (
     CONFIG_KEY,
     DIGEST_KEY,
+    IMAGES_KEY,
     MODEL_KEY,
     RUN_KEY,
     SPLIT_KEY,
@@ -341,11 +342,7 @@ def check_images_unchanged(
     already computed (a resume's survey), else each file is read. ``remedy`` ends the line
     (relocate's by default). A run recorded before image digests warns once that only the
     manifest's content could be checked."""
-    try:
-        with files.image_geometry.open(newline="") as f:
-            rows = list(csv.DictReader(f))
-    except OSError:
-        rows = []
+    rows = recorded_images(files)
     if not rows or "sha256" not in rows[0]:
         warn_once(
             f"{files.image_geometry} records no image digests (a run from before they were recorded): the "
@@ -367,6 +364,27 @@ def check_images_unchanged(
                 f"{where}, {r['input']} {path}: not the image the run was trained on (its content differs from "
                 f"{files.image_geometry.name}'s record); {remedy}"
             )
+
+
+def images_digest(rows: list[dict] | None) -> str | None:
+    """SHA-256 of the images a run was trained on, from ``image_geometry.csv``'s rows (each
+    patient's and input's ``sha256``, sorted; paths left out, so that a cohort moved with
+    ``relocate`` keeps it), recorded in every checkpoint (:data:`IMAGES_KEY`): an image changed
+    and its digest in that file edited to match (helper-60) then disagrees with the checkpoints.
+    None where the rows hold no digests (a run from before they were recorded)."""
+    if not rows or "sha256" not in rows[0]:
+        return None
+    held = sorted((r[names.PATIENT_ID], r["input"], r["sha256"]) for r in rows)
+    return hashlib.sha256(json.dumps(held, separators=(",", ":")).encode()).hexdigest()
+
+
+def recorded_images(files: RunFiles) -> list[dict] | None:
+    """``image_geometry.csv``'s rows, or None where the run has none."""
+    try:
+        with files.image_geometry.open(newline="") as f:
+            return list(csv.DictReader(f))
+    except OSError:
+        return None
 
 
 CHANGED_IMAGES = (
@@ -938,11 +956,13 @@ class Run:
     def checkpoints(self, *, create: bool = False) -> RunCheckpoints:
         """The run's checkpoints; each one saved records the config's model fields, the whole
         config, the split's digest and the run's identity (read back by :meth:`check_checkpoint`)."""
+        images = images_digest(self._geometry if self._geometry is not None else recorded_images(self.files))
         record = {
             MODEL_KEY: model_fields(self.config),
             CONFIG_KEY: json.loads(with_resolved_paths(self.config).to_json()),
             SPLIT_KEY: split_digest(self.split),
             **({RUN_KEY: self.run_id} if self.run_id else {}),
+            **({IMAGES_KEY: images} if images else {}),
         }
         return RunCheckpoints(self.files.checkpoints, create=create, log=self.files.train_log, record=record)
 
@@ -970,6 +990,12 @@ class Run:
         another run saved (:func:`check_same_run`), or one both disagree with, is named instead
         (:class:`CheckpointCorruptError`: copied in from another run folder)."""
         check_same_run(self.run_id, meta, where)
+        if IMAGES_KEY in meta and images_digest(recorded_images(self.files)) != meta[IMAGES_KEY]:
+            raise DamagedFileError.edited(
+                self.files.image_geometry,
+                f"its images' digests are not those checkpoint {where} was trained on",
+                "restore it from a copy (an image changed since is then named)",
+            )
         other_split = SPLIT_KEY in meta and self.split is not None and split_digest(self.split) != meta[SPLIT_KEY]
         try:
             check_trained_config(self.config, self.files.config, meta, where)

@@ -6,6 +6,7 @@ that leave nothing half-done. Each case of ../shared/cases rebuilt on data the t
 from __future__ import annotations
 
 import csv
+import io
 import json
 import os
 import re
@@ -1131,6 +1132,20 @@ def test_a_moved_training_cohort_is_named_in_config_json_and_may_be_pointed_to(t
             "train a new run on the changed cohort (a model and its evaluation are of the images it was trained on)"
         )
     assert run.files.image_geometry.read_bytes() == record and not (tmp_path / "ev").exists()
+    # the record edited to the changed image's digest (helper-60: then read in silence): the
+    # checkpoints record the images they were trained on, and disagree
+    from lnm_jax.fileio import content_digest
+
+    text = record.decode()
+    held = next(
+        r
+        for r in csv.DictReader(io.StringIO(text))
+        if r["patient_id"] == rows[1]["patient_id"] and r["input"] == "ceus"
+    )
+    run.files.image_geometry.write_text(text.replace(held["sha256"], content_digest(edited)))
+    line = _one_error_line(capsys, ["evaluate", "--workdir", str(run.workdir), "--out", str(tmp_path / "ev")])
+    assert f"{run.files.image_geometry}: its images' digests are not those checkpoint " in line, line
+    assert not (tmp_path / "ev").exists()
 
 
 def test_edited_checkpoint_metadata_is_one_line_naming_the_checkpoint(triple_run, copy_run, capsys, tmp_path):

@@ -75,6 +75,7 @@ MODEL_KEY = "model_fields"  # the fields of the config that define the model (co
 CONFIG_KEY = "config"  # the whole config the state was trained with, as config.json holds it
 SPLIT_KEY = "split_sha256"  # the patient split it was trained on (data.cohorts.splits.split_digest)
 RUN_KEY = "run_sha256"  # the run that saved it (run.run_identity), also in the run's run_info.json
+IMAGES_KEY = "images_sha256"  # the images it was trained on: run.images_digest of image_geometry.csv
 META_DIGEST_KEY = "meta_sha256"  # the SHA-256 of the rest of the metadata (meta_digest)
 LIBRARY_LOGGERS = ("absl", "asyncio", "orbax", "jax._src.distributed")
 
@@ -137,6 +138,7 @@ _META_TYPES = {
     CONFIG_KEY: (lambda v: isinstance(v, dict), "a JSON object"),
     SPLIT_KEY: (lambda v: isinstance(v, str), "a string"),
     RUN_KEY: (lambda v: isinstance(v, str), "a string"),
+    IMAGES_KEY: (lambda v: isinstance(v, str), "a string"),
 }
 
 
