@@ -504,9 +504,17 @@ def recorded_identity(files: RunFiles, info: dict | None) -> str | None:
     return rid
 
 
-def check_same_run(run_id: str | None, meta: dict, where: Path) -> None:
+def check_same_run(run_id: str | None, meta: dict, where: Path, record: Path) -> None:
     """:class:`CheckpointCorruptError` where checkpoint ``where`` (its metadata ``meta``) was
-    saved by another run than the one whose identity is ``run_id``."""
+    saved by another run than the one whose identity is ``run_id``; :class:`DamagedFileError`
+    naming ``record`` (the run's ``run_info.json``) where it records none while the checkpoint
+    does (deleted: helper-60's swapped-in checkpoint was then blamed on config.json)."""
+    if run_id is None and RUN_KEY in meta:
+        raise DamagedFileError.edited(
+            record,
+            f"it holds no {RUN_KEY}, while checkpoint {where} records the run that saved it",
+            "restore it from a copy (a checkpoint copied in from another run is then named)",
+        )
     if run_id is not None and RUN_KEY in meta and meta[RUN_KEY] != run_id:
         raise CheckpointCorruptError(
             f"checkpoint {where} was saved by another run than this folder's ({RUN_KEY} {meta[RUN_KEY][:12]}... "
@@ -768,7 +776,7 @@ class Run:
             check_resumable(load_config(files.root), config)
         recorded_id = recorded_identity(files, recorded_before(files)) if trained else None
         if trained:  # before the cohort or the split is read: a hand-edited config.json is named as such
-            check_same_run(recorded_id, *trained)
+            check_same_run(recorded_id, *trained, files.run_info)
             check_trained_config(config, files.config, *trained)
             check_manifest_found(config, files)
             if split is None and not files.splits.is_file():
@@ -896,7 +904,7 @@ class Run:
         config = load_config(files.root)
         run_id = recorded_identity(files, read_run_info(files.run_info)) if files.run_info.is_file() else None
         if trained := trained_checkpoint(files):  # config.json first: an edit of it is named as such
-            check_same_run(run_id, *trained)
+            check_same_run(run_id, *trained, files.run_info)
             check_trained_config(config, files.config, *trained)
         check_manifest_found(config, files)
         cohort = resolve_cohort(config, files, synthesise=False)
@@ -989,7 +997,7 @@ class Run:
         otherwise (a training patient moved into test would be scored as unseen). A checkpoint
         another run saved (:func:`check_same_run`), or one both disagree with, is named instead
         (:class:`CheckpointCorruptError`: copied in from another run folder)."""
-        check_same_run(self.run_id, meta, where)
+        check_same_run(self.run_id, meta, where, self.files.run_info)
         if IMAGES_KEY in meta and images_digest(recorded_images(self.files)) != meta[IMAGES_KEY]:
             raise DamagedFileError.edited(
                 self.files.image_geometry,

@@ -1023,6 +1023,14 @@ def test_a_split_edited_or_lost_is_refused_not_redrawn(triple_run, copy_run, cap
     line = _one_error_line(capsys, ["evaluate", "--workdir", str(run.workdir)])
     assert "was saved by another run than this folder's" in line and "copied in from another run folder" in line
     assert _snapshot(run.workdir) == before
+    # its identity deleted from run_info.json (helper-60: the checkpoint swapped in was then blamed on config.json)
+    run.files.run_info.write_text(json.dumps({k: v for k, v in info.items() if k != "run_sha256"}))
+    before = _snapshot(run.workdir)
+    line = _one_error_line(capsys, ["evaluate", "--workdir", str(run.workdir)])
+    assert f"{run.files.run_info}: it holds no run_sha256, while checkpoint " in line and "config.json" not in line, (
+        line
+    )
+    assert _snapshot(run.workdir) == before
     # config.json deleted: named as missing by every command (a resume had said the folder held
     # no run, to drop --resume; without it, that it held one, to pass --resume)
     shutil.copy(triple_run.files.splits, run.files.splits)
