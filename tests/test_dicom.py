@@ -267,6 +267,19 @@ def test_a_pixel_spacing_that_disagrees_with_the_region_is_said(tmp_path):
             "PixelSpacing 0.5 x 0.5 mm per pixel disagrees with its ultrasound region's 0.1 x 0.1: the region's is used"
         ]
         assert notes == (want if said else []), notes
+    # non-square pixels (PixelAspectRatio): a viewer shows them stretched; read as stored, said (helper-59)
+    for ratio, said in ((["2", "1"], True), (["1", "1"], False)):
+        path = write(tmp_path, f"a{ratio[0]}.dcm", picture, regions=region, attributes={"PixelAspectRatio": ratio})
+        notes = [n for n in sources.resolve(path, "bmode").notes if "PixelAspectRatio" in n]
+        assert notes == (
+            [
+                "PixelAspectRatio 2:1: its pixels are not square, and a DICOM viewer shows the picture "
+                "stretched 2 times as tall as stored; it is read as stored, and a crop box counts stored "
+                "pixels"
+            ]
+            if said
+            else []
+        ), notes
 
 
 @pytest.fixture(scope="module")

@@ -165,6 +165,9 @@ class DicomHeader:
     # a colour image's ICC profile (0028,2000; PS3.3 C.11.15), applied as a colour-managed viewer
     # applies it (helper-59: the same profile was applied to a PNG, not to the DICOM file)
     icc_profile: bytes | None = None
+    # PixelAspectRatio (0028,0034) as (vertical, horizontal) size of a pixel where it is not 1:1:
+    # a viewer shows the picture stretched by it; this reads the stored pixels
+    pixel_aspect: tuple[float, float] | None = None
 
     @property
     def duration_s(self) -> float | None:
@@ -315,6 +318,7 @@ def _header(path: Path, ds, frames: int, photometric: str, syntax) -> DicomHeade
         **_grey_transforms(path, ds, photometric),
         codestream=_codestream_kind(syntax),
         pixel_spacing=_pixel_spacing(ds),
+        pixel_aspect=_pixel_aspect(ds),
         icc_profile=bytes(ds.ICCProfile) if photometric not in MONOCHROME and ds.get("ICCProfile") else None,
     )
 
@@ -327,6 +331,16 @@ def _pixel_spacing(ds) -> tuple[float, float] | None:
     except (TypeError, ValueError):
         return None
     return (dx, dy) if dx > 0 and dy > 0 and np.isfinite(dx + dy) else None
+
+
+def _pixel_aspect(ds) -> tuple[float, float] | None:
+    """``PixelAspectRatio`` (vertical, horizontal) where it holds two positive numbers that are
+    not equal (PS3.3 C.7.6.3.1.7); None otherwise."""
+    try:
+        v, h = (float(x) for x in ds.get("PixelAspectRatio") or ())
+    except (TypeError, ValueError):
+        return None
+    return (v, h) if v > 0 and h > 0 and np.isfinite(v + h) and not np.isclose(v, h, rtol=1e-3) else None
 
 
 def _codestream_kind(syntax) -> str:

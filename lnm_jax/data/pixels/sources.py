@@ -359,6 +359,12 @@ def _resolve_dicom(path: Path, name: str, options: ImageOptions, ceus_region: st
             f"PixelSpacing {px:g} x {py:g} mm per pixel disagrees with its ultrasound region's {sx:g} x {sy:g}: the "
             "region's is used"
         )
+    if header.pixel_aspect is not None:  # (helper-59: unsaid)
+        v, h = header.pixel_aspect
+        notes.append(
+            f"PixelAspectRatio {v:g}:{h:g}: its pixels are not square, and a DICOM viewer shows the picture stretched "
+            f"{v / h:.3g} times as tall as stored; it is read as stored, and a crop box counts stored pixels"
+        )
     if options.mm_per_pixel:
         # the manifest's spacing against the file's own calibration (its ultrasound region's
         # PhysicalDeltaX/Y): a disagreement had been settled for the cell in silence
