@@ -599,33 +599,19 @@ def test_no_out_lies_in_the_runs_state(triple_run, copy_run, capsys):
     # describing a replaced checkpoint), and another run's output folder (evaluate --workdir A
     # --out B/eval_best replaced B's evaluation, exit 0), are refused
     other = copy_run(triple_run, "other")
+
+    def predict(out):
+        return ["predict", "--workdir", str(run.workdir), "--manifest", manifest, "--out", str(out)]
+
     for argv, said in (
         (["evaluate", "--workdir", str(run.workdir), "--out", str(run.workdir / "my_eval")], "whose outputs go in"),
         (["gradcam", "--workdir", str(run.workdir), "--out", str(run.workdir / "cams")], "gradcam_<name> for maps"),
         (["evaluate", "--workdir", str(run.workdir), "--out", str(other.files.evaluation("best"))], "an output folder"),
         (["gradcam", "--workdir", str(run.workdir), "--out", str(other.files.gradcam("test"))], "of the run"),
+        (predict(other.workdir / "eval_x" / "p.csv"), "choose a path outside that run"),
+        # another run's folder, not an output folder of it: no eval_ name offered that is then refused (helper-60)
         (
-            [
-                "predict",
-                "--workdir",
-                str(run.workdir),
-                "--manifest",
-                manifest,
-                "--out",
-                str(other.workdir / "eval_x" / "p.csv"),
-            ],
-            "choose a path outside that run",
-        ),
-        (  # another run's folder, not an output folder of it: no eval_ name offered that is then refused (helper-60)
-            [
-                "predict",
-                "--workdir",
-                str(run.workdir),
-                "--manifest",
-                manifest,
-                "--out",
-                str(other.workdir / "p.csv"),
-            ],
+            predict(other.workdir / "p.csv"),
             "written only by a command that reads that run: choose a path outside the run",
         ),
     ):
