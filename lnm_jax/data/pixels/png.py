@@ -26,12 +26,15 @@ SIGNATURE = b"\x89PNG\r\n\x1a\n"
 # the bit depths each allows (PNG specification 11.2.2)
 CHANNELS = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}
 DEPTHS = {0: (1, 2, 4, 8, 16), 2: (8, 16), 3: (1, 2, 4, 8), 4: (8, 16), 6: (8, 16)}
-# chunks the specification allows once in a file
-ONCE = (b"IHDR", b"PLTE", b"cHRM", b"gAMA", b"iCCP", b"sBIT", b"sRGB", b"cICP", b"tRNS", b"bKGD", b"pHYs", b"eXIf")
+# The chunks judged are those that change the picture read (this reader applies each: the
+# palette, transparency, gamma, ICC profile, significant bits, sRGB and cICP intents, EXIF
+# orientation); where the others (bKGD, pHYs, cHRM, text) stand changes nothing read.
+# Chunks the specification allows once in a file:
+ONCE = (b"IHDR", b"PLTE", b"gAMA", b"iCCP", b"sBIT", b"sRGB", b"cICP", b"tRNS", b"eXIf")
 # colour chunks that must come before PLTE and the image data; after either, libpng ignores them
-BEFORE_PLTE = (b"cHRM", b"gAMA", b"iCCP", b"sBIT", b"sRGB", b"cICP")
+BEFORE_PLTE = (b"gAMA", b"iCCP", b"sBIT", b"sRGB", b"cICP")
 # chunks that must come before the image data (tRNS also after a palette image's PLTE)
-BEFORE_IDAT = (b"PLTE", b"tRNS", b"bKGD", b"hIST", b"pHYs")
+BEFORE_IDAT = (b"PLTE", b"tRNS")
 # Adam7's passes: (first column, first row, column step, row step) (PNG specification 8.2)
 ADAM7 = ((0, 0, 8, 8), (4, 0, 8, 8), (0, 4, 4, 8), (2, 0, 4, 4), (0, 2, 2, 4), (1, 0, 2, 2), (0, 1, 1, 2))
 
