@@ -527,6 +527,11 @@ def test_a_png_that_readers_read_apart_is_refused_naming_the_chunk(tmp_path):
         "interlace method 2": [ihdr(0, interlace=2), (b"IDAT", grey)],
         "10 of 16 rows": [ihdr(0), (b"IDAT", zlib.compress(zlib.decompress(grey)[: 10 * 17]))],
         "cICP of PQ": [ihdr(0), (b"cICP", bytes([9, 16, 0, 1])), (b"IDAT", grey)],
+        # helper-61: what libpng refuses or ignores and Pillow read
+        "critical chunk": [ihdr(0), (b"ABCD", b"x"), (b"IDAT", grey)],
+        "gAMA before IHDR": [(b"gAMA", (100000).to_bytes(4, "big")), ihdr(0), (b"IDAT", grey)],
+        "sRGB of two bytes": [ihdr(0), (b"sRGB", b"\0\0"), (b"gAMA", (100000).to_bytes(4, "big")), (b"IDAT", grey)],
+        "IDAT split": [ihdr(0), (b"IDAT", grey[:20]), (b"tEXt", b"a\0b"), (b"IDAT", grey[20:])],
     }
     said = {
         "gamma after PLTE": "its 'gAMA' chunk is after PLTE, out of place: libpng, behind most viewers, ignores it",
@@ -539,6 +544,10 @@ def test_a_png_that_readers_read_apart_is_refused_naming_the_chunk(tmp_path):
         "interlace method 2": "its IHDR's interlace method 2 is none the PNG specification defines",
         "10 of 16 rows": "damaged PNG: its image data holds 10 of the 16 rows its IHDR says",
         "cICP of PQ": "its 'cICP' chunk says colour primaries 9, transfer function 16 (PQ, an HDR picture)",
+        "critical chunk": "it holds the critical chunk 'ABCD' (a capital first letter, PNG specification 5.4)",
+        "gAMA before IHDR": "its first chunk is 'gAMA', not IHDR",
+        "sRGB of two bytes": "its 'sRGB' chunk is not one byte of a rendering intent 0-3, invalid",
+        "IDAT split": "its image data (IDAT) is split by a 'tEXt' chunk",
     }
     rows = [[f"P{k}", _png_of(tmp_path / f"{k}.png", c).name, "", 0, k % 2] for k, c in enumerate(files.values())]
     valid = {
