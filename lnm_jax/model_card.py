@@ -316,7 +316,7 @@ def metadata(
         "calibration_temperature": temperature,
         "calibration": calibration,
         # the training split's image intensities, which predict checks new patients against
-        "intensity_reference": run.intensity_reference(),
+        "intensity_reference": run.intensity_reference(strict),
         "training_cohort": {
             "manifest": config.data.manifest or "embedded synthetic cohort",
             "manifest_sha256": run.cohort.sha256,

@@ -1069,12 +1069,13 @@ class Run:
             read_run_info(self.files.run_info)
         self.intensity_reference()
 
-    def intensity_reference(self) -> dict | None:
+    def intensity_reference(self, strict: bool = False) -> dict | None:
         """The training split's image intensities (:mod:`lnm_jax.evaluation.intensity`), as
         training recorded them; None for a run trained before they were recorded. The file is
         sealed and names its run (:data:`REFERENCE_KEY`, :data:`RUN_KEY`): an edited one (a
         range widened by hand) or another run's copied in is :class:`DamagedFileError` naming
-        it; one written before it was sealed (the bare reference) is read with a warning."""
+        it; one written before it was sealed (the bare reference) is read with a warning, or,
+        ``strict`` (``export``: helper-61's edited bare reference had been shipped), refused."""
         from lnm_jax.evaluation.intensity import reference_problem  # noqa: PLC0415
 
         path = self.files.intensity_reference
@@ -1083,12 +1084,12 @@ class Run:
         remedy = "restore it from a copy, or delete it (predict then checks no intensities)"
         doc = read_json(path, remedy=remedy)
         if REFERENCE_KEY in doc:
-            check_seal(doc, path, remedy)
+            check_seal(doc, path, remedy, strict=strict)
             if self.run_id is not None and doc.get(RUN_KEY) != self.run_id:
                 raise DamagedFileError.edited(path, "it was recorded by another run (copied in?)", remedy)
             ref = doc[REFERENCE_KEY]
         else:
-            check_seal(doc, path, remedy)  # the bare reference of a run from before: a warning
+            check_seal(doc, path, remedy, strict=strict)  # the bare reference of a run from before: a warning
             ref = doc
         if problem := reference_problem(ref):
             raise DamagedFileError.edited(path, problem, remedy)

@@ -1292,13 +1292,14 @@ def test_an_export_hands_on_only_what_it_can_verify(triple_run, copy_run, tmp_pa
             load(tmp_path / "told", fingerprint=published)
         shutil.rmtree(tmp_path / "told")
     metrics, calibration = run.files.evaluation("best") / "metrics.json", run.files.calibration("best")
-    written = {f: f.read_text() for f in (metrics, calibration)}
+    reference = run.files.intensity_reference  # (helper-61: an edited bare one had been shipped)
+    written = {f: f.read_text() for f in (metrics, calibration, reference)}
     doc = json.loads(written[metrics])
     doc["splits"]["test"]["auc"] = 0.95
     metrics.write_text(json.dumps(doc))
     with pytest.raises(DamagedFileError, match=f"metrics.json: its values do not match the {SEAL_KEY}"):
         export_run(run, tmp_path / "edited")
-    for record in (metrics, calibration):
+    for record in (metrics, calibration, reference):
         for f, text in written.items():
             f.write_text(text)
         unsealed = {k: v for k, v in json.loads(written[record]).items() if k != SEAL_KEY}
