@@ -152,9 +152,9 @@ def intensity_check(ref: dict | None, features: dict, total: int, where: str) ->
 def unit_rgb(array) -> np.ndarray:
     """An image array as float32 [..., H, W, 3] in [0, 1], as the decoder gives a file: uint8 by
     1/255, uint16 by 1/65535, float taken as [0, 1] (ValueError outside it), gray replicated,
-    an alpha channel (4 channels) composited over black as a file's is
+    an alpha channel (grey + alpha: 2 channels; RGBA: 4) composited over black as a file's is
     (:func:`lnm_jax.data.pixels.decode.over_black`). [H, W] and [H, W, 1] are gray; a leading
-    axis is a clip's frames."""
+    axis is a clip's frames ([T, H, W] grey frames: never 2 pixels wide, which is grey + alpha)."""
     a = np.asarray(array)
     if a.dtype == np.uint8:
         a = a.astype(np.float32) / np.float32(255.0)
@@ -166,9 +166,11 @@ def unit_rgb(array) -> np.ndarray:
             raise ValueError("a float image must hold values in [0, 1] (uint8 and uint16 arrays are scaled)")
     else:
         raise ValueError(f"image arrays must be uint8, uint16 or float in [0, 1], not {a.dtype}")
-    if a.ndim >= 3 and a.shape[-1] in (1, 3, 4):
+    if a.ndim >= 3 and a.shape[-1] in (1, 2, 3, 4):
         if a.shape[-1] == 4:
             a = over_black(a)
+        elif a.shape[-1] == 2:  # grey + alpha, as a file's (helper-61: read as a clip of frames 2 pixels wide)
+            a = over_black(np.concatenate([np.repeat(a[..., :1], 3, axis=-1), a[..., 1:]], axis=-1))
         elif a.shape[-1] == 1:
             a = a[..., 0]
         if a.ndim >= 3 and a.shape[-1] == 3:
