@@ -37,6 +37,8 @@ from pathlib import Path
 
 import numpy as np
 
+from lnm_jax import names
+
 PROGRAM = "model.jax_export"
 WEIGHTS = "weights.npz"
 ONNX = "model.onnx"
@@ -152,6 +154,24 @@ def _metadata(folder: Path) -> dict:
 OUTPUTS = ("logit", "prob", "prob_calibrated")
 
 
+def checked_inputs(inputs: dict, spec: dict) -> dict[str, np.ndarray]:
+    """The program's input arrays (``spec``: name -> shape, dtype), each as its dtype, checked
+    as the program was trained to take them: every input given, the flag 0 or 1, an image's
+    values finite and in [0, 1] (the program normalises them itself); ValueError naming the
+    input otherwise (helper-61: a flag of 0.5, 7 or NaN and images of 200.0 had been scored)."""
+    if missing := sorted(set(spec) - set(inputs)):
+        raise ValueError(f"missing inputs {missing}; the model takes {sorted(spec)}")
+    args = {k: np.asarray(inputs[k], dtype=spec[k]["dtype"]) for k in spec}
+    for k, a in args.items():
+        if a.dtype.kind != "f":
+            continue
+        if k == names.US_LNM and not np.all((a == 0) | (a == 1)):
+            raise ValueError(f"{k} holds {a[(a != 0) & (a != 1)][:3].tolist()}: the flag is 0 or 1")
+        if k != names.US_LNM and a.size and not (np.all(np.isfinite(a)) and a.min() >= 0.0 and a.max() <= 1.0):
+            raise ValueError(f"{k} holds values outside [0, 1] or not finite: the program takes images in [0, 1]")
+    return args
+
+
 @dataclass(frozen=True)
 class ExportedModel:
     """A deserialised program with its weights; call it on a dict of input arrays."""
@@ -170,10 +190,7 @@ class ExportedModel:
         return int(self.metadata["image_size"])
 
     def __call__(self, inputs: dict) -> dict[str, np.ndarray]:
-        missing = sorted(set(self.inputs) - set(inputs))
-        if missing:
-            raise ValueError(f"missing inputs {missing}; the model takes {sorted(self.inputs)}")
-        args = {k: np.asarray(inputs[k], dtype=self.inputs[k]["dtype"]) for k in self.inputs}
+        args = checked_inputs(inputs, self.inputs)
         out = self.exported.call(list(self.weights), args)
         return {k: np.asarray(v) for k, v in out.items()}
 
@@ -224,7 +241,7 @@ class OnnxModel:
         return self.metadata["inputs"]
 
     def __call__(self, inputs: dict) -> dict[str, np.ndarray]:
-        feed = {k: np.asarray(inputs[k], dtype=self.inputs[k]["dtype"]) for k in self.inputs}
+        feed = checked_inputs(inputs, self.inputs)
         return dict(zip(OUTPUTS, self.session.run(list(OUTPUTS), feed)))
 
 

@@ -320,6 +320,22 @@ def test_the_runtime_takes_a_flag_of_0_or_1_only():
             ValueError, match=rf"us_lnm of row 1 is {re.escape(repr(bad))} \(1 such\): the flag is 0, 1"
         ):
             model.prepare({"us_lnm": [0, bad]})
+    # the program's own call checks its arrays as well (helper-61: a flag of 0.5 or NaN, images of 200.0 scored)
+    from lnm_jax.exported import checked_inputs
+
+    spec = {"us_lnm": {"shape": ["B"], "dtype": "float32"}, "bmode": {"shape": ["B", 2, 2, 3], "dtype": "float32"}}
+    image = np.full((1, 2, 2, 3), 0.5)
+    assert checked_inputs({"us_lnm": [1.0], "bmode": image}, spec)["us_lnm"].tolist() == [1.0]
+    for flag, img, said in (
+        ([0.5], image, r"us_lnm holds \[0.5\]: the flag is 0 or 1"),
+        ([np.nan], image, r"us_lnm holds \[nan\]"),
+        ([1], image * 400, r"bmode holds values outside \[0, 1\]"),
+        ([1], image * np.nan, r"bmode holds values outside \[0, 1\] or not finite"),
+    ):
+        with pytest.raises(ValueError, match=said):
+            checked_inputs({"us_lnm": flag, "bmode": img}, spec)
+    with pytest.raises(ValueError, match=r"missing inputs \['bmode'\]"):
+        checked_inputs({"us_lnm": [1]}, spec)
 
 
 def test_patients_scored_without_an_input_are_named_with_how(capsys):
