@@ -22,7 +22,7 @@ from lnm_jax.portable import preprocessing_digest
 from lnm_jax.preflight import availability_patterns
 from lnm_jax.run import Run, read_run_info, zero_batch
 from lnm_jax.task import Task
-from lnm_jax.training.checkpoint import DIGEST_KEY
+from lnm_jax.training.checkpoint import DIGEST_KEY, PREPROCESSING_KEY
 from lnm_jax.training.steps import resolve_pos_weight
 
 SCHEMA = "lnm_jax model card 2"  # the layout of metadata.json (MONAI bundle and Hugging Face card fields)
@@ -182,7 +182,6 @@ def _training_environment(run: Run) -> dict | None:
         return None
     info = read_run_info(path)
     keep = ("created", "python", "platform", "cpu", "backend", "device_kind", "device_count", "packages", "git")
-    keep = (*keep, "preprocessing_sha256")  # (the decoding code's digest: _preprocessing_limits)
     return {k: info[k] for k in keep if k in info}
 
 
@@ -344,7 +343,7 @@ def metadata(
         + ([] if (evaluation or {}).get("cam_scores") else [unscored_cams(config, evaluation is not None)])
         + ([SYNTHETIC_LIMIT] if synthetic(config) else [])
         + ([DEFAULT_TASK_LIMIT] if not synthetic(config) and _default_task(config) else [])
-        + _preprocessing_limits(environment, now),
+        + _preprocessing_limits(meta.get(PREPROCESSING_KEY), (environment or {}).get("git"), now),
         "training_environment": environment,
         "packages": provenance.package_versions(),  # of the process that wrote this card
         "written_with": now,
@@ -356,23 +355,27 @@ PREPROCESSING_CHANGED = (
 )
 PREPROCESSING_UNRECORDED = (
     "Whether this card's decoding and framing code (lnm_runtime in an export) is the code the model was trained "
-    "with is not recorded (a run from before that record)."
+    "with is not recorded (a checkpoint from before that record)."
 )
 
 
-def _preprocessing_limits(trained: dict | None, now: dict) -> list[str]:
+def _preprocessing_limits(recorded: str | None, was: dict | None, now: dict) -> list[str]:
     """The card's limit where the decoding and framing code of the process that writes it (the
-    code an export carries, an evaluation reads with) is not the code the model was trained with
-    (:func:`lnm_jax.portable.preprocessing_digest`; helper-60: an export carried the code of a
-    later commit, with uncommitted changes, and said only the training commit), or where that
-    is not recorded (a run from before the record)."""
-    recorded = (trained or {}).get("preprocessing_sha256")
+    code an export carries, an evaluation reads with) is not the code the checkpoint was trained
+    with (``recorded``: its sealed metadata's :data:`PREPROCESSING_KEY`, from
+    :func:`lnm_jax.portable.preprocessing_digest`; helper-60: an export carried the code of a
+    later commit, with uncommitted changes, and said only the training commit; helper-61: a
+    record in the unsealed run_info.json could be edited), or where that is not recorded (a
+    checkpoint from before the record). ``was``: the training's git record."""
     if recorded == now["preprocessing_sha256"]:
         return []
     if recorded is None:
         return [PREPROCESSING_UNRECORDED]
-    git, was = now.get("git"), (trained or {}).get("git")
-    where = f" (trained at {_commit(was)}, written at {_commit(git)})" if git or was else ""
+    git = now.get("git")
+    if git and was and git["commit"] == was["commit"]:  # (helper-61: "trained at X, written at X")
+        where = f" (both at commit {git['commit'][:12]}: its files changed since, uncommitted)"
+    else:
+        where = f" (trained at {_commit(was)}, written at {_commit(git)})" if git or was else ""
     return [f"{PREPROCESSING_CHANGED}{where}: a file may be read otherwise than in training."]
 
 

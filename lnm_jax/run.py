@@ -68,6 +68,7 @@ from lnm_jax.fileio import (
     write_json,
 )
 from lnm_jax.models.fusion import build_model, check_config
+from lnm_jax.portable import preprocessing_digest
 from lnm_jax.preflight import (
     check_inputs_present,
     check_lesion_masks,
@@ -82,6 +83,7 @@ from lnm_jax.training.checkpoint import (
     DIGEST_KEY,
     IMAGES_KEY,
     MODEL_KEY,
+    PREPROCESSING_KEY,
     RUN_KEY,
     SPLIT_KEY,
     CheckpointCorruptError,
@@ -971,6 +973,8 @@ class Run:
             SPLIT_KEY: split_digest(self.split),
             **({RUN_KEY: self.run_id} if self.run_id else {}),
             **({IMAGES_KEY: images} if images else {}),
+            # the decoding code that read its images, sealed with the checkpoint (the model card compares it)
+            PREPROCESSING_KEY: preprocessing_digest(),
         }
         return RunCheckpoints(self.files.checkpoints, create=create, log=self.files.train_log, record=record)
 

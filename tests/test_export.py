@@ -256,33 +256,39 @@ def test_runtime_takes_the_runs_zero_fill_decision():
         model(False).prepare(images)
 
 
-def test_a_card_says_when_its_preprocessing_code_is_not_the_trained_one(triple_run, copy_run, capsys):
+def test_a_card_says_when_its_preprocessing_code_is_not_the_trained_one(triple_run, monkeypatch, capsys, tmp_path):
     """helper-60: an export carries this package's decoding and framing code as it is at export
     time; a run trained at one commit and exported at a later one, with uncommitted changes,
-    said only the training commit. Every run records the digest of that code
-    (run_info.json's preprocessing_sha256); a card written with other code says so in its
-    limits, and export says it on the console too; a run without the record is said to be."""
-    from lnm_jax.model_card import PREPROCESSING_CHANGED, PREPROCESSING_UNRECORDED, metadata
+    said only the training commit. Every checkpoint records the digest of that code in its
+    sealed metadata (helper-61: a record in run_info.json could be edited); a card written with
+    other code says so in its limits, naming both commits (or that they are one commit whose
+    files changed), and export says it on the console too; a checkpoint without the record is
+    said to be one."""
+    import lnm_jax.model_card as mc
+    from lnm_jax.export import export_run
     from lnm_jax.portable import preprocessing_digest
 
-    run = copy_run(triple_run)
-    info = json.loads(run.files.run_info.read_text())
-    assert info["preprocessing_sha256"] == preprocessing_digest()
-    limits = metadata(run, "best")["limits"]
-    assert not [x for x in limits if x.startswith((PREPROCESSING_CHANGED, PREPROCESSING_UNRECORDED))]
-    for recorded, said in (("0" * 64, PREPROCESSING_CHANGED), (None, PREPROCESSING_UNRECORDED)):
-        edited = {k: v for k, v in info.items() if k != "preprocessing_sha256"}
-        if recorded:
-            edited["preprocessing_sha256"] = recorded
-        run.files.run_info.write_text(json.dumps(edited))
-        limits = [x for x in metadata(run, "best")["limits"] if x.startswith(said)]
-        assert len(limits) == 1, limits
-    from lnm_jax.export import export_run
-
+    meta = triple_run.restore("best")[1]
+    assert meta["preprocessing_sha256"] == preprocessing_digest()
+    said = (mc.PREPROCESSING_CHANGED, mc.PREPROCESSING_UNRECORDED)
+    assert not [x for x in mc.metadata(triple_run, "best")["limits"] if x.startswith(said)]
+    monkeypatch.setattr(mc, "preprocessing_digest", lambda: "0" * 64)  # the code changed since training
     capsys.readouterr()
-    export_run(run, run.workdir.parent / "ex")
-    assert f"warning: {PREPROCESSING_UNRECORDED}" in capsys.readouterr().err
-    assert PREPROCESSING_UNRECORDED in (run.workdir.parent / "ex" / "model_card.md").read_text()
+    export_run(triple_run, tmp_path / "ex")
+    assert f"warning: {mc.PREPROCESSING_CHANGED}" in capsys.readouterr().err
+    assert mc.PREPROCESSING_CHANGED in (tmp_path / "ex" / "model_card.md").read_text()
+    a, b = {"commit": "a" * 40, "dirty": False}, {"commit": "b" * 40, "dirty": True}
+    now = {"git": b, "preprocessing_sha256": "1" * 64}
+    assert mc._preprocessing_limits(None, a, now) == [mc.PREPROCESSING_UNRECORDED]
+    assert mc._preprocessing_limits("1" * 64, a, now) == []
+    assert (
+        "(trained at commit aaaaaaaaaaaa, written at commit bbbbbbbbbbbb with uncommitted changes)"
+        in (mc._preprocessing_limits("2" * 64, a, now)[0])
+    )
+    assert (
+        "(both at commit bbbbbbbbbbbb: its files changed since, uncommitted)"
+        in (mc._preprocessing_limits("2" * 64, b, now)[0])
+    )
 
 
 def test_a_card_of_ones_own_cohort_says_its_task_description_is_the_default(triple_run, monkeypatch):
