@@ -119,14 +119,49 @@ __all__ = ["FOLDER", "Model", "load", "main", "predict_manifest", "unit_rgb"]
 PREDICT_PY = f'''"""Score a manifest with the model of this folder: python predict.py --manifest M --out probs.csv
 
 Needs what requirements.txt lists (pip install -r requirements.txt); not lnm_jax, not flax.
+Before any of {RUNTIME} is imported, its files are checked against SHA256SUMS (and that file
+against --fingerprint, where given), and no compiled bytecode is read: a planted or stale
+__pycache__ file would run instead of the checked source (helper-61).
 """
 
+import hashlib
 import sys
+import tempfile
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
 
+
+def _fingerprint_asked():
+    for i, arg in enumerate(sys.argv):
+        if arg == "--fingerprint" and i + 1 < len(sys.argv):
+            return sys.argv[i + 1]
+        if arg.startswith("--fingerprint="):
+            return arg.split("=", 1)[1]
+    return None
+
+
+def _checked_runtime() -> None:
+    sums = HERE / "SHA256SUMS"
+    if not sums.is_file():
+        sys.exit(f"predict.py: error: {{sums}} is missing: every file of an export is checked against it")
+    if (given := _fingerprint_asked()) is not None:
+        given = given.strip().lower().removeprefix("sha256:")
+        if hashlib.sha256(sums.read_bytes()).hexdigest() != given:
+            sys.exit(f"predict.py: error: {{HERE}}: its fingerprint is not the one asked for (another export, or its "
+                     "files changed)")
+    for line in sums.read_text().splitlines():
+        digest, _, name = line.partition("  ")
+        if name.strip().startswith("{RUNTIME}/"):
+            path = HERE / name.strip()
+            if not path.is_file() or hashlib.sha256(path.read_bytes()).hexdigest() != digest.strip():
+                sys.exit(f"predict.py: error: {{path}} is not the file lnm-jax export wrote: export the model again")
+    sys.dont_write_bytecode = True
+    sys.pycache_prefix = tempfile.mkdtemp(prefix="{RUNTIME}_")  # the folder's __pycache__ is never read
+    sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != HERE] + [str(HERE)]  # no module here shadows
+
+
+_checked_runtime()
 from {RUNTIME}.serving import main  # noqa: E402
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ import json
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -137,6 +138,26 @@ def test_export_runs_without_the_package_and_equals_the_live_model(triple_run, t
             "except SystemExit as e:\n"
             "    assert e.code == 0, e.code\n"
         )
+    # a planted __pycache__ file (a timestamp pyc that matches the checked source's mtime and size,
+    # of other code) is never read by predict.py (helper-61: it ran instead of the checked source)
+    import importlib.util
+    from importlib._bootstrap_external import _code_to_timestamp_pyc
+
+    src = out / "lnm_runtime" / "serving.py"
+    planted = Path(importlib.util.cache_from_source(str(src)))
+    planted.parent.mkdir(exist_ok=True)
+    code = compile("raise SystemExit(7)\n", str(src), "exec")
+    planted.write_bytes(_code_to_timestamp_pyc(code, int(src.stat().st_mtime), src.stat().st_size))
+    _blocked(
+        "import runpy\n"
+        f"sys.argv = ['predict.py', '--manifest', {str(new)!r}, '--out', {t!r} + '/planted.csv']\n"
+        "try:\n"
+        f"    runpy.run_path({str(out / 'predict.py')!r}, run_name='__main__')\n"
+        "except SystemExit as e:\n"
+        "    assert e.code == 0, e.code\n"
+    )
+    planted.unlink()
+    assert _probs(tmp_path / "planted.csv") == _probs(tmp_path / "stablehlo.csv")
     by_run = _probs(tmp_path / "w.csv")
     for other in ("e.csv", "stablehlo.csv", "onnx.csv"):
         got = _probs(tmp_path / other)
