@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
+from lnm_jax import names
 from lnm_jax.config import base_config
 from lnm_jax.data.synth.synthetic import SynthParams, generate_cohort
 from lnm_jax.export import export_run
@@ -43,13 +44,19 @@ def untrained_run(manifest: Path, workdir: Path, backbone: str, image_size: int,
 
 
 def inputs(spec: dict, n: int, seed: int = 0) -> dict:
+    """Inputs the program takes (the exported call checks them): availability true, the flag
+    0 or 1, images uniform in [0, 1]."""
     r = np.random.default_rng(seed)
-    return {
-        k: np.ones(n, bool)
-        if v["dtype"] == "bool"
-        else r.random([n if d == "B" else d for d in v["shape"]], np.float32)
-        for k, v in spec.items()
-    }
+    out = {}
+    for k, v in spec.items():
+        shape = [n if d == "B" else d for d in v["shape"]]
+        if v["dtype"] == "bool":
+            out[k] = np.ones(n, bool)
+        elif k == names.US_LNM:
+            out[k] = r.integers(0, 2, shape).astype(np.float32)
+        else:
+            out[k] = r.random(shape, np.float32)
+    return out
 
 
 def timed(fn, repeats: int) -> tuple[float, float]:
