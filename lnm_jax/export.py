@@ -124,19 +124,34 @@ against --fingerprint, where given), and no compiled bytecode is read: a planted
 __pycache__ file would run instead of the checked source (helper-61).
 """
 
+import atexit
 import hashlib
+import importlib.util
+import shutil
 import sys
 import tempfile
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+RUNTIME = HERE / "{RUNTIME}"
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _fail(why: str) -> None:
+    sys.exit(f"predict.py: error: {{why}}")
 
 
 def _fingerprint_asked():
     for i, arg in enumerate(sys.argv):
+        name = arg.split("=", 1)[0]
+        if name != "--fingerprint" and len(name) > 3 and "--fingerprint".startswith(name):
+            _fail(f"{{name}}: give --fingerprint in full (it is checked before the runtime is imported)")
         if arg == "--fingerprint" and i + 1 < len(sys.argv):
             return sys.argv[i + 1]
-        if arg.startswith("--fingerprint="):
+        if name == "--fingerprint" and "=" in arg:
             return arg.split("=", 1)[1]
     return None
 
@@ -144,21 +159,33 @@ def _fingerprint_asked():
 def _checked_runtime() -> None:
     sums = HERE / "SHA256SUMS"
     if not sums.is_file():
-        sys.exit(f"predict.py: error: {{sums}} is missing: every file of an export is checked against it")
+        _fail(f"{{sums}} is missing: every file of an export is checked against it")
     if (given := _fingerprint_asked()) is not None:
-        given = given.strip().lower().removeprefix("sha256:")
-        if hashlib.sha256(sums.read_bytes()).hexdigest() != given:
-            sys.exit(f"predict.py: error: {{HERE}}: its fingerprint is not the one asked for (another export, or its "
-                     "files changed)")
+        if _sha256(sums) != given.strip().lower().removeprefix("sha256:"):
+            _fail(f"{{HERE}}: its fingerprint is not the one asked for (another export, or its files changed)")
+    listed = {{}}
     for line in sums.read_text().splitlines():
         digest, _, name = line.partition("  ")
-        if name.strip().startswith("{RUNTIME}/"):
-            path = HERE / name.strip()
-            if not path.is_file() or hashlib.sha256(path.read_bytes()).hexdigest() != digest.strip():
-                sys.exit(f"predict.py: error: {{path}} is not the file lnm-jax export wrote: export the model again")
+        listed[name.strip()] = digest.strip()
+    folders = {{Path(n).parent.as_posix() for n in listed}}
+    for path in sorted(RUNTIME.rglob("*")):  # nothing in the runtime but its listed files (its bytecode is not read)
+        rel = path.relative_to(HERE).as_posix()
+        if "__pycache__" not in path.parts and rel not in listed and rel not in folders:
+            _fail(f"{{path}} is not a file lnm-jax export wrote (not in SHA256SUMS): remove it or export again")
+    for name, digest in listed.items():
+        path = HERE / name
+        if name.startswith("{RUNTIME}/") and not (path.is_file() and _sha256(path) == digest):
+            _fail(f"{{path}} is not the file lnm-jax export wrote: export the model again")
     sys.dont_write_bytecode = True
     sys.pycache_prefix = tempfile.mkdtemp(prefix="{RUNTIME}_")  # the folder's __pycache__ is never read
-    sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != HERE] + [str(HERE)]  # no module here shadows
+    atexit.register(shutil.rmtree, sys.pycache_prefix, True)
+    sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != HERE]  # no module here shadows an installed one
+    # this folder's runtime by its location, whatever else on sys.path is named alike
+    init, where = RUNTIME / "__init__.py", [str(RUNTIME)]
+    spec = importlib.util.spec_from_file_location("{RUNTIME}", init, submodule_search_locations=where)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["{RUNTIME}"] = module
+    spec.loader.exec_module(module)
 
 
 _checked_runtime()
@@ -224,7 +251,7 @@ def check_runtime(folder: Path) -> None:
     """Imports the folder's ``lnm_runtime`` in a fresh interpreter where this package and the
     training stack cannot be imported; RuntimeError with the failure otherwise."""
     code = RUNTIME_CHECK.format(blocked={PACKAGE, *NOT_PORTABLE}, folder=str(folder))
-    env = {**os.environ, "JAX_PLATFORMS": "cpu"}
+    env = {**os.environ, "JAX_PLATFORMS": "cpu", "PYTHONDONTWRITEBYTECODE": "1"}  # (no __pycache__ in the export)
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, env=env)
     if res.returncode != 0:
         last = (res.stderr.strip().splitlines() or ["(no output)"])[-1]

@@ -17,7 +17,7 @@ from lnm_jax import run_files as F
 from lnm_jax.config import base_config, frozen_backbone_epochs
 from lnm_jax.data.pixels.sources import Framing
 from lnm_jax.exported import METADATA, MODEL_CARD
-from lnm_jax.fileio import DamagedFileError, check_seal, is_real, read_json, write_json, write_text
+from lnm_jax.fileio import DamagedFileError, check_seal, is_real, read_json, warn_once, write_json, write_text
 from lnm_jax.portable import preprocessing_digest
 from lnm_jax.preflight import availability_patterns
 from lnm_jax.run import Run, read_run_info, zero_batch
@@ -145,6 +145,12 @@ def _evaluation(run: Run, checkpoint: str, meta: dict, strict: bool = False) -> 
         raise DamagedFileError.edited(path, problem, "run lnm-jax evaluate again to rewrite it")
     stored = doc.get(DIGEST_KEY)
     if doc.get("epoch") != meta.get("epoch") or (stored is not None and stored != meta.get(DIGEST_KEY)):
+        if strict:  # (helper-62: an export's card said "not evaluated" of a run evaluated at another state, unsaid)
+            warn_once(
+                f"{path} was computed for another state of the '{checkpoint}' checkpoint (epoch {doc.get('epoch')}, "
+                f"now {meta.get('epoch')}): left out of the card and metadata; run {run.evaluate_command(checkpoint)}",
+                key=("stale evaluation", path),
+            )
         return None
     return doc
 

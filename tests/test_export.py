@@ -12,6 +12,7 @@ from __future__ import annotations
 import csv
 import json
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -158,6 +159,27 @@ def test_export_runs_without_the_package_and_equals_the_live_model(triple_run, t
     )
     planted.unlink()
     assert _probs(tmp_path / "planted.csv") == _probs(tmp_path / "stablehlo.csv")
+    # helper-62: an lnm_runtime elsewhere on sys.path ran instead of the folder's; a file in the
+    # runtime that SHA256SUMS does not list (a package shadowing a checked module) ran; an
+    # abbreviated --fingerprint was checked only after the import
+    shadow = tmp_path / "shadow" / "lnm_runtime"
+    shadow.mkdir(parents=True)
+    (shadow / "__init__.py").write_text("raise SystemExit(9)\n")
+    env = {**cpu_env(), "PYTHONPATH": str(shadow.parent)}
+    script = [sys.executable, str(out / "predict.py"), "--manifest", str(new), "--out"]
+    res = subprocess.run([*script, str(tmp_path / "shadowed.csv")], env=env, capture_output=True, text=True)
+    assert res.returncode == 0 and _probs(tmp_path / "shadowed.csv") == _probs(tmp_path / "stablehlo.csv"), res.stderr
+    extra = out / "lnm_runtime" / "names"
+    extra.mkdir()
+    (extra / "__init__.py").write_text("raise SystemExit(9)\n")
+    for argv, said in (
+        ([], f"{extra} is not a file lnm-jax export wrote (not in SHA256SUMS)"),
+        (["--fingerp", fingerprint(out)], "--fingerp: give --fingerprint in full"),
+    ):
+        res = subprocess.run([*script, str(tmp_path / "x.csv"), *argv], env=cpu_env(), capture_output=True, text=True)
+        assert res.returncode == 1 and said in res.stderr, res.stderr
+        shutil.rmtree(extra, ignore_errors=True)
+    assert not (tmp_path / "x.csv").exists()
     by_run = _probs(tmp_path / "w.csv")
     for other in ("e.csv", "stablehlo.csv", "onnx.csv"):
         got = _probs(tmp_path / other)
@@ -363,6 +385,13 @@ def test_the_runtime_takes_a_flag_of_0_or_1_only():
             checked_inputs({"us_lnm": flag, "bmode": img}, spec)
     with pytest.raises(ValueError, match=r"missing inputs \['bmode'\]"):
         checked_inputs({"us_lnm": [1]}, spec)
+    # an availability flag: bools, or 1/0 (helper-62: the strings "False" and "0" read as present)
+    flags = {"has_bmode": {"shape": ["B"], "dtype": "bool"}}
+    for good in ([True], [1], [0.0]):
+        checked_inputs({"has_bmode": good}, flags)
+    for bad in (["False"], [0.5], [np.nan], [-1]):
+        with pytest.raises(ValueError, match="has_bmode holds .*: an availability flag is True/False"):
+            checked_inputs({"has_bmode": bad}, flags)
 
 
 def test_patients_scored_without_an_input_are_named_with_how(capsys):
