@@ -96,8 +96,10 @@ def read_chunks(fp: BinaryIO) -> Chunks | None:
 def disagreement(chunks: Chunks) -> str | None:
     """Why libpng and Pillow would read the PNG of ``chunks`` apart (module docstring), in
     words, or None where they agree: an IHDR field the specification does not define, a chunk
-    of :data:`ONCE` held twice, a colour chunk after PLTE or the image data, a palette's tRNS
-    before its PLTE, or an sBIT, tRNS or gAMA whose length or values its image cannot have."""
+    before IHDR, an unknown critical chunk, image data split by another chunk (libpng refuses
+    these), a chunk of :data:`ONCE` held twice, a colour chunk after PLTE or the image data, a
+    palette's tRNS before its PLTE, or an sBIT, tRNS, gAMA, sRGB or iCCP whose length or values
+    its image cannot have (libpng ignores these, Pillow applied them)."""
     header = chunks.header
     if header is None:
         return None  # no IHDR to judge by: Pillow refuses such a file itself
