@@ -447,6 +447,18 @@ def export_holding(path: Path | str) -> Path | None:
     return next((f for f in (path, *path.parents) if (f / CHECKSUMS).is_file() and (f / METADATA).is_file()), None)
 
 
+def refuse_export_folder(path: Path | str, flag: str) -> None:
+    """:class:`OutputPathError` where ``path`` (what option ``flag`` names for writing) is or lies
+    in a folder ``lnm-jax export`` wrote (:func:`export_holding`): every file of one is checked
+    against its ``SHA256SUMS``, and one replaced or added breaks the export."""
+    path = Path(path).resolve()
+    if (export := export_holding(path)) is not None:
+        raise OutputPathError(
+            f"{flag} {path} {'is' if export == path else 'lies in'} the exported model folder {export}, every file of "
+            "which is checked against its SHA256SUMS (one replaced breaks the export): choose a path outside it"
+        )
+
+
 def guard_output(
     out: Path | str,
     *,
@@ -502,11 +514,7 @@ def guard_output(
             raise OutputPathError(f"{flag} {out} holds the input {src}: choose another path")
     if (why := misplaced_output(out, run)) is not None:
         raise OutputPathError(f"{flag} {out} {why}")
-    if (export := export_holding(out)) is not None:  # (helper-60: --overwrite had replaced an export's metadata.json)
-        raise OutputPathError(
-            f"{flag} {out} {'is' if export == out else 'lies in'} the exported model folder {export}, every file of "
-            "which is checked against its SHA256SUMS (one replaced breaks the export): choose a path outside it"
-        )
+    refuse_export_folder(out, flag)  # (helper-60: --overwrite had replaced an export's metadata.json)
     if out.is_dir():
         if any(out.iterdir()) and (ours is None or not ours(out)):  # with no ``ours``, no claim on who wrote it
             said = (

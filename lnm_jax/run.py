@@ -62,6 +62,7 @@ from lnm_jax.fileio import (
     is_int,
     is_number,
     read_json,
+    refuse_export_folder,
     sealed,
     warn_once,
     write_csv,
@@ -769,6 +770,7 @@ class Run:
         configs must describe the same experiment). ``split`` (with its ``split_doc``) imposes
         a split, as the protocol does for its runs; otherwise one is made, or re-read."""
         files = RunFiles(workdir)
+        refuse_export_folder(files.root, "--workdir")  # (helper-62: a training had written into one)
         config = with_resolved_paths(config)
         check_config(config)
         if not resume and files.checkpoints.exists():

@@ -622,7 +622,7 @@ def test_no_out_lies_in_the_runs_state(triple_run, copy_run, capsys):
     assert not (run.workdir / "my_eval").exists() and not (other.workdir / "eval_x").exists()
 
 
-def test_no_out_lies_in_an_exported_model_folder(tmp_path):
+def test_no_out_lies_in_an_exported_model_folder(tmp_path, tiny_cohort, capsys):
     """helper-60: predict --out EXPORT/metadata.json --overwrite replaced an exported model's
     metadata (the export then failed its checksums); run folders and inputs had been kept from
     every --out, export folders not. Any path in or of one is refused, --overwrite or not."""
@@ -639,6 +639,11 @@ def test_no_out_lies_in_an_exported_model_folder(tmp_path):
     with pytest.raises(OutputPathError, match=f"--out {export} is the exported model folder"):
         guard_output(export, kind="folder")
     assert guard_output(tmp_path / "p.csv") == (tmp_path / "p.csv").resolve()
+    # nor a training's --workdir (helper-62: it had trained and written there), said in one line
+    argv = ["train", "--workdir", str(export / "w"), "--config.data.manifest", str(tiny_cohort)]
+    assert main(argv) == 1 and not (export / "w").exists()
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"--workdir {export / 'w'} lies in the exported model folder {export}" in err[0], err
 
 
 def test_a_relative_manifest_is_stored_resolved(tiny_cohort, tmp_path, monkeypatch):

@@ -47,7 +47,7 @@ from lnm_jax.config import check_fields, write_config
 from lnm_jax.data.cohorts import unlabeled
 from lnm_jax.data.cohorts.manifest import MISSING_COLUMN, ManifestError, read_manifest
 from lnm_jax.data.pixels.sources import Framing
-from lnm_jax.fileio import discard_made, json_text, read_json, write_json, write_text
+from lnm_jax.fileio import discard_made, json_text, read_json, refuse_export_folder, write_json, write_text
 from lnm_jax.metric_writer import read_history
 from lnm_jax.models.contrastive import BACKBONE, ContrastiveEncoder, nt_xent
 from lnm_jax.pretraining import views
@@ -263,6 +263,7 @@ def pretrain(
     from lnm_jax.run import check_resumable, load_config  # noqa: PLC0415
 
     workdir = Path(workdir).resolve()
+    refuse_export_folder(workdir, "--workdir")
     # every field's range (pretrain.* among them), before anything is read or written: a
     # gamma <= 0 had failed as a NaN loss after the folder was made
     check_fields(config)
