@@ -287,7 +287,7 @@ def upright(im: Image.Image) -> Image.Image:
         exif.load(raw)
     if exif.get(ORIENTATION, 1) != orientation:
         raise ValueError(
-            f"its orientation ({orientation}: {ORIENTATIONS.get(orientation, 'unknown')}) is given outside its EXIF "
+            f"its orientation ({orientation}: {ORIENTATIONS[orientation]}) is given outside its EXIF "
             "data (in XMP metadata or a text chunk), which browsers ignore and Pillow applies: readers differ on which "
             "way up it is; save it upright, or with the orientation in its EXIF"
         )
@@ -633,8 +633,9 @@ def _verified(path: Path, max_pixels: int) -> np.ndarray:
     if fmt not in READABLE_FORMATS:
         raise ValueError(f"image format {fmt} is not PNG or JPEG")
     if fmt == "PNG":
-        data = Path(path).read_bytes()
-        if (chunks := png.read_chunks(io.BytesIO(data))) and (short := png.image_data_shortfall(data, chunks)):
+        with Path(path).open("rb") as f:
+            chunks = png.read_chunks(f, image_data=True)
+        if chunks and (short := png.image_data_shortfall(chunks)):
             raise DamagedImageError(f"damaged PNG: {short}")
     return read_image(path)
 

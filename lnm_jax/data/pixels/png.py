@@ -45,7 +45,8 @@ ADAM7 = ((0, 0, 8, 8), (4, 0, 8, 8), (0, 4, 4, 8), (2, 0, 4, 4), (0, 2, 2, 4), (
 @dataclasses.dataclass(frozen=True)
 class Chunks:
     """A PNG's chunks in file order: (type, data) pairs up to ``IEND``, an ``IDAT``'s data left
-    out (b"") so that the file is walked without reading its pixels."""
+    out (b"") so that the file is walked without reading its pixels, unless it was read with
+    them (:func:`read_chunks`)."""
 
     order: tuple[tuple[bytes, bytes], ...]
 
@@ -68,10 +69,10 @@ class Chunks:
         return struct.unpack(">IIBBBBB", data) if data is not None and len(data) == 13 else None
 
 
-def read_chunks(fp: BinaryIO) -> Chunks | None:
+def read_chunks(fp: BinaryIO, image_data: bool = False) -> Chunks | None:
     """The chunks of the PNG file ``fp`` (a binary file, read from its start, its position
-    kept), each chunk's data but an IDAT's read; None where it does not begin with the PNG
-    signature. A file cut short ends the list where it ends (its damage is
+    kept), each chunk's data but an IDAT's read (its too with ``image_data``); None where it
+    does not begin with the PNG signature. A file cut short ends the list where it ends (its damage is
     :func:`lnm_jax.data.pixels.decode.png_damage`'s to say)."""
     at, order = fp.tell(), []
     try:
@@ -80,7 +81,7 @@ def read_chunks(fp: BinaryIO) -> Chunks | None:
             return None
         while len(head := fp.read(8)) == 8:
             length, kind = struct.unpack(">I4s", head)
-            if kind == b"IDAT":
+            if kind == b"IDAT" and not image_data:
                 order.append((kind, b""))
                 fp.seek(length, io.SEEK_CUR)
             else:
@@ -200,9 +201,9 @@ def cicp_refusal(data: bytes) -> str | None:
     )
 
 
-def image_data_shortfall(data: bytes, chunks: Chunks) -> str | None:
-    """Where the image data of the PNG file ``data`` (its bytes; ``chunks``, its chunks)
-    inflates to fewer rows than IHDR says, in words (Pillow reads the rows missing as black;
+def image_data_shortfall(chunks: Chunks) -> str | None:
+    """Where the image data of a PNG (``chunks``, read with their image data:
+    :func:`read_chunks`) inflates to fewer rows than IHDR says, in words (Pillow reads the rows missing as black;
     libpng stops with "Not enough image data"), or None. Interlaced images are counted pass by
     pass (Adam7)."""
     header = chunks.header
@@ -213,13 +214,8 @@ def image_data_shortfall(data: bytes, chunks: Chunks) -> str | None:
     passes = ADAM7 if interlace == 1 else ((0, 0, 1, 1),)
     sizes = [(-(-(width - x0) // dx), -(-(height - y0) // dy)) for x0, y0, dx, dy in passes]
     expected = sum(h * (1 + (w * bits + 7) // 8) for w, h in sizes if w > 0 and h > 0)
-    stream, at = [], len(SIGNATURE)
-    while at + 8 <= len(data):
-        length, kind = struct.unpack(">I4s", data[at : at + 8])
-        if kind == b"IDAT":
-            stream.append(data[at + 8 : at + 8 + length])
-        at += 12 + length
-    inflate, pending, held = zlib.decompressobj(), b"".join(stream), 0
+    stream = b"".join(data for kind, data in chunks.order if kind == b"IDAT")
+    inflate, pending, held = zlib.decompressobj(), stream, 0
     try:
         while pending and held < expected:
             held += len(inflate.decompress(pending, 1 << 22))  # a bounded piece at a time
