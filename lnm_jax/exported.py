@@ -161,16 +161,13 @@ def checked_inputs(inputs: dict, spec: dict) -> dict[str, np.ndarray]:
     input otherwise (helper-61: a flag of 0.5, 7 or NaN and images of 200.0 had been scored)."""
     if missing := sorted(set(spec) - set(inputs)):
         raise ValueError(f"missing inputs {missing}; the model takes {sorted(spec)}")
-    for k in spec:  # an availability flag as given: bools, or the numbers 0 and 1 (helper-62: "False" read as true)
+    args = {}
+    for k, want in spec.items():
         given = np.asarray(inputs[k])
-        if (
-            spec[k]["dtype"] == "bool"
-            and given.dtype != bool
-            and not (given.dtype.kind in "iuf" and np.all((given == 0) | (given == 1)))
-        ):
-            raise ValueError(f"{k} holds {given.ravel()[:3].tolist()}: an availability flag is True/False (or 1/0)")
-    args = {k: np.asarray(inputs[k], dtype=spec[k]["dtype"]) for k in spec}
-    for k, a in args.items():
+        if want["dtype"] == "bool":  # an availability flag: bools, or 1/0 (helper-62: the string "False" read as true)
+            if given.dtype != bool and not (given.dtype.kind in "iuf" and np.all((given == 0) | (given == 1))):
+                raise ValueError(f"{k} holds {given.ravel()[:3].tolist()}: an availability flag is True/False (or 1/0)")
+        a = args[k] = given.astype(want["dtype"])
         if a.dtype.kind != "f":
             continue
         if k == names.US_LNM and not np.all((a == 0) | (a == 1)):
