@@ -37,7 +37,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from lnm_jax import names
-from lnm_jax.exported import ONNX, OUTPUTS, PROGRAM, RUNTIME, WEIGHTS, load, load_onnx, write_checksums
+from lnm_jax.exported import CHECKSUMS, ONNX, OUTPUTS, PROGRAM, RUNTIME, WEIGHTS, load, load_onnx, write_checksums
 from lnm_jax.fileio import atomic_directory, guard_output, json_text
 from lnm_jax.model_card import PREPROCESSING_CHANGED, PREPROCESSING_UNRECORDED, input_spec, metadata, write_card
 from lnm_jax.portable import NOT_PORTABLE, PACKAGE, portable_modules
@@ -119,7 +119,7 @@ __all__ = ["FOLDER", "Model", "load", "main", "predict_manifest", "unit_rgb"]
 PREDICT_PY = f'''"""Score a manifest with the model of this folder: python predict.py --manifest M --out probs.csv
 
 Needs what requirements.txt lists (pip install -r requirements.txt); not lnm_jax, not flax.
-Before any of {RUNTIME} is imported, its files are checked against SHA256SUMS (and that file
+Before any of {RUNTIME} is imported, its files are checked against {CHECKSUMS} (and that file
 against --fingerprint, where given), and no compiled bytecode is read: a planted or stale
 __pycache__ file would run instead of the checked source (helper-61).
 """
@@ -157,7 +157,7 @@ def _fingerprint_asked():
 
 
 def _checked_runtime() -> None:
-    sums = HERE / "SHA256SUMS"
+    sums = HERE / "{CHECKSUMS}"
     if not sums.is_file():
         _fail(f"{{sums}} is missing: every file of an export is checked against it")
     if (given := _fingerprint_asked()) is not None:
@@ -171,7 +171,7 @@ def _checked_runtime() -> None:
     for path in sorted(RUNTIME.rglob("*")):  # nothing in the runtime but its listed files (its bytecode is not read)
         rel = path.relative_to(HERE).as_posix()
         if "__pycache__" not in path.parts and rel not in listed and rel not in folders:
-            _fail(f"{{path}} is not a file lnm-jax export wrote (not in SHA256SUMS): remove it or export again")
+            _fail(f"{{path}} is not a file lnm-jax export wrote (not in {CHECKSUMS}): remove it or export again")
     for name, digest in listed.items():
         path = HERE / name
         if name.startswith("{RUNTIME}/") and not (path.is_file() and _sha256(path) == digest):
