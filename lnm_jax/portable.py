@@ -10,6 +10,7 @@ process that writes a run.
 from __future__ import annotations
 
 import ast
+import functools
 import hashlib
 from pathlib import Path
 
@@ -50,10 +51,12 @@ def portable_modules() -> tuple[str, ...]:
     return tuple(sorted(seen))
 
 
+@functools.cache
 def preprocessing_digest() -> str:
     """SHA-256 of the :func:`portable_modules`' source (each file's path and bytes, in order):
     the same value wherever this package's decoding, framing and manifest reading are the same
-    code, whatever else changed."""
+    code, whatever else changed. Computed once per process (0.1 s: every module parsed), which
+    asks for it at each run record, checkpoint reader and model card."""
     root, h = Path(__file__).resolve().parent, hashlib.sha256()
     for rel in portable_modules():
         h.update(rel.encode() + b"\0" + (root / rel).read_bytes() + b"\0")
