@@ -10,12 +10,12 @@ preprocessing, :mod:`lnm_jax.serving`), so it runs where this package is not ins
 Inputs are the model's own (``model.inputs``): images as float32 in [0, 1] (RGB, resized to
 ``model.image_size``; a CEUS clip [B, T, H, W, 3]), the US-LNM flag as float32 0/1, and a
 bool ``has_<input>`` per input (a missing image is zeroed inside; a model trained without
-missing inputs expects every ``has_*`` true). The per-modality normalisation is applied
-inside the program. The folder holds the serialised program (``model.jax_export``, StableHLO
-for CPU and CUDA with a symbolic batch size), its weights (``weights.npz``) and
-``metadata.json``; ``model_card.md`` describes it for a reader. With ``--format onnx`` it also
-holds ``model.onnx`` (weights inside), which :func:`load_onnx` runs with onnxruntime and numpy
-alone, called the same way.
+missing inputs refuses a ``has_*`` false unless called with ``zero_fill_missing=True``). The
+per-modality normalisation is applied inside the program. The folder holds the serialised
+program (``model.jax_export``, StableHLO for CPU and CUDA with a symbolic batch size), its
+weights (``weights.npz``) and ``metadata.json``; ``model_card.md`` describes it for a reader.
+With ``--format onnx`` it also holds ``model.onnx`` (weights inside), which :func:`load_onnx`
+runs with onnxruntime and numpy alone, called the same way.
 
 ``SHA256SUMS`` (the format ``sha256sum -c`` reads) lists every file's SHA-256: :func:`load`
 and :func:`load_onnx` check them, and every weight array for NaN or inf, before anything is
@@ -154,11 +154,21 @@ def _metadata(folder: Path) -> dict:
 OUTPUTS = ("logit", "prob", "prob_calibrated")
 
 
-def checked_inputs(inputs: dict, spec: dict) -> dict[str, np.ndarray]:
+def takes_absent_inputs(metadata: dict) -> bool:
+    """Whether an exported model was trained for patients who lack an input: with learned
+    'absent' embeddings (``model.missing_inputs``) or on zeros in its place
+    (``data.zero_fill_missing``); from its ``metadata.json``."""
+    pre = metadata.get("preprocessing", metadata)  # exports before the section: top level
+    return bool(metadata["architecture"]["missing_inputs"]) or bool(pre.get("zero_fill_missing", False))
+
+
+def checked_inputs(inputs: dict, spec: dict, *, absent_ok: bool = True) -> dict[str, np.ndarray]:
     """The program's input arrays (``spec``: name -> shape, dtype), each as its dtype, checked
     as the program was trained to take them: every input given, the flag 0 or 1, an image's
-    values finite and in [0, 1] (the program normalises them itself); ValueError naming the
-    input otherwise (helper-61: a flag of 0.5, 7 or NaN and images of 200.0 had been scored)."""
+    values finite and in [0, 1] (the program normalises them itself), and, unless
+    ``absent_ok``, every ``has_<input>`` true; ValueError naming the input otherwise
+    (helper-61: a flag of 0.5, 7 or NaN and images of 200.0 had been scored; a patient
+    without an input had been scored on zeros by a model never trained on them)."""
     if missing := sorted(set(spec) - set(inputs)):
         raise ValueError(f"missing inputs {missing}; the model takes {sorted(spec)}")
     args = {}
@@ -167,6 +177,12 @@ def checked_inputs(inputs: dict, spec: dict) -> dict[str, np.ndarray]:
         if want["dtype"] == "bool":  # an availability flag: bools, or 1/0 (helper-62: the string "False" read as true)
             if given.dtype != bool and not (given.dtype.kind in "iuf" and np.all((given == 0) | (given == 1))):
                 raise ValueError(f"{k} holds {given.ravel()[:3].tolist()}: an availability flag is True/False (or 1/0)")
+            if not absent_ok and not np.all(given):
+                raise ValueError(
+                    f"{k} is false for row(s) {np.flatnonzero(given == 0)[:10].tolist()}: this model was not trained "
+                    "for missing inputs (its absent input would be zeros it never saw); zero_fill_missing=True scores "
+                    "it so all the same"
+                )
         a = args[k] = given.astype(want["dtype"])
         if a.dtype.kind != "f":
             continue
@@ -194,8 +210,11 @@ class ExportedModel:
     def image_size(self) -> int:
         return int(self.metadata["image_size"])
 
-    def __call__(self, inputs: dict) -> dict[str, np.ndarray]:
-        args = checked_inputs(inputs, self.inputs)
+    def __call__(self, inputs: dict, *, zero_fill_missing: bool = False) -> dict[str, np.ndarray]:
+        """``inputs`` checked (:func:`checked_inputs`; a ``has_*`` false only for a model trained
+        for missing inputs, or with ``zero_fill_missing``), then scored."""
+        absent_ok = zero_fill_missing or takes_absent_inputs(self.metadata)
+        args = checked_inputs(inputs, self.inputs, absent_ok=absent_ok)
         out = self.exported.call(list(self.weights), args)
         return {k: np.asarray(v) for k, v in out.items()}
 
@@ -245,8 +264,9 @@ class OnnxModel:
     def inputs(self) -> dict[str, dict]:
         return self.metadata["inputs"]
 
-    def __call__(self, inputs: dict) -> dict[str, np.ndarray]:
-        feed = checked_inputs(inputs, self.inputs)
+    def __call__(self, inputs: dict, *, zero_fill_missing: bool = False) -> dict[str, np.ndarray]:
+        absent_ok = zero_fill_missing or takes_absent_inputs(self.metadata)
+        feed = checked_inputs(inputs, self.inputs, absent_ok=absent_ok)
         return dict(zip(OUTPUTS, self.session.run(list(OUTPUTS), feed)))
 
 

@@ -39,7 +39,7 @@ from lnm_jax.data.pixels.sources import Framing, decode_input
 from lnm_jax.data.records import decode_patient
 from lnm_jax.evaluation import intensity
 from lnm_jax.exported import load as load_program
-from lnm_jax.exported import load_onnx
+from lnm_jax.exported import load_onnx, takes_absent_inputs
 from lnm_jax.fileio import csv_header_starts, guard_output, write_csv
 
 PREDICTION_COLUMNS = (names.PATIENT_ID, "prob_lnm")  # how predict's own CSV starts
@@ -194,14 +194,16 @@ class Model:
         # a patient may lack an input: the model learned absent inputs, or was trained on zeros for them
         self.learned_absent = bool(self.metadata["architecture"]["missing_inputs"])
         self.trained_on_zeros = bool(pre.get("zero_fill_missing", False))
-        self.missing_inputs = self.learned_absent or self.trained_on_zeros
+        self.missing_inputs = takes_absent_inputs(self.metadata)
 
     @property
     def inputs(self) -> dict[str, dict]:
         return self.program.inputs
 
-    def __call__(self, arrays: dict) -> dict[str, np.ndarray]:
-        return self.program(arrays)
+    def __call__(self, arrays: dict, *, zero_fill_missing: bool = False) -> dict[str, np.ndarray]:
+        """The program on its own arrays; a ``has_*`` false only where the model was trained for
+        missing inputs, or with ``zero_fill_missing`` (zeros it never saw)."""
+        return self.program(arrays, zero_fill_missing=zero_fill_missing)
 
     def _image(self, entry, name: str, row: int) -> np.ndarray:
         s, t = self.image_size, self.clip_frames
@@ -223,9 +225,11 @@ class Model:
         out = fit(img, s, None, 0.0)
         return np.repeat(out[None], t, axis=0) if name == names.CEUS and t > 1 else out
 
-    def prepare(self, images: dict) -> dict[str, np.ndarray]:
+    def prepare(self, images: dict, *, zero_fill_missing: bool = False) -> dict[str, np.ndarray]:
         """The program's input arrays from ``images`` (input name -> a list over patients of a
-        path, an array or None; ``us_lnm`` -> 0/1/None); ValueError naming the input and row."""
+        path, an array or None; ``us_lnm`` -> 0/1/None); ValueError naming the input and row.
+        None is refused unless the model was trained for missing inputs or ``zero_fill_missing``
+        (the CLI's ``--zero-fill-missing``: zeros in its place, which the model never saw)."""
         if unknown := sorted(set(images) - set(self.model_inputs)):
             raise ValueError(f"unknown input(s) {unknown}; this model takes {self.model_inputs}")
         if missing := [m for m in self.model_inputs if m not in images]:
@@ -238,10 +242,10 @@ class Model:
         for m in self.model_inputs:
             entries = list(images[m])
             present = [e is not None for e in entries]
-            if not self.missing_inputs and not all(present):
+            if not (self.missing_inputs or zero_fill_missing) and not all(present):
                 raise ValueError(
                     f"{m} is None for row(s) {[i for i, p in enumerate(present) if not p][:10]}: this model was not "
-                    "trained for missing inputs"
+                    "trained for missing inputs; zero_fill_missing=True scores it on zeros all the same"
                 )
             if m == names.US_LNM:
                 if bad := [(i, e) for i, e in enumerate(entries) if e is not None and not _is_flag(e)]:
@@ -262,12 +266,16 @@ class Model:
             out[names.has(m)] = np.array(present, bool)
         return out
 
-    def predict(self, images: dict, batch_size: int = 32) -> dict[str, np.ndarray]:
+    def predict(self, images: dict, batch_size: int = 32, *, zero_fill_missing: bool = False) -> dict[str, np.ndarray]:
         """``{logit, prob, prob_calibrated}``, each float32 [B], for ``images`` (see
         :meth:`prepare`), in batches of ``batch_size``."""
-        arrays = self.prepare(images)
+        arrays = self.prepare(images, zero_fill_missing=zero_fill_missing)
         n = len(next(iter(arrays.values())))
-        parts = [self({k: v[i : i + batch_size] for k, v in arrays.items()}) for i in range(0, n, batch_size)]
+        z = zero_fill_missing
+        parts = [
+            self({k: v[i : i + batch_size] for k, v in arrays.items()}, zero_fill_missing=z)
+            for i in range(0, n, batch_size)
+        ]
         return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
 
 
@@ -330,7 +338,7 @@ def predict_manifest(
 
     tapped, features = intensity.tap(batches(), identity, model.model_inputs)
     for batch in tapped:
-        out = model({k: batch[k] for k in model.inputs})
+        out = model({k: batch[k] for k in model.inputs}, zero_fill_missing=zero_fill_missing)
         logits.update((pid.decode(), float(z)) for pid, z in zip(batch[names.PATIENT_ID], out["logit"]))
     flagged = intensity_check(
         model.metadata.get("intensity_reference"), features, len(cohort), f"the metadata of {model.folder}"

@@ -124,6 +124,14 @@ def test_export_runs_without_the_package_and_equals_the_live_model(triple_run, t
             np.testing.assert_allclose(
                 np.load(tmp_path / f"{fmt}{n}.npy"), np.load(tmp_path / f"live{n}.npy"), atol=ATOL
             )
+    # a model not trained for missing inputs refuses a has_* false in its own call unless told
+    # to feed zeros it never saw (the CLI's --zero-fill-missing; it had scored them in silence)
+    x = random_inputs(model.inputs, 3, seed=3)
+    x[names.has(names.CEUS)][1] = False
+    for loaded in (model, load_onnx(out)):
+        with pytest.raises(ValueError, match=r"has_ceus is false for row\(s\) \[1\]: this model was not trained"):
+            loaded(x)
+        np.testing.assert_allclose(loaded(x, zero_fill_missing=True)["logit"], live_logits(triple_run, x), atol=ATOL)
     # the folder's own predict.py (no lnm_jax) == predict --workdir == predict --exported
     new = new_patients(tiny_cohort, tmp_path / "new.csv", 7)
     args = ["predict", "--manifest", str(new), "--out"]
@@ -295,8 +303,9 @@ def test_runtime_takes_the_runs_zero_fill_decision():
     images = {"bmode": [np.zeros((16, 16), np.uint8)] * 2, "ceus": [np.zeros((16, 16, 3), np.uint8), None]}
     arrays = model(True).prepare(images)
     assert arrays["has_ceus"].tolist() == [True, False] and not arrays["ceus"][1].any()
-    with pytest.raises(ValueError, match="not trained for missing inputs"):
+    with pytest.raises(ValueError, match="not trained for missing inputs; zero_fill_missing=True scores it"):
         model(False).prepare(images)
+    assert model(False).prepare(images, zero_fill_missing=True)["has_ceus"].tolist() == [True, False]
 
 
 def test_a_card_says_when_its_preprocessing_code_is_not_the_trained_one(triple_run, monkeypatch, capsys, tmp_path):
