@@ -204,9 +204,10 @@ def _vendored(source: str) -> str:
 def requirements(md: dict, formats) -> list[str]:
     """What the export folder needs: jax (at least the exporting version: jax.export reads
     programs of older versions, not newer), flatbuffers (its serialisation), numpy, Pillow
-    (images) and pydicom (DICOM), imageio-ffmpeg (its bundled ffmpeg) for a model with a CEUS
-    input (video clips), onnxruntime for model.onnx."""
-    out = ["numpy>=1.26", "pillow>=10", "pydicom>=3.0"]
+    (images) with simplejpeg (libjpeg-turbo's warnings on a damaged JPEG) and pydicom (DICOM),
+    imageio-ffmpeg (its bundled ffmpeg) for a model with a CEUS input (video clips),
+    onnxruntime for model.onnx."""
+    out = ["numpy>=1.26", "pillow>=10", "simplejpeg>=1.9", "pydicom>=3.0"]
     if "stablehlo" in formats:
         out[:0] = [f"jax>={jax.__version__}", "flatbuffers>=24"]
     if names.CEUS in md["architecture"]["inputs"]:

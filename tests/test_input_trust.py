@@ -36,8 +36,8 @@ from lnm_jax.data.cohorts.manifest import (
     read_manifest,
 )
 from lnm_jax.data.pixels import clips, dicom
-from lnm_jax.data.pixels.decode import decode_image, image_size, read_image, read_opacity
-from lnm_jax.data.pixels.sources import Framing, decode_input
+from lnm_jax.data.pixels.decode import decode_image, image_size, read_image, read_opacity, verify_image
+from lnm_jax.data.pixels.sources import Framing, decode_input, resolve
 from lnm_jax.fileio import OutputPathError
 
 RAMP = np.tile(np.arange(0, 256, 8, dtype=np.uint8), (24, 1))  # 24x32 gray ramp, every 8th level
@@ -1463,6 +1463,104 @@ def test_a_damaged_or_cut_short_file_is_said_so_naming_where(tmp_path):
     assert said[21] == "damaged PNG: it holds no image data (no IDAT chunk before IEND)", said
     assert said[22] == "damaged JPEG: byte 2 is 0x00 where a marker segment begins (0xFF): the file is damaged there"
     assert set(said) == {*range(1, 9), *range(10, 23)}, said
+
+
+def test_a_jpeg_whose_image_data_is_damaged_is_refused_as_libjpeg_warns_of_it(tmp_path):
+    """helper-63: a JPEG whose scan was cut short with an end-of-image marker added, written over
+    by one mid-scan, wiped by zeros, or short of a restart marker (and a progressive one cut
+    short) passed validate, read half flat grey (Pillow decodes past libjpeg's warnings); so did
+    a DICOM file's JPEG frame. Each is refused with libjpeg's words; the whole files read."""
+    picture = np.random.default_rng(5).integers(0, 255, (64, 96, 3), dtype=np.uint8)
+    picture[:, :48] //= 3  # (a picture, not noise alone: each copy its own)
+
+    def jpeg(**save) -> bytes:
+        buf = io.BytesIO()
+        Image.fromarray(picture).save(buf, "JPEG", quality=90, **save)
+        return buf.getvalue()
+
+    whole, progressive, restarts = jpeg(), jpeg(progressive=True), jpeg(restart_marker_rows=1)
+    scan = whole.index(b"\xff\xda")
+    middle = (scan + len(whole)) // 2
+    rst = restarts.index(b"\xff\xd1")
+    files = {
+        "whole.jpg": whole,
+        "progressive.jpg": progressive,
+        "restarts.jpg": restarts,
+        "cut_with_eoi.jpg": whole[:middle] + b"\xff\xd9",
+        "eoi_mid_scan.jpg": whole[:middle] + b"\xff\xd9" + whole[middle + 2 :],
+        "wiped.jpg": whole[:middle] + bytes(64) + whole[middle + 64 :],
+        "restart_lost.jpg": restarts[:rst] + restarts[rst + 2 :],
+        "progressive_cut.jpg": progressive[: len(progressive) // 3] + b"\xff\xd9",
+    }
+    for name, data in files.items():
+        (tmp_path / name).write_bytes(data)
+    said = {}
+    for name in files:
+        try:
+            verify_image(tmp_path / name, 10**6)
+        except ValueError as e:
+            said[name] = str(e)
+    assert set(said) == set(files) - {"whole.jpg", "progressive.jpg", "restarts.jpg"}, said
+    for name, message in said.items():
+        assert re.match(r"damaged JPEG: libjpeg reports '(Corrupt JPEG data|Premature end)", message), (name, message)
+    assert "premature end of data segment" in said["cut_with_eoi.jpg"]
+    assert "extraneous bytes before marker 0xd2" in said["restart_lost.jpg"]
+    # a DICOM file's JPEG frame: the same bytes, the frame named
+    from pydicom.encaps import encapsulate
+
+    for name, data in (("whole", whole), ("cut", files["cut_with_eoi.jpg"])):
+        ds = dicom.new_dataset(picture)
+        ds.PhotometricInterpretation = "YBR_FULL_422"
+        ds.PixelData = encapsulate([data])
+        ds["PixelData"].VR = "OB"
+        ds.file_meta.TransferSyntaxUID = "1.2.840.10008.1.2.4.50"  # JPEG baseline
+        dicom.write_dataset(ds, tmp_path / f"{name}.dcm")
+    assert dicom.read_header(tmp_path / "whole.dcm").frames == 1
+    with pytest.raises(dicom.DicomError, match=r"cut.dcm: frame 0 of 1 is a damaged JPEG: libjpeg reports 'Corrupt"):
+        dicom.read_header(tmp_path / "cut.dcm")
+
+
+def test_a_dicom_whose_jpeg_says_another_colour_space_than_its_header_is_said_so(tmp_path):
+    """helper-63: PhotometricInterpretation RGB over a JFIF (YCbCr) codestream, and YBR_FULL_422
+    over an RGB one (Adobe transform 0), were read by the codestream in silence (pydicom's
+    warning reached no one), while a reader that trusts the header shows other colours. Each is
+    a validate note naming what says so; a header that agrees, or a codestream that declares
+    nothing, is none."""
+    from pydicom.encaps import encapsulate
+
+    from lnm_jax.data.pixels.dicom import codestream_colour
+
+    picture = np.zeros((32, 32, 3), np.uint8)
+    picture[..., 0], picture[8:24, 8:24] = 200, (230, 120, 20)
+
+    def file(name, photometric, **save):
+        buf = io.BytesIO()
+        Image.fromarray(picture).save(buf, "JPEG", quality=95, **save)
+        ds = dicom.new_dataset(picture)
+        ds.PhotometricInterpretation = photometric
+        ds.PixelData = encapsulate([buf.getvalue()])
+        ds["PixelData"].VR = "OB"
+        ds.file_meta.TransferSyntaxUID = "1.2.840.10008.1.2.4.50"
+        dicom.write_dataset(ds, tmp_path / name)
+        return buf.getvalue()
+
+    ycc = file("rgb_over_jfif.dcm", "RGB")
+    rgb = file("ybr_over_rgb.dcm", "YBR_FULL_422", keep_rgb=True, subsampling=0)
+    file("agrees.dcm", "YBR_FULL_422")
+    assert codestream_colour(ycc) == ("YCbCr", "a JFIF marker")
+    assert codestream_colour(rgb) == ("RGB", "an Adobe marker of colour transform 0")
+    assert dicom.read_header(tmp_path / "rgb_over_jfif.dcm").codestream_colour == ("YCbCr", "a JFIF marker")
+    assert dicom.read_header(tmp_path / "ybr_over_rgb.dcm").codestream_colour[0] == "RGB"
+    assert dicom.read_header(tmp_path / "agrees.dcm").codestream_colour is None
+    notes = {}
+    for name in ("rgb_over_jfif.dcm", "ybr_over_rgb.dcm", "agrees.dcm"):
+        notes[name] = [n for n in resolve(tmp_path / name, "bmode").notes if "codestream says" in n]
+    assert notes["rgb_over_jfif.dcm"] == [
+        "PhotometricInterpretation RGB, but its JPEG codestream says YCbCr (a JFIF marker): readers differ on which "
+        "they follow, so its colours may show otherwise elsewhere; it is read as pydicom decodes it (by the "
+        "codestream's JFIF marker or R, G, B identifiers)"
+    ]
+    assert len(notes["ybr_over_rgb.dcm"]) == 1 and not notes["agrees.dcm"]
 
 
 def test_a_copy_saved_another_way_is_a_warning_naming_the_first(tmp_path):

@@ -35,7 +35,7 @@ from pathlib import Path
 
 import numpy as np
 
-from lnm_jax.data.pixels.decode import CUT_SHORT, srgb_transform
+from lnm_jax.data.pixels.decode import CUT_SHORT, jpeg_data_damage, srgb_transform
 
 DICOM_SUFFIXES = (".dcm", ".dicom")
 PREAMBLE = 128  # a DICOM Part 10 file: 128-byte preamble, then b"DICM"
@@ -168,6 +168,10 @@ class DicomHeader:
     # PixelAspectRatio (0028,0034) as (vertical, horizontal) size of a pixel where it is not 1:1:
     # a viewer shows the picture stretched by it; this reads the stored pixels
     pixel_aspect: tuple[float, float] | None = None
+    # where a colour JPEG frame's codestream declares another colour space than the header
+    # (RGB against YBR_*): (the codestream's, what says so) (:func:`codestream_colour`); readers
+    # differ on which they follow (helper-63: said to no one)
+    codestream_colour: tuple[str, str] | None = None
 
     @property
     def duration_s(self) -> float | None:
@@ -242,6 +246,7 @@ def read_header(path: Path) -> DicomHeader:
     _check_high_bit(path, ds)
     _check_presentation_shape(path, ds, photometric)
     _check_frame_count(path, ds, frames, photometric)
+    _check_jpeg_data(path, ds, syntax, frames)
     with quiet_pydicom():
         return _header(path, ds, frames, photometric, syntax)
 
@@ -319,8 +324,24 @@ def _header(path: Path, ds, frames: int, photometric: str, syntax) -> DicomHeade
         codestream=_codestream_kind(syntax),
         pixel_spacing=_pixel_spacing(ds),
         pixel_aspect=_pixel_aspect(ds),
+        codestream_colour=_colour_against_header(ds, photometric, syntax),
         icc_profile=bytes(ds.ICCProfile) if photometric not in MONOCHROME and ds.get("ICCProfile") else None,
     )
+
+
+def _colour_against_header(ds, photometric: str, syntax) -> tuple[str, str] | None:
+    """:func:`codestream_colour` of the first frame where it contradicts PhotometricInterpretation
+    (RGB against a YBR_* one), else None."""
+    if _codestream_kind(syntax) != "JPEG" or _samples(ds) != 3 or "PixelData" not in ds:
+        return None
+    from pydicom.encaps import generate_fragments, parse_basic_offsets  # noqa: PLC0415
+
+    buf = io.BytesIO(ds.PixelData)
+    parse_basic_offsets(buf)
+    said = codestream_colour(next(generate_fragments(buf), b""))
+    if said is None or (said[0] == "RGB") == (photometric == "RGB"):
+        return None
+    return said
 
 
 def _pixel_spacing(ds) -> tuple[float, float] | None:
@@ -865,6 +886,58 @@ def _samples(ds) -> int:
 _SOF = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF, 0xF7}
 
 
+def _jpeg_segments(data: bytes) -> Iterator[tuple[int, bytes]]:
+    """(marker, the segment's bytes after its length) of a JPEG or JPEG-LS codestream's marker
+    segments (ITU T.81 B.1.1.4), from SOI up to its first scan (SOS included), stopping where
+    the bytes end or are not a marker."""
+    import struct  # noqa: PLC0415
+
+    i = 2
+    while i + 4 <= len(data):
+        if data[i] != 0xFF:
+            return
+        marker = data[i + 1]
+        if marker == 0xFF:  # fill byte
+            i += 1
+            continue
+        if 0xD0 <= marker <= 0xD8 or marker == 0x01:  # markers without a length
+            i += 2
+            continue
+        end = i + 2 + struct.unpack(">H", data[i + 2 : i + 4])[0]
+        yield marker, data[i + 4 : end]
+        if marker == 0xDA:
+            return
+        i = end
+
+
+def codestream_colour(data: bytes) -> tuple[str, str] | None:
+    """("RGB" or "YCbCr", what says so) where a 3-component JPEG codestream (``data``: one
+    frame's, from SOI) declares its colour space itself, as libjpeg reads it
+    (jdapimin.c, default_decompress_parms): a JFIF marker means YCbCr (JFIF 1.02); otherwise an
+    Adobe APP14 marker's transform (0: RGB, 1: YCbCr); otherwise component identifiers R, G, B
+    mean RGB. None where it declares nothing (libjpeg then assumes YCbCr, pydicom follows the
+    header) or is not such a codestream."""
+    if data[:2] != b"\xff\xd8":
+        return None
+    jfif, adobe, ids = False, None, ()
+    for marker, segment in _jpeg_segments(data):
+        if marker == 0xE0 and segment[:5] == b"JFIF\0":
+            jfif = True
+        elif marker == 0xEE and segment[:5] == b"Adobe" and len(segment) >= 12:
+            adobe = segment[11]
+        elif marker in _SOF and len(segment) >= 6:
+            ids = tuple(segment[6 + 3 * k] for k in range(segment[5]) if 6 + 3 * k < len(segment))
+    if len(ids) != 3:
+        return None
+    if jfif:
+        return "YCbCr", "a JFIF marker"
+    if adobe in (0, 1):
+        return ("RGB", "YCbCr")[adobe], f"an Adobe marker of colour transform {adobe}"
+    if ids in ((82, 71, 66), (114, 103, 98)):
+        return "RGB", "component identifiers R, G, B"
+    return None
+
+
 def codestream_size(data: bytes) -> tuple[int, int, int, str, int] | None:
     """(rows, columns, components, format, sample precision in bits) a frame's codestream
     declares: a JPEG or JPEG-LS frame header (SOFn), or a JPEG 2000 image size and first
@@ -874,23 +947,12 @@ def codestream_size(data: bytes) -> tuple[int, int, int, str, int] | None:
     import struct  # noqa: PLC0415
 
     if data[:2] == b"\xff\xd8":
-        i = 2
-        while i + 4 <= len(data):
-            if data[i] != 0xFF:
-                return None
-            marker = data[i + 1]
-            if marker == 0xFF:  # fill byte
-                i += 1
-                continue
+        for marker, segment in _jpeg_segments(data):
             if marker in _SOF:
-                if i + 10 > len(data):
+                if len(segment) < 6:
                     return None
-                rows, cols = struct.unpack(">HH", data[i + 5 : i + 9])
-                return rows, cols, data[i + 9], "JPEG-LS" if marker == 0xF7 else "JPEG", data[i + 4]
-            if 0xD0 <= marker <= 0xD8 or marker == 0x01:  # markers without a length
-                i += 2
-                continue
-            i += 2 + struct.unpack(">H", data[i + 2 : i + 4])[0]
+                rows, cols = struct.unpack(">HH", segment[1:5])
+                return rows, cols, segment[5], "JPEG-LS" if marker == 0xF7 else "JPEG", segment[0]
         return None
     # a raw codestream starts with SOC + SIZ (the marker's four bytes lie within [0, 4): a
     # search ending at 1 had never found one, so raw JPEG 2000 frames went unchecked); a JP2
@@ -960,6 +1022,22 @@ def _check_frame_count(path: Path, ds, frames: int, photometric: str) -> None:
         _check_whole(path)
     said = f"NumberOfFrames is {frames}" if "NumberOfFrames" in ds else "NumberOfFrames is missing (1 frame)"
     raise HeaderMismatchError(f"{path}: {said}, but the pixel data holds {found[0]} frame(s) ({found[1]})")
+
+
+def _check_jpeg_data(path: Path, ds, syntax, frames: int) -> None:
+    """:class:`DicomError` naming the frame when a JPEG frame's image data is damaged as
+    libjpeg warns of it (:func:`lnm_jax.data.pixels.decode.jpeg_data_damage`: a scan cut short
+    with an end-of-image marker, wiped bytes, a lost restart marker), which Pillow, pydicom's
+    decoder, reads past in silence (helper-63: the lower half of a frame read flat grey). Every
+    frame is checked (about 1 ms each); the codestreams libjpeg-turbo does not decode (12-bit,
+    lossless) are left to their own decoder."""
+    if _codestream_kind(syntax) != "JPEG" or "PixelData" not in ds:
+        return
+    from pydicom.encaps import generate_frames  # noqa: PLC0415
+
+    for index, frame in enumerate(generate_frames(ds.PixelData, number_of_frames=frames)):
+        if why := jpeg_data_damage(frame):
+            raise DicomError(f"{path}: frame {index} of {frames} is a damaged JPEG: {why}")
 
 
 def _palette_bits(path: Path, ds) -> int:

@@ -365,6 +365,13 @@ def _resolve_dicom(path: Path, name: str, options: ImageOptions, ceus_region: st
             f"PixelAspectRatio {v:g}:{h:g}: its pixels are not square, and a DICOM viewer shows the picture stretched "
             f"{v / h:.3g} times as tall as stored; it is read as stored, and a crop box counts stored pixels"
         )
+    if header.codestream_colour is not None:
+        space, by = header.codestream_colour
+        notes.append(
+            f"PhotometricInterpretation {header.photometric}, but its JPEG codestream says {space} ({by}): readers "
+            "differ on which they follow, so its colours may show otherwise elsewhere; it is read as pydicom decodes "
+            "it (by the codestream's JFIF marker or R, G, B identifiers)"
+        )
     if options.mm_per_pixel:
         # the manifest's spacing against the file's own calibration (its ultrasound region's
         # PhysicalDeltaX/Y): a disagreement had been settled for the cell in silence
