@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 
 import jax
 import numpy as np
@@ -103,6 +104,50 @@ def test_a_video_is_read_as_a_player_shows_it(tmp_path, caplog):
     lit = np.flatnonzero(wide[0, 10, :, 0] > 0.5)  # the block's columns, 4-39 stored: 4/3 as wide
     assert abs(lit[0] - 4 * 4 / 3) <= 1 and abs(lit[-1] + 1 - 40 * 4 / 3) <= 1, lit
     assert not [r for r in caplog.records if clips.SIZE_NOTICE in r.getMessage()]
+
+
+def test_a_videos_transparency_and_colour_tags_are_read_as_a_frame_folders_are(tmp_path):
+    """helper-63: a video with alpha (PNG-in-MOV, QuickTime RLE) read its transparent pixels
+    as stored (white, 255) where the same frames in a folder read black (composited over black,
+    as a viewer's background); a video tagged PQ or HLG (an HDR clip, as phones record screens)
+    or BT.2020 primaries was read as SDR, while a PNG whose cICP says so is refused. Read over
+    black alike; the tagged ones refused naming the tag; an untagged or BT.709 one read."""
+    import subprocess
+
+    import imageio_ffmpeg
+
+    rgba = np.zeros((3, 32, 48, 4), np.uint8)
+    rgba[..., :3], rgba[..., 3] = 255, 255  # white, opaque
+    rgba[:, :, :12, 3] = 0  # the left 12 columns transparent (white under them)
+    rgba[:, 8:24, 20:40, :3] = (200, 90, 30)
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    for k, f in enumerate(rgba):
+        Image.fromarray(f).save(folder / f"f{k}.png")
+    ffmpeg = [imageio_ffmpeg.get_ffmpeg_exe(), "-loglevel", "error", "-y", "-framerate", "4"]
+    source = ["-i", str(folder / "f%d.png")]
+    made = {
+        "png.mov": ["-c:v", "png", "-pix_fmt", "rgba"],
+        "qtrle.mov": ["-c:v", "qtrle", "-pix_fmt", "argb"],
+        "pq.mp4": ["-c:v", "libx264", "-pix_fmt", "yuv420p10le", "-x264-params", "colorprim=bt2020:transfer=smpte2084"],
+        "hlg.mp4": ["-c:v", "libx264", "-pix_fmt", "yuv420p", "-x264-params", "colorprim=bt2020:transfer=arib-std-b67"],
+        "wide.mp4": ["-c:v", "libx264", "-pix_fmt", "yuv420p", "-x264-params", "colorprim=bt2020:transfer=bt709"],
+        "bt709.mp4": ["-c:v", "libx264", "-pix_fmt", "yuv444p", "-qp", "0", "-x264-params", "colorprim=bt709"],
+    }
+    for name, codec in made.items():
+        subprocess.run([*ffmpeg, *source, *codec, str(tmp_path / name)], check=True, capture_output=True)
+    shown = clips.read_frames(folder)
+    assert shown[0, :, :12].max() == 0 and shown[0, 0, 12:].min() == 1  # over black
+    for name in ("png.mov", "qtrle.mov"):
+        np.testing.assert_array_equal(clips.read_frames(tmp_path / name), shown)
+    np.testing.assert_allclose(clips.read_frames(tmp_path / "bt709.mp4")[:, :, 12:], shown[:, :, 12:], atol=3 / 255)
+    for name, said in (
+        ("pq.mp4", "transfer function smpte2084 (PQ, an HDR video)"),
+        ("hlg.mp4", "transfer function arib-std-b67 (HLG, an HDR video)"),
+        ("wide.mp4", "colour primaries bt2020 (wider than BT.709)"),
+    ):
+        with pytest.raises(clips.ClipError, match=re.escape(f"{tmp_path / name}: its stream is tagged {said}")):
+            clips.read_frames(tmp_path / name)
 
 
 def test_validate_gives_a_videos_seconds_and_calls_only_a_frame_folder_untimed(tmp_path, monkeypatch):

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 from PIL import UnidentifiedImageError
 
-from lnm_jax.data.pixels.decode import MAX_IMAGE_PIXELS, image_size, read_image
+from lnm_jax.data.pixels.decode import MAX_IMAGE_PIXELS, image_size, over_black, read_image
 
 FRAME_SUFFIXES = (".png", ".jpg", ".jpeg")
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm")
@@ -84,11 +84,13 @@ def frame_name(index: int, count: int) -> str:
 @dataclasses.dataclass(frozen=True)
 class VideoInfo:
     """What a video container declares, read without decoding: (width, height), frames/s,
-    duration in seconds, and the frame count they imply (None when not declared)."""
+    duration in seconds, the frame count they imply (None when not declared), and whether its
+    pixels carry alpha (:data:`ALPHA_FORMATS`)."""
 
     size: tuple[int, int]
     fps: float | None
     duration_s: float | None
+    alpha: bool = False
 
     @property
     def declared_frames(self) -> int | None:
@@ -126,24 +128,59 @@ class _SizeNotice(logging.Filter):
         return SIZE_NOTICE not in record.getMessage()
 
 
-def _ffmpeg_frames(path: Path) -> Iterator:
+# ffmpeg's pixel formats with an alpha channel (libavutil's AV_PIX_FMT_FLAG_ALPHA), as its stream
+# line names them: such a video's frames are read with their alpha and composited over black, as
+# a frame folder's transparent PNGs are (helper-63: the same frames read 255 where transparent
+# as a video, 0 as a folder)
+ALPHA_FORMATS = re.compile(r"(rgba|bgra|argb|abgr|yuva|ya8|ya16|gbrap|rgbaf|ayuv|vuya)")
+# a stream's colour tags that players convert for the display, each its own way, so that its
+# stored values are not what they show: HDR transfer functions (tone mapping) and primaries
+# wider than BT.709/sRGB's, as a PNG's cICP of them is refused (png.cicp_refusal)
+HDR_TRANSFERS = {"smpte2084": "PQ", "arib-std-b67": "HLG"}
+WIDE_PRIMARIES = ("bt2020", "smpte431", "smpte432")
+
+
+def colour_refusal(pix_fmt: str) -> str | None:
+    """Why a video whose stream ffmpeg describes as ``pix_fmt`` (its stream line's pixel
+    format with "(range, matrix/primaries/transfer, ...)", as imageio-ffmpeg's metadata holds
+    it) is not read, or None: an HDR transfer (:data:`HDR_TRANSFERS`) or wide-gamut primaries
+    (:data:`WIDE_PRIMARIES`). Untagged ("unknown") streams are read as BT.709, as players do."""
+    tags = next((t.split("/") for t in re.findall(r"[\w-]+/[\w-]+/[\w-]+", pix_fmt)), None)
+    if tags is None:
+        return None
+    _, primaries, transfer = tags
+    if transfer in HDR_TRANSFERS:
+        said = f"transfer function {transfer} ({HDR_TRANSFERS[transfer]}, an HDR video)"
+    elif primaries in WIDE_PRIMARIES:
+        said = f"colour primaries {primaries} (wider than BT.709)"
+    else:
+        return None
+    return (
+        f"its stream is tagged {said}: players convert it for the display, each its own way (tone mapping), "
+        "so its stored values are not the picture they show; export the clip as SDR BT.709"
+    )
+
+
+def _ffmpeg_frames(path: Path, alpha: bool = False) -> Iterator:
     """imageio-ffmpeg's reader of ``path`` through its bundled ffmpeg, with :data:`DISPLAY_FILTER`,
-    8-bit RGB, started without a fork hook (:data:`FFMPEG_NO_FORK_HOOK`): a generator that first
-    yields the stream's metadata ('size' (width, height) as shown, 'fps', 'duration'), then
-    each frame's bytes; closing it stops ffmpeg."""
+    8-bit RGB (RGBA with ``alpha``), started without a fork hook (:data:`FFMPEG_NO_FORK_HOOK`):
+    a generator that first yields the stream's metadata ('size' (width, height) as shown,
+    'fps', 'duration', 'pix_fmt'), then each frame's bytes; closing it stops ffmpeg."""
     import imageio_ffmpeg  # noqa: PLC0415  (video only)
 
     os.environ.setdefault(FFMPEG_NO_FORK_HOOK, "1")
     notices = logging.getLogger("imageio_ffmpeg")
     if not any(isinstance(f, _SizeNotice) for f in notices.filters):
         notices.addFilter(_SizeNotice())
-    return imageio_ffmpeg.read_frames(str(path), pix_fmt="rgb24", bits_per_pixel=24, output_params=list(DISPLAY_FILTER))
+    fmt, bits = ("rgba", 32) if alpha else ("rgb24", 24)
+    return imageio_ffmpeg.read_frames(str(path), pix_fmt=fmt, bits_per_pixel=bits, output_params=list(DISPLAY_FILTER))
 
 
 def video_info(path: Path | str) -> VideoInfo:
-    """The container's declared size (as shown: rotated, pixels made square), rate and
-    duration; :class:`ClipError` naming the file when it is unreadable or declares more than
-    :data:`MAX_CLIP_FRAMES` frames or :data:`MAX_CLIP_PIXELS` pixels."""
+    """The container's declared size (as shown: rotated, pixels made square), rate, duration
+    and alpha; :class:`ClipError` naming the file when it is unreadable, tagged with colours
+    players convert (:func:`colour_refusal`), or declares more than :data:`MAX_CLIP_FRAMES`
+    frames or :data:`MAX_CLIP_PIXELS` pixels."""
     path = Path(path)
     try:
         reader = _ffmpeg_frames(path)
@@ -153,8 +190,12 @@ def video_info(path: Path | str) -> VideoInfo:
             reader.close()
     except Exception as e:  # noqa: BLE001  (any reader failure is an unreadable clip)
         raise _reader_failure(path, e) from e
+    pix_fmt = str(meta.get("pix_fmt", ""))
+    if why := colour_refusal(pix_fmt):
+        raise ClipError(f"{path}: {why}")
     fps, duration = meta.get("fps"), meta.get("duration")
-    info = VideoInfo(tuple(int(v) for v in meta.get("size", (0, 0))), fps or None, duration or None)
+    size = tuple(int(v) for v in meta.get("size", (0, 0)))
+    info = VideoInfo(size, fps or None, duration or None, bool(ALPHA_FORMATS.match(pix_fmt)))
     _check_budget(path, info.declared_frames or 0, *info.size)
     return info
 
@@ -227,14 +268,15 @@ def _raw_frames(path: Path) -> Iterator[np.ndarray]:
             except (OSError, UnidentifiedImageError, ValueError) as e:
                 raise ClipError(f"{path}: frame {f.name} is not a readable image ({type(e).__name__}: {e})") from e
         return
-    video_info(path)  # the declared budget, before anything is decoded
+    info = video_info(path)  # the declared budget and colours, before anything is decoded
     reader = None
     try:
-        reader = _ffmpeg_frames(path)
+        reader = _ffmpeg_frames(path, alpha=info.alpha)
         width, height = next(reader)["size"]
         for data in reader:
-            frame = np.frombuffer(data, np.uint8).reshape(height, width, 3)
-            yield frame.astype(np.float32) / np.float32(255.0)
+            frame = np.frombuffer(data, np.uint8).reshape(height, width, 4 if info.alpha else 3)
+            frame = frame.astype(np.float32) / np.float32(255.0)
+            yield over_black(frame) if info.alpha else frame
     except ClipError:
         raise
     except Exception as e:  # noqa: BLE001  (any reader failure is an unreadable clip)
