@@ -150,6 +150,34 @@ def test_a_videos_transparency_and_colour_tags_are_read_as_a_frame_folders_are(t
             clips.read_frames(tmp_path / name)
 
 
+def test_a_damaged_video_is_refused_in_its_decoders_words(tmp_path):
+    """helper-63's class (a JPEG whose data libjpeg warns of) in a video: 200 wiped bytes of an
+    H.264 clip were concealed by ffmpeg in silence (all 20 frames changed, by 10 grey levels on
+    average) or ended the clip early (19 of 20 frames). The decoder stops at its first error
+    and the clip is refused with its words; the whole clip reads every frame. (Damage the
+    decoder cannot find, every player shows alike: that is no reader's choice.)"""
+    import subprocess
+
+    import imageio_ffmpeg
+
+    rng = np.random.default_rng(0)
+    picture = (rng.random((64, 80)) * 60 + np.linspace(0, 150, 80)).astype(np.uint8)
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    for k in range(20):
+        Image.fromarray(np.roll(picture, 3 * k, axis=1)).save(folder / f"f{k}.png")
+    cmd = [imageio_ffmpeg.get_ffmpeg_exe(), "-loglevel", "error", "-y", "-framerate", "10", "-i"]
+    cmd += [str(folder / "f%d.png"), "-c:v", "libx264", "-pix_fmt", "yuv420p", "-crf", "18", str(tmp_path / "v.mp4")]
+    subprocess.run(cmd, check=True, capture_output=True)
+    whole = (tmp_path / "v.mp4").read_bytes()
+    assert clips.read_frames(tmp_path / "v.mp4").shape == (20, 64, 80, 3)
+    for share in (0.3, 0.8):  # (at 0.5 the zeros decode as valid CABAC data: no decoder can tell, every player alike)
+        at = int(len(whole) * share)
+        (tmp_path / f"{share}.mp4").write_bytes(whole[:at] + bytes(200) + whole[at + 200 :])
+        with pytest.raises(clips.ClipError, match=r"damaged video: ffmpeg's decoder reports 'h264: .*error"):
+            clips.read_frames(tmp_path / f"{share}.mp4")
+
+
 def test_validate_gives_a_videos_seconds_and_calls_only_a_frame_folder_untimed(tmp_path, monkeypatch):
     """A video's container declares its frame rate (evenly timed frames): validate gives its
     span in seconds, (frames - 1) / fps; a frame folder has no timing (fresh-user trial: a
