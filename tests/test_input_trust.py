@@ -311,6 +311,31 @@ def test_a_png_gamma_is_read_as_a_viewer_shows_it(tmp_path):
     assert "it holds 'gAMA' more than once, which the PNG specification allows once" in str(e.value), e.value
 
 
+def test_a_colour_png_whose_chromaticities_are_not_srgbs_is_refused(tmp_path):
+    """A colour PNG with a cHRM of Adobe RGB's primaries (no ICC profile, sRGB or cICP chunk
+    over it) is shown converted by browsers and as stored by most viewers: it had been read as
+    stored in silence. Refused naming the chunk; sRGB's own chromaticities, a cHRM under an
+    sRGB chunk, and a grey picture's cHRM (no primaries to convert) read as before."""
+    import struct
+
+    colour = Image.fromarray(np.random.default_rng(6).integers(0, 255, (8, 8, 3), dtype=np.uint8))
+    grey = colour.convert("L")
+    adobe = struct.pack(">8I", 31270, 32900, 64000, 33000, 21000, 71000, 15000, 6000)
+    srgb = struct.pack(">8I", 31270, 32900, 64000, 33000, 30000, 60000, 15000, 6000)
+    refused = _with_chunk(tmp_path / "adobe.png", colour, b"cHRM", adobe)
+    with pytest.raises(ValueError, match=r"its 'cHRM' chunk gives primaries 0.64/0.33, 0.21/0.71, 0.15/0.06 \(red"):
+        read_image(refused)
+    stored = np.asarray(colour, np.float32) / 255
+    for name, im, chunks in (
+        ("srgb.png", colour, [(b"cHRM", srgb)]),
+        ("under_srgb.png", colour, [(b"sRGB", bytes([0])), (b"cHRM", adobe)]),
+        ("grey.png", grey, [(b"cHRM", adobe)]),
+    ):
+        path = _with_chunk(tmp_path / name, im, *chunks[0], *chunks[1:])
+        want = stored if im is colour else np.repeat(np.asarray(grey, np.float32)[..., None] / 255, 3, -1)
+        np.testing.assert_array_equal(read_image(path), want)
+
+
 def test_a_png_whose_sbit_says_fewer_bits_is_read_at_that_depth(tmp_path):
     """helper-50's trial of a3f0dab: a 16-bit PNG holding 12-bit samples (0-4095), its sBIT
     saying 12, was read at 1/16 of its brightness. The samples sit in the low bits: each is read

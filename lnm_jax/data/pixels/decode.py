@@ -370,7 +370,7 @@ def displayed(im: Image.Image) -> Image.Image:
     if im.format == "PNG" and frames > 1:
         raise ValueError(f"an animated PNG ({frames} frames): a still holds one picture; save the one meant as a PNG")
     chunks = png_chunks(im)  # (read before the pixels: loading may close the file)
-    if chunks is not None and (why := png.disagreement(chunks)):
+    if chunks is not None and (why := png.disagreement(chunks) or png.chromaticity_refusal(chunks)):
         raise ValueError(why)
     _low_depth_key(im, chunks)
     significant = png_significant_bits(im, chunks)

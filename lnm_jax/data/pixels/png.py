@@ -201,6 +201,36 @@ def cicp_refusal(data: bytes) -> str | None:
     )
 
 
+# sRGB's (BT.709's) chromaticities as cHRM holds them (x, y of white, red, green, blue; IEC
+# 61966-2-1), and how far one may stand from them (cHRM's units are 1/100,000; encoders round
+# sRGB's to 0.3127/0.3290 or 0.31271/0.32902)
+SRGB_CHROMATICITIES = (0.3127, 0.3290, 0.64, 0.33, 0.30, 0.60, 0.15, 0.06)
+CHROMATICITY_TOLERANCE = 0.005
+
+
+def chromaticity_refusal(chunks: Chunks) -> str | None:
+    """Why a colour PNG whose ``cHRM`` gives other primaries or white point than sRGB's, with
+    no ``iCCP``, ``sRGB`` or ``cICP`` (which take precedence: PNG specification, 3rd edition,
+    4.3), is not read, or None. Browsers (Chrome, Firefox) show such a picture converted through
+    its cHRM and gAMA, most image viewers as stored: readers apart (helper-59's class; a cHRM of
+    Adobe RGB's primaries had been ignored in silence). A grey picture has no primaries to
+    convert: its cHRM changes nothing shown."""
+    data, header = chunks.first(b"cHRM"), chunks.header
+    if data is None or header is None or header[3] not in (2, 3, 6) or len(data) != 32:
+        return None  # (an invalid cHRM is ignored by libpng and Pillow alike)
+    if any(chunks.first(k) is not None for k in (b"iCCP", b"sRGB", b"cICP")):
+        return None
+    given = tuple(v / 100000 for v in struct.unpack(">8I", data))
+    if max(abs(a - b) for a, b in zip(given, SRGB_CHROMATICITIES)) <= CHROMATICITY_TOLERANCE:
+        return None
+    (wx, wy), primaries = given[:2], ", ".join(f"{given[i]:.4g}/{given[i + 1]:.4g}" for i in (2, 4, 6))
+    return (
+        f"its 'cHRM' chunk gives primaries {primaries} (red, green, blue x/y) and white {wx:.4g}/{wy:.4g}, not "
+        "sRGB's: browsers show its colours converted through them, most viewers as stored; save the picture as sRGB "
+        "(or with its ICC profile)"
+    )
+
+
 def image_data_shortfall(chunks: Chunks) -> str | None:
     """Where the image data of a PNG (``chunks``, read with their image data:
     :func:`read_chunks`) inflates to fewer rows than IHDR says, in words (Pillow reads the rows missing as black;
