@@ -638,6 +638,19 @@ def test_a_dicom_files_icc_profile_and_presentation_shape_read_as_a_viewer_shows
         else:
             want = RAMP / 255 if photometric == "MONOCHROME2" else 1 - RAMP / 255
             np.testing.assert_allclose(dicom.read_frame(dicom.read_header(path), 0)[..., 0], want, atol=PNG_ATOL)
+    # a Presentation LUT Sequence (a table in place of the shape) is applied by some viewers: refused
+    from pydicom.dataset import Dataset
+
+    ds = pydicom.dcmread(_dcm(tmp_path / "plut.dcm", RAMP))
+    item = Dataset()
+    item.LUTDescriptor = [256, 0, 8]
+    item.add_new(0x00283006, "US", list(range(255, -1, -1)))  # LUTData: an inverting table
+    ds.PresentationLUTSequence = [item]
+    ds.save_as(tmp_path / "plut.dcm")
+    with pytest.raises(
+        dicom.HeaderMismatchError, match=r"plut.dcm: it holds a Presentation LUT Sequence \(2050,0010\)"
+    ):
+        dicom.read_header(tmp_path / "plut.dcm")
 
 
 def test_exif_orientation_applied_to_size_and_pixels(tmp_path):

@@ -276,7 +276,14 @@ def _check_presentation_shape(path: Path, ds, photometric: str) -> None:
     """:class:`HeaderMismatchError` where a grey image's PresentationLUTShape contradicts its
     PhotometricInterpretation (:data:`PRESENTATION_SHAPE`): INVERSE on a MONOCHROME2 image is
     shown inverted by viewers that follow the shape (dcmtk's) and as stored by those that
-    follow the interpretation (helper-59: read as stored, unsaid)."""
+    follow the interpretation (helper-59: read as stored, unsaid). A Presentation LUT
+    Sequence (2050,0010; a table in place of the shape, PS3.3 C.11.4) is refused alike:
+    viewers that apply it show other grey levels than pydicom reads."""
+    if "PresentationLUTSequence" in ds:
+        raise HeaderMismatchError(
+            f"{path}: it holds a Presentation LUT Sequence (2050,0010), a table viewers that apply it map its grey "
+            "levels through and this reader does not read; export the picture as shown (without it)"
+        )
     shape = str(ds.get("PresentationLUTShape", "") or "").strip().upper()
     if photometric in PRESENTATION_SHAPE and shape and shape != PRESENTATION_SHAPE[photometric]:
         raise HeaderMismatchError(
