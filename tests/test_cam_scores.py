@@ -26,22 +26,90 @@ def test_lesion_scores_equal_a_hand_computation():
     assert s["mass_in_lesion"] == pytest.approx(6 / 8)
     assert s["mass_ratio"] == pytest.approx((6 / 8) / 0.25)
     assert s["pointing_hit"] == 1.0  # the maximum (4) is inside
+    strict = S.lesion_scores(cam, lesion, tolerance=0)
     cam[3, 0] = 9  # the maximum now outside
     assert S.lesion_scores(cam, lesion)["pointing_hit"] == 0.0
-    flat = S.lesion_scores(np.ones((4, 4)), lesion)
-    assert math.isnan(flat["mass_ratio"]) and math.isnan(flat["pointing_hit"])  # a constant map points nowhere
+    flat = S.lesion_scores(np.ones((4, 4)), lesion, tolerance=0)
     with pytest.raises(ValueError, match="empty"):
         S.lesion_scores(cam, np.zeros((4, 4)))
-    summary = S.summarise([{**s, "random_mass_ratio": 1.0}, {**flat, "random_mass_ratio": 1.0}])
-    assert summary["images"] == 2 and summary["constant_maps"] == 1 and summary["mass_ratio_mean"] == 3.0
-    # the printed line says how many were scored (helper-57: "all (7 images)" over 5 scored maps)
-    rows = [{**r, "random_mass_in_lesion": 0.25, "random_pointing_hit": 0.0} for r in (s, flat)]
+    # the printed line says how many maps were constant and the pointing game's tolerance
+    # (helper-57: "all (7 images)" over 5 scored maps)
+    rows = [{**r, "random_mass_in_lesion": 0.25, "random_pointing_hit": 0.0} for r in (strict, flat)]
     rows = [{**r, "random_mass_ratio": 1.0, "branch": "bmode", "label": 0} for r in rows]
     line = S.summary_lines(S.summary_table(rows, ["bmode"]), "gradcam", "stage3")
     assert line == [
-        "bmode gradcam stage3, all (2 images, 1 scored, 1 maps constant): mass in lesion / area 3.00 (random 1.00), "
-        "pointing game 1.00 (random 0.00)"
+        "bmode gradcam stage3, all (2 images, 1 maps constant, scored as uniform): mass in lesion / area 2.00 "
+        "(random 1.00), pointing game within 0.0 px 0.62 (random 0.00)"
     ], line
+
+
+def test_a_tied_maximum_plateau_is_scored_by_its_share_on_the_lesion():
+    """A stage4 map's peak in a border cell, upsampled bilinearly, is a plateau whose first pixel
+    in raster order is the image corner: argmax scored it a miss on a lesion holding a quarter of
+    the plateau (the reviewer's example)."""
+    cam = np.full((128, 128), 0.2)
+    cam[0:16, 0:16] = 1.0  # the plateau: 256 tied maxima
+    lesion = np.zeros((128, 128))
+    lesion[8:40, 8:40] = 1.0  # holds rows/cols 8-15 of the plateau: 64 of its 256 pixels
+    assert S.lesion_scores(cam, lesion, tolerance=0)["pointing_hit"] == 64 / 256
+    # at the default tolerance (15/224 of 128 px = 8.57 px) the 64 plateau pixels above and left of
+    # the lesion (a = 8 - row, b = 8 - col in 1..8) hit where a^2 + b^2 <= 73.47: 8+8+8+7+6+6+4+3 = 50
+    assert S.lesion_scores(cam, lesion)["pointing_tolerance_px"] == pytest.approx(128 * 15 / 224)
+    assert S.lesion_scores(cam, lesion)["pointing_hit"] == (256 - 64 + 50) / 256
+    # the same plateau as cam_from makes it: its pixels equal up to float32 rounding
+    import jax.numpy as jnp
+
+    from lnm_jax.explain.gradcam import cam_from
+
+    raw = np.full((1, 4, 4, 1), 0.2, np.float32)
+    raw[0, 0, 0, 0] = 1.0
+    up, _ = cam_from(jnp.asarray(raw), jnp.ones_like(jnp.asarray(raw)), "gradcam", (128, 128))
+    assert S.lesion_scores(np.asarray(up[0]), lesion, tolerance=0)["pointing_hit"] == 64 / 256
+
+
+def test_the_pointing_game_has_zhang_et_al_s_tolerance():
+    """Zhang et al. (ECCV 2016) count a maximum within 15 px of the object a hit: 15/224 of the
+    image side by default, 15 px at 224 px; tolerance=0 is the strict game."""
+    lesion = np.zeros((224, 224))
+    lesion[100:124, 100:124] = 1.0  # last lesion column 123
+    for gap, hit in ((14, 1.0), (16, 0.0)):
+        cam = np.zeros((224, 224))
+        cam[110, 123 + gap] = 1.0  # gap px right of the lesion
+        s = S.lesion_scores(cam, lesion)
+        assert (s["pointing_hit"], s["pointing_tolerance_px"]) == (hit, pytest.approx(15.0)), gap
+        assert S.lesion_scores(cam, lesion, tolerance=0)["pointing_hit"] == 0.0
+    diagonal = np.zeros((224, 224))
+    diagonal[123 + 10, 123 + 11] = 1.0  # sqrt(10^2 + 11^2) = 14.87 px from the corner pixel (123, 123)
+    assert S.lesion_scores(diagonal, lesion)["pointing_hit"] == 1.0
+
+
+def test_constant_maps_are_scored_as_uniform_and_both_arms_share_the_images():
+    """A constant map had no score and was left out of the CAM's pointing game and mass ratio but
+    not of the random map's: the two arms had different denominators."""
+    lesion = np.zeros((4, 4))
+    lesion[0:2, 1:3] = 1.0  # area 0.25
+    for flat in (np.full((4, 4), 0.3), np.zeros((4, 4))):  # an all-zero map: no evidence, uniform too
+        s = S.lesion_scores(flat, lesion, tolerance=0)
+        assert (s["mass_in_lesion"], s["mass_ratio"], s["pointing_hit"], s["constant_map"]) == (0.25, 1.0, 0.25, 1.0)
+    # within 1 px (tolerance 1/4 of the 4 px side) of the lesion: rows 0-1 whole (8) and (2, 1),
+    # (2, 2) ((2, 0) is sqrt(2) px away): 10 of 16, a uniform guess's hit
+    assert S.lesion_scores(np.ones((4, 4)), lesion, tolerance=0.25)["pointing_hit"] == 10 / 16
+    peak = np.zeros((4, 4))
+    peak[0, 1] = 1.0  # on the lesion: mass 1 of 1 inside, ratio 4
+    rows = [
+        {**S.lesion_scores(m, lesion, tolerance=0), "random_mass_ratio": rr, "random_mass_in_lesion": 0.25 * rr}
+        for m, rr in ((peak, 2.0), (np.ones((4, 4)), 0.0))
+    ]
+    rows = [{**r, "random_pointing_hit": h, "random_constant_map": 0.0} for r, h in zip(rows, (0.0, 1.0))]
+    cam, rnd = S.summarise(rows), S.summarise(rows, "random_")
+    assert (cam["images"], cam["constant_maps"], rnd["images"], rnd["constant_maps"]) == (2, 1, 2, 0)
+    assert cam["pointing_game"] == (1.0 + 0.25) / 2 and cam["mass_ratio_mean"] == (4.0 + 1.0) / 2
+    assert rnd["pointing_game"] == 0.5 and rnd["mass_ratio_mean"] == 1.0
+    # rows of a file written before (a constant map's scores null): out of both arms alike
+    old = [{**r, "mass_ratio": None, "mass_in_lesion": None, "pointing_hit": None} for r in rows[1:]]
+    cam, rnd = S.summarise(rows[:1] + old), S.summarise(rows[:1] + old, "random_")
+    assert (cam["unscored"], rnd["unscored"], cam["constant_maps"]) == (1, 1, 1)
+    assert (cam["pointing_game"], rnd["pointing_game"], rnd["mass_ratio_mean"]) == (1.0, 0.0, 2.0)
 
 
 def _new_with_masks(manifest, out, n, masks=True):
