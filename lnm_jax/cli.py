@@ -1032,7 +1032,16 @@ def cmd_gradcam(argv: list[str]) -> int:
     )
     p.add_argument("--threshold", type=_probability, default=0.5, help="P(LNM) cut for correct/incorrect, in (0, 1)")
     p.add_argument("--seed", type=_seed, default=0, help="of the random-map baseline")
+    p.add_argument(
+        "--pointing-tolerance",
+        type=float,
+        default=15 / 224,
+        help="the pointing game's tolerance as a fraction of the image side (default 15/224: Zhang et al.'s 15 px "
+        "at 224 px); 0: the maximum must lie on a lesion pixel",
+    )
     a = p.parse_args(argv)
+    if not 0 <= a.pointing_tolerance < 1:
+        p.error(f"--pointing-tolerance must be in [0, 1), not {a.pointing_tolerance}")
     from lnm_jax.explain.heatmaps import gradcam
     from lnm_jax.run import Run
 
@@ -1051,6 +1060,7 @@ def cmd_gradcam(argv: list[str]) -> int:
             target=a.target,
             threshold=a.threshold,
             seed=a.seed,
+            pointing_tolerance=a.pointing_tolerance,
         )
     for note in res["notes"]:
         print(note)

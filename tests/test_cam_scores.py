@@ -152,9 +152,18 @@ def test_gradcam_on_new_patients_writes_maps_and_scores(triple_run, tiny_cohort,
             assert row[k] == (None if math.isnan(again[k]) else pytest.approx(again[k], rel=1e-9)), (key, k)
         assert arrays[key].shape == (32, 32) and arrays[f"{key}_raw"].ndim == 2
     assert set(doc["summary"]) == {"bmode", "ceus"} and doc["layer"] and doc["method"] == "gradcam"
+    # the pointing game's tolerance is written beside its scores: Zhang et al.'s 15/224 of the side
+    assert doc["pointing_tolerance"] == 15 / 224 and doc["pointing_tolerance_px"] == pytest.approx(32 * 15 / 224)
+    assert {row["pointing_tolerance_px"] for row in doc["images"]} == {doc["pointing_tolerance_px"]}
+    assert doc["summary"]["bmode"]["all"]["cam"]["pointing_tolerance_px"] == doc["pointing_tolerance_px"]
     index = list(csv.DictReader((out / F.CAM_INDEX).open()))
     assert [r["lnm"] for r in index] == [""] * 6  # new patients: no label, no verdict
     assert main(["gradcam", "--workdir", str(triple_run.workdir), "--manifest", str(new)]) == 2  # --out is needed
+    strict = tmp_path / "strict"
+    args = ["gradcam", "--workdir", str(triple_run.workdir), "--manifest", str(new), "--out", str(strict)]
+    assert main([*args, "--pointing-tolerance", "0"]) == 0
+    assert "pointing game within 0.0 px" in capsys.readouterr().out
+    assert json.loads((strict / F.CAM_SCORES).read_text())["pointing_tolerance_px"] == 0.0
     # the same --out again, for 3 patients without masks: the folder is this call's alone (the
     # earlier call's 12 scores and 6 figures had survived beside the new index, exit 0)
     fewer = _new_with_masks(tiny_cohort, tmp_path / "fewer.csv", 3, masks=False)

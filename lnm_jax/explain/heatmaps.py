@@ -67,13 +67,15 @@ def gradcam(
     grid_size: int = 6,
     seed: int = 0,
     figures: bool = True,
+    pointing_tolerance: float = S.POINTING_TOLERANCE,
 ) -> dict:
     """Writes ``patients/<id>.png``, the two grids, ``index.csv``, ``cams.npz`` and
     ``checkpoint.json`` (the run, checkpoint, epoch and state digest used) to ``out``
     (default ``gradcam_<split>``; an existing folder only if an earlier ``gradcam`` wrote it)
     for the run's ``split``, or for every patient of ``manifest`` (new patients, labels
     optional; ``out`` required: the run folder is only read); with lesion masks, also
-    ``cam_scores.json``. ``figures=False``: the arrays, index and scores only (``evaluate``'s
+    ``cam_scores.json`` (``pointing_tolerance``: the pointing game's, a fraction of the image
+    side, :mod:`lnm_jax.explain.scores`). ``figures=False``: the arrays, index and scores only (``evaluate``'s
     use). Returns the counts, the layer used (``layer='auto'``: the deepest map
     of at least 7x7; a requested layer under 4x4 falls back to the deepest one below it of at
     least 4x4), the score summary and notes
@@ -129,6 +131,7 @@ def gradcam(
             grid_size=grid_size,
             seed=seed,
             figures=figures,
+            pointing_tolerance=pointing_tolerance,
         )
     if earlier is not None:
         res["notes"].append(f"replaced {out.name}/, the maps of {earlier}")
@@ -192,6 +195,7 @@ def _explain(
     grid_size,
     seed,
     figures,
+    pointing_tolerance,
 ):
     """Writes the CAM outputs into ``out`` (a new folder that becomes ``final``) and returns
     :func:`gradcam`'s summary."""
@@ -241,8 +245,12 @@ def _explain(
                         "branch": b,
                         "label": label,
                         "prob": prob,
-                        **S.lesion_scores(res[b][i], lesion),
-                        **{f"random_{k}": v for k, v in S.lesion_scores(noise, lesion).items() if k != "lesion_area"},
+                        **S.lesion_scores(res[b][i], lesion, pointing_tolerance),
+                        **{
+                            f"random_{k}": v
+                            for k, v in S.lesion_scores(noise, lesion, pointing_tolerance).items()
+                            if k != "lesion_area"
+                        },
                     }
                 )
             entry["file"] = f"{F.CAM_PATIENTS}/{pid}.png" if figures else ""
@@ -313,6 +321,8 @@ def _explain(
             "layer_size": list(sizes[layer]),
             "target": target,
             "seed": seed,
+            "pointing_tolerance": pointing_tolerance,  # a fraction of the image side
+            "pointing_tolerance_px": S.tolerance_px((config.data.image_size,) * 2, pointing_tolerance),
             "definitions": S.__doc__.strip(),
             "summary": summary,
             "images": scored,

@@ -491,7 +491,8 @@ def pooled_lesion_evidence(runs: dict[str, dict], workdir: Path, folds: int, liv
         for k in range(max(folds, 1)):
             folder = workdir / PROTOCOL_RUNS / name / (f"fold{k}" if folds else "")
             scores = RunFiles(folder).gradcam("test") / CAM_SCORES
-            if not scores.is_file():
+            # a file written before the pointing game's tolerance and tie rule is computed again
+            if not scores.is_file() or "pointing_tolerance" not in read_json(scores):
                 trained = live.get(name) if k == 0 else None
                 gradcam(trained or Run.open(folder), split="test", figures=False)
             if scores.is_file():  # absent where the fold's test patients have no mask
@@ -565,8 +566,9 @@ def lesion_evidence_lines(evidence: dict | None, folds: bool) -> list[str]:
         "",
         f"### Grad-CAM against the lesion masks (test images{', pooled out-of-fold' if folds else ''})",
         "",
-        "Mass in lesion / lesion area (1 = chance) and pointing game (the map's maximum on the lesion), "
-        "a random map's in brackets (`lnm_jax/explain/scores.py`).",
+        "Mass in lesion / lesion area (1 = chance) and pointing game (the map's maximum within "
+        f"{100 * S.POINTING_TOLERANCE:.1f}% of the image side (15/224) of the lesion, tied maxima shared; "
+        "constant maps scored as uniform), a random map's in brackets (`lnm_jax/explain/scores.py`).",
         "",
         "| run | layer | branch | images | mass / area, all | pointing, all | positive images | mass / area, "
         "positive | pointing, positive |",
