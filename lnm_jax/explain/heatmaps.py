@@ -28,8 +28,6 @@ from lnm_jax.run import Run
 from lnm_jax.task import Task
 from lnm_jax.training.steps import step_inputs
 
-FLAT_CAM = 1e-6  # a CAM whose range is at most this is constant (cam_from scales to [0, 1])
-
 
 def denormalise(x: np.ndarray, norm: dict) -> np.ndarray:
     return np.clip(x * np.asarray(norm["std"]) + np.asarray(norm["mean"]), 0.0, 1.0)
@@ -230,7 +228,9 @@ def _explain(
             for b in branches:
                 if not entry["available"][b]:
                     continue
-                flat[b] += float(np.ptp(res[b][i])) <= FLAT_CAM  # a constant map shows nothing
+                flat[b] += (
+                    float(np.ptp(res[b][i])) <= S.TIES
+                )  # a constant map shows nothing (cam_from scales to [0, 1])
                 arrays[f"{pid}/{b}"] = res[b][i].astype(np.float32)
                 arrays[f"{pid}/{b}_raw"] = res[f"{b}_raw"][i].astype(np.float32)
                 lesion = _lesion(patients.get(pid), b, config)

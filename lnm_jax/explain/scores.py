@@ -39,7 +39,9 @@ from lnm_jax.data.pixels.decode import resize
 
 SCORES = ("mass_in_lesion", "mass_ratio", "pointing_hit")
 POINTING_TOLERANCE = 15 / 224  # Zhang et al.'s 15 px at ~224 px images, as a fraction of the side
-TIES = 1e-6  # pixels this close to the maximum are maxima (a plateau up to float rounding; relative above 1)
+# pixels this close to the maximum are maxima (a plateau up to float rounding; relative above 1); a map
+# whose range is at most this is constant (gradcam's warning of blank maps too)
+TIES = 1e-6
 
 
 def tolerance_px(shape: tuple[int, ...], tolerance: float = POINTING_TOLERANCE) -> float:
