@@ -125,3 +125,86 @@ def test_delong_with_one_patient_of_a_class_is_undefined_without_warnings():
         auc, lo, hi = S.delong_ci([1, 0, 0, 0], [0.9, 0.1, 0.5, 0.3])
         p = S.delong_test([1, 0, 0, 0], [0.9, 0.1, 0.5, 0.3], [0.2, 0.1, 0.5, 0.3])["p"]
     assert (auc, lo, hi) == (1.0, 0.0, 1.0) and np.isnan(p)
+
+
+def test_delong_test_with_zero_variance_is_not_testable_not_certain():
+    """A perfect model against all-tied scores on 4 patients: the DeLong variance of the
+    difference is 0, which had given z = inf and p = 0.0 ("p < 0.001"); no test is defined."""
+    t = S.delong_test([0, 0, 1, 1], [0.1, 0.2, 0.8, 0.9], [0.5] * 4)
+    assert t["difference"] == 0.5 and np.isnan(t["p"]) and np.isnan(t["z"])
+    assert t["not_testable"] == "not testable (zero variance)"
+    assert S.format_p(t) == "not testable (zero variance)"
+    assert S.format_p(t, bare=True) == "not testable (zero variance)"
+    y, s = _scores(n=200, seed=5)
+    assert S.delong_test(y, s, np.arange(200.0))["not_testable"] is None
+    assert S.format_p({"p": 0.0421}) == "p = 0.042"
+    assert S.format_p({"p": 1e-7}) == "p < 0.001" and S.format_p({"p": None}).startswith("not testable")
+
+
+def test_availability_and_report_print_an_untestable_delong_as_such():
+    from lnm_jax.evaluation.availability import availability_table
+
+    t = S.delong_test([0, 0, 1, 1], [0.1, 0.2, 0.8, 0.9], [0.5] * 4)
+    summary = {"auc": 1.0, "auc_ci_delong": [1.0, 1.0]}
+    result = {
+        "subset": "test",
+        "checkpoint": "best",
+        "patterns": {
+            "no_ceus": {
+                "inputs": ["bmode", "us_lnm"],
+                "missing_input_model": summary,
+                "dedicated_model": summary,
+                "delong_missing_vs_dedicated": t,
+            }
+        },
+    }
+    row = availability_table(result).splitlines()[-1]
+    assert row.endswith("| +0.500 | not testable (zero variance) |")
+
+
+BAD_LABELS = [np.array([0, 0, 2, 2]), np.array([-1, -1, 1, 1]), np.array([0.0, np.nan, 1.0, 1.0])]
+
+
+def _public_metrics():
+    from lnm_jax.evaluation import calibration as C
+    from lnm_jax.evaluation import metrics as M
+    from lnm_jax.evaluation.summary import summarise_predictions
+
+    return {
+        "safe_auc": lambda y, s: M.safe_auc(y, s),
+        "bootstrap_auc_ci": lambda y, s: M.bootstrap_auc_ci(y, s, n_boot=50),
+        "threshold_metrics": lambda y, s: M.threshold_metrics(y, s, 0.5),
+        "youden_threshold": lambda y, s: M.youden_threshold(y, s),
+        "delong_ci": lambda y, s: S.delong_ci(y, s),
+        "delong_test": lambda y, s: S.delong_test(y, s, s[::-1]),
+        "ece": lambda y, s: C.expected_calibration_error(y, s),
+        "brier": lambda y, s: C.brier(y, s),
+        "fit_temperature": lambda y, s: C.fit_temperature(y, s),
+        "summarise_predictions": lambda y, s: summarise_predictions(y, s),
+    }
+
+
+@pytest.mark.parametrize("labels", BAD_LABELS, ids=["0-2", "minus1-1", "nan"])
+def test_public_metrics_refuse_labels_other_than_0_1(labels):
+    """{0, 2} had given the right AUC, a NaN bootstrap CI, a NaN sensitivity and n_positive 4."""
+    s = np.array([0.2, 0.5, 0.5, 0.9])
+    for name, f in _public_metrics().items():
+        with pytest.raises(ValueError, match="labels must be 0/1"):
+            f(labels, s)
+            pytest.fail(name)
+
+
+def test_public_metrics_refuse_nan_scores_and_accept_bool_and_float_labels():
+    """A NaN score had given delong_ci (nan, 0.0, 1.0) and counted as a negative call."""
+    y, bad = np.array([0, 0, 1, 1]), np.array([0.2, np.nan, 0.5, 0.9])
+    for name, f in _public_metrics().items():
+        with pytest.raises(ValueError, match="must be finite"):
+            f(y, bad)
+            pytest.fail(name)
+    s = np.array([0.2, 0.6, 0.5, 0.9])
+    from lnm_jax.evaluation import metrics as M
+
+    for labels in (y.astype(bool), y.astype(float)):
+        assert M.safe_auc(labels, s) == roc_auc_score(y, s) == 0.75
+        assert M.threshold_metrics(labels, s, 0.5)["sensitivity"] == 1.0
+        assert M.bootstrap_auc_ci(labels, s, n_boot=50) == M.bootstrap_auc_ci(y, s, n_boot=50)

@@ -18,7 +18,7 @@ from lnm_jax import names
 from lnm_jax import run_files as F
 from lnm_jax.evaluation import metrics as M
 from lnm_jax.evaluation.evaluate import is_evaluation
-from lnm_jax.evaluation.stats import delong_test
+from lnm_jax.evaluation.stats import delong_test, format_p
 from lnm_jax.evaluation.summary import summarise_predictions
 from lnm_jax.fileio import guard_output, read_json, write_json, write_text
 from lnm_jax.run import Run
@@ -160,7 +160,7 @@ def availability_table(result: dict) -> str:
         ded = e.get("dedicated_model")
         test = e.get("delong_missing_vs_dedicated")
         diff = f"{test['difference']:+.3f}" if test else "-"
-        p = f"{test['p']:.3f}" if test else "-"
+        p = format_p(test, bare=True) if test else "-"
         lines.append(
             f"| {LABELS[name]} ({', '.join(e['inputs'])}) | {fmt(e['missing_input_model'])} | "
             f"{fmt(ded) if ded else '-'} | {diff} | {p} |"

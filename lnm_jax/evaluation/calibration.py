@@ -8,12 +8,21 @@ import numpy as np
 from scipy.optimize import minimize_scalar
 from sklearn.metrics import brier_score_loss
 
-from lnm_jax.evaluation.metrics import sigmoid
+from lnm_jax.evaluation.metrics import checked, sigmoid
+
+
+def _probabilities(labels, probs) -> tuple[np.ndarray, np.ndarray]:
+    """0/1 labels and finite probabilities in [0, 1] (one ValueError naming which is not)."""
+    y, p = checked(labels, probs, "probs")
+    if ((p < 0) | (p > 1)).any():
+        raise ValueError(f"probs must be in [0, 1]; {int(np.sum((p < 0) | (p > 1)))} of {p.size} are not")
+    return y.astype(float), p
 
 
 def reliability_bins(labels: np.ndarray, probs: np.ndarray, n_bins: int = 10):
-    """Equal-width bins of P(LNM): (bin centres' mean probability, observed LNM rate, count)."""
-    labels, probs = np.asarray(labels, float), np.asarray(probs, float)
+    """Equal-width bins of P(LNM) (the last closed at 1): (each bin's mean probability,
+    observed LNM rate, count)."""
+    labels, probs = _probabilities(labels, probs)
     idx = np.minimum((probs * n_bins).astype(int), n_bins - 1)
     count = np.bincount(idx, minlength=n_bins)
     mean_p = np.bincount(idx, probs, minlength=n_bins) / np.maximum(count, 1)
@@ -28,7 +37,8 @@ def expected_calibration_error(labels: np.ndarray, probs: np.ndarray, n_bins: in
 
 
 def brier(labels: np.ndarray, probs: np.ndarray) -> float:
-    return float(brier_score_loss(np.asarray(labels, int), np.asarray(probs, float)))
+    y, p = _probabilities(labels, probs)
+    return float(brier_score_loss(y.astype(int), p))
 
 
 TEMPERATURE_BOUNDS = (0.05, 20.0)
@@ -44,8 +54,8 @@ def at_bound(temperature: float, rtol: float = 1e-3) -> bool:
 def fit_temperature(labels: np.ndarray, logits: np.ndarray) -> float:
     """The temperature T minimising the validation NLL of sigmoid(logit / T) (Guo et al. 2017),
     searched in :data:`TEMPERATURE_BOUNDS` (check :func:`at_bound`)."""
-    y = np.asarray(labels, float)
-    z = np.asarray(logits, float)
+    y, z = checked(labels, logits, "logits")
+    y = y.astype(float)
 
     def nll(log_t):
         s = z / np.exp(log_t)
@@ -62,8 +72,8 @@ def calibrated(logits: np.ndarray, temperature: float) -> np.ndarray:
 def net_benefit(labels: np.ndarray, probs: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
     """Decision-curve net benefit of treating patients with P(LNM) >= t:
     TP/N - FP/N * t / (1 - t) (Vickers & Elkin 2006)."""
-    y = np.asarray(labels, int)
-    p = np.asarray(probs, float)
+    y, p = _probabilities(labels, probs)
+    y = y.astype(int)
     n = len(y)
     out = []
     for t in thresholds:

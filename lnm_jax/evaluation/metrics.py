@@ -14,9 +14,44 @@ def sigmoid(logits: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-np.asarray(logits, np.float64)))
 
 
+def binary_labels(labels, field: str = "labels") -> np.ndarray:
+    """``labels`` as an int array of 0/1 (bool, 0/1 ints and 0.0/1.0 floats accepted); one
+    ValueError naming ``field`` for any other value (e.g. {0, 2} or {-1, 1}, which some metrics
+    read as 0/1 and others as classes of their own, or NaN)."""
+    arr = np.asarray(labels)
+    if arr.dtype == bool:
+        return arr.astype(int).ravel()
+    try:
+        x = arr.astype(np.float64).ravel()
+    except (TypeError, ValueError):
+        raise ValueError(f"{field} must be 0/1 (got {arr.dtype} values)") from None
+    bad = ~((x == 0.0) | (x == 1.0))
+    if bad.any():
+        shown = sorted({str(v) for v in x[bad][:1000]})[:5]
+        raise ValueError(f"{field} must be 0/1; {int(bad.sum())} of {x.size} are not (values {', '.join(shown)})")
+    return x.astype(int)
+
+
+def finite_scores(scores, field: str = "scores") -> np.ndarray:
+    """``scores`` as a float64 array; one ValueError naming ``field`` where any is NaN or
+    infinite (a NaN score had counted as a negative call, or turned a CI into [0, 1])."""
+    x = np.asarray(scores, np.float64).ravel()
+    if bad := int(np.sum(~np.isfinite(x))):
+        raise ValueError(f"{field} must be finite; {bad} of {x.size} are NaN or infinite")
+    return x
+
+
+def checked(labels, scores, field: str = "scores") -> tuple[np.ndarray, np.ndarray]:
+    """:func:`binary_labels` and :func:`finite_scores` of one patient list, of equal length."""
+    y, s = binary_labels(labels), finite_scores(scores, field)
+    if len(y) != len(s):
+        raise ValueError(f"labels and {field} differ in length ({len(y)} vs {len(s)})")
+    return y, s
+
+
 def safe_auc(labels: np.ndarray, scores: np.ndarray) -> float:
     """AUC, or NaN when only one class is present (e.g. a tiny validation batch)."""
-    labels = np.asarray(labels)
+    labels, scores = checked(labels, scores)
     if labels.size == 0 or labels.min() == labels.max():
         return float("nan")
     return float(roc_auc_score(labels, scores))
@@ -24,8 +59,10 @@ def safe_auc(labels: np.ndarray, scores: np.ndarray) -> float:
 
 def threshold_metrics(labels: np.ndarray, probs: np.ndarray, threshold: float) -> dict[str, float]:
     """Sensitivity, specificity and accuracy of ``probs >= threshold``."""
-    labels = np.asarray(labels).astype(int)
-    pred = (np.asarray(probs) >= threshold).astype(int)
+    labels, probs = checked(labels, probs, "probs")
+    if not np.isfinite(threshold):
+        raise ValueError(f"threshold must be finite (got {threshold})")
+    pred = (probs >= threshold).astype(int)
     tp = int(np.sum((pred == 1) & (labels == 1)))
     tn = int(np.sum((pred == 0) & (labels == 0)))
     fp = int(np.sum((pred == 1) & (labels == 0)))
@@ -44,6 +81,7 @@ def threshold_metrics(labels: np.ndarray, probs: np.ndarray, threshold: float) -
 
 def youden_threshold(labels: np.ndarray, probs: np.ndarray) -> float:
     """The probability threshold maximising sensitivity + specificity - 1 (on validation)."""
+    labels, probs = checked(labels, probs, "probs")
     fpr, tpr, thr = roc_curve(labels, probs)
     thr = np.minimum(thr, 1.0)  # sklearn's first threshold is +inf
     return float(thr[int(np.argmax(tpr - fpr))])
@@ -68,7 +106,7 @@ def bootstrap_auc_ci(
     percentile interval where BCa is undefined (every resample the same AUC, e.g. perfect
     separation). (nan, nan) when a class is absent. Vectorised: ~0.1 s for 2,000 resamples
     of a few hundred patients."""
-    labels, scores = np.asarray(labels).astype(int), np.asarray(scores, np.float64)
+    labels, scores = checked(labels, scores)
     pos, neg = scores[labels == 1], scores[labels == 0]
     if not len(pos) or not len(neg) or n_boot <= 0:
         return float("nan"), float("nan")

@@ -13,6 +13,8 @@ from collections.abc import Callable
 import numpy as np
 from scipy import stats
 
+from lnm_jax.evaluation.metrics import binary_labels, finite_scores
+
 
 def _midrank(x: np.ndarray) -> np.ndarray:
     return stats.rankdata(x, method="average")
@@ -20,8 +22,11 @@ def _midrank(x: np.ndarray) -> np.ndarray:
 
 def _structural_components(labels: np.ndarray, scores: np.ndarray):
     """AUCs and DeLong placement values of k score vectors ``scores`` [k, n]."""
-    labels = np.asarray(labels).astype(bool)
+    labels = binary_labels(labels).astype(bool)
     scores = np.atleast_2d(np.asarray(scores, np.float64))
+    finite_scores(scores)
+    if scores.shape[1] != len(labels):
+        raise ValueError(f"labels and scores differ in length ({len(labels)} vs {scores.shape[1]})")
     pos, neg = scores[:, labels], scores[:, ~labels]
     m, n = pos.shape[1], neg.shape[1]
     if m == 0 or n == 0:
@@ -50,25 +55,62 @@ def _sample_cov(x: np.ndarray) -> np.ndarray:
 
 
 def delong_ci(labels, scores, level: float = 0.95) -> tuple[float, float, float]:
-    """AUC and its DeLong (normal-approximation) CI, clipped to [0, 1]."""
+    """AUC and its DeLong (normal-approximation) CI, clipped to [0, 1]; [0, 1] where the
+    variance is undefined (a class of one patient: NaN, said explicitly, not swallowed by a
+    max/min)."""
     aucs, cov = delong_covariance(labels, np.asarray(scores)[None])
-    auc, se = float(aucs[0]), float(np.sqrt(max(cov[0, 0], 0.0)))
+    auc, var = float(aucs[0]), float(cov[0, 0])
+    if not np.isfinite(var):
+        return auc, 0.0, 1.0
+    se = float(np.sqrt(var)) if var > 0 else 0.0
     z = stats.norm.ppf(0.5 + level / 2.0)
     return auc, max(0.0, auc - z * se), min(1.0, auc + z * se)
 
 
-def delong_test(labels, scores_a, scores_b) -> dict[str, float]:
-    """Two-sided paired DeLong test of AUC(a) = AUC(b) on the same patients."""
+NOT_TESTABLE = "not testable"
+
+
+def delong_test(labels, scores_a, scores_b) -> dict:
+    """Two-sided paired DeLong test of AUC(a) = AUC(b) on the same patients (DeLong et al. 1988,
+    Biometrics 44:837; z = difference / SE of the difference from the joint covariance).
+    Where the variance of the difference is 0 or undefined (e.g. a perfect model against
+    all-tied scores on a few patients, or a class of one patient) and the AUCs differ, there is
+    no test: z and p are NaN and ``not_testable`` says why (a zero variance is the estimator's
+    degeneracy on few patients, not certainty); otherwise ``not_testable`` is None. Identical
+    AUCs with no variance (e.g. the same scores twice) give z 0, p 1."""
     aucs, cov = delong_covariance(labels, np.stack([scores_a, scores_b]))
-    var = cov[0, 0] + cov[1, 1] - 2 * cov[0, 1]
+    var = float(cov[0, 0] + cov[1, 1] - 2 * cov[0, 1])
     diff = float(aucs[0] - aucs[1])
-    if var <= 0:
-        p = 1.0 if diff == 0 else 0.0
-        z = 0.0 if diff == 0 else float(np.sign(diff) * np.inf)
-    else:
+    reason = None
+    if np.isfinite(var) and var > 0:
         z = diff / float(np.sqrt(var))
         p = float(2 * stats.norm.sf(abs(z)))
-    return {"auc_a": float(aucs[0]), "auc_b": float(aucs[1]), "difference": diff, "z": z, "p": p}
+    elif diff == 0:
+        z, p = 0.0, 1.0
+    else:
+        z = p = float("nan")
+        why = "zero variance" if np.isfinite(var) else "undefined variance: a class of one patient"
+        reason = f"{NOT_TESTABLE} ({why})"
+    return {
+        "auc_a": float(aucs[0]),
+        "auc_b": float(aucs[1]),
+        "difference": diff,
+        "z": z,
+        "p": p,
+        "not_testable": reason,
+    }
+
+
+def format_p(test: dict, *, bare: bool = False) -> str:
+    """A DeLong test's p as printed: 'p < 0.001', 'p = 0.042' ('<0.001', '0.042' when
+    ``bare``, for a table's p column), or its ``not_testable`` reason (never 'p < 0.001' for
+    the NaN p of a degenerate variance)."""
+    p = test.get("p")
+    if test.get("not_testable") or p is None or not np.isfinite(p):
+        return test.get("not_testable") or f"{NOT_TESTABLE} (p undefined)"
+    if bare:
+        return "<0.001" if p < 0.001 else f"{p:.3f}"
+    return "p < 0.001" if p < 0.001 else f"p = {p:.3f}"
 
 
 def permutation_p_value(
@@ -82,7 +124,7 @@ def permutation_p_value(
     """One-sided label-permutation p-value of ``statistic(labels, predictions)``: the share of
     seeded label shuffles scoring at least the observed value, counting the observed labels
     as one permutation, (1 + #{perm >= obs}) / (n + 1). A perfect predictor gets 1 / (n + 1)."""
-    labels, predictions = np.asarray(labels), np.asarray(predictions)
+    labels, predictions = binary_labels(labels), np.asarray(predictions)
     observed = statistic(labels, predictions)
     rng = np.random.default_rng(seed)
     hits = sum(statistic(rng.permutation(labels), predictions) >= observed - 1e-12 for _ in range(n_permutations))
@@ -97,9 +139,17 @@ def mann_whitney(a, b) -> float:
 def chi_square(a, b) -> float:
     """Pearson chi-square p-value of a categorical column across two groups (no continuity
     correction, as Pearson's test; NaN when a group or category is empty throughout)."""
+    table = _contingency(a, b)
+    if table is None:
+        return float("nan")
+    return float(stats.chi2_contingency(table, correction=False).pvalue)
+
+
+def _contingency(a, b) -> np.ndarray | None:
+    """Groups x categories counts; None when there is no test (one category, an empty group)."""
     a, b = [str(x) for x in a], [str(x) for x in b]
     cats = sorted(set(a) | set(b))
     table = np.array([[a.count(c) for c in cats], [b.count(c) for c in cats]])
     if len(cats) < 2 or table.sum(axis=1).min() == 0:
-        return float("nan")
-    return float(stats.chi2_contingency(table, correction=False).pvalue)
+        return None
+    return table

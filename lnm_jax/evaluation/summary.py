@@ -46,8 +46,7 @@ def summarise_predictions(
     calibration: bool = True,
 ) -> dict:
     """Everything reported for one set of predictions (see the module docstring)."""
-    labels = np.asarray(labels).astype(int)
-    logits = np.asarray(logits, np.float64)
+    labels, logits = M.checked(labels, logits, "logits")
     probs = M.sigmoid(logits)
     both_classes = len(labels) > 0 and labels.min() != labels.max()
     out = {

@@ -37,7 +37,7 @@ from lnm_jax.data.synth.synthetic import bayes_auc, generator_params, temporal_r
 from lnm_jax.evaluation import metrics as M
 from lnm_jax.evaluation.evaluate import small_split_warnings
 from lnm_jax.evaluation.plots import plot_convergence, plot_roc
-from lnm_jax.evaluation.stats import delong_test, permutation_p_value
+from lnm_jax.evaluation.stats import delong_test, format_p, permutation_p_value
 from lnm_jax.evaluation.summary import THRESHOLD_METRICS, summarise_predictions
 from lnm_jax.explain import scores as S
 from lnm_jax.fileio import json_text, read_json, write_json, write_text
@@ -661,7 +661,7 @@ def report_markdown(results: dict, groups: dict) -> str:
     ]
     for k, t in t3.get("delong", {}).items():
         a, b = k.split("_vs_")
-        p = "p < 0.001" if t["p"] < 0.001 else f"p = {t['p']:.3f}"
+        p = format_p(t)
         lines.append(
             f"- DeLong, {_label({'setting': a}, task)} vs {_label({'setting': b}, task)}: "
             f"AUC {t['auc_a']:.3f} vs {t['auc_b']:.3f}, "
