@@ -162,6 +162,49 @@ def test_availability_and_report_print_an_untestable_delong_as_such():
     assert row.endswith("| +0.500 | not testable (zero variance) |")
 
 
+def _fast_delong_var(y, s):
+    """Sun & Xu (2014) fast DeLong variance of one score vector (after yandex's
+    compare_auc_delong_xgboost), written independently of the package: midranks by hand."""
+
+    def midrank(x):
+        order = np.argsort(x, kind="mergesort")
+        z, t, i = x[order], np.zeros(len(x)), 0
+        while i < len(x):
+            j = i
+            while j < len(x) and z[j] == z[i]:
+                j += 1
+            t[i:j] = 0.5 * (i + j - 1) + 1
+            i = j
+        out = np.empty(len(x))
+        out[order] = t
+        return out
+
+    y = np.asarray(y).astype(bool)
+    pos, neg = s[y], s[~y]
+    m, n = len(pos), len(neg)
+    tz = midrank(np.r_[pos, neg])
+    auc = tz[:m].sum() / m / n - (m + 1) / 2 / n
+    v01 = (tz[:m] - midrank(pos)) / n
+    v10 = 1 - (tz[m:] - midrank(neg)) / m
+    return auc, np.var(v01, ddof=1) / m + np.var(v10, ddof=1) / n
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_delong_ci_is_the_logit_scale_interval(seed):
+    """logit(AUC) +- z SE / (AUC (1 - AUC)), back-transformed (Pepe 2003; Qin & Hotilovac
+    2008): asymmetric, inside (0, 1), where the clipped Wald interval reached 1.0."""
+    r = np.random.default_rng(seed)
+    y = np.r_[np.ones(15, int), np.zeros(15, int)]
+    s = r.standard_normal(30) + 2.5 * y
+    auc, var = _fast_delong_var(y, s)
+    half = sps.norm.ppf(0.975) * np.sqrt(var) / (auc * (1 - auc))
+    lg = np.log(auc / (1 - auc))
+    got = S.delong_ci(y, s, 0.95)
+    np.testing.assert_allclose(got, [auc, 1 / (1 + np.exp(-(lg - half))), 1 / (1 + np.exp(-(lg + half)))], rtol=1e-10)
+    assert 0 < got[1] < got[0] < got[2] < 1
+    assert S.delong_ci([0, 0, 1, 1], [0.1, 0.2, 0.8, 0.9]) == (1.0, 1.0, 1.0)  # perfect: variance 0
+
+
 BAD_LABELS = [np.array([0, 0, 2, 2]), np.array([-1, -1, 1, 1]), np.array([0.0, np.nan, 1.0, 1.0])]
 
 

@@ -55,16 +55,23 @@ def _sample_cov(x: np.ndarray) -> np.ndarray:
 
 
 def delong_ci(labels, scores, level: float = 0.95) -> tuple[float, float, float]:
-    """AUC and its DeLong (normal-approximation) CI, clipped to [0, 1]; [0, 1] where the
-    variance is undefined (a class of one patient: NaN, said explicitly, not swallowed by a
-    max/min)."""
+    """AUC and its DeLong CI on the logit scale: logit(AUC) +- z SE / (AUC (1 - AUC)) (the delta
+    method on DeLong's SE), back-transformed, so the interval lies inside (0, 1) and is
+    asymmetric near 1 (Pepe 2003, *The Statistical Evaluation of Medical Tests*, sec. 5.2;
+    Qin & Hotilovac 2008, Stat Methods Med Res 17:207). The Wald interval AUC +- z SE, clipped
+    to [0, 1], undercovers at few patients and a high AUC; binormal coverage of both:
+    docs/evaluation.md. An AUC of 0 or 1 (DeLong variance 0) gives the point [AUC, AUC]; an
+    undefined variance (a class of one patient) gives [0, 1]."""
     aucs, cov = delong_covariance(labels, np.asarray(scores)[None])
     auc, var = float(aucs[0]), float(cov[0, 0])
-    if not np.isfinite(var):
+    if not np.isfinite(var):  # a class of one patient: no variance estimate
         return auc, 0.0, 1.0
-    se = float(np.sqrt(var)) if var > 0 else 0.0
+    se = float(np.sqrt(var)) if var > 0 else 0.0  # a negative rounding residue of 0 is 0
+    if auc <= 0.0 or auc >= 1.0 or se == 0.0:
+        return auc, auc, auc
     z = stats.norm.ppf(0.5 + level / 2.0)
-    return auc, max(0.0, auc - z * se), min(1.0, auc + z * se)
+    logit, half = np.log(auc / (1.0 - auc)), z * se / (auc * (1.0 - auc))
+    return auc, float(1.0 / (1.0 + np.exp(-(logit - half)))), float(1.0 / (1.0 + np.exp(-(logit + half))))
 
 
 NOT_TESTABLE = "not testable"

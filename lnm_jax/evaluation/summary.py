@@ -7,7 +7,7 @@ a sensitivity means the same thing, under the same key, everywhere::
     {"n", "n_positive",
      "loss":                BCE of the logits (mean over patients),
      "auc", "ci_level",
-     "auc_ci_delong":       [lo, hi] (DeLong normal approximation),
+     "auc_ci_delong":       [lo, hi] (DeLong, logit scale: stats.delong_ci),
      "auc_ci_bootstrap":    [lo, hi] (BCa bootstrap over patients, stratified by class; when n_boot > 0),
      "at_0.5":              {threshold, sensitivity, specificity, accuracy, tp, tn, fp, fn},
      "at_threshold":        the same at a chosen threshold (e.g. Youden's on validation; when given),
