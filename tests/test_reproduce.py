@@ -59,6 +59,7 @@ def test_reproduce_writes_all_tables_figures_and_the_report(tiny_cohort, tmp_pat
         assert row["auc_ci_delong"][0] <= row["auc"] <= row["auc_ci_delong"][1]
         assert set(row["permutation_p"]) == {"sensitivity", "specificity", "accuracy"}
         assert all(1 / 100 <= p <= 1 for p in row["permutation_p"].values())
+        assert row["permutation_n"] == 99  # stored beside the p-values: their floor is 1 / 100
     assert set(res["table3"]["delong"]) == {"triple_vs_dual", "triple_vs_us_lnm", "dual_vs_us_lnm"}
     # the synthetic cohort has lesion masks: every image run's test maps scored against them
     evidence = res["lesion_evidence"]
@@ -81,6 +82,7 @@ def test_reproduce_writes_all_tables_figures_and_the_report(tiny_cohort, tmp_pat
     report = (work / "report.md").read_text()
     for heading in ("Table 1", "Table 2", "Table 3", "DeLong", "Bayes-optimal", "Grad-CAM against the lesion masks"):
         assert heading in report
+    assert "label-permutation test (99 permutations; the smallest p they can give, 1 / (n + 1), is 0.01)" in report
     # 8 test patients: the AUCs over so few are said to be so (helper-57: unsaid on 4)
     assert re.search(r"\*\*Few test patients\.\*\* test: \d positive and \d negative patients: its AUC rests", report)
     assert res["image_init"] == {"from": "random", "freeze_backbone_epochs": 0}
@@ -240,6 +242,15 @@ def test_report_says_where_the_image_branches_started():
     assert image_init_line(image_init(c, Path("/c/m.csv"), []), folds=True).endswith(
         f"frozen throughout (train.freeze_backbone_epochs={c.train.freeze_backbone_epochs})."
     )
+
+
+def test_report_states_the_number_of_permutations_and_the_p_floor():
+    from lnm_jax.protocol.reproduce import _permutations_said
+
+    assert _permutations_said({"rows": {"a": {"permutation_n": 1000}, "b": {}}}) == (
+        " (1000 permutations; the smallest p they can give, 1 / (n + 1), is 0.000999)"
+    )
+    assert _permutations_said({"rows": {"a": {}}}) == ""  # a results.json from before it was stored
 
 
 def test_plan_trains_a_run_both_tables_need_once():

@@ -251,3 +251,26 @@ def test_public_metrics_refuse_nan_scores_and_accept_bool_and_float_labels():
         assert M.safe_auc(labels, s) == roc_auc_score(y, s) == 0.75
         assert M.threshold_metrics(labels, s, 0.5)["sensitivity"] == 1.0
         assert M.bootstrap_auc_ci(labels, s, n_boot=50) == M.bootstrap_auc_ci(y, s, n_boot=50)
+
+
+def test_youden_threshold_is_nan_where_no_cut_off_beats_chance():
+    """J = 0 at every cut-off had returned 1.0 (sklearn's +inf first cut-off, clipped)."""
+    from sklearn.metrics import roc_curve
+
+    from lnm_jax.evaluation import metrics as M
+
+    with pytest.warns(RuntimeWarning, match="no threshold"):
+        assert np.isnan(M.youden_threshold([1, 0], [0.2, 0.8]))
+    y, s = _scores(n=120, seed=2)
+    p = 1 / (1 + np.exp(-s))
+    fpr, tpr, thr = roc_curve(y, p)
+    assert M.youden_threshold(y, p) == thr[np.argmax(tpr - fpr)]
+
+
+def test_categorical_test_uses_fisher_where_an_expected_count_is_below_5():
+    p, method = S.categorical_test(["M"] * 8 + ["F"] * 2, ["M"] * 3 + ["F"] * 7)  # expected 4.5 and 5.5
+    assert method == "Fisher's exact" and p == pytest.approx(sps.fisher_exact([[2, 8], [7, 3]]).pvalue)
+    a, b = ["M"] * 30 + ["F"] * 20, ["M"] * 15 + ["F"] * 35  # every expected count >= 20
+    p, method = S.categorical_test(a, b)
+    assert method == "Pearson chi-square"
+    assert p == pytest.approx(sps.chi2_contingency([[20, 30], [35, 15]], correction=False).pvalue)

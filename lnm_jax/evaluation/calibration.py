@@ -31,7 +31,9 @@ def reliability_bins(labels: np.ndarray, probs: np.ndarray, n_bins: int = 10):
 
 
 def expected_calibration_error(labels: np.ndarray, probs: np.ndarray, n_bins: int = 10) -> float:
-    """sum_b (n_b / N) |observed LNM rate_b - mean P(LNM)_b| over equal-width bins."""
+    """sum_b (n_b / N) |observed LNM rate_b - mean P(LNM)_b| over ``n_bins`` equal-width bins of
+    P(LNM): the class-1 reliability ECE (Naeini et al. 2015, AAAI, on P(y = 1)), not Guo et
+    al.'s (2017) top-label ECE, which bins max(p, 1 - p) against accuracy and differs from it."""
     mean_p, rate, count = reliability_bins(labels, probs, n_bins)
     return float(np.sum(count * np.abs(rate - mean_p)) / max(count.sum(), 1))
 

@@ -53,6 +53,9 @@ def evaluate(run: Run, *, checkpoint: str = "best", subsets=("val", "test"), out
         if len(set(val[names.LABEL].tolist())) == 2
         else None
     )
+    no_youden = youden is not None and not np.isfinite(youden)  # J <= 0 at every cut-off
+    if no_youden:
+        youden = None
     temperature = C.fit_temperature(val[names.LABEL], val["logit"])
     ec = config.eval
     result = {
@@ -102,6 +105,8 @@ def evaluate(run: Run, *, checkpoint: str = "best", subsets=("val", "test"), out
     result["single_inputs"] = single_input_check(run, preds)
     result["warnings"] = imbalance_warnings(result, [p.lnm for p in run.cohort.patients if p.lnm is not None], config)
     result["warnings"] += small_split_warnings(result)
+    if no_youden:
+        result["warnings"].append(NO_YOUDEN_WARNING)
     if result["temperature_at_bound"]:  # recorded with the metrics, so the model card says it too
         lo, hi = C.TEMPERATURE_BOUNDS
         result["warnings"].append(f"{BOUND_WARNING} (T = {temperature:.2f}, bounds {lo}-{hi})")
@@ -343,6 +348,12 @@ def _some(items: list[str], shown: int = 3) -> str:
     """The first ``shown`` of ``items`` and how many more: "'a', 'b', 'c' and 4 more"."""
     more = f" and {len(items) - shown} more" if len(items) > shown else ""
     return ", ".join(items[:shown]) + more
+
+
+NO_YOUDEN_WARNING = (
+    "no Youden threshold: on validation no cut-off has sensitivity + specificity - 1 > 0 (the scores do not "
+    "rank the classes), so none is chosen (pred_at_youden is empty)"
+)
 
 
 BOUND_WARNING = (

@@ -80,11 +80,19 @@ def threshold_metrics(labels: np.ndarray, probs: np.ndarray, threshold: float) -
 
 
 def youden_threshold(labels: np.ndarray, probs: np.ndarray) -> float:
-    """The probability threshold maximising sensitivity + specificity - 1 (on validation)."""
+    """The probability threshold maximising Youden's J = sensitivity + specificity - 1
+    (Youden 1950), for ``probs >= threshold``, chosen on validation. NaN, with a
+    RuntimeWarning, where no cut-off has J > 0 (scores that do not rank the classes at all,
+    or rank them backwards): no threshold is better than calling every patient one class,
+    so none is chosen (sklearn's first cut-off, +inf, had been clipped to 1.0 and returned)."""
     labels, probs = checked(labels, probs, "probs")
     fpr, tpr, thr = roc_curve(labels, probs)
-    thr = np.minimum(thr, 1.0)  # sklearn's first threshold is +inf
-    return float(thr[int(np.argmax(tpr - fpr))])
+    j = tpr - fpr
+    best = int(np.argmax(j))
+    if not j[best] > 0:
+        warnings.warn("Youden's J is <= 0 at every cut-off: no threshold chosen (NaN)", RuntimeWarning, stacklevel=2)
+        return float("nan")
+    return float(thr[best])
 
 
 def _mann_whitney_auc(pos: np.ndarray, neg: np.ndarray, axis: int = -1) -> np.ndarray:

@@ -1,5 +1,6 @@
 """Statistical tests the paper reports: DeLong AUC variance, CI and paired test; label-
-permutation p-values; cohort-table tests (Mann-Whitney U, Pearson chi-square via scipy).
+permutation p-values; cohort-table tests (Mann-Whitney U; Pearson chi-square, or Fisher's exact test
+for a 2x2 table with an expected count below 5; via scipy).
 
 DeLong: the fast structural-components algorithm of Sun & Xu (IEEE SPL 2014), exact for
 ties (midranks). Scores of two models on the same patients are compared with the paired
@@ -150,6 +151,24 @@ def chi_square(a, b) -> float:
     if table is None:
         return float("nan")
     return float(stats.chi2_contingency(table, correction=False).pvalue)
+
+
+PEARSON, FISHER = "Pearson chi-square", "Fisher's exact"
+
+
+def categorical_test(a, b) -> tuple[float, str]:
+    """The cohort table's test of a categorical column across two groups, and its name: Pearson's
+    chi-square, or, for a 2x2 table with any expected count below 5 (Cochran 1954's rule, where
+    the chi-square approximation is poor), Fisher's exact test (two-sided,
+    ``scipy.stats.fisher_exact``). NaN when a group or category is empty throughout. Tables
+    larger than 2x2 keep the chi-square (its method says so)."""
+    table = _contingency(a, b)
+    if table is None:
+        return float("nan"), PEARSON
+    expected = table.sum(axis=1, keepdims=True) * table.sum(axis=0, keepdims=True) / table.sum()
+    if table.shape == (2, 2) and expected.min() < 5:
+        return float(stats.fisher_exact(table).pvalue), FISHER
+    return float(stats.chi2_contingency(table, correction=False).pvalue), PEARSON
 
 
 def _contingency(a, b) -> np.ndarray | None:

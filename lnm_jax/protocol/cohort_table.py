@@ -13,7 +13,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from lnm_jax.data.cohorts.manifest import Cohort
-from lnm_jax.evaluation.stats import chi_square, mann_whitney
+from lnm_jax.evaluation.stats import categorical_test, mann_whitney
 from lnm_jax.names import BMODE, CEUS, LABEL, US_LNM, has
 
 MAX_LEVELS = 6
@@ -75,7 +75,7 @@ def cohort_table(cohort: Cohort, groups: dict[str, Sequence[str]]) -> list[dict]
             )
             continue
         present = {g: [v for v in vals[g] if v != ""] for g in names}
-        p = chi_square(present[names[0]], present[names[1]])
+        p, method = categorical_test(present[names[0]], present[names[1]])
         levels = sorted(set(present[names[0]]) | set(present[names[1]]))
         for i, level in enumerate(levels):
             cells = {}
@@ -89,7 +89,7 @@ def cohort_table(cohort: Cohort, groups: dict[str, Sequence[str]]) -> list[dict]
                     "kind": "categorical",
                     **cells,
                     "p": p if i == 0 else None,
-                    "method": "Pearson chi-square" if i == 0 else "",
+                    "method": method if i == 0 else "",
                     "missing": missing,
                 }
             )

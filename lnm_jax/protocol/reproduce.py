@@ -274,6 +274,8 @@ def _metrics(labels, logits, config: ConfigDict, *, permutations: bool) -> dict:
             k: permutation_p_value(labels, pred, f, n_permutations=pc.permutations, seed=ec.seed)
             for k, f in stat.items()
         }
+        # beside the p-values: how many permutations, so their floor 1 / (n + 1) is known
+        out["permutation_n"] = int(pc.permutations)
     return out
 
 
@@ -544,6 +546,17 @@ def _p(p) -> str:
     return "<0.001" if p < 0.001 else f"{p:.3f}"
 
 
+def _permutations_said(t3: dict) -> str:
+    """' (1000 permutations; the smallest p they can give, 1 / (n + 1), is 0.000999)', from the
+    rows' ``permutation_n`` (nothing for a results.json from before it was stored)."""
+    ns = sorted({row["permutation_n"] for row in t3["rows"].values() if row.get("permutation_n")})
+    if not ns:
+        return ""
+    n = ns[0] if len(ns) == 1 else ns
+    floor = ", ".join(f"{1 / (k + 1):.3g}" for k in ns)
+    return f" ({n} permutations; the smallest p they can give, 1 / (n + 1), is {floor})"
+
+
 def _ci(row, key) -> str:
     lo, hi = row[key]
     return f"{lo:.3f}-{hi:.3f}"
@@ -654,7 +667,8 @@ def report_markdown(results: dict, groups: dict) -> str:
     lines += [
         "",
         "Sensitivity, specificity and accuracy at probability threshold "
-        f"{results.get('threshold', 0.5)}; p: one-sided label-permutation test. With the predictions "
+        f"{results.get('threshold', 0.5)}; p: one-sided label-permutation test{_permutations_said(t3)}. "
+        "With the predictions "
         "fixed, a permutation changes only the true positives, and all three metrics grow with them: "
         "their p-values coincide by construction (one test of the predictions against the labels).",
         "",
