@@ -1,6 +1,6 @@
 """Coverage of the 95% DeLong CI of the AUC, Wald (AUC +- z SE, clipped) vs logit scale (the
 package's stats.delong_ci), binormal scores (positives N(d, 1), negatives N(0, 1); true AUC
-Phi(d / sqrt 2)), R replicates per setting, seeded. Run: PYTHONPATH=. python scratch/delong_ci_coverage.py"""
+Phi(d / sqrt 2)), R replicates per setting, seeded. Run: python scripts/delong_ci_coverage.py"""
 
 import sys
 

@@ -1,6 +1,6 @@
 """Holm (1979) step-down adjustment of the 26 p-values quoted in docs/results_public_data.md, one
 family; a quoted 'p < 0.001' enters as 0.001, so its adjusted value is an upper bound.
-Run: python scratch/holm.py"""
+Run: python scripts/holm_adjusted_p.py"""
 
 import numpy as np
 

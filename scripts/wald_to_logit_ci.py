@@ -1,6 +1,6 @@
 """The logit-scale DeLong CI of every symmetric (Wald) 'AUC (lo-hi)' written in the docs, from
 the AUC and its SE = (hi - lo) / (2 z) (exact but for the 3-decimal rounding).
-Run: python scratch/wald_to_logit.py"""
+Run: python scripts/wald_to_logit_ci.py"""
 
 import re
 
