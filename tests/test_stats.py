@@ -274,3 +274,17 @@ def test_categorical_test_uses_fisher_where_an_expected_count_is_below_5():
     p, method = S.categorical_test(a, b)
     assert method == "Pearson chi-square"
     assert p == pytest.approx(sps.chi2_contingency([[20, 30], [35, 15]], correction=False).pvalue)
+
+
+def test_the_split_a_threshold_was_chosen_on_says_its_figures_there_are_in_sample():
+    """evaluate's console lines: the val line's figures at the Youden threshold (chosen on val)
+    are marked in-sample; the test line's are not (helper-65: the README's val line was read as
+    an out-of-sample sensitivity)."""
+    from lnm_jax.evaluation.summary import format_summary, summarise_predictions
+
+    rng = np.random.default_rng(0)
+    labels = np.repeat([0, 1], 20)
+    logits = rng.normal(size=40) + 1.5 * labels
+    s = summarise_predictions(labels, logits, threshold=0.5, n_boot=0)
+    val, test = (format_summary(name, s, threshold_rule="youden") for name in ("val", "test"))
+    assert "@youden(0.50, in-sample) sens" in val and "@youden(0.50) sens" in test

@@ -75,9 +75,10 @@ def summarise_predictions(
     return out
 
 
-def format_summary(name: str, s: dict, threshold_rule: str = "") -> str:
+def format_summary(name: str, s: dict, threshold_rule: str = "", fitted_on: str = "val") -> str:
     """One console line (two with calibration) of a summary; ``threshold_rule`` names how
-    ``at_threshold``'s threshold was chosen (e.g. 'youden')."""
+    ``at_threshold``'s threshold was chosen (e.g. 'youden'), on split ``fitted_on``, whose own
+    line says its figures at it are in-sample."""
     ci = s.get("auc_ci_bootstrap", s["auc_ci_delong"])
     kind = "bootstrap" if "auc_ci_bootstrap" in s else "DeLong"
     line = (
@@ -85,7 +86,8 @@ def format_summary(name: str, s: dict, threshold_rule: str = "") -> str:
         f"{ci[0]:.3f}-{ci[1]:.3f})  " + _at("@0.5", s["at_0.5"])
     )
     if "at_threshold" in s:
-        line += "  " + _at(f"@{threshold_rule}({s['at_threshold']['threshold']:.2f})", s["at_threshold"])
+        where = ", in-sample" if name == fitted_on else ""
+        line += "  " + _at(f"@{threshold_rule}({s['at_threshold']['threshold']:.2f}{where})", s["at_threshold"])
     c = s.get("calibration")
     if c:
         line += f"\n      calibration: ECE {c['ece']:.3f}, Brier {c['brier']:.3f}"
