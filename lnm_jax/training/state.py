@@ -94,9 +94,25 @@ def run_init_program(fn, *args):
     return compile_options.jit(fn, kind=compile_options.INIT)(*args)
 
 
+# Collections of ``model.init`` that are not the model's state: flax's ``perturb`` hooks
+# (Grad-CAM's), zeros shaped to the init batch. Kept, they would tie the variables to that batch
+# size (applied to another, they broadcast into wrong-shaped logits or fail); flax's ``perturb``
+# is the identity when the collection is absent, and Grad-CAM builds its own for each batch.
+BATCH_SHAPED_COLLECTIONS = ("perturbations",)
+
+
+def model_variables(variables) -> dict:
+    """``variables`` without the batch-shaped collections (:data:`BATCH_SHAPED_COLLECTIONS`): what
+    a model's state is, independent of any batch size."""
+    return {k: v for k, v in variables.items() if k not in BATCH_SHAPED_COLLECTIONS}
+
+
 def init_variables(model: nn.Module, rng: jax.Array, sample_inputs: dict) -> dict:
-    """``model.init`` (inference mode) as one initialisation program."""
-    return run_init_program(lambda r, x: model.init(r, x, train=False), rng, sample_inputs)
+    """``model.init`` (inference mode) as one initialisation program: ``{'params', 'batch_stats'}``
+    (``batch_stats`` only for models with BatchNorm), independent of the batch size of
+    ``sample_inputs`` (only its shapes matter; Grad-CAM's ``perturbations`` are dropped:
+    :func:`model_variables`), so they apply to a batch of any size."""
+    return run_init_program(lambda r, x: model_variables(model.init(r, x, train=False)), rng, sample_inputs)
 
 
 def create_train_state(
