@@ -61,3 +61,31 @@ def test_variables_from_init_apply_to_a_batch_of_any_size():
         part = np.asarray(forward(variables, {k: v[:n] for k, v in b.items()}))
         assert part.shape == (n,)
         np.testing.assert_allclose(part, full[:n], rtol=1e-5, atol=1e-5)
+
+
+def test_bce_loss_refuses_a_column_and_labels_other_than_0_1():
+    z = np.array([0.3, -1.2, 2.0, 0.7], np.float32)
+    y, w = np.array([1, 0, 1, 0], np.int32), np.ones(4, np.float32)
+    np.testing.assert_allclose(float(bce_loss(z, y, w)), 0.5119379, rtol=1e-6)  # by hand: mean log(1 + e^-+z)
+    with pytest.raises(ValueError, match=r"bce_loss: labels must have shape \[B\], got \[4, 1\]"):
+        bce_loss(z, y[:, None], w)  # was 3.4478: broadcast to [B, B]
+    with pytest.raises(ValueError, match=r"bce_loss: logits must have shape \[B\]"):
+        bce_loss(z[:, None], y, w)
+    with pytest.raises(ValueError, match=r"bce_loss: every argument needs one batch size B.*.weights.: \(3,\)"):
+        bce_loss(z, y, w[:3])
+    with pytest.raises(ValueError, match=r"labels must be 0 or 1, got the values \[0, 1, 3\]"):
+        bce_loss(z, np.array([1, 0, 3, 0]), w)
+    with pytest.raises(ValueError, match="labels must have shape"):  # traced: shapes still checked
+        jax.jit(bce_loss)(z, y[:, None], w)
+
+
+def test_train_step_refuses_a_label_column_or_a_missing_key():
+    c, model, b, variables = _triple()
+    tx, plateau = S.optimizers(c.train)
+    step = make_train_step(model, tx)
+    state = jax.eval_shape(lambda: S.train_state_from(variables, tx, plateau))  # tracing suffices
+    with pytest.raises(ValueError, match=r"labels must have shape \[B\], got \[4, 1\]"):
+        jax.eval_shape(step, state, {**b, names.LABEL: b[names.LABEL][:, None]})  # was loss 3.07, not 0.83
+    for key in (names.LABEL, names.VALID):
+        with pytest.raises(ValueError, match=f"the batch has no '{key}'"):
+            jax.eval_shape(step, state, {k: v for k, v in b.items() if k != key})

@@ -30,10 +30,31 @@ def step_inputs(batch: dict) -> dict:
     return {k: batch[k] for k in names.STEP_KEYS if k in batch}
 
 
+def _check_rows(where: str, **arrays) -> None:
+    """ValueError unless every array is [B] with one B (shapes are static: checked at trace time)."""
+    shapes = {k: tuple(jnp.shape(v)) for k, v in arrays.items()}
+    for k, shape in shapes.items():
+        if len(shape) != 1:
+            raise ValueError(f"{where}: {k} must have shape [B], got {list(shape)}")
+    if len(set(shapes.values())) > 1:
+        raise ValueError(f"{where}: every argument needs one batch size B, got shapes {shapes}")
+
+
 def bce_loss(logits: jax.Array, labels: jax.Array, weights: jax.Array, pos_weight: float = 1.0) -> jax.Array:
     """Mean BCE of [B] logits over the rows with ``weights`` 1, a positive's term multiplied by
     ``pos_weight`` (as PyTorch's ``BCEWithLogitsLoss(pos_weight=...)``: the mean is over rows,
-    not over the class weights, so ``pos_weight`` 1 is the plain BCE)."""
+    not over the class weights, so ``pos_weight`` 1 is the plain BCE).
+
+    ``logits`` [B] float, ``labels`` [B] 0/1 (any numeric dtype), ``weights`` [B] (0/1: the rows
+    counted); returns a scalar float32. ValueError naming the argument when a shape is not [B]
+    (checked when traced: a [B, 1] operand would broadcast to [B, B] and give a wrong loss), and,
+    when ``labels`` are concrete (called outside ``jax.jit``), when a label is not 0 or 1; under
+    ``jit`` the values cannot be checked: labels other than 0/1 give a meaningless loss."""
+    _check_rows("bce_loss", logits=logits, labels=labels, weights=weights)
+    if not isinstance(labels, jax.core.Tracer):
+        values = np.unique(np.asarray(labels))
+        if not np.isin(values, (0, 1)).all():
+            raise ValueError(f"bce_loss: labels must be 0 or 1, got the values {values.tolist()}")
     labels = labels.astype(jnp.float32)
     losses = optax.sigmoid_binary_cross_entropy(logits.astype(jnp.float32), labels)
     if pos_weight != 1.0:
@@ -98,7 +119,11 @@ def lesion_loss(lesion_logits: dict, batch: dict, weights: jax.Array) -> jax.Arr
         dice = 1.0 - (2.0 * jnp.sum(p * target, axis=cells) + LESION_DICE_SMOOTH) / (
             jnp.sum(p, axis=cells) + jnp.sum(target, axis=cells) + LESION_DICE_SMOOTH
         )
-        rows = weights * batch[names.has(names.mask(m))].astype(jnp.float32)
+        has_mask = batch[names.has(names.mask(m))]
+        _check_rows("lesion_loss", weights=weights, **{names.has(names.mask(m)): has_mask})
+        if target.shape[0] != weights.shape[0]:
+            raise ValueError(f"lesion_loss: {names.mask(m)} must have shape [B, S, S], got {list(target.shape)}")
+        rows = weights * has_mask.astype(jnp.float32)
         terms.append(jnp.sum((bce + dice) * rows) / jnp.maximum(jnp.sum(rows), 1.0))
     return sum(terms) / len(terms)
 
@@ -129,9 +154,17 @@ def make_train_step(
     the arithmetic is that of the global batch (BatchNorm statistics included). The model's
     training randomness (modality dropout) uses ``fold_in(key(seed), step)``: a function of
     the seed and the step alone, so a resumed run draws what the uninterrupted one would.
+
+    The batch: the model's inputs (ValueError from ``model.check_inputs`` when one has the wrong
+    shape or dtype), ``lnm`` [B] 0/1 and ``valid`` [B] bool (ValueError naming the one missing or
+    not [B], when the step is traced). Label values are not checked inside ``jit``: the loaders
+    give 0/1; others give a meaningless loss.
     """
 
     def train_step(state: TrainState, batch: dict):
+        for key in (names.LABEL, names.VALID):
+            if key not in batch:
+                raise ValueError(f"train_step: the batch has no '{key}' ([B]; docs/python.md (b)), got {sorted(batch)}")
         weights = batch[names.VALID].astype(jnp.float32)
         rngs = {DROPOUT_RNG: jax.random.fold_in(jax.random.key(seed), state.step)}
 
