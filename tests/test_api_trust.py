@@ -88,4 +88,29 @@ def test_train_step_refuses_a_label_column_or_a_missing_key():
         jax.eval_shape(step, state, {**b, names.LABEL: b[names.LABEL][:, None]})  # was loss 3.07, not 0.83
     for key in (names.LABEL, names.VALID):
         with pytest.raises(ValueError, match=f"the batch has no '{key}'"):
-            jax.eval_shape(step, state, {k: v for k, v in b.items() if k != key})
+            jax.eval_shape(step, state, _without(b, key))
+
+
+def _without(b, key):
+    return {k: v for k, v in b.items() if k != key}
+
+
+# a mistake -> (the batch it makes of a good one, what the error must say)
+BAD_INPUTS = {
+    "uint8": (lambda b: {**b, names.BMODE: (np.abs(b[names.BMODE]) * 50).astype(np.uint8)}, "'bmode'.*dtype uint8"),
+    "nchw": (lambda b: {**b, names.CEUS: b[names.CEUS].transpose(0, 3, 1, 2)}, r"'ceus'.*\[4, 3, 32, 32\].*NHWC"),
+    "gray": (lambda b: {**b, names.BMODE: b[names.BMODE][..., :1]}, r"'bmode'.*got shape \[4, 32, 32, 1\]"),
+    "size": (lambda b: {**b, names.BMODE: np.tile(b[names.BMODE], (1, 2, 2, 1))}, r"'bmode'.*H = W = 32.*\[4, 64, 64"),
+    "flag": (lambda b: {**b, names.US_LNM: b[names.US_LNM][:, None]}, r"'us_lnm'.*\[B\], got \[4, 1\]"),
+    "has": (lambda b: {**b, names.has(names.CEUS): np.ones((B, 1), bool)}, r"'has_ceus'.*\[B\]"),
+    "rows": (lambda b: {**b, names.US_LNM: b[names.US_LNM][:3]}, "same batch size B"),
+    "missing": (lambda b: _without(b, names.US_LNM), "no 'us_lnm'"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_INPUTS))
+def test_model_refuses_an_input_it_cannot_read_naming_it(case):
+    _, model, b, variables = _triple()
+    make, message = BAD_INPUTS[case]
+    with pytest.raises(ValueError, match=message):  # from shapes alone: refused when traced
+        jax.eval_shape(lambda v, x: model.apply(v, x, train=False), variables, make(b))

@@ -139,6 +139,8 @@ class FusionClassifier(nn.Module):
     bn_float32_reductions: bool = True  # ResNets: False = BatchNorm statistics in the activation dtype
     batchnorm: str = "auto"  # ResNets: 'fused' = BatchNorm's training gradient written out (models/batchnorm.py)
     branches: str = "separate"  # 'stacked': the image branches as one vmapped computation (the same function)
+    # H = W of the images it takes (build_model: data.image_size); None: any size the backbone can take
+    image_size: int | None = None
 
     @property
     def has_input_heads(self) -> bool:
@@ -191,9 +193,60 @@ class FusionClassifier(nn.Module):
         if self.temporal_pool not in ("mean", "attention"):
             raise ValueError(f"temporal_pool must be 'mean' or 'attention', got {self.temporal_pool!r}")
 
+    def check_inputs(self, batch: dict) -> None:
+        """ValueError naming the first input of ``batch`` this model cannot read, with the expected
+        and the given shape or dtype; from shapes and dtypes alone, so it runs when a jitted call
+        is traced and costs nothing after. Each image input (``model.modalities``): floating
+        (normalised as the loaders normalise it, not uint8 pixels), NHWC ``[B, H, W, 3]`` (a clip
+        ``[B, T, H, W, 3]``), H = W = ``image_size`` when the model has one; ``us_lnm``: ``[B]``;
+        each ``has_*`` present: ``[B]``; one B for all of them. Values (the flag's 0/1) are not
+        checked: they are not known at trace time."""
+        rows: dict[str, int] = {}
+
+        def shape_of(key):
+            if key not in batch:
+                raise ValueError(f"batch: no '{key}', an input of this model (modalities {list(self.modalities)})")
+            x = batch[key]
+            if not hasattr(x, "shape") or not hasattr(x, "dtype"):
+                raise ValueError(f"batch['{key}']: expected an array, got {type(x).__name__}")
+            return tuple(x.shape), jnp.dtype(x.dtype)
+
+        for m in self.modalities:
+            shape, dtype = shape_of(m)
+            if m in names.IMAGE_INPUTS:
+                want = "[B, H, W, 3] (NHWC)" + (" or a clip [B, T, H, W, 3]" if self.branches == "separate" else "")
+                if not jnp.issubdtype(dtype, jnp.floating):
+                    raise ValueError(
+                        f"batch['{m}']: expected a floating image normalised per input ((x - mean) / std of "
+                        f"[0, 1] pixels), got dtype {dtype}"
+                    )
+                ranks = (4, 5) if self.branches == "separate" else (4,)
+                if len(shape) not in ranks or shape[-1] != 3:
+                    hint = " (channels first? the model takes NHWC)" if len(shape) in ranks and shape[-3] == 3 else ""
+                    raise ValueError(f"batch['{m}']: expected {want}, got shape {list(shape)}{hint}")
+                if self.image_size is not None and shape[-3:-1] != (self.image_size, self.image_size):
+                    raise ValueError(
+                        f"batch['{m}']: expected H = W = {self.image_size} (the model's image_size: "
+                        f"data.image_size), got shape {list(shape)}"
+                    )
+            elif len(shape) != 1:
+                raise ValueError(f"batch['{m}']: expected shape [B], got {list(shape)}")
+            rows[m] = shape[0]
+        for m in self.modalities:
+            if names.has(m) in batch:
+                shape, _ = shape_of(names.has(m))
+                if len(shape) != 1:
+                    raise ValueError(f"batch['{names.has(m)}']: expected shape [B], got {list(shape)}")
+                rows[names.has(m)] = shape[0]
+        if len(set(rows.values())) > 1:
+            raise ValueError(f"batch: every input needs the same batch size B, got {rows}")
+
     @nn.compact
     def __call__(self, batch: dict, train: bool = False, frozen_backbones: bool = False) -> dict[str, Any]:
+        """The forward pass on a batch dict (docs/python.md (b)); ValueError from
+        :meth:`check_inputs` when an input has the wrong shape or dtype."""
         self._check_fields()
+        self.check_inputs(batch)
         out: dict[str, Any] = {}
         features, input_logits, indicators, lesion_logits = [], {}, [], {}
         present = available(batch, self.modalities)  # what the data holds
@@ -332,4 +385,8 @@ def build_model(config) -> FusionClassifier:
         stem=model_field(config, "model.stem"),
         bn_float32_reductions=model_field(config, "model.bn_float32_reductions"),
         batchnorm=m.get("batchnorm", "auto"),  # runs stored before the field: as a new one
+        # the size it is trained and checked at: another runs silently on other feature statistics
+        image_size=config.data.image_size
+        if any(i in names.IMAGE_INPUTS for i in names.parse_modalities(config.modalities))
+        else None,
     )
