@@ -114,3 +114,13 @@ def test_model_refuses_an_input_it_cannot_read_naming_it(case):
     make, message = BAD_INPUTS[case]
     with pytest.raises(ValueError, match=message):  # from shapes alone: refused when traced
         jax.eval_shape(lambda v, x: model.apply(v, x, train=False), variables, make(b))
+
+
+def test_gradcam_refuses_a_clip_naming_the_input():
+    c = _config(clip_frames=3)
+    model, clip = build_model(c), _batch(c)
+    assert clip[names.CEUS].shape == (B, 3, S32, S32, 3)
+    v = jax.eval_shape(lambda: S.model_variables(model.init(jax.random.key(0), clip)))  # the clip model runs
+    cams = make_cam_fn(model, layer="stage1")
+    with pytest.raises(ValueError, match=r"batch\['ceus'\] must be still images.*\[4, 3, 32, 32, 3\]"):
+        jax.eval_shape(cams, v["params"], v["batch_stats"], clip)  # was a broadcasting error inside

@@ -124,6 +124,11 @@ def make_cam_fn(
     The dict has, per image branch in the model: ``{branch}`` (CAM [B, H, W] in [0, 1],
     zeros where that image is missing), ``{branch}_raw`` (unscaled, feature resolution) and
     ``{branch}_available`` (bool [B]); and ``logit`` [B].
+
+    Still images only: ValueError naming the input when an image input of ``batch`` is not
+    ``[B, H, W, C]`` (a CEUS clip ``[B, T, H, W, 3]`` has no single map per patient to explain;
+    ``lnm-jax gradcam`` refuses clip runs for the same reason). Other input errors: the model's
+    (``FusionClassifier.check_inputs``), when the returned function is first traced.
     """
     if method not in METHODS:
         raise ValueError(f"unknown CAM method '{method}', expected one of {METHODS}")
@@ -133,6 +138,12 @@ def make_cam_fn(
     branches = [m for m in getattr(model, "modalities", ()) if m in IMAGE_BRANCHES]
 
     def cams(params, batch_stats, batch):
+        for b in branches:
+            if b in batch and jnp.ndim(batch[b]) != 4:
+                raise ValueError(
+                    f"make_cam_fn: batch['{b}'] must be still images [B, H, W, 3], got shape "
+                    f"{list(jnp.shape(batch[b]))}: Grad-CAM explains still images only, not clips [B, T, H, W, 3]"
+                )
         variables = {"params": params, "batch_stats": batch_stats}
         # Shapes of every perturb hook (no computation), as zeros.
         shapes = jax.eval_shape(lambda: model.apply(variables, batch, train=False, mutable=["perturbations"])[1])
