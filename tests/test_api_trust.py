@@ -14,7 +14,7 @@ import optax
 import pytest
 from support import BACKBONE
 
-from lnm_jax import names
+from lnm_jax import names, rng_streams
 from lnm_jax.config import base_config
 from lnm_jax.data.loaders.on_device import DeviceCohort
 from lnm_jax.explain.gradcam import make_cam_fn
@@ -124,3 +124,48 @@ def test_gradcam_refuses_a_clip_naming_the_input():
     cams = make_cam_fn(model, layer="stage1")
     with pytest.raises(ValueError, match=r"batch\['ceus'\] must be still images.*\[4, 3, 32, 32, 3\]"):
         jax.eval_shape(cams, v["params"], v["batch_stats"], clip)  # was a broadcasting error inside
+
+
+def _key_bytes(k) -> bytes:
+    return np.asarray(jax.random.key_data(k)).tobytes()
+
+
+def test_modality_dropout_and_the_device_loader_draw_different_keys(monkeypatch):
+    seed, n = 0, 3
+    dropout = []  # the key of the model's dropout stream at steps 0..n-1, as the train step passes it
+
+    class Recorder:  # stands in for the model: records the step's rngs
+        def apply(self, variables, batch, *, rngs, **_):
+            dropout.append(_key_bytes(rngs[DROPOUT_RNG]))
+            return {"logit": jnp.zeros(B) + variables["params"]["head"]["bias"][0]}, {"batch_stats": {}}
+
+    tx = optax.sgd(0.1)
+    state = S.train_state_from(
+        {"params": {"head": {"bias": jnp.zeros(1)}}}, tx, S.make_plateau(_config().train.plateau)
+    )
+    batch = {names.LABEL: np.array([0, 1, 1, 0], np.int32), names.VALID: np.ones(B, bool)}
+    with jax.disable_jit():  # eager: the keys are values
+        step = make_train_step(Recorder(), tx, seed=seed)
+        for _ in range(n):
+            state, _ = step(state, batch)
+    # the device-resident loader's key of epochs 0..n-1: what epoch() splits into order and steps
+    rows = {names.LABEL: np.zeros(B, np.int32), names.US_LNM: np.zeros(B, np.float32)}
+    rows[names.has(names.US_LNM)] = np.ones(B, bool)
+    cohort = DeviceCohort(rows, batch_size=B, norm=names.PAPER_NORM, augment=None, seed=seed)
+    loader, split = [], jax.random.split
+    monkeypatch.setattr(jax.random, "split", lambda key, num=2: loader.append(_key_bytes(key)) or split(key, num))
+    for epoch in range(n):
+        next(cohort.epoch(epoch))
+    monkeypatch.undo()
+    assert len(dropout) == len(loader) == n
+    assert set(dropout).isdisjoint(loader)  # were equal at step k = epoch k: fold_in(key(seed), k) both
+
+
+def test_each_consumer_of_the_seed_draws_its_own_keys():
+    seed = 0
+    roots = {tag: rng_streams.stream(seed, tag) for tag in rng_streams.TAGS.values()}
+    # step k of one consumer never meets epoch / step k of another, nor the init key
+    keys = [_key_bytes(jax.random.fold_in(root, k)) for root in roots.values() for k in range(8)]
+    keys += [_key_bytes(root) for root in roots.values()] + [_key_bytes(jax.random.key(seed))]
+    assert len(set(keys)) == len(keys)
+    assert len(set(rng_streams.TAGS.values())) == len(rng_streams.TAGS)

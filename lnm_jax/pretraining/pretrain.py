@@ -42,7 +42,7 @@ import optax
 from ml_collections import ConfigDict
 from tqdm import tqdm
 
-from lnm_jax import compile_options, names
+from lnm_jax import compile_options, names, rng_streams
 from lnm_jax.config import check_fields, write_config
 from lnm_jax.data.cohorts import unlabeled
 from lnm_jax.data.cohorts.manifest import MISSING_COLUMN, ManifestError, read_manifest
@@ -159,7 +159,8 @@ def make_step(encoder, tx, config: ConfigDict, mesh=None):
     seed = config.seed
 
     def step(state: PretrainState, images, modality, idx_a, idx_b):
-        key_a, key_b = jax.random.split(jax.random.fold_in(jax.random.key(seed), state.step))
+        root = rng_streams.stream(seed, rng_streams.PRETRAIN_VIEWS)
+        key_a, key_b = jax.random.split(jax.random.fold_in(root, state.step))
 
         def view(idx, key):
             x = views.views(images[idx].astype(jnp.float32) / 255.0, key, aug)

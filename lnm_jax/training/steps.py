@@ -18,7 +18,7 @@ import numpy as np
 import optax
 from jax.sharding import Mesh
 
-from lnm_jax import compile_options, names
+from lnm_jax import compile_options, names, rng_streams
 from lnm_jax.models.fusion import DROPOUT_RNG, is_backbone
 from lnm_jax.names import INPUT_LOGIT
 from lnm_jax.training.sharding import batch_sharding, replicated, shard_batch, to_host
@@ -152,7 +152,8 @@ def make_train_step(
 
     With a ``mesh`` the batch is sharded over its ``data`` axis and the state replicated;
     the arithmetic is that of the global batch (BatchNorm statistics included). The model's
-    training randomness (modality dropout) uses ``fold_in(key(seed), step)``: a function of
+    training randomness (modality dropout) uses ``fold_in(stream(seed, MODALITY_DROPOUT), step)``
+    (:mod:`lnm_jax.rng_streams`: a stream of its own): a function of
     the seed and the step alone, so a resumed run draws what the uninterrupted one would.
 
     The batch: the model's inputs (ValueError from ``model.check_inputs`` when one has the wrong
@@ -166,7 +167,7 @@ def make_train_step(
             if key not in batch:
                 raise ValueError(f"train_step: the batch has no '{key}' ([B]; docs/python.md (b)), got {sorted(batch)}")
         weights = batch[names.VALID].astype(jnp.float32)
-        rngs = {DROPOUT_RNG: jax.random.fold_in(jax.random.key(seed), state.step)}
+        rngs = {DROPOUT_RNG: jax.random.fold_in(rng_streams.stream(seed, rng_streams.MODALITY_DROPOUT), state.step)}
 
         def loss_fn(params):
             out, mutated = model.apply(

@@ -7,7 +7,8 @@ and normalised by one jitted call, with nothing crossing the host. TensorFlow-fr
 
 The augmentation is the one of :mod:`lnm_jax.data.loaders.pipeline` (translation, horizontal flip,
 scaling, contrast, brightness; bilinear sampling with reflected borders; one draw per image or
-clip), drawn from JAX keys: ``fold_in(key(seed), epoch)`` per epoch, then the step and the row,
+clip), drawn from JAX keys: ``fold_in(stream(seed, DEVICE_AUGMENT), epoch)`` per epoch
+(:mod:`lnm_jax.rng_streams`), then the step and the row,
 so the batches depend only on the seed and the epoch, as the host pipeline's do (the two draw
 different numbers).
 """
@@ -21,6 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.scipy.ndimage import map_coordinates
 
+from lnm_jax import rng_streams
 from lnm_jax.names import AVAILABILITY_KEYS, IMAGE_INPUTS, LABEL, US_LNM, has
 
 ROW_KEYS = (US_LNM, LABEL, *AVAILABILITY_KEYS)
@@ -122,7 +124,8 @@ class DeviceCohort:
     def epoch(self, epoch: int, start: int = 0) -> Iterator[dict[str, jax.Array]]:
         """One epoch of full batches in a seeded order (the last partial batch is dropped),
         from its batch ``start`` (a resumed epoch)."""
-        order_key, step_key = jax.random.split(jax.random.fold_in(jax.random.key(self.seed), epoch))
+        root = rng_streams.stream(self.seed, rng_streams.DEVICE_AUGMENT)
+        order_key, step_key = jax.random.split(jax.random.fold_in(root, epoch))
         order = jax.random.permutation(order_key, self.n)
         for i in range(start, self.steps_per_epoch()):
             idx = order[i * self.batch_size : (i + 1) * self.batch_size]
