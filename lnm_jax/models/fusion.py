@@ -101,7 +101,8 @@ def available(batch: dict, modalities: Sequence[str]) -> dict[str, jax.Array]:
 
 def drop_modalities(avail: dict[str, jax.Array], rate: float, key: jax.Array) -> dict[str, jax.Array]:
     """Hides each available input with probability ``rate``, independently; a row that would
-    lose every input keeps its original availability."""
+    lose every input keeps its original availability, so an input of a row with n available
+    inputs is hidden at the rate ``rate - rate**n`` (never when n = 1), below ``rate``."""
     keys = jax.random.split(key, len(avail))
     kept = {m: a & jax.random.bernoulli(k, 1.0 - rate, a.shape) for (m, a), k in zip(avail.items(), keys)}
     none_left = ~jnp.any(jnp.stack(list(kept.values())), axis=0)
