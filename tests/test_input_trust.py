@@ -223,7 +223,7 @@ def test_a_clip_whose_every_frame_is_nearly_black_is_said_so(tmp_path):
         Image.fromarray(speckle * (k + 1) // 4).save(dim / f"f{k}.png")  # 8-bit values in a 16-bit PNG
         Image.fromarray((speckle * (k > 1)).astype(np.uint8)).save(lead_in / f"f{k}.png")
     said, _, pictures = check_clip(dim, 1)
-    assert said[0] == DIM_IMAGE and said[1].startswith("every frame, the brightest too, is nearly black"), said
+    assert said[0] == DIM_IMAGE and said[1].startswith("no frame holds a picture; the brightest: nearly black"), said
     assert pictures == ()
     assert check_clip(lead_in, 1)[0] is None
     # a warned still's or clip's framing columns are checked all the same (a dim still's crop had not been)
@@ -1520,10 +1520,15 @@ def test_a_jpeg_whose_image_data_is_damaged_is_refused_as_libjpeg_warns_of_it(tm
     scan = whole.index(b"\xff\xda")
     middle = (scan + len(whole)) // 2
     rst = restarts.index(b"\xff\xd1")
+    dqt = whole.index(b"\xff\xdb")
     files = {
         "whole.jpg": whole,
         "progressive.jpg": progressive,
         "restarts.jpg": restarts,
+        # (helper-69) what libjpeg skips without losing a block: zeros padding the scan before EOI,
+        # junk between header segments; read, the same pixels
+        "padded.jpg": whole[:-2] + bytes(64) + b"\xff\xd9",
+        "header_junk.jpg": whole[:dqt] + b"\x01\x02\x03\x04" + whole[dqt:],
         "cut_with_eoi.jpg": whole[:middle] + b"\xff\xd9",
         "eoi_mid_scan.jpg": whole[:middle] + b"\xff\xd9" + whole[middle + 2 :],
         "wiped.jpg": whole[:middle] + bytes(64) + whole[middle + 64 :],
@@ -1538,7 +1543,10 @@ def test_a_jpeg_whose_image_data_is_damaged_is_refused_as_libjpeg_warns_of_it(tm
             verify_image(tmp_path / name, 10**6)
         except ValueError as e:
             said[name] = str(e)
-    assert set(said) == set(files) - {"whole.jpg", "progressive.jpg", "restarts.jpg"}, said
+    read = {"whole.jpg", "progressive.jpg", "restarts.jpg", "padded.jpg", "header_junk.jpg"}
+    assert set(said) == set(files) - read, said
+    for name in ("padded.jpg", "header_junk.jpg"):
+        np.testing.assert_array_equal(read_image(tmp_path / name), read_image(tmp_path / "whole.jpg"))
     for name, message in said.items():
         assert re.match(r"damaged JPEG: libjpeg reports '(Corrupt JPEG data|Premature end)", message), (name, message)
     assert "premature end of data segment" in said["cut_with_eoi.jpg"]

@@ -688,7 +688,7 @@ def _no_frame_a_picture(verdict: tuple[str, str] | None) -> tuple[str, str] | No
     :func:`blank` of its brightest frame, said of every frame (helper-59: a clip of 16-bit
     frames holding 8-bit values, read nearly black, had been said nothing of, where the same
     frame as a still was ``dim_image``); None where ``verdict`` is."""
-    return None if verdict is None else (verdict[0], f"every frame, the brightest too, is {verdict[1]}")
+    return None if verdict is None else (verdict[0], f"no frame holds a picture; the brightest: {verdict[1]}")
 
 
 def _masks(

@@ -143,11 +143,50 @@ def jpeg_data_damage(data: bytes) -> str | None:
     try:
         simplejpeg.decode_jpeg(data, strict=True)
     except ValueError as e:
-        if any(w in str(e) for w in JPEG_DATA_WARNINGS):
+        if any(w in str(e) for w in JPEG_DATA_WARNINGS) and not _nothing_lost(str(e), data):
             return (
                 f"libjpeg reports {str(e).strip()!r} in its image data: decoders fill what they cannot read each "
                 "their own way (flat grey, or blocks from elsewhere); export the picture again"
             )
+    return None
+
+
+def _nothing_lost(warning: str, data: bytes) -> bool:
+    """Whether libjpeg's ``warning`` ("Corrupt JPEG data: N extraneous bytes before marker 0xXX")
+    is of bytes it skipped without losing image data: junk between the header's segments
+    (before the first scan), or zero bytes an encoder padded a scan's data with before the next
+    marker (EOI, or a progressive file's next segment). Every block is decoded, no pixel
+    changes, and viewers show the picture whole (helper-69: 8 or more zero bytes before EOI had
+    been refused as damage). Skipped bytes before a restart marker (RSTn), or skipped bytes
+    that are not zeros after a scan, are image data lost."""
+    found = re.search(r"(\d+) extraneous bytes before marker 0x([0-9a-f]{2})", warning)
+    if not found:
+        return False
+    n, marker = int(found[1]), b"\xff" + bytes.fromhex(found[2])
+    if 0xD0 <= marker[1] <= 0xD7:
+        return False
+    if _header_junk(data, marker[1]) == n:  # between the header's segments, before any image data
+        return True
+    at = data.find(marker, data.find(b"\xff\xda"))  # (scan data holds no FF followed by a marker code)
+    return 0 < n <= at and not any(data[at - n : at])
+
+
+def _header_junk(data: bytes, code: int) -> int | None:
+    """How many bytes that are no marker segment stand before the first ``code`` marker among a
+    JPEG's header segments (SOI up to its first SOS, walked by their lengths), or None where
+    that marker is not reached so, or no junk precedes it."""
+    at = len(JPEG_SIGNATURE)
+    while at + 4 <= len(data):
+        mark = data.find(b"\xff", at)
+        while 0 <= mark < len(data) - 1 and data[mark + 1] == 0xFF:  # fill bytes
+            mark += 1
+        if mark < 0 or mark + 4 > len(data):
+            return None
+        if data[mark + 1] == code:
+            return (mark - at) or None
+        if data[mark + 1] == 0xDA:
+            return None
+        at = mark + 2 + struct.unpack(">H", data[mark + 2 : mark + 4])[0]
     return None
 
 
