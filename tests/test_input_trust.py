@@ -330,9 +330,10 @@ def test_a_colour_png_whose_chromaticities_are_not_srgbs_is_refused(tmp_path):
         ("srgb.png", colour, [(b"cHRM", srgb)]),
         ("under_srgb.png", colour, [(b"sRGB", bytes([0])), (b"cHRM", adobe)]),
         ("grey.png", grey, [(b"cHRM", adobe)]),
+        ("grey_as_rgb.png", grey.convert("RGB"), [(b"cHRM", adobe)]),  # (helper-69: refused)
     ):
         path = _with_chunk(tmp_path / name, im, *chunks[0], *chunks[1:])
-        want = stored if im is colour else np.repeat(np.asarray(grey, np.float32)[..., None] / 255, 3, -1)
+        want = stored if im is colour else np.asarray(grey.convert("RGB"), np.float32) / 255
         np.testing.assert_array_equal(read_image(path), want)
 
 

@@ -338,6 +338,13 @@ def over_black(rgba: np.ndarray) -> np.ndarray:
     return rgba[..., :3] * rgba[..., 3:]
 
 
+def _grey_pixels(im: Image.Image) -> bool:
+    """Whether every pixel of ``im`` is grey (R = G = B), whatever its mode: an ultrasound picture
+    saved as RGB or palette often is."""
+    rgb = np.asarray(im.convert("RGB"))
+    return bool((rgb[..., 0] == rgb[..., 1]).all() and (rgb[..., 1] == rgb[..., 2]).all())
+
+
 def upright(im: Image.Image) -> Image.Image:
     """The picture as every viewer shows it: the EXIF Orientation tag applied (Pillow's
     ``ImageOps.exif_transpose``), so that crop boxes drawn in a viewer land where they were
@@ -409,8 +416,9 @@ def displayed(im: Image.Image) -> Image.Image:
     if im.format == "PNG" and frames > 1:
         raise ValueError(f"an animated PNG ({frames} frames): a still holds one picture; save the one meant as a PNG")
     chunks = png_chunks(im)  # (read before the pixels: loading may close the file)
-    if chunks is not None and (why := png.disagreement(chunks) or png.chromaticity_refusal(chunks)):
+    if chunks is not None and (why := png.disagreement(chunks)):
         raise ValueError(why)
+    chromaticity = png.chromaticity_refusal(chunks) if chunks is not None else None
     _low_depth_key(im, chunks)
     significant = png_significant_bits(im, chunks)
     gamma = png_gamma(im)
@@ -422,6 +430,8 @@ def displayed(im: Image.Image) -> Image.Image:
     if (deep := _deep_colour_png(im, significant, gamma)) is not None:
         im, significant, gamma = deep, None, None  # sBIT, a colour key and gAMA applied at 16 bits
     im = upright(im)
+    if chromaticity and not _grey_pixels(im):  # (grey stored as colour: no primaries to convert; helper-69)
+        raise ValueError(chromaticity)
     if significant is not None:
         im = _low_bits_scaled(im, significant)
     if gamma is not None:

@@ -214,7 +214,8 @@ def chromaticity_refusal(chunks: Chunks) -> str | None:
     4.3), is not read, or None. Browsers (Chrome, Firefox) show such a picture converted through
     its cHRM and gAMA, most image viewers as stored: readers apart (helper-59's class; a cHRM of
     Adobe RGB's primaries had been ignored in silence). A grey picture has no primaries to
-    convert: its cHRM changes nothing shown."""
+    convert: its cHRM changes nothing shown (a grey colour type here; grey pixels stored as
+    colour, the caller's to tell: :func:`lnm_jax.data.pixels.decode.displayed`)."""
     data, header = chunks.first(b"cHRM"), chunks.header
     if data is None or header is None or header[3] not in (2, 3, 6) or len(data) != 32:
         return None  # (an invalid cHRM is ignored by libpng and Pillow alike)
