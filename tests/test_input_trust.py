@@ -648,10 +648,18 @@ def test_a_dicom_files_icc_profile_and_presentation_shape_read_as_a_viewer_shows
     item.add_new(0x00283006, "US", list(range(255, -1, -1)))  # LUTData: an inverting table
     ds.PresentationLUTSequence = [item]
     ds.save_as(tmp_path / "plut.dcm")
-    with pytest.raises(
-        dicom.HeaderMismatchError, match=r"plut.dcm: it holds a Presentation LUT Sequence \(2050,0010\)"
-    ):
+    with pytest.raises(dicom.HeaderMismatchError, match=r"plut.dcm: its Presentation LUT Sequence \(2050,0010\) maps"):
         dicom.read_header(tmp_path / "plut.dcm")
+    # (helper-69) an identity table, an empty sequence, a table on a colour image: nothing changes, read
+    item.add_new(0x00283006, "US", list(range(256)))
+    ds.save_as(tmp_path / "identity.dcm")
+    ds.PresentationLUTSequence = []
+    ds.save_as(tmp_path / "empty.dcm")
+    colour = pydicom.dcmread(_dcm(tmp_path / "colour.dcm", rgb))
+    colour.PresentationLUTSequence = [item]
+    colour.save_as(tmp_path / "colour.dcm")
+    for name in ("identity.dcm", "empty.dcm", "colour.dcm"):
+        assert dicom.read_header(tmp_path / name).frames == 1
 
 
 def test_exif_orientation_applied_to_size_and_pixels(tmp_path):

@@ -276,12 +276,14 @@ def _check_presentation_shape(path: Path, ds, photometric: str) -> None:
     """:class:`HeaderMismatchError` where a grey image's PresentationLUTShape contradicts its
     PhotometricInterpretation (:data:`PRESENTATION_SHAPE`): INVERSE on a MONOCHROME2 image is
     shown inverted by viewers that follow the shape (dcmtk's) and as stored by those that
-    follow the interpretation (helper-59: read as stored, unsaid). A Presentation LUT
-    Sequence (2050,0010; a table in place of the shape, PS3.3 C.11.4) is refused alike:
-    viewers that apply it show other grey levels than pydicom reads."""
-    if "PresentationLUTSequence" in ds:
+    follow the interpretation (helper-59: read as stored, unsaid). A grey image's Presentation
+    LUT Sequence (2050,0010; a table in place of the shape, PS3.3 C.11.4) that is not the
+    identity is refused alike: viewers that apply it show other grey levels than pydicom reads.
+    An empty one, an identity table, or one on a colour image (the grayscale pipeline's, which
+    a colour image does not pass through) changes nothing shown (helper-69: each refused)."""
+    if photometric in PRESENTATION_SHAPE and (why := _presentation_table(ds)):
         raise HeaderMismatchError(
-            f"{path}: it holds a Presentation LUT Sequence (2050,0010), a table viewers that apply it map its grey "
+            f"{path}: its Presentation LUT Sequence (2050,0010) {why}, a table viewers that apply it map the grey "
             "levels through and this reader does not read; export the picture as shown (without it)"
         )
     shape = str(ds.get("PresentationLUTShape", "") or "").strip().upper()
@@ -291,6 +293,25 @@ def _check_presentation_shape(path: Path, ds, photometric: str) -> None:
             f"C.11.6.1.2: {photometric} goes with {PRESENTATION_SHAPE[photometric]}), and viewers differ on which "
             "they follow (inverted or not); correct one of them"
         )
+
+
+def _presentation_table(ds) -> str | None:
+    """What a Presentation LUT Sequence's first table does where it is not the identity
+    (entries 0 .. 2**bits - 1 in even steps over its input range), or None: no sequence, an
+    empty one, or an identity table."""
+    items = ds.get("PresentationLUTSequence") or []
+    if not items:
+        return None
+    try:
+        entries, first, bits = (int(v) for v in items[0].LUTDescriptor)
+        data = np.asarray(items[0].LUTData, np.float64).ravel()
+    except Exception:  # noqa: BLE001  (a malformed table: viewers differ on it too)
+        return "cannot be read as a table"
+    entries = entries or 65536
+    identity = np.linspace(0, 2**bits - 1, entries)
+    if len(data) == entries and np.abs(data - identity).max() <= 1:
+        return None
+    return f"maps {entries} grey levels from {first} through a table of {bits}-bit values that is not the identity"
 
 
 def _check_high_bit(path: Path, ds) -> None:
