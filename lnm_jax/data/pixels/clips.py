@@ -91,6 +91,7 @@ class VideoInfo:
     fps: float | None
     duration_s: float | None
     alpha: bool = False
+    decoder: str | None = None  # an ffmpeg decoder to read it with, where its own default drops alpha
 
     @property
     def declared_frames(self) -> int | None:
@@ -161,6 +162,32 @@ def colour_refusal(pix_fmt: str) -> str | None:
     )
 
 
+# VP8/VP9 (WebM) carry alpha beside the picture, flagged in the container ("alpha_mode: 1"):
+# ffmpeg's own decoders drop it and report yuv420p; libvpx's read it (yuva420p) (helper-69: a
+# transparent half read as stored white)
+VPX_ALPHA_DECODERS = {"vp8": "libvpx", "vp9": "libvpx-vp9"}
+
+
+def _vpx_alpha_decoder(path: Path, codec: str) -> str | None:
+    """libvpx's decoder for a VP8/VP9 stream whose container flags alpha, else None; the
+    container's stream lines as ffmpeg prints them (a probe only for VP8/VP9, ~30 ms)."""
+    import subprocess  # noqa: PLC0415
+
+    import imageio_ffmpeg  # noqa: PLC0415  (video only)
+
+    decoder = VPX_ALPHA_DECODERS.get(codec.strip(", "))
+    if decoder is None:
+        return None
+    probe = subprocess.run(
+        [imageio_ffmpeg.get_ffmpeg_exe(), "-hide_banner", "-nostdin", "-i", str(path)],
+        capture_output=True,
+        text=True,
+        errors="replace",
+        check=False,
+    )
+    return decoder if re.search(r"^\s*alpha_mode\s*:\s*1\s*$", probe.stderr, re.MULTILINE) else None
+
+
 def _ffmpeg_frames(path: Path) -> Iterator:
     """imageio-ffmpeg's reader of ``path`` through its bundled ffmpeg, with :data:`DISPLAY_FILTER`,
     8-bit RGB, started without a fork hook (:data:`FFMPEG_NO_FORK_HOOK`): a generator that
@@ -195,7 +222,9 @@ def video_info(path: Path | str) -> VideoInfo:
         raise ClipError(f"{path}: {why}")
     fps, duration = meta.get("fps"), meta.get("duration")
     size = tuple(int(v) for v in meta.get("size", (0, 0)))
-    info = VideoInfo(size, fps or None, duration or None, bool(ALPHA_FORMATS.match(pix_fmt)))
+    decoder = _vpx_alpha_decoder(path, str(meta.get("codec", "")))
+    alpha = bool(ALPHA_FORMATS.match(pix_fmt)) or decoder is not None
+    info = VideoInfo(size, fps or None, duration or None, alpha, decoder)
     _check_budget(path, info.declared_frames or 0, *info.size)
     return info
 
@@ -296,6 +325,7 @@ def _decoded(path: Path, info: VideoInfo) -> Iterator[np.ndarray]:
 
     (width, height), channels = info.size, 4 if info.alpha else 3
     command = [imageio_ffmpeg.get_ffmpeg_exe(), "-nostdin", "-v", "error", "-err_detect", "explode"]
+    command += ["-c:v", info.decoder] if info.decoder else []
     command += ["-i", str(path), *DISPLAY_FILTER, "-xerror", "-f", "rawvideo"]
     command += ["-pix_fmt", "rgba" if info.alpha else "rgb24", "-"]
     size, count, short = width * height * channels, 0, False
