@@ -105,6 +105,9 @@ BAD_INPUTS = {
     "has": (lambda b: {**b, names.has(names.CEUS): np.ones((B, 1), bool)}, r"'has_ceus'.*\[B\]"),
     "rows": (lambda b: {**b, names.US_LNM: b[names.US_LNM][:3]}, "same batch size B"),
     "missing": (lambda b: _without(b, names.US_LNM), "no 'us_lnm'"),
+    # (helper-69) a clip into a still model, a B-mode clip: the model's clip_frames (data.clip_frames)
+    "clip": (lambda b: {**b, names.CEUS: np.stack([b[names.CEUS]] * 2, 1)}, r"'ceus'.*stills \[B, H, W, 3\]"),
+    "bmode_clip": (lambda b: {**b, names.BMODE: np.stack([b[names.BMODE]] * 2, 1)}, r"'bmode'.*stills"),
 }
 
 
@@ -114,6 +117,26 @@ def test_model_refuses_an_input_it_cannot_read_naming_it(case):
     make, message = BAD_INPUTS[case]
     with pytest.raises(ValueError, match=message):  # from shapes alone: refused when traced
         jax.eval_shape(lambda v, x: model.apply(v, x, train=False), variables, make(b))
+
+
+def test_a_clip_model_takes_clips_of_its_frames_and_variables_of_another_batch_are_named():
+    """helper-69: a clip model (data.clip_frames=3, attention pooling) took a still, skipping its
+    trained pool, and clips of 6 frames, in silence; variables straight from model.init (its
+    Grad-CAM perturbations shaped to the init batch) failed at another batch size in a
+    concatenate. Each one ValueError naming what to do."""
+    c = _config(clip_frames=3)
+    c.model.temporal_pool = "attention"
+    model, clip = build_model(c), _batch(c)
+    v = jax.eval_shape(lambda: S.model_variables(model.init(jax.random.key(0), clip)))
+    apply = lambda x: jax.eval_shape(lambda v, x: model.apply(v, x, train=False), v, x)  # noqa: E731
+    assert apply(clip)["logit"].shape == (B,)
+    for frames in (clip[names.CEUS][:, 0], np.concatenate([clip[names.CEUS]] * 2, 1)):
+        with pytest.raises(ValueError, match=r"'ceus'.*a clip of 3 frames \[B, 3, H, W, 3\]"):
+            apply({**clip, names.CEUS: frames})
+    _, still, b, _ = _triple()
+    raw = jax.eval_shape(lambda: still.init(jax.random.key(0), b))  # with the perturbations, at B = 4
+    with pytest.raises(ValueError, match=r"'perturbations' shaped to a batch of 4, this batch has 1.*model_variables"):
+        jax.eval_shape(lambda v, x: still.apply(v, x, train=False), raw, {k: x[:1] for k, x in b.items()})
 
 
 def test_gradcam_refuses_a_clip_naming_the_input():

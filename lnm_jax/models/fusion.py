@@ -142,6 +142,9 @@ class FusionClassifier(nn.Module):
     branches: str = "separate"  # 'stacked': the image branches as one vmapped computation (the same function)
     # H = W of the images it takes (build_model: data.image_size); None: any size the backbone can take
     image_size: int | None = None
+    # the frames T of the CEUS clips it takes (build_model: data.clip_frames; 1: stills [B, H, W, 3],
+    # T > 1: clips [B, T, H, W, 3], a still given as T copies); None: either, any T
+    clip_frames: int | None = None
 
     @property
     def has_input_heads(self) -> bool:
@@ -194,14 +197,17 @@ class FusionClassifier(nn.Module):
         if self.temporal_pool not in ("mean", "attention"):
             raise ValueError(f"temporal_pool must be 'mean' or 'attention', got {self.temporal_pool!r}")
 
-    def check_inputs(self, batch: dict) -> None:
-        """ValueError naming the first input of ``batch`` this model cannot read, with the expected
-        and the given shape or dtype; from shapes and dtypes alone, so it runs when a jitted call
-        is traced and costs nothing after. Each image input (``model.modalities``): floating
-        (normalised as the loaders normalise it, not uint8 pixels), NHWC ``[B, H, W, 3]`` (a clip
-        ``[B, T, H, W, 3]``), H = W = ``image_size`` when the model has one; ``us_lnm``: ``[B]``;
-        each ``has_*`` present: ``[B]``; one B for all of them. Values (the flag's 0/1) are not
-        checked: they are not known at trace time."""
+    def check_inputs(self, batch: dict) -> int:
+        """The batch size B of ``batch``, or ValueError naming the first input this model cannot
+        read, with the expected and the given shape or dtype; from shapes and dtypes alone, so it
+        runs when a jitted call is traced and costs nothing after. Each image input
+        (``model.modalities``): floating (normalised as the loaders normalise it, not uint8
+        pixels), NHWC ``[B, H, W, 3]`` (a CEUS clip ``[B, T, H, W, 3]``), H = W = ``image_size``
+        and T = ``clip_frames`` (a still where it is 1; B-mode a still) when the model has them
+        (a clip model had taken a still, skipping its trained temporal pool, and a still model a
+        clip, in silence: helper-69); ``us_lnm``: ``[B]``; each ``has_*`` present: ``[B]``; one B
+        for all of them. Values (the flag's 0/1) are not checked: they are not known at trace
+        time."""
         rows: dict[str, int] = {}
 
         def shape_of(key):
@@ -230,6 +236,16 @@ class FusionClassifier(nn.Module):
                         f"batch['{m}']: expected H = W = {self.image_size} (the model's image_size: "
                         f"data.image_size), got shape {list(shape)}"
                     )
+                if self.clip_frames is not None:
+                    frames = self.clip_frames if m == names.CEUS else 1
+                    if (frames > 1 and (len(shape) != 5 or shape[1] != frames)) or (frames == 1 and len(shape) != 4):
+                        want = (
+                            f"a clip of {frames} frames [B, {frames}, H, W, 3]" if frames > 1 else "stills [B, H, W, 3]"
+                        )
+                        raise ValueError(
+                            f"batch['{m}']: expected {want} (the model's clip_frames: data.clip_frames), got shape "
+                            f"{list(shape)}"
+                        )
             elif len(shape) != 1:
                 raise ValueError(f"batch['{m}']: expected shape [B], got {list(shape)}")
             rows[m] = shape[0]
@@ -241,13 +257,28 @@ class FusionClassifier(nn.Module):
                 rows[names.has(m)] = shape[0]
         if len(set(rows.values())) > 1:
             raise ValueError(f"batch: every input needs the same batch size B, got {rows}")
+        return next(iter(rows.values()), 0)
+
+    def _check_perturbations(self, rows: int) -> None:
+        """ValueError where the variables applied hold Grad-CAM's ``perturbations`` shaped to
+        another batch size (``model.init``'s, zeros shaped to its sample batch: applied to another
+        batch they broadcast into wrong-shaped logits or fail in an ``add``; helper-69)."""
+        held = self.variables.get("perturbations", {}) if self.scope is not None else {}
+        axis = 1 if self.branches == "stacked" else 0  # (stacked branches: [branch, B, ...])
+        sizes = {int(leaf.shape[axis]) for leaf in jax.tree_util.tree_leaves(held) if leaf.ndim > axis}
+        if sizes and sizes != {rows}:
+            raise ValueError(
+                f"the variables hold Grad-CAM 'perturbations' shaped to a batch of {sorted(sizes)[0]}, this batch "
+                f"has {rows}: apply the model's state without them (lnm_jax.training.state.model_variables, as "
+                "init_variables gives it)"
+            )
 
     @nn.compact
     def __call__(self, batch: dict, train: bool = False, frozen_backbones: bool = False) -> dict[str, Any]:
         """The forward pass on a batch dict (docs/python.md (b)); ValueError from
         :meth:`check_inputs` when an input has the wrong shape or dtype."""
         self._check_fields()
-        self.check_inputs(batch)
+        self._check_perturbations(self.check_inputs(batch))
         out: dict[str, Any] = {}
         features, input_logits, indicators, lesion_logits = [], {}, [], {}
         present = available(batch, self.modalities)  # what the data holds
@@ -390,4 +421,5 @@ def build_model(config) -> FusionClassifier:
         image_size=config.data.image_size
         if any(i in names.IMAGE_INPUTS for i in names.parse_modalities(config.modalities))
         else None,
+        clip_frames=int(config.data.get("clip_frames", 1)),
     )
