@@ -311,11 +311,12 @@ def _raw_frames(path: Path) -> Iterator[np.ndarray]:
 def _decoded(path: Path, info: VideoInfo) -> Iterator[np.ndarray]:
     """A video's frames as uint8 [H, W, 3] (RGBA [H, W, 4] where ``info.alpha``) at the shown
     size ``info.size``, through the bundled ffmpeg with :data:`DISPLAY_FILTER`, its decoder
-    told to stop at the first error it finds (``-err_detect explode -xerror``):
-    :class:`ClipError` with the decoder's words then. Without it ffmpeg conceals a damaged
-    frame (from its neighbours, each player its own way) and goes on, or ends the clip early,
-    in silence (helper-63's class, a JPEG whose data libjpeg warns of; 200 wiped bytes of an
-    H.264 clip had changed all 20 frames, by 10 grey levels on average, or dropped frames).
+    told to stop at the first error it finds (``-err_detect explode -xerror``), and any error it
+    logs while going on (a stream cut before its first keyframe: the frames up to it dropped,
+    helper-69): :class:`ClipError` with the decoder's words then. Without it ffmpeg conceals a
+    damaged frame (from its neighbours, each player its own way) and goes on, or ends the clip
+    early, in silence (helper-63's class, a JPEG whose data libjpeg warns of; 200 wiped bytes of
+    an H.264 clip had changed all 20 frames, by 10 grey levels on average, or dropped frames).
     ffmpeg starts as any subprocess does (no fork hook: :data:`FFMPEG_NO_FORK_HOOK`); leaving
     early stops it."""
     import subprocess  # noqa: PLC0415
@@ -344,15 +345,20 @@ def _decoded(path: Path, info: VideoInfo) -> Iterator[np.ndarray]:
                 process.kill()
                 process.wait()
             process.stdout.close()
-        if code == 0 and not short:
-            return
         log.seek(0)
         lines = [line.strip() for line in log.read().decode("utf-8", "replace").splitlines() if line.strip()]
+    if code == 0 and not short and not lines:  # (-v error: any line is an error its decoder met)
+        return
     said = next((line for line in lines if "error" in line.lower()), lines[0] if lines else f"exit status {code}")
     said = re.sub(r"^\[(\w+) @ 0x[0-9a-fA-F]+\]\s*", r"\1: ", said)  # (the decoder's name, not its address)
+    where = (
+        f"while decoding it ({count} frame(s) decoded, those it could not decode left out)"
+        if code == 0 and not short
+        else f"after {count} whole frame(s)"
+    )
     raise ClipError(
-        f"{path}: damaged video: ffmpeg's decoder reports {said!r} after {count} whole frame(s): players conceal "
-        "a damaged frame each their own way (or end the clip there); export the clip again"
+        f"{path}: damaged video: ffmpeg's decoder reports {said!r} {where}: players conceal a damaged frame each "
+        "their own way (or skip it, or end the clip there); export the clip again"
     )
 
 
