@@ -37,6 +37,17 @@ def tiny_config(manifest, setting="dual", epochs=2, backbone=BACKBONE):
     return c
 
 
+def model_config(setting="triple", *, width=8, batch=8, data=None, model=None):
+    """A config for a model-only test (no cohort): 32 px, ResNet-10 of ``width``, ``batch`` rows
+    in ``lnm_jax.run.zero_batch``; ``data`` and ``model`` fields set over it."""
+    c = base_config(setting)
+    c.data.image_size, c.model.backbone, c.model.width, c.train.eval_batch_size = 32, BACKBONE, width, batch
+    for group, fields in (("data", data), ("model", model)):
+        for k, v in (fields or {}).items():
+            c[group][k] = v
+    return c
+
+
 def saved_at_the_end(c):
     """``c`` (a config, changed in place and returned) writing its run's checkpoints at the last
     epoch only (``train.checkpoint_every_epochs`` = ``train.epochs``; an early stop is a save

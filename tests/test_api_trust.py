@@ -12,10 +12,9 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-from support import BACKBONE
+from support import model_config
 
 from lnm_jax import names, rng_streams
-from lnm_jax.config import base_config
 from lnm_jax.data.loaders.on_device import DeviceCohort
 from lnm_jax.explain.gradcam import make_cam_fn
 from lnm_jax.models.fusion import DROPOUT_RNG, build_model
@@ -27,11 +26,7 @@ S32, B = 32, 4
 
 
 def _config(setting="triple", **data):
-    c = base_config(setting)
-    c.data.image_size, c.model.backbone, c.model.width, c.train.eval_batch_size = S32, BACKBONE, 4, B
-    for k, v in data.items():
-        c.data[k] = v
-    return c
+    return model_config(setting, width=4, batch=B, data=data)
 
 
 def _batch(c, seed=0):

@@ -11,19 +11,18 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from support import (
-    BACKBONE,
     QUALITY_BACKBONE,
     SEED,
     auc_as_evaluated,
     compiled,
     drawn_variables,
+    model_config,
     record,
     saved_at_the_end,
     tiny_config,
 )
 
 from lnm_jax import names
-from lnm_jax.config import base_config
 from lnm_jax.data.synth.synthetic import SynthParams, bayes_scores, generate_cohort, read_truth
 from lnm_jax.evaluation import metrics as M
 from lnm_jax.evaluation.evaluate import single_input_check, single_input_line
@@ -35,11 +34,7 @@ from lnm_jax.training.steps import make_eval_step, make_train_step
 
 
 def _small(setting="triple", **model):
-    c = base_config(setting)
-    c.data.image_size, c.model.backbone, c.model.width, c.train.eval_batch_size = 32, BACKBONE, 8, 8
-    for k, v in model.items():
-        c.model[k] = v
-    return c
+    return model_config(setting, model=model)
 
 
 def _batch(c, seed=0):
