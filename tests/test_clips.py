@@ -182,16 +182,27 @@ def test_a_damaged_video_is_refused_in_its_decoders_words(tmp_path):
         (tmp_path / f"{share}.mp4").write_bytes(whole[:at] + bytes(200) + whole[at + 200 :])
         with pytest.raises(clips.ClipError, match=r"damaged video: ffmpeg's decoder reports 'h264: .*error"):
             clips.read_frames(tmp_path / f"{share}.mp4")
-    # (helper-69) a stream cut inside a group of pictures: ffmpeg logs its errors, leaves the frames
-    # out and exits 0; those had been read as a clip 10 frames short, in silence
+    # (helper-69) a stream cut inside a group of pictures: ffmpeg logged its errors, left the frames
+    # out and exited 0; those had been read as a clip 10 frames short, in silence (now its first
+    # frame, handed on, is the error)
     cmd[-1:] = ["-g", "10", "-bsf:v", "h264_mp4toannexb", "-f", "h264", str(tmp_path / "v.h264")]
     subprocess.run(cmd, check=True, capture_output=True)
     raw = (tmp_path / "v.h264").read_bytes()
     units = [m.start() for m in re.finditer(b"\x00\x00\x01", raw)]
     first_p = next(u for u in units if raw[u + 3] & 0x1F == 1)  # the first non-IDR slice: mid-GOP from here
     (tmp_path / "mid.h264").write_bytes(raw[first_p:])
-    with pytest.raises(clips.ClipError, match=r"reports 'h264: .*' while decoding it \(10 frame\(s\) decoded"):
+    with pytest.raises(clips.ClipError, match=r"reports 'h264: .*error' after 0 whole frame"):
         clips.read_frames(tmp_path / "mid.h264")
+    # the same stream with its parameter sets kept and its first keyframe lost, raw and in an mp4
+    # that declares all 19 frames left: the decoder had dropped the 9 before the next keyframe in
+    # silence (10 frames read, each shown 0.9 s early); they are now decoded, and the decoder says
+    idr = next(u for u in units if raw[u + 3] & 0x1F == 5)
+    (tmp_path / "lost.h264").write_bytes(raw[:idr] + raw[first_p:])
+    mux = [imageio_ffmpeg.get_ffmpeg_exe(), "-loglevel", "error", "-y", "-r", "10", "-i", str(tmp_path / "lost.h264")]
+    subprocess.run([*mux, "-c", "copy", "-copyinkf", str(tmp_path / "lost.mp4")], check=True, capture_output=True)
+    for name in ("lost.h264", "lost.mp4"):
+        with pytest.raises(clips.ClipError, match=r"reports 'h264: [^']+' after 0 whole frame"):
+            clips.read_frames(tmp_path / name)
 
 
 def test_validate_gives_a_videos_seconds_and_calls_only_a_frame_folder_untimed(tmp_path, monkeypatch):

@@ -313,7 +313,10 @@ def _decoded(path: Path, info: VideoInfo) -> Iterator[np.ndarray]:
     size ``info.size``, through the bundled ffmpeg with :data:`DISPLAY_FILTER`, its decoder
     told to stop at the first error it finds (``-err_detect explode -xerror``), and any error it
     logs while going on (a stream cut before its first keyframe: the frames up to it dropped,
-    helper-69): :class:`ClipError` with the decoder's words then. Without it ffmpeg conceals a
+    helper-69): :class:`ClipError` with the decoder's words then. Frames before a stream's first
+    keyframe are handed on (``-flags2 +showall``), so that the decoder flags them corrupt: an
+    H.264 clip whose keyframe was lost after its parameter sets had them dropped in silence (20
+    of 29 frames read, each shown 0.9 s early). Without it ffmpeg conceals a
     damaged frame (from its neighbours, each player its own way) and goes on, or ends the clip
     early, in silence (helper-63's class, a JPEG whose data libjpeg warns of; 200 wiped bytes of
     an H.264 clip had changed all 20 frames, by 10 grey levels on average, or dropped frames).
@@ -326,6 +329,7 @@ def _decoded(path: Path, info: VideoInfo) -> Iterator[np.ndarray]:
 
     (width, height), channels = info.size, 4 if info.alpha else 3
     command = [imageio_ffmpeg.get_ffmpeg_exe(), "-nostdin", "-v", "error", "-err_detect", "explode"]
+    command += ["-flags2", "+showall"]  # (no frame left out before the first keyframe: flagged corrupt instead)
     command += ["-c:v", info.decoder] if info.decoder else []
     command += ["-i", str(path), *DISPLAY_FILTER, "-xerror", "-f", "rawvideo"]
     command += ["-pix_fmt", "rgba" if info.alpha else "rgb24", "-"]
@@ -349,8 +353,7 @@ def _decoded(path: Path, info: VideoInfo) -> Iterator[np.ndarray]:
         lines = [line.strip() for line in log.read().decode("utf-8", "replace").splitlines() if line.strip()]
     if code == 0 and not short and not lines:  # (-v error: any line is an error its decoder met)
         return
-    said = next((line for line in lines if "error" in line.lower()), lines[0] if lines else f"exit status {code}")
-    said = re.sub(r"^\[(\w+) @ 0x[0-9a-fA-F]+\]\s*", r"\1: ", said)  # (the decoder's name, not its address)
+    said = _decoder_words(lines) or f"exit status {code}"
     where = (
         f"while decoding it ({count} frame(s) decoded, those it could not decode left out)"
         if code == 0 and not short
@@ -360,6 +363,25 @@ def _decoded(path: Path, info: VideoInfo) -> Iterator[np.ndarray]:
         f"{path}: damaged video: ffmpeg's decoder reports {said!r} {where}: players conceal a damaged frame each "
         "their own way (or skip it, or end the clip there); export the clip again"
     )
+
+
+# ffmpeg's own lines around a decoder's report (which say only that the decoder failed)
+_FFMPEG_GENERIC = re.compile(
+    r"Error processing packet in decoder|Task finished with error|Last message repeated|Terminating thread"
+)
+
+
+def _decoder_words(lines: list[str]) -> str | None:
+    """The decoder's own report among ffmpeg's error lines: the first that is not one of
+    ffmpeg's generic lines (:data:`_FFMPEG_GENERIC`), preferring one that says "error", as
+    "h264: <words>" (the last bracketed "[name @ 0x...]" prefix's name, no addresses)."""
+    own = [line for line in lines if not _FFMPEG_GENERIC.search(line)] or lines
+    if not own:
+        return None
+    said = next((line for line in own if "error" in line.lower()), own[0])
+    names = re.findall(r"\[(?:\w+:)?([\w-]+) @ 0x[0-9a-fA-F]+\]", said)
+    words = re.sub(r"^(?:\[[^\]]* @ 0x[0-9a-fA-F]+\]\s*)+", "", said)
+    return f"{names[-1]}: {words}" if names else words
 
 
 def read_frames(path: Path | str, indices=None) -> np.ndarray:
