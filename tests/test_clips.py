@@ -205,6 +205,27 @@ def test_a_damaged_video_is_refused_in_its_decoders_words(tmp_path):
             clips.read_frames(tmp_path / name)
 
 
+def test_a_video_with_a_gap_holds_its_frame_as_a_player_does(tmp_path):
+    """Frames are read evenly timed at the stream's rate (``-fps_mode cfr``): a clip missing a
+    group of pictures (10 of 30 frames at 10 fps, its timestamps jumping from 0.9 s to 2.0 s)
+    is read as a player shows it, frame 9 held over the gap, so that frames sampled evenly stay
+    evenly spaced in time (read one after another, the frames after the gap had been 1 s early)."""
+    import subprocess
+
+    import imageio_ffmpeg
+
+    ffmpeg = [imageio_ffmpeg.get_ffmpeg_exe(), "-loglevel", "error", "-y"]
+    source = ["-f", "lavfi", "-i", "testsrc=size=32x32:rate=10", "-frames:v", "30", "-c:v", "libx264"]
+    source += ["-threads", "1", "-g", "10", "-bf", "0", "-pix_fmt", "yuv420p", str(tmp_path / "whole.mp4")]
+    subprocess.run([*ffmpeg, *source], check=True, capture_output=True)
+    cut = ["-i", str(tmp_path / "whole.mp4"), "-c", "copy", "-bsf:v", r"noise=drop=between(n\,10\,19)"]
+    subprocess.run([*ffmpeg, *cut, str(tmp_path / "gap.mp4")], check=True, capture_output=True)
+    whole, gap = clips.read_frames(tmp_path / "whole.mp4"), clips.read_frames(tmp_path / "gap.mp4")
+    assert whole.shape == gap.shape == (30, 32, 32, 3)
+    assert np.array_equal(gap[:10], whole[:10]) and np.array_equal(gap[20:], whole[20:])
+    assert all(np.array_equal(frame, whole[9]) for frame in gap[10:20])
+
+
 def test_validate_gives_a_videos_seconds_and_calls_only_a_frame_folder_untimed(tmp_path, monkeypatch):
     """A video's container declares its frame rate (evenly timed frames): validate gives its
     span in seconds, (frames - 1) / fps; a frame folder has no timing (fresh-user trial: a

@@ -331,7 +331,10 @@ def _decoded(path: Path, info: VideoInfo) -> Iterator[np.ndarray]:
     command = [imageio_ffmpeg.get_ffmpeg_exe(), "-nostdin", "-v", "error", "-err_detect", "explode"]
     command += ["-flags2", "+showall"]  # (no frame left out before the first keyframe: flagged corrupt instead)
     command += ["-c:v", info.decoder] if info.decoder else []
-    command += ["-i", str(path), *DISPLAY_FILTER, "-xerror", "-f", "rawvideo"]
+    # frames evenly timed at the stream's rate, each the one a player shows then (ffmpeg's default
+    # for raw output, said here): a variable-rate clip (a phone's) or one with a gap holds a frame
+    # as a player does, so that frames sampled evenly are evenly spaced in time
+    command += ["-i", str(path), *DISPLAY_FILTER, "-fps_mode", "cfr", "-xerror", "-f", "rawvideo"]
     command += ["-pix_fmt", "rgba" if info.alpha else "rgb24", "-"]
     size, count, short = width * height * channels, 0, False
     with tempfile.TemporaryFile() as log:
