@@ -116,9 +116,12 @@ def format_p(test: dict, *, bare: bool = False) -> str:
     p = test.get("p")
     if test.get("not_testable") or p is None or not np.isfinite(p):
         return test.get("not_testable") or f"{NOT_TESTABLE} (p undefined)"
-    if bare:
-        return "<0.001" if p < 0.001 else f"{p:.3f}"
-    return "p < 0.001" if p < 0.001 else f"p = {p:.3f}"
+    return p_text(p) if bare else "p < 0.001" if p < 0.001 else f"p = {p:.3f}"
+
+
+def p_text(p: float) -> str:
+    """A p-value as a table's p column gives it: '<0.001' below 0.001, else three decimals."""
+    return "<0.001" if p < 0.001 else f"{p:.3f}"
 
 
 def permutation_p_value(

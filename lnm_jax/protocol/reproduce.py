@@ -37,7 +37,7 @@ from lnm_jax.data.synth.synthetic import bayes_auc, generator_params, temporal_r
 from lnm_jax.evaluation import metrics as M
 from lnm_jax.evaluation.evaluate import small_split_warnings
 from lnm_jax.evaluation.plots import plot_convergence, plot_roc
-from lnm_jax.evaluation.stats import delong_test, format_p, permutation_p_value
+from lnm_jax.evaluation.stats import delong_test, format_p, p_text, permutation_p_value
 from lnm_jax.evaluation.summary import THRESHOLD_METRICS, summarise_predictions
 from lnm_jax.explain import scores as S
 from lnm_jax.fileio import json_text, read_json, write_json, write_text
@@ -541,9 +541,7 @@ def few_test_patients(results: dict) -> list[str]:
 
 
 def _p(p) -> str:
-    if p is None or (isinstance(p, float) and math.isnan(p)):
-        return "-"
-    return "<0.001" if p < 0.001 else f"{p:.3f}"
+    return "-" if p is None or (isinstance(p, float) and math.isnan(p)) else p_text(p)
 
 
 def _permutations_said(t3: dict) -> str:
