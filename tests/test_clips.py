@@ -209,7 +209,10 @@ def test_a_video_with_a_gap_holds_its_frame_as_a_player_does(tmp_path):
     """Frames are read evenly timed at the stream's rate (``-fps_mode cfr``): a clip missing a
     group of pictures (10 of 30 frames at 10 fps, its timestamps jumping from 0.9 s to 2.0 s)
     is read as a player shows it, frame 9 held over the gap, so that frames sampled evenly stay
-    evenly spaced in time (read one after another, the frames after the gap had been 1 s early)."""
+    evenly spaced in time (read one after another, the frames after the gap had been 1 s early).
+    Its timing is the rate its frames are read at, 10 frames/s: validate (and a de-identified
+    copy's ``ceus_frame_rate``) had taken the container's average, 6.67 (20 frames in 3 s),
+    for the 30 frames read (a 4.35-s clip said 2.9 s long)."""
     import subprocess
 
     import imageio_ffmpeg
@@ -224,6 +227,8 @@ def test_a_video_with_a_gap_holds_its_frame_as_a_player_does(tmp_path):
     assert whole.shape == gap.shape == (30, 32, 32, 3)
     assert np.array_equal(gap[:10], whole[:10]) and np.array_equal(gap[20:], whole[20:])
     assert all(np.array_equal(frame, whole[9]) for frame in gap[10:20])
+    info = clips.video_info(tmp_path / "gap.mp4")
+    assert (info.fps, info.declared_frames) == (10.0, 30), info
 
 
 def test_validate_gives_a_videos_seconds_and_calls_only_a_frame_folder_untimed(tmp_path, monkeypatch):

@@ -83,9 +83,10 @@ def frame_name(index: int, count: int) -> str:
 
 @dataclasses.dataclass(frozen=True)
 class VideoInfo:
-    """What a video container declares, read without decoding: (width, height), frames/s,
-    duration in seconds, the frame count they imply (None when not declared), and whether its
-    pixels carry alpha (:data:`ALPHA_FORMATS`)."""
+    """What a video declares, read without decoding more than its first frame: (width, height)
+    as shown, the frames/s its frames are read at (:func:`_output_rate`; the container's average
+    where ffmpeg gives none), duration in seconds, the frame count they imply (None when not
+    declared), and whether its pixels carry alpha (:data:`ALPHA_FORMATS`)."""
 
     size: tuple[int, int]
     fps: float | None
@@ -119,6 +120,11 @@ FFMPEG_NO_FORK_HOOK = "IMAGEIO_FFMPEG_NO_PREVENT_SIGINT"
 # such a clip was read narrower than any viewer shows it, and a crop box drawn on the shown
 # frame landed elsewhere.
 DISPLAY_FILTER = ("-vf", "scale=w='max(1,round(iw*sar))':h=ih,setsar=1")
+# A video's frames evenly timed at the stream's rate (ffmpeg's guess from its timestamps and codec,
+# :func:`_output_rate`), each the frame a player shows then (ffmpeg's default for raw output, said
+# here): a variable-rate clip (a phone's) or one with a gap holds a frame as a player does, so that
+# frames sampled evenly are evenly spaced in time
+FRAME_TIMING = ("-fps_mode", "cfr")
 # imageio-ffmpeg's notice (a logging warning on every read) that the frames differ in size from
 # the stream's stored size: the rotation and DISPLAY_FILTER are meant to make them
 SIZE_NOTICE = "is different from the source frame size"
@@ -168,24 +174,37 @@ def colour_refusal(pix_fmt: str) -> str | None:
 VPX_ALPHA_DECODERS = {"vp8": "libvpx", "vp9": "libvpx-vp9"}
 
 
-def _vpx_alpha_decoder(path: Path, codec: str) -> str | None:
-    """libvpx's decoder for a VP8/VP9 stream whose container flags alpha, else None; the
-    container's stream lines as ffmpeg prints them (a probe only for VP8/VP9, ~30 ms)."""
+def _probe(path: Path) -> str:
+    """ffmpeg's account of ``path`` decoded as :func:`_decoded` decodes it (its first frame, to
+    nothing): the input's stream lines and the output stream's, whose rate is the one its frames
+    come at (:func:`_output_rate`); ~30-50 ms."""
     import subprocess  # noqa: PLC0415
 
     import imageio_ffmpeg  # noqa: PLC0415  (video only)
 
+    command = [imageio_ffmpeg.get_ffmpeg_exe(), "-hide_banner", "-nostdin", "-i", str(path), "-map", "0:v:0"]
+    command += [*FRAME_TIMING, "-frames:v", "1", "-f", "null", "-"]
+    return subprocess.run(command, capture_output=True, text=True, errors="replace", check=False).stderr
+
+
+def _vpx_alpha_decoder(probe: str, codec: str) -> str | None:
+    """libvpx's decoder for a VP8/VP9 stream whose container flags alpha (in ffmpeg's ``probe``
+    of it), else None."""
     decoder = VPX_ALPHA_DECODERS.get(codec.strip(", "))
     if decoder is None:
         return None
-    probe = subprocess.run(
-        [imageio_ffmpeg.get_ffmpeg_exe(), "-hide_banner", "-nostdin", "-i", str(path)],
-        capture_output=True,
-        text=True,
-        errors="replace",
-        check=False,
-    )
-    return decoder if re.search(r"^\s*alpha_mode\s*:\s*1\s*$", probe.stderr, re.MULTILINE) else None
+    return decoder if re.search(r"^\s*alpha_mode\s*:\s*1\s*$", probe, re.MULTILINE) else None
+
+
+def _output_rate(probe: str) -> float | None:
+    """The frames/s ffmpeg's output stream gives in its ``probe`` (how ffmpeg prints a rate:
+    '10', '29.97', '1k'), None where it gives none. This, not the container's average rate,
+    is the rate :data:`FRAME_TIMING` spaces the frames at: a variable-rate phone clip averaged
+    26.87 frames/s and was read at 30; an AVI said '600 fps' and held 10 frames a second; a raw
+    H.264 stream '25 fps' whose parameter sets say 10."""
+    output = probe.split("\nOutput #", 1)[1:]
+    found = re.search(r"Stream #.*?Video:.*?,\s*([0-9.]+)(k?) fps\b", output[0]) if output else None
+    return float(found.group(1)) * (1000 if found.group(2) else 1) if found else None
 
 
 def _ffmpeg_frames(path: Path) -> Iterator:
@@ -222,9 +241,10 @@ def video_info(path: Path | str) -> VideoInfo:
         raise ClipError(f"{path}: {why}")
     fps, duration = meta.get("fps"), meta.get("duration")
     size = tuple(int(v) for v in meta.get("size", (0, 0)))
-    decoder = _vpx_alpha_decoder(path, str(meta.get("codec", "")))
+    probe = _probe(path)
+    decoder = _vpx_alpha_decoder(probe, str(meta.get("codec", "")))
     alpha = bool(ALPHA_FORMATS.match(pix_fmt)) or decoder is not None
-    info = VideoInfo(size, fps or None, duration or None, alpha, decoder)
+    info = VideoInfo(size, _output_rate(probe) or fps or None, duration or None, alpha, decoder)
     _check_budget(path, info.declared_frames or 0, *info.size)
     return info
 
@@ -331,10 +351,7 @@ def _decoded(path: Path, info: VideoInfo) -> Iterator[np.ndarray]:
     command = [imageio_ffmpeg.get_ffmpeg_exe(), "-nostdin", "-v", "error", "-err_detect", "explode"]
     command += ["-flags2", "+showall"]  # (no frame left out before the first keyframe: flagged corrupt instead)
     command += ["-c:v", info.decoder] if info.decoder else []
-    # frames evenly timed at the stream's rate, each the one a player shows then (ffmpeg's default
-    # for raw output, said here): a variable-rate clip (a phone's) or one with a gap holds a frame
-    # as a player does, so that frames sampled evenly are evenly spaced in time
-    command += ["-i", str(path), *DISPLAY_FILTER, "-fps_mode", "cfr", "-xerror", "-f", "rawvideo"]
+    command += ["-i", str(path), *DISPLAY_FILTER, *FRAME_TIMING, "-xerror", "-f", "rawvideo"]
     command += ["-pix_fmt", "rgba" if info.alpha else "rgb24", "-"]
     size, count, short = width * height * channels, 0, False
     with tempfile.TemporaryFile() as log:
