@@ -125,6 +125,8 @@ DISPLAY_FILTER = ("-vf", "scale=w='max(1,round(iw*sar))':h=ih,setsar=1")
 # here): a variable-rate clip (a phone's) or one with a gap holds a frame as a player does, so that
 # frames sampled evenly are evenly spaced in time
 FRAME_TIMING = ("-fps_mode", "cfr")
+# the stream read: the first video stream that is not a cover picture (the probe and the decoder alike)
+VIDEO_STREAM = ("-map", "0:V:0")
 # imageio-ffmpeg's notice (a logging warning on every read) that the frames differ in size from
 # the stream's stored size: the rotation and DISPLAY_FILTER are meant to make them
 SIZE_NOTICE = "is different from the source frame size"
@@ -182,7 +184,7 @@ def _probe(path: Path) -> str:
 
     import imageio_ffmpeg  # noqa: PLC0415  (video only)
 
-    command = [imageio_ffmpeg.get_ffmpeg_exe(), "-hide_banner", "-nostdin", "-i", str(path), "-map", "0:v:0"]
+    command = [imageio_ffmpeg.get_ffmpeg_exe(), "-hide_banner", "-nostdin", "-i", str(path), *VIDEO_STREAM]
     command += [*FRAME_TIMING, "-frames:v", "1", "-f", "null", "-"]
     return subprocess.run(command, capture_output=True, text=True, errors="replace", check=False).stderr
 
@@ -351,7 +353,7 @@ def _decoded(path: Path, info: VideoInfo) -> Iterator[np.ndarray]:
     command = [imageio_ffmpeg.get_ffmpeg_exe(), "-nostdin", "-v", "error", "-err_detect", "explode"]
     command += ["-flags2", "+showall"]  # (no frame left out before the first keyframe: flagged corrupt instead)
     command += ["-c:v", info.decoder] if info.decoder else []
-    command += ["-i", str(path), *DISPLAY_FILTER, *FRAME_TIMING, "-xerror", "-f", "rawvideo"]
+    command += ["-i", str(path), *VIDEO_STREAM, *DISPLAY_FILTER, *FRAME_TIMING, "-xerror", "-f", "rawvideo"]
     command += ["-pix_fmt", "rgba" if info.alpha else "rgb24", "-"]
     size, count, short = width * height * channels, 0, False
     with tempfile.TemporaryFile() as log:
