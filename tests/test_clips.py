@@ -231,6 +231,39 @@ def test_a_video_with_a_gap_holds_its_frame_as_a_player_does(tmp_path):
     assert (info.fps, info.declared_frames) == (10.0, 30), info
 
 
+def test_a_videos_timing_is_its_video_streams_exact_rate_and_span(tmp_path):
+    """helper-70's trial: a video's frames/s is the exact rate its frames are decoded at (a
+    fraction: 24000/1001 had been 23.98 as ffmpeg prints it, so a 9,999-frame clip was refused as
+    10,001), and its length its video stream's (the container's is its longest stream's: 2 s of
+    video under 3 s of audio had been said 30 frames for the 20 read); a video that starts 0.5 s
+    after its audio is read from its first frame (ffmpeg's even timing had repeated it 5 times)."""
+    import subprocess
+    from fractions import Fraction
+
+    import imageio_ffmpeg
+
+    ffmpeg = [imageio_ffmpeg.get_ffmpeg_exe(), "-loglevel", "error", "-y"]
+    encode = ["-c:v", "libx264", "-threads", "1", "-pix_fmt", "yuv420p"]
+
+    def make(name, video, *extra):
+        subprocess.run([*ffmpeg, "-f", "lavfi", "-i", video, *extra, *encode, str(tmp_path / name)], check=True)
+        return tmp_path / name
+
+    film = make("film.mp4", "testsrc=size=32x32:rate=24000/1001", "-frames:v", "12")
+    info = clips.video_info(film)
+    assert (info.rate, info.declared_frames) == (Fraction(24000, 1001), 12), info
+    assert info.fps == pytest.approx(24000 / 1001, rel=1e-12) and len(clips.read_frames(film)) == 12
+    plain = make("plain.mp4", "testsrc=size=32x32:rate=10", "-frames:v", "20")
+    sound = ["-f", "lavfi", "-i", "sine=duration=3", "-c:a", "aac"]
+    longer = make("longer.mp4", "testsrc=size=32x32:rate=10", *sound, "-frames:v", "20")
+    delayed = ["-itsoffset", "0.5", "-f", "lavfi", "-i", "testsrc=size=32x32:rate=10:duration=2", *sound, "-map", "0:v"]
+    subprocess.run([*ffmpeg, *delayed, "-map", "1:a", *encode, str(tmp_path / "late.mp4")], check=True)
+    for clip in (longer, tmp_path / "late.mp4"):
+        info = clips.video_info(clip)
+        assert (info.fps, info.declared_frames, info.duration_s) == (10.0, 20, 2.0), (clip.name, info)
+        assert np.array_equal(clips.read_frames(clip), clips.read_frames(plain)), clip.name
+
+
 def test_validate_gives_a_videos_seconds_and_calls_only_a_frame_folder_untimed(tmp_path, monkeypatch):
     """A video's container declares its frame rate (evenly timed frames): validate gives its
     span in seconds, (frames - 1) / fps; a frame folder has no timing (fresh-user trial: a

@@ -14,7 +14,9 @@ import dataclasses
 import logging
 import os
 import re
+import subprocess
 from collections.abc import Iterator
+from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
@@ -84,15 +86,18 @@ def frame_name(index: int, count: int) -> str:
 @dataclasses.dataclass(frozen=True)
 class VideoInfo:
     """What a video declares, read without decoding more than its first frame: (width, height)
-    as shown, the frames/s its frames are read at (:func:`_output_rate`; the container's average
-    where ffmpeg gives none), duration in seconds, the frame count they imply (None when not
-    declared), and whether its pixels carry alpha (:data:`ALPHA_FORMATS`)."""
+    as shown, the frames/s its frames are read at (:func:`_frame_rate`; the container's average
+    where ffmpeg gives none), the seconds its video stream spans (:func:`_video_span`; the
+    container's duration where the stream gives none), the frame count they imply (None when
+    not declared), whether its pixels carry alpha (:data:`ALPHA_FORMATS`), and the exact rate
+    (a fraction: 24000/1001, where ``fps`` is 23.976...) its frames are decoded at."""
 
     size: tuple[int, int]
     fps: float | None
     duration_s: float | None
     alpha: bool = False
     decoder: str | None = None  # an ffmpeg decoder to read it with, where its own default drops alpha
+    rate: Fraction | None = None
 
     @property
     def declared_frames(self) -> int | None:
@@ -120,10 +125,8 @@ FFMPEG_NO_FORK_HOOK = "IMAGEIO_FFMPEG_NO_PREVENT_SIGINT"
 # such a clip was read narrower than any viewer shows it, and a crop box drawn on the shown
 # frame landed elsewhere.
 DISPLAY_FILTER = ("-vf", "scale=w='max(1,round(iw*sar))':h=ih,setsar=1")
-# A video's frames evenly timed at the stream's rate (ffmpeg's guess from its timestamps and codec,
-# :func:`_output_rate`), each the frame a player shows then (ffmpeg's default for raw output, said
-# here): a variable-rate clip (a phone's) or one with a gap holds a frame as a player does, so that
-# frames sampled evenly are evenly spaced in time
+# ffmpeg's evenly timed output (its default for raw output, said here): the probe's, whose rate
+# is the stream's as ffmpeg guesses it from its timestamps and codec (:func:`_frame_rate`)
 FRAME_TIMING = ("-fps_mode", "cfr")
 # the stream read: the first video stream that is not a cover picture (the probe and the decoder alike)
 VIDEO_STREAM = ("-map", "0:V:0")
@@ -176,37 +179,66 @@ def colour_refusal(pix_fmt: str) -> str | None:
 VPX_ALPHA_DECODERS = {"vp8": "libvpx", "vp9": "libvpx-vp9"}
 
 
-def _probe(path: Path) -> str:
-    """ffmpeg's account of ``path`` decoded as :func:`_decoded` decodes it (its first frame, to
-    nothing): the input's stream lines and the output stream's, whose rate is the one its frames
-    come at (:func:`_output_rate`); ~30-50 ms."""
-    import subprocess  # noqa: PLC0415
-
+def _ffmpeg(args: list[str]) -> subprocess.CompletedProcess:
     import imageio_ffmpeg  # noqa: PLC0415  (video only)
 
-    command = [imageio_ffmpeg.get_ffmpeg_exe(), "-hide_banner", "-nostdin", "-i", str(path), *VIDEO_STREAM]
-    command += [*FRAME_TIMING, "-frames:v", "1", "-f", "null", "-"]
-    return subprocess.run(command, capture_output=True, text=True, errors="replace", check=False).stderr
+    command = [imageio_ffmpeg.get_ffmpeg_exe(), "-hide_banner", "-nostdin", *args]
+    return subprocess.run(command, capture_output=True, text=True, errors="replace", check=False)
 
 
-def _vpx_alpha_decoder(probe: str, codec: str) -> str | None:
+def _probe(path: Path) -> subprocess.CompletedProcess:
+    """ffmpeg's account of ``path`` with its first frame decoded at ffmpeg's own even timing
+    (:data:`FRAME_TIMING`) into a frame hash: the input's stream lines (stderr) and the output's
+    time base, one frame's time (stdout, :func:`_frame_rate`); ~10 ms."""
+    return _ffmpeg(["-i", str(path), *VIDEO_STREAM, *FRAME_TIMING, "-frames:v", "1", "-f", "framehash", "-"])
+
+
+def _time_base(text: str) -> Fraction | None:
+    found = re.search(r"^#tb 0: (\d+)/(\d+)\s*$", text, re.MULTILINE)
+    return Fraction(int(found.group(1)), int(found.group(2))) if found and int(found.group(1)) else None
+
+
+def _frame_rate(probe: subprocess.CompletedProcess) -> Fraction | None:
+    """The exact frames/s ffmpeg gives a stream it times evenly (the inverse of its ``probe``'s
+    output time base), None where it gives none. This, not the container's average rate, is
+    the stream's rate: a variable-rate phone clip averaged 26.87 frames/s and ffmpeg timed it
+    at 30; an AVI said '600 fps' and held 10 frames a second; a raw H.264 stream '25 fps'
+    whose parameter sets say 10; and the rate as printed loses digits (23.98 for 24000/1001)."""
+    tb = _time_base(probe.stdout)
+    return 1 / tb if tb else None
+
+
+_NO_PTS = -(2**63)  # AV_NOPTS_VALUE: a packet without its own time (MPEG program streams, AVI)
+
+
+def _video_span(path: Path) -> float | None:
+    """Seconds from the video stream's first shown frame to the end of its last, from its
+    packets' timestamps (a stream copy, nothing decoded: ffmpeg's frame CRCs), those an edit
+    list leaves out not counted (one without a presentation time at its decoding time, one
+    without either not counted); None where it has no packets. The container's duration is
+    its longest stream's: 6 s for 4 s of video under 6 s of audio (150 frames said for 100)."""
+    out = _ffmpeg(["-v", "error", "-i", str(path), *VIDEO_STREAM, "-c", "copy", "-f", "framecrc", "-"]).stdout
+    tb, first, end = _time_base(out), None, None
+    for line in out.splitlines():
+        fields = [f.strip() for f in line.split(",")]
+        if line.startswith("#") or len(fields) < 4:
+            continue
+        flags = next((int(f[2:], 16) for f in fields[6:] if f.startswith("F=")), 0)
+        dts, pts, duration = int(fields[1]), int(fields[2]), int(fields[3])
+        pts = dts if pts == _NO_PTS else pts  # (a frame shown as decoded: MPEG's B-frames, AVI's)
+        if flags & 0x4 or pts == _NO_PTS:  # (AV_PKT_FLAG_DISCARD: before an edit list's start, never shown)
+            continue
+        first, end = (pts, pts + duration) if first is None else (min(first, pts), max(end, pts + duration))
+    return float((end - first) * tb) if tb and first is not None and end > first else None
+
+
+def _vpx_alpha_decoder(probe: subprocess.CompletedProcess, codec: str) -> str | None:
     """libvpx's decoder for a VP8/VP9 stream whose container flags alpha (in ffmpeg's ``probe``
     of it), else None."""
     decoder = VPX_ALPHA_DECODERS.get(codec.strip(", "))
     if decoder is None:
         return None
-    return decoder if re.search(r"^\s*alpha_mode\s*:\s*1\s*$", probe, re.MULTILINE) else None
-
-
-def _output_rate(probe: str) -> float | None:
-    """The frames/s ffmpeg's output stream gives in its ``probe`` (how ffmpeg prints a rate:
-    '10', '29.97', '1k'), None where it gives none. This, not the container's average rate,
-    is the rate :data:`FRAME_TIMING` spaces the frames at: a variable-rate phone clip averaged
-    26.87 frames/s and was read at 30; an AVI said '600 fps' and held 10 frames a second; a raw
-    H.264 stream '25 fps' whose parameter sets say 10."""
-    output = probe.split("\nOutput #", 1)[1:]
-    found = re.search(r"Stream #.*?Video:.*?,\s*([0-9.]+)(k?) fps\b", output[0]) if output else None
-    return float(found.group(1)) * (1000 if found.group(2) else 1) if found else None
+    return decoder if re.search(r"^\s*alpha_mode\s*:\s*1\s*$", probe.stderr, re.MULTILINE) else None
 
 
 def _ffmpeg_frames(path: Path) -> Iterator:
@@ -246,7 +278,9 @@ def video_info(path: Path | str) -> VideoInfo:
     probe = _probe(path)
     decoder = _vpx_alpha_decoder(probe, str(meta.get("codec", "")))
     alpha = bool(ALPHA_FORMATS.match(pix_fmt)) or decoder is not None
-    info = VideoInfo(size, _output_rate(probe) or fps or None, duration or None, alpha, decoder)
+    rate = _frame_rate(probe)
+    fps = float(rate) if rate else fps or None
+    info = VideoInfo(size, fps, _video_span(path) or duration or None, alpha, decoder, rate)
     _check_budget(path, info.declared_frames or 0, *info.size)
     return info
 
@@ -330,6 +364,19 @@ def _raw_frames(path: Path) -> Iterator[np.ndarray]:
         raise _reader_failure(path, e) from e
 
 
+def _evenly_timed(info: VideoInfo) -> list[str]:
+    """ffmpeg's options for a video's frames as a player shows them (:data:`DISPLAY_FILTER`),
+    evenly timed at ``info.rate`` from its first frame (the ``fps`` filter), each the frame
+    shown then: a variable-rate clip (a phone's), or one with a gap, holds a frame as a player
+    does, so that frames sampled evenly are evenly spaced in time; and a video that starts after
+    its audio starts at its first frame (ffmpeg's own even timing had repeated it 13 times
+    over a 0.5-s audio lead). Without a rate, ffmpeg's own (:data:`FRAME_TIMING`)."""
+    display = DISPLAY_FILTER[1]
+    if info.rate is None:
+        return ["-vf", display, *FRAME_TIMING]
+    return ["-vf", f"{display},fps={info.rate.numerator}/{info.rate.denominator}", "-fps_mode", "passthrough"]
+
+
 def _decoded(path: Path, info: VideoInfo) -> Iterator[np.ndarray]:
     """A video's frames as uint8 [H, W, 3] (RGBA [H, W, 4] where ``info.alpha``) at the shown
     size ``info.size``, through the bundled ffmpeg with :data:`DISPLAY_FILTER`, its decoder
@@ -344,7 +391,6 @@ def _decoded(path: Path, info: VideoInfo) -> Iterator[np.ndarray]:
     an H.264 clip had changed all 20 frames, by 10 grey levels on average, or dropped frames).
     ffmpeg starts as any subprocess does (no fork hook: :data:`FFMPEG_NO_FORK_HOOK`); leaving
     early stops it."""
-    import subprocess  # noqa: PLC0415
     import tempfile  # noqa: PLC0415
 
     import imageio_ffmpeg  # noqa: PLC0415  (video only)
@@ -353,7 +399,7 @@ def _decoded(path: Path, info: VideoInfo) -> Iterator[np.ndarray]:
     command = [imageio_ffmpeg.get_ffmpeg_exe(), "-nostdin", "-v", "error", "-err_detect", "explode"]
     command += ["-flags2", "+showall"]  # (no frame left out before the first keyframe: flagged corrupt instead)
     command += ["-c:v", info.decoder] if info.decoder else []
-    command += ["-i", str(path), *VIDEO_STREAM, *DISPLAY_FILTER, *FRAME_TIMING, "-xerror", "-f", "rawvideo"]
+    command += ["-i", str(path), *VIDEO_STREAM, *_evenly_timed(info), "-xerror", "-f", "rawvideo"]
     command += ["-pix_fmt", "rgba" if info.alpha else "rgb24", "-"]
     size, count, short = width * height * channels, 0, False
     with tempfile.TemporaryFile() as log:
