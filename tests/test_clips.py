@@ -180,7 +180,7 @@ def test_a_damaged_video_is_refused_in_its_decoders_words(tmp_path):
     for share in (0.3, 0.8):  # (at 0.5 the zeros decode as valid CABAC data: no decoder can tell, every player alike)
         at = int(len(whole) * share)
         (tmp_path / f"{share}.mp4").write_bytes(whole[:at] + bytes(200) + whole[at + 200 :])
-        with pytest.raises(clips.ClipError, match=r"damaged video: ffmpeg's decoder reports 'h264: .*error"):
+        with pytest.raises(clips.ClipError, match=r"damaged video: ffmpeg reports 'h264: .*error"):
             clips.read_frames(tmp_path / f"{share}.mp4")
     # (helper-69) a stream cut inside a group of pictures: ffmpeg logged its errors, left the frames
     # out and exited 0; those had been read as a clip 10 frames short, in silence (now its first
@@ -262,6 +262,33 @@ def test_a_videos_timing_is_its_video_streams_exact_rate_and_span(tmp_path):
         info = clips.video_info(clip)
         assert (info.fps, info.declared_frames, info.duration_s) == (10.0, 20, 2.0), (clip.name, info)
         assert np.array_equal(clips.read_frames(clip), clips.read_frames(plain)), clip.name
+
+
+def test_a_video_is_read_under_the_names_scanners_export_and_said_to_be_one_under_another(tmp_path):
+    """helper-70's trial: an MPEG transport stream (a `.ts`) in the ceus column had been refused
+    as "not a PNG or JPEG image: it begins with the bytes 47 40 ..."; the names of MPEG, WMV and
+    M4V exports are read as videos, and a video under an image's name is said to be a video,
+    with the names a clip is read under. An MP4 cut before its index says ffmpeg's words ('moov
+    atom not found'; the reader had said 'Could not load meta information')."""
+    import subprocess
+
+    import imageio_ffmpeg
+
+    from lnm_jax.data.pixels import decode
+
+    ffmpeg = [imageio_ffmpeg.get_ffmpeg_exe(), "-loglevel", "error", "-y", "-f", "lavfi"]
+    ffmpeg += ["-i", "testsrc=size=32x32:rate=10", "-frames:v", "12", "-threads", "1"]
+    for name, codec in (("a.ts", "libx264"), ("a.wmv", "wmv2"), ("a.mpg", "mpeg2video"), ("a.mp4", "libx264")):
+        subprocess.run([*ffmpeg, "-c:v", codec, "-pix_fmt", "yuv420p", str(tmp_path / name)], check=True)
+        assert clips.is_clip(tmp_path / name) and clips.read_frames(tmp_path / name).shape == (12, 32, 32, 3), name
+    mp4 = (tmp_path / "a.mp4").read_bytes()
+    (tmp_path / "a.png").write_bytes(mp4)
+    said = decode.damage(tmp_path / "a.png")
+    assert said.startswith("not a PNG or JPEG image: it holds a video (MP4/QuickTime); a CEUS clip is read"), said
+    assert ".mp4/.m4v/.mov/.avi/" in said
+    (tmp_path / "cut.mp4").write_bytes(mp4[: len(mp4) // 2])  # (ffmpeg writes the index, moov, last)
+    with pytest.raises(clips.ClipError, match=re.escape(f"{tmp_path / 'cut.mp4'}: not a readable clip (ffmpeg: moov")):
+        clips.read_frames(tmp_path / "cut.mp4")
 
 
 def test_validate_gives_a_videos_seconds_and_calls_only_a_frame_folder_untimed(tmp_path, monkeypatch):

@@ -22,10 +22,9 @@ from pathlib import Path
 import numpy as np
 from PIL import UnidentifiedImageError
 
-from lnm_jax.data.pixels.decode import MAX_IMAGE_PIXELS, image_size, over_black, read_image
+from lnm_jax.data.pixels.decode import MAX_IMAGE_PIXELS, VIDEO_SUFFIXES, image_size, over_black, read_image
 
 FRAME_SUFFIXES = (".png", ".jpg", ".jpeg")
-VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm")
 PHASE_LEVEL = 0.10  # fraction of the baseline-to-peak rise that opens/closes the phase
 # A clip's frames are streamed, never held whole; these bound what one clip may cost to decode
 # (a 248 KB mp4 can hold 300 frames of 1080p: 1.9 GB of pixels). Each frame is bounded by the
@@ -107,8 +106,13 @@ class VideoInfo:
 
 
 def _reader_failure(path: Path, e: Exception) -> ClipError:
-    first = (str(e).strip().splitlines() or [""])[0]
-    return ClipError(f"{path}: not a readable clip ({type(e).__name__}: {first})")
+    """:class:`ClipError` naming the file, in ffmpeg's own first words about it where the reader's
+    error carries ffmpeg's log (an MP4 cut before its index: 'moov atom not found', where the
+    reader says 'Could not load meta information'), else the reader's first line."""
+    lines = str(e).strip().splitlines() or [""]
+    said = next((m.group(1) for line in lines if (m := re.match(r"^\[[^\]]* @ 0x[0-9a-fA-F]+\]\s*(.+)$", line))), None)
+    why = f"ffmpeg: {said}" if said else f"{type(e).__name__}: {lines[0]}"
+    return ClipError(f"{path}: not a readable clip ({why})")
 
 
 # imageio-ffmpeg starts ffmpeg with preexec_fn=os.setpgrp (to keep Ctrl-C from it), which
@@ -428,7 +432,7 @@ def _decoded(path: Path, info: VideoInfo) -> Iterator[np.ndarray]:
         else f"after {count} whole frame(s)"
     )
     raise ClipError(
-        f"{path}: damaged video: ffmpeg's decoder reports {said!r} {where}: players conceal a damaged frame each "
+        f"{path}: damaged video: ffmpeg reports {said!r} {where}: players conceal a damaged frame each "
         "their own way (or skip it, or end the clip there); export the clip again"
     )
 
@@ -447,7 +451,7 @@ def _decoder_words(lines: list[str]) -> str | None:
     if not own:
         return None
     said = next((line for line in own if "error" in line.lower()), own[0])
-    names = re.findall(r"\[(?:\w+:)?([\w-]+) @ 0x[0-9a-fA-F]+\]", said)
+    names = re.findall(r"\[(?:[\w#:]+[:/])?([\w,-]+) @ 0x[0-9a-fA-F]+\]", said)  # (dec:h264, in#0/matroska,webm)
     words = re.sub(r"^(?:\[[^\]]* @ 0x[0-9a-fA-F]+\]\s*)+", "", said)
     return f"{names[-1]}: {words}" if names else words
 

@@ -44,6 +44,15 @@ class DamagedImageError(ValueError):
 PNG_SIGNATURE = png.SIGNATURE
 JPEG_SIGNATURE = b"\xff\xd8"  # SOI, start of image (ITU-T T.81, B.1.1.3)
 CUT_SHORT = "cut short (a copy or download that stopped?)"  # a file that ends before its data (PNG, JPEG, DICOM)
+# the file names a CEUS clip is read from as a video (lnm_jax/data/pixels/clips.py), through ffmpeg
+VIDEO_SUFFIXES = (".mp4", ".m4v", ".mov", ".avi", ".mkv", ".webm", ".wmv", ".mpg", ".mpeg", ".ts", ".m2ts", ".mts")
+# a video container's first bytes: (offset, bytes, name), so that a video under another file name is said to be one
+_VIDEO_SIGNATURES = (
+    (4, b"ftyp", "MP4/QuickTime"),
+    (0, b"\x1a\x45\xdf\xa3", "Matroska/WebM"),
+    (0, b"\x30\x26\xb2\x75\x8e\x66\xcf\x11", "ASF/WMV"),
+    (0, b"\x00\x00\x01\xba", "MPEG program stream"),
+)
 
 
 def damage(path: Path, error: Exception | None = None) -> str | None:
@@ -79,7 +88,22 @@ def damage(path: Path, error: Exception | None = None) -> str | None:
         return None  # a format the decoder knows: its own words say which
     if not data.strip(b"\0"):
         return f"the file holds only zero bytes ({size} of them): an export or copy that wrote no data"
+    if video := _video_container(data):
+        return (
+            f"not a PNG or JPEG image: it holds a video ({video}); a CEUS clip is read as a video "
+            f"from a file named {'/'.join(VIDEO_SUFFIXES)}"
+        )
     return f"not a PNG or JPEG image: {_begins(data)}"
+
+
+def _video_container(data: bytes) -> str | None:
+    """The video container ``data`` begins as (:data:`_VIDEO_SIGNATURES`, AVI's RIFF form, an
+    MPEG transport stream's sync byte every 188 bytes), else None."""
+    if data[:4] == b"RIFF" and data[8:12] == b"AVI ":
+        return "AVI"
+    if len(data) > 376 and data[0] == data[188] == data[376] == 0x47:
+        return "MPEG transport stream"
+    return next((name for at, head, name in _VIDEO_SIGNATURES if data[at : at + len(head)] == head), None)
 
 
 def _begins(data: bytes) -> str:
