@@ -203,6 +203,19 @@ def test_a_damaged_video_is_refused_in_its_decoders_words(tmp_path):
     for name in ("lost.h264", "lost.mp4"):
         with pytest.raises(clips.ClipError, match=r"reports 'h264: [^']+' after 0 whole frame"):
             clips.read_frames(tmp_path / name)
+    # (helper-70) the second keyframe lost mid-stream from a stream without B-frames (with them the
+    # decoder finds it): no decoder error, the frames after it decoded from the wrong reference in
+    # silence; H.264's frame numbers say one is missing
+    cmd[-1:] = ["-bf", "0", str(tmp_path / "p.h264")]
+    subprocess.run(cmd, check=True, capture_output=True)
+    raw = (tmp_path / "p.h264").read_bytes()
+    units = [m.start() for m in re.finditer(b"\x00\x00\x01", raw)]
+    second = [u for u in units if raw[u + 3] & 0x1F == 5][1]
+    after = next(u for u in units if u > second)
+    assert clips.read_frames(tmp_path / "p.h264").shape[0] == 20
+    (tmp_path / "midlost.h264").write_bytes(raw[:second] + raw[after:])
+    with pytest.raises(clips.ClipError, match=r"reports 'h264: frame_num 1 follows \d+: a frame it refers to was lost"):
+        clips.read_frames(tmp_path / "midlost.h264")
 
 
 def test_a_video_with_a_gap_holds_its_frame_as_a_player_does(tmp_path):
