@@ -242,6 +242,12 @@ def test_a_video_with_a_gap_holds_its_frame_as_a_player_does(tmp_path):
     assert all(np.array_equal(frame, whole[9]) for frame in gap[10:20])
     info = clips.video_info(tmp_path / "gap.mp4")
     assert (info.fps, info.declared_frames) == (10.0, 30), info
+    # said at validate (helper-70: nothing had said a third of the clip is one frame held)
+    assert sources.resolve(tmp_path / "gap.mp4", "ceus").notes == (
+        "a video holds one frame over a gap: 1.10 s from 0.90 s (11 frame times; a lost group of pictures or a "
+        "stalled recorder?), read as players show it",
+    )
+    assert sources.resolve(tmp_path / "whole.mp4", "ceus").notes == ()
 
 
 def test_a_videos_timing_is_its_video_streams_exact_rate_and_span(tmp_path):

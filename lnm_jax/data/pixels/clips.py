@@ -31,6 +31,8 @@ PHASE_LEVEL = 0.10  # fraction of the baseline-to-peak rise that opens/closes th
 # still images' MAX_IMAGE_PIXELS.
 MAX_CLIP_FRAMES = 10_000
 MAX_CLIP_PIXELS = 2_000_000_000  # frames x width x height, decoded
+# a video holding one frame longer than this (and three frame times) is said to (VideoInfo.hold_note)
+HELD_FRAME_S = 0.25
 
 
 class ClipError(ValueError):
@@ -86,10 +88,11 @@ def frame_name(index: int, count: int) -> str:
 class VideoInfo:
     """What a video declares, read without decoding more than its first frame: (width, height)
     as shown, the frames/s its frames are read at (:func:`_frame_rate`; the container's average
-    where ffmpeg gives none), the seconds its video stream spans (:func:`_video_span`; the
+    where ffmpeg gives none), the seconds its video stream spans (:func:`_video_times`; the
     container's duration where the stream gives none), the frame count they imply (None when
     not declared), whether its pixels carry alpha (:data:`ALPHA_FORMATS`), and the exact rate
-    (a fraction: 24000/1001, where ``fps`` is 23.976...) its frames are decoded at."""
+    (a fraction: 24000/1001, where ``fps`` is 23.976...) its frames are decoded at, and its
+    longest interval between frames (:meth:`hold_note`)."""
 
     size: tuple[int, int]
     fps: float | None
@@ -97,6 +100,22 @@ class VideoInfo:
     alpha: bool = False
     decoder: str | None = None  # an ffmpeg decoder to read it with, where its own default drops alpha
     rate: Fraction | None = None
+    # (seconds, from when) of the longest interval between two frames, held as players hold it
+    longest_hold: tuple[float, float] | None = None
+
+    def hold_note(self) -> str | None:
+        """A line where the video holds one frame for over :data:`HELD_FRAME_S` and three frame
+        times (a group of pictures lost with its timestamps kept, a recorder that stalled): it
+        is read as players show it, the frame before held, and nothing else says so."""
+        if not self.longest_hold or not self.fps:
+            return None
+        held, at = self.longest_hold
+        if held <= max(HELD_FRAME_S, 3 / self.fps):
+            return None
+        return (
+            f"a video holds one frame over a gap: {held:.2f} s from {at:.2f} s ({held * self.fps:.0f} frame times; "
+            "a lost group of pictures or a stalled recorder?), read as players show it"
+        )
 
     @property
     def declared_frames(self) -> int | None:
@@ -215,14 +234,16 @@ def _frame_rate(probe: subprocess.CompletedProcess) -> Fraction | None:
 _NO_PTS = -(2**63)  # AV_NOPTS_VALUE: a packet without its own time (MPEG program streams, AVI)
 
 
-def _video_span(path: Path) -> float | None:
-    """Seconds from the video stream's first shown frame to the end of its last, from its
-    packets' timestamps (a stream copy, nothing decoded: ffmpeg's frame CRCs), those an edit
-    list leaves out not counted (one without a presentation time at its decoding time, one
-    without either not counted); None where it has no packets. The container's duration is
-    its longest stream's: 6 s for 4 s of video under 6 s of audio (150 frames said for 100)."""
+def _video_times(path: Path) -> tuple[float, tuple[float, float]] | None:
+    """(seconds from the video stream's first shown frame to the end of its last, (the longest
+    interval between two frames' start times, in seconds, and when it starts, from the first
+    frame)), from its packets' timestamps (a stream copy, nothing decoded: ffmpeg's frame CRCs),
+    those an edit list leaves out not counted (one without a presentation time at its decoding
+    time, one without either not counted); None where it has no packets. The container's
+    duration is its longest stream's: 6 s for 4 s of video under 6 s of audio (150 frames said
+    for 100)."""
     out = _ffmpeg(["-v", "error", "-i", str(path), *VIDEO_STREAM, "-c", "copy", "-f", "framecrc", "-"]).stdout
-    tb, first, end = _time_base(out), None, None
+    tb, shown = _time_base(out), []
     for line in out.splitlines():
         fields = [f.strip() for f in line.split(",")]
         if line.startswith("#") or len(fields) < 4:
@@ -230,10 +251,14 @@ def _video_span(path: Path) -> float | None:
         flags = next((int(f[2:], 16) for f in fields[6:] if f.startswith("F=")), 0)
         dts, pts, duration = int(fields[1]), int(fields[2]), int(fields[3])
         pts = dts if pts == _NO_PTS else pts  # (a frame shown as decoded: MPEG's B-frames, AVI's)
-        if flags & 0x4 or pts == _NO_PTS:  # (AV_PKT_FLAG_DISCARD: before an edit list's start, never shown)
-            continue
-        first, end = (pts, pts + duration) if first is None else (min(first, pts), max(end, pts + duration))
-    return float((end - first) * tb) if tb and first is not None and end > first else None
+        if not flags & 0x4 and pts != _NO_PTS:  # (AV_PKT_FLAG_DISCARD: before an edit list's start, never shown)
+            shown.append((pts, pts + duration))
+    if not tb or not shown:
+        return None
+    shown.sort()
+    first, end = shown[0][0], max(stop for _, stop in shown)
+    hold, at = max(((b[0] - a[0], a[0]) for a, b in zip(shown, shown[1:])), key=lambda g: g[0], default=(0, first))
+    return (float((end - first) * tb), (float(hold * tb), float((at - first) * tb))) if end > first else None
 
 
 def _vpx_alpha_decoder(probe: subprocess.CompletedProcess, codec: str) -> str | None:
@@ -282,9 +307,10 @@ def video_info(path: Path | str) -> VideoInfo:
     probe = _probe(path)
     decoder = _vpx_alpha_decoder(probe, str(meta.get("codec", "")))
     alpha = bool(ALPHA_FORMATS.match(pix_fmt)) or decoder is not None
-    rate = _frame_rate(probe)
+    rate, times = _frame_rate(probe), _video_times(path)
     fps = float(rate) if rate else fps or None
-    info = VideoInfo(size, fps, _video_span(path) or duration or None, alpha, decoder, rate)
+    span, hold = times if times else (duration or None, None)
+    info = VideoInfo(size, fps, span, alpha, decoder, rate, hold)
     _check_budget(path, info.declared_frames or 0, *info.size)
     return info
 
@@ -428,9 +454,7 @@ def _decoded(path: Path, info: VideoInfo) -> Iterator[np.ndarray]:
         return
     said = _decoder_words(lines) or f"exit status {code}"
     where = (
-        f"while decoding it ({count} frame(s) decoded)"
-        if code == 0 and not short
-        else f"after {count} whole frame(s)"
+        f"while decoding it ({count} frame(s) decoded)" if code == 0 and not short else f"after {count} whole frame(s)"
     )
     raise ClipError(
         f"{path}: damaged video: ffmpeg reports {said!r} {where}: players conceal a damaged frame each "

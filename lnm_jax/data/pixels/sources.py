@@ -226,6 +226,7 @@ def resolve(path: Path, name: str, options: ImageOptions = NO_OPTIONS, ceus_regi
         (w, h), n, kind, rate = info.size, info.declared_frames or 0, "clip", info.fps
         timed = "a video, which declares its own timing"
         box = _check_options(path, name, options, w, h, frames=None, timed=timed, held="the clip's {} frames")
+        notes = (held,) if (held := info.hold_note()) else ()
         if rate is not None and not FRAME_RATE_RANGE[0] <= rate <= FRAME_RATE_RANGE[1]:
             notes = (f"the video declares {rate:g} frames/s, outside {_RATE_RANGE}: its timing is not used",)
             rate = None
