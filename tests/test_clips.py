@@ -159,7 +159,10 @@ def test_a_damaged_video_is_refused_in_its_decoders_words(tmp_path):
     H.264 clip were concealed by ffmpeg in silence (all 20 frames changed, by 10 grey levels on
     average) or ended the clip early (19 of 20 frames). The decoder stops at its first error
     and the clip is refused with its words; the whole clip reads every frame. (Damage the
-    decoder cannot find, every player shows alike: that is no reader's choice.)"""
+    decoder cannot find, every player shows alike: that is no reader's choice.) Which of its
+    errors the decoder logs first varies from run to run (its frame threads: 'error while
+    decoding MB ...' or 'Error splitting the input into NAL units.', the flake of stop 76), so
+    the words are not pinned, only that they are the decoder's."""
     import subprocess
 
     import imageio_ffmpeg
@@ -180,7 +183,7 @@ def test_a_damaged_video_is_refused_in_its_decoders_words(tmp_path):
     for share in (0.3, 0.8):  # (at 0.5 the zeros decode as valid CABAC data: no decoder can tell, every player alike)
         at = int(len(whole) * share)
         (tmp_path / f"{share}.mp4").write_bytes(whole[:at] + bytes(200) + whole[at + 200 :])
-        with pytest.raises(clips.ClipError, match=r"damaged video: ffmpeg reports 'h264: .*error"):
+        with pytest.raises(clips.ClipError, match=r"damaged video: ffmpeg reports 'h264: [^']+' "):
             clips.read_frames(tmp_path / f"{share}.mp4")
     # (helper-69) a stream cut inside a group of pictures: ffmpeg logged its errors, left the frames
     # out and exited 0; those had been read as a clip 10 frames short, in silence (now its first
@@ -191,7 +194,7 @@ def test_a_damaged_video_is_refused_in_its_decoders_words(tmp_path):
     units = [m.start() for m in re.finditer(b"\x00\x00\x01", raw)]
     first_p = next(u for u in units if raw[u + 3] & 0x1F == 1)  # the first non-IDR slice: mid-GOP from here
     (tmp_path / "mid.h264").write_bytes(raw[first_p:])
-    with pytest.raises(clips.ClipError, match=r"reports 'h264: .*error' after 0 whole frame"):
+    with pytest.raises(clips.ClipError, match=r"reports 'h264: [^']+' after 0 whole frame"):
         clips.read_frames(tmp_path / "mid.h264")
     # the same stream with its parameter sets kept and its first keyframe lost, raw and in an mp4
     # that declares all 19 frames left: the decoder had dropped the 9 before the next keyframe in
