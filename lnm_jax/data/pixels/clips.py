@@ -286,10 +286,11 @@ def _ffmpeg_frames(path: Path) -> Iterator:
 
 
 def video_info(path: Path | str) -> VideoInfo:
-    """The container's declared size (as shown: rotated, pixels made square), rate, duration
-    and alpha; :class:`ClipError` naming the file when it is unreadable, tagged with colours
-    players convert (:func:`colour_refusal`), or declares more than :data:`MAX_CLIP_FRAMES`
-    frames or :data:`MAX_CLIP_PIXELS` pixels."""
+    """A video's :class:`VideoInfo`: its size as shown (rotated, pixels made square), the rate
+    its frames are read at and its video stream's span, its alpha; :class:`ClipError` naming
+    the file when it is unreadable, tagged with colours players convert
+    (:func:`colour_refusal`), or declares more than :data:`MAX_CLIP_FRAMES` frames or
+    :data:`MAX_CLIP_PIXELS` pixels. Three ffmpeg runs, none decoding past the first frame."""
     path = Path(path)
     try:
         reader = _ffmpeg_frames(path)
