@@ -247,8 +247,8 @@ def test_a_video_with_a_gap_holds_its_frame_as_a_player_does(tmp_path):
     assert (info.fps, info.declared_frames) == (10.0, 30), info
     # said at validate (helper-70: nothing had said a third of the clip is one frame held)
     assert sources.resolve(tmp_path / "gap.mp4", "ceus").notes == (
-        "a video holds one frame over a gap: 1.10 s from 0.90 s (11 frame times; a lost group of pictures or a "
-        "stalled recorder?), read as players show it",
+        "a video holds one frame over a gap: 1.10 s from 0.90 s (11 frame times), read as players show it, that "
+        "frame held (a recorder that writes only changes, or frames lost?)",
     )
     assert sources.resolve(tmp_path / "whole.mp4", "ceus").notes == ()
 
@@ -284,6 +284,39 @@ def test_a_videos_timing_is_its_video_streams_exact_rate_and_span(tmp_path):
         info = clips.video_info(clip)
         assert (info.fps, info.declared_frames, info.duration_s) == (10.0, 20, 2.0), (clip.name, info)
         assert np.array_equal(clips.read_frames(clip), clips.read_frames(plain)), clip.name
+
+
+def test_a_videos_frame_count_is_what_is_read_where_ffmpeg_times_it_oddly(tmp_path):
+    """helper-71's trial: the frames a video declares (validate's count, the clip limits) are
+    the frames read, where ffmpeg's own timing of the stream would repeat each frame (a 30-
+    frames/s recording jittered by 1-2 ms on a 1-ms time base: timed at 1000/s, each frame read
+    ~33 times; 2 frames of MPEG-2 at 25/s: timed at 50) and where a packet's duration is its step
+    in decoding order (a variable-rate clip with B-frames and 2-s still periods: 305 declared,
+    300 read). The last also gets validate's note that it holds one frame over a gap."""
+    import subprocess
+
+    import imageio_ffmpeg
+
+    ffmpeg = [imageio_ffmpeg.get_ffmpeg_exe(), "-loglevel", "error", "-y", "-f", "lavfi", "-i"]
+    x264 = ["-c:v", "libx264", "-threads", "1", "-pix_fmt", "yuv420p"]
+    jitter = "select='not(mod(n,33))',setpts='(N*33/1000+mod(N*7,3)*0.001)/TB'"
+    made = {
+        "jitter.mkv": ["testsrc=size=32x32:rate=1000", "-vf", jitter, "-frames:v", "40", "-fps_mode", "passthrough"],
+        "two.mpg": ["testsrc=size=32x32:rate=25", "-frames:v", "2", "-c:v", "mpeg2video"],
+        "still.mp4": ["testsrc=size=32x32:rate=30", "-t", "6", "-vf", "select='lt(mod(t,4),2)',setpts=PTS"],
+    }
+    for name, how in made.items():
+        codec = [] if "-c:v" in how else x264
+        extra = ["-fps_mode", "vfr"] if name == "still.mp4" else []
+        subprocess.run([*ffmpeg, *how, *extra, *codec, str(tmp_path / name)], check=True, capture_output=True)
+        info, read = clips.video_info(tmp_path / name), len(clips.read_frames(tmp_path / name))
+        assert info.declared_frames == read, (name, info, read)
+    assert (
+        read == 180
+        and "holds one frame over a gap: 2.03 s from 1.97 s" in clips.video_info(tmp_path / "still.mp4").hold_note()
+    )
+    assert clips.video_info(tmp_path / "jitter.mkv").fps == pytest.approx(30, rel=0.02)
+    assert len(clips.read_frames(tmp_path / "two.mpg")) == 2
 
 
 def test_a_video_is_read_under_the_names_scanners_export_and_said_to_be_one_under_another(tmp_path):

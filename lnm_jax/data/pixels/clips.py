@@ -14,6 +14,7 @@ import dataclasses
 import logging
 import os
 import re
+import statistics
 import subprocess
 from collections.abc import Iterator
 from fractions import Fraction
@@ -30,9 +31,14 @@ PHASE_LEVEL = 0.10  # fraction of the baseline-to-peak rise that opens/closes th
 # (a 248 KB mp4 can hold 300 frames of 1080p: 1.9 GB of pixels). Each frame is bounded by the
 # still images' MAX_IMAGE_PIXELS.
 MAX_CLIP_FRAMES = 10_000
-MAX_CLIP_PIXELS = 2_000_000_000  # frames x width x height, decoded
+MAX_CLIP_PIXELS = 10_000_000_000  # frames x width x height, decoded: 2 min of 1080p at 25/s is 6.2e9
 # a video holding one frame longer than this (and three frame times) is said to (VideoInfo.hold_note)
 HELD_FRAME_S = 0.25
+# where ffmpeg's rate for a stream would read its typical frame more than this many times, the
+# frames' own rate is taken (the median interval): ffmpeg timed a 30-frames/s recording with 1-ms
+# jitter at 1000/s (each frame read 33 times, a 12-s clip refused as 11,850 frames), and 1- or
+# 2-frame MPEG clips at 25/s at 50 (helper-71)
+REPEATS = 1.5
 
 
 class ClipError(ValueError):
@@ -88,8 +94,9 @@ def frame_name(index: int, count: int) -> str:
 class VideoInfo:
     """What a video declares, read without decoding more than its first frame: (width, height)
     as shown, the frames/s its frames are read at (:func:`_frame_rate`; the container's average
-    where ffmpeg gives none), the seconds its video stream spans (:func:`_video_times`; the
-    container's duration where the stream gives none), the frame count they imply (None when
+    where ffmpeg gives none), the seconds its video stream spans (:func:`_video_times`: its first
+    frame's start to its last one's, and one frame time; the container's duration where the
+    stream gives none), the frame count they imply (None when
     not declared), whether its pixels carry alpha (:data:`ALPHA_FORMATS`), and the exact rate
     (a fraction: 24000/1001, where ``fps`` is 23.976...) its frames are decoded at, and its
     longest interval between frames (:meth:`hold_note`)."""
@@ -113,8 +120,8 @@ class VideoInfo:
         if held <= max(HELD_FRAME_S, 3 / self.fps):
             return None
         return (
-            f"a video holds one frame over a gap: {held:.2f} s from {at:.2f} s ({held * self.fps:.0f} frame times; "
-            "a lost group of pictures or a stalled recorder?), read as players show it"
+            f"a video holds one frame over a gap: {held:.2f} s from {at:.2f} s ({held * self.fps:.0f} frame times), "
+            "read as players show it, that frame held (a recorder that writes only changes, or frames lost?)"
         )
 
     @property
@@ -234,31 +241,39 @@ def _frame_rate(probe: subprocess.CompletedProcess) -> Fraction | None:
 _NO_PTS = -(2**63)  # AV_NOPTS_VALUE: a packet without its own time (MPEG program streams, AVI)
 
 
-def _video_times(path: Path) -> tuple[float, tuple[float, float]] | None:
-    """(seconds from the video stream's first shown frame to the end of its last, (the longest
-    interval between two frames' start times, in seconds, and when it starts, from the first
-    frame)), from its packets' timestamps (a stream copy, nothing decoded: ffmpeg's frame CRCs),
-    those an edit list leaves out not counted (one without a presentation time at its decoding
-    time, one without either not counted); None where it has no packets. The container's
-    duration is its longest stream's: 6 s for 4 s of video under 6 s of audio (150 frames said
-    for 100)."""
+def _video_times(path: Path) -> tuple[Fraction, Fraction | None, tuple[float, float]] | None:
+    """(seconds from the video stream's first shown frame to its last one's start, its typical
+    frame time (the median interval between frames' start times; a lone frame's own duration;
+    None where neither is known), (the longest interval, in seconds, and when it starts, from the
+    first frame)), from its packets' timestamps (a stream copy, nothing decoded: ffmpeg's frame
+    CRCs), those an edit list leaves out not counted; None where it has no packets. The
+    container's duration is its longest stream's: 6 s for 4 s of video under 6 s of audio (150
+    frames said for 100); a packet's own duration is its step in decoding order (a B-frame's
+    can carry a still period of a variable-rate clip) or 0 (MPEG-TS)."""
     out = _ffmpeg(["-v", "error", "-i", str(path), *VIDEO_STREAM, "-c", "copy", "-f", "framecrc", "-"]).stdout
-    tb, shown = _time_base(out), []
+    tb, packets, last = _time_base(out), [], 0
     for line in out.splitlines():
         fields = [f.strip() for f in line.split(",")]
         if line.startswith("#") or len(fields) < 4:
             continue
         flags = next((int(f[2:], 16) for f in fields[6:] if f.startswith("F=")), 0)
-        dts, pts, duration = int(fields[1]), int(fields[2]), int(fields[3])
-        pts = dts if pts == _NO_PTS else pts  # (a frame shown as decoded: MPEG's B-frames, AVI's)
-        if not flags & 0x4 and pts != _NO_PTS:  # (AV_PKT_FLAG_DISCARD: before an edit list's start, never shown)
-            shown.append((pts, pts + duration))
+        dts, pts, last = int(fields[1]), int(fields[2]), int(fields[3])
+        if not flags & 0x4:  # (AV_PKT_FLAG_DISCARD: before an edit list's start, never shown)
+            packets.append((dts, pts))
+    # a packet without a presentation time (MPEG program streams, AVI) is shown at its decoding
+    # time plus the stream's usual delay between the two (its encoder's reordering)
+    delay = statistics.median_low([p - d for d, p in packets if _NO_PTS not in (d, p)] or [0])
+    shown = sorted(p if p != _NO_PTS else d + delay for d, p in packets if (d, p) != (_NO_PTS, _NO_PTS))
     if not tb or not shown:
         return None
-    shown.sort()
-    first, end = shown[0][0], max(stop for _, stop in shown)
-    hold, at = max(((b[0] - a[0], a[0]) for a, b in zip(shown, shown[1:])), key=lambda g: g[0], default=(0, first))
-    return (float((end - first) * tb), (float(hold * tb), float((at - first) * tb))) if end > first else None
+    steps = [b - a for a, b in zip(shown, shown[1:])]
+    frame = statistics.median_low(steps) if steps else last
+    held, at = max(zip(steps, shown), key=lambda g: g[0], default=(0, shown[0]))
+    return (
+        (shown[-1] - shown[0]) * tb,
+        frame * tb if frame > 0 else None,
+        (float(held * tb), float((at - shown[0]) * tb)),
+    )
 
 
 def _vpx_alpha_decoder(probe: subprocess.CompletedProcess, codec: str) -> str | None:
@@ -308,10 +323,13 @@ def video_info(path: Path | str) -> VideoInfo:
     probe = _probe(path)
     decoder = _vpx_alpha_decoder(probe, str(meta.get("codec", "")))
     alpha = bool(ALPHA_FORMATS.match(pix_fmt)) or decoder is not None
-    rate, times = _frame_rate(probe), _video_times(path)
-    fps = float(rate) if rate else fps or None
-    span, hold = times if times else (duration or None, None)
-    info = VideoInfo(size, fps, span, alpha, decoder, rate, hold)
+    rate, span, hold = _frame_rate(probe), duration or None, None
+    if times := _video_times(path):
+        first_to_last, frame, hold = times
+        if frame and (not rate or rate * frame > REPEATS):  # each frame read more than once: its own rate
+            rate = 1 / frame
+        span = float(first_to_last + (1 / rate if rate else 0)) or span
+    info = VideoInfo(size, float(rate) if rate else fps or None, span, alpha, decoder, rate, hold)
     _check_budget(path, info.declared_frames or 0, *info.size)
     return info
 

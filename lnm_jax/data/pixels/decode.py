@@ -45,7 +45,21 @@ PNG_SIGNATURE = png.SIGNATURE
 JPEG_SIGNATURE = b"\xff\xd8"  # SOI, start of image (ITU-T T.81, B.1.1.3)
 CUT_SHORT = "cut short (a copy or download that stopped?)"  # a file that ends before its data (PNG, JPEG, DICOM)
 # the file names a CEUS clip is read from as a video (lnm_jax/data/pixels/clips.py), through ffmpeg
-VIDEO_SUFFIXES = (".mp4", ".m4v", ".mov", ".avi", ".mkv", ".webm", ".wmv", ".mpg", ".mpeg", ".ts", ".m2ts", ".mts")
+VIDEO_SUFFIXES = (
+    ".mp4",
+    ".m4v",
+    ".mov",
+    ".avi",
+    ".mkv",
+    ".webm",
+    ".wmv",
+    ".mpg",
+    ".mpeg",
+    ".vob",
+    ".ts",
+    ".m2ts",
+    ".mts",
+)
 # a video container's first bytes: (offset, bytes, name), so that a video under another file name is said to be one
 _VIDEO_SIGNATURES = (
     (4, b"ftyp", "MP4/QuickTime"),

@@ -228,7 +228,7 @@ def resolve(path: Path, name: str, options: ImageOptions = NO_OPTIONS, ceus_regi
         box = _check_options(path, name, options, w, h, frames=None, timed=timed, held="the clip's {} frames")
         notes = (held,) if (held := info.hold_note()) else ()
         if rate is not None and not FRAME_RATE_RANGE[0] <= rate <= FRAME_RATE_RANGE[1]:
-            notes = (f"the video declares {rate:g} frames/s, outside {_RATE_RANGE}: its timing is not used",)
+            notes += (f"the video declares {rate:g} frames/s, outside {_RATE_RANGE}: its timing is not used",)
             rate = None
     else:
         (w, h), n, kind, rate = image_size(path), 1, "image", None
