@@ -35,7 +35,7 @@ from lnm_jax.data.cohorts.manifest import (
     ManifestError,
     read_manifest,
 )
-from lnm_jax.data.pixels import clips, dicom
+from lnm_jax.data.pixels import clips, dicom, sources
 from lnm_jax.data.pixels.decode import decode_image, image_size, read_image, read_opacity, verify_image
 from lnm_jax.data.pixels.sources import Framing, decode_input, resolve
 from lnm_jax.fileio import OutputPathError
@@ -1837,6 +1837,43 @@ def test_frame_time_vector_checked_against_frame_count(tmp_path):
     ds.FrameTimeVector = [0] + [100] * 7
     ds.save_as(cine, enforce_file_format=True)
     assert dicom.read_header(cine).frame_times_s[-1] == pytest.approx(0.7)
+
+
+def test_a_cines_timing_is_the_one_its_frame_increment_pointer_names_and_unusable_timing_is_said(tmp_path):
+    """The video class (frames timed otherwise than a player shows them) in a DICOM cine: where
+    FrameIncrementPointer names FrameTime, which viewers then play by, a FrameTimeVector beside it
+    had been used instead (here 0.7 s of frames read as 2.8 s), in silence; FrameTime is used and
+    the disagreement said. Times that do not increase had been dropped in silence (the cine then
+    sampled in frames); that is said now."""
+    from pydicom import dcmread
+
+    frames = np.stack([np.full((12, 16, 3), 20 + 25 * k, np.uint8) for k in range(8)])
+    cine = _cine(tmp_path / "c.dcm", frames, 8)  # FrameTime 100 ms
+
+    def timing_notes():
+        return [n for n in sources.resolve(cine, "ceus").notes if n.startswith("the cine's timing")]
+
+    ds = dcmread(cine)
+    ds.FrameIncrementPointer = 0x00181063  # (0018,1063) FrameTime
+    ds.FrameTimeVector = [0] + [400] * 7
+    ds.save_as(cine, enforce_file_format=True)
+    header = dicom.read_header(cine)
+    assert header.frame_times_s[-1] == pytest.approx(0.7)
+    assert timing_notes() == [
+        "the cine's timing: FrameTime 100 ms, which its FrameIncrementPointer names and viewers play by, is used; "
+        "its FrameTimeVector says otherwise (400-400 ms)"
+    ]
+    ds.FrameIncrementPointer = 0x00181065  # (0018,1065) FrameTimeVector: it is the timing
+    ds.save_as(cine, enforce_file_format=True)
+    assert dicom.read_header(cine).frame_times_s[-1] == pytest.approx(2.8) and not timing_notes()
+    ds.FrameTimeVector = [0, 100, 100, 0, 100, 100, 100, 100]  # a frame at the same time as the one before
+    ds.save_as(cine, enforce_file_format=True)
+    header = dicom.read_header(cine)
+    assert header.frame_times_s is None
+    assert timing_notes() == [
+        "the cine's timing: its FrameTimeVector does not increase from frame to frame, so it is not used (frames are "
+        "sampled in frames)"
+    ]
 
 
 def _palette(path, descriptor_bits: int, lut: np.ndarray):

@@ -172,6 +172,9 @@ class DicomHeader:
     # (RGB against YBR_*): (the codestream's, what says so) (:func:`codestream_colour`); readers
     # differ on which they follow (helper-63: said to no one)
     codestream_colour: tuple[str, str] | None = None
+    # what validate says of a cine's timing where the header's is not used as written
+    # (:func:`_frame_times`), else None
+    timing_note: str | None = None
 
     @property
     def duration_s(self) -> float | None:
@@ -341,7 +344,8 @@ def _header(path: Path, ds, frames: int, photometric: str, syntax) -> DicomHeade
         transfer_syntax=f"{syntax.name} ({syntax})" if syntax else "unknown (no file meta)",
         sop_class=ds.SOPClassUID.name if "SOPClassUID" in ds else "",
         regions=tuple(_regions(ds)),
-        frame_times_s=_frame_times(ds, frames, Path(path)),
+        frame_times_s=(timing := _frame_times(ds, frames, Path(path)))[0],
+        timing_note=timing[1],
         burned_in_annotation=str(ds.get("BurnedInAnnotation", "") or "").strip().upper(),
         phi=phi_present(ds),
         modality=str(ds.get("Modality", "") or "").strip().upper(),
@@ -1127,30 +1131,48 @@ def _regions(ds) -> Iterator[ScanRegion]:
         yield ScanRegion(box, int(r.get("RegionSpatialFormat", 0)), int(r.get("RegionDataType", 0)), spacing)
 
 
-def _frame_times(ds, frames: int, path: Path | None = None) -> tuple[float, ...] | None:
-    """Seconds from the first frame: FrameTimeVector (ms between frames), FrameTime (ms per
-    frame) or CineRate (frames/s), in that order; None for a still or when none is given.
-    A FrameTimeVector whose length is not the frame count is a header that disagrees with its
-    pixel data: :class:`HeaderMismatchError` naming both numbers."""
+FRAME_TIME, FRAME_TIME_VECTOR = 0x00181063, 0x00181065  # the tags FrameIncrementPointer names
+
+
+def _frame_times(ds, frames: int, path: Path | None = None) -> tuple[tuple[float, ...] | None, str | None]:
+    """(Seconds of every frame from the first, a note for validate where the header's timing is
+    not used as written): FrameTimeVector (ms between frames), FrameTime (ms per frame) or
+    CineRate (frames/s), in that order, except where FrameIncrementPointer (0028,0009; PS3.3
+    C.7.6.6.1.1) names FrameTime and the header holds it, which a viewer then plays by (a
+    FrameTimeVector beside it had been used instead, said where the two disagree); (None, None)
+    for a still or when none is given. Times that do not increase are not used, said
+    (the cine is then sampled in frames: they had been dropped in silence). A FrameTimeVector
+    whose length is not the frame count is a header that disagrees with its pixel data:
+    :class:`HeaderMismatchError` naming both numbers."""
     if frames < 2:
-        return None
-    vector = ds.get("FrameTimeVector")
+        return None, None
+    pointer = ds.get("FrameIncrementPointer")  # one tag (an int), or several (pydicom's MultiValue)
+    pointer = {int(pointer)} if isinstance(pointer, int) else {int(t) for t in pointer or ()}
+    vector, frame_time, note = ds.get("FrameTimeVector"), ds.get("FrameTime"), None
     if vector is not None:
         vector = [float(v) for v in np.atleast_1d(np.asarray(vector, dtype=object))]
         if len(vector) != frames:
             raise HeaderMismatchError(
                 f"{path}: FrameTimeVector has {len(vector)} entries, the cine holds {frames} frames"
             )
-        times = np.cumsum([0.0] + vector[1:]) / 1000.0
-    elif ds.get("FrameTime"):
-        times = np.arange(frames) * float(ds.FrameTime) / 1000.0
+    if vector is not None and not (FRAME_TIME in pointer and frame_time):
+        times, said = np.cumsum([0.0] + vector[1:]) / 1000.0, "FrameTimeVector"
+    elif frame_time:
+        times, said = np.arange(frames) * float(frame_time) / 1000.0, "FrameTime"
+        if vector is not None and not np.allclose(vector[1:], float(frame_time), rtol=0.01):
+            spread = f"{min(vector[1:]):g}-{max(vector[1:]):g} ms"
+            note = (
+                f"the cine's timing: FrameTime {float(frame_time):g} ms, which its FrameIncrementPointer names and "
+                f"viewers play by, is used; its FrameTimeVector says otherwise ({spread})"
+            )
     elif ds.get("CineRate"):
-        times = np.arange(frames) / float(ds.CineRate)
+        times, said = np.arange(frames) / float(ds.CineRate), "CineRate"
     else:
-        return None
-    if np.any(np.diff(times) <= 0):
-        return None  # not increasing: the header's timing cannot be trusted
-    return tuple(float(t) for t in times)
+        return None, None
+    if not np.all(np.diff(times) > 0):
+        said = f"the cine's timing: its {said} does not increase from frame to frame, so it is not used"
+        return None, said + " (frames are sampled in frames)"
+    return tuple(float(t) for t in times), note
 
 
 def _decode_failure(path: Path, e: Exception) -> DicomError:

@@ -366,6 +366,8 @@ def _resolve_dicom(path: Path, name: str, options: ImageOptions, ceus_region: st
             f"PixelAspectRatio {v:g}:{h:g}: its pixels are not square, and a DICOM viewer shows the picture stretched "
             f"{v / h:.3g} times as tall as stored; it is read as stored, and a crop box counts stored pixels"
         )
+    if header.timing_note:
+        notes.append(header.timing_note)
     if header.codestream_colour is not None:
         space, by = header.codestream_colour
         notes.append(
