@@ -292,7 +292,11 @@ def test_a_videos_frame_count_is_what_is_read_where_ffmpeg_times_it_oddly(tmp_pa
     frames/s recording jittered by 1-2 ms on a 1-ms time base: timed at 1000/s, each frame read
     ~33 times; 2 frames of MPEG-2 at 25/s: timed at 50) and where a packet's duration is its step
     in decoding order (a variable-rate clip with B-frames and 2-s still periods: 305 declared,
-    300 read). The last also gets validate's note that it holds one frame over a gap."""
+    300 read). The last also gets validate's note that it holds one frame over a gap. helper-72's
+    review: B-frames in an MPEG program stream (I/P packets without a presentation time: 29 said
+    for 30), a clip mostly at 10/s with a part at 50/s (timed by its median frame it lost most of
+    those), a file named with a log level's tag ("[error] ..."; refused as damaged), two video
+    streams (the second's size, the first's frames)."""
     import subprocess
 
     import imageio_ffmpeg
@@ -304,19 +308,45 @@ def test_a_videos_frame_count_is_what_is_read_where_ffmpeg_times_it_oddly(tmp_pa
         "jitter.mkv": ["testsrc=size=32x32:rate=1000", "-vf", jitter, "-frames:v", "40", "-fps_mode", "passthrough"],
         "two.mpg": ["testsrc=size=32x32:rate=25", "-frames:v", "2", "-c:v", "mpeg2video"],
         "still.mp4": ["testsrc=size=32x32:rate=30", "-t", "6", "-vf", "select='lt(mod(t,4),2)',setpts=PTS"],
+        # (helper-72) B-frames in an MPEG program stream, whose I/P packets carry no presentation time
+        "b.vob": ["testsrc=size=32x32:rate=10", "-frames:v", "30", "-c:v", "mpeg2video", "-bf", "2"],
+        # (helper-72) 3 s at 10/s, then 0.4 s at 50/s: its median frame (0.1 s) had timed it, dropping 16 frames
+        "mixed.mp4": [
+            *("testsrc=size=32x32:rate=10:duration=3", "-f", "lavfi", "-i"),
+            *("testsrc=size=32x32:rate=50:duration=0.4", "-filter_complex", "[0][1]concat=n=2:v=1"),
+        ],
+        # (helper-72) a file whose name holds a log level's tag, as ffmpeg's debug lines echo it
+        "[error] named.mp4": ["testsrc=size=32x32:rate=10", "-frames:v", "12"],
     }
     for name, how in made.items():
         codec = [] if "-c:v" in how else x264
-        extra = ["-fps_mode", "vfr"] if name == "still.mp4" else []
+        extra = ["-fps_mode", "vfr"] if name in ("still.mp4", "mixed.mp4") else []
         subprocess.run([*ffmpeg, *how, *extra, *codec, str(tmp_path / name)], check=True, capture_output=True)
         info, read = clips.video_info(tmp_path / name), len(clips.read_frames(tmp_path / name))
         assert info.declared_frames == read, (name, info, read)
+    still = tmp_path / "still.mp4"
     assert (
-        read == 180
-        and "holds one frame over a gap: 2.03 s from 1.97 s" in clips.video_info(tmp_path / "still.mp4").hold_note()
+        len(clips.read_frames(still)) == 180
+        and "one frame over a gap: 2.03 s from 1.97 s" in clips.video_info(still).hold_note()
     )
-    assert clips.video_info(tmp_path / "jitter.mkv").fps == pytest.approx(30, rel=0.02)
-    assert len(clips.read_frames(tmp_path / "two.mpg")) == 2
+    assert 30 <= clips.video_info(tmp_path / "jitter.mkv").fps < 40  # (its shortest frame, 30 ms: not 1000/s)
+    assert len(clips.read_frames(tmp_path / "two.mpg")) == 2 and len(clips.read_frames(tmp_path / "b.vob")) == 30
+    # (helper-72) two video streams, the second flagged default: its size had been read, the first's frames
+    two = ["-f", "lavfi", "-i", "testsrc2=size=64x64:rate=10", "-map", "0:v", "-map", "1:v", "-frames:v", "10"]
+    two += ["-disposition:v:0", "0", "-disposition:v:1", "default", *x264, str(tmp_path / "two.mkv")]
+    subprocess.run([*ffmpeg, "testsrc=size=32x32:rate=10", *two], check=True, capture_output=True)
+    assert clips.video_info(tmp_path / "two.mkv").size == (32, 32)
+    assert clips.read_frames(tmp_path / "two.mkv").shape == (10, 32, 32, 3)
+    # every frame the stream holds is among those read (ffmpeg's own decode of each once, as stored)
+    stored = subprocess.run(
+        [ffmpeg[0], "-v", "error", "-i", str(tmp_path / "mixed.mp4"), "-fps_mode", "passthrough", "-f", "rawvideo"]
+        + ["-pix_fmt", "rgb24", "-"],
+        check=True,
+        capture_output=True,
+    ).stdout
+    stored = {stored[k : k + 32 * 32 * 3] for k in range(0, len(stored), 32 * 32 * 3)}
+    read = {(f * 255).round().astype(np.uint8).tobytes() for f in clips.read_frames(tmp_path / "mixed.mp4")}
+    assert clips.video_info(tmp_path / "mixed.mp4").rate == 50 and read == stored, (len(read), len(stored))
 
 
 def test_a_video_is_read_under_the_names_scanners_export_and_said_to_be_one_under_another(tmp_path):

@@ -11,10 +11,10 @@ spread evenly over it; T = 1 is the peak-enhancement frame, the one a sonographe
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import os
 import re
-import statistics
 import subprocess
 from collections.abc import Iterator
 from fractions import Fraction
@@ -34,10 +34,11 @@ MAX_CLIP_FRAMES = 10_000
 MAX_CLIP_PIXELS = 10_000_000_000  # frames x width x height, decoded: 2 min of 1080p at 25/s is 6.2e9
 # a video holding one frame longer than this (and three frame times) is said to (VideoInfo.hold_note)
 HELD_FRAME_S = 0.25
-# where ffmpeg's rate for a stream would read its typical frame more than this many times, the
-# frames' own rate is taken (the median interval): ffmpeg timed a 30-frames/s recording with 1-ms
-# jitter at 1000/s (each frame read 33 times, a 12-s clip refused as 11,850 frames), and 1- or
-# 2-frame MPEG clips at 25/s at 50 (helper-71)
+# where ffmpeg's rate for a stream would read even its shortest frame more than this many times,
+# the rate of that shortest frame is taken: ffmpeg timed a 30-frames/s recording with 1-ms jitter
+# at 1000/s (each frame read 33 times, a 12-s clip refused as 11,850 frames), and 1- or 2-frame
+# MPEG clips at 25/s at 50 (helper-71). (Not the median frame: a clip mostly at 10/s with a
+# second at 50/s lost 40 of its 130 frames so, helper-72.)
 REPEATS = 1.5
 
 
@@ -136,7 +137,11 @@ def _reader_failure(path: Path, e: Exception) -> ClipError:
     error carries ffmpeg's log (an MP4 cut before its index: 'moov atom not found', where the
     reader says 'Could not load meta information'), else the reader's first line."""
     lines = str(e).strip().splitlines() or [""]
-    said = next((m.group(1) for line in lines if (m := re.match(r"^\[[^\]]* @ 0x[0-9a-fA-F]+\]\s*(.+)$", line))), None)
+    said = [m.group(1) for line in lines if (m := re.match(r"^\[[^\]]* @ 0x[0-9a-fA-F]+\]\s*(.+)$", line))]
+    # (not a format's guess, "misdetection possible", nor the generic "Error opening input", where more is said)
+    said = next((w for w in said if not re.search(r"misdetection possible|^Error opening input", w)), None) or (
+        said[0] if said else None
+    )
     why = f"ffmpeg: {said}" if said else f"{type(e).__name__}: {lines[0]}"
     return ClipError(f"{path}: not a readable clip ({why})")
 
@@ -225,7 +230,11 @@ def _probe(path: Path) -> subprocess.CompletedProcess:
 
 def _time_base(text: str) -> Fraction | None:
     found = re.search(r"^#tb 0: (\d+)/(\d+)\s*$", text, re.MULTILINE)
-    return Fraction(int(found.group(1)), int(found.group(2))) if found and int(found.group(1)) else None
+    return (
+        Fraction(int(found.group(1)), int(found.group(2)))
+        if found and int(found.group(1)) * int(found.group(2))
+        else None
+    )
 
 
 def _frame_rate(probe: subprocess.CompletedProcess) -> Fraction | None:
@@ -242,38 +251,51 @@ _NO_PTS = -(2**63)  # AV_NOPTS_VALUE: a packet without its own time (MPEG progra
 
 
 def _video_times(path: Path) -> tuple[Fraction, Fraction | None, tuple[float, float]] | None:
-    """(seconds from the video stream's first shown frame to its last one's start, its typical
-    frame time (the median interval between frames' start times; a lone frame's own duration;
+    """(seconds from the video stream's first shown frame to its last one's start, its shortest
+    frame time (the shortest interval between frames' start times; a lone frame's own duration;
     None where neither is known), (the longest interval, in seconds, and when it starts, from the
     first frame)), from its packets' timestamps (a stream copy, nothing decoded: ffmpeg's frame
     CRCs), those an edit list leaves out not counted; None where it has no packets. The
     container's duration is its longest stream's: 6 s for 4 s of video under 6 s of audio (150
     frames said for 100); a packet's own duration is its step in decoding order (a B-frame's
     can carry a still period of a variable-rate clip) or 0 (MPEG-TS)."""
-    out = _ffmpeg(["-v", "error", "-i", str(path), *VIDEO_STREAM, "-c", "copy", "-f", "framecrc", "-"]).stdout
-    tb, packets, last = _time_base(out), [], 0
+    # (+genpts: a packet without a presentation time, as MPEG program streams and AVI have, is given one)
+    command = ["-v", "error", "-fflags", "+genpts", "-i", str(path), *VIDEO_STREAM, "-c", "copy", "-f", "framecrc", "-"]
+    out = _ffmpeg(command).stdout
+    tb, shown, last = _time_base(out), [], 0
     for line in out.splitlines():
         fields = [f.strip() for f in line.split(",")]
         if line.startswith("#") or len(fields) < 4:
             continue
         flags = next((int(f[2:], 16) for f in fields[6:] if f.startswith("F=")), 0)
         dts, pts, last = int(fields[1]), int(fields[2]), int(fields[3])
-        if not flags & 0x4:  # (AV_PKT_FLAG_DISCARD: before an edit list's start, never shown)
-            packets.append((dts, pts))
-    # a packet without a presentation time (MPEG program streams, AVI) is shown at its decoding
-    # time plus the stream's usual delay between the two (its encoder's reordering)
-    delay = statistics.median_low([p - d for d, p in packets if _NO_PTS not in (d, p)] or [0])
-    shown = sorted(p if p != _NO_PTS else d + delay for d, p in packets if (d, p) != (_NO_PTS, _NO_PTS))
+        pts = dts if pts == _NO_PTS else pts  # (none generated: a raw stream's frames, at their decoding times)
+        if not flags & 0x4 and pts != _NO_PTS:  # (AV_PKT_FLAG_DISCARD: before an edit list's start, never shown)
+            shown.append(pts)
     if not tb or not shown:
         return None
+    shown.sort()
     steps = [b - a for a, b in zip(shown, shown[1:])]
-    frame = statistics.median_low(steps) if steps else last
+    frame = min(steps) if steps else last
     held, at = max(zip(steps, shown), key=lambda g: g[0], default=(0, shown[0]))
     return (
         (shown[-1] - shown[0]) * tb,
         frame * tb if frame > 0 else None,
         (float(held * tb), float((at - shown[0]) * tb)),
     )
+
+
+def _mapped_stream(probe: subprocess.CompletedProcess) -> tuple[str, str] | None:
+    """(codec, pixel format) of the stream ffmpeg's ``probe`` read (:data:`VIDEO_STREAM`), from
+    its input stream line, as imageio-ffmpeg parses a stream line; None where not found. (The
+    reader's own metadata are the first video stream's: a cover picture stored first.)"""
+    mapped = re.search(r"Stream #0:(\d+) -> #0:0", probe.stderr)
+    pattern = rf"^\s*Stream #0:{mapped.group(1)}(?!\d)[^\n]*?Video: ([^\n]*)$" if mapped else None
+    line = re.search(pattern, probe.stderr, re.MULTILINE) if pattern else None
+    if line is None:
+        return None
+    parts = re.split(r",\s*(?![^()]*\))", line.group(1))
+    return parts[0].split(" ", 1)[0].strip(), parts[1].strip() if len(parts) > 1 else ""
 
 
 def _vpx_alpha_decoder(probe: subprocess.CompletedProcess, codec: str) -> str | None:
@@ -297,7 +319,8 @@ def _ffmpeg_frames(path: Path) -> Iterator:
     notices = logging.getLogger("imageio_ffmpeg")
     if not any(isinstance(f, _SizeNotice) for f in notices.filters):
         notices.addFilter(_SizeNotice())
-    return imageio_ffmpeg.read_frames(str(path), pix_fmt="rgb24", bits_per_pixel=24, output_params=list(DISPLAY_FILTER))
+    params = [*VIDEO_STREAM, *DISPLAY_FILTER]  # (the stream the decoder reads: its size as shown)
+    return imageio_ffmpeg.read_frames(str(path), pix_fmt="rgb24", bits_per_pixel=24, output_params=params)
 
 
 def video_info(path: Path | str) -> VideoInfo:
@@ -305,8 +328,18 @@ def video_info(path: Path | str) -> VideoInfo:
     its frames are read at and its video stream's span, its alpha; :class:`ClipError` naming
     the file when it is unreadable, tagged with colours players convert
     (:func:`colour_refusal`), or declares more than :data:`MAX_CLIP_FRAMES` frames or
-    :data:`MAX_CLIP_PIXELS` pixels. Three ffmpeg runs, none decoding past the first frame."""
+    :data:`MAX_CLIP_PIXELS` pixels. Three ffmpeg runs, none decoding past the first frame; kept
+    for the file as it is (its size and modification time), as validate and each read ask again."""
     path = Path(path)
+    try:
+        stat = path.stat()
+    except OSError:
+        return _video_info.__wrapped__(path, 0, 0)  # (the reader says what is wrong with it)
+    return _video_info(path, stat.st_size, stat.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=256)
+def _video_info(path: Path, size: int, mtime_ns: int) -> VideoInfo:
     try:
         reader = _ffmpeg_frames(path)
         try:
@@ -315,18 +348,18 @@ def video_info(path: Path | str) -> VideoInfo:
             reader.close()
     except Exception as e:  # noqa: BLE001  (any reader failure is an unreadable clip)
         raise _reader_failure(path, e) from e
-    pix_fmt = str(meta.get("pix_fmt", ""))
+    probe = _probe(path)
+    codec, pix_fmt = _mapped_stream(probe) or (str(meta.get("codec", "")), str(meta.get("pix_fmt", "")))
     if why := colour_refusal(pix_fmt):
         raise ClipError(f"{path}: {why}")
     fps, duration = meta.get("fps"), meta.get("duration")
     size = tuple(int(v) for v in meta.get("size", (0, 0)))
-    probe = _probe(path)
-    decoder = _vpx_alpha_decoder(probe, str(meta.get("codec", "")))
+    decoder = _vpx_alpha_decoder(probe, codec)
     alpha = bool(ALPHA_FORMATS.match(pix_fmt)) or decoder is not None
     rate, span, hold = _frame_rate(probe), duration or None, None
     if times := _video_times(path):
         first_to_last, frame, hold = times
-        if frame and (not rate or rate * frame > REPEATS):  # each frame read more than once: its own rate
+        if frame and (not rate or rate * frame > REPEATS):  # every frame read more than once: its own rate
             rate = 1 / frame
         span = float(first_to_last + (1 / rate if rate else 0)) or span
     info = VideoInfo(size, float(rate) if rate else fps or None, span, alpha, decoder, rate, hold)
@@ -485,7 +518,9 @@ def _decoded(path: Path, info: VideoInfo) -> Iterator[np.ndarray]:
 # ("Frame num gap <frame_num> <the previous one>"): a keyframe lost mid-stream with the timestamps
 # kept (helper-70) had the frames after it decoded from the wrong reference in silence, 7.6-12.7
 # grey levels off on average
-LOST_REFERENCE = re.compile(r"^(.*?)\[debug\] Frame num gap (-?\d+) (-?\d+)")
+_WHO = r"^((?:\[[^\]]+ @ 0x[0-9a-fA-F]+\]\s*)*)"  # a log line's "[h264 @ 0x...]" prefixes, before its level tag
+LOST_REFERENCE = re.compile(_WHO + r"\[debug\] Frame num gap (-?\d+) (-?\d+)")
+_DAMAGE_LEVEL = re.compile(_WHO + r"\[(?:error|fatal|panic)\] ")
 
 
 def _errors(log: str) -> list[str]:
@@ -494,9 +529,9 @@ def _errors(log: str) -> list[str]:
     words ("frame_num 1 follows 13: a frame it refers to was lost")."""
     errors, lost = [], []
     for line in log.splitlines():
-        if re.search(r"\[(error|fatal|panic)\] ", line):
-            errors.append(re.sub(r"\[(error|fatal|panic)\] ", "", line, count=1).strip())
-        elif found := LOST_REFERENCE.search(line):
+        if found := _DAMAGE_LEVEL.match(line):
+            errors.append((found.group(1) + line[found.end() :]).strip())
+        elif found := LOST_REFERENCE.match(line):
             where, now, before = found.groups()
             lost.append(f"{where}frame_num {now} follows {before}: a frame it refers to was lost (H.264 frame num gap)")
     return errors + lost
@@ -504,7 +539,8 @@ def _errors(log: str) -> list[str]:
 
 # ffmpeg's own lines around a decoder's report (which say only that the decoder failed)
 _FFMPEG_GENERIC = re.compile(
-    r"Error processing packet in decoder|Task finished with error|Last message repeated|Terminating thread"
+    r"Error (processing|submitting) packet (in|to) decoder|Task finished with error|Last message repeated|"
+    r"Terminating thread"
 )
 
 
