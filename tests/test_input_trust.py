@@ -1843,8 +1843,9 @@ def test_a_cines_timing_is_the_one_its_frame_increment_pointer_names_and_unusabl
     """The video class (frames timed otherwise than a player shows them) in a DICOM cine: where
     FrameIncrementPointer names FrameTime, which viewers then play by, a FrameTimeVector beside it
     had been used instead (here 0.7 s of frames read as 2.8 s), in silence; FrameTime is used and
-    the disagreement said. Times that do not increase had been dropped in silence (the cine then
-    sampled in frames); that is said now."""
+    the disagreement said (a FrameTimeVector of the wrong length beside it, which no viewer
+    reads, is said, not refused: helper-72). Times that do not increase had been dropped in
+    silence (the cine then sampled in frames); that is said now."""
     from pydicom import dcmread
 
     frames = np.stack([np.full((12, 16, 3), 20 + 25 * k, np.uint8) for k in range(8)])
@@ -1863,6 +1864,14 @@ def test_a_cines_timing_is_the_one_its_frame_increment_pointer_names_and_unusabl
         "the cine's timing: FrameTime 100 ms, which its FrameIncrementPointer names and viewers play by, is used; "
         "its FrameTimeVector says otherwise (400-400 ms)"
     ]
+    ds.FrameTimeVector = [0] + [400] * 5  # (helper-72) 6 entries for 8 frames, in a vector no viewer reads
+    ds.save_as(cine, enforce_file_format=True)
+    assert dicom.read_header(cine).frame_times_s[-1] == pytest.approx(0.7)
+    assert timing_notes() == [
+        "the cine's timing: FrameTime 100 ms, which its FrameIncrementPointer names and viewers play by, is used; "
+        "its FrameTimeVector has 6 entries for 8 frames"
+    ]
+    ds.FrameTimeVector = [0] + [400] * 7
     ds.FrameIncrementPointer = 0x00181065  # (0018,1065) FrameTimeVector: it is the timing
     ds.save_as(cine, enforce_file_format=True)
     assert dicom.read_header(cine).frame_times_s[-1] == pytest.approx(2.8) and not timing_notes()

@@ -1139,23 +1139,31 @@ def _frame_times(ds, frames: int, path: Path | None = None) -> tuple[tuple[float
     not used as written): FrameTimeVector (ms between frames), FrameTime (ms per frame) or
     CineRate (frames/s), in that order, except where FrameIncrementPointer (0028,0009; PS3.3
     C.7.6.6.1.1) names FrameTime and the header holds it, which a viewer then plays by (a
-    FrameTimeVector beside it had been used instead, said where the two disagree); (None, None)
+    FrameTimeVector beside it had been used instead; said where the two disagree, or where the
+    vector's length is not the frame count); (None, None)
     for a still or when none is given. Times that do not increase are not used, said
     (the cine is then sampled in frames: they had been dropped in silence). A FrameTimeVector
-    whose length is not the frame count is a header that disagrees with its pixel data:
-    :class:`HeaderMismatchError` naming both numbers."""
+    whose length is not the frame count, and which times the cine, is a header that disagrees with
+    its pixel data: :class:`HeaderMismatchError` naming both numbers."""
     if frames < 2:
         return None, None
     pointer = ds.get("FrameIncrementPointer")  # one tag (an int), or several (pydicom's MultiValue)
     pointer = {int(pointer)} if isinstance(pointer, int) else {int(t) for t in pointer or ()}
     vector, frame_time, note = ds.get("FrameTimeVector"), ds.get("FrameTime"), None
+    by_frame_time = FRAME_TIME in pointer and bool(frame_time)  # (what viewers play it by)
     if vector is not None:
         vector = [float(v) for v in np.atleast_1d(np.asarray(vector, dtype=object))]
-        if len(vector) != frames:
+        if len(vector) != frames and by_frame_time:  # (helper-72: a viewer never reads it)
+            note = (
+                f"the cine's timing: FrameTime {float(frame_time):g} ms, which its FrameIncrementPointer names and "
+                f"viewers play by, is used; its FrameTimeVector has {len(vector)} entries for {frames} frames"
+            )
+            vector = None
+        elif len(vector) != frames:
             raise HeaderMismatchError(
                 f"{path}: FrameTimeVector has {len(vector)} entries, the cine holds {frames} frames"
             )
-    if vector is not None and not (FRAME_TIME in pointer and frame_time):
+    if vector is not None and not by_frame_time:
         times, said = np.cumsum([0.0] + vector[1:]) / 1000.0, "FrameTimeVector"
     elif frame_time:
         times, said = np.arange(frames) * float(frame_time) / 1000.0, "FrameTime"
