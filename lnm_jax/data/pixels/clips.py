@@ -97,10 +97,10 @@ class VideoInfo:
     as shown, the frames/s its frames are read at (:func:`_frame_rate`; the container's average
     where ffmpeg gives none), the seconds its video stream spans (:func:`_video_times`: its first
     frame's start to its last one's, and one frame time; the container's duration where the
-    stream gives none), the frame count they imply (None when
-    not declared), whether its pixels carry alpha (:data:`ALPHA_FORMATS`), and the exact rate
-    (a fraction: 24000/1001, where ``fps`` is 23.976...) its frames are decoded at, and its
-    longest interval between frames (:meth:`hold_note`)."""
+    stream gives none), the frame count they imply (None when not declared), whether its pixels
+    carry alpha (:data:`ALPHA_FORMATS`), the exact rate (a fraction: 24000/1001, where ``fps``
+    is 23.976...) its frames are decoded at, and its longest interval between frames
+    (:meth:`hold_note`)."""
 
     size: tuple[int, int]
     fps: float | None
@@ -132,12 +132,16 @@ class VideoInfo:
         return None
 
 
+# the prefix ffmpeg gives a log line: the component that speaks, "[h264 @ 0x55...]"
+_LOG_PREFIX = r"\[[^\]]+ @ 0x[0-9a-fA-F]+\]"
+
+
 def _reader_failure(path: Path, e: Exception) -> ClipError:
     """:class:`ClipError` naming the file, in ffmpeg's own first words about it where the reader's
     error carries ffmpeg's log (an MP4 cut before its index: 'moov atom not found', where the
     reader says 'Could not load meta information'), else the reader's first line."""
     lines = str(e).strip().splitlines() or [""]
-    said = [m.group(1) for line in lines if (m := re.match(r"^\[[^\]]* @ 0x[0-9a-fA-F]+\]\s*(.+)$", line))]
+    said = [m.group(1) for line in lines if (m := re.match(rf"^{_LOG_PREFIX}\s*(.+)$", line))]
     # (not a format's guess, "misdetection possible", nor the generic "Error opening input", where more is said)
     said = next((w for w in said if not re.search(r"misdetection possible|^Error opening input", w)), None) or (
         said[0] if said else None
@@ -230,11 +234,8 @@ def _probe(path: Path) -> subprocess.CompletedProcess:
 
 def _time_base(text: str) -> Fraction | None:
     found = re.search(r"^#tb 0: (\d+)/(\d+)\s*$", text, re.MULTILINE)
-    return (
-        Fraction(int(found.group(1)), int(found.group(2)))
-        if found and int(found.group(1)) * int(found.group(2))
-        else None
-    )
+    num, den = (int(found.group(1)), int(found.group(2))) if found else (0, 0)
+    return Fraction(num, den) if num and den else None
 
 
 def _frame_rate(probe: subprocess.CompletedProcess) -> Fraction | None:
@@ -518,7 +519,7 @@ def _decoded(path: Path, info: VideoInfo) -> Iterator[np.ndarray]:
 # ("Frame num gap <frame_num> <the previous one>"): a keyframe lost mid-stream with the timestamps
 # kept (helper-70) had the frames after it decoded from the wrong reference in silence, 7.6-12.7
 # grey levels off on average
-_WHO = r"^((?:\[[^\]]+ @ 0x[0-9a-fA-F]+\]\s*)*)"  # a log line's "[h264 @ 0x...]" prefixes, before its level tag
+_WHO = rf"^((?:{_LOG_PREFIX}\s*)*)"  # a log line's prefixes, before its level tag
 LOST_REFERENCE = re.compile(_WHO + r"\[debug\] Frame num gap (-?\d+) (-?\d+)")
 _DAMAGE_LEVEL = re.compile(_WHO + r"\[(?:error|fatal|panic)\] ")
 
@@ -553,7 +554,7 @@ def _decoder_words(lines: list[str]) -> str | None:
         return None
     said = next((line for line in own if "error" in line.lower()), own[0])
     names = re.findall(r"\[(?:[\w#:]+[:/])?([\w,-]+) @ 0x[0-9a-fA-F]+\]", said)  # (dec:h264, in#0/matroska,webm)
-    words = re.sub(r"^(?:\[[^\]]* @ 0x[0-9a-fA-F]+\]\s*)+", "", said)
+    words = re.sub(rf"^(?:{_LOG_PREFIX}\s*)+", "", said)
     return f"{names[-1]}: {words}" if names else words
 
 

@@ -1131,7 +1131,7 @@ def _regions(ds) -> Iterator[ScanRegion]:
         yield ScanRegion(box, int(r.get("RegionSpatialFormat", 0)), int(r.get("RegionDataType", 0)), spacing)
 
 
-FRAME_TIME, FRAME_TIME_VECTOR = 0x00181063, 0x00181065  # the tags FrameIncrementPointer names
+FRAME_TIME = 0x00181063  # (0018,1063), as FrameIncrementPointer names it
 
 
 def _frame_times(ds, frames: int, path: Path | None = None) -> tuple[tuple[float, ...] | None, str | None]:
@@ -1153,13 +1153,7 @@ def _frame_times(ds, frames: int, path: Path | None = None) -> tuple[tuple[float
     by_frame_time = FRAME_TIME in pointer and bool(frame_time)  # (what viewers play it by)
     if vector is not None:
         vector = [float(v) for v in np.atleast_1d(np.asarray(vector, dtype=object))]
-        if len(vector) != frames and by_frame_time:  # (helper-72: a viewer never reads it)
-            note = (
-                f"the cine's timing: FrameTime {float(frame_time):g} ms, which its FrameIncrementPointer names and "
-                f"viewers play by, is used; its FrameTimeVector has {len(vector)} entries for {frames} frames"
-            )
-            vector = None
-        elif len(vector) != frames:
+        if len(vector) != frames and not by_frame_time:  # (beside the FrameTime viewers play by: said below)
             raise HeaderMismatchError(
                 f"{path}: FrameTimeVector has {len(vector)} entries, the cine holds {frames} frames"
             )
@@ -1167,11 +1161,16 @@ def _frame_times(ds, frames: int, path: Path | None = None) -> tuple[tuple[float
         times, said = np.cumsum([0.0] + vector[1:]) / 1000.0, "FrameTimeVector"
     elif frame_time:
         times, said = np.arange(frames) * float(frame_time) / 1000.0, "FrameTime"
-        if vector is not None and not np.allclose(vector[1:], float(frame_time), rtol=0.01):
-            spread = f"{min(vector[1:]):g}-{max(vector[1:]):g} ms"
+        if vector is not None and len(vector) != frames:  # (helper-72: a vector no viewer reads)
+            other = f"has {len(vector)} entries for {frames} frames"
+        elif vector is not None and not np.allclose(vector[1:], float(frame_time), rtol=0.01):
+            other = f"says otherwise ({min(vector[1:]):g}-{max(vector[1:]):g} ms)"
+        else:
+            other = None
+        if other:
             note = (
                 f"the cine's timing: FrameTime {float(frame_time):g} ms, which its FrameIncrementPointer names and "
-                f"viewers play by, is used; its FrameTimeVector says otherwise ({spread})"
+                f"viewers play by, is used; its FrameTimeVector {other}"
             )
     elif ds.get("CineRate"):
         times, said = np.arange(frames) / float(ds.CineRate), "CineRate"
