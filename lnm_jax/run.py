@@ -55,6 +55,7 @@ from lnm_jax.data.cohorts.survey import GEOMETRY_COLUMNS, survey
 from lnm_jax.data.pixels.sources import Framing
 from lnm_jax.data.synth.synthetic import SynthParams, generate_cohort, generator_params
 from lnm_jax.fileio import (
+    SEAL_KEY,
     DamagedFileError,
     check_seal,
     content_digest,
@@ -468,11 +469,14 @@ RESUMED_FROM = "earlier"  # run_info.json: the records of the processes before a
 
 def read_run_info(path: Path, remedy: str = "restore it from a copy, or move it aside") -> dict:
     """A run's ``run_info.json``, checked as its readers use it
-    (:func:`lnm_jax.provenance.run_info_problem`): one :class:`DamagedFileError` naming the file
-    where it is damaged or edited."""
+    (:func:`lnm_jax.provenance.run_info_problem`) and against its seal (:func:`check_seal`: the
+    training's versions, devices and commit reach an export's model card, where an edited one
+    had passed unsaid): one :class:`DamagedFileError` naming the file where it is damaged or
+    edited; a record written before it was sealed is read with a warning."""
     info = read_json(path, remedy=remedy)
     if problem := provenance.run_info_problem(info):
         raise DamagedFileError.edited(path, problem, remedy)
+    check_seal(info, path, f"restore it from a copy, or delete its {SEAL_KEY} to read it unverified, with a warning")
     return info
 
 
@@ -533,17 +537,19 @@ def write_run_record(
     process's record and the run's identity ``run_id`` (:func:`run_identity`); a resume passes
     the record before it (:func:`recorded_before`), kept, with its own earlier ones, oldest
     first, under ``run_info.json``'s ``"earlier"``, so a run resumed on another machine or
-    version still says which one trained its first epochs, and its identity carried over."""
+    version still says which one trained its first epochs, and its identity carried over. The
+    record is sealed (:func:`lnm_jax.fileio.sealed`, over the earlier records too, which are kept
+    without their own seals)."""
     if jax.process_index() == 0:
         info = provenance.run_info()
         if before is not None:
-            before = dict(before)
+            before = {k: v for k, v in before.items() if k != SEAL_KEY}
             run_id = run_id or before.get(RUN_KEY)
             info[RESUMED_FROM] = [*before.pop(RESUMED_FROM, []), before]
         if run_id is not None:
             info[RUN_KEY] = run_id
         write_config(files.config, config)
-        write_json(files.run_info, info)
+        write_json(files.run_info, sealed(info))
 
 
 def load_config(workdir: Path | str) -> ConfigDict:

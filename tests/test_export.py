@@ -25,6 +25,7 @@ from lnm_jax import names
 from lnm_jax.cli import main
 from lnm_jax.export import export_run
 from lnm_jax.exported import METADATA, MODEL_CARD, fingerprint, load, load_onnx
+from lnm_jax.fileio import sealed
 from lnm_jax.run import Run
 
 ATOL = 1e-4
@@ -267,7 +268,7 @@ def test_model_card_describes_the_configured_model_and_task(tiny_cohort, tmp_pat
     run = _untrained_run(config, tmp_path / "run")
     info = json.loads(run.files.run_info.read_text())
     info["packages"]["jax"] = "0.0.1-training"
-    run.files.run_info.write_text(json.dumps(info))
+    run.files.run_info.write_text(json.dumps(sealed(info)))  # as a training on that version wrote it
     md = metadata(run)
     card = markdown(md)
     assert md["architecture"]["fusion"] == "late" and card.count("late fusion") == 1

@@ -24,6 +24,7 @@ from support import cpu_env, new_patients
 
 from lnm_jax.cli import main
 from lnm_jax.config import ConfigError, config_problems, demo_config, field_path
+from lnm_jax.fileio import SEAL_KEY, sealed
 
 
 def _fail_line(capsys) -> str:
@@ -484,12 +485,13 @@ def test_a_resume_that_cannot_read_its_checkpoint_leaves_the_run_record_as_it_wa
     train(Run.create(config, run.workdir, resume=True))
     assert json.loads(run.files.config.read_text())["train"]["epochs"] == 3
     # and keeps the record of the process that trained the first epochs, oldest first
-    first = json.loads(before[run.files.run_info])
+    # (each without its own seal: the record's seal covers them)
+    first = {k: v for k, v in json.loads(before[run.files.run_info]).items() if k != SEAL_KEY}
     info = json.loads(run.files.run_info.read_text())
     assert info["earlier"] == [first] and info["created"] >= first["created"]
     # a further resume appends (what the loop calls once the checkpoint is read)
     write_run_record(config, run.files, before=recorded_before(run.files))
-    second = {k: v for k, v in info.items() if k != "earlier"}
+    second = {k: v for k, v in info.items() if k not in ("earlier", SEAL_KEY)}
     assert json.loads(run.files.run_info.read_text())["earlier"] == [first, second]
     # a record that cannot be read stops the resume before anything trains, saying so
     run.files.run_info.write_text('{"created": ')
@@ -498,7 +500,7 @@ def test_a_resume_that_cannot_read_its_checkpoint_leaves_the_run_record_as_it_wa
     # its earlier records edited into something else than a list of them: the resume spread
     # them into its own list (a string character by character) and wrote that, after training
     for earlier in ("first", [1, 2], {"created": 1}):
-        run.files.run_info.write_text(json.dumps({**second, "earlier": earlier}))
+        run.files.run_info.write_text(json.dumps(sealed({**second, "earlier": earlier})))  # its seal remade
         with pytest.raises(DamagedFileError, match=r"run_info.json: 'earlier' is not a list of records: restore"):
             Run.create(tiny_config(tiny_cohort, "triple", epochs=5), run.workdir, resume=True)
 
@@ -1018,13 +1020,14 @@ def test_a_split_edited_or_lost_is_refused_not_redrawn(triple_run, copy_run, cap
     with pytest.raises(CheckpointCorruptError, match=r"was saved by another run than this folder's"):
         triple_run.check_checkpoint({**meta, "run_sha256": "1" * 64}, where)
     info = json.loads(run.files.run_info.read_text())
-    run.files.run_info.write_text(json.dumps({**info, "run_sha256": "2" * 64}))  # as another folder's record
+    run.files.run_info.write_text(json.dumps(sealed({**info, "run_sha256": "2" * 64})))  # as another folder's record
     before = _snapshot(run.workdir)
     line = _one_error_line(capsys, ["evaluate", "--workdir", str(run.workdir)])
     assert "was saved by another run than this folder's" in line and "copied in from another run folder" in line
     assert _snapshot(run.workdir) == before
-    # its identity deleted from run_info.json (helper-60: the checkpoint swapped in was then blamed on config.json)
-    run.files.run_info.write_text(json.dumps({k: v for k, v in info.items() if k != "run_sha256"}))
+    # its identity deleted from run_info.json and its seal remade (helper-60: the checkpoint
+    # swapped in was then blamed on config.json)
+    run.files.run_info.write_text(json.dumps(sealed({k: v for k, v in info.items() if k != "run_sha256"})))
     before = _snapshot(run.workdir)
     line = _one_error_line(capsys, ["evaluate", "--workdir", str(run.workdir)])
     assert f"{run.files.run_info}: it holds no run_sha256, while checkpoint " in line and "config.json" not in line, (
@@ -1652,6 +1655,7 @@ def test_an_edited_run_info_is_one_line_before_evaluate_writes(triple_run, copy_
     "unexpected TypeError" after it had rewritten most of eval_best/ (fresh-user trial); now
     one line naming the file, and the run folder as it was."""
     from lnm_jax.provenance import run_info_problem
+    from lnm_jax.run import read_run_info
 
     run = copy_run(triple_run)
     info = json.loads(run.files.run_info.read_text())
@@ -1670,6 +1674,20 @@ def test_an_edited_run_info_is_one_line_before_evaluate_writes(triple_run, copy_
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "run_info.json: 'git' is 5" in err[0], err
     assert _snapshot(run.workdir) == before
+    # a value of the right type edited (the training's commit, which an export's model card
+    # states): it had passed unsaid; now refused by its seal, naming the file
+    edited = {**info, "git": {"commit": "0" * 40, "dirty": False}}
+    run.files.run_info.write_text(json.dumps(edited))
+    before = _snapshot(run.workdir)
+    assert main(["evaluate", "--workdir", str(run.workdir)]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"{run.files.run_info}: " in err[0] and "do not match the record_sha256" in err[0], err
+    assert _snapshot(run.workdir) == before
+    # its seal deleted (a record from before records were sealed, or one redacted by hand):
+    # read, with one warning, and the value is the one it holds
+    run.files.run_info.write_text(json.dumps({k: v for k, v in edited.items() if k != SEAL_KEY}))
+    assert read_run_info(run.files.run_info)["git"]["commit"] == "0" * 40
+    assert f"warning: {run.files.run_info} holds no record_sha256" in capsys.readouterr().err
 
 
 def test_an_interrupted_command_ends_at_once_with_its_code_whatever_threads_still_run(tmp_path):
