@@ -409,7 +409,9 @@ FIELD_RULES = {
     "train.eval_batch_size": POSITIVE_INT,
     "train.learning_rate": POSITIVE,
     "train.plateau.factor": _range(0, 1, lo_open=True),
-    "train.plateau.patience": NON_NEGATIVE_INT,
+    # optax counts epochs without a gain and cuts when the count equals patience: at 0 it cut on
+    # every improving epoch and never on a flat one (a fresh-user trial against PyTorch)
+    "train.plateau.patience": (POSITIVE_INT[0], "an integer >= 1 (epochs without a validation-loss gain before a cut)"),
     "train.plateau.rtol": NON_NEGATIVE,
     "train.plateau.cooldown": NON_NEGATIVE_INT,
     "train.plateau.min_scale": _range(0, 1),

@@ -1779,3 +1779,33 @@ def test_a_mapping_another_deidentify_wrote_meanwhile_is_kept(tmp_path, monkeypa
         "m.csv",
         "map.csv",
     ]  # no temporary
+
+
+def test_the_plateau_cuts_after_patience_epochs_without_a_gain_and_patience_0_is_refused():
+    """The plateau drop as docs/training.md states it: the rate is cut once ``patience`` epochs
+    in a row have not lowered the validation loss (Keras's count; PyTorch's ReduceLROnPlateau
+    with patience p - 1), then ``cooldown`` epochs pass before the count starts again. With
+    patience 0 optax's count cut on every improving epoch and never on a flat one (a fresh-user
+    trial against PyTorch: 1e-4, 1e-5, 1e-6 over three improving epochs); it is refused."""
+    import jax
+    import jax.numpy as jnp
+
+    from lnm_jax.training.state import make_plateau
+
+    def scales(values, **cfg):
+        plateau = make_plateau({**demo_config().train.plateau.to_dict(), **cfg})
+        update, state, out = jax.jit(plateau.update), plateau.init(jnp.zeros(1)), []
+        for v in values:
+            state = update(jnp.zeros(1), state, value=jnp.float32(v))[1]
+            out.append(round(float(state.scale), 6))
+        return out
+
+    # improves twice, then flat: cut after the 3rd flat epoch, then after 3 more
+    assert scales([0.7, 0.6, 0.6, 0.6, 0.6, 0.6, 0.6, 0.6], patience=3) == [1, 1, 1, 1, 0.1, 0.1, 0.1, 0.01]
+    # a gain under rtol (1e-4 relative) is no gain; cooldown 1 waits one epoch before counting
+    assert scales([0.7, 0.69999, 0.7, 0.7, 0.7, 0.7], patience=2, cooldown=1) == [1, 1, 0.1, 0.1, 0.1, 0.01]
+    c = demo_config()
+    c.train.plateau.patience = 0
+    assert config_problems(c) == [
+        "train.plateau.patience: 0 is not an integer >= 1 (epochs without a validation-loss gain before a cut)"
+    ]
