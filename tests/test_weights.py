@@ -52,6 +52,25 @@ def test_export_back_to_torchvision_is_exact():
             np.testing.assert_array_equal(v, sd[k], err_msg=k)
 
 
+def test_ports_hand_on_arrays_of_their_own():
+    """A torch model trained on after its port (its running statistics updated in place) left
+    the ported variables changed with it (a fresh-user trial: a running mean of zeros read back
+    as -0.0004); and a state_dict from ``to_torchvision`` taken into torch tensors with
+    ``torch.from_numpy`` and changed there changed the variables it came from."""
+    model = _torch_model("resnet18")
+    ported = from_torchvision(_numpy_sd(model), "resnet18")
+    kept = {k: np.copy(v) for k, v in ported["batch_stats"]["bn1"].items()}
+    back = to_torchvision(ported)
+    model.train()(torch.from_numpy(X[:, :64, :64].transpose(0, 3, 1, 2).copy()))  # updates bn1's running stats in place
+    for k, v in kept.items():
+        np.testing.assert_array_equal(ported["batch_stats"]["bn1"][k], v, err_msg=k)
+    for key in ("bn1.running_mean", "bn1.running_var"):  # as a torch optimiser or BatchNorm writes them
+        torch.from_numpy(back[key]).add_(1.0)
+    for k, v in kept.items():
+        np.testing.assert_array_equal(ported["batch_stats"]["bn1"][k], v, err_msg=k)
+    assert all(v.flags.writeable and v.flags.c_contiguous for v in back.values())
+
+
 @pytest.mark.tf
 def test_keras_resnet50_port_matches_keras_stage_by_stage():
     keras = pytest.importorskip("keras", reason=NO_KERAS)

@@ -57,7 +57,10 @@ def _fill(flat_src: dict[tuple, np.ndarray], arch: str, variant: str, source_nam
         problems.append(f"unexpected source key '{source_names[path]}' (no {'/'.join(path)} in {arch})")
     if problems:
         raise WeightMismatchError(problems_text(sorted(problems), about=f" converting to {arch} ({variant})"))
-    nested = traverse_util.unflatten_dict({k: np.asarray(v, np.float32) for k, v in flat_src.items()})
+    # copies (C-ordered float32), never views of the source: a torch model trained on after its
+    # port updated its running statistics in place, inside the ported variables too (a
+    # fresh-user trial against PyTorch: a running mean of zeros read back as -0.0004)
+    nested = traverse_util.unflatten_dict({k: np.array(v, np.float32, order="C") for k, v in flat_src.items()})
     return {"params": nested["params"], "batch_stats": nested.get("batch_stats", {})}
 
 
@@ -87,7 +90,8 @@ def _torch_module_path(name: str) -> tuple[str, ...]:
 
 def from_torchvision(state_dict: Mapping[str, np.ndarray], arch: str) -> dict:
     """torchvision ResNet / VGG-11 / Inception-v3 state_dict -> ``{'params', 'batch_stats'}``
-    of our backbone.
+    of our backbone: float32 numpy arrays of its own (copies: later changes to the source, such
+    as a torch model's running statistics updated in training, do not reach them).
 
     The ImageNet classifiers and ``num_batches_tracked`` are ignored.
     """
@@ -125,13 +129,15 @@ def torch_key(path: tuple[str, ...]) -> str:
 
 
 def to_torchvision(variables: Mapping) -> dict[str, np.ndarray]:
-    """Our backbone's ``{'params', 'batch_stats'}`` -> a torchvision state_dict (numpy arrays;
-    ``num_batches_tracked`` zeros). Load with ``strict=False`` if the model has an ``fc``."""
+    """Our backbone's ``{'params', 'batch_stats'}`` -> a torchvision state_dict (numpy arrays of
+    its own, writable; ``num_batches_tracked`` zeros). Load with ``strict=False`` if the model has an ``fc``."""
     out: dict[str, np.ndarray] = {}
     for path, value in traverse_util.flatten_dict({c: dict(variables[c]) for c in ("params", "batch_stats")}).items():
         value = np.asarray(value, np.float32)
         key = torch_key(path)
-        out[key] = value.transpose(3, 2, 0, 1) if path[-1] == "kernel" else value
+        # a copy, as _fill's: torch.from_numpy shares memory, so a view would let a torch model
+        # write into these variables (or warn of a read-only JAX buffer)
+        out[key] = np.array(value.transpose(3, 2, 0, 1) if path[-1] == "kernel" else value, order="C")
         if path[-1] == "mean":
             out[key.rsplit(".", 1)[0] + ".num_batches_tracked"] = np.zeros((), np.int64)
     return out
