@@ -44,7 +44,9 @@ def test_matches_closed_form_of_the_linear_head(target, sign):
     out = compiled(model.apply)({"params": v["params"], "batch_stats": v["batch_stats"]}, batch)
     kernel = v["params"]["head"]["kernel"][:, 0]
     for method in ("gradcam", "hirescam"):
-        res = make_cam_fn(model, method=method, target=target, upsample=False)(v["params"], v["batch_stats"], batch)
+        res = make_cam_fn(model, layer="stage4", method=method, target=target, upsample=False)(
+            v["params"], v["batch_stats"], batch
+        )
         for j, branch in enumerate(("bmode", "ceus")):
             acts = out[branch]["stage4"]
             w = kernel[j * 64 : (j + 1) * 64]
@@ -186,3 +188,45 @@ def test_trained_model_cam_mass_falls_inside_the_cue_region():
     assert table["cam"]["mass_ratio_mean"] == pytest.approx(grad / area, rel=0.2)  # per-image ratios vs ratio of means
     assert 0.7 < table["random"]["mass_ratio_mean"] < 1.3
     assert table["cam"]["mass_ratio_mean"] >= 2 * table["random"]["mass_ratio_mean"]
+
+
+def test_gradcam_plus_plus_weights_are_the_papers_without_an_epsilon():
+    """Chattopadhyay et al. 2018, eq. 19: w_k = sum_ij relu(g) g^2 / (2 g^2 + sum(A) g^3), here
+    in float64 as the reference. An epsilon of 1e-7 in the denominator (pytorch-grad-cam's is
+    1e-6) put the weights 8.6% off at gradients of ~1e-3, typical of these models (a fresh-user
+    trial against pytorch-grad-cam); gradients of 1e-20, whose squares underflow float32, still
+    weigh as the paper says."""
+    from lnm_jax.explain.gradcam import channel_weights
+
+    r = np.random.default_rng(0)
+    acts = r.uniform(0.0, 2.0, (2, 7, 7, 5))  # post-ReLU activations
+    for scale in (1.0, 1e-3, 1e-20):
+        g = r.standard_normal((2, 7, 7, 5)) * scale
+        s = acts.sum(axis=(1, 2), keepdims=True)
+        with np.errstate(invalid="ignore", divide="ignore", under="ignore"):
+            alpha = np.where(g != 0, g**2 / (2 * g**2 + s * g**3), 0.0)
+        paper = np.sum(np.maximum(g, 0) * alpha, axis=(1, 2))
+        ours = channel_weights(jnp.asarray(acts, jnp.float32), jnp.asarray(g, jnp.float32), "gradcam++")[:, 0, 0]
+        # float32 sums of 49 positive terms of float32-rounded inputs
+        np.testing.assert_allclose(np.asarray(ours, np.float64), paper, rtol=2e-6, err_msg=str(scale))
+        assert (paper > 0).all()
+
+
+def test_layer_is_checked_and_auto_picks_the_clis_layer():
+    """``layer`` as ``lnm-jax gradcam`` takes it: 'auto' (the default) picks ``choose_layer``'s
+    layer at the batch's size; an unknown name is refused at once (it had raised a KeyError at
+    the first call); a layer whose map is 1x1 is refused when traced (its scaled maps were all 0,
+    silently: a fresh-user trial at 32 px)."""
+    from lnm_jax.explain.gradcam import choose_layer, layer_sizes
+
+    model, v, batch = _model_and_vars("dual", size=32)
+    with pytest.raises(ValueError, match=r"unknown CAM layer 'layer4', expected 'auto' or one of"):
+        make_cam_fn(model, layer="layer4")
+    sizes = layer_sizes(model, v["params"], v["batch_stats"], batch)
+    assert sizes["stage4"] == (1, 1) and choose_layer(sizes) == ("stage1", None)
+    auto = make_cam_fn(model)(v["params"], v["batch_stats"], batch)
+    named = make_cam_fn(model, layer="stage1")(v["params"], v["batch_stats"], batch)
+    for k in ("bmode", "ceus_raw"):
+        np.testing.assert_array_equal(auto[k], named[k])
+    with pytest.raises(ValueError, match=r"the stage4 map is 1x1 at this image size.*use a shallower layer \(stage2"):
+        make_cam_fn(model, layer="stage4")(v["params"], v["batch_stats"], batch)

@@ -2,8 +2,17 @@
 
 Target: the model has one sigmoid output, so the class score is the LNM *logit* ``z``
 (``target="lnm"``) or ``-z`` for the non-LNM evidence (``target="no_lnm"``), as for a
-two-logit softmax model ``[0, z]``. The logit, not ``sigmoid(z)``: the sigmoid's derivative
-vanishes for confident patients and would scale every map by ``p(1-p)``.
+two-logit softmax model ``[0, z]`` (pytorch-grad-cam's ``BinaryClassifierOutputTarget(1)`` and
+``(0)``). The logit, not ``sigmoid(z)``: the sigmoid's derivative ``p(1-p)`` scales every raw map
+(the scaled Grad-CAM and HiResCAM maps are the same) and underflows for confident patients
+(p(1-p) < 1e-38 in float32 for |z| > 88), leaving blank maps.
+
+Layers (``names.CAM_LAYERS``), as pytorch-grad-cam hooks torchvision's ResNets: ``stem`` the
+max pool's output (``model.maxpool``), ``stageN`` the last block's output, after its residual
+ReLU (``model.layerN[-1]``). Checked against pytorch-grad-cam 1.5.4 on ported ResNet-50
+weights and BUS-BRA images (a fresh-user trial): Grad-CAM and HiResCAM equal within float32
+rounding at every layer, for both targets; its Grad-CAM++ adds 1e-6 to the weights'
+denominator, which this module does not (:func:`channel_weights`).
 
 Per patient, not per batch: with BatchNorm in inference mode patient ``i``'s logit depends only
 on patient ``i``'s activations, so ``grad(sum_i z_i)`` gives each patient's own gradient in one
@@ -42,12 +51,16 @@ def channel_weights(acts: jax.Array, grads: jax.Array, method: str) -> jax.Array
     if method == "hirescam":
         return grads
     if method == "gradcam++":
-        # Chattopadhyay et al. 2018, as in pytorch-grad-cam: alpha from 2nd/3rd powers.
-        g2, g3 = grads**2, grads**3
+        # Chattopadhyay et al. 2018, eq. 19 with exp(S) for the score: alpha = g^2 / (2 g^2 +
+        # sum(A) g^3), which only positive gradients use (relu(g) * alpha). For g > 0 it is
+        # exactly 1 / (2 + sum(A) g), > 0 for the post-ReLU layers hooked here (A >= 0): no
+        # epsilon and no g^2, which underflows float32 for |g| < 1e-19. pytorch-grad-cam adds 1e-6
+        # to the denominator (an earlier form here 1e-7): alpha off by 34% (8.6%) at |g| ~ 1e-3,
+        # typical of these models' gradients (a fresh-user trial).
         sum_a = jnp.sum(acts, axis=(1, 2), keepdims=True)
-        alpha = g2 / (2.0 * g2 + sum_a * g3 + EPS)
-        alpha = jnp.where(grads != 0.0, alpha, 0.0)
-        w = jnp.sum(jax.nn.relu(grads) * alpha, axis=(1, 2), keepdims=True)
+        positive = grads > 0.0
+        alpha = 1.0 / (2.0 + sum_a * jnp.where(positive, grads, 0.0))
+        w = jnp.sum(jnp.where(positive, grads * alpha, 0.0), axis=(1, 2), keepdims=True)
         return jnp.broadcast_to(w, acts.shape)
     raise ValueError(f"unknown CAM method '{method}', expected one of {METHODS}")
 
@@ -117,9 +130,15 @@ def choose_layer(
 
 
 def make_cam_fn(
-    model: nn.Module, *, layer: str = "stage4", method: str = "gradcam", target: str = "lnm", upsample: bool = True
+    model: nn.Module, *, layer: str = AUTO_LAYER, method: str = "gradcam", target: str = "lnm", upsample: bool = True
 ) -> Callable:
     """Returns jitted ``cams(params, batch_stats, batch) -> dict``.
+
+    ``layer``: one of :data:`LAYERS`, or ``auto`` (the default, as ``lnm-jax gradcam``'s):
+    :func:`choose_layer` at the batch's image size, the model's lesion head's layer first
+    (``layer_sizes`` and ``choose_layer`` tell which). A layer whose map is 1x1 at the batch's
+    size is refused when the function is traced (every scaled map of it is 0): ValueError
+    naming the layer and the deepest usable one.
 
     The dict has, per image branch in the model: ``{branch}`` (CAM [B, H, W] in [0, 1],
     zeros where that image is missing), ``{branch}_raw`` (unscaled, feature resolution) and
@@ -134,6 +153,8 @@ def make_cam_fn(
         raise ValueError(f"unknown CAM method '{method}', expected one of {METHODS}")
     if target not in TARGETS:
         raise ValueError(f"unknown CAM target '{target}', expected one of {sorted(TARGETS)}")
+    if layer not in (AUTO_LAYER, *LAYERS):
+        raise ValueError(f"unknown CAM layer '{layer}', expected '{AUTO_LAYER}' or one of {LAYERS}")
     sign = TARGETS[target]
     branches = [m for m in getattr(model, "modalities", ()) if m in IMAGE_BRANCHES]
 
@@ -145,6 +166,8 @@ def make_cam_fn(
                     f"{list(jnp.shape(batch[b]))}: Grad-CAM explains still images only, not clips [B, T, H, W, 3]"
                 )
         variables = {"params": params, "batch_stats": batch_stats}
+        sizes = layer_sizes(model, params, batch_stats, batch) if branches else {}
+        chosen = _layer_for(sizes, layer, getattr(model, "lesion_head", "")) if sizes else layer
         # Shapes of every perturb hook (no computation), as zeros.
         shapes = jax.eval_shape(lambda: model.apply(variables, batch, train=False, mutable=["perturbations"])[1])
         zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes["perturbations"])
@@ -153,14 +176,14 @@ def make_cam_fn(
         def score(selected):
             pert = {k: dict(v) for k, v in zeros.items()}
             for k, a in zip(keys, selected):
-                pert[k][layer] = a
+                pert[k][chosen] = a
             out = model.apply({**variables, "perturbations": pert}, batch, train=False)
             return sign * jnp.sum(out["logit"]), out
 
-        grads, out = jax.grad(score, has_aux=True)([zeros[k][layer] for k in keys])
+        grads, out = jax.grad(score, has_aux=True)([zeros[k][chosen] for k in keys])
         result = {"logit": out["logit"]}
         for b, g in zip(branches, grads):
-            acts = out[b][layer].astype(jnp.float32)
+            acts = out[b][chosen].astype(jnp.float32)
             size = batch[b].shape[1:3] if upsample else None
             cam, raw = cam_from(acts, g.astype(jnp.float32), method, size)
             present = batch.get(names.has(b), jnp.ones(cam.shape[0], bool)).astype(bool)
@@ -170,3 +193,19 @@ def make_cam_fn(
         return result
 
     return compile_options.jit(cams, kind=compile_options.INFERENCE)
+
+
+def _layer_for(sizes: dict[str, tuple[int, int]], layer: str, lesion_head: str) -> str:
+    """make_cam_fn's layer at these map ``sizes``: ``auto`` as :func:`choose_layer` picks it; a
+    named one as named, refused where its map is 1x1 (its scaled maps are all zeros)."""
+    if layer == AUTO_LAYER:
+        return choose_layer(sizes, layer, lesion_head)[0]
+    if layer not in sizes:
+        raise ValueError(f"layer '{layer}' is not a hooked layer of this model ({', '.join(sizes)})")
+    if max(sizes[layer]) == 1:
+        usable = choose_layer(sizes, layer, lesion_head)[0]
+        raise ValueError(
+            f"make_cam_fn: the {layer} map is 1x1 at this image size, so every scaled map of it is 0: use a "
+            f"shallower layer ({usable}, the deepest of {MIN_MAP}x{MIN_MAP} or more) or layer='{AUTO_LAYER}'"
+        )
+    return layer
