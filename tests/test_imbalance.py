@@ -9,7 +9,7 @@ import pytest
 
 from lnm_jax.config import base_config, config_problems
 from lnm_jax.evaluation.evaluate import MIN_PER_CLASS, imbalance_warnings, small_split_warnings
-from lnm_jax.training.steps import bce_loss, resolve_pos_weight
+from lnm_jax.training.steps import bce_loss, resolve_pos_weight, step_options
 
 
 def test_pos_weight_multiplies_each_positive_term_and_averages_over_rows():
@@ -33,6 +33,27 @@ def test_balanced_pos_weight_is_the_training_negatives_over_positives():
     assert resolve_pos_weight(2, [1, 0]) == 2.0
     with pytest.raises(ValueError, match="both classes"):
         resolve_pos_weight("balanced", [1, 1])
+
+
+def test_step_options_are_the_configs_loss_and_floor():
+    """What a run's loop passes to make_train_step, from the config (docs/python.md (c) builds
+    its step with it: built from the optimiser alone, a small-cohort config's step had lost its
+    per-input heads' loss and the heads' plateau floor)."""
+    from lnm_jax.config import small_cohort_config
+
+    c = small_cohort_config()
+    c.train.pos_weight, c.train.lesion_loss_weight = "balanced", 0.5
+    assert step_options(c, [1, 0, 0, 0]) == dict(
+        seed=c.seed,
+        aux_loss_weight=c.train.aux_loss_weight,
+        lesion_loss_weight=0.5,
+        pos_weight=3.0,
+        head_min_scale=c.train.plateau.head_min_scale,
+    )
+    assert c.train.aux_loss_weight > 0 and c.train.plateau.head_min_scale > 0
+    assert step_options(base_config(), [1, 1]) == dict(
+        seed=base_config().seed, aux_loss_weight=0.0, lesion_loss_weight=0.0, pos_weight=1.0, head_min_scale=0.0
+    )
 
 
 def test_pos_weight_config_takes_a_number_or_balanced():

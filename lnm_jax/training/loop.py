@@ -24,7 +24,7 @@ from lnm_jax.training import sharding
 from lnm_jax.training import state as state_lib
 from lnm_jax.training.checkpoint import non_finite_paths
 from lnm_jax.training.save_schedule import SaveSchedule
-from lnm_jax.training.steps import make_eval_step, make_train_step, predict, resolve_pos_weight
+from lnm_jax.training.steps import make_eval_step, make_train_step, predict, step_options
 
 if TYPE_CHECKING:
     from lnm_jax.run import Run
@@ -269,24 +269,19 @@ def train(run: Run) -> dict:
     tx, plateau = run.optimizer
     t = config.train
     patients = run.cohort.by_id()
-    pos_weight = resolve_pos_weight(t.get("pos_weight", 1.0), [patients[i].lnm for i in run.split.subset("train")])
+    options = step_options(config, [patients[i].lnm for i in run.split.subset("train")])
     if t.get("pos_weight", 1.0) == "balanced":
-        writer.print(f"train.pos_weight='balanced': positives weigh {pos_weight:.3f} (training negatives / positives)")
-    step_options = dict(
-        seed=config.seed,
-        aux_loss_weight=t.get("aux_loss_weight", 0.0),
-        lesion_loss_weight=t.get("lesion_loss_weight", 0.0),
-        pos_weight=pos_weight,
-        head_min_scale=t.plateau.get("head_min_scale", 0.0),
-    )
-    full_step = make_train_step(run.model, tx, mesh, **step_options)
+        writer.print(
+            f"train.pos_weight='balanced': positives weigh {options['pos_weight']:.3f} (training negatives / positives)"
+        )
+    full_step = make_train_step(run.model, tx, mesh, **options)
     frozen_epochs = frozen_backbone_epochs(config)
     if t.get("freeze_backbone_epochs", 0) and not frozen_epochs:
         writer.print(
             f"note: train.freeze_backbone_epochs={t.freeze_backbone_epochs} freezes branches loaded from "
             "model.init_from; none is set: the image branches train from the first epoch"
         )
-    frozen_step = make_train_step(run.model, tx, mesh, frozen_backbones=True, **step_options) if frozen_epochs else None
+    frozen_step = make_train_step(run.model, tx, mesh, frozen_backbones=True, **options) if frozen_epochs else None
     eval_step = make_eval_step(run.model, mesh)
     patience_left = config.train.early_stop_patience
 

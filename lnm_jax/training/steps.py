@@ -78,6 +78,23 @@ def resolve_pos_weight(setting, train_labels) -> float:
     return neg / pos
 
 
+def step_options(config, train_labels) -> dict:
+    """:func:`make_train_step`'s keyword arguments as ``config`` sets them: ``seed``, the loss
+    weights (``train.aux_loss_weight``, ``train.lesion_loss_weight``, ``train.pos_weight`` resolved
+    by :func:`resolve_pos_weight` on ``train_labels``, the training split's 0/1 labels) and the
+    head group's plateau floor (``train.plateau.head_min_scale``): the one place a run's loop and
+    a user's own step take them (a step built from the optimiser alone trained a small-cohort
+    config's AdamW without its per-input heads' loss or head floor, in silence)."""
+    t = config.train
+    return dict(
+        seed=config.seed,
+        aux_loss_weight=t.get("aux_loss_weight", 0.0),
+        lesion_loss_weight=t.get("lesion_loss_weight", 0.0),
+        pos_weight=resolve_pos_weight(t.get("pos_weight", 1.0), train_labels),
+        head_min_scale=t.plateau.get("head_min_scale", 0.0),
+    )
+
+
 def input_losses(out: dict, labels: jax.Array, weights: jax.Array, pos_weight: float = 1.0) -> jax.Array:
     """The mean of the per-input heads' BCE losses, each over the rows that hold that input."""
     losses = [
