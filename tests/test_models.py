@@ -379,6 +379,13 @@ def test_fused_batchnorm_is_flaxs_with_its_training_gradient_written_out():
     np.testing.assert_array_equal(
         fused.apply(v, x, use_running_average=True), ref.apply(v, x, use_running_average=True)
     )
+    # a NumPy input, as flax's takes it (its masked mean had failed on one: a fresh-user trial)
+    np.testing.assert_allclose(
+        fused.apply(v, np.asarray(x), use_running_average=False, mutable=["batch_stats"])[0],
+        ref.apply(v, np.asarray(x), use_running_average=False, mutable=["batch_stats"])[0],
+        rtol=1e-6,
+        atol=1e-6,
+    )
 
     xs = np.random.default_rng(1).standard_normal((4, 38, 38, 3)).astype(np.float32)
     nets = {bn: resnet(BACKBONE, width=8, batchnorm=bn) for bn in ("flax", "fused")}

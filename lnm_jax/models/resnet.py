@@ -3,7 +3,9 @@
 * Explicit torch-style padding everywhere (``SAME`` differs from PyTorch at stride 2), the stem
   max-pool included (padded with -inf, as ``nn.MaxPool2d(3, 2, 1)``).
 * BatchNorm: flax ``momentum = 1 - torch momentum = 0.9`` and ``epsilon = 1e-5``; running
-  statistics live in the ``batch_stats`` collection.
+  statistics live in the ``batch_stats`` collection. The running variance is updated with the
+  batch's biased variance (flax's convention), not PyTorch's unbiased one (x N/(N-1)):
+  docs/training.md.
 * Submodule names mirror torchvision's state_dict keys (``layer1_0/conv1`` <->
   ``layer1.0.conv1``, ``layer2_0/downsample_0`` <-> ``layer2.0.downsample.0``), one Flax
   parameter per torchvision tensor, so weights port one-to-one.
