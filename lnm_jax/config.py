@@ -409,9 +409,7 @@ FIELD_RULES = {
     "train.eval_batch_size": POSITIVE_INT,
     "train.learning_rate": POSITIVE,
     "train.plateau.factor": _range(0, 1, lo_open=True),
-    # optax counts epochs without a gain and cuts when the count equals patience: at 0 it cut on
-    # every improving epoch and never on a flat one (a fresh-user trial against PyTorch)
-    "train.plateau.patience": (POSITIVE_INT[0], "an integer >= 1 (epochs without a validation-loss gain before a cut)"),
+    "train.plateau.patience": NON_NEGATIVE_INT,  # >= 1 for a run to train: NEW_RUN_RULES
     "train.plateau.rtol": NON_NEGATIVE,
     "train.plateau.cooldown": NON_NEGATIVE_INT,
     "train.plateau.min_scale": _range(0, 1),
@@ -645,9 +643,19 @@ def _flatten(tree: dict, prefix: str = "") -> dict:
     return out
 
 
-def config_problems(config) -> list[str]:
-    """Every field of ``config`` outside its range or choices (:data:`FIELD_RULES`), and the
-    relations between fields (augmentation min <= max, split fractions < 1), one line each:
+# Rules narrower than FIELD_RULES' for a config that is to train (a new run, a resume), not for
+# a stored run's config read back: the values an older version trained with stay readable.
+NEW_RUN_RULES = {
+    # optax counts epochs without a gain and cuts when the count equals patience: at 0 it cut on
+    # every improving epoch and never on a flat one (a fresh-user trial against PyTorch)
+    "train.plateau.patience": (POSITIVE_INT[0], "an integer >= 1 (epochs without a validation-loss gain before a cut)"),
+}
+
+
+def config_problems(config, stored: bool = False) -> list[str]:
+    """Every field of ``config`` outside its range or choices (:data:`FIELD_RULES`, and, unless
+    ``stored`` (a trained run's config read back), :data:`NEW_RUN_RULES`), and the relations
+    between fields (augmentation min <= max, split fractions < 1), one line each:
     ``train.learning_rate: -1 is not a number > 0``."""
     problems = []
     groups = {g: _get(config, g) for g in CHECKED_GROUPS}
@@ -656,7 +664,7 @@ def config_problems(config) -> list[str]:
             problems.append(f"{g}: {'missing' if v is _MISSING else f'{v!r} is not a group of fields'}")
     if problems:  # the checks below read these groups
         return problems
-    for field, (test, allowed) in FIELD_RULES.items():
+    for field, (test, allowed) in [*FIELD_RULES.items(), *(() if stored else NEW_RUN_RULES.items())]:
         value = _get(config, field)
         if value is not _MISSING and not test(value):
             problems.append(f"{field}: {value!r} is not {allowed}")

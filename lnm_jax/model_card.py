@@ -17,7 +17,7 @@ from lnm_jax import run_files as F
 from lnm_jax.config import base_config, frozen_backbone_epochs
 from lnm_jax.data.pixels.sources import Framing
 from lnm_jax.exported import METADATA, MODEL_CARD
-from lnm_jax.fileio import DamagedFileError, check_seal, is_real, read_json, warn_once, write_json, write_text
+from lnm_jax.fileio import SEAL_KEY, DamagedFileError, check_seal, is_real, read_json, warn_once, write_json, write_text
 from lnm_jax.portable import preprocessing_digest
 from lnm_jax.preflight import availability_patterns
 from lnm_jax.run import Run, read_run_info, zero_batch
@@ -180,15 +180,26 @@ def _feature_sizes(run: Run, state) -> dict[str, int]:
     return {m: 1 if m == names.US_LNM else int(out[m]["pooled"].shape[-1]) for m in inputs}
 
 
-def _training_environment(run: Run) -> dict | None:
-    """The training process's provenance (``run_info.json``: versions, devices, commit), not
-    this process's: a card describes how the weights were made."""
+NO_RUN_INFO = "the run folder has no run_info.json"
+UNSEALED_RUN_INFO = (
+    f"run_info.json holds no {SEAL_KEY} (written before records were sealed, or its seal deleted): its versions "
+    "and commit are not verified, so an export does not state them"
+)
+
+
+def _training_environment(run: Run, strict: bool = False) -> tuple[dict | None, str | None]:
+    """(the training process's provenance, or None; why it is not stated, or None): from
+    ``run_info.json`` (versions, devices, commit), not this process's, since a card describes
+    how the weights were made. Checked against its seal (an edited one refused); ``strict``
+    (``export``): one without its seal is not stated, as unverified (the card says why)."""
     path = run.files.run_info
     if not path.is_file():
-        return None
+        return None, NO_RUN_INFO
     info = read_run_info(path)
+    if strict and SEAL_KEY not in info:
+        return None, UNSEALED_RUN_INFO
     keep = ("created", "python", "platform", "cpu", "backend", "device_kind", "device_count", "packages", "git")
-    return {k: info[k] for k in keep if k in info}
+    return {k: info[k] for k in keep if k in info}, None
 
 
 def _hyperparameters(config) -> dict:
@@ -271,7 +282,7 @@ def metadata(
             metrics[s] = {k: m.get(k) for k in METRIC_KEYS}
             calibration[s] = m.get("calibration")
     params = state.params
-    environment = _training_environment(run)
+    environment, unstated = _training_environment(run, strict)
     now = {"git": provenance.git_commit(), "preprocessing_sha256": preprocessing_digest()}
     return {
         "schema": SCHEMA,
@@ -351,6 +362,7 @@ def metadata(
         + ([DEFAULT_TASK_LIMIT] if not synthetic(config) and _default_task(config) else [])
         + _preprocessing_limits(meta.get(PREPROCESSING_KEY), (environment or {}).get("git"), now),
         "training_environment": environment,
+        **({"training_environment_unstated": unstated} if unstated else {}),
         "packages": provenance.package_versions(),  # of the process that wrote this card
         "written_with": now,
     }
@@ -575,7 +587,7 @@ def markdown(md: dict) -> str:
                 else ""
             )
             if env
-            else "unknown (the run folder has no run_info.json)"
+            else f"unknown ({md.get('training_environment_unstated', NO_RUN_INFO)})"
         )
         + ".",
         "- Card written with: "

@@ -472,11 +472,15 @@ def read_run_info(path: Path, remedy: str = "restore it from a copy, or move it 
     (:func:`lnm_jax.provenance.run_info_problem`) and against its seal (:func:`check_seal`: the
     training's versions, devices and commit reach an export's model card, where an edited one
     had passed unsaid): one :class:`DamagedFileError` naming the file where it is damaged or
-    edited; a record written before it was sealed is read with a warning."""
+    edited; a record written before it was sealed is read with a warning (and an export states
+    none of it: :func:`lnm_jax.model_card.metadata`)."""
     info = read_json(path, remedy=remedy)
     if problem := provenance.run_info_problem(info):
         raise DamagedFileError.edited(path, problem, remedy)
-    check_seal(info, path, f"restore it from a copy, or delete its {SEAL_KEY} to read it unverified, with a warning")
+    if SEAL_KEY in info:
+        check_seal(info, path, f"{remedy}; or delete its {SEAL_KEY} to read it unverified (an export then omits it)")
+    else:
+        check_seal(info, path, "an export's model card leaves the training environment out")  # the warning
     return info
 
 
@@ -569,7 +573,7 @@ def load_config(workdir: Path | str) -> ConfigDict:
             )
         raise FileNotFoundError(f"{path} not found: is {workdir} a training run folder?")
     config = ConfigDict(read_json(path))
-    problems = config_problems(config)
+    problems = config_problems(config, stored=True)  # a value an older version trained with is read
     remedy = "restore it from a copy"
     if missing := missing_fields(config):  # (a default is no evidence of what the run was trained with)
         said = ", ".join(f"{k} (this version's default: {json.dumps(v)})" for k, v in missing.items())

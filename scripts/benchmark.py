@@ -118,10 +118,11 @@ def bench(model, batch_size: int, size: int, steps: int, warmup: int) -> dict:
     from lnm_jax.models.folding import fold_batchnorm
     from lnm_jax.training import sharding
     from lnm_jax.training import state as state_lib
-    from lnm_jax.training.steps import make_eval_step, make_train_step
+    from lnm_jax.training.steps import make_eval_step, make_train_step, step_options
 
     host = make_batch(0, batch_size, size)
-    tx, plateau = state_lib.optimizers(base_config().train)  # the paper's Adam + plateau
+    paper = base_config()
+    tx, plateau = state_lib.optimizers(paper.train)  # the paper's Adam + plateau
     state = state_lib.create_train_state(model, jax.random.key(0), host, tx, plateau)
     mesh = None
     if jax.device_count() > 1:
@@ -131,7 +132,9 @@ def bench(model, batch_size: int, size: int, steps: int, warmup: int) -> dict:
         batch = sharding.shard_batch(host, mesh)
     else:
         batch = jax.device_put(host)
-    train_step, eval_step = make_train_step(model, tx, mesh), make_eval_step(model, mesh)
+    # the paper's loss, as a run's loop builds its step
+    train_step = make_train_step(model, tx, mesh, **step_options(paper, np.asarray(host["lnm"])))
+    eval_step = make_eval_step(model, mesh)
     holder = {"state": state}
 
     def train():

@@ -222,6 +222,9 @@ def test_layer_is_checked_and_auto_picks_the_clis_layer():
     model, v, batch = _model_and_vars("dual", size=32)
     with pytest.raises(ValueError, match=r"unknown CAM layer 'layer4', expected 'auto' or one of"):
         make_cam_fn(model, layer="layer4")
+    flag_only = FusionClassifier(parse_modalities("us_lnm"), backbone=BACKBONE, width=8)
+    with pytest.raises(ValueError, match=r"the model has no image branch to explain"):  # was a KeyError when called
+        make_cam_fn(flag_only)
     sizes = layer_sizes(model, v["params"], v["batch_stats"], batch)
     assert sizes["stage4"] == (1, 1) and choose_layer(sizes) == ("stage1", None)
     auto = make_cam_fn(model)(v["params"], v["batch_stats"], batch)

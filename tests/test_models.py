@@ -379,7 +379,7 @@ def test_fused_batchnorm_is_flaxs_with_its_training_gradient_written_out():
     np.testing.assert_array_equal(
         fused.apply(v, x, use_running_average=True), ref.apply(v, x, use_running_average=True)
     )
-    # a NumPy input, as flax's takes it (its masked mean had failed on one: a fresh-user trial)
+    # a NumPy input, as flax's takes it (without a mask, NumPy's mean(where=None) had failed: a fresh-user trial)
     np.testing.assert_allclose(
         fused.apply(v, np.asarray(x), use_running_average=False, mutable=["batch_stats"])[0],
         ref.apply(v, np.asarray(x), use_running_average=False, mutable=["batch_stats"])[0],

@@ -1655,7 +1655,7 @@ def test_an_edited_run_info_is_one_line_before_evaluate_writes(triple_run, copy_
     "unexpected TypeError" after it had rewritten most of eval_best/ (fresh-user trial); now
     one line naming the file, and the run folder as it was."""
     from lnm_jax.provenance import run_info_problem
-    from lnm_jax.run import read_run_info
+    from lnm_jax.run import Run, read_run_info
 
     run = copy_run(triple_run)
     info = json.loads(run.files.run_info.read_text())
@@ -1688,6 +1688,15 @@ def test_an_edited_run_info_is_one_line_before_evaluate_writes(triple_run, copy_
     run.files.run_info.write_text(json.dumps({k: v for k, v in edited.items() if k != SEAL_KEY}))
     assert read_run_info(run.files.run_info)["git"]["commit"] == "0" * 40
     assert f"warning: {run.files.run_info} holds no record_sha256" in capsys.readouterr().err
+    # and what is handed on (an export's card, strict) does not state it (the diff's review: the
+    # edited commit, its seal deleted, had reached an export's card with a warning only)
+    from lnm_jax.model_card import UNSEALED_RUN_INFO, markdown, metadata
+
+    opened = Run.open(run.workdir)
+    assert metadata(opened)["training_environment"]["git"]["commit"] == "0" * 40  # evaluate's card: read, warned
+    md = metadata(opened, strict=True)
+    assert md["training_environment"] is None and md["training_environment_unstated"] == UNSEALED_RUN_INFO
+    assert f"unknown ({UNSEALED_RUN_INFO})" in markdown(md) and "0" * 12 not in markdown(md)
 
 
 def test_an_interrupted_command_ends_at_once_with_its_code_whatever_threads_still_run(tmp_path):
@@ -1781,7 +1790,7 @@ def test_a_mapping_another_deidentify_wrote_meanwhile_is_kept(tmp_path, monkeypa
     ]  # no temporary
 
 
-def test_the_plateau_cuts_after_patience_epochs_without_a_gain_and_patience_0_is_refused():
+def test_the_plateau_cuts_after_patience_epochs_without_a_gain_and_patience_0_is_refused(tmp_path):
     """The plateau drop as docs/training.md states it: the rate is cut once ``patience`` epochs
     in a row have not lowered the validation loss (Keras's count; PyTorch's ReduceLROnPlateau
     with patience p - 1), then ``cooldown`` epochs pass before the count starts again. With
@@ -1809,3 +1818,10 @@ def test_the_plateau_cuts_after_patience_epochs_without_a_gain_and_patience_0_is
     assert config_problems(c) == [
         "train.plateau.patience: 0 is not an integer >= 1 (epochs without a validation-loss gain before a cut)"
     ]
+    # a run an earlier version trained with it is still read (evaluate, predict, export), not
+    # called edited (the diff's review)
+    from lnm_jax.config import write_config
+    from lnm_jax.run import load_config
+
+    write_config(tmp_path / "config.json", c)
+    assert load_config(tmp_path).train.plateau.patience == 0

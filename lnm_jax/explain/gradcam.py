@@ -123,8 +123,9 @@ def choose_layer(
         below = [layer for layer in order[: order.index(requested)] if min(sizes[layer]) >= MIN_MAP]
         nearest = below[-1] if below else auto
         return nearest, (
-            f"the {shown(requested)} map is smaller than {MIN_MAP}x{MIN_MAP} at this image size, its CAMs would "
-            f"be blank: using {shown(nearest)} instead, the deepest layer below it with a large enough map"
+            f"the {shown(requested)} map is smaller than {MIN_MAP}x{MIN_MAP} at this image size, too coarse to place "
+            f"a lesion (at 1x1 every CAM is blank): using {shown(nearest)} instead, the deepest layer below it with "
+            "a large enough map"
         )
     return requested, None
 
@@ -151,6 +152,8 @@ def make_cam_fn(
     """
     if method not in METHODS:
         raise ValueError(f"unknown CAM method '{method}', expected one of {METHODS}")
+    if not any(m in IMAGE_BRANCHES for m in getattr(model, "modalities", ())):
+        raise ValueError(f"make_cam_fn: the model has no image branch to explain (its inputs: {model.modalities})")
     if target not in TARGETS:
         raise ValueError(f"unknown CAM target '{target}', expected one of {sorted(TARGETS)}")
     if layer not in (AUTO_LAYER, *LAYERS):
@@ -166,8 +169,7 @@ def make_cam_fn(
                     f"{list(jnp.shape(batch[b]))}: Grad-CAM explains still images only, not clips [B, T, H, W, 3]"
                 )
         variables = {"params": params, "batch_stats": batch_stats}
-        sizes = layer_sizes(model, params, batch_stats, batch) if branches else {}
-        chosen = _layer_for(sizes, layer, getattr(model, "lesion_head", "")) if sizes else layer
+        chosen = _layer_for(layer_sizes(model, params, batch_stats, batch), layer, getattr(model, "lesion_head", ""))
         # Shapes of every perturb hook (no computation), as zeros.
         shapes = jax.eval_shape(lambda: model.apply(variables, batch, train=False, mutable=["perturbations"])[1])
         zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes["perturbations"])
@@ -198,14 +200,12 @@ def make_cam_fn(
 def _layer_for(sizes: dict[str, tuple[int, int]], layer: str, lesion_head: str) -> str:
     """make_cam_fn's layer at these map ``sizes``: ``auto`` as :func:`choose_layer` picks it; a
     named one as named, refused where its map is 1x1 (its scaled maps are all zeros)."""
+    chosen = choose_layer(sizes, layer, lesion_head)[0]  # ValueError for a layer the model does not have
     if layer == AUTO_LAYER:
-        return choose_layer(sizes, layer, lesion_head)[0]
-    if layer not in sizes:
-        raise ValueError(f"layer '{layer}' is not a hooked layer of this model ({', '.join(sizes)})")
+        return chosen
     if max(sizes[layer]) == 1:
-        usable = choose_layer(sizes, layer, lesion_head)[0]
         raise ValueError(
             f"make_cam_fn: the {layer} map is 1x1 at this image size, so every scaled map of it is 0: use a "
-            f"shallower layer ({usable}, the deepest of {MIN_MAP}x{MIN_MAP} or more) or layer='{AUTO_LAYER}'"
+            f"shallower layer ({chosen}, the deepest of {MIN_MAP}x{MIN_MAP} or more) or layer='{AUTO_LAYER}'"
         )
     return layer

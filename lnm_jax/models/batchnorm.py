@@ -95,7 +95,7 @@ class FusedBatchNorm(nn.Module):
     @nn.compact
     def __call__(self, x, use_running_average: bool | None = None, *, mask=None):
         use_running_average = nn.merge_param("use_running_average", self.use_running_average, use_running_average)
-        x = jnp.asarray(x)  # as nn.BatchNorm takes a NumPy array (its masked mean failed on one)
+        x = jnp.asarray(x)  # as nn.BatchNorm takes a NumPy array (NumPy's mean(where=None) failed on one)
         features = (x.shape[-1],)
         ra_mean = self.variable("batch_stats", "mean", lambda s: jnp.zeros(s, _F32), features)
         ra_var = self.variable("batch_stats", "var", lambda s: jnp.ones(s, _F32), features)
