@@ -22,6 +22,7 @@ from lnm_jax.names import (
     IMAGE_INPUTS,
     LOWERINGS,
     PAPER_NORM,
+    RUNNING_VARS,
     SETTINGS,
     STEMS,
     parse_modalities,
@@ -155,6 +156,9 @@ def base_config(setting: str = "triple") -> ConfigDict:
             stem="auto",
             bn_float32_reductions=True,
             batchnorm="auto",
+            # how a training step updates BatchNorm's running variance: 'biased' (flax's; every
+            # result of this project) | 'unbiased' (x N/(N-1): PyTorch's, for runs to match one)
+            bn_running_var="biased",
         )
     )
 
@@ -421,6 +425,7 @@ FIELD_RULES = {
     "model.stem": _one_of(*STEMS),
     "model.bn_float32_reductions": _one_of(True, False),
     "model.batchnorm": _one_of(*BATCHNORMS),
+    "model.bn_running_var": _one_of(*RUNNING_VARS),
     "train.freeze_backbone_epochs": NON_NEGATIVE_INT,
     "train.backbone_lr_scale": NON_NEGATIVE,
     "train.weight_decay": NON_NEGATIVE,
@@ -491,6 +496,7 @@ MODEL_FIELDS = {
     "model.lesion_head": "",
     "model.stem": "conv7",
     "model.bn_float32_reductions": True,
+    "model.bn_running_var": "biased",
     "data.image_size": None,
     "data.clip_frames": None,
     "data.norm": None,

@@ -32,13 +32,15 @@ def backbone(
     stem: str = "auto",
     bn_float32_reductions: bool = True,
     batchnorm: str = "auto",
+    running_var: str = "biased",
 ) -> nn.Module:
     """``variant`` 'keras_v1' (weights ported from Keras ResNet50) and ``fold_bn`` (inference
     with BatchNorm folded into the convs) exist for ResNets only. ``lowering``
     (models/lowering.py): 1x1 convs and 3x3 stride-2 max pools as XLA's ops or as GEMMs and
     strided slices (fast on XLA:CPU); VGG-11 has neither. ``stem``, ``bn_float32_reductions``
     and ``batchnorm``: the ResNets' performance variants (:mod:`lnm_jax.models.resnet`; the same
-    function)."""
+    function). ``running_var`` (:data:`lnm_jax.names.RUNNING_VARS`): how a training step updates
+    BatchNorm's running variance (:func:`lnm_jax.models.batchnorm.batch_norm`)."""
     resolve(lowering)  # rejects an unknown value
     if arch in resnet.BACKBONES:
         return resnet.resnet(
@@ -51,6 +53,7 @@ def backbone(
             stem=stem,
             bn_float32_reductions=bn_float32_reductions,
             batchnorm=batchnorm,
+            running_var=running_var,
             **resnet.VARIANTS[variant],
         )
     check_resnet_variants(arch, stem, bn_float32_reductions, batchnorm)
@@ -61,8 +64,8 @@ def backbone(
     if variant != "torchvision":
         raise ValueError(f"variant '{variant}' exists for ResNets only, not {arch}")
     if arch == "inception_v3":
-        return InceptionV3(width=width, dtype=dtype, lowering=lowering, name=name)
-    return VGG(batch_norm=arch == "vgg11_bn", width=width, dtype=dtype, name=name)
+        return InceptionV3(width=width, dtype=dtype, lowering=lowering, running_var=running_var, name=name)
+    return VGG(batch_norm=arch == "vgg11_bn", width=width, dtype=dtype, running_var=running_var, name=name)
 
 
 def stacked_backbone(arch: str, n: int, *, name: str | None = None, **kwargs) -> nn.Module:

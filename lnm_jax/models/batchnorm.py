@@ -19,6 +19,11 @@ the layer's activations, the step's largest tensors.
 Only a training step's statistics over the whole batch take this path; running averages
 (inference) and a presence ``mask`` (``model.missing_inputs``) compute as flax does,
 differentiated by JAX. Statistics are float32 (flax's ``force_float32_reductions=True``).
+
+``running_var='unbiased'`` (``model.bn_running_var``): the running variance is updated with the
+batch's unbiased variance, x N/(N-1) for the N values of a channel (the rows a ``mask`` keeps),
+as PyTorch's ``BatchNorm2d`` and Ioffe & Szegedy's Algorithm 2 do; normalisation still uses the
+biased one, as both do. :func:`batch_norm` picks the module for a setting.
 """
 
 from __future__ import annotations
@@ -29,6 +34,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 from jax import lax
+
+from lnm_jax.names import RUNNING_VARS
 
 _F32 = jnp.float32
 
@@ -91,6 +98,8 @@ class FusedBatchNorm(nn.Module):
     epsilon: float = 1e-5
     dtype: jnp.dtype | None = None
     param_dtype: jnp.dtype = _F32
+    written_gradient: bool = True  # False: differentiated by JAX throughout, as flax's
+    running_var: str = "biased"  # names.RUNNING_VARS
 
     @nn.compact
     def __call__(self, x, use_running_average: bool | None = None, *, mask=None):
@@ -107,8 +116,38 @@ class FusedBatchNorm(nn.Module):
         mean, var = batch_statistics(x, mask)
         if not self.is_initializing():
             # no gradient flows into running averages (the same reductions: XLA computes them once)
+            running = var * _bessel(x, mask) if self.running_var == "unbiased" else var
             ra_mean.value = self.momentum * ra_mean.value + (1 - self.momentum) * lax.stop_gradient(mean)
-            ra_var.value = self.momentum * ra_var.value + (1 - self.momentum) * lax.stop_gradient(var)
-        if mask is None:
+            ra_var.value = self.momentum * ra_var.value + (1 - self.momentum) * lax.stop_gradient(running)
+        if mask is None and self.written_gradient:
             return normalize_batch(x, scale, bias, self.epsilon).astype(dtype)
         return _affine(x, mean, var, scale, bias, self.epsilon).astype(dtype)  # differentiated by JAX, as flax's
+
+
+def _bessel(x: jax.Array, mask: jax.Array | None) -> jax.Array | float:
+    """N / (N - 1) for the N values of each channel of x [..., C] that ``mask`` keeps (1 where
+    N <= 1, where no unbiased variance exists)."""
+    if mask is None:
+        n = x.size // x.shape[-1]
+        return n / (n - 1) if n > 1 else 1.0
+    n = jnp.sum(jnp.broadcast_to(mask, x.shape[:-1] + (1,)), dtype=_F32)
+    return jnp.where(n > 1, n / jnp.maximum(n - 1, 1), 1.0)
+
+
+def batch_norm(running_var: str = "biased", written_gradient: bool = False, **kwargs):
+    """The BatchNorm module class (a ``functools.partial`` of it with ``kwargs``: flax's
+    ``nn.BatchNorm`` fields) for ``running_var`` (:data:`lnm_jax.names.RUNNING_VARS`) and
+    ``written_gradient`` (``model.batchnorm='fused'``): flax's ``nn.BatchNorm`` for 'biased'
+    without the written gradient (the default: every result of this project), else
+    :class:`FusedBatchNorm`. ValueError for an unknown setting, or 'unbiased' with
+    ``force_float32_reductions=False`` (its statistics are float32)."""
+    if running_var not in RUNNING_VARS:
+        raise ValueError(f"model.bn_running_var must be one of {RUNNING_VARS}, got {running_var!r}")
+    if running_var == "biased" and not written_gradient:
+        return partial(nn.BatchNorm, **kwargs)
+    if not kwargs.pop("force_float32_reductions", True):
+        raise ValueError(
+            "model.bn_running_var='unbiased' and model.batchnorm='fused' compute float32 statistics: keep "
+            "model.bn_float32_reductions"
+        )
+    return partial(FusedBatchNorm, written_gradient=written_gradient, running_var=running_var, **kwargs)

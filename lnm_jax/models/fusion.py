@@ -139,6 +139,7 @@ class FusionClassifier(nn.Module):
     stem: str = "auto"  # ResNets: 'conv7' | 'space_to_depth', the same stem computed two ways (models/lowering.py)
     bn_float32_reductions: bool = True  # ResNets: False = BatchNorm statistics in the activation dtype
     batchnorm: str = "auto"  # ResNets: 'fused' = BatchNorm's training gradient written out (models/batchnorm.py)
+    bn_running_var: str = "biased"  # names.RUNNING_VARS: 'unbiased' = PyTorch's running-variance update
     branches: str = "separate"  # 'stacked': the image branches as one vmapped computation (the same function)
     # H = W of the images it takes (build_model: data.image_size); None: any size the backbone can take
     image_size: int | None = None
@@ -163,6 +164,7 @@ class FusionClassifier(nn.Module):
             stem=self.stem,
             bn_float32_reductions=self.bn_float32_reductions,
             batchnorm=self.batchnorm,
+            running_var=self.bn_running_var,
         )
         if self.branches == "separate":
             return {
@@ -417,6 +419,7 @@ def build_model(config) -> FusionClassifier:
         stem=model_field(config, "model.stem"),
         bn_float32_reductions=model_field(config, "model.bn_float32_reductions"),
         batchnorm=m.get("batchnorm", "auto"),  # runs stored before the field: as a new one
+        bn_running_var=model_field(config, "model.bn_running_var"),
         # the size it is trained and checked at: another runs silently on other feature statistics
         image_size=config.data.image_size
         if any(i in names.IMAGE_INPUTS for i in names.parse_modalities(config.modalities))

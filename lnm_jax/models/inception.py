@@ -18,6 +18,7 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
+from lnm_jax.models.batchnorm import batch_norm
 from lnm_jax.models.lowering import conv_function, max_pool_function
 from lnm_jax.models.resnet import BN_MOMENTUM
 
@@ -34,6 +35,7 @@ class BasicConv(nn.Module):
     padding: Sequence[int] = (0, 0)
     dtype: Any = jnp.float32
     lowering: str = "auto"  # lowering.py: 1x1 convs and max pools as XLA ops or GEMMs and slices
+    running_var: str = "biased"  # names.RUNNING_VARS
 
     @nn.compact
     def __call__(self, x, train: bool, mask=None):
@@ -48,9 +50,14 @@ class BasicConv(nn.Module):
             conv_general_dilated=conv_function(self.lowering),
             name="conv",
         )(x)
-        x = nn.BatchNorm(
-            use_running_average=not train, momentum=BN_MOMENTUM, epsilon=BN_EPSILON, dtype=self.dtype, name="bn"
-        )(x, mask=mask)
+        x = batch_norm(
+            self.running_var,
+            use_running_average=not train,
+            momentum=BN_MOMENTUM,
+            epsilon=BN_EPSILON,
+            dtype=self.dtype,
+            name="bn",
+        )()(x, mask=mask)
         return nn.relu(x)
 
 
@@ -67,6 +74,7 @@ class _Mixed(nn.Module):
     scale: float = 1.0
     dtype: Any = jnp.float32
     lowering: str = "auto"
+    running_var: str = "biased"
 
     def conv(self, name, channels, kernel, strides=1, padding=(0, 0)):
         if isinstance(kernel, int):
@@ -78,6 +86,7 @@ class _Mixed(nn.Module):
             padding,
             dtype=self.dtype,
             lowering=self.lowering,
+            running_var=self.running_var,
             name=name,
         )
 
@@ -164,6 +173,7 @@ class InceptionV3(nn.Module):
     width: int = 64
     dtype: Any = jnp.float32
     lowering: str = "auto"  # lowering.py: 1x1 convs and max pools as XLA ops or GEMMs and slices
+    running_var: str = "biased"  # names.RUNNING_VARS
 
     @nn.compact
     def __call__(self, x, train: bool = False, mask=None) -> dict[str, jnp.ndarray]:
@@ -175,9 +185,16 @@ class InceptionV3(nn.Module):
         if mask is not None:
             mask = jnp.asarray(mask, bool)[:, None, None, None]
         s = self.width / 64
-        kw = dict(scale=s, dtype=self.dtype, lowering=self.lowering)
+        kw = dict(scale=s, dtype=self.dtype, lowering=self.lowering, running_var=self.running_var)
         conv = lambda name, ch, k, st=1, p=(0, 0): BasicConv(  # noqa: E731
-            max(1, int(ch * s)), (k, k), st, p, dtype=self.dtype, lowering=self.lowering, name=name
+            max(1, int(ch * s)),
+            (k, k),
+            st,
+            p,
+            dtype=self.dtype,
+            lowering=self.lowering,
+            running_var=self.running_var,
+            name=name,
         )
         out = {}
         x = x.astype(self.dtype)

@@ -4,8 +4,8 @@
   max-pool included (padded with -inf, as ``nn.MaxPool2d(3, 2, 1)``).
 * BatchNorm: flax ``momentum = 1 - torch momentum = 0.9`` and ``epsilon = 1e-5``; running
   statistics live in the ``batch_stats`` collection. The running variance is updated with the
-  batch's biased variance (flax's convention), not PyTorch's unbiased one (x N/(N-1)):
-  docs/training.md.
+  batch's biased variance (flax's convention) unless ``running_var='unbiased'``
+  (``model.bn_running_var``: PyTorch's, x N/(N-1); docs/training.md).
 * Submodule names mirror torchvision's state_dict keys (``layer1_0/conv1`` <->
   ``layer1.0.conv1``, ``layer2_0/downsample_0`` <-> ``layer2.0.downsample.0``), one Flax
   parameter per torchvision tensor, so weights port one-to-one.
@@ -40,7 +40,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from lnm_jax.models.batchnorm import FusedBatchNorm
+from lnm_jax.models.batchnorm import batch_norm
 from lnm_jax.models.lowering import conv_function, max_pool_function, resolve_batchnorm, resolve_stem
 
 Dtype = Any
@@ -170,6 +170,7 @@ class ResNet(nn.Module):
     bn_float32_reductions: bool = True  # flax's default; False: statistics in the activation dtype
     # 'flax' | 'fused' (its training gradient written out, models/batchnorm.py) | 'auto' (resolve_batchnorm)
     batchnorm: str = "auto"
+    running_var: str = "biased"  # names.RUNNING_VARS: how training updates the running variance
 
     @nn.compact
     def __call__(self, x, train: bool = False, mask=None) -> dict[str, jnp.ndarray]:
@@ -192,16 +193,9 @@ class ResNet(nn.Module):
         norm = (
             _no_norm
             if self.fold_bn
-            else partial(
-                FusedBatchNorm,
-                use_running_average=not train,
-                momentum=BN_MOMENTUM,
-                epsilon=self.bn_epsilon,
-                dtype=self.dtype,
-            )
-            if fused
-            else partial(
-                nn.BatchNorm,
+            else batch_norm(
+                self.running_var,
+                written_gradient=fused,
                 use_running_average=not train,
                 momentum=BN_MOMENTUM,
                 epsilon=self.bn_epsilon,

@@ -17,6 +17,7 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
+from lnm_jax.models.batchnorm import batch_norm
 from lnm_jax.models.resnet import BN_EPSILON, BN_MOMENTUM
 
 # Configuration A: conv widths per block (x width / 64), a max-pool after each block.
@@ -28,6 +29,7 @@ class VGG(nn.Module):
     batch_norm: bool = False  # vgg11 (the paper's) or vgg11_bn
     width: int = 64
     dtype: Any = jnp.float32
+    running_var: str = "biased"  # names.RUNNING_VARS (vgg11_bn)
 
     @nn.compact
     def __call__(self, x, train: bool = False, mask=None) -> dict[str, jnp.ndarray]:
@@ -47,13 +49,14 @@ class VGG(nn.Module):
                 )(x)
                 index += 1
                 if self.batch_norm:
-                    x = nn.BatchNorm(
+                    x = batch_norm(
+                        self.running_var,
                         use_running_average=not train,
                         momentum=BN_MOMENTUM,
                         epsilon=BN_EPSILON,
                         dtype=self.dtype,
                         name=f"features_{index}",
-                    )(x, mask=mask)
+                    )()(x, mask=mask)
                     index += 1
                 x = nn.relu(x)
                 index += 1
