@@ -18,9 +18,8 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
-from lnm_jax.models.batchnorm import batch_norm
 from lnm_jax.models.lowering import conv_function, max_pool_function
-from lnm_jax.models.resnet import BN_MOMENTUM
+from lnm_jax.models.resnet import torchvision_batch_norm
 
 BN_EPSILON = 1e-3  # torchvision BasicConv2d
 MIN_SIZE = 75
@@ -50,14 +49,7 @@ class BasicConv(nn.Module):
             conv_general_dilated=conv_function(self.lowering),
             name="conv",
         )(x)
-        x = batch_norm(
-            self.running_var,
-            use_running_average=not train,
-            momentum=BN_MOMENTUM,
-            epsilon=BN_EPSILON,
-            dtype=self.dtype,
-            name="bn",
-        )()(x, mask=mask)
+        x = torchvision_batch_norm(self.running_var, train, self.dtype, "bn", epsilon=BN_EPSILON)(x, mask=mask)
         return nn.relu(x)
 
 

@@ -50,6 +50,15 @@ BN_MOMENTUM = 0.9
 BN_EPSILON = 1e-5
 
 
+def torchvision_batch_norm(running_var: str, train: bool, dtype, name: str, epsilon: float = BN_EPSILON) -> nn.Module:
+    """torchvision's ``BatchNorm2d(momentum=0.1, eps=epsilon)`` as the backbones without
+    performance variants build it (VGG-11-BN; Inception-v3 with its eps 1e-3): :func:`batch_norm`
+    for ``running_var``, called as ``module(x, mask=...)``."""
+    return batch_norm(
+        running_var, use_running_average=not train, momentum=BN_MOMENTUM, epsilon=epsilon, dtype=dtype, name=name
+    )()
+
+
 def _pad(k: int) -> tuple[tuple[int, int], tuple[int, int]]:
     """PyTorch's symmetric padding for a k x k conv (k // 2 on every side)."""
     return ((k // 2, k // 2), (k // 2, k // 2))

@@ -17,8 +17,7 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
-from lnm_jax.models.batchnorm import batch_norm
-from lnm_jax.models.resnet import BN_EPSILON, BN_MOMENTUM
+from lnm_jax.models.resnet import torchvision_batch_norm
 
 # Configuration A: conv widths per block (x width / 64), a max-pool after each block.
 VGG11_BLOCKS = ((64,), (128,), (256, 256), (512, 512), (512, 512))
@@ -49,14 +48,7 @@ class VGG(nn.Module):
                 )(x)
                 index += 1
                 if self.batch_norm:
-                    x = batch_norm(
-                        self.running_var,
-                        use_running_average=not train,
-                        momentum=BN_MOMENTUM,
-                        epsilon=BN_EPSILON,
-                        dtype=self.dtype,
-                        name=f"features_{index}",
-                    )()(x, mask=mask)
+                    x = torchvision_batch_norm(self.running_var, train, self.dtype, f"features_{index}")(x, mask=mask)
                     index += 1
                 x = nn.relu(x)
                 index += 1
