@@ -5,7 +5,7 @@ Target: the model has one sigmoid output, so the class score is the LNM *logit* 
 two-logit softmax model ``[0, z]`` (pytorch-grad-cam's ``BinaryClassifierOutputTarget(1)`` and
 ``(0)``). The logit, not ``sigmoid(z)``: the sigmoid's derivative ``p(1-p)`` scales every raw map
 (the scaled Grad-CAM and HiResCAM maps are the same) and underflows for confident patients
-(p(1-p) < 1e-38 in float32 for |z| > 88), leaving blank maps.
+(p(1-p) ~ exp(-|z|), below float32's smallest normal number for |z| > 87), leaving blank maps.
 
 Layers (``names.CAM_LAYERS``), as pytorch-grad-cam hooks torchvision's ResNets: ``stem`` the
 max pool's output (``model.maxpool``), ``stageN`` the last block's output, after its residual
