@@ -109,6 +109,9 @@ def test_bn_running_var_is_a_checked_model_field():
     assert build_model(c).bn_running_var == "biased" and MODEL_FIELDS["model.bn_running_var"] == "biased"
     c.model.bn_running_var = "unbiased"
     assert build_model(c).bn_running_var == "unbiased" and not config_problems(c)
+    from lnm_jax.pretraining.pretrain import build_encoder  # the SimCLR pretraining's BatchNorms too
+
+    assert build_encoder(c).running_var == "unbiased"
     c.model.bn_running_var = "bessel"
     assert config_problems(c) == ["model.bn_running_var: 'bessel' is not one of 'biased', 'unbiased'"]
 

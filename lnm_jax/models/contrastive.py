@@ -16,6 +16,7 @@ import jax.numpy as jnp
 import optax
 
 from lnm_jax.models.backbones import backbone
+from lnm_jax.models.batchnorm import batch_norm
 
 BACKBONE = "backbone"  # the encoder's backbone submodule: its variables are what pretraining hands on
 
@@ -28,15 +29,22 @@ class ContrastiveEncoder(nn.Module):
     projection_hidden: int = 0  # 0: the backbone's feature width
     projection_dim: int = 64
     dtype: Any = jnp.float32
+    running_var: str = "biased"  # names.RUNNING_VARS (model.bn_running_var): every BatchNorm here
 
     @nn.compact
     def __call__(self, x, train: bool = False) -> dict[str, jax.Array]:
         net = backbone(
-            self.arch, width=self.width, variant=self.variant, lowering=self.lowering, dtype=self.dtype, name=BACKBONE
+            self.arch,
+            width=self.width,
+            variant=self.variant,
+            lowering=self.lowering,
+            dtype=self.dtype,
+            running_var=self.running_var,
+            name=BACKBONE,
         )
         pooled = net(x, train=train)["pooled"].astype(jnp.float32)
         h = nn.Dense(self.projection_hidden or pooled.shape[-1], name="proj_hidden")(pooled)
-        h = nn.relu(nn.BatchNorm(use_running_average=not train, name="proj_bn")(h))
+        h = nn.relu(batch_norm(self.running_var, use_running_average=not train, name="proj_bn")()(h))
         return {"pooled": pooled, "projection": nn.Dense(self.projection_dim, name="proj_out")(h)}
 
 

@@ -112,6 +112,7 @@ def build_encoder(config: ConfigDict) -> ContrastiveEncoder:
         lowering=m.get("lowering", "auto"),
         projection_hidden=p.projection_hidden,
         projection_dim=p.projection_dim,
+        running_var=m.get("bn_running_var", "biased"),
     )
 
 
