@@ -83,10 +83,21 @@ def cam_from(acts: jax.Array, grads: jax.Array, method: str, out_size: tuple[int
 def layer_sizes(model: nn.Module, params, batch_stats, batch) -> dict[str, tuple[int, int]]:
     """(height, width) of each hooked layer's map for this batch's image size, the smallest
     over the image branches; from shapes alone (``jax.eval_shape``, nothing computed)."""
-    variables = {"params": params, "batch_stats": batch_stats}
-    shapes = jax.eval_shape(lambda: model.apply(variables, batch, train=False, mutable=["perturbations"])[1])
+    return _sizes(_hook_shapes(model, {"params": params, "batch_stats": batch_stats}, batch))
+
+
+def _hook_shapes(model: nn.Module, variables: dict, batch) -> dict:
+    """The shape of every perturb hook's activation, per backbone and layer (``jax.eval_shape``:
+    nothing computed)."""
+    return jax.eval_shape(lambda: model.apply(variables, batch, train=False, mutable=["perturbations"])[1])[
+        "perturbations"
+    ]
+
+
+def _sizes(hooks: dict) -> dict[str, tuple[int, int]]:
+    """:func:`layer_sizes` from :func:`_hook_shapes`."""
     out: dict[str, tuple[int, int]] = {}
-    for key, layers in shapes["perturbations"].items():
+    for key, layers in hooks.items():
         if key.removesuffix("_backbone") not in IMAGE_BRANCHES:
             continue
         for layer, s in layers.items():
@@ -169,10 +180,9 @@ def make_cam_fn(
                     f"{list(jnp.shape(batch[b]))}: Grad-CAM explains still images only, not clips [B, T, H, W, 3]"
                 )
         variables = {"params": params, "batch_stats": batch_stats}
-        chosen = _layer_for(layer_sizes(model, params, batch_stats, batch), layer, getattr(model, "lesion_head", ""))
-        # Shapes of every perturb hook (no computation), as zeros.
-        shapes = jax.eval_shape(lambda: model.apply(variables, batch, train=False, mutable=["perturbations"])[1])
-        zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes["perturbations"])
+        hooks = _hook_shapes(model, variables, batch)  # one trace for the layer's choice and the zeros
+        chosen = _layer_for(_sizes(hooks), layer, getattr(model, "lesion_head", ""))
+        zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), hooks)
         keys = [f"{b}_backbone" for b in branches]
 
         def score(selected):
