@@ -507,6 +507,49 @@ def test_a_sixteen_bit_colour_png_is_read_at_all_its_bits(tmp_path):
     np.testing.assert_allclose(got, np.rint(five / 31 * 255) / 255, atol=1e-6)
 
 
+def test_image_size_decodes_no_pixels_unless_metadata_follows_them(tmp_path, monkeypatch):
+    """``image_size`` (a cohort's survey calls it for every picture) reads a PNG's size and
+    orientation without decoding it where no metadata follows the pixels (Pillow's ``getexif``
+    had decoded every PNG without an ``eXIf`` before them), and still turns the size by an
+    orientation given before them (eXIf, XMP) or after them (then by decoding, as before)."""
+    from PIL import ImageFile
+
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    xmp = b'<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:Description tiff:Orientation="8"/></x:xmpmeta>'
+    grey = Image.fromarray(np.arange(12 * 20, dtype=np.uint8).reshape(12, 20))
+    plain = tmp_path / "plain.png"
+    grey.save(plain)
+    jpeg = tmp_path / "plain.jpg"
+    grey.save(jpeg, exif=exif)
+    before = _with_chunk(tmp_path / "exif.png", grey, b"eXIf", exif.tobytes()[6:])
+    xmp_first = _with_chunk(tmp_path / "xmp.png", grey, b"iTXt", b"XML:com.adobe.xmp\x00\x00\x00\x00\x00" + xmp)
+    samples = np.zeros((12, 20, 3), np.uint16)
+    after = _png16(tmp_path / "after.png", samples, trailing=[(b"eXIf", exif.tobytes()[6:])])
+    decoded = []
+    load = ImageFile.ImageFile.load
+    monkeypatch.setattr(ImageFile.ImageFile, "load", lambda im: decoded.append(1) or load(im))
+    assert [image_size(p) for p in (plain, jpeg, before, xmp_first)] == [(20, 12), (12, 20), (12, 20), (12, 20)]
+    assert decoded == []  # before: plain.png and xmp.png were decoded
+    assert image_size(after) == (12, 20) and decoded  # an eXIf after the pixels is read by decoding them
+
+
+def test_channel_folds_are_numpys_reductions_bit_for_bit():
+    """``over_channels`` (masks, a DICOM panel's colour, a screen capture's grey levels: the
+    per-picture checks a cohort's validation runs) gives NumPy's ``max``/``min``/``mean`` over
+    the last axis exactly, float32 and float64, one to four channels."""
+    from lnm_jax.data.pixels.decode import over_channels
+
+    rng = np.random.default_rng(0)
+    for dtype in (np.float32, np.float64):
+        for c in (1, 3, 4):
+            a = rng.random((31, 17, c)).astype(dtype)
+            assert np.array_equal(over_channels(np.maximum, a), a.max(axis=-1))
+            assert np.array_equal(over_channels(np.minimum, a), a.min(axis=-1))
+            mean = over_channels(np.add, a) / dtype(c)
+            assert mean.dtype == dtype and np.array_equal(mean, a.mean(axis=-1))
+
+
 def _png_of(path, chunks):
     """A PNG file of ``chunks`` ((type, data) pairs, IHDR and IDAT included) in that order."""
     import struct

@@ -18,7 +18,7 @@ from scipy import ndimage
 from lnm_jax.data.cohorts.manifest import Cohort, Patient
 from lnm_jax.data.pixels import sources
 from lnm_jax.data.pixels.clips import read_frames
-from lnm_jax.data.pixels.decode import read_image
+from lnm_jax.data.pixels.decode import over_channels, read_image
 from lnm_jax.data.pixels.dicom import Box
 from lnm_jax.fileio import content_digest
 from lnm_jax.names import IMAGE_INPUTS, PATIENT_ID
@@ -55,7 +55,7 @@ def screen_capture_box(img: np.ndarray) -> Box | None:
     bar or banner, text and scales are regions of their own (helper-54's trial: a full-width grey
     bar had been taken for the content, as the longest run of mostly lit rows, over a picture
     half the screen wide)."""
-    gray = img.mean(axis=-1)
+    gray = over_channels(np.add, img) / np.float32(img.shape[-1])
     lit = ndimage.uniform_filter(gray, size=5, mode="constant") >= DARK
     regions, count = ndimage.label(lit)
     if count == 0:

@@ -344,6 +344,15 @@ ORIENTATIONS = {  # (the TIFF 6.0 values, as a viewer turns the stored picture)
 }
 
 
+def over_channels(ufunc: np.ufunc, image: np.ndarray) -> np.ndarray:
+    """``ufunc`` (``np.maximum``, ``np.minimum``, ``np.add``) folded over the channels of
+    ``image`` ([..., C]) -> [...]: the same values, bit for bit, as ``ufunc.reduce(image,
+    axis=-1)`` (channel 0 with 1, then with 2), one elementwise pass per channel. NumPy reduces
+    a short last axis pixel by pixel: ``max(axis=-1)`` of a 224x224 RGB image took 1.5 ms, this
+    0.03 ms (a cohort's check reduced every lesion mask so: a quarter of its time)."""
+    return functools.reduce(ufunc, (image[..., c] for c in range(image.shape[-1])))
+
+
 def to_unit_rgb(im: Image.Image) -> np.ndarray:
     """A decoded PIL image -> float32 [H, W, 3] in [0, 1]: gray replicated, 8-bit modes scaled
     by 1/255, 16-bit gray (I;16*, I) by 1/65535, float (F) taken as [0, 1]; everything clipped
@@ -695,10 +704,30 @@ def _deep_colour_png(im: Image.Image, significant: tuple[int, ...] | None, gamma
 
 def image_size(path: Path) -> tuple[int, int]:
     """(width, height) of an image file as displayed (EXIF orientation applied), read without
-    decoding its pixels."""
+    decoding its pixels: a PNG's pixels only where metadata that may turn it (an ``eXIf`` or a
+    text chunk: XMP, ImageMagick's raw EXIF) follows them, which Pillow reads by decoding the
+    image (its ``getexif`` loads every PNG without an ``eXIf`` before the pixels: 2,048
+    decodes of a cohort's survey, 16% of a 1,024-patient ``Run.create``)."""
     with Image.open(path) as im:
         w, h = im.size
-        return (h, w) if int(im.getexif().get(ORIENTATION, 1) or 1) in (5, 6, 7, 8) else (w, h)
+        exif = Image.Image.getexif(im) if _metadata_read_at_open(im) else im.getexif()
+        return (h, w) if int(exif.get(ORIENTATION, 1) or 1) in (5, 6, 7, 8) else (w, h)
+
+
+# PNG chunks from which Pillow takes an orientation (eXIf; XMP in iTXt; ImageMagick's "Raw
+# profile type exif" in tEXt or zTXt): read with the header where they precede the image data
+_PNG_METADATA = (b"eXIf", b"iTXt", b"tEXt", b"zTXt")
+
+
+def _metadata_read_at_open(im: Image.Image) -> bool:
+    """Whether everything Pillow's ``getexif`` could read of ``im`` (a PNG) was read when it was
+    opened: no chunk of :data:`_PNG_METADATA` after its first IDAT. False for other formats
+    (their ``getexif`` decodes nothing) and unreadable chunk lists."""
+    chunks = png_chunks(im)
+    if chunks is None:
+        return False
+    first_data = chunks.index(b"IDAT")
+    return not any(kind in _PNG_METADATA for kind, _ in chunks.order[first_data:])
 
 
 def open_upright(path: Path) -> Image.Image:

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from lnm_jax.data.pixels.decode import MAX_IMAGE_PIXELS, fit, read_opacity, verify_image
+from lnm_jax.data.pixels.decode import MAX_IMAGE_PIXELS, fit, over_channels, read_opacity, verify_image
 from lnm_jax.data.pixels.dicom import is_dicom, quiet_pydicom, unreadable_line
 from lnm_jax.data.pixels.sources import DEFAULT_FRAMING, NO_OPTIONS, Framing, ImageOptions, Source, crop, resolve
 
@@ -83,7 +83,7 @@ def _read_lesion(path: Path | str) -> np.ndarray:
         lesion = read_segmentation(path)
     else:
         # [0, 1], every chunk checked, as an image; composited over black: a transparent pixel is 0
-        pixels = verify_image(Path(path), MAX_IMAGE_PIXELS).max(axis=-1)
+        pixels = over_channels(np.maximum, verify_image(Path(path), MAX_IMAGE_PIXELS))
         opacity = read_opacity(Path(path))
         if opacity is not None and opacity.min() < 1:  # said as the alpha's: the colours may be binary
             _check_binary(opacity, "mask's transparency (alpha) is not binary")

@@ -20,7 +20,7 @@ import numpy as np
 from PIL import UnidentifiedImageError
 
 from lnm_jax.data.pixels import clips, dicom
-from lnm_jax.data.pixels.decode import ImageDecodeError, fit, image_size, read_image
+from lnm_jax.data.pixels.decode import ImageDecodeError, fit, image_size, over_channels, read_image
 from lnm_jax.data.pixels.dicom import Box, DicomError, DicomHeader
 from lnm_jax.names import BMODE, CEUS, CEUS_REGIONS
 
@@ -427,7 +427,7 @@ def tissue_regions(header: DicomHeader) -> tuple[list[dicom.ScanRegion], list[st
 
 def chroma(image: np.ndarray) -> float:
     """Mean colour saturation of [0, 1] RGB pixels: mean (max - min) over channels."""
-    return float((image.max(axis=-1) - image.min(axis=-1)).mean())
+    return float((over_channels(np.maximum, image) - over_channels(np.minimum, image)).mean())
 
 
 def _contrast_side(header: DicomHeader, regions, ceus_region: str, frame: int) -> int:
