@@ -46,7 +46,12 @@ from lnm_jax.training.steps import inference_variables
 
 PLATFORMS = names.EXPORT_PLATFORMS
 FORMATS = names.EXPORT_FORMATS
-ONNX_OPSET = 23  # jax2onnx 0.17's default; onnxruntime >= 1.20 runs it
+# model.onnx's opset: 21, the newest onnxruntime 1.20 runs (ONNX Runtime's compatibility table),
+# so that a colleague's older onnxruntime runs it. jax2onnx 0.17's default, 23, needs onnxruntime
+# >= 1.23: 1.20.1 and 1.22.0 refused such a file while requirements.txt allowed them (a fresh-user
+# trial); an export at 21 ran in 1.20.1 equal to the live model (1e-6, the CSV's rounding).
+ONNX_OPSET = 21
+ONNXRUNTIME = "onnxruntime>=1.20"  # the requirement that ONNX_OPSET sets
 ONNX_PROVIDERS = ("CPUExecutionProvider",)  # what the parity tests run; CUDA's provider takes the same file
 
 
@@ -213,7 +218,7 @@ def requirements(md: dict, formats) -> list[str]:
     if names.CEUS in md["architecture"]["inputs"]:
         out.append("imageio-ffmpeg>=0.5")
     if "onnx" in formats:
-        out.append("onnxruntime>=1.20")
+        out.append(ONNXRUNTIME)
     return out
 
 
@@ -349,7 +354,12 @@ def export_run(
             info["stablehlo"] = {"platforms": list(platforms), "serialization": "jax.export"}
         if "onnx" in formats:
             version = _write_onnx(fn, weights, spec, tmp / ONNX, md)
-            info["onnx"] = {"converter": f"jax2onnx {version}", "opset": ONNX_OPSET, "providers": list(ONNX_PROVIDERS)}
+            info["onnx"] = {
+                "converter": f"jax2onnx {version}",
+                "opset": ONNX_OPSET,
+                "runtime": ONNXRUNTIME,
+                "providers": list(ONNX_PROVIDERS),
+            }
         info["source"] = run.computed_from(checkpoint)  # state_sha256: the checkpoint's arrays, as stored
         md = {**md, "export": info}
         write_runtime(tmp, md, formats)

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -273,10 +274,33 @@ class OnnxModel:
 def load_onnx(folder: Path | str, providers=("CPUExecutionProvider",), fingerprint: str | None = None) -> OnnxModel:
     """Reads the ONNX graph of a folder exported with ``--format onnx``, verified first
     (:func:`verify`; against the export's published ``fingerprint`` where given)."""
-    import onnxruntime  # noqa: PLC0415  (the onnx extra)
-
     folder = Path(folder)
     _require(folder, ONNX, METADATA)
     verify(folder, tuple(dict.fromkeys((ONNX, METADATA, *_described_files(folder)))), fingerprint)
-    session = onnxruntime.InferenceSession(str(folder / ONNX), providers=list(providers))
-    return OnnxModel(session, _metadata(folder))
+    metadata = _metadata(folder)
+    onnx_info = metadata.get("export", {}).get("onnx", {})
+    needed = onnx_info.get("runtime", "onnxruntime")
+    try:
+        import onnxruntime  # noqa: PLC0415  (the onnx extra)
+    except ImportError as e:
+        raise ImportError(
+            f"{folder / ONNX} runs with onnxruntime, which is not installed here: pip install '{needed}' "
+            f"(or pip install -r {folder / 'requirements.txt'})"
+        ) from e
+    try:
+        session = onnxruntime.InferenceSession(str(folder / ONNX), providers=list(providers))
+    except Exception as e:  # onnxruntime's own exception types (Fail, InvalidGraph...) derive from Exception
+        raise ImportError(
+            f"{folder / ONNX} (ONNX opset {onnx_info.get('opset', '?')}): "
+            f"onnxruntime {onnxruntime.__version__} does not load it ({_runtime_reason(e)}); this export needs {needed}"
+        ) from e
+    return OnnxModel(session, metadata)
+
+
+def _runtime_reason(e: Exception) -> str:
+    """onnxruntime's refusal in a phrase: the opset it supports where it says so (its message
+    holds a C++ source location and signature before that), else its first line."""
+    text = str(e)
+    if found := re.search(r"support for domain ai\.onnx is till opset (\d+)", text):
+        return f"it runs ONNX opsets up to {found.group(1)}"
+    return (text.strip().splitlines() or [type(e).__name__])[0][:300]

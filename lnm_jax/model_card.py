@@ -511,6 +511,14 @@ def markdown(md: dict) -> str:
             "```",
             "From Python (this folder on `sys.path`): `from lnm_runtime import load; "
             "load().predict({'bmode': [path_or_array, ...], ...})['prob']`.",
+            *(
+                [
+                    f"- `model.onnx`: ONNX opset {onnx['opset']} ({onnx['converter']}), run with {onnx['runtime']} "
+                    "(`--format onnx`; onnxruntime's own session takes the inputs above, prepared as below)."
+                ]
+                if (onnx := export.get("onnx"))
+                else []
+            ),
             "",
         ]
     lines += [

@@ -98,7 +98,15 @@ def test_export_runs_without_the_package_and_equals_the_live_model(triple_run, t
     listed = capsys.readouterr().out.split(": ", 1)[1].split("\n")[0].split(", ")
     assert sorted(x.rsplit(" ", 2)[0] for x in listed) == sorted(p.name + "/" * p.is_dir() for p in out.iterdir())
     md = json.loads((out / METADATA).read_text())
-    assert md["export"]["stablehlo"]["platforms"] == ["cpu", "cuda"] and md["export"]["onnx"]["opset"] == 23
+    assert md["export"]["stablehlo"]["platforms"] == ["cpu", "cuda"]
+    # the graph's opset is the one the requirement's onnxruntime runs (jax2onnx's default, 23,
+    # had been written under "onnxruntime>=1.20", which runs opsets up to 21: a fresh-user trial)
+    import onnx
+
+    graph_opset = {o.domain: o.version for o in onnx.load(str(out / "model.onnx")).opset_import}[""]
+    assert md["export"]["onnx"]["opset"] == graph_opset == 21
+    assert md["export"]["onnx"]["runtime"] == "onnxruntime>=1.20" in (out / "requirements.txt").read_text()
+    assert "ONNX opset 21 (jax2onnx" in (out / MODEL_CARD).read_text()
     assert md["architecture"]["inputs"] == ["bmode", "ceus", "us_lnm"]
     assert "Not a medical device" in (out / MODEL_CARD).read_text()
     reqs = [x.split(">=")[0] for x in (out / "requirements.txt").read_text().splitlines() if not x.startswith("#")]
@@ -133,6 +141,7 @@ def test_export_runs_without_the_package_and_equals_the_live_model(triple_run, t
         with pytest.raises(ValueError, match=r"has_ceus is false for row\(s\) \[1\]: this model was not trained"):
             loaded(x)
         np.testing.assert_allclose(loaded(x, zero_fill_missing=True)["logit"], live_logits(triple_run, x), atol=ATOL)
+    _onnxruntime_refusals_are_one_line(out)
     # the folder's own predict.py (no lnm_jax) == predict --workdir == predict --exported
     new = new_patients(tiny_cohort, tmp_path / "new.csv", 7)
     args = ["predict", "--manifest", str(new), "--out"]
@@ -448,6 +457,39 @@ def test_patients_scored_without_an_input_are_named_with_how(capsys):
     whole = SimpleNamespace(patients=[patient("A", *inputs)])
     assert missing_inputs(whole, inputs, learned=False, trained_on_zeros=True) == {}
     assert capsys.readouterr().err == ""
+
+
+def _onnxruntime_refusals_are_one_line(out):
+    """An onnxruntime that cannot load ``out``'s model.onnx (its opset too new for it: 1.20.1's
+    words below) or none installed: an ImportError naming the file and the requirement, which
+    predict.py prints as its one error line (it had printed onnxruntime's traceback)."""
+    from unittest import mock
+
+    import onnxruntime
+
+    said = (
+        "[ONNXRuntimeError] : 1 : FAIL : Load model from model.onnx failed:/onnxruntime_src/onnxruntime/core/graph/"
+        "model_load_utils.h:46 void onnxruntime::model_load_utils::ValidateOpsetForDomain(const std::unordered_map<"
+        "std::string, int>&, bool, const std::string&, int) ONNX Runtime only *guarantees* support for models stamped "
+        "with official released onnx opset versions. Opset 23 is under development and support for this is limited. "
+        "Current official support for domain ai.onnx is till opset 21."
+    )
+
+    class Fail(Exception):  # onnxruntime.capi.onnxruntime_pybind11_state.Fail derives from Exception alone
+        pass
+
+    with mock.patch.object(onnxruntime, "InferenceSession", side_effect=Fail(said)):
+        with pytest.raises(ImportError) as refused:
+            load_onnx(out)
+    line = str(refused.value)
+    assert "\n" not in line and "onnxruntime_src" not in line, line
+    assert re.fullmatch(
+        rf"{re.escape(str(out / 'model.onnx'))} \(ONNX opset 21\): onnxruntime \S+ does not load it \(it runs ONNX "
+        r"opsets up to 21\); this export needs onnxruntime>=1\.20",
+        line,
+    ), line
+    with mock.patch.dict(sys.modules, {"onnxruntime": None}), pytest.raises(ImportError, match="not installed here"):
+        load_onnx(out)
 
 
 def test_a_plain_install_has_what_the_stablehlo_export_needs():
