@@ -16,7 +16,7 @@ import sys
 import numpy as np
 
 from lnm_jax.weights import verify as V
-from lnm_jax.weights.convert import from_keras_resnet50, from_torchvision
+from lnm_jax.weights.convert import from_keras_resnet50, from_torchvision, keras_caffe_input
 from lnm_jax.weights.io import keras_layer_weights, read_torch_state_dict
 
 
@@ -68,10 +68,14 @@ def main(argv=None) -> int:
                 weights=None, include_top=False, input_shape=(a.image_size, a.image_size, 3)
             )
             body.load_weights(a.path)
-            for layer in body.layers:  # copy the body into the model with a (random) top
-                model.get_layer(layer.name).set_weights(layer.get_weights())
+            # the body copied into the model with a (random) top, layer by layer: those with weights
+            # (an input layer has none, and Keras names a second model's input_layer_1: a notop file
+            # had failed here with "No such layer", a fresh-user trial)
+            for layer in body.layers:
+                if layer.weights:
+                    model.get_layer(layer.name).set_weights(layer.get_weights())
             has_top = False
-        ref = V.keras_stages(model, x)
+        ref = V.keras_stages(model, keras_caffe_input(x))  # the same pictures in Keras's own input
         ours = V.flax_stages(
             from_keras_resnet50(keras_layer_weights(model)),
             "resnet50",

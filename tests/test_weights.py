@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -9,8 +11,15 @@ import torchvision
 
 from lnm_jax.cli import main
 from lnm_jax.weights import verify as V
-from lnm_jax.weights.convert import WeightMismatchError, from_keras_resnet50, from_torchvision, to_torchvision
-from lnm_jax.weights.io import keras_layer_weights, load_backbone, read_torch_state_dict
+from lnm_jax.weights.convert import (
+    WeightMismatchError,
+    from_keras_resnet50,
+    from_torchvision,
+    keras_caffe_input,
+    standardised_rgb_stem,
+    to_torchvision,
+)
+from lnm_jax.weights.io import KERAS_PORT_INPUT, keras_layer_weights, load_backbone, read_torch_state_dict
 
 NO_KERAS = "Keras/TensorFlow not installed (pip install -e '.[tf]')"
 
@@ -124,7 +133,9 @@ def test_keras_resnet50_port_matches_keras_stage_by_stage():
         weights=None, include_top=True, classifier_activation=None, input_shape=(160, 160, 3)
     )
     V.randomise_keras_bn(model, seed=2)
-    ref = V.keras_stages(model, X)
+    # Keras takes its own (caffe) input of the pictures a port takes standardised, as RGB: the
+    # port had read standardised RGB into weights expecting BGR at 58x the scale (helper-76)
+    ref = V.keras_stages(model, keras_caffe_input(X))
     ours = V.flax_stages(
         from_keras_resnet50(keras_layer_weights(model)), "resnet50", "keras_v1", X, fc=V.keras_fc(model)
     )
@@ -214,11 +225,24 @@ def test_convert_weights_command_pth_and_keras_files(tmp_path, capsys):
         == 0
     )
     kvars, kmeta = load_backbone(tmp_path / "kconv")
-    assert kmeta["variant"] == "keras_v1"
-    np.testing.assert_array_equal(kvars["params"]["conv1"]["bias"], km.get_layer("conv1_conv").get_weights()[1])
+    assert kmeta["variant"] == "keras_v1" and kmeta["input"] == KERAS_PORT_INPUT
+    kernel, bias = km.get_layer("conv1_conv").get_weights()
+    np.testing.assert_array_equal(kvars["params"]["conv1"]["bias"], bias)
+    np.testing.assert_array_equal(kvars["params"]["conv1"]["kernel"], standardised_rgb_stem(kernel))
+    # a Keras port written before its stem took standardised RGB is refused, saying so
+    meta_file = tmp_path / "kconv" / "backbone.json"
+    old = json.loads(meta_file.read_text())
+    del old["input"]
+    meta_file.write_text(json.dumps(old))
+    with pytest.raises(ValueError, match="Keras port whose first convolution takes Keras's own input"):
+        load_backbone(tmp_path / "kconv")
+    # the verification script on that notop file, as training.md has it run (it had failed with
+    # "No such layer: input_layer_1", copying the body's input layer by name)
+    assert _verify_script().main(["--from", "keras", "--in", str(tmp_path / "k.weights.h5"), "--image-size", "64"]) == 0
 
 
-def test_verify_script_passes_on_a_real_file_and_fails_on_a_corrupted_port(tmp_path, monkeypatch):
+def _verify_script():
+    """scripts/verify_weights.py as a module."""
     import importlib.util
     from pathlib import Path
 
@@ -227,6 +251,11 @@ def test_verify_script_passes_on_a_real_file_and_fails_on_a_corrupted_port(tmp_p
     )
     script = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(script)
+    return script
+
+
+def test_verify_script_passes_on_a_real_file_and_fails_on_a_corrupted_port(tmp_path, monkeypatch):
+    script = _verify_script()
     model = _torch_model("resnet18", seed=4)
     torch.save(model.state_dict(), tmp_path / "r18.pth")
     args = ["--from", "torchvision", "--in", str(tmp_path / "r18.pth"), "--arch", "resnet18", "--image-size", "96"]

@@ -153,10 +153,39 @@ _KERAS_BN = {
 }
 
 
+# Keras applications.ResNet50's input (its preprocess_input, "caffe" mode): BGR on a 0-255
+# scale minus these per-channel means, not scaled; torchvision's ResNets take RGB in [0, 1]
+# standardised by ImageNet's means and these standard deviations.
+KERAS_CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)
+IMAGENET_STD_RGB = (0.229, 0.224, 0.225)
+
+
+def standardised_rgb_stem(kernel: np.ndarray) -> np.ndarray:
+    """Keras ResNet50's first kernel ``[7, 7, 3 (B, G, R), C]``, which takes caffe input
+    ``c_k = 255 x_k - m_k`` (:data:`KERAS_CAFFE_MEAN_BGR`), -> the kernel that computes the same
+    on ``z_j = (x_j - m_j / 255) / s_j`` in RGB order (s: :data:`IMAGENET_STD_RGB`), the
+    input every other backbone here takes (torchvision's convention, its means within 0.002):
+    as ``c = 255 s z`` channel by channel, ``W'[..., j, :] = 255 s_j W[..., 2 - j, :]``.
+    Exact, borders too: the zero padding before Keras's convolution pads c with 0, z = 0 here.
+    Without it, a Keras port read the cohort's standardised images (unit scale, RGB) where its
+    weights expect about 58 x that scale in BGR order (a fresh-user trial: its features then
+    correlated with Keras's at 0.008)."""
+    scale = 255.0 * np.asarray(IMAGENET_STD_RGB, np.float64)[None, None, :, None]
+    return (np.asarray(kernel, np.float64)[:, :, ::-1, :] * scale).astype(kernel.dtype)
+
+
+def keras_caffe_input(z: np.ndarray) -> np.ndarray:
+    """The Keras ResNet50 input (caffe: BGR, 0-255, mean-subtracted) of the same pictures as
+    ``z`` (``[..., 3]`` standardised RGB, what a Keras port here takes): ``(255 s z)`` in BGR
+    order; for comparing a port with Keras (:func:`standardised_rgb_stem`)."""
+    return (np.asarray(z, np.float64) * 255.0 * np.asarray(IMAGENET_STD_RGB))[..., ::-1].astype(np.float32)
+
+
 def from_keras_resnet50(layers: Mapping[str, Mapping[str, np.ndarray]]) -> dict:
     """Keras ``applications.ResNet50`` weights, as ``{layer_name: {weight_name: array}}``, ->
     ``{'params', 'batch_stats'}`` of our ResNet-50 in its ``keras_v1`` variant
-    (``backbone('resnet50', **KERAS_V1)``). The ``predictions`` layer is ignored."""
+    (``backbone('resnet50', **KERAS_V1)``), its first kernel taking standardised RGB
+    (:func:`standardised_rgb_stem`). The ``predictions`` layer is ignored."""
     flat, names = {}, {}
     for layer, weights in layers.items():
         if layer == "predictions" or not weights:
@@ -180,7 +209,10 @@ def from_keras_resnet50(layers: Mapping[str, Mapping[str, np.ndarray]]) -> dict:
                 path = (coll,) + mod + (leaf,)
             else:
                 path = ("params",) + mod + (wname,)
-            flat[path], names[path] = np.asarray(value), f"{layer}/{wname}"
+            value = np.asarray(value)
+            if layer == "conv1_conv" and wname == "kernel" and value.shape[2:3] == (3,):
+                value = standardised_rgb_stem(value)  # another shape: _fill names the mismatch
+            flat[path], names[path] = value, f"{layer}/{wname}"
     return _fill(flat, "resnet50", "keras_v1", names, keras_key)
 
 

@@ -21,6 +21,11 @@ META_REQUIRED = ("arch", "variant")  # what backbone.json must name: checked aga
 # a backbone whose arrays changed after it was written (a flipped bit, an edited or swapped file)
 # is refused when read, rather than starting a run from other weights
 VARIABLES_DIGEST = "variables_sha256"
+# backbone.json's statement of the input a port's first convolution takes: a Keras port's
+# standardised RGB (weights.convert.standardised_rgb_stem); a Keras port without it took Keras's
+# caffe input (BGR, 0-255) and is refused
+INPUT = "input"
+KERAS_PORT_INPUT = "rgb standardised: (x - caffe means / 255) / ImageNet std"
 
 
 def read_torch_state_dict(path: Path | str) -> dict[str, np.ndarray]:
@@ -142,6 +147,12 @@ def load_backbone(path: Path | str) -> tuple[dict, dict]:
     path = Path(path).resolve()
     meta = backbone_meta(path)
     redo = "convert or pretrain it again"
+    if meta.get("source") == "keras" and meta.get(INPUT) != KERAS_PORT_INPUT:
+        raise ValueError(
+            f"backbone {path} is a Keras port whose first convolution takes Keras's own input (BGR, 0-255), not the "
+            f"standardised RGB images a run feeds it (ported before 2026-12-06): convert it again with lnm-jax "
+            "convert-weights --from keras"
+        )
     try:
         with ocp.StandardCheckpointer() as ckpt:
             variables = off_main_thread(ckpt.restore, path / "variables")
@@ -218,5 +229,7 @@ def convert_weights(source: str, path: Path | str, out_dir: Path | str, *, arch:
     else:
         raise ValueError(f"unknown weight source '{source}', expected 'torchvision' or 'keras'")
     meta = {"arch": arch, "variant": variant, "source": source, "file": str(path.resolve())}
+    if source == "keras":
+        meta[INPUT] = KERAS_PORT_INPUT
     save_backbone(out_dir, variables, meta)
     return meta

@@ -14,9 +14,15 @@ import numpy as np
 
 from lnm_jax import compile_options
 from lnm_jax.models.backbones import backbone
+from lnm_jax.weights.convert import keras_caffe_input
 
 STAGES = ("stem", "stage1", "stage2", "stage3", "stage4", "pooled", "logits")
-# Default tolerances (max abs difference, fp32).
+# Default tolerances, fp32: the max abs difference allowed, plus RTOL times the reference's
+# largest magnitude (np.allclose's form: float32's rounding grows with the values it rounds;
+# Keras's own input, 0-255 scale, gave stages up to 9e3 from random weights, their differences
+# 1.6e-6 of that at most, so RTOL leaves 12x; at the unit-scale values of a torchvision port
+# the absolute term decides, as before).
+RTOL = 2e-5
 TOLERANCE = {
     "stem": 1e-3,
     "stage1": 1e-3,
@@ -103,16 +109,17 @@ def compare(ours: dict[str, np.ndarray], reference: dict[str, np.ndarray]) -> di
 def report(
     diffs: dict[str, float], reference: dict[str, np.ndarray], tolerance: dict[str, float] = TOLERANCE
 ) -> tuple[str, bool]:
-    """A Markdown table and whether every stage is within tolerance."""
+    """A Markdown table and whether every stage is within tolerance: the max abs difference at
+    most ``tolerance[stage] + RTOL x (max abs value of the reference)``."""
     lines = ["| stage | shape | max abs diff | max abs value | tolerance | ok |", "|---|---|---:|---:|---:|---|"]
     ok = True
     for k, d in diffs.items():
-        good = d <= tolerance[k]
+        largest = float(np.max(np.abs(reference[k])))
+        allowed = tolerance[k] + RTOL * largest
+        good = d <= allowed
         ok &= good
-        lines.append(
-            f"| {k} | {tuple(reference[k].shape)} | {d:.2e} | "
-            f"{float(np.max(np.abs(reference[k]))):.3g} | {tolerance[k]:.0e} | {'yes' if good else 'NO'} |"
-        )
+        shape = tuple(reference[k].shape)
+        lines.append(f"| {k} | {shape} | {d:.2e} | {largest:.3g} | {allowed:.1e} | {'yes' if good else 'NO'} |")
     return "\n".join(lines), ok
 
 
@@ -162,7 +169,9 @@ def randomise_torch_bn(model, *, seed: int = 0, image_size: int = 96) -> None:
 def randomise_keras_bn(model, *, seed: int = 0, image_size: int = 96) -> None:
     """As :func:`randomise_torch_bn`, for a Keras model: random gamma/beta (small on each
     residual branch's last BatchNorm, ``*_3_bn``), then moving statistics set to the batch
-    statistics of random images (momentum 0 for one pass)."""
+    statistics of random images in Keras's own (caffe) input, as ImageNet weights' are
+    (:func:`lnm_jax.weights.convert.keras_caffe_input` of standard-normal pictures: about 58x
+    their scale), momentum 0 for one pass."""
     import keras
 
     rng = np.random.default_rng(seed)
@@ -180,6 +189,6 @@ def randomise_keras_bn(model, *, seed: int = 0, image_size: int = 96) -> None:
         )
         bn.momentum = 0.0
     size = model.input_shape[1] or image_size
-    model(rng.standard_normal((8, size, size, 3)).astype(np.float32), training=True)
+    model(keras_caffe_input(rng.standard_normal((8, size, size, 3))), training=True)
     for bn in bns:
         bn.momentum = 0.99
