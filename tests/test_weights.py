@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import warnings
 
 import numpy as np
 import pytest
@@ -239,6 +240,29 @@ def test_convert_weights_command_pth_and_keras_files(tmp_path, capsys):
     # the verification script on that notop file, as training.md has it run (it had failed with
     # "No such layer: input_layer_1", copying the body's input layer by name)
     assert _verify_script().main(["--from", "keras", "--in", str(tmp_path / "k.weights.h5"), "--image-size", "64"]) == 0
+
+
+@pytest.mark.tf
+def test_a_keras_file_that_is_no_resnet50_is_one_line_saying_why(tmp_path, capsys):
+    """A fine-tuned Keras model holding a ResNet50 inside (a Sequential: its weights a level
+    down) is refused in one line with the remedy; Keras's per-layer warnings (hundreds of lines)
+    stay off the console and its reason is not cut at "Example error message for object ...:"
+    (helper-76)."""
+    keras = pytest.importorskip("keras", reason=NO_KERAS)
+
+    inner = keras.applications.ResNet50(weights=None, include_top=False, input_shape=(64, 64, 3))
+    tuned = keras.Sequential([inner, keras.layers.GlobalAveragePooling2D(), keras.layers.Dense(1)])
+    tuned.save_weights(tmp_path / "tuned.weights.h5")
+    capsys.readouterr()
+    args = ["convert-weights", "--from", "keras", "--in", str(tmp_path / "tuned.weights.h5"), "--out"]
+    with warnings.catch_warnings(record=True) as warned:
+        warnings.simplefilter("always")
+        assert main([*args, str(tmp_path / "out")]) == 1
+    assert not warned, [str(w.message)[:100] for w in warned[:3]]
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "Example error message" not in err, err
+    assert "conv1_conv: Layer 'conv1_conv' expected 2 variables, but received 0" in err
+    assert "model.get_layer('resnet50').save_weights" in err and not (tmp_path / "out").exists()
 
 
 def _verify_script():

@@ -6,6 +6,8 @@ torch is imported only to read ``.pth``/``.pt`` files; ``.safetensors`` needs on
 
 from __future__ import annotations
 
+import re
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -96,11 +98,34 @@ def read_keras_resnet50(path: Path | str) -> dict[str, dict[str, np.ndarray]]:
     for include_top in (False, True):
         model = keras.applications.ResNet50(weights=None, include_top=include_top)
         try:
-            model.load_weights(str(path))
+            with warnings.catch_warnings():  # a failed try's warnings, one per layer (335 lines), say nothing more
+                warnings.simplefilter("ignore")
+                model.load_weights(str(path))
             return keras_layer_weights(model)
         except (ValueError, KeyError, OSError) as e:
-            errors.append(f"include_top={include_top}: {error_line(e)}")
+            errors.append(f"{'with' if include_top else 'without'} the classifier top: {_keras_reason(e)}")
     raise ValueError(f"{path} is not a Keras ResNet50 weight file ({'; '.join(errors)})")
+
+
+def _keras_reason(e: Exception) -> str:
+    """Keras's refusal to load a weight file in one phrase: its count and its example's reason
+    (its message ends its first line at "Example error message for object ...:", the reason on
+    the lines after, then a variable's values); where the ResNet's layers are not at the file's
+    top, the likely cause: a model holding a ResNet50 inside (a fine-tuned keras.Sequential)."""
+    lines = [x.strip() for x in str(e).splitlines() if x.strip()]
+    if not lines:
+        return type(e).__name__
+    first = re.sub(r"\.?\s*Example error message for object .*$", "", lines[0])
+    named = re.search(r"Example error message for object <\w+ name=([^,>]+)", lines[0])
+    reason = lines[1].split(" Target variable:")[0] if len(lines) > 1 and lines[0].endswith(":") else ""
+    said = f"{first}; {named.group(1)}: {reason}" if named and reason else f"{first} {reason}".strip()
+    if re.search(r"expected \d+ variables, but received 0 variables", reason):
+        said += (
+            " (no ResNet50 layer at the file's top: a model that holds a ResNet50 inside, such as a fine-tuned "
+            "keras.Sequential, keeps its weights a level down; save the inner one's, "
+            "model.get_layer('resnet50').save_weights('resnet50.weights.h5'))"
+        )
+    return said
 
 
 def save_backbone(out_dir: Path | str, variables: dict, meta: dict) -> None:
