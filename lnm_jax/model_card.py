@@ -15,6 +15,7 @@ import numpy as np
 from lnm_jax import names, provenance
 from lnm_jax import run_files as F
 from lnm_jax.config import base_config, frozen_backbone_epochs
+from lnm_jax.data.pixels.clips import PHASE_LEVEL
 from lnm_jax.data.pixels.sources import Framing
 from lnm_jax.exported import METADATA, MODEL_CARD
 from lnm_jax.fileio import SEAL_KEY, DamagedFileError, check_seal, is_real, read_json, warn_once, write_json, write_text
@@ -76,8 +77,11 @@ RESIZE = (
 DECODE = (
     "PNG/JPEG by Pillow with EXIF orientation, an ICC profile, PNG sBIT and gAMA applied; 8-bit modes / 255, "
     "16-bit gray / 65535, gray replicated to RGB, transparent pixels composited over black; DICOM by pydicom "
-    "(VOI/palette/YBR handled, header-checked), cropped to its SequenceOfUltrasoundRegions; clips: the peak frame "
-    "(T = 1) or T frames over the enhancement phase"
+    "(VOI/palette/YBR handled, header-checked), cropped to its SequenceOfUltrasoundRegions; clips: of the "
+    "time-intensity curve (each frame's mean pixel value), the peak frame (T = 1), or T frames spread evenly (in "
+    "seconds where the frames' times are known) over the enhancement phase, from the first to the last frame at "
+    f"or above {PHASE_LEVEL:.0%} of the rise from the first frame to the peak: sample_indices in "
+    "lnm_jax/data/pixels/clips.py (lnm_runtime/data/pixels/clips.py in an export)"
 )
 
 
