@@ -298,9 +298,12 @@ def load_onnx(folder: Path | str, providers=("CPUExecutionProvider",), fingerpri
 
 
 def _runtime_reason(e: Exception) -> str:
-    """onnxruntime's refusal in a phrase: the opset it supports where it says so (its message
-    holds a C++ source location and signature before that), else its first line."""
+    """onnxruntime's refusal in a phrase: the opset or IR version it supports where it says so,
+    else its first line without the C++ source location and signature it puts before the reason."""
     text = str(e)
     if found := re.search(r"support for domain ai\.onnx is till opset (\d+)", text):
         return f"it runs ONNX opsets up to {found.group(1)}"
-    return (text.strip().splitlines() or [type(e).__name__])[0][:300]
+    if found := re.search(r"Unsupported model IR version: (\d+), max supported IR version: (\d+)", text):
+        return f"it reads ONNX IR versions up to {found.group(2)}, the file's is {found.group(1)}"
+    first = (text.strip().splitlines() or [type(e).__name__])[0]
+    return re.sub(r"failed:/\S+ .*\) (?=[A-Z])", "failed: ", first)[:300]

@@ -493,6 +493,19 @@ def markdown(md: dict) -> str:
         "",
         "## Preprocessing (shipped in the export's `lnm_runtime`)",
         f"- Decoding: {pre['decode']}.",
+        *(
+            [
+                "- This model's CEUS input: "
+                + (
+                    "a clip's peak frame (T = 1), a still image as it is."
+                    if pre["clip_frames"] == 1
+                    else f"clips of T = {pre['clip_frames']} frames over the enhancement phase (a still image "
+                    f"repeated {pre['clip_frames']} times)."
+                )
+            ]
+            if names.CEUS in a["inputs"]
+            else []
+        ),
         "- Framing: cropped to the scan region (DICOM ultrasound regions or the manifest's `<input>_crop`)"
         + (
             f", resampled to {framing['field_of_view_mm'] / pre['image_size']:.3g} mm per pixel "

@@ -488,6 +488,14 @@ def _onnxruntime_refusals_are_one_line(out):
         r"opsets up to 21\); this export needs onnxruntime>=1\.20",
         line,
     ), line
+    # an onnxruntime older still (1.17.3) refuses the file's IR version first, in other words
+    older = said.split("failed:")[0] + (
+        "failed:/onnxruntime_src/onnxruntime/core/graph/model.cc:179 onnxruntime::Model::Model(onnx::ModelProto&&, "
+        "const onnxruntime::logging::Logger&) Unsupported model IR version: 10, max supported IR version: 9"
+    )
+    with mock.patch.object(onnxruntime, "InferenceSession", side_effect=Fail(older)):
+        with pytest.raises(ImportError, match=r"\(it reads ONNX IR versions up to 9, the file's is 10\); this export"):
+            load_onnx(out)
     with mock.patch.dict(sys.modules, {"onnxruntime": None}), pytest.raises(ImportError, match="not installed here"):
         load_onnx(out)
 
