@@ -10,6 +10,7 @@ from collections import Counter
 from ml_collections import ConfigDict
 
 from lnm_jax import names
+from lnm_jax.config import ConfigError
 from lnm_jax.data.cohorts.inputs import MissingInputsError, lacking, refuse_missing  # noqa: F401 (re-exported)
 from lnm_jax.data.cohorts.manifest import Cohort
 from lnm_jax.data.cohorts.splits import SplitError, make_splits
@@ -82,8 +83,8 @@ def report(
     if model:
         try:
             check_config(config)
-        except ValueError as e:
-            problems.append(f"model: {e}")
+        except ConfigError as e:  # each problem as the model's, without the count's heading
+            problems += [f"model: {x}" for x in e.problems]
         try:
             check_inputs_present(config, cohort)
         except MissingInputsError as e:

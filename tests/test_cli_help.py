@@ -265,6 +265,12 @@ def test_an_override_reads_alike_in_every_command(capsys, tmp_path):
     # ("lnm-jax: error: argument --resume: ignored explicit argument 'False'")
     assert main(["train", "--workdir", str(tmp_path), "--resume=False", "--config.train.epochs=-1"]) == 2
     assert "train.epochs: -1" in capsys.readouterr().err
+    # a relation between fields the model checks is a config value's problem too: exit 2, as the
+    # README says, one line, no folder (helper-77: exit 1)
+    assert main(["train", "--workdir", str(tmp_path / "w7"), "--config.data.image_size=7"]) == 2
+    err = capsys.readouterr().err
+    assert "needs data.image_size >= 32, got 7" in err and len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / "w7").exists()
 
 
 def test_a_run_folder_not_given_or_a_file_is_one_line_saying_so(capsys, tmp_path):

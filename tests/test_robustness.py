@@ -285,7 +285,8 @@ def test_an_image_tfds_cannot_decode_names_the_patient_at_build(tiny_cohort, tmp
 def test_every_planned_run_is_checked_before_anything_trains(tiny_cohort, tmp_path, capsys):
     work = tmp_path / "protocol"
     args = ["reproduce", "--workdir", str(work), "--manifest", str(tiny_cohort), "--config.data.image_size=64"]
-    assert main([*args, "--config.protocol.backbones=('resnet18', 'inception_v3')"]) == 1
+    # a planned run's config problem: exit 2, as every config value's (it was 1: helper-77)
+    assert main([*args, "--config.protocol.backbones=('resnet18', 'inception_v3')"]) == 2
     assert "model.backbone=inception_v3 needs data.image_size >= 75, got 64" in fail_line(capsys, "reproduce")
     assert not work.exists()
     small = rewrite_manifest(tiny_cohort, tmp_path / "small.csv", rows=4)

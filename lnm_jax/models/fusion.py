@@ -62,7 +62,7 @@ import jax
 import jax.numpy as jnp
 
 from lnm_jax import names
-from lnm_jax.config import check_fields, model_field
+from lnm_jax.config import ConfigError, check_fields, model_field
 from lnm_jax.models import backbones
 from lnm_jax.models.backbones import backbone
 
@@ -351,11 +351,22 @@ class FusionClassifier(nn.Module):
 
 
 def check_config(config) -> None:
-    """Raises ValueError naming the field when ``config`` describes a model that cannot run, so
-    that a command fails before anything trains rather than at the first step: every field's
-    range first (:func:`lnm_jax.config.check_fields`, all problems at once), then the model's
-    own constraints."""
+    """Raises :class:`lnm_jax.config.ConfigError` (a ValueError) naming the field when
+    ``config`` describes a model that cannot run, so that a command fails before anything
+    trains rather than at the first step: every field's range first
+    (:func:`lnm_jax.config.check_fields`, all problems at once), then the model's own
+    constraints between fields (the first one found). A config's problem is the command line's
+    exit 2 (it had been exit 1 for these: helper-77)."""
     check_fields(config)
+    try:
+        _check_model_fields(config)
+    except ConfigError:
+        raise
+    except ValueError as e:
+        raise ConfigError([str(e)]) from None
+
+
+def _check_model_fields(config) -> None:
     m = config.model
     inputs = names.parse_modalities(config.modalities)
     if any(i in names.IMAGE_INPUTS for i in inputs):
