@@ -106,7 +106,10 @@ def test_export_runs_without_the_package_and_equals_the_live_model(triple_run, t
     graph_opset = {o.domain: o.version for o in onnx.load(str(out / "model.onnx")).opset_import}[""]
     assert md["export"]["onnx"]["opset"] == graph_opset == 21
     assert md["export"]["onnx"]["runtime"] == "onnxruntime>=1.20" in (out / "requirements.txt").read_text()
-    assert "ONNX opset 21 (jax2onnx" in (out / MODEL_CARD).read_text()
+    card = (out / MODEL_CARD).read_text()
+    assert "ONNX opset 21 (jax2onnx" in card
+    # how this model's CEUS input is prepared, not only the rule (helper-77)
+    assert "This model's CEUS input: a clip's peak frame (T = 1), a still image as it is." in card
     assert md["architecture"]["inputs"] == ["bmode", "ceus", "us_lnm"]
     assert "Not a medical device" in (out / MODEL_CARD).read_text()
     reqs = [x.split(">=")[0] for x in (out / "requirements.txt").read_text().splitlines() if not x.startswith("#")]
