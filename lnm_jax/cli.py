@@ -323,7 +323,7 @@ def cmd_validate(argv: list[str]) -> int:
     if a.manifest is None:
         p.error("a manifest is needed: lnm-jax validate MANIFEST (or --manifest MANIFEST)")
     from lnm_jax.config import check_fields
-    from lnm_jax.data.cohorts.manifest import ManifestError, manifest_checks, read_manifest
+    from lnm_jax.data.cohorts.manifest import ManifestError, grouped, manifest_checks, read_manifest
     from lnm_jax.data.cohorts.survey import survey
     from lnm_jax.data.pixels.sources import Framing
     from lnm_jax.preflight import report
@@ -342,7 +342,7 @@ def cmd_validate(argv: list[str]) -> int:
     images = survey(cohort, Framing.from_config(config.data), image_size=int(config.data.image_size))
     from lnm_jax.task import Task
 
-    warned = [f"warning: {w}" for w in cohort.warnings]
+    warned = [f"warning: {w}" for w in grouped(cohort.warnings)]
     problems = [*images.problems, *problems]
     # "OK" only where nothing below refuses the cohort (helper-56: "OK" then an error line)
     described = cohort.describe(Task.from_config(config).positive, verdict=None if problems else "OK")

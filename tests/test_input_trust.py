@@ -534,6 +534,27 @@ def test_image_size_decodes_no_pixels_unless_metadata_follows_them(tmp_path, mon
     assert image_size(after) == (12, 20) and decoded  # an eXIf after the pixels is read by decoding them
 
 
+def test_a_warning_said_alike_for_many_rows_is_given_once(tmp_path, capsys):
+    """``validate`` lists a warning said in the same words for three or more rows once, the
+    later rows "as said for row N", as it lists errors (helper-77: 40 rows sharing one blank
+    cine printed one warning 40 times); every row is still named."""
+    from lnm_jax.cli import main
+
+    rng = np.random.default_rng(0)
+    dim = np.tile(np.arange(0, 4096, 127, dtype=np.uint16)[:32], (24, 1))  # 12-bit samples in a 16-bit PNG
+    rows = []
+    for k in range(4):  # four pictures (rows shuffled), one brightness: one warning's words
+        path = _write(tmp_path / f"dim{k}.png", Image.fromarray(dim[rng.permutation(24)]))
+        rows.append([f"P{k}", path.name, "", k % 2, k // 2])
+    manifest = _manifest(tmp_path / "m.csv", rows)
+    capsys.readouterr()
+    assert main(["validate", str(manifest), "--no-labels"]) == 0
+    out = capsys.readouterr().out
+    dim_lines = [x for x in out.splitlines() if x.startswith("warning: [dim_image]")]
+    assert len(dim_lines) == 4 and "nearly black" in dim_lines[0], out
+    assert all(x.endswith("as said for row 1") for x in dim_lines[1:]), dim_lines
+
+
 def test_channel_folds_are_numpys_reductions_bit_for_bit():
     """``over_channels`` (masks, a DICOM panel's colour, a screen capture's grey levels: the
     per-picture checks a cohort's validation runs) gives NumPy's ``max``/``min``/``mean`` over

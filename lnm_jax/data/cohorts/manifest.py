@@ -178,8 +178,15 @@ GROUPED_FROM, GROUPED_CHARS = 3, 100
 
 
 def _grouped_text(problems: tuple[Problem, ...]) -> str:
-    """:func:`lnm_jax.fileio.problems_text` of ``problems``, the words of a problem said alike
-    for :data:`GROUPED_FROM` or more rows given once, at its first row."""
+    """:func:`lnm_jax.fileio.problems_text` of :func:`grouped` ``problems``."""
+    return problems_text(grouped(problems))
+
+
+def grouped(problems: Iterable[Problem]) -> list[Problem]:
+    """``problems`` in their order, the words of a problem said alike for :data:`GROUPED_FROM`
+    or more rows given once, at its first row; the later ones say "as said for row N" (errors
+    and warnings alike: 40 rows sharing one blank cine had printed one warning 40 times)."""
+    problems = tuple(problems)
     groups = collections.Counter(
         (p.code, p.column, p.message) for p in problems if p.row is not None and len(p.message) >= GROUPED_CHARS
     )
@@ -194,7 +201,7 @@ def _grouped_text(problems: tuple[Problem, ...]) -> str:
             said.append(p)
         else:
             said.append(dataclasses.replace(p, message=f"as said for row {first[key]}"))
-    return problems_text(said)
+    return said
 
 
 class ManifestError(ValueError):
@@ -211,9 +218,8 @@ class ManifestError(ValueError):
         warned = [p for p in self.problems if p.code in warning_codes] if errors else []
         text = f"{self.path}: {_grouped_text(errors or self.problems)}"
         if warned:
-            text += "\n  " + "\n  ".join(
-                [f"and {len(warned)} warning(s), not refused on their own:", *(f"warning: {w}" for w in warned)]
-            )
+            heading = f"and {len(warned)} warning(s), not refused on their own:"
+            text += "\n  " + "\n  ".join([heading, *(f"warning: {w}" for w in grouped(warned))])
         super().__init__(text)
 
     @property
