@@ -535,9 +535,9 @@ def test_image_size_decodes_no_pixels_unless_metadata_follows_them(tmp_path, mon
 
 
 def test_a_warning_said_alike_for_many_rows_is_given_once(tmp_path, capsys):
-    """``validate`` lists a warning said in the same words for three or more rows once, the
-    later rows "as said for row N", as it lists errors (helper-77: 40 rows sharing one blank
-    cine printed one warning 40 times); every row is still named."""
+    """``validate`` lists a warning said in the same long words for three or more rows once,
+    the later rows "as said for row N", as it lists errors (helper-77: warnings were said in
+    full for every row); every row is still named."""
     from lnm_jax.cli import main
 
     rng = np.random.default_rng(0)

@@ -184,8 +184,10 @@ def _grouped_text(problems: tuple[Problem, ...]) -> str:
 
 def grouped(problems: Iterable[Problem]) -> list[Problem]:
     """``problems`` in their order, the words of a problem said alike for :data:`GROUPED_FROM`
-    or more rows given once, at its first row; the later ones say "as said for row N" (errors
-    and warnings alike: 40 rows sharing one blank cine had printed one warning 40 times)."""
+    or more rows given once, at its first row; the later ones say "as said for row N", each
+    still naming its row and file. Errors and warnings alike (warnings had been said in full
+    for every row: helper-77); words shorter than :data:`GROUPED_CHARS` are repeated, as short
+    as the reference."""
     problems = tuple(problems)
     groups = collections.Counter(
         (p.code, p.column, p.message) for p in problems if p.row is not None and len(p.message) >= GROUPED_CHARS
