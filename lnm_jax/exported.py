@@ -290,20 +290,26 @@ def load_onnx(folder: Path | str, providers=("CPUExecutionProvider",), fingerpri
     try:
         session = onnxruntime.InferenceSession(str(folder / ONNX), providers=list(providers))
     except Exception as e:  # onnxruntime's own exception types (Fail, InvalidGraph...) derive from Exception
-        raise ImportError(
-            f"{folder / ONNX} (ONNX opset {onnx_info.get('opset', '?')}): "
-            f"onnxruntime {onnxruntime.__version__} does not load it ({_runtime_reason(e)}); this export needs {needed}"
-        ) from e
+        where = f"{folder / ONNX} (ONNX opset {onnx_info.get('opset', '?')}): onnxruntime {onnxruntime.__version__}"
+        if too_old := _runtime_too_old(e):  # the requirement is the remedy
+            raise ImportError(f"{where} does not load it ({too_old}); this export needs {needed}") from e
+        raise ValueError(f"{where} cannot load it: {_runtime_reason(e)}") from e
     return OnnxModel(session, metadata)
 
 
-def _runtime_reason(e: Exception) -> str:
-    """onnxruntime's refusal in a phrase: the opset or IR version it supports where it says so,
-    else its first line without the C++ source location and signature it puts before the reason."""
+def _runtime_too_old(e: Exception) -> str | None:
+    """The opset or IR version onnxruntime says it is limited to, where its refusal says so (a
+    runtime older than the file): a phrase, else None."""
     text = str(e)
     if found := re.search(r"support for domain ai\.onnx is till opset (\d+)", text):
         return f"it runs ONNX opsets up to {found.group(1)}"
     if found := re.search(r"Unsupported model IR version: (\d+), max supported IR version: (\d+)", text):
         return f"it reads ONNX IR versions up to {found.group(2)}, the file's is {found.group(1)}"
-    first = (text.strip().splitlines() or [type(e).__name__])[0]
-    return re.sub(r"failed:/\S+ .*\) (?=[A-Z])", "failed: ", first)[:300]
+    return None
+
+
+def _runtime_reason(e: Exception) -> str:
+    """onnxruntime's refusal's first line without the C++ source location and signature it puts
+    before the reason (up to the signature's first ") " before a capital)."""
+    first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+    return re.sub(r"failed:/\S+ .*?\) (?=[A-Z])", "failed: ", first)[:300]

@@ -499,6 +499,21 @@ def _onnxruntime_refusals_are_one_line(out):
     with mock.patch.object(onnxruntime, "InferenceSession", side_effect=Fail(older)):
         with pytest.raises(ImportError, match=r"\(it reads ONNX IR versions up to 9, the file's is 10\); this export"):
             load_onnx(out)
+    # another failure (a graph this runtime cannot run, memory) is not blamed on its version: a
+    # ValueError with onnxruntime's reason, its C++ signature left out but nothing after it
+    other = said.split("failed:")[0] + (
+        "failed:/onnxruntime_src/onnxruntime/core/graph/graph.cc:1 void onnxruntime::Graph::Check(const "
+        "onnxruntime::ModelOptions&) Node (/conv/Conv) Op (Conv) [ShapeInferenceError] shapes disagree"
+    )
+    with mock.patch.object(onnxruntime, "InferenceSession", side_effect=Fail(other)):
+        with pytest.raises(ValueError) as failed:
+            load_onnx(out)
+    line = str(failed.value)
+    assert line.endswith(
+        "cannot load it: [ONNXRuntimeError] : 1 : FAIL : Load model from model.onnx failed: Node (/conv/Conv) "
+        "Op (Conv) [ShapeInferenceError] shapes disagree"
+    ), line
+    assert "needs" not in line and "onnxruntime_src" not in line
     with mock.patch.dict(sys.modules, {"onnxruntime": None}), pytest.raises(ImportError, match="not installed here"):
         load_onnx(out)
 

@@ -163,9 +163,10 @@ IMAGENET_STD_RGB = (0.229, 0.224, 0.225)
 def standardised_rgb_stem(kernel: np.ndarray) -> np.ndarray:
     """Keras ResNet50's first kernel ``[7, 7, 3 (B, G, R), C]``, which takes caffe input
     ``c_k = 255 x_k - m_k`` (:data:`KERAS_CAFFE_MEAN_BGR`), -> the kernel that computes the same
-    on ``z_j = (x_j - m_j / 255) / s_j`` in RGB order (s: :data:`IMAGENET_STD_RGB`), the
-    input every other backbone here takes (torchvision's convention, its means within 0.002):
-    as ``c = 255 s z`` channel by channel, ``W'[..., j, :] = 255 s_j W[..., 2 - j, :]``.
+    on ``z_j = (x_j - m_j / 255) / s_j`` in RGB order (s: :data:`IMAGENET_STD_RGB`): RGB at the
+    scale of ImageNet-standardised input, as torchvision's ports take (its means within 0.002).
+    A run feeds either kind of port its own per-modality standardisation (``data.norm``), not
+    ImageNet's. As ``c = 255 s z`` channel by channel, ``W'[..., j, :] = 255 s_j W[..., 2 - j, :]``.
     Exact, borders too: the zero padding before Keras's convolution pads c with 0, z = 0 here.
     Without it, a Keras port read the cohort's standardised images (unit scale, RGB) where its
     weights expect about 58 x that scale in BGR order (a fresh-user trial: its features then

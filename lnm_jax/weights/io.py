@@ -121,8 +121,8 @@ def _keras_reason(e: Exception) -> str:
     said = f"{first}; {named.group(1)}: {reason}" if named and reason else f"{first} {reason}".strip()
     if re.search(r"expected \d+ variables, but received 0 variables", reason):
         said += (
-            " (no ResNet50 layer at the file's top: a model that holds a ResNet50 inside, such as a fine-tuned "
-            "keras.Sequential, keeps its weights a level down; save the inner one's, "
+            " (no ResNet50 layer at the file's top: another network, or a model that holds a ResNet50 inside, such "
+            "as a fine-tuned keras.Sequential, whose weights sit a level down; save the inner one's, "
             "model.get_layer('resnet50').save_weights('resnet50.weights.h5'))"
         )
     return said
@@ -158,7 +158,14 @@ def backbone_meta(path: Path | str) -> dict:
         raise FileNotFoundError(
             f"{path} is not a converted backbone (no {META}); make one with 'lnm-jax convert-weights'"
         )
-    return read_json(path / META, required=META_REQUIRED, remedy="convert or pretrain it again")
+    meta = read_json(path / META, required=META_REQUIRED, remedy="convert or pretrain it again")
+    if meta.get("source") == "keras" and meta.get(INPUT) != KERAS_PORT_INPUT:  # wherever its record is read
+        raise ValueError(
+            f"backbone {path} is a Keras port whose first convolution takes Keras's own input (BGR, 0-255), not the "
+            f"standardised RGB images a run feeds it (ported before 2026-12-06): convert it again with lnm-jax "
+            "convert-weights --from keras"
+        )
+    return meta
 
 
 def load_backbone(path: Path | str) -> tuple[dict, dict]:
@@ -172,12 +179,6 @@ def load_backbone(path: Path | str) -> tuple[dict, dict]:
     path = Path(path).resolve()
     meta = backbone_meta(path)
     redo = "convert or pretrain it again"
-    if meta.get("source") == "keras" and meta.get(INPUT) != KERAS_PORT_INPUT:
-        raise ValueError(
-            f"backbone {path} is a Keras port whose first convolution takes Keras's own input (BGR, 0-255), not the "
-            f"standardised RGB images a run feeds it (ported before 2026-12-06): convert it again with lnm-jax "
-            "convert-weights --from keras"
-        )
     try:
         with ocp.StandardCheckpointer() as ckpt:
             variables = off_main_thread(ckpt.restore, path / "variables")
