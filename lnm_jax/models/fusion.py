@@ -360,9 +360,7 @@ def check_config(config) -> None:
     check_fields(config)
     try:
         _check_model_fields(config)
-    except ConfigError:
-        raise
-    except ValueError as e:
+    except ValueError as e:  # (_check_model_fields raises no ConfigError of its own)
         raise ConfigError([str(e)]) from None
 
 

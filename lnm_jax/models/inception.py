@@ -177,17 +177,9 @@ class InceptionV3(nn.Module):
         if mask is not None:
             mask = jnp.asarray(mask, bool)[:, None, None, None]
         s = self.width / 64
-        kw = dict(scale=s, dtype=self.dtype, lowering=self.lowering, running_var=self.running_var)
-        conv = lambda name, ch, k, st=1, p=(0, 0): BasicConv(  # noqa: E731
-            max(1, int(ch * s)),
-            (k, k),
-            st,
-            p,
-            dtype=self.dtype,
-            lowering=self.lowering,
-            running_var=self.running_var,
-            name=name,
-        )
+        fields = dict(dtype=self.dtype, lowering=self.lowering, running_var=self.running_var)  # every BasicConv's
+        kw = dict(scale=s, **fields)
+        conv = lambda name, ch, k, st=1, p=(0, 0): BasicConv(max(1, int(ch * s)), (k, k), st, p, **fields, name=name)  # noqa: E731
         out = {}
         x = x.astype(self.dtype)
         x = conv("Conv2d_1a_3x3", 32, 3, 2)(x, train, mask)
