@@ -292,7 +292,7 @@ def cmd_validate(argv: list[str]) -> int:
     p = _parser(
         prog="lnm-jax validate",
         description="Validate a cohort manifest (every image decoded) against a model: the inputs it takes, "
-        "its image size, and the configured split. Writes nothing.",
+        "its image size, the configured split, and model.init_from's backbone. Writes nothing.",
     )
     p.add_argument("manifest", type=Path, nargs="?", help="the manifest to check")
     p.add_argument(
@@ -338,7 +338,10 @@ def cmd_validate(argv: list[str]) -> int:
             images = survey(e.readable, Framing.from_config(config.data), image_size=int(config.data.image_size))
             print(f"of the {len(e.readable)} rows read without a problem:", *images.lines, sep="\n")
         raise
-    lines, problems = report(cohort, config, labelled=not a.no_labels, model=bool(a.workdir or a.config or overrides))
+    model = bool(a.workdir or a.config or overrides)
+    lines, problems = report(cohort, config, labelled=not a.no_labels, model=model, trains=model and not a.workdir)
+    if not a.workdir:  # a trained run's backbone was read when it trained (its folder may be gone since)
+        lines, problems = _check_init_from(config, cohort, lines, problems, labelled=not a.no_labels)
     images = survey(cohort, Framing.from_config(config.data), image_size=int(config.data.image_size))
     from lnm_jax.task import Task
 
@@ -350,6 +353,29 @@ def cmd_validate(argv: list[str]) -> int:
     if problems:
         raise ValueError(f"{a.manifest} cannot be used as configured: " + " | ".join(problems))
     return 0
+
+
+def _check_init_from(config, cohort, lines: list[str], problems: list[str], *, labelled: bool):
+    """``validate``'s (lines, problems) with ``model.init_from``'s backbone checked as ``train``
+    checks it before writing anything (:func:`lnm_jax.run.check_init_from`): its notes as lines,
+    its refusal (a missing folder, an old Keras port, another architecture or width, a backbone
+    pretrained on test patients) as a problem. Unchanged without ``init_from``."""
+    if not config.model.get("init_from"):
+        return lines, problems
+    from lnm_jax.data.cohorts.splits import SplitError, make_splits
+    from lnm_jax.run import check_init_from
+
+    test = None
+    if labelled:
+        try:
+            test = make_splits(config, cohort, named=False)[0].test
+        except SplitError:  # said among the problems already
+            pass
+    try:
+        return [*lines, *check_init_from(config, cohort, test)], problems
+    except (OSError, ValueError) as e:
+        said = str(e) if str(e).startswith("model.init_from") else f"model.init_from: {e}"
+        return lines, [*problems, said]
 
 
 def apply_overrides(config, overrides: list[str]):

@@ -66,11 +66,12 @@ def availability_patterns(cohort: Cohort) -> Counter:
 
 
 def report(
-    cohort: Cohort, config: ConfigDict, *, labelled: bool = True, model: bool = True
+    cohort: Cohort, config: ConfigDict, *, labelled: bool = True, model: bool = True, trains: bool = False
 ) -> tuple[list[str], list[str]]:
     """``lnm-jax validate``'s (lines, problems): availability patterns, checked against the
     inputs the model of ``config`` takes when ``model`` (a run or config was named), and the
-    split check with ``config``'s split settings; writes nothing."""
+    split check with ``config``'s split settings; with ``trains`` (a config to train, not a
+    trained run's) also :func:`check_trainable` on its train split. Writes nothing."""
     uses = names.parse_modalities(config.modalities) if model else ()
     taken = "taken" if takes_missing_inputs(config) else "refused"
     lines = [f"model inputs: {'+'.join(uses)} (missing inputs {taken})" if model else "availability patterns:"]
@@ -103,6 +104,11 @@ def report(
                         lines.append(masks)
                 except ValueError as e:
                     problems.append(f"masks: {e}")
+            if model and trains:  # what train refuses in its split before writing anything (had been said OK)
+                try:
+                    check_trainable(config, len(s.train))
+                except ValueError as e:
+                    problems.append(f"split: {e}")
         except SplitError as e:
             problems.append(f"split: {e}")
         if warning := prevalence_warning(cohort, config):
@@ -182,7 +188,7 @@ def check_pretraining(config: ConfigDict, cohort: Cohort, test_ids) -> list[str]
 def check_trainable(config: ConfigDict, train_patients: int) -> None:
     """What training would trip on in its split, checked before a run writes anything: a train
     split of fewer patients than one batch (ValueError naming both). A pretrained backbone
-    (``model.init_from``) is checked where it is read: ``Run.pretrained_backbones``."""
+    (``model.init_from``) is checked where it is read: :func:`lnm_jax.run.read_pretrained`."""
     if train_patients < config.train.batch_size:
         raise ValueError(
             f"train split has {train_patients} patients, fewer than one batch of {config.train.batch_size}"

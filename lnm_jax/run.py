@@ -718,6 +718,59 @@ def zero_batch(config: ConfigDict) -> dict:
     }
 
 
+def read_pretrained(config: ConfigDict, abstract=None) -> dict[str, tuple[dict, dict]]:
+    """``{branch: (variables, meta)}``: ``config.model.init_from``'s backbone for each image
+    branch (:func:`lnm_jax.weights.io.load_branch_backbones`), checked against the branches of
+    the config's model: their ``backbone.json`` against its architecture and variant (before any
+    array is read), then ValueError naming the folder and the first array whose shape differs
+    (another width or architecture). ``abstract``: the model's variables' shapes (a train
+    state's or ``model.init``'s ``params`` and ``batch_stats``), traced from the config when
+    None. The errors of :func:`~lnm_jax.weights.io.backbone_meta` and
+    :func:`~lnm_jax.weights.io.load_backbone` pass through (a missing folder, an old Keras port,
+    damaged arrays), each one line naming the folder."""
+    from lnm_jax.weights.io import (  # noqa: PLC0415
+        branch_backbone_dirs,
+        check_branch_backbones,
+        load_branch_backbones,
+    )
+
+    c = config.model
+    model = build_model(config)
+    branches = tuple(m for m in model.modalities if m in names.IMAGE_INPUTS)
+    check_branch_backbones(c.init_from, branches, c.backbone, c.variant)
+    loaded = load_branch_backbones(c.init_from, branches)
+    folders = branch_backbone_dirs(c.init_from, branches)
+    if abstract is None:  # shapes only: traced, neither compiled nor run
+        init = functools.partial(model.init, train=False)
+        abstract = jax.eval_shape(init, jax.random.key(config.seed), step_inputs(zero_batch(config)))
+    for b, (variables, _) in loaded.items():
+        fits = f"pretrained backbone {folders[b]} does not fit branch '{b}' of the config's model ({c.backbone}"
+        fits += f", width {c.width}, {c.variant})"
+        for coll in ("params", "batch_stats"):
+            held = abstract.get(coll, {}) if isinstance(abstract, dict) else getattr(abstract, coll)
+            want, got = held[f"{b}_backbone"], variables[coll]
+            if jax.tree.structure(want) != jax.tree.structure(got):
+                raise ValueError(f"{fits}: its {coll} name other layers (another architecture or variant)")
+            for (path, w), g in zip(jax.tree_util.tree_leaves_with_path(want), jax.tree.leaves(got)):
+                if tuple(w.shape) != np.shape(g):
+                    where = f"{coll}{jax.tree_util.keystr(path)}"
+                    raise ValueError(f"{fits}: {where} is {list(np.shape(g))} there, {list(w.shape)} in the model")
+    return loaded
+
+
+def check_init_from(config: ConfigDict, cohort: Cohort, test_ids) -> list[str]:
+    """What a run started from ``config.model.init_from`` would be told or refused before it
+    writes anything, for ``lnm-jax validate``: the notes of
+    :func:`~lnm_jax.preflight.check_pretraining` (``test_ids``: the test split's patients, or
+    None where no split is made: then its test-split check is skipped), and the backbone read
+    and fitted by :func:`read_pretrained`. Its errors pass through. [] without ``init_from``."""
+    if not config.model.get("init_from"):
+        return []
+    notes = check_pretraining(config, cohort, [] if test_ids is None else test_ids)
+    read_pretrained(config)
+    return notes
+
+
 @dataclasses.dataclass(frozen=True)
 class Predictor:
     """A restored checkpoint ready to predict: BatchNorm folded where the backbone allows."""
@@ -856,38 +909,10 @@ class Run:
         return run
 
     def pretrained_backbones(self) -> dict[str, tuple[dict, dict]]:
-        """``{branch: (variables, meta)}``: ``model.init_from``'s backbone for each image branch
-        (:func:`lnm_jax.weights.io.load_branch_backbones`), read once and checked against the
-        branches of the config's model before a start writes anything: their ``backbone.json``
-        against its architecture and variant (before any array is read), then ValueError naming
-        the folder and the first array whose shape differs (another width or architecture)."""
+        """``{branch: (variables, meta)}``: ``model.init_from``'s backbone for each image branch,
+        read once by :func:`read_pretrained` (checked against the config's model)."""
         if self._pretrained is None:
-            from lnm_jax.weights.io import (  # noqa: PLC0415
-                branch_backbone_dirs,
-                check_branch_backbones,
-                load_branch_backbones,
-            )
-
-            c = self.config.model
-            branches = tuple(m for m in self.model.modalities if m in names.IMAGE_INPUTS)
-            check_branch_backbones(c.init_from, branches, c.backbone, c.variant)
-            loaded = load_branch_backbones(c.init_from, branches)
-            folders = branch_backbone_dirs(c.init_from, branches)
-            abstract = self.abstract_state()
-            for b, (variables, _) in loaded.items():
-                fits = f"pretrained backbone {folders[b]} does not fit branch '{b}' of the config's model ({c.backbone}"
-                fits += f", width {c.width}, {c.variant})"
-                for coll in ("params", "batch_stats"):
-                    want, got = getattr(abstract, coll)[f"{b}_backbone"], variables[coll]
-                    if jax.tree.structure(want) != jax.tree.structure(got):
-                        raise ValueError(f"{fits}: its {coll} name other layers (another architecture or variant)")
-                    for (path, w), g in zip(jax.tree_util.tree_leaves_with_path(want), jax.tree.leaves(got)):
-                        if tuple(w.shape) != np.shape(g):
-                            where = f"{coll}{jax.tree_util.keystr(path)}"
-                            raise ValueError(
-                                f"{fits}: {where} is {list(np.shape(g))} there, {list(w.shape)} in the model"
-                            )
-            self._pretrained = loaded
+            self._pretrained = read_pretrained(self.config, self.abstract_state())
         return self._pretrained
 
     def write_pending_record(self) -> None:

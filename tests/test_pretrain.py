@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -150,6 +151,12 @@ def test_a_run_starts_from_the_pretrained_branches_and_keeps_them_frozen_first(p
     with pytest.raises(ValueError, match=r"model.init_from: \d+ of the \d+ test patients' images .* are among those"):
         Run.create(other, tmp_path / "other")
     assert not (tmp_path / "other").exists()
+    # lnm-jax validate refuses it alike, on the split the run would make (it had said OK)
+    from lnm_jax.cli import _check_init_from
+
+    lines, problems = _check_init_from(other, read_manifest(c.data.manifest), [], [], labelled=True)
+    assert lines == [] and len(problems) == 1 and re.match(r"model.init_from: \d+ of the \d+ test", problems[0])
+    assert _check_init_from(c, read_manifest(c.data.manifest), [], [], labelled=True) == ([], [])
     metas = [json.loads((P.backbone_dir(work, m) / "backbone.json").read_text()) for m in names.IMAGE_INPUTS]
     assert all(m["test_split_kept_out"] and len(m[names.PRETRAINED_PICTURES]) == m["images"] for m in metas)
     # another image size than the pretraining's: a note (helper-57: accepted unsaid)

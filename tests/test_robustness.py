@@ -8,6 +8,7 @@ import csv
 import errno
 import json
 import os
+import re
 import struct
 import zlib
 from pathlib import Path
@@ -319,7 +320,8 @@ def test_what_training_would_trip_on_is_refused_before_the_run_writes_anything(t
     """A batch larger than the train split and a pretrained backbone (model.init_from) that is
     missing, of another architecture or of another width are refused by Run.create, one line each, with nothing
     written: they were refused by the loop after config.json and splits.json were (fresh-user
-    trial); the TFDS loader without TensorFlow is tests/test_tf_free.py's."""
+    trial); the TFDS loader without TensorFlow is tests/test_tf_free.py's. ``lnm-jax validate``
+    refuses each alike."""
     import jax.numpy as jnp
 
     from lnm_jax.models.resnet import resnet
@@ -365,6 +367,10 @@ def test_what_training_would_trip_on_is_refused_before_the_run_writes_anything(t
         argv += ["--config.data.image_size=32", f"--config.model.backbone={BACKBONE}", "--config.model.width=8"]
         assert main(argv) == 1 and not work.exists(), field
         assert len(capsys.readouterr().err.strip().splitlines()) == 1, field
+        # validate refuses it as train does (it had said OK to a missing backbone folder)
+        assert main(["validate", str(tiny_cohort), *argv[4:]]) == 1, field
+        out, err = capsys.readouterr()
+        assert " OK" not in out and re.search(says, err) and len(err.strip().splitlines()) == 1, (field, out, err)
 
 
 def test_bad_files_give_one_line_errors(tiny_cohort, tmp_path, capsys):
