@@ -16,7 +16,18 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from lnm_jax.fileio import DamagedFileError, QuietFileHandler, is_int, is_real, json_text, read_json_lines
+from lnm_jax.fileio import (
+    SEAL_KEY,
+    DamagedFileError,
+    QuietFileHandler,
+    is_int,
+    is_real,
+    json_digest,
+    json_text,
+    read_json_lines,
+    sealed,
+    warn_once,
+)
 
 QUIET_LOGGERS = ("orbax",)  # logger-name prefixes kept off the console below ERROR
 
@@ -61,13 +72,13 @@ class MetricWriter:
         """Replaces the JSON-lines history with ``records`` (a resumed run keeps the epochs it
         had finished before its checkpoint)."""
         if self.primary:
-            self.history.write_text("".join(json_text(dict(r)) + "\n" for r in records))
+            self.history.write_text(history_text(records))
 
     def write(self, record: Mapping) -> None:
         if not self.primary:
             return
         with self.history.open("a") as f:
-            f.write(json_text(dict(record)) + "\n")
+            f.write(history_text([record]))
         if self._tb is not None:
             step = record[self.step_key]
             for key, value in record.items():
@@ -100,18 +111,43 @@ class MetricWriter:
         self.close()
 
 
+def history_text(records) -> str:
+    """The JSON lines of a history (``metrics.jsonl``, ``pretrain_history.jsonl``): one record
+    a line, each sealed (:func:`~lnm_jax.fileio.sealed`) so that :func:`read_history` tells a
+    value edited since from the one written."""
+    return "".join(json_text(sealed(r)) + "\n" for r in records)
+
+
 def read_history(path: Path, up_to: int | None = None, step_key: str = "epoch") -> list[dict]:
-    """The JSON-lines records of ``path`` (none if it is absent), up to step ``up_to``."""
+    """The JSON-lines records of ``path`` (none if it is absent), up to step ``up_to``, without
+    their seals. :class:`DamagedFileError` naming the record where one's values do not match its
+    seal (a loss or an AUC edited by hand: it had reached the convergence curves and a resumed
+    run's history unsaid) or its ``step_key`` is not an integer; records written before
+    histories were sealed are read with a warning, once per file."""
     path = Path(path)
     if not path.is_file():
         return []
     rows = read_json_lines(path, required=(step_key,) if up_to is not None else ())
+    unsealed = 0
     for i, r in enumerate(rows, 1):
+        seal = r.pop(SEAL_KEY, None)
+        unsealed += seal is None
+        if seal is not None and seal != json_digest(r, SEAL_KEY):
+            where = f"record {i} ({step_key} {r.get(step_key)!r})"
+            raise DamagedFileError.edited(
+                path, f"{where}'s values do not match the {SEAL_KEY} written with them", "restore it from a copy"
+            )
         step = r.get(step_key, 0)
         if not is_int(step):
             raise DamagedFileError.edited(
                 path, f"record {i}'s '{step_key}' is {step!r}, not an integer", "restore it from a copy"
             )
+    if unsealed:
+        warn_once(
+            f"{path}: {unsealed} of its {len(rows)} records hold no {SEAL_KEY} (written before histories were sealed, "
+            "or it was deleted): their values are not verified",
+            key=("unsealed history", path.resolve()),
+        )
     return [r for r in rows if up_to is None or r[step_key] <= up_to]
 
 

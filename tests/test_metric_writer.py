@@ -27,10 +27,8 @@ def test_primary_writes_lines_and_tensorboard_and_keeps_orbax_off_the_console(tm
     assert [r["epoch"] for r in read_history(tmp_path / "h.jsonl")] == [1, 2]
     assert read_history(tmp_path / "h.jsonl", up_to=1) == [{"epoch": 1, "loss": 0.5, "note": "x"}]
     # a diverged loss is standard JSON's null, not Python's NaN literal
-    assert [json.loads(x, parse_constant=_refuse) for x in (tmp_path / "h.jsonl").read_text().splitlines()][1] == {
-        "epoch": 2,
-        "loss": None,
-    }
+    second = [json.loads(x, parse_constant=_refuse) for x in (tmp_path / "h.jsonl").read_text().splitlines()][1]
+    assert {k: v for k, v in second.items() if k != "record_sha256"} == {"epoch": 2, "loss": None}
     assert list((tmp_path / "tb").iterdir())  # an events file
     assert "Waiting for previous save" not in err and "a warning of ours" in err
     assert "Waiting for previous save" in (tmp_path / "train.log").read_text()
@@ -110,6 +108,30 @@ def test_rewrite_keeps_the_epochs_a_resumed_run_had_finished(tmp_path):
         writer.rewrite(read_history(path, up_to=2))
         writer.write({"epoch": 3, "loss": 1.0})
     assert read_history(path) == [{"epoch": 1}, {"epoch": 2}, {"epoch": 3, "loss": 1.0}]
+
+
+def test_history_records_are_sealed_and_an_edited_one_is_refused(tmp_path, capsys):
+    """Each record a writer appends or rewrites carries its seal; a value edited since is one
+    line naming the file and the record (an edited loss or AUC had reached the convergence
+    curves and a resumed run's history); records written before histories were sealed are read
+    with one warning."""
+    from lnm_jax.fileio import SEAL_KEY, DamagedFileError
+
+    path = tmp_path / "metrics.jsonl"
+    with MetricWriter(path, primary=True) as writer:
+        writer.write({"epoch": 1, "val_auc": 0.6})
+        writer.write({"epoch": 2, "val_auc": 0.7})
+    assert all(SEAL_KEY in json.loads(x) for x in path.read_text().splitlines())
+    assert read_history(path) == [{"epoch": 1, "val_auc": 0.6}, {"epoch": 2, "val_auc": 0.7}]
+    assert capsys.readouterr().err == ""
+    path.write_text(path.read_text().replace('"val_auc": 0.7', '"val_auc": 0.9'))
+    with pytest.raises(DamagedFileError, match=r"metrics.jsonl: record 2 \(epoch 2\)'s values do not match the record"):
+        read_history(path)
+    old = tmp_path / "old.jsonl"
+    old.write_text("".join(json.dumps({"epoch": e}) + "\n" for e in (1, 2)))
+    assert read_history(old) == read_history(old) == [{"epoch": 1}, {"epoch": 2}]
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "2 of its 2 records hold no record_sha256" in err[0], err
 
 
 @pytest.mark.parametrize("epoch", ["1", 1.0, True, None])

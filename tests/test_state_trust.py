@@ -675,7 +675,8 @@ def test_a_resume_refuses_a_history_that_lacks_epochs_or_holds_text(triple_run, 
     """A resumed run rewrites its history with the epochs its checkpoint had finished, then
     appends: a metrics.jsonl deleted, cut short or with a value edited into text was taken as it
     was (the history kept only the resumed epochs; a string val_auc went on to the convergence
-    curves; fresh-user trial). Each is one line naming the file, and the run folder stays as it was."""
+    curves; fresh-user trial), as was a number edited into another before each record was
+    sealed. Each is one line naming the file, and the run folder stays as it was."""
     from lnm_jax import run_files as F
 
     def lines(path):
@@ -691,7 +692,11 @@ def test_a_resume_refuses_a_history_that_lacks_epochs_or_holds_text(triple_run, 
             lambda p: p.write_text(
                 lines(p)[0].replace('"val_auc": ', '"val_auc": "high", "was": ') + "\n" + lines(p)[1] + "\n"
             ),
-            r"metrics.jsonl: record 1's 'val_auc' is 'high', not a number",
+            r"metrics.jsonl: record 1 \(epoch 1\)'s values do not match the record_sha256 written with them",
+        ),
+        (  # a number edited into another (each record is sealed: it had gone on unsaid)
+            lambda p: p.write_text(lines(p)[0] + "\n" + re.sub(r'"val_auc": [0-9.]+', '"val_auc": 0.99', lines(p)[1])),
+            r"metrics.jsonl: record 2 \(epoch 2\)'s values do not match the record_sha256 written with them",
         ),
     ):
         run = copy_run(triple_run)

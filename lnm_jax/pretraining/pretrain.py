@@ -47,8 +47,8 @@ from lnm_jax.config import check_fields, write_config
 from lnm_jax.data.cohorts import unlabeled
 from lnm_jax.data.cohorts.manifest import MISSING_COLUMN, ManifestError, read_manifest
 from lnm_jax.data.pixels.sources import Framing
-from lnm_jax.fileio import discard_made, json_text, read_json, refuse_export_folder, write_json, write_text
-from lnm_jax.metric_writer import read_history
+from lnm_jax.fileio import discard_made, read_json, refuse_export_folder, write_json, write_text
+from lnm_jax.metric_writer import history_text, read_history
 from lnm_jax.models.contrastive import BACKBONE, ContrastiveEncoder, nt_xent
 from lnm_jax.pretraining import views
 from lnm_jax.pretraining.probe import FOLDS as PROBE_FOLDS
@@ -445,7 +445,7 @@ def _train_group(config, encoder, data, group, workdir, history, mesh, resume, p
                     "epoch_time_s": time.perf_counter() - te,
                 }
             )
-            write_text(history, "".join(json_text(r) + "\n" for r in lines))
+            write_text(history, history_text(lines))
             if progress:
                 acc, secs = lines[-1]["pair_accuracy"], lines[-1]["epoch_time_s"]
                 print(f"pretrain {group} epoch {epoch:3d}  loss {loss:.4f}  pair accuracy {acc:.3f}  {secs:.1f}s")
