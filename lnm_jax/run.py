@@ -854,7 +854,7 @@ class Run:
                 )
         cohort = resolve_cohort(config, files)  # the embedded synthetic cohort is written here
         check_inputs_present(config, cohort)
-        images = survey(cohort, Framing.from_config(config.data), screens=False)
+        images = survey(cohort, Framing.from_config(config.data), screens=False, image_size=int(config.data.image_size))
         if images.problems:
             raise ValueError(f"{cohort.path}: " + " | ".join(images.problems))
         save = split is not None  # an imposed split is recorded as given

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import re
 import shutil
 import sys
@@ -2416,6 +2417,33 @@ def test_gradcam_at_32px_not_blank(triple_run, tmp_path):
     assert res["layer"] != "stage4" and min(res["layer_size"]) >= 4
     assert any("stage4" in n and "using" in n for n in res["notes"])
     assert not any(re.search(r"(\d+) of \1 ", n) for n in res["notes"])  # not every CAM blank
+
+
+def test_a_lesion_outside_the_models_square_is_named_and_left_unscored(triple_run, tmp_path, monkeypatch):
+    """A mask whose lesion the model's square leaves out (data.field_of_view_mm crops the
+    picture's centre; validate refuses such a cohort now, a run trained before did not) made
+    gradcam and evaluate fail naming nobody, evaluate writing no eval_best (helper-80). It is
+    left unscored, named in a warning and in cam_scores.json; the other masks are scored."""
+    from lnm_jax.explain import heatmaps
+
+    real, gone = heatmaps._lesion, []
+
+    def lesion(patient, branch, config):
+        framed = real(patient, branch, config)
+        if framed is not None and not gone:  # the first mask scored: its lesion all outside
+            gone.append(f"{patient.patient_id} {branch} {patient.mask(branch).name}")
+            return np.zeros_like(framed)
+        return framed
+
+    monkeypatch.setattr(heatmaps, "_lesion", lesion)
+    res = heatmaps.gradcam(triple_run, split="test", out=tmp_path / "cams", figures=False)
+    said = [n for n in res["notes"] if "hold none of their lesion" in n]
+    assert len(said) == 1 and said[0].startswith("warning: 1 lesion mask(s)") and gone[0] in said[0], res["notes"]
+    doc = json.loads((tmp_path / "cams" / "cam_scores.json").read_text())
+    assert doc["not_scored_outside_the_square"] == gone
+    pid, branch = gone[0].split()[:2]
+    scored = {(r["patient_id"], r["branch"]) for r in doc["images"]}
+    assert (pid, branch) not in scored and len(scored) == 2 * len(triple_run.split.test) - 1
 
 
 @pytest.mark.parametrize(

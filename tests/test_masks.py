@@ -366,3 +366,42 @@ def test_convert_ddti_rasterises_outlines_and_names_what_it_leaves_out(tmp_path)
     assert said[2] == f"  {src / 'xml' / '8.xml'}: image {src / 'images' / '8_1.jpg'} does not exist", said
     assert said[3].startswith(f"  {src / 'xml' / '9.xml'}: TI-RADS 'seven' is not a TI-RADS category (1, 2, 3, 4"), said
     assert not (tmp_path / "again").exists()  # not even the --out folder it made (helper-58)
+
+
+def test_a_lesion_outside_the_field_of_view_is_refused_before_training(tmp_path):
+    """With ``data.field_of_view_mm``, a picture larger than the field of view is centre-cropped
+    to the model's square: a lesion outside that square had passed validation, then ``evaluate``
+    and ``gradcam`` failed on it naming nobody ("the lesion mask is empty at the model's
+    resolution", no eval_best written; helper-80). The survey that validate and Run.create run
+    names the row and mask; a lesion at the centre passes."""
+    from lnm_jax.data.cohorts.survey import survey
+
+    _image_and_mask(tmp_path)  # 120x80 px at 0.2 mm: 24 x 16 mm; at 8 mm the central 40x40 px are kept
+    (tmp_path / "c").mkdir()
+    _, corner = _image_and_mask(tmp_path / "c", box=(2, 2, 12, 10))  # a lesion in the top-left corner
+    own = iter(own_pictures(tmp_path / "img.png", 2))
+    base = {"ceus": "", "us_lnm": "1", "bmode_mm_per_pixel": "0.2"}
+    rows = [
+        {"patient_id": "A", "bmode": next(own), **base, "lnm": 1, "bmode_mask": "mask.png"},
+        {"patient_id": "B", "bmode": next(own), **base, "lnm": 0, "bmode_mask": str(corner)},
+    ]
+    cohort = M.read_manifest(_manifest(tmp_path, rows, extra=("bmode_mask", "bmode_mm_per_pixel")))
+    fine = survey(cohort, Framing(field_of_view_mm=24.0), screens=False, image_size=32)  # the whole width
+    assert fine.problems == []
+    cut = survey(cohort, Framing(field_of_view_mm=8.0), screens=False, image_size=32)
+    assert len(cut.problems) == 1 and "leaves none of the lesion of 1 mask(s)" in cut.problems[0], cut.problems
+    assert "(B) bmode" in cut.problems[0] and "mask mask.png" in cut.problems[0], cut.problems
+    # the square kept at 8 mm holds none of the corner lesion, as the framed mask says
+    kept = decode_mask(
+        corner, tmp_path / "img.png", "bmode", size=32, options=cohort.patients[1].image_options("bmode")
+    )
+    assert kept.max() > 0  # the whole picture (no field of view) holds it
+    framed = decode_mask(
+        corner,
+        tmp_path / "img.png",
+        "bmode",
+        size=32,
+        options=cohort.patients[1].image_options("bmode"),
+        framing=Framing(field_of_view_mm=8.0),
+    )
+    assert framed.max() == 0.0

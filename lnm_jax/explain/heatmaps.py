@@ -207,7 +207,7 @@ def _explain(
     notes = [note] if note else []
     cam_fn = make_cam_fn(predictor.model, layer=layer, method=method, target=target)
     (out / F.CAM_PATIENTS if figures else out).mkdir(parents=True, exist_ok=True)
-    entries, flat, arrays, scored = [], dict.fromkeys(branches, 0), {}, []
+    entries, flat, arrays, scored, outside = [], dict.fromkeys(branches, 0), {}, [], []
     rng = np.random.default_rng(seed)
     for batch in itertools.chain([first], batches):
         res = {k: np.asarray(v) for k, v in cam_fn(predictor.params, predictor.batch_stats, step_inputs(batch)).items()}
@@ -235,6 +235,9 @@ def _explain(
                 arrays[f"{pid}/{b}_raw"] = res[f"{b}_raw"][i].astype(np.float32)
                 lesion = _lesion(patients.get(pid), b, config)
                 if lesion is None:
+                    continue
+                if not lesion.any():  # all of it outside the field of view's square (validate refuses it)
+                    outside.append(f"{pid} {b} {patients[pid].mask(b).name}")
                     continue
                 entry["lesions"][b] = lesion
                 arrays[f"{pid}/{b}_lesion"] = lesion
@@ -312,6 +315,12 @@ def _explain(
         if n:
             shown = sum(e["available"][b] for e in entries)
             notes.append(f"warning: {n} of {shown} {b} CAMs at {layer} are constant (blank figures)")
+    if outside:  # never a failure that loses the run's evaluation: named, and left unscored
+        notes.append(
+            f"warning: {len(outside)} lesion mask(s) hold none of their lesion in the model's square (data."
+            f"field_of_view_mm={config.data.get('field_of_view_mm', 0):g} keeps the picture's centre): not scored, "
+            f"e.g. {outside[0]}"
+        )
     summary = None
     if scored:
         summary = S.summary_table(scored, branches)
@@ -326,6 +335,7 @@ def _explain(
             "definitions": S.__doc__.strip(),
             "summary": summary,
             "images": scored,
+            "not_scored_outside_the_square": outside,
         }
         write_json(out / F.CAM_SCORES, doc)
         notes += S.summary_lines(summary, method, layer)

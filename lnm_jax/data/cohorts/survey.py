@@ -18,8 +18,9 @@ from scipy import ndimage
 from lnm_jax.data.cohorts.manifest import Cohort, Patient
 from lnm_jax.data.pixels import sources
 from lnm_jax.data.pixels.clips import read_frames
-from lnm_jax.data.pixels.decode import over_channels, read_image
+from lnm_jax.data.pixels.decode import fit, over_channels, read_image
 from lnm_jax.data.pixels.dicom import Box
+from lnm_jax.data.pixels.masks import read_mask
 from lnm_jax.fileio import content_digest
 from lnm_jax.names import IMAGE_INPUTS, PATIENT_ID
 
@@ -104,6 +105,7 @@ def survey(
     phi_files, phi_keys, burned, no_spacing, captures = 0, collections.Counter(), 0, [], []
     spacings, clip_frames, clip_seconds, untimed, uncounted, geometry = [], [], [], 0, 0, []
     small: list[tuple[int, str]] = []  # (the framed picture's shorter side, where)
+    cut: list[str] = []  # masks whose lesion data.field_of_view_mm's square leaves out
     for p, name in _cells(cohort):
         path = getattr(p, name)
         src = sources.resolve(path, name, p.image_options(name), framing.ceus_region)
@@ -136,6 +138,15 @@ def survey(
                 untimed += 1
         if image_size and (side := min(src.box.width, src.box.height)) * MAX_UPSCALE < image_size:
             small.append((side, f"{where}, {src.box.width}x{src.box.height} pixels"))
+        fov = framing.field_of_view_mm
+        if (
+            fov
+            and image_size
+            and src.mm_per_pixel
+            and (m := p.mask(name)) is not None
+            and not _kept(m, src, image_size, fov)
+        ):
+            cut.append(f"{where}, mask {m.name}")
         if screens and how == sources.WHOLE_FRAME:
             hint = screen_capture_box(sources.read_still(src) if src.kind == "dicom" else _first(src))
             if hint is not None:
@@ -204,7 +215,26 @@ def survey(
             f"data.field_of_view_mm={framing.field_of_view_mm:g} needs every image's spacing; {len(no_spacing)} have "
             f"none (a DICOM region in cm, or a <input>_mm_per_pixel column), e.g. {no_spacing[0]}"
         )
+    if cut:  # (a mask outside its framed box is the manifest check's mask_empty)
+        problems.append(
+            f"data.field_of_view_mm={framing.field_of_view_mm:g} leaves none of the lesion of {len(cut)} mask(s) in "
+            f"the model's {image_size}-pixel square (the lesion lies outside the central {framing.field_of_view_mm:g} "
+            f"mm the model sees, so its heatmaps could not be scored against it; a larger field of view, or the mask "
+            f"left out), e.g. {cut[0]}"
+        )
     return Survey(lines, problems, geometry)
+
+
+def _kept(mask, src: sources.Source, size: int, field_of_view_mm: float) -> bool:
+    """Whether any of the lesion of ``mask`` (a file checked against ``src``, its image's
+    resolved frame) is in the model's ``size``-pixel square at ``field_of_view_mm``: framed as
+    :func:`lnm_jax.data.pixels.masks.decode_mask` frames it, which centre-crops a picture wider
+    than the field of view. True for a mask that cannot be read (refused by the manifest check)."""
+    try:
+        lesion = read_mask(mask).astype(np.float32)[..., None]
+    except (OSError, ValueError):
+        return True
+    return bool(fit(sources.crop(lesion, src.box), size, src.mm_per_pixel, field_of_view_mm).max() > 0)
 
 
 def _first(src: sources.Source) -> np.ndarray:
