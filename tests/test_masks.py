@@ -405,3 +405,54 @@ def test_a_lesion_outside_the_field_of_view_is_refused_before_training(tmp_path)
         framing=Framing(field_of_view_mm=8.0),
     )
     assert framed.max() == 0.0
+
+
+def _with_orientation(src, dst, orientation):
+    """``src`` (a PNG) saved at ``dst`` with its pixels as they are and EXIF ``orientation``."""
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    with Image.open(src) as im:
+        im.save(dst, exif=exif)
+    return dst
+
+
+def test_a_mask_and_its_image_turned_by_different_exif_orientations_are_refused_where_ambiguous(tmp_path):
+    """helper-80: an image stored turned 180 degrees (EXIF Orientation 3) with a mask of the stored
+    pixels (no EXIF, as a tool that ignores it saves one) read with its lesion mirrored through the
+    centre, and validate said OK. Whether such a mask was drawn on the picture as shown or as
+    stored cannot be told where the turn keeps the size: refused, naming both orientations. A
+    quarter turn (EXIF 6) tells them apart by size: an upright mask of the picture as shown is
+    read; one of the stored pixels is a size mismatch saying it would fit turned as its image.
+    The same orientation on both reads alike, the mask on the image's lesion."""
+    img, mask = _image_and_mask(tmp_path)  # 120x80, a lesion at x 40-70, y 30-50
+    turned = _with_orientation(img, tmp_path / "img3.png", 3)
+    quarter = _with_orientation(img, tmp_path / "img6.png", 6)
+    both = _with_orientation(mask, tmp_path / "mask3.png", 3)
+    with Image.open(mask) as m:  # the picture as EXIF 6 shows it: 80x120, its mask drawn there
+        m.transpose(Image.Transpose.ROTATE_270).save(tmp_path / "mask6_shown.png")
+    base = {"ceus": "", "us_lnm": "1"}
+    rows = [
+        {"patient_id": "A", "bmode": str(turned), **base, "lnm": 1, "bmode_mask": str(mask)},  # ambiguous
+        {"patient_id": "B", "bmode": str(quarter), **base, "lnm": 0, "bmode_mask": str(mask)},  # the stored pixels
+    ]
+    with pytest.raises(M.ManifestError) as e:
+        M.read_manifest(_manifest(tmp_path, rows))
+    said = {p.row: (p.code, p.message) for p in e.value.problems}
+    assert said[1][0] == M.MASK_ORIENTATION_MISMATCH, said
+    assert said[1][1].startswith(
+        "its image is shown turned 180 degrees (EXIF Orientation 3), the mask not turned: whether the mask was drawn"
+    ), said[1][1]
+    assert said[2][0] == M.MASK_SIZE_MISMATCH and said[2][1] == (
+        "mask is 120x80, its image 80x120 (its image is shown turned 90 degrees clockwise (EXIF Orientation 6), the "
+        "mask not turned: turned as its image, it would fit; save it so)"
+    ), said[2]
+    good = [
+        {"patient_id": "C", "bmode": str(turned), **base, "lnm": 1, "bmode_mask": str(both)},
+        {"patient_id": "D", "bmode": str(quarter), **base, "lnm": 0, "bmode_mask": str(tmp_path / "mask6_shown.png")},
+    ]
+    cohort = M.read_manifest(_manifest(tmp_path, good))
+    for p in cohort.patients:  # the framed mask on the framed image's bright lesion
+        x = decode_input(p.bmode, "bmode", size=32, patient_id=p.patient_id)[..., 0]
+        m = decode_mask(p.mask("bmode"), p.bmode, "bmode", size=32)
+        inside = np.clip((x - 20 / 255) / (210 / 255), 0, 1)
+        np.testing.assert_allclose(inside, m, atol=1e-5)

@@ -60,6 +60,7 @@ from lnm_jax.data.pixels.masks import EMPTY as MASK_EMPTY  # noqa: F401  (proble
 from lnm_jax.data.pixels.masks import NO_BACKGROUND as MASK_NO_BACKGROUND  # noqa: F401
 from lnm_jax.data.pixels.masks import NOT_BINARY as MASK_NOT_BINARY  # noqa: F401
 from lnm_jax.data.pixels.masks import NOT_SEGMENTATION as MASK_NOT_SEGMENTATION  # noqa: F401
+from lnm_jax.data.pixels.masks import ORIENTATION_MISMATCH as MASK_ORIENTATION_MISMATCH  # noqa: F401
 from lnm_jax.data.pixels.masks import SIZE_MISMATCH as MASK_SIZE_MISMATCH  # noqa: F401
 from lnm_jax.data.pixels.masks import MaskError, check_mask
 from lnm_jax.data.threads import cpus, ordered_map
@@ -139,7 +140,8 @@ WARNING_CODES = {
 # a manifest of new patients (no labels: nothing trains or is tested on it) warns of a shared
 # picture instead (scoring one image under two flags is a question a user may ask)
 UNLABELLED_WARNING_CODES = {**WARNING_CODES, SHARED_IMAGE: "image(s) are another patient's picture"}
-# and MASK_NOT_BINARY, MASK_EMPTY, MASK_NO_BACKGROUND, MASK_SIZE_MISMATCH, MASK_NOT_SEGMENTATION
+# and MASK_NOT_BINARY, MASK_EMPTY, MASK_NO_BACKGROUND, MASK_SIZE_MISMATCH, MASK_ORIENTATION_MISMATCH,
+# MASK_NOT_SEGMENTATION
 # (lnm_jax.data.pixels.masks)
 
 # Patient ids name files (Grad-CAM figures, records), so they are restricted to characters that

@@ -710,8 +710,21 @@ def image_size(path: Path) -> tuple[int, int]:
     decodes of a cohort's survey, 16% of a 1,024-patient ``Run.create``)."""
     with Image.open(path) as im:
         w, h = im.size
-        exif = Image.Image.getexif(im) if _metadata_read_at_open(im) else im.getexif()
-        return (h, w) if int(exif.get(ORIENTATION, 1) or 1) in (5, 6, 7, 8) else (w, h)
+        return (h, w) if _orientation(im) in (5, 6, 7, 8) else (w, h)
+
+
+def exif_orientation(path: Path) -> int:
+    """The EXIF Orientation (1-8, :data:`ORIENTATIONS`) an image file is shown by, 1 where it
+    has none (or a value no viewer turns by), read as :func:`image_size` reads it, without
+    decoding its pixels but where metadata follows them."""
+    with Image.open(path) as im:
+        return _orientation(im)
+
+
+def _orientation(im: Image.Image) -> int:
+    exif = Image.Image.getexif(im) if _metadata_read_at_open(im) else im.getexif()
+    orientation = int(exif.get(ORIENTATION, 1) or 1)
+    return orientation if orientation in ORIENTATIONS else 1
 
 
 # PNG chunks from which Pillow takes an orientation (eXIf; XMP in iTXt; ImageMagick's "Raw

@@ -17,7 +17,15 @@ from pathlib import Path
 
 import numpy as np
 
-from lnm_jax.data.pixels.decode import MAX_IMAGE_PIXELS, fit, over_channels, read_opacity, verify_image
+from lnm_jax.data.pixels.decode import (
+    MAX_IMAGE_PIXELS,
+    ORIENTATIONS,
+    exif_orientation,
+    fit,
+    over_channels,
+    read_opacity,
+    verify_image,
+)
 from lnm_jax.data.pixels.dicom import is_dicom, quiet_pydicom, unreadable_line
 from lnm_jax.data.pixels.sources import DEFAULT_FRAMING, NO_OPTIONS, Framing, ImageOptions, Source, crop, resolve
 
@@ -33,6 +41,7 @@ class MaskError(ValueError):
 NOT_BINARY = "mask_not_binary"
 EMPTY = "mask_empty"
 SIZE_MISMATCH = "mask_size_mismatch"
+ORIENTATION_MISMATCH = "mask_orientation_mismatch"
 NOT_SEGMENTATION = "mask_not_segmentation"
 NO_BACKGROUND = "mask_no_background"
 SEGMENTATION_STORAGE = "1.2.840.10008.5.1.4.1.1.66.4"  # DICOM Segmentation Storage
@@ -122,13 +131,43 @@ def check_mask(path: Path | str, source: Source) -> np.ndarray:
     (:func:`check_background`) and marks at least one pixel inside the framed box."""
     lesion = _read_lesion(path)
     h, w = lesion.shape
-    if (w, h) != (source.width, source.height):
-        raise MaskError(SIZE_MISMATCH, f"mask is {w}x{h}, its image {source.width}x{source.height}")
+    fits, turned = (w, h) == (source.width, source.height), _turned_apart(path, source, (w, h))
+    if not fits:
+        said = f" ({turned[1]}: turned as its image, it would fit; save it so)" if turned and turned[0] else ""
+        raise MaskError(SIZE_MISMATCH, f"mask is {w}x{h}, its image {source.width}x{source.height}{said}")
+    if turned and turned[0]:
+        raise MaskError(
+            ORIENTATION_MISMATCH,
+            f"{turned[1]}: whether the mask was drawn on the picture as shown or as stored cannot be told, and the "
+            "two put the lesion in different places; save the mask with its image's orientation, or both upright "
+            "(the orientation applied to their pixels)",
+        )
     check_background(lesion)
     b = source.box
     if not lesion[b.y0 : b.y1, b.x0 : b.x1].any():
         raise MaskError(EMPTY, f"mask marks no pixel inside the image's framed region {b}")
     return lesion
+
+
+def _turned_apart(path: Path | str, source: Source, size: tuple[int, int]) -> tuple[bool, str] | None:
+    """Where a mask (``path``, ``size``: (width, height) as shown) and its image (``source``)
+    are shown by different EXIF orientations: (whether the mask's stored pixels, turned as its
+    image is, would fit the image too, the two orientations in words); None where they agree (a
+    DICOM file or a clip has none). A mask with the image's stored size (a tool that ignores
+    EXIF saved it on the stored pixels) and one drawn on the picture as shown read alike where
+    the turn keeps the size (180 degrees, a mirror; any turn of a square): then which one it is
+    cannot be told (helper-80: an image stored turned 180 degrees, its mask not, read with its
+    lesion mirrored through the centre, and validate said OK)."""
+    image = exif_orientation(source.path) if source.kind == "image" else 1
+    mask = 1 if is_dicom(Path(path)) else exif_orientation(Path(path))
+    if image == mask:
+        return None
+    w, h = size
+    stored = (h, w) if mask in (5, 6, 7, 8) else (w, h)  # the mask's pixels as stored
+    as_image = stored[::-1] if image in (5, 6, 7, 8) else stored  # turned as the image is
+    shown = "not turned" if mask == 1 else f"{ORIENTATIONS[mask]} (EXIF Orientation {mask})"
+    words = f"its image is shown {ORIENTATIONS.get(image, 'as stored')} (EXIF Orientation {image}), the mask {shown}"
+    return as_image == (source.width, source.height), words
 
 
 def decode_mask(
