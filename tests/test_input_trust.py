@@ -2504,3 +2504,45 @@ def test_deidentify_warns_once_naming_the_original(tmp_path, capsys):
     deidentify(m, tmp_path / "deid", tmp_path / "private" / "map.csv")
     said = [line for line in capsys.readouterr().err.splitlines() if "hold no picture" in line]
     assert len(said) == 1 and str(tmp_path / "flat.png") in said[0] and ".pid" not in said[0], said
+
+
+def test_a_clips_lesion_evidence_names_the_frame_its_map_and_mask_meet_on(triple_run, tmp_path):
+    """A CEUS clip is read at its peak frame (clip_frames 1); its mask, one for the clip, was
+    scored against that frame's map with nothing saying which frame it was (helper-80: a mask
+    drawn on frame 0 of a clip peaking at frame 6 scored pointing 0.00, unexplained). The frame
+    (0-based, of how many) is in cam_scores.json and the figure's title, and a note says the mask
+    is compared there."""
+    import csv as _csv
+
+    from lnm_jax.explain.heatmaps import gradcam
+
+    src = Path(triple_run.config.data.manifest)
+    with open(src) as f:
+        rows = list(_csv.DictReader(f))[:3]
+    out_rows = []
+    for r in rows:
+        still = np.asarray(Image.open(src.parent / r["ceus"]).convert("RGB"), np.float32)
+        folder = tmp_path / f"{r['patient_id']}_clip"
+        folder.mkdir()
+        for k, gain in enumerate((0.2, 0.5, 0.7, 1.0, 0.4)):  # the peak: frame 3 (0-based)
+            Image.fromarray((still * gain).round().astype(np.uint8)).save(folder / f"frame_{k:02d}.png")
+        out_rows.append(
+            {
+                "patient_id": r["patient_id"],
+                "bmode": str(src.parent / r["bmode"]),
+                "ceus": str(folder),
+                "us_lnm": r["us_lnm"],
+                "ceus_mask": str(src.parent / r["ceus_mask"]),
+            }
+        )
+    manifest = tmp_path / "clips.csv"
+    with open(manifest, "w", newline="") as f:
+        w = _csv.DictWriter(f, fieldnames=list(out_rows[0]))
+        w.writeheader()
+        w.writerows(out_rows)
+    res = gradcam(triple_run, manifest=manifest, out=tmp_path / "cams")
+    doc = json.loads((tmp_path / "cams" / "cam_scores.json").read_text())
+    ceus = [r for r in doc["images"] if r["branch"] == "ceus"]
+    assert len(ceus) == 3 and all((r["frame"], r["frames"]) == (3, 5) for r in ceus), ceus
+    assert all("frame" not in r for r in doc["images"] if r["branch"] == "bmode")
+    assert any(n.startswith("note: 3 CEUS clip(s) with a lesion mask") for n in res["notes"]), res["notes"]

@@ -8,7 +8,7 @@ import numpy as np
 
 from lnm_jax.data.cohorts.manifest import Patient
 from lnm_jax.data.pixels.masks import decode_mask
-from lnm_jax.data.pixels.sources import DEFAULT_FRAMING, Framing, decode_input
+from lnm_jax.data.pixels.sources import DEFAULT_FRAMING, Framing, clip_frame_indices, decode_input, resolve
 from lnm_jax.names import BMODE, CEUS, IMAGE_INPUTS, LABEL, PATIENT_ID, US_LNM, has, mask
 
 
@@ -20,6 +20,18 @@ def decode_lesion(p: Patient, name: str, size: int, framing: Framing = DEFAULT_F
     if path is None:
         return None
     return decode_mask(path, getattr(p, name), name, size=size, options=p.image_options(name), framing=framing)
+
+
+def clip_frame(p: Patient, name: str, framing: Framing = DEFAULT_FRAMING) -> tuple[int, int] | None:
+    """(the 0-based index of the frame the model reads of image input ``name``'s clip at
+    clip_frames 1, its peak-enhancement frame; the clip's frames), or None for a still image
+    (or a DICOM file read as one frame): what a heatmap of that input shows and its lesion mask
+    is compared on."""
+    source = resolve(getattr(p, name), name, p.image_options(name), framing.ceus_region)
+    if source.still_frame is not None or source.kind not in ("clip", "dicom"):
+        return None
+    idx, count = clip_frame_indices(source, 1)
+    return int(idx[0]), count
 
 
 def decode_patient(

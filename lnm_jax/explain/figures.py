@@ -32,7 +32,8 @@ def _row(axes, entry: dict, branches: Sequence[str], colorbar: bool = False) -> 
     for j, b in enumerate(branches):
         ax_img, ax_cam = axes[2 * j], axes[2 * j + 1]
         ax_img.imshow(entry["images"][b])
-        ax_img.set_title(BRANCH_TITLES[b], fontsize=8)
+        frame = entry.get("frames", {}).get(b)  # a clip's: (the frame read, 0-based; its frames)
+        ax_img.set_title(BRANCH_TITLES[b] + (f", frame {frame[0] + 1} of {frame[1]}" if frame else ""), fontsize=8)
         if entry["available"][b]:
             ax_cam.imshow(overlay(entry["images"][b], entry["cams"][b]))
             ax_cam.set_title(f"{BRANCH_TITLES[b]} CAM", fontsize=8)
@@ -60,8 +61,8 @@ def _title(entry: dict, task: Task) -> str:
 
 def patient_figure(path: Path, entry: dict, branches: Sequence[str], task: Task = PAPER) -> None:
     """``entry``: patient_id, prob, label (-1: unknown), correct, images/cams/available per
-    branch (and ``lesions``: the framed masks, outlined in white); titled with ``task``'s
-    names; a colour bar per CAM."""
+    branch (and ``lesions``: the framed masks, outlined in white; ``frames``: a clip's frame
+    shown, (index, count)); titled with ``task``'s names; a colour bar per CAM."""
     fig, axes = plt.subplots(1, 2 * len(branches), figsize=(2.6 * 2 * len(branches), 3.0), dpi=110)
     _row(np.atleast_1d(axes), entry, branches, colorbar=True)
     fig.suptitle(_title(entry, task), fontsize=9)

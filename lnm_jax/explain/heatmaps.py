@@ -17,7 +17,7 @@ from lnm_jax import names
 from lnm_jax import run_files as F
 from lnm_jax.data.cohorts.manifest import manifest_checks, read_manifest
 from lnm_jax.data.pixels.sources import Framing
-from lnm_jax.data.records import decode_lesion
+from lnm_jax.data.records import clip_frame, decode_lesion
 from lnm_jax.evaluation.metrics import sigmoid
 from lnm_jax.explain import scores as S
 from lnm_jax.explain.figures import grid_figure, patient_figure
@@ -207,7 +207,7 @@ def _explain(
     notes = [note] if note else []
     cam_fn = make_cam_fn(predictor.model, layer=layer, method=method, target=target)
     (out / F.CAM_PATIENTS if figures else out).mkdir(parents=True, exist_ok=True)
-    entries, flat, arrays, scored, outside = [], dict.fromkeys(branches, 0), {}, [], []
+    entries, flat, arrays, scored, outside, clipped = [], dict.fromkeys(branches, 0), {}, [], [], []
     rng = np.random.default_rng(seed)
     for batch in itertools.chain([first], batches):
         res = {k: np.asarray(v) for k, v in cam_fn(predictor.params, predictor.batch_stats, step_inputs(batch)).items()}
@@ -241,6 +241,11 @@ def _explain(
                     continue
                 entry["lesions"][b] = lesion
                 arrays[f"{pid}/{b}_lesion"] = lesion
+                # a clip's map is of the one frame the model reads: its mask is compared there
+                frame = clip_frame(patients[pid], b, Framing.from_config(config.data)) if b == names.CEUS else None
+                if frame is not None:
+                    entry["frames"] = {b: frame}
+                    clipped.append(pid)
                 noise = S.random_map(rng, sizes[layer], config.data.image_size)
                 scored.append(
                     {
@@ -248,6 +253,7 @@ def _explain(
                         "branch": b,
                         "label": label,
                         "prob": prob,
+                        **({"frame": frame[0], "frames": frame[1]} if frame is not None else {}),
                         **S.lesion_scores(res[b][i], lesion, pointing_tolerance),
                         **{
                             f"random_{k}": v
@@ -315,6 +321,12 @@ def _explain(
         if n:
             shown = sum(e["available"][b] for e in entries)
             notes.append(f"warning: {n} of {shown} {b} CAMs at {layer} are constant (blank figures)")
+    if clipped:
+        notes.append(
+            f"note: {len(clipped)} CEUS clip(s) with a lesion mask: each map is of the frame the model reads (the peak "
+            "of its time-intensity curve; its number in the figure and in cam_scores.json), and the mask, one for the "
+            f"clip, is compared on that frame: draw it there, e.g. {clipped[0]}"
+        )
     if outside:  # never a failure that loses the run's evaluation: named, and left unscored
         notes.append(
             f"warning: {len(outside)} lesion mask(s) hold none of their lesion in the model's square (data."

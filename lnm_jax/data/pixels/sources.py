@@ -463,16 +463,24 @@ def read_still(source: Source) -> np.ndarray:
     return crop(read_image(source.path), source.box)
 
 
+def clip_frame_indices(source: Source, t: int) -> tuple[np.ndarray, int]:
+    """(the indices of the T frames :func:`read_clip` reads of a clip, 0-based; the frames that
+    decode): one pass over the clip for its time-intensity curve over the framed box
+    (:func:`lnm_jax.data.pixels.clips.sample_indices`). ClipError naming the file when it has
+    fewer than T frames."""
+    frames = dicom.iter_frames(source.header) if source.kind == "dicom" else clips.iter_frames(source.path)
+    curve = np.array([crop(f, source.box).mean(dtype=np.float64) for f in frames])
+    clips.check_length(source.path, len(curve), t)
+    return clips.sample_indices(curve, t, source.frame_times_s), len(curve)
+
+
 def read_clip(source: Source, t: int) -> np.ndarray:
     """T frames sampled over the enhancement phase (the peak frame for T = 1), cropped, float32
     [T, h, w, 3]. Every clip (DICOM cine, video, frame folder) streams: one pass for the
     time-intensity curve (and the count of frames that decode), then only the T chosen frames
     are decoded again."""
     cine = source.kind == "dicom"
-    frames = dicom.iter_frames(source.header) if cine else clips.iter_frames(source.path)
-    curve = np.array([crop(f, source.box).mean(dtype=np.float64) for f in frames])
-    clips.check_length(source.path, len(curve), t)
-    idx = clips.sample_indices(curve, t, source.frame_times_s)
+    idx, _ = clip_frame_indices(source, t)
     if cine:
         return np.stack([crop(dicom.read_frame(source.header, int(i)), source.box) for i in idx])
     return crop(clips.read_frames(source.path, idx), source.box)
