@@ -17,7 +17,7 @@ from lnm_jax import names
 from lnm_jax import run_files as F
 from lnm_jax.data.cohorts.manifest import manifest_checks, read_manifest
 from lnm_jax.data.pixels.sources import Framing
-from lnm_jax.data.records import clip_frame, decode_lesion
+from lnm_jax.data.records import clip_frame, decode_lesion, picture_region
 from lnm_jax.evaluation.metrics import sigmoid
 from lnm_jax.explain import scores as S
 from lnm_jax.explain.figures import grid_figure, patient_figure
@@ -246,7 +246,8 @@ def _explain(
                 if frame is not None:
                     entry["frames"] = {b: frame}
                     clipped.append(pid)
-                noise = S.random_map(rng, sizes[layer], config.data.image_size)
+                picture = picture_region(patients[pid], b, config.data.image_size, Framing.from_config(config.data))
+                noise = S.random_map(rng, sizes[layer], config.data.image_size, picture)
                 scored.append(
                     {
                         names.PATIENT_ID: pid,
@@ -254,10 +255,10 @@ def _explain(
                         "label": label,
                         "prob": prob,
                         **({"frame": frame[0], "frames": frame[1]} if frame is not None else {}),
-                        **S.lesion_scores(res[b][i], lesion, pointing_tolerance),
+                        **S.lesion_scores(res[b][i], lesion, pointing_tolerance, picture),
                         **{
                             f"random_{k}": v
-                            for k, v in S.lesion_scores(noise, lesion, pointing_tolerance).items()
+                            for k, v in S.lesion_scores(noise, lesion, pointing_tolerance, picture).items()
                             if k != "lesion_area"
                         },
                     }

@@ -5,7 +5,9 @@ pixel's share inside the lesion outline, :func:`lnm_jax.data.pixels.masks.decode
 
 - ``mass_in_lesion`` = sum(cam x lesion) / sum(cam): the share of the map's mass on the lesion
   (the "energy-based pointing game" of Score-CAM, Wang et al., CVPR-W 2020);
-- ``lesion_area`` = mean(lesion): the share a map spread evenly would put there;
+- ``lesion_area`` = mean(lesion): the share a map spread evenly would put there; where the
+  picture does not fill the square (``data.field_of_view_mm`` zero-pads it), the lesion's share
+  of the picture, sum(lesion) / sum(picture): chance is a map spread evenly over the tissue;
 - ``mass_ratio`` = mass_in_lesion / lesion_area: 1 is chance, higher is on the lesion;
 - ``pointing_hit``: the pointing game of Zhang et al. (ECCV 2016; IJCV 2018): a hit when the
   map's maximum lies within a tolerance of a lesion pixel (lesion >= 0.5). Their tolerance is
@@ -52,14 +54,20 @@ def tolerance_px(shape: tuple[int, ...], tolerance: float = POINTING_TOLERANCE) 
     return float(tolerance * math.sqrt(shape[0] * shape[1]))
 
 
-def lesion_scores(cam: np.ndarray, lesion: np.ndarray, tolerance: float = POINTING_TOLERANCE) -> dict[str, float]:
+def lesion_scores(
+    cam: np.ndarray, lesion: np.ndarray, tolerance: float = POINTING_TOLERANCE, picture: np.ndarray | None = None
+) -> dict[str, float]:
     """The scores of one [H, W] map against one [H, W] lesion mask in [0, 1] (see the module
-    docstring; ``tolerance``: the pointing game's, a fraction of the image side); ValueError if
-    the shapes differ or the mask is empty."""
+    docstring; ``tolerance``: the pointing game's, a fraction of the image side; ``picture``:
+    [H, W] in [0, 1], each pixel's share of the picture where the rest is padding, None where
+    the picture fills the square); ValueError if the shapes differ or the mask is empty."""
     cam, lesion = np.asarray(cam, np.float64), np.asarray(lesion, np.float64)
-    if cam.shape != lesion.shape:
+    if cam.shape != lesion.shape or (picture is not None and np.shape(picture) != cam.shape):
         raise ValueError(f"map {cam.shape} and lesion mask {lesion.shape} differ in shape")
-    area = float(lesion.mean())
+    # the lesion's share of the picture: a map spread evenly over the picture (it knows where
+    # the tissue is, not where the lesion is) scores 1; over a zero-padded square it had
+    # scored 1 / the picture's share (helper-80: 1.76 and 1.90 "above chance")
+    area = float(lesion.mean()) if picture is None else float(lesion.sum() / np.sum(picture, dtype=np.float64))
     if area <= 0:
         raise ValueError("the lesion mask is empty at the model's resolution")
     px = tolerance_px(cam.shape, tolerance)
@@ -81,12 +89,16 @@ def lesion_scores(cam: np.ndarray, lesion: np.ndarray, tolerance: float = POINTI
     }
 
 
-def random_map(rng: np.random.Generator, feature_size: tuple[int, int], size: int) -> np.ndarray:
+def random_map(
+    rng: np.random.Generator, feature_size: tuple[int, int], size: int, picture: np.ndarray | None = None
+) -> np.ndarray:
     """[size, size] uniform noise drawn at ``feature_size`` (the CAM layer's map) and resized
-    as a CAM is: the chance baseline with a CAM's smoothness."""
+    as a CAM is: the chance baseline with a CAM's smoothness; with ``picture`` (as
+    :func:`lesion_scores` takes it) weighted by it, chance over the picture, not its padding."""
     h, w = feature_size
     noise = rng.random((h, w, 1)).astype(np.float32)
-    return resize(noise, size)[..., 0]
+    out = resize(noise, size)[..., 0]
+    return out if picture is None else out * np.asarray(picture, np.float32)
 
 
 def _finite(x) -> bool:
