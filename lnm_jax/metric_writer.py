@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import math
 import sys
+import uuid
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -55,12 +56,16 @@ class MetricWriter:
         self.step_key = step_key
         self.primary = primary
         self._tb = None
+        self._earlier: list[Path] = []
         self._filter = _QuietLibraries()
         self._file_handler = None
         if not primary:
             return
         if tensorboard is not None:
-            self._tb = _summary_writer()(str(tensorboard))
+            # the event files before this writer's: replaced by the history at rewrite
+            self._earlier = sorted(Path(tensorboard).glob("events.out.tfevents.*"))
+            # a name of its own: two writers in one second would share tensorboardX's default one
+            self._tb = _summary_writer()(str(tensorboard), filename_suffix=f".{uuid.uuid4().hex[:8]}")
         for handler in _console_handlers():
             handler.addFilter(self._filter)
         if log_file is not None:
@@ -70,9 +75,20 @@ class MetricWriter:
 
     def rewrite(self, records: list[Mapping]) -> None:
         """Replaces the JSON-lines history with ``records`` (a resumed run keeps the epochs it
-        had finished before its checkpoint)."""
-        if self.primary:
-            self.history.write_text(history_text(records))
+        had finished before its checkpoint), and TensorBoard's events with theirs: the event
+        files of earlier writers are deleted and ``records`` written to this one's. tensorboardX
+        holds events up to 120 s before writing them (its ``flush`` does not drain them), so a
+        run killed and resumed had kept events of the resumed epochs only (helper-81), and one
+        resumed from an earlier checkpoint the epochs it trains again twice."""
+        if not self.primary:
+            return
+        self.history.write_text(history_text(records))
+        if self._tb is not None:
+            for old in self._earlier:
+                old.unlink(missing_ok=True)
+            self._earlier = []
+            for record in records:
+                self._scalars(record)
 
     def write(self, record: Mapping) -> None:
         if not self.primary:
@@ -80,10 +96,14 @@ class MetricWriter:
         with self.history.open("a") as f:
             f.write(history_text([record]))
         if self._tb is not None:
-            step = record[self.step_key]
-            for key, value in record.items():
-                if key != self.step_key and isinstance(value, float) and math.isfinite(value):
-                    self._tb.add_scalar(key, value, step)
+            self._scalars(record)
+
+    def _scalars(self, record: Mapping) -> None:
+        """Adds every finite float of ``record`` to TensorBoard at its step."""
+        step = record[self.step_key]
+        for key, value in record.items():
+            if key != self.step_key and isinstance(value, float) and math.isfinite(value):
+                self._tb.add_scalar(key, value, step)
 
     def print(self, line: str) -> None:
         if self.primary:

@@ -187,3 +187,20 @@ def _scalars(folder) -> list[tuple[str, int, float]]:
             i += 12 + n + 4
             out += [(v.tag, event.step, pytest.approx(v.simple_value)) for v in event.summary.value]
     return out
+
+
+def test_a_resumed_runs_tensorboard_holds_its_history(tmp_path):
+    """A run killed after epoch 6 and resumed had TensorBoard events for the resumed epochs only
+    (tensorboardX holds events up to 120 s, and a resume re-emits nothing; helper-81). A
+    resume's rewrite replaces the earlier event files with the kept history's: the events are
+    the JSON lines', each epoch once, a later epoch trained again not twice."""
+    with MetricWriter(tmp_path / "h.jsonl", tmp_path / "tb") as first:
+        first.rewrite([])
+        for e in (1, 2, 3):
+            first.write({"epoch": e, "val_auc": e / 8})
+    # a resume from epoch 2's checkpoint: epoch 3 is trained again
+    with MetricWriter(tmp_path / "h.jsonl", tmp_path / "tb") as again:
+        again.rewrite(read_history(tmp_path / "h.jsonl", up_to=2))
+        again.write({"epoch": 3, "val_auc": 0.5})
+    assert len(list((tmp_path / "tb").iterdir())) == 1
+    assert _scalars(tmp_path / "tb") == [("val_auc", 1, 0.125), ("val_auc", 2, 0.25), ("val_auc", 3, 0.5)]
