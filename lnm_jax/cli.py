@@ -41,6 +41,7 @@ import difflib
 import errno
 import os
 import re
+import shlex
 import signal
 import sys
 import threading
@@ -1317,9 +1318,17 @@ def cmd_demo(argv: list[str]) -> int:
 
     config, fv = parse_config_command("demo", argv, demo_config)
     from lnm_jax.demo import demo
+    from lnm_jax.run import RunExistsError
 
     with hold(fv.workdir, "demo", create=True):
-        print(demo(config, fv.workdir))
+        try:
+            print(demo(config, fv.workdir))
+        except RunExistsError as e:  # demo takes no --resume (helper-81: it had been told to pass one)
+            w = shlex.quote(str(fv.workdir))
+            raise RunExistsError(
+                f"{fv.workdir} already holds a run (a demo stopped before it finished?): finish it with lnm-jax train "
+                f"--workdir {w} --resume, then lnm-jax evaluate --workdir {w}; or give demo a new --workdir"
+            ) from e
     return 0
 
 

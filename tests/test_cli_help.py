@@ -300,3 +300,18 @@ def test_a_run_folder_not_given_or_a_file_is_one_line_saying_so(capsys, tmp_path
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and said in err[0], err
     assert afile.read_text() == "mine\n"
+
+
+def test_a_demo_into_a_folder_holding_a_run_says_how_to_finish_it(capsys, tmp_path):
+    """A demo stopped after training (Ctrl-C) was told to "pass --resume", which demo does not
+    take (helper-81): it names train --resume and evaluate on the folder, or a new folder."""
+    from lnm_jax.cli import main
+
+    (tmp_path / "w" / "checkpoints").mkdir(parents=True)
+    assert main(["demo", "--workdir", str(tmp_path / "w")]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    w = tmp_path / "w"
+    assert len(err) == 1 and err[0].endswith(
+        f"finish it with lnm-jax train --workdir {w} --resume, then lnm-jax evaluate --workdir {w}; or give demo "
+        "a new --workdir"
+    ), err
