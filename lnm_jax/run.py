@@ -69,6 +69,7 @@ from lnm_jax.fileio import (
     write_csv,
     write_json,
 )
+from lnm_jax.metric_writer import read_history
 from lnm_jax.models.fusion import build_model, check_config
 from lnm_jax.portable import preprocessing_digest
 from lnm_jax.preflight import (
@@ -266,6 +267,51 @@ def trained_checkpoint(files: RunFiles) -> tuple[dict, Path] | None:
             ckpts.close()
 
     return read_while_trained(files, read)
+
+
+def check_best(ckpts: RunCheckpoints, files: RunFiles) -> None:
+    """That the run's 'best' checkpoint is the one its training saved as best, before it is read
+    (``evaluate``, ``predict``, ``export``) or a resume goes on: one
+    :class:`~lnm_jax.training.checkpoint.CheckpointCorruptError` naming the checkpoint where its
+    epoch is not the best epoch its own record names (a 'latest' copied over it), where the
+    'latest' checkpoint of a later epoch names another epoch best, or where it lies past the
+    run's history (a best from a copy of the run trained further); FileNotFoundError where
+    'latest' records a best epoch but 'best' is gone (a resume had gone on without a word, and
+    ``evaluate`` then found no best). A run whose training was stopped between saving a best
+    epoch and its 'latest' passes (its history holds that epoch). helper-81: each had been
+    evaluated and carded as the best epoch."""
+    best_at, latest_at = ckpts.latest_epoch("best"), ckpts.latest_epoch("latest")
+    latest = ckpts.meta("latest") if latest_at is not None else None
+    named = int(latest[0].get("best", {}).get("epoch", 0) or 0) if latest else 0
+    remedy = "restore checkpoints/best from a copy, or evaluate --checkpoint latest"
+    if best_at is None:
+        if named >= 1:
+            raise FileNotFoundError(
+                f"{ckpts.directory('best')} holds no checkpoint, but {latest[1]} records epoch {named} as the run's "
+                "best (by validation AUC), saved there: deleted, or its save failed (a full disk?); restore it from a "
+                "copy (evaluate, predict and export read it), or train a new run in another folder"
+            )
+        return
+    meta, where = ckpts.meta("best")
+    epoch, own = meta.get("epoch"), meta.get("best", {}).get("epoch")
+    if own is not None and own != epoch:
+        raise CheckpointCorruptError(
+            f"checkpoint {where} is not the run's best: it holds epoch {epoch}, whose record names epoch {own} the "
+            f"best (a 'latest' checkpoint copied over it?); {remedy}"
+        )
+    if latest and epoch is not None and epoch <= latest[0]["epoch"] and named != epoch:
+        raise CheckpointCorruptError(
+            f"checkpoint {where} holds epoch {epoch}, but {latest[1]} (epoch {latest[0]['epoch']}) records epoch "
+            f"{named} as the run's best: another copy's checkpoint?; {remedy}"
+        )
+    if latest and epoch is not None and epoch > latest[0]["epoch"]:
+        trained = max((r["epoch"] for r in read_history(files.history)), default=0)
+        if epoch > trained:
+            raise CheckpointCorruptError(
+                f"checkpoint {where} holds epoch {epoch}, past the run's history ({files.history.name}: epochs 1-"
+                f"{trained}) and its latest checkpoint (epoch {latest[0]['epoch']}): a checkpoint of another copy of "
+                f"the run, trained further?; {remedy}"
+            )
 
 
 def load_trained_config(workdir: Path | str) -> ConfigDict:
@@ -1022,6 +1068,8 @@ class Run:
             def read():
                 ckpts = self.checkpoints()
                 try:
+                    if checkpoint == "best":
+                        check_best(ckpts, self.files)
                     self.check_checkpoint(*ckpts.meta(checkpoint))
                     # restored into the state's shapes, which need no initialisation to know
                     return ckpts.restore(checkpoint, self.abstract_state())

@@ -1830,3 +1830,54 @@ def test_the_plateau_cuts_after_patience_epochs_without_a_gain_and_patience_0_is
 
     write_config(tmp_path / "config.json", c)
     assert load_config(tmp_path).train.plateau.patience == 0
+
+
+def test_a_best_checkpoint_gone_or_not_the_runs_best_is_refused(triple_run, copy_run, capsys):
+    """helper-81: checkpoints/best deleted, a resume trained on without a word (evaluate then
+    found no best); a 'latest' copied over 'best' (its epoch 8, its record naming epoch 1 best)
+    and a best from a copy of the run trained one epoch further were evaluated and carded as
+    the best epoch. Each is now one line naming the checkpoint, before anything is read or
+    written; the run folder stays as it was."""
+    from lnm_jax.run import Run
+    from lnm_jax.training.checkpoint import CheckpointCorruptError
+
+    def rewritten(run, kind, number, **changes):
+        """checkpoints/<kind> replaced by the latest state saved as ``number`` with ``changes``
+        to its metadata (what a copy of another checkpoint of the run holds)."""
+        ckpts = run.checkpoints(create=True)
+        try:
+            meta, _ = ckpts.meta("latest")
+            state, _ = ckpts.restore("latest", run.abstract_state())
+            shutil.rmtree(ckpts.directory(kind))
+            ckpts.close()
+            ckpts = run.checkpoints(create=True)
+            ckpts.save(kind, number, state, {**meta, **changes})
+            ckpts.wait()
+        finally:
+            ckpts.close()
+
+    last = json.loads(triple_run.files.history.read_text().splitlines()[-1])["epoch"]
+    cases = (
+        (lambda run: shutil.rmtree(run.files.checkpoints / "best"), FileNotFoundError, r"best holds no checkpoint"),
+        (  # a 'latest' of a later epoch copied over the best: its own record names another epoch best
+            lambda run: rewritten(run, "best", 1, epoch=last + 5, best={"val_auc": 0.5, "epoch": 1, "val_loss": 0.7}),
+            CheckpointCorruptError,
+            rf"is not the run's best: it holds epoch {last + 5}, whose record names epoch 1 the best",
+        ),
+        (  # a best of a copy trained one epoch further
+            lambda run: rewritten(run, "best", last + 1, epoch=last + 1, best={"val_auc": 0.9, "epoch": last + 1}),
+            CheckpointCorruptError,
+            rf"holds epoch {last + 1}, past the run's history \(metrics.jsonl: epochs 1-{last}\)",
+        ),
+    )
+    for i, (edit, kind, says) in enumerate(cases):
+        run = copy_run(triple_run, f"c{i}")
+        edit(run)
+        before = _snapshot(run.workdir)
+        with pytest.raises(kind, match=says):
+            Run.open(run.workdir).restore("best")
+        capsys.readouterr()
+        assert main(["train", "--resume", f"--config.train.epochs={last + 2}", "--workdir", str(run.workdir)]) == 1
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and re.search(says, err[0]), err
+        assert _snapshot(run.workdir) == before, says

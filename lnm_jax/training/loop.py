@@ -19,6 +19,7 @@ from lnm_jax.evaluation.summary import summarise_predictions
 from lnm_jax.fileio import error_line
 from lnm_jax.metric_writer import MetricWriter, check_resumed_history, read_history
 from lnm_jax.preflight import check_trainable
+from lnm_jax.run import check_best
 from lnm_jax.run_files import RunFiles, superseded_name
 from lnm_jax.training import sharding
 from lnm_jax.training import state as state_lib
@@ -226,6 +227,7 @@ def train(run: Run) -> dict:
     resumed = run.resume and ckpts.latest_epoch("latest") is not None
     if resumed:
         run.check_checkpoint(*ckpts.meta("latest"))
+        check_best(ckpts, files)  # a best gone or replaced: said before anything is trained or written
         state, meta = ckpts.restore("latest", state)
         start_epoch, best = meta["epoch"] + 1, meta["best"]
     if run.resume and _progress_ahead(ckpts, int(state.step) if resumed else 0):
