@@ -824,6 +824,21 @@ def test_early_stopping_on_validation_auc(tiny_cohort, tmp_path):
     best = train(run)
     epochs = [r["epoch"] for r in _history(run)]
     assert epochs == list(range(1, best["epoch"] + 2)) and len(epochs) < 8
+    # a resume of the stopped run trains nothing and writes nothing (helper-81: it trained past
+    # its stop, and patience restarted at a resume); a larger patience trains on, counting on
+    from lnm_jax.training.loop import STALE_KEY
+
+    meta, _ = run.checkpoints().meta("latest")
+    assert meta[STALE_KEY] == 1 and meta["epoch"] == epochs[-1]
+    before = {p: p.stat().st_mtime_ns for p in run.workdir.rglob("*") if p.is_file() and p.name != "train.log"}
+    assert train(Run.create(config, run.workdir, resume=True)) == best
+    assert {p: p.stat().st_mtime_ns for p in before} == before
+    config.train.early_stop_patience = 3
+    again = Run.create(config, run.workdir, resume=True)
+    train(again)
+    more = [r["epoch"] for r in _history(again)]
+    # 3 epochs without a gain in all, one of them before the resume (or train.epochs reached)
+    assert more == list(range(1, min(8, best["epoch"] + 3) + 1)), more
 
 
 def test_norm_stats_command_output_overrides_the_config(tiny_cohort, capsys):

@@ -27,6 +27,11 @@ from lnm_jax.training.checkpoint import non_finite_paths
 from lnm_jax.training.save_schedule import SaveSchedule
 from lnm_jax.training.steps import make_eval_step, make_train_step, predict, step_options
 
+# an epoch checkpoint's count of epochs without a validation-AUC gain (once the branches train):
+# a resume goes on counting, and one of a run that stopped early trains nothing (helper-81: patience
+# restarted at a resume, and a resumed early-stopped run trained past its stop)
+STALE_KEY = "epochs_without_gain"
+
 if TYPE_CHECKING:
     from lnm_jax.run import Run
 
@@ -113,7 +118,9 @@ def _gathered(xs) -> np.ndarray:
     return np.concatenate([np.ravel(sharding.to_host(x)) for x in xs]) if xs else np.zeros(0)
 
 
-def _save_progress(saves, state, epoch, batches_done, loader_state, best, before, labels, logits, losses) -> None:
+def _save_progress(
+    saves, state, epoch, batches_done, loader_state, best, stale, before, labels, logits, losses
+) -> None:
     """A mid-epoch checkpoint: the state after ``batches_done`` batches of ``epoch``, the
     loader's iterator state after the last of them, and the epoch's outputs so far (``before``:
     those of the steps before a resume), so that the resumed epoch's metrics cover every batch.
@@ -130,6 +137,7 @@ def _save_progress(saves, state, epoch, batches_done, loader_state, best, before
         "batches_done": batches_done,
         "loader_state": loader_state,
         "best": best,
+        STALE_KEY: stale,
         "labels": so_far("labels", labels),
         "logits": so_far("logits", logits),
         "losses": so_far("losses", losses),
@@ -222,7 +230,7 @@ def train(run: Run) -> dict:
     if run.intensity_reference() is None:  # recorded at training time for predict's outlier check
         run.record_intensity_reference()
     ckpts = run.checkpoints(create=True)
-    start_epoch, best = 1, {"val_auc": -math.inf, "epoch": 0}
+    start_epoch, best, stale = 1, {"val_auc": -math.inf, "epoch": 0}, 0
     progress = None  # the mid-epoch checkpoint's metadata when resuming from one
     resumed = run.resume and ckpts.latest_epoch("latest") is not None
     if resumed:
@@ -230,13 +238,27 @@ def train(run: Run) -> dict:
         check_best(ckpts, files)  # a best gone or replaced: said before anything is trained or written
         state, meta = ckpts.restore("latest", state)
         start_epoch, best = meta["epoch"] + 1, meta["best"]
+        stale = int(meta.get(STALE_KEY, 0))  # a checkpoint saved before the count was kept: counted anew
     if run.resume and _progress_ahead(ckpts, int(state.step) if resumed else 0):
         run.check_checkpoint(*ckpts.meta("progress"))
         state, progress = ckpts.restore("progress", state)
         start_epoch, best, resumed = progress["epoch"], progress["best"], True
+        stale = int(progress.get(STALE_KEY, stale))
     history = read_history(files.history, up_to=start_epoch - 1)  # a damaged history fails before any write
     if resumed:
         check_resumed_history(history, files.history, start_epoch - 1)
+    patience = config.train.early_stop_patience
+    if resumed and progress is None and patience and stale >= patience:
+        # stopped early (or would have, at this patience): as a finished run, nothing is written
+        if jax.process_index() == 0:
+            print(
+                f"resuming from epoch {start_epoch - 1} ({ckpts.directory('latest')}): no validation-AUC gain for "
+                f"{stale} epochs, at train.early_stop_patience={patience} the run stopped early; nothing trained, "
+                "nothing written (raise train.early_stop_patience with --config.train.early_stop_patience to train on)"
+            )
+        ckpts.close()
+        run.forget_checkpoints()
+        return best
     if resumed and progress is None and start_epoch > config.train.epochs:
         # a finished run: nothing to train, so nothing is written; its record, logs and
         # checkpoints stay those of the training that made them
@@ -285,7 +307,6 @@ def train(run: Run) -> dict:
         )
     frozen_step = make_train_step(run.model, tx, mesh, frozen_backbones=True, **options) if frozen_epochs else None
     eval_step = make_eval_step(run.model, mesh)
-    patience_left = config.train.early_stop_patience
 
     epoch_batches = data.device_epochs(mesh)  # device-resident cohort or host loader: the data's choice
     every = config.train.get("checkpoint_every_steps", 0)
@@ -336,7 +357,9 @@ def train(run: Run) -> dict:
                         )
                     bar.set_postfix(loss=f"{loss:.4f}")
                 if every and (i + 1) % every == 0 and i + 1 < steps:
-                    _save_progress(saves, state, epoch, i + 1, loader_state, best, before, labels, logits, losses)
+                    _save_progress(
+                        saves, state, epoch, i + 1, loader_state, best, stale, before, labels, logits, losses
+                    )
             train_loss = float(np.mean(np.concatenate([before["losses"], _gathered(losses)])))
             if not math.isfinite(train_loss):
                 raise NonFiniteLossError(
@@ -379,12 +402,11 @@ def train(run: Run) -> dict:
             # the log line first: a process killed between the two leaves a line that resume
             # drops (it keeps the lines up to the checkpoint), never a checkpoint without a line
             writer.write(record)
-            stopping = False
-            if config.train.early_stop_patience and epoch > frozen_epochs:  # counted once the branches train
-                patience_left = config.train.early_stop_patience if improved else patience_left - 1
-                stopping = patience_left <= 0
+            if epoch > frozen_epochs:  # counted once the branches train
+                stale = 0 if improved else stale + 1
+            stopping = bool(patience) and stale >= patience
             # best first: a kill between the two resumes before this epoch, which it redoes
-            saves.epoch_end(epoch, state, best, improved, stopping)
+            saves.epoch_end(epoch, state, best, improved, stopping, {STALE_KEY: stale})
             writer.print(
                 f"epoch {epoch:3d}  train loss {tr['loss']:.4f} auc {tr['auc']:.3f}  "
                 + (f"lesion {record['train_lesion_loss']:.4f}  " if "train_lesion_loss" in record else "")

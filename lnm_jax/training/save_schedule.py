@@ -106,10 +106,13 @@ class SaveSchedule:
             return self._pending is None or self._pending.done()
         return epoch % self.every == 0
 
-    def epoch_end(self, epoch: int, state: Any, best: dict, improved: bool, stopping: bool = False) -> None:
+    def epoch_end(
+        self, epoch: int, state: Any, best: dict, improved: bool, stopping: bool = False, extra: dict | None = None
+    ) -> None:
         """``state`` at the end of ``epoch`` (after its plateau step), ``best`` the best epoch so
-        far (this one where ``improved``): written, held or neither, as the schedule says."""
-        meta = {"epoch": epoch, "best": dict(best)}
+        far (this one where ``improved``): written, held or neither, as the schedule says.
+        ``extra``: more of the loop's state for the checkpoint's metadata."""
+        meta = {"epoch": epoch, "best": dict(best), **(extra or {})}
         if not self.is_save_point(epoch, stopping):
             if improved:
                 self._held = None  # the older copy released first: one copy held at a time
