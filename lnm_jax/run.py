@@ -78,7 +78,7 @@ from lnm_jax.preflight import (
     check_pretraining,
     check_trainable,
 )
-from lnm_jax.run_files import GENERATOR, MANIFEST, RunFiles
+from lnm_jax.run_files import GENERATOR, MANIFEST, RunFiles, refuse_nested_run
 from lnm_jax.training import sharding
 from lnm_jax.training import state as state_lib
 from lnm_jax.training.checkpoint import (
@@ -880,6 +880,7 @@ class Run:
         a split, as the protocol does for its runs; otherwise one is made, or re-read."""
         files = RunFiles(workdir)
         refuse_export_folder(files.root, "--workdir")  # (helper-62: a training had written into one)
+        refuse_nested_run(files.root)
         config = with_resolved_paths(config)
         check_config(config)
         if not resume and files.checkpoints.exists():

@@ -28,7 +28,7 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-from lnm_jax.fileio import is_temporary_output, read_json, temporary_name
+from lnm_jax.fileio import OutputPathError, is_temporary_output, read_json, temporary_name
 
 CONFIG = "config.json"
 RUN_INFO = "run_info.json"
@@ -91,6 +91,25 @@ def run_holding(path: Path | str) -> Path | None:
     ``path`` or lies above it, resolved; None when there is none."""
     path = Path(path).resolve()
     return next((f for f in (path, *path.parents) if (f / CONFIG).is_file() and (f / RUN_INFO).is_file()), None)
+
+
+def refuse_nested_run(path: Path | str, flag: str = "--workdir") -> None:
+    """:class:`~lnm_jax.fileio.OutputPathError` where ``path``, a folder to make a run in, lies
+    inside a trained run's folder (one holding ``checkpoints/``; a protocol folder, whose command
+    places its own runs, has none): a run made in ``checkpoints/best/7`` is deleted by the host's
+    next save (orbax keeps one step there), one made among its records is taken for the host's
+    state (helper-81: both accepted, the host then unreadable)."""
+    path = Path(path).resolve()
+    host = run_holding(path.parent) if path.parent != path else None
+    if host is None or not (host / CHECKPOINTS).is_dir():
+        return
+    state = state_holding(path)
+    inner = state is not None and state[1] is not None and state[1] != path  # (path itself: made by a lock)
+    part = f"lies in {state[1]}, part of" if inner else "lies inside"
+    raise OutputPathError(
+        f"{flag} {path} {part} the run folder {host} (its checkpoints, records and evaluations): a run made there "
+        "would be taken for that run's files; choose a folder outside it"
+    )
 
 
 def state_holding(path: Path | str) -> tuple[Path, Path | None] | None:

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from filelock import FileLock, Timeout
 
-from lnm_jax.run_files import RunFiles
+from lnm_jax.run_files import RunFiles, refuse_nested_run
 
 
 class RunLockedError(RuntimeError):
@@ -58,6 +58,8 @@ def hold(workdir: Path | str, command: str, *, create: bool = False) -> Iterator
     files = RunFiles(workdir)
     if create and (why := _not_a_run_folder(files.root)):  # (mkdir's words: "File exists", "Not a directory")
         raise FileExistsError(f"{files.root} {why}: --workdir names a run folder, a new one or a run's")
+    if create:  # before the folder is made: inside another run's checkpoints, orbax would take it
+        refuse_nested_run(files.root)
     made = create and not files.root.exists()
     if create:
         files.root.mkdir(parents=True, exist_ok=True)

@@ -1881,3 +1881,23 @@ def test_a_best_checkpoint_gone_or_not_the_runs_best_is_refused(triple_run, copy
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and re.search(says, err[0]), err
         assert _snapshot(run.workdir) == before, says
+
+
+def test_a_run_made_inside_another_runs_folder_is_refused(triple_run, tiny_cohort, capsys):
+    """helper-81: train --workdir HOST/checkpoints/best/<epoch> trained (HOST's evaluate then
+    failed on the checkpoint; one made in checkpoints/latest/<epoch> was deleted by HOST's next
+    save) and HOST/sub too. Both are one line naming the host, before anything is written."""
+    host = triple_run.workdir
+    best = next((host / "checkpoints" / "best").iterdir())
+    before = _snapshot(host)
+    for work, says in (
+        (best / "run", rf"lies in {re.escape(str(host / 'checkpoints'))}, part of the run folder"),
+        (host / "sub", "lies inside the run folder"),
+    ):
+        argv = ["train", "--workdir", str(work), f"--config.data.manifest={tiny_cohort}"]
+        argv += ["--config.data.image_size=32", "--config.model.width=8", "--config.train.epochs=1"]
+        assert main(argv) == 1, work
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and re.search(says, err[0]) and "choose a folder outside it" in err[0], err
+        assert not work.exists()
+    assert _snapshot(host) == before

@@ -53,6 +53,7 @@ from lnm_jax.models.contrastive import BACKBONE, ContrastiveEncoder, nt_xent
 from lnm_jax.pretraining import views
 from lnm_jax.pretraining.probe import FOLDS as PROBE_FOLDS
 from lnm_jax.pretraining.probe import probe
+from lnm_jax.run_files import refuse_nested_run
 from lnm_jax.training import sharding
 from lnm_jax.training.checkpoint import STEP_NAME, RunCheckpoints
 from lnm_jax.training.loop import TrainingDivergedError
@@ -266,6 +267,7 @@ def pretrain(
 
     workdir = Path(workdir).resolve()
     refuse_export_folder(workdir, "--workdir")
+    refuse_nested_run(workdir)
     # every field's range (pretrain.* among them), before anything is read or written: a
     # gamma <= 0 had failed as a NaN loss after the folder was made
     check_fields(config)
