@@ -11,6 +11,7 @@ from pathlib import Path
 
 import jax
 import numpy as np
+from ml_collections import ConfigDict
 
 from lnm_jax import names, provenance
 from lnm_jax import run_files as F
@@ -21,9 +22,9 @@ from lnm_jax.exported import METADATA, MODEL_CARD
 from lnm_jax.fileio import SEAL_KEY, DamagedFileError, check_seal, is_real, read_json, warn_once, write_json, write_text
 from lnm_jax.portable import preprocessing_digest
 from lnm_jax.preflight import availability_patterns
-from lnm_jax.run import Run, read_run_info, zero_batch
+from lnm_jax.run import Run, read_run_info, trained_checkpoint, zero_batch
 from lnm_jax.task import Task
-from lnm_jax.training.checkpoint import DIGEST_KEY, PREPROCESSING_KEY
+from lnm_jax.training.checkpoint import CONFIG_KEY, DIGEST_KEY, PREPROCESSING_KEY
 from lnm_jax.training.steps import resolve_pos_weight
 
 SCHEMA = "lnm_jax model card 2"  # the layout of metadata.json (MONAI bundle and Hugging Face card fields)
@@ -234,6 +235,17 @@ def _hyperparameters(config) -> dict:
     }
 
 
+def _trained_config(run: Run, meta: dict):
+    """The config the run's training last saved a checkpoint with (its newest checkpoint's
+    record, else ``meta``'s, the card's checkpoint), where ``config.json`` may differ: its
+    fields that may change on a resume (``train.epochs``, ``train.early_stop_patience``) are
+    not checked against the checkpoints, and one edited by hand had reached the card
+    (helper-81). ``config.json`` where no checkpoint records one (saved before they did)."""
+    newest = trained_checkpoint(run.files)
+    recorded = (newest[0] if newest else meta).get(CONFIG_KEY) or meta.get(CONFIG_KEY)
+    return ConfigDict(recorded) if recorded else run.config
+
+
 def synthetic(config) -> bool:
     """Whether the run trained on a synthetic cohort: the embedded one, or a manifest that
     ``lnm-jax synth`` wrote (its generator.json beside it)."""
@@ -349,7 +361,7 @@ def metadata(
             "synthetic": synthetic(config),
         },
         "hyperparameters": {
-            **_hyperparameters(config),
+            **_hyperparameters(_trained_config(run, meta)),
             "pos_weight_value": resolve_pos_weight(
                 config.train.get("pos_weight", 1.0), [run.cohort.by_id()[i].lnm for i in run.split.subset("train")]
             ),

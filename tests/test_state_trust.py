@@ -1901,3 +1901,20 @@ def test_a_run_made_inside_another_runs_folder_is_refused(triple_run, tiny_cohor
         assert len(err) == 1 and re.search(says, err[0]) and "choose a folder outside it" in err[0], err
         assert not work.exists()
     assert _snapshot(host) == before
+
+
+def test_the_card_states_the_schedule_the_checkpoints_record_not_an_edited_config_json(triple_run, copy_run):
+    """config.json's fields a resume may change (train.epochs, train.early_stop_patience) are not
+    checked against the checkpoints: edited by hand, they had reached the model card ("up to 2
+    epochs, early stopping 3" of a run trained to 4 with none; helper-81). The card states what
+    the newest checkpoint records."""
+    from lnm_jax.model_card import metadata
+    from lnm_jax.run import Run
+
+    run = copy_run(triple_run)
+    stored = json.loads(run.files.config.read_text())
+    trained = stored["train"]["epochs"], stored["train"]["early_stop_patience"]
+    stored["train"].update(epochs=trained[0] + 5, early_stop_patience=trained[1] + 3)
+    run.files.config.write_text(json.dumps(stored))
+    h = metadata(Run.open(run.workdir), "best")["hyperparameters"]
+    assert (h["epochs"], h["early_stop_patience"]) == trained
