@@ -402,16 +402,21 @@ def check_images_unchanged(
         return
     remedy = remedy or "relocate takes the run's cohort moved, not another"
     patients = cohort.by_id()
+    masks = {names.mask(i): i for i in names.IMAGE_INPUTS}  # a lesion head's targets, recorded as images are
     for r in rows:
-        p = patients.get(r[names.PATIENT_ID])
-        path = getattr(p, r["input"], None) if p is not None else None
+        p, kind = patients.get(r[names.PATIENT_ID]), "lesion mask" if r["input"] in masks else "image"
+        if p is None:
+            path = None
+        else:
+            path = p.mask(masks[r["input"]]) if r["input"] in masks else getattr(p, r["input"], None)
         where = f"{cohort.path}: patient {r[names.PATIENT_ID]}"
         if path is None:
-            raise ValueError(f"{where} has no {r['input']} image; the run was trained on one: this is another cohort")
+            said = r["input"] if r["input"] in masks else f"{r['input']} image"
+            raise ValueError(f"{where} has no {said}; the run was trained on one: this is another cohort")
         now = digests.get((r[names.PATIENT_ID], r["input"])) if digests is not None else content_digest(path)
         if now != r["sha256"]:
             raise ValueError(
-                f"{where}, {r['input']} {path}: not the image the run was trained on (its content differs from "
+                f"{where}, {r['input']} {path}: not the {kind} the run was trained on (its content differs from "
                 f"{files.image_geometry.name}'s record); {remedy}"
             )
 
@@ -901,7 +906,13 @@ class Run:
                 )
         cohort = resolve_cohort(config, files)  # the embedded synthetic cohort is written here
         check_inputs_present(config, cohort)
-        images = survey(cohort, Framing.from_config(config.data), screens=False, image_size=int(config.data.image_size))
+        images = survey(
+            cohort,
+            Framing.from_config(config.data),
+            screens=False,
+            image_size=int(config.data.image_size),
+            masks=bool(config.train.get("lesion_loss_weight", 0.0)),  # training targets: recorded as images are
+        )
         if images.problems:
             raise ValueError(f"{cohort.path}: " + " | ".join(images.problems))
         save = split is not None  # an imposed split is recorded as given

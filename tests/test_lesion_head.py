@@ -4,12 +4,16 @@ Dice, its gradient reaches the head and the branch, and a run trains at tiny siz
 
 from __future__ import annotations
 
+import csv
 import json
+import shutil
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from PIL import Image
 from support import BACKBONE, tiny_config
 
 from lnm_jax import names
@@ -137,7 +141,8 @@ def test_a_run_with_a_lesion_head_trains_and_records_its_loss(tiny_cohort, tmp_p
     from lnm_jax.run import Run
     from lnm_jax.training.loop import train
 
-    c = tiny_config(tiny_cohort, "dual", epochs=1)
+    cohort = Path(shutil.copytree(Path(tiny_cohort).parent, tmp_path / "cohort")) / Path(tiny_cohort).name
+    c = tiny_config(cohort, "dual", epochs=1)
     c.model.lesion_head, c.train.lesion_loss_weight = "stage2", 1.0
     run = Run.create(c, tmp_path / "run")
     train(run)
@@ -147,6 +152,17 @@ def test_a_run_with_a_lesion_head_trains_and_records_its_loss(tiny_cohort, tmp_p
     write_card(card, tmp_path / "card")
     assert card["architecture"]["lesion_head"] == "stage2"
     assert "lesion-segmentation head at stage2" in (tmp_path / "card" / MODEL_CARD).read_text()
+    # the masks are training targets: recorded as the images are, and one changed since is named
+    # (helper-81: masks shifted by 4 px were trained on by a resume, unsaid)
+    with open(run.files.image_geometry, newline="") as f:
+        rows = [r for r in csv.DictReader(f) if r["input"] == "bmode_mask"]
+    assert len(rows) == len(run.cohort) and all(len(r["sha256"]) == 64 for r in rows)
+    mask = run.cohort.patients[0].mask("bmode")
+    shifted = np.roll(np.asarray(Image.open(mask)), 4, axis=1)
+    Image.fromarray(shifted).save(mask)
+    c.train.epochs = 2
+    with pytest.raises(ValueError, match=r"bmode_mask .*: not the lesion mask the run was trained on"):
+        Run.create(c, tmp_path / "run", resume=True)
 
 
 @pytest.mark.parametrize("kept", ["none", "test split only"])

@@ -23,6 +23,7 @@ from lnm_jax.data.pixels.dicom import Box
 from lnm_jax.data.pixels.masks import read_mask
 from lnm_jax.fileio import content_digest
 from lnm_jax.names import IMAGE_INPUTS, PATIENT_ID
+from lnm_jax.names import mask as mask_column
 
 # Screen-capture test: a frame whose content (the largest region whose 5x5 local mean is above DARK) covers
 # less than CONTENT_FRACTION of it, with bright marks (text, scales: > BRIGHT) in the dark
@@ -96,10 +97,13 @@ def survey(
     *,
     screens: bool = True,
     image_size: int | None = None,
+    masks: bool = False,
 ) -> Survey:
     """Resolves every image of ``cohort`` as training will (``screens``: also decode PNG/JPEG
     and unframed DICOM frames to look for whole screen captures; ``image_size``: the model's
-    input side in pixels, to warn of pictures too small for it, :data:`MAX_UPSCALE`)."""
+    input side in pixels, to warn of pictures too small for it, :data:`MAX_UPSCALE`;
+    ``masks``: the lesion masks are training targets, a geometry row each (input
+    ``<input>_mask``, its ``sha256``), so that one changed since is named as an image is)."""
     formats, syntaxes, photometric, framings = (collections.Counter() for _ in range(4))
     notes: dict[str, list[str]] = collections.defaultdict(list)
     phi_files, phi_keys, burned, no_spacing, captures = 0, collections.Counter(), 0, [], []
@@ -166,6 +170,10 @@ def survey(
                 "sha256": content_digest(path),
             }
         )
+        if masks and (m := p.mask(name)) is not None:
+            geometry.append(
+                {PATIENT_ID: p.patient_id, "input": mask_column(name), "format": "mask", "sha256": content_digest(m)}
+            )
     lines = ["images: " + ", ".join(f"{k} {v}" for k, v in sorted(formats.items()))]
     if syntaxes:
         lines.append("  DICOM transfer syntaxes: " + ", ".join(f"{k} {v}" for k, v in syntaxes.most_common()))
