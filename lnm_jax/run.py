@@ -1099,6 +1099,11 @@ class Run:
         another run saved (:func:`check_same_run`), or one both disagree with, is named instead
         (:class:`CheckpointCorruptError`: copied in from another run folder)."""
         check_same_run(self.run_id, meta, where, self.files.run_info)
+        if IMAGES_KEY in meta and not self.files.image_geometry.is_file():  # said as missing, not as edited
+            raise DamagedFileError(
+                f"{self.files.image_geometry} is missing: the record of the images checkpoint {where} was trained on "
+                "(by content); restore it from a copy"
+            )
         if IMAGES_KEY in meta and images_digest(recorded_images(self.files)) != meta[IMAGES_KEY]:
             raise DamagedFileError.edited(
                 self.files.image_geometry,

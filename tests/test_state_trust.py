@@ -1162,6 +1162,10 @@ def test_a_moved_training_cohort_is_named_in_config_json_and_may_be_pointed_to(t
     line = _one_error_line(capsys, ["evaluate", "--workdir", str(run.workdir), "--out", str(tmp_path / "ev")])
     assert f"{run.files.image_geometry}: its images' digests are not those checkpoint " in line, line
     assert not (tmp_path / "ev").exists()
+    # deleted: said missing, not edited (helper-81)
+    run.files.image_geometry.unlink()
+    line = _one_error_line(capsys, ["evaluate", "--workdir", str(run.workdir), "--out", str(tmp_path / "ev")])
+    assert f"{run.files.image_geometry} is missing: the record of the images checkpoint " in line, line
 
 
 def test_edited_checkpoint_metadata_is_one_line_naming_the_checkpoint(triple_run, copy_run, capsys, tmp_path):
