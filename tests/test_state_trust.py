@@ -1922,3 +1922,24 @@ def test_the_card_states_the_schedule_the_checkpoints_record_not_an_edited_confi
     run.files.config.write_text(json.dumps(stored))
     h = metadata(Run.open(run.workdir), "best")["hyperparameters"]
     assert (h["epochs"], h["early_stop_patience"]) == trained
+
+
+def test_an_unfinished_run_is_said_so_where_it_is_evaluated(triple_run, monkeypatch):
+    """A run killed in epoch 4 of 8 was evaluated and carded as "epoch 3 (best ...)" unsaid
+    (helper-81): its evaluation warns that training stopped before train.epochs, unless early
+    stopping stopped it. The schedule is the newest checkpoint's record."""
+    from lnm_jax.evaluation import evaluate as E
+    from lnm_jax.training.checkpoint import CONFIG_KEY, STALE_KEY
+
+    assert E.unfinished_warning(triple_run) is None  # trained to its train.epochs
+    meta, where = E.trained_checkpoint(triple_run.files)
+    record = json.loads(json.dumps(meta[CONFIG_KEY]))
+    record["train"].update(epochs=8, early_stop_patience=0)
+    monkeypatch.setattr(E, "trained_checkpoint", lambda files: ({**meta, "epoch": 3, CONFIG_KEY: record}, where))
+    said = E.unfinished_warning(triple_run)
+    assert said.startswith("training stopped at epoch 3 of 8 (interrupted, not by early stopping)"), said
+    record["train"]["early_stop_patience"] = 2  # stopped early: finished as configured
+    monkeypatch.setattr(
+        E, "trained_checkpoint", lambda files: ({**meta, "epoch": 3, STALE_KEY: 2, CONFIG_KEY: record}, where)
+    )
+    assert E.unfinished_warning(triple_run) is None

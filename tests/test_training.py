@@ -826,7 +826,7 @@ def test_early_stopping_on_validation_auc(tiny_cohort, tmp_path):
     assert epochs == list(range(1, best["epoch"] + 2)) and len(epochs) < 8
     # a resume of the stopped run trains nothing and writes nothing (helper-81: it trained past
     # its stop, and patience restarted at a resume); a larger patience trains on, counting on
-    from lnm_jax.training.loop import STALE_KEY
+    from lnm_jax.training.checkpoint import STALE_KEY
 
     meta, _ = run.checkpoints().meta("latest")
     assert meta[STALE_KEY] == 1 and meta["epoch"] == epochs[-1]

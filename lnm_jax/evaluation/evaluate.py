@@ -20,10 +20,10 @@ from lnm_jax.evaluation.summary import format_summary, summarise_predictions
 from lnm_jax.fileio import DamagedFileError, atomic_directory, guard_output, read_json, sealed, write_csv, write_json
 from lnm_jax.model_card import metadata, write_card
 from lnm_jax.preflight import check_inputs_present, zero_fills
-from lnm_jax.run import Run
+from lnm_jax.run import Run, trained_checkpoint
 from lnm_jax.serving import guard_predictions, intensity_check, missing_inputs, write_predictions
 from lnm_jax.task import Task
-from lnm_jax.training.checkpoint import DIGEST_KEY
+from lnm_jax.training.checkpoint import CONFIG_KEY, DIGEST_KEY, STALE_KEY
 
 
 def evaluate(run: Run, *, checkpoint: str = "best", subsets=("val", "test"), out: Path | str | None = None) -> dict:
@@ -107,6 +107,8 @@ def evaluate(run: Run, *, checkpoint: str = "best", subsets=("val", "test"), out
     result["warnings"] += small_split_warnings(result)
     if no_youden:
         result["warnings"].append(NO_YOUDEN_WARNING)
+    if unfinished := unfinished_warning(run):
+        result["warnings"].append(unfinished)
     if result["temperature_at_bound"]:  # recorded with the metrics, so the model card says it too
         lo, hi = C.TEMPERATURE_BOUNDS
         result["warnings"].append(f"{BOUND_WARNING} (T = {temperature:.2f}, bounds {lo}-{hi})")
@@ -391,6 +393,26 @@ def lesion_evidence(run: Run, checkpoint: str, out: Path, shown: Path | None = N
 
 
 PREVALENCE_BOUNDS = (0.2, 0.8)  # outside: a 0.5 threshold on an unweighted model is a poor default
+
+
+def unfinished_warning(run: Run) -> str | None:
+    """A warning where the run's training stopped before its ``train.epochs`` (killed, or
+    stopped by a failure) and not by early stopping: its best checkpoint is the best so far,
+    which a resume may replace (helper-81: such a run was evaluated and carded unsaid). The
+    epochs and patience are the newest checkpoint's record; None for a finished run, or one
+    whose checkpoints record neither."""
+    newest = trained_checkpoint(run.files)
+    if newest is None:
+        return None
+    meta = newest[0]
+    train = (meta.get(CONFIG_KEY) or {}).get("train", {})
+    planned, patience, epoch = train.get("epochs"), train.get("early_stop_patience", 0), meta.get("epoch")
+    if planned is None or epoch is None or epoch >= planned or (patience and meta.get(STALE_KEY, 0) >= patience):
+        return None
+    return (
+        f"training stopped at epoch {epoch} of {planned} (interrupted, not by early stopping): this evaluates the best "
+        f"epoch so far, which finishing it (lnm-jax train --workdir {run.workdir} --resume) may replace"
+    )
 
 
 def imbalance_warnings(result: dict, labels, config) -> list[str]:

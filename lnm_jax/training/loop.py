@@ -23,14 +23,9 @@ from lnm_jax.run import check_best
 from lnm_jax.run_files import RunFiles, superseded_name
 from lnm_jax.training import sharding
 from lnm_jax.training import state as state_lib
-from lnm_jax.training.checkpoint import non_finite_paths
+from lnm_jax.training.checkpoint import STALE_KEY, non_finite_paths
 from lnm_jax.training.save_schedule import SaveSchedule
 from lnm_jax.training.steps import make_eval_step, make_train_step, predict, step_options
-
-# an epoch checkpoint's count of epochs without a validation-AUC gain (once the branches train):
-# a resume goes on counting, and one of a run that stopped early trains nothing (helper-81: patience
-# restarted at a resume, and a resumed early-stopped run trained past its stop)
-STALE_KEY = "epochs_without_gain"
 
 if TYPE_CHECKING:
     from lnm_jax.run import Run
