@@ -69,7 +69,6 @@ from lnm_jax.fileio import (
     write_csv,
     write_json,
 )
-from lnm_jax.metric_writer import read_history
 from lnm_jax.models.fusion import build_model, check_config
 from lnm_jax.portable import preprocessing_digest
 from lnm_jax.preflight import (
@@ -269,17 +268,18 @@ def trained_checkpoint(files: RunFiles) -> tuple[dict, Path] | None:
     return read_while_trained(files, read)
 
 
-def check_best(ckpts: RunCheckpoints, files: RunFiles) -> None:
+def check_best(ckpts: RunCheckpoints, *, resuming: bool = False) -> None:
     """That the run's 'best' checkpoint is the one its training saved as best, before it is read
-    (``evaluate``, ``predict``, ``export``) or a resume goes on: one
-    :class:`~lnm_jax.training.checkpoint.CheckpointCorruptError` naming the checkpoint where its
-    epoch is not the best epoch its own record names (a 'latest' copied over it), where the
-    'latest' checkpoint of a later epoch names another epoch best, or where it lies past the
-    run's history (a best from a copy of the run trained further); FileNotFoundError where
+    (``evaluate``, ``predict``, ``export``) or a resume goes on: FileNotFoundError where
     'latest' records a best epoch but 'best' is gone (a resume had gone on without a word, and
-    ``evaluate`` then found no best). A run whose training was stopped between saving a best
-    epoch and its 'latest' passes (its history holds that epoch). helper-81: each had been
-    evaluated and carded as the best epoch."""
+    ``evaluate`` then found no best); one
+    :class:`~lnm_jax.training.checkpoint.CheckpointCorruptError` naming the checkpoint where its
+    epoch is not the best epoch its own record names (a 'latest' copied over it) or, for a reader
+    (not ``resuming``), where the 'latest' checkpoint of the same or a later epoch names another
+    epoch best. helper-81: each had been evaluated and carded as the best epoch. A best ahead of
+    'latest' (training stopped between the two saves, once or twice) passes: a resume redoes
+    those epochs, and a reader reads a state the run reached. A resume goes on past a 'latest'
+    that names another best (its redone epoch may not improve again); readers are refused."""
     best_at, latest_at = ckpts.latest_epoch("best"), ckpts.latest_epoch("latest")
     latest = ckpts.meta("latest") if latest_at is not None else None
     named = int(latest[0].get("best", {}).get("epoch", 0) or 0) if latest else 0
@@ -299,19 +299,11 @@ def check_best(ckpts: RunCheckpoints, files: RunFiles) -> None:
             f"checkpoint {where} is not the run's best: it holds epoch {epoch}, whose record names epoch {own} the "
             f"best (a 'latest' checkpoint copied over it?); {remedy}"
         )
-    if latest and epoch is not None and epoch <= latest[0]["epoch"] and named != epoch:
+    if not resuming and latest and epoch is not None and epoch <= latest[0]["epoch"] and named != epoch:
         raise CheckpointCorruptError(
             f"checkpoint {where} holds epoch {epoch}, but {latest[1]} (epoch {latest[0]['epoch']}) records epoch "
-            f"{named} as the run's best: another copy's checkpoint?; {remedy}"
+            f"{named} as the run's best: another copy's checkpoint, or one left by a stopped attempt?; {remedy}"
         )
-    if latest and epoch is not None and epoch > latest[0]["epoch"]:
-        trained = max((r["epoch"] for r in read_history(files.history)), default=0)
-        if epoch > trained:
-            raise CheckpointCorruptError(
-                f"checkpoint {where} holds epoch {epoch}, past the run's history ({files.history.name}: epochs 1-"
-                f"{trained}) and its latest checkpoint (epoch {latest[0]['epoch']}): a checkpoint of another copy of "
-                f"the run, trained further?; {remedy}"
-            )
 
 
 def load_trained_config(workdir: Path | str) -> ConfigDict:
@@ -419,6 +411,19 @@ def check_images_unchanged(
                 f"{where}, {r['input']} {path}: not the {kind} the run was trained on (its content differs from "
                 f"{files.image_geometry.name}'s record); {remedy}"
             )
+
+
+def records_masks(config: ConfigDict, files: RunFiles, resume: bool) -> bool:
+    """Whether the run's ``image_geometry.csv`` records its lesion masks by content (rows
+    ``<input>_mask``): where they are training targets (``train.lesion_loss_weight`` > 0), but
+    for a resume of a run whose record holds none (written before masks were recorded): its
+    checkpoints' image digest is of the images alone, and a record rewritten with masks had made
+    the run unreadable (helper-82)."""
+    if not config.train.get("lesion_loss_weight", 0.0):
+        return False
+    rows = recorded_images(files) if resume and files.checkpoints.exists() else None
+    masks = {names.mask(i) for i in names.IMAGE_INPUTS}
+    return rows is None or any(r.get("input") in masks for r in rows)
 
 
 def images_digest(rows: list[dict] | None) -> str | None:
@@ -911,7 +916,7 @@ class Run:
             Framing.from_config(config.data),
             screens=False,
             image_size=int(config.data.image_size),
-            masks=bool(config.train.get("lesion_loss_weight", 0.0)),  # training targets: recorded as images are
+            masks=records_masks(config, files, resume),
         )
         if images.problems:
             raise ValueError(f"{cohort.path}: " + " | ".join(images.problems))
@@ -1081,7 +1086,7 @@ class Run:
                 ckpts = self.checkpoints()
                 try:
                     if checkpoint == "best":
-                        check_best(ckpts, self.files)
+                        check_best(ckpts)
                     self.check_checkpoint(*ckpts.meta(checkpoint))
                     # restored into the state's shapes, which need no initialisation to know
                     return ckpts.restore(checkpoint, self.abstract_state())

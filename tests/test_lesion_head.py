@@ -195,3 +195,27 @@ def test_a_lesion_head_without_training_masks_is_refused_before_training(tiny_co
         Run.create(c, tmp_path / "run")
     assert ("none for training" in str(e.value)) == (kept != "none")
     assert not (tmp_path / "run").exists()
+
+
+def test_a_resumed_lesion_head_run_keeps_its_record_of_masks_as_it_was(tmp_path):
+    """A run recorded before masks were (image_geometry.csv without <input>_mask rows) and
+    resumed by this version: its record is rewritten without them, as its checkpoints' image
+    digest is of the images alone (helper-82: rewritten with them, the run was unreadable). A
+    new run, or one that records them, records them; a run without a lesion head none."""
+    from lnm_jax.fileio import write_csv
+    from lnm_jax.run import records_masks
+    from lnm_jax.run_files import RunFiles
+
+    files = RunFiles(tmp_path / "run")
+    c = tiny_config(tmp_path / "m.csv", "dual", epochs=1)
+    c.train.lesion_loss_weight = 1.0
+    assert records_masks(c, files, resume=False) and records_masks(c, files, resume=True)  # nothing recorded yet
+    files.checkpoints.mkdir(parents=True)
+    image = {"patient_id": "P1", "input": "bmode", "sha256": "a" * 64}
+    write_csv(files.image_geometry, [image], ["patient_id", "input", "sha256"])
+    assert not records_masks(c, files, resume=True)  # an older record: kept without masks
+    assert records_masks(c, files, resume=False)
+    write_csv(files.image_geometry, [image, {**image, "input": "bmode_mask"}], ["patient_id", "input", "sha256"])
+    assert records_masks(c, files, resume=True)
+    c.train.lesion_loss_weight = 0.0
+    assert not records_masks(c, files, resume=False)

@@ -1839,9 +1839,11 @@ def test_the_plateau_cuts_after_patience_epochs_without_a_gain_and_patience_0_is
 def test_a_best_checkpoint_gone_or_not_the_runs_best_is_refused(triple_run, copy_run, capsys):
     """helper-81: checkpoints/best deleted, a resume trained on without a word (evaluate then
     found no best); a 'latest' copied over 'best' (its epoch 8, its record naming epoch 1 best)
-    and a best from a copy of the run trained one epoch further were evaluated and carded as
-    the best epoch. Each is now one line naming the checkpoint, before anything is read or
-    written; the run folder stays as it was."""
+    was evaluated and carded as the best epoch. Each is one line naming the checkpoint, before
+    anything is read or written, the run folder as it was. A best that 'latest' does not name
+    (left by a stopped attempt whose redone epoch did not improve again) is refused to readers
+    and resumed over. A best ahead of 'latest' and of the history (a run stopped twice between
+    saving a best epoch and its 'latest': helper-82) is read and resumed."""
     from lnm_jax.run import Run
     from lnm_jax.training.checkpoint import CheckpointCorruptError
 
@@ -1868,11 +1870,6 @@ def test_a_best_checkpoint_gone_or_not_the_runs_best_is_refused(triple_run, copy
             CheckpointCorruptError,
             rf"is not the run's best: it holds epoch {last + 5}, whose record names epoch 1 the best",
         ),
-        (  # a best of a copy trained one epoch further
-            lambda run: rewritten(run, "best", last + 1, epoch=last + 1, best={"val_auc": 0.9, "epoch": last + 1}),
-            CheckpointCorruptError,
-            rf"holds epoch {last + 1}, past the run's history \(metrics.jsonl: epochs 1-{last}\)",
-        ),
     )
     for i, (edit, kind, says) in enumerate(cases):
         run = copy_run(triple_run, f"c{i}")
@@ -1885,6 +1882,18 @@ def test_a_best_checkpoint_gone_or_not_the_runs_best_is_refused(triple_run, copy
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and re.search(says, err[0]), err
         assert _snapshot(run.workdir) == before, says
+    # 'latest' names another epoch best than the best checkpoint holds: readers refused, a resume goes on
+    run = copy_run(triple_run, "named")
+    rewritten(run, "latest", last, best={"val_auc": 0.5, "epoch": 1, "val_loss": 0.7})
+    with pytest.raises(CheckpointCorruptError, match=rf"holds epoch {last}, but .* records epoch 1 as the run's best"):
+        Run.open(run.workdir).restore("best")
+    assert main(["train", "--resume", f"--config.train.epochs={last + 1}", "--workdir", str(run.workdir)]) == 0
+    # a best ahead of 'latest' and of the history: read, and resumed over
+    run = copy_run(triple_run, "ahead")
+    rewritten(run, "best", last + 1, epoch=last + 1, best={"val_auc": 0.9, "epoch": last + 1, "val_loss": 0.5})
+    Run.open(run.workdir).restore("best")
+    assert main(["train", "--resume", f"--config.train.epochs={last + 1}", "--workdir", str(run.workdir)]) == 0
+    capsys.readouterr()
 
 
 def test_a_run_made_inside_another_runs_folder_is_refused(triple_run, tiny_cohort, capsys):
@@ -1942,4 +1951,9 @@ def test_an_unfinished_run_is_said_so_where_it_is_evaluated(triple_run, monkeypa
     monkeypatch.setattr(
         E, "trained_checkpoint", lambda files: ({**meta, "epoch": 3, STALE_KEY: 2, CONFIG_KEY: record}, where)
     )
+    assert E.unfinished_warning(triple_run) is None
+    # a checkpoint saved before the count was kept, with early stopping: it may have stopped early
+    # (helper-82: an older run that had was told it was interrupted)
+    old = {k: v for k, v in meta.items() if k != STALE_KEY}
+    monkeypatch.setattr(E, "trained_checkpoint", lambda files: ({**old, "epoch": 3, CONFIG_KEY: record}, where))
     assert E.unfinished_warning(triple_run) is None

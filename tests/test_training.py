@@ -839,6 +839,14 @@ def test_early_stopping_on_validation_auc(tiny_cohort, tmp_path):
     more = [r["epoch"] for r in _history(again)]
     # 3 epochs without a gain in all, one of them before the resume (or train.epochs reached)
     assert more == list(range(1, min(8, best["epoch"] + 3) + 1)), more
+    # a run trained without early stopping never stopped early: resumed with more epochs and a
+    # patience, it trains (helper-82: "the run stopped early; nothing trained")
+    config.train.epochs, config.train.early_stop_patience = 3, 0
+    plain = Run.create(config, tmp_path / "plain")
+    train(plain)
+    config.train.epochs, config.train.early_stop_patience = 4, 1
+    train(Run.create(config, plain.workdir, resume=True))
+    assert [r["epoch"] for r in _history(plain)] == [1, 2, 3, 4]
 
 
 def test_norm_stats_command_output_overrides_the_config(tiny_cohort, capsys):

@@ -399,15 +399,18 @@ def unfinished_warning(run: Run) -> str | None:
     """A warning where the run's training stopped before its ``train.epochs`` (killed, or
     stopped by a failure) and not by early stopping: its best checkpoint is the best so far,
     which a resume may replace (helper-81: such a run was evaluated and carded unsaid). The
-    epochs and patience are the newest checkpoint's record; None for a finished run, or one
-    whose checkpoints record neither."""
+    epochs and patience are the newest checkpoint's record; None for a finished run, one whose
+    checkpoints record neither, and one with early stopping whose checkpoint does not record its
+    count (saved before it was kept: it may have stopped early; helper-82)."""
     newest = trained_checkpoint(run.files)
     if newest is None:
         return None
     meta = newest[0]
     train = (meta.get(CONFIG_KEY) or {}).get("train", {})
     planned, patience, epoch = train.get("epochs"), train.get("early_stop_patience", 0), meta.get("epoch")
-    if planned is None or epoch is None or epoch >= planned or (patience and meta.get(STALE_KEY, 0) >= patience):
+    if planned is None or epoch is None or epoch >= planned:
+        return None
+    if patience and (STALE_KEY not in meta or meta[STALE_KEY] >= patience):  # stopped early, or cannot tell
         return None
     return (
         f"training stopped at epoch {epoch} of {planned} (interrupted, not by early stopping): this evaluates the best "

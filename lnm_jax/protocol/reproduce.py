@@ -328,7 +328,8 @@ def reproduce(config: ConfigDict, workdir: Path | str) -> dict:
             except ValueError as e:
                 raise ValueError(f"protocol.pretrain{f' (fold {k})' if folds else ''}: {e}") from e
     runs = plan_runs(config)
-    images = survey(cohort, Framing.from_config(config.data), screens=False)  # as each run's start surveys it
+    # as each run's start surveys it (the field of view's square at the image size included)
+    images = survey(cohort, Framing.from_config(config.data), screens=False, image_size=int(config.data.image_size))
     if images.problems:
         raise ValueError(f"{cohort.path}: " + " | ".join(images.problems))
     for name, run in runs.items():  # every planned model, its inputs and its splits, before anything is written
