@@ -422,3 +422,37 @@ def test_busbra_converter_maps_views_flag_label_and_single_view_patients(tmp_pat
     (views / "bus_data.csv").write_text(table.replace("bus_0002-r,2,hist2,benign,3", "bus_0002-r,2,hist2,benign,3a"))
     assert main(["convert-busbra", "--src", str(views), "--out", str(tmp_path / "3a.csv")]) == 1
     assert "line 5: BIRADS '3a' is not a BI-RADS category (0-6, 4a-4c)" in capsys.readouterr().err
+
+
+def test_a_lesion_outside_the_field_of_view_is_refused_before_reproduce_writes(tiny_cohort, tmp_path, capsys):
+    """reproduce's survey before anything is written checks the field of view's square as each
+    run's start does: it had written config.json, run_info.json and splits.json, then failed in
+    the first run (helper-82)."""
+    import csv
+
+    src = Path(tiny_cohort)
+    with src.open() as f:
+        reader = csv.DictReader(f)
+        fields, rows = [*reader.fieldnames, "bmode_mm_per_pixel", "ceus_mm_per_pixel"], list(reader)
+    for r in rows:
+        for k in ("bmode", "ceus", "bmode_mask", "ceus_mask"):
+            r[k] = str(src.parent / r[k]) if r.get(k) else ""
+        r["bmode_mm_per_pixel"] = r["ceus_mm_per_pixel"] = "0.2"
+    with Image.open(rows[0]["bmode_mask"]) as m:  # the first patient's lesion moved to a corner
+        corner = np.zeros((m.height, m.width), np.uint8)
+    corner[:3, :3] = 255
+    Image.fromarray(corner).save(tmp_path / "corner.png")
+    rows[0]["bmode_mask"] = str(tmp_path / "corner.png")
+    manifest = tmp_path / "m.csv"
+    with manifest.open("w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=fields)
+        w.writeheader()
+        w.writerows(rows)
+    work = tmp_path / "protocol"
+    argv = ["reproduce", "--workdir", str(work), "--manifest", str(manifest), *TINY]
+    argv += [f"--config.protocol.backbones=('{BACKBONE}',)", "--config.protocol.settings=('bmode', 'triple')"]
+    # 2 mm: the central 10 pixels of each picture, away from the corner
+    assert main([*argv, "--config.data.field_of_view_mm=2.0"]) == 1
+    err = capsys.readouterr().err
+    assert "data.field_of_view_mm=2 leaves none of the lesion of 1 mask(s)" in err and "corner.png" in err, err
+    assert not work.exists()
