@@ -190,6 +190,12 @@ def test_a_mask_drawn_in_alpha_reads_as_shown_and_one_without_background_is_refu
     refused = [
         (png("soft.png", soft, "LA"), NOT_BINARY, "transparency (alpha) is not binary"),
         (png("full.png", white), NO_BACKGROUND, "every pixel"),
+        # red on white (helper-80: said "marks every pixel", as if the lesion filled the image)
+        (
+            png("red_on_white.png", np.where(square[..., None], [255, 0, 0], [255, 255, 255]).astype(np.uint8)),
+            NO_BACKGROUND,
+            "drawn in colours none of which is black (e.g. a lesion in red on white)",
+        ),
         (png("inverted.png", np.where(square, 0, 255).astype(np.uint8)), NO_BACKGROUND, "all four corners (94%"),
         (png("inverted_ellipse.png", np.where(ellipse, 0, 255).astype(np.uint8)), NO_BACKGROUND, "all four corners"),
     ]

@@ -92,12 +92,19 @@ def _read_lesion(path: Path | str) -> np.ndarray:
         lesion = read_segmentation(path)
     else:
         # [0, 1], every chunk checked, as an image; composited over black: a transparent pixel is 0
-        pixels = over_channels(np.maximum, verify_image(Path(path), MAX_IMAGE_PIXELS))
+        rgb = verify_image(Path(path), MAX_IMAGE_PIXELS)
+        pixels = over_channels(np.maximum, rgb)
         opacity = read_opacity(Path(path))
         if opacity is not None and opacity.min() < 1:  # said as the alpha's: the colours may be binary
             _check_binary(opacity, "mask's transparency (alpha) is not binary")
         _check_binary(pixels, "mask is not binary")
         lesion = pixels > 0
+        if lesion.all() and (rgb != rgb[:1, :1]).any():  # (helper-80: "marks every pixel" misled)
+            raise MaskError(
+                NO_BACKGROUND,
+                "mask is drawn in colours none of which is black (e.g. a lesion in red on white): every pixel reads "
+                "as lesion; a mask marks the lesion in one value and 0 (black, or transparent) elsewhere",
+            )
     if not lesion.any():
         raise MaskError(EMPTY, "mask marks no lesion pixel")
     return lesion
