@@ -115,10 +115,14 @@ def test_one_model_for_every_pattern_matches_the_dedicated_model_without_ceus(tm
     trained on B-mode + flag alone (same cohort, split and test patients), and all three inputs
     beat B-mode + flag. Margins from the spread measured over seeds 0-4 natively and 0-2 with
     XLA:CPU held to AVX2 (scripts/measure_test_margins.py, 8 runs): missing-input minus dedicated
-    AUC mean +0.028, SD 0.048, min -0.026 -> margin -0.12 (mean - 3.1 SD); all three minus
-    B-mode + flag mean 0.080, SD 0.009, min 0.065 -> margin 0.03 (mean - 5.5 SD). 400 patients
-    with strong cues (d = 3), 12 epochs at 32 px: both models stay below the Bayes AUC (0.985),
-    so their difference carries the training noise that sets the first margin."""
+    AUC mean +0.028, SD 0.048, min -0.026; all three minus B-mode + flag mean 0.080, SD 0.009,
+    min 0.065. On a 2-core AMD EPYC with AVX-512 (2026-12-06, seeds 0-5): mean -0.001, SD 0.054,
+    min -0.103; and mean 0.096, SD 0.044, min 0.037 (margins of -0.12 and 0.03 had been 2.2 and
+    1.5 SD from its means). Margins now from that wider spread: -0.16 (mean - 2.9 SD there) and
+    0 (all three never below B-mode + flag; mean - 2.2 SD there, the lowest of 14 runs 0.037).
+    400 patients with strong cues (d = 3), 12 epochs at 32 px: both models stay below the Bayes
+    AUC (0.985), so their difference carries the training noise that sets the first margin (600
+    patients did not narrow it: seed 0 there gave 0.029 for the second)."""
     from lnm_jax.config import base_config
     from lnm_jax.data.synth.synthetic import SynthParams, generate_cohort
 
@@ -157,9 +161,9 @@ def test_one_model_for_every_pattern_matches_the_dedicated_model_without_ceus(tm
         all_three=all_auc,
         all_minus_no_ceus=all_auc - missing_auc,
     )
-    assert missing_auc >= dedicated_auc - 0.12, row
+    assert missing_auc >= dedicated_auc - 0.16, row
     # every input helps: all three beat B-mode + flag; the table is written
-    assert all_auc > missing_auc + 0.03, (all_auc, missing_auc)
+    assert all_auc > missing_auc, (all_auc, missing_auc)
     table = (tmp_path / "missing" / "eval_best" / "availability.md").read_text()
     assert table.count("|") > 20
     # the state it scored, as metrics.json records it (case availability-stale-after-resume)
