@@ -2428,8 +2428,8 @@ def test_a_lesion_outside_the_models_square_is_named_and_left_unscored(triple_ru
 
     real, gone = heatmaps._lesion, []
 
-    def lesion(patient, branch, config):
-        framed = real(patient, branch, config)
+    def lesion(patient, branch, *args):
+        framed = real(patient, branch, *args)
         if framed is not None and not gone:  # the first mask scored: its lesion all outside
             gone.append(f"{patient.patient_id} {branch} {patient.mask(branch).name}")
             return np.zeros_like(framed)

@@ -7,9 +7,8 @@ from __future__ import annotations
 import numpy as np
 
 from lnm_jax.data.cohorts.manifest import Patient
-from lnm_jax.data.pixels.decode import fit
 from lnm_jax.data.pixels.masks import decode_mask
-from lnm_jax.data.pixels.sources import DEFAULT_FRAMING, Framing, clip_frame_indices, decode_input, resolve
+from lnm_jax.data.pixels.sources import DEFAULT_FRAMING, Framing, decode_input
 from lnm_jax.names import BMODE, CEUS, IMAGE_INPUTS, LABEL, PATIENT_ID, US_LNM, has, mask
 
 
@@ -21,29 +20,6 @@ def decode_lesion(p: Patient, name: str, size: int, framing: Framing = DEFAULT_F
     if path is None:
         return None
     return decode_mask(path, getattr(p, name), name, size=size, options=p.image_options(name), framing=framing)
-
-
-def picture_region(p: Patient, name: str, size: int, framing: Framing = DEFAULT_FRAMING) -> np.ndarray | None:
-    """float32 [S, S] in [0, 1]: each model pixel's share of the patient's picture for image
-    input ``name``, framed as the image is (the rest is the zero padding of
-    ``data.field_of_view_mm``); None without a field of view (the picture fills the square)."""
-    if not framing.field_of_view_mm:
-        return None
-    source = resolve(getattr(p, name), name, p.image_options(name), framing.ceus_region)
-    ones = np.ones((source.box.height, source.box.width, 1), np.float32)
-    return fit(ones, size, source.mm_per_pixel, framing.field_of_view_mm)[..., 0]
-
-
-def clip_frame(p: Patient, name: str, framing: Framing = DEFAULT_FRAMING) -> tuple[int, int] | None:
-    """(the 0-based index of the frame the model reads of image input ``name``'s clip at
-    clip_frames 1, its peak-enhancement frame; the clip's frames), or None for a still image
-    (or a DICOM file read as one frame): what a heatmap of that input shows and its lesion mask
-    is compared on."""
-    source = resolve(getattr(p, name), name, p.image_options(name), framing.ceus_region)
-    if source.still_frame is not None or source.kind not in ("clip", "dicom"):
-        return None
-    idx, count = clip_frame_indices(source, 1)
-    return int(idx[0]), count
 
 
 def decode_patient(

@@ -16,8 +16,8 @@ import numpy as np
 from lnm_jax import names
 from lnm_jax import run_files as F
 from lnm_jax.data.cohorts.manifest import manifest_checks, read_manifest
-from lnm_jax.data.pixels.sources import Framing
-from lnm_jax.data.records import clip_frame, decode_lesion, picture_region
+from lnm_jax.data.pixels.masks import frame_mask
+from lnm_jax.data.pixels.sources import Framing, Source, clip_frame, picture_region, resolve
 from lnm_jax.evaluation.metrics import sigmoid
 from lnm_jax.explain import scores as S
 from lnm_jax.explain.figures import grid_figure, patient_figure
@@ -44,11 +44,10 @@ def _pick(entries: list[dict], n: int) -> list[dict]:
     return out
 
 
-def _lesion(patient, branch: str, config) -> np.ndarray | None:
-    """The patient's mask for ``branch`` framed as the model saw its image, or None."""
-    if patient is None:
-        return None
-    return decode_lesion(patient, branch, config.data.image_size, Framing.from_config(config.data))
+def _lesion(patient, branch: str, source: Source, framing: Framing, size: int) -> np.ndarray:
+    """The patient's mask for ``branch`` framed as the model saw its image (``source``: that
+    image resolved, once for the mask, the picture's region and a clip's frame)."""
+    return frame_mask(patient.mask(branch), source, size, framing)
 
 
 def gradcam(
@@ -208,6 +207,7 @@ def _explain(
     cam_fn = make_cam_fn(predictor.model, layer=layer, method=method, target=target)
     (out / F.CAM_PATIENTS if figures else out).mkdir(parents=True, exist_ok=True)
     entries, flat, arrays, scored, outside, clipped = [], dict.fromkeys(branches, 0), {}, [], [], []
+    framing, size = Framing.from_config(config.data), config.data.image_size
     rng = np.random.default_rng(seed)
     for batch in itertools.chain([first], batches):
         res = {k: np.asarray(v) for k, v in cam_fn(predictor.params, predictor.batch_stats, step_inputs(batch)).items()}
@@ -233,21 +233,23 @@ def _explain(
                 )  # a constant map shows nothing (cam_from scales to [0, 1])
                 arrays[f"{pid}/{b}"] = res[b][i].astype(np.float32)
                 arrays[f"{pid}/{b}_raw"] = res[f"{b}_raw"][i].astype(np.float32)
-                lesion = _lesion(patients.get(pid), b, config)
-                if lesion is None:
+                patient = patients.get(pid)
+                if patient is None or patient.mask(b) is None:
                     continue
+                source = resolve(getattr(patient, b), b, patient.image_options(b), framing.ceus_region)
+                lesion = _lesion(patient, b, source, framing, size)
                 if not lesion.any():  # all of it outside the field of view's square (validate refuses it)
-                    outside.append(f"{pid} {b} {patients[pid].mask(b).name}")
+                    outside.append(f"{pid} {b} {patient.mask(b).name}")
                     continue
                 entry["lesions"][b] = lesion
                 arrays[f"{pid}/{b}_lesion"] = lesion
                 # a clip's map is of the one frame the model reads: its mask is compared there
-                frame = clip_frame(patients[pid], b, Framing.from_config(config.data)) if b == names.CEUS else None
+                frame = clip_frame(source) if b == names.CEUS else None
                 if frame is not None:
                     entry["frames"] = {b: frame}
                     clipped.append(pid)
-                picture = picture_region(patients[pid], b, config.data.image_size, Framing.from_config(config.data))
-                noise = S.random_map(rng, sizes[layer], config.data.image_size, picture)
+                picture = picture_region(source, size, framing)
+                noise = S.random_map(rng, sizes[layer], size, picture)
                 scored.append(
                     {
                         names.PATIENT_ID: pid,

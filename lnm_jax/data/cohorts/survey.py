@@ -18,9 +18,9 @@ from scipy import ndimage
 from lnm_jax.data.cohorts.manifest import Cohort, Patient
 from lnm_jax.data.pixels import sources
 from lnm_jax.data.pixels.clips import read_frames
-from lnm_jax.data.pixels.decode import fit, over_channels, read_image
+from lnm_jax.data.pixels.decode import over_channels, read_image
 from lnm_jax.data.pixels.dicom import Box
-from lnm_jax.data.pixels.masks import read_mask
+from lnm_jax.data.pixels.masks import frame_mask
 from lnm_jax.fileio import content_digest
 from lnm_jax.names import IMAGE_INPUTS, PATIENT_ID
 from lnm_jax.names import mask as mask_column
@@ -148,7 +148,7 @@ def survey(
             and image_size
             and src.mm_per_pixel
             and (m := p.mask(name)) is not None
-            and not _kept(m, src, image_size, fov)
+            and not _kept(m, src, image_size, framing)
         ):
             cut.append(f"{where}, mask {m.name}")
         if screens and how == sources.WHOLE_FRAME:
@@ -233,16 +233,16 @@ def survey(
     return Survey(lines, problems, geometry)
 
 
-def _kept(mask, src: sources.Source, size: int, field_of_view_mm: float) -> bool:
+def _kept(mask, src: sources.Source, size: int, framing: sources.Framing) -> bool:
     """Whether any of the lesion of ``mask`` (a file checked against ``src``, its image's
-    resolved frame) is in the model's ``size``-pixel square at ``field_of_view_mm``: framed as
-    :func:`lnm_jax.data.pixels.masks.decode_mask` frames it, which centre-crops a picture wider
-    than the field of view. True for a mask that cannot be read (refused by the manifest check)."""
+    resolved frame) is in the model's ``size``-pixel square: framed by
+    :func:`lnm_jax.data.pixels.masks.frame_mask`, which with ``data.field_of_view_mm``
+    centre-crops a picture wider than the field of view. True for a mask that cannot be read
+    (refused by the manifest check)."""
     try:
-        lesion = read_mask(mask).astype(np.float32)[..., None]
+        return bool(frame_mask(mask, src, size, framing).max() > 0)
     except (OSError, ValueError):
         return True
-    return bool(fit(sources.crop(lesion, src.box), size, src.mm_per_pixel, field_of_view_mm).max() > 0)
 
 
 def _first(src: sources.Source) -> np.ndarray:

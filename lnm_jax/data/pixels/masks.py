@@ -188,6 +188,10 @@ def decode_mask(
 ) -> np.ndarray:
     """float32 [size, size] in [0, 1]: the mask at ``path`` framed as input ``name``'s image at
     ``image`` is framed (same crop, physical scale, kernel) for the model's square."""
-    source = resolve(Path(image), name, options, framing.ceus_region)
+    return frame_mask(path, resolve(Path(image), name, options, framing.ceus_region), size, framing)
+
+
+def frame_mask(path: Path | str, source: Source, size: int, framing: Framing = DEFAULT_FRAMING) -> np.ndarray:
+    """:func:`decode_mask` of its image's resolved ``source`` (no file resolved again)."""
     lesion = read_mask(path).astype(np.float32)[..., None]
     return fit(crop(lesion, source.box), size, source.mm_per_pixel, framing.field_of_view_mm)[..., 0]

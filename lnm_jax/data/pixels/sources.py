@@ -474,6 +474,26 @@ def clip_frame_indices(source: Source, t: int) -> tuple[np.ndarray, int]:
     return clips.sample_indices(curve, t, source.frame_times_s), len(curve)
 
 
+def clip_frame(source: Source) -> tuple[int, int] | None:
+    """(the 0-based index of the frame the model reads of a clip at clip_frames 1, its
+    peak-enhancement frame; the clip's frames), or None for a still image (or a DICOM file read
+    as one frame): what a heatmap of that input shows and its lesion mask is compared on."""
+    if source.still_frame is not None or source.kind not in ("clip", "dicom"):
+        return None
+    idx, count = clip_frame_indices(source, 1)
+    return int(idx[0]), count
+
+
+def picture_region(source: Source, size: int, framing: Framing = DEFAULT_FRAMING) -> np.ndarray | None:
+    """float32 [S, S] in [0, 1]: each model pixel's share of the picture of ``source``, framed as
+    its image is (the rest is the zero padding of ``data.field_of_view_mm``); None without a field
+    of view (the picture fills the square)."""
+    if not framing.field_of_view_mm:
+        return None
+    ones = np.ones((source.box.height, source.box.width, 1), np.float32)
+    return fit(ones, size, source.mm_per_pixel, framing.field_of_view_mm)[..., 0]
+
+
 def read_clip(source: Source, t: int) -> np.ndarray:
     """T frames sampled over the enhancement phase (the peak frame for T = 1), cropped, float32
     [T, h, w, 3]. Every clip (DICOM cine, video, frame folder) streams: one pass for the
