@@ -23,7 +23,7 @@ from lnm_jax.preflight import check_inputs_present, zero_fills
 from lnm_jax.run import Run, trained_checkpoint
 from lnm_jax.serving import guard_predictions, intensity_check, missing_inputs, write_predictions
 from lnm_jax.task import Task
-from lnm_jax.training.checkpoint import CONFIG_KEY, DIGEST_KEY, STALE_KEY
+from lnm_jax.training.checkpoint import CONFIG_KEY, DIGEST_KEY, stopped_early
 
 
 def evaluate(run: Run, *, checkpoint: str = "best", subsets=("val", "test"), out: Path | str | None = None) -> dict:
@@ -406,11 +406,10 @@ def unfinished_warning(run: Run) -> str | None:
     if newest is None:
         return None
     meta = newest[0]
-    train = (meta.get(CONFIG_KEY) or {}).get("train", {})
-    planned, patience, epoch = train.get("epochs"), train.get("early_stop_patience", 0), meta.get("epoch")
+    planned, epoch = (meta.get(CONFIG_KEY) or {}).get("train", {}).get("epochs"), meta.get("epoch")
     if planned is None or epoch is None or epoch >= planned:
         return None
-    if patience and (STALE_KEY not in meta or meta[STALE_KEY] >= patience):  # stopped early, or cannot tell
+    if stopped_early(meta) is not False:  # stopped early, or cannot tell
         return None
     return (
         f"training stopped at epoch {epoch} of {planned} (interrupted, not by early stopping): this evaluates the best "

@@ -148,6 +148,17 @@ _META_TYPES = {
 }
 
 
+def stopped_early(meta: dict) -> bool | None:
+    """Whether the epoch checkpoint ``meta`` was saved when its run stopped early: its count of
+    epochs without a gain (:data:`STALE_KEY`) reached the ``train.early_stop_patience`` it was
+    trained with (its :data:`CONFIG_KEY` record). False with no early stopping; None where that
+    cannot be told (early stopping, but a checkpoint saved before the count was kept)."""
+    patience = int((meta.get(CONFIG_KEY) or {}).get("train", {}).get("early_stop_patience", 0) or 0)
+    if not patience:
+        return False
+    return meta[STALE_KEY] >= patience if STALE_KEY in meta else None
+
+
 def checked_meta(meta: Any, where: Path) -> dict:
     """``meta`` (a checkpoint's metadata as read) once it is what a save writes: a JSON object
     that matches its :data:`META_DIGEST_KEY` where it has one (a checkpoint saved before it was

@@ -23,7 +23,7 @@ from lnm_jax.run import check_best
 from lnm_jax.run_files import RunFiles, superseded_name
 from lnm_jax.training import sharding
 from lnm_jax.training import state as state_lib
-from lnm_jax.training.checkpoint import CONFIG_KEY, STALE_KEY, non_finite_paths
+from lnm_jax.training.checkpoint import STALE_KEY, non_finite_paths, stopped_early
 from lnm_jax.training.save_schedule import SaveSchedule
 from lnm_jax.training.steps import make_eval_step, make_train_step, predict, step_options
 
@@ -202,12 +202,6 @@ def _resumes_from_a_checkpoint(run: Run) -> bool:
     return False
 
 
-def _trained_patience(meta: dict) -> int:
-    """``train.early_stop_patience`` as the checkpoint ``meta`` was trained with (0: none, or a
-    checkpoint that does not record its config)."""
-    return int((meta.get(CONFIG_KEY) or {}).get("train", {}).get("early_stop_patience", 0) or 0)
-
-
 def train(run: Run) -> dict:
     """Trains ``run`` (continuing from its latest checkpoint when it was created with
     ``resume=True``); returns the best epoch's record."""
@@ -250,7 +244,7 @@ def train(run: Run) -> dict:
         check_resumed_history(history, files.history, start_epoch - 1)
     patience = config.train.early_stop_patience
     # stopped early: at the patience its checkpoint was trained with, and still at this one
-    stopped = resumed and progress is None and 0 < _trained_patience(meta) <= stale and stale >= patience > 0
+    stopped = resumed and progress is None and stopped_early(meta) and stale >= patience > 0
     if stopped:
         # stopped early (or would have, at this patience): as a finished run, nothing is written
         if jax.process_index() == 0:
