@@ -6,6 +6,7 @@ former Python loop of roc_auc_score calls, on synthetic scores of three split si
 
 from __future__ import annotations
 
+import argparse
 import time
 
 import numpy as np
@@ -24,7 +25,8 @@ def loop_ci(y, s, n_boot=2000, seed=0, level=0.95):
     return np.quantile(aucs, [(1 - level) / 2, (1 + level) / 2])
 
 
-def main() -> None:
+def main(argv=None) -> None:
+    argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter).parse_args(argv)
     rng = np.random.default_rng(0)
     print("| n | AUC | scipy BCa CI | time | loop percentile CI | time |")
     print("|---:|---:|---|---:|---|---:|")

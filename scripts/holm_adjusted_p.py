@@ -1,6 +1,11 @@
 """Holm (1979) step-down adjustment of the 26 p-values quoted in docs/results_public_data.md, one
 family; a quoted 'p < 0.001' enters as 0.001, so its adjusted value is an upper bound.
-Run: python scripts/holm_adjusted_p.py"""
+
+
+    python scripts/holm_adjusted_p.py
+"""
+
+import argparse
 
 import numpy as np
 
@@ -32,17 +37,25 @@ quoted = {
     "CV DDTI: triple vs crop scratch": 0.007,
     "CV 160px: triple vs 128px": 0.43,
 }
-names = list(quoted)
-bound = np.array([v == "<0.001" for v in quoted.values()])
-p = np.array([0.001 if b else v for b, v in zip(bound, quoted.values())], float)
-m = len(p)
-order = np.argsort(p, kind="stable")
-adj = np.empty(m)
-running = 0.0
-for rank, i in enumerate(order):
-    running = max(running, min(1.0, (m - rank) * p[i]))
-    adj[i] = running
-print(f"{m} p-values, Holm-adjusted (family-wise error over all of them):")
-for i in order:
-    raw = "<0.001" if bound[i] else f"{p[i]:.2g}"
-    print(f"  {names[i]:42s} p {raw:>7s}  Holm {'<=' if bound[i] else ' '}{adj[i]:.3g}")
+
+
+def main(argv=None) -> None:
+    argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter).parse_args(argv)
+    names = list(quoted)
+    bound = np.array([v == "<0.001" for v in quoted.values()])
+    p = np.array([0.001 if b else v for b, v in zip(bound, quoted.values())], float)
+    m = len(p)
+    order = np.argsort(p, kind="stable")
+    adj = np.empty(m)
+    running = 0.0
+    for rank, i in enumerate(order):
+        running = max(running, min(1.0, (m - rank) * p[i]))
+        adj[i] = running
+    print(f"{m} p-values, Holm-adjusted (family-wise error over all of them):")
+    for i in order:
+        raw = "<0.001" if bound[i] else f"{p[i]:.2g}"
+        print(f"  {names[i]:42s} p {raw:>7s}  Holm {'<=' if bound[i] else ' '}{adj[i]:.3g}")
+
+
+if __name__ == "__main__":
+    main()

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from support import cpu_env
@@ -72,6 +73,45 @@ def test_every_command_answers_help_without_heavy_imports():
     pretrain = res["help"]["pretrain --help"]["text"]
     assert "--fold N " in pretrain and "--include-test " in pretrain and "--manifest MANIFEST " in pretrain
     assert "_test" not in pretrain and "repeat this option to specify" not in pretrain
+
+
+SCRIPTS = sorted((Path(__file__).resolve().parents[1] / "scripts").glob("*.py"))
+SCRIPTS_HELP = r"""
+import contextlib, io, json, runpy, sys
+out = {}
+for path in sys.argv[1:]:
+    sys.argv, buf, err = [path, "--help"], io.StringIO(), io.StringIO()
+    sys.path.insert(0, path.rsplit("/", 1)[0])  # as 'python scripts/x.py' runs it
+    try:
+        with contextlib.redirect_stdout(buf), contextlib.redirect_stderr(err):
+            runpy.run_path(path, run_name="__main__")
+        rc = "returned"  # ran its job instead of answering --help
+    except SystemExit as e:
+        rc = e.code or 0
+    except Exception as e:  # a traceback, as delong_ci_coverage.py gave (int('--help'))
+        rc = repr(e)
+    out[path] = {"rc": rc, "text": buf.getvalue()[:200]}
+print(json.dumps(out))
+"""
+
+
+def test_every_script_answers_help_without_running():
+    """``python scripts/X.py --help`` prints its usage and exits 0 for every script (four had run
+    their whole job or raised ``int('--help')``). One process for all: imports are shared."""
+    assert len(SCRIPTS) >= 10
+    done = subprocess.run(
+        [sys.executable, "-c", SCRIPTS_HELP, *map(str, SCRIPTS)],
+        capture_output=True,
+        text=True,
+        env=cpu_env(),
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    res = json.loads(done.stdout.strip().splitlines()[-1])
+    wrong = {
+        Path(k).name: r for k, r in res.items() if r["rc"] != 0 or not r["text"].startswith(f"usage: {Path(k).name}")
+    }
+    assert wrong == {}, wrong
 
 
 def test_an_impossible_option_value_is_a_usage_error_naming_it(capsys):
