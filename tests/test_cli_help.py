@@ -114,6 +114,14 @@ def test_every_script_answers_help_without_running():
     assert wrong == {}, wrong
 
 
+def test_python_m_lnm_jax_is_the_command():
+    """``python -m lnm_jax`` runs the ``lnm-jax`` command (a venv not activated, a notebook)."""
+    done = subprocess.run([sys.executable, "-m", "lnm_jax", "--help"], capture_output=True, text=True, env=cpu_env())
+    assert done.returncode == 0 and done.stdout.startswith("usage: lnm-jax COMMAND"), done
+    done = subprocess.run([sys.executable, "-m", "lnm_jax", "tarin"], capture_output=True, text=True, env=cpu_env())
+    assert done.returncode == 2 and "unknown command 'tarin'" in done.stderr, done
+
+
 def test_an_impossible_option_value_is_a_usage_error_naming_it(capsys):
     """Option values that had been accepted (exit 0 with a meaningless result, or a late
     internal error): ``export --platforms foo`` wrote a folder no machine could score with,
