@@ -340,9 +340,11 @@ def cmd_validate(argv: list[str]) -> int:
             print(f"of the {len(e.readable)} rows read without a problem:", *images.lines, sep="\n")
         raise
     model = bool(a.workdir or a.config or overrides)
-    lines, problems = report(cohort, config, labelled=not a.no_labels, model=model, trains=model and not a.workdir)
+    lines, problems, test = report(
+        cohort, config, labelled=not a.no_labels, model=model, trains=model and not a.workdir
+    )
     if not a.workdir:  # a trained run's backbone was read when it trained (its folder may be gone since)
-        lines, problems = _check_init_from(config, cohort, lines, problems, labelled=not a.no_labels)
+        lines, problems = _check_init_from(config, cohort, lines, problems, test)
     images = survey(cohort, Framing.from_config(config.data), image_size=int(config.data.image_size))
     from lnm_jax.task import Task
 
@@ -356,22 +358,16 @@ def cmd_validate(argv: list[str]) -> int:
     return 0
 
 
-def _check_init_from(config, cohort, lines: list[str], problems: list[str], *, labelled: bool):
+def _check_init_from(config, cohort, lines: list[str], problems: list[str], test):
     """``validate``'s (lines, problems) with ``model.init_from``'s backbone checked as ``train``
-    checks it before writing anything (:func:`lnm_jax.run.check_init_from`): its notes as lines,
+    checks it before writing anything (:func:`lnm_jax.run.check_init_from`, against the test
+    patient IDs ``test`` of the split report made, ``None`` unlabelled): its notes as lines,
     its refusal (a missing folder, an old Keras port, another architecture or width, a backbone
     pretrained on test patients) as a problem. Unchanged without ``init_from``."""
     if not config.model.get("init_from"):
         return lines, problems
-    from lnm_jax.data.cohorts.splits import SplitError, make_splits
     from lnm_jax.run import check_init_from
 
-    test = None
-    if labelled:
-        try:
-            test = make_splits(config, cohort, named=False)[0].test
-        except SplitError:  # said among the problems already
-            pass
     try:
         return [*lines, *check_init_from(config, cohort, test)], problems
     except (OSError, ValueError) as e:

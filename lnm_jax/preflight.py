@@ -6,6 +6,7 @@ subset. ``lnm-jax validate`` reports the same checks without writing anything.""
 from __future__ import annotations
 
 from collections import Counter
+from typing import NamedTuple
 
 from ml_collections import ConfigDict
 
@@ -65,10 +66,20 @@ def availability_patterns(cohort: Cohort) -> Counter:
     return Counter("+".join(i for i in names.INPUTS if p.has(i)) for p in cohort.patients)
 
 
+class Report(NamedTuple):
+    """What :func:`report` found: ``lines`` to print, ``problems`` that refuse the cohort (one
+    line each), and the first split's test patient IDs (``None`` unlabelled or unsplittable), for
+    checks that must keep away from them (a pretrained backbone's)."""
+
+    lines: list[str]
+    problems: list[str]
+    test: tuple | None = None
+
+
 def report(
     cohort: Cohort, config: ConfigDict, *, labelled: bool = True, model: bool = True, trains: bool = False
-) -> tuple[list[str], list[str]]:
-    """``lnm-jax validate``'s (lines, problems): availability patterns, checked against the
+) -> Report:
+    """``lnm-jax validate``'s :class:`Report`: availability patterns, checked against the
     inputs the model of ``config`` takes when ``model`` (a run or config was named), and the
     split check with ``config``'s split settings; with ``trains`` (a config to train, not a
     trained run's) also :func:`check_trainable` on its train split. Writes nothing."""
@@ -80,7 +91,7 @@ def report(
         ok = not model or takes_missing_inputs(config) or set(uses) <= present
         why = "" if ok else "  <- refused: lacks " + "+".join(i for i in uses if i not in present)
         lines.append(f"  {pattern or '(none)'}: {n} patient(s){why}")
-    problems = []
+    problems, test = [], None
     if model:
         try:
             check_config(config)
@@ -94,6 +105,7 @@ def report(
         try:
             splits = make_splits(config, cohort, named=False)  # said under the manifest's name
             s = splits[0]
+            test = tuple(s.test)
             lines.append(
                 f"split ({config.data.split.to_dict()}, folds {config.protocol.folds}): "
                 f"train {len(s.train)}, val {len(s.val)}, test {len(s.test)}, both classes in every subset"
@@ -113,7 +125,7 @@ def report(
             problems.append(f"split: {e}")
         if warning := prevalence_warning(cohort, config):
             lines.append(warning)
-    return lines, problems
+    return Report(lines, problems, test)
 
 
 def prevalence_warning(cohort: Cohort, config: ConfigDict) -> str | None:

@@ -153,10 +153,12 @@ def test_a_run_starts_from_the_pretrained_branches_and_keeps_them_frozen_first(p
     assert not (tmp_path / "other").exists()
     # lnm-jax validate refuses it alike, on the split the run would make (it had said OK)
     from lnm_jax.cli import _check_init_from
+    from lnm_jax.preflight import report
 
-    lines, problems = _check_init_from(other, read_manifest(c.data.manifest), [], [], labelled=True)
+    cohort = read_manifest(c.data.manifest)
+    lines, problems = _check_init_from(other, cohort, [], [], report(cohort, other).test)
     assert lines == [] and len(problems) == 1 and re.match(r"model.init_from: \d+ of the \d+ test", problems[0])
-    assert _check_init_from(c, read_manifest(c.data.manifest), [], [], labelled=True) == ([], [])
+    assert _check_init_from(c, cohort, [], [], report(cohort, c).test) == ([], [])
     metas = [json.loads((P.backbone_dir(work, m) / "backbone.json").read_text()) for m in names.IMAGE_INPUTS]
     assert all(m["test_split_kept_out"] and len(m[names.PRETRAINED_PICTURES]) == m["images"] for m in metas)
     # another image size than the pretraining's: a note (helper-57: accepted unsaid)
