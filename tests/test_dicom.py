@@ -194,6 +194,69 @@ def test_dual_display_contrast_side_is_the_coloured_one_or_named(tmp_path):
     assert src.box == Box(2, 5, 22, 25) and "left one" in src.notes[0]
 
 
+def test_a_deidentified_dicom_reads_alike_and_says_clean_only_where_its_pixels_lie_in_scan_regions(tmp_path):
+    """helper-83's trial of deidentify: a crop column reaching past the header's scan region kept
+    the scanner's banner (name, MRN, date) and the copy said ``BurnedInAnnotation=NO``, and the
+    copy, holding the region, was framed by it, not by the crop; a crop inside the region lost
+    the region's spacing; a dual display's pixels between its sides were kept; a file without
+    SOPInstanceUID failed with an AttributeError. Each copy now reads as the original was read
+    (pixels and spacing), says ``PatientIdentityRemoved=YES`` and ``BurnedInAnnotation=NO`` only
+    where every pixel it keeps lies in a scan region, and warns where it does not."""
+    import pydicom
+
+    from lnm_jax.data.privacy.deidentify import deidentify
+
+    rng = np.random.default_rng(0)
+    screen = np.zeros((40, 60), np.uint8)
+    screen[:6] = 255  # the banner
+    screen[8:36, 10:50] = rng.integers(20, 230, (28, 40), dtype=np.uint8)
+    region = ScanRegion(Box(10, 8, 50, 36), 1, 1, (0.2, 0.25))
+    for name in ("a.dcm", "b.dcm", "c.dcm"):
+        write(tmp_path, name, screen, regions=[region])
+    ds = pydicom.dcmread(tmp_path / "c.dcm")
+    del ds.SOPInstanceUID  # (some exports)
+    ds.save_as(tmp_path / "c.dcm")
+    _dual(tmp_path, "dual.dcm", left_tint=True)
+    dual = pydicom.dcmread(tmp_path / "dual.dcm")
+    arr = dual.pixel_array.copy()
+    arr[5:25, 22:27] = 250  # marks between the sides
+    dual.PixelData = arr.tobytes()
+    dual.save_as(tmp_path / "dual.dcm")
+    crops = {"a.dcm": "", "b.dcm": "0,0,60,40", "c.dcm": "20,10,40,30"}  # none, past the region, inside it
+    (tmp_path / "m.csv").write_text(
+        "patient_id,bmode,ceus,us_lnm,lnm,bmode_crop\n"
+        + "".join(
+            f'{k},{n},{"dual.dcm" if k == "A" else ""},{k == "A":d},{k != "C":d},"{c}"\n'
+            for k, (n, c) in zip("ABC", crops.items())
+        )
+    )
+    report = deidentify(tmp_path / "m.csv", tmp_path / "deid", tmp_path / "map.csv")
+    beyond = [line for line in report.lines() if "outside the scan regions" in line]
+    assert len(beyond) == 1 and beyond[0].startswith("warning: 1 DICOM image(s)") and "b.dcm" in beyond[0], report
+    with (tmp_path / "map.csv").open(newline="") as f:
+        links = {(r["original_file"], r["input"]): r["file"] for r in csv.DictReader(f)}
+    rows = {p.patient_id: p for p in read_manifest(tmp_path / "m.csv").patients}
+    for pid, name in (("A", "a.dcm"), ("B", "b.dcm"), ("C", "c.dcm")):
+        was = sources.resolve(tmp_path / name, "bmode", rows[pid].image_options("bmode"))
+        copy_path = tmp_path / "deid" / links[(str(tmp_path / name), "bmode")]
+        copy = sources.resolve(copy_path, "bmode")
+        np.testing.assert_array_equal(sources.read_still(copy), sources.read_still(was), err_msg=name)
+        assert copy.mm_per_pixel == was.mm_per_pixel, name  # (c.dcm's had been lost)
+        head = pydicom.dcmread(copy_path)
+        clean = name != "b.dcm"
+        assert head.PatientIdentityRemoved == ("YES" if clean else "NO"), name
+        assert (head.get("BurnedInAnnotation") == "NO") == clean, name
+        assert head.SOPInstanceUID and (b"\xff" * 60 not in head.PixelData) == clean, name  # the banner's row
+    assert was.mm_per_pixel == (0.2, 0.25)
+    copy_path = tmp_path / "deid" / links[(str(tmp_path / "dual.dcm"), "ceus")]
+    copy = sources.resolve(copy_path, "ceus")
+    np.testing.assert_array_equal(
+        sources.read_still(copy), sources.read_still(sources.resolve(tmp_path / "dual.dcm", "ceus"))
+    )
+    assert not pydicom.dcmread(copy_path).pixel_array[:, 20:25].any()  # the gap, which nothing reads, blank
+    assert pydicom.dcmread(copy_path).PatientIdentityRemoved == "YES"
+
+
 def test_bad_dicom_input_is_named_with_what_is_wrong(tmp_path):
     (tmp_path / "notdicom.dcm").write_text("hello")
     _dual(tmp_path, "gray.dcm", left_tint=False)

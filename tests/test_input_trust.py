@@ -670,13 +670,14 @@ def test_a_dicom_files_icc_profile_and_presentation_shape_read_as_a_viewer_shows
     """helper-59's trial: a colour DICOM file's ICCProfile (PS3.3 C.11.15) was ignored where the
     same profile in a PNG was applied; a MONOCHROME2 image with PresentationLUTShape INVERSE was
     read as stored where viewers that follow the shape show it inverted. The profile is applied
-    as the PNG's is (the same pixels read alike, and a de-identified copy keeps it); a shape
-    that contradicts the interpretation is refused, naming both."""
+    as the PNG's is (the same pixels read alike, and a de-identified copy reads as the original:
+    it had kept the profile beside pixels written with it applied, read through it twice, up to
+    73/255 off; helper-83); a shape that contradicts the interpretation is refused, naming both."""
     import struct
 
     import pydicom
 
-    from lnm_jax.data.privacy.phi import RETAINED
+    from lnm_jax.data.privacy.deidentify import deidentify
 
     crayons = bytearray((Path(pydicom.__file__).parent / "data" / "test_files" / "crayons.icc").read_bytes())
     assert crayons[520:524] == b"curv"  # its tone curve (the three colours share it), made linear: gamma 1.0
@@ -687,7 +688,11 @@ def test_a_dicom_files_icc_profile_and_presentation_shape_read_as_a_viewer_shows
     shown = dicom.read_frame(dicom.read_header(_dcm(tmp_path / "icc.dcm", rgb, ICCProfile=profile)), 0)
     np.testing.assert_allclose(shown, as_png, atol=PNG_ATOL)
     assert np.abs(shown - rgb / 255).max() > 4 / 255  # the profile changes the picture
-    assert "ICCProfile" in RETAINED  # the de-identified copy reads as the original
+    m = _manifest(tmp_path / "icc.csv", [["A", "icc.dcm", "icc.png", 1, 1]])
+    deidentify(m, tmp_path / "deid", tmp_path / "private" / "map.csv")
+    (copy,) = (tmp_path / "deid" / "images").glob("*.dcm")
+    np.testing.assert_allclose(dicom.read_frame(dicom.read_header(copy), 0), shown, atol=0.5 / 255)
+    assert "ICCProfile" not in pydicom.dcmread(copy)  # its pixels are sRGB, as shown
     for photometric, shape, refused in (
         ("MONOCHROME2", "INVERSE", True),
         ("MONOCHROME1", "IDENTITY", True),
@@ -1166,6 +1171,9 @@ def test_a_still_reads_as_a_colour_managed_viewer_shows_it(tmp_path):
         }
         want = read_image(tmp_path / original[r["original_patient_id"]][r["input"]])
         np.testing.assert_allclose(read_image(tmp_path / "deid" / r["file"]), want, atol=0.5 / 255)
+        # written as shown, with no profile: the unreadable one had been copied byte for byte
+        # (helper-83: text in it, a patient's name, survived)
+        assert b"iCCP" not in (tmp_path / "deid" / r["file"]).read_bytes(), r["file"]
 
 
 def test_a_grey_profile_is_applied_over_every_level_at_either_depth(tmp_path):

@@ -1468,6 +1468,11 @@ def _phi_dicom(path):
     ds.private_block(0x0009, "ACME", create=True).add_new(0x01, "LO", "PRIVATE-MRN9988776")
     ds.add_new(0x60004000, "LT", "overlay Zyxwv")
     ds.StorageMediaFileSetUID = "1.2.840.99999.3"
+    # kept by the basic profile, yet typed in (helper-83): a maker's ImageType value, a body part,
+    # series and instance numbers, an ICC profile's bytes (a grey image's: no reader applies it)
+    ds.ImageType = ["ORIGINAL", "PRIMARY", "ZYXWV"]
+    ds.BodyPartExamined, ds.SeriesNumber, ds.InstanceNumber = "MRN9988776", "8675309", "19610203"
+    ds.ICCProfile = b"profile of Quentina" * 8
     ds.preamble = (b"PREAMBLE Zyxwv MRN9988776 " + b"\0" * 128)[:128]
     dicom.write_dataset(ds, path)
     return path
@@ -1497,9 +1502,35 @@ def test_deidentified_dicom_holds_no_original_value(tmp_path):
         "Hidden Road",
         "8675309",
         "PRIVATE",
+        "ZYXWV",
     ):
         assert value.encode() not in out, value
     assert (tmp_path / "private" / "map.csv").stat().st_mode & 0o077 == 0
+
+
+def test_pseudonyms_are_no_ones_id_and_the_copy_says_nothing_of_the_manifests_order(tmp_path):
+    """helper-83's trial: a cohort whose IDs are P0001 ... got pseudonyms of that form, some a
+    patient's own ID and the rest other patients' real IDs (7 of 10 runs gave one patient their
+    own); the copy's files, written in manifest order, listed the original patients in that
+    order by their modification times. Pseudonyms now take a prefix under which no original ID
+    is a number, and every file of the copy one time."""
+    from PIL import Image
+    from support import own_pictures
+
+    from lnm_jax.data.privacy.deidentify import PSEUDONYM_PREFIXES, deidentify
+
+    Image.fromarray(np.tile(np.arange(40, 104, dtype=np.uint8), (48, 1))).save(tmp_path / "b.png")
+    pictures = own_pictures(tmp_path / "b.png", 12)
+    ids = [f"P{k:04d}" for k in range(1, 13)]
+    rows = "".join(f"{pid},{pic},,{k % 2},{k % 2}\n" for k, (pid, pic) in enumerate(zip(ids, pictures)))
+    (tmp_path / "m.csv").write_text("patient_id,bmode,ceus,us_lnm,lnm\n" + rows)
+    deidentify(tmp_path / "m.csv", tmp_path / "deid", tmp_path / "map.csv", keep_columns=())
+    with (tmp_path / "map.csv").open(newline="") as f:
+        pseudonyms = {r["patient_id"] for r in csv.DictReader(f)}
+    assert len(pseudonyms) == 12 and not pseudonyms & set(ids)
+    assert all(re.fullmatch(rf"{PSEUDONYM_PREFIXES[1]}\d{{4}}", s) for s in pseudonyms), pseudonyms
+    files = [p for p in (tmp_path / "deid").rglob("*")]
+    assert len({p.stat().st_mtime_ns for p in files}) == 1, "the copy's times tell its writing order"
 
 
 def test_mapping_that_cannot_be_written_leaves_no_copy(tiny_cohort, tmp_path, capsys):

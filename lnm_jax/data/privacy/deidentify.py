@@ -1,13 +1,16 @@
 """``lnm-jax deidentify``: a cohort's de-identified copy, safe to move off the hospital network.
 
 For every patient: a random pseudonym (``P0001`` ..., in random order, so that it says
-nothing of the manifest's order); each image cropped to its scan region (DICOM regions or the
-manifest's crop column; for a CEUS dual display, the box around both sides, or the contrast
-side alone where it was chosen by hand, ``data.ceus_region``, so that the copy needs no
-setting to be read alike), which removes
+nothing of the manifest's order; another prefix where an original ID has that form), its
+files written in pseudonym order with one time; each image cropped to its scan region (DICOM
+regions or the manifest's crop column; for a CEUS dual display, the box around both sides,
+the pixels between them blanked, or the contrast side alone where it was chosen by hand,
+``data.ceus_region``, so that the copy needs no setting to be read alike), which removes
 what the scanner burns in around the image (banner with name/ID/date, scales); DICOM headers
 through the basic confidentiality profile (:mod:`lnm_jax.data.privacy.phi`), pixels rewritten
-uncompressed at their own bit depth; PNG/JPEG re-encoded as PNG with no metadata chunks.
+uncompressed at their own bit depth as shown, with the regions that frame them as read
+(``PatientIdentityRemoved=NO`` where pixels around the scan are kept); PNG/JPEG re-encoded as
+PNG with no metadata chunks.
 The new manifest keeps ``us_lnm``, ``lnm``, spacing, frame and frame-rate columns (a video's
 own frame rate goes with the frame folder it becomes), and only the metadata
 columns named in ``keep_columns``. The mapping (pseudonym -> original patient, files, SOP
@@ -20,7 +23,11 @@ other identifying content of the image itself, and identifiers typed into file n
 from __future__ import annotations
 
 import dataclasses
+import os
 import random
+import re
+import secrets
+import time
 from pathlib import Path
 
 import numpy as np
@@ -59,6 +66,7 @@ class Report:
     uncropped: list[str]
     dual_displays: int = 0  # CEUS dual displays: copied with both sides, or their chosen side alone
     ceus_region: str = "auto"  # the side they were read with ('auto': told apart, both sides copied)
+    beyond_regions: list[str] = dataclasses.field(default_factory=list)  # DICOM crops reaching past the scan
 
     def lines(self) -> list[str]:
         out = [
@@ -68,7 +76,15 @@ class Report:
         if self.uncropped:
             out.append(
                 f"warning: {len(self.uncropped)} image(s) had no scan region or crop column and were copied whole "
-                f"(burned-in text, if any, remains), e.g. {self.uncropped[0]}"
+                "(burned-in text, if any, remains; a DICOM copy says PatientIdentityRemoved=NO), "
+                f"e.g. {self.uncropped[0]}"
+            )
+        if self.beyond_regions:
+            out.append(
+                f"warning: {len(self.beyond_regions)} DICOM image(s) copied with pixels outside the scan regions "
+                "their header declares, their crop column reaching past them (burned-in text there, if any, remains; "
+                "the copy says PatientIdentityRemoved=NO, BurnedInAnnotation as the original), "
+                f"e.g. {self.beyond_regions[0]}"
             )
         if self.dual_displays and self.ceus_region != "auto":  # a side chosen by hand: the copy holds it alone
             out.append(
@@ -104,7 +120,7 @@ def deidentify(
     if unknown:
         raise ValueError(f"--keep-columns {', '.join(unknown)}: not metadata columns of {manifest}")
     pseudonyms = _pseudonyms(cohort)
-    rows, links, uncropped, dicom_files, dual = [], [], [], 0, 0
+    rows, links, uncropped, beyond, dicom_files, dual = [], [], [], [], 0, 0
     uids: dict[str, str] = {}
 
     def new_uid(old: str) -> str:
@@ -116,7 +132,9 @@ def deidentify(
     try:
         with atomic_directory(out_dir) as tmp:
             (tmp / "images").mkdir()
-            for p in cohort.patients:
+            # written in pseudonym order, every file with one time: the files' order on disk and
+            # their times had listed the original patients in manifest order (helper-83)
+            for p in sorted(cohort.patients, key=lambda p: pseudonyms[p.patient_id]):
                 pid = pseudonyms[p.patient_id]
                 row = {PATIENT_ID: pid, US_LNM: p.us_lnm, LABEL: p.lnm, **{c: p.metadata[c] for c in keep_columns}}
                 for col in KEPT_OPTIONS:
@@ -133,8 +151,10 @@ def deidentify(
                         uncropped.append(f"row {p.row} {name} {path}")
                     dual += src.reference is not None
                     if src.kind == "dicom":
-                        rel, uid_pair = _copy_dicom(src, box, tmp, pid, name, new_uid)
+                        rel, uid_pair, clean = _copy_dicom(src, box, tmp, pid, name, new_uid)
                         dicom_files += 1
+                        if not clean and src.framed_by != sources.WHOLE_FRAME:
+                            beyond.append(f"row {p.row} {name} {path}")
                     else:
                         rel, uid_pair = _copy_pixels(src, box, tmp, pid, name), ("", "")
                     rate = sources.option_columns(name).get("frame_rate")
@@ -148,9 +168,9 @@ def deidentify(
                         dict(zip(MAPPING_COLUMNS, (p.patient_id, pid, name, str(path), rel, *uid_pair), strict=True))
                     )
                 rows.append(row)
-            rows.sort(key=lambda r: r[PATIENT_ID])  # the manifest's order would link the pseudonyms back
             masks = [c for c in MASK_COLUMNS if any(c in r for r in rows)]
             write_manifest(tmp / "manifest.csv", rows, extra_columns=(*masks, *keep_columns, *KEPT_OPTIONS))
+            _one_time(tmp)
             # the copy is usable (its warnings were the original's, said already, and would name a temporary path)
             read_manifest(tmp / "manifest.csv", require_labels=False, framing=framing, warn=False)
             # the mapping before the copy is committed: a mapping that cannot be written leaves no
@@ -169,16 +189,46 @@ def deidentify(
             mapping.unlink(missing_ok=True)
         raise
     return Report(
-        out_dir / "manifest.csv", mapping, len(rows), len(links), dicom_files, uncropped, dual, framing.ceus_region
+        out_dir / "manifest.csv",
+        mapping,
+        len(rows),
+        len(links),
+        dicom_files,
+        uncropped,
+        dual,
+        framing.ceus_region,
+        beyond,
     )
 
 
+# pseudonym prefixes, the first that no original ID could be read as (P0003 for a cohort whose
+# IDs are P0001 ... had given patients their own or another's real ID; helper-83)
+PSEUDONYM_PREFIXES = ("P", "DEID", "ANON", "PSEUDO")
+
+
 def _pseudonyms(cohort: Cohort) -> dict[str, str]:
-    """Random order (the OS's entropy, not a seed: nothing to re-derive them from)."""
+    """``<prefix><number>`` in random order (the OS's entropy, not a seed: nothing to re-derive
+    them from), the prefix the first of :data:`PSEUDONYM_PREFIXES` under which no original
+    patient ID is a number: no pseudonym is a real ID of the cohort, nor of its form."""
     order = list(range(len(cohort)))
     random.SystemRandom().shuffle(order)
     width = max(4, len(str(len(cohort))))
-    return {cohort.patients[i].patient_id: f"P{k + 1:0{width}d}" for k, i in enumerate(order)}
+    ids = [p.patient_id.strip().casefold() for p in cohort.patients]
+    prefix = next(
+        (x for x in PSEUDONYM_PREFIXES if not any(re.fullmatch(rf"{x.casefold()}[\W_]*\d+", i) for i in ids)), None
+    )
+    while prefix is None:  # every form taken: a random stem no ID starts with
+        stem = f"X{secrets.token_hex(3).upper()}_"
+        prefix = None if any(i.startswith(stem.casefold()) for i in ids) else stem
+    return {cohort.patients[i].patient_id: f"{prefix}{k + 1:0{width}d}" for k, i in enumerate(order)}
+
+
+def _one_time(root: Path) -> None:
+    """Every file and folder under ``root`` given one modification time (now), so that the
+    copy's times say nothing of the order its patients were written in."""
+    now = time.time()
+    for path in sorted(root.rglob("*"), reverse=True):
+        os.utime(path, (now, now))
 
 
 def _crop_box(src: sources.Source, ceus_region: str) -> Box:
@@ -197,7 +247,9 @@ def _to_integers(frames: np.ndarray, bits: int) -> np.ndarray:
     return np.round(frames * top).astype(np.uint8 if bits <= 8 else np.uint16)
 
 
-def _copy_dicom(src: sources.Source, box: Box, root: Path, pid: str, name: str, new_uid) -> tuple[str, tuple[str, str]]:
+def _copy_dicom(
+    src: sources.Source, box: Box, root: Path, pid: str, name: str, new_uid
+) -> tuple[str, tuple[str, str], bool]:
     import pydicom  # noqa: PLC0415
     from pydicom.pixels import set_pixel_data  # noqa: PLC0415
 
@@ -205,6 +257,9 @@ def _copy_dicom(src: sources.Source, box: Box, root: Path, pid: str, name: str, 
     ds = pydicom.dcmread(src.path, stop_before_pixels=True)
     original_uid = str(ds.get("SOPInstanceUID", ""))
     frames = np.stack([sources.crop(f, box) for f in dicom.iter_frames(header)])
+    regions, clean = _copied_regions(src, box)
+    if src.framed_by == sources.SCAN_REGION:  # a dual display's gap between its sides, which nothing reads
+        frames[:, ~_inside([r.box for r in regions], box.height, box.width)] = 0.0
     gray = header.photometric.startswith("MONOCHROME")
     # a palette is written as the RGB it maps to, at the depth of its entries
     bits = (8 if header.palette_bits <= 8 else 16) if header.photometric == "PALETTE COLOR" else header.bits_stored
@@ -213,7 +268,7 @@ def _copy_dicom(src: sources.Source, box: Box, root: Path, pid: str, name: str, 
         if key in ds:
             del ds[key]
     cropped = box != Box(0, 0, src.width, src.height)
-    phi.deidentify_dataset(ds, new_uid, cropped=cropped)
+    phi.deidentify_dataset(ds, new_uid, cropped=cropped, pixels_clean=clean)
     if gray:  # the pixels are written as shown (rescaled, windowed, MONOCHROME2): no transform is left to apply
         for key in dicom.GREY_TRANSFORM_KEYS:
             if key in ds:
@@ -228,25 +283,54 @@ def _copy_dicom(src: sources.Source, box: Box, root: Path, pid: str, name: str, 
     for key in ("LossyImageCompression", "LossyImageCompressionMethod", "LossyImageCompressionRatio"):
         if key in ds and str(ds[key].value) in ("", "00"):
             del ds[key]
-    regions, _ = sources.tissue_regions(header)
-    kept = [r for r in regions if box.contains(r.box)]
-    if kept:
-        ds.SequenceOfUltrasoundRegions = [
-            dicom.region_item(
-                dataclasses.replace(
-                    r, box=Box(r.box.x0 - box.x0, r.box.y0 - box.y0, r.box.x1 - box.x0, r.box.y1 - box.y0)
-                )
-            )
-            for r in kept
-        ]
+    if regions:
+        ds.SequenceOfUltrasoundRegions = [dicom.region_item(r) for r in regions]
     elif "SequenceOfUltrasoundRegions" in ds:
         del ds["SequenceOfUltrasoundRegions"]
-    if cropped:
+    if clean:
         ds.BurnedInAnnotation = "NO"  # what the scanner burns in lies outside the scan region
     ds.file_meta.TransferSyntaxUID = pydicom.uid.ExplicitVRLittleEndian
     rel = f"images/{pid}_{name}.dcm"
     dicom.write_dataset(ds, root / rel)
-    return rel, (original_uid, str(ds.SOPInstanceUID))
+    return rel, (original_uid, str(ds.SOPInstanceUID)), clean
+
+
+def _copied_regions(src: sources.Source, box: Box) -> tuple[list[dicom.ScanRegion], bool]:
+    """A DICOM copy's ultrasound regions, in the copy's pixels (cut to ``box``), such that the
+    copy is framed as the original was read, and whether every pixel it keeps lies in a scan
+    region (or in a crop chosen by hand where the header declares none). Framed by its scan
+    region(s): those in ``box`` (a dual display's pixels between its sides are zeroed by the
+    caller). By a crop column: the region holding the crop, as one region over the whole copy
+    (its spacing kept: a crop inside the region had lost it; helper-83), else none (the copy
+    read whole, as the crop was); clean where the header's regions cover the crop, not where it
+    reaches past them (a banner kept: it had been labelled ``BurnedInAnnotation=NO``). The whole
+    frame: no region, not clean."""
+    regions, _ = sources.tissue_regions(src.header)
+    if src.framed_by == sources.WHOLE_FRAME:
+        return [], False
+    if src.framed_by == sources.CROP_COLUMN:
+        whole = Box(0, 0, box.width, box.height)
+        holder = next((r for r in regions if r.box.contains(box)), None)
+        if holder is not None:
+            return [dataclasses.replace(holder, box=whole)], True
+        shifted = [_shifted(r.box, box) for r in regions]
+        return [], not regions or bool(_inside(shifted, box.height, box.width).all())
+    return [dataclasses.replace(r, box=_shifted(r.box, box)) for r in regions if box.contains(r.box)], True
+
+
+def _shifted(b: Box, origin: Box) -> Box:
+    """``b`` in the pixels of a copy cut to ``origin``, clipped to it."""
+    return Box(b.x0 - origin.x0, b.y0 - origin.y0, b.x1 - origin.x0, b.y1 - origin.y0).clamp(
+        origin.width, origin.height
+    )
+
+
+def _inside(boxes, height: int, width: int) -> np.ndarray:
+    """bool [height, width]: the pixels inside any of ``boxes``."""
+    inside = np.zeros((height, width), bool)
+    for b in boxes:
+        inside[max(b.y0, 0) : max(b.y1, 0), max(b.x0, 0) : max(b.x1, 0)] = True
+    return inside
 
 
 def _palette_keys(ds) -> tuple[str, ...]:
@@ -265,9 +349,14 @@ def crop_mask(path: Path, box: Box, out: Path) -> None:
 
 
 def _write_png(im: Image.Image, box: Box, path: Path) -> None:
-    """An upright image's box as PNG at its own bit depth, with no metadata chunks."""
+    """An upright image's box as PNG at its own bit depth, with no metadata chunks: not even an
+    ICC profile, its pixels being written as shown (a profile applied already; one the reader
+    does not apply, unreadable or on a grey image, had been written back byte for byte, text in
+    it included; helper-83). A colour key (``transparency``) stays: it is how the pixels read."""
     keep = im if im.mode in KEPT_MODES else im.convert("RGB")
-    keep.crop((box.x0, box.y0, box.x1, box.y1)).save(path, format="PNG")
+    cut = keep.crop((box.x0, box.y0, box.x1, box.y1))
+    cut.info = {k: v for k, v in cut.info.items() if k == "transparency"}
+    cut.save(path, format="PNG", icc_profile=None)
 
 
 def _copy_pixels(src: sources.Source, box: Box, root: Path, pid: str, name: str) -> str:

@@ -106,8 +106,12 @@ def phi_present(ds) -> tuple[str, ...]:
 # What a de-identified copy keeps: the attributes an ultrasound image needs to be read and
 # framed as the original (image pixel module, cine timing, ultrasound regions, SOP class and
 # modality, compression history; no free text, not even the contrast agent's name) and none
-# that can name a person, place,
-# device or time. Everything else is removed at every depth, whatever its tag or VR: an
+# that can name a person, place, device or time. Not kept, though the basic profile would: an
+# ICC profile (the copy's pixels are written as shown, the profile applied: kept, it had been
+# applied twice by every reader of the copy; and its bytes can carry text), BodyPartExamined (a
+# code string anyone can type into); ImageType keeps its two enumerated values, Laterality an
+# enumerated one, SeriesNumber and InstanceNumber are emptied (numbers that can be an
+# accession's or a record's; helper-83). Everything else is removed at every depth, whatever its tag or VR: an
 # allow-list, so that an attribute no list foresaw (free text, an operator's address inside a
 # sequence, an overlay comment, a creator or device UID) cannot survive. The PS3.15 Annex E
 # basic profile's removals are a subset of what this drops; its "retain" options (dates,
@@ -116,7 +120,7 @@ RETAINED = frozenset(
     {
         # SOP common, general series/image (identity replaced or emptied below)
         "SpecificCharacterSet", "SOPClassUID", "SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID",
-        "Modality", "ImageType", "InstanceNumber", "SeriesNumber", "BodyPartExamined", "Laterality",
+        "Modality", "ImageType", "InstanceNumber", "SeriesNumber", "Laterality",
         "PatientName", "PatientID", "PatientBirthDate", "PatientSex", "StudyID", "AccessionNumber",
         "ReferringPhysicianName", "StudyDate", "StudyTime", "BurnedInAnnotation",
         "LossyImageCompression", "LossyImageCompressionRatio", "LossyImageCompressionMethod",
@@ -126,8 +130,7 @@ RETAINED = frozenset(
         "RedPaletteColorLookupTableDescriptor", "GreenPaletteColorLookupTableDescriptor",
         "BluePaletteColorLookupTableDescriptor", "RedPaletteColorLookupTableData",
         "GreenPaletteColorLookupTableData", "BluePaletteColorLookupTableData",
-        "RescaleIntercept", "RescaleSlope", "WindowCenter", "WindowWidth", "ICCProfile", "ColorSpace",
-        "PresentationLUTShape",
+        "RescaleIntercept", "RescaleSlope", "WindowCenter", "WindowWidth", "PresentationLUTShape",
         # multi-frame and cine
         "NumberOfFrames", "FrameIncrementPointer", "FrameTime", "FrameTimeVector", "CineRate",
         "RecommendedDisplayFrameRate", "FrameDelay", "ActualFrameDuration",
@@ -149,7 +152,12 @@ RETAINED_META = frozenset(
 )
 
 
-def deidentify_dataset(ds, new_uid: Callable[[str], str], *, cropped: bool) -> None:
+# values an enumerated attribute may keep (anything else is typed in: removed)
+LATERALITY = ("R", "L")
+EMPTIED = KEPT_EMPTY | {"ReferringPhysicianName", "StudyDate", "StudyTime", "SeriesNumber", "InstanceNumber"}
+
+
+def deidentify_dataset(ds, new_uid: Callable[[str], str], *, cropped: bool, pixels_clean: bool | None = None) -> None:
     """De-identifies ``ds`` in place: every attribute not in :data:`RETAINED` removed at every
     depth (private elements, free text, nested sequences, overlays, device and creator UIDs
     included); the type 2 identity attributes kept present and empty; study, series and SOP
@@ -157,7 +165,11 @@ def deidentify_dataset(ds, new_uid: Callable[[str], str], *, cropped: bool) -> N
     between files survive); the 128-byte preamble zeroed; the file meta reduced to what reading
     needs, with this project's implementation UID. PatientName and PatientID are empty: a
     file's link to its pseudonym is the manifest row, and to the patient the mapping file kept
-    apart. The de-identification is recorded as the standard asks."""
+    apart. The de-identification is recorded as the standard asks: ``PatientIdentityRemoved``
+    YES where ``pixels_clean`` (default: ``cropped``), i.e. every pixel kept lies in a scan
+    region or a crop chosen to hold the picture alone; NO where pixels around it, where scanners
+    burn in names, IDs and dates, are kept (PS3.3 C.7.1.1.1.1: YES says identity is removed from
+    the attributes *and* the pixel data). A file without a SOP instance UID gets a new one."""
     from pydicom.dataset import Dataset  # noqa: PLC0415
     from pydicom.uid import PYDICOM_IMPLEMENTATION_UID  # noqa: PLC0415
 
@@ -169,13 +181,22 @@ def deidentify_dataset(ds, new_uid: Callable[[str], str], *, cropped: bool) -> N
                 for item in elem.value:
                     prune(item)
 
+    from pydicom.uid import generate_uid  # noqa: PLC0415
+
     prune(ds)
     for keyword in INSTANCE_UIDS:
         if keyword in ds and ds[keyword].value:
             ds[keyword].value = new_uid(str(ds[keyword].value))
-    for keyword in KEPT_EMPTY | {"ReferringPhysicianName", "StudyDate", "StudyTime"}:
+    if not ds.get("SOPInstanceUID"):  # (type 1, yet absent from some exports: deidentify had failed on it)
+        ds.SOPInstanceUID = generate_uid()
+    for keyword in EMPTIED:
         if keyword in ds:
             ds[keyword].value = ""
+    if "ImageType" in ds:  # value 1 ORIGINAL/DERIVED, 2 PRIMARY/SECONDARY; 3 on are free for the maker's terms
+        values = list(ds.ImageType) if ds["ImageType"].VM > 1 else [ds.ImageType]
+        ds.ImageType = [v for v in values[:2] if v in ("ORIGINAL", "DERIVED", "PRIMARY", "SECONDARY")]
+    if "Laterality" in ds and ds.Laterality not in LATERALITY:
+        del ds["Laterality"]
     meta = getattr(ds, "file_meta", None)
     if meta is not None:
         for elem in list(meta):
@@ -186,9 +207,11 @@ def deidentify_dataset(ds, new_uid: Callable[[str], str], *, cropped: bool) -> N
         meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
     ds.preamble = b"\x00" * 128
     ds.PatientID = ds.PatientName = ""
-    ds.PatientIdentityRemoved = "YES"
+    clean = cropped if pixels_clean is None else pixels_clean
+    ds.PatientIdentityRemoved = "YES" if clean else "NO"
     # (LO: at most 64 characters)
-    ds.DeidentificationMethod = "lnm-jax: allow-list, PS3.15 basic profile" + ("; cropped" if cropped else "")
+    done = "; cropped" if clean else "; pixels around the scan kept" if cropped else "; not cropped"
+    ds.DeidentificationMethod = "lnm-jax: allow-list, PS3.15 basic profile" + done
     code = Dataset()
     code.CodeValue, code.CodingSchemeDesignator, code.CodeMeaning = BASIC_PROFILE
     ds.DeidentificationMethodCodeSequence = [code]
