@@ -55,8 +55,12 @@ from lnm_jax.fileio import SEED_RANGE, guard_output, is_seed
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
-OVERWRITE_HELP = (
-    "replace an existing file this command did not write (an output is never allowed onto or into one of its inputs)"
+# (helper-83: crop-to-lesion's help had said "a file this command did not write", and it refuses
+# its own earlier output alike: only predict recognises its own)
+OVERWRITE_HELP = "replace an existing file, its own earlier output too (never one of its inputs, nor a file in one)"
+OWN_OUTPUT_OVERWRITE_HELP = (
+    "replace an existing file this command did not write (its own earlier output is replaced without it; never one "
+    "of its inputs, nor a file in one)"
 )
 
 
@@ -997,7 +1001,7 @@ def cmd_predict(argv: list[str]) -> int:
         action="store_true",
         help="score patients who lack an input the model was not trained to miss, feeding it as zeros",
     )
-    p.add_argument("--overwrite", action="store_true", help=OVERWRITE_HELP)
+    p.add_argument("--overwrite", action="store_true", help=OWN_OUTPUT_OVERWRITE_HELP)
     p.add_argument("--fingerprint", help=f"with --exported: {names.FINGERPRINT_HELP}")
     a = p.parse_args(argv)
     if a.fingerprint and not a.exported:
