@@ -146,6 +146,8 @@ def _codes(path: Path, **kw) -> list[mf.Problem]:
         ("P1,img/a.png,img/a.jpg,1,yes,1\nP2,img/b.png,img/b.jpg,0,0,1\n", mf.BAD_LABEL_VALUE, 1, "lnm"),
         ("P1,img/a.png,img/a.jpg,1,,1\nP2,img/b.png,img/b.jpg,0,0,1\n", mf.BAD_LABEL_VALUE, 1, "lnm"),
         ("P1,img/a.png,img/a.jpg,1,1,1\nP1,img/b.png,img/b.jpg,0,0,1\n", mf.DUPLICATE_PATIENT_ID, 2, "patient_id"),
+        # IDs apart by letter case alone: one patient twice, or one file name on macOS (helper-83)
+        ("Pa1,img/a.png,img/a.jpg,1,1,1\npA1,img/b.png,img/b.jpg,0,0,1\n", mf.DUPLICATE_PATIENT_ID, 2, "patient_id"),
         (",img/a.png,img/a.jpg,1,1,1\nP2,img/b.png,img/b.jpg,0,0,1\n", mf.EMPTY_PATIENT_ID, 1, "patient_id"),
         ("P1,,,,1,1\nP2,img/b.png,img/b.jpg,0,0,1\n", mf.NO_INPUTS, 1, None),
         ("P1,img/a.png,img/a.jpg,1,1,1\nP2,img/b.png,img/b.jpg,0,1,1\n", mf.MISSING_CLASS, None, "lnm"),

@@ -828,6 +828,7 @@ def read_manifest(
     base = path.parent
     patients: list[Patient] = []
     seen: dict[str, int] = {}
+    folded: dict[str, str] = {}  # each ID seen, by its case-folded form
     metadata_columns = tuple(
         h for h in header if h not in REQUIRED_COLUMNS and h not in option_columns and h not in MASK_COLUMNS
     )
@@ -867,8 +868,19 @@ def read_manifest(
             id_problems[row] = Problem(
                 DUPLICATE_PATIENT_ID, f"patient_id '{pid}' already used in row {seen[pid]}", row, PATIENT_ID
             )
+        elif (other := folded.get(pid.casefold())) is not None:
+            # one patient typed twice, or two whose files (named by their IDs) are one file where
+            # case is not told apart (macOS, Windows); deidentify had made them two (helper-83)
+            id_problems[row] = Problem(
+                DUPLICATE_PATIENT_ID,
+                f"patient_id '{pid}' is row {seen[other]}'s '{other}' but for letter case: one patient twice, or "
+                "two whose files are one file where case is not told apart (macOS, Windows); give one ID each",
+                row,
+                PATIENT_ID,
+            )
         else:
             seen[pid] = row
+            folded[pid.casefold()] = pid
 
     # rows' files checked on threads (lnm_jax.data.threads); problems listed in row order, as one
     # thread would list them
