@@ -220,6 +220,38 @@ class ExportedModel:
         return {k: np.asarray(v) for k, v in out.items()}
 
 
+def check_inputs_stated(folder: Path, metadata: dict, program_inputs: dict[str, tuple]) -> None:
+    """ExportIntegrityError where ``metadata.json`` describes other inputs than the program takes
+    (``program_inputs``: name -> shape, the batch as any non-integer) or than its own image size
+    and clip length: an image size edited there (its checksums rewritten) had made predict stop
+    on JAX's shape mismatch, naming no file (helper-84)."""
+    stated = metadata.get("inputs", {})
+    where = f"{folder / METADATA}"
+    if set(stated) != set(program_inputs):
+        raise ExportIntegrityError(
+            f"{where} states inputs {sorted(stated)}, the program takes {sorted(program_inputs)}: the folder was "
+            "changed since its export"
+        )
+    for name, shape in program_inputs.items():
+        given = [d if isinstance(d, int) else "B" for d in shape]
+        if list(stated[name]["shape"]) != given:
+            raise ExportIntegrityError(
+                f"{where} states input {name} of shape {stated[name]['shape']}, the program takes {given}: the folder "
+                "was changed since its export"
+            )
+    for said in (metadata, metadata.get("preprocessing", {})):  # (stated at the top level and in preprocessing)
+        if "image_size" not in said:
+            continue
+        size, frames = said["image_size"], said.get("clip_frames", 1)
+        for name in ("bmode", "ceus"):  # an image [B, H, W, 3] or a clip [B, T, H, W, 3]
+            shape = stated.get(name, {}).get("shape")
+            if shape is not None and (shape[-3:-1] != [size] * 2 or (len(shape) == 5 and shape[1] != frames)):
+                raise ExportIntegrityError(
+                    f"{where}: image_size {size} and clip_frames {frames} are not its input {name}'s shape {shape}: "
+                    "the folder was changed since its export"
+                )
+
+
 def _require(folder: Path, *files: str) -> None:
     for name in files:
         if not (folder / name).is_file():
@@ -250,6 +282,8 @@ def load(folder: Path | str, fingerprint: str | None = None) -> ExportedModel:
     expected = [tuple(a.shape) for a in getattr(exported, "in_avals", ())[: len(weights)]]
     if expected and [tuple(w.shape) for w in weights] != expected:
         raise ExportIntegrityError(f"{folder / WEIGHTS}: its arrays' shapes are not those the program takes")
+    (_, takes), _ = jax.tree_util.tree_unflatten(exported.in_tree, exported.in_avals)
+    check_inputs_stated(folder, metadata, {k: tuple(v.shape) for k, v in takes.items()})
     return ExportedModel(exported, weights, metadata)
 
 
@@ -294,6 +328,7 @@ def load_onnx(folder: Path | str, providers=("CPUExecutionProvider",), fingerpri
         if too_old := _runtime_too_old(e):  # the requirement is the remedy
             raise ImportError(f"{where} does not load it ({too_old}); this export needs {needed}") from e
         raise ValueError(f"{where} cannot load it: {_runtime_reason(e)}") from e
+    check_inputs_stated(folder, metadata, {i.name: tuple(i.shape) for i in session.get_inputs()})
     return OnnxModel(session, metadata)
 
 

@@ -38,8 +38,8 @@ from lnm_jax.data.pixels.decode import fit, over_black
 from lnm_jax.data.pixels.sources import Framing, decode_input
 from lnm_jax.data.records import decode_patient
 from lnm_jax.evaluation import intensity
+from lnm_jax.exported import METADATA, load_onnx, takes_absent_inputs
 from lnm_jax.exported import load as load_program
-from lnm_jax.exported import load_onnx, takes_absent_inputs
 from lnm_jax.fileio import csv_header_starts, guard_output, write_csv
 
 PREDICTION_COLUMNS = (names.PATIENT_ID, "prob_lnm")  # how predict's own CSV starts
@@ -102,13 +102,14 @@ def missing_inputs(cohort, inputs, *, learned: bool, trained_on_zeros: bool) -> 
 def write_predictions(
     cohort,
     logits: dict,
-    temperature: float | None,
+    calibrated: dict | None,
     out_csv: Path | str,
     flagged: dict | None = None,
     lacking: dict[str, str] | None = None,
 ) -> Path:
     """``predict``'s CSV: one row per patient of ``cohort`` in manifest order, the probability
-    (and, with a ``temperature``, the calibrated one, ``sigmoid(logit / T)``), the class at 0.5,
+    (and, with ``calibrated``, each patient's calibrated one: ``sigmoid(logit / T)`` as the
+    model computes it, :func:`calibrated_probabilities`), the class at 0.5,
     the label if known, (with the training intensities known) ``intensity_outlier``: the
     inputs of that patient far outside them (:mod:`lnm_jax.evaluation.intensity`), and (where
     any patient lacks an input, ``lacking``: :func:`missing_inputs`) ``inputs_missing``: the
@@ -118,8 +119,8 @@ def write_predictions(
         z = logits[q.patient_id]
         pr = float(sigmoid(z))
         row = {names.PATIENT_ID: q.patient_id, "prob_lnm": f"{pr:.6f}"}
-        if temperature is not None:
-            row["prob_lnm_calibrated"] = f"{float(sigmoid(z / temperature)):.6f}"
+        if calibrated is not None:
+            row["prob_lnm_calibrated"] = f"{float(calibrated[q.patient_id]):.6f}"
         row.update({"pred_at_0.5": int(pr >= 0.5), names.LABEL: "" if q.lnm is None else q.lnm})
         if flagged is not None:
             row["intensity_outlier"] = " ".join(sorted({w.split(" ")[0] for w in flagged.get(q.patient_id, [])}))
@@ -130,6 +131,32 @@ def write_predictions(
     out_csv.parent.mkdir(parents=True, exist_ok=True)
     write_csv(out_csv, rows, list(rows[0]))
     return out_csv
+
+
+def calibrated_probabilities(logits: dict, temperature: float | None) -> dict | None:
+    """``{patient: sigmoid(logit / temperature)}``, None without a temperature."""
+    return None if temperature is None else {k: float(sigmoid(z / temperature)) for k, z in logits.items()}
+
+
+# the largest difference between the program's prob_calibrated and sigmoid(logit / T) with the
+# metadata's T that float32 arithmetic explains (a [0, 1] value: float32's spacing is 6e-8 there)
+CALIBRATION_ATOL = 1e-5
+
+
+def check_temperature(model, out: dict) -> None:
+    """ValueError where ``model``'s program computed ``prob_calibrated`` with another temperature
+    than its ``metadata.json`` states (an edited metadata: the CSV and the Python API had given
+    two calibrated probabilities for one patient, helper-84), seen where the logits make them
+    differ; a program exported without a temperature computes with 1."""
+    stated = model.metadata.get("calibration_temperature")
+    want = sigmoid(np.asarray(out["logit"], np.float64) / (1.0 if stated is None else float(stated)))
+    gap = float(np.abs(np.asarray(out["prob_calibrated"], np.float64) - want).max(initial=0.0))
+    if gap > CALIBRATION_ATOL:
+        raise ValueError(
+            f"{model.folder}/{METADATA}: calibration_temperature {stated} is not the temperature of the program, whose "
+            f"prob_calibrated differs from sigmoid(logit / {stated}) by up to {gap:.3g}: the folder was changed since "
+            "its export; export it again"
+        )
 
 
 def intensity_check(ref: dict | None, features: dict, total: int, where: str) -> dict | None:
@@ -154,7 +181,9 @@ def unit_rgb(array) -> np.ndarray:
     1/255, uint16 by 1/65535, float taken as [0, 1] (ValueError outside it), gray replicated,
     an alpha channel (grey + alpha: 2 channels; RGBA: 4) composited over black as a file's is
     (:func:`lnm_jax.data.pixels.decode.over_black`). [H, W] and [H, W, 1] are gray; a leading
-    axis is a clip's frames ([T, H, W] grey frames: never 2 pixels wide, which is grey + alpha)."""
+    axis is a clip's frames ([T, H, W] grey frames: never 2 pixels wide, which is grey + alpha,
+    nor 1, 3 or 4 frames, which is a picture channel-first: ValueError, helper-84's (3, H, W)
+    PyTorch-layout picture had been read as a clip of its three channels)."""
     a = np.asarray(array)
     if a.dtype == np.uint8:
         a = a.astype(np.float32) / np.float32(255.0)
@@ -177,6 +206,11 @@ def unit_rgb(array) -> np.ndarray:
             return a
     if a.ndim not in (2, 3):
         raise ValueError(f"an image array is [H, W], [H, W, C] or a clip [T, H, W, C], not shape {np.shape(array)}")
+    if a.ndim == 3 and a.shape[0] in (1, 3, 4):
+        raise ValueError(
+            f"an image array of shape {np.shape(array)} reads as channel-first (PyTorch's layout) or as "
+            f"{a.shape[0]} grey frames: give a picture as [H, W, C] (numpy.moveaxis(a, 0, -1)), a clip as [T, H, W, C]"
+        )
     return np.repeat(a[..., None], 3, axis=-1)
 
 
@@ -202,8 +236,12 @@ class Model:
 
     def __call__(self, arrays: dict, *, zero_fill_missing: bool = False) -> dict[str, np.ndarray]:
         """The program on its own arrays; a ``has_*`` false only where the model was trained for
-        missing inputs, or with ``zero_fill_missing`` (zeros it never saw)."""
-        return self.program(arrays, zero_fill_missing=zero_fill_missing)
+        missing inputs, or with ``zero_fill_missing`` (zeros it never saw). ValueError where its
+        ``prob_calibrated`` shows another temperature than the metadata's
+        (:func:`check_temperature`)."""
+        out = self.program(arrays, zero_fill_missing=zero_fill_missing)
+        check_temperature(self, out)
+        return out
 
     def _image(self, entry, name: str, row: int) -> np.ndarray:
         s, t = self.image_size, self.clip_frames
@@ -337,16 +375,19 @@ def predict_manifest(
             yield {**batch, names.VALID: np.ones(len(chunk), bool)}
 
     tapped, features = intensity.tap(batches(), identity, model.model_inputs)
+    calibrated = {}
     for batch in tapped:
         out = model({k: batch[k] for k in model.inputs}, zero_fill_missing=zero_fill_missing)
-        logits.update((pid.decode(), float(z)) for pid, z in zip(batch[names.PATIENT_ID], out["logit"]))
+        ids = [pid.decode() for pid in batch[names.PATIENT_ID]]
+        logits.update(zip(ids, map(float, out["logit"])))
+        calibrated.update(zip(ids, map(float, out["prob_calibrated"])))  # the program's, as the Python API's
     flagged = intensity_check(
         model.metadata.get("intensity_reference"), features, len(cohort), f"the metadata of {model.folder}"
     )
     for warning in model.metadata.get("warnings", []):  # what evaluate found about this model
         print(f"warning (model card): {warning}", file=sys.stderr)
-    temperature = model.metadata.get("calibration_temperature")
-    return write_predictions(cohort, logits, temperature, out_csv, flagged, lacking)
+    fitted = model.metadata.get("calibration_temperature") is not None
+    return write_predictions(cohort, logits, calibrated if fitted else None, out_csv, flagged, lacking)
 
 
 def main(argv=None, folder: Path | str | None = None) -> int:

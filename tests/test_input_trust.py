@@ -139,6 +139,9 @@ def test_a_transparent_pixel_reads_as_black_whatever_is_stored_under_it(tmp_path
         np.testing.assert_allclose(unit_rgb(rgba), want, atol=PNG_ATOL)
         # a grey + alpha array as its LA file reads (helper-61: read as a clip of frames 2 pixels wide)
         np.testing.assert_allclose(unit_rgb(rgba[..., [0, 3]]), want, atol=PNG_ATOL)
+        # channel-first (PyTorch's layout) had read as a clip of its channels (helper-84)
+        with pytest.raises(ValueError, match=r"shape \(4, 24, 32\) reads as channel-first"):
+            unit_rgb(np.moveaxis(rgba, -1, 0))
         la = _write(tmp_path / f"la{under}.png", Image.fromarray(rgba[..., [0, 3]], "LA"))
         np.testing.assert_allclose(read_image(la), want, atol=PNG_ATOL, err_msg=f"LA, {under} under transparency")
     half = np.dstack([rgb, np.full(RAMP.shape, 128, np.uint8)])

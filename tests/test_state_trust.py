@@ -1251,9 +1251,29 @@ def test_export_proves_what_it_is(triple_run, tmp_path, capsys):
     load(tmp_path / "ex", fingerprint=published)
     load(tmp_path / "ex", fingerprint=" " + published.upper().removeprefix("SHA256:"))  # as pasted, bare
     write_checksums(edited)
-    assert load(edited).image_size == meta["image_size"]
+    # its checksums rewritten, the edit is still not the program's inputs (helper-84: predict had
+    # stopped on JAX's shape mismatch, naming no file)
+    with pytest.raises(
+        ExportIntegrityError, match=r"metadata.json: image_size \d+ and clip_frames 1 are not its input"
+    ):
+        load(edited)
     with pytest.raises(ExportIntegrityError, match=f"its fingerprint is sha256:[0-9a-f]{{64}}, not the {published}"):
         load(edited, fingerprint=published)
+    # a temperature edited in (sums rewritten): the CSV had computed prob_lnm_calibrated from it,
+    # the Python API given the program's; both now refuse, naming the file (helper-84)
+    from lnm_jax.serving import load as load_model
+    from lnm_jax.serving import predict_manifest
+
+    warm = tmp_path / "warm"
+    shutil.copytree(tmp_path / "ex", warm)
+    meta = json.loads((warm / "metadata.json").read_text())
+    meta["calibration_temperature"] = 7.0 if meta["calibration_temperature"] is None else None
+    (warm / "metadata.json").write_text(json.dumps(meta))
+    write_checksums(warm)
+    new2 = new_patients(triple_run.config.data.manifest, tmp_path / "new2.csv", 2)
+    with pytest.raises(ValueError, match="metadata.json: calibration_temperature .* is not the temperature of the"):
+        predict_manifest(load_model(warm), new2, tmp_path / "warm.csv")
+    assert not (tmp_path / "warm.csv").exists()
     with pytest.raises(ValueError, match="fingerprint 'sha256:12' is not a SHA-256"):
         load(tmp_path / "ex", fingerprint="sha256:12")
     # the command line: export prints it; predict --exported checks it, one line, exit 1

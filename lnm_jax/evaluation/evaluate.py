@@ -21,7 +21,13 @@ from lnm_jax.fileio import DamagedFileError, atomic_directory, guard_output, rea
 from lnm_jax.model_card import metadata, write_card
 from lnm_jax.preflight import check_inputs_present, zero_fills
 from lnm_jax.run import Run, trained_checkpoint
-from lnm_jax.serving import guard_predictions, intensity_check, missing_inputs, write_predictions
+from lnm_jax.serving import (
+    calibrated_probabilities,
+    guard_predictions,
+    intensity_check,
+    missing_inputs,
+    write_predictions,
+)
 from lnm_jax.task import Task
 from lnm_jax.training.checkpoint import CONFIG_KEY, DIGEST_KEY, stopped_early
 
@@ -276,7 +282,7 @@ def predict_manifest(
         )
     if seen := seen_patients_line(run, cohort):
         print(f"warning: {seen}", file=sys.stderr)
-    return write_predictions(cohort, logits, temperature, out_csv, flagged, lacking)
+    return write_predictions(cohort, logits, calibrated_probabilities(logits, temperature), out_csv, flagged, lacking)
 
 
 def seen_patients_line(run: Run, cohort: Cohort) -> str | None:
