@@ -1003,15 +1003,21 @@ def cmd_predict(argv: list[str]) -> int:
     )
     p.add_argument("--overwrite", action="store_true", help=OWN_OUTPUT_OVERWRITE_HELP)
     p.add_argument("--fingerprint", help=f"with --exported: {names.FINGERPRINT_HELP}")
+    p.add_argument(
+        "--format",
+        choices=names.EXPORT_FORMATS,
+        help="with --exported: which program scores (onnx: model.onnx with onnxruntime; default stablehlo)",
+    )
     a = p.parse_args(argv)
-    if a.fingerprint and not a.exported:
-        p.error("--fingerprint: only with --exported (a run folder has no export fingerprint)")
+    for option in ("fingerprint", "format"):
+        if getattr(a, option) and not a.exported:
+            p.error(f"--{option}: only with --exported (a run folder has no export {option})")
     from lnm_jax import serving
     from lnm_jax.evaluation.evaluate import predict_manifest
     from lnm_jax.run import Run
 
     if a.exported:  # the functions the export folder's own predict.py runs
-        model = serving.load(a.exported, fingerprint=a.fingerprint)
+        model = serving.load(a.exported, a.format or "stablehlo", fingerprint=a.fingerprint)
         out = serving.predict_manifest(
             model, a.manifest, a.out, zero_fill_missing=a.zero_fill_missing, overwrite=a.overwrite
         )

@@ -43,7 +43,7 @@ from lnm_jax.exported import load as load_program
 from lnm_jax.fileio import csv_header_starts, guard_output, write_csv
 
 PREDICTION_COLUMNS = (names.PATIENT_ID, "prob_lnm")  # how predict's own CSV starts
-FORMATS = ("stablehlo", "onnx")
+FORMATS = names.EXPORT_FORMATS  # (the one definition; names is copied with this module)
 
 
 def sigmoid(z):

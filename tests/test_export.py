@@ -150,6 +150,8 @@ def test_export_runs_without_the_package_and_equals_the_live_model(triple_run, t
     args = ["predict", "--manifest", str(new), "--out"]
     assert main([*args, str(tmp_path / "w.csv"), "--workdir", str(triple_run.workdir)]) == 0
     assert main([*args, str(tmp_path / "e.csv"), "--exported", str(out)]) == 0
+    # the ONNX graph from the command too (helper-84: only predict.py and load() ran it)
+    assert main([*args, str(tmp_path / "e_onnx.csv"), "--exported", str(out), "--format", "onnx"]) == 0
     for fmt in ("stablehlo", "onnx"):
         _blocked(
             "import runpy\n"
@@ -202,7 +204,7 @@ def test_export_runs_without_the_package_and_equals_the_live_model(triple_run, t
         shutil.rmtree(extra, ignore_errors=True)
     assert not (tmp_path / "x.csv").exists()
     by_run = _probs(tmp_path / "w.csv")
-    for other in ("e.csv", "stablehlo.csv", "onnx.csv"):
+    for other in ("e.csv", "e_onnx.csv", "stablehlo.csv", "onnx.csv"):
         got = _probs(tmp_path / other)
         assert list(got) == list(by_run)  # manifest order
         for pid, row in by_run.items():
