@@ -107,10 +107,14 @@ def test_a_missing_file_is_said_with_the_one_a_manifest_from_another_system_mean
     said with the file it likely means (Windows separators, names that differ in case only, a
     drive letter, another extension), and only where one file is meant."""
     Image.fromarray(np.zeros((20, 30), np.uint8) + 9, "L").save(folder / "img" / "e.png")
+    decomposed = "cafe\u0301.png"  # as macOS stores a name; the manifest spells it composed (helper-84)
+    Image.fromarray(np.zeros((20, 30), np.uint8) + 19, "L").save(folder / "img" / decomposed)
     rows = ("img\\e.png", "IMG/E.PNG", "C:\\scans\\e.png", "img/e.jpg", "img/a.gif", "img\\zz.png", "img/zz.png")
-    rows += ("C:\\data\\img\\e.png", "img\\E.png", "c:img/e.png")
+    rows += ("C:\\data\\img\\e.png", "img\\E.png", "c:img/e.png", "img/caf\u00e9.png")
     body = "".join(f"P{i},{b},img/a.jpg,{i % 2},{i % 2},40\n" for i, b in enumerate(rows))
-    said = {p.row: p.message for p in _codes(_write(folder, body)) if p.code == mf.MISSING_FILE}
+    path = folder / "manifest.csv"
+    path.write_text(HEADER + body, encoding="utf-8")
+    said = {p.row: p.message for p in _codes(path) if p.code == mf.MISSING_FILE}
     img = folder / "img"
     assert said == {
         1: f"image file does not exist; {img}/e.png does: write the path with '/' (Windows separators, '\\', are "
@@ -129,6 +133,9 @@ def test_a_missing_file_is_said_with_the_one_a_manifest_from_another_system_mean
         "apart): write the path with '/' (Windows separators, '\\', are part of a name here)",
         10: f"image file does not exist; a Windows path (drive letter): {img}/e.png does: give it relative to the "
         "manifest, with '/'",
+        11: f"image file does not exist; {img}/{decomposed} does: the names differ in their Unicode form (an accented "
+        "letter as one character or as a letter and an accent, as macOS stores names), which this file system tells "
+        "apart",
     }, said
 
 

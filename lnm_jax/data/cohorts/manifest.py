@@ -32,6 +32,7 @@ import hashlib
 import io
 import os
 import re
+import unicodedata
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
@@ -580,11 +581,18 @@ def _meant_file(path: Path) -> tuple[Path, str] | None:
             found /= part
             continue
         names = _listing(found)
-        same = names.get(part.casefold(), ())
+        same = names.get(_folded_name(part), ())
         if len(same) == 1:
-            found, how = found / same[0], "the names differ in case, which this file system tells apart"
+            if same[0].casefold() == part.casefold():
+                how = "the names differ in case, which this file system tells apart"
+            else:  # (helper-84: a name stored decomposed, as macOS writes it, had been said missing unexplained)
+                how = (
+                    "the names differ in their Unicode form (an accented letter as one character or as a letter and "
+                    "an accent, as macOS stores names), which this file system tells apart"
+                )
+            found = found / same[0]
             continue
-        stem = Path(part).stem.casefold()  # the file, converted: a.jpg for a.png
+        stem = Path(_folded_name(part)).stem  # the file, converted: a.jpg for a.png
         others = [n for k, ns in names.items() for n in ns if Path(k).stem == stem] if i == len(parts) - 1 else []
         if len(others) == 1 and (found / others[0]).is_file():
             return found / others[0], "another extension"
@@ -592,12 +600,17 @@ def _meant_file(path: Path) -> tuple[Path, str] | None:
     return (found, how) if found.is_file() or found.is_dir() else None
 
 
+def _folded_name(name: str) -> str:
+    """``name`` as file systems that ignore case and Unicode form compare it (NFC, case-folded)."""
+    return unicodedata.normalize("NFC", name).casefold()
+
+
 def _listing(folder: Path) -> dict[str, tuple[str, ...]]:
-    """``folder``'s entries by their case-folded name ({} where it cannot be listed)."""
+    """``folder``'s entries by their :func:`_folded_name` ({} where it cannot be listed)."""
     out: dict[str, list[str]] = collections.defaultdict(list)
     try:
         for entry in os.scandir(folder):
-            out[entry.name.casefold()].append(entry.name)
+            out[_folded_name(entry.name)].append(entry.name)
     except OSError:
         return {}
     return {k: tuple(v) for k, v in out.items()}
