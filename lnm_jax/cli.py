@@ -354,12 +354,32 @@ def cmd_validate(argv: list[str]) -> int:
 
     warned = [f"warning: {w}" for w in grouped(cohort.warnings)]
     problems = [*images.problems, *problems]
+    if a.workdir and not problems:  # what predict would warn of these patients (it had been said OK alone)
+        warned += _intensity_warnings(a.workdir, config, cohort)
     # "OK" only where nothing below refuses the cohort (helper-56: "OK" then an error line)
     described = cohort.describe(Task.from_config(config).positive, verdict=None if problems else "OK")
     print("\n".join([described, *images.lines, *lines, *warned]))
     if problems:
         raise ValueError(f"{a.manifest} cannot be used as configured: " + " | ".join(problems))
     return 0
+
+
+def _intensity_warnings(workdir: Path, config, cohort) -> list[str]:
+    """``predict``'s warnings of ``cohort``'s images far outside the training intensities of the
+    run in ``workdir`` ([] where it recorded none)."""
+    from lnm_jax import names
+    from lnm_jax.data.pixels.sources import Framing
+    from lnm_jax.run import read_intensity_reference, recorded_run_id
+    from lnm_jax.run_files import RunFiles
+    from lnm_jax.serving import intensity_lines
+
+    files = RunFiles(workdir)
+    reference = read_intensity_reference(files, recorded_run_id(files))
+    if reference is None:
+        return []
+    inputs = names.parse_modalities(config.modalities)
+    size, frames = int(config.data.image_size), int(config.data.get("clip_frames", 1))
+    return intensity_lines(cohort, reference, inputs, size, frames, Framing.from_config(config.data))
 
 
 def _check_init_from(config, cohort, lines: list[str], problems: list[str], test):

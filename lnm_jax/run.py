@@ -827,6 +827,39 @@ def check_init_from(config: ConfigDict, cohort: Cohort, test_ids) -> list[str]:
     return notes
 
 
+def recorded_run_id(files: RunFiles) -> str | None:
+    """The run's identity as its ``run_info.json`` records it (checked), None without one."""
+    return recorded_identity(files, read_run_info(files.run_info)) if files.run_info.is_file() else None
+
+
+def read_intensity_reference(files: RunFiles, run_id: str | None, strict: bool = False) -> dict | None:
+    """The training split's image intensities (:mod:`lnm_jax.evaluation.intensity`), as
+    training recorded them; None for a run trained before they were recorded. The file is
+    sealed and names its run (:data:`REFERENCE_KEY`, :data:`RUN_KEY`; ``run_id``: the run's,
+    :func:`recorded_run_id`): an edited one (a range widened by hand) or another run's copied in
+    is :class:`DamagedFileError` naming it; one written before it was sealed (the bare
+    reference) is read with a warning, or, ``strict`` (``export``: helper-61's edited bare
+    reference had been shipped), refused."""
+    from lnm_jax.evaluation.intensity import reference_problem  # noqa: PLC0415
+
+    path = files.intensity_reference
+    if not path.is_file():
+        return None
+    remedy = "restore it from a copy, or delete it (predict then checks no intensities)"
+    doc = read_json(path, remedy=remedy)
+    if REFERENCE_KEY in doc:
+        check_seal(doc, path, remedy, strict=strict)
+        if run_id is not None and doc.get(RUN_KEY) != run_id:
+            raise DamagedFileError.edited(path, "it was recorded by another run (copied in?)", remedy)
+        ref = doc[REFERENCE_KEY]
+    else:
+        check_seal(doc, path, remedy, strict=strict)  # the bare reference of a run from before: a warning
+        ref = doc
+    if problem := reference_problem(ref):
+        raise DamagedFileError.edited(path, problem, remedy)
+    return ref
+
+
 @dataclasses.dataclass(frozen=True)
 class Predictor:
     """A restored checkpoint ready to predict: BatchNorm folded where the backbone allows."""
@@ -1004,7 +1037,7 @@ class Run:
         """A trained run as its folder recorded it: config, cohort and split."""
         files = RunFiles(workdir)
         config = load_config(files.root)
-        run_id = recorded_identity(files, read_run_info(files.run_info)) if files.run_info.is_file() else None
+        run_id = recorded_run_id(files)
         if trained := trained_checkpoint(files):  # config.json first: an edit of it is named as such
             check_same_run(run_id, *trained, files.run_info)
             check_trained_config(config, files.config, *trained)
@@ -1181,30 +1214,8 @@ class Run:
         self.intensity_reference()
 
     def intensity_reference(self, strict: bool = False) -> dict | None:
-        """The training split's image intensities (:mod:`lnm_jax.evaluation.intensity`), as
-        training recorded them; None for a run trained before they were recorded. The file is
-        sealed and names its run (:data:`REFERENCE_KEY`, :data:`RUN_KEY`): an edited one (a
-        range widened by hand) or another run's copied in is :class:`DamagedFileError` naming
-        it; one written before it was sealed (the bare reference) is read with a warning, or,
-        ``strict`` (``export``: helper-61's edited bare reference had been shipped), refused."""
-        from lnm_jax.evaluation.intensity import reference_problem  # noqa: PLC0415
-
-        path = self.files.intensity_reference
-        if not path.is_file():
-            return None
-        remedy = "restore it from a copy, or delete it (predict then checks no intensities)"
-        doc = read_json(path, remedy=remedy)
-        if REFERENCE_KEY in doc:
-            check_seal(doc, path, remedy, strict=strict)
-            if self.run_id is not None and doc.get(RUN_KEY) != self.run_id:
-                raise DamagedFileError.edited(path, "it was recorded by another run (copied in?)", remedy)
-            ref = doc[REFERENCE_KEY]
-        else:
-            check_seal(doc, path, remedy, strict=strict)  # the bare reference of a run from before: a warning
-            ref = doc
-        if problem := reference_problem(ref):
-            raise DamagedFileError.edited(path, problem, remedy)
-        return ref
+        """:func:`read_intensity_reference` of this run."""
+        return read_intensity_reference(self.files, self.run_id, strict=strict)
 
     def record_intensity_reference(self) -> dict:
         """Decodes the training split once (the loader's cache keeps it for the first epoch)

@@ -14,6 +14,7 @@ From Python, with the folder on ``sys.path``::
     model = load()                                     # the folder it sits in; format="onnx" too
     out = model.predict({"bmode": ["a.png", img], "ceus": ["a.dcm", None], "us_lnm": [1, 0]})
     out["prob"], out["prob_calibrated"], out["logit"]  # each [B] float32
+    out["intensity_outlier"]  # [B] str: inputs far outside the training intensities ('' none)
 
 Each image entry is a file path (PNG/JPEG, DICOM, a clip: decoded, cropped to its scan region
 and framed as in training) or an array already cropped to the scan region (uint8 scaled by
@@ -123,7 +124,7 @@ def write_predictions(
             row["prob_lnm_calibrated"] = f"{float(calibrated[q.patient_id]):.6f}"
         row.update({"pred_at_0.5": int(pr >= 0.5), names.LABEL: "" if q.lnm is None else q.lnm})
         if flagged is not None:
-            row["intensity_outlier"] = " ".join(sorted({w.split(" ")[0] for w in flagged.get(q.patient_id, [])}))
+            row["intensity_outlier"] = outlier_inputs(flagged, q.patient_id)
         if lacking:
             row["inputs_missing"] = lacking.get(q.patient_id, "")
         rows.append(row)
@@ -131,6 +132,12 @@ def write_predictions(
     out_csv.parent.mkdir(parents=True, exist_ok=True)
     write_csv(out_csv, rows, list(rows[0]))
     return out_csv
+
+
+def outlier_inputs(flagged: dict, patient_id: str) -> str:
+    """The inputs of ``patient_id`` that :func:`lnm_jax.evaluation.intensity.outliers` flagged,
+    space-separated ('' for none): the ``intensity_outlier`` column."""
+    return " ".join(sorted({w.split(" ")[0] for w in flagged.get(patient_id, [])}))
 
 
 def calibrated_probabilities(logits: dict, temperature: float | None) -> dict | None:
@@ -306,7 +313,10 @@ class Model:
 
     def predict(self, images: dict, batch_size: int = 32, *, zero_fill_missing: bool = False) -> dict[str, np.ndarray]:
         """``{logit, prob, prob_calibrated}``, each float32 [B], for ``images`` (see
-        :meth:`prepare`), in batches of ``batch_size``."""
+        :meth:`prepare`), in batches of ``batch_size``; with the training intensities known,
+        ``intensity_outlier`` too: str [B], the inputs of each patient far outside them, as
+        ``predict``'s column of that name (helper-84: an unscaled 16-bit array had been scored in
+        silence, where the same pixels as a file were flagged)."""
         arrays = self.prepare(images, zero_fill_missing=zero_fill_missing)
         n = len(next(iter(arrays.values())))
         z = zero_fill_missing
@@ -314,7 +324,16 @@ class Model:
             self({k: v[i : i + batch_size] for k, v in arrays.items()}, zero_fill_missing=z)
             for i in range(0, n, batch_size)
         ]
-        return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+        out = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+        if (ref := self.metadata.get("intensity_reference")) is not None:
+            ids = np.array([str(i).encode() for i in range(n)])
+            batch = {**arrays, names.PATIENT_ID: ids, names.VALID: np.ones(n, bool)}
+            tapped, features = intensity.tap([batch], IDENTITY_NORM, self.model_inputs)
+            for _ in tapped:
+                pass
+            flagged = intensity.outliers(ref, features)
+            out["intensity_outlier"] = np.array([outlier_inputs(flagged, str(i)) for i in range(n)])
+        return out
 
 
 def _is_flag(value) -> bool:
@@ -338,6 +357,31 @@ def load(folder: Path | str, format: str = "stablehlo", fingerprint: str | None 
     else:
         program = load_onnx(folder, fingerprint=fingerprint)
     return Model(program, Path(folder))
+
+
+# the normalisation of decoded_batches' images: none (they are in [0, 1])
+IDENTITY_NORM = {k: {"mean": (0.0,) * 3, "std": (1.0,) * 3} for k in names.IMAGE_INPUTS}
+
+
+def decoded_batches(cohort, image_size: int, clip_frames: int, framing: Framing, batch_size: int = 32):
+    """``cohort``'s patients decoded as training decodes one
+    (:func:`lnm_jax.data.records.decode_patient`), in manifest order, as batches of numpy
+    arrays in [0, 1] (:data:`IDENTITY_NORM`) with ``patient_id`` and ``valid``."""
+    for start in range(0, len(cohort.patients), batch_size):
+        chunk = cohort.patients[start : start + batch_size]
+        records = [decode_patient(p, image_size, clip_frames, framing) for p in chunk]
+        batch = {k: np.stack([r[k] for r in records]) for k in records[0]}
+        yield {**batch, names.VALID: np.ones(len(chunk), bool)}
+
+
+def intensity_lines(cohort, reference: dict, inputs, image_size: int, clip_frames: int, framing: Framing) -> list[str]:
+    """The warnings ``predict`` gives ``cohort`` against a run's training intensities
+    (``reference``), for ``validate --workdir``: it had said OK where predict then warned of
+    every patient (helper-84: B-mode and CEUS columns swapped, an image dimmed or inverted)."""
+    tapped, features = intensity.tap(decoded_batches(cohort, image_size, clip_frames, framing), IDENTITY_NORM, inputs)
+    for _ in tapped:
+        pass
+    return intensity.warning_lines(intensity.outliers(reference, features), len(cohort))
 
 
 def predict_manifest(
@@ -364,17 +408,9 @@ def predict_manifest(
     lacking = missing_inputs(
         cohort, model.model_inputs, learned=model.learned_absent, trained_on_zeros=model.trained_on_zeros
     )
-    identity = {k: {"mean": (0.0,) * 3, "std": (1.0,) * 3} for k in names.IMAGE_INPUTS}
     logits = {}
-
-    def batches():
-        for start in range(0, len(cohort.patients), batch_size):
-            chunk = cohort.patients[start : start + batch_size]
-            records = [decode_patient(p, model.image_size, model.clip_frames, model.framing) for p in chunk]
-            batch = {k: np.stack([r[k] for r in records]) for k in records[0]}
-            yield {**batch, names.VALID: np.ones(len(chunk), bool)}
-
-    tapped, features = intensity.tap(batches(), identity, model.model_inputs)
+    batches = decoded_batches(cohort, model.image_size, model.clip_frames, model.framing, batch_size)
+    tapped, features = intensity.tap(batches, IDENTITY_NORM, model.model_inputs)
     calibrated = {}
     for batch in tapped:
         out = model({k: batch[k] for k in model.inputs}, zero_fill_missing=zero_fill_missing)

@@ -1681,6 +1681,56 @@ def test_a_deleted_intensity_reference_is_said_by_predict(triple_run, copy_run, 
     assert "intensity_outlier" not in out.read_text().splitlines()[0]
 
 
+def test_images_outside_the_training_intensities_are_said_by_validate_predict_and_the_python_api(
+    triple_run, tmp_path, capsys
+):
+    """helper-84's trial: a new site's B-mode dimmed (or inverted, or its columns swapped)
+    passed ``validate --workdir`` as OK, where ``predict`` then warned of every patient; the
+    exported model's Python API returned no flag at all. All three now say it, alike, and the
+    run's own patients are flagged by none."""
+    from PIL import Image
+
+    from lnm_jax.export import export_run
+    from lnm_jax.serving import load as load_model
+
+    manifest = Path(triple_run.config.data.manifest)
+    with manifest.open(newline="") as f:
+        rows = list(csv.DictReader(f))[:4]
+    for r in rows:
+        with Image.open(manifest.parent / r["bmode"]) as im:
+            r["bmode"] = str(tmp_path / f"{r['patient_id']}_dimmed.png")
+            Image.fromarray(np.asarray(im.convert("L")) // 4).save(r["bmode"])
+        r["ceus"] = str(manifest.parent / r["ceus"])
+    new = tmp_path / "new.csv"
+    with new.open("w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=["patient_id", "bmode", "ceus", "us_lnm"], extrasaction="ignore")
+        w.writeheader()
+        w.writerows(rows)
+    said = {}
+    for name, argv in (
+        ("validate", ["validate", str(new), "--no-labels", "--workdir", str(triple_run.workdir)]),
+        (
+            "predict",
+            ["predict", "--workdir", str(triple_run.workdir), "--manifest", str(new), "--out", str(tmp_path / "p.csv")],
+        ),
+    ):
+        capsys.readouterr()
+        assert main(argv) == 0, name
+        got = capsys.readouterr()
+        said[name] = [line for line in (got.out + got.err).splitlines() if "far outside the training" in line]
+    assert said["validate"] == said["predict"] and said["predict"][0].startswith("warning: 4 of 4 patient(s)"), said
+    with (tmp_path / "p.csv").open(newline="") as f:
+        column = [r["intensity_outlier"] for r in csv.DictReader(f)]
+    export_run(triple_run, tmp_path / "ex")
+    out = load_model(tmp_path / "ex").predict(
+        {k: [r[k] if k != "us_lnm" else int(r[k]) for r in rows] for k in ("bmode", "ceus", "us_lnm")}
+    )
+    assert list(out["intensity_outlier"]) == column and all("bmode" in c for c in column), (column, out)
+    capsys.readouterr()
+    assert main(["validate", str(manifest), "--workdir", str(triple_run.workdir)]) == 0  # its own patients
+    assert "far outside the training" not in capsys.readouterr().out
+
+
 def test_edited_evaluation_metrics_are_one_line_naming_the_file(triple_run, copy_run):
     """evaluate's metrics.json as a model card reads them (export, evaluate's own card): values
     of another type are one line naming the file and the value (a string AUC was "unexpected
