@@ -364,7 +364,8 @@ def relocate_manifest(workdir: Path | str, manifest: Path | str) -> Path:
     moved = ConfigDict(config.to_dict())
     moved.data.manifest = str(Path(manifest).resolve())
     not_this = (
-        f"{manifest} is not the cohort this run was trained on: give relocate that cohort's manifest, "
+        f"{manifest} is not, byte for byte, the manifest this run was split on (a row or column edited, added, "
+        "dropped or reordered counts: the run reads its rows in their order): give relocate that cohort's manifest, "
         "its content as when the run was split"
     )
     cohort = read_manifest(moved.data.manifest, **manifest_checks(moved.data))

@@ -1091,9 +1091,10 @@ def test_a_moved_training_cohort_is_named_in_config_json_and_may_be_pointed_to(t
     line = _one_error_line(capsys, ["relocate", "--workdir", str(run.workdir), "--manifest", str(other)])
     assert line.startswith("lnm-jax relocate: error: ") and str(run.files.splits) in line, line
     assert line.endswith(
-        f"{other} is not the cohort this run was trained on: give relocate that cohort's manifest, "
-        "its content as when the run was split"
-    ), line  # not training's 'use a new --workdir'
+        f"{other} is not, byte for byte, the manifest this run was split on (a row or column edited, added, dropped "
+        "or reordered counts: the run reads its rows in their order): give relocate that cohort's manifest, its "
+        "content as when the run was split"
+    ), line  # not training's 'use a new --workdir' (nor "not the cohort" for rows reordered: helper-84)
     assert run.files.config.read_text() == before
     # case relocate-images-unchecked: the same manifest bytes over other images (one patient's
     # B-mode swapped for another's) is another cohort; each image's content is in image_geometry.csv
