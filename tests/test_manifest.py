@@ -102,6 +102,21 @@ def test_a_spreadsheets_export_reads_as_written(folder):
     assert said == [(mf.DUPLICATE_COLUMN, None)]  # a filled cell under them: the columns are said
 
 
+def test_a_manifest_named_through_a_link_says_where_its_files_are(folder, tmp_path):
+    """A manifest named through a symbolic link in another folder: its relative paths are read
+    from the link's folder, and each missing file that lies beside the link's target is said so
+    (helper-84: every file 'does not exist', unexplained)."""
+    (tmp_path / "elsewhere").mkdir()
+    link = tmp_path / "elsewhere" / "m.csv"
+    link.symlink_to(_write(folder, GOOD))
+    problems = [p for p in _codes(link) if p.code == mf.MISSING_FILE]
+    assert len(problems) == 6, problems
+    assert all(f"{folder / 'img'}/" in p.message and "beside the target of the link" in p.message for p in problems), (
+        problems
+    )
+    assert read_manifest(folder / "manifest.csv").patients  # named itself, it reads
+
+
 def test_a_missing_file_is_said_with_the_one_a_manifest_from_another_system_means(folder):
     """A hospital's manifest written on Windows, or its files converted: each missing file is
     said with the file it likely means (Windows separators, names that differ in case only, a

@@ -568,6 +568,28 @@ def _meant_path(path: Path) -> str:
     return f"; {found[0]} does: {found[1]}" if found else ""
 
 
+def _said_beside_link_target(path: Path, base: Path, problems: list[Problem]) -> list[Problem]:
+    """``problems`` with each missing file that exists beside the target of the manifest
+    ``path``, a symbolic link, said so: a manifest's paths are read relative to the folder
+    it is named in (``base``), the link's (helper-84: 24 files said missing, unexplained)."""
+    target = path.resolve().parent
+    if target == base.resolve():
+        return problems
+    out = []
+    for p in problems:
+        file = Path(p.file) if p.file else None
+        if p.code == MISSING_FILE and file is not None and file.is_relative_to(base):
+            there = target / file.relative_to(base)
+            if there.exists():
+                p = dataclasses.replace(
+                    p,
+                    message=f"{p.message}; {there} does, beside the target of the link {path}: paths are read "
+                    f"relative to the folder the manifest is named in ({base}); name the manifest itself",
+                )
+        out.append(p)
+    return out
+
+
 def _does(file: Path, how: str) -> str:
     return f"{file} does" + (f" ({how})" if how else "")
 
@@ -937,6 +959,7 @@ def read_manifest(
                 problems.append(
                     Problem(MISSING_CLASS, f"no patient has lnm={cls}; both classes are needed", column=LABEL)
                 )
+    problems = _said_beside_link_target(path, base, problems)
     warned = WARNING_CODES if require_labels else UNLABELLED_WARNING_CODES
     warnings = [p for p in problems if p.code in warned]
     if len(warnings) < len(problems):
