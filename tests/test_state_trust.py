@@ -1554,6 +1554,19 @@ def test_pseudonyms_are_no_ones_id_and_the_copy_says_nothing_of_the_manifests_or
     assert len({p.stat().st_mtime_ns for p in files}) == 1, "the copy's times tell its writing order"
 
 
+def test_a_mapping_left_without_its_copy_is_said_so(tiny_cohort, tmp_path, capsys):
+    """A deidentify killed between writing its mapping and committing its copy leaves the mapping
+    alone; the rerun's refusal says that such a mapping names no copy (helper-83: only "exists;
+    choose a new mapping file")."""
+    (tmp_path / "map.csv").write_text("original_patient_id,patient_id\n")
+    args = ["deidentify", "--manifest", str(tiny_cohort), "--mapping", str(tmp_path / "map.csv"), "--out"]
+    assert main([*args, str(tmp_path / "deid")]) == 1
+    assert "stopped before it committed its copy, as none is there" in _fail_line(capsys)
+    (tmp_path / "other").mkdir()
+    assert main([*args, str(tmp_path / "other")]) == 1
+    assert _fail_line(capsys).endswith("exists; choose a new mapping file")
+
+
 def test_mapping_that_cannot_be_written_leaves_no_copy(tiny_cohort, tmp_path, capsys):
     (tmp_path / "afile").write_text("")
     args = ["deidentify", "--manifest", str(tiny_cohort), "--out", str(tmp_path / "deid")]

@@ -113,7 +113,13 @@ def deidentify(
     if mapping.is_relative_to(out_dir):
         raise ValueError(f"--mapping {mapping} is inside the output folder {out_dir}: keep it apart from the data")
     if mapping.exists():
-        raise FileExistsError(f"{mapping} exists; choose a new mapping file")
+        stopped = (
+            f" (where it is the mapping of a deidentify to {out_dir} stopped before it committed its copy, as none is "
+            "there, its pseudonyms name no copy and it may be deleted)"
+            if not out_dir.exists()
+            else ""
+        )  # (helper-83: a kill between the mapping's write and the copy's commit left only the mapping)
+        raise FileExistsError(f"{mapping} exists; choose a new mapping file{stopped}")
     guard_output(out_dir, inputs=cohort.files(), kind="folder", can_overwrite=False)  # non-empty: atomic_directory
     guard_output(mapping, inputs=cohort.files(), flag="--mapping", can_overwrite=False)
     unknown = [c for c in keep_columns if c not in cohort.metadata_columns]
