@@ -425,7 +425,7 @@ def _read_flags(fv, full: list[str], base) -> list[str]:
     try:
         return fv(full)[1:]
     except flags.Error as e:
-        wrong = re.match(r"flag --config\.([\w.]+)=(.*?): (invalid literal|could not convert|\('Non-boolean)", str(e))
+        wrong = _WRONG_TYPE.match(str(e))
         if unset := re.match(r"flag --([\w-]+)=None: Flag --\1 must have a value other than None", str(e)):
             raise UsageError(f"--{unset[1]} is required: the {fv[unset[1]].help}, --{unset[1]} DIR") from e
         if bare := re.match(r"Missing value for flag --config\.([\w.]+)", str(e)):
@@ -436,7 +436,9 @@ def _read_flags(fv, full: list[str], base) -> list[str]:
             raise UsageError(
                 f"--{switch[1]}={switch[2]}: a True/False option is true or false, not {switch[2]!r}"
             ) from e
-        raise UsageError((wrong and _wrong_type_line(base, *wrong.groups()[:2])) or str(e)) from e
+        if wrong and _wrong_type_line(base, *wrong.groups()[:2]):
+            raise UsageError(" | ".join(_every_override_problem(full, base))) from e
+        raise UsageError(str(e)) from e
     except ValueError as e:
         if negated := re.match(r"--no([\w.-]+)=(\S*) does not take an argument", str(e)):  # absl's words
             raise UsageError(f"--no{negated[1]}={negated[2]}: {negated_line(negated[1])}") from e
@@ -447,6 +449,37 @@ def _read_flags(fv, full: list[str], base) -> list[str]:
 
 # what a config field of each type holds, for a refused override's line
 _KINDS = {bool: "True or False", int: "an integer", float: "a number", str: "text"}
+
+
+_WRONG_TYPE = re.compile(r"flag --config\.([\w.]+)=(.*?): (invalid literal|could not convert|\('Non-boolean)")
+
+
+def _every_override_problem(full: list[str], base) -> list[str]:
+    """Every ``--config.KEY=VALUE`` of ``full`` refused for its value's type (one line each,
+    :func:`_wrong_type_line`), then every range problem of the config the others make
+    (:func:`lnm_jax.config.config_problems`): all at once, as other config problems are
+    (helper-86: absl stops at the first, and a type error had hidden every other problem)."""
+    from absl import flags
+    from ml_collections import config_flags
+
+    from lnm_jax.config import config_problems
+
+    def parsed(overrides: list[str]):
+        fv, argv = flags.FlagValues(), ["lnm-jax", *overrides]
+        config = base.copy_and_resolve_references()
+        config_flags.DEFINE_config_dict("config", config, "experiment config", flag_values=fv, sys_argv=argv)
+        fv(argv)
+        return fv.config
+
+    typed, good = [], []
+    for arg in (a for a in full[1:] if a.startswith("--config.") and "=" in a):
+        try:
+            parsed([arg])
+            good.append(arg)
+        except flags.Error as e:
+            wrong = _WRONG_TYPE.match(str(e))
+            typed.append((wrong and _wrong_type_line(base, *wrong.groups()[:2])) or str(e))
+    return typed + config_problems(parsed(good))
 
 
 def _wrong_type_line(config, key: str, text: str) -> str | None:

@@ -149,6 +149,28 @@ def test_an_impossible_option_value_is_a_usage_error_naming_it(capsys):
         assert len(err) == 1 and said in err[0] and err[0].startswith(f"lnm-jax {argv[0]}: error: argument"), err
 
 
+def test_every_config_problem_is_said_at_once_a_wrong_type_too(capsys, tmp_path):
+    """helper-86: an override of the wrong type (``--config.eval.seed=1.5``) was said alone, the
+    other overrides' range problems hidden behind it, where the docs say every problem is listed
+    at once. Now both kinds, one line each, exit 2, before anything is read or written."""
+    from lnm_jax.cli import main
+
+    for argv, said in (
+        (
+            ["validate", "m.csv", "--config.seed=-1", "--config.eval.seed=1.5", "--config.data.split.seed=4294967296"],
+            ["--config.eval.seed=1.5: the field holds an integer", "seed: -1 is not", "data.split.seed: 4294967296"],
+        ),
+        (
+            ["train", "--workdir", str(tmp_path / "w"), "--config.train.epochs=abc", "--config.train.learning_rate=-1"],
+            ["--config.train.epochs=abc: the field holds an integer", "train.learning_rate: -1.0 is not a number > 0"],
+        ),
+    ):
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and all(s in err[0] for s in said), err
+    assert not (tmp_path / "w").exists()
+
+
 def test_a_mistyped_option_is_named_with_the_one_meant(capsys):
     """helper-56: ``predict --manfest M`` said "the following arguments are required:
     --manifest" (the consequence, not the typo), and ``validate M --no-lables`` named no
