@@ -61,6 +61,14 @@ def test_reproduce_writes_all_tables_figures_and_the_report(tiny_cohort, tmp_pat
         assert all(1 / 100 <= p <= 1 for p in row["permutation_p"].values())
         assert row["permutation_n"] == 99  # stored beside the p-values: their floor is 1 / 100
     assert set(res["table3"]["delong"]) == {"triple_vs_dual", "triple_vs_us_lnm", "dual_vs_us_lnm"}
+    # the flag's row is the flag itself, its operating point the flag's own (helper-85: a model of
+    # the flag alone had shown 100% sensitivity and 0% specificity where the flag had 50% and 100%)
+    flags = {q.patient_id: q.us_lnm for q in read_manifest(tiny_cohort).patients}
+    test = json.loads((work / "runs" / "us_lnm" / "predictions.json").read_text())["test"]
+    given, truth = np.array([flags[i] for i in test["patient_id"]]), np.array(test["lnm"])
+    at = res["table3"]["rows"]["us_lnm"]["at_threshold"]
+    assert at["sensitivity"] == pytest.approx(given[truth == 1].mean())
+    assert at["specificity"] == pytest.approx(1 - given[truth == 0].mean())
     # the synthetic cohort has lesion masks: every image run's test maps scored against them
     evidence = res["lesion_evidence"]
     assert set(evidence) == {f"bmode_{BACKBONE}", f"dual_{BACKBONE}", f"triple_{BACKBONE}"}
@@ -83,6 +91,9 @@ def test_reproduce_writes_all_tables_figures_and_the_report(tiny_cohort, tmp_pat
     for heading in ("Table 1", "Table 2", "Table 3", "DeLong", "Bayes-optimal", "Grad-CAM against the lesion masks"):
         assert heading in report
     assert "label-permutation test (99 permutations; the smallest p they can give, 1 / (n + 1), is 0.01)" in report
+    assert "The US-LNM row scores the flag itself (0 or 1), as the paper's row does" in report
+    assert re.search(r"## Table 3: input settings \(test set, n = 8 \(\d positive\)\)", report)
+    assert "Each run's best epoch was chosen on these validation patients, so these AUCs are optimistic" in report
     # 8 test patients: the AUCs over so few are said to be so (helper-57: unsaid on 4)
     assert re.search(r"\*\*Few test patients\.\*\* test: \d positive and \d negative patients: its AUC rests", report)
     assert res["image_init"] == {"from": "random", "freeze_backbone_epochs": 0}
@@ -124,6 +135,11 @@ def test_reproduce_with_folds_pools_out_of_fold_predictions(tiny_cohort, tmp_pat
     assert row["folds"]["auc"]["mean"] == pytest.approx(np.mean(aucs))
     assert row["folds"]["auc"]["sd"] == pytest.approx(np.std(aucs, ddof=1))
     assert "+-" in (work / "report.md").read_text()
+    # Table 1 is fold 0's split, said so beside the pooled n (helper-85: unsaid)
+    assert res["table1"]["fold"] == 0 and res["table1"]["groups"] == {"train+validation": 20, "test": 20}
+    assert (
+        "(fold 0's split; Tables 2 and 3 pool every fold's test patients, n = 40)" in (work / "report.md").read_text()
+    )
     assert "Not run: `protocol.table2_modalities` or `protocol.backbones` is empty." in (work / "report.md").read_text()
     # the same command again from the folder above, the workdir typed relative: everything reused
     # (the stored configs hold absolute paths; a relative one names the same folder)
@@ -242,6 +258,40 @@ def test_report_says_where_the_image_branches_started():
     assert image_init_line(image_init(c, Path("/c/m.csv"), []), folds=True).endswith(
         f"frozen throughout (train.freeze_backbone_epochs={c.train.freeze_backbone_epochs})."
     )
+
+
+def test_patients_scored_with_zeros_for_a_missing_input_are_counted(tiny_cohort, tmp_path):
+    """helper-85: with data.zero_fill_missing the settings that take a missing input were scored
+    on zeros in its place, and the report did not say; now counted per input (test, cohort)."""
+    import csv
+
+    from lnm_jax.config import demo_config
+    from lnm_jax.data.cohorts.splits import make_splits
+    from lnm_jax.protocol.reproduce import zero_filled
+
+    rows = list(csv.DictReader(Path(tiny_cohort).open()))
+    for r in rows[:6]:
+        r["ceus"] = ""
+        r["ceus_mask"] = ""
+    m = tmp_path / "m.csv"
+    with m.open("w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(
+            {
+                k: (str(Path(tiny_cohort).parent / v) if k in ("bmode", "ceus", "bmode_mask", "ceus_mask") and v else v)
+                for k, v in r.items()
+            }
+            for r in rows
+        )
+    c = demo_config()
+    cohort = read_manifest(m)
+    splits = make_splits(c, cohort)
+    assert zero_filled(c, cohort, splits, 0) == {}  # without the opt-in: nothing was zero-filled
+    c.data.zero_fill_missing = True
+    lacking = {q.patient_id for q in cohort.patients if q.ceus is None}
+    want = {"ceus": {"test": len(lacking & set(splits[0].test)), "cohort": 6}}
+    assert zero_filled(c, cohort, splits, 0) == want
 
 
 def test_report_states_the_number_of_permutations_and_the_p_floor():

@@ -249,6 +249,27 @@ def _train_and_predict(config: ConfigDict, split: Split, folder: Path, split_doc
     return out, run
 
 
+# the flag's row scores the flag itself, as the paper's row does: a logit far enough from 0 that
+# any threshold in (1e-13, 1 - 1e-13) reads it as the flag (its AUC is the flag's, and so is its
+# operating point; a model of the flag alone had put its intercept either side of the threshold,
+# 100% sensitivity and 0% specificity where the flag had 50% and 100%; helper-85)
+FLAG_LOGIT = 30.0
+
+
+def _the_flag(pred: dict, flags: dict[str, int | None]) -> dict:
+    """``pred`` (a run's validation and test predictions) with every subset's logits replaced by
+    the US-LNM flag of its patients (``flags``: patient -> 0/1, None where absent), as
+    +-:data:`FLAG_LOGIT`; unchanged where a patient lacks the flag (the model scores it)."""
+    out = dict(pred)
+    for subset in ("val", "test"):
+        ids = [i.decode() if isinstance(i, bytes) else i for i in pred[subset][names.PATIENT_ID]]
+        given = [flags.get(i) for i in ids]
+        if any(f is None for f in given):
+            return pred
+        out[subset] = {**pred[subset], "logit": [FLAG_LOGIT if f == 1 else -FLAG_LOGIT for f in given]}
+    return out
+
+
 def _metrics(labels, logits, config: ConfigDict, *, permutations: bool) -> dict:
     """The shared summary at ``protocol.threshold`` (DeLong and bootstrap CIs), with the
     label-permutation p-values of the threshold metrics for Table 3."""
@@ -365,6 +386,8 @@ def reproduce(config: ConfigDict, workdir: Path | str) -> dict:
                 f"[reproduce] {name}{f' fold {k}' if folds else ''} ({run['setting']}, {run['backbone']})", flush=True
             )
             pred, trained = _train_and_predict(rc, split, folder, split_doc)
+            if run["setting"] == names.US_LNM:  # the flag's row is the flag itself (FLAG_LOGIT)
+                pred = _the_flag(pred, {p.patient_id: p.us_lnm for p in cohort.patients})
             preds[name].append(pred)
             if trained is not None and k == 0:
                 live[name] = trained
@@ -378,7 +401,8 @@ def reproduce(config: ConfigDict, workdir: Path | str) -> dict:
         "split": split_doc["method"],
         "patients": len(cohort),
         "threshold": config.protocol.threshold,
-        "table1": {"groups": {g: len(v) for g, v in groups.items()}, "rows": table1},
+        "table1": {"groups": {g: len(v) for g, v in groups.items()}, "rows": table1, "fold": 0 if folds else None},
+        "zero_filled": zero_filled(config, cohort, splits, folds),
         "image_init": image_init(config, manifest, pretrained_images),
         "table2": {"subset": t2_subset, "rows": {}},
         "table3": {"subset": "test", "rows": {}},
@@ -438,7 +462,8 @@ def reproduce(config: ConfigDict, workdir: Path | str) -> dict:
         y, z, _ = _pooled(preds[name], "test")
         curves[names.SETTING_LABELS.get(row["setting"], row["setting"])] = (y, M.sigmoid(z), row["auc"])
     figures["roc_settings"] = "roc_settings.png"
-    plot_roc(curves, workdir / figures["roc_settings"], title="Input settings (test set)")
+    pooled_said = ", pooled out-of-fold" if folds else ""
+    plot_roc(curves, workdir / figures["roc_settings"], title=f"Input settings (test set{pooled_said})")
 
     by_setting = {row["setting"]: name for name, row in results["table3"]["rows"].items()}
     comparisons = {}
@@ -518,6 +543,21 @@ def generator_bayes_aucs(manifest: Path, config: ConfigDict) -> dict | None:
     return {"bayes_auc": {s: aucs[s] for s in names.SETTINGS if s in aucs}}
 
 
+def zero_filled(config: ConfigDict, cohort, splits, folds: int) -> dict[str, dict[str, int]]:
+    """Per image input, how many patients lack it and were scored with zeros in its place
+    (``data.zero_fill_missing``): of Table 3's test patients (every fold's, pooled) and of the
+    cohort; {} without the opt-in or with nothing missing (helper-85: the report had not said)."""
+    if not config.data.get("zero_fill_missing"):
+        return {}
+    tested = {i for s in (splits if folds else splits[:1]) for i in s.test}
+    out = {}
+    for name in names.IMAGE_INPUTS:
+        lacking = [p.patient_id for p in cohort.patients if getattr(p, name) is None]
+        if lacking:
+            out[name] = {"test": sum(i in tested for i in lacking), "cohort": len(lacking)}
+    return out
+
+
 def table3_lines(results: dict) -> list[str]:
     """Table 3 as console lines, then a warning where its test patients are few."""
     out = []
@@ -554,6 +594,12 @@ def _permutations_said(t3: dict) -> str:
     n = ns[0] if len(ns) == 1 else ns
     floor = ", ".join(f"{1 / (k + 1):.3g}" for k in ns)
     return f" ({n} permutations; the smallest p they can give, 1 / (n + 1), is {floor})"
+
+
+def _n(table: dict) -> str:
+    """', n = N (P positive)' of a table's patients (every row is scored on the same ones)."""
+    rows = list(table["rows"].values())
+    return f", n = {rows[0]['n']} ({rows[0]['n_positive']} positive)" if rows and "n" in rows[0] else ""
 
 
 def _ci(row, key) -> str:
@@ -614,16 +660,27 @@ def report_markdown(results: dict, groups: dict) -> str:
         f"is also in `results.json`.",
         "",
         *([line, ""] if (line := image_init_line(results.get("image_init"), folds)) else []),
-        "## Table 1: cohort characteristics",
+        "## Table 1: cohort characteristics"
+        + (
+            f" (fold 0's split; Tables 2 and 3 pool every fold's test patients, n = {results['patients']})"
+            if folds
+            else ""
+        ),
         "",
         cohort_table_markdown(results["table1"]["rows"], groups),
     ]
     t2 = results["table2"]
     lines += [
         f"## Table 2: backbones per image modality ({t2['subset']} set"
-        f"{', pooled out-of-fold' if folds else ', the 8:2 split of the training set'})",
+        f"{', pooled out-of-fold' if folds else ', the 8:2 split of the training set'}{_n(t2)})",
         "",
     ]
+    if not folds and t2["rows"]:  # (helper-85: it read as an independent evaluation)
+        lines += [
+            "Each run's best epoch was chosen on these validation patients, so these AUCs are optimistic; "
+            "Table 3's test set is the independent one.",
+            "",
+        ]
     if not t2["rows"]:
         lines += ["Not run: `protocol.table2_modalities` or `protocol.backbones` is empty.", ""]
     else:
@@ -645,7 +702,7 @@ def report_markdown(results: dict, groups: dict) -> str:
     lines += ["", *(f"![{k}]({v})" for k, v in results["figures"].items() if k.endswith("_backbones")), ""]
     t3 = results["table3"]
     lines += [
-        f"## Table 3: input settings (test set{', pooled out-of-fold' if folds else ''})",
+        f"## Table 3: input settings (test set{', pooled out-of-fold' if folds else ''}{_n(t3)})",
         "",
         "| setting | AUC | 95% CI (DeLong) | 95% CI (bootstrap) | sensitivity (p) | specificity (p) | accuracy (p) |"
         + (" AUC mean +- SD over folds |" if folds else ""),
@@ -663,8 +720,22 @@ def report_markdown(results: dict, groups: dict) -> str:
             line += f" {row['folds']['auc']['mean']:.3f} +- {row['folds']['auc']['sd']:.3f} |"
         lines.append(line)
     lines += [f"\n**Few test patients.** {w}." for w in few_test_patients(results)]
+    if any(row["setting"] == names.US_LNM for row in t3["rows"].values()):
+        lines += [
+            "",
+            f"The {task.flag} row scores the flag itself (0 or 1), as the paper's row does: its AUC and its "
+            "operating point are the flag's own, not a model's fitted to it.",
+        ]
+    for name, n in results.get("zero_filled", {}).items():
+        lines += [
+            "",
+            f"**Scored with zeros for a missing input** (`data.zero_fill_missing`): {n['test']} of the test "
+            f"patients ({n['cohort']} of the cohort) lack {name}; the settings that take it saw zeros in its place.",
+        ]
     lines += [
         "",
+        "AUC CIs: DeLong's variance on the logit scale, and the bootstrap (BCa, patients resampled within "
+        "each class); a CI of 0.000-1.000 is one that cannot be computed (one patient in a class). "
         "Sensitivity, specificity and accuracy at probability threshold "
         f"{results.get('threshold', 0.5)}; p: one-sided label-permutation test{_permutations_said(t3)}. "
         "With the predictions "
@@ -690,6 +761,8 @@ def report_markdown(results: dict, groups: dict) -> str:
         ]
     figures = results["figures"]
     lines += [""] + [f"![{k}]({v})" for k, v in figures.items() if not k.endswith("_backbones")]
+    if folds and "gradcam_correct" in figures:  # (helper-85: unlabelled)
+        lines += ["", "The Grad-CAM grids and the convergence curves are fold 0's."]
     lines += [
         "",
         "## Runs",
