@@ -436,8 +436,8 @@ def _read_flags(fv, full: list[str], base) -> list[str]:
             raise UsageError(
                 f"--{switch[1]}={switch[2]}: a True/False option is true or false, not {switch[2]!r}"
             ) from e
-        if wrong and _wrong_type_line(base, *wrong.groups()[:2]):
-            raise UsageError(" | ".join(_every_override_problem(full, base))) from e
+        if wrong and (line := _wrong_type_line(base, *wrong.groups()[:2])):
+            raise UsageError(" | ".join(_every_override_problem(full, base) or [line])) from e
         raise UsageError(str(e)) from e
     except ValueError as e:
         if negated := re.match(r"--no([\w.-]+)=(\S*) does not take an argument", str(e)):  # absl's words
@@ -472,7 +472,7 @@ def _every_override_problem(full: list[str], base) -> list[str]:
         return fv.config
 
     typed, good = [], []
-    for arg in (a for a in full[1:] if a.startswith("--config.") and "=" in a):
+    for arg in split_overrides(full[1:], base)[0]:  # (each as --config.FIELD=VALUE, however written)
         try:
             parsed([arg])
             good.append(arg)

@@ -161,9 +161,16 @@ def test_every_config_problem_is_said_at_once_a_wrong_type_too(capsys, tmp_path)
             ["--config.eval.seed=1.5: the field holds an integer", "seed: -1 is not", "data.split.seed: 4294967296"],
         ),
         (
-            ["train", "--workdir", str(tmp_path / "w"), "--config.train.epochs=abc", "--config.train.learning_rate=-1"],
+            [
+                "train",
+                "--workdir",
+                str(tmp_path / "w"),
+                "--config.train.epochs",
+                "abc",
+                "--config.train.learning_rate=-1",
+            ],
             ["--config.train.epochs=abc: the field holds an integer", "train.learning_rate: -1.0 is not a number > 0"],
-        ),
+        ),  # (the value after a space, as absl takes it)
     ):
         assert main(argv) == 2, argv
         err = capsys.readouterr().err.strip().splitlines()
