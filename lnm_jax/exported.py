@@ -245,7 +245,10 @@ def check_inputs_stated(folder: Path, metadata: dict, program_inputs: dict[str, 
         size, frames = said["image_size"], said.get("clip_frames", 1)
         for name in ("bmode", "ceus"):  # an image [B, H, W, 3] or a clip [B, T, H, W, 3]
             shape = stated.get(name, {}).get("shape")
-            if shape is not None and (shape[-3:-1] != [size] * 2 or (len(shape) == 5 and shape[1] != frames)):
+            clip = shape is not None and len(shape) == 5
+            if shape is not None and (
+                shape[-3:-1] != [size] * 2 or (clip and shape[1] != frames) or (name == "ceus" and clip != (frames > 1))
+            ):
                 raise ExportIntegrityError(
                     f"{where}: image_size {size} and clip_frames {frames} are not its input {name}'s shape {shape}: "
                     "the folder was changed since its export"
@@ -309,6 +312,11 @@ def load_onnx(folder: Path | str, providers=("CPUExecutionProvider",), fingerpri
     """Reads the ONNX graph of a folder exported with ``--format onnx``, verified first
     (:func:`verify`; against the export's published ``fingerprint`` where given)."""
     folder = Path(folder)
+    if (folder / METADATA).is_file() and not (folder / ONNX).is_file():  # (helper-87: "is DIR a folder ...?")
+        raise FileNotFoundError(
+            f"{folder} holds no {ONNX}: it was exported without ONNX; export it with --format stablehlo,onnx, or "
+            "score it with its StableHLO program (--format stablehlo)"
+        )
     _require(folder, ONNX, METADATA)
     verify(folder, tuple(dict.fromkeys((ONNX, METADATA, *_described_files(folder)))), fingerprint)
     metadata = _metadata(folder)

@@ -381,7 +381,8 @@ def intensity_lines(cohort, reference: dict, inputs, image_size: int, clip_frame
     tapped, features = intensity.tap(decoded_batches(cohort, image_size, clip_frames, framing), IDENTITY_NORM, inputs)
     for _ in tapped:
         pass
-    return intensity.warning_lines(intensity.outliers(reference, features), len(cohort))
+    flagged = intensity.outliers(reference, features)
+    return intensity.warning_lines(flagged, len(cohort), consequence=intensity.TO_PREDICT)
 
 
 def predict_manifest(

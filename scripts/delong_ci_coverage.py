@@ -15,8 +15,10 @@ from lnm_jax.evaluation import stats as S
 
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--replicates", type=int, default=2000, help="replicates per setting (R; default 2000)")
+    p.add_argument("--replicates", type=int, default=2000, help="replicates per setting (R >= 1; default 2000)")
     R = p.parse_args(argv).replicates
+    if R < 1:
+        p.error(f"--replicates {R}: at least 1")
     z = stats.norm.ppf(0.975)
     print(f"R={R} per setting, Monte Carlo SE at 0.95: {np.sqrt(0.95 * 0.05 / R):.3f}")
     for n1, n0, d in [(10, 20, 1.5), (15, 15, 2.5), (20, 42, 1.0), (40, 80, 1.5), (10, 10, 3.0), (20, 42, 2.5)]:

@@ -247,6 +247,7 @@ def test_a_deidentified_dicom_reads_alike_and_says_clean_only_where_its_pixels_l
         assert head.PatientIdentityRemoved == ("YES" if clean else "NO"), name
         assert (head.get("BurnedInAnnotation") == "NO") == clean, name
         assert head.SOPInstanceUID and (b"\xff" * 60 not in head.PixelData) == clean, name  # the banner's row
+        assert len(head.DeidentificationMethod) <= 64, head.DeidentificationMethod  # (LO; helper-87: 70)
     assert was.mm_per_pixel == (0.2, 0.25)
     copy_path = tmp_path / "deid" / links[(str(tmp_path / "dual.dcm"), "ceus")]
     copy = sources.resolve(copy_path, "ceus")

@@ -273,6 +273,7 @@ def test_patients_scored_with_zeros_for_a_missing_input_are_counted(tiny_cohort,
     for r in rows[:6]:
         r["ceus"] = ""
         r["ceus_mask"] = ""
+    rows[6]["us_lnm"] = ""  # a flag fed as 0 too (helper-87: not counted)
     m = tmp_path / "m.csv"
     with m.open("w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=list(rows[0]))
@@ -290,8 +291,27 @@ def test_patients_scored_with_zeros_for_a_missing_input_are_counted(tiny_cohort,
     assert zero_filled(c, cohort, splits, 0) == {}  # without the opt-in: nothing was zero-filled
     c.data.zero_fill_missing = True
     lacking = {q.patient_id for q in cohort.patients if q.ceus is None}
-    want = {"ceus": {"test": len(lacking & set(splits[0].test)), "cohort": 6}}
+    no_flag = {q.patient_id for q in cohort.patients if q.us_lnm is None}
+    want = {
+        "ceus": {"test": len(lacking & set(splits[0].test)), "cohort": 6},
+        "us_lnm": {"test": len(no_flag & set(splits[0].test)), "cohort": 1},
+    }
     assert zero_filled(c, cohort, splits, 0) == want
+
+
+def test_the_flag_row_is_the_flag_in_every_fold_or_in_none():
+    """helper-87: with a patient lacking the flag in one fold, the other folds had been scored by
+    the flag and that one by the model, pooled into one row."""
+    from lnm_jax.protocol.reproduce import FLAG_LOGIT, flag_row
+
+    def fold(ids):
+        return {s: {"patient_id": ids, "lnm": [1, 0], "logit": [0.1, -0.1]} for s in ("val", "test")}
+
+    flags = {"a": 1, "b": 0, "c": 0, "d": None}
+    preds, by_flag = flag_row([fold(["a", "b"]), fold(["c", "a"])], flags)
+    assert by_flag and preds[1]["test"]["logit"] == [-FLAG_LOGIT, FLAG_LOGIT]
+    mixed = [fold(["a", "b"]), fold(["c", "d"])]
+    assert flag_row(mixed, flags) == (mixed, False)  # every fold the model's
 
 
 def test_report_states_the_number_of_permutations_and_the_p_floor():

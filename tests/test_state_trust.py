@@ -1260,6 +1260,18 @@ def test_export_proves_what_it_is(triple_run, tmp_path, capsys):
         load(edited)
     with pytest.raises(ExportIntegrityError, match=f"its fingerprint is sha256:[0-9a-f]{{64}}, not the {published}"):
         load(edited, fingerprint=published)
+    frames = tmp_path / "frames"  # a still model said to take clips (helper-87: JAX's rank mismatch, no file named)
+    shutil.copytree(tmp_path / "ex", frames)
+    meta = json.loads((frames / "metadata.json").read_text())
+    meta["preprocessing"]["clip_frames"] = 4
+    (frames / "metadata.json").write_text(json.dumps(meta))
+    write_checksums(frames)
+    with pytest.raises(ExportIntegrityError, match="clip_frames 4 are not its input ceus's shape"):
+        load(frames)
+    from lnm_jax.exported import load_onnx
+
+    with pytest.raises(FileNotFoundError, match="holds no model.onnx: it was exported without ONNX"):
+        load_onnx(tmp_path / "ex")
     # a temperature edited in (sums rewritten): the CSV had computed prob_lnm_calibrated from it,
     # the Python API given the program's; both now refuse, naming the file (helper-84)
     from lnm_jax.serving import load as load_model
@@ -1556,12 +1568,13 @@ def test_pseudonyms_are_no_ones_id_and_the_copy_says_nothing_of_the_manifests_or
 
 def test_a_mapping_left_without_its_copy_is_said_so(tiny_cohort, tmp_path, capsys):
     """A deidentify killed between writing its mapping and committing its copy leaves the mapping
-    alone; the rerun's refusal says that such a mapping names no copy (helper-83: only "exists;
-    choose a new mapping file")."""
+    alone; the rerun's refusal says so, and to keep any other (helper-83: only "exists; choose a
+    new mapping file"; helper-87: a first version invited deleting what may be a copy's only link)."""
     (tmp_path / "map.csv").write_text("original_patient_id,patient_id\n")
     args = ["deidentify", "--manifest", str(tiny_cohort), "--mapping", str(tmp_path / "map.csv"), "--out"]
     assert main([*args, str(tmp_path / "deid")]) == 1
-    assert "stopped before it committed its copy, as none is there" in _fail_line(capsys)
+    said = _fail_line(capsys)  # never told to delete it: it may be another copy's only link (helper-87)
+    assert "stopped before it committed its copy leaves its mapping alone" in said and "keep it" in said, said
     (tmp_path / "other").mkdir()
     assert main([*args, str(tmp_path / "other")]) == 1
     assert _fail_line(capsys).endswith("exists; choose a new mapping file")
@@ -1732,7 +1745,8 @@ def test_images_outside_the_training_intensities_are_said_by_validate_predict_an
         assert main(argv) == 0, name
         got = capsys.readouterr()
         said[name] = [line for line in (got.out + got.err).splitlines() if "far outside the training" in line]
-    assert said["validate"] == said["predict"] and said["predict"][0].startswith("warning: 4 of 4 patient(s)"), said
+    assert all(said[k][0].startswith("warning: 4 of 4 patient(s) have an image far outside") for k in said), said
+    assert "predict would score them by extrapolation" in said["validate"][0]  # (validate writes no probabilities)
     with (tmp_path / "p.csv").open(newline="") as f:
         column = [r["intensity_outlier"] for r in csv.DictReader(f)]
     export_run(triple_run, tmp_path / "ex")

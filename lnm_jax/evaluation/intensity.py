@@ -113,14 +113,21 @@ def outliers(ref: Mapping, features: Mapping[str, Mapping[str, tuple[float, floa
     return out
 
 
-def warning_lines(flagged: Mapping[str, list[str]], total: int, shown: int = 3) -> list[str]:
-    """What ``predict`` prints about outliers (nothing when there are none)."""
+# what an outlier means where predictions are written, and where they are not (validate)
+PREDICTED = "their probabilities are extrapolations; column intensity_outlier in the output"
+TO_PREDICT = "predict would score them by extrapolation, and name them in its intensity_outlier column"
+
+
+def warning_lines(
+    flagged: Mapping[str, list[str]], total: int, shown: int = 3, consequence: str = PREDICTED
+) -> list[str]:
+    """What ``predict`` prints about outliers (nothing when there are none); ``consequence``
+    ends the first line (:data:`TO_PREDICT` for ``validate``, which writes nothing)."""
     if not flagged:
         return []
     lines = [
         f"warning: {len(flagged)} of {total} patient(s) have an image far outside the training cohort's "
-        "intensities (another bit depth, inverted, saturated or a screen capture?): their probabilities "
-        "are extrapolations; column intensity_outlier in the output"
+        f"intensities (another bit depth, inverted, saturated or a screen capture?): {consequence}"
     ]
     lines += [f"  {pid}: {'; '.join(why)}" for pid, why in list(flagged.items())[:shown]]
     if len(flagged) > shown:

@@ -270,6 +270,16 @@ def _the_flag(pred: dict, flags: dict[str, int | None]) -> dict:
     return out
 
 
+def flag_row(preds: list[dict], flags: dict[str, int | None]) -> tuple[list[dict], bool]:
+    """``(predictions, by_the_flag)``: every fold's predictions scored by the flag itself
+    (:func:`_the_flag`), or, where a patient of any fold lacks the flag, all left as the model
+    scored them (one fold's flag pooled with another's model logits had made one row of two
+    scores; helper-87)."""
+    flagged = [_the_flag(p, flags) for p in preds]
+    by_the_flag = all(f is not p for f, p in zip(flagged, preds))
+    return (flagged if by_the_flag else preds), by_the_flag
+
+
 def _metrics(labels, logits, config: ConfigDict, *, permutations: bool) -> dict:
     """The shared summary at ``protocol.threshold`` (DeLong and bootstrap CIs), with the
     label-permutation p-values of the threshold metrics for Table 3."""
@@ -371,7 +381,7 @@ def reproduce(config: ConfigDict, workdir: Path | str) -> dict:
 
     preds: dict[str, list[dict]] = {}
     live: dict[str, Run] = {}
-    flag_itself = True  # every fold's flag row scored by the flag (not where a patient lacks it)
+    flag_itself = True  # the flag row scored by the flag in every fold (not where a patient lacks it)
     pretrained, pretrained_images = {}, []
     if config.protocol.get("pretrain", False):
         for k in range(len(splits)):
@@ -387,13 +397,11 @@ def reproduce(config: ConfigDict, workdir: Path | str) -> dict:
                 f"[reproduce] {name}{f' fold {k}' if folds else ''} ({run['setting']}, {run['backbone']})", flush=True
             )
             pred, trained = _train_and_predict(rc, split, folder, split_doc)
-            if run["setting"] == names.US_LNM:  # the flag's row is the flag itself (FLAG_LOGIT)
-                flagged = _the_flag(pred, {p.patient_id: p.us_lnm for p in cohort.patients})
-                flag_itself = flag_itself and flagged is not pred
-                pred = flagged
             preds[name].append(pred)
             if trained is not None and k == 0:
                 live[name] = trained
+        if run["setting"] == names.US_LNM:  # the flag's row is the flag itself (FLAG_LOGIT), in every fold or none
+            preds[name], flag_itself = flag_row(preds[name], {q.patient_id: q.us_lnm for q in cohort.patients})
 
     # Table 2 judges on the validation set (holdout) or the out-of-fold test sets (folds).
     t2_subset = "test" if folds else "val"
@@ -547,14 +555,14 @@ def generator_bayes_aucs(manifest: Path, config: ConfigDict) -> dict | None:
 
 
 def zero_filled(config: ConfigDict, cohort, splits, folds: int) -> dict[str, dict[str, int]]:
-    """Per image input, how many patients lack it and were scored with zeros in its place
+    """Per input, how many patients lack it and were scored with zeros in its place
     (``data.zero_fill_missing``): of Table 3's test patients (every fold's, pooled) and of the
     cohort; {} without the opt-in or with nothing missing (helper-85: the report had not said)."""
     if not config.data.get("zero_fill_missing"):
         return {}
     tested = {i for s in (splits if folds else splits[:1]) for i in s.test}
     out = {}
-    for name in names.IMAGE_INPUTS:
+    for name in names.INPUTS:  # (a flag fed as 0 too; helper-87)
         lacking = [p.patient_id for p in cohort.patients if getattr(p, name) is None]
         if lacking:
             out[name] = {"test": sum(i in tested for i in lacking), "cohort": len(lacking)}
@@ -727,7 +735,8 @@ def report_markdown(results: dict, groups: dict) -> str:
         lines += [
             "",
             f"The {task.flag} row scores the flag itself (0 or 1), as the paper's row does: its AUC and its "
-            "operating point are the flag's own, not a model's fitted to it."
+            "operating point are the flag's own, not a model's fitted to it (`runs/us_lnm` holds such a model, "
+            "not used by the row)."
             if t3.get("flag_row") == "the flag"
             else f"The {task.flag} row is a model of the flag alone (some patients lack the flag): its operating "
             "point is the model's, not the flag's.",

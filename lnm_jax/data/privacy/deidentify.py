@@ -114,8 +114,8 @@ def deidentify(
         raise ValueError(f"--mapping {mapping} is inside the output folder {out_dir}: keep it apart from the data")
     if mapping.exists():
         stopped = (
-            f" (where it is the mapping of a deidentify to {out_dir} stopped before it committed its copy, as none is "
-            "there, its pseudonyms name no copy and it may be deleted)"
+            f" (a deidentify to {out_dir} stopped before it committed its copy leaves its mapping alone, as none "
+            "is there; any other is a copy's only link to its patients: keep it)"
             if not out_dir.exists()
             else ""
         )  # (helper-83: a kill between the mapping's write and the copy's commit left only the mapping)
@@ -154,13 +154,13 @@ def deidentify(
                     src = sources.resolve(path, name, p.image_options(name), framing.ceus_region)
                     box = _crop_box(src, framing.ceus_region)
                     if src.framed_by == sources.WHOLE_FRAME:
-                        uncropped.append(f"row {p.row} {name} {path}")
+                        uncropped.append((p.row, f"row {p.row} {name} {path}"))
                     dual += src.reference is not None
                     if src.kind == "dicom":
                         rel, uid_pair, clean = _copy_dicom(src, box, tmp, pid, name, new_uid)
                         dicom_files += 1
                         if not clean and src.framed_by != sources.WHOLE_FRAME:
-                            beyond.append(f"row {p.row} {name} {path}")
+                            beyond.append((p.row, f"row {p.row} {name} {path}"))
                     else:
                         rel, uid_pair = _copy_pixels(src, box, tmp, pid, name), ("", "")
                     rate = sources.option_columns(name).get("frame_rate")
@@ -200,10 +200,10 @@ def deidentify(
         len(rows),
         len(links),
         dicom_files,
-        uncropped,
+        [said for _, said in sorted(uncropped)],  # in manifest order (the files were written in pseudonyms')
         dual,
         framing.ceus_region,
-        beyond,
+        [said for _, said in sorted(beyond)],
     )
 
 

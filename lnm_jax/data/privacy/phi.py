@@ -152,6 +152,7 @@ RETAINED_META = frozenset(
 )
 
 
+DEIDENTIFICATION_METHOD = "lnm-jax: allow-list, PS3.15 basic profile"
 # values an enumerated attribute may keep (anything else is typed in: removed)
 LATERALITY = ("R", "L")
 EMPTIED = KEPT_EMPTY | {"ReferringPhysicianName", "StudyDate", "StudyTime", "SeriesNumber", "InstanceNumber"}
@@ -194,7 +195,8 @@ def deidentify_dataset(ds, new_uid: Callable[[str], str], *, cropped: bool, pixe
             ds[keyword].value = ""
     if "ImageType" in ds:  # value 1 ORIGINAL/DERIVED, 2 PRIMARY/SECONDARY; 3 on are free for the maker's terms
         values = list(ds.ImageType) if ds["ImageType"].VM > 1 else [ds.ImageType]
-        ds.ImageType = [v for v in values[:2] if v in ("ORIGINAL", "DERIVED", "PRIMARY", "SECONDARY")]
+        kept = [v for v in values[:2] if v in ("ORIGINAL", "DERIVED", "PRIMARY", "SECONDARY")]
+        ds.ImageType = kept if len(kept) == 2 else ["DERIVED", "PRIMARY"]  # (type 1: never left empty)
     if "Laterality" in ds and ds.Laterality not in LATERALITY:
         del ds["Laterality"]
     meta = getattr(ds, "file_meta", None)
@@ -210,8 +212,8 @@ def deidentify_dataset(ds, new_uid: Callable[[str], str], *, cropped: bool, pixe
     clean = cropped if pixels_clean is None else pixels_clean
     ds.PatientIdentityRemoved = "YES" if clean else "NO"
     # (LO: at most 64 characters)
-    done = "; cropped" if clean else "; pixels around the scan kept" if cropped else "; not cropped"
-    ds.DeidentificationMethod = "lnm-jax: allow-list, PS3.15 basic profile" + done
+    done = ("; cropped" if cropped else "") if clean else "; outside scan kept" if cropped else "; not cropped"
+    ds.DeidentificationMethod = DEIDENTIFICATION_METHOD + done  # at most 64 characters (LO): tested
     code = Dataset()
     code.CodeValue, code.CodingSchemeDesignator, code.CodeMeaning = BASIC_PROFILE
     ds.DeidentificationMethodCodeSequence = [code]
