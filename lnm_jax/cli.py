@@ -407,7 +407,7 @@ def apply_overrides(config, overrides: list[str]):
     from ml_collections import config_flags
 
     if problems := _override_problems(overrides, config):
-        raise UsageError(" | ".join(problems))
+        raise UsageError(" | ".join(problems + _known_override_problems(overrides, config)))
     if note := repeated_override_note(overrides):
         print(note, file=sys.stderr)
     fv, full = flags.FlagValues(), ["lnm-jax", *overrides]
@@ -480,6 +480,23 @@ def _every_override_problem(full: list[str], base) -> list[str]:
             wrong = _WRONG_TYPE.match(str(e))
             typed.append((wrong and _wrong_type_line(base, *wrong.groups()[:2])) or str(e))
     return typed + config_problems(parsed(good))
+
+
+def _known_override_problems(argv: list[str], base) -> list[str]:
+    """Beside an unknown key's line, the problems of the overrides of ``argv`` that name fields
+    (:func:`_every_override_problem`), so that every problem is said at once (helper-87: a wrong
+    type beside a misspelt key waited for the next try); [] where they cannot be read apart."""
+    try:
+        overrides = split_overrides(argv, base)[0]
+    except UsageError:  # a value-less override: said on the next try, as before
+        return []
+    from absl import flags
+
+    known = [o for o in overrides if not _override_problems([o], base)]
+    try:
+        return _every_override_problem(["lnm-jax", *known], base) if known else []
+    except (flags.Error, ValueError):  # the unknown key's line alone, as before
+        return []
 
 
 def _wrong_type_line(config, key: str, text: str) -> str | None:
@@ -829,7 +846,7 @@ def parse_config_command(name: str, argv: list[str], default_factory, extra=None
     file = _config_file_arg(argv)
     base = default_factory() if file is None else load_config_file(file)  # a broken file: one line
     if problems := _override_problems(argv, base):  # before absl, which raises on the first
-        raise UsageError(" | ".join(problems))
+        raise UsageError(" | ".join(problems + _known_override_problems(argv, base)))
     overrides, _ = split_overrides(argv, base)  # a value-less override: absl would take the next option as its value
     if note := repeated_override_note(overrides):
         print(note, file=sys.stderr)

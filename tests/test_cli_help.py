@@ -171,6 +171,10 @@ def test_every_config_problem_is_said_at_once_a_wrong_type_too(capsys, tmp_path)
             ],
             ["--config.train.epochs=abc: the field holds an integer", "train.learning_rate: -1.0 is not a number > 0"],
         ),  # (the value after a space, as absl takes it)
+        (  # beside a misspelt key too (helper-87: the key said alone)
+            ["validate", "m.csv", "--config.train.epohcs=2", "--config.eval.seed", "1.5", "--config.seed=-1"],
+            ["--config.train.epohcs: no such config field", "--config.eval.seed=1.5: the field", "seed: -1 is not"],
+        ),
     ):
         assert main(argv) == 2, argv
         err = capsys.readouterr().err.strip().splitlines()
