@@ -256,16 +256,16 @@ def _train_and_predict(config: ConfigDict, split: Split, folder: Path, split_doc
 FLAG_LOGIT = 30.0
 
 
-def _the_flag(pred: dict, flags: dict[str, int | None]) -> dict:
+def _the_flag(pred: dict, flags: dict[str, int | None]) -> dict | None:
     """``pred`` (a run's validation and test predictions) with every subset's logits replaced by
     the US-LNM flag of its patients (``flags``: patient -> 0/1, None where absent), as
-    +-:data:`FLAG_LOGIT`; unchanged where a patient lacks the flag (the model scores it)."""
+    +-:data:`FLAG_LOGIT`; None where a patient lacks the flag."""
     out = dict(pred)
     for subset in ("val", "test"):
         ids = [i.decode() if isinstance(i, bytes) else i for i in pred[subset][names.PATIENT_ID]]
         given = [flags.get(i) for i in ids]
         if any(f is None for f in given):
-            return pred
+            return None
         out[subset] = {**pred[subset], "logit": [FLAG_LOGIT if f == 1 else -FLAG_LOGIT for f in given]}
     return out
 
@@ -276,8 +276,9 @@ def flag_row(preds: list[dict], flags: dict[str, int | None]) -> tuple[list[dict
     scored them (one fold's flag pooled with another's model logits had made one row of two
     scores; helper-87)."""
     flagged = [_the_flag(p, flags) for p in preds]
-    by_the_flag = all(f is not p for f, p in zip(flagged, preds))
-    return (flagged if by_the_flag else preds), by_the_flag
+    if any(f is None for f in flagged):
+        return preds, False
+    return flagged, True
 
 
 def _metrics(labels, logits, config: ConfigDict, *, permutations: bool) -> dict:
