@@ -1223,10 +1223,9 @@ class Run:
         and writes its intensity summary; returns it."""
         from lnm_jax.evaluation import intensity  # noqa: PLC0415
 
-        batches, features = intensity.tap(self.data.eval_batches("train"), self.data.norm, names.IMAGE_INPUTS)
-        for _ in batches:
-            pass
-        ref = intensity.reference(features)
+        ref = intensity.reference(
+            intensity.features_of(self.data.eval_batches("train"), self.data.norm, names.IMAGE_INPUTS)
+        )
         if jax.process_index() == 0:
             write_json(self.files.intensity_reference, sealed({RUN_KEY: self.run_id, REFERENCE_KEY: ref}))
         return ref

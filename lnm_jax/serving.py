@@ -328,10 +328,7 @@ class Model:
         if (ref := self.metadata.get("intensity_reference")) is not None:
             ids = np.array([str(i).encode() for i in range(n)])
             batch = {**arrays, names.PATIENT_ID: ids, names.VALID: np.ones(n, bool)}
-            tapped, features = intensity.tap([batch], IDENTITY_NORM, self.model_inputs)
-            for _ in tapped:
-                pass
-            flagged = intensity.outliers(ref, features)
+            flagged = intensity.outliers(ref, intensity.features_of([batch], IDENTITY_NORM, self.model_inputs))
             out["intensity_outlier"] = np.array([outlier_inputs(flagged, str(i)) for i in range(n)])
         return out
 
@@ -378,10 +375,8 @@ def intensity_lines(cohort, reference: dict, inputs, image_size: int, clip_frame
     """The warnings ``predict`` gives ``cohort`` against a run's training intensities
     (``reference``), for ``validate --workdir``: it had said OK where predict then warned of
     every patient (helper-84: B-mode and CEUS columns swapped, an image dimmed or inverted)."""
-    tapped, features = intensity.tap(decoded_batches(cohort, image_size, clip_frames, framing), IDENTITY_NORM, inputs)
-    for _ in tapped:
-        pass
-    flagged = intensity.outliers(reference, features)
+    batches = decoded_batches(cohort, image_size, clip_frames, framing)
+    flagged = intensity.outliers(reference, intensity.features_of(batches, IDENTITY_NORM, inputs))
     return intensity.warning_lines(flagged, len(cohort), consequence=intensity.TO_PREDICT)
 
 

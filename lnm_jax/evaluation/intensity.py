@@ -50,6 +50,14 @@ def tap(batches: Iterable[Mapping], norm: Mapping, inputs: Iterable[str]) -> tup
     return gen(), features
 
 
+def features_of(batches: Iterable[Mapping], norm: Mapping, inputs: Iterable[str]) -> dict:
+    """:func:`tap`'s features of ``batches``, consumed whole (nothing else reads them)."""
+    tapped, features = tap(batches, norm, inputs)
+    for _ in tapped:
+        pass
+    return features
+
+
 def reference(features: Mapping[str, Mapping[str, tuple[float, float]]]) -> dict:
     """The training cohort's summary (JSON-able): per input and feature, n, median, robust SD
     (MAD x 1.4826), min and max."""
