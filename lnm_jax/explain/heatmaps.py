@@ -17,7 +17,7 @@ from lnm_jax import names
 from lnm_jax import run_files as F
 from lnm_jax.data.cohorts.manifest import manifest_checks, read_manifest
 from lnm_jax.data.pixels.masks import frame_mask
-from lnm_jax.data.pixels.sources import Framing, clip_frame, picture_region, resolve
+from lnm_jax.data.pixels.sources import Framing, Source, clip_frame, picture_region, resolve
 from lnm_jax.evaluation.metrics import sigmoid
 from lnm_jax.explain import scores as S
 from lnm_jax.explain.figures import grid_figure, patient_figure
@@ -42,6 +42,12 @@ def _pick(entries: list[dict], n: int) -> list[dict]:
             if group and len(out) < n:
                 out.append(group.pop(0))
     return out
+
+
+def _lesion(patient, branch: str, source: Source, framing: Framing, size: int) -> np.ndarray:
+    """The patient's mask for ``branch`` framed as the model saw its image (``source``: that
+    image resolved, once for the mask, the picture's region and a clip's frame)."""
+    return frame_mask(patient.mask(branch), source, size, framing)
 
 
 def gradcam(
@@ -231,7 +237,7 @@ def _explain(
                 if patient is None or patient.mask(b) is None:
                     continue
                 source = resolve(getattr(patient, b), b, patient.image_options(b), framing.ceus_region)
-                lesion = frame_mask(patient.mask(b), source, size, framing)  # as the model saw its image
+                lesion = _lesion(patient, b, source, framing, size)
                 if not lesion.any():  # all of it outside the field of view's square (validate refuses it)
                     outside.append(f"{pid} {b} {patient.mask(b).name}")
                     continue
