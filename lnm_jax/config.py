@@ -88,6 +88,10 @@ def base_config(setting: str = "triple") -> ConfigDict:
     c.data.split = ConfigDict(dict(test_fraction=0.2, val_fraction=0.2, seed=0))
     # Tuples, so that `--config.data.norm.bmode.mean='(0.2, 0.2, 0.2)'` overrides them.
     c.data.norm = ConfigDict({k: {"mean": tuple(v["mean"]), "std": tuple(v["std"])} for k, v in PAPER_NORM.items()})
+    # Where data.norm comes from: 'config' (the values above: the paper's, or norm-stats' given
+    # by hand) | 'train' (each run's own training split, computed when it starts and recorded in
+    # its config.json: a K-fold protocol's runs each take their own, none seeing its test fold).
+    c.data.norm_from = "config"
     c.data.augment = ConfigDict(
         dict(
             enabled=True,
@@ -370,6 +374,7 @@ def _one_of(*choices):
     return (lambda x: x in choices), f"one of {', '.join(repr(c) for c in choices)}"
 
 
+NORM_SOURCES = ("config", "train")  # data.norm_from
 POSITIVE_INT = _range(1, integer=True)
 NON_NEGATIVE_INT = _range(0, integer=True)
 NON_NEGATIVE = _range(0)
@@ -386,6 +391,7 @@ FIELD_RULES = {
     "data.shuffle_buffer": POSITIVE_INT,
     "data.field_of_view_mm": NON_NEGATIVE,
     "data.ceus_region": _one_of("auto", "left", "right"),
+    "data.norm_from": _one_of(*NORM_SOURCES),
     "data.split.test_fraction": FRACTION,
     "data.split.val_fraction": FRACTION,
     "data.split.seed": SEED,
@@ -740,16 +746,28 @@ def check_fields(config) -> None:
 OPEN_GROUPS = ("task.inputs.", "data.norm.")
 
 
+def norm_is_papers(config) -> bool:
+    """Whether ``config``'s ``data.norm`` is the paper's statistics (:data:`PAPER_NORM`) for
+    every input it lists: the default, not values given by hand (e.g. from ``norm-stats``)."""
+    as_lists = lambda v: {s: [float(x) for x in v[s]] for s in ("mean", "std")}  # noqa: E731
+    return all(as_lists(v) == as_lists(PAPER_NORM[k]) for k, v in config.data.norm.items() if k in PAPER_NORM)
+
+
+# Fields added since runs were first stored whose value in a run stored before them is certain,
+# not a guess: read as that value (before data.norm_from, data.norm was always the config's).
+KNOWN_BEFORE_ADDED = {"data.norm_from": "config"}
+
+
 def missing_fields(config) -> dict[str, object]:
     """The fields every config of this version holds (:func:`base_config`'s, less
-    :data:`OPEN_GROUPS`) that ``config`` lacks, each with this version's default: a run's
-    ``config.json`` edited by hand (helper-60: a deleted ``data.augment.flip`` passed every
-    check, and a resume failed on it with a KeyError after writing to the run folder), or
-    written by an older version without the field."""
+    :data:`OPEN_GROUPS` and :data:`KNOWN_BEFORE_ADDED`) that ``config`` lacks, each with this
+    version's default: a run's ``config.json`` edited by hand (helper-60: a deleted
+    ``data.augment.flip`` passed every check, and a resume failed on it with a KeyError after
+    writing to the run folder), or written by an older version without the field."""
     held, base = set(config_keys(config)), base_config()
     out = {}
     for k in config_keys(base):
-        if k not in held and not k.startswith(OPEN_GROUPS):
+        if k not in held and not k.startswith(OPEN_GROUPS) and k not in KNOWN_BEFORE_ADDED:
             value = base
             for part in k.split("."):
                 value = value[part]

@@ -15,7 +15,7 @@ from ml_collections import ConfigDict
 
 from lnm_jax import names, provenance
 from lnm_jax import run_files as F
-from lnm_jax.config import base_config, frozen_backbone_epochs
+from lnm_jax.config import base_config, frozen_backbone_epochs, norm_is_papers
 from lnm_jax.data.pixels.clips import PHASE_LEVEL
 from lnm_jax.data.pixels.sources import Framing
 from lnm_jax.exported import METADATA, MODEL_CARD
@@ -269,6 +269,15 @@ def _default_task(config) -> bool:
     return config.task.to_dict() == base_config().task.to_dict()
 
 
+def normalisation_source(config) -> str:
+    """Where a run's ``data.norm`` came from, in the card's words (``data.norm_from``)."""
+    if config.data.get("norm_from", "config") == "train":
+        return "of the training split's own pixels (data.norm_from='train'), computed when the run started"
+    if norm_is_papers(config):
+        return "the values the package ships for the paper's cohort (names.PAPER_NORM), not this cohort's"
+    return "as set in the config (data.norm; e.g. from lnm-jax norm-stats)"
+
+
 def metadata(
     run: Run,
     checkpoint: str = "best",
@@ -334,6 +343,7 @@ def metadata(
                 k: {"mean": list(v["mean"]), "std": list(v["std"])} for k, v in config.data.norm.to_dict().items()
             },
             "normalisation_applied": "inside the exported program: (x - mean) / std, a missing image set to zero",
+            "normalisation_from": normalisation_source(config),
             # trained with a missing image fed as zeros (data.zero_fill_missing): predict does the same
             "zero_fill_missing": bool(config.data.get("zero_fill_missing", False)),
         },
@@ -527,7 +537,8 @@ def markdown(md: dict) -> str:
         )
         + f"; CEUS dual display: the {framing.get('ceus_region', 'auto')} region.",
         f"- Resize to {pre['image_size']}x{pre['image_size']}: {pre['resize']}.",
-        f"- Values: RGB float32 in [0, 1]; normalisation {pre['normalisation_applied']}:",
+        f"- Values: RGB float32 in [0, 1]; normalisation {pre['normalisation_applied']}; mean and std "
+        f"{pre.get('normalisation_from', 'as configured')}:",
         *[f"  - {k}: mean {v['mean']}, std {v['std']}" for k, v in pre["normalisation"].items()],
         "",
     ]
@@ -575,6 +586,15 @@ def markdown(md: dict) -> str:
             f"Thresholds: 0.5, and Youden's index on validation: {_fmt(md['thresholds']['youden_from_val'])}. "
             f"Calibration temperature (fitted on validation, `prob_calibrated = sigmoid(logit / T)`): "
             f"{_fmt(md['calibration_temperature'])}.",
+            *(
+                # (helper-90: the val row read as a second held-out result)
+                [
+                    "Only the test row is out of sample: the checkpoint was chosen by its validation AUC, and "
+                    "Youden's threshold and the temperature were fitted on validation, so the val row is optimistic."
+                ]
+                if "val" in md["metrics"]
+                else []
+            ),
             "",
             *_calibration_rows(md["calibration"]),
         ]

@@ -32,6 +32,7 @@ from ml_collections import ConfigDict
 
 from lnm_jax import names, provenance
 from lnm_jax.config import (
+    KNOWN_BEFORE_ADDED,
     MODEL_FIELDS,
     base_config,
     config_problems,
@@ -613,6 +614,41 @@ def write_run_record(
         write_json(files.run_info, sealed(info))
 
 
+def with_recorded_norm(config: ConfigDict, stored: ConfigDict) -> ConfigDict:
+    """``config`` with the ``data.norm`` a run computed from its training split when it started
+    (``stored``: its ``config.json``), where both say ``data.norm_from='train'``: a resume
+    standardises as the first epochs did, not by the config's own values."""
+    if config.data.norm_from != "train" or stored.data.norm_from != "train":
+        return config
+    config = copy.deepcopy(config)
+    for name, stats in stored.data.norm.items():  # tuples, as a config's own (JSON read them as lists)
+        config.data.norm[name] = ConfigDict({s: tuple(stats[s]) for s in ("mean", "std")})
+    return config
+
+
+def with_training_norm(config: ConfigDict, cohort: Cohort, split: Split) -> ConfigDict:
+    """``config`` with ``data.norm`` computed from ``split``'s training patients alone
+    (``data.norm_from='train'``): each input's per-channel mean and std over the pixels training
+    feeds the model, at the configured size, framing and clip length
+    (:func:`lnm_jax.data.loaders.loader.split_norm_stats`), as tuples rounded to 6 decimals.
+    Neither validation nor test pixels enter it, so a K-fold protocol's runs each take their own
+    (helper-90: ``norm-stats``' one holdout split held 9-14 of 20 of each fold's test patients)."""
+    from lnm_jax.data.loaders.loader import split_norm_stats  # noqa: PLC0415
+
+    stats = split_norm_stats(
+        cohort,
+        split.train,
+        image_size=int(config.data.image_size),
+        clip_frames=int(config.data.clip_frames),
+        framing=Framing.from_config(config.data),
+    )
+    config = copy.deepcopy(config)
+    for name in config.data.norm:
+        if name in stats:
+            config.data.norm[name] = ConfigDict({s: tuple(stats[name][s]) for s in ("mean", "std")})
+    return config
+
+
 def load_config(workdir: Path | str) -> ConfigDict:
     """The config a run stored (``config.json``), its fields checked as a new config's are
     (:func:`lnm_jax.config.config_problems`): an edited or damaged one is one
@@ -638,6 +674,10 @@ def load_config(workdir: Path | str) -> ConfigDict:
         remedy += ", or, where an older lnm-jax wrote the run, add the field with the value it trained with"
     if problems:
         raise DamagedFileError.edited(path, "; ".join(problems), remedy)
+    for field, value in KNOWN_BEFORE_ADDED.items():  # a run stored before the field: its certain value
+        group, key = field.rsplit(".", 1)
+        if key not in config[group]:
+            config[group][key] = value
     return config
 
 
@@ -930,8 +970,10 @@ class Run:
         if not resume and files.checkpoints.exists():
             raise RunExistsError(f"{files.root} already holds a run; pass --resume or use a new --workdir")
         trained = trained_checkpoint(files) if resume else None
-        if resume and files.config.is_file():
-            check_resumable(load_config(files.root), config)
+        stored = load_config(files.root) if resume and files.config.is_file() else None
+        if stored is not None:
+            config = with_recorded_norm(config, stored)
+            check_resumable(stored, config)
         recorded_id = recorded_identity(files, recorded_before(files)) if trained else None
         if trained:  # before the cohort or the split is read: a hand-edited config.json is named as such
             check_same_run(recorded_id, *trained, files.run_info)
@@ -964,6 +1006,8 @@ class Run:
                     )
                 (split,), save = make_splits(config, cohort), True
         check_split(config, cohort, split)
+        if config.data.norm_from == "train" and stored is None:
+            config = with_training_norm(config, cohort, split)
         # a resume records its config and process once its checkpoint has been read
         # (write_pending_record, from the loop): one that fails on a damaged checkpoint leaves the
         # run's record as it was, not describing an attempt that never trained

@@ -299,3 +299,17 @@ def test_an_impossible_or_diverging_pretraining_leaves_no_folder_behind(tiny_coh
     with pytest.raises(TrainingDivergedError, match="what this start wrote was removed"):
         P.pretrain(c, [tiny_cohort], work, progress=False)
     assert sorted(p.name for p in work.iterdir()) == ["mine"]
+
+
+def test_norm_from_train_pretrains_with_the_statistics_its_fine_tune_computes(tiny_cohort, tmp_path):
+    """``data.norm_from='train'`` (helper-90): the pretraining standardises by the downstream
+    training split's statistics, the very values a run on that split computes when it starts,
+    so the backbone is fine-tuned on inputs standardised as it was pretrained on."""
+    from lnm_jax.run import Run, load_config
+
+    c = tiny_pretrain_config(tiny_cohort, epochs=1)
+    c.data.norm_from = "train"
+    P.pretrain(c, [tiny_cohort], tmp_path / "w", progress=False)
+    run = Run.create(c, tmp_path / "run")
+    assert load_config(tmp_path / "w").data.norm.to_dict() == json.loads(run.config.data.norm.to_json())
+    assert run.config.data.norm.bmode.mean != c.data.norm.bmode.mean  # computed, not the paper's

@@ -141,6 +141,14 @@ def test_reproduce_with_folds_pools_out_of_fold_predictions(tiny_cohort, tmp_pat
         "(fold 0's split; Tables 2 and 3 pool every fold's test patients, n = 40)" in (work / "report.md").read_text()
     )
     assert "Not run: `protocol.table2_modalities` or `protocol.backbones` is empty." in (work / "report.md").read_text()
+    # with folds, Table 2 is scored on the test folds: said so (helper-90: the docs had said the
+    # validation set, and a backbone picked from it would be picked on Table 3's patients)
+    from lnm_jax.protocol.reproduce import report_markdown
+
+    res["table2"]["rows"] = {"bmode": {**row, "setting": "bmode", "backbone": BACKBONE}}
+    report = report_markdown(res, {k: [""] * n for k, n in res["table1"]["groups"].items()})  # only counted
+    assert "## Table 2: backbones per image modality (test set, pooled out-of-fold, n = 40 (" in report
+    assert "A backbone chosen from this table is chosen on them" in report
     # the same command again from the folder above, the workdir typed relative: everything reused
     # (the stored configs hold absolute paths; a relative one names the same folder)
     fold0 = work / "runs" / "us_lnm" / "fold0" / "predictions.json"
@@ -526,3 +534,18 @@ def test_a_lesion_outside_the_field_of_view_is_refused_before_reproduce_writes(t
     err = capsys.readouterr().err
     assert "data.field_of_view_mm=2 leaves none of the lesion of 1 mask(s)" in err and "corner.png" in err, err
     assert not work.exists()
+
+
+def test_a_k_fold_protocol_warns_of_one_norm_given_by_hand():
+    """helper-90: ``norm-stats``' values, given to ``reproduce --folds``, standardise every fold
+    by pixels of its test patients: said, with ``data.norm_from=train`` as the remedy; neither
+    the paper's values nor ``norm_from='train'`` is warned of."""
+    from lnm_jax.config import base_config
+    from lnm_jax.protocol.reproduce import _shared_norm_note
+
+    c = base_config("triple")
+    assert _shared_norm_note(c) is None  # the paper's statistics: not this cohort's
+    c.data.norm.bmode.mean = (0.45, 0.45, 0.45)
+    assert "each fold's test patients are in it" in _shared_norm_note(c)
+    c.data.norm_from = "train"
+    assert _shared_norm_note(c) is None

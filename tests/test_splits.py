@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -219,3 +220,78 @@ def test_a_cohort_that_cannot_be_split_is_said_under_its_manifest():
         with pytest.raises(SplitError) as e:
             make_splits(config, cohort, named=False)
         assert str(e.value).startswith(said), e.value
+
+
+def _inverted_copy(manifest, out, patients) -> Path:
+    """A copy of ``manifest``'s cohort folder at ``out`` whose ``patients``' B-mode and CEUS
+    images are inverted (255 - x); returns the copy's manifest."""
+    import csv
+    import shutil
+
+    from PIL import Image
+
+    shutil.copytree(Path(manifest).parent, out)
+    with open(out / "manifest.csv", newline="") as f:
+        for row in csv.DictReader(f):
+            if row["patient_id"] in patients:
+                for col in ("bmode", "ceus"):
+                    path = out / row[col]
+                    Image.fromarray(255 - np.asarray(Image.open(path))).save(path)
+    return out / "manifest.csv"
+
+
+def test_norm_from_train_is_each_runs_training_split_alone(tiny_cohort, tmp_path):
+    """helper-90: the one source of a cohort's statistics, ``norm-stats``, split the manifest
+    by its own seed and holdout fractions, so a K-fold protocol standardised every fold by
+    pixels of 9-14 of its 20 test patients. ``data.norm_from='train'``: each run computes its
+    ``data.norm`` from its own training split when it starts (the statistics of exactly those
+    pixels), records it, and a resume keeps it; validation and test images do not move it, a
+    training image does."""
+    import json
+
+    from support import tiny_config
+
+    from lnm_jax.data.loaders.loader import split_norm_stats
+    from lnm_jax.run import Run
+
+    c = tiny_config(tiny_cohort, "dual", epochs=1)
+    c.data.norm_from = "train"
+    run = Run.create(c, tmp_path / "run")
+    want = split_norm_stats(run.cohort, run.split.train, image_size=32)
+    norm = {k: {s: list(v[s]) for s in ("mean", "std")} for k, v in run.config.data.norm.items()}
+    assert norm == {k: want[k] for k in ("bmode", "ceus")}
+    assert norm["bmode"]["mean"] != [float(x) for x in c.data.norm.bmode.mean]  # not the paper's
+    recorded = json.loads((tmp_path / "run" / "config.json").read_text())["data"]["norm"]
+    assert recorded == norm
+    # a resume given the user's config (the paper's values in it) standardises as the start did
+    assert Run.create(c, tmp_path / "run", resume=True).config.data.norm == run.config.data.norm
+
+    held_out = set(run.split.val) | set(run.split.test)
+    moved = _inverted_copy(tiny_cohort, tmp_path / "held_out_inverted", held_out)
+    c2 = tiny_config(moved, "dual", epochs=1)
+    c2.data.norm_from = "train"
+    assert Run.create(c2, tmp_path / "run2").config.data.norm == run.config.data.norm
+    one = _inverted_copy(tiny_cohort, tmp_path / "train_inverted", set(run.split.train[:1]))
+    c3 = tiny_config(one, "dual", epochs=1)
+    c3.data.norm_from = "train"
+    assert Run.create(c3, tmp_path / "run3").config.data.norm.bmode.mean != run.config.data.norm.bmode.mean
+
+
+def test_a_run_stored_before_norm_from_reads_as_the_configs_norm(tiny_cohort, tmp_path):
+    """A run written before ``data.norm_from`` existed standardised by its config's values: its
+    config.json, lacking the field, is read with ``'config'`` (any other missing field is
+    refused, test_state_trust.py), and resumes."""
+    import json
+
+    from support import tiny_config
+
+    from lnm_jax.run import Run, load_config
+
+    c = tiny_config(tiny_cohort, "dual", epochs=1)
+    Run.create(c, tmp_path / "run")
+    path = tmp_path / "run" / "config.json"
+    doc = json.loads(path.read_text())
+    del doc["data"]["norm_from"]
+    path.write_text(json.dumps(doc))
+    assert load_config(tmp_path / "run").data.norm_from == "config"
+    Run.create(c, tmp_path / "run", resume=True)

@@ -787,6 +787,9 @@ def test_predict_new_patients_without_labels(triple_run, copy_run, tiny_cohort, 
     assert main(["evaluate", "--workdir", str(run.workdir)]) == 0
     card = (run.files.evaluation("best") / "model_card.md").read_text()  # evaluate describes the model too
     assert "| test |" in card and "temperature (fitted on validation" in card and "none fitted" not in card
+    assert "Only the test row is out of sample" in card and "the val row is optimistic" in card  # (helper-90)
+    # the default config standardises by the shipped statistics, and the card says whose they are
+    assert "mean and std the values the package ships for the paper's cohort" in card
     assert (
         main(["predict", "--workdir", str(run.workdir), "--manifest", str(new), "--out", str(tmp_path / "p2.csv")]) == 0
     )

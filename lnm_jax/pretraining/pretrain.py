@@ -263,7 +263,7 @@ def pretrain(
     ``protocol.folds``) is left out unless ``include_test``. Writes the backbone(s), the history,
     and a report with the probes; returns the report."""
     from lnm_jax.data.cohorts.splits import make_splits  # noqa: PLC0415
-    from lnm_jax.run import check_resumable, load_config  # noqa: PLC0415
+    from lnm_jax.run import check_resumable, load_config, with_recorded_norm, with_training_norm  # noqa: PLC0415
 
     workdir = Path(workdir).resolve()
     refuse_export_folder(workdir, "--workdir")
@@ -280,8 +280,10 @@ def pretrain(
         raise ValueError("pretraining needs at least one --manifest")
     record = inputs_record(manifests, fold, include_test)
     _check_inputs(workdir, record, resume)
-    if resume and (workdir / CONFIG).is_file():
-        check_resumable(load_config(workdir), config)
+    stored = load_config(workdir) if resume and (workdir / CONFIG).is_file() else None
+    if stored is not None:
+        config = with_recorded_norm(config, stored)
+        check_resumable(stored, config)
     framing = Framing.from_config(config.data)
     unlabeled_first = (
         f"{manifests[0]}: the first --manifest is the downstream cohort, whose labels (column '{names.LABEL}') say "
@@ -304,6 +306,14 @@ def pretrain(
     elif not include_test:
         raise ValueError(unlabeled_first)
     exclude = () if include_test or split is None else split.test
+    if config.data.norm_from == "train" and stored is None:
+        if split is None:
+            raise ValueError(
+                "data.norm_from='train' takes the statistics of the downstream cohort's training split, and "
+                f"{manifests[0]} has no labels to split it by: give data.norm instead (lnm-jax norm-stats)"
+            )
+        # the very statistics a run fine-tuned on this split computes (Run.create): one standardisation
+        config = with_training_norm(config, first, split)
     check_batches(config, [first, *extra], exclude)
     data = unlabeled.collect(
         [first, *extra], image_size=config.data.image_size, exclude=exclude, framing=framing, progress=progress

@@ -4,7 +4,8 @@
   validation), or ``protocol.folds`` K stratified folds.
 * Table 1: cohort characteristics, train+validation vs test (:mod:`.cohort_table`).
 * Table 2: each backbone on each image modality alone, judged, as in the paper, on the 8:2
-  split of the training set (our validation set); ROC per modality (Figures 4-5).
+  split of the training set (our validation set); with folds, on the pooled out-of-fold test
+  sets (Table 3's patients, said in the report); ROC per modality (Figures 4-5).
 * Table 3: every input setting with the configured backbone on the test set: sensitivity,
   specificity, accuracy at ``protocol.threshold`` with label-permutation p-values; AUC with
   DeLong and bootstrap 95% CIs; paired DeLong tests triple vs dual and triple vs US-LNM; ROC of
@@ -21,6 +22,7 @@ from __future__ import annotations
 import copy
 import math
 import shutil
+import sys
 import time
 from pathlib import Path
 
@@ -28,7 +30,7 @@ import numpy as np
 from ml_collections import ConfigDict
 
 from lnm_jax import names
-from lnm_jax.config import ConfigError
+from lnm_jax.config import ConfigError, norm_is_papers
 from lnm_jax.data.cohorts.manifest import ManifestError, read_manifest
 from lnm_jax.data.cohorts.splits import Split, check_stored, load_splits, make_splits, save_splits
 from lnm_jax.data.cohorts.survey import survey
@@ -337,6 +339,19 @@ def _aligned(a: list[dict], b: list[dict], subset: str) -> tuple[np.ndarray, np.
     return y, za, zb[[order[pid] for pid in ids_a]]
 
 
+def _shared_norm_note(config: ConfigDict) -> str | None:
+    """A K-fold protocol's warning where every fold standardises by one ``data.norm`` given by
+    hand (not the paper's): computed from this cohort (``norm-stats``), it holds each fold's
+    test patients (helper-90: 9-14 of 20 per fold); None otherwise."""
+    if config.data.norm_from != "config" or norm_is_papers(config):
+        return None
+    return (
+        "warning: data.norm is set by hand and every fold standardises by it; if it was computed from this "
+        "cohort (lnm-jax norm-stats), each fold's test patients are in it. --config.data.norm_from=train "
+        "computes each fold's from its own training split"
+    )
+
+
 def reproduce(config: ConfigDict, workdir: Path | str) -> dict:
     """Runs the whole protocol; returns ``results.json``'s content."""
     workdir = Path(workdir)
@@ -346,6 +361,8 @@ def reproduce(config: ConfigDict, workdir: Path | str) -> dict:
     cohort = resolve_cohort(config, files)  # validates, or synthesises
     manifest = cohort.path
     folds = int(config.protocol.folds)
+    if folds and (note := _shared_norm_note(config)):
+        print(note, file=sys.stderr)
     split_doc = split_document(config, cohort)
     if files.splits.is_file():  # a rerun reuses the finished runs: only if they used this split
         check_stored(load_splits(files.splits)[1], split_doc, files.splits)
@@ -691,6 +708,13 @@ def report_markdown(results: dict, groups: dict) -> str:
         lines += [
             "Each run's best epoch was chosen on these validation patients, so these AUCs are optimistic; "
             "Table 3's test set is the independent one.",
+            "",
+        ]
+    elif t2["rows"]:  # (helper-90: the docs had said validation set for folds too)
+        lines += [
+            "With folds, each fold's validation patients chose its epoch, so these are scored on the test folds: "
+            "Table 3's patients. A backbone chosen from this table is chosen on them, and Table 3 then is no "
+            "independent test of it.",
             "",
         ]
     if not t2["rows"]:

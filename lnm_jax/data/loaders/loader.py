@@ -328,6 +328,16 @@ class GrainSource:
         return normalisation_stats(chunks(self.decoded, self.decoded.index(ids)))
 
 
+def split_norm_stats(
+    cohort: Cohort, ids: Sequence[str], *, image_size: int, clip_frames: int = 1, framing: Framing = DEFAULT_FRAMING
+) -> dict[str, dict[str, list[float]]]:
+    """Per-modality, per-channel mean and std (:func:`normalisation_stats`) of the patients
+    ``ids`` of ``cohort`` (a run's training split), decoded as training decodes them: at
+    ``image_size``, framed by ``framing``, a CEUS clip's ``clip_frames`` frames."""
+    decoded = DecodedCohort(cohort.patients, image_size, clip_frames=clip_frames, cache=False, framing=framing)
+    return normalisation_stats(chunks(decoded, decoded.index(ids)))
+
+
 def manifest_norm_stats(
     manifest,
     *,
@@ -363,8 +373,7 @@ def manifest_norm_stats(
         split = holdout_split(
             cohort.ids, cohort.labels, seed=seed, test_fraction=test_fraction, val_fraction=val_fraction
         )
-    decoded = DecodedCohort(cohort.patients, image_size, clip_frames=clip_frames, cache=False, framing=framing)
-    stats = normalisation_stats(chunks(decoded, decoded.index(split.train)))
+    stats = split_norm_stats(cohort, split.train, image_size=image_size, clip_frames=clip_frames, framing=framing)
     text = json_text(stats, indent=2)
     print(text)
     print(
