@@ -210,7 +210,8 @@ def test_a_cohort_that_cannot_be_split_is_said_under_its_manifest():
     from lnm_jax.config import base_config
     from lnm_jax.data.cohorts.splits import make_splits
 
-    cohort = SimpleNamespace(path="/data/site_a.csv", ids=[f"p{i}" for i in range(6)], labels=[0, 0, 0, 1, 1, 1])
+    ids, labels = [f"p{i}" for i in range(6)], [0, 0, 0, 1, 1, 1]
+    cohort = SimpleNamespace(path="/data/site_a.csv", ids=ids, labels=labels, patients=(), warnings=())
     config = base_config()
     for folds, said in ((5, "k=5 folds need at least 5 patients of each class"), (0, "cannot make a stratified")):
         config.protocol.folds = folds
@@ -295,3 +296,78 @@ def test_a_run_stored_before_norm_from_reads_as_the_configs_norm(tiny_cohort, tm
     path.write_text(json.dumps(doc))
     assert load_config(tmp_path / "run").data.norm_from == "config"
     Run.create(c, tmp_path / "run", resume=True)
+
+
+def test_near_copy_groups_join_chains_every_pair_compared():
+    """A near B and B near C, A and C apart: one group (each thumbnail's first near one alone,
+    as the warning names it, had left C's link to B out); owners' own pictures never join."""
+    from lnm_jax.data.cohorts.similar import SIMILAR_RMS, near_groups
+
+    rng = np.random.default_rng(0)
+    a = rng.uniform(0.2, 0.8, 256).astype(np.float32)
+    step = np.full(256, 0.025, np.float32)
+    zigzag = np.where(np.arange(256) % 2, 0.025, -0.025).astype(np.float32)
+    b, c = a + step, a + step + zigzag  # A-B 0.025, B-C 0.025, A-C 0.035 > 0.03
+    assert SIMILAR_RMS == 0.03
+    others = [rng.uniform(0.2, 0.8, 256).astype(np.float32) for _ in range(3)]
+    thumbs = [c, *others, a, b, others[0] + 0.001]
+    owners = ["C", "X", "Y", "Z", "A", "B", "X"]  # X's two pictures: one patient, no group
+    assert near_groups(thumbs, owners) == [("A", "B", "C")]
+    assert near_groups(thumbs, owners, block=2) == [("A", "B", "C")]
+
+
+def _smooth(rng) -> np.ndarray:
+    from PIL import Image
+
+    coarse = Image.fromarray(rng.integers(30, 220, (6, 8), dtype=np.uint8))
+    return np.asarray(coarse.resize((128, 96), Image.BILINEAR))
+
+
+def test_near_copies_under_two_ids_are_kept_in_one_subset_by_every_split(tmp_path):
+    """helper-90: a patient whose images were another's with a little noise was drawn into the
+    test set while the other trained (``similar_image`` had said only that it could happen).
+    Every split (holdout over seeds, k-fold) keeps such patients in one subset; a cohort
+    without near copies splits as before."""
+    import csv
+    import dataclasses
+
+    from PIL import Image
+
+    from lnm_jax.config import base_config
+    from lnm_jax.data.cohorts.manifest import read_manifest
+    from lnm_jax.data.cohorts.splits import make_splits, near_copy_groups
+
+    rng = np.random.default_rng(5)
+    rows = []
+    for i in range(40):
+        Image.fromarray(_smooth(rng)).save(tmp_path / f"p{i}.png")
+        rows.append([f"P{i:02d}", f"p{i}.png", i % 2])
+    for i in range(6):  # a JPEG re-encode of six patients' pictures, under new IDs of either label
+        Image.open(tmp_path / f"p{i}.png").save(tmp_path / f"copy{i}.jpg", quality=80)
+        rows.append([f"Q{i}", f"copy{i}.jpg", (i // 2) % 2])
+    with open(tmp_path / "m.csv", "w", newline="") as f:
+        csv.writer(f).writerows(
+            [["patient_id", "bmode", "ceus", "us_lnm", "lnm"], *[[p, b, "", "", y] for p, b, y in rows]]
+        )
+    cohort = read_manifest(tmp_path / "m.csv", warn=False)
+    groups = near_copy_groups(cohort)
+    assert groups == [(f"P{i:02d}", f"Q{i}") for i in range(6)]
+    config = base_config("bmode")
+    apart = 0
+    for seed in range(8):
+        config.data.split.seed, config.protocol.folds = seed, 0
+        (split,) = make_splits(config, cohort)
+        plain = holdout_split(cohort.ids, cohort.labels, seed=seed)
+        apart += sum(len({s for s in ("train", "val", "test") for p in g if p in plain.subset(s)}) > 1 for g in groups)
+        for g in groups:
+            assert len({s for s in ("train", "val", "test") for p in g if p in split.subset(s)}) == 1, (seed, g)
+        config.protocol.folds = 3
+        for fold in make_splits(config, cohort):
+            assert_disjoint(fold)
+            for g in groups:
+                assert len({s for s in ("train", "val", "test") for p in g if p in fold.subset(s)}) == 1
+    assert apart > 0  # the stratified split alone puts pairs apart: the test can fail
+    # no near copies: the split is the stratified one, unchanged
+    alone = dataclasses.replace(cohort, patients=[p for p in cohort.patients if not p.patient_id.startswith("Q")])
+    config.protocol.folds = 0
+    assert make_splits(config, alone) == [holdout_split(alone.ids, alone.labels, seed=config.data.split.seed)]

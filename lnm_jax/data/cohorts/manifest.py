@@ -1270,7 +1270,7 @@ def _similar_pictures(patients: list[Patient]) -> dict[int, list[Problem]]:
             f"{', one mirrored left to right' if mirror else ''}, at most {SIMILAR_RMS} being a copy's difference (a "
             "JPEG re-encode, another bit depth, resized, mirrored, its crop a pixel off; different "
             f"patients' pictures in BUS-BRA and DDTI differ by {NEAREST_DIFFERENT} or more): one image for two "
-            "patients can sit in training and test alike"
+            "patients; every split keeps the two in one subset"
         )
         out.setdefault(patient.row, []).append(
             Problem(SIMILAR_IMAGE, why, patient.row, col, str(getattr(patient, col)))

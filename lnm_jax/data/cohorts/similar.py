@@ -131,6 +131,36 @@ def earlier_similar(
     return out
 
 
+def near_groups(
+    thumbnails: Sequence[np.ndarray], owners: Sequence[str], threshold: float = SIMILAR_RMS, block: int = 1024
+) -> list[tuple[str, ...]]:
+    """The owners whose thumbnails are near copies (:func:`nearness` within ``threshold``,
+    mirrored or not) of another owner's, joined through every such pair (A near B and B near C:
+    one group), as groups of two owners or more, each sorted, the groups sorted. Every pair is
+    compared (:func:`earlier_similar` keeps only each one's first), ``block`` rows at a time."""
+    if not thumbnails:
+        return []
+    t = np.stack(thumbnails).astype(np.float64)
+    root = {o: o for o in owners}
+
+    def find(o):
+        while root[o] != o:
+            root[o] = root[root[o]]
+            o = root[o]
+        return o
+
+    for i0 in range(0, len(t), block):
+        rms = nearness(t[i0 : i0 + block], t)[0]
+        for k, j in zip(*np.nonzero(rms <= threshold)):
+            a, b = find(owners[i0 + k]), find(owners[j])
+            if a != b:
+                root[max(a, b)] = min(a, b)
+    groups: dict[str, list[str]] = {}
+    for o in root:
+        groups.setdefault(find(o), []).append(o)
+    return sorted(tuple(sorted(g)) for g in groups.values() if len(g) > 1)
+
+
 def nearest_within(
     thumbnails: Sequence[np.ndarray], reference: Sequence[np.ndarray], threshold: float = SIMILAR_RMS
 ) -> list[int | None]:

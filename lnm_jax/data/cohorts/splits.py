@@ -185,13 +185,57 @@ def _with_class_advice(split, ids: np.ndarray, labels: np.ndarray):
 
 
 def holdout_split(
-    ids: Sequence[str], labels: Sequence[int], *, seed: int, test_fraction: float = 0.2, val_fraction: float = 0.2
+    ids: Sequence[str],
+    labels: Sequence[int],
+    *,
+    seed: int,
+    test_fraction: float = 0.2,
+    val_fraction: float = 0.2,
+    together: Sequence[Sequence[str]] = (),
 ) -> Split:
     """The paper's protocol: stratified train/test, then train/validation. :class:`SplitError`
     where the cohort cannot be split so, with the size (or the count of the rarer class) that
-    would do."""
+    would do. ``together``: groups of IDs kept in one subset (:func:`near_copy_groups`), each
+    in its first ID's; without groups, the split is the stratified one unchanged."""
     ids, labels = _sorted(ids, labels)
-    return _with_class_advice(lambda i, y: _holdout(i, y, seed, test_fraction, val_fraction), ids, labels)
+    split = _with_class_advice(lambda i, y: _holdout(i, y, seed, test_fraction, val_fraction), ids, labels)
+    return _checked(_kept_together(split, together), ids, labels)
+
+
+def near_copy_groups(cohort) -> list[tuple[str, ...]]:
+    """The IDs of ``cohort``'s patients whose still pictures are near copies of one another's (a
+    JPEG re-encode, a resize, a mirror image: :mod:`lnm_jax.data.cohorts.similar`, which reading
+    the manifest warns of as ``similar_image``), grouped: every split keeps such patients in one
+    subset, so one picture under two IDs is not trained on and tested on (helper-90: a near copy
+    of a training patient's images had been drawn into the test set, the warning saying only
+    that it could). Compared only where that warning was given (every pair: 8 s for 8,192
+    pictures here), [] otherwise."""
+    from lnm_jax.data.cohorts.manifest import SIMILAR_IMAGE  # noqa: PLC0415
+    from lnm_jax.data.cohorts.similar import near_groups  # noqa: PLC0415
+
+    if not any(w.code == SIMILAR_IMAGE for w in cohort.warnings):
+        return []
+    where = [(p.patient_id, p.thumbnail(col)) for p in cohort.patients for col in p.thumbnails]
+    return near_groups([t for _, t in where], [pid for pid, _ in where])
+
+
+def _kept_together(split: Split, together: Sequence[Sequence[str]]) -> Split:
+    """``split`` with each group's members moved into the subset of its first ID."""
+    if not together:
+        return split
+    subset_of = {p: s for s in ("train", "val", "test") for p in getattr(split, s)}
+    for group in together:
+        for member in group:
+            subset_of[member] = subset_of[group[0]]
+    return Split(
+        *(tuple(sorted(p for p, s in subset_of.items() if s == name)) for name in ("train", "val", "test")), split.fold
+    )
+
+
+def _checked(split: Split, ids: np.ndarray, labels: np.ndarray) -> Split:
+    assert_disjoint(split)
+    assert_both_classes(split, dict(zip(ids, labels)))
+    return split
 
 
 def _holdout(ids: np.ndarray, labels: np.ndarray, seed: int, test_fraction: float, val_fraction: float) -> Split:
@@ -205,14 +249,39 @@ def _holdout(ids: np.ndarray, labels: np.ndarray, seed: int, test_fraction: floa
 
 
 def kfold_splits(
-    ids: Sequence[str], labels: Sequence[int], *, k: int, seed: int, val_fraction: float = 0.2
+    ids: Sequence[str],
+    labels: Sequence[int],
+    *,
+    k: int,
+    seed: int,
+    val_fraction: float = 0.2,
+    together: Sequence[Sequence[str]] = (),
 ) -> list[Split]:
     """Stratified k-fold: each fold is the test set once; the rest is split train/validation.
-    :class:`SplitError` as :func:`holdout_split`'s."""
+    :class:`SplitError` as :func:`holdout_split`'s. ``together``: groups of IDs kept in one
+    subset of every fold (each in its first ID's test fold, then its train or validation)."""
     ids, labels = _sorted(ids, labels)
     if k < 2:
         raise SplitError(f"k-fold needs k >= 2, got {k}")
-    return _with_class_advice(lambda i, y: _kfold(i, y, k, seed, val_fraction), ids, labels)
+    folds = _with_class_advice(lambda i, y: _kfold(i, y, k, seed, val_fraction), ids, labels)
+    if not together:
+        return folds
+    test_of = {p: f for f, s in enumerate(folds) for p in s.test}
+    for group in together:
+        for member in group:
+            test_of[member] = test_of[group[0]]
+    out = []
+    for f, s in enumerate(folds):
+        in_val = set(s.val)  # a patient moved out of this fold's test set trains
+        rest = [p for p, t in test_of.items() if t != f]
+        split = Split(
+            tuple(p for p in rest if p not in in_val),
+            tuple(p for p in rest if p in in_val),
+            tuple(p for p, t in test_of.items() if t == f),
+            f,
+        )
+        out.append(_checked(_kept_together(split, together), ids, labels))
+    return out
 
 
 def _kfold(ids: np.ndarray, labels: np.ndarray, k: int, seed: int, val_fraction: float) -> list[Split]:
@@ -329,10 +398,18 @@ def make_splits(config, cohort, *, named: bool = True) -> list[Split]:
     line beginning with the manifest's path (``named=False``: not, for a caller that names it)."""
     sc, folds = config.data.split, int(config.protocol.folds)
     with said_under(cohort.path if named else None):
+        together = near_copy_groups(cohort)
         if folds:
-            return kfold_splits(cohort.ids, cohort.labels, k=folds, seed=sc.seed, val_fraction=sc.val_fraction)
+            return kfold_splits(
+                cohort.ids, cohort.labels, k=folds, seed=sc.seed, val_fraction=sc.val_fraction, together=together
+            )
         return [
             holdout_split(
-                cohort.ids, cohort.labels, seed=sc.seed, test_fraction=sc.test_fraction, val_fraction=sc.val_fraction
+                cohort.ids,
+                cohort.labels,
+                seed=sc.seed,
+                test_fraction=sc.test_fraction,
+                val_fraction=sc.val_fraction,
+                together=together,
             )
         ]

@@ -359,7 +359,7 @@ def manifest_norm_stats(
     import sys  # noqa: PLC0415
 
     from lnm_jax.data.cohorts.manifest import read_manifest  # noqa: PLC0415
-    from lnm_jax.data.cohorts.splits import holdout_split, said_under  # noqa: PLC0415
+    from lnm_jax.data.cohorts.splits import holdout_split, near_copy_groups, said_under  # noqa: PLC0415
 
     cohort = read_manifest(
         manifest,
@@ -371,7 +371,12 @@ def manifest_norm_stats(
         guard_output(out, inputs=cohort.files(), overwrite=overwrite)
     with said_under(cohort.path):  # named as make_splits names it
         split = holdout_split(
-            cohort.ids, cohort.labels, seed=seed, test_fraction=test_fraction, val_fraction=val_fraction
+            cohort.ids,
+            cohort.labels,
+            seed=seed,
+            test_fraction=test_fraction,
+            val_fraction=val_fraction,
+            together=near_copy_groups(cohort),
         )
     stats = split_norm_stats(cohort, split.train, image_size=image_size, clip_frames=clip_frames, framing=framing)
     text = json_text(stats, indent=2)
