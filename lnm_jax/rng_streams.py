@@ -10,6 +10,7 @@ initialisation uses ``key(seed)`` itself (unfolded: no tag's stream equals it).
 from __future__ import annotations
 
 import jax
+import numpy as np
 
 MODALITY_DROPOUT = 1  # the train step's modality dropout, then fold_in(step)
 DEVICE_AUGMENT = 2  # the device-resident loader's order and augmentation, then fold_in(epoch)
@@ -18,5 +19,13 @@ TAGS = {"modality_dropout": MODALITY_DROPOUT, "device_augment": DEVICE_AUGMENT, 
 
 
 def stream(seed: int, tag: int) -> jax.Array:
-    """The root key of the consumer ``tag`` (one of :data:`TAGS`' values) of ``seed``'s keys."""
-    return jax.random.fold_in(jax.random.key(seed), tag)
+    """The root key of the consumer ``tag`` (one of :data:`TAGS`' values) of ``seed``'s keys.
+    The two numbers are put on the device explicitly (the same key as from Python ints), so a
+    loop that draws it runs under ``jax.transfer_guard('disallow')``."""
+    return jax.random.fold_in(jax.random.key(put_uint32(seed)), put_uint32(tag))
+
+
+def put_uint32(x: int) -> jax.Array:
+    """``x`` (0 to 2**32 - 1) as a uint32 scalar on the default device, put there explicitly:
+    ``fold_in`` and ``key`` given a Python int transfer it implicitly."""
+    return jax.device_put(np.uint32(x))

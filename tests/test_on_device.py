@@ -120,3 +120,27 @@ def test_training_from_a_device_resident_cohort(tiny_cohort, tmp_path):
     assert placed.keys() == read.keys() and len(read["logit"]) == len(run.split.val)
     for k in read:
         np.testing.assert_array_equal(placed[k], read[k])
+
+
+def test_a_device_cohort_epoch_transfers_nothing_implicitly_and_draws_float32_under_x64():
+    """helper-88: an epoch of the device-resident cohort made an implicit host-to-device
+    transfer at every step (Python ints given to ``fold_in`` and a slice), which
+    ``jax.transfer_guard('disallow')`` refuses; and under ``jax_enable_x64`` its augmentation drew
+    float64 numbers, other numbers from the same key (another augmentation for one seed). Both
+    gone: the same batches under the guard, the same float32 draws under x64."""
+    from lnm_jax.data.loaders.on_device import augment_params
+
+    aug = DeviceCohort(_arrays(clip=0), batch_size=4, norm=NORM, augment=AUG, seed=0)
+    want = [np.asarray(b["bmode"]) for b in aug.epoch(1)]  # compiled outside the guard
+    with jax.transfer_guard("disallow"):
+        got = [b["bmode"] for b in aug.epoch(1)]
+        resumed = [b["bmode"] for b in aug.epoch(1, start=1)]
+    for w, g in zip(want, got):
+        np.testing.assert_array_equal(np.asarray(g), w)
+    np.testing.assert_array_equal(np.asarray(resumed[0]), want[1])
+    plain = augment_params(jax.random.key(0), 32, AUG)
+    with jax.enable_x64(True):
+        wide = augment_params(jax.random.key(0), 32, AUG)
+    for k, v in plain.items():
+        assert wide[k].dtype == v.dtype, (k, wide[k].dtype)
+        np.testing.assert_array_equal(np.asarray(wide[k]), np.asarray(v))

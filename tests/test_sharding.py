@@ -97,6 +97,21 @@ def test_training_loop_runs_data_parallel_on_8_devices(tmp_path):
         from lnm_jax.training.loop import train
         assert jax.device_count() == 8
         manifest = generate_cohort({str(tmp_path / "cohort")!r}, SynthParams(patients=40, size=32, seed=1))
+        # batches the 8 devices do not divide: refused before the run writes anything (helper-88:
+        # the mesh's check came after the records and the initialisation's compile, exit 1)
+        import os
+        from lnm_jax.config import ConfigError
+        bad = base_config("bmode,us_lnm")
+        bad.data.manifest, bad.data.image_size, bad.model.backbone, bad.model.width = str(manifest), 32, {BACKBONE!r}, 8
+        bad.train.batch_size, bad.train.eval_batch_size = 6, 16
+        try:
+            Run.create(bad, {str(tmp_path)!r} + "/bad")
+            raise SystemExit("not refused")
+        except ConfigError as e:
+            assert "train.batch_size: 6 is not divisible by the 8 devices" in str(e), e
+            assert "eval_batch_size" not in str(e) and "data_parallel=false" in str(e), e
+        assert not os.path.exists({str(tmp_path)!r} + "/bad")
+        print("REFUSED-OK")
         for on_device in (False, True):
             c = base_config("bmode,us_lnm")  # one image branch: the loop's data-parallel path
             c.data.manifest, c.data.image_size = str(manifest), 32
@@ -117,6 +132,7 @@ def test_training_loop_runs_data_parallel_on_8_devices(tmp_path):
     out = subprocess.run([sys.executable, "-c", code], env=cpu_env(8), capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-3000:]
     assert "LOOP-OK False" in out.stdout and "LOOP-OK True" in out.stdout and "RESUME-OK" in out.stdout
+    assert "REFUSED-OK" in out.stdout
 
 
 def test_prefetch_to_device_keeps_order_and_runs_ahead():

@@ -46,7 +46,8 @@ def bce_loss(logits: jax.Array, labels: jax.Array, weights: jax.Array, pos_weigh
     not over the class weights, so ``pos_weight`` 1 is the plain BCE).
 
     ``logits`` [B] float, ``labels`` [B] 0/1 (any numeric dtype), ``weights`` [B] (0/1: the rows
-    counted); returns a scalar float32. ValueError naming the argument when a shape is not [B]
+    counted); returns a scalar of the inputs' float type (float32 from float32 logits).
+    ValueError naming the argument when a shape is not [B]
     (checked when traced: a [B, 1] operand would broadcast to [B, B] and give a wrong loss), and,
     when ``labels`` are concrete (called outside ``jax.jit``), when a label is not 0 or 1; under
     ``jit`` the values cannot be checked: labels other than 0/1 give a meaningless loss."""

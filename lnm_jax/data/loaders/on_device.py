@@ -15,6 +15,7 @@ different numbers).
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterator, Mapping
 
 import jax
@@ -31,12 +32,15 @@ ROW_KEYS = (US_LNM, LABEL, *AVAILABILITY_KEYS)
 def augment_params(key: jax.Array, size: int, aug: Mapping) -> dict[str, jax.Array]:
     """One draw of the augmentation's parameters."""
     k = jax.random.split(key, 5)
+    # float32 draws whatever jax_enable_x64 says: float64 ones are other numbers from the same key
+    # (helper-88: another augmentation, and float64 batches, for one seed under x64)
+    uniform = functools.partial(jax.random.uniform, dtype=jnp.float32)
     return {
-        "translate": jax.random.uniform(k[0], (2,), minval=-aug["translate"], maxval=aug["translate"]) * size,
-        "scale": jax.random.uniform(k[1], (), minval=aug["scale_min"], maxval=aug["scale_max"]),
-        "flip": jax.random.uniform(k[2], ()) < (0.5 if aug["flip"] else 0.0),
-        "contrast": jax.random.uniform(k[3], (), minval=aug["contrast_min"], maxval=aug["contrast_max"]),
-        "brightness": jax.random.uniform(k[4], (), minval=-aug["brightness"], maxval=aug["brightness"]),
+        "translate": uniform(k[0], (2,), minval=-aug["translate"], maxval=aug["translate"]) * size,
+        "scale": uniform(k[1], (), minval=aug["scale_min"], maxval=aug["scale_max"]),
+        "flip": uniform(k[2], ()) < (0.5 if aug["flip"] else 0.0),
+        "contrast": uniform(k[3], (), minval=aug["contrast_min"], maxval=aug["contrast_max"]),
+        "brightness": uniform(k[4], (), minval=-aug["brightness"], maxval=aug["brightness"]),
     }
 
 
@@ -101,7 +105,9 @@ class DeviceCohort:
             for k in IMAGE_INPUTS
         }
 
-        def make_batch(data, idx, key):
+        def make_batch(data, order, i, step_key):
+            idx = jax.lax.dynamic_slice_in_dim(order, i * batch_size, batch_size)
+            key = jax.random.fold_in(step_key, i)
             b = {k: v[idx] for k, v in data.items()}
             for j, k in enumerate(IMAGE_INPUTS):
                 if k not in b:
@@ -124,9 +130,11 @@ class DeviceCohort:
     def epoch(self, epoch: int, start: int = 0) -> Iterator[dict[str, jax.Array]]:
         """One epoch of full batches in a seeded order (the last partial batch is dropped),
         from its batch ``start`` (a resumed epoch)."""
+        # every number the device needs is put there explicitly (jax.device_put), so that the
+        # loop runs under jax.transfer_guard('disallow'): a Python int given to fold_in or a slice
+        # had been an implicit transfer at every step (helper-88)
         root = rng_streams.stream(self.seed, rng_streams.DEVICE_AUGMENT)
-        order_key, step_key = jax.random.split(jax.random.fold_in(root, epoch))
+        order_key, step_key = jax.random.split(jax.random.fold_in(root, rng_streams.put_uint32(epoch)))
         order = jax.random.permutation(order_key, self.n)
         for i in range(start, self.steps_per_epoch()):
-            idx = order[i * self.batch_size : (i + 1) * self.batch_size]
-            yield self._make(self.arrays, idx, jax.random.fold_in(step_key, i))
+            yield self._make(self.arrays, order, jax.device_put(np.int32(i)), step_key)
