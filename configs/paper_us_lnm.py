@@ -1,4 +1,4 @@
-"""The paper's 'us_lnm' setting: ResNet-50 per image branch, 224x224, Adam 1e-3 + plateau."""
+"""The paper's 'us_lnm' setting: the US-LNM flag alone (no image branch), Adam 1e-3 + plateau."""
 
 from lnm_jax.config import base_config
 

@@ -15,7 +15,7 @@ function; errors a user can fix are printed as one line and exit 1 (bad argument
     lnm-jax relocate  --workdir W --manifest NEW_PLACE.csv          point a run at its cohort, moved (checked)
     lnm-jax gradcam   --workdir W [--split test | --manifest M --out DIR]
                       [--method gradcam|hirescam|gradcam++ --layer auto]
-    lnm-jax convert-weights --from torchvision|keras --in FILE --out DIR [--arch resnet50]
+    lnm-jax convert-weights --from torchvision|keras --in FILE --out DIR [--arch resnet50|vgg11|...]
     lnm-jax reproduce --workdir W [--manifest M] [--folds K] [--config configs/reproduce_cpu.py]
                                                                  the paper's protocol: Tables 1-3, figures
     lnm-jax convert-busbra --src BUSBRA_DIR --out MANIFEST.csv  a BUS-BRA release as a cohort manifest
@@ -231,6 +231,11 @@ def repeated_override_note(overrides: list[str]) -> str | None:
 
 # words that say a True/False value, refused after a switch that takes none
 _SWITCH_WORDS = {"true", "false", "t", "f", "1", "0", "yes", "no", "y", "n", "on", "off"}
+
+
+# other libraries' names for a config field (timm's and torchvision's "arch", "lr"), suggested where
+# spelling alone does not reach them (helper-89: --config.model.arch was offered batchnorm, variant, width)
+FIELD_SYNONYMS = {"arch": "backbone", "architecture": "backbone", "network": "backbone", "lr": "learning_rate"}
 
 
 def _parser(**kwargs) -> argparse.ArgumentParser:
@@ -683,7 +688,8 @@ def _override_problems(argv: list[str], config) -> list[str]:
             section, _, leaf = key.rpartition(".")
             siblings = [k for k in keys if k.rpartition(".")[0] == section]
             initials = [k for k in siblings if "".join(w[0] for w in k.rpartition(".")[2].split("_")) == leaf]
-            near = list(dict.fromkeys(initials + difflib.get_close_matches(key, keys, n=3, cutoff=0.6)))[:3]
+            other = [k for k in siblings if k.rpartition(".")[2] == FIELD_SYNONYMS.get(leaf)]  # arch -> backbone
+            near = list(dict.fromkeys(other + initials + difflib.get_close_matches(key, keys, n=3, cutoff=0.6)))[:3]
             hint = f"; did you mean {', '.join(near)}?" if near else "; see configs/ and lnm_jax/config.py"
             out.append(f"--config.{key}: no such config field{hint}")
     return out
@@ -1263,10 +1269,17 @@ def cmd_convert_weights(argv: list[str]) -> int:
         help="torchvision: .pth/.pt/.safetensors state_dict; keras: ResNet50 .h5/.weights.h5",
     )
     p.add_argument("--out", required=True, type=Path, help="new folder for the backbone checkpoint")
+    from lnm_jax.names import TORCHVISION_BACKBONES
+
     p.add_argument(
-        "--arch", default="resnet50", choices=("resnet18", "resnet34", "resnet50"), help="the ResNet the weights are of"
+        "--arch",
+        default="resnet50",
+        choices=TORCHVISION_BACKBONES,
+        help="the network the weights are of (torchvision: any; keras: resnet50)",
     )
     a = p.parse_args(argv)
+    if a.source == "keras" and a.arch != "resnet50":
+        raise UsageError(f"--arch {a.arch}: the Keras import ports ResNet50 weights only")
     from lnm_jax.weights.io import convert_weights
 
     guard_output(a.out, kind="folder", can_overwrite=False)  # never into a run's state; a new folder

@@ -229,7 +229,7 @@ def _hyperparameters(config) -> dict:
         "freeze_backbone_epochs": frozen_backbone_epochs(config),
         "augmentation": config.data.augment.to_dict(),
         "modality_dropout": m.get("modality_dropout", 0.0),
-        "init_from": m.get("init_from") or "random (He) initialisation",
+        "init_from": m.get("init_from") or names.RANDOM_INIT,
         "dtype": m.dtype,
         "seed": config.seed,
     }
@@ -475,8 +475,12 @@ def markdown(md: dict) -> str:
         "## Model details",
         f"- Task: {t['name']}; label {t['label']} ({t['positive']} = 1, {t['negative']} = 0), established by "
         f"{t['label_source']}.",
-        f"- Architecture: inputs {', '.join(a['inputs'])}; {a['backbone']} (width {a['width']}) per image input, "
-        f"{a['branches'].split(', ')[1]}; pooled features "
+        f"- Architecture: inputs {', '.join(a['inputs'])}; "
+        + (
+            f"{a['backbone']} (width {a['width']}) per image input, {a['branches'].split(', ')[1]}; pooled features "
+            if set(a["inputs"]) & set(names.IMAGE_INPUTS)
+            else "no image input; features "  # the flag alone (helper-89: a backbone had been named)
+        )
         + ", ".join(f"{k} {v}" for k, v in a["feature_sizes"].items())
         + f"; {a['head']}. {a['parameters']:,} parameters."
         + (f" CEUS clips of {pre['clip_frames']} frames, {a['temporal_pool']} pooling." if a["temporal_pool"] else "")

@@ -65,6 +65,11 @@ CAM_METHODS = ("gradcam", "hirescam", "gradcam++")  # lnm_jax.explain.gradcam
 CAM_TARGETS = ("lnm", "no_lnm")  # evidence for LNM (the logit) or against it (minus the logit)
 # the image backbones by name (model.backbone; lnm_jax.models.backbones builds them)
 BACKBONES = ("resnet10", "resnet18", "resnet34", "resnet50", "vgg11", "vgg11_bn", "inception_v3")
+# how an image branch starts without pretrained weights, as the card and reproduce's report say it:
+# every convolution takes Flax's default kernel initialiser (helper-89: the words had said He)
+RANDOM_INIT = "random initialisation (Flax's default for every convolution: LeCun normal, not torchvision's He fan-out)"
+# those torchvision ships (ResNet-10 is the tests' own): convert-weights and verify_weights.py port them
+TORCHVISION_BACKBONES = tuple(b for b in BACKBONES if b != "resnet10")
 # how the fused model combines its inputs (model.fusion) and encodes the flag (model.flag_encoding)
 FUSIONS = ("concat", "late")
 FLAG_ENCODINGS = ("raw", "centred")

@@ -845,7 +845,8 @@ def read_pretrained(config: ConfigDict, abstract=None) -> dict[str, tuple[dict, 
         fits += f", width {c.width}, {c.variant})"
         for coll in ("params", "batch_stats"):
             held = abstract.get(coll, {}) if isinstance(abstract, dict) else getattr(abstract, coll)
-            want, got = held[f"{b}_backbone"], variables[coll]
+            # (a VGG-11 without BatchNorm has no batch_stats: helper-89's KeyError)
+            want, got = held.get(f"{b}_backbone", {}), variables.get(coll, {})
             if jax.tree.structure(want) != jax.tree.structure(got):
                 raise ValueError(f"{fits}: its {coll} name other layers (another architecture or variant)")
             for (path, w), g in zip(jax.tree_util.tree_leaves_with_path(want), jax.tree.leaves(got)):

@@ -1,6 +1,7 @@
 """Verify a weight file's port: our Flax ResNet vs the source framework, stage by stage.
 
     python scripts/verify_weights.py --from torchvision --in resnet50.pth [--arch resnet50]
+    python scripts/verify_weights.py --from torchvision --in vgg11.pth --arch vgg11   # VGG/Inception: pooled feature
     python scripts/verify_weights.py --from keras --in resnet50_weights.h5
 
 Builds the source model (torchvision or Keras) with the file's weights, ports them, runs both
@@ -15,22 +16,52 @@ import sys
 
 import numpy as np
 
+from lnm_jax.names import TORCHVISION_BACKBONES
 from lnm_jax.weights import verify as V
 from lnm_jax.weights.convert import from_keras_resnet50, from_torchvision, keras_caffe_input
 from lnm_jax.weights.io import keras_layer_weights, read_torch_state_dict
+
+
+def _vgg_or_inception(a, x: np.ndarray):
+    """``(reference, ours)``: the pooled feature of torchvision's VGG-11 / Inception-v3 holding
+    the file's weights and of our port of them ((None, None), said, where the file does not fit
+    torchvision's model). Their classifiers read other tensors than the pooled feature (VGG's the
+    7x7 map flattened), so the pooled feature is the comparison."""
+    import torch
+    import torchvision
+
+    sd = read_torch_state_dict(a.path)
+    if a.arch == "inception_v3":  # (transform_input: see torchvision_pooled)
+        model = torchvision.models.inception_v3(weights=None, aux_logits=False, init_weights=False)
+    else:
+        model = getattr(torchvision.models, a.arch)(weights=None)
+    result = model.load_state_dict({k: torch.from_numpy(v) for k, v in sd.items()}, strict=False)
+    missing = [k for k in result.missing_keys if not k.startswith(("fc.", "classifier."))]
+    unexpected = [k for k in result.unexpected_keys if not k.startswith("AuxLogits.")]
+    if missing or unexpected:
+        print(
+            f"state_dict does not fit torchvision {a.arch}: missing {missing}, unexpected {unexpected}", file=sys.stderr
+        )
+        return None, None
+    ours = V.flax_stages(from_torchvision(sd, a.arch), a.arch, "torchvision", x)
+    return {"pooled": V.torchvision_pooled(model, a.arch, x)}, {"pooled": ours["pooled"]}
 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--from", dest="source", required=True, choices=("torchvision", "keras"))
     p.add_argument("--in", dest="path", required=True)
-    p.add_argument("--arch", default="resnet50", choices=("resnet18", "resnet34", "resnet50"))
+    p.add_argument("--arch", default="resnet50", choices=TORCHVISION_BACKBONES)
     p.add_argument("--image-size", type=int, default=224)
     p.add_argument("--batch", type=int, default=2)
     p.add_argument("--seed", type=int, default=0)
     a = p.parse_args(argv)
     x = np.random.default_rng(a.seed).standard_normal((a.batch, a.image_size, a.image_size, 3)).astype(np.float32)
-    if a.source == "torchvision":
+    if a.source == "torchvision" and not a.arch.startswith("resnet"):
+        ref, ours = _vgg_or_inception(a, x)
+        if ref is None:
+            return 1
+    elif a.source == "torchvision":
         import torch
         import torchvision
 

@@ -12,27 +12,7 @@ from support import compiled, drawn_variables
 from lnm_jax.models.backbones import backbone, min_image_size
 from lnm_jax.models.fusion import FusionClassifier
 from lnm_jax.weights.convert import WeightMismatchError, from_torchvision, to_torchvision
-
-INCEPTION_TRUNK = (
-    "Conv2d_1a_3x3",
-    "Conv2d_2a_3x3",
-    "Conv2d_2b_3x3",
-    "maxpool1",
-    "Conv2d_3b_1x1",
-    "Conv2d_4a_3x3",
-    "maxpool2",
-    "Mixed_5b",
-    "Mixed_5c",
-    "Mixed_5d",
-    "Mixed_6a",
-    "Mixed_6b",
-    "Mixed_6c",
-    "Mixed_6d",
-    "Mixed_6e",
-    "Mixed_7a",
-    "Mixed_7b",
-    "Mixed_7c",
-)
+from lnm_jax.weights.verify import torchvision_pooled
 
 
 def _torch_model(arch):
@@ -53,19 +33,6 @@ def _torch_model(arch):
     return model.eval()
 
 
-def _torch_pooled(model, arch, x_nhwc):
-    import torch
-
-    with torch.no_grad():
-        y = torch.from_numpy(x_nhwc).permute(0, 3, 1, 2)
-        if arch.startswith("vgg"):
-            y = model.features(y)
-        else:
-            for name in INCEPTION_TRUNK:
-                y = getattr(model, name)(y)
-        return y.mean(dim=(2, 3)).numpy()
-
-
 @pytest.mark.parametrize("arch,size,dim", [("vgg11", 64, 512), ("vgg11_bn", 64, 512), ("inception_v3", 96, 2048)])
 def test_torchvision_weights_port_and_reproduce_the_pooled_feature(arch, size, dim):
     model = _torch_model(arch)
@@ -73,7 +40,7 @@ def test_torchvision_weights_port_and_reproduce_the_pooled_feature(arch, size, d
     variables = from_torchvision(sd, arch)
     x = np.random.default_rng(0).standard_normal((2, size, size, 3)).astype(np.float32)
     out = compiled(backbone(arch).apply)(variables, jnp.asarray(x))  # one program, not one per operation
-    ref = _torch_pooled(model, arch, x)
+    ref = torchvision_pooled(model, arch, x)
     assert out["pooled"].shape == (2, dim)
     np.testing.assert_allclose(np.asarray(out["pooled"]), ref, atol=2e-4, rtol=1e-4)
     # and back: every trunk tensor of torchvision's state_dict is produced

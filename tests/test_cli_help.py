@@ -175,6 +175,10 @@ def test_every_config_problem_is_said_at_once_a_wrong_type_too(capsys, tmp_path)
             ["validate", "m.csv", "--config.train.epohcs=2", "--config.eval.seed", "1.5", "--config.seed=-1"],
             ["--config.train.epohcs: no such config field", "--config.eval.seed=1.5: the field", "seed: -1 is not"],
         ),
+        (  # another library's name for a field (helper-89: arch was offered batchnorm, variant, width)
+            ["validate", "m.csv", "--config.model.arch=vgg11", "--config.train.lr=0.1"],
+            ["--config.model.arch: no such config field; did you mean model.backbone,", "mean train.learning_rate"],
+        ),
     ):
         assert main(argv) == 2, argv
         err = capsys.readouterr().err.strip().splitlines()

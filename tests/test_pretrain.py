@@ -313,3 +313,22 @@ def test_norm_from_train_pretrains_with_the_statistics_its_fine_tune_computes(ti
     run = Run.create(c, tmp_path / "run")
     assert load_config(tmp_path / "w").data.norm.to_dict() == json.loads(run.config.data.norm.to_json())
     assert run.config.data.norm.bmode.mean != c.data.norm.bmode.mean  # computed, not the paper's
+
+
+def test_a_vgg11_without_batchnorm_pretrains_and_a_run_starts_from_it(tiny_cohort, tmp_path):
+    """helper-89: ``pretrain --config.model.backbone=vgg11`` trained its epochs, then stopped
+    on a KeyError writing the backbone (the paper's VGG-11 has no BatchNorm, so no statistics);
+    a run from such a backbone stopped alike before its first step."""
+    from support import tiny_config
+
+    from lnm_jax.run import Run
+    from lnm_jax.training.loop import train
+
+    c = tiny_pretrain_config(tiny_cohort, epochs=1, backbone="vgg11")
+    report = P.pretrain(c, [tiny_cohort], tmp_path / "w", progress=False)
+    variables, meta = load_backbone(P.backbone_dir(tmp_path / "w", P.SHARED))
+    assert meta["arch"] == "vgg11" and not jax.tree.leaves(variables.get("batch_stats", {})), report
+    run_config = tiny_config(tiny_cohort, "bmode", epochs=1, backbone="vgg11")
+    run_config.model.init_from = str(P.backbone_dir(tmp_path / "w", P.SHARED))
+    best = train(Run.create(run_config, tmp_path / "run"))
+    assert best["epoch"] == 1

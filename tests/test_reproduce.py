@@ -97,7 +97,10 @@ def test_reproduce_writes_all_tables_figures_and_the_report(tiny_cohort, tmp_pat
     # 8 test patients: the AUCs over so few are said to be so (helper-57: unsaid on 4)
     assert re.search(r"\*\*Few test patients\.\*\* test: \d positive and \d negative patients: its AUC rests", report)
     assert res["image_init"] == {"from": "random", "freeze_backbone_epochs": 0}
-    assert "Image branches: trained from random (He) initialisation, no pretraining." in report
+    assert (
+        "Image branches: trained from random initialisation (Flax's default for every convolution: LeCun normal"
+        in report
+    )
     # a rerun resumes: nothing is trained again, the numbers are the same
     mtime = (work / "runs" / f"triple_{BACKBONE}" / "predictions.json").stat().st_mtime
     rerun = [*TINY, *grid, "--config.protocol.gradcam=False"]  # the figures were checked above

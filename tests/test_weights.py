@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import warnings
 
+import jax
 import numpy as np
 import pytest
 import torch
@@ -357,3 +358,64 @@ def test_a_backbone_whose_arrays_changed_or_hold_nan_is_refused_naming_it(tmp_pa
     load_backbone(tmp_path / "b")
     load_backbone(tmp_path / "b")
     assert capsys.readouterr().err.count(f"records no {VARIABLES_DIGEST}") == 1
+
+
+def test_vgg11_weights_convert_verify_and_start_a_run_from_the_command_line(tmp_path, capsys):
+    """helper-89: ``convert-weights`` and ``verify_weights.py`` offered ResNets only (the docs
+    said VGG-11 and Inception-v3 port one-to-one), and a VGG-11 without BatchNorm, ported from
+    Python, stopped ``train`` on a KeyError (its branch has no batch_stats). torchvision's VGG-11
+    features: verified on their pooled feature (a corrupted port fails), converted by the
+    command, and read into a run's branches."""
+    from lnm_jax.config import base_config
+    from lnm_jax.run import Run, read_pretrained
+    from lnm_jax.training.loop import load_pretrained
+
+    torch.manual_seed(0)
+    sd = {k: v for k, v in torchvision.models.vgg11(weights=None).state_dict().items() if k.startswith("features.")}
+    torch.save(sd, tmp_path / "vgg11.pth")
+    script = _verify_script()
+    args = ["--from", "torchvision", "--in", str(tmp_path / "vgg11.pth"), "--arch", "vgg11", "--image-size", "32"]
+    assert script.main(args) == 0
+    real = script.from_torchvision
+    corrupted = lambda s, arch: jax_tree_scaled(real(s, arch), 1.01)  # noqa: E731
+    script.from_torchvision = corrupted
+    assert script.main(args) == 1
+    out = tmp_path / "w_vgg"
+    assert (
+        main(
+            [
+                "convert-weights",
+                "--from",
+                "torchvision",
+                "--in",
+                str(tmp_path / "vgg11.pth"),
+                "--out",
+                str(out),
+                "--arch",
+                "vgg11",
+            ]
+        )
+        == 0
+    )
+    assert (
+        main(["convert-weights", "--from", "keras", "--in", "x.h5", "--out", str(tmp_path / "k"), "--arch", "vgg11"])
+        == 2
+    )
+    assert "the Keras import ports ResNet50 weights only" in capsys.readouterr().err
+    c = base_config("bmode")
+    c.model.backbone, c.model.width, c.model.init_from = "vgg11", 64, str(out)
+    c.data.image_size, c.train.eval_batch_size = 32, 2
+    read_pretrained(c)  # (had raised KeyError: 'bmode_backbone')
+    run = Run(c, tmp_path / "run", cohort=None, split=None)
+    loaded = load_pretrained(run, run.fresh_state())
+    want = from_torchvision({k: v.numpy() for k, v in sd.items()}, "vgg11")["params"]
+    for x, y in zip(jax.tree.leaves(loaded.params["bmode_backbone"]), jax.tree.leaves(want)):
+        np.testing.assert_array_equal(x, y)
+
+
+def jax_tree_scaled(variables, factor):
+    """``variables`` with every parameter of its first convolution scaled by ``factor``."""
+    params = dict(variables["params"])
+    first = sorted(params)[0]
+    params[first] = {k: v * factor for k, v in params[first].items()}
+    return {**variables, "params": params}

@@ -392,7 +392,8 @@ def _pretrain_groups(config, data, first, split, exclude, record, workdir, mesh,
             shutil.rmtree(out)
         save_backbone(
             out,
-            {"params": state.params[BACKBONE], "batch_stats": state.batch_stats[BACKBONE]},
+            # a backbone without BatchNorm (VGG-11) has no statistics: helper-89's KeyError after the last epoch
+            {"params": state.params[BACKBONE], "batch_stats": state.batch_stats.get(BACKBONE, {})},
             meta,
         )
         report["groups"][group] = {"images": len(part), "seconds": t, "backbone": str(out)}

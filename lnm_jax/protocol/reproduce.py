@@ -171,7 +171,7 @@ def image_init(config: ConfigDict, manifest: Path, pretrained_images: list[int |
     pretraining per split on ``manifest`` and ``protocol.pretrain_manifests``
     (``pretrained_images``: each split's image count, in split order; runs of
     ``model.backbone`` only, another backbone of Table 2 starts at random), ``model.init_from``,
-    or random (He) weights; and the epochs they stayed frozen."""
+    or random weights (:data:`names.RANDOM_INIT`); and the epochs they stayed frozen."""
     freeze = int(config.train.get("freeze_backbone_epochs", 0))
     if pretrained_images:
         return {
@@ -221,7 +221,7 @@ def image_init_line(init: dict | None, folds: bool) -> str:
         )
     if init["from"] == "model.init_from":
         return f"Image branches: started from `{init['path']}` (model.init_from){frozen}."
-    return "Image branches: trained from random (He) initialisation, no pretraining."
+    return f"Image branches: trained from {names.RANDOM_INIT}, no pretraining."
 
 
 def _train_and_predict(config: ConfigDict, split: Split, folder: Path, split_doc: dict) -> tuple[dict, Run | None]:

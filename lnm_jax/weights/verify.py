@@ -56,6 +56,46 @@ def flax_stages(
     return res
 
 
+# torchvision Inception3.forward's trunk, module by module, up to its average pool
+INCEPTION_TRUNK = (
+    "Conv2d_1a_3x3",
+    "Conv2d_2a_3x3",
+    "Conv2d_2b_3x3",
+    "maxpool1",
+    "Conv2d_3b_1x1",
+    "Conv2d_4a_3x3",
+    "maxpool2",
+    "Mixed_5b",
+    "Mixed_5c",
+    "Mixed_5d",
+    "Mixed_6a",
+    "Mixed_6b",
+    "Mixed_6c",
+    "Mixed_6d",
+    "Mixed_6e",
+    "Mixed_7a",
+    "Mixed_7b",
+    "Mixed_7c",
+)
+
+
+def torchvision_pooled(model, arch: str, x_nhwc: np.ndarray) -> np.ndarray:
+    """[B, features]: a torchvision VGG's ``features`` or Inception-v3's trunk
+    (:data:`INCEPTION_TRUNK`; its ``transform_input`` not applied: the port is checked on the
+    tensor both are given) on ``x_nhwc``, averaged over space, in eval mode."""
+    import torch
+
+    model.eval()
+    with torch.no_grad():
+        y = torch.from_numpy(np.ascontiguousarray(x_nhwc)).permute(0, 3, 1, 2)
+        if arch.startswith("vgg"):
+            y = model.features(y)
+        else:
+            for name in INCEPTION_TRUNK:
+                y = getattr(model, name)(y)
+        return y.mean(dim=(2, 3)).numpy()
+
+
 def torchvision_stages(model, x_nhwc: np.ndarray) -> dict[str, np.ndarray]:
     """The torchvision ResNet's intermediates (eval mode), as NHWC numpy."""
     import torch
