@@ -360,13 +360,16 @@ def load(folder: Path | str, format: str = "stablehlo", fingerprint: str | None 
 IDENTITY_NORM = {k: {"mean": (0.0,) * 3, "std": (1.0,) * 3} for k in names.IMAGE_INPUTS}
 
 
-def decoded_batches(cohort, image_size: int, clip_frames: int, framing: Framing, batch_size: int = 32):
+def decoded_batches(
+    cohort, image_size: int, clip_frames: int, framing: Framing, batch_size: int = 32, inputs=names.IMAGE_INPUTS
+):
     """``cohort``'s patients decoded as training decodes one
-    (:func:`lnm_jax.data.records.decode_patient`), in manifest order, as batches of numpy
-    arrays in [0, 1] (:data:`IDENTITY_NORM`) with ``patient_id`` and ``valid``."""
+    (:func:`lnm_jax.data.records.decode_patient`; the image ``inputs`` only, the model's), in
+    manifest order, as batches of numpy arrays in [0, 1] (:data:`IDENTITY_NORM`) with
+    ``patient_id`` and ``valid``."""
     for start in range(0, len(cohort.patients), batch_size):
         chunk = cohort.patients[start : start + batch_size]
-        records = [decode_patient(p, image_size, clip_frames, framing) for p in chunk]
+        records = [decode_patient(p, image_size, clip_frames, framing, inputs=inputs) for p in chunk]
         batch = {k: np.stack([r[k] for r in records]) for k in records[0]}
         yield {**batch, names.VALID: np.ones(len(chunk), bool)}
 
@@ -375,7 +378,7 @@ def intensity_lines(cohort, reference: dict, inputs, image_size: int, clip_frame
     """The warnings ``predict`` gives ``cohort`` against a run's training intensities
     (``reference``), for ``validate --workdir``: it had said OK where predict then warned of
     every patient (helper-84: B-mode and CEUS columns swapped, an image dimmed or inverted)."""
-    batches = decoded_batches(cohort, image_size, clip_frames, framing)
+    batches = decoded_batches(cohort, image_size, clip_frames, framing, inputs=inputs)
     flagged = intensity.outliers(reference, intensity.features_of(batches, IDENTITY_NORM, inputs))
     return intensity.warning_lines(flagged, len(cohort), consequence=intensity.TO_PREDICT)
 
@@ -405,7 +408,9 @@ def predict_manifest(
         cohort, model.model_inputs, learned=model.learned_absent, trained_on_zeros=model.trained_on_zeros
     )
     logits = {}
-    batches = decoded_batches(cohort, model.image_size, model.clip_frames, model.framing, batch_size)
+    batches = decoded_batches(
+        cohort, model.image_size, model.clip_frames, model.framing, batch_size, inputs=model.model_inputs
+    )
     tapped, features = intensity.tap(batches, IDENTITY_NORM, model.model_inputs)
     calibrated = {}
     for batch in tapped:

@@ -120,6 +120,27 @@ def test_each_process_reads_its_rows_of_the_global_batch(data):
             np.testing.assert_array_equal(np.concatenate([halves[0][k][key], halves[1][k][key]]), b[key])
 
 
+def test_only_the_models_image_inputs_are_decoded(data, monkeypatch):
+    """helper-89: a B-mode or flag-only model's batches decoded, resized and augmented every
+    CEUS image of every epoch. Its loader reads only the inputs the model takes (a config's
+    modalities): the others are zeros with ``has_<input>`` False, never read."""
+    from lnm_jax.data import records
+
+    cohort, split = data
+    read = []
+    real = records.decode_input
+    monkeypatch.setattr(records, "decode_input", lambda path, name, **kw: read.append(name) or real(path, name, **kw))
+    for modalities, want in (("bmode", {"bmode"}), ("us_lnm", set()), ("triple", {"bmode", "ceus"})):
+        c = base_config(modalities)
+        c.data.image_size, c.data.cache = SIZE, False
+        read.clear()
+        batches = list(GrainSource(cohort, BatchSettings.from_config(c)).eval_batches(split.test))
+        assert set(read) == want, (modalities, set(read))
+        for k in ("bmode", "ceus"):
+            if k not in want:
+                assert not any(b[f"has_{k}"].any() or b[k].any() for b in batches)
+
+
 def test_missing_inputs_are_zero_and_masked(tmp_path):
     manifest = generate_cohort(
         tmp_path / "m", SynthParams(patients=30, size=32, p_missing_ceus=0.5, p_missing_flag=0.5, seed=5)
@@ -184,20 +205,27 @@ def test_grain_and_tfds_paths_give_the_same_batches(data, tmp_path):
     cohort, split = data
     s = settings()
     grain_src, tfds_src = GrainSource(cohort, s), TfdsSource(cohort, s, tmp_path / "tfds")
-    rows = {}
-    for name, src in (("grain", grain_src), ("tfds", tfds_src)):
-        rows[name] = {
-            pid: {k: b[k][i] for k in b if k != "patient_id"}
-            for b in src.eval_batches(split.test)
-            for i, pid in enumerate(b["patient_id"])
-            if b["valid"][i]
-        }
-    assert sorted(rows["grain"]) == sorted(rows["tfds"]) == sorted(p.encode() for p in split.test)
-    for pid, g in rows["grain"].items():
-        t = rows["tfds"][pid]
-        for k in g:
-            # normalised values: the [0, 1] tolerance over the smallest std
-            np.testing.assert_allclose(g[k], t[k], atol=RESAMPLE_ATOL / 0.114, err_msg=f"{pid} {k}")
+    # a B-mode model's batches alike: its CEUS neither decoded nor held, in either path
+    bmode = settings(inputs=("bmode",))
+    for grain_one, tfds_one in (
+        (grain_src, tfds_src),
+        (GrainSource(cohort, bmode), TfdsSource(cohort, bmode, tmp_path / "tfds")),
+    ):
+        rows = {}
+        for name, src in (("grain", grain_one), ("tfds", tfds_one)):
+            rows[name] = {
+                pid: {k: b[k][i] for k in b if k != "patient_id"}
+                for b in src.eval_batches(split.test)
+                for i, pid in enumerate(b["patient_id"])
+                if b["valid"][i]
+            }
+        assert sorted(rows["grain"]) == sorted(rows["tfds"]) == sorted(p.encode() for p in split.test)
+        for pid, g in rows["grain"].items():
+            t = rows["tfds"][pid]
+            for k in g:
+                # normalised values: the [0, 1] tolerance over the smallest std
+                np.testing.assert_allclose(g[k], t[k], atol=RESAMPLE_ATOL / 0.114, err_msg=f"{pid} {k}")
+    assert not any(r["has_ceus"] for r in rows["tfds"].values())
     train_ids = {
         name: sorted(i for _, b in src.train_batches(split.train, 0) for i in b["patient_id"])
         for name, src in (("grain", grain_src), ("tfds", tfds_src))

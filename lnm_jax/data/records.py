@@ -4,6 +4,8 @@ every path feeds a model the same pixels."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
+
 import numpy as np
 
 from lnm_jax.data.cohorts.manifest import Patient
@@ -23,19 +25,29 @@ def decode_lesion(p: Patient, name: str, size: int, framing: Framing = DEFAULT_F
 
 
 def decode_patient(
-    p: Patient, image_size: int, clip_frames: int = 1, framing: Framing = DEFAULT_FRAMING, *, masks: bool = False
+    p: Patient,
+    image_size: int,
+    clip_frames: int = 1,
+    framing: Framing = DEFAULT_FRAMING,
+    *,
+    masks: bool = False,
+    inputs: Sequence[str] = IMAGE_INPUTS,
 ) -> dict:
     """``{bmode: [S, S, 3], ceus: [S, S, 3] (or [T, S, S, 3] with clip_frames T > 1), us_lnm,
     label (-1 unknown), has_<input> (bool), patient_id (bytes)}``: images float32 in [0, 1],
     cropped and framed (:func:`lnm_jax.data.pixels.sources.decode_input`), zeros where the
     patient has no such image; the flag 0 where unknown. ImageDecodeError names the patient
     and the file. ``masks``: also ``<input>_mask`` [S, S] (:func:`decode_lesion`; zeros where
-    none) and ``has_<input>_mask``, for the lesion head's loss."""
+    none) and ``has_<input>_mask``, for the lesion head's loss. ``inputs``: the image inputs
+    to decode (a model's); another is neither read nor held (zeros, ``has_<input>`` False), as
+    a B-mode model never reads a CEUS file (helper-89: every epoch had decoded and augmented
+    it)."""
     s, t = image_size, clip_frames
     shapes = {BMODE: (s, s, 3), CEUS: (s, s, 3) if t == 1 else (t, s, s, 3)}
+    held = {k: getattr(p, k) is not None and k in inputs for k in IMAGE_INPUTS}
     images = {
         k: np.zeros(shapes[k], np.float32)
-        if getattr(p, k) is None
+        if not held[k]
         else decode_input(
             getattr(p, k),
             k,
@@ -51,18 +63,18 @@ def decode_patient(
         **images,
         US_LNM: np.float32(max(p.us_lnm or 0, 0)),
         LABEL: np.int32(-1 if p.lnm is None else p.lnm),
-        has(BMODE): p.bmode is not None,
-        has(CEUS): p.ceus is not None,
+        has(BMODE): held[BMODE],
+        has(CEUS): held[CEUS],
         has(US_LNM): p.us_lnm is not None,
         PATIENT_ID: p.patient_id.encode(),
-        **(_lesions(p, image_size, framing) if masks else {}),
+        **(_lesions(p, image_size, framing, held) if masks else {}),
     }
 
 
-def _lesions(p: Patient, size: int, framing: Framing) -> dict:
+def _lesions(p: Patient, size: int, framing: Framing, held: Mapping[str, bool]) -> dict:
     out = {}
     for k in IMAGE_INPUTS:
-        lesion = decode_lesion(p, k, size, framing) if getattr(p, k) is not None else None
+        lesion = decode_lesion(p, k, size, framing) if held[k] else None
         out[mask(k)] = np.zeros((size, size), np.float32) if lesion is None else lesion
         out[has(mask(k))] = lesion is not None
     return out

@@ -44,6 +44,7 @@ from lnm_jax.names import (
     VALID,
     has,
     mask,
+    parse_modalities,
 )
 
 SEED_STREAM = 0x4C4E4D  # separates the loader's generators from other users of the run seed
@@ -64,10 +65,11 @@ class DecodedCohort:
         cache: bool = True,
         framing: Framing = DEFAULT_FRAMING,
         masks: bool = False,
+        inputs: Sequence[str] = IMAGE_INPUTS,
     ):
         self.patients = tuple(patients)
         self.image_size, self.clip_frames, self.cache, self.framing = image_size, clip_frames, cache, framing
-        self.masks = masks
+        self.masks, self.inputs = masks, tuple(inputs)
         self._index = {p.patient_id: i for i, p in enumerate(self.patients)}
         self._cache: dict[int, dict] = {}
         self._lock = threading.Lock()
@@ -92,7 +94,7 @@ class DecodedCohort:
         return record
 
     def _decode(self, p: Patient) -> dict:
-        return decode_patient(p, self.image_size, self.clip_frames, self.framing, masks=self.masks)
+        return decode_patient(p, self.image_size, self.clip_frames, self.framing, masks=self.masks, inputs=self.inputs)
 
 
 def normalise(record: Mapping, stats: Mapping) -> dict:
@@ -250,6 +252,7 @@ class BatchSettings:
     prefetch: int = 4
     framing: Framing = DEFAULT_FRAMING
     masks: bool = False  # decode lesion masks into the batches (the lesion head's loss)
+    inputs: tuple[str, ...] = IMAGE_INPUTS  # the image inputs the model takes: only those are decoded
 
     @classmethod
     def from_config(cls, config) -> BatchSettings:
@@ -268,6 +271,7 @@ class BatchSettings:
             prefetch=d.get("prefetch", 4),
             framing=Framing.from_config(d),
             masks=bool(config.train.get("lesion_loss_weight", 0.0)),
+            inputs=tuple(m for m in parse_modalities(config.modalities) if m in IMAGE_INPUTS),
         )
 
 
@@ -285,6 +289,7 @@ class GrainSource:
             settings.cache,
             settings.framing,
             masks=settings.masks,
+            inputs=settings.inputs,
         )
 
     def train_batches(self, ids: Sequence[str], epoch: int, state: dict | None = None) -> Iterator[tuple[dict, dict]]:

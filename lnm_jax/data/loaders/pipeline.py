@@ -62,15 +62,22 @@ def _decode_frames(frames: tf.Tensor, present: tf.Tensor, size: int, t: int) -> 
     return out[0] if t == 1 else out
 
 
-def decode_example(example: Mapping[str, tf.Tensor], size: int, clip_frames: int = 1) -> dict[str, tf.Tensor]:
+def decode_example(
+    example: Mapping[str, tf.Tensor], size: int, clip_frames: int = 1, inputs: Sequence[str] = (BMODE, CEUS)
+) -> dict[str, tf.Tensor]:
+    """One record decoded; an image input not in ``inputs`` (not the model's) is not decoded:
+    zeros, its ``has_<input>`` False, as the grain path's ``decode_patient``."""
+    held = {k: tf.logical_and(tf.cast(example[has(k)], tf.bool), k in inputs) for k in (BMODE, CEUS)}
     out = {
-        BMODE: _decode(example[BMODE], example[has(BMODE)], size),
-        CEUS: _decode_frames(example[CEUS], example[has(CEUS)], size, clip_frames),
+        BMODE: _decode(example[BMODE], held[BMODE], size),
+        CEUS: _decode_frames(example[CEUS], held[CEUS], size, clip_frames),
     }
     out[US_LNM] = tf.cast(tf.maximum(example[US_LNM], 0), tf.float32)
     out[LABEL] = tf.cast(example[LABEL], tf.int32)
     for k in (*AVAILABILITY_KEYS, PATIENT_ID):
         out[k] = example[k]
+    for k in (BMODE, CEUS):
+        out[has(k)] = tf.cast(held[k], example[has(k)].dtype)
     return out
 
 
@@ -124,12 +131,19 @@ def _normalise(example: dict, norm: Mapping) -> dict:
 
 
 def decoded_dataset(
-    ds: tf.data.Dataset, patient_ids: Sequence[str], image_size: int, cache: bool = True, clip_frames: int = 1
+    ds: tf.data.Dataset,
+    patient_ids: Sequence[str],
+    image_size: int,
+    cache: bool = True,
+    clip_frames: int = 1,
+    inputs: Sequence[str] = (BMODE, CEUS),
 ) -> tf.data.Dataset:
     """Selected patients, decoded and resized to [0, 1] floats, in TFDS's fixed record order
-    (a hash of the patient id, not the manifest's row order)."""
+    (a hash of the patient id, not the manifest's row order); only the image ``inputs``."""
     ds = select_patients(ds, patient_ids).map(
-        lambda ex: decode_example(ex, image_size, clip_frames), num_parallel_calls=tf.data.AUTOTUNE, deterministic=True
+        lambda ex: decode_example(ex, image_size, clip_frames, inputs),
+        num_parallel_calls=tf.data.AUTOTUNE,
+        deterministic=True,
     )
     return ds.cache() if cache else ds
 
@@ -224,7 +238,7 @@ class TfdsSource:
         key = tuple(ids)
         if key not in self._decoded:
             s = self.settings
-            self._decoded[key] = decoded_dataset(self._all, key, s.image_size, s.cache, s.clip_frames)
+            self._decoded[key] = decoded_dataset(self._all, key, s.image_size, s.cache, s.clip_frames, s.inputs)
         return self._decoded[key]
 
     def train_batches(self, ids: Sequence[str], epoch: int, state: dict | None = None) -> Iterator[tuple[dict, dict]]:
