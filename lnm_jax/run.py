@@ -910,13 +910,22 @@ class Predictor:
     params: object
     batch_stats: object
     meta: dict
+    mesh: object = None  # a data mesh: batches sharded over every device, as training's validation
 
     @functools.cached_property
     def step(self):
-        return make_eval_step(self.model)
+        return make_eval_step(self.model, self.mesh)
+
+    @functools.cached_property
+    def _placed(self) -> tuple:
+        """(params, batch_stats) as the step takes them: replicated over the mesh once, not
+        resharded at every batch; as they are without one."""
+        if self.mesh is None:
+            return self.params, self.batch_stats
+        return sharding.replicate((self.params, self.batch_stats), self.mesh)
 
     def __call__(self, batches) -> dict[str, np.ndarray]:
-        return predict(self.step, self.params, self.batch_stats, batches)
+        return predict(self.step, *self._placed, batches, self.mesh)
 
 
 class Run:
@@ -1293,8 +1302,17 @@ class Run:
         if checkpoint not in self._predictors:
             state, meta = self.restore(checkpoint)
             model, params, stats = inference_variables(self.model, state, self.config.eval.fold_bn)
-            self._predictors[checkpoint] = Predictor(model, params, stats, meta)
+            self._predictors[checkpoint] = Predictor(model, params, stats, meta, self._eval_mesh())
         return self._predictors[checkpoint]
+
+    def _eval_mesh(self):
+        """The mesh ``evaluate``, ``predict`` and ``gradcam``'s scores run over: every device, as
+        training's validation does (helper-88: they had run on device 0 alone), where the run
+        trains data-parallel and the devices divide its evaluation batches; None otherwise."""
+        n = jax.device_count()
+        if n == 1 or not self.config.train.get("data_parallel", True) or self.config.train.eval_batch_size % n:
+            return None
+        return sharding.data_mesh()
 
     def predict(self, subset: str, checkpoint: str = "best", transform=None) -> dict[str, np.ndarray]:
         """Valid rows' patient ids, labels and logits of ``subset`` ('train' | 'val' | 'test');

@@ -128,11 +128,22 @@ def test_training_loop_runs_data_parallel_on_8_devices(tmp_path):
         train(Run.create(c, run.workdir, resume=True))
         assert [json.loads(x)["epoch"] for x in open(run.files.history)] == [1, 2, 3]
         print("RESUME-OK")
+        # evaluate's predictions over the 8 devices (helper-88: device 0 alone), equal to one device's
+        import dataclasses, numpy as np
+        from lnm_jax.run import Run as R
+        opened = R.open(run.workdir)
+        p = opened.predictor("best")
+        assert p.mesh is not None and p.mesh.devices.size == 8
+        on_mesh = opened.predict("test")
+        one = dataclasses.replace(p, mesh=None)(opened.data.eval_batches("test"))
+        assert list(on_mesh["patient_id"]) == list(one["patient_id"]) and len(one["patient_id"]) > 0
+        np.testing.assert_allclose(on_mesh["logit"], one["logit"], rtol=1e-5, atol=1e-5)
+        print("EVAL-MESH-OK")
     """)
     out = subprocess.run([sys.executable, "-c", code], env=cpu_env(8), capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-3000:]
     assert "LOOP-OK False" in out.stdout and "LOOP-OK True" in out.stdout and "RESUME-OK" in out.stdout
-    assert "REFUSED-OK" in out.stdout
+    assert "REFUSED-OK" in out.stdout and "EVAL-MESH-OK" in out.stdout
 
 
 def test_prefetch_to_device_keeps_order_and_runs_ahead():
