@@ -552,3 +552,37 @@ def test_a_k_fold_protocol_warns_of_one_norm_given_by_hand():
     assert "each fold's test patients are in it" in _shared_norm_note(c)
     c.data.norm_from = "train"
     assert _shared_norm_note(c) is None
+
+
+def test_k_fold_runs_standardise_by_their_own_training_split_and_a_copied_protocol_reuses_them(tiny_cohort, tmp_path):
+    """``data.norm_from='train'`` under ``reproduce --folds`` (helper-90: one ``norm-stats`` for
+    every fold held 9-14 of each fold's 20 test patients): each fold's run records the
+    statistics of its own training split. A rerun reuses the finished runs (their recorded
+    statistics are theirs, not a change), from a copy of the folder elsewhere too (its TFDS
+    cache's path had been taken for a changed setting)."""
+    import shutil
+
+    from lnm_jax.data.cohorts.manifest import read_manifest
+    from lnm_jax.data.cohorts.splits import load_splits
+    from lnm_jax.data.loaders.loader import split_norm_stats
+    from lnm_jax.run import load_config
+
+    work = tmp_path / "cv"
+    args = ["--manifest", str(tiny_cohort), "--folds", "2", *TINY, "--config.data.norm_from=train"]
+    args += ["--config.protocol.table2_modalities=()", "--config.protocol.settings=('bmode',)"]
+    args += ["--config.protocol.gradcam=False"]
+    assert main(["reproduce", "--workdir", str(work), *args]) == 0
+    cohort, (splits, _) = read_manifest(tiny_cohort), load_splits(work / "splits.json")
+    norms = []
+    for k, split in enumerate(splits):
+        run = work / "runs" / f"bmode_{BACKBONE}" / f"fold{k}"
+        norm = load_config(run).data.norm.to_dict()
+        want = split_norm_stats(cohort, split.train, image_size=32)
+        assert {m: {s: list(v[s]) for s in ("mean", "std")} for m, v in norm.items()} == want
+        norms.append(norm)
+    assert norms[0] != norms[1]
+    copy = shutil.copytree(work, tmp_path / "moved" / "cv")
+    done = copy / "runs" / f"bmode_{BACKBONE}" / "fold0" / "predictions.json"
+    before = done.read_bytes(), done.stat().st_mtime_ns
+    assert main(["reproduce", "--workdir", str(copy), *args]) == 0
+    assert (done.read_bytes(), done.stat().st_mtime_ns) == before  # reused, not trained again

@@ -56,6 +56,7 @@ from lnm_jax.run import (
     recorded_before,
     resolve_cohort,
     split_document,
+    with_recorded_norm,
     write_run_record,
 )
 from lnm_jax.run_files import (
@@ -116,7 +117,10 @@ def _check_reusable(folder: Path, config: ConfigDict, what: str, changes=(), ign
     make it with the same settings (the protocol's own fields aside): else one
     :class:`ConfigMismatchError` naming what changed, so a report never describes settings its
     numbers were not made with."""
-    changes = [*changes, *config_changes(load_config(folder), config, ignore)]
+    stored = load_config(folder)
+    # a run's own statistics (data.norm_from='train') as it recorded them; the TFDS cache's folder is
+    # where records are kept, not a setting (a protocol folder copied elsewhere had been refused)
+    changes = [*changes, *config_changes(stored, with_recorded_norm(config, stored), (*ignore, "data.tfds_dir"))]
     if changes:
         raise ConfigMismatchError(
             f"{folder} holds a finished {what} made with other settings ({'; '.join(changes)}); "
