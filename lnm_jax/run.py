@@ -641,6 +641,7 @@ def with_training_norm(config: ConfigDict, cohort: Cohort, split: Split) -> Conf
         image_size=int(config.data.image_size),
         clip_frames=int(config.data.clip_frames),
         framing=Framing.from_config(config.data),
+        inputs=[m for m in names.parse_modalities(config.modalities) if m in names.IMAGE_INPUTS],
     )
     config = copy.deepcopy(config)
     for name in config.data.norm:

@@ -577,7 +577,7 @@ def test_k_fold_runs_standardise_by_their_own_training_split_and_a_copied_protoc
     for k, split in enumerate(splits):
         run = work / "runs" / f"bmode_{BACKBONE}" / f"fold{k}"
         norm = load_config(run).data.norm.to_dict()
-        want = split_norm_stats(cohort, split.train, image_size=32)
+        want = split_norm_stats(cohort, split.train, image_size=32, inputs=("bmode",))
         assert {m: {s: list(v[s]) for s in ("mean", "std")} for m, v in norm.items()} == want
         norms.append(norm)
     assert norms[0] != norms[1]

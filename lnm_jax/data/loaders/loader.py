@@ -334,12 +334,21 @@ class GrainSource:
 
 
 def split_norm_stats(
-    cohort: Cohort, ids: Sequence[str], *, image_size: int, clip_frames: int = 1, framing: Framing = DEFAULT_FRAMING
+    cohort: Cohort,
+    ids: Sequence[str],
+    *,
+    image_size: int,
+    clip_frames: int = 1,
+    framing: Framing = DEFAULT_FRAMING,
+    inputs: Sequence[str] = IMAGE_INPUTS,
 ) -> dict[str, dict[str, list[float]]]:
     """Per-modality, per-channel mean and std (:func:`normalisation_stats`) of the patients
     ``ids`` of ``cohort`` (a run's training split), decoded as training decodes them: at
-    ``image_size``, framed by ``framing``, a CEUS clip's ``clip_frames`` frames."""
-    decoded = DecodedCohort(cohort.patients, image_size, clip_frames=clip_frames, cache=False, framing=framing)
+    ``image_size``, framed by ``framing``, a CEUS clip's ``clip_frames`` frames; the image
+    ``inputs`` only (another keeps the paper's statistics, which nothing reads)."""
+    decoded = DecodedCohort(
+        cohort.patients, image_size, clip_frames=clip_frames, cache=False, framing=framing, inputs=inputs
+    )
     return normalisation_stats(chunks(decoded, decoded.index(ids)))
 
 
