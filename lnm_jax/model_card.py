@@ -18,11 +18,13 @@ from lnm_jax import run_files as F
 from lnm_jax.config import base_config, frozen_backbone_epochs, norm_is_papers
 from lnm_jax.data.pixels.clips import PHASE_LEVEL
 from lnm_jax.data.pixels.sources import Framing
+from lnm_jax.evaluation.intensity import OUTLIER_Z
 from lnm_jax.exported import METADATA, MODEL_CARD
 from lnm_jax.fileio import SEAL_KEY, DamagedFileError, check_seal, is_real, read_json, warn_once, write_json, write_text
 from lnm_jax.portable import preprocessing_digest
 from lnm_jax.preflight import availability_patterns
 from lnm_jax.run import Run, read_run_info, trained_checkpoint, zero_batch
+from lnm_jax.serving import at_bound
 from lnm_jax.task import Task
 from lnm_jax.training.checkpoint import CONFIG_KEY, DIGEST_KEY, PREPROCESSING_KEY
 from lnm_jax.training.steps import resolve_pos_weight
@@ -36,8 +38,17 @@ LIMITS = [
     "until it is tested there.",
     "Images must be prepared as in training (the export's lnm_runtime does it): the scan region, RGB in [0, 1], "
     "framed and resized as described under Preprocessing.",
+    # (helper-92: the card said nothing of what predict does with an input unlike training's)
+    f"Out-of-distribution input: predict flags a patient (column intensity_outlier, naming the input) whose "
+    f"image's mean or SD lies more than {OUTLIER_Z:g} robust SDs from the training split's median and outside its "
+    "range, and scores it all the same (its probability an extrapolation). Nothing else is checked: another "
+    "scanner, depth or pathology within those intensities passes unflagged.",
 ]
 CALIBRATED = "Probabilities are calibrated (temperature scaling) on this cohort's validation split only."
+CALIBRATION_AT_BOUND = (  # (helper-92: the card had said "calibrated" beside evaluate's "do not use it")
+    "The calibration temperature stopped at its search bound (T = {t:.3g}): the validation logits carry too little "
+    "ranking to calibrate, so prob_calibrated is no calibration; predict writes no such column."
+)
 UNCALIBRATED = (
     "Probabilities are not calibrated: no temperature is fitted for this checkpoint (prob_calibrated = prob); "
     "run lnm-jax evaluate to fit one on validation."
@@ -313,6 +324,8 @@ def metadata(
         "schema": SCHEMA,
         "name": config.name,
         "version": f"epoch {meta['epoch']} ({checkpoint} checkpoint by validation AUC)",
+        # the checkpoint's arrays, as predict's CSV names them in every row (names.MODEL_STATE_COLUMN)
+        names.STATE_DIGEST: meta.get(names.STATE_DIGEST),
         "task": {**task.to_dict(), "type": f"binary classification: {task.prob} per patient"},
         "architecture": {
             "inputs": inputs,
@@ -378,11 +391,19 @@ def metadata(
         },
         "single_inputs": (evaluation or {}).get("single_inputs"),
         "metrics": metrics,
+        # a synthetic cohort's ceiling (evaluate's Bayes-optimal reference), None elsewhere
+        "bayes_auc": ((evaluation or {}).get("synthetic_reference") or {}).get("bayes_auc"),
         "warnings": (evaluation or {}).get("warnings", []),
         # Grad-CAM of the test split against the lesion masks (evaluate, where the cohort has them)
         "image_evidence": (evaluation or {}).get("cam_scores"),
         "limits": LIMITS
-        + [CALIBRATED if temperature is not None else UNCALIBRATED]
+        + [
+            UNCALIBRATED
+            if temperature is None
+            else CALIBRATION_AT_BOUND.format(t=temperature)
+            if at_bound(temperature)
+            else CALIBRATED
+        ]
         + ([] if (evaluation or {}).get("cam_scores") else [unscored_cams(config, evaluation is not None)])
         + ([SYNTHETIC_LIMIT] if synthetic(config) else [])
         + ([DEFAULT_TASK_LIMIT] if not synthetic(config) and _default_task(config) else [])
@@ -470,8 +491,25 @@ def markdown(md: dict) -> str:
     lines = [
         f"# Model card: {md['name']}",
         "",
-        f"{t['type']}: {t['name']}. {md['version']}.",
+        f"{t['type']}: {t['name']}. {md['version']}"
+        + (f"; state sha256 `{md[names.STATE_DIGEST]}`" if md.get(names.STATE_DIGEST) else "")
+        + ".",
         "",
+        *(
+            [
+                "**A synthetic demonstration, not a clinical model:** trained and evaluated on a synthetic cohort "
+                "(lnm_jax/data/synth); its numbers measure the generator's settings"
+                + (
+                    f" (the generator's Bayes-optimal AUC for these inputs: {_fmt(md['bayes_auc'])})"
+                    if md.get("bayes_auc") is not None
+                    else ""
+                )
+                + ", not skill on patients.",
+                "",
+            ]
+            if c.get("synthetic")
+            else []
+        ),
         "## Model details",
         f"- Task: {t['name']}; label {t['label']} ({t['positive']} = 1, {t['negative']} = 0), established by "
         f"{t['label_source']}.",
@@ -587,7 +625,9 @@ def markdown(md: dict) -> str:
         lines += _metric_rows(md["metrics"])
         lines += [
             "",
-            f"Thresholds: 0.5, and Youden's index on validation: {_fmt(md['thresholds']['youden_from_val'])}. "
+            f"Thresholds (on `prob`, the uncalibrated probability; a patient is called positive at prob >= it): "
+            f"0.5, and Youden's index on validation: {_fmt(md['thresholds']['youden_from_val'])} (halfway between "
+            "two validation scores). "
             f"Calibration temperature (fitted on validation, `prob_calibrated = sigmoid(logit / T)`): "
             f"{_fmt(md['calibration_temperature'])}.",
             *(
@@ -603,6 +643,8 @@ def markdown(md: dict) -> str:
             *_calibration_rows(md["calibration"]),
         ]
         lines += [f"\n**Warning:** {w}" for w in md.get("warnings", [])]
+    else:  # (helper-92: this line had hung off the Grad-CAM section, under every card without masks)
+        lines.append("Not evaluated yet (run `lnm-jax evaluate`): no metrics, thresholds or calibration to report.")
     if guard := md.get("single_inputs"):
         splits = list(guard["fused_auc"])
         lines += [
@@ -628,8 +670,6 @@ def markdown(md: dict) -> str:
             "Mass in lesion / lesion area (1 = chance) and the pointing game, beside a random map's:",
             *[f"- {x}" for x in summary_lines(ev["summary"], ev["method"], ev["layer"])],
         ]
-    else:
-        lines.append("Not evaluated yet (run `lnm-jax evaluate`): no metrics, thresholds or calibration to report.")
     env = md.get("training_environment") or {}
     lines += [
         "",
@@ -639,7 +679,9 @@ def markdown(md: dict) -> str:
         "## Environment",
         "- Trained with: "
         + (
-            f"{env.get('backend', '?')} ({env.get('device_kind', '?')} x{env.get('device_count', '?')}), "
+            f"{env.get('backend', '?')} ({env.get('device_kind', '?')} x{env.get('device_count', '?')}"
+            + (f"; {env['cpu']}" if env.get("cpu") else "")
+            + "), "
             f"Python {env.get('python', '?')}, "
             + ", ".join(f"{k} {v}" for k, v in env.get("packages", {}).items())
             + (

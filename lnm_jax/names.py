@@ -68,6 +68,10 @@ BACKBONES = ("resnet10", "resnet18", "resnet34", "resnet50", "vgg11", "vgg11_bn"
 # how an image branch starts without pretrained weights, as the card and reproduce's report say it:
 # every convolution takes Flax's default kernel initialiser (helper-89: the words had said He)
 RANDOM_INIT = "random initialisation (Flax's default for every convolution: LeCun normal, not torchvision's He fan-out)"
+# a checkpoint's record of its arrays' SHA-256 (training.checkpoint.DIGEST_KEY), and the column of
+# predict's CSV that names the state its probabilities came from (helper-92: nothing linked a row to a model)
+STATE_DIGEST = "state_sha256"
+MODEL_STATE_COLUMN = "model_state_sha256"
 # those torchvision ships (ResNet-10 is the tests' own): convert-weights and verify_weights.py port them
 TORCHVISION_BACKBONES = tuple(b for b in BACKBONES if b != "resnet10")
 # how the fused model combines its inputs (model.fusion) and encodes the flag (model.flag_encoding)

@@ -33,6 +33,12 @@ PACKAGES = (
     "tensorflow-cpu",
     "tensorflow-datasets",
     "scikit-learn",
+    # what decoding and the statistics read with (helper-92: the card had named none of them)
+    "grain",
+    "pillow",
+    "pydicom",
+    "simplejpeg",
+    "scipy",
 )
 
 

@@ -107,6 +107,7 @@ def write_predictions(
     out_csv: Path | str,
     flagged: dict | None = None,
     lacking: dict[str, str] | None = None,
+    state: str | None = None,
 ) -> Path:
     """``predict``'s CSV: one row per patient of ``cohort`` in manifest order, the probability
     (and, with ``calibrated``, each patient's calibrated one: ``sigmoid(logit / T)`` as the
@@ -114,7 +115,9 @@ def write_predictions(
     the label if known, (with the training intensities known) ``intensity_outlier``: the
     inputs of that patient far outside them (:mod:`lnm_jax.evaluation.intensity`), and (where
     any patient lacks an input, ``lacking``: :func:`missing_inputs`) ``inputs_missing``: the
-    inputs that patient was scored without."""
+    inputs that patient was scored without; ``state`` (the SHA-256 of the checkpoint's arrays the
+    model is, :data:`names.STATE_DIGEST`), in every row as ``model_state_sha256``: the model a
+    probability came from, as the card and an export's metadata name it."""
     rows = []
     for q in cohort.patients:
         z = logits[q.patient_id]
@@ -127,6 +130,8 @@ def write_predictions(
             row["intensity_outlier"] = outlier_inputs(flagged, q.patient_id)
         if lacking:
             row["inputs_missing"] = lacking.get(q.patient_id, "")
+        if state:
+            row[names.MODEL_STATE_COLUMN] = state
         rows.append(row)
     out_csv = Path(out_csv)
     out_csv.parent.mkdir(parents=True, exist_ok=True)
@@ -138,6 +143,24 @@ def outlier_inputs(flagged: dict, patient_id: str) -> str:
     """The inputs of ``patient_id`` that :func:`lnm_jax.evaluation.intensity.outliers` flagged,
     space-separated ('' for none): the ``intensity_outlier`` column."""
     return " ".join(sorted({w.split(" ")[0] for w in flagged.get(patient_id, [])}))
+
+
+TEMPERATURE_BOUNDS = (0.05, 20.0)  # where evaluate searches the calibration temperature
+
+
+def at_bound(temperature: float, rtol: float = 1e-3) -> bool:
+    """True when a fitted temperature stopped at a search bound (:data:`TEMPERATURE_BOUNDS`):
+    the optimum lies outside, e.g. logits that carry no ranking on the validation split, and
+    every calibrated probability is pulled towards 0.5 (or pushed to 0/1)."""
+    return any(abs(np.log(temperature / b)) < rtol * 10 for b in TEMPERATURE_BOUNDS)
+
+
+# why predict writes no prob_lnm_calibrated column for a temperature at its bound (helper-92: the column
+# had been written beside evaluate's "do not use it", the card calling the probabilities calibrated)
+AT_BOUND_NOTE = (
+    "no prob_lnm_calibrated column: the calibration temperature stopped at its search bound (T = {t:.3g}): the "
+    "validation logits carry too little ranking to calibrate, and such probabilities sit near 0.5 or 0/1"
+)
 
 
 def calibrated_probabilities(logits: dict, temperature: float | None) -> dict | None:
@@ -424,7 +447,11 @@ def predict_manifest(
     for warning in model.metadata.get("warnings", []):  # what evaluate found about this model
         print(f"warning (model card): {warning}", file=sys.stderr)
     fitted = model.metadata.get("calibration_temperature") is not None
-    return write_predictions(cohort, logits, calibrated if fitted else None, out_csv, flagged, lacking)
+    if fitted and at_bound(model.metadata["calibration_temperature"]):
+        print(f"note: {AT_BOUND_NOTE.format(t=model.metadata['calibration_temperature'])}", file=sys.stderr)
+        fitted = False
+    state = ((model.metadata.get("export") or {}).get("source") or {}).get(names.STATE_DIGEST)
+    return write_predictions(cohort, logits, calibrated if fitted else None, out_csv, flagged, lacking, state)
 
 
 def main(argv=None, folder: Path | str | None = None) -> int:

@@ -790,6 +790,13 @@ def test_predict_new_patients_without_labels(triple_run, copy_run, tiny_cohort, 
     assert "Only the test row is out of sample" in card and "the val row is optimistic" in card  # (helper-90)
     # the default config standardises by the shipped statistics, and the card says whose they are
     assert "mean and std the values the package ships for the paper's cohort" in card
+    # a model evaluated without lesion masks is evaluated all the same (helper-92: its card said
+    # "Not evaluated yet" under its own metrics, the line hung off the Grad-CAM section)
+    from lnm_jax.model_card import markdown
+
+    md = json.loads((run.files.evaluation("best") / "metadata.json").read_text())
+    assert "Not evaluated yet" not in markdown({**md, "image_evidence": None})
+    assert "Not evaluated yet" in markdown({**md, "metrics": {}, "image_evidence": None})
     assert (
         main(["predict", "--workdir", str(run.workdir), "--manifest", str(new), "--out", str(tmp_path / "p2.csv")]) == 0
     )

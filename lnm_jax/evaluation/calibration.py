@@ -43,14 +43,9 @@ def brier(labels: np.ndarray, probs: np.ndarray) -> float:
     return float(brier_score_loss(y.astype(int), p))
 
 
-TEMPERATURE_BOUNDS = (0.05, 20.0)
-
-
-def at_bound(temperature: float, rtol: float = 1e-3) -> bool:
-    """True when a fitted temperature stopped at a search bound (:data:`TEMPERATURE_BOUNDS`):
-    the optimum lies outside, e.g. logits that carry no ranking on the validation split, and
-    every calibrated probability is pulled towards 0.5 (or pushed to 0/1)."""
-    return any(abs(np.log(temperature / b)) < rtol * 10 for b in TEMPERATURE_BOUNDS)
+# the temperature's search bounds and the test of a fit that stopped at one: in lnm_jax.serving,
+# which an export carries (its predict leaves such a temperature's column out)
+from lnm_jax.serving import TEMPERATURE_BOUNDS, at_bound  # noqa: E402, F401
 
 
 def fit_temperature(labels: np.ndarray, logits: np.ndarray) -> float:

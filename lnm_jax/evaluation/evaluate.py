@@ -22,6 +22,7 @@ from lnm_jax.model_card import metadata, write_card
 from lnm_jax.preflight import check_inputs_present, zero_fills
 from lnm_jax.run import Run, trained_checkpoint
 from lnm_jax.serving import (
+    AT_BOUND_NOTE,
     calibrated_probabilities,
     guard_predictions,
     intensity_check,
@@ -272,8 +273,9 @@ def predict_manifest(
     logits = dict(zip(p[names.PATIENT_ID], p["logit"]))
     flagged = intensity_check(run.intensity_reference(), features, len(cohort), str(run.files.intensity_reference))
     calibration = run.files.calibration(checkpoint)
-    if temperature is not None and read_json(calibration).get("at_search_bound"):
-        print(f"warning: {BOUND_WARNING}", file=sys.stderr)
+    if temperature is not None and (C.at_bound(temperature) or read_json(calibration).get("at_search_bound")):
+        print(f"note: {AT_BOUND_NOTE.format(t=temperature)}", file=sys.stderr)
+        temperature = None
     elif not calibration.is_file():  # a stale one: run.temperature said so
         print(
             f"note: no prob_lnm_calibrated column: no temperature is fitted for the '{checkpoint}' checkpoint "
@@ -282,7 +284,9 @@ def predict_manifest(
         )
     if seen := seen_patients_line(run, cohort):
         print(f"warning: {seen}", file=sys.stderr)
-    return write_predictions(cohort, logits, calibrated_probabilities(logits, temperature), out_csv, flagged, lacking)
+    state = predictor.meta.get(names.STATE_DIGEST)
+    calibrated = calibrated_probabilities(logits, temperature)
+    return write_predictions(cohort, logits, calibrated, out_csv, flagged, lacking, state)
 
 
 def seen_patients_line(run: Run, cohort: Cohort) -> str | None:
@@ -430,7 +434,8 @@ def imbalance_warnings(result: dict, labels, config) -> list[str]:
     chosen on validation (``pred_at_youden`` in predictions.csv) and ``train.pos_weight``."""
     youden = result.get("youden_threshold_from_val")
     remedy = (
-        f"use the threshold chosen on validation ({youden:.3f}, Youden's index: pred_at_youden in predictions.csv)"
+        f"use the threshold chosen on validation ({youden:.3f}, Youden's index, on prob_lnm, not the calibrated "
+        "one: pred_at_youden in evaluate's predictions.csv; predict's rows as prob_lnm >= it)"
         if youden is not None
         else "choose a threshold on validation"
     )

@@ -92,7 +92,11 @@ def youden_threshold(labels: np.ndarray, probs: np.ndarray) -> float:
     if not j[best] > 0:
         warnings.warn("Youden's J is <= 0 at every cut-off: no threshold chosen (NaN)", RuntimeWarning, stacklevel=2)
         return float("nan")
-    return float(thr[best])
+    # halfway to the next lower validation score: the same calls on validation as the score itself,
+    # and no validation patient on the threshold (helper-92: one sat exactly on it, and an export
+    # scoring it 8e-9 lower, within float32 rounding, had called it the other class)
+    below = probs[probs < thr[best]]
+    return float((thr[best] + below.max()) / 2) if below.size else float(thr[best])
 
 
 def _mann_whitney_auc(pos: np.ndarray, neg: np.ndarray, axis: int = -1) -> np.ndarray:

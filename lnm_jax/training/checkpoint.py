@@ -43,6 +43,7 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
+from lnm_jax import names
 from lnm_jax.fileio import QuietFileHandler, error_line, is_int, json_digest, off_main_thread, warn_once
 from lnm_jax.training.sharding import fully_addressable, placed_as
 
@@ -68,7 +69,7 @@ class CheckpointReplacedError(RuntimeError):
 READ_ATTEMPTS = 3
 
 
-DIGEST_KEY = "state_sha256"
+DIGEST_KEY = names.STATE_DIGEST
 # what a run's damaged checkpoint's message says to do (RunCheckpoints.restore)
 RUN_REMEDY = "restore it from a copy, evaluate another checkpoint (--checkpoint best | latest) or retrain"
 MODEL_KEY = "model_fields"  # the fields of the config that define the model (config.model_fields)
