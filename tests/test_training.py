@@ -804,6 +804,28 @@ def test_predict_new_patients_without_labels(triple_run, copy_run, tiny_cohort, 
     assert "no prob_lnm_calibrated column" not in capsys.readouterr().err
     assert all(0.0 <= float(g["prob_lnm_calibrated"]) <= 1.0 for g in got2)
     assert [g["prob_lnm"] for g in got2] == [g["prob_lnm"] for g in got]  # same model, same inputs
+    # every row names the model it came from, as the card does (helper-92: nothing had linked them)
+    state = run.predictor("best").meta["state_sha256"]
+    assert len(state) == 64 and {g["model_state_sha256"] for g in got2} == {state}
+    assert f"state sha256 `{state}`" in card
+    assert card.index("**A synthetic demonstration, not a clinical model:**") < card.index("## Model details")
+    # a temperature that stopped at its search bound: no calibrated column, said why, and the
+    # card does not call the probabilities calibrated (helper-92: T = 20 written all the same)
+    from lnm_jax.model_card import metadata
+
+    real = run.temperature
+    run.temperature = lambda *a, **k: 20.0
+    try:
+        predict_manifest(run, new, tmp_path / "p3.csv")
+        limits = metadata(run)["limits"]
+    finally:
+        run.temperature = real
+    assert "no prob_lnm_calibrated column: the calibration temperature stopped at its search bound (T = 20)" in (
+        capsys.readouterr().err
+    )
+    assert "prob_lnm_calibrated" not in (tmp_path / "p3.csv").read_text().splitlines()[0]
+    assert any("stopped at its search bound" in x for x in limits)
+    assert not any(x.startswith("Probabilities are calibrated") for x in limits)
 
 
 def test_run_folder_records_provenance(triple_run):
