@@ -554,7 +554,9 @@ def test_a_k_fold_protocol_warns_of_one_norm_given_by_hand():
     assert _shared_norm_note(c) is None
 
 
-def test_k_fold_runs_standardise_by_their_own_training_split_and_a_copied_protocol_reuses_them(tiny_cohort, tmp_path):
+def test_k_fold_runs_standardise_by_their_own_training_split_and_a_copied_protocol_reuses_them(
+    tiny_cohort, tmp_path, capsys
+):
     """``data.norm_from='train'`` under ``reproduce --folds`` (helper-90: one ``norm-stats`` for
     every fold held 9-14 of each fold's 20 test patients): each fold's run records the
     statistics of its own training split. A rerun reuses the finished runs (their recorded
@@ -586,3 +588,24 @@ def test_k_fold_runs_standardise_by_their_own_training_split_and_a_copied_protoc
     before = done.read_bytes(), done.stat().st_mtime_ns
     assert main(["reproduce", "--workdir", str(copy), *args]) == 0
     assert (done.read_bytes(), done.stat().st_mtime_ns) == before  # reused, not trained again
+    # a split drawn otherwise now (as near copies came to be kept together): a finished run of the
+    # old one is not reused beside it (helper-91: two splits in one report), and nothing is written
+    import dataclasses
+
+    import lnm_jax.protocol.reproduce as R
+
+    def moved(config, cohort, **kw):
+        first, *rest = make_splits(config, cohort, **kw)
+        a, b = first.train[0], first.test[0]
+        swap = lambda ids: tuple(sorted(b if i == a else a if i == b else i for i in ids))  # noqa: E731
+        return [dataclasses.replace(first, train=swap(first.train), test=swap(first.test)), *rest]
+
+    make_splits = R.make_splits
+    R.make_splits = moved
+    try:
+        kept = (copy / "splits.json").read_bytes()
+        assert main(["reproduce", "--workdir", str(copy), *args]) != 0
+    finally:
+        R.make_splits = make_splits
+    assert "holds a finished run trained on another split than this cohort's now" in capsys.readouterr().err
+    assert (copy / "splits.json").read_bytes() == kept

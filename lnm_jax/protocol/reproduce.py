@@ -32,7 +32,7 @@ from ml_collections import ConfigDict
 from lnm_jax import names
 from lnm_jax.config import ConfigError, norm_is_papers
 from lnm_jax.data.cohorts.manifest import ManifestError, read_manifest
-from lnm_jax.data.cohorts.splits import Split, check_stored, load_splits, make_splits, save_splits
+from lnm_jax.data.cohorts.splits import Split, check_stored, load_splits, make_splits, save_splits, split_digest
 from lnm_jax.data.cohorts.survey import survey
 from lnm_jax.data.pixels.sources import Framing
 from lnm_jax.data.synth.synthetic import bayes_auc, generator_params, temporal_reference
@@ -124,6 +124,22 @@ def _check_reusable(folder: Path, config: ConfigDict, what: str, changes=(), ign
     if changes:
         raise ConfigMismatchError(
             f"{folder} holds a finished {what} made with other settings ({'; '.join(changes)}); "
+            "use a new --workdir, or remove that folder to make it again"
+        )
+
+
+def _check_finished_split(folder: Path, split: Split) -> None:
+    """A finished run in ``folder`` is reused only if it was trained on ``split``, the split
+    this invocation draws: :class:`ConfigMismatchError` naming the folder otherwise, before
+    anything is written (helper-91: a rerun after splits began keeping near copies together
+    had saved the new split and reused runs trained on the old one, two splits in one report)."""
+    files = RunFiles(folder)
+    if not (files.predictions.is_file() and files.splits.is_file()):
+        return
+    (trained, *_), _ = load_splits(files.splits)
+    if split_digest(trained) != split_digest(split):
+        raise ConfigMismatchError(
+            f"{folder} holds a finished run trained on another split than this cohort's now ({files.splits}); "
             "use a new --workdir, or remove that folder to make it again"
         )
 
@@ -394,6 +410,7 @@ def reproduce(config: ConfigDict, workdir: Path | str) -> dict:
                 check_split(rc, cohort, split)
             except ValueError as e:
                 raise ValueError(f"run {name}{f' (fold {k})' if folds else ''}: {e}") from e
+            _check_finished_split(workdir / PROTOCOL_RUNS / name / (f"fold{k}" if folds else ""), split)
     workdir.mkdir(parents=True, exist_ok=True)
     save_splits(files.splits, splits, **split_doc)
     write_run_record(config, files, before=before)
