@@ -352,8 +352,10 @@ def metadata(
             # how images are cropped and scaled before the resize (lnm_jax.data.pixels.sources.Framing)
             "framing": dataclasses.asdict(Framing.from_config(config.data)),
             "resize": RESIZE,
-            "normalisation": {
-                k: {"mean": list(v["mean"]), "std": list(v["std"])} for k, v in config.data.norm.to_dict().items()
+            "normalisation": {  # the model's image inputs' (helper-91: an input it lacks had been listed)
+                k: {"mean": list(v["mean"]), "std": list(v["std"])}
+                for k, v in config.data.norm.to_dict().items()
+                if k in inputs
             },
             "normalisation_applied": "inside the exported program: (x - mean) / std, a missing image set to zero",
             "normalisation_from": normalisation_source(config),
@@ -579,9 +581,15 @@ def markdown(md: dict) -> str:
         )
         + f"; CEUS dual display: the {framing.get('ceus_region', 'auto')} region.",
         f"- Resize to {pre['image_size']}x{pre['image_size']}: {pre['resize']}.",
-        f"- Values: RGB float32 in [0, 1]; normalisation {pre['normalisation_applied']}; mean and std "
-        f"{pre.get('normalisation_from', 'as configured')}:",
-        *[f"  - {k}: mean {v['mean']}, std {v['std']}" for k, v in pre["normalisation"].items()],
+        *(
+            [
+                f"- Values: RGB float32 in [0, 1]; normalisation {pre['normalisation_applied']}; mean and std "
+                f"{pre.get('normalisation_from', 'as configured')}:",
+                *[f"  - {k}: mean {v['mean']}, std {v['std']}" for k, v in pre["normalisation"].items()],
+            ]
+            if pre["normalisation"]
+            else ["- No image input: nothing is decoded or normalised; the flag is taken as 0 or 1."]
+        ),
         "",
     ]
     if export:

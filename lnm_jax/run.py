@@ -115,6 +115,9 @@ RESUMABLE_FIELDS = (
     "eval.",
     "model.lowering",  # a lowering choice: same parameters, same mathematics
     "model.batchnorm",  # how BatchNorm's gradient is computed: the same function and parameters
+    # one device or every one: the same global batch and its BatchNorm statistics (helper-91: the
+    # divisibility refusal's remedy, data_parallel=false, had been refused on resume)
+    "train.data_parallel",
     # how fast, not what: threads, prefetching, the evaluation batch (BatchNorm in inference mode)
     "data.num_threads",
     "data.prefetch",

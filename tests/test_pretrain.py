@@ -330,5 +330,13 @@ def test_a_vgg11_without_batchnorm_pretrains_and_a_run_starts_from_it(tiny_cohor
     assert meta["arch"] == "vgg11" and not jax.tree.leaves(variables.get("batch_stats", {})), report
     run_config = tiny_config(tiny_cohort, "bmode", epochs=1, backbone="vgg11")
     run_config.model.init_from = str(P.backbone_dir(tmp_path / "w", P.SHARED))
-    best = train(Run.create(run_config, tmp_path / "run"))
+    run_config.data.norm_from = "train"
+    run = Run.create(run_config, tmp_path / "run")
+    best = train(run)
     assert best["epoch"] == 1
+    # its card lists the normalisation of the input it takes, from its training split (helper-91:
+    # the CEUS it lacks had been listed with the paper's values under the same words)
+    from lnm_jax.model_card import metadata
+
+    pre = metadata(run)["preprocessing"]
+    assert list(pre["normalisation"]) == ["bmode"] and "training split's own pixels" in pre["normalisation_from"]

@@ -111,6 +111,13 @@ def test_training_loop_runs_data_parallel_on_8_devices(tmp_path):
             assert "train.batch_size: 6 is not divisible by the 8 devices" in str(e), e
             assert "eval_batch_size" not in str(e) and "data_parallel=false" in str(e), e
         assert not os.path.exists({str(tmp_path)!r} + "/bad")
+        from lnm_jax.pretraining.pretrain import check_batches
+        bad.pretrain.batch_size = 6  # (helper-91: said by the mesh after every image was decoded)
+        try:
+            check_batches(bad, [])
+            raise SystemExit("pretrain not refused")
+        except ConfigError as e:
+            assert "pretrain.batch_size: 6 is not divisible by the 8 devices" in str(e), e
         print("REFUSED-OK")
         for on_device in (False, True):
             c = base_config("bmode,us_lnm")  # one image branch: the loop's data-parallel path
@@ -139,11 +146,16 @@ def test_training_loop_runs_data_parallel_on_8_devices(tmp_path):
         assert list(on_mesh["patient_id"]) == list(one["patient_id"]) and len(one["patient_id"]) > 0
         np.testing.assert_allclose(on_mesh["logit"], one["logit"], rtol=1e-5, atol=1e-5)
         print("EVAL-MESH-OK")
+        # resumed on one device: the same experiment (helper-91: the refusal's remedy had been refused)
+        c.train.epochs, c.train.data_parallel = 4, False
+        train(Run.create(c, run.workdir, resume=True))
+        assert [json.loads(x)["epoch"] for x in open(run.files.history)] == [1, 2, 3, 4]
+        print("ONE-DEVICE-RESUME-OK")
     """)
     out = subprocess.run([sys.executable, "-c", code], env=cpu_env(8), capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-3000:]
     assert "LOOP-OK False" in out.stdout and "LOOP-OK True" in out.stdout and "RESUME-OK" in out.stdout
-    assert "REFUSED-OK" in out.stdout and "EVAL-MESH-OK" in out.stdout
+    assert "REFUSED-OK" in out.stdout and "EVAL-MESH-OK" in out.stdout and "ONE-DEVICE-RESUME-OK" in out.stdout
 
 
 def test_prefetch_to_device_keeps_order_and_runs_ahead():

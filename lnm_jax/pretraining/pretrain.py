@@ -43,7 +43,7 @@ from ml_collections import ConfigDict
 from tqdm import tqdm
 
 from lnm_jax import compile_options, names, rng_streams
-from lnm_jax.config import check_fields, write_config
+from lnm_jax.config import ConfigError, check_fields, write_config
 from lnm_jax.data.cohorts import unlabeled
 from lnm_jax.data.cohorts.manifest import MISSING_COLUMN, ManifestError, read_manifest
 from lnm_jax.data.pixels.sources import Framing
@@ -86,9 +86,18 @@ def groups(config: ConfigDict) -> dict[str, tuple[str, ...]]:
 def check_batches(config: ConfigDict, cohorts: Sequence, exclude: Sequence[str] = ()) -> None:
     """ValueError naming the backbone whose images (every image of ``cohorts``' patients but the
     first cohort's ``exclude``d ones) fill less than one batch of ``pretrain.batch_size``:
-    counted from the manifests, before anything is decoded or written."""
-    kept, _ = unlabeled.split_out(unlabeled.image_refs(cohorts), exclude)
+    counted from the manifests, before anything is decoded or written; and :class:`ConfigError`
+    where the devices each batch is sharded over do not divide ``pretrain.batch_size``
+    (helper-91: said by the mesh after every image was decoded, exit 1)."""
     pc = config.pretrain
+    if (devices := jax.device_count()) > 1 and pc.batch_size % devices:
+        raise ConfigError(
+            [
+                f"pretrain.batch_size: {pc.batch_size} is not divisible by the {devices} devices each batch is "
+                f"sharded over; give a multiple of {devices}"
+            ]
+        )
+    kept, _ = unlabeled.split_out(unlabeled.image_refs(cohorts), exclude)
     for group, inputs in groups(config).items():
         n = sum(r.modality in inputs for r in kept)
         if n < pc.batch_size:
@@ -306,6 +315,7 @@ def pretrain(
     elif not include_test:
         raise ValueError(unlabeled_first)
     exclude = () if include_test or split is None else split.test
+    check_batches(config, [first, *extra], exclude)
     if config.data.norm_from == "train" and stored is None:
         if split is None:
             raise ValueError(
@@ -314,7 +324,6 @@ def pretrain(
             )
         # the very statistics a run fine-tuned on this split computes (Run.create): one standardisation
         config = with_training_norm(config, first, split)
-    check_batches(config, [first, *extra], exclude)
     data = unlabeled.collect(
         [first, *extra], image_size=config.data.image_size, exclude=exclude, framing=framing, progress=progress
     )

@@ -394,6 +394,8 @@ def reproduce(config: ConfigDict, workdir: Path | str) -> dict:
         for k, split in enumerate(splits):
             try:
                 check_batches(config, [cohort, *extra_cohorts], split.test)
+            except ConfigError:
+                raise  # a field of the config: exit 2, as it is
             except ValueError as e:
                 raise ValueError(f"protocol.pretrain{f' (fold {k})' if folds else ''}: {e}") from e
     runs = plan_runs(config)
