@@ -39,6 +39,7 @@ from lnm_jax.config import (
     missing_fields,
     model_field_changes,
     model_fields,
+    norm_is_papers,
     write_config,
 )
 from lnm_jax.data.cohorts.manifest import Cohort, manifest_checks, read_manifest
@@ -617,6 +618,9 @@ def write_run_record(
         write_json(files.run_info, sealed(info))
 
 
+NORM = "data.norm"  # warn_once's key: said once per process
+
+
 def with_recorded_norm(config: ConfigDict, stored: ConfigDict) -> ConfigDict:
     """``config`` with the ``data.norm`` a run computed from its training split when it started
     (``stored``: its ``config.json``), where both say ``data.norm_from='train'``: a resume
@@ -638,6 +642,8 @@ def with_training_norm(config: ConfigDict, cohort: Cohort, split: Split) -> Conf
     (helper-90: ``norm-stats``' one holdout split held 9-14 of 20 of each fold's test patients)."""
     from lnm_jax.data.loaders.loader import split_norm_stats  # noqa: PLC0415
 
+    if not norm_is_papers(config):  # (helper-91: values given beside norm_from='train' were dropped unsaid)
+        warn_once("data.norm's values are not used: data.norm_from='train' computes them from the training split", NORM)
     stats = split_norm_stats(
         cohort,
         split.train,

@@ -340,3 +340,20 @@ def test_a_vgg11_without_batchnorm_pretrains_and_a_run_starts_from_it(tiny_cohor
 
     pre = metadata(run)["preprocessing"]
     assert list(pre["normalisation"]) == ["bmode"] and "training split's own pixels" in pre["normalisation_from"]
+
+
+def test_the_probe_keeps_a_patients_twin_images_in_one_fold():
+    """helper-91: the probes' folds were drawn over images, so a patient's second picture (a
+    clip's frames, a near copy under another ID) sat in another fold: on labels that are noise,
+    twin rows had given the linear probe AUC 0.93-0.96. Grouped by patient, chance (0.36-0.60
+    over these three seeds; 120 rows put a null AUC's SD near 0.05-0.1: the bound 0.75 is ~3 SD)."""
+    from lnm_jax.pretraining.probe import probe
+
+    rng = np.random.default_rng(0)
+    for seed in range(3):
+        x, y = rng.standard_normal((60, 128)), rng.integers(0, 2, 60)
+        twins, labels, owners = np.concatenate([x, x]), np.concatenate([y, y]), [f"p{i}" for i in range(60)] * 2
+        assert probe(twins, labels, seed=seed)["linear_auc"] > 0.85  # the leak, measured
+        assert probe(twins, labels, seed=seed, groups=owners)["linear_auc"] < 0.75
+    alone = rng.standard_normal((40, 16)), np.arange(40) % 2
+    assert probe(*alone, groups=[f"q{i}" for i in range(40)]) == probe(*alone)  # one row each: the plain folds

@@ -241,7 +241,7 @@ def _inverted_copy(manifest, out, patients) -> Path:
     return out / "manifest.csv"
 
 
-def test_norm_from_train_is_each_runs_training_split_alone(tiny_cohort, tmp_path):
+def test_norm_from_train_is_each_runs_training_split_alone(tiny_cohort, tmp_path, capsys):
     """helper-90: the one source of a cohort's statistics, ``norm-stats``, split the manifest
     by its own seed and holdout fractions, so a K-fold protocol standardised every fold by
     pixels of 9-14 of its 20 test patients. ``data.norm_from='train'``: each run computes its
@@ -267,6 +267,17 @@ def test_norm_from_train_is_each_runs_training_split_alone(tiny_cohort, tmp_path
     # a resume given the user's config (the paper's values in it) standardises as the start did
     assert Run.create(c, tmp_path / "run", resume=True).config.data.norm == run.config.data.norm
 
+    # values given beside it are not used, and said so
+    from lnm_jax.fileio import _WARNED
+    from lnm_jax.run import NORM
+
+    _WARNED.discard(NORM)
+    c.data.norm.bmode.mean = (0.4, 0.4, 0.4)
+    assert Run.create(c, tmp_path / "given").config.data.norm == run.config.data.norm
+    assert "data.norm's values are not used: data.norm_from='train' computes them" in capsys.readouterr().err
+    from lnm_jax.config import base_config
+
+    c.data.norm.bmode.mean = tuple(base_config().data.norm.bmode.mean)
     held_out = set(run.split.val) | set(run.split.test)
     moved = _inverted_copy(tiny_cohort, tmp_path / "held_out_inverted", held_out)
     c2 = tiny_config(moved, "dual", epochs=1)

@@ -484,8 +484,11 @@ def probe_report(config, encoder, data, cohort, split, trained: dict, initial: d
     patients' images, cross-validated): pretrained vs randomly initialised backbone. An input
     with fewer than ``PROBE_FOLDS`` labelled images of either class (none at all: a cohort of
     B-mode alone, such as DDTI) is left out of the report."""
+    from lnm_jax.data.cohorts.splits import near_copy_groups  # noqa: PLC0415
+
     labels = {p.patient_id: p.lnm for p in cohort.patients if p.lnm is not None}
     labelled = (set(split.train) | set(split.val)) & set(labels)
+    group_of = {pid: group[0] for group in near_copy_groups(cohort) for pid in group}
     norm = config.data.norm.to_dict()
     out = {}
     for group, inputs in groups(config).items():
@@ -500,7 +503,8 @@ def probe_report(config, encoder, data, cohort, split, trained: dict, initial: d
             for name, st in (("pretrained", trained[group]), ("random_init", initial[group])):
                 variables = {"params": st.params, "batch_stats": st.batch_stats}
                 x = features(encoder, variables, data.images[rows], data.modality[rows], norm)
-                out[m][name] = probe(x, y, seed=config.seed)
+                owners = [group_of.get(data.refs[i].patient_id, data.refs[i].patient_id) for i in rows]
+                out[m][name] = probe(x, y, seed=config.seed, groups=owners)
     return out
 
 

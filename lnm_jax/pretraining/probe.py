@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 from sklearn.linear_model import LogisticRegression
-from sklearn.model_selection import GridSearchCV, StratifiedKFold
+from sklearn.model_selection import GridSearchCV, StratifiedGroupKFold, StratifiedKFold
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
@@ -42,11 +42,19 @@ def _knn_scores(x_train, y_train, x_val, k: int = KNN_K) -> np.ndarray:
 FOLDS = 5
 
 
-def probe(x: np.ndarray, y: np.ndarray, seed: int = 0) -> dict[str, float]:
-    """Out-of-fold AUCs of the linear and the k-NN probe of features ``x`` for labels ``y``."""
+def probe(x: np.ndarray, y: np.ndarray, seed: int = 0, groups=None) -> dict[str, float]:
+    """Out-of-fold AUCs of the linear and the k-NN probe of features ``x`` for labels ``y``.
+    ``groups`` (one per row: its patient, or its near-copy group) keeps a group's rows in one
+    fold where some group has several (a clip's frames, near copies: a k-NN vote had found the
+    row's own twin in another fold, helper-91); where every row is its own group, the plain
+    stratified folds."""
     y = np.asarray(y)
     scores = {"linear": np.zeros(len(y)), "knn": np.zeros(len(y))}
-    for train, held in StratifiedKFold(FOLDS, shuffle=True, random_state=seed).split(x, y):
+    if groups is not None and len(set(groups)) < len(groups):
+        folds = StratifiedGroupKFold(FOLDS, shuffle=True, random_state=seed).split(x, y, groups)
+    else:
+        folds = StratifiedKFold(FOLDS, shuffle=True, random_state=seed).split(x, y)
+    for train, held in folds:
         scores["linear"][held] = _linear_scores(x[train], y[train], x[held], seed)
         scores["knn"][held] = _knn_scores(x[train], y[train], x[held])
     return {f"{k}_auc": safe_auc(y, v) for k, v in scores.items()}
