@@ -393,6 +393,8 @@ def metadata(
         },
         "single_inputs": (evaluation or {}).get("single_inputs"),
         "metrics": metrics,
+        # test AUC per subgroup of the manifest's columns (lnm_jax.evaluation.subgroups)
+        "subgroups": (evaluation or {}).get("subgroups"),
         # a synthetic cohort's ceiling (evaluate's Bayes-optimal reference), None elsewhere
         "bayes_auc": ((evaluation or {}).get("synthetic_reference") or {}).get("bayes_auc"),
         "warnings": (evaluation or {}).get("warnings", []),
@@ -653,6 +655,25 @@ def markdown(md: dict) -> str:
         lines += [f"\n**Warning:** {w}" for w in md.get("warnings", [])]
     else:  # (helper-92: this line had hung off the Grad-CAM section, under every card without masks)
         lines.append("Not evaluated yet (run `lnm-jax evaluate`): no metrics, thresholds or calibration to report.")
+    if rows := md.get("subgroups"):
+        lines += [
+            "",
+            "Test split by subgroup of the manifest's columns (AUC with its DeLong 95% CI; a number column split "
+            "at its test median; small subgroups, wide intervals, and many of them: read none alone):",
+            "",
+            "| variable | level | n | positive | AUC (95% CI) |",
+            "|---|---|---:|---:|---|",
+            *[
+                f"| {r['variable']} | {r['level']} | {r['n']} | {r['positive']} | "
+                + (
+                    f"{_fmt(r['auc'])} ({_fmt(r['auc_ci'][0])}-{_fmt(r['auc_ci'][1])})"
+                    if r["auc"] is not None
+                    else "one class"
+                )
+                + " |"
+                for r in rows
+            ],
+        ]
     if guard := md.get("single_inputs"):
         splits = list(guard["fused_auc"])
         lines += [

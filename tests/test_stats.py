@@ -292,3 +292,44 @@ def test_the_split_a_threshold_was_chosen_on_says_its_figures_there_are_in_sampl
     s = summarise_predictions(labels, logits, threshold=0.5, n_boot=0)
     val, test = (format_summary(name, s, threshold_rule="youden") for name in ("val", "test"))
     assert "@youden(0.50, in-sample) sens" in val and "@youden(0.50) sens" in test
+
+
+def test_subgroup_rows_split_numbers_at_the_median_and_score_each_level():
+    """The card's subgroups (helper-92: none had been given though the manifest has age, sex
+    and nodule size): each level of a categorical column and each half of a number column at
+    its median, with n, positives and the AUC of exactly those patients; a subgroup of one
+    class has no AUC; a column of one level, or of more levels than a test split can score,
+    gives no row."""
+    from types import SimpleNamespace
+
+    from sklearn.metrics import roc_auc_score
+
+    from lnm_jax.evaluation.subgroups import subgroup_rows
+
+    rng = np.random.default_rng(0)
+    n = 40
+    ages = rng.integers(20, 80, n)
+    patients = [
+        SimpleNamespace(
+            patient_id=f"p{i}",
+            lnm=i % 2,
+            us_lnm=1 if i < 4 else 0,
+            has=lambda name: True,
+            metadata={"sex": "FM"[i % 3 == 0], "age": str(ages[i]), "site": f"s{i}", "scanner": "A"},
+        )
+        for i in range(n)
+    ]
+    cohort = SimpleNamespace(patients=patients, metadata_columns=("sex", "age", "site", "scanner"))
+    ids, y, s = [p.patient_id for p in patients], np.arange(n) % 2, rng.standard_normal(n) + np.arange(n) % 2
+    rows = {(r["variable"], r["level"]): r for r in subgroup_rows(cohort, ids, y, s)}
+    male = np.array([i % 3 == 0 for i in range(n)])
+    assert rows[("sex", "M")]["n"] == male.sum() and rows[("sex", "M")]["auc"] == pytest.approx(
+        roc_auc_score(y[male], s[male])
+    )
+    m = np.median(ages)
+    young = ages <= m
+    assert rows[("age", f"<= {m:g}")]["n"] == young.sum()
+    assert rows[("age", f"<= {m:g}")]["auc"] == pytest.approx(roc_auc_score(y[young], s[young]))
+    flag1 = rows[("us_lnm", "1")]
+    assert flag1["n"] == 4 and flag1["auc"] is not None  # p0-p3: both classes
+    assert not any(v in ("site", "scanner", "has_bmode") for v, _ in rows)  # 40 levels; one level

@@ -809,6 +809,7 @@ def test_predict_new_patients_without_labels(triple_run, copy_run, tiny_cohort, 
     assert len(state) == 64 and {g["model_state_sha256"] for g in got2} == {state}
     assert f"state sha256 `{state}`" in card
     assert card.index("**A synthetic demonstration, not a clinical model:**") < card.index("## Model details")
+    assert "Test split by subgroup of the manifest's columns" in card and "| sex | F |" in card  # (helper-92)
     # a temperature that stopped at its search bound: no calibrated column, said why, and the
     # card does not call the probabilities calibrated (helper-92: T = 20 written all the same)
     from lnm_jax.model_card import metadata

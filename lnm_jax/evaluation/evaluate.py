@@ -16,6 +16,7 @@ from lnm_jax.evaluation import calibration as C
 from lnm_jax.evaluation import intensity
 from lnm_jax.evaluation import metrics as M
 from lnm_jax.evaluation.plots import plot_decision_curve, plot_reliability, plot_roc
+from lnm_jax.evaluation.subgroups import subgroup_rows
 from lnm_jax.evaluation.summary import format_summary, summarise_predictions
 from lnm_jax.fileio import DamagedFileError, atomic_directory, guard_output, read_json, sealed, write_csv, write_json
 from lnm_jax.model_card import metadata, write_card
@@ -109,6 +110,9 @@ def evaluate(run: Run, *, checkpoint: str = "best", subsets=("val", "test"), out
                     "pred_at_youden": "" if youden is None else int(pr >= youden),
                 }
             )
+    test = preds.get("test")
+    if test is not None and len(test[names.LABEL]):  # (helper-92: the card had no subgroup)
+        result["subgroups"] = subgroup_rows(run.cohort, test[names.PATIENT_ID], test[names.LABEL], test["logit"])
     result["single_inputs"] = single_input_check(run, preds)
     result["warnings"] = imbalance_warnings(result, [p.lnm for p in run.cohort.patients if p.lnm is not None], config)
     result["warnings"] += small_split_warnings(result)

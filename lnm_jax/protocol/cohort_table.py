@@ -1,7 +1,7 @@
 """Table 1: cohort characteristics of two groups of patients (train+validation vs test).
 
 Every available column gets a row: continuous columns (every value numeric, more than
-``MAX_LEVELS`` distinct values) as median (IQR) with a two-sided Mann-Whitney U test;
+``subgroups.MAX_LEVELS`` distinct values) as median (IQR) with a two-sided Mann-Whitney U test;
 categorical columns as n (%) per level with Pearson's chi-square test. Empty cells are
 counted as 'missing' and left out of the tests.
 """
@@ -14,31 +14,9 @@ import numpy as np
 
 from lnm_jax.data.cohorts.manifest import Cohort
 from lnm_jax.evaluation.stats import categorical_test, mann_whitney
-from lnm_jax.names import BMODE, CEUS, LABEL, US_LNM, has
 
-MAX_LEVELS = 6
-
-
-def _columns(cohort: Cohort) -> dict[str, dict[str, str]]:
-    """column -> patient id -> value ('' = missing)."""
-    cols: dict[str, dict[str, str]] = {
-        LABEL: {p.patient_id: "" if p.lnm is None else str(p.lnm) for p in cohort.patients},
-        US_LNM: {p.patient_id: "" if p.us_lnm is None else str(p.us_lnm) for p in cohort.patients},
-    }
-    for name in (BMODE, CEUS):
-        cols[has(name)] = {p.patient_id: str(int(p.has(name))) for p in cohort.patients}
-    for c in cohort.metadata_columns:
-        cols[c] = {p.patient_id: p.metadata.get(c, "") for p in cohort.patients}
-    return cols
-
-
-def _is_continuous(values: Sequence[str]) -> bool:
-    present = [v for v in values if v != ""]
-    try:
-        numbers = [float(v) for v in present]
-    except ValueError:
-        return False
-    return len(set(numbers)) > MAX_LEVELS
+# the cohort's columns and how a column is told continuous: one definition, with the subgroups'
+from lnm_jax.evaluation.subgroups import cohort_columns, is_continuous
 
 
 def cohort_table(cohort: Cohort, groups: dict[str, Sequence[str]]) -> list[dict]:
@@ -47,13 +25,13 @@ def cohort_table(cohort: Cohort, groups: dict[str, Sequence[str]]) -> list[dict]
         raise ValueError(f"Table 1 compares two groups, got {list(groups)}")
     names = list(groups)
     rows = []  # each row: variable, level, kind, one cell per group, p, method, missing
-    for col, by_id in _columns(cohort).items():
+    for col, by_id in cohort_columns(cohort).items():
         vals = {g: [by_id[p] for p in ids] for g, ids in groups.items()}
         everything = [v for g in names for v in vals[g]]
         if all(v == "" for v in everything):
             continue
         missing = {g: sum(v == "" for v in vals[g]) for g in names}
-        if _is_continuous(everything):
+        if is_continuous(everything):
             nums = {g: np.array([float(v) for v in vals[g] if v != ""]) for g in names}
             cells = {}
             for g in names:
