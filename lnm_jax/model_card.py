@@ -393,6 +393,8 @@ def metadata(
         },
         "single_inputs": (evaluation or {}).get("single_inputs"),
         "metrics": metrics,
+        # how the bootstrap CIs were drawn (helper-92: the card gave neither count nor seed)
+        "bootstrap": {"resamples": int(config.eval.bootstrap), "seed": int(config.eval.seed)},
         # test AUC per subgroup of the manifest's columns (lnm_jax.evaluation.subgroups)
         "subgroups": (evaluation or {}).get("subgroups"),
         # a synthetic cohort's ceiling (evaluate's Bayes-optimal reference), None elsewhere
@@ -446,6 +448,13 @@ def _preprocessing_limits(recorded: str | None, was: dict | None, now: dict) -> 
     else:
         where = f" (trained at {_commit(was)}, written at {_commit(git)})" if git or was else ""
     return [f"{PREPROCESSING_CHANGED}{where}: a file may be read otherwise than in training."]
+
+
+def _uncommitted(git: dict) -> str:
+    """' (uncommitted changes, diff sha256 ...)' of a dirty checkout's record, '' of a clean one."""
+    if not git.get("dirty"):
+        return ""
+    return f" (uncommitted changes{', diff sha256 ' + git['diff_sha256'][:16] if git.get('diff_sha256') else ''})"
 
 
 def _commit(git: dict | None) -> str:
@@ -538,7 +547,8 @@ def markdown(md: dict) -> str:
             else "fed as zeros (an image of zeros after normalisation, a flag of 0), as in training "
             "(data.zero_fill_missing); predict names the patients scored so."
             if pre.get("zero_fill_missing")
-            else "not supported: every input is required."
+            else "not supported: every input is required (the program's has_<input> flags must all be true; "
+            "predict --zero-fill-missing feeds an absent one as zeros, which this model never saw)."
         ),
         f"- Licence: {t['licence']}.",
         "- References: " + "; ".join(t["references"]) + ".",
@@ -655,6 +665,12 @@ def markdown(md: dict) -> str:
         lines += [f"\n**Warning:** {w}" for w in md.get("warnings", [])]
     else:  # (helper-92: this line had hung off the Grad-CAM section, under every card without masks)
         lines.append("Not evaluated yet (run `lnm-jax evaluate`): no metrics, thresholds or calibration to report.")
+    if (boot := md.get("bootstrap")) and md["metrics"]:
+        lines += [
+            "",
+            f"Bootstrap CIs: {boot['resamples']} resamples of the patients within each class, seed {boot['seed']} "
+            "(eval.bootstrap, eval.seed); DeLong CIs on the logit scale (docs/evaluation.md).",
+        ]
     if rows := md.get("subgroups"):
         lines += [
             "",
@@ -713,11 +729,7 @@ def markdown(md: dict) -> str:
             + "), "
             f"Python {env.get('python', '?')}, "
             + ", ".join(f"{k} {v}" for k, v in env.get("packages", {}).items())
-            + (
-                f"; commit {env['git']['commit'][:12]}{' (uncommitted changes)' if env['git']['dirty'] else ''}"
-                if env.get("git")
-                else ""
-            )
+            + (f"; commit {env['git']['commit'][:12]}{_uncommitted(env['git'])}" if env.get("git") else "")
             if env
             else f"unknown ({md.get('training_environment_unstated', NO_RUN_INFO)})"
         )

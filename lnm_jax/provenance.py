@@ -9,6 +9,7 @@ the tolerances docs/demo.md states.
 
 from __future__ import annotations
 
+import hashlib
 import importlib.metadata
 import os
 import platform
@@ -54,8 +55,10 @@ def package_versions() -> dict[str, str]:
 
 
 def git_commit(path: Path | None = None) -> dict | None:
-    """The commit of the project's checkout (and whether it has uncommitted changes), or None
-    when the package is not installed from a git checkout."""
+    """The commit of the project's checkout (and whether it has uncommitted changes: then
+    ``diff_sha256``, the SHA-256 of ``git diff HEAD``, so that two records of one commit with
+    different edits are told apart, helper-92), or None when the package is not installed from
+    a git checkout."""
     root = Path(path) if path else Path(__file__).resolve().parents[1]
     if not (root / ".git").exists():
         return None
@@ -70,9 +73,19 @@ def git_commit(path: Path | None = None) -> dict | None:
             timeout=10,
             check=True,
         ).stdout.strip()
+        diff = (
+            subprocess.run(
+                ["git", "-C", str(root), "diff", "HEAD", "--binary"], capture_output=True, timeout=30, check=True
+            ).stdout
+            if dirty
+            else b""
+        )
     except (OSError, subprocess.SubprocessError):
         return None
-    return {"commit": commit, "dirty": bool(dirty)}
+    out = {"commit": commit, "dirty": bool(dirty)}
+    if dirty:
+        out["diff_sha256"] = hashlib.sha256(diff).hexdigest()
+    return out
 
 
 def cpu_model() -> str:

@@ -41,6 +41,11 @@ def test_lesion_scores_equal_a_hand_computation():
         "bmode gradcam stage3, all (2 images, 1 maps constant, scored as uniform): mass in lesion / area 2.00 "
         "(random 1.00), pointing game within 0.0 px 0.62 (random 0.00)"
     ], line
+    # maps no better than the random one on either score are said to point nowhere (helper-92:
+    # a CEUS branch at chance had been listed without a word)
+    low = [{**r, "random_mass_ratio": 9.0, "random_pointing_hit": 1.0} for r in rows]
+    (said,) = S.summary_lines(S.summary_table(low, ["bmode"]), "gradcam", "stage3")
+    assert said.endswith("; no better than a random map on either score: these maps do not point at the lesion")
 
 
 def test_a_tied_maximum_plateau_is_scored_by_its_share_on_the_lesion():

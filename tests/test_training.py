@@ -810,6 +810,7 @@ def test_predict_new_patients_without_labels(triple_run, copy_run, tiny_cohort, 
     assert f"state sha256 `{state}`" in card
     assert card.index("**A synthetic demonstration, not a clinical model:**") < card.index("## Model details")
     assert "Test split by subgroup of the manifest's columns" in card and "| sex | F |" in card  # (helper-92)
+    assert f"Bootstrap CIs: {run.config.eval.bootstrap} resamples of the patients within each class, seed" in card
     # a temperature that stopped at its search bound: no calibrated column, said why, and the
     # card does not call the probabilities calibrated (helper-92: T = 20 written all the same)
     from lnm_jax.model_card import metadata

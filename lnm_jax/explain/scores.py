@@ -168,10 +168,19 @@ def summary_lines(table: Mapping, method: str, layer: str) -> list[str]:
                 told += f", {c['images'] - unscored} scored, {unscored} constant maps of an older file left out"
             elif constant:
                 told += f", {constant} maps constant, scored as uniform"
+            # (helper-92: a branch at chance had been listed without a word)
+            chance = c["mass_ratio_mean"] <= r.get("mass_ratio_mean", -math.inf) and c["pointing_game"] <= r.get(
+                "pointing_game", -math.inf
+            )
             lines.append(
                 f"{b} {method} {layer}, {g} ({told}): mass in lesion / area {c['mass_ratio_mean']:.2f} "
                 f"(random {r.get('mass_ratio_mean', math.nan):.2f}), pointing game within "
                 f"{_px(c.get('pointing_tolerance_px', 0.0))} {c['pointing_game']:.2f} "
                 f"(random {r.get('pointing_game', math.nan):.2f})"
+                + (
+                    "; no better than a random map on either score: these maps do not point at the lesion"
+                    if chance
+                    else ""
+                )
             )
     return lines
