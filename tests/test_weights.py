@@ -377,30 +377,12 @@ def test_vgg11_weights_convert_verify_and_start_a_run_from_the_command_line(tmp_
     args = ["--from", "torchvision", "--in", str(tmp_path / "vgg11.pth"), "--arch", "vgg11", "--image-size", "32"]
     assert script.main(args) == 0
     real = script.from_torchvision
-    corrupted = lambda s, arch: jax_tree_scaled(real(s, arch), 1.01)  # noqa: E731
-    script.from_torchvision = corrupted
+    script.from_torchvision = lambda s, arch: _first_conv_scaled(real(s, arch), 1.01)
     assert script.main(args) == 1
     out = tmp_path / "w_vgg"
-    assert (
-        main(
-            [
-                "convert-weights",
-                "--from",
-                "torchvision",
-                "--in",
-                str(tmp_path / "vgg11.pth"),
-                "--out",
-                str(out),
-                "--arch",
-                "vgg11",
-            ]
-        )
-        == 0
-    )
-    assert (
-        main(["convert-weights", "--from", "keras", "--in", "x.h5", "--out", str(tmp_path / "k"), "--arch", "vgg11"])
-        == 2
-    )
+    convert = ["convert-weights", "--in", str(tmp_path / "vgg11.pth"), "--arch", "vgg11"]
+    assert main([*convert, "--from", "torchvision", "--out", str(out)]) == 0
+    assert main([*convert, "--from", "keras", "--out", str(tmp_path / "k")]) == 2
     assert "the Keras import ports ResNet50 weights only" in capsys.readouterr().err
     c = base_config("bmode")
     c.model.backbone, c.model.width, c.model.init_from = "vgg11", 64, str(out)
@@ -413,7 +395,7 @@ def test_vgg11_weights_convert_verify_and_start_a_run_from_the_command_line(tmp_
         np.testing.assert_array_equal(x, y)
 
 
-def jax_tree_scaled(variables, factor):
+def _first_conv_scaled(variables, factor):
     """``variables`` with every parameter of its first convolution scaled by ``factor``."""
     params = dict(variables["params"])
     first = sorted(params)[0]
