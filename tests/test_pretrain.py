@@ -239,7 +239,7 @@ def test_the_probe_leaves_out_an_input_without_labelled_images():
     refs = tuple(SimpleNamespace(source=0, modality="bmode", patient_id=p.patient_id) for p in patients)
     data = SimpleNamespace(refs=refs, images=np.zeros((4, 8, 8, 3), np.float32), modality=np.zeros(4, np.int32))
     split = SimpleNamespace(train=[p.patient_id for p in patients], val=[])
-    cohort = SimpleNamespace(patients=patients)
+    cohort = SimpleNamespace(patients=patients, warnings=())  # a Cohort: no near-copy warning
     assert probe_report(small_cohort_config(), None, data, cohort, split, {}, {}) == {}
 
 
