@@ -130,9 +130,11 @@ def test_a_device_cohort_epoch_transfers_nothing_implicitly_and_draws_float32_un
     gone: the same batches under the guard, the same float32 draws under x64."""
     from lnm_jax.data.loaders.on_device import augment_params
 
-    aug = DeviceCohort(_arrays(clip=0), batch_size=4, norm=NORM, augment=AUG, seed=0)
+    arrays = _arrays(clip=0)
+    aug = DeviceCohort(arrays, batch_size=4, norm=NORM, augment=AUG, seed=0)
     want = [np.asarray(b["bmode"]) for b in aug.epoch(1)]  # compiled outside the guard
     with jax.transfer_guard("disallow"):
+        aug = DeviceCohort(arrays, batch_size=4, norm=NORM, augment=AUG, seed=0)  # its setup too
         got = [b["bmode"] for b in aug.epoch(1)]
         resumed = [b["bmode"] for b in aug.epoch(1, start=1)]
     for w, g in zip(want, got):

@@ -101,7 +101,7 @@ class DeviceCohort:
         self.batch_size, self.seed = batch_size, seed
         aug = dict(augment) if augment and augment.get("enabled", False) else None
         stats = {
-            k: (jnp.asarray(norm[k]["mean"], jnp.float32), jnp.asarray(norm[k]["std"], jnp.float32))
+            k: tuple(jax.device_put(np.asarray(norm[k][s], np.float32)) for s in ("mean", "std"))  # explicit puts
             for k in IMAGE_INPUTS
         }
 
