@@ -280,6 +280,31 @@ def _default_task(config) -> bool:
     return config.task.to_dict() == base_config().task.to_dict()
 
 
+def training_spacing(run, inputs) -> dict | None:
+    """Per image input the model takes, what the training split's images say of their physical
+    scale (``image_geometry.csv``'s ``mm_per_pixel_x``, from DICOM regions or the manifest's
+    ``<input>_mm_per_pixel``): ``{images, with_spacing, mm_per_pixel: [min, median, max] or
+    None}`` of the scan region before its resize; None for a run without the record. A new
+    site's images at another depth show the lesion at another size in pixels, which the card
+    had left unsaid (stop 81's new-site trial)."""
+    from lnm_jax.run import recorded_images  # noqa: PLC0415
+
+    rows = run._geometry if getattr(run, "_geometry", None) is not None else recorded_images(run.files)
+    if rows is None or run.split is None:
+        return None
+    train = set(run.split.train)
+    out = {}
+    for m in (i for i in inputs if i in names.IMAGE_INPUTS):
+        mine = [r for r in rows if r["input"] == m and r[names.PATIENT_ID] in train]
+        mm = sorted(float(r["mm_per_pixel_x"]) for r in mine if r.get("mm_per_pixel_x"))
+        out[m] = {
+            "images": len(mine),
+            "with_spacing": len(mm),
+            "mm_per_pixel": [mm[0], float(np.median(mm)), mm[-1]] if mm else None,
+        }
+    return out
+
+
 def normalisation_source(config) -> str:
     """Where a run's ``data.norm`` came from, in the card's words (``data.norm_from``)."""
     if config.data.get("norm_from", "config") == "train":
@@ -384,6 +409,7 @@ def metadata(
             "split": {s: len(run.split.subset(s)) for s in ("train", "val", "test")},
             "split_seed": config.data.split.seed,
             "synthetic": synthetic(config),
+            "pixel_spacing": training_spacing(run, inputs),
         },
         "hyperparameters": {
             **_hyperparameters(_trained_config(run, meta)),
@@ -465,6 +491,26 @@ def _commit(git: dict | None) -> str:
 
 def _fmt(x, spec=".3f") -> str:
     return "-" if x is None or (isinstance(x, float) and x != x) else format(x, spec)
+
+
+def _spacing_text(spacing: dict | None) -> str:
+    """The card's words for :func:`training_spacing` ('' where the run has no record)."""
+    if not spacing:
+        return ""
+    parts = []
+    for m, s in spacing.items():
+        if s["mm_per_pixel"]:
+            lo, mid, hi = s["mm_per_pixel"]
+            parts.append(
+                f"{m} {s['with_spacing']} of {s['images']} with a pixel spacing, {lo:.3g}-{hi:.3g} mm per pixel "
+                f"(median {mid:.3g}) before the resize"
+            )
+        else:
+            parts.append(f"{m} none of {s['images']} with a pixel spacing (their size in mm unknown)")
+    return "; ".join(parts) + (
+        "; a site imaging at another depth shows lesions at another size in pixels "
+        "(data.field_of_view_mm resamples to one scale)"
+    )
 
 
 def _metric_rows(metrics: dict) -> list[str]:
@@ -629,6 +675,7 @@ def markdown(md: dict) -> str:
         f"manifest `{c['manifest']}` (sha256 {c['manifest_sha256'][:16]}...); split seed {c['split_seed']}: train "
         f"{c['split']['train']}, validation {c['split']['val']}, test {c['split']['test']} (patient-level).",
         "- Availability patterns: " + ", ".join(f"{k or '(none)'} {v}" for k, v in c["availability_patterns"].items()),
+        *[f"- Physical scale of the training images: {x}." for x in [_spacing_text(c.get("pixel_spacing"))] if x],
         f"- Optimiser {h['optimizer']}, learning rate {h['learning_rate']:g} "
         f"(image branches x{h['backbone_lr_scale']:g}), "
         f"weight decay {h['weight_decay']:g}, batch {h['batch_size']}, up to {h['epochs']} epochs, plateau drop x"

@@ -811,6 +811,13 @@ def test_predict_new_patients_without_labels(triple_run, copy_run, tiny_cohort, 
     assert card.index("**A synthetic demonstration, not a clinical model:**") < card.index("## Model details")
     assert "Test split by subgroup of the manifest's columns" in card and "| sex | F |" in card  # (helper-92)
     assert f"Bootstrap CIs: {run.config.eval.bootstrap} resamples of the patients within each class, seed" in card
+    # what the training images say of their physical scale (stop 81's new-site trial: unsaid)
+    n_train = len(run.split.train)
+    assert f"- Physical scale of the training images: bmode none of {n_train} with a pixel spacing" in card
+    from lnm_jax.model_card import _spacing_text
+
+    said = _spacing_text({"bmode": {"images": 3, "with_spacing": 2, "mm_per_pixel": [0.05, 0.06, 0.07]}})
+    assert said.startswith("bmode 2 of 3 with a pixel spacing, 0.05-0.07 mm per pixel (median 0.06) before the resize")
     # a temperature that stopped at its search bound: no calibrated column, said why, and the
     # card does not call the probabilities calibrated (helper-92: T = 20 written all the same)
     from lnm_jax.model_card import metadata
