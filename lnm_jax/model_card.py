@@ -287,9 +287,7 @@ def training_spacing(run, inputs) -> dict | None:
     None}`` of the scan region before its resize; None for a run without the record. A new
     site's images at another depth show the lesion at another size in pixels, which the card
     had left unsaid (stop 81's new-site trial)."""
-    from lnm_jax.run import recorded_images  # noqa: PLC0415
-
-    rows = run._geometry if getattr(run, "_geometry", None) is not None else recorded_images(run.files)
+    rows = run.image_geometry()
     if rows is None or run.split is None:
         return None
     train = set(run.split.train)

@@ -204,16 +204,15 @@ def check_trainable(config: ConfigDict, train_patients: int) -> None:
     divide (:class:`ConfigError` naming each field: the mesh's own check had come after the run's
     records and the initialisation's compile, exit 1, helper-88). A pretrained backbone
     (``model.init_from``) is checked where it is read: :func:`lnm_jax.run.read_pretrained`."""
-    import jax  # noqa: PLC0415
+    from lnm_jax.training.sharding import indivisible_batches  # noqa: PLC0415
 
-    if config.train.get("data_parallel", True) and (n := jax.device_count()) > 1:
-        if problems := [
-            f"train.{k}: {config.train[k]} is not divisible by the {n} devices each batch is sharded over; "
-            f"give a multiple of {n}, or --config.train.data_parallel=false (one device)"
-            for k in ("batch_size", "eval_batch_size")
-            if int(config.train[k]) % n
-        ]:
-            raise ConfigError(problems)
+    if config.train.get("data_parallel", True) and (
+        problems := indivisible_batches(
+            {f"train.{k}": config.train[k] for k in ("batch_size", "eval_batch_size")},
+            ", or --config.train.data_parallel=false (one device)",
+        )
+    ):
+        raise ConfigError(problems)
     if train_patients < config.train.batch_size:
         raise ValueError(
             f"train split has {train_patients} patients, fewer than one batch of {config.train.batch_size}"

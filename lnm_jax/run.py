@@ -1161,10 +1161,15 @@ class Run:
         """The train state's shapes and dtypes, without initialising a model."""
         return state_lib.create_train_state(*self._state_args(), abstract=True)
 
+    def image_geometry(self) -> list[dict] | None:
+        """The geometry rows of the images the run trains on (``image_geometry.csv``'s, or, for a
+        start that has not written them yet, the ones it will), None where the run has none."""
+        return self._geometry if self._geometry is not None else recorded_images(self.files)
+
     def checkpoints(self, *, create: bool = False) -> RunCheckpoints:
         """The run's checkpoints; each one saved records the config's model fields, the whole
         config, the split's digest and the run's identity (read back by :meth:`check_checkpoint`)."""
-        images = images_digest(self._geometry if self._geometry is not None else recorded_images(self.files))
+        images = images_digest(self.image_geometry())
         record = {
             MODEL_KEY: model_fields(self.config),
             CONFIG_KEY: json.loads(with_resolved_paths(self.config).to_json()),

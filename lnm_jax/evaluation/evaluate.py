@@ -277,7 +277,7 @@ def predict_manifest(
     logits = dict(zip(p[names.PATIENT_ID], p["logit"]))
     flagged = intensity_check(run.intensity_reference(), features, len(cohort), str(run.files.intensity_reference))
     calibration = run.files.calibration(checkpoint)
-    if temperature is not None and (C.at_bound(temperature) or read_json(calibration).get("at_search_bound")):
+    if temperature is not None and C.at_bound(temperature):  # (the record's at_search_bound: the same test)
         print(f"note: {AT_BOUND_NOTE.format(t=temperature)}", file=sys.stderr)
         temperature = None
     elif not calibration.is_file():  # a stale one: run.temperature said so

@@ -90,13 +90,8 @@ def check_batches(config: ConfigDict, cohorts: Sequence, exclude: Sequence[str] 
     where the devices each batch is sharded over do not divide ``pretrain.batch_size``
     (helper-91: said by the mesh after every image was decoded, exit 1)."""
     pc = config.pretrain
-    if (devices := jax.device_count()) > 1 and pc.batch_size % devices:
-        raise ConfigError(
-            [
-                f"pretrain.batch_size: {pc.batch_size} is not divisible by the {devices} devices each batch is "
-                f"sharded over; give a multiple of {devices}"
-            ]
-        )
+    if problems := sharding.indivisible_batches({"pretrain.batch_size": pc.batch_size}):
+        raise ConfigError(problems)
     kept, _ = unlabeled.split_out(unlabeled.image_refs(cohorts), exclude)
     for group, inputs in groups(config).items():
         n = sum(r.modality in inputs for r in kept)

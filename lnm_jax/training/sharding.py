@@ -51,6 +51,22 @@ def replicated(mesh: Mesh) -> NamedSharding:
     return NamedSharding(mesh, P())
 
 
+def indivisible_batches(sizes: dict[str, int], remedy: str = "") -> list[str]:
+    """One line per config field of ``sizes`` (field -> batch size) that the devices a batch is
+    sharded over (every device, :func:`data_mesh`) do not divide, ``remedy`` appended; [] on one
+    device. What training and pretraining check before they write anything (helper-88,
+    helper-91: :func:`check_batch_size` had said it after the run's records)."""
+    n = jax.device_count()
+    if n == 1:
+        return []
+    return [
+        f"{field}: {size} is not divisible by the {n} devices each batch is sharded over; give a multiple of {n}"
+        + remedy
+        for field, size in sizes.items()
+        if int(size) % n
+    ]
+
+
 def check_batch_size(batch_size: int, mesh: Mesh) -> None:
     n = mesh.devices.size
     if batch_size % n:
