@@ -1277,13 +1277,23 @@ def cmd_convert_weights(argv: list[str]) -> int:
         choices=TORCHVISION_BACKBONES,
         help="the network the weights are of (torchvision: any; keras: resnet50)",
     )
+    p.add_argument(
+        "--no-transform-input",
+        dest="transform_input",
+        action="store_false",
+        help="inception_v3 only: the state_dict's model was built with transform_input=False (torchvision's "
+        "ImageNet weights run with it on, the default: it is then folded into the first convolution, so the port "
+        "takes standardised RGB as every other port does)",
+    )
     a = p.parse_args(argv)
     if a.source == "keras" and a.arch != "resnet50":
         raise UsageError(f"--arch {a.arch}: the Keras import ports ResNet50 weights only")
+    if not a.transform_input and (a.source, a.arch) != ("torchvision", "inception_v3"):
+        raise UsageError("--no-transform-input is torchvision Inception-v3's setting (--arch inception_v3)")
     from lnm_jax.weights.io import convert_weights
 
     guard_output(a.out, kind="folder", can_overwrite=False)  # never into a run's state; a new folder
-    meta = convert_weights(a.source, a.path, a.out, arch=a.arch)
+    meta = convert_weights(a.source, a.path, a.out, arch=a.arch, transform_input=a.transform_input)
     print(
         f"wrote {meta['arch']} ({meta['variant']}) backbone to {a.out}; use it with "
         f"--config.model.init_from={a.out} --config.model.variant={meta['variant']}"

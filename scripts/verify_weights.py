@@ -31,8 +31,10 @@ def _vgg_or_inception(a, x: np.ndarray):
     import torchvision
 
     sd = read_torch_state_dict(a.path)
-    if a.arch == "inception_v3":  # (transform_input: see torchvision_pooled)
-        model = torchvision.models.inception_v3(weights=None, aux_logits=False, init_weights=False)
+    if a.arch == "inception_v3":  # torchvision_pooled runs its transform_input where it is on
+        model = torchvision.models.inception_v3(
+            weights=None, aux_logits=False, init_weights=False, transform_input=a.transform_input
+        )
     else:
         model = getattr(torchvision.models, a.arch)(weights=None)
     result = model.load_state_dict({k: torch.from_numpy(v) for k, v in sd.items()}, strict=False)
@@ -43,7 +45,8 @@ def _vgg_or_inception(a, x: np.ndarray):
             f"state_dict does not fit torchvision {a.arch}: missing {missing}, unexpected {unexpected}", file=sys.stderr
         )
         return None, None
-    ours = V.flax_stages(from_torchvision(sd, a.arch), a.arch, "torchvision", x)
+    port = from_torchvision(sd, a.arch, transform_input=a.transform_input if a.arch == "inception_v3" else True)
+    ours = V.flax_stages(port, a.arch, "torchvision", x)
     return {"pooled": V.torchvision_pooled(model, a.arch, x)}, {"pooled": ours["pooled"]}
 
 
@@ -55,6 +58,12 @@ def main(argv=None) -> int:
     p.add_argument("--image-size", type=int, default=224)
     p.add_argument("--batch", type=int, default=2)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--no-transform-input",
+        dest="transform_input",
+        action="store_false",
+        help="inception_v3: the file's model was built with transform_input=False (as lnm-jax convert-weights)",
+    )
     a = p.parse_args(argv)
     x = np.random.default_rng(a.seed).standard_normal((a.batch, a.image_size, a.image_size, 3)).astype(np.float32)
     if a.source == "torchvision" and not a.arch.startswith("resnet"):

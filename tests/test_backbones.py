@@ -22,10 +22,8 @@ def _torch_model(arch):
     from lnm_jax.weights.verify import randomise_torch_bn
 
     torch.manual_seed(0)
-    if arch == "inception_v3":
-        model = torchvision.models.inception_v3(
-            weights=None, aux_logits=False, init_weights=True, transform_input=False
-        )
+    if arch == "inception_v3":  # as inception_v3(weights=...) builds it: transform_input on
+        model = torchvision.models.inception_v3(weights=None, aux_logits=False, init_weights=True, transform_input=True)
     else:
         model = getattr(torchvision.models, arch)(weights=None)
     if arch != "vgg11":
@@ -40,10 +38,13 @@ def test_torchvision_weights_port_and_reproduce_the_pooled_feature(arch, size, d
     variables = from_torchvision(sd, arch)
     x = np.random.default_rng(0).standard_normal((2, size, size, 3)).astype(np.float32)
     out = compiled(backbone(arch).apply)(variables, jnp.asarray(x))  # one program, not one per operation
-    ref = torchvision_pooled(model, arch, x)
+    ref = torchvision_pooled(model, arch, x)  # Inception-v3's transform_input included
     assert out["pooled"].shape == (2, dim)
     np.testing.assert_allclose(np.asarray(out["pooled"]), ref, atol=2e-4, rtol=1e-4)
-    # and back: every trunk tensor of torchvision's state_dict is produced
+    # and back: every trunk tensor of torchvision's state_dict is produced (Inception-v3's as
+    # the state_dict of a model without transform_input: those it was ported as)
+    if arch == "inception_v3":
+        variables = from_torchvision(sd, arch, transform_input=False)
     back = to_torchvision(variables)
     trunk = {k for k in sd if not k.startswith(("classifier.", "fc.", "AuxLogits."))}
     assert trunk == set(back)
@@ -52,6 +53,31 @@ def test_torchvision_weights_port_and_reproduce_the_pooled_feature(arch, size, d
     # a wrong architecture is refused, naming a tensor
     with pytest.raises(WeightMismatchError):
         from_torchvision(sd, "resnet18")
+
+
+def test_inception_stem_computes_transform_input_in_training_and_evaluation():
+    """The folded first convolution + BatchNorm on standardised z equal torchvision's
+    transform_input, convolution and BatchNorm on the same z, with batch statistics (training:
+    the batch's variance too) and with running ones; float64, so only rounding separates them."""
+    from lnm_jax.weights.convert import IMAGENET_MEAN_RGB, IMAGENET_STD_RGB, inception_transform_input_stem
+
+    r = np.random.default_rng(0)
+    z = r.standard_normal((4, 9, 9, 3))
+    w = r.standard_normal((3, 3, 3, 5))
+    mean, var = r.standard_normal(5), r.uniform(0.5, 2, 5)
+    t = z * (np.asarray(IMAGENET_STD_RGB) / 0.5) + (np.asarray(IMAGENET_MEAN_RGB) - 0.5) / 0.5
+
+    def conv(x, k):  # torchvision's Conv2d_1a_3x3: 3x3, stride 2, no padding (NHWC, HWIO)
+        patches = np.lib.stride_tricks.sliding_window_view(x, (3, 3), axis=(1, 2))[:, ::2, ::2]
+        return np.einsum("nyxjhw,hwjc->nyxc", patches, k)
+
+    w2, mean2 = inception_transform_input_stem(w, mean)
+    ref, ours = conv(t, w), conv(z, w2)
+    np.testing.assert_allclose((ours - mean2) / np.sqrt(var), (ref - mean) / np.sqrt(var), rtol=1e-12, atol=1e-12)
+    centred = lambda y: y - y.mean(axis=(0, 1, 2))  # noqa: E731
+    np.testing.assert_allclose(centred(ours), centred(ref), rtol=1e-12, atol=1e-12)
+    # not the identity: the kernel and the mean both move
+    assert np.abs(w2 - w).max() > 0.1 and np.abs(mean2 - mean).max() > 0.1
 
 
 @pytest.mark.parametrize("arch", ["vgg11", "vgg11_bn", "inception_v3"])

@@ -377,7 +377,7 @@ def test_vgg11_weights_convert_verify_and_start_a_run_from_the_command_line(tmp_
     args = ["--from", "torchvision", "--in", str(tmp_path / "vgg11.pth"), "--arch", "vgg11", "--image-size", "32"]
     assert script.main(args) == 0
     real = script.from_torchvision
-    script.from_torchvision = lambda s, arch: _first_conv_scaled(real(s, arch), 1.01)
+    script.from_torchvision = lambda s, arch, **kw: _first_conv_scaled(real(s, arch, **kw), 1.01)
     assert script.main(args) == 1
     out = tmp_path / "w_vgg"
     convert = ["convert-weights", "--in", str(tmp_path / "vgg11.pth"), "--arch", "vgg11"]
@@ -393,6 +393,53 @@ def test_vgg11_weights_convert_verify_and_start_a_run_from_the_command_line(tmp_
     want = from_torchvision({k: v.numpy() for k, v in sd.items()}, "vgg11")["params"]
     for x, y in zip(jax.tree.leaves(loaded.params["bmode_backbone"]), jax.tree.leaves(want)):
         np.testing.assert_array_equal(x, y)
+
+
+def test_inception_ports_take_standardised_rgb_and_old_ports_are_refused(tmp_path, capsys):
+    """helper-89: torchvision's ImageNet Inception-v3 runs ``transform_input`` (standardised RGB
+    -> (x - 0.5) / 0.5) before its trunk; the port left it out, so a run's standardised images
+    reached weights expecting other input (pooled features correlated 0.21 with torchvision's)
+    unless the user set ``data.norm`` to 0.5 / 0.5 by hand. Now ``convert-weights`` folds it into
+    the first convolution; ``verify_weights.py`` compares against torchvision's whole forward;
+    ``--no-transform-input`` ports a model built without it as it is; an older port is refused."""
+    from lnm_jax.weights.convert import inception_transform_input_stem
+    from lnm_jax.weights.io import INCEPTION_PORT_INPUTS
+
+    torch.manual_seed(0)
+    model = torchvision.models.inception_v3(weights=None, aux_logits=False, init_weights=True)
+    sd = model.state_dict()
+    torch.save(sd, tmp_path / "inc.pth")
+    script = _verify_script()
+    args = ["--from", "torchvision", "--in", str(tmp_path / "inc.pth"), "--arch", "inception_v3", "--image-size", "80"]
+    assert script.main(args) == 0  # against torchvision with transform_input on (its default for weights)
+    convert = ["convert-weights", "--from", "torchvision", "--in", str(tmp_path / "inc.pth"), "--arch", "inception_v3"]
+    assert main([*convert, "--out", str(tmp_path / "folded")]) == 0
+    assert main([*convert, "--no-transform-input", "--out", str(tmp_path / "plain")]) == 0
+    folded, fmeta = load_backbone(tmp_path / "folded")
+    plain, pmeta = load_backbone(tmp_path / "plain")
+    assert (fmeta["input"], pmeta["input"]) == (INCEPTION_PORT_INPUTS[True], INCEPTION_PORT_INPUTS[False])
+    source_kernel = sd["Conv2d_1a_3x3.conv.weight"].numpy().transpose(2, 3, 1, 0)
+    source_mean = sd["Conv2d_1a_3x3.bn.running_mean"].numpy()
+    np.testing.assert_array_equal(plain["params"]["Conv2d_1a_3x3"]["conv"]["kernel"], source_kernel)
+    want_kernel, want_mean = inception_transform_input_stem(source_kernel, source_mean)
+    np.testing.assert_array_equal(folded["params"]["Conv2d_1a_3x3"]["conv"]["kernel"], want_kernel)
+    np.testing.assert_array_equal(folded["batch_stats"]["Conv2d_1a_3x3"]["bn"]["mean"], want_mean)
+    # the setting belongs to Inception-v3 alone
+    assert (
+        main(
+            ["convert-weights", "--from", "torchvision", "--in", str(tmp_path / "inc.pth")]
+            + ["--no-transform-input", "--out", str(tmp_path / "r")]
+        )
+        == 2
+    )
+    assert "--no-transform-input is torchvision Inception-v3's setting" in capsys.readouterr().err
+    # a port written before the fold (no statement of its input) is refused, saying what to do
+    meta_file = tmp_path / "folded" / "backbone.json"
+    old = json.loads(meta_file.read_text())
+    del old["input"]
+    meta_file.write_text(json.dumps(old))
+    with pytest.raises(ValueError, match="Inception-v3 port whose first convolution takes"):
+        load_backbone(tmp_path / "folded")
 
 
 def _first_conv_scaled(variables, factor):

@@ -5,7 +5,8 @@
 Without the auxiliary classifier and the ``fc`` layer: the trunk's global average pool gives
 the ``32 * width``-d feature (2048 at torchvision width). ``width`` scales every layer's
 channels by ``width / 64`` (small widths are for CPU-sized work). No ``transform_input``:
-inputs arrive normalised by the pipeline. Inputs need at least 75x75 pixels.
+inputs arrive normalised by the pipeline (a port of torchvision's weights has that step folded
+into its first convolution: ``weights.convert.inception_transform_input_stem``). Inputs need at least 75x75 pixels.
 Intermediates: ``stem`` (after the second max-pool), ``stage1`` (Mixed_5d), ``stage2``
 (Mixed_6e), ``stage3`` (Mixed_7a), ``stage4`` (Mixed_7c), ``pooled``.
 """

@@ -88,15 +88,24 @@ def _torch_module_path(name: str) -> tuple[str, ...]:
     return (f"layer{m.group(1)}_{m.group(2)}", inner)
 
 
-def from_torchvision(state_dict: Mapping[str, np.ndarray], arch: str) -> dict:
+def from_torchvision(state_dict: Mapping[str, np.ndarray], arch: str, *, transform_input: bool = True) -> dict:
     """torchvision ResNet / VGG-11 / Inception-v3 state_dict -> ``{'params', 'batch_stats'}``
     of our backbone: float32 numpy arrays of its own (copies: later changes to the source, such
     as a torch model's running statistics updated in training, do not reach them).
+
+    Every port takes ImageNet-standardised RGB, as torchvision's ImageNet models do. For
+    Inception-v3, ``transform_input`` says the state_dict's model ran with torchvision's
+    ``transform_input=True`` (what ``inception_v3(weights=...)`` builds, hence the default): its
+    first convolution is then rewritten to compute that step itself
+    (:func:`inception_transform_input_stem`); ``False`` ports a model built without it as it is.
+    ValueError: ``transform_input=False`` for another arch (it has no such step).
 
     The ImageNet classifiers and ``num_batches_tracked`` are ignored.
     """
     if arch not in NAMES:
         raise ValueError(f"unknown arch '{arch}', expected one of {list(NAMES)}")
+    if not transform_input and arch != "inception_v3":
+        raise ValueError(f"transform_input=False is torchvision Inception-v3's setting; {arch} has no such step")
     flat, names = {}, {}
     for key, value in state_dict.items():
         if TORCH_IGNORED.fullmatch(key):
@@ -114,7 +123,43 @@ def from_torchvision(state_dict: Mapping[str, np.ndarray], arch: str) -> dict:
         else:
             path = ("params",) + mod_path + (leaf,)
         flat[path], names[path] = value, key
+    stem, stem_bn = ("params", "Conv2d_1a_3x3", "conv", "kernel"), ("batch_stats", "Conv2d_1a_3x3", "bn", "mean")
+    if arch == "inception_v3" and transform_input and stem in flat and stem_bn in flat:  # else _fill names what lacks
+        if flat[stem].shape[2:3] == (3,) and flat[stem_bn].shape == flat[stem].shape[3:]:
+            flat[stem], flat[stem_bn] = inception_transform_input_stem(flat[stem], flat[stem_bn])
     return _fill(flat, arch, "torchvision", names, torch_key)
+
+
+# torchvision's ImageNet models take RGB in [0, 1] standardised by these means and
+# IMAGENET_STD_RGB (below); its Inception-v3 with transform_input=True turns that input into
+# (x - 0.5) / 0.5 before its first convolution (Inception3._transform_input).
+IMAGENET_MEAN_RGB = (0.485, 0.456, 0.406)
+IMAGENET_STD_RGB = (0.229, 0.224, 0.225)
+
+
+def inception_transform_input_stem(kernel: np.ndarray, running_mean: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """torchvision Inception-v3's first convolution ``kernel`` ``[3, 3, 3 (RGB), C]`` (HWIO) and
+    its BatchNorm's ``running_mean`` ``[C]``, of a model run with ``transform_input=True`` ->
+    the pair that computes the same on ImageNet-standardised RGB ``z`` without that step.
+
+    torchvision feeds the convolution ``t_j = a_j z_j + b_j``, ``a_j = s_j / 0.5``,
+    ``b_j = (m_j - 0.5) / 0.5`` (m, s: :data:`IMAGENET_MEAN_RGB`, :data:`IMAGENET_STD_RGB`).
+    As the convolution is linear and unpadded (``Conv2d_1a_3x3``: stride 2, padding 0), it
+    equals ``conv(W a, z) + k`` with ``k_c = sum_{h,w,j} W[h, w, j, c] b_j`` at every output
+    pixel; the BatchNorm after it, which has no bias before it, subtracts its mean: in
+    evaluation ``running_mean - k`` absorbs k exactly, and in training a batch's mean moves by k
+    with it (its variance not at all), so the running statistics it keeps are those of
+    ``conv(W a, z)``. Exact up to float32 rounding. Without it, a port read standardised input
+    where its weights expect ``(x - 0.5) / 0.5`` (helper-89's trial: its pooled features then
+    correlated with torchvision's at 0.21)."""
+    w = np.asarray(kernel, np.float64)
+    a = np.asarray(IMAGENET_STD_RGB, np.float64) / 0.5
+    b = (np.asarray(IMAGENET_MEAN_RGB, np.float64) - 0.5) / 0.5
+    k = np.einsum("hwjc,j->c", w, b)
+    return (
+        (w * a[None, None, :, None]).astype(kernel.dtype),
+        (np.asarray(running_mean, np.float64) - k).astype(running_mean.dtype),
+    )
 
 
 _TORCH_BN_INV = {v: k for k, v in _TORCH_BN.items()}
@@ -155,9 +200,8 @@ _KERAS_BN = {
 
 # Keras applications.ResNet50's input (its preprocess_input, "caffe" mode): BGR on a 0-255
 # scale minus these per-channel means, not scaled; torchvision's ResNets take RGB in [0, 1]
-# standardised by ImageNet's means and these standard deviations.
+# standardised by ImageNet's means and standard deviations (IMAGENET_MEAN_RGB, IMAGENET_STD_RGB).
 KERAS_CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)
-IMAGENET_STD_RGB = (0.229, 0.224, 0.225)
 
 
 def standardised_rgb_stem(kernel: np.ndarray) -> np.ndarray:

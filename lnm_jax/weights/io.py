@@ -25,9 +25,15 @@ META_REQUIRED = ("arch", "variant")  # what backbone.json must name: checked aga
 VARIABLES_DIGEST = "variables_sha256"
 # backbone.json's statement of the input a port's first convolution takes: a Keras port's
 # standardised RGB (weights.convert.standardised_rgb_stem); a Keras port without it took Keras's
-# caffe input (BGR, 0-255) and is refused
+# caffe input (BGR, 0-255) and is refused. A torchvision Inception-v3 port's: standardised RGB
+# with torchvision's transform_input folded into its stem (convert.inception_transform_input_stem),
+# or as trained without that step; one without a statement wants (x - 0.5) / 0.5 and is refused
 INPUT = "input"
 KERAS_PORT_INPUT = "rgb standardised: (x - caffe means / 255) / ImageNet std"
+INCEPTION_PORT_INPUTS = {
+    True: "rgb standardised: torchvision's transform_input folded into Conv2d_1a_3x3",
+    False: "as the state_dict's model took it (built with transform_input=False)",
+}
 
 
 def read_torch_state_dict(path: Path | str) -> dict[str, np.ndarray]:
@@ -165,6 +171,14 @@ def backbone_meta(path: Path | str) -> dict:
             f"standardised RGB images a run feeds it (ported before 2026-12-06): convert it again with lnm-jax "
             "convert-weights --from keras"
         )
+    if (meta.get("source"), meta.get("arch")) == ("torchvision", "inception_v3") and (
+        meta.get(INPUT) not in INCEPTION_PORT_INPUTS.values()
+    ):
+        raise ValueError(
+            f"backbone {path} is a torchvision Inception-v3 port whose first convolution takes (x - 0.5) / 0.5 "
+            "(torchvision's transform_input left out; ported before 2026-12-07), not the standardised RGB images a "
+            "run feeds it: convert it again with lnm-jax convert-weights --from torchvision --arch inception_v3"
+        )
     return meta
 
 
@@ -240,14 +254,18 @@ def load_branch_backbones(path: Path | str, branches: tuple[str, ...]) -> dict[s
     return out
 
 
-def convert_weights(source: str, path: Path | str, out_dir: Path | str, *, arch: str = "resnet50") -> dict:
+def convert_weights(
+    source: str, path: Path | str, out_dir: Path | str, *, arch: str = "resnet50", transform_input: bool = True
+) -> dict:
     """``lnm-jax convert-weights``: ports a torchvision state_dict (any ResNet/VGG/Inception
-    arch of ours) or a Keras ResNet50 weight file to a backbone checkpoint; returns its meta."""
+    arch of ours) or a Keras ResNet50 weight file to a backbone checkpoint; returns its meta.
+    ``transform_input``: torchvision Inception-v3's (``convert.from_torchvision``)."""
     from lnm_jax.weights.convert import from_keras_resnet50, from_torchvision  # noqa: PLC0415
 
     path = Path(path)
     if source == "torchvision":
-        variables, variant = from_torchvision(read_torch_state_dict(path), arch), "torchvision"
+        variables = from_torchvision(read_torch_state_dict(path), arch, transform_input=transform_input)
+        variant = "torchvision"
     elif source == "keras":
         if arch != "resnet50":
             raise ValueError("Keras import supports ResNet50 only")
@@ -257,5 +275,7 @@ def convert_weights(source: str, path: Path | str, out_dir: Path | str, *, arch:
     meta = {"arch": arch, "variant": variant, "source": source, "file": str(path.resolve())}
     if source == "keras":
         meta[INPUT] = KERAS_PORT_INPUT
+    elif arch == "inception_v3":
+        meta[INPUT] = INCEPTION_PORT_INPUTS[transform_input]
     save_backbone(out_dir, variables, meta)
     return meta

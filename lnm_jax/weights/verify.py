@@ -81,8 +81,8 @@ INCEPTION_TRUNK = (
 
 def torchvision_pooled(model, arch: str, x_nhwc: np.ndarray) -> np.ndarray:
     """[B, features]: a torchvision VGG's ``features`` or Inception-v3's trunk
-    (:data:`INCEPTION_TRUNK`; its ``transform_input`` not applied: the port is checked on the
-    tensor both are given) on ``x_nhwc``, averaged over space, in eval mode."""
+    (:data:`INCEPTION_TRUNK`, after its ``transform_input`` where the model has it on) on
+    ``x_nhwc``, averaged over space, in eval mode."""
     import torch
 
     model.eval()
@@ -91,6 +91,7 @@ def torchvision_pooled(model, arch: str, x_nhwc: np.ndarray) -> np.ndarray:
         if arch.startswith("vgg"):
             y = model.features(y)
         else:
+            y = model._transform_input(y)  # the identity where transform_input is off
             for name in INCEPTION_TRUNK:
                 y = getattr(model, name)(y)
         return y.mean(dim=(2, 3)).numpy()
