@@ -423,6 +423,7 @@ def predict_manifest(
         require_labels=False,
         min_clip_frames=model.clip_frames,
         framing=model.framing,
+        inputs=model.model_inputs,  # a B-mode model's site needs no CEUS column
     )
     guard_predictions(out_csv, cohort, model.folder, overwrite)
     if not (model.missing_inputs or zero_fill_missing):

@@ -265,6 +265,49 @@ def test_missing_input_and_clip_models_export_with_their_inputs(variant, tiny_co
     np.testing.assert_allclose(load_onnx(tmp_path / "x")(x)["logit"], live, atol=ATOL)
 
 
+def test_a_single_input_model_predicts_a_manifest_of_that_input_alone(tiny_cohort, tmp_path, capsys):
+    """A site with B-mode images only, and a B-mode model: ``predict`` (on the run and from its
+    export) had refused a manifest without ``ceus`` and ``us_lnm`` columns, and read and checked
+    those columns' files and cells where given, though the model takes neither (every manifest
+    was read whole). Now only the model's inputs are read; the columns not read are said."""
+    from lnm_jax import serving
+    from lnm_jax.data.cohorts.manifest import MISSING_COLUMN, ManifestError, read_manifest
+    from lnm_jax.evaluation.evaluate import predict_manifest
+
+    config = tiny_config(tiny_cohort, "bmode")
+    config.model.width = 4
+    run = _untrained_run(config, tmp_path / "run")
+    rows = [{**r, "bmode": tiny_cohort.parent / r["bmode"]} for r in list(csv.DictReader(tiny_cohort.open()))[:4]]
+    only = tmp_path / "bmode_only.csv"
+    only.write_text("patient_id,bmode\n" + "".join(f"n{k},{r['bmode']}\n" for k, r in enumerate(rows)))
+    with pytest.raises(ManifestError) as e:  # read whole, as training reads a cohort: refused
+        read_manifest(only, require_labels=False)
+    assert {p.code for p in e.value.problems} == {MISSING_COLUMN}
+    # other inputs' columns given, their cells unreadable: not read, so not refused, and said
+    more = tmp_path / "with_others.csv"
+    more.write_text(
+        "patient_id,bmode,ceus,ceus_mask,us_lnm\n"
+        + "".join(f"n{k},{r['bmode']},gone.png,gone_mask.png,maybe\n" for k, r in enumerate(rows))
+    )
+    capsys.readouterr()
+    by_run = {
+        r["patient_id"]: float(r["prob_lnm"])
+        for r in csv.DictReader(predict_manifest(run, only, tmp_path / "a.csv").open())
+    }
+    others = {
+        r["patient_id"]: float(r["prob_lnm"])
+        for r in csv.DictReader(predict_manifest(run, more, tmp_path / "b.csv").open())
+    }
+    assert others == by_run and len(by_run) == 4
+    said = capsys.readouterr().err
+    assert f"note: {more}: column(s) ceus, ceus_mask, us_lnm not read (the inputs read: bmode)" in said, said
+    export_run(run, tmp_path / "x", formats=("stablehlo",))
+    exported = serving.predict_manifest(serving.load(tmp_path / "x"), more, tmp_path / "c.csv")
+    got = {r["patient_id"]: float(r["prob_lnm"]) for r in csv.DictReader(exported.open())}
+    assert got.keys() == by_run.keys()
+    np.testing.assert_allclose([got[k] for k in by_run], list(by_run.values()), atol=ATOL)
+
+
 def test_model_card_describes_the_configured_model_and_task(tiny_cohort, tmp_path):
     """A BUS-BRA-style late-fusion model's card says late fusion, malignant/benign and BI-RADS,
     never LNM; its environment is the training run's (run_info.json), not this process's."""

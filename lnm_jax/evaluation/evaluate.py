@@ -259,12 +259,12 @@ def predict_manifest(
     model takes is refused unless the model was trained for missing inputs or
     ``zero_fill_missing``. The run folder is only read: the new patients' records are built in
     a temporary folder."""
-    cohort = read_manifest(manifest, require_labels=False, **manifest_checks(run.config.data))
-    guard_predictions(out_csv, cohort, run.workdir, overwrite)
-    if not zero_fill_missing:
-        check_inputs_present(run.config, cohort, opt_in="--zero-fill-missing")
     config = run.config
     inputs = names.parse_modalities(config.modalities)
+    cohort = read_manifest(manifest, require_labels=False, inputs=inputs, **manifest_checks(config.data))
+    guard_predictions(out_csv, cohort, run.workdir, overwrite)
+    if not zero_fill_missing:
+        check_inputs_present(config, cohort, opt_in="--zero-fill-missing")
     lacking = missing_inputs(
         cohort, inputs, learned=bool(config.model.missing_inputs), trained_on_zeros=zero_fills(config)
     )

@@ -91,7 +91,7 @@ def gradcam(
         raise ValueError(f"run {run.workdir} uses no image input ({config.modalities}): nothing to explain")
     cohort = run.cohort
     if manifest is not None:
-        cohort = read_manifest(manifest, require_labels=False, **manifest_checks(config.data))
+        cohort = read_manifest(manifest, require_labels=False, inputs=inputs, **manifest_checks(config.data))
         # as predict: a patient lacking an input the model was not trained to miss is refused
         check_inputs_present(config, cohort, opt_in="a run trained with --config.data.zero_fill_missing=True")
     out = guard_output(

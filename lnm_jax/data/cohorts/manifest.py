@@ -32,6 +32,7 @@ import hashlib
 import io
 import os
 import re
+import sys
 import unicodedata
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
@@ -787,6 +788,7 @@ def read_manifest(
     min_clip_frames: int = 1,
     framing: sources.Framing = sources.DEFAULT_FRAMING,
     warn: bool = True,
+    inputs: Sequence[str] | None = None,
 ) -> Cohort:
     """Reads and validates a manifest; raises :class:`ManifestError` listing every problem.
     ``warn=False``: its warnings (``blank_image``) are not said (a command checking a copy it
@@ -800,8 +802,18 @@ def read_manifest(
     ``data.accept_secondary_capture``: DICOM secondary captures are refused otherwise). A
     reader with a config passes :func:`manifest_checks` of its ``config.data``, so that what
     validation accepts is what that reader reads.
+
+    ``inputs`` (names of :data:`lnm_jax.names.INPUTS`; default all): the inputs read, for a
+    model that takes only these (``predict`` with a B-mode model at a site without CEUS). The
+    other inputs' columns (an image's framing options and mask with it) are neither required
+    nor read: their patients hold None there, as for a column the manifest lacks.
+    ValueError: an unknown input name.
     """
     path = Path(path)
+    taken = tuple(INPUTS) if inputs is None else tuple(inputs)
+    if unknown_inputs := [i for i in taken if i not in INPUTS]:
+        raise ValueError(f"unknown input(s) {unknown_inputs}, expected names of {list(INPUTS)}")
+    unread = {c for i in INPUTS if i not in taken for c in ((i,) if i == US_LNM else _input_columns(i).values())}
     try:
         raw = path.read_bytes()
         text = decode_table(raw)
@@ -823,7 +835,7 @@ def read_manifest(
                 for h, at in twice.items()
             ],
         )
-    required = REQUIRED_COLUMNS if require_labels else REQUIRED_COLUMNS[:-1]
+    required = [c for c in (REQUIRED_COLUMNS if require_labels else REQUIRED_COLUMNS[:-1]) if c not in unread]
     missing = [c for c in required if c not in header]
     if missing and (why := delimiter_hint(header)):
         raise ManifestError(
@@ -834,8 +846,19 @@ def read_manifest(
     # a known column spelled in another case or with spaces/hyphens (BMODE_CROP, Bmode Mask, as a
     # spreadsheet writes them) would be read as metadata: no crop, no mask, in silence
     known = {_folded(c): c for c in (*REQUIRED_COLUMNS, *option_columns, *MASK_COLUMNS)}
-    misnamed = [(h, known[_folded(h)]) for h in header if h not in known.values() and _folded(h) in known]
-    spaced = [h for h in header if _folded(h) not in known and _INPUT_PREFIX.fullmatch(h.strip())]
+    unread_folded = {_folded(c) for c in unread}  # (columns of inputs not read: not checked either)
+    misnamed = [
+        (h, known[_folded(h)])
+        for h in header
+        if h not in known.values() and _folded(h) in known and _folded(h) not in unread_folded
+    ]
+    spaced = [
+        h
+        for h in header
+        if _folded(h) not in known
+        and (m := _INPUT_PREFIX.fullmatch(h.strip()))
+        and re.sub(r"\W|_", "", m[1]).casefold() in taken  # (an unread input's namespace is not checked)
+    ]
     unknown, filled = [], collections.Counter()
     if misnamed or spaced:  # the cells each column holds, read apart from the rows below
         cells = cells_below_header(text, reader.line_num)
@@ -869,7 +892,7 @@ def read_manifest(
     )
     records, id_problems, extra_problems, no_cell = [], {}, {}, {}
     for row, read in data_rows(reader, text):
-        rec = {k: (v or "").strip() for k, v in read.items() if k is not None}
+        rec = {k: (v or "").strip() for k, v in read.items() if k is not None and k not in unread}
         records.append((row, rec))
         if beyond := [c for c in read.get(None) or () if c.strip()]:  # csv.DictReader's cells past the header
             extra_problems[row] = Problem(
@@ -879,7 +902,7 @@ def read_manifest(
                 'be in the wrong columns; quote a cell that holds a comma ("0,0,8,8")',
                 row,
             )
-        if absent := [h for h in header if read.get(h) is None]:  # csv.DictReader's filler for a short row
+        if absent := [h for h in header if read.get(h) is None and h not in unread]:  # DictReader's short-row filler
             no_cell[row] = set(absent) | unheld
             extra_problems[row] = Problem(
                 SHORT_ROW,
@@ -927,6 +950,7 @@ def read_manifest(
         check_images=check_images,
         min_clip_frames=min_clip_frames,
         framing=framing,
+        inputs=taken,
     )
     order = {h: i for i, h in enumerate(header)}  # a row's problems in its columns' order, the row's own first
     pictures: dict[tuple, tuple] = {}  # each recording's first patient, column, frame and key
@@ -976,6 +1000,11 @@ def read_manifest(
         if said := [w for w in warnings if w.code == code]:
             shown = "; ".join(map(str, said[:3])) + (f"; {len(said) - 3} more" if len(said) > 3 else "")
             warn_once(f"{path}: {len(said)} {words}: {shown}", (path, code))
+    if warn and (skipped := [h for h in header if h in unread]):
+        print(
+            f"note: {path}: column(s) {', '.join(skipped)} not read (the inputs read: {', '.join(taken)})",
+            file=sys.stderr,
+        )
     return Cohort(
         path=path,
         patients=tuple(patients),
@@ -1329,6 +1358,7 @@ def _check_row(
     check_images: bool,
     min_clip_frames: int,
     framing: sources.Framing,
+    inputs: tuple[str, ...] = INPUTS,
 ) -> tuple[Patient, list[Problem]]:
     """One manifest row's patient and the problems of its cells and files (not those of its
     patient_id or pictures, which depend on the other rows: :func:`read_manifest`)."""
@@ -1416,8 +1446,8 @@ def _check_row(
         shown = "empty" if label is None else f"'{label}'"
         problems.append(Problem(BAD_LABEL_VALUE, f"lnm must be 0 or 1, got {shown}", row, LABEL))
         label = None
-    if images[BMODE] is None and images[CEUS] is None and rec.get(US_LNM, "") == "":
-        problems.append(Problem(NO_INPUTS, "patient has no B-mode, no CEUS and no US-LNM flag", row))
+    if all((images[i] is None) if i in IMAGE_COLUMNS else (rec.get(i, "") == "") for i in inputs):
+        problems.append(Problem(NO_INPUTS, f"patient has none of the inputs read ({', '.join(inputs)})", row))
     looked = {c: t.tobytes() for c, t in thumbs.items() if t is not None and c in pictures}  # (read without a problem)
     return (
         Patient(
