@@ -102,6 +102,10 @@ def base_config(setting: str = "triple") -> ConfigDict:
             contrast_min=0.8,
             contrast_max=1.2,
             brightness=0.1,
+            # clip the augmented image to [0, 1]: False keeps contrast and brightness invertible
+            # (a clip had blacked out a CEUS clip's dark frames before the contrast arrives:
+            # lnm_jax/data/loaders/augment.py); runs stored before this field clipped
+            clip=False,
         )
     )
     c.data.synth = ConfigDict(
@@ -401,6 +405,7 @@ FIELD_RULES = {
     "data.augment.contrast_min": POSITIVE,
     "data.augment.contrast_max": POSITIVE,
     "data.augment.brightness": _range(0, 1),
+    "data.augment.clip": _one_of(True, False),
     "data.synth.patients": _range(2, integer=True),
     "data.synth.size": _range(8, integer=True),
     "data.synth.prevalence": FRACTION,
@@ -754,8 +759,9 @@ def norm_is_papers(config) -> bool:
 
 
 # Fields added since runs were first stored whose value in a run stored before them is certain,
-# not a guess: read as that value (before data.norm_from, data.norm was always the config's).
-KNOWN_BEFORE_ADDED = {"data.norm_from": "config"}
+# not a guess: read as that value (before data.norm_from, data.norm was always the config's;
+# before data.augment.clip, augmentation always clipped to [0, 1]).
+KNOWN_BEFORE_ADDED = {"data.norm_from": "config", "data.augment.clip": True}
 
 
 def missing_fields(config) -> dict[str, object]:

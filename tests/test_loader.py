@@ -165,17 +165,84 @@ def test_numpy_augmentation_is_the_jax_one(data):
 
     from lnm_jax.data.loaders.on_device import apply_augmentation
 
-    img = np.random.default_rng(0).random((SIZE, SIZE, 3)).astype(np.float32)
     strong = {**AUG, "translate": 0.3, "scale_min": 0.6, "scale_max": 1.4}  # reaches the reflected borders
-    for seed in range(6):
-        p = augment_lib.draw(np.random.default_rng(seed), SIZE, strong)
-        expected = apply_augmentation(jnp.asarray(img), {k: jnp.asarray(v) for k, v in p.items()})
-        np.testing.assert_allclose(augment_lib.apply(img, p), np.asarray(expected), atol=RESAMPLE_ATOL)
+    for shape in ((SIZE, SIZE, 3), (SIZE - 12, SIZE + 8, 3)):  # a non-square image too
+        img = np.random.default_rng(0).random(shape).astype(np.float32)
+        for seed in range(6):
+            p = augment_lib.draw(np.random.default_rng(seed), shape[:2], strong)
+            for clip in (False, True):
+                expected = apply_augmentation(jnp.asarray(img), {k: jnp.asarray(v) for k, v in p.items()}, clip)
+                np.testing.assert_allclose(augment_lib.apply(img, p, clip), np.asarray(expected), atol=RESAMPLE_ATOL)
+    img = np.random.default_rng(0).random((SIZE, SIZE, 3)).astype(np.float32)
     # one draw per clip: a clip of identical frames stays identical, and is changed
     out, _ = augment_lib.augment(np.stack([img] * 4), np.random.default_rng(1), AUG)
     for k in range(1, 4):
         np.testing.assert_array_equal(out[k], out[0])
     assert np.abs(out[0] - img).mean() > 0.01
+
+
+def test_a_non_square_image_is_scaled_and_shifted_about_its_own_centre():
+    """helper-92: rows were scaled about the width's centre and shifted by a fraction of the
+    width (a 40x80 impulse at row 10 scaled 1.2 landed on row 4, not 8.1). Each axis has its own
+    centre ((h - 1) / 2, (w - 1) / 2) and the shift is a fraction of that axis's length: the
+    numpy, JAX (and, test_on_device.py, TensorFlow) transforms alike."""
+    import jax.numpy as jnp
+
+    from lnm_jax.data.loaders.on_device import apply_augmentation
+
+    h, w = 40, 80
+    img = np.zeros((h, w, 3), np.float32)
+    img[10, 60] = 1.0
+    plain = {"flip": False, "contrast": 1.0, "brightness": 0.0}
+    # scaled 1.2 about (19.5, 39.5): row 19.5 + 1.2 (10 - 19.5) = 8.1, column 39.5 + 1.2 (60 - 39.5) = 64.1
+    for p, (row, col) in (
+        ({**plain, "translate": np.zeros(2), "scale": 1.2}, (8.1, 64.1)),
+        ({**plain, "translate": np.array([4.0, -3.0]), "scale": 1.0}, (7.0, 64.0)),
+    ):
+        for out in (augment_lib.warp(img, p), np.asarray(apply_augmentation(jnp.asarray(img), p))):
+            plane = out[..., 0]
+            mass = plane.sum()
+            centroid = (plane * np.arange(h)[:, None]).sum() / mass, (plane * np.arange(w)).sum() / mass
+            np.testing.assert_allclose(centroid, (row, col), atol=0.05)
+    # the drawn shift is a fraction of each axis: x of the width, y of the height
+    p = augment_lib.draw(np.random.default_rng(0), (h, w), {**AUG, "translate": 0.5})
+    q = augment_lib.draw(np.random.default_rng(0), 1, {**AUG, "translate": 0.5})
+    np.testing.assert_allclose(p["translate"], q["translate"] * np.array([w, h]))
+
+
+def test_augmentation_keeps_what_lies_near_black():
+    """helper-92: brightness added, then a clip to [0, 1], blacked out a CEUS clip's frames
+    before the contrast arrives (mean 0.012) in a third of draws. Unclipped (the default), every
+    draw is invertible: the frame's structure survives any brightness and contrast drawn; with
+    ``data.augment.clip`` (runs stored before the field) it clips as before."""
+    r = np.random.default_rng(0)
+    dark = (0.03 * r.random((SIZE, SIZE, 3))).astype(np.float32)
+    p = {"translate": np.zeros(2), "scale": 1.0, "flip": False, "contrast": 0.9, "brightness": -0.1}
+    out = augment_lib.apply(dark, p)
+    mean = dark.mean(axis=(0, 1))
+    np.testing.assert_allclose(out, (dark - mean) * 0.9 + mean - 0.1, atol=1e-6)
+    assert (augment_lib.apply(dark, p, clip=True) == 0).all()  # the clip's: nothing left
+    assert AUG["clip"] is False
+    # a whole clip through the loader's entry point, brightness drawn as configured
+    frames = np.stack([dark] * 3)
+    for seed in range(20):
+        got, _ = augment_lib.augment(frames, np.random.default_rng(seed), AUG)
+        assert np.std(got[0]) > 0.5 * np.std(dark)  # never flattened to a constant
+
+
+def test_an_image_the_patient_lacks_is_not_augmented(tmp_path, monkeypatch):
+    """helper-92: each batch augmented the all-zero images of patients without CEUS (and of
+    inputs the model does not take), then multiplied them by zero. Only present images are
+    augmented; their draws are unchanged (each input its own generator)."""
+    manifest = generate_cohort(tmp_path / "m", SynthParams(patients=16, size=32, p_missing_ceus=0.5, seed=5))
+    cohort = read_manifest(manifest)
+    calls = []
+    real = augment_lib.augment
+    monkeypatch.setattr(augment_lib, "augment", lambda img, *a, **k: calls.append(img.any()) or real(img, *a, **k))
+    batches = _train(GrainSource(cohort, settings(augment=AUG, image_size=16)), cohort.ids)
+    present = sum(int(b["has_ceus"].sum() + b["has_bmode"].sum()) for b in batches)
+    assert len(calls) == present and all(calls)
+    assert all(not b["ceus"][~b["has_ceus"]].any() for b in batches)
 
 
 # ------------------------------------------------------------------ against TensorFlow

@@ -26,7 +26,7 @@ NORM = {
 @pytest.mark.parametrize("flip", [False, True])
 def test_jax_augmentation_equals_the_tf_pipeline_transform(flip):
     tf = pytest.importorskip("tensorflow", reason="TensorFlow not installed (pip install -e '.[tf]')")
-    img = np.random.default_rng(0).random((24, 24, 3)).astype(np.float32)
+    img = np.random.default_rng(0).random((20, 28, 3)).astype(np.float32)  # not square: each axis its centre
     t, s, contrast, brightness = (2.3, -1.7), 1.07, 1.15, 0.05
     p = {
         "translate": jnp.array(t),
@@ -35,21 +35,30 @@ def test_jax_augmentation_equals_the_tf_pipeline_transform(flip):
         "contrast": jnp.array(contrast),
         "brightness": jnp.array(brightness),
     }
-    ours = np.asarray(apply_augmentation(jnp.asarray(img), p))
-    c, fx = 11.5, -1.0 if flip else 1.0
+    cy, cx, fx = 9.5, 13.5, -1.0 if flip else 1.0
     transform = tf.constant(
-        [[fx / s, 0.0, c - fx * (c + t[0]) / s, 0.0, 1.0 / s, c - (c + t[1]) / s, 0, 0]], tf.float32
+        [[fx / s, 0.0, cx - fx * (cx + t[0]) / s, 0.0, 1.0 / s, cy - (cy + t[1]) / s, 0, 0]], tf.float32
     )
     ref = tf.raw_ops.ImageProjectiveTransformV3(
         images=img[None],
         transforms=transform,
-        output_shape=[24, 24],
+        output_shape=[20, 28],
         fill_value=0.0,
         interpolation="BILINEAR",
         fill_mode="REFLECT",
     )[0]
-    ref = tf.image.adjust_brightness(tf.image.adjust_contrast(ref, contrast), brightness)
-    np.testing.assert_allclose(ours, np.clip(ref.numpy(), 0, 1), atol=1e-5)
+    ref = tf.image.adjust_brightness(tf.image.adjust_contrast(ref, contrast), brightness).numpy()
+    assert ref.max() > 1  # (what a clip would change)
+    np.testing.assert_allclose(np.asarray(apply_augmentation(jnp.asarray(img), p)), ref, atol=1e-5)
+    clipped = np.asarray(apply_augmentation(jnp.asarray(img), p, clip=True))
+    np.testing.assert_allclose(clipped, np.clip(ref, 0, 1), atol=1e-5)
+    # and the TFDS path's own transform, with these parameters drawn: against the JAX one
+    from lnm_jax.data.loaders.pipeline import _augment_image
+
+    aug = {"translate": 0.1, "scale_min": 0.9, "scale_max": 1.1, "flip": flip, "contrast_min": 0.8}
+    aug |= {"contrast_max": 1.2, "brightness": 0.1, "clip": False}
+    out = _augment_image(tf.constant(img), tf.constant([3, 4], tf.int64), aug).numpy()
+    assert out.shape == img.shape and np.isfinite(out).all()
 
 
 def _arrays(n=10, size=16, clip=0):

@@ -292,21 +292,27 @@ def test_norm_from_train_is_each_runs_training_split_alone(tiny_cohort, tmp_path
 def test_a_run_stored_before_norm_from_reads_as_the_configs_norm(tiny_cohort, tmp_path):
     """A run written before ``data.norm_from`` existed standardised by its config's values: its
     config.json, lacking the field, is read with ``'config'`` (any other missing field is
-    refused, test_state_trust.py), and resumes."""
+    refused, test_state_trust.py), and resumes. Likewise one written before
+    ``data.augment.clip`` clipped its augmented images: read as ``True``, resumed so, and a
+    config that does not clip is another experiment."""
     import json
 
     from support import tiny_config
 
-    from lnm_jax.run import Run, load_config
+    from lnm_jax.run import ConfigMismatchError, Run, load_config
 
     c = tiny_config(tiny_cohort, "dual", epochs=1)
     Run.create(c, tmp_path / "run")
     path = tmp_path / "run" / "config.json"
     doc = json.loads(path.read_text())
     del doc["data"]["norm_from"]
+    del doc["data"]["augment"]["clip"]
     path.write_text(json.dumps(doc))
-    assert load_config(tmp_path / "run").data.norm_from == "config"
-    Run.create(c, tmp_path / "run", resume=True)
+    stored = load_config(tmp_path / "run")
+    assert stored.data.norm_from == "config" and stored.data.augment.clip is True
+    with pytest.raises(ConfigMismatchError, match="data.augment.clip"):
+        Run.create(c, tmp_path / "run", resume=True)
+    Run.create(stored, tmp_path / "run", resume=True)  # (train --resume without --config: the run's own)
 
 
 def test_near_copy_groups_join_chains_every_pair_compared():

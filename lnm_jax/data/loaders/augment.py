@@ -1,10 +1,16 @@
 """The paper's augmentation in numpy, for the host loader's worker threads.
 
 Translation, horizontal flip, scaling (one affine map, bilinear sampling with reflected
-borders), then contrast about each channel's mean, brightness, and a clip to [0, 1]: the
+borders), then contrast about each channel's mean and brightness (an added offset): the
 transform of :func:`lnm_jax.data.loaders.on_device.apply_augmentation` (JAX) and of the TFDS path's
 ``pipeline._augment_image`` (TensorFlow), here drawn from a per-record
 ``np.random.Generator``. A clip's frames share one draw.
+
+The result is not clipped to [0, 1] (``data.augment.clip``, default False; runs stored before
+the field clipped, and are read as clipping): contrast and brightness are then invertible, and
+normalisation follows. A clip had erased what lies near black: a CEUS clip's frames before
+the contrast arrives (mean 0.012) went wholly black in a third of the draws (helper-92's
+trial), the wash-in a clip model learns from.
 """
 
 from __future__ import annotations
@@ -14,10 +20,13 @@ from collections.abc import Mapping
 import numpy as np
 
 
-def draw(rng: np.random.Generator, size: int, aug: Mapping) -> dict[str, np.ndarray | float | bool]:
-    """One draw of the augmentation's parameters (the fields of ``on_device.augment_params``)."""
+def draw(rng: np.random.Generator, size: int | tuple[int, int], aug: Mapping) -> dict[str, np.ndarray | float | bool]:
+    """One draw of the augmentation's parameters (the fields of ``on_device.augment_params``);
+    ``size``: the image's side, or its ``(height, width)``: the translation (x, y) in pixels is
+    the drawn fraction of its width and of its height."""
+    h, w = (size, size) if np.ndim(size) == 0 else size
     return {
-        "translate": rng.uniform(-aug["translate"], aug["translate"], 2) * size,
+        "translate": rng.uniform(-aug["translate"], aug["translate"], 2) * np.array([w, h]),
         "scale": rng.uniform(aug["scale_min"], aug["scale_max"]),
         "flip": bool(rng.uniform() < (0.5 if aug["flip"] else 0.0)),
         "contrast": rng.uniform(aug["contrast_min"], aug["contrast_max"]),
@@ -49,13 +58,13 @@ def _warp_planes(img: np.ndarray, p: Mapping) -> np.ndarray:
     """:func:`warp`'s arithmetic: ``img`` [..., H, W, C] -> the warped channel planes
     [..., C, H, W] (contiguous)."""
     h, w = img.shape[-3:-1]
-    c = (w - 1) / 2.0
+    cy, cx = (h - 1) / 2.0, (w - 1) / 2.0  # each axis its own centre (a non-square image's rows had used cx)
     fx = -1.0 if p["flip"] else 1.0
     # No rotation or shear: the source row depends only on the output row and the source column
     # only on the output column, so bilinear sampling is two 1-D interpolations, each a matrix
     # product per channel plane (the same numbers as a 2-D gather, in a fraction of the time).
-    out_rows = (np.arange(h, dtype=np.float32) - c - p["translate"][1]) / p["scale"] + c
-    out_cols = fx * (np.arange(w, dtype=np.float32) - c - p["translate"][0]) / p["scale"] + c
+    out_rows = (np.arange(h, dtype=np.float32) - cy - p["translate"][1]) / p["scale"] + cy
+    out_cols = fx * (np.arange(w, dtype=np.float32) - cx - p["translate"][0]) / p["scale"] + cx
     planes = np.ascontiguousarray(np.moveaxis(img, -1, -3))  # one copy: every product below on BLAS
     return _interpolation_matrix(out_rows, h) @ planes @ _interpolation_matrix(out_cols, w).T
 
@@ -63,30 +72,37 @@ def _warp_planes(img: np.ndarray, p: Mapping) -> np.ndarray:
 def warp(img: np.ndarray, p: Mapping) -> np.ndarray:
     """The geometric half of :func:`apply` (translation, flip, scale): ``img`` float32
     [..., H, W, C] (an image, or a clip's frames sharing the draw) -> the same shape. Output
-    pixel (x, y) samples the input at ((fx (x - c - tx)) / s + c, (y - c - ty) / s + c), c the
-    centre, fx = -1 when flipped; bilinear, reflected borders. A lesion mask goes through this
+    pixel (x, y) samples the input at ((fx (x - cx - tx)) / s + cx, (y - cy - ty) / s + cy),
+    (cx, cy) the centre, fx = -1 when flipped; bilinear, reflected borders. A lesion mask goes through this
     alone, so that it stays on its image's pixels (its values stay in [0, 1]: a boundary
     pixel's share of lesion)."""
     return np.ascontiguousarray(np.moveaxis(_warp_planes(img, p), -3, -1))
 
 
-def apply(img: np.ndarray, p: Mapping) -> np.ndarray:
+def apply(img: np.ndarray, p: Mapping, clip: bool = False) -> np.ndarray:
     """``img`` float32 [..., H, W, 3] in [0, 1] (an image, or a clip's frames sharing the draw)
     -> the augmented image(s), the same shape: :func:`warp`, then contrast about each image's
-    channel means, brightness and a clip to [0, 1]."""
+    channel means and brightness; with ``clip`` (``data.augment.clip``: runs stored before it)
+    a clip to [0, 1]."""
     planes = _warp_planes(img, p)  # [..., C, H, W]
     h, w = planes.shape[-2:]
     # each plane's mean as a GEMV (30x numpy's mean at these sizes)
     mean = (planes.reshape(*planes.shape[:-2], h * w) @ np.ones(h * w, np.float32) / np.float32(h * w))[..., None, None]
     planes = (planes - mean) * np.float32(p["contrast"]) + mean + np.float32(p["brightness"])
-    # the clip writes the [..., H, W, C] layout: the planes' transposition costs no pass of its own
-    return np.clip(np.moveaxis(planes, -3, -1), 0.0, 1.0, out=np.empty(img.shape, np.float32))
+    # written in the [..., H, W, C] layout: the planes' transposition costs no pass of its own
+    out = np.empty(img.shape, np.float32)
+    if clip:
+        return np.clip(np.moveaxis(planes, -3, -1), 0.0, 1.0, out=out)
+    out[...] = np.moveaxis(planes, -3, -1)
+    return out
 
 
 def augment(
     img: np.ndarray, rng: np.random.Generator, aug: Mapping, lesion: np.ndarray | None = None
 ) -> tuple[np.ndarray, np.ndarray | None]:
     """An image [H, W, 3] or a clip [T, H, W, 3] (one draw for all its frames), and its lesion
-    mask [H, W] when given (the same draw's :func:`warp`) -> ``(image, mask or None)``."""
-    p = draw(rng, img.shape[-2], aug)
-    return apply(img, p), None if lesion is None else warp(lesion[..., None], p)[..., 0]
+    mask [H, W] when given (the same draw's :func:`warp`) -> ``(image, mask or None)``; ``aug``:
+    ``data.augment``'s fields."""
+    p = draw(rng, img.shape[-3:-1], aug)
+    image = apply(img, p, clip=bool(aug.get("clip", False)))
+    return image, None if lesion is None else warp(lesion[..., None], p)[..., 0]

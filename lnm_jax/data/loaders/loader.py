@@ -162,6 +162,8 @@ def train_epoch(
             if aug is not None:
                 position = k * batch_size + offset + j
                 for m, name in enumerate(IMAGE_INPUTS):
+                    if not r.get(has(name)):  # an image the patient lacks or the model does not take: zeros
+                        continue  # (each input draws from its own generator: the others' draws are unchanged)
                     rng = np.random.default_rng([SEED_STREAM, seed, epoch, position, m])
                     r[name], lesion = augment_lib.augment(r[name], rng, aug, r.get(mask(name)))
                     if lesion is not None:

@@ -9,8 +9,8 @@ The augmentation is the one of :mod:`lnm_jax.data.loaders.pipeline` (translation
 scaling, contrast, brightness; bilinear sampling with reflected borders; one draw per image or
 clip), drawn from JAX keys: ``fold_in(stream(seed, DEVICE_AUGMENT), epoch)`` per epoch
 (:mod:`lnm_jax.rng_streams`), then the step and the row,
-so the batches depend only on the seed and the epoch, as the host pipeline's do (the two draw
-different numbers).
+so the batches depend only on the seed, the epoch and the batch size (the host pipeline's
+draws are the record's own, whatever the batch size; the two draw different numbers).
 """
 
 from __future__ import annotations
@@ -29,14 +29,17 @@ from lnm_jax.names import AVAILABILITY_KEYS, IMAGE_INPUTS, LABEL, US_LNM, has
 ROW_KEYS = (US_LNM, LABEL, *AVAILABILITY_KEYS)
 
 
-def augment_params(key: jax.Array, size: int, aug: Mapping) -> dict[str, jax.Array]:
-    """One draw of the augmentation's parameters."""
+def augment_params(key: jax.Array, size: int | tuple[int, int], aug: Mapping) -> dict[str, jax.Array]:
+    """One draw of the augmentation's parameters; ``size``: the image's side or its
+    ``(height, width)`` (the translation (x, y): fractions of its width and height)."""
+    h, w = (size, size) if isinstance(size, int) else size
     k = jax.random.split(key, 5)
     # float32 draws whatever jax_enable_x64 says: float64 ones are other numbers from the same key
     # (helper-88: another augmentation, and float64 batches, for one seed under x64)
     uniform = functools.partial(jax.random.uniform, dtype=jnp.float32)
     return {
-        "translate": uniform(k[0], (2,), minval=-aug["translate"], maxval=aug["translate"]) * size,
+        "translate": uniform(k[0], (2,), minval=-aug["translate"], maxval=aug["translate"])
+        * jnp.array([w, h], jnp.float32),
         "scale": uniform(k[1], (), minval=aug["scale_min"], maxval=aug["scale_max"]),
         "flip": uniform(k[2], ()) < (0.5 if aug["flip"] else 0.0),
         "contrast": uniform(k[3], (), minval=aug["contrast_min"], maxval=aug["contrast_max"]),
@@ -44,32 +47,36 @@ def augment_params(key: jax.Array, size: int, aug: Mapping) -> dict[str, jax.Arr
     }
 
 
-def apply_augmentation(img: jax.Array, p: Mapping[str, jax.Array]) -> jax.Array:
+def apply_augmentation(img: jax.Array, p: Mapping[str, jax.Array], clip: bool = False) -> jax.Array:
     """``img`` [H, W, 3] in [0, 1]. Output pixel (x, y) samples the input at
-    ((fx (x - c - tx)) / s + c, (y - c - ty) / s + c), c the centre, fx = -1 when flipped
-    (the transform of ``pipeline._augment_image``); then contrast about the per-channel mean,
-    brightness, clip to [0, 1]."""
+    ((fx (x - cx - tx)) / s + cx, (y - cy - ty) / s + cy), (cx, cy) the centre, fx = -1 when
+    flipped (the transform of ``pipeline._augment_image``); then contrast about the per-channel
+    mean and brightness; with ``clip`` (``data.augment.clip``) a clip to [0, 1]
+    (:mod:`lnm_jax.data.loaders.augment`: why not by default)."""
     h, w = img.shape[:2]
-    c = (w - 1) / 2.0
+    cy, cx = (h - 1) / 2.0, (w - 1) / 2.0
     fx = jnp.where(p["flip"], -1.0, 1.0)
     yy, xx = jnp.meshgrid(jnp.arange(h, dtype=jnp.float32), jnp.arange(w, dtype=jnp.float32), indexing="ij")
-    src_x = fx * (xx - c - p["translate"][0]) / p["scale"] + c
-    src_y = (yy - c - p["translate"][1]) / p["scale"] + c
+    src_x = fx * (xx - cx - p["translate"][0]) / p["scale"] + cx
+    src_y = (yy - cy - p["translate"][1]) / p["scale"] + cy
     out = jnp.stack(
         [map_coordinates(img[..., ch], [src_y, src_x], order=1, mode="reflect") for ch in range(img.shape[-1])], axis=-1
     )
     mean = out.mean(axis=(0, 1), keepdims=True)
     out = (out - mean) * p["contrast"] + mean + p["brightness"]
-    return jnp.clip(out, 0.0, 1.0)
+    return jnp.clip(out, 0.0, 1.0) if clip else out
 
 
 def _augment(images: jax.Array, key: jax.Array, aug: Mapping) -> jax.Array:
     """[B, H, W, 3] or clips [B, T, H, W, 3]; one draw per row (shared by a clip's frames)."""
-    size = images.shape[-2]
+    size = tuple(images.shape[-3:-1])
+    clip = bool(aug.get("clip", False))
 
     def one(img, k):
         p = augment_params(k, size, aug)
-        return jax.vmap(lambda f: apply_augmentation(f, p))(img) if img.ndim == 4 else apply_augmentation(img, p)
+        if img.ndim == 4:
+            return jax.vmap(lambda f: apply_augmentation(f, p, clip))(img)
+        return apply_augmentation(img, p, clip)
 
     return jax.vmap(one)(images, jax.random.split(key, images.shape[0]))
 

@@ -96,16 +96,17 @@ def _augment_image(img: tf.Tensor, seed: tf.Tensor, aug: Mapping) -> tf.Tensor:
     """The paper's augmentation: translation, horizontal flip, scaling, contrast, brightness.
     ``img`` is [H, W, 3] or a clip [T, H, W, 3], whose frames all get the same draw."""
     clip = img.shape.rank == 4
-    size = tf.cast(tf.shape(img)[-2], tf.float32)
+    h = tf.cast(tf.shape(img)[-3], tf.float32)
+    w = tf.cast(tf.shape(img)[-2], tf.float32)
     seeds = [tf.random.experimental.stateless_fold_in(seed, i) for i in range(5)]
-    t = tf.random.stateless_uniform((2,), seeds[0], -aug["translate"], aug["translate"]) * size
+    t = tf.random.stateless_uniform((2,), seeds[0], -aug["translate"], aug["translate"]) * tf.stack([w, h])
     s = tf.random.stateless_uniform((), seeds[1], aug["scale_min"], aug["scale_max"])
     flip = tf.random.stateless_uniform((), seeds[2]) < (0.5 if aug["flip"] else 0.0)
     fx = tf.where(flip, -1.0, 1.0)
-    c = (size - 1.0) / 2.0
+    cy, cx = (h - 1.0) / 2.0, (w - 1.0) / 2.0
     # Reflected borders: black fill would teach BatchNorm statistics that evaluation never sees.
-    # Output pixel (x, y) samples input ((fx (x - c - tx)) / s + c, (y - c - ty) / s + c).
-    transform = tf.stack([fx / s, 0.0, c - fx * (c + t[0]) / s, 0.0, 1.0 / s, c - (c + t[1]) / s, 0.0, 0.0])
+    # Output pixel (x, y) samples input ((fx (x - cx - tx)) / s + cx, (y - cy - ty) / s + cy).
+    transform = tf.stack([fx / s, 0.0, cx - fx * (cx + t[0]) / s, 0.0, 1.0 / s, cy - (cy + t[1]) / s, 0.0, 0.0])
     img = tf.raw_ops.ImageProjectiveTransformV3(
         images=img if clip else img[None],
         transforms=transform[None],
@@ -117,7 +118,8 @@ def _augment_image(img: tf.Tensor, seed: tf.Tensor, aug: Mapping) -> tf.Tensor:
     img = img if clip else img[0]
     img = tf.image.stateless_random_contrast(img, aug["contrast_min"], aug["contrast_max"], seeds[3])
     img = tf.image.stateless_random_brightness(img, aug["brightness"], seeds[4])
-    return tf.clip_by_value(img, 0.0, 1.0)
+    # (lnm_jax.data.loaders.augment: why not clipped unless data.augment.clip says so)
+    return tf.clip_by_value(img, 0.0, 1.0) if aug.get("clip", False) else img
 
 
 def _normalise(example: dict, norm: Mapping) -> dict:
