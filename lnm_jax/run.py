@@ -157,6 +157,9 @@ def changed_fields(stored: ConfigDict | dict, config: ConfigDict, ignore: tuple[
 
     # paths as stored (absolute): a relative path typed in another invocation names the same file
     old, new = (_flat_config(with_resolved_paths(ConfigDict(c))) for c in (stored, config))
+    for flat in (old, new):  # a field added since whose value before it is certain: that value
+        for k, v in KNOWN_BEFORE_ADDED.items():  # (helper-93: a checkpoint's record without
+            flat.setdefault(k, v)  # data.augment.clip crashed every command opening the run)
     default = _flat_config(base_config())
     changed = sorted(
         k
@@ -208,11 +211,12 @@ def check_trained_config(config: ConfigDict, config_path: Path, meta: dict, wher
         # is left to the command that reads it, which names it as missing
         default = _flat_config(base_config())
         changes = []
+        shown = lambda v: "absent" if v is ABSENT else json.dumps(v)  # noqa: E731
         for k, then, now in changed_fields(meta[CONFIG_KEY], config, UNCHECKED_FIELDS):
             if now is not ABSENT:
-                changes.append(f"{k}: {json.dumps(now)}, trained with {json.dumps(then)}")
+                changes.append(f"{k}: {shown(now)}, trained with {shown(then)}")
             elif k in default and default[k] != then and MODEL_FIELDS.get(k, ABSENT) is not None:
-                changes.append(f"{k}: absent (its default {json.dumps(default[k])}), trained with {json.dumps(then)}")
+                changes.append(f"{k}: absent (its default {json.dumps(default[k])}), trained with {shown(then)}")
         if changes:
             listed = "; ".join(changes)
             problem = f"it describes another experiment than checkpoint {where} was trained in ({listed})"

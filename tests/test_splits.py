@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
@@ -313,6 +314,33 @@ def test_a_run_stored_before_norm_from_reads_as_the_configs_norm(tiny_cohort, tm
     with pytest.raises(ConfigMismatchError, match="data.augment.clip"):
         Run.create(c, tmp_path / "run", resume=True)
     Run.create(stored, tmp_path / "run", resume=True)  # (train --resume without --config: the run's own)
+
+
+def test_a_checkpoint_recorded_before_a_field_is_compared_with_its_known_value(tmp_path):
+    """helper-93: a run trained before ``data.augment.clip`` existed could not be opened by any
+    command: its checkpoint's record of the config lacks the field, its config.json is read with
+    the field's known value (True), and the comparison of the two crashed on json.dumps of the
+    absent value. A field added since is compared at its known value on both sides."""
+    from lnm_jax.config import KNOWN_BEFORE_ADDED, base_config
+    from lnm_jax.fileio import DamagedFileError
+    from lnm_jax.run import CONFIG_KEY, changed_fields, check_trained_config
+
+    recorded = json.loads(base_config("dual").to_json())
+    for field in KNOWN_BEFORE_ADDED:
+        group, key = field.rsplit(".", 1)
+        node = recorded
+        for part in group.split("."):
+            node = node[part]
+        del node[key]
+    read = base_config("dual")
+    for field, value in KNOWN_BEFORE_ADDED.items():
+        read[field.rsplit(".", 1)[0]][field.rsplit(".", 1)[1]] = value
+    assert changed_fields(recorded, read) == []
+    check_trained_config(read, tmp_path / "config.json", {CONFIG_KEY: recorded}, tmp_path / "ckpt")
+    read.data.augment.clip = False  # config.json edited to another augmentation than trained
+    assert changed_fields(recorded, read) == [("data.augment.clip", True, False)]
+    with pytest.raises(DamagedFileError, match="data.augment.clip: false, trained with true"):
+        check_trained_config(read, tmp_path / "config.json", {CONFIG_KEY: recorded}, tmp_path / "ckpt")
 
 
 def test_near_copy_groups_join_chains_every_pair_compared():
