@@ -54,6 +54,7 @@ PREDICTIONS_CSV = "predictions.csv"
 ROC = "roc.png"
 RELIABILITY = "reliability.png"
 DECISION_CURVE = "decision_curve.png"
+CONVERGENCE = "convergence.png"  # the run's metrics.jsonl, epoch by epoch
 AVAILABILITY_JSON = "availability.json"
 AVAILABILITY_MD = "availability.md"
 

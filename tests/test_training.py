@@ -69,6 +69,7 @@ def test_short_run_learns_the_planted_signal(learnable_cohort, tmp_path):
         F.PREDICTIONS_CSV,
         F.RELIABILITY,
         F.DECISION_CURVE,
+        F.CONVERGENCE,  # the run's history: any run's, not only reproduce's
         METADATA,
         MODEL_CARD,  # evaluate describes the model it evaluated
         "gradcam_test",  # the cohort has lesion masks: Grad-CAM of the test split scored against them
@@ -127,13 +128,19 @@ def test_short_run_learns_the_planted_signal(learnable_cohort, tmp_path):
         "checkpoint": "best",
         "epoch": meta["epoch"],
         "state_sha256": meta["state_sha256"],
+        "method": "gradcam",  # and how (helper-93: a --target no_lnm call had replaced the figures unsaid)
+        "layer": "auto",
+        "target": "lnm",
     }
     # the same folder from another checkpoint: replaced, and said (it had been in silence)
     again = gradcam(run, split="test", out=tmp_path / "cams", checkpoint="latest", figures=False)
     said = f"replaced cams/, the maps of the 'best' checkpoint of epoch {meta['epoch']} of {run.workdir}"
+    said += " (gradcam at auto, target lnm)"
     assert said in again["notes"], again["notes"]
     same = gradcam(run, split="test", out=tmp_path / "cams", checkpoint="latest", figures=False)
     assert not any(n.startswith("replaced") for n in same["notes"]), same["notes"]
+    other = gradcam(run, split="test", out=tmp_path / "cams", checkpoint="latest", figures=False, target="no_lnm")
+    assert any(n.startswith("replaced cams/") and "(gradcam at auto, target lnm)" in n for n in other["notes"])
     assert {r["patient_id"] for r in index} == {r["patient_id"] for r in rows if r["split"] == "test"}
 
 

@@ -15,10 +15,11 @@ from lnm_jax.data.synth.synthetic import bayes_auc, bayes_scores, generator_para
 from lnm_jax.evaluation import calibration as C
 from lnm_jax.evaluation import intensity
 from lnm_jax.evaluation import metrics as M
-from lnm_jax.evaluation.plots import plot_decision_curve, plot_reliability, plot_roc
+from lnm_jax.evaluation.plots import plot_convergence, plot_decision_curve, plot_reliability, plot_roc
 from lnm_jax.evaluation.subgroups import subgroup_rows
 from lnm_jax.evaluation.summary import format_summary, summarise_predictions
 from lnm_jax.fileio import DamagedFileError, atomic_directory, guard_output, read_json, sealed, write_csv, write_json
+from lnm_jax.metric_writer import read_history
 from lnm_jax.model_card import metadata, write_card
 from lnm_jax.preflight import check_inputs_present, zero_fills
 from lnm_jax.run import Run, trained_checkpoint
@@ -95,7 +96,9 @@ def evaluate(run: Run, *, checkpoint: str = "best", subsets=("val", "test"), out
             seed=ec.seed,
         )
         result["splits"][s] = summary
-        curves[f"{s} (n={len(probs)})"] = (p[names.LABEL], probs, summary["auc"])
+        # (n in the legend; the validation curve's checkpoint and threshold were chosen on it)
+        shown = f"{s}, checkpoint chosen on it" if s == "val" else s
+        curves[shown] = (p[names.LABEL], probs, summary["auc"], summary["auc_ci_bootstrap"])
         reliability[s] = (p[names.LABEL], probs)
         reliability[f"{s}, T={temperature:.2f}"] = (p[names.LABEL], cal)
         for pid, y, pr, pc in zip(p[names.PATIENT_ID], p[names.LABEL], probs, cal):
@@ -142,10 +145,12 @@ def evaluate(run: Run, *, checkpoint: str = "best", subsets=("val", "test"), out
         write_json(fresh / F.METRICS, sealed(result))  # an edited metric is refused where it is read (the card)
         write_csv(fresh / F.PREDICTIONS_CSV, rows, list(rows[0]))
         title = f"{config.name} ({checkpoint} checkpoint, epoch {meta['epoch']})"
-        plot_roc(curves, fresh / F.ROC, title=title)
+        plot_roc(curves, fresh / F.ROC, title=title, ci_name=f"{ec.ci_level:.0%} bootstrap CI")
         plot_reliability(reliability, fresh / F.RELIABILITY, title=title, label=Task.from_config(config).label)
         curves_uncalibrated = {k: v for k, v in reliability.items() if "T=" not in k}
         plot_decision_curve(curves_uncalibrated, fresh / F.DECISION_CURVE, title=title)
+        if history := read_history(run.files.history):  # (the paper's Figure 6 for any run, not only reproduce's)
+            plot_convergence(history, fresh / F.CONVERGENCE, title=f"{config.name}: training history")
         write_card(card, fresh)
     write_json(
         run.files.calibration(checkpoint),

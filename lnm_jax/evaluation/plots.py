@@ -1,4 +1,4 @@
-"""Figures: ROC curves and convergence curves (matplotlib, headless)."""
+"""Figures: ROC, convergence, reliability and decision curves (matplotlib, headless)."""
 
 from __future__ import annotations
 
@@ -15,12 +15,15 @@ from sklearn.metrics import roc_curve  # noqa: E402
 from lnm_jax.fileio import save_figure
 
 
-def plot_roc(curves: Mapping[str, tuple[np.ndarray, np.ndarray, float]], path: Path, title: str = "ROC") -> None:
-    """``curves``: name -> (labels, scores, auc)."""
+def plot_roc(curves: Mapping[str, tuple], path: Path, title: str = "ROC", ci_name: str = "95% CI") -> None:
+    """``curves``: name -> ``(labels, scores, auc)`` or ``(labels, scores, auc, (lo, hi))``,
+    the interval shown in the legend as ``ci_name`` (the method and level it was computed at),
+    with the number of patients."""
     fig, ax = plt.subplots(figsize=(5, 5), dpi=120)
-    for name, (labels, scores, auc) in curves.items():
+    for name, (labels, scores, auc, *ci) in curves.items():
         fpr, tpr, _ = roc_curve(labels, scores)
-        ax.plot(fpr, tpr, lw=2, label=f"{name} (AUC {auc:.3f})")
+        interval = f", {ci_name} {ci[0][0]:.3f}-{ci[0][1]:.3f}" if ci and ci[0] is not None else ""
+        ax.plot(fpr, tpr, lw=2, label=f"{name} (AUC {auc:.3f}{interval}; n={len(labels)})")
     ax.plot([0, 1], [0, 1], "k--", lw=1, alpha=0.5)
     ax.set(xlabel="1 - specificity", ylabel="sensitivity", title=title, xlim=(0, 1), ylim=(0, 1.01))
     ax.legend(loc="lower right", fontsize=8)
@@ -30,14 +33,37 @@ def plot_roc(curves: Mapping[str, tuple[np.ndarray, np.ndarray, float]], path: P
 
 
 def plot_convergence(history: Sequence[Mapping], path: Path, title: str = "Convergence") -> None:
-    """Train/validation loss and AUC per epoch from the JSON-lines history."""
+    """Train/validation loss and AUC per epoch from the JSON-lines history, the epochs whose
+    learning rate dropped (dotted) and the best epoch (the loop's choice: the highest
+    validation AUC, a tie to the lower validation loss; dashed) marked.
+
+    The loss panel compares like with like: the training logits' plain BCE (``train_bce``,
+    recorded since 2026-12-07) against the validation BCE. A history without it has only the
+    training objective, which adds the auxiliary heads' and the lesion head's losses and
+    weighs positives by ``pos_weight``: it is then drawn as that, labelled so (helper-93: the
+    two had shared one axis as "loss", a run with ``aux_loss_weight=1`` reading as
+    underfitting at 1.3 against 0.7)."""
+    from matplotlib.ticker import MaxNLocator
+
     epochs = [h["epoch"] for h in history]
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(9, 3.5), dpi=120)
-    for key, ax in (("loss", a1), ("auc", a2)):
-        ax.plot(epochs, [h[f"train_{key}"] for h in history], label="train")
-        ax.plot(epochs, [h[f"val_{key}"] for h in history], label="validation")
-        ax.set(xlabel="epoch", ylabel=key)
-        ax.legend()
+    bce = all("train_bce" in h for h in history)
+    train_loss = [h["train_bce" if bce else "train_loss"] for h in history]
+    a1.plot(epochs, train_loss, label="train BCE" if bce else "train objective (BCE + auxiliary/lesion terms)")
+    a1.plot(epochs, [h["val_loss"] for h in history], label="validation BCE")
+    a1.set(xlabel="epoch", ylabel="loss")
+    a2.plot(epochs, [h["train_auc"] for h in history], label="train")
+    a2.plot(epochs, [h["val_auc"] for h in history], label="validation")
+    a2.set(xlabel="epoch", ylabel="AUC")
+    drops = [h["epoch"] for prev, h in zip(history, history[1:]) if "lr" in h and h["lr"] < prev.get("lr", h["lr"])]
+    best = max(history, key=lambda h: (h["val_auc"], -h["val_loss"]), default=None) if history else None
+    for ax in (a1, a2):
+        for k, e in enumerate(drops):
+            ax.axvline(e, color="grey", ls=":", lw=1, label="learning rate dropped" if k == 0 else None)
+        if best is not None:
+            ax.axvline(best["epoch"], color="k", ls="--", lw=1, label=f"best epoch ({best['epoch']})")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.legend(fontsize=7)
     fig.suptitle(title)
     fig.tight_layout()
     save_figure(fig, path)
@@ -77,18 +103,33 @@ def plot_decision_curve(
 
     thresholds = np.linspace(0.01, 0.99, 99)
     fig, ax = plt.subplots(figsize=(6, 4), dpi=120)
-    prevalence = None
+    prevalences, lowest = {}, 0.0
     for name, (labels, probs) in curves.items():
-        ax.plot(thresholds, net_benefit(labels, probs, thresholds), label=name)
-        prevalence = float(np.mean(labels))
-    if prevalence is not None:
-        ax.plot(thresholds, prevalence - (1 - prevalence) * thresholds / (1 - thresholds), "k:", label="treat all")
+        benefit = net_benefit(labels, probs, thresholds)
+        line = ax.plot(thresholds, benefit, label=name)[0]
+        prevalences[name] = (float(np.mean(labels)), line.get_color())
+        lowest = min(lowest, float(np.min(benefit)))
+    # treat all at each curve's own prevalence (one line for all had used the last curve's:
+    # helper-93); one line where they share it
+    shared = len({p for p, _ in prevalences.values()}) == 1
+    for name, (prevalence, colour) in prevalences.items():
+        ax.plot(
+            thresholds,
+            prevalence - (1 - prevalence) * thresholds / (1 - thresholds),
+            ":",
+            color="k" if shared else colour,
+            label="treat all" if shared else f"treat all ({name}, prevalence {prevalence:.2f})",
+        )
+        if shared:
+            break
     ax.axhline(0.0, color="k", lw=1, label="treat none")
+    top = max((p for p, _ in prevalences.values()), default=0.5)
     ax.set(
         xlabel="threshold probability",
         ylabel="net benefit",
         title=title,
-        ylim=(-0.05, max(0.05, (prevalence or 0.5) + 0.05)),
+        # every model curve inside (a validation curve at -0.09 had left a -0.05 floor unsaid)
+        ylim=(min(-0.05, 1.1 * lowest), max(0.05, top + 0.05)),
     )
     ax.legend(fontsize=8)
     fig.tight_layout()

@@ -59,13 +59,16 @@ def _title(entry: dict, task: Task) -> str:
     )
 
 
-def patient_figure(path: Path, entry: dict, branches: Sequence[str], task: Task = PAPER) -> None:
+def patient_figure(
+    path: Path, entry: dict, branches: Sequence[str], task: Task = PAPER, caption: str | None = None
+) -> None:
     """``entry``: patient_id, prob, label (-1: unknown), correct, images/cams/available per
     branch (and ``lesions``: the framed masks, outlined in white; ``frames``: a clip's frame
-    shown, (index, count)); titled with ``task``'s names; a colour bar per CAM."""
-    fig, axes = plt.subplots(1, 2 * len(branches), figsize=(2.6 * 2 * len(branches), 3.0), dpi=110)
+    shown, (index, count)); titled with ``task``'s names, ``caption`` (the maps' method, layer
+    and target, the verdict's threshold) below; a colour bar per CAM."""
+    fig, axes = plt.subplots(1, 2 * len(branches), figsize=(2.6 * 2 * len(branches), 3.2), dpi=110)
     _row(np.atleast_1d(axes), entry, branches, colorbar=True)
-    fig.suptitle(_title(entry, task), fontsize=9)
+    fig.suptitle(_title(entry, task) + (f"\n{caption}" if caption else ""), fontsize=9)
     fig.tight_layout()
     save_figure(fig, path)
     plt.close(fig)

@@ -105,7 +105,9 @@ def gradcam(
     predictor = run.predictor(checkpoint)  # BatchNorm folded
     # what the maps are computed with: a folder a resume has overtaken is recognised
     # (RunFiles.outputs_of) and moved aside by training; one of another checkpoint replaced is said
-    source = run.computed_from(checkpoint)
+    # and how: an earlier folder of other maps (another method, layer or target) replaced is said
+    # too (helper-93: a --target no_lnm call replaced the LNM maps' figures under the same titles)
+    source = {**run.computed_from(checkpoint), "method": method, "layer": layer, "target": target}
     earlier = replaced_source(out, source)
     # written whole into a new folder that then replaces ``out``: a folder an earlier call wrote
     # keeps none of its files (figures of patients this call does not have, lesion scores this
@@ -137,14 +139,23 @@ def gradcam(
 
 def replaced_source(out: Path, source: dict) -> str | None:
     """What an earlier Grad-CAM folder at ``out`` was computed from (``the 'best' checkpoint of
-    epoch 6``) when that was another checkpoint or state than ``source``; None otherwise."""
+    epoch 6 of RUN (gradcam at auto, target lnm)``) when that was another checkpoint, state,
+    method, layer or target than ``source``; None otherwise. A folder written before its record
+    named the method, layer and target is said with the maps' kind unknown."""
     try:
         earlier = read_json(out / F.CAM_SOURCE)
     except (OSError, ValueError):
         return None
     if all(earlier.get(k) == v for k, v in source.items()):
         return None
-    return f"the '{earlier.get('checkpoint')}' checkpoint of epoch {earlier.get('epoch')} of {earlier.get('run')}"
+    how = (
+        f"{earlier['method']} at {earlier['layer']}, target {earlier['target']}"
+        if all(k in earlier for k in ("method", "layer", "target"))
+        else "method, layer and target not recorded"
+    )
+    return (
+        f"the '{earlier.get('checkpoint')}' checkpoint of epoch {earlier.get('epoch')} of {earlier.get('run')} ({how})"
+    )
 
 
 CAM_INDEX_COLUMNS = [names.PATIENT_ID, "prob_lnm", names.LABEL, "correct", "figure"]
@@ -205,6 +216,8 @@ def _explain(
     layer, note = choose_layer(sizes, layer, config.model.get("lesion_head", ""))
     notes = [note] if note else []
     cam_fn = make_cam_fn(predictor.model, layer=layer, method=method, target=target)
+    # what every figure says of its maps and of its verdict (the threshold it is judged at)
+    caption = f"{method} at {layer}, target {target}; correct at {task.prob} >= {threshold:g}"
     (out / F.CAM_PATIENTS if figures else out).mkdir(parents=True, exist_ok=True)
     entries, flat, arrays, scored, outside, clipped = [], dict.fromkeys(branches, 0), {}, [], [], []
     framing, size = Framing.from_config(config.data), config.data.image_size
@@ -267,7 +280,7 @@ def _explain(
                 )
             entry["file"] = f"{F.CAM_PATIENTS}/{pid}.png" if figures else ""
             if figures:
-                patient_figure(path_inside(out, entry["file"]), entry, branches, task)
+                patient_figure(path_inside(out, entry["file"]), entry, branches, task, caption)
             entries.append(entry)
     correct = [e for e in entries if e["correct"]]
     wrong = [e for e in entries if not e["correct"] and e["label"] >= 0]
@@ -296,13 +309,7 @@ def _explain(
             ),
         ]
     for title, chosen, path in grids if figures else ():
-        grid_figure(
-            out / path,
-            _pick(chosen, grid_size),
-            branches,
-            f"{title} ({method}, {layer}, target {target})",
-            task,
-        )
+        grid_figure(out / path, _pick(chosen, grid_size), branches, f"{title} ({caption})", task)
     with atomic_file(out / F.CAM_ARRAYS) as tmp:
         with open(tmp, "wb") as f:
             np.savez_compressed(f, **arrays)

@@ -495,12 +495,13 @@ def reproduce(config: ConfigDict, workdir: Path | str) -> dict:
             results[table]["rows"][name] = row
 
     # Figures 4-5: backbones per modality; Figure 7: every setting; Figure 6: convergence.
+    delong_ci = f"{config.eval.ci_level:.0%} DeLong CI"
     for m in config.protocol.table2_modalities:
         curves = {}
         for name, row in results["table2"]["rows"].items():
             if row["setting"] == m:
                 y, z, _ = _pooled(preds[name], t2_subset)
-                curves[row["backbone"]] = (y, M.sigmoid(z), row["auc"])
+                curves[row["backbone"]] = (y, M.sigmoid(z), row["auc"], row["auc_ci_delong"])
         if not curves:  # no backbone for this modality: no figure of nothing
             continue
         figures[f"roc_{m}_backbones"] = f"roc_{m}_backbones.png"
@@ -508,14 +509,18 @@ def reproduce(config: ConfigDict, workdir: Path | str) -> dict:
             curves,
             workdir / figures[f"roc_{m}_backbones"],
             title=f"{names.SETTING_LABELS.get(m, m)}: backbones ({t2_subset} set)",
+            ci_name=delong_ci,
         )
     curves = {}
     for name, row in results["table3"]["rows"].items():
         y, z, _ = _pooled(preds[name], "test")
-        curves[names.SETTING_LABELS.get(row["setting"], row["setting"])] = (y, M.sigmoid(z), row["auc"])
+        label = names.SETTING_LABELS.get(row["setting"], row["setting"])
+        curves[label] = (y, M.sigmoid(z), row["auc"], row["auc_ci_delong"])
     figures["roc_settings"] = "roc_settings.png"
     pooled_said = ", pooled out-of-fold" if folds else ""
-    plot_roc(curves, workdir / figures["roc_settings"], title=f"Input settings (test set{pooled_said})")
+    plot_roc(
+        curves, workdir / figures["roc_settings"], title=f"Input settings (test set{pooled_said})", ci_name=delong_ci
+    )
 
     by_setting = {row["setting"]: name for name, row in results["table3"]["rows"].items()}
     comparisons = {}

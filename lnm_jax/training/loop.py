@@ -369,6 +369,9 @@ def train(run: Run) -> dict:
                 np.concatenate([before["labels"], _gathered(labels)]).astype(np.int32),
                 np.concatenate([before["logits"], _gathered(logits)]).astype(np.float32),
             )
+            # the training logits' plain BCE, as the validation loss is (the convergence figure's
+            # train curve), beside the objective trained: + auxiliary/lesion terms, pos_weight
+            tr["bce"] = tr["loss"]
             tr["loss"] = train_loss  # the mean of the steps' losses (augmented, training-mode BatchNorm)
             val = predict(eval_step, state.params, state.batch_stats, data.validation_batches(mesh), mesh)
             _check_validation(val["logit"], epoch, config, saves)
