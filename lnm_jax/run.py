@@ -1311,7 +1311,7 @@ class Run:
         (:meth:`RunFiles.outputs_of`)."""
         meta = self.predictor(checkpoint).meta
         return {
-            "run": str(self.workdir),
+            "run": str(Path(self.workdir).resolve()),  # as typed, it had named another folder read from elsewhere
             "checkpoint": checkpoint,
             "epoch": meta.get("epoch"),
             DIGEST_KEY: meta.get(DIGEST_KEY),
