@@ -137,7 +137,15 @@ def test_reproduce_with_folds_pools_out_of_fold_predictions(tiny_cohort, tmp_pat
     aucs = [f["auc"] for f in row["per_fold"]]
     assert row["folds"]["auc"]["mean"] == pytest.approx(np.mean(aucs))
     assert row["folds"]["auc"]["sd"] == pytest.approx(np.std(aucs, ddof=1))
-    assert "+-" in (work / "report.md").read_text()
+    # and its interval, each fold's scores ranked among its own (the pooled DeLong interval ranks
+    # both folds' as one model's): LeDell et al.'s, as stats.cv_auc_ci computes it
+    from lnm_jax.evaluation.stats import cv_auc_ci
+
+    fold_preds = [json.loads((work / "runs" / "us_lnm" / f"fold{k}" / "predictions.json").read_text()) for k in (0, 1)]
+    want = cv_auc_ci([f["test"]["lnm"] for f in fold_preds], [f["test"]["logit"] for f in fold_preds], 0.95)
+    assert want[0] == pytest.approx(np.mean(aucs)) and row["folds"]["auc"]["ci_cv"] == pytest.approx(want[1:])
+    lo, hi = row["folds"]["auc"]["ci_cv"]
+    assert f"{np.mean(aucs):.3f} ({lo:.3f}-{hi:.3f}) +- " in (work / "report.md").read_text()
     # Table 1 is fold 0's split, said so beside the pooled n (helper-85: unsaid)
     assert res["table1"]["fold"] == 0 and res["table1"]["groups"] == {"train+validation": 20, "test": 20}
     assert (

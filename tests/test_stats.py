@@ -333,3 +333,37 @@ def test_subgroup_rows_split_numbers_at_the_median_and_score_each_level():
     flag1 = rows[("us_lnm", "1")]
     assert flag1["n"] == 4 and flag1["auc"] is not None  # p0-p3: both classes
     assert not any(v in ("site", "scanner", "has_bmode") for v, _ in rows)  # 40 levels; one level
+
+
+def test_cv_auc_ci_is_ledells_influence_curve_interval_on_the_logit_scale():
+    """The mean of the folds' AUCs and SE sqrt(mean_v mean_i IC_i^2 / n), IC_i computed here
+    patient by patient as LeDell et al. (2015) define it (cvAUC's .IC: positives' fraction of
+    the fold's negatives below, negatives' of positives above, minus the fold's AUC, weighted by
+    the inverse class fractions of all patients), the interval on the logit scale. Two folds
+    whose models' scores are offset by 5 rank apart when pooled: the pooled AUC falls, the
+    folds' mean does not."""
+    from scipy.stats import norm
+    from sklearn.metrics import roc_auc_score
+
+    from lnm_jax.evaluation.stats import cv_auc_ci
+
+    r = np.random.default_rng(4)
+    ys = [r.permutation(np.r_[np.ones(n1, int), np.zeros(n0, int)]) for n1, n0 in ((9, 21), (11, 19), (10, 20))]
+    ss = [y * 1.2 + r.standard_normal(len(y)) + 5 * k for k, y in enumerate(ys)]
+    n, p1 = sum(len(y) for y in ys), np.mean(np.concatenate(ys))
+    aucs, squares = [], []
+    for y, s in zip(ys, ss):
+        auc = roc_auc_score(y, s)
+        ic = [
+            ((np.mean(s[y == 0] < s[i]) - auc) / p1) if y[i] else ((np.mean(s[y == 1] > s[i]) - auc) / (1 - p1))
+            for i in range(len(y))
+        ]
+        aucs.append(auc)
+        squares.append(np.mean(np.square(ic)))
+    cv, se = np.mean(aucs), np.sqrt(np.mean(squares) / n)
+    logit, half = np.log(cv / (1 - cv)), norm.ppf(0.975) * se / (cv * (1 - cv))
+    want = (cv, 1 / (1 + np.exp(-(logit - half))), 1 / (1 + np.exp(-(logit + half))))
+    np.testing.assert_allclose(cv_auc_ci(ys, ss), want, rtol=1e-12)
+    assert roc_auc_score(np.concatenate(ys), np.concatenate(ss)) < cv - 0.1
+    with pytest.raises(ValueError, match="fold 1"):
+        cv_auc_ci([ys[0], np.zeros(30, int)], ss[:2])

@@ -39,7 +39,7 @@ from lnm_jax.data.synth.synthetic import bayes_auc, generator_params, temporal_r
 from lnm_jax.evaluation import metrics as M
 from lnm_jax.evaluation.evaluate import small_split_warnings
 from lnm_jax.evaluation.plots import plot_convergence, plot_roc
-from lnm_jax.evaluation.stats import delong_test, format_p, p_text, permutation_p_value
+from lnm_jax.evaluation.stats import cv_auc_ci, delong_test, format_p, p_text, permutation_p_value
 from lnm_jax.evaluation.summary import THRESHOLD_METRICS, summarise_predictions
 from lnm_jax.explain import scores as S
 from lnm_jax.fileio import json_text, read_json, write_json, write_text
@@ -492,6 +492,17 @@ def reproduce(config: ConfigDict, workdir: Path | str) -> dict:
                     for f in preds[name]
                 ]
                 row["folds"] = _fold_summary(row["per_fold"])
+                # the folds' mean AUC's interval, each fold's scores ranked among its own (the
+                # pooled row's DeLong interval ranks K models' scores as one model's)
+                try:
+                    _, lo, hi = cv_auc_ci(
+                        [f[subset][names.LABEL] for f in preds[name]],
+                        [f[subset]["logit"] for f in preds[name]],
+                        config.eval.ci_level,
+                    )
+                    row["folds"]["auc"]["ci_cv"] = [lo, hi]
+                except ValueError:  # a fold's test patients of one class: its AUC is undefined
+                    row["folds"]["auc"]["ci_cv"] = None
             results[table]["rows"][name] = row
 
     # Figures 4-5: backbones per modality; Figure 7: every setting; Figure 6: convergence.
@@ -613,6 +624,19 @@ def zero_filled(config: ConfigDict, cohort, splits, folds: int) -> dict[str, dic
         if lacking:
             out[name] = {"test": sum(i in tested for i in lacking), "cohort": len(lacking)}
     return out
+
+
+def _fold_auc(auc: dict) -> str:
+    """A fold summary's AUC: mean (influence-curve CI, :func:`stats.cv_auc_ci`) +- SD."""
+    ci = auc.get("ci_cv")
+    ci = (
+        f" ({ci[0]:.3f}-{ci[1]:.3f})"
+        if ci
+        else " (no CI: a fold's patients are of one class)"
+        if "ci_cv" in auc
+        else ""
+    )
+    return f"{auc['mean']:.3f}{ci} +- {auc['sd']:.3f}"
 
 
 def table3_lines(results: dict) -> list[str]:
@@ -750,7 +774,7 @@ def report_markdown(results: dict, groups: dict) -> str:
     else:
         lines += [
             "| modality | backbone | AUC | 95% CI (DeLong) | 95% CI (bootstrap) | sensitivity | specificity |"
-            " accuracy |" + (" AUC mean +- SD over folds |" if folds else ""),
+            " accuracy |" + (" AUC mean over folds (95% CI, LeDell) +- SD |" if folds else ""),
             "|---|---|---:|---:|---:|---:|---:|---:|" + ("---:|" if folds else ""),
         ]
     for row in t2["rows"].values():
@@ -761,7 +785,7 @@ def report_markdown(results: dict, groups: dict) -> str:
             + " |"
         )
         if folds:
-            line += f" {row['folds']['auc']['mean']:.3f} +- {row['folds']['auc']['sd']:.3f} |"
+            line += f" {_fold_auc(row['folds']['auc'])} |"
         lines.append(line)
     lines += ["", *(f"![{k}]({v})" for k, v in results["figures"].items() if k.endswith("_backbones")), ""]
     t3 = results["table3"]
@@ -769,7 +793,7 @@ def report_markdown(results: dict, groups: dict) -> str:
         f"## Table 3: input settings (test set{', pooled out-of-fold' if folds else ''}{_n(t3)})",
         "",
         "| setting | AUC | 95% CI (DeLong) | 95% CI (bootstrap) | sensitivity (p) | specificity (p) | accuracy (p) |"
-        + (" AUC mean +- SD over folds |" if folds else ""),
+        + (" AUC mean over folds (95% CI, LeDell) +- SD |" if folds else ""),
         "|---|---:|---:|---:|---:|---:|---:|" + ("---:|" if folds else ""),
     ]
     for row in t3["rows"].values():
@@ -781,7 +805,7 @@ def report_markdown(results: dict, groups: dict) -> str:
             + " |"
         )
         if folds:
-            line += f" {row['folds']['auc']['mean']:.3f} +- {row['folds']['auc']['sd']:.3f} |"
+            line += f" {_fold_auc(row['folds']['auc'])} |"
         lines.append(line)
     lines += [f"\n**Few test patients.** {w}." for w in few_test_patients(results)]
     if any(row["setting"] == names.US_LNM for row in t3["rows"].values()):
