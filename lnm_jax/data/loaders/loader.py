@@ -406,6 +406,14 @@ def manifest_norm_stats(
         ),
         file=sys.stderr,
     )
+    print(  # values carry no record of their split: a run that draws another one would standardise
+        # by its own test patients' pixels, unsaid (--config.data.norm_from=train takes each run's own)
+        f"note: these are the training pixels of the split drawn with seed {seed} (test fraction {test_fraction:g}, "
+        f"validation {val_fraction:g}); a run with another split seed, other fractions or folds would be "
+        "standardised by pixels of its own test patients: there, --config.data.norm_from=train computes each "
+        "run's own from its training split",
+        file=sys.stderr,
+    )
     if out:
         write_text(out, text)
     return stats
