@@ -992,6 +992,11 @@ class Run:
         config = with_resolved_paths(config)
         check_config(config)
         if not resume and files.checkpoints.exists():
+            if trained_checkpoint(files) is None:  # a first start killed in its first epoch (no discard ran)
+                raise RunExistsError(
+                    f"{files.root} holds a run that finished no epoch (killed in its first?): pass --resume to go on "
+                    "with it (from its mid-epoch checkpoint where it saved one, else epoch 1), or use a new --workdir"
+                )
             raise RunExistsError(f"{files.root} already holds a run; pass --resume or use a new --workdir")
         trained = trained_checkpoint(files) if resume else None
         stored = load_config(files.root) if resume and files.config.is_file() else None
@@ -1092,12 +1097,21 @@ class Run:
     def discard_start(self) -> str | None:
         """Removes what this start made in the run folder (its records, history, events, the
         empty checkpoint folders, the folder itself where it made it), so that a first start that
-        saved no checkpoint (it diverged in its first epoch) leaves the folder as it found it: a
-        new start there, with a corrected config, is not taken for a resume of it. Process 0 of
-        a job does it; a resume, or a start that saved a checkpoint, keeps everything. Returns
-        what was removed, as a clause for the error's message, or None where nothing was."""
+        saved no checkpoint (it diverged in its first epoch, ran out of memory decoding its
+        cohort, was stopped by Ctrl-C) leaves the folder as it found it: the same command starts
+        it again, and a new start there, with a corrected config, is not taken for a resume of
+        it. Process 0 of a job does it; a resume, or a start that saved a checkpoint (an epoch's
+        or a mid-epoch one), keeps everything. Returns what was removed, as a clause for the
+        error's message, or None where nothing was."""
         if not self._made or jax.process_index() != 0 or trained_checkpoint(self.files) is not None:
             return None
+        if self.files.checkpoints.is_dir():  # a mid-epoch checkpoint is one to resume from too
+            ckpts = RunCheckpoints(self.files.checkpoints, create=False, kinds=("progress",), log=self.files.train_log)
+            try:
+                if ckpts.latest_epoch("progress") is not None:
+                    return None
+            finally:
+                ckpts.close()
         made, self._made = self._made, []
         return discard_made(self.files.root, made)
 

@@ -2087,3 +2087,38 @@ def test_an_unfinished_run_is_said_so_where_it_is_evaluated(triple_run, monkeypa
     old = {k: v for k, v in meta.items() if k != STALE_KEY}
     monkeypatch.setattr(E, "trained_checkpoint", lambda files: ({**old, "epoch": 3, CONFIG_KEY: record}, where))
     assert E.unfinished_warning(triple_run) is None
+
+
+@pytest.mark.parametrize("stop", [MemoryError, KeyboardInterrupt])
+def test_a_first_start_stopped_before_any_checkpoint_leaves_the_folder_as_it_found_it(
+    tiny_cohort, tmp_path, monkeypatch, capsys, stop
+):
+    """helper-94: a start that ran out of memory decoding its cohort, or was stopped by Ctrl-C
+    before its first checkpoint, left config.json, splits.json and the rest; told "no checkpoint
+    was written (nothing to resume from)", the same command was then refused as a run needing
+    --resume. Now it leaves the folder as it found it (said), and the same command starts; a
+    folder a killed start left (no code ran to clean it) is refused saying it finished no epoch."""
+    from support import tiny_config
+
+    from lnm_jax.run import Run, RunExistsError
+    from lnm_jax.training import loop
+
+    work = tmp_path / "w"
+    work.mkdir()
+    (work / "notes.txt").write_text("mine")  # a user's file: kept, and so the folder
+    config = tiny_config(tiny_cohort, "us_lnm", epochs=1)
+    real = Run.record_intensity_reference
+
+    def fail(self):
+        raise stop()
+
+    monkeypatch.setattr(Run, "record_intensity_reference", fail)
+    with pytest.raises(stop):
+        loop.train(Run.create(config, work))
+    assert sorted(p.name for p in work.iterdir()) == ["notes.txt"]
+    assert f"note: what this start wrote was removed: {work} is as it was before it" in capsys.readouterr().err
+    monkeypatch.setattr(Run, "record_intensity_reference", real)
+    run = Run.create(config, work)  # the same start again: not taken for a run to resume
+    (run.files.checkpoints / "latest").mkdir(parents=True)  # as a start killed in its first epoch leaves it
+    with pytest.raises(RunExistsError, match="holds a run that finished no epoch .* pass --resume to go on"):
+        Run.create(config, work)

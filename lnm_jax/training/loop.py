@@ -4,6 +4,7 @@ writer (JSON lines, TensorBoard, console), best/latest orbax checkpoints, resume
 from __future__ import annotations
 
 import math
+import sys
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -204,7 +205,20 @@ def _resumes_from_a_checkpoint(run: Run) -> bool:
 
 def train(run: Run) -> dict:
     """Trains ``run`` (continuing from its latest checkpoint when it was created with
-    ``resume=True``); returns the best epoch's record."""
+    ``resume=True``); returns the best epoch's record. A first start that stops before any
+    checkpoint, whatever stops it (an error, Ctrl-C), leaves the folder as it found it
+    (:meth:`Run.discard_start`, said on stderr): helper-94 had found a start killed by a
+    MemoryError or Ctrl-C while decoding leave its records, told "nothing to resume from" and
+    then refused the same command as a run that needs ``--resume``."""
+    try:
+        return _train(run)
+    except BaseException:
+        if (removed := run.discard_start()) is not None:  # (a divergence's message says it itself)
+            print(f"note: {removed}", file=sys.stderr)
+        raise
+
+
+def _train(run: Run) -> dict:
     config, files = run.config, run.files
     data = run.data
     # a resume restores every array from its checkpoint, so it needs only the state's shapes:
