@@ -99,3 +99,19 @@ def restart_with_huge_pages() -> None:
         os.execve(sys.executable, sys.orig_argv, env)
     except OSError:  # the interpreter cannot be run again: go on as the process is
         return
+
+
+MEMINFO = Path("/proc/meminfo")
+
+
+def available_bytes() -> int | None:
+    """The memory the kernel estimates a new allocation can have without swapping
+    (``MemAvailable`` of ``/proc/meminfo``, Linux >= 3.14), in bytes; None where it is not
+    known (another system, an older kernel)."""
+    try:
+        for line in MEMINFO.read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024  # kB
+    except (OSError, ValueError, IndexError):
+        return None
+    return None

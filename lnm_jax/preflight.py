@@ -121,6 +121,11 @@ def report(
                     check_trainable(config, len(s.train))
                 except ValueError as e:
                     problems.append(f"split: {e}")
+                try:
+                    if memory := check_host_memory(config, len(cohort.patients)):
+                        lines.append(memory)
+                except ValueError as e:
+                    problems.append(f"memory: {e}")
         except SplitError as e:
             problems.append(f"split: {e}")
         if warning := prevalence_warning(cohort, config):
@@ -195,6 +200,32 @@ def check_pretraining(config: ConfigDict, cohort: Cohort, test_ids) -> list[str]
         f"run's split (data.split.seed={config.data.split.seed}, test_fraction {config.data.split.test_fraction}, "
         "the same manifest first), or start from a backbone that never saw this cohort's test split"
     )
+
+
+def check_host_memory(config: ConfigDict, patients: int, available: int | None = None) -> str | None:
+    """The memory the decoded cohort will hold (``data.cache``: every patient's images, resized,
+    float32; :func:`lnm_jax.data.loaders.loader.held_bytes`) against what the machine has
+    available (``available``, bytes; default ``MemAvailable``): ValueError, before a run writes
+    anything, where even the least it can take (every image grey) is more, naming both and the
+    settings that lower it (helper-94: a cohort too large was decoded for minutes, then killed
+    by a MemoryError, or silently by the kernel); a warning line (returned) where only the most
+    (every image in colour) is; None otherwise or where the available memory is unknown."""
+    from lnm_jax.data.loaders.loader import held_bytes  # noqa: PLC0415
+    from lnm_jax.host_memory import available_bytes  # noqa: PLC0415
+
+    if not config.data.get("cache", True) or (available := available or available_bytes()) is None:
+        return None
+    inputs = names.parse_modalities(config.modalities)
+    low, high = held_bytes(patients, int(config.data.image_size), int(config.data.clip_frames), inputs)
+    said = (
+        f"the decoded cohort held in memory (data.cache=True: {patients} patients' images at "
+        f"{config.data.image_size} px, float32) takes {low / 2**30:.1f}-{high / 2**30:.1f} GiB (grey to colour); "
+        f"{available / 2**30:.1f} GiB of memory are available"
+    )
+    remedy = "--config.data.cache=False decodes each image when it is read instead, or lower data.image_size"
+    if low > available:
+        raise ValueError(f"{said}: {remedy}")
+    return f"warning: {said}, fewer than colour images would take: {remedy}" if high > available else None
 
 
 def check_trainable(config: ConfigDict, train_patients: int) -> None:

@@ -74,6 +74,7 @@ from lnm_jax.fileio import (
 from lnm_jax.models.fusion import build_model, check_config
 from lnm_jax.portable import preprocessing_digest
 from lnm_jax.preflight import (
+    check_host_memory,
     check_inputs_present,
     check_lesion_masks,
     check_pretraining,
@@ -796,6 +797,8 @@ def check_split(config: ConfigDict, cohort: Cohort, split: Split) -> None:
     split, a training split of at least one batch, TensorFlow for ``data.loader='tfds'``."""
     check_lesion_masks(config, cohort, split.train)
     check_trainable(config, len(split.train))
+    if warning := check_host_memory(config, len(cohort.patients)):  # (ValueError where it cannot fit at all)
+        warn_once(warning.removeprefix("warning: "), key=("host memory", cohort.path))
     if config.data.get("loader", "grain") == "tfds":
         _tfds_pipeline()  # TensorFlow importable, or one line saying what to install
 

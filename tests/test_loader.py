@@ -332,3 +332,55 @@ def test_a_run_trains_from_the_tfds_path(tiny_cohort, tmp_path):
     (row,) = read_history(run.files.history)
     assert np.isfinite(row["train_loss"]) and np.isfinite(row["val_auc"])
     assert any((tmp_path / "run" / "tfds").iterdir())  # the records were built
+
+
+def test_a_held_cohort_keeps_grey_and_missing_images_in_less_memory_with_the_same_values(tmp_path):
+    """helper-94: every patient's two images were held as full float32 RGB whatever they held
+    (363 KB a patient at 128 px). A grey image is held as one channel, a missing one as a
+    broadcast zero: the same values (every batch equal to decoding without the cache)."""
+    from lnm_jax.data.loaders.loader import DecodedCohort
+
+    manifest = generate_cohort(tmp_path / "m", SynthParams(patients=12, size=32, p_missing_ceus=0.5, seed=3))
+    cohort = read_manifest(manifest)
+    held, fresh = (DecodedCohort(cohort.patients, 16, cache=c) for c in (True, False))
+    for i in range(len(cohort.patients)):
+        a, b = held[i], fresh[i]
+        for k in ("bmode", "ceus"):
+            np.testing.assert_array_equal(a[k], b[k])
+            assert a[k].shape == b[k].shape and a[k].dtype == b[k].dtype == np.float32
+        if not b["has_ceus"]:
+            assert a["ceus"].base is not None and a["ceus"].strides == (0, 0, 0)  # nothing held
+        if np.array_equal(b["bmode"][..., 0], b["bmode"][..., 2]):
+            assert a["bmode"].strides[-1] == 0  # one channel held
+    assert any(not held[i]["has_ceus"] for i in range(len(cohort.patients)))
+    # batches from the held cohort equal the uncached ones, augmentation and all
+    s = settings(augment=AUG, image_size=16)
+    for x, y in zip(
+        _train(GrainSource(cohort, s), cohort.ids),
+        _train(GrainSource(cohort, settings(augment=AUG, image_size=16, cache=False)), cohort.ids),
+    ):
+        for k in ("bmode", "ceus"):
+            np.testing.assert_array_equal(x[k], y[k])
+
+
+def test_a_cohort_too_large_to_hold_is_refused_before_training_and_said_where_it_may_not_fit():
+    """helper-94: nothing estimated the memory a held cohort takes; a large one was decoded for
+    minutes, then a MemoryError (or the kernel's kill, unsaid)."""
+    from lnm_jax.data.loaders.loader import held_bytes
+    from lnm_jax.preflight import check_host_memory
+
+    c = base_config("triple")
+    c.data.image_size = 224
+    low, high = held_bytes(3000, 224, 1, ("bmode", "ceus"))
+    assert (low, high) == (3000 * 2 * 224 * 224 * 4, 3000 * 2 * 224 * 224 * 4 * 3)
+    with pytest.raises(
+        ValueError, match=r"takes 1\.1-3\.4 GiB .* 0\.5 GiB of memory are available: --config\.data\.cache=False"
+    ):
+        check_host_memory(c, 3000, available=2**29)
+    assert "warning: the decoded cohort held in memory" in check_host_memory(c, 3000, available=2 * 2**30)
+    assert check_host_memory(c, 3000, available=8 * 2**30) is None
+    c.data.cache = False
+    assert check_host_memory(c, 3000, available=2**29) is None
+    b = base_config("bmode")  # an input the model does not take holds nothing
+    b.data.image_size = 224
+    assert "takes 0.6-1.7 GiB" in check_host_memory(b, 3000, available=2**30)
