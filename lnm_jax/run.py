@@ -1311,11 +1311,20 @@ class Run:
     def record_intensity_reference(self) -> dict:
         """Decodes the training split once (the loader's cache keeps it for the first epoch)
         and writes its intensity summary; returns it."""
+        from tqdm import tqdm  # noqa: PLC0415
+
         from lnm_jax.evaluation import intensity  # noqa: PLC0415
 
-        ref = intensity.reference(
-            intensity.features_of(self.data.eval_batches("train"), self.data.norm, names.IMAGE_INPUTS)
+        n = len(self.split.train)
+        batches = tqdm(  # (on a terminal: the first decode of a large split had been silent for a minute)
+            self.data.eval_batches("train"),
+            total=-(-n // int(self.config.train.eval_batch_size)),
+            desc=f"decoding the training split ({n} patients)",
+            unit="batch",
+            leave=False,
+            disable=None,
         )
+        ref = intensity.reference(intensity.features_of(batches, self.data.norm, names.IMAGE_INPUTS))
         if jax.process_index() == 0:
             write_json(self.files.intensity_reference, sealed({RUN_KEY: self.run_id, REFERENCE_KEY: ref}))
         return ref
