@@ -228,6 +228,28 @@ def check_host_memory(config: ConfigDict, patients: int, available: int | None =
     return f"warning: {said}, fewer than colour images would take: {remedy}" if high > available else None
 
 
+def check_disk_space(folder, state_bytes: int, free: int | None = None) -> None:
+    """ValueError, before a run writes anything, where the disk holding ``folder`` (or its
+    nearest existing parent) has less free space (``free``, bytes; default what the system
+    says) than three train states of ``state_bytes`` take: the 'best' and 'latest'
+    checkpoints, and one being written beside them before it replaces its predecessor
+    (helper-94: nothing said the need before a full disk stopped a run after its first epoch)."""
+    import shutil  # noqa: PLC0415
+    from pathlib import Path  # noqa: PLC0415
+
+    where = Path(folder).resolve()
+    while not where.exists() and where != where.parent:
+        where = where.parent
+    free = shutil.disk_usage(where).free if free is None else free
+    need = 3 * state_bytes
+    if free < need:
+        raise ValueError(
+            f"{where} has {free / 2**20:.0f} MiB free; the run's checkpoints need about {need / 2**20:.0f} MiB (its "
+            f"state, {state_bytes / 2**20:.0f} MiB of parameters, BatchNorm statistics and optimizer moments, as "
+            "'best' and 'latest' and one being written): free space there or use another --workdir"
+        )
+
+
 def check_trainable(config: ConfigDict, train_patients: int) -> None:
     """What training would trip on in its split, checked before a run writes anything: a train
     split of fewer patients than one batch (ValueError naming both), and batches that the

@@ -74,6 +74,7 @@ from lnm_jax.fileio import (
 from lnm_jax.models.fusion import build_model, check_config
 from lnm_jax.portable import preprocessing_digest
 from lnm_jax.preflight import (
+    check_disk_space,
     check_host_memory,
     check_inputs_present,
     check_lesion_masks,
@@ -1059,6 +1060,8 @@ class Run:
             for note in check_pretraining(config, cohort, split.test):
                 print(note, file=sys.stderr)
             run.pretrained_backbones()  # read and fitted to the model's branches before any write
+        state = run.abstract_state()  # shapes only: the space its checkpoints take, before anything is written
+        check_disk_space(files.root, sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(state)))
         outputs = (files.checkpoints, files.history, files.tensorboard, files.intensity_reference, files.train_log)
         made = [p for p in (files.root, *outputs) if not p.exists()]  # before this start writes anything
         files.root.mkdir(parents=True, exist_ok=True)

@@ -2122,3 +2122,26 @@ def test_a_first_start_stopped_before_any_checkpoint_leaves_the_folder_as_it_fou
     (run.files.checkpoints / "latest").mkdir(parents=True)  # as a start killed in its first epoch leaves it
     with pytest.raises(RunExistsError, match="holds a run that finished no epoch .* pass --resume to go on"):
         Run.create(config, work)
+
+
+def test_a_disk_too_small_for_the_checkpoints_is_refused_before_anything_is_written(tiny_cohort, tmp_path, monkeypatch):
+    """helper-94: nothing said what a run's checkpoints need before a full disk stopped it after
+    an epoch. Three states (best, latest, one being written) against the free space, first."""
+    import shutil
+    from collections import namedtuple
+
+    from support import tiny_config
+
+    from lnm_jax.preflight import check_disk_space
+    from lnm_jax.run import Run
+
+    with pytest.raises(
+        ValueError, match=r"has 1 MiB free; the run's checkpoints need about 30 MiB \(its state, 10 MiB"
+    ):
+        check_disk_space(tmp_path / "a" / "b", 10 * 2**20, free=2**20)
+    check_disk_space(tmp_path / "a" / "b", 10 * 2**20, free=31 * 2**20)
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: usage(2**30, 2**30 - 2**16, 2**16))
+    with pytest.raises(ValueError, match="the run's checkpoints need about"):
+        Run.create(tiny_config(tiny_cohort, "triple", epochs=1), tmp_path / "w")
+    assert not (tmp_path / "w").exists()
