@@ -50,7 +50,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from lnm_jax import names
-from lnm_jax.fileio import SEED_RANGE, guard_output, is_seed
+from lnm_jax.fileio import SEED_RANGE, STOP_ASKED, guard_output, is_seed
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -1569,21 +1569,37 @@ class Terminated(KeyboardInterrupt):
 
 
 def _raise_terminated(signum, frame):
+    STOP_ASKED.set()
     raise Terminated()
+
+
+def _raise_interrupted(signum, frame):
+    STOP_ASKED.set()
+    raise KeyboardInterrupt
 
 
 @contextlib.contextmanager
 def _sigterm_as_interrupt():
     """SIGTERM raises :class:`Terminated` in the main thread while a command runs, where no
-    handler of the caller's is installed (the previous one is put back after)."""
-    if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGTERM) != signal.SIG_DFL:
+    handler of the caller's is installed (the previous one is put back after); SIGINT, where
+    Python's own handler is installed, raises KeyboardInterrupt as it does. Both record the
+    stop (:data:`lnm_jax.fileio.STOP_ASKED`), which the training loops check at every step: an
+    interrupt raised where the interpreter swallows it is not lost."""
+    if threading.current_thread() is not threading.main_thread():
         yield
         return
-    signal.signal(signal.SIGTERM, _raise_terminated)
+    STOP_ASKED.clear()
+    installed = {}
+    if signal.getsignal(signal.SIGTERM) == signal.SIG_DFL:
+        installed[signal.SIGTERM] = signal.signal(signal.SIGTERM, _raise_terminated)
+    if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+        installed[signal.SIGINT] = signal.signal(signal.SIGINT, _raise_interrupted)
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        for sig, before in installed.items():
+            signal.signal(sig, before)
+        STOP_ASKED.clear()  # (a command's stop is its own: not the next command's in this process)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -657,6 +657,22 @@ def off_main_thread(fn: Callable[..., _T], *args, **kwargs) -> _T:
     return out["value"]
 
 
+# A stop the command line's signal handlers were asked for (Ctrl-C, SIGTERM), recorded as well as
+# raised: a KeyboardInterrupt raised where the interpreter swallows it (a finalizer or a callback
+# running on the main thread when the signal lands: "Exception ignored in ...") was lost, and a
+# training ran on to its end (helper-94, once in seven Ctrl-Cs near the first step's compile).
+# The training and pretraining loops check it at every step (raise_if_stop_asked).
+STOP_ASKED = threading.Event()
+
+
+def raise_if_stop_asked() -> None:
+    """Raises the stop the command line's handlers recorded (:data:`STOP_ASKED`) where its
+    KeyboardInterrupt did not arrive; nothing otherwise (a program that installs none of them,
+    calling the package from Python, never has one recorded)."""
+    if STOP_ASKED.is_set():
+        raise KeyboardInterrupt("a stop asked for earlier (its first interrupt was lost)")
+
+
 @contextlib.contextmanager
 def interrupts_deferred(note: str | None) -> Iterator[list[int]]:
     """Within the block, Ctrl-C (SIGINT) and a SIGTERM whose handler is Python's raise nothing:

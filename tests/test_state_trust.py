@@ -2145,3 +2145,46 @@ def test_a_disk_too_small_for_the_checkpoints_is_refused_before_anything_is_writ
     with pytest.raises(ValueError, match="the run's checkpoints need about"):
         Run.create(tiny_config(tiny_cohort, "triple", epochs=1), tmp_path / "w")
     assert not (tmp_path / "w").exists()
+
+
+def test_a_ctrl_c_whose_interrupt_was_swallowed_still_stops_training(tiny_cohort, tmp_path, monkeypatch, capsys):
+    """helper-94: one Ctrl-C in seven, sent near the first step's compile, was lost and training
+    ran to its end (exit 0): a KeyboardInterrupt raised where the interpreter swallows it (a
+    finalizer or callback on the main thread) is gone. The command line's handlers also record
+    the stop, and the loop checks it at every step: here the handler's record is made and its
+    exception lost, as then; the command stops (130) at the next step with the last checkpoint."""
+    import signal
+
+    from support import tiny_config
+
+    from lnm_jax import fileio
+    from lnm_jax.training import loop
+
+    real = loop.make_train_step
+    steps = []
+
+    def counting(*a, **k):
+        step = real(*a, **k)
+
+        def wrapped(state, batch):
+            steps.append(1)
+            if len(steps) == 3:  # the handler ran (its record made), its KeyboardInterrupt swallowed
+                assert signal.getsignal(signal.SIGINT) is not signal.default_int_handler  # the CLI's own
+                fileio.STOP_ASKED.set()
+            return step(state, batch)
+
+        return wrapped
+
+    monkeypatch.setattr(loop, "make_train_step", counting)
+    work = tmp_path / "w"
+    c = tiny_config(tiny_cohort, "us_lnm", epochs=3)
+    argv = ["train", "--workdir", str(work), "--config.modalities=us_lnm", f"--config.data.manifest={tiny_cohort}"]
+    argv += [
+        f"--config.{k}={c[g][f]}"
+        for k in ("data.image_size", "train.epochs", "train.batch_size")
+        for g, f in [k.split(".")]
+    ]
+    assert main(argv) == 130
+    assert len(steps) == 3 and not fileio.STOP_ASKED.is_set()  # (cleared once the command ends)
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    assert "interrupted" in capsys.readouterr().err

@@ -47,7 +47,7 @@ from lnm_jax.config import ConfigError, check_fields, write_config
 from lnm_jax.data.cohorts import unlabeled
 from lnm_jax.data.cohorts.manifest import MISSING_COLUMN, ManifestError, read_manifest
 from lnm_jax.data.pixels.sources import Framing
-from lnm_jax.fileio import discard_made, read_json, refuse_export_folder, write_json, write_text
+from lnm_jax.fileio import discard_made, raise_if_stop_asked, read_json, refuse_export_folder, write_json, write_text
 from lnm_jax.metric_writer import history_text, read_history
 from lnm_jax.models.contrastive import BACKBONE, ContrastiveEncoder, nt_xent
 from lnm_jax.pretraining import views
@@ -444,6 +444,7 @@ def _train_group(config, encoder, data, group, workdir, history, mesh, resume, p
                 disable=not progress,
             )
             for idx_a, idx_b in bar:
+                raise_if_stop_asked()  # a Ctrl-C whose KeyboardInterrupt was lost (fileio.STOP_ASKED)
                 state, m = step(state, images, modality, jnp.asarray(idx_a), jnp.asarray(idx_b))
                 losses.append(m["loss"])
                 accs.append(m["acc"])

@@ -17,7 +17,7 @@ from tqdm import tqdm
 from lnm_jax import names
 from lnm_jax.config import frozen_backbone_epochs
 from lnm_jax.evaluation.summary import summarise_predictions
-from lnm_jax.fileio import error_line
+from lnm_jax.fileio import error_line, raise_if_stop_asked
 from lnm_jax.metric_writer import MetricWriter, check_resumed_history, read_history
 from lnm_jax.preflight import check_trainable
 from lnm_jax.run import check_best
@@ -354,6 +354,7 @@ def _train(run: Run) -> dict:
                 disable=not writer.primary,
             )
             for i, ((loader_state, batch), inputs) in enumerate(bar, done):
+                raise_if_stop_asked()  # a Ctrl-C whose KeyboardInterrupt was lost (fileio.STOP_ASKED)
                 state, m = train_step(state, inputs)
                 labels.append(batch[names.LABEL])  # numpy (host loader) or a device array (on_device)
                 logits.append(m["logits"])
