@@ -56,14 +56,15 @@ def base_config(setting: str = "triple") -> ConfigDict:
     # samples T frames over a clip's enhancement phase (stills are repeated T times).
     c.data.clip_frames = 1
     # 'grain' (default; no TensorFlow: PIL decode, numpy augmentation in grain's threads) or
-    # 'tfds' (TFDS records + tf.data; needs the [tf] extra). Both give the same batches.
+    # 'tfds' (TFDS records + tf.data; needs the [tf] extra) for training batches: each patient's
+    # pixels the same, their grouping and augmentation draws not; evaluation reads through grain.
     c.data.loader = "grain"
     c.data.num_threads = 2  # grain: threads decoding and augmenting batches ahead of the step
     c.data.prefetch = 4  # grain: batches prepared ahead
     # Keep decoded, resized images in host memory after their first epoch.
     c.data.cache = True
-    # Where the TFDS records of the cohort are built; empty = WORKDIR/tfds. Runs that share a
-    # manifest (lnm-jax reproduce) share one folder and build it once.
+    # Where the TFDS records of the cohort are built; empty = WORKDIR/tfds. Runs that share it
+    # (lnm-jax reproduce) build each content once (a folder per manifest, pictures and decoder).
     c.data.tfds_dir = ""
     c.data.shuffle_buffer = 4096  # tfds only (grain shuffles the whole split)
     # Hold the decoded training split on the accelerator(s) and augment there, in JAX

@@ -698,8 +698,13 @@ def load_config(workdir: Path | str) -> ConfigDict:
 
 
 class RunData:
-    """A cohort's splits as batches, through the loader the config names (``data.loader``):
-    grain (the default, no TensorFlow) or TFDS + tf.data."""
+    """A cohort's splits as batches: training batches through the loader the config names
+    (``data.loader``: grain, the default, no TensorFlow; or TFDS + tf.data, built the first time
+    training asks for a batch), evaluation batches (validation, test, ``evaluate``, ``predict``,
+    Grad-CAM) through grain whatever the loader (the same pixels: the TFDS path's agree with
+    grain's to float32 rounding), so that a run trained through TFDS is evaluated, scored and
+    explained without TensorFlow and in one patient order (helper-95: ``evaluate``, ``predict``
+    and ``gradcam`` of such a run had asked for TensorFlow, which their users need not have)."""
 
     def __init__(
         self, config: ConfigDict, cohort: Cohort, split: Split | None, tfds_dir: Path, *, require_labels: bool = True
@@ -714,13 +719,22 @@ class RunData:
         settings = BatchSettings.from_config(config)
         processes = {"process_index": jax.process_index(), "process_count": jax.process_count()}
         kind = config.data.get("loader", "grain")
-        if kind == "grain":
-            self.source = GrainSource(cohort, settings, **processes)
-        elif kind == "tfds":
-            pipeline = _tfds_pipeline()
-            self.source = pipeline.TfdsSource(cohort, settings, tfds_dir, require_labels=require_labels, **processes)
-        else:
+        if kind not in ("grain", "tfds"):
             raise ValueError(f"data.loader must be 'grain' or 'tfds', got {kind!r}")
+        self.source = GrainSource(cohort, settings, **processes)  # evaluation's, and grain training's
+        self._training = None
+
+        def training_source():
+            if self._training is None:
+                self._training = self.source
+                if kind == "tfds":
+                    pipeline = _tfds_pipeline()
+                    self._training = pipeline.TfdsSource(
+                        cohort, settings, tfds_dir, require_labels=require_labels, **processes
+                    )
+            return self._training
+
+        self._training_source = training_source
 
     def ids(self, subset: str) -> tuple[str, ...]:
         return tuple(self.cohort.ids) if subset == "all" else self.split.subset(subset)
@@ -728,7 +742,7 @@ class RunData:
     def train_batches(self, epoch: int, state: dict | None = None):
         """``(loader state after the batch, batch)`` pairs of one training epoch (this process's rows of
         each global batch), resumed after the batch whose state ``state`` is."""
-        return self.source.train_batches(self.ids("train"), epoch, state)
+        return self._training_source().train_batches(self.ids("train"), epoch, state)
 
     def eval_batches(self, subset: str):
         return self.source.eval_batches(self.ids(subset))
@@ -750,7 +764,7 @@ class RunData:
     def train_arrays(self) -> dict:
         """The decoded training split as numpy arrays ([0, 1] images, not yet augmented or
         normalised), for a device-resident cohort (``data.on_device``)."""
-        return self.source.arrays(self.ids("train"))
+        return self._training_source().arrays(self.ids("train"))
 
     def device_epochs(self, mesh=None):
         """``epoch_batches(epoch, loader_state)``: one training epoch as ``((loader state,
@@ -1063,6 +1077,7 @@ class Run:
         state = run.abstract_state()  # shapes only: the space its checkpoints take, before anything is written
         check_disk_space(files.root, sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(state)))
         outputs = (files.checkpoints, files.history, files.tensorboard, files.intensity_reference, files.train_log)
+        outputs += (files.tfds,)  # (the TFDS records a data.loader='tfds' start builds there: helper-95)
         made = [p for p in (files.root, *outputs) if not p.exists()]  # before this start writes anything
         files.root.mkdir(parents=True, exist_ok=True)
         records = (files.splits, files.config, files.run_info, files.image_geometry)

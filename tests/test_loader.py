@@ -384,3 +384,65 @@ def test_a_cohort_too_large_to_hold_is_refused_before_training_and_said_where_it
     b = base_config("bmode")  # an input the model does not take holds nothing
     b.data.image_size = 224
     assert "takes 0.6-1.7 GiB" in check_host_memory(b, 3000, available=2**30)
+
+
+@pytest.mark.tf
+def test_tfds_records_follow_the_pictures_and_a_tfds_run_needs_no_tensorflow_to_evaluate(
+    tiny_cohort, tmp_path, monkeypatch, capsys
+):
+    """helper-95: (1) the TFDS folder was keyed by the manifest's text alone: an image edited in
+    place fed its old pixels from a shared data.tfds_dir in silence; (2) a run trained through
+    TFDS could be evaluated, scored and explained only with TensorFlow; (3) a fixed contrast
+    (min = max) crashed TensorFlow's random contrast; (4) damaged records were a raw
+    DataLossError. Now the key holds every picture's pixels, evaluation reads through grain,
+    a fixed factor is applied as such and damaged records are one line naming the folder."""
+    import shutil
+
+    import tensorflow as tf
+    from PIL import Image
+    from support import tiny_config
+
+    import lnm_jax.run as run_module
+    from lnm_jax.cli import main
+    from lnm_jax.data.loaders.pipeline import TfdsSource, _augment_image
+    from lnm_jax.data.loaders.tfds_builder import records_key
+    from lnm_jax.run import Run
+    from lnm_jax.training.loop import train
+
+    cohort_dir = tmp_path / "cohort"
+    shutil.copytree(tiny_cohort.parent, cohort_dir)
+    manifest = cohort_dir / tiny_cohort.name
+    config = tiny_config(manifest, "bmode,us_lnm", epochs=1)
+    config.data.loader, config.data.tfds_dir = "tfds", str(tmp_path / "shared")
+    run = Run.create(config, tmp_path / "run")
+    train(run)
+    key = records_key(run.cohort, 1, "auto", False)
+    assert (tmp_path / "shared" / key).is_dir()
+    # (1) one picture edited in place, the manifest's text unchanged: another folder
+    first = read_manifest(manifest).patients[0]
+    original = first.bmode.read_bytes()
+    with Image.open(first.bmode) as im:
+        inverted = Image.eval(im.convert("L"), lambda v: 255 - v)
+    inverted.save(first.bmode)
+    assert records_key(read_manifest(manifest), 1, "auto", False) != key
+    first.bmode.write_bytes(original)
+    assert records_key(read_manifest(manifest), 1, "auto", False) == key
+
+    # (2) evaluated and scored without TensorFlow's input path
+    def no_tensorflow():
+        raise ImportError("data.loader='tfds' needs TensorFlow (No module named 'tensorflow')")
+
+    monkeypatch.setattr(run_module, "_tfds_pipeline", no_tensorflow)
+    assert main(["evaluate", "--workdir", str(tmp_path / "run")]) == 0, capsys.readouterr().err
+    monkeypatch.undo()
+    # (3) a fixed contrast factor
+    aug = {"translate": 0.1, "scale_min": 0.9, "scale_max": 1.1, "flip": True, "contrast_min": 1.0}
+    aug |= {"contrast_max": 1.0, "brightness": 0.0, "clip": False}
+    img = np.random.default_rng(0).random((8, 8, 3)).astype(np.float32)
+    assert np.isfinite(_augment_image(tf.constant(img), tf.constant([1, 2], tf.int64), aug).numpy()).all()
+    # (4) damaged records: one line naming the folder
+    (record,) = (tmp_path / "shared" / key).rglob("*.tfrecord*")
+    record.write_bytes(record.read_bytes()[: record.stat().st_size // 2])
+    source = TfdsSource(run.cohort, run.data.source.settings, tmp_path / "shared")
+    with pytest.raises(ValueError, match=f"the TFDS records in {tmp_path / 'shared' / key} cannot be read .* delete"):
+        list(source.train_batches(run.split.train, 1))

@@ -16,7 +16,9 @@ the uninterrupted run would have seen, and tests are deterministic.  Batches are
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
 
 import numpy as np
 import tensorflow as tf
@@ -116,7 +118,10 @@ def _augment_image(img: tf.Tensor, seed: tf.Tensor, aug: Mapping) -> tf.Tensor:
         fill_mode="REFLECT",
     )
     img = img if clip else img[0]
-    img = tf.image.stateless_random_contrast(img, aug["contrast_min"], aug["contrast_max"], seeds[3])
+    if aug["contrast_min"] == aug["contrast_max"]:  # a fixed factor, as the other paths take it (TF's
+        img = tf.image.adjust_contrast(img, aug["contrast_min"])  # random contrast refuses an empty range)
+    else:
+        img = tf.image.stateless_random_contrast(img, aug["contrast_min"], aug["contrast_max"], seeds[3])
     img = tf.image.stateless_random_brightness(img, aug["brightness"], seeds[4])
     # (lnm_jax.data.loaders.augment: why not clipped unless data.augment.clip says so)
     return tf.clip_by_value(img, 0.0, 1.0) if aug.get("clip", False) else img
@@ -226,14 +231,21 @@ class TfdsSource:
             raise ValueError("data.field_of_view_mm (physical scale) needs the default data.loader='grain'")
         self.settings = settings
         self.process_index, self.process_count = process_index, process_count
-        self._all = load_cohort(
-            cohort,
-            records_dir,
-            require_labels=require_labels,
-            clip_frames=settings.clip_frames,
-            ceus_region=settings.framing.ceus_region,
-            accept_secondary_capture=settings.framing.accept_secondary_capture,
+        from lnm_jax.data.loaders.tfds_builder import records_key  # noqa: PLC0415
+
+        framing = settings.framing
+        self.folder = Path(records_dir) / records_key(
+            cohort, settings.clip_frames, framing.ceus_region, framing.accept_secondary_capture
         )
+        with self._named():
+            self._all = load_cohort(
+                cohort,
+                records_dir,
+                require_labels=require_labels,
+                clip_frames=settings.clip_frames,
+                ceus_region=framing.ceus_region,
+                accept_secondary_capture=framing.accept_secondary_capture,
+            )
         self._decoded: dict[tuple[str, ...], tf.data.Dataset] = {}
 
     def decoded(self, ids: Sequence[str]) -> tf.data.Dataset:
@@ -261,8 +273,23 @@ class TfdsSource:
         start = int(state["next_index"]) if state else 0
         per = s.batch_size // self.process_count
         rows = slice(self.process_index * per, (self.process_index + 1) * per)
-        for k, batch in enumerate(as_numpy(ds.skip(start), s.batch_size), start + 1):
-            yield {"next_index": k}, {key: v[rows] for key, v in batch.items()}
+        with self._named():
+            for k, batch in enumerate(as_numpy(ds.skip(start), s.batch_size), start + 1):
+                yield {"next_index": k}, {key: v[rows] for key, v in batch.items()}
+
+    @contextlib.contextmanager
+    def _named(self):
+        """A TFDS folder that cannot be read (a truncated record file, files missing: TensorFlow's
+        DataLossError and kin) as one line naming the folder and the
+        remedy (helper-95: "unexpected DataLossError: {{function_node ...}} truncated record")."""
+        try:
+            yield
+        except tf.errors.OpError as e:  # (its records were decoded when built: a read failing now is damage)
+            first = (str(getattr(e, "message", e)).strip().splitlines() or [type(e).__name__])[0]
+            raise ValueError(
+                f"the TFDS records in {self.folder} cannot be read ({first}): they are damaged; delete that folder "
+                "and run again (it is built anew)"
+            ) from e
 
     def eval_batches(self, ids: Sequence[str]) -> Iterator[dict]:
         s = self.settings

@@ -15,6 +15,7 @@ sampled over its enhancement phase (:mod:`lnm_jax.data.pixels.clips`). The sampl
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import numpy as np
@@ -176,14 +177,16 @@ def load_cohort(
     ceus_region: str = "auto",
     accept_secondary_capture: bool = False,
 ) -> tf.data.Dataset:
-    """Builds (once per manifest content and clip length) and loads the cohort as a
-    tf.data.Dataset.
+    """Builds (once per cohort content and reading) and loads the cohort as a tf.data.Dataset.
 
-    The TFDS data folder is keyed by the manifest's SHA-256, so an edited manifest gets a
-    fresh build instead of stale records.
-    """
-    region = "" if ceus_region == "auto" else f"_{ceus_region}"
-    data_dir = Path(data_dir) / f"{cohort.sha256[:16]}_t{clip_frames}{region}"
+    The TFDS data folder is keyed by :func:`records_key`: what its records hold (the manifest,
+    every picture's decoded pixels, the clip length and framing, the decoding code), so that an
+    image edited in place, another cohort under the same manifest text or a changed decoder gets
+    a fresh build, never another's records (helper-95: the key had been the manifest's text
+    alone, and a shared ``data.tfds_dir`` fed an edited image's old pixels in silence). Two
+    processes building one folder at once: the later one reads what the first built. A damaged
+    folder is named with the remedy (delete it) in one line."""
+    data_dir = Path(data_dir) / records_key(cohort, clip_frames, ceus_region, accept_secondary_capture)
     tfds.disable_progress_bar()
     builder = LnmCohort(
         data_dir=str(data_dir),
@@ -193,6 +196,39 @@ def load_cohort(
         ceus_region=ceus_region,
         accept_secondary_capture=accept_secondary_capture,
     )
-    builder.download_and_prepare(download_config=tfds.download.DownloadConfig(manual_dir=str(cohort.path.parent)))
+    download = tfds.download.DownloadConfig(manual_dir=str(cohort.path.parent))
+    try:
+        builder.download_and_prepare(download_config=download)
+    except Exception:  # noqa: BLE001  (TFDS's rename onto a folder another process finished meanwhile)
+        if not (data_dir / builder.name / str(builder.VERSION) / "dataset_info.json").is_file():
+            raise
+        builder = LnmCohort(
+            data_dir=str(data_dir),
+            manifest_name=cohort.path.name,
+            require_labels=require_labels,
+            clip_frames=clip_frames,
+            ceus_region=ceus_region,
+            accept_secondary_capture=accept_secondary_capture,
+        )
+        builder.download_and_prepare(download_config=download)  # (built: only read)
     read_config = tfds.ReadConfig(shuffle_seed=0, interleave_cycle_length=1)
     return builder.as_dataset(split=ALL_SPLIT, shuffle_files=False, read_config=read_config)
+
+
+def records_key(cohort: Cohort, clip_frames: int, ceus_region: str, accept_secondary_capture: bool) -> str:
+    """The name of the TFDS folder of ``cohort`` read so: the first 16 hex digits of the SHA-256
+    of the manifest's bytes, each patient's pictures (:attr:`Patient.pictures`: the decoded
+    pixels' digests where the manifest was read with its images checked, as every run reads it),
+    the clip length, the framing, the builder's version and the decoding code
+    (:func:`lnm_jax.portable.preprocessing_digest`), then ``_t<clip_frames>``."""
+    from lnm_jax.portable import preprocessing_digest  # noqa: PLC0415
+
+    h = hashlib.sha256()
+    for part in (
+        cohort.sha256,
+        repr([(p.patient_id, sorted(p.pictures.items())) for p in cohort.patients]),
+        repr((clip_frames, ceus_region, accept_secondary_capture, str(LnmCohort.VERSION))),
+        preprocessing_digest(),
+    ):
+        h.update(part.encode() + b"\0")
+    return f"{h.hexdigest()[:16]}_t{clip_frames}"
