@@ -968,7 +968,13 @@ def cmd_pretrain(argv: list[str]) -> int:
         )
         flags.DEFINE_integer("fold", None, "with protocol.folds=K: leave out fold N's test patients", flag_values=fv)
         flags.DEFINE_bool("include-test", False, "also pretrain on the downstream test split (leakage)", flag_values=fv)
-        flags.DEFINE_bool("resume", False, "continue from the last finished epoch's checkpoint", flag_values=fv)
+        flags.DEFINE_bool(
+            "resume",
+            False,
+            "continue from the last checkpoint (every pretrain.checkpoint_every_epochs epochs); give the same "
+            "overrides again",
+            flag_values=fv,
+        )
 
     config, fv = parse_config_command("pretrain", argv, small_cohort_config, extra)
     from lnm_jax.pretraining.pretrain import (

@@ -74,6 +74,10 @@ def test_the_test_split_is_kept_out_even_when_the_cohort_is_passed_twice(tiny_co
         Path(tiny_cohort).parent.resolve(),
         (tmp_path / "copy").resolve(),
     }
+    # the copy's other images are the first's: each kept once (helper-96: every image twice, each
+    # copy a negative of its twin in the loss)
+    once, repeated = unlabeled.first_of_each(kept)
+    assert len(once) == len(repeated) == len(kept) // 2 and {r.source for r in once} == {0}
 
 
 def test_pretraining_leaves_out_any_frame_of_a_test_patients_recording():
@@ -267,6 +271,67 @@ def test_a_backbone_without_images_is_refused_before_anything_is_written(tiny_co
     with pytest.raises(ValueError, match="no images for the 'ceus' backbone.*shared_backbone=True"):
         P.pretrain(c, [bmode_only], work, progress=False)
     assert not work.exists()
+    # a model that takes no CEUS pretrains no CEUS backbone (helper-96: refused as above), and a
+    # shared one sees only the model's image inputs (it had read CEUS images for a B-mode model)
+    c.modalities = "bmode,us_lnm"
+    assert P.groups(c) == {"bmode": ("bmode",)}
+    P.check_batches(c, [read_manifest(bmode_only)])
+    c.pretrain.shared_backbone = True
+    assert P.groups(c) == {P.SHARED: ("bmode",)}
+    c.modalities = "us_lnm"
+    with pytest.raises(ValueError, match="takes no image: there is no backbone to pretrain"):
+        P.groups(c)
+
+
+def test_a_resume_refuses_manifests_whose_content_changed(tiny_cohort, tmp_path, monkeypatch):
+    """helper-96: a pretraining killed, its manifest edited in place (ten patients deleted:
+    the split moved nine patients trained on into the test set), resumed in silence. The
+    manifests' content (rows and every picture's pixels) is recorded and a resume compares it."""
+    import csv
+
+    rows = list(csv.DictReader(tiny_cohort.open()))
+    manifest = tmp_path / "m.csv"
+
+    def write(kept):
+        with manifest.open("w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=list(rows[0]))
+            w.writeheader()
+            for r in kept:
+                w.writerow(
+                    {
+                        **r,
+                        **{
+                            k: tiny_cohort.parent / r[k]
+                            for k in ("bmode", "ceus", "bmode_mask", "ceus_mask")
+                            if r.get(k)
+                        },
+                    }
+                )
+
+    write(rows)
+    c = tiny_pretrain_config(manifest, shared_backbone=True)
+    real = P.make_step
+
+    def dying(*a, **k):
+        step = real(*a, **k)
+        calls = {"n": 0}
+
+        def wrapped(*args):
+            calls["n"] += 1
+            if calls["n"] > 2:  # after the first epoch's checkpoint
+                raise KeyboardInterrupt
+            return step(*args)
+
+        return wrapped
+
+    monkeypatch.setattr(P, "make_step", dying)
+    with pytest.raises(KeyboardInterrupt):
+        P.pretrain(c, [manifest], tmp_path / "w", progress=False)
+    monkeypatch.setattr(P, "make_step", real)
+    assert "content_sha256" in json.loads((tmp_path / "w" / P.INPUTS_RECORD).read_text())
+    write(rows[:-4])
+    with pytest.raises(ValueError, match="the manifests' content changed since it started"):
+        P.pretrain(c, [manifest], tmp_path / "w", resume=True, progress=False)
 
 
 def test_an_impossible_or_diverging_pretraining_leaves_no_folder_behind(tiny_cohort, tmp_path):

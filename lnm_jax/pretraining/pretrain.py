@@ -28,6 +28,7 @@ randomly initialised backbone (:mod:`lnm_jax.pretraining.probe`).
 
 from __future__ import annotations
 
+import hashlib
 import math
 import shutil
 import time
@@ -76,11 +77,23 @@ class PretrainState:
     opt_state: optax.OptState
 
 
+def image_inputs(config: ConfigDict) -> tuple[str, ...]:
+    """The image inputs the model takes (``config.modalities``): the only ones pretrained on
+    (helper-96: a B-mode model's pretraining had read CEUS images too, and a B-mode-only cohort
+    was refused for lacking CEUS). ValueError where the model takes none."""
+    taken = tuple(m for m in names.parse_modalities(config.modalities) if m in names.IMAGE_INPUTS)
+    if not taken:
+        raise ValueError(f"modalities={config.modalities!r} takes no image: there is no backbone to pretrain")
+    return taken
+
+
 def groups(config: ConfigDict) -> dict[str, tuple[str, ...]]:
-    """The backbones to pretrain and the inputs whose images each one sees."""
+    """The backbones to pretrain and the inputs whose images each one sees (the model's image
+    inputs only: :func:`image_inputs`)."""
+    taken = image_inputs(config)
     if config.pretrain.shared_backbone:
-        return {SHARED: names.IMAGE_INPUTS}
-    return {m: (m,) for m in names.IMAGE_INPUTS}
+        return {SHARED: taken}
+    return {m: (m,) for m in taken}
 
 
 def check_batches(config: ConfigDict, cohorts: Sequence, exclude: Sequence[str] = ()) -> None:
@@ -92,7 +105,8 @@ def check_batches(config: ConfigDict, cohorts: Sequence, exclude: Sequence[str] 
     pc = config.pretrain
     if problems := sharding.indivisible_batches({"pretrain.batch_size": pc.batch_size}):
         raise ConfigError(problems)
-    kept, _ = unlabeled.split_out(unlabeled.image_refs(cohorts), exclude)
+    kept, _ = unlabeled.split_out(unlabeled.image_refs(cohorts, image_inputs(config)), exclude)
+    kept, _ = unlabeled.first_of_each(kept)  # (counted as pretraining takes them: each picture once)
     for group, inputs in groups(config).items():
         n = sum(r.modality in inputs for r in kept)
         if n < pc.batch_size:
@@ -231,6 +245,17 @@ def inputs_record(manifests: Sequence[Path | str], fold: int | None, include_tes
     return {"manifests": [str(Path(m).resolve()) for m in manifests], "fold": fold, "include_test": include_test}
 
 
+def inputs_content(cohorts: Sequence) -> str:
+    """SHA-256 of what the manifests hold: each one's bytes and every patient's pictures (the
+    decoded pixels' digests, :attr:`Patient.pictures`). A resume refuses another (helper-96: a
+    manifest edited in place between a kill and ``--resume`` moved patients trained on into the
+    new split's test set, and an image edited was trained on in silence)."""
+    h = hashlib.sha256()
+    for c in cohorts:
+        h.update(c.sha256.encode() + repr([(p.patient_id, sorted(p.pictures.items())) for p in c.patients]).encode())
+    return h.hexdigest()
+
+
 def inputs_changes(workdir: Path, record: dict) -> list[str]:
     """``field: stored -> new`` for every input of ``record`` that differs from those recorded
     in ``workdir`` (all of them when nothing is recorded)."""
@@ -310,6 +335,15 @@ def pretrain(
     elif not include_test:
         raise ValueError(unlabeled_first)
     exclude = () if include_test or split is None else split.test
+    record["content_sha256"] = inputs_content([first, *extra])
+    if resume and (workdir / INPUTS_RECORD).is_file():
+        recorded = read_json(workdir / INPUTS_RECORD).get("content_sha256")
+        if recorded is not None and recorded != record["content_sha256"]:
+            raise ValueError(
+                f"cannot resume {workdir}: the manifests' content changed since it started (a row, a label or an image "
+                "edited): its split and the images it has trained on may no longer be these; pretrain into a new "
+                "--workdir"
+            )
     check_batches(config, [first, *extra], exclude)
     if config.data.norm_from == "train" and stored is None:
         if split is None:
@@ -320,7 +354,12 @@ def pretrain(
         # the very statistics a run fine-tuned on this split computes (Run.create): one standardisation
         config = with_training_norm(config, first, split)
     data = unlabeled.collect(
-        [first, *extra], image_size=config.data.image_size, exclude=exclude, framing=framing, progress=progress
+        [first, *extra],
+        image_size=config.data.image_size,
+        exclude=exclude,
+        modalities=image_inputs(config),
+        framing=framing,
+        progress=progress,
     )
     mesh = sharding.data_mesh() if jax.device_count() > 1 else None
     if mesh is not None:
@@ -365,6 +404,7 @@ def _pretrain_groups(config, data, first, split, exclude, record, workdir, mesh,
         "images": len(data),
         "excluded_test_patients": sorted(exclude),
         "excluded_images": len(data.excluded),
+        "repeated_images_left_out": len(data.repeated),  # (another manifest's copies of kept images)
         "groups": {},
     }
     history = workdir / HISTORY

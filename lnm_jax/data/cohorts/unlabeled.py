@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from lnm_jax.data.cohorts.manifest import Cohort, pictures_among
+from lnm_jax.data.cohorts.manifest import Cohort, pictures_among, recording
 from lnm_jax.data.pixels.sources import DEFAULT_FRAMING, Framing, decode_input
 from lnm_jax.names import IMAGE_INPUTS
 
@@ -39,13 +39,15 @@ class ImageRef:
 class UnlabeledImages:
     """Decoded images ([N, S, S, 3] uint8, the [0, 1] image x 255), their input (index into
     ``IMAGE_INPUTS``) and patient (an integer per (manifest, patient)); ``refs`` in the same
-    order; ``excluded``: the images left out as the downstream test split's."""
+    order; ``excluded``: the images left out as the downstream test split's; ``repeated``: the
+    images left out as another kept one's file or recording (:func:`first_of_each`)."""
 
     images: np.ndarray
     modality: np.ndarray
     patient: np.ndarray
     refs: tuple[ImageRef, ...]
     excluded: tuple[ImageRef, ...]
+    repeated: tuple[ImageRef, ...] = ()
 
     def __len__(self) -> int:
         return len(self.refs)
@@ -74,6 +76,23 @@ def split_out(refs: Sequence[ImageRef], exclude: Iterable[str]) -> tuple[list[Im
     return [r for r, o in zip(refs, out) if not o], [r for r, o in zip(refs, out) if o]
 
 
+def first_of_each(refs: Sequence[ImageRef]) -> tuple[list[ImageRef], list[ImageRef]]:
+    """(kept, repeated): each picture once, its first reference kept and every later one that
+    is the same file or the same recording (:func:`~lnm_jax.data.cohorts.manifest.recording`)
+    left out: a cohort's images listed again in another manifest (helper-96: a copied manifest
+    pretrained every image twice, each copy a negative of its own twin in the loss)."""
+    paths, seen, kept, repeated = set(), set(), [], []
+    for r in refs:
+        keys = {recording(k) for k in r.pictures}
+        if r.path in paths or keys & seen:
+            repeated.append(r)
+            continue
+        paths.add(r.path)
+        seen |= keys
+        kept.append(r)
+    return kept, repeated
+
+
 def collect(
     cohorts: Sequence[Cohort],
     *,
@@ -89,6 +108,7 @@ def collect(
     physical scale, CEUS peak frame of a clip), at ``image_size``."""
     modalities = tuple(modalities)
     kept, excluded = split_out(image_refs(cohorts, modalities), exclude)
+    kept, repeated = first_of_each(kept)
     if not kept:
         raise ValueError("no images left to pretrain on (every image is excluded or the manifests hold none)")
     patients = [c.by_id() for c in cohorts]
@@ -115,6 +135,7 @@ def collect(
         patient=patient,
         refs=tuple(kept),
         excluded=tuple(excluded),
+        repeated=tuple(repeated),
     )
 
 
