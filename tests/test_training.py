@@ -904,7 +904,7 @@ def test_norm_stats_command_output_overrides_the_config(tiny_cohort, capsys):
     captured = capsys.readouterr()
     stats = json.loads(captured.out)
     assert 0.0 < stats["bmode"]["mean"][0] < 1.0 and stats["ceus"]["std"][2] > 0.0
-    overrides = captured.err.split("use with: ")[1].split()
+    overrides = captured.err.split("use with: ")[1].splitlines()[0].split()  # (a note follows on its own line)
     config, _ = parse_config_command(
         "train", ["--workdir", "unused"] + [o.replace("'", "") for o in overrides], base_config
     )

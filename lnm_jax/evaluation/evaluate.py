@@ -98,7 +98,9 @@ def evaluate(run: Run, *, checkpoint: str = "best", subsets=("val", "test"), out
         result["splits"][s] = summary
         # (n in the legend; the validation curve's checkpoint and threshold were chosen on it)
         shown = f"{s}, checkpoint chosen on it" if s == "val" else s
-        curves[shown] = (p[names.LABEL], probs, summary["auc"], summary["auc_ci_bootstrap"])
+        # the interval the console line gives: bootstrap, or DeLong where eval.bootstrap=0
+        interval = summary.get("auc_ci_bootstrap", summary["auc_ci_delong"])
+        curves[shown] = (p[names.LABEL], probs, summary["auc"], interval)
         reliability[s] = (p[names.LABEL], probs)
         reliability[f"{s}, T={temperature:.2f}"] = (p[names.LABEL], cal)
         for pid, y, pr, pc in zip(p[names.PATIENT_ID], p[names.LABEL], probs, cal):
@@ -145,7 +147,8 @@ def evaluate(run: Run, *, checkpoint: str = "best", subsets=("val", "test"), out
         write_json(fresh / F.METRICS, sealed(result))  # an edited metric is refused where it is read (the card)
         write_csv(fresh / F.PREDICTIONS_CSV, rows, list(rows[0]))
         title = f"{config.name} ({checkpoint} checkpoint, epoch {meta['epoch']})"
-        plot_roc(curves, fresh / F.ROC, title=title, ci_name=f"{ec.ci_level:.0%} bootstrap CI")
+        method = "bootstrap" if ec.bootstrap else "DeLong"
+        plot_roc(curves, fresh / F.ROC, title=title, ci_name=f"{ec.ci_level:.0%} {method} CI")
         plot_reliability(reliability, fresh / F.RELIABILITY, title=title, label=Task.from_config(config).label)
         curves_uncalibrated = {k: v for k, v in reliability.items() if "T=" not in k}
         plot_decision_curve(curves_uncalibrated, fresh / F.DECISION_CURVE, title=title)

@@ -151,9 +151,15 @@ def _pretrained_backbone(config: ConfigDict, manifest: Path, folder: Path, fold:
     from lnm_jax.pretraining import pretrain as P  # noqa: PLC0415
 
     manifests = _pretraining_sources(config, manifest)
+    # a backbone for every image input the protocol's runs take (pretraining reads the config's
+    # modalities alone, and the base config's need not name them all)
+    pc = config.protocol
+    used = {m for spec in (*pc.settings, *pc.table2_modalities) for m in names.parse_modalities(spec)}
+    config = copy.deepcopy(config)
+    config.modalities = ",".join([m for m in names.IMAGE_INPUTS if m in used] or names.IMAGE_INPUTS)
     if (folder / P.REPORT).is_file():  # finished: reused only if made from these images and settings
         changes = P.inputs_changes(folder, P.inputs_record(manifests, fold, include_test=False))
-        _check_reusable(folder, config, "pretraining", changes, ignore=("protocol.", "train.", "eval."))
+        _check_reusable(folder, config, "pretraining", changes, ignore=("protocol.", "train.", "eval.", "modalities"))
         report = read_json(folder / P.REPORT)
     else:
         resume = folder.exists()  # an interrupted pretraining continues
