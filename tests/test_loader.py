@@ -398,9 +398,10 @@ def test_tfds_records_follow_the_pictures_and_a_tfds_run_needs_no_tensorflow_to_
     a fixed factor is applied as such and damaged records are one line naming the folder."""
     import shutil
 
-    import tensorflow as tf
     from PIL import Image
     from support import tiny_config
+
+    tf = pytest.importorskip("tensorflow", reason="TensorFlow not installed (pip install -e '.[tf]')")
 
     import lnm_jax.run as run_module
     from lnm_jax.cli import main
