@@ -167,7 +167,8 @@ def check_pretraining(config: ConfigDict, cohort: Cohort, test_ids) -> list[str]
 
     init, size = config.model.init_from, int(config.data.image_size)
     images = [m for m in names.parse_modalities(config.modalities) if m in names.IMAGE_INPUTS]
-    metas = [backbone_meta(f) for f in dict.fromkeys(branch_backbone_dirs(init, tuple(images)).values())]
+    folders = branch_backbone_dirs(init, tuple(images))
+    metas = [backbone_meta(f) for f in dict.fromkeys(folders.values())]
     pretrained = [m for m in metas if str(m.get("source", "")).startswith("lnm-jax pretrain")]
     notes = [
         f"note: {init} was pretrained at {m['image_size']} px, this run trains at {size} px: its filters meet "
@@ -175,6 +176,16 @@ def check_pretraining(config: ConfigDict, cohort: Cohort, test_ids) -> list[str]
         for m in pretrained[:1]
         if m.get("image_size") not in (None, size)
     ]
+    # a branch started from a backbone pretrained on other images than its own (a shared
+    # backbone of a CEUS-only pretraining for the B-mode branch: helper-97)
+    for branch, folder in folders.items():
+        meta = backbone_meta(folder)
+        seen_inputs = meta.get("inputs") if str(meta.get("source", "")).startswith("lnm-jax pretrain") else None
+        if seen_inputs and branch not in seen_inputs:
+            notes.append(
+                f"note: the {branch} branch starts from {folder}, pretrained on {', '.join(seen_inputs)} images only: "
+                f"none of its pretraining was on {branch}"
+            )
     if pretrained and any(names.PRETRAINED_PICTURES not in m for m in pretrained):
         return [
             *notes,
@@ -213,7 +224,9 @@ def check_host_memory(config: ConfigDict, patients: int, available: int | None =
     from lnm_jax.data.loaders.loader import held_bytes  # noqa: PLC0415
     from lnm_jax.host_memory import available_bytes  # noqa: PLC0415
 
-    if not config.data.get("cache", True) or (available := available or available_bytes()) is None:
+    if available is None:
+        available = available_bytes()
+    if not config.data.get("cache", True) or available is None:
         return None
     inputs = names.parse_modalities(config.modalities)
     low, high = held_bytes(patients, int(config.data.image_size), int(config.data.clip_frames), inputs)
@@ -228,12 +241,14 @@ def check_host_memory(config: ConfigDict, patients: int, available: int | None =
     return f"warning: {said}, fewer than colour images would take: {remedy}" if high > available else None
 
 
-def check_disk_space(folder, state_bytes: int, free: int | None = None) -> None:
+def check_disk_space(folder, state_bytes: int, free: int | None = None, states: int = 3) -> None:
     """ValueError, before a run writes anything, where the disk holding ``folder`` (or its
     nearest existing parent) has less free space (``free``, bytes; default what the system
-    says) than three train states of ``state_bytes`` take: the 'best' and 'latest'
-    checkpoints, and one being written beside them before it replaces its predecessor
-    (helper-94: nothing said the need before a full disk stopped a run after its first epoch)."""
+    says) than ``states`` train states of ``state_bytes`` take: a first start's 'best' and
+    'latest' checkpoints and one being written beside them before it replaces its predecessor
+    (3; a resume, whose checkpoints are on the disk already, needs the one in flight; a
+    mid-epoch checkpoint one more) (helper-94: nothing said the need before a full disk stopped
+    a run after its first epoch)."""
     import shutil  # noqa: PLC0415
     from pathlib import Path  # noqa: PLC0415
 
@@ -241,12 +256,12 @@ def check_disk_space(folder, state_bytes: int, free: int | None = None) -> None:
     while not where.exists() and where != where.parent:
         where = where.parent
     free = shutil.disk_usage(where).free if free is None else free
-    need = 3 * state_bytes
+    need = states * state_bytes
     if free < need:
         raise ValueError(
-            f"{where} has {free / 2**20:.0f} MiB free; the run's checkpoints need about {need / 2**20:.0f} MiB (its "
-            f"state, {state_bytes / 2**20:.0f} MiB of parameters, BatchNorm statistics and optimizer moments, as "
-            "'best' and 'latest' and one being written): free space there or use another --workdir"
+            f"{where} has {free / 2**20:.0f} MiB free; the run's checkpoints need about {need / 2**20:.0f} MiB "
+            f"({states} of its state, {state_bytes / 2**20:.0f} MiB of parameters, BatchNorm statistics and optimizer "
+            "moments: the checkpoints it keeps and one being written): free space there or use another --workdir"
         )
 
 

@@ -187,10 +187,11 @@ def _flat_config(config: ConfigDict) -> dict:
     return dict(flat(json.loads(config.to_json())))
 
 
-def check_resumable(stored: ConfigDict, config: ConfigDict) -> None:
+def check_resumable(stored: ConfigDict, config: ConfigDict, unread: tuple[str, ...] = ()) -> None:
     """Raises :class:`ConfigMismatchError` naming every field that differs, except those a
-    resumed run may change."""
-    if changed := config_changes(stored, config, RESUMABLE_FIELDS):
+    resumed run may change and the ``unread`` ones (prefixes of fields the resuming process
+    never reads: a pretraining's ``data.augment.``)."""
+    if changed := config_changes(stored, config, (*RESUMABLE_FIELDS, *unread)):
         raise ConfigMismatchError("cannot resume with a different experiment; changed: " + ", ".join(changed))
 
 
@@ -1075,7 +1076,9 @@ class Run:
                 print(note, file=sys.stderr)
             run.pretrained_backbones()  # read and fitted to the model's branches before any write
         state = run.abstract_state()  # shapes only: the space its checkpoints take, before anything is written
-        check_disk_space(files.root, sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(state)))
+        kept = 1 if resume and trained is not None else 3  # (a resume's checkpoints hold their space already)
+        states = kept + (1 if config.train.get("checkpoint_every_steps", 0) else 0)
+        check_disk_space(files.root, sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(state)), states=states)
         outputs = (files.checkpoints, files.history, files.tensorboard, files.intensity_reference, files.train_log)
         outputs += (files.tfds,)  # (the TFDS records a data.loader='tfds' start builds there: helper-95)
         made = [p for p in (files.root, *outputs) if not p.exists()]  # before this start writes anything
@@ -1275,6 +1278,12 @@ class Run:
         """Drops restored states (training wrote new checkpoints)."""
         self._states.clear()
         self._predictors.clear()
+
+    def release_data(self) -> None:
+        """Drops the decoded cohort this run holds (:attr:`data`, read again when next asked for):
+        a caller keeping finished runs alive, as ``reproduce`` keeps each setting's for its
+        figures, holds one cohort, not one per run (helper-97: the memory check counts one)."""
+        self.__dict__.pop("data", None)
 
     def temperature(self, checkpoint: str = "best", strict: bool = False) -> float | None:
         """The calibration temperature ``evaluate`` fitted on validation for ``checkpoint``, or

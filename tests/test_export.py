@@ -285,9 +285,9 @@ def test_a_single_input_model_predicts_a_manifest_of_that_input_alone(tiny_cohor
     assert {p.code for p in e.value.problems} == {MISSING_COLUMN}
     # other inputs' columns given, their cells unreadable: not read, so not refused, and said
     more = tmp_path / "with_others.csv"
-    more.write_text(
-        "patient_id,bmode,ceus,ceus_mask,us_lnm\n"
-        + "".join(f"n{k},{r['bmode']},gone.png,gone_mask.png,maybe\n" for k, r in enumerate(rows))
+    more.write_text(  # (CEUS_Crop: an unread column in another spelling, not kept as metadata)
+        "patient_id,bmode,ceus,ceus_mask,us_lnm,CEUS_Crop\n"
+        + "".join(f"n{k},{r['bmode']},gone.png,gone_mask.png,maybe,1\n" for k, r in enumerate(rows))
     )
     capsys.readouterr()
     by_run = {
@@ -300,7 +300,8 @@ def test_a_single_input_model_predicts_a_manifest_of_that_input_alone(tiny_cohor
     }
     assert others == by_run and len(by_run) == 4
     said = capsys.readouterr().err
-    assert f"note: {more}: column(s) ceus, ceus_mask, us_lnm not read (the inputs read: bmode)" in said, said
+    assert f"note: {more}: column(s) ceus, ceus_mask, us_lnm, CEUS_Crop not read (the inputs read: bmode)" in said, said
+    assert read_manifest(more, require_labels=False, inputs=("bmode",), warn=False).metadata_columns == ()
     export_run(run, tmp_path / "x", formats=("stablehlo",))
     exported = serving.predict_manifest(serving.load(tmp_path / "x"), more, tmp_path / "c.csv")
     got = {r["patient_id"]: float(r["prob_lnm"]) for r in csv.DictReader(exported.open())}

@@ -74,7 +74,18 @@ def test_the_decision_curve_draws_treat_all_per_prevalence_and_every_curve_insid
         treat_all = lines[f"treat all ({name}, prevalence {prevalence:.2f})"]
         np.testing.assert_allclose(treat_all.get_ydata(), prevalence - (1 - prevalence) * t / (1 - t))
     lowest = min(np.min(lines[n].get_ydata()) for n in ("val", "test"))
-    assert lowest < -0.05 and ax.get_ylim()[0] <= lowest
+    # below -0.05 (the old floor): the axis goes as far below 0 as its top is above (0.65), and
+    # says where a curve goes further
+    assert lowest < -0.65 and ax.get_ylim()[0] == pytest.approx(-0.65)
+    assert any(f"curves reach {lowest:.2f}, below this axis" in t.get_text() for t in ax.texts)
+    # one overconfident negative: the curve reaches about -1.6 at 0.99; the axis stops as far
+    # below 0 as its top is above, and says the curve goes on (helper-97: the band was squashed)
+    y = np.r_[np.ones(30), np.zeros(30)]
+    p = np.r_[np.full(30, 0.8), np.full(29, 0.2), 0.999]
+    plots.plot_decision_curve({"test": (y, p)}, tmp_path / "dc2.png")
+    ax = drawn[1].axes[0]
+    assert ax.get_ylim()[0] == pytest.approx(-0.55) and np.min(_lines(ax)["test"].get_ydata()) < -1
+    assert any("below this axis" in t.get_text() for t in ax.texts)
 
 
 def test_roc_legends_give_the_auc_its_interval_and_n(drawn, tmp_path):
@@ -92,6 +103,9 @@ def test_roc_legends_give_the_auc_its_interval_and_n(drawn, tmp_path):
     np.testing.assert_array_equal(line.get_xdata(), fpr)
     np.testing.assert_array_equal(line.get_ydata(), tpr)
     assert "val (AUC 0.800; n=50)" in lines
+    # a split of one class: its interval is NaN, and not shown as "nan-nan"
+    plots.plot_roc({"test": (y, score, 0.8, (float("nan"), float("nan")))}, tmp_path / "r2.png")
+    assert "test (AUC 0.800; n=70)" in _lines(drawn[1].axes[0])
 
 
 def test_a_runs_history_holds_the_training_bce_the_figure_draws(triple_run, drawn, tmp_path):

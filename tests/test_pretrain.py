@@ -329,9 +329,16 @@ def test_a_resume_refuses_manifests_whose_content_changed(tiny_cohort, tmp_path,
         P.pretrain(c, [manifest], tmp_path / "w", progress=False)
     monkeypatch.setattr(P, "make_step", real)
     assert "content_sha256" in json.loads((tmp_path / "w" / P.INPUTS_RECORD).read_text())
+    # as a pretraining stored before data.augment.clip (a fine-tune's field, read as True): not
+    # compared (helper-97: the resume had been refused over it)
+    stored = json.loads((tmp_path / "w" / P.CONFIG).read_text())
+    del stored["data"]["augment"]["clip"]
+    (tmp_path / "w" / P.CONFIG).write_text(json.dumps(stored))
     write(rows[:-4])
     with pytest.raises(ValueError, match="the manifests' content changed since it started"):
         P.pretrain(c, [manifest], tmp_path / "w", resume=True, progress=False)
+    write(rows)
+    P.pretrain(c, [manifest], tmp_path / "w", resume=True, progress=False)
 
 
 def test_an_impossible_or_diverging_pretraining_leaves_no_folder_behind(tiny_cohort, tmp_path):
@@ -363,6 +370,22 @@ def test_an_impossible_or_diverging_pretraining_leaves_no_folder_behind(tiny_coh
     (work / "mine").mkdir(parents=True)  # a folder of the user's keeps its own files
     with pytest.raises(TrainingDivergedError, match="what this start wrote was removed"):
         P.pretrain(c, [tiny_cohort], work, progress=False)
+    assert sorted(p.name for p in work.iterdir()) == ["mine"]
+    # Ctrl-C before its first checkpoint too, as train's (helper-97: it had left the folder)
+    real = P.make_step
+
+    def interrupted(*a, **k):
+        def step(*args):
+            raise KeyboardInterrupt
+
+        return step
+
+    P.make_step = interrupted
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            P.pretrain(tiny_pretrain_config(tiny_cohort, epochs=1), [tiny_cohort], work, progress=False)
+    finally:
+        P.make_step = real
     assert sorted(p.name for p in work.iterdir()) == ["mine"]
 
 
@@ -422,3 +445,22 @@ def test_the_probe_keeps_a_patients_twin_images_in_one_fold():
         assert probe(twins, labels, seed=seed, groups=owners)["linear_auc"] < 0.75
     alone = rng.standard_normal((40, 16)), np.arange(40) % 2
     assert probe(*alone, groups=[f"q{i}" for i in range(40)]) == probe(*alone)  # one row each: the plain folds
+
+
+def test_a_branch_started_from_a_backbone_pretrained_on_other_images_is_said(tiny_cohort, tmp_path):
+    """helper-97: a shared backbone pretrained with modalities=ceus started the B-mode branch of
+    a triple run in silence (its backbone.json records the inputs it saw)."""
+    from lnm_jax import names
+    from lnm_jax.preflight import check_pretraining
+    from lnm_jax.weights.io import META
+
+    folder = tmp_path / "backbone"
+    folder.mkdir()
+    meta = {"arch": BACKBONE, "variant": "torchvision", "source": "lnm-jax pretrain (simclr, positives=image)"}
+    meta |= {"inputs": ["ceus"], "image_size": 32, names.PRETRAINED_PICTURES: []}
+    (folder / META).write_text(json.dumps(meta))
+    c = tiny_pretrain_config(tiny_cohort)
+    c.modalities, c.model.init_from = "triple", str(folder)
+    notes = check_pretraining(c, read_manifest(tiny_cohort), [])
+    assert any(n.startswith("note: the bmode branch starts from") and "on ceus images only" in n for n in notes), notes
+    assert not any("the ceus branch" in n for n in notes)

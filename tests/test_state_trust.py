@@ -2142,10 +2142,11 @@ def test_a_disk_too_small_for_the_checkpoints_is_refused_before_anything_is_writ
     from lnm_jax.run import Run
 
     with pytest.raises(
-        ValueError, match=r"has 1 MiB free; the run's checkpoints need about 30 MiB \(its state, 10 MiB"
+        ValueError, match=r"has 1 MiB free; the run's checkpoints need about 30 MiB \(3 of its state, 10 MiB"
     ):
         check_disk_space(tmp_path / "a" / "b", 10 * 2**20, free=2**20)
     check_disk_space(tmp_path / "a" / "b", 10 * 2**20, free=31 * 2**20)
+    check_disk_space(tmp_path / "a" / "b", 10 * 2**20, free=11 * 2**20, states=1)  # a resume's one in flight
     usage = namedtuple("usage", "total used free")
     monkeypatch.setattr(shutil, "disk_usage", lambda path: usage(2**30, 2**30 - 2**16, 2**16))
     with pytest.raises(ValueError, match="the run's checkpoints need about"):
@@ -2194,3 +2195,12 @@ def test_a_ctrl_c_whose_interrupt_was_swallowed_still_stops_training(tiny_cohort
     assert len(steps) == 3 and not fileio.STOP_ASKED.is_set()  # (cleared once the command ends)
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
     assert "interrupted" in capsys.readouterr().err
+
+
+def test_a_run_kept_alive_lets_go_of_its_decoded_cohort(triple_run):
+    """helper-97: reproduce keeps every setting's finished run for its figures, each holding its
+    own decoded cohort, where the memory check counts one. ``release_data`` drops it; asked for
+    again, it is read anew."""
+    held = triple_run.data
+    triple_run.release_data()
+    assert "data" not in triple_run.__dict__ and triple_run.data is not held

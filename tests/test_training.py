@@ -129,18 +129,24 @@ def test_short_run_learns_the_planted_signal(learnable_cohort, tmp_path):
         "epoch": meta["epoch"],
         "state_sha256": meta["state_sha256"],
         "method": "gradcam",  # and how (helper-93: a --target no_lnm call had replaced the figures unsaid)
-        "layer": "auto",
+        "layer": cams["layer"],  # the layer 'auto' chose (helper-97)
         "target": "lnm",
+        "threshold": 0.5,
     }
     # the same folder from another checkpoint: replaced, and said (it had been in silence)
     again = gradcam(run, split="test", out=tmp_path / "cams", checkpoint="latest", figures=False)
     said = f"replaced cams/, the maps of the 'best' checkpoint of epoch {meta['epoch']} of {run.workdir}"
-    said += " (gradcam at auto, target lnm)"
+    said += f" (gradcam at {cams['layer']}, target lnm, threshold 0.5)"
     assert said in again["notes"], again["notes"]
     same = gradcam(run, split="test", out=tmp_path / "cams", checkpoint="latest", figures=False)
     assert not any(n.startswith("replaced") for n in same["notes"]), same["notes"]
+    same_layer = gradcam(
+        run, split="test", out=tmp_path / "cams", checkpoint="latest", figures=False, layer=cams["layer"]
+    )
+    assert not any(n.startswith("replaced") for n in same_layer["notes"]), same_layer["notes"]  # what 'auto' chose
     other = gradcam(run, split="test", out=tmp_path / "cams", checkpoint="latest", figures=False, target="no_lnm")
-    assert any(n.startswith("replaced cams/") and "(gradcam at auto, target lnm)" in n for n in other["notes"])
+    want = f"(gradcam at {cams['layer']}, target lnm, threshold 0.5)"
+    assert any(n.startswith("replaced cams/") and want in n for n in other["notes"]), other["notes"]
     assert {r["patient_id"] for r in index} == {r["patient_id"] for r in rows if r["split"] == "test"}
 
 

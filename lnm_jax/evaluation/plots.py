@@ -22,7 +22,8 @@ def plot_roc(curves: Mapping[str, tuple], path: Path, title: str = "ROC", ci_nam
     fig, ax = plt.subplots(figsize=(5, 5), dpi=120)
     for name, (labels, scores, auc, *ci) in curves.items():
         fpr, tpr, _ = roc_curve(labels, scores)
-        interval = f", {ci_name} {ci[0][0]:.3f}-{ci[0][1]:.3f}" if ci and ci[0] is not None else ""
+        shown = ci and ci[0] is not None and bool(np.all(np.isfinite(ci[0])))  # (a one-class split's is NaN)
+        interval = f", {ci_name} {ci[0][0]:.3f}-{ci[0][1]:.3f}" if shown else ""
         ax.plot(fpr, tpr, lw=2, label=f"{name} (AUC {auc:.3f}{interval}; n={len(labels)})")
     ax.plot([0, 1], [0, 1], "k--", lw=1, alpha=0.5)
     ax.set(xlabel="1 - specificity", ylabel="sensitivity", title=title, xlim=(0, 1), ylim=(0, 1.01))
@@ -124,13 +125,13 @@ def plot_decision_curve(
             break
     ax.axhline(0.0, color="k", lw=1, label="treat none")
     top = max((p for p, _ in prevalences.values()), default=0.5)
-    ax.set(
-        xlabel="threshold probability",
-        ylabel="net benefit",
-        title=title,
-        # every model curve inside (a validation curve at -0.09 had left a -0.05 floor unsaid)
-        ylim=(min(-0.05, 1.1 * lowest), max(0.05, top + 0.05)),
-    )
+    # every model curve inside (a validation curve at -0.09 had left a -0.05 floor unsaid), down
+    # to as far below 0 as the top is above it: one overconfident patient at a threshold of 0.99
+    # can reach -1.6 and squash the informative band (helper-97); a curve cut there is said
+    floor = max(min(-0.05, 1.1 * lowest), -(top + 0.05))
+    ax.set(xlabel="threshold probability", ylabel="net benefit", title=title, ylim=(floor, max(0.05, top + 0.05)))
+    if lowest < floor:
+        ax.text(0.99, floor, f"curves reach {lowest:.2f}, below this axis ", ha="right", va="bottom", fontsize=7)
     ax.legend(fontsize=8)
     fig.tight_layout()
     save_figure(fig, path)

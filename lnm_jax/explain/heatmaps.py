@@ -107,14 +107,16 @@ def gradcam(
     # (RunFiles.outputs_of) and moved aside by training; one of another checkpoint replaced is said
     # and how: an earlier folder of other maps (another method, layer or target) replaced is said
     # too (helper-93: a --target no_lnm call replaced the LNM maps' figures under the same titles)
-    source = {**run.computed_from(checkpoint), "method": method, "layer": layer, "target": target}
-    earlier = replaced_source(out, source)
+    source = run.computed_from(checkpoint)
+    try:  # what an earlier call wrote here, read before this one replaces it
+        before = read_json(out / F.CAM_SOURCE)
+    except (OSError, ValueError):
+        before = None
     # written whole into a new folder that then replaces ``out``: a folder an earlier call wrote
     # keeps none of its files (figures of patients this call does not have, lesion scores this
     # cohort has no masks for), and an interrupted call leaves the earlier folder as it was
     with tempfile.TemporaryDirectory(prefix="lnm_gradcam_") as records, atomic_directory(out, replace=True) as fresh:
         data = run.data if manifest is None else run.data_for(cohort, Path(records))
-        write_json(fresh / F.CAM_SOURCE, source)
         res = _explain(
             run,
             predictor,
@@ -132,24 +134,26 @@ def gradcam(
             figures=figures,
             pointing_tolerance=pointing_tolerance,
         )
-    if earlier is not None:
+        # the layer the maps are of (not 'auto') and the threshold their verdicts are judged at
+        # (helper-97: a rerun at the very layer 'auto' chose was said to replace other maps)
+        source |= {"method": method, "layer": res["layer"], "target": target, "threshold": threshold}
+        write_json(fresh / F.CAM_SOURCE, source)
+    if (earlier := replaced_source(before, source)) is not None:
         res["notes"].append(f"replaced {out.name}/, the maps of {earlier}")
     return res
 
 
-def replaced_source(out: Path, source: dict) -> str | None:
-    """What an earlier Grad-CAM folder at ``out`` was computed from (``the 'best' checkpoint of
-    epoch 6 of RUN (gradcam at auto, target lnm)``) when that was another checkpoint, state,
-    method, layer or target than ``source``; None otherwise. A folder written before its record
-    named the method, layer and target is said with the maps' kind unknown."""
-    try:
-        earlier = read_json(out / F.CAM_SOURCE)
-    except (OSError, ValueError):
-        return None
-    if all(earlier.get(k) == v for k, v in source.items()):
+def replaced_source(earlier: dict | None, source: dict) -> str | None:
+    """What an earlier Grad-CAM folder's record ``earlier`` (None: none) says its maps were
+    computed from (``the 'best' checkpoint of epoch 6 of RUN (gradcam at stage2, target lnm,
+    threshold 0.5)``) when that was another checkpoint, state, method, layer, target or verdict
+    threshold than ``source``; None otherwise. A folder written before its record named them is
+    said with the maps' kind unknown."""
+    if earlier is None or all(earlier.get(k) == v for k, v in source.items()):
         return None
     how = (
         f"{earlier['method']} at {earlier['layer']}, target {earlier['target']}"
+        + (f", threshold {earlier['threshold']:g}" if isinstance(earlier.get("threshold"), int | float) else "")
         if all(k in earlier for k in ("method", "layer", "target"))
         else "method, layer and target not recorded"
     )

@@ -31,6 +31,7 @@ from __future__ import annotations
 import hashlib
 import math
 import shutil
+import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -63,6 +64,8 @@ from lnm_jax.training.state import run_init_program
 SHARED = "shared"  # the group name of a backbone shared by every image input
 CONFIG = "config.json"
 INPUTS_RECORD = "pretrain_inputs.json"
+# config fields a pretraining never reads (its views are pretrain.augment's): not compared on resume or reuse
+UNREAD_FIELDS = ("data.augment.",)
 HISTORY = "pretrain_history.jsonl"
 CHECKPOINTS = "checkpoints"
 REPORT = "pretrain_report.json"
@@ -245,14 +248,15 @@ def inputs_record(manifests: Sequence[Path | str], fold: int | None, include_tes
     return {"manifests": [str(Path(m).resolve()) for m in manifests], "fold": fold, "include_test": include_test}
 
 
-def inputs_content(cohorts: Sequence) -> str:
+def inputs_content(cohorts: Sequence, inputs: Sequence[str] = names.IMAGE_INPUTS) -> str:
     """SHA-256 of what the manifests hold: each one's bytes and every patient's pictures (the
     decoded pixels' digests, :attr:`Patient.pictures`). A resume refuses another (helper-96: a
     manifest edited in place between a kill and ``--resume`` moved patients trained on into the
     new split's test set, and an image edited was trained on in silence)."""
     h = hashlib.sha256()
     for c in cohorts:
-        h.update(c.sha256.encode() + repr([(p.patient_id, sorted(p.pictures.items())) for p in c.patients]).encode())
+        pictures = [(p.patient_id, sorted((k, v) for k, v in p.pictures.items() if k in inputs)) for p in c.patients]
+        h.update(c.sha256.encode() + repr(pictures).encode())
     return h.hexdigest()
 
 
@@ -312,7 +316,9 @@ def pretrain(
     stored = load_config(workdir) if resume and (workdir / CONFIG).is_file() else None
     if stored is not None:
         config = with_recorded_norm(config, stored)
-        check_resumable(stored, config)
+        # (the fine-tune's augmentation is no field of a pretraining's: helper-97, a pretraining
+        # stored before data.augment.clip, read as clipping, was refused a resume over it)
+        check_resumable(stored, config, unread=UNREAD_FIELDS)
     framing = Framing.from_config(config.data)
     unlabeled_first = (
         f"{manifests[0]}: the first --manifest is the downstream cohort, whose labels (column '{names.LABEL}') say "
@@ -335,7 +341,7 @@ def pretrain(
     elif not include_test:
         raise ValueError(unlabeled_first)
     exclude = () if include_test or split is None else split.test
-    record["content_sha256"] = inputs_content([first, *extra])
+    record["content_sha256"] = inputs_content([first, *extra], image_inputs(config))  # (the images it reads)
     if resume and (workdir / INPUTS_RECORD).is_file():
         recorded = read_json(workdir / INPUTS_RECORD).get("content_sha256")
         if recorded is not None and recorded != record["content_sha256"]:
@@ -375,6 +381,10 @@ def pretrain(
     except TrainingDivergedError as e:
         if (removed := _discard_start(workdir, made)) is not None:
             raise TrainingDivergedError(f"{e}; {removed}") from None
+        raise
+    except BaseException:  # whatever stops a first start before its first checkpoint, as train's
+        if (removed := _discard_start(workdir, made)) is not None:  # (helper-97: Ctrl-C had left it)
+            print(f"note: {removed}", file=sys.stderr)
         raise
 
 

@@ -159,7 +159,8 @@ def _pretrained_backbone(config: ConfigDict, manifest: Path, folder: Path, fold:
     config.modalities = ",".join([m for m in names.IMAGE_INPUTS if m in used] or names.IMAGE_INPUTS)
     if (folder / P.REPORT).is_file():  # finished: reused only if made from these images and settings
         changes = P.inputs_changes(folder, P.inputs_record(manifests, fold, include_test=False))
-        _check_reusable(folder, config, "pretraining", changes, ignore=("protocol.", "train.", "eval.", "modalities"))
+        ignore = ("protocol.", "train.", "eval.", "modalities", *P.UNREAD_FIELDS)
+        _check_reusable(folder, config, "pretraining", changes, ignore=ignore)
         report = read_json(folder / P.REPORT)
     else:
         resume = folder.exists()  # an interrupted pretraining continues
@@ -446,6 +447,7 @@ def reproduce(config: ConfigDict, workdir: Path | str) -> dict:
             pred, trained = _train_and_predict(rc, split, folder, split_doc)
             preds[name].append(pred)
             if trained is not None and k == 0:
+                trained.release_data()  # kept for the figures, not its decoded cohort (one per run had been held)
                 live[name] = trained
         if run["setting"] == names.US_LNM:  # the flag's row is the flag itself (FLAG_LOGIT), in every fold or none
             preds[name], flag_itself = flag_row(preds[name], {q.patient_id: q.us_lnm for q in cohort.patients})
@@ -500,15 +502,11 @@ def reproduce(config: ConfigDict, workdir: Path | str) -> dict:
                 row["folds"] = _fold_summary(row["per_fold"])
                 # the folds' mean AUC's interval, each fold's scores ranked among its own (the
                 # pooled row's DeLong interval ranks K models' scores as one model's)
-                try:
-                    _, lo, hi = cv_auc_ci(
-                        [f[subset][names.LABEL] for f in preds[name]],
-                        [f[subset]["logit"] for f in preds[name]],
-                        config.eval.ci_level,
-                    )
-                    row["folds"]["auc"]["ci_cv"] = [lo, hi]
-                except ValueError:  # a fold's test patients of one class: its AUC is undefined
-                    row["folds"]["auc"]["ci_cv"] = None
+                fold_labels = [np.asarray(f[subset][names.LABEL]) for f in preds[name]]
+                row["folds"]["auc"]["ci_cv"] = None  # a fold's patients of one class: its AUC is undefined
+                if all(len(np.unique(y)) == 2 for y in fold_labels):
+                    scores = [f[subset]["logit"] for f in preds[name]]
+                    row["folds"]["auc"]["ci_cv"] = list(cv_auc_ci(fold_labels, scores, config.eval.ci_level)[1:])
             results[table]["rows"][name] = row
 
     # Figures 4-5: backbones per modality; Figure 7: every setting; Figure 6: convergence.

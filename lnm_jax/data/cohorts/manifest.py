@@ -848,6 +848,8 @@ def read_manifest(
     # spreadsheet writes them) would be read as metadata: no crop, no mask, in silence
     known = {_folded(c): c for c in (*REQUIRED_COLUMNS, *option_columns, *MASK_COLUMNS)}
     unread_folded = {_folded(c) for c in unread}  # (columns of inputs not read: not checked either)
+    # in any spelling (CEUS, Ceus_Crop): not read, said so, never kept as metadata (helper-97)
+    unread = unread | {h for h in header if _folded(h) in unread_folded}
     misnamed = [
         (h, known[_folded(h)])
         for h in header
@@ -889,7 +891,9 @@ def read_manifest(
     seen: dict[str, int] = {}
     folded: dict[str, str] = {}  # each ID seen, by its case-folded form
     metadata_columns = tuple(
-        h for h in header if h not in REQUIRED_COLUMNS and h not in option_columns and h not in MASK_COLUMNS
+        h
+        for h in header
+        if h not in REQUIRED_COLUMNS and h not in option_columns and h not in MASK_COLUMNS and h not in unread
     )
     records, id_problems, extra_problems, no_cell = [], {}, {}, {}
     for row, read in data_rows(reader, text):

@@ -17,6 +17,7 @@ the uninterrupted run would have seen, and tests are deterministic.  Batches are
 from __future__ import annotations
 
 import contextlib
+import re
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
@@ -286,6 +287,8 @@ class TfdsSource:
             yield
         except tf.errors.OpError as e:  # (its records were decoded when built: a read failing now is damage)
             first = (str(getattr(e, "message", e)).strip().splitlines() or [type(e).__name__])[0]
+            # TensorFlow's own words without its graph's names ({{function_node ...}}, [Op:...])
+            first = re.sub(r"\{\{.*?\}\}|\[Op:[^\]]*\]", "", first).strip(" :;'\"") or type(e).__name__
             raise ValueError(
                 f"the TFDS records in {self.folder} cannot be read ({first}): they are damaged; delete that folder "
                 "and run again (it is built anew)"
