@@ -44,6 +44,24 @@ def tiny_pretrain_config(manifest, epochs=2, backbone=BACKBONE, **pretrain):
     return c
 
 
+def _interrupted_after(make_step, steps: int):
+    """``make_step`` whose steps raise KeyboardInterrupt after the first ``steps`` (a tiny
+    pretraining's epoch: two per input's backbone, four for a shared one)."""
+
+    def make(*a, **k):
+        step, calls = make_step(*a, **k), {"n": 0}
+
+        def wrapped(*args):
+            calls["n"] += 1
+            if calls["n"] > steps:
+                raise KeyboardInterrupt
+            return step(*args)
+
+        return wrapped
+
+    return make
+
+
 @pytest.fixture(scope="module")
 def pretrained(tiny_cohort, tmp_path_factory):
     """A two-epoch pretraining on the tiny cohort (per-input backbones): (config, workdir, report)."""
@@ -103,20 +121,7 @@ def test_pretraining_leaves_out_any_frame_of_a_test_patients_recording():
 def test_pretraining_resumes_as_the_uninterrupted_run(tiny_cohort, pretrained, tmp_path, monkeypatch):
     c, work, _ = pretrained
     real, real_init = P.make_step, P.run_init_program
-
-    def dying(*a, **k):
-        step = real(*a, **k)
-        calls = {"n": 0}
-
-        def wrapped(*args):
-            calls["n"] += 1
-            if calls["n"] > 2:  # after the first epoch's checkpoint (2 steps an epoch here)
-                raise KeyboardInterrupt
-            return step(*args)
-
-        return wrapped
-
-    monkeypatch.setattr(P, "make_step", dying)
+    monkeypatch.setattr(P, "make_step", _interrupted_after(real, 2))  # after the first epoch's checkpoint
     with pytest.raises(KeyboardInterrupt):
         P.pretrain(c, [tiny_cohort], tmp_path / "w", progress=False)
     monkeypatch.setattr(P, "make_step", real)
@@ -311,20 +316,9 @@ def test_a_resume_refuses_manifests_whose_content_changed(tiny_cohort, tmp_path,
     write(rows)
     c = tiny_pretrain_config(manifest, shared_backbone=True)
     real = P.make_step
-
-    def dying(*a, **k):
-        step = real(*a, **k)
-        calls = {"n": 0}
-
-        def wrapped(*args):
-            calls["n"] += 1
-            if calls["n"] > 2:  # after the first epoch's checkpoint
-                raise KeyboardInterrupt
-            return step(*args)
-
-        return wrapped
-
-    monkeypatch.setattr(P, "make_step", dying)
+    # after the first epoch's checkpoint (four steps: both inputs' images; an interrupt before any
+    # checkpoint leaves nothing to resume, the folder as it was)
+    monkeypatch.setattr(P, "make_step", _interrupted_after(real, 4))
     with pytest.raises(KeyboardInterrupt):
         P.pretrain(c, [manifest], tmp_path / "w", progress=False)
     monkeypatch.setattr(P, "make_step", real)
@@ -373,14 +367,7 @@ def test_an_impossible_or_diverging_pretraining_leaves_no_folder_behind(tiny_coh
     assert sorted(p.name for p in work.iterdir()) == ["mine"]
     # Ctrl-C before its first checkpoint too, as train's (helper-97: it had left the folder)
     real = P.make_step
-
-    def interrupted(*a, **k):
-        def step(*args):
-            raise KeyboardInterrupt
-
-        return step
-
-    P.make_step = interrupted
+    P.make_step = _interrupted_after(real, 0)
     try:
         with pytest.raises(KeyboardInterrupt):
             P.pretrain(tiny_pretrain_config(tiny_cohort, epochs=1), [tiny_cohort], work, progress=False)

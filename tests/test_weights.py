@@ -232,12 +232,8 @@ def test_convert_weights_command_pth_and_keras_files(tmp_path, capsys):
     np.testing.assert_array_equal(kvars["params"]["conv1"]["bias"], bias)
     np.testing.assert_array_equal(kvars["params"]["conv1"]["kernel"], standardised_rgb_stem(kernel))
     # a Keras port written before its stem took standardised RGB is refused, saying so
-    meta_file = tmp_path / "kconv" / "backbone.json"
-    old = json.loads(meta_file.read_text())
-    del old["input"]
-    meta_file.write_text(json.dumps(old))
     with pytest.raises(ValueError, match="Keras port whose first convolution takes Keras's own input"):
-        load_backbone(tmp_path / "kconv")
+        load_backbone(_without_input_statement(tmp_path / "kconv"))
     # the verification script on that notop file, as training.md has it run (it had failed with
     # "No such layer: input_layer_1", copying the body's input layer by name)
     assert _verify_script().main(["--from", "keras", "--in", str(tmp_path / "k.weights.h5"), "--image-size", "64"]) == 0
@@ -434,12 +430,18 @@ def test_inception_ports_take_standardised_rgb_and_old_ports_are_refused(tmp_pat
     )
     assert "--no-transform-input is torchvision Inception-v3's setting" in capsys.readouterr().err
     # a port written before the fold (no statement of its input) is refused, saying what to do
-    meta_file = tmp_path / "folded" / "backbone.json"
-    old = json.loads(meta_file.read_text())
-    del old["input"]
-    meta_file.write_text(json.dumps(old))
     with pytest.raises(ValueError, match="Inception-v3 port whose first convolution takes"):
-        load_backbone(tmp_path / "folded")
+        load_backbone(_without_input_statement(tmp_path / "folded"))
+
+
+def _without_input_statement(folder):
+    """``folder``, its backbone.json's statement of the input the port takes deleted (as a port
+    written before the statement was)."""
+    meta_file = folder / "backbone.json"
+    meta = json.loads(meta_file.read_text())
+    del meta["input"]
+    meta_file.write_text(json.dumps(meta))
+    return folder
 
 
 def _first_conv_scaled(variables, factor):

@@ -188,20 +188,8 @@ def load_cohort(
     folder is named with the remedy (delete it) in one line."""
     data_dir = Path(data_dir) / records_key(cohort, clip_frames, ceus_region, accept_secondary_capture)
     tfds.disable_progress_bar()
-    builder = LnmCohort(
-        data_dir=str(data_dir),
-        manifest_name=cohort.path.name,
-        require_labels=require_labels,
-        clip_frames=clip_frames,
-        ceus_region=ceus_region,
-        accept_secondary_capture=accept_secondary_capture,
-    )
-    download = tfds.download.DownloadConfig(manual_dir=str(cohort.path.parent))
-    try:
-        builder.download_and_prepare(download_config=download)
-    except Exception:  # noqa: BLE001  (TFDS's rename onto a folder another process finished meanwhile)
-        if not (data_dir / builder.name / str(builder.VERSION) / "dataset_info.json").is_file():
-            raise
+
+    def prepared() -> LnmCohort:
         builder = LnmCohort(
             data_dir=str(data_dir),
             manifest_name=cohort.path.name,
@@ -210,7 +198,15 @@ def load_cohort(
             ceus_region=ceus_region,
             accept_secondary_capture=accept_secondary_capture,
         )
-        builder.download_and_prepare(download_config=download)  # (built: only read)
+        builder.download_and_prepare(download_config=tfds.download.DownloadConfig(manual_dir=str(cohort.path.parent)))
+        return builder
+
+    try:
+        builder = prepared()
+    except Exception:  # noqa: BLE001  (TFDS's rename onto a folder another process finished meanwhile)
+        if not (data_dir / "lnm_cohort" / str(LnmCohort.VERSION) / "dataset_info.json").is_file():
+            raise
+        builder = prepared()  # (built: only read)
     read_config = tfds.ReadConfig(shuffle_seed=0, interleave_cycle_length=1)
     return builder.as_dataset(split=ALL_SPLIT, shuffle_files=False, read_config=read_config)
 
