@@ -99,13 +99,18 @@ def test_roc_legends_give_the_auc_its_interval_and_n(drawn, tmp_path):
     )
     lines = _lines(drawn[0].axes[0])
     fpr, tpr, _ = roc_curve(y, score)
-    line = lines["test (AUC 0.812, 95% DeLong CI 0.700-0.900; n=70)"]
+    line = lines["test: AUC 0.812, n=70\n95% DeLong CI 0.700-0.900"]
     np.testing.assert_array_equal(line.get_xdata(), fpr)
     np.testing.assert_array_equal(line.get_ydata(), tpr)
-    assert "val (AUC 0.800; n=50)" in lines
+    assert "val: AUC 0.800, n=50" in lines
     # a split of one class: its interval is NaN, and not shown as "nan-nan"
     plots.plot_roc({"test": (y, score, 0.8, (float("nan"), float("nan")))}, tmp_path / "r2.png")
-    assert "test (AUC 0.800; n=70)" in _lines(drawn[1].axes[0])
+    assert "test: AUC 0.800, n=70" in _lines(drawn[1].axes[0])
+    # every legend inside the figure (an entry had run past its left edge)
+    fig = drawn[0]
+    fig.canvas.draw()
+    box = fig.axes[0].get_legend().get_window_extent()
+    assert box.x0 >= 0 and box.x1 <= fig.bbox.width
 
 
 def test_a_runs_history_holds_the_training_bce_the_figure_draws(triple_run, drawn, tmp_path):

@@ -23,8 +23,9 @@ def plot_roc(curves: Mapping[str, tuple], path: Path, title: str = "ROC", ci_nam
     for name, (labels, scores, auc, *ci) in curves.items():
         fpr, tpr, _ = roc_curve(labels, scores)
         shown = ci and ci[0] is not None and bool(np.all(np.isfinite(ci[0])))  # (a one-class split's is NaN)
-        interval = f", {ci_name} {ci[0][0]:.3f}-{ci[0][1]:.3f}" if shown else ""
-        ax.plot(fpr, tpr, lw=2, label=f"{name} (AUC {auc:.3f}{interval}; n={len(labels)})")
+        # two lines an entry: one had run past the axes' left edge at this figure's width
+        interval = f"\n{ci_name} {ci[0][0]:.3f}-{ci[0][1]:.3f}" if shown else ""
+        ax.plot(fpr, tpr, lw=2, label=f"{name}: AUC {auc:.3f}, n={len(labels)}{interval}")
     ax.plot([0, 1], [0, 1], "k--", lw=1, alpha=0.5)
     ax.set(xlabel="1 - specificity", ylabel="sensitivity", title=title, xlim=(0, 1), ylim=(0, 1.01))
     ax.legend(loc="lower right", fontsize=8)
