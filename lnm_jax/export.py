@@ -206,13 +206,27 @@ def _vendored(source: str) -> str:
     return re.sub(rf"\b{PACKAGE}\.", f"{RUNTIME}.", source).replace(f"from {PACKAGE} import", f"from {RUNTIME} import")
 
 
+# The distribution each import of the runtime (lnm_runtime) comes from: the ones every export
+# needs; jax (stablehlo), imageio_ffmpeg (a CEUS input) and onnxruntime (onnx) as requirements()
+# adds them. tests/test_export.py checks that every third-party import of the portable modules
+# (portable.third_party_imports) is one of these.
+RUNTIME_REQUIREMENTS = {
+    "numpy": "numpy>=1.26",
+    "PIL": "pillow>=10",
+    "simplejpeg": "simplejpeg>=1.9",
+    "pydicom": "pydicom>=3.0",
+    "tqdm": "tqdm>=4.60",
+}
+CONDITIONAL_IMPORTS = ("jax", "imageio_ffmpeg", "onnxruntime")
+
+
 def requirements(md: dict, formats) -> list[str]:
     """What the export folder needs: jax (at least the exporting version: jax.export reads
     programs of older versions, not newer), flatbuffers (its serialisation), numpy, Pillow
-    (images) with simplejpeg (libjpeg-turbo's warnings on a damaged JPEG) and pydicom (DICOM),
-    imageio-ffmpeg (its bundled ffmpeg) for a model with a CEUS input (video clips),
-    onnxruntime for model.onnx."""
-    out = ["numpy>=1.26", "pillow>=10", "simplejpeg>=1.9", "pydicom>=3.0"]
+    (images) with simplejpeg (libjpeg-turbo's warnings on a damaged JPEG), pydicom (DICOM) and
+    tqdm (the manifest check's progress bar), imageio-ffmpeg (its bundled ffmpeg) for a model
+    with a CEUS input (video clips), onnxruntime for model.onnx."""
+    out = list(RUNTIME_REQUIREMENTS.values())
     if "stablehlo" in formats:
         out[:0] = [f"jax>={jax.__version__}", "flatbuffers>=24"]
     if names.CEUS in md["architecture"]["inputs"]:

@@ -51,6 +51,27 @@ def portable_modules() -> tuple[str, ...]:
     return tuple(sorted(seen))
 
 
+def third_party_imports() -> set[str]:
+    """The top-level names of every module outside the standard library and this package that
+    :func:`portable_modules` import (anywhere in their source): what an export's
+    ``requirements.txt`` must provide (helper-98: a progress bar's ``tqdm``, imported by the
+    manifest reader, had reached the export folder unlisted, and a colleague's ``predict.py``
+    failed on it)."""
+    import sys  # noqa: PLC0415
+
+    root, out = Path(__file__).resolve().parent, set()
+    for rel in portable_modules():
+        for node in ast.walk(ast.parse((root / rel).read_text(), rel)):
+            if isinstance(node, ast.Import):
+                tops = [a.name.split(".")[0] for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+                tops = [node.module.split(".")[0]]
+            else:
+                continue
+            out |= {t for t in tops if t not in sys.stdlib_module_names and t not in (PACKAGE, "__future__")}
+    return out
+
+
 @functools.cache
 def preprocessing_digest() -> str:
     """SHA-256 of the :func:`portable_modules`' source (each file's path and bytes, in order):

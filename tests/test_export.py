@@ -581,3 +581,20 @@ def test_a_plain_install_has_what_the_stablehlo_export_needs():
     needed = {name(r) for r in requirements(md, ("stablehlo",))}
     assert needed <= declared, needed - declared
     assert name(requirements(md, ("onnx",))[-1]) in {name(r) for r in project["optional-dependencies"]["onnx"]}
+
+
+def test_every_import_of_the_runtime_is_in_its_requirements():
+    """helper-98: a progress bar's ``tqdm``, imported by the manifest reader the export carries,
+    was in no export's requirements.txt: a colleague's ``predict.py`` failed on it. Every
+    third-party module the portable modules import (read from their source) is a requirement
+    of the export that needs it."""
+    from lnm_jax.export import CONDITIONAL_IMPORTS, RUNTIME_REQUIREMENTS, requirements
+    from lnm_jax.portable import third_party_imports
+
+    imports = third_party_imports()
+    assert "tqdm" in imports and "numpy" in imports  # (what the reading finds)
+    assert imports <= set(RUNTIME_REQUIREMENTS) | set(CONDITIONAL_IMPORTS), imports - set(RUNTIME_REQUIREMENTS)
+    listed = requirements({"architecture": {"inputs": ["bmode", "ceus", "us_lnm"]}}, ("stablehlo", "onnx"))
+    distributions = {"PIL": "pillow", "imageio_ffmpeg": "imageio-ffmpeg"}
+    for name in imports:
+        assert any(r.startswith(distributions.get(name, name)) for r in listed), (name, listed)
