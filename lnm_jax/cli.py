@@ -362,7 +362,9 @@ def cmd_validate(argv: list[str]) -> int:
     if a.workdir and not problems:  # what predict would warn of these patients (it had been said OK alone)
         warned += _intensity_warnings(a.workdir, config, cohort)
     # "OK" only where nothing below refuses the cohort (helper-56: "OK" then an error line)
-    described = cohort.describe(Task.from_config(config).positive, verdict=None if problems else "OK")
+    described = cohort.describe(
+        Task.from_config(config).positive, verdict=None if problems else "OK", labels=not a.no_labels
+    )  # (--no-labels: no positives counted, as the docs say, whatever the column holds: helper-98)
     print("\n".join([described, *images.lines, *lines, *warned]))
     if problems:
         raise ValueError(f"{a.manifest} cannot be used as configured: " + " | ".join(problems))

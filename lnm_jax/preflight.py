@@ -101,7 +101,10 @@ def report(
             check_inputs_present(config, cohort)
         except MissingInputsError as e:
             problems.append(f"inputs: {e}")
-    if labelled:
+    # a new site's patients checked against a trained run (model, not trains): no split is drawn
+    # from them and no training advice given (helper-98: 6 new patients had failed validate on
+    # "cannot make a stratified split" and been told to weigh positives in a finished run)
+    if labelled and (trains or not model):
         try:
             splits = make_splits(config, cohort, named=False)  # said under the manifest's name
             s = splits[0]

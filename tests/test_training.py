@@ -956,3 +956,28 @@ def test_non_finite_arrays_are_named_alike_on_the_host_and_on_the_devices(monkey
     assert loop.non_finite_arrays(state) == host
     state.params["a"]["kernel"] = jnp.ones(2)
     assert len(loop.non_finite_arrays(state)) == 1
+
+
+def test_validate_of_a_new_sites_labelled_patients_against_a_trained_run(triple_run, tiny_cohort, tmp_path, capsys):
+    """helper-98: six labelled new patients (one negative) checked against a trained run failed
+    ``validate`` on "cannot make a stratified train/test split" and were told to weigh
+    positives in training; ``--no-labels`` then counted their positives all the same. A trained
+    run's new patients are checked for what predict reads, no split drawn; ``--no-labels`` reads
+    them as unlabelled."""
+    rows = list(csv.DictReader(tiny_cohort.open()))
+    chosen = [r for r in rows if r["lnm"] == "1"][:5] + [r for r in rows if r["lnm"] == "0"][:1]
+    manifest = tmp_path / "site.csv"
+    with manifest.open("w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=["patient_id", "bmode", "ceus", "us_lnm", "lnm"])
+        w.writeheader()
+        for r in chosen:
+            w.writerow(
+                {k: r[k] for k in ("patient_id", "us_lnm", "lnm")}
+                | {k: tiny_cohort.parent / r[k] for k in ("bmode", "ceus")}
+            )
+    capsys.readouterr()
+    assert main(["validate", str(manifest), "--workdir", str(triple_run.workdir)]) == 0, capsys.readouterr().err
+    said = capsys.readouterr().out
+    assert "OK, 6 patients, 5 positive" in said and "split (" not in said and "pos_weight" not in said, said
+    assert main(["validate", str(manifest), "--workdir", str(triple_run.workdir), "--no-labels"]) == 0
+    assert "OK, 6 patients, no labels;" in capsys.readouterr().out

@@ -311,11 +311,12 @@ class Cohort:
         """How many patients have each input."""
         return {name: sum(p.has(name) for p in self.patients) for name in INPUTS}
 
-    def describe(self, positive: str | None = None, verdict: str | None = "OK") -> str:
+    def describe(self, positive: str | None = None, verdict: str | None = "OK", labels: bool = True) -> str:
         """One line: ``verdict`` (none where ``None``: a check after this line refuses the
         cohort), size, positives among the labelled (``positive``: the task's name of the
-        class; "no labels" where none is known), availability per input, metadata columns."""
-        labels = [x for x in self.labels if x is not None]
+        class; "no labels" where none is known, or ``labels`` is False: read as new patients),
+        availability per input, metadata columns."""
+        labels = [x for x in self.labels if x is not None] if labels else []
         masks = {m: sum(p.mask(m) is not None for p in self.patients) for m in IMAGE_COLUMNS}
         named = f" ({positive})" if positive else ""
         told = (
