@@ -350,7 +350,12 @@ def cmd_validate(argv: list[str]) -> int:
         raise
     model = bool(a.workdir or a.config or overrides)
     lines, problems, test = report(
-        cohort, config, labelled=not a.no_labels, model=model, trains=model and not a.workdir
+        cohort,
+        config,
+        labelled=not a.no_labels,
+        model=model,
+        trains=model and not a.workdir,
+        new_patients=bool(a.workdir),
     )
     if not a.workdir:  # a trained run's backbone was read when it trained (its folder may be gone since)
         lines, problems = _check_init_from(config, cohort, lines, problems, test)

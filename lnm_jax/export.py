@@ -215,7 +215,7 @@ RUNTIME_REQUIREMENTS = {
     "PIL": "pillow>=10",
     "simplejpeg": "simplejpeg>=1.9",
     "pydicom": "pydicom>=3.0",
-    "tqdm": "tqdm>=4.60",
+    "tqdm": "tqdm>=4.66",
 }
 CONDITIONAL_IMPORTS = ("jax", "imageio_ffmpeg", "onnxruntime")
 

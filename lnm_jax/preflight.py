@@ -77,12 +77,19 @@ class Report(NamedTuple):
 
 
 def report(
-    cohort: Cohort, config: ConfigDict, *, labelled: bool = True, model: bool = True, trains: bool = False
+    cohort: Cohort,
+    config: ConfigDict,
+    *,
+    labelled: bool = True,
+    model: bool = True,
+    trains: bool = False,
+    new_patients: bool = False,
 ) -> Report:
     """``lnm-jax validate``'s :class:`Report`: availability patterns, checked against the
     inputs the model of ``config`` takes when ``model`` (a run or config was named), and the
     split check with ``config``'s split settings; with ``trains`` (a config to train, not a
-    trained run's) also :func:`check_trainable` on its train split. Writes nothing."""
+    trained run's) also :func:`check_trainable` on its train split; ``new_patients`` (checked
+    against a trained run: ``validate --workdir``) draws no split from them. Writes nothing."""
     uses = names.parse_modalities(config.modalities) if model else ()
     taken = "taken" if takes_missing_inputs(config) else "refused"
     lines = [f"model inputs: {'+'.join(uses)} (missing inputs {taken})" if model else "availability patterns:"]
@@ -104,7 +111,7 @@ def report(
     # a new site's patients checked against a trained run (model, not trains): no split is drawn
     # from them and no training advice given (helper-98: 6 new patients had failed validate on
     # "cannot make a stratified split" and been told to weigh positives in a finished run)
-    if labelled and (trains or not model):
+    if labelled and not new_patients:
         try:
             splits = make_splits(config, cohort, named=False)  # said under the manifest's name
             s = splits[0]

@@ -113,7 +113,17 @@ def test_export_runs_without_the_package_and_equals_the_live_model(triple_run, t
     assert md["architecture"]["inputs"] == ["bmode", "ceus", "us_lnm"]
     assert "Not a medical device" in (out / MODEL_CARD).read_text()
     reqs = [x.split(">=")[0] for x in (out / "requirements.txt").read_text().splitlines() if not x.startswith("#")]
-    assert reqs == ["jax", "flatbuffers", "numpy", "pillow", "simplejpeg", "pydicom", "imageio-ffmpeg", "onnxruntime"]
+    assert reqs == [
+        "jax",
+        "flatbuffers",
+        "numpy",
+        "pillow",
+        "simplejpeg",
+        "pydicom",
+        "tqdm",
+        "imageio-ffmpeg",
+        "onnxruntime",
+    ]
     model = load(out)
     for n in (1, 7):
         x = random_inputs(model.inputs, n, seed=n)
