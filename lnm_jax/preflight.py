@@ -178,7 +178,8 @@ def check_pretraining(config: ConfigDict, cohort: Cohort, test_ids) -> list[str]
     init, size = config.model.init_from, int(config.data.image_size)
     images = [m for m in names.parse_modalities(config.modalities) if m in names.IMAGE_INPUTS]
     folders = branch_backbone_dirs(init, tuple(images))
-    metas = [backbone_meta(f) for f in dict.fromkeys(folders.values())]
+    read = {f: backbone_meta(f) for f in dict.fromkeys(folders.values())}  # each folder's record once
+    metas = list(read.values())
     pretrained = [m for m in metas if str(m.get("source", "")).startswith("lnm-jax pretrain")]
     notes = [
         f"note: {init} was pretrained at {m['image_size']} px, this run trains at {size} px: its filters meet "
@@ -189,7 +190,7 @@ def check_pretraining(config: ConfigDict, cohort: Cohort, test_ids) -> list[str]
     # a branch started from a backbone pretrained on other images than its own (a shared
     # backbone of a CEUS-only pretraining for the B-mode branch: helper-97)
     for branch, folder in folders.items():
-        meta = backbone_meta(folder)
+        meta = read[folder]
         seen_inputs = meta.get("inputs") if str(meta.get("source", "")).startswith("lnm-jax pretrain") else None
         if seen_inputs and branch not in seen_inputs:
             notes.append(

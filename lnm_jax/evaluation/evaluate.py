@@ -17,7 +17,7 @@ from lnm_jax.evaluation import intensity
 from lnm_jax.evaluation import metrics as M
 from lnm_jax.evaluation.plots import plot_convergence, plot_decision_curve, plot_reliability, plot_roc
 from lnm_jax.evaluation.subgroups import subgroup_rows
-from lnm_jax.evaluation.summary import format_summary, summarise_predictions
+from lnm_jax.evaluation.summary import format_summary, shown_auc_ci, summarise_predictions
 from lnm_jax.fileio import DamagedFileError, atomic_directory, guard_output, read_json, sealed, write_csv, write_json
 from lnm_jax.metric_writer import read_history
 from lnm_jax.model_card import metadata, write_card
@@ -98,8 +98,7 @@ def evaluate(run: Run, *, checkpoint: str = "best", subsets=("val", "test"), out
         result["splits"][s] = summary
         # (n in the legend; the validation curve's checkpoint and threshold were chosen on it)
         shown = f"{s}, checkpoint chosen on it" if s == "val" else s
-        # the interval the console line gives: bootstrap, or DeLong where eval.bootstrap=0
-        interval = summary.get("auc_ci_bootstrap", summary["auc_ci_delong"])
+        method, interval = shown_auc_ci(summary)  # the console line's interval
         curves[shown] = (p[names.LABEL], probs, summary["auc"], interval)
         reliability[s] = (p[names.LABEL], probs)
         reliability[f"{s}, T={temperature:.2f}"] = (p[names.LABEL], cal)
@@ -147,7 +146,6 @@ def evaluate(run: Run, *, checkpoint: str = "best", subsets=("val", "test"), out
         write_json(fresh / F.METRICS, sealed(result))  # an edited metric is refused where it is read (the card)
         write_csv(fresh / F.PREDICTIONS_CSV, rows, list(rows[0]))
         title = f"{config.name} ({checkpoint} checkpoint, epoch {meta['epoch']})"
-        method = "bootstrap" if ec.bootstrap else "DeLong"
         plot_roc(curves, fresh / F.ROC, title=title, ci_name=f"{ec.ci_level:.0%} {method} CI")
         plot_reliability(reliability, fresh / F.RELIABILITY, title=title, label=Task.from_config(config).label)
         curves_uncalibrated = {k: v for k, v in reliability.items() if "T=" not in k}

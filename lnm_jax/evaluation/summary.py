@@ -75,12 +75,17 @@ def summarise_predictions(
     return out
 
 
+def shown_auc_ci(s: dict) -> tuple[str, list[float]]:
+    """The AUC interval a summary is shown with (the console line, the ROC legend): the
+    bootstrap one where it was computed, else DeLong's, as ``(method, [lo, hi])``."""
+    return ("bootstrap", s["auc_ci_bootstrap"]) if "auc_ci_bootstrap" in s else ("DeLong", s["auc_ci_delong"])
+
+
 def format_summary(name: str, s: dict, threshold_rule: str = "", fitted_on: str = "val") -> str:
     """One console line (two with calibration) of a summary; ``threshold_rule`` names how
     ``at_threshold``'s threshold was chosen (e.g. 'youden'), on split ``fitted_on``, whose own
     line says its figures at it are in-sample."""
-    ci = s.get("auc_ci_bootstrap", s["auc_ci_delong"])
-    kind = "bootstrap" if "auc_ci_bootstrap" in s else "DeLong"
+    kind, ci = shown_auc_ci(s)
     line = (
         f"{name:5s} n={s['n']:4d}  AUC {s['auc']:.3f} ({100 * s['ci_level']:.0f}% {kind} CI "
         f"{ci[0]:.3f}-{ci[1]:.3f})  " + _at("@0.5", s["at_0.5"])

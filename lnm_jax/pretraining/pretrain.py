@@ -255,8 +255,7 @@ def inputs_content(cohorts: Sequence, inputs: Sequence[str] = names.IMAGE_INPUTS
     new split's test set, and an image edited was trained on in silence)."""
     h = hashlib.sha256()
     for c in cohorts:
-        pictures = [(p.patient_id, sorted((k, v) for k, v in p.pictures.items() if k in inputs)) for p in c.patients]
-        h.update(c.sha256.encode() + repr(pictures).encode())
+        h.update(c.sha256.encode() + c.pictures_text(inputs).encode())
     return h.hexdigest()
 
 

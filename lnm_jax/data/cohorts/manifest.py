@@ -307,6 +307,15 @@ class Cohort:
     def by_id(self) -> dict[str, Patient]:
         return {p.patient_id: p for p in self.patients}
 
+    def pictures_text(self, inputs: Sequence[str] = IMAGE_INPUTS) -> str:
+        """Every patient's pictures of ``inputs`` (:attr:`Patient.pictures`: the decoded pixels'
+        digests where the images were checked) as one deterministic text, in manifest order:
+        what a record built from the cohort's images is keyed by (TFDS records, a pretraining's
+        inputs), so that an image edited in place makes another key."""
+        return repr(
+            [(p.patient_id, sorted((k, v) for k, v in p.pictures.items() if k in inputs)) for p in self.patients]
+        )
+
     def availability(self) -> dict[str, int]:
         """How many patients have each input."""
         return {name: sum(p.has(name) for p in self.patients) for name in INPUTS}

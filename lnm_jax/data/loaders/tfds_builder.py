@@ -222,7 +222,7 @@ def records_key(cohort: Cohort, clip_frames: int, ceus_region: str, accept_secon
     h = hashlib.sha256()
     for part in (
         cohort.sha256,
-        repr([(p.patient_id, sorted(p.pictures.items())) for p in cohort.patients]),
+        cohort.pictures_text(),
         repr((clip_frames, ceus_region, accept_secondary_capture, str(LnmCohort.VERSION))),
         preprocessing_digest(),
     ):
