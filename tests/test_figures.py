@@ -7,6 +7,7 @@ import pytest
 from sklearn.metrics import roc_curve
 
 from lnm_jax.evaluation import plots
+from lnm_jax.training import selection
 
 
 @pytest.fixture()
@@ -111,6 +112,30 @@ def test_roc_legends_give_the_auc_its_interval_and_n(drawn, tmp_path):
     fig.canvas.draw()
     box = fig.axes[0].get_legend().get_window_extent()
     assert box.x0 >= 0 and box.x1 <= fig.bbox.width
+
+
+def test_the_figure_marks_the_epoch_the_loop_kept_where_a_first_validation_auc_is_nan(drawn, tmp_path):
+    """helper-101: the figure chose its best epoch by ``max((val_auc, -val_loss))``, which
+    returns a NaN first epoch (every comparison with NaN is false), while the loop's rule (NaN
+    never improves) keeps a later one: now both use :mod:`lnm_jax.training.selection`."""
+    history = _history()
+    history[0]["val_auc"] = float("nan")
+    assert max([(float("nan"), -1.0), (0.9, -0.5)])[1] == -1.0  # what the old figure's max did
+    plots.plot_convergence(history, tmp_path / "c.png")
+    marks = [line.get_label() for line in drawn[0].axes[1].get_lines() if line.get_linestyle() == "--"]
+    assert marks == ["best epoch (4)"]
+    assert selection.best_epoch([{**h, "val_auc": float("nan")} for h in history]) is None
+
+
+def test_the_rule_replayed_over_a_runs_history_is_the_checkpoint_it_kept(triple_run):
+    from lnm_jax.metric_writer import read_history
+
+    ckpts = triple_run.checkpoints()
+    try:
+        kept = ckpts.latest_epoch("best")
+    finally:
+        ckpts.close()
+    assert selection.best_epoch(read_history(triple_run.files.history)) == kept
 
 
 def test_a_runs_history_holds_the_training_bce_the_figure_draws(triple_run, drawn, tmp_path):

@@ -13,6 +13,7 @@ import numpy as np  # noqa: E402
 from sklearn.metrics import roc_curve  # noqa: E402
 
 from lnm_jax.fileio import save_figure
+from lnm_jax.training.selection import best_epoch
 
 
 def plot_roc(curves: Mapping[str, tuple], path: Path, title: str = "ROC", ci_name: str = "95% CI") -> None:
@@ -37,7 +38,8 @@ def plot_roc(curves: Mapping[str, tuple], path: Path, title: str = "ROC", ci_nam
 def plot_convergence(history: Sequence[Mapping], path: Path, title: str = "Convergence") -> None:
     """Train/validation loss and AUC per epoch from the JSON-lines history, the epochs whose
     learning rate dropped (dotted) and the best epoch (the loop's choice: the highest
-    validation AUC, a tie to the lower validation loss; dashed) marked.
+    validation AUC, a tie to the lower validation loss, NaN never: :mod:`lnm_jax.training.selection`;
+    dashed) marked.
 
     The loss panel compares like with like: the training logits' plain BCE (``train_bce``,
     recorded since 2026-12-07) against the validation BCE. A history without it has only the
@@ -58,12 +60,12 @@ def plot_convergence(history: Sequence[Mapping], path: Path, title: str = "Conve
     a2.plot(epochs, [h["val_auc"] for h in history], label="validation")
     a2.set(xlabel="epoch", ylabel="AUC")
     drops = [h["epoch"] for prev, h in zip(history, history[1:]) if "lr" in h and h["lr"] < prev.get("lr", h["lr"])]
-    best = max(history, key=lambda h: (h["val_auc"], -h["val_loss"]), default=None) if history else None
+    best = best_epoch(history)  # the loop's own rule (a max over AUCs had marked a NaN first epoch)
     for ax in (a1, a2):
         for k, e in enumerate(drops):
             ax.axvline(e, color="grey", ls=":", lw=1, label="learning rate dropped" if k == 0 else None)
         if best is not None:
-            ax.axvline(best["epoch"], color="k", ls="--", lw=1, label=f"best epoch ({best['epoch']})")
+            ax.axvline(best, color="k", ls="--", lw=1, label=f"best epoch ({best})")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.legend(fontsize=7)
     fig.suptitle(title)

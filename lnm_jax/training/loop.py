@@ -26,6 +26,7 @@ from lnm_jax.training import sharding
 from lnm_jax.training import state as state_lib
 from lnm_jax.training.checkpoint import STALE_KEY, non_finite_paths, stopped_early
 from lnm_jax.training.save_schedule import SaveSchedule
+from lnm_jax.training.selection import NO_BEST, improves
 from lnm_jax.training.steps import make_eval_step, make_train_step, predict, step_options
 
 if TYPE_CHECKING:
@@ -239,7 +240,7 @@ def _train(run: Run) -> dict:
     if run.intensity_reference() is None:  # recorded at training time for predict's outlier check
         run.record_intensity_reference()
     ckpts = run.checkpoints(create=True)
-    start_epoch, best, stale = 1, {"val_auc": -math.inf, "epoch": 0}, 0
+    start_epoch, best, stale = 1, dict(NO_BEST), 0
     progress = None  # the mid-epoch checkpoint's metadata when resuming from one
     resumed = run.resume and ckpts.latest_epoch("latest") is not None
     if resumed:
@@ -408,10 +409,7 @@ def _train(run: Run) -> dict:
             if last_line is not None:  # the whole cycle: the previous epoch's line and checkpoints too
                 record["epoch_cycle_s"] = now - last_line
             last_line = now
-            # NaN never improves; a tie (a binary flag's AUC does not move) goes to the lower loss
-            improved = va["auc"] > best["val_auc"] or (
-                va["auc"] == best["val_auc"] and va["loss"] < best.get("val_loss", math.inf)
-            )
+            improved = improves(va["auc"], va["loss"], best)
             if improved:
                 best = {"val_auc": va["auc"], "epoch": epoch, "val_loss": va["loss"]}
             # the log line first: a process killed between the two leaves a line that resume
