@@ -50,7 +50,8 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from lnm_jax import names
-from lnm_jax.fileio import SEED_RANGE, STOP_ASKED, guard_output, is_seed
+from lnm_jax.fileio import SEED_RANGE, STOP_ASKED, is_seed
+from lnm_jax.output_guard import guard_output
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 

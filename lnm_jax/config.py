@@ -255,7 +255,7 @@ def base_config(setting: str = "triple") -> ConfigDict:
     c.protocol = ConfigDict(
         dict(
             backbones=("resnet50", "vgg11", "inception_v3"),
-            table2_modalities=("bmode", "ceus"),
+            table2_modalities=IMAGE_INPUTS,
             settings=tuple(SETTINGS),
             permutations=1000,
             threshold=0.5,

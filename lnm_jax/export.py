@@ -37,9 +37,22 @@ import jax.numpy as jnp
 import numpy as np
 
 from lnm_jax import names
-from lnm_jax.exported import CHECKSUMS, ONNX, OUTPUTS, PROGRAM, RUNTIME, WEIGHTS, load, load_onnx, write_checksums
-from lnm_jax.fileio import atomic_directory, guard_output, json_text
+from lnm_jax.exported import (
+    CHECKSUMS,
+    ONNX,
+    OUTPUTS,
+    PREDICT_SCRIPT,
+    PROGRAM,
+    REQUIREMENTS,
+    RUNTIME,
+    WEIGHTS,
+    load,
+    load_onnx,
+    write_checksums,
+)
+from lnm_jax.fileio import atomic_directory, json_text
 from lnm_jax.model_card import PREPROCESSING_CHANGED, PREPROCESSING_UNRECORDED, input_spec, metadata, write_card
+from lnm_jax.output_guard import guard_output
 from lnm_jax.portable import NOT_PORTABLE, PACKAGE, portable_modules
 from lnm_jax.run import Run
 from lnm_jax.training.steps import inference_variables
@@ -85,10 +98,6 @@ def _input_structs(spec: dict, batch) -> dict:
         k: jax.ShapeDtypeStruct(tuple(batch if d == "B" else d for d in v["shape"]), jnp.dtype(v["dtype"]))
         for k, v in spec.items()
     }
-
-
-PREDICT_SCRIPT = "predict.py"
-REQUIREMENTS = "requirements.txt"
 
 
 def _runtime_init(md: dict) -> str:

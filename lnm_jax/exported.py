@@ -39,14 +39,17 @@ from pathlib import Path
 import numpy as np
 
 from lnm_jax import names
-
-PROGRAM = "model.jax_export"
-WEIGHTS = "weights.npz"
-ONNX = "model.onnx"
-METADATA = "metadata.json"
-MODEL_CARD = "model_card.md"
-CHECKSUMS = "SHA256SUMS"
-RUNTIME = "lnm_runtime"  # the export folder's copy of the portable modules (lnm_jax.export)
+from lnm_jax.export_files import (  # noqa: F401  (the export folder's names, importable from here too)
+    CHECKSUMS,
+    METADATA,
+    MODEL_CARD,
+    ONNX,
+    PREDICT_SCRIPT,
+    PROGRAM,
+    REQUIREMENTS,
+    RUNTIME,
+    WEIGHTS,
+)
 
 
 class ExportIntegrityError(ValueError):
@@ -243,11 +246,13 @@ def check_inputs_stated(folder: Path, metadata: dict, program_inputs: dict[str, 
         if "image_size" not in said:
             continue
         size, frames = said["image_size"], said.get("clip_frames", 1)
-        for name in ("bmode", "ceus"):  # an image [B, H, W, 3] or a clip [B, T, H, W, 3]
+        for name in names.IMAGE_INPUTS:  # an image [B, H, W, 3] or a clip [B, T, H, W, 3]
             shape = stated.get(name, {}).get("shape")
             clip = shape is not None and len(shape) == 5
             if shape is not None and (
-                shape[-3:-1] != [size] * 2 or (clip and shape[1] != frames) or (name == "ceus" and clip != (frames > 1))
+                shape[-3:-1] != [size] * 2
+                or (clip and shape[1] != frames)
+                or (name == names.CEUS and clip != (frames > 1))
             ):
                 raise ExportIntegrityError(
                     f"{where}: image_size {size} and clip_frames {frames} are not its input {name}'s shape {shape}: "
@@ -327,7 +332,7 @@ def load_onnx(folder: Path | str, providers=("CPUExecutionProvider",), fingerpri
     except ImportError as e:
         raise ImportError(
             f"{folder / ONNX} runs with onnxruntime, which is not installed here: pip install '{needed}' "
-            f"(or pip install -r {folder / 'requirements.txt'})"
+            f"(or pip install -r {folder / REQUIREMENTS})"
         ) from e
     try:
         session = onnxruntime.InferenceSession(str(folder / ONNX), providers=list(providers))

@@ -69,7 +69,7 @@ def atomic_directory(out_dir: Path | str, *, replace: bool = False) -> Iterator[
     succeeds, removed when it fails (an interrupt included), so nothing half-written is ever
     left at ``out_dir``; one a killed writer left is removed by the next. ``out_dir`` must not
     exist or be empty, unless ``replace``: then a folder there (one the caller has checked is
-    its own earlier output, e.g. with :func:`guard_output`) is replaced whole when the block
+    its own earlier output, e.g. with :func:`lnm_jax.output_guard.guard_output`) is replaced whole when the block
     succeeds, so that none of its files outlives the call (a figure of a patient the new call
     does not have, scores the new call did not compute), and kept as it was when it fails."""
     out_dir = Path(out_dir).resolve()
@@ -436,109 +436,6 @@ def path_inside(root: Path | str, relative: str) -> Path:
 class OutputPathError(FileExistsError):
     """An output path that would replace or write into an input, or an existing file the
     command did not write."""
-
-
-def export_holding(path: Path | str) -> Path | None:
-    """The nearest folder ``lnm-jax export`` wrote (its ``SHA256SUMS`` and ``metadata.json``)
-    that is ``path`` or lies above it, resolved; None when there is none."""
-    from lnm_jax.exported import CHECKSUMS, METADATA  # noqa: PLC0415  (its names, defined there)
-
-    path = Path(path).resolve()
-    return next((f for f in (path, *path.parents) if (f / CHECKSUMS).is_file() and (f / METADATA).is_file()), None)
-
-
-def refuse_export_folder(path: Path | str, flag: str) -> None:
-    """:class:`OutputPathError` where ``path`` (what option ``flag`` names for writing) is or lies
-    in a folder ``lnm-jax export`` wrote (:func:`export_holding`): every file of one is checked
-    against its ``SHA256SUMS``, and one replaced or added breaks the export."""
-    path = Path(path).resolve()
-    if (export := export_holding(path)) is not None:
-        raise OutputPathError(
-            f"{flag} {path} {'is' if export == path else 'lies in'} the exported model folder {export}, every file of "
-            "which is checked against its SHA256SUMS (one replaced breaks the export): choose a path outside it"
-        )
-
-
-def guard_output(
-    out: Path | str,
-    *,
-    inputs: Iterable[Path | str] = (),
-    overwrite: bool = False,
-    ours=None,
-    flag: str = "--out",
-    kind: str = "file",
-    can_overwrite: bool = True,
-    run: Path | str | None = None,
-) -> Path:
-    """Checks ``out`` before anything is written and returns it resolved. Refused, whatever
-    ``overwrite`` says: ``out`` is or lies in a run folder's state
-    (:func:`lnm_jax.run_files.state_holding`: a folder made in ``checkpoints/best`` is taken by
-    orbax for a step), ``out`` is one of ``inputs`` (a file or folder the command reads), lies
-    inside an input folder, or holds an input. Refused unless ``overwrite``: an existing file
-    that ``ours(path)`` (the command's own check of what it writes, e.g. a CSV header) does not
-    recognise as the command's own output; with ``ours`` None, any existing file. A command
-    whose output has the shape of files it did not write (a manifest CSV: every cohort's starts
-    with ``patient_id``; a JSON of means and SDs: a run's intensity reference has that shape)
-    passes no ``ours``: a shape is no proof of authorship. ``kind``: 'file' or 'folder', what the command writes
-    at ``out`` (the other is refused); ``can_overwrite``: whether the command has ``--overwrite``
-    (else the message does not offer it). Inside a run folder but outside its state, ``out``
-    must lie in an output folder (``eval_*``, ``gradcam_*``) of ``run``, the run folder the
-    command reads (:func:`lnm_jax.run_files.misplaced_output`)."""
-    from lnm_jax.run_files import misplaced_output, state_holding  # noqa: PLC0415  (run_files imports this module)
-
-    out = Path(out).resolve()
-    if (state := state_holding(out)) is not None:
-        run, entry = state
-        raise OutputPathError(
-            f"{flag} {out} is a run folder (checkpoints, records, logs): choose another path"
-            if entry is None
-            else f"{flag} {out} is part of the run folder {run}'s state (checkpoints, records, logs): "
-            "it would be replaced; choose another path"
-            if out == entry
-            else f"{flag} {out} lies in {entry}, part of the run folder {run}'s state (checkpoints, records, logs): "
-            "choose a path outside it, or a new folder beside them"
-        )
-    if kind == "file" and out.is_dir():
-        raise OutputPathError(f"{flag} {out} is a folder; name a file to write")
-    if kind == "folder" and out.exists() and not out.is_dir():
-        raise OutputPathError(f"{flag} {out} is an existing file; name a new folder")
-    for given in inputs:
-        src = Path(given).resolve()
-        if out == src:
-            raise OutputPathError(
-                f"{flag} {out} is an input of this command; it would be replaced: choose another path"
-            )
-        if src.is_dir() and out.is_relative_to(src):
-            raise OutputPathError(f"{flag} {out} is inside the input folder {src}: choose a path outside it")
-        if out.is_dir() and src.is_relative_to(out) and out.exists() and any(out.iterdir()):
-            raise OutputPathError(f"{flag} {out} holds the input {src}: choose another path")
-    if (why := misplaced_output(out, run)) is not None:
-        raise OutputPathError(f"{flag} {out} {why}")
-    refuse_export_folder(out, flag)  # (helper-60: --overwrite had replaced an export's metadata.json)
-    if out.is_dir():
-        if any(out.iterdir()) and (ours is None or not ours(out)):  # with no ``ours``, no claim on who wrote it
-            said = (
-                "is an existing folder that is not empty"
-                if ours is None
-                else "is an existing folder this command did not write"
-            )
-            raise OutputPathError(f"{flag} {out} {said}: choose a new path")
-    elif out.exists() and not overwrite and (ours is None or not ours(out)):
-        hint = "pass --overwrite to replace it" if can_overwrite else "choose another path"
-        said = "exists" if ours is None else "exists and was not written by this command"
-        raise OutputPathError(f"{flag} {out} {said}; {hint}")
-    return out
-
-
-def csv_header_starts(path: Path, columns: Sequence[str]) -> bool:
-    """True when ``path`` is a CSV whose header starts with ``columns`` (how a command
-    recognises a file it wrote)."""
-    try:
-        with Path(path).open(newline="") as f:
-            header = next(csv.reader(f), [])
-    except (OSError, UnicodeDecodeError, csv.Error):
-        return False
-    return header[: len(columns)] == list(columns)
 
 
 class QuietFileHandler(logging.FileHandler):

@@ -15,6 +15,7 @@ from lnm_jax.config import ConfigError
 from lnm_jax.data.cohorts.inputs import MissingInputsError, lacking, refuse_missing  # noqa: F401 (re-exported)
 from lnm_jax.data.cohorts.manifest import Cohort
 from lnm_jax.data.cohorts.splits import SplitError, make_splits
+from lnm_jax.evaluation.summary import PREVALENCE_BOUNDS
 from lnm_jax.models.fusion import check_config
 
 
@@ -146,8 +147,6 @@ def report(
 def prevalence_warning(cohort: Cohort, config: ConfigDict) -> str | None:
     """A line when the cohort's prevalence is outside 0.2-0.8 and positives are not weighted:
     a plain-BCE model's 0.5 threshold then calls (nearly) every patient one class."""
-    from lnm_jax.evaluation.evaluate import PREVALENCE_BOUNDS  # noqa: PLC0415  (one definition)
-
     labels = [x for x in cohort.labels if x is not None]
     if not labels:
         return None

@@ -65,13 +65,13 @@ from lnm_jax.fileio import (
     is_int,
     is_number,
     read_json,
-    refuse_export_folder,
     sealed,
     warn_once,
     write_csv,
     write_json,
 )
 from lnm_jax.models.fusion import build_model, check_config
+from lnm_jax.output_guard import refuse_export_folder
 from lnm_jax.portable import preprocessing_digest
 from lnm_jax.preflight import (
     check_disk_space,

@@ -39,9 +39,10 @@ from lnm_jax.data.pixels.decode import fit, over_black
 from lnm_jax.data.pixels.sources import Framing, decode_input
 from lnm_jax.data.records import decode_patient
 from lnm_jax.evaluation import intensity
-from lnm_jax.exported import METADATA, load_onnx, takes_absent_inputs
+from lnm_jax.exported import METADATA, PREDICT_SCRIPT, load_onnx, takes_absent_inputs
 from lnm_jax.exported import load as load_program
-from lnm_jax.fileio import csv_header_starts, guard_output, write_csv
+from lnm_jax.fileio import write_csv
+from lnm_jax.output_guard import csv_header_starts, guard_output
 
 PREDICTION_COLUMNS = (names.PATIENT_ID, "prob_lnm")  # how predict's own CSV starts
 FORMATS = names.EXPORT_FORMATS  # (the one definition; names is copied with this module)
@@ -54,7 +55,7 @@ def sigmoid(z):
 def guard_predictions(out_csv: Path | str, cohort, model_dir: Path | str, overwrite: bool) -> None:
     """Refuses ``predict --out`` onto the manifest, an image, a clip folder or the model's
     folder, or onto an existing file that is not an earlier prediction (unless ``overwrite``),
-    before anything is scored (:func:`lnm_jax.fileio.guard_output`)."""
+    before anything is scored (:func:`lnm_jax.output_guard.guard_output`)."""
     guard_output(
         out_csv,
         inputs=[*cohort.files(), model_dir],
@@ -459,7 +460,7 @@ def main(argv=None, folder: Path | str | None = None) -> int:
     """``python DIR/predict.py --manifest M --out probs.csv``: the columns of ``lnm-jax
     predict``. Bad input: one line on stderr, exit 2."""
     p = argparse.ArgumentParser(
-        prog="predict.py",
+        prog=PREDICT_SCRIPT,
         description="Score every patient of a manifest CSV with this exported model (columns patient_id, "
         "bmode, ceus, us_lnm as for lnm-jax; paths relative to the manifest).",
     )

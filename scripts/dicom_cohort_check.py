@@ -20,6 +20,8 @@ import sys
 import time
 from pathlib import Path
 
+from lnm_jax import run_files as F
+
 
 def sh(*args: str) -> str:
     t0 = time.perf_counter()
@@ -52,7 +54,7 @@ def main() -> None:
         for name in ("png", "dicom", "deid"):
             work = out / f"run_{name}_s{seed}"
             t0 = time.perf_counter()
-            manifest = out / name / "manifest.csv"
+            manifest = out / name / F.MANIFEST
             sh(
                 "train",
                 "--config",
@@ -63,7 +65,7 @@ def main() -> None:
                 f"--config.seed={seed}",
             )
             sh("evaluate", "--workdir", str(work))
-            metrics = json.loads((work / "eval_best" / "metrics.json").read_text())
+            metrics = json.loads((F.RunFiles(work).evaluation("best") / F.METRICS).read_text())
             results[f"{name} seed {seed}"] = {
                 "test_auc": round(metrics["splits"]["test"]["auc"], 4),
                 "wall_s": round(time.perf_counter() - t0),

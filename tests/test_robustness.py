@@ -634,7 +634,8 @@ def test_no_out_lies_in_an_exported_model_folder(tmp_path, tiny_cohort, capsys):
     metadata (the export then failed its checksums); run folders and inputs had been kept from
     every --out, export folders not. Any path in or of one is refused, --overwrite or not."""
     from lnm_jax.exported import CHECKSUMS, METADATA
-    from lnm_jax.fileio import OutputPathError, guard_output
+    from lnm_jax.fileio import OutputPathError
+    from lnm_jax.output_guard import guard_output
 
     export = tmp_path / "model"
     export.mkdir()

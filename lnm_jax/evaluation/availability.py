@@ -20,7 +20,8 @@ from lnm_jax.evaluation import metrics as M
 from lnm_jax.evaluation.evaluate import is_evaluation
 from lnm_jax.evaluation.stats import delong_test, format_p
 from lnm_jax.evaluation.summary import summarise_predictions
-from lnm_jax.fileio import guard_output, read_json, write_json, write_text
+from lnm_jax.fileio import read_json, write_json, write_text
+from lnm_jax.output_guard import guard_output
 from lnm_jax.run import Run
 
 # name -> inputs withheld

@@ -17,10 +17,11 @@ from lnm_jax.evaluation import intensity
 from lnm_jax.evaluation import metrics as M
 from lnm_jax.evaluation.plots import plot_convergence, plot_decision_curve, plot_reliability, plot_roc
 from lnm_jax.evaluation.subgroups import subgroup_rows
-from lnm_jax.evaluation.summary import format_summary, shown_auc_ci, summarise_predictions
-from lnm_jax.fileio import DamagedFileError, atomic_directory, guard_output, read_json, sealed, write_csv, write_json
+from lnm_jax.evaluation.summary import PREVALENCE_BOUNDS, format_summary, shown_auc_ci, summarise_predictions
+from lnm_jax.fileio import DamagedFileError, atomic_directory, read_json, sealed, write_csv, write_json
 from lnm_jax.metric_writer import read_history
 from lnm_jax.model_card import metadata, write_card
+from lnm_jax.output_guard import guard_output
 from lnm_jax.preflight import check_inputs_present, zero_fills
 from lnm_jax.run import Run, trained_checkpoint
 from lnm_jax.serving import (
@@ -410,9 +411,6 @@ def lesion_evidence(run: Run, checkpoint: str, out: Path, shown: Path | None = N
         "summary": res["scores"],
         "out": str((shown or out) / LESION_MAPS),
     }
-
-
-PREVALENCE_BOUNDS = (0.2, 0.8)  # outside: a 0.5 threshold on an unweighted model is a poor default
 
 
 def unfinished_warning(run: Run) -> str | None:

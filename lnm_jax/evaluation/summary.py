@@ -25,6 +25,7 @@ from lnm_jax.evaluation import metrics as M
 from lnm_jax.evaluation.stats import delong_ci
 
 THRESHOLD_METRICS = ("sensitivity", "specificity", "accuracy")
+PREVALENCE_BOUNDS = (0.2, 0.8)  # outside: a 0.5 threshold on an unweighted model is a poor default
 
 
 def bce(labels: np.ndarray, logits: np.ndarray) -> float:

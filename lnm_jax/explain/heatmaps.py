@@ -22,7 +22,8 @@ from lnm_jax.evaluation.metrics import sigmoid
 from lnm_jax.explain import scores as S
 from lnm_jax.explain.figures import grid_figure, patient_figure
 from lnm_jax.explain.gradcam import AUTO_LAYER, choose_layer, layer_sizes, make_cam_fn
-from lnm_jax.fileio import atomic_directory, atomic_file, guard_output, path_inside, read_json, write_csv, write_json
+from lnm_jax.fileio import atomic_directory, atomic_file, path_inside, read_json, write_csv, write_json
+from lnm_jax.output_guard import guard_output
 from lnm_jax.preflight import check_inputs_present
 from lnm_jax.run import Run
 from lnm_jax.task import Task
@@ -233,7 +234,7 @@ def _explain(
             label = int(batch[names.LABEL][i])
             pid = batch[names.PATIENT_ID][i].decode()
             entry = {
-                "patient_id": pid,
+                names.PATIENT_ID: pid,
                 "prob": prob,
                 "label": label,
                 "correct": label >= 0 and (prob >= threshold) == (label == 1),

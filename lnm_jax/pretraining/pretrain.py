@@ -45,13 +45,15 @@ from ml_collections import ConfigDict
 from tqdm import tqdm
 
 from lnm_jax import compile_options, names, rng_streams
+from lnm_jax import run_files as F
 from lnm_jax.config import ConfigError, check_fields, write_config
 from lnm_jax.data.cohorts import unlabeled
 from lnm_jax.data.cohorts.manifest import MISSING_COLUMN, ManifestError, read_manifest
 from lnm_jax.data.pixels.sources import Framing
-from lnm_jax.fileio import discard_made, raise_if_stop_asked, read_json, refuse_export_folder, write_json, write_text
+from lnm_jax.fileio import discard_made, raise_if_stop_asked, read_json, write_json, write_text
 from lnm_jax.metric_writer import history_text, read_history
 from lnm_jax.models.contrastive import BACKBONE, ContrastiveEncoder, nt_xent
+from lnm_jax.output_guard import refuse_export_folder
 from lnm_jax.pretraining import views
 from lnm_jax.pretraining.probe import FOLDS as PROBE_FOLDS
 from lnm_jax.pretraining.probe import probe
@@ -62,7 +64,7 @@ from lnm_jax.training.loop import TrainingDivergedError
 from lnm_jax.training.state import run_init_program
 
 SHARED = "shared"  # the group name of a backbone shared by every image input
-CONFIG = "config.json"
+CONFIG = F.CONFIG  # the same file name as a run's
 INPUTS_RECORD = "pretrain_inputs.json"
 # config fields a pretraining never reads (its views are pretrain.augment's): not compared on resume or reuse
 UNREAD_FIELDS = ("data.augment.",)

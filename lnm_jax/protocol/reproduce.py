@@ -539,7 +539,7 @@ def reproduce(config: ConfigDict, workdir: Path | str) -> dict:
 
     by_setting = {row["setting"]: name for name, row in results["table3"]["rows"].items()}
     comparisons = {}
-    for a, b in (("triple", "dual"), ("triple", "us_lnm"), ("dual", "us_lnm")):
+    for a, b in (("triple", "dual"), ("triple", names.US_LNM), ("dual", names.US_LNM)):
         if a in by_setting and b in by_setting:
             y, za, zb = _aligned(preds[by_setting[a]], preds[by_setting[b]], "test")
             comparisons[f"{a}_vs_{b}"] = delong_test(y, M.sigmoid(za), M.sigmoid(zb))

@@ -28,8 +28,9 @@ from lnm_jax.data.cohorts.manifest import (
     table_text,
     write_manifest,
 )
-from lnm_jax.fileio import guard_output, problems_text
+from lnm_jax.fileio import problems_text
 from lnm_jax.names import BMODE, CEUS, LABEL, MASK_COLUMNS, PATIENT_ID, US_LNM, mask
+from lnm_jax.output_guard import guard_output
 
 PATHOLOGY = {"malignant": 1, "benign": 0}
 VIEW = {"l": BMODE, "r": CEUS, "s": BMODE}

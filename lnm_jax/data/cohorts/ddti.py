@@ -25,8 +25,9 @@ from PIL import Image, ImageDraw
 
 from lnm_jax.data.cohorts.manifest import pixel_digest, write_manifest
 from lnm_jax.data.pixels.decode import image_size, read_image
-from lnm_jax.fileio import OutputPathError, atomic_directory, error_line, guard_output, problems_text
+from lnm_jax.fileio import OutputPathError, atomic_directory, error_line, problems_text
 from lnm_jax.names import BMODE, LABEL, PATIENT_ID, US_LNM, mask
+from lnm_jax.output_guard import guard_output
 
 SUSPICIOUS = ("4", "4a", "4b", "4c", "5")  # ("4": ACR TI-RADS's TR4, where no subcategory is given)
 NOT_SUSPICIOUS = ("1", "2", "3")

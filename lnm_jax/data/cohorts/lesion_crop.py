@@ -22,8 +22,9 @@ import numpy as np
 from lnm_jax.data.cohorts.manifest import data_rows, read_manifest, table_reader, table_text
 from lnm_jax.data.pixels.masks import read_mask
 from lnm_jax.data.pixels.sources import DEFAULT_FRAMING, Box, Framing, option_columns, resolve
-from lnm_jax.fileio import guard_output, write_csv
+from lnm_jax.fileio import write_csv
 from lnm_jax.names import IMAGE_INPUTS, MASK_COLUMNS, mask
+from lnm_jax.output_guard import guard_output
 
 
 def lesion_box(lesion: np.ndarray, within: Box, margin: float) -> Box:

@@ -32,7 +32,7 @@ from lnm_jax.data.cohorts.manifest import Cohort, Patient
 from lnm_jax.data.loaders import augment as augment_lib
 from lnm_jax.data.pixels.sources import DEFAULT_FRAMING, Framing
 from lnm_jax.data.records import decode_patient
-from lnm_jax.fileio import guard_output, json_text, write_text
+from lnm_jax.fileio import json_text, write_text
 from lnm_jax.names import (
     AVAILABILITY_KEYS,
     CEUS,
@@ -47,6 +47,7 @@ from lnm_jax.names import (
     mask,
     parse_modalities,
 )
+from lnm_jax.output_guard import guard_output
 
 SEED_STREAM = 0x4C4E4D  # separates the loader's generators from other users of the run seed
 

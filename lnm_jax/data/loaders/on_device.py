@@ -24,7 +24,7 @@ import numpy as np
 from jax.scipy.ndimage import map_coordinates
 
 from lnm_jax import rng_streams
-from lnm_jax.names import AVAILABILITY_KEYS, IMAGE_INPUTS, LABEL, US_LNM, has
+from lnm_jax.names import AVAILABILITY_KEYS, IMAGE_INPUTS, LABEL, US_LNM, VALID, has
 
 ROW_KEYS = (US_LNM, LABEL, *AVAILABILITY_KEYS)
 
@@ -126,7 +126,7 @@ class DeviceCohort:
                 b[k] = (img - stats[k][0]) / stats[k][1] * present  # a missing image stays zero
             b[US_LNM] = jnp.maximum(b[US_LNM], 0).astype(jnp.float32)
             b[LABEL] = b[LABEL].astype(jnp.int32)
-            b["valid"] = jnp.ones(idx.shape[0], bool)
+            b[VALID] = jnp.ones(idx.shape[0], bool)
             return b
 
         self._make = jax.jit(make_batch, out_shardings=sharding)

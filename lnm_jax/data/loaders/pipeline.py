@@ -33,6 +33,7 @@ from lnm_jax.names import (
     LABEL,
     PATIENT_ID,
     US_LNM,
+    VALID,
     has,
 )
 
@@ -201,7 +202,7 @@ def as_numpy(ds: tf.data.Dataset, batch_size: int) -> Iterator[dict[str, np.ndar
                 pad = np.zeros((batch_size - n,) + v.shape[1:], v.dtype)
                 v = np.concatenate([v, pad])
             out[k] = v
-        out["valid"] = np.arange(batch_size) < n
+        out[VALID] = np.arange(batch_size) < n
         yield out
 
 

@@ -25,6 +25,7 @@ import tensorflow_datasets as tfds
 from lnm_jax.data.cohorts.manifest import Cohort, read_manifest
 from lnm_jax.data.pixels import sources
 from lnm_jax.names import BMODE, CEUS, LABEL, PATIENT_ID, US_LNM, has
+from lnm_jax.run_files import MANIFEST
 
 ALL_SPLIT = "cohort"  # "all" is reserved by TFDS
 
@@ -46,7 +47,7 @@ class LnmCohort(tfds.core.GeneratorBasedBuilder):
     def __init__(
         self,
         *,
-        manifest_name: str = "manifest.csv",
+        manifest_name: str = MANIFEST,
         require_labels: bool = True,
         clip_frames: int = 1,
         ceus_region: str = "auto",

@@ -38,10 +38,12 @@ from lnm_jax.data.pixels import dicom, sources
 from lnm_jax.data.pixels.clips import MAX_CLIP_FRAMES, frame_files, frame_name, iter_frames
 from lnm_jax.data.pixels.decode import open_upright
 from lnm_jax.data.pixels.dicom import Box
-from lnm_jax.data.pixels.masks import read_mask
+from lnm_jax.data.pixels.masks import mask_file, read_mask
 from lnm_jax.data.privacy import phi
-from lnm_jax.fileio import atomic_directory, guard_output, write_csv
+from lnm_jax.fileio import atomic_directory, write_csv
 from lnm_jax.names import IMAGE_INPUTS, LABEL, MASK_COLUMNS, PATIENT_ID, US_LNM, mask
+from lnm_jax.output_guard import guard_output
+from lnm_jax.run_files import MANIFEST
 
 MAPPING_COLUMNS = (
     "original_patient_id",
@@ -168,17 +170,17 @@ def deidentify(
                         row[rate] = src.frame_rate
                     row[name] = rel
                     if (lesion := p.mask(name)) is not None:  # cropped with its image: it stays aligned
-                        row[mask(name)] = f"images/{pid}_{name}_mask.png"
+                        row[mask(name)] = mask_file(pid, name)
                         crop_mask(lesion, box, tmp / row[mask(name)])
                     links.append(
                         dict(zip(MAPPING_COLUMNS, (p.patient_id, pid, name, str(path), rel, *uid_pair), strict=True))
                     )
                 rows.append(row)
             masks = [c for c in MASK_COLUMNS if any(c in r for r in rows)]
-            write_manifest(tmp / "manifest.csv", rows, extra_columns=(*masks, *keep_columns, *KEPT_OPTIONS))
+            write_manifest(tmp / MANIFEST, rows, extra_columns=(*masks, *keep_columns, *KEPT_OPTIONS))
             _one_time(tmp)
             # the copy is usable (its warnings were the original's, said already, and would name a temporary path)
-            read_manifest(tmp / "manifest.csv", require_labels=False, framing=framing, warn=False)
+            read_manifest(tmp / MANIFEST, require_labels=False, framing=framing, warn=False)
             # the mapping before the copy is committed: a mapping that cannot be written leaves no
             # copy (its pseudonyms would link to nothing), and a copy that cannot be committed no mapping
             try:
@@ -195,7 +197,7 @@ def deidentify(
             mapping.unlink(missing_ok=True)
         raise
     return Report(
-        out_dir / "manifest.csv",
+        out_dir / MANIFEST,
         mapping,
         len(rows),
         len(links),

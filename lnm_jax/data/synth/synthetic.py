@@ -39,6 +39,7 @@ from PIL import Image
 
 from lnm_jax.data.cohorts.manifest import write_manifest
 from lnm_jax.data.pixels.dicom import COMPRESSIONS
+from lnm_jax.data.pixels.masks import mask_file
 from lnm_jax.data.threads import cpus, ordered_map
 from lnm_jax.fileio import (
     SEED_RANGE,
@@ -390,7 +391,7 @@ def generate_cohort(
         raise ValueError(f"workers must be a whole number >= 1 or None, got {workers!r}")
     with atomic_directory(out_dir) as tmp:
         _write_cohort(tmp, params, progress, default_workers(params) if workers is None else workers)
-    return Path(out_dir) / "manifest.csv"
+    return Path(out_dir) / MANIFEST
 
 
 # CPU seconds to render and write one 256 px patient (B-mode, CEUS still, two masks), measured
@@ -519,7 +520,7 @@ def _write_masks(root: Path, pid: str, row: dict, u_b: float, geom: dict, size: 
     cells = {}
     for name, irregularity in ((BMODE, 0.03 + 0.22 * u_b), (CEUS, 0.05)):
         if name in row:
-            cells[mask(name)] = f"images/{pid}_{name}_mask.png"
+            cells[mask(name)] = mask_file(pid, name)
             inside = _nodule_field(geom, size, irregularity)[1] > 0.5
             Image.fromarray(inside.astype(np.uint8) * 255, "L").save(root / cells[mask(name)])
     return cells

@@ -22,6 +22,7 @@ from PIL import Image, ImageDraw
 from lnm_jax.data.pixels import dicom
 from lnm_jax.data.pixels.decode import placed_weights, resample
 from lnm_jax.data.pixels.dicom import Box, ScanRegion
+from lnm_jax.names import BMODE, CEUS
 
 FIELD_OF_VIEW_MM = 40.0  # the synthetic images span 40 mm (synthetic.py's nodule sizes)
 SCREEN_STREAM = 0x5C4EE7  # the screen's random stream, apart from the images'
@@ -110,8 +111,8 @@ def write_patient(
             attributes=attrs,
         )
         _private_element(ds)
-        dicom.write_dataset(ds, folder / f"{pid}_bmode.dcm")
-        cells["bmode"] = f"{folder.name}/{pid}_bmode.dcm"
+        dicom.write_dataset(ds, folder / f"{pid}_{BMODE}.dcm")
+        cells[BMODE] = f"{folder.name}/{pid}_{BMODE}.dcm"
     if ceus is not None:
         frames = ceus if ceus.ndim == 4 else ceus[None]
         ref = _zoomed(np.repeat(reference[..., None], 3, axis=-1), zoom)
@@ -125,8 +126,8 @@ def write_patient(
             pixels, regions=regions, frame_time_ms=frame_ms, compression=compression, attributes=attrs
         )
         _private_element(ds)
-        dicom.write_dataset(ds, folder / f"{pid}_ceus.dcm")
-        cells["ceus"] = f"{folder.name}/{pid}_ceus.dcm"
+        dicom.write_dataset(ds, folder / f"{pid}_{CEUS}.dcm")
+        cells[CEUS] = f"{folder.name}/{pid}_{CEUS}.dcm"
     return cells
 
 
