@@ -110,7 +110,9 @@ def drop_modalities(avail: dict[str, jax.Array], rate: float, key: jax.Array) ->
 
 
 class TemporalAttentionPool(nn.Module):
-    """Gated attention over frames: weights softmax_t(w . (tanh(V h_t) * sigmoid(U h_t)))."""
+    """Gated attention over a clip's frames (Ilse, Tomczak & Welling, "Attention-based deep
+    multiple instance learning", ICML 2018, eq. 9): weights a_t = softmax_t(w . (tanh(V h_t) *
+    sigmoid(U h_t))); ``h`` [B, T, D] -> (sum_t a_t h_t [B, D], a [B, T])."""
 
     hidden: int = 128
 
@@ -122,6 +124,16 @@ class TemporalAttentionPool(nn.Module):
 
 
 class FusionClassifier(nn.Module):
+    """The paper's multimodality classifier and its extensions: one image branch per image input
+    (``backbone``, not shared; each pooled to a feature, 2,048-d for ResNet-50), concatenated with
+    the US-LNM flag (4,097 features for the triple model) into one logit (``fusion='concat'``,
+    Guang et al. 2023), or per-input logits combined by learned weights
+    (``fusion='late'``). Takes a batch dict (NHWC float32 images [B, H, W, 3], a CEUS clip
+    [B, T, H, W, 3], ``us_lnm`` float32 [B], ``has_<input>`` bool [B]; docs/python.md (b)) and
+    returns ``{"logit": [B], ...}`` (per-input logits, lesion maps, attention weights where
+    configured). Build it from a config with :func:`build_model`; the fields are those of
+    ``config.model``."""
+
     modalities: tuple[str, ...]
     backbone: str = "resnet50"
     width: int = 64

@@ -44,10 +44,12 @@ def data_mesh(devices=None) -> Mesh:
 
 
 def batch_sharding(mesh: Mesh) -> NamedSharding:
+    """Arrays split along their first (batch) axis over ``mesh``'s devices."""
     return NamedSharding(mesh, P(DATA_AXIS))
 
 
 def replicated(mesh: Mesh) -> NamedSharding:
+    """Arrays held whole on every device of ``mesh`` (the train state)."""
     return NamedSharding(mesh, P())
 
 

@@ -28,6 +28,11 @@ from lnm_jax.training import sharding
 
 @flax.struct.dataclass
 class TrainState:
+    """Everything a train step reads and returns, as one pytree (donated to the jitted step):
+    ``step`` int32 [], ``params`` and ``batch_stats`` (Flax variable collections),
+    ``opt_state`` (the optax optimiser's), ``plateau`` (the plateau scheduler's, whose
+    ``scale`` multiplies the updates)."""
+
     step: jax.Array
     params: Any
     batch_stats: Any
@@ -138,6 +143,9 @@ def create_train_state(
 
 
 def train_state_from(variables: dict, tx: optax.GradientTransformation, plateau) -> TrainState:
+    """A step-0 :class:`TrainState` from a model's ``variables`` (``params``, and ``batch_stats``
+    where it has BatchNorm), the optimiser ``tx`` and the plateau scheduler, both initialised on
+    the parameters."""
     params = variables["params"]
     return TrainState(
         step=jnp.zeros((), jnp.int32),
@@ -161,6 +169,7 @@ def _plateau_update(plateau, plateau_state, value):
 
 
 def learning_rate(base_lr: float, state: TrainState) -> float:
+    """The learning rate the next step uses: ``base_lr`` times the plateau scheduler's scale."""
     return float(base_lr * state.plateau.scale)
 
 

@@ -434,18 +434,12 @@ def _unknown_input_column(column: str, header: list[str], filled: dict[str, int]
     )
 
 
-def check_image(path: Path, still: bool = False) -> tuple[str, str] | None:
-    """Returns (problem code, why) if ``path`` is not a whole PNG/JPEG image that the decoder
-    reads, within :data:`MAX_IMAGE_PIXELS` (:func:`lnm_jax.data.pixels.decode.verify_image`),
-    or, for a ``still`` (not a clip's frame, which may be dark), holds no picture
-    (:func:`blank`); None if it is fine."""
-    return checked_still(path, still, digest=False)[0]
-
-
 def checked_still(
     path: Path, still: bool = True, digest: bool = True, crop: sources.Box | None = None
 ) -> tuple[tuple[str, str] | None, str | None, np.ndarray | None]:
-    """:func:`check_image`'s (problem code, why) or None, and (``digest``) the
+    """(problem code, why) where ``path`` is not a whole PNG/JPEG image that the decoder reads,
+    within :data:`MAX_IMAGE_PIXELS` (:func:`lnm_jax.data.pixels.decode.verify_image`), or, for a
+    ``still`` (not a clip's frame, which may be dark), holds no picture (:func:`blank`), else None, and (``digest``) the
     :func:`pixel_digest` of the picture and its :func:`lnm_jax.data.cohorts.similar.thumbnail`
     inside ``crop`` (None where it cannot be decoded, or not asked for: a clip's frames)."""
     bad, img = _decoded(path)
