@@ -44,10 +44,41 @@ LIMITS = [
     "range, and scores it all the same (its probability an extrapolation). Nothing else is checked: another "
     "scanner, depth or pathology within those intensities passes unflagged.",
 ]
-CALIBRATED = "Probabilities are calibrated (temperature scaling) on this cohort's validation split only."
+CALIBRATED = "A calibration temperature was fitted on validation"  # how the sentence below starts
+# (helper-99: "Probabilities are calibrated" whatever the test split said; the demo's T made test Brier worse)
+CALIBRATED_TEXT = (
+    CALIBRATED + " (T = {t:.3g}, {n} patients, in-sample there): prob_calibrated = sigmoid(logit / T) is not "
+    "calibrated by that alone; the calibration table gives ECE, Brier, intercept and slope before and after T on "
+    "each split{test}."
+)
+PREVALENCE_LIMIT = (
+    "Probabilities and the 0.5 and Youden cut-offs carry the training cohort's prevalence ({p}): at a site with "
+    "another, the mean predicted risk moves away from the observed rate and a cut-off's sensitivity, specificity "
+    "and net benefit change; re-fit the intercept and choose the cut-off on that site's own labelled patients "
+    "before acting on them."
+)
+
+
+def calibration_limit(temperature: float | None, calibration: dict, n_val: int) -> str:
+    """The card's limit on calibration: no temperature fitted, one at its search bound, or one
+    fitted on ``n_val`` validation patients with what it changed on test (``calibration``: the
+    summaries' calibration entries by split)."""
+    if temperature is None:
+        return UNCALIBRATED
+    if at_bound(temperature):
+        return CALIBRATION_AT_BOUND.format(t=temperature)
+    test = ""
+    if (c := calibration.get("test")) and "brier_temperature_scaled" in c:
+        test = (
+            f"; on test it moved Brier {c['brier']:.3f} -> {c['brier_temperature_scaled']:.3f} and the "
+            f"calibration slope {_fmt(c.get('slope'))} -> {_fmt(c.get('slope_temperature_scaled'))}"
+        )
+    return CALIBRATED_TEXT.format(t=temperature, n=n_val, test=test)
+
+
 CALIBRATION_AT_BOUND = (  # (helper-92: the card had said "calibrated" beside evaluate's "do not use it")
-    "The calibration temperature stopped at its search bound (T = {t:.3g}): the validation logits carry too little "
-    "ranking to calibrate, so prob_calibrated is no calibration; predict writes no such column."
+    "The calibration temperature stopped at its search bound (T = {t:.3g}; the warnings say why): prob_calibrated "
+    "is no calibration; predict writes no such column, and the exported model returns it as NaN."
 )
 UNCALIBRATED = (
     "Probabilities are not calibrated: no temperature is fitted for this checkpoint (prob_calibrated = prob); "
@@ -115,10 +146,15 @@ def _number_or_null(x) -> bool:
     return x is None or is_real(x)
 
 
+def _pair(x) -> bool:
+    """A CI as a record holds it: [lo, hi], each a number or null."""
+    return isinstance(x, list) and len(x) == 2 and all(map(_number_or_null, x))
+
+
 def evaluation_problem(doc: dict) -> str | None:
     """What is wrong with ``evaluate``'s metrics as a card reads them (one phrase, or None):
     ``splits`` an object of per-subset objects whose :data:`METRIC_KEYS` are numbers (or null),
-    pairs of them, or objects of them; ``calibration`` such an object or null; ``warnings`` a
+    pairs of them, or objects of them (or of pairs); ``calibration`` such an object or null; ``warnings`` a
     list of strings; ``single_inputs`` and ``cam_scores`` objects or null; the validation
     threshold and temperature numbers (or null)."""
     splits = doc.get("splits")
@@ -129,9 +165,8 @@ def evaluation_problem(doc: dict) -> str | None:
             return f"'splits'.'{s}' is {m!r}, not an object"
         for k in (*METRIC_KEYS, "calibration"):
             v = m.get(k)
-            pair = isinstance(v, list) and len(v) == 2 and all(map(_number_or_null, v))
-            table = isinstance(v, dict) and all(map(_number_or_null, v.values()))
-            if not (_number_or_null(v) or pair or table) or (k == "at_0.5" and not table):
+            table = isinstance(v, dict) and all(_number_or_null(x) or _pair(x) for x in v.values())
+            if not (_number_or_null(v) or _pair(v) or table) or (k == "at_0.5" and not table):
                 return f"'splits'.'{s}'.'{k}' is {v!r}"
     for k in ("youden_threshold_from_val", "temperature_from_val"):
         if not _number_or_null(doc.get(k)):
@@ -427,13 +462,8 @@ def metadata(
         # Grad-CAM of the test split against the lesion masks (evaluate, where the cohort has them)
         "image_evidence": (evaluation or {}).get("cam_scores"),
         "limits": LIMITS
-        + [
-            UNCALIBRATED
-            if temperature is None
-            else CALIBRATION_AT_BOUND.format(t=temperature)
-            if at_bound(temperature)
-            else CALIBRATED
-        ]
+        + [calibration_limit(temperature, calibration, len(run.split.subset("val")))]
+        + ([PREVALENCE_LIMIT.format(p=f"{np.mean(labels):.3f}")] if labels else [])
         + ([] if (evaluation or {}).get("cam_scores") else [unscored_cams(config, evaluation is not None)])
         + ([SYNTHETIC_LIMIT] if synthetic(config) else [])
         + ([DEFAULT_TASK_LIMIT] if not synthetic(config) and _default_task(config) else [])
@@ -529,12 +559,25 @@ def _metric_rows(metrics: dict) -> list[str]:
 
 
 def _calibration_rows(calibration: dict) -> list[str]:
-    rows = ["| split | ECE | Brier | ECE after T | Brier after T |", "|---|---:|---:|---:|---:|"]
+    """The calibration table: ECE, Brier, calibration intercept and slope (95% CI; Van Calster
+    et al. 2016), each before and after the temperature (- where none is usable)."""
+    rows = [
+        "| split | ECE | Brier | intercept (CI) | slope (CI) | ECE after T | Brier after T | intercept after T "
+        "| slope after T |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+
+    def with_ci(c: dict, k: str) -> str:
+        ci = c.get(f"{k}_ci") or [None, None]
+        return f"{_fmt(c.get(k))} ({_fmt(ci[0])} to {_fmt(ci[1])})" if k in c else "-"
+
     for s, c in calibration.items():
         if c:
             rows.append(
-                f"| {s} | {_fmt(c.get('ece'))} | {_fmt(c.get('brier'))} | {_fmt(c.get('ece_temperature_scaled'))} "
-                f"| {_fmt(c.get('brier_temperature_scaled'))} |"
+                f"| {s} | {_fmt(c.get('ece'))} | {_fmt(c.get('brier'))} | {with_ci(c, 'intercept')} "
+                f"| {with_ci(c, 'slope')} | {_fmt(c.get('ece_temperature_scaled'))} "
+                f"| {_fmt(c.get('brier_temperature_scaled'))} | {with_ci(c, 'intercept_temperature_scaled')} "
+                f"| {with_ci(c, 'slope_temperature_scaled')} |"
             )
     return rows
 
@@ -690,10 +733,13 @@ def markdown(md: dict) -> str:
         lines += _metric_rows(md["metrics"])
         lines += [
             "",
-            f"Thresholds (on `prob`, the uncalibrated probability; a patient is called positive at prob >= it): "
-            f"0.5, and Youden's index on validation: {_fmt(md['thresholds']['youden_from_val'])} (halfway between "
-            "two validation scores). "
-            f"Calibration temperature (fitted on validation, `prob_calibrated = sigmoid(logit / T)`): "
+            "Thresholds (on `prob`, the uncalibrated probability; a patient is called positive at prob >= it): "
+            + (
+                f"0.5, and Youden's index on validation: {_fmt(youden)} (halfway between two validation scores). "
+                if (youden := md["thresholds"]["youden_from_val"]) is not None
+                else "0.5 only: no Youden threshold (no cut-off has J > 0 on validation, or it holds one class). "
+            )
+            + f"Calibration temperature (fitted on validation, `prob_calibrated = sigmoid(logit / T)`): "
             f"{_fmt(md['calibration_temperature'])}.",
             *(
                 # (helper-90: the val row read as a second held-out result)

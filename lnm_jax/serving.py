@@ -269,9 +269,12 @@ class Model:
         """The program on its own arrays; a ``has_*`` false only where the model was trained for
         missing inputs, or with ``zero_fill_missing`` (zeros it never saw). ValueError where its
         ``prob_calibrated`` shows another temperature than the metadata's
-        (:func:`check_temperature`)."""
+        (:func:`check_temperature`). ``prob_calibrated`` is NaN where that temperature stopped at
+        its search bound (:func:`at_bound`: no calibration; helper-99 had exact 0s and 1s from it)."""
         out = self.program(arrays, zero_fill_missing=zero_fill_missing)
         check_temperature(self, out)
+        if (t := self.metadata.get("calibration_temperature")) is not None and at_bound(t):
+            out = {**out, "prob_calibrated": np.full_like(np.asarray(out["prob_calibrated"]), np.nan)}
         return out
 
     def _image(self, entry, name: str, row: int) -> np.ndarray:

@@ -55,3 +55,51 @@ def test_net_benefit_known_values():
     p = np.array([0.9, 0.6, 0.7, 0.1])
     # t = 0.5: treat patients 0, 1, 2 -> TP 2, FP 1: 2/4 - 1/4 * 1 = 0.25
     np.testing.assert_allclose(C.net_benefit(y, p, np.array([0.5, 0.8])), [0.25, 0.25])
+
+
+def test_intercept_and_slope_are_the_logistic_recalibration_fits():
+    """Van Calster's mean and weak calibration: the intercept with the logit as offset (the root
+    of sum(y - sigmoid(a + z)) = 0) and the slope of an unpenalised logistic regression on the
+    logit, each equal to an independent fit; Wald CIs from the observed information."""
+    from scipy.optimize import brentq
+    from scipy.stats import norm
+
+    r = np.random.default_rng(3)
+    z = r.normal(0.0, 2.0, 600)
+    y = (r.random(600) < sigmoid(0.4 + 0.6 * z)).astype(int)  # under-predicting, too extreme
+    got = C.intercept_and_slope(y, z)
+    a = brentq(lambda a: np.sum(y - sigmoid(a + z)), -10, 10)
+    assert got["intercept"] == pytest.approx(a, abs=1e-8)
+    p = sigmoid(a + z)
+    se = 1 / np.sqrt(np.sum(p * (1 - p)))
+    np.testing.assert_allclose(got["intercept_ci"], [a - norm.ppf(0.975) * se, a + norm.ppf(0.975) * se], atol=1e-8)
+    # the slope: where the score of the two-parameter model vanishes (scipy's root finder)
+    x = np.stack([np.ones_like(z), z], 1)
+
+    def score(beta):
+        return x.T @ (y - sigmoid(x @ beta))
+
+    from scipy.optimize import fsolve
+
+    beta = fsolve(score, [0.0, 1.0], xtol=1e-12)
+    assert got["slope"] == pytest.approx(beta[1], abs=1e-7)
+    assert got["slope"] < 1 and got["slope_ci"][0] < got["slope"] < got["slope_ci"][1] < 1
+    assert got["intercept"] > 0  # the model under-predicts: a > 0
+
+
+def test_intercept_and_slope_are_nan_where_undefined():
+    one_class = C.intercept_and_slope([1, 1, 1], [0.2, 1.0, 3.0])
+    assert all(np.isnan(one_class[k]) for k in ("intercept", "slope"))
+    separated = C.intercept_and_slope([0, 0, 1, 1], [-1.0, -2.0, 3.0, 4.0])
+    assert np.isnan(separated["slope"]) and np.isnan(separated["slope_ci"]).all()
+    assert np.isfinite(separated["intercept"])  # the offset model has a finite maximum
+
+
+def test_a_temperature_needs_both_classes_and_separation_is_told_apart():
+    """helper-99: one-class labels gave T = 0.97 in silence; a validation split the logits
+    separate sends T to its lower bound however well the model ranks (evaluate now says which)."""
+    with pytest.raises(ValueError, match="both classes"):
+        C.fit_temperature([1, 1, 1, 1], [0.5, 1.0, 2.0, 3.0])
+    y, z = np.array([0, 0, 1, 1]), np.array([-1.0, -2.0, 3.0, 4.0])
+    assert C.separates(y, z) and C.at_bound(C.fit_temperature(y, z))
+    assert not C.separates([0, 1, 0, 1], [-1.0, 0.5, 1.0, 2.0])

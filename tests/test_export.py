@@ -608,3 +608,26 @@ def test_every_import_of_the_runtime_is_in_its_requirements():
     distributions = {"PIL": "pillow", "imageio_ffmpeg": "imageio-ffmpeg"}
     for name in imports:
         assert any(r.startswith(distributions.get(name, name)) for r in listed), (name, listed)
+
+
+def test_the_runtime_returns_no_calibrated_probability_from_a_temperature_at_its_bound():
+    """helper-99: ``load().predict()`` returned exact 0s and 1s as ``prob_calibrated`` from a
+    temperature that stopped at its search bound, where predict's CSV leaves the column out."""
+    from types import SimpleNamespace
+
+    from lnm_jax import serving
+
+    z = np.array([-3.0, 0.5, 4.0], np.float32)
+
+    def program(t):
+        return lambda arrays, zero_fill_missing: {
+            "logit": z,
+            "prob": 1 / (1 + np.exp(-z)),
+            "prob_calibrated": (1 / (1 + np.exp(-z / t))).astype(np.float32),
+        }
+
+    bound = serving.TEMPERATURE_BOUNDS[0]
+    at_bound = SimpleNamespace(program=program(bound), metadata={"calibration_temperature": bound}, folder="x")
+    assert np.isnan(serving.Model.__call__(at_bound, {})["prob_calibrated"]).all()
+    fitted = SimpleNamespace(program=program(1.5), metadata={"calibration_temperature": 1.5}, folder="x")
+    np.testing.assert_allclose(serving.Model.__call__(fitted, {})["prob_calibrated"], 1 / (1 + np.exp(-z / 1.5)), 1e-6)

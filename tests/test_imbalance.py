@@ -93,6 +93,9 @@ def test_evaluate_warns_of_an_auc_over_few_patients_of_a_class():
         "patients leave open (at perfect separation they have zero width)"
     ]
     assert MIN_PER_CLASS == 10 and not small_split_warnings({"splits": {"test": {"n": 20, "n_positive": 10}}})
+    # a small validation split: what was fitted on it is said too (helper-99)
+    (val,) = small_split_warnings({"splits": {"val": {"n": 5, "n_positive": 3}}})
+    assert val.endswith("; the Youden threshold and the calibration temperature were fitted on these patients alone")
 
 
 def test_validate_warns_about_prevalence_unless_positives_are_weighted():

@@ -1423,7 +1423,7 @@ def test_stale_calibration_not_applied(triple_run, copy_run, capsys):
 
     shutil.rmtree(run.files.evaluation("best"), ignore_errors=True)  # not evaluated
     limits = metadata(run, "best")["limits"]
-    assert UNCALIBRATED in limits and CALIBRATED not in limits
+    assert UNCALIBRATED in limits and not any(line.startswith(CALIBRATED) for line in limits)
     # unscored Grad-CAM maps: for want of an evaluation, not "no masks" (the test split has masks)
     assert unscored_cams(run.config, evaluated=False) in limits
     assert "has not been evaluated" in unscored_cams(run.config, evaluated=False)
@@ -2204,3 +2204,25 @@ def test_a_run_kept_alive_lets_go_of_its_decoded_cohort(triple_run):
     held = triple_run.data
     triple_run.release_data()
     assert "data" not in triple_run.__dict__ and triple_run.data is not held
+
+
+def test_a_temperature_at_its_search_bound_is_reported_and_written_nowhere(triple_run, copy_run, monkeypatch):
+    """helper-99: a temperature that stopped at its bound was still applied in evaluate's
+    predictions.csv (0/1 columns), the reliability figure and the console's "after T" ECE;
+    the warning blamed "little ranking" on a validation split the logits separate."""
+    from lnm_jax.evaluation import calibration as C
+    from lnm_jax.evaluation.evaluate import FLAT, SEPARATED, evaluate
+    from lnm_jax.model_card import CALIBRATION_AT_BOUND, metadata
+
+    run = copy_run(triple_run)
+    monkeypatch.setattr(C, "fit_temperature", lambda labels, logits: C.TEMPERATURE_BOUNDS[0])
+    doc = evaluate(run)
+    assert doc["temperature_at_bound"] and all("temperature" not in m["calibration"] for m in doc["splits"].values())
+    val = run.predict("val", "best")
+    cause = SEPARATED if C.separates(val["lnm"], val["logit"]) else FLAT
+    assert any(cause in w for w in doc["warnings"]), doc["warnings"]
+    with (run.files.evaluation("best") / "predictions.csv").open() as f:
+        header = f.readline().strip().split(",")
+    assert "prob_lnm_calibrated" not in header and "prob_lnm" in header
+    limits = metadata(run, "best")["limits"]
+    assert CALIBRATION_AT_BOUND.format(t=C.TEMPERATURE_BOUNDS[0]) in limits

@@ -99,12 +99,16 @@ def test_short_run_learns_the_planted_signal(learnable_cohort, tmp_path):
     assert bayes_line(res["splits"]["test"]["auc"], ref) in evaluation_lines(res).splitlines()  # what evaluate prints
     m = written["splits"]["test"]
     assert set(m) >= {"auc", "auc_ci_delong", "auc_ci_bootstrap", "at_0.5", "at_threshold", "calibration", "loss"}
+    weak = ("intercept", "intercept_ci", "slope", "slope_ci")
     assert set(m["calibration"]) == {
         "ece",
         "brier",
         "temperature",
         "ece_temperature_scaled",
         "brier_temperature_scaled",
+        *weak,
+        *("intercept_temperature_scaled", "intercept_temperature_scaled_ci"),
+        *("slope_temperature_scaled", "slope_temperature_scaled_ci"),
     }
     from lnm_jax.fileio import SEAL_KEY, json_digest
 

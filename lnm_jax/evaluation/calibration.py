@@ -39,6 +39,8 @@ def expected_calibration_error(labels: np.ndarray, probs: np.ndarray, n_bins: in
 
 
 def brier(labels: np.ndarray, probs: np.ndarray) -> float:
+    """Mean squared difference between P(LNM) and the 0/1 label (Brier 1950; scikit-learn's
+    ``brier_score_loss``); 0 is perfect, 0.25 a constant 0.5."""
     y, p = _probabilities(labels, probs)
     return float(brier_score_loss(y.astype(int), p))
 
@@ -50,8 +52,12 @@ from lnm_jax.serving import TEMPERATURE_BOUNDS, at_bound  # noqa: E402, F401
 
 def fit_temperature(labels: np.ndarray, logits: np.ndarray) -> float:
     """The temperature T minimising the validation NLL of sigmoid(logit / T) (Guo et al. 2017),
-    searched in :data:`TEMPERATURE_BOUNDS` (check :func:`at_bound`)."""
+    searched in :data:`TEMPERATURE_BOUNDS` (check :func:`at_bound`). ValueError where the labels
+    hold one class (the NLL then falls as T moves toward a bound or 0 and says nothing of
+    calibration: helper-99 found T = 0.97 returned in silence)."""
     y, z = checked(labels, logits, "logits")
+    if len(y) == 0 or y.min() == y.max():
+        raise ValueError(f"a calibration temperature needs both classes; these {len(y)} labels hold one")
     y = y.astype(float)
 
     def nll(log_t):
@@ -63,7 +69,82 @@ def fit_temperature(labels: np.ndarray, logits: np.ndarray) -> float:
 
 
 def calibrated(logits: np.ndarray, temperature: float) -> np.ndarray:
+    """sigmoid(logit / T), float64 of ``logits``' shape."""
     return sigmoid(np.asarray(logits, float) / temperature)
+
+
+def separates(labels: np.ndarray, logits: np.ndarray) -> bool:
+    """True where every positive's logit exceeds every negative's (both classes present): the
+    likelihood of sigmoid(logit / T) then rises as T -> 0, so no finite temperature maximises
+    it and a fit stops at its lower bound however well the model ranks."""
+    y, z = checked(labels, logits, "logits")
+    pos, neg = z[y == 1], z[y == 0]
+    return bool(pos.size and neg.size and pos.min() > neg.max())
+
+
+def _logistic_fit(y: np.ndarray, x: np.ndarray, offset: np.ndarray, iters: int = 100):
+    """Maximum-likelihood coefficients of logit P(y = 1) = offset + x @ beta by Newton-Raphson
+    with step halving, and their covariance (the inverse observed information); None where it
+    does not converge (separation: the likelihood has no finite maximum)."""
+    beta = np.zeros(x.shape[1])
+
+    def loglik(b):
+        eta = offset + x @ b
+        return float(np.sum(y * eta - np.logaddexp(0.0, eta)))
+
+    ll = loglik(beta)
+    for _ in range(iters):
+        p = sigmoid(offset + x @ beta)
+        info = x.T @ (x * (p * (1 - p))[:, None])
+        try:
+            step = np.linalg.solve(info, x.T @ (y - p))
+        except np.linalg.LinAlgError:
+            return None
+        for _ in range(50):  # the log-likelihood is concave: a shorter step along Newton's rises
+            new = loglik(beta + step)
+            if new >= ll - 1e-12:
+                break
+            step = step / 2
+        beta, ll = beta + step, new
+        if np.max(np.abs(step)) < 1e-10:
+            p = sigmoid(offset + x @ beta)
+            info = x.T @ (x * (p * (1 - p))[:, None])
+            if not np.all(np.isfinite(beta)) or np.linalg.cond(info) > 1e12:
+                return None
+            return beta, np.linalg.inv(info)
+    return None
+
+
+def intercept_and_slope(labels: np.ndarray, logits: np.ndarray, level: float = 0.95) -> dict:
+    """Van Calster et al.'s mean and weak calibration (J Clin Epidemiol 2016;74:167-176; Cox,
+    Biometrika 1958) of the probabilities sigmoid(``logits``), each with a Wald CI at ``level``
+    from the observed information:
+
+    * ``intercept``: calibration-in-the-large, a in logit P(y = 1) = a + logit (the slope fixed
+      at 1): 0 where the mean probability matches the observed rate, < 0 where the model
+      over-predicts.
+    * ``slope``: b in logit P(y = 1) = a' + b * logit: 1 for well-spread predictions, < 1 where
+      they are too extreme (overfitting), > 1 where too modest.
+
+    ``intercept_ci``, ``slope_ci``: [lo, hi]. NaN (each) where the labels hold one class or the
+    logistic fit does not converge (predictions that separate the classes: the slope is then
+    infinite)."""
+    from scipy.stats import norm  # noqa: PLC0415
+
+    y, z = checked(labels, logits, "logits")
+    y = y.astype(float)
+    nan = {"intercept": np.nan, "intercept_ci": [np.nan] * 2, "slope": np.nan, "slope_ci": [np.nan] * 2}
+    if len(y) == 0 or y.min() == y.max():
+        return nan
+    q = norm.ppf(0.5 + level / 2)
+    out = dict(nan)
+    if (fit := _logistic_fit(y, np.ones((len(y), 1)), z)) is not None:
+        a, se = float(fit[0][0]), float(np.sqrt(fit[1][0, 0]))
+        out.update(intercept=a, intercept_ci=[float(a - q * se), float(a + q * se)])
+    if (fit := _logistic_fit(y, np.stack([np.ones_like(z), z], axis=1), np.zeros_like(z))) is not None:
+        b, se = float(fit[0][1]), float(np.sqrt(fit[1][1, 1]))
+        out.update(slope=b, slope_ci=[float(b - q * se), float(b + q * se)])
+    return out
 
 
 def net_benefit(labels: np.ndarray, probs: np.ndarray, thresholds: np.ndarray) -> np.ndarray:

@@ -83,15 +83,19 @@ def evaluate(run: Run, *, checkpoint: str = "best", subsets=("val", "test"), out
         "evaluated_by": provenance.run_info(kinds=("inference",)),
         "splits": {},
     }
+    # a temperature at its search bound is no calibration: nothing is reported or written after it
+    # (helper-99: predictions.csv had kept its 0/1 column and the console its "improved" ECE)
+    usable = None if result["temperature_at_bound"] else temperature
     rows, curves, reliability = [], {}, {}
     for s in subsets:
         p = preds[s]
-        probs, cal = M.sigmoid(p["logit"]), C.calibrated(p["logit"], temperature)
+        probs = M.sigmoid(p["logit"])
+        cal = C.calibrated(p["logit"], usable) if usable is not None else None
         summary = summarise_predictions(
             p[names.LABEL],
             p["logit"],
             threshold=youden,
-            temperature=temperature,
+            temperature=usable,
             ci_level=ec.ci_level,
             n_boot=ec.bootstrap,
             seed=ec.seed,
@@ -102,19 +106,16 @@ def evaluate(run: Run, *, checkpoint: str = "best", subsets=("val", "test"), out
         method, interval = shown_auc_ci(summary)  # the console line's interval
         curves[shown] = (p[names.LABEL], probs, summary["auc"], interval)
         reliability[s] = (p[names.LABEL], probs)
-        reliability[f"{s}, T={temperature:.2f}"] = (p[names.LABEL], cal)
-        for pid, y, pr, pc in zip(p[names.PATIENT_ID], p[names.LABEL], probs, cal):
-            rows.append(
-                {
-                    names.PATIENT_ID: pid,
-                    "split": s,
-                    names.LABEL: int(y),
-                    "prob_lnm": f"{pr:.6f}",
-                    "prob_lnm_calibrated": f"{pc:.6f}",
-                    "pred_at_0.5": int(pr >= 0.5),
-                    "pred_at_youden": "" if youden is None else int(pr >= youden),
-                }
-            )
+        if cal is not None:
+            fitted = " (T fitted on it)" if s == "val" else ""
+            reliability[f"{s}, T={temperature:.2f}{fitted}"] = (p[names.LABEL], cal)
+        for k, (pid, y, pr) in enumerate(zip(p[names.PATIENT_ID], p[names.LABEL], probs)):
+            row = {names.PATIENT_ID: pid, "split": s, names.LABEL: int(y), "prob_lnm": f"{pr:.6f}"}
+            if cal is not None:
+                row["prob_lnm_calibrated"] = f"{cal[k]:.6f}"
+            row["pred_at_0.5"] = int(pr >= 0.5)
+            row["pred_at_youden"] = "" if youden is None else int(pr >= youden)
+            rows.append(row)
     test = preds.get("test")
     if test is not None and len(test[names.LABEL]):  # (helper-92: the card had no subgroup)
         result["subgroups"] = subgroup_rows(run.cohort, test[names.PATIENT_ID], test[names.LABEL], test["logit"])
@@ -127,7 +128,8 @@ def evaluate(run: Run, *, checkpoint: str = "best", subsets=("val", "test"), out
         result["warnings"].append(unfinished)
     if result["temperature_at_bound"]:  # recorded with the metrics, so the model card says it too
         lo, hi = C.TEMPERATURE_BOUNDS
-        result["warnings"].append(f"{BOUND_WARNING} (T = {temperature:.2f}, bounds {lo}-{hi})")
+        cause = SEPARATED if C.separates(val[names.LABEL], val["logit"]) else FLAT
+        result["warnings"].append(f"{BOUND_WARNING.format(cause=cause)} (T = {temperature:.2f}, bounds {lo}-{hi})")
     try:
         if (reference := bayes_reference(run, preds, subsets)) is not None:
             result["synthetic_reference"] = reference
@@ -380,9 +382,15 @@ NO_YOUDEN_WARNING = (
 
 
 BOUND_WARNING = (
-    "the calibration temperature stopped at its search bound: the validation logits carry little ranking, so "
-    "calibrated probabilities are near 0.5 (or 0/1); do not use prob_lnm_calibrated from this checkpoint"
+    "the calibration temperature stopped at its search bound: {cause}; no calibrated probability is reported or "
+    "written for this checkpoint"
 )
+# the two causes (helper-99: a validation AUC of 1.000 had been told its logits "carry little ranking")
+SEPARATED = (
+    "the validation logits separate the classes, so the likelihood rises as T -> 0 and has no finite maximum "
+    "(a few validation patients, or an overfitted model)"
+)
+FLAT = "the validation logits carry too little ranking for a temperature to fit"
 
 
 LESION_MAPS = F.gradcam_name("test")  # the evaluation folder's Grad-CAM maps and lesion scores of the test split
@@ -475,9 +483,15 @@ def small_split_warnings(result: dict) -> list[str]:
     for split, m in result["splits"].items():
         pos, neg = int(m["n_positive"]), int(m["n"]) - int(m["n_positive"])
         if min(pos, neg) < MIN_PER_CLASS:
+            fitted = (  # (helper-99: a temperature and a threshold fitted on 5 patients, unsaid)
+                "; the Youden threshold and the calibration temperature were fitted on these patients alone"
+                if split == "val"
+                else ""
+            )
             out.append(
                 f"{split}: {pos} positive and {neg} negative patients: its AUC rests on {pos * neg} pair(s), and "
                 "its CIs understate what so few patients leave open (at perfect separation they have zero width)"
+                + fitted
             )
     return out
 

@@ -82,18 +82,53 @@ def plot_reliability(
     label: str = "LNM",
 ) -> None:
     """``curves``: name -> (labels, probabilities); observed rate of ``label`` (the task's
-    positive class, :mod:`lnm_jax.task`) per probability bin."""
+    positive class, :mod:`lnm_jax.task`) per equal-width probability bin, each point at its
+    bin's mean probability with its Wilson 95% interval (scipy's ``binomtest``), joined only to
+    a neighbouring bin's (a line across empty bins drew an agreement no patient showed); below,
+    the patients per bin of each curve without ``T=`` in its name (helper-99: a point of one
+    patient looked like one of 68)."""
+    from scipy.stats import binomtest
+
     from lnm_jax.evaluation.calibration import expected_calibration_error, reliability_bins
 
-    fig, ax = plt.subplots(figsize=(5, 5), dpi=120)
+    fig, (ax, hist) = plt.subplots(
+        2, 1, figsize=(5, 6.2), dpi=120, sharex=True, gridspec_kw={"height_ratios": [4, 1.2]}
+    )
     ax.plot([0, 1], [0, 1], "k--", lw=1, alpha=0.5, label="perfect calibration")
+    counted = [name for name in curves if "T=" not in name]
+    width = 1.0 / n_bins / max(len(counted), 1)
     for name, (labels, probs) in curves.items():
         mean_p, rate, count = reliability_bins(labels, probs, n_bins)
-        keep = count > 0
         ece = expected_calibration_error(labels, probs, n_bins)
-        ax.plot(mean_p[keep], rate[keep], "o-", label=f"{name} (ECE {ece:.3f})")
-    ax.set(xlabel=f"predicted P({label})", ylabel=f"observed {label} rate", xlim=(0, 1), ylim=(0, 1), title=title)
-    ax.legend(loc="upper left", fontsize=8)
+        x, y = [], []
+        for b in range(n_bins):  # NaN between bins that are not neighbours: the line breaks there
+            if count[b]:
+                if x and not count[b - 1]:
+                    x.append(np.nan), y.append(np.nan)
+                x.append(mean_p[b]), y.append(rate[b])
+        (line,) = ax.plot(x, y, "o-", ms=4, label=f"{name} (ECE {ece:.3f})")
+        kept = count > 0
+        ci = [
+            binomtest(int(round(r * n)), int(n)).proportion_ci(method="wilson") for r, n in zip(rate[kept], count[kept])
+        ]
+        ax.errorbar(
+            mean_p[kept],
+            rate[kept],
+            yerr=[rate[kept] - [c.low for c in ci], [c.high for c in ci] - rate[kept]],
+            fmt="none",
+            ecolor=line.get_color(),
+            elinewidth=0.8,
+            capsize=2,
+            alpha=0.7,
+        )
+        if name in counted:
+            k = counted.index(name)
+            left = np.arange(n_bins) / n_bins + k * width
+            hist.bar(left, count, width=width, align="edge", color=line.get_color(), alpha=0.7, label=name)
+    ax.set(ylabel=f"observed {label} rate (Wilson 95% CI)", xlim=(0, 1), ylim=(0, 1), title=title)
+    ax.legend(loc="upper left", fontsize=7)
+    hist.set(xlabel=f"predicted P({label})", ylabel="patients")
+    hist.legend(fontsize=6, loc="upper center")
     fig.tight_layout()
     save_figure(fig, path)
     plt.close(fig)

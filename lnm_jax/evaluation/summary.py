@@ -11,7 +11,8 @@ a sensitivity means the same thing, under the same key, everywhere::
      "auc_ci_bootstrap":    [lo, hi] (BCa bootstrap over patients, stratified by class; when n_boot > 0),
      "at_0.5":              {threshold, sensitivity, specificity, accuracy, tp, tn, fp, fn},
      "at_threshold":        the same at a chosen threshold (e.g. Youden's on validation; when given),
-     "calibration":         {ece, brier[, temperature, ece_temperature_scaled, brier_temperature_scaled]}}
+     "calibration":         {ece, brier, intercept, intercept_ci, slope, slope_ci[, temperature, and each
+                             of the six as *_temperature_scaled]}}
 """
 
 from __future__ import annotations
@@ -65,12 +66,17 @@ def summarise_predictions(
         out["at_threshold"] = M.threshold_metrics(labels, probs, threshold)
     if calibration:
         cal = {"ece": C.expected_calibration_error(labels, probs), "brier": C.brier(labels, probs)}
+        cal.update(C.intercept_and_slope(labels, logits, ci_level))  # (helper-99: ECE alone hides which way)
         if temperature is not None:
             scaled = C.calibrated(logits, temperature)
             cal.update(
                 temperature=temperature,
                 ece_temperature_scaled=C.expected_calibration_error(labels, scaled),
                 brier_temperature_scaled=C.brier(labels, scaled),
+                **{  # intercept_temperature_scaled, intercept_temperature_scaled_ci, slope_...
+                    k.removesuffix("_ci") + "_temperature_scaled" + ("_ci" if k.endswith("_ci") else ""): v
+                    for k, v in C.intercept_and_slope(labels, logits / temperature, ci_level).items()
+                },
             )
         out["calibration"] = cal
     return out
@@ -96,13 +102,25 @@ def format_summary(name: str, s: dict, threshold_rule: str = "", fitted_on: str 
         line += "  " + _at(f"@{threshold_rule}({s['at_threshold']['threshold']:.2f}{where})", s["at_threshold"])
     c = s.get("calibration")
     if c:
-        line += f"\n      calibration: ECE {c['ece']:.3f}, Brier {c['brier']:.3f}"
+        line += f"\n      calibration: {_calibration_text(c, '')}"
         if "temperature" in c:
+            where = ", in-sample" if name == fitted_on else ""
             line += (
-                f"; with temperature {c['temperature']:.2f} (fitted on val): "
-                f"ECE {c['ece_temperature_scaled']:.3f}, Brier {c['brier_temperature_scaled']:.3f}"
+                f"\n      with temperature {c['temperature']:.2f} (fitted on {fitted_on}{where}): "
+                + _calibration_text(c, "_temperature_scaled")
             )
     return line
+
+
+def _calibration_text(c: dict, suffix: str) -> str:
+    """ECE, Brier, calibration intercept and slope (with CIs, where recorded) of a summary's
+    calibration, before (``suffix`` '') or after temperature scaling ('_temperature_scaled')."""
+    text = f"ECE {c['ece' + suffix]:.3f}, Brier {c['brier' + suffix]:.3f}"
+    for k in ("intercept", "slope"):
+        if k + suffix in c:
+            lo, hi = c[f"{k}{suffix}_ci"]
+            text += f", {k} {c[k + suffix]:.2f} ({lo:.2f} to {hi:.2f})"
+    return text
 
 
 def _at(tag: str, m: dict) -> str:
