@@ -2183,6 +2183,9 @@ def test_a_ctrl_c_whose_interrupt_was_swallowed_still_stops_training(tiny_cohort
         return wrapped
 
     monkeypatch.setattr(loop, "make_train_step", counting)
+    # the handler the command found (Python's default_int_handler; SIG_IGN in a process a shell
+    # started in the background, where SIGINT is ignored from the start): it is put back
+    before = signal.getsignal(signal.SIGINT)
     work = tmp_path / "w"
     c = tiny_config(tiny_cohort, "us_lnm", epochs=3)
     argv = ["train", "--workdir", str(work), "--config.modalities=us_lnm", f"--config.data.manifest={tiny_cohort}"]
@@ -2193,7 +2196,7 @@ def test_a_ctrl_c_whose_interrupt_was_swallowed_still_stops_training(tiny_cohort
     ]
     assert main(argv) == 130
     assert len(steps) == 3 and not fileio.STOP_ASKED.is_set()  # (cleared once the command ends)
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    assert signal.getsignal(signal.SIGINT) is before
     assert "interrupted" in capsys.readouterr().err
 
 
