@@ -704,30 +704,36 @@ def _override_problems(argv: list[str], config) -> list[str]:
 
 
 def cmd_norm_stats(argv: list[str]) -> int:
+    from lnm_jax.config import base_config  # noqa: PLC0415  (its defaults: one definition)
 
+    d = base_config().data
     p = _parser(prog="lnm-jax norm-stats", description="Per-modality mean/std of the training split.")
     p.add_argument("--manifest", required=True, type=Path, help="the cohort manifest CSV")
     p.add_argument(
-        "--image-size", type=_config_value("data.image_size", int), default=224, help="config data.image_size (pixels)"
+        "--image-size",
+        type=_config_value("data.image_size", int),
+        default=d.image_size,
+        help="config data.image_size (pixels)",
     )
-    p.add_argument("--seed", type=_seed, default=0, help="split seed (config data.split.seed)")
+    p.add_argument("--seed", type=_seed, default=d.split.seed, help="split seed (config data.split.seed)")
     p.add_argument("--out", type=Path, help="also write the JSON here")
     p.add_argument(
         "--field-of-view-mm",
         type=_config_value("data.field_of_view_mm"),
-        default=0.0,
+        default=d.field_of_view_mm,
         help="config data.field_of_view_mm",
     )
     _framing_arguments(p)
     p.add_argument(
         "--clip-frames",
         type=_config_value("data.clip_frames", int),
-        default=1,
+        default=d.clip_frames,
         help="config data.clip_frames: the CEUS clip frames training feeds",
     )
     fractions = {k: _config_value(f"data.split.{k}_fraction") for k in ("test", "val")}
-    p.add_argument("--test-fraction", type=fractions["test"], default=0.2, help="config data.split.test_fraction")
-    p.add_argument("--val-fraction", type=fractions["val"], default=0.2, help="config data.split.val_fraction")
+    for k in ("test", "val"):
+        default = d.split[f"{k}_fraction"]
+        p.add_argument(f"--{k}-fraction", type=fractions[k], default=default, help=f"config data.split.{k}_fraction")
     p.add_argument("--overwrite", action="store_true", help=OVERWRITE_HELP)
     a = p.parse_args(argv)
     if a.test_fraction + a.val_fraction >= 1:

@@ -76,6 +76,10 @@ def test_permutation_p_value_of_a_perfect_and_of_a_useless_predictor():
     assert p > 0.05
     # seeded: reproducible
     assert p == S.permutation_p_value(y, noise, acc, n_permutations=999, seed=0)
+    # fewer pairings than permutations asked (4 patients: 24): every one, exactly; a perfect
+    # predictor is matched by the 2! * 2! pairings that keep each class's labels: p = 4 / 24
+    small = np.array([0, 1, 0, 1])
+    assert S.permutation_p_value(small, small, acc, n_permutations=999, seed=0) == pytest.approx(4 / 24)
 
 
 def test_cohort_table_tests_match_hand_computations():
