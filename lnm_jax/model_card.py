@@ -19,6 +19,7 @@ from lnm_jax.config import base_config, frozen_backbone_epochs, norm_is_papers
 from lnm_jax.data.pixels.clips import PHASE_LEVEL
 from lnm_jax.data.pixels.sources import Framing
 from lnm_jax.evaluation.intensity import OUTLIER_Z
+from lnm_jax.evaluation.summary import KEYS as SUMMARY_KEYS
 from lnm_jax.exported import METADATA, MODEL_CARD
 from lnm_jax.fileio import SEAL_KEY, DamagedFileError, check_seal, is_real, read_json, warn_once, write_json, write_text
 from lnm_jax.portable import preprocessing_digest
@@ -30,7 +31,8 @@ from lnm_jax.training.checkpoint import CONFIG_KEY, DIGEST_KEY, PREPROCESSING_KE
 from lnm_jax.training.steps import resolve_pos_weight
 
 SCHEMA = "lnm_jax model card 2"  # the layout of metadata.json (MONAI bundle and Hugging Face card fields)
-METRIC_KEYS = ("n", "n_positive", "auc", "ci_level", "auc_ci_delong", "auc_ci_bootstrap", "at_0.5", "at_threshold")
+# the summary keys the card's metrics table copies (the loss left out; calibration has its own table)
+METRIC_KEYS = tuple(k for k in SUMMARY_KEYS if k not in ("loss", "calibration"))
 SYNTHETIC_LIMIT = "Trained on a synthetic cohort: a demonstration of the pipeline, not a model of patients."
 
 LIMITS = [

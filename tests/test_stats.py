@@ -371,3 +371,13 @@ def test_cv_auc_ci_is_ledells_influence_curve_interval_on_the_logit_scale():
     assert roc_auc_score(np.concatenate(ys), np.concatenate(ss)) < cv - 0.1
     with pytest.raises(ValueError, match="fold 1"):
         cv_auc_ci([ys[0], np.zeros(30, int)], ss[:2])
+
+
+def test_a_summary_holds_the_keys_its_schema_names_in_that_order():
+    from lnm_jax.evaluation.summary import KEYS, summarise_predictions
+
+    y = np.array([0, 1] * 15)
+    z = np.linspace(-2, 2, 30) + y
+    s = summarise_predictions(y, z, threshold=0.5, temperature=1.2, n_boot=50)
+    assert tuple(s) == KEYS
+    assert set(summarise_predictions(y, z, calibration=False)) <= set(KEYS)

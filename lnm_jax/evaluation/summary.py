@@ -26,6 +26,19 @@ from lnm_jax.evaluation import metrics as M
 from lnm_jax.evaluation.stats import delong_ci
 
 THRESHOLD_METRICS = ("sensitivity", "specificity", "accuracy")
+# every key of a summary, in the order above (the schema's one definition; readers take theirs from it)
+KEYS = (
+    "n",
+    "n_positive",
+    "loss",
+    "auc",
+    "ci_level",
+    "auc_ci_delong",
+    "auc_ci_bootstrap",
+    "at_0.5",
+    "at_threshold",
+    "calibration",
+)
 PREVALENCE_BOUNDS = (0.2, 0.8)  # outside: a 0.5 threshold on an unweighted model is a poor default
 
 
