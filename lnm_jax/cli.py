@@ -50,7 +50,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from lnm_jax import names
-from lnm_jax.fileio import SEED_RANGE, STOP_ASKED, is_seed
+from lnm_jax.fileio import SEED_RANGE, STOP_ASKED, DamagedFileError, is_seed
 from lnm_jax.output_guard import guard_output
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -651,13 +651,28 @@ def _config_for_validate(a):
 
 
 def load_config_file(path: Path | str):
-    """``get_config()`` of a config file; :class:`UsageError` (one line) when the file is
-    missing, does not parse, or defines no ``get_config``."""
+    """``get_config()`` of a config file, or the config a run recorded (a ``config.json``, checked
+    as a run's is); :class:`UsageError` (one line) when the file is missing, a folder, of
+    another kind, does not parse, or defines no ``get_config``."""
     import importlib.util
 
     path = Path(path)
+    if path.is_dir():
+        raise UsageError(
+            f"config file {path} is a folder: give a config file (configs/*.py) or a run's config.json "
+            f"({path / 'config.json'} where it is a run folder)"
+        )
     if not path.is_file():
         raise UsageError(f"config file {path} does not exist")
+    if path.suffix.lower() == ".json":  # a run's recorded config: the run redone from its record
+        from lnm_jax.run import read_config_json  # noqa: PLC0415
+
+        try:
+            return read_config_json(path)
+        except DamagedFileError as e:
+            raise UsageError(str(e)) from None
+    if path.suffix != ".py":
+        raise UsageError(f"config file {path} is neither a Python config (.py, defining get_config) nor a config.json")
     spec = importlib.util.spec_from_file_location(f"lnm_config_{path.stem}", path)
     module = importlib.util.module_from_spec(spec)
     try:
@@ -870,8 +885,11 @@ def parse_config_command(name: str, argv: list[str], default_factory, extra=None
     overrides, _ = split_overrides(argv, base)  # a value-less override: absl would take the next option as its value
     if note := repeated_override_note(overrides):
         print(note, file=sys.stderr)
-    if file is not None:
+    if file is not None and file.suffix == ".py":
         config_flags.DEFINE_config_file("config", None, "experiment config file", flag_values=fv, sys_argv=full)
+    elif file is not None:  # a config.json, read above: its values are the base the overrides apply to
+        full = [x for i, x in enumerate(full) if i == 0 or i > len(at)]
+        config_flags.DEFINE_config_dict("config", base, "experiment config", flag_values=fv, sys_argv=full)
     else:
         config_flags.DEFINE_config_dict("config", base, "experiment config", flag_values=fv, sys_argv=full)
     flags.DEFINE_string("workdir", None, "run folder", flag_values=fv, required=True)

@@ -1,10 +1,12 @@
 """What produced a run: package versions, the git commit, the devices, XLA flags and the
 command line, written to every run folder as ``run_info.json``.
 
-Reproducibility is stated against this record: on the same machine kind with the same versions
-a run is bitwise reproducible from its seeds; on another CPU (another instruction set, another
-oneDNN/XLA kernel choice) fp32 sums run in another order, so numbers agree only within
-the tolerances docs/demo.md states.
+Reproducibility is stated against this record: on the same machine kind with the same versions,
+the same number of usable cores and the same JAX settings a run is bitwise reproducible from its
+seeds; with another core count XLA:CPU splits the train step's sums otherwise (one float32 unit
+at the first step, seed-sized after some epochs, helper-100), and on another CPU (another
+instruction set, another oneDNN/XLA kernel choice) fp32 sums run in another order, so numbers
+agree only within the tolerances docs/demo.md states.
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ PACKAGES = (
     "pydicom",
     "simplejpeg",
     "scipy",
+    "lnm_jax",
 )
 
 
@@ -88,6 +91,62 @@ def git_commit(path: Path | None = None) -> dict | None:
     return out
 
 
+def usable_cpus() -> int:
+    """The cores this process may run on (its affinity: taskset, a container's cpuset, a batch
+    scheduler's allocation), which XLA:CPU sizes its thread pool and its sums' split by."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+# the instruction-set features that change which kernels XLA:CPU, oneDNN and Eigen run (x86, Arm)
+ISA_FEATURES = (
+    *("sse4_2", "avx", "avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512vl", "avx512_vnni", "avx512_bf16"),
+    *("avx512_fp16", "amx_tile", "amx_bf16", "amx_int8", "asimd", "sve", "sve2", "bf16", "i8mm"),
+)
+
+
+def cpu_features() -> list[str]:
+    """Which of :data:`ISA_FEATURES` this CPU has (``/proc/cpuinfo``'s flags; empty elsewhere):
+    one model name can come with or without AVX-512, enabled or not (helper-100)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.split(":", 1)[0].strip() in ("flags", "Features"):
+                have = set(line.split(":", 1)[1].split())
+                return [f for f in ISA_FEATURES if f in have]
+    except OSError:
+        pass
+    return []
+
+
+# JAX settings that change a run's numbers and are set outside its config (environment
+# variables JAX_*, or jax.config.update in a notebook): random streams, precision
+JAX_SETTINGS = ("jax_enable_x64", "jax_threefry_partitionable", "jax_default_prng_impl", "jax_default_matmul_precision")
+
+
+def jax_settings() -> dict:
+    """:data:`JAX_SETTINGS` as this process has them (helper-100: JAX_THREEFRY_PARTITIONABLE=0
+    drew other initial weights, JAX_ENABLE_X64=1 computed a step at another precision, and the
+    record of either run was the default's)."""
+    import jax  # noqa: PLC0415
+
+    out = {}
+    for name in JAX_SETTINGS:
+        value = getattr(jax.config, name, None)
+        out[name] = value if isinstance(value, bool | int | float | type(None)) else str(value)
+    return out
+
+
+def source_digest() -> str:
+    """SHA-256 of this package's Python source (each file's path and bytes, in path order): the
+    code that ran, where no git checkout records it (an installed wheel, a copy)."""
+    root, h = Path(__file__).resolve().parent, hashlib.sha256()
+    for f in sorted(root.rglob("*.py")):
+        h.update(f.relative_to(root).as_posix().encode() + b"\0" + f.read_bytes() + b"\0")
+    return h.hexdigest()
+
+
 def cpu_model() -> str:
     """The CPU's model name (what decides fp32 kernel choices on XLA:CPU)."""
     try:
@@ -114,8 +173,12 @@ def run_info(argv: list[str] | None = None, kinds: Iterable[str] | None = None) 
         "python": platform.python_version(),
         "platform": platform.platform(),
         "cpu": cpu_model(),
+        "cpu_features": cpu_features(),
+        "usable_cpus": usable_cpus(),
         "packages": package_versions(),
         "git": git_commit(),
+        "source_sha256": source_digest(),
+        "jax_settings": jax_settings(),
         # the decoding and framing code's digest: an export or evaluation by other code is said so
         "preprocessing_sha256": preprocessing_digest(),
         "backend": jax.default_backend(),

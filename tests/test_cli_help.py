@@ -400,3 +400,31 @@ def test_a_demo_into_a_folder_holding_a_run_says_how_to_finish_it(capsys, tmp_pa
         f"finish it with lnm-jax train --workdir {w} --resume, then lnm-jax evaluate --workdir {w}; or give demo "
         "a new --workdir"
     ), err
+
+
+def test_a_runs_config_json_is_a_config_file_a_new_run_starts_from(triple_run, tmp_path):
+    """helper-100: ``train --config W/config.json`` (a run redone from its own record) died with
+    "unexpected AttributeError: 'NoneType' object has no attribute 'loader'"; a folder given as
+    the file was said not to exist. A run's config.json is read as the run's is, overrides apply
+    on top; a folder, another kind of file and an edited config.json are one line each."""
+    import json
+
+    from lnm_jax.cli import UsageError, parse_config_command
+    from lnm_jax.config import base_config
+
+    stored = triple_run.files.config
+    argv = ["--config", str(stored), "--workdir", "w", "--config.train.epochs=1", "--config.data.split.seed=3"]
+    config, _ = parse_config_command("train", argv, base_config)
+    recorded = json.loads(stored.read_text())
+    recorded["train"]["epochs"], recorded["data"]["split"]["seed"] = 1, 3
+    assert json.loads(config.to_json()) == recorded
+    for given, said in (
+        (triple_run.workdir, "is a folder: give a config file"),
+        (triple_run.files.history, "is neither a Python config"),
+    ):
+        with pytest.raises(UsageError, match=said):
+            parse_config_command("train", ["--config", str(given), "--workdir", "w"], base_config)
+    edited = tmp_path / "config.json"
+    edited.write_text(json.dumps({**json.loads(stored.read_text()), "modalities": "bmode,nothing"}))
+    with pytest.raises(UsageError, match=r"config.json.*modalities"):
+        parse_config_command("train", ["--config", str(edited), "--workdir", "w"], base_config)

@@ -1092,8 +1092,9 @@ def test_a_moved_training_cohort_is_named_in_config_json_and_may_be_pointed_to(t
     assert line.startswith("lnm-jax relocate: error: ") and str(run.files.splits) in line, line
     assert line.endswith(
         f"{other} is not, byte for byte, the manifest this run was split on (a row or column edited, added, dropped "
-        "or reordered counts: the run reads its rows in their order): give relocate that cohort's manifest, its "
-        "content as when the run was split"
+        "or reordered counts: the run's record is of the file's bytes, so a reordered copy is another file to it, "
+        "though the split and training ignore row order): give relocate that cohort's manifest, its content as when "
+        "the run was split"
     ), line  # not training's 'use a new --workdir' (nor "not the cohort" for rows reordered: helper-84)
     assert run.files.config.read_text() == before
     # case relocate-images-unchecked: the same manifest bytes over other images (one patient's
@@ -2229,3 +2230,27 @@ def test_a_temperature_at_its_search_bound_is_reported_and_written_nowhere(tripl
     assert "prob_lnm_calibrated" not in header and "prob_lnm" in header
     limits = metadata(run, "best")["limits"]
     assert CALIBRATION_AT_BOUND.format(t=C.TEMPERATURE_BOUNDS[0]) in limits
+
+
+def test_a_run_records_what_changes_its_arithmetic_and_a_resume_says_when_it_differs():
+    """helper-100: the core count (taskset, a cpuset) and JAX settings set outside the config
+    (JAX_THREEFRY_PARTITIONABLE, JAX_ENABLE_X64) changed a run's numbers, and its run_info.json
+    was the same; one CPU model name came with and without AVX-512."""
+    import os
+
+    from lnm_jax import provenance
+    from lnm_jax.run import resumed_elsewhere_note
+
+    info = provenance.run_info()
+    assert info["usable_cpus"] == len(os.sched_getaffinity(0))
+    assert set(info["jax_settings"]) == set(provenance.JAX_SETTINGS)
+    assert info["jax_settings"]["jax_enable_x64"] is False and info["jax_settings"]["jax_threefry_partitionable"]
+    assert set(info["cpu_features"]) <= set(provenance.ISA_FEATURES) and len(info["source_sha256"]) == 64
+    assert resumed_elsewhere_note(info, info) is None
+    # a field the earlier record lacks (an older version's) says nothing
+    assert resumed_elsewhere_note({"xla_flags": info["xla_flags"]}, {**info, "usable_cpus": 0}) is None
+    other = {**info, "usable_cpus": info["usable_cpus"] + 1}
+    note = resumed_elsewhere_note(other, info)
+    assert note.startswith("resumed with other settings than the process before (usable_cpus ")
+    flipped = {**info, "jax_settings": {**info["jax_settings"], "jax_threefry_partitionable": False}}
+    assert "jax_settings" in resumed_elsewhere_note(flipped, info)
