@@ -1101,6 +1101,36 @@ def cmd_availability(argv: list[str]) -> int:
     return 0
 
 
+def cmd_external_validation(argv: list[str]) -> int:
+
+    p = _parser(
+        prog="lnm-jax external-validation",
+        description="A model on a site's own labelled patients: predict's CSV against the model's card.",
+    )
+    p.add_argument(
+        "--predictions",
+        required=True,
+        type=Path,
+        help="the CSV lnm-jax predict (or an export's predict.py) wrote for a manifest with the lnm column",
+    )
+    p.add_argument(
+        "--card",
+        required=True,
+        type=Path,
+        help="the model's metadata.json (WORKDIR/eval_best/metadata.json, or the export folder's)",
+    )
+    p.add_argument("--out", required=True, type=Path, help="the folder to write metrics.json and the figures to")
+    p.add_argument("--bootstrap", type=int, default=2000, help="bootstrap resamples of the AUC's CI (0: DeLong's)")
+    p.add_argument("--seed", type=_seed, default=0, help="the bootstrap's seed")
+    a = p.parse_args(argv)
+    if a.bootstrap < 0:
+        p.error(f"--bootstrap {a.bootstrap}: a count of resamples, 0 or more")
+    from lnm_jax.evaluation.external import external_lines, external_validation
+
+    print(external_lines(external_validation(a.predictions, a.card, a.out, n_boot=a.bootstrap, seed=a.seed)))
+    return 0
+
+
 def cmd_predict(argv: list[str]) -> int:
 
     p = _parser(prog="lnm-jax predict", description="P(LNM) for new patients.")
@@ -1478,6 +1508,7 @@ COMMANDS = {
     "evaluate": cmd_evaluate,
     "availability": cmd_availability,
     "predict": cmd_predict,
+    "external-validation": cmd_external_validation,
     "gradcam": cmd_gradcam,
     "export": cmd_export,
     "relocate": cmd_relocate,

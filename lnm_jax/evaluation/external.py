@@ -1,0 +1,222 @@
+"""A model on a site's own labelled patients (external validation: TRIPOD type 4, Collins et
+al., BMJ 2015;350:g7594): ``predict``'s CSV of those patients, with their pathology labels, read
+against the model's card (``metadata.json`` of ``evaluate`` or of an export).
+
+What a site needs before it acts on a model trained elsewhere: the AUC with its CI on its own
+patients, the card's cut-offs (0.5 and the Youden threshold chosen on the training site's
+validation split) at this site's prevalence, mean and weak calibration (Van Calster et al., J Clin
+Epidemiol 2016;74:167-176: the intercept with the logit as offset, and the slope), the net
+benefit at the card's cut-off against treating everyone (Vickers & Elkin 2006), and the
+intercept update a site would apply, ``sigmoid(logit + a)`` (Steyerberg, *Clinical Prediction
+Models*, 2nd ed., ch. 20: the first and simplest update; fitted on these patients, so its effect
+here is in-sample). Nothing is re-trained; nothing the run or export holds is written."""
+
+from __future__ import annotations
+
+import csv
+import math
+from pathlib import Path
+
+import numpy as np
+
+from lnm_jax import names
+from lnm_jax import run_files as F
+from lnm_jax.evaluation import calibration as C
+from lnm_jax.evaluation.metrics import sigmoid
+from lnm_jax.evaluation.plots import plot_decision_curve, plot_reliability, plot_roc
+from lnm_jax.evaluation.summary import format_summary, shown_auc_ci, summarise_predictions
+from lnm_jax.fileio import atomic_directory, read_json, sealed, write_json
+from lnm_jax.output_guard import guard_output
+from lnm_jax.serving import PREDICTION_COLUMNS
+
+PROB_DECIMALS = 6  # predict writes prob_lnm with 6 decimals: logits are recovered from those
+PROB_FLOOR = 10.0**-PROB_DECIMALS / 2  # 0.000000 and 1.000000 read as the nearest values a rounding leaves
+
+
+class ExternalValidationError(ValueError):
+    """A predictions CSV or card that cannot be read as a site's scored patients: one line naming
+    the file, the row or the field."""
+
+
+def read_card(path: Path | str) -> dict:
+    """What external validation takes from a model's ``metadata.json``: ``youden`` (None where
+    none was chosen), ``temperature`` (None where none was fitted or it stopped at its search
+    bound), ``training_prevalence``, ``state`` (the model's state digest or None), ``name``."""
+    path = Path(path)
+    md = read_json(path)
+    try:
+        thresholds, cohort = md["thresholds"], md["training_cohort"]
+        youden, temperature = thresholds["youden_from_val"], md["calibration_temperature"]
+        prevalence = cohort["prevalence"]
+    except (KeyError, TypeError) as e:
+        raise ExternalValidationError(
+            f"{path}: no {e} field: give the metadata.json that lnm-jax evaluate or export wrote"
+        ) from None
+    if temperature is not None and C.at_bound(temperature):
+        temperature = None
+    return {
+        "youden": youden,
+        "temperature": temperature,
+        "training_prevalence": prevalence,
+        "state": md.get(names.STATE_DIGEST),
+        "name": md.get("name"),
+    }
+
+
+def read_scored(path: Path | str, state: str | None) -> tuple[list[str], np.ndarray, np.ndarray, int]:
+    """(patient ids, labels int [N], logits float64 [N], unlabelled count) from ``predict``'s
+    CSV: rows without a label are left out (counted); each probability in [0, 1], its logit
+    recovered from its 6 decimals (a probability printed as 0 or 1 read as half a unit inside);
+    its ``model_state_sha256`` must be ``state`` where both are known (predictions of another
+    model are refused)."""
+    path = Path(path)
+    with path.open(newline="", encoding="utf-8-sig") as f:
+        reader = csv.DictReader(f)
+        header = reader.fieldnames or []
+        need = [*PREDICTION_COLUMNS, names.LABEL]
+        if missing := [c for c in need if c not in header]:
+            raise ExternalValidationError(
+                f"{path}: no column {', '.join(missing)}: give the CSV lnm-jax predict (or an export's predict.py) "
+                "wrote for a manifest with the lnm column"
+            )
+        ids, labels, probs, unlabelled = [], [], [], 0
+        for line, row in enumerate(reader, start=2):
+            given = (row.get(names.LABEL) or "").strip()
+            if given == "":
+                unlabelled += 1
+                continue
+            if given not in ("0", "1"):
+                raise ExternalValidationError(f"{path}, line {line}: {names.LABEL} {given!r} is not 0 or 1")
+            try:
+                p = float(row[PREDICTION_COLUMNS[1]])
+            except ValueError:
+                p = math.nan
+            if not 0.0 <= p <= 1.0:
+                raise ExternalValidationError(
+                    f"{path}, line {line}: {PREDICTION_COLUMNS[1]} {row[PREDICTION_COLUMNS[1]]!r} is not a probability"
+                )
+            stated = (row.get(names.MODEL_STATE_COLUMN) or "").strip()
+            if state and stated and stated != state:
+                raise ExternalValidationError(
+                    f"{path}, line {line}: scored by the model state {stated[:12]}..., not the card's "
+                    f"{state[:12]}...: predict the site's patients with the model this card describes"
+                )
+            ids.append(row[names.PATIENT_ID])
+            labels.append(int(given))
+            probs.append(p)
+    if not ids:
+        raise ExternalValidationError(f"{path}: no patient has a label (the lnm column is empty throughout)")
+    p = np.clip(np.asarray(probs, np.float64), PROB_FLOOR, 1.0 - PROB_FLOOR)
+    return ids, np.asarray(labels, int), np.log(p) - np.log1p(-p), unlabelled
+
+
+def external_validation(
+    predictions: Path | str,
+    card: Path | str,
+    out: Path | str,
+    *,
+    ci_level: float = 0.95,
+    n_boot: int = 2000,
+    seed: int = 0,
+) -> dict:
+    """Writes ``out/metrics.json`` (sealed; ``site``, the summary of :mod:`summary` with the
+    card's Youden threshold and temperature, ``intercept_update``, ``net_benefit_at_threshold``)
+    and the ROC, reliability and decision-curve figures of ``predictions`` (predict's CSV of a
+    site's labelled patients) against ``card`` (the model's metadata.json); returns the record.
+    :class:`ExternalValidationError` for a CSV or card that cannot be read as such; ``out`` is
+    checked before anything is read and written whole (an earlier folder this wrote replaced)."""
+    predictions, card = Path(predictions), Path(card)
+    out = guard_output(
+        out,
+        inputs=[predictions, card],
+        ours=lambda folder: (folder / F.METRICS).is_file() and "intercept_update" in read_json(folder / F.METRICS),
+        kind="folder",
+        can_overwrite=False,
+    )
+    model = read_card(card)
+    ids, labels, logits, unlabelled = read_scored(predictions, model["state"])
+    if labels.min() == labels.max():
+        raise ExternalValidationError(
+            f"{predictions}: every labelled patient is {'positive' if labels[0] else 'negative'}: "
+            "an AUC, a calibration slope and a cut-off's sensitivity and specificity need both classes"
+        )
+    summary = summarise_predictions(
+        labels,
+        logits,
+        threshold=model["youden"],
+        temperature=model["temperature"],
+        ci_level=ci_level,
+        n_boot=n_boot,
+        seed=seed,
+    )
+    probs = sigmoid(logits)
+    cut = model["youden"] if model["youden"] is not None else 0.5
+    benefit, treat_all = (
+        C.net_benefit(labels, probs, np.array([cut]))[0],
+        C.net_benefit(labels, np.ones_like(probs), np.array([cut]))[0],
+    )
+    record = {
+        "predictions": str(predictions.resolve()),
+        "card": str(card.resolve()),
+        "model": model["name"],
+        names.STATE_DIGEST: model["state"],
+        "site": {
+            "n": int(len(labels)),
+            "n_positive": int(labels.sum()),
+            "prevalence": float(labels.mean()),
+            "mean_predicted": float(probs.mean()),
+            "unlabelled_left_out": unlabelled,
+        },
+        "training_prevalence": model["training_prevalence"],
+        "summary": summary,
+        # sigmoid(logit + a) matches this site's mean risk (in-sample here; a new site's first update)
+        "intercept_update": summary["calibration"]["intercept"],
+        "net_benefit_at_threshold": {"threshold": cut, "model": float(benefit), "treat_all": float(treat_all)},
+    }
+    with atomic_directory(out, replace=True) as fresh:
+        write_json(fresh / F.METRICS, sealed(record))
+        method, interval = shown_auc_ci(summary)
+        title = f"{model['name'] or 'model'} on {predictions.name}"
+        plot_roc(
+            {"site": (labels, probs, summary["auc"], interval)},
+            fresh / F.ROC,
+            title=title,
+            ci_name=f"{ci_level:.0%} {method} CI",
+        )
+        curves = {"site": (labels, probs)}
+        if model["temperature"] is not None:
+            t = model["temperature"]
+            curves[f"site, T={t:.2f} (the card's)"] = (labels, C.calibrated(logits, t))
+        plot_reliability(curves, fresh / F.RELIABILITY, title=title)
+        plot_decision_curve({"site": (labels, probs)}, fresh / F.DECISION_CURVE, title=title)
+    record["out"] = str(out)
+    return record
+
+
+def external_lines(record: dict) -> str:
+    """What ``lnm-jax external-validation`` prints: the site's summary at the card's cut-offs,
+    prevalence against training's and mean predicted risk, the intercept update, the net
+    benefit at the card's cut-off, and where the outputs are."""
+    s, site = record["summary"], record["site"]
+    lines = [format_summary("site", s, threshold_rule="card youden", fitted_on="the training site's val")]
+    a = record["intercept_update"]
+    lines.append(
+        f"site prevalence {site['prevalence']:.3f} ({site['n_positive']}/{site['n']}; training "
+        f"{record['training_prevalence']:.3f}); mean predicted risk {site['mean_predicted']:.3f}"
+        + (f"; {site['unlabelled_left_out']} unlabelled patients left out" if site["unlabelled_left_out"] else "")
+    )
+    if np.isfinite(a):
+        lo, hi = s["calibration"]["intercept_ci"]
+        lines.append(
+            f"intercept update for this site: {a:+.2f} ({lo:+.2f} to {hi:+.2f}): sigmoid(logit {a:+.2f}) matches its "
+            "mean risk (fitted on these patients: in-sample here; check it on the site's next ones)"
+        )
+    nb = record["net_benefit_at_threshold"]
+    worse = nb["model"] < max(0.0, nb["treat_all"])
+    lines.append(
+        f"net benefit at the card's cut-off {nb['threshold']:.3f}: model {nb['model']:.3f}, treat all "
+        f"{nb['treat_all']:.3f}, treat none 0"
+        + ("  (below treating none or all: do not act on this cut-off here)" if worse else "")
+    )
+    lines.append(f"metrics and figures in {record['out']}")
+    return "\n".join(lines)

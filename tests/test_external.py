@@ -1,0 +1,105 @@
+"""External validation: predict's CSV of a site's labelled patients against the model's card."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import numpy as np
+import pytest
+from scipy.optimize import brentq
+from sklearn.metrics import roc_auc_score
+
+from lnm_jax.evaluation.external import ExternalValidationError, external_lines, external_validation
+from lnm_jax.evaluation.metrics import sigmoid
+
+STATE = "ab" * 32
+
+
+def _site(tmp_path, n=300, prevalence=0.15, shift=2.0, state=STATE, unlabelled=0, seed=0):
+    """A site whose patients a model over-predicts (its logits ``shift`` above the truth), as
+    predict writes them (6 decimals), and a card of that model."""
+    r = np.random.default_rng(seed)
+    truth = r.normal(np.log(prevalence / (1 - prevalence)), 1.5, n)
+    y = (r.random(n) < sigmoid(truth)).astype(int)
+    p = np.round(sigmoid(truth + shift), 6)
+    path = tmp_path / "p.csv"
+    with path.open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["patient_id", "prob_lnm", "pred_at_0.5", "lnm", "model_state_sha256"])
+        for i in range(n):
+            w.writerow([f"S{i:03d}", f"{p[i]:.6f}", int(p[i] >= 0.5), "" if i < unlabelled else y[i], state])
+    card = tmp_path / "metadata.json"
+    card.write_text(
+        json.dumps(
+            {
+                "name": "m",
+                "state_sha256": STATE,
+                "thresholds": {"default": 0.5, "youden_from_val": 0.6},
+                "calibration_temperature": 1.3,
+                "training_cohort": {"prevalence": 0.5},
+            }
+        )
+    )
+    return path, card, y[unlabelled:], p[unlabelled:]
+
+
+def test_a_sites_metrics_are_recomputed_independently(tmp_path, capsys):
+    """helper-99: a site with another prevalence got probabilities and cut-offs without a word
+    (AUC 0.881, mean prediction 0.40 against 0.15 observed, net benefit below treating none);
+    the command says each, with the intercept update, from predict's CSV and the card."""
+    path, card, y, p = _site(tmp_path, unlabelled=7)
+    rec = external_validation(path, card, tmp_path / "v", n_boot=200)
+    z = np.log(np.clip(p, 5e-7, 1 - 5e-7)) - np.log1p(-np.clip(p, 5e-7, 1 - 5e-7))
+    s = rec["summary"]
+    assert s["auc"] == pytest.approx(roc_auc_score(y, p), abs=1e-12)
+    a = brentq(lambda a: np.sum(y - sigmoid(a + z)), -10, 10)
+    assert rec["intercept_update"] == pytest.approx(a, abs=1e-8) and a < -1  # over-predicted by 2 logits
+    assert s["at_threshold"]["threshold"] == 0.6 and s["calibration"]["temperature"] == 1.3
+    treat = p >= 0.6
+    tp, fp = np.sum(treat & (y == 1)), np.sum(treat & (y == 0))
+    nb = rec["net_benefit_at_threshold"]
+    assert nb["model"] == pytest.approx(tp / len(y) - fp / len(y) * 0.6 / 0.4)
+    assert nb["treat_all"] == pytest.approx(y.mean() - (1 - y.mean()) * 0.6 / 0.4)
+    assert rec["site"] == {
+        "n": len(y),
+        "n_positive": int(y.sum()),
+        "prevalence": pytest.approx(y.mean()),
+        "mean_predicted": pytest.approx(p.mean(), abs=1e-9),
+        "unlabelled_left_out": 7,
+    }
+    for f in ("metrics.json", "roc.png", "reliability.png", "decision_curve.png"):
+        assert (tmp_path / "v" / f).is_file()
+    text = external_lines(rec)
+    assert "7 unlabelled patients left out" in text and "intercept update for this site: -" in text
+    # written again over its own folder; never over another
+    external_validation(path, card, tmp_path / "v", n_boot=0)
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "x.txt").write_text("mine")
+    with pytest.raises(FileExistsError, match="did not write"):
+        external_validation(path, card, tmp_path / "other")
+
+
+@pytest.mark.parametrize(
+    "change, said",
+    [
+        ({"state": "cd" * 32}, r"p.csv, line 2: scored by the model state cdcdcdcdcdcd..., not the card's"),
+        ({"prevalence": 1e-6}, "every labelled patient is negative"),
+    ],
+)
+def test_predictions_of_another_model_or_one_class_are_one_line(tmp_path, change, said):
+    path, card, *_ = _site(tmp_path, **change)
+    with pytest.raises(ExternalValidationError, match=said):
+        external_validation(path, card, tmp_path / "v")
+    assert not (tmp_path / "v").exists()
+
+
+def test_a_csv_or_card_of_another_kind_is_one_line(tmp_path):
+    path, card, *_ = _site(tmp_path)
+    bare = tmp_path / "bare.csv"
+    bare.write_text("patient_id,prob_lnm\nA,0.5\n")
+    with pytest.raises(ExternalValidationError, match="bare.csv: no column lnm"):
+        external_validation(bare, card, tmp_path / "v")
+    card.write_text(json.dumps({"name": "m"}))
+    with pytest.raises(ExternalValidationError, match="metadata.json: no 'thresholds' field"):
+        external_validation(path, card, tmp_path / "v")
