@@ -609,3 +609,71 @@ def test_a_file_without_the_dicom_preamble_is_named_in_this_packages_words(tmp_p
         assert (
             "not a DICOM file: no 'DICM' after its 128-byte preamble" in p.message and "force=True" not in p.message
         ), p
+
+
+def _grey_dicom(path, **attrs):
+    """A 12-bit MONOCHROME2 ultrasound image (16x16 random values) with ``attrs`` (windows,
+    rescales, LUT sequences) set, written with pydicom."""
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+    meta = FileMetaDataset()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.6.1"
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    ds = Dataset()
+    ds.file_meta = meta
+    ds.SOPClassUID, ds.SOPInstanceUID = meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID
+    ds.Modality, ds.Rows, ds.Columns, ds.SamplesPerPixel = "US", 16, 16, 1
+    ds.PhotometricInterpretation = "MONOCHROME2"
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
+    for k, v in attrs.items():
+        setattr(ds, k, v)
+    ds.PixelData = np.random.default_rng(0).integers(0, 4096, (16, 16)).astype(np.uint16).tobytes()
+    ds.save_as(path, enforce_file_format=True)
+
+
+def _lut_sequence(first, data, modality=False):
+    from pydicom.dataset import Dataset
+    from pydicom.sequence import Sequence
+
+    item = Dataset()
+    item.add_new("LUTDescriptor", "US", [len(data), first, 16])
+    item.add_new("LUTData", "US", [int(v) for v in data])
+    if modality:
+        item.ModalityLUTType = "US"
+    return Sequence([item])
+
+
+_TABLE = (np.sqrt(np.arange(3000)) * 70).astype(int)  # a 3,000-entry curve, values 0-3834
+
+
+@pytest.mark.parametrize(
+    "attrs",
+    [
+        {"WindowCenter": 1500, "WindowWidth": 1200},
+        {"WindowCenter": 1500, "WindowWidth": 1200, "VOILUTFunction": "LINEAR_EXACT"},
+        {"WindowCenter": 1500, "WindowWidth": 1200, "VOILUTFunction": "SIGMOID"},
+        {"RescaleSlope": 2, "RescaleIntercept": -100, "WindowCenter": 3000, "WindowWidth": 2000},
+        {"VOILUTSequence": _lut_sequence(500, _TABLE)},
+        {"ModalityLUTSequence": _lut_sequence(0, _TABLE, modality=True), "WindowCenter": 2000, "WindowWidth": 3000},
+    ],
+    ids=["linear", "linear_exact", "sigmoid", "rescale", "voi_lut", "modality_lut"],
+)
+def test_grey_transforms_are_pydicoms_mapped_to_the_display_range(tmp_path, attrs):
+    """docs/dicom.md says the values read agree with pydicom's apply_modality_lut and
+    apply_voi_lut to float32 rounding; no test had checked it (helper-101). pydicom returns the
+    window's or LUT's output range, this reader [0, 1]: the two must be one affine map apart,
+    to the float32 rounding of values in [0, 1] (6e-8 each)."""
+    import pydicom
+    from pydicom.pixels import apply_modality_lut, apply_voi_lut
+
+    path = tmp_path / "g.dcm"
+    _grey_dicom(path, **attrs)
+    ours = dicom.read_frame(dicom.read_header(path), 0)[..., 0].astype(np.float64).ravel()
+    ds = pydicom.dcmread(path)
+    ref = apply_voi_lut(apply_modality_lut(ds.pixel_array, ds), ds).astype(np.float64).ravel()
+    design = np.stack([ref, np.ones_like(ref)], axis=1)
+    coef, *_ = np.linalg.lstsq(design, ours, rcond=None)
+    assert coef[0] > 0 and np.abs(design @ coef - ours).max() < 2e-7
+    assert ours.min() >= 0 and ours.max() <= 1 and np.ptp(ours) > 0.05

@@ -1206,7 +1206,14 @@ def to_unit_rgb(frame: np.ndarray, header: DicomHeader, ds=None) -> np.ndarray:
     in [0, 1], as a viewer shows it: a grey frame's modality rescale or LUT and VOI window or
     LUT applied (``header.rescale``, ``.modality_lut``, ``.window``, ``.voi_lut``; without a
     VOI transform the stored range, or the Modality LUT's, is the display's),
-    MONOCHROME1 inverted. ``ds``: the header dataset, for PALETTE COLOR's lookup table."""
+    MONOCHROME1 inverted. ``ds``: the header dataset, for PALETTE COLOR's lookup table.
+
+    The grey transforms are this module's (:func:`_looked_up`, :func:`_windowed`), not pydicom's
+    ``apply_modality_lut``/``apply_voi_lut``, for two reasons: those read a LUT's descriptor as
+    given, where :func:`_lut` has refused a descriptor its entries contradict, and they return
+    the window's output range, where a viewer's [0, 1] display range is wanted here (with the
+    stored range, or the Modality LUT's, when there is no VOI transform). Their values agree
+    with pydicom's to float32 rounding (tests/test_dicom.py)."""
     if header.photometric == "PALETTE COLOR":
         from pydicom.pixels import apply_color_lut  # noqa: PLC0415
 
