@@ -1175,7 +1175,24 @@ def cmd_predict(argv: list[str]) -> int:
             overwrite=a.overwrite,
         )
     print(f"wrote {out}")
+    from lnm_jax.export_files import METADATA
+    from lnm_jax.run_files import RunFiles
+
+    card = (a.exported if a.exported else RunFiles(a.workdir).evaluation(a.checkpoint)) / METADATA
+    if (labelled := _labelled_rows(out)) and card.is_file():  # (helper-99: a site's labels, read by nothing)
+        print(
+            f"note: {labelled} of these patients have a label: lnm-jax external-validation --predictions {out} "
+            f"--card {card} --out DIR reads them against the model's card (AUC, its cut-offs and calibration here)"
+        )
     return 0
+
+
+def _labelled_rows(predictions: Path) -> int:
+    """How many rows of predict's CSV carry a label (the manifest's lnm column)."""
+    import csv  # noqa: PLC0415
+
+    with Path(predictions).open(newline="") as f:
+        return sum(1 for row in csv.DictReader(f) if (row.get(names.LABEL) or "").strip())
 
 
 def cmd_gradcam(argv: list[str]) -> int:

@@ -103,3 +103,10 @@ def test_a_csv_or_card_of_another_kind_is_one_line(tmp_path):
     card.write_text(json.dumps({"name": "m"}))
     with pytest.raises(ExternalValidationError, match="metadata.json: no 'thresholds' field"):
         external_validation(path, card, tmp_path / "v")
+
+
+def test_predict_counts_the_labelled_rows_it_points_to_external_validation_for(tmp_path):
+    from lnm_jax.cli import _labelled_rows
+
+    path, *_ = _site(tmp_path, unlabelled=11)
+    assert _labelled_rows(path) == 300 - 11
