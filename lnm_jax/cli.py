@@ -11,6 +11,8 @@ function; errors a user can fix are printed as one line and exit 1 (bad argument
     lnm-jax evaluate  --workdir W [--checkpoint best|latest --splits val,test --out DIR]
     lnm-jax availability --workdir W [--dedicated no_ceus=RUN ...]  metrics per availability pattern
     lnm-jax predict   --workdir W | --exported DIR --manifest NEW.csv --out probs.csv [--zero-fill-missing]
+    lnm-jax external-validation --predictions probs.csv --card metadata.json --out DIR
+                                                                 a site's labelled patients against the card
     lnm-jax export    --workdir W --out DIR [--format stablehlo,onnx]  the model without the training stack + model card
     lnm-jax relocate  --workdir W --manifest NEW_PLACE.csv          point a run at its cohort, moved (checked)
     lnm-jax gradcam   --workdir W [--split test | --manifest M --out DIR]

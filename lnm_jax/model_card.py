@@ -20,6 +20,7 @@ from lnm_jax.data.pixels.clips import PHASE_LEVEL
 from lnm_jax.data.pixels.sources import Framing
 from lnm_jax.evaluation.intensity import OUTLIER_Z
 from lnm_jax.evaluation.summary import KEYS as SUMMARY_KEYS
+from lnm_jax.evaluation.summary import threshold_text
 from lnm_jax.exported import METADATA, MODEL_CARD
 from lnm_jax.fileio import SEAL_KEY, DamagedFileError, check_seal, is_real, read_json, warn_once, write_json, write_text
 from lnm_jax.portable import preprocessing_digest
@@ -737,7 +738,8 @@ def markdown(md: dict) -> str:
             "",
             "Thresholds (on `prob`, the uncalibrated probability; a patient is called positive at prob >= it): "
             + (
-                f"0.5, and Youden's index on validation: {_fmt(youden)} (halfway between two validation scores). "
+                f"0.5, and Youden's index on validation: {threshold_text(youden)} (halfway between two validation "
+                "scores). "
                 if (youden := md["thresholds"]["youden_from_val"]) is not None
                 else "0.5 only: no Youden threshold (no cut-off has J > 0 on validation, or it holds one class). "
             )

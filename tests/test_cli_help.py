@@ -428,3 +428,11 @@ def test_a_runs_config_json_is_a_config_file_a_new_run_starts_from(triple_run, t
     edited.write_text(json.dumps({**json.loads(stored.read_text()), "modalities": "bmode,nothing"}))
     with pytest.raises(UsageError, match=r"config.json.*modalities"):
         parse_config_command("train", ["--config", str(edited), "--workdir", "w"], base_config)
+
+
+def test_the_top_level_help_lists_every_command():
+    """helper-103: ``lnm-jax --help`` (the cli module's docstring) did not list external-validation."""
+    import lnm_jax.cli as cli
+
+    listed = {line.split()[1] for line in cli.__doc__.splitlines() if line.strip().startswith("lnm-jax ")}
+    assert set(cli.COMMANDS) <= listed, set(cli.COMMANDS) - listed

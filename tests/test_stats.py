@@ -381,3 +381,13 @@ def test_a_summary_holds_the_keys_its_schema_names_in_that_order():
     s = summarise_predictions(y, z, threshold=0.5, temperature=1.2, n_boot=50)
     assert tuple(s) == KEYS
     assert set(summarise_predictions(y, z, calibration=False)) <= set(KEYS)
+
+
+def test_a_cut_off_is_never_printed_as_0_or_1_when_it_is_not():
+    """helper-103: a Youden threshold of 0.99966 was printed "1.00" and "1.000" (applied as
+    prob >= 1.000 it called 3 patients positive where it calls 79)."""
+    from lnm_jax.evaluation.summary import threshold_text
+
+    assert threshold_text(0.99966) == "0.9997" and threshold_text(0.99966, 2) == "0.9997"
+    assert threshold_text(0.000123) == "0.0001" and threshold_text(0.662) == "0.662"
+    assert threshold_text(0.5, 2) == "0.50" and threshold_text(1.0) == "1.000"

@@ -17,7 +17,13 @@ from lnm_jax.evaluation import intensity
 from lnm_jax.evaluation import metrics as M
 from lnm_jax.evaluation.plots import plot_convergence, plot_decision_curve, plot_reliability, plot_roc
 from lnm_jax.evaluation.subgroups import subgroup_rows
-from lnm_jax.evaluation.summary import PREVALENCE_BOUNDS, format_summary, shown_auc_ci, summarise_predictions
+from lnm_jax.evaluation.summary import (
+    PREVALENCE_BOUNDS,
+    format_summary,
+    shown_auc_ci,
+    summarise_predictions,
+    threshold_text,
+)
 from lnm_jax.fileio import DamagedFileError, atomic_directory, read_json, sealed, write_csv, write_json
 from lnm_jax.metric_writer import read_history
 from lnm_jax.model_card import metadata, write_card
@@ -450,8 +456,8 @@ def imbalance_warnings(result: dict, labels, config) -> list[str]:
     chosen on validation (``pred_at_youden`` in predictions.csv) and ``train.pos_weight``."""
     youden = result.get("youden_threshold_from_val")
     remedy = (
-        f"use the threshold chosen on validation ({youden:.3f}, Youden's index, on prob_lnm, not the calibrated "
-        "one: pred_at_youden in evaluate's predictions.csv; predict's rows as prob_lnm >= it)"
+        f"use the threshold chosen on validation ({threshold_text(youden)}, Youden's index, on prob_lnm, not the "
+        "calibrated one: pred_at_youden in evaluate's predictions.csv; predict's rows as prob_lnm >= it)"
         if youden is not None
         else "choose a threshold on validation"
     )

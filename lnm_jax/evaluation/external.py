@@ -24,7 +24,7 @@ from lnm_jax import run_files as F
 from lnm_jax.evaluation import calibration as C
 from lnm_jax.evaluation.metrics import sigmoid
 from lnm_jax.evaluation.plots import plot_decision_curve, plot_reliability, plot_roc
-from lnm_jax.evaluation.summary import format_summary, shown_auc_ci, summarise_predictions
+from lnm_jax.evaluation.summary import format_summary, shown_auc_ci, summarise_predictions, threshold_text
 from lnm_jax.fileio import atomic_directory, read_json, sealed, write_json
 from lnm_jax.output_guard import guard_output
 from lnm_jax.serving import PREDICTION_COLUMNS
@@ -214,7 +214,7 @@ def external_lines(record: dict) -> str:
     nb = record["net_benefit_at_threshold"]
     worse = nb["model"] < max(0.0, nb["treat_all"])
     lines.append(
-        f"net benefit at the card's cut-off {nb['threshold']:.3f}: model {nb['model']:.3f}, treat all "
+        f"net benefit at the card's cut-off {threshold_text(nb['threshold'])}: model {nb['model']:.3f}, treat all "
         f"{nb['treat_all']:.3f}, treat none 0"
         + ("  (below treating none or all: do not act on this cut-off here)" if worse else "")
     )

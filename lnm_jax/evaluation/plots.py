@@ -53,11 +53,14 @@ def plot_convergence(history: Sequence[Mapping], path: Path, title: str = "Conve
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(9, 3.5), dpi=120)
     bce = all("train_bce" in h for h in history)
     train_loss = [h["train_bce" if bce else "train_loss"] for h in history]
-    a1.plot(epochs, train_loss, label="train BCE" if bce else "train objective (BCE + auxiliary/lesion terms)")
-    a1.plot(epochs, [h["val_loss"] for h in history], label="validation BCE")
-    a1.set(xlabel="epoch", ylabel="loss")
-    a2.plot(epochs, [h["train_auc"] for h in history], label="train")
-    a2.plot(epochs, [h["val_auc"] for h in history], label="validation")
+    # markers: a one-epoch run's single points drew nothing (helper-103); the loss on a log axis, so
+    # that a first epoch's validation BCE of 2.6 does not flatten the rest (0.3-0.65) into the floor
+    kw = {"marker": "o", "ms": 2.5}
+    a1.plot(epochs, train_loss, label="train BCE" if bce else "train objective (BCE + auxiliary/lesion terms)", **kw)
+    a1.plot(epochs, [h["val_loss"] for h in history], label="validation BCE", **kw)
+    a1.set(xlabel="epoch", ylabel="loss (log scale)", yscale="log")
+    a2.plot(epochs, [h["train_auc"] for h in history], label="train", **kw)
+    a2.plot(epochs, [h["val_auc"] for h in history], label="validation", **kw)
     a2.set(xlabel="epoch", ylabel="AUC")
     drops = [h["epoch"] for prev, h in zip(history, history[1:]) if "lr" in h and h["lr"] < prev.get("lr", h["lr"])]
     best = best_epoch(history)  # the loop's own rule (a max over AUCs had marked a NaN first epoch)
@@ -67,6 +70,8 @@ def plot_convergence(history: Sequence[Mapping], path: Path, title: str = "Conve
         if best is not None:
             ax.axvline(best, color="k", ls="--", lw=1, label=f"best epoch ({best})")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        if epochs:
+            ax.set_xlim(min(epochs) - 0.5, max(epochs) + 0.5)
         ax.legend(fontsize=7)
     fig.suptitle(title)
     fig.tight_layout()

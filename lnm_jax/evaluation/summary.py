@@ -95,6 +95,15 @@ def summarise_predictions(
     return out
 
 
+def threshold_text(t: float, decimals: int = 3) -> str:
+    """A probability cut-off as text: ``decimals`` places, more (up to predict's 6) while that
+    rounds it to 0 or 1 (helper-103: a Youden threshold of 0.99966 printed as "1.00" and "1.000",
+    a cut-off that calls 3 patients positive where it calls 79)."""
+    while decimals < 6 and round(t, decimals) in (0.0, 1.0) and 0.0 < t < 1.0:
+        decimals += 1
+    return f"{t:.{decimals}f}"
+
+
 def shown_auc_ci(s: dict) -> tuple[str, list[float]]:
     """The AUC interval a summary is shown with (the console line, the ROC legend): the
     bootstrap one where it was computed, else DeLong's, as ``(method, [lo, hi])``."""
@@ -112,7 +121,8 @@ def format_summary(name: str, s: dict, threshold_rule: str = "", fitted_on: str 
     )
     if "at_threshold" in s:
         where = ", in-sample" if name == fitted_on else ""
-        line += "  " + _at(f"@{threshold_rule}({s['at_threshold']['threshold']:.2f}{where})", s["at_threshold"])
+        cut = threshold_text(s["at_threshold"]["threshold"], 2)
+        line += "  " + _at(f"@{threshold_rule}({cut}{where})", s["at_threshold"])
     c = s.get("calibration")
     if c:
         line += f"\n      calibration: {_calibration_text(c, '')}"
