@@ -147,3 +147,12 @@ def test_a_runs_history_holds_the_training_bce_the_figure_draws(triple_run, draw
     assert history and all(np.isfinite(h["train_bce"]) and np.isfinite(h["train_loss"]) for h in history)
     plots.plot_convergence(history, tmp_path / "c.png")
     np.testing.assert_array_equal(_lines(drawn[0].axes[0])["train BCE"].get_ydata(), [h["train_bce"] for h in history])
+
+
+def test_a_one_epoch_history_is_drawn_as_points_on_its_epoch(drawn, tmp_path):
+    """helper-103: a one-epoch run's convergence figure was blank (lines of one point, no
+    marker) with ticks 0.945-1.050."""
+    plots.plot_convergence(_history()[:1], tmp_path / "c.png")
+    for ax in drawn[0].axes:
+        assert list(ax.get_xticks()) == [1]
+        assert all(line.get_marker() == "o" for line in ax.get_lines() if line.get_linestyle() == "-")

@@ -69,9 +69,12 @@ def plot_convergence(history: Sequence[Mapping], path: Path, title: str = "Conve
             ax.axvline(e, color="grey", ls=":", lw=1, label="learning rate dropped" if k == 0 else None)
         if best is not None:
             ax.axvline(best, color="k", ls="--", lw=1, label=f"best epoch ({best})")
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         if epochs:
             ax.set_xlim(min(epochs) - 0.5, max(epochs) + 0.5)
+        if len(epochs) <= 12:  # each epoch a tick (MaxNLocator drew 0.5, 0.6, ... about a single epoch)
+            ax.set_xticks(epochs)
+        else:
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.legend(fontsize=7)
     fig.suptitle(title)
     fig.tight_layout()
