@@ -658,11 +658,13 @@ def load_config_file(path: Path | str):
     another kind, does not parse, or defines no ``get_config``."""
     import importlib.util
 
+    from lnm_jax.run_files import RunFiles
+
     path = Path(path)
     if path.is_dir():
         raise UsageError(
             f"config file {path} is a folder: give a config file (configs/*.py) or a run's config.json "
-            f"({path / 'config.json'} where it is a run folder)"
+            f"({RunFiles(path).config} where it is a run folder)"
         )
     if not path.is_file():
         raise UsageError(f"config file {path} does not exist")
@@ -673,6 +675,8 @@ def load_config_file(path: Path | str):
             return read_config_json(path)
         except DamagedFileError as e:
             raise UsageError(str(e)) from None
+        except (ValueError, TypeError, AttributeError) as e:  # (helper-102: a metrics.json: "does not accept dots")
+            raise UsageError(f"config file {path} is no run's config.json ({type(e).__name__}: {e})") from None
     if path.suffix != ".py":
         raise UsageError(f"config file {path} is neither a Python config (.py, defining get_config) nor a config.json")
     spec = importlib.util.spec_from_file_location(f"lnm_config_{path.stem}", path)

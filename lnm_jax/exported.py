@@ -156,6 +156,24 @@ def _metadata(folder: Path) -> dict:
 
 
 OUTPUTS = ("logit", "prob", "prob_calibrated")
+TEMPERATURE_BOUNDS = (0.05, 20.0)  # where evaluate searches the calibration temperature
+
+
+def at_bound(temperature: float, rtol: float = 1e-3) -> bool:
+    """True when a fitted temperature stopped at a search bound (:data:`TEMPERATURE_BOUNDS`):
+    no finite optimum lies inside (validation logits that separate the classes, or that rank
+    too little), so sigmoid(logit / T) is no calibration."""
+    return any(abs(np.log(temperature / b)) < rtol * 10 for b in TEMPERATURE_BOUNDS)
+
+
+def served(out: dict, metadata: dict) -> dict[str, np.ndarray]:
+    """A program's outputs as numpy arrays, ``prob_calibrated`` NaN where the metadata's
+    temperature stopped at its search bound (helper-99, helper-102: every loader of an export,
+    ``load``, ``load_onnx`` and ``lnm_runtime``'s, had returned its exact 0s and 1s)."""
+    out = {k: np.asarray(v) for k, v in out.items()}
+    if (t := metadata.get("calibration_temperature")) is not None and at_bound(float(t)):
+        out["prob_calibrated"] = np.full_like(out["prob_calibrated"], np.nan)
+    return out
 
 
 def takes_absent_inputs(metadata: dict) -> bool:
@@ -219,8 +237,7 @@ class ExportedModel:
         for missing inputs, or with ``zero_fill_missing``), then scored."""
         absent_ok = zero_fill_missing or takes_absent_inputs(self.metadata)
         args = checked_inputs(inputs, self.inputs, absent_ok=absent_ok)
-        out = self.exported.call(list(self.weights), args)
-        return {k: np.asarray(v) for k, v in out.items()}
+        return served(self.exported.call(list(self.weights), args), self.metadata)
 
 
 def check_inputs_stated(folder: Path, metadata: dict, program_inputs: dict[str, tuple]) -> None:
@@ -310,7 +327,7 @@ class OnnxModel:
     def __call__(self, inputs: dict, *, zero_fill_missing: bool = False) -> dict[str, np.ndarray]:
         absent_ok = zero_fill_missing or takes_absent_inputs(self.metadata)
         feed = checked_inputs(inputs, self.inputs, absent_ok=absent_ok)
-        return dict(zip(OUTPUTS, self.session.run(list(OUTPUTS), feed)))
+        return served(dict(zip(OUTPUTS, self.session.run(list(OUTPUTS), feed))), self.metadata)
 
 
 def load_onnx(folder: Path | str, providers=("CPUExecutionProvider",), fingerprint: str | None = None) -> OnnxModel:

@@ -21,12 +21,11 @@ from lnm_jax.data.pixels.sources import Framing
 from lnm_jax.evaluation.intensity import OUTLIER_Z
 from lnm_jax.evaluation.summary import KEYS as SUMMARY_KEYS
 from lnm_jax.evaluation.summary import threshold_text
-from lnm_jax.exported import METADATA, MODEL_CARD
+from lnm_jax.exported import METADATA, MODEL_CARD, at_bound
 from lnm_jax.fileio import SEAL_KEY, DamagedFileError, check_seal, is_real, read_json, warn_once, write_json, write_text
 from lnm_jax.portable import preprocessing_digest
 from lnm_jax.preflight import availability_patterns
 from lnm_jax.run import Run, read_run_info, trained_checkpoint, zero_batch
-from lnm_jax.serving import at_bound
 from lnm_jax.task import Task
 from lnm_jax.training.checkpoint import CONFIG_KEY, DIGEST_KEY, PREPROCESSING_KEY
 from lnm_jax.training.steps import resolve_pos_weight
@@ -56,9 +55,9 @@ CALIBRATED_TEXT = (
 )
 PREVALENCE_LIMIT = (
     "Probabilities and the 0.5 and Youden cut-offs carry the training cohort's prevalence ({p}): at a site with "
-    "another, the mean predicted risk moves away from the observed rate and a cut-off's sensitivity, specificity "
-    "and net benefit change; re-fit the intercept and choose the cut-off on that site's own labelled patients "
-    "before acting on them."
+    "another, the mean predicted risk moves away from the observed rate, and a cut-off's predictive values and "
+    "net benefit change (its sensitivity and specificity change with the case mix); re-fit the intercept and "
+    "choose the cut-off on that site's own labelled patients (lnm-jax external-validation) before acting on them."
 )
 
 
@@ -112,7 +111,8 @@ OUTPUTS = {
         "shape": ["B"],
         "dtype": "float32",
         "range": "[0, 1]",
-        "meaning": "sigmoid(logit / T), T fitted on validation (= prob when none was fitted)",
+        "meaning": "sigmoid(logit / T), T fitted on validation (= prob when none was fitted; NaN where T stopped at "
+        "its search bound)",
     },
 }
 RESIZE = (

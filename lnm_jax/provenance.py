@@ -122,7 +122,13 @@ def cpu_features() -> list[str]:
 
 # JAX settings that change a run's numbers and are set outside its config (environment
 # variables JAX_*, or jax.config.update in a notebook): random streams, precision
-JAX_SETTINGS = ("jax_enable_x64", "jax_threefry_partitionable", "jax_default_prng_impl", "jax_default_matmul_precision")
+JAX_SETTINGS = (
+    "jax_enable_x64",
+    "jax_threefry_partitionable",
+    "jax_default_prng_impl",
+    "jax_random_seed_offset",  # (helper-102: JAX_RANDOM_SEED_OFFSET=1 drew other numbers from every key)
+    "jax_default_matmul_precision",
+)
 
 
 def jax_settings() -> dict:

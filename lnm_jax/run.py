@@ -629,7 +629,10 @@ def write_run_record(
 
 
 # what a process records that changes the arithmetic of the steps it runs (provenance.py)
-RESUME_SENSITIVE = ("usable_cpus", "cpu_features", "jax_settings", "xla_flags", "packages")
+RESUME_SENSITIVE = (
+    *("backend", "device_kind", "device_count", "cpu", "cpu_features", "usable_cpus"),
+    *("jax_settings", "xla_flags", "compile_options", "packages", "source_sha256"),
+)
 
 
 def resumed_elsewhere_note(before: dict, now: dict) -> str | None:

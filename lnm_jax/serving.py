@@ -39,7 +39,14 @@ from lnm_jax.data.pixels.decode import fit, over_black
 from lnm_jax.data.pixels.sources import Framing, decode_input
 from lnm_jax.data.records import decode_patient
 from lnm_jax.evaluation import intensity
-from lnm_jax.exported import METADATA, PREDICT_SCRIPT, load_onnx, takes_absent_inputs
+from lnm_jax.exported import (  # noqa: F401  (TEMPERATURE_BOUNDS and at_bound importable from here too)
+    METADATA,
+    PREDICT_SCRIPT,
+    TEMPERATURE_BOUNDS,
+    at_bound,
+    load_onnx,
+    takes_absent_inputs,
+)
 from lnm_jax.exported import load as load_program
 from lnm_jax.fileio import write_csv
 from lnm_jax.output_guard import csv_header_starts, guard_output
@@ -146,21 +153,12 @@ def outlier_inputs(flagged: dict, patient_id: str) -> str:
     return " ".join(sorted({w.split(" ")[0] for w in flagged.get(patient_id, [])}))
 
 
-TEMPERATURE_BOUNDS = (0.05, 20.0)  # where evaluate searches the calibration temperature
-
-
-def at_bound(temperature: float, rtol: float = 1e-3) -> bool:
-    """True when a fitted temperature stopped at a search bound (:data:`TEMPERATURE_BOUNDS`):
-    the optimum lies outside, e.g. logits that carry no ranking on the validation split, and
-    every calibrated probability is pulled towards 0.5 (or pushed to 0/1)."""
-    return any(abs(np.log(temperature / b)) < rtol * 10 for b in TEMPERATURE_BOUNDS)
-
-
 # why predict writes no prob_lnm_calibrated column for a temperature at its bound (helper-92: the column
 # had been written beside evaluate's "do not use it", the card calling the probabilities calibrated)
 AT_BOUND_NOTE = (
-    "no prob_lnm_calibrated column: the calibration temperature stopped at its search bound (T = {t:.3g}): the "
-    "validation logits carry too little ranking to calibrate, and such probabilities sit near 0.5 or 0/1"
+    "no prob_lnm_calibrated column: the calibration temperature stopped at its search bound (T = {t:.3g}): no "
+    "finite temperature fits the validation logits (they separate the classes, or rank too little: the model "
+    "card's warnings say which), and such probabilities sit near 0.5 or 0/1"
 )
 
 
@@ -180,6 +178,8 @@ def check_temperature(model, out: dict) -> None:
     two calibrated probabilities for one patient, helper-84), seen where the logits make them
     differ; a program exported without a temperature computes with 1."""
     stated = model.metadata.get("calibration_temperature")
+    if stated is not None and at_bound(float(stated)):  # served as NaN (lnm_jax.exported.served): nothing to compare
+        return
     want = sigmoid(np.asarray(out["logit"], np.float64) / (1.0 if stated is None else float(stated)))
     gap = float(np.abs(np.asarray(out["prob_calibrated"], np.float64) - want).max(initial=0.0))
     if gap > CALIBRATION_ATOL:
@@ -270,11 +270,9 @@ class Model:
         missing inputs, or with ``zero_fill_missing`` (zeros it never saw). ValueError where its
         ``prob_calibrated`` shows another temperature than the metadata's
         (:func:`check_temperature`). ``prob_calibrated`` is NaN where that temperature stopped at
-        its search bound (:func:`at_bound`: no calibration; helper-99 had exact 0s and 1s from it)."""
+        its search bound (the program's loaders see to it: :func:`lnm_jax.exported.served`)."""
         out = self.program(arrays, zero_fill_missing=zero_fill_missing)
         check_temperature(self, out)
-        if (t := self.metadata.get("calibration_temperature")) is not None and at_bound(t):
-            out = {**out, "prob_calibrated": np.full_like(np.asarray(out["prob_calibrated"]), np.nan)}
         return out
 
     def _image(self, entry, name: str, row: int) -> np.ndarray:

@@ -424,6 +424,10 @@ def test_a_runs_config_json_is_a_config_file_a_new_run_starts_from(triple_run, t
     ):
         with pytest.raises(UsageError, match=said):
             parse_config_command("train", ["--config", str(given), "--workdir", "w"], base_config)
+    with pytest.raises(UsageError, match=r"metrics.json is no run's config.json"):  # (helper-102)
+        other = tmp_path / "metrics.json"
+        other.write_text(json.dumps({"splits": {"test": {"at_0.5": {}}}}))
+        parse_config_command("train", ["--config", str(other), "--workdir", "w"], base_config)
     edited = tmp_path / "config.json"
     edited.write_text(json.dumps({**json.loads(stored.read_text()), "modalities": "bmode,nothing"}))
     with pytest.raises(UsageError, match=r"config.json.*modalities"):

@@ -611,23 +611,29 @@ def test_every_import_of_the_runtime_is_in_its_requirements():
 
 
 def test_the_runtime_returns_no_calibrated_probability_from_a_temperature_at_its_bound():
-    """helper-99: ``load().predict()`` returned exact 0s and 1s as ``prob_calibrated`` from a
-    temperature that stopped at its search bound, where predict's CSV leaves the column out."""
+    """helper-99, helper-102: every loader of an export (``exported.load``, ``load_onnx``,
+    ``lnm_runtime``'s) returned exact 0s and 1s as ``prob_calibrated`` from a temperature that
+    stopped at its search bound, where predict's CSV leaves the column out: both program
+    wrappers serve it as NaN; a fitted temperature's values pass unchanged."""
     from types import SimpleNamespace
 
-    from lnm_jax import serving
+    from lnm_jax import exported
 
     z = np.array([-3.0, 0.5, 4.0], np.float32)
+    spec = {"us_lnm": {"shape": ["B"], "dtype": "float32"}, "has_us_lnm": {"shape": ["B"], "dtype": "bool"}}
+    inputs = {"us_lnm": np.array([0.0, 1.0, 1.0], np.float32), "has_us_lnm": np.ones(3, bool)}
 
-    def program(t):
-        return lambda arrays, zero_fill_missing: {
-            "logit": z,
-            "prob": 1 / (1 + np.exp(-z)),
-            "prob_calibrated": (1 / (1 + np.exp(-z / t))).astype(np.float32),
-        }
+    def outputs(t):
+        calibrated = (1 / (1 + np.exp(-z / t))).astype(np.float32)
+        return {"logit": z, "prob": 1 / (1 + np.exp(-z)), "prob_calibrated": calibrated}
 
-    bound = serving.TEMPERATURE_BOUNDS[0]
-    at_bound = SimpleNamespace(program=program(bound), metadata={"calibration_temperature": bound}, folder="x")
-    assert np.isnan(serving.Model.__call__(at_bound, {})["prob_calibrated"]).all()
-    fitted = SimpleNamespace(program=program(1.5), metadata={"calibration_temperature": 1.5}, folder="x")
-    np.testing.assert_allclose(serving.Model.__call__(fitted, {})["prob_calibrated"], 1 / (1 + np.exp(-z / 1.5)), 1e-6)
+    for t, nan in ((exported.TEMPERATURE_BOUNDS[0], True), (1.5, False)):
+        md = {"inputs": spec, "calibration_temperature": t, "architecture": {"missing_inputs": False}}
+        program = SimpleNamespace(call=lambda weights, args, t=t: outputs(t))
+        session = SimpleNamespace(run=lambda names_, feed, t=t: [outputs(t)[k] for k in names_])
+        for model in (exported.ExportedModel(program, (), md), exported.OnnxModel(session, md)):
+            got = model(inputs)["prob_calibrated"]
+            if nan:
+                assert np.isnan(got).all()
+            else:
+                np.testing.assert_allclose(got, 1 / (1 + np.exp(-z / 1.5)), rtol=1e-6)

@@ -110,3 +110,27 @@ def test_predict_counts_the_labelled_rows_it_points_to_external_validation_for(t
 
     path, *_ = _site(tmp_path, unlabelled=11)
     assert _labelled_rows(path) == 300 - 11
+
+
+def test_evaluates_csv_repeated_ids_and_a_folder_card_are_refused(tmp_path, capsys):
+    """helper-102: evaluate's predictions.csv (the training cohort's val and test, its split
+    column ignored) was scored as a site; repeated ids were counted twice (prevalence 0.167 read
+    0.243); a CSV without the model-state column passed unsaid; a folder given as the card."""
+    path, card, *_ = _site(tmp_path)
+    rows = path.read_text().splitlines()
+    split = tmp_path / "eval.csv"
+    split.write_text("\n".join([rows[0] + ",split"] + [r + ",test" for r in rows[1:]]) + "\n")
+    with pytest.raises(ExternalValidationError, match="has a split column: it is evaluate's predictions"):
+        external_validation(split, card, tmp_path / "v")
+    twice = tmp_path / "twice.csv"
+    twice.write_text("\n".join(rows + rows[1:5]) + "\n")
+    with pytest.raises(ExternalValidationError, match="patient_id S000, S001, S002 and 1 more on more than one row"):
+        external_validation(twice, card, tmp_path / "v")
+    with pytest.raises(ExternalValidationError, match="is a folder: give its metadata.json"):
+        external_validation(path, card.parent, tmp_path.parent / f"{tmp_path.name}_v")
+    bare = tmp_path / "bare.csv"
+    bare.write_text("\n".join(",".join(r.split(",")[:4]) for r in rows) + "\n")
+    external_validation(bare, card, tmp_path / "v", n_boot=0)
+    assert "has no model_state_sha256 column: whether the card's model scored it is not checked" in (
+        capsys.readouterr().err
+    )

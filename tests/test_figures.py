@@ -156,3 +156,10 @@ def test_a_one_epoch_history_is_drawn_as_points_on_its_epoch(drawn, tmp_path):
     for ax in drawn[0].axes:
         assert list(ax.get_xticks()) == [1]
         assert all(line.get_marker() == "o" for line in ax.get_lines() if line.get_linestyle() == "-")
+
+
+def test_the_rule_reads_a_nan_as_the_history_file_stores_it():
+    """helper-102: the history is written without NaN (a NaN is stored as null), and the rule
+    compared None with a float: TypeError inside evaluate's output folder."""
+    history = [{**h, "val_auc": None if h["epoch"] == 1 else h["val_auc"]} for h in _history()]
+    assert selection.best_epoch(history) == 4

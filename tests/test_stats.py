@@ -391,3 +391,12 @@ def test_a_cut_off_is_never_printed_as_0_or_1_when_it_is_not():
     assert threshold_text(0.99966) == "0.9997" and threshold_text(0.99966, 2) == "0.9997"
     assert threshold_text(0.000123) == "0.0001" and threshold_text(0.662) == "0.662"
     assert threshold_text(0.5, 2) == "0.50" and threshold_text(1.0) == "1.000"
+
+
+def test_an_undefined_calibration_slope_is_said_so_not_printed_as_nan():
+    from lnm_jax.evaluation.summary import format_summary, summarise_predictions
+
+    y = np.array([0, 0, 0, 1, 1, 1])
+    s = summarise_predictions(y, np.array([-3.0, -2.0, -1.0, 1.0, 2.0, 3.0]))  # separated: no finite slope
+    line = format_summary("test", s)
+    assert "slope undefined (one class, or logits that separate the classes)" in line and "nan" not in line

@@ -47,7 +47,7 @@ def brier(labels: np.ndarray, probs: np.ndarray) -> float:
 
 # the temperature's search bounds and the test of a fit that stopped at one: in lnm_jax.serving,
 # which an export carries (its predict leaves such a temperature's column out)
-from lnm_jax.serving import TEMPERATURE_BOUNDS, at_bound  # noqa: E402, F401
+from lnm_jax.exported import TEMPERATURE_BOUNDS, at_bound  # noqa: E402, F401
 
 
 def fit_temperature(labels: np.ndarray, logits: np.ndarray) -> float:

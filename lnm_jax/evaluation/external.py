@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import csv
 import math
+import sys
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +27,7 @@ from lnm_jax.evaluation import calibration as C
 from lnm_jax.evaluation.metrics import sigmoid
 from lnm_jax.evaluation.plots import plot_decision_curve, plot_reliability, plot_roc
 from lnm_jax.evaluation.summary import format_summary, shown_auc_ci, summarise_predictions, threshold_text
+from lnm_jax.export_files import METADATA
 from lnm_jax.fileio import atomic_directory, read_json, sealed, write_json
 from lnm_jax.output_guard import guard_output
 from lnm_jax.serving import PREDICTION_COLUMNS
@@ -43,6 +46,8 @@ def read_card(path: Path | str) -> dict:
     none was chosen), ``temperature`` (None where none was fitted or it stopped at its search
     bound), ``training_prevalence``, ``state`` (the model's state digest or None), ``name``."""
     path = Path(path)
+    if path.is_dir():
+        raise ExternalValidationError(f"--card {path} is a folder: give its metadata.json ({path / METADATA})")
     md = read_json(path)
     try:
         thresholds, cohort = md["thresholds"], md["training_cohort"]
@@ -79,6 +84,12 @@ def read_scored(path: Path | str, state: str | None) -> tuple[list[str], np.ndar
                 f"{path}: no column {', '.join(missing)}: give the CSV lnm-jax predict (or an export's predict.py) "
                 "wrote for a manifest with the lnm column"
             )
+        if "split" in header:  # (helper-102: the training site's val and test, scored as a "site")
+            raise ExternalValidationError(
+                f"{path} has a split column: it is evaluate's predictions of the training cohort (its validation "
+                "patients chose the cut-off and the temperature), not a site's; give predict's CSV of the site's "
+                "manifest"
+            )
         ids, labels, probs, unlabelled = [], [], [], 0
         for line, row in enumerate(reader, start=2):
             given = (row.get(names.LABEL) or "").strip()
@@ -106,6 +117,14 @@ def read_scored(path: Path | str, state: str | None) -> tuple[list[str], np.ndar
             probs.append(p)
     if not ids:
         raise ExternalValidationError(f"{path}: no patient has a label (the lnm column is empty throughout)")
+    if repeated := sorted(i for i, n in Counter(ids).items() if n > 1):  # (helper-102: counted twice, prevalence moved)
+        shown = ", ".join(repeated[:3]) + (f" and {len(repeated) - 3} more" if len(repeated) > 3 else "")
+        raise ExternalValidationError(f"{path}: patient_id {shown} on more than one row: each patient once")
+    if state and names.MODEL_STATE_COLUMN not in header:
+        print(
+            f"note: {path} has no {names.MODEL_STATE_COLUMN} column: whether the card's model scored it is not checked",
+            file=sys.stderr,
+        )
     p = np.clip(np.asarray(probs, np.float64), PROB_FLOOR, 1.0 - PROB_FLOOR)
     return ids, np.asarray(labels, int), np.log(p) - np.log1p(-p), unlabelled
 

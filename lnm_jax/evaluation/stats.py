@@ -177,11 +177,13 @@ def permutation_p_value(
 ) -> float:
     """One-sided label-permutation p-value of ``statistic(labels, predictions)``:
     ``scipy.stats.permutation_test`` with the pairing of labels and predictions permuted
-    (``permutation_type='pairings'``), ``alternative='greater'``. With more distinct pairings
-    than ``n_permutations`` (any cohort above 6 patients at the default 1,000) ``n_permutations``
-    seeded ones are drawn and p = (1 + #{permuted >= observed}) / (n + 1), the observed pairing
-    counted as one, so a perfect predictor gets 1 / (n + 1); with fewer, every pairing is
-    enumerated and p is exact (helper-101: it had been a loop of its own)."""
+    (``permutation_type='pairings'``), ``alternative='greater'``. Where scipy counts more
+    pairings than ``n_permutations`` (it counts (n!)^2 for n patients: above 4 at the default
+    1,000) ``n_permutations`` seeded ones are drawn and p = (1 + #{permuted >= observed}) /
+    (n + 1), the observed pairing counted as one; otherwise every pairing is enumerated and p is
+    exact. Its floor is 1 / (n + 1), reached where no other pairing scores as high: with few
+    patients of a class many pairings tie with the observed one (a perfect predictor of 3 of 7
+    patients scores p = 1 / C(7, 3) = 1/35) (helper-101: it had been a loop of its own)."""
     labels, predictions = binary_labels(labels), np.asarray(predictions)
     res = stats.permutation_test(
         (labels, predictions),

@@ -140,9 +140,13 @@ def _calibration_text(c: dict, suffix: str) -> str:
     calibration, before (``suffix`` '') or after temperature scaling ('_temperature_scaled')."""
     text = f"ECE {c['ece' + suffix]:.3f}, Brier {c['brier' + suffix]:.3f}"
     for k in ("intercept", "slope"):
-        if k + suffix in c:
-            lo, hi = c[f"{k}{suffix}_ci"]
-            text += f", {k} {c[k + suffix]:.2f} ({lo:.2f} to {hi:.2f})"
+        if k + suffix not in c:
+            continue
+        if not math.isfinite(c[k + suffix]):  # (helper-102: "slope nan (nan to nan)")
+            text += f", {k} undefined (one class, or logits that separate the classes)"
+            continue
+        lo, hi = c[f"{k}{suffix}_ci"]
+        text += f", {k} {c[k + suffix]:.2f} ({lo:.2f} to {hi:.2f})"
     return text
 
 

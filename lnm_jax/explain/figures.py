@@ -16,7 +16,7 @@ from matplotlib.cm import ScalarMappable  # noqa: E402
 from matplotlib.colors import Normalize  # noqa: E402
 
 from lnm_jax.fileio import save_figure
-from lnm_jax.names import BMODE, CEUS
+from lnm_jax.names import BMODE, CEUS, PATIENT_ID
 from lnm_jax.task import PAPER, Task
 
 BRANCH_TITLES = {BMODE: "B-mode", CEUS: "CEUS"}
@@ -52,10 +52,10 @@ def _row(axes, entry: dict, branches: Sequence[str], colorbar: bool = False) -> 
 
 def _title(entry: dict, task: Task) -> str:
     if entry["label"] is None or entry["label"] < 0:  # a new patient: no label to judge by
-        return f"{entry['patient_id']}: {task.prob} = {entry['prob']:.2f}"
+        return f"{entry[PATIENT_ID]}: {task.prob} = {entry['prob']:.2f}"
     verdict = "correct" if entry["correct"] else "incorrect"
     return (
-        f"{entry['patient_id']}: {task.prob} = {entry['prob']:.2f}, true: {task.class_name(entry['label'])} ({verdict})"
+        f"{entry[PATIENT_ID]}: {task.prob} = {entry['prob']:.2f}, true: {task.class_name(entry['label'])} ({verdict})"
     )
 
 

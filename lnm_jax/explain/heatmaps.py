@@ -322,7 +322,7 @@ def _explain(
         out / F.CAM_INDEX,
         (
             {
-                names.PATIENT_ID: e["patient_id"],
+                names.PATIENT_ID: e[names.PATIENT_ID],
                 "prob_lnm": f"{e['prob']:.6f}",
                 names.LABEL: e["label"] if e["label"] >= 0 else "",
                 "correct": int(e["correct"]) if e["label"] >= 0 else "",

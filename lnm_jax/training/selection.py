@@ -24,6 +24,7 @@ def best_epoch(history: Sequence[Mapping]) -> int | None:
     validation AUC NaN)."""
     best = dict(NO_BEST)
     for h in history:
-        if improves(h["val_auc"], h["val_loss"], best):
-            best = {"val_auc": h["val_auc"], "epoch": h["epoch"], "val_loss": h["val_loss"]}
+        auc, loss = (math.nan if h[k] is None else h[k] for k in ("val_auc", "val_loss"))  # NaN is stored as null
+        if improves(auc, loss, best):
+            best = {"val_auc": auc, "epoch": h["epoch"], "val_loss": loss}
     return best["epoch"] or None
