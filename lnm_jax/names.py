@@ -53,6 +53,20 @@ def mask(name: str) -> str:
 
 
 MASK_COLUMNS = tuple(mask(m) for m in IMAGE_INPUTS)
+
+
+def picture_file(patient_id: str, name: str, suffix: str = "") -> str:
+    """The file (relative to its manifest) in which a cohort this package writes (synthetic,
+    de-identified) keeps ``patient_id``'s input ``name`` (``suffix``: '.png', '.dcm', or '' for
+    a clip's folder of frames)."""
+    return f"images/{patient_id}_{name}{suffix}"
+
+
+def mask_file(patient_id: str, name: str) -> str:
+    """The file of ``patient_id``'s lesion mask of input ``name`` in such a cohort."""
+    return picture_file(patient_id, f"{name}_mask", ".png")
+
+
 AVAILABILITY_KEYS = tuple(has(m) for m in INPUTS)
 # A training batch's lesion masks (only when the lesion head is trained: train.lesion_loss_weight):
 # <input>_mask [B, S, S] float32, the framed mask, and has_<input>_mask.

@@ -34,7 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
-from lnm_jax import compile_options, host_memory
+from lnm_jax import compile_options, host_memory, names
 from lnm_jax.names import parse_modalities
 
 # JAX, Flax and the model are imported by the functions that measure JAX (_time, bench,
@@ -78,11 +78,11 @@ CANDIDATES = {
 def make_batch(seed: int, batch_size: int, size: int) -> dict:
     r = np.random.default_rng(seed)
     return {
-        "bmode": r.standard_normal((batch_size, size, size, 3), np.float32),
-        "ceus": r.standard_normal((batch_size, size, size, 3), np.float32),
-        "us_lnm": r.integers(0, 2, batch_size).astype(np.float32),
-        "lnm": r.integers(0, 2, batch_size).astype(np.int32),
-        "valid": np.ones(batch_size, bool),
+        names.BMODE: r.standard_normal((batch_size, size, size, 3), np.float32),
+        names.CEUS: r.standard_normal((batch_size, size, size, 3), np.float32),
+        names.US_LNM: r.integers(0, 2, batch_size).astype(np.float32),
+        names.LABEL: r.integers(0, 2, batch_size).astype(np.int32),
+        names.VALID: np.ones(batch_size, bool),
     }
 
 
@@ -133,7 +133,7 @@ def bench(model, batch_size: int, size: int, steps: int, warmup: int) -> dict:
     else:
         batch = jax.device_put(host)
     # the paper's loss, as a run's loop builds its step
-    train_step = make_train_step(model, tx, mesh, **step_options(paper, np.asarray(host["lnm"])))
+    train_step = make_train_step(model, tx, mesh, **step_options(paper, np.asarray(host[names.LABEL])))
     eval_step = make_eval_step(model, mesh)
     holder = {"state": state}
 
@@ -209,10 +209,10 @@ def torch_model(batch_size: int, size: int, dtype: str, compile_: bool, backbone
     model = model.to(memory_format=fmt)
     host = make_batch(0, batch_size, size)
     b, c = (
-        torch.from_numpy(host[k]).permute(0, 3, 1, 2).contiguous(memory_format=fmt).to(dev) for k in ("bmode", "ceus")
+        torch.from_numpy(host[k]).permute(0, 3, 1, 2).contiguous(memory_format=fmt).to(dev) for k in names.IMAGE_INPUTS
     )
-    f = torch.from_numpy(host["us_lnm"]).to(dev)
-    y = torch.from_numpy(host["lnm"]).float().to(dev)
+    f = torch.from_numpy(host[names.US_LNM]).to(dev)
+    y = torch.from_numpy(host[names.LABEL]).float().to(dev)
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     fwd = torch.compile(model) if compile_ else model
     autocast = torch.autocast(dev.type, dtype=torch.bfloat16, enabled=amp)
@@ -299,7 +299,7 @@ def train_gflop_per_patient(setting: str, image_size: int, width: int, backbone:
     count is derived."""
     if backbone not in TRAIN_GFLOP_PER_IMAGE_224:
         return None
-    images = sum(m in ("bmode", "ceus") for m in parse_modalities(setting))
+    images = sum(m in names.IMAGE_INPUTS for m in parse_modalities(setting))
     return images * TRAIN_GFLOP_PER_IMAGE_224[backbone] * (image_size / 224) ** 2 * (width / 64) ** 2
 
 

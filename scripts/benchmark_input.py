@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from lnm_jax import names
 from lnm_jax.config import base_config
 from lnm_jax.data.cohorts.manifest import read_manifest
 from lnm_jax.data.loaders.loader import BatchSettings, GrainSource
@@ -32,7 +33,7 @@ def epoch_rate(batches_of_epoch, patients: int) -> float:
     for _ in batches_of_epoch(0):
         pass
     t0 = time.perf_counter()
-    n = sum(len(b["lnm"]) for b in batches_of_epoch(1))
+    n = sum(len(b[names.LABEL]) for b in batches_of_epoch(1))
     assert n == patients, (n, patients)
     return n / (time.perf_counter() - t0)
 
@@ -108,7 +109,7 @@ def jax_augmentation_row(cohort, ids, settings, aug, norm) -> dict:
     def epoch(e):
         for b in dev.epoch(e):
             jax.block_until_ready(b)
-            yield {"lnm": np.asarray(b["lnm"])}
+            yield {names.LABEL: np.asarray(b[names.LABEL])}
 
     return {
         "path": "cached + JAX augmentation (data.on_device)",

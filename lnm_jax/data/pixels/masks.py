@@ -195,9 +195,3 @@ def frame_mask(path: Path | str, source: Source, size: int, framing: Framing = D
     """:func:`decode_mask` of its image's resolved ``source`` (no file resolved again)."""
     lesion = read_mask(path).astype(np.float32)[..., None]
     return fit(crop(lesion, source.box), size, source.mm_per_pixel, framing.field_of_view_mm)[..., 0]
-
-
-def mask_file(patient_id: str, name: str) -> str:
-    """The file, relative to a cohort's manifest, that a cohort this package writes (synthetic,
-    de-identified) keeps ``patient_id``'s lesion mask of input ``name`` in."""
-    return f"images/{patient_id}_{name}_mask.png"

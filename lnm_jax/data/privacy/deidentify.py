@@ -38,10 +38,10 @@ from lnm_jax.data.pixels import dicom, sources
 from lnm_jax.data.pixels.clips import MAX_CLIP_FRAMES, frame_files, frame_name, iter_frames
 from lnm_jax.data.pixels.decode import open_upright
 from lnm_jax.data.pixels.dicom import Box
-from lnm_jax.data.pixels.masks import mask_file, read_mask
+from lnm_jax.data.pixels.masks import read_mask
 from lnm_jax.data.privacy import phi
 from lnm_jax.fileio import atomic_directory, write_csv
-from lnm_jax.names import IMAGE_INPUTS, LABEL, MASK_COLUMNS, PATIENT_ID, US_LNM, mask
+from lnm_jax.names import IMAGE_INPUTS, LABEL, MASK_COLUMNS, PATIENT_ID, US_LNM, mask, mask_file, picture_file
 from lnm_jax.output_guard import guard_output
 from lnm_jax.run_files import MANIFEST
 
@@ -298,7 +298,7 @@ def _copy_dicom(
     if clean:
         ds.BurnedInAnnotation = "NO"  # what the scanner burns in lies outside the scan region
     ds.file_meta.TransferSyntaxUID = pydicom.uid.ExplicitVRLittleEndian
-    rel = f"images/{pid}_{name}.dcm"
+    rel = picture_file(pid, name, ".dcm")
     dicom.write_dataset(ds, root / rel)
     return rel, (original_uid, str(ds.SOPInstanceUID)), clean
 
@@ -374,7 +374,7 @@ def _copy_pixels(src: sources.Source, box: Box, root: Path, pid: str, name: str)
     :func:`lnm_jax.data.pixels.clips.frame_name`), so that it reads back as the same frames in
     the same order."""
     if src.kind == "clip":
-        rel = f"images/{pid}_{name}"
+        rel = picture_file(pid, name)
         (root / rel).mkdir()
         if src.path.is_dir():
             files = frame_files(src.path)
@@ -385,6 +385,6 @@ def _copy_pixels(src: sources.Source, box: Box, root: Path, pid: str, name: str)
                 eight = np.round(sources.crop(frame, box) * 255.0).astype(np.uint8)
                 Image.fromarray(eight).save(root / rel / frame_name(k, MAX_CLIP_FRAMES), format="PNG")
         return rel
-    rel = f"images/{pid}_{name}.png"
+    rel = picture_file(pid, name, ".png")
     _write_png(open_upright(src.path), box, root / rel)
     return rel

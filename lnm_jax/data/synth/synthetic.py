@@ -39,7 +39,6 @@ from PIL import Image
 
 from lnm_jax.data.cohorts.manifest import write_manifest
 from lnm_jax.data.pixels.dicom import COMPRESSIONS
-from lnm_jax.data.pixels.masks import mask_file
 from lnm_jax.data.threads import cpus, ordered_map
 from lnm_jax.fileio import (
     SEED_RANGE,
@@ -51,7 +50,7 @@ from lnm_jax.fileio import (
     json_text,
     read_json,
 )
-from lnm_jax.names import BMODE, CEUS, LABEL, MASK_COLUMNS, PATIENT_ID, SETTINGS, US_LNM, mask
+from lnm_jax.names import BMODE, CEUS, LABEL, MASK_COLUMNS, PATIENT_ID, SETTINGS, US_LNM, mask, mask_file, picture_file
 from lnm_jax.run_files import GENERATOR, MANIFEST, TRUTH
 
 
@@ -500,15 +499,15 @@ def _render_patient(root: Path, params: SynthParams, lat: dict, width: int, i: i
 def _write_png(root: Path, pid: str, bmode, ceus) -> dict[str, str]:
     cells = {}
     if bmode is not None:
-        cells[BMODE] = f"images/{pid}_bmode.png"
+        cells[BMODE] = picture_file(pid, BMODE, ".png")
         Image.fromarray(bmode, "L").save(root / cells[BMODE])
     if ceus is not None and ceus.ndim == 4:
-        cells[CEUS] = f"images/{pid}_ceus"
+        cells[CEUS] = picture_file(pid, CEUS)
         (root / cells[CEUS]).mkdir()
         for k, frame in enumerate(ceus):
             Image.fromarray(frame, "RGB").save(root / cells[CEUS] / f"frame_{k:03d}.png")
     elif ceus is not None:
-        cells[CEUS] = f"images/{pid}_ceus.png"
+        cells[CEUS] = picture_file(pid, CEUS, ".png")
         Image.fromarray(ceus, "RGB").save(root / cells[CEUS])
     return cells
 
