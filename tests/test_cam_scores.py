@@ -139,10 +139,13 @@ def test_gradcam_on_new_patients_writes_maps_and_scores(triple_run, tiny_cohort,
     assert main(["gradcam", "--workdir", str(triple_run.workdir), "--manifest", str(new), "--out", str(out)]) == 0
     # no label, so no correct or incorrect: grids by the class predicted (helper-56: two grids of
     # "no patients" and "0 correct, 0 incorrect")
-    said = re.search(
-        r"6 patients \(6 without a label: (\d) predicted positive, (\d) negative\)", capsys.readouterr().out
-    )
+    captured = capsys.readouterr()
+    said = re.search(r"6 patients \(6 without a label: (\d) predicted positive, (\d) negative\)", captured.out)
     assert said and int(said[1]) + int(said[2]) == 6
+    # the run's own training and validation patients among them are said, as predict says them
+    ids = [r["patient_id"] for r in csv.DictReader(open(new))]
+    seen = sum(i in set(triple_run.split.subset("train")) | set(triple_run.split.subset("val")) for i in ids)
+    assert seen and f"{seen} of these 6 patients" in captured.err and "optimistic" in captured.err
     grids = sorted(p.name for p in out.glob("grid_*.png"))
     assert grids == sorted([F.CAM_GRID_PREDICTED_POSITIVE, F.CAM_GRID_PREDICTED_NEGATIVE]), grids
     assert sorted(p.name for p in triple_run.workdir.iterdir()) == before  # the run is only read

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import itertools
+import sys
 import tempfile
 from pathlib import Path
 
@@ -19,6 +20,7 @@ from lnm_jax.data.cohorts.manifest import manifest_checks, read_manifest
 from lnm_jax.data.pixels.masks import frame_mask
 from lnm_jax.data.pixels.sources import Framing, Source, clip_frame, picture_region, resolve
 from lnm_jax.evaluation.metrics import sigmoid
+from lnm_jax.evaluation.seen import seen_patients_line
 from lnm_jax.explain import scores as S
 from lnm_jax.explain.figures import grid_figure, patient_figure
 from lnm_jax.explain.gradcam import AUTO_LAYER, choose_layer, layer_sizes, make_cam_fn
@@ -95,6 +97,8 @@ def gradcam(
         cohort = read_manifest(manifest, require_labels=False, inputs=inputs, **manifest_checks(config.data))
         # as predict: a patient lacking an input the model was not trained to miss is refused
         check_inputs_present(config, cohort, opt_in="a run trained with --config.data.zero_fill_missing=True")
+        if seen := seen_patients_line(run, cohort):  # as predict says it (stop 83's trials: gradcam had not)
+            print(f"warning: {seen}", file=sys.stderr)
     out = guard_output(
         out or run.files.gradcam(split),
         inputs=[*cohort.files()],
