@@ -134,3 +134,15 @@ def test_evaluates_csv_repeated_ids_and_a_folder_card_are_refused(tmp_path, caps
     assert "has no model_state_sha256 column: whether the card's model scored it is not checked" in (
         capsys.readouterr().err
     )
+
+
+def test_a_small_site_is_warned_of_and_the_report_is_kept(tmp_path):
+    """helper-104: 4 positives gave "AUC 0.938, sens 1.000" and an intercept update unsaid, and
+    nothing of what was printed was written down."""
+    path, card, y, _ = _site(tmp_path, n=30, seed=3)
+    rec = external_validation(path, card, tmp_path / "v", n_boot=0, seed=5)
+    said = f"site: {y.sum()} positive and {len(y) - y.sum()} negative"
+    assert rec["warnings"] and rec["warnings"][0].startswith(said)
+    assert rec["bootstrap"] == {"resamples": 0, "seed": 5}
+    report = (tmp_path / "v" / "report.md").read_text()
+    assert external_lines(rec) in report and "WARNING: site:" in report

@@ -2254,3 +2254,17 @@ def test_a_run_records_what_changes_its_arithmetic_and_a_resume_says_when_it_dif
     assert note.startswith("resumed with other settings than the process before (usable_cpus ")
     flipped = {**info, "jax_settings": {**info["jax_settings"], "jax_threefry_partitionable": False}}
     assert "jax_settings" in resumed_elsewhere_note(flipped, info)
+
+
+def test_a_real_cohorts_card_lists_what_only_its_authors_can_add_and_its_cut_off_table(triple_run):
+    """helper-104: a real cohort's card read as complete without data source, dates, eligibility,
+    outcome assessment or ethics (TRIPOD+AI, CLAIM); PPV and NPV were nowhere."""
+    import copy
+
+    from lnm_jax.model_card import AUTHORS_SECTION, markdown, metadata
+
+    md = metadata(triple_run, "best")
+    assert AUTHORS_SECTION[0] not in markdown(md)  # the synthetic cohort: nothing to add
+    real = copy.deepcopy(md)
+    real["training_cohort"]["synthetic"] = False
+    assert "\n".join(AUTHORS_SECTION) in markdown(real)

@@ -400,3 +400,25 @@ def test_an_undefined_calibration_slope_is_said_so_not_printed_as_nan():
     s = summarise_predictions(y, np.array([-3.0, -2.0, -1.0, 1.0, 2.0, 3.0]))  # separated: no finite slope
     line = format_summary("test", s)
     assert "slope undefined (one class, or logits that separate the classes)" in line and "nan" not in line
+
+
+def test_rates_at_a_cut_off_carry_wilson_intervals_and_predictive_values():
+    """helper-104 (CLAIM 36): sensitivity and specificity had no CI, PPV and NPV were not given."""
+    from lnm_jax.evaluation import metrics as M
+    from lnm_jax.evaluation.summary import with_intervals
+
+    y = np.array([1] * 12 + [0] * 28)
+    p = np.r_[np.linspace(0.3, 0.9, 12), np.linspace(0.05, 0.6, 28)]
+    m = with_intervals(M.threshold_metrics(y, p, 0.5))
+    tp, fp, tn, fn = m["tp"], m["fp"], m["tn"], m["fn"]
+    assert m["ppv"] == tp / (tp + fp) and m["npv"] == tn / (tn + fn)
+    z = 1.959963984540054
+
+    def wilson(k, n):  # Wilson 1927, the closed form
+        c, h = (k + z * z / 2) / (n + z * z), z * np.sqrt(k * (n - k) / n + z * z / 4) / (n + z * z)
+        return [c - h, c + h]
+
+    for rate, (k, n) in {"sensitivity": (tp, tp + fn), "specificity": (tn, tn + fp), "ppv": (tp, tp + fp)}.items():
+        np.testing.assert_allclose(m[f"{rate}_ci"], wilson(k, n), rtol=1e-9)
+    empty = with_intervals(M.threshold_metrics(y, p, 0.999))  # nobody called positive: PPV undefined
+    assert np.isnan(empty["ppv"]) and np.isnan(empty["ppv_ci"]).all()

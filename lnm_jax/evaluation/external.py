@@ -24,14 +24,16 @@ import numpy as np
 from lnm_jax import names
 from lnm_jax import run_files as F
 from lnm_jax.evaluation import calibration as C
+from lnm_jax.evaluation.evaluate import small_split_warnings
 from lnm_jax.evaluation.metrics import sigmoid
 from lnm_jax.evaluation.plots import plot_decision_curve, plot_reliability, plot_roc
 from lnm_jax.evaluation.summary import format_summary, shown_auc_ci, summarise_predictions, threshold_text
 from lnm_jax.export_files import METADATA
-from lnm_jax.fileio import atomic_directory, read_json, sealed, write_json
+from lnm_jax.fileio import atomic_directory, read_json, sealed, write_json, write_text
 from lnm_jax.output_guard import guard_output
 from lnm_jax.serving import PREDICTION_COLUMNS
 
+REPORT = "report.md"  # the printed lines, with the card's test row beside the site's
 PROB_DECIMALS = 6  # predict writes prob_lnm with 6 decimals: logits are recovered from those
 PROB_FLOOR = 10.0**-PROB_DECIMALS / 2  # 0.000000 and 1.000000 read as the nearest values a rounding leaves
 
@@ -191,7 +193,11 @@ def external_validation(
         # sigmoid(logit + a) matches this site's mean risk (in-sample here; a new site's first update)
         "intercept_update": summary["calibration"]["intercept"],
         "net_benefit_at_threshold": {"threshold": cut, "model": float(benefit), "treat_all": float(treat_all)},
+        "bootstrap": {"resamples": int(n_boot), "seed": int(seed)},
+        # a site of few patients of a class (helper-104: 4 positives gave "AUC 0.938, sens 1.000" unsaid)
+        "warnings": small_split_warnings({"splits": {"site": summary}}),
     }
+    record["out"] = str(out)
     with atomic_directory(out, replace=True) as fresh:
         write_json(fresh / F.METRICS, sealed(record))
         method, interval = shown_auc_ci(summary)
@@ -208,7 +214,7 @@ def external_validation(
             curves[f"site, T={t:.2f} (the card's)"] = (labels, C.calibrated(logits, t))
         plot_reliability(curves, fresh / F.RELIABILITY, title=title)
         plot_decision_curve({"site": (labels, probs)}, fresh / F.DECISION_CURVE, title=title)
-    record["out"] = str(out)
+        write_text(fresh / REPORT, report_markdown(record))  # what the console says, kept (helper-104)
     return record
 
 
@@ -237,5 +243,17 @@ def external_lines(record: dict) -> str:
         f"{nb['treat_all']:.3f}, treat none 0"
         + ("  (below treating none or all: do not act on this cut-off here)" if worse else "")
     )
+    lines += [f"WARNING: {w}" for w in record.get("warnings", [])]
     lines.append(f"metrics and figures in {record['out']}")
     return "\n".join(lines)
+
+
+def report_markdown(record: dict) -> str:
+    """``report.md``: what :func:`external_lines` prints, as a record beside the figures."""
+    return (
+        f"# External validation of {record['model'] or 'a model'}\n\n"
+        f"Predictions: `{record['predictions']}`; card: `{record['card']}`.\n\n"
+        "```\n" + external_lines(record) + "\n```\n\n"
+        "The intercept update is fitted on these patients (in-sample here); confirm it, and choose a cut-off, on the "
+        "site's next ones. Figures: roc.png, reliability.png (Wilson 95% CIs, patients per bin), decision_curve.png.\n"
+    )

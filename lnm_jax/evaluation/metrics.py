@@ -58,7 +58,9 @@ def safe_auc(labels: np.ndarray, scores: np.ndarray) -> float:
 
 
 def threshold_metrics(labels: np.ndarray, probs: np.ndarray, threshold: float) -> dict[str, float]:
-    """Sensitivity, specificity and accuracy of ``probs >= threshold``."""
+    """Sensitivity, specificity, accuracy and the predictive values (PPV, NPV: at these
+    patients' prevalence) of ``probs >= threshold``, with the counts; NaN for a rate whose
+    denominator is 0."""
     labels, probs = checked(labels, probs, "probs")
     if not np.isfinite(threshold):
         raise ValueError(f"threshold must be finite (got {threshold})")
@@ -72,6 +74,8 @@ def threshold_metrics(labels: np.ndarray, probs: np.ndarray, threshold: float) -
         "sensitivity": tp / (tp + fn) if tp + fn else float("nan"),
         "specificity": tn / (tn + fp) if tn + fp else float("nan"),
         "accuracy": (tp + tn) / len(labels) if len(labels) else float("nan"),
+        "ppv": tp / (tp + fp) if tp + fp else float("nan"),
+        "npv": tn / (tn + fn) if tn + fn else float("nan"),
         "tp": tp,
         "tn": tn,
         "fp": fp,

@@ -9,7 +9,8 @@ a sensitivity means the same thing, under the same key, everywhere::
      "auc", "ci_level",
      "auc_ci_delong":       [lo, hi] (DeLong, logit scale: stats.delong_ci),
      "auc_ci_bootstrap":    [lo, hi] (BCa bootstrap over patients, stratified by class; when n_boot > 0),
-     "at_0.5":              {threshold, sensitivity, specificity, accuracy, tp, tn, fp, fn},
+     "at_0.5":              {threshold, sensitivity, specificity, accuracy, ppv, npv, tp, tn, fp, fn, and
+                             sensitivity_ci, specificity_ci, ppv_ci, npv_ci: Wilson [lo, hi]},
      "at_threshold":        the same at a chosen threshold (e.g. Youden's on validation; when given),
      "calibration":         {ece, brier, intercept, intercept_ci, slope, slope_ci[, temperature, and each
                              of the six as *_temperature_scaled]}}
@@ -74,9 +75,9 @@ def summarise_predictions(
     out["auc_ci_delong"] = list(delong_ci(labels, probs, ci_level)[1:]) if both_classes else [math.nan] * 2
     if n_boot:
         out["auc_ci_bootstrap"] = list(M.bootstrap_auc_ci(labels, probs, n_boot=n_boot, level=ci_level, seed=seed))
-    out["at_0.5"] = M.threshold_metrics(labels, probs, 0.5)
+    out["at_0.5"] = with_intervals(M.threshold_metrics(labels, probs, 0.5), ci_level)
     if threshold is not None:
-        out["at_threshold"] = M.threshold_metrics(labels, probs, threshold)
+        out["at_threshold"] = with_intervals(M.threshold_metrics(labels, probs, threshold), ci_level)
     if calibration:
         cal = {"ece": C.expected_calibration_error(labels, probs), "brier": C.brier(labels, probs)}
         cal.update(C.intercept_and_slope(labels, logits, ci_level))  # (helper-99: ECE alone hides which way)
@@ -92,6 +93,23 @@ def summarise_predictions(
                 },
             )
         out["calibration"] = cal
+    return out
+
+
+RATES = {"sensitivity": ("tp", "fn"), "specificity": ("tn", "fp"), "ppv": ("tp", "fp"), "npv": ("tn", "fn")}
+
+
+def with_intervals(m: dict, level: float = 0.95) -> dict:
+    """``m`` (:func:`lnm_jax.evaluation.metrics.threshold_metrics`) with each rate's Wilson
+    interval at ``level`` (``sensitivity_ci``, ... as [lo, hi]; scipy's ``binomtest``; [NaN,
+    NaN] for an empty denominator; helper-104: CLAIM 36 asks for them, and for PPV and NPV)."""
+    from scipy.stats import binomtest  # noqa: PLC0415
+
+    out = dict(m)
+    for rate, (hit, miss) in RATES.items():
+        k, n = int(m[hit]), int(m[hit]) + int(m[miss])
+        ci = binomtest(k, n).proportion_ci(level, method="wilson") if n else None
+        out[f"{rate}_ci"] = [float(ci.low), float(ci.high)] if ci else [math.nan, math.nan]
     return out
 
 
