@@ -303,6 +303,19 @@ def synthetic(config) -> bool:
 
 
 SYNTHETIC_LABELS = "the synthetic generator (lnm_jax/data/synth): drawn with the images, no patients"
+
+
+def described_task(task: Task, is_synthetic: bool) -> Task:
+    """``task`` as a card or a report describes it: on a synthetic cohort its labels and images
+    are the generator's, whatever the task says they stand for (helper-104: the reproduce report
+    said "label from pathology after neck dissection" of the synthetic cohort)."""
+    if not is_synthetic:
+        return task
+    return dataclasses.replace(
+        task, label_source=SYNTHETIC_LABELS, inputs={k: f"synthetic {v}" for k, v in task.inputs.items()}
+    )
+
+
 # said where a cohort of the user's own was trained with the task's description left as this
 # package's default (helper-60: a card stated "established by pathology after neck dissection" of
 # a cohort nobody had described)
@@ -363,11 +376,7 @@ def metadata(
     card before writing anything), instead of the one stored in the run folder. ``strict``
     (``export``): the stored metrics and temperature are refused without their seal."""
     config = run.config
-    task = Task.from_config(config)
-    if synthetic(config):  # what the labels and images are, whatever the task says they stand for
-        task = dataclasses.replace(
-            task, label_source=SYNTHETIC_LABELS, inputs={k: f"synthetic {v}" for k, v in task.inputs.items()}
-        )
+    task = described_task(Task.from_config(config), synthetic(config))
     state, meta = run.restore(checkpoint)
     evaluation = evaluation or _evaluation(run, checkpoint, meta, strict)
     labels = [p.lnm for p in run.cohort.patients if p.lnm is not None]

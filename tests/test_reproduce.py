@@ -159,6 +159,13 @@ def test_reproduce_with_folds_pools_out_of_fold_predictions(tiny_cohort, tmp_pat
     res["table2"]["rows"] = {"bmode": {**row, "setting": "bmode", "backbone": BACKBONE}}
     report = report_markdown(res, {k: [""] * n for k, n in res["table1"]["groups"].items()})  # only counted
     assert "## Table 2: backbones per image modality (test set, pooled out-of-fold, n = 40 (" in report
+    # a synthetic cohort's labels are the generator's, said so (helper-104: "label from pathology after
+    # neck dissection"); a cohort of one's own under the default task says that the task is the default
+    from lnm_jax.model_card import DEFAULT_TASK_LIMIT, SYNTHETIC_LABELS
+
+    assert f"label from {SYNTHETIC_LABELS}" in report and DEFAULT_TASK_LIMIT not in report
+    real = report_markdown({**res, "reference": None}, {k: [""] * n for k, n in res["table1"]["groups"].items()})
+    assert "label from pathology after neck dissection" in real and DEFAULT_TASK_LIMIT in real
     assert "A backbone chosen from this table is chosen on them" in report
     # the same command again from the folder above, the workdir typed relative: everything reused
     # (the stored configs hold absolute paths; a relative one names the same folder)

@@ -731,12 +731,16 @@ def lesion_evidence_lines(evidence: dict | None, folds: bool) -> list[str]:
 
 def report_markdown(results: dict, groups: dict) -> str:
     folds = results["split"] != "holdout"
-    task = Task.from_config(results)  # results.json of an older run has no task: the paper's
+    from lnm_jax.model_card import DEFAULT_TASK_LIMIT, described_task  # noqa: PLC0415
+
+    is_synthetic = results.get("reference") is not None  # the generator's Bayes AUCs: a synthetic cohort
+    task = described_task(Task.from_config(results), is_synthetic)  # an older results.json: the paper's task
+    default = not is_synthetic and results.get("task", PAPER.to_dict()) == PAPER.to_dict()
     lines = [
         f"# Protocol report: {results['config']}",
         "",
         f"Task: {task.prob}, {task.name} ({task.positive} = 1, {task.negative} = 0; label from {task.label_source}); "
-        f"the flag is {task.flag}: {task.flag_meaning}.",
+        f"the flag is {task.flag}: {task.flag_meaning}." + (f" {DEFAULT_TASK_LIMIT}" if default else ""),
         "",
         f"Cohort `{results['manifest']}` ({results['patients']} patients, sha256 "
         f"{results['manifest_sha256'][:12]}); split: {results['split']}; training time summed "
