@@ -452,6 +452,11 @@ def metadata(
             "prevalence": float(np.mean(labels)) if labels else None,
             "availability_patterns": dict(availability_patterns(run.cohort)),
             "split": {s: len(run.split.subset(s)) for s in ("train", "val", "test")},
+            # each subset's positives (helper-104: the training split's were nowhere)
+            "split_positive": {
+                s: sum(int(run.cohort.by_id()[i].lnm or 0) for i in run.split.subset(s))
+                for s in ("train", "val", "test")
+            },
             "split_seed": config.data.split.seed,
             "synthetic": synthetic(config),
             "pixel_spacing": training_spacing(run, inputs),
@@ -645,7 +650,14 @@ def markdown(md: dict) -> str:
         ),
         "## Model details",
         f"- Task: {t['name']}; label {t['label']} ({t['positive']} = 1, {t['negative']} = 0), established by "
-        f"{t['label_source']}.",
+        f"{t['label_source']}"
+        # (helper-104: the caveat came 93 lines below the claim)
+        + (
+            " (this package's default description, not stated for this cohort: see Limits)"
+            if DEFAULT_TASK_LIMIT in md["limits"]
+            else ""
+        )
+        + ".",
         f"- Architecture: inputs {', '.join(a['inputs'])}; "
         + (
             f"{a['backbone']} (width {a['width']}) per image input, {a['branches'].split(', ')[1]}; pooled features "
@@ -746,8 +758,14 @@ def markdown(md: dict) -> str:
     lines += [
         "## Training",
         f"- Cohort: {c['patients']} patients, {c['positive']} {t['positive']} (prevalence {_fmt(c['prevalence'])}); "
-        f"manifest `{c['manifest']}` (sha256 {c['manifest_sha256'][:16]}...); split seed {c['split_seed']}: train "
-        f"{c['split']['train']}, validation {c['split']['val']}, test {c['split']['test']} (patient-level).",
+        f"manifest `{c['manifest']}` (sha256 {c['manifest_sha256'][:16]}...); split seed {c['split_seed']}, by "
+        "patient, stratified by the label, near copies of a picture kept in one subset: "
+        + ", ".join(
+            f"{name} {c['split'][s]}"
+            + (f" ({c['split_positive'][s]} {t['positive']})" if "split_positive" in c else "")
+            for s, name in (("train", "train"), ("val", "validation"), ("test", "test"))
+        )
+        + ".",
         "- Availability patterns: " + ", ".join(f"{k or '(none)'} {v}" for k, v in c["availability_patterns"].items()),
         *[f"- Physical scale of the training images: {x}." for x in [_spacing_text(c.get("pixel_spacing"))] if x],
         f"- Optimiser {h['optimizer']}, learning rate {h['learning_rate']:g} "
@@ -788,6 +806,10 @@ def markdown(md: dict) -> str:
             *_cutoff_rows(md["metrics"]),
             "",
             *_calibration_rows(md["calibration"]),
+            "",
+            # (helper-104: the calibration plot and decision curve could not be found from the card)
+            f"Figures in the folder evaluate wrote this card to (not copied into an export): {F.ROC}, {F.RELIABILITY} "
+            f"(Wilson 95% CIs, patients per bin), {F.DECISION_CURVE}, {F.CONVERGENCE}.",
         ]
         lines += [f"\n**Warning:** {w}" for w in md.get("warnings", [])]
     else:  # (helper-92: this line had hung off the Grad-CAM section, under every card without masks)
@@ -849,6 +871,7 @@ def markdown(md: dict) -> str:
         *[f"- {x}" for x in md["limits"]],
         "",
         "## Environment",
+        f"- Training started {(env or {}).get('created', 'at an unrecorded time')} (run_info.json).",
         "- Trained with: "
         + (
             f"{env.get('backend', '?')} ({env.get('device_kind', '?')} x{env.get('device_count', '?')}"

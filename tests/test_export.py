@@ -421,7 +421,11 @@ def test_a_card_of_ones_own_cohort_says_its_task_description_is_the_default(trip
 
     assert mc.DEFAULT_TASK_LIMIT not in mc.metadata(triple_run, "best")["limits"]  # synthetic: said so instead
     monkeypatch.setattr(mc, "synthetic", lambda config: False)
-    assert mc.DEFAULT_TASK_LIMIT in mc.metadata(triple_run, "best")["limits"]
+    md = mc.metadata(triple_run, "best")
+    assert mc.DEFAULT_TASK_LIMIT in md["limits"]
+    # said on the Task line itself too (helper-104: the caveat came 93 lines below the claim)
+    task_line = next(line for line in mc.markdown(md).splitlines() if line.startswith("- Task:"))
+    assert task_line.endswith("(this package's default description, not stated for this cohort: see Limits).")
     described = base_config()
     described.task.label_source = "histology of the dissected nodes, this hospital"
     assert mc._default_task(base_config()) and not mc._default_task(described)

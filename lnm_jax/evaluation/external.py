@@ -1,11 +1,12 @@
-"""A model on a site's own labelled patients (external validation: TRIPOD type 4, Collins et
-al., BMJ 2015;350:g7594): ``predict``'s CSV of those patients, with their pathology labels, read
-against the model's card (``metadata.json`` of ``evaluate`` or of an export).
+"""A model on a site's own labelled patients (external validation: TRIPOD type 4, Collins et al.,
+BMJ 2015;350:g7594; TRIPOD+AI, Collins et al., BMJ 2024;385:e078378): ``predict``'s CSV of those
+patients, with their pathology labels, read against the model's card (``metadata.json`` of
+``evaluate`` or of an export).
 
 What a site needs before it acts on a model trained elsewhere: the AUC with its CI on its own
 patients, the card's cut-offs (0.5 and the Youden threshold chosen on the training site's
-validation split) at this site's prevalence, mean and weak calibration (Van Calster et al., J Clin
-Epidemiol 2016;74:167-176: the intercept with the logit as offset, and the slope), the net
+validation split) at this site's prevalence, mean and weak calibration (Van Calster et al., J
+Clin Epidemiol 2016;74:167-176: the intercept with the logit as offset, and the slope), the net
 benefit at the card's cut-off against treating everyone (Vickers & Elkin 2006), and the
 intercept update a site would apply, ``sigmoid(logit + a)`` (Steyerberg, *Clinical Prediction
 Models*, 2nd ed., ch. 20: the first and simplest update; fitted on these patients, so its effect
