@@ -90,6 +90,8 @@ def test_reproduce_writes_all_tables_figures_and_the_report(tiny_cohort, tmp_pat
     report = (work / "report.md").read_text()
     for heading in ("Table 1", "Table 2", "Table 3", "DeLong", "Bayes-optimal", "Grad-CAM against the lesion masks"):
         assert heading in report
+    # calibration of Table 3's test predictions (helper-104: the report had none)
+    assert "| setting | Brier | intercept (95% CI) | slope (95% CI) |" in report
     assert "label-permutation test (99 permutations; the smallest p they can give, 1 / (n + 1), is 0.01)" in report
     assert "The US-LNM row scores the flag itself (0 or 1), as the paper's row does" in report
     assert re.search(r"## Table 3: input settings \(test set, n = 8 \(\d positive\)\)", report)
@@ -624,3 +626,14 @@ def test_k_fold_runs_standardise_by_their_own_training_split_and_a_copied_protoc
         R.make_splits = make_splits
     assert "holds a finished run trained on another split than this cohort's now" in capsys.readouterr().err
     assert (copy / "splits.json").read_bytes() == kept
+
+
+def test_a_setting_that_calls_every_patient_one_class_is_said():
+    """helper-104: a triple model at sensitivity 100%, specificity 0% stood in Table 3 unsaid."""
+    from lnm_jax.protocol.reproduce import one_class_called
+    from lnm_jax.task import PAPER
+
+    row = {"setting": "triple", "at_threshold": {"threshold": 0.5, "sensitivity": 1.0, "specificity": 0.0}}
+    fine = {"setting": "dual", "at_threshold": {"threshold": 0.5, "sensitivity": 0.8, "specificity": 0.7}}
+    (said,) = one_class_called({"a": row, "b": fine}, PAPER)
+    assert f"calls every test patient {PAPER.positive} at 0.5 (sensitivity 100.0%, specificity 0.0%)" in said

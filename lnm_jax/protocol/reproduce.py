@@ -311,8 +311,9 @@ def flag_row(preds: list[dict], flags: dict[str, int | None]) -> tuple[list[dict
 
 
 def _metrics(labels, logits, config: ConfigDict, *, permutations: bool) -> dict:
-    """The shared summary at ``protocol.threshold`` (DeLong and bootstrap CIs), with the
-    label-permutation p-values of the threshold metrics for Table 3."""
+    """The shared summary at ``protocol.threshold`` (DeLong and bootstrap CIs, calibration:
+    helper-104, the report had none), with the label-permutation p-values of the threshold
+    metrics for Table 3."""
     ec, pc = config.eval, config.protocol
     out = summarise_predictions(
         labels,
@@ -321,7 +322,6 @@ def _metrics(labels, logits, config: ConfigDict, *, permutations: bool) -> dict:
         ci_level=ec.ci_level,
         n_boot=ec.bootstrap,
         seed=ec.seed,
-        calibration=False,
     )
     if permutations and pc.permutations:
         labels = np.asarray(labels).astype(int)
@@ -656,6 +656,42 @@ def table3_lines(results: dict) -> list[str]:
     return out + [f"WARNING: {w}" for w in few_test_patients(results)]
 
 
+def one_class_called(rows: dict, task) -> list[str]:
+    """One line per Table 3 setting whose operating point calls every test patient one class
+    (sensitivity or specificity 0: helper-104, a triple model at 100% / 0% unsaid, where
+    evaluate warns)."""
+    out = []
+    for row in rows.values():
+        at = row["at_threshold"]
+        if at["sensitivity"] == 0 or at["specificity"] == 0:
+            called = task.positive if at["specificity"] == 0 else task.negative
+            out.append(
+                f"{_label(row, task)} calls every test patient {called} at {at['threshold']:g} (sensitivity "
+                f"{_pct(at['sensitivity'])}, specificity {_pct(at['specificity'])}): its operating point says nothing "
+                "of the model; its AUC still ranks (evaluate chooses a threshold on validation)."
+            )
+    return out
+
+
+def calibration_table(rows: dict, task) -> list[str]:
+    """Table 3's calibration (TRIPOD+AI 12e/23a): Brier, the calibration intercept and slope with
+    their CIs (Van Calster et al. 2016) of each setting's test predictions; the flag row scores 0
+    or 1, no probability, and is left out."""
+    kept = [r for r in rows.values() if "calibration" in r and r["setting"] != names.US_LNM]
+    if not kept:
+        return []
+    out = ["", "Calibration of the test predictions (uncalibrated probabilities):", ""]
+    out += ["| setting | Brier | intercept (95% CI) | slope (95% CI) |", "|---|---:|---:|---:|"]
+    for row in kept:
+        c = row["calibration"]
+        cells = []
+        for k in ("intercept", "slope"):
+            v, (lo, hi) = c[k], c[f"{k}_ci"]
+            cells.append(f"{v:.2f} ({lo:.2f} to {hi:.2f})" if math.isfinite(v) else "undefined")
+        out.append(f"| {_label(row, task)} | {c['brier']:.3f} | {cells[0]} | {cells[1]} |")
+    return out
+
+
 def few_test_patients(results: dict) -> list[str]:
     """:func:`lnm_jax.evaluation.evaluate.small_split_warnings` of Table 3's test set (every
     setting is scored on the same patients; helper-57: "AUC 1.000 (1.000-1.000)" on 4, unsaid)."""
@@ -816,6 +852,8 @@ def report_markdown(results: dict, groups: dict) -> str:
             line += f" {_fold_auc(row['folds']['auc'])} |"
         lines.append(line)
     lines += [f"\n**Few test patients.** {w}." for w in few_test_patients(results)]
+    lines += [f"\n**One class called.** {w}" for w in one_class_called(t3["rows"], task)]
+    lines += calibration_table(t3["rows"], task)
     if any(row["setting"] == names.US_LNM for row in t3["rows"].values()):
         lines += [
             "",
