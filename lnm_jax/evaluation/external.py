@@ -228,7 +228,8 @@ def external_lines(record: dict) -> str:
     a = record["intercept_update"]
     lines.append(
         f"site prevalence {site['prevalence']:.3f} ({site['n_positive']}/{site['n']}; training "
-        f"{record['training_prevalence']:.3f}); mean predicted risk {site['mean_predicted']:.3f}"
+        + (f"{p:.3f}" if (p := record["training_prevalence"]) is not None else "not recorded")
+        + f"); mean predicted risk {site['mean_predicted']:.3f}"
         + (f"; {site['unlabelled_left_out']} unlabelled patients left out" if site["unlabelled_left_out"] else "")
     )
     if np.isfinite(a):
