@@ -174,6 +174,8 @@ def evaluation_problem(doc: dict) -> str | None:
     for k in ("youden_threshold_from_val", "temperature_from_val"):
         if not _number_or_null(doc.get(k)):
             return f"'{k}' is {doc[k]!r}, not a number"
+    if not (doc.get("youden_threshold_ci") is None or _pair(doc["youden_threshold_ci"])):
+        return f"'youden_threshold_ci' is {doc['youden_threshold_ci']!r}, not null or [lo, hi]"
     if not isinstance(doc.get("temperature_at_bound"), bool | None):
         return f"'temperature_at_bound' is {doc['temperature_at_bound']!r}, not true or false"
     warnings = doc.get("warnings", [])
@@ -439,6 +441,7 @@ def metadata(
         "thresholds": {
             "default": 0.5,
             "youden_from_val": evaluation.get("youden_threshold_from_val") if evaluation else None,
+            "youden_ci": (evaluation or {}).get("youden_threshold_ci"),
         },
         "calibration_temperature": temperature,
         "calibration": calibration,
@@ -787,7 +790,13 @@ def markdown(md: dict) -> str:
             "Thresholds (on `prob`, the uncalibrated probability; a patient is called positive at prob >= it): "
             + (
                 f"0.5, and Youden's index on validation: {threshold_text(youden)} (halfway between two validation "
-                "scores). "
+                "scores"
+                + (
+                    f"; {_fmt(ci[0])}-{_fmt(ci[1])} over bootstrap resamples of the validation patients"
+                    if (ci := md["thresholds"].get("youden_ci"))
+                    else ""
+                )
+                + "). "
                 if (youden := md["thresholds"]["youden_from_val"]) is not None
                 else "0.5 only: no Youden threshold (no cut-off has J > 0 on validation, or it holds one class). "
             )

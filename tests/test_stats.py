@@ -422,3 +422,23 @@ def test_rates_at_a_cut_off_carry_wilson_intervals_and_predictive_values():
         np.testing.assert_allclose(m[f"{rate}_ci"], wilson(k, n), rtol=1e-9)
     empty = with_intervals(M.threshold_metrics(y, p, 0.999))  # nobody called positive: PPV undefined
     assert np.isnan(empty["ppv"]) and np.isnan(empty["ppv_ci"]).all()
+
+
+def test_the_youden_thresholds_bootstrap_interval():
+    """helper-104: one cut-off chosen on a few validation patients, no uncertainty said. The
+    interval holds the threshold, narrows with more patients, repeats with its seed."""
+    from lnm_jax.evaluation import metrics as M
+
+    r = np.random.default_rng(0)
+
+    def sample(n):
+        y = np.r_[np.ones(n), np.zeros(n)].astype(int)
+        return y, 1 / (1 + np.exp(-(r.normal(0, 1.5, 2 * n) + 3 * (y - 0.5))))
+
+    y, p = sample(40)
+    lo, hi = M.youden_threshold_ci(y, p, n_boot=500)
+    assert lo <= M.youden_threshold(y, p) <= hi
+    assert (lo, hi) == M.youden_threshold_ci(y, p, n_boot=500)
+    big = M.youden_threshold_ci(*sample(400), n_boot=500)
+    assert big[1] - big[0] < hi - lo
+    assert np.isnan(M.youden_threshold_ci(np.ones(5, int), np.linspace(0, 1, 5))).all()

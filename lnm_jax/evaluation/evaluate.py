@@ -81,6 +81,14 @@ def evaluate(run: Run, *, checkpoint: str = "best", subsets=("val", "test"), out
         "config": config.name,
         "modalities": config.modalities,
         "youden_threshold_from_val": youden,
+        # how far that cut-off moves with the validation patients (helper-104): a bootstrap CI
+        "youden_threshold_ci": None
+        if youden is None
+        else list(
+            M.youden_threshold_ci(
+                val[names.LABEL], M.sigmoid(val["logit"]), n_boot=ec.bootstrap, level=ec.ci_level, seed=ec.seed
+            )
+        ),
         "temperature_from_val": temperature,
         "temperature_at_bound": C.at_bound(temperature),
         DIGEST_KEY: meta.get(DIGEST_KEY),  # the checkpoint state these metrics are of

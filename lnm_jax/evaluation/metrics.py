@@ -103,6 +103,38 @@ def youden_threshold(labels: np.ndarray, probs: np.ndarray) -> float:
     return float((thr[best] + below.max()) / 2) if below.size else float(thr[best])
 
 
+def youden_threshold_ci(
+    labels: np.ndarray, probs: np.ndarray, *, n_boot: int = 2000, level: float = 0.95, seed: int = 0
+) -> tuple[float, float]:
+    """Percentile bootstrap CI of :func:`youden_threshold` over ``scipy.stats.bootstrap``'s
+    resamples of the patients within each class (the split's positives and negatives kept): how
+    far the cut-off chosen on these few validation patients moves with them (helper-104: one
+    threshold, no uncertainty). (nan, nan) without both classes or with ``n_boot`` 0, or where a
+    resample's scores rank nothing (no threshold chosen in it)."""
+    labels, probs = checked(labels, probs, "probs")
+    pos, neg = probs[labels == 1], probs[labels == 0]
+    if not len(pos) or not len(neg) or n_boot <= 0:
+        return float("nan"), float("nan")
+
+    def statistic(p, n):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # a resample with J <= 0 everywhere: NaN
+            return youden_threshold(np.r_[np.ones(len(p)), np.zeros(len(n))], np.r_[p, n])
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # scipy's DegenerateDataWarning: a constant distribution
+        res = bootstrap(
+            (pos, neg),
+            statistic,
+            n_resamples=n_boot,
+            confidence_level=level,
+            method="percentile",
+            vectorized=False,
+            rng=np.random.default_rng(seed),
+        )
+    return float(res.confidence_interval.low), float(res.confidence_interval.high)
+
+
 def _mann_whitney_auc(pos: np.ndarray, neg: np.ndarray, axis: int = -1) -> np.ndarray:
     """AUC = P(score of a positive > score of a negative) + 0.5 P(tie), from the ranks of the
     pooled scores (Mann-Whitney U / (n1 n0)); vectorised over leading axes (scipy's
