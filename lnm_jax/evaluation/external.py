@@ -21,6 +21,7 @@ from collections import Counter
 from pathlib import Path
 
 import numpy as np
+from scipy.special import logit
 
 from lnm_jax import names
 from lnm_jax import run_files as F
@@ -129,7 +130,7 @@ def read_scored(path: Path | str, state: str | None) -> tuple[list[str], np.ndar
             file=sys.stderr,
         )
     p = np.clip(np.asarray(probs, np.float64), PROB_FLOOR, 1.0 - PROB_FLOOR)
-    return ids, np.asarray(labels, int), np.log(p) - np.log1p(-p), unlabelled
+    return ids, np.asarray(labels, int), logit(p), unlabelled
 
 
 def external_validation(

@@ -12,6 +12,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from sklearn.metrics import roc_curve  # noqa: E402
 
+from lnm_jax.evaluation.stats import wilson_ci
 from lnm_jax.fileio import save_figure
 from lnm_jax.training.selection import best_epoch
 
@@ -91,12 +92,10 @@ def plot_reliability(
 ) -> None:
     """``curves``: name -> (labels, probabilities); observed rate of ``label`` (the task's
     positive class, :mod:`lnm_jax.task`) per equal-width probability bin, each point at its
-    bin's mean probability with its Wilson 95% interval (scipy's ``binomtest``), joined only to
+    bin's mean probability with its Wilson 95% interval (:func:`stats.wilson_ci`), joined only to
     a neighbouring bin's (a line across empty bins drew an agreement no patient showed); below,
     the patients per bin of each curve without ``T=`` in its name (helper-99: a point of one
     patient looked like one of 68)."""
-    from scipy.stats import binomtest
-
     from lnm_jax.evaluation.calibration import expected_calibration_error, reliability_bins
 
     fig, (ax, hist) = plt.subplots(
@@ -116,13 +115,11 @@ def plot_reliability(
                 x.append(mean_p[b]), y.append(rate[b])
         (line,) = ax.plot(x, y, "o-", ms=4, label=f"{name} (ECE {ece:.3f})")
         kept = count > 0
-        ci = [
-            binomtest(int(round(r * n)), int(n)).proportion_ci(method="wilson") for r, n in zip(rate[kept], count[kept])
-        ]
+        lo, hi = np.array([wilson_ci(round(r * n), n) for r, n in zip(rate[kept], count[kept])]).T
         ax.errorbar(
             mean_p[kept],
             rate[kept],
-            yerr=[rate[kept] - [c.low for c in ci], [c.high for c in ci] - rate[kept]],
+            yerr=[rate[kept] - lo, hi - rate[kept]],
             fmt="none",
             ecolor=line.get_color(),
             elinewidth=0.8,

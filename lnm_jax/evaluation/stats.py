@@ -167,6 +167,15 @@ def p_text(p: float) -> str:
     return "<0.001" if p < 0.001 else f"{p:.3f}"
 
 
+def wilson_ci(k: int, n: int, level: float = 0.95) -> tuple[float, float]:
+    """Wilson's score interval (Wilson 1927) of a proportion ``k`` / ``n`` at ``level``, from
+    scipy's ``binomtest``; (nan, nan) where ``n`` is 0."""
+    if not n:
+        return float("nan"), float("nan")
+    ci = stats.binomtest(int(k), int(n)).proportion_ci(level, method="wilson")
+    return float(ci.low), float(ci.high)
+
+
 def permutation_p_value(
     labels,
     predictions,

@@ -24,7 +24,7 @@ import numpy as np
 
 from lnm_jax.evaluation import calibration as C
 from lnm_jax.evaluation import metrics as M
-from lnm_jax.evaluation.stats import delong_ci
+from lnm_jax.evaluation.stats import delong_ci, wilson_ci
 
 THRESHOLD_METRICS = ("sensitivity", "specificity", "accuracy")
 # every key of a summary, in the order above (the schema's one definition; readers take theirs from it)
@@ -101,15 +101,11 @@ RATES = {"sensitivity": ("tp", "fn"), "specificity": ("tn", "fp"), "ppv": ("tp",
 
 def with_intervals(m: dict, level: float = 0.95) -> dict:
     """``m`` (:func:`lnm_jax.evaluation.metrics.threshold_metrics`) with each rate's Wilson
-    interval at ``level`` (``sensitivity_ci``, ... as [lo, hi]; scipy's ``binomtest``; [NaN,
+    interval at ``level`` (``sensitivity_ci``, ... as [lo, hi]; ``stats.wilson_ci``; [NaN,
     NaN] for an empty denominator; helper-104: CLAIM 36 asks for them, and for PPV and NPV)."""
-    from scipy.stats import binomtest  # noqa: PLC0415
-
     out = dict(m)
     for rate, (hit, miss) in RATES.items():
-        k, n = int(m[hit]), int(m[hit]) + int(m[miss])
-        ci = binomtest(k, n).proportion_ci(level, method="wilson") if n else None
-        out[f"{rate}_ci"] = [float(ci.low), float(ci.high)] if ci else [math.nan, math.nan]
+        out[f"{rate}_ci"] = list(wilson_ci(m[hit], m[hit] + m[miss], level))
     return out
 
 
