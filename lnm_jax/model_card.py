@@ -578,6 +578,15 @@ def _metric_rows(metrics: dict) -> list[str]:
     return rows
 
 
+def _with_ci(d: dict, k: str, sep: str = " to ") -> str:
+    """``d[k]`` and its CI ``d[k + '_ci']`` as "v (lo{sep}hi)"; the value alone without a CI, "-"
+    without either."""
+    if f"{k}_ci" not in d:
+        return _fmt(d.get(k))
+    lo, hi = d[f"{k}_ci"] or [None, None]
+    return f"{_fmt(d.get(k))} ({_fmt(lo)}{sep}{_fmt(hi)})"
+
+
 def _cutoff_rows(metrics: dict) -> list[str]:
     """Each split at each cut-off: sensitivity, specificity, PPV and NPV with Wilson 95% CIs
     (PPV and NPV at that split's prevalence; - where not recorded)."""
@@ -586,15 +595,11 @@ def _cutoff_rows(metrics: dict) -> list[str]:
         "|---|---:|---:|---:|---:|---:|",
     ]
 
-    def cell(m: dict, k: str) -> str:
-        ci = m.get(f"{k}_ci") or [None, None]
-        return f"{_fmt(m.get(k))} ({_fmt(ci[0])}-{_fmt(ci[1])})" if f"{k}_ci" in m else _fmt(m.get(k))
-
     for s, m in metrics.items():
         for at in ("at_0.5", "at_threshold"):
             if t := m.get(at):
                 cut = threshold_text(t["threshold"])
-                cells = " | ".join(cell(t, k) for k in ("sensitivity", "specificity", "ppv", "npv"))
+                cells = " | ".join(_with_ci(t, k, "-") for k in ("sensitivity", "specificity", "ppv", "npv"))
                 rows.append(f"| {s} | {cut} | {cells} |")
     return rows
 
@@ -608,17 +613,13 @@ def _calibration_rows(calibration: dict) -> list[str]:
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
 
-    def with_ci(c: dict, k: str) -> str:
-        ci = c.get(f"{k}_ci") or [None, None]
-        return f"{_fmt(c.get(k))} ({_fmt(ci[0])} to {_fmt(ci[1])})" if k in c else "-"
-
     for s, c in calibration.items():
         if c:
             rows.append(
-                f"| {s} | {_fmt(c.get('ece'))} | {_fmt(c.get('brier'))} | {with_ci(c, 'intercept')} "
-                f"| {with_ci(c, 'slope')} | {_fmt(c.get('ece_temperature_scaled'))} "
-                f"| {_fmt(c.get('brier_temperature_scaled'))} | {with_ci(c, 'intercept_temperature_scaled')} "
-                f"| {with_ci(c, 'slope_temperature_scaled')} |"
+                f"| {s} | {_fmt(c.get('ece'))} | {_fmt(c.get('brier'))} | {_with_ci(c, 'intercept')} "
+                f"| {_with_ci(c, 'slope')} | {_fmt(c.get('ece_temperature_scaled'))} "
+                f"| {_fmt(c.get('brier_temperature_scaled'))} | {_with_ci(c, 'intercept_temperature_scaled')} "
+                f"| {_with_ci(c, 'slope_temperature_scaled')} |"
             )
     return rows
 
