@@ -273,6 +273,74 @@ def test_a_table_is_read_in_the_encoding_it_says_or_refused_on_its_line(folder):
     assert problem.code == mf.WRONG_DELIMITER and "'patient_id;bmode;" in problem.message, problem
 
 
+def test_a_hand_edited_spreadsheet_export_is_read_as_meant_or_refused_on_its_line(folder):
+    """helper-106's exports: a quote left open in a cell (csv reads on to the next quote, so
+    the rows between became one patient's metadata and validate passed 36 of 40 patients; past
+    csv's cell limit it had been a traceback), a title row above the header (said as six unnamed
+    columns), header names holding invisible characters (said missing, the character unnamed),
+    a web page or XML saved as .xls, an MS-DOS end-of-file marker, a header's trailing comma over
+    one row's note (every other row said short), a ``file:`` URI for a path."""
+    path = folder / "manifest.csv"
+
+    def said(text: str) -> mf.Problem:
+        path.write_text(text, encoding="utf-8")
+        (problem,) = _codes(path)
+        return problem
+
+    stray = GOOD.replace(",51\n", ',"51\n').replace(",33\n", ',33"\n')  # P2's quote closes in P3's row
+    problem = said(HEADER + stray)
+    assert problem.code == mf.UNREADABLE_MANIFEST and problem.message.startswith(
+        "line 3, column 'age': a quoted cell begins here and runs over 1 more line(s), 1 of which read as rows "
+        "('P3,img/c.png,,,1,33')"
+    ), problem
+    problem = said(HEADER + GOOD.replace(",62\n", ',"62\n'))  # the last row's quote never closes
+    assert problem.message.startswith("line 5: a quoted cell begins in this row and never closes"), problem
+    rows = "".join(f"Q{i},img/q{i}.png,img/q{i}.jpg,0,1,{i}\n" for i in range(4000))  # > csv's 131,072 characters
+    problem = said(HEADER + GOOD.replace(",40\n", ',"40\n') + rows)
+    assert problem.message.startswith("line 2: the row beginning here cannot be read (field larger than"), problem
+    # a quoted cell over lines that do not read as rows is a cell (a comment written over lines)
+    path.write_text(
+        HEADER.replace("age", "age,note")
+        + GOOD.replace("\n", ",\n").replace(",40,\n", ',40,"seen twice,\nthen, once"\n')
+    )
+    assert read_manifest(path).patients[0].metadata["note"] == "seen twice,\nthen, once"
+
+    problem = said("Thyroid cohort export 2024-05-01,,,,,\n" + HEADER + GOOD)
+    assert problem.code == mf.MISSING_COLUMN and problem.message.startswith(
+        "the header ('patient_id,bmode,ceus,us_lnm,lnm,age') is on line 2, below line(s) that are no manifest's "
+        "(line 1: 'Thyroid cohort export 2024-05-01,,,,,'): delete the lines above the header"
+    ), problem
+    for header, char in (
+        ("\ufeff" + HEADER, "U+FEFF (ZERO WIDTH NO-BREAK SPACE)"),
+        (HEADER.replace(",lnm,", ",lnm\u200b,"), "U+200B (ZERO WIDTH SPACE)"),
+    ):
+        path.write_text(header + GOOD, encoding="utf-8-sig")  # a second byte-order mark, as re-saving adds one
+        (problem,) = [p for p in _codes(path) if p.code == mf.MISNAMED_COLUMN]
+        assert f"(it holds the invisible {char})" in problem.message, problem
+
+    pages = {"<html><body><table><tr><td>patient_id</td></tr></table>": "the file is a web page (HTML)"}
+    pages['<?xml version="1.0"?>\n<Workbook xmlns="urn:schemas-microsoft-com:office:spreadsheet">'] = "the file is XML"
+    for page, start in pages.items():
+        problem = said(page)
+        assert problem.code == mf.UNREADABLE_MANIFEST and problem.message.startswith(start), problem
+
+    want = [
+        (p.patient_id, p.bmode, p.ceus, p.us_lnm, p.lnm, p.metadata)
+        for p in read_manifest(_write(folder, GOOD)).patients
+    ]
+    path.write_text(HEADER + GOOD + "\x1a")  # an MS-DOS end-of-file marker
+    assert [(p.patient_id, p.bmode, p.ceus, p.us_lnm, p.lnm, p.metadata) for p in read_manifest(path).patients] == want
+    path.write_text(HEADER.replace("\n", ",\n") + GOOD.replace(",40\n", ",40,note\n"))  # one row's note, unnamed
+    got = read_manifest(path)
+    assert [(p.patient_id, p.bmode, p.ceus, p.us_lnm, p.lnm, p.metadata["age"]) for p in got.patients] == [
+        (*w[:5], w[5]["age"]) for w in want
+    ]
+    assert got.patients[0].metadata[""] == "note"
+
+    (problem,) = [p for p in _codes(_write(folder, GOOD.replace("img/a.png", f"file://{folder}/img/a%20.png")))]
+    assert problem.message.endswith(f"a 'file:' URI, not a path: write the path itself ({folder}/img/a .png)"), problem
+
+
 def test_every_problem_is_reported_at_once(folder):
     body = "P1,img/zz.png,img/a.jpg,7,1,1\nP1,img/b.png,img/b.jpg,0,x,1\n"
     problems = _codes(_write(folder, body))

@@ -34,6 +34,7 @@ import os
 import re
 import sys
 import unicodedata
+import urllib.parse
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
@@ -345,8 +346,20 @@ class Cohort:
 
 def _folded(column: str) -> str:
     """A column name as compared for misspelling: case-folded, without spaces, hyphens and
-    underscores (``B-mode crop``, ``BMODE_CROP`` and ``bmode_crop`` are one name)."""
-    return re.sub(r"[\s_-]+", "", column).casefold()
+    underscores (``B-mode crop``, ``BMODE_CROP`` and ``bmode_crop`` are one name), and without
+    invisible format characters (a zero-width space, a second byte-order mark: helper-106's
+    ``lnm\u200b`` had been said missing, the character never named)."""
+    return re.sub(r"[\s_-]+", "", "".join(c for c in column if unicodedata.category(c) != "Cf")).casefold()
+
+
+def _invisible(column: str) -> str:
+    """'' or what ``column`` holds that no editor shows (Unicode format characters), named."""
+    said = [
+        f"U+{ord(c):04X} ({unicodedata.name(c, 'unnamed')})"
+        for c in dict.fromkeys(column)
+        if unicodedata.category(c) == "Cf"
+    ]
+    return f" (it holds the invisible {', '.join(said)})" if said else ""
 
 
 # a column named as an image input's own (bmode_..., B-mode ..., CEUS-..., ceusfps, bmode.1): the
@@ -391,7 +404,7 @@ def _misnamed(column: str, known: str, header: list[str], filled: dict[str, int]
     ``known``'s in this reading."""
     if known not in header:
         also = f"; its cells are checked as {known!r} here" if checked else ""
-        return f"would be read as metadata, not as {known!r}: name it {known!r}{also}"
+        return f"would be read as metadata, not as {known!r}{_invisible(column)}: name it {known!r}{also}"
     if filled.get(known, 0) == 0 and filled.get(column, 0) > 0:  # the cells are in this spelling
         return f"another spelling of {known!r}, which is empty in every row: remove {known!r} and name this column so"
     return f"another spelling of {known!r}, which the manifest has: remove this column or rename it"
@@ -571,6 +584,8 @@ def _meant_path(path: Path) -> str:
         if found is None:
             return "; its '\\' are part of a name here: write the path with '/'"
         return f"; {_does(*found)}: write the path with '/' (Windows separators, '\\', are part of a name here)"
+    if uri := re.search(r"(?:^|/)file:(/.*)", posix.as_posix()):  # file:///a/b, which a path here holds as file:/a/b
+        return f"; a 'file:' URI, not a path: write the path itself ({urllib.parse.unquote(uri[1])})"
     return f"; {found[0]} does: {found[1]}" if found else ""
 
 
@@ -828,6 +843,19 @@ def read_manifest(
         raise ManifestError(path, [Problem(UNREADABLE_MANIFEST, str(e))]) from e
     reader = table_reader(text)
     header = reader.fieldnames or []
+    required = [c for c in (REQUIRED_COLUMNS if require_labels else REQUIRED_COLUMNS[:-1]) if c not in unread]
+    if not set(required) <= set(header) and (below := _header_below(text, reader.line_num, required)) is not None:
+        line, cells = below
+        raise ManifestError(
+            path,
+            [
+                Problem(
+                    MISSING_COLUMN,
+                    f"the header ({','.join(cells)[:80]!r}) is on line {line}, below line(s) that are no manifest's "
+                    f"(line {reader.line_num}: {','.join(header)[:60]!r}): delete the lines above the header",
+                )
+            ],
+        )
     if twice := repeated_columns(header):  # csv.DictReader would keep the last copy's cells in silence
         raise ManifestError(
             path,
@@ -840,7 +868,6 @@ def read_manifest(
                 for h, at in twice.items()
             ],
         )
-    required = [c for c in (REQUIRED_COLUMNS if require_labels else REQUIRED_COLUMNS[:-1]) if c not in unread]
     missing = [c for c in required if c not in header]
     if missing and (why := delimiter_hint(header)):
         raise ManifestError(
@@ -911,7 +938,9 @@ def read_manifest(
                 'be in the wrong columns; quote a cell that holds a comma ("0,0,8,8")',
                 row,
             )
-        if absent := [h for h in header if read.get(h) is None and h not in unread]:  # DictReader's short-row filler
+        # DictReader's short-row filler; an unnamed column (a header's trailing comma over one row's
+        # note, helper-106) is no cell a row lacks
+        if absent := [h for h in header if read.get(h) is None and h not in unread and h]:
             no_cell[row] = set(absent) | unheld
             extra_problems[row] = Problem(
                 SHORT_ROW,
@@ -1114,7 +1143,75 @@ def decode_table(raw: bytes) -> str:
         raise TableTextError(f"line {line}: holds a NUL character, which no text table does: {_SAVE_AS}")
     if not text.strip():
         raise TableTextError("the file is empty: no header, no rows")
+    if (page := _MARKUP.match(text)) is not None:
+        raise TableTextError(f"the file is {_PAGES[page[1].casefold()]}, not comma-separated text: {_SAVE_AS}")
+    if text.endswith(_DOS_END):  # an MS-DOS end-of-file marker (Ctrl-Z), which old exporters end with
+        text = text[: -len(_DOS_END)]
+    check_quotes(text)
     return text
+
+
+# a spreadsheet saved as a web page or as XML (Excel's "Web Page" and "XML Spreadsheet 2003",
+# which hospital systems export as .xls): markup, not a table
+_MARKUP = re.compile(r"\s*<(?:!--.*?-->\s*)*[!?]?(html|xml|doctype|table)\b", re.IGNORECASE | re.DOTALL)
+_PAGES = {
+    "html": "a web page (HTML)",
+    "doctype": "a web page (HTML)",
+    "table": "an HTML table",
+    "xml": 'XML (Excel\'s "XML Spreadsheet 2003"?)',
+}
+_DOS_END = "\x1a"
+
+
+def check_quotes(text: str) -> None:
+    """Raises :class:`TableTextError` where a quote (``"``) that opens a cell of ``text`` is left
+    open: csv reads a quoted cell on to the next quote, over line breaks, so the rows up to it
+    become one cell's text (helper-106: a stray ``"F`` in a metadata column made four patients
+    part of one patient's ``sex``, and ``validate`` passed 36 of 40), or to the end of the file,
+    or past csv's cell limit (a traceback). A quoted cell may hold line breaks (a comment written
+    over lines); it is refused where a line in it reads as a row (as many commas as the header
+    has columns, less one) or where its quote never closes. Named by the line and column where
+    the cell begins."""
+    reader = csv.reader(io.StringIO(text, newline=""))
+    header: list[str] = []
+    end = 0  # the last line of the record read
+    try:
+        for cells in reader:
+            first, end = end + 1, reader.line_num
+            if not header and any(c.strip() for c in cells) and not re.fullmatch(r"sep=.", ",".join(cells)):
+                header = cells
+            line = first  # the line cell i begins on
+            for i, cell in enumerate(cells):
+                lines = _LINE_END.split(cell)
+                if rows := [r for r in lines[1:] if r.count(",") >= max(len(header) - 1, 2)]:
+                    raise TableTextError(
+                        f"line {line}, {_column_at(header, i)}: a quoted cell begins here and runs over "
+                        f"{len(lines) - 1} more line(s), {len(rows)} of which read as rows ({rows[0][:60]!r}): "
+                        f"{_OPEN_QUOTE}"
+                    )
+                line += len(lines) - 1
+    except csv.Error as e:  # (csv's cell limit, 131,072 characters)
+        raise TableTextError(f"line {end + 1}: the row beginning here cannot be read ({e}): {_OPEN_QUOTE}") from None
+    tail = "".join(io.StringIO(text, newline="").readlines()[first - 1 :]) if end else ""
+    try:
+        list(csv.reader(io.StringIO(tail, newline=""), strict=True))
+    except csv.Error as e:
+        if "end of data" in str(e):  # the last row's quote never closes (csv reads it to the end in silence)
+            raise TableTextError(
+                f"line {first}: a quoted cell begins in this row and never closes: {_OPEN_QUOTE}"
+            ) from None
+
+
+_OPEN_QUOTE = (
+    'a quote (") left open, so the lines after it are read as one cell; close it where the cell ends, '
+    'or remove it (a quote inside a cell is written twice: "")'
+)
+
+
+def _column_at(header: list[str], index: int) -> str:
+    """Column ``index`` (0-based) as a message names it: by the header's name, else its number."""
+    name = header[index].strip() if index < len(header) else ""
+    return f"column {name!r}" if name else f"column {index + 1}"
 
 
 def delimiter_hint(header: list[str]) -> str | None:
@@ -1154,6 +1251,21 @@ def table_reader(text: str) -> csv.DictReader:
         width = max(width, max((i + 1 for r in rows for i, c in enumerate(r[: len(header)]) if c.strip()), default=0))
     reader.fieldnames = header[:width]
     return reader
+
+
+# the rows below a header searched for the real header (a spreadsheet's title row above it)
+_HEADER_SEARCH_ROWS = 10
+
+
+def _header_below(text: str, header_line: int, required: list[str]) -> tuple[int, list[str]] | None:
+    """The line and cells of a row among the first rows below the header (which ends on line
+    ``header_line``) whose cells name every ``required`` column, or None: a manifest read whole
+    with a title or date row above its header (helper-106: said to have six unnamed columns)."""
+    cells = cells_below_header(text, header_line)
+    for _, row in zip(range(_HEADER_SEARCH_ROWS), cells):
+        if set(required) <= {c.strip() for c in row}:
+            return cells.line_num, row
+    return None
 
 
 def cells_below_header(text: str, header_line: int) -> Iterator[list[str]]:
