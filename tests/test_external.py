@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import codecs
 import csv
 import json
 
@@ -83,7 +84,7 @@ def test_a_sites_metrics_are_recomputed_independently(tmp_path, capsys):
 @pytest.mark.parametrize(
     "change, said",
     [
-        ({"state": "cd" * 32}, r"p.csv, line 2: scored by the model state cdcdcdcdcdcd..., not the card's"),
+        ({"state": "cd" * 32}, r"p.csv, row 1: scored by the model state cdcdcdcdcdcd..., not the card's"),
         ({"prevalence": 1e-6}, "every labelled patient is negative"),
     ],
 )
@@ -146,3 +147,25 @@ def test_a_small_site_is_warned_of_and_the_report_is_kept(tmp_path):
     assert rec["bootstrap"] == {"resamples": 0, "seed": 5}
     report = (tmp_path / "v" / "report.md").read_text()
     assert external_lines(rec) in report and "WARNING: site:" in report
+
+
+def test_a_sites_csv_saved_again_by_a_spreadsheet_reads_as_a_manifest_does(tmp_path):
+    """A site's labels are often typed into predict's CSV in a spreadsheet, which saves it again:
+    read through the manifest's table reader (helper-106's exports), so labels written 1.0,
+    CRLF and a byte-order mark read as the original, and a semicolon export or a quote left open
+    (the rows after it read as one cell) are one line naming it."""
+    path, card, *_ = _site(tmp_path, unlabelled=3)
+    want = external_validation(path, card, tmp_path / "v", n_boot=50)["summary"]
+    rows = path.read_text().splitlines()
+    again = tmp_path / "again.csv"
+    cells = [r.split(",") for r in rows[1:]]
+    labelled = [",".join([*c[:3], f"{c[3]}.0" if c[3] else "", *c[4:]]) for c in cells]  # 1 -> 1.0
+    again.write_bytes(codecs.BOM_UTF8 + "\r\n".join([rows[0], *labelled]).encode())
+    got = external_validation(again, card, tmp_path / "v2", n_boot=50)["summary"]
+    assert got["auc"] == want["auc"] and got["n"] == want["n"]
+    again.write_text("\n".join(r.replace(",", ";") for r in rows) + "\n")
+    with pytest.raises(ExternalValidationError, match="the delimiter looks like ';'"):
+        external_validation(again, card, tmp_path / "v3")
+    again.write_text("\n".join([rows[0], f'"{rows[1]}', *rows[2:]]) + "\n")
+    with pytest.raises(ExternalValidationError, match=r"again.csv: line 2, column 'patient_id': a quoted cell begins"):
+        external_validation(again, card, tmp_path / "v3")

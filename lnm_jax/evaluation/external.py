@@ -14,7 +14,6 @@ here is in-sample). Nothing is re-trained; nothing the run or export holds is wr
 
 from __future__ import annotations
 
-import csv
 import math
 import sys
 from collections import Counter
@@ -25,6 +24,15 @@ from scipy.special import logit
 
 from lnm_jax import names
 from lnm_jax import run_files as F
+from lnm_jax.data.cohorts.manifest import (
+    TableTextError,
+    data_rows,
+    delimiter_hint,
+    parse_binary,
+    repeated_columns,
+    table_reader,
+    table_text,
+)
 from lnm_jax.evaluation import calibration as C
 from lnm_jax.evaluation.evaluate import small_split_warnings
 from lnm_jax.evaluation.metrics import sigmoid
@@ -79,46 +87,51 @@ def read_scored(path: Path | str, state: str | None) -> tuple[list[str], np.ndar
     its ``model_state_sha256`` must be ``state`` where both are known (predictions of another
     model are refused)."""
     path = Path(path)
-    with path.open(newline="", encoding="utf-8-sig") as f:
-        reader = csv.DictReader(f)
-        header = reader.fieldnames or []
-        need = [*PREDICTION_COLUMNS, names.LABEL]
-        if missing := [c for c in need if c not in header]:
+    try:  # read as a manifest is (a site's labels are often added in a spreadsheet, then saved again)
+        text = table_text(path)
+    except (OSError, TableTextError) as e:
+        raise ExternalValidationError(f"{path}: {e}") from None
+    reader = table_reader(text)
+    header = reader.fieldnames or []
+    if twice := repeated_columns(header):
+        raise ExternalValidationError(f"{path}: column {', '.join(map(repr, twice))} is named more than once")
+    need = [*PREDICTION_COLUMNS, names.LABEL]
+    if missing := [c for c in need if c not in header]:
+        hint = delimiter_hint(header) or (
+            "give the CSV lnm-jax predict (or an export's predict.py) wrote for a manifest with the lnm column"
+        )
+        raise ExternalValidationError(f"{path}: no column {', '.join(missing)}: {hint}")
+    if "split" in header:  # (helper-102: the training site's val and test, scored as a "site")
+        raise ExternalValidationError(
+            f"{path} has a split column: it is evaluate's predictions of the training cohort (its validation "
+            "patients chose the cut-off and the temperature), not a site's; give predict's CSV of the site's "
+            "manifest"
+        )
+    ids, labels, probs, unlabelled = [], [], [], 0
+    for at, row in data_rows(reader, text):
+        given = parse_binary(row.get(names.LABEL) or "")  # as a manifest's label is read
+        if given is None:
+            unlabelled += 1
+            continue
+        if isinstance(given, str):
+            raise ExternalValidationError(f"{path}, row {at}: {names.LABEL} {given!r} is not 0 or 1")
+        try:
+            p = float(row[PREDICTION_COLUMNS[1]])
+        except (TypeError, ValueError):  # (None: a row short of that cell)
+            p = math.nan
+        if not 0.0 <= p <= 1.0:
             raise ExternalValidationError(
-                f"{path}: no column {', '.join(missing)}: give the CSV lnm-jax predict (or an export's predict.py) "
-                "wrote for a manifest with the lnm column"
+                f"{path}, row {at}: {PREDICTION_COLUMNS[1]} {row[PREDICTION_COLUMNS[1]]!r} is not a probability"
             )
-        if "split" in header:  # (helper-102: the training site's val and test, scored as a "site")
+        stated = (row.get(names.MODEL_STATE_COLUMN) or "").strip()
+        if state and stated and stated != state:
             raise ExternalValidationError(
-                f"{path} has a split column: it is evaluate's predictions of the training cohort (its validation "
-                "patients chose the cut-off and the temperature), not a site's; give predict's CSV of the site's "
-                "manifest"
+                f"{path}, row {at}: scored by the model state {stated[:12]}..., not the card's "
+                f"{state[:12]}...: predict the site's patients with the model this card describes"
             )
-        ids, labels, probs, unlabelled = [], [], [], 0
-        for line, row in enumerate(reader, start=2):
-            given = (row.get(names.LABEL) or "").strip()
-            if given == "":
-                unlabelled += 1
-                continue
-            if given not in ("0", "1"):
-                raise ExternalValidationError(f"{path}, line {line}: {names.LABEL} {given!r} is not 0 or 1")
-            try:
-                p = float(row[PREDICTION_COLUMNS[1]])
-            except ValueError:
-                p = math.nan
-            if not 0.0 <= p <= 1.0:
-                raise ExternalValidationError(
-                    f"{path}, line {line}: {PREDICTION_COLUMNS[1]} {row[PREDICTION_COLUMNS[1]]!r} is not a probability"
-                )
-            stated = (row.get(names.MODEL_STATE_COLUMN) or "").strip()
-            if state and stated and stated != state:
-                raise ExternalValidationError(
-                    f"{path}, line {line}: scored by the model state {stated[:12]}..., not the card's "
-                    f"{state[:12]}...: predict the site's patients with the model this card describes"
-                )
-            ids.append(row[names.PATIENT_ID])
-            labels.append(int(given))
-            probs.append(p)
+        ids.append((row.get(names.PATIENT_ID) or "").strip())
+        labels.append(int(given))
+        probs.append(p)
     if not ids:
         raise ExternalValidationError(f"{path}: no patient has a label (the lnm column is empty throughout)")
     if repeated := sorted(i for i, n in Counter(ids).items() if n > 1):  # (helper-102: counted twice, prevalence moved)

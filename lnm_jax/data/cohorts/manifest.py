@@ -791,7 +791,7 @@ def _masks(
     return out, digests
 
 
-def _parse_binary(value: str) -> int | None | str:
+def parse_binary(value: str) -> int | None | str:
     """'0'/'1' (or '0.0'/'1.0', :data:`BINARY_VALUE`) -> int, '' -> None, anything else -> the
     offending string."""
     value = value.strip()
@@ -1570,11 +1570,11 @@ def _check_row(
         if f is not None and c not in said
     }
 
-    flag = _parse_binary(rec.get(US_LNM, ""))
+    flag = parse_binary(rec.get(US_LNM, ""))
     if isinstance(flag, str):
         problems.append(Problem(BAD_FLAG_VALUE, f"us_lnm must be 0, 1 or empty, got '{flag}'", row, US_LNM))
         flag = None
-    label = _parse_binary(rec.get(LABEL, ""))
+    label = parse_binary(rec.get(LABEL, ""))
     if isinstance(label, str) or (label is None and require_labels):
         shown = "empty" if label is None else f"'{label}'"
         problems.append(Problem(BAD_LABEL_VALUE, f"lnm must be 0 or 1, got {shown}", row, LABEL))
