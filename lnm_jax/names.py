@@ -86,6 +86,10 @@ RANDOM_INIT = "random initialisation (Flax's default for every convolution: LeCu
 # predict's CSV that names the state its probabilities came from (helper-92: nothing linked a row to a model)
 STATE_DIGEST = "state_sha256"
 MODEL_STATE_COLUMN = "model_state_sha256"
+# predict's column naming, for a run's predictions, each patient who is one of the run's training
+# ("train") or validation ("val") patients (by id or by picture: lnm_jax.evaluation.seen); empty
+# for the others. An export cannot tell (it holds no patient): its CSV has no such column
+SEEN_COLUMN = "seen_by_run"
 # those torchvision ships (ResNet-10 is the tests' own): convert-weights and verify_weights.py port them
 TORCHVISION_BACKBONES = tuple(b for b in BACKBONES if b != "resnet10")
 # how the fused model combines its inputs (model.fusion) and encodes the flag (model.flag_encoding)

@@ -116,6 +116,7 @@ def write_predictions(
     flagged: dict | None = None,
     lacking: dict[str, str] | None = None,
     state: str | None = None,
+    seen: dict[str, str] | None = None,
 ) -> Path:
     """``predict``'s CSV: one row per patient of ``cohort`` in manifest order, the probability
     (and, with ``calibrated``, each patient's calibrated one: ``sigmoid(logit / T)`` as the
@@ -125,7 +126,9 @@ def write_predictions(
     any patient lacks an input, ``lacking``: :func:`missing_inputs`) ``inputs_missing``: the
     inputs that patient was scored without; ``state`` (the SHA-256 of the checkpoint's arrays the
     model is, :data:`names.STATE_DIGEST`), in every row as ``model_state_sha256``: the model a
-    probability came from, as the card and an export's metadata name it."""
+    probability came from, as the card and an export's metadata name it; with ``seen`` (a run's
+    predictions: :func:`lnm_jax.evaluation.seen.seen_patients`), :data:`names.SEEN_COLUMN`: the
+    run's subset (``train``, ``val``) a patient is one of, empty for patients it has not seen."""
     rows = []
     for q in cohort.patients:
         z = logits[q.patient_id]
@@ -140,6 +143,8 @@ def write_predictions(
             row["inputs_missing"] = lacking.get(q.patient_id, "")
         if state:
             row[names.MODEL_STATE_COLUMN] = state
+        if seen is not None:
+            row[names.SEEN_COLUMN] = seen.get(q.patient_id, "")
         rows.append(row)
     out_csv = Path(out_csv)
     out_csv.parent.mkdir(parents=True, exist_ok=True)

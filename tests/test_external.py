@@ -68,6 +68,7 @@ def test_a_sites_metrics_are_recomputed_independently(tmp_path, capsys):
         "prevalence": pytest.approx(y.mean()),
         "mean_predicted": pytest.approx(p.mean(), abs=1e-9),
         "unlabelled_left_out": 7,
+        "seen_left_out": {},
     }
     for f in ("metrics.json", "roc.png", "reliability.png", "decision_curve.png"):
         assert (tmp_path / "v" / f).is_file()
@@ -169,3 +170,27 @@ def test_a_sites_csv_saved_again_by_a_spreadsheet_reads_as_a_manifest_does(tmp_p
     again.write_text("\n".join([rows[0], f'"{rows[1]}', *rows[2:]]) + "\n")
     with pytest.raises(ExternalValidationError, match=r"again.csv: line 2, column 'patient_id': a quoted cell begins"):
         external_validation(again, card, tmp_path / "v3")
+
+
+def test_the_runs_own_patients_are_left_out_and_counted(tmp_path, capsys):
+    """predict --workdir marks the run's training and validation patients (seen_by_run): a site's
+    CSV that holds them is scored without them, counted by subset (helper-104: their
+    optimistic probabilities had been a site's); every labelled patient seen is refused."""
+    path, card, y, p = _site(tmp_path)
+    rows = path.read_text().splitlines()
+    marks = ["train" if i % 7 == 0 else "val" if i % 11 == 0 else "" for i in range(len(rows) - 1)]
+    path.write_text("\n".join([rows[0] + ",seen_by_run", *(r + "," + m for r, m in zip(rows[1:], marks))]) + "\n")
+    rec = external_validation(path, card, tmp_path / "v", n_boot=50)
+    kept = np.array([m == "" for m in marks])
+    assert rec["site"]["seen_left_out"] == {"train": marks.count("train"), "val": marks.count("val")}
+    assert rec["summary"]["auc"] == pytest.approx(roc_auc_score(y[kept], p[kept]), abs=1e-12)
+    assert rec["site"]["n"] == kept.sum()
+    said = external_lines(rec)
+    assert (
+        f"{marks.count('train')} training and {marks.count('val')} validation patients of the model's run left out"
+        in said
+    )
+    assert "no seen_by_run column" not in capsys.readouterr().err
+    path.write_text("\n".join([rows[0] + ",seen_by_run", *(r + ",train" for r in rows[1:])]) + "\n")
+    with pytest.raises(ExternalValidationError, match="every labelled patient is one the model has seen"):
+        external_validation(path, card, tmp_path / "v2")

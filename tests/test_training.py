@@ -750,6 +750,9 @@ def test_predict_new_patients_without_labels(triple_run, copy_run, tiny_cohort, 
     assert [g["patient_id"] for g in got] == [r["patient_id"] for r in rows]
     assert all(0.0 <= float(g["prob_lnm"]) <= 1.0 and g["lnm"] == "" for g in got)
     assert "prob_lnm_calibrated" not in got[0]  # no `evaluate` yet: no temperature
+    # each row says which of the run's patients it is (helper-104: external validation had scored them as a site's)
+    want = {i: "train" for i in run.split.subset("train")} | {i: "val" for i in run.split.subset("val")}
+    assert [g["seen_by_run"] for g in got] == [want.get(r["patient_id"], "") for r in rows]
     # an "external" set that is the run's own patients under new ids, their images copied to
     # another folder: counted by their pictures (the ids alone had said nothing)
     external = tmp_path / "external"
@@ -764,6 +767,8 @@ def test_predict_new_patients_without_labels(triple_run, copy_run, tiny_cohort, 
     by_pictures = f"{seen_as} ({train + val} of them by their pictures, under other ids)"
     said = capsys.readouterr().err
     assert by_pictures in said, said
+    got = list(csv.DictReader((tmp_path / "external.csv").open()))
+    assert [g["seen_by_run"] for g in got] == [want.get(r["patient_id"], "") for r in rows]
     subset = {i: "training" if i in run.split.subset("train") else "validation" for i in fitted}
     whose = [(k, r["patient_id"]) for k, r in enumerate(rows) if r["patient_id"] in fitted][:3]
     assert ", ".join(f"'ext{k}' (a picture of {subset[i]} patient '{i}')" for k, i in whose) in said, said

@@ -16,7 +16,7 @@ from lnm_jax.evaluation import calibration as C
 from lnm_jax.evaluation import intensity
 from lnm_jax.evaluation import metrics as M
 from lnm_jax.evaluation.plots import plot_convergence, plot_decision_curve, plot_reliability, plot_roc
-from lnm_jax.evaluation.seen import seen_patients_line
+from lnm_jax.evaluation.seen import seen_patients
 from lnm_jax.evaluation.subgroups import subgroup_rows
 from lnm_jax.evaluation.summary import (
     PREVALENCE_BOUNDS,
@@ -310,11 +310,12 @@ def predict_manifest(
             f"(to fit one: {run.evaluate_command(checkpoint)})",
             file=sys.stderr,
         )
-    if seen := seen_patients_line(run, cohort):
-        print(f"warning: {seen}", file=sys.stderr)
+    seen, said = seen_patients(run, cohort)
+    if said:
+        print(f"warning: {said}", file=sys.stderr)
     state = predictor.meta.get(names.STATE_DIGEST)
     calibrated = calibrated_probabilities(logits, temperature)
-    return write_predictions(cohort, logits, calibrated, out_csv, flagged, lacking, state)
+    return write_predictions(cohort, logits, calibrated, out_csv, flagged, lacking, state, seen)
 
 
 NO_YOUDEN_WARNING = (

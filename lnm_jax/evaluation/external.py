@@ -37,6 +37,7 @@ from lnm_jax.evaluation import calibration as C
 from lnm_jax.evaluation.evaluate import small_split_warnings
 from lnm_jax.evaluation.metrics import sigmoid
 from lnm_jax.evaluation.plots import plot_decision_curve, plot_reliability, plot_roc
+from lnm_jax.evaluation.seen import SUBSET_NAMES
 from lnm_jax.evaluation.summary import format_summary, shown_auc_ci, summarise_predictions, threshold_text
 from lnm_jax.export_files import METADATA
 from lnm_jax.fileio import atomic_directory, read_json, sealed, write_json, write_text
@@ -80,9 +81,11 @@ def read_card(path: Path | str) -> dict:
     }
 
 
-def read_scored(path: Path | str, state: str | None) -> tuple[list[str], np.ndarray, np.ndarray, int]:
-    """(patient ids, labels int [N], logits float64 [N], unlabelled count) from ``predict``'s
-    CSV: rows without a label are left out (counted); each probability in [0, 1], its logit
+def read_scored(path: Path | str, state: str | None) -> tuple[list[str], np.ndarray, np.ndarray, int, dict[str, int]]:
+    """(patient ids, labels int [N], logits float64 [N], unlabelled count, seen counts) from
+    ``predict``'s CSV: rows without a label are left out (counted), and so are rows
+    :data:`names.SEEN_COLUMN` marks as the run's training or validation patients (counted by
+    subset: their probabilities are optimistic, helper-104); each probability in [0, 1], its logit
     recovered from its 6 decimals (a probability printed as 0 or 1 read as half a unit inside);
     its ``model_state_sha256`` must be ``state`` where both are known (predictions of another
     model are refused)."""
@@ -107,8 +110,11 @@ def read_scored(path: Path | str, state: str | None) -> tuple[list[str], np.ndar
             "patients chose the cut-off and the temperature), not a site's; give predict's CSV of the site's "
             "manifest"
         )
-    ids, labels, probs, unlabelled = [], [], [], 0
+    ids, labels, probs, unlabelled, seen = [], [], [], 0, Counter()
     for at, row in data_rows(reader, text):
+        if subset := (row.get(names.SEEN_COLUMN) or "").strip():
+            seen[subset] += 1
+            continue
         given = parse_binary(row.get(names.LABEL) or "")  # as a manifest's label is read
         if given is None:
             unlabelled += 1
@@ -133,7 +139,12 @@ def read_scored(path: Path | str, state: str | None) -> tuple[list[str], np.ndar
         labels.append(int(given))
         probs.append(p)
     if not ids:
-        raise ExternalValidationError(f"{path}: no patient has a label (the lnm column is empty throughout)")
+        raise ExternalValidationError(
+            f"{path}: no patient has a label (the lnm column is empty throughout)"
+            if not seen
+            else f"{path}: every labelled patient is one the model has seen ({_seen_text(seen)}; column "
+            f"{names.SEEN_COLUMN}): a site's patients the model was not fitted, chosen or calibrated on are needed"
+        )
     if repeated := sorted(i for i, n in Counter(ids).items() if n > 1):  # (helper-102: counted twice, prevalence moved)
         shown = ", ".join(repeated[:3]) + (f" and {len(repeated) - 3} more" if len(repeated) > 3 else "")
         raise ExternalValidationError(f"{path}: patient_id {shown} on more than one row: each patient once")
@@ -142,8 +153,19 @@ def read_scored(path: Path | str, state: str | None) -> tuple[list[str], np.ndar
             f"note: {path} has no {names.MODEL_STATE_COLUMN} column: whether the card's model scored it is not checked",
             file=sys.stderr,
         )
+    if names.SEEN_COLUMN not in header:
+        print(
+            f"note: {path} has no {names.SEEN_COLUMN} column (an export's predictions): whether these are the model's "
+            "training or validation patients is not checked (predict --workdir checks it)",
+            file=sys.stderr,
+        )
     p = np.clip(np.asarray(probs, np.float64), PROB_FLOOR, 1.0 - PROB_FLOOR)
-    return ids, np.asarray(labels, int), logit(p), unlabelled
+    return ids, np.asarray(labels, int), logit(p), unlabelled, dict(seen)
+
+
+def _seen_text(seen: dict[str, int]) -> str:
+    """``{"train": 3, "val": 1}`` as said: '3 training and 1 validation patients'."""
+    return " and ".join(f"{n} {SUBSET_NAMES.get(s, repr(s))}" for s, n in sorted(seen.items())) + " patients"
 
 
 def external_validation(
@@ -170,7 +192,7 @@ def external_validation(
         can_overwrite=False,
     )
     model = read_card(card)
-    ids, labels, logits, unlabelled = read_scored(predictions, model["state"])
+    ids, labels, logits, unlabelled, seen = read_scored(predictions, model["state"])
     if labels.min() == labels.max():
         raise ExternalValidationError(
             f"{predictions}: every labelled patient is {'positive' if labels[0] else 'negative'}: "
@@ -202,6 +224,8 @@ def external_validation(
             "prevalence": float(labels.mean()),
             "mean_predicted": float(probs.mean()),
             "unlabelled_left_out": unlabelled,
+            # the run's own training and validation patients (predict's seen_by_run column), by subset
+            "seen_left_out": seen,
         },
         "training_prevalence": model["training_prevalence"],
         "summary": summary,
@@ -245,6 +269,12 @@ def external_lines(record: dict) -> str:
         + (f"{p:.3f}" if (p := record["training_prevalence"]) is not None else "not recorded")
         + f"); mean predicted risk {site['mean_predicted']:.3f}"
         + (f"; {site['unlabelled_left_out']} unlabelled patients left out" if site["unlabelled_left_out"] else "")
+        + (
+            f"; {_seen_text(seen)} of the model's run left out ({names.SEEN_COLUMN}: their probabilities are "
+            "optimistic)"
+            if (seen := site.get("seen_left_out"))
+            else ""
+        )
     )
     if np.isfinite(a):
         lo, hi = s["calibration"]["intercept_ci"]

@@ -13,7 +13,14 @@ if TYPE_CHECKING:
 
 
 def seen_patients_line(run: Run, cohort: Cohort) -> str | None:
-    """One line when any of ``cohort``'s patients are ``run``'s training or validation patients:
+    """:func:`seen_patients`' line: None when no patient of ``cohort`` is one ``run`` has seen."""
+    return seen_patients(run, cohort)[1]
+
+
+def seen_patients(run: Run, cohort: Cohort) -> tuple[dict[str, str], str | None]:
+    """(each seen patient of ``cohort``: their id -> ``"train"`` or ``"val"``, the subset of
+    ``run`` whose patient they are; the line saying so, or None). A line when any of ``cohort``'s
+    patients are ``run``'s training or validation patients:
     by id (a manifest that holds the training cohort), or by a picture under another id (an
     image of theirs, a frame of their clip or their cine in the new patient's row: the same
     recording, :func:`lnm_jax.data.cohorts.manifest.recording`; or nearly one of their stills,
@@ -42,6 +49,7 @@ def seen_patients_line(run: Run, cohort: Cohort) -> str | None:
         return next((s for s in subsets if p.patient_id in shown[s]), None)
 
     seen, pictured, renumbered = {s: 0 for s in subsets}, 0, []
+    whose: dict[str, str] = {}
     named: list[str] = []  # the first few seen, as said
     for p in cohort.patients:
         s = next((s for s in subsets if p.patient_id in ids[s]), None)
@@ -55,6 +63,7 @@ def seen_patients_line(run: Run, cohort: Cohort) -> str | None:
             named.append(f"'{p.patient_id}'")
         if s is not None:
             seen[s] += 1
+            whose[p.patient_id] = s
     said = []
     if any(seen.values()):
         how = f" ({pictured} of them by their pictures, under other ids)" if pictured else ""
@@ -73,7 +82,7 @@ def seen_patients_line(run: Run, cohort: Cohort) -> str | None:
             "of one of this run's training or validation patients but none of their pictures (another cohort numbered "
             f"alike?): not counted as seen ({_some(quoted)})"
         )
-    return "; ".join(said) or None
+    return whose, "; ".join(said) or None
 
 
 SUBSET_NAMES = {"train": "training", "val": "validation"}
