@@ -1158,6 +1158,9 @@ def cmd_predict(argv: list[str]) -> int:
         choices=names.EXPORT_FORMATS,
         help="with --exported: which program scores (onnx: model.onnx with onnxruntime; default stablehlo)",
     )
+    from lnm_jax.serving import SITE_UPDATE_HELP
+
+    p.add_argument("--site-update", type=Path, help=SITE_UPDATE_HELP)
     a = p.parse_args(argv)
     for option in ("fingerprint", "format"):
         if getattr(a, option) and not a.exported:
@@ -1169,7 +1172,12 @@ def cmd_predict(argv: list[str]) -> int:
     if a.exported:  # the functions the export folder's own predict.py runs
         model = serving.load(a.exported, a.format or "stablehlo", fingerprint=a.fingerprint)
         out = serving.predict_manifest(
-            model, a.manifest, a.out, zero_fill_missing=a.zero_fill_missing, overwrite=a.overwrite
+            model,
+            a.manifest,
+            a.out,
+            zero_fill_missing=a.zero_fill_missing,
+            overwrite=a.overwrite,
+            site_update=a.site_update,
         )
     else:
         out = predict_manifest(
@@ -1179,6 +1187,7 @@ def cmd_predict(argv: list[str]) -> int:
             checkpoint=a.checkpoint,
             zero_fill_missing=a.zero_fill_missing,
             overwrite=a.overwrite,
+            site_update=a.site_update,
         )
     print(f"wrote {out}")
     from lnm_jax.export_files import METADATA

@@ -48,7 +48,7 @@ from lnm_jax.exported import (  # noqa: F401  (TEMPERATURE_BOUNDS and at_bound i
     takes_absent_inputs,
 )
 from lnm_jax.exported import load as load_program
-from lnm_jax.fileio import write_csv
+from lnm_jax.fileio import check_seal, read_json, write_csv
 from lnm_jax.output_guard import csv_header_starts, guard_output
 
 PREDICTION_COLUMNS = (names.PATIENT_ID, "prob_lnm")  # how predict's own CSV starts
@@ -57,6 +57,52 @@ FORMATS = names.EXPORT_FORMATS  # (the one definition; names is copied with this
 
 def sigmoid(z):
     return 1.0 / (1.0 + np.exp(-np.asarray(z, np.float64)))
+
+
+# the column of a site's updated probability, sigmoid(logit + a) (:func:`read_site_update`)
+SITE_COLUMN = "prob_lnm_site"
+SITE_METRICS = "metrics.json"  # (evaluation.external writes it: run_files.METRICS, not portable)
+
+
+def read_site_update(path: Path | str, state: str | None) -> tuple[float, str]:
+    """(``a``, what it was fitted on, said) of ``lnm-jax external-validation``'s record at
+    ``path`` (its ``--out`` folder or the ``metrics.json`` in it): the intercept update
+    ``sigmoid(logit + a)`` fitted on a site's labelled patients (Steyerberg, *Clinical Prediction
+    Models*, ch. 20: recalibration in the large), for ``predict --site-update`` to apply to the
+    site's next patients. ValueError in one line: a record that is not external validation's,
+    edited (its seal), without a finite update, or of another model state than ``state`` (the
+    model scoring; None where unknown)."""
+    path = Path(path)
+    file = path / SITE_METRICS if path.is_dir() else path
+    record = read_json(file, remedy="give the --out folder of lnm-jax external-validation")
+    if "intercept_update" not in record or "site" not in record:
+        raise ValueError(f"{file}: not lnm-jax external-validation's metrics.json (no intercept_update)")
+    check_seal(record, file, remedy="run lnm-jax external-validation again", strict=True)
+    a = record["intercept_update"]
+    if not isinstance(a, (int, float)) or not np.isfinite(a):
+        raise ValueError(f"{file}: intercept_update is {a!r}: the site's patients gave no finite update")
+    theirs = record.get(names.STATE_DIGEST)
+    if state and theirs and theirs != state:
+        raise ValueError(
+            f"{file}: fitted for the model state {theirs[:12]}..., not this model's {state[:12]}...: an update "
+            "holds for the model whose logits it was fitted to"
+        )
+    site = record["site"]
+    return float(a), f"{site['n']} patients ({site['n_positive']} positive) of {record.get('predictions', file)}"
+
+
+SITE_UPDATE_HELP = (
+    f"the --out folder of lnm-jax external-validation on this site's labelled patients: adds {SITE_COLUMN}, "
+    "sigmoid(logit + a) with its intercept update a"
+)
+
+
+def site_update_note(a: float, fitted_on: str) -> str:
+    """The note ``predict`` gives with :data:`SITE_COLUMN`."""
+    return (
+        f"{SITE_COLUMN}: sigmoid(logit {a:+.3f}), the intercept update fitted on {fitted_on}: the site's mean risk, "
+        "ranking unchanged; the card's cut-offs are not this column's (choose one on the site's patients)"
+    )
 
 
 def guard_predictions(out_csv: Path | str, cohort, model_dir: Path | str, overwrite: bool) -> None:
@@ -117,6 +163,7 @@ def write_predictions(
     lacking: dict[str, str] | None = None,
     state: str | None = None,
     seen: dict[str, str] | None = None,
+    site_update: float | None = None,
 ) -> Path:
     """``predict``'s CSV: one row per patient of ``cohort`` in manifest order, the probability
     (and, with ``calibrated``, each patient's calibrated one: ``sigmoid(logit / T)`` as the
@@ -128,7 +175,8 @@ def write_predictions(
     model is, :data:`names.STATE_DIGEST`), in every row as ``model_state_sha256``: the model a
     probability came from, as the card and an export's metadata name it; with ``seen`` (a run's
     predictions: :func:`lnm_jax.evaluation.seen.seen_patients`), :data:`names.SEEN_COLUMN`: the
-    run's subset (``train``, ``val``) a patient is one of, empty for patients it has not seen."""
+    run's subset (``train``, ``val``) a patient is one of, empty for patients it has not seen;
+    with ``site_update`` (:func:`read_site_update`), :data:`SITE_COLUMN`: ``sigmoid(logit + a)``."""
     rows = []
     for q in cohort.patients:
         z = logits[q.patient_id]
@@ -136,6 +184,8 @@ def write_predictions(
         row = {names.PATIENT_ID: q.patient_id, "prob_lnm": f"{pr:.6f}"}
         if calibrated is not None:
             row["prob_lnm_calibrated"] = f"{float(calibrated[q.patient_id]):.6f}"
+        if site_update is not None:
+            row[SITE_COLUMN] = f"{float(sigmoid(z + site_update)):.6f}"
         row.update({"pred_at_0.5": int(pr >= 0.5), names.LABEL: "" if q.lnm is None else q.lnm})
         if flagged is not None:
             row["intensity_outlier"] = outlier_inputs(flagged, q.patient_id)
@@ -421,10 +471,13 @@ def predict_manifest(
     zero_fill_missing: bool = False,
     overwrite: bool = False,
     batch_size: int = 32,
+    site_update: Path | str | None = None,
 ) -> Path:
     """``predict``'s CSV for every patient of ``manifest`` (labels optional), in manifest order,
     scored by an exported ``model``: each patient decoded as training decodes one
-    (:func:`lnm_jax.data.records.decode_patient`), the training intensities checked."""
+    (:func:`lnm_jax.data.records.decode_patient`), the training intensities checked; with
+    ``site_update`` (external validation's record, :func:`read_site_update`), the site's
+    updated probability too."""
     cohort = read_manifest(
         manifest,
         require_labels=False,
@@ -433,6 +486,8 @@ def predict_manifest(
         inputs=model.model_inputs,  # a B-mode model's site needs no CEUS column
     )
     guard_predictions(out_csv, cohort, model.folder, overwrite)
+    state = ((model.metadata.get("export") or {}).get("source") or {}).get(names.STATE_DIGEST)
+    update = read_site_update(site_update, state) if site_update is not None else None
     if not (model.missing_inputs or zero_fill_missing):
         refuse_missing(cohort, model.model_inputs, f"{model.folder}", "--zero-fill-missing")
     lacking = missing_inputs(
@@ -458,8 +513,18 @@ def predict_manifest(
     if fitted and at_bound(model.metadata["calibration_temperature"]):
         print(f"note: {AT_BOUND_NOTE.format(t=model.metadata['calibration_temperature'])}", file=sys.stderr)
         fitted = False
-    state = ((model.metadata.get("export") or {}).get("source") or {}).get(names.STATE_DIGEST)
-    return write_predictions(cohort, logits, calibrated if fitted else None, out_csv, flagged, lacking, state)
+    if update is not None:
+        print(f"note: {site_update_note(*update)}", file=sys.stderr)
+    return write_predictions(
+        cohort,
+        logits,
+        calibrated if fitted else None,
+        out_csv,
+        flagged,
+        lacking,
+        state,
+        site_update=None if update is None else update[0],
+    )
 
 
 def main(argv=None, folder: Path | str | None = None) -> int:
@@ -479,6 +544,7 @@ def main(argv=None, folder: Path | str | None = None) -> int:
     p.add_argument("--zero-fill-missing", action="store_true", help="feed an input a patient lacks as zeros")
     p.add_argument("--overwrite", action="store_true", help="replace an earlier predictions CSV at --out")
     p.add_argument("--fingerprint", help=names.FINGERPRINT_HELP)
+    p.add_argument("--site-update", type=Path, help=SITE_UPDATE_HELP)
     a = p.parse_args(argv)
     try:
         model = load(folder if folder is not None else a.model, a.format, a.fingerprint)
@@ -489,6 +555,7 @@ def main(argv=None, folder: Path | str | None = None) -> int:
             zero_fill_missing=a.zero_fill_missing,
             overwrite=a.overwrite,
             batch_size=a.batch_size,
+            site_update=a.site_update,
         )
     except (ValueError, OSError, ImportError) as e:  # a manifest's problems: one line each
         print(f"predict.py: error: {str(e).strip() or type(e).__name__}", file=sys.stderr)

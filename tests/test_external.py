@@ -194,3 +194,66 @@ def test_the_runs_own_patients_are_left_out_and_counted(tmp_path, capsys):
     path.write_text("\n".join([rows[0] + ",seen_by_run", *(r + ",train" for r in rows[1:])]) + "\n")
     with pytest.raises(ExternalValidationError, match="every labelled patient is one the model has seen"):
         external_validation(path, card, tmp_path / "v2")
+
+
+def test_a_sites_intercept_update_is_applied_to_its_next_patients(triple_run, copy_run, tiny_cohort, tmp_path, capsys):
+    """predict --site-update: the site's updated probability sigmoid(logit + a) beside the model's,
+    a from external validation's record (helper-104: the update was printed and applied
+    nowhere). On the patients it was fitted to, its mean is their prevalence (the score equation
+    of the intercept's maximum likelihood fit: sum(y - p) = 0), up to the logits' recovery from
+    6 decimals. A record of another model state, or edited, is refused in one line."""
+    from lnm_jax.evaluation.evaluate import predict_manifest
+    from lnm_jax.fileio import sealed
+
+    run = copy_run(triple_run)
+    test = set(run.split.subset("test"))
+    base = tiny_cohort.parent
+    with tiny_cohort.open() as f:
+        rows = [r for r in csv.DictReader(f) if r["patient_id"] in test]
+    site = tmp_path / "site.csv"
+    with site.open("w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=["patient_id", "bmode", "ceus", "us_lnm", "lnm"])
+        w.writeheader()
+        w.writerows(
+            {**{k: r[k] for k in w.fieldnames}, "bmode": base / r["bmode"], "ceus": base / r["ceus"]} for r in rows
+        )
+    predict_manifest(run, site, tmp_path / "site_probs.csv")
+    scored = list(csv.DictReader((tmp_path / "site_probs.csv").open()))
+    state = scored[0]["model_state_sha256"]
+    card = tmp_path / "metadata.json"
+    card.write_text(
+        json.dumps(
+            {
+                "name": "m",
+                "state_sha256": state,
+                "thresholds": {"youden_from_val": 0.5},
+                "calibration_temperature": None,
+                "training_cohort": {"prevalence": 0.5},
+            }
+        )
+    )
+    rec = external_validation(tmp_path / "site_probs.csv", card, tmp_path / "v", n_boot=50)
+    a = rec["intercept_update"]
+    capsys.readouterr()
+    predict_manifest(run, site, tmp_path / "next.csv", site_update=tmp_path / "v")
+    assert f"prob_lnm_site: sigmoid(logit {a:+.3f}), the intercept update fitted on {len(rows)} patients" in (
+        capsys.readouterr().err
+    )
+    got = list(csv.DictReader((tmp_path / "next.csv").open()))
+    updated = np.array([float(g["prob_lnm_site"]) for g in got])
+    y = np.array([int(g["lnm"]) for g in got])
+    assert [g["prob_lnm"] for g in got] == [s["prob_lnm"] for s in scored]  # the model's own, unchanged
+    # each probability is written to 6 decimals (5e-7) and a is fitted to logits recovered from
+    # them (each off by 5e-7 / p(1-p), moving sigmoid(z + a) by at most ~5e-7 e^|a| here): 2e-6
+    assert abs(updated.mean() - y.mean()) < 2e-6, (updated.mean(), y.mean())
+    metrics = tmp_path / "v" / "metrics.json"
+    record = json.loads(metrics.read_text())
+    record["intercept_update"] = a + 1  # edited by hand: its seal says so
+    metrics.write_text(json.dumps(record))
+    with pytest.raises(ValueError, match="metrics.json"):
+        predict_manifest(run, site, tmp_path / "edited.csv", site_update=metrics)
+    record = {k: v for k, v in record.items() if k != "record_sha256"} | {"state_sha256": "cd" * 32}
+    metrics.write_text(json.dumps(sealed(record)))
+    with pytest.raises(ValueError, match=r"fitted for the model state cdcdcdcdcdcd\.\.\., not this model's"):
+        predict_manifest(run, site, tmp_path / "other.csv", site_update=tmp_path / "v")
+    assert not any((tmp_path / n).exists() for n in ("edited.csv", "other.csv"))

@@ -37,6 +37,8 @@ from lnm_jax.serving import (
     guard_predictions,
     intensity_check,
     missing_inputs,
+    read_site_update,
+    site_update_note,
     write_predictions,
 )
 from lnm_jax.task import Task
@@ -277,9 +279,12 @@ def predict_manifest(
     checkpoint: str = "best",
     zero_fill_missing: bool = False,
     overwrite: bool = False,
+    site_update: Path | str | None = None,
 ) -> Path:
     """P(LNM) for every patient of a manifest (labels optional), in manifest order; with the
-    temperature ``evaluate`` fitted, a calibrated column too. A patient who lacks an input the
+    temperature ``evaluate`` fitted, a calibrated column too; with ``site_update`` (external
+    validation's record of a site, :func:`lnm_jax.serving.read_site_update`), the site's updated
+    probability. A patient who lacks an input the
     model takes is refused unless the model was trained for missing inputs or
     ``zero_fill_missing``. The run folder is only read: the new patients' records are built in
     a temporary folder."""
@@ -293,6 +298,8 @@ def predict_manifest(
         cohort, inputs, learned=bool(config.model.missing_inputs), trained_on_zeros=zero_fills(config)
     )
     predictor = run.predictor(checkpoint)  # a missing checkpoint fails before any data is read
+    state = predictor.meta.get(names.STATE_DIGEST)
+    update = None if site_update is None else read_site_update(site_update, state)
     temperature = run.temperature(checkpoint)  # and so does an edited calibration record
     with tempfile.TemporaryDirectory(prefix="lnm_predict_") as records:
         data = run.data_for(cohort, Path(records))
@@ -311,11 +318,14 @@ def predict_manifest(
             file=sys.stderr,
         )
     seen, said = seen_patients(run, cohort)
+    if update is not None:
+        print(f"note: {site_update_note(*update)}", file=sys.stderr)
     if said:
         print(f"warning: {said}", file=sys.stderr)
-    state = predictor.meta.get(names.STATE_DIGEST)
     calibrated = calibrated_probabilities(logits, temperature)
-    return write_predictions(cohort, logits, calibrated, out_csv, flagged, lacking, state, seen)
+    return write_predictions(
+        cohort, logits, calibrated, out_csv, flagged, lacking, state, seen, None if update is None else update[0]
+    )
 
 
 NO_YOUDEN_WARNING = (

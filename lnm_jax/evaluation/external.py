@@ -280,7 +280,8 @@ def external_lines(record: dict) -> str:
         lo, hi = s["calibration"]["intercept_ci"]
         lines.append(
             f"intercept update for this site: {a:+.2f} ({lo:+.2f} to {hi:+.2f}): sigmoid(logit {a:+.2f}) matches its "
-            "mean risk (fitted on these patients: in-sample here; check it on the site's next ones)"
+            "mean risk (fitted on these patients: in-sample here; check it on the site's next ones, which "
+            f"predict --site-update {record['out']} scores with it, as prob_lnm_site)"
         )
     nb = record["net_benefit_at_threshold"]
     worse = nb["model"] < max(0.0, nb["treat_all"])
