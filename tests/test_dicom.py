@@ -677,3 +677,82 @@ def test_grey_transforms_are_pydicoms_mapped_to_the_display_range(tmp_path, attr
     coef, *_ = np.linalg.lstsq(design, ours, rcond=None)
     assert coef[0] > 0 and np.abs(design @ coef - ours).max() < 2e-7
     assert ours.min() >= 0 and ours.max() <= 1 and np.ptp(ours) > 0.05
+
+
+def _packed_422(rgb: np.ndarray) -> bytes:
+    """Native YBR_FULL_422 bytes of uint8 RGB frames [N, H, W, 3] (W even): per two pixels Y Y Cb
+    Cr (PS3.3 C.7.6.3.1.2), the chroma of the two averaged."""
+    from pydicom.pixels import convert_color_space
+
+    out = []
+    for frame in rgb:
+        ybr = convert_color_space(frame, "RGB", "YBR_FULL").astype(np.float64)
+        h, w = frame.shape[:2]
+        cb, cr = (np.rint(ybr[..., c].reshape(h, w // 2, 2).mean(-1)) for c in (1, 2))
+        out.append(np.stack([ybr[:, 0::2, 0], ybr[:, 1::2, 0], cb, cr], -1).astype(np.uint8).tobytes())
+    return b"".join(out)
+
+
+def test_a_dicom_files_layout_and_name_are_read_as_its_content_says(tmp_path):
+    """helper-107's encodings: a JPEG-family frame under PlanarConfiguration 1 (its layout is the
+    codestream's, PS3.5 8.2; pydicom had reshaped it as planes: stripes, 77/255 off) reads as
+    under 0; native YBR_FULL_422 under 1 is refused (it shall be 0); a native YBR_FULL_422 cine
+    reads every frame (pydicom's iter_pixels had sized them at 3 bytes a pixel: garbage, then a
+    reshape error); a stray delimiter after the pixel data (a traceback) is passed over; a DICOM
+    file named by its UID, .IMA or .jpg is read as DICOM; a JPEG with a Multi-Picture segment
+    (MPO) reads its first picture; a lossless or JPEG-LS file named .jpg is said to be one."""
+    from pydicom.encaps import encapsulate
+    from pydicom.uid import JPEG2000Lossless
+
+    from lnm_jax.data.pixels.decode import MAX_IMAGE_PIXELS, DamagedImageError, verify_image
+
+    rng = np.random.default_rng(7)
+    rgb = np.kron(rng.integers(30, 220, (8, 8, 3), dtype=np.uint8), np.ones((6, 6, 1), np.uint8))  # 48 x 48
+    read = lambda path: sources.read_still(sources.resolve(path, "ceus"))  # noqa: E731
+    interleaved = read(write(tmp_path, "pc0.dcm", rgb, compression="jpeg"))
+    ds = dicom.new_dataset(rgb, compression="jpeg", attributes={"PlanarConfiguration": 1})
+    dicom.write_dataset(ds, tmp_path / "pc1.dcm")
+    assert np.array_equal(read(tmp_path / "pc1.dcm"), interleaved)
+    j2k = io.BytesIO()
+    Image.fromarray(rgb).save(j2k, "JPEG2000", no_jp2=True, irreversible=False)  # lossless
+    ds = dicom.new_dataset(rgb, attributes={"PlanarConfiguration": 1})
+    ds.PixelData, ds.file_meta.TransferSyntaxUID = encapsulate([j2k.getvalue()]), JPEG2000Lossless
+    ds["PixelData"].VR = "OB"
+    dicom.write_dataset(ds, tmp_path / "j2k_pc1.dcm")
+    assert np.array_equal(read(tmp_path / "j2k_pc1.dcm"), rgb / np.float32(255))
+
+    frames = np.stack([rgb, rgb[::-1], rgb[:, ::-1], 255 - rgb])  # a 4-frame native 4:2:2 cine
+    ds = dicom.new_dataset(frames)
+    ds.PhotometricInterpretation, ds.PixelData = "YBR_FULL_422", _packed_422(frames)
+    dicom.write_dataset(ds, tmp_path / "ybr422_cine.dcm")
+    header = dicom.read_header(tmp_path / "ybr422_cine.dcm")
+    got = list(dicom.iter_frames(header))
+    assert len(got) == 4
+    for k, frame in enumerate(got):  # 4:2:2's chroma averaging and YBR rounding: a few levels
+        assert np.abs(frame - frames[k] / np.float32(255)).mean() < 3 / 255, k
+        assert np.array_equal(frame, dicom.read_frame(header, k))
+    ds.PlanarConfiguration = 1
+    dicom.write_dataset(ds, tmp_path / "ybr422_pc1.dcm")
+    with pytest.raises(dicom.HeaderMismatchError, match="PlanarConfiguration 1 with YBR_FULL_422"):
+        dicom.read_header(tmp_path / "ybr422_pc1.dcm")
+
+    plain = write(tmp_path, "plain.dcm", rgb)
+    want = read(plain)
+    (tmp_path / "trailing.dcm").write_bytes(plain.read_bytes() + b"\xfe\xff\xdd\xe0\x00\x00\x00\x00")
+    for name in ("1.2.840.99999.1.2.3", "IM0001.IMA", "scan.jpg"):
+        (tmp_path / name).write_bytes(plain.read_bytes())
+    for name in ("trailing.dcm", "1.2.840.99999.1.2.3", "IM0001.IMA", "scan.jpg"):
+        assert np.array_equal(read(tmp_path / name), want), name
+
+    Image.fromarray(rgb).save(
+        tmp_path / "mpo.jpg", format="MPO", save_all=True, append_images=[Image.fromarray(255 - rgb)]
+    )
+    Image.fromarray(rgb).save(tmp_path / "first.jpg", quality=75)
+    assert Image.open(tmp_path / "mpo.jpg").format == "MPO"
+    assert np.array_equal(verify_image(tmp_path / "mpo.jpg", MAX_IMAGE_PIXELS), read(tmp_path / "first.jpg"))
+    baseline = (tmp_path / "first.jpg").read_bytes()
+    sof = baseline.index(b"\xff\xc0")
+    for marker, said in ((0xC3, "a lossless JPEG (SOF3) image"), (0xF7, "a JPEG-LS (SOF55) image")):
+        (tmp_path / "coded.jpg").write_bytes(baseline[: sof + 1] + bytes([marker]) + baseline[sof + 2 :])
+        with pytest.raises(DamagedImageError, match=re.escape(said)):
+            verify_image(tmp_path / "coded.jpg", MAX_IMAGE_PIXELS)

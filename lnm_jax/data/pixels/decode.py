@@ -21,6 +21,7 @@ import io
 import re
 import struct
 import zlib
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -93,6 +94,8 @@ def damage(path: Path, error: Exception | None = None) -> str | None:
                 return f"damaged {fmt}: {why}"
             if fmt == "PNG" and (chunks := png.read_chunks(io.BytesIO(data))) and (why := png.disagreement(chunks)):
                 return f"invalid PNG: {why}"  # (an IHDR Pillow cannot open either)
+            if error is not None and fmt == "JPEG" and (process := unread_jpeg_process(data)):  # (it failed)
+                return f"a {process} image, a coding this reader (libjpeg) does not decode: save the picture as PNG"
             if isinstance(error, OSError):  # PIL's failure to decode (not a mode or format this reader refuses)
                 return f"damaged {fmt}: its structure is whole but its image data does not decode ({error})"
             return None
@@ -159,6 +162,53 @@ def jpeg_damage(data: bytes) -> str | None:
             return f"the file ends at byte {size}, inside its image data, with no end-of-image marker: {CUT_SHORT}"
         at = end
     return f"the file ends at byte {size}, before its image data: {CUT_SHORT}"
+
+
+def jpeg_segments(data: bytes) -> Iterator[tuple[int, bytes]]:
+    """(marker, the segment's bytes after its length) of a JPEG or JPEG-LS codestream's marker
+    segments (ITU T.81 B.1.1.4), from SOI up to its first scan (SOS included), stopping where
+    the bytes end or are not a marker."""
+    i = 2
+    while i + 4 <= len(data):
+        if data[i] != 0xFF:
+            return
+        marker = data[i + 1]
+        if marker == 0xFF:  # fill byte
+            i += 1
+            continue
+        if 0xD0 <= marker <= 0xD8 or marker == 0x01:  # markers without a length
+            i += 2
+            continue
+        end = i + 2 + struct.unpack(">H", data[i + 2 : i + 4])[0]
+        yield marker, data[i + 4 : end]
+        if marker == 0xDA:
+            return
+        i = end
+
+
+# the JPEG coding processes libjpeg (through Pillow) does not decode, by their start-of-frame
+# marker (ITU-T T.81 B.1.1.3; T.87 for JPEG-LS): all but Huffman baseline, extended and
+# progressive (SOF0-SOF2)
+UNREAD_JPEG_PROCESSES = {
+    0xC3: "lossless JPEG (SOF3)",
+    0xC5: "hierarchical JPEG (SOF5)",
+    0xC6: "hierarchical JPEG (SOF6)",
+    0xC7: "hierarchical lossless JPEG (SOF7)",
+    0xC9: "arithmetic-coded JPEG (SOF9)",
+    0xCA: "arithmetic-coded progressive JPEG (SOF10)",
+    0xCB: "arithmetic-coded lossless JPEG (SOF11)",
+    0xCD: "hierarchical arithmetic-coded JPEG (SOF13)",
+    0xCE: "hierarchical arithmetic-coded JPEG (SOF14)",
+    0xCF: "hierarchical arithmetic-coded lossless JPEG (SOF15)",
+    0xF7: "JPEG-LS (SOF55)",
+}
+
+
+def unread_jpeg_process(data: bytes) -> str | None:
+    """The coding process of a JPEG file's bytes ``data`` where this reader does not decode it
+    (:data:`UNREAD_JPEG_PROCESSES`: lossless, hierarchical, arithmetic-coded, JPEG-LS), else
+    None (helper-107: a lossless JPEG and a JPEG-LS file named .jpg had been called damaged)."""
+    return next((UNREAD_JPEG_PROCESSES[m] for m, _ in jpeg_segments(data) if m in UNREAD_JPEG_PROCESSES), None)
 
 
 # libjpeg's warnings about a JPEG's image data (jerror.h: JWRN_HIT_MARKER, JWRN_JPEG_EOF,
@@ -787,6 +837,10 @@ def _verified(path: Path, max_pixels: int) -> np.ndarray:
         ) from e
     except SyntaxError as e:  # PIL's verify reports some broken chunks this way
         raise ValueError(f"SyntaxError: {e}") from e
+    # a JPEG with a Multi-Picture Format segment (an MPO: a phone's Ultra HDR photo, a stereo
+    # camera's; Pillow names it MPO) is a JPEG whose first picture a viewer shows, as read here
+    # (helper-107: refused as "image format MPO")
+    fmt = "JPEG" if fmt == "MPO" else fmt
     if fmt not in READABLE_FORMATS:
         raise ValueError(f"image format {fmt} is not PNG or JPEG")
     if fmt == "PNG":

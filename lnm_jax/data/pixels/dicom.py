@@ -35,7 +35,14 @@ from pathlib import Path
 
 import numpy as np
 
-from lnm_jax.data.pixels.decode import CUT_SHORT, jpeg_data_damage, srgb_transform
+from lnm_jax.data.pixels.decode import (
+    CUT_SHORT,
+    JPEG_SIGNATURE,
+    PNG_SIGNATURE,
+    jpeg_data_damage,
+    jpeg_segments,
+    srgb_transform,
+)
 
 DICOM_SUFFIXES = (".dcm", ".dicom")
 PREAMBLE = 128  # a DICOM Part 10 file: 128-byte preamble, then b"DICM"
@@ -71,18 +78,19 @@ SECONDARY_CAPTURE_PREFIX = "1.2.840.10008.5.1.4.1.1.7"  # .7, .7.1-.7.4: SC, mul
 
 
 def is_dicom(path: Path) -> bool:
-    """A ``.dcm``/``.dicom`` file, or any file whose preamble is followed by ``DICM``."""
+    """A ``.dcm``/``.dicom`` file, or any other file whose 128-byte preamble is followed by
+    ``DICM`` and that does not begin as a PNG or a JPEG: a DICOM file is told by its content
+    whatever its name (helper-107: one named by its UID, ``1.2.840...3``, a Siemens ``.IMA``, or
+    ``.jpg`` had been called "not a PNG or JPEG image"), as a PNG named .jpg is."""
     path = Path(path)
     if path.suffix.lower() in DICOM_SUFFIXES:
         return True
-    if path.suffix or not path.is_file():  # an extensionless file is sniffed, others are not
-        return False
     try:
         with path.open("rb") as f:
-            f.seek(PREAMBLE)
-            return f.read(4) == b"DICM"
-    except OSError:
+            head = f.read(PREAMBLE + 4)
+    except OSError:  # (a folder of frames, a file that is not there: not DICOM)
         return False
+    return head[PREAMBLE:] == b"DICM" and not head.startswith((PNG_SIGNATURE, JPEG_SIGNATURE))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -191,7 +199,8 @@ def unreadable_line(e: Exception, what: str = "DICOM file") -> str:
             "begins with; a dataset written without it, or another file named .dcm: export it as a DICOM file "
             "(dcmtk: dcmconv +F IN OUT; pydicom: save_as(OUT, enforce_file_format=True))"
         )
-    return f"not a readable {what} ({type(e).__name__}: {e})"
+    first = (str(e).strip().splitlines() or [""])[0]  # (pydicom may put a whole traceback in its message)
+    return f"not a readable {what} ({type(e).__name__}: {first})"
 
 
 def read_header(path: Path) -> DicomHeader:
@@ -206,10 +215,12 @@ def read_header(path: Path) -> DicomHeader:
         # pydicom's warnings about odd values stay off the console (the verdict is the message)
         with quiet_pydicom():
             ds = pydicom.dcmread(path, defer_size="4 KB")
+            for tag in [t for t in ds.keys() if t.group == 0xFFFE]:  # an item or delimiter outside any sequence
+                del ds[tag]  # (helper-107: a writer's stray one after the pixel data had been a traceback)
             ds.get("Modality")  # values are parsed lazily: warnings come on first access
     except zlib.error as e:  # a deflated dataset that does not inflate: cut short or damaged
         raise DicomError(f"{path}: its deflated dataset does not inflate ({e}): cut short or damaged") from e
-    except (InvalidDicomError, OSError, ValueError, EOFError, KeyError) as e:
+    except (InvalidDicomError, OSError, ValueError, EOFError, KeyError, NotImplementedError) as e:
         raise DicomError(f"{path}: {unreadable_line(e)}") from e
     meta = getattr(ds, "file_meta", None)
     if meta is not None and meta.get("TransferSyntaxUID") == DEFLATED:
@@ -248,10 +259,23 @@ def read_header(path: Path) -> DicomHeader:
         )
     _check_high_bit(path, ds)
     _check_presentation_shape(path, ds, photometric)
+    if photometric == "YBR_FULL_422" and not _codestream_kind(syntax) and int(ds.get("PlanarConfiguration") or 0):
+        raise HeaderMismatchError(  # (pydicom reads it as planes: helper-107, 78/255 off)
+            f"{path}: PlanarConfiguration 1 with YBR_FULL_422, whose samples are interleaved two pixels at a "
+            "time (Y Y Cb Cr; PS3.3 C.7.6.3.1.3: PlanarConfiguration shall be 0): the header is not the data's; "
+            "set it to 0 if the data are interleaved, or export the file again"
+        )
     _check_frame_count(path, ds, frames, photometric)
     _check_jpeg_data(path, ds, syntax, frames)
-    with quiet_pydicom():
-        return _header(path, ds, frames, photometric, syntax)
+    try:
+        with quiet_pydicom():
+            return _header(path, ds, frames, photometric, syntax)
+    except DicomError:
+        raise
+    except Exception as e:  # noqa: BLE001  (pydicom parses elements as they are read: any error names the file)
+        # (helper-107: a stray sequence delimiter after the pixel data, NotImplementedError
+        # "Unknown Value Representation 'NONE'" from the walk over the header: a traceback)
+        raise DicomError(f"{path}: {unreadable_line(e)}") from e
 
 
 # the photometric interpretations read (grey, RGB, what pydicom converts to RGB, a palette);
@@ -918,30 +942,6 @@ def _samples(ds) -> int:
 _SOF = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF, 0xF7}
 
 
-def _jpeg_segments(data: bytes) -> Iterator[tuple[int, bytes]]:
-    """(marker, the segment's bytes after its length) of a JPEG or JPEG-LS codestream's marker
-    segments (ITU T.81 B.1.1.4), from SOI up to its first scan (SOS included), stopping where
-    the bytes end or are not a marker."""
-    import struct  # noqa: PLC0415
-
-    i = 2
-    while i + 4 <= len(data):
-        if data[i] != 0xFF:
-            return
-        marker = data[i + 1]
-        if marker == 0xFF:  # fill byte
-            i += 1
-            continue
-        if 0xD0 <= marker <= 0xD8 or marker == 0x01:  # markers without a length
-            i += 2
-            continue
-        end = i + 2 + struct.unpack(">H", data[i + 2 : i + 4])[0]
-        yield marker, data[i + 4 : end]
-        if marker == 0xDA:
-            return
-        i = end
-
-
 def codestream_colour(data: bytes) -> tuple[str, str] | None:
     """("RGB" or "YCbCr", what says so) where a 3-component JPEG codestream (``data``: one
     frame's, from SOI) declares its colour space itself, as libjpeg reads it
@@ -952,7 +952,7 @@ def codestream_colour(data: bytes) -> tuple[str, str] | None:
     if data[:2] != b"\xff\xd8":
         return None
     jfif, adobe, ids = False, None, ()
-    for marker, segment in _jpeg_segments(data):
+    for marker, segment in jpeg_segments(data):
         if marker == 0xE0 and segment[:5] == b"JFIF\0":
             jfif = True
         elif marker == 0xEE and segment[:5] == b"Adobe" and len(segment) >= 12:
@@ -979,7 +979,7 @@ def codestream_size(data: bytes) -> tuple[int, int, int, str, int] | None:
     import struct  # noqa: PLC0415
 
     if data[:2] == b"\xff\xd8":
-        for marker, segment in _jpeg_segments(data):
+        for marker, segment in jpeg_segments(data):
             if marker in _SOF:
                 if len(segment) < 6:
                     return None
@@ -1028,9 +1028,12 @@ def _check_photometric(path: Path, ds, photometric: str) -> None:
     frame would be read as another image size or as planes of another colour."""
     needs = 1 if photometric.startswith("MONOCHROME") or photometric == "PALETTE COLOR" else 3
     if photometric.startswith(("MONOCHROME", "PALETTE", "RGB", "YBR")) and _samples(ds) != needs:
+        given = (
+            f"is {_samples(ds)}" if ds.get("SamplesPerPixel") not in (None, "") else "is absent (a required attribute)"
+        )
         raise HeaderMismatchError(
-            f"{path}: PhotometricInterpretation {photometric} has {needs} sample(s) per pixel, "
-            f"but SamplesPerPixel is {_samples(ds)}"
+            f"{path}: PhotometricInterpretation {photometric} has {needs} sample(s) per pixel, but SamplesPerPixel "
+            f"{given}"
         )
 
 
@@ -1270,21 +1273,30 @@ def read_frame(header: DicomHeader, index: int) -> np.ndarray:
     if not 0 <= index < header.frames:
         raise DicomError(f"{header.path}: frame {index} asked for, the file has {header.frames}")
     try:
-        frame = pixel_array(header.path, index=index, **_decoding(header))
+        with quiet_pydicom():  # (its note on a codestream's colour space is header.codestream_colour's, said once)
+            frame = pixel_array(header.path, index=index, **_decoding(header))
     except Exception as e:  # noqa: BLE001  (any decoder failure names the file)
         raise _decode_failure(header.path, e) from e
     return to_unit_rgb(_check_depth(frame, header, index), header, _palette_dataset(header))
 
 
 def iter_frames(header: DicomHeader) -> Iterator[np.ndarray]:
-    """Every frame in order as float32 [H, W, 3] in [0, 1], one decoded at a time."""
+    """Every frame in order as float32 [H, W, 3] in [0, 1], one decoded at a time. A native
+    YBR_FULL_422 cine is read frame by frame (:func:`read_frame`): pydicom 3.0's ``iter_pixels``
+    sizes its frames at 3 bytes a pixel, not 4:2:2's 2 (helper-107: frames after the first read
+    as other bytes, then a reshape error refused the file)."""
     from pydicom.pixels import iter_pixels  # noqa: PLC0415
+
+    if header.photometric == "YBR_FULL_422" and not header.codestream:
+        yield from (read_frame(header, index) for index in range(header.frames))
+        return
 
     ds = _palette_dataset(header)
     frames = iter_pixels(header.path, **_decoding(header))
     for index in range(header.frames):
         try:
-            frame = next(frames)
+            with quiet_pydicom():
+                frame = next(frames)
         except StopIteration:
             return
         except Exception as e:  # noqa: BLE001
@@ -1295,8 +1307,12 @@ def iter_frames(header: DicomHeader) -> Iterator[np.ndarray]:
 def _decoding(header: DicomHeader) -> dict:
     """pydicom's decoding options: a JPEG codestream's samples as decoded, not masked to
     BitsStored (pydicom's ``correct_unused_bits``, right for native data, whose unused high
-    bits may hold anything, PS3.5 8.1.1), so that :func:`_check_depth` sees them."""
-    return {"correct_unused_bits": False} if header.codestream else {}
+    bits may hold anything, PS3.5 8.1.1), so that :func:`_check_depth` sees them; and its
+    samples as the codestream interleaves them, whatever PlanarConfiguration says (PS3.5 8.2:
+    a JPEG, JPEG-LS or JPEG 2000 frame's layout is its codestream's, the attribute "shall be 0"
+    and dcmtk and GDCM ignore it; pydicom 3.0 had reshaped a decoded frame as planes, helper-107:
+    a JPEG YBR_FULL_422 frame under PlanarConfiguration 1 read as stripes, 77/255 off)."""
+    return {"correct_unused_bits": False, "planar_configuration": 0} if header.codestream else {}
 
 
 def _check_depth(frame: np.ndarray, header: DicomHeader, index: int) -> np.ndarray:
