@@ -90,6 +90,9 @@ def test_reproduce_writes_all_tables_figures_and_the_report(tiny_cohort, tmp_pat
     report = (work / "report.md").read_text()
     for heading in ("Table 1", "Table 2", "Table 3", "DeLong", "Bayes-optimal", "Grad-CAM against the lesion masks"):
         assert heading in report
+    # Table 1's p-values describe one random split, and the DeLong comparisons are exploratory (helper-104)
+    assert "The groups are one random (stratified) split of one cohort: its p-values describe how the draw" in report
+    assert "Paired DeLong tests, exploratory: 3 comparisons, not corrected for multiplicity" in report
     # calibration of Table 3's test predictions (helper-104: the report had none)
     assert "| setting | Brier | intercept (95% CI) | slope (95% CI) |" in report
     assert "label-permutation test (99 permutations; the smallest p they can give, 1 / (n + 1), is 0.01)" in report

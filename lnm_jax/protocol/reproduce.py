@@ -793,6 +793,11 @@ def report_markdown(results: dict, groups: dict) -> str:
         ),
         "",
         cohort_table_markdown(results["table1"]["rows"], groups),
+        "",
+        # (helper-104, CONSORT 2010 item 15: baseline differences between randomised groups are not tested as findings)
+        "The groups are one random (stratified) split of one cohort: its p-values describe how the draw fell, "
+        "not a difference between populations; a small one is chance, not a finding.",
+        "",
     ]
     t2 = results["table2"]
     lines += [
@@ -881,6 +886,11 @@ def report_markdown(results: dict, groups: dict) -> str:
         "their p-values coincide by construction (one test of the predictions against the labels).",
         "",
     ]
+    if t3.get("delong"):
+        lines.append(  # (helper-104: the comparisons had been given unlabelled)
+            f"Paired DeLong tests, exploratory: {len(t3['delong'])} comparisons, not corrected for "
+            "multiplicity; a p above 0.05 means not shown to differ at this test set's size, not equal."
+        )
     for k, t in t3.get("delong", {}).items():
         a, b = k.split("_vs_")
         p = format_p(t)
