@@ -71,7 +71,7 @@ def read_site_update(path: Path | str, state: str | None) -> tuple[float, str]:
     Models*, ch. 20: recalibration in the large), for ``predict --site-update`` to apply to the
     site's next patients. ValueError in one line: a record that is not external validation's,
     edited (its seal), without a finite update, or of another model state than ``state`` (the
-    model scoring; None where unknown)."""
+    model scoring), or where either state is not known."""
     path = Path(path)
     file = path / SITE_METRICS if path.is_dir() else path
     record = read_json(file, remedy="give the --out folder of lnm-jax external-validation")
@@ -82,7 +82,13 @@ def read_site_update(path: Path | str, state: str | None) -> tuple[float, str]:
     if not isinstance(a, (int, float)) or not np.isfinite(a):
         raise ValueError(f"{file}: intercept_update is {a!r}: the site's patients gave no finite update")
     theirs = record.get(names.STATE_DIGEST)
-    if state and theirs and theirs != state:
+    if not (state and theirs):  # (helper-108: a record without one had been applied to any model)
+        raise ValueError(
+            f"{file}: "
+            + ("names no model state" if not theirs else "is for a model state, and this model's is not known")
+            + ": an update holds only for the model whose logits it was fitted to, which cannot be told here"
+        )
+    if theirs != state:
         raise ValueError(
             f"{file}: fitted for the model state {theirs[:12]}..., not this model's {state[:12]}...: an update "
             "holds for the model whose logits it was fitted to"

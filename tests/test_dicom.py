@@ -7,6 +7,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import io
+import os
 import re
 import warnings
 from pathlib import Path
@@ -710,13 +711,15 @@ def test_a_dicom_files_layout_and_name_are_read_as_its_content_says(tmp_path):
     rgb = np.kron(rng.integers(30, 220, (8, 8, 3), dtype=np.uint8), np.ones((6, 6, 1), np.uint8))  # 48 x 48
     read = lambda path: sources.read_still(sources.resolve(path, "ceus"))  # noqa: E731
     interleaved = read(write(tmp_path, "pc0.dcm", rgb, compression="jpeg"))
-    ds = dicom.new_dataset(rgb, compression="jpeg", attributes={"PlanarConfiguration": 1})
+    ds = dicom.new_dataset(rgb, compression="jpeg")
+    ds.PlanarConfiguration = 1  # (set after: new_dataset's pixel data sets its own)
     dicom.write_dataset(ds, tmp_path / "pc1.dcm")
     assert np.array_equal(read(tmp_path / "pc1.dcm"), interleaved)
     j2k = io.BytesIO()
     Image.fromarray(rgb).save(j2k, "JPEG2000", no_jp2=True, irreversible=False)  # lossless
-    ds = dicom.new_dataset(rgb, attributes={"PlanarConfiguration": 1})
+    ds = dicom.new_dataset(rgb)
     ds.PixelData, ds.file_meta.TransferSyntaxUID = encapsulate([j2k.getvalue()]), JPEG2000Lossless
+    ds.PlanarConfiguration = 1
     ds["PixelData"].VR = "OB"
     dicom.write_dataset(ds, tmp_path / "j2k_pc1.dcm")
     assert np.array_equal(read(tmp_path / "j2k_pc1.dcm"), rgb / np.float32(255))
@@ -743,6 +746,16 @@ def test_a_dicom_files_layout_and_name_are_read_as_its_content_says(tmp_path):
         (tmp_path / name).write_bytes(plain.read_bytes())
     for name in ("trailing.dcm", "1.2.840.99999.1.2.3", "IM0001.IMA", "scan.jpg"):
         assert np.array_equal(read(tmp_path / name), want), name
+    assert all(dicom.read_header(tmp_path / n).frames == 1 for n in ("pc1.dcm", "j2k_pc1.dcm"))
+    from pydicom import dcmread
+
+    assert all(dcmread(tmp_path / n).PlanarConfiguration == 1 for n in ("pc1.dcm", "j2k_pc1.dcm"))
+    # a PNG named .dcm is a PNG, and a FIFO is opened by no one (helper-108: is_dicom had blocked on one)
+    Image.fromarray(rgb).save(tmp_path / "picture.png")
+    (tmp_path / "picture.dcm").write_bytes((tmp_path / "picture.png").read_bytes())
+    assert not dicom.is_dicom(tmp_path / "picture.dcm")
+    os.mkfifo(tmp_path / "fifo.png")
+    assert not dicom.is_dicom(tmp_path / "fifo.png")
 
     Image.fromarray(rgb).save(
         tmp_path / "mpo.jpg", format="MPO", save_all=True, append_images=[Image.fromarray(255 - rgb)]

@@ -168,7 +168,21 @@ def test_a_sites_csv_saved_again_by_a_spreadsheet_reads_as_a_manifest_does(tmp_p
     with pytest.raises(ExternalValidationError, match="the delimiter looks like ';'"):
         external_validation(again, card, tmp_path / "v3")
     again.write_text("\n".join([rows[0], f'"{rows[1]}', *rows[2:]]) + "\n")
-    with pytest.raises(ExternalValidationError, match=r"again.csv: line 2, column 'patient_id': a quoted cell begins"):
+    with pytest.raises(ExternalValidationError, match=r"again.csv: line 2: a quoted cell begins in this row and never"):
+        external_validation(again, card, tmp_path / "v3")
+    # every cell quoted, one left open: it closes at the next row's first quote (helper-108: two
+    # patients had been left out in silence, one counted as "seen")
+    quoted = ['"' + r.replace(",", '","') + '"' for r in rows]
+    quoted[5] = quoted[5][:-1]
+    again.write_text("\n".join(quoted) + "\n")
+    with pytest.raises(ExternalValidationError, match=r"line 7 \(in the row that begins on line 6\): text follows"):
+        external_validation(again, card, tmp_path / "v3")
+    # a quote that closes a row later, the rows between swallowed into one cell
+    swallowed = [*rows[:3], rows[3] + ',"note', rows[4], rows[5] + '"', *rows[6:]]
+    again.write_text("\n".join([rows[0] + ",note", *swallowed[1:]]) + "\n")
+    with pytest.raises(
+        ExternalValidationError, match=r"line 4, column 'note': a quoted cell begins here .* 2 of which"
+    ):
         external_validation(again, card, tmp_path / "v3")
 
 
@@ -193,6 +207,10 @@ def test_the_runs_own_patients_are_left_out_and_counted(tmp_path, capsys):
     assert "no seen_by_run column" not in capsys.readouterr().err
     path.write_text("\n".join([rows[0] + ",seen_by_run", *(r + ",train" for r in rows[1:])]) + "\n")
     with pytest.raises(ExternalValidationError, match="every labelled patient is one the model has seen"):
+        external_validation(path, card, tmp_path / "v2")
+    # any other value is not predict's (helper-108: 'no' had left 15 patients out as seen)
+    path.write_text("\n".join([rows[0] + ",seen_by_run", *(r + ",no" for r in rows[1:])]) + "\n")
+    with pytest.raises(ExternalValidationError, match=r"row 1: seen_by_run 'no' is not train or val"):
         external_validation(path, card, tmp_path / "v2")
 
 
@@ -256,4 +274,11 @@ def test_a_sites_intercept_update_is_applied_to_its_next_patients(triple_run, co
     metrics.write_text(json.dumps(sealed(record)))
     with pytest.raises(ValueError, match=r"fitted for the model state cdcdcdcdcdcd\.\.\., not this model's"):
         predict_manifest(run, site, tmp_path / "other.csv", site_update=tmp_path / "v")
+    metrics.write_text(json.dumps(sealed(record | {"state_sha256": None})))  # a record that names no state
+    with pytest.raises(ValueError, match="names no model state: an update holds only for the model"):
+        predict_manifest(run, site, tmp_path / "other.csv", site_update=tmp_path / "v")
+    # a card without a state (older, or edited): the record names the state the CSV's rows name
+    # (helper-108: it had recorded none, and the update was applied to another model)
+    card.write_text(json.dumps({**json.loads(card.read_text()), "state_sha256": None}))
+    assert external_validation(tmp_path / "site_probs.csv", card, tmp_path / "v4", n_boot=50)["state_sha256"] == state
     assert not any((tmp_path / n).exists() for n in ("edited.csv", "other.csv"))

@@ -290,20 +290,27 @@ def test_a_hand_edited_spreadsheet_export_is_read_as_meant_or_refused_on_its_lin
     stray = GOOD.replace(",51\n", ',"51\n').replace(",33\n", ',33"\n')  # P2's quote closes in P3's row
     problem = said(HEADER + stray)
     assert problem.code == mf.UNREADABLE_MANIFEST and problem.message.startswith(
-        "line 3, column 'age': a quoted cell begins here and runs over 1 more line(s), 1 of which read as rows "
-        "('P3,img/c.png,,,1,33')"
+        "line 3, column 'age': a quoted cell begins here and runs over 1 more line(s), 1 of which read as this "
+        "table's rows ('P3,img/c.png,,,1,33')"
     ), problem
     problem = said(HEADER + GOOD.replace(",62\n", ',"62\n'))  # the last row's quote never closes
     assert problem.message.startswith("line 5: a quoted cell begins in this row and never closes"), problem
     rows = "".join(f"Q{i},img/q{i}.png,img/q{i}.jpg,0,1,{i}\n" for i in range(4000))  # > csv's 131,072 characters
     problem = said(HEADER + GOOD.replace(",40\n", ',"40\n') + rows)
     assert problem.message.startswith("line 2: the row beginning here cannot be read (field larger than"), problem
-    # a quoted cell over lines that do not read as rows is a cell (a comment written over lines)
-    path.write_text(
-        HEADER.replace("age", "age,note")
-        + GOOD.replace("\n", ",\n").replace(",40,\n", ',40,"seen twice,\nthen, once"\n')
-    )
-    assert read_manifest(path).patients[0].metadata["note"] == "seen twice,\nthen, once"
+    # a quoted cell over lines that are not rows is a cell (a comment written over lines), however
+    # many commas they hold (helper-108: 5 commas in a 6-column manifest had been refused)
+    note = "Nodule, left lobe.\nsolid, hypoechoic, irregular margin, microcalcifications, taller-than-wide, TI-RADS 5"
+    with_note = HEADER.replace("age", "age,note") + GOOD.replace("\n", ",\n").replace(",40,\n", f',40,"{note}"\n')
+    path.write_text(with_note)
+    assert read_manifest(path).patients[0].metadata["note"] == note
+    # every cell quoted: a quote left open closes at the next row's first quote, and text follows
+    # it (helper-108: that row's cells had been the open row's, a patient lost)
+    quoted = "\n".join(",".join(f'"{c}"' for c in r.split(",")) for r in (HEADER + GOOD).splitlines()) + "\n"
+    problem = said(quoted.replace('"51"\n', '"51\n'))
+    assert problem.message.startswith(
+        "line 4 (in the row that begins on line 3): text follows a quoted cell's closing quote"
+    ), problem
 
     problem = said("Thyroid cohort export 2024-05-01,,,,,\n" + HEADER + GOOD)
     assert problem.code == mf.MISSING_COLUMN and problem.message.startswith(

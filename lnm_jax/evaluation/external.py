@@ -14,6 +14,7 @@ here is in-sample). Nothing is re-trained; nothing the run or export holds is wr
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import sys
 from collections import Counter
@@ -81,14 +82,27 @@ def read_card(path: Path | str) -> dict:
     }
 
 
-def read_scored(path: Path | str, state: str | None) -> tuple[list[str], np.ndarray, np.ndarray, int, dict[str, int]]:
-    """(patient ids, labels int [N], logits float64 [N], unlabelled count, seen counts) from
-    ``predict``'s CSV: rows without a label are left out (counted), and so are rows
-    :data:`names.SEEN_COLUMN` marks as the run's training or validation patients (counted by
-    subset: their probabilities are optimistic, helper-104); each probability in [0, 1], its logit
+@dataclasses.dataclass(frozen=True)
+class Scored:
+    """A site's scored patients, as :func:`read_scored` reads predict's CSV."""
+
+    ids: list[str]
+    labels: np.ndarray  # int [N]
+    logits: np.ndarray  # float64 [N], recovered from the CSV's 6-decimal probabilities
+    unlabelled: int  # rows without a label, left out
+    seen: dict[str, int]  # rows of the run's own patients, left out, by subset ("train", "val")
+    state: str | None  # the model state the rows name (model_state_sha256), None where none does
+
+
+def read_scored(path: Path | str, state: str | None) -> Scored:
+    """A site's labelled patients from ``predict``'s CSV: rows without a label are left out
+    (counted), and so are rows :data:`names.SEEN_COLUMN` marks as the run's training or
+    validation patients (counted by subset: their probabilities are optimistic, helper-104;
+    any other value than ``train``/``val`` refused); each probability in [0, 1], its logit
     recovered from its 6 decimals (a probability printed as 0 or 1 read as half a unit inside);
-    its ``model_state_sha256`` must be ``state`` where both are known (predictions of another
-    model are refused)."""
+    its ``model_state_sha256`` one state throughout, and ``state`` where both are known
+    (predictions of another model are refused). Read as a manifest is (:func:`data_rows`): a
+    quoted cell that swallowed rows is refused on its line."""
     path = Path(path)
     try:  # read as a manifest is (a site's labels are often added in a spreadsheet, then saved again)
         text = table_text(path)
@@ -110,11 +124,18 @@ def read_scored(path: Path | str, state: str | None) -> tuple[list[str], np.ndar
             "patients chose the cut-off and the temperature), not a site's; give predict's CSV of the site's "
             "manifest"
         )
-    ids, labels, probs, unlabelled, seen = [], [], [], 0, Counter()
-    for at, row in data_rows(reader, text):
-        if subset := (row.get(names.SEEN_COLUMN) or "").strip():
-            seen[subset] += 1
-            continue
+    ids, labels, probs, unlabelled, seen, states = [], [], [], 0, Counter(), {}
+    try:
+        rows = list(data_rows(reader, text, _is_scored_row))
+    except TableTextError as e:
+        raise ExternalValidationError(f"{path}: {e}") from None
+    for at, row in rows:
+        subset = (row.get(names.SEEN_COLUMN) or "").strip()
+        if subset not in ("", *SUBSET_NAMES):
+            raise ExternalValidationError(
+                f"{path}, row {at}: {names.SEEN_COLUMN} {subset!r} is not {' or '.join(SUBSET_NAMES)} (the run's "
+                "patient) or empty (a patient it has not seen), as predict writes it"
+            )
         given = parse_binary(row.get(names.LABEL) or "")  # as a manifest's label is read
         if given is None:
             unlabelled += 1
@@ -135,6 +156,17 @@ def read_scored(path: Path | str, state: str | None) -> tuple[list[str], np.ndar
                 f"{path}, row {at}: scored by the model state {stated[:12]}..., not the card's "
                 f"{state[:12]}...: predict the site's patients with the model this card describes"
             )
+        if stated:
+            states.setdefault(stated, at)
+        if len(states) > 1:
+            (a, first), (b, _) = states.items()
+            raise ExternalValidationError(
+                f"{path}, row {at}: scored by the model state {b[:12]}..., row {first} by {a[:12]}...: one model's "
+                "predictions, please"
+            )
+        if subset:
+            seen[subset] += 1
+            continue
         ids.append((row.get(names.PATIENT_ID) or "").strip())
         labels.append(int(given))
         probs.append(p)
@@ -160,7 +192,17 @@ def read_scored(path: Path | str, state: str | None) -> tuple[list[str], np.ndar
             file=sys.stderr,
         )
     p = np.clip(np.asarray(probs, np.float64), PROB_FLOOR, 1.0 - PROB_FLOOR)
-    return ids, np.asarray(labels, int), logit(p), unlabelled, dict(seen)
+    return Scored(ids, np.asarray(labels, int), logit(p), unlabelled, dict(seen), next(iter(states), None))
+
+
+def _is_scored_row(cells: dict) -> bool:
+    """Whether a line inside a quoted cell, read as a record, is one of predict's rows
+    (:func:`data_rows`' ``looks_like_row``): a patient ID and a probability."""
+    try:
+        p = float(cells.get(PREDICTION_COLUMNS[1]) or "nan")
+    except ValueError:
+        return False
+    return bool((cells.get(names.PATIENT_ID) or "").strip()) and 0.0 <= p <= 1.0
 
 
 def _seen_text(seen: dict[str, int]) -> str:
@@ -192,7 +234,8 @@ def external_validation(
         can_overwrite=False,
     )
     model = read_card(card)
-    ids, labels, logits, unlabelled, seen = read_scored(predictions, model["state"])
+    scored = read_scored(predictions, model["state"])
+    labels, logits = scored.labels, scored.logits
     if labels.min() == labels.max():
         raise ExternalValidationError(
             f"{predictions}: every labelled patient is {'positive' if labels[0] else 'negative'}: "
@@ -217,15 +260,17 @@ def external_validation(
         "predictions": str(predictions.resolve()),
         "card": str(card.resolve()),
         "model": model["name"],
-        names.STATE_DIGEST: model["state"],
+        # the card's, else the one the CSV's rows name (helper-108: a card without one had let
+        # predict --site-update apply this site's update to any model)
+        names.STATE_DIGEST: model["state"] or scored.state,
         "site": {
             "n": int(len(labels)),
             "n_positive": int(labels.sum()),
             "prevalence": float(labels.mean()),
             "mean_predicted": float(probs.mean()),
-            "unlabelled_left_out": unlabelled,
+            "unlabelled_left_out": scored.unlabelled,
             # the run's own training and validation patients (predict's seen_by_run column), by subset
-            "seen_left_out": seen,
+            "seen_left_out": scored.seen,
         },
         "training_prevalence": model["training_prevalence"],
         "summary": summary,

@@ -35,7 +35,7 @@ import re
 import sys
 import unicodedata
 import urllib.parse
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -51,15 +51,16 @@ from lnm_jax.data.cohorts.similar import (
     thumbnail,
 )
 from lnm_jax.data.pixels import sources
-from lnm_jax.data.pixels.clips import ClipError, check_frame_folder, frame_files, is_clip, iter_frames
+from lnm_jax.data.pixels.clips import FRAME_SUFFIXES, ClipError, check_frame_folder, frame_files, is_clip, iter_frames
 from lnm_jax.data.pixels.decode import (
     MAX_IMAGE_PIXELS,
+    VIDEO_SUFFIXES,
     DamagedImageError,
     ImageTooLargeError,
     damage,
     verify_image,
 )
-from lnm_jax.data.pixels.dicom import DicomError, is_dicom
+from lnm_jax.data.pixels.dicom import DICOM_SUFFIXES, DicomError, is_dicom
 from lnm_jax.data.pixels.masks import EMPTY as MASK_EMPTY  # noqa: F401  (problem codes, re-exported)
 from lnm_jax.data.pixels.masks import NO_BACKGROUND as MASK_NO_BACKGROUND  # noqa: F401
 from lnm_jax.data.pixels.masks import NOT_BINARY as MASK_NOT_BINARY  # noqa: F401
@@ -584,7 +585,9 @@ def _meant_path(path: Path) -> str:
         if found is None:
             return "; its '\\' are part of a name here: write the path with '/'"
         return f"; {_does(*found)}: write the path with '/' (Windows separators, '\\', are part of a name here)"
-    if uri := re.search(r"(?:^|/)file:(/.*)", posix.as_posix()):  # file:///a/b, which a path here holds as file:/a/b
+    if uri := re.search(
+        r"(?:^|/)file:(?:/localhost(?=/))?(/.*)", posix.as_posix()
+    ):  # file:///a/b, which a path here holds as file:/a/b
         return f"; a 'file:' URI, not a path: write the path itself ({urllib.parse.unquote(uri[1])})"
     return f"; {found[0]} does: {found[1]}" if found else ""
 
@@ -927,7 +930,11 @@ def read_manifest(
         if h not in REQUIRED_COLUMNS and h not in option_columns and h not in MASK_COLUMNS and h not in unread
     )
     records, id_problems, extra_problems, no_cell = [], {}, {}, {}
-    for row, read in data_rows(reader, text):
+    try:
+        read_rows = list(data_rows(reader, text, functools.partial(_is_manifest_row, base=path.parent)))
+    except TableTextError as e:
+        raise ManifestError(path, [Problem(UNREADABLE_MANIFEST, str(e))]) from e
+    for row, read in read_rows:
         rec = {k: (v or "").strip() for k, v in read.items() if k is not None and k not in unread}
         records.append((row, rec))
         if beyond := [c for c in read.get(None) or () if c.strip()]:  # csv.DictReader's cells past the header
@@ -1164,42 +1171,32 @@ _DOS_END = "\x1a"
 
 
 def check_quotes(text: str) -> None:
-    """Raises :class:`TableTextError` where a quote (``"``) that opens a cell of ``text`` is left
-    open: csv reads a quoted cell on to the next quote, over line breaks, so the rows up to it
-    become one cell's text (helper-106: a stray ``"F`` in a metadata column made four patients
-    part of one patient's ``sex``, and ``validate`` passed 36 of 40), or to the end of the file,
-    or past csv's cell limit (a traceback). A quoted cell may hold line breaks (a comment written
-    over lines); it is refused where a line in it reads as a row (as many commas as the header
-    has columns, less one) or where its quote never closes. Named by the line and column where
-    the cell begins."""
-    reader = csv.reader(io.StringIO(text, newline=""))
-    header: list[str] = []
-    end = 0  # the last line of the record read
+    """Raises :class:`TableTextError` where ``text``'s quoting is not whole, which csv reads on
+    in silence: a quoted cell whose quote never closes (csv reads it to the end of the file), one
+    that runs past csv's cell limit (a traceback), or text after a cell's closing quote (csv joins
+    it to the cell: in a file whose every cell is quoted, a quote left open closes at the next
+    row's first quote, and that row's cells became the open row's, helper-108). Named by the line
+    the row begins on. A quoted cell over lines is read (a comment written over lines); whether
+    its lines are rows it swallowed is for a reader that knows its rows (:func:`data_rows`)."""
+    reader = csv.reader(io.StringIO(text, newline=""), strict=True)
+    end = 0  # the last line of the last record read
     try:
-        for cells in reader:
-            first, end = end + 1, reader.line_num
-            if not header and any(c.strip() for c in cells) and not re.fullmatch(r"sep=.", ",".join(cells)):
-                header = cells
-            line = first  # the line cell i begins on
-            for i, cell in enumerate(cells):
-                lines = _LINE_END.split(cell)
-                if rows := [r for r in lines[1:] if r.count(",") >= max(len(header) - 1, 2)]:
-                    raise TableTextError(
-                        f"line {line}, {_column_at(header, i)}: a quoted cell begins here and runs over "
-                        f"{len(lines) - 1} more line(s), {len(rows)} of which read as rows ({rows[0][:60]!r}): "
-                        f"{_OPEN_QUOTE}"
-                    )
-                line += len(lines) - 1
-    except csv.Error as e:  # (csv's cell limit, 131,072 characters)
-        raise TableTextError(f"line {end + 1}: the row beginning here cannot be read ({e}): {_OPEN_QUOTE}") from None
-    tail = "".join(io.StringIO(text, newline="").readlines()[first - 1 :]) if end else ""
-    try:
-        list(csv.reader(io.StringIO(tail, newline=""), strict=True))
+        for _ in reader:
+            end = reader.line_num
     except csv.Error as e:
-        if "end of data" in str(e):  # the last row's quote never closes (csv reads it to the end in silence)
+        first, said = end + 1, str(e)
+        if "end of data" in said:
             raise TableTextError(
                 f"line {first}: a quoted cell begins in this row and never closes: {_OPEN_QUOTE}"
             ) from None
+        if "field limit" in said:
+            raise TableTextError(f"line {first}: the row beginning here cannot be read ({e}): {_OPEN_QUOTE}") from None
+        where = f"line {reader.line_num}" + (
+            f" (in the row that begins on line {first})" if reader.line_num > first else ""
+        )
+        raise TableTextError(
+            f"{where}: text follows a quoted cell's closing quote, which csv would join to the cell: {_OPEN_QUOTE}"
+        ) from None
 
 
 _OPEN_QUOTE = (
@@ -1253,6 +1250,21 @@ def table_reader(text: str) -> csv.DictReader:
     return reader
 
 
+# what a manifest's image cell names: a picture, a DICOM file, a video (or a folder of frames, told by its existence)
+_INPUT_SUFFIXES = (*FRAME_SUFFIXES, *DICOM_SUFFIXES, *VIDEO_SUFFIXES)
+
+
+def _is_manifest_row(cells: dict, base: Path) -> bool:
+    """Whether a line inside a quoted cell, read as a record (column -> cell), is a manifest's
+    row (:func:`data_rows`' ``looks_like_row``): a patient ID and an image cell that names an
+    image file by its suffix, or a file or folder that exists (a comment's words do neither)."""
+    pid = (cells.get(PATIENT_ID) or "").strip()
+    images = [(cells.get(c) or "").strip() for c in IMAGE_COLUMNS]
+    return bool(PATIENT_ID_PATTERN.fullmatch(pid)) and any(
+        i and (i.lower().endswith(_INPUT_SUFFIXES) or (base / i).exists()) for i in images
+    )
+
+
 # the rows below a header searched for the real header (a spreadsheet's title row above it)
 _HEADER_SEARCH_ROWS = 10
 
@@ -1283,22 +1295,48 @@ def repeated_columns(header: list[str]) -> dict[str, list[int]]:
     return {h: [i + 1 for i, x in enumerate(header) if x == h] for h in header if header.count(h) > 1}
 
 
-def data_rows(reader: csv.DictReader, text: str) -> Iterator[tuple[int, dict]]:
+def data_rows(
+    reader: csv.DictReader, text: str, looks_like_row: Callable[[dict], bool] | None = None
+) -> Iterator[tuple[int, dict]]:
     """The records of ``reader`` (:func:`table_reader` of ``text``) as :func:`read_manifest`
     reads them, each with its row (:attr:`Patient.row`): the number of the row's first line less
     one, the row an editor shows under a header on line 1 (csv passes over empty lines before
     it; a quoted cell may hold line breaks). A spreadsheet's blank row (``,,,,``: every
     cell empty or spaces) is passed over, as csv passes over an empty line. Every reader that
-    pairs a manifest's rows with its patients reads them here: by ``row``, never by position."""
+    pairs a manifest's rows with its patients reads them here: by ``row``, never by position.
+
+    ``looks_like_row``: whether a line read as a record of the header (name -> cell) is one of
+    the table's rows: a quoted cell with such a line in it holds rows a quote left open
+    swallowed (helper-106: four patients read as one patient's ``sex``, validate passing 36 of
+    40), and :class:`TableTextError` names its line and column; a quoted cell whose lines are
+    not rows is a cell (a comment written over lines, helper-108)."""
     lines = io.StringIO(text, newline="").readlines()  # the lines csv reads
     if reader.fieldnames is None:  # (reads the header) an empty file: no rows
         return
+    header = list(reader.fieldnames)
     end = reader.line_num  # the header's last line
     for read in reader:
         first = next((i for i in range(end + 1, reader.line_num) if lines[i - 1].strip("\r\n")), reader.line_num)
+        if looks_like_row is not None and reader.line_num > end + 1:  # a cell over lines
+            _swallowed_rows(read, header, first, looks_like_row)
         end = reader.line_num
         if any((c or "").strip() for k, v in read.items() for c in (v if k is None else [v])):
             yield first - 1, read
+
+
+def _swallowed_rows(read: dict, header: list[str], first: int, looks_like_row: Callable[[dict], bool]) -> None:
+    """:func:`data_rows`' check of one record, which begins on line ``first``."""
+    line = first  # the line each cell begins on
+    cells = [read.get(h) or "" for h in header] + list(read.get(None) or ())
+    for i, cell in enumerate(cells):
+        parts = _LINE_END.split(cell)
+        rows = [r for r in parts[1:] if looks_like_row(dict(zip(header, next(csv.reader([r]), []))))]
+        if rows:
+            raise TableTextError(
+                f"line {line}, {_column_at(header, i)}: a quoted cell begins here and runs over {len(parts) - 1} more "
+                f"line(s), {len(rows)} of which read as this table's rows ({rows[0][:60]!r}): {_OPEN_QUOTE}"
+            )
+        line += len(parts) - 1
 
 
 def manifest_checks(data) -> dict:

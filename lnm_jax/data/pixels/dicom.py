@@ -78,19 +78,24 @@ SECONDARY_CAPTURE_PREFIX = "1.2.840.10008.5.1.4.1.1.7"  # .7, .7.1-.7.4: SC, mul
 
 
 def is_dicom(path: Path) -> bool:
-    """A ``.dcm``/``.dicom`` file, or any other file whose 128-byte preamble is followed by
-    ``DICM`` and that does not begin as a PNG or a JPEG: a DICOM file is told by its content
-    whatever its name (helper-107: one named by its UID, ``1.2.840...3``, a Siemens ``.IMA``, or
-    ``.jpg`` had been called "not a PNG or JPEG image"), as a PNG named .jpg is."""
+    """Whether ``path`` is a DICOM file, told by its content whatever its name (helper-107: one
+    named by its UID, ``1.2.840...3``, a Siemens ``.IMA``, or ``.jpg`` had been called "not a PNG
+    or JPEG image"), as a PNG named .jpg is read as a PNG: a file that begins as a PNG or a JPEG is
+    not (also one named ``.dcm``), any other whose 128-byte preamble is followed by ``DICM`` is,
+    and a ``.dcm``/``.dicom`` file is (its reader says why where it holds no DICOM). Only regular
+    files are opened (a FIFO would block: helper-108)."""
     path = Path(path)
-    if path.suffix.lower() in DICOM_SUFFIXES:
-        return True
+    named = path.suffix.lower() in DICOM_SUFFIXES
+    if not path.is_file():
+        return named
     try:
         with path.open("rb") as f:
             head = f.read(PREAMBLE + 4)
-    except OSError:  # (a folder of frames, a file that is not there: not DICOM)
+    except OSError:
+        return named
+    if head.startswith((PNG_SIGNATURE, JPEG_SIGNATURE)):
         return False
-    return head[PREAMBLE:] == b"DICM" and not head.startswith((PNG_SIGNATURE, JPEG_SIGNATURE))
+    return named or head[PREAMBLE:] == b"DICM"
 
 
 @dataclasses.dataclass(frozen=True)
