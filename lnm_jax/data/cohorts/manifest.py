@@ -845,80 +845,16 @@ def read_manifest(
     except TableTextError as e:
         raise ManifestError(path, [Problem(UNREADABLE_MANIFEST, str(e))]) from e
     reader = table_reader(text)
-    header = reader.fieldnames or []
     required = [c for c in (REQUIRED_COLUMNS if require_labels else REQUIRED_COLUMNS[:-1]) if c not in unread]
-    if not set(required) <= set(header) and (below := _header_below(text, reader.line_num, required)) is not None:
-        line, cells = below
-        raise ManifestError(
-            path,
-            [
-                Problem(
-                    MISSING_COLUMN,
-                    f"the header ({','.join(cells)[:80]!r}) is on line {line}, below line(s) that are no manifest's "
-                    f"(line {reader.line_num}: {','.join(header)[:60]!r}): delete the lines above the header",
-                )
-            ],
-        )
-    if twice := repeated_columns(header):  # csv.DictReader would keep the last copy's cells in silence
-        raise ManifestError(
-            path,
-            [
-                Problem(
-                    DUPLICATE_COLUMN,
-                    f"column is {'named' if h else 'unnamed'} {len(at)} times (columns {', '.join(map(str, at))})",
-                    column=h or "(no name)",
-                )
-                for h, at in twice.items()
-            ],
-        )
-    missing = [c for c in required if c not in header]
-    if missing and (why := delimiter_hint(header)):
-        raise ManifestError(
-            path,
-            [Problem(WRONG_DELIMITER, f"{why}; a manifest is comma-separated")],
-        )
-    option_columns = {c for cols in OPTION_COLUMNS.values() for c in cols.values()}
-    # a known column spelled in another case or with spaces/hyphens (BMODE_CROP, Bmode Mask, as a
-    # spreadsheet writes them) would be read as metadata: no crop, no mask, in silence
-    known = {_folded(c): c for c in (*REQUIRED_COLUMNS, *option_columns, *MASK_COLUMNS)}
-    unread_folded = {_folded(c) for c in unread}  # (columns of inputs not read: not checked either)
-    # in any spelling (CEUS, Ceus_Crop): not read, said so, never kept as metadata (helper-97)
-    unread = unread | {h for h in header if _folded(h) in unread_folded}
-    misnamed = [
-        (h, known[_folded(h)])
-        for h in header
-        if h not in known.values() and _folded(h) in known and _folded(h) not in unread_folded
-    ]
-    spaced = [
-        h
-        for h in header
-        if _folded(h) not in known
-        and (m := _INPUT_PREFIX.fullmatch(h.strip()))
-        and re.sub(r"\W|_", "", m[1]).casefold() in taken  # (an unread input's namespace is not checked)
-    ]
-    unknown, filled = [], collections.Counter()
-    if misnamed or spaced:  # the cells each column holds, read apart from the rows below
-        cells = cells_below_header(text, reader.line_num)
-        filled = collections.Counter(header[i] for r in cells for i, v in enumerate(r[: len(header)]) if v.strip())
-        unknown = [(h, why) for h in spaced if (why := _unknown_input_column(h, header, filled))]
-    # the rows are checked as the header means them: a column in another spelling as the column it
-    # spells (where the manifest lacks that one), a missing column's cells not said row by row
-    spelt = {h: c for h, c in misnamed if c not in header and [k for _, k in misnamed].count(c) == 1}
-    meant = {spelt.get(h, h) for h in header}  # a mask's or option's cells are checked only beside their image's
-    checked = {h for h, c in spelt.items() if all(n in meant for n in IMAGE_COLUMNS if c in _input_columns(n).values())}
-    problems: list[Problem] = [  # said with the rows' problems: a manifest is mended in one pass
-        *(Problem(MISNAMED_COLUMN, _misnamed(h, c, header, filled, h in checked), column=h) for h, c in misnamed),
-        *(Problem(MISNAMED_COLUMN, why, column=h) for h, why in unknown),
-        *(
-            Problem(MISSING_COLUMN, f"required column is missing (header: {header})", column=c)
-            for c in missing
-            if c not in {known_as for _, known_as in misnamed}
-        ),
-    ]
-    header = reader.fieldnames = [spelt.get(h, h) for h in header]
-    unheld = set(missing) - set(spelt.values())
-    # an input whose image column is missing: its other cells are not said to lack an image, row by row
-    imageless = {c for name in IMAGE_COLUMNS if name in unheld for f, c in _input_columns(name).items() if f}
+    head = _read_header(path, text, reader, required, unread, taken)
+    header, unread, unheld, imageless, option_columns = (
+        head.columns,
+        head.unread,
+        head.unheld,
+        head.imageless,
+        head.option_columns,
+    )
+    problems: list[Problem] = list(head.problems)  # said with the rows' problems: a manifest is mended in one pass
 
     base = path.parent
     patients: list[Patient] = []
@@ -956,34 +892,8 @@ def read_manifest(
                 "cell is written as nothing between two commas)",
                 row,
             )
-        pid = rec.get(PATIENT_ID, "")
-        if not pid:
-            id_problems[row] = Problem(EMPTY_PATIENT_ID, "patient_id is empty", row, PATIENT_ID)
-        elif not PATIENT_ID_PATTERN.fullmatch(pid):
-            id_problems[row] = Problem(
-                BAD_PATIENT_ID,
-                f"patient_id {pid!r} is not a safe file name: use letters, digits, '.', '_' and '-' "
-                "(not starting with '.'), at most 128 characters",
-                row,
-                PATIENT_ID,
-            )
-        elif pid in seen:
-            id_problems[row] = Problem(
-                DUPLICATE_PATIENT_ID, f"patient_id '{pid}' already used in row {seen[pid]}", row, PATIENT_ID
-            )
-        elif (other := folded.get(pid.casefold())) is not None:
-            # one patient typed twice, or two whose files (named by their IDs) are one file where
-            # case is not told apart (macOS, Windows); deidentify had made them two (helper-83)
-            id_problems[row] = Problem(
-                DUPLICATE_PATIENT_ID,
-                f"patient_id '{pid}' is row {seen[other]}'s '{other}' but for letter case: one patient twice, or "
-                "two whose files are one file where case is not told apart (macOS, Windows); give one ID each",
-                row,
-                PATIENT_ID,
-            )
-        else:
-            seen[pid] = row
-            folded[pid.casefold()] = pid
+        if (said := _id_problem(rec.get(PATIENT_ID, ""), row, seen, folded)) is not None:
+            id_problems[row] = said
 
     # rows' files checked on threads (lnm_jax.data.threads); problems listed in row order, as one
     # thread would list them
@@ -1068,6 +978,133 @@ def read_manifest(
         sha256=hashlib.sha256(raw).hexdigest(),
         warnings=tuple(warnings),
     )
+
+
+def _id_problem(pid: str, row: int, seen: dict[str, int], folded: dict[str, str]) -> Problem | None:
+    """The problem of row ``row``'s patient ID ``pid`` (empty, not a safe file name, already used,
+    or another row's but for letter case), or None, ``pid`` then added to ``seen`` (each ID's
+    row) and ``folded`` (each ID by its case-folded form)."""
+    if not pid:
+        return Problem(EMPTY_PATIENT_ID, "patient_id is empty", row, PATIENT_ID)
+    if not PATIENT_ID_PATTERN.fullmatch(pid):
+        return Problem(
+            BAD_PATIENT_ID,
+            f"patient_id {pid!r} is not a safe file name: use letters, digits, '.', '_' and '-' "
+            "(not starting with '.'), at most 128 characters",
+            row,
+            PATIENT_ID,
+        )
+    if pid in seen:
+        return Problem(DUPLICATE_PATIENT_ID, f"patient_id '{pid}' already used in row {seen[pid]}", row, PATIENT_ID)
+    if (other := folded.get(pid.casefold())) is not None:
+        # one patient typed twice, or two whose files (named by their IDs) are one file where
+        # case is not told apart (macOS, Windows); deidentify had made them two (helper-83)
+        return Problem(
+            DUPLICATE_PATIENT_ID,
+            f"patient_id '{pid}' is row {seen[other]}'s '{other}' but for letter case: one patient twice, or "
+            "two whose files are one file where case is not told apart (macOS, Windows); give one ID each",
+            row,
+            PATIENT_ID,
+        )
+    seen[pid] = row
+    folded[pid.casefold()] = pid
+    return None
+
+
+@dataclasses.dataclass(frozen=True)
+class _Header:
+    """A manifest's header as :func:`read_manifest` reads its rows (:func:`_read_header`)."""
+
+    columns: list[str]  # its names, a known column's other spelling as that column (where it is missing)
+    problems: tuple[Problem, ...]  # misnamed and missing columns, said with the rows' problems
+    unread: set[str]  # the columns of inputs not read, in any spelling
+    unheld: set[str]  # required columns it lacks (in any spelling)
+    imageless: set[str]  # the option and mask columns of an input whose image column is missing
+    option_columns: set[str]  # every input's framing option columns
+
+
+def _read_header(
+    path: Path, text: str, reader: csv.DictReader, required: list[str], unread: set[str], taken: tuple[str, ...]
+) -> _Header:
+    """The header of the manifest at ``path`` (``reader``: :func:`table_reader` of its ``text``,
+    whose ``fieldnames`` become :attr:`_Header.columns`): :class:`ManifestError` where no row can
+    be read as it stands (a title row above it, a column named twice, another delimiter); its
+    misnamed and missing columns otherwise, as problems said with the rows'. ``required``: the
+    columns needed; ``unread``, ``taken``: as in :func:`read_manifest`."""
+    header = reader.fieldnames or []
+    if not set(required) <= set(header) and (below := _header_below(text, reader.line_num, required)) is not None:
+        line, cells = below
+        raise ManifestError(
+            path,
+            [
+                Problem(
+                    MISSING_COLUMN,
+                    f"the header ({','.join(cells)[:80]!r}) is on line {line}, below line(s) that are no manifest's "
+                    f"(line {reader.line_num}: {','.join(header)[:60]!r}): delete the lines above the header",
+                )
+            ],
+        )
+    if twice := repeated_columns(header):  # csv.DictReader would keep the last copy's cells in silence
+        raise ManifestError(
+            path,
+            [
+                Problem(
+                    DUPLICATE_COLUMN,
+                    f"column is {'named' if h else 'unnamed'} {len(at)} times (columns {', '.join(map(str, at))})",
+                    column=h or "(no name)",
+                )
+                for h, at in twice.items()
+            ],
+        )
+    missing = [c for c in required if c not in header]
+    if missing and (why := delimiter_hint(header)):
+        raise ManifestError(
+            path,
+            [Problem(WRONG_DELIMITER, f"{why}; a manifest is comma-separated")],
+        )
+    option_columns = {c for cols in OPTION_COLUMNS.values() for c in cols.values()}
+    # a known column spelled in another case or with spaces/hyphens (BMODE_CROP, Bmode Mask, as a
+    # spreadsheet writes them) would be read as metadata: no crop, no mask, in silence
+    known = {_folded(c): c for c in (*REQUIRED_COLUMNS, *option_columns, *MASK_COLUMNS)}
+    unread_folded = {_folded(c) for c in unread}  # (columns of inputs not read: not checked either)
+    # in any spelling (CEUS, Ceus_Crop): not read, said so, never kept as metadata (helper-97)
+    unread = unread | {h for h in header if _folded(h) in unread_folded}
+    misnamed = [
+        (h, known[_folded(h)])
+        for h in header
+        if h not in known.values() and _folded(h) in known and _folded(h) not in unread_folded
+    ]
+    spaced = [
+        h
+        for h in header
+        if _folded(h) not in known
+        and (m := _INPUT_PREFIX.fullmatch(h.strip()))
+        and re.sub(r"\W|_", "", m[1]).casefold() in taken  # (an unread input's namespace is not checked)
+    ]
+    unknown, filled = [], collections.Counter()
+    if misnamed or spaced:  # the cells each column holds, read apart from the rows below
+        cells = cells_below_header(text, reader.line_num)
+        filled = collections.Counter(header[i] for r in cells for i, v in enumerate(r[: len(header)]) if v.strip())
+        unknown = [(h, why) for h in spaced if (why := _unknown_input_column(h, header, filled))]
+    # the rows are checked as the header means them: a column in another spelling as the column it
+    # spells (where the manifest lacks that one), a missing column's cells not said row by row
+    spelt = {h: c for h, c in misnamed if c not in header and [k for _, k in misnamed].count(c) == 1}
+    meant = {spelt.get(h, h) for h in header}  # a mask's or option's cells are checked only beside their image's
+    checked = {h for h, c in spelt.items() if all(n in meant for n in IMAGE_COLUMNS if c in _input_columns(n).values())}
+    problems = [
+        *(Problem(MISNAMED_COLUMN, _misnamed(h, c, header, filled, h in checked), column=h) for h, c in misnamed),
+        *(Problem(MISNAMED_COLUMN, why, column=h) for h, why in unknown),
+        *(
+            Problem(MISSING_COLUMN, f"required column is missing (header: {header})", column=c)
+            for c in missing
+            if c not in {known_as for _, known_as in misnamed}
+        ),
+    ]
+    header = reader.fieldnames = [spelt.get(h, h) for h in header]
+    unheld = set(missing) - set(spelt.values())
+    # an input whose image column is missing: its other cells are not said to lack an image, row by row
+    imageless = {c for name in IMAGE_COLUMNS if name in unheld for f, c in _input_columns(name).items() if f}
+    return _Header(header, tuple(problems), unread, unheld, imageless, option_columns)
 
 
 class TableTextError(ValueError):
