@@ -51,7 +51,7 @@ import unicodedata
 from collections.abc import Iterable
 from pathlib import Path
 
-from lnm_jax import names
+from lnm_jax import names, text_encoding
 from lnm_jax.fileio import SEED_RANGE, STOP_ASKED, DamagedFileError, is_seed
 from lnm_jax.output_guard import guard_output
 
@@ -1206,7 +1206,7 @@ def _labelled_rows(predictions: Path) -> int:
     """How many rows of predict's CSV carry a label (the manifest's lnm column)."""
     import csv  # noqa: PLC0415
 
-    with Path(predictions).open(newline="") as f:
+    with Path(predictions).open(newline="", encoding="utf-8") as f:
         return sum(1 for row in csv.DictReader(f) if (row.get(names.LABEL) or "").strip())
 
 
@@ -1707,6 +1707,7 @@ def main(argv: list[str] | None = None) -> int:
     from lnm_jax.config import ConfigError
 
     argv = sys.argv[1:] if argv is None else list(argv)
+    text_encoding.tolerant_console()
     debug = "--debug" in argv
     argv = [x for x in argv if x != "--debug"]
     name = argv[0] if argv else ""
@@ -1726,6 +1727,8 @@ def main(argv: list[str] | None = None) -> int:
             _closed_pipe()
         # no command is a usage error, as argparse makes a missing argument: the help, then exit 2
         return 0 if name else _fail("", "no command given (one of the above)", 2)
+    if why := text_encoding.unnameable_arguments(argv[1:]):
+        return _fail(name, why, 2)
     try:
         check_option_forms(argv[1:])
         with _sigterm_as_interrupt():
@@ -1747,6 +1750,8 @@ def main(argv: list[str] | None = None) -> int:
             raise
         if isinstance(e, OSError) and e.errno == errno.EPIPE:  # a closed pipe seen through another error
             return _closed_pipe()
+        if isinstance(e, UnicodeError):  # a name or text the locale's encoding cannot hold (helper-109)
+            return _fail(name, text_encoding.encoding_error_line(e), 1)
         if isinstance(e, _user_errors()):
             return _fail(name, _message(e), 1)
         if field := _missing_config_field(e):

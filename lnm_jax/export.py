@@ -178,7 +178,7 @@ def _checked_runtime() -> None:
         if _sha256(sums) != given.strip().lower().removeprefix("sha256:"):
             _fail(f"{{HERE}}: its fingerprint is not the one asked for (another export, or its files changed)")
     listed = {{}}
-    for line in sums.read_text().splitlines():
+    for line in sums.read_text(encoding="utf-8").splitlines():
         digest, _, name = line.partition("  ")
         listed[name.strip()] = digest.strip()
     folders = {{Path(n).parent.as_posix() for n in listed}}
@@ -252,15 +252,16 @@ def write_runtime(folder: Path, md: dict, formats) -> None:
     for rel in portable_modules():
         dest = pkg / rel
         dest.parent.mkdir(parents=True, exist_ok=True)
-        dest.write_text(_vendored((src / rel).read_text()))
+        dest.write_text(_vendored((src / rel).read_text(encoding="utf-8")), encoding="utf-8")
     for d in (p for p in pkg.rglob("*") if p.is_dir()):  # sub-packages: empty (no lnm_jax aliases)
-        (d / "__init__.py").write_text("")
-    (pkg / "__init__.py").write_text(_runtime_init(md))
-    (folder / PREDICT_SCRIPT).write_text(PREDICT_PY)
+        (d / "__init__.py").write_text("", encoding="utf-8")
+    (pkg / "__init__.py").write_text(_runtime_init(md), encoding="utf-8")
+    (folder / PREDICT_SCRIPT).write_text(PREDICT_PY, encoding="utf-8")
     (folder / REQUIREMENTS).write_text(
         f"# pip install -r {REQUIREMENTS}: what predict.py and lnm_runtime need (not lnm_jax, not flax)\n"
         + "\n".join(requirements(md, formats))
-        + "\n"
+        + "\n",
+        encoding="utf-8",
     )
 
 

@@ -72,7 +72,7 @@ def write_checksums(folder: Path | str) -> None:
         p for p in sorted(folder.rglob("*")) if p.is_file() and p.name != CHECKSUMS and "__pycache__" not in p.parts
     ]
     lines = [f"{sha256_file(p)}  {p.relative_to(folder).as_posix()}" for p in files]
-    (folder / CHECKSUMS).write_text("\n".join(lines) + "\n")
+    (folder / CHECKSUMS).write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 
 def _described_files(folder: Path) -> list[str]:
@@ -83,7 +83,7 @@ def _described_files(folder: Path) -> list[str]:
     sums = folder / CHECKSUMS
     if not sums.is_file():
         return []
-    listed = [line.partition("  ")[2].strip() for line in sums.read_text().splitlines()]
+    listed = [line.partition("  ")[2].strip() for line in sums.read_text(encoding="utf-8").splitlines()]
     return [name for name in listed if name not in (PROGRAM, WEIGHTS, ONNX)]
 
 
@@ -132,7 +132,7 @@ def verify(folder: Path | str, files=None, fingerprint: str | None = None) -> No
             f"were changed ({CHECKSUMS} with them); get the export of that fingerprint from its publisher"
         )
     listed = {}
-    for line in sums.read_text().splitlines():
+    for line in sums.read_text(encoding="utf-8").splitlines():
         digest, _, name = line.partition("  ")
         listed[name.strip()] = digest.strip()
     for name in listed if files is None else files:
@@ -150,7 +150,7 @@ def verify(folder: Path | str, files=None, fingerprint: str | None = None) -> No
 
 def _metadata(folder: Path) -> dict:
     try:
-        return json.loads((folder / METADATA).read_text())
+        return json.loads((folder / METADATA).read_text(encoding="utf-8"))
     except (ValueError, UnicodeDecodeError) as e:
         raise ExportIntegrityError(f"{folder / METADATA} is not valid JSON ({e})") from None
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import errno
+import glob
 import hashlib
 import json
 import logging
@@ -54,12 +55,27 @@ def temporary_name(path: Path | str) -> str | None:
     return m["name"] if m else None
 
 
+# the bytes of an output's name its temporary sibling's name keeps: a longer one is cut and a
+# digest of it added, so that the sibling's name stays within a file system's 255 bytes
+# (helper-109: a legal 240-byte --out had failed, "File name too long", naming the temporary)
+_NAME_ROOM = 200
+
+
+def _stem(name: str) -> str:
+    """``name`` as a temporary sibling's name holds it (:data:`_NAME_ROOM`)."""
+    raw = name.encode("utf-8", "surrogateescape")
+    if len(raw) <= _NAME_ROOM:
+        return name
+    return raw[: _NAME_ROOM - 9].decode("utf-8", "ignore") + "~" + hashlib.sha256(raw).hexdigest()[:8]
+
+
 def _remove_orphans(out_dir: Path) -> None:
     """Temporary siblings of ``out_dir`` left by a writer that was killed (``kill -9`` skips
     every cleanup): their names carry the writer's PID, and those of dead processes go."""
-    for tmp in out_dir.parent.glob(f".{out_dir.name}.pid*.*"):
+    stem = _stem(out_dir.name)
+    for tmp in out_dir.parent.glob(f".{glob.escape(stem)}.pid*.*"):
         m = _TEMPORARY.fullmatch(tmp.name)
-        if m and m["name"] == out_dir.name and int(m["pid"]) != os.getpid() and not _alive(int(m["pid"])):
+        if m and m["name"] == stem and int(m["pid"]) != os.getpid() and not _alive(int(m["pid"])):
             shutil.rmtree(tmp, ignore_errors=True)
 
 
@@ -82,11 +98,11 @@ def atomic_directory(out_dir: Path | str, *, replace: bool = False) -> Iterator[
         raise FileExistsError(f"{out_dir} exists and is not empty; choose another output folder")
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     _remove_orphans(out_dir)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.pid{os.getpid()}.", dir=out_dir.parent))
+    tmp = Path(tempfile.mkdtemp(prefix=f".{_stem(out_dir.name)}.pid{os.getpid()}.", dir=out_dir.parent))
     umask = os.umask(0)
     os.umask(umask)
     tmp.chmod(0o777 & ~umask)  # mkdtemp's 0700 is for the temporary name only: the result as mkdir makes it
-    earlier = out_dir.with_name(f".{out_dir.name}.pid{os.getpid()}.earlier")  # what was there, while swapping
+    earlier = out_dir.with_name(f".{_stem(out_dir.name)}.pid{os.getpid()}.earlier")  # what was there, while swapping
     try:
         yield tmp
         try:
@@ -122,7 +138,7 @@ def atomic_file(path: Path | str, *, exclusive: bool = False) -> Iterator[Path]:
     block ends (another process wrote it meanwhile): :class:`FileExistsError` naming it, the
     other writer's file kept (committed by a hard link, which fails where the name is taken)."""
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.pid{os.getpid()}.tmp{path.suffix}")
+    tmp = path.with_name(f".{_stem(path.name)}.pid{os.getpid()}.tmp{path.suffix[:16]}")
     try:
         yield tmp
         if exclusive:
@@ -188,7 +204,7 @@ def write_csv(
     ``exclusive``: never replace a file another process wrote meanwhile (:func:`atomic_file`)."""
     with atomic_file(path, exclusive=exclusive) as tmp:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666 if mode is None else mode)
-        with open(fd, "w", newline="") as f:
+        with open(fd, "w", newline="", encoding="utf-8") as f:
             writer = csv.DictWriter(f, fieldnames=list(columns))
             writer.writeheader()
             for r in rows:
@@ -210,7 +226,7 @@ def write_text(path: Path | str, text: str) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_file(path) as tmp:
-        tmp.write_text(text)
+        tmp.write_text(text, encoding="utf-8")
 
 
 def _strict(x):

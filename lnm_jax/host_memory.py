@@ -47,7 +47,7 @@ def _glibc_version() -> tuple[int, int] | None:
 def _kernel_thp() -> str | None:
     """The kernel's transparent-huge-page mode ('always', 'madvise', 'never'), or None."""
     try:
-        text = THP_SETTING.read_text()
+        text = THP_SETTING.read_text(encoding="utf-8")
     except OSError:
         return None
     return text[text.index("[") + 1 : text.index("]")] if "[" in text else None
@@ -109,7 +109,7 @@ def available_bytes() -> int | None:
     (``MemAvailable`` of ``/proc/meminfo``, Linux >= 3.14), in bytes; None where it is not
     known (another system, an older kernel)."""
     try:
-        for line in MEMINFO.read_text().splitlines():
+        for line in MEMINFO.read_text(encoding="utf-8").splitlines():
             if line.startswith("MemAvailable:"):
                 return int(line.split()[1]) * 1024  # kB
     except (OSError, ValueError, IndexError):

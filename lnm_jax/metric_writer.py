@@ -82,7 +82,7 @@ class MetricWriter:
         resumed from an earlier checkpoint the epochs it trains again twice."""
         if not self.primary:
             return
-        self.history.write_text(history_text(records))
+        self.history.write_text(history_text(records), encoding="utf-8")
         if self._tb is not None:
             for old in self._earlier:
                 old.unlink(missing_ok=True)
@@ -93,7 +93,7 @@ class MetricWriter:
     def write(self, record: Mapping) -> None:
         if not self.primary:
             return
-        with self.history.open("a") as f:
+        with self.history.open("a", encoding="utf-8") as f:
             f.write(history_text([record]))
         if self._tb is not None:
             self._scalars(record)

@@ -57,7 +57,11 @@ def guard_output(
     at ``out`` (the other is refused); ``can_overwrite``: whether the command has ``--overwrite``
     (else the message does not offer it). Inside a run folder but outside its state, ``out``
     must lie in an output folder (``eval_*``, ``gradcam_*``) of ``run``, the run folder the
-    command reads (:func:`lnm_jax.run_files.misplaced_output`)."""
+    command reads (:func:`lnm_jax.run_files.misplaced_output`). ``-`` (standard output, by the
+    convention of many tools) is refused: no command here writes a stream (helper-109: predict had
+    written a file named "-")."""
+    if str(out) == "-":
+        raise OutputPathError(f"{flag} -: this command writes a {kind}, not standard output; give its path")
     out = Path(out).resolve()
     if (state := state_holding(out)) is not None:
         run, entry = state
@@ -106,7 +110,7 @@ def csv_header_starts(path: Path, columns: Sequence[str]) -> bool:
     """True when ``path`` is a CSV whose header starts with ``columns`` (how a command
     recognises a file it wrote)."""
     try:
-        with Path(path).open(newline="") as f:
+        with Path(path).open(newline="", encoding="utf-8") as f:
             header = next(csv.reader(f), [])
     except (OSError, UnicodeDecodeError, csv.Error):
         return False

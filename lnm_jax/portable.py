@@ -32,7 +32,7 @@ def portable_modules() -> tuple[str, ...]:
         if rel in seen:
             continue
         seen.add(rel)
-        for node in ast.walk(ast.parse((root / rel).read_text(), rel)):
+        for node in ast.walk(ast.parse((root / rel).read_text(encoding="utf-8"), rel)):
             if isinstance(node, ast.Import):
                 mods = [a.name for a in node.names]
             elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
@@ -61,7 +61,7 @@ def third_party_imports() -> set[str]:
 
     root, out = Path(__file__).resolve().parent, set()
     for rel in portable_modules():
-        for node in ast.walk(ast.parse((root / rel).read_text(), rel)):
+        for node in ast.walk(ast.parse((root / rel).read_text(encoding="utf-8"), rel)):
             if isinstance(node, ast.Import):
                 tops = [a.name.split(".")[0] for a in node.names]
             elif isinstance(node, ast.ImportFrom) and node.module and not node.level:

@@ -111,7 +111,7 @@ def cpu_features() -> list[str]:
     """Which of :data:`ISA_FEATURES` this CPU has (``/proc/cpuinfo``'s flags; empty elsewhere):
     one model name can come with or without AVX-512, enabled or not (helper-100)."""
     try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
+        for line in Path("/proc/cpuinfo").read_text(encoding="utf-8").splitlines():
             if line.split(":", 1)[0].strip() in ("flags", "Features"):
                 have = set(line.split(":", 1)[1].split())
                 return [f for f in ISA_FEATURES if f in have]
@@ -156,7 +156,7 @@ def source_digest() -> str:
 def cpu_model() -> str:
     """The CPU's model name (what decides fp32 kernel choices on XLA:CPU)."""
     try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
+        for line in Path("/proc/cpuinfo").read_text(encoding="utf-8").splitlines():
             if line.startswith("model name"):
                 return line.split(":", 1)[1].strip()
     except OSError:

@@ -455,7 +455,7 @@ def images_digest(rows: list[dict] | None) -> str | None:
 def recorded_images(files: RunFiles) -> list[dict] | None:
     """``image_geometry.csv``'s rows, or None where the run has none."""
     try:
-        with files.image_geometry.open(newline="") as f:
+        with files.image_geometry.open(newline="", encoding="utf-8") as f:
             return list(csv.DictReader(f))
     except OSError:
         return None

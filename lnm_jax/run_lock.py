@@ -31,7 +31,7 @@ class RunLockedError(RuntimeError):
 
 def _owner(files: RunFiles) -> str:
     try:
-        o = json.loads(files.lock_owner.read_text())
+        o = json.loads(files.lock_owner.read_text(encoding="utf-8"))
         since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(o["since"]))
         return f"PID {o['pid']} on {o['host']} ({o['command']}, since {since})"
     except (OSError, ValueError, KeyError, TypeError):
@@ -79,7 +79,7 @@ def hold(workdir: Path | str, command: str, *, create: bool = False) -> Iterator
         if outer:
             owner = {"pid": os.getpid(), "host": socket.gethostname(), "command": command, "since": time.time()}
             with contextlib.suppress(OSError):  # a note for the next writer's message (a full disk: none)
-                files.lock_owner.write_text(json.dumps(owner))
+                files.lock_owner.write_text(json.dumps(owner), encoding="utf-8")
         yield
     finally:
         if outer:

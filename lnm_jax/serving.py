@@ -31,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
-from lnm_jax import names
+from lnm_jax import names, text_encoding
 from lnm_jax.data.cohorts.inputs import lacking, refuse_missing
 from lnm_jax.data.cohorts.manifest import read_manifest
 from lnm_jax.data.pixels import clips
@@ -551,7 +551,11 @@ def main(argv=None, folder: Path | str | None = None) -> int:
     p.add_argument("--overwrite", action="store_true", help="replace an earlier predictions CSV at --out")
     p.add_argument("--fingerprint", help=names.FINGERPRINT_HELP)
     p.add_argument("--site-update", type=Path, help=SITE_UPDATE_HELP)
+    text_encoding.tolerant_console()
     a = p.parse_args(argv)
+    if why := text_encoding.unnameable_arguments(sys.argv[1:] if argv is None else argv):
+        print(f"predict.py: error: {why}", file=sys.stderr)
+        return 2
     try:
         model = load(folder if folder is not None else a.model, a.format, a.fingerprint)
         out = predict_manifest(
@@ -564,9 +568,10 @@ def main(argv=None, folder: Path | str | None = None) -> int:
             site_update=a.site_update,
         )
     except (ValueError, OSError, ImportError) as e:  # a manifest's problems: one line each
-        print(f"predict.py: error: {str(e).strip() or type(e).__name__}", file=sys.stderr)
+        said = text_encoding.encoding_error_line(e) if isinstance(e, UnicodeError) else str(e).strip()
+        print(f"predict.py: error: {said or type(e).__name__}", file=sys.stderr)
         return 1  # as lnm-jax for bad input; 2 is a usage error (argparse)
-    n = sum(1 for _ in out.open()) - 1
+    n = sum(1 for _ in out.open(encoding="utf-8")) - 1
     print(f"wrote {n} predictions to {out}")
     return 0
 

@@ -189,7 +189,7 @@ def is_gradcam_folder(folder: Path) -> bool:
     ``index.csv`` has the Grad-CAM index's columns and it holds nothing else than what
     :func:`explain` writes. A folder of the user's that happens to hold an ``index.csv`` is not."""
     try:
-        with open(folder / F.CAM_INDEX, newline="") as f:
+        with open(folder / F.CAM_INDEX, newline="", encoding="utf-8") as f:
             header = next(csv.reader(f), None)
         return header == CAM_INDEX_COLUMNS and all(p.name in CAM_OUTPUTS for p in folder.iterdir())
     except (OSError, UnicodeDecodeError, csv.Error):

@@ -378,7 +378,7 @@ class RunCheckpoints:
         if any(int(p.name) >= number for p in steps):
             return False
         try:
-            if json.loads((src / "meta" / "metadata").read_text()) != meta:
+            if json.loads((src / "meta" / "metadata").read_text(encoding="utf-8")) != meta:
                 return False
             shutil.rmtree(tmp, ignore_errors=True)
             shutil.copytree(src, tmp)

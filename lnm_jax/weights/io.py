@@ -148,7 +148,7 @@ def save_backbone(out_dir: Path | str, variables: dict, meta: dict) -> None:
     with atomic_directory(out_dir) as tmp:
         with ocp.StandardCheckpointer() as ckpt:
             off_main_thread(ckpt.save, tmp / "variables", variables)
-        (tmp / META).write_text(json_text(meta, indent=2))
+        (tmp / META).write_text(json_text(meta, indent=2), encoding="utf-8")
 
 
 def backbone_meta(path: Path | str) -> dict:

@@ -82,6 +82,7 @@ from lnm_jax.names import (
     US_LNM,
     mask,
 )
+from lnm_jax.text_encoding import LOCALE_FIX, file_name_encoding, unnameable_path_hint
 
 REQUIRED_COLUMNS = (PATIENT_ID, *INPUTS, LABEL)
 IMAGE_COLUMNS = IMAGE_INPUTS
@@ -551,7 +552,11 @@ def missing_path(path: Path) -> str | None:
     try:
         path.resolve(strict=True)
     except FileNotFoundError:
-        return "is a broken symbolic link" if path.is_symlink() else "does not exist" + _meant_path(path)
+        if path.is_symlink():
+            return "is a broken symbolic link"
+        return "does not exist" + (unnameable_path_hint(str(path)) or _meant_path(path))
+    except UnicodeEncodeError:  # (helper-109: a traceback naming no file)
+        return f"cannot be named in this locale's file-name encoding, {file_name_encoding()}: {LOCALE_FIX}"
     except RuntimeError:  # pathlib before Python 3.13 reports a loop this way
         return "is a symbolic link loop"
     except OSError as e:

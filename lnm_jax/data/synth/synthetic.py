@@ -430,7 +430,7 @@ def _write_cohort(root: Path, params: SynthParams, progress: bool, workers: int)
                 bar.update(len(part))
     masks = [c for c in MASK_COLUMNS if any(c in r for r in rows)]
     write_manifest(root / MANIFEST, rows, extra_columns=(*masks, "age", "sex", "nodule_size_mm"))
-    with (root / TRUTH).open("w") as f:
+    with (root / TRUTH).open("w", encoding="utf-8") as f:
         cols = list(truth[0])
         f.write(",".join(cols) + "\n")
         for t in truth:
@@ -444,7 +444,8 @@ def _write_cohort(root: Path, params: SynthParams, progress: bool, workers: int)
                 "model": __doc__.strip(),
             },
             indent=2,
-        )
+        ),
+        encoding="utf-8",
     )
 
 
