@@ -17,6 +17,7 @@ Standard library only: the export's runtime carries this module.
 from __future__ import annotations
 
 import codecs
+import os
 import sys
 from collections.abc import Iterable
 
@@ -43,7 +44,7 @@ def unnameable_arguments(args: Iterable[str]) -> str | None:
     shown = next((a for a in args if not a.isascii()), None)
     if shown is None:
         return None
-    shown = shown.encode("utf-8", "surrogateescape").decode("ascii", "backslashreplace")
+    shown = os.fsencode(shown).decode("ascii", "backslashreplace")  # its bytes as given
     return (
         f"'{shown}' holds characters beyond ASCII, and this locale names files in {file_name_encoding()}, not "
         f"UTF-8 as the checkpoint library does (a run's files would be split between two names): {LOCALE_FIX}"
