@@ -13,6 +13,7 @@ host, command, since when) for the message a second writer gets.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import socket
@@ -73,6 +74,16 @@ def hold(workdir: Path | str, command: str, *, create: bool = False) -> Iterator
         raise RunLockedError(
             f"{files.root} is in use by {_owner(files)}: one process writes a run folder at a time; "
             "wait for it or use another --workdir"
+        ) from None
+    except OSError as e:
+        if e.errno not in (errno.EROFS, errno.EACCES, errno.EPERM):
+            raise
+        # (helper-109: a read-only run folder's evaluate --out elsewhere said ".lock: Read-only file system")
+        raise OSError(
+            e.errno,
+            f"{e.strerror}: {command} writes in the run folder {files.root} (its lock, and its records); copy the "
+            "run to a folder this user can write (predict, export and gradcam --out read a run without writing it)",
+            str(files.lock),
         ) from None
     outer = lock.lock_counter == 1
     try:

@@ -171,6 +171,20 @@ def test_second_writer_refused_naming_the_holder(tmp_path):
     with hold(tmp_path / "empty", "evaluate"):
         pass
     assert list((tmp_path / "empty").iterdir()) == []
+    # a run folder this user cannot write: the command and the remedy named (helper-109: evaluate
+    # --out elsewhere had said only ".lock: Read-only file system")
+    import errno
+
+    from filelock import FileLock
+
+    def read_only(self, *a, **k):
+        raise OSError(errno.EROFS, "Read-only file system", self.lock_file)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(FileLock, "acquire", read_only)
+        with pytest.raises(OSError, match=r"Read-only file system: evaluate writes in the run folder .*copy the run"):
+            with hold(tmp_path / "run", "evaluate"):
+                pass
 
 
 # ------------------------------------------------------------- checkpoints, exports, derived files
