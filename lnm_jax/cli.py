@@ -1599,7 +1599,7 @@ def _run_config(args: list[str]) -> Path | None:
 def _user_errors() -> tuple[type[BaseException], ...]:
     """Errors a user can fix (a bad manifest, a missing run, a changed config, a full disk,
     ...): their message is the whole report."""
-    from lnm_jax.run_lock import RunLockedError
+    from lnm_jax.run_lock import RunFolderGoneError, RunLockedError
     from lnm_jax.training.checkpoint import CheckpointReplacedError
     from lnm_jax.training.loop import TrainingDivergedError
     from lnm_jax.weights.convert import WeightMismatchError
@@ -1607,6 +1607,7 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     return (
         ValueError,  # bad manifests, splits, configs, missing inputs, unreadable weights, ...
         RunLockedError,  # another process writes the run folder
+        RunFolderGoneError,  # ... or it was removed or replaced under this one
         CheckpointReplacedError,  # ... and kept replacing the checkpoint a reader read
         OSError,  # missing files, existing runs, failed checkpoint saves
         ImportError,  # an optional package a file needs

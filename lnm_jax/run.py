@@ -82,6 +82,7 @@ from lnm_jax.preflight import (
     check_trainable,
 )
 from lnm_jax.run_files import GENERATOR, MANIFEST, RunFiles, refuse_nested_run
+from lnm_jax.run_lock import folder_gone
 from lnm_jax.training import sharding
 from lnm_jax.training import state as state_lib
 from lnm_jax.training.checkpoint import (
@@ -1169,6 +1170,8 @@ class Run:
             finally:
                 ckpts.close()
         made, self._made = self._made, []
+        if folder_gone(self.files.root):  # another process's folder may be there now (helper-110): nothing removed
+            return None
         return discard_made(self.files.root, made)
 
     @classmethod

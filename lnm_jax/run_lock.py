@@ -30,6 +30,54 @@ class RunLockedError(RuntimeError):
     """The run folder is held by another process."""
 
 
+class RunFolderGoneError(RuntimeError):
+    """The run folder a command holds was removed, moved or replaced while it ran."""
+
+
+# what this process holds: each run folder's path -> (the folder's and its lock file's identity
+# when the lock was taken, the command); checked by :func:`check_held`
+_HELD: dict[str, tuple[tuple[int, ...], str]] = {}
+
+
+def _identity(files: RunFiles) -> tuple[int, ...]:
+    """The run folder's and its lock file's (device, inode): what a removed, moved or replaced
+    folder, or a lock file deleted under its holder, changes. OSError where either is gone."""
+    root, lock = os.stat(files.root), os.stat(files.lock)
+    return root.st_dev, root.st_ino, lock.st_dev, lock.st_ino
+
+
+def _key(workdir: Path | str) -> str:
+    return os.path.abspath(workdir)
+
+
+def folder_gone(workdir: Path | str) -> str | None:
+    """Why the run folder this process holds (:func:`hold`) at ``workdir`` is no longer the one
+    it locked, or None (also where it holds none): removed, moved, or replaced by another (a
+    second writer then takes a lock of its own on a new lock file: helper-110, two trainings in
+    one folder, the first one's clean-up removing the second's files)."""
+    held = _HELD.get(_key(workdir))
+    if held is None:
+        return None
+    try:
+        same = _identity(RunFiles(workdir)) == held[0]
+    except OSError:
+        same = False
+    if same:
+        return None
+    return (
+        f"{workdir} was removed, moved or replaced while {held[1]} ran (it is not the folder, or its lock not the "
+        "lock, this process took): it stops here, and removes nothing; what it wrote after that may be there, "
+        "incomplete: remove it, or restore the run from a copy"
+    )
+
+
+def check_held(workdir: Path | str) -> None:
+    """:class:`RunFolderGoneError` where :func:`folder_gone` says why (a writer calls it before
+    it writes into its run: each epoch, each output folder)."""
+    if why := folder_gone(workdir):
+        raise RunFolderGoneError(why)
+
+
 def _owner(files: RunFiles) -> str:
     try:
         o = json.loads(files.lock_owner.read_text(encoding="utf-8"))
@@ -86,18 +134,27 @@ def hold(workdir: Path | str, command: str, *, create: bool = False) -> Iterator
             str(files.lock),
         ) from None
     outer = lock.lock_counter == 1
+    if outer:
+        _HELD[_key(files.root)] = (_identity(files), command)
+    finished = False
     try:
         if outer:
             owner = {"pid": os.getpid(), "host": socket.gethostname(), "command": command, "since": time.time()}
             with contextlib.suppress(OSError):  # a note for the next writer's message (a full disk: none)
                 files.lock_owner.write_text(json.dumps(owner), encoding="utf-8")
         yield
+        finished = True
     finally:
+        gone = folder_gone(files.root) if outer else None
         if outer:
-            files.lock_owner.unlink(missing_ok=True)
+            _HELD.pop(_key(files.root), None)
+            if not gone:
+                files.lock_owner.unlink(missing_ok=True)
         lock.release()
+        if gone and finished:  # (helper-110: evaluate and train had said success, their folder deleted under them)
+            raise RunFolderGoneError(gone)
         # a start that failed before writing anything leaves no folder behind it
-        if outer and made and {p.name for p in files.root.iterdir()} <= {files.lock.name}:
+        if outer and not gone and made and {p.name for p in files.root.iterdir()} <= {files.lock.name}:
             files.lock.unlink(missing_ok=True)
             with contextlib.suppress(OSError):
                 files.root.rmdir()

@@ -187,6 +187,40 @@ def test_second_writer_refused_naming_the_holder(tmp_path):
                 pass
 
 
+def test_a_run_folder_removed_or_replaced_under_its_writer_stops_it_and_nothing_is_said_done(tmp_path):
+    """helper-110: a run folder deleted under evaluate or train was made again in part and the
+    command said success; one deleted and started again by a second train had two trainings in
+    one folder (the second's lock on a new lock file), the first one's clean-up removing the
+    second's files. The writer checks that its folder and lock are the ones it took."""
+    from lnm_jax.run_lock import RunFolderGoneError, check_held, folder_gone, hold
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.json").write_text("{}", encoding="utf-8")
+    with hold(run, "train"):
+        check_held(run)  # the folder it took: nothing said
+    for change in ("replaced", "moved"):
+        with pytest.raises(RunFolderGoneError, match=r"was removed, moved or replaced while train ran"):
+            with hold(run, "train"):
+                if change == "replaced":  # removed, and another run made in its place
+                    shutil.rmtree(run)
+                    run.mkdir()
+                    (run / "config.json").write_text("{}", encoding="utf-8")
+                else:
+                    run.rename(tmp_path / "elsewhere")
+                assert "removes nothing" in folder_gone(run)
+                with pytest.raises(RunFolderGoneError):
+                    check_held(run)
+        if change == "moved":
+            (tmp_path / "elsewhere").rename(run)
+    assert folder_gone(run) is None  # nothing held any more
+    # an error inside is the error said (the folder's loss is not said over it)
+    with pytest.raises(KeyError):
+        with hold(run, "evaluate"):
+            shutil.rmtree(run)
+            raise KeyError("first")
+
+
 # ------------------------------------------------------------- checkpoints, exports, derived files
 
 

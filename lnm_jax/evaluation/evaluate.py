@@ -31,6 +31,7 @@ from lnm_jax.model_card import metadata, write_card
 from lnm_jax.output_guard import guard_output
 from lnm_jax.preflight import check_inputs_present, zero_fills
 from lnm_jax.run import Run, trained_checkpoint
+from lnm_jax.run_lock import check_held
 from lnm_jax.serving import (
     AT_BOUND_NOTE,
     calibrated_probabilities,
@@ -160,6 +161,7 @@ def evaluate(run: Run, *, checkpoint: str = "best", subsets=("val", "test"), out
     # evaluate (a full disk, Ctrl-C) had left metrics of the new state beside the card, plots
     # and lesion maps of the earlier one; now it leaves the earlier folder as it was, and a
     # finished one keeps nothing of it (availability tables included: run availability again)
+    check_held(run.files.root)  # (helper-110: a run folder removed meanwhile had been made again, in part)
     with atomic_directory(out, replace=True) as fresh:
         result["cam_scores"] = lesion_evidence(run, checkpoint, out=fresh, shown=out)
         card = metadata(run, checkpoint, evaluation=result, temperature=temperature)
@@ -173,6 +175,7 @@ def evaluate(run: Run, *, checkpoint: str = "best", subsets=("val", "test"), out
         if history := read_history(run.files.history):  # (the paper's Figure 6 for any run, not only reproduce's)
             plot_convergence(history, fresh / F.CONVERGENCE, title=f"{config.name}: training history")
         write_card(card, fresh)
+    check_held(run.files.root)
     write_json(
         run.files.calibration(checkpoint),
         sealed(  # an edited temperature is refused where it is read (Run.temperature)

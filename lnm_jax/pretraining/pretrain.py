@@ -58,6 +58,7 @@ from lnm_jax.pretraining import views
 from lnm_jax.pretraining.probe import FOLDS as PROBE_FOLDS
 from lnm_jax.pretraining.probe import probe
 from lnm_jax.run_files import refuse_nested_run
+from lnm_jax.run_lock import check_held, folder_gone
 from lnm_jax.training import sharding
 from lnm_jax.training.checkpoint import STEP_NAME, RunCheckpoints
 from lnm_jax.training.loop import TrainingDivergedError
@@ -395,8 +396,8 @@ def _discard_start(workdir: Path, made: list[Path]) -> str | None:
     training run's first start does (``Run.discard_start``): its config, the learning rate at
     fault, would otherwise hold the folder, a corrected start refused as another experiment.
     Returns what was removed, as a clause for the error's message (:func:`discard_made`), or None."""
-    if any(STEP_NAME.match(p.name) for p in (workdir / CHECKPOINTS).glob("*/*")):
-        return None
+    if any(STEP_NAME.match(p.name) for p in (workdir / CHECKPOINTS).glob("*/*")) or folder_gone(workdir):
+        return None  # (a folder removed or replaced meanwhile may be another process's now: nothing removed)
     return discard_made(workdir, made)
 
 
@@ -514,6 +515,7 @@ def _train_group(config, encoder, data, group, workdir, history, mesh, resume, p
                     "epoch_time_s": time.perf_counter() - te,
                 }
             )
+            check_held(history.parent)  # (a folder removed or replaced meanwhile: stop, write nothing more)
             write_text(history, history_text(lines))
             if progress:
                 acc, secs = lines[-1]["pair_accuracy"], lines[-1]["epoch_time_s"]

@@ -22,6 +22,7 @@ from lnm_jax.metric_writer import MetricWriter, check_resumed_history, read_hist
 from lnm_jax.preflight import check_trainable
 from lnm_jax.run import check_best
 from lnm_jax.run_files import RunFiles, superseded_name
+from lnm_jax.run_lock import check_held
 from lnm_jax.training import sharding
 from lnm_jax.training import state as state_lib
 from lnm_jax.training.checkpoint import STALE_KEY, non_finite_paths, stopped_early
@@ -414,6 +415,7 @@ def _train(run: Run) -> dict:
                 best = {"val_auc": va["auc"], "epoch": epoch, "val_loss": va["loss"]}
             # the log line first: a process killed between the two leaves a line that resume
             # drops (it keeps the lines up to the checkpoint), never a checkpoint without a line
+            check_held(run.files.root)  # (a folder removed or replaced meanwhile: stop, write nothing more)
             writer.write(record)
             if epoch > frozen_epochs:  # counted once the branches train
                 stale = 0 if improved else stale + 1
