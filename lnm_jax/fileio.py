@@ -457,7 +457,10 @@ class OutputPathError(FileExistsError):
 class QuietFileHandler(logging.FileHandler):
     """A log file handler that drops a record it cannot write (a full disk) instead of printing
     logging's own "--- Logging error ---" traceback to the console, where the one line that
-    says what failed must stay readable."""
+    says what failed must stay readable. Written in UTF-8 whatever the locale (helper-111)."""
+
+    def __init__(self, filename, mode="a", encoding="utf-8", delay=False, errors=None):
+        super().__init__(filename, mode, encoding or "utf-8", delay, errors)
 
     def handleError(self, record):  # noqa: N802  (logging's name)
         pass

@@ -82,7 +82,7 @@ from lnm_jax.preflight import (
     check_trainable,
 )
 from lnm_jax.run_files import GENERATOR, MANIFEST, RunFiles, refuse_nested_run
-from lnm_jax.run_lock import folder_gone
+from lnm_jax.run_lock import check_held, folder_gone
 from lnm_jax.training import sharding
 from lnm_jax.training import state as state_lib
 from lnm_jax.training.checkpoint import (
@@ -385,6 +385,7 @@ def relocate_manifest(workdir: Path | str, manifest: Path | str) -> Path:
     cohort = read_manifest(moved.data.manifest, **manifest_checks(moved.data))
     stored_split(moved, cohort, files, not_this)
     check_images_unchanged(files, cohort)
+    check_held(files.root)  # (helper-111: a replacing run's config.json had been overwritten with this one's)
     write_config(files.config, moved)
     return files.config
 

@@ -50,22 +50,39 @@ def _key(workdir: Path | str) -> str:
     return os.path.abspath(workdir)
 
 
+def _held_root(workdir: Path | str) -> str | None:
+    """The run folder this process holds that is ``workdir`` or holds it (a protocol's sub-runs
+    and folds lie in the folder ``reproduce`` locks: helper-111), or None."""
+    key = Path(_key(workdir))
+    return next((str(p) for p in (key, *key.parents) if str(p) in _HELD), None)
+
+
 def folder_gone(workdir: Path | str) -> str | None:
-    """Why the run folder this process holds (:func:`hold`) at ``workdir`` is no longer the one
-    it locked, or None (also where it holds none): removed, moved, or replaced by another (a
-    second writer then takes a lock of its own on a new lock file: helper-110, two trainings in
-    one folder, the first one's clean-up removing the second's files)."""
-    held = _HELD.get(_key(workdir))
-    if held is None:
+    """Why the run folder this process holds (:func:`hold`) at or above ``workdir`` is no
+    longer the one it locked, or None (also where it holds none): removed, moved, or replaced by
+    another (a second writer then takes a lock of its own on a new lock file: helper-110, two
+    trainings in one folder, the first one's clean-up removing the second's files). Told by the
+    folder's and its lock file's device and inode, and by the holder its lock file's note names
+    (an inode a network file system reuses for the replacing folder: helper-111)."""
+    root = _held_root(workdir)
+    if root is None:
         return None
+    identity, command = _HELD[root]
+    files = RunFiles(root)
     try:
-        same = _identity(RunFiles(workdir)) == held[0]
+        same = _identity(files) == identity
     except OSError:
         same = False
     if same:
+        try:
+            owner = json.loads(files.lock_owner.read_text(encoding="utf-8"))
+            same = owner.get("pid") == os.getpid() and owner.get("host") == socket.gethostname()
+        except (OSError, ValueError, AttributeError):  # no note (a full disk when it was written): the inodes say
+            pass
+    if same:
         return None
     return (
-        f"{workdir} was removed, moved or replaced while {held[1]} ran (it is not the folder, or its lock not the "
+        f"{root} was removed, moved or replaced while {command} ran (it is not the folder, or its lock not the "
         "lock, this process took): it stops here, and removes nothing; what it wrote after that may be there, "
         "incomplete: remove it, or restore the run from a copy"
     )

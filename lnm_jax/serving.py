@@ -551,11 +551,8 @@ def main(argv=None, folder: Path | str | None = None) -> int:
     p.add_argument("--overwrite", action="store_true", help="replace an earlier predictions CSV at --out")
     p.add_argument("--fingerprint", help=names.FINGERPRINT_HELP)
     p.add_argument("--site-update", type=Path, help=SITE_UPDATE_HELP)
-    text_encoding.tolerant_console()
+    text_encoding.tolerant_console()  # (no checkpoint library here: a locale's own file names are read as such)
     a = p.parse_args(argv)
-    if why := text_encoding.unnameable_arguments(sys.argv[1:] if argv is None else argv):
-        print(f"predict.py: error: {why}", file=sys.stderr)
-        return 2
     try:
         model = load(folder if folder is not None else a.model, a.format, a.fingerprint)
         out = predict_manifest(

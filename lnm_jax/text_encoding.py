@@ -41,7 +41,11 @@ def unnameable_arguments(args: Iterable[str]) -> str | None:
     file for Python and another for the checkpoint library."""
     if utf8_file_names():
         return None
-    shown = next((a for a in args if not a.isascii()), None)
+    args = list(args)
+    # the folder relative paths start from, and where an argument's path leads (a link, a
+    # relative --workdir under an accented folder: helper-111)
+    names = [os.getcwd(), *args, *(os.path.realpath(a) for a in args if os.path.exists(a))]
+    shown = next((a for a in names if not a.isascii()), None)
     if shown is None:
         return None
     shown = os.fsencode(shown).decode("ascii", "backslashreplace")  # its bytes as given

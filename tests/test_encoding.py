@@ -90,6 +90,18 @@ def test_a_locale_that_cannot_name_a_path_as_utf8_is_refused_before_anything_run
     )
     assert res.returncode == 2, res.stderr
     (line,) = res.stderr.strip().splitlines()
+    # a relative path from an accented current folder too (helper-111: it had reached orbax as UTF-8)
+    (tmp_path / "café").mkdir()
+    rel = subprocess.run(
+        [*LNM, "synth", "--out", "c", "--patients", "8", "--size", "32"],
+        env=env,
+        cwd=tmp_path / "café",
+        capture_output=True,
+        text=True,
+        errors="replace",
+    )
+    assert rel.returncode == 2 and "holds characters beyond ASCII" in rel.stderr, rel.stderr
+    assert not (tmp_path / "café" / "c").exists()
     assert "holds characters beyond ASCII, and this locale names files in ascii, not UTF-8" in line, line
     assert "PYTHONUTF8=1" in line and not out.exists()
     # a manifest's image path such a locale cannot name: one problem naming the file, not a traceback
@@ -138,6 +150,11 @@ def test_long_output_names_keep_their_temporaries_within_255_bytes(tmp_path):
         with atomic_directory(long_folder, replace=True) as d:
             (d / "x").write_text("1", encoding="utf-8")
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([long_file.name, long_folder.name])
+    # an evaluation folder a resume moves aside, named with its epoch (helper-111: every later resume had failed)
+    from lnm_jax.run_files import superseded_name
+
+    aside = superseded_name(tmp_path / ("eval_" + "t" * 245), 12)
+    assert len(aside.name.encode()) <= 255 and aside.name.startswith("eval_t") and aside.name.endswith(".epoch-12")
 
 
 def test_standard_output_is_no_output_path(tmp_path):
@@ -147,3 +164,20 @@ def test_standard_output_is_no_output_path(tmp_path):
 
     with pytest.raises(OutputPathError, match="--out -: this command writes a file, not standard output"):
         guard_output("-")
+
+
+def test_the_log_files_are_utf8(tmp_path):
+    """helper-111: train.log's handler followed the locale (ISO-8859-1 bytes, or a record dropped under ASCII)."""
+    import logging
+
+    from lnm_jax.fileio import QuietFileHandler
+
+    handler = QuietFileHandler(tmp_path / "train.log")
+    log = logging.getLogger("lnm_jax.test_encoding")
+    log.addHandler(handler)
+    try:
+        log.warning("sex Männlich")
+    finally:
+        log.removeHandler(handler)
+        handler.close()
+    assert handler.encoding == "utf-8" and "Männlich" in (tmp_path / "train.log").read_text(encoding="utf-8")

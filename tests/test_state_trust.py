@@ -214,11 +214,53 @@ def test_a_run_folder_removed_or_replaced_under_its_writer_stops_it_and_nothing_
         if change == "moved":
             (tmp_path / "elsewhere").rename(run)
     assert folder_gone(run) is None  # nothing held any more
+    # a protocol's sub-runs lie in the folder it locked: checked through it (helper-111: a no-op)
+    with pytest.raises(RunFolderGoneError):
+        with hold(run, "reproduce"):
+            sub = run / "runs" / "triple" / "fold0"
+            sub.mkdir(parents=True)
+            check_held(sub)
+            shutil.rmtree(run)
+            run.mkdir()
+            (run / "config.json").write_text("{}", encoding="utf-8")
+            assert folder_gone(sub) is not None
+    # the same inodes, another holder's note (a network file system reusing the freed inodes: helper-111)
+    with pytest.raises(RunFolderGoneError):
+        with hold(run, "train"):
+            (run / "lock_owner.json").write_text('{"pid": 1, "host": "elsewhere"}', encoding="utf-8")
+            assert folder_gone(run) is not None
     # an error inside is the error said (the folder's loss is not said over it)
     with pytest.raises(KeyError):
         with hold(run, "evaluate"):
             shutil.rmtree(run)
             raise KeyError("first")
+
+
+def test_training_stops_at_the_epoch_after_its_folder_was_replaced(tiny_cohort, tmp_path, monkeypatch):
+    """The loop's own check (helper-111: only hold's was tested): a run folder replaced after
+    epoch 1's line stops training at epoch 2, nothing more written, no success."""
+    from support import tiny_config
+
+    from lnm_jax.metric_writer import MetricWriter
+    from lnm_jax.run import Run
+    from lnm_jax.run_lock import RunFolderGoneError, hold
+    from lnm_jax.training.loop import train
+
+    work = tmp_path / "run"
+    written = MetricWriter.write
+
+    def write_then_replace(self, record):
+        written(self, record)
+        if record["epoch"] == 1:
+            shutil.rmtree(work)
+            work.mkdir()
+            (work / "config.json").write_text("{}", encoding="utf-8")  # another run in its place
+
+    monkeypatch.setattr(MetricWriter, "write", write_then_replace)
+    with pytest.raises(RunFolderGoneError, match="was removed, moved or replaced while train ran"):
+        with hold(work, "train", create=True):
+            train(Run.create(tiny_config(tiny_cohort, "us_lnm", epochs=3), work))
+    assert not (work / "metrics.jsonl").exists()  # epoch 2's line not written into the other run
 
 
 # ------------------------------------------------------------- checkpoints, exports, derived files

@@ -23,6 +23,7 @@ from lnm_jax.evaluation.summary import summarise_predictions
 from lnm_jax.fileio import read_json, write_json, write_text
 from lnm_jax.output_guard import guard_output
 from lnm_jax.run import Run
+from lnm_jax.run_lock import check_held
 
 # name -> inputs withheld
 PATTERNS = names.AVAILABILITY_PATTERNS
@@ -124,6 +125,7 @@ def evaluate_availability(
         entry["delong_missing_vs_dedicated"] = delong_test(
             preds[name][names.LABEL], M.sigmoid(preds[name]["logit"]), M.sigmoid(ded["logit"])
         )
+    check_held(run.files.root)  # a run removed or replaced meanwhile: nothing written into it (helper-111)
     fresh = not out.exists()
     try:
         write_json(out / F.AVAILABILITY_JSON, result)

@@ -28,6 +28,7 @@ from lnm_jax.fileio import atomic_directory, atomic_file, path_inside, read_json
 from lnm_jax.output_guard import guard_output
 from lnm_jax.preflight import check_inputs_present
 from lnm_jax.run import Run
+from lnm_jax.run_lock import check_held
 from lnm_jax.task import Task
 from lnm_jax.training.steps import step_inputs
 
@@ -143,6 +144,7 @@ def gradcam(
         # (helper-97: a rerun at the very layer 'auto' chose was said to replace other maps)
         source |= {"method": method, "layer": res["layer"], "target": target, "threshold": threshold}
         write_json(fresh / F.CAM_SOURCE, source)
+        check_held(run.files.root)  # into a run removed or replaced meanwhile: nothing put there (helper-111)
     if (earlier := replaced_source(before, source)) is not None:
         res["notes"].append(f"replaced {out.name}/, the maps of {earlier}")
     return res
