@@ -62,6 +62,12 @@ def test_every_text_file_is_read_and_written_as_utf8():
     assert not bad, bad
 
 
+def _synth(out, env, **kw) -> subprocess.CompletedProcess:
+    """``lnm-jax synth --out out`` (8 patients, 32 px) under ``env``."""
+    cmd = [*LNM, "synth", "--out", str(out), "--patients", "8", "--size", "32"]
+    return subprocess.run(cmd, env=env, capture_output=True, text=True, errors="replace", **kw)
+
+
 def _ascii_locale() -> dict[str, str]:
     env = {**os.environ, **ASCII_LOCALE}
     said = subprocess.run(
@@ -81,34 +87,19 @@ def test_a_locale_that_cannot_name_a_path_as_utf8_is_refused_before_anything_run
     every later command said its checkpoint could not be read."""
     env = _ascii_locale()
     out = tmp_path / "cohorte é"
-    res = subprocess.run(
-        [*LNM, "synth", "--out", str(out), "--patients", "8", "--size", "32"],
-        env=env,
-        capture_output=True,
-        text=True,
-        errors="replace",
-    )
+    res = _synth(out, env)
     assert res.returncode == 2, res.stderr
     (line,) = res.stderr.strip().splitlines()
     # a relative path from an accented current folder too (helper-111: it had reached orbax as UTF-8)
     (tmp_path / "café").mkdir()
-    rel = subprocess.run(
-        [*LNM, "synth", "--out", "c", "--patients", "8", "--size", "32"],
-        env=env,
-        cwd=tmp_path / "café",
-        capture_output=True,
-        text=True,
-        errors="replace",
-    )
+    rel = _synth("c", env, cwd=tmp_path / "café")
     assert rel.returncode == 2 and "holds characters beyond ASCII" in rel.stderr, rel.stderr
     assert not (tmp_path / "café" / "c").exists()
     assert "holds characters beyond ASCII, and this locale names files in ascii, not UTF-8" in line, line
     assert "PYTHONUTF8=1" in line and not out.exists()
     # a manifest's image path such a locale cannot name: one problem naming the file, not a traceback
     cohort = tmp_path / "c"
-    subprocess.run(
-        [*LNM, "synth", "--out", str(cohort), "--patients", "8", "--size", "32"], check=True, capture_output=True
-    )
+    _synth(cohort, None, check=True)
     manifest = cohort / "manifest.csv"
     text = manifest.read_text(encoding="utf-8")
     first = text.splitlines()[1].split(",")[1]
@@ -126,13 +117,7 @@ def test_a_console_that_cannot_show_a_path_escapes_it_and_the_command_succeeds(t
     its last line, the path it printed (export's fingerprint never shown)."""
     out = tmp_path / "cohorte é"
     env = {**os.environ, "PYTHONIOENCODING": "ascii"}
-    res = subprocess.run(
-        [*LNM, "synth", "--out", str(out), "--patients", "8", "--size", "32"],
-        env=env,
-        capture_output=True,
-        text=True,
-        errors="replace",
-    )
+    res = _synth(out, env)
     assert res.returncode == 0, res.stderr
     assert "cohorte \\xe9" in res.stdout + res.stderr and (out / "manifest.csv").is_file()
 
