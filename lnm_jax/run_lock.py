@@ -36,7 +36,7 @@ class RunFolderGoneError(RuntimeError):
 
 # what this process holds: each run folder's path -> (the folder's and its lock file's identity
 # when the lock was taken, the command); checked by :func:`check_held`
-_HELD: dict[str, tuple[tuple[int, ...], str]] = {}
+_HELD: dict[str, tuple] = {}  # (identity, command[, True once its lock note is written])
 
 
 def _identity(files: RunFiles) -> tuple[int, ...]:
@@ -67,13 +67,13 @@ def folder_gone(workdir: Path | str) -> str | None:
     root = _held_root(workdir)
     if root is None:
         return None
-    identity, command = _HELD[root]
+    identity, command, *noted = _HELD[root]
     files = RunFiles(root)
     try:
         same = _identity(files) == identity
     except OSError:
         same = False
-    if same:
+    if same and noted:  # (a note this process could not write, a full disk: a dead holder's may be there)
         try:
             owner = json.loads(files.lock_owner.read_text(encoding="utf-8"))
             same = owner.get("pid") == os.getpid() and owner.get("host") == socket.gethostname()
@@ -159,6 +159,7 @@ def hold(workdir: Path | str, command: str, *, create: bool = False) -> Iterator
             owner = {"pid": os.getpid(), "host": socket.gethostname(), "command": command, "since": time.time()}
             with contextlib.suppress(OSError):  # a note for the next writer's message (a full disk: none)
                 files.lock_owner.write_text(json.dumps(owner), encoding="utf-8")
+                _HELD[_key(files.root)] += (True,)  # noted: folder_gone reads the note too
         yield
         finished = True
     finally:
