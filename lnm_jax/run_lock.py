@@ -121,6 +121,8 @@ def hold(workdir: Path | str, command: str, *, create: bool = False) -> Iterator
     start a run); otherwise a folder that does not exist or holds no run (no ``config.json``) is
     left for the command to report, with no lock file written into it.
     Nested holds in one process (the demo training its own run) are fine."""
+    if create and str(workdir) == "-":  # (helper-111: a folder named "-" had been made, as predict's --out - a file)
+        raise ValueError("--workdir -: names a run folder, not standard output; give its path")
     files = RunFiles(workdir)
     if create and (why := _not_a_run_folder(files.root)):  # (mkdir's words: "File exists", "Not a directory")
         raise FileExistsError(f"{files.root} {why}: --workdir names a run folder, a new one or a run's")

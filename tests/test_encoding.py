@@ -149,6 +149,17 @@ def test_standard_output_is_no_output_path(tmp_path):
 
     with pytest.raises(OutputPathError, match="--out -: this command writes a file, not standard output"):
         guard_output("-")
+    from lnm_jax.run_lock import hold
+
+    cwd = os.getcwd()
+    os.chdir(tmp_path)
+    try:
+        with pytest.raises(ValueError, match="--workdir -: names a run folder, not standard output"):
+            with hold("-", "train", create=True):
+                pass
+        assert not (tmp_path / "-").exists()
+    finally:
+        os.chdir(cwd)
 
 
 def test_the_log_files_are_utf8(tmp_path):
