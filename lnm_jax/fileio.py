@@ -61,8 +61,9 @@ def temporary_name(path: Path | str) -> str | None:
 _NAME_ROOM = 200
 
 
-def _stem(name: str) -> str:
-    """``name`` as a temporary sibling's name holds it (:data:`_NAME_ROOM`)."""
+def short_name(name: str) -> str:
+    """``name`` as a name made from it holds it (:data:`_NAME_ROOM`): a temporary sibling's, a
+    superseded output folder's (:func:`lnm_jax.run_files.superseded_name`)."""
     raw = name.encode("utf-8", "surrogateescape")
     if len(raw) <= _NAME_ROOM:
         return name
@@ -72,7 +73,7 @@ def _stem(name: str) -> str:
 def _remove_orphans(out_dir: Path) -> None:
     """Temporary siblings of ``out_dir`` left by a writer that was killed (``kill -9`` skips
     every cleanup): their names carry the writer's PID, and those of dead processes go."""
-    stem = _stem(out_dir.name)
+    stem = short_name(out_dir.name)
     for tmp in out_dir.parent.glob(f".{glob.escape(stem)}.pid*.*"):
         m = _TEMPORARY.fullmatch(tmp.name)
         if m and m["name"] == stem and int(m["pid"]) != os.getpid() and not _alive(int(m["pid"])):
@@ -98,11 +99,12 @@ def atomic_directory(out_dir: Path | str, *, replace: bool = False) -> Iterator[
         raise FileExistsError(f"{out_dir} exists and is not empty; choose another output folder")
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     _remove_orphans(out_dir)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{_stem(out_dir.name)}.pid{os.getpid()}.", dir=out_dir.parent))
+    tmp = Path(tempfile.mkdtemp(prefix=f".{short_name(out_dir.name)}.pid{os.getpid()}.", dir=out_dir.parent))
     umask = os.umask(0)
     os.umask(umask)
     tmp.chmod(0o777 & ~umask)  # mkdtemp's 0700 is for the temporary name only: the result as mkdir makes it
-    earlier = out_dir.with_name(f".{_stem(out_dir.name)}.pid{os.getpid()}.earlier")  # what was there, while swapping
+    # what was there, while swapping
+    earlier = out_dir.with_name(f".{short_name(out_dir.name)}.pid{os.getpid()}.earlier")
     try:
         yield tmp
         try:
@@ -138,7 +140,7 @@ def atomic_file(path: Path | str, *, exclusive: bool = False) -> Iterator[Path]:
     block ends (another process wrote it meanwhile): :class:`FileExistsError` naming it, the
     other writer's file kept (committed by a hard link, which fails where the name is taken)."""
     path = Path(path)
-    tmp = path.with_name(f".{_stem(path.name)}.pid{os.getpid()}.tmp{path.suffix[:16]}")
+    tmp = path.with_name(f".{short_name(path.name)}.pid{os.getpid()}.tmp{path.suffix[:16]}")
     try:
         yield tmp
         if exclusive:

@@ -28,7 +28,7 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-from lnm_jax.fileio import OutputPathError, is_temporary_output, read_json, temporary_name
+from lnm_jax.fileio import OutputPathError, is_temporary_output, read_json, short_name, temporary_name
 
 CONFIG = "config.json"
 RUN_INFO = "run_info.json"
@@ -159,18 +159,13 @@ def misplaced_output(path: Path | str, run: Path | str | None) -> str | None:
 def superseded_name(folder: Path, epoch: int) -> Path:
     """Where an output folder of epoch ``epoch``'s checkpoint goes once training has replaced
     that checkpoint: ``eval_latest.epoch-2`` (``eval_latest.epoch-2.1`` ... when taken)."""
-    name = folder.name
-    if len(name.encode("utf-8", "surrogateescape")) > SUPERSEDED_ROOM:  # (helper-111: a 250-byte eval_ name's
-        name = name.encode("utf-8", "surrogateescape")[:SUPERSEDED_ROOM].decode("utf-8", "ignore")  # resume failed)
+    name = short_name(folder.name)  # (helper-111: a 250-byte eval_ name's resume had failed)
     target = folder.with_name(f"{name}{SUPERSEDED}{epoch}")
     n = 0
     while target.exists():
         n += 1
         target = folder.with_name(f"{name}{SUPERSEDED}{epoch}.{n}")
     return target
-
-
-SUPERSEDED_ROOM = 200  # bytes of an output folder's name its superseded name keeps (a file name holds 255)
 
 
 def gradcam_name(split: str) -> str:

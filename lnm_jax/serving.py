@@ -50,6 +50,7 @@ from lnm_jax.exported import (  # noqa: F401  (TEMPERATURE_BOUNDS and at_bound i
 from lnm_jax.exported import load as load_program
 from lnm_jax.fileio import check_seal, read_json, write_csv
 from lnm_jax.output_guard import csv_header_starts, guard_output
+from lnm_jax.run_files import METRICS  # (external-validation's record: read by --site-update)
 
 PREDICTION_COLUMNS = (names.PATIENT_ID, "prob_lnm")  # how predict's own CSV starts
 FORMATS = names.EXPORT_FORMATS  # (the one definition; names is copied with this module)
@@ -61,7 +62,6 @@ def sigmoid(z):
 
 # the column of a site's updated probability, sigmoid(logit + a) (:func:`read_site_update`)
 SITE_COLUMN = "prob_lnm_site"
-SITE_METRICS = "metrics.json"  # (evaluation.external writes it: run_files.METRICS, not portable)
 
 
 def read_site_update(path: Path | str, state: str | None) -> tuple[float, str]:
@@ -73,7 +73,7 @@ def read_site_update(path: Path | str, state: str | None) -> tuple[float, str]:
     edited (its seal), without a finite update, or of another model state than ``state`` (the
     model scoring), or where either state is not known."""
     path = Path(path)
-    file = path / SITE_METRICS if path.is_dir() else path
+    file = path / METRICS if path.is_dir() else path
     record = read_json(file, remedy="give the --out folder of lnm-jax external-validation")
     if "intercept_update" not in record or "site" not in record:
         raise ValueError(f"{file}: not lnm-jax external-validation's metrics.json (no intercept_update)")
