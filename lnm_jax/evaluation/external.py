@@ -25,11 +25,11 @@ from scipy.special import logit
 
 from lnm_jax import names
 from lnm_jax import run_files as F
-from lnm_jax.data.cohorts.manifest import (
+from lnm_jax.data.cohorts.manifest import parse_binary
+from lnm_jax.data.cohorts.tables import (
     TableTextError,
     data_rows,
     delimiter_hint,
-    parse_binary,
     repeated_columns,
     table_reader,
     table_text,

@@ -19,14 +19,14 @@ import os
 import re
 from pathlib import Path
 
-from lnm_jax.data.cohorts.manifest import (
+from lnm_jax.data.cohorts.manifest import write_manifest
+from lnm_jax.data.cohorts.tables import (
     TableTextError,
     data_rows,
     delimiter_hint,
     repeated_columns,
     table_reader,
     table_text,
-    write_manifest,
 )
 from lnm_jax.fileio import problems_text
 from lnm_jax.names import BMODE, CEUS, LABEL, MASK_COLUMNS, PATIENT_ID, US_LNM, mask

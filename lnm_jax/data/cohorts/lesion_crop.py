@@ -19,7 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
-from lnm_jax.data.cohorts.manifest import data_rows, read_manifest, table_reader, table_text
+from lnm_jax.data.cohorts.manifest import read_manifest
+from lnm_jax.data.cohorts.tables import data_rows, table_reader, table_text
 from lnm_jax.data.pixels.masks import read_mask
 from lnm_jax.data.pixels.sources import DEFAULT_FRAMING, Box, Framing, option_columns, resolve
 from lnm_jax.fileio import write_csv
