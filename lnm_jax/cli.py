@@ -669,7 +669,7 @@ def load_config_file(path: Path | str):
     if not path.is_file():
         raise UsageError(f"config file {path} does not exist")
     if path.suffix.lower() == ".json":  # a run's recorded config: the run redone from its record
-        from lnm_jax.run import read_config_json  # noqa: PLC0415
+        from lnm_jax.run_config import read_config_json  # noqa: PLC0415
 
         try:
             return read_config_json(path)
@@ -955,7 +955,7 @@ def cmd_train(argv: list[str]) -> int:
     default = base_config
     if known.resume and known.workdir and not RunFiles(known.workdir).config.is_file():
         if RunFiles(known.workdir).checkpoints.is_dir():  # a run that lost its config.json: named as such
-            from lnm_jax.run import load_config
+            from lnm_jax.run_config import load_config
 
             load_config(known.workdir)
         raise UsageError(
@@ -965,7 +965,7 @@ def cmd_train(argv: list[str]) -> int:
     if known.resume and known.workdir:
 
         def default():  # resume: the run's own config
-            from lnm_jax.run import load_config
+            from lnm_jax.run_config import load_config
 
             return load_config(known.workdir)
 

@@ -25,7 +25,8 @@ from lnm_jax.exported import METADATA, MODEL_CARD, at_bound
 from lnm_jax.fileio import SEAL_KEY, DamagedFileError, check_seal, is_real, read_json, warn_once, write_json, write_text
 from lnm_jax.portable import preprocessing_digest
 from lnm_jax.preflight import availability_patterns
-from lnm_jax.run import Run, read_run_info, trained_checkpoint, zero_batch
+from lnm_jax.run import Run, trained_checkpoint, zero_batch
+from lnm_jax.run_record import read_run_info
 from lnm_jax.task import Task
 from lnm_jax.training.checkpoint import CONFIG_KEY, DIGEST_KEY, PREPROCESSING_KEY
 from lnm_jax.training.steps import resolve_pos_weight

@@ -9,11 +9,13 @@ object instead of a folder to re-read.
     best = train(run)                      # lnm_jax.training.loop
     result = evaluate(run)                 # lnm_jax.evaluation.evaluate, same objects
     run = Run.open(workdir)                # a finished run, as its folder recorded it
+
+The run's stored config and what a resume may change are :mod:`lnm_jax.run_config`; its record
+of the processes that trained it and its identity, :mod:`lnm_jax.run_record`.
 """
 
 from __future__ import annotations
 
-import copy
 import csv
 import dataclasses
 import functools
@@ -30,16 +32,9 @@ import jax
 import numpy as np
 from ml_collections import ConfigDict
 
-from lnm_jax import names, provenance
+from lnm_jax import names
 from lnm_jax.config import (
-    KNOWN_BEFORE_ADDED,
-    MODEL_FIELDS,
-    base_config,
-    config_problems,
-    missing_fields,
-    model_field_changes,
     model_fields,
-    norm_is_papers,
     write_config,
 )
 from lnm_jax.data.cohorts.manifest import Cohort, manifest_checks, read_manifest
@@ -57,7 +52,6 @@ from lnm_jax.data.cohorts.survey import GEOMETRY_COLUMNS, survey
 from lnm_jax.data.pixels.sources import Framing
 from lnm_jax.data.synth.synthetic import SynthParams, generate_cohort, generator_params
 from lnm_jax.fileio import (
-    SEAL_KEY,
     DamagedFileError,
     check_seal,
     content_digest,
@@ -81,8 +75,24 @@ from lnm_jax.preflight import (
     check_pretraining,
     check_trainable,
 )
+from lnm_jax.run_config import (
+    check_resumable,
+    check_trained_config,
+    load_config,
+    with_recorded_norm,
+    with_resolved_paths,
+    with_training_norm,
+)
 from lnm_jax.run_files import GENERATOR, MANIFEST, RunFiles, refuse_nested_run
 from lnm_jax.run_lock import check_held, folder_gone
+from lnm_jax.run_record import (
+    check_same_run,
+    read_run_info,
+    recorded_before,
+    recorded_identity,
+    run_identity,
+    write_run_record,
+)
 from lnm_jax.training import sharding
 from lnm_jax.training import state as state_lib
 from lnm_jax.training.checkpoint import (
@@ -103,128 +113,6 @@ REFERENCE_KEY = "reference"  # intensity_reference.json: the summary, beside its
 
 class RunExistsError(FileExistsError):
     """A new run was asked for in a folder that already holds one."""
-
-
-class ConfigMismatchError(ValueError):
-    """A run was resumed with a config that describes another experiment."""
-
-
-# Fields a resumed run may change; any other difference would silently mix two experiments.
-RESUMABLE_FIELDS = (
-    "data.manifest",  # the cohort moved: its content is checked against splits.json's manifest digest
-    "train.epochs",
-    "train.early_stop_patience",
-    "train.log_every_steps",
-    "train.max_loss",  # a guard against divergence, not part of the experiment
-    "eval.",
-    "model.lowering",  # a lowering choice: same parameters, same mathematics
-    "model.batchnorm",  # how BatchNorm's gradient is computed: the same function and parameters
-    # one device or every one: the same global batch and its BatchNorm statistics (helper-91: the
-    # divisibility refusal's remedy, data_parallel=false, had been refused on resume)
-    "train.data_parallel",
-    # how fast, not what: threads, prefetching, the evaluation batch (BatchNorm in inference mode)
-    "data.num_threads",
-    "data.prefetch",
-    "train.eval_batch_size",
-    # when checkpoints are written, not what is trained (tests/test_training.py: bit for bit)
-    "train.checkpoint_every_epochs",
-    "train.checkpoint_every_steps",
-)
-
-# Fields of the config a checkpoint records (CONFIG_KEY) that config.json need not repeat when the
-# run is read or resumed: those a resume may change, where files lie (the cohort's content is
-# pinned by splits.json's manifest digest; a pretrained backbone is read only at the start), and
-# the run's name (a label).
-UNCHECKED_FIELDS = (*RESUMABLE_FIELDS, "data.tfds_dir", "model.init_from", "name")
-
-
-class _Absent:
-    def __repr__(self) -> str:
-        return "absent"
-
-
-ABSENT = _Absent()  # changed_fields: the value of a field the config lacks
-
-
-def config_changes(stored: ConfigDict, config: ConfigDict, ignore: tuple[str, ...] = ()) -> list[str]:
-    """Every field whose value differs between ``stored`` and ``config`` as ``field: old -> new``
-    (:func:`changed_fields`)."""
-    return [f"{k}: {old!r} -> {new!r}" for k, old, new in changed_fields(stored, config, ignore)]
-
-
-def changed_fields(stored: ConfigDict | dict, config: ConfigDict, ignore: tuple[str, ...] = ()) -> list[tuple]:
-    """``(field, stored value, config's value)`` for every field that differs, sorted, except
-    fields starting with one of ``ignore`` and fields added since ``stored`` was written that
-    ``config`` holds at their default; a field one of them lacks is :data:`ABSENT` there; paths
-    compare resolved against the working directory (:func:`with_resolved_paths`)."""
-
-    # paths as stored (absolute): a relative path typed in another invocation names the same file
-    old, new = (_flat_config(with_resolved_paths(ConfigDict(c))) for c in (stored, config))
-    for flat in (old, new):  # a field added since whose value before it is certain: that value
-        for k, v in KNOWN_BEFORE_ADDED.items():  # (helper-93: a checkpoint's record without
-            flat.setdefault(k, v)  # data.augment.clip crashed every command opening the run)
-    default = _flat_config(base_config())
-    changed = sorted(
-        k
-        for k in old.keys() | new.keys()
-        if old.get(k) != new.get(k)
-        and not (ignore and k.startswith(ignore))
-        and not (k not in old and new.get(k) == default.get(k))  # a field added since, at its default
-    )
-    return [(k, old.get(k, ABSENT), new.get(k, ABSENT)) for k in changed]
-
-
-def _flat_config(config: ConfigDict) -> dict:
-    """``{'group.field': value}`` of every leaf, via JSON (so that a tuple and the list it was
-    saved as compare equal)."""
-
-    def flat(d, prefix=""):
-        for k, v in d.items():
-            if isinstance(v, dict):
-                yield from flat(v, f"{prefix}{k}.")
-            else:
-                yield f"{prefix}{k}", v
-
-    return dict(flat(json.loads(config.to_json())))
-
-
-def check_resumable(stored: ConfigDict, config: ConfigDict, unread: tuple[str, ...] = ()) -> None:
-    """Raises :class:`ConfigMismatchError` naming every field that differs, except those a
-    resumed run may change and the ``unread`` ones (prefixes of fields the resuming process
-    never reads: a pretraining's ``data.augment.``)."""
-    if changed := config_changes(stored, config, (*RESUMABLE_FIELDS, *unread)):
-        raise ConfigMismatchError("cannot resume with a different experiment; changed: " + ", ".join(changed))
-
-
-def check_trained_config(config: ConfigDict, config_path: Path, meta: dict, where: Path) -> None:
-    """:class:`DamagedFileError` naming ``config_path`` (the run's ``config.json``) where
-    ``config`` says otherwise than checkpoint ``where`` (its metadata ``meta``) records it was
-    trained with: first the fields that define the model (an edited backbone, input, image size
-    or flag encoding would restore into another model or compute another function from the
-    same weights), then every other field but :data:`UNCHECKED_FIELDS` (an edited learning
-    rate would go on training, and be reported, as another experiment than the one trained),
-    each named with its value and the trained one. A checkpoint saved before a record was kept
-    is compared on what it holds."""
-    remedy = "restore it from a copy, or set those fields back"
-    if changes := model_field_changes(meta.get(MODEL_KEY) or {}, config):
-        problem = f"it describes another model than checkpoint {where} was trained as ({'; '.join(changes)})"
-        raise DamagedFileError.edited(config_path, problem, remedy)
-    if CONFIG_KEY in meta:
-        # a field deleted may be read as its default (a resume would train on with it): named
-        # where that is not the trained value; one every run has (a model field with no default)
-        # is left to the command that reads it, which names it as missing
-        default = _flat_config(base_config())
-        changes = []
-        shown = lambda v: "absent" if v is ABSENT else json.dumps(v)  # noqa: E731
-        for k, then, now in changed_fields(meta[CONFIG_KEY], config, UNCHECKED_FIELDS):
-            if now is not ABSENT:
-                changes.append(f"{k}: {shown(now)}, trained with {shown(then)}")
-            elif k in default and default[k] != then and MODEL_FIELDS.get(k, ABSENT) is not None:
-                changes.append(f"{k}: absent (its default {json.dumps(default[k])}), trained with {shown(then)}")
-        if changes:
-            listed = "; ".join(changes)
-            problem = f"it describes another experiment than checkpoint {where} was trained in ({listed})"
-            raise DamagedFileError.edited(config_path, problem, remedy)
 
 
 T = TypeVar("T")
@@ -524,212 +412,6 @@ def stored_split(config: ConfigDict, cohort: Cohort, files: RunFiles, fix: str =
     check_stored(doc, split_document(config, cohort), files.splits, fix)
     check_patients(splits, cohort.ids, files.splits)
     return splits[0]
-
-
-def with_resolved_paths(config: ConfigDict) -> ConfigDict:
-    """A copy of ``config`` whose paths (manifest, TFDS folder, pretrained backbone) are
-    absolute, so that the stored run works from any directory."""
-    config = copy.deepcopy(config)
-    for group, key in (("data", "manifest"), ("data", "tfds_dir"), ("model", "init_from")):
-        if value := config[group].get(key):
-            config[group][key] = str(Path(value).expanduser().resolve())
-    return config
-
-
-RESUMED_FROM = "earlier"  # run_info.json: the records of the processes before a resume, oldest first
-
-
-def read_run_info(path: Path, remedy: str = "restore it from a copy, or move it aside") -> dict:
-    """A run's ``run_info.json``, checked as its readers use it
-    (:func:`lnm_jax.provenance.run_info_problem`) and against its seal (:func:`check_seal`: the
-    training's versions, devices and commit reach an export's model card, where an edited one
-    had passed unsaid): one :class:`DamagedFileError` naming the file where it is damaged or
-    edited; a record written before it was sealed is read with a warning (and an export states
-    none of it: :func:`lnm_jax.model_card.metadata`)."""
-    info = read_json(path, remedy=remedy)
-    if problem := provenance.run_info_problem(info):
-        raise DamagedFileError.edited(path, problem, remedy)
-    if SEAL_KEY in info:
-        check_seal(info, path, f"{remedy}; or delete its {SEAL_KEY} to read it unverified (an export then omits it)")
-    else:
-        check_seal(info, path, "an export's model card leaves the training environment out")  # the warning
-    return info
-
-
-def recorded_before(files: RunFiles) -> dict | None:
-    """``run_info.json`` as the processes before a resume left it (None where there is none),
-    read when the resume starts, so that a damaged one fails before anything trains."""
-    if not files.run_info.is_file():
-        return None
-    remedy = "restore it from a copy, or move it aside to go on without those records"
-    record = read_run_info(files.run_info, remedy)
-    earlier = record.get(RESUMED_FROM, [])
-    if not isinstance(earlier, list) or not all(isinstance(r, dict) for r in earlier):
-        raise DamagedFileError(f"{files.run_info}: '{RESUMED_FROM}' is not a list of records: {remedy}")
-    return record
-
-
-def run_identity(config: ConfigDict, split: Split) -> str:
-    """SHA-256 of the config a run was created with and of its split: the run's identity, which
-    ``run_info.json`` and every checkpoint it saves record (:data:`RUN_KEY`), so that another
-    run's checkpoint copied into its folder is named as such. Two runs with the same identity
-    trained the same experiment (a run is deterministic); a resume keeps the identity."""
-    record = {"config": json.loads(with_resolved_paths(config).to_json()), "split": split_digest(split)}
-    return hashlib.sha256(json.dumps(record, sort_keys=True).encode()).hexdigest()
-
-
-def recorded_identity(files: RunFiles, info: dict | None) -> str | None:
-    """The run identity ``run_info.json`` (read as ``info``) records, or None (a run recorded
-    before it was kept); :class:`DamagedFileError` where it is no string."""
-    rid = (info or {}).get(RUN_KEY)
-    if rid is not None and not isinstance(rid, str):
-        raise DamagedFileError.edited(files.run_info, f"'{RUN_KEY}' is {rid!r}, not a string", "restore it from a copy")
-    return rid
-
-
-def check_same_run(run_id: str | None, meta: dict, where: Path, record: Path) -> None:
-    """:class:`CheckpointCorruptError` where checkpoint ``where`` (its metadata ``meta``) was
-    saved by another run than the one whose identity is ``run_id``; :class:`DamagedFileError`
-    naming ``record`` (the run's ``run_info.json``) where it records none while the checkpoint
-    does (deleted: helper-60's swapped-in checkpoint was then blamed on config.json)."""
-    if run_id is None and RUN_KEY in meta:
-        raise DamagedFileError.edited(
-            record,
-            f"it holds no {RUN_KEY}, while checkpoint {where} records the run that saved it",
-            "restore it from a copy (a checkpoint copied in from another run is then named)",
-        )
-    if run_id is not None and RUN_KEY in meta and meta[RUN_KEY] != run_id:
-        raise CheckpointCorruptError(
-            f"checkpoint {where} was saved by another run than this folder's ({RUN_KEY} {meta[RUN_KEY][:12]}... "
-            f"there, {run_id[:12]}... in run_info.json): copied in from another run folder? restore this run's "
-            "from a copy"
-        )
-
-
-def write_run_record(
-    config: ConfigDict, files: RunFiles, *, before: dict | None = None, run_id: str | None = None
-) -> None:
-    """Writes ``config.json`` and ``run_info.json`` (process 0 of a multi-host job only): this
-    process's record and the run's identity ``run_id`` (:func:`run_identity`); a resume passes
-    the record before it (:func:`recorded_before`), kept, with its own earlier ones, oldest
-    first, under ``run_info.json``'s ``"earlier"``, so a run resumed on another machine or
-    version still says which one trained its first epochs, and its identity carried over. The
-    record is sealed (:func:`lnm_jax.fileio.sealed`, over the earlier records too, which are kept
-    without their own seals)."""
-    if jax.process_index() == 0:
-        info = provenance.run_info()
-        if before is not None:
-            before = {k: v for k, v in before.items() if k != SEAL_KEY}
-            run_id = run_id or before.get(RUN_KEY)
-            if note := resumed_elsewhere_note(before, info):
-                print(f"note: {note}", file=sys.stderr)
-            info[RESUMED_FROM] = [*before.pop(RESUMED_FROM, []), before]
-        if run_id is not None:
-            info[RUN_KEY] = run_id
-        write_config(files.config, config)
-        write_json(files.run_info, sealed(info))
-
-
-# what a process records that changes the arithmetic of the steps it runs (provenance.py)
-RESUME_SENSITIVE = (
-    *("backend", "device_kind", "device_count", "cpu", "cpu_features", "usable_cpus"),
-    *("jax_settings", "xla_flags", "compile_options", "packages", "source_sha256"),
-)
-
-
-def resumed_elsewhere_note(before: dict, now: dict) -> str | None:
-    """A line where a resume runs with another value of :data:`RESUME_SENSITIVE` than the
-    process before it recorded (a record without the field says nothing): its epochs are then
-    not bitwise those of an uninterrupted run (helper-100: one core against two moved a 10-epoch
-    run's best epoch and test AUC by 0.005)."""
-    changed = [k for k in RESUME_SENSITIVE if k in before and before[k] != now.get(k)]
-    if not changed:
-        return None
-    said = "; ".join(f"{k} {json.dumps(before[k])} before, {json.dumps(now.get(k))} now" for k in changed)
-    return (
-        f"resumed with other settings than the process before ({said}): the epochs from here are not bitwise "
-        "what an uninterrupted run's would be"
-    )
-
-
-NORM = "data.norm"  # warn_once's key: said once per process
-
-
-def with_recorded_norm(config: ConfigDict, stored: ConfigDict) -> ConfigDict:
-    """``config`` with the ``data.norm`` a run computed from its training split when it started
-    (``stored``: its ``config.json``), where both say ``data.norm_from='train'``: a resume
-    standardises as the first epochs did, not by the config's own values."""
-    if config.data.norm_from != "train" or stored.data.norm_from != "train":
-        return config
-    config = copy.deepcopy(config)
-    for name, stats in stored.data.norm.items():  # tuples, as a config's own (JSON read them as lists)
-        config.data.norm[name] = ConfigDict({s: tuple(stats[s]) for s in ("mean", "std")})
-    return config
-
-
-def with_training_norm(config: ConfigDict, cohort: Cohort, split: Split) -> ConfigDict:
-    """``config`` with ``data.norm`` computed from ``split``'s training patients alone
-    (``data.norm_from='train'``): each input's per-channel mean and std over the pixels training
-    feeds the model, at the configured size, framing and clip length
-    (:func:`lnm_jax.data.loaders.loader.split_norm_stats`), as tuples rounded to 6 decimals.
-    Neither validation nor test pixels enter it, so a K-fold protocol's runs each take their own
-    (helper-90: ``norm-stats``' one holdout split held 9-14 of 20 of each fold's test patients)."""
-    from lnm_jax.data.loaders.loader import split_norm_stats  # noqa: PLC0415
-
-    if not norm_is_papers(config):  # (helper-91: values given beside norm_from='train' were dropped unsaid)
-        warn_once("data.norm's values are not used: data.norm_from='train' computes them from the training split", NORM)
-    stats = split_norm_stats(
-        cohort,
-        split.train,
-        image_size=int(config.data.image_size),
-        clip_frames=int(config.data.clip_frames),
-        framing=Framing.from_config(config.data),
-        inputs=[m for m in names.parse_modalities(config.modalities) if m in names.IMAGE_INPUTS],
-    )
-    config = copy.deepcopy(config)
-    for name in config.data.norm:
-        if name in stats:
-            config.data.norm[name] = ConfigDict({s: tuple(stats[name][s]) for s in ("mean", "std")})
-    return config
-
-
-def load_config(workdir: Path | str) -> ConfigDict:
-    """The config a run stored (``config.json``), its fields checked as a new config's are
-    (:func:`lnm_jax.config.config_problems`): an edited or damaged one is one
-    :class:`DamagedFileError` naming the file and every field outside its range or choices,
-    before anything is built from it. FileNotFoundError where there is none, and
-    :class:`DamagedFileError` where the folder holds checkpoints without it (a run that lost
-    it, not a folder to start one in)."""
-    files = RunFiles(workdir)
-    path = files.config
-    if not path.is_file():
-        if files.checkpoints.is_dir():
-            raise DamagedFileError(
-                f"{path} is missing: {files.root} holds checkpoints but not the config they were trained with; "
-                "restore it from a copy"
-            )
-        raise FileNotFoundError(f"{path} not found: is {workdir} a training run folder?")
-    return read_config_json(path)
-
-
-def read_config_json(path: Path | str) -> ConfigDict:
-    """A run's stored config (a ``config.json``), checked as :func:`load_config` says; also what
-    ``--config W/config.json`` starts a new run from (helper-100: a run redone from its own record)."""
-    path = Path(path)
-    config = ConfigDict(read_json(path))
-    problems = config_problems(config, stored=True)  # a value an older version trained with is read
-    remedy = "restore it from a copy"
-    if missing := missing_fields(config):  # (a default is no evidence of what the run was trained with)
-        said = ", ".join(f"{k} (this version's default: {json.dumps(v)})" for k, v in missing.items())
-        problems.append(f"it lacks {said}, which every run's config holds")
-        remedy += ", or, where an older lnm-jax wrote the run, add the field with the value it trained with"
-    if problems:
-        raise DamagedFileError.edited(path, "; ".join(problems), remedy)
-    for field, value in KNOWN_BEFORE_ADDED.items():  # a run stored before the field: its certain value
-        group, key = field.rsplit(".", 1)
-        if key not in config[group]:
-            config[group][key] = value
-    return config
 
 
 class RunData:

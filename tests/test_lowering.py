@@ -16,7 +16,7 @@ from lnm_jax.models.backbones import backbone
 from lnm_jax.models.fusion import FusionClassifier
 from lnm_jax.models.lowering import conv_function, gemm_pointwise_conv, max_pool_3x3_stride2, max_pool_function, resolve
 from lnm_jax.names import parse_modalities
-from lnm_jax.run import check_resumable
+from lnm_jax.run_config import check_resumable
 from lnm_jax.training.state import init_variables
 
 NHWC = ("NHWC", "HWIO", "NHWC")

@@ -380,7 +380,8 @@ def test_norm_from_train_pretrains_with_the_statistics_its_fine_tune_computes(ti
     """``data.norm_from='train'`` (helper-90): the pretraining standardises by the downstream
     training split's statistics, the very values a run on that split computes when it starts,
     so the backbone is fine-tuned on inputs standardised as it was pretrained on."""
-    from lnm_jax.run import Run, load_config
+    from lnm_jax.run import Run
+    from lnm_jax.run_config import load_config
 
     c = tiny_pretrain_config(tiny_cohort, epochs=1)
     c.data.norm_from = "train"

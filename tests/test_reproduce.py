@@ -587,7 +587,7 @@ def test_k_fold_runs_standardise_by_their_own_training_split_and_a_copied_protoc
     from lnm_jax.data.cohorts.manifest import read_manifest
     from lnm_jax.data.cohorts.splits import load_splits
     from lnm_jax.data.loaders.loader import split_norm_stats
-    from lnm_jax.run import load_config
+    from lnm_jax.run_config import load_config
 
     work = tmp_path / "cv"
     args = ["--manifest", str(tiny_cohort), "--folds", "2", *TINY, "--config.data.norm_from=train"]

@@ -29,7 +29,8 @@ from lnm_jax.data.cohorts.splits import SplitMismatchError
 from lnm_jax.fileio import UnsafePathError, path_inside
 from lnm_jax.metric_writer import _summary_writer, read_history
 from lnm_jax.preflight import MissingInputsError
-from lnm_jax.run import Run, load_config
+from lnm_jax.run import Run
+from lnm_jax.run_config import load_config
 from lnm_jax.training.loop import TrainingDivergedError, train
 
 

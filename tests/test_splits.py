@@ -270,7 +270,7 @@ def test_norm_from_train_is_each_runs_training_split_alone(tiny_cohort, tmp_path
 
     # values given beside it are not used, and said so
     from lnm_jax.fileio import _WARNED
-    from lnm_jax.run import NORM
+    from lnm_jax.run_config import NORM
 
     _WARNED.discard(NORM)
     c.data.norm.bmode.mean = (0.4, 0.4, 0.4)
@@ -300,7 +300,8 @@ def test_a_run_stored_before_norm_from_reads_as_the_configs_norm(tiny_cohort, tm
 
     from support import tiny_config
 
-    from lnm_jax.run import ConfigMismatchError, Run, load_config
+    from lnm_jax.run import Run
+    from lnm_jax.run_config import ConfigMismatchError, load_config
 
     c = tiny_config(tiny_cohort, "dual", epochs=1)
     Run.create(c, tmp_path / "run")
@@ -323,7 +324,8 @@ def test_a_checkpoint_recorded_before_a_field_is_compared_with_its_known_value(t
     absent value. A field added since is compared at its known value on both sides."""
     from lnm_jax.config import KNOWN_BEFORE_ADDED, base_config
     from lnm_jax.fileio import DamagedFileError
-    from lnm_jax.run import CONFIG_KEY, changed_fields, check_trained_config
+    from lnm_jax.run_config import changed_fields, check_trained_config
+    from lnm_jax.training.checkpoint import CONFIG_KEY
 
     recorded = json.loads(base_config("dual").to_json())
     for field in KNOWN_BEFORE_ADDED:

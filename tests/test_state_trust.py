@@ -558,7 +558,8 @@ def test_a_resume_that_cannot_read_its_checkpoint_leaves_the_run_record_as_it_wa
     from support import tiny_config
 
     from lnm_jax.fileio import DamagedFileError
-    from lnm_jax.run import Run, recorded_before, write_run_record
+    from lnm_jax.run import Run
+    from lnm_jax.run_record import recorded_before, write_run_record
     from lnm_jax.training.checkpoint import CheckpointCorruptError
     from lnm_jax.training.loop import train
 
@@ -607,7 +608,8 @@ def test_a_checkpoint_of_another_model_is_refused_naming_the_field_and_the_first
     from support import tiny_config
 
     from lnm_jax.fileio import DamagedFileError
-    from lnm_jax.run import Run, load_config
+    from lnm_jax.run import Run
+    from lnm_jax.run_config import load_config
     from lnm_jax.training.checkpoint import CheckpointMismatchError
     from lnm_jax.training.loop import train
 
@@ -1056,7 +1058,7 @@ def test_a_config_edited_to_another_experiment_is_refused_by_readers_and_a_resum
     assert load_trained_config(run.workdir).train.epochs == 4
     # a field deleted is read as its default: named where that is not what was trained (a resume
     # had trained on with it), left to the reader where it is
-    from lnm_jax.run import check_trained_config
+    from lnm_jax.run_config import check_trained_config
 
     meta, where = opened.checkpoints().meta("best")
     weighted = {**meta, "config": {**meta["config"], "train": {**meta["config"]["train"], "pos_weight": 3.0}}}
@@ -1153,7 +1155,8 @@ def test_a_moved_training_cohort_is_named_in_config_json_and_may_be_pointed_to(t
     from lnm_jax import run_files as F
     from lnm_jax.evaluation.evaluate import bayes_reference
     from lnm_jax.fileio import DamagedFileError
-    from lnm_jax.run import Run, check_resumable, load_config
+    from lnm_jax.run import Run
+    from lnm_jax.run_config import check_resumable, load_config
 
     run = copy_run(triple_run)
     moved = tmp_path / "moved"
@@ -1742,7 +1745,8 @@ def test_an_edited_intensity_reference_is_one_line_naming_it(triple_run, copy_ru
     predict's outlier check, a NaN silently flagged nothing (fresh-user trial)."""
     from lnm_jax.evaluation.intensity import reference_problem
     from lnm_jax.fileio import DamagedFileError, sealed
-    from lnm_jax.run import REFERENCE_KEY, RUN_KEY, Run
+    from lnm_jax.run import REFERENCE_KEY, Run
+    from lnm_jax.training.checkpoint import RUN_KEY
 
     run = copy_run(triple_run)
     stored = json.loads(run.files.intensity_reference.read_text())
@@ -1885,7 +1889,8 @@ def test_an_edited_run_info_is_one_line_before_evaluate_writes(triple_run, copy_
     "unexpected TypeError" after it had rewritten most of eval_best/ (fresh-user trial); now
     one line naming the file, and the run folder as it was."""
     from lnm_jax.provenance import run_info_problem
-    from lnm_jax.run import Run, read_run_info
+    from lnm_jax.run import Run
+    from lnm_jax.run_record import read_run_info
 
     run = copy_run(triple_run)
     info = json.loads(run.files.run_info.read_text())
@@ -2051,7 +2056,7 @@ def test_the_plateau_cuts_after_patience_epochs_without_a_gain_and_patience_0_is
     # a run an earlier version trained with it is still read (evaluate, predict, export), not
     # called edited (the diff's review)
     from lnm_jax.config import write_config
-    from lnm_jax.run import load_config
+    from lnm_jax.run_config import load_config
 
     write_config(tmp_path / "config.json", c)
     assert load_config(tmp_path).train.plateau.patience == 0
@@ -2329,7 +2334,7 @@ def test_a_run_records_what_changes_its_arithmetic_and_a_resume_says_when_it_dif
     import os
 
     from lnm_jax import provenance
-    from lnm_jax.run import resumed_elsewhere_note
+    from lnm_jax.run_record import resumed_elsewhere_note
 
     info = provenance.run_info()
     assert info["usable_cpus"] == len(os.sched_getaffinity(0))

@@ -25,7 +25,8 @@ from lnm_jax.config import base_config
 from lnm_jax.evaluation.evaluate import evaluate, predict_manifest
 from lnm_jax.exported import METADATA, MODEL_CARD
 from lnm_jax.metric_writer import read_history
-from lnm_jax.run import ConfigMismatchError, Run, RunExistsError, check_resumable, load_config, zero_batch
+from lnm_jax.run import Run, RunExistsError, zero_batch
+from lnm_jax.run_config import ConfigMismatchError, check_resumable, load_config
 from lnm_jax.training import steps as steps_lib
 from lnm_jax.training.checkpoint import RunCheckpoints
 from lnm_jax.training.loop import NonFiniteLossError, train

@@ -298,7 +298,7 @@ def pretrain(
     ``protocol.folds``) is left out unless ``include_test``. Writes the backbone(s), the history,
     and a report with the probes; returns the report."""
     from lnm_jax.data.cohorts.splits import make_splits  # noqa: PLC0415
-    from lnm_jax.run import check_resumable, load_config, with_recorded_norm, with_training_norm  # noqa: PLC0415
+    from lnm_jax.run_config import check_resumable, load_config, with_recorded_norm, with_training_norm  # noqa: PLC0415
 
     workdir = Path(workdir).resolve()
     refuse_export_folder(workdir, "--workdir")

@@ -47,18 +47,8 @@ from lnm_jax.metric_writer import read_history
 from lnm_jax.models.fusion import check_config
 from lnm_jax.preflight import check_inputs_present
 from lnm_jax.protocol.cohort_table import cohort_table, cohort_table_markdown
-from lnm_jax.run import (
-    ConfigMismatchError,
-    Run,
-    check_split,
-    config_changes,
-    load_config,
-    recorded_before,
-    resolve_cohort,
-    split_document,
-    with_recorded_norm,
-    write_run_record,
-)
+from lnm_jax.run import Run, check_split, resolve_cohort, split_document
+from lnm_jax.run_config import ConfigMismatchError, config_changes, load_config, with_recorded_norm
 from lnm_jax.run_files import (
     CAM_GRID_CORRECT,
     CAM_GRID_INCORRECT,
@@ -69,6 +59,7 @@ from lnm_jax.run_files import (
     RESULTS,
     RunFiles,
 )
+from lnm_jax.run_record import recorded_before, write_run_record
 from lnm_jax.task import PAPER, Task
 
 
