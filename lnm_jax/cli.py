@@ -42,17 +42,30 @@ import dataclasses
 import difflib
 import errno
 import os
-import re
 import shlex
 import signal
 import sys
 import threading
-import unicodedata
-from collections.abc import Iterable
 from pathlib import Path
 
 from lnm_jax import names, text_encoding
-from lnm_jax.fileio import SEED_RANGE, STOP_ASKED, DamagedFileError, is_seed
+from lnm_jax.command_line import (
+    UsageError,
+    apply_overrides,
+    check_option_forms,
+    comma_list_type,
+    config_value_type,
+    did_you_mean,
+    leftover_line,
+    load_config_file,
+    new_parser,
+    parse_config_command,
+    probability_type,
+    seed_type,
+    split_overrides,
+    switch_value,
+)
+from lnm_jax.fileio import STOP_ASKED
 from lnm_jax.output_guard import guard_output
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -74,10 +87,6 @@ def hold(workdir, command: str, *, create: bool = False):
     return hold_lock(workdir, command, create=create)
 
 
-class UsageError(Exception):
-    """Bad command-line arguments (exit 2)."""
-
-
 def _fail(command: str, msg: str, code: int) -> int:
     prog = f"lnm-jax {command}" if command else "lnm-jax"
     print(f"{prog}: error: {msg}", file=sys.stderr)
@@ -85,166 +94,6 @@ def _fail(command: str, msg: str, code: int) -> int:
 
 
 # ------------------------------------------------------------------------- plain commands
-
-
-def _shown_default(value) -> bool:
-    """Whether ``--help`` shows an option's default: not for none, a switch's off, an empty value."""
-    return not (value is None or value is False or value in ("", []) or value == argparse.SUPPRESS)
-
-
-class _HelpFormatter(argparse.HelpFormatter):
-    """argparse's help with each option's default where it has one (not for a switch, an
-    option with no default, or one whose description already says it)."""
-
-    def _get_help_string(self, action: argparse.Action) -> str:
-        text = action.help or ""
-        default = action.default
-        if (
-            action.option_strings
-            and _shown_default(default)
-            and "default" not in text
-            and not isinstance(action, argparse._HelpAction)
-        ):
-            text += " (default: %(default)s)"
-        return text
-
-
-def _checked(test, allowed: str, cast=float, note: str = ""):
-    """argparse's type of an option whose value must pass ``test``: ``cast`` of the text, else a
-    usage error naming the option, the value and what it may be (``allowed``, then ``note``)."""
-
-    def parse(text: str):
-        try:
-            value = cast(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not {allowed}{note}") from None
-        if not test(value):
-            raise argparse.ArgumentTypeError(f"{value!r} is not {allowed}{note}")
-        return value
-
-    return parse
-
-
-# a --seed: a whole number every library here takes as a seed (lnm_jax.fileio.MAX_SEED)
-_seed = _checked(is_seed, SEED_RANGE, int)
-# a probability cut (NaN fails the test)
-_probability = _checked(lambda v: 0 < v < 1, "a probability in (0, 1)")
-
-
-def _config_value(field: str, cast=float):
-    """argparse's type of an option that sets config ``field``: the config's own rule
-    (:data:`lnm_jax.config.FIELD_RULES`), so the option and the field accept the same values
-    (``--image-size 0`` had failed on a division by zero, ``-5`` printed statistics)."""
-    from lnm_jax.config import FIELD_RULES
-
-    test, allowed = FIELD_RULES[field]
-    return _checked(test, allowed, cast, f" (config {field})")
-
-
-def _comma_list(choices: tuple[str, ...]):
-    """argparse's type of a comma list drawn from ``choices`` (returned as a tuple, in order)."""
-
-    def parse(text: str) -> tuple[str, ...]:
-        items = tuple(t.strip() for t in text.split(","))
-        bad = [t for t in items if t not in choices]
-        if bad or len(set(items)) != len(items):
-            why = f"{', '.join(repr(t) for t in bad)} not among" if bad else f"{text!r} repeats an item of"
-            raise argparse.ArgumentTypeError(f"{why} {', '.join(choices)}")
-        return items
-
-    return parse
-
-
-class _Parser(argparse.ArgumentParser):
-    """argparse's parser whose usage error is the one line every failure of this CLI is
-    (``lnm-jax <command>: error: ...``, exit 2), without the usage block before it (``--help``
-    shows that)."""
-
-    def error(self, message: str):
-        if m := re.fullmatch(r"argument ([\w-]+)(?:/[\w-]+)*: ignored explicit argument '(.*)'", message):
-            message = f"{m[1]}={m[2]}: {m[1]} takes no value; give it alone to set it, leave it out for not"
-        unknown = [x for x in getattr(self, "_given", []) if unknown_option(x, self._option_string_actions)]
-        if unknown and message.startswith(("the following arguments are required", "unrecognized arguments")):
-            # the option mistyped, not the one it left out (helper-56: --manfest said as "--manifest required")
-            message = f"unrecognised option {unknown[0].partition('=')[0]!r}{did_you_mean(unknown[0], self)}"
-        self.exit(2, f"{self.prog}: error: {message}\n")
-
-    def parse_known_args(self, args=None, namespace=None):
-        """argparse's, with a yes/no word after a switch refused in one line: ``validate M
-        --no-labels false`` had read ``false`` as a second manifest."""
-        args = sys.argv[1:] if args is None else list(args)
-        self._given = args[: args.index("--") if "--" in args else None]
-        switches = {
-            s
-            for a in self._actions
-            if isinstance(a, argparse._StoreConstAction | argparse._StoreTrueAction | argparse._StoreFalseAction)
-            for s in a.option_strings
-        }
-        single = {s for a in self._actions if isinstance(a, argparse._StoreAction) for s in a.option_strings}
-        if twice := repeated_option(args, single):
-            self.error(twice)
-        for before, x in zip(args, args[1:]):
-            if before in switches and x.lower() in _SWITCH_WORDS:
-                self.error(
-                    f"unexpected argument {x!r} after {before}: {before} takes no value; give it alone to set it, "
-                    "leave it out for not"
-                )
-        return super().parse_known_args(args, namespace)
-
-
-def unknown_option(arg: str, known: Iterable[str]) -> bool:
-    """Whether ``arg`` is written as an option (``--x`` or ``--x=v``) that is not one of ``known``."""
-    return arg.startswith("--") and len(arg) > 2 and arg.partition("=")[0] not in known
-
-
-def did_you_mean(arg: str, parser: argparse.ArgumentParser) -> str:
-    """ " (did you mean --x?)" naming the option of ``parser`` closest to the mistyped ``arg``
-    (difflib's ratio over 0.6), or ""."""
-    options = [o for o in parser._option_string_actions if o.startswith("--")]
-    near = difflib.get_close_matches(arg.partition("=")[0], options, n=1)
-    return f" (did you mean {near[0]}?)" if near else ""
-
-
-def repeated_option(argv: list[str], single: set[str]) -> str | None:
-    """The line refusing an option of ``single`` (those that take one value) given twice in
-    ``argv`` (``--manifest A --manifest B``), whose last value had been taken in silence; None
-    where none is."""
-    given = [x.partition("=")[0] for x in argv[: argv.index("--") if "--" in argv else None]]
-    twice = next((o for o in dict.fromkeys(given) if o in single and given.count(o) > 1), None)
-    return twice and f"{twice} is given {given.count(twice)} times: it takes one value (give it once)"
-
-
-def repeated_override_note(overrides: list[str]) -> str | None:
-    """A note naming each config field set more than once among ``overrides`` (as
-    :func:`split_overrides` writes them: ``--config.FIELD=VALUE``, ``--noconfig.FIELD``) and the
-    value taken: absl's, the last (a base command line with one override appended is how
-    experiments are varied), said rather than taken in silence
-    (``--config.data.manifest=a.csv ... --config.data.manifest=b.csv``); None where none is."""
-    values: dict[str, list[str]] = {}
-    for x in overrides:
-        field, _, value = x.removeprefix("--no").removeprefix("--").removeprefix("config.").partition("=")
-        values.setdefault(field, []).append("False" if x.startswith("--noconfig.") else value)
-    said = [
-        f"--config.{f} is given {len(v)} times ({', '.join(v)}): the last, {v[-1]}, is taken"
-        for f, v in values.items()
-        if len(v) > 1 and len(set(v)) > 1
-    ]
-    return ("note: " + "; ".join(said)) if said else None
-
-
-# words that say a True/False value, refused after a switch that takes none
-_SWITCH_WORDS = {"true", "false", "t", "f", "1", "0", "yes", "no", "y", "n", "on", "off"}
-
-
-# other libraries' names for a config field (timm's and torchvision's "arch", "lr"), suggested where
-# spelling alone does not reach them (helper-89: --config.model.arch was offered batchnorm, variant, width)
-FIELD_SYNONYMS = {"arch": "backbone", "architecture": "backbone", "network": "backbone", "lr": "learning_rate"}
-
-
-def _parser(**kwargs) -> argparse.ArgumentParser:
-    """Every sub-command's argument parser: its help shows the options' defaults."""
-    kwargs.setdefault("allow_abbrev", False)  # as absl's commands: --man is no --manifest
-    return _Parser(formatter_class=_HelpFormatter, **kwargs)
 
 
 def _framing_arguments(p: argparse.ArgumentParser) -> None:
@@ -275,7 +124,7 @@ def _framing(a: argparse.Namespace, field_of_view_mm: float = 0.0):
 def cmd_synth(argv: list[str]) -> int:
     from lnm_jax.data.synth.synthetic import PRESETS, SynthParams, describe, generate_cohort, preset_params
 
-    p = _parser(prog="lnm-jax synth", description="Write a synthetic cohort.")
+    p = new_parser(prog="lnm-jax synth", description="Write a synthetic cohort.")
     p.add_argument("--out", required=True, type=Path, help="new folder for the cohort (images and manifest.csv)")
     for f in dataclasses.fields(SynthParams):
         what = f"{SynthParams.HELP[f.name]} (default {f.default}, or the preset's)"
@@ -302,7 +151,7 @@ def cmd_synth(argv: list[str]) -> int:
 
 def cmd_validate(argv: list[str]) -> int:
 
-    p = _parser(
+    p = new_parser(
         prog="lnm-jax validate",
         description="Validate a cohort manifest (every image decoded) against a model: the inputs it takes, "
         "its image size, the configured split, and model.init_from's backbone. Writes nothing.",
@@ -318,7 +167,7 @@ def cmd_validate(argv: list[str]) -> int:
     p.epilog = "--config.FIELD=VALUE overrides a field of that config (or of the built-in one), as train takes it"
     if {"-h", "--help"} & set(argv):
         p.parse_args(["--help"])  # (exits) before a config is built: --help loads no JAX
-    pre = _parser(prog="lnm-jax validate", add_help=False)  # the config the overrides apply to: their types
+    pre = new_parser(prog="lnm-jax validate", add_help=False)  # the config the overrides apply to: their types
     pre.add_argument("--workdir", type=Path)
     pre.add_argument("--config", type=Path)
     known, _ = pre.parse_known_args(argv)
@@ -414,228 +263,6 @@ def _check_init_from(config, cohort, lines: list[str], problems: list[str], test
         return lines, [*problems, said]
 
 
-def apply_overrides(config, overrides: list[str]):
-    """``config`` with ``--config.a.b=VALUE`` overrides applied, read by absl's config flags as
-    :func:`parse_config_command` reads train's (``--config.data.accept_secondary_capture=false``
-    or ``=0`` alike); an unknown field, a wrong type or a missing value is one line."""
-    from absl import flags
-    from ml_collections import config_flags
-
-    if problems := _override_problems(overrides, config):
-        raise UsageError(" | ".join(problems + _known_override_problems(overrides, config)))
-    if note := repeated_override_note(overrides):
-        print(note, file=sys.stderr)
-    fv, full = flags.FlagValues(), ["lnm-jax", *overrides]
-    config_flags.DEFINE_config_dict("config", config, "experiment config", flag_values=fv, sys_argv=full)
-    if left := _read_flags(fv, full, config):
-        raise UsageError(leftover_line(left, overrides, config))
-    return fv.config
-
-
-def _read_flags(fv, full: list[str], base) -> list[str]:
-    """Parses ``full`` (a program name, then arguments) into ``fv``; returns the arguments no
-    flag took. A refused value is one line naming the override (:func:`_wrong_type_line`)."""
-    from absl import flags
-
-    try:
-        return fv(full)[1:]
-    except flags.Error as e:
-        wrong = _WRONG_TYPE.match(str(e))
-        if unset := re.match(r"flag --([\w-]+)=None: Flag --\1 must have a value other than None", str(e)):
-            raise UsageError(f"--{unset[1]} is required: the {fv[unset[1]].help}, --{unset[1]} DIR") from e
-        if bare := re.match(r"Missing value for flag --config\.([\w.]+)", str(e)):
-            raise UsageError(f"--config.{bare[1]}: give a value, --config.{bare[1]}=VALUE") from e
-        if number := re.match(r"flag --([\w-]+)=(.*?): invalid literal for int", str(e)):  # a command's own option
-            raise UsageError(f"--{number[1]}={number[2]}: an integer, not {number[2]!r}") from e
-        if switch := re.match(r"flag --([\w-]+)=(.*?): \('Non-boolean", str(e)):  # a command's own switch
-            raise UsageError(
-                f"--{switch[1]}={switch[2]}: a True/False option is true or false, not {switch[2]!r}"
-            ) from e
-        if wrong and (line := _wrong_type_line(base, *wrong.groups()[:2])):
-            raise UsageError(" | ".join(_every_override_problem(full, base) or [line])) from e
-        raise UsageError(str(e)) from e
-    except ValueError as e:
-        if negated := re.match(r"--no([\w.-]+)=(\S*) does not take an argument", str(e)):  # absl's words
-            raise UsageError(f"--no{negated[1]}={negated[2]}: {negated_line(negated[1])}") from e
-        raise UsageError(f"config override: {' '.join(str(e).strip().strip(chr(39)).split())}") from e
-    except (AttributeError, KeyError, TypeError) as e:  # ml_collections on a bad override
-        raise UsageError(f"config override: {' '.join(str(e).strip().strip(chr(39)).split())}") from e
-
-
-# what a config field of each type holds, for a refused override's line
-_KINDS = {bool: "True or False", int: "an integer", float: "a number", str: "text"}
-
-
-_WRONG_TYPE = re.compile(r"flag --config\.([\w.]+)=(.*?): (invalid literal|could not convert|\('Non-boolean)")
-
-
-def _every_override_problem(full: list[str], base) -> list[str]:
-    """Every ``--config.KEY=VALUE`` of ``full`` refused for its value's type (one line each,
-    :func:`_wrong_type_line`), then every range problem of the config the others make
-    (:func:`lnm_jax.config.config_problems`): all at once, as other config problems are
-    (helper-86: absl stops at the first, and a type error had hidden every other problem)."""
-    from absl import flags
-    from ml_collections import config_flags
-
-    from lnm_jax.config import config_problems
-
-    def parsed(overrides: list[str]):
-        fv, argv = flags.FlagValues(), ["lnm-jax", *overrides]
-        config = base.copy_and_resolve_references()
-        config_flags.DEFINE_config_dict("config", config, "experiment config", flag_values=fv, sys_argv=argv)
-        fv(argv)
-        return fv.config
-
-    typed, good = [], []
-    for arg in split_overrides(full[1:], base)[0]:  # (each as --config.FIELD=VALUE, however written)
-        try:
-            parsed([arg])
-            good.append(arg)
-        except flags.Error as e:
-            wrong = _WRONG_TYPE.match(str(e))
-            typed.append((wrong and _wrong_type_line(base, *wrong.groups()[:2])) or str(e))
-    return typed + config_problems(parsed(good))
-
-
-def _known_override_problems(argv: list[str], base) -> list[str]:
-    """Beside an unknown key's line, the problems of the overrides of ``argv`` that name fields
-    (:func:`_every_override_problem`), so that every problem is said at once (helper-87: a wrong
-    type beside a misspelt key waited for the next try); [] where they cannot be read apart."""
-    try:
-        overrides = split_overrides(argv, base)[0]
-    except UsageError:  # a value-less override: said on the next try, as before
-        return []
-    from absl import flags
-
-    known = [o for o in overrides if not _override_problems([o], base)]
-    try:
-        return _every_override_problem(["lnm-jax", *known], base) if known else []
-    except (flags.Error, ValueError):  # the unknown key's line alone, as before
-        return []
-
-
-def _wrong_type_line(config, key: str, text: str) -> str | None:
-    """The line for ``--config.KEY=TEXT`` refused for its type (``1.5`` for an integer field,
-    where ml_collections' own message is Python's ``invalid literal for int()``); None when
-    ``key`` names no field of a known type."""
-    held = _KINDS.get(type(_held(config, key)))
-    return f"--config.{key}={text}: the field holds {held}, not {text!r}" if held else None
-
-
-def _held(config, key: str):
-    """The value of config field ``key`` (dotted), or None where ``config`` has no such field."""
-    node = config
-    try:
-        for part in key.split("."):
-            node = node[part]
-    except (KeyError, TypeError):
-        return None
-    return node
-
-
-def split_overrides(argv: list[str], config) -> tuple[list[str], list[str]]:
-    """``(overrides, rest)``: the ``--config.FIELD`` overrides of ``argv``, each written
-    ``--config.FIELD=VALUE``, and its other arguments. The rules are absl's config flags', which
-    read train's: ``--config.FIELD VALUE`` is ``--config.FIELD=VALUE``; a True/False field
-    never takes the next argument (a bare ``--config.FLAG`` is ``--config.FLAG=True``, and a
-    ``False`` after it is left over: :func:`leftover_line`). ``config``: the config they apply to,
-    whose field types say which fields are True/False."""
-    overrides, rest, i = [], [], 0
-    while i < len(argv):
-        x = argv[i]
-        if x.startswith("--noconfig."):  # absl's False for a True/False field
-            overrides.append(x)
-        elif not x.startswith("--config.") or "=" in x:
-            (overrides if x.startswith("--config.") else rest).append(x)
-        elif isinstance(_held(config, x.removeprefix("--config.")), bool):
-            overrides.append(f"{x}=True")
-        elif i + 1 < len(argv) and not argv[i + 1].startswith("--"):
-            overrides.append(f"{x}={argv[i + 1]}")
-            i += 1
-        else:  # absl would take the next option as its value
-            raise UsageError(f"{x}: give a value, {x}=VALUE")
-        i += 1
-    return overrides, rest
-
-
-_ONE_DASH = re.compile(r"-([A-Za-z][\w.-]+)(=.*)?")
-# an option whose two hyphens an editor or a chat joined into a dash (en, em, minus, ...):
-# argparse had said its options were missing, absl that nothing took the arguments
-_DASHES = "\u2010-\u2015\u2212\ufe58\ufe63\uff0d"
-_OTHER_DASH = re.compile(rf"-?([{_DASHES}])[{_DASHES}-]?(?=[A-Za-z])")
-
-
-def check_option_forms(argv: list[str]) -> None:
-    """Refuses an option written with one dash (``-resume``, ``-config.train.epochs=3``) in one
-    line naming its two-dash form. absl, which reads train's, pretrain's, reproduce's and demo's
-    options, takes ``-resume`` as ``--resume``, where this CLI's own readings of them (train's
-    ``--resume`` before its config is chosen, an override's field checked by name) see no option:
-    ``train -resume`` had resumed against the built-in config, and ``-config.F`` skipped the
-    field's check. Every command refuses the form alike. A value that starts with a dash and a
-    letter is written after ``=`` (``--OPTION=-value``); ``-h``, negative numbers and what follows
-    ``--`` pass. An option begun with a dash that is not a hyphen (``—workdir``: an editor's or a
-    chat's em or en dash for ``--``) is said so. An empty path (``--workdir=``, ``--out ""``) is
-    refused too: it is read as the current folder, and ``train --workdir= --resume`` had trained a
-    new run into it."""
-    for i, x in enumerate(argv):
-        if x == "--":  # what follows is arguments, not options
-            return
-        if m := _OTHER_DASH.match(x):
-            raise UsageError(
-                f"{x}: begins with {unicodedata.name(m.group(1)).lower()} (U+{ord(m.group(1)):04X}), not '--' "
-                f"(an editor or a chat may have joined the two hyphens): write --{x[m.end() :]} (a value that "
-                "begins with it goes after '=', --OPTION=VALUE, a file name after '--')"
-            )
-        if _ONE_DASH.fullmatch(x):
-            raise UsageError(
-                f"{x}: one dash; an option takes two (-{x.split('=')[0]}), and a value that starts with '-' "
-                f"goes after '=' (--OPTION={x})"
-            )
-        name, eq, value = x.partition("=")
-        if name not in _PATH_OPTIONS:
-            continue
-        given = value if eq else argv[i + 1] if i + 1 < len(argv) else None
-        if given is not None and not given.strip():
-            raise UsageError(f"{name}: give a path, not an empty value (it would be read as the current folder)")
-        if not eq and given is not None and given.startswith("--"):  # absl would take the option as the path
-            raise UsageError(f"{name}: give a path before {given}, or {name}=PATH")
-
-
-# options that name a file or folder: an empty value is refused (``--workdir=`` had trained into
-# the current folder, skipping train's --resume check)
-_PATH_OPTIONS = {"--workdir", "--out", "--manifest", "--src", "--mapping", "--exported", "--config"}
-
-
-def negated_line(key: str) -> str:
-    """What ``--noKEY`` is, for a value given to it: absl's False for the True/False ``KEY``."""
-    return f"--no{key} takes no value; it sets {key} False, as --{key}=false does"
-
-
-def leftover_line(leftover: list[str], argv: list[str], config, switches: Iterable[str] = ()) -> str:
-    """The line refusing arguments no option took (``leftover``) from a command's ``argv``. A
-    value written with a space after a True/False override (``--config.data.accept_secondary_capture
-    False``) or after one of the command's True/False ``switches`` (``--resume False``) is named
-    as such: absl reads the bare flag as True and leaves the value, which had been dropped in
-    silence."""
-
-    def switch(key: str) -> bool:
-        return key in switches or (key.startswith("config.") and isinstance(_held(config, key[7:]), bool))
-
-    for before, x in zip(argv, argv[1:]):
-        key = before.removeprefix("--")
-        if x in leftover and key.startswith("no") and switch(key[2:]):
-            return f"unexpected argument {x!r} after --{key}: {negated_line(key[2:])}"
-        if x in leftover and switch(key):
-            form = f"--{key}={x}" if isinstance(_switch_value(x), bool) else f"--{key}=true or --{key}=false"
-            return (
-                f"unexpected argument {x!r} after --{key}: a True/False option takes its value after "
-                f"'=' ({form}); alone, --{key} sets it True"
-            )
-    many = len(leftover) > 1
-    said = " ".join(repr(x) for x in leftover)
-    return f"unexpected argument{'s' if many else ''} {said}: no option takes {'them' if many else 'it'}"
-
-
 def _config_for_validate(a):
     from lnm_jax.config import base_config
     from lnm_jax.run import load_trained_config
@@ -652,106 +279,34 @@ def _config_for_validate(a):
     return base_config()
 
 
-def load_config_file(path: Path | str):
-    """``get_config()`` of a config file, or the config a run recorded (a ``config.json``, checked
-    as a run's is); :class:`UsageError` (one line) when the file is missing, a folder, of
-    another kind, does not parse, or defines no ``get_config``."""
-    import importlib.util
-
-    from lnm_jax.run_files import RunFiles
-
-    path = Path(path)
-    if path.is_dir():
-        raise UsageError(
-            f"config file {path} is a folder: give a config file (configs/*.py) or a run's config.json "
-            f"({RunFiles(path).config} where it is a run folder)"
-        )
-    if not path.is_file():
-        raise UsageError(f"config file {path} does not exist")
-    if path.suffix.lower() == ".json":  # a run's recorded config: the run redone from its record
-        from lnm_jax.run_config import read_config_json  # noqa: PLC0415
-
-        try:
-            return read_config_json(path)
-        except DamagedFileError as e:
-            raise UsageError(str(e)) from None
-        except (ValueError, TypeError, AttributeError) as e:  # (helper-102: a metrics.json: "does not accept dots")
-            raise UsageError(f"config file {path} is no run's config.json ({type(e).__name__}: {e})") from None
-    if path.suffix != ".py":
-        raise UsageError(f"config file {path} is neither a Python config (.py, defining get_config) nor a config.json")
-    spec = importlib.util.spec_from_file_location(f"lnm_config_{path.stem}", path)
-    module = importlib.util.module_from_spec(spec)
-    try:
-        spec.loader.exec_module(module)
-    except SyntaxError as e:
-        raise UsageError(f"config file {path}, line {e.lineno}: {e.msg}") from None
-    except Exception as e:  # noqa: BLE001  (whatever the file raises, in one line)
-        raise UsageError(f"config file {path} fails to load: {type(e).__name__}: {e}") from None
-    if not callable(getattr(module, "get_config", None)):
-        raise UsageError(f"config file {path} defines no get_config() (see configs/ for examples)")
-    return module.get_config()
-
-
-def _override_problems(argv: list[str], config) -> list[str]:
-    """One line per ``--config.a.b=v`` override whose key ``config`` lacks (with the closest
-    valid names: by spelling, or by initials as ``lr`` for ``learning_rate``), or that names a
-    group of fields rather than one."""
-
-    from lnm_jax.config import config_keys
-
-    keys = config_keys(config)
-    out = []
-    for arg in argv:
-        if not arg.startswith("--config."):
-            continue
-        key = arg.removeprefix("--config.").split("=", 1)[0]
-        node, found = config, True
-        for part in key.split("."):
-            if not hasattr(node, "keys") or part not in node:
-                found = False
-                break
-            node = node[part]
-        if found and hasattr(node, "keys") and "=" in arg:
-            out.append(f"--config.{key} is a group of fields, not a field: set one, e.g. --config.{key}.FIELD=VALUE")
-        elif not found:
-            section, _, leaf = key.rpartition(".")
-            siblings = [k for k in keys if k.rpartition(".")[0] == section]
-            initials = [k for k in siblings if "".join(w[0] for w in k.rpartition(".")[2].split("_")) == leaf]
-            other = [k for k in siblings if k.rpartition(".")[2] == FIELD_SYNONYMS.get(leaf)]  # arch -> backbone
-            near = list(dict.fromkeys(other + initials + difflib.get_close_matches(key, keys, n=3, cutoff=0.6)))[:3]
-            hint = f"; did you mean {', '.join(near)}?" if near else "; see configs/ and lnm_jax/config.py"
-            out.append(f"--config.{key}: no such config field{hint}")
-    return out
-
-
 def cmd_norm_stats(argv: list[str]) -> int:
     from lnm_jax.config import base_config  # noqa: PLC0415  (its defaults: one definition)
 
     d = base_config().data
-    p = _parser(prog="lnm-jax norm-stats", description="Per-modality mean/std of the training split.")
+    p = new_parser(prog="lnm-jax norm-stats", description="Per-modality mean/std of the training split.")
     p.add_argument("--manifest", required=True, type=Path, help="the cohort manifest CSV")
     p.add_argument(
         "--image-size",
-        type=_config_value("data.image_size", int),
+        type=config_value_type("data.image_size", int),
         default=d.image_size,
         help="config data.image_size (pixels)",
     )
-    p.add_argument("--seed", type=_seed, default=d.split.seed, help="split seed (config data.split.seed)")
+    p.add_argument("--seed", type=seed_type, default=d.split.seed, help="split seed (config data.split.seed)")
     p.add_argument("--out", type=Path, help="also write the JSON here")
     p.add_argument(
         "--field-of-view-mm",
-        type=_config_value("data.field_of_view_mm"),
+        type=config_value_type("data.field_of_view_mm"),
         default=d.field_of_view_mm,
         help="config data.field_of_view_mm",
     )
     _framing_arguments(p)
     p.add_argument(
         "--clip-frames",
-        type=_config_value("data.clip_frames", int),
+        type=config_value_type("data.clip_frames", int),
         default=d.clip_frames,
         help="config data.clip_frames: the CEUS clip frames training feeds",
     )
-    fractions = {k: _config_value(f"data.split.{k}_fraction") for k in ("test", "val")}
+    fractions = {k: config_value_type(f"data.split.{k}_fraction") for k in ("test", "val")}
     for k in ("test", "val"):
         default = d.split[f"{k}_fraction"]
         p.add_argument(f"--{k}-fraction", type=fractions[k], default=default, help=f"config data.split.{k}_fraction")
@@ -779,175 +334,15 @@ def cmd_norm_stats(argv: list[str]) -> int:
 # ------------------------------------------------------------------- config-driven commands
 
 
-# The config fields people change most, shown by --help of every config-taking command.
-COMMON_FIELDS = (
-    ("modalities", "inputs: us_lnm | bmode | ceus | dual | triple, or a comma list such as bmode,us_lnm"),
-    ("data.manifest", "cohort manifest CSV; empty: the embedded synthetic cohort"),
-    ("data.image_size", "side of the square each image is resized to, in pixels"),
-    ("train.epochs", "training epochs"),
-    ("train.learning_rate", "Adam's learning rate"),
-    ("model.backbone", "resnet10 | resnet18 | resnet34 | resnet50 | vgg11 | inception_v3 ..."),
-    ("model.init_from", "a pretrained backbone (lnm-jax convert-weights or pretrain)"),
-    ("model.fusion", "concat (the paper's head) | late (per-input heads, for small cohorts)"),
-)
-# ... and those of one command
-COMMAND_FIELDS = {
-    "train": (
-        (
-            "train.checkpoint_every_epochs",
-            "save 'latest' every N epochs and at the last epoch; 0: each epoch whose previous save has finished",
-        ),
-    ),
-    "pretrain": (
-        ("pretrain.epochs", "SimCLR epochs"),
-        ("pretrain.batch_size", "images per SimCLR batch (each backbone needs at least one batch of images)"),
-        ("pretrain.shared_backbone", "one backbone for every image input (else one per input)"),
-    ),
-    "reproduce": (
-        ("protocol.folds", "K-fold cross-validation (0: the paper's 8:2 split)"),
-        ("protocol.pretrain", "a SimCLR pretraining per split, the test patients left out"),
-        ("protocol.pretrain_manifests", "more manifests for every split's pretraining"),
-    ),
-}
-DESCRIPTIONS = {
-    "train": "Train a model (the paper's triple ResNet-50 by default) in a run folder.",
-    "pretrain": "Self-supervised (SimCLR) backbones from the manifests' images, for model.init_from.",
-    "reproduce": "The paper's protocol: Tables 1-3 and the figures, in one folder.",
-    "demo": "Synthesise the embedded cohort, train configs/demo.py on it and evaluate.",
-}
-
-
-def config_help(name: str, default_factory, fv) -> str:
-    """``--help`` of a config-taking command: its flags, the config fields people change most
-    (with the defaults of the config it starts from) and where the rest are."""
-    from lnm_jax.config import config_keys
-
-    config = default_factory()
-    lines = [
-        f"usage: lnm-jax {name} --workdir W [--config FILE] [--config.FIELD=VALUE ...] [options]",
-        "",
-        DESCRIPTIONS.get(name, ""),
-        "",
-        "options:",
-        "  --workdir W            the run folder (required)",
-        "  --config FILE          a config file (configs/*.py: get_config()); default: the built-in one",
-        f"  --config.FIELD=VALUE   override one field, e.g. --config.{'pretrain' if name == 'pretrain' else 'train'}"
-        ".epochs=3",
-    ]
-    for flag in sorted(set(fv) - {"workdir", "config"}):
-        lines.append(_flag_line(fv[flag]))
-    lines += ["", "config fields people change most (default of this command's config):"]
-    for field, what in COMMON_FIELDS + COMMAND_FIELDS.get(name, ()):
-        node = config
-        for part in field.split("."):
-            node = node[part]
-        lines.append(f"  {field:<28} {what} [{node!r}]")
-    lines += [
-        "",
-        f"all {len(config_keys(config))} fields: lnm_jax/config.py; experiments as files: configs/ "
-        "(paper_*.py, demo.py, small_cohort.py, reproduce_*.py)",
-    ]
-    return "\n".join(lines)
-
-
-ABSL_MULTI_NOTE = "repeat this option to specify a list of values"  # what absl appends to a multi flag's help
-
-
-def _flag_line(flag) -> str:
-    """One option of :func:`config_help`: ``--name VALUE`` (the value's kind; none for a switch),
-    its description, whether it repeats, and its default where it has one."""
-    multi = ABSL_MULTI_NOTE in flag.help
-    text = " ".join(flag.help.replace(ABSL_MULTI_NOTE, "").split()).rstrip(";")
-    kind = flag.flag_type()
-    name = f"--{flag.name}" if kind == "bool" else f"--{flag.name} {'N' if kind == 'int' else flag.name.upper()}"
-    if multi:
-        text += " (repeat the option for more)"
-    if _shown_default(flag.default):
-        text += f" [default: {flag.default}]"
-    return f"  {name:<22} {text}"
-
-
-def parse_config_command(name: str, argv: list[str], default_factory, extra=None) -> tuple:
-    """absl flags + ml_collections config flags for one sub-command: ``(config, flag values)``.
-    ``-h``/``--help`` prints :func:`config_help` and exits 0."""
-    from absl import flags
-    from ml_collections import config_flags
-
-    fv = flags.FlagValues()
-    if "-h" in argv or "--help" in argv:
-        flags.DEFINE_string("workdir", None, "run folder", flag_values=fv)
-        if extra is not None:
-            extra(flags, fv)
-        print(config_help(name, default_factory, fv))
-        raise SystemExit(0)
-    # config_flags reads overrides from this argv, the file first wherever it was given (absl
-    # refuses an override before --config FILE, which validate takes)
-    at = _config_file_at(argv)
-    full = [f"lnm-jax {name}", *(argv[i] for i in at), *(x for i, x in enumerate(argv) if i not in at)]
-    file = _config_file_arg(argv)
-    base = default_factory() if file is None else load_config_file(file)  # a broken file: one line
-    if problems := _override_problems(argv, base):  # before absl, which raises on the first
-        raise UsageError(" | ".join(problems + _known_override_problems(argv, base)))
-    overrides, _ = split_overrides(argv, base)  # a value-less override: absl would take the next option as its value
-    if note := repeated_override_note(overrides):
-        print(note, file=sys.stderr)
-    if file is not None and file.suffix == ".py":
-        config_flags.DEFINE_config_file("config", None, "experiment config file", flag_values=fv, sys_argv=full)
-    elif file is not None:  # a config.json, read above: its values are the base the overrides apply to
-        full = [x for i, x in enumerate(full) if i == 0 or i > len(at)]
-        config_flags.DEFINE_config_dict("config", base, "experiment config", flag_values=fv, sys_argv=full)
-    else:
-        config_flags.DEFINE_config_dict("config", base, "experiment config", flag_values=fv, sys_argv=full)
-    flags.DEFINE_string("workdir", None, "run folder", flag_values=fv, required=True)
-    if extra is not None:
-        extra(flags, fv)
-    # the command's own options (an override repeated is absl's: the last one, appended to a base line)
-    single = {f"--{n}" for n in fv if not fv[n].boolean and not isinstance(fv[n], flags.MultiFlag)}
-    single = {o for o in single if not o.startswith("--config")}
-    if twice := repeated_option(argv, single):
-        raise UsageError(twice)
-    if left := _read_flags(fv, full, base):
-        raise UsageError(leftover_line(left, argv, base, [n for n in fv if fv[n].boolean]))
-    return fv.config, fv
-
-
-def _config_file_at(argv: list[str]) -> list[int]:
-    """The positions in ``argv`` of ``--config FILE`` (both) and ``--config=FILE``, in order."""
-    return [
-        i for i, x in enumerate(argv) if x.startswith("--config=") or x == "--config" or argv[i - 1 : i] == ["--config"]
-    ]
-
-
-def _config_file_arg(argv: list[str]) -> Path | None:
-    """The file of the first ``--config FILE`` / ``--config=FILE``, or None."""
-    for i in _config_file_at(argv):
-        if argv[i].startswith("--config="):
-            return Path(argv[i].removeprefix("--config="))
-        if argv[i] != "--config":  # the FILE after --config
-            return Path(argv[i])
-    return None
-
-
-def _switch_value(text: str) -> bool | str:
-    """A True/False switch's value as absl reads it (absl's own parser: true/t/1, false/f/0, any
-    case); other text as given, for absl to refuse."""
-    from absl import flags
-
-    try:
-        return flags.BooleanParser().parse(text)
-    except ValueError:
-        return text
-
-
 def cmd_train(argv: list[str]) -> int:
     from lnm_jax.config import base_config
     from lnm_jax.run_files import RunFiles
 
-    pre = _parser(prog="lnm-jax train", add_help=False)
+    pre = new_parser(prog="lnm-jax train", add_help=False)
     pre.add_argument("--workdir")
     # read as absl reads the switch below (--resume, --resume=false, --noresume); a value after a
     # space is taken here and refused by absl, as a leftover
-    pre.add_argument("--resume", nargs="?", const="true", default="false", type=_switch_value)
+    pre.add_argument("--resume", nargs="?", const="true", default="false", type=switch_value)
     # --noresume=VALUE is refused by absl, in its one line; read here as not resuming
     pre.add_argument("--noresume", dest="resume", nargs="?", const=False, type=lambda _: False)
     known, _ = pre.parse_known_args(argv)
@@ -1048,10 +443,12 @@ CHECKPOINT_HELP = "best (highest validation AUC, the default) or latest (the las
 
 def cmd_evaluate(argv: list[str]) -> int:
 
-    p = _parser(prog="lnm-jax evaluate", description="Evaluate a run's checkpoint.")
+    p = new_parser(prog="lnm-jax evaluate", description="Evaluate a run's checkpoint.")
     p.add_argument("--workdir", required=True, type=Path, help=RUN_FOLDER_HELP)
     p.add_argument("--checkpoint", choices=("best", "latest"), default="best", help=CHECKPOINT_HELP)
-    p.add_argument("--splits", type=_comma_list(names.SPLITS), default="val,test", help="comma list of train,val,test")
+    p.add_argument(
+        "--splits", type=comma_list_type(names.SPLITS), default="val,test", help="comma list of train,val,test"
+    )
     p.add_argument(
         "--out", type=Path, help="where the metrics, predictions and plots go (default: WORKDIR/eval_CHECKPOINT)"
     )
@@ -1078,7 +475,7 @@ def _pattern_run(item: str):
 
 def cmd_availability(argv: list[str]) -> int:
 
-    p = _parser(prog="lnm-jax availability", description="Metrics of a missing-input run per availability pattern.")
+    p = new_parser(prog="lnm-jax availability", description="Metrics of a missing-input run per availability pattern.")
     p.add_argument("--workdir", required=True, type=Path, help=RUN_FOLDER_HELP)
     p.add_argument("--checkpoint", choices=("best", "latest"), default="best", help=CHECKPOINT_HELP)
     p.add_argument("--split", default="test", choices=("val", "test"), help="the split whose patients are scored")
@@ -1109,7 +506,7 @@ def cmd_availability(argv: list[str]) -> int:
 
 def cmd_external_validation(argv: list[str]) -> int:
 
-    p = _parser(
+    p = new_parser(
         prog="lnm-jax external-validation",
         description="A model on a site's own labelled patients: predict's CSV against the model's card.",
     )
@@ -1127,7 +524,7 @@ def cmd_external_validation(argv: list[str]) -> int:
     )
     p.add_argument("--out", required=True, type=Path, help="the folder to write metrics.json and the figures to")
     p.add_argument("--bootstrap", type=int, default=2000, help="bootstrap resamples of the AUC's CI (0: DeLong's)")
-    p.add_argument("--seed", type=_seed, default=0, help="the bootstrap's seed")
+    p.add_argument("--seed", type=seed_type, default=0, help="the bootstrap's seed")
     a = p.parse_args(argv)
     if a.bootstrap < 0:
         p.error(f"--bootstrap {a.bootstrap}: a count of resamples, 0 or more")
@@ -1139,7 +536,7 @@ def cmd_external_validation(argv: list[str]) -> int:
 
 def cmd_predict(argv: list[str]) -> int:
 
-    p = _parser(prog="lnm-jax predict", description="P(LNM) for new patients.")
+    p = new_parser(prog="lnm-jax predict", description="P(LNM) for new patients.")
     model = p.add_mutually_exclusive_group(required=True)
     model.add_argument("--workdir", type=Path, help="a training run folder")
     model.add_argument("--exported", type=Path, help="a folder written by lnm-jax export (no run folder needed)")
@@ -1212,7 +609,7 @@ def _labelled_rows(predictions: Path) -> int:
 
 def cmd_gradcam(argv: list[str]) -> int:
 
-    p = _parser(
+    p = new_parser(
         prog="lnm-jax gradcam",
         description="Grad-CAM heatmaps of both image branches, for a split of the run or any manifest; maps as "
         "arrays (cams.npz) and, where the manifest has bmode_mask/ceus_mask, scored against the lesion "
@@ -1239,8 +636,10 @@ def cmd_gradcam(argv: list[str]) -> int:
         default="lnm",
         help="lnm: evidence for the positive class (the logit); no_lnm: against it (minus the logit)",
     )
-    p.add_argument("--threshold", type=_probability, default=0.5, help="P(LNM) cut for correct/incorrect, in (0, 1)")
-    p.add_argument("--seed", type=_seed, default=0, help="of the random-map baseline")
+    p.add_argument(
+        "--threshold", type=probability_type, default=0.5, help="P(LNM) cut for correct/incorrect, in (0, 1)"
+    )
+    p.add_argument("--seed", type=seed_type, default=0, help="of the random-map baseline")
     p.add_argument(
         "--pointing-tolerance",
         type=float,
@@ -1291,7 +690,7 @@ def cmd_gradcam(argv: list[str]) -> int:
 
 def cmd_export(argv: list[str]) -> int:
 
-    p = _parser(
+    p = new_parser(
         prog="lnm-jax export",
         description="A trained model as a folder that runs without this package: predict.py, lnm_runtime/ "
         "(its preprocessing), requirements.txt, the program and weights, metadata.json and model_card.md.",
@@ -1301,13 +700,13 @@ def cmd_export(argv: list[str]) -> int:
     p.add_argument("--out", required=True, type=Path, help="a new folder")
     p.add_argument(
         "--format",
-        type=_comma_list(names.EXPORT_FORMATS),
+        type=comma_list_type(names.EXPORT_FORMATS),
         default=names.EXPORT_FORMATS[0],
         help=f"comma list of {','.join(names.EXPORT_FORMATS)} (onnx: the onnx extra)",
     )
     p.add_argument(
         "--platforms",
-        type=_comma_list(names.EXPORT_PLATFORMS),
+        type=comma_list_type(names.EXPORT_PLATFORMS),
         default=",".join(names.EXPORT_PLATFORMS),
         help=f"comma list of jax.export platforms among {','.join(names.EXPORT_PLATFORMS)}",
     )
@@ -1335,7 +734,7 @@ def cmd_export(argv: list[str]) -> int:
 
 def cmd_relocate(argv: list[str]) -> int:
 
-    p = _parser(
+    p = new_parser(
         prog="lnm-jax relocate",
         description="Point a trained run at its training cohort's manifest in a new place (the cohort, or the "
         "embedded cohort's cohort/ folder, moved): checked to be the cohort the run was split on, then config.json's "
@@ -1354,7 +753,7 @@ def cmd_relocate(argv: list[str]) -> int:
 
 def cmd_convert_weights(argv: list[str]) -> int:
 
-    p = _parser(
+    p = new_parser(
         prog="lnm-jax convert-weights",
         description="Port a torchvision or Keras ResNet's weights to a backbone checkpoint (config model.init_from).",
     )
@@ -1436,7 +835,7 @@ def cmd_reproduce(argv: list[str]) -> int:
 
 def cmd_convert_ddti(argv: list[str]) -> int:
 
-    p = _parser(
+    p = new_parser(
         prog="lnm-jax convert-ddti",
         description="DDTI (images/, xml/) -> cohort manifest of B-mode images with their nodule outlines as lesion "
         "masks (masks/ beside the manifest); label TI-RADS >= 4a, a demonstration label (not pathology).",
@@ -1457,7 +856,7 @@ def cmd_convert_ddti(argv: list[str]) -> int:
 
 def cmd_crop_to_lesion(argv: list[str]) -> int:
 
-    p = _parser(
+    p = new_parser(
         prog="lnm-jax crop-to-lesion",
         description="A copy of a manifest whose <input>_crop columns frame each masked image around its lesion "
         "(the mask's box grown by --margin on each side, squared where the image allows): lesion-aware framing "
@@ -1478,7 +877,7 @@ def cmd_crop_to_lesion(argv: list[str]) -> int:
 
 def cmd_convert_busbra(argv: list[str]) -> int:
 
-    p = _parser(prog="lnm-jax convert-busbra", description="BUS-BRA (Images/, bus_data.csv) -> cohort manifest.")
+    p = new_parser(prog="lnm-jax convert-busbra", description="BUS-BRA (Images/, bus_data.csv) -> cohort manifest.")
     p.add_argument("--src", required=True, type=Path, help="the BUS-BRA folder")
     p.add_argument("--out", required=True, type=Path, help="manifest CSV to write")
     p.add_argument("--overwrite", action="store_true", help=OVERWRITE_HELP)
@@ -1492,7 +891,7 @@ def cmd_convert_busbra(argv: list[str]) -> int:
 
 def cmd_deidentify(argv: list[str]) -> int:
 
-    p = _parser(
+    p = new_parser(
         prog="lnm-jax deidentify",
         description="Write a de-identified copy of a cohort: pseudonymous patient ids, images cropped to their "
         "scan region, DICOM headers through the PS3.15 basic profile, a new manifest; the mapping to the "

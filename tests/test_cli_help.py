@@ -213,7 +213,14 @@ def test_an_override_reads_alike_in_every_command(capsys, tmp_path):
     True/False override with a space is refused naming the '=' form: absl reads the bare flag as
     True, and ``--config.data.accept_secondary_capture False`` had trained with secondary captures
     accepted, its ``False`` dropped in silence. A stray argument is refused by both."""
-    from lnm_jax.cli import UsageError, apply_overrides, check_option_forms, main, parse_config_command, split_overrides
+    from lnm_jax.cli import main
+    from lnm_jax.command_line import (
+        UsageError,
+        apply_overrides,
+        check_option_forms,
+        parse_config_command,
+        split_overrides,
+    )
     from lnm_jax.config import base_config
 
     for given in (
@@ -409,7 +416,7 @@ def test_a_runs_config_json_is_a_config_file_a_new_run_starts_from(triple_run, t
     on top; a folder, another kind of file and an edited config.json are one line each."""
     import json
 
-    from lnm_jax.cli import UsageError, parse_config_command
+    from lnm_jax.command_line import UsageError, parse_config_command
     from lnm_jax.config import base_config
 
     stored = triple_run.files.config

@@ -914,7 +914,7 @@ def test_early_stopping_on_validation_auc(tiny_cohort, tmp_path):
 
 
 def test_norm_stats_command_output_overrides_the_config(tiny_cohort, capsys):
-    from lnm_jax.cli import parse_config_command
+    from lnm_jax.command_line import parse_config_command
 
     assert main(["norm-stats", "--manifest", str(tiny_cohort), "--image-size", "32"]) == 0
     captured = capsys.readouterr()
