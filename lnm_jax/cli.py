@@ -525,12 +525,21 @@ def cmd_external_validation(argv: list[str]) -> int:
     p.add_argument("--out", required=True, type=Path, help="the folder to write metrics.json and the figures to")
     p.add_argument("--bootstrap", type=int, default=2000, help="bootstrap resamples of the AUC's CI (0: DeLong's)")
     p.add_argument("--seed", type=seed_type, default=0, help="the bootstrap's seed")
+    p.add_argument(
+        "--update",
+        choices=names.UPDATE_CHOICES,
+        default="closed-test",
+        help="the update predict --site-update applies to the site's next patients: none, intercept (recalibration "
+        "in the large), logistic (intercept and slope), or closed-test, the simplest of these the site's patients "
+        "support (Vergouwe et al., Stat Med 2017)",
+    )
     a = p.parse_args(argv)
     if a.bootstrap < 0:
         p.error(f"--bootstrap {a.bootstrap}: a count of resamples, 0 or more")
     from lnm_jax.evaluation.external import external_lines, external_validation
 
-    print(external_lines(external_validation(a.predictions, a.card, a.out, n_boot=a.bootstrap, seed=a.seed)))
+    record = external_validation(a.predictions, a.card, a.out, n_boot=a.bootstrap, seed=a.seed, update=a.update)
+    print(external_lines(record))
     return 0
 
 

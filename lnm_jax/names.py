@@ -90,6 +90,11 @@ MODEL_STATE_COLUMN = "model_state_sha256"
 # ("train") or validation ("val") patients (by id or by picture: lnm_jax.evaluation.seen); empty
 # for the others. An export cannot tell (it holds no patient): its CSV has no such column
 SEEN_COLUMN = "seen_by_run"
+# the updates of a model's probabilities to a new site, simplest first (Steyerberg, Clinical
+# Prediction Models, 2nd ed., 2019, ch. 20, methods 1-3): sigmoid(a + b * logit); and how
+# external-validation chooses one ("closed-test": from the site's patients)
+UPDATE_METHODS = ("none", "intercept", "logistic")
+UPDATE_CHOICES = ("closed-test", *UPDATE_METHODS)
 # those torchvision ships (ResNet-10 is the tests' own): convert-weights and verify_weights.py port them
 TORCHVISION_BACKBONES = tuple(b for b in BACKBONES if b != "resnet10")
 # how the fused model combines its inputs (model.fusion) and encodes the flag (model.flag_encoding)

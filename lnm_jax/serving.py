@@ -26,6 +26,7 @@ refuses). The flag is 0/1 or None.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from pathlib import Path
 
@@ -60,27 +61,60 @@ def sigmoid(z):
     return 1.0 / (1.0 + np.exp(-np.asarray(z, np.float64)))
 
 
-# the column of a site's updated probability, sigmoid(logit + a) (:func:`read_site_update`)
+# the column of a site's updated probability, sigmoid(a + b * logit) (:func:`read_site_update`)
 SITE_COLUMN = "prob_lnm_site"
 
 
-def read_site_update(path: Path | str, state: str | None) -> tuple[float, str]:
-    """(``a``, what it was fitted on, said) of ``lnm-jax external-validation``'s record at
-    ``path`` (its ``--out`` folder or the ``metrics.json`` in it): the intercept update
-    ``sigmoid(logit + a)`` fitted on a site's labelled patients (Steyerberg, *Clinical Prediction
-    Models*, ch. 20: recalibration in the large), for ``predict --site-update`` to apply to the
-    site's next patients. ValueError in one line: a record that is not external validation's,
-    edited (its seal), without a finite update, or of another model state than ``state`` (the
-    model scoring), or where either state is not known."""
+@dataclasses.dataclass(frozen=True)
+class SiteUpdate:
+    """The update ``sigmoid(intercept + slope * logit)`` external validation fitted on a site's
+    labelled patients (``method``: one of :data:`lnm_jax.names.UPDATE_METHODS`; ``chosen_by``:
+    "closed test" or "given"), and what it was fitted on, said."""
+
+    intercept: float
+    slope: float
+    method: str
+    chosen_by: str
+    fitted_on: str
+
+    def __call__(self, logit: float) -> float:
+        """The site's probability of a patient whose model logit is ``logit``."""
+        return float(sigmoid(self.intercept + self.slope * logit))
+
+    def note(self) -> str:
+        """The note ``predict`` gives with :data:`SITE_COLUMN`."""
+        how = "chosen by the closed test" if self.chosen_by == "closed test" else "as asked"
+        if self.method == "none":
+            return (
+                f"{SITE_COLUMN}: equals prob_lnm: for the site of {self.fitted_on} the closed test kept the model as "
+                "it is (no update these patients support)"
+                if self.chosen_by == "closed test"
+                else f"{SITE_COLUMN}: equals prob_lnm (update 'none', as asked, for {self.fitted_on})"
+            )
+        formula = (
+            f"sigmoid(logit {self.intercept:+.3f}), the intercept update"
+            if self.method == "intercept"
+            else f"sigmoid({self.intercept:+.3f} + {self.slope:.3f} * logit), the logistic recalibration"
+        )
+        return (
+            f"{SITE_COLUMN}: {formula} ({how}) fitted on {self.fitted_on}: the site's risks, ranking unchanged; the "
+            "card's cut-offs are not this column's (choose one on the site's patients)"
+        )
+
+
+def read_site_update(path: Path | str, state: str | None) -> SiteUpdate:
+    """The :class:`SiteUpdate` of ``lnm-jax external-validation``'s record at ``path`` (its
+    ``--out`` folder or the ``metrics.json`` in it), for ``predict --site-update`` to apply to
+    the site's next patients (Steyerberg, *Clinical Prediction Models*, ch. 20); a record written
+    before ``site_update`` was kept gives its intercept update. ValueError in one line: a record
+    that is not external validation's, edited (its seal), without a finite update, or of another
+    model state than ``state`` (the model scoring), or where either state is not known."""
     path = Path(path)
     file = path / METRICS if path.is_dir() else path
     record = read_json(file, remedy="give the --out folder of lnm-jax external-validation")
     if "intercept_update" not in record or "site" not in record:
         raise ValueError(f"{file}: not lnm-jax external-validation's metrics.json (no intercept_update)")
     check_seal(record, file, remedy="run lnm-jax external-validation again", strict=True)
-    a = record["intercept_update"]
-    if not isinstance(a, (int, float)) or not np.isfinite(a):
-        raise ValueError(f"{file}: intercept_update is {a!r}: the site's patients gave no finite update")
     theirs = record.get(names.STATE_DIGEST)
     if not (state and theirs):  # (helper-108: a record without one had been applied to any model)
         raise ValueError(
@@ -93,22 +127,24 @@ def read_site_update(path: Path | str, state: str | None) -> tuple[float, str]:
             f"{file}: fitted for the model state {theirs[:12]}..., not this model's {state[:12]}...: an update "
             "holds for the model whose logits it was fitted to"
         )
+    if "site_update" in record:  # (a record of an lnm-jax before it: the intercept update, below)
+        u = record["site_update"]
+        if u is None:
+            raise ValueError(f"{file}: holds no site update: its fits did not converge on the site's patients")
+        a, b, method, chosen_by = (u.get(k) for k in ("intercept", "slope", "method", "chosen_by"))
+    else:
+        a, b, method, chosen_by = record["intercept_update"], 1.0, "intercept", "given"
+    if method not in names.UPDATE_METHODS or not all(isinstance(v, (int, float)) and np.isfinite(v) for v in (a, b)):
+        raise ValueError(f"{file}: the site update is {a!r}, {b!r} ({method!r}): the site's patients gave no update")
     site = record["site"]
-    return float(a), f"{site['n']} patients ({site['n_positive']} positive) of {record.get('predictions', file)}"
+    fitted_on = f"{site['n']} patients ({site['n_positive']} positive) of {record.get('predictions', file)}"
+    return SiteUpdate(float(a), float(b), method, str(chosen_by), fitted_on)
 
 
 SITE_UPDATE_HELP = (
     f"the --out folder of lnm-jax external-validation on this site's labelled patients: adds {SITE_COLUMN}, "
-    "sigmoid(logit + a) with its intercept update a"
+    "sigmoid(a + b * logit) with the update it fitted"
 )
-
-
-def site_update_note(a: float, fitted_on: str) -> str:
-    """The note ``predict`` gives with :data:`SITE_COLUMN`."""
-    return (
-        f"{SITE_COLUMN}: sigmoid(logit {a:+.3f}), the intercept update fitted on {fitted_on}: the site's mean risk, "
-        "ranking unchanged; the card's cut-offs are not this column's (choose one on the site's patients)"
-    )
 
 
 def guard_predictions(out_csv: Path | str, cohort, model_dir: Path | str, overwrite: bool) -> None:
@@ -169,7 +205,7 @@ def write_predictions(
     lacking: dict[str, str] | None = None,
     state: str | None = None,
     seen: dict[str, str] | None = None,
-    site_update: float | None = None,
+    site_update: SiteUpdate | None = None,
 ) -> Path:
     """``predict``'s CSV: one row per patient of ``cohort`` in manifest order, the probability
     (and, with ``calibrated``, each patient's calibrated one: ``sigmoid(logit / T)`` as the
@@ -182,7 +218,7 @@ def write_predictions(
     probability came from, as the card and an export's metadata name it; with ``seen`` (a run's
     predictions: :func:`lnm_jax.evaluation.seen.seen_patients`), :data:`names.SEEN_COLUMN`: the
     run's subset (``train``, ``val``) a patient is one of, empty for patients it has not seen;
-    with ``site_update`` (:func:`read_site_update`), :data:`SITE_COLUMN`: ``sigmoid(logit + a)``."""
+    with ``site_update`` (:func:`read_site_update`), :data:`SITE_COLUMN`: the site's probability."""
     rows = []
     for q in cohort.patients:
         z = logits[q.patient_id]
@@ -191,7 +227,7 @@ def write_predictions(
         if calibrated is not None:
             row["prob_lnm_calibrated"] = f"{float(calibrated[q.patient_id]):.6f}"
         if site_update is not None:
-            row[SITE_COLUMN] = f"{float(sigmoid(z + site_update)):.6f}"
+            row[SITE_COLUMN] = f"{site_update(z):.6f}"
         row.update({"pred_at_0.5": int(pr >= 0.5), names.LABEL: "" if q.lnm is None else q.lnm})
         if flagged is not None:
             row["intensity_outlier"] = outlier_inputs(flagged, q.patient_id)
@@ -520,16 +556,9 @@ def predict_manifest(
         print(f"note: {AT_BOUND_NOTE.format(t=model.metadata['calibration_temperature'])}", file=sys.stderr)
         fitted = False
     if update is not None:
-        print(f"note: {site_update_note(*update)}", file=sys.stderr)
+        print(f"note: {update.note()}", file=sys.stderr)
     return write_predictions(
-        cohort,
-        logits,
-        calibrated if fitted else None,
-        out_csv,
-        flagged,
-        lacking,
-        state,
-        site_update=None if update is None else update[0],
+        cohort, logits, calibrated if fitted else None, out_csv, flagged, lacking, state, site_update=update
     )
 
 

@@ -72,14 +72,87 @@ def test_a_sites_metrics_are_recomputed_independently(tmp_path, capsys):
     }
     for f in ("metrics.json", "roc.png", "reliability.png", "decision_curve.png"):
         assert (tmp_path / "v" / f).is_file()
+    # a site over-predicted by 2 logits, its slope right: the closed test picks the intercept update
+    u = rec["site_update"]
+    assert (u["method"], u["chosen_by"], u["slope"]) == ("intercept", "closed test", 1.0)
+    assert u["intercept"] == pytest.approx(a, abs=1e-8) and u["closed_test"]["p_recalibration"] < 1e-10
     text = external_lines(rec)
-    assert "7 unlabelled patients left out" in text and "intercept update for this site: -" in text
+    assert "7 unlabelled patients left out" in text and "calibration in the large for this site: -" in text
+    assert "update for this site's next patients: recalibration in the large, sigmoid(-" in text
     # written again over its own folder; never over another
     external_validation(path, card, tmp_path / "v", n_boot=0)
     (tmp_path / "other").mkdir()
     (tmp_path / "other" / "x.txt").write_text("mine")
     with pytest.raises(FileExistsError, match="did not write"):
         external_validation(path, card, tmp_path / "other")
+
+
+@pytest.mark.parametrize(
+    "intercept, slope, method", [(-1.5, 1.0, "intercept"), (-1.0, 0.4, "logistic"), (0.5, 1.8, "logistic")]
+)
+def test_the_closed_test_picks_the_update_the_site_needs(intercept, slope, method):
+    """Vergouwe et al.'s closed test (Stat Med 2017): on 400 patients whose true risk is
+    sigmoid(intercept + slope * logit), the simplest update that fits them (each p-value that
+    decides here is below 1e-4: no seed's draw is near the level); its likelihood ratio tests
+    recomputed from another optimiser's fits (scipy's BFGS on the log-likelihood)."""
+    from scipy.optimize import minimize
+    from scipy.stats import chi2
+
+    from lnm_jax.evaluation.calibration import site_update
+
+    r = np.random.default_rng(3)
+    z = r.normal(-1.0, 2.0, 400)
+    y = (r.random(400) < sigmoid(intercept + slope * z)).astype(int)
+    u = site_update(y, z)
+    assert u["method"] == method, u["closed_test"]
+
+    def ll(eta):
+        return float(np.sum(y * eta - np.logaddexp(0, eta)))
+
+    full = minimize(lambda c: -ll(c[0] + c[1] * z), [0.0, 1.0], method="BFGS", options={"gtol": 1e-8}).x
+    a = brentq(lambda a: np.sum(y - sigmoid(a + z)), -20, 20)  # the intercept's score equation
+    assert u["closed_test"]["p_recalibration"] == pytest.approx(
+        chi2.sf(2 * (ll(full[0] + full[1] * z) - ll(z)), 2), rel=1e-3
+    )
+    decided = [u["closed_test"]["p_recalibration"]]
+    assert u["closed_test"]["p_slope"] == pytest.approx(
+        chi2.sf(2 * (ll(full[0] + full[1] * z) - ll(a + z)), 1), rel=1e-3, abs=1e-12
+    )
+    decided += [u["closed_test"]["p_slope"]] if method == "logistic" else []
+    assert max(decided) < 1e-4
+    want = {"intercept": (a, 1.0), "logistic": tuple(full)}[method]
+    assert (u["intercept"], u["slope"]) == pytest.approx(want, abs=1e-4)
+    given = site_update(y, z, "none")  # asked for: taken whatever the test says
+    assert (given["method"], given["chosen_by"], given["intercept"], given["slope"]) == ("none", "given", 0.0, 1.0)
+    with pytest.raises(ValueError, match="update method 'slope'"):
+        site_update(y, z, "slope")
+
+
+def test_the_closed_test_keeps_a_calibrated_model_at_its_level():
+    """On sites the model is calibrated for, the closed test updates as often as its level says
+    (its first test's size, 0.05): 300 sites of 200 patients, deterministic draws; the count of
+    updates is Binomial(300, 0.05) under a correct test (mean 15, sd 3.8), accepted within 4 sd."""
+    from lnm_jax.evaluation.calibration import site_update
+
+    r = np.random.default_rng(5)
+    updated = 0
+    for _ in range(300):
+        z = r.normal(-1.0, 2.0, 200)
+        y = (r.random(200) < sigmoid(z)).astype(int)
+        updated += site_update(y, z)["method"] != "none"
+    assert 0 < updated <= 30, updated
+
+
+def test_a_slope_that_reverses_the_ranking_is_not_an_update():
+    """A logistic recalibration with slope <= 0 would reverse the model's ranking: the intercept
+    update is taken instead, said."""
+    from lnm_jax.evaluation.calibration import site_update
+
+    r = np.random.default_rng(4)
+    z = r.normal(0.0, 2.0, 300)
+    y = (r.random(300) < sigmoid(-1.5 * z)).astype(int)
+    u = site_update(y, z, "logistic")
+    assert u["method"] == "intercept" and u["slope"] == 1.0 and "reverse the model's ranking" in u["note"]
 
 
 @pytest.mark.parametrize(
@@ -250,12 +323,14 @@ def test_a_sites_intercept_update_is_applied_to_its_next_patients(triple_run, co
             }
         )
     )
-    rec = external_validation(tmp_path / "site_probs.csv", card, tmp_path / "v", n_boot=50)
+    rec = external_validation(tmp_path / "site_probs.csv", card, tmp_path / "v", n_boot=50, update="intercept")
     a = rec["intercept_update"]
+    assert rec["site_update"]["intercept"] == a and rec["site_update"]["chosen_by"] == "given"
     capsys.readouterr()
     predict_manifest(run, site, tmp_path / "next.csv", site_update=tmp_path / "v")
-    assert f"prob_lnm_site: sigmoid(logit {a:+.3f}), the intercept update fitted on {len(rows)} patients" in (
-        capsys.readouterr().err
+    assert (
+        f"prob_lnm_site: sigmoid(logit {a:+.3f}), the intercept update (as asked) fitted on {len(rows)} patients"
+        in (capsys.readouterr().err)
     )
     got = list(csv.DictReader((tmp_path / "next.csv").open()))
     updated = np.array([float(g["prob_lnm_site"]) for g in got])
@@ -264,6 +339,21 @@ def test_a_sites_intercept_update_is_applied_to_its_next_patients(triple_run, co
     # each probability is written to 6 decimals (5e-7) and a is fitted to logits recovered from
     # them (each off by 5e-7 / p(1-p), moving sigmoid(z + a) by at most ~5e-7 e^|a| here): 2e-6
     assert abs(updated.mean() - y.mean()) < 2e-6, (updated.mean(), y.mean())
+    # logistic recalibration, sigmoid(a' + b z): its two score equations, sum(y - p) = 0 and
+    # sum((y - p) z) = 0, hold on these patients (z recovered from 6 decimals: |z| < 15 here)
+    external_validation(tmp_path / "site_probs.csv", card, tmp_path / "vl", n_boot=0, update="logistic")
+    predict_manifest(run, site, tmp_path / "next_l.csv", site_update=tmp_path / "vl")
+    got = list(csv.DictReader((tmp_path / "next_l.csv").open()))
+    updated = np.array([float(g["prob_lnm_site"]) for g in got])
+    p = np.array([float(s["prob_lnm"]) for s in scored])
+    z = np.log(p) - np.log1p(-p)
+    assert abs(updated.mean() - y.mean()) < 2e-6 and abs(np.mean((y - updated) * z)) < 3e-5
+    # the closed test on 8 patients: whatever it chooses, the column is that update of the logit
+    chosen = external_validation(tmp_path / "site_probs.csv", card, tmp_path / "vc", n_boot=0)["site_update"]
+    predict_manifest(run, site, tmp_path / "next_c.csv", site_update=tmp_path / "vc")
+    got = list(csv.DictReader((tmp_path / "next_c.csv").open()))
+    expect = sigmoid(chosen["intercept"] + chosen["slope"] * z)
+    assert np.abs(np.array([float(g["prob_lnm_site"]) for g in got]) - expect).max() < 1e-5
     metrics = tmp_path / "v" / "metrics.json"
     record = json.loads(metrics.read_text())
     record["intercept_update"] = a + 1  # edited by hand: its seal says so

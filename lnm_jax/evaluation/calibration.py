@@ -9,6 +9,7 @@ from scipy.optimize import minimize_scalar
 from sklearn.metrics import brier_score_loss
 
 from lnm_jax.evaluation.metrics import checked, sigmoid
+from lnm_jax.names import UPDATE_CHOICES
 
 
 def _probabilities(labels, probs) -> tuple[np.ndarray, np.ndarray]:
@@ -145,6 +146,70 @@ def intercept_and_slope(labels: np.ndarray, logits: np.ndarray, level: float = 0
         b, se = float(fit[0][1]), float(np.sqrt(fit[1][1, 1]))
         out.update(slope=b, slope_ci=[float(b - q * se), float(b + q * se)])
     return out
+
+
+def _loglik(y: np.ndarray, eta: np.ndarray) -> float:
+    """The Bernoulli log-likelihood of labels ``y`` under logits ``eta``."""
+    return float(np.sum(y * eta - np.logaddexp(0.0, eta)))
+
+
+def site_update(labels: np.ndarray, logits: np.ndarray, method: str = "closed-test", alpha: float = 0.05) -> dict:
+    """The update of probabilities sigmoid(``logits``) to a site whose patients' ``labels`` they
+    are, ``sigmoid(intercept + slope * logit)``, by ``method`` (:data:`lnm_jax.names.UPDATE_CHOICES`):
+
+    * ``none``: the model as it is (0, 1);
+    * ``intercept``: recalibration in the large, (a, 1), a the calibration intercept with the
+      logit as offset (:func:`intercept_and_slope`);
+    * ``logistic``: logistic recalibration, (a', b), the intercept and slope of a logistic fit on
+      the logit;
+    * ``closed-test``: the simplest of these the site's patients support, by Vergouwe et al.'s
+      closed testing procedure (Stat Med 2017;36:4529-4539) at level ``alpha``: logistic
+      recalibration against the model (likelihood ratio, 2 df); where it fits better, against
+      recalibration in the large (1 df); ``none`` where the first test does not reject, so a
+      site of few patients keeps the model rather than an update fitted to its noise.
+
+    A logistic update with slope <= 0 is not offered (it would reverse the model's ranking: the
+    model does not rank this site's patients): ``intercept`` is taken instead and ``note`` says
+    why. Returns ``{"method", "chosen_by", "intercept", "slope", "closed_test": {"p_recalibration",
+    "p_slope", "alpha", "loglik": {method: value}}, "note"}``; ValueError for an unknown method,
+    or where the labels hold one class or the fits do not converge (NaN coefficients)."""
+    from scipy.stats import chi2  # noqa: PLC0415
+
+    if method not in UPDATE_CHOICES:
+        raise ValueError(f"update method {method!r}: one of {', '.join(UPDATE_CHOICES)}")
+    y, z = checked(labels, logits, "logits")
+    y = y.astype(float)
+    if len(y) == 0 or y.min() == y.max():
+        raise ValueError("an update needs both classes among the site's patients")
+    fits = {"none": (0.0, 1.0)}
+    if (fit := _logistic_fit(y, np.ones((len(y), 1)), z)) is not None:
+        fits["intercept"] = (float(fit[0][0]), 1.0)
+    if (fit := _logistic_fit(y, np.stack([np.ones_like(z), z], axis=1), np.zeros_like(z))) is not None:
+        fits["logistic"] = (float(fit[0][0]), float(fit[0][1]))
+    if len(fits) < 3:
+        raise ValueError("the recalibration fits do not converge on these patients (the logits separate the classes?)")
+    ll = {m: _loglik(y, a + b * z) for m, (a, b) in fits.items()}
+    p_any = float(chi2.sf(max(0.0, 2 * (ll["logistic"] - ll["none"])), 2))
+    p_slope = float(chi2.sf(max(0.0, 2 * (ll["logistic"] - ll["intercept"])), 1))
+    chosen_by = "closed test" if method == "closed-test" else "given"
+    if method == "closed-test":
+        method = "none" if p_any >= alpha else "logistic" if p_slope < alpha else "intercept"
+    note = None
+    if method == "logistic" and fits["logistic"][1] <= 0:
+        note = (
+            f"the logistic recalibration's slope is {fits['logistic'][1]:.2f}, which would reverse the model's "
+            "ranking (it does not rank this site's patients): the intercept update is taken instead"
+        )
+        method = "intercept"
+    a, b = fits[method]
+    return {
+        "method": method,
+        "chosen_by": chosen_by,
+        "intercept": a,
+        "slope": b,
+        "closed_test": {"p_recalibration": p_any, "p_slope": p_slope, "alpha": alpha, "loglik": ll},
+        "note": note,
+    }
 
 
 def net_benefit(labels: np.ndarray, probs: np.ndarray, thresholds: np.ndarray) -> np.ndarray:

@@ -39,7 +39,6 @@ from lnm_jax.serving import (
     intensity_check,
     missing_inputs,
     read_site_update,
-    site_update_note,
     write_predictions,
 )
 from lnm_jax.task import Task
@@ -322,13 +321,11 @@ def predict_manifest(
         )
     seen, said = seen_patients(run, cohort)
     if update is not None:
-        print(f"note: {site_update_note(*update)}", file=sys.stderr)
+        print(f"note: {update.note()}", file=sys.stderr)
     if said:
         print(f"warning: {said}", file=sys.stderr)
     calibrated = calibrated_probabilities(logits, temperature)
-    return write_predictions(
-        cohort, logits, calibrated, out_csv, flagged, lacking, state, seen, None if update is None else update[0]
-    )
+    return write_predictions(cohort, logits, calibrated, out_csv, flagged, lacking, state, seen, update)
 
 
 NO_YOUDEN_WARNING = (

@@ -8,8 +8,10 @@ patients, the card's cut-offs (0.5 and the Youden threshold chosen on the traini
 validation split) at this site's prevalence, mean and weak calibration (Van Calster et al., J
 Clin Epidemiol 2016;74:167-176: the intercept with the logit as offset, and the slope), the net
 benefit at the card's cut-off against treating everyone (Vickers & Elkin 2006), and the
-intercept update a site would apply, ``sigmoid(logit + a)`` (Steyerberg, *Clinical Prediction
-Models*, 2nd ed., ch. 20: the first and simplest update; fitted on these patients, so its effect
+update a site would apply to its next patients, ``sigmoid(a + b * logit)`` (Steyerberg, *Clinical
+Prediction Models*, 2nd ed., ch. 20: none, recalibration in the large or logistic
+recalibration, the simplest the site's patients support by Vergouwe et al.'s closed test,
+:func:`lnm_jax.evaluation.calibration.site_update`; fitted on these patients, so its effect
 here is in-sample). Nothing is re-trained; nothing the run or export holds is written."""
 
 from __future__ import annotations
@@ -218,9 +220,13 @@ def external_validation(
     ci_level: float = 0.95,
     n_boot: int = 2000,
     seed: int = 0,
+    update: str = "closed-test",
 ) -> dict:
     """Writes ``out/metrics.json`` (sealed; ``site``, the summary of :mod:`summary` with the
-    card's Youden threshold and temperature, ``intercept_update``, ``net_benefit_at_threshold``)
+    card's Youden threshold and temperature, ``intercept_update`` (calibration in the large),
+    ``site_update`` (:func:`lnm_jax.evaluation.calibration.site_update` by ``update``, one of
+    :data:`lnm_jax.names.UPDATE_CHOICES`; None where its fits do not converge),
+    ``net_benefit_at_threshold``)
     and the ROC, reliability and decision-curve figures of ``predictions`` (predict's CSV of a
     site's labelled patients) against ``card`` (the model's metadata.json); returns the record.
     :class:`ExternalValidationError` for a CSV or card that cannot be read as such; ``out`` is
@@ -250,6 +256,13 @@ def external_validation(
         n_boot=n_boot,
         seed=seed,
     )
+    try:
+        updated = C.site_update(labels, logits, update)
+    except ValueError as e:  # (separation: no finite fit; an unknown method is the caller's)
+        if update not in names.UPDATE_CHOICES:
+            raise
+        updated = None
+        print(f"note: no update for this site: {e}", file=sys.stderr)
     probs = sigmoid(logits)
     cut = model["youden"] if model["youden"] is not None else 0.5
     benefit, treat_all = (
@@ -276,6 +289,8 @@ def external_validation(
         "summary": summary,
         # sigmoid(logit + a) matches this site's mean risk (in-sample here; a new site's first update)
         "intercept_update": summary["calibration"]["intercept"],
+        # what predict --site-update applies to the site's next patients: sigmoid(intercept + slope * logit)
+        "site_update": updated,
         "net_benefit_at_threshold": {"threshold": cut, "model": float(benefit), "treat_all": float(treat_all)},
         "bootstrap": {"resamples": int(n_boot), "seed": int(seed)},
         # a site of few patients of a class (helper-104: 4 positives gave "AUC 0.938, sens 1.000" unsaid)
@@ -324,10 +339,11 @@ def external_lines(record: dict) -> str:
     if np.isfinite(a):
         lo, hi = s["calibration"]["intercept_ci"]
         lines.append(
-            f"intercept update for this site: {a:+.2f} ({lo:+.2f} to {hi:+.2f}): sigmoid(logit {a:+.2f}) matches its "
-            "mean risk (fitted on these patients: in-sample here; check it on the site's next ones, which "
-            f"predict --site-update {record['out']} scores with it, as prob_lnm_site)"
+            f"calibration in the large for this site: {a:+.2f} ({lo:+.2f} to {hi:+.2f}): sigmoid(logit {a:+.2f}) "
+            "matches its mean risk"
         )
+    if (u := record.get("site_update")) is not None:
+        lines.append(update_line(u, record["out"]))
     nb = record["net_benefit_at_threshold"]
     worse = nb["model"] < max(0.0, nb["treat_all"])
     lines.append(
@@ -340,12 +356,45 @@ def external_lines(record: dict) -> str:
     return "\n".join(lines)
 
 
+_UPDATE_WORDS = {
+    "none": "none: the model as it is",
+    "intercept": "recalibration in the large",
+    "logistic": "logistic recalibration",
+}
+
+
+def update_line(u: dict, out: str) -> str:
+    """The line of :func:`external_lines` for a record's ``site_update`` ``u`` (``out``: the folder
+    ``predict --site-update`` is given)."""
+    test = u["closed_test"]
+    tests = (
+        f"likelihood ratio p = {test['p_recalibration']:.3g} against the model as it is, {test['p_slope']:.3g} "
+        "for the slope against the intercept update"
+    )
+    how = (
+        f"the simplest the closed test at {test['alpha']:g} supports ({tests}; Vergouwe et al. 2017)"
+        if u["chosen_by"] == "closed test"
+        else f"as asked ({tests})"
+    )
+    formula = (
+        "prob_lnm_site equals prob_lnm"
+        if u["method"] == "none"
+        else f"sigmoid({u['intercept']:+.3f}"
+        + (f" + {u['slope']:.3f} * logit)" if u["method"] == "logistic" else " + logit)")
+    )
+    return (
+        f"update for this site's next patients: {_UPDATE_WORDS[u['method']]}, {formula}: {how}"
+        + (f"; {u['note']}" if u.get("note") else "")
+        + f" (fitted on these patients: in-sample here; predict --site-update {out} adds it as prob_lnm_site)"
+    )
+
+
 def report_markdown(record: dict) -> str:
     """``report.md``: what :func:`external_lines` prints, as a record beside the figures."""
     return (
         f"# External validation of {record['model'] or 'a model'}\n\n"
         f"Predictions: `{record['predictions']}`; card: `{record['card']}`.\n\n"
         "```\n" + external_lines(record) + "\n```\n\n"
-        "The intercept update is fitted on these patients (in-sample here); confirm it, and choose a cut-off, on the "
+        "The update is fitted on these patients (in-sample here); confirm it, and choose a cut-off, on the "
         "site's next ones. Figures: roc.png, reliability.png (Wilson 95% CIs, patients per bin), decision_curve.png.\n"
     )
