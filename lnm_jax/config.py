@@ -761,8 +761,18 @@ def norm_is_papers(config) -> bool:
 
 # Fields added since runs were first stored whose value in a run stored before them is certain,
 # not a guess: read as that value (before data.norm_from, data.norm was always the config's;
-# before data.augment.clip, augmentation always clipped to [0, 1]).
-KNOWN_BEFORE_ADDED = {"data.norm_from": "config", "data.augment.clip": True}
+# before data.augment.clip, augmentation always clipped to [0, 1]; before model.bn_running_var,
+# the running variance was the biased one; before model.batchnorm, flax's BatchNorm
+# differentiated by JAX; before train.checkpoint_every_epochs, 'latest' was saved every epoch).
+# helper-114: a run of 2026-12-06 was refused as edited for lacking model.bn_running_var; every
+# field added since tests/fixtures/config_7797d27.json (2026-12-02) is here or refused by a test.
+KNOWN_BEFORE_ADDED = {
+    "data.norm_from": "config",
+    "data.augment.clip": True,
+    "model.bn_running_var": "biased",
+    "model.batchnorm": "flax",
+    "train.checkpoint_every_epochs": 1,
+}
 
 
 def missing_fields(config) -> dict[str, object]:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from ml_collections import ConfigDict
 
-from lnm_jax import names
+from lnm_jax import names, provenance
 from lnm_jax.config import (
     KNOWN_BEFORE_ADDED,
     MODEL_FIELDS,
@@ -29,7 +29,7 @@ from lnm_jax.data.cohorts.manifest import Cohort
 from lnm_jax.data.cohorts.splits import Split
 from lnm_jax.data.pixels.sources import Framing
 from lnm_jax.fileio import DamagedFileError, read_json, warn_once
-from lnm_jax.run_files import RunFiles
+from lnm_jax.run_files import RUN_INFO, RunFiles
 from lnm_jax.training.checkpoint import CONFIG_KEY, MODEL_KEY
 
 
@@ -226,6 +226,29 @@ def load_config(workdir: Path | str) -> ConfigDict:
     return read_config_json(path)
 
 
+def written_by_other_code(run_info: Path) -> str | None:
+    """Where the run record ``run_info`` (a ``run_info.json``, read as it is: a damaged one says
+    nothing) names other lnm-jax code than this process runs (its ``source_sha256``), that code
+    in words ("lnm-jax at commit 9ac5cf1..., this one 5e4742d..."); else None. A config.json
+    another version wrote is then said to be that version's, not "edited or damaged"
+    (helper-114: a newer run's field and an older run's missing one had been called tampering)."""
+    try:
+        info = json.loads(run_info.read_text(encoding="utf-8"))
+        theirs = info.get("source_sha256")
+    except (OSError, ValueError, AttributeError):
+        return None
+    if theirs == provenance.source_digest():
+        return None
+
+    def commit(git) -> str:
+        return f"commit {git['commit'][:12]}" if isinstance(git, dict) and isinstance(git.get("commit"), str) else ""
+
+    then, now = commit(info.get("git")), commit(provenance.git_commit())
+    if not isinstance(theirs, str):
+        return f"an earlier lnm-jax ({then or 'its record names no source digest'}; this one: {now or 'no commit'})"
+    return f"other lnm-jax code ({then or 'source ' + theirs[:12]}; this one: {now or 'another source'})"
+
+
 def read_config_json(path: Path | str) -> ConfigDict:
     """A run's stored config (a ``config.json``), checked as :func:`load_config` says; also what
     ``--config W/config.json`` starts a new run from (helper-100: a run redone from its own record)."""
@@ -237,6 +260,12 @@ def read_config_json(path: Path | str) -> ConfigDict:
         said = ", ".join(f"{k} (this version's default: {json.dumps(v)})" for k, v in missing.items())
         problems.append(f"it lacks {said}, which every run's config holds")
         remedy += ", or, where an older lnm-jax wrote the run, add the field with the value it trained with"
+    if problems and (other := written_by_other_code(path.parent / RUN_INFO)):
+        raise DamagedFileError(
+            f"{path}: {'; '.join(problems)}: the run was written by {other}: a field this version does not know is "
+            "a later version's (read the run with that lnm-jax or a later one), a field it lacks was added since "
+            "(add it with the value that version trained with)"
+        )
     if problems:
         raise DamagedFileError.edited(path, "; ".join(problems), remedy)
     for field, value in KNOWN_BEFORE_ADDED.items():  # a run stored before the field: its certain value

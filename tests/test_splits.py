@@ -418,3 +418,51 @@ def test_near_copies_under_two_ids_are_kept_in_one_subset_by_every_split(tmp_pat
     alone = dataclasses.replace(cohort, patients=[p for p in cohort.patients if not p.patient_id.startswith("Q")])
     config.protocol.folds = 0
     assert make_splits(config, alone) == [holdout_split(alone.ids, alone.labels, seed=config.data.split.seed)]
+
+
+def test_a_config_of_an_earlier_version_is_read_with_what_it_trained_with(tmp_path):
+    """helper-114: every run of 2026-12-06 (before ``model.bn_running_var``) was refused by every
+    command as an edited config.json, though its value then is certain. The config of
+    2026-12-02 (commit 7797d27, the fixture) reads, each field added since at its value then;
+    a field added later without its earlier value stated fails here, not at a user's run."""
+    import shutil
+
+    from ml_collections import ConfigDict
+
+    from lnm_jax.config import KNOWN_BEFORE_ADDED, OPEN_GROUPS, base_config, config_keys
+    from lnm_jax.run_config import read_config_json
+
+    fixture = Path(__file__).parent / "fixtures" / "config_7797d27.json"
+    then = set(config_keys(ConfigDict(json.loads(fixture.read_text()))))
+    added = [k for k in config_keys(base_config()) if k not in then and not k.startswith(OPEN_GROUPS)]
+    unstated = [k for k in added if k not in KNOWN_BEFORE_ADDED]
+    assert not unstated, f"fields added since 2026-12-02 without their earlier value (KNOWN_BEFORE_ADDED): {unstated}"
+    shutil.copy(fixture, tmp_path / "config.json")
+    config = read_config_json(tmp_path / "config.json")
+    for field in added:
+        group, key = field.rsplit(".", 1)
+        assert config[group][key] == KNOWN_BEFORE_ADDED[field]
+
+
+def test_a_config_another_version_wrote_is_said_to_be_that_versions(tmp_path):
+    """helper-114: a later version's run read by this one (a field it does not know) had been
+    called "edited or damaged; restore it from a copy"; where the run's record names other code
+    than this, the line says which and what to do. The same config beside a record of this very
+    code is still an edited file."""
+    from lnm_jax import provenance
+    from lnm_jax.config import base_config
+    from lnm_jax.fileio import DamagedFileError
+    from lnm_jax.run_config import read_config_json
+
+    config = json.loads(base_config().to_json())
+    config["data"]["augment"]["mixup"] = 0.2  # a later version's field
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    record = {"source_sha256": "0" * 64, "git": {"commit": "9ac5cf1" + "0" * 33, "dirty": False}}
+    (tmp_path / "run_info.json").write_text(json.dumps(record))
+    with pytest.raises(DamagedFileError, match=r"written by other lnm-jax code \(commit 9ac5cf100000;") as e:
+        read_config_json(tmp_path / "config.json")
+    assert "edited" not in str(e.value) and "a later version's" in str(e.value)
+    record["source_sha256"] = provenance.source_digest()  # this code wrote it: edited since
+    (tmp_path / "run_info.json").write_text(json.dumps(record))
+    with pytest.raises(DamagedFileError, match="it was edited or is damaged"):
+        read_config_json(tmp_path / "config.json")
