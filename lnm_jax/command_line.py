@@ -428,6 +428,12 @@ def load_config_file(path: Path | str):
             f"({RunFiles(path).config} where it is a run folder)"
         )
     if not path.is_file():
+        file, colon, _ = str(path).rpartition(":")
+        if colon and Path(file).is_file():  # ml_collections' "file.py:ARG" (get_config(ARG))
+            raise UsageError(
+                f"config file {path}: the 'FILE:ARGUMENT' form is not read here (this project's get_config() takes "
+                f"no argument): give --config {file}, and set fields with --config.FIELD=VALUE"
+            )
         raise UsageError(f"config file {path} does not exist")
     if path.suffix.lower() == ".json":  # a run's recorded config: the run redone from its record
         from lnm_jax.run_config import read_config_json  # noqa: PLC0415
@@ -450,7 +456,21 @@ def load_config_file(path: Path | str):
         raise UsageError(f"config file {path} fails to load: {type(e).__name__}: {e}") from None
     if not callable(getattr(module, "get_config", None)):
         raise UsageError(f"config file {path} defines no get_config() (see configs/ for examples)")
-    return module.get_config()
+    from ml_collections import ConfigDict  # noqa: PLC0415
+
+    from lnm_jax.config import missing_fields  # noqa: PLC0415
+
+    built = "build it from lnm_jax.config.base_config(), as configs/*.py do"
+    try:
+        config = module.get_config()
+    except Exception as e:  # noqa: BLE001  (helper-112: a float set on an int field had been "unexpected TypeError")
+        raise UsageError(f"config file {path}: get_config() fails: {type(e).__name__}: {e}") from None
+    if not isinstance(config, ConfigDict):
+        raise UsageError(f"config file {path}: get_config() returns {type(config).__name__}, not a ConfigDict: {built}")
+    if missing := missing_fields(config, stored=False):  # (helper-112: a run trained, then its config.json refused)
+        said = ", ".join(f"{k} (default {v!r})" for k, v in missing.items())
+        raise UsageError(f"config file {path}: get_config() lacks {said}, which every config holds: {built}")
+    return config
 
 
 def _override_problems(argv: list[str], config) -> list[str]:
@@ -546,7 +566,11 @@ def config_help(name: str, default_factory, fv) -> str:
     ]
     for flag in sorted(set(fv) - {"workdir", "config"}):
         lines.append(_flag_line(fv[flag]))
-    lines += ["", "config fields people change most (default of this command's config):"]
+    lines += [
+        "",
+        "config fields people change most (values of the config this command starts from: --config FILE's, else "
+        "the built-in one):",
+    ]
     for field, what in COMMON_FIELDS + COMMAND_FIELDS.get(name, ()):
         node = config
         for part in field.split("."):
@@ -584,11 +608,14 @@ def parse_config_command(name: str, argv: list[str], default_factory, extra=None
     from ml_collections import config_flags
 
     fv = flags.FlagValues()
+    if twice := repeated_option(argv, {"--config"}):  # (helper-112: the last of two files trained, unsaid)
+        raise UsageError(twice)
     if "-h" in argv or "--help" in argv:
         flags.DEFINE_string("workdir", None, "run folder", flag_values=fv)
         if extra is not None:
             extra(flags, fv)
-        print(config_help(name, default_factory, fv))
+        file = _config_file_arg(argv)  # (helper-112: the built-in config's defaults had been shown for a file's)
+        print(config_help(name, default_factory if file is None else lambda: load_config_file(file), fv))
         raise SystemExit(0)
     # config_flags reads overrides from this argv, the file first wherever it was given (absl
     # refuses an override before --config FILE, which validate takes)
@@ -613,7 +640,7 @@ def parse_config_command(name: str, argv: list[str], default_factory, extra=None
         extra(flags, fv)
     # the command's own options (an override repeated is absl's: the last one, appended to a base line)
     single = {f"--{n}" for n in fv if not fv[n].boolean and not isinstance(fv[n], flags.MultiFlag)}
-    single = {o for o in single if not o.startswith("--config")}
+    single = {o for o in single if not o.startswith("--config")} | {"--config"}  # (helper-112: the last file trained)
     if twice := repeated_option(argv, single):
         raise UsageError(twice)
     if left := _read_flags(fv, full, base):

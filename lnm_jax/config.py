@@ -775,16 +775,17 @@ KNOWN_BEFORE_ADDED = {
 }
 
 
-def missing_fields(config) -> dict[str, object]:
+def missing_fields(config, stored: bool = True) -> dict[str, object]:
     """The fields every config of this version holds (:func:`base_config`'s, less
-    :data:`OPEN_GROUPS` and :data:`KNOWN_BEFORE_ADDED`) that ``config`` lacks, each with this
-    version's default: a run's ``config.json`` edited by hand (helper-60: a deleted
-    ``data.augment.flip`` passed every check, and a resume failed on it with a KeyError after
-    writing to the run folder), or written by an older version without the field."""
+    :data:`OPEN_GROUPS`, and for a ``stored`` run's config :data:`KNOWN_BEFORE_ADDED`) that
+    ``config`` lacks, each with this version's default: a run's ``config.json`` edited by hand
+    (helper-60: a deleted ``data.augment.flip`` passed every check, and a resume failed on it
+    with a KeyError after writing to the run folder), written by an older version without the
+    field, or a config file's ``get_config()`` without it (``stored=False``)."""
     held, base = set(config_keys(config)), base_config()
     out = {}
     for k in config_keys(base):
-        if k not in held and not k.startswith(OPEN_GROUPS) and k not in KNOWN_BEFORE_ADDED:
+        if k not in held and not k.startswith(OPEN_GROUPS) and not (stored and k in KNOWN_BEFORE_ADDED):
             value = base
             for part in k.split("."):
                 value = value[part]

@@ -5,6 +5,7 @@ commands list the fields people change most (issue 29)."""
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -447,3 +448,38 @@ def test_the_top_level_help_lists_every_command():
 
     listed = {line.split()[1] for line in cli.__doc__.splitlines() if line.strip().startswith("lnm-jax ")}
     assert set(cli.COMMANDS) <= listed, set(cli.COMMANDS) - listed
+
+
+def test_a_config_file_is_checked_whole_before_anything_is_written(tmp_path, capsys):
+    """helper-112: a config file whose get_config() lacked a field trained a run whose own
+    config.json every later command refused (or failed on a KeyError after writing); a value of
+    the wrong type set inside get_config() was "unexpected TypeError"; ``--config`` given twice
+    trained the last file unsaid; ``--config FILE.py:ARG`` was "does not exist"; ``--help``
+    showed the built-in config's values for a file's. Each is one line naming the file, exit 2,
+    nothing written."""
+    from lnm_jax.cli import main
+
+    def config_file(name: str, body: str):
+        path = tmp_path / f"{name}.py"
+        path.write_text("from lnm_jax.config import base_config\n\n\ndef get_config():\n" + body)
+        return path
+
+    lacking = config_file("lacking", "    c = base_config()\n    del c.eval['fold_bn']\n    return c\n")
+    typed = config_file("typed", "    c = base_config()\n    c.model.width = 16.5\n    return c\n")
+    plain = config_file("plain", "    return {'data': {}}\n")
+    small = config_file("small", "    c = base_config()\n    c.data.image_size = 48\n    return c\n")
+    cases = {
+        (str(lacking),): r"lacking.py: get_config\(\) lacks eval.fold_bn \(default True\)",
+        (str(typed),): r"typed.py: get_config\(\) fails: TypeError",
+        (str(plain),): r"plain.py: get_config\(\) returns dict, not a ConfigDict",
+        (f"{small}:x",): r"small.py:x: the 'FILE:ARGUMENT' form is not read here",
+        (str(small), str(lacking)): "--config is given 2 times: it takes one value",
+    }
+    for files, said in cases.items():
+        argv = ["train", "--workdir", str(tmp_path / "w"), *[x for f in files for x in ("--config", f)]]
+        assert main(argv) == 2, files
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and re.search(said, err[0]), (files, err)
+    assert not (tmp_path / "w").exists()
+    assert main(["train", "--config", str(small), "--help"]) == 0
+    assert re.search(r"data.image_size .* \[48\]", capsys.readouterr().out)
