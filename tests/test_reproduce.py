@@ -113,6 +113,18 @@ def test_reproduce_writes_all_tables_figures_and_the_report(tiny_cohort, tmp_pat
     assert (work / "runs" / f"triple_{BACKBONE}" / "predictions.json").stat().st_mtime == mtime
     again = json.loads((work / "results.json").read_text())
     assert again["table3"]["rows"] == res["table3"]["rows"]
+    # without the bootstrap (eval.bootstrap=0, documented: DeLong's intervals only) the rows hold
+    # no bootstrap interval, and the report says so (helper-112: a KeyError writing report.md,
+    # after every run had trained)
+    from lnm_jax.protocol.reproduce import report_markdown
+
+    for table in ("table2", "table3"):
+        for row in res[table]["rows"].values():
+            del row["auc_ci_bootstrap"]
+    groups = {k: [None] * n for k, n in res["table1"]["groups"].items()}
+    assert report_markdown(res, groups).count("| not computed |") == len(res["table2"]["rows"]) + len(
+        res["table3"]["rows"]
+    )
 
 
 def test_reproduce_with_folds_pools_out_of_fold_predictions(tiny_cohort, tmp_path, capsys, monkeypatch):

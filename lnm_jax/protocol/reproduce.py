@@ -715,6 +715,10 @@ def _n(table: dict) -> str:
 
 
 def _ci(row, key) -> str:
+    """A row's interval ``key`` as ``lo-hi``; "not computed" where the row holds none (the
+    bootstrap's with ``eval.bootstrap=0``: helper-112, a KeyError after every run had trained)."""
+    if key not in row:
+        return "not computed"
     lo, hi = row[key]
     return f"{lo:.3f}-{hi:.3f}"
 
