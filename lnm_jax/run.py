@@ -274,7 +274,12 @@ def relocate_manifest(workdir: Path | str, manifest: Path | str) -> Path:
     stored_split(moved, cohort, files, not_this)
     check_images_unchanged(files, cohort)
     check_held(files.root)  # (helper-111: a replacing run's config.json had been overwritten with this one's)
-    write_config(files.config, moved)
+    # the stored record with that one field changed: the config as read fills a field added since
+    # an earlier version wrote it (helper-114: relocate had written data.augment.clip into such a
+    # run, which the version that made it then refused)
+    stored = ConfigDict(read_json(files.config))
+    stored.data.manifest = moved.data.manifest
+    write_config(files.config, stored)
     return files.config
 
 

@@ -1206,6 +1206,15 @@ def test_a_moved_training_cohort_is_named_in_config_json_and_may_be_pointed_to(t
         **stored,
         "data": {**stored["data"], "manifest": str((moved / "manifest.csv").resolve())},
     }
+    # a run an earlier version wrote, before a field existed: relocate changes data.manifest alone
+    # (helper-114: it had written the field's value in, which the version that made the run refused)
+    relocated = run.files.config.read_text()
+    older = json.loads(relocated)
+    del older["model"]["bn_running_var"]
+    run.files.config.write_text(json.dumps(older, indent=2))
+    assert main(["relocate", "--workdir", str(run.workdir), "--manifest", str(moved / "manifest.csv")]) == 0
+    assert json.loads(run.files.config.read_text()) == older
+    run.files.config.write_text(relocated)
     assert main([*argv, "--out", str(tmp_path / "p.csv")]) == 0
     # evaluate's synthetic reference follows the cohort (generator.json and truth.csv beside
     # the manifest), wherever it now is; without the generator's record it is no synthetic cohort
