@@ -372,3 +372,27 @@ def test_a_sites_intercept_update_is_applied_to_its_next_patients(triple_run, co
     card.write_text(json.dumps({**json.loads(card.read_text()), "state_sha256": None}))
     assert external_validation(tmp_path / "site_probs.csv", card, tmp_path / "v4", n_boot=50)["state_sha256"] == state
     assert not any((tmp_path / n).exists() for n in ("edited.csv", "other.csv"))
+
+
+def test_a_card_that_names_no_model_state_is_said_unchecked(tmp_path, capsys):
+    """helper-114: an earlier lnm-jax's card names no model state, and another model's
+    predictions were scored against its cut-off and temperature without a word; the record and
+    the lines say it is unchecked. Where neither names one, the update's line says predict
+    --site-update cannot apply it (predict refuses such a record) instead of pointing there."""
+    path, card, *_ = _site(tmp_path)
+    md = json.loads(card.read_text())
+    card.write_text(json.dumps({k: v for k, v in md.items() if k != "state_sha256"}))
+    rec = external_validation(path, card, tmp_path / "v", n_boot=0)
+    assert any("names no model state" in w and "they name the state ababababab" in w for w in rec["warnings"])
+    assert "WARNING: " in external_lines(rec) and "predict --site-update" in external_lines(rec)
+    with path.open() as f:
+        rows = [{k: v for k, v in r.items() if k != "model_state_sha256"} for r in csv.DictReader(f)]
+    bare = tmp_path / "bare.csv"
+    with bare.open("w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    rec = external_validation(bare, card, tmp_path / "v2", n_boot=0)
+    assert rec["state_sha256"] is None
+    assert "so predict --site-update cannot apply it" in external_lines(rec)
+    assert "or an earlier lnm-jax's" in capsys.readouterr().err

@@ -189,7 +189,8 @@ def read_scored(path: Path | str, state: str | None) -> Scored:
         )
     if names.SEEN_COLUMN not in header:
         print(
-            f"note: {path} has no {names.SEEN_COLUMN} column (an export's predictions): whether these are the model's "
+            f"note: {path} has no {names.SEEN_COLUMN} column (an export's predictions, or an earlier lnm-jax's): "
+            "whether these are the model's "
             "training or validation patients is not checked (predict --workdir checks it)",
             file=sys.stderr,
         )
@@ -294,7 +295,7 @@ def external_validation(
         "net_benefit_at_threshold": {"threshold": cut, "model": float(benefit), "treat_all": float(treat_all)},
         "bootstrap": {"resamples": int(n_boot), "seed": int(seed)},
         # a site of few patients of a class (helper-104: 4 positives gave "AUC 0.938, sens 1.000" unsaid)
-        "warnings": small_split_warnings({"splits": {"site": summary}}),
+        "warnings": small_split_warnings({"splits": {"site": summary}}) + _unchecked_card(card, model, scored),
     }
     record["out"] = str(out)
     with atomic_directory(out, replace=True) as fresh:
@@ -315,6 +316,19 @@ def external_validation(
         plot_decision_curve({"site": (labels, probs)}, fresh / F.DECISION_CURVE, title=title)
         write_text(fresh / REPORT, report_markdown(record))  # what the console says, kept (helper-104)
     return record
+
+
+def _unchecked_card(card: Path, model: dict, scored: Scored) -> list[str]:
+    """The warning where the card names no model state (an earlier lnm-jax's, helper-114: another
+    model's predictions had been scored against its cut-off and temperature unsaid)."""
+    if model["state"]:
+        return []
+    return [
+        f"{card} names no model state (written by an earlier lnm-jax?): that these predictions are its model's, "
+        "whose cut-off and temperature are applied here, is not checked"
+        + (f" (they name the state {scored.state[:12]}...)" if scored.state else "")
+        + "; evaluate the run again with this lnm-jax for a card that names it"
+    ]
 
 
 def external_lines(record: dict) -> str:
@@ -343,7 +357,7 @@ def external_lines(record: dict) -> str:
             "matches its mean risk"
         )
     if (u := record.get("site_update")) is not None:
-        lines.append(update_line(u, record["out"]))
+        lines.append(update_line(u, record["out"], bool(record.get(names.STATE_DIGEST))))
     nb = record["net_benefit_at_threshold"]
     worse = nb["model"] < max(0.0, nb["treat_all"])
     lines.append(
@@ -363,9 +377,10 @@ _UPDATE_WORDS = {
 }
 
 
-def update_line(u: dict, out: str) -> str:
+def update_line(u: dict, out: str, applicable: bool = True) -> str:
     """The line of :func:`external_lines` for a record's ``site_update`` ``u`` (``out``: the folder
-    ``predict --site-update`` is given)."""
+    ``predict --site-update`` is given; not ``applicable`` where the record names no model
+    state, which predict then refuses, helper-114)."""
     test = u["closed_test"]
     tests = (
         f"likelihood ratio p = {test['p_recalibration']:.3g} against the model as it is, {test['p_slope']:.3g} "
@@ -385,7 +400,13 @@ def update_line(u: dict, out: str) -> str:
     return (
         f"update for this site's next patients: {_UPDATE_WORDS[u['method']]}, {formula}: {how}"
         + (f"; {u['note']}" if u.get("note") else "")
-        + f" (fitted on these patients: in-sample here; predict --site-update {out} adds it as prob_lnm_site)"
+        + (
+            f" (fitted on these patients: in-sample here; predict --site-update {out} adds it as prob_lnm_site)"
+            if applicable
+            else " (fitted on these patients: in-sample here; neither the card nor the predictions name a model "
+            "state, so predict --site-update cannot apply it: predict the site's patients with this lnm-jax, whose "
+            "CSV names it, and run external-validation again)"
+        )
     )
 
 
