@@ -128,10 +128,28 @@ def resumed_elsewhere_note(before: dict, now: dict) -> str | None:
     process before it recorded (a record without the field says nothing): its epochs are then
     not bitwise those of an uninterrupted run (helper-100: one core against two moved a 10-epoch
     run's best epoch and test AUC by 0.005)."""
-    changed = [k for k in RESUME_SENSITIVE if k in before and before[k] != now.get(k)]
-    if not changed:
+    said = []
+    for k in RESUME_SENSITIVE:
+        then, here = before.get(k), now.get(k)
+        if k not in before or then == here:
+            continue
+        if isinstance(then, dict) and isinstance(here, dict):  # packages, settings: those both name, differing
+            differ = {n: (then[n], here[n]) for n in then.keys() & here.keys() if then[n] != here[n]}
+            if differ:
+                said.append(f"{k} " + ", ".join(f"{n} {a} before, {b} now" for n, (a, b) in sorted(differ.items())))
+            continue
+        if k == "source_sha256":  # the code itself: by its commits where both name one (helper-114)
+            commits = [((r.get("git") or {}).get("commit") or "")[:12] for r in (before, now)]
+            said.append(
+                f"lnm_jax at commit {commits[0]} before, {commits[1]} now"
+                if all(commits) and commits[0] != commits[1]
+                else "lnm_jax's source (another source_sha256)"
+            )
+            continue
+        said.append(f"{k} {json.dumps(then)} before, {json.dumps(here)} now")
+    if not said:
         return None
-    said = "; ".join(f"{k} {json.dumps(before[k])} before, {json.dumps(now.get(k))} now" for k in changed)
+    said = "; ".join(said)
     return (
         f"resumed with other settings than the process before ({said}): the epochs from here are not bitwise "
         "what an uninterrupted run's would be"

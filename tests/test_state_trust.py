@@ -2357,7 +2357,14 @@ def test_a_run_records_what_changes_its_arithmetic_and_a_resume_says_when_it_dif
     note = resumed_elsewhere_note(other, info)
     assert note.startswith("resumed with other settings than the process before (usable_cpus ")
     flipped = {**info, "jax_settings": {**info["jax_settings"], "jax_threefry_partitionable": False}}
-    assert "jax_settings" in resumed_elsewhere_note(flipped, info)
+    assert "jax_settings jax_threefry_partitionable False before, True now" in resumed_elsewhere_note(flipped, info)
+    # helper-114: an earlier version recorded fewer packages, the same versions: not a change; the
+    # code that changed is named by its commits
+    fewer = {**info, "packages": {"jax": info["packages"]["jax"]}}
+    assert resumed_elsewhere_note(fewer, info) is None
+    older = {**fewer, "source_sha256": "0" * 64, "git": {"commit": "b402e96" + "0" * 33, "dirty": False}}
+    now = {**info, "git": {"commit": "5e4742d" + "0" * 33, "dirty": False}}
+    assert "(lnm_jax at commit b402e9600000 before, 5e4742d00000 now)" in resumed_elsewhere_note(older, now)
 
 
 def test_a_real_cohorts_card_lists_what_only_its_authors_can_add_and_its_cut_off_table(triple_run):
