@@ -291,7 +291,10 @@ def check_trainable(config: ConfigDict, train_patients: int) -> None:
         )
     ):
         raise ConfigError(problems)
-    if train_patients < config.train.batch_size:
-        raise ValueError(
-            f"train split has {train_patients} patients, fewer than one batch of {config.train.batch_size}"
+    if train_patients < config.train.batch_size:  # (helper-112: the field had not been named; exit 1)
+        raise ConfigError(
+            [
+                f"train.batch_size: {config.train.batch_size} is more than the train split's {train_patients} "
+                f"patients (one batch a step): at most {train_patients}, --config.train.batch_size=N"
+            ]
         )

@@ -22,6 +22,7 @@ import functools
 import hashlib
 import json
 import shlex
+import shutil
 import sys
 import time
 from collections.abc import Callable
@@ -754,7 +755,20 @@ class Run:
                     "cannot be drawn again with certainty; restore it from a copy (a new split could put training "
                     "patients in validation or test)"
                 )
-        cohort = resolve_cohort(config, files)  # the embedded synthetic cohort is written here
+        # the embedded synthetic cohort is written here: removed again where this start goes no
+        # further (helper-112: a refused batch size had left it, 51 MB, and the folder)
+        synthesised = not config.data.manifest and not files.cohort.exists()
+        try:
+            return cls._create(config, files, resume, split, split_doc, trained, stored, synthesised)
+        except BaseException:
+            if synthesised and not files.config.is_file() and not folder_gone(files.root):
+                shutil.rmtree(files.cohort, ignore_errors=True)
+            raise
+
+    @classmethod
+    def _create(cls, config, files, resume, split, split_doc, trained, stored, synthesised) -> Run:
+        """:meth:`create` from the cohort on (its checks of the folder and config done)."""
+        cohort = resolve_cohort(config, files)
         check_inputs_present(config, cohort)
         images = survey(
             cohort,
@@ -803,6 +817,7 @@ class Run:
         outputs = (files.checkpoints, files.history, files.tensorboard, files.intensity_reference, files.train_log)
         outputs += (files.tfds,)  # (the TFDS records a data.loader='tfds' start builds there: helper-95)
         made = [p for p in (files.root, *outputs) if not p.exists()]  # before this start writes anything
+        made += [files.cohort] if synthesised else []  # (a diverged first start: the folder as it found it)
         files.root.mkdir(parents=True, exist_ok=True)
         records = (files.splits, files.config, files.run_info, files.image_geometry)
         new = [p for p in records if not p.exists()]

@@ -266,7 +266,9 @@ def test_more_pretraining_manifests_join_every_split_and_are_read_before_any_run
     # the protocol's config.json, splits.json and run_info.json were written)
     assert main([*args, "--config.train.batch_size=32"]) != 0
     said = capsys.readouterr().err
-    assert "run us_lnm (fold 0): train split has 16 patients, fewer than one batch of 32" in said, said
+    assert (
+        "run us_lnm (fold 0): 1 config problem: train.batch_size: 32 is more than the train split's 16 patients" in said
+    ), said
     assert not work.exists()
 
 

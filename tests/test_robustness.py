@@ -183,6 +183,16 @@ def test_exploding_training_stops_and_says_what_is_kept(tiny_cohort, tmp_path, c
     assert main(diverging) == 1
     assert f"{mine.resolve()} is as it was before it" in fail_line(capsys, "train")
     assert sorted(p.name for p in mine.iterdir()) == sorted([F.LOCK, "notes.txt"]), list(mine.iterdir())
+    # on the embedded cohort, which the start synthesises into the folder: a batch larger than the
+    # train split is refused naming its field (exit 2), and a diverged start removes the cohort it
+    # wrote too (helper-112: both had left the folder, its lock and a 51 MB cohort)
+    embedded = ["train", "--workdir", str(run), "--config.data.synth.patients=30", "--config.data.synth.size=32"]
+    assert main([*embedded, *small, "--config.train.batch_size=1000"]) == 2
+    assert "train.batch_size: 1000 is more than the train split's" in fail_line(capsys, "train")
+    assert not run.exists()
+    assert main([*embedded, *small, "--config.train.epochs=1", "--config.train.learning_rate=1e6"]) == 1
+    assert f"{run.resolve()} is as it was before it" in fail_line(capsys, "train")
+    assert not run.exists()
 
 
 def test_non_finite_statistics_are_never_checkpointed(triple_run, copy_run, monkeypatch):
@@ -341,7 +351,7 @@ def test_what_training_would_trip_on_is_refused_before_the_run_writes_anything(t
     save_backbone(tmp_path / "narrow", zeros, {"arch": BACKBONE, "variant": "torchvision"})
     (tmp_path / "empty").mkdir()
     for field, value, says in (
-        ("train.batch_size", 64, r"train split has \d+ patients, fewer than one batch of 64"),
+        ("train.batch_size", 64, r"train.batch_size: 64 is more than the train split's \d+ patients"),
         # a folder that is not there is named as such (it was "not a converted backbone")
         ("model.init_from", str(tmp_path / "nothing"), r"nothing does not exist: give a backbone made with"),
         ("model.init_from", str(tmp_path / "empty"), r"empty is not a converted backbone \(no backbone.json\)"),
@@ -366,7 +376,7 @@ def test_what_training_would_trip_on_is_refused_before_the_run_writes_anything(t
         capsys.readouterr()
         argv = ["train", "--workdir", str(work), f"--config.data.manifest={tiny_cohort}", f"--config.{field}={value}"]
         argv += ["--config.data.image_size=32", f"--config.model.backbone={BACKBONE}", "--config.model.width=8"]
-        assert main(argv) == 1 and not work.exists(), field
+        assert main(argv) == (2 if field == "train.batch_size" else 1) and not work.exists(), field  # (a field: 2)
         assert len(capsys.readouterr().err.strip().splitlines()) == 1, field
         # validate refuses it as train does (it had said OK to a missing backbone folder)
         assert main(["validate", str(tiny_cohort), *argv[4:]]) == 1, field
