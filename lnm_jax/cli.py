@@ -65,7 +65,7 @@ from lnm_jax.command_line import (
     split_overrides,
     switch_value,
 )
-from lnm_jax.fileio import STOP_ASKED
+from lnm_jax.fileio import ask_stop, clear_stop, stop_signal
 from lnm_jax.output_guard import guard_output
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -1079,26 +1079,27 @@ class Terminated(KeyboardInterrupt):
 
 
 def _raise_terminated(signum, frame):
-    STOP_ASKED.set()
+    ask_stop(signum)
     raise Terminated()
 
 
 def _raise_interrupted(signum, frame):
-    STOP_ASKED.set()
+    ask_stop(signum)
     raise KeyboardInterrupt
 
 
 @contextlib.contextmanager
-def _sigterm_as_interrupt():
+def _sigterm_as_interrupt(stop: dict | None = None):
     """SIGTERM raises :class:`Terminated` in the main thread while a command runs, where no
     handler of the caller's is installed (the previous one is put back after); SIGINT, where
     Python's own handler is installed, raises KeyboardInterrupt as it does. Both record the
     stop (:data:`lnm_jax.fileio.STOP_ASKED`), which the training loops check at every step: an
-    interrupt raised where the interpreter swallows it is not lost."""
+    interrupt raised where the interpreter swallows it is not lost. ``stop`` gets the signal of a
+    stop recorded (``"signal"``), read once the block ends."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    STOP_ASKED.clear()
+    clear_stop()
     installed = {}
     if signal.getsignal(signal.SIGTERM) == signal.SIG_DFL:
         installed[signal.SIGTERM] = signal.signal(signal.SIGTERM, _raise_terminated)
@@ -1109,7 +1110,9 @@ def _sigterm_as_interrupt():
     finally:
         for sig, before in installed.items():
             signal.signal(sig, before)
-        STOP_ASKED.clear()  # (a command's stop is its own: not the next command's in this process)
+        if stop is not None:
+            stop["signal"] = stop_signal()
+        clear_stop()  # (a command's stop is its own: not the next command's in this process)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -1138,9 +1141,10 @@ def main(argv: list[str] | None = None) -> int:
         return 0 if name else _fail("", "no command given (one of the above)", 2)
     if why := text_encoding.unnameable_arguments(argv[1:]):
         return _fail(name, why, 2)
+    stop: dict = {}  # the signal of a stop the command recorded (_sigterm_as_interrupt)
     try:
         check_option_forms(argv[1:])
-        with _sigterm_as_interrupt():
+        with _sigterm_as_interrupt(stop):
             return command(argv[1:])
     except UsageError as e:
         return _fail(name, str(e), 2)
@@ -1148,12 +1152,21 @@ def main(argv: list[str] | None = None) -> int:
         return _fail(name, str(e), 2)
     except SystemExit as e:  # argparse: --help (0) or bad arguments (2)
         return e.code if isinstance(e.code, int) else 2
-    except Terminated:
-        return _fail(name, "terminated (SIGTERM)", EXIT_TERMINATED)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as e:  # (a SIGTERM whose Terminated was lost is raised again as KeyboardInterrupt)
+        if isinstance(e, Terminated) or stop.get("signal") == signal.SIGTERM:
+            return _fail(name, "terminated (SIGTERM)", EXIT_TERMINATED)
         return _fail(name, "interrupted", EXIT_INTERRUPTED)
     except BrokenPipeError:
         return _closed_pipe()
+    except MemoryError:  # said before anything else is imported (helper-113: the handler's import failed too)
+        if debug:
+            raise
+        return _fail(
+            name,
+            "out of memory (the host's): fewer patients at once (train.batch_size, train.eval_batch_size, "
+            "data.num_threads), a smaller data.image_size, or a machine with more memory",
+            1,
+        )
     except Exception as e:
         if debug:
             raise

@@ -99,7 +99,10 @@ def atomic_directory(out_dir: Path | str, *, replace: bool = False) -> Iterator[
         raise FileExistsError(f"{out_dir} exists and is not empty; choose another output folder")
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     _remove_orphans(out_dir)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{short_name(out_dir.name)}.pid{os.getpid()}.", dir=out_dir.parent))
+    try:
+        tmp = Path(tempfile.mkdtemp(prefix=f".{short_name(out_dir.name)}.pid{os.getpid()}.", dir=out_dir.parent))
+    except OSError as e:  # (helper-113: a read-only disk had been said of the temporary's name)
+        raise OSError(e.errno, e.strerror, str(out_dir)) from e
     umask = os.umask(0)
     os.umask(umask)
     tmp.chmod(0o777 & ~umask)  # mkdtemp's 0700 is for the temporary name only: the result as mkdir makes it
@@ -107,6 +110,7 @@ def atomic_directory(out_dir: Path | str, *, replace: bool = False) -> Iterator[
     earlier = out_dir.with_name(f".{short_name(out_dir.name)}.pid{os.getpid()}.earlier")
     try:
         yield tmp
+        _stop_before_commit()
         try:
             if out_dir.exists():
                 if replace:
@@ -143,13 +147,15 @@ def atomic_file(path: Path | str, *, exclusive: bool = False) -> Iterator[Path]:
     tmp = path.with_name(f".{short_name(path.name)}.pid{os.getpid()}.tmp{path.suffix[:16]}")
     try:
         yield tmp
+        _stop_before_commit()
         if exclusive:
             _link_new(tmp, path)
         else:
             tmp.replace(path)
     except BaseException as e:
-        tmp.unlink(missing_ok=True)
-        if isinstance(e, OSError) and e.filename in (None, str(tmp)):
+        with contextlib.suppress(OSError):  # (a folder that is not one: unlink fails as open did)
+            tmp.unlink(missing_ok=True)
+        if isinstance(e, OSError) and (e.filename is None or str(e.filename) == str(tmp)):  # (os.open gives a Path)
             raise OSError(e.errno, e.strerror, str(path)) from e
         raise
 
@@ -583,12 +589,44 @@ def off_main_thread(fn: Callable[..., _T], *args, **kwargs) -> _T:
 STOP_ASKED = threading.Event()
 
 
+_STOP_SIGNAL: list[int] = []  # the signal of the stop STOP_ASKED records (ask_stop)
+
+
+def ask_stop(signum: int) -> None:
+    """Records a stop (:data:`STOP_ASKED`) by signal ``signum``: what the command line's
+    handlers call before they raise, so that a stop whose exception is lost is not."""
+    _STOP_SIGNAL[:] = [signum]
+    STOP_ASKED.set()
+
+
+def clear_stop() -> None:
+    """Forgets a recorded stop (:func:`ask_stop`): a command's stop is its own."""
+    STOP_ASKED.clear()
+    _STOP_SIGNAL.clear()
+
+
+def stop_signal() -> int | None:
+    """The signal of the stop recorded (:func:`ask_stop`), or None."""
+    return _STOP_SIGNAL[0] if STOP_ASKED.is_set() and _STOP_SIGNAL else None
+
+
 def raise_if_stop_asked() -> None:
     """Raises the stop the command line's handlers recorded (:data:`STOP_ASKED`) where its
     KeyboardInterrupt did not arrive; nothing otherwise (a program that installs none of them,
     calling the package from Python, never has one recorded)."""
     if STOP_ASKED.is_set():
         raise KeyboardInterrupt("a stop asked for earlier (its first interrupt was lost)")
+
+
+def _stop_before_commit() -> None:
+    """At an output's commit (:func:`atomic_file`, :func:`atomic_directory`): raises a recorded
+    stop whose interrupt is not on its way, so the output is not written. A signal's exception
+    raised inside a callback the interpreter runs (a garbage-collection callback of XLA's, while
+    JAX loads) is printed as "Exception ignored" and lost: helper-113's predict and export wrote
+    their output and exited 0 after a SIGTERM or Ctrl-C there. While an interrupt propagates
+    (a stopping training writing the best epoch it holds) nothing is raised."""
+    if STOP_ASKED.is_set() and not isinstance(sys.exc_info()[1], KeyboardInterrupt):
+        raise KeyboardInterrupt("a stop asked for earlier (its interrupt was lost)")
 
 
 @contextlib.contextmanager

@@ -169,12 +169,15 @@ def hold(workdir: Path | str, command: str, *, create: bool = False) -> Iterator
         if outer:
             _HELD.pop(_key(files.root), None)
             if not gone:
-                files.lock_owner.unlink(missing_ok=True)
+                # (helper-113: a folder made read-only meanwhile had its unlink's error replace the
+                # command's own, and the lock was never released)
+                with contextlib.suppress(OSError):
+                    files.lock_owner.unlink(missing_ok=True)
         lock.release()
         if gone and finished:  # (helper-110: evaluate and train had said success, their folder deleted under them)
             raise RunFolderGoneError(gone)
         # a start that failed before writing anything leaves no folder behind it
-        if outer and not gone and made and {p.name for p in files.root.iterdir()} <= {files.lock.name}:
-            files.lock.unlink(missing_ok=True)
-            with contextlib.suppress(OSError):
+        with contextlib.suppress(OSError):
+            if outer and not gone and made and {p.name for p in files.root.iterdir()} <= {files.lock.name}:
+                files.lock.unlink(missing_ok=True)
                 files.root.rmdir()

@@ -671,3 +671,63 @@ def test_a_relative_manifest_is_stored_resolved(tiny_cohort, tmp_path, monkeypat
     assert load_config(run.workdir).data.manifest == str(tiny_cohort.resolve())
     monkeypatch.chdir(tmp_path)
     assert Run.open(run.workdir).cohort.sha256 == run.cohort.sha256
+
+
+def test_a_stop_whose_interrupt_was_lost_writes_no_output(tmp_path, monkeypatch, capsys):
+    """helper-113: a SIGTERM or Ctrl-C while JAX loads raised its exception inside a callback the
+    interpreter ignores ("Exception ignored in: _xla_gc_callback"), and predict and export then
+    wrote their output and exited 0. The stop the handler recorded is raised at the output's
+    commit: nothing written, the signal's exit code and line; the next command is not stopped."""
+    import signal
+
+    from lnm_jax import fileio
+    from lnm_jax.data.synth import synthetic
+
+    real = synthetic._write_cohort
+
+    def lost(*a, **k):  # the cohort rendered; then a SIGTERM whose exception the interpreter swallowed
+        real(*a, **k)
+        fileio.ask_stop(signal.SIGTERM)
+
+    monkeypatch.setattr(synthetic, "_write_cohort", lost)
+    argv = ["synth", "--out", str(tmp_path / "c"), "--patients", "4", "--size", "32"]
+    assert main(argv) == 143
+    assert capsys.readouterr().err.strip().endswith("lnm-jax synth: error: terminated (SIGTERM)")
+    assert list(tmp_path.iterdir()) == []
+    monkeypatch.setattr(synthetic, "_write_cohort", real)
+    assert main(argv) == 0 and (tmp_path / "c" / "manifest.csv").is_file()
+
+
+def test_a_file_that_cannot_be_opened_is_named_by_the_output_not_its_temporary(tmp_path):
+    """helper-113: os.open's error names the temporary as a Path, which the check compared with
+    its text: "…/.probs.csv.pid27763.tmp.csv: Read-only file system"."""
+    from lnm_jax.fileio import write_csv
+
+    (tmp_path / "afile").write_text("")
+    with pytest.raises(OSError) as e:
+        write_csv(tmp_path / "afile" / "probs.csv", [], ["a"])
+    assert e.value.filename == str(tmp_path / "afile" / "probs.csv"), e.value
+
+
+def test_out_of_memory_is_one_line_and_a_failing_lock_clean_up_hides_nothing(tmp_path, monkeypatch, capsys):
+    """helper-113: under a memory limit the error handler's own imports failed (a 110-line
+    traceback); a run folder made read-only under evaluate had the lock note's removal error
+    replace evaluate's own, the lock left held. Each: the command's own error, one line."""
+    from lnm_jax import cli
+    from lnm_jax.run_files import RunFiles
+    from lnm_jax.run_lock import hold
+
+    def exhausted(argv):
+        raise MemoryError()
+
+    monkeypatch.setitem(cli.COMMANDS, "synth", exhausted)
+    assert main(["synth", "--out", str(tmp_path / "c")]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("lnm-jax synth: error: out of memory (the host's)"), err
+    files = RunFiles(tmp_path / "w")
+    with pytest.raises(ValueError, match="the command's own"), hold(files.root, "evaluate", create=True):
+        files.lock_owner.unlink()
+        files.lock_owner.mkdir()  # its removal now fails (as under a folder made read-only)
+        raise ValueError("the command's own")
+    with hold(files.root, "evaluate", create=True):  # released
+        pass
