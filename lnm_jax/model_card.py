@@ -72,9 +72,12 @@ def calibration_limit(temperature: float | None, calibration: dict, n_val: int) 
         return CALIBRATION_AT_BOUND.format(t=temperature)
     test = ""
     if (c := calibration.get("test")) and "brier_temperature_scaled" in c:
-        test = (
-            f"; on test it moved Brier {c['brier']:.3f} -> {c['brier_temperature_scaled']:.3f} and the "
-            f"calibration slope {_fmt(c.get('slope'))} -> {_fmt(c.get('slope_temperature_scaled'))}"
+        slopes = (c.get("slope"), c.get("slope_temperature_scaled"))
+        test = f"; on test it moved Brier {c['brier']:.3f} -> {c['brier_temperature_scaled']:.3f} and " + (
+            f"the calibration slope {_fmt(slopes[0])} -> {_fmt(slopes[1])}"
+            if all(_fmt(s) != "-" for s in slopes)  # (helper-114: "the calibration slope - -> -")
+            else "left the calibration slope unestimated (the test logits separate the classes, or the evaluation "
+            "did not record it)"
         )
     return CALIBRATED_TEXT.format(t=temperature, n=n_val, test=test)
 
@@ -488,8 +491,10 @@ def metadata(
         + ([] if (evaluation or {}).get("cam_scores") else [unscored_cams(config, evaluation is not None)])
         + ([SYNTHETIC_LIMIT] if synthetic(config) else [])
         + ([DEFAULT_TASK_LIMIT] if not synthetic(config) and _default_task(config) else [])
-        + _preprocessing_limits(meta.get(PREPROCESSING_KEY), (environment or {}).get("git"), now),
+        + _preprocessing_limits(meta.get(PREPROCESSING_KEY), (environment or {}).get("git"), now)
+        + _evaluation_limits((evaluation or {}).get("evaluated_by"), now),
         "training_environment": environment,
+        "evaluated_with": ((evaluation or {}).get("evaluated_by") or {}).get("git"),
         **({"training_environment_unstated": unstated} if unstated else {}),
         "packages": provenance.package_versions(),  # of the process that wrote this card
         "written_with": now,
@@ -523,6 +528,20 @@ def _preprocessing_limits(recorded: str | None, was: dict | None, now: dict) -> 
     else:
         where = f" (trained at {_commit(was)}, written at {_commit(git)})" if git or was else ""
     return [f"{PREPROCESSING_CHANGED}{where}: a file may be read otherwise than in training."]
+
+
+def _evaluation_limits(evaluated_by: dict | None, now: dict) -> list[str]:
+    """The card's limit where its metrics, cut-offs and calibration were computed by other lnm-jax
+    code than writes it (``evaluated_by``: the evaluation's sealed process record; helper-114:
+    an export of a run evaluated by an earlier version said only the writer's commit, its Youden
+    threshold described by a rule that version did not use)."""
+    if not evaluated_by or evaluated_by.get("source_sha256") in (None, provenance.source_digest()):
+        return []
+    then = evaluated_by.get("git")
+    return [
+        f"The metrics, cut-offs and calibration on this card were computed by other lnm-jax code (evaluated at "
+        f"{_commit(then)}, written at {_commit(now.get('git'))}): run lnm-jax evaluate again for this version's."
+    ]
 
 
 def _uncommitted(git: dict) -> str:
@@ -895,6 +914,11 @@ def markdown(md: dict) -> str:
             else f"unknown ({md.get('training_environment_unstated', NO_RUN_INFO)})"
         )
         + ".",
+        *(
+            [f"- Evaluated with: {_commit(md['evaluated_with'])} (the evaluation's record)."]
+            if md.get("evaluated_with")
+            else []
+        ),
         "- Card written with: "
         + ", ".join(f"{k} {v}" for k, v in md["packages"].items())
         + (f"; {_commit(md['written_with']['git'])}" if (md.get("written_with") or {}).get("git") else "")

@@ -641,3 +641,24 @@ def test_the_runtime_returns_no_calibrated_probability_from_a_temperature_at_its
                 assert np.isnan(got).all()
             else:
                 np.testing.assert_allclose(got, 1 / (1 + np.exp(-z / 1.5)), rtol=1e-6)
+
+
+def test_a_card_says_when_its_evaluation_was_made_by_other_code(triple_run):
+    """helper-114: an export of a run evaluated by an earlier lnm-jax said only the card writer's
+    commit (its Youden threshold described by a rule the evaluating version did not use), and a
+    slope that could not be estimated read "the calibration slope - -> -". The evaluating code
+    is named, and a limit says when it is not this code."""
+    import lnm_jax.model_card as mc
+    from lnm_jax import provenance
+
+    now = {"git": {"commit": "b" * 40, "dirty": False}}
+    assert mc._evaluation_limits({"source_sha256": provenance.source_digest()}, now) == []
+    assert mc._evaluation_limits(None, now) == []
+    earlier = {"source_sha256": "0" * 64, "git": {"commit": "a" * 40, "dirty": False}}
+    (line,) = mc._evaluation_limits(earlier, now)
+    assert "(evaluated at commit aaaaaaaaaaaa, written at commit bbbbbbbbbbbb): run lnm-jax evaluate again" in line
+    test = {"brier": 0.26, "brier_temperature_scaled": 0.3, "slope": float("nan"), "slope_temperature_scaled": None}
+    text = mc.calibration_limit(0.31, {"test": test}, 13)
+    assert "- -> -" not in text and "left the calibration slope unestimated" in text
+    md = mc.metadata(triple_run, "best")
+    assert md["evaluated_with"] is None or md["evaluated_with"] == provenance.git_commit()
