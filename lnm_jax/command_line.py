@@ -194,6 +194,7 @@ def apply_overrides(config, overrides: list[str]):
     from absl import flags
     from ml_collections import config_flags
 
+    overrides = tuple_overrides(overrides, config)
     if problems := _override_problems(overrides, config):
         raise UsageError(" | ".join(problems + _known_override_problems(overrides, config)))
     if note := repeated_override_note(overrides):
@@ -304,6 +305,42 @@ def _held(config, key: str):
     except (KeyError, TypeError):
         return None
     return node
+
+
+def tuple_overrides(argv: list[str], config) -> list[str]:
+    """``argv`` with each override of a field that holds a tuple, given as a bare comma list
+    (``--config.protocol.settings=bmode,us_lnm``, or with a space before the value), written as
+    the tuple of its items (``('bmode', 'us_lnm')``), as a list of numbers already reads
+    (``data.norm.bmode.mean=0.5,0.5,0.5``). absl had read a list of names as one item,
+    ``('bmode,us_lnm',)``: reproduce trained one setting of both inputs for two settings
+    (helper-112). A value written as a tuple or list (``('bmode,us_lnm',)``) is read as given."""
+    out = list(argv)
+    for i, x in enumerate(out):
+        if not x.startswith("--config."):
+            continue
+        key, eq, value = x.removeprefix("--config.").partition("=")
+        if not eq:  # --config.FIELD VALUE
+            if i + 1 >= len(out) or out[i + 1].startswith("--"):
+                continue
+            value = out[i + 1]
+        if not isinstance(_held(config, key), tuple) or "," not in value or value.lstrip()[:1] in ("(", "["):
+            continue
+        items = [v.strip() for v in value.split(",")]
+        written = "(" + "".join(f"{v if _is_number_text(v) else repr(v)}, " for v in items) + ")"
+        if eq:
+            out[i] = f"--config.{key}={written}"
+        else:
+            out[i + 1] = written
+    return out
+
+
+def _is_number_text(text: str) -> bool:
+    """Whether ``text`` is a number as Python writes one (an item absl reads as a number)."""
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
 
 
 def split_overrides(argv: list[str], config) -> tuple[list[str], list[str]]:
@@ -617,12 +654,13 @@ def parse_config_command(name: str, argv: list[str], default_factory, extra=None
         file = _config_file_arg(argv)  # (helper-112: the built-in config's defaults had been shown for a file's)
         print(config_help(name, default_factory if file is None else lambda: load_config_file(file), fv))
         raise SystemExit(0)
+    file = _config_file_arg(argv)
+    base = default_factory() if file is None else load_config_file(file)  # a broken file: one line
+    argv = tuple_overrides(argv, base)
     # config_flags reads overrides from this argv, the file first wherever it was given (absl
     # refuses an override before --config FILE, which validate takes)
     at = _config_file_at(argv)
     full = [f"lnm-jax {name}", *(argv[i] for i in at), *(x for i, x in enumerate(argv) if i not in at)]
-    file = _config_file_arg(argv)
-    base = default_factory() if file is None else load_config_file(file)  # a broken file: one line
     if problems := _override_problems(argv, base):  # before absl, which raises on the first
         raise UsageError(" | ".join(problems + _known_override_problems(argv, base)))
     overrides, _ = split_overrides(argv, base)  # a value-less override: absl would take the next option as its value

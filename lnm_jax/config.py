@@ -703,6 +703,22 @@ def config_problems(config, stored: bool = False) -> list[str]:
         problems.append(
             f"protocol.pretrain_manifests: {tuple(pc.pretrain_manifests)!r} is read only with protocol.pretrain=True"
         )
+    if pc is not None:  # each by its own name (helper-112: a bad backbone had been said as model.backbone's)
+        for field in ("settings", "table2_modalities"):
+            for i, spec in enumerate(pc.get(field) or ()):
+                try:
+                    inputs = parse_modalities(spec)
+                except ValueError as e:
+                    problems.append(f"protocol.{field}[{i}]: {e}")
+                    continue
+                if field == "table2_modalities" and not any(m in IMAGE_INPUTS for m in inputs):
+                    problems.append(
+                        f"protocol.table2_modalities[{i}]: {spec!r} has no image input (Table 2 compares the "
+                        "backbones on an image input)"
+                    )
+        for i, backbone in enumerate(pc.get("backbones") or ()):
+            if backbone not in BACKBONES:
+                problems.append(f"protocol.backbones[{i}]: {backbone!r} is not one of {', '.join(BACKBONES)}")
     if "modalities" not in config:
         problems.append("modalities: absent (the model's inputs, e.g. 'triple' or 'bmode,us_lnm')")
     modalities = config.get("modalities", "triple")

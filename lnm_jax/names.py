@@ -137,7 +137,7 @@ AVAILABILITY_PATTERNS = {
 def parse_modalities(spec) -> tuple[str, ...]:
     """'triple' | 'bmode,ceus' | ('bmode', 'ceus') -> the canonical ordered tuple."""
     if isinstance(spec, str):
-        names = SETTINGS.get(spec) or tuple(s.strip() for s in spec.split(",") if s.strip())
+        names = SETTINGS.get(spec) or tuple(s.strip() for s in spec.split(","))
     else:
         names = tuple(spec)
     unknown = [n for n in names if n not in INPUTS]
@@ -145,6 +145,8 @@ def parse_modalities(spec) -> tuple[str, ...]:
         raise ValueError(
             f"modalities must be a non-empty subset of {INPUTS} or one of {sorted(SETTINGS)}, got {spec!r}"
         )
+    if len(set(names)) < len(names):  # (helper-112: 'bmode,bmode' had been stored as written)
+        raise ValueError(f"modalities {spec!r} names an input twice: each once")
     return tuple(m for m in INPUTS if m in names)
 
 

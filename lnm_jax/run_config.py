@@ -9,6 +9,7 @@ config without building it (``validate --workdir``, pretraining's resume) calls 
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 from pathlib import Path
@@ -92,6 +93,8 @@ def changed_fields(stored: ConfigDict | dict, config: ConfigDict, ignore: tuple[
     for flat in (old, new):  # a field added since whose value before it is certain: that value
         for k, v in KNOWN_BEFORE_ADDED.items():  # (helper-93: a checkpoint's record without
             flat.setdefault(k, v)  # data.augment.clip crashed every command opening the run)
+        with contextlib.suppress(KeyError, ValueError, TypeError):  # the inputs, however spelled ('triple' is
+            flat["modalities"] = list(names.parse_modalities(flat["modalities"]))  # us_lnm,bmode,ceus: helper-112)
     default = _flat_config(base_config())
     changed = sorted(
         k

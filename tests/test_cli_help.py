@@ -483,3 +483,38 @@ def test_a_config_file_is_checked_whole_before_anything_is_written(tmp_path, cap
     assert not (tmp_path / "w").exists()
     assert main(["train", "--config", str(small), "--help"]) == 0
     assert re.search(r"data.image_size .* \[48\]", capsys.readouterr().out)
+
+
+def test_a_list_field_given_as_a_comma_list_is_its_items(tmp_path):
+    """helper-112: ``--config.protocol.settings=bmode,us_lnm`` was read as one setting of both
+    inputs, ``('bmode,us_lnm',)`` (numbers were split, names not); a bad setting or backbone was
+    said as ``modalities``' or ``model.backbone``'s; ``modalities=bmode,bmode`` was stored as
+    written, and a resume spelling a run's inputs otherwise (``us_lnm,bmode,ceus`` for
+    ``triple``) was "a different experiment"."""
+    from lnm_jax.command_line import parse_config_command
+    from lnm_jax.config import base_config, config_problems
+    from lnm_jax.run_config import check_resumable
+
+    def parsed(*overrides):
+        return parse_config_command("reproduce", ["--workdir", "w", *overrides], base_config)[0]
+
+    assert parsed("--config.protocol.settings=bmode, us_lnm").protocol.settings == ("bmode", "us_lnm")
+    assert parsed("--config.protocol.settings", "bmode,us_lnm").protocol.settings == ("bmode", "us_lnm")
+    assert parsed("--config.protocol.settings=('bmode,us_lnm',)").protocol.settings == ("bmode,us_lnm",)
+    assert parsed("--config.data.norm.bmode.mean=0.5,0.5,0.5").data.norm.bmode.mean == (0.5, 0.5, 0.5)
+    c = base_config()
+    c.protocol.settings, c.protocol.backbones, c.protocol.table2_modalities = (
+        ("quad",),
+        ("resnet18,vgg11",),
+        ("us_lnm",),
+    )
+    problems = config_problems(c)
+    assert any(p.startswith("protocol.settings[0]: modalities must be") for p in problems), problems
+    assert "protocol.backbones[0]: 'resnet18,vgg11' is not one of" in " ".join(problems)
+    assert "protocol.table2_modalities[0]: 'us_lnm' has no image input" in " ".join(problems)
+    twice = base_config()
+    twice.modalities = "bmode,bmode"
+    assert "modalities: modalities 'bmode,bmode' names an input twice: each once" in config_problems(twice)
+    spelled = base_config()
+    spelled.modalities = "us_lnm,bmode,ceus"
+    check_resumable(base_config(), spelled)  # the same inputs: no other experiment
