@@ -704,8 +704,9 @@ def config_problems(config, stored: bool = False) -> list[str]:
             f"protocol.pretrain_manifests: {tuple(pc.pretrain_manifests)!r} is read only with protocol.pretrain=True"
         )
     if pc is not None:  # each by its own name (helper-112: a bad backbone had been said as model.backbone's)
+        listed = lambda field: v if isinstance(v := pc.get(field), list | tuple) else ()  # noqa: E731  (else: a type problem)
         for field in ("settings", "table2_modalities"):
-            for i, spec in enumerate(pc.get(field) or ()):
+            for i, spec in enumerate(listed(field)):
                 try:
                     inputs = parse_modalities(spec)
                 except ValueError as e:
@@ -716,7 +717,7 @@ def config_problems(config, stored: bool = False) -> list[str]:
                         f"protocol.table2_modalities[{i}]: {spec!r} has no image input (Table 2 compares the "
                         "backbones on an image input)"
                     )
-        for i, backbone in enumerate(pc.get("backbones") or ()):
+        for i, backbone in enumerate(listed("backbones")):
             if backbone not in BACKBONES:
                 problems.append(f"protocol.backbones[{i}]: {backbone!r} is not one of {', '.join(BACKBONES)}")
     if "modalities" not in config:

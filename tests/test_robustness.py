@@ -470,6 +470,38 @@ def test_a_failed_saves_late_writes_leave_no_temporary_folder(tmp_path, monkeypa
     ckpts.close()
 
 
+def test_a_save_committed_incomplete_is_removed_and_said(tmp_path, monkeypatch):
+    """helper-113: with file handles running out (``ulimit -n 16``), orbax committed checkpoints
+    whose array files were missing, train exited 0 and every later command called the run
+    damaged. Each save is read back once committed; one that does not read back as the state
+    saved is removed, and the save fails naming what is left. Here the committed step loses its
+    array files after orbax's save returned, as then."""
+    import shutil
+
+    from lnm_jax.training.checkpoint import CheckpointSaveError, RunCheckpoints
+
+    ckpts = RunCheckpoints(tmp_path / "ckpts", kinds=("best",))
+    folder = ckpts.directory("best")
+    state = {"w": np.arange(6, dtype=np.float32)}
+    ckpts.save("best", 1, state, {"epoch": 1, "best": {}})  # a save that reads back: kept
+    real = ckpts._managers["best"].save
+
+    def incomplete(step, *a, **k):
+        written = real(step, *a, **k)
+        for d in (folder / str(step) / "state").iterdir():
+            if d.is_dir():
+                shutil.rmtree(d)  # the array data (ocdbt's folders) never written
+        return written
+
+    monkeypatch.setattr(ckpts._managers["best"], "save", incomplete)
+    with pytest.raises(
+        CheckpointSaveError, match=r"epoch 2 .*committed but does not read back .*removed; none is left"
+    ):
+        ckpts.save("best", 2, {"w": state["w"] + 1}, {"epoch": 2, "best": {}})
+    assert not (folder / "2").exists() and ckpts.latest_epoch("best") is None
+    ckpts.close()
+
+
 def test_full_disk_keeps_the_checkpoint_and_the_log_line_resumes(triple_run, copy_run, monkeypatch, capsys):
     """The save of epoch 3 fails as on a full disk: one line, no temporary folder left, epoch 2
     intact; the log line of epoch 3 was written first, and the resumed run replaces it."""

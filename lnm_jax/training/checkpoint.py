@@ -357,8 +357,44 @@ class RunCheckpoints:
                 f"could not save the '{kind}' checkpoint of epoch {epoch} in {folder}: {why}; {tmp}; {kept}"
             ) from e
         if written is not False:  # False: orbax kept a step numbered at or after it, and wrote nothing
+            self._check_committed(kind, number, epoch, state, meta)
             self._saved[kind] = (number, meta)
             self._orbax_wrote.add(kind)
+
+    def _check_committed(self, kind: str, number: int, epoch: int, state: Any, meta: dict) -> None:
+        """Reads back checkpoint ``number`` of ``kind`` as orbax committed it and compares its
+        arrays' SHA-256 with the state saved (one process; several write parts no one of them
+        reads whole). helper-113: with file handles running out (``ulimit -n 16``), orbax
+        committed a checkpoint whose files were missing and train exited 0, every later command
+        calling it damaged. One that does not read back is removed and the save fails as a
+        :class:`CheckpointSaveError` naming what is left (orbax removed the earlier one on commit)."""
+        if jax.process_count() > 1:
+            return
+        folder = self.directory(kind)
+        try:
+            with libraries_to_log(self._log, keep_on_failure=True):
+                abstract = jax.tree.map(lambda a: np.empty(np.shape(a), a.dtype), state)
+                args = ocp.args.Composite(state=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore())
+                out = off_main_thread(self._managers[kind].restore, number, args=args)
+            digest = meta[DIGEST_KEY]
+            same = out["meta"] == meta and (digest is None or state_digest(out["state"]) == digest)
+            problem = None if same else "what it holds differs from what was saved"
+        except Exception as e:  # noqa: BLE001  (whatever the read says: the save is not what was meant)
+            problem = f"{type(e).__name__}: {e}".splitlines()[0]
+        if problem is None:
+            return
+        shutil.rmtree(folder / str(number), ignore_errors=True)
+        self._managers[kind].reload()
+        kept = self.latest_epoch(kind)
+        kept = (
+            f"the checkpoint of epoch {kept} is intact"
+            if kept is not None
+            else "none is left (orbax removed the earlier one on committing this one)"
+        )
+        raise CheckpointSaveError(
+            f"could not save the '{kind}' checkpoint of epoch {epoch} in {folder}: it was committed but does not "
+            f"read back ({problem}; file handles or disk running out?): removed; {kept}"
+        )
 
     def _copied(self, source: str, kind: str, number: int, meta: dict) -> bool:
         """Checkpoint ``number`` of ``source`` copied as ``kind``'s, committed as orbax commits
