@@ -2188,6 +2188,13 @@ def test_an_unfinished_run_is_said_so_where_it_is_evaluated(triple_run, monkeypa
     monkeypatch.setattr(E, "trained_checkpoint", lambda files: ({**meta, "epoch": 3, CONFIG_KEY: record}, where))
     said = E.unfinished_warning(triple_run)
     assert said.startswith("training stopped at epoch 3 of 8 (interrupted, not by early stopping)"), said
+    assert "--resume" in said and where.parent.name == "latest"
+    # its 'latest' save failed: only 'best' is there, and a resume is refused, so none is offered
+    # (helper-113: the card had pointed to --resume)
+    best = where.parent.parent / "best" / where.name
+    monkeypatch.setattr(E, "trained_checkpoint", lambda files: ({**meta, "epoch": 3, CONFIG_KEY: record}, best))
+    said = E.unfinished_warning(triple_run)
+    assert "holds no 'latest' checkpoint to resume from" in said and "--resume" not in said, said
     record["train"]["early_stop_patience"] = 2  # stopped early: finished as configured
     monkeypatch.setattr(
         E, "trained_checkpoint", lambda files: ({**meta, "epoch": 3, STALE_KEY: 2, CONFIG_KEY: record}, where)

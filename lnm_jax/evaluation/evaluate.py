@@ -390,6 +390,12 @@ def unfinished_warning(run: Run) -> str | None:
         return None
     if stopped_early(meta) is not False:  # stopped early, or cannot tell
         return None
+    if newest[1].parent.name != "latest":  # (helper-113: after a failed save the card had pointed to --resume)
+        return (
+            f"training stopped at epoch {epoch} of {planned} (interrupted, not by early stopping) and the run holds no "
+            "'latest' checkpoint to resume from (its save failed?): this evaluates the best epoch so far; finishing "
+            "the training needs checkpoints/latest restored from a copy, or a new run"
+        )
     return (
         f"training stopped at epoch {epoch} of {planned} (interrupted, not by early stopping): this evaluates the best "
         f"epoch so far, which finishing it (lnm-jax train --workdir {run.workdir} --resume) may replace"
