@@ -269,6 +269,11 @@ def read_config_json(path: Path | str) -> ConfigDict:
             "a later version's (read the run with that lnm-jax or a later one), a field it lacks was added since "
             "(add it with the value that version trained with)"
         )
+    if problems and not (path.parent / RUN_INFO).is_file():  # no run's record: a config.json written by hand
+        raise DamagedFileError(  # (helper-112: it had been told it "was edited or is damaged")
+            f"{path}: {'; '.join(problems)}: a config.json holds every field of a run's config, each in its range; "
+            "start from a run's config.json or a configs/*.py file"
+        )
     if problems:
         raise DamagedFileError.edited(path, "; ".join(problems), remedy)
     for field, value in KNOWN_BEFORE_ADDED.items():  # a run stored before the field: its certain value
