@@ -313,7 +313,8 @@ def tuple_overrides(argv: list[str], config) -> list[str]:
     the tuple of its items (``('bmode', 'us_lnm')``), as a list of numbers already reads
     (``data.norm.bmode.mean=0.5,0.5,0.5``). absl had read a list of names as one item,
     ``('bmode,us_lnm',)``: reproduce trained one setting of both inputs for two settings
-    (helper-112). A value written as a tuple or list (``('bmode,us_lnm',)``) is read as given."""
+    (helper-112). A value written as a tuple or list (``('bmode,us_lnm',)``), or with quotes
+    (absl's ``'a','b'``, and ``"'a, b'"`` for one item holding a comma), is read as given."""
     out = list(argv)
     for i, x in enumerate(out):
         if not x.startswith("--config."):
@@ -323,7 +324,12 @@ def tuple_overrides(argv: list[str], config) -> list[str]:
             if i + 1 >= len(out) or out[i + 1].startswith("--"):
                 continue
             value = out[i + 1]
-        if not isinstance(_held(config, key), tuple) or "," not in value or value.lstrip()[:1] in ("(", "["):
+        if (
+            not isinstance(_held(config, key), tuple | list)  # (list: a run's config.json, read from JSON)
+            or "," not in value
+            or value.lstrip()[:1] in ("(", "[")
+            or any(q in value for q in "'\"")  # absl's own forms: 'a','b' and "'a, b'" (helper-115)
+        ):
             continue
         items = [v.strip() for v in value.split(",")]
         written = "(" + "".join(f"{v if _is_number_text(v) else repr(v)}, " for v in items) + ")"
@@ -335,12 +341,13 @@ def tuple_overrides(argv: list[str], config) -> list[str]:
 
 
 def _is_number_text(text: str) -> bool:
-    """Whether ``text`` is a number as Python writes one (an item absl reads as a number)."""
+    """Whether ``text`` is a number literal (an item absl reads as a number; ``nan`` is none)."""
+    import ast  # noqa: PLC0415
+
     try:
-        float(text)
-    except ValueError:
+        return isinstance(ast.literal_eval(text), int | float)
+    except (ValueError, SyntaxError):
         return False
-    return True
 
 
 def split_overrides(argv: list[str], config) -> tuple[list[str], list[str]]:

@@ -25,6 +25,7 @@ from lnm_jax.names import (
     RUNNING_VARS,
     SETTINGS,
     STEMS,
+    modalities_spelling,
     parse_modalities,
 )
 from lnm_jax.task import PAPER as PAPER_TASK
@@ -720,6 +721,10 @@ def config_problems(config, stored: bool = False) -> list[str]:
         for i, backbone in enumerate(listed("backbones")):
             if backbone not in BACKBONES:
                 problems.append(f"protocol.backbones[{i}]: {backbone!r} is not one of {', '.join(BACKBONES)}")
+        for field in ("settings", "table2_modalities", "backbones"):  # (helper-115: each run trained twice)
+            items = [str(v) for v in listed(field)]
+            if twice := sorted({v for v in items if items.count(v) > 1}):
+                problems.append(f"protocol.{field}: {', '.join(map(repr, twice))} given twice: each once")
     if "modalities" not in config:
         problems.append("modalities: absent (the model's inputs, e.g. 'triple' or 'bmode,us_lnm')")
     modalities = config.get("modalities", "triple")
@@ -728,6 +733,8 @@ def config_problems(config, stored: bool = False) -> list[str]:
     except ValueError as e:
         problems.append(f"modalities: {e}")
         images = []
+    if not stored and (loose := modalities_spelling(modalities)):
+        problems.append(f"modalities: {loose}")
     problems += [f"data.norm: no entry for '{m}', an input of modalities" for m in images if m not in config.data.norm]
     for name, stats in config.data.norm.items():
         for key in ("mean", "std"):

@@ -535,12 +535,22 @@ def _evaluation_limits(evaluated_by: dict | None, now: dict) -> list[str]:
     code than writes it (``evaluated_by``: the evaluation's sealed process record; helper-114:
     an export of a run evaluated by an earlier version said only the writer's commit, its Youden
     threshold described by a rule that version did not use)."""
-    if not evaluated_by or evaluated_by.get("source_sha256") in (None, provenance.source_digest()):
+    if not evaluated_by:
         return []
-    then = evaluated_by.get("git")
+    then, source = evaluated_by.get("git"), evaluated_by.get("source_sha256")
+    if source == provenance.source_digest():
+        return []
+    if source is None:  # an evaluation before the digest was kept: its commit, where both name one, tells
+        git = now.get("git")
+        if then and git and then.get("commit") == git.get("commit") and not (then.get("dirty") or git.get("dirty")):
+            return []
+        what = "by lnm-jax code this card cannot compare with its own (the evaluation recorded no source digest"
+        what += f"; evaluated at {_commit(then)}, written at {_commit(git)})"
+    else:
+        what = f"by other lnm-jax code (evaluated at {_commit(then)}, written at {_commit(now.get('git'))})"
     return [
-        f"The metrics, cut-offs and calibration on this card were computed by other lnm-jax code (evaluated at "
-        f"{_commit(then)}, written at {_commit(now.get('git'))}): run lnm-jax evaluate again for this version's."
+        f"The metrics, cut-offs and calibration on this card were computed {what}: run lnm-jax evaluate again for "
+        "this version's."
     ]
 
 

@@ -137,7 +137,7 @@ AVAILABILITY_PATTERNS = {
 def parse_modalities(spec) -> tuple[str, ...]:
     """'triple' | 'bmode,ceus' | ('bmode', 'ceus') -> the canonical ordered tuple."""
     if isinstance(spec, str):
-        names = SETTINGS.get(spec) or tuple(s.strip() for s in spec.split(","))
+        names = SETTINGS.get(spec) or tuple(s.strip() for s in spec.split(",") if s.strip())
     else:
         names = tuple(spec)
     unknown = [n for n in names if n not in INPUTS]
@@ -145,9 +145,22 @@ def parse_modalities(spec) -> tuple[str, ...]:
         raise ValueError(
             f"modalities must be a non-empty subset of {INPUTS} or one of {sorted(SETTINGS)}, got {spec!r}"
         )
-    if len(set(names)) < len(names):  # (helper-112: 'bmode,bmode' had been stored as written)
-        raise ValueError(f"modalities {spec!r} names an input twice: each once")
     return tuple(m for m in INPUTS if m in names)
+
+
+def modalities_spelling(spec) -> str | None:
+    """What is loose in how ``spec`` names its inputs, which :func:`parse_modalities` reads all
+    the same: an input named twice or an empty item (``'bmode,bmode'``, ``'us_lnm,bmode,'``);
+    None where nothing is. A new config is refused for it (helper-112: stored as written); a run
+    stored with it reads as it trained (helper-115)."""
+    if not isinstance(spec, str) or spec in SETTINGS:
+        return None
+    items = [s.strip() for s in spec.split(",")]
+    if "" in items:
+        return f"{spec!r} has an empty item"
+    if len(set(items)) < len(items):
+        return f"{spec!r} names an input twice: each once"
+    return None
 
 
 def setting_name(inputs: tuple[str, ...]) -> str | None:

@@ -249,21 +249,40 @@ def written_by_other_code(run_info: Path) -> str | None:
     then, now = commit(info.get("git")), commit(provenance.git_commit())
     if not isinstance(theirs, str):
         return f"an earlier lnm-jax ({then or 'its record names no source digest'}; this one: {now or 'no commit'})"
+    if then and then == now:  # (helper-115: one commit had been named as two codes)
+        return f"other lnm-jax code at this very {then} (its files or these changed since, uncommitted)"
     return f"other lnm-jax code ({then or 'source ' + theirs[:12]}; this one: {now or 'another source'})"
+
+
+def _lists_as_tuples(value, base: object = ABSENT):
+    """A config read from JSON with a list where :func:`lnm_jax.config.base_config` holds a tuple
+    as that tuple (JSON has none): an override of such a field had been "unexpected
+    UnsupportedOperationError: Type <class 'list'>" on ``--config W/config.json`` (helper-115).
+    A field the defaults hold as a list stays one."""
+    if base is ABSENT:
+        base = base_config().to_dict()
+    if isinstance(value, dict):
+        return {k: _lists_as_tuples(v, base.get(k) if isinstance(base, dict) else None) for k, v in value.items()}
+    if isinstance(value, list) and isinstance(base, tuple):
+        return tuple(value)
+    return value
 
 
 def read_config_json(path: Path | str) -> ConfigDict:
     """A run's stored config (a ``config.json``), checked as :func:`load_config` says; also what
     ``--config W/config.json`` starts a new run from (helper-100: a run redone from its own record)."""
     path = Path(path)
-    config = ConfigDict(read_json(path))
+    config = ConfigDict(_lists_as_tuples(read_json(path)))
     problems = config_problems(config, stored=True)  # a value an older version trained with is read
     remedy = "restore it from a copy"
     if missing := missing_fields(config):  # (a default is no evidence of what the run was trained with)
         said = ", ".join(f"{k} (this version's default: {json.dumps(v)})" for k, v in missing.items())
         problems.append(f"it lacks {said}, which every run's config holds")
         remedy += ", or, where an older lnm-jax wrote the run, add the field with the value it trained with"
-    if problems and (other := written_by_other_code(path.parent / RUN_INFO)):
+    # a field unknown here or missing may be another version's; a value out of range is an edit
+    # whichever wrote it (helper-115: "train.epochs: -3" had been put down to another version)
+    versioned = all(": not a field of the config" in p or p.startswith("it lacks ") for p in problems)
+    if problems and versioned and (other := written_by_other_code(path.parent / RUN_INFO)):
         raise DamagedFileError(
             f"{path}: {'; '.join(problems)}: the run was written by {other}: a field this version does not know is "
             "a later version's (read the run with that lnm-jax or a later one), a field it lacks was added since "

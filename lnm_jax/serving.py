@@ -74,8 +74,9 @@ class SiteUpdate:
     intercept: float
     slope: float
     method: str
-    chosen_by: str
+    chosen_by: str  # "closed test", "given", or "earlier record" (one written before the choice was kept)
     fitted_on: str
+    said: str | None = None  # the record's note (a logistic update asked for, the intercept's taken: why)
 
     def __call__(self, logit: float) -> float:
         """The site's probability of a patient whose model logit is ``logit``."""
@@ -83,7 +84,9 @@ class SiteUpdate:
 
     def note(self) -> str:
         """The note ``predict`` gives with :data:`SITE_COLUMN`."""
-        how = "chosen by the closed test" if self.chosen_by == "closed test" else "as asked"
+        how = {"closed test": "chosen by the closed test", "given": "as asked"}.get(
+            self.chosen_by, "an earlier lnm-jax's record"
+        ) + (f": {self.said}" if self.said else "")
         if self.method == "none":
             return (
                 f"{SITE_COLUMN}: equals prob_lnm: for the site of {self.fitted_on} the closed test kept the model as "
@@ -131,14 +134,14 @@ def read_site_update(path: Path | str, state: str | None) -> SiteUpdate:
         u = record["site_update"]
         if u is None:
             raise ValueError(f"{file}: holds no site update: its fits did not converge on the site's patients")
-        a, b, method, chosen_by = (u.get(k) for k in ("intercept", "slope", "method", "chosen_by"))
+        a, b, method, chosen_by, said = (u.get(k) for k in ("intercept", "slope", "method", "chosen_by", "note"))
     else:
-        a, b, method, chosen_by = record["intercept_update"], 1.0, "intercept", "given"
+        a, b, method, chosen_by, said = record["intercept_update"], 1.0, "intercept", "earlier record", None
     if method not in names.UPDATE_METHODS or not all(isinstance(v, (int, float)) and np.isfinite(v) for v in (a, b)):
         raise ValueError(f"{file}: the site update is {a!r}, {b!r} ({method!r}): the site's patients gave no update")
     site = record["site"]
     fitted_on = f"{site['n']} patients ({site['n_positive']} positive) of {record.get('predictions', file)}"
-    return SiteUpdate(float(a), float(b), method, str(chosen_by), fitted_on)
+    return SiteUpdate(float(a), float(b), method, str(chosen_by), fitted_on, said if isinstance(said, str) else None)
 
 
 SITE_UPDATE_HELP = (

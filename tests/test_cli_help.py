@@ -504,6 +504,17 @@ def test_a_list_field_given_as_a_comma_list_is_its_items(tmp_path):
     assert parsed("--config.protocol.settings", "bmode,us_lnm").protocol.settings == ("bmode", "us_lnm")
     assert parsed("--config.protocol.settings=('bmode,us_lnm',)").protocol.settings == ("bmode,us_lnm",)
     assert parsed("--config.data.norm.bmode.mean=0.5,0.5,0.5").data.norm.bmode.mean == (0.5, 0.5, 0.5)
+    # absl's own quoted forms are read as absl reads them (helper-115: quotes had joined the names)
+    assert parsed("--config.protocol.settings='bmode','us_lnm'").protocol.settings == ("bmode", "us_lnm")
+    one = parsed("--config.protocol.pretrain_manifests='/d/site A, 2024/m.csv'").protocol.pretrain_manifests
+    assert one == ("/d/site A, 2024/m.csv",)
+    # a run's config.json as the file: its lists are the fields' tuples, overridden alike
+    stored = tmp_path / "run" / "config.json"
+    stored.parent.mkdir()
+    stored.write_text(base_config().to_json())
+    (stored.parent / "run_info.json").write_text("{}")
+    from_json = parsed("--config", str(stored), "--config.protocol.settings=bmode,us_lnm")
+    assert from_json.protocol.settings == ("bmode", "us_lnm")
     c = base_config()
     c.protocol.settings, c.protocol.backbones, c.protocol.table2_modalities = (
         ("quad",),
@@ -514,9 +525,15 @@ def test_a_list_field_given_as_a_comma_list_is_its_items(tmp_path):
     assert any(p.startswith("protocol.settings[0]: modalities must be") for p in problems), problems
     assert "protocol.backbones[0]: 'resnet18,vgg11' is not one of" in " ".join(problems)
     assert "protocol.table2_modalities[0]: 'us_lnm' has no image input" in " ".join(problems)
+    c.protocol.settings, c.protocol.backbones = ("bmode", "bmode"), ("vgg11", "vgg11")
+    assert {
+        "protocol.settings: 'bmode' given twice: each once",
+        "protocol.backbones: 'vgg11' given twice: each once",
+    } <= set(config_problems(c))
     twice = base_config()
     twice.modalities = "bmode,bmode"
-    assert "modalities: modalities 'bmode,bmode' names an input twice: each once" in config_problems(twice)
+    assert "modalities: 'bmode,bmode' names an input twice: each once" in config_problems(twice)
+    assert not config_problems(twice, stored=True)  # a run an earlier version stored so reads (helper-115)
     spelled = base_config()
     spelled.modalities = "us_lnm,bmode,ceus"
     check_resumable(base_config(), spelled)  # the same inputs: no other experiment

@@ -657,8 +657,15 @@ def test_a_card_says_when_its_evaluation_was_made_by_other_code(triple_run):
     earlier = {"source_sha256": "0" * 64, "git": {"commit": "a" * 40, "dirty": False}}
     (line,) = mc._evaluation_limits(earlier, now)
     assert "(evaluated at commit aaaaaaaaaaaa, written at commit bbbbbbbbbbbb): run lnm-jax evaluate again" in line
+    # an evaluation from before the source digest was kept (helper-115: taken for this code): its
+    # commit tells where it is this clean commit, else it is said unknown
+    undigested = {"git": {"commit": "a" * 40, "dirty": False}}
+    (line,) = mc._evaluation_limits(undigested, now)
+    assert "cannot compare with its own (the evaluation recorded no source digest; evaluated at commit aaaa" in line
+    assert mc._evaluation_limits({"git": now["git"]}, now) == []
     test = {"brier": 0.26, "brier_temperature_scaled": 0.3, "slope": float("nan"), "slope_temperature_scaled": None}
     text = mc.calibration_limit(0.31, {"test": test}, 13)
     assert "- -> -" not in text and "left the calibration slope unestimated" in text
-    md = mc.metadata(triple_run, "best")
-    assert md["evaluated_with"] is None or md["evaluated_with"] == provenance.git_commit()
+    md = mc.metadata(triple_run, "best", evaluation={"splits": {}, "evaluated_by": {"git": earlier["git"]}})
+    assert md["evaluated_with"] == earlier["git"]
+    assert "- Evaluated with: commit aaaaaaaaaaaa (the evaluation's record)." in mc.markdown(md)

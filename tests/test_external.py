@@ -396,3 +396,26 @@ def test_a_card_that_names_no_model_state_is_said_unchecked(tmp_path, capsys):
     assert rec["state_sha256"] is None
     assert "so predict --site-update cannot apply it" in external_lines(rec)
     assert "or an earlier lnm-jax's" in capsys.readouterr().err
+
+
+def test_a_site_whose_logits_separate_the_classes_still_gets_its_update():
+    """helper-115: where the logits separate the classes logistic recalibration has no finite
+    slope, and no update at all had been given, even the intercept asked for. The closed test
+    then compares the intercept update with the model (1 df); asked for, the intercept and none
+    are given, and logistic is the intercept's, said."""
+    from scipy.stats import chi2
+
+    from lnm_jax.evaluation.calibration import site_update
+
+    z = np.linspace(-3, 1, 40)
+    y = (z > -0.2).astype(int)  # separated; the model over-predicts this site (mean risk 0.43 vs 0.30)
+    u = site_update(y, z)
+    a = brentq(lambda a: np.sum(y - sigmoid(a + z)), -20, 20)
+    ll = lambda eta: float(np.sum(y * eta - np.logaddexp(0, eta)))  # noqa: E731
+    p = chi2.sf(2 * (ll(a + z) - ll(z)), 1)
+    assert u["closed_test"]["p_slope"] is None and u["closed_test"]["p_recalibration"] == pytest.approx(p, rel=1e-6)
+    assert u["method"] == ("intercept" if p < 0.05 else "none") and "separate the classes" in u["note"]
+    assert (site_update(y, z, "intercept")["method"], site_update(y, z, "none")["method"]) == ("intercept", "none")
+    given = site_update(y, z, "logistic")
+    assert given["method"] == "intercept" and given["intercept"] == pytest.approx(a, abs=1e-6)
+    assert "the intercept update is taken instead" in given["note"]

@@ -482,8 +482,9 @@ def test_a_save_committed_incomplete_is_removed_and_said(tmp_path, monkeypatch):
 
     ckpts = RunCheckpoints(tmp_path / "ckpts", kinds=("best",))
     folder = ckpts.directory("best")
-    state = {"w": np.arange(6, dtype=np.float32)}
-    ckpts.save("best", 1, state, {"epoch": 1, "best": {}})  # a save that reads back: kept
+    state = {"w": np.arange(6, dtype=np.float32), "step": 3}  # a Python scalar leaf too (helper-115)
+    ckpts.save("best", 1, state, {"epoch": 1, "best": {"val_auc": float("nan")}})  # reads back (NaN and all): kept
+    assert ckpts.latest_epoch("best") == 1
     real = ckpts._managers["best"].save
 
     def incomplete(step, *a, **k):

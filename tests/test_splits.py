@@ -462,6 +462,16 @@ def test_a_config_another_version_wrote_is_said_to_be_that_versions(tmp_path):
     with pytest.raises(DamagedFileError, match=r"written by other lnm-jax code \(commit 9ac5cf100000;") as e:
         read_config_json(tmp_path / "config.json")
     assert "edited" not in str(e.value) and "a later version's" in str(e.value)
+    config["train"]["epochs"] = -3  # a value out of range beside it: an edit, whichever code wrote the run
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    with pytest.raises(DamagedFileError, match="it was edited or is damaged; restore it from a copy"):
+        read_config_json(tmp_path / "config.json")
+    del config["data"]["augment"]["mixup"], config["train"]["epochs"]  # a field missing: one added since
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    with pytest.raises(DamagedFileError, match=r"lacks train.epochs .*written by other lnm-jax code"):
+        read_config_json(tmp_path / "config.json")
+    config["data"]["augment"]["mixup"] = 0.2
+    (tmp_path / "config.json").write_text(json.dumps(config))
     record["source_sha256"] = provenance.source_digest()  # this code wrote it: edited since
     (tmp_path / "run_info.json").write_text(json.dumps(record))
     with pytest.raises(DamagedFileError, match="it was edited or is damaged"):

@@ -90,8 +90,7 @@ def _logistic_fit(y: np.ndarray, x: np.ndarray, offset: np.ndarray, iters: int =
     beta = np.zeros(x.shape[1])
 
     def loglik(b):
-        eta = offset + x @ b
-        return float(np.sum(y * eta - np.logaddexp(0.0, eta)))
+        return _loglik(y, offset + x @ b)
 
     ll = loglik(beta)
     for _ in range(iters):
@@ -170,9 +169,13 @@ def site_update(labels: np.ndarray, logits: np.ndarray, method: str = "closed-te
 
     A logistic update with slope <= 0 is not offered (it would reverse the model's ranking: the
     model does not rank this site's patients): ``intercept`` is taken instead and ``note`` says
-    why. Returns ``{"method", "chosen_by", "intercept", "slope", "closed_test": {"p_recalibration",
-    "p_slope", "alpha", "loglik": {method: value}}, "note"}``; ValueError for an unknown method,
-    or where the labels hold one class or the fits do not converge (NaN coefficients)."""
+    why. Where the logits separate the classes logistic recalibration has no finite slope: the
+    closed test then compares the intercept update with the model (1 df), and a logistic update
+    asked for is the intercept's, ``note`` saying so (helper-115: no update had been given at all,
+    even one asked for). Returns ``{"method", "chosen_by", "intercept", "slope", "closed_test":
+    {"p_recalibration", "p_slope" (None under separation), "alpha", "loglik": {method: value}},
+    "note"}``; ValueError for an unknown method, labels of one class, or an intercept's fit that
+    does not converge."""
     from scipy.stats import chi2  # noqa: PLC0415
 
     if method not in UPDATE_CHOICES:
@@ -182,31 +185,48 @@ def site_update(labels: np.ndarray, logits: np.ndarray, method: str = "closed-te
     if len(y) == 0 or y.min() == y.max():
         raise ValueError("an update needs both classes among the site's patients")
     fits = {"none": (0.0, 1.0)}
-    if (fit := _logistic_fit(y, np.ones((len(y), 1)), z)) is not None:
-        fits["intercept"] = (float(fit[0][0]), 1.0)
-    if (fit := _logistic_fit(y, np.stack([np.ones_like(z), z], axis=1), np.zeros_like(z))) is not None:
-        fits["logistic"] = (float(fit[0][0]), float(fit[0][1]))
-    if len(fits) < 3:
-        raise ValueError("the recalibration fits do not converge on these patients (the logits separate the classes?)")
+    with np.errstate(over="ignore"):  # (a fit that diverges under separation: its exp overflows, then None)
+        if (fit := _logistic_fit(y, np.ones((len(y), 1)), z)) is not None:
+            fits["intercept"] = (float(fit[0][0]), 1.0)
+        if (fit := _logistic_fit(y, np.stack([np.ones_like(z), z], axis=1), np.zeros_like(z))) is not None:
+            fits["logistic"] = (float(fit[0][0]), float(fit[0][1]))
+    if "intercept" not in fits:
+        raise ValueError("the intercept update does not converge on these patients")
     ll = {m: _loglik(y, a + b * z) for m, (a, b) in fits.items()}
-    p_any = float(chi2.sf(max(0.0, 2 * (ll["logistic"] - ll["none"])), 2))
-    p_slope = float(chi2.sf(max(0.0, 2 * (ll["logistic"] - ll["intercept"])), 1))
     chosen_by = "closed test" if method == "closed-test" else "given"
-    if method == "closed-test":
-        method = "none" if p_any >= alpha else "logistic" if p_slope < alpha else "intercept"
     note = None
-    if method == "logistic" and fits["logistic"][1] <= 0:
-        note = (
-            f"the logistic recalibration's slope is {fits['logistic'][1]:.2f}, which would reverse the model's "
-            "ranking (it does not rank this site's patients): the intercept update is taken instead"
-        )
-        method = "intercept"
+    if "logistic" in fits:
+        p_any = float(chi2.sf(max(0.0, 2 * (ll["logistic"] - ll["none"])), 2))
+        p_slope = float(chi2.sf(max(0.0, 2 * (ll["logistic"] - ll["intercept"])), 1))
+        if method == "closed-test":
+            method = "none" if p_any >= alpha else "logistic" if p_slope < alpha else "intercept"
+        if method == "logistic" and fits["logistic"][1] <= 0:
+            note = (
+                f"the logistic recalibration's slope is {fits['logistic'][1]:.2f}, which would reverse the model's "
+                "ranking (it does not rank this site's patients): the intercept update is taken instead"
+            )
+            method = "intercept"
+    else:  # the logits separate the classes: no finite slope; the intercept against the model (1 df)
+        p_any, p_slope = float(chi2.sf(max(0.0, 2 * (ll["intercept"] - ll["none"])), 1)), None
+        if method == "closed-test":
+            method = "intercept" if p_any < alpha else "none"
+        if method == "logistic" or chosen_by == "closed test":
+            note = (
+                "the logits separate the classes, so logistic recalibration has no finite slope: the closed test "
+                "compared the intercept update with the model as it is (1 df)"
+                if chosen_by == "closed test"
+                else "the logits separate the classes, so logistic recalibration has no finite slope: the intercept "
+                "update is taken instead"
+            )
+            method = "intercept" if method == "logistic" else method
     a, b = fits[method]
     return {
         "method": method,
         "chosen_by": chosen_by,
         "intercept": a,
         "slope": b,
+        # p_recalibration: logistic recalibration (2 df), or under separation the intercept (1 df), against the
+        # model; p_slope: the slope against the intercept update (None under separation)
         "closed_test": {"p_recalibration": p_any, "p_slope": p_slope, "alpha": alpha, "loglik": ll},
         "note": note,
     }

@@ -333,7 +333,8 @@ def _unchecked_card(card: Path, model: dict, scored: Scored) -> list[str]:
 
 def external_lines(record: dict) -> str:
     """What ``lnm-jax external-validation`` prints: the site's summary at the card's cut-offs,
-    prevalence against training's and mean predicted risk, the intercept update, the net
+    prevalence against training's and mean predicted risk, calibration in the large, the site's
+    update (:func:`update_line`), the net
     benefit at the card's cut-off, and where the outputs are."""
     s, site = record["summary"], record["site"]
     lines = [format_summary("site", s, threshold_rule="card youden", fitted_on="the training site's val")]
@@ -382,9 +383,8 @@ def update_line(u: dict, out: str, applicable: bool = True) -> str:
     ``predict --site-update`` is given; not ``applicable`` where the record names no model
     state, which predict then refuses, helper-114)."""
     test = u["closed_test"]
-    tests = (
-        f"likelihood ratio p = {test['p_recalibration']:.3g} against the model as it is, {test['p_slope']:.3g} "
-        "for the slope against the intercept update"
+    tests = f"likelihood ratio p = {test['p_recalibration']:.3g} against the model as it is" + (
+        f", {test['p_slope']:.3g} for the slope against the intercept update" if test["p_slope"] is not None else ""
     )
     how = (
         f"the simplest the closed test at {test['alpha']:g} supports ({tests}; Vergouwe et al. 2017)"
@@ -415,7 +415,14 @@ def report_markdown(record: dict) -> str:
     return (
         f"# External validation of {record['model'] or 'a model'}\n\n"
         f"Predictions: `{record['predictions']}`; card: `{record['card']}`.\n\n"
-        "```\n" + external_lines(record) + "\n```\n\n"
-        "The update is fitted on these patients (in-sample here); confirm it, and choose a cut-off, on the "
-        "site's next ones. Figures: roc.png, reliability.png (Wilson 95% CIs, patients per bin), decision_curve.png.\n"
+        "```\n"
+        + external_lines(record)
+        + "\n```\n\n"
+        + (
+            "The update is fitted on these patients (in-sample here); confirm it, and choose a cut-off, on the "
+            "site's next ones."
+            if record.get("site_update")
+            else "No update was fitted (see above); choose a cut-off on the site's own patients."
+        )
+        + " Figures: roc.png, reliability.png (Wilson 95% CIs, patients per bin), decision_curve.png.\n"
     )

@@ -371,16 +371,19 @@ class RunCheckpoints:
         if jax.process_count() > 1:
             return
         folder = self.directory(kind)
+        abstract = jax.tree.map(lambda a: np.empty(np.shape(a), np.asarray(a).dtype), state)  # (a Python scalar too)
+        args = ocp.args.Composite(state=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore())
         try:
             with libraries_to_log(self._log, keep_on_failure=True):
-                abstract = jax.tree.map(lambda a: np.empty(np.shape(a), a.dtype), state)
-                args = ocp.args.Composite(state=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore())
                 out = off_main_thread(self._managers[kind].restore, number, args=args)
-            digest = meta[DIGEST_KEY]
-            same = out["meta"] == meta and (digest is None or state_digest(out["state"]) == digest)
-            problem = None if same else "what it holds differs from what was saved"
         except Exception as e:  # noqa: BLE001  (whatever the read says: the save is not what was meant)
             problem = f"{type(e).__name__}: {e}".splitlines()[0]
+        else:  # (compared as JSON text: a NaN in the record, a one-class AUC, equals itself there)
+            digest = meta[DIGEST_KEY]
+            same = json.dumps(out["meta"], sort_keys=True) == json.dumps(meta, sort_keys=True) and (
+                digest is None or state_digest(out["state"]) == digest
+            )
+            problem = None if same else "what it holds differs from what was saved"
         if problem is None:
             return
         shutil.rmtree(folder / str(number), ignore_errors=True)
