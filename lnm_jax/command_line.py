@@ -199,7 +199,7 @@ def apply_overrides(config, overrides: list[str]):
         raise UsageError(" | ".join(problems + _known_override_problems(overrides, config)))
     if note := repeated_override_note(overrides):
         print(note, file=sys.stderr)
-    fv, full = flags.FlagValues(), ["lnm-jax", *overrides]
+    fv, full = flags.FlagValues(), ["lnm-jax", *last_overrides_only(overrides, config)]
     config_flags.DEFINE_config_dict("config", config, "experiment config", flag_values=fv, sys_argv=full)
     if left := _read_flags(fv, full, config):
         raise UsageError(leftover_line(left, overrides, config))
@@ -332,12 +332,33 @@ def tuple_overrides(argv: list[str], config) -> list[str]:
         ):
             continue
         items = [v.strip() for v in value.split(",")]
-        written = "(" + "".join(f"{v if _is_number_text(v) else repr(v)}, " for v in items) + ")"
+        written = "(" + ", ".join(v if _is_number_text(v) else repr(v) for v in items) + ("," * (len(items) == 1)) + ")"
         if eq:
             out[i] = f"--config.{key}={written}"
         else:
             out[i + 1] = written
     return out
+
+
+def last_overrides_only(argv: list[str], config) -> list[str]:
+    """``argv`` with each config field's overrides but its last dropped: what
+    :func:`repeated_override_note` says is taken. absl appends a list field's repeats
+    (``--config.protocol.settings=triple --config.protocol.settings=bmode`` had trained both,
+    helper-116)."""
+    spans, i = [], 0
+    while i < len(argv):
+        x = argv[i]
+        if x.startswith(("--config.", "--noconfig.")):
+            field = x.removeprefix("--no").removeprefix("--").removeprefix("config.").partition("=")[0]
+            bare = "=" not in x and not x.startswith("--noconfig.") and not isinstance(_held(config, field), bool)
+            n = 2 if bare and i + 1 < len(argv) and not argv[i + 1].startswith("--") else 1
+            spans.append((field, i, n))
+            i += n
+        else:
+            i += 1
+    last = {f: start for f, start, _ in spans}
+    drop = {j for f, start, n in spans if last[f] != start for j in range(start, start + n)}
+    return [x for j, x in enumerate(argv) if j not in drop]
 
 
 def _is_number_text(text: str) -> bool:
@@ -673,6 +694,7 @@ def parse_config_command(name: str, argv: list[str], default_factory, extra=None
     overrides, _ = split_overrides(argv, base)  # a value-less override: absl would take the next option as its value
     if note := repeated_override_note(overrides):
         print(note, file=sys.stderr)
+    full = last_overrides_only(full, base)  # as the note says (absl appends a list field's repeats)
     if file is not None and file.suffix == ".py":
         config_flags.DEFINE_config_file("config", None, "experiment config file", flag_values=fv, sys_argv=full)
     elif file is not None:  # a config.json, read above: its values are the base the overrides apply to

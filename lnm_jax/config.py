@@ -721,6 +721,8 @@ def config_problems(config, stored: bool = False) -> list[str]:
         for i, backbone in enumerate(listed("backbones")):
             if backbone not in BACKBONES:
                 problems.append(f"protocol.backbones[{i}]: {backbone!r} is not one of {', '.join(BACKBONES)}")
+        if isinstance(pc.get("settings"), list | tuple) and not pc.settings:  # (helper-116: a Table 3 of nothing)
+            problems.append("protocol.settings: empty: Table 3 compares at least one input setting")
         for field in ("settings", "table2_modalities", "backbones"):  # (helper-115: each run trained twice)
             items = [str(v) for v in listed(field)]
             if twice := sorted({v for v in items if items.count(v) > 1}):

@@ -546,6 +546,8 @@ def _evaluation_limits(evaluated_by: dict | None, now: dict) -> list[str]:
             return []
         what = "by lnm-jax code this card cannot compare with its own (the evaluation recorded no source digest"
         what += f"; evaluated at {_commit(then)}, written at {_commit(git)})"
+    elif then and now.get("git") and then.get("commit") == now["git"].get("commit"):  # (helper-116: X and X)
+        what = f"by other lnm-jax code at this same {_commit(then)} (its files or these differ: uncommitted changes)"
     else:
         what = f"by other lnm-jax code (evaluated at {_commit(then)}, written at {_commit(now.get('git'))})"
     return [

@@ -87,6 +87,8 @@ class SiteUpdate:
         how = {"closed test": "chosen by the closed test", "given": "as asked"}.get(
             self.chosen_by, "an earlier lnm-jax's record"
         ) + (f": {self.said}" if self.said else "")
+        if self.said and self.chosen_by == "given":  # another update than the one asked for (helper-116)
+            how = f"not the update asked for: {self.said}"
         if self.method == "none":
             return (
                 f"{SITE_COLUMN}: equals prob_lnm: for the site of {self.fitted_on} the closed test kept the model as "

@@ -504,6 +504,9 @@ def test_a_list_field_given_as_a_comma_list_is_its_items(tmp_path):
     assert parsed("--config.protocol.settings", "bmode,us_lnm").protocol.settings == ("bmode", "us_lnm")
     assert parsed("--config.protocol.settings=('bmode,us_lnm',)").protocol.settings == ("bmode,us_lnm",)
     assert parsed("--config.data.norm.bmode.mean=0.5,0.5,0.5").data.norm.bmode.mean == (0.5, 0.5, 0.5)
+    # repeated: the last is taken, as the note says (helper-116: absl had appended the repeats)
+    twice_given = parsed("--config.protocol.settings=triple", "--config.protocol.settings", "bmode,us_lnm")
+    assert twice_given.protocol.settings == ("bmode", "us_lnm")
     # absl's own quoted forms are read as absl reads them (helper-115: quotes had joined the names)
     assert parsed("--config.protocol.settings='bmode','us_lnm'").protocol.settings == ("bmode", "us_lnm")
     one = parsed("--config.protocol.pretrain_manifests='/d/site A, 2024/m.csv'").protocol.pretrain_manifests
@@ -525,6 +528,8 @@ def test_a_list_field_given_as_a_comma_list_is_its_items(tmp_path):
     assert any(p.startswith("protocol.settings[0]: modalities must be") for p in problems), problems
     assert "protocol.backbones[0]: 'resnet18,vgg11' is not one of" in " ".join(problems)
     assert "protocol.table2_modalities[0]: 'us_lnm' has no image input" in " ".join(problems)
+    c.protocol.settings = ()
+    assert "protocol.settings: empty: Table 3 compares at least one input setting" in config_problems(c)
     c.protocol.settings, c.protocol.backbones = ("bmode", "bmode"), ("vgg11", "vgg11")
     assert {
         "protocol.settings: 'bmode' given twice: each once",

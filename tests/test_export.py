@@ -663,6 +663,8 @@ def test_a_card_says_when_its_evaluation_was_made_by_other_code(triple_run):
     (line,) = mc._evaluation_limits(undigested, now)
     assert "cannot compare with its own (the evaluation recorded no source digest; evaluated at commit aaaa" in line
     assert mc._evaluation_limits({"git": now["git"]}, now) == []
+    (line,) = mc._evaluation_limits({"source_sha256": "1" * 64, "git": now["git"]}, now)  # one commit, other files
+    assert "at this same commit bbbbbbbbbbbb (its files or these differ: uncommitted changes)" in line
     test = {"brier": 0.26, "brier_temperature_scaled": 0.3, "slope": float("nan"), "slope_temperature_scaled": None}
     text = mc.calibration_limit(0.31, {"test": test}, 13)
     assert "- -> -" not in text and "left the calibration slope unestimated" in text

@@ -153,6 +153,10 @@ def test_a_slope_that_reverses_the_ranking_is_not_an_update():
     y = (r.random(300) < sigmoid(-1.5 * z)).astype(int)
     u = site_update(y, z, "logistic")
     assert u["method"] == "intercept" and u["slope"] == 1.0 and "reverse the model's ranking" in u["note"]
+    # said as not what was asked for, not "as asked" (helper-116)
+    from lnm_jax.evaluation.external import update_line
+
+    assert u["asked"] == "logistic" and "logistic was asked for and not applied" in update_line(u, "v")
 
 
 @pytest.mark.parametrize(

@@ -194,6 +194,7 @@ def site_update(labels: np.ndarray, logits: np.ndarray, method: str = "closed-te
         raise ValueError("the intercept update does not converge on these patients")
     ll = {m: _loglik(y, a + b * z) for m, (a, b) in fits.items()}
     chosen_by = "closed test" if method == "closed-test" else "given"
+    asked = method
     note = None
     if "logistic" in fits:
         p_any = float(chi2.sf(max(0.0, 2 * (ll["logistic"] - ll["none"])), 2))
@@ -223,6 +224,7 @@ def site_update(labels: np.ndarray, logits: np.ndarray, method: str = "closed-te
     return {
         "method": method,
         "chosen_by": chosen_by,
+        "asked": asked,  # the method asked for (or "closed-test"): another than "method" where it could not be applied
         "intercept": a,
         "slope": b,
         # p_recalibration: logistic recalibration (2 df), or under separation the intercept (1 df), against the

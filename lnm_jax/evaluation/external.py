@@ -386,10 +386,13 @@ def update_line(u: dict, out: str, applicable: bool = True) -> str:
     tests = f"likelihood ratio p = {test['p_recalibration']:.3g} against the model as it is" + (
         f", {test['p_slope']:.3g} for the slope against the intercept update" if test["p_slope"] is not None else ""
     )
+    asked = u.get("asked", u["method"])
     how = (
         f"the simplest the closed test at {test['alpha']:g} supports ({tests}; Vergouwe et al. 2017)"
         if u["chosen_by"] == "closed test"
         else f"as asked ({tests})"
+        if asked == u["method"]
+        else f"{asked} was asked for and not applied ({tests})"  # (helper-116: it had said "as asked")
     )
     formula = (
         "prob_lnm_site equals prob_lnm"
