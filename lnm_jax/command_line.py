@@ -529,7 +529,13 @@ def load_config_file(path: Path | str):
     try:
         config = module.get_config()
     except Exception as e:  # noqa: BLE001  (helper-112: a float set on an int field had been "unexpected TypeError")
-        raise UsageError(f"config file {path}: get_config() fails: {type(e).__name__}: {e}") from None
+        import traceback  # noqa: PLC0415
+
+        lines = [
+            f.lineno for f in traceback.extract_tb(e.__traceback__) if Path(f.filename).resolve() == path.resolve()
+        ]
+        where = f", line {lines[-1]}" if lines else ""  # (helper-116: the line was not said)
+        raise UsageError(f"config file {path}{where}: get_config() fails: {type(e).__name__}: {e}") from None
     if not isinstance(config, ConfigDict):
         raise UsageError(f"config file {path}: get_config() returns {type(config).__name__}, not a ConfigDict: {built}")
     if missing := missing_fields(config, stored=False):  # (helper-112: a run trained, then its config.json refused)
@@ -680,7 +686,11 @@ def parse_config_command(name: str, argv: list[str], default_factory, extra=None
         if extra is not None:
             extra(flags, fv)
         file = _config_file_arg(argv)  # (helper-112: the built-in config's defaults had been shown for a file's)
-        print(config_help(name, default_factory if file is None else lambda: load_config_file(file), fv))
+        try:
+            text = config_help(name, default_factory if file is None else lambda: load_config_file(file), fv)
+        except UsageError as e:  # the help all the same, the built-in values, and why not the file's (helper-116)
+            text = config_help(name, default_factory, fv) + f"\n\n(the values above are the built-in config's: {e})"
+        print(text)
         raise SystemExit(0)
     file = _config_file_arg(argv)
     base = default_factory() if file is None else load_config_file(file)  # a broken file: one line

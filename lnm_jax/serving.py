@@ -116,6 +116,8 @@ def read_site_update(path: Path | str, state: str | None) -> SiteUpdate:
     model state than ``state`` (the model scoring), or where either state is not known."""
     path = Path(path)
     file = path / METRICS if path.is_dir() else path
+    if path.is_dir() and not file.is_file():  # (helper-116: "siteC/metrics.json: No such file or directory")
+        raise ValueError(f"{path} holds no {METRICS}: give the --out folder of lnm-jax external-validation")
     record = read_json(file, remedy="give the --out folder of lnm-jax external-validation")
     if "intercept_update" not in record or "site" not in record:
         raise ValueError(f"{file}: not lnm-jax external-validation's metrics.json (no intercept_update)")

@@ -38,7 +38,7 @@ def test_lesion_scores_equal_a_hand_computation():
     rows = [{**r, "random_mass_ratio": 1.0, "branch": "bmode", "label": 0} for r in rows]
     line = S.summary_lines(S.summary_table(rows, ["bmode"]), "gradcam", "stage3")
     assert line == [
-        "bmode gradcam stage3, all (2 images, 1 maps constant, scored as uniform): mass in lesion / area 2.00 "
+        "bmode gradcam stage3, all (2 images, 1 map constant, scored as uniform): mass in lesion / area 2.00 "
         "(random 1.00), pointing game within 0.0 px 0.62 (random 0.00)"
     ], line
     # maps no better than the random one on either score are said to point nowhere (helper-92:

@@ -472,7 +472,7 @@ def test_a_config_file_is_checked_whole_before_anything_is_written(tmp_path, cap
     small = config_file("small", "    c = base_config()\n    c.data.image_size = 48\n    return c\n")
     cases = {
         (str(lacking),): r"lacking.py: get_config\(\) lacks eval.fold_bn \(default True\)",
-        (str(typed),): r"typed.py: get_config\(\) fails: TypeError",
+        (str(typed),): r"typed.py, line 6: get_config\(\) fails: TypeError",  # its line (helper-116)
         (str(plain),): r"plain.py: get_config\(\) returns dict, not a ConfigDict",
         (f"{small}:x",): r"small.py:x: the 'FILE:ARGUMENT' form is not read here",
         (str(small), str(lacking)): "--config is given 2 times: it takes one value",
@@ -485,6 +485,9 @@ def test_a_config_file_is_checked_whole_before_anything_is_written(tmp_path, cap
     assert not (tmp_path / "w").exists()
     assert main(["train", "--config", str(small), "--help"]) == 0
     assert re.search(r"data.image_size .* \[48\]", capsys.readouterr().out)
+    # a broken file: the help all the same, with the built-in values and why (helper-116)
+    assert main(["train", "--config", str(lacking), "--help"]) == 0
+    assert "(the values above are the built-in config's: config file" in capsys.readouterr().out
 
 
 def test_a_list_field_given_as_a_comma_list_is_its_items(tmp_path):

@@ -423,3 +423,13 @@ def test_a_site_whose_logits_separate_the_classes_still_gets_its_update():
     given = site_update(y, z, "logistic")
     assert given["method"] == "intercept" and given["intercept"] == pytest.approx(a, abs=1e-6)
     assert "the intercept update is taken instead" in given["note"]
+
+
+def test_a_site_update_folder_that_is_not_external_validations_is_said_so(tmp_path):
+    """helper-116: a folder of another kind gave only "…/metrics.json: No such file or directory"."""
+    from lnm_jax.serving import read_site_update
+
+    with pytest.raises(
+        ValueError, match=r"holds no metrics.json: give the --out folder of lnm-jax external-validation"
+    ):
+        read_site_update(tmp_path, STATE)

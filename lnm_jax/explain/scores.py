@@ -167,7 +167,7 @@ def summary_lines(table: Mapping, method: str, layer: str) -> list[str]:
             if unscored:
                 told += f", {c['images'] - unscored} scored, {unscored} constant maps of an older file left out"
             elif constant:
-                told += f", {constant} maps constant, scored as uniform"
+                told += f", {constant} map{'' if constant == 1 else 's'} constant, scored as uniform"
             # (helper-92: a branch at chance had been listed without a word)
             chance = c["mass_ratio_mean"] <= r.get("mass_ratio_mean", -math.inf) and c["pointing_game"] <= r.get(
                 "pointing_game", -math.inf
