@@ -199,7 +199,7 @@ def apply_overrides(config, overrides: list[str]):
         raise UsageError(" | ".join(problems + _known_override_problems(overrides, config)))
     if note := repeated_override_note(overrides):
         print(note, file=sys.stderr)
-    fv, full = flags.FlagValues(), ["lnm-jax", *last_overrides_only(overrides, config)]
+    fv, full = flags.FlagValues(), ["lnm-jax", *last_overrides_only(overrides)]
     config_flags.DEFINE_config_dict("config", config, "experiment config", flag_values=fv, sys_argv=full)
     if left := _read_flags(fv, full, config):
         raise UsageError(leftover_line(left, overrides, config))
@@ -307,58 +307,40 @@ def _held(config, key: str):
     return node
 
 
-def tuple_overrides(argv: list[str], config) -> list[str]:
-    """``argv`` with each override of a field that holds a tuple, given as a bare comma list
-    (``--config.protocol.settings=bmode,us_lnm``, or with a space before the value), written as
-    the tuple of its items (``('bmode', 'us_lnm')``), as a list of numbers already reads
-    (``data.norm.bmode.mean=0.5,0.5,0.5``). absl had read a list of names as one item,
-    ``('bmode,us_lnm',)``: reproduce trained one setting of both inputs for two settings
-    (helper-112). A value written as a tuple or list (``('bmode,us_lnm',)``), or with quotes
-    (absl's ``'a','b'``, and ``"'a, b'"`` for one item holding a comma), is read as given."""
-    out = list(argv)
-    for i, x in enumerate(out):
-        if not x.startswith("--config."):
-            continue
+def tuple_overrides(overrides: list[str], config) -> list[str]:
+    """``overrides`` (as :func:`split_overrides` writes them: ``--config.FIELD=VALUE``) with each
+    of a field that holds a tuple, given as a bare comma list (``--config.protocol.settings=
+    bmode,us_lnm``), written as the tuple of its items (``('bmode', 'us_lnm')``), as a list of
+    numbers already reads (``data.norm.bmode.mean=0.5,0.5,0.5``). absl had read a list of names
+    as one item, ``('bmode,us_lnm',)``: reproduce trained one setting of both inputs for two
+    settings (helper-112). A value written as a tuple or list (``('bmode,us_lnm',)``), or with
+    quotes (absl's ``'a','b'``, and ``"'a, b'"`` for one item holding a comma), is read as given."""
+    out = []
+    for x in overrides:
         key, eq, value = x.removeprefix("--config.").partition("=")
-        if not eq:  # --config.FIELD VALUE
-            if i + 1 >= len(out) or out[i + 1].startswith("--"):
-                continue
-            value = out[i + 1]
         if (
-            not isinstance(_held(config, key), tuple | list)  # (list: a run's config.json, read from JSON)
-            or "," not in value
-            or value.lstrip()[:1] in ("(", "[")
-            or any(q in value for q in "'\"")  # absl's own forms: 'a','b' and "'a, b'" (helper-115)
+            x.startswith("--config.")
+            and eq
+            and isinstance(_held(config, key), tuple | list)  # (list: a run's config.json, read from JSON)
+            and "," in value
+            and value.lstrip()[:1] not in ("(", "[")
+            and not any(q in value for q in "'\"")  # absl's own forms: 'a','b' and "'a, b'" (helper-115)
         ):
-            continue
-        items = [v.strip() for v in value.split(",")]
-        written = "(" + ", ".join(v if _is_number_text(v) else repr(v) for v in items) + ("," * (len(items) == 1)) + ")"
-        if eq:
-            out[i] = f"--config.{key}={written}"
-        else:
-            out[i + 1] = written
+            items = [v.strip() for v in value.split(",")]
+            value = ", ".join(v if _is_number_text(v) else repr(v) for v in items) + ("," * (len(items) == 1))
+            x = f"--config.{key}=({value})"
+        out.append(x)
     return out
 
 
-def last_overrides_only(argv: list[str], config) -> list[str]:
-    """``argv`` with each config field's overrides but its last dropped: what
-    :func:`repeated_override_note` says is taken. absl appends a list field's repeats
-    (``--config.protocol.settings=triple --config.protocol.settings=bmode`` had trained both,
-    helper-116)."""
-    spans, i = [], 0
-    while i < len(argv):
-        x = argv[i]
-        if x.startswith(("--config.", "--noconfig.")):
-            field = x.removeprefix("--no").removeprefix("--").removeprefix("config.").partition("=")[0]
-            bare = "=" not in x and not x.startswith("--noconfig.") and not isinstance(_held(config, field), bool)
-            n = 2 if bare and i + 1 < len(argv) and not argv[i + 1].startswith("--") else 1
-            spans.append((field, i, n))
-            i += n
-        else:
-            i += 1
-    last = {f: start for f, start, _ in spans}
-    drop = {j for f, start, n in spans if last[f] != start for j in range(start, start + n)}
-    return [x for j, x in enumerate(argv) if j not in drop]
+def last_overrides_only(overrides: list[str]) -> list[str]:
+    """``overrides`` (as :func:`split_overrides` writes them) with each config field's but its
+    last dropped: what :func:`repeated_override_note` says is taken. absl appends a list field's
+    repeats (``--config.protocol.settings=triple --config.protocol.settings=bmode`` had trained
+    both, helper-116)."""
+    fields = [x.removeprefix("--no").removeprefix("--").removeprefix("config.").partition("=")[0] for x in overrides]
+    last = {f: i for i, f in enumerate(fields)}
+    return [x for i, (x, f) in enumerate(zip(overrides, fields)) if last[f] == i]
 
 
 def _is_number_text(text: str) -> bool:
@@ -681,30 +663,31 @@ def parse_config_command(name: str, argv: list[str], default_factory, extra=None
     fv = flags.FlagValues()
     if twice := repeated_option(argv, {"--config"}):  # (helper-112: the last of two files trained, unsaid)
         raise UsageError(twice)
+    file = _config_file_arg(argv)
     if "-h" in argv or "--help" in argv:
         flags.DEFINE_string("workdir", None, "run folder", flag_values=fv)
         if extra is not None:
             extra(flags, fv)
-        file = _config_file_arg(argv)  # (helper-112: the built-in config's defaults had been shown for a file's)
-        try:
+        try:  # (helper-112: the built-in config's defaults had been shown for a file's)
             text = config_help(name, default_factory if file is None else lambda: load_config_file(file), fv)
         except UsageError as e:  # the help all the same, the built-in values, and why not the file's (helper-116)
             text = config_help(name, default_factory, fv) + f"\n\n(the values above are the built-in config's: {e})"
         print(text)
         raise SystemExit(0)
-    file = _config_file_arg(argv)
     base = default_factory() if file is None else load_config_file(file)  # a broken file: one line
-    argv = tuple_overrides(argv, base)
-    # config_flags reads overrides from this argv, the file first wherever it was given (absl
-    # refuses an override before --config FILE, which validate takes)
     at = _config_file_at(argv)
-    full = [f"lnm-jax {name}", *(argv[i] for i in at), *(x for i, x in enumerate(argv) if i not in at)]
-    if problems := _override_problems(argv, base):  # before absl, which raises on the first
-        raise UsageError(" | ".join(problems + _known_override_problems(argv, base)))
-    overrides, _ = split_overrides(argv, base)  # a value-less override: absl would take the next option as its value
+    given = [x for i, x in enumerate(argv) if i not in at]
+    if problems := _override_problems(given, base):  # before absl, which raises on the first
+        raise UsageError(" | ".join(problems + _known_override_problems(given, base)))
+    # each override as --config.FIELD=VALUE (a value-less one refused: absl would take the next
+    # option as its value), its list fields' comma lists as tuples, the last of a field's repeats
+    overrides, rest = split_overrides(given, base)
+    overrides = tuple_overrides(overrides, base)
     if note := repeated_override_note(overrides):
         print(note, file=sys.stderr)
-    full = last_overrides_only(full, base)  # as the note says (absl appends a list field's repeats)
+    # config_flags reads them from this argv, the file first (absl refuses an override before
+    # --config FILE, which validate takes)
+    full = [f"lnm-jax {name}", *(argv[i] for i in at), *last_overrides_only(overrides), *rest]
     if file is not None and file.suffix == ".py":
         config_flags.DEFINE_config_file("config", None, "experiment config file", flag_values=fv, sys_argv=full)
     elif file is not None:  # a config.json, read above: its values are the base the overrides apply to
