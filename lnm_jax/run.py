@@ -570,6 +570,19 @@ def zero_batch(config: ConfigDict) -> dict:
     }
 
 
+def check_pretrained_meta(config: ConfigDict) -> tuple[str, ...]:
+    """The image branches ``config.model.init_from`` gives a backbone, checked from their
+    ``backbone.json`` alone (no array read; :func:`~lnm_jax.weights.io.check_branch_backbones`:
+    a missing folder, another architecture or variant, an old port: one line naming the
+    folder). What a start can tell before it synthesises a cohort or reads one."""
+    from lnm_jax.weights.io import check_branch_backbones  # noqa: PLC0415
+
+    c = config.model
+    branches = tuple(m for m in names.parse_modalities(config.modalities) if m in names.IMAGE_INPUTS)
+    check_branch_backbones(c.init_from, branches, c.backbone, c.variant)
+    return branches
+
+
 def read_pretrained(config: ConfigDict, abstract=None) -> dict[str, tuple[dict, dict]]:
     """``{branch: (variables, meta)}``: ``config.model.init_from``'s backbone for each image
     branch (:func:`lnm_jax.weights.io.load_branch_backbones`), checked against the branches of
@@ -580,16 +593,11 @@ def read_pretrained(config: ConfigDict, abstract=None) -> dict[str, tuple[dict, 
     None. The errors of :func:`~lnm_jax.weights.io.backbone_meta` and
     :func:`~lnm_jax.weights.io.load_backbone` pass through (a missing folder, an old Keras port,
     damaged arrays), each one line naming the folder."""
-    from lnm_jax.weights.io import (  # noqa: PLC0415
-        branch_backbone_dirs,
-        check_branch_backbones,
-        load_branch_backbones,
-    )
+    from lnm_jax.weights.io import branch_backbone_dirs, load_branch_backbones  # noqa: PLC0415
 
     c = config.model
     model = build_model(config)
-    branches = tuple(m for m in model.modalities if m in names.IMAGE_INPUTS)
-    check_branch_backbones(c.init_from, branches, c.backbone, c.variant)
+    branches = check_pretrained_meta(config)
     loaded = load_branch_backbones(c.init_from, branches)
     folders = branch_backbone_dirs(c.init_from, branches)
     if abstract is None:  # shapes only: traced, neither compiled nor run
@@ -755,6 +763,10 @@ class Run:
                     "cannot be drawn again with certainty; restore it from a copy (a new split could put training "
                     "patients in validation or test)"
                 )
+        if config.model.init_from and not (resume and files.checkpoints.exists()):  # (a resume reads none)
+            # before a cohort is synthesised or read (helper-116: a missing backbone was said after
+            # the embedded cohort's 80 s of synthesis); the arrays are read and fitted in _create
+            check_pretrained_meta(config)
         # the embedded synthetic cohort is written here: removed again where this start goes no
         # further (helper-112: a refused batch size had left it, 51 MB, and the folder)
         synthesised = not config.data.manifest and not files.cohort.exists()

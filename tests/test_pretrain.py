@@ -452,3 +452,27 @@ def test_a_branch_started_from_a_backbone_pretrained_on_other_images_is_said(tin
     notes = check_pretraining(c, read_manifest(tiny_cohort), [])
     assert any(n.startswith("note: the bmode branch starts from") and "on ceus images only" in n for n in notes), notes
     assert not any("the ceus branch" in n for n in notes)
+
+
+def test_a_missing_or_mismatched_backbone_is_refused_before_the_embedded_cohort_is_synthesised(tmp_path, monkeypatch):
+    """``model.init_from`` naming no backbone, or one of another architecture, is refused from
+    its ``backbone.json`` alone before a cohort is synthesised (helper-116: said after the
+    embedded cohort's 80 s of synthesis), leaving no run folder."""
+    import lnm_jax.run as run_module
+    from lnm_jax.weights.io import META
+
+    def synthesis(*args, **kwargs):
+        raise AssertionError("the embedded cohort was synthesised before the backbone was checked")
+
+    monkeypatch.setattr(run_module, "generate_cohort", synthesis)
+    c = small_cohort_config()  # data.manifest empty: the embedded cohort
+    c.model.init_from = str(tmp_path / "no_backbone")
+    with pytest.raises(FileNotFoundError, match=f"{re.escape(str(tmp_path / 'no_backbone'))} does not exist"):
+        Run.create(c, tmp_path / "run")
+    other = tmp_path / "vgg"
+    other.mkdir()
+    (other / META).write_text(json.dumps({"arch": "vgg11", "variant": "torchvision", "source": "torchvision"}))
+    c.model.init_from = str(other)
+    with pytest.raises(ValueError, match=r"holds vgg11 \(torchvision\) for .bmode. but the config asks for "):
+        Run.create(c, tmp_path / "run")
+    assert not (tmp_path / "run").exists()
