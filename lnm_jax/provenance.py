@@ -59,35 +59,41 @@ def package_versions() -> dict[str, str]:
 
 def git_commit(path: Path | None = None) -> dict | None:
     """The commit of the project's checkout (and whether it has uncommitted changes: then
-    ``diff_sha256``, the SHA-256 of ``git diff HEAD``, so that two records of one commit with
-    different edits are told apart, helper-92), or None when the package is not installed from
-    a git checkout."""
+    ``diff_sha256``, the SHA-256 of ``git diff HEAD`` and of the package's untracked source
+    files, so that two records of one commit with different edits are told apart, helper-92),
+    or None when the package is not installed from a git checkout of its own: no ``.git`` at
+    ``path`` (default: the folder above the package), or one in which none of the package's
+    files is tracked (helper-117: a wheel installed with ``--target`` into a folder that is
+    another project's repository had been recorded at that project's commit). A package file
+    the commit does not hold (a new module not yet added) is an uncommitted change."""
     root = Path(path) if path else Path(__file__).resolve().parents[1]
+    package = root / __package__
     if not (root / ".git").exists():
         return None
+
+    def git(*args: str, timeout: float = 10) -> bytes:
+        return subprocess.run(["git", "-C", str(root), *args], capture_output=True, timeout=timeout, check=True).stdout
+
     try:
-        commit = subprocess.run(
-            ["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10, check=True
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
-            capture_output=True,
-            text=True,
-            timeout=10,
-            check=True,
-        ).stdout.strip()
-        diff = (
-            subprocess.run(
-                ["git", "-C", str(root), "diff", "HEAD", "--binary"], capture_output=True, timeout=30, check=True
-            ).stdout
-            if dirty
-            else b""
+        tracked = set(git("ls-files", "-z", "--", package.name).decode().split("\0")) - {""}
+        if not tracked:
+            return None
+        commit = git("rev-parse", "HEAD").decode().strip()
+        dirty = git("status", "--porcelain", "--untracked-files=no").strip()
+        untracked = sorted(
+            f.relative_to(root).as_posix()
+            for f in package.rglob("*.py")
+            if f.relative_to(root).as_posix() not in tracked and "__pycache__" not in f.parts
         )
-    except (OSError, subprocess.SubprocessError):
+        diff = git("diff", "HEAD", "--binary", timeout=30) if dirty else b""
+    except (OSError, subprocess.SubprocessError, UnicodeDecodeError, ValueError):
         return None
-    out = {"commit": commit, "dirty": bool(dirty)}
-    if dirty:
-        out["diff_sha256"] = hashlib.sha256(diff).hexdigest()
+    out = {"commit": commit, "dirty": bool(dirty or untracked)}
+    if out["dirty"]:
+        h = hashlib.sha256(diff)
+        for name in untracked:  # (git diff shows no untracked file)
+            h.update(b"\0" + name.encode() + b"\0" + (root / name).read_bytes())
+        out["diff_sha256"] = h.hexdigest()
     return out
 
 

@@ -2386,3 +2386,31 @@ def test_a_real_cohorts_card_lists_what_only_its_authors_can_add_and_its_cut_off
     real = copy.deepcopy(md)
     real["training_cohort"]["synthetic"] = False
     assert "\n".join(AUTHORS_SECTION) in markdown(real)
+
+
+def test_the_commit_recorded_is_one_that_holds_the_package(tmp_path):
+    """helper-117: lnm_jax installed (``pip install --target``) into a folder that is another
+    project's git repository was recorded at that project's commit, clean. A commit is claimed
+    only where the package's files are tracked; a package file the commit lacks (a new module
+    not yet added) makes the record dirty, its content in the diff's digest."""
+    from lnm_jax import provenance
+
+    repo = tmp_path / "analysis"
+    (repo / "lnm_jax").mkdir(parents=True)
+    git = ["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@example.org"]
+    subprocess.run([*git, "init", "-q"], check=True)
+    (repo / "README.md").write_text("another project\n")
+    subprocess.run([*git, "add", "README.md"], check=True)
+    subprocess.run([*git, "commit", "-q", "-m", "theirs"], check=True)
+    for name in ("__init__.py", "provenance.py"):
+        shutil.copy(Path(provenance.__file__).parent / name, repo / "lnm_jax" / name)
+    assert provenance.git_commit(repo) is None  # the package is not that repository's
+    subprocess.run([*git, "add", "lnm_jax"], check=True)
+    subprocess.run([*git, "commit", "-q", "-m", "ours"], check=True)
+    head = subprocess.run([*git, "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
+    assert provenance.git_commit(repo) == {"commit": head, "dirty": False}
+    (repo / "lnm_jax" / "new.py").write_text("X = 1\n")
+    first = provenance.git_commit(repo)
+    assert first["commit"] == head and first["dirty"] and len(first["diff_sha256"]) == 64
+    (repo / "lnm_jax" / "new.py").write_text("X = 2\n")
+    assert provenance.git_commit(repo)["diff_sha256"] != first["diff_sha256"]
