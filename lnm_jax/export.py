@@ -33,6 +33,7 @@ import sys
 from pathlib import Path
 
 import jax
+import jax.export  # a submodule `import jax` loads only from jax 0.8 (helper-117: jax 0.6 and 0.7)
 import jax.numpy as jnp
 import numpy as np
 

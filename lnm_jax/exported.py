@@ -287,6 +287,7 @@ def load(folder: Path | str, fingerprint: str | None = None) -> ExportedModel:
     """Reads a folder written by ``lnm-jax export`` (the StableHLO program), verified first
     (:func:`verify`; against the export's published ``fingerprint`` where given)."""
     import jax  # noqa: PLC0415  (the ONNX loader needs no JAX)
+    import jax.export  # noqa: PLC0415  (a submodule `import jax` loads only from jax 0.8: helper-117)
 
     folder = Path(folder)
     _require(folder, PROGRAM, WEIGHTS, METADATA)
