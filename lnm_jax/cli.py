@@ -5,8 +5,8 @@ function; errors a user can fix are printed as one line and exit 1 (bad argument
     lnm-jax validate  MANIFEST [--no-labels] [--workdir W | --config C]
                                                                  check a manifest against a model, write nothing
     lnm-jax norm-stats --manifest M [--image-size 224 --seed 0]  per-modality mean/std of a train split
-    lnm-jax train     --config configs/paper_triple.py --workdir W [--resume] [--config.x.y=v ...]
-    lnm-jax pretrain  --manifest M [--manifest M2 ...] --workdir W [--config configs/small_cohort.py]
+    lnm-jax train     --config paper_triple --workdir W [--resume] [--config.x.y=v ...]
+    lnm-jax pretrain  --manifest M [--manifest M2 ...] --workdir W [--config small_cohort]
                                                                  self-supervised backbones for model.init_from
     lnm-jax evaluate  --workdir W [--checkpoint best|latest --splits val,test --out DIR]
     lnm-jax availability --workdir W [--dedicated no_ceus=RUN ...]  metrics per availability pattern
@@ -18,7 +18,7 @@ function; errors a user can fix are printed as one line and exit 1 (bad argument
     lnm-jax gradcam   --workdir W [--split test | --manifest M --out DIR]
                       [--method gradcam|hirescam|gradcam++ --layer auto]
     lnm-jax convert-weights --from torchvision|keras --in FILE --out DIR [--arch resnet50|vgg11|...]
-    lnm-jax reproduce --workdir W [--manifest M] [--folds K] [--config configs/reproduce_cpu.py]
+    lnm-jax reproduce --workdir W [--manifest M] [--folds K] [--config reproduce_cpu]
                                                                  the paper's protocol: Tables 1-3, figures
     lnm-jax convert-busbra --src BUSBRA_DIR --out MANIFEST.csv  a BUS-BRA release as a cohort manifest
     lnm-jax convert-ddti --src DDTI_DIR --out MANIFEST.csv     DDTI thyroid B-mode with nodule masks
@@ -28,8 +28,9 @@ function; errors a user can fix are printed as one line and exit 1 (bad argument
     lnm-jax demo      --workdir W                                synth + train + evaluate
 
 Commands that take a config accept ml_collections overrides (``--config.train.epochs=3``);
-without ``--config`` they start from the built-in defaults (``configs/demo.py`` for demo,
-``configs/small_cohort.py`` for pretrain, ``configs/paper_triple.py`` otherwise). A failure prints one line,
+without ``--config`` they start from the built-in defaults (``demo`` for demo, ``small_cohort``
+for pretrain, ``paper_triple`` otherwise; ``--config NAME`` names any of ``lnm_jax/configs/``,
+``--config FILE`` a file of your own). A failure prints one line,
 ``lnm-jax <command>: error: ...``, and exits 1 (2 for bad arguments); ``--debug`` anywhere on
 the command line shows the traceback instead.
 """

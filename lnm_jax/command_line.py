@@ -460,6 +460,31 @@ def leftover_line(leftover: list[str], argv: list[str], config, switches: Iterab
     return f"unexpected argument{'s' if many else ''} {said}: no option takes {'them' if many else 'it'}"
 
 
+def builtin_configs() -> list[str]:
+    """The names of the experiments :mod:`lnm_jax.configs` holds (``--config NAME``)."""
+    import lnm_jax.configs  # noqa: PLC0415
+
+    return sorted(f.stem for f in Path(lnm_jax.configs.__file__).parent.glob("*.py") if f.stem != "__init__")
+
+
+def builtin_config(arg: Path | str) -> Path:
+    """The config file ``--config ARG`` names: a bare name (no folder, no suffix) is the
+    built-in experiment of :mod:`lnm_jax.configs` (an installed package has no repository
+    ``configs/``: helper-117); anything else is a path. :class:`UsageError` for a bare name
+    that is no built-in one, listing them."""
+    import lnm_jax.configs  # noqa: PLC0415
+
+    text = str(arg)
+    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", text):
+        return Path(arg)
+    if text not in builtin_configs():
+        raise UsageError(
+            f"--config {text}: no built-in config of that name ({', '.join(builtin_configs())}); a file of your "
+            "own is given by its path (my_experiment.py, or a run's config.json)"
+        )
+    return Path(lnm_jax.configs.__file__).parent / f"{text}.py"
+
+
 def load_config_file(path: Path | str):
     """``get_config()`` of a config file, or the config a run recorded (a ``config.json``, checked
     as a run's is); :class:`UsageError` (one line) when the file is missing, a folder, of
@@ -468,10 +493,10 @@ def load_config_file(path: Path | str):
 
     from lnm_jax.run_files import RunFiles
 
-    path = Path(path)
+    path = builtin_config(path)
     if path.is_dir():
         raise UsageError(
-            f"config file {path} is a folder: give a config file (configs/*.py) or a run's config.json "
+            f"config file {path} is a folder: give a config file (lnm_jax/configs/*.py) or a run's config.json "
             f"({RunFiles(path).config} where it is a run folder)"
         )
     if not path.is_file():
@@ -481,7 +506,8 @@ def load_config_file(path: Path | str):
                 f"config file {path}: the 'FILE:ARGUMENT' form is not read here (this project's get_config() takes "
                 f"no argument): give --config {file}, and set fields with --config.FIELD=VALUE"
             )
-        raise UsageError(f"config file {path} does not exist")
+        same = f": the built-in one of that name is --config {path.stem}" if path.stem in builtin_configs() else ""
+        raise UsageError(f"config file {path} does not exist{same}")
     if path.suffix.lower() == ".json":  # a run's recorded config: the run redone from its record
         from lnm_jax.run_config import read_config_json  # noqa: PLC0415
 
@@ -502,12 +528,12 @@ def load_config_file(path: Path | str):
     except Exception as e:  # noqa: BLE001  (whatever the file raises, in one line)
         raise UsageError(f"config file {path} fails to load: {type(e).__name__}: {e}") from None
     if not callable(getattr(module, "get_config", None)):
-        raise UsageError(f"config file {path} defines no get_config() (see configs/ for examples)")
+        raise UsageError(f"config file {path} defines no get_config() (see lnm_jax/configs/ for examples)")
     from ml_collections import ConfigDict  # noqa: PLC0415
 
     from lnm_jax.config import missing_fields  # noqa: PLC0415
 
-    built = "build it from lnm_jax.config.base_config(), as configs/*.py do"
+    built = "build it from lnm_jax.config.base_config(), as lnm_jax/configs/*.py do"
     try:
         config = module.get_config()
     except Exception as e:  # noqa: BLE001  (helper-112: a float set on an int field had been "unexpected TypeError")
@@ -553,7 +579,7 @@ def _override_problems(argv: list[str], config) -> list[str]:
             initials = [k for k in siblings if "".join(w[0] for w in k.rpartition(".")[2].split("_")) == leaf]
             other = [k for k in siblings if k.rpartition(".")[2] == FIELD_SYNONYMS.get(leaf)]  # arch -> backbone
             near = list(dict.fromkeys(other + initials + difflib.get_close_matches(key, keys, n=3, cutoff=0.6)))[:3]
-            hint = f"; did you mean {', '.join(near)}?" if near else "; see configs/ and lnm_jax/config.py"
+            hint = f"; did you mean {', '.join(near)}?" if near else "; see lnm_jax/configs/ and lnm_jax/config.py"
             out.append(f"--config.{key}: no such config field{hint}")
     return out
 
@@ -596,7 +622,7 @@ DESCRIPTIONS = {
     "train": "Train a model (the paper's triple ResNet-50 by default) in a run folder.",
     "pretrain": "Self-supervised (SimCLR) backbones from the manifests' images, for model.init_from.",
     "reproduce": "The paper's protocol: Tables 1-3 and the figures, in one folder.",
-    "demo": "Synthesise the embedded cohort, train configs/demo.py on it and evaluate.",
+    "demo": "Synthesise the embedded cohort, train lnm_jax/configs/demo.py on it and evaluate.",
 }
 
 
@@ -607,13 +633,14 @@ def config_help(name: str, default_factory, fv) -> str:
 
     config = default_factory()
     lines = [
-        f"usage: lnm-jax {name} --workdir W [--config FILE] [--config.FIELD=VALUE ...] [options]",
+        f"usage: lnm-jax {name} --workdir W [--config NAME|FILE] [--config.FIELD=VALUE ...] [options]",
         "",
         DESCRIPTIONS.get(name, ""),
         "",
         "options:",
         "  --workdir W            the run folder (required)",
-        "  --config FILE          a config file (configs/*.py: get_config()); default: the built-in one",
+        "  --config NAME|FILE     a built-in experiment by name (e.g. paper_triple, small_cohort), or a config file "
+        "(FILE.py with get_config(), or a run's config.json); default: the command's own",
         f"  --config.FIELD=VALUE   override one field, e.g. --config.{'pretrain' if name == 'pretrain' else 'train'}"
         ".epochs=3",
     ]
@@ -631,8 +658,8 @@ def config_help(name: str, default_factory, fv) -> str:
         lines.append(f"  {field:<28} {what} [{node!r}]")
     lines += [
         "",
-        f"all {len(config_keys(config))} fields: lnm_jax/config.py; experiments as files: configs/ "
-        "(paper_*.py, demo.py, small_cohort.py, reproduce_*.py)",
+        f"all {len(config_keys(config))} fields: lnm_jax/config.py; built-in experiments (--config NAME, files in "
+        f"lnm_jax/configs/): {', '.join(builtin_configs())}",
     ]
     return "\n".join(lines)
 

@@ -1,6 +1,6 @@
 """Experiment configuration defaults (``ml_collections.ConfigDict``).
 
-The files under ``configs/`` are thin: each returns one of these, so every experiment is a
+The files under ``lnm_jax/configs/`` are thin: each returns one of these, so every experiment is a
 config file and every field can be overridden on the command line
 (``--config.train.epochs=3``).
 """

@@ -291,7 +291,7 @@ def read_config_json(path: Path | str) -> ConfigDict:
     if problems and not (path.parent / RUN_INFO).is_file():  # no run's record: a config.json written by hand
         raise DamagedFileError(  # (helper-112: it had been told it "was edited or is damaged")
             f"{path}: {'; '.join(problems)}: a config.json holds every field of a run's config, each in its range; "
-            "start from a run's config.json or a configs/*.py file"
+            "start from a run's config.json or a built-in experiment (--config NAME, lnm_jax/configs/)"
         )
     if problems:
         raise DamagedFileError.edited(path, "; ".join(problems), remedy)

@@ -34,7 +34,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--seeds", default="0", help="training seeds (comma-separated)")
-    p.add_argument("--config", default="configs/demo.py")
+    p.add_argument("--config", default="demo")
     a = p.parse_args()
     out = a.out
     synth = ["--patients", "924", "--size", "128", "--seed", "0"]

@@ -268,7 +268,7 @@ def test_an_override_reads_alike_in_every_command(capsys, tmp_path):
         (["reproduce", "--workdir", str(tmp_path / "w3"), "--folds", "1"], "protocol.folds: 1 is not"),
         (["reproduce", "--workdir", str(tmp_path / "w3"), "--folds=x"], "--folds=x: an integer, not 'x'"),
         # an override before --config FILE: read as validate reads it (absl had refused the order)
-        (["train", "--workdir", "w", "--config.train.epochs=-1", "--config", "configs/demo.py"], "train.epochs: -1"),
+        (["train", "--workdir", "w", "--config.train.epochs=-1", "--config", "demo"], "train.epochs: -1"),
         # --noX with a value: train's pre-reading had said argparse's "ignored explicit argument",
         # the others "config override: --noresume=false does not take an argument"
         (["train", "--workdir", "w", "--noresume=false"], "--noresume=false: --noresume takes no value; it sets"),
@@ -545,3 +545,24 @@ def test_a_list_field_given_as_a_comma_list_is_its_items(tmp_path):
     spelled = base_config()
     spelled.modalities = "us_lnm,bmode,ceus"
     check_resumable(base_config(), spelled)  # the same inputs: no other experiment
+
+
+def test_built_in_experiments_are_named_without_a_repository(tiny_cohort, tmp_path, monkeypatch, capsys):
+    """helper-117: an installed package had none of the config files its help and docs name
+    (``--config configs/paper_triple.py`` does not exist outside a checkout). The experiments
+    live in the package (``lnm_jax/configs``) and a bare name selects one from any folder; an
+    unknown name lists them; a path to a missing file names the built-in of its name."""
+    from lnm_jax.cli import main
+    from lnm_jax.command_line import UsageError, builtin_configs, load_config_file
+    from lnm_jax.config import base_config, small_cohort_config
+
+    monkeypatch.chdir(tmp_path)  # no configs/ folder here
+    assert {"paper_triple", "small_cohort", "demo", "reproduce_cpu"} <= set(builtin_configs())
+    assert load_config_file("paper_triple").to_dict() == base_config("triple").to_dict()
+    assert load_config_file("small_cohort").to_dict() == small_cohort_config().to_dict()
+    with pytest.raises(UsageError, match=r"--config paper_trple: no built-in config of that name \(demo, "):
+        load_config_file("paper_trple")
+    with pytest.raises(UsageError, match=r"configs/paper_triple.py does not exist: the built-in one of that name is "):
+        load_config_file("configs/paper_triple.py")
+    assert main(["validate", str(tiny_cohort), "--config", "small_cohort"]) == 0
+    assert "config" not in capsys.readouterr().err

@@ -332,7 +332,7 @@ def test_model_card_describes_the_configured_model_and_task(tiny_cohort, tmp_pat
     config.model.fusion = "late"
     config.task = ConfigDict(busbra.TASK)
     config.train.pos_weight = "balanced"
-    config.data.zero_fill_missing = True  # as configs/reproduce_busbra.py: its single-view patients
+    config.data.zero_fill_missing = True  # as lnm_jax/configs/reproduce_busbra.py: its single-view patients
     run = _untrained_run(config, tmp_path / "run")
     info = json.loads(run.files.run_info.read_text())
     info["packages"]["jax"] = "0.0.1-training"

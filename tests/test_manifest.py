@@ -428,7 +428,7 @@ def _complete(folder: Path, n: int) -> str:
 def test_validate_command_exit_codes_and_writes_nothing(folder, capsys):
     good = _write(folder, _complete(folder, 20))
     before = _snapshot(folder)
-    assert main(["validate", str(good), "--config", "configs/paper_triple.py"]) == 0
+    assert main(["validate", str(good), "--config", "lnm_jax/configs/paper_triple.py"]) == 0
     out = capsys.readouterr().out
     assert "OK, 20 patients" in out and "bmode+ceus+us_lnm: 20 patient(s)" in out and "train 12, val 4, test 4" in out
     assert _snapshot(folder) == before

@@ -1,8 +1,8 @@
 """Pretraining + fine-tuning for a real cohort of a few hundred patients on 2 CPU cores
 (docs/small_cohorts.md):
 
-    lnm-jax pretrain --config configs/small_cohort.py --manifest M --workdir W/pretrain
-    lnm-jax train --config configs/small_cohort.py --config.data.manifest=M \\
+    lnm-jax pretrain --config small_cohort --manifest M --workdir W/pretrain
+    lnm-jax train --config small_cohort --config.data.manifest=M \\
         --config.model.init_from=W/pretrain/backbone --workdir W/run
     lnm-jax evaluate --workdir W/run
 """

@@ -1,10 +1,10 @@
-"""configs/small_cohort.py on DDTI (public thyroid B-mode; ../shared/data/README.md): a B-mode-only
+"""lnm_jax/configs/small_cohort.py on DDTI (public thyroid B-mode; ../shared/data/README.md): a B-mode-only
 model of a demonstration label (TI-RADS >= 4a, a radiologist's rating, 83% positive), positives
 weighted so that both classes count alike; the nodule outlines are lesion masks for scoring
 Grad-CAM (docs/gradcam.md).
 
     lnm-jax convert-ddti --src ../shared/data/ddti --out runs/ddti/manifest.csv
-    lnm-jax train --config configs/small_cohort_ddti.py --config.data.manifest=runs/ddti/manifest.csv \\
+    lnm-jax train --config small_cohort_ddti --config.data.manifest=runs/ddti/manifest.csv \\
         --workdir runs/ddti/run
 """
 

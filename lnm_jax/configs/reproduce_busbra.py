@@ -1,10 +1,10 @@
 """`lnm-jax reproduce` on BUS-BRA (public breast ultrasound; see ../shared/data/README.md),
-CPU-sized as configs/reproduce_cpu.py. The two views stand in for B-mode and CEUS, BI-RADS >= 4
+CPU-sized as lnm_jax/configs/reproduce_cpu.py. The two views stand in for B-mode and CEUS, BI-RADS >= 4
 for the US-LNM flag, malignancy for LNM. Normalisation: the training split's own statistics
 (`lnm-jax norm-stats --manifest M --image-size 80`, split seed 0), not the paper's thyroid ones.
 
     lnm-jax convert-busbra --src ../shared/data/busbra-dev --out runs/busbra/manifest.csv
-    lnm-jax reproduce --config configs/reproduce_busbra.py --manifest runs/busbra/manifest.csv \\
+    lnm-jax reproduce --config reproduce_busbra --manifest runs/busbra/manifest.csv \\
         --workdir runs/busbra/protocol
 """
 
