@@ -300,7 +300,9 @@ def _write_onnx(fn, weights, spec: dict, path: Path, md: dict) -> str:
         import jax2onnx  # noqa: PLC0415  (the onnx extra)
         from jax2onnx import to_onnx  # noqa: PLC0415
     except ImportError as e:
-        raise ImportError("ONNX export needs the onnx extra: pip install -e '.[onnx]' (jax2onnx, onnxruntime)") from e
+        from lnm_jax.provenance import extra_install  # noqa: PLC0415
+
+        raise ImportError(f"ONNX export needs the converter and runtime: {extra_install('onnx')}") from e
     keys = list(spec)
     constants = [jnp.asarray(w) for w in weights]
 

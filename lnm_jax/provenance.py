@@ -57,6 +57,29 @@ def package_versions() -> dict[str, str]:
     return out
 
 
+DISTRIBUTION = "lnm_jax"
+
+
+def extra_install(extra: str) -> str:
+    """How to add the package's optional ``extra`` (``tf``, ``onnx``, ``dicom``) where it is
+    missing: the packages it adds on this machine, read from the installed distribution's
+    metadata (pyproject.toml their one definition), then the checkout's form. helper-117: the
+    hints said ``pip install -e '.[tf]'`` alone, which fails outside a checkout."""
+    from packaging.requirements import Requirement  # noqa: PLC0415  (matplotlib's dependency)
+
+    checkout = f"in a checkout: pip install -e '.[{extra}]'"
+    try:
+        reqs = [Requirement(r) for r in importlib.metadata.requires(DISTRIBUTION) or ()]
+    except importlib.metadata.PackageNotFoundError:
+        return checkout
+    env = {"extra": extra}
+    wanted = [str(r).split(";")[0] for r in reqs if r.marker is not None and r.marker.evaluate(env)]
+    if not wanted:
+        return checkout
+    quoted = " ".join(f"'{w}'" for w in wanted)
+    return f"pip install {quoted} (the [{extra}] extra of {DISTRIBUTION}; {checkout})"
+
+
 def git_commit(path: Path | None = None) -> dict | None:
     """The commit of the project's checkout (and whether it has uncommitted changes: then
     ``diff_sha256``, the SHA-256 of ``git diff HEAD`` and of the package's untracked source

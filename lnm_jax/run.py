@@ -546,8 +546,10 @@ def _tfds_pipeline():
     try:
         from lnm_jax.data.loaders import pipeline  # noqa: PLC0415
     except ImportError as e:
+        from lnm_jax.provenance import extra_install  # noqa: PLC0415
+
         raise ImportError(
-            f"data.loader='tfds' needs TensorFlow ({e}); install it with pip install -e '.[tf]', or use the "
+            f"data.loader='tfds' needs TensorFlow ({e}); install it ({extra_install('tf')}), or use the "
             "default data.loader='grain'"
         ) from e
     return pipeline

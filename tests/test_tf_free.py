@@ -74,6 +74,10 @@ def test_train_evaluate_predict_gradcam_without_tensorflow(gpu_check_tiny, tiny_
     assert "OK without TensorFlow" in out.stdout
     assert "data.loader='tfds' needs TensorFlow" in out.stderr
     assert "reading a Keras weight file" in out.stderr and out.stderr.count("pip install -e '.[tf]'") == 2
+    # what the extra adds, installable outside a checkout too (helper-117), read from the package's metadata
+    from lnm_jax.provenance import extra_install
+
+    assert extra_install("tf").startswith("pip install 'tensorflow") and out.stderr.count(extra_install("tf")) == 2
     work = tmp_path / "on_device_False"
     assert (work / "eval_best" / "metrics.json").is_file() and (tmp_path / "new.csv").is_file()
     assert any(Path(work, "gradcam_val").glob("*.png"))

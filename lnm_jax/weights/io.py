@@ -95,9 +95,11 @@ def read_keras_resnet50(path: Path | str) -> dict[str, dict[str, np.ndarray]]:
     try:
         import keras  # noqa: PLC0415  (with TensorFlow: the [tf] extra)
     except ImportError as e:
+        from lnm_jax.provenance import extra_install  # noqa: PLC0415
+
         raise ImportError(
-            f"reading a Keras weight file ({path}) needs Keras and TensorFlow ({e}); install them with "
-            "pip install -e '.[tf]'"
+            f"reading a Keras weight file ({path}) needs Keras and TensorFlow ({e}); install them: "
+            f"{extra_install('tf')}"
         ) from e
 
     errors = []
