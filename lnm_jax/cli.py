@@ -1066,6 +1066,7 @@ def top_level_help() -> str:
     """``lnm-jax --help``: a usage line, then this module's docstring as plain text (its
     reStructuredText literals unmarked)."""
     usage = "usage: lnm-jax COMMAND [options]   (lnm-jax COMMAND --help: that command's options and defaults)"
+    usage += "\n       lnm-jax --version   (the version, the commit or source digest of this code)"
     return f"{usage}\n\n{__doc__.strip().replace('``', '')}\n"
 
 
@@ -1125,6 +1126,11 @@ def main(argv: list[str] | None = None) -> int:
     argv = [x for x in argv if x != "--debug"]
     name = argv[0] if argv else ""
     command = COMMANDS.get(name)
+    if name in ("--version", "-V"):
+        from lnm_jax.provenance import version_line  # noqa: PLC0415
+
+        print(version_line())
+        return 0
     if command is None:
         if name and name not in ("-h", "--help"):  # one line, as git says it (not the help above it)
             try:

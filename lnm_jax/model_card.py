@@ -258,7 +258,9 @@ def _training_environment(run: Run, strict: bool = False) -> tuple[dict | None, 
     info = read_run_info(path)
     if strict and SEAL_KEY not in info:
         return None, UNSEALED_RUN_INFO
+    # source_sha256: what tells code apart where no commit is recorded (an installed wheel; helper-117)
     keep = ("created", "python", "platform", "cpu", "backend", "device_kind", "device_count", "packages", "git")
+    keep += ("source_sha256",)
     return {k: info[k] for k in keep if k in info}, None
 
 
@@ -395,7 +397,11 @@ def metadata(
             calibration[s] = m.get("calibration")
     params = state.params
     environment, unstated = _training_environment(run, strict)
-    now = {"git": provenance.git_commit(), "preprocessing_sha256": preprocessing_digest()}
+    now = {
+        "git": provenance.git_commit(),
+        "preprocessing_sha256": preprocessing_digest(),
+        "source_sha256": provenance.source_digest(),
+    }
     return {
         "schema": SCHEMA,
         "name": config.name,
@@ -922,6 +928,7 @@ def markdown(md: dict) -> str:
             f"Python {env.get('python', '?')}, "
             + ", ".join(f"{k} {v}" for k, v in env.get("packages", {}).items())
             + (f"; commit {env['git']['commit'][:12]}{_uncommitted(env['git'])}" if env.get("git") else "")
+            + (f"; source sha256 {env['source_sha256'][:12]}" if env.get("source_sha256") else "")
             if env
             else f"unknown ({md.get('training_environment_unstated', NO_RUN_INFO)})"
         )
@@ -934,6 +941,11 @@ def markdown(md: dict) -> str:
         "- Card written with: "
         + ", ".join(f"{k} {v}" for k, v in md["packages"].items())
         + (f"; {_commit(md['written_with']['git'])}" if (md.get("written_with") or {}).get("git") else "")
+        + (
+            f"; source sha256 {md['written_with']['source_sha256'][:12]}"
+            if (md.get("written_with") or {}).get("source_sha256")
+            else ""
+        )
         + ".",
     ]
     if not c.get("synthetic"):

@@ -120,6 +120,20 @@ def git_commit(path: Path | None = None) -> dict | None:
     return out
 
 
+def version_line() -> str:
+    """``lnm-jax --version``: the package version, then what tells code apart where the version
+    does not (it is 0.1.0 throughout; helper-117): the commit of a checkout (and whether it has
+    uncommitted changes), and the SHA-256 of the package's source, which every run records
+    (``run_info.json``'s ``source_sha256``) whether or not it came from a checkout."""
+    from lnm_jax import __version__  # noqa: PLC0415
+
+    git = git_commit()
+    code = "no git checkout" if git is None else f"commit {git['commit'][:12]}"
+    if git is not None and git["dirty"]:
+        code += f" with uncommitted changes (diff sha256 {git['diff_sha256'][:12]})"
+    return f"lnm-jax {__version__}, {code}, source sha256 {source_digest()[:12]}"
+
+
 def usable_cpus() -> int:
     """The cores this process may run on (its affinity: taskset, a container's cpuset, a batch
     scheduler's allocation), which XLA:CPU sizes its thread pool and its sums' split by."""

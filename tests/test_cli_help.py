@@ -566,3 +566,17 @@ def test_built_in_experiments_are_named_without_a_repository(tiny_cohort, tmp_pa
         load_config_file("configs/paper_triple.py")
     assert main(["validate", str(tiny_cohort), "--config", "small_cohort"]) == 0
     assert "config" not in capsys.readouterr().err
+
+
+def test_version_names_the_code_where_the_version_number_cannot(capsys):
+    """helper-117: the version stays 0.1.0 across every commit and there was no ``--version``:
+    it names the commit (or that there is no checkout) and the source digest every run records."""
+    from lnm_jax import __version__, provenance
+    from lnm_jax.cli import main
+
+    for flag in ("--version", "-V"):
+        assert main([flag]) == 0
+        line = capsys.readouterr().out.strip()
+        assert line.startswith(f"lnm-jax {__version__}, ") and line.endswith(provenance.source_digest()[:12])
+        git = provenance.git_commit()
+        assert (f"commit {git['commit'][:12]}" if git else "no git checkout") in line

@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 from support import cpu_env, new_patients, tiny_config
 
-from lnm_jax import names
+from lnm_jax import names, provenance
 from lnm_jax.cli import main
 from lnm_jax.export import export_run
 from lnm_jax.exported import METADATA, MODEL_CARD, fingerprint, load, load_onnx
@@ -350,6 +350,10 @@ def test_model_card_describes_the_configured_model_and_task(tiny_cohort, tmp_pat
     assert "- Missing inputs: fed as zeros (an image of zeros after normalisation, a flag of 0), as in training" in card
     assert md["hyperparameters"]["pos_weight"] == "balanced"
     assert md["training_environment"]["packages"]["jax"] == "0.0.1-training" and "jax 0.0.1-training" in card
+    # the source digest, which tells code apart where no commit does (an installed wheel: helper-117)
+    digest = info["source_sha256"]
+    assert md["training_environment"]["source_sha256"] == digest and f"; source sha256 {digest[:12]}." in card
+    assert md["written_with"]["source_sha256"] == provenance.source_digest()
     assert set(md) >= {"task", "inputs", "outputs", "preprocessing", "training_cohort", "hyperparameters", "limits"}
     assert md["preprocessing"]["resize"].startswith("antialiased bilinear")
 
@@ -649,7 +653,6 @@ def test_a_card_says_when_its_evaluation_was_made_by_other_code(triple_run):
     slope that could not be estimated read "the calibration slope - -> -". The evaluating code
     is named, and a limit says when it is not this code."""
     import lnm_jax.model_card as mc
-    from lnm_jax import provenance
 
     now = {"git": {"commit": "b" * 40, "dirty": False}}
     assert mc._evaluation_limits({"source_sha256": provenance.source_digest()}, now) == []

@@ -1199,11 +1199,11 @@ def _decode_failure(path: Path, e: Exception) -> DicomError:
         uid = dcmread(path, stop_before_pixels=True).file_meta.TransferSyntaxUID
         decoder = get_decoder(uid)
         if not decoder.is_available:
-            from lnm_jax.provenance import extra_install  # noqa: PLC0415
-
             return DicomError(
                 f"{path}: pixel data in {uid.name} ({uid}) needs a decoder that is not installed; "
-                f"install one: {extra_install('dicom')}, or pip install python-gdcm"
+                # (this module ships with exports, without lnm_jax: the extra's packages named here)
+                "install one: pip install pylibjpeg pylibjpeg-libjpeg pylibjpeg-openjpeg (the [dicom] extra of "
+                "lnm_jax), or pip install python-gdcm"
             )
     except Exception:  # noqa: BLE001, S110  (the original error is the report then)
         pass
