@@ -555,10 +555,15 @@ def blank(img: np.ndarray) -> tuple[str, str] | None:
 
 
 def missing_path(path: Path) -> str | None:
-    """Why ``path`` cannot be opened (does not exist, broken link, link loop), or None. A path
-    that does not exist is said with the one it likely means (:func:`_meant_path`)."""
+    """Why ``path`` cannot be opened (does not exist, broken link, link loop, neither a regular
+    file nor a folder), or None. A path that does not exist is said with the one it likely means
+    (:func:`_meant_path`). A FIFO, socket or device is never opened (helper-118: a FIFO named
+    ``.dcm`` blocked ``validate`` in its open, deaf to SIGTERM and Ctrl-C, where one named
+    ``.png`` had been refused); a folder is for its caller to judge (a clip's frames)."""
     try:
-        path.resolve(strict=True)
+        resolved = path.resolve(strict=True)
+        if not resolved.is_file() and not resolved.is_dir():
+            return "is neither a file nor a folder (a FIFO, socket or device)"
     except FileNotFoundError:
         if path.is_symlink():
             return "is a broken symbolic link"

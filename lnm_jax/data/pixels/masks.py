@@ -26,7 +26,7 @@ from lnm_jax.data.pixels.decode import (
     read_opacity,
     verify_image,
 )
-from lnm_jax.data.pixels.dicom import is_dicom, quiet_pydicom, unreadable_line
+from lnm_jax.data.pixels.dicom import is_dicom, quiet_pydicom, refuse_deflated, unreadable_line
 from lnm_jax.data.pixels.sources import DEFAULT_FRAMING, NO_OPTIONS, Framing, ImageOptions, Source, crop, resolve
 
 
@@ -55,6 +55,7 @@ def read_segmentation(path: Path | str) -> np.ndarray:
     import pydicom  # noqa: PLC0415
     from pydicom.errors import InvalidDicomError  # noqa: PLC0415
 
+    refuse_deflated(Path(path))  # before pydicom inflates it whole (helper-118)
     try:
         with quiet_pydicom():
             ds = pydicom.dcmread(path)
