@@ -163,3 +163,18 @@ def test_the_rule_reads_a_nan_as_the_history_file_stores_it():
     compared None with a float: TypeError inside evaluate's output folder."""
     history = [{**h, "val_auc": None if h["epoch"] == 1 else h["val_auc"]} for h in _history()]
     assert selection.best_epoch(history) == 4
+
+
+def test_names_from_a_config_are_drawn_as_written(tmp_path):
+    """helper-118: a ``task.label`` of ``$\\foo{x$`` (a run's config.json from another site) made
+    ``evaluate`` fail after training, matplotlib's mathtext parser naming neither field nor
+    file. Every figure draws such text as written; a notebook's own figures keep mathtext."""
+    import matplotlib
+
+    y = np.array([0, 1, 0, 1, 1, 0, 1, 0])
+    p = np.linspace(0.1, 0.9, 8)
+    label = "$\\foo{x$"
+    plots.plot_reliability({"test": (y, p)}, tmp_path / "r.png", label=label, title=f"Reliability, {label}")
+    plots.plot_roc({label: (y, p, 0.5, (0.2, 0.8))}, tmp_path / "roc.png")
+    assert (tmp_path / "r.png").stat().st_size > 0 and (tmp_path / "roc.png").stat().st_size > 0
+    assert matplotlib.rcParams["text.parse_math"] is True  # outside the call: as the process had it

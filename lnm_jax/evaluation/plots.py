@@ -13,10 +13,11 @@ import numpy as np  # noqa: E402
 from sklearn.metrics import roc_curve  # noqa: E402
 
 from lnm_jax.evaluation.stats import wilson_ci
-from lnm_jax.fileio import save_figure
+from lnm_jax.fileio import literal_text, save_figure
 from lnm_jax.training.selection import best_epoch
 
 
+@literal_text
 def plot_roc(curves: Mapping[str, tuple], path: Path, title: str = "ROC", ci_name: str = "95% CI") -> None:
     """``curves``: name -> ``(labels, scores, auc)`` or ``(labels, scores, auc, (lo, hi))``,
     the interval shown in the legend as ``ci_name`` (the method and level it was computed at),
@@ -36,6 +37,7 @@ def plot_roc(curves: Mapping[str, tuple], path: Path, title: str = "ROC", ci_nam
     plt.close(fig)
 
 
+@literal_text
 def plot_convergence(history: Sequence[Mapping], path: Path, title: str = "Convergence") -> None:
     """Train/validation loss and AUC per epoch from the JSON-lines history, the epochs whose
     learning rate dropped (dotted) and the best epoch (the loop's choice: the highest
@@ -83,6 +85,7 @@ def plot_convergence(history: Sequence[Mapping], path: Path, title: str = "Conve
     plt.close(fig)
 
 
+@literal_text
 def plot_reliability(
     curves: Mapping[str, tuple[np.ndarray, np.ndarray]],
     path: Path,
@@ -139,6 +142,7 @@ def plot_reliability(
     plt.close(fig)
 
 
+@literal_text
 def plot_decision_curve(
     curves: Mapping[str, tuple[np.ndarray, np.ndarray]], path: Path, title: str = "Decision curve"
 ) -> None:

@@ -15,7 +15,7 @@ import numpy as np  # noqa: E402
 from matplotlib.cm import ScalarMappable  # noqa: E402
 from matplotlib.colors import Normalize  # noqa: E402
 
-from lnm_jax.fileio import save_figure
+from lnm_jax.fileio import literal_text, save_figure
 from lnm_jax.names import BMODE, CEUS, PATIENT_ID
 from lnm_jax.task import PAPER, Task
 
@@ -59,6 +59,7 @@ def _title(entry: dict, task: Task) -> str:
     )
 
 
+@literal_text
 def patient_figure(
     path: Path, entry: dict, branches: Sequence[str], task: Task = PAPER, caption: str | None = None
 ) -> None:
@@ -74,6 +75,7 @@ def patient_figure(
     plt.close(fig)
 
 
+@literal_text
 def grid_figure(path: Path, entries: Sequence[dict], branches: Sequence[str], title: str, task: Task = PAPER) -> None:
     n = max(1, len(entries))
     fig, axes = plt.subplots(n, 2 * len(branches), figsize=(2.3 * 2 * len(branches), 2.5 * n), dpi=100, squeeze=False)
