@@ -7,7 +7,6 @@ from __future__ import annotations
 import contextlib
 import csv
 import errno
-import functools
 import glob
 import hashlib
 import json
@@ -220,23 +219,6 @@ def write_csv(
                 writer.writerow({c: "" if r.get(c) is None else r.get(c) for c in columns})
         if mode is not None:
             os.chmod(tmp, mode)  # whatever the umask did
-
-
-def literal_text(draw):
-    """Decorator of a function that draws a figure: its text is drawn as written, not parsed as
-    matplotlib's mathtext (helper-118: a ``task.label`` of ``$\\foo{x$`` from a run's config made
-    ``evaluate`` fail after training with a parser's error naming nothing; a name with two
-    dollars would have been typeset). The setting holds inside the call only (a notebook's own
-    figures keep theirs)."""
-
-    @functools.wraps(draw)
-    def drawn(*args, **kwargs):
-        import matplotlib  # noqa: PLC0415  (only where a figure is drawn)
-
-        with matplotlib.rc_context({"text.parse_math": False}):
-            return draw(*args, **kwargs)
-
-    return drawn
 
 
 def save_figure(fig, path: Path | str) -> None:

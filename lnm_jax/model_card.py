@@ -23,6 +23,7 @@ from lnm_jax.evaluation.summary import KEYS as SUMMARY_KEYS
 from lnm_jax.evaluation.summary import threshold_text
 from lnm_jax.exported import METADATA, MODEL_CARD, at_bound
 from lnm_jax.fileio import SEAL_KEY, DamagedFileError, check_seal, is_real, read_json, warn_once, write_json, write_text
+from lnm_jax.markdown import inline
 from lnm_jax.portable import preprocessing_digest
 from lnm_jax.preflight import availability_patterns
 from lnm_jax.run import Run, trained_checkpoint, zero_batch
@@ -662,14 +663,27 @@ def _calibration_rows(calibration: dict) -> list[str]:
     return rows
 
 
+def _literal(x):
+    """``x`` (a str, or lists and dicts of them) with every str as literal inline Markdown
+    (:func:`lnm_jax.markdown.inline`)."""
+    if isinstance(x, str):
+        return inline(x)
+    if isinstance(x, list):
+        return [_literal(v) for v in x]
+    if isinstance(x, dict):
+        return {k: _literal(v) for k, v in x.items()}
+    return x
+
+
 def markdown(md: dict) -> str:
     """``model_card.md`` from :func:`metadata` (the sections of a Hugging Face model card:
     details, uses, how to start, training, evaluation, limits, environment, citation)."""
-    a, c, t, pre, h = md["architecture"], md["training_cohort"], md["task"], md["preprocessing"], md["hyperparameters"]
+    a, c, pre, h = md["architecture"], md["training_cohort"], md["preprocessing"], md["hyperparameters"]
+    t = _literal(md["task"])  # a config's free text, shown as written (helper-118: HTML, a table broken)
     framing = pre["framing"]
     export = md.get("export")
     lines = [
-        f"# Model card: {md['name']}",
+        f"# Model card: {inline(md['name'])}",
         "",
         f"{t['type']}: {t['name']}. {md['version']}"
         + (f"; state sha256 `{md[names.STATE_DIGEST]}`" if md.get(names.STATE_DIGEST) else "")
@@ -877,7 +891,7 @@ def markdown(md: dict) -> str:
             "| variable | level | n | positive | AUC (95% CI) |",
             "|---|---|---:|---:|---|",
             *[
-                f"| {r['variable']} | {r['level']} | {r['n']} | {r['positive']} | "
+                f"| {inline(r['variable'])} | {inline(r['level'])} | {r['n']} | {r['positive']} | "
                 + (
                     f"{_fmt(r['auc'])} ({_fmt(r['auc_ci'][0])}-{_fmt(r['auc_ci'][1])})"
                     if r["auc"] is not None

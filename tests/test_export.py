@@ -674,3 +674,39 @@ def test_a_card_says_when_its_evaluation_was_made_by_other_code(triple_run):
     md = mc.metadata(triple_run, "best", evaluation={"splits": {}, "evaluated_by": {"git": earlier["git"]}})
     assert md["evaluated_with"] == earlier["git"]
     assert "- Evaluated with: commit aaaaaaaaaaaa (the evaluation's record)." in mc.markdown(md)
+
+
+def test_text_from_a_config_or_a_cohort_stays_inside_its_line_and_cell(tiny_cohort, tmp_path):
+    """helper-118: a config's ``task`` text and a manifest column's values went into the card
+    raw: a ``|`` added a table column, a line break ended the table or began a heading, HTML
+    reached renderers that pass it through (the card travels with exports)."""
+    from lnm_jax.markdown import inline
+    from lnm_jax.model_card import markdown, metadata
+    from lnm_jax.protocol.cohort_table import cohort_table_markdown
+
+    config = tiny_config(tiny_cohort, "dual")
+    config.model.width = 4
+    config.name = "site<b>A</b>"
+    config.task.positive = "<img src=x onerror=alert(1)>"
+    config.task.intended_use = "ok | broken | table\n# Injected heading\n<script>alert(1)</script>"
+    md = metadata(_untrained_run(config, tmp_path / "run"))
+    md["subgroups"] = [
+        {"variable": "note", "level": "a | b\nc", "n": 4, "positive": 2, "auc": 0.5, "auc_ci": (0.1, 0.9)},
+        {"variable": "note", "level": "<script>x</script>", "n": 4, "positive": 2, "auc": None, "auc_ci": None},
+    ]
+    card = markdown(md)
+    lines = card.splitlines()
+    assert not any(line.startswith("# Injected") for line in lines)
+    assert not re.search(r"(?<!\\)<(script|img|b>)", card)  # every tag's < escaped
+    assert "# Model card: site\\<b>A\\</b>" in lines
+    assert "- Intended use: ok \\| broken \\| table # Injected heading \\<script>alert(1)\\</script>" in lines
+    rows = [line for line in lines if line.startswith("| note |")]
+    assert rows == [
+        "| note | a \\| b c | 4 | 2 | 0.500 (0.100-0.900) |",
+        "| note | \\<script>x\\</script> | 4 | 2 | one class |",
+    ]
+    table = cohort_table_markdown(
+        [{"variable": "site|x", "level": "1\n2", "a": "3", "p": None, "method": ""}], {"a": ["p1"]}
+    )
+    assert table.splitlines()[2] == "| site\\|x | 1 2 | 3 |  |  |"
+    assert inline("C:\\data\\|x`y`") == "C:\\\\data\\\\\\|x\\`y\\`"  # an escape in the text is not undone

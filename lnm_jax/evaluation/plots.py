@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -13,8 +14,23 @@ import numpy as np  # noqa: E402
 from sklearn.metrics import roc_curve  # noqa: E402
 
 from lnm_jax.evaluation.stats import wilson_ci
-from lnm_jax.fileio import literal_text, save_figure
+from lnm_jax.fileio import save_figure
 from lnm_jax.training.selection import best_epoch
+
+
+def literal_text(draw):
+    """Decorator of a function that draws a figure: its text is drawn as written, not parsed as
+    matplotlib's mathtext (helper-118: a ``task.label`` of ``$\\foo{x$`` from a run's config made
+    ``evaluate`` fail after training with a parser's error naming nothing; a name with two
+    dollars would have been typeset). The setting holds inside the call only (a notebook's own
+    figures keep theirs)."""
+
+    @functools.wraps(draw)
+    def drawn(*args, **kwargs):
+        with matplotlib.rc_context({"text.parse_math": False}):
+            return draw(*args, **kwargs)
+
+    return drawn
 
 
 @literal_text

@@ -15,7 +15,8 @@ import numpy as np  # noqa: E402
 from matplotlib.cm import ScalarMappable  # noqa: E402
 from matplotlib.colors import Normalize  # noqa: E402
 
-from lnm_jax.fileio import literal_text, save_figure
+from lnm_jax.evaluation.plots import literal_text
+from lnm_jax.fileio import save_figure
 from lnm_jax.names import BMODE, CEUS, PATIENT_ID
 from lnm_jax.task import PAPER, Task
 

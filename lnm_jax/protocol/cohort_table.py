@@ -17,6 +17,7 @@ from lnm_jax.evaluation.stats import categorical_test, mann_whitney
 
 # the cohort's columns and how a column is told continuous: one definition, with the subgroups'
 from lnm_jax.evaluation.subgroups import cohort_columns, is_continuous
+from lnm_jax.markdown import inline
 
 
 def cohort_table(cohort: Cohort, groups: dict[str, Sequence[str]]) -> list[dict]:
@@ -81,6 +82,8 @@ def cohort_table_markdown(rows: list[dict], groups: dict[str, Sequence[str]]) ->
     for r in rows:
         p = "" if r["p"] is None else ("-" if np.isnan(r["p"]) else ("<0.001" if r["p"] < 0.001 else f"{r['p']:.3f}"))
         lines.append(
-            f"| {r['variable']} | {r['level']} | " + " | ".join(r[g] for g in names) + f" | {p} | {r['method']} |"
+            f"| {inline(r['variable'])} | {inline(r['level'])} | "
+            + " | ".join(r[g] for g in names)
+            + f" | {p} | {r['method']} |"
         )
     return "\n".join(lines) + "\n"
