@@ -160,8 +160,10 @@ UNLABELLED_WARNING_CODES = {**WARNING_CODES, SHARED_IMAGE: "image(s) are another
 
 # Patient ids name files (Grad-CAM figures, records), so they are restricted to characters that
 # are safe in a file name on every system: letters, digits, '.', '_', '-', not starting with '.'
-# (no '/', no '..', no hidden files), at most 128 characters.
-PATIENT_ID_PATTERN = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,127}")
+# (no '/', no '..', no hidden files) or '-' (an option to every command line tool, and a formula
+# to a spreadsheet opening the CSVs the ID is written to: '-2-3' shown as -5, helper-118; OWASP's
+# CSV injection), at most 128 characters.
+PATIENT_ID_PATTERN = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,127}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -1008,7 +1010,7 @@ def _id_problem(pid: str, row: int, seen: dict[str, int], folded: dict[str, str]
         return Problem(
             BAD_PATIENT_ID,
             f"patient_id {pid!r} is not a safe file name: use letters, digits, '.', '_' and '-' "
-            "(not starting with '.'), at most 128 characters",
+            "(not starting with '.' or '-'), at most 128 characters",
             row,
             PATIENT_ID,
         )
