@@ -24,6 +24,7 @@ constants baked into it. A model card is written with it.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.metadata
 import logging
 import os
@@ -92,6 +93,28 @@ def inference_function(run: Run, checkpoint: str = "best"):
         return {k: out[k] for k in OUTPUTS}
 
     return fn, [np.asarray(w) for w in leaves]
+
+
+# what the program's source locations keep of a file's path: from the package's folder on
+# (lnm_jax/models/resnet.py, flax/linen/module.py), not where it is installed; of any other file
+# (a script of the exporter's that called export) its name alone
+SOURCE_PATH_PREFIX = r"^.*/(?=lnm_jax/)|^.*/site-packages/|^.*/"
+
+
+@contextlib.contextmanager
+def _source_paths_relative():
+    """The serialised program's source locations name files from their package's folder on
+    (XLA's canonicalisation, ``jax_hlo_source_file_canonicalization_regex``), for the export's
+    duration: they had named the exporter's install (``/home/NAME/venv/lib/python3.11/
+    site-packages/lnm_jax/...``), so one run, code and versions exported from two places gave
+    two programs and two fingerprints, and a colleague read the exporter's paths (helper-117)."""
+    name = "jax_hlo_source_file_canonicalization_regex"
+    before = getattr(jax.config, name)
+    jax.config.update(name, SOURCE_PATH_PREFIX)
+    try:
+        yield
+    finally:
+        jax.config.update(name, before)
 
 
 def _input_structs(spec: dict, batch) -> dict:
@@ -373,9 +396,10 @@ def export_run(
     with atomic_directory(out) as tmp:
         if "stablehlo" in formats:
             (batch,) = jax.export.symbolic_shape("B")
-            exported = jax.export.export(jax.jit(fn), platforms=tuple(platforms))(
-                [jax.ShapeDtypeStruct(w.shape, w.dtype) for w in weights], _input_structs(spec, batch)
-            )
+            with _source_paths_relative():
+                exported = jax.export.export(jax.jit(fn), platforms=tuple(platforms))(
+                    [jax.ShapeDtypeStruct(w.shape, w.dtype) for w in weights], _input_structs(spec, batch)
+                )
             (tmp / PROGRAM).write_bytes(exported.serialize())
             np.savez(tmp / WEIGHTS, **{f"w{i}": w for i, w in enumerate(weights)})
             info["stablehlo"] = {"platforms": list(platforms), "serialization": "jax.export"}

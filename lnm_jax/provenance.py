@@ -120,6 +120,12 @@ def git_commit(path: Path | None = None) -> dict | None:
     return out
 
 
+def made_with() -> dict:
+    """The code and packages of this process (no devices: those are a run's ``run_info.json``),
+    for an artefact made outside a run folder, such as a pretrained backbone's ``backbone.json``."""
+    return {"packages": package_versions(), "git": git_commit(), "source_sha256": source_digest()}
+
+
 def version_line() -> str:
     """``lnm-jax --version``: the package version, then what tells code apart where the version
     does not (it is 0.1.0 throughout; helper-117): the commit of a checkout (and whether it has

@@ -24,6 +24,7 @@ from support import cpu_env, new_patients, tiny_config
 from lnm_jax import names, provenance
 from lnm_jax.cli import main
 from lnm_jax.export import export_run
+from lnm_jax.export_files import PROGRAM
 from lnm_jax.exported import METADATA, MODEL_CARD, fingerprint, load, load_onnx
 from lnm_jax.fileio import sealed
 from lnm_jax.run import Run
@@ -99,6 +100,11 @@ def test_export_runs_without_the_package_and_equals_the_live_model(triple_run, t
     assert sorted(x.rsplit(" ", 2)[0] for x in listed) == sorted(p.name + "/" * p.is_dir() for p in out.iterdir())
     md = json.loads((out / METADATA).read_text())
     assert md["export"]["stablehlo"]["platforms"] == ["cpu", "cuda"]
+    # the program's source locations name files from their package on, not where this one is installed
+    # (helper-117: two installs of one code had exported two programs, two fingerprints)
+    program = (out / PROGRAM).read_bytes()
+    assert b"lnm_jax/models/" in program and b"site-packages" not in program
+    assert str(Path(names.__file__).resolve().parents[1]).encode() not in program
     # the graph's opset is the one the requirement's onnxruntime runs (jax2onnx's default, 23,
     # had been written under "onnxruntime>=1.20", which runs opsets up to 21: a fresh-user trial)
     import onnx

@@ -476,3 +476,18 @@ def test_a_missing_or_mismatched_backbone_is_refused_before_the_embedded_cohort_
     with pytest.raises(ValueError, match=r"holds vgg11 \(torchvision\) for .bmode. but the config asks for "):
         Run.create(c, tmp_path / "run")
     assert not (tmp_path / "run").exists()
+
+
+def test_a_pretrained_backbone_names_the_code_that_made_it(pretrained):
+    """helper-117: a pretraining recorded no versions, commit or source digest anywhere (its
+    folder holds no run_info.json: that would make it a run folder to every command); the
+    backbone it hands on names them."""
+    from lnm_jax import provenance
+    from lnm_jax.weights.io import backbone_meta
+
+    _, work, report = pretrained
+    assert len(report["groups"]) == 2  # a backbone per image input
+    for group in report["groups"].values():
+        made = backbone_meta(group["backbone"])["made_with"]
+        assert made["source_sha256"] == provenance.source_digest()
+        assert made["packages"]["jax"] == jax.__version__ and made["git"] == provenance.git_commit()

@@ -57,6 +57,7 @@ from lnm_jax.output_guard import refuse_export_folder
 from lnm_jax.pretraining import views
 from lnm_jax.pretraining.probe import FOLDS as PROBE_FOLDS
 from lnm_jax.pretraining.probe import probe
+from lnm_jax.provenance import made_with
 from lnm_jax.run_files import refuse_nested_run
 from lnm_jax.run_lock import check_held, folder_gone
 from lnm_jax.training import sharding
@@ -433,6 +434,9 @@ def _pretrain_groups(config, data, first, split, exclude, record, workdir, mesh,
             "variant": config.model.variant,
             "width": config.model.width,
             "source": f"lnm-jax pretrain ({pc.method}, positives={pc.positives})",
+            # the code and packages that made it (helper-117: a backbone recorded none; a pretraining
+            # folder holds no run_info.json, which would make it a run folder to every command)
+            "made_with": made_with(),
             "inputs": list(inputs),
             "images": len(part),
             "image_size": config.data.image_size,
