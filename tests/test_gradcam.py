@@ -233,3 +233,17 @@ def test_layer_is_checked_and_auto_picks_the_clis_layer():
         np.testing.assert_array_equal(auto[k], named[k])
     with pytest.raises(ValueError, match=r"the stage4 map is 1x1 at this image size.*use a shallower layer \(stage2"):
         make_cam_fn(model, layer="stage4")(v["params"], v["batch_stats"], batch)
+
+
+def test_a_second_grad_cam_of_one_model_reuses_its_program():
+    """make_cam_fn gives one function per model and setting in a process (Flax modules hash
+    by their fields): a second call (evaluate's lesion evidence, then gradcam) neither traces
+    nor compiles again; another target is another function."""
+    from lnm_jax.config import demo_config
+    from lnm_jax.explain.gradcam import make_cam_fn
+    from lnm_jax.models.fusion import build_model
+
+    config = demo_config()
+    first, again = make_cam_fn(build_model(config)), make_cam_fn(build_model(config))
+    assert first is again
+    assert make_cam_fn(build_model(config), target="no_lnm") is not first

@@ -25,6 +25,7 @@ pass runs from the logit back to that layer only, and a batch of CAMs costs abou
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 
 import flax.linen as nn
@@ -169,6 +170,18 @@ def make_cam_fn(
         raise ValueError(f"unknown CAM target '{target}', expected one of {sorted(TARGETS)}")
     if layer not in (AUTO_LAYER, *LAYERS):
         raise ValueError(f"unknown CAM layer '{layer}', expected '{AUTO_LAYER}' or one of {LAYERS}")
+    try:
+        hash(model)
+    except TypeError:  # a module with an unhashable field: built for this call alone
+        return _cam_fn.__wrapped__(model, layer, method, target, upsample)
+    return _cam_fn(model, layer, method, target, upsample)
+
+
+@functools.lru_cache(maxsize=8)
+def _cam_fn(model: nn.Module, layer: str, method: str, target: str, upsample: bool) -> Callable:
+    """:func:`make_cam_fn`'s function, one per model (Flax modules compare and hash by their
+    fields) and setting in a process: a second Grad-CAM of one model (``evaluate``'s lesion
+    evidence, then ``gradcam``; a notebook's calls) reuses its traced and compiled programs."""
     sign = TARGETS[target]
     branches = [m for m in getattr(model, "modalities", ()) if m in IMAGE_BRANCHES]
 
