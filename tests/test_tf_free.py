@@ -26,6 +26,8 @@ class Hidden(importlib.abc.MetaPathFinder):
         if name.split(".")[0] in ABSENT:
             return None
         return self.finder.find_spec(name, path, target) if hasattr(self.finder, "find_spec") else None
+    def find_distributions(self, *args, **kwargs):  # installed packages' metadata, as importlib.metadata reads it
+        return self.finder.find_distributions(*args, **kwargs) if hasattr(self.finder, "find_distributions") else ()
 sys.meta_path[:] = [Hidden(f) for f in sys.meta_path]
 try:
     import tensorflow
