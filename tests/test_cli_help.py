@@ -580,3 +580,13 @@ def test_version_names_the_code_where_the_version_number_cannot(capsys):
         assert line.startswith(f"lnm-jax {__version__}, ") and line.endswith(provenance.source_digest()[:12])
         git = provenance.git_commit()
         assert (f"commit {git['commit'][:12]}" if git else "no git checkout") in line
+
+
+def test_every_built_in_experiment_loads_and_checks():
+    """Each of lnm_jax/configs (what --config NAME selects, installed or not) loads and passes the
+    checks a run makes of its config before anything is written."""
+    from lnm_jax.command_line import builtin_configs, load_config_file
+    from lnm_jax.config import config_problems
+
+    for name in builtin_configs():
+        assert config_problems(load_config_file(name)) == [], name
