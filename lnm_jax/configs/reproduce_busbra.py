@@ -8,18 +8,9 @@ for the US-LNM flag, malignancy for LNM. Normalisation: the training split's own
         --workdir runs/busbra/protocol
 """
 
-from ml_collections import ConfigDict
-
 from lnm_jax.config import reproduce_cpu_config
 from lnm_jax.data.cohorts import busbra
 
 
 def get_config():
-    c = reproduce_cpu_config()
-    c.name = "reproduce_busbra"
-    c.data.norm = ConfigDict(busbra.NORM)
-    c.task = ConfigDict(busbra.TASK)
-    # Single-view patients have no second view ('ceus'): the paper's settings feed it as zeros,
-    # as the project's BUS-BRA figures were measured (model.missing_inputs learns it instead).
-    c.data.zero_fill_missing = True
-    return c
+    return busbra.configured(reproduce_cpu_config(), "reproduce_busbra")

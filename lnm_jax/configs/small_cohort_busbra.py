@@ -10,16 +10,9 @@ second view fed as zeros, as the project's BUS-BRA figures were measured.
         --config.model.init_from=runs/busbra/pretrain/backbone --workdir runs/busbra/small_cohort
 """
 
-from ml_collections import ConfigDict
-
 from lnm_jax.config import small_cohort_config
 from lnm_jax.data.cohorts import busbra
 
 
 def get_config():
-    c = small_cohort_config()
-    c.name = "small_cohort_busbra"
-    c.data.norm = ConfigDict(busbra.NORM)
-    c.task = ConfigDict(busbra.TASK)
-    c.data.zero_fill_missing = True
-    return c
+    return busbra.configured(small_cohort_config(), "small_cohort_busbra")

@@ -71,6 +71,19 @@ TASK = {
 }
 
 
+def configured(config, name: str):
+    """``config`` (a ConfigDict) set for BUS-BRA as its configs run it, named ``name``: its norm and
+    task (above), and single-view patients' second view ('ceus') fed as zeros, as the project's
+    BUS-BRA figures were measured (model.missing_inputs learns it instead)."""
+    from ml_collections import ConfigDict  # noqa: PLC0415
+
+    config.name = name
+    config.data.norm = ConfigDict(NORM)
+    config.task = ConfigDict(TASK)
+    config.data.zero_fill_missing = True
+    return config
+
+
 def _as_read(rec: dict) -> dict:
     """A row's cells as this converter reads them (spaces around a cell and letter case do not
     count): two rows alike so are one row given twice."""
