@@ -7,6 +7,7 @@ and, where ``evaluate`` ran, its metrics: nothing is typed in by hand."""
 from __future__ import annotations
 
 import dataclasses
+import functools
 from pathlib import Path
 
 import jax
@@ -236,9 +237,28 @@ def _feature_sizes(run: Run, state) -> dict[str, int]:
     the flag), from the model's shapes (``jax.eval_shape``: nothing is computed)."""
     batch = {k: v[:1] for k, v in zero_batch(run.config).items() if k in names.STEP_KEYS}
     variables = {"params": state.params, "batch_stats": state.batch_stats}
-    out = jax.eval_shape(lambda v, b: run.model.apply(v, b, train=False), variables, batch)
-    inputs = names.parse_modalities(run.config.modalities)
-    return {m: 1 if m == names.US_LNM else int(out[m]["pooled"].shape[-1]) for m in inputs}
+    shapes = jax.tree.map(lambda x: jax.ShapeDtypeStruct(np.shape(x), np.asarray(x).dtype), (variables, batch))
+    try:
+        widths = _pooled_widths(run.model, *_frozen(shapes))
+    except TypeError:  # a model with an unhashable field: traced for this card alone
+        widths = _pooled_widths.__wrapped__(run.model, *_frozen(shapes))
+    return {m: 1 if m == names.US_LNM else widths[m] for m in names.parse_modalities(run.config.modalities)}
+
+
+def _frozen(shapes) -> tuple:
+    """A pytree of ShapeDtypeStructs as (its structure, its leaves' shapes and dtypes): hashable."""
+    leaves, tree = jax.tree.flatten(shapes)
+    return tree, tuple((tuple(x.shape), str(x.dtype)) for x in leaves)
+
+
+@functools.lru_cache(maxsize=16)
+def _pooled_widths(model, tree, leaves: tuple) -> dict[str, int]:
+    """The pooled feature width of each image input of ``model`` for inputs of these shapes; one
+    trace per model and shapes in a process (a card is written by evaluate, export and reproduce:
+    the model traced each time, 47 times in the test suite)."""
+    variables, batch = jax.tree.unflatten(tree, [jax.ShapeDtypeStruct(s, d) for s, d in leaves])
+    out = jax.eval_shape(lambda v, b: model.apply(v, b, train=False), variables, batch)
+    return {m: int(v["pooled"].shape[-1]) for m, v in out.items() if isinstance(v, dict) and "pooled" in v}
 
 
 NO_RUN_INFO = "the run folder has no run_info.json"
