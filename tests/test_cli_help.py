@@ -590,3 +590,9 @@ def test_every_built_in_experiment_loads_and_checks():
 
     for name in builtin_configs():
         assert config_problems(load_config_file(name)) == [], name
+    # the repository's configs/ keeps every path commands and scripts name (the shared cases pass
+    # --config $PROJECT/configs/demo.py), each the built-in of its name
+    shims = Path(__file__).resolve().parents[1] / "configs"
+    assert sorted(p.stem for p in shims.glob("*.py")) == builtin_configs()
+    for name in builtin_configs():
+        assert load_config_file(shims / f"{name}.py").to_dict() == load_config_file(name).to_dict(), name
