@@ -805,16 +805,20 @@ def test_a_deflate_bomb_and_a_fifo_are_refused_without_being_read(tmp_path, monk
             dicom.read_header(tmp_path / "bomb.dcm")
 
     png(tmp_path, "a.png", np.arange(300, dtype=np.uint8).reshape(10, 10, 3))
-    a1, a2 = own_pictures(tmp_path / "a.png", 2)
-    for name in ("fifo.dcm", "fifo.mp4", "fifo_mask.png"):  # (as named below)
+    a1, a2, a3 = own_pictures(tmp_path / "a.png", 3)
+    for name in ("fifo.dcm", "fifo.mp4", "fifo_mask.png", "frames/frame_002.png"):  # (as named below)
+        (tmp_path / name).parent.mkdir(exist_ok=True)
         os.mkfifo(tmp_path / name)
-    opened = []
+    png(tmp_path / "frames", "frame_001.png", np.arange(300, dtype=np.uint8).reshape(10, 10, 3))
+    opened, done = [], threading.Event()
 
-    def writer(name):  # blocks until a reader opens the FIFO: then it was opened
-        with open(tmp_path / name, "wb"):
-            opened.append(name)
+    def writer(name):  # each open blocks until a reader opens the FIFO: a reader is never left hanging
+        while not done.is_set():
+            with open(tmp_path / name, "wb"):
+                if not done.is_set():
+                    opened.append(name)
 
-    fifos = ("fifo.dcm", "fifo.mp4", "fifo_mask.png")
+    fifos = ("fifo.dcm", "fifo.mp4", "fifo_mask.png", "frames/frame_002.png")  # (a clip's frame: helper-119)
     threads = [threading.Thread(target=writer, args=(n,), daemon=True) for n in fifos]
     for t in threads:
         t.start()
@@ -823,6 +827,7 @@ def test_a_deflate_bomb_and_a_fifo_are_refused_without_being_read(tmp_path, monk
         f"p1,fifo.dcm,{a1},1,1,",
         f"p2,{a2},fifo.mp4,0,0,fifo_mask.png",
         "p3,bomb.dcm,,0,1,",
+        f"p4,{a3},frames,0,0,",
     ]
     (tmp_path / "m.csv").write_text("\n".join(rows) + "\n")
     with pytest.raises(ManifestError) as e:
@@ -832,7 +837,9 @@ def test_a_deflate_bomb_and_a_fifo_are_refused_without_being_read(tmp_path, monk
     assert "is neither a file nor a folder (a FIFO, socket or device)" in said[(2, "ceus")], said
     assert "is neither a file nor a folder (a FIFO, socket or device)" in said[(2, "bmode_mask")], said
     assert "transfer syntax Deflated Explicit VR Little Endian" in said[(3, "bmode")], said
+    assert "frame frame_002.png is not a file (a folder, FIFO or device)" in said[(4, "ceus")], said
     assert opened == []  # no FIFO was opened for reading
+    done.set()
     for name in fifos:  # release the writers
         os.close(os.open(tmp_path / name, os.O_RDONLY | os.O_NONBLOCK))
     for t in threads:

@@ -60,8 +60,12 @@ def frame_files(folder: Path) -> list[Path]:
     ``frame_1000`` follows ``frame_999`` whether or not the numbers are zero-padded).
     :class:`ClipError` naming them when two files are one place in that order (``frame_0.png``
     and ``frame_0.jpg``, ``frame_2`` and ``frame_02``): which comes first is the file system's
-    whim (helper-57: both read, the clip a frame longer, unsaid)."""
+    whim (helper-57: both read, the clip a frame longer, unsaid); :class:`ClipError` naming one
+    that is not a regular file (a FIFO named ``frame_002.png`` hung ``validate`` in its open,
+    deaf to SIGTERM: helper-119), before any is opened."""
     files = sorted((p for p in folder.iterdir() if p.suffix.lower() in FRAME_SUFFIXES), key=_natural_key)
+    if odd := [f for f in files if not f.is_file()]:
+        raise ClipError(f"{folder}: frame {odd[0].name} is not a file (a folder, FIFO or device)")
     by_place: dict[tuple, list[Path]] = {}
     for f in files:
         by_place.setdefault(_frame_place(f), []).append(f)
