@@ -96,25 +96,34 @@ def inference_function(run: Run, checkpoint: str = "best"):
 
 
 # what the program's source locations keep of a file's path: from the package's folder on
-# (lnm_jax/models/resnet.py, flax/linen/module.py), not where it is installed; of any other file
-# (a script of the exporter's that called export) its name alone
-SOURCE_PATH_PREFIX = r"^.*/(?=lnm_jax/)|^.*/site-packages/|^.*/"
+# (lnm_jax/models/resnet.py, flax/linen/module.py), not where it is installed (site-packages,
+# dist-packages, a --target folder, a checkout; / or \\ separators); of any other file its name
+SOURCE_PATH_PREFIX = r"^.*[/\\](?=lnm_jax[/\\])|^.*[/\\](?:site|dist)-packages[/\\]|^.*[/\\]"
+# for the export's duration: each operation located by its innermost frame outside JAX (a
+# model's line), not by the whole stack that called export
+LOCATION_SETTINGS = {
+    "jax_hlo_source_file_canonicalization_regex": SOURCE_PATH_PREFIX,
+    "jax_include_full_tracebacks_in_locations": False,
+}
 
 
 @contextlib.contextmanager
 def _source_paths_relative():
-    """The serialised program's source locations name files from their package's folder on
-    (XLA's canonicalisation, ``jax_hlo_source_file_canonicalization_regex``), for the export's
-    duration: they had named the exporter's install (``/home/NAME/venv/lib/python3.11/
-    site-packages/lnm_jax/...``), so one run, code and versions exported from two places gave
-    two programs and two fingerprints, and a colleague read the exporter's paths (helper-117)."""
-    name = "jax_hlo_source_file_canonicalization_regex"
-    before = getattr(jax.config, name)
-    jax.config.update(name, SOURCE_PATH_PREFIX)
+    """The serialised program's source locations say the model's line of each operation, its
+    file named from its package's folder on (XLA's canonicalisation), for the export's
+    duration (:data:`LOCATION_SETTINGS`): they had named the exporter's install and the stack
+    that called export (``/home/NAME/venv/lib/python3.11/site-packages/lnm_jax/...``, the
+    ``lnm-jax`` script, ``<frozen runpy>`` under ``python -m``), so one run, code and versions
+    exported from two installs, or by the console script and by ``python -m lnm_jax``, gave two
+    programs and two fingerprints (helper-117, helper-119)."""
+    before = {name: getattr(jax.config, name) for name in LOCATION_SETTINGS}
     try:
+        for name, value in LOCATION_SETTINGS.items():
+            jax.config.update(name, value)
         yield
     finally:
-        jax.config.update(name, before)
+        for name, value in before.items():
+            jax.config.update(name, value)
 
 
 def _input_structs(spec: dict, batch) -> dict:

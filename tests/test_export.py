@@ -104,6 +104,9 @@ def test_export_runs_without_the_package_and_equals_the_live_model(triple_run, t
     # (helper-117: two installs of one code had exported two programs, two fingerprints)
     program = (out / PROGRAM).read_bytes()
     assert b"lnm_jax/models/" in program and b"site-packages" not in program
+    # nor the stack that called export (helper-119: the console script, python -m's runpy and a uv
+    # layout gave three fingerprints): here pytest's and this file's frames
+    assert b"_pytest" not in program and b"test_export.py" not in program
     assert str(Path(names.__file__).resolve().parents[1]).encode() not in program
     # the graph's opset is the one the requirement's onnxruntime runs (jax2onnx's default, 23,
     # had been written under "onnxruntime>=1.20", which runs opsets up to 21: a fresh-user trial)
