@@ -506,6 +506,8 @@ def load_config_file(path: Path | str):
                 f"config file {path}: the 'FILE:ARGUMENT' form is not read here (this project's get_config() takes "
                 f"no argument): give --config {file}, and set fields with --config.FIELD=VALUE"
             )
+        if path.exists():  # a FIFO or device (helper-119: said not to exist)
+            raise UsageError(f"config file {path} is not a file (a FIFO or device): give a config file")
         same = f": the built-in one of that name is --config {path.stem}" if path.stem in builtin_configs() else ""
         raise UsageError(f"config file {path} does not exist{same}")
     if path.suffix.lower() == ".json":  # a run's recorded config: the run redone from its record

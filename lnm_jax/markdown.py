@@ -8,14 +8,19 @@ that pass it through, in a card an export hands on (helper-118). Standard librar
 
 from __future__ import annotations
 
+import re
+
 
 def inline(text: object) -> str:
     """``text`` as literal inline Markdown (CommonMark backslash escapes, so that a plain-text
-    reader still reads it): ``<`` escaped (no HTML tag reaches a renderer), ``|`` escaped (no new
-    table column), ``\\`` and backticks escaped (no escape undone, no code span swallowing what
-    follows), line breaks and other control characters as spaces (no new line, heading or table
-    row). For text a cohort or config supplies, not for lnm-jax's own Markdown."""
+    reader still reads it): ``<`` escaped (no HTML tag or autolink reaches a renderer), ``[`` and
+    ``]`` (no link or image: helper-119's ``![x](https://attacker.example/p.png)`` had rendered
+    as an image fetched from that site), ``*`` and ``_`` where they could open or close emphasis,
+    ``|`` (no new table column), ``\\`` and backticks (no escape undone, no code span swallowing
+    what follows); line breaks and other control characters as spaces (no new line, heading or
+    table row). For text a cohort or config supplies, not for lnm-jax's own Markdown."""
     s = str(text).replace("\\", "\\\\")
-    for ch in "|<`":
+    for ch in "|<`[]*":
         s = s.replace(ch, "\\" + ch)
+    s = re.sub(r"(?<![A-Za-z0-9])_|_(?![A-Za-z0-9])", r"\\_", s)  # (age_group stays as written)
     return "".join(" " if (ord(ch) < 32 or ord(ch) == 127) else ch for ch in s)

@@ -5,6 +5,7 @@ commands list the fields people change most (issue 29)."""
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -564,6 +565,9 @@ def test_built_in_experiments_are_named_without_a_repository(tiny_cohort, tmp_pa
         load_config_file("paper_trple")
     with pytest.raises(UsageError, match=r"configs/paper_triple.py does not exist: the built-in one of that name is "):
         load_config_file("configs/paper_triple.py")
+    os.mkfifo(tmp_path / "fifo.py")  # (helper-119: said not to exist)
+    with pytest.raises(UsageError, match=r"fifo.py is not a file \(a FIFO or device\)"):
+        load_config_file(tmp_path / "fifo.py")
     assert main(["validate", str(tiny_cohort), "--config", "small_cohort"]) == 0
     assert "config" not in capsys.readouterr().err
 

@@ -719,3 +719,7 @@ def test_text_from_a_config_or_a_cohort_stays_inside_its_line_and_cell(tiny_coho
     )
     assert table.splitlines()[2] == "| site\\|x | 1 2 | 3 |  |  |"
     assert inline("C:\\data\\|x`y`") == "C:\\\\data\\\\\\|x\\`y\\`"  # an escape in the text is not undone
+    # no link or image (helper-119: an image fetched from the sender's site), no emphasis; age_group as written
+    assert inline("![x](https://a.example/p.png) **b** _e_ age_group") == (
+        "!\\[x\\](https://a.example/p.png) \\*\\*b\\*\\* \\_e\\_ age_group"
+    )
