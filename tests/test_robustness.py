@@ -768,3 +768,35 @@ def test_out_of_memory_is_one_line_and_a_failing_lock_clean_up_hides_nothing(tmp
         raise ValueError("the command's own")
     with hold(files.root, "evaluate", create=True):  # released
         pass
+
+
+def test_deidentify_says_which_files_came_from_outside_the_manifests_folder(tiny_cohort, tmp_path):
+    """helper-118: a row naming ``../other_study/...`` was copied into the de-identified package
+    with nothing said. Each file from outside the manifest's folder is named (row, column, path)
+    in a warning; the others are not."""
+    import shutil
+
+    from lnm_jax.data.privacy.deidentify import deidentify
+
+    study = tmp_path / "study"
+    study.mkdir()
+    inside = 0
+
+    def move_in(row):  # the first three rows' files copied into the study folder, the fourth left outside
+        nonlocal inside
+        inside += 1
+        if inside > 3:
+            return row
+        for k in ("bmode", "ceus", "bmode_mask", "ceus_mask"):
+            if row.get(k):
+                shutil.copy(row[k], study / Path(row[k]).name)
+                row[k] = Path(row[k]).name
+        return row
+
+    m = rewrite_manifest(tiny_cohort, study / "m.csv", move_in, rows=4)
+    report = deidentify(m, tmp_path / "deid", tmp_path / "private" / "map.csv")
+    fourth = list(csv.DictReader(m.open()))[3]
+    expected = [f"row 4 {k} {fourth[k]}" for k in ("bmode", "ceus", "bmode_mask", "ceus_mask") if fourth.get(k)]
+    assert expected and sorted(report.outside) == sorted(expected), report.outside
+    said = [line for line in report.lines() if "outside the manifest's folder" in line]
+    assert len(said) == 1 and said[0].startswith(f"warning: {len(report.outside)} file(s) copied from outside")

@@ -69,6 +69,7 @@ class Report:
     dual_displays: int = 0  # CEUS dual displays: copied with both sides, or their chosen side alone
     ceus_region: str = "auto"  # the side they were read with ('auto': told apart, both sides copied)
     beyond_regions: list[str] = dataclasses.field(default_factory=list)  # DICOM crops reaching past the scan
+    outside: list[str] = dataclasses.field(default_factory=list)  # files from outside the manifest's folder
 
     def lines(self) -> list[str]:
         out = [
@@ -87,6 +88,12 @@ class Report:
                 "their header declares, their crop column reaching past them (burned-in text there, if any, remains; "
                 "the copy says PatientIdentityRemoved=NO, BurnedInAnnotation as the original), "
                 f"e.g. {self.beyond_regions[0]}"
+            )
+        if self.outside:  # (helper-118: a row naming ../other_study/... was copied into the package unsaid)
+            out.append(
+                f"warning: {len(self.outside)} file(s) copied from outside the manifest's folder, e.g. "
+                f"{self.outside[0]}: check that each is this cohort's before the copy is shared (a row can name "
+                "any file)"
             )
         if self.dual_displays and self.ceus_region != "auto":  # a side chosen by hand: the copy holds it alone
             out.append(
@@ -128,7 +135,13 @@ def deidentify(
     if unknown:
         raise ValueError(f"--keep-columns {', '.join(unknown)}: not metadata columns of {manifest}")
     pseudonyms = _pseudonyms(cohort)
-    rows, links, uncropped, beyond, dicom_files, dual = [], [], [], [], 0, 0
+    rows, links, uncropped, beyond, outside, dicom_files, dual = [], [], [], [], [], 0, 0
+    home = Path(manifest).resolve().parent
+
+    def from_outside(row: int, what: str, file: Path) -> None:
+        if not Path(file).resolve().is_relative_to(home):
+            outside.append((row, f"row {row} {what} {file}"))
+
     uids: dict[str, str] = {}
 
     def new_uid(old: str) -> str:
@@ -153,6 +166,7 @@ def deidentify(
                     path = getattr(p, name)
                     if path is None:
                         continue
+                    from_outside(p.row, name, path)
                     src = sources.resolve(path, name, p.image_options(name), framing.ceus_region)
                     box = _crop_box(src, framing.ceus_region)
                     if src.framed_by == sources.WHOLE_FRAME:
@@ -170,6 +184,7 @@ def deidentify(
                         row[rate] = src.frame_rate
                     row[name] = rel
                     if (lesion := p.mask(name)) is not None:  # cropped with its image: it stays aligned
+                        from_outside(p.row, mask(name), lesion)
                         row[mask(name)] = mask_file(pid, name)
                         crop_mask(lesion, box, tmp / row[mask(name)])
                     links.append(
@@ -206,6 +221,7 @@ def deidentify(
         dual,
         framing.ceus_region,
         [said for _, said in sorted(beyond)],
+        [said for _, said in sorted(outside)],
     )
 
 
