@@ -116,13 +116,15 @@ def test_model_not_trained_for_missing_inputs_refuses_them(triple_run, tiny_coho
 
 def test_patient_ids_that_could_name_other_files_are_refused(tiny_cohort, tmp_path):
     # and '-2-3', '-A1': a formula to a spreadsheet opening the CSVs the ID is written to (helper-118)
-    bad = ["-A1", "-2-3", "../../../../tmp/lnm_pwned", "/etc/x", ".hidden", "a b", "a/b"]
+    # and a name Windows reserves for a device (CON.png is the console there)
+    bad = ["con", "AUX.txt", "-A1", "-2-3", "../../../../tmp/lnm_pwned", "/etc/x", ".hidden", "a b", "a/b"]
     holey = rewrite_manifest(
-        tiny_cohort, tmp_path / "m.csv", lambda r: {**r, "patient_id": bad.pop() if bad else r["patient_id"]}, rows=9
+        tiny_cohort, tmp_path / "m.csv", lambda r: {**r, "patient_id": bad.pop() if bad else r["patient_id"]}, rows=11
     )
     with pytest.raises(ManifestError) as e:
         read_manifest(holey)
-    assert [p.row for p in e.value.problems if p.code == mf.BAD_PATIENT_ID] == [1, 2, 3, 4, 5, 6, 7]
+    assert [p.row for p in e.value.problems if p.code == mf.BAD_PATIENT_ID] == [1, 2, 3, 4, 5, 6, 7, 8, 9]
+    assert "'con' is not a safe file name: Windows reserves it for a device" in str(e.value)
     assert "'../../../../tmp/lnm_pwned' is not a safe file name" in str(e.value)
     assert "'-2-3' is not a safe file name: use letters, digits, '.', '_' and '-' (not starting with '.' or '-')" in (
         str(e.value)

@@ -164,6 +164,9 @@ UNLABELLED_WARNING_CODES = {**WARNING_CODES, SHARED_IMAGE: "image(s) are another
 # to a spreadsheet opening the CSVs the ID is written to: '-2-3' shown as -5, helper-118; OWASP's
 # CSV injection), at most 128 characters.
 PATIENT_ID_PATTERN = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,127}")
+# names Windows reserves for devices, with any extension (CON.png is the console there): an ID
+# that names a figure must not be one (helper-118 found CON, NUL and AUX.txt accepted)
+RESERVED_FILE_NAMES = re.compile(r"(CON|PRN|AUX|NUL|COM[0-9]|LPT[0-9])(\..*)?", re.IGNORECASE)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -1011,6 +1014,14 @@ def _id_problem(pid: str, row: int, seen: dict[str, int], folded: dict[str, str]
             BAD_PATIENT_ID,
             f"patient_id {pid!r} is not a safe file name: use letters, digits, '.', '_' and '-' "
             "(not starting with '.' or '-'), at most 128 characters",
+            row,
+            PATIENT_ID,
+        )
+    if RESERVED_FILE_NAMES.fullmatch(pid):
+        return Problem(
+            BAD_PATIENT_ID,
+            f"patient_id {pid!r} is not a safe file name: Windows reserves it for a device (CON, PRN, AUX, NUL, "
+            "COM0-9, LPT0-9, with any extension)",
             row,
             PATIENT_ID,
         )
