@@ -27,6 +27,7 @@ from lnm_jax.fileio import SEAL_KEY, DamagedFileError, check_seal, is_real, read
 from lnm_jax.markdown import inline
 from lnm_jax.portable import preprocessing_digest
 from lnm_jax.preflight import availability_patterns
+from lnm_jax.provenance import commit_text, uncommitted_text
 from lnm_jax.run import Run, trained_checkpoint, zero_batch
 from lnm_jax.run_record import read_run_info
 from lnm_jax.task import Task
@@ -553,7 +554,7 @@ def _preprocessing_limits(recorded: str | None, was: dict | None, now: dict) -> 
     if git and was and git["commit"] == was["commit"]:  # (helper-61: "trained at X, written at X")
         where = f" (both at commit {git['commit'][:12]}: its files changed since, uncommitted)"
     else:
-        where = f" (trained at {_commit(was)}, written at {_commit(git)})" if git or was else ""
+        where = f" (trained at {commit_text(was)}, written at {commit_text(git)})" if git or was else ""
     return [f"{PREPROCESSING_CHANGED}{where}: a file may be read otherwise than in training."]
 
 
@@ -572,28 +573,16 @@ def _evaluation_limits(evaluated_by: dict | None, now: dict) -> list[str]:
         if then and git and then.get("commit") == git.get("commit") and not (then.get("dirty") or git.get("dirty")):
             return []
         what = "by lnm-jax code this card cannot compare with its own (the evaluation recorded no source digest"
-        what += f"; evaluated at {_commit(then)}, written at {_commit(git)})"
+        what += f"; evaluated at {commit_text(then)}, written at {commit_text(git)})"
     elif then and now.get("git") and then.get("commit") == now["git"].get("commit"):  # (helper-116: X and X)
-        what = f"by other lnm-jax code at this same {_commit(then)} (its files or these differ: uncommitted changes)"
+        what = f"by other lnm-jax code at this same {commit_text(then)} (its files or these differ: uncommitted "
+        what += "changes)"
     else:
-        what = f"by other lnm-jax code (evaluated at {_commit(then)}, written at {_commit(now.get('git'))})"
+        what = f"by other lnm-jax code (evaluated at {commit_text(then)}, written at {commit_text(now.get('git'))})"
     return [
         f"The metrics, cut-offs and calibration on this card were computed {what}: run lnm-jax evaluate again for "
         "this version's."
     ]
-
-
-def _uncommitted(git: dict) -> str:
-    """' (uncommitted changes, diff sha256 ...)' of a dirty checkout's record, '' of a clean one."""
-    if not git.get("dirty"):
-        return ""
-    return f" (uncommitted changes{', diff sha256 ' + git['diff_sha256'][:16] if git.get('diff_sha256') else ''})"
-
-
-def _commit(git: dict | None) -> str:
-    if not git:
-        return "no recorded commit"
-    return f"commit {git['commit'][:12]}" + (" with uncommitted changes" if git.get("dirty") else "")
 
 
 def _fmt(x, spec=".3f") -> str:
@@ -961,20 +950,20 @@ def markdown(md: dict) -> str:
             + "), "
             f"Python {env.get('python', '?')}, "
             + ", ".join(f"{k} {v}" for k, v in env.get("packages", {}).items())
-            + (f"; commit {env['git']['commit'][:12]}{_uncommitted(env['git'])}" if env.get("git") else "")
+            + (f"; commit {env['git']['commit'][:12]}{uncommitted_text(env['git'])}" if env.get("git") else "")
             + (f"; source sha256 {env['source_sha256'][:12]}" if env.get("source_sha256") else "")
             if env
             else f"unknown ({md.get('training_environment_unstated', NO_RUN_INFO)})"
         )
         + ".",
         *(
-            [f"- Evaluated with: {_commit(md['evaluated_with'])} (the evaluation's record)."]
+            [f"- Evaluated with: {commit_text(md['evaluated_with'])} (the evaluation's record)."]
             if md.get("evaluated_with")
             else []
         ),
         "- Card written with: "
         + ", ".join(f"{k} {v}" for k, v in md["packages"].items())
-        + (f"; {_commit(md['written_with']['git'])}" if (md.get("written_with") or {}).get("git") else "")
+        + (f"; {commit_text(md['written_with']['git'])}" if (md.get("written_with") or {}).get("git") else "")
         + (
             f"; source sha256 {md['written_with']['source_sha256'][:12]}"
             if (md.get("written_with") or {}).get("source_sha256")

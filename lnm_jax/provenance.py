@@ -106,7 +106,7 @@ def git_commit(path: Path | None = None) -> dict | None:
         untracked = sorted(
             f.relative_to(root).as_posix()
             for f in package.rglob("*.py")
-            if f.relative_to(root).as_posix() not in tracked and "__pycache__" not in f.parts
+            if f.relative_to(root).as_posix() not in tracked
         )
         diff = git("diff", "HEAD", "--binary", timeout=30) if dirty else b""
     except (OSError, subprocess.SubprocessError, UnicodeDecodeError, ValueError):
@@ -118,6 +118,22 @@ def git_commit(path: Path | None = None) -> dict | None:
             h.update(b"\0" + name.encode() + b"\0" + (root / name).read_bytes())
         out["diff_sha256"] = h.hexdigest()
     return out
+
+
+def uncommitted_text(git: dict) -> str:
+    """' (uncommitted changes, diff sha256 ...)' of a dirty checkout's record (:func:`git_commit`),
+    '' of a clean one."""
+    if not git.get("dirty"):
+        return ""
+    return f" (uncommitted changes{', diff sha256 ' + git['diff_sha256'][:16] if git.get('diff_sha256') else ''})"
+
+
+def commit_text(git: dict | None) -> str:
+    """A commit record (:func:`git_commit`) in a sentence: 'commit abc123456789 with uncommitted
+    changes', or 'no recorded commit'."""
+    if not git:
+        return "no recorded commit"
+    return f"commit {git['commit'][:12]}" + (" with uncommitted changes" if git.get("dirty") else "")
 
 
 def made_with() -> dict:
@@ -134,9 +150,7 @@ def version_line() -> str:
     from lnm_jax import __version__  # noqa: PLC0415
 
     git = git_commit()
-    code = "no git checkout" if git is None else f"commit {git['commit'][:12]}"
-    if git is not None and git["dirty"]:
-        code += f" with uncommitted changes (diff sha256 {git['diff_sha256'][:12]})"
+    code = "no git checkout" if git is None else f"commit {git['commit'][:12]}{uncommitted_text(git)}"
     return f"lnm-jax {__version__}, {code}, source sha256 {source_digest()[:12]}"
 
 
