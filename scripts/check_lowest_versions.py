@@ -41,13 +41,14 @@ def lower_bounds(pyproject: Path = ROOT / "pyproject.toml") -> dict[str, str]:
     """``{name: X}`` for each of ``pyproject``'s base dependencies bounded below by ``>=X``
     (markers dropped; one without a lower bound is left to the resolver), with the companions
     of :data:`COMPANIONS`."""
-    deps = tomllib.loads(pyproject.read_text(encoding="utf-8"))["project"]["dependencies"]
+    from packaging.requirements import Requirement  # noqa: PLC0415  (a dependency of the package)
+
     out = {}
-    for spec in deps:
-        m = re.match(r"^([A-Za-z0-9_.\-]+)(?:\[[^\]]*\])?\s*(.*)$", spec.split(";", 1)[0].strip())
-        if low := re.search(r">=\s*([0-9][^,\s]*)", m.group(2)):
-            for name in (m.group(1), *COMPANIONS.get(m.group(1).lower(), ())):
-                out[name] = low.group(1)
+    for spec in tomllib.loads(pyproject.read_text(encoding="utf-8"))["project"]["dependencies"]:
+        req = Requirement(spec)
+        for low in (s.version for s in req.specifier if s.operator == ">="):
+            for name in (req.name, *COMPANIONS.get(req.name.lower(), ())):
+                out[name] = low
     return out
 
 
@@ -106,10 +107,12 @@ def main(argv=None) -> int:
         if not ok and ok_all:
             print(f"{name} failed: {' '.join(cmd)}\n{tail}", file=sys.stderr)
         ok_all &= ok
+    from packaging.utils import canonicalize_name  # noqa: PLC0415
+
     versions = subprocess.run([py, "-m", "pip", "freeze"], capture_output=True, text=True).stdout
-    held = {pin.split("==")[0].lower().replace("_", "-") for pin in pins}
+    held = {canonicalize_name(pin.split("==")[0]) for pin in pins}
     print("| step | result |\n|---|---|\n" + "\n".join(f"| {n} | {r} |" for n, r in rows))
-    print("\nat: " + ", ".join(v for v in versions.split() if v.split("==")[0].lower().replace("_", "-") in held))
+    print("\nat: " + ", ".join(v for v in versions.split() if canonicalize_name(v.split("==")[0]) in held))
     return 0 if ok_all else 1
 
 
