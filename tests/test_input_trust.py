@@ -1582,11 +1582,107 @@ def test_a_damaged_or_cut_short_file_is_said_so_naming_where(tmp_path):
     assert said[16] == f"damaged PNG: the file ends at byte 5, inside its signature: {cut}", said
     assert said[17] == f"damaged JPEG: the file ends at byte 1, inside its start-of-image marker: {cut}", said
     assert said[18] == "the file holds only zero bytes (1000 of them): an export or copy that wrote no data", said
-    assert said[19] == "not a PNG or JPEG image: it begins as text, 'hello, this is not an image'", said
+    assert said[19] == "not a PNG or JPEG image: it holds text (28 bytes)", said  # (not quoted: test below)
     assert said[20].startswith("damaged JPEG: its structure is whole but its image data does not decode ("), said
     assert said[21] == "damaged PNG: it holds no image data (no IDAT chunk before IEND)", said
     assert said[22] == "damaged JPEG: byte 2 is 0x00 where a marker segment begins (0xFF): the file is damaged there"
     assert set(said) == {*range(1, 9), *range(10, 23)}, said
+
+
+LFS_POINTER = (
+    b"version https://git-lfs.github.com/spec/v1\n"
+    b"oid sha256:4d7a214614ab2935c943f9e0ff69d22eadbb8f32b1258daaa5e2ca24d17e2393\nsize 12345\n"
+)
+
+
+def test_a_git_lfs_or_git_annex_placeholder_is_named_as_one_by_every_reader(tmp_path):
+    """A dataset repository cloned without its Git LFS content leaves a pointer file of text
+    under each picture's name, and one whose git-annex content was not fetched a broken link or a
+    pointer file: each reader had said it in its own decoder's words ("not a PNG or JPEG image:
+    it begins as text, 'version https://git-lfs...'", "no 'DICM' after its 128-byte preamble",
+    "moov atom not found", "a broken symbolic link"). Each is named as the placeholder it is,
+    with the command that fetches the content, as a still, a DICOM file, a video, a clip's
+    frame, a mask; a larger file that begins alike is no pointer (the LFS specification)."""
+    pictures = own_pictures(_write(tmp_path / "real.png", Image.fromarray(RAMP)), 2)
+    for name in ("a.png", "b.jpg", "c.dcm", "d.mp4", "clip/f1.png", "m.png"):
+        (tmp_path / name).parent.mkdir(exist_ok=True)
+        (tmp_path / name).write_bytes(LFS_POINTER)
+    (tmp_path / "big.png").write_bytes(LFS_POINTER + b"x" * 1024)
+    key = "SHA256E-s4567--0123456789abcdef.png"
+    (tmp_path / "locked.png").symlink_to(f".git/annex/objects/pX/8K/{key}/{key}")
+    (tmp_path / "unlocked.png").write_bytes(f"/annex/objects/{key}\n".encode())
+    rows = [
+        ["A", "a.png", "", 1, 0],
+        ["B", "b.jpg", "", 0, 1],
+        ["C", "c.dcm", "", 1, 0],
+        ["D", pictures[0], "d.mp4", 0, 1],
+        ["E", pictures[1], "clip", 1, 1],
+        ["F", "locked.png", "", 0, 0],
+        ["G", "unlocked.png", "", 1, 0],
+        ["H", "big.png", "", 0, 1],
+    ]
+    columns = ("patient_id", "bmode", "ceus", "us_lnm", "lnm", "bmode_mask")
+    with pytest.raises(ManifestError) as e:
+        read_manifest(_manifest(tmp_path / "m.csv", [[*r, "m.png" if r[0] == "D" else ""] for r in rows], columns))
+    said = {(p.row, p.column): p.message for p in e.value.problems}
+    lfs = (
+        "a Git LFS pointer to a file of 12,345 bytes (oid sha256:4d7a214614ab...), not the file itself: its "
+        "repository was cloned or copied without its LFS content; run 'git lfs pull' in that repository"
+    )
+    for at in [(1, "bmode"), (2, "bmode"), (3, "bmode"), (4, "ceus"), (4, "bmode_mask")]:
+        assert said[at].startswith(lfs) or said[at] == "as said for row 1", (at, said)
+    assert said[(5, "ceus")].startswith(f"frame f1.png: {lfs}"), said
+    annex = (
+        f"a git-annex pointer to a file of 4,567 bytes (key {key}), not the file itself: its content was not "
+        "fetched into this repository; run 'git annex get' on it in that repository"
+    )
+    assert said[(6, "bmode")] == f"image file is {annex}", said
+    assert said[(7, "bmode")] == annex, said
+    assert said[(8, "bmode")] == f"not a PNG or JPEG image: it holds text ({len(LFS_POINTER) + 1024:,} bytes)", said
+    assert set(said) == {(r, "bmode") for r in (1, 2, 3, 6, 7, 8)} | {(4, "ceus"), (4, "bmode_mask"), (5, "ceus")}
+
+
+def test_a_large_file_under_an_image_name_is_told_by_its_start_not_read_whole(tmp_path):
+    """A file that is no PNG or JPEG is said from its first bytes: one of 1 GB under an image's
+    name (a video saved as ``.png``) had been read whole into memory to say so. Sparse here (no
+    disk), with an AVI's start; tracemalloc counts what Python allocated for it."""
+    import tracemalloc
+
+    from lnm_jax.data.pixels.decode import damage
+
+    path = tmp_path / "video.png"
+    with open(path, "wb") as f:
+        f.write(b"RIFF\x00\x00\x00\x00AVI LIST")
+        f.truncate(1 << 30)
+    tracemalloc.start()
+    try:
+        said = damage(path)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert said.startswith("not a PNG or JPEG image: it holds a video (AVI)"), said
+    assert peak < 4 << 20, peak  # (the 4 KB it reads, and the interpreter's own)
+
+
+@pytest.mark.parametrize(
+    "text, said",
+    [
+        (b"<!DOCTYPE html>\n<html><head><title>Sign in</title>", "it holds a web page (HTML): a login or error page"),
+        (b'<?xml version="1.0"?>\n<svg xmlns="http://www.w3.org/2000/svg">', "it holds an SVG drawing (XML)"),
+        (b'{"error": "Unauthorized"}', "it holds JSON text"),
+        (b"root:$6$secret-hash:19000:0:99999:7:::\n", "it holds text (39 bytes)"),
+    ],
+)
+def test_text_under_an_image_name_is_said_by_its_kind_and_never_quoted(tmp_path, text, said):
+    """Text under an image's name is said by its kind (a web page, an SVG, JSON, text), never
+    quoted: helper-118 had a manifest name ``/etc/shadow`` and read its first 40 characters in
+    the line (as root)."""
+    (tmp_path / "x.png").write_bytes(text)
+    with pytest.raises(ManifestError) as e:
+        read_manifest(_manifest(tmp_path / "m.csv", [["A", "x.png", "", 1, 0]]))
+    (message,) = [p.message for p in e.value.problems if p.column == "bmode"]
+    assert message.startswith(f"not a PNG or JPEG image: {said}"), message
+    assert b"secret" not in text or "secret" not in message
 
 
 def test_a_jpeg_whose_image_data_is_damaged_is_refused_as_libjpeg_warns_of_it(tmp_path):

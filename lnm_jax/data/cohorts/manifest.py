@@ -76,6 +76,7 @@ from lnm_jax.data.pixels.masks import NOT_SEGMENTATION as MASK_NOT_SEGMENTATION 
 from lnm_jax.data.pixels.masks import ORIENTATION_MISMATCH as MASK_ORIENTATION_MISMATCH  # noqa: F401
 from lnm_jax.data.pixels.masks import SIZE_MISMATCH as MASK_SIZE_MISMATCH  # noqa: F401
 from lnm_jax.data.pixels.masks import MaskError, check_mask
+from lnm_jax.data.pixels.placeholders import placeholder
 from lnm_jax.data.threads import cpus, ordered_map
 from lnm_jax.fileio import content_digest, error_line, problems_text, warn_once, write_csv
 from lnm_jax.names import (
@@ -570,8 +571,8 @@ def missing_path(path: Path) -> str | None:
         if not resolved.is_file() and not resolved.is_dir():
             return "is neither a file nor a folder (a FIFO, socket or device)"
     except FileNotFoundError:
-        if path.is_symlink():
-            return "is a broken symbolic link"
+        if path.is_symlink():  # (a git-annex file whose content was not fetched is one)
+            return f"is {placeholder(path) or 'a broken symbolic link'}"
         return "does not exist" + (unnameable_path_hint(str(path)) or _meant_path(path))
     except UnicodeEncodeError:  # (helper-109: a traceback naming no file)
         return f"cannot be named in this locale's file-name encoding, {file_name_encoding()}: {LOCALE_FIX}"

@@ -24,6 +24,7 @@ import numpy as np
 from PIL import UnidentifiedImageError
 
 from lnm_jax.data.pixels.decode import MAX_IMAGE_PIXELS, VIDEO_SUFFIXES, image_size, over_black, read_image
+from lnm_jax.data.pixels.placeholders import placeholder
 
 FRAME_SUFFIXES = (".png", ".jpg", ".jpeg")
 PHASE_LEVEL = 0.10  # fraction of the baseline-to-peak rise that opens/closes the phase
@@ -143,7 +144,11 @@ _LOG_PREFIX = r"\[[^\]]+ @ 0x[0-9a-fA-F]+\]"
 def _reader_failure(path: Path, e: Exception) -> ClipError:
     """:class:`ClipError` naming the file, in ffmpeg's own first words about it where the reader's
     error carries ffmpeg's log (an MP4 cut before its index: 'moov atom not found', where the
-    reader says 'Could not load meta information'), else the reader's first line."""
+    reader says 'Could not load meta information'), else the reader's first line; a Git LFS or
+    git-annex pointer named as a video in those words
+    (:func:`lnm_jax.data.pixels.placeholders.placeholder`)."""
+    if why := placeholder(path):
+        return ClipError(f"{path}: {why}")
     lines = str(e).strip().splitlines() or [""]
     said = [m.group(1) for line in lines if (m := re.match(rf"^{_LOG_PREFIX}\s*(.+)$", line))]
     # (not a format's guess, "misdetection possible", nor the generic "Error opening input", where more is said)

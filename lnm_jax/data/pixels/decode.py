@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import functools
 import io
+import os
 import re
 import struct
 import zlib
@@ -28,6 +29,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from lnm_jax.data.pixels import png
+from lnm_jax.data.pixels.placeholders import placeholder
 
 
 class ImageDecodeError(ValueError):
@@ -61,6 +63,9 @@ VIDEO_SUFFIXES = (
     ".m2ts",
     ".mts",
 )
+# how much of a file that is no PNG or JPEG is read to say what it is (a video's container, text's
+# kind): a large file under an image's name (a 4 GB video) had been read whole into memory
+_HEAD_BYTES = 4096
 # a video container's first bytes: (offset, bytes, name), so that a video under another file name is said to be one
 _VIDEO_SIGNATURES = (
     (4, b"ftyp", "MP4/QuickTime"),
@@ -76,15 +81,23 @@ def damage(path: Path, error: Exception | None = None) -> str | None:
     :func:`jpeg_damage`), or cut inside its signature, with the format's name first ("damaged
     PNG: ..."); one whose structure is whole but whose image data does not decode (the
     decoder's words after it); a file of zero bytes only, or one that is no PNG or JPEG at all
-    (what it begins with: text, or its first bytes). None where the file is empty or cannot be
-    read (the caller's to say)."""
+    (what it begins with: text, or its first bytes); a Git LFS or git-annex pointer under an
+    image's name (:func:`lnm_jax.data.pixels.placeholders.placeholder`). None where the file
+    is empty or cannot be read (the caller's to say)."""
+    if why := placeholder(path):
+        return why
     try:
-        data = Path(path).read_bytes()
+        with open(path, "rb") as f:
+            data, size = f.read(_HEAD_BYTES), os.fstat(f.fileno()).st_size
+            if data.startswith((PNG_SIGNATURE, JPEG_SIGNATURE)):
+                data += f.read()  # (its whole structure is walked; any other file is told by its start)
+            zeros = not data.strip(b"\0") and all(
+                not chunk.strip(b"\0") for chunk in iter(lambda: f.read(1 << 20), b"")
+            )
     except OSError:
         return None
     if not data:
         return None
-    size = len(data)
     for fmt, signature, walk, head in (
         ("PNG", PNG_SIGNATURE, png_damage, "signature"),
         ("JPEG", JPEG_SIGNATURE, jpeg_damage, "start-of-image marker"),
@@ -103,14 +116,14 @@ def damage(path: Path, error: Exception | None = None) -> str | None:
             return f"damaged {fmt}: the file ends at byte {size}, inside its {head}: {CUT_SHORT}"
     if error is not None and not isinstance(error, UnidentifiedImageError):
         return None  # a format the decoder knows: its own words say which
-    if not data.strip(b"\0"):
+    if zeros:
         return f"the file holds only zero bytes ({size} of them): an export or copy that wrote no data"
     if video := _video_container(data):
         return (
             f"not a PNG or JPEG image: it holds a video ({video}); a CEUS clip is read as a video "
             f"from a file named {'/'.join(VIDEO_SUFFIXES)}"
         )
-    return f"not a PNG or JPEG image: {_begins(data)}"
+    return f"not a PNG or JPEG image: {_begins(data, size)}"
 
 
 def _video_container(data: bytes) -> str | None:
@@ -123,15 +136,37 @@ def _video_container(data: bytes) -> str | None:
     return next((name for at, head, name in _VIDEO_SIGNATURES if data[at : at + len(head)] == head), None)
 
 
-def _begins(data: bytes) -> str:
-    """What a file begins with, for a line: its first words where it is text, else its first bytes."""
-    head = data[:48]
+# text a file under an image's name begins with, by kind: (pattern over its first bytes, lower
+# case and stripped, what it is)
+_TEXT_KINDS = (
+    (
+        re.compile(rb"<!doctype html|<html|<head|<body"),
+        "a web page (HTML): a login or error page, or a page saved around the picture",
+    ),
+    (
+        re.compile(rb"<svg|<\?xml[^>]*>\s*(<!--.*?-->\s*)*(<!doctype svg[^>]*>\s*)?<svg", re.DOTALL),
+        "an SVG drawing (XML), not a bitmap",
+    ),
+    (re.compile(rb"<\?xml"), "XML text"),
+    (re.compile(rb"[{\[]\s*[\"{\[\]}]"), "JSON text (a web service's answer?)"),
+)
+
+
+def _begins(data: bytes, size: int) -> str:
+    """What a file of ``size`` bytes that begins with ``data`` is, for a line: the kind of text
+    it is (:data:`_TEXT_KINDS`: a web page, an SVG, XML, JSON) or that it is text, else its
+    first 8 bytes in hexadecimal. The text itself is not quoted (helper-118: whatever file a
+    manifest names, ``/etc/shadow`` read as root among them, had its first 40 characters in the
+    line)."""
+    head = data[:512]
     try:
         text = head.decode("utf-8")
-    except UnicodeDecodeError:  # (a character cut at byte 48 too: read as bytes)
-        text = ""
+    except UnicodeDecodeError as e:  # (a character cut at byte 512 is still text)
+        text = head[: e.start].decode("utf-8") if e.start > len(head) - 4 else ""
     if text and all(c.isprintable() or c in "\r\n\t" for c in text):
-        return f"it begins as text, {' '.join(text.split())[:40]!r}"
+        start = head.lstrip(b"\xef\xbb\xbf \t\r\n").lower()
+        kind = next((what for pattern, what in _TEXT_KINDS if pattern.match(start)), None)
+        return f"it holds {kind}" if kind else f"it holds text ({size:,} bytes)"
     return "it begins with the bytes " + " ".join(f"{b:02x}" for b in data[:8])
 
 

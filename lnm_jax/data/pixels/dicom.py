@@ -43,6 +43,7 @@ from lnm_jax.data.pixels.decode import (
     jpeg_segments,
     srgb_transform,
 )
+from lnm_jax.data.pixels.placeholders import placeholder
 
 DICOM_SUFFIXES = (".dcm", ".dicom")
 PREAMBLE = 128  # a DICOM Part 10 file: 128-byte preamble, then b"DICM"
@@ -194,10 +195,14 @@ class DicomHeader:
         return self.frame_times_s[-1] if self.frame_times_s else None
 
 
-def unreadable_line(e: Exception, what: str = "DICOM file") -> str:
-    """Why pydicom could not read a file as DICOM (``e``), in this package's words: a file
-    without the DICOM file format's preamble had been said in pydicom's, which end "Use
-    force=True", a setting of its own no user of this package has."""
+def unreadable_line(e: Exception, what: str = "DICOM file", path: Path | None = None) -> str:
+    """Why pydicom could not read a file (``path``, where known) as DICOM (``e``), in this
+    package's words: a Git LFS or git-annex pointer named as one
+    (:func:`lnm_jax.data.pixels.placeholders.placeholder`); a file without the DICOM file
+    format's preamble had been said in pydicom's, which end "Use force=True", a setting of its
+    own no user of this package has."""
+    if path is not None and (why := placeholder(path)):
+        return why
     if "DICM" in str(e):
         return (
             "not a DICOM file: no 'DICM' after its 128-byte preamble, which the DICOM file format (PS3.10) "
@@ -249,7 +254,7 @@ def read_header(path: Path) -> DicomHeader:
     except zlib.error as e:  # a deflated dataset that does not inflate: cut short or damaged
         raise DicomError(f"{path}: its deflated dataset does not inflate ({e}): cut short or damaged") from e
     except (InvalidDicomError, OSError, ValueError, EOFError, KeyError, NotImplementedError) as e:
-        raise DicomError(f"{path}: {unreadable_line(e)}") from e
+        raise DicomError(f"{path}: {unreadable_line(e, path=path)}") from e
     meta = getattr(ds, "file_meta", None)
     if meta is not None and meta.get("TransferSyntaxUID") == DEFLATED:
         raise DicomError(deflated_line(path))
@@ -300,7 +305,7 @@ def read_header(path: Path) -> DicomHeader:
     except Exception as e:  # noqa: BLE001  (pydicom parses elements as they are read: any error names the file)
         # (helper-107: a stray sequence delimiter after the pixel data, NotImplementedError
         # "Unknown Value Representation 'NONE'" from the walk over the header: a traceback)
-        raise DicomError(f"{path}: {unreadable_line(e)}") from e
+        raise DicomError(f"{path}: {unreadable_line(e, path=path)}") from e
 
 
 # the photometric interpretations read (grey, RGB, what pydicom converts to RGB, a palette);

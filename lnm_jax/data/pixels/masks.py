@@ -63,7 +63,7 @@ def read_segmentation(path: Path | str) -> np.ndarray:
             if modality == "SEG":
                 pixels = np.asarray(ds.pixel_array)
     except (InvalidDicomError, AttributeError, KeyError, NotImplementedError, RuntimeError, TypeError) as e:
-        raise ValueError(unreadable_line(e, "DICOM segmentation")) from e
+        raise ValueError(unreadable_line(e, "DICOM segmentation", Path(path))) from e
     if modality != "SEG":
         raise MaskError(
             NOT_SEGMENTATION,

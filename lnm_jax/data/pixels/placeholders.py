@@ -1,0 +1,70 @@
+"""Files that stand in for a picture whose content is held elsewhere: a Git LFS pointer (a
+dataset repository cloned or copied without its LFS objects) and a git-annex pointer file or
+link whose content was never fetched. Each reads as a small text file or a broken link under
+the picture's name, which a decoder calls "not a PNG", "no 'DICM'" or "moov atom not found";
+:func:`placeholder` names what it is and the command that fetches the content.
+
+Formats: the Git LFS pointer specification (git-lfs ``docs/spec.md``: ``version
+https://git-lfs.github.com/spec/v1``, then ``oid sha256:<64 hex>`` and ``size <bytes>``, in a
+file under 1024 bytes; ``hawser.github.com`` in early pointers); git-annex keys
+(``BACKEND-s<size>--<hash><ext>``) named by a locked file's symbolic link into
+``.git/annex/objects/`` or, for an unlocked file, by a pointer file ``/annex/objects/<key>``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+# a pointer file is smaller than this (the LFS specification: larger blobs are never pointers)
+MAX_POINTER_BYTES = 1024
+
+_LFS = re.compile(rb"version https://(?:git-lfs|hawser)\.github\.com/spec/v1\n")
+_LFS_FIELD = re.compile(rb"^(oid sha256:[0-9a-f]{64}|size [0-9]+)$", re.MULTILINE)
+# a git-annex key within a link target or a pointer file: backend, size field, "--", name
+_ANNEX_KEY = re.compile(r"annex/objects/(?:[^/\n]+/)*?([A-Z0-9]+(?:-s(\d+))?(?:-[a-zA-Z]\d+)*--[^/\n]+)")
+
+
+def placeholder(path: Path | str) -> str | None:
+    """What ``path`` stands in for, where it is a Git LFS pointer or a git-annex pointer file or
+    link (its target missing), in words that end with the command that fetches the content
+    ("a Git LFS pointer to a file of 12,345 bytes, not the file itself: ..."); None for any
+    other file, for one that cannot be read, and for a git-annex link whose content is here."""
+    path = Path(path)
+    try:
+        if path.is_symlink() and not path.exists():
+            return _annex(os.readlink(path))
+        if not path.is_file() or path.stat().st_size >= MAX_POINTER_BYTES:
+            return None
+        with open(path, "rb") as f:
+            head = f.read(MAX_POINTER_BYTES)
+    except (OSError, ValueError):  # (ValueError: a NUL in the name)
+        return None
+    if _LFS.match(head):
+        fields = dict(m.group(1).decode().split(" ", 1) for m in _LFS_FIELD.finditer(head))
+        size = f" to a file of {int(fields['size']):,} bytes" if "size" in fields else ""
+        oid = f" (oid {fields['oid'][:19]}...)" if "oid" in fields else ""
+        return (
+            f"a Git LFS pointer{size}{oid}, not the file itself: its repository was cloned or copied without "
+            "its LFS content; run 'git lfs pull' in that repository (or copy the files from a checkout that has it)"
+        )
+    if head.startswith(b"/annex/objects/"):
+        try:
+            return _annex(head.decode("utf-8").strip())
+        except UnicodeDecodeError:
+            return None
+    return None
+
+
+def _annex(target: str) -> str | None:
+    """The git-annex words for a pointer file's text or a broken link's ``target``, where it
+    names an annexed key; else None."""
+    key = _ANNEX_KEY.search(target)
+    if key is None:
+        return None
+    size = f" to a file of {int(key.group(2)):,} bytes" if key.group(2) else ""
+    return (
+        f"a git-annex pointer{size} (key {key.group(1)[:40]}), not the file itself: its content was not fetched "
+        "into this repository; run 'git annex get' on it in that repository"
+    )
