@@ -1851,6 +1851,10 @@ def test_a_copy_saved_another_way_is_a_warning_naming_the_first(tmp_path):
     found = earlier_similar(thumbs, owners)
     assert [h and h[0] for h in found] == [None, None, None, None, None, 1, None]  # (6 is 3's owner's)
     assert earlier_similar(thumbs, owners, block=2) == found
+    from lnm_jax.data.cohorts.similar import nearest_within  # (a site's pictures against a run's, as blocked)
+
+    nearest = nearest_within(thumbs[4:], thumbs[:4])
+    assert nearest == [None, 1, 3] and nearest_within(thumbs[4:], thumbs[:4], block=2) == nearest
     # two different pictures on one black screen with one grey bar (helper-53's trial: near by the
     # plain RMS, through the surround they share): cells dark in both do not count
     from lnm_jax.data.cohorts.similar import SIMILAR_RMS, thumbnail

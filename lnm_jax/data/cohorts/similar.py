@@ -162,12 +162,21 @@ def near_groups(
 
 
 def nearest_within(
-    thumbnails: Sequence[np.ndarray], reference: Sequence[np.ndarray], threshold: float = SIMILAR_RMS
+    thumbnails: Sequence[np.ndarray],
+    reference: Sequence[np.ndarray],
+    threshold: float = SIMILAR_RMS,
+    block: int = 1024,
 ) -> list[int | None]:
     """For each thumbnail, the index of its nearest of ``reference`` when within ``threshold``
-    (:func:`nearness`), else None."""
+    (:func:`nearness`), else None; ``block`` thumbnails at a time (memory a few ``block`` x
+    len(reference) float64, as :func:`earlier_similar`: a site's 10,000 patients against a
+    run's 10,000 had taken several [N, M] matrices at once)."""
     if not len(thumbnails) or not len(reference):
         return [None] * len(thumbnails)
-    rms = nearness(np.stack(thumbnails), np.stack(reference))[0]
-    nearest = rms.argmin(1)
-    return [int(j) if rms[i, j] <= threshold else None for i, j in enumerate(nearest)]
+    t, ref = np.stack(thumbnails), np.stack(reference)
+    out: list[int | None] = []
+    for i0 in range(0, len(t), block):
+        rms = nearness(t[i0 : i0 + block], ref)[0]
+        nearest = rms.argmin(1)
+        out += [int(j) if rms[i, j] <= threshold else None for i, j in enumerate(nearest)]
+    return out
