@@ -7,7 +7,6 @@ and, where ``evaluate`` ran, its metrics: nothing is typed in by hand."""
 from __future__ import annotations
 
 import dataclasses
-import functools
 from pathlib import Path
 
 import jax
@@ -25,6 +24,7 @@ from lnm_jax.evaluation.summary import threshold_text
 from lnm_jax.exported import METADATA, MODEL_CARD, at_bound
 from lnm_jax.fileio import SEAL_KEY, DamagedFileError, check_seal, is_real, read_json, warn_once, write_json, write_text
 from lnm_jax.markdown import inline
+from lnm_jax.memo import cache_where_hashable
 from lnm_jax.portable import preprocessing_digest
 from lnm_jax.preflight import availability_patterns
 from lnm_jax.provenance import commit_text, uncommitted_text
@@ -239,10 +239,7 @@ def _feature_sizes(run: Run, state) -> dict[str, int]:
     batch = {k: v[:1] for k, v in zero_batch(run.config).items() if k in names.STEP_KEYS}
     variables = {"params": state.params, "batch_stats": state.batch_stats}
     shapes = jax.tree.map(lambda x: jax.ShapeDtypeStruct(np.shape(x), np.asarray(x).dtype), (variables, batch))
-    try:
-        widths = _pooled_widths(run.model, *_frozen(shapes))
-    except TypeError:  # a model with an unhashable field: traced for this card alone
-        widths = _pooled_widths.__wrapped__(run.model, *_frozen(shapes))
+    widths = _pooled_widths(run.model, *_frozen(shapes))
     return {m: 1 if m == names.US_LNM else widths[m] for m in names.parse_modalities(run.config.modalities)}
 
 
@@ -252,7 +249,7 @@ def _frozen(shapes) -> tuple:
     return tree, tuple((tuple(x.shape), str(x.dtype)) for x in leaves)
 
 
-@functools.lru_cache(maxsize=16)
+@cache_where_hashable(maxsize=16)  # (a model with an unhashable field: traced for its card alone)
 def _pooled_widths(model, tree, leaves: tuple) -> dict[str, int]:
     """The pooled feature width of each image input of ``model`` for inputs of these shapes; one
     trace per model and shapes in a process (a card is written by evaluate, export and reproduce:

@@ -187,3 +187,35 @@ def test_each_consumer_of_the_seed_draws_its_own_keys():
     keys += [_key_bytes(root) for root in roots.values()] + [_key_bytes(jax.random.key(seed))]
     assert len(set(keys)) == len(keys)
     assert len(set(rng_streams.TAGS.values())) == len(rng_streams.TAGS)
+
+
+def test_gradcam_of_a_model_with_an_unhashable_field_runs_uncached_and_a_hashable_one_once():
+    """The per-model caches (a Grad-CAM function, a card's feature widths) take a model that
+    does not hash (a Flax module of the user's with a list field) by a plain call, and call a
+    hashable one's function once; a TypeError raised inside the function is raised, not retried
+    uncached (lnm_jax.memo)."""
+    import dataclasses
+
+    from lnm_jax.memo import cache_where_hashable
+
+    _, model, b, v = _triple()
+    listed = dataclasses.replace(model, modalities=list(model.modalities))
+    with pytest.raises(TypeError):
+        hash(listed)
+    maps = jax.eval_shape(make_cam_fn(listed, layer="stage1"), v["params"], v["batch_stats"], b)
+    assert jax.eval_shape(make_cam_fn(model, layer="stage1"), v["params"], v["batch_stats"], b) == maps
+    assert make_cam_fn(model, layer="stage1") is make_cam_fn(model, layer="stage1")
+
+    calls = []
+
+    @cache_where_hashable(maxsize=2)
+    def work(x):
+        calls.append(x)
+        if x == "bad":
+            raise TypeError("inside")
+        return len(calls)
+
+    assert work("a") == work("a") == 1 and work(["a"]) == 2 and work(["a"]) == 3
+    with pytest.raises(TypeError, match="inside"):
+        work("bad")
+    assert calls == ["a", ["a"], ["a"], "bad"] and work.cache_info().hits == 1

@@ -25,7 +25,6 @@ pass runs from the logit back to that layer only, and a batch of CAMs costs abou
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable
 
 import flax.linen as nn
@@ -33,6 +32,7 @@ import jax
 import jax.numpy as jnp
 
 from lnm_jax import compile_options, names
+from lnm_jax.memo import cache_where_hashable
 
 METHODS = names.CAM_METHODS
 LAYERS = names.CAM_LAYERS  # shallow to deep
@@ -170,14 +170,10 @@ def make_cam_fn(
         raise ValueError(f"unknown CAM target '{target}', expected one of {sorted(TARGETS)}")
     if layer not in (AUTO_LAYER, *LAYERS):
         raise ValueError(f"unknown CAM layer '{layer}', expected '{AUTO_LAYER}' or one of {LAYERS}")
-    try:
-        hash(model)
-    except TypeError:  # a module with an unhashable field: built for this call alone
-        return _cam_fn.__wrapped__(model, layer, method, target, upsample)
     return _cam_fn(model, layer, method, target, upsample)
 
 
-@functools.lru_cache(maxsize=8)
+@cache_where_hashable(maxsize=8)  # (a module with an unhashable field: built for its call alone)
 def _cam_fn(model: nn.Module, layer: str, method: str, target: str, upsample: bool) -> Callable:
     """:func:`make_cam_fn`'s function, one per model (Flax modules compare and hash by their
     fields) and setting in a process: a second Grad-CAM of one model (``evaluate``'s lesion
