@@ -221,6 +221,36 @@ def test_a_damaged_video_is_refused_in_its_decoders_words(tmp_path):
         clips.read_frames(tmp_path / "midlost.h264")
 
 
+def test_a_video_whose_frames_change_size_midway_is_refused_as_a_frame_folder_is(tmp_path):
+    """helper-121: two H.264 streams, of 64x64 and 96x80 frames, joined into one MP4 without
+    re-encoding passed validate and trained, ffmpeg scaling the later frames to the first size in
+    silence (a frame folder of two sizes is refused). Refused with both sizes; each stream alone
+    reads whole."""
+    import subprocess
+
+    import imageio_ffmpeg
+
+    ffmpeg = [imageio_ffmpeg.get_ffmpeg_exe(), "-loglevel", "error", "-y", "-framerate", "5", "-i"]
+    for name, (h, w) in (("a", (64, 64)), ("b", (80, 96))):
+        (tmp_path / name).mkdir()
+        for k in range(5):
+            Image.fromarray((np.linspace(0, 200, w)[None, :] + 10 * k + np.zeros((h, 1))).astype(np.uint8)).save(
+                tmp_path / name / f"f{k}.png"
+            )
+        encode = [str(tmp_path / name / "f%d.png"), "-c:v", "libx264", "-threads", "1", "-pix_fmt", "yuv420p"]
+        subprocess.run(
+            [*ffmpeg, *encode, "-f", "h264", str(tmp_path / f"{name}.h264")], check=True, capture_output=True
+        )
+        assert clips.read_frames(tmp_path / f"{name}.h264").shape == (5, h, w, 3)
+    (tmp_path / "ab.h264").write_bytes((tmp_path / "a.h264").read_bytes() + (tmp_path / "b.h264").read_bytes())
+    subprocess.run([*ffmpeg, str(tmp_path / "ab.h264"), "-c", "copy", str(tmp_path / "ab.mp4")], check=True)
+    for name in ("ab.h264", "ab.mp4"):
+        with pytest.raises(
+            clips.ClipError, match=r"frames differ in size: the stream's frames change from 64x64 to 96x80"
+        ):
+            clips.read_frames(tmp_path / name)
+
+
 def test_a_video_with_a_gap_holds_its_frame_as_a_player_does(tmp_path):
     """Frames are read evenly timed at the stream's rate (``-fps_mode cfr``): a clip missing a
     group of pictures (10 of 30 frames at 10 fps, its timestamps jumping from 0.9 s to 2.0 s)

@@ -511,7 +511,15 @@ def _decoded(path: Path, info: VideoInfo) -> Iterator[np.ndarray]:
                 process.wait()
             process.stdout.close()
         log.seek(0)
-        lines = _errors(log.read().decode("utf-8", "replace"))
+        text = log.read().decode("utf-8", "replace")
+        lines = _errors(text)
+    if changed := _size_change(text):
+        (w0, h0), (w1, h1) = changed
+        raise ClipError(
+            f"{path}: frames differ in size: the stream's frames change from {w0}x{h0} to {w1}x{h1} (streams joined "
+            f"without re-encoding?); ffmpeg scales them to the first size, players each their own way: export the "
+            f"clip again at one size, or as a frame folder"
+        )
     if code == 0 and not short and not lines:
         return
     said = _decoder_words(lines) or f"exit status {code}"
@@ -531,6 +539,28 @@ def _decoded(path: Path, info: VideoInfo) -> Iterator[np.ndarray]:
 _WHO = rf"^((?:{_LOG_PREFIX}\s*)*)"  # a log line's prefixes, before its level tag
 LOST_REFERENCE = re.compile(_WHO + r"\[debug\] Frame num gap (-?\d+) (-?\d+)")
 _DAMAGE_LEVEL = re.compile(_WHO + r"\[(?:error|fatal|panic)\] ")
+
+
+# ffmpeg's words for a stream whose frames change their parameters midway (its filter graph set
+# up again, output frames scaled to the first size: helper-121's two H.264 streams of 64x64 and
+# 96x80 joined into one MP4 had trained as 64x64 frames in silence), and the input stream's line
+_RECONFIGURED = re.compile(r"Reconfiguring filter graph because video parameters changed to .*?, (\d+)x(\d+)")
+_INPUT_VIDEO = re.compile(r"Stream #0:\d+.*?: Video: .*?, (\d+)x(\d+)[ ,]")
+
+
+def _size_change(log: str) -> tuple[tuple[int, int], tuple[int, int]] | None:
+    """(the input stream's frame size, the first other size its frames change to) where an
+    ffmpeg log (:func:`_decoded`'s) says its frames change size midway; None otherwise (a change
+    of pixel format or colour alone sets the graph up again at the same size)."""
+    start = log.find("Input #0")
+    first = _INPUT_VIDEO.search(log, max(start, 0))
+    if first is None:
+        return None
+    size = (int(first.group(1)), int(first.group(2)))
+    for m in _RECONFIGURED.finditer(log):
+        if (later := (int(m.group(1)), int(m.group(2)))) != size:
+            return size, later
+    return None
 
 
 def _errors(log: str) -> list[str]:
