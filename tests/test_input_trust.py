@@ -2398,6 +2398,99 @@ def test_natural_frame_order(tmp_path):
             clips.frame_files(folder)
 
 
+def test_a_frame_folder_with_a_frame_lost_unfinished_or_copied_is_refused_naming_it(tmp_path, monkeypatch):
+    """helper-121: a frame folder read a frame short or long in silence where a frame was lost
+    (``frame_004.png`` missing from a numbering regular otherwise), left unfinished
+    (``frame_004.png.part``, ``.crdownload`` beside the gap), or downloaded twice
+    (``frame_003 (1).png``, read as a frame of its own); macOS's AppleDouble ``._frame_000.png``
+    files had been "two files for one frame"; a folder that denies listing stopped validate
+    naming no row. Each is refused naming the file, or left out (names that begin with '.');
+    frames numbered 2 apart, or chosen by hand at irregular numbers, read as they are."""
+
+    def folder(name, numbers, extra=()):
+        f = tmp_path / name
+        f.mkdir()
+        for k in numbers:
+            Image.fromarray(RAMP).save(f / f"frame_{k:03d}.png")
+        for e in extra:
+            (f / e).write_bytes(b"\x00\x05\x16\x07" if e.startswith("._") else (f / "frame_000.png").read_bytes()[:50])
+        return f
+
+    frames = lambda f: [p.name for p in clips.frame_files(f)]  # noqa: E731
+    apple = folder("apple", range(6), ["._frame_000.png", "._frame_001.png", ".DS_Store"])
+    assert frames(apple) == [f"frame_{k:03d}.png" for k in range(6)]
+    assert len(frames(folder("every_second", range(0, 20, 2)))) == 10
+    assert len(frames(folder("key_frames", (0, 5, 12, 30, 31, 47)))) == 6
+    with pytest.raises(clips.ClipError, match=r"frame number 4 is missing between frame_003.png and frame_005.png "):
+        clips.frame_files(folder("lost", (*range(4), *range(5, 12))))
+    with pytest.raises(
+        clips.ClipError, match=r"frame number 8 is missing .* \(1 missing in all; the others are numbered 2"
+    ):
+        clips.frame_files(folder("lost_of_two", (0, 2, 4, 6, 10, 12, 14, 16, 18, 20, 22)))
+    for ending in (".part", ".crdownload"):
+        f = folder(f"unfinished{ending}", (*range(4), *range(5, 8)), [f"frame_004.png{ending}"])
+        with pytest.raises(clips.ClipError, match=rf"frame_004.png{re.escape(ending)} is a frame's name with another"):
+            clips.frame_files(f)
+    for copy in ("frame_003 (1).png", "frame_003 - Copy.png", "frame_003 copy.png"):
+        f = folder(f"copied{len(copy)}", range(6), [copy])
+        Image.fromarray(RAMP).save(f / copy)
+        with pytest.raises(clips.ClipError, match=re.escape(f"{copy} is named as a copy of frame_003.png")):
+            clips.frame_files(f)
+
+    def denied(self):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(type(apple), "iterdir", denied)
+    with pytest.raises(clips.ClipError, match=r"apple: the frame folder cannot be listed \(Permission denied\)"):
+        clips.frame_files(apple)
+    monkeypatch.setattr(type(apple), "is_dir", denied)
+    assert clips.is_clip(apple / "x.mp4") and not clips.is_clip(apple)  # (said by its reader, in its row)
+
+
+def test_a_missing_file_is_said_with_what_stands_in_its_place(tmp_path):
+    """helper-121: a file missing with a partial download, a DVC placeholder, a Windows
+    shortcut or an iCloud placeholder beside it, or inside a folder that is missing (tracked
+    by DVC) or a link to a share not mounted, was said "does not exist" alone (a DVC file even
+    offered as "another extension" to name). Each names what stands in its place."""
+    real = own_pictures(_write(tmp_path / "real.png", Image.fromarray(RAMP)), 1)[0]
+    (tmp_path / "a.png.part").write_bytes(b"\x89PNG")
+    (tmp_path / "b.png.crdownload").write_bytes(b"\x89PNG")
+    (tmp_path / "c.png.dvc").write_text("outs:\n- md5: 0123\n  path: c.png\n")
+    (tmp_path / "d.png.lnk").write_bytes(b"L\x00\x00\x00")
+    (tmp_path / ".e.png.icloud").write_bytes(b"bplist00")
+    (tmp_path / "scans.dvc").write_text("outs:\n- path: scans\n")
+    (tmp_path / "share").symlink_to("/nonexistent/mnt/pacs_share")
+    (tmp_path / "g.png").symlink_to("/nonexistent/mnt/pacs_share/g.png")
+    rows = [
+        [k, name, "", k % 2, (k + 1) % 2]
+        for k, name in enumerate(
+            ["a.png", "b.png", "c.png", "d.png", "e.png", "scans/f.png", "share/f.png", "g.png", real]
+        )
+    ]
+    with pytest.raises(ManifestError) as e:
+        read_manifest(_manifest(tmp_path / "m.csv", [[f"P{r[0]}", *r[1:]] for r in rows]))
+    said = {p.row: p.message for p in e.value.problems}
+    partial = "image file does not exist; a partial download of it ({}): let the download finish"
+    assert said[1].startswith(partial.format("a.png.part")) and said[2].startswith(partial.format("b.png.crdownload"))
+    assert said[3] == (
+        "image file does not exist; a DVC placeholder for it (c.png.dvc): its content is in DVC's storage; run 'dvc "
+        "pull' in that repository"
+    ), said
+    assert said[4] == "image file does not exist; a Windows shortcut to it (d.png.lnk): copy the file itself", said
+    assert said[5].startswith("image file does not exist; an iCloud placeholder for it (.e.png.icloud)"), said
+    assert said[6].startswith(
+        f"image file does not exist; nor does its folder {tmp_path / 'scans'}: a DVC placeholder"
+    ), said
+    assert said[7] == (
+        f"image file does not exist; its folder {tmp_path / 'share'} is a symbolic link to "
+        "/nonexistent/mnt/pacs_share, which does not exist (a share not mounted, or a copy's link?)"
+    ), said
+    assert said[8].startswith("image file is a symbolic link to /nonexistent/mnt/pacs_share/g.png, which does not"), (
+        said
+    )
+    assert set(said) == set(range(1, 9)), said
+
+
 def test_deidentified_long_16bit_clip_reads_back_the_same(tmp_path):
     """Case deidentify-long-clip-frame-order: a 1,500-frame 16-bit clip and odd metadata
     cells survive deidentify: same frames in the same order, 16-bit kept, cells intact."""

@@ -572,8 +572,10 @@ def missing_path(path: Path) -> str | None:
             return "is neither a file nor a folder (a FIFO, socket or device)"
     except FileNotFoundError:
         if path.is_symlink():  # (a git-annex file whose content was not fetched is one)
-            return f"is {placeholder(path) or 'a broken symbolic link'}"
-        return "does not exist" + (unnameable_path_hint(str(path)) or _meant_path(path))
+            return f"is {placeholder(path) or _broken_link(path)}"
+        return "does not exist" + (
+            unnameable_path_hint(str(path)) or _stand_in(path) or _meant_path(path) or _missing_folder(path)
+        )
     except UnicodeEncodeError:  # (helper-109: a traceback naming no file)
         return f"cannot be named in this locale's file-name encoding, {file_name_encoding()}: {LOCALE_FIX}"
     except RuntimeError:  # pathlib before Python 3.13 reports a loop this way
@@ -581,6 +583,58 @@ def missing_path(path: Path) -> str | None:
     except OSError as e:
         return "is a symbolic link loop" if e.errno == errno.ELOOP else f"cannot be opened ({e})"
     return None
+
+
+# what stands in a missing file's place beside it, by the ending added to its name (helper-121:
+# each had been said "does not exist" alone, a DVC file as "another extension" to name instead)
+_STAND_INS = (
+    (".part", "a partial download of it ({}): let the download finish, or fetch it again"),
+    (".crdownload", "a partial download of it ({}): let the download finish, or fetch it again"),
+    (".download", "a partial download of it ({}): let the download finish, or fetch it again"),
+    (".dvc", "a DVC placeholder for it ({}): its content is in DVC's storage; run 'dvc pull' in that repository"),
+    (".lnk", "a Windows shortcut to it ({}): copy the file itself"),
+)
+
+
+def _stand_in(path: Path) -> str:
+    """'; ...' naming what stands in ``path``'s place, where it or a folder above it does not
+    exist: a partial download, a DVC placeholder or a Windows shortcut beside it
+    (:data:`_STAND_INS`), macOS's iCloud placeholder (``.<name>.icloud``), a folder above it that
+    is missing (its DVC placeholder, or a link to a share not mounted); '' otherwise."""
+    missing = _highest_missing(path)
+    if missing.is_symlink():
+        return f"; its folder {missing} is {_broken_link(missing)}"
+    for ending, what in _STAND_INS:
+        if (beside := missing.with_name(missing.name + ending)).exists():
+            said = what.format(beside.name)
+            return f"; {said}" if missing == path else f"; nor does its folder {missing}: {said}"
+    if (icloud := missing.with_name(f".{missing.name}.icloud")).exists():
+        return f"; an iCloud placeholder for it ({icloud.name}): download it on the Mac first"
+    return ""
+
+
+def _highest_missing(path: Path) -> Path:
+    """The highest folder above ``path`` that does not exist, else ``path`` itself."""
+    missing = path
+    while not missing.parent.exists() and missing.parent != missing.parent.parent:
+        missing = missing.parent
+    return missing
+
+
+def _missing_folder(path: Path) -> str:
+    """'; nor does its folder X' where a folder above ``path`` is missing (a file said missing
+    for each of a cohort's rows had not said that its folder was: helper-121), else ''."""
+    missing = _highest_missing(path)
+    return "" if missing == path else f"; nor does its folder {missing}"
+
+
+def _broken_link(path: Path) -> str:
+    """A broken symbolic link in words, its target named (a share not mounted?)."""
+    try:
+        target = os.readlink(path)
+    except OSError:
+        return "a broken symbolic link"
+    return f"a symbolic link to {target}, which does not exist (a share not mounted, or a copy's link?)"
 
 
 # a path component that begins with a Windows drive letter (C:, c:images)

@@ -48,7 +48,15 @@ class ClipError(ValueError):
 
 
 def is_clip(path: Path) -> bool:
-    return path.is_dir() or path.suffix.lower() in VIDEO_SUFFIXES
+    """Whether ``path`` names a clip: a video by its name, or a folder (of frames). A path that
+    cannot be looked at (a folder above it that denies access) is no folder here: its reader
+    says why (helper-121: the stat's PermissionError had stopped validate naming no row)."""
+    if path.suffix.lower() in VIDEO_SUFFIXES:
+        return True
+    try:
+        return path.is_dir()
+    except OSError:
+        return False
 
 
 def _natural_key(path: Path) -> tuple:
@@ -63,17 +71,80 @@ def frame_files(folder: Path) -> list[Path]:
     and ``frame_0.jpg``, ``frame_2`` and ``frame_02``): which comes first is the file system's
     whim (helper-57: both read, the clip a frame longer, unsaid); :class:`ClipError` naming one
     that is not a regular file (a FIFO named ``frame_002.png`` hung ``validate`` in its open,
-    deaf to SIGTERM: helper-119), before any is opened."""
-    files = sorted((p for p in folder.iterdir() if p.suffix.lower() in FRAME_SUFFIXES), key=_natural_key)
+    deaf to SIGTERM: helper-119), before any is opened. Files whose names begin with '.' are
+    not frames (macOS's AppleDouble ``._frame_000.png`` beside each frame, ``.DS_Store``).
+    Refused, naming the file (helper-121: each had passed, the clip read a frame short or long,
+    unsaid): a frame's name with another ending after it (``frame_004.png.part``,
+    ``.crdownload``: a download or copy left unfinished, its frame missing), a frame named as a
+    copy of another (``frame_003 (1).png``, ``frame_003 - Copy.png``), a frame missing from a
+    numbering that is regular otherwise (:func:`_missing_frame`); and a folder that cannot be
+    listed, in a line."""
+    try:
+        entries = [p for p in folder.iterdir() if not p.name.startswith(".")]
+    except OSError as e:
+        raise ClipError(f"{folder}: the frame folder cannot be listed ({e.strerror or e})") from e
+    if unfinished := [p for p in entries if p.suffix.lower() not in FRAME_SUFFIXES and _frame_named(p.stem)]:
+        raise ClipError(
+            f"{folder}: {unfinished[0].name} is a frame's name with another ending: a download or copy left "
+            "unfinished? keep only whole frames in a clip's folder"
+        )
+    files = sorted((p for p in entries if p.suffix.lower() in FRAME_SUFFIXES), key=_natural_key)
     if odd := [f for f in files if not f.is_file()]:
-        raise ClipError(f"{folder}: frame {odd[0].name} is not a file (a folder, FIFO or device)")
+        why = f"is {placeholder(odd[0])}" if placeholder(odd[0]) else "is not a file (a folder, FIFO or device)"
+        raise ClipError(f"{folder}: frame {odd[0].name} {why}")
+    names = {f.name.lower() for f in files}
+    for f in files:
+        if (copy := _COPY.fullmatch(f.stem)) and (copy.group(1) + f.suffix).lower() in names:
+            raise ClipError(
+                f"{folder}: {f.name} is named as a copy of {copy.group(1) + f.suffix} (a second download or copy?): "
+                "which is the frame? keep one"
+            )
     by_place: dict[tuple, list[Path]] = {}
     for f in files:
         by_place.setdefault(_frame_place(f), []).append(f)
     if twice := [group for group in by_place.values() if len(group) > 1]:
         said = "; ".join(" and ".join(f.name for f in g) for g in twice[:3]) + ("; ..." if len(twice) > 3 else "")
         raise ClipError(f"{folder}: two files for one frame ({said}): which is the frame? keep one of each")
+    if gap := _missing_frame(files):
+        raise ClipError(f"{folder}: {gap}")
     return files
+
+
+# a name a browser or file manager gives a second copy of a file: 'x (1)', 'x - Copy', 'x copy 2'
+_COPY = re.compile(r"(.+?)(?: \(\d+\)| - copy(?: \(\d+\))?| copy(?: \d+)?)", re.IGNORECASE)
+
+
+def _frame_named(name: str) -> bool:
+    """Whether ``name`` (a file's name less its last ending) ends as a frame's does (``.png``)."""
+    return Path(name).suffix.lower() in FRAME_SUFFIXES
+
+
+def _missing_frame(files: list[Path]) -> str | None:
+    """Words for a frame missing from a folder whose frames are numbered alike (one name with
+    its last number changing: ``frame_001.png``, ``frame_002.png``, ...) at a regular step but
+    for one or a few gaps of whole steps, at most a tenth of them (a frame lost in a copy:
+    helper-121's ``frame_004.png`` deleted read as a clip a frame short, its timing shifted);
+    None otherwise: frames numbered irregularly throughout (key frames chosen by hand) or named
+    each its own way are read as they are."""
+    if len(files) < 3:
+        return None
+    shapes = {re.sub(r"\d+(?=\D*$)", "#", f.name.lower()) for f in files}
+    counters = [re.findall(r"\d+", f.name) for f in files]
+    if len(shapes) != 1 or not all(counters):
+        return None
+    numbers = [int(c[-1]) for c in counters]
+    steps = [b - a for a, b in zip(numbers, numbers[1:])]
+    step = max(set(steps), key=steps.count)
+    gaps = [k for k, d in enumerate(steps) if d != step]
+    if not gaps or step <= 0 or len(gaps) > max(1, len(steps) // 10) or any(steps[k] % step for k in gaps):
+        return None
+    k = gaps[0]
+    lost = sum(steps[g] // step - 1 for g in gaps)
+    return (
+        f"frame number {numbers[k] + step} is missing between {files[k].name} and {files[k + 1].name} "
+        f"({lost} missing in all; the others are numbered {step} apart): a frame lost in a copy? the clip would "
+        "read short, its timing shifted; restore it, or number the frames without the gap where it is meant"
+    )
 
 
 def _frame_place(path: Path) -> tuple:
