@@ -1608,6 +1608,8 @@ def test_a_git_lfs_or_git_annex_placeholder_is_named_as_one_by_every_reader(tmp_
         (tmp_path / name).parent.mkdir(exist_ok=True)
         (tmp_path / name).write_bytes(LFS_POINTER)
     (tmp_path / "big.png").write_bytes(LFS_POINTER + b"x" * 1024)
+    (tmp_path / "crlf.png").write_bytes(LFS_POINTER.replace(b"\n", b"\r\n"))  # (a Windows checkout's, helper-121)
+    Image.new("L", (8, 8)).save(tmp_path / "bmp.png", format="BMP")
     key = "SHA256E-s4567--0123456789abcdef.png"
     (tmp_path / "locked.png").symlink_to(f".git/annex/objects/pX/8K/{key}/{key}")
     (tmp_path / "unlocked.png").write_bytes(f"/annex/objects/{key}\n".encode())
@@ -1620,6 +1622,8 @@ def test_a_git_lfs_or_git_annex_placeholder_is_named_as_one_by_every_reader(tmp_
         ["F", "locked.png", "", 0, 0],
         ["G", "unlocked.png", "", 1, 0],
         ["H", "big.png", "", 0, 1],
+        ["I", "crlf.png", "", 1, 1],
+        ["J", "bmp.png", "", 0, 0],
     ]
     columns = ("patient_id", "bmode", "ceus", "us_lnm", "lnm", "bmode_mask")
     with pytest.raises(ManifestError) as e:
@@ -1639,7 +1643,13 @@ def test_a_git_lfs_or_git_annex_placeholder_is_named_as_one_by_every_reader(tmp_
     assert said[(6, "bmode")] == f"image file is {annex}", said
     assert said[(7, "bmode")] == annex, said
     assert said[(8, "bmode")] == f"not a PNG or JPEG image: it holds text ({len(LFS_POINTER) + 1024:,} bytes)", said
-    assert set(said) == {(r, "bmode") for r in (1, 2, 3, 6, 7, 8)} | {(4, "ceus"), (4, "bmode_mask"), (5, "ceus")}
+    assert said[(9, "bmode")].startswith(lfs) or said[(9, "bmode")] == "as said for row 1", said
+    assert said[(10, "bmode")] == "a BMP image named .png: this reader takes PNG and JPEG; save it as PNG (lossless)"
+    assert set(said) == {(r, "bmode") for r in (1, 2, 3, 6, 7, 8, 9, 10)} | {
+        (4, "ceus"),
+        (4, "bmode_mask"),
+        (5, "ceus"),
+    }
 
 
 def test_a_large_file_under_an_image_name_is_told_by_its_start_not_read_whole(tmp_path):
@@ -1671,6 +1681,19 @@ def test_a_large_file_under_an_image_name_is_told_by_its_start_not_read_whole(tm
         (b'<?xml version="1.0"?>\n<svg xmlns="http://www.w3.org/2000/svg">', "it holds an SVG drawing (XML)"),
         (b'{"error": "Unauthorized"}', "it holds JSON text"),
         (b"root:$6$secret-hash:19000:0:99999:7:::\n", "it holds text (39 bytes)"),
+        # helper-121: more of the kind, each once said as hexadecimal bytes or as plain text
+        (b"\xef\xbb\xbf<html><body>", "it holds a web page (HTML)"),
+        ("\ufeff<html><body>".encode("utf-16"), "it holds a web page (HTML)"),
+        (b"<!-- saved from url=(0014)about:internet -->\n<p>", "it holds a web page (HTML)"),
+        (b"[InternetShortcut]\r\nURL=https://pacs.example/x.png\r\n", "it holds an internet shortcut (.url)"),
+        (b"outs:\n- md5: 0123\n  path: x.png\n", "it holds a DVC placeholder (.dvc): run 'dvc pull'"),
+        (b"%PDF-1.4\n1 0 obj\n", "it holds a PDF document"),
+        (b"PK\x03\x04\x14\x00\x00\x00", "it holds a ZIP archive"),
+        (b"\x1f\x8b\x08\x00\x00\x00\x00\x00", "it holds gzip-compressed data"),
+        (b"x.png" + bytes(252) + b"ustar\x0000", "it holds a tar archive"),
+        (b"L\x00\x00\x00\x01\x14\x02\x00\x00\x00", "it holds a Windows shortcut (.lnk) to the file, not the file"),
+        (b"book\x00\x00\x00\x00mark\x00\x00", "it holds a macOS alias to the file, not the file"),
+        (b"\x00\x05\x16\x07\x00\x02\x00\x00", "it holds macOS AppleDouble metadata"),
     ],
 )
 def test_text_under_an_image_name_is_said_by_its_kind_and_never_quoted(tmp_path, text, said):
@@ -1683,6 +1706,16 @@ def test_text_under_an_image_name_is_said_by_its_kind_and_never_quoted(tmp_path,
     (message,) = [p.message for p in e.value.problems if p.column == "bmode"]
     assert message.startswith(f"not a PNG or JPEG image: {said}"), message
     assert b"secret" not in text or "secret" not in message
+    if "text (" not in said:  # named under a video's or a DICOM file's name alike (not "moov atom not found")
+        from lnm_jax.data.pixels.decode import holds
+
+        assert holds(tmp_path / "x.png").startswith(said)
+        (tmp_path / "x.mp4").write_bytes(text)
+        with pytest.raises(clips.ClipError, match=re.escape(f"x.mp4: not a video: {said}")):
+            clips.read_frames(tmp_path / "x.mp4")
+        (tmp_path / "x.dcm").write_bytes(text)
+        with pytest.raises(dicom.DicomError, match=re.escape(f"x.dcm: not a DICOM file: {said}")):
+            dicom.read_header(tmp_path / "x.dcm")
 
 
 def test_a_jpeg_whose_image_data_is_damaged_is_refused_as_libjpeg_warns_of_it(tmp_path):

@@ -194,7 +194,7 @@ def test_unreadable_and_non_image_files(folder):
         (mf.UNREADABLE_IMAGE, 2, "bmode"),
         (mf.UNREADABLE_IMAGE, 3, "ceus"),
     ]
-    assert problems[0].file.endswith("notes.png") and "PNG or JPEG" in problems[2].message
+    assert problems[0].file.endswith("notes.png") and "takes PNG and JPEG" in problems[2].message
 
 
 def test_missing_columns_are_named(folder):

@@ -64,6 +64,7 @@ from lnm_jax.data.pixels.decode import (
     MAX_IMAGE_PIXELS,
     VIDEO_SUFFIXES,
     DamagedImageError,
+    ImageFormatError,
     ImageTooLargeError,
     damage,
     verify_image,
@@ -487,7 +488,7 @@ def _decoded(path: Path) -> tuple[tuple[str, str] | None, np.ndarray | None]:
         return None, verify_image(path, MAX_IMAGE_PIXELS)  # (an empty file: unreadable says so)
     except ImageTooLargeError as e:
         return (IMAGE_TOO_LARGE, f"{e}, {limit}"), None
-    except DamagedImageError as e:
+    except (DamagedImageError, ImageFormatError) as e:
         return (UNREADABLE_IMAGE, str(e)), None
     except (UnidentifiedImageError, OSError, ValueError) as e:
         return (UNREADABLE_IMAGE, unreadable(path, "image", e)), None

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 from PIL import UnidentifiedImageError
 
-from lnm_jax.data.pixels.decode import MAX_IMAGE_PIXELS, VIDEO_SUFFIXES, image_size, over_black, read_image
+from lnm_jax.data.pixels.decode import MAX_IMAGE_PIXELS, VIDEO_SUFFIXES, holds, image_size, over_black, read_image
 from lnm_jax.data.pixels.placeholders import placeholder
 
 FRAME_SUFFIXES = (".png", ".jpg", ".jpeg")
@@ -220,6 +220,8 @@ def _reader_failure(path: Path, e: Exception) -> ClipError:
     (:func:`lnm_jax.data.pixels.placeholders.placeholder`)."""
     if why := placeholder(path):
         return ClipError(f"{path}: {why}")
+    if what := holds(path):  # (an HTML page named .mp4 had been "moov atom not found", as a cut MP4 is)
+        return ClipError(f"{path}: not a video: {what}")
     lines = str(e).strip().splitlines() or [""]
     said = [m.group(1) for line in lines if (m := re.match(rf"^{_LOG_PREFIX}\s*(.+)$", line))]
     # (not a format's guess, "misdetection possible", nor the generic "Error opening input", where more is said)

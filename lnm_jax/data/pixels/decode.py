@@ -44,6 +44,11 @@ class DamagedImageError(ValueError):
     """A PNG or JPEG whose structure is not whole (:func:`damage`): the message says which and where."""
 
 
+class ImageFormatError(ValueError):
+    """An image in a format this reader does not take (BMP, WebP, GIF, TIFF under any name):
+    the message names the format and what to do."""
+
+
 PNG_SIGNATURE = png.SIGNATURE
 JPEG_SIGNATURE = b"\xff\xd8"  # SOI, start of image (ITU-T T.81, B.1.1.3)
 CUT_SHORT = "cut short (a copy or download that stopped?)"  # a file that ends before its data (PNG, JPEG, DICOM)
@@ -136,38 +141,80 @@ def _video_container(data: bytes) -> str | None:
     return next((name for at, head, name in _VIDEO_SIGNATURES if data[at : at + len(head)] == head), None)
 
 
-# text a file under an image's name begins with, by kind: (pattern over its first bytes, lower
-# case and stripped, what it is)
+# text a file under an image's name begins with, by kind: (pattern over its first characters,
+# lower case, a byte-order mark and white space stripped, what it is)
 _TEXT_KINDS = (
     (
-        re.compile(rb"<!doctype html|<html|<head|<body"),
+        re.compile(r"<!doctype html|<html|<head|<body|<!--\s*saved from url"),
         "a web page (HTML): a login or error page, or a page saved around the picture",
     ),
     (
-        re.compile(rb"<svg|<\?xml[^>]*>\s*(<!--.*?-->\s*)*(<!doctype svg[^>]*>\s*)?<svg", re.DOTALL),
+        re.compile(r"<svg|<\?xml[^>]*>\s*(<!--.*?-->\s*)*(<!doctype svg[^>]*>\s*)?<svg", re.DOTALL),
         "an SVG drawing (XML), not a bitmap",
     ),
-    (re.compile(rb"<\?xml"), "XML text"),
-    (re.compile(rb"[{\[]\s*[\"{\[\]}]"), "JSON text (a web service's answer?)"),
+    (re.compile(r"<\?xml"), "XML text"),
+    (re.compile(r"[{\[]\s*[\"{\[\]}]"), "JSON text (a web service's answer?)"),
+    (re.compile(r"\[internetshortcut\]"), "an internet shortcut (.url): the address of the picture, not the picture"),
+    (re.compile(r"outs:|md5:|meta:"), "a DVC placeholder (.dvc): run 'dvc pull' in that repository"),
+    (re.compile(r"%pdf-"), "a PDF document"),
+)
+# other files under an image's name, by their first bytes: (offset, bytes, what it is)
+_SIGNATURES = (
+    (0, b"PK\x03\x04", "a ZIP archive (or a file built on one: .docx, .xlsx, .pptx)"),
+    (0, b"\x1f\x8b", "gzip-compressed data"),
+    (257, b"ustar", "a tar archive"),
+    (0, b"7z\xbc\xaf\x27\x1c", "a 7-Zip archive"),
+    (0, b"Rar!\x1a\x07", "a RAR archive"),
+    (0, b"%PDF-", "a PDF document"),
+    (0, b"L\x00\x00\x00\x01\x14\x02\x00", "a Windows shortcut (.lnk) to the file, not the file: copy the file itself"),
+    (0, b"book\x00\x00\x00\x00mark", "a macOS alias to the file, not the file: copy the file itself"),
+    (0, b"\x00\x05\x16\x07", "macOS AppleDouble metadata (a '._' file a copy from a Mac leaves), not a picture"),
+    (0, b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1", "a Microsoft Office document (.doc, .xls, .ppt)"),
 )
 
 
 def _begins(data: bytes, size: int) -> str:
-    """What a file of ``size`` bytes that begins with ``data`` is, for a line: the kind of text
-    it is (:data:`_TEXT_KINDS`: a web page, an SVG, XML, JSON) or that it is text, else its
-    first 8 bytes in hexadecimal. The text itself is not quoted (helper-118: whatever file a
-    manifest names, ``/etc/shadow`` read as root among them, had its first 40 characters in the
-    line)."""
-    head = data[:512]
-    try:
-        text = head.decode("utf-8")
-    except UnicodeDecodeError as e:  # (a character cut at byte 512 is still text)
-        text = head[: e.start].decode("utf-8") if e.start > len(head) - 4 else ""
-    if text and all(c.isprintable() or c in "\r\n\t" for c in text):
-        start = head.lstrip(b"\xef\xbb\xbf \t\r\n").lower()
+    """What a file of ``size`` bytes that begins with ``data`` is, for a line: the kind of file
+    its first bytes say (:data:`_SIGNATURES`: an archive, a PDF, a shortcut or alias, macOS
+    metadata), the kind of text it is (:data:`_TEXT_KINDS`: a web page, an SVG, XML, JSON, a
+    DVC placeholder; UTF-8 or UTF-16, with or without a byte-order mark) or that it is text,
+    else its first 8 bytes in hexadecimal. The text itself is not quoted (helper-118: whatever
+    file a manifest names, ``/etc/shadow`` read as root among them, had its first 40 characters
+    in the line)."""
+    if what := next((w for at, magic, w in _SIGNATURES if data[at : at + len(magic)] == magic), None):
+        return f"it holds {what}"
+    if (text := _text(data[:512])) is not None:
+        start = text.lstrip("\ufeff \t\r\n").lower()
         kind = next((what for pattern, what in _TEXT_KINDS if pattern.match(start)), None)
         return f"it holds {kind}" if kind else f"it holds text ({size:,} bytes)"
     return "it begins with the bytes " + " ".join(f"{b:02x}" for b in data[:8])
+
+
+def holds(path: Path | str) -> str | None:
+    """ "it holds ..." for a file that is text or a kind :func:`_begins` names by its first
+    bytes (an archive, a PDF, a web page, a shortcut), for a reader of another format (video,
+    DICOM) to say why the file is none; None for any other file or one that cannot be read."""
+    try:
+        with open(path, "rb") as f:
+            data, size = f.read(_HEAD_BYTES), os.fstat(f.fileno()).st_size
+    except OSError:
+        return None
+    said = _begins(data, size) if data else None
+    return said if said and not said.startswith(("it begins with the bytes", "it holds text (")) else None
+
+
+def _text(head: bytes) -> str | None:
+    """``head`` as text (UTF-16 where it begins with that encoding's byte-order mark, else
+    UTF-8; a character cut at its end is still text), or None where it is not text."""
+    codec = "utf-16" if head[:2] in (b"\xff\xfe", b"\xfe\xff") else "utf-8"
+    head = head[: len(head) // 2 * 2] if codec == "utf-16" else head
+    try:
+        text = head.decode(codec)
+    except UnicodeDecodeError as e:
+        if codec == "utf-16" or e.start <= len(head) - 4:
+            return None
+        text = head[: e.start].decode(codec)
+    return text if text and all(c.isprintable() or c in "\r\n\t\ufeff" for c in text) else None
 
 
 def jpeg_damage(data: bytes) -> str | None:
@@ -877,7 +924,10 @@ def _verified(path: Path, max_pixels: int) -> np.ndarray:
     # (helper-107: refused as "image format MPO")
     fmt = "JPEG" if fmt == "MPO" else fmt
     if fmt not in READABLE_FORMATS:
-        raise ValueError(f"image format {fmt} is not PNG or JPEG")
+        raise ImageFormatError(
+            f"a {fmt} image{' named ' + Path(path).suffix if Path(path).suffix else ''}: this reader takes PNG and "
+            "JPEG; save it as PNG (lossless)"
+        )
     if fmt == "PNG":
         with Path(path).open("rb") as f:
             chunks = png.read_chunks(f, image_data=True)

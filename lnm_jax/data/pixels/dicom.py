@@ -39,6 +39,7 @@ from lnm_jax.data.pixels.decode import (
     CUT_SHORT,
     JPEG_SIGNATURE,
     PNG_SIGNATURE,
+    holds,
     jpeg_data_damage,
     jpeg_segments,
     srgb_transform,
@@ -203,6 +204,8 @@ def unreadable_line(e: Exception, what: str = "DICOM file", path: Path | None = 
     own no user of this package has."""
     if path is not None and (why := placeholder(path)):
         return why
+    if path is not None and (what := holds(path)):
+        return f"not a DICOM file: {what}"
     if "DICM" in str(e):
         return (
             "not a DICOM file: no 'DICM' after its 128-byte preamble, which the DICOM file format (PS3.10) "

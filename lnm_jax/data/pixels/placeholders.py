@@ -38,7 +38,7 @@ def placeholder(path: Path | str) -> str | None:
         if not path.is_file() or path.stat().st_size >= MAX_POINTER_BYTES:
             return None
         with open(path, "rb") as f:
-            head = f.read(MAX_POINTER_BYTES)
+            head = f.read(MAX_POINTER_BYTES).replace(b"\r\n", b"\n")  # (a Windows checkout's line endings)
     except (OSError, ValueError):  # (ValueError: a NUL in the name)
         return None
     if _LFS.match(head):
