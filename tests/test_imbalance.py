@@ -76,10 +76,17 @@ def test_evaluate_warns_when_a_class_is_never_called_and_names_the_youden_thresh
     warnings = imbalance_warnings(result, [1] * 83 + [0] * 17, c)
     assert len(warnings) == 2
     assert "prevalence is 0.830" in warnings[0]
-    assert warnings[1].startswith("val: specificity at 0.5 is 0.000 (every patient called positive)")
+    assert warnings[1].startswith("val: at 0.5 every patient called positive (sensitivity 1.000, specificity 0.000)")
     assert all("0.830" in w and "pos_weight=balanced" in w for w in warnings)
     c.train.pos_weight = "balanced"  # already weighted: not suggested again
     assert "pos_weight" not in imbalance_warnings(result, [1, 0], c)[0]
+    # helper-120: one missed positive and 7 of 7 negatives called positive had been "every patient
+    # called negative" and "every patient called positive" at once: each said as it is
+    said = imbalance_warnings({"splits": {"test": _split(0.0, 0.0, 8, 1), "val": _split(0.0, 0.4)}}, [1, 0], c)
+    assert said[0].startswith("test: at 0.5 every call wrong: each positive patient called negative, each negative"), (
+        said
+    )
+    assert said[1].startswith("val: at 0.5 no positive patient called positive (sensitivity 0.000, specificity 0.400)")
     balanced = {"youden_threshold_from_val": 0.5, "splits": {"test": _split(0.7, 0.8)}}
     assert imbalance_warnings(balanced, [1, 0, 1, 0], c) == []
 

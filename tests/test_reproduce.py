@@ -653,4 +653,9 @@ def test_a_setting_that_calls_every_patient_one_class_is_said():
     row = {"setting": "triple", "at_threshold": {"threshold": 0.5, "sensitivity": 1.0, "specificity": 0.0}}
     fine = {"setting": "dual", "at_threshold": {"threshold": 0.5, "sensitivity": 0.8, "specificity": 0.7}}
     (said,) = one_class_called({"a": row, "b": fine}, PAPER)
-    assert f"calls every test patient {PAPER.positive} at 0.5 (sensitivity 100.0%, specificity 0.0%)" in said
+    assert f"at 0.5: every patient called {PAPER.positive} (sensitivity 100.0%, specificity 0.0%)" in said
+    # helper-120: the flag row at sensitivity 0%, specificity 85.7% had been "calls every test
+    # patient no LNM"; it missed the positives and called some negatives positive
+    flag = {"setting": "us_lnm", "at_threshold": {"threshold": 0.5, "sensitivity": 0.0, "specificity": 0.857}}
+    (said,) = one_class_called({"a": flag}, PAPER)
+    assert f"at 0.5: no {PAPER.positive} patient called {PAPER.positive} (sensitivity 0.0%" in said, said

@@ -20,6 +20,7 @@ from lnm_jax.evaluation.seen import seen_patients
 from lnm_jax.evaluation.subgroups import subgroup_rows
 from lnm_jax.evaluation.summary import (
     PREVALENCE_BOUNDS,
+    calls_text,
     format_summary,
     shown_auc_ci,
     summarise_predictions,
@@ -423,9 +424,9 @@ def imbalance_warnings(result: dict, labels, config) -> list[str]:
         out.append(f"the cohort's prevalence is {prevalence:.3f} (outside {lo}-{hi}): 0.5 is a poor cut; {remedy}")
     for split, m in result["splits"].items():
         at = m["at_0.5"]
-        for key, calls in (("sensitivity", "negative"), ("specificity", "positive")):
-            if at[key] == 0.0:
-                out.append(f"{split}: {key} at 0.5 is 0.000 (every patient called {calls}); {remedy}")
+        if calls := calls_text(at["sensitivity"], at["specificity"]):
+            rates = f"sensitivity {at['sensitivity']:.3f}, specificity {at['specificity']:.3f}"
+            out.append(f"{split}: at 0.5 {calls} ({rates}); {remedy}")
     return out
 
 

@@ -103,28 +103,46 @@ def youden_threshold(labels: np.ndarray, probs: np.ndarray) -> float:
     return float((thr[best] + below.max()) / 2) if below.size else float(thr[best])
 
 
+# the share of bootstrap resamples that must choose a Youden threshold for its CI to be given
+# (:func:`youden_threshold_ci`): the interval of the others says how the cut-off moves where one exists
+CHOSEN_SHARE = 0.95
+
+
 def youden_threshold_ci(
     labels: np.ndarray, probs: np.ndarray, *, n_boot: int = 2000, level: float = 0.95, seed: int = 0
 ) -> tuple[float, float]:
     """Percentile bootstrap CI of :func:`youden_threshold` over ``scipy.stats.bootstrap``'s
     resamples of the patients within each class (the split's positives and negatives kept): how
     far the cut-off chosen on these few validation patients moves with them (helper-104: one
-    threshold, no uncertainty). (nan, nan) without both classes or with ``n_boot`` 0, or where a
-    resample's scores rank nothing (no threshold chosen in it)."""
+    threshold, no uncertainty). A class of one patient is that patient in every resample, as
+    :func:`bootstrap_auc_ci` keeps it (helper-120: scipy's "two or more observations" had
+    stopped ``evaluate``); both classes of one: the one threshold. A resample whose scores
+    rank nothing (Youden's J at most 0 at every cut-off) chooses no threshold: the interval is
+    the percentiles of those that choose one while they are at least :data:`CHOSEN_SHARE` of
+    the resamples (one such resample of 2,000 had made it NaN, helper-120), else NaN. (nan,
+    nan) without both classes or with ``n_boot`` 0."""
     labels, probs = checked(labels, probs, "probs")
     pos, neg = probs[labels == 1], probs[labels == 0]
     if not len(pos) or not len(neg) or n_boot <= 0:
         return float("nan"), float("nan")
 
-    def statistic(p, n):
+    def threshold(p, n):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)  # a resample with J <= 0 everywhere: NaN
             return youden_threshold(np.r_[np.ones(len(p)), np.zeros(len(n))], np.r_[p, n])
 
+    if len(pos) == 1 and len(neg) == 1:  # one resample only
+        t = threshold(pos, neg)
+        return t, t
+    data, statistic = (pos, neg), threshold
+    if len(pos) == 1:
+        data, statistic = (neg,), lambda n: threshold(pos, n)
+    elif len(neg) == 1:
+        data, statistic = (pos,), lambda p: threshold(p, neg)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # scipy's DegenerateDataWarning: a constant distribution
         res = bootstrap(
-            (pos, neg),
+            data,
             statistic,
             n_resamples=n_boot,
             confidence_level=level,
@@ -132,7 +150,13 @@ def youden_threshold_ci(
             vectorized=False,
             rng=np.random.default_rng(seed),
         )
-    return float(res.confidence_interval.low), float(res.confidence_interval.high)
+    chosen = np.asarray(res.bootstrap_distribution, np.float64)
+    chosen = chosen[np.isfinite(chosen)]
+    if len(chosen) < CHOSEN_SHARE * n_boot:
+        return float("nan"), float("nan")
+    tail = 100 * (1 - level) / 2
+    low, high = np.percentile(chosen, [tail, 100 - tail])
+    return float(low), float(high)
 
 
 def _mann_whitney_auc(pos: np.ndarray, neg: np.ndarray, axis: int = -1) -> np.ndarray:

@@ -109,6 +109,25 @@ def with_intervals(m: dict, level: float = 0.95) -> dict:
     return out
 
 
+def calls_text(
+    sensitivity: float, specificity: float, positive: str = "positive", negative: str = "negative"
+) -> str | None:
+    """What an operating point with a rate of 0 calls, in words true of it: "every patient
+    called negative" only where no patient is called positive (sensitivity 0, specificity 1),
+    and its mirror; "no positive patient called positive" where the positives are all missed
+    but some negatives are called positive (helper-120: one missed positive of one, with 7 of 7
+    negatives called positive, had been said "every patient called negative" and "every patient
+    called positive" at once); both missed: every call wrong. None where neither rate is 0.
+    ``positive``/``negative``: the task's words for the classes."""
+    if sensitivity == 0 and specificity == 0:
+        return f"every call wrong: each {positive} patient called {negative}, each {negative} patient {positive}"
+    if sensitivity == 0:
+        return f"every patient called {negative}" if specificity == 1 else f"no {positive} patient called {positive}"
+    if specificity == 0:
+        return f"every patient called {positive}" if sensitivity == 1 else f"no {negative} patient called {negative}"
+    return None
+
+
 def threshold_text(t: float, decimals: int = 3) -> str:
     """A probability cut-off as text: ``decimals`` places, more (up to predict's 6) while that
     rounds it to 0 or 1 (helper-103: a Youden threshold of 0.99966 printed as "1.00" and "1.000",

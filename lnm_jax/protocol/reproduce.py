@@ -40,7 +40,7 @@ from lnm_jax.evaluation import metrics as M
 from lnm_jax.evaluation.evaluate import small_split_warnings
 from lnm_jax.evaluation.plots import plot_convergence, plot_roc
 from lnm_jax.evaluation.stats import cv_auc_ci, delong_test, format_p, p_text, permutation_p_value
-from lnm_jax.evaluation.summary import THRESHOLD_METRICS, summarise_predictions
+from lnm_jax.evaluation.summary import THRESHOLD_METRICS, calls_text, summarise_predictions
 from lnm_jax.explain import scores as S
 from lnm_jax.fileio import json_text, read_json, write_json, write_text
 from lnm_jax.metric_writer import read_history
@@ -648,16 +648,15 @@ def table3_lines(results: dict) -> list[str]:
 
 
 def one_class_called(rows: dict, task) -> list[str]:
-    """One line per Table 3 setting whose operating point calls every test patient one class
+    """One line per Table 3 setting whose operating point calls no test patient of a class right
     (sensitivity or specificity 0: helper-104, a triple model at 100% / 0% unsaid, where
-    evaluate warns)."""
+    evaluate warns), in :func:`lnm_jax.evaluation.summary.calls_text`'s words."""
     out = []
     for row in rows.values():
         at = row["at_threshold"]
-        if at["sensitivity"] == 0 or at["specificity"] == 0:
-            called = task.positive if at["specificity"] == 0 else task.negative
+        if calls := calls_text(at["sensitivity"], at["specificity"], task.positive, task.negative):
             out.append(
-                f"{_label(row, task)} calls every test patient {called} at {at['threshold']:g} (sensitivity "
+                f"{_label(row, task)} at {at['threshold']:g}: {calls} (sensitivity "
                 f"{_pct(at['sensitivity'])}, specificity {_pct(at['specificity'])}): its operating point says nothing "
                 "of the model; its AUC still ranks (evaluate chooses a threshold on validation)."
             )
