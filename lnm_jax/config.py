@@ -181,7 +181,7 @@ def base_config(setting: str = "triple") -> ConfigDict:
     c.train.plateau = ConfigDict(
         dict(factor=0.1, patience=5, rtol=1e-4, cooldown=0, min_scale=1e-3, head_min_scale=0.0)
     )
-    c.train.early_stop_patience = 0  # epochs without validation-AUC gain; 0 = off
+    c.train.early_stop_patience = 0  # epochs without a new best (higher val AUC, or equal at lower val loss); 0 = off
     # Small-cohort fine-tuning (all off for the paper): the per-input heads' loss weight (needs
     # model.input_heads or model.fusion='late'); epochs with the pretrained image branches frozen
     # (those loaded from model.init_from; without it nothing is frozen: frozen_backbone_epochs)

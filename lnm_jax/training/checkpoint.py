@@ -77,7 +77,7 @@ CONFIG_KEY = "config"  # the whole config the state was trained with, as config.
 SPLIT_KEY = "split_sha256"  # the patient split it was trained on (data.cohorts.splits.split_digest)
 RUN_KEY = "run_sha256"  # the run that saved it (run.run_identity), also in the run's run_info.json
 IMAGES_KEY = "images_sha256"  # the images it was trained on: run.images_digest of image_geometry.csv
-# an epoch checkpoint's count of epochs without a validation-AUC gain (once the branches train):
+# an epoch checkpoint's count of epochs without a new best (selection.improves) (once the branches train):
 # a resume goes on counting, and one of a run that stopped early trains nothing (helper-81: patience
 # restarted at a resume, and a resumed early-stopped run trained past its stop)
 STALE_KEY = "epochs_without_gain"

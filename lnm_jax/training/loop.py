@@ -265,8 +265,9 @@ def _train(run: Run) -> dict:
         # stopped early (or would have, at this patience): as a finished run, nothing is written
         if jax.process_index() == 0:
             print(
-                f"resuming from epoch {start_epoch - 1} ({ckpts.directory('latest')}): no validation-AUC gain for "
-                f"{stale} epochs, at train.early_stop_patience={patience} the run stopped early; nothing trained, "
+                f"resuming from epoch {start_epoch - 1} ({ckpts.directory('latest')}): no new best (validation AUC, "
+                f"ties to the lower loss) for {stale} epochs, at train.early_stop_patience={patience} the run stopped "
+                "early; nothing trained, "
                 "nothing written (raise train.early_stop_patience with --config.train.early_stop_patience to train on)"
             )
         ckpts.close()
@@ -429,7 +430,10 @@ def _train(run: Run) -> dict:
                 f"{record['epoch_time_s']:.1f}s{'  *best*' if improved else ''}"
             )
             if stopping:
-                writer.print(f"early stop: no validation-AUC gain for {config.train.early_stop_patience} epochs")
+                writer.print(
+                    f"early stop: no new best for {config.train.early_stop_patience} epochs (a higher validation AUC, "
+                    "or the same AUC at a lower validation loss)"
+                )
                 break
         saves.finish()  # the last save point's checkpoints committed (a failure raised here)
     except BaseException as e:  # the best epoch held since the last save point is written first
