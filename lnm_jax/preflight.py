@@ -141,7 +141,43 @@ def report(
             problems.append(f"split: {e}")
         if warning := prevalence_warning(cohort, config):
             lines.append(warning)
+    uses_flag = names.US_LNM in uses if model else None
+    lines += [f"warning: {w}" for w in flag_warnings(cohort, uses_flag, labelled)]
     return Report(lines, problems, test)
+
+
+def flag_warnings(cohort: Cohort, used: bool | None, labelled: bool = True) -> list[str]:
+    """What the US-LNM column holds that a model taking it cannot learn from or should not
+    (helper-120: each had been said OK): no patient with a flag (where ``used`` is None, no
+    model named: the default models take it); one value for every patient that has one (the
+    flag's weight never moves from its start, and a later patient with the other value is
+    scored by weights that never saw it); with ``labelled``, a flag equal to the label (or its
+    opposite) for every labelled patient of both classes (the label column copied into the
+    flag's? a model learns the flag alone). ``used`` False (a model without the flag): []."""
+    if used is False:
+        return []
+    flags = [p.us_lnm for p in cohort.patients if p.us_lnm is not None]
+    if not flags:
+        return [
+            f"no patient has a {names.US_LNM} flag: a model that takes it (the default and the paper's triple) "
+            f"refuses this cohort; train one without it (--config.modalities=bmode,ceus)"
+        ]
+    out = []
+    if len(set(flags)) == 1:
+        out.append(
+            f"{names.US_LNM} is {flags[0]} for every patient that has it ({len(flags)}): a model learns nothing from "
+            "it (its weight stays at its start), and a patient with the other value is scored by weights that never "
+            "saw one"
+        )
+    pairs = [(p.us_lnm, p.lnm) for p in cohort.patients if p.us_lnm is not None and p.lnm is not None]
+    if labelled and len({y for _, y in pairs}) == 2 and len(set(flags)) == 2:
+        if all(f == y for f, y in pairs) or all(f != y for f, y in pairs):
+            same = "equals" if pairs[0][0] == pairs[0][1] else "is the opposite of"
+            out.append(
+                f"{names.US_LNM} {same} the label for every labelled patient ({len(pairs)}): the label column copied "
+                "into the flag's? a model taking it learns the flag alone (AUC 1)"
+            )
+    return out
 
 
 def prevalence_warning(cohort: Cohort, config: ConfigDict) -> str | None:

@@ -117,3 +117,26 @@ def test_validate_warns_about_prevalence_unless_positives_are_weighted():
     assert prevalence_warning(SimpleNamespace(labels=[1, 0, 1, 0]), c) is None
     c.train.pos_weight = "balanced"
     assert prevalence_warning(skewed, c) is None
+
+
+def test_a_flag_that_cannot_teach_or_copies_the_label_is_warned_of():
+    """helper-120: a US-LNM column of one value, blank for everyone, or equal to the label for
+    every patient had been said OK by validate (the last then scored AUC 1.000, p 0.002, in
+    reproduce, unsaid). Each is warned of; a model without the flag hears nothing of it."""
+    from types import SimpleNamespace
+
+    from lnm_jax.preflight import flag_warnings
+
+    def cohort(flags, labels):
+        return SimpleNamespace(patients=[SimpleNamespace(us_lnm=f, lnm=y) for f, y in zip(flags, labels)])
+
+    labels = [1, 0, 0, 1, 0, 1, 0, 0]
+    (said,) = flag_warnings(cohort([0] * 8, labels), None)
+    assert said.startswith("us_lnm is 0 for every patient that has it (8): a model learns nothing from it"), said
+    assert flag_warnings(cohort([None] * 8, labels), None)[0].startswith("no patient has a us_lnm flag")
+    (said,) = flag_warnings(cohort(labels, labels), True)
+    assert said.startswith("us_lnm equals the label for every labelled patient (8): the label column copied"), said
+    assert "is the opposite of the label" in flag_warnings(cohort([1 - y for y in labels], labels), True)[0]
+    assert flag_warnings(cohort(labels, labels), True, labelled=False) == []
+    assert flag_warnings(cohort([0] * 8, labels), False) == []
+    assert flag_warnings(cohort([1, 0, 1, 1, 0, 0, 0, 0], labels), True) == []  # a flag that agrees mostly
