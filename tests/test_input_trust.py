@@ -1209,6 +1209,26 @@ def test_a_grey_profile_is_applied_over_every_level_at_either_depth(tmp_path):
         np.testing.assert_allclose(read_image(tmp_path / "deid" / r["file"]), want, atol=0.5 / 255)
 
 
+def test_a_crop_that_frames_no_picture_is_named_as_the_picture_the_model_sees(tmp_path):
+    """helper-121: a screen capture whose ``bmode_crop`` framed only its black surround (or a
+    white band) was said OK, blank and dim judged on the whole file; judged inside the crop it
+    is ``blank_image``; a dim capture whose crop frames its picture is not dim."""
+    screen = np.zeros((120, 200), np.uint8)
+    screen[50:70, 150:180] = np.tile(np.linspace(0, 250, 30).astype(np.uint8), (20, 1))  # (a small picture: dim)
+    Image.fromarray(screen).save(tmp_path / "screen.png")
+    Image.fromarray(np.roll(screen, 7, axis=1)).save(tmp_path / "screen2.png")
+    Image.fromarray(np.roll(screen, 3, axis=0)).save(tmp_path / "screen3.png")
+    columns = ("patient_id", "bmode", "bmode_crop", "ceus", "us_lnm", "lnm")
+    rows = [["A", "screen.png", "0,0,90,120", "", 1, 0], ["B", "screen2.png", "157,50,187,70", "", 0, 1]]
+    rows += [["C", "screen3.png", "", "", 1, 1]]
+    cohort = read_manifest(_manifest(tmp_path / "m.csv", rows, columns), warn=False)
+    said = {(w.row, w.code): w.message for w in cohort.warnings}
+    assert (
+        said[(1, BLANK_IMAGE)] == "inside its crop 0,0,90,120: image holds one value everywhere (0 of 255): no picture"
+    )
+    assert set(said) == {(1, BLANK_IMAGE), (3, DIM_IMAGE)}, said  # (the uncropped capture: dim, as before)
+
+
 def test_an_image_that_holds_no_picture_is_named(tmp_path, capsys):
     """Case validate-blank-images and its kind: a still that holds one value everywhere (all
     black, all white, a 16-bit all-zero PNG, an RGBA PNG fully transparent: the decoder drops

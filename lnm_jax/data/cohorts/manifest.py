@@ -471,13 +471,28 @@ def checked_still(
     within :data:`MAX_IMAGE_PIXELS` (:func:`lnm_jax.data.pixels.decode.verify_image`), or, for a
     ``still`` (not a clip's frame, which may be dark), holds no picture (:func:`blank`), else None, and (``digest``) the
     :func:`pixel_digest` of the picture and its :func:`lnm_jax.data.cohorts.similar.thumbnail`
-    inside ``crop`` (None where it cannot be decoded, or not asked for: a clip's frames)."""
+    inside ``crop`` (None where it cannot be decoded, or not asked for: a clip's frames). A
+    still with a ``crop`` is judged blank or dim inside it, the picture the model sees
+    (helper-121: a crop that framed only a screen capture's black surround had been said OK)."""
     bad, img = _decoded(path)
     if img is None:
         return bad, None, None
+    verdict = _framed_blank(img, crop) if still else None
     if not digest:
-        return (blank(img) if still else None), None, None
-    return (blank(img) if still else None), pixel_digest([img]), thumbnail(img, crop)
+        return verdict, None, None
+    return verdict, pixel_digest([img]), thumbnail(img, crop)
+
+
+def _framed_blank(img: np.ndarray, crop: sources.Box | None) -> tuple[str, str] | None:
+    """:func:`blank` of ``img`` inside ``crop`` (the whole image without one, or where the crop
+    holds none of it: a crop outside the image is its own problem), said as inside it."""
+    if crop is not None:
+        part = img[max(crop.y0, 0) : max(crop.y1, 0), max(crop.x0, 0) : max(crop.x1, 0)]
+        if part.size and part.shape[:2] != img.shape[:2] and (verdict := blank(part)):
+            return verdict[0], f"inside its crop {crop.x0},{crop.y0},{crop.x1},{crop.y1}: {verdict[1]}"
+        if part.size:
+            return None if part.shape[:2] != img.shape[:2] else blank(img)
+    return blank(img)
 
 
 def _decoded(path: Path) -> tuple[tuple[str, str] | None, np.ndarray | None]:
