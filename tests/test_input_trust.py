@@ -1229,6 +1229,33 @@ def test_a_crop_that_frames_no_picture_is_named_as_the_picture_the_model_sees(tm
     assert set(said) == {(1, BLANK_IMAGE), (3, DIM_IMAGE)}, said  # (the uncropped capture: dim, as before)
 
 
+def test_a_partly_transparent_still_is_warned_of_as_read_over_black(tmp_path):
+    """helper-121: a still whose lesion was transparent (alpha 0 over the mask), or one at alpha
+    128 throughout, was read composited over black (a black hole in the Grad-CAM figure, a
+    picture at half brightness) and said OK. Each is ``transparent_image`` with its share; an
+    opaque RGBA still and a grey PNG whose colour key is black (it reads as stored) are not."""
+    from lnm_jax.data.cohorts.manifest import TRANSPARENT_IMAGE
+
+    rgb = np.repeat(RAMP[..., None], 3, axis=-1)
+    hole = np.full(RAMP.shape, 255, np.uint8)
+    hole[8:16, 8:16] = 0
+    Image.fromarray(np.dstack([rgb, hole]), "RGBA").save(tmp_path / "hole.png")
+    Image.fromarray(np.dstack([RAMP, np.full(RAMP.shape, 128, np.uint8)]), "LA").save(tmp_path / "half.png")
+    Image.fromarray(np.dstack([np.roll(rgb, 5, axis=1), np.full(RAMP.shape, 255, np.uint8)]), "RGBA").save(
+        tmp_path / "opaque.png"
+    )
+    Image.fromarray(np.roll(RAMP, 9, axis=1)).save(tmp_path / "keyed.png", transparency=0)
+    rows = [
+        [k, name, "", i % 2, i % 2]
+        for i, (k, name) in enumerate(zip("ABCD", ["hole.png", "half.png", "opaque.png", "keyed.png"]))
+    ]
+    cohort = read_manifest(_manifest(tmp_path / "m.csv", rows), warn=False)
+    said = {w.row: w.message for w in cohort.warnings if w.code == TRANSPARENT_IMAGE}
+    assert said[1].startswith("8.3% of its pixels are transparent (8.3% fully, alpha 0.00 at least): read"), said
+    assert said[2].startswith("100.0% of its pixels are transparent (0.0% fully, alpha 0.50 at least)"), said
+    assert set(said) == {1, 2} and not [w for w in cohort.warnings if w.row in (3, 4)], cohort.warnings
+
+
 def test_an_image_that_holds_no_picture_is_named(tmp_path, capsys):
     """Case validate-blank-images and its kind: a still that holds one value everywhere (all
     black, all white, a 16-bit all-zero PNG, an RGBA PNG fully transparent: the decoder drops

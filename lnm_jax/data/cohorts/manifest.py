@@ -37,7 +37,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import numpy as np
-from PIL import UnidentifiedImageError
+from PIL import Image, UnidentifiedImageError
 from tqdm import tqdm
 
 from lnm_jax.data.cohorts.similar import (
@@ -67,6 +67,7 @@ from lnm_jax.data.pixels.decode import (
     ImageFormatError,
     ImageTooLargeError,
     damage,
+    read_opacity,
     verify_image,
 )
 from lnm_jax.data.pixels.dicom import DICOM_SUFFIXES, DicomError, is_dicom
@@ -134,6 +135,10 @@ SAME_PICTURE = "same_picture"
 SHARED_MASK = "shared_mask"
 SIMILAR_IMAGE = "similar_image"
 DIM_IMAGE = "dim_image"
+# a still with transparent pixels (alpha below 1): read composited over black, as a model input
+# is, where a viewer shows its own background; said from this share of its pixels on (helper-121:
+# a lesion made transparent, or a whole picture at alpha 128, had been read so in silence)
+TRANSPARENT_IMAGE = "transparent_image"
 # a still whose brightest sample is at most DIM_AT (of [0, 1]), or whose mean is at most DIM_MEAN,
 # is nearly black: 12-bit samples stored unscaled in a 16-bit file (4095 of 65535; 15 of 255 in
 # an 8-bit one), the mean where burned-in white text holds the brightest samples
@@ -149,6 +154,7 @@ LIT_SHARE = 0.02
 WARNING_CODES = {
     BLANK_IMAGE: "image(s) hold no picture (one value everywhere)",
     DIM_IMAGE: "image(s) are nearly black",
+    TRANSPARENT_IMAGE: "image(s) are partly transparent, read over black",
     SAME_PICTURE: "patient(s) have one picture as B-mode and CEUS: both branches see the same pixels",
     SHARED_MASK: "lesion mask(s) are another image's",
     SIMILAR_IMAGE: "image(s) are nearly another patient's picture",
@@ -477,10 +483,37 @@ def checked_still(
     bad, img = _decoded(path)
     if img is None:
         return bad, None, None
-    verdict = _framed_blank(img, crop) if still else None
+    verdict = (_transparency(path, crop) or _framed_blank(img, crop)) if still else None
     if not digest:
         return verdict, None, None
     return verdict, pixel_digest([img]), thumbnail(img, crop)
+
+
+def _transparency(path: Path, crop: sources.Box | None) -> tuple[str, str] | None:
+    """(``transparent_image``, why) where a still's pixels (inside ``crop``) are not all opaque:
+    they are read composited over black (:func:`lnm_jax.data.pixels.decode.over_black`), as a
+    model input is, while a viewer shows its own background there and the colours an encoder
+    kept under them are lost; a fully transparent picture is :func:`blank` (its words first);
+    else None."""
+    try:
+        with Image.open(path) as im:  # a grey or RGB colour key of black: composited, it reads as stored
+            if im.mode in ("L", "RGB") and im.info.get("transparency") in (0, (0, 0, 0)):
+                return None
+        opacity = read_opacity(path)
+    except (OSError, ValueError):
+        return None
+    if opacity is None:
+        return None
+    if crop is not None and (part := opacity[max(crop.y0, 0) : crop.y1, max(crop.x0, 0) : crop.x1]).size:
+        opacity = part
+    seen = opacity < 1
+    if not seen.any() or not (opacity > 0).any():
+        return None
+    return TRANSPARENT_IMAGE, (
+        f"{seen.mean():.1%} of its pixels are transparent ({(opacity == 0).mean():.1%} fully, alpha "
+        f"{opacity.min():.2f} at least): read composited over black, as the model sees it, where a viewer shows its "
+        "own background; export the picture without transparency"
+    )
 
 
 def _framed_blank(img: np.ndarray, crop: sources.Box | None) -> tuple[str, str] | None:
