@@ -24,7 +24,7 @@ from support import cpu_env, new_patients
 
 from lnm_jax.cli import main
 from lnm_jax.config import ConfigError, config_problems, demo_config, field_path
-from lnm_jax.fileio import SEAL_KEY, sealed
+from lnm_jax.fileio import SEAL_KEY, DamagedFileError, sealed
 
 
 def _fail_line(capsys) -> str:
@@ -557,7 +557,6 @@ def test_a_resume_that_cannot_read_its_checkpoint_leaves_the_run_record_as_it_wa
     itself, keeping the records of the processes before it."""
     from support import tiny_config
 
-    from lnm_jax.fileio import DamagedFileError
     from lnm_jax.run import Run
     from lnm_jax.run_record import recorded_before, write_run_record
     from lnm_jax.training.checkpoint import CheckpointCorruptError
@@ -607,7 +606,6 @@ def test_a_checkpoint_of_another_model_is_refused_naming_the_field_and_the_first
     with a ScopeParamShapeError after rewriting the run's record and history (fresh-user trial)."""
     from support import tiny_config
 
-    from lnm_jax.fileio import DamagedFileError
     from lnm_jax.run import Run
     from lnm_jax.run_config import load_config
     from lnm_jax.training.checkpoint import CheckpointMismatchError
@@ -668,7 +666,7 @@ def test_error_line_shortens_the_middle_never_the_numbers_at_the_end():
 
 
 def test_read_json_names_the_file_the_place_and_what_is_wrong(tmp_path):
-    from lnm_jax.fileio import DamagedFileError, read_json, read_json_lines
+    from lnm_jax.fileio import read_json, read_json_lines
 
     f = tmp_path / "doc.json"
     for text, says in [
@@ -806,7 +804,6 @@ def test_an_edited_stored_config_is_checked_as_a_new_one_naming_the_file(triple_
     """A run's config.json edited by hand (a width that is no number, a group replaced) is one
     line naming the file and every field outside its range, before anything is built from it
     (it was a TypeError from deep inside the model's initialisation)."""
-    from lnm_jax.fileio import DamagedFileError
     from lnm_jax.run import Run
 
     run = copy_run(triple_run)
@@ -1009,7 +1006,6 @@ def test_a_config_edited_to_another_experiment_is_refused_by_readers_and_a_resum
     edited value) and by ``validate --workdir`` (which had checked a cohort against the edited
     model); before anything is read or written. What a resume may change (eval.*, train.epochs)
     and where files lie pass (fresh-user trial)."""
-    from lnm_jax.fileio import DamagedFileError
     from lnm_jax.run import Run, load_trained_config
 
     run = copy_run(triple_run)
@@ -1102,7 +1098,6 @@ def test_a_split_edited_or_lost_is_refused_not_redrawn(triple_run, copy_run, cap
     assert _snapshot(run.workdir) == before and not run.files.splits.exists()
     # another run's checkpoint copied in (another split and another model): the checkpoint is
     # named, not config.json (which said it was edited)
-    from lnm_jax.fileio import DamagedFileError
     from lnm_jax.training.checkpoint import CheckpointCorruptError
 
     meta, where = triple_run.checkpoints().meta("best")
@@ -1154,7 +1149,6 @@ def test_a_moved_training_cohort_is_named_in_config_json_and_may_be_pointed_to(t
     resume may give the new path too."""
     from lnm_jax import run_files as F
     from lnm_jax.evaluation.evaluate import bayes_reference
-    from lnm_jax.fileio import DamagedFileError
     from lnm_jax.run import Run
     from lnm_jax.run_config import check_resumable, load_config
 
@@ -1223,6 +1217,15 @@ def test_a_moved_training_cohort_is_named_in_config_json_and_may_be_pointed_to(t
     generator = json.loads((moved / F.GENERATOR).read_text())
     assert ref["bayes_auc"] == generator["bayes_auc"]["triple"] and 0.5 < ref["oracle_auc_all"] <= 1, ref
     assert bayes_reference(Run.open(run.workdir), preds, ["all"]) == ref
+    # labels edited after synth wrote the cohort (helper-120: 0.926 "on these test patients" was
+    # the AUC against the generator's labels, 0.743 against those evaluated): no reference
+    from lnm_jax import names
+
+    labels = np.array([p.lnm for p in run.cohort.patients])
+    assert bayes_reference(triple_run, {"all": {**preds["all"], names.LABEL: labels}}, ["all"]) == ref
+    labels[3] = 1 - labels[3]
+    with pytest.raises(DamagedFileError, match=rf"the manifest's {names.LABEL} differs from .*truth.csv's for 1 "):
+        bayes_reference(triple_run, {"all": {**preds["all"], names.LABEL: labels}}, ["all"])
     alone = shutil.copytree(moved, tmp_path / "alone")
     (alone / F.GENERATOR).unlink()
     assert main(["relocate", "--workdir", str(run.workdir), "--manifest", str(alone / "manifest.csv")]) == 0
@@ -1427,7 +1430,7 @@ def test_an_export_hands_on_only_what_it_can_verify(triple_run, copy_run, tmp_pa
     from lnm_jax.evaluation.evaluate import evaluate
     from lnm_jax.export import export_run
     from lnm_jax.exported import MODEL_CARD, ExportIntegrityError, fingerprint, load
-    from lnm_jax.fileio import SEAL_KEY, DamagedFileError
+    from lnm_jax.fileio import SEAL_KEY
 
     run = copy_run(triple_run)
     evaluate(run, checkpoint="best")
@@ -1475,7 +1478,6 @@ def test_a_reading_of_checkpoints_a_training_replaces_meanwhile_is_tried_again(t
     "checkpoints/latest/52: No such file or directory" (the training had replaced that step).
     A reading that fails while the saved steps change is tried again; one that fails with them
     as they were is raised as it is; one whose checkpoints change at every try is said so."""
-    from lnm_jax.fileio import DamagedFileError
     from lnm_jax.run import READ_TRIES, read_while_trained
     from lnm_jax.run_files import RunFiles
 
@@ -1536,7 +1538,6 @@ def test_stale_calibration_not_applied(triple_run, copy_run, capsys):
     assert "not applied" not in capsys.readouterr().err
     # a temperature that is no number > 0 (edited): it inverted (-1) or saturated (0) every
     # calibrated probability, silently, with exit 0 (fresh-user trial)
-    from lnm_jax.fileio import DamagedFileError
 
     for bad in (-1.0, 0, True, "hot", None):
         path.write_text(json.dumps({"temperature": bad, "epoch": meta["epoch"], "state_sha256": meta["state_sha256"]}))
@@ -1753,7 +1754,7 @@ def test_an_edited_intensity_reference_is_one_line_naming_it(triple_run, copy_ru
     line naming the file and the value; a string median was an "unexpected TypeError" from
     predict's outlier check, a NaN silently flagged nothing (fresh-user trial)."""
     from lnm_jax.evaluation.intensity import reference_problem
-    from lnm_jax.fileio import DamagedFileError, sealed
+    from lnm_jax.fileio import sealed
     from lnm_jax.run import REFERENCE_KEY, Run
     from lnm_jax.training.checkpoint import RUN_KEY
 

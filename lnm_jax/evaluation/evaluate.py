@@ -250,8 +250,9 @@ def bayes_reference(run: Run, preds: dict, subsets) -> dict | None:
     the Bayes-optimal score reaches on the very patients of each split (the ceiling for this
     split, sampling noise included). From one CEUS frame where the run reads stills of a clip
     cohort (``data.clip_frames`` 1), as the protocol's reference is. None for any other cohort.
-    :class:`DamagedFileError` naming the file where the record is damaged, or where its
-    ``truth.csv`` lacks a patient of the run (not the cohort the generator drew)."""
+    :class:`DamagedFileError` naming the file where the record is damaged, where its
+    ``truth.csv`` lacks a patient of the run (not the cohort the generator drew), or where the
+    manifest's label or flag of an evaluated patient is not the one the generator drew."""
     folder = Path(run.config.data.manifest).parent if run.config.data.manifest else run.files.cohort
     params = generator_params(folder)
     if params is None:
@@ -263,6 +264,20 @@ def bayes_reference(run: Run, preds: dict, subsets) -> dict | None:
             f"{folder / F.TRUTH} lacks {len(lacking)} of the evaluated patients (first: {lacking[0]}): "
             "not the record of this cohort"
         )
+    for key in (names.LABEL, names.US_LNM):  # (helper-120: labels edited after synth: a reference not theirs)
+        differ = [
+            p
+            for s in subsets
+            if key in preds[s]
+            for p, v in zip(preds[s][names.PATIENT_ID], preds[s][key])
+            if v == v and int(v) != truth[key][index[p]]  # (a missing flag, NaN, is no difference)
+        ]
+        if differ:
+            raise DamagedFileError(
+                f"the manifest's {key} differs from {folder / F.TRUTH}'s for {len(differ)} evaluated patient(s) "
+                f"(first: {differ[0]}): the cohort was edited after lnm-jax synth wrote it, and the generator's "
+                "reference is not of these patients"
+            )
     inputs = names.parse_modalities(run.config.modalities)
     temporal = temporal_reference(params, run.config.data.clip_frames)
     scores = bayes_scores(truth, params, inputs, temporal=temporal)
