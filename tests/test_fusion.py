@@ -145,6 +145,16 @@ def test_guard_says_when_fusion_loses_to_a_single_input():
     pred["logit"] = np.arange(8.0) * 2
     guard = single_input_check(run, {"val": pred})
     assert not guard["fused_below_best_single"] and "WARNING" not in single_input_line(guard)
+    # a flag no patient has (or of one value): said not scored, not "nan/nan" (helper-120)
+    guard["input_auc"]["us_lnm"] = {"val": float("nan")}
+    assert "us_lnm not scored (no AUC: one value or none among these patients)" in single_input_line(guard)
+    import warnings
+
+    from lnm_jax.evaluation.metrics import sigmoid
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # (helper-120: numpy's overflow warning on the console)
+        assert sigmoid(np.array([-1000.0, 0.0]))[0] == 0.0
 
 
 # A strong flag (sensitivity = specificity = 0.9, AUC 0.90) beside one image input (B-mode cue

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 import tempfile
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -68,11 +69,13 @@ def evaluate(run: Run, *, checkpoint: str = "best", subsets=("val", "test"), out
     meta = run.predictor(checkpoint).meta
     preds = {s: run.predict(s, checkpoint) for s in dict.fromkeys(("val",) + tuple(subsets))}
     val = preds["val"]
-    youden = (
-        M.youden_threshold(val[names.LABEL], M.sigmoid(val["logit"]))
-        if len(set(val[names.LABEL].tolist())) == 2
-        else None
-    )
+    with warnings.catch_warnings():  # (J <= 0 everywhere: said below as a WARNING line, not numpy's too)
+        warnings.simplefilter("ignore", RuntimeWarning)
+        youden = (
+            M.youden_threshold(val[names.LABEL], M.sigmoid(val["logit"]))
+            if len(set(val[names.LABEL].tolist())) == 2
+            else None
+        )
     no_youden = youden is not None and not np.isfinite(youden)  # J <= 0 at every cut-off
     if no_youden:
         youden = None
@@ -509,7 +512,12 @@ def single_input_line(guard: dict) -> str:
     """One line: each input's own AUC beside the fused model's, and a warning when fusion
     loses to its best single input on validation."""
     splits = list(guard["fused_auc"])
-    parts = [f"{m} " + "/".join(f"{a.get(s, float('nan')):.3f}" for s in splits) for m, a in guard["input_auc"].items()]
+    parts = [
+        f"{m} " + "/".join(f"{a.get(s, float('nan')):.3f}" for s in splits)
+        if any(np.isfinite(a.get(s, float("nan"))) for s in splits)
+        else f"{m} not scored (no AUC: one value or none among these patients)"  # (had been nan/nan, helper-120)
+        for m, a in guard["input_auc"].items()
+    ]
     text = f"single inputs ({'/'.join(splits)} AUC): " + (", ".join(parts) or "none scored")
     text += "; fused " + "/".join(f"{guard['fused_auc'][s]:.3f}" for s in splits)
     if guard["fused_below_best_single"]:

@@ -11,7 +11,11 @@ from sklearn.metrics import roc_auc_score, roc_curve
 
 
 def sigmoid(logits: np.ndarray) -> np.ndarray:
-    return 1.0 / (1.0 + np.exp(-np.asarray(logits, np.float64)))
+    """1 / (1 + exp(-logits)) in float64; a logit below about -709 gives 0 as it is, without
+    numpy's overflow warning (helper-120: "RuntimeWarning: overflow encountered in exp" on the
+    console from a calibration fit on separated logits)."""
+    with np.errstate(over="ignore"):
+        return 1.0 / (1.0 + np.exp(-np.asarray(logits, np.float64)))
 
 
 def binary_labels(labels, field: str = "labels") -> np.ndarray:
