@@ -1229,7 +1229,7 @@ def test_a_crop_that_frames_no_picture_is_named_as_the_picture_the_model_sees(tm
     assert set(said) == {(1, BLANK_IMAGE), (3, DIM_IMAGE)}, said  # (the uncropped capture: dim, as before)
 
 
-def test_a_partly_transparent_still_is_warned_of_as_read_over_black(tmp_path):
+def test_a_partly_transparent_still_is_warned_of_and_a_turned_stills_crop_said_with_its_turn(tmp_path):
     """helper-121: a still whose lesion was transparent (alpha 0 over the mask), or one at alpha
     128 throughout, was read composited over black (a black hole in the Grad-CAM figure, a
     picture at half brightness) and said OK. Each is ``transparent_image`` with its share; an
@@ -1245,15 +1245,27 @@ def test_a_partly_transparent_still_is_warned_of_as_read_over_black(tmp_path):
         tmp_path / "opaque.png"
     )
     Image.fromarray(np.roll(RAMP, 9, axis=1)).save(tmp_path / "keyed.png", transparency=0)
-    rows = [
-        [k, name, "", i % 2, i % 2]
-        for i, (k, name) in enumerate(zip("ABCD", ["hole.png", "half.png", "opaque.png", "keyed.png"]))
-    ]
+    Image.fromarray(np.roll(RAMP, 13, axis=1)).convert("P").save(tmp_path / "palette.png", transparency=0)
+    stills = ["hole.png", "half.png", "opaque.png", "keyed.png", "palette.png"]
+    rows = [[k, name, "", i % 2, i % 2] for i, (k, name) in enumerate(zip("ABCDE", stills))]
     cohort = read_manifest(_manifest(tmp_path / "m.csv", rows), warn=False)
     said = {w.row: w.message for w in cohort.warnings if w.code == TRANSPARENT_IMAGE}
     assert said[1].startswith("8.3% of its pixels are transparent (8.3% fully, alpha 0.00 at least): read"), said
     assert said[2].startswith("100.0% of its pixels are transparent (0.0% fully, alpha 0.50 at least)"), said
-    assert set(said) == {1, 2} and not [w for w in cohort.warnings if w.row in (3, 4)], cohort.warnings
+    assert set(said) == {1, 2} and not [w for w in cohort.warnings if w.row in (3, 4, 5)], cohort.warnings
+    # a crop given in the stored picture of an EXIF-turned JPEG: said with the turn (as a mask is)
+    ex = Image.Exif()
+    ex[0x0112] = 6
+    Image.fromarray(np.repeat(np.roll(RAMP, 3, axis=1)[..., None], 3, -1)).save(tmp_path / "turned.jpg", exif=ex)
+    columns = ("patient_id", "bmode", "bmode_crop", "ceus", "us_lnm", "lnm")
+    with pytest.raises(ManifestError) as e:
+        read_manifest(_manifest(tmp_path / "t.csv", [["T", "turned.jpg", "0,0,32,24", "", 1, 0]], columns))
+    (line,) = [p.message for p in e.value.problems if p.column == "bmode_crop"]
+    assert line.endswith(
+        "bmode_crop 0,0,32,24 exceeds the 24x32 image; the file's EXIF orientation shows it turned 90 degrees (24x32, "
+        "stored 32x24), and a crop is read in the picture as shown: this one fits the stored picture, give it as the "
+        "image is shown"
+    ), line
 
 
 def test_an_image_that_holds_no_picture_is_named(tmp_path, capsys):

@@ -68,6 +68,7 @@ from lnm_jax.data.pixels.decode import (
     ImageTooLargeError,
     damage,
     read_opacity,
+    upright,
     verify_image,
 )
 from lnm_jax.data.pixels.dicom import DICOM_SUFFIXES, DicomError, is_dicom
@@ -496,13 +497,14 @@ def _transparency(path: Path, crop: sources.Box | None) -> tuple[str, str] | Non
     kept under them are lost; a fully transparent picture is :func:`blank` (its words first);
     else None."""
     try:
-        with Image.open(path) as im:  # a grey or RGB colour key of black: composited, it reads as stored
-            if im.mode in ("L", "RGB") and im.info.get("transparency") in (0, (0, 0, 0)):
-                return None
         opacity = read_opacity(path)
+        if opacity is None or opacity.min() == 1:
+            return None
+        with Image.open(path) as im:  # black under every transparent pixel (a colour key, a palette entry of black):
+            under = np.asarray(upright(im).convert("RGBA"))  # composited, it reads as stored
+        if under.shape[:2] == opacity.shape and not under[..., :3][opacity < 1].any():
+            return None
     except (OSError, ValueError):
-        return None
-    if opacity is None:
         return None
     if crop is not None and (part := opacity[max(crop.y0, 0) : crop.y1, max(crop.x0, 0) : crop.x1]).size:
         opacity = part

@@ -20,7 +20,7 @@ import numpy as np
 from PIL import UnidentifiedImageError
 
 from lnm_jax.data.pixels import clips, dicom
-from lnm_jax.data.pixels.decode import ImageDecodeError, fit, image_size, over_channels, read_image
+from lnm_jax.data.pixels.decode import ImageDecodeError, exif_orientation, fit, image_size, over_channels, read_image
 from lnm_jax.data.pixels.dicom import Box, DicomError, DicomHeader
 from lnm_jax.names import BMODE, CEUS, CEUS_REGIONS
 
@@ -311,8 +311,22 @@ def _option_box(path: Path, name: str, options: ImageOptions, w: int, h: int, he
         return Box(0, 0, w, h)
     if options.crop.x1 > w or options.crop.y1 > h:
         column = option_columns(name)["crop"]
-        raise ImageOptionError(column, f"{path}: {column} {options.crop} exceeds {held.format(f'{w}x{h}')}")
+        turned = ""  # (helper-121: said without a hint, where a mask has one)
+        if options.crop.x1 <= h and options.crop.y1 <= w and _turned_still(path):
+            turned = (
+                f"; the file's EXIF orientation shows it turned 90 degrees ({w}x{h}, stored {h}x{w}), and a crop is "
+                "read in the picture as shown: this one fits the stored picture, give it as the image is shown"
+            )
+        raise ImageOptionError(column, f"{path}: {column} {options.crop} exceeds {held.format(f'{w}x{h}')}{turned}")
     return options.crop
+
+
+def _turned_still(path: Path) -> bool:
+    """Whether ``path`` is a PNG or JPEG still whose EXIF orientation turns it a quarter (5-8)."""
+    try:
+        return path.is_file() and path.suffix.lower() in clips.FRAME_SUFFIXES and exif_orientation(path) in (5, 6, 7, 8)
+    except (OSError, ValueError):
+        return False
 
 
 def _resolve_dicom(path: Path, name: str, options: ImageOptions, ceus_region: str) -> Source:
