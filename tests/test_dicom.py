@@ -452,6 +452,16 @@ def test_a_picture_too_small_for_the_model_is_said_at_validation(twin_cohorts, t
     ], said
     at96 = [line for line in survey(cohort, image_size=96).lines if "framed smaller" in line]
     assert len(at96) == 1 and "1 image(s)" in at96[0], at96  # the crop: 16 * 8 >= 96
+    # helper-121: a strip (4000x40, 500x1) stretched to the square far out of shape, unsaid
+    rows.append(f'd,{image},,1,0,"0,0,32,8"')
+    (tmp_path / "strip.csv").write_text("\n".join(rows) + "\n")
+    strips = [x for x in survey(read_manifest(tmp_path / "strip.csv", warn=False)).lines if "a strip" in x]
+    assert strips == [
+        "  warning: 1 image(s) are framed with one side over 3 times the other, each stretched to the model's square "
+        "input that far out of shape (data.field_of_view_mm 0): a strip, not a scan (a crop in other units?); the "
+        "most: 4:1, row 4 (d) bmode SYN000_bmode.png, 32x8 pixels"
+    ], strips
+    rows.pop()
     main(["validate", str(tmp_path / "m.csv")])  # (the cohort is too small to split: said after the lines)
     assert said[0] in capsys.readouterr().out
     # with a row refused, the other rows' images are still surveyed (helper-54's trial: the

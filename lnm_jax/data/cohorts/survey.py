@@ -33,6 +33,10 @@ DARK, BRIGHT, CONTENT_FRACTION, MIN_MARKS = 0.04, 0.6, 0.9, 20
 # to be a scan (a thumbnail or an icon exported, a crop in other units): its pixels would be
 # stretched more than this many times over
 MAX_UPSCALE = 8
+# A framed picture longer than this many times its other side is stretched that far out of shape
+# by the paper's resize to a square (data.field_of_view_mm 0): a strip, not a scan (helper-121: a
+# 4000x40 picture and 1x500 and 500x1 ones had been trained on unsaid)
+MAX_ASPECT = 3
 
 GEOMETRY_COLUMNS = (
     PATIENT_ID,
@@ -109,6 +113,7 @@ def survey(
     phi_files, phi_keys, burned, no_spacing, captures = 0, collections.Counter(), 0, [], []
     spacings, clip_frames, clip_seconds, untimed, uncounted, geometry = [], [], [], 0, 0, []
     small: list[tuple[int, str]] = []  # (the framed picture's shorter side, where)
+    strips: list[tuple[float, str]] = []  # (the framed picture's longer side over its shorter, where)
     cut: list[str] = []  # masks whose lesion data.field_of_view_mm's square leaves out
     for p, name in _cells(cohort):
         path = getattr(p, name)
@@ -142,6 +147,9 @@ def survey(
                 untimed += 1
         if image_size and (side := min(src.box.width, src.box.height)) * MAX_UPSCALE < image_size:
             small.append((side, f"{where}, {src.box.width}x{src.box.height} pixels"))
+        long = max(src.box.width, src.box.height) / max(min(src.box.width, src.box.height), 1)
+        if not framing.field_of_view_mm and long > MAX_ASPECT:
+            strips.append((long, f"{where}, {src.box.width}x{src.box.height} pixels"))
         fov = framing.field_of_view_mm
         if (
             fov
@@ -216,6 +224,13 @@ def survey(
             f"  warning: {len(small)} image(s) are framed smaller than 1/{MAX_UPSCALE} of the model's "
             f"{image_size}-pixel input (each stretched over {MAX_UPSCALE}x): too small to be a scan (a thumbnail or "
             f"icon exported, a crop in other units?); the smallest: {min(small)[1]}"
+        )
+    if strips:
+        widest = max(strips)
+        lines.append(
+            f"  warning: {len(strips)} image(s) are framed with one side over {MAX_ASPECT} times the other, each "
+            f"stretched to the model's square input that far out of shape (data.field_of_view_mm 0): a strip, not a "
+            f"scan (a crop in other units?); the most: {widest[0]:.0f}:1, {widest[1]}"
         )
     problems = []
     if framing.field_of_view_mm and no_spacing:
