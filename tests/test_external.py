@@ -285,6 +285,10 @@ def test_the_runs_own_patients_are_left_out_and_counted(tmp_path, capsys):
     path.write_text("\n".join([rows[0] + ",seen_by_run", *(r + ",train" for r in rows[1:])]) + "\n")
     with pytest.raises(ExternalValidationError, match="every labelled patient is one the model has seen"):
         external_validation(path, card, tmp_path / "v2")
+    # the site's positives all the run's own: one class left, said with what was left out (helper-120)
+    path.write_text("\n".join([rows[0] + ",seen_by_run", *(r + ("," + "train" * int(t)) for r, t in zip(rows[1:], y))]))
+    with pytest.raises(ExternalValidationError, match=rf"every labelled patient is negative \(after {int(y.sum())} "):
+        external_validation(path, card, tmp_path / "v2")
     # any other value is not predict's (helper-108: 'no' had left 15 patients out as seen)
     path.write_text("\n".join([rows[0] + ",seen_by_run", *(r + ",no" for r in rows[1:])]) + "\n")
     with pytest.raises(ExternalValidationError, match=r"row 1: seen_by_run 'no' is not train or val"):

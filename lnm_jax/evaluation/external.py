@@ -244,8 +244,9 @@ def external_validation(
     scored = read_scored(predictions, model["state"])
     labels, logits = scored.labels, scored.logits
     if labels.min() == labels.max():
+        left = f" (after {_seen_text(scored.seen)} the model's run saw were left out)" if scored.seen else ""
         raise ExternalValidationError(
-            f"{predictions}: every labelled patient is {'positive' if labels[0] else 'negative'}: "
+            f"{predictions}: every labelled patient is {'positive' if labels[0] else 'negative'}{left}: "
             "an AUC, a calibration slope and a cut-off's sensitivity and specificity need both classes"
         )
     summary = summarise_predictions(
