@@ -94,11 +94,20 @@ def test_evaluate_warns_when_a_class_is_never_called_and_names_the_youden_thresh
 def test_evaluate_warns_of_an_auc_over_few_patients_of_a_class():
     """helper-57: "AUC 1.000 (1.000-1.000)" on 4 test patients, unsaid. A split with fewer than
     MIN_PER_CLASS patients of either class is named with its pairs; a larger one is not."""
-    result = {"splits": {"val": {"n": 40, "n_positive": 20}, "test": {"n": 4, "n_positive": 1}}}
+    result = {"splits": {"val": {"n": 40, "n_positive": 20}, "test": {"n": 5, "n_positive": 2}}}
     assert small_split_warnings(result) == [
-        "test: 1 positive and 3 negative patients: its AUC rests on 3 pair(s), and its CIs understate what so few "
+        "test: 2 positive and 3 negative patients: its AUC rests on 6 pair(s), and its CIs understate what so few "
         "patients leave open (at perfect separation they have zero width)"
     ]
+    # a class of one patient: neither CI can be estimated (helper-120: DeLong's 0-1 beside the
+    # bootstrap's 0.000-0.000 in one table, and "understate" of a 0-1 interval)
+    (one,) = small_split_warnings({"splits": {"test": {"n": 4, "n_positive": 1}}})
+    assert one.endswith("its AUC's CIs cannot be estimated with a class of one patient (given as 0-1)"), one
+    from lnm_jax.evaluation.metrics import bootstrap_auc_ci
+    from lnm_jax.evaluation.stats import delong_ci
+
+    y, s = np.array([1, 0, 0, 0]), np.array([0.1, 0.2, 0.3, 0.4])
+    assert bootstrap_auc_ci(y, s) == delong_ci(y, s)[1:] == (0.0, 1.0)
     assert MIN_PER_CLASS == 10 and not small_split_warnings({"splits": {"test": {"n": 20, "n_positive": 10}}})
     # a small validation split: what was fitted on it is said too (helper-99)
     (val,) = small_split_warnings({"splits": {"val": {"n": 5, "n_positive": 3}}})

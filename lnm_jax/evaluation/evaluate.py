@@ -466,9 +466,14 @@ def small_split_warnings(result: dict) -> list[str]:
                 if split == "val"
                 else ""
             )
+            cis = (
+                "its AUC's CIs cannot be estimated with a class of one patient (given as 0-1)"
+                if min(pos, neg) == 1
+                else "its CIs understate what so few patients leave open (at perfect separation they have zero width)"
+            )
             out.append(
                 f"{split}: {pos} positive and {neg} negative patients: its AUC rests on {pos * neg} pair(s), and "
-                "its CIs understate what so few patients leave open (at perfect separation they have zero width)"
+                + cis
                 + fitted
             )
     return out

@@ -180,21 +180,19 @@ def bootstrap_auc_ci(
     resample keeps the split's positives and negatives, so each has an AUC), with
     ``scipy.stats.bootstrap``: BCa (bias-corrected and accelerated; Efron 1987), or the
     percentile interval where BCa is undefined (every resample the same AUC, e.g. perfect
-    separation). (nan, nan) when a class is absent. Vectorised: ~0.1 s for 2,000 resamples
-    of a few hundred patients."""
+    separation). (nan, nan) when a class is absent; (0, 1) when a class has one patient (its
+    spread cannot be resampled: DeLong's interval for that case). Vectorised: ~0.1 s for
+    2,000 resamples of a few hundred patients."""
     labels, scores = checked(labels, scores)
     pos, neg = scores[labels == 1], scores[labels == 0]
     if not len(pos) or not len(neg) or n_boot <= 0:
         return float("nan"), float("nan")
-    if len(pos) == 1 and len(neg) == 1:  # one resample only; nothing to bootstrap
-        auc = float(_mann_whitney_auc(pos, neg))
-        return auc, auc
-    # a class of one patient is the same in every stratified resample: only the other varies
+    if min(len(pos), len(neg)) == 1:
+        # a class of one patient is the same in every stratified resample, so the spread of
+        # that class is unknown: (0, 1), as DeLong's CI for its undefined variance (helper-120:
+        # the one resample's "0.000-0.000" beside DeLong's "0.000-1.000" in one table)
+        return 0.0, 1.0
     data, statistic = (pos, neg), _mann_whitney_auc
-    if len(pos) == 1:
-        data, statistic = (neg,), lambda n, axis=-1: _mann_whitney_auc(np.broadcast_to(pos, n.shape[:-1] + (1,)), n)
-    elif len(neg) == 1:
-        data, statistic = (pos,), lambda p, axis=-1: _mann_whitney_auc(p, np.broadcast_to(neg, p.shape[:-1] + (1,)))
     for method in ("BCa", "percentile"):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # scipy's DegenerateDataWarning: answered by the percentile fallback
