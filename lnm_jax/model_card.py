@@ -851,7 +851,12 @@ def markdown(md: dict) -> str:
                 f"0.5, and Youden's index on validation: {threshold_text(youden)} (halfway between two validation "
                 "scores"
                 + (
-                    f"; {_fmt(ci[0])}-{_fmt(ci[1])} over bootstrap resamples of the validation patients"
+                    (
+                        f"; {_fmt(ci[0])}-{_fmt(ci[1])} over bootstrap resamples of the validation patients"
+                        if all(x is not None and x == x for x in ci)
+                        else "; no bootstrap interval: a class of one validation patient, or resamples that choose "
+                        "no cut-off"  # (helper-120: "- - over bootstrap resamples", unexplained)
+                    )
                     if (ci := md["thresholds"].get("youden_ci"))
                     else ""
                 )

@@ -118,9 +118,9 @@ def youden_threshold_ci(
     """Percentile bootstrap CI of :func:`youden_threshold` over ``scipy.stats.bootstrap``'s
     resamples of the patients within each class (the split's positives and negatives kept): how
     far the cut-off chosen on these few validation patients moves with them (helper-104: one
-    threshold, no uncertainty). A class of one patient is that patient in every resample, as
-    :func:`bootstrap_auc_ci` keeps it (helper-120: scipy's "two or more observations" had
-    stopped ``evaluate``); both classes of one: the one threshold. A resample whose scores
+    threshold, no uncertainty). A class of one patient is the same in every stratified
+    resample, so its spread is unknown: NaN (helper-120: scipy's "two or more observations"
+    had stopped ``evaluate``; :func:`bootstrap_auc_ci` gives DeLong's 0-1). A resample whose scores
     rank nothing (Youden's J at most 0 at every cut-off) chooses no threshold: the interval is
     the percentiles of those that choose one while they are at least :data:`CHOSEN_SHARE` of
     the resamples (one such resample of 2,000 had made it NaN, helper-120), else NaN. (nan,
@@ -135,14 +135,9 @@ def youden_threshold_ci(
             warnings.simplefilter("ignore", RuntimeWarning)  # a resample with J <= 0 everywhere: NaN
             return youden_threshold(np.r_[np.ones(len(p)), np.zeros(len(n))], np.r_[p, n])
 
-    if len(pos) == 1 and len(neg) == 1:  # one resample only
-        t = threshold(pos, neg)
-        return t, t
+    if min(len(pos), len(neg)) == 1:  # that class's spread cannot be resampled (as bootstrap_auc_ci's)
+        return float("nan"), float("nan")
     data, statistic = (pos, neg), threshold
-    if len(pos) == 1:
-        data, statistic = (neg,), lambda n: threshold(pos, n)
-    elif len(neg) == 1:
-        data, statistic = (pos,), lambda p: threshold(p, neg)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # scipy's DegenerateDataWarning: a constant distribution
         res = bootstrap(
