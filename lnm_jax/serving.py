@@ -77,6 +77,7 @@ class SiteUpdate:
     chosen_by: str  # "closed test", "given", or "earlier record" (one written before the choice was kept)
     fitted_on: str
     said: str | None = None  # the record's note (a logistic update asked for, the intercept's taken: why)
+    events: int | None = None  # the site's patients of its smaller class the update was fitted on
 
     def __call__(self, logit: float) -> float:
         """The site's probability of a patient whose model logit is ``logit``."""
@@ -101,10 +102,20 @@ class SiteUpdate:
             if self.method == "intercept"
             else f"sigmoid({self.intercept:+.3f} + {self.slope:.3f} * logit), the logistic recalibration"
         )
+        few = (
+            f"; fitted on {self.events} patient(s) of a class, fewer than {FEW_EVENTS}: an update that rests on so "
+            "few moves with each one (its CI is in external validation's record)"
+            if self.events is not None and self.events < FEW_EVENTS
+            else ""
+        )  # (helper-120: one event in 8 patients, applied with no word)
         return (
             f"{SITE_COLUMN}: {formula} ({how}) fitted on {self.fitted_on}: the site's risks, ranking unchanged; the "
-            "card's cut-offs are not this column's (choose one on the site's patients)"
+            f"card's cut-offs are not this column's (choose one on the site's patients){few}"
         )
+
+
+# a site update fitted on fewer patients of its smaller class than this is said to rest on few
+FEW_EVENTS = 10
 
 
 def read_site_update(path: Path | str, state: str | None) -> SiteUpdate:
@@ -145,7 +156,9 @@ def read_site_update(path: Path | str, state: str | None) -> SiteUpdate:
         raise ValueError(f"{file}: the site update is {a!r}, {b!r} ({method!r}): the site's patients gave no update")
     site = record["site"]
     fitted_on = f"{site['n']} patients ({site['n_positive']} positive) of {record.get('predictions', file)}"
-    return SiteUpdate(float(a), float(b), method, str(chosen_by), fitted_on, said if isinstance(said, str) else None)
+    events = min(int(site["n_positive"]), int(site["n"]) - int(site["n_positive"]))
+    said = said if isinstance(said, str) else None
+    return SiteUpdate(float(a), float(b), method, str(chosen_by), fitted_on, said, events)
 
 
 SITE_UPDATE_HELP = (

@@ -437,3 +437,16 @@ def test_a_site_update_folder_that_is_not_external_validations_is_said_so(tmp_pa
         ValueError, match=r"holds no metrics.json: give the --out folder of lnm-jax external-validation"
     ):
         read_site_update(tmp_path, STATE)
+
+
+def test_a_site_update_fitted_on_few_events_is_said_to_rest_on_them():
+    """helper-120: an intercept update fitted on one positive of 8 patients was applied by
+    predict --site-update with "in-sample" its only caveat."""
+    from lnm_jax.serving import FEW_EVENTS, SiteUpdate
+
+    few = SiteUpdate(-2.447, 1.0, "intercept", "closed test", "8 patients (1 positive) of s.csv", None, 1)
+    assert few.note().endswith(
+        f"; fitted on 1 patient(s) of a class, fewer than {FEW_EVENTS}: an update that rests on so few moves with "
+        "each one (its CI is in external validation's record)"
+    ), few.note()
+    assert "fewer than" not in SiteUpdate(-0.3, 1.0, "intercept", "closed test", "200 patients", None, 80).note()
