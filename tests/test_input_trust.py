@@ -1245,14 +1245,16 @@ def test_a_partly_transparent_still_is_warned_of_and_a_turned_stills_crop_said_w
         tmp_path / "opaque.png"
     )
     Image.fromarray(np.roll(RAMP, 9, axis=1)).save(tmp_path / "keyed.png", transparency=0)
+    nearly = np.dstack([np.roll(rgb, 17, axis=1), np.full(RAMP.shape, 254, np.uint8)])  # (helper-122: said of)
+    Image.fromarray(nearly, "RGBA").save(tmp_path / "nearly.png")
     Image.fromarray(np.roll(RAMP, 13, axis=1)).convert("P").save(tmp_path / "palette.png", transparency=0)
-    stills = ["hole.png", "half.png", "opaque.png", "keyed.png", "palette.png"]
-    rows = [[k, name, "", i % 2, i % 2] for i, (k, name) in enumerate(zip("ABCDE", stills))]
+    stills = ["hole.png", "half.png", "opaque.png", "keyed.png", "palette.png", "nearly.png"]
+    rows = [[k, name, "", i % 2, i % 2] for i, (k, name) in enumerate(zip("ABCDEF", stills))]
     cohort = read_manifest(_manifest(tmp_path / "m.csv", rows), warn=False)
     said = {w.row: w.message for w in cohort.warnings if w.code == TRANSPARENT_IMAGE}
     assert said[1].startswith("8.3% of its pixels are transparent (8.3% fully, alpha 0.00 at least): read"), said
     assert said[2].startswith("100.0% of its pixels are transparent (0.0% fully, alpha 0.50 at least)"), said
-    assert set(said) == {1, 2} and not [w for w in cohort.warnings if w.row in (3, 4, 5)], cohort.warnings
+    assert set(said) == {1, 2} and not [w for w in cohort.warnings if w.row in (3, 4, 5, 6)], cohort.warnings
     # a crop given in the stored picture of an EXIF-turned JPEG: said with the turn (as a mask is)
     ex = Image.Exif()
     ex[0x0112] = 6
@@ -1668,6 +1670,10 @@ def test_a_git_lfs_or_git_annex_placeholder_is_named_as_one_by_every_reader(tmp_
         (tmp_path / name).write_bytes(LFS_POINTER)
     (tmp_path / "big.png").write_bytes(LFS_POINTER + b"x" * 1024)
     (tmp_path / "crlf.png").write_bytes(LFS_POINTER.replace(b"\n", b"\r\n"))  # (a Windows checkout's, helper-121)
+    # (helper-122) as PowerShell 5's Out-File (UTF-16 with its mark) and Notepad (a UTF-8 mark) save one; CR alone
+    (tmp_path / "u16.png").write_bytes(("\ufeff" + LFS_POINTER.decode().replace("\n", "\r\n")).encode("utf-16-le"))
+    (tmp_path / "bom.png").write_bytes(b"\xef\xbb\xbf" + LFS_POINTER.replace(b"\n", b"\r\n"))
+    (tmp_path / "cr.png").write_bytes(LFS_POINTER.replace(b"\n", b"\r"))
     Image.new("L", (8, 8)).save(tmp_path / "bmp.png", format="BMP")
     key = "SHA256E-s4567--0123456789abcdef.png"
     (tmp_path / "locked.png").symlink_to(f".git/annex/objects/pX/8K/{key}/{key}")
@@ -1683,6 +1689,9 @@ def test_a_git_lfs_or_git_annex_placeholder_is_named_as_one_by_every_reader(tmp_
         ["H", "big.png", "", 0, 1],
         ["I", "crlf.png", "", 1, 1],
         ["J", "bmp.png", "", 0, 0],
+        ["K", "u16.png", "", 1, 0],
+        ["L", "bom.png", "", 0, 1],
+        ["M", "cr.png", "", 1, 1],
     ]
     columns = ("patient_id", "bmode", "ceus", "us_lnm", "lnm", "bmode_mask")
     with pytest.raises(ManifestError) as e:
@@ -1702,9 +1711,10 @@ def test_a_git_lfs_or_git_annex_placeholder_is_named_as_one_by_every_reader(tmp_
     assert said[(6, "bmode")] == f"image file is {annex}", said
     assert said[(7, "bmode")] == annex, said
     assert said[(8, "bmode")] == f"not a PNG or JPEG image: it holds text ({len(LFS_POINTER) + 1024:,} bytes)", said
-    assert said[(9, "bmode")].startswith(lfs) or said[(9, "bmode")] == "as said for row 1", said
+    for row in (9, 11, 12, 13):
+        assert said[(row, "bmode")].startswith(lfs) or said[(row, "bmode")] == "as said for row 1", (row, said)
     assert said[(10, "bmode")] == "a BMP image named .png: this reader takes PNG and JPEG; save it as PNG (lossless)"
-    assert set(said) == {(r, "bmode") for r in (1, 2, 3, 6, 7, 8, 9, 10)} | {
+    assert set(said) == {(r, "bmode") for r in (1, 2, 3, *range(6, 14))} | {
         (4, "ceus"),
         (4, "bmode_mask"),
         (5, "ceus"),
@@ -1738,6 +1748,12 @@ def test_a_large_file_under_an_image_name_is_told_by_its_start_not_read_whole(tm
     [
         (b"<!DOCTYPE html>\n<html><head><title>Sign in</title>", "it holds a web page (HTML): a login or error page"),
         (b'<?xml version="1.0"?>\n<svg xmlns="http://www.w3.org/2000/svg">', "it holds an SVG drawing (XML)"),
+        # (helper-122: one with a size, which ffmpeg decodes, had been read as a clip of one frame)
+        (
+            b'<svg xmlns="http://www.w3.org/2000/svg" width="64" height="64"><rect width="64" height="64" '
+            b'fill="gray"/></svg>',
+            "it holds an SVG drawing (XML)",
+        ),
         (b'{"error": "Unauthorized"}', "it holds JSON text"),
         (b"root:$6$secret-hash:19000:0:99999:7:::\n", "it holds text (39 bytes)"),
         # helper-121: more of the kind, each once said as hexadecimal bytes or as plain text
@@ -2523,7 +2539,7 @@ def test_a_frame_folder_with_a_frame_lost_unfinished_or_copied_is_refused_naming
         f = folder(f"unfinished{ending}", (*range(4), *range(5, 8)), [f"frame_004.png{ending}"])
         with pytest.raises(clips.ClipError, match=rf"frame_004.png{re.escape(ending)} is a frame's name with another"):
             clips.frame_files(f)
-    for copy in ("frame_003 (1).png", "frame_003 - Copy.png", "frame_003 copy.png"):
+    for copy in ("frame_003 (1).png", "frame_003(1).png", "frame_003 - Copy.png", "frame_003 copy.png"):
         f = folder(f"copied{len(copy)}", range(6), [copy])
         Image.fromarray(RAMP).save(f / copy)
         with pytest.raises(clips.ClipError, match=re.escape(f"{copy} is named as a copy of frame_003.png")):

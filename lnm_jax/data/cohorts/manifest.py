@@ -140,6 +140,8 @@ DIM_IMAGE = "dim_image"
 # is, where a viewer shows its own background; said from this share of its pixels on (helper-121:
 # a lesion made transparent, or a whole picture at alpha 128, had been read so in silence)
 TRANSPARENT_IMAGE = "transparent_image"
+# an alpha at or above this is opaque enough not to say (254 of 255 moves a sample by 1 level at most)
+OPAQUE = 0.99
 # a still whose brightest sample is at most DIM_AT (of [0, 1]), or whose mean is at most DIM_MEAN,
 # is nearly black: 12-bit samples stored unscaled in a 16-bit file (4095 of 65535; 15 of 255 in
 # an 8-bit one), the mean where burned-in white text holds the brightest samples
@@ -506,12 +508,13 @@ def _transparency(path: Path, crop: sources.Box | None) -> tuple[str, str] | Non
             return None
     except (OSError, ValueError):
         return None
+    where = ""
     if crop is not None and (part := opacity[max(crop.y0, 0) : crop.y1, max(crop.x0, 0) : crop.x1]).size:
-        opacity = part
-    seen = opacity < 1
+        opacity, where = part, f"inside its crop {crop.x0},{crop.y0},{crop.x1},{crop.y1}: "
+    seen = opacity < OPAQUE
     if not seen.any() or not (opacity > 0).any():
         return None
-    return TRANSPARENT_IMAGE, (
+    return TRANSPARENT_IMAGE, where + (
         f"{seen.mean():.1%} of its pixels are transparent ({(opacity == 0).mean():.1%} fully, alpha "
         f"{opacity.min():.2f} at least): read composited over black, as the model sees it, where a viewer shows its "
         "own background; export the picture without transparency"

@@ -111,7 +111,7 @@ def frame_files(folder: Path) -> list[Path]:
 
 
 # a name a browser or file manager gives a second copy of a file: 'x (1)', 'x - Copy', 'x copy 2'
-_COPY = re.compile(r"(.+?)(?: \(\d+\)| - copy(?: \(\d+\))?| copy(?: \d+)?)", re.IGNORECASE)
+_COPY = re.compile(r"(.+?)(?: ?\(\d+\)| - copy(?: \(\d+\))?| copy(?: \d+)?)", re.IGNORECASE)
 
 
 def _frame_named(name: str) -> bool:
@@ -423,6 +423,8 @@ def video_info(path: Path | str) -> VideoInfo:
 
 @functools.lru_cache(maxsize=256)
 def _video_info(path: Path, size: int, mtime_ns: int) -> VideoInfo:
+    if what := holds(path):  # (helper-122: an SVG named .mp4, which ffmpeg decodes, read as a clip of one frame)
+        raise ClipError(f"{path}: not a video: {what}")
     try:
         reader = _ffmpeg_frames(path)
         try:

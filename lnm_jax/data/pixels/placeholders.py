@@ -38,7 +38,7 @@ def placeholder(path: Path | str) -> str | None:
         if not path.is_file() or path.stat().st_size >= MAX_POINTER_BYTES:
             return None
         with open(path, "rb") as f:
-            head = f.read(MAX_POINTER_BYTES).replace(b"\r\n", b"\n")  # (a Windows checkout's line endings)
+            head = _as_lf_utf8(f.read(MAX_POINTER_BYTES))
     except (OSError, ValueError):  # (ValueError: a NUL in the name)
         return None
     if _LFS.match(head):
@@ -55,6 +55,18 @@ def placeholder(path: Path | str) -> str | None:
         except UnicodeDecodeError:
             return None
     return None
+
+
+def _as_lf_utf8(head: bytes) -> bytes:
+    """A pointer file's bytes as Git writes them (UTF-8, LF) where an editor or a Windows shell
+    saved it otherwise (helper-122): UTF-16 with its byte-order mark (PowerShell 5's
+    ``Out-File``), a UTF-8 byte-order mark, CRLF (a Windows checkout) or CR line endings."""
+    if head[:2] in (b"\xff\xfe", b"\xfe\xff"):
+        try:
+            head = head[: len(head) // 2 * 2].decode("utf-16").encode("utf-8")
+        except UnicodeError:
+            return head
+    return head.removeprefix(b"\xef\xbb\xbf").replace(b"\r\n", b"\n").replace(b"\r", b"\n")
 
 
 def _annex(target: str) -> str | None:
