@@ -1227,6 +1227,18 @@ def test_a_crop_that_frames_no_picture_is_named_as_the_picture_the_model_sees(tm
         said[(1, BLANK_IMAGE)] == "inside its crop 0,0,90,120: image holds one value everywhere (0 of 255): no picture"
     )
     assert set(said) == {(1, BLANK_IMAGE), (3, DIM_IMAGE)}, said  # (the uncropped capture: dim, as before)
+    # a clip's frames alike, inside its ceus_crop (helper-122: a crop of a black band, unsaid)
+    clip = tmp_path / "clip"
+    clip.mkdir()
+    for k in range(4):
+        frame = np.zeros((40, 64), np.uint8)
+        frame[10:, :] = np.tile(np.linspace(20, 240, 64).astype(np.uint8), (30, 1)) // (k + 1)
+        Image.fromarray(frame).save(clip / f"frame_{k}.png")
+    columns = ("patient_id", "bmode", "ceus", "ceus_crop", "us_lnm", "lnm")
+    rows = [["A", "screen.png", "clip", "0,0,64,10", 1, 0], ["B", "screen2.png", "", "", 0, 1]]
+    cohort = read_manifest(_manifest(tmp_path / "c.csv", rows, columns), warn=False)
+    (said,) = [w.message for w in cohort.warnings if w.column == "ceus"]
+    assert said.startswith("no frame holds a picture; the brightest: inside its crop 0,0,64,10: image holds one"), said
 
 
 def test_a_partly_transparent_still_is_warned_of_and_a_turned_stills_crop_said_with_its_turn(tmp_path):

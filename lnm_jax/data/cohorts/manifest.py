@@ -844,7 +844,9 @@ def check_dicom(
     return None, digest, each, thumb
 
 
-def check_clip(path: Path, min_frames: int) -> tuple[tuple[str, str] | None, tuple[str, ...], tuple[str, ...]]:
+def check_clip(
+    path: Path, min_frames: int, crop: sources.Box | None = None
+) -> tuple[tuple[str, str] | None, tuple[str, ...], tuple[str, ...]]:
     """Returns (problem code, why) if the clip at ``path`` is unreadable (a frame that does not
     decode, frames of different sizes, over the clip limits) or has fewer than ``min_frames``
     frames that decode, None if it is fine; each decoded frame's :func:`pixel_digest`, in
@@ -852,14 +854,15 @@ def check_clip(path: Path, min_frames: int) -> tuple[tuple[str, str] | None, tup
     black lead-in frame, which clips of different patients share, is no picture of either).
     None of either where it is unreadable. Every frame is decoded once: a frame folder's files
     each checked whole, a video streamed as training reads it (its declared frame count is not
-    trusted: what decodes is counted)."""
+    trusted: what decodes is counted). Each frame is judged inside ``crop`` (its ``ceus_crop``), the
+    picture the model sees, as a still is (helper-122: a crop of a black band said nothing of)."""
     digests, pictures = [], []
     brightest: tuple[float, tuple[str, str] | None] = (-1.0, None)  # the brightest frame holding no picture
 
     def take(img: np.ndarray) -> None:
         nonlocal brightest
         digests.append(pixel_digest([img]))
-        if (verdict := blank(img)) is None:
+        if (verdict := _framed_blank(img, crop)) is None:
             pictures.append(digests[-1])
         elif (top := float(img.max())) > brightest[0]:
             brightest = (top, verdict)
@@ -1496,7 +1499,7 @@ def _check_row(
                 problems.append(Problem(bad[0], bad[1], row, col, str(file)))
         elif col == CEUS and is_clip(file):
             if check_images:
-                bad, each, frames[col] = check_clip(file, min_clip_frames)
+                bad, each, frames[col] = check_clip(file, min_clip_frames, options[col].crop)
                 if bad is not None:
                     problems.append(Problem(bad[0], bad[1], row, col, str(file)))
                 digests[col] = clip_digest(each) if each else None
