@@ -220,8 +220,6 @@ def _reader_failure(path: Path, e: Exception) -> ClipError:
     (:func:`lnm_jax.data.pixels.placeholders.placeholder`)."""
     if why := placeholder(path):
         return ClipError(f"{path}: {why}")
-    if what := holds(path):  # (an HTML page named .mp4 had been "moov atom not found", as a cut MP4 is)
-        return ClipError(f"{path}: not a video: {what}")
     lines = str(e).strip().splitlines() or [""]
     said = [m.group(1) for line in lines if (m := re.match(rf"^{_LOG_PREFIX}\s*(.+)$", line))]
     # (not a format's guess, "misdetection possible", nor the generic "Error opening input", where more is said)
@@ -423,8 +421,8 @@ def video_info(path: Path | str) -> VideoInfo:
 
 @functools.lru_cache(maxsize=256)
 def _video_info(path: Path, size: int, mtime_ns: int) -> VideoInfo:
-    if what := holds(path):  # (helper-122: an SVG named .mp4, which ffmpeg decodes, read as a clip of one frame)
-        raise ClipError(f"{path}: not a video: {what}")
+    if what := holds(path):  # (an HTML page named .mp4 had been "moov atom not found", as a cut MP4 is; an SVG
+        raise ClipError(f"{path}: not a video: {what}")  # with a size, which ffmpeg decodes, a clip of one frame)
     try:
         reader = _ffmpeg_frames(path)
         try:
