@@ -136,9 +136,9 @@ SAME_PICTURE = "same_picture"
 SHARED_MASK = "shared_mask"
 SIMILAR_IMAGE = "similar_image"
 DIM_IMAGE = "dim_image"
-# a still with transparent pixels (alpha below 1): read composited over black, as a model input
-# is, where a viewer shows its own background; said from this share of its pixels on (helper-121:
-# a lesion made transparent, or a whole picture at alpha 128, had been read so in silence)
+# a still with transparent pixels (alpha below OPAQUE): read composited over black, as a model
+# input is, where a viewer shows its own background (helper-121: a lesion made transparent, or a
+# whole picture at alpha 128, had been read so in silence)
 TRANSPARENT_IMAGE = "transparent_image"
 # an alpha at or above this is opaque enough not to say (254 of 255 moves a sample by 1 level at most)
 OPAQUE = 0.99
