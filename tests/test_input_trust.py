@@ -2587,9 +2587,11 @@ def test_a_missing_file_is_said_with_what_stands_in_its_place(tmp_path):
             ["a.png", "b.png", "c.png", "d.png", "e.png", "scans/f.png", "share/f.png", "g.png", real]
         )
     ]
+    rows[-1][2] = "P8_ceus"  # a frame folder that is not there: a clip, not an "image file" (helper-122)
     with pytest.raises(ManifestError) as e:
         read_manifest(_manifest(tmp_path / "m.csv", [[f"P{r[0]}", *r[1:]] for r in rows]))
-    said = {p.row: p.message for p in e.value.problems}
+    said = {p.row: p.message for p in e.value.problems if p.column == "bmode"}
+    assert [p.message for p in e.value.problems if p.column == "ceus"] == ["clip does not exist"]
     partial = "image file does not exist; a partial download of it ({}): let the download finish"
     assert said[1].startswith(partial.format("a.png.part")) and said[2].startswith(partial.format("b.png.crdownload"))
     assert said[3] == (

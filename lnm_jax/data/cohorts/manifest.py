@@ -1484,7 +1484,7 @@ def _check_row(
         file = Path(cell) if Path(cell).is_absolute() else base / cell
         images[col] = file
         if (why := missing_path(file)) is not None:
-            kind = "clip" if col == CEUS and is_clip(file) else "image file"
+            kind = "clip" if col == CEUS and (is_clip(file) or not file.suffix) else "image file"  # (a frame folder)
             problems.append(Problem(MISSING_FILE, f"{kind} {why}", row, col, str(file)))
         elif is_dicom(file):
             bad = None
