@@ -215,11 +215,9 @@ _LOG_PREFIX = r"\[[^\]]+ @ 0x[0-9a-fA-F]+\]"
 def _reader_failure(path: Path, e: Exception) -> ClipError:
     """:class:`ClipError` naming the file, in ffmpeg's own first words about it where the reader's
     error carries ffmpeg's log (an MP4 cut before its index: 'moov atom not found', where the
-    reader says 'Could not load meta information'), else the reader's first line; a Git LFS or
-    git-annex pointer named as a video in those words
-    (:func:`lnm_jax.data.pixels.placeholders.placeholder`)."""
-    if why := placeholder(path):
-        return ClipError(f"{path}: {why}")
+    reader says 'Could not load meta information'), else the reader's first line (a Git LFS
+    or git-annex pointer, or a file of another kind, is said before ffmpeg reads it:
+    :func:`_video_info`)."""
     lines = str(e).strip().splitlines() or [""]
     said = [m.group(1) for line in lines if (m := re.match(rf"^{_LOG_PREFIX}\s*(.+)$", line))]
     # (not a format's guess, "misdetection possible", nor the generic "Error opening input", where more is said)
@@ -421,8 +419,12 @@ def video_info(path: Path | str) -> VideoInfo:
 
 @functools.lru_cache(maxsize=256)
 def _video_info(path: Path, size: int, mtime_ns: int) -> VideoInfo:
-    if what := holds(path):  # (an HTML page named .mp4 had been "moov atom not found", as a cut MP4 is; an SVG
-        raise ClipError(f"{path}: not a video: {what}")  # with a size, which ffmpeg decodes, a clip of one frame)
+    # a pointer, or a file of another kind (an HTML page named .mp4 had been "moov atom not found", as
+    # a cut MP4 is; an SVG with a size, which ffmpeg decodes, a clip of one frame), before ffmpeg reads it
+    if why := placeholder(path):
+        raise ClipError(f"{path}: {why}")
+    if what := holds(path, text=True):
+        raise ClipError(f"{path}: not a video: {what}")
     try:
         reader = _ffmpeg_frames(path)
         try:

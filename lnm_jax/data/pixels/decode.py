@@ -190,17 +190,20 @@ def _begins(data: bytes, size: int) -> str:
     return "it begins with the bytes " + " ".join(f"{b:02x}" for b in data[:8])
 
 
-def holds(path: Path | str) -> str | None:
-    """ "it holds ..." for a file that is text or a kind :func:`_begins` names by its first
-    bytes (an archive, a PDF, a web page, a shortcut), for a reader of another format (video,
-    DICOM) to say why the file is none; None for any other file or one that cannot be read."""
+def holds(path: Path | str, text: bool = False) -> str | None:
+    """'it holds ...' for a file of a kind :func:`_begins` names by its first bytes (an
+    archive, a PDF, a web page, a shortcut), for a reader of another format (video, DICOM) to
+    say why the file is none; with ``text``, text of no known kind too ('it holds text (N
+    bytes)': a video is never text, where a DICOM reader keeps its own words for a dataset
+    without the file format's preamble); None for any other file or one that cannot be read."""
     try:
         with open(path, "rb") as f:
             data, size = f.read(_HEAD_BYTES), os.fstat(f.fileno()).st_size
     except OSError:
         return None
     said = _begins(data, size) if data else None
-    return said if said and not said.startswith(("it begins with the bytes", "it holds text (")) else None
+    plain = ("it begins with the bytes",) if text else ("it begins with the bytes", "it holds text (")
+    return said if said and not said.startswith(plain) else None
 
 
 def _text(head: bytes) -> str | None:
