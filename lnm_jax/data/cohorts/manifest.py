@@ -508,9 +508,7 @@ def _transparency(path: Path, crop: sources.Box | None) -> tuple[str, str] | Non
             return None
     except (OSError, ValueError):
         return None
-    where = ""
-    if crop is not None and (part := opacity[max(crop.y0, 0) : crop.y1, max(crop.x0, 0) : crop.x1]).size:
-        opacity, where = part, f"inside its crop {crop.x0},{crop.y0},{crop.x1},{crop.y1}: "
+    opacity, where = _framed(opacity, crop)
     seen = opacity < OPAQUE
     if not seen.any() or not (opacity > 0).any():
         return None
@@ -521,16 +519,20 @@ def _transparency(path: Path, crop: sources.Box | None) -> tuple[str, str] | Non
     )
 
 
+def _framed(pixels: np.ndarray, crop: sources.Box | None) -> tuple[np.ndarray, str]:
+    """(the part of ``pixels`` [H, W, ...] inside ``crop``, "inside its crop X: ") where the crop
+    frames less than the whole picture; else (``pixels``, ''): no crop, or one that holds none
+    of it (a crop outside the image is its own problem)."""
+    if crop is not None and (part := crop.of(pixels)).size and part.shape[:2] != pixels.shape[:2]:
+        return part, f"inside its crop {crop}: "
+    return pixels, ""
+
+
 def _framed_blank(img: np.ndarray, crop: sources.Box | None) -> tuple[str, str] | None:
-    """:func:`blank` of ``img`` inside ``crop`` (the whole image without one, or where the crop
-    holds none of it: a crop outside the image is its own problem), said as inside it."""
-    if crop is not None:
-        part = img[max(crop.y0, 0) : max(crop.y1, 0), max(crop.x0, 0) : max(crop.x1, 0)]
-        if part.size and part.shape[:2] != img.shape[:2] and (verdict := blank(part)):
-            return verdict[0], f"inside its crop {crop.x0},{crop.y0},{crop.x1},{crop.y1}: {verdict[1]}"
-        if part.size:
-            return None if part.shape[:2] != img.shape[:2] else blank(img)
-    return blank(img)
+    """:func:`blank` of ``img`` inside ``crop`` (:func:`_framed`), said as inside it."""
+    part, where = _framed(img, crop)
+    verdict = blank(part)
+    return verdict and (verdict[0], where + verdict[1])
 
 
 def _decoded(path: Path) -> tuple[tuple[str, str] | None, np.ndarray | None]:

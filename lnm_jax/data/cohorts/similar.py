@@ -62,7 +62,7 @@ def thumbnail(img: np.ndarray, box=None) -> np.ndarray:
     (the channels' mean), as box averages on a THUMB x THUMB grid, stretched to span 0-1 (one
     value everywhere: all zeros)."""
     if box is not None:
-        img = img[max(box.y0, 0) : max(box.y1, 0), max(box.x0, 0) : max(box.x1, 0)]
+        img = box.of(img)
     grey = np.asarray(img, np.float32)
     if grey.ndim == 3:  # the channels' mean, summed slice by slice (numpy's mean over a last axis of
         grey = sum(grey[..., c] for c in range(grey.shape[-1])) / np.float32(grey.shape[-1])  # 3 is 10x slower)

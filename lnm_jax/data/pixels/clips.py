@@ -90,8 +90,8 @@ def frame_files(folder: Path) -> list[Path]:
         )
     files = sorted((p for p in entries if p.suffix.lower() in FRAME_SUFFIXES), key=_natural_key)
     if odd := [f for f in files if not f.is_file()]:
-        why = f"is {placeholder(odd[0])}" if placeholder(odd[0]) else "is not a file (a folder, FIFO or device)"
-        raise ClipError(f"{folder}: frame {odd[0].name} {why}")
+        why = placeholder(odd[0]) or "not a file (a folder, FIFO or device)"
+        raise ClipError(f"{folder}: frame {odd[0].name} is {why}")
     names = {f.name.lower() for f in files}
     for f in files:
         if (copy := _COPY.fullmatch(f.stem)) and (copy.group(1) + f.suffix).lower() in names:

@@ -120,6 +120,10 @@ class Box:
     def clamp(self, width: int, height: int) -> Box:
         return Box(max(self.x0, 0), max(self.y0, 0), min(self.x1, width), min(self.y1, height))
 
+    def of(self, pixels: np.ndarray) -> np.ndarray:
+        """The box's part of ``pixels`` [H, W, ...], clamped to them (empty where it lies outside)."""
+        return pixels[max(self.y0, 0) : max(self.y1, 0), max(self.x0, 0) : max(self.x1, 0)]
+
     def contains(self, other: Box) -> bool:
         return self.x0 <= other.x0 and self.y0 <= other.y0 and self.x1 >= other.x1 and self.y1 >= other.y1
 
