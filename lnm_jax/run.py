@@ -75,6 +75,8 @@ from lnm_jax.preflight import (
     check_lesion_masks,
     check_pretraining,
     check_trainable,
+    flag_warnings,
+    prevalence_warning,
 )
 from lnm_jax.run_config import (
     check_resumable,
@@ -532,11 +534,19 @@ def check_split(config: ConfigDict, cohort: Cohort, split: Split) -> None:
     """What training ``config``'s model on ``split`` of ``cohort`` would trip on, checked before
     anything is written (by :meth:`Run.create`, and by ``lnm-jax reproduce`` for every planned
     run and split before its first record): lesion masks for a lesion head in the training
-    split, a training split of at least one batch, TensorFlow for ``data.loader='tfds'``."""
+    split, a training split of at least one batch, TensorFlow for ``data.loader='tfds'``; and
+    warns, as ``validate`` does, of a US-LNM column the model cannot learn from or should not
+    (:func:`~lnm_jax.preflight.flag_warnings`) and of a prevalence plain BCE calls one class at
+    (:func:`~lnm_jax.preflight.prevalence_warning`): a run trained without ``validate`` had
+    heard of neither (helper-121)."""
     check_lesion_masks(config, cohort, split.train)
     check_trainable(config, len(split.train))
     if warning := check_host_memory(config, len(cohort.patients)):  # (ValueError where it cannot fit at all)
         warn_once(warning.removeprefix("warning: "), key=("host memory", cohort.path))
+    for said in flag_warnings(cohort, names.US_LNM in names.parse_modalities(config.modalities)):
+        warn_once(said, key=("us_lnm", cohort.path, said))
+    if warning := prevalence_warning(cohort, config):
+        warn_once(warning.removeprefix("warning: "), key=("prevalence", cohort.path))
     if config.data.get("loader", "grain") == "tfds":
         _tfds_pipeline()  # TensorFlow importable, or one line saying what to install
 

@@ -149,3 +149,37 @@ def test_a_flag_that_cannot_teach_or_copies_the_label_is_warned_of():
     assert flag_warnings(cohort(labels, labels), True, labelled=False) == []
     assert flag_warnings(cohort([0] * 8, labels), False) == []
     assert flag_warnings(cohort([1, 0, 1, 1, 0, 0, 0, 0], labels), True) == []  # a flag that agrees mostly
+    # equal to the label for all but one of 60 (helper-120): warned of with its counts; 48 of 60 is a flag
+    labels = [k % 2 for k in range(60)]
+    (said,) = flag_warnings(cohort([1 - labels[0], *labels[1:]], labels), True)
+    assert said.startswith("us_lnm agrees with the label for 59 of 60 labelled patients (as a score, AUC 0.983"), said
+    (said,) = flag_warnings(cohort([labels[0], *(1 - y for y in labels[1:])], labels), True)
+    assert said.startswith("us_lnm is the opposite of the label for 59 of 60 labelled patients (as a score, AUC 0.983")
+    assert flag_warnings(cohort([y if k % 5 else 1 - y for k, y in enumerate(labels)], labels), True) == []
+
+
+def test_train_warns_of_the_flag_and_prevalence_as_validate_does(capsys):
+    """helper-121: a run trained without ``validate`` heard nothing of a US-LNM column equal to
+    the label, or of a prevalence plain BCE calls one class at: the run's checks before it
+    writes anything (``check_split``) say both, once per cohort; a model without the flag
+    hears nothing of it."""
+    from pathlib import Path
+    from types import SimpleNamespace
+
+    from lnm_jax.run import check_split
+
+    labels = [1] * 9 + [0] * 41
+    patients = [SimpleNamespace(us_lnm=y, lnm=y) for y in labels]
+    cohort = SimpleNamespace(patients=patients, labels=labels, path=Path("/cohort/m.csv"))
+    split = SimpleNamespace(train=[f"P{k}" for k in range(40)])
+    config = base_config()
+    config.train.batch_size = 8
+    check_split(config, cohort, split)
+    check_split(config, cohort, split)  # (once per cohort)
+    said = capsys.readouterr().err.splitlines()
+    assert len(said) == 2, said
+    assert said[0].startswith("warning: us_lnm equals the label for every labelled patient (50): the label"), said
+    assert said[1].startswith("warning: prevalence 0.180 is outside 0.2-0.8: consider"), said
+    config.modalities = "bmode,ceus"
+    check_split(config, SimpleNamespace(**{**vars(cohort), "path": Path("/other.csv")}), split)
+    assert capsys.readouterr().err.splitlines() == [said[1]]  # a model without the flag: its prevalence alone
