@@ -650,3 +650,44 @@ def test_clip_model_beats_the_single_frame_when_the_cue_is_temporal(tmp_path):
     # gain (clip - frame AUC) over 8 runs (seeds 0-4, and 0-2 under AVX2): mean 0.341, SD 0.064,
     # min 0.254 (scripts/measure_test_margins.py); 0.15 is the mean - 3.0 SD
     assert aucs[6] > aucs[1] + 0.15, aucs
+
+
+def test_a_clips_transparent_frames_are_warned_of_as_a_stills_are(tmp_path):
+    """helper-121: a frame folder of RGBA frames, or a video with an alpha channel, was read
+    composited over black with nothing said, where a still with transparent pixels is
+    ``transparent_image``. A clip is said with how many of its frames are and the first's
+    share; opaque RGBA frames, and black under every transparent pixel (it reads as stored),
+    are not."""
+    import subprocess
+
+    import imageio_ffmpeg
+
+    from lnm_jax.data.cohorts.manifest import TRANSPARENT_IMAGE, check_clip
+
+    rng = np.random.default_rng(0)
+    rgba = rng.integers(40, 255, (3, 32, 48, 4), dtype=np.uint8)
+    rgba[..., 3] = 255
+    rgba[1:, 8:16, 8:24, 3] = 0  # frames 1 and 2: a transparent hole of 8x16 pixels (colours under it)
+    opaque, keyed = rgba.copy(), rgba.copy()
+    opaque[..., 3] = 255
+    keyed[..., :3] *= (keyed[..., 3:] > 0).astype(np.uint8)  # black under every transparent pixel
+    for name, frames in (("holed", rgba), ("opaque", opaque), ("keyed", keyed)):
+        (tmp_path / name).mkdir()
+        for k, f in enumerate(frames):
+            Image.fromarray(f, "RGBA").save(tmp_path / name / f"f{k}.png")
+    ffmpeg = [imageio_ffmpeg.get_ffmpeg_exe(), "-loglevel", "error", "-y", "-framerate", "4"]
+    video = tmp_path / "holed.mov"
+    subprocess.run(
+        [*ffmpeg, "-i", str(tmp_path / "holed" / "f%d.png"), "-c:v", "qtrle", "-pix_fmt", "argb", str(video)],
+        check=True,
+        capture_output=True,
+    )
+    share = "8.3% of its pixels are transparent (8.3% fully, alpha 0.00 at least): read composited over black"
+    for clip, first in ((tmp_path / "holed", "f1.png"), (video, "frame 1")):
+        verdict, digests, _ = check_clip(clip, 2)
+        assert verdict[0] == TRANSPARENT_IMAGE and len(digests) == 3, (clip, verdict)
+        assert verdict[1].startswith(f"2 of 3 frames have transparent pixels; the first, {first}: {share}"), verdict
+    for clip in (tmp_path / "opaque", tmp_path / "keyed"):
+        assert check_clip(clip, 2)[0] is None, clip
+    # inside a crop that leaves the hole out: nothing to say
+    assert check_clip(video, 2, sources.Box(24, 0, 48, 32))[0] is None

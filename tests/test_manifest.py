@@ -468,3 +468,95 @@ def test_manifest_copy_is_relocatable(folder, tmp_path):
     moved = tmp_path / "moved"
     shutil.copytree(folder, moved)
     assert read_manifest(moved / "manifest.csv").patients[0].bmode == moved / "img" / "a.png"
+
+
+def test_one_cause_of_many_rows_is_said_once_with_its_folder(folder):
+    """A folder above every row's file that is a file (an archive saved under the folder's name)
+    is named with what it holds, and its rows' lines past :data:`mf.GROUPED_LINES` are one
+    line of row numbers (helper-121: 160 rows had each said "cannot be opened ([Errno 20] Not a
+    directory: ...)" of their own file, never naming the folder)."""
+    n = 20
+    _pictures(folder, n)
+    shutil.make_archive(str(folder / "scans"), "zip", folder / "img")
+    (folder / "scans.zip").rename(folder / "scans")  # the archive where the folder should be
+    body = "".join(f"Q{i},scans/q{i}.png,img/q{i}.jpg,{i % 2},{i // 2 % 2},40\n" for i in range(n))
+    with pytest.raises(ManifestError) as e:
+        read_manifest(_write(folder, body))
+    lines = str(e.value).splitlines()[1:]
+    said = [x.strip() for x in lines if "column 'bmode'" in x]
+    assert len(said) == 2, lines  # the first row in full, the other 19 on one line
+    assert f"its folder {folder / 'scans'} is a file, not a folder (it holds a ZIP archive" in said[0], said
+    assert said[1] == "[missing_file] rows 2-20, column 'bmode': as said for row 1", said
+    assert {p.row for p in e.value.problems if p.column == "bmode"} == set(range(1, n + 1))  # each row's problem kept
+
+
+def test_a_folder_this_user_may_not_enter_is_named(folder, monkeypatch):
+    """A file under a folder the user may not enter is said of that folder, whatever the
+    file (as root every folder can be entered: the refusal is simulated where it is raised)."""
+    locked = folder / "img"
+    real_resolve = Path.resolve
+
+    def resolve(self, strict=False):
+        if locked in self.parents:
+            raise PermissionError(13, "Permission denied", str(self))
+        return real_resolve(self, strict=strict)
+
+    monkeypatch.setattr(Path, "resolve", resolve)
+    monkeypatch.setattr(mf.os, "access", lambda p, mode: Path(p) != locked)
+    said = mf.missing_path(locked / "a.png")
+    assert said == f"cannot be opened: its folder {locked} may not be entered by this user (permission denied)"
+
+
+def test_a_binary_column_written_in_words_is_refused_with_its_numbers(folder):
+    """A US-LNM or label column of yes/no (true/false, positive/negative) is refused, never
+    guessed at, each word said once with the number it stands for, the rows past
+    :data:`mf.GROUPED_LINES` on one line; a value no word names keeps the plain line."""
+    n = 12
+    _pictures(folder, n)
+    flags = ["Yes", "no"] * (n // 2)
+    body = "".join(f"Q{i},img/q{i}.png,img/q{i}.jpg,{flags[i]},{i // 2 % 2},40\n" for i in range(n))
+    body += "R1,img/a.png,img/a.jpg,maybe,positive,40\n"
+    with pytest.raises(ManifestError) as e:
+        read_manifest(_write(folder, body))
+    said = [x.strip() for x in str(e.value).splitlines()[1:]]
+    flag_lines = [x for x in said if x.startswith("[bad_flag_value]")]
+    assert flag_lines == [
+        "[bad_flag_value] row 1, column 'us_lnm': us_lnm must be 0, 1 or empty, got 'Yes': a word where a number is "
+        "read (none is guessed at); write 1 for 'Yes' in this column",
+        "[bad_flag_value] row 2, column 'us_lnm': us_lnm must be 0, 1 or empty, got 'no': a word where a number is "
+        "read (none is guessed at); write 0 for 'no' in this column",
+        "[bad_flag_value] row 3, column 'us_lnm': as said for row 1",
+        *[f"[bad_flag_value] row {r}, column 'us_lnm': as said for row {2 - r % 2}" for r in range(4, n + 1)],
+        "[bad_flag_value] row 13, column 'us_lnm': us_lnm must be 0, 1 or empty, got 'maybe'",
+    ], flag_lines
+    assert "[bad_label_value] row 13, column 'lnm': lnm must be 0 or 1, got 'positive': a word" in "\n".join(said)
+
+
+def test_row_ranges_and_the_grouped_line():
+    """Rows said on one line are written as runs, and a group of more than
+    :data:`mf.GROUPED_LINES` later rows gives one line; up to it, one line each."""
+    assert mf._row_ranges((9, 2, 3, 4, 7, 10)) == "2-4, 7, 9-10"
+    words = "x" * mf.GROUPED_CHARS
+    for later in (mf.GROUPED_LINES, mf.GROUPED_LINES + 1):
+        problems = [mf.Problem("code", words, row=r, column="bmode", file=f"f{r}") for r in range(1, later + 2)]
+        said = [str(p) for p in mf.grouped([*problems, mf.Problem("other", "y", row=1)])]
+        rest = [f"[code] row {r}, column 'bmode', file 'f{r}': as said for row 1" for r in range(2, later + 2)]
+        if later > mf.GROUPED_LINES:
+            rest = [f"[code] rows 2-{later + 1}, column 'bmode': as said for row 1"]
+        assert said == [str(problems[0]), *rest, "[other] row 1: y"], said
+
+
+def test_a_folder_under_a_b_mode_pictures_name_is_said_as_a_folder(folder):
+    """An empty folder named ``x.png`` as a patient's B-mode had been called "a still image, not
+    a clip": it is said as a folder holding no frames; a folder of frames is still a clip."""
+    (folder / "img" / "x.png").mkdir()
+    (folder / "img" / "clip").mkdir()
+    Image.fromarray(np.zeros((20, 30), np.uint8)).save(folder / "img" / "clip" / "f0.png")
+    body = "P1,img/x.png,img/a.jpg,1,1,40\nP2,img/clip,img/b.jpg,0,0,51\n"
+    with pytest.raises(ManifestError) as e:
+        read_manifest(_write(folder, body))
+    said = {p.row: p.message for p in e.value.problems if p.column == "bmode"}
+    assert said == {
+        1: "is a folder holding no .png/.jpg/.jpeg frames, not an image file: B-mode is a still image",
+        2: "B-mode must be a still image, not a clip",
+    }, said

@@ -59,7 +59,14 @@ from lnm_jax.data.cohorts.tables import (
     table_reader,
 )
 from lnm_jax.data.pixels import sources
-from lnm_jax.data.pixels.clips import FRAME_SUFFIXES, ClipError, check_frame_folder, frame_files, is_clip, iter_frames
+from lnm_jax.data.pixels.clips import (
+    FRAME_SUFFIXES,
+    ClipError,
+    check_frame_folder,
+    frame_files,
+    frames_as_stored,
+    is_clip,
+)
 from lnm_jax.data.pixels.decode import (
     MAX_IMAGE_PIXELS,
     VIDEO_SUFFIXES,
@@ -67,6 +74,7 @@ from lnm_jax.data.pixels.decode import (
     ImageFormatError,
     ImageTooLargeError,
     damage,
+    holds,
     read_opacity,
     upright,
     verify_image,
@@ -79,7 +87,7 @@ from lnm_jax.data.pixels.masks import NOT_SEGMENTATION as MASK_NOT_SEGMENTATION 
 from lnm_jax.data.pixels.masks import ORIENTATION_MISMATCH as MASK_ORIENTATION_MISMATCH  # noqa: F401
 from lnm_jax.data.pixels.masks import SIZE_MISMATCH as MASK_SIZE_MISMATCH  # noqa: F401
 from lnm_jax.data.pixels.masks import MaskError, check_mask
-from lnm_jax.data.pixels.placeholders import placeholder
+from lnm_jax.data.pixels.placeholders import STAND_INS, placeholder, stand_in
 from lnm_jax.data.threads import cpus, ordered_map
 from lnm_jax.fileio import content_digest, error_line, problems_text, warn_once, write_csv
 from lnm_jax.names import (
@@ -102,6 +110,13 @@ OPTION_COLUMNS = {name: sources.option_columns(name) for name in IMAGE_INPUTS}
 # a binary cell: 0 or 1, also as a float column writes them (pandas writes a column that has an
 # empty cell as floats: 1.0, 0.0)
 BINARY_VALUE = re.compile(r"([01])(?:\.0+)?")
+# words a binary column is written in, read by no one (a manifest is never guessed at): each
+# named with its number in a bad value's line (helper-121: a yes/no US-LNM column had given one
+# short line per row)
+BINARY_WORDS = {
+    **dict.fromkeys(("yes", "y", "true", "t", "positive", "pos", "+"), 1),
+    **dict.fromkeys(("no", "n", "false", "f", "negative", "neg", "-"), 0),
+}
 
 # Problem codes: one per kind of bad input, so callers and tests can tell them apart.
 UNREADABLE_MANIFEST = "unreadable_manifest"
@@ -190,11 +205,14 @@ class Problem:
     row: int | None = None
     column: str | None = None
     file: str | None = None
+    rows: tuple[int, ...] = ()  # several rows said on one line (:func:`grouped`), row and file None
 
     def __str__(self) -> str:
         where = []
         if self.row is not None:
             where.append(f"row {self.row}")
+        if self.rows:
+            where.append(f"rows {_row_ranges(self.rows)}")
         if self.column is not None:
             where.append(f"column '{self.column}'")
         if self.file is not None:
@@ -203,10 +221,23 @@ class Problem:
         return f"[{self.code}] {loc + ': ' if loc else ''}{self.message}"
 
 
+def _row_ranges(rows: Sequence[int]) -> str:
+    """Row numbers as runs: (2, 3, 4, 7, 9, 10) -> '2-4, 7, 9-10'."""
+    runs: list[list[int]] = []
+    for r in sorted(rows):
+        if runs and r == runs[-1][1] + 1:
+            runs[-1][1] = r
+        else:
+            runs.append([r, r])
+    return ", ".join(str(a) if a == b else f"{a}-{b}" for a, b in runs)
+
+
 # a problem said the same way (code, column, words) for this many rows or more, in words this long
 # or longer, gives them once: the later rows say "as said for row N" (a cohort of screen captures
-# had repeated a 330-character hint for each of its 24 files); every row and file is still named
-GROUPED_FROM, GROUPED_CHARS = 3, 100
+# had repeated a 330-character hint for each of its 24 files); every row and file is still named,
+# on a line each up to GROUPED_LINES later rows, on one line of row numbers beyond (helper-121: a
+# folder that could not be read had given 160 lines of one cause)
+GROUPED_FROM, GROUPED_CHARS, GROUPED_LINES = 3, 100, 10
 
 
 def _grouped_text(problems: tuple[Problem, ...]) -> str:
@@ -217,24 +248,26 @@ def _grouped_text(problems: tuple[Problem, ...]) -> str:
 def grouped(problems: Iterable[Problem]) -> list[Problem]:
     """``problems`` in their order, the words of a problem said alike for :data:`GROUPED_FROM`
     or more rows given once, at its first row; the later ones say "as said for row N", each
-    still naming its row and file. Errors and warnings alike (warnings had been said in full
-    for every row: helper-77); words shorter than :data:`GROUPED_CHARS` are repeated, as short
-    as the reference."""
+    still naming its row and file, or, more than :data:`GROUPED_LINES` of them, on one line
+    at the second's place naming their rows (not their files: each is its row's). Errors and
+    warnings alike (warnings had been said in full for every row: helper-77); words shorter
+    than :data:`GROUPED_CHARS` are repeated, as short as the reference."""
     problems = tuple(problems)
-    groups = collections.Counter(
-        (p.code, p.column, p.message) for p in problems if p.row is not None and len(p.message) >= GROUPED_CHARS
-    )
-    first: dict[tuple, int] = {}
+    groups: dict[tuple, list[Problem]] = collections.defaultdict(list)
+    for p in problems:
+        if p.row is not None and len(p.message) >= GROUPED_CHARS:
+            groups[(p.code, p.column, p.message)].append(p)
     said = []
     for p in problems:
         key = (p.code, p.column, p.message)
-        if p.row is None or groups[key] < GROUPED_FROM:
+        alike = groups.get(key, ())
+        if len(alike) < GROUPED_FROM or p is alike[0]:
             said.append(p)
-        elif key not in first:
-            first[key] = p.row
-            said.append(p)
-        else:
-            said.append(dataclasses.replace(p, message=f"as said for row {first[key]}"))
+        elif len(alike) - 1 <= GROUPED_LINES:
+            said.append(dataclasses.replace(p, message=f"as said for row {alike[0].row}"))
+        elif p is alike[1]:
+            later = tuple(q.row for q in alike[1:])
+            said.append(Problem(p.code, f"as said for row {alike[0].row}", column=p.column, rows=later))
     return said
 
 
@@ -497,16 +530,24 @@ def _transparency(path: Path, crop: sources.Box | None) -> tuple[str, str] | Non
     they are read composited over black (:func:`lnm_jax.data.pixels.decode.over_black`), as a
     model input is, while a viewer shows its own background there and the colours an encoder
     kept under them are lost; a fully transparent picture is :func:`blank` (its words first);
-    else None."""
+    else None (:func:`_transparent`)."""
     try:
         opacity = read_opacity(path)
         if opacity is None or opacity.min() == 1:
             return None
-        with Image.open(path) as im:  # black under every transparent pixel (a colour key, a palette entry of black):
-            under = np.asarray(upright(im).convert("RGBA"))  # composited, it reads as stored
-        if under.shape[:2] == opacity.shape and not under[..., :3][opacity < 1].any():
-            return None
+        with Image.open(path) as im:  # the colours under it, as stored
+            under = np.asarray(upright(im).convert("RGBA"))[..., :3]
     except (OSError, ValueError):
+        return None
+    return _transparent(opacity, under, crop)
+
+
+def _transparent(opacity: np.ndarray, under: np.ndarray, crop: sources.Box | None) -> tuple[str, str] | None:
+    """:func:`_transparency`'s verdict of a picture's ``opacity`` [H, W] in [0, 1] and the
+    colours ``under`` it as stored [H, W, 3] (a still's or a video frame's): None where every
+    pixel is opaque, where black is under every transparent pixel (a colour key or palette entry
+    of black: composited, it reads as stored), or none is left inside ``crop``."""
+    if opacity.min() == 1 or (under.shape[:2] == opacity.shape and not under[opacity < 1].any()):
         return None
     opacity, where = _framed(opacity, crop)
     seen = opacity < OPAQUE
@@ -637,35 +678,44 @@ def missing_path(path: Path) -> str | None:
     except RuntimeError:  # pathlib before Python 3.13 reports a loop this way
         return "is a symbolic link loop"
     except OSError as e:
-        return "is a symbolic link loop" if e.errno == errno.ELOOP else f"cannot be opened ({e})"
+        if e.errno == errno.ELOOP:
+            return "is a symbolic link loop"
+        return _blocking_folder(path, e) or f"cannot be opened ({e})"
     return None
 
 
-# what stands in a missing file's place beside it, by the ending added to its name (helper-121:
-# each had been said "does not exist" alone, a DVC file as "another extension" to name instead)
-_STAND_INS = (
-    (".part", "a partial download of it ({}): let the download finish, or fetch it again"),
-    (".crdownload", "a partial download of it ({}): let the download finish, or fetch it again"),
-    (".download", "a partial download of it ({}): let the download finish, or fetch it again"),
-    (".dvc", "a DVC placeholder for it ({}): its content is in DVC's storage; run 'dvc pull' in that repository"),
-    (".lnk", "a Windows shortcut to it ({}): copy the file itself"),
-)
+def _blocking_folder(path: Path, error: OSError) -> str | None:
+    """'cannot be opened: its folder X ...' where a folder above ``path`` is what stops it
+    (``error`` from resolving it): a file where a folder is named (ENOTDIR: an archive saved
+    as the folder's name, said by what it holds), or a folder this user may not enter
+    (EACCES); None otherwise. The folder is named, so every row under it says the same words,
+    given once (:func:`grouped`; helper-121: 160 rows had each said "Not a directory" of their
+    own file, never naming the folder)."""
+    above = [f for f in path.parents if f != f.parent][::-1]  # from the top down
+    if error.errno == errno.ENOTDIR:
+        for folder in above:
+            if folder.exists() and not folder.is_dir():
+                held = holds(folder, text=True)
+                return f"cannot be opened: its folder {folder} is a file, not a folder" + (f" ({held})" if held else "")
+    if error.errno == errno.EACCES:
+        for folder in above:
+            if folder.is_dir() and not os.access(folder, os.X_OK):
+                return f"cannot be opened: its folder {folder} may not be entered by this user (permission denied)"
+    return None
 
 
 def _stand_in(path: Path) -> str:
     """'; ...' naming what stands in ``path``'s place, where it or a folder above it does not
-    exist: a partial download, a DVC placeholder or a Windows shortcut beside it
-    (:data:`_STAND_INS`), macOS's iCloud placeholder (``.<name>.icloud``), a folder above it that
-    is missing (its DVC placeholder, or a link to a share not mounted); '' otherwise."""
+    exist: a partial download, a DVC placeholder, a Windows shortcut or macOS's iCloud
+    placeholder beside it (:func:`lnm_jax.data.pixels.placeholders.stand_in`), a folder above it
+    that is missing (its DVC placeholder, or a link to a share not mounted); '' otherwise."""
     missing = _highest_missing(path)
     if missing.is_symlink():
         return f"; its folder {missing} is {_broken_link(missing)}"
-    for ending, what in _STAND_INS:
-        if (beside := missing.with_name(missing.name + ending)).exists():
-            said = what.format(beside.name)
-            return f"; {said}" if missing == path else f"; nor does its folder {missing}: {said}"
-    if (icloud := missing.with_name(f".{missing.name}.icloud")).exists():
-        return f"; an iCloud placeholder for it ({icloud.name}): download it on the Mac first"
+    names = [missing.name + ending for ending, _ in STAND_INS] + [f".{missing.name}.icloud"]
+    for beside in (missing.with_name(name) for name in names):
+        if beside.exists() and (found := stand_in(beside)):
+            return f"; {found[1]}" if missing == path else f"; nor does its folder {missing}: {found[1]}"
     return ""
 
 
@@ -860,10 +910,13 @@ def check_clip(
     picture the model sees, as a still is (helper-122: a crop of a black band said nothing of)."""
     digests, pictures = [], []
     brightest: tuple[float, tuple[str, str] | None] = (-1.0, None)  # the brightest frame holding no picture
+    transparent: list[tuple[str, tuple[str, str]]] = []  # (frame, verdict) of frames with transparent pixels
 
-    def take(img: np.ndarray) -> None:
+    def take(img: np.ndarray, name: str, verdict: tuple[str, str] | None) -> None:
         nonlocal brightest
         digests.append(pixel_digest([img]))
+        if verdict is not None:
+            transparent.append((name, verdict))
         if (verdict := _framed_blank(img, crop)) is None:
             pictures.append(digests[-1])
         elif (top := float(img.max())) > brightest[0]:
@@ -875,18 +928,35 @@ def check_clip(
                 bad, img = _decoded(f)
                 if img is None:
                     return (UNREADABLE_CLIP, f"frame {f.name}: {bad[1]}"), (), ()
-                take(img)
+                take(img, f.name, _transparency(f, crop))
             n = check_frame_folder(path)
         else:
-            for frame in iter_frames(path):
-                take(frame)
+            for k, (frame, rgba) in enumerate(frames_as_stored(path)):
+                take(frame, f"frame {k}", None if rgba is None else _transparent(rgba[..., 3], rgba[..., :3], crop))
             n = len(digests)
     except ClipError as e:
         return (UNREADABLE_CLIP, str(e).removeprefix(f"{path}: ")), (), ()
     if n < min_frames:
         short = f"clip has {n} frame(s), fewer than the {min_frames} asked for (data.clip_frames)"
         return (CLIP_TOO_SHORT, short), (), ()
-    return _no_frame_a_picture(brightest[1] if not pictures else None), tuple(digests), tuple(pictures)
+    verdict = _no_frame_a_picture(brightest[1] if not pictures else None)
+    if transparent and verdict is None:  # (a clip's frames read as a still is: helper-121 found them over black unsaid)
+        (first, (code, why)), count = transparent[0], len(transparent)
+        verdict = code, f"{count} of {n} frames have transparent pixels; the first, {first}: {why}"
+    return verdict, tuple(digests), tuple(pictures)
+
+
+def _not_a_still(path: Path) -> str:
+    """Why a B-mode ``path`` that :func:`is_clip` names is refused: a video, a folder of frames,
+    or a folder that holds none (an empty folder named ``X.png`` had been called a clip:
+    stop 88's trial)."""
+    try:
+        frames = not path.is_dir() or any(p.suffix.lower() in FRAME_SUFFIXES for p in path.iterdir())
+    except OSError:
+        frames = True  # (a folder that cannot be listed: its frames' reader says so for a CEUS clip)
+    if not frames:
+        return f"is a folder holding no {'/'.join(FRAME_SUFFIXES)} frames, not an image file: B-mode is a still image"
+    return "B-mode must be a still image, not a clip"
 
 
 def _no_frame_a_picture(verdict: tuple[str, str] | None) -> tuple[str, str] | None:
@@ -938,6 +1008,14 @@ def parse_binary(value: str) -> int | None | str:
     if value == "":
         return None
     return int(found[1]) if (found := BINARY_VALUE.fullmatch(value)) else value
+
+
+def _binary_word_hint(value: str) -> str:
+    """': ...' naming the number a word of :data:`BINARY_WORDS` stands for, else ''."""
+    number = BINARY_WORDS.get(value.strip().lower())
+    if number is None:
+        return ""
+    return f": a word where a number is read (none is guessed at); write {number} for '{value}' in this column"
 
 
 def read_manifest(
@@ -1506,7 +1584,7 @@ def _check_row(
                     problems.append(Problem(bad[0], bad[1], row, col, str(file)))
                 digests[col] = clip_digest(each) if each else None
         elif is_clip(file):
-            problems.append(Problem(UNREADABLE_IMAGE, "B-mode must be a still image, not a clip", row, col, str(file)))
+            problems.append(Problem(UNREADABLE_IMAGE, _not_a_still(file), row, col, str(file)))
         elif not file.is_file():
             problems.append(Problem(MISSING_FILE, "image path is not a file", row, col, str(file)))
         elif check_images:
@@ -1538,11 +1616,12 @@ def _check_row(
 
     flag = parse_binary(rec.get(US_LNM, ""))
     if isinstance(flag, str):
-        problems.append(Problem(BAD_FLAG_VALUE, f"us_lnm must be 0, 1 or empty, got '{flag}'", row, US_LNM))
+        said = f"us_lnm must be 0, 1 or empty, got '{flag}'{_binary_word_hint(flag)}"
+        problems.append(Problem(BAD_FLAG_VALUE, said, row, US_LNM))
         flag = None
     label = parse_binary(rec.get(LABEL, ""))
     if isinstance(label, str) or (label is None and require_labels):
-        shown = "empty" if label is None else f"'{label}'"
+        shown = "empty" if label is None else f"'{label}'{_binary_word_hint(label)}"
         problems.append(Problem(BAD_LABEL_VALUE, f"lnm must be 0 or 1, got {shown}", row, LABEL))
         label = None
     if all((images[i] is None) if i in IMAGE_COLUMNS else (rec.get(i, "") == "") for i in inputs):

@@ -24,7 +24,7 @@ import numpy as np
 from PIL import UnidentifiedImageError
 
 from lnm_jax.data.pixels.decode import MAX_IMAGE_PIXELS, VIDEO_SUFFIXES, holds, image_size, over_black, read_image
-from lnm_jax.data.pixels.placeholders import placeholder
+from lnm_jax.data.pixels.placeholders import placeholder, stand_in
 
 FRAME_SUFFIXES = (".png", ".jpg", ".jpeg")
 PHASE_LEVEL = 0.10  # fraction of the baseline-to-peak rise that opens/closes the phase
@@ -75,14 +75,20 @@ def frame_files(folder: Path) -> list[Path]:
     not frames (macOS's AppleDouble ``._frame_000.png`` beside each frame, ``.DS_Store``).
     Refused, naming the file (helper-121: each had passed, the clip read a frame short or long,
     unsaid): a frame's name with another ending after it (``frame_004.png.part``,
-    ``.crdownload``: a download or copy left unfinished, its frame missing), a frame named as a
+    ``.crdownload``: a download or copy left unfinished, its frame missing; what stands in a
+    missing frame's place named as :func:`lnm_jax.data.pixels.placeholders.stand_in` names it,
+    a DVC or iCloud placeholder too), a frame named as a
     copy of another (``frame_003 (1).png``, ``frame_003 - Copy.png``), a frame missing from a
     numbering that is regular otherwise (:func:`_missing_frame`); and a folder that cannot be
     listed, in a line."""
     try:
-        entries = [p for p in folder.iterdir() if not p.name.startswith(".")]
+        listed = list(folder.iterdir())
     except OSError as e:
         raise ClipError(f"{folder}: the frame folder cannot be listed ({e.strerror or e})") from e
+    for p in listed:  # a frame's stand-in (a partial download, a DVC or iCloud placeholder)
+        if (found := stand_in(p)) and _frame_named(found[0]) and not (folder / found[0]).exists():
+            raise ClipError(f"{folder}: frame {found[0]} is missing: {found[1]}")
+    entries = [p for p in listed if not p.name.startswith(".")]
     if unfinished := [p for p in entries if p.suffix.lower() not in FRAME_SUFFIXES and _frame_named(p.stem)]:
         raise ClipError(
             f"{folder}: {unfinished[0].name} is a frame's name with another ending: a download or copy left "
@@ -494,29 +500,38 @@ def iter_frames(path: Path | str) -> Iterator[np.ndarray]:
     """Every frame of a clip in order as float32 [H, W, 3] in [0, 1], one decoded at a time:
     a frame folder's files through :func:`lnm_jax.data.pixels.decode.read_image` (any bit
     depth, EXIF orientation), a video's frames through ffmpeg (8-bit RGB, as a player shows
-    them: :data:`DISPLAY_FILTER`). :class:`ClipError`
+    them: :data:`DISPLAY_FILTER`; one with an alpha channel composited over black, as a still
+    is). :class:`ClipError`
     naming the file (and the frame) when a frame cannot be read, frames differ in size, or
     the clip exceeds :data:`MAX_CLIP_FRAMES` / :data:`MAX_CLIP_PIXELS`."""
+    return (frame for frame, _ in frames_as_stored(path, stored=False))
+
+
+def frames_as_stored(path: Path | str, stored: bool = True) -> Iterator[tuple[np.ndarray, np.ndarray | None]]:
+    """Each frame of :func:`iter_frames` with, for a video that has an alpha channel, the frame
+    as stored: float32 [H, W, 4] RGBA in [0, 1], its colours before compositing and its
+    opacity (what a check of transparent pixels reads); None for any other frame (a frame
+    folder's files are read as stills are, from their own files), or where not ``stored``."""
     path = Path(path)
     shape = None
-    for k, frame in enumerate(_raw_frames(path)):
+    for k, (frame, rgba) in enumerate(_raw_frames(path, stored)):
         if shape is None:
             shape = frame.shape
         elif frame.shape != shape:
             where = frame_files(path)[k].name if path.is_dir() else f"frame {k}"
             raise _size_error(path, where, (frame.shape[1], frame.shape[0]), (shape[1], shape[0]))
         _check_budget(path, k + 1, shape[1], shape[0])
-        yield frame
+        yield frame, rgba
     if shape is None:
         what = f"folder holds no {'/'.join(FRAME_SUFFIXES)} frames" if path.is_dir() else "video holds no frames"
         raise ClipError(f"{path}: {what}")
 
 
-def _raw_frames(path: Path) -> Iterator[np.ndarray]:
+def _raw_frames(path: Path, stored: bool) -> Iterator[tuple[np.ndarray, np.ndarray | None]]:
     if path.is_dir():
         for f in frame_files(path):
             try:
-                yield read_image(f)
+                yield read_image(f), None
             except (OSError, UnidentifiedImageError, ValueError) as e:
                 raise ClipError(f"{path}: frame {f.name} is not a readable image ({type(e).__name__}: {e})") from e
         return
@@ -524,7 +539,10 @@ def _raw_frames(path: Path) -> Iterator[np.ndarray]:
     try:
         for frame in _decoded(path, info):
             frame = frame.astype(np.float32) / np.float32(255.0)
-            yield over_black(frame) if info.alpha else frame
+            if info.alpha:
+                yield over_black(frame), frame if stored else None
+            else:
+                yield frame, None
     except ClipError:
         raise
     except Exception as e:  # noqa: BLE001  (any reader failure is an unreadable clip)

@@ -2,7 +2,9 @@
 dataset repository cloned or copied without its LFS objects) and a git-annex pointer file or
 link whose content was never fetched. Each reads as a small text file or a broken link under
 the picture's name, which a decoder calls "not a PNG", "no 'DICM'" or "moov atom not found";
-:func:`placeholder` names what it is and the command that fetches the content.
+:func:`placeholder` names what it is and the command that fetches the content. Beside a
+missing file, under its name with an ending added, what stands in its place (a partial
+download, a DVC or iCloud placeholder, a Windows shortcut): :func:`stand_in`.
 
 Formats: the Git LFS pointer specification (git-lfs ``docs/spec.md``: ``version
 https://git-lfs.github.com/spec/v1``, then ``oid sha256:<64 hex>`` and ``size <bytes>``, in a
@@ -24,6 +26,31 @@ _LFS = re.compile(rb"version https://(?:git-lfs|hawser)\.github\.com/spec/v1\n")
 _LFS_FIELD = re.compile(rb"^(oid sha256:[0-9a-f]{64}|size [0-9]+)$", re.MULTILINE)
 # a git-annex key within a link target or a pointer file: backend, size field, "--", name
 _ANNEX_KEY = re.compile(r"annex/objects/(?:[^/\n]+/)*?([A-Z0-9]+(?:-s(\d+))?(?:-[a-zA-Z]\d+)*--[^/\n]+)")
+
+
+# what stands in a missing file's place beside it, by the ending added to its name (helper-121:
+# each had been said "does not exist" alone, a DVC file as "another extension" to name instead)
+STAND_INS = (
+    (".part", "a partial download of it ({}): let the download finish, or fetch it again"),
+    (".crdownload", "a partial download of it ({}): let the download finish, or fetch it again"),
+    (".download", "a partial download of it ({}): let the download finish, or fetch it again"),
+    (".dvc", "a DVC placeholder for it ({}): its content is in DVC's storage; run 'dvc pull' in that repository"),
+    (".lnk", "a Windows shortcut to it ({}): copy the file itself"),
+)
+_ICLOUD = re.compile(r"\.(.+)\.icloud")  # macOS's placeholder of a file kept in iCloud: .<name>.icloud
+
+
+def stand_in(beside: Path) -> tuple[str, str] | None:
+    """(the name of the file it stands for, what it is in words naming it) where ``beside`` is
+    named as what stands in a missing file's place: the name with an ending of
+    :data:`STAND_INS` added (``frame_004.png.part``), or macOS's iCloud placeholder
+    ``.<name>.icloud``; None otherwise (whether the file exists is not looked at)."""
+    if found := _ICLOUD.fullmatch(beside.name):
+        return found[1], f"an iCloud placeholder for it ({beside.name}): download it on the Mac first"
+    for ending, what in STAND_INS:
+        if beside.name.lower().endswith(ending) and len(beside.name) > len(ending):
+            return beside.name[: -len(ending)], what.format(beside.name)
+    return None
 
 
 def placeholder(path: Path | str) -> str | None:
