@@ -560,3 +560,32 @@ def test_a_folder_under_a_b_mode_pictures_name_is_said_as_a_folder(folder):
         1: "is a folder holding no .png/.jpg/.jpeg frames, not an image file: B-mode is a still image",
         2: "B-mode must be a still image, not a clip",
     }, said
+
+
+def test_a_manifest_that_is_a_fifo_or_device_is_refused_unopened(tmp_path):
+    """A manifest (or any table read as one) that is a FIFO blocked ``validate`` in its open, and
+    ``/dev/zero`` would be read without end: refused in a line, never opened (a writer thread
+    waits on the FIFO: an open would release it and be seen)."""
+    import os
+    import threading
+
+    from lnm_jax.data.cohorts.tables import table_text
+
+    fifo = tmp_path / "m.csv"
+    os.mkfifo(fifo)
+    opened, done = [], threading.Event()
+
+    def writer():
+        with open(fifo, "wb"):
+            if not done.is_set():
+                opened.append(1)
+
+    threading.Thread(target=writer, daemon=True).start()
+    for path in (fifo, Path("/dev/zero")):
+        with pytest.raises(ManifestError, match="it is a FIFO, socket or device, not a file: save the table as a file"):
+            read_manifest(path)
+        with pytest.raises(OSError, match="it is a FIFO, socket or device, not a file"):
+            table_text(path)
+    done.set()
+    os.close(os.open(fifo, os.O_RDONLY | os.O_NONBLOCK))  # (releases the writer)
+    assert opened == []

@@ -56,6 +56,7 @@ from lnm_jax.data.cohorts.tables import (
     delimiter_hint,
     header_below,
     repeated_columns,
+    table_bytes,
     table_reader,
 )
 from lnm_jax.data.pixels import sources
@@ -1053,7 +1054,7 @@ def read_manifest(
         raise ValueError(f"unknown input(s) {unknown_inputs}, expected names of {list(INPUTS)}")
     unread = {c for i in INPUTS if i not in taken for c in ((i,) if i == US_LNM else _input_columns(i).values())}
     try:
-        raw = path.read_bytes()
+        raw = table_bytes(path)
         text = decode_table(raw)
     except OSError as e:
         raise ManifestError(path, [Problem(UNREADABLE_MANIFEST, f"cannot read manifest: {e}")]) from e

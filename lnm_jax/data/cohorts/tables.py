@@ -55,8 +55,20 @@ _SAVE_AS = "save it from the spreadsheet as 'CSV UTF-8 (comma delimited)'"
 def table_text(path: Path | str) -> str:
     """The text of the table at ``path`` (:func:`decode_table`); ``OSError`` when it cannot be
     read. Every reader of a manifest or a source table reads its text here (or through
-    :func:`decode_table`, with the bytes it hashes), then its rows with :func:`table_reader`."""
-    return decode_table(Path(path).read_bytes())
+    :func:`decode_table`, with the bytes it hashes, :func:`table_bytes`), then its rows with
+    :func:`table_reader`."""
+    return decode_table(table_bytes(path))
+
+
+def table_bytes(path: Path | str) -> bytes:
+    """The bytes of the table file at ``path``; ``OSError`` when it cannot be read, or is a
+    FIFO, socket or device, never opened (a manifest that was a FIFO had blocked ``validate``
+    in its open; a table is read more than once, and its paths resolved from its folder, which
+    a pipe such as a shell's ``<(...)`` has not)."""
+    path = Path(path)
+    if path.exists() and not path.is_file() and not path.is_dir():
+        raise OSError("it is a FIFO, socket or device, not a file: save the table as a file in its cohort's folder")
+    return path.read_bytes()
 
 
 def decode_table(raw: bytes) -> str:
