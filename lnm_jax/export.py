@@ -39,6 +39,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from lnm_jax import names
+from lnm_jax.export_files import LICENSE
 from lnm_jax.exported import (
     CHECKSUMS,
     ONNX,
@@ -56,6 +57,7 @@ from lnm_jax.fileio import atomic_directory, json_text
 from lnm_jax.model_card import PREPROCESSING_CHANGED, PREPROCESSING_UNRECORDED, input_spec, metadata, write_card
 from lnm_jax.output_guard import guard_output
 from lnm_jax.portable import NOT_PORTABLE, PACKAGE, portable_modules
+from lnm_jax.provenance import license_text
 from lnm_jax.run import Run
 from lnm_jax.training.steps import inference_variables
 
@@ -279,7 +281,8 @@ def requirements(md: dict, formats) -> list[str]:
 
 
 def write_runtime(folder: Path, md: dict, formats) -> None:
-    """``lnm_runtime/`` (the portable modules), ``predict.py`` and ``requirements.txt``."""
+    """``lnm_runtime/`` (the portable modules), ``predict.py``, ``requirements.txt`` and the
+    licence they are handed on under (``LICENSE``)."""
     src = Path(__file__).resolve().parent
     pkg = folder / RUNTIME
     for rel in portable_modules():
@@ -290,6 +293,7 @@ def write_runtime(folder: Path, md: dict, formats) -> None:
         (d / "__init__.py").write_text("", encoding="utf-8")
     (pkg / "__init__.py").write_text(_runtime_init(md), encoding="utf-8")
     (folder / PREDICT_SCRIPT).write_text(PREDICT_PY, encoding="utf-8")
+    (folder / LICENSE).write_text(license_text(), encoding="utf-8")
     (folder / REQUIREMENTS).write_text(
         f"# pip install -r {REQUIREMENTS}: what predict.py and lnm_runtime need (not lnm_jax, not flax)\n"
         + "\n".join(requirements(md, formats))

@@ -11,3 +11,4 @@ CHECKSUMS = "SHA256SUMS"
 PREDICT_SCRIPT = "predict.py"  # the folder's command-line scorer (lnm_jax.serving.main)
 REQUIREMENTS = "requirements.txt"
 RUNTIME = "lnm_runtime"  # the export folder's copy of the portable modules (lnm_jax.export)
+LICENSE = "LICENSE"  # lnm_jax's licence, handed on with that copy (provenance.license_text)

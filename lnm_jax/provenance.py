@@ -80,6 +80,27 @@ def extra_install(extra: str) -> str:
     return f"pip install {quoted} (the [{extra}] extra of {DISTRIBUTION}; {checkout})"
 
 
+def license_text() -> str:
+    """The text of the licence lnm_jax is distributed under: the installed distribution's
+    licence file (``License-File`` in its metadata), else a checkout's ``LICENSE`` beside
+    ``pyproject.toml`` (an editable install's metadata lists it, but not where it is). An export
+    hands on a copy of lnm_jax's modules, which Apache-2.0 (section 4(a)) hands on with the
+    licence (stop 87's leftover: an export held none). ``FileNotFoundError`` where neither is."""
+    try:
+        dist = importlib.metadata.distribution(DISTRIBUTION)
+        named = set(dist.metadata.get_all("License-File") or ())
+        files = [f.locate() for f in dist.files or () if f.name in named or str(f) in named]
+    except importlib.metadata.PackageNotFoundError:
+        files = []
+    root = Path(__file__).resolve().parents[1]
+    if (root / "pyproject.toml").is_file():
+        files.append(root / "LICENSE")
+    for path in files:
+        if Path(path).is_file():
+            return Path(path).read_text(encoding="utf-8")
+    raise FileNotFoundError(f"{DISTRIBUTION}'s licence text is in neither its installed metadata nor a checkout")
+
+
 def git_commit(path: Path | None = None) -> dict | None:
     """The commit of the project's checkout (and whether it has uncommitted changes: then
     ``diff_sha256``, the SHA-256 of ``git diff HEAD`` and of the package's untracked source

@@ -121,6 +121,8 @@ def test_export_runs_without_the_package_and_equals_the_live_model(triple_run, t
     assert "This model's CEUS input: a clip's peak frame (T = 1), a still image as it is." in card
     assert md["architecture"]["inputs"] == ["bmode", "ceus", "us_lnm"]
     assert "Not a medical device" in (out / MODEL_CARD).read_text()
+    # lnm_jax's licence goes with the copy of its modules (stop 87's leftover: an export held none)
+    assert (out / "LICENSE").read_text().split() == (Path(names.__file__).parents[1] / "LICENSE").read_text().split()
     reqs = [x.split(">=")[0] for x in (out / "requirements.txt").read_text().splitlines() if not x.startswith("#")]
     assert reqs == [
         "jax",
