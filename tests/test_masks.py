@@ -262,7 +262,7 @@ def test_lesion_box_grows_squares_and_stays_inside():
         lesion_box(lesion, Box(0, 0, 30, 80), 0.2)
 
 
-def test_crop_to_lesion_writes_a_manifest_that_frames_around_the_mask(tmp_path):
+def test_crop_to_lesion_writes_a_manifest_that_frames_around_the_mask(tmp_path, capsys):
     from lnm_jax.data.cohorts.lesion_crop import crop_to_lesion
 
     img, _ = _image_and_mask(tmp_path)
@@ -294,6 +294,14 @@ def test_crop_to_lesion_writes_a_manifest_that_frames_around_the_mask(tmp_path):
     copy = M.read_manifest(tmp_path / "sub" / "gaps.csv")
     boxes = {p.patient_id: p.image_options("bmode").crop for p in copy.patients}
     assert boxes == {"A": Box(25, 10, 85, 70), "B": Box(25, 10, 85, 70), "C": Box(0, 0, 40, 40)}, boxes
+    assert "lesion crop(s)" not in capsys.readouterr().err  # (crops of 40 pixels and more)
+    # a speck of a mask: its few pixels' crop written, and warned of (stop 88's trial: a 3x3 crop unsaid)
+    speck = np.zeros((80, 120), np.uint8)
+    speck[40:42, 60:63] = 255
+    Image.fromarray(speck).save(tmp_path / "speck.png")
+    crop_to_lesion(_manifest(tmp_path, [rows[0], {**rows[1], "bmode_mask": "speck.png"}]), tmp_path / "sub" / "s.csv")
+    said = capsys.readouterr().err
+    assert "1 lesion crop(s) under 32 pixels on a side (the smallest 4x4, row 2 (B), bmode)" in said, said
     # no mask to crop to: said, and no copy written (the trial of 8f1f25d: exit 0, "0 cropped")
     bare = _manifest(tmp_path, [{**r, "bmode_mask": ""} for r in rows])
     with pytest.raises(ValueError, match="no row has a lesion mask"):

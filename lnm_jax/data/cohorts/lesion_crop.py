@@ -15,6 +15,7 @@ inside the image and inside any crop the row already had.
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +27,12 @@ from lnm_jax.data.pixels.sources import DEFAULT_FRAMING, Box, Framing, option_co
 from lnm_jax.fileio import write_csv
 from lnm_jax.names import IMAGE_INPUTS, MASK_COLUMNS, mask
 from lnm_jax.output_guard import guard_output
+
+# a crop's shorter side, in the image's pixels, under which it is warned of: fewer than one cell of
+# ResNet-50's last feature map at the image's own resolution (its stride is 32); the model's
+# square (data.image_size, 224 in the paper) enlarges such a crop many times, blurring it (stop
+# 88's trial: an 8x8 picture's mask gave a 3x3 crop, written unsaid)
+SMALL_CROP = 32
 
 
 def lesion_box(lesion: np.ndarray, within: Box, margin: float) -> Box:
@@ -63,7 +70,8 @@ def crop_to_lesion(
     cell kept) with ``<input>_crop`` set around each masked image's lesion; returns counts.
     ``framing``: how the images are read (a CEUS dual display's side, secondary captures), as
     training will read them. ValueError naming the row when a mask marks nothing inside its
-    image's region; an image without a mask keeps its framing."""
+    image's region; an image without a mask keeps its framing. Crops under
+    :data:`SMALL_CROP` pixels on a side are warned of on stderr."""
     if not 0 <= margin <= 10:
         raise ValueError(f"--margin {margin} is not a fraction of the lesion's size between 0 and 10")
     manifest, out_csv = Path(manifest), Path(out_csv)
@@ -77,7 +85,7 @@ def crop_to_lesion(
     crops = [option_columns(m)["crop"] for m in IMAGE_INPUTS]
     columns += [c for c in crops if c not in columns]
     path_columns = (*IMAGE_INPUTS, *MASK_COLUMNS)
-    rows, cropped = [], 0
+    rows, cropped, small = [], 0, []
     records = dict(data_rows(reader, text))  # by row, as read_manifest read them (not by position: blank rows)
     for p in cohort.patients:
         rec = {k: (v or "").strip() for k, v in records[p.row].items() if k is not None}
@@ -91,6 +99,8 @@ def crop_to_lesion(
                 raise ValueError(f"{manifest}, row {p.row} ({p.patient_id}), {mask(m)}: {e}") from None
             rec[option_columns(m)["crop"]] = f"{box.x0},{box.y0},{box.x1},{box.y1}"
             cropped += 1
+            if min(box.width, box.height) < SMALL_CROP:
+                small.append((box.width * box.height, f"{box.width}x{box.height}, row {p.row} ({p.patient_id}), {m}"))
         for c in path_columns:  # the copy may live elsewhere: its paths relative to it
             if rec.get(c):
                 absolute = rec[c] if os.path.isabs(rec[c]) else os.path.join(manifest.parent.resolve(), rec[c])
@@ -98,4 +108,11 @@ def crop_to_lesion(
         rows.append(rec)
     out_csv.parent.mkdir(parents=True, exist_ok=True)
     write_csv(out_csv, rows, columns)
+    if small:
+        print(
+            f"warning: {out_csv}: {len(small)} lesion crop(s) under {SMALL_CROP} pixels on a side (the smallest "
+            f"{min(small)[1]}): the model's square (data.image_size) enlarges such a crop many times over, blurring "
+            "it; a mask of a speck, or a picture too small? check those masks, or widen --margin",
+            file=sys.stderr,
+        )
     return {"patients": len(rows), "images_cropped_to_lesion": cropped, "margin": margin}
