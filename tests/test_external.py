@@ -450,3 +450,23 @@ def test_a_site_update_fitted_on_few_events_is_said_to_rest_on_them():
         "each one (its CI is in external validation's record)"
     ), few.note()
     assert "fewer than" not in SiteUpdate(-0.3, 1.0, "intercept", "closed test", "200 patients", None, 80).note()
+
+
+def test_a_site_every_patient_of_which_a_cut_off_calls_one_class_is_said_so(tmp_path, capsys):
+    """Stop 88's trial: a site whose risks sit far above the training site's, every patient of
+    which 0.5 and the card's cut-off call positive, was said nothing of beyond the rates; each
+    such operating point is warned of as ``evaluate`` warns of a split's. A shift that leaves
+    both classes called at a point says nothing of it."""
+    path, card, y, p = _site(tmp_path, shift=9.0)
+    assert p.min() >= 0.6  # (every patient at or above both cut-offs)
+    rec = external_validation(path, card, tmp_path / "v", n_boot=0)
+    called = [w for w in rec["warnings"] if " every patient called positive " in w]
+    assert [w.split(" every")[0] for w in called] == ["at 0.5", "at the card's cut-off 0.600"], rec["warnings"]
+    assert called[0].endswith(
+        "(sensitivity 1.000, specificity 0.000): this site's risks sit apart from the "
+        "training site's; see calibration in the large and the site's update"
+    )
+    assert f"WARNING: {called[0]}" in external_lines(rec)
+    (tmp_path / "s").mkdir()
+    path, card, *_ = _site(tmp_path / "s", shift=0.0)
+    assert not [w for w in external_validation(path, card, tmp_path / "w", n_boot=0)["warnings"] if "called" in w]

@@ -41,7 +41,13 @@ from lnm_jax.evaluation.evaluate import small_split_warnings
 from lnm_jax.evaluation.metrics import sigmoid
 from lnm_jax.evaluation.plots import plot_decision_curve, plot_reliability, plot_roc
 from lnm_jax.evaluation.seen import SUBSET_NAMES
-from lnm_jax.evaluation.summary import format_summary, shown_auc_ci, summarise_predictions, threshold_text
+from lnm_jax.evaluation.summary import (
+    calls_text,
+    format_summary,
+    shown_auc_ci,
+    summarise_predictions,
+    threshold_text,
+)
 from lnm_jax.export_files import METADATA
 from lnm_jax.fileio import atomic_directory, read_json, sealed, write_json, write_text
 from lnm_jax.output_guard import guard_output
@@ -296,7 +302,9 @@ def external_validation(
         "net_benefit_at_threshold": {"threshold": cut, "model": float(benefit), "treat_all": float(treat_all)},
         "bootstrap": {"resamples": int(n_boot), "seed": int(seed)},
         # a site of few patients of a class (helper-104: 4 positives gave "AUC 0.938, sens 1.000" unsaid)
-        "warnings": small_split_warnings({"splits": {"site": summary}}) + _unchecked_card(card, model, scored),
+        "warnings": small_split_warnings({"splits": {"site": summary}})
+        + _one_class_calls(summary, model["youden"])
+        + _unchecked_card(card, model, scored),
     }
     record["out"] = str(out)
     with atomic_directory(out, replace=True) as fresh:
@@ -317,6 +325,24 @@ def external_validation(
         plot_decision_curve({"site": (labels, probs)}, fresh / F.DECISION_CURVE, title=title)
         write_text(fresh / REPORT, report_markdown(record))  # what the console says, kept (helper-104)
     return record
+
+
+def _one_class_calls(summary: dict, youden: float | None) -> list[str]:
+    """A line per operating point (0.5, the card's cut-off) that calls this site's patients
+    all one class, or misses a class whole (:func:`~lnm_jax.evaluation.summary.calls_text`), as
+    ``evaluate`` says of a split (stop 88's trial: a site every patient of which 0.5 called
+    negative was said nothing of): a site whose risks sit apart from the training site's."""
+    points = [("0.5", summary["at_0.5"])]
+    if youden is not None and summary.get("at_threshold"):
+        points.append((f"the card's cut-off {threshold_text(youden)}", summary["at_threshold"]))
+    out = []
+    for name, at in points:
+        if calls := calls_text(at["sensitivity"], at["specificity"]):
+            out.append(
+                f"at {name} {calls} (sensitivity {at['sensitivity']:.3f}, specificity {at['specificity']:.3f}): this "
+                "site's risks sit apart from the training site's; see calibration in the large and the site's update"
+            )
+    return out
 
 
 def _unchecked_card(card: Path, model: dict, scored: Scored) -> list[str]:
