@@ -1282,6 +1282,26 @@ def test_a_partly_transparent_still_is_warned_of_and_a_turned_stills_crop_said_w
     ), line
 
 
+def test_a_fully_transparent_still_is_said_blank_with_its_stored_picture(tmp_path):
+    """Stop 88's trial: a still whose every pixel is fully transparent over a picture was said
+    "image holds one value" (read over black, as the model sees it), its stored picture
+    unnamed: ``blank_image`` in words that say both; a fully transparent black one keeps
+    blank's own words."""
+    from lnm_jax.data.cohorts.manifest import BLANK_IMAGE
+
+    rgb = np.repeat(RAMP[..., None], 3, axis=-1)
+    Image.fromarray(np.dstack([rgb, np.zeros(RAMP.shape, np.uint8)]), "RGBA").save(tmp_path / "clear.png")
+    Image.fromarray(np.zeros((*RAMP.shape, 4), np.uint8), "RGBA").save(tmp_path / "void.png")
+    rows = [["A", "clear.png", "", 1, 1], ["B", "void.png", "", 0, 0]]
+    cohort = read_manifest(_manifest(tmp_path / "m.csv", rows), warn=False)
+    said = {w.row: w.message for w in cohort.warnings if w.code == BLANK_IMAGE}
+    assert said[1].startswith(
+        "every pixel is fully transparent (alpha 0): read composited over black, as the model "
+        "sees it, it holds no picture, where its colours hold one"
+    ), said
+    assert said[2].startswith("image holds one value"), said
+
+
 def test_an_image_that_holds_no_picture_is_named(tmp_path, capsys):
     """Case validate-blank-images and its kind: a still that holds one value everywhere (all
     black, all white, a 16-bit all-zero PNG, an RGBA PNG fully transparent: the decoder drops

@@ -530,8 +530,8 @@ def _transparency(path: Path, crop: sources.Box | None) -> tuple[str, str] | Non
     """(``transparent_image``, why) where a still's pixels (inside ``crop``) are not all opaque:
     they are read composited over black (:func:`lnm_jax.data.pixels.decode.over_black`), as a
     model input is, while a viewer shows its own background there and the colours an encoder
-    kept under them are lost; a fully transparent picture is :func:`blank` (its words first);
-    else None (:func:`_transparent`)."""
+    kept under them are lost; a fully transparent one ``blank_image``, said so; else None
+    (:func:`_transparent`)."""
     try:
         opacity = read_opacity(path)
         if opacity is None or opacity.min() == 1:
@@ -547,12 +547,22 @@ def _transparent(opacity: np.ndarray, under: np.ndarray, crop: sources.Box | Non
     """:func:`_transparency`'s verdict of a picture's ``opacity`` [H, W] in [0, 1] and the
     colours ``under`` it as stored [H, W, 3] (a still's or a video frame's): None where every
     pixel is opaque, where black is under every transparent pixel (a colour key or palette entry
-    of black: composited, it reads as stored), or none is left inside ``crop``."""
+    of black: composited, it reads as stored), or none is left inside ``crop``; ``blank_image``
+    where every pixel is fully transparent over colours that hold a picture (stop 88's trial:
+    said "image holds one value", its stored picture unnamed)."""
     if opacity.min() == 1 or (under.shape[:2] == opacity.shape and not under[opacity < 1].any()):
         return None
     opacity, where = _framed(opacity, crop)
     seen = opacity < OPAQUE
-    if not seen.any() or not (opacity > 0).any():
+    if not (opacity > 0).any():  # read as black throughout: blank, its stored picture said
+        colours, _ = _framed(under, crop)
+        if colours.shape[:2] != opacity.shape or colours.min() == colours.max():
+            return None  # (blank's own words)
+        return BLANK_IMAGE, where + (
+            "every pixel is fully transparent (alpha 0): read composited over black, as the model sees it, it holds "
+            "no picture, where its colours hold one (a viewer may show them); export the picture without transparency"
+        )
+    if not seen.any():
         return None
     return TRANSPARENT_IMAGE, where + (
         f"{seen.mean():.1%} of its pixels are transparent ({(opacity == 0).mean():.1%} fully, alpha "
