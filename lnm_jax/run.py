@@ -373,9 +373,13 @@ def resolve_cohort(config: ConfigDict, files: RunFiles, *, synthesise: bool = Tr
     """Validates ``data.manifest``, or (empty) synthesises the embedded cohort into the run's
     ``cohort/`` once and reuses it while its parameters match. ``synthesise=False`` (a trained
     run opened to be read): an empty manifest needs the cohort the run synthesised; without
-    one, :class:`DamagedFileError` naming ``config.json`` (a reader writes nothing)."""
+    one, :class:`DamagedFileError` naming ``config.json`` (a reader writes nothing); and the
+    cohort's warnings, said when the run trained, are not said again (helper-123: ``predict``
+    had printed the training cohort's blank images before a new site's own problems, read as
+    theirs)."""
+    checks = {**manifest_checks(config.data), "warn": synthesise}
     if config.data.manifest:
-        return read_manifest(config.data.manifest, **manifest_checks(config.data))
+        return read_manifest(config.data.manifest, **checks)
     params = synth_params(config)
     generator = files.cohort / GENERATOR
     if not synthesise and not generator.is_file():
@@ -393,7 +397,7 @@ def resolve_cohort(config: ConfigDict, files: RunFiles, *, synthesise: bool = Tr
             )
     else:
         generate_cohort(files.cohort, params, progress=True)
-    return read_manifest(files.cohort / MANIFEST, **manifest_checks(config.data))
+    return read_manifest(files.cohort / MANIFEST, **checks)
 
 
 def split_document(config: ConfigDict, cohort: Cohort) -> dict:

@@ -470,3 +470,17 @@ def test_a_site_every_patient_of_which_a_cut_off_calls_one_class_is_said_so(tmp_
     (tmp_path / "s").mkdir()
     path, card, *_ = _site(tmp_path / "s", shift=0.0)
     assert not [w for w in external_validation(path, card, tmp_path / "w", n_boot=0)["warnings"] if "called" in w]
+
+
+def test_a_label_in_words_is_said_with_its_number(tmp_path):
+    """helper-123: a site's labels written yes/no were "lnm 'no' is not 0 or 1", without the
+    number ``validate`` names for the word."""
+    path, card, *_ = _site(tmp_path, n=20)
+    text = path.read_text().splitlines()
+    cells = text[1].split(",")
+    cells[3] = "no"
+    path.write_text("\n".join([text[0], ",".join(cells), *text[2:]]) + "\n")
+    with pytest.raises(
+        ExternalValidationError, match=r"p.csv, row 1: lnm 'no' is not 0 or 1: a word .* write 0 for 'no'"
+    ):
+        external_validation(path, card, tmp_path / "v")

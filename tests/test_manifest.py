@@ -589,3 +589,81 @@ def test_a_manifest_that_is_a_fifo_or_device_is_refused_unopened(tmp_path):
     done.set()
     os.close(os.open(fifo, os.O_RDONLY | os.O_NONBLOCK))  # (releases the writer)
     assert opened == []
+
+
+def test_a_cause_of_many_rows_in_short_words_or_each_rows_own_file_is_said_once(folder, capsys):
+    """helper-123: a missing images folder gave a line per row and column (320 for 80 patients:
+    its words, naming the folder, were under the length grouped), an empty label column 80,
+    and a case mismatch ("x.PNG does") one per row, its words naming each row's own file.
+    Past :data:`mf.GROUPED_LINES` later rows, any words are one line of rows; words that differ
+    only by the row's own file name group "of its own file". An empty label says where
+    unlabelled patients are read; a mark of a value not recorded is said as one, not guessed."""
+    n = 14
+    _pictures(folder, n)
+    for i in range(n):  # every CEUS file named in another letter case than the manifest says
+        (folder / "img" / f"q{i}.jpg").rename(folder / "img" / f"Q{i}.JPG")
+    body = "".join(f"Q{i},gone/q{i}.png,img/q{i}.jpg,NA,,40\n" for i in range(n))
+    with pytest.raises(ManifestError) as e:
+        read_manifest(_write(folder, body))
+    said = [x.strip() for x in str(e.value).splitlines()[1:]]
+    by_column = {c: [x for x in said if f"column '{c}'" in x] for c in ("bmode", "ceus", "us_lnm", "lnm")}
+    assert [len(v) for v in by_column.values()] == [2, 2, 2, 2], said
+    assert by_column["bmode"][0].endswith(f"image file does not exist; nor does its folder {folder / 'gone'}")
+    assert by_column["ceus"][0].endswith("Q0.JPG does: the names differ in case, which this file system tells apart")
+    assert by_column["ceus"][1] == f"[missing_file] rows 2-{n}, column 'ceus': as said for row 1, of its own file"
+    assert by_column["bmode"][1] == f"[missing_file] rows 2-{n}, column 'bmode': as said for row 1"
+    assert by_column["us_lnm"][0].endswith("got 'NA': a mark of a value not recorded? leave the cell empty")
+    assert by_column["lnm"][0].endswith(
+        "lnm must be 0 or 1, got empty (new patients, without labels, are read by predict and validate --no-labels)"
+    )
+    assert len(e.value.problems) == 4 * n  # (each row's problem kept)
+
+
+def test_a_warning_of_every_image_of_an_input_says_so(folder, capsys):
+    """helper-123: "80 image(s) hold no picture" of a cohort of 80 had not said that it was every
+    CEUS picture (a branch that learns nothing): the line names the input it covers whole."""
+    from lnm_jax.fileio import _WARNED
+
+    n = 4
+    _pictures(folder, n)
+    for i in range(n):  # every CEUS picture black; one B-mode picture too
+        Image.fromarray(np.zeros((25, 20, 3), np.uint8)).save(folder / "img" / f"q{i}.jpg")
+    Image.fromarray(np.full((20, 30), 255, np.uint8)).save(folder / "img" / "q0.png")
+    body = "".join(f"Q{i},img/q{i}.png,img/q{i}.jpg,{i % 2},{i // 2},40\n" for i in range(n))
+    _WARNED.clear()
+    read_manifest(_write(folder, body))
+    said = capsys.readouterr().err
+    assert f"{n + 1} image(s) hold no picture (one value everywhere) (every CEUS image): " in said, said
+
+
+def test_the_survey_counts_stills_by_what_they_hold(folder):
+    """helper-123: every CEUS picture a JPEG saved under ``.png`` was counted "png" by
+    ``validate``'s survey (lossy pictures under a lossless name, unsaid): stills are counted by
+    their signature, one named otherwise noted."""
+    from lnm_jax.data.cohorts.survey import survey
+
+    _pictures(folder, 2)
+    Image.open(folder / "img" / "q1.jpg").save(folder / "img" / "j.png", format="JPEG")
+    body = "Q0,img/q0.png,img/q0.jpg,0,0,40\nQ1,img/q1.png,img/j.png,1,1,41\n"
+    lines = survey(read_manifest(_write(folder, body))).lines
+    assert lines[0] == "images: jpeg 2, png 2", lines
+    assert any(x.strip().startswith("note: JPEG named .png: 1 image(s), e.g. row 2 (Q1) ceus j.png") for x in lines)
+
+
+def test_a_trained_runs_cohort_read_again_says_its_warnings_no_more(folder, capsys):
+    """helper-123: ``predict --workdir`` printed the training cohort's warnings (its blank
+    images) before a new site's own problems, read as theirs: a run opened to be read reads its
+    cohort without them (they were said when it trained); a run's start says them."""
+    from lnm_jax.config import base_config
+    from lnm_jax.fileio import _WARNED
+    from lnm_jax.run import resolve_cohort
+
+    _pictures(folder, 2)
+    Image.fromarray(np.zeros((20, 30), np.uint8)).save(folder / "img" / "q0.png")
+    config = base_config()
+    config.data.manifest = str(_write(folder, "Q0,img/q0.png,img/q0.jpg,0,0,40\nQ1,img/q1.png,img/q1.jpg,1,1,41\n"))
+    _WARNED.clear()
+    resolve_cohort(config, None, synthesise=False)
+    assert "hold no picture" not in capsys.readouterr().err
+    resolve_cohort(config, None)
+    assert "1 image(s) hold no picture" in capsys.readouterr().err

@@ -31,7 +31,7 @@ from lnm_jax.fileio import DamagedFileError, atomic_directory, read_json, sealed
 from lnm_jax.metric_writer import read_history
 from lnm_jax.model_card import metadata, write_card
 from lnm_jax.output_guard import guard_output
-from lnm_jax.preflight import check_inputs_present, zero_fills
+from lnm_jax.preflight import check_inputs_present, flag_warnings, zero_fills
 from lnm_jax.run import Run, trained_checkpoint
 from lnm_jax.run_lock import check_held
 from lnm_jax.serving import (
@@ -143,6 +143,9 @@ def evaluate(run: Run, *, checkpoint: str = "best", subsets=("val", "test"), out
     result["single_inputs"] = single_input_check(run, preds)
     result["warnings"] = imbalance_warnings(result, [p.lnm for p in run.cohort.patients if p.lnm is not None], config)
     result["warnings"] += small_split_warnings(result)
+    # the cohort's flag, as train warned of it (helper-123: evaluate of a run whose flag copied
+    # the label printed "us_lnm 1.000/1.000" alone), recorded so that the model card says it too
+    result["warnings"] += flag_warnings(run.cohort, names.US_LNM in names.parse_modalities(config.modalities))
     if no_youden:
         result["warnings"].append(NO_YOUDEN_WARNING)
     if unfinished := unfinished_warning(run):
@@ -267,13 +270,13 @@ def bayes_reference(run: Run, preds: dict, subsets) -> dict | None:
             f"{folder / F.TRUTH} lacks {len(lacking)} of the evaluated patients (first: {lacking[0]}): "
             "not the record of this cohort"
         )
+    patients = run.cohort.by_id()
     for key in (names.LABEL, names.US_LNM):  # (helper-120: labels edited after synth: a reference not theirs)
-        differ = [
+        differ = [  # as the manifest holds them (helper-123: the flag had not been compared, being no prediction)
             p
             for s in subsets
-            if key in preds[s]
-            for p, v in zip(preds[s][names.PATIENT_ID], preds[s][key])
-            if v == v and int(v) != truth[key][index[p]]  # (a missing flag, NaN, is no difference)
+            for p in preds[s][names.PATIENT_ID]
+            if (v := getattr(patients[p], key)) is not None and int(v) != truth[key][index[p]]  # (a missing flag)
         ]
         if differ:
             raise DamagedFileError(

@@ -27,7 +27,7 @@ from scipy.special import logit
 
 from lnm_jax import names
 from lnm_jax import run_files as F
-from lnm_jax.data.cohorts.manifest import parse_binary
+from lnm_jax.data.cohorts.manifest import binary_word_hint, parse_binary
 from lnm_jax.data.cohorts.tables import (
     TableTextError,
     data_rows,
@@ -149,7 +149,8 @@ def read_scored(path: Path | str, state: str | None) -> Scored:
             unlabelled += 1
             continue
         if isinstance(given, str):
-            raise ExternalValidationError(f"{path}, row {at}: {names.LABEL} {given!r} is not 0 or 1")
+            hint = binary_word_hint(given)
+            raise ExternalValidationError(f"{path}, row {at}: {names.LABEL} {given!r} is not 0 or 1{hint}")
         try:
             p = float(row[PREDICTION_COLUMNS[1]])
         except (TypeError, ValueError):  # (None: a row short of that cell)

@@ -115,9 +115,12 @@ BINARY_VALUE = re.compile(r"([01])(?:\.0+)?")
 # named with its number in a bad value's line (helper-121: a yes/no US-LNM column had given one
 # short line per row)
 BINARY_WORDS = {
-    **dict.fromkeys(("yes", "y", "true", "t", "positive", "pos", "+"), 1),
-    **dict.fromkeys(("no", "n", "false", "f", "negative", "neg", "-"), 0),
+    **dict.fromkeys(("yes", "y", "true", "t", "positive", "pos"), 1),
+    **dict.fromkeys(("no", "n", "false", "f", "negative", "neg"), 0),
 }
+# marks an export writes where nothing was recorded: an empty cell in a manifest (helper-123: a
+# dash had been offered as 0)
+NOT_RECORDED = {"-", "--", "na", "n/a", "nan", "null", "none", "unknown", "?", "not recorded", "missing", "."}
 
 # Problem codes: one per kind of bad input, so callers and tests can tell them apart.
 UNREADABLE_MANIFEST = "unreadable_manifest"
@@ -236,8 +239,9 @@ def _row_ranges(rows: Sequence[int]) -> str:
 # a problem said the same way (code, column, words) for this many rows or more, in words this long
 # or longer, gives them once: the later rows say "as said for row N" (a cohort of screen captures
 # had repeated a 330-character hint for each of its 24 files); every row and file is still named,
-# on a line each up to GROUPED_LINES later rows, on one line of row numbers beyond (helper-121: a
-# folder that could not be read had given 160 lines of one cause)
+# on a line each up to GROUPED_LINES later rows, on one line of row numbers beyond, whatever the
+# words' length (helper-121 and helper-123: a folder that could not be read, or was missing, had
+# given 160 and 320 lines of one cause; an empty label column 80)
 GROUPED_FROM, GROUPED_CHARS, GROUPED_LINES = 3, 100, 10
 
 
@@ -246,29 +250,44 @@ def _grouped_text(problems: tuple[Problem, ...]) -> str:
     return problems_text(grouped(problems))
 
 
+def _alike(p: Problem) -> tuple:
+    """What makes two rows' problems one said alike: code, column and words, the row's own file
+    name in them (any letter case) read as one name (helper-123: a case mismatch, "x.PNG does",
+    said once per row)."""
+    words = p.message
+    if p.file and (name := Path(p.file).name):
+        words = re.sub(re.escape(name), lambda _: "<file>", words.replace(p.file, "<file>"), flags=re.IGNORECASE)
+    return p.code, p.column, words
+
+
 def grouped(problems: Iterable[Problem]) -> list[Problem]:
-    """``problems`` in their order, the words of a problem said alike for :data:`GROUPED_FROM`
-    or more rows given once, at its first row; the later ones say "as said for row N", each
-    still naming its row and file, or, more than :data:`GROUPED_LINES` of them, on one line
-    at the second's place naming their rows (not their files: each is its row's). Errors and
-    warnings alike (warnings had been said in full for every row: helper-77); words shorter
-    than :data:`GROUPED_CHARS` are repeated, as short as the reference."""
+    """``problems`` in their order, a problem said alike (:func:`_alike`) for
+    :data:`GROUPED_FROM` or more rows given once, at its first row: more than
+    :data:`GROUPED_LINES` later rows on one line at the second's place naming their rows (not
+    their files: each is its row's); fewer, where its words are :data:`GROUPED_CHARS` long or
+    longer, a line each saying "as said for row N" and naming its row and file (shorter words
+    are repeated, as short as the reference). "of its own file" where the words name each
+    row's own. Errors and warnings alike (warnings had been said in full for every row:
+    helper-77)."""
     problems = tuple(problems)
     groups: dict[tuple, list[Problem]] = collections.defaultdict(list)
     for p in problems:
-        if p.row is not None and len(p.message) >= GROUPED_CHARS:
-            groups[(p.code, p.column, p.message)].append(p)
+        if p.row is not None:
+            groups[_alike(p)].append(p)
     said = []
     for p in problems:
-        key = (p.code, p.column, p.message)
-        alike = groups.get(key, ())
-        if len(alike) < GROUPED_FROM or p is alike[0]:
+        alike = groups.get(_alike(p), []) if p.row is not None else []
+        many, long = len(alike) - 1 > GROUPED_LINES, len(p.message) >= GROUPED_CHARS
+        if len(alike) < GROUPED_FROM or p is alike[0] or not (many or long):
             said.append(p)
-        elif len(alike) - 1 <= GROUPED_LINES:
-            said.append(dataclasses.replace(p, message=f"as said for row {alike[0].row}"))
+            continue
+        words = f"as said for row {alike[0].row}"
+        if any(q.message != alike[0].message for q in alike):
+            words += ", of its own file"
+        if not many:
+            said.append(dataclasses.replace(p, message=words))
         elif p is alike[1]:
-            later = tuple(q.row for q in alike[1:])
-            said.append(Problem(p.code, f"as said for row {alike[0].row}", column=p.column, rows=later))
+            said.append(Problem(p.code, words, column=p.column, rows=tuple(q.row for q in alike[1:])))
     return said
 
 
@@ -1021,8 +1040,24 @@ def parse_binary(value: str) -> int | None | str:
     return int(found[1]) if (found := BINARY_VALUE.fullmatch(value)) else value
 
 
-def _binary_word_hint(value: str) -> str:
-    """': ...' naming the number a word of :data:`BINARY_WORDS` stands for, else ''."""
+def _whole_columns(said: list[Problem], patients: list[Patient]) -> str:
+    """' (every CEUS image)' where ``said`` (one warning's rows) covers every patient that has
+    that column's input, for each such column (helper-123: "80 image(s) hold no picture" on a
+    cohort of 80 had not said it was every CEUS picture, which a model learns nothing from);
+    '' otherwise."""
+    whole = []
+    for column in dict.fromkeys(w.column for w in said if w.column in IMAGE_INPUTS):
+        held = sum(p.has(column) for p in patients)
+        if held > 1 and sum(w.column == column for w in said) == held:
+            whole.append(f"every {SETTING_LABELS[column]} image")
+    return f" ({', '.join(whole)})" if whole else ""
+
+
+def binary_word_hint(value: str) -> str:
+    """': ...' naming the number a word of :data:`BINARY_WORDS` stands for, or, for a mark of
+    :data:`NOT_RECORDED`, that an unknown value is an empty cell; else ''."""
+    if value.strip().lower() in NOT_RECORDED:
+        return ": a mark of a value not recorded? leave the cell empty"
     number = BINARY_WORDS.get(value.strip().lower())
     if number is None:
         return ""
@@ -1191,7 +1226,7 @@ def read_manifest(
     for code, words in warned.items() if warn else ():  # once per manifest and process, by every command
         if said := [w for w in warnings if w.code == code]:
             shown = "; ".join(map(str, said[:3])) + (f"; {len(said) - 3} more" if len(said) > 3 else "")
-            warn_once(f"{path}: {len(said)} {words}: {shown}", (path, code))
+            warn_once(f"{path}: {len(said)} {words}{_whole_columns(said, patients)}: {shown}", (path, code))
     if warn and (skipped := [h for h in header if h in unread]):
         print(
             f"note: {path}: column(s) {', '.join(skipped)} not read (the inputs read: {', '.join(taken)})",
@@ -1627,12 +1662,16 @@ def _check_row(
 
     flag = parse_binary(rec.get(US_LNM, ""))
     if isinstance(flag, str):
-        said = f"us_lnm must be 0, 1 or empty, got '{flag}'{_binary_word_hint(flag)}"
+        said = f"us_lnm must be 0, 1 or empty, got '{flag}'{binary_word_hint(flag)}"
         problems.append(Problem(BAD_FLAG_VALUE, said, row, US_LNM))
         flag = None
     label = parse_binary(rec.get(LABEL, ""))
     if isinstance(label, str) or (label is None and require_labels):
-        shown = "empty" if label is None else f"'{label}'{_binary_word_hint(label)}"
+        shown = (
+            "empty (new patients, without labels, are read by predict and validate --no-labels)"
+            if label is None
+            else f"'{label}'{binary_word_hint(label)}"
+        )
         problems.append(Problem(BAD_LABEL_VALUE, f"lnm must be 0 or 1, got {shown}", row, LABEL))
         label = None
     if all((images[i] is None) if i in IMAGE_COLUMNS else (rec.get(i, "") == "") for i in inputs):

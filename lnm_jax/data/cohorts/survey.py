@@ -18,7 +18,7 @@ from scipy import ndimage
 from lnm_jax.data.cohorts.manifest import Cohort, Patient
 from lnm_jax.data.pixels import sources
 from lnm_jax.data.pixels.clips import read_frames
-from lnm_jax.data.pixels.decode import over_channels, read_image
+from lnm_jax.data.pixels.decode import over_channels, read_image, still_format
 from lnm_jax.data.pixels.dicom import Box
 from lnm_jax.data.pixels.masks import frame_mask
 from lnm_jax.fileio import content_digest
@@ -95,6 +95,17 @@ def _cells(cohort: Cohort) -> Iterator[tuple[Patient, str]]:
                 yield p, name
 
 
+def _still_format(path, where: str, notes: dict[str, list[str]]) -> str:
+    """A still's format by its content (:func:`lnm_jax.data.pixels.decode.still_format`), for
+    the survey's count; one named otherwise (a JPEG saved under ``.png``: lossy, where the name
+    says lossless; helper-123 found 80 counted as PNG) noted in ``notes``."""
+    named = path.suffix.lower().lstrip(".")
+    fmt = still_format(path) or named
+    if fmt != named and not (fmt == "jpeg" and named == "jpg"):
+        notes[f"{fmt.upper()} named .{named}"].append(where)
+    return fmt
+
+
 def survey(
     cohort: Cohort,
     framing: sources.Framing = sources.DEFAULT_FRAMING,
@@ -119,7 +130,7 @@ def survey(
         path = getattr(p, name)
         src = sources.resolve(path, name, p.image_options(name), framing.ceus_region)
         where = f"row {p.row} ({p.patient_id}) {name} {path.name}"
-        fmt = "DICOM" if src.kind == "dicom" else ("clip" if src.kind == "clip" else path.suffix.lower().lstrip("."))
+        fmt = "DICOM" if src.kind == "dicom" else ("clip" if src.kind == "clip" else _still_format(path, where, notes))
         formats[fmt] += 1
         how = src.framed_by
         framings[how] += 1

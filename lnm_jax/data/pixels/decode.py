@@ -190,6 +190,17 @@ def _begins(data: bytes, size: int) -> str:
     return "it begins with the bytes " + " ".join(f"{b:02x}" for b in data[:8])
 
 
+def still_format(path: Path | str) -> str | None:
+    """'png' or 'jpeg', what a still's first bytes say it is (its signature, whatever its name),
+    or None for anything else or a file that cannot be read."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(len(PNG_SIGNATURE))
+    except OSError:
+        return None
+    return "png" if head == PNG_SIGNATURE else "jpeg" if head.startswith(JPEG_SIGNATURE) else None
+
+
 def holds(path: Path | str, text: bool = False) -> str | None:
     """'it holds ...' for a file of a kind :func:`_begins` names by its first bytes (an
     archive, a PDF, a web page, a shortcut), for a reader of another format (video, DICOM) to
