@@ -23,7 +23,7 @@ from lnm_jax.data.cohorts.manifest import (
     DUPLICATE_COLUMN,
     EXTRA_CELLS,
     HEADER_MISMATCH,
-    MASK_NOT_BINARY,
+    MASK_NOT_SEGMENTATION,
     MISNAMED_COLUMN,
     MISSING_CLASS,
     MISSING_FILE,
@@ -2407,9 +2407,9 @@ def test_a_known_column_in_another_spelling_is_named(tmp_path):
     named = {p.column: p.message for p in e.value.problems if p.code == MISNAMED_COLUMN}
     assert set(named) == set(columns[5:8]) | set(columns[:1]) | set(columns[9:]), named
     # with the row's problems, its cells read as the header means them: Bmode_Mask's file as the
-    # B-mode mask (a ramp, no mask); a mended header would have shown them on a second pass
+    # B-mode mask (the B-mode picture itself, no mask); a mended header would have shown them on a second pass
     rows = [(p.code, p.row, p.column) for p in e.value.problems if p.code != MISNAMED_COLUMN]
-    assert rows == [(MASK_NOT_BINARY, 1, "bmode_mask"), (MISSING_CLASS, None, "lnm")], str(e.value)
+    assert rows == [(MASK_NOT_SEGMENTATION, 1, "bmode_mask"), (MISSING_CLASS, None, "lnm")], str(e.value)
     assert "'patient_id'" in named["Patient-ID"] and "'ceus_mm_per_pixel'" in named["CEUS mm per pixel"], named
     assert named["B-mode crop"] == "would be read as metadata, not as 'bmode_crop': name it 'bmode_crop'"
     # one spelling of a column the manifest lacks: its cells are checked as that column's (below)

@@ -667,3 +667,35 @@ def test_a_trained_runs_cohort_read_again_says_its_warnings_no_more(folder, caps
     assert "hold no picture" not in capsys.readouterr().err
     resolve_cohort(config, None)
     assert "1 image(s) hold no picture" in capsys.readouterr().err
+
+
+def test_a_mask_column_naming_the_image_and_a_spreadsheets_number_id_are_said_as_such(folder):
+    """helper-123: a mask column copied from the B-mode column was "mask is not binary: 193
+    values", and an ID a spreadsheet wrote as 1.23E+00 "not a safe file name" alone; and a
+    Windows path in every row is said once (rows past ten on one line)."""
+    n = 16
+    _pictures(folder, n)
+    rows = [f"Q{i},img/q{i}.png,img/q{i}.jpg,{i % 2},{i // 2 % 2},40,img/q{i}.png" for i in range(2)]
+    rows.append("1.23457E+11,img/q2.png,img/q2.jpg,0,1,40,")
+    rows += [f"W{i},img\\q{i}.png,img/q{i}.jpg,{i % 2},{i // 2 % 2},40," for i in range(3, n)]
+    header = "patient_id,bmode,ceus,us_lnm,lnm,age,bmode_mask\n"
+    with pytest.raises(ManifestError) as e:
+        read_manifest(_write(folder, "\n".join(rows) + "\n", header=header))
+    said = {(p.row, p.column): p.message for p in e.value.problems}
+    assert (
+        said[(1, "bmode_mask")]
+        == said[(2, "bmode_mask")]
+        == (
+            "the mask is the row's B-mode image itself (the image column copied into the mask column?): a lesion mask "
+            "is a binary outline drawn on the image, in a file of its own"
+        )
+    ), said
+    assert said[(3, "patient_id")].endswith(
+        "a long number a spreadsheet wrote in scientific notation, its digits lost? format the column as text and "
+        "export again"
+    ), said
+    windows = [x.strip() for x in str(e.value).splitlines() if "column 'bmode'," in x or "column 'bmode':" in x]
+    assert (
+        len(windows) == 2
+        and windows[1] == f"[missing_file] rows 5-{n}, column 'bmode': as said for row 4, of its own file"
+    ), windows

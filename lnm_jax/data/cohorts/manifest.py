@@ -34,7 +34,7 @@ import sys
 import unicodedata
 import urllib.parse
 from collections.abc import Iterable, Sequence
-from pathlib import Path
+from pathlib import Path, PureWindowsPath
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
@@ -194,6 +194,8 @@ UNLABELLED_WARNING_CODES = {**WARNING_CODES, SHARED_IMAGE: "image(s) are another
 # to a spreadsheet opening the CSVs the ID is written to: '-2-3' shown as -5, helper-118; OWASP's
 # CSV injection), at most 128 characters.
 PATIENT_ID_PATTERN = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,127}")
+# a number as a spreadsheet shows a long one (1.23457E+11): an ID whose digits were lost (helper-123)
+SCIENTIFIC = re.compile(r"[0-9](?:\.[0-9]+)?[eE][+-][0-9]+")
 # names Windows reserves for devices, with any extension (CON.png is the console there): an ID
 # that names a figure must not be one (helper-118 found CON, NUL and AUX.txt accepted)
 RESERVED_FILE_NAMES = re.compile(r"(CON|PRN|AUX|NUL|COM[0-9]|LPT[0-9])(\..*)?", re.IGNORECASE)
@@ -256,7 +258,9 @@ def _alike(p: Problem) -> tuple:
     said once per row)."""
     words = p.message
     if p.file and (name := Path(p.file).name):
-        words = re.sub(re.escape(name), lambda _: "<file>", words.replace(p.file, "<file>"), flags=re.IGNORECASE)
+        words = words.replace(p.file, "<file>")
+        for own in dict.fromkeys((name, PureWindowsPath(name).name)):  # (a Windows path: its last part alone)
+            words = re.sub(re.escape(own), lambda _: "<file>", words, flags=re.IGNORECASE)
     return p.code, p.column, words
 
 
@@ -1015,6 +1019,13 @@ def _masks(
         if (why := missing_path(file)) is not None or not file.is_file():
             problems.append(Problem(MISSING_FILE, f"mask file {why or 'is not a file'}", row, column, str(file)))
             continue
+        if image := next((c for c in IMAGE_COLUMNS if images[c] is not None and _same_file(file, images[c])), None):
+            said = (
+                f"the mask is the row's {SETTING_LABELS[image]} image itself (the image column copied into the mask "
+                "column?): a lesion mask is a binary outline drawn on the image, in a file of its own"
+            )
+            problems.append(Problem(MASK_NOT_SEGMENTATION, said, row, column, str(file)))
+            continue
         out[col] = file
         if not check_images or any(p.row == row and p.column == col for p in problems):
             continue  # its image is already reported
@@ -1029,6 +1040,15 @@ def _masks(
         except (OSError, UnidentifiedImageError, ValueError) as e:
             problems.append(Problem(UNREADABLE_IMAGE, unreadable(file, "mask", e), row, column, str(file)))
     return out, digests
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    """Whether ``a`` and ``b`` are one file (links and other spellings alike); False where
+    either cannot be looked at."""
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
 
 
 def parse_binary(value: str) -> int | None | str:
@@ -1248,10 +1268,16 @@ def _id_problem(pid: str, row: int, seen: dict[str, int], folded: dict[str, str]
     if not pid:
         return Problem(EMPTY_PATIENT_ID, "patient_id is empty", row, PATIENT_ID)
     if not PATIENT_ID_PATTERN.fullmatch(pid):
+        excel = (
+            ": a long number a spreadsheet wrote in scientific notation, its digits lost? format the column as text "
+            "and export again"
+            if SCIENTIFIC.fullmatch(pid)
+            else ""
+        )
         return Problem(
             BAD_PATIENT_ID,
             f"patient_id {pid!r} is not a safe file name: use letters, digits, '.', '_' and '-' "
-            "(not starting with '.' or '-'), at most 128 characters",
+            f"(not starting with '.' or '-'), at most 128 characters{excel}",
             row,
             PATIENT_ID,
         )
