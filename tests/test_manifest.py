@@ -699,3 +699,19 @@ def test_a_mask_column_naming_the_image_and_a_spreadsheets_number_id_are_said_as
         len(windows) == 2
         and windows[1] == f"[missing_file] rows 5-{n}, column 'bmode': as said for row 4, of its own file"
     ), windows
+
+
+def test_rows_whose_words_differ_by_their_figures_are_one_line_past_ten():
+    """helper-123: inverted masks' shares (94%, 93%, ...) split one cause into a line per share;
+    past :data:`mf.GROUPED_LINES` later rows, words alike but for their figures are one line
+    ("with its own figures"); fewer are said in full, each figure kept."""
+    words = "the mask marks {}% of its picture: an inverted mask (lesion black, background white)?" + " " * 20
+
+    def problems(n):
+        return [mf.Problem("mask", words.format(90 + r % 5), row=r, column="m", file=f"f{r}") for r in range(1, n + 1)]
+
+    many = problems(mf.GROUPED_LINES + 2)
+    said = [str(p) for p in mf.grouped(many)]
+    assert said == [str(many[0]), f"[mask] rows 2-{len(many)}, column 'm': as said for row 1, with its own figures"]
+    few = problems(5)
+    assert mf.grouped(few) == few
