@@ -807,6 +807,8 @@ class Run:
         )
         if images.problems:
             raise ValueError(f"{cohort.path}: " + " | ".join(images.problems))
+        for said in images.warnings:  # as validate says them
+            warn_once(f"{cohort.path}: {said}", key=(cohort.path, said))
         save = split is not None  # an imposed split is recorded as given
         if split is None:
             split = stored_split(config, cohort, files)

@@ -450,6 +450,8 @@ def test_a_picture_too_small_for_the_model_is_said_at_validation(twin_cohorts, t
         "too small to be a scan (a thumbnail or icon exported, a crop in other units?); the smallest: row 1 (a) "
         "bmode icon.png, 4x4 pixels"
     ], said
+    # what train says of them too, as validate does (helper-121: a run started without validate heard nothing)
+    assert [w for w in survey(cohort, image_size=224).warnings if "framed smaller" in w] == [said[0].strip()[9:]]
     at96 = [line for line in survey(cohort, image_size=96).lines if "framed smaller" in line]
     assert len(at96) == 1 and "1 image(s)" in at96[0], at96  # the crop: 16 * 8 >= 96
     # helper-121: a strip (4000x40, 500x1) stretched to the square far out of shape, unsaid

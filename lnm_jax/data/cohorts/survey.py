@@ -87,6 +87,14 @@ class Survey:
     problems: list[str]
     geometry: list[dict]
 
+    @property
+    def warnings(self) -> list[str]:
+        """The warnings among :attr:`lines`, without their ``warning:`` prefix (pictures too
+        small for the model's input, strips, screen captures), for a command that says them
+        without the rest (``train``: helper-121, a run started without ``validate`` had heard of
+        none)."""
+        return [x.strip().removeprefix("warning: ") for x in self.lines if x.strip().startswith("warning: ")]
+
 
 def _cells(cohort: Cohort) -> Iterator[tuple[Patient, str]]:
     for p in cohort.patients:
