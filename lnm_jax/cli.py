@@ -199,7 +199,8 @@ def cmd_validate(argv: list[str]) -> int:
     except ManifestError as e:  # what the images of the other rows show is said too: every warning at once
         if e.readable is not None and e.readable.patients:
             images = survey(e.readable, Framing.from_config(config.data), image_size=int(config.data.image_size))
-            print(f"of the {len(e.readable)} rows read without a problem:", *images.lines, sep="\n")
+            n = len(e.readable)
+            print(f"of the {n} row{'s' * (n != 1)} read without a problem:", *images.lines, sep="\n")
         raise
     model = bool(a.workdir or a.config or overrides)
     lines, problems, test = report(
