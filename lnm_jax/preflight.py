@@ -143,7 +143,22 @@ def report(
             lines.append(warning)
     uses_flag = names.US_LNM in uses if model else None
     lines += [f"warning: {w}" for w in flag_warnings(cohort, uses_flag, labelled)]
+    if not model:  # (a model named refuses a missing input itself: check_inputs_present)
+        lines += [f"warning: {w}" for w in absent_image_warnings(cohort)]
     return Report(lines, problems, test)
+
+
+def absent_image_warnings(cohort: Cohort) -> list[str]:
+    """A line per image input no patient has, where no model is named: the default model and the
+    paper's triple take it, and refuse the cohort at ``train`` (helper-124: an empty CEUS column
+    was said OK by ``validate``, then refused by ``train``), with the modalities it holds."""
+    held = [i for i in names.INPUTS if any(p.has(i) for p in cohort.patients)]
+    return [
+        f"no patient has a {names.SETTING_LABELS[i]} picture: a model that takes it (the default and the paper's "
+        f"triple) refuses this cohort; train one of what it holds (--config.modalities={','.join(held)})"
+        for i in names.IMAGE_INPUTS
+        if i not in held and held
+    ]
 
 
 def flag_warnings(cohort: Cohort, used: bool | None, labelled: bool = True) -> list[str]:

@@ -9,7 +9,13 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from lnm_jax.data.pixels.clips import FFMPEG_NO_FORK_HOOK
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# the tests' own video writers (imageio's ffmpeg) start ffmpeg without forking this process, as
+# lnm_jax's readers do (lnm_jax.data.pixels.clips.FFMPEG_NO_FORK_HOOK): where a worker's first
+# video was written after JAX started, JAX's os.fork() warning came from the test, not the package
+os.environ.setdefault(FFMPEG_NO_FORK_HOOK, "1")
 
 
 def pytest_configure(config):

@@ -51,8 +51,7 @@ def test_video_and_frame_folder_read_alike(tmp_path, monkeypatch):
     folder.mkdir()
     for k, f in enumerate(frames):
         Image.fromarray(f).save(folder / f"frame_{k:02d}.png")
-    monkeypatch.setenv(clips.FFMPEG_NO_FORK_HOOK, "1")  # (the writer's ffmpeg too: a worker's first video had
-    iio.imwrite(tmp_path / "clip.mp4", frames, fps=5)  # warned here, outside the check, by the order of the tests)
+    iio.imwrite(tmp_path / "clip.mp4", frames, fps=5)  # (without a fork: tests/conftest.py)
     monkeypatch.delenv(clips.FFMPEG_NO_FORK_HOOK, raising=False)
     with warnings.catch_warnings(record=True) as seen:
         warnings.simplefilter("always")

@@ -715,3 +715,42 @@ def test_rows_whose_words_differ_by_their_figures_are_one_line_past_ten():
     assert said == [str(many[0]), f"[mask] rows 2-{len(many)}, column 'm': as said for row 1, with its own figures"]
     few = problems(5)
     assert mf.grouped(few) == few
+
+
+def test_paths_written_elsewhere_and_a_label_coded_one_two_are_said_so(folder):
+    """helper-124: a path written on the exporting machine (``/home/radiology/...``) or from the
+    folder above the manifest said only that a folder did not exist, the file beside the
+    manifest unnamed; a label coded 1/2 (no/yes, as SPSS exports it) refused each 2 alone, the
+    rows of 1 counted valid positives."""
+    _pictures(folder, 3)
+    rows = [
+        "Q0,/home/radiology/export/lnm/img/q0.png,img/q0.jpg,0,1,40",
+        f"Q1,{folder.name}/img/q1.png,img/q1.jpg,1,2,40",
+        "Q2,img/q2.png,img/q2.jpg,0,2,40",
+        "Q3,img/q2.png,img/q2.jpg,0,1,40",
+    ]
+    with pytest.raises(ManifestError) as e:
+        read_manifest(_write(folder, "\n".join(rows) + "\n"))
+    said = {(p.row, p.column): p.message for p in e.value.problems}
+    elsewhere = (
+        "does: the path is written from another folder (the exporting machine's?); give it relative to the manifest"
+    )
+    assert said[(1, "bmode")].endswith(f"; {folder / 'img' / 'q0.png'} {elsewhere}"), said
+    assert said[(2, "bmode")].endswith(f"; {folder / 'img' / 'q1.png'} {elsewhere}"), said
+    assert said[(None, "lnm")] == (
+        "holds only 1 and 2 (2 and 2 rows): no and yes coded 1 and 2, as a statistics package exports them? its 1s "
+        "would read as yes; write 0 for 1 and 1 for 2"
+    ), said
+
+
+def test_validate_warns_of_an_image_input_no_patient_has(folder, capsys):
+    """helper-124: an empty CEUS column was said OK by ``validate`` (no model named), then
+    refused by ``train``'s default model: warned of, naming the modalities the cohort holds."""
+    _pictures(folder, 4)
+    body = "".join(f"Q{i},img/q{i}.png,,{i % 2},{i // 2},40\n" for i in range(4))
+    assert main(["validate", str(_write(folder, body)), "--no-labels"]) == 0
+    out = capsys.readouterr().out
+    assert (
+        "warning: no patient has a CEUS picture: a model that takes it (the default and the paper's triple) refuses "
+        "this cohort; train one of what it holds (--config.modalities=bmode,us_lnm)"
+    ) in out, out

@@ -704,10 +704,12 @@ def blank(img: np.ndarray) -> tuple[str, str] | None:
     )
 
 
-def missing_path(path: Path) -> str | None:
+def missing_path(path: Path, base: Path | None = None) -> str | None:
     """Why ``path`` cannot be opened (does not exist, broken link, link loop, neither a regular
     file nor a folder), or None. A path that does not exist is said with the one it likely means
-    (:func:`_meant_path`). A FIFO, socket or device is never opened (helper-118: a FIFO named
+    (:func:`_meant_path`; with ``base``, the manifest's folder, also the file that the end of a
+    path written from another folder names under it, :func:`_written_elsewhere`). A FIFO,
+    socket or device is never opened (helper-118: a FIFO named
     ``.dcm`` blocked ``validate`` in its open, deaf to SIGTERM and Ctrl-C, where one named
     ``.png`` had been refused); a folder is for its caller to judge (a clip's frames)."""
     try:
@@ -718,7 +720,11 @@ def missing_path(path: Path) -> str | None:
         if path.is_symlink():  # (a git-annex file whose content was not fetched is one)
             return f"is {placeholder(path) or _broken_link(path)}"
         return "does not exist" + (
-            unnameable_path_hint(str(path)) or _stand_in(path) or _meant_path(path) or _missing_folder(path)
+            unnameable_path_hint(str(path))
+            or _stand_in(path)
+            or _meant_path(path)
+            or (_written_elsewhere(path, base) if base is not None else "")
+            or _missing_folder(path)
         )
     except UnicodeEncodeError:  # (helper-109: a traceback naming no file)
         return f"cannot be named in this locale's file-name encoding, {file_name_encoding()}: {LOCALE_FIX}"
@@ -821,6 +827,26 @@ def _meant_path(path: Path) -> str:
     ):  # file:///a/b, which a path here holds as file:/a/b
         return f"; a 'file:' URI, not a path: write the path itself ({urllib.parse.unquote(uri[1])})"
     return f"; {found[0]} does: {found[1]}" if found else ""
+
+
+def _written_elsewhere(path: Path, base: Path) -> str:
+    """'; X does: ...' where ``path`` (a manifest's cell under ``base``, its folder, or an
+    absolute path) does not exist but the longest end of it does under ``base``: a path written
+    on the exporting machine (``/home/radiology/export/images/a.png``) or from the folder above
+    the manifest (``cohort/images/a.png`` in ``cohort/manifest.csv``); '' otherwise
+    (helper-124: each had said only that a folder did not exist, the file beside the manifest
+    unnamed, where a Windows path's drive letter is told so)."""
+    try:
+        parts = path.relative_to(base).parts
+    except ValueError:
+        parts = path.parts[1:] if path.anchor else path.parts
+    for k in range(1, len(parts)):
+        if (found := base.joinpath(*parts[k:])).is_file() or (found.is_dir() and k < len(parts) - 1):
+            return (
+                f"; {found} does: the path is written from another folder (the exporting machine's?); give it "
+                "relative to the manifest"
+            )
+    return ""
 
 
 def _said_beside_link_target(path: Path, base: Path, problems: list[Problem]) -> list[Problem]:
@@ -1029,7 +1055,7 @@ def _masks(
         if images[col] is None:
             problems.append(Problem(MASK_WITHOUT_IMAGE, f"a mask is given but no {col} image", row, column, str(file)))
             continue
-        if (why := missing_path(file)) is not None or not file.is_file():
+        if (why := missing_path(file, base)) is not None or not file.is_file():
             problems.append(Problem(MISSING_FILE, f"mask file {why or 'is not a file'}", row, column, str(file)))
             continue
         if image := next((c for c in IMAGE_COLUMNS if images[c] is not None and _same_file(file, images[c])), None):
@@ -1084,6 +1110,21 @@ def _whole_columns(said: list[Problem], patients: list[Patient]) -> str:
         if held > 1 and sum(w.column == column for w in said) == held:
             whole.append(f"every {SETTING_LABELS[column]} image")
     return f" ({', '.join(whole)})" if whole else ""
+
+
+def _coded_one_two(cells: list[str]) -> str | None:
+    """The line of a binary column whose every value (of four or more) is 1 or 2, two 2s or more
+    among them: no and yes as a statistics package codes them (SPSS's 1 = no, 2 = yes), where
+    the 1s read as yes (helper-124: each 2 was refused alone, the rows of 1 counted among the
+    valid positives, so that mending the 2s would have made every patient positive); None
+    otherwise."""
+    values = collections.Counter(v.strip().removesuffix(".0") for v in cells if v.strip())
+    if set(values) - {"1", "2"} or values["2"] < 2 or values.total() < 4:  # (a 2 or two alone: a typo's to say)
+        return None
+    return (
+        f"holds only 1 and 2 ({values['1']} and {values['2']} rows): no and yes coded 1 and 2, as a statistics "
+        "package exports them? its 1s would read as yes; write 0 for 1 and 1 for 2"
+    )
 
 
 def binary_word_hint(value: str) -> str:
@@ -1235,6 +1276,9 @@ def read_manifest(
         problems += sorted(found, key=lambda p: order.get(p.column, -1))
         patients.append(patient)
 
+    for column, code in ((LABEL, BAD_LABEL_VALUE), (US_LNM, BAD_FLAG_VALUE)):
+        if column not in unread and (coded := _coded_one_two([rec.get(column, "") for _, rec in records])):
+            problems.append(Problem(code, coded, column=column))
     if not patients:
         problems.append(Problem(EMPTY_COHORT, "manifest has a header but no patients"))
     elif require_labels and LABEL not in unheld:
@@ -1648,7 +1692,7 @@ def _check_row(
             options[col] = bad.options
         file = Path(cell) if Path(cell).is_absolute() else base / cell
         images[col] = file
-        if (why := missing_path(file)) is not None:
+        if (why := missing_path(file, base)) is not None:
             kind = "clip" if col == CEUS and (is_clip(file) or not file.suffix) else "image file"  # (a frame folder)
             problems.append(Problem(MISSING_FILE, f"{kind} {why}", row, col, str(file)))
         elif is_dicom(file):
