@@ -186,7 +186,7 @@ def cmd_validate(argv: list[str]) -> int:
     if a.manifest is None:
         p.error("a manifest is needed: lnm-jax validate MANIFEST (or --manifest MANIFEST)")
     from lnm_jax.config import check_fields
-    from lnm_jax.data.cohorts.manifest import ManifestError, grouped, manifest_checks, read_manifest
+    from lnm_jax.data.cohorts.manifest import ManifestError, grouped, manifest_checks, read_manifest, whole_columns
     from lnm_jax.data.cohorts.survey import survey
     from lnm_jax.data.pixels.sources import Framing
     from lnm_jax.preflight import report
@@ -217,6 +217,9 @@ def cmd_validate(argv: list[str]) -> int:
     from lnm_jax.task import Task
 
     warned = [f"warning: {w}" for w in grouped(cohort.warnings)]
+    for code in dict.fromkeys(w.code for w in cohort.warnings):  # (helper-124: said in the one-line summaries only)
+        for name in whole_columns([w for w in cohort.warnings if w.code == code], cohort.patients):
+            warned.append(f"warning: [{code}] said of every {name} image of the cohort")
     problems = [*images.problems, *problems]
     if a.workdir and not problems:  # what predict would warn of these patients (it had been said OK alone)
         warned += _intensity_warnings(a.workdir, config, cohort)

@@ -634,6 +634,8 @@ def test_a_warning_of_every_image_of_an_input_says_so(folder, capsys):
     read_manifest(_write(folder, body))
     said = capsys.readouterr().err
     assert f"{n + 1} image(s) hold no picture (one value everywhere) (every CEUS image): " in said, said
+    assert main(["validate", str(folder / "manifest.csv"), "--no-labels"]) == 0  # (helper-124: its lines too)
+    assert "warning: [blank_image] said of every CEUS image of the cohort" in capsys.readouterr().out
 
 
 def test_the_survey_counts_stills_by_what_they_hold(folder):

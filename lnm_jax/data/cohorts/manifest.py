@@ -1099,17 +1099,16 @@ def parse_binary(value: str) -> int | None | str:
     return int(found[1]) if (found := BINARY_VALUE.fullmatch(value)) else value
 
 
-def _whole_columns(said: list[Problem], patients: list[Patient]) -> str:
-    """' (every CEUS image)' where ``said`` (one warning's rows) covers every patient that has
-    that column's input, for each such column (helper-123: "80 image(s) hold no picture" on a
-    cohort of 80 had not said it was every CEUS picture, which a model learns nothing from);
-    '' otherwise."""
+def whole_columns(said: Sequence[Problem], patients: Sequence[Patient]) -> list[str]:
+    """The image inputs (by name: 'CEUS') every picture of which ``said`` (one warning's rows)
+    names, among ``patients`` (helper-123: "80 image(s) hold no picture" on a cohort of 80 had
+    not said it was every CEUS picture, which a branch learns nothing from)."""
     whole = []
     for column in dict.fromkeys(w.column for w in said if w.column in IMAGE_INPUTS):
         held = sum(p.has(column) for p in patients)
         if held > 1 and sum(w.column == column for w in said) == held:
-            whole.append(f"every {SETTING_LABELS[column]} image")
-    return f" ({', '.join(whole)})" if whole else ""
+            whole.append(SETTING_LABELS[column])
+    return whole
 
 
 def _coded_one_two(cells: list[str]) -> str | None:
@@ -1303,7 +1302,8 @@ def read_manifest(
     for code, words in warned.items() if warn else ():  # once per manifest and process, by every command
         if said := [w for w in warnings if w.code == code]:
             shown = "; ".join(map(str, said[:3])) + (f"; {len(said) - 3} more" if len(said) > 3 else "")
-            warn_once(f"{path}: {len(said)} {words}{_whole_columns(said, patients)}: {shown}", (path, code))
+            whole = "".join(f" (every {name} image)" for name in whole_columns(said, patients))
+            warn_once(f"{path}: {len(said)} {words}{whole}: {shown}", (path, code))
     if warn and (skipped := [h for h in header if h in unread]):
         print(
             f"note: {path}: column(s) {', '.join(skipped)} not read (the inputs read: {', '.join(taken)})",
