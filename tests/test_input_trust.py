@@ -554,7 +554,7 @@ def test_a_warning_said_alike_for_many_rows_is_given_once(tmp_path, capsys):
     capsys.readouterr()
     assert main(["validate", str(manifest), "--no-labels"]) == 0
     out = capsys.readouterr().out
-    dim_lines = [x for x in out.splitlines() if x.startswith("warning: [dim_image]")]
+    dim_lines = [x for x in out.splitlines() if x.startswith("warning: [dim_image] row")]
     assert len(dim_lines) == 4 and "nearly black" in dim_lines[0], out
     assert all(x.endswith("as said for row 1") for x in dim_lines[1:]), dim_lines
 

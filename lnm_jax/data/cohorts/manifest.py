@@ -1083,10 +1083,10 @@ def _masks(
 
 def _same_file(a: Path, b: Path) -> bool:
     """Whether ``a`` and ``b`` are one file (links and other spellings alike); False where
-    either cannot be looked at."""
+    either cannot be looked at (or named in this locale's encoding: its own problem)."""
     try:
         return os.path.samefile(a, b)
-    except OSError:
+    except (OSError, ValueError):
         return False
 
 

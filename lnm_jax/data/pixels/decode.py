@@ -196,7 +196,7 @@ def still_format(path: Path | str) -> str | None:
     try:
         with open(path, "rb") as f:
             head = f.read(len(PNG_SIGNATURE))
-    except OSError:
+    except (OSError, ValueError):  # (ValueError: a name this locale cannot encode)
         return None
     return "png" if head == PNG_SIGNATURE else "jpeg" if head.startswith(JPEG_SIGNATURE) else None
 
