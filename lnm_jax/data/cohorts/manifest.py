@@ -252,34 +252,40 @@ def _grouped_text(problems: tuple[Problem, ...]) -> str:
     return problems_text(grouped(problems))
 
 
-def _alike(p: Problem, figures: bool = False) -> tuple:
+def _alike(p: Problem) -> tuple:
     """What makes two rows' problems one said alike: code, column and words, the row's own file
     name in them (any letter case) read as one name (helper-123: a case mismatch, "x.PNG does",
-    said once per row); with ``figures``, every number in them read as one too (inverted masks'
-    "94%", "93%" had split one cause into a line per share; a pointer's size)."""
+    said once per row)."""
     words = p.message
     if p.file and (name := Path(p.file).name):
         words = words.replace(p.file, "<file>")
         for own in dict.fromkeys((name, PureWindowsPath(name).name)):  # (a Windows path: its last part alone)
             words = re.sub(re.escape(own), lambda _: "<file>", words, flags=re.IGNORECASE)
-    return p.code, p.column, re.sub(r"[0-9]+(?:\.[0-9]+)?", "#", words) if figures else words
+    return p.code, p.column, words
+
+
+def _figures_alike(key: tuple) -> tuple:
+    """:func:`_alike`'s ``key`` with every number in its words read as one too (inverted masks'
+    "94%", "93%" had split one cause into a line per share; a pointer's size)."""
+    return *key[:2], re.sub(r"[0-9]+(?:\.[0-9]+)?", "#", key[2])
 
 
 def grouped(problems: Iterable[Problem]) -> list[Problem]:
     """``problems`` in their order, a problem said alike (:func:`_alike`) for
     :data:`GROUPED_FROM` or more rows given once, at its first row: more than
     :data:`GROUPED_LINES` later rows on one line at the second's place naming their rows (not
-    their files: each is its row's), their words alike but for each row's file and figures;
-    fewer, where its words are :data:`GROUPED_CHARS` long or longer and alike but for each
-    row's file, a line each saying "as said for row N" and naming its row and file (shorter
-    words are repeated, as short as the reference). "of its own file", "with its own figures"
-    where the words differ so. Errors and warnings alike (warnings had been said in full for
-    every row: helper-77)."""
+    their files: each is its row's), their words alike but for each row's file and figures
+    (:func:`_figures_alike`); fewer, where its words are :data:`GROUPED_CHARS` long or longer
+    and alike but for each row's file, a line each saying "as said for row N" and naming its
+    row and file (shorter words are repeated, as short as the reference). "of its own file",
+    "with its own figures" where the words differ so. Errors and warnings alike (warnings had
+    been said in full for every row: helper-77). Each problem's words are compared once."""
     problems = tuple(problems)
+    keys = {id(p): _alike(p) for p in problems if p.row is not None}
     loose: dict[tuple, list[Problem]] = collections.defaultdict(list)
     for p in problems:
         if p.row is not None:
-            loose[_alike(p, figures=True)].append(p)
+            loose[_figures_alike(keys[id(p)])].append(p)
     groups: dict[int, list[Problem]] = {}  # by id of each problem: the rows said with it
     for alike in loose.values():
         if len(alike) - 1 > GROUPED_LINES:
@@ -287,24 +293,30 @@ def grouped(problems: Iterable[Problem]) -> list[Problem]:
         else:
             close: dict[tuple, list[Problem]] = collections.defaultdict(list)
             for p in alike:
-                close[_alike(p)].append(p)
+                close[keys[id(p)]].append(p)
             groups.update((id(p), group) for group in close.values() for p in group)
-    said = []
+    said, words = [], {}  # (words: each group's reference, made once)
     for p in problems:
         alike = groups.get(id(p), [])
         many, long = len(alike) - 1 > GROUPED_LINES, len(p.message) >= GROUPED_CHARS
         if len(alike) < GROUPED_FROM or p is alike[0] or not (many or long):
             said.append(p)
             continue
-        words = f"as said for row {alike[0].row}"
-        if any(_alike(q) != _alike(alike[0]) for q in alike):
-            words += ", with its own figures"
-        elif any(q.message != alike[0].message for q in alike):
-            words += ", of its own file"
-        if not many:
-            said.append(dataclasses.replace(p, message=words))
-        elif p is alike[1]:
-            said.append(Problem(p.code, words, column=p.column, rows=tuple(q.row for q in alike[1:])))
+        if many and p is not alike[1]:
+            continue  # (said on alike[1]'s line)
+        if id(alike[0]) not in words:
+            first = alike[0]
+            words[id(first)] = f"as said for row {first.row}" + (
+                ", with its own figures"
+                if any(keys[id(q)] != keys[id(first)] for q in alike)
+                else ", of its own file"
+                if any(q.message != first.message for q in alike)
+                else ""
+            )
+        if many:
+            said.append(Problem(p.code, words[id(alike[0])], column=p.column, rows=tuple(q.row for q in alike[1:])))
+        else:
+            said.append(dataclasses.replace(p, message=words[id(alike[0])]))
     return said
 
 
