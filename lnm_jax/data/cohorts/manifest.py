@@ -731,12 +731,13 @@ def missing_path(path: Path, base: Path | None = None) -> str | None:
     except FileNotFoundError:
         if path.is_symlink():  # (a git-annex file whose content was not fetched is one)
             return f"is {placeholder(path) or _broken_link(path)}"
+        missing = _highest_missing(path)
         return "does not exist" + (
             unnameable_path_hint(str(path))
-            or _stand_in(path)
+            or _stand_in(path, missing)
             or _meant_path(path)
             or (_written_elsewhere(path, base) if base is not None else "")
-            or _missing_folder(path)
+            or ("" if missing == path else f"; nor does its folder {missing}")
         )
     except UnicodeEncodeError:  # (helper-109: a traceback naming no file)
         return f"cannot be named in this locale's file-name encoding, {file_name_encoding()}: {LOCALE_FIX}"
@@ -769,12 +770,12 @@ def _blocking_folder(path: Path, error: OSError) -> str | None:
     return None
 
 
-def _stand_in(path: Path) -> str:
-    """'; ...' naming what stands in ``path``'s place, where it or a folder above it does not
-    exist: a partial download, a DVC placeholder, a Windows shortcut or macOS's iCloud
-    placeholder beside it (:func:`lnm_jax.data.pixels.placeholders.stand_in`), a folder above it
-    that is missing (its DVC placeholder, or a link to a share not mounted); '' otherwise."""
-    missing = _highest_missing(path)
+def _stand_in(path: Path, missing: Path) -> str:
+    """'; ...' naming what stands in ``path``'s place, where it or ``missing``, the highest
+    folder above it that does not exist (:func:`_highest_missing`), is missing: a partial
+    download, a DVC placeholder, a Windows shortcut or macOS's iCloud placeholder beside it
+    (:func:`lnm_jax.data.pixels.placeholders.stand_in`), a folder above it that is missing (its
+    DVC placeholder, or a link to a share not mounted); '' otherwise."""
     if missing.is_symlink():
         return f"; its folder {missing} is {_broken_link(missing)}"
     names = [missing.name + ending for ending, _ in STAND_INS] + [f".{missing.name}.icloud"]
@@ -785,18 +786,13 @@ def _stand_in(path: Path) -> str:
 
 
 def _highest_missing(path: Path) -> Path:
-    """The highest folder above ``path`` that does not exist, else ``path`` itself."""
+    """The highest folder above ``path`` that does not exist, else ``path`` itself (said as
+    "nor does its folder X" where it is a folder: helper-121, a file said missing for each of a
+    cohort's rows had not said that its folder was)."""
     missing = path
     while not missing.parent.exists() and missing.parent != missing.parent.parent:
         missing = missing.parent
     return missing
-
-
-def _missing_folder(path: Path) -> str:
-    """'; nor does its folder X' where a folder above ``path`` is missing (a file said missing
-    for each of a cohort's rows had not said that its folder was: helper-121), else ''."""
-    missing = _highest_missing(path)
-    return "" if missing == path else f"; nor does its folder {missing}"
 
 
 def _broken_link(path: Path) -> str:
