@@ -959,17 +959,23 @@ class Run:
         """(Adam, plateau scheduler) as the config sets them."""
         return state_lib.optimizers(self.config.train)
 
-    def _state_args(self) -> tuple:
-        """(model, key seeded from ``config.seed``, a zero batch, Adam, plateau)."""
-        return (self.model, jax.random.key(self.config.seed), step_inputs(zero_batch(self.config)), *self.optimizer)
+    @functools.cached_property
+    def _init_program(self):
+        """The train state's initialisation program (:func:`lnm_jax.training.state.train_state_program`),
+        one per run: its shapes and its values come from one trace of the model's ``init``."""
+        return state_lib.train_state_program(self.model, *self.optimizer)
+
+    def _init_args(self) -> tuple:
+        """(key seeded from ``config.seed``, a zero batch): the initialisation program's inputs."""
+        return jax.random.key(self.config.seed), step_inputs(zero_batch(self.config))
 
     def fresh_state(self) -> state_lib.TrainState:
         """The initial train state."""
-        return state_lib.create_train_state(*self._state_args())
+        return self._init_program(*self._init_args())
 
     def abstract_state(self) -> state_lib.TrainState:
         """The train state's shapes and dtypes, without initialising a model."""
-        return state_lib.create_train_state(*self._state_args(), abstract=True)
+        return self._init_program.eval_shape(*self._init_args())
 
     def image_geometry(self) -> list[dict] | None:
         """The geometry rows of the images the run trains on (``image_geometry.csv``'s, or, for a
