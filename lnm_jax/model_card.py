@@ -79,8 +79,8 @@ def calibration_limit(temperature: float | None, calibration: dict, n_val: int) 
         test = f"; on test it moved Brier {c['brier']:.3f} -> {c['brier_temperature_scaled']:.3f} and " + (
             f"the calibration slope {_fmt(slopes[0])} -> {_fmt(slopes[1])}"
             if all(_fmt(s) != "-" for s in slopes)  # (helper-114: "the calibration slope - -> -")
-            else "left the calibration slope unestimated (the test logits separate the classes, or the evaluation "
-            "did not record it)"
+            else "left the calibration slope unestimated (the test logits separate the classes or hold one value, or "
+            "the evaluation did not record it)"
         )
     return CALIBRATED_TEXT.format(t=temperature, n=n_val, test=test)
 
@@ -335,8 +335,9 @@ SYNTHETIC_LABELS = "the synthetic generator (lnm_jax/data/synth): drawn with the
 def described_task(task: Task, is_synthetic: bool) -> Task:
     """``task`` as a card or a report describes it: on a synthetic cohort its labels and images
     are the generator's, whatever the task says they stand for (helper-104: the reproduce report
-    said "label from pathology after neck dissection" of the synthetic cohort)."""
-    if not is_synthetic:
+    said "label from pathology after neck dissection" of the synthetic cohort). A task described
+    so already is returned as it is (a report reads a ``results.json`` that records it)."""
+    if not is_synthetic or task.label_source == SYNTHETIC_LABELS:
         return task
     return dataclasses.replace(
         task, label_source=SYNTHETIC_LABELS, inputs={k: f"synthetic {v}" for k, v in task.inputs.items()}

@@ -101,5 +101,34 @@ def test_a_temperature_needs_both_classes_and_separation_is_told_apart():
     with pytest.raises(ValueError, match="both classes"):
         C.fit_temperature([1, 1, 1, 1], [0.5, 1.0, 2.0, 3.0])
     y, z = np.array([0, 0, 1, 1]), np.array([-1.0, -2.0, 3.0, 4.0])
-    assert C.separates(y, z) and C.at_bound(C.fit_temperature(y, z))
-    assert not C.separates([0, 1, 0, 1], [-1.0, 0.5, 1.0, 2.0])
+    assert C.separated_at_zero(y, z) and C.at_bound(C.fit_temperature(y, z))
+    assert not C.separated_at_zero([0, 1, 0, 1], [-1.0, 0.5, 1.0, 2.0])
+
+
+@pytest.mark.parametrize(
+    "labels, logits, bound, cause",
+    [
+        # every positive above 0, every negative below: the likelihood rises as T -> 0
+        ([0, 0, 1, 1], [-1.0, -2.0, 3.0, 4.0], 0, C.SEPARATED_AT_ZERO),
+        # helper-125's validation split: one positive, six negatives, every logit above 0 (the positive's the
+        # highest: ranked apart at a cut-off, not at 0): the fit runs to the upper bound, every probability
+        # towards 0.5; it had been said to "separate the classes, so the likelihood rises as T -> 0"
+        ([0, 0, 0, 0, 0, 0, 1], [0.57, 0.62, 0.70, 0.81, 0.95, 1.02, 1.21], 1, C.SIGNS_OFF),
+        # tiny logits whose signs call 39 of 40 right: the optimum lies below the lower bound
+        ([0] * 20 + [1] * 20, [-0.01] * 19 + [0.01] + [0.01] * 20, 0, C.TOO_SMALL),
+    ],
+)
+def test_a_temperature_at_a_bound_is_said_by_the_bound_it_reached(labels, logits, bound, cause):
+    """The cause follows the bound the fit actually reached, and the logits' relation to 0."""
+    t = C.fit_temperature(labels, logits)
+    assert C.at_bound(t) and abs(np.log(t / C.TEMPERATURE_BOUNDS[bound])) < 1e-2, t
+    assert C.bound_cause(labels, logits, t) == cause
+
+
+def test_no_slope_is_said_as_tied_logits_or_separation():
+    """helper-125: logits of one value (AUC 0.5) had been said to "separate the classes"."""
+    assert C.no_slope_cause([0, 1, 0, 1], [0.0] * 4).startswith("the logits hold one value (0)")
+    assert "separate the classes" in C.no_slope_cause([0, 0, 1, 1], [-1.0, -2.0, 3.0, 4.0])
+    assert "separate the classes" in C.no_slope_cause([0, 0, 1, 1], [3.0, 4.0, -1.0, -2.0])  # reversed: as infinite
+    tied = C.intercept_and_slope([0, 1, 0, 0], [0.0] * 4)
+    assert np.isnan(tied["slope"]) and np.isfinite(tied["intercept"])

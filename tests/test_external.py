@@ -427,6 +427,12 @@ def test_a_site_whose_logits_separate_the_classes_still_gets_its_update():
     given = site_update(y, z, "logistic")
     assert given["method"] == "intercept" and given["intercept"] == pytest.approx(a, abs=1e-6)
     assert "the intercept update is taken instead" in given["note"]
+    # helper-125: logits of one value (an AUC of 0.5) have no slope to fit, said as such, not as separation;
+    # the intercept is the site's log-odds less the logit (here 0: logit(0.25))
+    tied = site_update(np.array([1, 0, 0, 0] * 5), np.zeros(20))
+    assert tied["intercept"] == pytest.approx(np.log(1 / 3), abs=1e-6) and tied["closed_test"]["p_slope"] is None
+    assert tied["note"].startswith("the logits hold one value (0), so logistic recalibration has no slope to fit")
+    assert "separate" not in tied["note"]
 
 
 def test_a_site_update_folder_that_is_not_external_validations_is_said_so(tmp_path):

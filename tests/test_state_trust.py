@@ -2336,7 +2336,7 @@ def test_a_temperature_at_its_search_bound_is_reported_and_written_nowhere(tripl
     predictions.csv (0/1 columns), the reliability figure and the console's "after T" ECE;
     the warning blamed "little ranking" on a validation split the logits separate."""
     from lnm_jax.evaluation import calibration as C
-    from lnm_jax.evaluation.evaluate import FLAT, SEPARATED, evaluate
+    from lnm_jax.evaluation.evaluate import evaluate
     from lnm_jax.model_card import CALIBRATION_AT_BOUND, metadata
 
     run = copy_run(triple_run)
@@ -2351,7 +2351,7 @@ def test_a_temperature_at_its_search_bound_is_reported_and_written_nowhere(tripl
     assert any(w.startswith("us_lnm equals the label for every labelled patient") for w in doc["warnings"])
     assert doc["temperature_at_bound"] and all("temperature" not in m["calibration"] for m in doc["splits"].values())
     val = run.predict("val", "best")
-    cause = SEPARATED if C.separates(val["lnm"], val["logit"]) else FLAT
+    cause = C.bound_cause(val["lnm"], val["logit"], C.TEMPERATURE_BOUNDS[0])  # its words at the lower bound
     assert any(cause in w for w in doc["warnings"]), doc["warnings"]
     with (run.files.evaluation("best") / "predictions.csv").open() as f:
         header = f.readline().strip().split(",")

@@ -74,13 +74,59 @@ def calibrated(logits: np.ndarray, temperature: float) -> np.ndarray:
     return sigmoid(np.asarray(logits, float) / temperature)
 
 
-def separates(labels: np.ndarray, logits: np.ndarray) -> bool:
-    """True where every positive's logit exceeds every negative's (both classes present): the
-    likelihood of sigmoid(logit / T) then rises as T -> 0, so no finite temperature maximises
-    it and a fit stops at its lower bound however well the model ranks."""
+def separated_at_zero(labels: np.ndarray, logits: np.ndarray) -> bool:
+    """True where every positive's logit is above 0 and every negative's below (both classes
+    present): each patient called right at probability 0.5, so the likelihood of
+    sigmoid(logit / T) rises as T -> 0 and no finite temperature maximises it (a fit stops at
+    its lower bound however well the model ranks)."""
     y, z = checked(labels, logits, "logits")
     pos, neg = z[y == 1], z[y == 0]
-    return bool(pos.size and neg.size and pos.min() > neg.max())
+    return bool(pos.size and neg.size and pos.min() > 0 > neg.max())
+
+
+# why a fitted temperature stopped at a search bound, by the bound (helper-99: a validation AUC of 1.000 had
+# been told its logits "carry little ranking"; helper-125: a fit that ran to the upper bound, logits all above
+# 0 for six negatives and one positive, had been told they "separate the classes, so the likelihood rises as
+# T -> 0")
+SEPARATED_AT_ZERO = (
+    "the validation logits separate the classes at 0 (every positive's above, every negative's below), so the "
+    "likelihood rises as T -> 0 and has no finite maximum (a few validation patients, or an overfitted model)"
+)
+TOO_SMALL = (
+    "the likelihood is highest below the lower bound: the validation logits are far smaller than the way their "
+    "signs call the patients warrants"
+)
+SIGNS_OFF = (
+    "the likelihood rises as T grows, every probability towards 0.5: the validation logits' signs call too many "
+    "patients wrongly for a temperature, which scales logits but cannot shift them, to fit (a model that calls "
+    "most validation patients one way, or ranks near chance)"
+)
+
+
+def bound_cause(labels: np.ndarray, logits: np.ndarray, temperature: float) -> str:
+    """Why ``temperature``, fitted to ``labels`` and ``logits`` (:func:`fit_temperature`) and
+    stopped at a search bound (:func:`at_bound`), has no finite optimum inside, in words: at the
+    lower bound, logits :func:`separated_at_zero` (:data:`SEPARATED_AT_ZERO`) or too small for
+    their calls (:data:`TOO_SMALL`); at the upper one, logits whose signs call too many patients
+    wrongly (:data:`SIGNS_OFF`)."""
+    lo, hi = TEMPERATURE_BOUNDS
+    if abs(np.log(temperature / lo)) < abs(np.log(temperature / hi)):
+        return SEPARATED_AT_ZERO if separated_at_zero(labels, logits) else TOO_SMALL
+    return SIGNS_OFF
+
+
+def no_slope_cause(labels: np.ndarray, logits: np.ndarray) -> str:
+    """Why a logistic fit on ``logits`` (logistic recalibration's slope, the calibration slope)
+    has no finite estimate for ``labels`` of both classes, in words: logits of one value leave
+    no slope to fit (helper-125: tied scores had been said to "separate the classes"); logits
+    that separate the classes at some cut-off (in either direction) give an infinite one."""
+    y, z = checked(labels, logits, "logits")
+    if z.size and z.min() == z.max():
+        return f"the logits hold one value ({z[0]:.4g}), so logistic recalibration has no slope to fit"
+    pos, neg = z[y == 1], z[y == 0]
+    if pos.size and neg.size and (pos.min() >= neg.max() or pos.max() <= neg.min()):
+        return "the logits separate the classes, so logistic recalibration has no finite slope"
+    return "the logistic recalibration does not converge on these patients"
 
 
 def _logistic_fit(y: np.ndarray, x: np.ndarray, offset: np.ndarray, iters: int = 100):
@@ -128,7 +174,7 @@ def intercept_and_slope(labels: np.ndarray, logits: np.ndarray, level: float = 0
 
     ``intercept_ci``, ``slope_ci``: [lo, hi]. NaN (each) where the labels hold one class or the
     logistic fit does not converge (predictions that separate the classes: the slope is then
-    infinite)."""
+    infinite; predictions of one value: it has none, :func:`no_slope_cause`)."""
     from scipy.stats import norm  # noqa: PLC0415
 
     y, z = checked(labels, logits, "logits")
@@ -169,13 +215,13 @@ def site_update(labels: np.ndarray, logits: np.ndarray, method: str = "closed-te
 
     A logistic update with slope <= 0 is not offered (it would reverse the model's ranking: the
     model does not rank this site's patients): ``intercept`` is taken instead and ``note`` says
-    why. Where the logits separate the classes logistic recalibration has no finite slope: the
-    closed test then compares the intercept update with the model (1 df), and a logistic update
-    asked for is the intercept's, ``note`` saying so (helper-115: no update had been given at all,
-    even one asked for). Returns ``{"method", "chosen_by", "intercept", "slope", "closed_test":
-    {"p_recalibration", "p_slope" (None under separation), "alpha", "loglik": {method: value}},
-    "note"}``; ValueError for an unknown method, labels of one class, or an intercept's fit that
-    does not converge."""
+    why. Where the logits separate the classes (or hold one value) logistic recalibration has no
+    finite slope (:func:`no_slope_cause`): the closed test then compares the intercept update
+    with the model (1 df), and a logistic update asked for is the intercept's, ``note`` saying
+    so (helper-115: no update had been given at all, even one asked for). Returns ``{"method",
+    "chosen_by", "intercept", "slope", "closed_test": {"p_recalibration", "p_slope" (None under
+    separation), "alpha", "loglik": {method: value}}, "note"}``; ValueError for an unknown
+    method, labels of one class, or an intercept's fit that does not converge."""
     from scipy.stats import chi2  # noqa: PLC0415
 
     if method not in UPDATE_CHOICES:
@@ -207,17 +253,15 @@ def site_update(labels: np.ndarray, logits: np.ndarray, method: str = "closed-te
                 "ranking (it does not rank this site's patients): the intercept update is taken instead"
             )
             method = "intercept"
-    else:  # the logits separate the classes: no finite slope; the intercept against the model (1 df)
+    else:  # no finite slope (logits that separate the classes, or of one value): the intercept against the model (1 df)
         p_any, p_slope = float(chi2.sf(max(0.0, 2 * (ll["intercept"] - ll["none"])), 1)), None
         if method == "closed-test":
             method = "intercept" if p_any < alpha else "none"
         if method == "logistic" or chosen_by == "closed test":
-            note = (
-                "the logits separate the classes, so logistic recalibration has no finite slope: the closed test "
-                "compared the intercept update with the model as it is (1 df)"
+            note = no_slope_cause(y, z) + (
+                ": the closed test compared the intercept update with the model as it is (1 df)"
                 if chosen_by == "closed test"
-                else "the logits separate the classes, so logistic recalibration has no finite slope: the intercept "
-                "update is taken instead"
+                else ": the intercept update is taken instead"
             )
             method = "intercept" if method == "logistic" else method
     a, b = fits[method]

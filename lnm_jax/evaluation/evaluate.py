@@ -152,7 +152,7 @@ def evaluate(run: Run, *, checkpoint: str = "best", subsets=("val", "test"), out
         result["warnings"].append(unfinished)
     if result["temperature_at_bound"]:  # recorded with the metrics, so the model card says it too
         lo, hi = C.TEMPERATURE_BOUNDS
-        cause = SEPARATED if C.separates(val[names.LABEL], val["logit"]) else FLAT
+        cause = C.bound_cause(val[names.LABEL], val["logit"], temperature)
         result["warnings"].append(f"{BOUND_WARNING.format(cause=cause)} (T = {temperature:.2f}, bounds {lo}-{hi})")
     try:
         if (reference := bayes_reference(run, preds, subsets)) is not None:
@@ -360,12 +360,6 @@ BOUND_WARNING = (
     "the calibration temperature stopped at its search bound: {cause}; no calibrated probability is reported or "
     "written for this checkpoint"
 )
-# the two causes (helper-99: a validation AUC of 1.000 had been told its logits "carry little ranking")
-SEPARATED = (
-    "the validation logits separate the classes, so the likelihood rises as T -> 0 and has no finite maximum "
-    "(a few validation patients, or an overfitted model)"
-)
-FLAT = "the validation logits carry too little ranking for a temperature to fit"
 
 
 LESION_MAPS = F.gradcam_name("test")  # the evaluation folder's Grad-CAM maps and lesion scores of the test split

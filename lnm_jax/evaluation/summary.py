@@ -176,7 +176,7 @@ def _calibration_text(c: dict, suffix: str) -> str:
         if k + suffix not in c:
             continue
         if not math.isfinite(c[k + suffix]):  # (helper-102: "slope nan (nan to nan)")
-            text += f", {k} undefined (one class, or logits that separate the classes)"
+            text += f", {k} undefined (one class, logits that separate the classes, or logits of one value)"
             continue
         lo, hi = c[f"{k}{suffix}_ci"]
         text += f", {k} {c[k + suffix]:.2f} ({lo:.2f} to {hi:.2f})"
