@@ -181,7 +181,16 @@ def test_reproduce_with_folds_pools_out_of_fold_predictions(tiny_cohort, tmp_pat
     from lnm_jax.model_card import DEFAULT_TASK_LIMIT, SYNTHETIC_LABELS
 
     assert f"label from {SYNTHETIC_LABELS}" in report and DEFAULT_TASK_LIMIT not in report
-    real = report_markdown({**res, "reference": None}, {k: [""] * n for k, n in res["table1"]["groups"].items()})
+    # results.json describes it as the report does (helper-125: it had said "pathology after neck dissection")
+    written = json.loads((work / "results.json").read_text())["task"]
+    assert written["label_source"] == SYNTHETIC_LABELS and written["inputs"]["bmode"].startswith("synthetic ")
+    assert f"label from {SYNTHETIC_LABELS}" in report_markdown(
+        {**res, "task": written}, {k: [""] * n for k, n in res["table1"]["groups"].items()}
+    )
+    from lnm_jax.task import PAPER
+
+    real = {**res, "reference": None, "task": PAPER.to_dict()}  # a cohort of one's own records the task it was given
+    real = report_markdown(real, {k: [""] * n for k, n in res["table1"]["groups"].items()})
     assert "label from pathology after neck dissection" in real and DEFAULT_TASK_LIMIT in real
     assert "A backbone chosen from this table is chosen on them" in report
     # the same command again from the folder above, the workdir typed relative: everything reused

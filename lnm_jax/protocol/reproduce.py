@@ -559,7 +559,11 @@ def reproduce(config: ConfigDict, workdir: Path | str) -> dict:
         )
     results["reference"] = generator_bayes_aucs(manifest, config)
     results["wall_s"] = time.perf_counter() - t_start
-    results["task"] = Task.from_config(config).to_dict()
+    # as the report, the cards and metadata.json describe it (helper-125: results.json said "pathology after neck
+    # dissection" of a synthetic cohort whose report said the generator's labels)
+    from lnm_jax.model_card import described_task  # noqa: PLC0415
+
+    results["task"] = described_task(Task.from_config(config), results["reference"] is not None).to_dict()
     write_json(workdir / RESULTS, results)
     write_text(workdir / REPORT, report_markdown(results, groups))
     return results
