@@ -193,6 +193,13 @@ def test_reproduce_with_folds_pools_out_of_fold_predictions(tiny_cohort, tmp_pat
     real = report_markdown(real, {k: [""] * n for k, n in res["table1"]["groups"].items()})
     assert "label from pathology after neck dissection" in real and DEFAULT_TASK_LIMIT in real
     assert "A backbone chosen from this table is chosen on them" in report
+    # the pooled scores' caveat reaches the paired DeLong tests on them (helper-125); a holdout's has none
+    paired = {"us_lnm_vs_us_lnm": {"auc_a": 0.7, "auc_b": 0.6, "difference": 0.1, "p": 0.2}}
+    with_tests = {**res, "table3": {**res["table3"], "delong": paired}}
+    groups = {k: [""] * n for k, n in res["table1"]["groups"].items()}
+    caveat = "With folds they compare the pooled out-of-fold scores, which rank the K fold models' scores as one"
+    assert caveat in report_markdown(with_tests, groups) and caveat not in report
+    assert caveat not in report_markdown({**with_tests, "split": "holdout"}, groups)
     # the same command again from the folder above, the workdir typed relative: everything reused
     # (the stored configs hold absolute paths; a relative one names the same folder)
     fold0 = work / "runs" / "us_lnm" / "fold0" / "predictions.json"

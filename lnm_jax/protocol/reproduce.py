@@ -888,6 +888,12 @@ def report_markdown(results: dict, groups: dict) -> str:
         lines.append(  # (helper-104: the comparisons had been given unlabelled)
             f"Paired DeLong tests, exploratory: {len(t3['delong'])} comparisons, not corrected for "
             "multiplicity; a p above 0.05 means not shown to differ at this test set's size, not equal."
+            + (  # (helper-125: the pooled CI's caveat had not reached the tests on the same pooled scores)
+                " With folds they compare the pooled out-of-fold scores, which rank the K fold models' scores as one "
+                "model's, whose scales differ: a difference of scales between folds enters them as one of models."
+                if folds
+                else ""
+            )
         )
     for k, t in t3.get("delong", {}).items():
         a, b = k.split("_vs_")
