@@ -19,7 +19,7 @@ import numpy as np
 from lnm_jax.names import TORCHVISION_BACKBONES
 from lnm_jax.weights import verify as V
 from lnm_jax.weights.convert import from_keras_resnet50, from_torchvision, keras_caffe_input
-from lnm_jax.weights.io import keras_layer_weights, read_torch_state_dict
+from lnm_jax.weights.io import keras_layer_weights, load_keras_weights, read_torch_state_dict
 
 
 def _vgg_or_inception(a, x: np.ndarray):
@@ -101,7 +101,7 @@ def main(argv=None) -> int:
             weights=None, include_top=True, classifier_activation=None, input_shape=(a.image_size, a.image_size, 3)
         )
         try:
-            model.load_weights(a.path)
+            load_keras_weights(model, a.path)  # (a notop file's failed try: its warnings are not said)
             has_top = True
         except ValueError:
             body = keras.applications.ResNet50(

@@ -106,13 +106,25 @@ def read_keras_resnet50(path: Path | str) -> dict[str, dict[str, np.ndarray]]:
     for include_top in (False, True):
         model = keras.applications.ResNet50(weights=None, include_top=include_top)
         try:
-            with warnings.catch_warnings():  # a failed try's warnings, one per layer (335 lines), say nothing more
-                warnings.simplefilter("ignore")
-                model.load_weights(str(path))
+            load_keras_weights(model, path)
             return keras_layer_weights(model)
         except (ValueError, KeyError, OSError) as e:
             errors.append(f"{'with' if include_top else 'without'} the classifier top: {_keras_reason(e)}")
     raise ValueError(f"{path} is not a Keras ResNet50 weight file ({'; '.join(errors)})")
+
+
+def load_keras_weights(model, path: Path | str) -> None:
+    """``model.load_weights(path)`` (a Keras model), Keras's warnings said only where it loads:
+    a try that fails (a file without the classifier top loaded into a model with one) warns on
+    its way, one line per layer (335 lines), or of the model it then leaves ("Skipping nested
+    container ... Affected layers will retain their freshly-initialized weights", Keras 3.15: a
+    fresh-user's verification printed it of a model it discarded), which says nothing of the file.
+    Raises what ``load_weights`` raises."""
+    with warnings.catch_warnings(record=True) as said:
+        warnings.simplefilter("always")
+        model.load_weights(str(path))
+    for w in said:
+        warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
 
 
 def _keras_reason(e: Exception) -> str:
