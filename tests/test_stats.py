@@ -399,7 +399,8 @@ def test_an_undefined_calibration_slope_is_said_so_not_printed_as_nan():
     y = np.array([0, 0, 0, 1, 1, 1])
     s = summarise_predictions(y, np.array([-3.0, -2.0, -1.0, 1.0, 2.0, 3.0]))  # separated: no finite slope
     line = format_summary("test", s)
-    assert "slope undefined (one class, or logits that separate the classes)" in line and "nan" not in line
+    assert "slope undefined (one class, logits that separate the classes, or logits of one value)" in line
+    assert "nan" not in line
 
 
 def test_rates_at_a_cut_off_carry_wilson_intervals_and_predictive_values():
