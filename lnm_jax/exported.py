@@ -161,8 +161,8 @@ TEMPERATURE_BOUNDS = (0.05, 20.0)  # where evaluate searches the calibration tem
 
 def at_bound(temperature: float, rtol: float = 1e-3) -> bool:
     """True when a fitted temperature stopped at a search bound (:data:`TEMPERATURE_BOUNDS`):
-    no finite optimum lies inside (validation logits that separate the classes at 0, or whose
-    signs call too many patients wrongly), so sigmoid(logit / T) is no calibration."""
+    no finite optimum lies inside (:func:`lnm_jax.evaluation.calibration.bound_cause` says why),
+    so sigmoid(logit / T) is no calibration."""
     return any(abs(np.log(temperature / b)) < rtol * 10 for b in TEMPERATURE_BOUNDS)
 
 

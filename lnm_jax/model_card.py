@@ -79,8 +79,8 @@ def calibration_limit(temperature: float | None, calibration: dict, n_val: int) 
         test = f"; on test it moved Brier {c['brier']:.3f} -> {c['brier_temperature_scaled']:.3f} and " + (
             f"the calibration slope {_fmt(slopes[0])} -> {_fmt(slopes[1])}"
             if all(_fmt(s) != "-" for s in slopes)  # (helper-114: "the calibration slope - -> -")
-            else "left the calibration slope unestimated (the test logits separate the classes or hold one value, or "
-            "the evaluation did not record it)"
+            else "left the calibration slope unestimated (a test split of one class, logits that separate the "
+            "classes or hold one value, a fit that does not converge, or an evaluation that did not record it)"
         )
     return CALIBRATED_TEXT.format(t=temperature, n=n_val, test=test)
 

@@ -274,8 +274,9 @@ def outlier_inputs(flagged: dict, patient_id: str) -> str:
 # had been written beside evaluate's "do not use it", the card calling the probabilities calibrated)
 AT_BOUND_NOTE = (
     "no prob_lnm_calibrated column: the calibration temperature stopped at its search bound (T = {t:.3g}): no "
-    "finite temperature fits the validation logits (they separate the classes at 0, or their signs call too many "
-    "patients wrongly: the model card's warnings say which), and such probabilities sit near 0.5 or 0/1"
+    "finite temperature fits the validation logits (the model card's warnings say why: they separate the classes "
+    "at 0, sum no higher over the positives than over the negatives, are far too small or too large, or hold one "
+    "value), and such probabilities sit near 0.5 or 0/1"
 )
 
 

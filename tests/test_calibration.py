@@ -113,16 +113,37 @@ def test_a_temperature_needs_both_classes_and_separation_is_told_apart():
         # helper-125's validation split: one positive, six negatives, every logit above 0 (the positive's the
         # highest: ranked apart at a cut-off, not at 0): the fit runs to the upper bound, every probability
         # towards 0.5; it had been said to "separate the classes, so the likelihood rises as T -> 0"
-        ([0, 0, 0, 0, 0, 0, 1], [0.57, 0.62, 0.70, 0.81, 0.95, 1.02, 1.21], 1, C.SIGNS_OFF),
+        (
+            [0, 0, 0, 0, 0, 0, 1],
+            [0.57, 0.62, 0.70, 0.81, 0.95, 1.02, 1.21],
+            1,
+            C.SUMS.format(pos=1.21, neg=0.57 + 0.62 + 0.70 + 0.81 + 0.95 + 1.02),
+        ),
+        # helper-126: signs right for 17 of 20, AUC 0.92, one negative at 8.0: the optimum lies above the upper
+        # bound; it had been said to be signs that "call too many patients wrongly"
+        (
+            [1] * 5 + [0] * 15,
+            [0.6, 0.8, 0.5, 0.7, -0.3] + [-0.5] * 13 + [0.4, 8.0],
+            1,
+            C.TOO_LARGE.format(wrong="the most confident: a negative at 8"),
+        ),
         # tiny logits whose signs call 39 of 40 right: the optimum lies below the lower bound
         ([0] * 20 + [1] * 20, [-0.01] * 19 + [0.01] + [0.01] * 20, 0, C.TOO_SMALL),
+        # logits of one value (helper-126: all 0 had been said to make the likelihood rise as T grows; it is flat)
+        ([1, 0, 0, 1], [0.0] * 4, None, C.ONE_VALUE.format(value=0.0)),
     ],
 )
 def test_a_temperature_at_a_bound_is_said_by_the_bound_it_reached(labels, logits, bound, cause):
-    """The cause follows the bound the fit actually reached, and the logits' relation to 0."""
+    """The cause follows the bound the fit actually reached, in words true of the logits: their
+    relation to 0, the NLL's slope in 1/T at 0 (the classes' sums of logits), or one value."""
     t = C.fit_temperature(labels, logits)
-    assert C.at_bound(t) and abs(np.log(t / C.TEMPERATURE_BOUNDS[bound])) < 1e-2, t
+    assert C.at_bound(t), t
+    if bound is not None:
+        assert abs(np.log(t / C.TEMPERATURE_BOUNDS[bound])) < 1e-2, t
     assert C.bound_cause(labels, logits, t) == cause
+    y, z = np.asarray(labels), np.asarray(logits, float)
+    if cause.startswith("the validation positives' logits sum"):  # the words' own claim, checked
+        assert z[y == 1].sum() <= z[y == 0].sum()
 
 
 def test_no_slope_is_said_as_tied_logits_or_separation():

@@ -84,10 +84,12 @@ def separated_at_zero(labels: np.ndarray, logits: np.ndarray) -> bool:
     return bool(pos.size and neg.size and pos.min() > 0 > neg.max())
 
 
-# why a fitted temperature stopped at a search bound, by the bound (helper-99: a validation AUC of 1.000 had
-# been told its logits "carry little ranking"; helper-125: a fit that ran to the upper bound, logits all above
-# 0 for six negatives and one positive, had been told they "separate the classes, so the likelihood rises as
-# T -> 0")
+# why a fitted temperature stopped at a search bound (helper-99: a validation AUC of 1.000 had been told its
+# logits "carry little ranking"; helper-125: a fit that ran to the upper bound had been told the logits "separate
+# the classes, so the likelihood rises as T -> 0"; helper-126: one negative scored 8.0 among logits whose signs
+# were mostly right had been told "the signs call too many patients wrongly"). The NLL of sigmoid(u * logit) is
+# convex in u = 1/T, with slope (sum of the negatives' logits - sum of the positives') / 2n at u = 0: where the
+# positives' logits sum to no more than the negatives', the fit runs to T -> infinity.
 SEPARATED_AT_ZERO = (
     "the validation logits separate the classes at 0 (every positive's above, every negative's below), so the "
     "likelihood rises as T -> 0 and has no finite maximum (a few validation patients, or an overfitted model)"
@@ -96,23 +98,39 @@ TOO_SMALL = (
     "the likelihood is highest below the lower bound: the validation logits are far smaller than the way their "
     "signs call the patients warrants"
 )
-SIGNS_OFF = (
-    "the likelihood rises as T grows, every probability towards 0.5: the validation logits' signs call too many "
-    "patients wrongly for a temperature, which scales logits but cannot shift them, to fit (a model that calls "
-    "most validation patients one way, or ranks near chance)"
+SUMS = (
+    "the validation positives' logits sum to {pos:.3g}, no more than the negatives' {neg:.3g}, so the likelihood "
+    "rises as T grows, every probability towards 0.5 (a temperature scales logits and cannot shift them): logits "
+    "above 0 for most patients of a split with few positives, or a few negatives scored confidently high"
 )
+TOO_LARGE = (
+    "the likelihood is highest above the upper bound: the validation logits are far larger than the way they rank "
+    "the patients warrants, confident wrong calls outweighing the right ones ({wrong})"
+)
+ONE_VALUE = "the validation logits hold one value ({value:.4g}): a temperature has no ranking to calibrate"
 
 
 def bound_cause(labels: np.ndarray, logits: np.ndarray, temperature: float) -> str:
     """Why ``temperature``, fitted to ``labels`` and ``logits`` (:func:`fit_temperature`) and
-    stopped at a search bound (:func:`at_bound`), has no finite optimum inside, in words: at the
-    lower bound, logits :func:`separated_at_zero` (:data:`SEPARATED_AT_ZERO`) or too small for
-    their calls (:data:`TOO_SMALL`); at the upper one, logits whose signs call too many patients
-    wrongly (:data:`SIGNS_OFF`)."""
+    stopped at a search bound (:func:`at_bound`), has no finite optimum inside, in words true of
+    these logits: of one value (:data:`ONE_VALUE`); at the lower bound, logits
+    :func:`separated_at_zero` (:data:`SEPARATED_AT_ZERO`) or too small for their calls
+    (:data:`TOO_SMALL`); at the upper one, positives' logits that sum to no more than the
+    negatives' (:data:`SUMS`, the NLL's slope in 1/T at 0) or logits too large for their ranking
+    (:data:`TOO_LARGE`)."""
+    y, z = checked(labels, logits, "logits")
+    if z.size and z.min() == z.max():
+        return ONE_VALUE.format(value=float(z[0]))
     lo, hi = TEMPERATURE_BOUNDS
     if abs(np.log(temperature / lo)) < abs(np.log(temperature / hi)):
-        return SEPARATED_AT_ZERO if separated_at_zero(labels, logits) else TOO_SMALL
-    return SIGNS_OFF
+        return SEPARATED_AT_ZERO if separated_at_zero(y, z) else TOO_SMALL
+    pos, neg = float(z[y == 1].sum()), float(z[y == 0].sum())
+    if pos <= neg:
+        return SUMS.format(pos=pos, neg=neg)
+    wrong = np.where(y == 1, -z, z)  # how far each logit lies on its wrong side of 0
+    k = int(np.argmax(wrong))
+    said = f"the most confident: a {'positive' if y[k] == 1 else 'negative'} at {z[k]:.3g}" if wrong[k] > 0 else "none"
+    return TOO_LARGE.format(wrong=said)
 
 
 def no_slope_cause(labels: np.ndarray, logits: np.ndarray) -> str:
