@@ -45,6 +45,25 @@ def _site(tmp_path, n=300, prevalence=0.15, shift=2.0, state=STATE, unlabelled=0
     return path, card, y[unlabelled:], p[unlabelled:]
 
 
+def test_a_cards_temperature_at_its_bound_is_said_not_dropped(tmp_path, capsys):
+    """helper-126: a card whose temperature stopped at its search bound gave no number after it and
+    no word why; the record's warnings and the console say it."""
+    path, card, _, _ = _site(tmp_path, n=80)
+    doc = json.loads(card.read_text())
+    card.write_text(json.dumps({**doc, "calibration_temperature": 20.0}))
+    rec = external_validation(path, card, tmp_path / "v", n_boot=50)
+    assert "temperature" not in rec["summary"]["calibration"]
+    said = [w for w in rec["warnings"] if "the card's calibration temperature stopped at its search bound" in w]
+    assert said == [
+        "the card's calibration temperature stopped at its search bound (T = 20): it is no calibration, so no "
+        "number after it is given here (the card's warnings say why)"
+    ]
+    assert said[0] in capsys.readouterr().out + (tmp_path / "v" / "report.md").read_text()
+    (tmp_path / "b").mkdir()
+    fitted = external_validation(*_site(tmp_path / "b", n=80)[:2], tmp_path / "w", n_boot=50)  # T = 1.3: none
+    assert not any("search bound" in w for w in fitted["warnings"])
+
+
 def test_a_sites_metrics_are_recomputed_independently(tmp_path, capsys):
     """helper-99: a site with another prevalence got probabilities and cut-offs without a word
     (AUC 0.881, mean prediction 0.40 against 0.15 observed, net benefit below treating none);

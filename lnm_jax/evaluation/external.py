@@ -58,6 +58,19 @@ PROB_DECIMALS = 6  # predict writes prob_lnm with 6 decimals: logits are recover
 PROB_FLOOR = 10.0**-PROB_DECIMALS / 2  # 0.000000 and 1.000000 read as the nearest values a rounding leaves
 
 
+def _temperature_unused(model: dict) -> list[str]:
+    """The warning of a card whose calibration temperature stopped at its search bound, so that
+    no number after it is given (helper-126: left out without a word, where the docs promise
+    numbers before and after the card's temperature)."""
+    t = model.get("temperature_at_bound")
+    if t is None:
+        return []
+    return [
+        f"the card's calibration temperature stopped at its search bound (T = {t:.3g}): it is no calibration, so "
+        "no number after it is given here (the card's warnings say why)"
+    ]
+
+
 class ExternalValidationError(ValueError):
     """A predictions CSV or card that cannot be read as a site's scored patients: one line naming
     the file, the row or the field."""
@@ -66,7 +79,8 @@ class ExternalValidationError(ValueError):
 def read_card(path: Path | str) -> dict:
     """What external validation takes from a model's ``metadata.json``: ``youden`` (None where
     none was chosen), ``temperature`` (None where none was fitted or it stopped at its search
-    bound), ``training_prevalence``, ``state`` (the model's state digest or None), ``name``."""
+    bound), ``temperature_at_bound`` (the card's temperature where it stopped there, else None),
+    ``training_prevalence``, ``state`` (the model's state digest or None), ``name``."""
     path = Path(path)
     if path.is_dir():
         raise ExternalValidationError(f"--card {path} is a folder: give its metadata.json ({path / METADATA})")
@@ -79,11 +93,11 @@ def read_card(path: Path | str) -> dict:
         raise ExternalValidationError(
             f"{path}: no {e} field: give the metadata.json that lnm-jax evaluate or export wrote"
         ) from None
-    if temperature is not None and C.at_bound(temperature):
-        temperature = None
+    at_bound = temperature if temperature is not None and C.at_bound(temperature) else None
     return {
         "youden": youden,
-        "temperature": temperature,
+        "temperature": None if at_bound is not None else temperature,
+        "temperature_at_bound": at_bound,
         "training_prevalence": prevalence,
         "state": md.get(names.STATE_DIGEST),
         "name": md.get("name"),
@@ -305,7 +319,8 @@ def external_validation(
         # a site of few patients of a class (helper-104: 4 positives gave "AUC 0.938, sens 1.000" unsaid)
         "warnings": small_split_warnings({"splits": {"site": summary}})
         + _one_class_calls(summary, model["youden"])
-        + _unchecked_card(card, model, scored),
+        + _unchecked_card(card, model, scored)
+        + _temperature_unused(model),
     }
     record["out"] = str(out)
     with atomic_directory(out, replace=True) as fresh:
