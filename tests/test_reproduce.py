@@ -200,6 +200,9 @@ def test_reproduce_with_folds_pools_out_of_fold_predictions(tiny_cohort, tmp_pat
     caveat = "With folds they compare the pooled out-of-fold scores, which rank the K fold models' scores as one"
     assert caveat in report_markdown(with_tests, groups) and caveat not in report
     assert caveat not in report_markdown({**with_tests, "split": "holdout"}, groups)
+    from lnm_jax.protocol.reproduce import POOLED_DELONG
+
+    assert json.loads((work / "results.json").read_text())["table3"]["delong_scores"] == POOLED_DELONG
     # the same command again from the folder above, the workdir typed relative: everything reused
     # (the stored configs hold absolute paths; a relative one names the same folder)
     fold0 = work / "runs" / "us_lnm" / "fold0" / "predictions.json"

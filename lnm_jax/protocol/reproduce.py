@@ -535,6 +535,8 @@ def reproduce(config: ConfigDict, workdir: Path | str) -> dict:
             y, za, zb = _aligned(preds[by_setting[a]], preds[by_setting[b]], "test")
             comparisons[f"{a}_vs_{b}"] = delong_test(y, M.sigmoid(za), M.sigmoid(zb))
     results["table3"]["delong"] = comparisons
+    # what the paired tests compare, in results.json as in the report (helper-126: the report's alone said it)
+    results["table3"]["delong_scores"] = POOLED_DELONG if folds else "each setting's one model on the test split"
     if "triple" in by_setting:
         name = by_setting["triple"]
         triple_dir = workdir / PROTOCOL_RUNS / name / ("fold0" if folds else "")
@@ -763,6 +765,13 @@ def lesion_evidence_lines(evidence: dict | None, folds: bool) -> list[str]:
     return lines
 
 
+# what the paired DeLong tests compare with folds: said in the report and recorded in results.json
+POOLED_DELONG = (
+    "With folds they compare the pooled out-of-fold scores, which rank the K fold models' scores as one model's, "
+    "whose scales differ: a difference of scales between folds enters them as one of models."
+)
+
+
 def report_markdown(results: dict, groups: dict) -> str:
     folds = results["split"] != "holdout"
     from lnm_jax.model_card import DEFAULT_TASK_LIMIT, described_task  # noqa: PLC0415
@@ -888,12 +897,7 @@ def report_markdown(results: dict, groups: dict) -> str:
         lines.append(  # (helper-104: the comparisons had been given unlabelled)
             f"Paired DeLong tests, exploratory: {len(t3['delong'])} comparisons, not corrected for "
             "multiplicity; a p above 0.05 means not shown to differ at this test set's size, not equal."
-            + (  # (helper-125: the pooled CI's caveat had not reached the tests on the same pooled scores)
-                " With folds they compare the pooled out-of-fold scores, which rank the K fold models' scores as one "
-                "model's, whose scales differ: a difference of scales between folds enters them as one of models."
-                if folds
-                else ""
-            )
+            + (f" {POOLED_DELONG}" if folds else "")  # (helper-125: the CI's caveat had not reached the tests)
         )
     for k, t in t3.get("delong", {}).items():
         a, b = k.split("_vs_")
