@@ -92,7 +92,13 @@ def main(argv=None) -> int:
         if not has_fc:
             ref.pop("logits")
     else:
-        import keras
+        try:
+            import keras
+        except ImportError as e:  # (helper-126: a traceback of "No module named 'keras'")
+            from lnm_jax.provenance import extra_install
+
+            print(f"verifying a Keras file needs Keras and TensorFlow ({e}): {extra_install('tf')}", file=sys.stderr)
+            return 1
 
         if a.arch != "resnet50":
             print("Keras verification supports ResNet50 only", file=sys.stderr)

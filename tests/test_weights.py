@@ -458,3 +458,15 @@ def _first_conv_scaled(variables, factor):
     first = sorted(params)[0]
     params[first] = {k: v * factor for k, v in params[first].items()}
     return {**variables, "params": params}
+
+
+def test_verifying_a_keras_file_without_keras_says_how_to_install_it(tmp_path, monkeypatch, capsys):
+    """helper-126: without Keras the verification script ended in a traceback of "No module
+    named 'keras'"; it says what to install, in one line, and exits 1."""
+    import sys
+
+    monkeypatch.setitem(sys.modules, "keras", None)  # (import keras then raises ImportError, installed or not)
+    (tmp_path / "k.weights.h5").write_bytes(b"")
+    assert _verify_script().main(["--from", "keras", "--in", str(tmp_path / "k.weights.h5")]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("verifying a Keras file needs Keras and TensorFlow") and "[tf]" in err[0]
