@@ -19,7 +19,7 @@ import numpy as np
 from lnm_jax.names import TORCHVISION_BACKBONES
 from lnm_jax.weights import verify as V
 from lnm_jax.weights.convert import from_keras_resnet50, from_torchvision, keras_caffe_input
-from lnm_jax.weights.io import keras_layer_weights, load_keras_weights, read_torch_state_dict
+from lnm_jax.weights.io import keras_layer_weights, keras_module, load_keras_weights, read_torch_state_dict
 
 
 def _vgg_or_inception(a, x: np.ndarray):
@@ -93,11 +93,9 @@ def main(argv=None) -> int:
             ref.pop("logits")
     else:
         try:
-            import keras
+            keras = keras_module("verifying a Keras file")
         except ImportError as e:  # (helper-126: a traceback of "No module named 'keras'")
-            from lnm_jax.provenance import extra_install
-
-            print(f"verifying a Keras file needs Keras and TensorFlow ({e}): {extra_install('tf')}", file=sys.stderr)
+            print(e, file=sys.stderr)
             return 1
 
         if a.arch != "resnet50":

@@ -92,16 +92,7 @@ def read_keras_resnet50(path: Path | str) -> dict[str, dict[str, np.ndarray]]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"weight file {path} does not exist")
-    try:
-        import keras  # noqa: PLC0415  (with TensorFlow: the [tf] extra)
-    except ImportError as e:
-        from lnm_jax.provenance import extra_install  # noqa: PLC0415
-
-        raise ImportError(
-            f"reading a Keras weight file ({path}) needs Keras and TensorFlow ({e}); install them: "
-            f"{extra_install('tf')}"
-        ) from e
-
+    keras = keras_module(f"reading a Keras weight file ({path})")
     errors = []
     for include_top in (False, True):
         model = keras.applications.ResNet50(weights=None, include_top=include_top)
@@ -111,6 +102,19 @@ def read_keras_resnet50(path: Path | str) -> dict[str, dict[str, np.ndarray]]:
         except (ValueError, KeyError, OSError) as e:
             errors.append(f"{'with' if include_top else 'without'} the classifier top: {_keras_reason(e)}")
     raise ValueError(f"{path} is not a Keras ResNet50 weight file ({'; '.join(errors)})")
+
+
+def keras_module(purpose: str):
+    """The ``keras`` module (with TensorFlow: the [tf] extra); ImportError saying that
+    ``purpose`` ("reading a Keras weight file (X)") needs it and how to install it where it is
+    missing (helper-126: the verification script had ended in a ModuleNotFoundError traceback)."""
+    try:
+        import keras  # noqa: PLC0415
+    except ImportError as e:
+        from lnm_jax.provenance import extra_install  # noqa: PLC0415
+
+        raise ImportError(f"{purpose} needs Keras and TensorFlow ({e}); install them: {extra_install('tf')}") from e
+    return keras
 
 
 def load_keras_weights(model, path: Path | str) -> None:
