@@ -636,6 +636,13 @@ def test_a_warning_of_every_image_of_an_input_says_so(folder, capsys):
     assert f"{n + 1} image(s) hold no picture (one value everywhere) (every CEUS image): " in said, said
     assert main(["validate", str(folder / "manifest.csv"), "--no-labels"]) == 0  # (helper-124: its lines too)
     assert "warning: [blank_image] said of every CEUS image of the cohort" in capsys.readouterr().out
+    for i in range(n):  # and every B-mode picture: both inputs in one parenthesis, as before stop 89's refactor
+        Image.fromarray(np.full((20, 30), 255, np.uint8)).save(folder / "img" / f"q{i}.png")
+    _WARNED.clear()
+    read_manifest(_write(folder, body))
+    assert f"{2 * n} image(s) hold no picture (one value everywhere) (every B-mode image, every CEUS image): " in (
+        capsys.readouterr().err
+    )
 
 
 def test_the_survey_counts_stills_by_what_they_hold(folder):

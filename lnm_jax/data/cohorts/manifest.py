@@ -1310,8 +1310,8 @@ def read_manifest(
     for code, words in warned.items() if warn else ():  # once per manifest and process, by every command
         if said := [w for w in warnings if w.code == code]:
             shown = "; ".join(map(str, said[:3])) + (f"; {len(said) - 3} more" if len(said) > 3 else "")
-            whole = "".join(f" (every {name} image)" for name in whole_columns(said, patients))
-            warn_once(f"{path}: {len(said)} {words}{whole}: {shown}", (path, code))
+            whole = ", ".join(f"every {name} image" for name in whole_columns(said, patients))
+            warn_once(f"{path}: {len(said)} {words}{f' ({whole})' if whole else ''}: {shown}", (path, code))
     if warn and (skipped := [h for h in header if h in unread]):
         print(
             f"note: {path}: column(s) {', '.join(skipped)} not read (the inputs read: {', '.join(taken)})",
