@@ -182,21 +182,19 @@ def test_reproduce_with_folds_pools_out_of_fold_predictions(tiny_cohort, tmp_pat
 
     assert f"label from {SYNTHETIC_LABELS}" in report and DEFAULT_TASK_LIMIT not in report
     # results.json describes it as the report does (helper-125: it had said "pathology after neck dissection")
+    groups = {k: [""] * n for k, n in res["table1"]["groups"].items()}  # (only counted)
     written = json.loads((work / "results.json").read_text())["task"]
     assert written["label_source"] == SYNTHETIC_LABELS and written["inputs"]["bmode"].startswith("synthetic ")
-    assert f"label from {SYNTHETIC_LABELS}" in report_markdown(
-        {**res, "task": written}, {k: [""] * n for k, n in res["table1"]["groups"].items()}
-    )
+    assert f"label from {SYNTHETIC_LABELS}" in report_markdown({**res, "task": written}, groups)
     from lnm_jax.task import PAPER
 
     real = {**res, "reference": None, "task": PAPER.to_dict()}  # a cohort of one's own records the task it was given
-    real = report_markdown(real, {k: [""] * n for k, n in res["table1"]["groups"].items()})
+    real = report_markdown(real, groups)
     assert "label from pathology after neck dissection" in real and DEFAULT_TASK_LIMIT in real
     assert "A backbone chosen from this table is chosen on them" in report
     # the pooled scores' caveat reaches the paired DeLong tests on them (helper-125); a holdout's has none
     paired = {"us_lnm_vs_us_lnm": {"auc_a": 0.7, "auc_b": 0.6, "difference": 0.1, "p": 0.2}}
     with_tests = {**res, "table3": {**res["table3"], "delong": paired}}
-    groups = {k: [""] * n for k, n in res["table1"]["groups"].items()}
     caveat = "With folds they compare the pooled out-of-fold scores, which rank the K fold models' scores as one"
     assert caveat in report_markdown(with_tests, groups) and caveat not in report
     assert caveat not in report_markdown({**with_tests, "split": "holdout"}, groups)
