@@ -112,6 +112,18 @@ def compiler_options(kind: Mapping[str, Mapping[str, Any]], platform: str | None
     return options or None
 
 
+def _platform(mesh: jax.sharding.Mesh | None) -> str | None:
+    return mesh.devices.flat[0].platform if mesh is not None else None
+
+
+def options_key(kind: Mapping[str, Mapping[str, Any]], mesh: jax.sharding.Mesh | None = None) -> tuple:
+    """The options a program of ``kind`` built now by :func:`jit` (with ``mesh``) is compiled
+    with, as a sorted tuple of (name, value): part of the key of a cache of built programs
+    (``make_train_step``'s, ``make_eval_step``'s), so that other options (a test's, a user's)
+    build another program, never reuse one built with the old."""
+    return tuple(sorted((compiler_options(kind, _platform(mesh)) or {}).items()))
+
+
 def jit(fn: Callable | None = None, *, mesh: jax.sharding.Mesh | None = None, kind=STEP, **kwargs) -> Callable:
     """``jax.jit(fn, **kwargs)`` compiled with ``kind``'s options for the platform of ``mesh``'s
     devices (default: JAX's default backend); a caller's own ``compiler_options`` are added and
@@ -120,6 +132,5 @@ def jit(fn: Callable | None = None, *, mesh: jax.sharding.Mesh | None = None, ki
         return functools.partial(jit, mesh=mesh, kind=kind, **kwargs)
     import jax
 
-    platform = mesh.devices.flat[0].platform if mesh is not None else None
-    options = {**(compiler_options(kind, platform) or {}), **(kwargs.pop("compiler_options", None) or {})}
+    options = {**(compiler_options(kind, _platform(mesh)) or {}), **(kwargs.pop("compiler_options", None) or {})}
     return jax.jit(fn, compiler_options=options or None, **kwargs)

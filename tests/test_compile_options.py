@@ -124,6 +124,45 @@ def test_every_program_is_built_with_its_kinds_options(monkeypatch):
     assert compile_options.compiler_options(STEP, "cpu") is None
 
 
+def test_runs_of_one_configuration_share_their_programs_and_other_options_build_anew(monkeypatch):
+    """The train step, evaluation step, initialisation and Grad-CAM are one program object per
+    configuration in a process (a second run of it, a run's best and latest predictors, reuse
+    the traces and compiles): equal models and optimiser settings give the same object; another
+    seed, another setting, or other options of the program's kind another one. Nothing is
+    traced or compiled here."""
+    import copy
+
+    from lnm_jax.config import base_config
+    from lnm_jax.explain.gradcam import make_cam_fn
+    from lnm_jax.training.state import optimizers, train_state_program
+    from lnm_jax.training.steps import make_eval_step, make_train_step
+
+    train_cfg = base_config("dual").train
+    (tx, plateau), model = optimizers(train_cfg), _model_and_batch()[0]
+    assert optimizers(copy.deepcopy(train_cfg)) == (tx, plateau)  # the same objects, from equal values
+    other = copy.deepcopy(train_cfg)
+    other.learning_rate = train_cfg.learning_rate / 10
+    assert optimizers(other)[0] is not tx
+    twin = _model_and_batch()[0]
+    assert twin is not model and twin == model
+    built = {
+        "train": (STEP, lambda m: make_train_step(m, tx)),
+        "eval": (INFERENCE, lambda m: make_eval_step(m)),
+        "init": (INIT, lambda m: train_state_program(m, tx, plateau)),
+        "cams": (INFERENCE, lambda m: make_cam_fn(m)),
+    }
+    for name, (kind, build) in built.items():
+        first = build(model)
+        assert build(twin) is first, name
+        with monkeypatch.context() as m:
+            m.setitem(kind, "cpu", {LEVEL: 2})
+            assert build(twin) is not first, f"{name}: a program built with other options was reused"
+        assert build(twin) is first, name
+    assert make_train_step(model, tx, seed=1) is not make_train_step(model, tx)
+    assert make_train_step(model, tx, pos_weight=2.0) is not make_train_step(model, tx)
+    assert make_train_step(model, optimizers(other)[0]) is not make_train_step(model, tx)
+
+
 def _pretraining_programs():
     """The pretraining step and its feature program on a tiny encoder, its state as zeros (the
     compile fails before anything runs)."""

@@ -1739,8 +1739,13 @@ def test_a_run_from_a_pretrained_backbone_compiles_one_step_and_its_resume_does_
     from lnm_jax.weights.io import save_backbone
 
     real, steps = loop.make_train_step, []
-    monkeypatch.setattr(loop, "make_train_step", lambda *a, **k: steps.append(real(*a, **k)) or steps[-1])
 
+    def recording(*args, **kwargs):
+        steps.append(real(*args, **kwargs))
+        steps[-1].clear_cache()  # one program object per configuration in a process: another test's may be it
+        return steps[-1]
+
+    monkeypatch.setattr(loop, "make_train_step", recording)
     config = tiny_config(tiny_cohort, "bmode,us_lnm", epochs=1)
     state = Run.create(config, tmp_path / "source").fresh_state()
     branch = "bmode_backbone"

@@ -711,6 +711,9 @@ def test_nan_loss_stops_with_named_error_and_keeps_last_good_checkpoint(triple_r
     good, meta = run.restore("latest")
     real = steps_lib.bce_loss
     monkeypatch.setattr(steps_lib, "bce_loss", lambda *a: real(*a) * np.nan)
+    # built anew, so that the patched loss is traced (one step program per configuration in a
+    # process: another test's run of this one may have built it)
+    monkeypatch.setattr(steps_lib, "_train_step", steps_lib._train_step.__wrapped__)
     config = load_config(run.workdir)
     config.train.epochs = 3
     with pytest.raises(NonFiniteLossError, match="loss is nan"):

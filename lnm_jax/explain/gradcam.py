@@ -170,11 +170,11 @@ def make_cam_fn(
         raise ValueError(f"unknown CAM target '{target}', expected one of {sorted(TARGETS)}")
     if layer not in (AUTO_LAYER, *LAYERS):
         raise ValueError(f"unknown CAM layer '{layer}', expected '{AUTO_LAYER}' or one of {LAYERS}")
-    return _cam_fn(model, layer, method, target, upsample)
+    return _cam_fn(model, layer, method, target, upsample, compile_options.options_key(compile_options.INFERENCE))
 
 
 @cache_where_hashable(maxsize=8)  # (a module with an unhashable field: built for its call alone)
-def _cam_fn(model: nn.Module, layer: str, method: str, target: str, upsample: bool) -> Callable:
+def _cam_fn(model: nn.Module, layer: str, method: str, target: str, upsample: bool, _options: tuple) -> Callable:
     """:func:`make_cam_fn`'s function, one per model (Flax modules compare and hash by their
     fields) and setting in a process: a second Grad-CAM of one model (``evaluate``'s lesion
     evidence, then ``gradcam``; a notebook's calls) reuses its traced and compiled programs."""

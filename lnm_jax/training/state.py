@@ -23,6 +23,7 @@ import jax.numpy as jnp
 import optax
 
 from lnm_jax import compile_options
+from lnm_jax.memo import cache_where_hashable
 from lnm_jax.models.fusion import is_backbone
 from lnm_jax.training import sharding
 
@@ -89,8 +90,20 @@ def make_plateau(cfg) -> optax.GradientTransformationExtraArgs:
 
 def optimizers(train_cfg) -> tuple[optax.GradientTransformation, optax.GradientTransformationExtraArgs]:
     """(Adam, plateau scheduler) as ``config.train`` sets them: the one place a run, a test or a
-    benchmark gets its optimiser from."""
-    return make_optimizer(train_cfg), make_plateau(train_cfg["plateau"])
+    benchmark gets its optimiser from. One pair per setting in a process (keyed by the values
+    read, not the ConfigDict): runs of one configuration get the same objects, so their train
+    steps and initialisations are one program each (:func:`train_state_program`,
+    :func:`lnm_jax.training.steps.make_train_step`)."""
+    settings = (train_cfg["learning_rate"], train_cfg.get("backbone_lr_scale", 1.0), train_cfg.get("weight_decay", 0.0))
+    return _optimizers(settings, tuple(sorted(train_cfg["plateau"].items())))
+
+
+@cache_where_hashable(maxsize=16)
+def _optimizers(settings: tuple, plateau: tuple) -> tuple:
+    lr, scale, decay = settings
+    return make_optimizer({"learning_rate": lr, "backbone_lr_scale": scale, "weight_decay": decay}), make_plateau(
+        dict(plateau)
+    )
 
 
 def run_init_program(fn, *args):
@@ -147,8 +160,13 @@ def train_state_program(model: nn.Module, tx: optax.GradientTransformation, plat
     JAX keeps the trace on the program object, so one program traces ``model.init`` once for
     both and for every later call with inputs of the same shapes: a run that sizes its
     checkpoints before it initialises (``Run.create``), or restores several of them, had traced
-    it each time (0.1-0.3 s each at the tests' sizes, 260 traces in one run of the suite)."""
+    it each time (0.1-0.3 s each at the tests' sizes, 260 traces in one run of the suite). One
+    program per model, optimiser and scheduler in a process: runs of one configuration share it."""
+    return _train_state_program(model, tx, plateau, compile_options.options_key(compile_options.INIT))
 
+
+@cache_where_hashable(maxsize=8)
+def _train_state_program(model: nn.Module, tx: optax.GradientTransformation, plateau, _options: tuple) -> Callable:
     def build(r, x):
         return train_state_from(model.init(r, x, train=False), tx, plateau)
 

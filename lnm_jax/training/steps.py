@@ -19,6 +19,7 @@ import optax
 from jax.sharding import Mesh
 
 from lnm_jax import compile_options, names, rng_streams
+from lnm_jax.memo import cache_where_hashable
 from lnm_jax.models.fusion import DROPOUT_RNG, is_backbone
 from lnm_jax.names import INPUT_LOGIT
 from lnm_jax.training.sharding import batch_sharding, replicated, shard_batch, to_host
@@ -178,7 +179,31 @@ def make_train_step(
     shape or dtype), ``lnm`` [B] 0/1 and ``valid`` [B] bool (ValueError naming the one missing or
     not [B], when the step is traced). Label values are not checked inside ``jit``: the loaders
     give 0/1; others give a meaningless loss.
+
+    One program object per model, optimiser, mesh, seed and loss settings in a process (Flax
+    modules compare and hash by their fields; :func:`lnm_jax.training.state.optimizers` gives
+    one optimiser per setting): a second run of one configuration (the protocol's, a notebook's,
+    a test's) steps the program the first traced and compiled.
     """
+    settings = (aux_loss_weight, lesion_loss_weight, pos_weight, head_min_scale, frozen_backbones)
+    return _train_step(model, tx, mesh, seed, *settings, compile_options.options_key(compile_options.STEP, mesh))
+
+
+@cache_where_hashable(maxsize=8)  # (a module with an unhashable field: built for its call alone)
+def _train_step(
+    model: nn.Module,
+    tx: optax.GradientTransformation,
+    mesh: Mesh | None,
+    seed: int,
+    aux_loss_weight: float,
+    lesion_loss_weight: float,
+    pos_weight: float,
+    head_min_scale: float,
+    frozen_backbones: bool,
+    _options: tuple,
+) -> Callable:
+    """:func:`make_train_step`'s program (``_options``: :func:`lnm_jax.compile_options.options_key`,
+    the part of the key the kinds' options are)."""
 
     def train_step(state: TrainState, batch: dict):
         for key in (names.LABEL, names.VALID):
@@ -230,8 +255,14 @@ def make_train_step(
 
 def make_eval_step(model: nn.Module, mesh: Mesh | None = None) -> Callable:
     """Returns ``eval_step(params, batch_stats, batch) -> {'logit': [B], INPUT_LOGIT+input: [B]
-    for each per-input head}`` (BatchNorm in inference)."""
+    for each per-input head}`` (BatchNorm in inference). One program object per model and mesh in
+    a process, as :func:`make_train_step`'s: a run's best and latest checkpoints (two
+    predictors), and every run of one model, share its traces and compiles."""
+    return _eval_step(model, mesh, compile_options.options_key(compile_options.INFERENCE, mesh))
 
+
+@cache_where_hashable(maxsize=8)
+def _eval_step(model: nn.Module, mesh: Mesh | None, _options: tuple) -> Callable:
     def eval_step(params, batch_stats, batch: dict):
         out = model.apply({"params": params, "batch_stats": batch_stats}, batch, train=False)
         logits = {f"{INPUT_LOGIT}{m}": z for m, z in out.get("input_logits", {}).items()}
