@@ -124,13 +124,16 @@ def options_key(kind: Mapping[str, Mapping[str, Any]], mesh: jax.sharding.Mesh |
     return tuple(sorted((compiler_options(kind, _platform(mesh)) or {}).items()))
 
 
-def jit(fn: Callable | None = None, *, mesh: jax.sharding.Mesh | None = None, kind=STEP, **kwargs) -> Callable:
-    """``jax.jit(fn, **kwargs)`` compiled with ``kind``'s options for the platform of ``mesh``'s
-    devices (default: JAX's default backend); a caller's own ``compiler_options`` are added and
-    win. Without ``fn``, a decorator: ``@jit(kind=INIT)``."""
+def jit(fn: Callable | None = None, *, mesh: jax.sharding.Mesh | None = None, kind=None, **kwargs) -> Callable:
+    """``jax.jit(fn, **kwargs)`` compiled with ``kind``'s options (default: :data:`STEP`, as
+    this module holds it when the program is built) for the platform of ``mesh``'s devices
+    (default: JAX's default backend); a caller's own ``compiler_options`` are added and win.
+    Without ``fn``, a decorator: ``@jit(kind=INIT)``."""
     if fn is None:
         return functools.partial(jit, mesh=mesh, kind=kind, **kwargs)
     import jax
+
+    kind = STEP if kind is None else kind
 
     options = {**(compiler_options(kind, _platform(mesh)) or {}), **(kwargs.pop("compiler_options", None) or {})}
     return jax.jit(fn, compiler_options=options or None, **kwargs)

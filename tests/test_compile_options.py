@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from support import BACKBONE
 
-from lnm_jax import compile_options
+from lnm_jax import compile_options, memo
 from lnm_jax.compile_options import (
     INFERENCE,
     INIT,
@@ -119,6 +119,11 @@ def test_every_program_is_built_with_its_kinds_options(monkeypatch):
     monkeypatch.setitem(STEP, "cpu", {LEVEL: 1})
     with pytest.raises(Exception, match=BOGUS):
         compile_options.jit(lambda x: x + 1, compiler_options={BOGUS: 2})(jnp.ones(2))
+    # the module's STEP rebound, not edited: a program of the default kind takes the dict as it is
+    # when the program is built (helper-127: it took the one bound when the module was loaded)
+    monkeypatch.setattr(compile_options, "STEP", {"cpu": {BOGUS: 3}})  # (a value no program above was built with)
+    with pytest.raises(Exception, match=BOGUS):
+        make_train_step(model, tx)(state, batch)
     monkeypatch.setenv("XLA_FLAGS", f"--{BOGUS}=1")  # the user's flag wins: no option passed
     monkeypatch.setitem(STEP, "cpu", {BOGUS: 1})
     assert compile_options.compiler_options(STEP, "cpu") is None
@@ -161,6 +166,10 @@ def test_runs_of_one_configuration_share_their_programs_and_other_options_build_
     assert make_train_step(model, tx, seed=1) is not make_train_step(model, tx)
     assert make_train_step(model, tx, pos_weight=2.0) is not make_train_step(model, tx)
     assert make_train_step(model, optimizers(other)[0]) is not make_train_step(model, tx)
+    # memo.clear(): every program built anew (for a function patched in after it was built; helper-127)
+    first = {name: build(model) for name, (_, build) in built.items()}
+    memo.clear()
+    assert all(build(model) is not first[name] for name, (_, build) in built.items())
 
 
 def _pretraining_programs():
