@@ -134,6 +134,5 @@ def jit(fn: Callable | None = None, *, mesh: jax.sharding.Mesh | None = None, ki
     import jax
 
     kind = STEP if kind is None else kind
-
     options = {**(compiler_options(kind, _platform(mesh)) or {}), **(kwargs.pop("compiler_options", None) or {})}
     return jax.jit(fn, compiler_options=options or None, **kwargs)
