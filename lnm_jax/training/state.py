@@ -62,6 +62,10 @@ def _decay_mask(params):
     return jax.tree.map(lambda p: jnp.ndim(p) >= 2, params)
 
 
+# the fields of config.train that make_optimizer reads (its defaults for those a config lacks)
+OPTIMIZER_FIELDS = ("learning_rate", "backbone_lr_scale", "weight_decay")
+
+
 def make_optimizer(train_cfg) -> optax.GradientTransformation:
     """Adam at ``train_cfg.learning_rate`` (``config.train``; the paper: 1e-3, one group). With
     ``backbone_lr_scale`` != 1 or ``weight_decay`` > 0: AdamW per parameter group
@@ -94,16 +98,13 @@ def optimizers(train_cfg) -> tuple[optax.GradientTransformation, optax.GradientT
     read, not the ConfigDict): runs of one configuration get the same objects, so their train
     steps and initialisations are one program each (:func:`train_state_program`,
     :func:`lnm_jax.training.steps.make_train_step`)."""
-    settings = (train_cfg["learning_rate"], train_cfg.get("backbone_lr_scale", 1.0), train_cfg.get("weight_decay", 0.0))
+    settings = tuple((k, train_cfg[k]) for k in OPTIMIZER_FIELDS if k in train_cfg)
     return _optimizers(settings, tuple(sorted(train_cfg["plateau"].items())))
 
 
 @cache_where_hashable(maxsize=16)
 def _optimizers(settings: tuple, plateau: tuple) -> tuple:
-    lr, scale, decay = settings
-    return make_optimizer({"learning_rate": lr, "backbone_lr_scale": scale, "weight_decay": decay}), make_plateau(
-        dict(plateau)
-    )
+    return make_optimizer(dict(settings)), make_plateau(dict(plateau))
 
 
 def run_init_program(fn, *args):
